@@ -1,0 +1,202 @@
+//! The administrator's configuration file (`/etc/berth/berth.toml`), parsed and validated.
+//!
+//! ```toml
+//! store = "/var/lib/berth"          # optional: where images live
+//! [binds]
+//! allow = ["$HOME", "/tmp", "$PWD", "/lustre/scratch"]   # bind sources must lie under one
+//! deny  = ["/tmp/secrets"]                               # ... and under none of these
+//! ```
+//!
+//! `$HOME` is the home directory of the user the container runs as and `$PWD` the directory
+//! the command was started from; both are expanded when a bind is checked, not when the file
+//! is read, because one config serves every user.
+
+use serde::Deserialize;
+use std::path::{Component, Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: [binds] {list} entry '{entry}' must be an absolute path, $HOME or $PWD (optionally followed by /more)")]
+    BindEntry { list: &'static str, entry: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Image store location; the default depends on who runs berth.
+    pub store: Option<PathBuf>,
+    #[serde(default)]
+    pub binds: BindPolicy,
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.binds.validate()?;
+        Ok(config)
+    }
+}
+
+/// Which host paths may be bind-mounted into containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindPolicy {
+    #[serde(default = "BindPolicy::default_allow")]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl Default for BindPolicy {
+    fn default() -> Self {
+        BindPolicy { allow: Self::default_allow(), deny: Vec::new() }
+    }
+}
+
+/// Why a bind source was refused: names the rule, so the user (or admin) knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindRefusal {
+    Denied { rule: String },
+    NotAllowed { allowed: Vec<String> },
+}
+
+impl std::fmt::Display for BindRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindRefusal::Denied { rule } => write!(f, "it lies under the denied path {rule} ([binds] deny)"),
+            BindRefusal::NotAllowed { allowed } => {
+                write!(f, "it lies under none of the allowed paths ([binds] allow: {})", allowed.join(", "))
+            }
+        }
+    }
+}
+
+impl BindPolicy {
+    fn default_allow() -> Vec<String> {
+        vec!["$HOME".into(), "/tmp".into(), "$PWD".into()]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (list, entries) in [("allow", &self.allow), ("deny", &self.deny)] {
+            for entry in entries {
+                let ok = entry.starts_with('/')
+                    || ["$HOME", "$PWD"].iter().any(|v| {
+                        entry.strip_prefix(v).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    });
+                if !ok {
+                    return Err(ConfigError::BindEntry { list, entry: entry.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a bind source, already resolved to a canonical absolute path without symlinks,
+    /// against the policy. `home` and `cwd` expand `$HOME` and `$PWD`.
+    pub fn check(&self, source: &Path, home: &Path, cwd: &Path) -> Result<(), BindRefusal> {
+        let expand = |rule: &str| -> PathBuf {
+            let (base, rest) = if let Some(rest) = rule.strip_prefix("$HOME") {
+                (home, rest)
+            } else if let Some(rest) = rule.strip_prefix("$PWD") {
+                (cwd, rest)
+            } else {
+                return PathBuf::from(rule);
+            };
+            let rest = rest.trim_start_matches('/');
+            if rest.is_empty() { base.to_path_buf() } else { base.join(rest) }
+        };
+        // A `$VAR` rule that expands to `/` (for example `$PWD` when started from `/`) would
+        // allow everything, so it matches nothing: an administrator who means that writes "/".
+        let under = |rule: &str| {
+            let base = expand(rule);
+            (!rule.starts_with('$') || base.components().count() > 1) && lexically_under(source, &base)
+        };
+        if let Some(rule) = self.deny.iter().find(|r| under(r)) {
+            return Err(BindRefusal::Denied { rule: describe(rule, &expand(rule)) });
+        }
+        if self.allow.iter().any(|r| under(r)) {
+            return Ok(());
+        }
+        Err(BindRefusal::NotAllowed { allowed: self.allow.iter().map(|r| describe(r, &expand(r))).collect() })
+    }
+}
+
+fn describe(rule: &str, expanded: &Path) -> String {
+    if rule.starts_with('$') {
+        format!("{rule} ({})", expanded.display())
+    } else {
+        rule.to_string()
+    }
+}
+
+/// True when `path` is `base` or lies below it, comparing whole components.
+fn lexically_under(path: &Path, base: &Path) -> bool {
+    let normal = |p: &Path| -> Vec<String> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (p, b) = (normal(path), normal(base));
+    p.len() >= b.len() && p[..b.len()] == b[..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], deny: &[&str]) -> BindPolicy {
+        BindPolicy {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn default_policy_allows_home_tmp_and_cwd() {
+        let p = BindPolicy::default();
+        let (home, cwd) = (Path::new("/home/ann"), Path::new("/scratch/run1"));
+        assert!(p.check(Path::new("/home/ann/data"), home, cwd).is_ok());
+        assert!(p.check(Path::new("/home/ann"), home, cwd).is_ok());
+        assert!(p.check(Path::new("/tmp/x"), home, cwd).is_ok());
+        assert!(p.check(Path::new("/scratch/run1/in"), home, cwd).is_ok());
+        // Component-wise: /home/annex is not under /home/ann.
+        let refused = p.check(Path::new("/home/annex"), home, cwd).unwrap_err();
+        assert!(refused.to_string().contains("$HOME (/home/ann)"), "{refused}");
+        assert!(p.check(Path::new("/etc"), home, cwd).is_err());
+    }
+
+    #[test]
+    fn cwd_at_root_does_not_allow_everything() {
+        let p = BindPolicy::default();
+        assert!(p.check(Path::new("/etc"), Path::new("/home/ann"), Path::new("/")).is_err());
+        assert!(policy(&["/"], &[]).check(Path::new("/etc"), Path::new("/h"), Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn deny_wins_and_is_named() {
+        let p = policy(&["/tmp", "$HOME/projects"], &["/tmp/secrets"]);
+        let (home, cwd) = (Path::new("/home/ann"), Path::new("/"));
+        assert!(p.check(Path::new("/home/ann/projects/a"), home, cwd).is_ok());
+        assert!(p.check(Path::new("/home/ann/mail"), home, cwd).is_err());
+        let refused = p.check(Path::new("/tmp/secrets/key"), home, cwd).unwrap_err();
+        assert_eq!(refused, BindRefusal::Denied { rule: "/tmp/secrets".into() });
+    }
+
+    #[test]
+    fn config_file() {
+        let c = Config::from_toml("store = \"/srv/berth\"\n[binds]\nallow = [\"/lustre/scratch\", \"$HOME\"]\n").unwrap();
+        assert_eq!(c.store.as_deref(), Some(Path::new("/srv/berth")));
+        assert_eq!(c.binds.allow, vec!["/lustre/scratch", "$HOME"]);
+        assert!(Config::from_toml("").unwrap().binds.allow.contains(&"$PWD".to_string()));
+        let err = Config::from_toml("[binds]\nallow = [\"relative/path\"]\n").unwrap_err();
+        assert!(err.to_string().contains("relative/path"), "{err}");
+        assert!(Config::from_toml("[binds]\nallow = [\"$HOMEX\"]\n").is_err());
+        assert!(Config::from_toml("bogus = 1\n").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! Resource quantities as users type them on the command line.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QuantityError {
+    #[error("invalid size '{0}': expected a number with an optional unit (b, k, m, g, t), e.g. 512m or 4G")]
+    Size(String),
+    #[error("invalid CPU count '{0}': expected a positive number such as 2 or 0.5")]
+    Cpus(String),
+}
+
+/// Parses a memory size the way docker's `--memory` does: a bare number is bytes, and the
+/// suffixes b, k, m, g, t (optionally followed by `b` or `ib`) are powers of 1024.
+pub fn parse_size(text: &str) -> Result<u64, QuantityError> {
+    let err = || QuantityError::Size(text.to_string());
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(err());
+    }
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(err()),
+    };
+    let value: f64 = num.parse().map_err(|_| err())?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a CPU count (`--cpus 1.5`): a positive decimal number.
+pub fn parse_cpus(text: &str) -> Result<f64, QuantityError> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(QuantityError::Cpus(text.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("g").is_err());
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-5m").is_err());
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("2"), Ok(2.0));
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("two").is_err());
+        assert!(parse_cpus("inf").is_err());
+    }
+}
