@@ -1,1 +1,26 @@
-//! placeholder
+//! berth's image store: importing Docker/OCI images and root filesystems into one flattened,
+//! content-addressed squashfs file per image.
+//!
+//! Owns: archive formats (docker-archive, OCI layout and archive, plain rootfs tar or
+//! directory), safe layer flattening (whiteouts, hardlinks, path sanitising), the squashfs
+//! build, the on-disk store with its names, and the unpacked-directory cache that
+//! unprivileged containers run from.
+//! Must not: create namespaces, mount anything or run containers (that is `berth-runtime`),
+//! and must never write a file outside the store: layers are flattened as tar streams in
+//! memory, never extracted onto the host filesystem.
+
+
+mod compress;
+mod digest;
+mod error;
+mod flatten;
+
+
+
+
+
+pub use digest::Digest;
+pub use error::ImageError;
+pub use flatten::{FlattenStats, Layer};
+
+

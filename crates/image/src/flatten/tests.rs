@@ -1,0 +1,233 @@
+//! Layer flattening, including hand-crafted malicious layers.
+
+use super::*;
+use std::collections::BTreeMap;
+
+/// One tar entry for a hand-built layer. Names are written into the header raw, so tests can
+/// build entries that the `tar` crate's safe API would refuse (`..`, absolute paths).
+pub enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a str),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    CharDev(&'a str),
+}
+
+pub fn layer_bytes(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        let (name, kind, data, link): (&str, EntryType, &str, &str) = match *e {
+            E::Dir(n) => (n, EntryType::Directory, "", ""),
+            E::File(n, d) => (n, EntryType::Regular, d, ""),
+            E::Symlink(n, t) => (n, EntryType::Symlink, "", t),
+            E::Hardlink(n, t) => (n, EntryType::Link, "", t),
+            E::CharDev(n) => (n, EntryType::Char, "", ""),
+        };
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_size(data.len() as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Out {
+    Dir,
+    File(String),
+    Symlink(String),
+    Hardlink(String),
+    Fifo,
+}
+
+pub fn read_tar(bytes: &[u8]) -> BTreeMap<String, Out> {
+    let mut map = BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+        let link = || String::from_utf8(entry.link_name_bytes().unwrap().into_owned()).unwrap();
+        let out = match entry.header().entry_type() {
+            EntryType::Directory => Out::Dir,
+            EntryType::Symlink => Out::Symlink(link()),
+            EntryType::Link => Out::Hardlink(link()),
+            EntryType::Fifo => Out::Fifo,
+            _ => {
+                let mut s = String::new();
+                entry.read_to_string(&mut s).unwrap();
+                Out::File(s)
+            }
+        };
+        assert!(map.insert(path.clone(), out).is_none(), "{path} written twice");
+    }
+    map
+}
+
+fn run(layers: &[&[E]]) -> Result<(BTreeMap<String, Out>, FlattenStats), ImageError> {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<Layer> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, entries)| {
+            let path = dir.path().join(format!("layer{i}.tar"));
+            std::fs::write(&path, layer_bytes(entries)).unwrap();
+            Layer::file(path)
+        })
+        .collect();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let mut out = Vec::new();
+    let stats = flatten(&files, &spool, &mut out)?;
+    Ok((read_tar(&out), stats))
+}
+
+fn file(s: &str) -> Out {
+    Out::File(s.to_string())
+}
+
+#[test]
+fn later_layers_replace_and_whiteouts_remove() {
+    let (tree, stats) = run(&[
+        &[E::Dir("etc/"), E::File("etc/a", "1"), E::File("etc/b", "1"), E::Dir("var/"), E::File("var/log", "x")],
+        &[E::File("etc/a", "2"), E::File("etc/.wh.b", ""), E::File(".wh.var", "")],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("etc/a"), Some(&file("2")));
+    assert!(!tree.contains_key("etc/b"));
+    assert!(!tree.contains_key("var") && !tree.contains_key("var/log"));
+    assert!(!tree.keys().any(|k| k.contains(".wh.")));
+    assert_eq!(stats.entries, 2);
+    assert_eq!(stats.diff_ids.len(), 2);
+}
+
+#[test]
+fn opaque_directory_hides_lower_content_only() {
+    let (tree, _) = run(&[
+        &[E::Dir("opt/"), E::File("opt/old", "o"), E::Dir("opt/sub/"), E::File("opt/sub/x", "x")],
+        &[E::File("opt/new", "n"), E::File("opt/.wh..wh..opq", "")],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("opt/new"), Some(&file("n")));
+    assert!(!tree.contains_key("opt/old") && !tree.contains_key("opt/sub/x") && !tree.contains_key("opt/sub"));
+}
+
+#[test]
+fn whiteout_in_same_layer_does_not_hide_that_layers_file() {
+    // OCI: whiteouts apply to lower layers only.
+    let (tree, _) = run(&[&[E::File("a", "lower")], &[E::Dir("a/"), E::File("a/new", "n"), E::File(".wh.a", "")]]).unwrap();
+    assert_eq!(tree.get("a"), Some(&Out::Dir));
+    assert_eq!(tree.get("a/new"), Some(&file("n")));
+}
+
+#[test]
+fn dot_dot_is_refused() {
+    let err = run(&[&[E::File("../../etc/evil", "pwned")]]).unwrap_err();
+    assert!(matches!(err, ImageError::BadLayer { layer: 0, .. }), "{err}");
+    assert!(err.to_string().contains(".."), "{err}");
+    let err = run(&[&[E::File("a", "1")], &[E::File("usr/../../x", "pwned")]]).unwrap_err();
+    assert!(matches!(err, ImageError::BadLayer { layer: 1, .. }), "{err}");
+    let err = run(&[&[E::File("a", "1"), E::Hardlink("b", "../../etc/shadow")]]).unwrap_err();
+    assert!(err.to_string().contains("hardlink"), "{err}");
+}
+
+#[test]
+fn absolute_paths_stay_inside_the_root() {
+    let (tree, _) = run(&[&[E::File("/etc/evil", "inside"), E::File("//./bin//sh", "sh")]]).unwrap();
+    assert_eq!(tree.get("etc/evil"), Some(&file("inside")));
+    assert_eq!(tree.get("bin/sh"), Some(&file("sh")));
+}
+
+#[test]
+fn symlink_planted_in_a_lower_layer_is_replaced_not_followed() {
+    let (tree, _) = run(&[&[E::Symlink("evil", "/etc")], &[E::File("evil/passwd", "root::0:0::/:/bin/sh")]]).unwrap();
+    assert_eq!(tree.get("evil/passwd"), Some(&file("root::0:0::/:/bin/sh")));
+    // The symlink is gone; "evil" is now an (implied) directory inside the image.
+    assert!(!matches!(tree.get("evil"), Some(Out::Symlink(_))));
+}
+
+#[test]
+fn symlink_planted_earlier_in_the_same_layer_is_replaced_not_followed() {
+    let (tree, _) = run(&[&[E::Symlink("up", "../../.."), E::File("up/tmp/x", "x"), E::Symlink("ok", "usr/bin")]]).unwrap();
+    assert_eq!(tree.get("up/tmp/x"), Some(&file("x")));
+    assert!(!matches!(tree.get("up"), Some(Out::Symlink(_))));
+    // A symlink nobody writes through is kept verbatim: it is resolved inside the container.
+    assert_eq!(tree.get("ok"), Some(&Out::Symlink("usr/bin".into())));
+}
+
+#[test]
+fn device_nodes_are_dropped() {
+    let (tree, stats) = run(&[&[E::Dir("dev/"), E::CharDev("dev/sda"), E::CharDev("../../dev/mem")]]).unwrap();
+    assert!(!tree.contains_key("dev/sda"));
+    assert_eq!(stats.devices_dropped, 2);
+}
+
+#[test]
+fn file_replacing_a_directory_removes_its_children() {
+    let (tree, _) = run(&[&[E::Dir("d/"), E::File("d/x", "x")], &[E::File("d", "now a file")]]).unwrap();
+    assert_eq!(tree.get("d"), Some(&file("now a file")));
+    assert!(!tree.contains_key("d/x"));
+}
+
+#[test]
+fn hardlinks() {
+    let (tree, _) = run(&[&[E::File("a", "data"), E::Hardlink("b", "a"), E::Hardlink("c", "./b")]]).unwrap();
+    assert_eq!(tree.get("b"), Some(&Out::Hardlink("a".into())));
+    assert_eq!(tree.get("c"), Some(&Out::Hardlink("a".into())));
+    let err = run(&[&[E::Hardlink("b", "missing")]]).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let err = run(&[&[E::Dir("d/"), E::Hardlink("b", "d")]]).unwrap_err();
+    assert!(err.to_string().contains("directory"), "{err}");
+}
+
+#[test]
+fn hardlink_keeps_original_content_when_a_later_layer_replaces_the_original() {
+    let (tree, _) = run(&[
+        &[E::File("bin/tool", "v1"), E::Hardlink("bin/alias", "bin/tool"), E::Hardlink("bin/alias2", "bin/tool")],
+        &[E::File("bin/tool", "v2")],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("bin/tool"), Some(&file("v2")));
+    assert_eq!(tree.get("bin/alias"), Some(&file("v1")));
+    assert_eq!(tree.get("bin/alias2"), Some(&Out::Hardlink("bin/alias".into())));
+}
+
+#[test]
+fn compressed_layers_and_digests() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = layer_bytes(&[E::File("hello", "world")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let path = dir.path().join("layer.tar.gz");
+    std::fs::write(&path, &gz).unwrap();
+    let layer = Layer { digest: Some(Digest::of(&gz)), diff_id: Some(Digest::of(&plain)), ..Layer::file(&path) };
+    let mut out = Vec::new();
+    let stats = flatten(std::slice::from_ref(&layer), dir.path(), &mut out).unwrap();
+    assert_eq!(read_tar(&out).get("hello"), Some(&file("world")));
+    assert_eq!(stats.diff_ids, vec![Digest::of(&plain)]);
+
+    let wrong = Layer { digest: Some(Digest::of(b"other")), ..layer.clone() };
+    let err = flatten(&[wrong], dir.path(), &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    let wrong = Layer { diff_id: Some(Digest::of(b"other")), ..layer };
+    assert!(matches!(flatten(&[wrong], dir.path(), &mut Vec::new()), Err(ImageError::DigestMismatch { .. })));
+}
+
+#[test]
+fn truncated_layer_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = layer_bytes(&[E::File("big", &"x".repeat(4000))]);
+    let path = dir.path().join("t.tar");
+    std::fs::write(&path, &bytes[..1500]).unwrap();
+    let err = flatten(&[Layer::file(&path)], dir.path(), &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("corrupt or truncated"), "{err}");
+}
