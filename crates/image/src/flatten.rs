@@ -364,4 +364,4 @@ pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<Flatte
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,6 +14,10 @@ mod compress;
 mod digest;
 mod error;
 mod flatten;
+mod reference;
+mod squash;
+mod store;
+mod archive;
 
 
 
@@ -21,6 +25,9 @@ mod flatten;
 
 pub use digest::Digest;
 pub use error::ImageError;
+pub use archive::ImportSource;
 pub use flatten::{FlattenStats, Layer};
+pub use reference::Reference;
+pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};
 
 

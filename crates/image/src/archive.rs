@@ -1,0 +1,432 @@
+//! What `berth image import` accepts, and how each kind becomes a list of layers:
+//! docker-archive (`docker save`), OCI image layout (a directory or a tar of one), a plain
+//! root filesystem as a directory, or a plain root filesystem tarball (gzip, zstd or none).
+//!
+//! Archives are indexed, not extracted: an uncompressed tar's members are read in place
+//! through their offsets, so importing a 200 MB `docker save` copies nothing to disk.
+
+use crate::compress::decompress;
+use crate::digest::Digest;
+use crate::flatten::Layer;
+use crate::ImageError;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The largest JSON document (manifest, index, config) berth reads from an archive.
+const MAX_JSON: u64 = 16 << 20;
+
+/// What an import will read, decided by looking at the path.
+#[derive(Debug)]
+pub enum ImportSource {
+    /// A plain root filesystem directory: tarred as it is.
+    RootfsDir(PathBuf),
+    /// A plain root filesystem tarball: one layer.
+    RootfsTar(PathBuf),
+    /// An image with a config and layers (docker-archive or OCI layout).
+    Image(Box<PreparedImage>),
+}
+
+#[derive(Debug)]
+pub struct PreparedImage {
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub layers: Vec<Layer>,
+    /// Names found in the archive (RepoTags, or OCI ref.name annotations).
+    pub names: Vec<String>,
+}
+
+/// Either a directory or an uncompressed tar file, addressed by member name.
+enum Members {
+    Dir(PathBuf),
+    Tar { file: PathBuf, members: HashMap<String, Member> },
+}
+
+#[derive(Debug, Clone)]
+enum Member {
+    File { offset: u64, size: u64 },
+    Link(String),
+}
+
+fn clean(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+impl Members {
+    fn index_tar(path: &Path) -> Result<Members, ImageError> {
+        let file = File::open(path).map_err(ImageError::io("cannot open", path))?;
+        let mut archive = tar::Archive::new(BufReader::new(file));
+        let mut members = HashMap::new();
+        let corrupt = |e: io::Error| ImageError::archive(path, format!("corrupt or truncated archive: {e}"));
+        for entry in archive.entries_with_seek().map_err(corrupt)? {
+            let entry = entry.map_err(corrupt)?;
+            let Some(name) = clean(&String::from_utf8_lossy(&entry.path_bytes())) else { continue };
+            let kind = entry.header().entry_type();
+            let member = if kind.is_file() {
+                Member::File { offset: entry.raw_file_position(), size: entry.size() }
+            } else if kind.is_symlink() || kind.is_hard_link() {
+                let target = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default()).into_owned();
+                // Symlink targets are relative to the link's directory; hardlink targets to the root.
+                let dir = if kind.is_symlink() { name.rsplit_once('/').map_or("", |(d, _)| d) } else { "" };
+                Member::Link(if target.starts_with('/') { target } else { format!("{dir}/{target}") })
+            } else {
+                continue;
+            };
+            members.insert(name, member);
+        }
+        // The archive must be complete: a truncated `docker save` is caught here, not later.
+        let len = std::fs::metadata(path).map_err(ImageError::io("cannot read", path))?.len();
+        if let Some(end) = members.values().filter_map(|m| match m { Member::File { offset, size } => Some(offset + size), _ => None }).max() {
+            if end > len {
+                return Err(ImageError::archive(path, "the archive is truncated"));
+            }
+        }
+        Ok(Members::Tar { file: path.to_path_buf(), members })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Members::Dir(dir) => dir.join(name).is_file(),
+            Members::Tar { members, .. } => members.contains_key(name),
+        }
+    }
+
+    fn describe(&self) -> &Path {
+        match self {
+            Members::Dir(d) => d,
+            Members::Tar { file, .. } => file,
+        }
+    }
+
+    /// Locates a member as a byte range, following links inside the archive.
+    fn locate(&self, name: &str) -> Result<Layer, ImageError> {
+        let missing = || ImageError::archive(self.describe(), format!("the archive lacks '{name}': it is incomplete or not an image archive"));
+        let name = clean(name).ok_or_else(missing)?;
+        match self {
+            Members::Dir(dir) => {
+                // Blob names come from JSON inside the layout: never let one leave the layout.
+                let path = dir.join(&name);
+                let real = path.canonicalize().map_err(|_| missing())?;
+                let root = dir.canonicalize().map_err(ImageError::io("cannot read", dir))?;
+                if !real.starts_with(&root) || !real.is_file() {
+                    return Err(missing());
+                }
+                Ok(Layer::file(real))
+            }
+            Members::Tar { file, members } => {
+                let mut current = name.clone();
+                for _ in 0..16 {
+                    match members.get(&current) {
+                        Some(Member::File { offset, size }) => {
+                            return Ok(Layer { offset: *offset, len: Some(*size), ..Layer::file(file) })
+                        }
+                        Some(Member::Link(target)) => current = clean(target).ok_or_else(missing)?,
+                        None => return Err(missing()),
+                    }
+                }
+                Err(missing())
+            }
+        }
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<(T, Vec<u8>), ImageError> {
+        let member = self.locate(name)?;
+        let mut file = File::open(&member.path).map_err(ImageError::io("cannot open", &member.path))?;
+        file.seek(SeekFrom::Start(member.offset)).map_err(ImageError::io("cannot read", &member.path))?;
+        let mut bytes = Vec::new();
+        file.take(member.len.unwrap_or(MAX_JSON).min(MAX_JSON)).read_to_end(&mut bytes).map_err(ImageError::io("cannot read", &member.path))?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::archive(self.describe(), format!("invalid {name}: {e}")))?;
+        Ok((value, bytes))
+    }
+}
+
+#[derive(Deserialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct RootfsOnly {
+    rootfs: Rootfs,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    diff_ids: Vec<String>,
+}
+
+fn blob_name(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// The architecture name OCI uses for this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn read_config(members: &Members, name: &str, digest: &Digest) -> Result<(Vec<u8>, Vec<Digest>), ImageError> {
+    let (config, bytes): (RootfsOnly, Vec<u8>) = members.read_json(name)?;
+    digest.verify(&Digest::of(&bytes), format_args!("image config {name}"))?;
+    let diff_ids = config.rootfs.diff_ids.iter().map(|d| Digest::parse(d)).collect::<Result<_, _>>()?;
+    Ok((bytes, diff_ids))
+}
+
+fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
+    let (entries, _): (Vec<DockerManifestEntry>, _) = members.read_json("manifest.json")?;
+    let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
+    let entry = match (entries.len(), want) {
+        (0, _) => return Err(ImageError::archive(members.describe(), "manifest.json lists no image")),
+        (1, _) => &entries[0],
+        (_, Some(w)) => entries.iter().find(|e| tags(e).iter().any(|t| t == w)).ok_or_else(|| {
+            ImageError::archive(members.describe(), format!("no image named {w} in the archive; it holds: {}", entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")))
+        })?,
+        (n, None) => {
+            return Err(ImageError::archive(members.describe(), format!("the archive holds {n} images ({}); choose one with --name", entries.iter().flat_map(tags).collect::<Vec<_>>().join(", "))))
+        }
+    };
+    // The config's file name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
+    let hex = entry.config.rsplit('/').next().unwrap_or_default().trim_end_matches(".json");
+    let config_digest = Digest::parse(&format!("sha256:{hex}"))?;
+    let (config, diff_ids) = read_config(members, &entry.config, &config_digest)?;
+    if diff_ids.len() != entry.layers.len() {
+        return Err(ImageError::archive(members.describe(), "manifest.json and the image config disagree on the number of layers"));
+    }
+    let layers = entry
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(name, diff_id)| {
+            let digest = name.strip_prefix("blobs/sha256/").and_then(|h| Digest::parse(&format!("sha256:{h}")).ok());
+            Ok(Layer { digest, diff_id: Some(diff_id), ..members.locate(name)? })
+        })
+        .collect::<Result<_, ImageError>>()?;
+    Ok(PreparedImage { config, config_digest, layers, names: tags(entry) })
+}
+
+fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
+    let (index, _): (OciIndex, _) = members.read_json("index.json")?;
+    let name_of = |d: &Descriptor| d.annotations.get("org.opencontainers.image.ref.name").cloned();
+    let candidates: Vec<&Descriptor> = match want {
+        Some(w) => index.manifests.iter().filter(|d| name_of(d).is_some_and(|n| n == w || w.ends_with(&format!(":{n}")))).collect(),
+        None => index.manifests.iter().collect(),
+    };
+    let chosen = match candidates.as_slice() {
+        [one] => *one,
+        [] if index.manifests.len() == 1 => &index.manifests[0],
+        [] => return Err(ImageError::archive(members.describe(), "no image in the layout's index.json matches the requested name")),
+        many => {
+            let names: Vec<String> = many.iter().filter_map(|d| name_of(d)).collect();
+            return Err(ImageError::archive(members.describe(), format!("the layout holds {} images ({}); choose one with --name", many.len(), names.join(", "))));
+        }
+    };
+    let names = name_of(chosen).filter(|n| n.contains(':') || n.contains('/')).into_iter().collect();
+    let mut digest = Digest::parse(&chosen.digest)?;
+    let mut media_type = chosen.media_type.clone();
+    // A multi-platform image index: pick this machine's platform.
+    for _ in 0..4 {
+        if !media_type.contains("index") && !media_type.contains("manifest.list") {
+            break;
+        }
+        let (nested, bytes): (OciIndex, _) = members.read_json(&blob_name(&digest))?;
+        digest.verify(&Digest::of(&bytes), "image index")?;
+        let d = nested
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
+            .ok_or_else(|| ImageError::archive(members.describe(), format!("the image has no variant for linux/{}", host_arch())))?;
+        digest = Digest::parse(&d.digest)?;
+        media_type = d.media_type.clone();
+    }
+    let (manifest, bytes): (OciManifest, _) = members.read_json(&blob_name(&digest))?;
+    digest.verify(&Digest::of(&bytes), "image manifest")?;
+    let config_digest = Digest::parse(&manifest.config.digest)?;
+    let (config, diff_ids) = read_config(members, &blob_name(&config_digest), &config_digest)?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(ImageError::archive(members.describe(), "the manifest and the image config disagree on the number of layers"));
+    }
+    let layers = manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, diff_id)| {
+            let digest = Digest::parse(&d.digest)?;
+            Ok(Layer { diff_id: Some(diff_id), ..Layer { digest: Some(digest.clone()), ..members.locate(&blob_name(&digest))? } })
+        })
+        .collect::<Result<_, ImageError>>()?;
+    Ok(PreparedImage { config, config_digest, layers, names })
+}
+
+fn from_members(members: Members, want: Option<&str>) -> Result<Option<PreparedImage>, ImageError> {
+    if members.has("oci-layout") && members.has("index.json") {
+        oci_layout(&members, want).map(Some)
+    } else if members.has("manifest.json") {
+        docker_archive(&members, want).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Decides what `path` is. `staging` is a private directory where a compressed image archive
+/// is decompressed (random access to its members needs an uncompressed file).
+pub fn prepare(path: &Path, want: Option<&str>, staging: &Path) -> Result<ImportSource, ImageError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ImageError::archive(path, "no such file or directory"),
+        _ => ImageError::Io { context: "cannot read", path: path.into(), source: e },
+    })?;
+    if meta.is_dir() {
+        return Ok(match from_members(Members::Dir(path.to_path_buf()), want)? {
+            Some(image) => ImportSource::Image(Box::new(image)),
+            None => ImportSource::RootfsDir(path.to_path_buf()),
+        });
+    }
+    let mut file = File::open(path).map_err(ImageError::io("cannot open", path))?;
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic).map_err(ImageError::io("cannot read", path))?;
+    let compressed = magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
+    let not_tar = |e: io::Error| ImageError::archive(path, format!("not a tar archive, OCI layout or docker-archive ({e})"));
+    if !compressed {
+        let members = Members::index_tar(path).map_err(|e| match e {
+            ImageError::BadArchive { why, .. } if meta.len() < 512 => not_tar(io::Error::other(why)),
+            e => e,
+        })?;
+        return Ok(match from_members(members, want)? {
+            Some(image) => ImportSource::Image(Box::new(image)),
+            None => ImportSource::RootfsTar(path.to_path_buf()),
+        });
+    }
+    // Compressed: an image archive needs its members addressable, so decompress it once into
+    // staging; a rootfs tarball is read in place by the flattener.
+    file.seek(SeekFrom::Start(0)).map_err(ImageError::io("cannot read", path))?;
+    let mut plain = decompress(file).map_err(not_tar)?;
+    let copy = staging.join("archive.tar");
+    let mut out = io::BufWriter::new(File::create(&copy).map_err(ImageError::io("cannot write", &copy))?);
+    io::copy(&mut plain, &mut out).map_err(|e| ImageError::archive(path, format!("corrupt or truncated archive: {e}")))?;
+    out.flush().map_err(ImageError::io("cannot write", &copy))?;
+    drop(out);
+    let members = Members::index_tar(&copy)?;
+    let image = from_members(members, want)?;
+    Ok(match image {
+        Some(image) => ImportSource::Image(Box::new(image)),
+        None => {
+            std::fs::remove_file(&copy).map_err(ImageError::io("cannot remove", &copy))?;
+            ImportSource::RootfsTar(path.to_path_buf())
+        }
+    })
+}
+
+/// Writes a directory tree as a tar stream: sorted, symlinks kept as symlinks, hardlinks as
+/// hardlinks, device nodes and sockets left out. Returns how many device nodes were dropped.
+pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dropped = 0;
+    let mut stack = vec![PathBuf::new()];
+    let write_err = |e: io::Error| ImageError::Io { context: "cannot write the image from", path: root.into(), source: e };
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(ImageError::io("cannot read directory", &dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(ImageError::io("cannot read directory", &dir))?;
+        names.sort();
+        // Subdirectories are pushed in reverse so that they pop in sorted order.
+        let mut subdirs = Vec::new();
+        for name in names {
+            let rel_path = rel.join(&name);
+            let full = root.join(&rel_path);
+            let meta = std::fs::symlink_metadata(&full).map_err(ImageError::io("cannot read", &full))?;
+            let ft = meta.file_type();
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_mode(meta.mode() & 0o7777);
+            if ft.is_dir() {
+                header.set_size(0);
+                builder.append_data(&mut header, &rel_path, io::empty()).map_err(write_err)?;
+                subdirs.push(rel_path);
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&full).map_err(ImageError::io("cannot read symlink", &full))?;
+                builder.append_link(&mut header, &rel_path, &target).map_err(write_err)?;
+            } else if ft.is_file() {
+                if meta.nlink() > 1 {
+                    if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                        header.set_entry_type(tar::EntryType::Link);
+                        header.set_size(0);
+                        builder.append_link(&mut header, &rel_path, first).map_err(write_err)?;
+                        continue;
+                    }
+                    seen.insert((meta.dev(), meta.ino()), rel_path.clone());
+                }
+                let mut file = File::open(&full).map_err(ImageError::io("cannot read", &full))?;
+                builder.append_data(&mut header, &rel_path, &mut file).map_err(write_err)?;
+            } else if ft_is_fifo(&meta) {
+                header.set_size(0);
+                builder.append_data(&mut header, &rel_path, io::empty()).map_err(write_err)?;
+            } else {
+                dropped += 1;
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    builder.into_inner().and_then(|mut w| w.flush()).map_err(write_err)?;
+    Ok(dropped)
+}
+
+fn ft_is_fifo(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    ft.is_fifo() && !ft.is_block_device() && !ft.is_char_device()
+}

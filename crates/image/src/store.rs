@@ -1,0 +1,452 @@
+//! The content-addressed image store.
+//!
+//! ```text
+//! <root>/images/<hex>/image.sqfs    the flattened image, one file (what nodes mount)
+//! <root>/images/<hex>/config.json   the OCI image config, byte for byte (its sha256 is <hex>)
+//! <root>/images/<hex>/meta.json     where it came from, when, how big
+//! <root>/refs.json                  name:tag -> digest
+//! <root>/rootfs/<hex>/              unpacked copy for unprivileged runs, made on first use
+//! <root>/tmp/<pid>-<n>/             staging; invisible until renamed into place
+//! <root>/lock                       flock serialising updates of refs.json
+//! ```
+//!
+//! Crash safety comes from rename(2): an image is built completely in a staging directory and
+//! appears in `images/` with one rename, so an interrupted import leaves only a staging
+//! directory, which the next import removes once its process is gone. Two concurrent imports
+//! of the same image both build; the first rename wins and the second discards its copy.
+
+use crate::archive::{self, ImportSource};
+use crate::digest::{Digest, HashingWriter};
+use crate::flatten::{self, Layer};
+use crate::{squash, ImageError, Reference};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The part of an OCI image config that running a container needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageConfig {
+    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    pub env: Vec<String>,
+    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct FullConfig {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    config: Option<ImageConfig>,
+}
+
+/// One image as `berth image ls` and `inspect` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: Digest,
+    #[serde(default)]
+    pub names: Vec<String>,
+    pub source: String,
+    /// Seconds since the epoch.
+    pub imported: u64,
+    /// Size of the squashfs file in bytes.
+    pub size: u64,
+    pub layers: usize,
+    pub architecture: String,
+    pub config: ImageConfig,
+    /// Device nodes left out of the image (every container mount is nodev).
+    #[serde(default)]
+    pub devices_dropped: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ImportOptions {
+    /// Name to give the image, overriding any name in the archive.
+    pub name: Option<String>,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An exclusive flock on the store's lock file, released on drop.
+struct Lock(#[allow(dead_code, reason = "held for its flock, released on drop")] File);
+
+impl Lock {
+    fn take(path: &Path) -> Result<Lock, ImageError> {
+        let file = File::options().create(true).append(true).open(path).map_err(ImageError::io("cannot open", path))?;
+        // SAFETY: flock on a descriptor we own; the lock dies with the descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(ImageError::io("cannot lock", path)(io::Error::last_os_error()));
+        }
+        Ok(Lock(file))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes a tree even when the image made some of its directories read-only.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(path);
+            fs::remove_dir_all(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` durably.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let mut f = File::create(path).map_err(ImageError::io("cannot write", path))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(ImageError::io("cannot write", path))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
+        let root = root.into();
+        for dir in ["images", "tmp", "rootfs"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(ImageError::io("cannot create the image store directory", &path))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn image_dir(&self, id: &Digest) -> PathBuf {
+        self.root.join("images").join(id.hex())
+    }
+
+    pub fn squashfs(&self, record: &ImageRecord) -> PathBuf {
+        self.image_dir(&record.id).join("image.sqfs")
+    }
+
+    /// A fresh staging directory, after removing any left by processes that died.
+    fn staging(&self) -> Result<PathBuf, ImageError> {
+        let tmp = self.root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let pid = e.file_name().to_string_lossy().split('-').next().and_then(|p| p.parse().ok());
+                if pid.is_some_and(|p| !process_alive(p)) {
+                    let _ = remove_tree(&e.path());
+                }
+            }
+        }
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        for n in 0u32.. {
+            let dir = tmp.join(format!("{}-{nanos}{n}", std::process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(ImageError::io("cannot create", &dir)(e)),
+            }
+        }
+        unreachable!("u32 range exhausted while creating a staging directory")
+    }
+
+    fn read_refs(&self) -> Result<BTreeMap<String, Digest>, ImageError> {
+        let path = self.root.join("refs.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| ImageError::archive(&path, format!("the store's name table is corrupt ({e}); remove it and re-tag images"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(ImageError::io("cannot read", &path)(e)),
+        }
+    }
+
+    /// Changes the name table under the store lock, replacing it atomically.
+    fn update_refs<T>(&self, change: impl FnOnce(&mut BTreeMap<String, Digest>) -> T) -> Result<T, ImageError> {
+        let _lock = Lock::take(&self.root.join("lock"))?;
+        let mut refs = self.read_refs()?;
+        let out = change(&mut refs);
+        let path = self.root.join("refs.json");
+        let tmp = self.root.join(format!("refs.json.{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(&refs).expect("a map of strings serialises");
+        write_file(&tmp, &bytes)?;
+        fs::rename(&tmp, &path).map_err(ImageError::io("cannot replace", &path))?;
+        Ok(out)
+    }
+
+    /// Imports an archive, layout or root filesystem; see [`archive::prepare`] for the kinds.
+    pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<ImageRecord, ImageError> {
+        let name = options.name.as_deref().map(Reference::parse).transpose()?;
+        let staging = self.staging()?;
+        let result = self.import_staged(path, name, &staging);
+        let _ = remove_tree(&staging);
+        result
+    }
+
+    fn import_staged(&self, path: &Path, name: Option<Reference>, staging: &Path) -> Result<ImageRecord, ImageError> {
+        let want = name.as_ref().map(|n| n.to_string());
+        let source = archive::prepare(path, want.as_deref(), staging)?;
+        let sqfs = staging.join("image.sqfs");
+        let spool = staging.join("spool");
+        fs::create_dir(&spool).map_err(ImageError::io("cannot create", &spool))?;
+        let (config, id, layers, devices_dropped, mut names) = match source {
+            ImportSource::Image(image) => {
+                let existing = self.image_dir(&image.config_digest).join("meta.json");
+                let dropped = if existing.exists() {
+                    0
+                } else {
+                    squash::build(&sqfs, &self.root, |w| flatten::flatten(&image.layers, &spool, w))?.devices_dropped
+                };
+                (image.config, image.config_digest, image.layers.len(), dropped, image.names)
+            }
+            ImportSource::RootfsTar(tar) => {
+                let stats = squash::build(&sqfs, &self.root, |w| flatten::flatten(&[Layer::file(tar)], &spool, w))?;
+                let config = rootfs_config(&stats.diff_ids);
+                (config.clone(), Digest::of(&config), 1, stats.devices_dropped, Vec::new())
+            }
+            ImportSource::RootfsDir(dir) => {
+                let (dropped, diff_id) = squash::build(&sqfs, &self.root, |w| {
+                    let mut hashing = HashingWriter::new(w);
+                    let dropped = archive::tar_directory(&dir, &mut hashing)?;
+                    Ok((dropped, hashing.digest()))
+                })?;
+                let config = rootfs_config(&[diff_id]);
+                (config.clone(), Digest::of(&config), 1, dropped, Vec::new())
+            }
+        };
+        if let Some(n) = &name {
+            names = vec![n.to_string()];
+        }
+        let names: Vec<String> = names.iter().map(|n| Reference::parse(n).map(|r| r.to_string())).collect::<Result<_, _>>()?;
+
+        let target = self.image_dir(&id);
+        if !target.join("meta.json").exists() {
+            let full: FullConfig = serde_json::from_slice(&config)
+                .map_err(|e| ImageError::archive(path, format!("invalid image config: {e}")))?;
+            let size = fs::metadata(&sqfs).map_err(ImageError::io("cannot read", &sqfs))?.len();
+            let record = ImageRecord {
+                id: id.clone(),
+                names: Vec::new(),
+                source: path.display().to_string(),
+                imported: now(),
+                size,
+                layers,
+                architecture: full.architecture,
+                config: full.config.unwrap_or_default(),
+                devices_dropped,
+            };
+            let built = staging.join("image");
+            fs::create_dir(&built).map_err(ImageError::io("cannot create", &built))?;
+            fs::rename(&sqfs, built.join("image.sqfs")).map_err(ImageError::io("cannot move", &sqfs))?;
+            File::open(built.join("image.sqfs")).and_then(|f| f.sync_all()).map_err(ImageError::io("cannot sync", &built))?;
+            write_file(&built.join("config.json"), &config)?;
+            write_file(&built.join("meta.json"), &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
+            match fs::rename(&built, &target) {
+                Ok(()) => {}
+                // Another import of the same image got there first: its copy is as good as ours.
+                Err(e) if target.join("meta.json").exists() => drop(e),
+                Err(e) => return Err(ImageError::io("cannot move the new image into", &target)(e)),
+            }
+        }
+        self.update_refs(|refs| {
+            for n in &names {
+                refs.insert(n.clone(), id.clone());
+            }
+        })?;
+        self.record(&id, &self.read_refs()?)
+    }
+
+    fn record(&self, id: &Digest, refs: &BTreeMap<String, Digest>) -> Result<ImageRecord, ImageError> {
+        let path = self.image_dir(id).join("meta.json");
+        let bytes = fs::read(&path).map_err(ImageError::io("cannot read", &path))?;
+        let mut record: ImageRecord =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::archive(&path, format!("corrupt image record: {e}")))?;
+        record.names = refs.iter().filter(|(_, d)| *d == id).map(|(n, _)| n.clone()).collect();
+        Ok(record)
+    }
+
+    /// Every image, newest first.
+    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        let refs = self.read_refs()?;
+        let dir = self.root.join("images");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(ImageError::io("cannot read", &dir))? {
+            let e = e.map_err(ImageError::io("cannot read", &dir))?;
+            let Ok(id) = Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy())) else { continue };
+            out.push(self.record(&id, &refs)?);
+        }
+        out.sort_by(|a, b| b.imported.cmp(&a.imported).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Finds an image by name (`busybox`, `lab/app:1`), full digest, or unique id prefix.
+    pub fn resolve(&self, reference: &str) -> Result<ImageRecord, ImageError> {
+        let refs = self.read_refs()?;
+        if let Ok(r) = Reference::parse(reference) {
+            if let Some(id) = refs.get(&r.to_string()) {
+                return self.record(id, &refs);
+            }
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<ImageRecord> = self.list()?.into_iter().filter(|r| r.id.hex().starts_with(hex)).collect();
+            match matches.len() {
+                0 => {}
+                1 => return Ok(matches.into_iter().next().expect("one match")),
+                n => return Err(ImageError::Ambiguous(reference.to_string(), n)),
+            }
+        }
+        Err(ImageError::NotFound(reference.to_string()))
+    }
+
+    /// `rm NAME` removes the name, and the image once no name is left; `rm ID` removes the
+    /// image and all its names. Returns the ids of images deleted.
+    pub fn remove(&self, reference: &str) -> Result<Vec<Digest>, ImageError> {
+        let record = self.resolve(reference)?;
+        let by_name = Reference::parse(reference).ok().map(|r| r.to_string()).filter(|n| record.names.contains(n));
+        let left = self.update_refs(|refs| {
+            match &by_name {
+                Some(n) => {
+                    refs.remove(n);
+                }
+                None => refs.retain(|_, d| *d != record.id),
+            }
+            refs.values().any(|d| *d == record.id)
+        })?;
+        if left {
+            return Ok(Vec::new());
+        }
+        self.delete(&record.id)?;
+        Ok(vec![record.id])
+    }
+
+    /// Deletes images without a name and leftovers of interrupted imports.
+    pub fn prune(&self) -> Result<Vec<Digest>, ImageError> {
+        let _ = self.staging().map(|d| remove_tree(&d));
+        let mut deleted = Vec::new();
+        for record in self.list()? {
+            if record.names.is_empty() {
+                self.delete(&record.id)?;
+                deleted.push(record.id);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Makes the image disappear at once (one rename), then frees the space.
+    fn delete(&self, id: &Digest) -> Result<(), ImageError> {
+        let staging = self.staging()?;
+        for (from, name) in [(self.image_dir(id), "image"), (self.root.join("rootfs").join(id.hex()), "rootfs")] {
+            match fs::rename(&from, staging.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("cannot remove", &from)(e)),
+            }
+        }
+        remove_tree(&staging).map_err(ImageError::io("cannot remove", &staging))
+    }
+
+    /// The image unpacked into a directory, for unprivileged containers that cannot mount
+    /// squashfs: made on first use (rdsquashfs, from squashfs-tools-ng) and kept.
+    pub fn rootfs_dir(&self, record: &ImageRecord) -> Result<PathBuf, ImageError> {
+        let target = self.root.join("rootfs").join(record.id.hex());
+        if target.exists() {
+            return Ok(target);
+        }
+        let staging = self.staging()?;
+        let result = (|| {
+            let unpacked = staging.join("rootfs");
+            fs::create_dir(&unpacked).map_err(ImageError::io("cannot create", &unpacked))?;
+            let sqfs = self.squashfs(record);
+            let out = std::process::Command::new("rdsquashfs")
+                .args(["--quiet", "--no-dev", "--no-sock", "--chmod", "--set-times", "--unpack-path", "/", "--unpack-root"])
+                .arg(&unpacked)
+                .arg(&sqfs)
+                .output()
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => ImageError::ToolMissing { tool: "rdsquashfs", package: "squashfs-tools-ng" },
+                    _ => ImageError::ToolFailed { tool: "rdsquashfs", message: e.to_string() },
+                })?;
+            if !out.status.success() {
+                let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                return Err(if message.contains("No space left") {
+                    ImageError::NoSpace(self.root.clone())
+                } else {
+                    ImageError::ToolFailed { tool: "rdsquashfs", message }
+                });
+            }
+            match fs::rename(&unpacked, &target) {
+                Ok(()) => Ok(()),
+                Err(_) if target.exists() => Ok(()),
+                Err(e) => Err(ImageError::io("cannot move the unpacked image into", &target)(e)),
+            }
+        })();
+        let _ = remove_tree(&staging);
+        result.map(|_| target)
+    }
+
+    /// The OCI config bytes of an image, as imported.
+    pub fn config_json(&self, record: &ImageRecord) -> Result<Vec<u8>, ImageError> {
+        let path = self.image_dir(&record.id).join("config.json");
+        fs::read(&path).map_err(ImageError::io("cannot read", &path))
+    }
+}
+
+/// The image config of a plain root filesystem: no settings, one layer.
+fn rootfs_config(diff_ids: &[Digest]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Config<'a> {
+        architecture: &'a str,
+        os: &'a str,
+        config: ImageConfig,
+        rootfs: Rootfs<'a>,
+    }
+    #[derive(Serialize)]
+    struct Rootfs<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        diff_ids: &'a [Digest],
+    }
+    let config = Config {
+        architecture: archive::host_arch(),
+        os: "linux",
+        config: ImageConfig::default(),
+        rootfs: Rootfs { kind: "layers", diff_ids },
+    };
+    serde_json::to_vec(&config).expect("config serialises")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! The store end to end: real tar2sqfs and rdsquashfs, archives built by hand.
+
+use super::*;
+use crate::flatten::tests::{layer_bytes, E};
+
+fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn config_for(layers: &[&[u8]], env: &str) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": [env], "Cmd": ["/bin/sh"], "WorkingDir": "/work"},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap()
+}
+
+/// A `docker save` archive of two layers, the second deleting a file of the first.
+fn docker_archive(dir: &Path) -> (PathBuf, Digest) {
+    let l1 = layer_bytes(&[E::Dir("etc/"), E::File("etc/motd", "hello"), E::File("etc/old", "x")]);
+    let l2 = layer_bytes(&[E::File("etc/.wh.old", ""), E::File("etc/new", "new")]);
+    let config = config_for(&[&l1, &l2], "A=1");
+    let id = Digest::of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("{}.json", id.hex()), "RepoTags": ["lab/app:1"], "Layers": ["l1/layer.tar", "l2/layer.tar"]
+    }]))
+    .unwrap();
+    let config_name = format!("{}.json", id.hex());
+    let archive = tar_of(&[("manifest.json", &manifest), (&config_name, &config), ("l1/layer.tar", &l1), ("l2/layer.tar", &l2)]);
+    let path = dir.join("app.tar");
+    std::fs::write(&path, archive).unwrap();
+    (path, id)
+}
+
+/// An OCI image layout directory with one gzip layer.
+fn oci_layout(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let plain = layer_bytes(&[E::Dir("bin/"), E::File("bin/tool", "#!/bin/sh\n")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let config = config_for(&[&plain], "B=2");
+    let put = |bytes: &[u8]| {
+        let d = Digest::of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        d
+    };
+    let (layer_d, config_d) = (put(&gz), put(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": gz.len()}]
+    }))
+    .unwrap();
+    let manifest_d = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_d, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "tools:2"}
+    }]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    layout
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+fn staging_is_empty(store: &Store) -> bool {
+    std::fs::read_dir(store.root().join("tmp")).unwrap().next().is_none()
+}
+
+#[test]
+fn docker_archive_imports_flattened_and_runs_from_a_directory() {
+    let (dir, store) = store();
+    let (path, id) = docker_archive(dir.path());
+    let record = store.import(&path, &ImportOptions::default()).unwrap();
+    assert_eq!(record.id, id);
+    assert_eq!(record.names, vec!["lab/app:1"]);
+    assert_eq!(record.layers, 2);
+    assert_eq!(record.config.env, vec!["A=1"]);
+    assert_eq!(record.config.working_dir.as_deref(), Some("/work"));
+    assert!(store.squashfs(&record).is_file());
+    assert!(staging_is_empty(&store));
+
+    let rootfs = store.rootfs_dir(&record).unwrap();
+    assert_eq!(std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hello");
+    assert_eq!(std::fs::read_to_string(rootfs.join("etc/new")).unwrap(), "new");
+    assert!(!rootfs.join("etc/old").exists());
+
+    assert_eq!(store.resolve("lab/app:1").unwrap().id, id);
+    assert_eq!(store.resolve(&id.hex()[..8]).unwrap().id, id);
+    assert_eq!(store.resolve(id.as_str()).unwrap().id, id);
+    assert!(matches!(store.resolve("lab/app:2"), Err(ImageError::NotFound(_))));
+    assert!(matches!(store.resolve("lab/app"), Err(ImageError::NotFound(_))));
+}
+
+#[test]
+fn oci_layout_directory_and_archive() {
+    let (dir, store) = store();
+    let layout = oci_layout(dir.path());
+    let record = store.import(&layout, &ImportOptions::default()).unwrap();
+    assert_eq!(record.names, vec!["tools:2"]);
+    assert_eq!(record.config.env, vec!["B=2"]);
+    let rootfs = store.rootfs_dir(&record).unwrap();
+    assert_eq!(std::fs::read_to_string(rootfs.join("bin/tool")).unwrap(), "#!/bin/sh\n");
+
+    // The same layout as a tar archive, renamed on import: same image id.
+    let tar_path = dir.path().join("layout.tar");
+    let mut b = tar::Builder::new(File::create(&tar_path).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.into_inner().unwrap().flush().unwrap();
+    let again = store.import(&tar_path, &ImportOptions { name: Some("copy".into()) }).unwrap();
+    assert_eq!(again.id, record.id);
+    assert_eq!(again.names, vec!["copy:latest", "tools:2"]);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn rootfs_directory_and_tarball() {
+    let (dir, store) = store();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/hello"), "hi").unwrap();
+    std::os::unix::fs::symlink("hello", root.join("bin/hi")).unwrap();
+    std::fs::hard_link(root.join("bin/hello"), root.join("bin/hello2")).unwrap();
+    let a = store.import(&root, &ImportOptions { name: Some("mytools:1".into()) }).unwrap();
+    let b = store.import(&root, &ImportOptions { name: Some("mytools:1".into()) }).unwrap();
+    assert_eq!(a.id, b.id, "importing the same tree twice gives the same id");
+    let rootfs = store.rootfs_dir(&a).unwrap();
+    assert_eq!(std::fs::read_to_string(rootfs.join("bin/hi")).unwrap(), "hi");
+    assert_eq!(std::fs::read_link(rootfs.join("bin/hi")).unwrap(), Path::new("hello"));
+
+    let tgz = dir.path().join("rootfs.tar.gz");
+    let gz = flate2::write::GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    b.append_dir_all(".", &root).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+    let c = store.import(&tgz, &ImportOptions { name: Some("fromtar".into()) }).unwrap();
+    assert_eq!(std::fs::read_to_string(store.rootfs_dir(&c).unwrap().join("bin/hello2")).unwrap(), "hi");
+}
+
+#[test]
+fn tampered_or_truncated_archives_leave_nothing_behind() {
+    let (dir, store) = store();
+    let (path, _) = docker_archive(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Flip a byte inside the first layer's file data ("hello" -> "jello").
+    let at = bytes.windows(5).position(|w| w == b"hello").unwrap();
+    bytes[at] = b'j';
+    let tampered = dir.path().join("tampered.tar");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let err = store.import(&tampered, &ImportOptions::default()).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+
+    let truncated = dir.path().join("truncated.tar");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = store.import(&truncated, &ImportOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    let garbage = dir.path().join("garbage.tar");
+    std::fs::write(&garbage, b"this is not an archive").unwrap();
+    let err = store.import(&garbage, &ImportOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a tar archive"), "{err}");
+
+    assert!(store.list().unwrap().is_empty());
+    assert!(staging_is_empty(&store));
+}
+
+#[test]
+fn leftovers_of_a_killed_import_are_invisible_and_cleaned() {
+    let (dir, store) = store();
+    // What a `kill -9` mid-import leaves: a staging directory of a dead process.
+    let stale = store.root().join("tmp/4194303-1");
+    std::fs::create_dir_all(stale.join("image")).unwrap();
+    std::fs::write(stale.join("image/image.sqfs"), b"partial").unwrap();
+    assert!(store.list().unwrap().is_empty());
+    let (path, _) = docker_archive(dir.path());
+    store.import(&path, &ImportOptions::default()).unwrap();
+    assert!(!stale.exists());
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_imports_of_one_image_make_one_good_copy() {
+    let (dir, store) = store();
+    let (path, id) = docker_archive(dir.path());
+    let store = std::sync::Arc::new(store);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, path) = (store.clone(), path.clone());
+            std::thread::spawn(move || store.import(&path, &ImportOptions::default()).unwrap().id)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), id);
+    }
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert!(staging_is_empty(&store));
+    let rootfs = store.rootfs_dir(&store.resolve("lab/app:1").unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hello");
+}
+
+#[test]
+fn remove_and_prune() {
+    let (dir, store) = store();
+    let (path, id) = docker_archive(dir.path());
+    store.import(&path, &ImportOptions::default()).unwrap();
+    store.import(&path, &ImportOptions { name: Some("other:tag".into()) }).unwrap();
+    store.rootfs_dir(&store.resolve("other:tag").unwrap()).unwrap();
+    // Removing one of two names keeps the image.
+    assert!(store.remove("other:tag").unwrap().is_empty());
+    assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
+    // Removing the last name deletes it, unpacked copy included.
+    assert_eq!(store.remove("lab/app:1").unwrap(), vec![id.clone()]);
+    assert!(store.list().unwrap().is_empty());
+    assert!(!store.root().join("rootfs").join(id.hex()).exists());
+
+    // An image with no name is pruned.
+    let root = dir.path().join("r");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let unnamed = store.import(&root, &ImportOptions::default()).unwrap();
+    assert!(unnamed.names.is_empty());
+    assert_eq!(store.prune().unwrap(), vec![unnamed.id]);
+    assert!(store.list().unwrap().is_empty());
+}
