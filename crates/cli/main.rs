@@ -1,1 +1,71 @@
-fn main() {}
+//! The `berth` command: argument parsing, output formatting and exit codes. Everything else
+//! lives in the library crates (see docs/ARCHITECTURE.md).
+
+mod container;
+mod image;
+mod settings;
+
+use clap::{Parser, Subcommand};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Container-native HPC batch system: run Docker/OCI images as yourself")]
+struct Cli {
+    /// Image store directory [default: /var/lib/berth as root, $XDG_DATA_HOME/berth otherwise]
+    #[arg(long, global = true, env = "BERTH_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Configuration file [default: /etc/berth/berth.toml if it exists]
+    #[arg(long, global = true, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the image store: import, pull, list, inspect, remove
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Run the image's ENTRYPOINT/CMD (with ARGS replacing CMD), like `apptainer run`
+    Run(container::RunArgs),
+    /// Run COMMAND in the image, like `apptainer exec`
+    Exec(container::ExecArgs),
+    /// Start an interactive shell in the image, like `apptainer shell`
+    Shell(container::ShellArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = settings::Settings::load(cli.store, cli.config).and_then(|settings| match cli.command {
+        Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
+        Command::Run(args) => container::run(&settings, args),
+        Command::Exec(args) => container::exec(&settings, args),
+        Command::Shell(args) => container::shell(&settings, args),
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    };
+    let _ = io::stdout().flush();
+    std::process::exit(code);
+}
+
+/// Prints the whole error chain on one line and picks the exit status: the container's own
+/// code where it reported one (126/127 for exec failures), 125 for berth's own errors, and 0
+/// for a closed stdout (`berth image ls | head`), as ripgrep does.
+fn report(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) {
+        return 0;
+    }
+    let mut line = format!("berth: {err}");
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    eprintln!("{line}");
+    err.downcast_ref::<berth_runtime::RuntimeError>().map_or(125, |e| e.exit_code())
+}

@@ -1,1 +1,1042 @@
-//! cgroups (being written).
+//! Resource limits for one container through Linux cgroups, v1 and v2 behind one type.
+//!
+//! Owns every cgroup file berth touches: detecting the layout from mountinfo, creating one
+//! container's directories under a shared parent (such as `berth`), writing the cpu, cpuset,
+//! memory and pids limits, moving processes in, freezing, reading accounting and OOM kills, and
+//! tearing down, including the leftovers of crashed runs. It is plain file I/O below the mount
+//! points the [`Layout`] names, so unit tests point it at a directory tree that mimics the kernel's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// CFS period in microseconds; a limit of `cpus` CPUs is a quota of `cpus * CPU_PERIOD_US`.
+const CPU_PERIOD_US: u64 = 100_000;
+/// kernel/sched/core.c rejects quotas below 1 ms (`min_cfs_quota_period`) with EINVAL.
+const CPU_MIN_QUOTA_US: u64 = 1_000;
+/// How many times `destroy` retries an rmdir answered EBUSY (about 3 s in all).
+const RMDIR_TRIES: u32 = 20;
+/// Controller names a v1 `cgroup` mount can list among its super options; anything else there
+/// (`rw`, `name=systemd`, `clone_children`, ...) is an option, not a controller.
+const V1_CONTROLLERS: &str = "blkio cpu cpuacct cpuset devices freezer hugetlb memory misc net_cls net_prio perf_event pids rdma";
+
+/// The limits of one container; `None` leaves the resource unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// CPU time as a number of CPUs (1.5 = 150 ms every 100 ms), enforced by the CFS quota.
+    pub cpus: Option<f64>,
+    /// CPUs the container may run on, in the kernel's list format ("0-3,8").
+    pub cpuset: Option<String>,
+    /// Memory in bytes; swap is not allowed on top of it.
+    pub memory: Option<u64>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: Option<u64>,
+}
+
+/// What the kernel accounted to a container; `None` where the kernel does not provide it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_usec: Option<u64>,
+    pub max_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    #[error("cannot read {}: {source}; mount /proc so berth can find the cgroup filesystems", .path.display())]
+    Mountinfo { path: PathBuf, source: io::Error },
+    #[error("no cgroup filesystem is mounted: mount cgroup2 at /sys/fs/cgroup, or the v1 controllers below it")]
+    NotMounted,
+    #[error("invalid cgroup name '{value}': expected a non-empty relative path without '.' or '..' components")]
+    InvalidName { value: String },
+    #[error("invalid cpu limit {value}: expected a finite number of cpus of at least 0.01")]
+    InvalidCpus { value: f64 },
+    #[error("cgroup v1 controller '{controller}' is not mounted: mount it (mount -t cgroup -o {controller} cgroup /sys/fs/cgroup/{controller}) or drop the limit that needs it")]
+    NotMountedV1 { controller: String },
+    #[error("cgroup controller '{controller}' is not available in {}: enable it in the parent's cgroup.subtree_control or drop the limit that needs it", .path.display())]
+    Unavailable { controller: String, path: PathBuf },
+    #[error("cgroup {} already exists: another container uses this name or a crashed run left it; rmdir it once its cgroup.procs is empty", .path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot create cgroup {}: {source}; berth must run as root or own a delegated cgroup", .path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}; check that the cgroup exists and its controller is enabled", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write '{value}' to {}: {source}; check that the controller is enabled and the value fits within the parent cgroup's limits", .path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error("cannot remove cgroup {}: {source}; processes may still be in it, see its cgroup.procs", .path.display())]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Where the cgroup hierarchies are mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One hierarchy per v1 mount; co-mounted controllers ("cpu,cpuacct") share a mount point.
+    V1 { mounts: BTreeMap<String, PathBuf> },
+    /// The unified hierarchy mounted at `root`.
+    V2 { root: PathBuf },
+}
+
+impl Layout {
+    /// Detects the layout from the text of /proc/self/mountinfo (proc(5)): fields are separated
+    /// by spaces, the mount point is the fifth, and after the " - " separator come the fstype,
+    /// the source and the super options. Pure v2 is cgroup2 at /sys/fs/cgroup itself (the last
+    /// mount there wins, as later mounts hide earlier ones). In hybrid mode a cgroup2 mount
+    /// elsewhere (/sys/fs/cgroup/unified, holding no controllers) is ignored: the limits live in
+    /// the v1 hierarchies, which is where crun gives up and berth must not.
+    pub fn from_mountinfo(text: &str) -> Option<Layout> {
+        let mut v2_on_top = false;
+        let mut mounts = BTreeMap::new();
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or_default();
+            let options = right.nth(1).unwrap_or_default();
+            let mount_point = unescape(mount_point);
+            if mount_point == Path::new("/sys/fs/cgroup") {
+                v2_on_top = fstype == "cgroup2";
+            }
+            if fstype == "cgroup" {
+                for controller in options
+                    .split(',')
+                    .filter(|o| V1_CONTROLLERS.split(' ').any(|c| c == *o))
+                {
+                    mounts
+                        .entry(controller.to_string())
+                        .or_insert_with(|| mount_point.clone());
+                }
+            }
+        }
+        if v2_on_top {
+            Some(Layout::V2 {
+                root: PathBuf::from("/sys/fs/cgroup"),
+            })
+        } else if !mounts.is_empty() {
+            Some(Layout::V1 { mounts })
+        } else {
+            None
+        }
+    }
+
+    /// Reads /proc/self/mountinfo and detects the layout.
+    pub fn detect() -> Result<Layout, CgroupError> {
+        let path = PathBuf::from("/proc/self/mountinfo");
+        let text =
+            fs::read_to_string(&path).map_err(|source| CgroupError::Mountinfo { path, source })?;
+        Layout::from_mountinfo(&text).ok_or(CgroupError::NotMounted)
+    }
+
+    /// The root directory of every hierarchy, each once.
+    pub fn hierarchies(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V1 { mounts } => mounts
+                .values()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            Layout::V2 { root } => vec![root.clone()],
+        }
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space; fs/proc_namespace.c escapes " \t\n\\").
+fn unescape(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')),
+                );
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+/// One container's cgroup: the leaf directories it created, one per hierarchy.
+#[derive(Debug)]
+pub struct Cgroup {
+    v2: bool,
+    /// Each leaf with the v1 controllers mounted in its hierarchy (empty on v2, where the one
+    /// directory has them all).
+    dirs: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl Cgroup {
+    /// Creates `<parent>/<name>` in every hierarchy `limits` needs and writes the limits; on any
+    /// failure removes every directory it created. `parent` is created if missing and kept.
+    /// v1 always also creates cpuset (so affinity can be set later), cpuacct and memory (for
+    /// [`Cgroup::usage`] and [`Cgroup::oom_killed`]) and freezer (for [`Cgroup::freeze`]) where
+    /// mounted; v2 likewise enables memory whenever the root offers it.
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Cgroup, CgroupError> {
+        let mut parts: Vec<&str> = parent.split('/').collect();
+        parts.push(name);
+        if name.contains('/')
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(CgroupError::InvalidName {
+                value: format!("{parent}/{name}"),
+            });
+        }
+        if let Some(cpus) = limits.cpus {
+            cpu_quota(cpus)?;
+        }
+        let mut cgroup = Cgroup {
+            v2: matches!(layout, Layout::V2 { .. }),
+            dirs: Vec::new(),
+        };
+        let mut created = Vec::new();
+        let made = match layout {
+            Layout::V1 { mounts } => cgroup.make_v1(mounts, &parts, limits, &mut created),
+            Layout::V2 { root } => cgroup.make_v2(root, &parts, limits, &mut created),
+        };
+        match made.and_then(|()| cgroup.apply(limits)) {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                // Nothing was added yet, so a plain rmdir suffices; a shared parent that another
+                // container has just entered is busy and rightly stays.
+                for dir in created.iter().rev() {
+                    let _ = rmdir(dir, false);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn make_v1(
+        &mut self,
+        mounts: &BTreeMap<String, PathBuf>,
+        parts: &[&str],
+        limits: &Limits,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
+        let wanted = [
+            ("cpu", limits.cpus.is_some(), limits.cpus.is_some()),
+            ("cpuacct", false, true),
+            ("cpuset", limits.cpuset.is_some(), true),
+            ("freezer", false, true),
+            ("memory", limits.memory.is_some(), true),
+            ("pids", limits.pids.is_some(), limits.pids.is_some()),
+        ];
+        let mut hierarchies: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+        for (controller, required, wanted) in wanted {
+            match mounts.get(controller) {
+                Some(mount) if wanted => {
+                    let comounted = || {
+                        mounts
+                            .iter()
+                            .filter(|(_, m)| *m == mount)
+                            .map(|(c, _)| c.clone())
+                            .collect()
+                    };
+                    hierarchies.entry(mount).or_insert_with(comounted);
+                }
+                None if required => {
+                    return Err(CgroupError::NotMountedV1 {
+                        controller: controller.to_string(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        for (mount, controllers) in hierarchies {
+            let cpuset = controllers.iter().any(|c| c == "cpuset");
+            let mut dir = mount.to_path_buf();
+            for (i, part) in parts.iter().enumerate() {
+                dir.push(part);
+                make_dir(&dir, i + 1 == parts.len(), created)?;
+                if cpuset {
+                    inherit_cpuset(&dir)?;
+                }
+            }
+            self.dirs.push((dir, controllers));
+        }
+        Ok(())
+    }
+
+    fn make_v2(
+        &mut self,
+        root: &Path,
+        parts: &[&str],
+        limits: &Limits,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), CgroupError> {
+        let list = root.join("cgroup.controllers");
+        let available = read(&list)?;
+        let available: BTreeSet<&str> = available.split_whitespace().collect();
+        let mut wanted = Vec::new();
+        for (controller, required) in [
+            ("cpu", limits.cpus.is_some()),
+            ("cpuset", limits.cpuset.is_some()),
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+        ] {
+            if required && !available.contains(controller) {
+                return Err(CgroupError::Unavailable {
+                    controller: controller.to_string(),
+                    path: list,
+                });
+            }
+            if required || (controller == "memory" && available.contains(controller)) {
+                wanted.push(controller);
+            }
+        }
+        // cgroup-v2.rst "Enabling and Disabling": a controller is usable in a cgroup only if
+        // every ancestor lists it in cgroup.subtree_control, so enable it top-down.
+        let mut dir = root.to_path_buf();
+        for (i, part) in parts.iter().enumerate() {
+            enable_controllers(&dir, &wanted)?;
+            dir.push(part);
+            make_dir(&dir, i + 1 == parts.len(), created)?;
+        }
+        self.dirs.push((dir, Vec::new()));
+        Ok(())
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        if let Some(cpus) = limits.cpus {
+            let (quota, dir) = (cpu_quota(cpus)?, self.need("cpu")?);
+            if self.v2 {
+                write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            } else {
+                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        if let Some(cpus) = &limits.cpuset {
+            write(&self.need("cpuset")?.join("cpuset.cpus"), cpus)?;
+        }
+        if let Some(bytes) = limits.memory {
+            let (dir, bytes) = (self.need("memory")?, bytes.to_string());
+            // Without the swap limit a container could dodge its memory limit by swapping.
+            let (limit, swap, swap_value) = if self.v2 {
+                ("memory.max", "memory.swap.max", "0")
+            } else {
+                // cgroup-v1/memory.rst: memsw.limit_in_bytes must stay >= limit_in_bytes, so
+                // on this fresh (unlimited) cgroup the memory limit goes first.
+                (
+                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
+                    bytes.as_str(),
+                )
+            };
+            write(&dir.join(limit), &bytes)?;
+            if dir.join(swap).exists() {
+                write(&dir.join(swap), swap_value)?;
+            }
+        }
+        if let Some(pids) = limits.pids {
+            write(&self.need("pids")?.join("pids.max"), &pids.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` (and on v2 its whole process) into the cgroup in every hierarchy.
+    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        self.dirs
+            .iter()
+            .try_for_each(|(dir, _)| write(&dir.join("cgroup.procs"), &pid.to_string()))
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this cgroup ("oom_kill N" in
+    /// v2 memory.events, v1 memory.oom_control since Linux 4.13).
+    pub fn oom_killed(&self) -> bool {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.dir("memory")
+            .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
+            .and_then(|text| keyed(&text, "oom_kill"))
+            .is_some_and(|n| n > 0)
+    }
+
+    /// CPU time and peak memory so far (v2 memory.peak needs Linux 5.19).
+    pub fn usage(&self) -> Usage {
+        let at = |controller, file| self.dir(controller).map(|d| d.join(file));
+        if self.v2 {
+            Usage {
+                cpu_usec: at("cpu", "cpu.stat")
+                    .and_then(|p| fs::read_to_string(p).ok())
+                    .and_then(|t| keyed(&t, "usage_usec")),
+                max_rss_bytes: at("memory", "memory.peak").and_then(|p| read_u64(&p)),
+            }
+        } else {
+            Usage {
+                cpu_usec: at("cpuacct", "cpuacct.usage")
+                    .and_then(|p| read_u64(&p))
+                    .map(|ns| ns / 1000),
+                max_rss_bytes: at("memory", "memory.max_usage_in_bytes").and_then(|p| read_u64(&p)),
+            }
+        }
+    }
+
+    /// Suspends (`true`) or resumes every process of the cgroup. The kernel completes a freeze
+    /// asynchronously (v1 freezer.state reads FREEZING, v2 cgroup.events "frozen 0" meanwhile).
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (file, value) = match (self.v2, frozen) {
+            (true, _) => ("cgroup.freeze", if frozen { "1" } else { "0" }),
+            (false, true) => ("freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED"),
+        };
+        write(&self.need("freezer")?.join(file), value)
+    }
+
+    /// Kills what is left in the cgroup and removes its directories, children first. The shared
+    /// parent stays. Killed processes that are berth's children must still be reaped by it.
+    pub fn destroy(self) -> Result<(), CgroupError> {
+        self.kill_all();
+        let mut result = Ok(());
+        for (dir, _) in &self.dirs {
+            if let Err(e) = remove_tree(dir, true) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// The leaf directories, one per hierarchy.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(dir, _)| dir.clone()).collect()
+    }
+
+    fn kill_all(&self) {
+        if self.v2 {
+            // cgroup-v2.rst: writing "1" to cgroup.kill (Linux 5.14) kills the whole subtree
+            // atomically, with no fork race.
+            let kill = self.dirs.first().map(|(dir, _)| dir.join("cgroup.kill"));
+            if kill.is_some_and(|kill| kill.exists() && write(&kill, "1").is_ok()) {
+                return;
+            }
+        }
+        let mut pids = BTreeSet::new();
+        self.dirs
+            .iter()
+            .for_each(|(dir, _)| tree_pids(dir, &mut pids));
+        if pids.is_empty() {
+            return;
+        }
+        // v1 tasks fork while being killed one by one; freezing first stops that, and the
+        // pending SIGKILL takes effect on thaw (cgroup-v1/freezer-subsystem.rst; runc does
+        // the same). v2 needs no thaw: frozen processes die of fatal signals (cgroup-v2.rst).
+        let state = self
+            .dir("freezer")
+            .filter(|_| !self.v2)
+            .map(|d| d.join("freezer.state"));
+        if let Some(state) = &state {
+            let _ = write(state, "FROZEN");
+        }
+        pids.into_iter().for_each(sigkill);
+        if let Some(state) = &state {
+            let _ = write(state, "THAWED");
+        }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        let found = self
+            .dirs
+            .iter()
+            .find(|(_, cs)| self.v2 || cs.iter().any(|c| c == controller));
+        found.map(|(dir, _)| dir.as_path())
+    }
+
+    fn need(&self, controller: &str) -> Result<&Path, CgroupError> {
+        self.dir(controller)
+            .ok_or_else(|| CgroupError::NotMountedV1 {
+                controller: controller.to_string(),
+            })
+    }
+}
+
+/// Removes leftovers of crashed runs: each directory directly under `<parent>` in every
+/// hierarchy whose name is "<pid>-<suffix>" with `pid` no longer alive and no processes inside.
+/// Errors are ignored: a sweep is best effort and must not stop a new run.
+pub fn sweep_stale(layout: &Layout, parent: &str) {
+    for base in layout.hierarchies() {
+        let Ok(entries) = fs::read_dir(base.join(parent)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok());
+            let Some(pid) = pid.filter(|p| *p > 0) else {
+                continue;
+            };
+            let mut pids = BTreeSet::new();
+            tree_pids(&entry.path(), &mut pids);
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !alive(pid) && pids.is_empty() {
+                let _ = remove_tree(&entry.path(), false);
+            }
+        }
+    }
+}
+
+fn cpu_quota(cpus: f64) -> Result<u64, CgroupError> {
+    let quota = (cpus * CPU_PERIOD_US as f64).round();
+    if !quota.is_finite() || quota < CPU_MIN_QUOTA_US as f64 || quota > u64::MAX as f64 {
+        return Err(CgroupError::InvalidCpus { value: cpus });
+    }
+    Ok(quota as u64)
+}
+
+fn make_dir(path: &Path, leaf: bool, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Ok(()) => {
+            created.push(path.to_path_buf());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !leaf => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(CgroupError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// cgroup-v1/cpusets.rst: a new cpuset has empty cpuset.cpus and cpuset.mems, and tasks cannot
+/// attach until both are set, so an empty one gets its parent's (which we filled first).
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = dir
+        .parent()
+        .expect("a cgroup directory lies below its mount point");
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if fs::read_to_string(dir.join(file)).is_ok_and(|s| !s.trim().is_empty()) {
+            continue;
+        }
+        write(&dir.join(file), read(&parent.join(file))?.trim())?;
+    }
+    Ok(())
+}
+
+fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<(), CgroupError> {
+    let file = dir.join("cgroup.subtree_control");
+    let current = fs::read_to_string(&file).unwrap_or_default();
+    let enabled: BTreeSet<&str> = current
+        .split_whitespace()
+        .map(|c| c.trim_start_matches('+'))
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|c| !enabled.contains(*c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(&file, &missing.join(" "))
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a "key value" per line file (memory.events, cpu.stat, ...).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.split_once(' ')
+            .filter(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse().ok())
+    })
+}
+
+/// Writes `value` in one write(2): cgroupfs takes each write as one command. Creating the file
+/// is harmless there (control files exist or the open fails) and lets tests use plain trees.
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|source| CgroupError::Write {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+            source,
+        })
+}
+
+/// Every pid listed in cgroup.procs of `dir` and its descendants.
+fn tree_pids(dir: &Path, out: &mut BTreeSet<libc::pid_t>) {
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    out.extend(
+        procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+    );
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            tree_pids(&entry.path(), out);
+        }
+    }
+}
+
+fn sigkill(pid: libc::pid_t) {
+    // Never berth itself, should a caller have added it; pid <= 0 would mean a process group.
+    if pid <= 0 || u32::try_from(pid).is_ok_and(|p| p == std::process::id()) {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and touches none of our memory; a process that has
+    // already exited yields ESRCH, which is ignored on purpose.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists (kill(2)); no memory is touched.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes `dir` and the cgroups below it, children first.
+fn remove_tree(dir: &Path, retry: bool) -> Result<(), CgroupError> {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path(), retry)?;
+        }
+    }
+    rmdir(dir, retry)
+}
+
+/// Removes one cgroup directory. The kernel answers EBUSY while the cgroup still has processes
+/// or children (kernel/cgroup/cgroup.c, cgroup_destroy_locked), and a killed task leaves only
+/// once reaped, so with `retry` it kills what is listed and tries again with growing pauses.
+/// cgroupfs never answers ENOTEMPTY (control files go with the directory); a plain tree, as in
+/// the tests, does, and then its regular files are removed and the rmdir tried once more.
+fn rmdir(dir: &Path, retry: bool) -> Result<(), CgroupError> {
+    let (mut tries, mut emptied, mut pause) = (0, false, Duration::from_millis(10));
+    loop {
+        let err = match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => e,
+        };
+        match err.raw_os_error() {
+            Some(libc::ENOTEMPTY) if !emptied => {
+                emptied = true;
+                for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_file()) {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+            Some(libc::EBUSY) if retry && tries < RMDIR_TRIES => {
+                tries += 1;
+                let mut pids = BTreeSet::new();
+                tree_pids(dir, &mut pids);
+                pids.into_iter().for_each(sigkill);
+                sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            _ => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source: err,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const PURE_V2: &str = "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw
+21 22 0:20 / /sys rw,nosuid,nodev,noexec,relatime shared:2 - sysfs sysfs rw
+25 21 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    fn text(path: &Path) -> String {
+        fs::read_to_string(path).unwrap().trim().to_string()
+    }
+
+    /// A v1 tree with cpu and cpuacct co-mounted and a cpuset root the kernel would have filled.
+    fn v1_tree() -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut mounts = BTreeMap::new();
+        for (dir, controllers) in [
+            ("cpu,cpuacct", &["cpu", "cpuacct"][..]),
+            ("cpuset", &["cpuset"]),
+            ("freezer", &["freezer"]),
+            ("memory", &["memory"]),
+            ("pids", &["pids"]),
+        ] {
+            fs::create_dir(tmp.path().join(dir)).unwrap();
+            for controller in controllers {
+                mounts.insert(controller.to_string(), tmp.path().join(dir));
+            }
+        }
+        fs::write(tmp.path().join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(tmp.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
+        (tmp, Layout::V1 { mounts })
+    }
+
+    fn v2_tree() -> (tempfile::TempDir, Layout) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(
+            tmp.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        fs::write(tmp.path().join("cgroup.subtree_control"), "").unwrap();
+        let root = tmp.path().to_path_buf();
+        (tmp, Layout::V2 { root })
+    }
+
+    fn full() -> Limits {
+        Limits {
+            cpus: Some(1.5),
+            cpuset: Some("1".into()),
+            memory: Some(1 << 30),
+            pids: Some(100),
+        }
+    }
+
+    #[test]
+    fn detects_hybrid_v1_ignoring_unified_and_named_hierarchies() {
+        let Some(Layout::V1 { mounts }) = Layout::from_mountinfo(HYBRID) else {
+            panic!("expected v1")
+        };
+        let names: Vec<&str> = mounts.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"]
+        );
+        assert_eq!(mounts["cpu"], Path::new("/sys/fs/cgroup/cpu"));
+        let comounted =
+            "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            33 31 0:30 / /sys/fs/cgroup/my\\040pids rw - cgroup cgroup rw,nosuid,pids\n";
+        let layout = Layout::from_mountinfo(comounted).unwrap();
+        let expected = ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/my pids"].map(PathBuf::from);
+        assert_eq!(layout.hierarchies(), expected);
+    }
+
+    #[test]
+    fn detects_pure_v2_and_nothing() {
+        assert_eq!(
+            Layout::from_mountinfo(PURE_V2),
+            Some(Layout::V2 {
+                root: "/sys/fs/cgroup".into()
+            })
+        );
+        assert_eq!(
+            Layout::from_mountinfo("22 1 259:1 / / rw - ext4 /dev/root rw\n"),
+            None
+        );
+        let unified_only = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(Layout::from_mountinfo(unified_only), None);
+    }
+
+    #[test]
+    fn v1_create_writes_limits_into_each_controller() {
+        let (tmp, layout) = v1_tree();
+        let cg = Cgroup::create(&layout, "berth", "1-a", &full()).unwrap();
+        let leaf = |mount: &str| tmp.path().join(mount).join("berth/1-a");
+        assert_eq!(
+            cg.paths(),
+            ["cpu,cpuacct", "cpuset", "freezer", "memory", "pids"].map(leaf)
+        );
+        assert_eq!(
+            text(&leaf("cpu,cpuacct").join("cpu.cfs_period_us")),
+            "100000"
+        );
+        assert_eq!(
+            text(&leaf("cpu,cpuacct").join("cpu.cfs_quota_us")),
+            "150000"
+        );
+        assert_eq!(text(&tmp.path().join("cpuset/berth/cpuset.cpus")), "0-1");
+        assert_eq!(text(&tmp.path().join("cpuset/berth/cpuset.mems")), "0");
+        assert_eq!(text(&leaf("cpuset").join("cpuset.cpus")), "1");
+        assert_eq!(text(&leaf("cpuset").join("cpuset.mems")), "0");
+        assert_eq!(
+            text(&leaf("memory").join("memory.limit_in_bytes")),
+            "1073741824"
+        );
+        assert_eq!(text(&leaf("pids").join("pids.max")), "100");
+        cg.add_pid(4_194_301).unwrap();
+        assert_eq!(text(&leaf("freezer").join("cgroup.procs")), "4194301");
+        cg.freeze(true).unwrap();
+        assert_eq!(text(&leaf("freezer").join("freezer.state")), "FROZEN");
+        // A plain file does not empty itself when the process dies, as cgroup.procs would.
+        cg.paths()
+            .iter()
+            .for_each(|p| fs::write(p.join("cgroup.procs"), "").unwrap());
+        cg.destroy().unwrap();
+        assert!(!leaf("memory").exists() && tmp.path().join("memory/berth").exists());
+    }
+
+    #[test]
+    fn v1_without_limits_still_makes_accounting_hierarchies() {
+        let (tmp, layout) = v1_tree();
+        let cg = Cgroup::create(&layout, "berth", "1-a", &Limits::default()).unwrap();
+        assert_eq!(cg.paths().len(), 4);
+        assert!(!tmp.path().join("pids/berth").exists());
+    }
+
+    #[test]
+    fn v2_create_enables_controllers_top_down() {
+        let (tmp, layout) = v2_tree();
+        let cg = Cgroup::create(&layout, "berth", "1-a", &full()).unwrap();
+        for dir in [tmp.path().to_path_buf(), tmp.path().join("berth")] {
+            assert_eq!(
+                text(&dir.join("cgroup.subtree_control")),
+                "+cpu +cpuset +memory +pids"
+            );
+        }
+        let leaf = tmp.path().join("berth/1-a");
+        assert_eq!(cg.paths(), std::slice::from_ref(&leaf));
+        assert!(!leaf.join("cgroup.subtree_control").exists());
+        assert_eq!(text(&leaf.join("cpu.max")), "150000 100000");
+        assert_eq!(text(&leaf.join("cpuset.cpus")), "1");
+        assert_eq!(text(&leaf.join("memory.max")), "1073741824");
+        assert_eq!(text(&leaf.join("pids.max")), "100");
+        cg.freeze(true).unwrap();
+        assert_eq!(text(&leaf.join("cgroup.freeze")), "1");
+        cg.destroy().unwrap();
+        assert!(!leaf.exists());
+    }
+
+    #[test]
+    fn failure_removes_everything_created() {
+        let (tmp, layout) = v1_tree();
+        // cpu,cpuacct sorts first and is created; cpuset then cannot copy its parent's mems.
+        fs::remove_file(tmp.path().join("cpuset/cpuset.mems")).unwrap();
+        fs::create_dir(tmp.path().join("cpuset/cpuset.mems")).unwrap();
+        let err = Cgroup::create(&layout, "berth", "1-a", &full()).unwrap_err();
+        assert!(matches!(err, CgroupError::Read { .. }), "{err}");
+        for mount in ["cpu,cpuacct", "cpuset", "freezer", "memory", "pids"] {
+            assert!(!tmp.path().join(mount).join("berth").exists(), "{mount}");
+        }
+    }
+
+    #[test]
+    fn existing_leaf_is_an_error_and_is_kept() {
+        let (tmp, layout) = v1_tree();
+        fs::create_dir_all(tmp.path().join("pids/berth/1-a")).unwrap();
+        let err = Cgroup::create(&layout, "berth", "1-a", &full()).unwrap_err();
+        assert!(
+            err.to_string().contains("pids/berth/1-a already exists"),
+            "{err}"
+        );
+        assert!(tmp.path().join("pids/berth/1-a").exists());
+        assert!(!tmp.path().join("memory/berth").exists());
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_creating_anything() {
+        let (tmp, layout) = v2_tree();
+        let tiny = Limits {
+            cpus: Some(0.001),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Cgroup::create(&layout, "berth", "1-a", &tiny),
+            Err(CgroupError::InvalidCpus { .. })
+        ));
+        assert!(matches!(
+            Cgroup::create(&layout, "../x", "1-a", &full()),
+            Err(CgroupError::InvalidName { .. })
+        ));
+        fs::write(tmp.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let err = Cgroup::create(&layout, "berth", "1-a", &full()).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::Unavailable { ref controller, .. } if controller == "cpuset"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("berth").exists());
+        let (_tmp, Layout::V1 { mut mounts }) = v1_tree() else {
+            unreachable!()
+        };
+        mounts.remove("pids");
+        let err = Cgroup::create(&Layout::V1 { mounts }, "berth", "1-a", &full()).unwrap_err();
+        assert!(err.to_string().contains("'pids' is not mounted"), "{err}");
+    }
+
+    #[test]
+    fn oom_kills_and_usage_are_parsed() {
+        let (_tmp, layout) = v2_tree();
+        let cg = Cgroup::create(&layout, "berth", "1-a", &Limits::default()).unwrap();
+        let leaf = &cg.paths()[0];
+        assert!(!cg.oom_killed());
+        fs::write(
+            leaf.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cg.oom_killed());
+        fs::write(
+            leaf.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        fs::write(leaf.join("cpu.stat"), "usage_usec 12345\nuser_usec 10000\n").unwrap();
+        assert_eq!(
+            cg.usage(),
+            Usage {
+                cpu_usec: Some(12345),
+                max_rss_bytes: None
+            }
+        );
+        fs::write(leaf.join("memory.peak"), "4096\n").unwrap();
+        assert_eq!(cg.usage().max_rss_bytes, Some(4096));
+
+        let (tmp, layout) = v1_tree();
+        let cg = Cgroup::create(&layout, "berth", "1-a", &Limits::default()).unwrap();
+        let memory = tmp.path().join("memory/berth/1-a");
+        fs::write(
+            memory.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        fs::write(
+            tmp.path().join("cpu,cpuacct/berth/1-a/cpuacct.usage"),
+            "5000000\n",
+        )
+        .unwrap();
+        fs::write(memory.join("memory.max_usage_in_bytes"), "8192\n").unwrap();
+        assert_eq!(
+            cg.usage(),
+            Usage {
+                cpu_usec: Some(5000),
+                max_rss_bytes: Some(8192)
+            }
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_dead_and_empty_cgroups() {
+        let dead = 4_194_300;
+        if Path::new(&format!("/proc/{dead}")).exists() {
+            eprintln!("note: pid {dead} exists here, skipping");
+            return;
+        }
+        let (tmp, layout) = v2_tree();
+        let berth = tmp.path().join("berth");
+        let me = std::process::id();
+        for name in [
+            format!("{dead}-a"),
+            format!("{dead}-busy"),
+            format!("{me}-b"),
+            "notapid".into(),
+        ] {
+            fs::create_dir_all(berth.join(&name).join("child")).unwrap();
+            fs::write(berth.join(&name).join("cgroup.procs"), "").unwrap();
+        }
+        fs::write(
+            berth.join(format!("{dead}-busy/child/cgroup.procs")),
+            format!("{me}\n"),
+        )
+        .unwrap();
+        sweep_stale(&layout, "berth");
+        assert!(!berth.join(format!("{dead}-a")).exists());
+        assert!(berth.join(format!("{dead}-busy")).exists());
+        assert!(berth.join(format!("{me}-b")).exists());
+        assert!(berth.join("notapid").exists());
+    }
+
+    /// Needs root and a writable cgroup filesystem; returns early with a note otherwise.
+    #[test]
+    fn real_kernel_round_trip() {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("note: not root, skipping the real cgroup test");
+            return;
+        }
+        let layout = match Layout::detect() {
+            Ok(layout) => layout,
+            Err(e) => return eprintln!("note: {e}, skipping the real cgroup test"),
+        };
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(10),
+            ..Limits::default()
+        };
+        let name = format!("{}-unit", std::process::id());
+        let cg = match Cgroup::create(&layout, "berth-unit-test", &name, &limits) {
+            Err(CgroupError::Create { source, .. })
+                if source.raw_os_error() == Some(libc::EROFS) =>
+            {
+                return eprintln!(
+                    "note: cgroup filesystem is read-only, skipping the real cgroup test"
+                );
+            }
+            other => other.unwrap(),
+        };
+        let memory = cg.dir("memory").unwrap();
+        let limit = if cg.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        assert_eq!(text(&memory.join(limit)), "67108864");
+        assert_eq!(text(&cg.dir("pids").unwrap().join("pids.max")), "10");
+        assert_eq!(cg.usage().cpu_usec, Some(0));
+        let paths = cg.paths();
+        cg.destroy().unwrap();
+        assert!(paths.iter().all(|p| !p.exists()), "{paths:?}");
+        for base in layout.hierarchies() {
+            let _ = fs::remove_dir(base.join("berth-unit-test"));
+        }
+    }
+}

@@ -2,7 +2,25 @@
 //!
 //! Owns every namespace, mount and cgroup system call berth makes. Must not know about image
 //! formats, the store, or batch jobs: it is handed a root filesystem (a squashfs file or a
-//! directory) and a fully resolved [`ContainerSpec`], and runs it.
+//! directory) and what the image and the user asked for, resolves that into a
+//! [`ContainerSpec`] ([`plan`]), and runs it ([`run`]).
+//!
+//! [`run`] clones the calling process, so it must be called from a single-threaded
+//! process: the `berth` CLI, or the small runtime process the daemons fork and exec (never
+//! the daemons themselves; see DESIGN.md).
 
 pub mod cgroup;
+mod container;
+mod error;
 pub mod gpu;
+mod identity;
+mod launch;
+pub mod plan;
+mod spec;
+mod sys;
+
+pub use error::RuntimeError;
+pub use identity::Identity;
+pub use launch::{run, Outcome, CGROUP_PARENT};
+pub use plan::{plan, Action, ImageDefaults, Options};
+pub use spec::{Bind, ContainerSpec, Program, Rootfs};

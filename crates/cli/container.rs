@@ -1,0 +1,135 @@
+//! `berth run`, `berth exec`, `berth shell`.
+
+use crate::settings::{is_root, Settings};
+use anyhow::{Context, Result};
+use berth_core::{parse_cpus, parse_size};
+use berth_runtime::cgroup::Limits;
+use berth_runtime::gpu::GpuRequest;
+use berth_runtime::{Action, ImageDefaults, Options, Rootfs};
+use clap::Args;
+
+#[derive(Args)]
+pub struct ContainerArgs {
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable)
+    #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro]]")]
+    binds: Vec<String>,
+    /// Set an environment variable (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Do not pass the caller's environment into the container
+    #[arg(long)]
+    cleanenv: bool,
+    /// Working directory in the container [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pwd: Option<String>,
+    /// Do not bind the home directory
+    #[arg(long)]
+    no_home: bool,
+    /// CPU limit, as a number of CPUs (CFS quota), e.g. 2 or 0.5
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// CPUs the container may run on, e.g. 0-3 or 0,2
+    #[arg(long, value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Memory limit, e.g. 512m or 4g; exceeding it gets the container OOM-killed
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Maximum number of processes
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// Make NVIDIA GPUs available: all, or a count
+    #[arg(long, value_name = "all|N")]
+    gpus: Option<String>,
+    /// Give the container its own PID namespace
+    #[arg(long)]
+    pid: bool,
+    /// Run as this user (root only; how the node agent runs jobs)
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: ContainerArgs,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    common: ContainerArgs,
+    image: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    common: ContainerArgs,
+    image: String,
+}
+
+impl ContainerArgs {
+    fn options(self) -> Result<Options> {
+        let limits = Limits {
+            cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+            cpuset: self.cpuset_cpus,
+            memory: self.memory.as_deref().map(parse_size).transpose()?,
+            pids: self.pids_limit,
+        };
+        Ok(Options {
+            binds: self.binds,
+            env: self.env,
+            cleanenv: self.cleanenv,
+            pwd: self.pwd,
+            no_home: self.no_home,
+            limits,
+            gpus: self.gpus.as_deref().map(str::parse::<GpuRequest>).transpose()?,
+            pid_namespace: self.pid,
+            user: self.user,
+        })
+    }
+}
+
+fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {
+    let options = args.options()?;
+    let store = settings.store()?;
+    let record = store.resolve(image)?;
+    // Root mounts the squashfs file itself; an unprivileged user cannot, and runs from the
+    // unpacked copy (made once, on first use).
+    let rootfs = if is_root() { Rootfs::Squashfs(store.squashfs(&record)) } else { Rootfs::Directory(store.rootfs_dir(&record)?) };
+    let defaults = ImageDefaults {
+        name: record.names.first().cloned().unwrap_or_else(|| record.id.short().to_string()),
+        env: record.config.env.clone(),
+        entrypoint: record.config.entrypoint.clone(),
+        cmd: record.config.cmd.clone(),
+        working_dir: record.config.working_dir.clone(),
+    };
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let spec = berth_runtime::plan(&defaults, rootfs, &action, &options, &settings.config.binds, &host_env, &cwd)?;
+    let outcome = berth_runtime::run(&spec)?;
+    if outcome.oom_killed {
+        let limit = options.limits.memory.map_or(String::new(), |m| format!(" (limit {})", crate::image::human_size(m)));
+        eprintln!("berth: the container ran out of memory{limit} and the kernel's OOM killer ended it");
+    }
+    Ok(outcome.code)
+}
+
+pub fn run(settings: &Settings, a: RunArgs) -> Result<i32> {
+    start(settings, &a.image, Action::Run(a.args), a.common)
+}
+
+pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
+    start(settings, &a.image, Action::Exec(a.command), a.common)
+}
+
+pub fn shell(settings: &Settings, a: ShellArgs) -> Result<i32> {
+    start(settings, &a.image, Action::Shell, a.common)
+}

@@ -1,0 +1,163 @@
+//! `berth image ...`: import, ls, inspect, rm, prune.
+
+use crate::settings::Settings;
+use anyhow::Result;
+use berth_image::{ImageRecord, ImportOptions};
+use clap::Subcommand;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Import a docker-archive (`docker save`), an OCI layout or archive, or a root
+    /// filesystem (directory or tarball)
+    Import {
+        path: PathBuf,
+        /// Name the image (NAME[:TAG]); overrides any name in the archive
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List images
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything about an image
+    Inspect {
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove image names, and images left without one (by id: the image and all its names)
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove images without a name and leftovers of interrupted imports
+    Prune,
+}
+
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// UTC `YYYY-MM-DD HH:MM` from seconds since the epoch (Howard Hinnant's civil-from-days).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+fn name_of(r: &ImageRecord) -> String {
+    r.names.first().cloned().unwrap_or_else(|| "<none>".into())
+}
+
+pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
+    let store = settings.store()?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ImageCommand::Import { path, name } => {
+            let record = store.import(&path, &ImportOptions { name })?;
+            if record.devices_dropped > 0 {
+                eprintln!("berth: left out {} device node(s): containers get their own /dev", record.devices_dropped);
+            }
+            writeln!(out, "Imported {} (id {}, {})", name_of(&record), record.id.short(), human_size(record.size))?;
+        }
+        ImageCommand::Ls { json } => {
+            let images = store.list()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &images)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{:<40} {:<12} {:>9}  IMPORTED", "NAME", "ID", "SIZE")?;
+                for r in &images {
+                    let names = if r.names.is_empty() { vec!["<none>".to_string()] } else { r.names.clone() };
+                    for n in names {
+                        writeln!(out, "{n:<40} {:<12} {:>9}  {}", r.id.short(), human_size(r.size), utc(r.imported))?;
+                    }
+                }
+            }
+        }
+        ImageCommand::Inspect { image, json } => {
+            let r = store.resolve(&image)?;
+            if json {
+                let config: serde_json::Value = serde_json::from_slice(&store.config_json(&r)?)?;
+                let mut value = serde_json::to_value(&r)?;
+                value["oci_config"] = config;
+                value["squashfs"] = store.squashfs(&r).display().to_string().into();
+                serde_json::to_writer_pretty(&mut out, &value)?;
+                writeln!(out)?;
+            } else {
+                let c = &r.config;
+                let list = |v: &Option<Vec<String>>| v.as_ref().map_or("-".to_string(), |v| format!("{v:?}"));
+                writeln!(out, "Id:           {}", r.id)?;
+                writeln!(out, "Names:        {}", if r.names.is_empty() { "<none>".into() } else { r.names.join(", ") })?;
+                writeln!(out, "Size:         {} (squashfs, {} layer(s) flattened)", human_size(r.size), r.layers)?;
+                writeln!(out, "Imported:     {} UTC from {}", utc(r.imported), r.source)?;
+                writeln!(out, "Architecture: {}", if r.architecture.is_empty() { "-" } else { &r.architecture })?;
+                writeln!(out, "Entrypoint:   {}", list(&c.entrypoint))?;
+                writeln!(out, "Cmd:          {}", list(&c.cmd))?;
+                writeln!(out, "WorkingDir:   {}", c.working_dir.as_deref().unwrap_or("-"))?;
+                writeln!(out, "Env:")?;
+                for e in &c.env {
+                    writeln!(out, "  {e}")?;
+                }
+                writeln!(out, "File:         {}", store.squashfs(&r).display())?;
+            }
+        }
+        ImageCommand::Rm { images } => {
+            for image in images {
+                let before = store.resolve(&image)?;
+                let deleted = store.remove(&image)?;
+                if deleted.is_empty() || before.names.len() > 1 {
+                    writeln!(out, "Untagged: {image}")?;
+                }
+                for id in deleted {
+                    writeln!(out, "Deleted: {id}")?;
+                }
+            }
+        }
+        ImageCommand::Prune => {
+            let deleted = store.prune()?;
+            for id in &deleted {
+                writeln!(out, "Deleted: {id}")?;
+            }
+            writeln!(out, "{} image(s) removed", deleted.len())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_795_000_000), "2026-11-19 07:06");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(12_300_000), "12.3 MB");
+    }
+}

@@ -1,0 +1,49 @@
+//! Where things are: the configuration file and the image store.
+
+use anyhow::{Context, Result};
+use berth_core::Config;
+use std::path::{Path, PathBuf};
+
+pub const SYSTEM_CONFIG: &str = "/etc/berth/berth.toml";
+pub const SYSTEM_STORE: &str = "/var/lib/berth";
+
+pub struct Settings {
+    pub config: Config,
+    pub store: PathBuf,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Settings {
+    pub fn load(store: Option<PathBuf>, config: Option<PathBuf>) -> Result<Settings> {
+        let (path, required) = match config {
+            Some(p) => (p, true),
+            None => (PathBuf::from(SYSTEM_CONFIG), false),
+        };
+        let config = match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read the configuration file {}", path.display())),
+        };
+        let store = store.or_else(|| config.store.clone()).unwrap_or_else(default_store);
+        Ok(Settings { config, store })
+    }
+
+    pub fn store(&self) -> Result<berth_image::Store> {
+        Ok(berth_image::Store::open(&self.store)?)
+    }
+}
+
+/// /var/lib/berth for root; $XDG_DATA_HOME/berth (~/.local/share/berth) for everyone else.
+fn default_store() -> PathBuf {
+    if is_root() {
+        return PathBuf::from(SYSTEM_STORE);
+    }
+    match std::env::var_os("XDG_DATA_HOME").filter(|v| Path::new(v).is_absolute()) {
+        Some(dir) => PathBuf::from(dir).join("berth"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".local/share/berth"),
+    }
+}

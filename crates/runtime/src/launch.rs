@@ -1,0 +1,130 @@
+//! The parent side of a container: clone into new namespaces, map the user namespace, join
+//! the cgroup, release the child, forward signals, wait, clean up, report the exit status.
+
+use crate::cgroup::{self, Cgroup, Layout};
+use crate::container;
+use crate::spec::{ContainerSpec, Rootfs};
+use crate::sys;
+use crate::RuntimeError;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Signals berth passes on to the container, as `docker run` does with --sig-proxy.
+pub(crate) const FORWARDED: [libc::c_int; 7] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGCONT];
+
+/// The parent cgroup (under each hierarchy's root) that holds one cgroup per container.
+pub const CGROUP_PARENT: &str = "berth";
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    let pid = CHILD.load(Ordering::SeqCst);
+    // A terminal's ^C (SI_KERNEL) reaches the container directly: it is in our process group.
+    if pid > 0 && code != libc::SI_KERNEL {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit status a shell would report: the program's code, or 128 + signal.
+    pub code: i32,
+    /// The kernel's OOM killer killed a process of the container.
+    pub oom_killed: bool,
+    pub usage: cgroup::Usage,
+}
+
+fn write_map(pid: libc::pid_t, file: &str, text: &str) -> Result<(), RuntimeError> {
+    let path = format!("/proc/{pid}/{file}");
+    sys::write_file(&path, text).map_err(RuntimeError::setup(format!("writing {path}")))
+}
+
+/// Runs the container to completion. The calling process must be single-threaded.
+pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
+    let image_path = match &spec.rootfs {
+        Rootfs::Squashfs(p) | Rootfs::Directory(p) => p,
+    };
+    let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) { libc::O_RDONLY } else { libc::O_PATH | libc::O_DIRECTORY };
+    let image = sys::open(image_path, flags).map_err(RuntimeError::setup(format!("opening the image {}", image_path.display())))?;
+
+    let cgroup = match &spec.limits {
+        Some(limits) => {
+            let layout = Layout::detect()?;
+            cgroup::sweep_stale(&layout, CGROUP_PARENT);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            Some(Cgroup::create(&layout, CGROUP_PARENT, &format!("{}-{nanos}", std::process::id()), limits)?)
+        }
+        None => None,
+    };
+    let result = run_in(spec, &image, cgroup.as_ref());
+    let usage = cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+    let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
+    if let Some(c) = cgroup {
+        c.destroy()?;
+    }
+    result.map(|code| Outcome { code, oom_killed: oom, usage })
+}
+
+fn run_in(spec: &ContainerSpec, image: &OwnedFd, cgroup: Option<&Cgroup>) -> Result<i32, RuntimeError> {
+    let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
+    let (report_read, report_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
+    let mut flags = libc::CLONE_NEWNS;
+    if spec.rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if spec.pid_namespace {
+        flags |= libc::CLONE_NEWPID;
+    }
+    container::install_forwarding(forward);
+    // SAFETY: berth's container entry points run single-threaded (see the crate docs).
+    let pid = unsafe { sys::clone(flags) }.map_err(RuntimeError::setup("creating the namespaces (clone)"))?;
+    if pid == 0 {
+        drop(go_write);
+        drop(report_read);
+        container::child(spec, image, go_read, report_write);
+    }
+    CHILD.store(pid, Ordering::SeqCst);
+    drop(go_read);
+    drop(report_write);
+
+    let released = (|| {
+        if spec.rootless {
+            // The caller maps to itself: same uid and gid inside as outside. setgroups must be
+            // denied before an unprivileged process may write gid_map (user_namespaces(7)).
+            let id = &spec.identity;
+            write_map(pid, "setgroups", "deny")?;
+            write_map(pid, "uid_map", &format!("{0} {0} 1\n", id.uid))?;
+            write_map(pid, "gid_map", &format!("{0} {0} 1\n", id.gid))?;
+        }
+        if let Some(c) = cgroup {
+            c.add_pid(pid)?;
+        }
+        // SAFETY: writes one byte from a live buffer to our end of the pipe.
+        if unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
+            return Err(RuntimeError::setup("starting the container")(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    })();
+    drop(go_write);
+    if let Err(e) = released {
+        // The child sees the pipe close without a byte and exits.
+        let _ = sys::wait(pid);
+        return Err(e);
+    }
+
+    // The report pipe closes on a successful exec; anything written to it is a failure.
+    let mut report = Vec::new();
+    let _ = std::fs::File::from(report_read).read_to_end(&mut report);
+    let status = sys::wait(pid).map_err(RuntimeError::setup("waiting for the container"))?;
+    CHILD.store(0, Ordering::SeqCst);
+    if let Some((&code, message)) = report.split_first() {
+        return Err(RuntimeError::Container { code: code as i32, message: String::from_utf8_lossy(message).into_owned() });
+    }
+    Ok(sys::exit_code(status))
+}

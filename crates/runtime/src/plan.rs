@@ -1,0 +1,366 @@
+//! From what the user typed and what the image says to a [`ContainerSpec`]: which program,
+//! which environment, which binds (checked against the administrator's policy), which
+//! directory, which identity. The rules follow Apptainer where HPC users expect them
+//! (home and current directory bound, host environment passed) and docker where images
+//! expect them (ENV, ENTRYPOINT, CMD, WORKDIR).
+
+use crate::cgroup::Limits;
+use crate::gpu::{self, GpuRequest};
+use crate::spec::{Bind, ContainerSpec, Program, Rootfs};
+use crate::{sys, Identity, RuntimeError};
+use berth_core::BindPolicy;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// PATH when the image sets none (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where GPU driver libraries and tools appear in the container.
+pub const GPU_LIB_DIR: &str = "/.berth/gpu/lib";
+pub const GPU_BIN_DIR: &str = "/.berth/gpu/bin";
+
+/// The parts of an image config that decide how a container starts.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDefaults {
+    pub name: String,
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// ENTRYPOINT + (ARGS or CMD), like `apptainer run` / `docker run`.
+    Run(Vec<String>),
+    /// The given command, ignoring ENTRYPOINT, like `apptainer exec`.
+    Exec(Vec<String>),
+    Shell,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub binds: Vec<String>,
+    pub env: Vec<String>,
+    pub cleanenv: bool,
+    pub pwd: Option<String>,
+    pub no_home: bool,
+    pub limits: Limits,
+    pub gpus: Option<GpuRequest>,
+    pub pid_namespace: bool,
+    /// Run as this user (root only: how the node agent runs jobs).
+    pub user: Option<String>,
+}
+
+/// Directories never bound as the current directory: binding the host's over the image's
+/// would replace the image's own system.
+const SYSTEM_DIRS: &[&str] = &["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var"];
+
+fn is_system_dir(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|d| path == Path::new(d) || (*d != "/" && *d != "/var" && path.starts_with(d)))
+}
+
+/// Parses `SRC[:DST[:ro|rw]]`.
+pub fn parse_bind(spec: &str) -> Result<(PathBuf, String, bool), RuntimeError> {
+    let bad = |why| RuntimeError::BindSyntax { spec: spec.to_string(), why };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [src] => (*src, *src, false),
+        [src, "ro"] => (*src, *src, true),
+        [src, "rw"] => (*src, *src, false),
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        [_, _, _] => return Err(bad("the third field must be 'ro' or 'rw'")),
+        _ => return Err(bad("expected SRC[:DST[:ro|rw]]")),
+    };
+    if src.is_empty() {
+        return Err(bad("the source is empty"));
+    }
+    if !dst.starts_with('/') {
+        return Err(bad("the destination must be an absolute path"));
+    }
+    if Path::new(dst).components().count() <= 1 {
+        return Err(bad("cannot bind over the container's root directory"));
+    }
+    Ok((PathBuf::from(src), dst.to_string(), ro))
+}
+
+/// Resolves a bind source (symlinks included) and opens it. With `policy`, refuses sources
+/// outside the allowed paths. The check is made on the fully resolved path and then
+/// confirmed on the opened descriptor, so a symlink swapped in between cannot redirect it.
+fn open_bind(source: &Path, target: String, read_only: bool, policy: Option<(&BindPolicy, &Path, &Path)>) -> Result<Bind, RuntimeError> {
+    let err = |source_err| RuntimeError::BindSource { path: source.to_path_buf(), source: source_err };
+    let canonical = std::fs::canonicalize(source).map_err(err)?;
+    let check = |path: &Path| -> Result<(), RuntimeError> {
+        if let Some((policy, home, cwd)) = policy {
+            policy.check(path, home, cwd).map_err(|why| RuntimeError::BindRefused { path: path.to_path_buf(), why: why.to_string() })?;
+        }
+        Ok(())
+    };
+    check(&canonical)?;
+    let fd = sys::open(&canonical, libc::O_PATH | libc::O_NOFOLLOW).map_err(err)?;
+    let opened = std::fs::read_link(sys::fd_path(&fd)).map_err(err)?;
+    if opened != canonical {
+        check(&opened)?;
+    }
+    // SAFETY: fstat fills a zeroed stat we own, on a descriptor we own.
+    let is_dir = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
+    };
+    Ok(Bind { source: opened, fd, target, read_only, is_dir })
+}
+
+fn set(env: &mut Vec<(String, String)>, key: &str, value: String) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => env.push((key.to_string(), value)),
+    }
+}
+
+fn split_env(kv: &str) -> Option<(&str, &str)> {
+    kv.split_once('=').filter(|(k, _)| !k.is_empty())
+}
+
+/// Builds the environment: host (unless `cleanenv`), then the image's ENV, then berth's
+/// own variables, then `--env`. PATH comes from the image, never from the host: host PATH
+/// entries mean nothing inside the image.
+pub fn environment(host: &[(String, String)], image: &ImageDefaults, options: &Options, id: &Identity) -> Result<Vec<String>, RuntimeError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in host {
+        let keep = if options.cleanenv { matches!(k.as_str(), "TERM" | "LANG") } else { k != "PATH" };
+        if keep {
+            set(&mut env, k, v.clone());
+        }
+    }
+    set(&mut env, "PATH", DEFAULT_PATH.to_string());
+    for kv in &image.env {
+        if let Some((k, v)) = split_env(kv) {
+            set(&mut env, k, v.to_string());
+        }
+    }
+    set(&mut env, "HOME", id.home.clone());
+    set(&mut env, "USER", id.user.clone());
+    set(&mut env, "LOGNAME", id.user.clone());
+    set(&mut env, "BERTH_CONTAINER", image.name.clone());
+    for kv in &options.env {
+        let (k, v) = split_env(kv).ok_or_else(|| RuntimeError::EnvSyntax(kv.clone()))?;
+        set(&mut env, k, v.to_string());
+    }
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+fn append_path(env: &mut [String], key: &str, dir: &str) -> bool {
+    let prefix = format!("{key}=");
+    match env.iter_mut().find(|kv| kv.starts_with(&prefix)) {
+        Some(kv) if kv.len() > prefix.len() => {
+            kv.push(':');
+            kv.push_str(dir);
+            true
+        }
+        Some(kv) => {
+            kv.push_str(dir);
+            true
+        }
+        None => false,
+    }
+}
+
+pub fn program(image: &ImageDefaults, action: &Action) -> Result<Program, RuntimeError> {
+    match action {
+        Action::Shell => Ok(Program::Shell),
+        Action::Exec(args) => Ok(Program::Argv(args.clone())),
+        Action::Run(args) => {
+            let mut argv = image.entrypoint.clone().unwrap_or_default();
+            if args.is_empty() {
+                argv.extend(image.cmd.clone().unwrap_or_default());
+            } else {
+                argv.extend(args.iter().cloned());
+            }
+            if argv.is_empty() {
+                return Err(RuntimeError::NothingToRun);
+            }
+            Ok(Program::Argv(argv))
+        }
+    }
+}
+
+/// The whole resolution. `host_env` and `cwd` are the caller's.
+pub fn plan(
+    image: &ImageDefaults,
+    rootfs: Rootfs,
+    action: &Action,
+    options: &Options,
+    policy: &BindPolicy,
+    host_env: &[(String, String)],
+    cwd: &Path,
+) -> Result<ContainerSpec, RuntimeError> {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let identity = match (&options.user, root) {
+        (Some(user), true) => Identity::lookup(user, true)?,
+        (Some(_), false) => return Err(RuntimeError::NotPermitted("only root may run a container as another user (--user)".into())),
+        (None, _) => Identity::current()?,
+    };
+    let rootless = !root;
+    if rootless && options.limits != Limits::default() {
+        return Err(RuntimeError::NotPermitted(
+            "--cpus, --cpuset-cpus, --memory and --pids-limit need root (cgroup limits); run as root, or submit a job to berth".into(),
+        ));
+    }
+    if let Rootfs::Squashfs(_) = rootfs {
+        if rootless {
+            return Err(RuntimeError::NotPermitted("mounting a squashfs image needs root".into()));
+        }
+    }
+    // The policy binds a user; root running as itself is the administrator.
+    let enforce = identity.uid != 0;
+    let home = PathBuf::from(&identity.home);
+    let policy_args = enforce.then_some((policy, home.as_path(), cwd));
+
+    let mut binds: Vec<Bind> = Vec::new();
+    let home_bound = !options.no_home && home.is_dir() && !is_system_dir(&home) && policy.check(&home, &home, cwd).is_ok();
+    if home_bound {
+        binds.push(open_bind(&home, identity.home.clone(), false, policy_args)?);
+    }
+    let cwd_covered = home_bound && cwd.starts_with(&home);
+    let cwd_bound = !is_system_dir(cwd) && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
+    if cwd_bound && !cwd_covered {
+        if let Some(target) = cwd.to_str() {
+            binds.push(open_bind(cwd, target.to_string(), false, policy_args)?);
+        }
+    }
+    for spec in &options.binds {
+        let (src, dst, ro) = parse_bind(spec)?;
+        let src = if src.is_relative() { cwd.join(src) } else { src };
+        binds.push(open_bind(&src, dst, ro, policy_args)?);
+    }
+    // Parents before children, so that a bind inside another bind's target lands on top.
+    binds.sort_by_key(|b| Path::new(&b.target).components().count());
+
+    let mut env = environment(host_env, image, options, &identity)?;
+    let gpu = match &options.gpus {
+        Some(request) => {
+            let injection = gpu::discover(Path::new("/"), request)?;
+            for (k, v) in [("CUDA_VISIBLE_DEVICES", &injection.visible_devices), ("NVIDIA_VISIBLE_DEVICES", &injection.visible_devices)] {
+                env.retain(|kv| !kv.starts_with(&format!("{k}=")));
+                env.push(format!("{k}={v}"));
+            }
+            if !append_path(&mut env, "LD_LIBRARY_PATH", GPU_LIB_DIR) {
+                env.push(format!("LD_LIBRARY_PATH={GPU_LIB_DIR}"));
+            }
+            append_path(&mut env, "PATH", GPU_BIN_DIR);
+            Some(injection)
+        }
+        None => None,
+    };
+
+    let (cwd_in, cwd_required) = match (&options.pwd, cwd_bound, &image.working_dir) {
+        (Some(p), _, _) => (p.clone(), true),
+        (None, true, _) => (cwd.to_string_lossy().into_owned(), false),
+        (None, false, Some(w)) if !w.is_empty() => (w.clone(), false),
+        _ => ("/".to_string(), false),
+    };
+    Ok(ContainerSpec {
+        rootfs,
+        program: program(image, action)?,
+        env,
+        cwd: cwd_in,
+        cwd_required,
+        binds,
+        identity,
+        rootless,
+        pid_namespace: options.pid_namespace,
+        limits: (options.limits != Limits::default()).then(|| options.limits.clone()),
+        gpu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann() -> Identity {
+        Identity {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            user: "ann".into(),
+            group: "ann".into(),
+            home: "/home/ann".into(),
+            group_names: vec![],
+        }
+    }
+
+    #[test]
+    fn bind_syntax() {
+        assert_eq!(parse_bind("/data").unwrap(), ("/data".into(), "/data".into(), false));
+        assert_eq!(parse_bind("/data:ro").unwrap(), ("/data".into(), "/data".into(), true));
+        assert_eq!(parse_bind("/a:/b").unwrap(), ("/a".into(), "/b".into(), false));
+        assert_eq!(parse_bind("/a:/b:ro").unwrap(), ("/a".into(), "/b".into(), true));
+        assert_eq!(parse_bind("rel:/b:rw").unwrap(), ("rel".into(), "/b".into(), false));
+        assert!(parse_bind("/a:b").is_err());
+        assert!(parse_bind("/a:/").is_err());
+        assert!(parse_bind("/a:/b:rx").is_err());
+        assert!(parse_bind(":/b").is_err());
+        assert!(parse_bind("/a:/b:ro:x").is_err());
+    }
+
+    #[test]
+    fn environment_layers() {
+        let host = vec![("PATH".into(), "/home/ann/.cargo/bin".into()), ("FOO".into(), "host".into()), ("TERM".into(), "xterm".into())];
+        let image = ImageDefaults { name: "img".into(), env: vec!["PATH=/opt/bin:/bin".into(), "FOO=image".into(), "BAR=1".into()], ..Default::default() };
+        let options = Options { env: vec!["BAR=2".into(), "EMPTY=".into()], ..Default::default() };
+        let env = environment(&host, &image, &options, &ann()).unwrap();
+        assert!(env.contains(&"PATH=/opt/bin:/bin".to_string()));
+        assert!(env.contains(&"FOO=image".to_string()));
+        assert!(env.contains(&"BAR=2".to_string()));
+        assert!(env.contains(&"EMPTY=".to_string()));
+        assert!(env.contains(&"HOME=/home/ann".to_string()));
+        assert!(env.contains(&"BERTH_CONTAINER=img".to_string()));
+        assert!(env.contains(&"TERM=xterm".to_string()));
+
+        let clean = Options { cleanenv: true, ..Default::default() };
+        let env = environment(&host, &ImageDefaults::default(), &clean, &ann()).unwrap();
+        assert!(!env.iter().any(|kv| kv.starts_with("FOO=")));
+        assert!(env.contains(&"TERM=xterm".to_string()));
+        assert!(env.contains(&format!("PATH={DEFAULT_PATH}")));
+
+        let bad = Options { env: vec!["NOVALUE".into()], ..Default::default() };
+        assert!(matches!(environment(&host, &image, &bad, &ann()), Err(RuntimeError::EnvSyntax(_))));
+    }
+
+    #[test]
+    fn programs() {
+        let image = ImageDefaults { entrypoint: Some(vec!["/init".into()]), cmd: Some(vec!["serve".into()]), ..Default::default() };
+        assert_eq!(program(&image, &Action::Run(vec![])).unwrap(), Program::Argv(vec!["/init".into(), "serve".into()]));
+        assert_eq!(program(&image, &Action::Run(vec!["x".into()])).unwrap(), Program::Argv(vec!["/init".into(), "x".into()]));
+        assert_eq!(program(&image, &Action::Exec(vec!["ls".into()])).unwrap(), Program::Argv(vec!["ls".into()]));
+        assert!(matches!(program(&ImageDefaults::default(), &Action::Run(vec![])), Err(RuntimeError::NothingToRun)));
+    }
+
+    #[test]
+    fn system_dirs_are_not_bound_as_cwd() {
+        assert!(is_system_dir(Path::new("/")));
+        assert!(is_system_dir(Path::new("/usr/local/src")));
+        assert!(is_system_dir(Path::new("/var")));
+        assert!(!is_system_dir(Path::new("/var/tmp/run")));
+        assert!(!is_system_dir(Path::new("/scratch/ann")));
+    }
+
+    #[test]
+    fn refused_bind_names_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = BindPolicy { allow: vec!["$HOME".into()], deny: vec![] };
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let err = open_bind(Path::new("/etc"), "/etc2".into(), false, Some((&policy, &home, Path::new("/")))).unwrap_err();
+        assert!(err.to_string().contains("$HOME"), "{err}");
+        // A symlink inside an allowed directory pointing outside it is judged by its target.
+        std::os::unix::fs::symlink("/etc", home.join("sneaky")).unwrap();
+        let err = open_bind(&home.join("sneaky"), "/x".into(), false, Some((&policy, &home, Path::new("/")))).unwrap_err();
+        assert!(matches!(err, RuntimeError::BindRefused { ref path, .. } if path == Path::new("/etc")), "{err}");
+        let ok = open_bind(&home, "/h".into(), true, Some((&policy, &home, Path::new("/")))).unwrap();
+        assert!(ok.is_dir && ok.read_only);
+    }
+}

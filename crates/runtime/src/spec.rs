@@ -1,0 +1,55 @@
+//! A container, fully resolved: everything the launcher needs and nothing it must decide.
+
+use crate::cgroup::Limits;
+use crate::gpu::GpuInjection;
+use crate::Identity;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// A squashfs image, mounted by the kernel through a loop device (needs root).
+    Squashfs(PathBuf),
+    /// An unpacked directory, bind-mounted (works unprivileged).
+    Directory(PathBuf),
+}
+
+/// A host path to bind, already checked against the policy and opened, so that what is
+/// mounted is what was checked even if someone swaps a symlink in the meantime.
+#[derive(Debug)]
+pub struct Bind {
+    /// The canonical source path, for messages.
+    pub source: PathBuf,
+    /// An O_PATH descriptor of the source.
+    pub fd: OwnedFd,
+    /// Where it appears in the container (absolute).
+    pub target: String,
+    pub read_only: bool,
+    pub is_dir: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    Argv(Vec<String>),
+    /// An interactive shell: /bin/bash if the image has one, else /bin/sh.
+    Shell,
+}
+
+#[derive(Debug)]
+pub struct ContainerSpec {
+    pub rootfs: Rootfs,
+    pub program: Program,
+    /// The complete environment, `NAME=VALUE`.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// Fail if `cwd` does not exist (it was asked for with --pwd), rather than fall back to `/`.
+    pub cwd_required: bool,
+    pub binds: Vec<Bind>,
+    pub identity: Identity,
+    /// Run in a user namespace mapping the caller to itself (the unprivileged path); otherwise
+    /// berth is root and switches to `identity` after setting the container up.
+    pub rootless: bool,
+    pub pid_namespace: bool,
+    pub limits: Option<Limits>,
+    pub gpu: Option<GpuInjection>,
+}

@@ -1,0 +1,316 @@
+//! Thin wrappers over the system calls the runtime makes, each returning `io::Result`.
+//!
+//! libc rather than rustix here: the runtime needs raw clone(2) with namespace flags, the
+//! loop-device ioctls, openat2(2) with RESOLVE_IN_ROOT, capset(2) and mounts onto
+//! `/proc/self/fd` magic links, most of which rustix does not offer; one idiom for all of
+//! them keeps this file easy to audit.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub fn cstr(path: impl AsRef<Path>) -> io::Result<CString> {
+    CString::new(path.as_ref().as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The `/proc/self/fd/N` path naming an open descriptor: mount(2) follows it to the file.
+pub fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+pub fn mount(source: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+    let c = |s: Option<&str>| s.map(|s| CString::new(s).expect("mount arguments have no NUL"));
+    let (source, target, fstype, data) = (c(source), c(Some(target)).expect("target given"), c(fstype), c(data));
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is NUL-terminated and outlives the call, or null where allowed.
+    check(unsafe { libc::mount(ptr(&source), target.as_ptr(), ptr(&fstype), flags, ptr(&data).cast()) }).map(drop)
+}
+
+pub fn umount_detach(target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// pivot_root(".", ".") after chdir into the new root, then detach the old root stacked on
+/// top of it: the way runc does it, without needing a directory for the old root.
+pub fn pivot_into(new_root: &str) -> io::Result<()> {
+    chdir(new_root)?;
+    let dot = cstr(".")?;
+    // SAFETY: raw syscall with two NUL-terminated paths.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)?;
+    umount_detach(".")?;
+    chdir("/")
+}
+
+pub fn chdir(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::chdir(p.as_ptr()) }).map(drop)
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+
+/// openat2(2) with RESOLVE_IN_ROOT: `path` is resolved as if `root` were `/`, so symlinks and
+/// `..` inside an image can never lead outside it.
+pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    openat2(root.as_raw_fd(), path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens `path` (absolute) as O_PATH, refusing symlinks anywhere in it, and checks that it
+/// is the very file `expected` refers to. Descriptors opened before a mount namespace was
+/// unshared still point into the old namespace, where mount(2) cannot take them as a bind
+/// source; this reopens them in the new one without giving a symlink swap a window.
+pub fn reopen_same(path: &Path, expected: &OwnedFd) -> io::Result<OwnedFd> {
+    let fd = openat2(libc::AT_FDCWD, &path.to_string_lossy(), libc::O_PATH, 0, RESOLVE_NO_SYMLINKS)?;
+    let id = |fd: RawFd| -> io::Result<(u64, u64)> {
+        // SAFETY: fstat fills a zeroed stat we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and struct pointer.
+        check(unsafe { libc::fstat(fd, &mut st) })?;
+        Ok((st.st_dev, st.st_ino))
+    };
+    if id(fd.as_raw_fd())? != id(expected.as_raw_fd())? {
+        return Err(io::Error::other("it was replaced while the container was starting"));
+    }
+    Ok(fd)
+}
+
+fn openat2(dir: RawFd, path: &str, flags: libc::c_int, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+    let p = cstr(path)?;
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: mode as u64, resolve };
+    // SAFETY: `how` is a valid open_how of the size passed; the path is NUL-terminated.
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir, p.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn mkdirat(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: NUL-terminated name relative to a directory descriptor we own.
+    match check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+pub fn open(path: impl AsRef<Path>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = cstr(path)?;
+    // SAFETY: NUL-terminated path; the result is checked before it is owned.
+    let fd = check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: a fresh descriptor returned by open(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The mount flags (MS_*) of the filesystem holding `fd`, as statvfs reports them. A bind
+/// remount inside a user namespace must keep the flags the kernel locked (nosuid, nodev,
+/// noexec, atime) or it fails with EPERM.
+pub fn mount_flags(fd: &impl AsRawFd) -> io::Result<libc::c_ulong> {
+    // SAFETY: fstatvfs fills the zeroed struct we own.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and struct pointer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) })?;
+    let pairs = [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs.iter().filter(|(st, _)| s.f_flag & st != 0).fold(0, |acc, (_, ms)| acc | ms))
+}
+
+// Loop devices (linux/loop.h).
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attaches `file` to a free loop device, read-only and with autoclear: the device detaches
+/// itself when the last user (the mount) goes away, so a crash cannot leak it.
+pub fn attach_loop(file: &OwnedFd) -> io::Result<(OwnedFd, String)> {
+    let control = open("/dev/loop-control", libc::O_RDWR)?;
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = check(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+        let path = format!("/dev/loop{n}");
+        let dev = open(&path, libc::O_RDONLY)?;
+        // SAFETY: an all-zero loop_config is valid; we then set the fields we need.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = file.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a loop_config of exactly this layout.
+        match check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) }) {
+            Ok(_) => return Ok((dev, path)),
+            // Another process took this device between GET_FREE and CONFIGURE: try the next.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::ResourceBusy, "no free loop device after 16 attempts"))
+}
+
+pub fn write_file(path: &str, text: &str) -> io::Result<()> {
+    std::fs::write(path, text)
+}
+
+pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: prctl options used here take one integer argument.
+    check(unsafe { libc::prctl(option, arg, 0, 0, 0) }).map(drop)
+}
+
+/// Empties the bounding set (so no exec can ever regain a capability) and the ambient set.
+/// Needs CAP_SETPCAP, so it runs before the switch to the user.
+pub fn drop_bounding_capabilities() -> io::Result<()> {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP with a capability number; EINVAL past the last one.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    // SAFETY: clears the ambient set; no pointers.
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) }).map(drop)
+}
+
+/// Clears the effective, permitted and inheritable sets (what uid 0 would otherwise keep).
+pub fn clear_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset with a version-3 header and the two data words that version expects.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } as libc::c_int).map(drop)
+}
+
+pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: setgroups reads `groups.len()` gids from a live slice.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// execve(2); returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into the array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// clone(2) without a new stack: fork semantics plus namespace flags. Returns 0 in the child.
+///
+/// # Safety
+/// The calling process must be single-threaded (as `fork` requires for anything beyond
+/// async-signal-safe calls in the child); berth's runtime entry points are.
+pub unsafe fn clone(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    // SAFETY: with a null stack the child runs on a copy-on-write copy of ours, as with fork.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// Waits for `pid`, retrying on EINTR; returns the raw wait status.
+pub fn wait(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into our integer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A wait status as a shell reports it: the exit code, or 128 + the signal number.
+pub fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        125
+    }
+}
