@@ -62,7 +62,12 @@ pub struct ExecArgs {
     #[command(flatten)]
     common: ContainerArgs,
     image: String,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<String>,
 }
 
@@ -88,7 +93,11 @@ impl ContainerArgs {
             pwd: self.pwd,
             no_home: self.no_home,
             limits,
-            gpus: self.gpus.as_deref().map(str::parse::<GpuRequest>).transpose()?,
+            gpus: self
+                .gpus
+                .as_deref()
+                .map(str::parse::<GpuRequest>)
+                .transpose()?,
             pid_namespace: self.pid,
             user: self.user,
         })
@@ -101,9 +110,17 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
     let record = store.resolve(image)?;
     // Root mounts the squashfs file itself; an unprivileged user cannot, and runs from the
     // unpacked copy (made once, on first use).
-    let rootfs = if is_root() { Rootfs::Squashfs(store.squashfs(&record)) } else { Rootfs::Directory(store.rootfs_dir(&record)?) };
+    let rootfs = if is_root() {
+        Rootfs::Squashfs(store.squashfs(&record))
+    } else {
+        Rootfs::Directory(store.rootfs_dir(&record)?)
+    };
     let defaults = ImageDefaults {
-        name: record.names.first().cloned().unwrap_or_else(|| record.id.short().to_string()),
+        name: record
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| record.id.short().to_string()),
         env: record.config.env.clone(),
         entrypoint: record.config.entrypoint.clone(),
         cmd: record.config.cmd.clone(),
@@ -113,11 +130,23 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
-    let spec = berth_runtime::plan(&defaults, rootfs, &action, &options, &settings.config.binds, &host_env, &cwd)?;
+    let spec = berth_runtime::plan(
+        &defaults,
+        rootfs,
+        &action,
+        &options,
+        &settings.config.binds,
+        &host_env,
+        &cwd,
+    )?;
     let outcome = berth_runtime::run(&spec)?;
     if outcome.oom_killed {
-        let limit = options.limits.memory.map_or(String::new(), |m| format!(" (limit {})", crate::image::human_size(m)));
-        eprintln!("berth: the container ran out of memory{limit} and the kernel's OOM killer ended it");
+        let limit = options.limits.memory.map_or(String::new(), |m| {
+            format!(" (limit {})", crate::image::human_size(m))
+        });
+        eprintln!(
+            "berth: the container ran out of memory{limit} and the kernel's OOM killer ended it"
+        );
     }
     Ok(outcome.code)
 }

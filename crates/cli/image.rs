@@ -66,7 +66,11 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 fn name_of(r: &ImageRecord) -> String {
@@ -80,9 +84,18 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Import { path, name } => {
             let record = store.import(&path, &ImportOptions { name })?;
             if record.devices_dropped > 0 {
-                eprintln!("berth: left out {} device node(s): containers get their own /dev", record.devices_dropped);
+                eprintln!(
+                    "berth: left out {} device node(s): containers get their own /dev",
+                    record.devices_dropped
+                );
             }
-            writeln!(out, "Imported {} (id {}, {})", name_of(&record), record.id.short(), human_size(record.size))?;
+            writeln!(
+                out,
+                "Imported {} (id {}, {})",
+                name_of(&record),
+                record.id.short(),
+                human_size(record.size)
+            )?;
         }
         ImageCommand::Ls { json } => {
             let images = store.list()?;
@@ -92,9 +105,19 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             } else {
                 writeln!(out, "{:<40} {:<12} {:>9}  IMPORTED", "NAME", "ID", "SIZE")?;
                 for r in &images {
-                    let names = if r.names.is_empty() { vec!["<none>".to_string()] } else { r.names.clone() };
+                    let names = if r.names.is_empty() {
+                        vec!["<none>".to_string()]
+                    } else {
+                        r.names.clone()
+                    };
                     for n in names {
-                        writeln!(out, "{n:<40} {:<12} {:>9}  {}", r.id.short(), human_size(r.size), utc(r.imported))?;
+                        writeln!(
+                            out,
+                            "{n:<40} {:<12} {:>9}  {}",
+                            r.id.short(),
+                            human_size(r.size),
+                            utc(r.imported)
+                        )?;
                     }
                 }
             }
@@ -110,15 +133,47 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 writeln!(out)?;
             } else {
                 let c = &r.config;
-                let list = |v: &Option<Vec<String>>| v.as_ref().map_or("-".to_string(), |v| format!("{v:?}"));
+                let list = |v: &Option<Vec<String>>| {
+                    v.as_ref().map_or("-".to_string(), |v| format!("{v:?}"))
+                };
                 writeln!(out, "Id:           {}", r.id)?;
-                writeln!(out, "Names:        {}", if r.names.is_empty() { "<none>".into() } else { r.names.join(", ") })?;
-                writeln!(out, "Size:         {} (squashfs, {} layer(s) flattened)", human_size(r.size), r.layers)?;
-                writeln!(out, "Imported:     {} UTC from {}", utc(r.imported), r.source)?;
-                writeln!(out, "Architecture: {}", if r.architecture.is_empty() { "-" } else { &r.architecture })?;
+                writeln!(
+                    out,
+                    "Names:        {}",
+                    if r.names.is_empty() {
+                        "<none>".into()
+                    } else {
+                        r.names.join(", ")
+                    }
+                )?;
+                writeln!(
+                    out,
+                    "Size:         {} (squashfs, {} layer(s) flattened)",
+                    human_size(r.size),
+                    r.layers
+                )?;
+                writeln!(
+                    out,
+                    "Imported:     {} UTC from {}",
+                    utc(r.imported),
+                    r.source
+                )?;
+                writeln!(
+                    out,
+                    "Architecture: {}",
+                    if r.architecture.is_empty() {
+                        "-"
+                    } else {
+                        &r.architecture
+                    }
+                )?;
                 writeln!(out, "Entrypoint:   {}", list(&c.entrypoint))?;
                 writeln!(out, "Cmd:          {}", list(&c.cmd))?;
-                writeln!(out, "WorkingDir:   {}", c.working_dir.as_deref().unwrap_or("-"))?;
+                writeln!(
+                    out,
+                    "WorkingDir:   {}",
+                    c.working_dir.as_deref().unwrap_or("-")
+                )?;
                 writeln!(out, "Env:")?;
                 for e in &c.env {
                     writeln!(out, "  {e}")?;

@@ -10,7 +10,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Container-native HPC batch system: run Docker/OCI images as yourself")]
+#[command(
+    name = "berth",
+    version,
+    about = "Container-native HPC batch system: run Docker/OCI images as yourself"
+)]
 struct Cli {
     /// Image store directory [default: /var/lib/berth as root, $XDG_DATA_HOME/berth otherwise]
     #[arg(long, global = true, env = "BERTH_STORE", value_name = "DIR")]
@@ -37,12 +41,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let result = settings::Settings::load(cli.store, cli.config).and_then(|settings| match cli.command {
-        Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
-        Command::Run(args) => container::run(&settings, args),
-        Command::Exec(args) => container::exec(&settings, args),
-        Command::Shell(args) => container::shell(&settings, args),
-    });
+    let result =
+        settings::Settings::load(cli.store, cli.config).and_then(|settings| match cli.command {
+            Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
+            Command::Run(args) => container::run(&settings, args),
+            Command::Exec(args) => container::exec(&settings, args),
+            Command::Shell(args) => container::shell(&settings, args),
+        });
     let code = match result {
         Ok(code) => code,
         Err(err) => report(&err),
@@ -55,7 +60,10 @@ fn main() {
 /// code where it reported one (126/127 for exec failures), 125 for berth's own errors, and 0
 /// for a closed stdout (`berth image ls | head`), as ripgrep does.
 fn report(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) {
+    if err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }) {
         return 0;
     }
     let mut line = format!("berth: {err}");
@@ -67,5 +75,6 @@ fn report(err: &anyhow::Error) -> i32 {
         }
     }
     eprintln!("{line}");
-    err.downcast_ref::<berth_runtime::RuntimeError>().map_or(125, |e| e.exit_code())
+    err.downcast_ref::<berth_runtime::RuntimeError>()
+        .map_or(125, |e| e.exit_code())
 }

@@ -24,11 +24,19 @@ impl Settings {
             None => (PathBuf::from(SYSTEM_CONFIG), false),
         };
         let config = match std::fs::read_to_string(&path) {
-            Ok(text) => Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?,
+            Ok(text) => {
+                Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            }
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read the configuration file {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot read the configuration file {}", path.display())
+                })
+            }
         };
-        let store = store.or_else(|| config.store.clone()).unwrap_or_else(default_store);
+        let store = store
+            .or_else(|| config.store.clone())
+            .unwrap_or_else(default_store);
         Ok(Settings { config, store })
     }
 
@@ -44,6 +52,7 @@ fn default_store() -> PathBuf {
     }
     match std::env::var_os("XDG_DATA_HOME").filter(|v| Path::new(v).is_absolute()) {
         Some(dir) => PathBuf::from(dir).join("berth"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".local/share/berth"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
+            .join(".local/share/berth"),
     }
 }

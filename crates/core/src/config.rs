@@ -52,7 +52,10 @@ pub struct BindPolicy {
 
 impl Default for BindPolicy {
     fn default() -> Self {
-        BindPolicy { allow: Self::default_allow(), deny: Vec::new() }
+        BindPolicy {
+            allow: Self::default_allow(),
+            deny: Vec::new(),
+        }
     }
 }
 
@@ -66,9 +69,15 @@ pub enum BindRefusal {
 impl std::fmt::Display for BindRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BindRefusal::Denied { rule } => write!(f, "it lies under the denied path {rule} ([binds] deny)"),
+            BindRefusal::Denied { rule } => {
+                write!(f, "it lies under the denied path {rule} ([binds] deny)")
+            }
             BindRefusal::NotAllowed { allowed } => {
-                write!(f, "it lies under none of the allowed paths ([binds] allow: {})", allowed.join(", "))
+                write!(
+                    f,
+                    "it lies under none of the allowed paths ([binds] allow: {})",
+                    allowed.join(", ")
+                )
             }
         }
     }
@@ -84,10 +93,15 @@ impl BindPolicy {
             for entry in entries {
                 let ok = entry.starts_with('/')
                     || ["$HOME", "$PWD"].iter().any(|v| {
-                        entry.strip_prefix(v).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                        entry
+                            .strip_prefix(v)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                     });
                 if !ok {
-                    return Err(ConfigError::BindEntry { list, entry: entry.clone() });
+                    return Err(ConfigError::BindEntry {
+                        list,
+                        entry: entry.clone(),
+                    });
                 }
             }
         }
@@ -106,21 +120,30 @@ impl BindPolicy {
                 return PathBuf::from(rule);
             };
             let rest = rest.trim_start_matches('/');
-            if rest.is_empty() { base.to_path_buf() } else { base.join(rest) }
+            if rest.is_empty() {
+                base.to_path_buf()
+            } else {
+                base.join(rest)
+            }
         };
         // A `$VAR` rule that expands to `/` (for example `$PWD` when started from `/`) would
         // allow everything, so it matches nothing: an administrator who means that writes "/".
         let under = |rule: &str| {
             let base = expand(rule);
-            (!rule.starts_with('$') || base.components().count() > 1) && lexically_under(source, &base)
+            (!rule.starts_with('$') || base.components().count() > 1)
+                && lexically_under(source, &base)
         };
         if let Some(rule) = self.deny.iter().find(|r| under(r)) {
-            return Err(BindRefusal::Denied { rule: describe(rule, &expand(rule)) });
+            return Err(BindRefusal::Denied {
+                rule: describe(rule, &expand(rule)),
+            });
         }
         if self.allow.iter().any(|r| under(r)) {
             return Ok(());
         }
-        Err(BindRefusal::NotAllowed { allowed: self.allow.iter().map(|r| describe(r, &expand(r))).collect() })
+        Err(BindRefusal::NotAllowed {
+            allowed: self.allow.iter().map(|r| describe(r, &expand(r))).collect(),
+        })
     }
 }
 
@@ -167,33 +190,56 @@ mod tests {
         assert!(p.check(Path::new("/scratch/run1/in"), home, cwd).is_ok());
         // Component-wise: /home/annex is not under /home/ann.
         let refused = p.check(Path::new("/home/annex"), home, cwd).unwrap_err();
-        assert!(refused.to_string().contains("$HOME (/home/ann)"), "{refused}");
+        assert!(
+            refused.to_string().contains("$HOME (/home/ann)"),
+            "{refused}"
+        );
         assert!(p.check(Path::new("/etc"), home, cwd).is_err());
     }
 
     #[test]
     fn cwd_at_root_does_not_allow_everything() {
         let p = BindPolicy::default();
-        assert!(p.check(Path::new("/etc"), Path::new("/home/ann"), Path::new("/")).is_err());
-        assert!(policy(&["/"], &[]).check(Path::new("/etc"), Path::new("/h"), Path::new("/")).is_ok());
+        assert!(p
+            .check(Path::new("/etc"), Path::new("/home/ann"), Path::new("/"))
+            .is_err());
+        assert!(policy(&["/"], &[])
+            .check(Path::new("/etc"), Path::new("/h"), Path::new("/"))
+            .is_ok());
     }
 
     #[test]
     fn deny_wins_and_is_named() {
         let p = policy(&["/tmp", "$HOME/projects"], &["/tmp/secrets"]);
         let (home, cwd) = (Path::new("/home/ann"), Path::new("/"));
-        assert!(p.check(Path::new("/home/ann/projects/a"), home, cwd).is_ok());
+        assert!(p
+            .check(Path::new("/home/ann/projects/a"), home, cwd)
+            .is_ok());
         assert!(p.check(Path::new("/home/ann/mail"), home, cwd).is_err());
-        let refused = p.check(Path::new("/tmp/secrets/key"), home, cwd).unwrap_err();
-        assert_eq!(refused, BindRefusal::Denied { rule: "/tmp/secrets".into() });
+        let refused = p
+            .check(Path::new("/tmp/secrets/key"), home, cwd)
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            BindRefusal::Denied {
+                rule: "/tmp/secrets".into()
+            }
+        );
     }
 
     #[test]
     fn config_file() {
-        let c = Config::from_toml("store = \"/srv/berth\"\n[binds]\nallow = [\"/lustre/scratch\", \"$HOME\"]\n").unwrap();
+        let c = Config::from_toml(
+            "store = \"/srv/berth\"\n[binds]\nallow = [\"/lustre/scratch\", \"$HOME\"]\n",
+        )
+        .unwrap();
         assert_eq!(c.store.as_deref(), Some(Path::new("/srv/berth")));
         assert_eq!(c.binds.allow, vec!["/lustre/scratch", "$HOME"]);
-        assert!(Config::from_toml("").unwrap().binds.allow.contains(&"$PWD".to_string()));
+        assert!(Config::from_toml("")
+            .unwrap()
+            .binds
+            .allow
+            .contains(&"$PWD".to_string()));
         let err = Config::from_toml("[binds]\nallow = [\"relative/path\"]\n").unwrap_err();
         assert!(err.to_string().contains("relative/path"), "{err}");
         assert!(Config::from_toml("[binds]\nallow = [\"$HOMEX\"]\n").is_err());

@@ -15,7 +15,9 @@ pub enum QuantityError {
 pub fn parse_size(text: &str) -> Result<u64, QuantityError> {
     let err = || QuantityError::Size(text.to_string());
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
         return Err(err());

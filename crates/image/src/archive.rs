@@ -42,7 +42,10 @@ pub struct PreparedImage {
 /// Either a directory or an uncompressed tar file, addressed by member name.
 enum Members {
     Dir(PathBuf),
-    Tar { file: PathBuf, members: HashMap<String, Member> },
+    Tar {
+        file: PathBuf,
+        members: HashMap<String, Member>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -70,31 +73,58 @@ impl Members {
         let file = File::open(path).map_err(ImageError::io("cannot open", path))?;
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = HashMap::new();
-        let corrupt = |e: io::Error| ImageError::archive(path, format!("corrupt or truncated archive: {e}"));
+        let corrupt =
+            |e: io::Error| ImageError::archive(path, format!("corrupt or truncated archive: {e}"));
         for entry in archive.entries_with_seek().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
-            let Some(name) = clean(&String::from_utf8_lossy(&entry.path_bytes())) else { continue };
+            let Some(name) = clean(&String::from_utf8_lossy(&entry.path_bytes())) else {
+                continue;
+            };
             let kind = entry.header().entry_type();
             let member = if kind.is_file() {
-                Member::File { offset: entry.raw_file_position(), size: entry.size() }
+                Member::File {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                }
             } else if kind.is_symlink() || kind.is_hard_link() {
-                let target = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default()).into_owned();
+                let target = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default())
+                    .into_owned();
                 // Symlink targets are relative to the link's directory; hardlink targets to the root.
-                let dir = if kind.is_symlink() { name.rsplit_once('/').map_or("", |(d, _)| d) } else { "" };
-                Member::Link(if target.starts_with('/') { target } else { format!("{dir}/{target}") })
+                let dir = if kind.is_symlink() {
+                    name.rsplit_once('/').map_or("", |(d, _)| d)
+                } else {
+                    ""
+                };
+                Member::Link(if target.starts_with('/') {
+                    target
+                } else {
+                    format!("{dir}/{target}")
+                })
             } else {
                 continue;
             };
             members.insert(name, member);
         }
         // The archive must be complete: a truncated `docker save` is caught here, not later.
-        let len = std::fs::metadata(path).map_err(ImageError::io("cannot read", path))?.len();
-        if let Some(end) = members.values().filter_map(|m| match m { Member::File { offset, size } => Some(offset + size), _ => None }).max() {
+        let len = std::fs::metadata(path)
+            .map_err(ImageError::io("cannot read", path))?
+            .len();
+        if let Some(end) = members
+            .values()
+            .filter_map(|m| match m {
+                Member::File { offset, size } => Some(offset + size),
+                _ => None,
+            })
+            .max()
+        {
             if end > len {
                 return Err(ImageError::archive(path, "the archive is truncated"));
             }
         }
-        Ok(Members::Tar { file: path.to_path_buf(), members })
+        Ok(Members::Tar {
+            file: path.to_path_buf(),
+            members,
+        })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -113,14 +143,21 @@ impl Members {
 
     /// Locates a member as a byte range, following links inside the archive.
     fn locate(&self, name: &str) -> Result<Layer, ImageError> {
-        let missing = || ImageError::archive(self.describe(), format!("the archive lacks '{name}': it is incomplete or not an image archive"));
+        let missing = || {
+            ImageError::archive(
+                self.describe(),
+                format!("the archive lacks '{name}': it is incomplete or not an image archive"),
+            )
+        };
         let name = clean(name).ok_or_else(missing)?;
         match self {
             Members::Dir(dir) => {
                 // Blob names come from JSON inside the layout: never let one leave the layout.
                 let path = dir.join(&name);
                 let real = path.canonicalize().map_err(|_| missing())?;
-                let root = dir.canonicalize().map_err(ImageError::io("cannot read", dir))?;
+                let root = dir
+                    .canonicalize()
+                    .map_err(ImageError::io("cannot read", dir))?;
                 if !real.starts_with(&root) || !real.is_file() {
                     return Err(missing());
                 }
@@ -131,9 +168,15 @@ impl Members {
                 for _ in 0..16 {
                     match members.get(&current) {
                         Some(Member::File { offset, size }) => {
-                            return Ok(Layer { offset: *offset, len: Some(*size), ..Layer::file(file) })
+                            return Ok(Layer {
+                                offset: *offset,
+                                len: Some(*size),
+                                ..Layer::file(file)
+                            })
                         }
-                        Some(Member::Link(target)) => current = clean(target).ok_or_else(missing)?,
+                        Some(Member::Link(target)) => {
+                            current = clean(target).ok_or_else(missing)?
+                        }
                         None => return Err(missing()),
                     }
                 }
@@ -142,12 +185,19 @@ impl Members {
         }
     }
 
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<(T, Vec<u8>), ImageError> {
+    fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<(T, Vec<u8>), ImageError> {
         let member = self.locate(name)?;
-        let mut file = File::open(&member.path).map_err(ImageError::io("cannot open", &member.path))?;
-        file.seek(SeekFrom::Start(member.offset)).map_err(ImageError::io("cannot read", &member.path))?;
+        let mut file =
+            File::open(&member.path).map_err(ImageError::io("cannot open", &member.path))?;
+        file.seek(SeekFrom::Start(member.offset))
+            .map_err(ImageError::io("cannot read", &member.path))?;
         let mut bytes = Vec::new();
-        file.take(member.len.unwrap_or(MAX_JSON).min(MAX_JSON)).read_to_end(&mut bytes).map_err(ImageError::io("cannot read", &member.path))?;
+        file.take(member.len.unwrap_or(MAX_JSON).min(MAX_JSON))
+            .read_to_end(&mut bytes)
+            .map_err(ImageError::io("cannot read", &member.path))?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ImageError::archive(self.describe(), format!("invalid {name}: {e}")))?;
         Ok((value, bytes))
@@ -216,10 +266,19 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-fn read_config(members: &Members, name: &str, digest: &Digest) -> Result<(Vec<u8>, Vec<Digest>), ImageError> {
+fn read_config(
+    members: &Members,
+    name: &str,
+    digest: &Digest,
+) -> Result<(Vec<u8>, Vec<Digest>), ImageError> {
     let (config, bytes): (RootfsOnly, Vec<u8>) = members.read_json(name)?;
     digest.verify(&Digest::of(&bytes), format_args!("image config {name}"))?;
-    let diff_ids = config.rootfs.diff_ids.iter().map(|d| Digest::parse(d)).collect::<Result<_, _>>()?;
+    let diff_ids = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<Result<_, _>>()?;
     Ok((bytes, diff_ids))
 }
 
@@ -227,51 +286,113 @@ fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage
     let (entries, _): (Vec<DockerManifestEntry>, _) = members.read_json("manifest.json")?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
     let entry = match (entries.len(), want) {
-        (0, _) => return Err(ImageError::archive(members.describe(), "manifest.json lists no image")),
+        (0, _) => {
+            return Err(ImageError::archive(
+                members.describe(),
+                "manifest.json lists no image",
+            ))
+        }
         (1, _) => &entries[0],
-        (_, Some(w)) => entries.iter().find(|e| tags(e).iter().any(|t| t == w)).ok_or_else(|| {
-            ImageError::archive(members.describe(), format!("no image named {w} in the archive; it holds: {}", entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")))
-        })?,
+        (_, Some(w)) => entries
+            .iter()
+            .find(|e| tags(e).iter().any(|t| t == w))
+            .ok_or_else(|| {
+                ImageError::archive(
+                    members.describe(),
+                    format!(
+                        "no image named {w} in the archive; it holds: {}",
+                        entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?,
         (n, None) => {
-            return Err(ImageError::archive(members.describe(), format!("the archive holds {n} images ({}); choose one with --name", entries.iter().flat_map(tags).collect::<Vec<_>>().join(", "))))
+            return Err(ImageError::archive(
+                members.describe(),
+                format!(
+                    "the archive holds {n} images ({}); choose one with --name",
+                    entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")
+                ),
+            ))
         }
     };
     // The config's file name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
-    let hex = entry.config.rsplit('/').next().unwrap_or_default().trim_end_matches(".json");
+    let hex = entry
+        .config
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".json");
     let config_digest = Digest::parse(&format!("sha256:{hex}"))?;
     let (config, diff_ids) = read_config(members, &entry.config, &config_digest)?;
     if diff_ids.len() != entry.layers.len() {
-        return Err(ImageError::archive(members.describe(), "manifest.json and the image config disagree on the number of layers"));
+        return Err(ImageError::archive(
+            members.describe(),
+            "manifest.json and the image config disagree on the number of layers",
+        ));
     }
     let layers = entry
         .layers
         .iter()
         .zip(diff_ids)
         .map(|(name, diff_id)| {
-            let digest = name.strip_prefix("blobs/sha256/").and_then(|h| Digest::parse(&format!("sha256:{h}")).ok());
-            Ok(Layer { digest, diff_id: Some(diff_id), ..members.locate(name)? })
+            let digest = name
+                .strip_prefix("blobs/sha256/")
+                .and_then(|h| Digest::parse(&format!("sha256:{h}")).ok());
+            Ok(Layer {
+                digest,
+                diff_id: Some(diff_id),
+                ..members.locate(name)?
+            })
         })
         .collect::<Result<_, ImageError>>()?;
-    Ok(PreparedImage { config, config_digest, layers, names: tags(entry) })
+    Ok(PreparedImage {
+        config,
+        config_digest,
+        layers,
+        names: tags(entry),
+    })
 }
 
 fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
     let (index, _): (OciIndex, _) = members.read_json("index.json")?;
-    let name_of = |d: &Descriptor| d.annotations.get("org.opencontainers.image.ref.name").cloned();
+    let name_of = |d: &Descriptor| {
+        d.annotations
+            .get("org.opencontainers.image.ref.name")
+            .cloned()
+    };
     let candidates: Vec<&Descriptor> = match want {
-        Some(w) => index.manifests.iter().filter(|d| name_of(d).is_some_and(|n| n == w || w.ends_with(&format!(":{n}")))).collect(),
+        Some(w) => index
+            .manifests
+            .iter()
+            .filter(|d| name_of(d).is_some_and(|n| n == w || w.ends_with(&format!(":{n}"))))
+            .collect(),
         None => index.manifests.iter().collect(),
     };
     let chosen = match candidates.as_slice() {
         [one] => *one,
         [] if index.manifests.len() == 1 => &index.manifests[0],
-        [] => return Err(ImageError::archive(members.describe(), "no image in the layout's index.json matches the requested name")),
+        [] => {
+            return Err(ImageError::archive(
+                members.describe(),
+                "no image in the layout's index.json matches the requested name",
+            ))
+        }
         many => {
             let names: Vec<String> = many.iter().filter_map(|d| name_of(d)).collect();
-            return Err(ImageError::archive(members.describe(), format!("the layout holds {} images ({}); choose one with --name", many.len(), names.join(", "))));
+            return Err(ImageError::archive(
+                members.describe(),
+                format!(
+                    "the layout holds {} images ({}); choose one with --name",
+                    many.len(),
+                    names.join(", ")
+                ),
+            ));
         }
     };
-    let names = name_of(chosen).filter(|n| n.contains(':') || n.contains('/')).into_iter().collect();
+    let names = name_of(chosen)
+        .filter(|n| n.contains(':') || n.contains('/'))
+        .into_iter()
+        .collect();
     let mut digest = Digest::parse(&chosen.digest)?;
     let mut media_type = chosen.media_type.clone();
     // A multi-platform image index: pick this machine's platform.
@@ -284,8 +405,17 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
         let d = nested
             .manifests
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
-            .ok_or_else(|| ImageError::archive(members.describe(), format!("the image has no variant for linux/{}", host_arch())))?;
+            .find(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+            })
+            .ok_or_else(|| {
+                ImageError::archive(
+                    members.describe(),
+                    format!("the image has no variant for linux/{}", host_arch()),
+                )
+            })?;
         digest = Digest::parse(&d.digest)?;
         media_type = d.media_type.clone();
     }
@@ -294,7 +424,10 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
     let config_digest = Digest::parse(&manifest.config.digest)?;
     let (config, diff_ids) = read_config(members, &blob_name(&config_digest), &config_digest)?;
     if diff_ids.len() != manifest.layers.len() {
-        return Err(ImageError::archive(members.describe(), "the manifest and the image config disagree on the number of layers"));
+        return Err(ImageError::archive(
+            members.describe(),
+            "the manifest and the image config disagree on the number of layers",
+        ));
     }
     let layers = manifest
         .layers
@@ -302,10 +435,21 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
         .zip(diff_ids)
         .map(|(d, diff_id)| {
             let digest = Digest::parse(&d.digest)?;
-            Ok(Layer { diff_id: Some(diff_id), ..Layer { digest: Some(digest.clone()), ..members.locate(&blob_name(&digest))? } })
+            Ok(Layer {
+                diff_id: Some(diff_id),
+                ..Layer {
+                    digest: Some(digest.clone()),
+                    ..members.locate(&blob_name(&digest))?
+                }
+            })
         })
         .collect::<Result<_, ImageError>>()?;
-    Ok(PreparedImage { config, config_digest, layers, names })
+    Ok(PreparedImage {
+        config,
+        config_digest,
+        layers,
+        names,
+    })
 }
 
 fn from_members(members: Members, want: Option<&str>) -> Result<Option<PreparedImage>, ImageError> {
@@ -320,25 +464,45 @@ fn from_members(members: Members, want: Option<&str>) -> Result<Option<PreparedI
 
 /// Decides what `path` is. `staging` is a private directory where a compressed image archive
 /// is decompressed (random access to its members needs an uncompressed file).
-pub fn prepare(path: &Path, want: Option<&str>, staging: &Path) -> Result<ImportSource, ImageError> {
+pub fn prepare(
+    path: &Path,
+    want: Option<&str>,
+    staging: &Path,
+) -> Result<ImportSource, ImageError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ImageError::archive(path, "no such file or directory"),
-        _ => ImageError::Io { context: "cannot read", path: path.into(), source: e },
+        _ => ImageError::Io {
+            context: "cannot read",
+            path: path.into(),
+            source: e,
+        },
     })?;
     if meta.is_dir() {
-        return Ok(match from_members(Members::Dir(path.to_path_buf()), want)? {
-            Some(image) => ImportSource::Image(Box::new(image)),
-            None => ImportSource::RootfsDir(path.to_path_buf()),
-        });
+        return Ok(
+            match from_members(Members::Dir(path.to_path_buf()), want)? {
+                Some(image) => ImportSource::Image(Box::new(image)),
+                None => ImportSource::RootfsDir(path.to_path_buf()),
+            },
+        );
     }
     let mut file = File::open(path).map_err(ImageError::io("cannot open", path))?;
     let mut magic = [0u8; 4];
-    let n = file.read(&mut magic).map_err(ImageError::io("cannot read", path))?;
-    let compressed = magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
-    let not_tar = |e: io::Error| ImageError::archive(path, format!("not a tar archive, OCI layout or docker-archive ({e})"));
+    let n = file
+        .read(&mut magic)
+        .map_err(ImageError::io("cannot read", path))?;
+    let compressed =
+        magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
+    let not_tar = |e: io::Error| {
+        ImageError::archive(
+            path,
+            format!("not a tar archive, OCI layout or docker-archive ({e})"),
+        )
+    };
     if !compressed {
         let members = Members::index_tar(path).map_err(|e| match e {
-            ImageError::BadArchive { why, .. } if meta.len() < 512 => not_tar(io::Error::other(why)),
+            ImageError::BadArchive { why, .. } if meta.len() < 512 => {
+                not_tar(io::Error::other(why))
+            }
             e => e,
         })?;
         return Ok(match from_members(members, want)? {
@@ -348,11 +512,14 @@ pub fn prepare(path: &Path, want: Option<&str>, staging: &Path) -> Result<Import
     }
     // Compressed: an image archive needs its members addressable, so decompress it once into
     // staging; a rootfs tarball is read in place by the flattener.
-    file.seek(SeekFrom::Start(0)).map_err(ImageError::io("cannot read", path))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(ImageError::io("cannot read", path))?;
     let mut plain = decompress(file).map_err(not_tar)?;
     let copy = staging.join("archive.tar");
-    let mut out = io::BufWriter::new(File::create(&copy).map_err(ImageError::io("cannot write", &copy))?);
-    io::copy(&mut plain, &mut out).map_err(|e| ImageError::archive(path, format!("corrupt or truncated archive: {e}")))?;
+    let mut out =
+        io::BufWriter::new(File::create(&copy).map_err(ImageError::io("cannot write", &copy))?);
+    io::copy(&mut plain, &mut out)
+        .map_err(|e| ImageError::archive(path, format!("corrupt or truncated archive: {e}")))?;
     out.flush().map_err(ImageError::io("cannot write", &copy))?;
     drop(out);
     let members = Members::index_tar(&copy)?;
@@ -374,7 +541,11 @@ pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
     let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dropped = 0;
     let mut stack = vec![PathBuf::new()];
-    let write_err = |e: io::Error| ImageError::Io { context: "cannot write the image from", path: root.into(), source: e };
+    let write_err = |e: io::Error| ImageError::Io {
+        context: "cannot write the image from",
+        path: root.into(),
+        source: e,
+    };
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
         let mut names: Vec<_> = std::fs::read_dir(&dir)
@@ -388,40 +559,55 @@ pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
         for name in names {
             let rel_path = rel.join(&name);
             let full = root.join(&rel_path);
-            let meta = std::fs::symlink_metadata(&full).map_err(ImageError::io("cannot read", &full))?;
+            let meta =
+                std::fs::symlink_metadata(&full).map_err(ImageError::io("cannot read", &full))?;
             let ft = meta.file_type();
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
             header.set_mode(meta.mode() & 0o7777);
             if ft.is_dir() {
                 header.set_size(0);
-                builder.append_data(&mut header, &rel_path, io::empty()).map_err(write_err)?;
+                builder
+                    .append_data(&mut header, &rel_path, io::empty())
+                    .map_err(write_err)?;
                 subdirs.push(rel_path);
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&full).map_err(ImageError::io("cannot read symlink", &full))?;
-                builder.append_link(&mut header, &rel_path, &target).map_err(write_err)?;
+                let target = std::fs::read_link(&full)
+                    .map_err(ImageError::io("cannot read symlink", &full))?;
+                builder
+                    .append_link(&mut header, &rel_path, &target)
+                    .map_err(write_err)?;
             } else if ft.is_file() {
                 if meta.nlink() > 1 {
                     if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
                         header.set_entry_type(tar::EntryType::Link);
                         header.set_size(0);
-                        builder.append_link(&mut header, &rel_path, first).map_err(write_err)?;
+                        builder
+                            .append_link(&mut header, &rel_path, first)
+                            .map_err(write_err)?;
                         continue;
                     }
                     seen.insert((meta.dev(), meta.ino()), rel_path.clone());
                 }
                 let mut file = File::open(&full).map_err(ImageError::io("cannot read", &full))?;
-                builder.append_data(&mut header, &rel_path, &mut file).map_err(write_err)?;
+                builder
+                    .append_data(&mut header, &rel_path, &mut file)
+                    .map_err(write_err)?;
             } else if ft_is_fifo(&meta) {
                 header.set_size(0);
-                builder.append_data(&mut header, &rel_path, io::empty()).map_err(write_err)?;
+                builder
+                    .append_data(&mut header, &rel_path, io::empty())
+                    .map_err(write_err)?;
             } else {
                 dropped += 1;
             }
         }
         stack.extend(subdirs.into_iter().rev());
     }
-    builder.into_inner().and_then(|mut w| w.flush()).map_err(write_err)?;
+    builder
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(write_err)?;
     Ok(dropped)
 }
 

@@ -29,10 +29,16 @@ mod tests {
         gz.write_all(b"hello layer").unwrap();
         let gz = gz.finish().unwrap();
         let mut out = String::new();
-        decompress(&gz[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&gz[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello layer");
         out.clear();
-        decompress(&b"plain"[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&b"plain"[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "plain");
     }
 
@@ -40,9 +46,14 @@ mod tests {
     fn zstd_frame() {
         // A zstd frame holding "abc" as one raw block (RFC 8878: magic, frame header with
         // single-segment flag and 1-byte content size, then a last raw block of 3 bytes).
-        let frame = [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x03, 0x19, 0x00, 0x00, b'a', b'b', b'c'];
+        let frame = [
+            0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x03, 0x19, 0x00, 0x00, b'a', b'b', b'c',
+        ];
         let mut out = String::new();
-        decompress(&frame[..]).unwrap().read_to_string(&mut out).unwrap();
+        decompress(&frame[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "abc");
     }
 }

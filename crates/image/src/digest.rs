@@ -5,7 +5,9 @@ use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::io::{self, Read, Write};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
@@ -25,7 +27,12 @@ impl From<Digest> for String {
 impl Digest {
     pub fn parse(text: &str) -> Result<Digest, ImageError> {
         match text.strip_prefix("sha256:") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
+            Some(hex)
+                if hex.len() == 64
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+            {
                 Ok(Digest(text.to_string()))
             }
             _ => Err(ImageError::InvalidDigest(text.to_string())),
@@ -64,7 +71,11 @@ impl Digest {
         if self == actual {
             return Ok(());
         }
-        Err(ImageError::DigestMismatch { what: what.to_string(), expected: self.0.clone(), actual: actual.0.clone() })
+        Err(ImageError::DigestMismatch {
+            what: what.to_string(),
+            expected: self.0.clone(),
+            actual: actual.0.clone(),
+        })
     }
 }
 
@@ -82,7 +93,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new() }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     /// Reads the rest of the stream (so that trailing bytes count) and returns its digest.
@@ -108,7 +122,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new() }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     pub fn digest(self) -> Digest {
@@ -135,12 +152,21 @@ mod tests {
     #[test]
     fn parse_and_hash() {
         let d = Digest::of(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
         assert_eq!(d.short(), "e3b0c44298fc");
         assert!(Digest::parse("sha256:abc").is_err());
-        assert!(Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_err());
-        assert!(Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_err());
+        assert!(Digest::parse(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        )
+        .is_err());
+        assert!(Digest::parse(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+        )
+        .is_err());
         let mut r = HashingReader::new(&b"abc"[..]);
         let mut first = [0u8; 1];
         r.read_exact(&mut first).unwrap();

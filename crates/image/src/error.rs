@@ -15,28 +15,53 @@ pub enum ImageError {
     #[error("{path}: {why}")]
     BadArchive { path: PathBuf, why: String },
     #[error("malicious or corrupt layer {layer}: entry '{entry}' {why}; refusing to import it")]
-    BadLayer { layer: usize, entry: String, why: &'static str },
+    BadLayer {
+        layer: usize,
+        entry: String,
+        why: &'static str,
+    },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}; the file is corrupt or was tampered with")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("invalid digest '{0}': expected sha256:<64 hex digits>")]
     InvalidDigest(String),
     #[error("{tool} not found: install it (Debian: apt-get install {package})")]
-    ToolMissing { tool: &'static str, package: &'static str },
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
     #[error("{tool} failed: {message}")]
     ToolFailed { tool: &'static str, message: String },
     #[error("no space left on the device holding the image store {0}: free some space (`berth image prune`, `berth image rm`) or move the store")]
     NoSpace(PathBuf),
     #[error("{context} {path}: {source}")]
-    Io { context: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl ImageError {
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io { context, path, source }
+        move |source| ImageError::Io {
+            context,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn archive(path: impl Into<PathBuf>, why: impl Into<String>) -> ImageError {
-        ImageError::BadArchive { path: path.into(), why: why.into() }
+        ImageError::BadArchive {
+            path: path.into(),
+            why: why.into(),
+        }
     }
 }

@@ -37,13 +37,21 @@ pub struct Layer {
 
 impl Layer {
     pub fn file(path: impl Into<PathBuf>) -> Layer {
-        Layer { path: path.into(), offset: 0, len: None, digest: None, diff_id: None }
+        Layer {
+            path: path.into(),
+            offset: 0,
+            len: None,
+            digest: None,
+            diff_id: None,
+        }
     }
 
     fn open(&self) -> Result<Box<dyn Read>, ImageError> {
-        let mut file = File::open(&self.path).map_err(ImageError::io("cannot open layer", &self.path))?;
+        let mut file =
+            File::open(&self.path).map_err(ImageError::io("cannot open layer", &self.path))?;
         if self.offset > 0 {
-            file.seek(SeekFrom::Start(self.offset)).map_err(ImageError::io("cannot read layer", &self.path))?;
+            file.seek(SeekFrom::Start(self.offset))
+                .map_err(ImageError::io("cannot read layer", &self.path))?;
         }
         Ok(match self.len {
             Some(len) => Box::new(file.take(len)),
@@ -69,7 +77,10 @@ enum Kind {
     Dir,
     NonDir,
     /// A hardlink to the file first written by entry `origin` at `origin_path`.
-    Hardlink { origin: EntryId, origin_path: Vec<u8> },
+    Hardlink {
+        origin: EntryId,
+        origin_path: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -118,13 +129,20 @@ fn display(path: &[u8]) -> String {
 }
 
 fn classify(layer: usize, kind: EntryType, raw: &[u8]) -> Result<Action, ImageError> {
-    let bad = |why| ImageError::BadLayer { layer, entry: display(raw), why };
+    let bad = |why| ImageError::BadLayer {
+        layer,
+        entry: display(raw),
+        why,
+    };
     match kind {
-        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {
-            return Ok(Action::Skip)
-        }
+        EntryType::XGlobalHeader
+        | EntryType::XHeader
+        | EntryType::GNULongName
+        | EntryType::GNULongLink => return Ok(Action::Skip),
         EntryType::Char | EntryType::Block => return Ok(Action::Device),
-        EntryType::GNUSparse => return Err(bad("is a GNU sparse file, which berth does not support")),
+        EntryType::GNUSparse => {
+            return Err(bad("is a GNU sparse file, which berth does not support"))
+        }
         EntryType::Regular
         | EntryType::Continuous
         | EntryType::Link
@@ -133,7 +151,8 @@ fn classify(layer: usize, kind: EntryType, raw: &[u8]) -> Result<Action, ImageEr
         | EntryType::Fifo => {}
         _ => return Err(bad("has an unknown tar entry type")),
     }
-    let path = normalize(raw).ok_or_else(|| bad("contains '..', which could write outside the image root"))?;
+    let path = normalize(raw)
+        .ok_or_else(|| bad("contains '..', which could write outside the image root"))?;
     let (parent, base) = match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&path[..0], &path[..]),
@@ -161,12 +180,19 @@ fn classify(layer: usize, kind: EntryType, raw: &[u8]) -> Result<Action, ImageEr
 fn subtree_keys(tree: &BTreeMap<Vec<u8>, Node>, path: &[u8]) -> Vec<Vec<u8>> {
     let mut prefix = path.to_vec();
     prefix.push(b'/');
-    tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect()
+    tree.range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 impl Model {
     fn implicit_dir(layer: u32) -> Node {
-        Node { id: None, layer, kind: Kind::Dir }
+        Node {
+            id: None,
+            layer,
+            kind: Kind::Dir,
+        }
     }
 
     /// Makes every ancestor of `path` a directory: missing ones are implied, and a non-directory
@@ -174,8 +200,15 @@ impl Model {
     fn ensure_ancestors(&mut self, path: &[u8], layer: u32) {
         for (i, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
             let ancestor = &path[..i];
-            if !matches!(self.tree.get(ancestor), Some(Node { kind: Kind::Dir, .. })) {
-                self.tree.insert(ancestor.to_vec(), Model::implicit_dir(layer));
+            if !matches!(
+                self.tree.get(ancestor),
+                Some(Node {
+                    kind: Kind::Dir,
+                    ..
+                })
+            ) {
+                self.tree
+                    .insert(ancestor.to_vec(), Model::implicit_dir(layer));
             }
         }
     }
@@ -195,7 +228,12 @@ impl Model {
         }
     }
 
-    fn apply(&mut self, layer: usize, index: u32, entry: &tar::Entry<'_, impl Read>) -> Result<(), ImageError> {
+    fn apply(
+        &mut self,
+        layer: usize,
+        index: u32,
+        entry: &tar::Entry<'_, impl Read>,
+    ) -> Result<(), ImageError> {
         let raw = entry.path_bytes();
         let kind = entry.header().entry_type();
         let l = layer as u32;
@@ -213,17 +251,36 @@ impl Model {
                 let node_kind = match kind {
                     EntryType::Directory => Kind::Dir,
                     EntryType::Link => {
-                        let bad = |why| ImageError::BadLayer { layer, entry: display(&raw), why };
-                        let link = entry.link_name_bytes().ok_or_else(|| bad("is a hardlink without a target"))?;
+                        let bad = |why| ImageError::BadLayer {
+                            layer,
+                            entry: display(&raw),
+                            why,
+                        };
+                        let link = entry
+                            .link_name_bytes()
+                            .ok_or_else(|| bad("is a hardlink without a target"))?;
                         let target = normalize(&link)
                             .ok_or_else(|| bad("is a hardlink whose target contains '..'"))?;
                         match self.tree.get(&target) {
-                            Some(Node { kind: Kind::Hardlink { origin, origin_path }, .. }) => {
-                                Kind::Hardlink { origin: *origin, origin_path: origin_path.clone() }
-                            }
-                            Some(Node { kind: Kind::NonDir, id: Some(origin), .. }) => {
-                                Kind::Hardlink { origin: *origin, origin_path: target }
-                            }
+                            Some(Node {
+                                kind:
+                                    Kind::Hardlink {
+                                        origin,
+                                        origin_path,
+                                    },
+                                ..
+                            }) => Kind::Hardlink {
+                                origin: *origin,
+                                origin_path: origin_path.clone(),
+                            },
+                            Some(Node {
+                                kind: Kind::NonDir,
+                                id: Some(origin),
+                                ..
+                            }) => Kind::Hardlink {
+                                origin: *origin,
+                                origin_path: target,
+                            },
                             Some(_) => return Err(bad("is a hardlink to a directory")),
                             None => return Err(bad("is a hardlink to a file that does not exist")),
                         }
@@ -231,13 +288,26 @@ impl Model {
                     _ => Kind::NonDir,
                 };
                 self.ensure_ancestors(&path, l);
-                let replaces_dir = matches!(self.tree.get(&path), Some(Node { kind: Kind::Dir, .. }));
+                let replaces_dir = matches!(
+                    self.tree.get(&path),
+                    Some(Node {
+                        kind: Kind::Dir,
+                        ..
+                    })
+                );
                 if replaces_dir && node_kind != Kind::Dir {
                     for key in subtree_keys(&self.tree, &path) {
                         self.tree.remove(&key);
                     }
                 }
-                self.tree.insert(path, Node { id: Some((l, index)), layer: l, kind: node_kind });
+                self.tree.insert(
+                    path,
+                    Node {
+                        id: Some((l, index)),
+                        layer: l,
+                        kind: node_kind,
+                    },
+                );
             }
         }
         Ok(())
@@ -251,22 +321,44 @@ fn build_model(layers: &[Layer]) -> Result<(Model, Vec<Digest>), ImageError> {
     for (i, layer) in layers.iter().enumerate() {
         let mut stored = HashingReader::new(layer.open()?);
         let diff_id = {
-            let mut plain = HashingReader::new(decompress(&mut stored).map_err(ImageError::io("cannot read layer", &layer.path))?);
+            let mut plain = HashingReader::new(
+                decompress(&mut stored)
+                    .map_err(ImageError::io("cannot read layer", &layer.path))?,
+            );
             let mut archive = tar::Archive::new(&mut plain);
-            let entries = archive.entries().map_err(ImageError::io("cannot read layer", &layer.path))?;
+            let entries = archive
+                .entries()
+                .map_err(ImageError::io("cannot read layer", &layer.path))?;
             for (j, entry) in entries.enumerate() {
-                let entry = entry.map_err(|e| ImageError::archive(&layer.path, format!("layer {i} is corrupt or truncated: {e}")))?;
+                let entry = entry.map_err(|e| {
+                    ImageError::archive(
+                        &layer.path,
+                        format!("layer {i} is corrupt or truncated: {e}"),
+                    )
+                })?;
                 model.apply(i, j as u32, &entry)?;
             }
-            drop(archive);
-            plain.finish().map_err(|e| ImageError::archive(&layer.path, format!("layer {i} is corrupt or truncated: {e}")))?
+            plain.finish().map_err(|e| {
+                ImageError::archive(
+                    &layer.path,
+                    format!("layer {i} is corrupt or truncated: {e}"),
+                )
+            })?
         };
-        let digest = stored.finish().map_err(ImageError::io("cannot read layer", &layer.path))?;
+        let digest = stored
+            .finish()
+            .map_err(ImageError::io("cannot read layer", &layer.path))?;
         if let Some(expected) = &layer.digest {
-            expected.verify(&digest, format_args!("layer {i} ({})", layer.path.display()))?;
+            expected.verify(
+                &digest,
+                format_args!("layer {i} ({})", layer.path.display()),
+            )?;
         }
         if let Some(expected) = &layer.diff_id {
-            expected.verify(&diff_id, format_args!("uncompressed layer {i} ({})", layer.path.display()))?;
+            expected.verify(
+                &diff_id,
+                format_args!("uncompressed layer {i} ({})", layer.path.display()),
+            )?;
         }
         diff_ids.push(diff_id);
     }
@@ -275,25 +367,41 @@ fn build_model(layers: &[Layer]) -> Result<(Model, Vec<Digest>), ImageError> {
 
 /// Flattens `layers` (lowest first) into one tar stream written to `out`. `spool` is a private
 /// directory for the rare hardlink whose original file a later layer replaced.
-pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<FlattenStats, ImageError> {
+pub fn flatten(
+    layers: &[Layer],
+    spool: &Path,
+    out: impl Write,
+) -> Result<FlattenStats, ImageError> {
     let (model, diff_ids) = build_model(layers)?;
     let tree = &model.tree;
 
     // Hardlinks whose original file is no longer in the tree need its bytes: the first
     // surviving link is written as a regular file, the others link to that one.
-    let current = |origin: &EntryId, path: &[u8]| tree.get(path).and_then(|n| n.id) == Some(*origin);
+    let current =
+        |origin: &EntryId, path: &[u8]| tree.get(path).and_then(|n| n.id) == Some(*origin);
     let to_spool: HashSet<EntryId> = tree
         .values()
         .filter_map(|n| match &n.kind {
-            Kind::Hardlink { origin, origin_path } if !current(origin, origin_path) => Some(*origin),
+            Kind::Hardlink {
+                origin,
+                origin_path,
+            } if !current(origin, origin_path) => Some(*origin),
             _ => None,
         })
         .collect();
     let mut representative: HashMap<EntryId, Vec<u8>> = HashMap::new();
 
     let mut builder = tar::Builder::new(out);
-    let write_err = |e: io::Error| ImageError::Io { context: "cannot write the flattened image to", path: spool.into(), source: e };
-    let mut stats = FlattenStats { devices_dropped: model.devices_dropped, diff_ids, ..Default::default() };
+    let write_err = |e: io::Error| ImageError::Io {
+        context: "cannot write the flattened image to",
+        path: spool.into(),
+        source: e,
+    };
+    let mut stats = FlattenStats {
+        devices_dropped: model.devices_dropped,
+        diff_ids,
+        ..Default::default()
+    };
     for (i, layer) in layers.iter().enumerate() {
         let l = i as u32;
         let read_err = || ImageError::io("cannot read layer", &layer.path);
@@ -304,14 +412,24 @@ pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<Flatte
             let id = (l, j as u32);
             let kind = entry.header().entry_type();
             if to_spool.contains(&id) {
-                let mut file = File::create(spool.join(format!("{i}-{j}"))).map_err(ImageError::io("cannot write", spool))?;
+                let mut file = File::create(spool.join(format!("{i}-{j}")))
+                    .map_err(ImageError::io("cannot write", spool))?;
                 io::copy(&mut entry, &mut file).map_err(read_err())?;
                 continue;
             }
-            let Action::Add(path) = classify(i, kind, &entry.path_bytes())? else { continue };
-            let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else { continue };
+            let Action::Add(path) = classify(i, kind, &entry.path_bytes())? else {
+                continue;
+            };
+            let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else {
+                continue;
+            };
             let h = entry.header();
-            let bad_header = |e: io::Error| ImageError::archive(&layer.path, format!("layer {i}: bad header for '{}': {e}", display(&path)));
+            let bad_header = |e: io::Error| {
+                ImageError::archive(
+                    &layer.path,
+                    format!("layer {i}: bad header for '{}': {e}", display(&path)),
+                )
+            };
             let mut header = tar::Header::new_gnu();
             header.set_mode(h.mode().map_err(bad_header)? & 0o7777);
             header.set_uid(h.uid().map_err(bad_header)?);
@@ -319,7 +437,13 @@ pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<Flatte
             header.set_mtime(h.mtime().map_err(bad_header)?);
             let name = Path::new(std::ffi::OsStr::from_bytes(&path));
             match (&node.kind, kind) {
-                (Kind::Hardlink { origin, origin_path }, _) => {
+                (
+                    Kind::Hardlink {
+                        origin,
+                        origin_path,
+                    },
+                    _,
+                ) => {
                     let target = if current(origin, origin_path) {
                         Some(origin_path.clone())
                     } else {
@@ -328,14 +452,22 @@ pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<Flatte
                     if let Some(target) = target {
                         header.set_entry_type(EntryType::Link);
                         header.set_size(0);
-                        builder.append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target)).map_err(write_err)?;
+                        builder
+                            .append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target))
+                            .map_err(write_err)?;
                     } else {
                         let spooled = spool.join(format!("{}-{}", origin.0, origin.1));
-                        let mut file = File::open(&spooled).map_err(ImageError::io("cannot read", &spooled))?;
-                        let size = file.metadata().map_err(ImageError::io("cannot read", &spooled))?.len();
+                        let mut file = File::open(&spooled)
+                            .map_err(ImageError::io("cannot read", &spooled))?;
+                        let size = file
+                            .metadata()
+                            .map_err(ImageError::io("cannot read", &spooled))?
+                            .len();
                         header.set_entry_type(EntryType::Regular);
                         header.set_size(size);
-                        builder.append_data(&mut header, name, &mut file).map_err(write_err)?;
+                        builder
+                            .append_data(&mut header, name, &mut file)
+                            .map_err(write_err)?;
                         representative.insert(*origin, path.clone());
                     }
                 }
@@ -343,23 +475,32 @@ pub fn flatten(layers: &[Layer], spool: &Path, out: impl Write) -> Result<Flatte
                     let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                     header.set_entry_type(EntryType::Symlink);
                     header.set_size(0);
-                    builder.append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target)).map_err(write_err)?;
+                    builder
+                        .append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target))
+                        .map_err(write_err)?;
                 }
                 (_, EntryType::Regular | EntryType::Continuous) => {
                     header.set_entry_type(EntryType::Regular);
                     header.set_size(entry.size());
-                    builder.append_data(&mut header, name, &mut entry).map_err(write_err)?;
+                    builder
+                        .append_data(&mut header, name, &mut entry)
+                        .map_err(write_err)?;
                 }
                 (_, other) => {
                     header.set_entry_type(other);
                     header.set_size(0);
-                    builder.append_data(&mut header, name, io::empty()).map_err(write_err)?;
+                    builder
+                        .append_data(&mut header, name, io::empty())
+                        .map_err(write_err)?;
                 }
             }
             stats.entries += 1;
         }
     }
-    builder.into_inner().and_then(|mut w| w.flush()).map_err(write_err)?;
+    builder
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(write_err)?;
     Ok(stats)
 }
 

@@ -9,7 +9,7 @@
 //! and must never write a file outside the store: layers are flattened as tar streams in
 //! memory, never extracted onto the host filesystem.
 
-
+mod archive;
 mod compress;
 mod digest;
 mod error;
@@ -17,17 +17,10 @@ mod flatten;
 mod reference;
 mod squash;
 mod store;
-mod archive;
 
-
-
-
-
+pub use archive::ImportSource;
 pub use digest::Digest;
 pub use error::ImageError;
-pub use archive::ImportSource;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};
-
-

@@ -13,7 +13,10 @@ pub struct Reference {
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Reference, ImageError> {
-        let invalid = |why| ImageError::InvalidName { name: text.to_string(), why };
+        let invalid = |why| ImageError::InvalidName {
+            name: text.to_string(),
+            why,
+        };
         // The tag follows the last ':' that comes after the last '/' (a ':' before it is a port).
         let slash = text.rfind('/').map_or(0, |i| i + 1);
         let (repository, tag) = match text[slash..].rfind(':') {
@@ -23,21 +26,36 @@ impl Reference {
         if repository.is_empty() {
             return Err(invalid("the name is empty"));
         }
-        if tag.is_empty() || tag.len() > 128 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-            return Err(invalid("a tag is 1 to 128 letters, digits, '_', '.' or '-'"));
+        if tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(invalid(
+                "a tag is 1 to 128 letters, digits, '_', '.' or '-'",
+            ));
         }
         let components_ok = repository.split('/').enumerate().all(|(i, c)| {
-            let host = i == 0 && repository.contains('/') && (c.contains('.') || c.contains(':') || c == "localhost");
+            let host = i == 0
+                && repository.contains('/')
+                && (c.contains('.') || c.contains(':') || c == "localhost");
             !c.is_empty()
                 && c.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b) || (host && (b == b':' || b.is_ascii_uppercase()))
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b"._-".contains(&b)
+                        || (host && (b == b':' || b.is_ascii_uppercase()))
                 })
                 && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         });
         if !components_ok {
             return Err(invalid("use lower-case letters, digits and '.', '_', '-' separated by '/', e.g. lab/openfoam:2.3.0"));
         }
-        Ok(Reference { repository: repository.to_string(), tag: tag.to_string() })
+        Ok(Reference {
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+        })
     }
 }
 
@@ -59,7 +77,9 @@ mod tests {
         assert_eq!(r.repository, "registry.local:5000/lab/openfoam");
         assert_eq!(r.tag, "2.3.0");
         assert_eq!(Reference::parse("localhost:5000/a").unwrap().tag, "latest");
-        for bad in ["", ":tag", "Upper", "a//b", "a:", "a:b:c/", "-a", "a/.b", "a:ta g"] {
+        for bad in [
+            "", ":tag", "Upper", "a//b", "a:", "a:b:c/", "-a", "a/.b", "a:ta g",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

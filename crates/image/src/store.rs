@@ -30,21 +30,41 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The part of an OCI image config that running a container needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageConfig {
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_default")]
+    #[serde(
+        rename = "Env",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_default"
+    )]
     pub env: Vec<String>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    #[serde(
+        rename = "Labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_default"
+    )]
     pub labels: BTreeMap<String, String>,
 }
 
-fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -90,17 +110,25 @@ struct Lock(#[allow(dead_code, reason = "held for its flock, released on drop")]
 
 impl Lock {
     fn take(path: &Path) -> Result<Lock, ImageError> {
-        let file = File::options().create(true).append(true).open(path).map_err(ImageError::io("cannot open", path))?;
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(ImageError::io("cannot open", path))?;
         // SAFETY: flock on a descriptor we own; the lock dies with the descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(ImageError::io("cannot lock", path)(io::Error::last_os_error()));
+            return Err(ImageError::io("cannot lock", path)(
+                io::Error::last_os_error(),
+            ));
         }
         Ok(Lock(file))
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -134,7 +162,9 @@ fn make_writable(dir: &Path) {
 /// Writes `bytes` to `path` durably.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     let mut f = File::create(path).map_err(ImageError::io("cannot write", path))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(ImageError::io("cannot write", path))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(ImageError::io("cannot write", path))
 }
 
 impl Store {
@@ -143,7 +173,10 @@ impl Store {
         let root = root.into();
         for dir in ["images", "tmp", "rootfs"] {
             let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(ImageError::io("cannot create the image store directory", &path))?;
+            fs::create_dir_all(&path).map_err(ImageError::io(
+                "cannot create the image store directory",
+                &path,
+            ))?;
         }
         Ok(Store { root })
     }
@@ -165,13 +198,20 @@ impl Store {
         let tmp = self.root.join("tmp");
         if let Ok(entries) = fs::read_dir(&tmp) {
             for e in entries.flatten() {
-                let pid = e.file_name().to_string_lossy().split('-').next().and_then(|p| p.parse().ok());
+                let pid = e
+                    .file_name()
+                    .to_string_lossy()
+                    .split('-')
+                    .next()
+                    .and_then(|p| p.parse().ok());
                 if pid.is_some_and(|p| !process_alive(p)) {
                     let _ = remove_tree(&e.path());
                 }
             }
         }
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         for n in 0u32.. {
             let dir = tmp.join(format!("{}-{nanos}{n}", std::process::id()));
             match fs::create_dir(&dir) {
@@ -186,15 +226,22 @@ impl Store {
     fn read_refs(&self) -> Result<BTreeMap<String, Digest>, ImageError> {
         let path = self.root.join("refs.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ImageError::archive(&path, format!("the store's name table is corrupt ({e}); remove it and re-tag images"))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ImageError::archive(
+                    &path,
+                    format!("the store's name table is corrupt ({e}); remove it and re-tag images"),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(ImageError::io("cannot read", &path)(e)),
         }
     }
 
     /// Changes the name table under the store lock, replacing it atomically.
-    fn update_refs<T>(&self, change: impl FnOnce(&mut BTreeMap<String, Digest>) -> T) -> Result<T, ImageError> {
+    fn update_refs<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Digest>) -> T,
+    ) -> Result<T, ImageError> {
         let _lock = Lock::take(&self.root.join("lock"))?;
         let mut refs = self.read_refs()?;
         let out = change(&mut refs);
@@ -215,7 +262,12 @@ impl Store {
         result
     }
 
-    fn import_staged(&self, path: &Path, name: Option<Reference>, staging: &Path) -> Result<ImageRecord, ImageError> {
+    fn import_staged(
+        &self,
+        path: &Path,
+        name: Option<Reference>,
+        staging: &Path,
+    ) -> Result<ImageRecord, ImageError> {
         let want = name.as_ref().map(|n| n.to_string());
         let source = archive::prepare(path, want.as_deref(), staging)?;
         let sqfs = staging.join("image.sqfs");
@@ -227,14 +279,31 @@ impl Store {
                 let dropped = if existing.exists() {
                     0
                 } else {
-                    squash::build(&sqfs, &self.root, |w| flatten::flatten(&image.layers, &spool, w))?.devices_dropped
+                    squash::build(&sqfs, &self.root, |w| {
+                        flatten::flatten(&image.layers, &spool, w)
+                    })?
+                    .devices_dropped
                 };
-                (image.config, image.config_digest, image.layers.len(), dropped, image.names)
+                (
+                    image.config,
+                    image.config_digest,
+                    image.layers.len(),
+                    dropped,
+                    image.names,
+                )
             }
             ImportSource::RootfsTar(tar) => {
-                let stats = squash::build(&sqfs, &self.root, |w| flatten::flatten(&[Layer::file(tar)], &spool, w))?;
+                let stats = squash::build(&sqfs, &self.root, |w| {
+                    flatten::flatten(&[Layer::file(tar)], &spool, w)
+                })?;
                 let config = rootfs_config(&stats.diff_ids);
-                (config.clone(), Digest::of(&config), 1, stats.devices_dropped, Vec::new())
+                (
+                    config.clone(),
+                    Digest::of(&config),
+                    1,
+                    stats.devices_dropped,
+                    Vec::new(),
+                )
             }
             ImportSource::RootfsDir(dir) => {
                 let (dropped, diff_id) = squash::build(&sqfs, &self.root, |w| {
@@ -249,13 +318,18 @@ impl Store {
         if let Some(n) = &name {
             names = vec![n.to_string()];
         }
-        let names: Vec<String> = names.iter().map(|n| Reference::parse(n).map(|r| r.to_string())).collect::<Result<_, _>>()?;
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| Reference::parse(n).map(|r| r.to_string()))
+            .collect::<Result<_, _>>()?;
 
         let target = self.image_dir(&id);
         if !target.join("meta.json").exists() {
             let full: FullConfig = serde_json::from_slice(&config)
                 .map_err(|e| ImageError::archive(path, format!("invalid image config: {e}")))?;
-            let size = fs::metadata(&sqfs).map_err(ImageError::io("cannot read", &sqfs))?.len();
+            let size = fs::metadata(&sqfs)
+                .map_err(ImageError::io("cannot read", &sqfs))?
+                .len();
             let record = ImageRecord {
                 id: id.clone(),
                 names: Vec::new(),
@@ -269,10 +343,16 @@ impl Store {
             };
             let built = staging.join("image");
             fs::create_dir(&built).map_err(ImageError::io("cannot create", &built))?;
-            fs::rename(&sqfs, built.join("image.sqfs")).map_err(ImageError::io("cannot move", &sqfs))?;
-            File::open(built.join("image.sqfs")).and_then(|f| f.sync_all()).map_err(ImageError::io("cannot sync", &built))?;
+            fs::rename(&sqfs, built.join("image.sqfs"))
+                .map_err(ImageError::io("cannot move", &sqfs))?;
+            File::open(built.join("image.sqfs"))
+                .and_then(|f| f.sync_all())
+                .map_err(ImageError::io("cannot sync", &built))?;
             write_file(&built.join("config.json"), &config)?;
-            write_file(&built.join("meta.json"), &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
+            write_file(
+                &built.join("meta.json"),
+                &serde_json::to_vec_pretty(&record).expect("record serialises"),
+            )?;
             match fs::rename(&built, &target) {
                 Ok(()) => {}
                 // Another import of the same image got there first: its copy is as good as ours.
@@ -288,12 +368,20 @@ impl Store {
         self.record(&id, &self.read_refs()?)
     }
 
-    fn record(&self, id: &Digest, refs: &BTreeMap<String, Digest>) -> Result<ImageRecord, ImageError> {
+    fn record(
+        &self,
+        id: &Digest,
+        refs: &BTreeMap<String, Digest>,
+    ) -> Result<ImageRecord, ImageError> {
         let path = self.image_dir(id).join("meta.json");
         let bytes = fs::read(&path).map_err(ImageError::io("cannot read", &path))?;
-        let mut record: ImageRecord =
-            serde_json::from_slice(&bytes).map_err(|e| ImageError::archive(&path, format!("corrupt image record: {e}")))?;
-        record.names = refs.iter().filter(|(_, d)| *d == id).map(|(n, _)| n.clone()).collect();
+        let mut record: ImageRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::archive(&path, format!("corrupt image record: {e}")))?;
+        record.names = refs
+            .iter()
+            .filter(|(_, d)| *d == id)
+            .map(|(n, _)| n.clone())
+            .collect();
         Ok(record)
     }
 
@@ -304,7 +392,10 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(ImageError::io("cannot read", &dir))? {
             let e = e.map_err(ImageError::io("cannot read", &dir))?;
-            let Ok(id) = Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy())) else { continue };
+            let Ok(id) = Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy()))
+            else {
+                continue;
+            };
             out.push(self.record(&id, &refs)?);
         }
         out.sort_by(|a, b| b.imported.cmp(&a.imported).then(a.id.cmp(&b.id)));
@@ -321,7 +412,11 @@ impl Store {
         }
         let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<ImageRecord> = self.list()?.into_iter().filter(|r| r.id.hex().starts_with(hex)).collect();
+            let matches: Vec<ImageRecord> = self
+                .list()?
+                .into_iter()
+                .filter(|r| r.id.hex().starts_with(hex))
+                .collect();
             match matches.len() {
                 0 => {}
                 1 => return Ok(matches.into_iter().next().expect("one match")),
@@ -335,7 +430,10 @@ impl Store {
     /// image and all its names. Returns the ids of images deleted.
     pub fn remove(&self, reference: &str) -> Result<Vec<Digest>, ImageError> {
         let record = self.resolve(reference)?;
-        let by_name = Reference::parse(reference).ok().map(|r| r.to_string()).filter(|n| record.names.contains(n));
+        let by_name = Reference::parse(reference)
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|n| record.names.contains(n));
         let left = self.update_refs(|refs| {
             match &by_name {
                 Some(n) => {
@@ -368,7 +466,10 @@ impl Store {
     /// Makes the image disappear at once (one rename), then frees the space.
     fn delete(&self, id: &Digest) -> Result<(), ImageError> {
         let staging = self.staging()?;
-        for (from, name) in [(self.image_dir(id), "image"), (self.root.join("rootfs").join(id.hex()), "rootfs")] {
+        for (from, name) in [
+            (self.image_dir(id), "image"),
+            (self.root.join("rootfs").join(id.hex()), "rootfs"),
+        ] {
             match fs::rename(&from, staging.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -391,26 +492,47 @@ impl Store {
             fs::create_dir(&unpacked).map_err(ImageError::io("cannot create", &unpacked))?;
             let sqfs = self.squashfs(record);
             let out = std::process::Command::new("rdsquashfs")
-                .args(["--quiet", "--no-dev", "--no-sock", "--chmod", "--set-times", "--unpack-path", "/", "--unpack-root"])
+                .args([
+                    "--quiet",
+                    "--no-dev",
+                    "--no-sock",
+                    "--chmod",
+                    "--set-times",
+                    "--unpack-path",
+                    "/",
+                    "--unpack-root",
+                ])
                 .arg(&unpacked)
                 .arg(&sqfs)
                 .output()
                 .map_err(|e| match e.kind() {
-                    io::ErrorKind::NotFound => ImageError::ToolMissing { tool: "rdsquashfs", package: "squashfs-tools-ng" },
-                    _ => ImageError::ToolFailed { tool: "rdsquashfs", message: e.to_string() },
+                    io::ErrorKind::NotFound => ImageError::ToolMissing {
+                        tool: "rdsquashfs",
+                        package: "squashfs-tools-ng",
+                    },
+                    _ => ImageError::ToolFailed {
+                        tool: "rdsquashfs",
+                        message: e.to_string(),
+                    },
                 })?;
             if !out.status.success() {
                 let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 return Err(if message.contains("No space left") {
                     ImageError::NoSpace(self.root.clone())
                 } else {
-                    ImageError::ToolFailed { tool: "rdsquashfs", message }
+                    ImageError::ToolFailed {
+                        tool: "rdsquashfs",
+                        message,
+                    }
                 });
             }
             match fs::rename(&unpacked, &target) {
                 Ok(()) => Ok(()),
                 Err(_) if target.exists() => Ok(()),
-                Err(e) => Err(ImageError::io("cannot move the unpacked image into", &target)(e)),
+                Err(e) => Err(ImageError::io(
+                    "cannot move the unpacked image into",
+                    &target,
+                )(e)),
             }
         })();
         let _ = remove_tree(&staging);
@@ -443,7 +565,10 @@ fn rootfs_config(diff_ids: &[Digest]) -> Vec<u8> {
         architecture: archive::host_arch(),
         os: "linux",
         config: ImageConfig::default(),
-        rootfs: Rootfs { kind: "layers", diff_ids },
+        rootfs: Rootfs {
+            kind: "layers",
+            diff_ids,
+        },
     };
     serde_json::to_vec(&config).expect("config serialises")
 }

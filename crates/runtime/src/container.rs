@@ -33,7 +33,10 @@ pub(crate) struct Failure {
 
 fn fail(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Failure {
     let what = what.to_string();
-    move |e| Failure { code: 125, message: format!("cannot set up the container: {what}: {e}") }
+    move |e| Failure {
+        code: 125,
+        message: format!("cannot set up the container: {what}: {e}"),
+    }
 }
 
 /// Mount flags every bind gets: no set-uid, no devices (the security model relies on it).
@@ -41,31 +44,69 @@ const SAFE: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
 /// Bind-mounts `source` (recursively) on the directory or file `target` refers to.
 fn bind_on(source: &str, target: &OwnedFd, what: &str) -> Result<(), Failure> {
-    sys::mount(Some(source), &fd_path(target), None, libc::MS_BIND | libc::MS_REC, None).map_err(fail(format!("binding {what}")))
+    sys::mount(
+        Some(source),
+        &fd_path(target),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(fail(format!("binding {what}")))
 }
 
-/// A bind keeps its source's flags: remount it (`mounted` must be opened after the bind, so
-/// that it names the new mount) to add nosuid, nodev and maybe ro. Inside a user namespace
-/// the kernel also insists that the flags it locked (noexec, atime) stay set.
-fn restrict(mounted: &OwnedFd, read_only: bool, what: &str) -> Result<(), Failure> {
-    let locked = sys::mount_flags(mounted).map_err(fail(format!("reading mount flags of {what}")))?;
-    let ro = if read_only { libc::MS_RDONLY } else { 0 };
-    sys::mount(None, &fd_path(mounted), None, libc::MS_BIND | libc::MS_REMOUNT | SAFE | ro | locked, None)
-        .map_err(fail(format!("remounting {what}")))
+/// A bind keeps its source's flags: add nosuid, nodev and maybe ro to it and every mount
+/// below it. `mounted` must be opened after the bind, so that it names the new mount.
+fn restrict(mounted: &OwnedFd, access: Access, what: &str) -> Result<(), Failure> {
+    let attrs = match access {
+        Access::ReadWrite => sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+        Access::ReadOnly => sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_RDONLY,
+        // Device nodes bound from the host must stay usable: nosuid, but not nodev.
+        Access::Device => sys::MOUNT_ATTR_NOSUID,
+    };
+    sys::set_mount_attrs(mounted, attrs).map_err(fail(format!("restricting the mount of {what}")))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+    Device,
+}
+
+impl Access {
+    fn from_read_only(read_only: bool) -> Access {
+        if read_only {
+            Access::ReadOnly
+        } else {
+            Access::ReadWrite
+        }
+    }
 }
 
 /// Binds `source` onto `path` inside the container root, creating the mount point.
-fn bind(root: &OwnedFd, source: &str, path: &str, dir: bool, read_only: bool, what: &str) -> Result<(), Failure> {
+fn bind(
+    root: &OwnedFd,
+    source: &str,
+    path: &str,
+    dir: bool,
+    access: Access,
+    what: &str,
+) -> Result<(), Failure> {
     bind_on(source, &ensure(root, path, dir)?, what)?;
-    let mounted = sys::open_in_root(root, path, libc::O_PATH, 0).map_err(fail(format!("reopening {path}")))?;
-    restrict(&mounted, read_only, what)
+    let mounted = sys::open_in_root(root, path, libc::O_PATH, 0)
+        .map_err(fail(format!("reopening {path}")))?;
+    restrict(&mounted, access, what)
 }
 
 /// Opens (creating if missing) `path` inside the container root, as a directory or a file.
 fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
     let err = || fail(format!("creating the mount point {path} in the image"));
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let mut parent = sys::open_in_root(root, ".", libc::O_PATH | libc::O_DIRECTORY, 0).map_err(fail("opening the image root"))?;
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut parent = sys::open_in_root(root, ".", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(fail("opening the image root"))?;
     for (i, comp) in comps.iter().enumerate() {
         let sub = comps[..=i].join("/");
         let last = i + 1 == comps.len();
@@ -76,7 +117,10 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => {
                 // A dangling symlink (Debian's /etc/resolv.conf -> ../run/...) is replaced: the
                 // change lands in the container's throwaway upper layer.
-                let name = CString::new(*comp).map_err(|_| Failure { code: 125, message: format!("bad path {path}") })?;
+                let name = CString::new(*comp).map_err(|_| Failure {
+                    code: 125,
+                    message: format!("bad path {path}"),
+                })?;
                 // SAFETY: unlinkat on a single component relative to a directory fd we own.
                 unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) };
                 if want_dir {
@@ -84,7 +128,12 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
                 } else {
                     // SAFETY: creates one file relative to a directory fd; O_NOFOLLOW refuses links.
                     let fd = unsafe {
-                        libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o644)
+                        libc::openat(
+                            parent.as_raw_fd(),
+                            name.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                            0o644,
+                        )
                     };
                     if fd < 0 {
                         return Err(err()(io::Error::last_os_error()));
@@ -92,10 +141,16 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
                     // SAFETY: a fresh descriptor we now own (closed at once).
                     drop(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
-                parent = sys::open_in_root(root, &sub, flags, 0).map_err(fail(format!("opening {path} in the image")))?;
+                parent = sys::open_in_root(root, &sub, flags, 0)
+                    .map_err(fail(format!("opening {path} in the image")))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                return Err(Failure { code: 125, message: format!("cannot mount on {path}: /{sub} is not a directory in the image") })
+                return Err(Failure {
+                    code: 125,
+                    message: format!(
+                        "cannot mount on {path}: /{sub} is not a directory in the image"
+                    ),
+                })
             }
             Err(e) => return Err(fail(format!("opening {path} in the image"))(e)),
         }
@@ -104,9 +159,13 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
 }
 
 fn read_in_root(root: &OwnedFd, path: &str) -> String {
-    let Ok(fd) = sys::open_in_root(root, path, libc::O_RDONLY, 0) else { return String::new() };
+    let Ok(fd) = sys::open_in_root(root, path, libc::O_RDONLY, 0) else {
+        return String::new();
+    };
     let mut text = String::new();
-    let _ = std::fs::File::from(fd).take(1 << 20).read_to_string(&mut text);
+    let _ = std::fs::File::from(fd)
+        .take(1 << 20)
+        .read_to_string(&mut text);
     text
 }
 
@@ -116,30 +175,60 @@ fn mkdir(path: &str) -> Result<(), Failure> {
 
 /// Builds the container's root filesystem and pivots into it.
 fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
-    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(fail("making mounts private"))?;
+    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(fail("making mounts private"))?;
     // Reopen host paths in this namespace before the stage covers /tmp (they may lie there).
-    let reopen = |path: &std::path::Path, fd: &OwnedFd| sys::reopen_same(path, fd).map_err(fail(format!("opening {}", path.display())));
-    let sources = spec.binds.iter().map(|b| reopen(&b.source, &b.fd)).collect::<Result<Vec<_>, _>>()?;
+    let reopen = |path: &std::path::Path, fd: &OwnedFd| {
+        sys::reopen_same(path, fd).map_err(fail(format!("opening {}", path.display())))
+    };
+    let sources = spec
+        .binds
+        .iter()
+        .map(|b| reopen(&b.source, &b.fd))
+        .collect::<Result<Vec<_>, _>>()?;
     let image_dir = match &spec.rootfs {
         Rootfs::Directory(path) => Some(reopen(path, image)?),
         Rootfs::Squashfs(_) => None,
     };
-    sys::mount(Some("berth"), STAGE, Some("tmpfs"), SAFE, Some("mode=0755")).map_err(fail("mounting the staging tmpfs"))?;
-    let (lower, upper, work, root) = (format!("{STAGE}/lower"), format!("{STAGE}/upper"), format!("{STAGE}/work"), format!("{STAGE}/root"));
+    sys::mount(Some("berth"), STAGE, Some("tmpfs"), SAFE, Some("mode=0755"))
+        .map_err(fail("mounting the staging tmpfs"))?;
+    let (lower, upper, work, root) = (
+        format!("{STAGE}/lower"),
+        format!("{STAGE}/upper"),
+        format!("{STAGE}/work"),
+        format!("{STAGE}/root"),
+    );
     for d in [&lower, &upper, &work, &root] {
         mkdir(d)?;
     }
     match &spec.rootfs {
         Rootfs::Squashfs(path) => {
-            let (_loop_fd, device) = sys::attach_loop(image).map_err(fail(format!("attaching {} to a loop device", path.display())))?;
-            sys::mount(Some(&device), &lower, Some("squashfs"), libc::MS_RDONLY | SAFE, None)
-                .map_err(fail(format!("mounting {}", path.display())))?;
+            let (_loop_fd, device) = sys::attach_loop(image).map_err(fail(format!(
+                "attaching {} to a loop device",
+                path.display()
+            )))?;
+            sys::mount(
+                Some(&device),
+                &lower,
+                Some("squashfs"),
+                libc::MS_RDONLY | SAFE,
+                None,
+            )
+            .map_err(fail(format!("mounting {}", path.display())))?;
         }
         Rootfs::Directory(path) => {
             let what = path.display().to_string();
             let image = image_dir.expect("reopened above");
-            bind_on(&fd_path(&image), &sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?, &what)?;
-            restrict(&sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?, true, &what)?;
+            bind_on(
+                &fd_path(&image),
+                &sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?,
+                &what,
+            )?;
+            restrict(
+                &sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?,
+                Access::ReadOnly,
+                &what,
+            )?;
         }
     }
     // Inside a user namespace overlayfs must keep its metadata in user.* xattrs (which tmpfs
@@ -148,80 +237,161 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
     if spec.rootless {
         options.push_str(",userxattr");
     }
-    sys::mount(Some("overlay"), &root, Some("overlay"), SAFE, Some(&options)).map_err(fail("mounting the writable overlay"))?;
-    let rootfd = sys::open(&root, libc::O_PATH | libc::O_DIRECTORY).map_err(fail("opening the container root"))?;
+    sys::mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        SAFE,
+        Some(&options),
+    )
+    .map_err(fail("mounting the writable overlay"))?;
+    // Unbindable (only now: overlayfs refuses unbindable layers), so that a recursive bind
+    // of a host directory above the stage (the current directory /tmp, say) does not copy
+    // the stage, and the container inside it, into the container.
+    sys::mount(None, STAGE, None, libc::MS_UNBINDABLE, None)
+        .map_err(fail("making the stage unbindable"))?;
+    let rootfd = sys::open(&root, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(fail("opening the container root"))?;
 
     // /proc: a fresh one shows only the container's processes, but needs a pid namespace the
     // mounter owns; without one, the host's is bound (as Charliecloud does).
     let proc_fd = ensure(&rootfd, "/proc", true)?;
     if spec.pid_namespace {
-        sys::mount(Some("proc"), &fd_path(&proc_fd), Some("proc"), SAFE | libc::MS_NOEXEC, None).map_err(fail("mounting /proc"))?;
+        sys::mount(
+            Some("proc"),
+            &fd_path(&proc_fd),
+            Some("proc"),
+            SAFE | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(fail("mounting /proc"))?;
     } else {
-        bind(&rootfd, "/proc", "/proc", true, false, "/proc")?;
+        bind(&rootfd, "/proc", "/proc", true, Access::ReadWrite, "/proc")?;
     }
-    bind(&rootfd, "/sys", "/sys", true, true, "/sys")?;
+    bind(&rootfd, "/sys", "/sys", true, Access::ReadOnly, "/sys")?;
 
     // A minimal /dev: a tmpfs with the harmless device nodes bound from the host, the
     // host's pts (so the caller's terminal works) and shm (so MPI shared memory works).
     let dev = ensure(&rootfd, "/dev", true)?;
-    sys::mount(Some("tmpfs"), &fd_path(&dev), Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("mode=0755,size=1m"))
-        .map_err(fail("mounting /dev"))?;
+    sys::mount(
+        Some("tmpfs"),
+        &fd_path(&dev),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(fail("mounting /dev"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty", "ptmx"] {
         let host = format!("/dev/{node}");
         if std::path::Path::new(&host).exists() {
-            bind(&rootfd, &host, &host, false, false, &host)?;
+            bind(&rootfd, &host, &host, false, Access::Device, &host)?;
         }
     }
-    for dir in ["pts", "shm"] {
+    for (dir, access) in [("pts", Access::Device), ("shm", Access::ReadWrite)] {
         let host = format!("/dev/{dir}");
         if std::path::Path::new(&host).is_dir() {
-            bind(&rootfd, &host, &host, true, false, &host)?;
+            bind(&rootfd, &host, &host, true, access, &host)?;
         }
     }
-    let dev_dir = sys::open_in_root(&rootfd, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0).map_err(fail("opening /dev"))?;
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        let (n, t) = (CString::new(name).expect("static"), CString::new(target).expect("static"));
+    let dev_dir = sys::open_in_root(&rootfd, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(fail("opening /dev"))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let (n, t) = (
+            CString::new(name).expect("static"),
+            CString::new(target).expect("static"),
+        );
         // SAFETY: symlinkat with NUL-terminated strings relative to a directory fd we own.
         unsafe { libc::symlinkat(t.as_ptr(), dev_dir.as_raw_fd(), n.as_ptr()) };
     }
     if let Some(gpu) = &spec.gpu {
         for device in &gpu.devices {
             let p = device.to_string_lossy();
-            bind(&rootfd, &p, &p, false, false, &p)?;
+            bind(&rootfd, &p, &p, false, Access::Device, &p)?;
         }
     }
     let tmp = ensure(&rootfd, "/tmp", true)?;
-    sys::mount(Some("tmpfs"), &fd_path(&tmp), Some("tmpfs"), SAFE, Some("mode=1777")).map_err(fail("mounting /tmp"))?;
+    sys::mount(
+        Some("tmpfs"),
+        &fd_path(&tmp),
+        Some("tmpfs"),
+        SAFE,
+        Some("mode=1777"),
+    )
+    .map_err(fail("mounting /tmp"))?;
 
     // The user must exist in the image's user database for `id`, `whoami`, ssh-less MPI.
+    // Written into the overlay's upper layer: private to this container, gone at its end.
     let id: &Identity = &spec.identity;
+    ensure(&rootfd, "/etc", true)?;
     for (name, text) in [
-        ("passwd", identity::passwd(&read_in_root(&rootfd, "/etc/passwd"), id)),
-        ("group", identity::group(&read_in_root(&rootfd, "/etc/group"), id)),
+        (
+            "passwd",
+            identity::passwd(&read_in_root(&rootfd, "/etc/passwd"), id),
+        ),
+        (
+            "group",
+            identity::group(&read_in_root(&rootfd, "/etc/group"), id),
+        ),
     ] {
-        let staged = format!("{STAGE}/{name}");
-        std::fs::write(&staged, text).map_err(fail(format!("writing {staged}")))?;
-        let target = format!("/etc/{name}");
-        bind(&rootfd, &staged, &target, false, true, &target)?;
+        let path = format!("/etc/{name}");
+        let fd = sys::open_in_root(
+            &rootfd,
+            &path,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+        )
+        .map_err(fail(format!("writing {path}")))?;
+        std::fs::File::from(fd)
+            .write_all(text.as_bytes())
+            .map_err(fail(format!("writing {path}")))?;
     }
     // Host networking: the host's name resolution applies inside too.
     for file in ["/etc/hosts", "/etc/resolv.conf"] {
         if std::path::Path::new(file).is_file() {
-            bind(&rootfd, file, file, false, true, file)?;
+            bind(&rootfd, file, file, false, Access::ReadOnly, file)?;
         }
     }
     for (b, source) in spec.binds.iter().zip(&sources) {
-        bind(&rootfd, &fd_path(source), &b.target, b.is_dir, b.read_only, &b.source.display().to_string())?;
+        bind(
+            &rootfd,
+            &fd_path(source),
+            &b.target,
+            b.is_dir,
+            Access::from_read_only(b.read_only),
+            &b.source.display().to_string(),
+        )?;
     }
     if let Some(gpu) = &spec.gpu {
         for (file, name) in &gpu.libraries {
             let p = file.to_string_lossy();
-            bind(&rootfd, &p, &format!("{GPU_LIB_DIR}/{name}"), false, true, &p)?;
+            bind(
+                &rootfd,
+                &p,
+                &format!("{GPU_LIB_DIR}/{name}"),
+                false,
+                Access::ReadOnly,
+                &p,
+            )?;
         }
         for file in &gpu.binaries {
             let p = file.to_string_lossy();
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            bind(&rootfd, &p, &format!("{GPU_BIN_DIR}/{name}"), false, true, &p)?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            bind(
+                &rootfd,
+                &p,
+                &format!("{GPU_BIN_DIR}/{name}"),
+                false,
+                Access::ReadOnly,
+                &p,
+            )?;
         }
     }
     drop(rootfd);
@@ -238,27 +408,48 @@ fn exec(argv: &[String], env: &[String]) -> Failure {
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
     } else {
-        let path = env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(crate::plan::DEFAULT_PATH);
-        path.split(':').map(|d| format!("{}/{cmd}", if d.is_empty() { "." } else { d })).collect()
+        let path = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(crate::plan::DEFAULT_PATH);
+        path.split(':')
+            .map(|d| format!("{}/{cmd}", if d.is_empty() { "." } else { d }))
+            .collect()
     };
     let mut denied: Option<(String, io::Error)> = None;
     for candidate in &candidates {
         let err = sys::execve(&to_c(candidate), &c_argv, &c_env);
         match err.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) if std::path::Path::new(candidate).symlink_metadata().is_ok() => {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR)
+                if std::path::Path::new(candidate).symlink_metadata().is_ok() =>
+            {
                 return Failure { code: 127, message: format!("cannot execute {candidate}: its interpreter or dynamic loader is missing from the image") };
             }
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
             Some(libc::EACCES) | Some(libc::EPERM) => {
                 denied.get_or_insert((candidate.clone(), err));
             }
-            _ => return Failure { code: 126, message: format!("cannot execute {candidate}: {err}") },
+            _ => {
+                return Failure {
+                    code: 126,
+                    message: format!("cannot execute {candidate}: {err}"),
+                }
+            }
         }
     }
     match denied {
-        Some((path, e)) => Failure { code: 126, message: format!("cannot execute {path}: {e} (is it executable?)") },
-        None if cmd.contains('/') => Failure { code: 127, message: format!("{cmd}: no such file or directory in the image") },
-        None => Failure { code: 127, message: format!("{cmd}: command not found in the image") },
+        Some((path, e)) => Failure {
+            code: 126,
+            message: format!("cannot execute {path}: {e} (is it executable?)"),
+        },
+        None if cmd.contains('/') => Failure {
+            code: 127,
+            message: format!("{cmd}: no such file or directory in the image"),
+        },
+        None => Failure {
+            code: 127,
+            message: format!("{cmd}: command not found in the image"),
+        },
     }
 }
 
@@ -275,8 +466,13 @@ fn drop_privileges(spec: &ContainerSpec) -> Result<(), Failure> {
     let id = &spec.identity;
     sys::drop_bounding_capabilities().map_err(fail("dropping capabilities"))?;
     if !spec.rootless {
-        let groups = if id.groups.is_empty() { vec![id.gid] } else { id.groups.clone() };
-        sys::set_identity(id.uid, id.gid, &groups).map_err(fail(format!("switching to user {} ({})", id.user, id.uid)))?;
+        let groups = if id.groups.is_empty() {
+            vec![id.gid]
+        } else {
+            id.groups.clone()
+        };
+        sys::set_identity(id.uid, id.gid, &groups)
+            .map_err(fail(format!("switching to user {} ({})", id.user, id.uid)))?;
     }
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail("setting no_new_privs"))?;
     sys::clear_capabilities().map_err(fail("dropping capabilities"))
@@ -285,7 +481,10 @@ fn drop_privileges(spec: &ContainerSpec) -> Result<(), Failure> {
 fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
     match sys::chdir(&spec.cwd) {
         Ok(()) => Ok(()),
-        Err(e) if spec.cwd_required => Err(Failure { code: 125, message: format!("cannot enter --pwd {}: {e}", spec.cwd) }),
+        Err(e) if spec.cwd_required => Err(Failure {
+            code: 125,
+            message: format!("cannot enter --pwd {}: {e}", spec.cwd),
+        }),
         Err(_) => sys::chdir("/").map_err(fail("entering /")),
     }
 }
@@ -308,7 +507,8 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
         unsafe { libc::_exit(125) };
     }
     let failure = (|| -> Result<Failure, Failure> {
-        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(fail("setting the parent-death signal"))?;
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(fail("setting the parent-death signal"))?;
         build_root(spec, image)?;
         if spec.pid_namespace {
             return Ok(init(spec, &report_fd));
@@ -336,7 +536,9 @@ extern "C" fn forward_to_main(sig: libc::c_int, info: *mut libc::siginfo_t, _: *
     }
 }
 
-pub(crate) fn install_forwarding(handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) {
+pub(crate) fn install_forwarding(
+    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+) {
     for sig in crate::launch::FORWARDED {
         // SAFETY: installs a handler that only calls async-signal-safe functions.
         unsafe {
@@ -363,7 +565,10 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
             // SAFETY: restores default dispositions before exec.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
-        let failure = drop_privileges(spec).and_then(|_| enter_cwd(spec)).map(|_| exec(&argv(spec), &spec.env)).unwrap_or_else(|f| f);
+        let failure = drop_privileges(spec)
+            .and_then(|_| enter_cwd(spec))
+            .map(|_| exec(&argv(spec), &spec.env))
+            .unwrap_or_else(|f| f);
         report(report_fd, &failure);
         // SAFETY: see above.
         unsafe { libc::_exit(failure.code) };

@@ -10,7 +10,9 @@ pub enum RuntimeError {
     BindSyntax { spec: String, why: &'static str },
     #[error("cannot bind {path}: {source}")]
     BindSource { path: PathBuf, source: io::Error },
-    #[error("bind of {path} refused: {why}; ask your administrator, or bind a path that is allowed")]
+    #[error(
+        "bind of {path} refused: {why}; ask your administrator, or bind a path that is allowed"
+    )]
     BindRefused { path: PathBuf, why: String },
     #[error("invalid --env '{0}': expected NAME=VALUE")]
     EnvSyntax(String),

@@ -23,12 +23,15 @@ fn group_name(gid: u32) -> String {
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut out = std::ptr::null_mut();
     // SAFETY: getgrgid_r writes into buffers we own, sized as passed.
-    let r = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    let r =
+        unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if r != 0 || out.is_null() {
         return gid.to_string();
     }
     // SAFETY: on success gr_name points into `buf`, NUL-terminated.
-    unsafe { CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(grp.gr_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 impl Identity {
@@ -42,13 +45,24 @@ impl Identity {
             // SAFETY: getpwuid_r writes into buffers we own, sized as passed.
             unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
         } else {
-            let name = std::ffi::CString::new(user).map_err(|_| RuntimeError::UnknownUser(user.into()))?;
+            let name =
+                std::ffi::CString::new(user).map_err(|_| RuntimeError::UnknownUser(user.into()))?;
             // SAFETY: as above, with a NUL-terminated name.
-            unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
+            unsafe {
+                libc::getpwnam_r(
+                    name.as_ptr(),
+                    &mut pw,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut out,
+                )
+            }
         };
         if r != 0 || out.is_null() {
             // A uid with no passwd entry still runs, like `docker run -u 1234`.
-            let Ok(uid) = user.parse::<u32>() else { return Err(RuntimeError::UnknownUser(user.into())) };
+            let Ok(uid) = user.parse::<u32>() else {
+                return Err(RuntimeError::UnknownUser(user.into()));
+            };
             return Ok(Identity {
                 uid,
                 gid: uid,
@@ -60,7 +74,12 @@ impl Identity {
             });
         }
         // SAFETY: on success these fields point into `buf`, NUL-terminated.
-        let (name, home) = unsafe { (CStr::from_ptr(pw.pw_name).to_owned(), CStr::from_ptr(pw.pw_dir).to_string_lossy().into_owned()) };
+        let (name, home) = unsafe {
+            (
+                CStr::from_ptr(pw.pw_name).to_owned(),
+                CStr::from_ptr(pw.pw_dir).to_string_lossy().into_owned(),
+            )
+        };
         let mut groups = Vec::new();
         if with_groups {
             let mut n: libc::c_int = 64;
@@ -68,7 +87,9 @@ impl Identity {
                 let mut list = vec![0 as libc::gid_t; n as usize];
                 let before = n;
                 // SAFETY: getgrouplist writes at most `n` gids and updates `n`.
-                let r = unsafe { libc::getgrouplist(name.as_ptr(), pw.pw_gid, list.as_mut_ptr(), &mut n) };
+                let r = unsafe {
+                    libc::getgrouplist(name.as_ptr(), pw.pw_gid, list.as_mut_ptr(), &mut n)
+                };
                 if r >= 0 {
                     list.truncate(n as usize);
                     groups = list;
@@ -125,8 +146,13 @@ pub fn passwd(existing: &str, id: &Identity) -> String {
     if !has_root && id.uid != 0 {
         ours.push("root:x:0:0:root:/root:/bin/sh".to_string());
     }
-    ours.push(format!("{}:x:{}:{}:{}:{}:/bin/sh", id.user, id.uid, id.gid, id.user, id.home));
-    merge(existing, &ours, |f| f[0] == id.user || f[2] == id.uid.to_string())
+    ours.push(format!(
+        "{}:x:{}:{}:{}:{}:/bin/sh",
+        id.user, id.uid, id.gid, id.user, id.home
+    ));
+    merge(existing, &ours, |f| {
+        f[0] == id.user || f[2] == id.uid.to_string()
+    })
 }
 
 /// The image's /etc/group with the user's primary and supplementary groups.
@@ -139,9 +165,19 @@ pub fn group(existing: &str, id: &Identity) -> String {
     }
     let ours: Vec<String> = groups
         .iter()
-        .map(|(g, n)| if *g == id.gid { format!("{n}:x:{g}:") } else { format!("{n}:x:{g}:{}", id.user) })
+        .map(|(g, n)| {
+            if *g == id.gid {
+                format!("{n}:x:{g}:")
+            } else {
+                format!("{n}:x:{g}:{}", id.user)
+            }
+        })
         .collect();
-    merge(existing, &ours, |f| groups.iter().any(|(g, n)| f[0] == *n || f[2] == g.to_string()))
+    merge(existing, &ours, |f| {
+        groups
+            .iter()
+            .any(|(g, n)| f[0] == *n || f[2] == g.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +206,10 @@ mod tests {
         assert!(out.ends_with("ann:x:1000:1000:ann:/home/ann:/bin/sh\n"));
         // No passwd in the image (busybox): a root line is added too.
         let out = passwd("", &ann());
-        assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\nann:x:1000:1000:ann:/home/ann:/bin/sh\n");
+        assert_eq!(
+            out,
+            "root:x:0:0:root:/root:/bin/sh\nann:x:1000:1000:ann:/home/ann:/bin/sh\n"
+        );
     }
 
     #[test]

@@ -11,8 +11,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Signals berth passes on to the container, as `docker run` does with --sig-proxy.
-pub(crate) const FORWARDED: [libc::c_int; 7] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGCONT];
+pub(crate) const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCONT,
+];
 
 /// The parent cgroup (under each hierarchy's root) that holds one cgroup per container.
 pub const CGROUP_PARENT: &str = "berth";
@@ -50,15 +57,29 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     let image_path = match &spec.rootfs {
         Rootfs::Squashfs(p) | Rootfs::Directory(p) => p,
     };
-    let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) { libc::O_RDONLY } else { libc::O_PATH | libc::O_DIRECTORY };
-    let image = sys::open(image_path, flags).map_err(RuntimeError::setup(format!("opening the image {}", image_path.display())))?;
+    let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) {
+        libc::O_RDONLY
+    } else {
+        libc::O_PATH | libc::O_DIRECTORY
+    };
+    let image = sys::open(image_path, flags).map_err(RuntimeError::setup(format!(
+        "opening the image {}",
+        image_path.display()
+    )))?;
 
     let cgroup = match &spec.limits {
         Some(limits) => {
             let layout = Layout::detect()?;
             cgroup::sweep_stale(&layout, CGROUP_PARENT);
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-            Some(Cgroup::create(&layout, CGROUP_PARENT, &format!("{}-{nanos}", std::process::id()), limits)?)
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            Some(Cgroup::create(
+                &layout,
+                CGROUP_PARENT,
+                &format!("{}-{nanos}", std::process::id()),
+                limits,
+            )?)
         }
         None => None,
     };
@@ -68,12 +89,21 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     if let Some(c) = cgroup {
         c.destroy()?;
     }
-    result.map(|code| Outcome { code, oom_killed: oom, usage })
+    result.map(|code| Outcome {
+        code,
+        oom_killed: oom,
+        usage,
+    })
 }
 
-fn run_in(spec: &ContainerSpec, image: &OwnedFd, cgroup: Option<&Cgroup>) -> Result<i32, RuntimeError> {
+fn run_in(
+    spec: &ContainerSpec,
+    image: &OwnedFd,
+    cgroup: Option<&Cgroup>,
+) -> Result<i32, RuntimeError> {
     let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
-    let (report_read, report_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
+    let (report_read, report_write) =
+        sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     let mut flags = libc::CLONE_NEWNS;
     if spec.rootless {
         flags |= libc::CLONE_NEWUSER;
@@ -83,7 +113,8 @@ fn run_in(spec: &ContainerSpec, image: &OwnedFd, cgroup: Option<&Cgroup>) -> Res
     }
     container::install_forwarding(forward);
     // SAFETY: berth's container entry points run single-threaded (see the crate docs).
-    let pid = unsafe { sys::clone(flags) }.map_err(RuntimeError::setup("creating the namespaces (clone)"))?;
+    let pid = unsafe { sys::clone(flags) }
+        .map_err(RuntimeError::setup("creating the namespaces (clone)"))?;
     if pid == 0 {
         drop(go_write);
         drop(report_read);
@@ -107,7 +138,9 @@ fn run_in(spec: &ContainerSpec, image: &OwnedFd, cgroup: Option<&Cgroup>) -> Res
         }
         // SAFETY: writes one byte from a live buffer to our end of the pipe.
         if unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
-            return Err(RuntimeError::setup("starting the container")(std::io::Error::last_os_error()));
+            return Err(RuntimeError::setup("starting the container")(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(())
     })();
@@ -124,7 +157,10 @@ fn run_in(spec: &ContainerSpec, image: &OwnedFd, cgroup: Option<&Cgroup>) -> Res
     let status = sys::wait(pid).map_err(RuntimeError::setup("waiting for the container"))?;
     CHILD.store(0, Ordering::SeqCst);
     if let Some((&code, message)) = report.split_first() {
-        return Err(RuntimeError::Container { code: code as i32, message: String::from_utf8_lossy(message).into_owned() });
+        return Err(RuntimeError::Container {
+            code: code as i32,
+            message: String::from_utf8_lossy(message).into_owned(),
+        });
     }
     Ok(sys::exit_code(status))
 }

@@ -53,15 +53,23 @@ pub struct Options {
 
 /// Directories never bound as the current directory: binding the host's over the image's
 /// would replace the image's own system.
-const SYSTEM_DIRS: &[&str] = &["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys",
+    "/usr", "/var",
+];
 
 fn is_system_dir(path: &Path) -> bool {
-    SYSTEM_DIRS.iter().any(|d| path == Path::new(d) || (*d != "/" && *d != "/var" && path.starts_with(d)))
+    SYSTEM_DIRS
+        .iter()
+        .any(|d| path == Path::new(d) || (*d != "/" && *d != "/var" && path.starts_with(d)))
 }
 
 /// Parses `SRC[:DST[:ro|rw]]`.
 pub fn parse_bind(spec: &str) -> Result<(PathBuf, String, bool), RuntimeError> {
-    let bad = |why| RuntimeError::BindSyntax { spec: spec.to_string(), why };
+    let bad = |why| RuntimeError::BindSyntax {
+        spec: spec.to_string(),
+        why,
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, ro) = match parts.as_slice() {
         [src] => (*src, *src, false),
@@ -88,12 +96,25 @@ pub fn parse_bind(spec: &str) -> Result<(PathBuf, String, bool), RuntimeError> {
 /// Resolves a bind source (symlinks included) and opens it. With `policy`, refuses sources
 /// outside the allowed paths. The check is made on the fully resolved path and then
 /// confirmed on the opened descriptor, so a symlink swapped in between cannot redirect it.
-fn open_bind(source: &Path, target: String, read_only: bool, policy: Option<(&BindPolicy, &Path, &Path)>) -> Result<Bind, RuntimeError> {
-    let err = |source_err| RuntimeError::BindSource { path: source.to_path_buf(), source: source_err };
+fn open_bind(
+    source: &Path,
+    target: String,
+    read_only: bool,
+    policy: Option<(&BindPolicy, &Path, &Path)>,
+) -> Result<Bind, RuntimeError> {
+    let err = |source_err| RuntimeError::BindSource {
+        path: source.to_path_buf(),
+        source: source_err,
+    };
     let canonical = std::fs::canonicalize(source).map_err(err)?;
     let check = |path: &Path| -> Result<(), RuntimeError> {
         if let Some((policy, home, cwd)) = policy {
-            policy.check(path, home, cwd).map_err(|why| RuntimeError::BindRefused { path: path.to_path_buf(), why: why.to_string() })?;
+            policy
+                .check(path, home, cwd)
+                .map_err(|why| RuntimeError::BindRefused {
+                    path: path.to_path_buf(),
+                    why: why.to_string(),
+                })?;
         }
         Ok(())
     };
@@ -108,7 +129,13 @@ fn open_bind(source: &Path, target: String, read_only: bool, policy: Option<(&Bi
         let mut st: libc::stat = std::mem::zeroed();
         libc::fstat(fd.as_raw_fd(), &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
     };
-    Ok(Bind { source: opened, fd, target, read_only, is_dir })
+    Ok(Bind {
+        source: opened,
+        fd,
+        target,
+        read_only,
+        is_dir,
+    })
 }
 
 fn set(env: &mut Vec<(String, String)>, key: &str, value: String) {
@@ -125,10 +152,19 @@ fn split_env(kv: &str) -> Option<(&str, &str)> {
 /// Builds the environment: host (unless `cleanenv`), then the image's ENV, then berth's
 /// own variables, then `--env`. PATH comes from the image, never from the host: host PATH
 /// entries mean nothing inside the image.
-pub fn environment(host: &[(String, String)], image: &ImageDefaults, options: &Options, id: &Identity) -> Result<Vec<String>, RuntimeError> {
+pub fn environment(
+    host: &[(String, String)],
+    image: &ImageDefaults,
+    options: &Options,
+    id: &Identity,
+) -> Result<Vec<String>, RuntimeError> {
     let mut env: Vec<(String, String)> = Vec::new();
     for (k, v) in host {
-        let keep = if options.cleanenv { matches!(k.as_str(), "TERM" | "LANG") } else { k != "PATH" };
+        let keep = if options.cleanenv {
+            matches!(k.as_str(), "TERM" | "LANG")
+        } else {
+            k != "PATH"
+        };
         if keep {
             set(&mut env, k, v.clone());
         }
@@ -199,7 +235,11 @@ pub fn plan(
     let root = unsafe { libc::geteuid() } == 0;
     let identity = match (&options.user, root) {
         (Some(user), true) => Identity::lookup(user, true)?,
-        (Some(_), false) => return Err(RuntimeError::NotPermitted("only root may run a container as another user (--user)".into())),
+        (Some(_), false) => {
+            return Err(RuntimeError::NotPermitted(
+                "only root may run a container as another user (--user)".into(),
+            ))
+        }
         (None, _) => Identity::current()?,
     };
     let rootless = !root;
@@ -210,7 +250,9 @@ pub fn plan(
     }
     if let Rootfs::Squashfs(_) = rootfs {
         if rootless {
-            return Err(RuntimeError::NotPermitted("mounting a squashfs image needs root".into()));
+            return Err(RuntimeError::NotPermitted(
+                "mounting a squashfs image needs root".into(),
+            ));
         }
     }
     // The policy binds a user; root running as itself is the administrator.
@@ -219,12 +261,16 @@ pub fn plan(
     let policy_args = enforce.then_some((policy, home.as_path(), cwd));
 
     let mut binds: Vec<Bind> = Vec::new();
-    let home_bound = !options.no_home && home.is_dir() && !is_system_dir(&home) && policy.check(&home, &home, cwd).is_ok();
+    let home_bound = !options.no_home
+        && home.is_dir()
+        && !is_system_dir(&home)
+        && policy.check(&home, &home, cwd).is_ok();
     if home_bound {
         binds.push(open_bind(&home, identity.home.clone(), false, policy_args)?);
     }
     let cwd_covered = home_bound && cwd.starts_with(&home);
-    let cwd_bound = !is_system_dir(cwd) && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
+    let cwd_bound =
+        !is_system_dir(cwd) && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
     if cwd_bound && !cwd_covered {
         if let Some(target) = cwd.to_str() {
             binds.push(open_bind(cwd, target.to_string(), false, policy_args)?);
@@ -232,7 +278,11 @@ pub fn plan(
     }
     for spec in &options.binds {
         let (src, dst, ro) = parse_bind(spec)?;
-        let src = if src.is_relative() { cwd.join(src) } else { src };
+        let src = if src.is_relative() {
+            cwd.join(src)
+        } else {
+            src
+        };
         binds.push(open_bind(&src, dst, ro, policy_args)?);
     }
     // Parents before children, so that a bind inside another bind's target lands on top.
@@ -242,7 +292,10 @@ pub fn plan(
     let gpu = match &options.gpus {
         Some(request) => {
             let injection = gpu::discover(Path::new("/"), request)?;
-            for (k, v) in [("CUDA_VISIBLE_DEVICES", &injection.visible_devices), ("NVIDIA_VISIBLE_DEVICES", &injection.visible_devices)] {
+            for (k, v) in [
+                ("CUDA_VISIBLE_DEVICES", &injection.visible_devices),
+                ("NVIDIA_VISIBLE_DEVICES", &injection.visible_devices),
+            ] {
                 env.retain(|kv| !kv.starts_with(&format!("{k}=")));
                 env.push(format!("{k}={v}"));
             }
@@ -294,11 +347,26 @@ mod tests {
 
     #[test]
     fn bind_syntax() {
-        assert_eq!(parse_bind("/data").unwrap(), ("/data".into(), "/data".into(), false));
-        assert_eq!(parse_bind("/data:ro").unwrap(), ("/data".into(), "/data".into(), true));
-        assert_eq!(parse_bind("/a:/b").unwrap(), ("/a".into(), "/b".into(), false));
-        assert_eq!(parse_bind("/a:/b:ro").unwrap(), ("/a".into(), "/b".into(), true));
-        assert_eq!(parse_bind("rel:/b:rw").unwrap(), ("rel".into(), "/b".into(), false));
+        assert_eq!(
+            parse_bind("/data").unwrap(),
+            ("/data".into(), "/data".into(), false)
+        );
+        assert_eq!(
+            parse_bind("/data:ro").unwrap(),
+            ("/data".into(), "/data".into(), true)
+        );
+        assert_eq!(
+            parse_bind("/a:/b").unwrap(),
+            ("/a".into(), "/b".into(), false)
+        );
+        assert_eq!(
+            parse_bind("/a:/b:ro").unwrap(),
+            ("/a".into(), "/b".into(), true)
+        );
+        assert_eq!(
+            parse_bind("rel:/b:rw").unwrap(),
+            ("rel".into(), "/b".into(), false)
+        );
         assert!(parse_bind("/a:b").is_err());
         assert!(parse_bind("/a:/").is_err());
         assert!(parse_bind("/a:/b:rx").is_err());
@@ -308,9 +376,24 @@ mod tests {
 
     #[test]
     fn environment_layers() {
-        let host = vec![("PATH".into(), "/home/ann/.cargo/bin".into()), ("FOO".into(), "host".into()), ("TERM".into(), "xterm".into())];
-        let image = ImageDefaults { name: "img".into(), env: vec!["PATH=/opt/bin:/bin".into(), "FOO=image".into(), "BAR=1".into()], ..Default::default() };
-        let options = Options { env: vec!["BAR=2".into(), "EMPTY=".into()], ..Default::default() };
+        let host = vec![
+            ("PATH".into(), "/home/ann/.cargo/bin".into()),
+            ("FOO".into(), "host".into()),
+            ("TERM".into(), "xterm".into()),
+        ];
+        let image = ImageDefaults {
+            name: "img".into(),
+            env: vec![
+                "PATH=/opt/bin:/bin".into(),
+                "FOO=image".into(),
+                "BAR=1".into(),
+            ],
+            ..Default::default()
+        };
+        let options = Options {
+            env: vec!["BAR=2".into(), "EMPTY=".into()],
+            ..Default::default()
+        };
         let env = environment(&host, &image, &options, &ann()).unwrap();
         assert!(env.contains(&"PATH=/opt/bin:/bin".to_string()));
         assert!(env.contains(&"FOO=image".to_string()));
@@ -320,23 +403,48 @@ mod tests {
         assert!(env.contains(&"BERTH_CONTAINER=img".to_string()));
         assert!(env.contains(&"TERM=xterm".to_string()));
 
-        let clean = Options { cleanenv: true, ..Default::default() };
+        let clean = Options {
+            cleanenv: true,
+            ..Default::default()
+        };
         let env = environment(&host, &ImageDefaults::default(), &clean, &ann()).unwrap();
         assert!(!env.iter().any(|kv| kv.starts_with("FOO=")));
         assert!(env.contains(&"TERM=xterm".to_string()));
         assert!(env.contains(&format!("PATH={DEFAULT_PATH}")));
 
-        let bad = Options { env: vec!["NOVALUE".into()], ..Default::default() };
-        assert!(matches!(environment(&host, &image, &bad, &ann()), Err(RuntimeError::EnvSyntax(_))));
+        let bad = Options {
+            env: vec!["NOVALUE".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            environment(&host, &image, &bad, &ann()),
+            Err(RuntimeError::EnvSyntax(_))
+        ));
     }
 
     #[test]
     fn programs() {
-        let image = ImageDefaults { entrypoint: Some(vec!["/init".into()]), cmd: Some(vec!["serve".into()]), ..Default::default() };
-        assert_eq!(program(&image, &Action::Run(vec![])).unwrap(), Program::Argv(vec!["/init".into(), "serve".into()]));
-        assert_eq!(program(&image, &Action::Run(vec!["x".into()])).unwrap(), Program::Argv(vec!["/init".into(), "x".into()]));
-        assert_eq!(program(&image, &Action::Exec(vec!["ls".into()])).unwrap(), Program::Argv(vec!["ls".into()]));
-        assert!(matches!(program(&ImageDefaults::default(), &Action::Run(vec![])), Err(RuntimeError::NothingToRun)));
+        let image = ImageDefaults {
+            entrypoint: Some(vec!["/init".into()]),
+            cmd: Some(vec!["serve".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            program(&image, &Action::Run(vec![])).unwrap(),
+            Program::Argv(vec!["/init".into(), "serve".into()])
+        );
+        assert_eq!(
+            program(&image, &Action::Run(vec!["x".into()])).unwrap(),
+            Program::Argv(vec!["/init".into(), "x".into()])
+        );
+        assert_eq!(
+            program(&image, &Action::Exec(vec!["ls".into()])).unwrap(),
+            Program::Argv(vec!["ls".into()])
+        );
+        assert!(matches!(
+            program(&ImageDefaults::default(), &Action::Run(vec![])),
+            Err(RuntimeError::NothingToRun)
+        ));
     }
 
     #[test]
@@ -351,16 +459,40 @@ mod tests {
     #[test]
     fn refused_bind_names_the_rule() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = BindPolicy { allow: vec!["$HOME".into()], deny: vec![] };
+        let policy = BindPolicy {
+            allow: vec!["$HOME".into()],
+            deny: vec![],
+        };
         let home = dir.path().join("home");
         std::fs::create_dir(&home).unwrap();
-        let err = open_bind(Path::new("/etc"), "/etc2".into(), false, Some((&policy, &home, Path::new("/")))).unwrap_err();
+        let err = open_bind(
+            Path::new("/etc"),
+            "/etc2".into(),
+            false,
+            Some((&policy, &home, Path::new("/"))),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("$HOME"), "{err}");
         // A symlink inside an allowed directory pointing outside it is judged by its target.
         std::os::unix::fs::symlink("/etc", home.join("sneaky")).unwrap();
-        let err = open_bind(&home.join("sneaky"), "/x".into(), false, Some((&policy, &home, Path::new("/")))).unwrap_err();
-        assert!(matches!(err, RuntimeError::BindRefused { ref path, .. } if path == Path::new("/etc")), "{err}");
-        let ok = open_bind(&home, "/h".into(), true, Some((&policy, &home, Path::new("/")))).unwrap();
+        let err = open_bind(
+            &home.join("sneaky"),
+            "/x".into(),
+            false,
+            Some((&policy, &home, Path::new("/"))),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::BindRefused { ref path, .. } if path == Path::new("/etc")),
+            "{err}"
+        );
+        let ok = open_bind(
+            &home,
+            "/h".into(),
+            true,
+            Some((&policy, &home, Path::new("/"))),
+        )
+        .unwrap();
         assert!(ok.is_dir && ok.read_only);
     }
 }

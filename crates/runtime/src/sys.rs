@@ -12,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub fn cstr(path: impl AsRef<Path>) -> io::Result<CString> {
-    CString::new(path.as_ref().as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(path.as_ref().as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -28,12 +29,32 @@ pub fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-pub fn mount(source: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+pub fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let c = |s: Option<&str>| s.map(|s| CString::new(s).expect("mount arguments have no NUL"));
-    let (source, target, fstype, data) = (c(source), c(Some(target)).expect("target given"), c(fstype), c(data));
+    let (source, target, fstype, data) = (
+        c(source),
+        c(Some(target)).expect("target given"),
+        c(fstype),
+        c(data),
+    );
     let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
     // SAFETY: every pointer is NUL-terminated and outlives the call, or null where allowed.
-    check(unsafe { libc::mount(ptr(&source), target.as_ptr(), ptr(&fstype), flags, ptr(&data).cast()) }).map(drop)
+    check(unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    })
+    .map(drop)
 }
 
 pub fn umount_detach(target: &str) -> io::Result<()> {
@@ -48,7 +69,9 @@ pub fn pivot_into(new_root: &str) -> io::Result<()> {
     chdir(new_root)?;
     let dot = cstr(".")?;
     // SAFETY: raw syscall with two NUL-terminated paths.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)?;
+    check(
+        unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int,
+    )?;
     umount_detach(".")?;
     chdir("/")
 }
@@ -73,8 +96,19 @@ const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 
 /// openat2(2) with RESOLVE_IN_ROOT: `path` is resolved as if `root` were `/`, so symlinks and
 /// `..` inside an image can never lead outside it.
-pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-    openat2(root.as_raw_fd(), path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+pub fn open_in_root(
+    root: &OwnedFd,
+    path: &str,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    openat2(
+        root.as_raw_fd(),
+        path,
+        flags,
+        mode,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// Opens `path` (absolute) as O_PATH, refusing symlinks anywhere in it, and checks that it
@@ -82,7 +116,13 @@ pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int, mode: u32) -
 /// unshared still point into the old namespace, where mount(2) cannot take them as a bind
 /// source; this reopens them in the new one without giving a symlink swap a window.
 pub fn reopen_same(path: &Path, expected: &OwnedFd) -> io::Result<OwnedFd> {
-    let fd = openat2(libc::AT_FDCWD, &path.to_string_lossy(), libc::O_PATH, 0, RESOLVE_NO_SYMLINKS)?;
+    let fd = openat2(
+        libc::AT_FDCWD,
+        &path.to_string_lossy(),
+        libc::O_PATH,
+        0,
+        RESOLVE_NO_SYMLINKS,
+    )?;
     let id = |fd: RawFd| -> io::Result<(u64, u64)> {
         // SAFETY: fstat fills a zeroed stat we own.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -91,16 +131,36 @@ pub fn reopen_same(path: &Path, expected: &OwnedFd) -> io::Result<OwnedFd> {
         Ok((st.st_dev, st.st_ino))
     };
     if id(fd.as_raw_fd())? != id(expected.as_raw_fd())? {
-        return Err(io::Error::other("it was replaced while the container was starting"));
+        return Err(io::Error::other(
+            "it was replaced while the container was starting",
+        ));
     }
     Ok(fd)
 }
 
-fn openat2(dir: RawFd, path: &str, flags: libc::c_int, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+fn openat2(
+    dir: RawFd,
+    path: &str,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let p = cstr(path)?;
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: mode as u64, resolve };
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: mode as u64,
+        resolve,
+    };
     // SAFETY: `how` is a valid open_how of the size passed; the path is NUL-terminated.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir, p.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -125,24 +185,41 @@ pub fn open(path: impl AsRef<Path>, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The mount flags (MS_*) of the filesystem holding `fd`, as statvfs reports them. A bind
-/// remount inside a user namespace must keep the flags the kernel locked (nosuid, nodev,
-/// noexec, atime) or it fails with EPERM.
-pub fn mount_flags(fd: &impl AsRawFd) -> io::Result<libc::c_ulong> {
-    // SAFETY: fstatvfs fills the zeroed struct we own.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and struct pointer.
-    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) })?;
-    let pairs = [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ];
-    Ok(pairs.iter().filter(|(st, _)| s.f_flag & st != 0).fold(0, |acc, (_, ms)| acc | ms))
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) (Linux 5.12) on the mount `fd` names and every mount below it: unlike a
+/// bind remount it reaches submounts, and it only adds flags, so the flags a user namespace
+/// locks never need restating.
+pub fn set_mount_attrs(fd: &impl AsRawFd, attrs: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: a valid mount_attr of the size passed, an empty NUL-terminated path with AT_EMPTY_PATH.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
 }
 
 // Loop devices (linux/loop.h).
@@ -190,14 +267,23 @@ pub fn attach_loop(file: &OwnedFd) -> io::Result<(OwnedFd, String)> {
         config.fd = file.as_raw_fd() as u32;
         config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
         // SAFETY: LOOP_CONFIGURE reads a loop_config of exactly this layout.
-        match check(unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) }) {
+        match check(unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig,
+            )
+        }) {
             Ok(_) => return Ok((dev, path)),
             // Another process took this device between GET_FREE and CONFIGURE: try the next.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::ResourceBusy, "no free loop device after 16 attempts"))
+    Err(io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "no free loop device after 16 attempts",
+    ))
 }
 
 pub fn write_file(path: &str, text: &str) -> io::Result<()> {
@@ -223,7 +309,16 @@ pub fn drop_bounding_capabilities() -> io::Result<()> {
         }
     }
     // SAFETY: clears the ambient set; no pointers.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) }).map(drop)
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// Clears the effective, permitted and inheritable sets (what uid 0 would otherwise keep).
@@ -240,10 +335,21 @@ pub fn clear_capabilities() -> io::Result<()> {
         permitted: u32,
         inheritable: u32,
     }
-    let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
-    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: capset with a version-3 header and the two data words that version expects.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } as libc::c_int).map(drop)
+    check(
+        unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) }
+            as libc::c_int,
+    )
+    .map(drop)
 }
 
 pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
@@ -281,7 +387,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// async-signal-safe calls in the child); berth's runtime entry points are.
 pub unsafe fn clone(flags: libc::c_int) -> io::Result<libc::pid_t> {
     // SAFETY: with a null stack the child runs on a copy-on-write copy of ours, as with fork.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -28,7 +28,11 @@ pub fn layer_bytes(entries: &[E]) -> Vec<u8> {
         gnu.name[..name.len()].copy_from_slice(name.as_bytes());
         gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(kind);
-        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_size(data.len() as u64);
         h.set_uid(0);
         h.set_gid(0);
@@ -66,7 +70,10 @@ pub fn read_tar(bytes: &[u8]) -> BTreeMap<String, Out> {
                 Out::File(s)
             }
         };
-        assert!(map.insert(path.clone(), out).is_none(), "{path} written twice");
+        assert!(
+            map.insert(path.clone(), out).is_none(),
+            "{path} written twice"
+        );
     }
     map
 }
@@ -96,8 +103,18 @@ fn file(s: &str) -> Out {
 #[test]
 fn later_layers_replace_and_whiteouts_remove() {
     let (tree, stats) = run(&[
-        &[E::Dir("etc/"), E::File("etc/a", "1"), E::File("etc/b", "1"), E::Dir("var/"), E::File("var/log", "x")],
-        &[E::File("etc/a", "2"), E::File("etc/.wh.b", ""), E::File(".wh.var", "")],
+        &[
+            E::Dir("etc/"),
+            E::File("etc/a", "1"),
+            E::File("etc/b", "1"),
+            E::Dir("var/"),
+            E::File("var/log", "x"),
+        ],
+        &[
+            E::File("etc/a", "2"),
+            E::File("etc/.wh.b", ""),
+            E::File(".wh.var", ""),
+        ],
     ])
     .unwrap();
     assert_eq!(tree.get("etc/a"), Some(&file("2")));
@@ -111,18 +128,31 @@ fn later_layers_replace_and_whiteouts_remove() {
 #[test]
 fn opaque_directory_hides_lower_content_only() {
     let (tree, _) = run(&[
-        &[E::Dir("opt/"), E::File("opt/old", "o"), E::Dir("opt/sub/"), E::File("opt/sub/x", "x")],
+        &[
+            E::Dir("opt/"),
+            E::File("opt/old", "o"),
+            E::Dir("opt/sub/"),
+            E::File("opt/sub/x", "x"),
+        ],
         &[E::File("opt/new", "n"), E::File("opt/.wh..wh..opq", "")],
     ])
     .unwrap();
     assert_eq!(tree.get("opt/new"), Some(&file("n")));
-    assert!(!tree.contains_key("opt/old") && !tree.contains_key("opt/sub/x") && !tree.contains_key("opt/sub"));
+    assert!(
+        !tree.contains_key("opt/old")
+            && !tree.contains_key("opt/sub/x")
+            && !tree.contains_key("opt/sub")
+    );
 }
 
 #[test]
 fn whiteout_in_same_layer_does_not_hide_that_layers_file() {
     // OCI: whiteouts apply to lower layers only.
-    let (tree, _) = run(&[&[E::File("a", "lower")], &[E::Dir("a/"), E::File("a/new", "n"), E::File(".wh.a", "")]]).unwrap();
+    let (tree, _) = run(&[
+        &[E::File("a", "lower")],
+        &[E::Dir("a/"), E::File("a/new", "n"), E::File(".wh.a", "")],
+    ])
+    .unwrap();
     assert_eq!(tree.get("a"), Some(&Out::Dir));
     assert_eq!(tree.get("a/new"), Some(&file("n")));
 }
@@ -130,24 +160,35 @@ fn whiteout_in_same_layer_does_not_hide_that_layers_file() {
 #[test]
 fn dot_dot_is_refused() {
     let err = run(&[&[E::File("../../etc/evil", "pwned")]]).unwrap_err();
-    assert!(matches!(err, ImageError::BadLayer { layer: 0, .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::BadLayer { layer: 0, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(".."), "{err}");
     let err = run(&[&[E::File("a", "1")], &[E::File("usr/../../x", "pwned")]]).unwrap_err();
-    assert!(matches!(err, ImageError::BadLayer { layer: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::BadLayer { layer: 1, .. }),
+        "{err}"
+    );
     let err = run(&[&[E::File("a", "1"), E::Hardlink("b", "../../etc/shadow")]]).unwrap_err();
     assert!(err.to_string().contains("hardlink"), "{err}");
 }
 
 #[test]
 fn absolute_paths_stay_inside_the_root() {
-    let (tree, _) = run(&[&[E::File("/etc/evil", "inside"), E::File("//./bin//sh", "sh")]]).unwrap();
+    let (tree, _) =
+        run(&[&[E::File("/etc/evil", "inside"), E::File("//./bin//sh", "sh")]]).unwrap();
     assert_eq!(tree.get("etc/evil"), Some(&file("inside")));
     assert_eq!(tree.get("bin/sh"), Some(&file("sh")));
 }
 
 #[test]
 fn symlink_planted_in_a_lower_layer_is_replaced_not_followed() {
-    let (tree, _) = run(&[&[E::Symlink("evil", "/etc")], &[E::File("evil/passwd", "root::0:0::/:/bin/sh")]]).unwrap();
+    let (tree, _) = run(&[
+        &[E::Symlink("evil", "/etc")],
+        &[E::File("evil/passwd", "root::0:0::/:/bin/sh")],
+    ])
+    .unwrap();
     assert_eq!(tree.get("evil/passwd"), Some(&file("root::0:0::/:/bin/sh")));
     // The symlink is gone; "evil" is now an (implied) directory inside the image.
     assert!(!matches!(tree.get("evil"), Some(Out::Symlink(_))));
@@ -155,7 +196,12 @@ fn symlink_planted_in_a_lower_layer_is_replaced_not_followed() {
 
 #[test]
 fn symlink_planted_earlier_in_the_same_layer_is_replaced_not_followed() {
-    let (tree, _) = run(&[&[E::Symlink("up", "../../.."), E::File("up/tmp/x", "x"), E::Symlink("ok", "usr/bin")]]).unwrap();
+    let (tree, _) = run(&[&[
+        E::Symlink("up", "../../.."),
+        E::File("up/tmp/x", "x"),
+        E::Symlink("ok", "usr/bin"),
+    ]])
+    .unwrap();
     assert_eq!(tree.get("up/tmp/x"), Some(&file("x")));
     assert!(!matches!(tree.get("up"), Some(Out::Symlink(_))));
     // A symlink nobody writes through is kept verbatim: it is resolved inside the container.
@@ -164,21 +210,35 @@ fn symlink_planted_earlier_in_the_same_layer_is_replaced_not_followed() {
 
 #[test]
 fn device_nodes_are_dropped() {
-    let (tree, stats) = run(&[&[E::Dir("dev/"), E::CharDev("dev/sda"), E::CharDev("../../dev/mem")]]).unwrap();
+    let (tree, stats) = run(&[&[
+        E::Dir("dev/"),
+        E::CharDev("dev/sda"),
+        E::CharDev("../../dev/mem"),
+    ]])
+    .unwrap();
     assert!(!tree.contains_key("dev/sda"));
     assert_eq!(stats.devices_dropped, 2);
 }
 
 #[test]
 fn file_replacing_a_directory_removes_its_children() {
-    let (tree, _) = run(&[&[E::Dir("d/"), E::File("d/x", "x")], &[E::File("d", "now a file")]]).unwrap();
+    let (tree, _) = run(&[
+        &[E::Dir("d/"), E::File("d/x", "x")],
+        &[E::File("d", "now a file")],
+    ])
+    .unwrap();
     assert_eq!(tree.get("d"), Some(&file("now a file")));
     assert!(!tree.contains_key("d/x"));
 }
 
 #[test]
 fn hardlinks() {
-    let (tree, _) = run(&[&[E::File("a", "data"), E::Hardlink("b", "a"), E::Hardlink("c", "./b")]]).unwrap();
+    let (tree, _) = run(&[&[
+        E::File("a", "data"),
+        E::Hardlink("b", "a"),
+        E::Hardlink("c", "./b"),
+    ]])
+    .unwrap();
     assert_eq!(tree.get("b"), Some(&Out::Hardlink("a".into())));
     assert_eq!(tree.get("c"), Some(&Out::Hardlink("a".into())));
     let err = run(&[&[E::Hardlink("b", "missing")]]).unwrap_err();
@@ -190,13 +250,20 @@ fn hardlinks() {
 #[test]
 fn hardlink_keeps_original_content_when_a_later_layer_replaces_the_original() {
     let (tree, _) = run(&[
-        &[E::File("bin/tool", "v1"), E::Hardlink("bin/alias", "bin/tool"), E::Hardlink("bin/alias2", "bin/tool")],
+        &[
+            E::File("bin/tool", "v1"),
+            E::Hardlink("bin/alias", "bin/tool"),
+            E::Hardlink("bin/alias2", "bin/tool"),
+        ],
         &[E::File("bin/tool", "v2")],
     ])
     .unwrap();
     assert_eq!(tree.get("bin/tool"), Some(&file("v2")));
     assert_eq!(tree.get("bin/alias"), Some(&file("v1")));
-    assert_eq!(tree.get("bin/alias2"), Some(&Out::Hardlink("bin/alias".into())));
+    assert_eq!(
+        tree.get("bin/alias2"),
+        Some(&Out::Hardlink("bin/alias".into()))
+    );
 }
 
 #[test]
@@ -209,17 +276,30 @@ fn compressed_layers_and_digests() {
     let gz = gz.finish().unwrap();
     let path = dir.path().join("layer.tar.gz");
     std::fs::write(&path, &gz).unwrap();
-    let layer = Layer { digest: Some(Digest::of(&gz)), diff_id: Some(Digest::of(&plain)), ..Layer::file(&path) };
+    let layer = Layer {
+        digest: Some(Digest::of(&gz)),
+        diff_id: Some(Digest::of(&plain)),
+        ..Layer::file(&path)
+    };
     let mut out = Vec::new();
     let stats = flatten(std::slice::from_ref(&layer), dir.path(), &mut out).unwrap();
     assert_eq!(read_tar(&out).get("hello"), Some(&file("world")));
     assert_eq!(stats.diff_ids, vec![Digest::of(&plain)]);
 
-    let wrong = Layer { digest: Some(Digest::of(b"other")), ..layer.clone() };
+    let wrong = Layer {
+        digest: Some(Digest::of(b"other")),
+        ..layer.clone()
+    };
     let err = flatten(&[wrong], dir.path(), &mut Vec::new()).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-    let wrong = Layer { diff_id: Some(Digest::of(b"other")), ..layer };
-    assert!(matches!(flatten(&[wrong], dir.path(), &mut Vec::new()), Err(ImageError::DigestMismatch { .. })));
+    let wrong = Layer {
+        diff_id: Some(Digest::of(b"other")),
+        ..layer
+    };
+    assert!(matches!(
+        flatten(&[wrong], dir.path(), &mut Vec::new()),
+        Err(ImageError::DigestMismatch { .. })
+    ));
 }
 
 #[test]

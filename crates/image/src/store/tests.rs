@@ -27,7 +27,11 @@ fn config_for(layers: &[&[u8]], env: &str) -> Vec<u8> {
 
 /// A `docker save` archive of two layers, the second deleting a file of the first.
 fn docker_archive(dir: &Path) -> (PathBuf, Digest) {
-    let l1 = layer_bytes(&[E::Dir("etc/"), E::File("etc/motd", "hello"), E::File("etc/old", "x")]);
+    let l1 = layer_bytes(&[
+        E::Dir("etc/"),
+        E::File("etc/motd", "hello"),
+        E::File("etc/old", "x"),
+    ]);
     let l2 = layer_bytes(&[E::File("etc/.wh.old", ""), E::File("etc/new", "new")]);
     let config = config_for(&[&l1, &l2], "A=1");
     let id = Digest::of(&config);
@@ -36,7 +40,12 @@ fn docker_archive(dir: &Path) -> (PathBuf, Digest) {
     }]))
     .unwrap();
     let config_name = format!("{}.json", id.hex());
-    let archive = tar_of(&[("manifest.json", &manifest), (&config_name, &config), ("l1/layer.tar", &l1), ("l2/layer.tar", &l2)]);
+    let archive = tar_of(&[
+        ("manifest.json", &manifest),
+        (&config_name, &config),
+        ("l1/layer.tar", &l1),
+        ("l2/layer.tar", &l2),
+    ]);
     let path = dir.join("app.tar");
     std::fs::write(&path, archive).unwrap();
     (path, id)
@@ -69,8 +78,16 @@ fn oci_layout(dir: &Path) -> PathBuf {
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_d, "size": manifest.len(),
         "annotations": {"org.opencontainers.image.ref.name": "tools:2"}
     }]});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     layout
 }
 
@@ -81,7 +98,10 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn staging_is_empty(store: &Store) -> bool {
-    std::fs::read_dir(store.root().join("tmp")).unwrap().next().is_none()
+    std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none()
 }
 
 #[test]
@@ -98,15 +118,27 @@ fn docker_archive_imports_flattened_and_runs_from_a_directory() {
     assert!(staging_is_empty(&store));
 
     let rootfs = store.rootfs_dir(&record).unwrap();
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hello");
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/new")).unwrap(), "new");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/new")).unwrap(),
+        "new"
+    );
     assert!(!rootfs.join("etc/old").exists());
 
     assert_eq!(store.resolve("lab/app:1").unwrap().id, id);
     assert_eq!(store.resolve(&id.hex()[..8]).unwrap().id, id);
     assert_eq!(store.resolve(id.as_str()).unwrap().id, id);
-    assert!(matches!(store.resolve("lab/app:2"), Err(ImageError::NotFound(_))));
-    assert!(matches!(store.resolve("lab/app"), Err(ImageError::NotFound(_))));
+    assert!(matches!(
+        store.resolve("lab/app:2"),
+        Err(ImageError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.resolve("lab/app"),
+        Err(ImageError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -117,14 +149,24 @@ fn oci_layout_directory_and_archive() {
     assert_eq!(record.names, vec!["tools:2"]);
     assert_eq!(record.config.env, vec!["B=2"]);
     let rootfs = store.rootfs_dir(&record).unwrap();
-    assert_eq!(std::fs::read_to_string(rootfs.join("bin/tool")).unwrap(), "#!/bin/sh\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("bin/tool")).unwrap(),
+        "#!/bin/sh\n"
+    );
 
     // The same layout as a tar archive, renamed on import: same image id.
     let tar_path = dir.path().join("layout.tar");
     let mut b = tar::Builder::new(File::create(&tar_path).unwrap());
     b.append_dir_all(".", &layout).unwrap();
     b.into_inner().unwrap().flush().unwrap();
-    let again = store.import(&tar_path, &ImportOptions { name: Some("copy".into()) }).unwrap();
+    let again = store
+        .import(
+            &tar_path,
+            &ImportOptions {
+                name: Some("copy".into()),
+            },
+        )
+        .unwrap();
     assert_eq!(again.id, record.id);
     assert_eq!(again.names, vec!["copy:latest", "tools:2"]);
     assert_eq!(store.list().unwrap().len(), 1);
@@ -138,20 +180,54 @@ fn rootfs_directory_and_tarball() {
     std::fs::write(root.join("bin/hello"), "hi").unwrap();
     std::os::unix::fs::symlink("hello", root.join("bin/hi")).unwrap();
     std::fs::hard_link(root.join("bin/hello"), root.join("bin/hello2")).unwrap();
-    let a = store.import(&root, &ImportOptions { name: Some("mytools:1".into()) }).unwrap();
-    let b = store.import(&root, &ImportOptions { name: Some("mytools:1".into()) }).unwrap();
-    assert_eq!(a.id, b.id, "importing the same tree twice gives the same id");
+    let a = store
+        .import(
+            &root,
+            &ImportOptions {
+                name: Some("mytools:1".into()),
+            },
+        )
+        .unwrap();
+    let b = store
+        .import(
+            &root,
+            &ImportOptions {
+                name: Some("mytools:1".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        a.id, b.id,
+        "importing the same tree twice gives the same id"
+    );
     let rootfs = store.rootfs_dir(&a).unwrap();
-    assert_eq!(std::fs::read_to_string(rootfs.join("bin/hi")).unwrap(), "hi");
-    assert_eq!(std::fs::read_link(rootfs.join("bin/hi")).unwrap(), Path::new("hello"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("bin/hi")).unwrap(),
+        "hi"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin/hi")).unwrap(),
+        Path::new("hello")
+    );
 
     let tgz = dir.path().join("rootfs.tar.gz");
-    let gz = flate2::write::GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
+    let gz =
+        flate2::write::GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
     b.append_dir_all(".", &root).unwrap();
     b.into_inner().unwrap().finish().unwrap();
-    let c = store.import(&tgz, &ImportOptions { name: Some("fromtar".into()) }).unwrap();
-    assert_eq!(std::fs::read_to_string(store.rootfs_dir(&c).unwrap().join("bin/hello2")).unwrap(), "hi");
+    let c = store
+        .import(
+            &tgz,
+            &ImportOptions {
+                name: Some("fromtar".into()),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(store.rootfs_dir(&c).unwrap().join("bin/hello2")).unwrap(),
+        "hi"
+    );
 }
 
 #[test]
@@ -164,17 +240,23 @@ fn tampered_or_truncated_archives_leave_nothing_behind() {
     bytes[at] = b'j';
     let tampered = dir.path().join("tampered.tar");
     std::fs::write(&tampered, &bytes).unwrap();
-    let err = store.import(&tampered, &ImportOptions::default()).unwrap_err();
+    let err = store
+        .import(&tampered, &ImportOptions::default())
+        .unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
 
     let truncated = dir.path().join("truncated.tar");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let err = store.import(&truncated, &ImportOptions::default()).unwrap_err();
+    let err = store
+        .import(&truncated, &ImportOptions::default())
+        .unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 
     let garbage = dir.path().join("garbage.tar");
     std::fs::write(&garbage, b"this is not an archive").unwrap();
-    let err = store.import(&garbage, &ImportOptions::default()).unwrap_err();
+    let err = store
+        .import(&garbage, &ImportOptions::default())
+        .unwrap_err();
     assert!(err.to_string().contains("not a tar archive"), "{err}");
 
     assert!(store.list().unwrap().is_empty());
@@ -211,8 +293,13 @@ fn concurrent_imports_of_one_image_make_one_good_copy() {
     }
     assert_eq!(store.list().unwrap().len(), 1);
     assert!(staging_is_empty(&store));
-    let rootfs = store.rootfs_dir(&store.resolve("lab/app:1").unwrap()).unwrap();
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hello");
+    let rootfs = store
+        .rootfs_dir(&store.resolve("lab/app:1").unwrap())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
+        "hello"
+    );
 }
 
 #[test]
@@ -220,8 +307,17 @@ fn remove_and_prune() {
     let (dir, store) = store();
     let (path, id) = docker_archive(dir.path());
     store.import(&path, &ImportOptions::default()).unwrap();
-    store.import(&path, &ImportOptions { name: Some("other:tag".into()) }).unwrap();
-    store.rootfs_dir(&store.resolve("other:tag").unwrap()).unwrap();
+    store
+        .import(
+            &path,
+            &ImportOptions {
+                name: Some("other:tag".into()),
+            },
+        )
+        .unwrap();
+    store
+        .rootfs_dir(&store.resolve("other:tag").unwrap())
+        .unwrap();
     // Removing one of two names keeps the image.
     assert!(store.remove("other:tag").unwrap().is_empty());
     assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
