@@ -211,7 +211,8 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(utc(0), "1970-01-01 00:00");
-        assert_eq!(utc(1_795_000_000), "2026-11-19 07:06");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(human_size(999), "999 B");
         assert_eq!(human_size(12_300_000), "12.3 MB");
     }

@@ -1,1 +1,9 @@
+//! End-to-end tests of images and containers: they drive the real `berth` binary, as root,
+//! as root acting for the unprivileged `berthtest` user, and as that user itself (the rootless
+//! path). They need root (CI runs as root) and skip themselves otherwise.
 
+mod cgroups;
+mod exec;
+mod image;
+mod security;
+mod support;

@@ -474,6 +474,10 @@ fn drop_privileges(spec: &ContainerSpec) -> Result<(), Failure> {
         sys::set_identity(id.uid, id.gid, &groups)
             .map_err(fail(format!("switching to user {} ({})", id.user, id.uid)))?;
     }
+    // Changing credentials cleared the parent-death signal (prctl(2)): set it again, so the
+    // program dies with berth even when berth is SIGKILLed.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(fail("setting the parent-death signal"))?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail("setting no_new_privs"))?;
     sys::clear_capabilities().map_err(fail("dropping capabilities"))
 }

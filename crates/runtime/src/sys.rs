@@ -69,9 +69,8 @@ pub fn pivot_into(new_root: &str) -> io::Result<()> {
     chdir(new_root)?;
     let dot = cstr(".")?;
     // SAFETY: raw syscall with two NUL-terminated paths.
-    check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int,
-    )?;
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    check(r as libc::c_int)?;
     umount_detach(".")?;
     chdir("/")
 }

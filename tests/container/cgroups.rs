@@ -1,0 +1,212 @@
+//! Resource limits, and that nothing (cgroups, mounts, loop devices) outlives a container.
+
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn memory_overrun_is_oom_killed_and_reported() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::RootAsUser);
+    let child = f
+        .cmd(
+            Mode::RootAsUser,
+            &[
+                "exec",
+                "--memory",
+                "32m",
+                "busybox",
+                "/bin/probe",
+                "hog",
+                "256",
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = Out::from_output(child);
+    assert_eq!(out.code, 128 + 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ran out of memory (limit 33.6 MB)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("survived"));
+    // Under the limit it runs.
+    assert_eq!(
+        f.berth(
+            Mode::RootAsUser,
+            &[
+                "exec",
+                "--memory",
+                "64m",
+                "busybox",
+                "/bin/probe",
+                "hog",
+                "8"
+            ]
+        )
+        .ok(),
+        "survived\n"
+    );
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::RootAsUser);
+    let out = f.berth(
+        Mode::RootAsUser,
+        &[
+            "exec",
+            "--pids-limit",
+            "10",
+            "busybox",
+            "/bin/probe",
+            "forks",
+            "50",
+        ],
+    );
+    let text = out.ok().trim().to_string();
+    let failed: u32 = text.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(failed >= 40, "at most 10 processes: {text}");
+}
+
+#[test]
+fn cpu_quota_and_cpuset_are_applied() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::RootAsUser);
+    // cgroup v1 (cpu controller) or v2 (unified): print the quota and the allowed CPUs.
+    let script = r#"
+        p=$(grep -E '(^|:)cpu(,[a-z]+)*:|^0::' /proc/self/cgroup | head -1 | cut -d: -f3)
+        if [ -f /sys/fs/cgroup/cpu$p/cpu.cfs_quota_us ]; then cat /sys/fs/cgroup/cpu$p/cpu.cfs_quota_us
+        else cut -d' ' -f1 /sys/fs/cgroup$p/cpu.max; fi
+        grep Cpus_allowed_list /proc/self/status | cut -f2"#;
+    let out = f.berth(
+        Mode::RootAsUser,
+        &[
+            "exec",
+            "--cpus",
+            "0.5",
+            "--cpuset-cpus",
+            "0",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(out.ok(), "50000\n0\n");
+}
+
+#[test]
+fn limits_need_root_and_say_so() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::Rootless);
+    let out = f.berth(
+        Mode::Rootless,
+        &["exec", "--memory", "32m", "busybox", "true"],
+    );
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("need root"), "{}", out.stderr);
+}
+
+#[test]
+fn nothing_is_left_behind_after_exit_failure_or_kill() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::RootAsUser);
+    let store = f.path("store-root");
+    let mut pids = Vec::new();
+    for script in ["true", "exit 3", "kill -KILL $$"] {
+        let child = f
+            .cmd(
+                Mode::RootAsUser,
+                &[
+                    "exec",
+                    "--memory",
+                    "64m",
+                    "--pids-limit",
+                    "50",
+                    "busybox",
+                    "sh",
+                    "-c",
+                    script,
+                ],
+            )
+            .spawn()
+            .unwrap();
+        pids.push(child.id());
+        let _ = child.wait_with_output();
+    }
+    let failed = f.berth(
+        Mode::RootAsUser,
+        &["exec", "--memory", "64m", "busybox", "no-such-command"],
+    );
+    assert_eq!(failed.code, 127);
+
+    // berth itself killed with SIGKILL: the container goes with it (parent-death signal).
+    let mut child = f
+        .cmd(
+            Mode::RootAsUser,
+            &[
+                "exec",
+                "--memory",
+                "64m",
+                "busybox",
+                "sh",
+                "-c",
+                "echo $$; exec sleep 1000",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let container_pid: i32 = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let berth_pid = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{container_pid}")).exists() {
+        assert!(Instant::now() < deadline, "the container outlived berth");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its cgroup is swept by the next container started with limits.
+    f.berth(
+        Mode::RootAsUser,
+        &["exec", "--memory", "64m", "busybox", "true"],
+    )
+    .ok();
+    pids.push(berth_pid);
+
+    for pid in pids {
+        assert!(
+            cgroups_of(pid).is_empty(),
+            "cgroups left by berth {pid}: {:?}",
+            cgroups_of(pid)
+        );
+    }
+    assert!(
+        host_mounts_with(store.to_str().unwrap()).is_empty(),
+        "{:?}",
+        host_mounts_with(store.to_str().unwrap())
+    );
+    // Loop devices detach themselves (autoclear) once the last mount is gone; give the
+    // kernel a moment to finish tearing the killed container's namespace down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loop_devices_under(&store).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "loop devices left: {:?}",
+            loop_devices_under(&store)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

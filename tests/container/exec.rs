@@ -1,0 +1,335 @@
+//! Running programs: exit statuses, identity, files, environment, stdio, pid namespace,
+//! signals, terminals.
+
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+#[test]
+fn exit_status_is_the_programs_own() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        assert_eq!(
+            f.berth(mode, &["exec", "busybox", "true"]).code,
+            0,
+            "{mode:?}"
+        );
+        assert_eq!(f.sh(mode, "exit 42").code, 42, "{mode:?}");
+        assert_eq!(f.sh(mode, "kill -TERM $$").code, 128 + 15, "{mode:?}");
+        let out = f.berth(mode, &["exec", "busybox", "no-such-command"]);
+        assert_eq!(out.code, 127, "{mode:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("no-such-command: command not found in the image"),
+            "{}",
+            out.stderr
+        );
+        let out = f.berth(mode, &["exec", "busybox", "/bin/notexec"]);
+        assert_eq!(out.code, 126, "{mode:?}: {}", out.stderr);
+        assert!(out.stderr.contains("/bin/notexec"), "{}", out.stderr);
+        assert_eq!(
+            f.berth(mode, &["exec", "busybox", "/no/such/path"]).code,
+            127,
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn same_identity_inside_as_outside() {
+    let Some(f) = Fixture::new() else { return };
+    let expected = format!(
+        "uid={}({TEST_USER}) gid={}({TEST_USER})",
+        f.user.uid, f.user.gid
+    );
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        f.import(mode);
+        let id = f.berth(mode, &["exec", "busybox", "id"]);
+        assert!(id.ok().starts_with(&expected), "{mode:?}: {}", id.stdout);
+        assert_eq!(
+            f.berth(mode, &["exec", "busybox", "whoami"]).ok().trim(),
+            TEST_USER
+        );
+        let out = f.berth(mode, &["exec", "busybox", "/bin/probe", "ids"]);
+        assert_eq!(
+            out.ok().trim(),
+            format!("uid={0} euid={0} gid={1} egid={1}", f.user.uid, f.user.gid)
+        );
+    }
+    f.import(Mode::Root);
+    assert!(f
+        .berth(Mode::Root, &["exec", "busybox", "id"])
+        .ok()
+        .starts_with("uid=0(root) gid=0(root)"));
+    // Only root may choose the user.
+    let out = f.berth(Mode::Rootless, &["exec", "--user", "root", "busybox", "id"]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("only root"), "{}", out.stderr);
+}
+
+#[test]
+fn home_and_current_directory_are_bound() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        let cwd = f.cwd(mode);
+        std::fs::write(cwd.join("input.txt"), "data from the host\n").unwrap();
+        assert_eq!(f.sh(mode, "pwd").ok().trim(), cwd.to_str().unwrap());
+        assert_eq!(
+            f.berth(mode, &["exec", "busybox", "cat", "input.txt"]).ok(),
+            "data from the host\n"
+        );
+        f.sh(mode, "echo result > output.txt").ok();
+        let meta = std::fs::metadata(cwd.join("output.txt")).unwrap();
+        let owner = if mode == Mode::Root { 0 } else { f.user.uid };
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            owner,
+            "{mode:?}: files written are the user's"
+        );
+    }
+    let home = f.user.home.to_str().unwrap();
+    let probe = f
+        .sh(Mode::Rootless, &format!("test -d {home} && echo bound"))
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(probe, "bound");
+    let out = f.berth(
+        Mode::Rootless,
+        &[
+            "exec",
+            "--no-home",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("test -d {home} || echo absent"),
+        ],
+    );
+    assert_eq!(out.ok().trim(), "absent");
+}
+
+#[test]
+fn image_is_writable_and_changes_are_discarded() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        let out = f.sh(mode, "mkdir -p /scratch && echo x > /scratch/f && cat /scratch/f && echo y > /tmp/t && cat /tmp/t");
+        // The root of the image belongs to root: only root (or the rootless user, who owns
+        // the unpacked copy) may write there; everyone may write /tmp.
+        if mode == Mode::RootAsUser {
+            assert_ne!(out.code, 0);
+            assert_eq!(f.sh(mode, "echo y > /tmp/t && cat /tmp/t").ok(), "y\n");
+        } else {
+            assert_eq!(out.ok(), "x\ny\n", "{mode:?}");
+        }
+        assert_eq!(
+            f.sh(mode, "test -e /scratch/f || test -e /tmp/t || echo clean")
+                .ok(),
+            "clean\n",
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn environment_comes_from_host_image_and_flags() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.import(mode);
+        let mut cmd = f.cmd(mode, &["exec", "--env", "SET_BY_FLAG=1", "busybox", "env"]);
+        let out = cmd
+            .env("FROM_HOST", "yes")
+            .env("PATH", "/host/only/bin:/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let env = String::from_utf8(out.stdout).unwrap();
+        assert!(env.contains("FROM_HOST=yes\n"), "{env}");
+        assert!(env.contains("SET_BY_FLAG=1\n"), "{env}");
+        assert!(
+            !env.contains("/host/only/bin"),
+            "host PATH must not leak in: {env}"
+        );
+        assert!(env.contains("BERTH_CONTAINER=busybox:latest\n"), "{env}");
+        let mut cmd = f.cmd(mode, &["exec", "--cleanenv", "busybox", "env"]);
+        let env = String::from_utf8(cmd.env("FROM_HOST", "yes").output().unwrap().stdout).unwrap();
+        assert!(!env.contains("FROM_HOST"), "{env}");
+        assert!(env.contains("HOME="), "{env}");
+    }
+}
+
+#[test]
+fn stdin_stdout_and_stderr_pass_through() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.import(mode);
+        let out = f.berth_stdin(
+            mode,
+            &["exec", "busybox", "sh", "-c", "cat; echo oops >&2"],
+            "hello\nworld\n",
+        );
+        assert_eq!(out.ok(), "hello\nworld\n");
+        assert_eq!(out.stderr, "oops\n");
+    }
+}
+
+#[test]
+fn own_pid_namespace_on_request() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        let pid: u32 = f.sh(mode, "echo $$").ok().trim().parse().unwrap();
+        assert!(pid > 2, "{mode:?}: the host pid namespace by default");
+        let out = f.berth(
+            mode,
+            &[
+                "exec",
+                "--pid",
+                "busybox",
+                "sh",
+                "-c",
+                "echo $$; ls /proc | grep -c '^[0-9]'",
+            ],
+        );
+        let lines: Vec<&str> = out.ok().lines().collect();
+        assert_eq!(lines[0], "2", "{mode:?}: berth's init is 1, the program 2");
+        assert!(
+            lines[1].parse::<u32>().unwrap() <= 4,
+            "{mode:?}: only the container's processes: {}",
+            lines[1]
+        );
+        assert_eq!(
+            f.berth(mode, &["exec", "--pid", "busybox", "sh", "-c", "exit 9"])
+                .code,
+            9
+        );
+    }
+}
+
+#[test]
+fn run_uses_entrypoint_cmd_env_from_the_image() {
+    let Some(f) = Fixture::new() else { return };
+    let archive = crate::image::docker_archive_of(
+        &f,
+        r#"{"Entrypoint":["/bin/echo","entry"],"Cmd":["default"],"Env":["FROM_IMAGE=1","PATH=/bin"]}"#,
+    );
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.berth(
+            mode,
+            &[
+                "image",
+                "import",
+                archive.to_str().unwrap(),
+                "--name",
+                "app:1",
+            ],
+        )
+        .ok();
+        assert_eq!(f.berth(mode, &["run", "app:1"]).ok(), "entry default\n");
+        assert_eq!(
+            f.berth(mode, &["run", "app:1", "a", "-b"]).ok(),
+            "entry a -b\n"
+        );
+        assert_eq!(
+            f.berth(
+                mode,
+                &["exec", "app:1", "sh", "-c", "echo $FROM_IMAGE $PATH"]
+            )
+            .ok(),
+            "1 /bin\n"
+        );
+        f.import(mode);
+        let out = f.berth(mode, &["run", "busybox"]);
+        assert_eq!(out.code, 125);
+        assert!(
+            out.stderr.contains("no ENTRYPOINT or CMD"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn signals_to_berth_reach_the_program() {
+    let Some(f) = Fixture::new() else { return };
+    for (mode, pid_ns) in [
+        (Mode::Root, false),
+        (Mode::Rootless, false),
+        (Mode::RootAsUser, true),
+        (Mode::Rootless, true),
+    ] {
+        f.import(mode);
+        let mut args = vec!["exec"];
+        if pid_ns {
+            args.push("--pid");
+        }
+        args.extend([
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+        ]);
+        let mut child = f
+            .cmd(mode, &args)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(
+            lines.next().unwrap().unwrap(),
+            "got TERM",
+            "{mode:?} pid namespace {pid_ns}"
+        );
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(7),
+            "{mode:?} pid namespace {pid_ns}"
+        );
+    }
+}
+
+#[test]
+fn terminal_is_usable_from_shell() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.import(mode);
+        // script(1) gives berth a pseudo-terminal, as an interactive login would.
+        let cmd = f.cmd(mode, &["shell", "busybox"]);
+        let line = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(f.cwd(mode));
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let out = crate::support::Out::from_output({
+            let mut child = script
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"test -t 0 && tty; exit 5\n")
+                .unwrap();
+            child.wait_with_output().unwrap()
+        });
+        assert!(out.stdout.contains("/dev/pts/"), "{mode:?}: {}", out.stdout);
+    }
+}

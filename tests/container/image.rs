@@ -1,0 +1,180 @@
+//! `berth image`: import, list, inspect, remove; and the errors users see.
+
+use crate::support::*;
+use std::path::PathBuf;
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `docker save`-style archive of the fixture's root filesystem as one layer, with the
+/// given image config `config` section (JSON).
+pub fn docker_archive_of(f: &Fixture, config_section: &str) -> PathBuf {
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", &f.rootfs).unwrap();
+    let layer = layer.into_inner().unwrap();
+    archive_with_layers(f, "app.tar", config_section, &[layer])
+}
+
+fn archive_with_layers(
+    f: &Fixture,
+    name: &str,
+    config_section: &str,
+    layers: &[Vec<u8>],
+) -> PathBuf {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("\"sha256:{}\"", digest(l)))
+        .collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{config_section},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let config_name = format!("{}.json", digest(config.as_bytes()));
+    let layer_names: Vec<String> = (0..layers.len())
+        .map(|i| format!("\"l{i}/layer.tar\""))
+        .collect();
+    let manifest = format!(
+        r#"[{{"Config":"{config_name}","RepoTags":null,"Layers":[{}]}}]"#,
+        layer_names.join(",")
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("manifest.json", manifest.as_bytes());
+    add(&config_name, config.as_bytes());
+    for (i, l) in layers.iter().enumerate() {
+        add(&format!("l{i}/layer.tar"), l);
+    }
+    let path = f.path(name);
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    path
+}
+
+#[test]
+fn import_list_inspect_remove() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        let rootfs = f.rootfs.to_str().unwrap();
+        let out = f.berth(mode, &["image", "import", rootfs, "--name", "tools:1"]);
+        assert!(
+            out.ok().starts_with("Imported tools:1 (id "),
+            "{}",
+            out.stdout
+        );
+        let ls = f.berth(mode, &["image", "ls"]);
+        assert!(
+            ls.ok().lines().any(|l| l.starts_with("tools:1 ")),
+            "{}",
+            ls.stdout
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(f.berth(mode, &["image", "ls", "--json"]).ok()).unwrap();
+        assert_eq!(json[0]["names"][0], "tools:1");
+        let id = json[0]["id"].as_str().unwrap().to_string();
+        let inspect: serde_json::Value = serde_json::from_str(
+            f.berth(mode, &["image", "inspect", "tools:1", "--json"])
+                .ok(),
+        )
+        .unwrap();
+        assert_eq!(inspect["id"], id.as_str());
+        assert!(inspect["oci_config"]["rootfs"]["diff_ids"].is_array());
+        assert!(f
+            .berth(mode, &["image", "inspect", &id[7..19]])
+            .ok()
+            .contains(&id));
+        let rm = f.berth(mode, &["image", "rm", "tools:1"]);
+        assert_eq!(rm.ok(), format!("Deleted: {id}\n"));
+        assert_eq!(f.berth(mode, &["image", "ls", "--json"]).ok().trim(), "[]");
+    }
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_125() {
+    let Some(f) = Fixture::new() else { return };
+    let garbage = f.path("garbage.tar");
+    std::fs::write(&garbage, "this is not an image").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["exec", "nosuchimage", "true"],
+            "image 'nosuchimage' not found in the store",
+        ),
+        (
+            &["image", "import", "/no/such/file.tar"],
+            "/no/such/file.tar: no such file or directory",
+        ),
+        (
+            &["image", "import", garbage.to_str().unwrap()],
+            "not a tar archive",
+        ),
+        (
+            &[
+                "image",
+                "import",
+                f.rootfs.to_str().unwrap(),
+                "--name",
+                "Bad Name",
+            ],
+            "invalid image name",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = f.berth(Mode::Root, args);
+        assert_eq!(out.code, 125, "{args:?}");
+        assert!(
+            out.stderr.starts_with("berth: ") && out.stderr.contains(message),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
+
+#[test]
+fn malicious_layer_is_refused_end_to_end() {
+    let Some(f) = Fixture::new() else { return };
+    let escape = format!("berth-escape-{}", std::process::id());
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let name = format!("../../../../tmp/{escape}");
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_cksum();
+    layer.append(&h, &b"pwned"[..]).unwrap();
+    let archive = archive_with_layers(&f, "evil.tar", "{}", &[layer.into_inner().unwrap()]);
+    for mode in [Mode::Root, Mode::Rootless] {
+        let out = f.berth(
+            mode,
+            &[
+                "image",
+                "import",
+                archive.to_str().unwrap(),
+                "--name",
+                "evil",
+            ],
+        );
+        assert_eq!(out.code, 125, "{mode:?}");
+        assert!(
+            out.stderr.contains("malicious or corrupt layer 0") && out.stderr.contains("refusing"),
+            "{}",
+            out.stderr
+        );
+        assert!(!std::path::Path::new("/tmp").join(&escape).exists());
+        assert_eq!(f.berth(mode, &["image", "ls", "--json"]).ok().trim(), "[]");
+    }
+}

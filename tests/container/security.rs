@@ -1,0 +1,238 @@
+//! What a container must not be able to do.
+
+use crate::support::*;
+
+#[test]
+fn no_capabilities_and_no_new_privileges() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        let status = f.berth(mode, &["exec", "busybox", "cat", "/proc/self/status"]);
+        let field = |name: &str| {
+            status
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(field("NoNewPrivs:"), "1", "{mode:?}");
+        for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(cap), "0000000000000000", "{mode:?} {cap}");
+        }
+    }
+}
+
+#[test]
+fn setuid_root_binary_does_not_give_root() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::RootAsUser, Mode::Rootless] {
+        f.import(mode);
+        let out = f.berth(mode, &["exec", "busybox", "/bin/suid-probe", "ids"]);
+        assert_eq!(
+            out.ok().trim(),
+            format!("uid={0} euid={0} gid={1} egid={1}", f.user.uid, f.user.gid),
+            "{mode:?}"
+        );
+    }
+    // It really is set-uid root in the image (as root acting for the user sees it).
+    let ls = f.berth(
+        Mode::RootAsUser,
+        &["exec", "busybox", "stat", "-c", "%u %A", "/bin/suid-probe"],
+    );
+    assert_eq!(ls.ok().trim(), "0 -rwsr-xr-x");
+}
+
+#[test]
+fn every_mount_is_nosuid_and_all_but_device_nodes_nodev() {
+    let Some(f) = Fixture::new() else { return };
+    let devices = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+        "/dev/ptmx",
+        "/dev/pts",
+    ];
+    for mode in ALL_MODES {
+        f.import(mode);
+        let bind = format!("{}:/data", f.cwd(mode).display());
+        let mountinfo = f.berth(
+            mode,
+            &[
+                "exec",
+                "--bind",
+                &bind,
+                "busybox",
+                "cat",
+                "/proc/self/mountinfo",
+            ],
+        );
+        let mut checked = 0;
+        for line in mountinfo.ok().lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (target, options) = (fields[4], fields[5]);
+            // Submounts of the host's /sys and /proc keep their own flags under the read-only /sys.
+            if target.starts_with("/sys/") || target.starts_with("/proc/") {
+                continue;
+            }
+            assert!(
+                options.split(',').any(|o| o == "nosuid"),
+                "{mode:?}: {line}"
+            );
+            if !devices.contains(&target) {
+                assert!(
+                    options.split(',').any(|o| o == "nodev") || target == "/dev",
+                    "{mode:?}: {line}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "{mode:?}: only {checked} mounts");
+        assert!(mountinfo.stdout.contains(" /data "), "the bind is there");
+    }
+}
+
+#[test]
+fn binds_outside_the_allowed_paths_are_refused_and_say_why() {
+    let Some(mut f) = Fixture::new() else { return };
+    let denied = f.path("cwd-user/secret");
+    std::fs::create_dir(&denied).unwrap();
+    f.write_config(&format!(
+        "[binds]\nallow = [\"$HOME\", \"$PWD\"]\ndeny = [\"{}\"]\n",
+        denied.display()
+    ));
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        f.import(mode);
+        let out = f.berth(
+            mode,
+            &["exec", "--bind", "/etc:/hostetc", "busybox", "true"],
+        );
+        assert_eq!(out.code, 125, "{mode:?}");
+        assert!(
+            out.stderr.contains("bind of /etc refused")
+                && out.stderr.contains("[binds] allow: $HOME"),
+            "{}",
+            out.stderr
+        );
+        // A symlink inside an allowed directory is judged by where it leads.
+        let link = f.cwd(mode).join("etc-link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let out = f.berth(mode, &["exec", "--bind", "etc-link:/x", "busybox", "true"]);
+        assert_eq!(out.code, 125, "{mode:?}");
+        assert!(
+            out.stderr.contains("bind of /etc refused"),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = f.berth(
+        Mode::Rootless,
+        &[
+            "exec",
+            "--bind",
+            &format!("{}:/s", denied.display()),
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr
+            .contains(&format!("denied path {}", denied.display())),
+        "{}",
+        out.stderr
+    );
+    // Root, the administrator, is not bound by the policy.
+    f.import(Mode::Root);
+    assert_eq!(
+        f.berth(
+            Mode::Root,
+            &[
+                "exec",
+                "--bind",
+                "/etc:/hostetc:ro",
+                "busybox",
+                "test",
+                "-f",
+                "/hostetc/hostname"
+            ]
+        )
+        .code,
+        0
+    );
+}
+
+#[test]
+fn read_only_binds_cannot_be_written() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        f.import(mode);
+        let bind = format!("{}:/data:ro", f.cwd(mode).display());
+        let out = f.berth(
+            mode,
+            &["exec", "--bind", &bind, "busybox", "touch", "/data/new"],
+        );
+        assert_ne!(out.code, 0, "{mode:?}");
+        assert!(
+            out.stderr.contains("Read-only file system"),
+            "{}",
+            out.stderr
+        );
+        assert!(!f.cwd(mode).join("new").exists());
+    }
+}
+
+#[test]
+fn symlinks_in_the_image_cannot_redirect_mounts_to_the_host() {
+    let Some(f) = Fixture::new() else { return };
+    // An image whose /evil points at the host's /etc (as seen from outside the container).
+    let rootfs = f.path("evil-rootfs");
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    std::os::unix::fs::symlink("/etc", rootfs.join("evil")).unwrap();
+    let marker = format!("berth-escape-test-{}", std::process::id());
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.berth(
+            mode,
+            &[
+                "image",
+                "import",
+                rootfs.to_str().unwrap(),
+                "--name",
+                "evil",
+            ],
+        )
+        .ok();
+        let bind = format!("{}:/evil/{marker}", f.cwd(mode).display());
+        let out = f.berth(
+            mode,
+            &[
+                "exec",
+                "--bind",
+                &bind,
+                "evil",
+                "sh",
+                "-c",
+                &format!("test -d /etc/{marker} && echo inside"),
+            ],
+        );
+        assert_eq!(
+            out.ok(),
+            "inside\n",
+            "{mode:?}: the symlink resolved inside the image"
+        );
+        assert!(
+            !std::path::Path::new("/etc").join(&marker).exists(),
+            "{mode:?}: berth created a directory in the host's /etc"
+        );
+    }
+}

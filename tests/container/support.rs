@@ -1,0 +1,328 @@
+//! The test fixture: a busybox image built from Debian's busybox-static plus a static probe,
+//! a copy of the berth binary every user can run, and a way to run berth in each mode.
+
+use std::io::Write;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const TEST_USER: &str = "berthtest";
+
+/// Who runs the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// root, as itself.
+    Root,
+    /// root acting for the test user (`--user`), as the node agent will: kernel squashfs mount.
+    RootAsUser,
+    /// the test user itself: user namespace, unpacked image.
+    Rootless,
+}
+
+pub const ALL_MODES: [Mode; 3] = [Mode::Root, Mode::RootAsUser, Mode::Rootless];
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn from_output(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+}
+
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+pub fn test_user() -> User {
+    let field = |f: &str| {
+        let out = Command::new("id")
+            .arg(f)
+            .arg(TEST_USER)
+            .output()
+            .expect("id runs");
+        assert!(
+            out.status.success(),
+            "the test user {TEST_USER} is missing: run scripts/setup"
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    User {
+        uid: field("-u"),
+        gid: field("-g"),
+        home: PathBuf::from(format!("/home/{TEST_USER}")),
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub rootfs: PathBuf,
+    pub user: User,
+    pub config: Option<PathBuf>,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Fixture {
+    /// The fixture, or `None` (the test then skips) when not running as root.
+    pub fn new() -> Option<Fixture> {
+        if !is_root() {
+            eprintln!("skipped: this test needs root (CI runs it as root)");
+            return None;
+        }
+        let user = test_user();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.path().join("berth");
+        std::fs::copy(env!("CARGO_BIN_EXE_berth"), &bin).unwrap();
+
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is installed (scripts/setup)");
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout)
+            .unwrap()
+            .lines()
+            .filter(|a| *a != "busybox")
+        {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let probe = rootfs.join("bin/probe");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/container/probe.c");
+        run(Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&probe)
+            .arg(&source));
+        // A set-uid-root copy: running it must not give root inside a container.
+        let suid = rootfs.join("bin/suid-probe");
+        std::fs::copy(&probe, &suid).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::fs::write(
+            rootfs.join("bin/notexec"),
+            "#!/bin/sh\necho should not run\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            rootfs.join("bin/notexec"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+
+        for (name, owner) in [
+            ("store-root", None),
+            ("store-user", Some(&user)),
+            ("cwd-root", None),
+            ("cwd-user", Some(&user)),
+        ] {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            if let Some(u) = owner {
+                chown(&d, Some(u.uid), Some(u.gid)).unwrap();
+            }
+        }
+        Some(Fixture {
+            dir,
+            bin,
+            rootfs,
+            user,
+            config: None,
+        })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The working directory commands of `mode` start in (owned by who runs them).
+    pub fn cwd(&self, mode: Mode) -> PathBuf {
+        self.path(if mode == Mode::Root {
+            "cwd-root"
+        } else {
+            "cwd-user"
+        })
+    }
+
+    fn store(&self, mode: Mode) -> PathBuf {
+        self.path(if mode == Mode::Rootless {
+            "store-user"
+        } else {
+            "store-root"
+        })
+    }
+
+    /// A `berth` command running in `mode`.
+    pub fn cmd(&self, mode: Mode, args: &[&str]) -> Command {
+        let mut cmd = if mode == Mode::Rootless {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", self.user.uid))
+                .arg(format!("--regid={}", self.user.gid))
+                .arg("--init-groups")
+                .arg("--");
+            c.arg(&self.bin);
+            c.env_clear()
+                .env("HOME", &self.user.home)
+                .env("USER", TEST_USER)
+                .env("PATH", "/usr/bin:/bin");
+            c
+        } else {
+            let mut c = Command::new(&self.bin);
+            c.env_remove("BERTH_STORE").env_remove("BERTH_CONFIG");
+            c
+        };
+        cmd.env("BERTH_STORE", self.store(mode))
+            .current_dir(self.cwd(mode));
+        if let Some(config) = &self.config {
+            cmd.env("BERTH_CONFIG", config);
+        }
+        let container = matches!(args.first(), Some(&"exec" | &"run" | &"shell"));
+        if mode == Mode::RootAsUser && container {
+            cmd.arg(args[0])
+                .arg("--user")
+                .arg(TEST_USER)
+                .args(&args[1..]);
+        } else {
+            cmd.args(args);
+        }
+        cmd
+    }
+
+    pub fn berth(&self, mode: Mode, args: &[&str]) -> Out {
+        Out::from_output(self.cmd(mode, args).stdin(Stdio::null()).output().unwrap())
+    }
+
+    pub fn berth_stdin(&self, mode: Mode, args: &[&str], input: &str) -> Out {
+        let mut child = self
+            .cmd(mode, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        Out::from_output(child.wait_with_output().unwrap())
+    }
+
+    /// Imports the busybox root filesystem as `busybox` into the store `mode` uses.
+    pub fn import(&self, mode: Mode) {
+        self.berth(
+            mode,
+            &[
+                "image",
+                "import",
+                self.rootfs.to_str().unwrap(),
+                "--name",
+                "busybox",
+            ],
+        )
+        .ok();
+    }
+
+    /// `sh -c SCRIPT` in the busybox image.
+    pub fn sh(&self, mode: Mode, script: &str) -> Out {
+        self.berth(mode, &["exec", "busybox", "sh", "-c", script])
+    }
+
+    pub fn write_config(&mut self, text: &str) {
+        let path = self.path("berth.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        self.config = Some(path);
+    }
+}
+
+/// Host mount lines mentioning `needle` (a container's mounts must never appear here).
+pub fn host_mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices whose backing file lies under `dir`.
+pub fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) {
+            if backing.trim().starts_with(dir.to_str().unwrap()) {
+                found.push(format!(
+                    "{}: {}",
+                    entry.file_name().to_string_lossy(),
+                    backing.trim()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Cgroup directories that container runs of berth process `pid` left behind.
+pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let prefix = format!("{pid}-");
+    for root in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/cpuset",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/freezer",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(Path::new(root).join("berth")) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
