@@ -1,7 +1,7 @@
 //! `berth image ...`: import, ls, inspect, rm, prune.
 
 use crate::settings::Settings;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use berth_image::{ImageRecord, ImportOptions};
 use clap::Subcommand;
 use std::io::Write;
@@ -16,6 +16,22 @@ pub enum ImageCommand {
         /// Name the image (NAME[:TAG]); overrides any name in the archive
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Pull an image from an OCI distribution registry (HOST[:PORT]/REPO[:TAG|@DIGEST])
+    Pull {
+        reference: String,
+        /// Credentials for the registry, overriding those saved by `berth image login`
+        #[arg(long, value_name = "USER:PASSWORD")]
+        creds: Option<String>,
+    },
+    /// Save credentials for a registry (checked against it first)
+    Login {
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from standard input
+        #[arg(long, required = true)]
+        password_stdin: bool,
     },
     /// List images
     #[command(alias = "list")]
@@ -95,6 +111,48 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 name_of(&record),
                 record.id.short(),
                 human_size(record.size)
+            )?;
+        }
+        ImageCommand::Pull { reference, creds } => {
+            let creds = match creds {
+                Some(c) => Some(
+                    c.split_once(':')
+                        .map(|(u, p)| (u.to_string(), p.to_string()))
+                        .context("--creds takes USER:PASSWORD")?,
+                ),
+                None => None,
+            };
+            let record = store.pull(&reference, &settings.registry(creds))?;
+            writeln!(
+                out,
+                "Pulled {} (id {}, {})",
+                name_of(&record),
+                record.id.short(),
+                human_size(record.size)
+            )?;
+        }
+        ImageCommand::Login {
+            registry,
+            username,
+            password_stdin: _,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let auth_file = crate::settings::auth_file();
+            berth_image::login(
+                &registry,
+                &username,
+                password,
+                &settings.registry(None),
+                &auth_file,
+            )?;
+            writeln!(
+                out,
+                "Login Succeeded (credentials saved in {})",
+                auth_file.display()
             )?;
         }
         ImageCommand::Ls { json } => {

@@ -43,6 +43,31 @@ impl Settings {
     pub fn store(&self) -> Result<berth_image::Store> {
         Ok(berth_image::Store::open(&self.store)?)
     }
+
+    /// Registry settings from the config, with the user's auth file.
+    pub fn registry(&self, creds: Option<(String, String)>) -> berth_image::RegistryOptions {
+        berth_image::RegistryOptions {
+            ca_certs: self.config.registry.ca_certs.clone(),
+            insecure: self.config.registry.insecure.clone(),
+            creds,
+            auth_file: Some(auth_file()),
+        }
+    }
+}
+
+/// Where registry credentials live: $BERTH_AUTH_FILE, else $XDG_CONFIG_HOME/berth/auth.json
+/// (~/.config/berth/auth.json), in podman's format.
+pub fn auth_file() -> PathBuf {
+    if let Some(f) = std::env::var_os("BERTH_AUTH_FILE") {
+        return PathBuf::from(f);
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".config")
+        });
+    config.join("berth/auth.json")
 }
 
 /// /var/lib/berth for root; $XDG_DATA_HOME/berth (~/.local/share/berth) for everyone else.

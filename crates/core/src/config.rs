@@ -5,6 +5,9 @@
 //! [binds]
 //! allow = ["$HOME", "/tmp", "$PWD", "/lustre/scratch"]   # bind sources must lie under one
 //! deny  = ["/tmp/secrets"]                               # ... and under none of these
+//! [registry]
+//! ca_certs = ["/etc/pki/site-ca.pem"]   # extra CAs trusted for HTTPS registries
+//! insecure = ["registry.local:5000"]    # registries that may be spoken to over plain HTTP
 //! ```
 //!
 //! `$HOME` is the home directory of the user the container runs as and `$PWD` the directory
@@ -30,6 +33,20 @@ pub struct Config {
     pub store: Option<PathBuf>,
     #[serde(default)]
     pub binds: BindPolicy,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// How to reach image registries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// PEM files with extra CA certificates trusted for HTTPS registries.
+    #[serde(default)]
+    pub ca_certs: Vec<PathBuf>,
+    /// Registries (`host:port`) that may be spoken to over plain HTTP.
+    #[serde(default)]
+    pub insecure: Vec<String>,
 }
 
 impl Config {

@@ -8,5 +8,5 @@
 pub mod config;
 pub mod quantity;
 
-pub use config::{BindPolicy, Config, ConfigError};
+pub use config::{BindPolicy, Config, ConfigError, RegistryConfig};
 pub use quantity::{parse_cpus, parse_size, QuantityError};

@@ -21,7 +21,7 @@ const MAX_JSON: u64 = 16 << 20;
 
 /// What an import will read, decided by looking at the path.
 #[derive(Debug)]
-pub enum ImportSource {
+pub(crate) enum ImportSource {
     /// A plain root filesystem directory: tarred as it is.
     RootfsDir(PathBuf),
     /// A plain root filesystem tarball: one layer.
@@ -215,31 +215,31 @@ struct DockerManifestEntry {
 }
 
 #[derive(Deserialize)]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     #[serde(default)]
-    annotations: HashMap<String, String>,
+    pub(crate) annotations: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
+pub(crate) struct Platform {
+    pub(crate) architecture: String,
+    pub(crate) os: String,
 }
 
 #[derive(Deserialize)]
-struct OciIndex {
-    manifests: Vec<Descriptor>,
+pub(crate) struct OciIndex {
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
 #[derive(Deserialize)]
-struct OciManifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+pub(crate) struct OciManifest {
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 #[derive(Deserialize)]
@@ -266,19 +266,35 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// The platform variant of an image index that this machine runs.
+pub(crate) fn pick_platform(index: &OciIndex) -> Option<&Descriptor> {
+    index.manifests.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+    })
+}
+
+/// The uncompressed layer digests an image config lists.
+pub(crate) fn diff_ids(config: &[u8]) -> Result<Vec<Digest>, String> {
+    let config: RootfsOnly =
+        serde_json::from_slice(config).map_err(|e| format!("invalid image config: {e}"))?;
+    config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d).map_err(|e| e.to_string()))
+        .collect()
+}
+
 fn read_config(
     members: &Members,
     name: &str,
     digest: &Digest,
 ) -> Result<(Vec<u8>, Vec<Digest>), ImageError> {
-    let (config, bytes): (RootfsOnly, Vec<u8>) = members.read_json(name)?;
+    let (_, bytes): (RootfsOnly, Vec<u8>) = members.read_json(name)?;
     digest.verify(&Digest::of(&bytes), format_args!("image config {name}"))?;
-    let diff_ids = config
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| Digest::parse(d))
-        .collect::<Result<_, _>>()?;
+    let diff_ids = diff_ids(&bytes).map_err(|why| ImageError::archive(members.describe(), why))?;
     Ok((bytes, diff_ids))
 }
 

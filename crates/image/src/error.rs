@@ -37,6 +37,8 @@ pub enum ImageError {
     ToolFailed { tool: &'static str, message: String },
     #[error("no space left on the device holding the image store {0}: free some space (`berth image prune`, `berth image rm`) or move the store")]
     NoSpace(PathBuf),
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
     #[error("{context} {path}: {source}")]
     Io {
         context: &'static str,

@@ -15,12 +15,13 @@ mod digest;
 mod error;
 mod flatten;
 mod reference;
+mod registry;
 mod squash;
 mod store;
 
-pub use archive::ImportSource;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;
+pub use registry::{login, PullReference, RegistryOptions};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};

@@ -18,6 +18,7 @@
 use crate::archive::{self, ImportSource};
 use crate::digest::{Digest, HashingWriter};
 use crate::flatten::{self, Layer};
+use crate::registry::{Client, PullReference, RegistryOptions};
 use crate::{squash, ImageError, Reference};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -256,20 +257,90 @@ impl Store {
     /// Imports an archive, layout or root filesystem; see [`archive::prepare`] for the kinds.
     pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<ImageRecord, ImageError> {
         let name = options.name.as_deref().map(Reference::parse).transpose()?;
+        self.with_staging(|staging| {
+            let want = name.as_ref().map(|n| n.to_string());
+            let source = archive::prepare(path, want.as_deref(), staging)?;
+            self.build(source, name, &path.display().to_string(), staging)
+        })
+    }
+
+    /// Pulls an image from a registry: manifest, config and layers into staging (each
+    /// digest-checked), then the same flattening as an import.
+    pub fn pull(
+        &self,
+        reference: &str,
+        options: &RegistryOptions,
+    ) -> Result<ImageRecord, ImageError> {
+        let target = PullReference::parse(reference)?;
+        let name = Reference::parse(&target.name())?;
+        let mut client = Client::connect(&target, options)?;
+        let (manifest, config, config_digest) = client.manifest(&target)?;
+        if self.image_dir(&config_digest).join("meta.json").exists() {
+            self.update_refs(|refs| refs.insert(name.to_string(), config_digest.clone()))?;
+            return self.record(&config_digest, &self.read_refs()?);
+        }
+        self.with_staging(|staging| {
+            let registry_error = |message: String| ImageError::Registry {
+                registry: target.registry.clone(),
+                message,
+            };
+            let diff_ids = archive::diff_ids(&config).map_err(registry_error)?;
+            if diff_ids.len() != manifest.layers.len() {
+                return Err(registry_error(
+                    "the manifest and the image config disagree on the number of layers".into(),
+                ));
+            }
+            let blobs = staging.join("blobs");
+            fs::create_dir(&blobs).map_err(ImageError::io("cannot create", &blobs))?;
+            let mut layers = Vec::with_capacity(diff_ids.len());
+            for (descriptor, diff_id) in manifest.layers.iter().zip(diff_ids) {
+                let digest = Digest::parse(&descriptor.digest)?;
+                let path = blobs.join(digest.hex());
+                if !path.exists() {
+                    client.download(&target.repository, &digest, &path)?;
+                }
+                layers.push(Layer {
+                    digest: Some(digest),
+                    diff_id: Some(diff_id),
+                    ..Layer::file(path)
+                });
+            }
+            let image = archive::PreparedImage {
+                config,
+                config_digest,
+                layers,
+                names: Vec::new(),
+            };
+            self.build(
+                ImportSource::Image(Box::new(image)),
+                Some(name),
+                reference,
+                staging,
+            )
+        })
+    }
+
+    /// Runs `f` with a fresh staging directory, removed afterwards whatever happens.
+    fn with_staging<T>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
         let staging = self.staging()?;
-        let result = self.import_staged(path, name, &staging);
+        let result = f(&staging);
         let _ = remove_tree(&staging);
         result
     }
 
-    fn import_staged(
+    /// Builds the squashfs for `source` in `staging` (unless the image is already stored),
+    /// publishes it and names it. `origin` is what it came from, for `inspect`.
+    fn build(
         &self,
-        path: &Path,
+        source: ImportSource,
         name: Option<Reference>,
+        origin: &str,
         staging: &Path,
     ) -> Result<ImageRecord, ImageError> {
-        let want = name.as_ref().map(|n| n.to_string());
-        let source = archive::prepare(path, want.as_deref(), staging)?;
+        let path = Path::new(origin);
         let sqfs = staging.join("image.sqfs");
         let spool = staging.join("spool");
         fs::create_dir(&spool).map_err(ImageError::io("cannot create", &spool))?;
@@ -333,7 +404,7 @@ impl Store {
             let record = ImageRecord {
                 id: id.clone(),
                 names: Vec::new(),
-                source: path.display().to_string(),
+                source: origin.to_string(),
                 imported: now(),
                 size,
                 layers,
@@ -465,7 +536,10 @@ impl Store {
 
     /// Makes the image disappear at once (one rename), then frees the space.
     fn delete(&self, id: &Digest) -> Result<(), ImageError> {
-        let staging = self.staging()?;
+        self.with_staging(|staging| self.delete_in(id, staging))
+    }
+
+    fn delete_in(&self, id: &Digest, staging: &Path) -> Result<(), ImageError> {
         for (from, name) in [
             (self.image_dir(id), "image"),
             (self.root.join("rootfs").join(id.hex()), "rootfs"),
@@ -476,7 +550,7 @@ impl Store {
                 Err(e) => return Err(ImageError::io("cannot remove", &from)(e)),
             }
         }
-        remove_tree(&staging).map_err(ImageError::io("cannot remove", &staging))
+        Ok(())
     }
 
     /// The image unpacked into a directory, for unprivileged containers that cannot mount
@@ -486,8 +560,7 @@ impl Store {
         if target.exists() {
             return Ok(target);
         }
-        let staging = self.staging()?;
-        let result = (|| {
+        self.with_staging(|staging| {
             let unpacked = staging.join("rootfs");
             fs::create_dir(&unpacked).map_err(ImageError::io("cannot create", &unpacked))?;
             let sqfs = self.squashfs(record);
@@ -534,9 +607,8 @@ impl Store {
                     &target,
                 )(e)),
             }
-        })();
-        let _ = remove_tree(&staging);
-        result.map(|_| target)
+        })?;
+        Ok(target)
     }
 
     /// The OCI config bytes of an image, as imported.
