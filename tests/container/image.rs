@@ -178,3 +178,48 @@ fn malicious_layer_is_refused_end_to_end() {
         assert_eq!(f.berth(mode, &["image", "ls", "--json"]).ok().trim(), "[]");
     }
 }
+
+#[test]
+fn out_of_disk_is_reported_and_leaves_nothing() {
+    let Some(f) = Fixture::new() else { return };
+    // A store on a 512 KiB tmpfs: the 1.4 MB busybox image cannot fit.
+    let small = f.path("small-store");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "berth-test"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let out = f
+        .cmd(
+            Mode::Root,
+            &[
+                "image",
+                "import",
+                f.rootfs.to_str().unwrap(),
+                "--name",
+                "big",
+            ],
+        )
+        .env("BERTH_STORE", &small)
+        .output()
+        .unwrap();
+    let out = Out::from_output(out);
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr
+            .contains("no space left on the device holding the image store"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(small.join("images")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(small.join("tmp")).unwrap().count(), 0);
+}
