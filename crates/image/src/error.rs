@@ -39,6 +39,9 @@ pub enum ImageError {
     NoSpace(PathBuf),
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// Internal: the single-read fast path of flattening met a layer that contradicts itself.
+    #[error("the top layer writes a path twice: it needs the two-pass flattening")]
+    NeedsTwoPasses,
     #[error("{context} {path}: {source}")]
     Io {
         context: &'static str,

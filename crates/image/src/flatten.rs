@@ -16,6 +16,7 @@ use crate::compress::decompress;
 use crate::digest::{Digest, HashingReader};
 use crate::ImageError;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -96,6 +97,10 @@ struct Node {
 struct Model {
     tree: BTreeMap<Vec<u8>, Node>,
     devices_dropped: u64,
+    /// A layer replaced or removed an entry it had itself written earlier (the same path
+    /// twice, or a file where it had put a directory's children): legal in a tar, but the
+    /// single-read fast path of [`flatten`] cannot take back what it already wrote.
+    self_conflict: bool,
 }
 
 /// What a tar entry means for the tree, decided the same way in both passes.
@@ -195,6 +200,14 @@ impl Model {
         }
     }
 
+    /// Records whether `old`, replaced or removed while applying layer `layer`, was an entry
+    /// of that same layer (an implied directory does not count: nothing was written for it).
+    fn note_replaced(&mut self, old: Option<&Node>, layer: u32) {
+        if old.is_some_and(|n| n.layer == layer && n.id.is_some()) {
+            self.self_conflict = true;
+        }
+    }
+
     /// Makes every ancestor of `path` a directory: missing ones are implied, and a non-directory
     /// in the way (a file or a symlink) is replaced rather than followed.
     fn ensure_ancestors(&mut self, path: &[u8], layer: u32) {
@@ -207,8 +220,10 @@ impl Model {
                     ..
                 })
             ) {
-                self.tree
+                let old = self
+                    .tree
                     .insert(ancestor.to_vec(), Model::implicit_dir(layer));
+                self.note_replaced(old.as_ref(), layer);
             }
         }
     }
@@ -297,9 +312,12 @@ impl Model {
                 );
                 if replaces_dir && node_kind != Kind::Dir {
                     for key in subtree_keys(&self.tree, &path) {
-                        self.tree.remove(&key);
+                        let old = self.tree.remove(&key);
+                        self.note_replaced(old.as_ref(), l);
                     }
                 }
+                let old = self.tree.get(&path).cloned();
+                self.note_replaced(old.as_ref(), l);
                 self.tree.insert(
                     path,
                     Node {
@@ -314,194 +332,392 @@ impl Model {
     }
 }
 
-/// Reads each layer (verifying its digests) and builds the model of the final tree.
-fn build_model(layers: &[Layer]) -> Result<(Model, Vec<Digest>), ImageError> {
-    let mut model = Model::default();
-    let mut diff_ids = Vec::with_capacity(layers.len());
-    for (i, layer) in layers.iter().enumerate() {
-        let mut stored = HashingReader::new(layer.open()?);
-        let diff_id = {
-            let mut plain = HashingReader::new(
-                decompress(&mut stored)
-                    .map_err(ImageError::io("cannot read layer", &layer.path))?,
-            );
-            let mut archive = tar::Archive::new(&mut plain);
-            let entries = archive
-                .entries()
-                .map_err(ImageError::io("cannot read layer", &layer.path))?;
-            for (j, entry) in entries.enumerate() {
-                let entry = entry.map_err(|e| {
-                    ImageError::archive(
-                        &layer.path,
-                        format!("layer {i} is corrupt or truncated: {e}"),
-                    )
-                })?;
-                model.apply(i, j as u32, &entry)?;
-            }
-            plain.finish().map_err(|e| {
+/// One tar entry as the flattener needs it, with its data still unread.
+struct Item<'a> {
+    id: EntryId,
+    kind: EntryType,
+    raw_path: Vec<u8>,
+    meta: Meta,
+    link: Option<Vec<u8>>,
+    size: u64,
+    data: &'a mut dyn Read,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+fn corrupt(layer: &Layer, i: usize) -> impl Fn(io::Error) -> ImageError + '_ {
+    move |e| {
+        ImageError::archive(
+            &layer.path,
+            format!("layer {i} is corrupt or truncated: {e}"),
+        )
+    }
+}
+
+/// Reads layer `i` once, through both its digests (verified at the end), applying every
+/// entry to `model` and then handing it to `each`.
+fn read_layer(
+    model: &mut Model,
+    i: usize,
+    layer: &Layer,
+    mut each: impl FnMut(&Model, Item<'_>) -> Result<(), ImageError>,
+) -> Result<Digest, ImageError> {
+    let mut stored = HashingReader::new(layer.open()?);
+    let diff_id = {
+        let mut plain = HashingReader::new(
+            decompress(&mut stored).map_err(ImageError::io("cannot read layer", &layer.path))?,
+        );
+        let mut archive = tar::Archive::new(&mut plain);
+        let entries = archive
+            .entries()
+            .map_err(ImageError::io("cannot read layer", &layer.path))?;
+        for (j, entry) in entries.enumerate() {
+            let mut entry = entry.map_err(corrupt(layer, i))?;
+            let id = (i as u32, j as u32);
+            model.apply(i, id.1, &entry)?;
+            let h = entry.header();
+            let raw_path = entry.path_bytes().into_owned();
+            let bad = |e: io::Error| {
                 ImageError::archive(
                     &layer.path,
-                    format!("layer {i} is corrupt or truncated: {e}"),
+                    format!("layer {i}: bad header for '{}': {e}", display(&raw_path)),
                 )
-            })?
-        };
-        let digest = stored
-            .finish()
-            .map_err(ImageError::io("cannot read layer", &layer.path))?;
-        if let Some(expected) = &layer.digest {
-            expected.verify(
-                &digest,
-                format_args!("layer {i} ({})", layer.path.display()),
-            )?;
+            };
+            let meta = Meta {
+                mode: h.mode().map_err(bad)? & 0o7777,
+                uid: h.uid().map_err(bad)?,
+                gid: h.gid().map_err(bad)?,
+                mtime: h.mtime().map_err(bad)?,
+            };
+            let item = Item {
+                id,
+                kind: h.entry_type(),
+                link: entry.link_name_bytes().map(|l| l.into_owned()),
+                size: entry.size(),
+                raw_path,
+                meta,
+                data: &mut entry,
+            };
+            each(model, item)?;
         }
-        if let Some(expected) = &layer.diff_id {
-            expected.verify(
-                &diff_id,
-                format_args!("uncompressed layer {i} ({})", layer.path.display()),
-            )?;
-        }
-        diff_ids.push(diff_id);
+        plain.finish().map_err(corrupt(layer, i))?
+    };
+    let digest = stored
+        .finish()
+        .map_err(ImageError::io("cannot read layer", &layer.path))?;
+    if let Some(expected) = &layer.digest {
+        expected.verify(
+            &digest,
+            format_args!("layer {i} ({})", layer.path.display()),
+        )?;
     }
-    Ok((model, diff_ids))
+    if let Some(expected) = &layer.diff_id {
+        expected.verify(
+            &diff_id,
+            format_args!("uncompressed layer {i} ({})", layer.path.display()),
+        )?;
+    }
+    Ok(diff_id)
+}
+
+/// Writes surviving entries into the flattened stream.
+struct Emitter<'a, W: Write> {
+    builder: tar::Builder<W>,
+    spool: &'a Path,
+    /// For hardlinks whose original is gone: the path of the copy written in its place.
+    representative: HashMap<EntryId, Vec<u8>>,
+    entries: u64,
+}
+
+fn current(tree: &BTreeMap<Vec<u8>, Node>, origin: &EntryId, path: &[u8]) -> bool {
+    tree.get(path).and_then(|n| n.id) == Some(*origin)
+}
+
+impl<W: Write> Emitter<'_, W> {
+    fn emit(
+        &mut self,
+        tree: &BTreeMap<Vec<u8>, Node>,
+        path: &[u8],
+        kind: &Kind,
+        item: &mut Item<'_>,
+    ) -> Result<(), ImageError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(item.meta.mode);
+        header.set_uid(item.meta.uid);
+        header.set_gid(item.meta.gid);
+        header.set_mtime(item.meta.mtime);
+        let name = Path::new(OsStr::from_bytes(path));
+        let err = |e: io::Error| ImageError::Io {
+            context: "cannot write the flattened image to",
+            path: self.spool.into(),
+            source: e,
+        };
+        match (kind, item.kind) {
+            (
+                Kind::Hardlink {
+                    origin,
+                    origin_path,
+                },
+                _,
+            ) => {
+                let target = if current(tree, origin, origin_path) {
+                    Some(origin_path.clone())
+                } else {
+                    self.representative.get(origin).cloned()
+                };
+                if let Some(target) = target {
+                    header.set_entry_type(EntryType::Link);
+                    header.set_size(0);
+                    self.builder
+                        .append_link(&mut header, name, OsStr::from_bytes(&target))
+                        .map_err(err)?;
+                } else {
+                    // The original was replaced: this link becomes a copy of its old bytes.
+                    let spooled = self.spool.join(format!("{}-{}", origin.0, origin.1));
+                    let mut file =
+                        File::open(&spooled).map_err(ImageError::io("cannot read", &spooled))?;
+                    let size = file
+                        .metadata()
+                        .map_err(ImageError::io("cannot read", &spooled))?
+                        .len();
+                    header.set_entry_type(EntryType::Regular);
+                    header.set_size(size);
+                    self.builder
+                        .append_data(&mut header, name, &mut file)
+                        .map_err(err)?;
+                    self.representative.insert(*origin, path.to_vec());
+                }
+            }
+            (_, EntryType::Symlink) => {
+                header.set_entry_type(EntryType::Symlink);
+                header.set_size(0);
+                let target = item.link.clone().unwrap_or_default();
+                self.builder
+                    .append_link(&mut header, name, OsStr::from_bytes(&target))
+                    .map_err(err)?;
+            }
+            (_, EntryType::Regular | EntryType::Continuous) => {
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(item.size);
+                self.builder
+                    .append_data(&mut header, name, &mut item.data)
+                    .map_err(err)?;
+            }
+            (_, other) => {
+                header.set_entry_type(other);
+                header.set_size(0);
+                self.builder
+                    .append_data(&mut header, name, io::empty())
+                    .map_err(err)?;
+            }
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Pass two over `layers` (numbered from `first`): writes each entry that is still in
+    /// the final tree, and spools the originals that replaced-away hardlinks need.
+    fn replay(
+        &mut self,
+        tree: &BTreeMap<Vec<u8>, Node>,
+        layers: &[Layer],
+        to_spool: &HashSet<EntryId>,
+    ) -> Result<(), ImageError> {
+        for (i, layer) in layers.iter().enumerate() {
+            let read_err = || ImageError::io("cannot read layer", &layer.path);
+            let mut archive = tar::Archive::new(decompress(layer.open()?).map_err(read_err())?);
+            for (j, entry) in archive.entries().map_err(read_err())?.enumerate() {
+                let mut entry = entry.map_err(corrupt(layer, i))?;
+                let id = (i as u32, j as u32);
+                if to_spool.contains(&id) {
+                    let path = self.spool.join(format!("{i}-{j}"));
+                    let mut file =
+                        File::create(&path).map_err(ImageError::io("cannot write", &path))?;
+                    io::copy(&mut entry, &mut file).map_err(read_err())?;
+                    continue;
+                }
+                let kind = entry.header().entry_type();
+                let Action::Add(path) = classify(i, kind, &entry.path_bytes())? else {
+                    continue;
+                };
+                let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else {
+                    continue;
+                };
+                let h = entry.header();
+                let bad = |e: io::Error| {
+                    ImageError::archive(
+                        &layer.path,
+                        format!("layer {i}: bad header for '{}': {e}", display(&path)),
+                    )
+                };
+                let meta = Meta {
+                    mode: h.mode().map_err(bad)? & 0o7777,
+                    uid: h.uid().map_err(bad)?,
+                    gid: h.gid().map_err(bad)?,
+                    mtime: h.mtime().map_err(bad)?,
+                };
+                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                let size = entry.size();
+                let mut item = Item {
+                    id,
+                    kind,
+                    raw_path: Vec::new(),
+                    meta,
+                    link,
+                    size,
+                    data: &mut entry,
+                };
+                self.emit(tree, &path, &node.kind.clone(), &mut item)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<u64, ImageError> {
+        let entries = self.entries;
+        let spool = self.spool;
+        self.builder
+            .into_inner()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| ImageError::Io {
+                context: "cannot write the flattened image to",
+                path: spool.into(),
+                source: e,
+            })?;
+        Ok(entries)
+    }
+}
+
+/// The originals that hardlinks need after a later layer replaced them.
+fn originals_to_spool(tree: &BTreeMap<Vec<u8>, Node>) -> HashSet<EntryId> {
+    tree.values()
+        .filter_map(|n| match &n.kind {
+            Kind::Hardlink {
+                origin,
+                origin_path,
+            } if !current(tree, origin, origin_path) => Some(*origin),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Flattens `layers` (lowest first) into one tar stream written to `out`. `spool` is a private
 /// directory for the rare hardlink whose original file a later layer replaced.
+///
+/// The top layer is read only once: its entries can be written as they stream by, because
+/// nothing above can hide them. The lower layers are read twice (model, then replay), after
+/// the top layer, since its whiteouts decide which of their entries survive. When the top
+/// layer contradicts itself (the same path twice, or a path it wrote later replaced), this
+/// returns [`ImageError::NeedsTwoPasses`] having written a partial stream: call
+/// [`flatten_two_pass`] with a fresh output.
 pub fn flatten(
     layers: &[Layer],
     spool: &Path,
     out: impl Write,
 ) -> Result<FlattenStats, ImageError> {
-    let (model, diff_ids) = build_model(layers)?;
-    let tree = &model.tree;
-
-    // Hardlinks whose original file is no longer in the tree need its bytes: the first
-    // surviving link is written as a regular file, the others link to that one.
-    let current =
-        |origin: &EntryId, path: &[u8]| tree.get(path).and_then(|n| n.id) == Some(*origin);
-    let to_spool: HashSet<EntryId> = tree
-        .values()
-        .filter_map(|n| match &n.kind {
-            Kind::Hardlink {
-                origin,
-                origin_path,
-            } if !current(origin, origin_path) => Some(*origin),
-            _ => None,
-        })
-        .collect();
-    let mut representative: HashMap<EntryId, Vec<u8>> = HashMap::new();
-
-    let mut builder = tar::Builder::new(out);
-    let write_err = |e: io::Error| ImageError::Io {
-        context: "cannot write the flattened image to",
-        path: spool.into(),
-        source: e,
+    let Some((top, lower)) = layers.split_last() else {
+        return flatten_two_pass(layers, spool, out);
     };
-    let mut stats = FlattenStats {
+    let top_index = lower.len();
+    let mut model = Model::default();
+    let mut diff_ids = lower
+        .iter()
+        .enumerate()
+        .map(|(i, l)| read_layer(&mut model, i, l, |_, _| Ok(())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut emitter = Emitter {
+        builder: tar::Builder::new(out),
+        spool,
+        representative: HashMap::new(),
+        entries: 0,
+    };
+    let mut written: Vec<(Vec<u8>, EntryId)> = Vec::new();
+    // Hardlinks to lower-layer files wait until those files are written.
+    let mut deferred: Vec<(Vec<u8>, Kind, Meta, EntryId)> = Vec::new();
+    diff_ids.push(read_layer(
+        &mut model,
+        top_index,
+        top,
+        |model, mut item| {
+            if model.self_conflict {
+                return Err(ImageError::NeedsTwoPasses);
+            }
+            let Action::Add(path) = classify(top_index, item.kind, &item.raw_path)? else {
+                return Ok(());
+            };
+            let Some(node) = model.tree.get(&path).filter(|n| n.id == Some(item.id)) else {
+                return Ok(());
+            };
+            match &node.kind {
+                Kind::Hardlink { origin, .. } if (origin.0 as usize) < top_index => {
+                    deferred.push((path.clone(), node.kind.clone(), item.meta, item.id))
+                }
+                kind => emitter.emit(&model.tree, &path, &kind.clone(), &mut item)?,
+            }
+            written.push((path, item.id));
+            Ok(())
+        },
+    )?);
+    // Belt and braces: everything written is still what the final tree holds.
+    if model.self_conflict
+        || written
+            .iter()
+            .any(|(path, id)| !current(&model.tree, id, path))
+    {
+        return Err(ImageError::NeedsTwoPasses);
+    }
+    let tree = &model.tree;
+    emitter.replay(tree, lower, &originals_to_spool(tree))?;
+    for (path, kind, meta, id) in deferred {
+        let mut empty = io::empty();
+        let mut item = Item {
+            id,
+            kind: EntryType::Link,
+            raw_path: Vec::new(),
+            meta,
+            link: None,
+            size: 0,
+            data: &mut empty,
+        };
+        emitter.emit(tree, &path, &kind, &mut item)?;
+    }
+    Ok(FlattenStats {
+        entries: emitter.finish()?,
         devices_dropped: model.devices_dropped,
         diff_ids,
-        ..Default::default()
+    })
+}
+
+/// The general algorithm: every layer read twice, first into the model, then replayed.
+pub fn flatten_two_pass(
+    layers: &[Layer],
+    spool: &Path,
+    out: impl Write,
+) -> Result<FlattenStats, ImageError> {
+    let mut model = Model::default();
+    let diff_ids = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| read_layer(&mut model, i, l, |_, _| Ok(())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut emitter = Emitter {
+        builder: tar::Builder::new(out),
+        spool,
+        representative: HashMap::new(),
+        entries: 0,
     };
-    for (i, layer) in layers.iter().enumerate() {
-        let l = i as u32;
-        let read_err = || ImageError::io("cannot read layer", &layer.path);
-        let reader = decompress(layer.open()?).map_err(read_err())?;
-        let mut archive = tar::Archive::new(reader);
-        for (j, entry) in archive.entries().map_err(read_err())?.enumerate() {
-            let mut entry = entry.map_err(read_err())?;
-            let id = (l, j as u32);
-            let kind = entry.header().entry_type();
-            if to_spool.contains(&id) {
-                let mut file = File::create(spool.join(format!("{i}-{j}")))
-                    .map_err(ImageError::io("cannot write", spool))?;
-                io::copy(&mut entry, &mut file).map_err(read_err())?;
-                continue;
-            }
-            let Action::Add(path) = classify(i, kind, &entry.path_bytes())? else {
-                continue;
-            };
-            let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else {
-                continue;
-            };
-            let h = entry.header();
-            let bad_header = |e: io::Error| {
-                ImageError::archive(
-                    &layer.path,
-                    format!("layer {i}: bad header for '{}': {e}", display(&path)),
-                )
-            };
-            let mut header = tar::Header::new_gnu();
-            header.set_mode(h.mode().map_err(bad_header)? & 0o7777);
-            header.set_uid(h.uid().map_err(bad_header)?);
-            header.set_gid(h.gid().map_err(bad_header)?);
-            header.set_mtime(h.mtime().map_err(bad_header)?);
-            let name = Path::new(std::ffi::OsStr::from_bytes(&path));
-            match (&node.kind, kind) {
-                (
-                    Kind::Hardlink {
-                        origin,
-                        origin_path,
-                    },
-                    _,
-                ) => {
-                    let target = if current(origin, origin_path) {
-                        Some(origin_path.clone())
-                    } else {
-                        representative.get(origin).cloned()
-                    };
-                    if let Some(target) = target {
-                        header.set_entry_type(EntryType::Link);
-                        header.set_size(0);
-                        builder
-                            .append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target))
-                            .map_err(write_err)?;
-                    } else {
-                        let spooled = spool.join(format!("{}-{}", origin.0, origin.1));
-                        let mut file = File::open(&spooled)
-                            .map_err(ImageError::io("cannot read", &spooled))?;
-                        let size = file
-                            .metadata()
-                            .map_err(ImageError::io("cannot read", &spooled))?
-                            .len();
-                        header.set_entry_type(EntryType::Regular);
-                        header.set_size(size);
-                        builder
-                            .append_data(&mut header, name, &mut file)
-                            .map_err(write_err)?;
-                        representative.insert(*origin, path.clone());
-                    }
-                }
-                (_, EntryType::Symlink) => {
-                    let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                    header.set_entry_type(EntryType::Symlink);
-                    header.set_size(0);
-                    builder
-                        .append_link(&mut header, name, std::ffi::OsStr::from_bytes(&target))
-                        .map_err(write_err)?;
-                }
-                (_, EntryType::Regular | EntryType::Continuous) => {
-                    header.set_entry_type(EntryType::Regular);
-                    header.set_size(entry.size());
-                    builder
-                        .append_data(&mut header, name, &mut entry)
-                        .map_err(write_err)?;
-                }
-                (_, other) => {
-                    header.set_entry_type(other);
-                    header.set_size(0);
-                    builder
-                        .append_data(&mut header, name, io::empty())
-                        .map_err(write_err)?;
-                }
-            }
-            stats.entries += 1;
-        }
-    }
-    builder
-        .into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(write_err)?;
-    Ok(stats)
+    emitter.replay(&model.tree, layers, &originals_to_spool(&model.tree))?;
+    Ok(FlattenStats {
+        entries: emitter.finish()?,
+        devices_dropped: model.devices_dropped,
+        diff_ids,
+    })
 }
 
 #[cfg(test)]

@@ -268,8 +268,8 @@ impl Client {
             authorization: None,
             scope: format!("repository:{}:pull", reference.repository),
         };
-        let may_use_http = loopback(&reference.registry)
-            || options.insecure.contains(&reference.registry);
+        let may_use_http =
+            loopback(&reference.registry) || options.insecure.contains(&reference.registry);
         match client.http.get(format!("{}/v2/", client.base)).send() {
             Ok(_) => Ok(client),
             Err(https_err)

@@ -320,6 +320,22 @@ impl Store {
         })
     }
 
+    /// Flattens `layers` into the squashfs file `sqfs`: the single-read fast path, or, for
+    /// the rare top layer that rewrites its own entries, the two-pass algorithm.
+    fn squash_layers(
+        &self,
+        layers: &[Layer],
+        sqfs: &Path,
+        spool: &Path,
+    ) -> Result<flatten::FlattenStats, ImageError> {
+        match squash::build(sqfs, &self.root, |w| flatten::flatten(layers, spool, w)) {
+            Err(ImageError::NeedsTwoPasses) => squash::build(sqfs, &self.root, |w| {
+                flatten::flatten_two_pass(layers, spool, w)
+            }),
+            other => other,
+        }
+    }
+
     /// Runs `f` with a fresh staging directory, removed afterwards whatever happens.
     fn with_staging<T>(
         &self,
@@ -350,10 +366,8 @@ impl Store {
                 let dropped = if existing.exists() {
                     0
                 } else {
-                    squash::build(&sqfs, &self.root, |w| {
-                        flatten::flatten(&image.layers, &spool, w)
-                    })?
-                    .devices_dropped
+                    self.squash_layers(&image.layers, &sqfs, &spool)?
+                        .devices_dropped
                 };
                 (
                     image.config,
@@ -364,9 +378,7 @@ impl Store {
                 )
             }
             ImportSource::RootfsTar(tar) => {
-                let stats = squash::build(&sqfs, &self.root, |w| {
-                    flatten::flatten(&[Layer::file(tar)], &spool, w)
-                })?;
+                let stats = self.squash_layers(&[Layer::file(tar)], &sqfs, &spool)?;
                 let config = rootfs_config(&stats.diff_ids);
                 (
                     config.clone(),

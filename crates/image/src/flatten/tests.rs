@@ -91,9 +91,93 @@ fn run(layers: &[&[E]]) -> Result<(BTreeMap<String, Out>, FlattenStats), ImageEr
         .collect();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
-    let mut out = Vec::new();
-    let stats = flatten(&files, &spool, &mut out)?;
-    Ok((read_tar(&out), stats))
+    // Both algorithms must agree; the fast one may decline (and then the other must work).
+    let mut slow = Vec::new();
+    let slow_stats = flatten_two_pass(&files, &spool, &mut slow);
+    let mut fast = Vec::new();
+    match flatten(&files, &spool, &mut fast) {
+        Err(ImageError::NeedsTwoPasses) => {}
+        Ok(stats) => {
+            let slow_stats = slow_stats
+                .as_ref()
+                .expect("the two-pass algorithm accepts what the fast one does");
+            assert_eq!(
+                read_tar(&fast),
+                read_tar(&slow),
+                "fast and two-pass flattening disagree"
+            );
+            assert_eq!(
+                (stats.entries, stats.devices_dropped),
+                (slow_stats.entries, slow_stats.devices_dropped)
+            );
+        }
+        Err(e) => assert_eq!(e.to_string(), slow_stats.as_ref().unwrap_err().to_string()),
+    }
+    let stats = slow_stats?;
+    Ok((read_tar(&slow), stats))
+}
+
+/// Whether the single-read fast path takes these layers.
+fn fast_path_accepts(layers: &[&[E]]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<Layer> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, entries)| {
+            let path = dir.path().join(format!("layer{i}.tar"));
+            std::fs::write(&path, layer_bytes(entries)).unwrap();
+            Layer::file(path)
+        })
+        .collect();
+    !matches!(
+        flatten(&files, dir.path(), &mut Vec::new()),
+        Err(ImageError::NeedsTwoPasses)
+    )
+}
+
+#[test]
+fn fast_path_declines_a_top_layer_that_rewrites_itself() {
+    assert!(fast_path_accepts(&[
+        &[E::File("a", "1")],
+        &[E::File("a", "2"), E::Hardlink("b", "a")]
+    ]));
+    assert!(fast_path_accepts(&[
+        &[E::Dir("d/"), E::File("d/x", "1")],
+        &[E::File("d/y", "2"), E::Dir("d/")]
+    ]));
+    assert!(!fast_path_accepts(&[&[
+        E::File("a", "1"),
+        E::File("a", "2")
+    ]]));
+    assert!(!fast_path_accepts(&[&[
+        E::Dir("d/"),
+        E::File("d/x", "1"),
+        E::File("d", "file now")
+    ]]));
+    assert!(!fast_path_accepts(&[&[
+        E::File("a", "1"),
+        E::File("a/b", "under a file")
+    ]]));
+    // And the two-pass result is what tar extraction would give: the later entry wins.
+    let (tree, _) = run(&[&[E::File("a", "1"), E::File("a", "2")]]).unwrap();
+    assert_eq!(tree.get("a"), Some(&file("2")));
+}
+
+#[test]
+fn top_layer_hardlink_to_a_lower_file() {
+    let (tree, _) = run(&[
+        &[E::File("lib/real", "so")],
+        &[
+            E::Hardlink("lib/alias", "lib/real"),
+            E::File("lib/other", "x"),
+        ],
+    ])
+    .unwrap();
+    assert_eq!(
+        tree.get("lib/alias"),
+        Some(&Out::Hardlink("lib/real".into()))
+    );
+    assert_eq!(tree.get("lib/real"), Some(&file("so")));
 }
 
 fn file(s: &str) -> Out {
@@ -283,6 +367,15 @@ fn compressed_layers_and_digests() {
     };
     let mut out = Vec::new();
     let stats = flatten(std::slice::from_ref(&layer), dir.path(), &mut out).unwrap();
+    let mut again = Vec::new();
+    assert_eq!(
+        flatten_two_pass(std::slice::from_ref(&layer), dir.path(), &mut again).unwrap(),
+        stats
+    );
+    assert_eq!(
+        again, out,
+        "one layer: both algorithms write the same stream"
+    );
     assert_eq!(read_tar(&out).get("hello"), Some(&file("world")));
     assert_eq!(stats.diff_ids, vec![Digest::of(&plain)]);
 
