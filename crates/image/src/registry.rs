@@ -272,8 +272,12 @@ impl Client {
             loopback(&reference.registry) || options.insecure.contains(&reference.registry);
         match client.http.get(format!("{}/v2/", client.base)).send() {
             Ok(_) => Ok(client),
+            // A server that answered TLS with a certificate we do not trust does speak HTTPS:
+            // falling back to plain HTTP would only hide the real problem.
             Err(https_err)
-                if may_use_http && (https_err.is_connect() || https_err.is_request()) =>
+                if may_use_http
+                    && (https_err.is_connect() || https_err.is_request())
+                    && !describe(&https_err).contains("certificate") =>
             {
                 client.base = format!("http://{}", client.host);
                 match client.http.get(format!("{}/v2/", client.base)).send() {
