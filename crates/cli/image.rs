@@ -123,10 +123,11 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 None => None,
             };
             let record = store.pull(&reference, &settings.registry(creds))?;
+            // The name just pulled, not whichever name the image had first.
+            let name = berth_image::PullReference::parse(&reference)?.name();
             writeln!(
                 out,
-                "Pulled {} (id {}, {})",
-                name_of(&record),
+                "Pulled {name} (id {}, {})",
                 record.id.short(),
                 human_size(record.size)
             )?;

@@ -5,5 +5,6 @@
 mod cgroups;
 mod exec;
 mod image;
+mod registry;
 mod security;
 mod support;

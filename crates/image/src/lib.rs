@@ -18,6 +18,7 @@ mod reference;
 mod registry;
 mod squash;
 mod store;
+mod tls;
 
 pub use digest::Digest;
 pub use error::ImageError;

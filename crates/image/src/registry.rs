@@ -232,22 +232,17 @@ impl Client {
         reference: &PullReference,
         options: &RegistryOptions,
     ) -> Result<Client, ImageError> {
-        // reqwest is built without a default TLS provider (the aws-lc default is a slow C
-        // build): install ring's, once per process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(3600))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
-        for path in &options.ca_certs {
-            let pem = std::fs::read(path)
-                .map_err(ImageError::io("cannot read the CA certificate", path))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ImageError::archive(path, format!("not a PEM certificate: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
+        let tls = crate::tls::client_config(&options.ca_certs).map_err(|message| {
+            ImageError::Registry {
+                registry: reference.registry.clone(),
+                message,
             }
-        }
+        })?;
+        builder = builder.use_preconfigured_tls(tls);
         let http = builder.build().map_err(|e| ImageError::Registry {
             registry: reference.registry.clone(),
             message: describe(&e),
@@ -277,7 +272,7 @@ impl Client {
             Err(https_err)
                 if may_use_http
                     && (https_err.is_connect() || https_err.is_request())
-                    && !describe(&https_err).contains("certificate") =>
+                    && !crate::tls::is_certificate_error(&https_err) =>
             {
                 client.base = format!("http://{}", client.host);
                 match client.http.get(format!("{}/v2/", client.base)).send() {
@@ -428,8 +423,18 @@ impl Client {
         Err(self.denied(401))
     }
 
-    fn document(&mut self, path: &str, accept: &[&str]) -> Result<(Vec<u8>, String), ImageError> {
+    /// A JSON document, its media type, and the digest the registry says it has.
+    fn document(
+        &mut self,
+        path: &str,
+        accept: &[&str],
+    ) -> Result<(Vec<u8>, String, Option<Digest>), ImageError> {
         let response = self.get(path, accept)?;
+        let claimed = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
         let media_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -444,7 +449,7 @@ impl Client {
                 registry: self.registry.clone(),
                 message: format!("reading {path}: {e}"),
             })?;
-        Ok((bytes, media_type))
+        Ok((bytes, media_type, claimed))
     }
 
     /// The image manifest for this machine's platform, and the config it names.
@@ -460,13 +465,16 @@ impl Client {
         };
         let mut expected = reference.digest.clone();
         for _ in 0..3 {
-            let (bytes, media_type) = self.document(
+            let (bytes, media_type, claimed) = self.document(
                 &format!("{repo}/manifests/{target}"),
                 &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST],
             )?;
-            if let Some(d) = &expected {
+            // By digest, the manifest must have that digest; by tag, the one the registry
+            // claims for it (Docker-Content-Digest), so that a corrupted copy is caught too.
+            let actual = Digest::of(&bytes);
+            for d in expected.iter().chain(claimed.iter()) {
                 d.verify(
-                    &Digest::of(&bytes),
+                    &actual,
                     format_args!("the manifest of {}", reference.name()),
                 )?;
             }
@@ -499,7 +507,7 @@ impl Client {
             let manifest: OciManifest = serde_json::from_value(value)
                 .map_err(|e| self.bad(format!("invalid manifest: {e}")))?;
             let config_digest = Digest::parse(&manifest.config.digest)?;
-            let (config, _) = self.document(&format!("{repo}/blobs/{config_digest}"), &[])?;
+            let (config, _, _) = self.document(&format!("{repo}/blobs/{config_digest}"), &[])?;
             config_digest.verify(&Digest::of(&config), "the image config")?;
             return Ok((manifest, config, config_digest));
         }

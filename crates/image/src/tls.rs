@@ -1,0 +1,128 @@
+//! TLS for registries: the system's CA certificates plus the administrator's `ca_certs`, with
+//! one addition to WebPKI's rules: a server certificate that is byte for byte one of the
+//! configured `ca_certs` is trusted as it is. That is what configuring a self-signed
+//! registry certificate means (docker's own recipe, `openssl req -x509`, makes one with
+//! CA:TRUE, which WebPKI refuses as a server certificate), and what Go-based tools accept.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The rustls client configuration for registries; errors are messages for the user.
+pub fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig, String> {
+    // ring, selected explicitly: the default aws-lc provider is a slow C build (DESIGN.md).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped, as curl does; the configured ones must load.
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let mut pinned = Vec::new();
+    for path in ca_certs {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read the CA certificate {}: {e}", path.display()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: holds no PEM certificate", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+            pinned.push(cert);
+        }
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }))
+        .with_no_client_auth())
+}
+
+/// Whether `error` (anywhere in its chain, including inside I/O errors) is a refused certificate.
+pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        // io::Error's source() skips the error it wraps: look inside explicitly.
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_certificate_error(inner) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
