@@ -333,3 +333,39 @@ fn terminal_is_usable_from_shell() {
         assert!(out.stdout.contains("/dev/pts/"), "{mode:?}: {}", out.stdout);
     }
 }
+
+#[test]
+fn working_directory_on_request() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.import(mode);
+        assert_eq!(
+            f.berth(mode, &["exec", "--pwd", "/bin", "busybox", "pwd"])
+                .ok(),
+            "/bin\n"
+        );
+        let out = f.berth(mode, &["exec", "--pwd", "/no/such/dir", "busybox", "pwd"]);
+        assert_eq!(out.code, 125, "{mode:?}");
+        assert!(
+            out.stderr.contains("cannot enter --pwd /no/such/dir"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn gpus_on_a_host_without_them_is_a_clear_error() {
+    let Some(f) = Fixture::new() else { return };
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("skipped: this host has an NVIDIA GPU");
+        return;
+    }
+    f.import(Mode::Root);
+    let out = f.berth(Mode::Root, &["exec", "--gpus", "all", "busybox", "true"]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("no NVIDIA GPU"), "{}", out.stderr);
+    let out = f.berth(Mode::Root, &["exec", "--gpus", "zero", "busybox", "true"]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("--gpus"), "{}", out.stderr);
+}
