@@ -30,7 +30,11 @@ pub struct Out {
 impl Out {
     pub fn from_output(o: Output) -> Out {
         Out {
-            code: o.status.code().unwrap_or(-1),
+            // As a shell reports it: a program killed by signal N exits 128 + N. (berth without
+            // cgroup or pid namespace becomes the container, so it dies of that signal too.)
+            code: o.status.code().unwrap_or_else(|| {
+                128 + std::os::unix::process::ExitStatusExt::signal(&o.status).unwrap_or(0)
+            }),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }

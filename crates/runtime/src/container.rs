@@ -484,7 +484,7 @@ fn report(fd: &OwnedFd, failure: &Failure) {
 
 /// Drops to the container user: supplementary groups, gid, uid, then no capabilities and no
 /// way back (no_new_privs: set-uid binaries and file capabilities do nothing).
-fn drop_privileges(spec: &ContainerSpec) -> Result<(), Failure> {
+fn drop_privileges(spec: &ContainerSpec, die_with_parent: bool) -> Result<(), Failure> {
     let id = &spec.identity;
     sys::drop_bounding_capabilities().map_err(fail("dropping capabilities"))?;
     if !spec.rootless {
@@ -498,8 +498,10 @@ fn drop_privileges(spec: &ContainerSpec) -> Result<(), Failure> {
     }
     // Changing credentials cleared the parent-death signal (prctl(2)): set it again, so the
     // program dies with berth even when berth is SIGKILLed.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
-        .map_err(fail("setting the parent-death signal"))?;
+    if die_with_parent {
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(fail("setting the parent-death signal"))?;
+    }
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail("setting no_new_privs"))?;
     sys::clear_capabilities().map_err(fail("dropping capabilities"))
 }
@@ -539,7 +541,7 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
         if spec.pid_namespace {
             return Ok(init(spec, &report_fd));
         }
-        drop_privileges(spec)?;
+        drop_privileges(spec, true)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))
     })()
@@ -547,6 +549,19 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
     report(&report_fd, &failure);
     // SAFETY: _exit skips destructors and atexit handlers, as a failed child must.
     unsafe { libc::_exit(failure.code) }
+}
+
+/// The calling process becomes the container, as ch-run does: no second process, no
+/// signal forwarding, the exit status is the program's own by construction. The caller has
+/// already unshared the namespaces. Returns only the failure.
+pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
+    (|| -> Result<Failure, Failure> {
+        build_root(spec, image)?;
+        drop_privileges(spec, false)?;
+        enter_cwd(spec)?;
+        Ok(exec(&argv(spec), &spec.env))
+    })()
+    .unwrap_or_else(|f| f)
 }
 
 static MAIN_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -591,7 +606,7 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
             // SAFETY: restores default dispositions before exec.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
-        let failure = drop_privileges(spec)
+        let failure = drop_privileges(spec, true)
             .and_then(|_| enter_cwd(spec))
             .map(|_| exec(&argv(spec), &spec.env))
             .unwrap_or_else(|f| f);

@@ -47,12 +47,16 @@ pub struct Outcome {
     pub usage: cgroup::Usage,
 }
 
-fn write_map(pid: libc::pid_t, file: &str, text: &str) -> Result<(), RuntimeError> {
+fn write_map(pid: impl std::fmt::Display, file: &str, text: &str) -> Result<(), RuntimeError> {
     let path = format!("/proc/{pid}/{file}");
     sys::write_file(&path, text).map_err(RuntimeError::setup(format!("writing {path}")))
 }
 
 /// Runs the container to completion. The calling process must be single-threaded.
+///
+/// When the container needs neither a cgroup nor a pid namespace, nothing has to happen
+/// after it ends, so the calling process itself becomes the container (as ch-run does):
+/// then `run` does not return unless starting the container failed.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     let image_path = match &spec.rootfs {
         Rootfs::Squashfs(p) | Rootfs::Directory(p) => p,
@@ -66,6 +70,9 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
         "opening the image {}",
         image_path.display()
     )))?;
+    if spec.limits.is_none() && !spec.pid_namespace {
+        return Err(become_container(spec, &image));
+    }
 
     let cgroup = match &spec.limits {
         Some(limits) => {
@@ -94,6 +101,40 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
         oom_killed: oom,
         usage,
     })
+}
+
+/// Unshares this process's namespaces and execs the program in them. Returns the failure.
+fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
+    let mut flags = libc::CLONE_NEWNS;
+    if spec.rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: unshare(2) with namespace flags; the process is single-threaded (see `run`).
+    if unsafe { libc::unshare(flags) } != 0 {
+        return RuntimeError::setup("creating the namespaces (unshare)")(
+            std::io::Error::last_os_error(),
+        );
+    }
+    if spec.rootless {
+        // A process may map its own uid and gid into the user namespace it just created,
+        // after giving up setgroups (user_namespaces(7)).
+        let id = &spec.identity;
+        let maps = [
+            ("setgroups", "deny".to_string()),
+            ("uid_map", format!("{0} {0} 1\n", id.uid)),
+            ("gid_map", format!("{0} {0} 1\n", id.gid)),
+        ];
+        for (file, text) in maps {
+            if let Err(e) = write_map("self", file, &text) {
+                return e;
+            }
+        }
+    }
+    let failure = container::in_place(spec, image);
+    RuntimeError::Container {
+        code: failure.code,
+        message: failure.message,
+    }
 }
 
 fn run_in(
