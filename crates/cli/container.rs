@@ -100,6 +100,7 @@ impl ContainerArgs {
                 .transpose()?,
             pid_namespace: self.pid,
             user: self.user,
+            ..Options::default()
         })
     }
 }

@@ -1,12 +1,16 @@
 //! berth's domain types, with no I/O.
 //!
 //! Owns: the administrator's configuration (what it means, not where it is read from), the
-//! resource quantities users type (`4G`, `1.5` CPUs) and the validation of both.
+//! resource quantities users type (`4G`, `1.5` CPUs), batch jobs as users ask for them
+//! (`#SBATCH`/`#BSUB`/`#PBS`/`#BERTH` directives and submit flags, validated into a
+//! `JobRequest`) and the validation of all of these.
 //! Must not: read files, touch the network, make system calls. Callers read the bytes and hand
 //! them over; everything here is a pure function and is unit-tested as such.
 
 pub mod config;
+pub mod job;
 pub mod quantity;
 
 pub use config::{BindPolicy, Config, ConfigError, RegistryConfig};
+pub use job::{JobError, JobOptions, JobRequest};
 pub use quantity::{parse_cpus, parse_size, QuantityError};

@@ -537,6 +537,14 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
     let failure = (|| -> Result<Failure, Failure> {
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(fail("setting the parent-death signal"))?;
+        if spec.time_limit.is_some() {
+            // A process group of its own, so that the time limit's signals reach everything
+            // the program starts (see launch::on_alarm).
+            // SAFETY: setpgid(0, 0) on ourselves.
+            if unsafe { libc::setpgid(0, 0) } != 0 {
+                return Err(fail("creating a process group")(io::Error::last_os_error()));
+            }
+        }
         build_root(spec, image)?;
         if spec.pid_namespace {
             return Ok(init(spec, &report_fd));
@@ -584,7 +592,7 @@ pub(crate) fn install_forwarding(
         // SAFETY: installs a handler that only calls async-signal-safe functions.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as usize;
+            action.sa_sigaction = handler as *const () as usize;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }

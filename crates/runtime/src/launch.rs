@@ -42,6 +42,10 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 pub struct Outcome {
     /// The exit status a shell would report: the program's code, or 128 + signal.
     pub code: i32,
+    /// The signal that killed the program, if one did.
+    pub signal: Option<i32>,
+    /// The time limit ran out and berth stopped the program.
+    pub timed_out: bool,
     /// The kernel's OOM killer killed a process of the container.
     pub oom_killed: bool,
     pub usage: cgroup::Usage,
@@ -54,7 +58,7 @@ fn write_map(pid: impl std::fmt::Display, file: &str, text: &str) -> Result<(), 
 
 /// Runs the container to completion. The calling process must be single-threaded.
 ///
-/// When the container needs neither a cgroup nor a pid namespace, nothing has to happen
+/// When the container needs no cgroup, pid namespace or time limit, nothing has to happen
 /// after it ends, so the calling process itself becomes the container (as ch-run does):
 /// then `run` does not return unless starting the container failed.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
@@ -70,7 +74,7 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
         "opening the image {}",
         image_path.display()
     )))?;
-    if spec.limits.is_none() && !spec.pid_namespace {
+    if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() {
         return Err(become_container(spec, &image));
     }
 
@@ -81,23 +85,25 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            Some(Cgroup::create(
-                &layout,
-                CGROUP_PARENT,
-                &format!("{}-{nanos}", std::process::id()),
-                limits,
-            )?)
+            let name = spec
+                .cgroup_name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{nanos}", std::process::id()));
+            Some(Cgroup::create(&layout, CGROUP_PARENT, &name, limits)?)
         }
         None => None,
     };
     let result = run_in(spec, &image, cgroup.as_ref());
+    let timed_out = TIMEOUT_STAGE.swap(0, Ordering::SeqCst) > 0;
     let usage = cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
     let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     if let Some(c) = cgroup {
         c.destroy()?;
     }
-    result.map(|code| Outcome {
-        code,
+    result.map(|status| Outcome {
+        code: sys::exit_code(status),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        timed_out,
         oom_killed: oom,
         usage,
     })
@@ -141,7 +147,7 @@ fn run_in(
     spec: &ContainerSpec,
     image: &OwnedFd,
     cgroup: Option<&Cgroup>,
-) -> Result<i32, RuntimeError> {
+) -> Result<libc::c_int, RuntimeError> {
     let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     let (report_read, report_write) =
         sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
@@ -192,10 +198,15 @@ fn run_in(
         return Err(e);
     }
 
+    if let Some(t) = spec.time_limit {
+        arm_time_limit(t);
+    }
     // The report pipe closes on a successful exec; anything written to it is a failure.
     let mut report = Vec::new();
     let _ = std::fs::File::from(report_read).read_to_end(&mut report);
     let status = sys::wait(pid).map_err(RuntimeError::setup("waiting for the container"))?;
+    // SAFETY: cancels any pending alarm; no arguments to check.
+    unsafe { libc::alarm(0) };
     CHILD.store(0, Ordering::SeqCst);
     if let Some((&code, message)) = report.split_first() {
         return Err(RuntimeError::Container {
@@ -203,5 +214,48 @@ fn run_in(
             message: String::from_utf8_lossy(message).into_owned(),
         });
     }
-    Ok(sys::exit_code(status))
+    Ok(status)
+}
+
+/// 0: running; 1: SIGTERM sent at the time limit; 2: SIGKILL sent after the grace period.
+static TIMEOUT_STAGE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static GRACE_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    let (sig, next) = match TIMEOUT_STAGE.load(Ordering::SeqCst) {
+        0 => (libc::SIGTERM, 1),
+        _ => (libc::SIGKILL, 2),
+    };
+    TIMEOUT_STAGE.store(next, Ordering::SeqCst);
+    // SAFETY: kill(2) and alarm(2) are async-signal-safe. The whole process group first; the
+    // process alone if it has not made its group yet.
+    unsafe {
+        if libc::kill(-pid, sig) != 0 {
+            libc::kill(pid, sig);
+        }
+        if next == 1 {
+            libc::alarm(GRACE_SECS.load(Ordering::SeqCst).max(1));
+        }
+    }
+}
+
+fn arm_time_limit(t: crate::TimeLimit) {
+    TIMEOUT_STAGE.store(0, Ordering::SeqCst);
+    GRACE_SECS.store(
+        t.grace.as_secs().min(u32::MAX as u64) as u32,
+        Ordering::SeqCst,
+    );
+    // SAFETY: installs a handler that only makes async-signal-safe calls; SA_RESTART keeps
+    // waitpid(2) waiting.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_alarm as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+        libc::alarm(t.limit.as_secs_f64().ceil().max(1.0) as u32);
+    }
 }

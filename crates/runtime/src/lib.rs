@@ -23,4 +23,4 @@ pub use error::RuntimeError;
 pub use identity::Identity;
 pub use launch::{run, Outcome, CGROUP_PARENT};
 pub use plan::{plan, Action, ImageDefaults, Options};
-pub use spec::{Bind, ContainerSpec, Program, Rootfs};
+pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit};

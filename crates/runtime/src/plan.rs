@@ -49,6 +49,11 @@ pub struct Options {
     pub pid_namespace: bool,
     /// Run as this user (root only: how the node agent runs jobs).
     pub user: Option<String>,
+    /// Binds berth itself makes (a job's script, say): SOURCE, TARGET, read-only. Not checked
+    /// against the bind policy, so never fill this from user input.
+    pub system_binds: Vec<(PathBuf, String, bool)>,
+    pub time_limit: Option<crate::TimeLimit>,
+    pub cgroup_name: Option<String>,
 }
 
 /// Directories never bound as the current directory: binding the host's over the image's
@@ -285,6 +290,9 @@ pub fn plan(
         };
         binds.push(open_bind(&src, dst, ro, policy_args)?);
     }
+    for (source, target, ro) in &options.system_binds {
+        binds.push(open_bind(source, target.clone(), *ro, None)?);
+    }
     // Parents before children, so that a bind inside another bind's target lands on top.
     binds.sort_by_key(|b| Path::new(&b.target).components().count());
 
@@ -326,6 +334,8 @@ pub fn plan(
         pid_namespace: options.pid_namespace,
         limits: (options.limits != Limits::default()).then(|| options.limits.clone()),
         gpu,
+        time_limit: options.time_limit,
+        cgroup_name: options.cgroup_name.clone(),
     })
 }
 

@@ -52,4 +52,16 @@ pub struct ContainerSpec {
     pub pid_namespace: bool,
     pub limits: Option<Limits>,
     pub gpu: Option<GpuInjection>,
+    pub time_limit: Option<TimeLimit>,
+    /// The cgroup's name under `berth/` (default `<pid>-<n>`), so that others can find it.
+    pub cgroup_name: Option<String>,
+}
+
+/// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as
+/// Slurm does at a job's time limit, with KillWait as the grace). The program then runs in
+/// a process group of its own, so the signals reach everything it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit {
+    pub limit: std::time::Duration,
+    pub grace: std::time::Duration,
 }

@@ -1,0 +1,222 @@
+//! Job arrays: the index list and the limit on elements running at once.
+//!
+//! One syntax serves all families, because they agree: `1-100`, `1-100%10`, `1,3,5-7`,
+//! `0-15:4` (Slurm `--array`, PBS Pro `-J`, Torque `-t`, and the bracket in LSF's
+//! `-J "name[1-100:2]%5"`). Overlapping ranges are allowed and count once, as sbatch's
+//! bitmap does.
+
+use super::JobError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The largest array berth accepts (Slurm's MaxArraySize is far lower by default; LSF's
+/// MAX_JOB_ARRAY_SIZE tops out at 2147483646). Beyond this a job array is a mistake.
+pub const MAX_ARRAY_LEN: u64 = 1_000_000;
+
+const EXPECTED: &str =
+    "INDEX, START-END or START-END:STEP, comma-separated, optionally followed by %MAX_RUNNING, e.g. 1-100%10 or 1,3,5-7";
+
+/// `start..=end` in steps of `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayRange {
+    pub start: u32,
+    pub end: u32,
+    pub step: u32,
+}
+
+impl ArrayRange {
+    /// Number of indices in the range.
+    pub fn len(&self) -> u64 {
+        if self.step == 0 || self.end < self.start {
+            return 0;
+        }
+        u64::from((self.end - self.start) / self.step) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArraySpec {
+    pub ranges: Vec<ArrayRange>,
+    /// `%N`: at most N elements run at the same time.
+    pub max_running: Option<u32>,
+}
+
+fn invalid(value: &str, expected: &str) -> JobError {
+    JobError::Invalid {
+        what: "array",
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+impl ArraySpec {
+    /// Parses `LIST[%MAX]`.
+    pub fn parse(text: &str) -> Result<ArraySpec, JobError> {
+        let (list, max) = match text.trim().split_once('%') {
+            Some((list, max)) => (list, Some(max)),
+            None => (text.trim(), None),
+        };
+        let max_running = match max {
+            None => None,
+            Some(m) => match m.parse::<u32>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(invalid(text, "a positive number after %")),
+            },
+        };
+        let num = |s: &str| -> Result<u32, JobError> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(text, EXPECTED));
+            }
+            s.parse()
+                .map_err(|_| invalid(text, "indices below 4294967296"))
+        };
+        let mut ranges = Vec::new();
+        for item in list.split(',') {
+            let (span, step) = match item.split_once(':') {
+                Some((span, step)) => (span, Some(num(step)?)),
+                None => (item, None),
+            };
+            let (start, end) = match span.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None if step.is_none() => {
+                    let i = num(span)?;
+                    (i, i)
+                }
+                None => return Err(invalid(text, "a step only after a range, as in 0-15:4")),
+            };
+            ranges.push(ArrayRange {
+                start,
+                end,
+                step: step.unwrap_or(1),
+            });
+        }
+        let spec = ArraySpec {
+            ranges,
+            max_running,
+        };
+        spec.validate().map_err(|why| invalid(text, why))?;
+        Ok(spec)
+    }
+
+    /// Checks what `parse` checks, for specs built in code or deserialised.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.ranges.is_empty() {
+            return Err("at least one index");
+        }
+        if self.ranges.iter().any(|r| r.step == 0) {
+            return Err("a step of at least 1");
+        }
+        if self.ranges.iter().any(|r| r.end < r.start) {
+            return Err("ranges that go up (START-END with START <= END)");
+        }
+        if self.ranges.iter().map(ArrayRange::len).sum::<u64>() > MAX_ARRAY_LEN {
+            return Err("at most 1000000 elements");
+        }
+        if self.max_running == Some(0) {
+            return Err("a positive number after %");
+        }
+        Ok(())
+    }
+
+    /// The indices, ascending, each once.
+    pub fn indices(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .ranges
+            .iter()
+            .filter(|r| r.step > 0)
+            .flat_map(|r| (r.start..=r.end).step_by(r.step as usize))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Number of distinct elements.
+    pub fn len(&self) -> usize {
+        self.indices().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.iter().all(ArrayRange::is_empty)
+    }
+
+    /// The step LSF reports in `LSB_JOBINDEX_STEP`: the step of a single range, else 1.
+    pub fn step(&self) -> u32 {
+        match self.ranges.as_slice() {
+            [one] => one.step,
+            _ => 1,
+        }
+    }
+}
+
+/// Prints the spec back in the syntax it was parsed from (`1-9:2,12%3`).
+impl fmt::Display for ArraySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match (r.start == r.end, r.step) {
+                (true, _) => write!(f, "{}", r.start)?,
+                (false, 1) => write!(f, "{}-{}", r.start, r.end)?,
+                (false, s) => write!(f, "{}-{}:{s}", r.start, r.end)?,
+            }
+        }
+        if let Some(m) = self.max_running {
+            write!(f, "%{m}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let a = ArraySpec::parse("1-100%10").unwrap();
+        assert_eq!(a.len(), 100);
+        assert_eq!(a.max_running, Some(10));
+        assert_eq!(a.to_string(), "1-100%10");
+
+        let a = ArraySpec::parse("1,3,5-7").unwrap();
+        assert_eq!(a.indices(), vec![1, 3, 5, 6, 7]);
+        assert_eq!(a.step(), 1);
+
+        let a = ArraySpec::parse("0-15:4").unwrap();
+        assert_eq!(a.indices(), vec![0, 4, 8, 12]);
+        assert_eq!(a.step(), 4);
+        assert_eq!(a.to_string(), "0-15:4");
+
+        // Overlaps count once, as in sbatch's bitmap.
+        assert_eq!(ArraySpec::parse("1-5,3-7").unwrap().len(), 7);
+        assert_eq!(ArraySpec::parse("0-999999").unwrap().len(), 1_000_000);
+    }
+
+    #[test]
+    fn bad_specs() {
+        for (bad, why) in [
+            ("", "expected INDEX"),
+            ("10-1", "ranges that go up"),
+            ("1-10:0", "step of at least 1"),
+            ("0-1000000", "at most 1000000"),
+            ("1-10%0", "positive number after %"),
+            ("1-10%x", "positive number after %"),
+            ("a-b", "expected INDEX"),
+            ("1-", "expected INDEX"),
+            ("5:2", "a step only after a range"),
+            ("-3", "expected INDEX"),
+            ("1,,2", "expected INDEX"),
+            ("99999999999", "indices below"),
+        ] {
+            let err = ArraySpec::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid array '{bad}'")), "{err}");
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Job dependencies: "start this job only after those".
+//!
+//! The three spellings map onto Slurm's model, which is the richest of the three:
+//! Slurm `--dependency=afterok:42:43,afterany:44` and `singleton`; PBS
+//! `-W depend=afterok:42:43` (the same words); LSF `-w "done(42) && ended(43)"`, where
+//! `done` is afterok, `exit` afternotok, `ended` afterany and `started` after. berth
+//! supports conjunctions only: Slurm's `?` (any of) and LSF's `||` are refused with an error
+//! saying so, rather than read as something they are not.
+
+use super::JobError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyKind {
+    /// The job has started (LSF `started`).
+    After,
+    /// The job completed with exit code 0 (LSF `done`).
+    AfterOk,
+    /// The job failed: non-zero exit, killed, timed out (LSF `exit`).
+    AfterNotOk,
+    /// The job ended, however (LSF `ended`).
+    AfterAny,
+}
+
+/// One job this job waits for, or one element of an array job (`42_7`, `42[7]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDependency {
+    pub kind: DependencyKind,
+    pub job: u64,
+    pub array_index: Option<u32>,
+}
+
+/// All of `jobs` must hold; `singleton`: no other job of this user with the same name may
+/// be running (Slurm `--dependency=singleton`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependencies {
+    pub jobs: Vec<JobDependency>,
+    pub singleton: bool,
+}
+
+const SLURM_EXPECTED: &str =
+    "TYPE:JOBID[:JOBID...] joined by ',', with TYPE after, afterok, afternotok or afterany, or singleton";
+const LSF_EXPECTED: &str =
+    "CONDITION(JOBID) joined by &&, with CONDITION done, exit, ended or started";
+
+fn invalid(value: &str, expected: &str) -> JobError {
+    JobError::Invalid {
+        what: "dependency",
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+fn unsupported(value: &str, reason: &str) -> JobError {
+    JobError::Unsupported {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn kind_of(word: &str) -> Option<DependencyKind> {
+    Some(match word {
+        "after" => DependencyKind::After,
+        "afterok" => DependencyKind::AfterOk,
+        "afternotok" => DependencyKind::AfterNotOk,
+        "afterany" => DependencyKind::AfterAny,
+        _ => return None,
+    })
+}
+
+/// Parses a job id with an optional array element: `42`, `42_7` (Slurm), `42[7]` (LSF,
+/// PBS Pro), and `42.server` (PBS ids carry the server name, which berth drops).
+fn job_ref(text: &str, whole: &str, expected: &str) -> Result<(u64, Option<u32>), JobError> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let t = text.split_once('.').map_or(text, |(id, _)| id);
+    let (id, index) = if let Some((id, idx)) = t.split_once('_') {
+        (id, Some(idx))
+    } else if let Some((id, rest)) = t.split_once('[') {
+        (id, Some(rest.strip_suffix(']').unwrap_or("")))
+    } else {
+        (t, None)
+    };
+    if !digits(id) {
+        return Err(invalid(whole, expected));
+    }
+    let job = match id.parse::<u64>() {
+        Ok(0) | Err(_) => return Err(invalid(whole, "job ids from 1 to 18446744073709551615")),
+        Ok(j) => j,
+    };
+    let array_index = match index {
+        None => None,
+        Some(i) if digits(i) => Some(
+            i.parse::<u32>()
+                .map_err(|_| invalid(whole, "array indices below 4294967296"))?,
+        ),
+        Some(_) => {
+            return Err(invalid(
+                whole,
+                "an array element as JOBID_INDEX or JOBID[INDEX]",
+            ))
+        }
+    };
+    Ok((job, array_index))
+}
+
+impl Dependencies {
+    /// Parses `sbatch --dependency`. Also the list after PBS's `depend=`, which uses the
+    /// same words.
+    pub fn parse_slurm(text: &str) -> Result<Dependencies, JobError> {
+        if text.contains('?') {
+            return Err(unsupported(
+                text,
+                "berth supports only dependencies that must all hold; separate them with ','",
+            ));
+        }
+        let mut deps = Dependencies::default();
+        for item in text.trim().split(',') {
+            if item == "singleton" {
+                deps.singleton = true;
+                continue;
+            }
+            let mut parts = item.split(':');
+            let word = parts.next().unwrap_or("");
+            let Some(kind) = kind_of(word) else {
+                if ["aftercorr", "afterburstbuffer", "expand"].contains(&word)
+                    || word.starts_with("before")
+                    || word == "on"
+                {
+                    return Err(unsupported(
+                        item,
+                        "berth knows after, afterok, afternotok, afterany and singleton",
+                    ));
+                }
+                return Err(invalid(text, SLURM_EXPECTED));
+            };
+            let mut any = false;
+            for id in parts {
+                if id.contains('+') {
+                    return Err(unsupported(item, "a delay after a job starts (+MINUTES)"));
+                }
+                let (job, array_index) = job_ref(id, text, SLURM_EXPECTED)?;
+                deps.jobs.push(JobDependency {
+                    kind,
+                    job,
+                    array_index,
+                });
+                any = true;
+            }
+            if !any {
+                return Err(invalid(text, SLURM_EXPECTED));
+            }
+        }
+        Ok(deps)
+    }
+
+    /// Parses `bsub -w`: `done(42) && ended(43)`; a bare job id means `done`, as in LSF.
+    pub fn parse_lsf(text: &str) -> Result<Dependencies, JobError> {
+        if text.contains("||") || text.contains('!') {
+            return Err(unsupported(
+                text,
+                "berth supports only conditions joined by && (no ||, no !)",
+            ));
+        }
+        let mut deps = Dependencies::default();
+        for term in text.split("&&").map(str::trim) {
+            let (word, arg) = match term.split_once('(') {
+                Some((w, rest)) => match rest.strip_suffix(')') {
+                    Some(arg) => (w.trim(), arg.trim()),
+                    None => return Err(invalid(text, LSF_EXPECTED)),
+                },
+                None => ("done", term),
+            };
+            let kind = match word {
+                "done" => DependencyKind::AfterOk,
+                "exit" => DependencyKind::AfterNotOk,
+                "ended" => DependencyKind::AfterAny,
+                "started" => DependencyKind::After,
+                "post_done" | "post_err" | "numdone" | "numexit" | "numended" | "numhold"
+                | "numpend" | "numrun" | "numstart" | "external" => {
+                    return Err(unsupported(
+                        term,
+                        "berth knows done, exit, ended and started",
+                    ))
+                }
+                _ => return Err(invalid(text, LSF_EXPECTED)),
+            };
+            if arg.contains(',') {
+                return Err(unsupported(
+                    term,
+                    "exit code conditions such as exit(42, ==1)",
+                ));
+            }
+            if arg.starts_with(|c: char| !c.is_ascii_digit()) {
+                return Err(unsupported(
+                    term,
+                    "dependencies on job names; name the job id",
+                ));
+            }
+            let (job, array_index) = job_ref(arg, text, LSF_EXPECTED)?;
+            deps.jobs.push(JobDependency {
+                kind,
+                job,
+                array_index,
+            });
+        }
+        Ok(deps)
+    }
+
+    /// Parses PBS's `-W depend=LIST`, given LIST.
+    pub fn parse_pbs(text: &str) -> Result<Dependencies, JobError> {
+        let deps = Dependencies::parse_slurm(text)?;
+        if deps.singleton {
+            return Err(invalid(
+                text,
+                "afterok, afternotok, afterany or after lists",
+            ));
+        }
+        Ok(deps)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && !self.singleton
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DependencyKind::*;
+
+    fn dep(kind: DependencyKind, job: u64) -> JobDependency {
+        JobDependency {
+            kind,
+            job,
+            array_index: None,
+        }
+    }
+
+    #[test]
+    fn slurm() {
+        let d = Dependencies::parse_slurm("afterok:42:43,afterany:44").unwrap();
+        assert_eq!(
+            d.jobs,
+            vec![dep(AfterOk, 42), dep(AfterOk, 43), dep(AfterAny, 44)]
+        );
+        assert!(!d.singleton);
+        let d = Dependencies::parse_slurm("after:7,afternotok:8_3,singleton").unwrap();
+        assert_eq!(d.jobs[0], dep(After, 7));
+        assert_eq!(d.jobs[1].array_index, Some(3));
+        assert!(d.singleton);
+        assert!(Dependencies::parse_slurm("singleton")
+            .unwrap()
+            .jobs
+            .is_empty());
+    }
+
+    #[test]
+    fn slurm_errors() {
+        let e = |s| Dependencies::parse_slurm(s).unwrap_err().to_string();
+        assert!(e("afterok:1?afterok:2").contains("is not supported"));
+        assert!(e("afterok:0").contains("job ids from 1"));
+        assert!(e("afterok:x").contains("expected TYPE:JOBID"));
+        assert!(e("afterok").contains("expected TYPE:JOBID"));
+        assert!(e("afterok:").contains("expected TYPE:JOBID"));
+        assert!(e("beforeok:3").contains("is not supported"));
+        assert!(e("aftercorr:3").contains("is not supported"));
+        assert!(e("after:3+10").contains("delay"));
+        assert!(e("whenever:3").contains("expected TYPE:JOBID"));
+    }
+
+    #[test]
+    fn lsf() {
+        let d = Dependencies::parse_lsf("done(42) && ended(43)").unwrap();
+        assert_eq!(d.jobs, vec![dep(AfterOk, 42), dep(AfterAny, 43)]);
+        let d = Dependencies::parse_lsf("exit(5)&&started( 6 )&&7&&done(8[2])").unwrap();
+        assert_eq!(d.jobs[0], dep(AfterNotOk, 5));
+        assert_eq!(d.jobs[1], dep(After, 6));
+        assert_eq!(d.jobs[2], dep(AfterOk, 7));
+        assert_eq!(d.jobs[3].array_index, Some(2));
+
+        let e = |s| Dependencies::parse_lsf(s).unwrap_err().to_string();
+        assert!(e("done(1) || done(2)").contains("only conditions joined by &&"));
+        assert!(e("done(myjob)").contains("job names"));
+        assert!(e("exit(4, ==1)").contains("exit code"));
+        assert!(e("post_done(4)").contains("is not supported"));
+        assert!(e("finished(4)").contains("expected CONDITION(JOBID)"));
+        assert!(e("done(4").contains("expected CONDITION(JOBID)"));
+    }
+
+    #[test]
+    fn pbs() {
+        let d = Dependencies::parse_pbs("afterok:42.pbsserver:43").unwrap();
+        assert_eq!(d.jobs, vec![dep(AfterOk, 42), dep(AfterOk, 43)]);
+        assert!(Dependencies::parse_pbs("singleton").is_err());
+        assert!(Dependencies::parse_pbs("beforeok:4").is_err());
+    }
+}

@@ -1,0 +1,1049 @@
+//! Batch script directives (`#SBATCH`, `#BSUB`, `#PBS`, `#BERTH`) and `berth submit` flags,
+//! read into one [`JobOptions`].
+//!
+//! Where directives are read, as sbatch, bsub and qsub read them: the shebang is skipped,
+//! then every line of the leading comment block whose first column starts with a prefix
+//! followed by a blank (or nothing) is a directive; the first line that is neither blank nor
+//! a comment ends the block, and directives after it are not read (they are recorded as
+//! ignored, so the caller can warn). A directive line is split as a shell splits words
+//! (quotes, backslashes), holds any number of options, and ends at an unquoted `#` word,
+//! which starts a comment. The families may be mixed; later options override earlier ones.
+//!
+//! Option syntax per family:
+//! - `#SBATCH` and `#BERTH` (and `berth submit` flags): getopt_long, as sbatch parses:
+//!   `--opt=value`, `--opt value`, `-n 4`, `-n4`, unique abbreviations of long names.
+//!   `#BERTH` takes sbatch's options plus `--image` and `--bind` (`-B`).
+//! - `#BSUB`: bsub's words (`-n`, `-cwd`, `-oo`), each value the next word.
+//! - `#PBS`: qsub's getopt letters, `-l nodes=2:ppn=4` or `-lnodes=2:ppn=4`.
+//!
+//! The image may also come from `APPLICATION=IMAGE` (with or without `export`, quoted or
+//! not) anywhere in the script outside comments, the convention of the thesis' middleware.
+
+use super::*;
+use crate::quantity::parse_size;
+
+/// A directive family, by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Slurm,
+    Lsf,
+    Pbs,
+    Berth,
+}
+
+impl Family {
+    const ALL: [Family; 4] = [Family::Slurm, Family::Lsf, Family::Pbs, Family::Berth];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Slurm => "#SBATCH",
+            Family::Lsf => "#BSUB",
+            Family::Pbs => "#PBS",
+            Family::Berth => "#BERTH",
+        }
+    }
+}
+
+/// What a script asked for, and in which families' words (in order of first use).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedScript {
+    pub options: JobOptions,
+    pub families: Vec<Family>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    No,
+    Required,
+    /// Only attached (`--nice=5`), as getopt_long's optional arguments.
+    Optional,
+}
+
+/// One option: its canonical name (the long name, or bsub's/qsub's word) and short letter.
+struct Spec(&'static str, Option<char>, Arg);
+
+use Arg::{No, Optional, Required};
+
+const SLURM: &[Spec] = &[
+    Spec("job-name", Some('J'), Required),
+    Spec("ntasks", Some('n'), Required),
+    Spec("ntasks-per-node", None, Required),
+    Spec("cpus-per-task", Some('c'), Required),
+    Spec("nodes", Some('N'), Required),
+    Spec("mem", None, Required),
+    Spec("mem-per-cpu", None, Required),
+    Spec("time", Some('t'), Required),
+    Spec("output", Some('o'), Required),
+    Spec("error", Some('e'), Required),
+    Spec("input", Some('i'), Required),
+    Spec("open-mode", None, Required),
+    Spec("partition", Some('p'), Required),
+    Spec("array", Some('a'), Required),
+    Spec("dependency", Some('d'), Required),
+    Spec("hold", Some('H'), No),
+    Spec("export", None, Required),
+    Spec("chdir", Some('D'), Required),
+    Spec("workdir", None, Required),
+    Spec("gpus", Some('G'), Required),
+    Spec("gres", None, Required),
+    Spec("gpus-per-node", None, Required),
+    Spec("gpus-per-task", None, Required),
+    Spec("nice", None, Optional),
+    Spec("account", Some('A'), Required),
+    Spec("exclusive", None, Optional),
+    Spec("requeue", None, No),
+    Spec("no-requeue", None, No),
+    Spec("mail-type", None, Required),
+    Spec("mail-user", None, Required),
+    Spec("comment", None, Required),
+    Spec("qos", Some('q'), Required),
+];
+
+const BERTH_ONLY: &[Spec] = &[
+    Spec("image", None, Required),
+    Spec("bind", Some('B'), Required),
+];
+
+const LSF: &[Spec] = &[
+    Spec("J", None, Required),
+    Spec("n", None, Required),
+    Spec("R", None, Required),
+    Spec("M", None, Required),
+    Spec("W", None, Required),
+    Spec("o", None, Required),
+    Spec("oo", None, Required),
+    Spec("e", None, Required),
+    Spec("eo", None, Required),
+    Spec("i", None, Required),
+    Spec("q", None, Required),
+    Spec("w", None, Required),
+    Spec("H", None, No),
+    Spec("cwd", None, Required),
+    Spec("gpu", None, Required),
+    Spec("P", None, Required),
+    Spec("x", None, No),
+    Spec("r", None, No),
+    Spec("rn", None, No),
+    Spec("u", None, Required),
+    Spec("B", None, No),
+    Spec("N", None, No),
+];
+
+const PBS: &[Spec] = &[
+    Spec("N", Some('N'), Required),
+    Spec("l", Some('l'), Required),
+    Spec("o", Some('o'), Required),
+    Spec("e", Some('e'), Required),
+    Spec("j", Some('j'), Required),
+    Spec("q", Some('q'), Required),
+    Spec("J", Some('J'), Required),
+    Spec("t", Some('t'), Required),
+    Spec("W", Some('W'), Required),
+    Spec("h", Some('h'), No),
+    Spec("V", Some('V'), No),
+    Spec("v", Some('v'), Required),
+    Spec("d", Some('d'), Required),
+    Spec("A", Some('A'), Required),
+    Spec("r", Some('r'), Required),
+    Spec("m", Some('m'), Required),
+    Spec("M", Some('M'), Required),
+    Spec("S", Some('S'), Required),
+];
+
+/// Splits a directive's text into words as sh would: `'...'` literal, `"..."` with `\"`
+/// and `\\` escapes, a backslash outside quotes escaping the next character. An unquoted
+/// word starting with `#` begins a comment, as sbatch ends a directive there.
+fn split_words(text: &str) -> Result<Vec<String>, JobError> {
+    let mut words = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            None | Some('#') => return Ok(words),
+            _ => {}
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                c if c.is_whitespace() => break,
+                '\'' => loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(JobError::UnterminatedQuote),
+                    }
+                },
+                '"' => loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                            word.extend(chars.next());
+                        }
+                        Some(c) => word.push(c),
+                        None => return Err(JobError::UnterminatedQuote),
+                    }
+                },
+                '\\' => word.extend(chars.next()),
+                c => word.push(c),
+            }
+        }
+        words.push(word);
+    }
+}
+
+/// One option found among the words: its canonical name, value, and the words it took.
+struct Found {
+    name: &'static str,
+    value: Option<String>,
+    text: String,
+}
+
+/// Reads the option starting at `words[*i]`, advancing `*i` past it and its value.
+/// On error, returns the words read so far with the reason.
+fn next_option(
+    family: Family,
+    words: &[String],
+    i: &mut usize,
+) -> Result<Found, (String, JobError)> {
+    let start = *i;
+    let word = &words[*i];
+    *i += 1;
+    let fail = |text: &str, e| Err((text.to_string(), e));
+    let unknown = || JobError::UnknownOption {
+        family: family.prefix(),
+        option: word
+            .split_once('=')
+            .map_or(word.as_str(), |(n, _)| n)
+            .to_string(),
+    };
+    let specs: Vec<&Spec> = match family {
+        Family::Slurm => SLURM.iter().collect(),
+        Family::Berth => SLURM.iter().chain(BERTH_ONLY).collect(),
+        Family::Lsf => LSF.iter().collect(),
+        Family::Pbs => PBS.iter().collect(),
+    };
+    // (spec, value attached to the word)
+    let (spec, attached): (&Spec, Option<String>) = if let Some(long) = word
+        .strip_prefix("--")
+        .filter(|_| matches!(family, Family::Slurm | Family::Berth))
+    {
+        let (name, value) = match long.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (long, None),
+        };
+        // getopt_long: an exact name, else a unique abbreviation.
+        let exact = specs.iter().find(|s| s.0 == name);
+        let mut prefixed = specs
+            .iter()
+            .filter(|s| !name.is_empty() && s.0.starts_with(name));
+        match (exact, prefixed.next(), prefixed.next()) {
+            (Some(s), _, _) | (None, Some(s), None) => (s, value),
+            _ => return fail(word, unknown()),
+        }
+    } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+        if family == Family::Lsf {
+            match specs.iter().find(|s| s.0 == short) {
+                Some(s) => (s, None),
+                None => return fail(word, unknown()),
+            }
+        } else {
+            let mut cs = short.chars();
+            let letter = cs.next();
+            let rest = cs.as_str();
+            match specs.iter().find(|s| s.1.is_some() && s.1 == letter) {
+                Some(s) if s.2 == Required && !rest.is_empty() => (s, Some(rest.to_string())),
+                Some(s) if rest.is_empty() => (s, None),
+                _ => return fail(word, unknown()),
+            }
+        }
+    } else {
+        return fail(word, JobError::UnexpectedArgument(word.clone()));
+    };
+    let value = match (spec.2, attached) {
+        (No, Some(_)) => return fail(word, JobError::UnexpectedValue(word.clone())),
+        (Required, None) => match words.get(*i) {
+            Some(v) => {
+                *i += 1;
+                Some(v.clone())
+            }
+            None => return fail(word, JobError::MissingValue(word.clone())),
+        },
+        (_, v) => v,
+    };
+    let text = words[start..*i]
+        .iter()
+        .map(|w| quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Found {
+        name: spec.0,
+        value,
+        text,
+    })
+}
+
+/// Quotes a value for display when it holds blanks, so errors show what was written.
+fn quote(v: &str) -> String {
+    if v.is_empty() || v.contains(char::is_whitespace) {
+        format!("\"{v}\"")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Parses `berth submit` flags (the `#BERTH` options, i.e. sbatch's plus `--image` and
+/// `--bind`) into options that [`JobOptions::merge`] lays over a script's directives.
+pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<JobOptions, JobError> {
+    let words: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let mut opts = JobOptions::default();
+    let mut i = 0;
+    while i < words.len() {
+        let found = next_option(Family::Berth, &words, &mut i).map_err(|(arg, reason)| {
+            JobError::Argument {
+                arg,
+                reason: Box::new(reason),
+            }
+        })?;
+        apply(Family::Berth, &mut opts, &found, None).map_err(|reason| JobError::Argument {
+            arg: found.text.clone(),
+            reason: Box::new(reason),
+        })?;
+    }
+    Ok(opts)
+}
+
+/// Reads a batch script's directives and `APPLICATION=` line.
+pub fn parse_script(text: &str) -> Result<ParsedScript, JobError> {
+    let mut parsed = ParsedScript::default();
+    let mut in_header = true;
+    let mut application: Option<(String, usize)> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if index == 0 && raw.starts_with("#!") {
+            continue;
+        }
+        let trimmed = raw.trim_start();
+        let directive = Family::ALL.into_iter().find_map(|f| {
+            raw.strip_prefix(f.prefix())
+                .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+                .map(|rest| (f, rest))
+        });
+        if !trimmed.is_empty() && !trimmed.starts_with('#') {
+            in_header = false;
+            if let Some(found) = application_line(trimmed, line)? {
+                match &application {
+                    Some((name, first)) if *name != found => {
+                        return Err(JobError::Directive {
+                            line,
+                            directive: trimmed.to_string(),
+                            reason: Box::new(JobError::Request(format!(
+                                "APPLICATION was already set to '{name}' on line {first}; a job runs in one image"
+                            ))),
+                        });
+                    }
+                    Some(_) => {}
+                    None => application = Some((found, line)),
+                }
+            }
+            continue;
+        }
+        let Some((family, rest)) = directive else {
+            continue;
+        };
+        if !in_header {
+            parsed.options.ignored.push(IgnoredOption {
+                line: Some(line),
+                option: raw.trim().to_string(),
+                reason: "directive after the first command: sbatch, bsub and qsub stop reading directives there".into(),
+            });
+            continue;
+        }
+        if !parsed.families.contains(&family) {
+            parsed.families.push(family);
+        }
+        let at_line = |text: String, reason| JobError::Directive {
+            line,
+            directive: format!("{} {text}", family.prefix()).trim_end().to_string(),
+            reason: Box::new(reason),
+        };
+        let words = split_words(rest).map_err(|e| at_line(rest.trim().to_string(), e))?;
+        let mut i = 0;
+        while i < words.len() {
+            let found = next_option(family, &words, &mut i).map_err(|(t, e)| at_line(t, e))?;
+            apply(family, &mut parsed.options, &found, Some(line))
+                .map_err(|e| at_line(found.text.clone(), e))?;
+        }
+    }
+    if parsed.options.image.is_none() {
+        parsed.options.image = application.map(|(name, line)| ImageRef {
+            name,
+            origin: ImageOrigin::Application { line },
+        });
+    }
+    Ok(parsed)
+}
+
+/// Recognises `[export] APPLICATION=IMAGE [OTHER=...]`, a shell assignment, not a command
+/// that merely mentions it (`echo APPLICATION=x`, `APPLICATION=x ./run`).
+fn application_line(text: &str, line: usize) -> Result<Option<String>, JobError> {
+    let Ok(words) = split_words(text) else {
+        return Ok(None);
+    };
+    let assignments = match words.first().map(String::as_str) {
+        Some("export") => &words[1..],
+        _ => &words[..],
+    };
+    let is_assignment = |w: &String| {
+        w.split_once('=').is_some_and(|(n, _)| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    let Some(value) = assignments
+        .iter()
+        .find_map(|w| w.strip_prefix("APPLICATION="))
+    else {
+        return Ok(None);
+    };
+    // `APPLICATION=$(...)` splits into several words; it is still an assignment, of a value
+    // berth cannot know.
+    let computed = assignments
+        .first()
+        .is_some_and(|w| w.starts_with("APPLICATION=") && w.contains(['$', '`']));
+    if !computed && !assignments.iter().all(is_assignment) {
+        return Ok(None);
+    }
+    if value.is_empty() || value.contains(['$', '`', '(', ' ']) {
+        return Err(JobError::Directive {
+            line,
+            directive: text.to_string(),
+            reason: Box::new(JobError::Invalid {
+                what: "image name",
+                value: value.to_string(),
+                expected: "a literal image name such as openfoam:2.3.0 (berth reads APPLICATION without running the script)".into(),
+            }),
+        });
+    }
+    Ok(Some(value.to_string()))
+}
+
+fn invalid(what: &'static str, value: &str, expected: &str) -> JobError {
+    JobError::Invalid {
+        what,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+fn unsupported(value: &str, reason: &str) -> JobError {
+    JobError::Unsupported {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn count(what: &'static str, value: &str) -> Result<u32, JobError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(what, value, "a positive integer")),
+    }
+}
+
+/// Parses a memory size whose bare numbers are `default_unit` (`"M"`: sbatch's `--mem`,
+/// LSF with LSF_UNIT_FOR_LIMITS=MB; `""`: bytes, as PBS).
+fn size(value: &str, default_unit: &str) -> Result<u64, JobError> {
+    let v = value.trim();
+    let text = if v.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{v}{default_unit}")
+    } else {
+        v.to_string()
+    };
+    let expected = if default_unit == "M" {
+        "a positive size: megabytes, or a number with K, M, G or T (e.g. 4096 or 4G)"
+    } else {
+        "a positive size: bytes, or a number with kb, mb, gb or tb (e.g. 4gb)"
+    };
+    parse_size(&text).map_err(|_| invalid("memory size", value, expected))
+}
+
+fn ignore(opts: &mut JobOptions, found: &Found, line: Option<usize>, reason: &str) {
+    ignore_text(opts, found.text.clone(), line, reason);
+}
+
+fn ignore_text(opts: &mut JobOptions, option: String, line: Option<usize>, reason: &str) {
+    opts.ignored.push(IgnoredOption {
+        line,
+        option,
+        reason: reason.to_string(),
+    });
+}
+
+const MAIL: &str = "berth sends no mail";
+
+/// Applies one option of `family` to `opts`.
+fn apply(
+    family: Family,
+    opts: &mut JobOptions,
+    found: &Found,
+    line: Option<usize>,
+) -> Result<(), JobError> {
+    let v = found.value.as_deref().unwrap_or("");
+    match family {
+        Family::Slurm | Family::Berth => apply_slurm(opts, found, v, line),
+        Family::Lsf => apply_lsf(opts, found, v, line),
+        Family::Pbs => apply_pbs(opts, found, v, line),
+    }
+}
+
+fn apply_slurm(
+    opts: &mut JobOptions,
+    found: &Found,
+    v: &str,
+    line: Option<usize>,
+) -> Result<(), JobError> {
+    match found.name {
+        "job-name" => opts.name = Some(v.to_string()),
+        "ntasks" => opts.ntasks = Some(count("task count", v)?),
+        "ntasks-per-node" => opts.ntasks_per_node = Some(count("tasks per node", v)?),
+        "cpus-per-task" => opts.cpus_per_task = Some(count("CPUs per task", v)?),
+        "nodes" => {
+            let (min, max) = match v.split_once('-') {
+                Some((a, b)) => (count("node count", a)?, count("node count", b)?),
+                None => {
+                    let n = count("node count", v)?;
+                    (n, n)
+                }
+            };
+            if max < min {
+                return Err(invalid("node count", v, "MIN-MAX with MIN <= MAX"));
+            }
+            opts.nodes = Some(NodeRange { min, max });
+        }
+        "mem" => {
+            // sbatch reads --mem=0 as "all of the node's memory"; berth asks for a size.
+            if v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+                return Err(unsupported(
+                    v,
+                    "--mem=0 (all of a node's memory); name a size, or use --exclusive",
+                ));
+            }
+            opts.memory = Some(Memory::PerNode(size(v, "M")?));
+        }
+        "mem-per-cpu" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
+        "time" => opts.time_limit = Some(parse_slurm_time(v)?),
+        "output" => opts.output = Some(path("output file", v)?),
+        "error" => opts.error = Some(path("error file", v)?),
+        "input" => opts.input = Some(path("input file", v)?),
+        "open-mode" => {
+            opts.open_mode = Some(match v {
+                "append" => OpenMode::Append,
+                "truncate" => OpenMode::Truncate,
+                _ => return Err(invalid("open mode", v, "append or truncate")),
+            })
+        }
+        "partition" => opts.partition = Some(word("partition", v)?),
+        "array" => opts.array = Some(ArraySpec::parse(v)?),
+        "dependency" => opts.dependencies = Some(Dependencies::parse_slurm(v)?),
+        "hold" => opts.hold = Some(true),
+        "export" => opts.export = Some(slurm_export(v)?),
+        "chdir" | "workdir" => opts.workdir = Some(path("working directory", v)?),
+        "gpus" => opts.gpus = Some(gpu_count(v, GpuScope::Job)?),
+        "gpus-per-node" => opts.gpus = Some(gpu_count(v, GpuScope::Node)?),
+        "gpus-per-task" => opts.gpus = Some(gpu_count(v, GpuScope::Task)?),
+        "gres" => opts.gpus = Some(gres(v)?),
+        "nice" => {
+            // sbatch: a bare --nice is 100.
+            opts.nice = Some(match found.value.as_deref() {
+                None => 100,
+                Some(n) => n
+                    .parse::<i32>()
+                    .map_err(|_| invalid("nice value", n, "an integer such as 10"))?,
+            });
+        }
+        "account" => opts.account = Some(word("account", v)?),
+        "exclusive" => match found.value.as_deref() {
+            None => opts.exclusive = Some(true),
+            Some(x) => return Err(unsupported(x, "--exclusive takes no value in berth")),
+        },
+        "requeue" => opts.requeue = Some(true),
+        "no-requeue" => opts.requeue = Some(false),
+        "mail-type" | "mail-user" => ignore(opts, found, line, MAIL),
+        "comment" => ignore(opts, found, line, "berth keeps no job comments"),
+        "qos" => ignore(
+            opts,
+            found,
+            line,
+            "berth has no QOS; partitions carry the limits",
+        ),
+        "image" => {
+            opts.image = Some(ImageRef {
+                name: word("image name", v)?,
+                origin: match line {
+                    Some(line) => ImageOrigin::Directive { line },
+                    None => ImageOrigin::Cli,
+                },
+            })
+        }
+        "bind" => opts.binds.push(bind(v)?),
+        other => return Err(unsupported(other, "berth has no handler for this option")),
+    }
+    Ok(())
+}
+
+/// Values that must be one non-empty word (partition, account, image).
+fn word(what: &'static str, v: &str) -> Result<String, JobError> {
+    if v.is_empty() || v.contains(char::is_whitespace) {
+        return Err(invalid(what, v, "a name without blanks"));
+    }
+    Ok(v.to_string())
+}
+
+fn path(what: &'static str, v: &str) -> Result<String, JobError> {
+    if v.is_empty() || v.contains('\0') {
+        return Err(invalid(what, v, "a path"));
+    }
+    Ok(v.to_string())
+}
+
+/// Checks `SRC[:DST[:ro|rw]]` as the runtime's bind parser will read it.
+fn bind(v: &str) -> Result<String, JobError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let ok = !parts[0].is_empty()
+        && match parts.as_slice() {
+            [_] | [_, _] => true,
+            [_, dst, mode] => dst.starts_with('/') && matches!(*mode, "ro" | "rw"),
+            _ => false,
+        }
+        && (parts.len() != 2 || parts[1].starts_with('/') || matches!(parts[1], "ro" | "rw"));
+    if !ok {
+        return Err(invalid("bind", v, "SRC[:DST[:ro|rw]] with an absolute DST"));
+    }
+    Ok(v.to_string())
+}
+
+/// sbatch `--export`: ALL, NONE (or NIL), or `[ALL,]VAR[=value],...`.
+fn slurm_export(v: &str) -> Result<Export, JobError> {
+    let mut export = Export {
+        all: false,
+        vars: Vec::new(),
+    };
+    for item in v.split(',') {
+        match item {
+            "ALL" => export.all = true,
+            "NONE" | "NIL" => {}
+            _ => export.vars.push(env_var(item, v)?),
+        }
+    }
+    Ok(export)
+}
+
+fn env_var(item: &str, whole: &str) -> Result<EnvVar, JobError> {
+    let (name, value) = match item.split_once('=') {
+        Some((n, val)) => (n, Some(val.to_string())),
+        None => (item, None),
+    };
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(invalid(
+            "variable list",
+            whole,
+            "ALL, NONE or NAME[=VALUE] items separated by ','",
+        ));
+    }
+    Ok(EnvVar {
+        name: name.to_string(),
+        value,
+    })
+}
+
+/// `N` or `MODEL:N` (sbatch `--gpus`, `--gpus-per-node`, `--gpus-per-task`).
+fn gpu_count(v: &str, scope: GpuScope) -> Result<GpuRequest, JobError> {
+    let (model, n) = match v.rsplit_once(':') {
+        Some((m, n)) if !m.is_empty() && !m.contains(':') => (Some(m.to_string()), n),
+        Some(_) => return Err(invalid("GPU count", v, "N or MODEL:N")),
+        None => (None, v),
+    };
+    Ok(GpuRequest {
+        count: count("GPU count", n)?,
+        scope,
+        model,
+    })
+}
+
+/// sbatch `--gres=gpu[:MODEL][:N]`, per node; other generic resources are refused.
+fn gres(v: &str) -> Result<GpuRequest, JobError> {
+    if v.contains(',') {
+        return Err(unsupported(
+            v,
+            "several generic resources; berth knows gpu only",
+        ));
+    }
+    let parts: Vec<&str> = v.split(':').collect();
+    let (model, n) = match parts.as_slice() {
+        ["gpu"] => (None, "1"),
+        ["gpu", n] if n.starts_with(|c: char| c.is_ascii_digit()) => (None, *n),
+        ["gpu", m] => (Some(m.to_string()), "1"),
+        ["gpu", m, n] => (Some(m.to_string()), *n),
+        [other, ..] if *other != "gpu" => {
+            return Err(unsupported(v, "generic resources other than gpu"))
+        }
+        _ => return Err(invalid("generic resource", v, "gpu, gpu:N or gpu:MODEL:N")),
+    };
+    Ok(GpuRequest {
+        count: count("GPU count", n)?,
+        scope: GpuScope::Node,
+        model,
+    })
+}
+
+fn apply_lsf(
+    opts: &mut JobOptions,
+    found: &Found,
+    v: &str,
+    line: Option<usize>,
+) -> Result<(), JobError> {
+    match found.name {
+        "J" => {
+            let (name, array) = lsf_job_name(v)?;
+            opts.name = name.or(opts.name.take());
+            if array.is_some() {
+                opts.array = array;
+            }
+        }
+        "n" => {
+            if v.contains(',') {
+                return Err(unsupported(v, "a slot range (MIN,MAX); ask for one count"));
+            }
+            opts.ntasks = Some(count("slot count", v)?);
+        }
+        "R" => lsf_resources(opts, v, found, line)?,
+        // bsub -M: LSF_UNIT_FOR_LIMITS=MB (what most sites set) makes bare numbers MB.
+        // The limit applies per process, i.e. per slot of one CPU.
+        "M" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
+        "W" => opts.time_limit = Some(parse_lsf_time(v)?),
+        // bsub -o/-e append to an existing file; -oo/-eo overwrite it.
+        "o" | "oo" => {
+            opts.output = Some(path("output file", v)?);
+            opts.open_mode = Some(if found.name == "oo" {
+                OpenMode::Truncate
+            } else {
+                OpenMode::Append
+            });
+        }
+        "e" | "eo" => opts.error = Some(path("error file", v)?),
+        "i" => opts.input = Some(path("input file", v)?),
+        "q" => opts.partition = Some(word("queue", v)?),
+        "w" => opts.dependencies = Some(Dependencies::parse_lsf(v)?),
+        "H" => opts.hold = Some(true),
+        "cwd" => opts.workdir = Some(path("working directory", v)?),
+        "gpu" => opts.gpus = Some(lsf_gpu(v)?),
+        "P" => opts.account = Some(word("project", v)?),
+        "x" => opts.exclusive = Some(true),
+        "r" => opts.requeue = Some(true),
+        "rn" => opts.requeue = Some(false),
+        "u" | "B" | "N" => ignore(opts, found, line, MAIL),
+        other => return Err(unsupported(other, "berth has no handler for this option")),
+    }
+    Ok(())
+}
+
+/// bsub `-J`: `NAME`, or `NAME[INDEXES]%MAX`, which makes the job an array (NAME may be
+/// empty).
+fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError> {
+    let Some((name, rest)) = v.split_once('[') else {
+        return Ok((Some(v.to_string()).filter(|n| !n.is_empty()), None));
+    };
+    let Some((indexes, after)) = rest.rsplit_once(']') else {
+        return Err(invalid(
+            "job array",
+            v,
+            "NAME[INDEXES] or NAME[INDEXES]%MAX",
+        ));
+    };
+    let spec = match after {
+        "" => indexes.to_string(),
+        max if max.starts_with('%') => format!("{indexes}{max}"),
+        _ => {
+            return Err(invalid(
+                "job array",
+                v,
+                "NAME[INDEXES] or NAME[INDEXES]%MAX",
+            ))
+        }
+    };
+    let name = Some(name.to_string()).filter(|n| !n.is_empty());
+    Ok((name, Some(ArraySpec::parse(&spec)?)))
+}
+
+/// bsub `-R`: the `span[]` and `rusage[mem=]` sections; `order[]` is ignored (berth
+/// orders hosts itself); host selection (`select[]`, a bare expression) and the rest are
+/// refused rather than silently dropped.
+fn lsf_resources(
+    opts: &mut JobOptions,
+    v: &str,
+    found: &Found,
+    line: Option<usize>,
+) -> Result<(), JobError> {
+    let mut rest = v.trim();
+    while !rest.is_empty() {
+        let Some((section, tail)) = rest.split_once('[') else {
+            return Err(unsupported(
+                v,
+                "host selection expressions; berth reads span[] and rusage[]",
+            ));
+        };
+        let Some((body, after)) = tail.split_once(']') else {
+            return Err(invalid(
+                "resource requirement",
+                v,
+                "SECTION[...] such as span[ptile=4]",
+            ));
+        };
+        rest = after.trim_start();
+        for item in body.split(':') {
+            let (key, value) = item.split_once('=').unwrap_or((item, ""));
+            match (section.trim(), key.trim()) {
+                ("span", "ptile") => opts.ntasks_per_node = Some(count("ptile", value)?),
+                ("span", "hosts") if value == "1" => {
+                    opts.nodes = Some(NodeRange { min: 1, max: 1 })
+                }
+                ("rusage", "mem") => opts.memory = Some(Memory::PerCpu(size(value, "M")?)),
+                ("order", _) => {
+                    ignore(opts, found, line, "berth orders hosts itself");
+                    break;
+                }
+                (s, _) => {
+                    return Err(unsupported(
+                        &format!("{s}[{body}]"),
+                        "berth reads span[ptile=N], span[hosts=1] and rusage[mem=N]",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// bsub `-gpu "num=2:gmodel=..."`; `-` is the default (one GPU per host). GPU modes
+/// (`mode`, `mps`, `j_exclusive`) are accepted: berth gives containers whole devices.
+fn lsf_gpu(v: &str) -> Result<GpuRequest, JobError> {
+    let mut gpu = GpuRequest {
+        count: 1,
+        scope: GpuScope::Node,
+        model: None,
+    };
+    if v.trim() == "-" {
+        return Ok(gpu);
+    }
+    for item in v.split(':') {
+        match item.split_once('=') {
+            Some(("num", n)) => gpu.count = count("GPU count", n)?,
+            Some(("gmodel", m)) => gpu.model = Some(m.to_string()),
+            Some(("mode" | "mps" | "j_exclusive", _)) => {}
+            _ => {
+                return Err(unsupported(
+                    item,
+                    "berth reads num=, gmodel=, mode=, mps= and j_exclusive=",
+                ))
+            }
+        }
+    }
+    Ok(gpu)
+}
+
+fn apply_pbs(
+    opts: &mut JobOptions,
+    found: &Found,
+    v: &str,
+    line: Option<usize>,
+) -> Result<(), JobError> {
+    match found.name {
+        "N" => opts.name = Some(v.to_string()),
+        "l" => {
+            for item in v.split(',') {
+                pbs_resource(opts, item, line)?;
+            }
+        }
+        "o" => opts.output = Some(path("output file", v)?),
+        "e" => opts.error = Some(path("error file", v)?),
+        "j" => {
+            opts.join_output = Some(match v {
+                "oe" => true,
+                "n" => false,
+                _ => return Err(invalid("join", v, "oe (stderr into the output file) or n")),
+            })
+        }
+        "q" => opts.partition = Some(word("queue", v)?),
+        // PBS Pro -J and Torque -t both take berth's (and Slurm's) array syntax.
+        "J" | "t" => opts.array = Some(ArraySpec::parse(v)?),
+        "W" => match v.strip_prefix("depend=") {
+            Some(list) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
+            None => return Err(unsupported(v, "berth reads -W depend=... only")),
+        },
+        "h" => opts.hold = Some(true),
+        "V" => opts.export.get_or_insert_with(Export::default).all = true,
+        "v" => {
+            let vars = v
+                .split(',')
+                .map(|item| env_var(item, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            opts.export
+                .get_or_insert(Export {
+                    all: false,
+                    vars: Vec::new(),
+                })
+                .vars
+                .extend(vars);
+        }
+        "d" => opts.workdir = Some(path("working directory", v)?),
+        "A" => opts.account = Some(word("account", v)?),
+        "r" => {
+            opts.requeue = Some(match v {
+                "y" => true,
+                "n" => false,
+                _ => return Err(invalid("rerunnable flag", v, "y or n")),
+            })
+        }
+        "m" | "M" => ignore(opts, found, line, MAIL),
+        "S" => ignore(
+            opts,
+            found,
+            line,
+            "berth runs the script with its #! interpreter",
+        ),
+        other => return Err(unsupported(other, "berth has no handler for this option")),
+    }
+    Ok(())
+}
+
+/// One `-l` resource. Torque `nodes=N:ppn=P[:gpus=G]` and PBS Pro
+/// `select=N:ncpus=C[:mpiprocs=P][:mem=M][:ngpus=G]` both become N nodes; a select chunk is
+/// taken as one node (as with `place=scatter`), mpiprocs as its tasks and ncpus/mpiprocs
+/// as CPUs per task. `vmem`/`pvmem` are ignored: cgroups limit resident memory, not
+/// address space, so mapping them onto `mem` would kill jobs that map large files.
+fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Result<(), JobError> {
+    let Some((key, value)) = item.split_once('=') else {
+        return Err(invalid(
+            "resource",
+            item,
+            "NAME=VALUE such as walltime=01:00:00",
+        ));
+    };
+    match key {
+        "walltime" => opts.time_limit = Some(parse_pbs_time(value)?),
+        "mem" => opts.memory = Some(Memory::PerJob(size(value, "")?)),
+        "pmem" => opts.memory = Some(Memory::PerCpu(size(value, "")?)),
+        "vmem" | "pvmem" => ignore_text(
+            opts,
+            format!("-l {item}"),
+            line,
+            "virtual memory is not limited, only resident memory",
+        ),
+        "ncpus" => {
+            // A one-node shared-memory job: one task with N CPUs (PBS Pro: select=1:ncpus=N).
+            opts.cpus_per_task = Some(count("ncpus", value)?);
+            opts.ntasks = Some(1);
+            opts.nodes = Some(NodeRange { min: 1, max: 1 });
+        }
+        "procs" => opts.ntasks = Some(count("procs", value)?),
+        "ngpus" => {
+            opts.gpus = Some(GpuRequest {
+                count: count("GPU count", value)?,
+                scope: GpuScope::Job,
+                model: None,
+            })
+        }
+        "nodes" | "select" => pbs_chunks(opts, key, value)?,
+        "place" => {
+            for p in value.split(':') {
+                match p {
+                    "excl" | "exclhost" => opts.exclusive = Some(true),
+                    "free" | "scatter" | "vscatter" | "shared" => {}
+                    _ => return Err(unsupported(item, "berth places each chunk on its own node (place=scatter), optionally excl")),
+                }
+            }
+        }
+        _ => {
+            return Err(unsupported(
+                item,
+                "berth reads nodes, select, ncpus, procs, mem, pmem, vmem, pvmem, walltime, ngpus and place",
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobError> {
+    let item = format!("{key}={value}");
+    if value.contains('+') {
+        return Err(unsupported(
+            &item,
+            "chunks of different shapes (+); ask for one shape",
+        ));
+    }
+    let mut parts = value.split(':').peekable();
+    let chunks = match parts.peek() {
+        Some(first) if !first.contains('=') => {
+            let first = parts.next().unwrap_or_default();
+            if !first.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(unsupported(
+                    &item,
+                    "naming hosts or properties; ask for a count",
+                ));
+            }
+            count("node count", first)?
+        }
+        _ => 1,
+    };
+    let (mut per_chunk_cpus, mut mpiprocs) = (None, None);
+    for part in parts {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match (key, k) {
+            ("nodes", "ppn") => mpiprocs = Some(count("ppn", v)?),
+            ("nodes" | "select", "gpus" | "ngpus") => {
+                opts.gpus = Some(GpuRequest {
+                    count: count("GPU count", v)?,
+                    scope: GpuScope::Node,
+                    model: None,
+                })
+            }
+            ("select", "ncpus") => per_chunk_cpus = Some(count("ncpus", v)?),
+            ("select", "mpiprocs") => mpiprocs = Some(count("mpiprocs", v)?),
+            ("select", "mem") => opts.memory = Some(Memory::PerNode(size(v, "")?)),
+            // OMP_NUM_THREADS is the job's business; CPUs come from ncpus.
+            ("select", "ompthreads") => {}
+            _ => {
+                return Err(unsupported(
+                    part,
+                    "node properties and other chunk resources",
+                ))
+            }
+        }
+    }
+    // Torque: ppn processes of one CPU each. PBS Pro: mpiprocs ranks (default 1) sharing
+    // ncpus CPUs (default 1).
+    let tasks = mpiprocs.unwrap_or(1);
+    let cpus = per_chunk_cpus.unwrap_or(tasks);
+    if cpus % tasks != 0 {
+        return Err(invalid(
+            "chunk",
+            &item,
+            "ncpus that is a multiple of mpiprocs (each rank gets the same CPUs)",
+        ));
+    }
+    opts.nodes = Some(NodeRange {
+        min: chunks,
+        max: chunks,
+    });
+    opts.ntasks_per_node = Some(tasks);
+    opts.ntasks = Some(chunks.saturating_mul(tasks));
+    opts.cpus_per_task = Some(cpus / tasks);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,464 @@
+use super::*;
+
+fn script(text: &str) -> JobOptions {
+    match parse_script(text) {
+        Ok(p) => p.options,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn request(text: &str) -> JobRequest {
+    match JobRequest::from_script(text, JobOptions::default(), "job.sh") {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn error(text: &str) -> String {
+    match parse_script(text) {
+        Ok(p) => panic!("parsed: {:?}", p.options),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The LSF script of the thesis, as its users submitted it.
+const THESIS_LSF: &str = r#"#!/bin/bash
+#BSUB -n 8
+#BSUB -W 00:05
+#BSUB -J name
+#BSUB -o job-%J.out
+#BSUB -e job-%J.err
+
+export APPLICATION=openfoam:2.3.0
+COMMAND="blockMesh && icoFoam"
+JOBDIR=$HOME/cavity
+"#;
+
+#[test]
+fn thesis_lsf_script() {
+    let parsed = parse_script(THESIS_LSF).unwrap();
+    assert_eq!(parsed.families, vec![Family::Lsf]);
+    let r = JobRequest::from_options(parsed.options, "job.sh").unwrap();
+    assert_eq!(r.name, "name");
+    assert_eq!(r.ntasks, 8);
+    assert_eq!(r.nodes, NodeRange { min: 1, max: 8 });
+    assert_eq!(r.time_limit, Some(300));
+    assert_eq!(r.output, "job-%J.out");
+    assert_eq!(r.error.as_deref(), Some("job-%J.err"));
+    assert_eq!(r.open_mode, OpenMode::Append);
+    assert_eq!(
+        r.image,
+        Some(ImageRef {
+            name: "openfoam:2.3.0".into(),
+            origin: ImageOrigin::Application { line: 8 },
+        })
+    );
+    assert!(r.ignored.is_empty());
+}
+
+#[test]
+fn slurm_script() {
+    let o = script(
+        "#!/bin/bash\n\
+         # a plain comment\n\
+         #SBATCH -N 2 --ntasks-per-node=4   # two nodes\n\
+         #SBATCH --cpus-per-task 2 -t 1-12:00\n\
+         #SBATCH -psmall -J 'my job' --mem=4G\n\
+         \n\
+         #SBATCH --output=out-%j.txt --error err-%j.txt --input=/dev/null\n\
+         #SBATCH --part=big --array=1-10%2 -d afterok:41 --hold --requeue\n\
+         #SBATCH --export=ALL,OMP_NUM_THREADS=2 --chdir=/scratch/a --gres=gpu:a100:2\n\
+         #SBATCH --nice --account=proj1 --exclusive --open-mode=append\n\
+         srun ./app\n",
+    );
+    assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 2 }));
+    assert_eq!(o.ntasks_per_node, Some(4));
+    assert_eq!(o.cpus_per_task, Some(2));
+    assert_eq!(o.time_limit, Some(86_400 + 12 * 3600));
+    assert_eq!(o.name.as_deref(), Some("my job"));
+    assert_eq!(o.memory, Some(Memory::PerNode(4 << 30)));
+    assert_eq!(o.output.as_deref(), Some("out-%j.txt"));
+    assert_eq!(o.error.as_deref(), Some("err-%j.txt"));
+    assert_eq!(o.input.as_deref(), Some("/dev/null"));
+    // A later option overrides an earlier one, as in sbatch; --part abbreviates --partition.
+    assert_eq!(o.partition.as_deref(), Some("big"));
+    assert_eq!(
+        o.array.as_ref().map(|a| a.to_string()).as_deref(),
+        Some("1-10%2")
+    );
+    assert_eq!(o.dependencies.as_ref().map(|d| d.jobs[0].job), Some(41));
+    assert_eq!(
+        (o.hold, o.requeue, o.exclusive),
+        (Some(true), Some(true), Some(true))
+    );
+    let export = o.export.clone().unwrap();
+    assert!(export.all);
+    assert_eq!(export.vars[0].value.as_deref(), Some("2"));
+    assert_eq!(o.workdir.as_deref(), Some("/scratch/a"));
+    assert_eq!(
+        o.gpus,
+        Some(GpuRequest {
+            count: 2,
+            scope: GpuScope::Node,
+            model: Some("a100".into())
+        })
+    );
+    assert_eq!(o.nice, Some(100));
+    assert_eq!(o.account.as_deref(), Some("proj1"));
+    assert_eq!(o.open_mode, Some(OpenMode::Append));
+
+    let r = JobRequest::from_options(o, "job.sh").unwrap();
+    assert_eq!((r.ntasks, r.total_cpus()), (8, 16));
+}
+
+#[test]
+fn slurm_values() {
+    let o = script("#SBATCH --mem 2048 --nodes=2-4 -n8 --gpus=v100:3\n");
+    assert_eq!(o.memory, Some(Memory::PerNode(2048 << 20)));
+    assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 4 }));
+    assert_eq!(o.ntasks, Some(8));
+    assert_eq!(
+        o.gpus.as_ref().map(|g| (g.count, g.scope)),
+        Some((3, GpuScope::Job))
+    );
+    let o = script("#SBATCH --mem-per-cpu=500K --export=NONE --gres=gpu --nice=-5\n");
+    assert_eq!(o.memory, Some(Memory::PerCpu(500 << 10)));
+    assert_eq!(
+        o.export,
+        Some(Export {
+            all: false,
+            vars: vec![]
+        })
+    );
+    assert_eq!(o.gpus.as_ref().map(|g| g.count), Some(1));
+    assert_eq!(o.nice, Some(-5));
+    let o = script("#SBATCH --export=A,B=x\n");
+    assert_eq!(o.export.map(|e| (e.all, e.vars.len())), Some((false, 2)));
+    let o = script("#SBATCH --gpus-per-task=1 --workdir=/w --no-requeue\n");
+    assert_eq!(o.gpus.map(|g| g.scope), Some(GpuScope::Task));
+    assert_eq!(o.requeue, Some(false));
+}
+
+#[test]
+fn errors_carry_line_and_directive() {
+    assert_eq!(
+        error("#!/bin/sh\n#SBATCH -n 4\n#SBATCH --time=abc\n"),
+        "line 3: #SBATCH --time=abc: invalid time limit 'abc': expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+    );
+    assert_eq!(
+        error("#SBATCH -n 4 --bogus=1\n"),
+        "line 1: #SBATCH --bogus=1: unknown #SBATCH option '--bogus'"
+    );
+    assert_eq!(
+        error("#SBATCH -n\n"),
+        "line 1: #SBATCH -n: option '-n' needs a value"
+    );
+    assert_eq!(
+        error("#BSUB -J \"my job\n"),
+        "line 1: #BSUB -J \"my job: unterminated quote"
+    );
+    assert_eq!(
+        error("#PBS -l nodes=2:ppn=0\n"),
+        "line 1: #PBS -l nodes=2:ppn=0: invalid ppn '0': expected a positive integer"
+    );
+    assert!(error("#SBATCH --hold=yes\n").contains("takes no value"));
+    assert!(error("#SBATCH -n 0\n").contains("invalid task count '0'"));
+    assert!(error("#SBATCH stray\n").contains("unexpected argument 'stray'"));
+    assert!(error("#SBATCH --n=3\n").contains("unknown #SBATCH option")); // ambiguous
+    assert!(error("#SBATCH --mem=0\n").contains("--mem=0"));
+    assert!(error("#SBATCH --mem=-4G\n").contains("invalid memory size '-4G'"));
+    assert!(error("#SBATCH --array=10-1\n").contains("ranges that go up"));
+    assert!(error("#SBATCH --array=1-10:0\n").contains("step of at least 1"));
+    assert!(error("#SBATCH -d afterok:1?afterok:2\n").contains("not supported"));
+    assert!(error("#SBATCH -d afterok:abc\n").contains("invalid dependency 'afterok:abc'"));
+    assert!(error("#SBATCH --gres=craynetwork:1\n").contains("not supported"));
+    assert!(error("#SBATCH --image=x\n").contains("unknown #SBATCH option"));
+    assert!(error("#BSUB -R \"select[mem>4000]\"\n").contains("not supported"));
+    assert!(error("#BSUB -w \"done(1) || done(2)\"\n").contains("&&"));
+    assert!(error("#PBS -l foo=1\n").contains("not supported"));
+    assert!(error("#PBS -w /tmp\n").contains("unknown #PBS option '-w'"));
+    assert!(error("#BERTH --bind=/a:b:ro\n").contains("invalid bind"));
+}
+
+#[test]
+fn directives_stop_at_the_first_command() {
+    let p = parse_script(
+        "#!/bin/bash\n\
+         #SBATCH -n 2\n\
+         \n\
+         module load foo\n\
+         #SBATCH -n 64\n\
+         #SBATCH --time=bad\n",
+    )
+    .unwrap();
+    assert_eq!(p.options.ntasks, Some(2));
+    assert_eq!(p.options.time_limit, None);
+    let lines: Vec<Option<usize>> = p.options.ignored.iter().map(|i| i.line).collect();
+    assert_eq!(lines, vec![Some(5), Some(6)]);
+    assert!(p.options.ignored[0]
+        .reason
+        .contains("after the first command"));
+
+    // Not directives: indented, other case, glued to a word.
+    let o = script("  #SBATCH -n 3\n#sbatch -n 4\n#SBATCHX -n 5\n##SBATCH -n 6\n");
+    assert_eq!(o.ntasks, None);
+}
+
+#[test]
+fn cli_overrides_directives() {
+    let cli = parse_args(&[
+        "-n",
+        "16",
+        "--time=10",
+        "--image",
+        "alpine:3",
+        "--bind=/data:/data:ro",
+    ])
+    .unwrap();
+    assert_eq!(cli.image.as_ref().map(|i| i.origin), Some(ImageOrigin::Cli));
+    let r = JobRequest::from_script(THESIS_LSF, cli, "job.sh").unwrap();
+    assert_eq!(r.ntasks, 16);
+    assert_eq!(r.time_limit, Some(600));
+    assert_eq!(r.name, "name");
+    assert_eq!(r.image.map(|i| i.name).as_deref(), Some("alpine:3"));
+    assert_eq!(r.binds, vec!["/data:/data:ro"]);
+
+    let err = parse_args(&["--time", "soon"]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--time soon: invalid time limit 'soon'"),
+        "{err}"
+    );
+    assert!(parse_args(&["--nope"]).is_err());
+    assert!(parse_args(&["job.sh"]).is_err());
+}
+
+#[test]
+fn berth_directives_and_image_precedence() {
+    let r = request(
+        "#!/bin/sh\n\
+         #BERTH --image=ubuntu:24.04 -B /lustre/scratch --bind /data:/in:ro\n\
+         #BERTH -n 4 --mem-per-cpu=1G\n\
+         export APPLICATION=openfoam:2.3.0\n",
+    );
+    assert_eq!(
+        r.image,
+        Some(ImageRef {
+            name: "ubuntu:24.04".into(),
+            origin: ImageOrigin::Directive { line: 2 }
+        })
+    );
+    assert_eq!(r.binds, vec!["/lustre/scratch", "/data:/in:ro"]);
+    assert_eq!(r.memory_on_node(4), Some(4 << 30));
+}
+
+#[test]
+fn application_lines() {
+    let image = |text: &str| script(text).image.map(|i| (i.name, i.origin));
+    assert_eq!(
+        image("#!/bin/sh\necho hi\nAPPLICATION=\"tf:2\"\n"),
+        Some(("tf:2".into(), ImageOrigin::Application { line: 3 }))
+    );
+    assert_eq!(
+        image("export APPLICATION='a:1' COMMAND=run\n").map(|i| i.0),
+        Some("a:1".into())
+    );
+    // Comments, commands mentioning it and command-scoped assignments do not count.
+    assert_eq!(image("# export APPLICATION=x:1\n"), None);
+    assert_eq!(image("echo APPLICATION=x:1\n"), None);
+    assert_eq!(image("APPLICATION=x:1 ./run\n"), None);
+    // The same value twice is fine; two different images are not.
+    assert!(image("APPLICATION=a:1\nAPPLICATION=a:1\n").is_some());
+    assert!(error("APPLICATION=a:1\nexport APPLICATION=b:2\n")
+        .starts_with("line 2: export APPLICATION=b:2: invalid job: APPLICATION was already set to 'a:1' on line 1"));
+    assert!(error("APPLICATION=$IMG\n").contains("literal image name"));
+    assert!(error("export APPLICATION=$(cat image.txt)\n").contains("literal image name"));
+}
+
+#[test]
+fn lsf_options() {
+    let o = script(
+        "#BSUB -J \"sweep[1-100:2]%5\"\n\
+         #BSUB -n 16 -R \"span[ptile=4] rusage[mem=4096]\" -M 8GB\n\
+         #BSUB -q normal -P physics -oo out.%J.%I -eo err.%J.%I -i in.txt\n\
+         #BSUB -w \"done(42) && ended(43)\" -H -x -r -cwd /scratch\n\
+         #BSUB -gpu \"num=2:mode=exclusive_process:gmodel=TeslaV100\"\n\
+         #BSUB -u me@example.org -B -N -R \"order[ut]\"\n",
+    );
+    assert_eq!(o.name.as_deref(), Some("sweep"));
+    let a = o.array.clone().unwrap();
+    assert_eq!((a.len(), a.step(), a.max_running), (50, 2, Some(5)));
+    assert_eq!((o.ntasks, o.ntasks_per_node), (Some(16), Some(4)));
+    // -M comes after rusage and wins; bare numbers are MB, units are accepted.
+    assert_eq!(o.memory, Some(Memory::PerCpu(8 << 30)));
+    assert_eq!(o.partition.as_deref(), Some("normal"));
+    assert_eq!(o.account.as_deref(), Some("physics"));
+    assert_eq!(o.open_mode, Some(OpenMode::Truncate));
+    assert_eq!(o.error.as_deref(), Some("err.%J.%I"));
+    assert_eq!(o.dependencies.as_ref().map(|d| d.jobs.len()), Some(2));
+    assert_eq!(
+        (o.hold, o.exclusive, o.requeue),
+        (Some(true), Some(true), Some(true))
+    );
+    assert_eq!(o.workdir.as_deref(), Some("/scratch"));
+    assert_eq!(
+        o.gpus,
+        Some(GpuRequest {
+            count: 2,
+            scope: GpuScope::Node,
+            model: Some("TeslaV100".into())
+        })
+    );
+    let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(
+        ignored,
+        vec!["-u me@example.org", "-B", "-N", "-R order[ut]"]
+    );
+    let r = JobRequest::from_options(o, "j").unwrap();
+    assert_eq!(r.nodes, NodeRange { min: 4, max: 4 });
+    assert_eq!(r.output, "out.%J.%I");
+
+    let o = script("#BSUB -n 4 -R \"span[hosts=1]\" -M 2048 -J \"[1-3]\"\n");
+    assert_eq!(o.nodes, Some(NodeRange { min: 1, max: 1 }));
+    assert_eq!(o.memory, Some(Memory::PerCpu(2048 << 20)));
+    assert_eq!((o.name, o.array.map(|a| a.len())), (None, Some(3)));
+    assert!(error("#BSUB -n 2,4\n").contains("slot range"));
+    assert!(error("#BSUB -J \"a[1-3\"\n").contains("invalid job array"));
+    assert!(error("#BSUB -W 1:30:00\n").contains("[HH:]MM"));
+}
+
+#[test]
+fn pbs_torque() {
+    let p = parse_script(
+        "#!/bin/bash\n\
+         #PBS -N cavity\n\
+         #PBS -l nodes=2:ppn=4,walltime=01:30:00\n\
+         #PBS -l pmem=2gb,vmem=16gb\n\
+         #PBS -j oe -o /home/u/out.log -e ignored.err\n\
+         #PBS -q batch -t 1-10%2 -W depend=afterok:42.server:43\n\
+         #PBS -V -v DATA=/lustre,MODE -d /scratch -A proj -r n -h\n\
+         #PBS -m abe -M u@example.org -S /bin/bash\n\
+         cd $PBS_O_WORKDIR\n",
+    )
+    .unwrap();
+    assert_eq!(p.families, vec![Family::Pbs]);
+    let r = JobRequest::from_options(p.options, "job.sh").unwrap();
+    assert_eq!(r.name, "cavity");
+    assert_eq!(r.nodes, NodeRange { min: 2, max: 2 });
+    assert_eq!(
+        (r.ntasks, r.ntasks_per_node, r.cpus_per_task),
+        (8, Some(4), 1)
+    );
+    assert_eq!(r.time_limit, Some(5400));
+    assert_eq!(r.memory, Some(Memory::PerCpu(2 << 30)));
+    assert_eq!(r.output, "/home/u/out.log");
+    assert_eq!(r.error, None, "-j oe joins stderr into the output file");
+    assert_eq!(r.partition.as_deref(), Some("batch"));
+    assert_eq!(
+        r.array.as_ref().map(|a| a.to_string()).as_deref(),
+        Some("1-10%2")
+    );
+    assert_eq!(
+        r.dependencies
+            .jobs
+            .iter()
+            .map(|d| d.job)
+            .collect::<Vec<_>>(),
+        vec![42, 43]
+    );
+    assert!(r.export.all);
+    assert_eq!(r.export.vars.len(), 2);
+    assert_eq!(r.workdir.as_deref(), Some("/scratch"));
+    assert_eq!(r.account.as_deref(), Some("proj"));
+    assert_eq!((r.requeue, r.hold), (Some(false), true));
+    let ignored: Vec<(Option<usize>, &str)> = r
+        .ignored
+        .iter()
+        .map(|i| (i.line, i.option.as_str()))
+        .collect();
+    assert_eq!(
+        ignored,
+        vec![
+            (Some(4), "-l vmem=16gb"),
+            (Some(8), "-m abe"),
+            (Some(8), "-M u@example.org"),
+            (Some(8), "-S /bin/bash")
+        ]
+    );
+}
+
+#[test]
+fn pbs_pro() {
+    let o = script(
+        "#PBS -l select=2:ncpus=8:mpiprocs=4:mem=16gb:ngpus=1\n\
+         #PBS -l place=scatter:excl -J 0-15:4 -lwalltime=3600\n",
+    );
+    assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 2 }));
+    assert_eq!(
+        (o.ntasks, o.ntasks_per_node, o.cpus_per_task),
+        (Some(8), Some(4), Some(2))
+    );
+    assert_eq!(o.memory, Some(Memory::PerNode(16 << 30)));
+    assert_eq!(
+        o.gpus.as_ref().map(|g| (g.count, g.scope)),
+        Some((1, GpuScope::Node))
+    );
+    assert_eq!(o.exclusive, Some(true));
+    assert_eq!(o.array.map(|a| a.indices()), Some(vec![0, 4, 8, 12]));
+    assert_eq!(o.time_limit, Some(3600));
+
+    let o = script("#PBS -l ncpus=12,mem=24gb,ngpus=2\n");
+    assert_eq!((o.ntasks, o.cpus_per_task), (Some(1), Some(12)));
+    assert_eq!(o.memory, Some(Memory::PerJob(24 << 30)));
+    assert_eq!(o.gpus.map(|g| g.scope), Some(GpuScope::Job));
+    assert_eq!(script("#PBS -l procs=6\n").ntasks, Some(6));
+    // -v alone exports only what it names, as qsub.
+    assert_eq!(script("#PBS -v A\n").export.map(|e| e.all), Some(false));
+
+    assert!(error("#PBS -l select=2:ncpus=3:mpiprocs=2\n").contains("multiple of mpiprocs"));
+    assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
+    assert!(error("#PBS -l nodes=node01:ppn=4\n").contains("naming hosts"));
+    assert!(error("#PBS -l place=pack\n").contains("not supported"));
+    assert!(error("#PBS -j eo\n").contains("invalid join 'eo'"));
+    assert!(error("#PBS -W group_list=x\n").contains("depend="));
+}
+
+#[test]
+fn mixed_families() {
+    let p = parse_script(
+        "#!/bin/bash\n#BSUB -n 4\n#SBATCH --time=5\n#PBS -N mixed\n#BERTH --image=alpine\n",
+    )
+    .unwrap();
+    assert_eq!(
+        p.families,
+        vec![Family::Lsf, Family::Slurm, Family::Pbs, Family::Berth]
+    );
+    let o = p.options;
+    assert_eq!(
+        (o.ntasks, o.time_limit, o.name.as_deref()),
+        (Some(4), Some(300), Some("mixed"))
+    );
+}
+
+#[test]
+fn words_split_like_a_shell() {
+    let w = |s: &str| split_words(s).unwrap();
+    assert_eq!(
+        w(r#" -J "a b" -o 'c d' e\ f"#),
+        vec!["-J", "a b", "-o", "c d", "e f"]
+    );
+    assert_eq!(w(r#"-J "say \"hi\"" # note"#), vec!["-J", "say \"hi\""]);
+    assert_eq!(w("-o out#1"), vec!["-o", "out#1"]);
+    assert_eq!(split_words("'open"), Err(JobError::UnterminatedQuote));
+}
+
+#[test]
+fn request_serialises_for_the_controller() {
+    let r = request(THESIS_LSF);
+    let json = serde_json::to_string(&r).unwrap();
+    let back: JobRequest = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+    assert!(
+        json.contains(r#""origin":{"from":"application","line":8}"#),
+        "{json}"
+    );
+}

@@ -1,0 +1,618 @@
+//! Batch jobs as users ask for them: directives and submit options, parsed and validated into
+//! a [`JobRequest`] the controller can store.
+//!
+//! Two levels, as ripgrep's low and high arguments:
+//!
+//! 1. [`JobOptions`]: what was written, every field optional, one struct for all spellings.
+//!    [`parse_script`] fills it from the `#SBATCH`, `#BSUB`, `#PBS` and `#BERTH` directives of
+//!    a batch script (and the `APPLICATION=` line naming the image); [`parse_args`] fills it
+//!    from `berth submit` flags, which are `#BERTH`'s options. [`JobOptions::merge`] lays the
+//!    flags over the directives, field by field, as sbatch lets its command line override
+//!    the script.
+//! 2. [`JobRequest`]: the defaults resolved (1 node, 1 task, 1 CPU per task) and the whole
+//!    checked for sense (tasks against nodes, memory, arrays, dependencies).
+//!
+//! Everything here is pure: the caller reads the script and knows the user, the job id and
+//! the partitions; [`pattern`] expands output names once those are known.
+
+mod array;
+mod dependency;
+mod directives;
+pub mod pattern;
+mod time;
+
+pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
+pub use dependency::{Dependencies, DependencyKind, JobDependency};
+pub use directives::{parse_args, parse_script, Family, ParsedScript};
+pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
+pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Everything that can be wrong with a job's directives, flags or request. Value errors
+/// (`Invalid`, `Unsupported`, ...) are wrapped in `Directive` with the script line, or in
+/// `Argument` with the flag, so the user sees where the bad value came from.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("invalid {what} '{value}': expected {expected}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("'{value}' is not supported: {reason}")]
+    Unsupported { value: String, reason: String },
+    #[error("unknown {family} option '{option}'")]
+    UnknownOption {
+        family: &'static str,
+        option: String,
+    },
+    #[error("option '{0}' needs a value")]
+    MissingValue(String),
+    #[error("option '{0}' takes no value")]
+    UnexpectedValue(String),
+    #[error("unexpected argument '{0}': directives hold only options")]
+    UnexpectedArgument(String),
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+    #[error("line {line}: {directive}: {reason}")]
+    Directive {
+        line: usize,
+        directive: String,
+        reason: Box<JobError>,
+    },
+    #[error("{arg}: {reason}")]
+    Argument { arg: String, reason: Box<JobError> },
+    #[error("invalid job: {0}")]
+    Request(String),
+}
+
+/// Minimum and maximum node count (`--nodes=2-4`); `--nodes=2` is `2-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// How much memory, and per what. Bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Memory {
+    /// Slurm `--mem`, a PBS Pro select chunk's `mem`.
+    PerNode(u64),
+    /// Slurm `--mem-per-cpu`, LSF `-M` and `rusage[mem=]` (per slot, one CPU each), PBS `pmem`.
+    PerCpu(u64),
+    /// PBS `-l mem=`: the whole job.
+    PerJob(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuScope {
+    Job,
+    Node,
+    Task,
+}
+
+/// GPUs: `count` per `scope`, optionally of one model (`--gres=gpu:a100:2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRequest {
+    pub count: u32,
+    pub scope: GpuScope,
+    pub model: Option<String>,
+}
+
+/// Which of the submitter's environment variables the job sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    /// The whole environment (sbatch's default, `--export=ALL`, PBS `-V`).
+    pub all: bool,
+    /// Named variables, with a value when one is given (`VAR=value`) instead of taken from
+    /// the submitter's environment.
+    pub vars: Vec<EnvVar>,
+}
+
+impl Default for Export {
+    /// sbatch's default, for every family: PBS exports only what `-V`/`-v` name, but a
+    /// berth job runs in a container whose own environment would otherwise be all it sees.
+    fn default() -> Self {
+        Export {
+            all: true,
+            vars: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// Output files are truncated (sbatch, qsub) or appended to (bsub `-o`) when they exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenMode {
+    Truncate,
+    Append,
+}
+
+/// The image a job runs in, and where that was said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub name: String,
+    pub origin: ImageOrigin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum ImageOrigin {
+    /// `#BERTH --image` on this line.
+    Directive { line: usize },
+    /// `berth submit --image`.
+    Cli,
+    /// `export APPLICATION=...` on this line (the convention of the thesis' middleware).
+    Application { line: usize },
+}
+
+/// An option berth accepted without acting on it, so the caller can warn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredOption {
+    /// Script line; `None` for a command-line flag.
+    pub line: Option<usize>,
+    pub option: String,
+    pub reason: String,
+}
+
+/// Submit options as written, each optional so that flags can override directives field by
+/// field. Sizes are bytes and times seconds, whatever unit the family used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    pub name: Option<String>,
+    pub ntasks: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    pub nodes: Option<NodeRange>,
+    pub memory: Option<Memory>,
+    pub time_limit: Option<u64>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub input: Option<String>,
+    pub open_mode: Option<OpenMode>,
+    /// PBS `-j oe`: stderr goes to the output file.
+    pub join_output: Option<bool>,
+    pub partition: Option<String>,
+    pub array: Option<ArraySpec>,
+    pub dependencies: Option<Dependencies>,
+    pub hold: Option<bool>,
+    pub export: Option<Export>,
+    pub workdir: Option<String>,
+    pub gpus: Option<GpuRequest>,
+    pub image: Option<ImageRef>,
+    /// `SRC[:DST[:ro|rw]]`, checked for syntax here and against the policy by the runtime.
+    pub binds: Vec<String>,
+    pub nice: Option<i32>,
+    pub account: Option<String>,
+    pub exclusive: Option<bool>,
+    pub requeue: Option<bool>,
+    pub ignored: Vec<IgnoredOption>,
+}
+
+impl JobOptions {
+    /// Lays `cli` over `directives`: every field the command line set wins, as sbatch's
+    /// command line beats `#SBATCH`. Binds and ignored options accumulate (the script's
+    /// binds first), as repeated `--bind` flags do.
+    pub fn merge(directives: JobOptions, cli: JobOptions) -> JobOptions {
+        let d = directives;
+        let c = cli;
+        JobOptions {
+            name: c.name.or(d.name),
+            ntasks: c.ntasks.or(d.ntasks),
+            ntasks_per_node: c.ntasks_per_node.or(d.ntasks_per_node),
+            cpus_per_task: c.cpus_per_task.or(d.cpus_per_task),
+            nodes: c.nodes.or(d.nodes),
+            memory: c.memory.or(d.memory),
+            time_limit: c.time_limit.or(d.time_limit),
+            output: c.output.or(d.output),
+            error: c.error.or(d.error),
+            input: c.input.or(d.input),
+            open_mode: c.open_mode.or(d.open_mode),
+            join_output: c.join_output.or(d.join_output),
+            partition: c.partition.or(d.partition),
+            array: c.array.or(d.array),
+            dependencies: c.dependencies.or(d.dependencies),
+            hold: c.hold.or(d.hold),
+            export: c.export.or(d.export),
+            workdir: c.workdir.or(d.workdir),
+            gpus: c.gpus.or(d.gpus),
+            image: c.image.or(d.image),
+            binds: d.binds.into_iter().chain(c.binds).collect(),
+            nice: c.nice.or(d.nice),
+            account: c.account.or(d.account),
+            exclusive: c.exclusive.or(d.exclusive),
+            requeue: c.requeue.or(d.requeue),
+            ignored: d.ignored.into_iter().chain(c.ignored).collect(),
+        }
+    }
+}
+
+/// A validated job, defaults resolved: what the controller stores and the scheduler places.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub name: String,
+    /// The scheduler picks a count in this range; unset by the user it is `1..=ntasks`
+    /// (as few nodes as fit, as sbatch does), or exactly what `ntasks_per_node` needs.
+    pub nodes: NodeRange,
+    pub ntasks: u32,
+    /// At most this many tasks per node.
+    pub ntasks_per_node: Option<u32>,
+    pub cpus_per_task: u32,
+    pub memory: Option<Memory>,
+    /// Seconds; `None` means the partition's default.
+    pub time_limit: Option<u64>,
+    /// Output file pattern (see [`pattern`]); defaults to [`default_output`].
+    pub output: String,
+    /// Error file pattern; `None`: stderr goes to the output file (sbatch's default).
+    pub error: Option<String>,
+    pub input: Option<String>,
+    pub open_mode: OpenMode,
+    pub partition: Option<String>,
+    pub array: Option<ArraySpec>,
+    pub dependencies: Dependencies,
+    pub hold: bool,
+    pub export: Export,
+    /// `None`: the directory `berth submit` ran in (the caller resolves it).
+    pub workdir: Option<String>,
+    pub gpus: Option<GpuRequest>,
+    /// `None`: no image named; the controller applies its policy (refuse, or a default).
+    pub image: Option<ImageRef>,
+    pub binds: Vec<String>,
+    pub nice: i32,
+    pub account: Option<String>,
+    pub exclusive: bool,
+    /// `None`: the site's default.
+    pub requeue: Option<bool>,
+    pub ignored: Vec<IgnoredOption>,
+}
+
+fn request_err(msg: String) -> JobError {
+    JobError::Request(msg)
+}
+
+impl JobRequest {
+    /// Parses `script`, lays the command-line options over its directives and validates.
+    /// `default_name` names the job when nothing else does (sbatch uses the script's name).
+    pub fn from_script(
+        script: &str,
+        cli: JobOptions,
+        default_name: &str,
+    ) -> Result<JobRequest, JobError> {
+        let parsed = parse_script(script)?;
+        JobRequest::from_options(JobOptions::merge(parsed.options, cli), default_name)
+    }
+
+    /// Resolves defaults and checks the options make sense together.
+    pub fn from_options(o: JobOptions, default_name: &str) -> Result<JobRequest, JobError> {
+        let positive = |what: &str, v: Option<u32>| match v {
+            Some(0) => Err(request_err(format!("{what} must be at least 1"))),
+            _ => Ok(()),
+        };
+        positive("the task count", o.ntasks)?;
+        positive("the tasks per node", o.ntasks_per_node)?;
+        positive("the CPUs per task", o.cpus_per_task)?;
+        if let Some(r) = o.nodes {
+            positive("the node count", Some(r.min))?;
+            if r.max < r.min {
+                return Err(request_err(format!(
+                    "the node range {}-{} goes down",
+                    r.min, r.max
+                )));
+            }
+        }
+        let cpus_per_task = o.cpus_per_task.unwrap_or(1);
+        let tpn = o.ntasks_per_node;
+        // sbatch's defaults: one task per node, or ntasks-per-node on each of the nodes.
+        let ntasks = match (o.ntasks, tpn, o.nodes) {
+            (Some(n), _, _) => n,
+            (None, Some(t), Some(r)) => t.checked_mul(r.min).ok_or_else(|| {
+                request_err(format!("{} nodes of {t} tasks are too many tasks", r.min))
+            })?,
+            (None, Some(t), None) => t,
+            (None, None, Some(r)) => r.min,
+            (None, None, None) => 1,
+        };
+        let nodes = match (o.nodes, tpn) {
+            (Some(r), _) => r,
+            (None, Some(t)) => {
+                let n = ntasks.div_ceil(t);
+                NodeRange { min: n, max: n }
+            }
+            (None, None) => NodeRange {
+                min: 1,
+                max: ntasks,
+            },
+        };
+        if ntasks < nodes.min {
+            return Err(request_err(format!(
+                "{ntasks} task(s) cannot fill {} nodes: each node runs at least one task (ask for more tasks or fewer nodes)",
+                nodes.min
+            )));
+        }
+        if let Some(t) = tpn {
+            if u64::from(ntasks) > u64::from(t) * u64::from(nodes.max) {
+                return Err(request_err(format!(
+                    "{ntasks} tasks do not fit on {} node(s) at {t} tasks per node",
+                    nodes.max
+                )));
+            }
+        }
+        if let Some(Memory::PerNode(0) | Memory::PerCpu(0) | Memory::PerJob(0)) = o.memory {
+            return Err(request_err("the memory size must be positive".into()));
+        }
+        if o.time_limit == Some(0) {
+            return Err(request_err("the time limit must be positive".into()));
+        }
+        if let Some(a) = &o.array {
+            a.validate()
+                .map_err(|why| request_err(format!("array {a}: expected {why}")))?;
+        }
+        let dependencies = o.dependencies.unwrap_or_default();
+        if dependencies.jobs.iter().any(|d| d.job == 0) {
+            return Err(request_err("dependency job ids start at 1".into()));
+        }
+        if o.gpus.as_ref().is_some_and(|g| g.count == 0) {
+            return Err(request_err("the GPU count must be at least 1".into()));
+        }
+        let name = o
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| match default_name {
+                "" => "berth".to_string(),
+                n => n.to_string(),
+            });
+        if name.chars().any(char::is_control) {
+            return Err(request_err(format!(
+                "the job name {name:?} holds control characters"
+            )));
+        }
+        let join = o.join_output.unwrap_or(false);
+        Ok(JobRequest {
+            name,
+            nodes,
+            ntasks,
+            ntasks_per_node: tpn,
+            cpus_per_task,
+            memory: o.memory,
+            time_limit: o.time_limit,
+            output: o
+                .output
+                .unwrap_or_else(|| default_output(o.array.is_some()).to_string()),
+            error: if join { None } else { o.error },
+            input: o.input,
+            open_mode: o.open_mode.unwrap_or(OpenMode::Truncate),
+            partition: o.partition,
+            array: o.array,
+            dependencies,
+            hold: o.hold.unwrap_or(false),
+            export: o.export.unwrap_or_default(),
+            workdir: o.workdir,
+            gpus: o.gpus,
+            image: o.image,
+            binds: o.binds,
+            nice: o.nice.unwrap_or(0),
+            account: o.account,
+            exclusive: o.exclusive.unwrap_or(false),
+            requeue: o.requeue,
+            ignored: o.ignored,
+        })
+    }
+
+    /// CPUs of the whole job (of one element, for an array).
+    pub fn total_cpus(&self) -> u64 {
+        u64::from(self.ntasks) * u64::from(self.cpus_per_task)
+    }
+
+    /// Number of array elements; 1 for a plain job.
+    pub fn array_len(&self) -> usize {
+        self.array.as_ref().map_or(1, ArraySpec::len)
+    }
+
+    /// How the tasks spread over `nodes` nodes, as evenly as they go (sbatch's block
+    /// distribution, first nodes fuller); `None` if the request cannot run on that many.
+    pub fn tasks_per_node(&self, nodes: u32) -> Option<Vec<u32>> {
+        if nodes < self.nodes.min || nodes > self.nodes.max || nodes > self.ntasks {
+            return None;
+        }
+        let (base, extra) = (self.ntasks / nodes, self.ntasks % nodes);
+        let layout: Vec<u32> = (0..nodes).map(|i| base + u32::from(i < extra)).collect();
+        let fits = self
+            .ntasks_per_node
+            .is_none_or(|t| layout.iter().all(|n| *n <= t));
+        fits.then_some(layout)
+    }
+
+    /// CPUs a node running `tasks` of this job's tasks needs.
+    pub fn cpus_on_node(&self, tasks: u32) -> u64 {
+        u64::from(tasks) * u64::from(self.cpus_per_task)
+    }
+
+    /// Bytes of memory a node running `tasks` of this job's tasks needs; a per-job size is
+    /// shared out in proportion to tasks, rounded up.
+    pub fn memory_on_node(&self, tasks: u32) -> Option<u64> {
+        Some(match self.memory? {
+            Memory::PerNode(b) => b,
+            Memory::PerCpu(b) => b.saturating_mul(self.cpus_on_node(tasks)),
+            Memory::PerJob(b) => {
+                let share = u128::from(b) * u128::from(tasks);
+                u64::try_from(share.div_ceil(u128::from(self.ntasks))).unwrap_or(u64::MAX)
+            }
+        })
+    }
+
+    /// GPUs a node running `tasks` tasks needs, when the job runs on `nodes` nodes; a
+    /// per-job count is shared out evenly, rounded up.
+    pub fn gpus_on_node(&self, tasks: u32, nodes: u32) -> u32 {
+        match &self.gpus {
+            None => 0,
+            Some(g) => match g.scope {
+                GpuScope::Node => g.count,
+                GpuScope::Task => g.count.saturating_mul(tasks),
+                GpuScope::Job => g.count.div_ceil(nodes.max(1)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> JobOptions {
+        JobOptions::default()
+    }
+
+    #[test]
+    fn defaults() {
+        let r = JobRequest::from_options(opts(), "job.sh").unwrap();
+        assert_eq!(r.name, "job.sh");
+        assert_eq!((r.ntasks, r.cpus_per_task), (1, 1));
+        assert_eq!(r.nodes, NodeRange { min: 1, max: 1 });
+        assert_eq!(r.output, "berth-%j.out");
+        assert_eq!(r.error, None);
+        assert_eq!(r.time_limit, None);
+        assert_eq!(r.export, Export::default());
+        assert_eq!(r.open_mode, OpenMode::Truncate);
+        assert_eq!(r.total_cpus(), 1);
+        assert_eq!(r.array_len(), 1);
+        assert_eq!(JobRequest::from_options(opts(), "").unwrap().name, "berth");
+    }
+
+    #[test]
+    fn task_geometry() {
+        let geo = |ntasks, tpn, nodes: Option<(u32, u32)>| {
+            JobRequest::from_options(
+                JobOptions {
+                    ntasks,
+                    ntasks_per_node: tpn,
+                    nodes: nodes.map(|(min, max)| NodeRange { min, max }),
+                    ..opts()
+                },
+                "j",
+            )
+        };
+        // -N 2 --ntasks-per-node=4: 8 tasks on exactly 2 nodes.
+        let r = geo(None, Some(4), Some((2, 2))).unwrap();
+        assert_eq!((r.ntasks, r.nodes.min, r.nodes.max), (8, 2, 2));
+        assert_eq!(r.tasks_per_node(2), Some(vec![4, 4]));
+        // -N 3: one task per node.
+        assert_eq!(geo(None, None, Some((3, 3))).unwrap().ntasks, 3);
+        // -n 8 alone: anywhere from 1 to 8 nodes.
+        let r = geo(Some(8), None, None).unwrap();
+        assert_eq!(r.nodes, NodeRange { min: 1, max: 8 });
+        assert_eq!(r.tasks_per_node(3), Some(vec![3, 3, 2]));
+        assert_eq!(r.tasks_per_node(9), None);
+        // -n 10 --ntasks-per-node=4: 3 nodes.
+        let r = geo(Some(10), Some(4), None).unwrap();
+        assert_eq!(r.nodes, NodeRange { min: 3, max: 3 });
+        assert_eq!(r.tasks_per_node(3), Some(vec![4, 3, 3]));
+
+        let err = |e: Result<JobRequest, JobError>| e.unwrap_err().to_string();
+        assert!(err(geo(Some(2), None, Some((4, 4)))).contains("cannot fill 4 nodes"));
+        assert!(err(geo(Some(9), Some(4), Some((2, 2)))).contains("do not fit on 2 node(s)"));
+        assert!(err(geo(Some(0), None, None)).contains("task count must be at least 1"));
+        assert!(err(geo(None, None, Some((3, 2)))).contains("goes down"));
+    }
+
+    #[test]
+    fn per_node_views() {
+        let r = JobRequest::from_options(
+            JobOptions {
+                ntasks: Some(8),
+                cpus_per_task: Some(2),
+                memory: Some(Memory::PerCpu(1 << 30)),
+                gpus: Some(GpuRequest {
+                    count: 3,
+                    scope: GpuScope::Job,
+                    model: None,
+                }),
+                ..opts()
+            },
+            "j",
+        )
+        .unwrap();
+        assert_eq!(r.total_cpus(), 16);
+        assert_eq!(r.cpus_on_node(4), 8);
+        assert_eq!(r.memory_on_node(4), Some(8 << 30));
+        assert_eq!(r.gpus_on_node(4, 2), 2);
+        let r = JobRequest {
+            memory: Some(Memory::PerJob(10)),
+            ..r
+        };
+        assert_eq!(r.memory_on_node(3), Some(4));
+    }
+
+    #[test]
+    fn cli_overrides_directives() {
+        let dir = JobOptions {
+            name: Some("script".into()),
+            ntasks: Some(8),
+            time_limit: Some(300),
+            binds: vec!["/data".into()],
+            ..opts()
+        };
+        let cli = JobOptions {
+            name: Some("cli".into()),
+            binds: vec!["/scratch".into()],
+            ..opts()
+        };
+        let m = JobOptions::merge(dir, cli);
+        assert_eq!(m.name.as_deref(), Some("cli"));
+        assert_eq!(m.ntasks, Some(8));
+        assert_eq!(m.time_limit, Some(300));
+        assert_eq!(m.binds, vec!["/data", "/scratch"]);
+    }
+
+    #[test]
+    fn rejects_nonsense_built_in_code() {
+        let bad = [
+            JobOptions {
+                memory: Some(Memory::PerNode(0)),
+                ..opts()
+            },
+            JobOptions {
+                time_limit: Some(0),
+                ..opts()
+            },
+            JobOptions {
+                array: Some(ArraySpec {
+                    ranges: vec![ArrayRange {
+                        start: 5,
+                        end: 1,
+                        step: 1,
+                    }],
+                    max_running: None,
+                }),
+                ..opts()
+            },
+            JobOptions {
+                dependencies: Some(Dependencies {
+                    jobs: vec![JobDependency {
+                        kind: DependencyKind::AfterOk,
+                        job: 0,
+                        array_index: None,
+                    }],
+                    singleton: false,
+                }),
+                ..opts()
+            },
+            JobOptions {
+                name: Some("a\nb".into()),
+                ..opts()
+            },
+        ];
+        for o in bad {
+            assert!(JobRequest::from_options(o.clone(), "j").is_err(), "{o:?}");
+        }
+    }
+}
