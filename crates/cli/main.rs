@@ -37,6 +37,15 @@ enum Command {
     Exec(container::ExecArgs),
     /// Start an interactive shell in the image, like `apptainer shell`
     Shell(container::ShellArgs),
+    /// berth's own internal entry points (the processes its daemons start)
+    #[command(subcommand, hide = true)]
+    Internal(Internal),
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// Run one job from a launch file written by the controller; writes LAUNCH.result.json
+    RunJob { launch: PathBuf },
 }
 
 fn main() {
@@ -47,6 +56,9 @@ fn main() {
             Command::Run(args) => container::run(&settings, args),
             Command::Exec(args) => container::exec(&settings, args),
             Command::Shell(args) => container::shell(&settings, args),
+            Command::Internal(Internal::RunJob { launch }) => {
+                berth_agent::runner::run(&launch).map(|_| 0).map_err(Into::into)
+            }
         });
     let code = match result {
         Ok(code) => code,

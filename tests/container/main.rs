@@ -5,6 +5,7 @@
 mod cgroups;
 mod exec;
 mod image;
+mod jobs;
 mod registry;
 mod security;
 mod support;

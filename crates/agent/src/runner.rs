@@ -1,0 +1,205 @@
+//! Running one job: the `berth internal run-job LAUNCH.json` process.
+//!
+//! It runs as root, single-threaded, and:
+//! 1. opens the job's output, error and input files *as the job's user* (setfsuid/setfsgid
+//!    and the user's groups), so a symlink planted in the user's directory can never make
+//!    root write somewhere the user could not (the classic spooler attack);
+//! 2. makes them the container's stdin, stdout and stderr;
+//! 3. runs the job script in its image through `berth-runtime`, as the user, in a cgroup named
+//!    `berth/job-<id>` sized to the allocation, with the time limit enforced (SIGTERM, grace,
+//!    SIGKILL);
+//! 4. writes a [`JobResult`] next to the launch file, atomically, and exits 0; a non-zero exit
+//!    of the runner itself means berth failed, not the job.
+
+use berth_runtime::cgroup::Limits;
+use berth_runtime::{Action, ImageDefaults, Options, Rootfs, TimeLimit};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the job script appears inside the container.
+pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
+
+/// Everything needed to run one job on this node, resolved by the controller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobLaunch {
+    pub job_id: u64,
+    pub user: String,
+    /// The image's squashfs file; `None` runs the script on the host (if the site allows it).
+    pub image: Option<PathBuf>,
+    /// The image's environment (its ENV), applied under the job's own.
+    #[serde(default)]
+    pub image_env: Vec<String>,
+    /// The job script, saved by the controller (owned by the user, mode 0700).
+    pub script: PathBuf,
+    /// The job's working directory on the host.
+    pub workdir: PathBuf,
+    pub stdout: PathBuf,
+    /// `None`: stderr goes to the stdout file.
+    pub stderr: Option<PathBuf>,
+    pub stdin: Option<PathBuf>,
+    /// Append to the output files instead of truncating them.
+    #[serde(default)]
+    pub append: bool,
+    /// The job's complete environment (SLURM_*, LSB_*, PBS_*, BERTH_*, exported variables).
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub binds: Vec<String>,
+    pub cpuset: Option<String>,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    /// Seconds; `None` for no limit.
+    pub time_limit: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL at the time limit.
+    #[serde(default = "default_grace")]
+    pub grace: u64,
+}
+
+fn default_grace() -> u64 {
+    30
+}
+
+/// How a job ended, as the agent reports it to the controller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobResult {
+    /// The script's exit code, or 128 + signal.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub cpu_usec: Option<u64>,
+    pub max_rss_bytes: Option<u64>,
+    pub started: u64,
+    pub ended: u64,
+    /// berth could not start the job (bad image, unwritable output file, ...): the message.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("cannot read the job launch {path}: {reason}")]
+    Launch { path: PathBuf, reason: String },
+    #[error("cannot write the job result {path}: {source}")]
+    Result { path: PathBuf, source: std::io::Error },
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The result file written next to a launch file.
+pub fn result_path(launch: &Path) -> PathBuf {
+    launch.with_extension("result.json")
+}
+
+/// Opens `path` with the file-system identity of `id` (so permission checks, and who owns a
+/// created file, are the user's), then returns to root.
+fn open_as(id: &berth_runtime::Identity, path: &Path, flags: libc::c_int) -> Result<OwnedFd, String> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("{}: bad path", path.display()))?;
+    let groups: Vec<libc::gid_t> = if id.groups.is_empty() { vec![id.gid] } else { id.groups.clone() };
+    // SAFETY: the runner is single-threaded, so changing the process's groups and file-system
+    // ids affects only this open; every call is checked or restored below.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            return Err(format!("cannot take the groups of {}: {}", id.user, std::io::Error::last_os_error()));
+        }
+        libc::setfsgid(id.gid);
+        libc::setfsuid(id.uid);
+        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644);
+        let err = std::io::Error::last_os_error();
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+        libc::setgroups(1, [0].as_ptr());
+        if fd < 0 {
+            return Err(format!("cannot open {} as {}: {err}", path.display(), id.user));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn dup_onto(fd: &OwnedFd, target: libc::c_int) -> Result<(), String> {
+    // SAFETY: dup2 onto a standard descriptor; both are valid.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(format!("cannot redirect descriptor {target}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Runs the job described in `launch_path` and writes its result. Must run as root, in a
+/// single-threaded process.
+pub fn run(launch_path: &Path) -> Result<JobResult, RunnerError> {
+    let bad = |reason: String| RunnerError::Launch { path: launch_path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(launch_path).map_err(|e| bad(e.to_string()))?;
+    let launch: JobLaunch = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let started = now();
+    let result = match start(&launch) {
+        Ok(outcome) => JobResult {
+            exit_code: outcome.code,
+            signal: outcome.signal,
+            timed_out: outcome.timed_out,
+            oom_killed: outcome.oom_killed,
+            cpu_usec: outcome.usage.cpu_usec,
+            max_rss_bytes: outcome.usage.max_rss_bytes,
+            started,
+            ended: now(),
+            error: None,
+        },
+        Err((code, message)) => JobResult { exit_code: code, started, ended: now(), error: Some(message), ..Default::default() },
+    };
+    let out = result_path(launch_path);
+    let tmp = out.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&result).expect("result serialises"))?;
+        std::fs::rename(&tmp, &out)
+    };
+    write().map_err(|source| RunnerError::Result { path: out.clone(), source })?;
+    Ok(result)
+}
+
+/// Starts the container; errors are (exit code, message) as the job's record will show them.
+fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
+    let id = berth_runtime::Identity::lookup(&launch.user, true).map_err(|e| (125, e.to_string()))?;
+    let mode = if launch.append { libc::O_APPEND } else { libc::O_TRUNC };
+    let stdout = open_as(&id, &launch.stdout, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?;
+    let stderr = match &launch.stderr {
+        Some(p) if p != &launch.stdout => open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?,
+        _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
+    };
+    let stdin = match &launch.stdin {
+        Some(p) => open_as(&id, p, libc::O_RDONLY).map_err(|m| (125, m))?,
+        None => dev_null().map_err(|m| (125, m))?,
+    };
+    dup_onto(&stdin, 0).and_then(|_| dup_onto(&stdout, 1)).and_then(|_| dup_onto(&stderr, 2)).map_err(|m| (125, m))?;
+    drop((stdin, stdout, stderr));
+
+    let rootfs = match &launch.image {
+        Some(sqfs) => Rootfs::Squashfs(sqfs.clone()),
+        None => return Err((125, "jobs without an image are not supported yet: name one with --image or #BERTH --image".into())),
+    };
+    let defaults = ImageDefaults { name: format!("job {}", launch.job_id), env: launch.image_env.clone(), ..Default::default() };
+    let options = Options {
+        binds: launch.binds.clone(),
+        env: launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cleanenv: true,
+        pwd: Some(launch.workdir.to_string_lossy().into_owned()),
+        limits: Limits { cpus: None, cpuset: launch.cpuset.clone(), memory: launch.memory, pids: launch.pids },
+        user: Some(launch.user.clone()),
+        system_binds: vec![(launch.script.clone(), SCRIPT_IN_CONTAINER.into(), true)],
+        time_limit: launch.time_limit.map(|s| TimeLimit { limit: Duration::from_secs(s), grace: Duration::from_secs(launch.grace) }),
+        cgroup_name: Some(format!("job-{}", launch.job_id)),
+        ..Options::default()
+    };
+    let policy = berth_core::BindPolicy::default();
+    let spec = berth_runtime::plan(&defaults, rootfs, &Action::Exec(vec![SCRIPT_IN_CONTAINER.into()]), &options, &policy, &[], &launch.workdir)
+        .map_err(|e| (e.exit_code(), e.to_string()))?;
+    berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
+}
+
+fn dev_null() -> Result<OwnedFd, String> {
+    let fd = std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    Ok(OwnedFd::from(fd))
+}
