@@ -1,0 +1,145 @@
+//! Backfill reservations: when a job cannot start now, find when it could, and hold those
+//! resources for it so lower-priority jobs started meanwhile cannot push it back.
+//!
+//! Owns: the timeline sweep that finds a blocked job's expected start, and laying the
+//! reservation ([`Slot`]s) on the nodes it will use. Like Slurm's backfill plugin, the
+//! future is read from running jobs' expected ends (start + time limit); a lower-priority job
+//! may then start now only if it ends before the reservation starts, or takes only what the
+//! reservation leaves over ([`crate::state::NodeRt::allows`]). With one reservation this is
+//! EASY backfill; `Config::reservations` keeps several (the first K blocked jobs), towards
+//! Slurm's conservative backfill.
+//!
+//! The sweep, for a job of duration `d` needing `k` nodes of a partition: every up member's
+//! free capacity starts at what is free now and grows at each release (running jobs' ends and
+//! this pass's starts); a node "fits" at time `t` if what is free then, minus every
+//! reservation overlapping `[t, t + d)`, covers the job, and every such reservation's slack
+//! covers it too (so it keeps its own guarantee). Free capacity only grows between the times
+//! a reservation starts overlapping the window, so the sweep needs to look only at event
+//! times: releases, and the edges of other reservations' windows. The first time at least `k`
+//! nodes fit is the expected start. Cost: O(E log E + M) for E events over M members, and it
+//! runs only for the first K blocked jobs.
+
+use crate::feasible::Shape;
+use crate::model::Res;
+use crate::state::{NodeRt, Slot, State};
+
+/// Whether `node` could give `want` from `t` for `d` seconds, given `free` (its free capacity
+/// at `t`) and the reservations already on it.
+fn fits_at(node: &NodeRt<'_>, free: Res, want: &Res, t: u64, d: u64) -> bool {
+    let mut avail = free;
+    for s in node
+        .slots
+        .iter()
+        .filter(|s| s.overlaps(t, t.saturating_add(d)))
+    {
+        if !s.slack.covers(want) || !avail.covers(&s.amount) {
+            return false;
+        }
+        avail = avail.sub(&s.amount);
+    }
+    avail.covers(want)
+}
+
+impl State<'_> {
+    /// Reserves, for a job of partition `p` with this shape running `d` seconds, the earliest
+    /// resources it can have; returns the reservation's start (the job's expected start) and
+    /// its nodes, or `None` if no time was found (all members down, say).
+    pub fn reserve(&mut self, p: usize, shape: &Shape, d: u64) -> Option<(u64, Vec<usize>)> {
+        let now = self.now;
+        let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
+        let members: Vec<usize> = self.parts[p]
+            .members
+            .iter()
+            .copied()
+            .filter(|&n| self.nodes[n].up && self.nodes[n].total.covers(&shape.need))
+            .collect();
+        if members.len() < k {
+            return None;
+        }
+        let want: Vec<Res> = members
+            .iter()
+            .map(|&n| {
+                if shape.exclusive {
+                    self.nodes[n].total
+                } else {
+                    shape.need
+                }
+            })
+            .collect();
+        let mut free: Vec<Res> = members.iter().map(|&n| self.nodes[n].free).collect();
+
+        // (time, member, released): a release grows free capacity; `None` only marks a time
+        // where another reservation starts or stops overlapping the window.
+        let mut events: Vec<(u64, usize, Option<Res>)> = Vec::new();
+        for (m, &n) in members.iter().enumerate() {
+            let node = &self.nodes[n];
+            events.extend(node.releases.iter().map(|&(t, r)| (t, m, Some(r))));
+            for s in &node.slots {
+                let enters = s.start.saturating_sub(d).saturating_add(1);
+                if enters > now {
+                    events.push((enters, m, None));
+                }
+                if s.end > now {
+                    events.push((s.end, m, None));
+                }
+            }
+        }
+        events.sort_unstable_by_key(|&(t, m, _)| (t, m));
+
+        let mut fit: Vec<bool> = members
+            .iter()
+            .enumerate()
+            .map(|(m, &n)| fits_at(&self.nodes[n], free[m], &want[m], now, d))
+            .collect();
+        let mut count = fit.iter().filter(|&&f| f).count();
+        let mut start = (count >= k).then_some(now);
+        let mut i = 0;
+        while start.is_none() && i < events.len() {
+            let t = events[i].0;
+            while i < events.len() && events[i].0 == t {
+                let (_, m, released) = events[i];
+                if let Some(r) = released {
+                    free[m] = free[m].add(&r);
+                }
+                let f = fits_at(&self.nodes[members[m]], free[m], &want[m], t, d);
+                if f != fit[m] {
+                    fit[m] = f;
+                    if f {
+                        count += 1;
+                    } else {
+                        count -= 1;
+                    }
+                }
+                i += 1;
+            }
+            if count >= k {
+                start = Some(t);
+            }
+        }
+        let start = start?;
+        let end = start.saturating_add(d);
+
+        // Best fit at the reservation's start, ties by name, as for a start now.
+        let mut chosen: Vec<usize> = (0..members.len()).filter(|&m| fit[m]).collect();
+        chosen.sort_by_key(|&m| (free[m].cpus, members[m]));
+        chosen.truncate(k);
+        let mut nodes = Vec::with_capacity(k);
+        for m in chosen {
+            nodes.push(members[m]);
+            let node = &mut self.nodes[members[m]];
+            let amount = want[m];
+            let mut overlapping = Res::default();
+            for s in node.slots.iter_mut().filter(|s| s.overlaps(start, end)) {
+                overlapping = overlapping.add(&s.amount);
+                s.slack = s.slack.sub(&amount);
+            }
+            node.slots.push(Slot {
+                start,
+                end,
+                amount,
+                slack: free[m].sub(&overlapping).sub(&amount),
+            });
+        }
+        Some((start, nodes))
+    }
+}

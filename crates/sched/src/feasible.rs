@@ -1,0 +1,184 @@
+//! Feasibility that does not depend on what is running: is the request well formed, within
+//! its partition's limits, and could the partition's hardware ever hold it?
+//!
+//! Owns: the request's per-node shape ([`Shape`]), the partition limit checks and
+//! [`fits_ever`], which the controller calls at submission so that impossible jobs are
+//! refused there (as Slurm refuses them with "Requested node configuration is not
+//! available") instead of waiting forever. The pass runs the same checks, because the
+//! cluster may have changed since.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{AdminState, ClusterView, JobRequest, NodeView, PartitionView, Res};
+use crate::reason::Reason;
+
+/// What a request needs from each node, and how many nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Shape {
+    /// The most one node must give (the node with the most tasks, at `k_min` nodes). For an
+    /// exclusive job the whole node is taken, but this is still what it must at least have.
+    pub need: Res,
+    pub k_min: u32,
+    /// Never more nodes than tasks: a node without a task would idle.
+    pub k_max: u32,
+    pub exclusive: bool,
+}
+
+impl Shape {
+    /// The shape of a request, or `BadConstraints` if it is malformed.
+    pub fn of(req: &JobRequest) -> Result<Self, Reason> {
+        let malformed = req.nodes_min == 0
+            || req.nodes_max < req.nodes_min
+            || req.cpus_per_task == 0
+            || req.tasks_per_node == Some(0)
+            || (req.tasks_per_node.is_none() && req.tasks.is_some_and(|t| t < req.nodes_min));
+        if malformed {
+            return Err(Reason::BadConstraints);
+        }
+        let k_max = match (req.tasks_per_node, req.tasks) {
+            (None, Some(t)) => req.nodes_max.min(t),
+            _ => req.nodes_max,
+        };
+        let (most, _) = req.layout(req.nodes_min);
+        Ok(Self {
+            need: Res {
+                cpus: u64::from(most) * u64::from(req.cpus_per_task),
+                mem: req.memory_per_node,
+                gpus: u64::from(req.gpus_per_node),
+            },
+            k_min: req.nodes_min,
+            k_max,
+            exclusive: req.exclusive,
+        })
+    }
+}
+
+/// The partition's own limits: `MaxTime` and `MaxNodes` (and no more nodes than it has).
+pub(crate) fn partition_limits(
+    part: &PartitionView,
+    req: &JobRequest,
+    members: usize,
+) -> Result<(), Reason> {
+    if let (Some(max), Some(t)) = (part.max_time, req.time_limit) {
+        if t > max {
+            return Err(Reason::PartitionTimeLimit);
+        }
+    }
+    let too_many = part.max_nodes.is_some_and(|m| req.nodes_min > m)
+        || usize::try_from(req.nodes_min).map_or(true, |n| n > members);
+    if too_many {
+        return Err(Reason::PartitionNodeLimit);
+    }
+    Ok(())
+}
+
+/// A partition's nodes grouped by hardware: clusters have a handful of node types, so
+/// "how many nodes could hold this" is a walk over a few classes, not over every node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Classes {
+    /// (hardware, nodes, of which up)
+    classes: Vec<(Res, usize, usize)>,
+}
+
+impl Classes {
+    pub fn new<'a>(nodes: impl IntoIterator<Item = &'a NodeView>) -> Self {
+        let mut map: BTreeMap<Res, (usize, usize)> = BTreeMap::new();
+        for n in nodes {
+            let e = map.entry(Res::new(n.cpus, n.memory, n.gpus)).or_default();
+            e.0 += 1;
+            if n.state == AdminState::Up {
+                e.1 += 1;
+            }
+        }
+        Self {
+            classes: map.into_iter().map(|(r, (n, up))| (r, n, up)).collect(),
+        }
+    }
+
+    /// `Ok` if at least `shape.k_min` nodes (up ones only, when `up_only`) are big enough.
+    pub fn fit(&self, shape: &Shape) -> Result<(), Reason> {
+        let (mut all, mut up) = (0usize, 0usize);
+        for (hw, n, u) in &self.classes {
+            if hw.covers(&shape.need) {
+                all += n;
+                up += u;
+            }
+        }
+        let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
+        if all < k {
+            Err(Reason::BadConstraints)
+        } else if up < k {
+            Err(Reason::ReqNodeNotAvail)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The distinct known nodes of a partition.
+pub(crate) fn members<'a>(cluster: &'a ClusterView, part: &PartitionView) -> Vec<&'a NodeView> {
+    let names: BTreeSet<&str> = part.nodes.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| names.contains(n.name.as_str()) && seen.insert(n.name.as_str()))
+        .collect()
+}
+
+/// Whether `req` could ever run on this cluster, whatever runs now and whatever state the
+/// nodes are in: the check the controller makes at submission. `Err` carries the reason to
+/// refuse with: `BadConstraints` (malformed, unknown partition, or no `nodes_min` nodes of
+/// the partition have enough CPUs, memory and GPUs each), `PartitionTimeLimit` or
+/// `PartitionNodeLimit`.
+pub fn fits_ever(cluster: &ClusterView, req: &JobRequest) -> Result<(), Reason> {
+    let part = cluster
+        .partition(&req.partition)
+        .ok_or(Reason::BadConstraints)?;
+    let shape = Shape::of(req)?;
+    let members = members(cluster, part);
+    partition_limits(part, req, members.len())?;
+    match Classes::new(members).fit(&shape) {
+        // Nodes being down now is no reason to refuse a job: they come back.
+        Err(Reason::ReqNodeNotAvail) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{cluster, job, node, partition, GIB};
+
+    #[test]
+    fn refuses_what_no_node_could_ever_hold() {
+        let c = cluster(vec![
+            node("a", 8, 16 * GIB),
+            node("b", 16, 64 * GIB).gpus(2),
+            node("c", 16, 64 * GIB).down(),
+        ])
+        .with(partition("small", &["a"]).max_time(3600).max_nodes(1));
+        let ok = |j: crate::JobView| fits_ever(&c, &j.request);
+        assert_eq!(ok(job(1).cpus(16)), Ok(()));
+        assert_eq!(ok(job(1).cpus(17)), Err(Reason::BadConstraints));
+        assert_eq!(ok(job(1).mem(65 * GIB)), Err(Reason::BadConstraints));
+        assert_eq!(ok(job(1).gpus(3)), Err(Reason::BadConstraints));
+        assert_eq!(ok(job(1).gpus(2)), Ok(()));
+        // Two nodes with 2 GPUs? only one exists.
+        assert_eq!(ok(job(1).gpus(2).nodes(2)), Err(Reason::BadConstraints));
+        // A down node still counts: it may come back.
+        assert_eq!(ok(job(1).cpus(16).nodes(2)), Ok(()));
+        assert_eq!(ok(job(1).nodes(4)), Err(Reason::PartitionNodeLimit));
+        assert_eq!(
+            ok(job(1).partition("small").nodes(2)),
+            Err(Reason::PartitionNodeLimit)
+        );
+        assert_eq!(
+            ok(job(1).partition("small").time(7200)),
+            Err(Reason::PartitionTimeLimit)
+        );
+        assert_eq!(ok(job(1).partition("nope")), Err(Reason::BadConstraints));
+        assert_eq!(ok(job(1).tasks(1).nodes(2)), Err(Reason::BadConstraints));
+        assert_eq!(ok(job(1).cpus(0)), Err(Reason::BadConstraints));
+    }
+}

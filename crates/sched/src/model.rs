@@ -1,0 +1,386 @@
+//! The scheduler's input: a read-only view of the cluster (nodes, partitions, the states of
+//! finished jobs) and of the jobs (pending and running), as the controller hands them over.
+//!
+//! Owns: the shape of that view and the small derivations on it (a node's derived state, a
+//! request's per-node layout). Must not: validate against policy (that is `feasible`), or hold
+//! anything mutable; the pass copies what it needs into its own working state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A job's id, as the controller numbers them (Slurm's job id).
+pub type JobId = u64;
+
+/// What an administrator (or the node agent's health) says about a node. The rest of a node's
+/// state (idle, mixed, allocated) is derived from its allocations: see [`node_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdminState {
+    /// Schedulable.
+    Up,
+    /// Not responding or taken out of service: nothing runs there and nothing is planned there.
+    Down,
+    /// No new jobs; running ones finish (`scontrol update state=drain`).
+    Drain,
+}
+
+/// A node's state as `sinfo` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Up, nothing allocated.
+    Idle,
+    /// Up, some but not all CPUs allocated.
+    Mixed,
+    /// Up, every CPU allocated.
+    Allocated,
+    /// Down.
+    Down,
+    /// Draining: no new jobs, jobs still running (Slurm's `drng`).
+    Draining,
+    /// Drained: no new jobs and none left running (Slurm's `drain`).
+    Drained,
+}
+
+/// Resources one running job holds on one node, and when it is expected to release them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The running job.
+    pub job: JobId,
+    /// CPUs held.
+    pub cpus: u32,
+    /// Memory held, bytes.
+    pub memory: u64,
+    /// GPUs held.
+    pub gpus: u32,
+    /// Expected end: the job's start plus its time limit. Backfill plans with it; a job that
+    /// has run past it is planned as ending in the next second (Slurm's backfill does the same:
+    /// an overrunning job is about to be killed).
+    pub end: u64,
+}
+
+/// One compute node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Unique name; ties between equally good nodes are broken by it.
+    pub name: String,
+    /// What the administrator says.
+    pub state: AdminState,
+    /// Total CPUs.
+    pub cpus: u32,
+    /// Total memory, bytes.
+    pub memory: u64,
+    /// Total GPUs (a count; GPU types are not modelled yet).
+    pub gpus: u32,
+    /// What running jobs hold on it.
+    pub allocations: Vec<Allocation>,
+}
+
+/// One partition (queue). Membership is declared here, as in `slurm.conf`'s
+/// `PartitionName=... Nodes=...`; a node may belong to several partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionView {
+    /// Unique name.
+    pub name: String,
+    /// Member node names; unknown names are ignored.
+    pub nodes: Vec<String>,
+    /// Slurm's `PriorityTier`: jobs of a higher tier are considered first, whatever their
+    /// priority.
+    pub tier: u32,
+    /// Slurm's `PriorityJobFactor`: feeds the partition component of the priority,
+    /// normalised by the largest factor of any partition.
+    pub priority_factor: u32,
+    /// `MaxTime`, seconds; `None` is unlimited.
+    pub max_time: Option<u64>,
+    /// `DefaultTime`, seconds, for jobs that ask for none; `None` falls back to `max_time`.
+    pub default_time: Option<u64>,
+    /// `Default=YES`: where jobs that name no partition go (see [`ClusterView::default_partition`]).
+    pub default: bool,
+    /// `MaxNodes`: the most nodes one job may ask for.
+    pub max_nodes: Option<u32>,
+    /// `State=DOWN`: jobs may queue but none start.
+    pub down: bool,
+}
+
+/// What the scheduler may read about the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Every node.
+    pub nodes: Vec<NodeView>,
+    /// Every partition.
+    pub partitions: Vec<PartitionView>,
+    /// States of jobs that dependencies refer to and that are no longer in the job list
+    /// (finished ones). Jobs in the list passed to [`crate::schedule`] take precedence.
+    pub history: BTreeMap<JobId, JobState>,
+}
+
+impl ClusterView {
+    /// The partition jobs go to when they name none: the first marked default, else the
+    /// first partition (Slurm picks the first `Default=YES` one).
+    pub fn default_partition(&self) -> Option<&PartitionView> {
+        self.partitions
+            .iter()
+            .find(|p| p.default)
+            .or_else(|| self.partitions.first())
+    }
+
+    /// The partition of that name.
+    pub fn partition(&self, name: &str) -> Option<&PartitionView> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+}
+
+/// A job's life cycle, as far as the scheduler cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting to start.
+    Pending,
+    /// Started, not finished.
+    Running,
+    /// Finished with exit status 0.
+    Completed,
+    /// Finished otherwise: non-zero exit, signal, time limit, out of memory, node failure.
+    Failed,
+    /// Cancelled by a user or administrator (whether or not it had started).
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job has terminated, one way or another.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The kinds of `--dependency`, with Slurm's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DepKind {
+    /// `after`: the other job has started (or was cancelled).
+    After,
+    /// `afterany`: the other job has terminated, however.
+    AfterAny,
+    /// `afterok`: the other job completed successfully.
+    AfterOk,
+    /// `afternotok`: the other job terminated unsuccessfully (failed or cancelled).
+    AfterNotOk,
+}
+
+/// One `KIND:JOBID` term of a dependency; a job's terms are all required (Slurm's `,`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Dependency {
+    /// What must happen to the other job.
+    pub kind: DepKind,
+    /// The other job.
+    pub job: JobId,
+}
+
+/// A job's place in an array (`--array=0-99%8`): tasks are separate jobs sharing a master id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArrayTask {
+    /// The array's job id (Slurm's `ArrayJobId`).
+    pub master: JobId,
+    /// This task's index (`ArrayTaskId`).
+    pub index: u32,
+    /// `%N`: at most N tasks of this array run at once.
+    pub limit: Option<u32>,
+}
+
+/// What a job asks for (`sbatch -p -N -n --ntasks-per-node -c --mem --gpus-per-node -t
+/// --exclusive`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// The partition (already defaulted by the controller).
+    pub partition: String,
+    /// `-N min-max`: fewest nodes.
+    pub nodes_min: u32,
+    /// `-N min-max`: most nodes; the pass gives up to this many when they are free.
+    pub nodes_max: u32,
+    /// `-n`: total tasks, spread over the nodes as evenly as possible (block distribution:
+    /// the first nodes get one more). `None`: one task per node.
+    pub tasks: Option<u32>,
+    /// `--ntasks-per-node`; wins over `tasks` for the layout.
+    pub tasks_per_node: Option<u32>,
+    /// `-c`: CPUs per task.
+    pub cpus_per_task: u32,
+    /// `--mem`: memory per node, bytes (0: none asked for; the controller applies defaults).
+    pub memory_per_node: u64,
+    /// `--gpus-per-node`.
+    pub gpus_per_node: u32,
+    /// `-t`, seconds; `None`: the partition's default, else its maximum, else
+    /// [`crate::Config::unlimited_time`] for planning.
+    pub time_limit: Option<u64>,
+    /// `--exclusive`: whole nodes, shared with no other job.
+    pub exclusive: bool,
+}
+
+impl Default for JobRequest {
+    fn default() -> Self {
+        Self {
+            partition: String::new(),
+            nodes_min: 1,
+            nodes_max: 1,
+            tasks: None,
+            tasks_per_node: None,
+            cpus_per_task: 1,
+            memory_per_node: 0,
+            gpus_per_node: 0,
+            time_limit: None,
+            exclusive: false,
+        }
+    }
+}
+
+impl JobRequest {
+    /// Tasks on each of `k` nodes: `(most, how_many_get_most)`. With `tasks_per_node` every
+    /// node gets that many; with `tasks`, `q = tasks / k` each and the first `tasks % k`
+    /// nodes one more (Slurm's block distribution); otherwise one per node.
+    pub fn layout(&self, k: u32) -> (u32, u32) {
+        let k = k.max(1);
+        match (self.tasks_per_node, self.tasks) {
+            (Some(t), _) => (t, k),
+            (None, Some(n)) if n % k == 0 => (n / k, k),
+            (None, Some(n)) => (n / k + 1, n % k),
+            (None, None) => (1, k),
+        }
+    }
+
+    /// Tasks on the `i`-th of `k` nodes, following [`Self::layout`].
+    pub fn tasks_on(&self, k: u32, i: u32) -> u32 {
+        let (most, first) = self.layout(k);
+        if i < first {
+            most
+        } else {
+            most.saturating_sub(1)
+        }
+    }
+
+    /// CPUs the job holds on its fewest nodes (for the job-size priority factor).
+    pub fn total_cpus(&self) -> u64 {
+        let k = self.nodes_min.max(1);
+        let tasks = match (self.tasks_per_node, self.tasks) {
+            (Some(t), _) => u64::from(t) * u64::from(k),
+            (None, Some(n)) => u64::from(n),
+            (None, None) => u64::from(k),
+        };
+        tasks * u64::from(self.cpus_per_task)
+    }
+}
+
+/// One job as the scheduler sees it: pending ones are scheduled, the others are read for
+/// dependencies, singletons and array limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Id.
+    pub id: JobId,
+    /// `--job-name` (singleton dependencies are per user and name).
+    pub name: String,
+    /// Owner.
+    pub user: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Submission time, seconds.
+    pub submit_time: u64,
+    /// What it asks for.
+    pub request: JobRequest,
+    /// `--nice`: subtracted from the priority (negative values, administrators only, add).
+    pub nice: i32,
+    /// `scontrol hold`: never started until released.
+    pub held: bool,
+    /// `--dependency` terms, all required.
+    pub dependencies: Vec<Dependency>,
+    /// `--dependency=singleton`: not while another job of the same user and name runs.
+    pub singleton: bool,
+    /// Its place in an array, if any.
+    pub array: Option<ArrayTask>,
+}
+
+/// A node's derived state: the administrator's word first, then how much of it is allocated
+/// (Slurm calls a node whose CPUs are partly allocated MIXED).
+pub fn node_state(node: &NodeView) -> NodeState {
+    let used: u64 = node.allocations.iter().map(|a| u64::from(a.cpus)).sum();
+    match node.state {
+        AdminState::Down => NodeState::Down,
+        AdminState::Drain if node.allocations.is_empty() => NodeState::Drained,
+        AdminState::Drain => NodeState::Draining,
+        AdminState::Up if node.allocations.is_empty() => NodeState::Idle,
+        AdminState::Up if used >= u64::from(node.cpus) => NodeState::Allocated,
+        AdminState::Up => NodeState::Mixed,
+    }
+}
+
+/// An amount of the three schedulable resources; all `u64` so sums never overflow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Res {
+    pub cpus: u64,
+    pub mem: u64,
+    pub gpus: u64,
+}
+
+impl Res {
+    pub fn new(cpus: u32, mem: u64, gpus: u32) -> Self {
+        Self {
+            cpus: u64::from(cpus),
+            mem,
+            gpus: u64::from(gpus),
+        }
+    }
+
+    /// Whether `self` holds at least `need` of every resource.
+    pub fn covers(&self, need: &Res) -> bool {
+        self.cpus >= need.cpus && self.mem >= need.mem && self.gpus >= need.gpus
+    }
+
+    pub fn add(&self, o: &Res) -> Res {
+        Res {
+            cpus: self.cpus.saturating_add(o.cpus),
+            mem: self.mem.saturating_add(o.mem),
+            gpus: self.gpus.saturating_add(o.gpus),
+        }
+    }
+
+    /// `self - o`, floored at zero per resource.
+    pub fn sub(&self, o: &Res) -> Res {
+        Res {
+            cpus: self.cpus.saturating_sub(o.cpus),
+            mem: self.mem.saturating_sub(o.mem),
+            gpus: self.gpus.saturating_sub(o.gpus),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{job, node};
+
+    #[test]
+    fn layout_spreads_tasks_block_wise() {
+        let r = job(1).tasks(5).nodes(2).request;
+        assert_eq!(r.layout(2), (3, 1));
+        assert_eq!((r.tasks_on(2, 0), r.tasks_on(2, 1)), (3, 2));
+        let r = job(1).tasks(4).nodes(2).request;
+        assert_eq!((r.tasks_on(2, 0), r.tasks_on(2, 1)), (2, 2));
+        let r = job(1).per_node(3).nodes(2).request;
+        assert_eq!(r.layout(2), (3, 2));
+        assert_eq!(job(1).nodes(3).request.layout(3), (1, 3));
+        assert_eq!(job(1).tasks(5).nodes(2).cpus(2).request.total_cpus(), 10);
+    }
+
+    #[test]
+    fn node_states_are_derived_from_admin_state_and_allocations() {
+        assert_eq!(node_state(&node("n", 4, 8)), NodeState::Idle);
+        assert_eq!(
+            node_state(&node("n", 4, 8).running(1, 2, 0, 100)),
+            NodeState::Mixed
+        );
+        assert_eq!(
+            node_state(&node("n", 4, 8).running(1, 4, 0, 100)),
+            NodeState::Allocated
+        );
+        assert_eq!(node_state(&node("n", 4, 8).down()), NodeState::Down);
+        assert_eq!(node_state(&node("n", 4, 8).drain()), NodeState::Drained);
+        assert_eq!(
+            node_state(&node("n", 4, 8).drain().running(1, 1, 0, 100)),
+            NodeState::Draining
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! One scheduling pass: `schedule(cluster, jobs, now, config) -> Plan`.
+//!
+//! Owns: the order of the checks and the bookkeeping between jobs. Pending jobs are taken
+//! in priority order ([`crate::priority::compare`]); for each, the feasibility checks run
+//! cheapest first and the first that fails is the job's reason (Nomad's feasibility chain,
+//! with Slurm's reason names): held, dependencies, singleton, partition state and limits,
+//! array `%N`, request shape against the hardware, then resources now. A job that cannot
+//! start for resources is the partition's `Resources` job if it is the first such, else it
+//! waits for `Priority`; the first `Config::reservations` of them get a backfill
+//! reservation and an expected start.
+//!
+//! Cost: sorting is O(J log J). A job that starts costs O(log N) per index touched; one that
+//! cannot costs O(1) once its request shape is known not to fit: within a pass capacity only
+//! shrinks and reservations only grow, so if a shape found no nodes for a job ending at `e`,
+//! it finds none for any later job of that shape ending at or after `e` (Slurm keeps the same
+//! kind of per-pass cache of failed request shapes). The other checks are hash look-ups.
+
+use std::cmp::Reverse;
+
+use crate::deps::{dependency_status, DepStatus};
+use crate::feasible::{partition_limits, Shape};
+use crate::hash::{FxMap, FxSet};
+use crate::model::{ClusterView, JobId, JobRequest, JobState, JobView, PartitionView};
+use crate::plan::{Decision, Outcome, Plan, Start};
+use crate::priority::{Config, PriorityContext};
+use crate::reason::Reason;
+use crate::state::State;
+
+/// The time limit a job is planned with: its own, else the partition's default, else the
+/// partition's maximum, else "unlimited" (at least one second, so every job occupies time).
+pub fn planned_time(req: &JobRequest, part: &PartitionView, config: &Config) -> u64 {
+    req.time_limit
+        .or(part.default_time)
+        .or(part.max_time)
+        .unwrap_or(config.unlimited_time)
+        .max(1)
+}
+
+/// Runs one pass over `jobs` (pending ones are scheduled; running and finished ones are read
+/// for dependencies, singletons and array limits) on `cluster` at `now`. Pure: the same
+/// inputs give the same plan.
+pub fn schedule(cluster: &ClusterView, jobs: &[JobView], now: u64, config: &Config) -> Plan {
+    let mut pass = Pass::new(cluster, jobs, now, config);
+    let ctx = PriorityContext::new(cluster);
+    let pending: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Pending)
+        .map(|j| {
+            let p = pass
+                .state
+                .part_by_name
+                .get(j.request.partition.as_str())
+                .copied();
+            let prio = ctx.priority(j, p.map(|p| pass.state.parts[p].view), now, config);
+            (prio, j, p)
+        })
+        .collect();
+    // The order of `priority::compare`, as compact precomputed keys (sorting them rather than
+    // the jobs moves a fifth of the bytes); the position last, so even duplicate ids sort
+    // deterministically with an unstable sort.
+    let mut order: Vec<OrderKey> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, (prio, j, _))| {
+            (
+                Reverse(prio.tier),
+                Reverse(prio.total),
+                j.submit_time,
+                j.id,
+                i,
+            )
+        })
+        .collect();
+    order.sort_unstable();
+    let decisions = order
+        .into_iter()
+        .map(|(.., i)| {
+            let (priority, job, p) = pending[i];
+            Decision {
+                job: job.id,
+                priority,
+                outcome: pass.decide(job, p),
+            }
+        })
+        .collect();
+    Plan { now, decisions }
+}
+
+/// What a pass learnt about one request shape in one partition.
+struct ShapeMemo {
+    /// The hardware check's answer.
+    fit: Result<(), Reason>,
+    /// The earliest end of a job of this shape that found no nodes now.
+    failed_end: Option<u64>,
+}
+
+/// (higher tier, higher priority, earlier submission, lower id, position in the input).
+type OrderKey = (Reverse<u32>, Reverse<u64>, u64, JobId, usize);
+
+/// The bookkeeping of one pass.
+struct Pass<'a> {
+    config: &'a Config,
+    state: State<'a>,
+    /// States of the jobs some pending job depends on (the job list wins over history).
+    dep_states: FxMap<JobId, JobState>,
+    /// (user, name) of singleton jobs that already have a job running.
+    singleton_running: FxSet<(&'a str, &'a str)>,
+    /// (user, name) pairs some pending singleton job has: starting any job with one of them
+    /// blocks those singletons for the rest of the pass.
+    singleton_names: FxSet<(&'a str, &'a str)>,
+    /// Running tasks per array, including this pass's starts.
+    array_running: FxMap<JobId, u32>,
+    /// What is known about a request shape in a partition.
+    shapes: FxMap<(usize, Shape), ShapeMemo>,
+    /// Reservations attempted so far.
+    reservations: usize,
+}
+
+impl<'a> Pass<'a> {
+    fn new(cluster: &'a ClusterView, jobs: &'a [JobView], now: u64, config: &'a Config) -> Self {
+        let pending = || jobs.iter().filter(|j| j.state == JobState::Pending);
+        let referenced: FxSet<JobId> = pending()
+            .flat_map(|j| j.dependencies.iter().map(|d| d.job))
+            .collect();
+        let mut dep_states = FxMap::default();
+        if !referenced.is_empty() {
+            for (id, s) in &cluster.history {
+                if referenced.contains(id) {
+                    dep_states.insert(*id, *s);
+                }
+            }
+            for j in jobs.iter().filter(|j| referenced.contains(&j.id)) {
+                dep_states.insert(j.id, j.state);
+            }
+        }
+        let singleton_names: FxSet<(&str, &str)> = pending()
+            .filter(|j| j.singleton)
+            .map(|j| (j.user.as_str(), j.name.as_str()))
+            .collect();
+        let mut singleton_running = FxSet::default();
+        let mut array_running = FxMap::default();
+        for j in jobs.iter().filter(|j| j.state == JobState::Running) {
+            let key = (j.user.as_str(), j.name.as_str());
+            if singleton_names.contains(&key) {
+                singleton_running.insert(key);
+            }
+            if let Some(a) = j.array {
+                *array_running.entry(a.master).or_insert(0) += 1;
+            }
+        }
+        Self {
+            config,
+            state: State::new(cluster, now),
+            dep_states,
+            singleton_running,
+            singleton_names,
+            array_running,
+            shapes: FxMap::default(),
+            reservations: 0,
+        }
+    }
+
+    /// The feasibility chain for one pending job, cheapest check first; commits a start.
+    fn decide(&mut self, job: &'a JobView, p: Option<usize>) -> Outcome {
+        let wait = |reason| Outcome::Wait {
+            reason,
+            expected_start: None,
+            planned_nodes: Vec::new(),
+        };
+        if job.held {
+            return wait(Reason::JobHeld);
+        }
+        if !job.dependencies.is_empty() {
+            match dependency_status(&job.dependencies, |id| self.dep_states.get(&id).copied()) {
+                DepStatus::Satisfied => {}
+                DepStatus::Waiting => return wait(Reason::Dependency),
+                DepStatus::NeverSatisfied => return wait(Reason::DependencyNeverSatisfied),
+            }
+        }
+        let name = (job.user.as_str(), job.name.as_str());
+        if job.singleton && self.singleton_running.contains(&name) {
+            return wait(Reason::Dependency);
+        }
+        let req = &job.request;
+        let Some(p) = p else {
+            return wait(Reason::BadConstraints);
+        };
+        let part = &self.state.parts[p];
+        if part.view.down {
+            return wait(Reason::PartitionDown);
+        }
+        if let Err(r) = partition_limits(part.view, req, part.members.len()) {
+            return wait(r);
+        }
+        if let Some(a) = job.array {
+            let running = self.array_running.get(&a.master).copied().unwrap_or(0);
+            if a.limit.is_some_and(|limit| running >= limit) {
+                return wait(Reason::JobArrayTaskLimit);
+            }
+        }
+        let shape = match Shape::of(req) {
+            Ok(s) => s,
+            Err(r) => return wait(r),
+        };
+        let memo = self.shapes.entry((p, shape)).or_insert_with(|| ShapeMemo {
+            fit: part.classes.fit(&shape),
+            failed_end: None,
+        });
+        if let Err(r) = memo.fit {
+            return wait(r);
+        }
+
+        let d = planned_time(req, part.view, self.config);
+        let end = self.state.now.saturating_add(d);
+        let known_failed = memo.failed_end.is_some_and(|e| end >= e);
+        let chosen = if known_failed {
+            None
+        } else {
+            self.state.find_now(p, &shape, end)
+        };
+        if let Some(chosen) = chosen {
+            let nodes = self.state.commit(req, &chosen, end);
+            if self.singleton_names.contains(&name) {
+                self.singleton_running.insert(name);
+            }
+            if let Some(a) = job.array {
+                *self.array_running.entry(a.master).or_insert(0) += 1;
+            }
+            return Outcome::Start(Start { end, nodes });
+        }
+        if !known_failed {
+            memo.failed_end = Some(memo.failed_end.map_or(end, |e| e.min(end)));
+        }
+
+        let part = &mut self.state.parts[p];
+        let reason = if part.blocked {
+            Reason::Priority
+        } else {
+            Reason::Resources
+        };
+        part.blocked = true;
+        let reservation = if self.reservations < self.config.reservations {
+            self.reservations += 1;
+            self.state.reserve(p, &shape, d)
+        } else {
+            None
+        };
+        let (expected_start, planned_nodes) = match reservation {
+            Some((t, nodes)) => (
+                Some(t),
+                nodes
+                    .iter()
+                    .map(|&n| self.state.nodes[n].name.to_owned())
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        Outcome::Wait {
+            reason,
+            expected_start,
+            planned_nodes,
+        }
+    }
+}

@@ -1,0 +1,792 @@
+//! Whole-pass tests: fixtures in, plan out, as Nomad's scheduler tests drive its `Harness`.
+
+use crate::mock::{cluster, job, node, partition, GIB};
+use crate::model::{Allocation, ClusterView, DepKind, JobId, JobState, JobView};
+use crate::plan::{NodeAlloc, Outcome, Plan};
+use crate::priority::Config;
+use crate::reason::Reason;
+use crate::schedule;
+
+const NOW: u64 = 1000;
+
+/// No priority factors: pure FIFO, and one reservation (EASY) unless a test asks for more.
+fn fifo() -> Config {
+    Config {
+        weight_age: 0,
+        weight_job_size: 0,
+        weight_partition: 0,
+        reservations: 1,
+        ..Config::default()
+    }
+}
+
+fn run(c: &ClusterView, jobs: &[JobView]) -> Plan {
+    schedule(c, jobs, NOW, &fifo())
+}
+
+fn started(p: &Plan) -> Vec<JobId> {
+    p.starts().map(|(id, _)| id).collect()
+}
+
+fn nodes_of(p: &Plan, id: JobId) -> Vec<String> {
+    let s = p.get(id).and_then(|d| d.start()).expect("job started");
+    s.nodes.iter().map(|a| a.node.clone()).collect()
+}
+
+fn reason(p: &Plan, id: JobId) -> Option<Reason> {
+    p.get(id).and_then(|d| d.reason())
+}
+
+fn expected(p: &Plan, id: JobId) -> Option<u64> {
+    match p.get(id).map(|d| &d.outcome) {
+        Some(Outcome::Wait { expected_start, .. }) => *expected_start,
+        _ => None,
+    }
+}
+
+// ---- order ----
+
+#[test]
+fn fifo_within_equal_priority_by_submit_then_id() {
+    let c = cluster(vec![node("n1", 2, GIB)]);
+    let jobs = [
+        job(5).submit(10),
+        job(3).submit(20),
+        job(4).submit(10),
+        job(1).submit(30),
+    ];
+    let p = run(&c, &jobs);
+    let order: Vec<JobId> = p.decisions.iter().map(|d| d.job).collect();
+    assert_eq!(order, [4, 5, 3, 1]);
+    assert_eq!(started(&p), [4, 5]);
+    assert_eq!(reason(&p, 3), Some(Reason::Resources));
+    assert_eq!(reason(&p, 1), Some(Reason::Priority));
+}
+
+#[test]
+fn older_jobs_go_first_by_age() {
+    let c = cluster(vec![node("n1", 1, GIB)]);
+    let cfg = Config {
+        weight_age: 1000,
+        ..fifo()
+    };
+    // Job 2 was submitted earlier, so it is older: it wins although its id is larger.
+    let p = schedule(&c, &[job(1).submit(900), job(2).submit(100)], NOW, &cfg);
+    assert_eq!(started(&p), [2]);
+    let d = p.get(2).expect("decided");
+    assert!(d.priority.age > p.get(1).expect("decided").priority.age);
+}
+
+#[test]
+fn nice_lowers_priority() {
+    let c = cluster(vec![node("n1", 1, GIB)]);
+    let cfg = Config {
+        weight_age: 1000,
+        ..fifo()
+    };
+    // Same age; job 1 is nicer to others.
+    let p = schedule(&c, &[job(1).nice(100), job(2)], NOW, &cfg);
+    assert_eq!(started(&p), [2]);
+    assert_eq!(p.get(1).expect("decided").priority.nice, 100);
+}
+
+#[test]
+fn partition_tier_beats_priority_and_factor_adds_to_it() {
+    let c = cluster(vec![node("n1", 1, GIB)])
+        .with(partition("urgent", &["n1"]).tier(1))
+        .with(partition("high", &["n1"]).factor(10));
+    let cfg = Config {
+        weight_age: 1000,
+        weight_partition: 1000,
+        ..fifo()
+    };
+    // Job 1 is old and in a heavily weighted partition, but job 2's tier wins.
+    let p = schedule(
+        &c,
+        &[
+            job(1).partition("high").submit(0),
+            job(2).partition("urgent").submit(NOW),
+        ],
+        NOW,
+        &cfg,
+    );
+    assert_eq!(started(&p), [2]);
+    // Within one tier, the partition factor counts.
+    let p = schedule(
+        &c,
+        &[job(1).partition("batch"), job(2).partition("high")],
+        NOW,
+        &cfg,
+    );
+    assert_eq!(started(&p), [2]);
+    assert_eq!(p.get(2).expect("decided").priority.partition, 1000.0);
+}
+
+#[test]
+fn larger_jobs_first_by_default_smaller_when_favoured() {
+    let c = cluster(vec![node("n1", 4, GIB)]);
+    let jobs = [job(1).cpus(1), job(2).cpus(4)];
+    let cfg = Config {
+        weight_job_size: 1000,
+        ..fifo()
+    };
+    assert_eq!(started(&schedule(&c, &jobs, NOW, &cfg)), [2]);
+    let small = Config {
+        favor_small: true,
+        ..cfg
+    };
+    assert_eq!(started(&schedule(&c, &jobs, NOW, &small)), [1]);
+}
+
+// ---- resource matching ----
+
+#[test]
+fn best_fit_picks_the_fullest_node_that_fits_ties_by_name() {
+    let c = cluster(vec![
+        node("a", 8, 8 * GIB),
+        node("b", 8, 8 * GIB).running(90, 6, 0, 5000),
+        node("c", 8, 8 * GIB).running(91, 4, 0, 5000),
+        node("d", 8, 8 * GIB).running(92, 6, 0, 5000),
+    ]);
+    let p = run(
+        &c,
+        &[
+            job(1).cpus(2),
+            job(2).cpus(2),
+            job(3).cpus(3),
+            job(4).cpus(2),
+        ],
+    );
+    // b and d have 2 free: b first (name); then d; job 3 needs 3: c (4 free) over a (8).
+    assert_eq!(nodes_of(&p, 1), ["b"]);
+    assert_eq!(nodes_of(&p, 2), ["d"]);
+    assert_eq!(nodes_of(&p, 3), ["c"]);
+    // c has 1 left, too few: a.
+    assert_eq!(nodes_of(&p, 4), ["a"]);
+    // The input order of nodes and jobs does not matter.
+    let mut shuffled = c.clone();
+    shuffled.nodes.reverse();
+    let q = run(
+        &shuffled,
+        &[
+            job(4).cpus(2),
+            job(3).cpus(3),
+            job(2).cpus(2),
+            job(1).cpus(2),
+        ],
+    );
+    assert_eq!(p, q);
+}
+
+#[test]
+fn memory_and_gpus_must_fit_too() {
+    let c = cluster(vec![
+        node("a", 8, 4 * GIB),
+        node("b", 8, 64 * GIB),
+        node("g", 8, 64 * GIB).gpus(4),
+    ]);
+    let p = run(
+        &c,
+        &[
+            job(1).mem(32 * GIB),
+            job(2).gpus(2),
+            job(3).gpus(2),
+            job(4).gpus(1),
+        ],
+    );
+    assert_eq!(nodes_of(&p, 1), ["b"]);
+    assert_eq!(nodes_of(&p, 2), ["g"]);
+    assert_eq!(nodes_of(&p, 3), ["g"]);
+    assert_eq!(reason(&p, 4), Some(Reason::Resources));
+    let s = p.get(2).and_then(|d| d.start()).expect("started");
+    assert_eq!(
+        s.nodes,
+        [NodeAlloc {
+            node: "g".into(),
+            cpus: 1,
+            memory: 0,
+            gpus: 2,
+            tasks: 1
+        }]
+    );
+}
+
+#[test]
+fn multi_node_jobs_spread_tasks_block_wise() {
+    let c = cluster(vec![
+        node("a", 4, GIB),
+        node("b", 4, GIB),
+        node("c", 4, GIB),
+    ]);
+    let p = run(
+        &c,
+        &[
+            job(1).tasks(5).nodes(2).cpus(1),
+            job(2).per_node(2).nodes(2),
+        ],
+    );
+    let s = p.get(1).and_then(|d| d.start()).expect("started");
+    let layout: Vec<(&str, u32, u32)> = s
+        .nodes
+        .iter()
+        .map(|a| (a.node.as_str(), a.tasks, a.cpus))
+        .collect();
+    assert_eq!(layout, [("a", 3, 3), ("b", 2, 2)]);
+    // Job 2 needs 2 CPUs on 2 nodes: b has 2 left (best fit) and c 4; a has 1.
+    assert_eq!(nodes_of(&p, 2), ["b", "c"]);
+}
+
+#[test]
+fn node_ranges_take_as_many_nodes_as_are_free() {
+    let c = cluster(vec![
+        node("a", 2, GIB),
+        node("b", 2, GIB),
+        node("c", 2, GIB).running(9, 2, 0, 5000),
+    ]);
+    let p = run(&c, &[job(1).nodes_range(1, 3).cpus(2)]);
+    assert_eq!(nodes_of(&p, 1), ["a", "b"]);
+}
+
+#[test]
+fn exclusive_jobs_take_whole_idle_nodes() {
+    let c = cluster(vec![
+        node("a", 8, 8 * GIB).running(9, 1, 0, 5000),
+        node("b", 16, 16 * GIB).gpus(2),
+        node("c", 8, 8 * GIB),
+    ]);
+    let p = run(
+        &c,
+        &[
+            job(1).exclusive().cpus(2),
+            job(2).cpus(1),
+            job(3).exclusive(),
+        ],
+    );
+    // Smallest idle node first: c, whole.
+    let s = p.get(1).and_then(|d| d.start()).expect("started");
+    assert_eq!(
+        s.nodes,
+        [NodeAlloc {
+            node: "c".into(),
+            cpus: 8,
+            memory: 8 * GIB,
+            gpus: 0,
+            tasks: 1
+        }]
+    );
+    // Job 2 shares a, the only node with a job already (best fit: 7 free < 16).
+    assert_eq!(nodes_of(&p, 2), ["a"]);
+    // Job 3 gets b: idle, although larger.
+    assert_eq!(nodes_of(&p, 3), ["b"]);
+    // Nothing may share an exclusive job's node: every node is now full or taken.
+    let p = run(
+        &c,
+        &[job(1).exclusive(), job(2).exclusive(), job(3).exclusive()],
+    );
+    assert_eq!(started(&p), [1, 2]);
+    assert_eq!(reason(&p, 3), Some(Reason::Resources));
+}
+
+#[test]
+fn down_drained_and_foreign_nodes_are_never_chosen() {
+    let c = cluster(vec![
+        node("a", 4, GIB).down(),
+        node("b", 4, GIB).drain(),
+        node("c", 4, GIB),
+        node("d", 64, GIB),
+    ]);
+    let mut c = c;
+    c.partitions[0].nodes = vec!["a".into(), "b".into(), "c".into()];
+    let p = run(&c, &[job(1).cpus(4), job(2).cpus(1)]);
+    assert_eq!(nodes_of(&p, 1), ["c"]);
+    // a and b are out, d is in no partition of the job's: wait (c frees at some point).
+    assert_eq!(reason(&p, 2), Some(Reason::Resources));
+}
+
+// ---- reasons ----
+
+#[test]
+fn every_pre_resource_reason() {
+    let c = cluster(vec![node("a", 4, 8 * GIB), node("b", 4, 8 * GIB).down()])
+        .with(partition("closed", &["a"]).down())
+        .with(partition("short", &["a"]).max_time(60).max_nodes(1))
+        .with(partition("gone", &["b"]))
+        .finished(50, JobState::Failed);
+    let jobs = [
+        job(1).held(),
+        job(2).dep(DepKind::AfterOk, 99),
+        job(3).dep(DepKind::AfterOk, 50),
+        job(4).partition("closed"),
+        job(5).partition("short").time(61),
+        job(6).partition("short").nodes(2),
+        job(7).nodes(3),
+        job(8).cpus(5),
+        job(9).partition("gone"),
+        job(10).partition("nowhere"),
+        job(11).array(30, 2, Some(1)),
+        job(12).array(30, 1, Some(1)).running(),
+        job(99),
+    ];
+    let p = run(&c, &jobs);
+    let want = [
+        (1, Reason::JobHeld),
+        (2, Reason::Dependency),
+        (3, Reason::DependencyNeverSatisfied),
+        (4, Reason::PartitionDown),
+        (5, Reason::PartitionTimeLimit),
+        (6, Reason::PartitionNodeLimit),
+        (7, Reason::PartitionNodeLimit),
+        (8, Reason::BadConstraints),
+        (9, Reason::ReqNodeNotAvail),
+        (10, Reason::BadConstraints),
+        (11, Reason::JobArrayTaskLimit),
+    ];
+    for (id, r) in want {
+        assert_eq!(reason(&p, id), Some(r), "job {id}");
+        assert_eq!(r.to_string(), format!("{r:?}"));
+    }
+    assert_eq!(started(&p), [99]);
+    assert_eq!(p.never_satisfied().collect::<Vec<_>>(), [3]);
+    // Running jobs get no decision.
+    assert!(p.get(12).is_none());
+}
+
+#[test]
+fn resources_for_the_first_blocked_job_priority_for_the_rest() {
+    let c =
+        cluster(vec![node("a", 4, GIB).running(9, 4, 0, 2000)]).with(partition("other", &["a"]));
+    let p = run(
+        &c,
+        &[job(1).time(10), job(2).time(10), job(3).partition("other")],
+    );
+    assert_eq!(reason(&p, 1), Some(Reason::Resources));
+    assert_eq!(expected(&p, 1), Some(2000));
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+    // First blocked of its own partition.
+    assert_eq!(reason(&p, 3), Some(Reason::Resources));
+}
+
+// ---- dependencies and arrays ----
+
+#[test]
+fn dependency_kinds_in_a_pass() {
+    let c = cluster(vec![node("a", 64, GIB)])
+        .finished(1, JobState::Completed)
+        .finished(2, JobState::Failed)
+        .finished(3, JobState::Cancelled);
+    let jobs = [
+        job(4).running(),
+        job(5),
+        job(10).dep(DepKind::After, 4),
+        job(11).dep(DepKind::After, 5),
+        job(12).dep(DepKind::AfterAny, 4),
+        job(13).dep(DepKind::AfterAny, 2),
+        job(14).dep(DepKind::AfterOk, 1),
+        job(15).dep(DepKind::AfterOk, 2),
+        job(16).dep(DepKind::AfterNotOk, 3),
+        job(17).dep(DepKind::AfterNotOk, 1),
+        job(18).dep(DepKind::AfterOk, 1).dep(DepKind::AfterAny, 4),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(started(&p), [5, 10, 13, 14, 16]);
+    assert_eq!(
+        reason(&p, 11),
+        Some(Reason::Dependency),
+        "after a pending job"
+    );
+    assert_eq!(
+        reason(&p, 12),
+        Some(Reason::Dependency),
+        "afterany a running job"
+    );
+    assert_eq!(reason(&p, 15), Some(Reason::DependencyNeverSatisfied));
+    assert_eq!(reason(&p, 17), Some(Reason::DependencyNeverSatisfied));
+    assert_eq!(reason(&p, 18), Some(Reason::Dependency));
+}
+
+#[test]
+fn singleton_waits_for_its_namesake() {
+    let c = cluster(vec![node("a", 64, GIB)]);
+    let jobs = [
+        job(1).name("x").running(),
+        job(2).name("x").singleton(),
+        job(3).name("x").user("other").singleton(),
+        job(4).name("y").singleton(),
+        job(5).name("y").singleton(),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(reason(&p, 2), Some(Reason::Dependency));
+    // Another user's job of the same name does not count; the first y starts, the second
+    // then waits for it.
+    assert_eq!(started(&p), [3, 4]);
+    assert_eq!(reason(&p, 5), Some(Reason::Dependency));
+}
+
+#[test]
+fn array_limit_counts_running_and_started_tasks() {
+    let c = cluster(vec![node("a", 64, GIB)]);
+    let mut jobs = vec![job(100).array(100, 0, Some(3)).running()];
+    jobs.extend((1..=5).map(|i| job(100 + i).array(100, i as u32, Some(3))));
+    jobs.push(job(200).array(200, 0, None));
+    let p = run(&c, &jobs);
+    assert_eq!(started(&p), [101, 102, 200]);
+    for id in 103..=105 {
+        assert_eq!(reason(&p, id), Some(Reason::JobArrayTaskLimit));
+    }
+}
+
+// ---- backfill ----
+
+/// a frees at 1100, b has 2 of 4 CPUs free until 1200, c has 2 free until 5000.
+fn busy() -> ClusterView {
+    cluster(vec![
+        node("a", 4, GIB).running(90, 4, 0, 1100),
+        node("b", 4, GIB).running(91, 2, 0, 1200),
+        node("c", 4, GIB).running(92, 2, 0, 5000),
+    ])
+}
+
+#[test]
+fn top_job_gets_the_earliest_start_and_short_jobs_backfill() {
+    // Job 1 needs two whole nodes: a at 1100, b at 1200 -> starts 1200 on a and b.
+    let top = job(1).nodes(2).per_node(4).time(1000).submit(0);
+    let short = job(2).cpus(2).time(200).submit(1); // ends 1200: does not delay job 1
+    let long = job(3).cpus(2).time(201).submit(2); // ends 1201 on b: would delay job 1
+    let p = run(&busy(), &[top.clone(), short.clone(), long.clone()]);
+    assert_eq!(reason(&p, 1), Some(Reason::Resources));
+    assert_eq!(expected(&p, 1), Some(1200));
+    // Best fit puts job 2 on b (2 free, like c, but b sorts first): fine, it ends in time.
+    assert_eq!(nodes_of(&p, 2), ["b"]);
+    // Job 3 may not use b, but c is not in job 1's reservation: it runs there.
+    assert_eq!(nodes_of(&p, 3), ["c"]);
+
+    // Without c's spare CPUs, job 3 waits behind job 1.
+    let mut full = busy();
+    full.nodes[2].allocations[0].cpus = 4;
+    let p = run(&full, &[top, short, long]);
+    assert_eq!(started(&p), [2]);
+    assert_eq!(reason(&p, 3), Some(Reason::Priority));
+}
+
+#[test]
+fn jobs_may_use_what_the_reservation_leaves_over() {
+    // Job 1 needs 3 CPUs on a at 1100 (a frees then); 1 of a's CPUs stays free for anyone.
+    let c = cluster(vec![node("a", 4, GIB)
+        .running(90, 2, 0, 1100)
+        .running(91, 1, 0, 9000)]);
+    let p = run(
+        &c,
+        &[
+            job(1).cpus(3).time(100),
+            job(2).cpus(1).time(50_000),
+            job(3).cpus(1).time(50_000),
+        ],
+    );
+    assert_eq!(expected(&p, 1), Some(1100));
+    // At 1100 a has 3 free (job 91 holds 1): job 1's 3 leave 0. Nothing long fits.
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+
+    let c = cluster(vec![node("a", 8, GIB).running(90, 6, 0, 1100)]);
+    let p = run(
+        &c,
+        &[
+            job(1).cpus(7).time(100),
+            job(2).cpus(1).time(50_000),
+            job(3).cpus(1).time(50_000),
+        ],
+    );
+    // At 1100 a has 8 free, job 1 takes 7: one CPU is slack, job 2 takes it, job 3 may not.
+    assert_eq!(expected(&p, 1), Some(1100));
+    assert_eq!(started(&p), [2]);
+    assert_eq!(reason(&p, 3), Some(Reason::Priority));
+}
+
+#[test]
+fn jobs_without_a_time_limit_plan_with_the_partition_default() {
+    let mut c = busy();
+    c.partitions[0].default_time = Some(150);
+    c.nodes[2].allocations[0].cpus = 4;
+    let p = run(
+        &c,
+        &[job(1).nodes(2).per_node(4).time(1000), job(2).cpus(2)],
+    );
+    let s = p.get(2).and_then(|d| d.start()).expect("backfilled");
+    assert_eq!(s.end, NOW + 150);
+    // With a longer default it would delay job 1.
+    c.partitions[0].default_time = Some(500);
+    let p = run(
+        &c,
+        &[job(1).nodes(2).per_node(4).time(1000), job(2).cpus(2)],
+    );
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+}
+
+#[test]
+fn easy_protects_one_job_more_reservations_protect_more() {
+    // One node. Job 1 (4 CPUs) can start at 1100, job 2 (4 CPUs) after job 1, at 1600.
+    let c = cluster(vec![node("a", 4, GIB).running(90, 2, 0, 1100)]);
+    let jobs = [
+        job(1).cpus(4).time(500).submit(0),
+        job(2).cpus(4).time(500).submit(1),
+        // Ends at 1101, still running when job 1 should start: waits.
+        job(3).cpus(2).time(101).submit(2),
+        // Ends 1050 < 1100: backfills.
+        job(4).cpus(1).time(50).submit(3),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(expected(&p, 1), Some(1100));
+    assert_eq!(
+        expected(&p, 2),
+        None,
+        "EASY: only the first blocked job is planned"
+    );
+    assert_eq!(reason(&p, 3), Some(Reason::Priority));
+    assert_eq!(started(&p), [4]);
+
+    let cfg = Config {
+        reservations: 2,
+        ..fifo()
+    };
+    let p = schedule(&c, &jobs, NOW, &cfg);
+    assert_eq!(expected(&p, 1), Some(1100));
+    assert_eq!(expected(&p, 2), Some(1600));
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+    assert_eq!(started(&p), [4]);
+}
+
+#[test]
+fn second_reservation_protects_against_long_backfill() {
+    // Two nodes. Job 1 needs a (frees 1100); job 2 needs b (frees 1300). With K=1 a job
+    // that fits b's free CPUs now and runs long starts, delaying job 2; with K=2 it waits.
+    let c = cluster(vec![
+        node("a", 4, GIB).running(90, 4, 0, 1100),
+        node("b", 4, GIB).running(91, 2, 0, 1300),
+    ]);
+    let jobs = [
+        job(1).cpus(4).time(100_000).submit(0),
+        job(2).cpus(4).time(100).submit(1),
+        job(3).cpus(2).time(10_000).submit(2),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(expected(&p, 1), Some(1100));
+    assert_eq!(started(&p), [3]);
+    let cfg = Config {
+        reservations: 2,
+        ..fifo()
+    };
+    let p = schedule(&c, &jobs, NOW, &cfg);
+    assert_eq!(expected(&p, 2), Some(1300));
+    assert_eq!(started(&p), Vec::<JobId>::new());
+    assert_eq!(reason(&p, 3), Some(Reason::Priority));
+}
+
+#[test]
+fn reservation_waits_for_an_overlapping_reservation_to_end() {
+    // Job 2 would fit on a at 1100 too, but only if job 1 (reserved first) were not there.
+    let c = cluster(vec![node("a", 4, GIB).running(90, 4, 0, 1100)]);
+    let cfg = Config {
+        reservations: 3,
+        ..fifo()
+    };
+    let jobs = [
+        job(1).cpus(3).time(400),
+        job(2).cpus(2).time(100),
+        job(3).cpus(1).time(100),
+    ];
+    let p = schedule(&c, &jobs, NOW, &cfg);
+    assert_eq!(expected(&p, 1), Some(1100));
+    assert_eq!(expected(&p, 2), Some(1500));
+    // Job 3 fits beside job 1 at 1100 (4 - 3 = 1 CPU).
+    assert_eq!(expected(&p, 3), Some(1100));
+}
+
+#[test]
+fn exclusive_reservation_waits_for_the_node_to_empty() {
+    let c = cluster(vec![
+        node("a", 4, GIB).running(90, 1, 0, 1500),
+        node("b", 8, GIB).running(91, 1, 0, 1200),
+    ]);
+    let p = run(
+        &c,
+        &[
+            job(1).exclusive().nodes(2).time(100),
+            job(2).cpus(1).time(600),
+        ],
+    );
+    assert_eq!(expected(&p, 1), Some(1500));
+    // Job 2 would still run at 1500 and both nodes are reserved whole.
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+}
+
+#[test]
+fn overrunning_jobs_are_planned_to_end_in_the_next_second() {
+    let c = cluster(vec![node("a", 4, GIB).alloc(Allocation {
+        job: 9,
+        cpus: 4,
+        memory: 0,
+        gpus: 0,
+        end: 10,
+    })]);
+    let p = run(&c, &[job(1).cpus(4).time(10)]);
+    assert_eq!(expected(&p, 1), Some(NOW + 1));
+}
+
+#[test]
+fn a_pass_is_deterministic() {
+    let c = busy().with(partition("two", &["a", "b"]));
+    let jobs: Vec<JobView> = (1..=40)
+        .map(|i| {
+            job(i)
+                .cpus(1 + (i as u32 * 7) % 4)
+                .time(50 + (i * 37) % 400)
+                .submit(i % 5)
+                .partition(if i % 3 == 0 { "two" } else { "batch" })
+        })
+        .collect();
+    let cfg = Config {
+        reservations: 4,
+        ..Config::default()
+    };
+    let p = schedule(&c, &jobs, NOW, &cfg);
+    let mut rev = jobs.clone();
+    rev.reverse();
+    assert_eq!(p, schedule(&c, &rev, NOW, &cfg));
+    assert!(!started(&p).is_empty());
+}
+
+/// The property backfill exists for: jobs started now never delay a reservation. Random
+/// small clusters and queues; after a pass, every node's plan (running jobs, jobs started
+/// now, reservations on their planned nodes) must never ask more of it than it has, at any
+/// instant; and planned again with the starts running, the first reserved job (the one EASY
+/// protects) must not start later than promised. (Later reservations may move in a new pass:
+/// best fit at their start time can choose other nodes once more jobs run, as in Slurm.)
+#[test]
+fn backfill_never_delays_a_reservation() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let mut checked = 0;
+    for _ in 0..500 {
+        let mut nodes = Vec::new();
+        for i in 0..2 + rand(5) {
+            let cpus = 4 + 4 * rand(3) as u32;
+            let mut v = node(&format!("n{i}"), cpus, 16 * GIB).gpus(rand(3) as u32);
+            let mut left = cpus;
+            while left > 0 && rand(3) > 0 {
+                let c = 1 + rand(u64::from(left)) as u32;
+                left -= c;
+                v = v.running(900 + i, c, rand(4) * GIB, NOW + 1 + rand(3000));
+            }
+            nodes.push(v);
+        }
+        let c = cluster(nodes);
+        let jobs: Vec<JobView> = (1..=12 + rand(10))
+            .map(|id| {
+                let mut j = job(id)
+                    .cpus(1 + rand(8) as u32)
+                    .mem(rand(8) * GIB)
+                    .time(10 + rand(3000))
+                    .submit(rand(50));
+                match rand(10) {
+                    0 => j = j.exclusive(),
+                    1 => j = j.nodes(2),
+                    2 => j = j.gpus(1),
+                    3 => j = j.tasks(3).nodes(2),
+                    _ => {}
+                }
+                j
+            })
+            .collect();
+        let cfg = Config {
+            reservations: 1 + rand(4) as usize,
+            ..fifo()
+        };
+        let p = schedule(&c, &jobs, NOW, &cfg);
+
+        // Every node's plan as (from, to, cpus, mem, gpus) uses.
+        let mut after = c.clone();
+        for (id, s) in p.starts() {
+            for a in &s.nodes {
+                let n = after
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.name == a.node)
+                    .expect("allocated node exists");
+                n.allocations.push(Allocation {
+                    job: id,
+                    cpus: a.cpus,
+                    memory: a.memory,
+                    gpus: a.gpus,
+                    end: s.end,
+                });
+            }
+        }
+        for n in &after.nodes {
+            let mut uses: Vec<(u64, u64, u64, u64, u64)> = n
+                .allocations
+                .iter()
+                .map(|a| {
+                    (
+                        NOW,
+                        a.end.max(NOW + 1),
+                        u64::from(a.cpus),
+                        a.memory,
+                        u64::from(a.gpus),
+                    )
+                })
+                .collect();
+            for j in &jobs {
+                let Some(Outcome::Wait {
+                    expected_start: Some(t),
+                    planned_nodes,
+                    ..
+                }) = p.get(j.id).map(|d| &d.outcome)
+                else {
+                    continue;
+                };
+                if !planned_nodes.contains(&n.name) {
+                    continue;
+                }
+                let r = &j.request;
+                let end = t + r.time_limit.expect("test jobs have limits");
+                uses.push(if r.exclusive {
+                    (*t, end, u64::from(n.cpus), n.memory, u64::from(n.gpus))
+                } else {
+                    let most = u64::from(r.layout(r.nodes_min).0);
+                    let cpus = most * u64::from(r.cpus_per_task);
+                    (*t, end, cpus, r.memory_per_node, u64::from(r.gpus_per_node))
+                });
+            }
+            for &(t, ..) in &uses {
+                let at: Vec<_> = uses.iter().filter(|u| u.0 <= t && t < u.1).collect();
+                let sum =
+                    |f: fn(&(u64, u64, u64, u64, u64)) -> u64| at.iter().map(|u| f(u)).sum::<u64>();
+                assert!(
+                    sum(|u| u.2) <= u64::from(n.cpus)
+                        && sum(|u| u.3) <= n.memory
+                        && sum(|u| u.4) <= u64::from(n.gpus),
+                    "node {} over-committed at {t}: {at:?}\n{p:#?}",
+                    n.name
+                );
+                checked += 1;
+            }
+        }
+
+        let first = p.decisions.iter().find(|d| expected(&p, d.job).is_some());
+        if let Some(first) = first {
+            let j = jobs.iter().find(|j| j.id == first.job).expect("job");
+            let again = schedule(&after, std::slice::from_ref(j), NOW, &cfg);
+            let promised = expected(&p, j.id).expect("reserved");
+            let now = again
+                .get(j.id)
+                .and_then(|d| d.expected_start(NOW))
+                .expect("still reserved");
+            assert!(now <= promised, "job {} delayed: {promised} -> {now}", j.id);
+        }
+    }
+    assert!(checked > 1000, "only {checked} instants checked");
+}
