@@ -1,6 +1,8 @@
 //! The `berth` command: argument parsing, output formatting and exit codes. Everything else
 //! lives in the library crates (see docs/ARCHITECTURE.md).
 
+mod batch;
+mod client;
 mod container;
 mod image;
 mod settings;
@@ -37,6 +39,18 @@ enum Command {
     Exec(container::ExecArgs),
     /// Start an interactive shell in the image, like `apptainer shell`
     Shell(container::ShellArgs),
+    /// Start the all-in-one cluster: controller, local agent and embedded store (root)
+    Up(batch::UpArgs),
+    /// Submit a batch script (#SBATCH, #BSUB, #PBS or #BERTH directives)
+    Submit(batch::SubmitArgs),
+    /// List pending and running jobs, like squeue
+    Queue(batch::QueueArgs),
+    /// Show everything about a job
+    Show(batch::ShowArgs),
+    /// Cancel jobs, or send them a signal
+    Cancel(batch::CancelArgs),
+    /// Finished jobs with their accounting, like sacct
+    History(batch::HistoryArgs),
     /// berth's own internal entry points (the processes its daemons start)
     #[command(subcommand, hide = true)]
     Internal(Internal),
@@ -56,9 +70,15 @@ fn main() {
             Command::Run(args) => container::run(&settings, args),
             Command::Exec(args) => container::exec(&settings, args),
             Command::Shell(args) => container::shell(&settings, args),
-            Command::Internal(Internal::RunJob { launch }) => {
-                berth_agent::runner::run(&launch).map(|_| 0).map_err(Into::into)
-            }
+            Command::Up(args) => batch::up(&settings, args),
+            Command::Submit(args) => batch::submit(args),
+            Command::Queue(args) => batch::queue(args),
+            Command::Show(args) => batch::show(args),
+            Command::Cancel(args) => batch::cancel(args),
+            Command::History(args) => batch::history(args),
+            Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
+                .map(|_| 0)
+                .map_err(Into::into),
         });
     let code = match result {
         Ok(code) => code,

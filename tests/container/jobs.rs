@@ -19,7 +19,11 @@ impl Job {
         std::fs::write(&script_path, script).unwrap();
         std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o700)).unwrap();
         chown(&script_path, Some(f.user.uid), Some(f.user.gid)).unwrap();
-        let record: serde_json::Value = serde_json::from_str(f.berth(Mode::Root, &["image", "inspect", "busybox", "--json"]).ok()).unwrap();
+        let record: serde_json::Value = serde_json::from_str(
+            f.berth(Mode::Root, &["image", "inspect", "busybox", "--json"])
+                .ok(),
+        )
+        .unwrap();
         let cwd = f.cwd(Mode::Rootless);
         let mut launch = serde_json::json!({
             "job_id": id,
@@ -45,9 +49,13 @@ impl Job {
     }
 
     fn run(&self, f: &Fixture) -> serde_json::Value {
-        let out = f.berth(Mode::Root, &["internal", "run-job", self.launch.to_str().unwrap()]);
+        let out = f.berth(
+            Mode::Root,
+            &["internal", "run-job", self.launch.to_str().unwrap()],
+        );
         assert_eq!(out.code, 0, "the runner itself failed: {}", out.stderr);
-        serde_json::from_slice(&std::fs::read(self.launch.with_extension("result.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.launch.with_extension("result.json")).unwrap())
+            .unwrap()
     }
 }
 
@@ -58,29 +66,56 @@ fn owner(path: &Path) -> u32 {
 #[test]
 fn job_runs_as_its_user_with_its_files_and_environment() {
     let Some(f) = Fixture::new() else { return };
-    let job = Job::new(&f, 41, "#!/bin/sh\necho \"job $SLURM_JOB_ID as $(id -un) in $PWD\"\necho oops >&2\nexit 3\n", serde_json::json!({}));
+    let job = Job::new(
+        &f,
+        41,
+        "#!/bin/sh\necho \"job $SLURM_JOB_ID as $(id -un) in $PWD\"\necho oops >&2\nexit 3\n",
+        serde_json::json!({}),
+    );
     let result = job.run(&f);
     assert_eq!(result["exit_code"], 3, "{result}");
     assert_eq!(result["error"], serde_json::Value::Null);
     let cwd = f.cwd(Mode::Rootless);
     let out = cwd.join("job-41.out");
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), format!("job 41 as {TEST_USER} in {}\n", cwd.display()));
-    assert_eq!(std::fs::read_to_string(cwd.join("job-41.err")).unwrap(), "oops\n");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("job 41 as {TEST_USER} in {}\n", cwd.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("job-41.err")).unwrap(),
+        "oops\n"
+    );
     assert_eq!(owner(&out), f.user.uid, "output files belong to the user");
-    assert!(result["cpu_usec"].is_u64() && result["max_rss_bytes"].is_u64(), "accounting from the cgroup: {result}");
+    assert!(
+        result["cpu_usec"].is_u64() && result["max_rss_bytes"].is_u64(),
+        "accounting from the cgroup: {result}"
+    );
 }
 
 #[test]
 fn time_limit_stops_the_job() {
     let Some(f) = Fixture::new() else { return };
-    let script = "#!/bin/sh\ntrap 'echo caught TERM; exit 9' TERM\necho started\nsleep 30 &\nwait\n";
-    let job = Job::new(&f, 42, script, serde_json::json!({"time_limit": 1, "grace": 1}));
+    let script =
+        "#!/bin/sh\ntrap 'echo caught TERM; exit 9' TERM\necho started\nsleep 30 &\nwait\n";
+    let job = Job::new(
+        &f,
+        42,
+        script,
+        serde_json::json!({"time_limit": 1, "grace": 1}),
+    );
     let result = job.run(&f);
     assert_eq!(result["timed_out"], true, "{result}");
-    assert_eq!(result["exit_code"], 9, "the script's own TERM handler ran: {result}");
+    assert_eq!(
+        result["exit_code"], 9,
+        "the script's own TERM handler ran: {result}"
+    );
     let out = std::fs::read_to_string(f.cwd(Mode::Rootless).join("job-42.out")).unwrap();
     assert_eq!(out, "started\ncaught TERM\n");
-    assert!(cgroups_named("job-42").is_empty(), "{:?}", cgroups_named("job-42"));
+    assert!(
+        cgroups_named("-job42").is_empty(),
+        "{:?}",
+        cgroups_named("-job42")
+    );
 }
 
 #[test]
@@ -91,18 +126,36 @@ fn output_symlink_cannot_make_root_write_elsewhere() {
     std::fs::write(&target, "precious\n").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink(&target, f.cwd(Mode::Rootless).join("job-43.out")).unwrap();
-    let job = Job::new(&f, 43, "#!/bin/sh\necho overwritten\n", serde_json::json!({}));
+    let job = Job::new(
+        &f,
+        43,
+        "#!/bin/sh\necho overwritten\n",
+        serde_json::json!({}),
+    );
     let result = job.run(&f);
     assert_eq!(result["exit_code"], 125, "{result}");
-    assert!(result["error"].as_str().unwrap().contains("Permission denied"), "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{result}"
+    );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
 }
 
-/// Cgroup directories named `name` under berth's parent, in any hierarchy.
-fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/freezer"]
-        .iter()
-        .map(|root| Path::new(root).join("berth").join(name))
-        .filter(|p| p.exists())
-        .collect()
+/// Cgroup directories whose name ends with `suffix` under berth's parent, in any hierarchy.
+fn cgroups_named(suffix: &str) -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpuset",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/freezer",
+    ]
+    .iter()
+    .filter_map(|root| std::fs::read_dir(Path::new(root).join("berth")).ok())
+    .flat_map(|entries| entries.flatten().map(|e| e.path()))
+    .filter(|p| p.to_string_lossy().ends_with(suffix))
+    .collect()
 }

@@ -6,7 +6,7 @@
 //!    root write somewhere the user could not (the classic spooler attack);
 //! 2. makes them the container's stdin, stdout and stderr;
 //! 3. runs the job script in its image through `berth-runtime`, as the user, in a cgroup named
-//!    `berth/job-<id>` sized to the allocation, with the time limit enforced (SIGTERM, grace,
+//!    `berth/<runner pid>-job<id>` sized to the allocation, with the time limit enforced (SIGTERM, grace,
 //!    SIGKILL);
 //! 4. writes a [`JobResult`] next to the launch file, atomically, and exits 0; a non-zero exit
 //!    of the runner itself means berth failed, not the job.
@@ -20,7 +20,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where the job script appears inside the container.
+/// Where the job's directory (its script, its hostfile) appears inside the container.
+pub const JOB_DIR_IN_CONTAINER: &str = "/.berth/job";
+/// The script, in that directory, under the name the controller saves it with.
 pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
 
 /// Everything needed to run one job on this node, resolved by the controller.
@@ -34,7 +36,8 @@ pub struct JobLaunch {
     /// The image's environment (its ENV), applied under the job's own.
     #[serde(default)]
     pub image_env: Vec<String>,
-    /// The job script, saved by the controller (owned by the user, mode 0700).
+    /// The job script, saved by the controller as `script` (owned by the user, mode 0700) in
+    /// the job's directory, which appears read-only at [`JOB_DIR_IN_CONTAINER`].
     pub script: PathBuf,
     /// The job's working directory on the host.
     pub workdir: PathBuf,
@@ -84,11 +87,16 @@ pub enum RunnerError {
     #[error("cannot read the job launch {path}: {reason}")]
     Launch { path: PathBuf, reason: String },
     #[error("cannot write the job result {path}: {source}")]
-    Result { path: PathBuf, source: std::io::Error },
+    Result {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The result file written next to a launch file.
@@ -98,14 +106,27 @@ pub fn result_path(launch: &Path) -> PathBuf {
 
 /// Opens `path` with the file-system identity of `id` (so permission checks, and who owns a
 /// created file, are the user's), then returns to root.
-fn open_as(id: &berth_runtime::Identity, path: &Path, flags: libc::c_int) -> Result<OwnedFd, String> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("{}: bad path", path.display()))?;
-    let groups: Vec<libc::gid_t> = if id.groups.is_empty() { vec![id.gid] } else { id.groups.clone() };
+fn open_as(
+    id: &berth_runtime::Identity,
+    path: &Path,
+    flags: libc::c_int,
+) -> Result<OwnedFd, String> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: bad path", path.display()))?;
+    let groups: Vec<libc::gid_t> = if id.groups.is_empty() {
+        vec![id.gid]
+    } else {
+        id.groups.clone()
+    };
     // SAFETY: the runner is single-threaded, so changing the process's groups and file-system
     // ids affects only this open; every call is checked or restored below.
     unsafe {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-            return Err(format!("cannot take the groups of {}: {}", id.user, std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot take the groups of {}: {}",
+                id.user,
+                std::io::Error::last_os_error()
+            ));
         }
         libc::setfsgid(id.gid);
         libc::setfsuid(id.uid);
@@ -115,7 +136,11 @@ fn open_as(id: &berth_runtime::Identity, path: &Path, flags: libc::c_int) -> Res
         libc::setfsgid(0);
         libc::setgroups(1, [0].as_ptr());
         if fd < 0 {
-            return Err(format!("cannot open {} as {}: {err}", path.display(), id.user));
+            return Err(format!(
+                "cannot open {} as {}: {err}",
+                path.display(),
+                id.user
+            ));
         }
         Ok(OwnedFd::from_raw_fd(fd))
     }
@@ -124,7 +149,10 @@ fn open_as(id: &berth_runtime::Identity, path: &Path, flags: libc::c_int) -> Res
 fn dup_onto(fd: &OwnedFd, target: libc::c_int) -> Result<(), String> {
     // SAFETY: dup2 onto a standard descriptor; both are valid.
     if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
-        return Err(format!("cannot redirect descriptor {target}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot redirect descriptor {target}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -132,7 +160,10 @@ fn dup_onto(fd: &OwnedFd, target: libc::c_int) -> Result<(), String> {
 /// Runs the job described in `launch_path` and writes its result. Must run as root, in a
 /// single-threaded process.
 pub fn run(launch_path: &Path) -> Result<JobResult, RunnerError> {
-    let bad = |reason: String| RunnerError::Launch { path: launch_path.to_path_buf(), reason };
+    let bad = |reason: String| RunnerError::Launch {
+        path: launch_path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(launch_path).map_err(|e| bad(e.to_string()))?;
     let launch: JobLaunch = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let started = now();
@@ -148,54 +179,111 @@ pub fn run(launch_path: &Path) -> Result<JobResult, RunnerError> {
             ended: now(),
             error: None,
         },
-        Err((code, message)) => JobResult { exit_code: code, started, ended: now(), error: Some(message), ..Default::default() },
+        Err((code, message)) => JobResult {
+            exit_code: code,
+            started,
+            ended: now(),
+            error: Some(message),
+            ..Default::default()
+        },
     };
     let out = result_path(launch_path);
     let tmp = out.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&result).expect("result serialises"))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&result).expect("result serialises"),
+        )?;
         std::fs::rename(&tmp, &out)
     };
-    write().map_err(|source| RunnerError::Result { path: out.clone(), source })?;
+    write().map_err(|source| RunnerError::Result {
+        path: out.clone(),
+        source,
+    })?;
     Ok(result)
 }
 
 /// Starts the container; errors are (exit code, message) as the job's record will show them.
 fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
-    let id = berth_runtime::Identity::lookup(&launch.user, true).map_err(|e| (125, e.to_string()))?;
-    let mode = if launch.append { libc::O_APPEND } else { libc::O_TRUNC };
-    let stdout = open_as(&id, &launch.stdout, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?;
+    let id =
+        berth_runtime::Identity::lookup(&launch.user, true).map_err(|e| (125, e.to_string()))?;
+    let mode = if launch.append {
+        libc::O_APPEND
+    } else {
+        libc::O_TRUNC
+    };
+    let stdout = open_as(&id, &launch.stdout, libc::O_WRONLY | libc::O_CREAT | mode)
+        .map_err(|m| (125, m))?;
     let stderr = match &launch.stderr {
-        Some(p) if p != &launch.stdout => open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?,
+        Some(p) if p != &launch.stdout => {
+            open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?
+        }
         _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
     };
     let stdin = match &launch.stdin {
         Some(p) => open_as(&id, p, libc::O_RDONLY).map_err(|m| (125, m))?,
         None => dev_null().map_err(|m| (125, m))?,
     };
-    dup_onto(&stdin, 0).and_then(|_| dup_onto(&stdout, 1)).and_then(|_| dup_onto(&stderr, 2)).map_err(|m| (125, m))?;
+    dup_onto(&stdin, 0)
+        .and_then(|_| dup_onto(&stdout, 1))
+        .and_then(|_| dup_onto(&stderr, 2))
+        .map_err(|m| (125, m))?;
     drop((stdin, stdout, stderr));
 
     let rootfs = match &launch.image {
         Some(sqfs) => Rootfs::Squashfs(sqfs.clone()),
-        None => return Err((125, "jobs without an image are not supported yet: name one with --image or #BERTH --image".into())),
+        None => return Err((
+            125,
+            "jobs without an image are not supported yet: name one with --image or #BERTH --image"
+                .into(),
+        )),
     };
-    let defaults = ImageDefaults { name: format!("job {}", launch.job_id), env: launch.image_env.clone(), ..Default::default() };
+    let defaults = ImageDefaults {
+        name: format!("job {}", launch.job_id),
+        env: launch.image_env.clone(),
+        ..Default::default()
+    };
     let options = Options {
         binds: launch.binds.clone(),
         env: launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         cleanenv: true,
         pwd: Some(launch.workdir.to_string_lossy().into_owned()),
-        limits: Limits { cpus: None, cpuset: launch.cpuset.clone(), memory: launch.memory, pids: launch.pids },
+        limits: Limits {
+            cpus: None,
+            cpuset: launch.cpuset.clone(),
+            memory: launch.memory,
+            pids: launch.pids,
+        },
         user: Some(launch.user.clone()),
-        system_binds: vec![(launch.script.clone(), SCRIPT_IN_CONTAINER.into(), true)],
-        time_limit: launch.time_limit.map(|s| TimeLimit { limit: Duration::from_secs(s), grace: Duration::from_secs(launch.grace) }),
-        cgroup_name: Some(format!("job-{}", launch.job_id)),
+        system_binds: vec![(
+            launch
+                .script
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf(),
+            JOB_DIR_IN_CONTAINER.into(),
+            true,
+        )],
+        time_limit: launch.time_limit.map(|s| TimeLimit {
+            limit: Duration::from_secs(s),
+            grace: Duration::from_secs(launch.grace),
+        }),
+        // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (cgroup::sweep_stale);
+        // the job id makes it easy to find, and the pid unique across controllers.
+        cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
         ..Options::default()
     };
     let policy = berth_core::BindPolicy::default();
-    let spec = berth_runtime::plan(&defaults, rootfs, &Action::Exec(vec![SCRIPT_IN_CONTAINER.into()]), &options, &policy, &[], &launch.workdir)
-        .map_err(|e| (e.exit_code(), e.to_string()))?;
+    let spec = berth_runtime::plan(
+        &defaults,
+        rootfs,
+        &Action::Exec(vec![SCRIPT_IN_CONTAINER.into()]),
+        &options,
+        &policy,
+        &[],
+        &launch.workdir,
+    )
+    .map_err(|e| (e.exit_code(), e.to_string()))?;
     berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
 }
 

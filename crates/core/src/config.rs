@@ -35,6 +35,30 @@ pub struct Config {
     pub binds: BindPolicy,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Partitions (queues) of the batch system; none: one default partition `normal`.
+    #[serde(default, rename = "partition")]
+    pub partitions: Vec<PartitionConfig>,
+}
+
+/// `[[partition]]`: a partition (Slurm) or queue (LSF, PBS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    pub name: String,
+    /// Jobs that name no partition go to the default one.
+    #[serde(default)]
+    pub default: bool,
+    /// The longest time limit a job may ask for, seconds.
+    pub max_time: Option<u64>,
+    /// The time limit of jobs that ask for none, seconds.
+    pub default_time: Option<u64>,
+    /// Slurm's PriorityJobFactor: weight of this partition in job priorities.
+    #[serde(default = "one")]
+    pub priority: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// How to reach image registries.

@@ -1,0 +1,358 @@
+//! The batch system's commands: `berth up`, `submit`, `queue`, `show`, `cancel`, `history`.
+
+use crate::client::request;
+use crate::settings::{is_root, Settings};
+use anyhow::{bail, Context, Result};
+use berth_api::{CancelRequest, JobInfo, SubmitRequest, SubmitResponse};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where jobs and the state database live [default: the image store's directory]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The API socket [default: $BERTH_SOCKET, else /run/berth/berth.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// Print only the job id
+    #[arg(long)]
+    parsable: bool,
+    /// [OPTIONS] SCRIPT: options as in #SBATCH/#BERTH directives (-n, -N, --mem, -t, -J, -o,
+    /// -e, -p, --array, --dependency, --image, --bind, --export, --chdir, --hold, ...), which
+    /// override the script's own
+    #[arg(
+        required = true,
+        allow_hyphen_values = true,
+        trailing_var_arg = true,
+        value_name = "[OPTIONS] SCRIPT"
+    )]
+    words: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct QueueArgs {
+    #[arg(long)]
+    json: bool,
+    /// Only jobs of this user
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Only jobs in these states (comma-separated: pending,running)
+    #[arg(short = 't', long)]
+    state: Option<String>,
+    /// Only jobs in this partition
+    #[arg(short, long)]
+    partition: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    job: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    #[arg(required = true)]
+    jobs: Vec<u64>,
+    /// Send this signal to the job instead of ending it
+    #[arg(short, long, value_name = "SIG")]
+    signal: Option<String>,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    #[arg(long)]
+    json: bool,
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Only jobs that ended in these states (comma-separated)
+    #[arg(short = 't', long)]
+    state: Option<String>,
+    /// Only jobs submitted at or after this time (seconds since the epoch)
+    #[arg(long)]
+    since: Option<u64>,
+}
+
+pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
+    if !is_root() {
+        bail!("berth up must run as root: it runs every job as the user who submitted it");
+    }
+    let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let store = berth_store::SqliteStore::open(state_dir.join("state.db"))?;
+    let controller_settings = berth_controller::Settings {
+        socket: args.socket.unwrap_or_else(crate::client::socket),
+        image_store: settings.store.clone(),
+        partitions: settings.config.partitions.clone(),
+        berth: std::env::current_exe().context("cannot find the berth executable")?,
+        kill_wait: 30,
+        state_dir,
+    };
+    eprintln!(
+        "berth: controller and local agent serving {}",
+        controller_settings.socket.display()
+    );
+    let controller = berth_controller::Controller::open(controller_settings, Box::new(store))
+        .map_err(anyhow::Error::msg)?;
+    berth_controller::run(controller).map_err(anyhow::Error::msg)?;
+    Ok(0)
+}
+
+/// Splits `[OPTIONS] SCRIPT`: the script is the first word naming a file that starts with
+/// `#!`, as sbatch takes the first non-option word.
+fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>)> {
+    for (i, w) in words.iter().enumerate() {
+        if w.starts_with('-') {
+            continue;
+        }
+        let looks_like_script = std::fs::read(w).is_ok_and(|b| b.starts_with(b"#!"));
+        if looks_like_script {
+            if i + 1 < words.len() {
+                bail!("arguments after the script ({}) are not supported yet: put options before the script", words[i + 1..].join(" "));
+            }
+            return Ok((PathBuf::from(w), words[..i].to_vec()));
+        }
+    }
+    let last = words.last().expect("clap requires a word");
+    match std::fs::read(last) {
+        Ok(_) => bail!("{last}: not a batch script: its first line must be #! and an interpreter, e.g. #!/bin/sh"),
+        Err(e) => bail!("cannot read the batch script {last}: {e}"),
+    }
+}
+
+pub fn submit(args: SubmitArgs) -> Result<i32> {
+    let (script_path, options) = split_script(&args.words)?;
+    let script = std::fs::read_to_string(&script_path)
+        .with_context(|| format!("cannot read {}", script_path.display()))?;
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let req = SubmitRequest {
+        script,
+        script_name: script_path.to_string_lossy().into_owned(),
+        args: options,
+        cwd: cwd.to_string_lossy().into_owned(),
+        env,
+    };
+    let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
+    for w in &resp.warnings {
+        eprintln!("berth: warning: {w}");
+    }
+    let mut out = std::io::stdout().lock();
+    if args.parsable {
+        writeln!(out, "{}", resp.job_id)?;
+    } else {
+        writeln!(out, "Submitted batch job {}", resp.job_id)?;
+    }
+    Ok(0)
+}
+
+/// `[D-]HH:MM:SS`, as squeue prints times.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+fn job_id(j: &JobInfo) -> String {
+    match (j.array_job_id, j.array_task_id) {
+        (Some(a), Some(t)) => format!("{a}_{t}"),
+        _ => j.id.to_string(),
+    }
+}
+
+pub fn queue(args: QueueArgs) -> Result<i32> {
+    let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+    let states: Option<Vec<String>> = args.state.map(|s| {
+        s.split(',')
+            .map(|s| s.trim().to_ascii_uppercase())
+            .collect()
+    });
+    jobs.retain(|j| {
+        args.user.as_ref().is_none_or(|u| *u == j.user)
+            && args.partition.as_ref().is_none_or(|p| *p == j.partition)
+            && states.as_ref().is_none_or(|s| s.contains(&j.state))
+    });
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &jobs)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    let now = berth_controller::now();
+    writeln!(
+        out,
+        "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  NODELIST(REASON)",
+        "JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES"
+    )?;
+    for j in &jobs {
+        let time = j.start_time.map_or(0, |s| now.saturating_sub(s));
+        let where_ = if j.state == "PENDING" {
+            format!("({})", j.reason.as_deref().unwrap_or("None"))
+        } else {
+            j.nodes.join(",")
+        };
+        writeln!(
+            out,
+            "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  {where_}",
+            job_id(j),
+            j.partition,
+            truncate(&j.name, 16),
+            j.user,
+            j.state,
+            duration(time),
+            j.nodes.len().max(1)
+        )?;
+    }
+    Ok(0)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+pub fn show(args: ShowArgs) -> Result<i32> {
+    let j: JobInfo = request("GET", &format!("/v1/jobs/{}", args.job), None::<&()>)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &j)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| crate::image::utc(t) + " UTC");
+    writeln!(
+        out,
+        "JobId={} JobName={} User={} Partition={}",
+        job_id(&j),
+        j.name,
+        j.user,
+        j.partition
+    )?;
+    writeln!(
+        out,
+        "   JobState={} Reason={} ExitCode={}{}",
+        j.state,
+        j.reason.as_deref().unwrap_or("None"),
+        j.exit_code.map_or("-".into(), |c| c.to_string()),
+        j.signal.map_or(String::new(), |s| format!(":{s}"))
+    )?;
+    writeln!(
+        out,
+        "   SubmitTime={} StartTime={} EndTime={}",
+        opt(Some(j.submit_time)),
+        opt(j.start_time),
+        opt(j.end_time)
+    )?;
+    writeln!(
+        out,
+        "   TimeLimit={} NodeList={} NumCPUs={} Memory={}",
+        j.time_limit.map_or("Partition".into(), duration),
+        if j.nodes.is_empty() {
+            "-".into()
+        } else {
+            j.nodes.join(",")
+        },
+        j.cpus,
+        j.memory.map_or("-".into(), crate::image::human_size)
+    )?;
+    writeln!(
+        out,
+        "   Image={} WorkDir={}",
+        j.image.as_deref().unwrap_or("-"),
+        j.workdir
+    )?;
+    writeln!(
+        out,
+        "   StdOut={} StdErr={}",
+        j.stdout,
+        j.stderr.as_deref().unwrap_or(&j.stdout)
+    )?;
+    if let (Some(cpu), Some(rss)) = (j.cpu_usec, j.max_rss_bytes) {
+        writeln!(
+            out,
+            "   CPUTime={} MaxRSS={}",
+            duration(cpu / 1_000_000),
+            crate::image::human_size(rss)
+        )?;
+    }
+    Ok(0)
+}
+
+pub fn cancel(args: CancelArgs) -> Result<i32> {
+    for id in args.jobs {
+        let body = CancelRequest {
+            signal: args.signal.clone(),
+        };
+        let _: () = request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+    }
+    Ok(0)
+}
+
+pub fn history(args: HistoryArgs) -> Result<i32> {
+    let mut query = Vec::new();
+    if let Some(u) = &args.user {
+        query.push(format!("user={u}"));
+    }
+    if let Some(s) = &args.state {
+        query.push(format!("state={s}"));
+    }
+    if let Some(s) = args.since {
+        query.push(format!("since={s}"));
+    }
+    let path = if query.is_empty() {
+        "/v1/history".to_string()
+    } else {
+        format!("/v1/history?{}", query.join("&"))
+    };
+    let jobs: Vec<JobInfo> = request("GET", &path, None::<&()>)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &jobs)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:>10} {:<16} {:<10} {:<13} {:>8} {:>10} {:>10} {:>9}",
+        "JOBID", "NAME", "USER", "STATE", "EXITCODE", "ELAPSED", "CPUTIME", "MAXRSS"
+    )?;
+    for j in &jobs {
+        let elapsed = match (j.start_time, j.end_time) {
+            (Some(s), Some(e)) => duration(e.saturating_sub(s)),
+            _ => "-".into(),
+        };
+        let exit = j
+            .exit_code
+            .map_or("-".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0)));
+        writeln!(
+            out,
+            "{:>10} {:<16} {:<10} {:<13} {:>8} {:>10} {:>10} {:>9}",
+            job_id(j),
+            truncate(&j.name, 16),
+            j.user,
+            j.state,
+            exit,
+            elapsed,
+            j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
+            j.max_rss_bytes.map_or("-".into(), crate::image::human_size)
+        )?;
+    }
+    Ok(0)
+}

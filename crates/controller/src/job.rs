@@ -1,0 +1,132 @@
+//! A job as the controller keeps it: the validated request plus everything that happens to
+//! it. Persisted as a JSON document in the store; `berth queue/show/history` see its
+//! [`JobInfo`] view.
+
+use berth_api::JobInfo;
+use berth_core::job::JobRequest;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    OutOfMemory,
+    NodeFail,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Running => "RUNNING",
+            State::Completed => "COMPLETED",
+            State::Failed => "FAILED",
+            State::Cancelled => "CANCELLED",
+            State::Timeout => "TIMEOUT",
+            State::OutOfMemory => "OUT_OF_MEMORY",
+            State::NodeFail => "NODE_FAIL",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, State::Pending | State::Running)
+    }
+
+    /// The scheduler's coarser view (dependencies only care whether it succeeded).
+    pub fn for_scheduler(self) -> berth_sched::JobState {
+        match self {
+            State::Pending => berth_sched::JobState::Pending,
+            State::Running => berth_sched::JobState::Running,
+            State::Completed => berth_sched::JobState::Completed,
+            State::Cancelled => berth_sched::JobState::Cancelled,
+            _ => berth_sched::JobState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub array_job_id: Option<u64>,
+    pub array_task_id: Option<u32>,
+    pub user: String,
+    pub uid: u32,
+    pub partition: String,
+    pub request: JobRequest,
+    pub script: String,
+    pub workdir: String,
+    pub submit_env: Vec<(String, String)>,
+    pub image: String,
+    pub image_squashfs: String,
+    pub image_env: Vec<String>,
+    pub state: State,
+    pub reason: Option<String>,
+    pub held: bool,
+    pub submit_time: u64,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    pub nodes: Vec<String>,
+    pub cpus: u64,
+    pub cpu_ids: Vec<u32>,
+    pub memory: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cpu_usec: Option<u64>,
+    pub max_rss_bytes: Option<u64>,
+    pub stdout: String,
+    pub stderr: Option<String>,
+    pub priority: Option<f64>,
+    /// The runner process (`berth internal run-job`) while the job runs.
+    pub runner_pid: Option<u32>,
+    /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
+    pub cancel_requested: bool,
+}
+
+impl Job {
+    pub fn info(&self) -> JobInfo {
+        JobInfo {
+            id: self.id,
+            array_job_id: self.array_job_id,
+            array_task_id: self.array_task_id,
+            name: self.request.name.clone(),
+            user: self.user.clone(),
+            partition: self.partition.clone(),
+            state: self.state.name().to_string(),
+            reason: self.reason.clone(),
+            submit_time: self.submit_time,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            time_limit: self.request.time_limit,
+            nodes: self.nodes.clone(),
+            cpus: self.cpus,
+            memory: self.memory,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            cpu_usec: self.cpu_usec,
+            max_rss_bytes: self.max_rss_bytes,
+            image: Some(self.image.clone()),
+            workdir: self.workdir.clone(),
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
+            priority: self.priority,
+            held: self.held,
+        }
+    }
+
+    pub fn row(&self) -> berth_store::JobRow {
+        berth_store::JobRow {
+            id: self.id,
+            state: self.state.name().to_string(),
+            user: self.user.clone(),
+            partition: self.partition.clone(),
+            submit_time: self.submit_time,
+            end_time: self.end_time,
+            doc: serde_json::to_vec(self).expect("a job serialises"),
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! The controller of the all-in-one cluster (`berth up`): the HTTP API on a Unix socket, the
+//! job table (persisted in the store after every change), the scheduler loop, and, for the
+//! local node, starting job runners and collecting their results.
+//!
+//! Owns: the job state machine and its persistence, submit-time validation (script,
+//! directives, partition, image, sizes), the job environment (SLURM_*, LSB_*, PBS_*, BERTH_*).
+//! Must not: make namespace or mount calls (the runner process does, via berth-runtime),
+//! parse directives itself (berth-core does), decide placements (berth-sched does).
+//!
+//! Concurrency: one `Mutex<Controller>`; every handler and the scheduler take it briefly.
+//! Store writes happen under it (SQLite in WAL mode: tens of microseconds), which keeps the
+//! in-memory table and the database in the same order of changes.
+
+mod env;
+pub mod job;
+mod node;
+mod server;
+
+use berth_api::{JobInfo, SubmitRequest, SubmitResponse};
+use berth_core::job::JobRequest;
+use berth_sched as sched;
+use berth_store::{JobFilter, Store};
+use job::{Job, State};
+use node::LocalNode;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{Mutex, Notify};
+
+pub use server::{run, serve};
+
+/// What `berth up` was told.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub image_store: PathBuf,
+    pub partitions: Vec<berth_core::PartitionConfig>,
+    /// The `berth` executable, run as `berth internal run-job` for each job.
+    pub berth: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL at a job's time limit (Slurm's KillWait).
+    pub kill_wait: u64,
+}
+
+/// An error for the API: HTTP status and the message the user sees.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+    fn not_found(id: u64) -> ApiError {
+        ApiError {
+            status: 404,
+            message: format!("no job {id}: see `berth queue` and `berth history`"),
+        }
+    }
+    fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 403,
+            message: message.into(),
+        }
+    }
+    fn internal(message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: 500,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The caller of an API request, from the Unix socket's peer credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Controller {
+    settings: Settings,
+    store: Box<dyn Store>,
+    images: berth_image::Store,
+    node: LocalNode,
+    /// Unfinished jobs (finished ones live in the store only).
+    active: BTreeMap<u64, Job>,
+    /// States of finished jobs that dependencies of active jobs refer to.
+    finished: BTreeMap<u64, sched::JobState>,
+    pub wake: Arc<Notify>,
+}
+
+pub type Shared = Arc<Mutex<Controller>>;
+
+fn user_name(uid: u32) -> Result<String, ApiError> {
+    berth_runtime_identity(uid).map(|(name, _)| name)
+}
+
+/// The user name and home of `uid` from the host's user database.
+fn berth_runtime_identity(uid: u32) -> Result<(String, String), ApiError> {
+    // SAFETY: getpwuid_r writes into buffers we own, sized as passed.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0u8; 16384];
+        let mut out = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) != 0
+            || out.is_null()
+        {
+            return Err(ApiError::forbidden(format!(
+                "uid {uid} has no entry in the user database: jobs run as named users"
+            )));
+        }
+        let name = std::ffi::CStr::from_ptr(pw.pw_name)
+            .to_string_lossy()
+            .into_owned();
+        let home = std::ffi::CStr::from_ptr(pw.pw_dir)
+            .to_string_lossy()
+            .into_owned();
+        Ok((name, home))
+    }
+}
+
+impl Controller {
+    /// Opens the state, reconciles jobs left running by an earlier controller, and returns
+    /// the controller ready to serve.
+    pub fn open(settings: Settings, store: Box<dyn Store>) -> Result<Shared, String> {
+        let images = berth_image::Store::open(&settings.image_store).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(settings.state_dir.join("jobs"))
+            .map_err(|e| format!("cannot create {}: {e}", settings.state_dir.display()))?;
+        let node = LocalNode::discover();
+        let mut controller = Controller {
+            settings,
+            store,
+            images,
+            node,
+            active: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            wake: Arc::new(Notify::new()),
+        };
+        let filter = JobFilter {
+            states: vec!["PENDING".into(), "RUNNING".into()],
+            ..Default::default()
+        };
+        for row in controller
+            .store
+            .query_jobs(&filter)
+            .map_err(|e| e.to_string())?
+        {
+            let job: Job = serde_json::from_slice(&row.doc)
+                .map_err(|e| format!("job {} in the state database is unreadable: {e}", row.id))?;
+            controller.active.insert(job.id, job);
+        }
+        Ok(Arc::new(Mutex::new(controller)))
+    }
+
+    fn persist(&self, job: &Job) -> Result<(), ApiError> {
+        self.store
+            .put_jobs(&[job.row()])
+            .map_err(ApiError::internal)
+    }
+
+    fn job_dir(&self, id: u64) -> PathBuf {
+        self.settings.state_dir.join("jobs").join(id.to_string())
+    }
+
+    fn partition_views(&self) -> Vec<sched::PartitionView> {
+        let mut parts: Vec<sched::PartitionView> = self
+            .settings
+            .partitions
+            .iter()
+            .map(|p| sched::PartitionView {
+                name: p.name.clone(),
+                nodes: vec![self.node.name.clone()],
+                tier: 0,
+                priority_factor: p.priority,
+                max_time: p.max_time,
+                default_time: p.default_time,
+                default: p.default,
+                max_nodes: None,
+                down: false,
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push(sched::PartitionView {
+                name: "normal".into(),
+                nodes: vec![self.node.name.clone()],
+                tier: 0,
+                priority_factor: 1,
+                max_time: None,
+                default_time: None,
+                default: true,
+                max_nodes: None,
+                down: false,
+            });
+        }
+        parts
+    }
+
+    fn cluster(&self) -> sched::ClusterView {
+        let allocations = self
+            .active
+            .values()
+            .filter(|j| j.state == State::Running)
+            .map(|j| sched::Allocation {
+                job: j.id,
+                cpus: j.cpus as u32,
+                memory: j.memory.unwrap_or(0),
+                gpus: 0,
+                end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
+            })
+            .collect();
+        sched::ClusterView {
+            nodes: vec![self.node.view(allocations)],
+            partitions: self.partition_views(),
+            history: self.finished.clone(),
+        }
+    }
+
+    fn sched_request(&self, partition: &str, r: &JobRequest) -> sched::JobRequest {
+        use berth_core::job::Memory;
+        let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
+        let memory_per_node = match r.memory {
+            Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
+            Some(Memory::PerCpu(b)) => b * u64::from(per_node_tasks * r.cpus_per_task),
+            None => 0,
+        };
+        sched::JobRequest {
+            partition: partition.to_string(),
+            nodes_min: r.nodes.min,
+            nodes_max: r.nodes.max,
+            tasks: Some(r.ntasks),
+            tasks_per_node: r.ntasks_per_node,
+            cpus_per_task: r.cpus_per_task,
+            memory_per_node,
+            gpus_per_node: 0,
+            time_limit: r.time_limit,
+            exclusive: r.exclusive,
+        }
+    }
+
+    fn view(&self, job: &Job) -> sched::JobView {
+        use berth_core::job::DependencyKind as K;
+        sched::JobView {
+            id: job.id,
+            name: job.request.name.clone(),
+            user: job.user.clone(),
+            state: job.state.for_scheduler(),
+            submit_time: job.submit_time,
+            request: self.sched_request(&job.partition, &job.request),
+            nice: job.request.nice,
+            held: job.held,
+            dependencies: job
+                .request
+                .dependencies
+                .jobs
+                .iter()
+                .map(|d| sched::Dependency {
+                    kind: match d.kind {
+                        K::After => sched::DepKind::After,
+                        K::AfterOk => sched::DepKind::AfterOk,
+                        K::AfterNotOk => sched::DepKind::AfterNotOk,
+                        K::AfterAny => sched::DepKind::AfterAny,
+                    },
+                    job: d.job,
+                })
+                .collect(),
+            singleton: job.request.dependencies.singleton,
+            array: job.array_job_id.map(|master| sched::ArrayTask {
+                master,
+                index: job.array_task_id.unwrap_or(0),
+                limit: job.request.array.as_ref().and_then(|a| a.max_running),
+            }),
+        }
+    }
+
+    /// `berth submit`: validates everything a job can be refused for, stores it, wakes the
+    /// scheduler.
+    pub fn submit(
+        &mut self,
+        caller: Caller,
+        req: SubmitRequest,
+    ) -> Result<SubmitResponse, ApiError> {
+        let user = user_name(caller.uid)?;
+        if !req.script.starts_with("#!") {
+            return Err(ApiError::bad(format!(
+                "{}: line 1: a batch script must start with #! and the path of its interpreter, e.g. #!/bin/sh",
+                req.script_name
+            )));
+        }
+        let cli =
+            berth_core::job::parse_args(&req.args).map_err(|e| ApiError::bad(e.to_string()))?;
+        let default_name = Path::new(&req.script_name)
+            .file_name()
+            .map_or("job".into(), |n| n.to_string_lossy().into_owned());
+        let request = JobRequest::from_script(&req.script, cli, &default_name)
+            .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+        let cluster = self.cluster();
+        let partition = match &request.partition {
+            Some(p) => cluster.partition(p).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "unknown partition '{p}': the partitions are {}",
+                    cluster
+                        .partitions
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+            None => cluster
+                .default_partition()
+                .ok_or_else(|| ApiError::bad("no default partition: name one with -p"))?,
+        }
+        .name
+        .clone();
+        let sreq = self.sched_request(&partition, &request);
+        sched::fits_ever(&cluster, &sreq).map_err(|reason| {
+            ApiError::bad(format!(
+                "the job can never run here ({reason}): it asks for {} CPUs and {} of memory per node; the largest node has {} CPUs and {} bytes",
+                sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
+                sreq.memory_per_node,
+                self.node.cpus,
+                self.node.memory
+            ))
+        })?;
+        let image_ref = request.image.as_ref().ok_or_else(|| {
+            ApiError::bad("the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script")
+        })?;
+        let image = self
+            .images
+            .resolve(&image_ref.name)
+            .map_err(|e| ApiError::bad(format!("image {}: {e}", image_ref.name)))?;
+        let workdir = match &request.workdir {
+            Some(w) if w.starts_with('/') => w.clone(),
+            Some(w) => format!("{}/{w}", req.cwd),
+            None => req.cwd.clone(),
+        };
+        let indices: Vec<Option<u32>> = match &request.array {
+            Some(a) => a.indices().into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        let first = self
+            .store
+            .allocate_ids(indices.len() as u64)
+            .map_err(ApiError::internal)?;
+        let submit_time = now();
+        let mut jobs = Vec::with_capacity(indices.len());
+        for (n, index) in indices.iter().enumerate() {
+            let id = first + n as u64;
+            let array_job_id = index.map(|_| first);
+            let ctx = berth_core::job::PatternContext {
+                job_id: id,
+                array_job_id,
+                array_index: *index,
+                job_name: &request.name,
+                user: &user,
+                first_node: &self.node.name,
+            };
+            let resolve = |p: &str| {
+                let expanded = berth_core::job::expand_pattern(p, &ctx);
+                if expanded.starts_with('/') {
+                    expanded
+                } else {
+                    format!("{workdir}/{expanded}")
+                }
+            };
+            jobs.push(Job {
+                id,
+                array_job_id,
+                array_task_id: *index,
+                user: user.clone(),
+                uid: caller.uid,
+                partition: partition.clone(),
+                stdout: resolve(&request.output),
+                stderr: request.error.as_deref().map(resolve),
+                request: request.clone(),
+                script: req.script.clone(),
+                workdir: workdir.clone(),
+                submit_env: req.env.clone(),
+                image: image_ref.name.clone(),
+                image_squashfs: self.images.squashfs(&image).to_string_lossy().into_owned(),
+                image_env: image.config.env.clone(),
+                state: State::Pending,
+                reason: Some(if request.hold {
+                    "JobHeld".into()
+                } else {
+                    "None".into()
+                }),
+                held: request.hold,
+                submit_time,
+                start_time: None,
+                end_time: None,
+                nodes: Vec::new(),
+                cpus: request.total_cpus(),
+                cpu_ids: Vec::new(),
+                memory: None,
+                exit_code: None,
+                signal: None,
+                cpu_usec: None,
+                max_rss_bytes: None,
+                priority: None,
+                runner_pid: None,
+                cancel_requested: false,
+            });
+        }
+        let rows: Vec<_> = jobs.iter().map(Job::row).collect();
+        self.store.put_jobs(&rows).map_err(ApiError::internal)?;
+        for job in jobs {
+            self.active.insert(job.id, job);
+        }
+        self.wake.notify_one();
+        let warnings = request
+            .ignored
+            .iter()
+            .map(|i| format!("ignored {}: {}", i.option, i.reason))
+            .collect();
+        Ok(SubmitResponse {
+            job_id: first,
+            jobs: indices.len() as u64,
+            warnings,
+        })
+    }
+
+    pub fn job(&self, id: u64) -> Result<Job, ApiError> {
+        if let Some(j) = self.active.get(&id) {
+            return Ok(j.clone());
+        }
+        let row = self
+            .store
+            .get_job(id)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(id))?;
+        serde_json::from_slice(&row.doc).map_err(ApiError::internal)
+    }
+
+    pub fn queue(&self) -> Vec<JobInfo> {
+        self.active.values().map(Job::info).collect()
+    }
+
+    pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
+        let rows = self.store.query_jobs(filter).map_err(ApiError::internal)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_slice::<Job>(&r.doc)
+                    .map(|j| j.info())
+                    .map_err(ApiError::internal)
+            })
+            .collect()
+    }
+
+    /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
+    /// CANCELLED when its runner reports. Only the owner or root may cancel.
+    pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
+        let job = self
+            .active
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::bad(format!("job {id} is not pending or running")))?;
+        if caller.uid != 0 && caller.uid != job.uid {
+            return Err(ApiError::forbidden(format!(
+                "job {id} belongs to {}: only its owner or root may cancel it",
+                job.user
+            )));
+        }
+        match (job.state, signal) {
+            (State::Pending, _) => {
+                job.state = State::Cancelled;
+                job.end_time = Some(now());
+                job.reason = None;
+                let job = self.active.remove(&id).expect("present");
+                self.persist(&job)?;
+                self.finished.insert(id, sched::JobState::Cancelled);
+            }
+            (State::Running, sig) => {
+                if sig.is_none() {
+                    job.cancel_requested = true;
+                }
+                if let Some(pid) = job.runner_pid {
+                    // The runner forwards it to the job (and SIGKILL follows via the cgroup
+                    // when the runner is killed: the job dies with it).
+                    // SAFETY: kill(2) on the runner process we started.
+                    unsafe { libc::kill(pid as i32, sig.unwrap_or(libc::SIGTERM)) };
+                }
+                let job = job.clone();
+                self.persist(&job)?;
+            }
+            _ => {}
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// One scheduling pass: start what can start, record why the rest waits.
+    pub fn schedule(&mut self, shared: &Shared) {
+        let cluster = self.cluster();
+        let views: Vec<sched::JobView> = self.active.values().map(|j| self.view(j)).collect();
+        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        for decision in &plan.decisions {
+            let Some(job) = self.active.get_mut(&decision.job) else {
+                continue;
+            };
+            job.priority = Some(decision.priority.total as f64);
+            match &decision.outcome {
+                sched::Outcome::Start(start) => {
+                    let alloc = &start.nodes[0];
+                    let Some(cpu_ids) = self.node.take_cpus(alloc.cpus) else {
+                        continue;
+                    };
+                    job.cpu_ids = cpu_ids;
+                    job.cpus = u64::from(alloc.cpus);
+                    job.memory = (alloc.memory > 0).then_some(alloc.memory);
+                    job.nodes = vec![alloc.node.clone()];
+                    job.state = State::Running;
+                    job.reason = None;
+                    job.start_time = Some(now());
+                    let id = job.id;
+                    if let Err(e) = self.launch(id, shared) {
+                        self.finish(
+                            id,
+                            State::Failed,
+                            Some(format!("cannot start the job: {e}")),
+                            None,
+                        );
+                    }
+                }
+                sched::Outcome::Wait { reason, .. } => {
+                    let reason = reason.to_string();
+                    if job.reason.as_deref() != Some(&reason) {
+                        job.reason = Some(reason);
+                        let job = job.clone();
+                        let _ = self.persist(&job);
+                    }
+                }
+            }
+        }
+        for id in plan.never_satisfied() {
+            self.finish(
+                id,
+                State::Cancelled,
+                Some("DependencyNeverSatisfied".into()),
+                None,
+            );
+        }
+    }
+
+    /// Writes the job's files and starts its runner; a task waits for it.
+    fn launch(&mut self, id: u64, shared: &Shared) -> Result<(), String> {
+        let dir = self.job_dir(id);
+        let job = self.active.get(&id).expect("launching a known job").clone();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let script = dir.join("script");
+        std::fs::write(&script, &job.script).map_err(|e| format!("{}: {e}", script.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+            let gid = berth_runtime_gid(job.uid);
+            std::os::unix::fs::chown(&script, Some(job.uid), Some(gid))
+                .map_err(|e| e.to_string())?;
+        }
+        let launch = berth_agent::JobLaunch {
+            job_id: id,
+            user: job.user.clone(),
+            image: Some(PathBuf::from(&job.image_squashfs)),
+            image_env: job.image_env.clone(),
+            script,
+            workdir: PathBuf::from(&job.workdir),
+            stdout: PathBuf::from(&job.stdout),
+            stderr: job.stderr.as_ref().map(PathBuf::from),
+            stdin: job.request.input.as_ref().map(|i| {
+                if i.starts_with('/') {
+                    PathBuf::from(i)
+                } else {
+                    Path::new(&job.workdir).join(i)
+                }
+            }),
+            append: job.request.open_mode == berth_core::job::OpenMode::Append,
+            env: env::job_environment(&job, &self.node.name, &dir),
+            binds: job.request.binds.clone(),
+            cpuset: Some(
+                job.cpu_ids
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            memory: job.memory,
+            pids: None,
+            time_limit: job.request.time_limit,
+            grace: self.settings.kill_wait,
+        };
+        env::write_hostfile(&dir, &self.node.name, job.cpus)
+            .map_err(|e| format!("hostfile: {e}"))?;
+        let launch_path = dir.join("launch.json");
+        std::fs::write(
+            &launch_path,
+            serde_json::to_vec_pretty(&launch).expect("launch serialises"),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(&self.settings.berth)
+            .args(["internal", "run-job"])
+            .arg(&launch_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("runner.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.settings.berth.display()))?;
+        let pid = child.id();
+        if let Some(job) = self.active.get_mut(&id) {
+            job.runner_pid = Some(pid);
+            let job = job.clone();
+            self.persist(&job).map_err(|e| e.message)?;
+        }
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut child = child;
+            let status = child.wait();
+            let handle = tokio::runtime::Handle::current();
+            handle.block_on(async move {
+                let mut c = shared.lock().await;
+                c.collect(id, &launch_path, status.ok());
+            });
+        });
+        Ok(())
+    }
+
+    /// A runner ended: read its result and finish the job.
+    fn collect(&mut self, id: u64, launch: &Path, status: Option<std::process::ExitStatus>) {
+        let result: Option<berth_agent::JobResult> =
+            std::fs::read(berth_agent::runner::result_path(launch))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
+        let (state, reason) = match &result {
+            None => (
+                State::NodeFail,
+                Some(format!(
+                    "the job runner ended without a result ({})",
+                    status.map_or("unknown".into(), |s| s.to_string())
+                )),
+            ),
+            Some(_) if cancelled => (State::Cancelled, None),
+            Some(r) if r.error.is_some() => (State::Failed, r.error.clone()),
+            Some(r) if r.timed_out => (State::Timeout, None),
+            Some(r) if r.oom_killed => (State::OutOfMemory, None),
+            Some(r) if r.exit_code == 0 => (State::Completed, None),
+            Some(r) => (
+                State::Failed,
+                Some(format!("NonZeroExitCode ({})", r.exit_code)),
+            ),
+        };
+        self.finish(id, state, reason, result);
+    }
+
+    fn finish(
+        &mut self,
+        id: u64,
+        state: State,
+        reason: Option<String>,
+        result: Option<berth_agent::JobResult>,
+    ) {
+        let Some(mut job) = self.active.remove(&id) else {
+            return;
+        };
+        self.node.release_cpus(&job.cpu_ids);
+        job.state = state;
+        job.reason = reason;
+        job.end_time = Some(now());
+        job.runner_pid = None;
+        if let Some(r) = result {
+            job.exit_code = Some(r.exit_code);
+            job.signal = r.signal;
+            job.cpu_usec = r.cpu_usec;
+            job.max_rss_bytes = r.max_rss_bytes;
+            if r.started > 0 {
+                job.start_time = Some(r.started);
+                job.end_time = Some(r.ended);
+            }
+        }
+        self.finished.insert(id, state.for_scheduler());
+        if let Err(e) = self.persist(&job) {
+            eprintln!("berth: cannot record the end of job {id}: {}", e.message);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Jobs an earlier controller left running: watch their runners (or collect results
+    /// they already wrote). Runners do not depend on the controller staying up.
+    pub fn reconcile(&mut self, shared: &Shared) {
+        let running: Vec<Job> = self
+            .active
+            .values()
+            .filter(|j| j.state == State::Running)
+            .cloned()
+            .collect();
+        for job in running {
+            self.node.reserve_cpus(&job.cpu_ids);
+            let launch = self.job_dir(job.id).join("launch.json");
+            let alive = job.runner_pid.is_some_and(|pid| runner_alive(pid, &launch));
+            if !alive {
+                self.collect(job.id, &launch, None);
+                continue;
+            }
+            let (shared, pid, id) = (shared.clone(), job.runner_pid.expect("alive"), job.id);
+            tokio::spawn(async move {
+                while runner_alive(pid, &launch) {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                shared.lock().await.collect(id, &launch, None);
+            });
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+fn berth_runtime_gid(uid: u32) -> u32 {
+    // SAFETY: getpwuid_r into buffers we own.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0u8; 16384];
+        let mut out = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) == 0
+            && !out.is_null()
+        {
+            pw.pw_gid
+        } else {
+            uid
+        }
+    }
+}
+
+/// Whether `pid` is still the runner of this launch file (not a reused pid).
+fn runner_alive(pid: u32, launch: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&*launch.to_string_lossy()))
+        .unwrap_or(false)
+}

@@ -1,0 +1,191 @@
+//! The HTTP API on a Unix socket. Each connection's peer credentials (SO_PEERCRED) say who
+//! is asking: that identity, not anything in the request, is who a job is submitted as.
+//! Handlers only translate between HTTP and [`Controller`] calls (as Firecracker's API does).
+
+use crate::{ApiError, Caller, Shared};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_api::{CancelRequest, ErrorBody, SubmitRequest};
+use berth_store::JobFilter;
+use serde::Deserialize;
+use tokio::net::UnixListener;
+
+#[derive(Debug, Clone, Copy)]
+struct Peer(Caller);
+
+impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        // A connection whose credentials cannot be read is treated as nobody (65534).
+        let cred = stream.io().peer_cred().ok();
+        Peer(Caller {
+            uid: cred.as_ref().map_or(65534, |c| c.uid()),
+            gid: cred.as_ref().map_or(65534, |c| c.gid()),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn submit(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    body: Result<Json<SubmitRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::SubmitResponse> {
+    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock().await.submit(caller, req).map(Json)
+}
+
+async fn queue(State(c): State<Shared>) -> ApiResult<Vec<berth_api::JobInfo>> {
+    Ok(Json(c.lock().await.queue()))
+}
+
+async fn show(State(c): State<Shared>, Path(id): Path<u64>) -> ApiResult<berth_api::JobInfo> {
+    c.lock().await.job(id).map(|j| Json(j.info()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    user: Option<String>,
+    state: Option<String>,
+    since: Option<u64>,
+    until: Option<u64>,
+}
+
+async fn history(
+    State(c): State<Shared>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<berth_api::JobInfo>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let filter = JobFilter {
+        users: q.user.into_iter().collect(),
+        states: q
+            .state
+            .map(|s| s.split(',').map(|s| s.to_ascii_uppercase()).collect())
+            .unwrap_or_default(),
+        submitted_after: q.since,
+        ended_before: q.until,
+        ..Default::default()
+    };
+    c.lock().await.history(&filter).map(Json)
+}
+
+async fn cancel(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+    body: Option<Json<CancelRequest>>,
+) -> ApiResult<()> {
+    let signal = match body.and_then(|Json(b)| b.signal) {
+        None => None,
+        Some(s) => Some(signal_number(&s).ok_or_else(|| {
+            ApiError::bad(format!(
+                "unknown signal '{s}': use a name such as USR1 or a number"
+            ))
+        })?),
+    };
+    c.lock().await.cancel(caller, id, signal).map(Json)
+}
+
+fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..65).contains(&n).then_some(n);
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    Some(match name.as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        _ => return None,
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: 404,
+        message: "no such API endpoint".into(),
+    }
+}
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(queue))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/history", get(history))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// Serves the API until the process is stopped; runs the scheduler loop beside it.
+pub async fn serve(shared: Shared) -> Result<(), String> {
+    let socket = shared.lock().await.settings().socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    // A socket left by a controller that was killed: nobody answers on it any more.
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "a berth controller is already serving {}: stop it with `berth down`, or pass --socket",
+            socket.display()
+        ));
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Everyone may connect: the peer credentials decide what each caller may do.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let mut c = shared.lock().await;
+        c.reconcile(&shared);
+    }
+    let scheduler = shared.clone();
+    let wake = shared.lock().await.wake.clone();
+    tokio::spawn(async move {
+        loop {
+            scheduler.lock().await.schedule(&scheduler);
+            // A submission or a job's end wakes the loop; otherwise pass once a second so
+            // that waiting jobs' reasons and priorities (age) stay current.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await;
+        }
+    });
+    let app = router(shared).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+/// Runs the controller on a fresh multi-threaded runtime until it stops.
+pub fn run(controller: Shared) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(serve(controller))
+}

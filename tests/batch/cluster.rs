@@ -1,0 +1,139 @@
+//! A controller (`berth up`) for one test: its own state directory, socket and image store.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub f: Fixture,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    controller: Option<Child>,
+}
+
+impl Cluster {
+    pub fn start() -> Option<Cluster> {
+        let f = Fixture::new()?;
+        f.import(Mode::Root);
+        let socket = f.path("berth.sock");
+        let state = f.path("state");
+        let mut c = Cluster {
+            f,
+            socket,
+            state,
+            controller: None,
+        };
+        c.up();
+        Some(c)
+    }
+
+    /// Starts the controller and waits until it answers.
+    pub fn up(&mut self) {
+        let log = std::fs::File::create(self.f.path("controller.log")).unwrap();
+        let child = Command::new(&self.f.bin)
+            .args(["up", "--state-dir"])
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("BERTH_STORE", self.f.path("store-root"))
+            .env_remove("BERTH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth up did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the controller (jobs keep running).
+    pub fn kill(&mut self) {
+        let mut child = self.controller.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.f.path("controller.log")).unwrap_or_default()
+    }
+
+    /// A berth client command as `mode`'s user (Root or Rootless = the test user).
+    pub fn berth(&self, mode: Mode, args: &[&str]) -> Out {
+        let mut cmd = self.f.cmd(mode, args);
+        cmd.env("BERTH_SOCKET", &self.socket);
+        Out::from_output(cmd.stdin(Stdio::null()).output().unwrap())
+    }
+
+    /// Writes `script` into `mode`'s working directory and submits it; returns the job id.
+    pub fn submit(&self, mode: Mode, name: &str, script: &str, options: &[&str]) -> u64 {
+        let out = self.try_submit(mode, name, script, options);
+        out.ok()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a job id: {}", out.stdout))
+    }
+
+    pub fn try_submit(&self, mode: Mode, name: &str, script: &str, options: &[&str]) -> Out {
+        let path = self.f.cwd(mode).join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let mut args = vec!["submit", "--parsable"];
+        args.extend_from_slice(options);
+        args.push(path.to_str().unwrap());
+        self.berth(mode, &args)
+    }
+
+    pub fn show(&self, id: u64) -> serde_json::Value {
+        serde_json::from_str(
+            self.berth(Mode::Root, &["show", &id.to_string(), "--json"])
+                .ok(),
+        )
+        .unwrap()
+    }
+
+    /// Waits until job `id` is in one of `states`; returns its record.
+    pub fn wait_for(&self, id: u64, states: &[&str]) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.show(id);
+            if states.contains(&job["state"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {states:?}: {job}\ncontroller log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends raw bytes to the API and returns the raw answer.
+    pub fn raw(&self, request: &[u8]) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
