@@ -104,32 +104,16 @@ pub struct Controller {
 
 pub type Shared = Arc<Mutex<Controller>>;
 
-fn user_name(uid: u32) -> Result<String, ApiError> {
-    berth_runtime_identity(uid).map(|(name, _)| name)
-}
-
-/// The user name and home of `uid` from the host's user database.
-fn berth_runtime_identity(uid: u32) -> Result<(String, String), ApiError> {
-    // SAFETY: getpwuid_r writes into buffers we own, sized as passed.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0u8; 16384];
-        let mut out = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) != 0
-            || out.is_null()
-        {
-            return Err(ApiError::forbidden(format!(
+/// The submitter's user name and primary group, from the host's user database.
+fn user_of(uid: u32) -> Result<berth_runtime::Identity, ApiError> {
+    berth_runtime::Identity::lookup(&uid.to_string(), false)
+        .ok()
+        .filter(|id| id.user != uid.to_string())
+        .ok_or_else(|| {
+            ApiError::forbidden(format!(
                 "uid {uid} has no entry in the user database: jobs run as named users"
-            )));
-        }
-        let name = std::ffi::CStr::from_ptr(pw.pw_name)
-            .to_string_lossy()
-            .into_owned();
-        let home = std::ffi::CStr::from_ptr(pw.pw_dir)
-            .to_string_lossy()
-            .into_owned();
-        Ok((name, home))
-    }
+            ))
+        })
 }
 
 impl Controller {
@@ -292,7 +276,7 @@ impl Controller {
         caller: Caller,
         req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiError> {
-        let user = user_name(caller.uid)?;
+        let user = user_of(caller.uid)?.user;
         if !req.script.starts_with("#!") {
             return Err(ApiError::bad(format!(
                 "{}: line 1: a batch script must start with #! and the path of its interpreter, e.g. #!/bin/sh",
@@ -565,7 +549,7 @@ impl Controller {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| e.to_string())?;
-            let gid = berth_runtime_gid(job.uid);
+            let gid = user_of(job.uid).map_err(|e| e.message)?.gid;
             std::os::unix::fs::chown(&script, Some(job.uid), Some(gid))
                 .map_err(|e| e.to_string())?;
         }
@@ -724,22 +708,6 @@ impl Controller {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
-    }
-}
-
-fn berth_runtime_gid(uid: u32) -> u32 {
-    // SAFETY: getpwuid_r into buffers we own.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0u8; 16384];
-        let mut out = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) == 0
-            && !out.is_null()
-        {
-            pw.pw_gid
-        } else {
-            uid
-        }
     }
 }
 

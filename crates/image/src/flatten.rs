@@ -351,6 +351,24 @@ struct Meta {
     mtime: u64,
 }
 
+impl Meta {
+    /// The attributes berth keeps from a header (layer `i`, entry `path`, for the error).
+    fn of(h: &tar::Header, layer: &Layer, i: usize, path: &[u8]) -> Result<Meta, ImageError> {
+        let bad = |e: io::Error| {
+            ImageError::archive(
+                &layer.path,
+                format!("layer {i}: bad header for '{}': {e}", display(path)),
+            )
+        };
+        Ok(Meta {
+            mode: h.mode().map_err(bad)? & 0o7777,
+            uid: h.uid().map_err(bad)?,
+            gid: h.gid().map_err(bad)?,
+            mtime: h.mtime().map_err(bad)?,
+        })
+    }
+}
+
 fn corrupt(layer: &Layer, i: usize) -> impl Fn(io::Error) -> ImageError + '_ {
     move |e| {
         ImageError::archive(
@@ -383,18 +401,7 @@ fn read_layer(
             model.apply(i, id.1, &entry)?;
             let h = entry.header();
             let raw_path = entry.path_bytes().into_owned();
-            let bad = |e: io::Error| {
-                ImageError::archive(
-                    &layer.path,
-                    format!("layer {i}: bad header for '{}': {e}", display(&raw_path)),
-                )
-            };
-            let meta = Meta {
-                mode: h.mode().map_err(bad)? & 0o7777,
-                uid: h.uid().map_err(bad)?,
-                gid: h.gid().map_err(bad)?,
-                mtime: h.mtime().map_err(bad)?,
-            };
+            let meta = Meta::of(h, layer, i, &raw_path)?;
             let item = Item {
                 id,
                 kind: h.entry_type(),
@@ -549,19 +556,7 @@ impl<W: Write> Emitter<'_, W> {
                 let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else {
                     continue;
                 };
-                let h = entry.header();
-                let bad = |e: io::Error| {
-                    ImageError::archive(
-                        &layer.path,
-                        format!("layer {i}: bad header for '{}': {e}", display(&path)),
-                    )
-                };
-                let meta = Meta {
-                    mode: h.mode().map_err(bad)? & 0o7777,
-                    uid: h.uid().map_err(bad)?,
-                    gid: h.gid().map_err(bad)?,
-                    mtime: h.mtime().map_err(bad)?,
-                };
+                let meta = Meta::of(entry.header(), layer, i, &path)?;
                 let link = entry.link_name_bytes().map(|l| l.into_owned());
                 let size = entry.size();
                 let mut item = Item {

@@ -212,6 +212,16 @@ fn parse_challenge(header: &str) -> Option<Challenge> {
     Some(Challenge::Bearer(map))
 }
 
+/// The challenge of a 401 answer's `WWW-Authenticate` header.
+fn challenge_of(response: &reqwest::blocking::Response) -> Option<Challenge> {
+    let header = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)?
+        .to_str()
+        .ok()?;
+    parse_challenge(header)
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -379,13 +389,7 @@ impl Client {
                 .map_err(|e| self.unreachable(&describe(&e)))?;
             let status = response.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                let header = response
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                match parse_challenge(&header) {
+                match challenge_of(&response) {
                     Some(Challenge::Bearer(params)) => self.fetch_token(&params)?,
                     Some(Challenge::Basic) => match &self.creds {
                         Some((user, pass)) => {
@@ -552,13 +556,7 @@ impl Client {
         if response.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(());
         }
-        let header = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        match parse_challenge(&header) {
+        match challenge_of(&response) {
             Some(Challenge::Bearer(params)) => self.fetch_token(&params),
             _ => {
                 let (user, pass) = self.creds.clone().unwrap_or_default();
