@@ -16,6 +16,9 @@ pub struct UpArgs {
     /// The API socket [default: $BERTH_SOCKET, else /run/berth/berth.sock]
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Run in the background: log to STATE_DIR/berth.log, pid in STATE_DIR/berth.pid
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Args)]
@@ -67,6 +70,18 @@ pub struct CancelArgs {
 }
 
 #[derive(Args)]
+pub struct JobsArgs {
+    #[arg(required = true)]
+    jobs: Vec<u64>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
@@ -87,9 +102,13 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
     let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let socket = args.socket.unwrap_or_else(crate::client::socket);
+    if args.detach {
+        return detach(&state_dir, &socket);
+    }
     let store = berth_store::SqliteStore::open(state_dir.join("state.db"))?;
     let controller_settings = berth_controller::Settings {
-        socket: args.socket.unwrap_or_else(crate::client::socket),
+        socket,
         image_store: settings.store.clone(),
         partitions: settings.config.partitions.clone(),
         berth: std::env::current_exe().context("cannot find the berth executable")?,
@@ -100,9 +119,87 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         "berth: controller and local agent serving {}",
         controller_settings.socket.display()
     );
+    let pid_file = controller_settings.state_dir.join("berth.pid");
     let controller = berth_controller::Controller::open(controller_settings, Box::new(store))
         .map_err(anyhow::Error::msg)?;
-    berth_controller::run(controller).map_err(anyhow::Error::msg)?;
+    let result = berth_controller::run(controller).map_err(anyhow::Error::msg);
+    // The pid file `--detach` wrote for this process.
+    if std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    result.map(|()| 0)
+}
+
+/// Starts `berth up` again in the background, in a session of its own, and waits until it
+/// answers on its socket.
+fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let log_path = state_dir.join("berth.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(
+        std::env::current_exe().context("cannot find the berth executable")?,
+    );
+    cmd.arg("up")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--socket")
+        .arg(socket);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; it detaches the daemon from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the controller")?;
+    let pid_path = state_dir.join("berth.pid");
+    std::fs::write(&pid_path, format!("{}\n", child.id()))
+        .with_context(|| format!("cannot write {}", pid_path.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Some(status) = child.try_wait()? {
+            let _ = std::fs::remove_file(&pid_path);
+            bail!(
+                "the controller stopped ({status}); see {}",
+                log_path.display()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the controller did not start in 20 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!(
+        "berth: controller running (pid {}), serving {}; log {}",
+        child.id(),
+        socket.display(),
+        log_path.display()
+    );
+    Ok(0)
+}
+
+/// `berth down`: asks the controller to stop. Jobs keep running; `berth up` picks them up.
+pub fn down() -> Result<i32> {
+    let _: () = request("POST", "/v1/shutdown", None::<&()>)?;
+    let socket = crate::client::socket();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(0)
 }
 
@@ -352,6 +449,74 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             elapsed,
             j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
             j.max_rss_bytes.map_or("-".into(), crate::image::human_size)
+        )?;
+    }
+    Ok(0)
+}
+
+/// `berth hold|release|suspend|resume JOB...`: one API call per job.
+pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
+    for id in args.jobs {
+        let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+    }
+    Ok(0)
+}
+
+pub fn nodes(args: ListArgs) -> Result<i32> {
+    let nodes: Vec<berth_api::NodeInfo> = request("GET", "/v1/nodes", None::<&()>)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &nodes)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}",
+        "NODELIST", "STATE", "PARTITIONS", "CPUS(A/T)", "MEMORY", "GPUS"
+    )?;
+    for n in &nodes {
+        let cpus = format!("{}/{}", n.cpus_allocated, n.cpus);
+        writeln!(
+            out,
+            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}",
+            n.name,
+            n.state,
+            n.partitions.join(","),
+            cpus,
+            crate::image::human_size(n.memory),
+            n.gpus
+        )?;
+    }
+    Ok(0)
+}
+
+pub fn partitions(args: ListArgs) -> Result<i32> {
+    let parts: Vec<berth_api::PartitionInfo> = request("GET", "/v1/partitions", None::<&()>)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &parts)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<12} {:<6} {:>12} {:>6}  NODELIST",
+        "PARTITION", "AVAIL", "TIMELIMIT", "NODES"
+    )?;
+    for p in &parts {
+        let name = if p.default {
+            format!("{}*", p.name)
+        } else {
+            p.name.clone()
+        };
+        let limit = p.max_time.map_or("infinite".into(), duration);
+        writeln!(
+            out,
+            "{name:<12} {:<6} {limit:>12} {:>6}  {}",
+            p.state,
+            p.nodes.len(),
+            p.nodes.join(",")
         )?;
     }
     Ok(0)

@@ -41,6 +41,8 @@ enum Command {
     Shell(container::ShellArgs),
     /// Start the all-in-one cluster: controller, local agent and embedded store (root)
     Up(batch::UpArgs),
+    /// Stop the controller started by `berth up` (running jobs keep running)
+    Down,
     /// Submit a batch script (#SBATCH, #BSUB, #PBS or #BERTH directives)
     Submit(batch::SubmitArgs),
     /// List pending and running jobs, like squeue
@@ -51,6 +53,18 @@ enum Command {
     Cancel(batch::CancelArgs),
     /// Finished jobs with their accounting, like sacct
     History(batch::HistoryArgs),
+    /// Keep pending jobs from starting
+    Hold(batch::JobsArgs),
+    /// Let held jobs start
+    Release(batch::JobsArgs),
+    /// Freeze running jobs (every process stops; CPU time stops)
+    Suspend(batch::JobsArgs),
+    /// Thaw suspended jobs
+    Resume(batch::JobsArgs),
+    /// List the cluster's nodes, like sinfo -N
+    Nodes(batch::ListArgs),
+    /// List the partitions, like sinfo
+    Partitions(batch::ListArgs),
     /// berth's own internal entry points (the processes its daemons start)
     #[command(subcommand, hide = true)]
     Internal(Internal),
@@ -71,11 +85,18 @@ fn main() {
             Command::Exec(args) => container::exec(&settings, args),
             Command::Shell(args) => container::shell(&settings, args),
             Command::Up(args) => batch::up(&settings, args),
+            Command::Down => batch::down(),
             Command::Submit(args) => batch::submit(args),
             Command::Queue(args) => batch::queue(args),
             Command::Show(args) => batch::show(args),
             Command::Cancel(args) => batch::cancel(args),
             Command::History(args) => batch::history(args),
+            Command::Hold(args) => batch::act("hold", args),
+            Command::Release(args) => batch::act("release", args),
+            Command::Suspend(args) => batch::act("suspend", args),
+            Command::Resume(args) => batch::act("resume", args),
+            Command::Nodes(args) => batch::nodes(args),
+            Command::Partitions(args) => batch::partitions(args),
             Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
                 .map(|_| 0)
                 .map_err(Into::into),

@@ -226,3 +226,151 @@ fn killing_the_controller_loses_nothing() {
         "survived\n"
     );
 }
+
+/// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2.
+fn cpu_time(id: u64) -> u64 {
+    let suffix = format!("-job{id}");
+    for (root, file) in [
+        ("/sys/fs/cgroup/cpuacct/berth", "cpuacct.usage"),
+        ("/sys/fs/cgroup/berth", "cpu.stat"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                let text = std::fs::read_to_string(e.path().join(file)).unwrap();
+                let value = text
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .last()
+                    .unwrap();
+                return value.parse().unwrap();
+            }
+        }
+    }
+    panic!("no cgroup for job {id}");
+}
+
+#[test]
+fn hold_release_suspend_resume() {
+    let Some(c) = Cluster::start() else { return };
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    assert_eq!(c.show(held)["reason"], "JobHeld");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        c.show(held)["state"],
+        "PENDING",
+        "a held job does not start"
+    );
+    c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    assert_eq!(
+        c.wait_for(held, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+
+    let spin = c.submit(
+        Mode::Rootless,
+        "spin.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nwhile :; do :; done\n",
+        &[],
+    );
+    c.wait_for(spin, &["RUNNING"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    c.berth(Mode::Rootless, &["suspend", &spin.to_string()])
+        .ok();
+    assert_eq!(c.show(spin)["state"], "SUSPENDED");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let frozen = cpu_time(spin);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(cpu_time(spin), frozen, "a suspended job uses no CPU");
+    let denied = c.berth(Mode::Root, &["resume", "999999"]);
+    assert_eq!(denied.code, 125);
+    c.berth(Mode::Rootless, &["resume", &spin.to_string()]).ok();
+    assert_eq!(c.show(spin)["state"], "RUNNING");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(cpu_time(spin) > frozen, "a resumed job runs again");
+    c.berth(Mode::Rootless, &["suspend", &spin.to_string()])
+        .ok();
+    c.berth(Mode::Rootless, &["cancel", &spin.to_string()]).ok();
+    assert_eq!(
+        c.wait_for(spin, &["CANCELLED", "FAILED", "COMPLETED"])["state"],
+        "CANCELLED",
+        "a suspended job can be cancelled"
+    );
+}
+
+#[test]
+fn nodes_and_partitions() {
+    let Some(c) = Cluster::start() else { return };
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["state"], "idle");
+    assert!(nodes[0]["cpus"].as_u64().unwrap() >= 1 && nodes[0]["memory"].as_u64().unwrap() > 0);
+    let parts = c.berth(Mode::Rootless, &["partitions"]);
+    assert!(
+        parts.ok().lines().any(|l| l.starts_with("normal*")),
+        "{}",
+        parts.stdout
+    );
+}
+
+#[test]
+fn detached_controller_and_down() {
+    let Some(c) = Cluster::start() else { return };
+    // A second controller, detached, on its own state and socket.
+    let (state, socket) = (c.f.path("detached"), c.f.path("detached.sock"));
+    let up = std::process::Command::new(&c.f.bin)
+        .args([
+            "up",
+            "--detach",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .env("BERTH_STORE", c.f.path("store-root"))
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let pid: i32 = std::fs::read_to_string(state.join("berth.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let down = |mode: Mode| {
+        let mut cmd = c.f.cmd(mode, &["down"]);
+        Out::from_output(cmd.env("BERTH_SOCKET", &socket).output().unwrap())
+    };
+    let refused = down(Mode::Rootless);
+    assert_eq!(refused.code, 125);
+    assert!(
+        refused.stderr.contains("only root may stop the controller"),
+        "{}",
+        refused.stderr
+    );
+    down(Mode::Root).ok();
+    assert!(
+        !socket.exists(),
+        "`berth down` returns once the socket is gone"
+    );
+    // The controller then exits and removes its pid file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state.join("berth.pid").exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached controller did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum State {
     Pending,
     Running,
+    /// Running, but frozen by `berth suspend`.
+    Suspended,
     Completed,
     Failed,
     Cancelled,
@@ -24,6 +26,7 @@ impl State {
         match self {
             State::Pending => "PENDING",
             State::Running => "RUNNING",
+            State::Suspended => "SUSPENDED",
             State::Completed => "COMPLETED",
             State::Failed => "FAILED",
             State::Cancelled => "CANCELLED",
@@ -34,14 +37,14 @@ impl State {
     }
 
     pub fn is_finished(self) -> bool {
-        !matches!(self, State::Pending | State::Running)
+        !matches!(self, State::Pending | State::Running | State::Suspended)
     }
 
     /// The scheduler's coarser view (dependencies only care whether it succeeded).
     pub fn for_scheduler(self) -> berth_sched::JobState {
         match self {
             State::Pending => berth_sched::JobState::Pending,
-            State::Running => berth_sched::JobState::Running,
+            State::Running | State::Suspended => berth_sched::JobState::Running,
             State::Completed => berth_sched::JobState::Completed,
             State::Cancelled => berth_sched::JobState::Cancelled,
             _ => berth_sched::JobState::Failed,

@@ -100,6 +100,8 @@ pub struct Controller {
     /// States of finished jobs that dependencies of active jobs refer to.
     finished: BTreeMap<u64, sched::JobState>,
     pub wake: Arc<Notify>,
+    /// Signalled by `berth down` (and SIGTERM): the API stops serving.
+    pub stop: Arc<Notify>,
 }
 
 pub type Shared = Arc<Mutex<Controller>>;
@@ -132,6 +134,7 @@ impl Controller {
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
             wake: Arc::new(Notify::new()),
+            stop: Arc::new(Notify::new()),
         };
         let filter = JobFilter {
             states: vec!["PENDING".into(), "RUNNING".into()],
@@ -196,7 +199,7 @@ impl Controller {
         let allocations = self
             .active
             .values()
-            .filter(|j| j.state == State::Running)
+            .filter(|j| matches!(j.state, State::Running | State::Suspended))
             .map(|j| sched::Allocation {
                 job: j.id,
                 cpus: j.cpus as u32,
@@ -466,7 +469,12 @@ impl Controller {
                 self.persist(&job)?;
                 self.finished.insert(id, sched::JobState::Cancelled);
             }
-            (State::Running, sig) => {
+            (State::Running | State::Suspended, sig) => {
+                if job.state == State::Suspended {
+                    // A frozen job cannot act on a signal: thaw it first.
+                    let _ = freeze(job, false);
+                    job.state = State::Running;
+                }
                 if sig.is_none() {
                     job.cancel_requested = true;
                 }
@@ -483,6 +491,102 @@ impl Controller {
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// The job `id`, if `caller` may act on it (its owner or root).
+    fn owned(&mut self, caller: Caller, id: u64, verb: &str) -> Result<&mut Job, ApiError> {
+        let job = self
+            .active
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::bad(format!("job {id} is not pending or running")))?;
+        if caller.uid != 0 && caller.uid != job.uid {
+            return Err(ApiError::forbidden(format!(
+                "job {id} belongs to {}: only its owner or root may {verb} it",
+                job.user
+            )));
+        }
+        Ok(job)
+    }
+
+    /// `berth hold` / `release`: a held job stays pending until released.
+    pub fn hold(&mut self, caller: Caller, id: u64, held: bool) -> Result<(), ApiError> {
+        let job = self.owned(caller, id, if held { "hold" } else { "release" })?;
+        if job.state != State::Pending {
+            return Err(ApiError::bad(format!(
+                "job {id} is {}: only pending jobs can be held or released",
+                job.state.name()
+            )));
+        }
+        job.held = held;
+        job.reason = Some(if held {
+            "JobHeld".into()
+        } else {
+            "None".into()
+        });
+        let job = job.clone();
+        self.persist(&job)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// `berth suspend` / `resume`: freezes or thaws every process of a running job at once.
+    pub fn suspend(&mut self, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
+        let job = self.owned(caller, id, if suspend { "suspend" } else { "resume" })?;
+        let (from, to) = if suspend {
+            (State::Running, State::Suspended)
+        } else {
+            (State::Suspended, State::Running)
+        };
+        if job.state != from {
+            return Err(ApiError::bad(format!(
+                "job {id} is {}: only {} jobs can be {}",
+                job.state.name(),
+                from.name().to_lowercase(),
+                if suspend { "suspended" } else { "resumed" }
+            )));
+        }
+        freeze(job, suspend)?;
+        job.state = to;
+        let job = job.clone();
+        self.persist(&job)
+    }
+
+    /// `berth nodes`.
+    pub fn nodes(&self) -> Vec<berth_api::NodeInfo> {
+        let cluster = self.cluster();
+        cluster
+            .nodes
+            .iter()
+            .map(|n| berth_api::NodeInfo {
+                name: n.name.clone(),
+                state: format!("{:?}", sched::node_state(n)).to_lowercase(),
+                partitions: cluster
+                    .partitions
+                    .iter()
+                    .filter(|p| p.nodes.contains(&n.name))
+                    .map(|p| p.name.clone())
+                    .collect(),
+                cpus: n.cpus,
+                cpus_allocated: n.allocations.iter().map(|a| a.cpus).sum(),
+                memory: n.memory,
+                memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
+                gpus: n.gpus,
+            })
+            .collect()
+    }
+
+    /// `berth partitions`.
+    pub fn partitions(&self) -> Vec<berth_api::PartitionInfo> {
+        self.partition_views()
+            .into_iter()
+            .map(|p| berth_api::PartitionInfo {
+                name: p.name,
+                default: p.default,
+                nodes: p.nodes,
+                max_time: p.max_time,
+                state: if p.down { "down".into() } else { "up".into() },
+            })
+            .collect()
     }
 
     /// One scheduling pass: start what can start, record why the rest waits.
@@ -627,6 +731,8 @@ impl Controller {
                 .and_then(|b| serde_json::from_slice(&b).ok());
         let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
         let (state, reason) = match &result {
+            // Cancelled, even if the runner was stopped before it could write a result.
+            _ if cancelled => (State::Cancelled, None),
             None => (
                 State::NodeFail,
                 Some(format!(
@@ -634,7 +740,6 @@ impl Controller {
                     status.map_or("unknown".into(), |s| s.to_string())
                 )),
             ),
-            Some(_) if cancelled => (State::Cancelled, None),
             Some(r) if r.error.is_some() => (State::Failed, r.error.clone()),
             Some(r) if r.timed_out => (State::Timeout, None),
             Some(r) if r.oom_killed => (State::OutOfMemory, None),
@@ -709,6 +814,22 @@ impl Controller {
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
+}
+
+/// Freezes or thaws the cgroup of a running job (named by its runner, see berth-agent).
+fn freeze(job: &Job, frozen: bool) -> Result<(), ApiError> {
+    use berth_runtime::cgroup;
+    let pid = job
+        .runner_pid
+        .ok_or_else(|| ApiError::bad(format!("job {} has no runner yet", job.id)))?;
+    let layout = cgroup::Layout::detect().map_err(ApiError::internal)?;
+    cgroup::freeze_existing(
+        &layout,
+        berth_runtime::CGROUP_PARENT,
+        &format!("{pid}-job{}", job.id),
+        frozen,
+    )
+    .map_err(ApiError::internal)
 }
 
 /// Whether `pid` is still the runner of this launch file (not a reused pid).

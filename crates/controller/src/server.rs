@@ -104,6 +104,59 @@ async fn cancel(
     c.lock().await.cancel(caller, id, signal).map(Json)
 }
 
+async fn hold(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+) -> ApiResult<()> {
+    c.lock().await.hold(caller, id, true).map(Json)
+}
+
+async fn release(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+) -> ApiResult<()> {
+    c.lock().await.hold(caller, id, false).map(Json)
+}
+
+async fn suspend(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+) -> ApiResult<()> {
+    c.lock().await.suspend(caller, id, true).map(Json)
+}
+
+async fn resume(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+) -> ApiResult<()> {
+    c.lock().await.suspend(caller, id, false).map(Json)
+}
+
+/// `berth down`: root only. Running jobs keep running (their runners do not depend on the
+/// controller); the next `berth up` picks them up again.
+async fn shutdown(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+) -> ApiResult<()> {
+    if caller.uid != 0 {
+        return Err(ApiError::forbidden("only root may stop the controller"));
+    }
+    c.lock().await.stop.notify_one();
+    Ok(Json(()))
+}
+
+async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
+    Ok(Json(c.lock().await.nodes()))
+}
+
+async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::PartitionInfo>> {
+    Ok(Json(c.lock().await.partitions()))
+}
+
 fn signal_number(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..65).contains(&n).then_some(n);
@@ -135,7 +188,14 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs", post(submit).get(queue))
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/hold", post(hold))
+        .route("/v1/jobs/{id}/release", post(release))
+        .route("/v1/jobs/{id}/suspend", post(suspend))
+        .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/history", get(history))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/partitions", get(partitions))
+        .route("/v1/shutdown", post(shutdown))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -177,8 +237,26 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await;
         }
     });
+    let stop = shared.lock().await.stop.clone();
+    // SIGTERM and SIGINT stop the controller as `berth down` does (jobs keep running).
+    for kind in [
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::interrupt(),
+    ] {
+        let mut signal =
+            tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"))?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            signal.recv().await;
+            stop.notify_one();
+        });
+    }
     let app = router(shared).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).await.map_err(|e| e.to_string())
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.notified().await })
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    served.map_err(|e| e.to_string())
 }
 
 /// Runs the controller on a fresh multi-threaded runtime until it stops.

@@ -483,6 +483,35 @@ impl Cgroup {
     }
 }
 
+/// Freezes or thaws `<parent>/<name>`, a cgroup another process created and still owns
+/// (`berth suspend` and `resume` on a job's cgroup): the freezer stops every process in it
+/// at once, so the job's CPU time stops too.
+pub fn freeze_existing(
+    layout: &Layout,
+    parent: &str,
+    name: &str,
+    frozen: bool,
+) -> Result<(), CgroupError> {
+    let (path, value) = match layout {
+        Layout::V2 { root } => (
+            root.join(parent).join(name).join("cgroup.freeze"),
+            if frozen { "1" } else { "0" },
+        ),
+        Layout::V1 { mounts } => {
+            let mount = mounts
+                .get("freezer")
+                .ok_or_else(|| CgroupError::NotMountedV1 {
+                    controller: "freezer".into(),
+                })?;
+            (
+                mount.join(parent).join(name).join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            )
+        }
+    };
+    write(&path, value)
+}
+
 /// Removes leftovers of crashed runs: each directory directly under `<parent>` in every
 /// hierarchy whose name is "<pid>-<suffix>" with `pid` no longer alive and no processes inside.
 /// Errors are ignored: a sweep is best effort and must not stop a new run.

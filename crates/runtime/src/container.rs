@@ -528,6 +528,12 @@ fn argv(spec: &ContainerSpec) -> Vec<String> {
 /// The clone(2) child. Waits for the parent's go-ahead (user namespace maps written, cgroup
 /// joined), sets everything up, and execs. Never returns.
 pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_fd: OwnedFd) -> ! {
+    // The parent's forwarding handlers came along with the clone; here they would forward to
+    // nobody and swallow the signal. Until exec, a signal does what it would do to the program.
+    for sig in crate::launch::FORWARDED {
+        // SAFETY: restores the default disposition; no handler code runs.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
     let mut byte = [0u8];
     if std::fs::File::from(go).read(&mut byte).ok() != Some(1) {
         // The parent died or gave up before releasing us.

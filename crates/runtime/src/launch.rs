@@ -25,15 +25,22 @@ pub(crate) const FORWARDED: [libc::c_int; 7] = [
 pub const CGROUP_PARENT: &str = "berth";
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived before the child's pid was known: delivered as soon as it is.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
-    let pid = CHILD.load(Ordering::SeqCst);
     // A terminal's ^C (SI_KERNEL) reaches the container directly: it is in our process group.
-    if pid > 0 && code != libc::SI_KERNEL {
+    if code == libc::SI_KERNEL {
+        return;
+    }
+    match CHILD.load(Ordering::SeqCst) {
         // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        pid if pid > 0 => unsafe {
+            libc::kill(pid, sig);
+        },
+        _ => PENDING.store(sig, Ordering::SeqCst),
     }
 }
 
@@ -168,6 +175,11 @@ fn run_in(
         container::child(spec, image, go_read, report_write);
     }
     CHILD.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: signalling the child we just created.
+        unsafe { libc::kill(pid, pending) };
+    }
     drop(go_read);
     drop(report_write);
 
