@@ -113,6 +113,7 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         partitions: settings.config.partitions.clone(),
         berth: std::env::current_exe().context("cannot find the berth executable")?,
         kill_wait: 30,
+        binds: settings.config.binds.clone(),
         state_dir,
     };
     eprintln!(

@@ -15,7 +15,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Option<Cluster> {
-        let f = Fixture::new()?;
+        Cluster::start_with_config(None)
+    }
+
+    /// A cluster whose controller reads `config` (berth.toml text).
+    pub fn start_with_config(config: Option<&str>) -> Option<Cluster> {
+        let mut f = Fixture::new()?;
+        if let Some(text) = config {
+            f.write_config(text);
+        }
         f.import(Mode::Root);
         let socket = f.path("berth.sock");
         let state = f.path("state");
@@ -32,13 +40,17 @@ impl Cluster {
     /// Starts the controller and waits until it answers.
     pub fn up(&mut self) {
         let log = std::fs::File::create(self.f.path("controller.log")).unwrap();
-        let child = Command::new(&self.f.bin)
+        let mut cmd = Command::new(&self.f.bin);
+        match &self.f.config {
+            Some(config) => cmd.env("BERTH_CONFIG", config),
+            None => cmd.env_remove("BERTH_CONFIG"),
+        };
+        let child = cmd
             .args(["up", "--state-dir"])
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.socket)
             .env("BERTH_STORE", self.f.path("store-root"))
-            .env_remove("BERTH_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

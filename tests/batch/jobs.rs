@@ -374,3 +374,102 @@ fn detached_controller_and_down() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn input_file_and_output_patterns() {
+    let Some(c) = Cluster::start() else { return };
+    let cwd = c.f.cwd(Mode::Rootless);
+    std::fs::write(cwd.join("in.txt"), "line one\nline two\n").unwrap();
+    let script = "#!/bin/sh\n#SBATCH --input=in.txt\n#SBATCH -J pat -o out-%x-%u-%j.txt\n#BERTH --image busybox\ncat\n";
+    let id = c.submit(Mode::Rootless, "cat.sh", script, &[]);
+    assert_eq!(
+        c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    let out = cwd.join(format!("out-pat-{TEST_USER}-{id}.txt"));
+    assert_eq!(
+        std::fs::read_to_string(out).unwrap(),
+        "line one\nline two\n"
+    );
+    // A command-line flag overrides the script's directive.
+    let id = c.submit(Mode::Rootless, "cat.sh", script, &["-o", "override-%j.txt"]);
+    assert_eq!(
+        c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    assert!(cwd.join(format!("override-{id}.txt")).exists());
+}
+
+#[test]
+fn administrator_policy_refuses_with_the_rule() {
+    let config = r#"
+[binds]
+allow = ["$HOME", "$PWD"]
+
+[[partition]]
+name = "normal"
+default = true
+images = ["busybox*"]
+max_jobs_per_user = 3
+max_cpus_per_user = 1
+
+[[partition]]
+name = "gpu"
+images = ["cuda/*"]
+"#;
+    let Some(c) = Cluster::start_with_config(Some(config)) else {
+        return;
+    };
+    let out = c.try_submit(Mode::Rootless, "gpu.sh", HELLO, &["-p", "gpu"]);
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr
+            .contains("image 'busybox:latest' is not allowed in partition gpu")
+            && out.stderr.contains("cuda/*"),
+        "{}",
+        out.stderr
+    );
+
+    // One CPU per user: the second job waits although the machine has room.
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nsleep 2\n";
+    let first = c.submit(Mode::Rootless, "s1.sh", sleeper, &[]);
+    c.wait_for(first, &["RUNNING"]);
+    let second = c.submit(Mode::Rootless, "s2.sh", sleeper, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let waiting = c.show(second);
+    if c.berth(Mode::Root, &["nodes", "--json"])
+        .stdout
+        .contains("\"cpus\": 1,")
+    {
+        assert_eq!(waiting["state"], "PENDING", "{waiting}");
+    } else {
+        assert_eq!(waiting["reason"], "QOSMaxCpuPerUserLimit", "{waiting}");
+    }
+    let third = c.submit(Mode::Rootless, "s3.sh", sleeper, &["--hold"]);
+    let out = c.try_submit(Mode::Rootless, "s4.sh", sleeper, &[]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("max_jobs_per_user"), "{}", out.stderr);
+    c.berth(Mode::Rootless, &["cancel", &third.to_string()])
+        .ok();
+
+    // The job's binds obey the bind policy; the refusal is the job's failure reason.
+    let binder = c.submit(
+        Mode::Rootless,
+        "bind.sh",
+        "#!/bin/sh\n#BERTH --image busybox --bind /etc:/hostetc\ntrue\n",
+        &[],
+    );
+    let job = c.wait_for(binder, &["FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "FAILED");
+    assert!(
+        job["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bind of /etc refused"),
+        "{job}"
+    );
+    assert_eq!(
+        c.wait_for(second, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+}

@@ -52,6 +52,9 @@ pub struct JobLaunch {
     pub env: Vec<(String, String)>,
     #[serde(default)]
     pub binds: Vec<String>,
+    /// The administrator's bind policy, which the job's binds must satisfy.
+    #[serde(default)]
+    pub bind_policy: berth_core::BindPolicy,
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -273,13 +276,12 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
         ..Options::default()
     };
-    let policy = berth_core::BindPolicy::default();
     let spec = berth_runtime::plan(
         &defaults,
         rootfs,
         &Action::Exec(vec![SCRIPT_IN_CONTAINER.into()]),
         &options,
-        &policy,
+        &launch.bind_policy,
         &[],
         &launch.workdir,
     )

@@ -41,6 +41,8 @@ pub struct Settings {
     pub berth: PathBuf,
     /// Seconds between SIGTERM and SIGKILL at a job's time limit (Slurm's KillWait).
     pub kill_wait: u64,
+    /// The administrator's bind policy, applied to every job's binds.
+    pub binds: berth_core::BindPolicy,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -329,6 +331,29 @@ impl Controller {
             .images
             .resolve(&image_ref.name)
             .map_err(|e| ApiError::bad(format!("image {}: {e}", image_ref.name)))?;
+        if let Some(rules) = self
+            .settings
+            .partitions
+            .iter()
+            .find(|p| p.name == partition)
+        {
+            let full = berth_image::Reference::parse(&image_ref.name)
+                .map_or(image_ref.name.clone(), |r| r.to_string());
+            rules.allows_image(&full).map_err(ApiError::forbidden)?;
+            if let Some(max) = rules.max_jobs_per_user {
+                let have = self
+                    .active
+                    .values()
+                    .filter(|j| j.user == user && j.partition == partition)
+                    .count();
+                let adding = request.array.as_ref().map_or(1, |a| a.len());
+                if have + adding > max as usize {
+                    return Err(ApiError::forbidden(format!(
+                        "{user} has {have} job(s) in partition {partition}; {adding} more would pass its limit of {max} (max_jobs_per_user)"
+                    )));
+                }
+            }
+        }
         let workdir = match &request.workdir {
             Some(w) if w.starts_with('/') => w.clone(),
             Some(w) => format!("{}/{w}", req.cwd),
@@ -594,6 +619,17 @@ impl Controller {
         let cluster = self.cluster();
         let views: Vec<sched::JobView> = self.active.values().map(|j| self.view(j)).collect();
         let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        // CPUs each user's running jobs hold per partition, for `max_cpus_per_user`.
+        let mut held: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for j in self
+            .active
+            .values()
+            .filter(|j| matches!(j.state, State::Running | State::Suspended))
+        {
+            *held
+                .entry((j.user.clone(), j.partition.clone()))
+                .or_default() += j.cpus;
+        }
         for decision in &plan.decisions {
             let Some(job) = self.active.get_mut(&decision.job) else {
                 continue;
@@ -602,9 +638,23 @@ impl Controller {
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
                     let alloc = &start.nodes[0];
+                    let key = (job.user.clone(), job.partition.clone());
+                    let cap = self
+                        .settings
+                        .partitions
+                        .iter()
+                        .find(|p| p.name == job.partition)
+                        .and_then(|p| p.max_cpus_per_user);
+                    let used = held.get(&key).copied().unwrap_or(0);
+                    if cap.is_some_and(|cap| used + u64::from(alloc.cpus) > u64::from(cap)) {
+                        // Slurm's reason for a per-user CPU limit.
+                        job.reason = Some("QOSMaxCpuPerUserLimit".into());
+                        continue;
+                    }
                     let Some(cpu_ids) = self.node.take_cpus(alloc.cpus) else {
                         continue;
                     };
+                    *held.entry(key).or_default() += u64::from(alloc.cpus);
                     job.cpu_ids = cpu_ids;
                     job.cpus = u64::from(alloc.cpus);
                     job.memory = (alloc.memory > 0).then_some(alloc.memory);
@@ -676,6 +726,7 @@ impl Controller {
             append: job.request.open_mode == berth_core::job::OpenMode::Append,
             env: env::job_environment(&job, &self.node.name, &dir),
             binds: job.request.binds.clone(),
+            bind_policy: self.settings.binds.clone(),
             cpuset: Some(
                 job.cpu_ids
                     .iter()

@@ -55,6 +55,51 @@ pub struct PartitionConfig {
     /// Slurm's PriorityJobFactor: weight of this partition in job priorities.
     #[serde(default = "one")]
     pub priority: u32,
+    /// Images jobs here may use, as patterns where `*` matches anything (`lab/*`,
+    /// `registry.local:5000/*:2.*`); empty: any image in the store.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// The most jobs (pending and running) one user may have here; more are refused at submit.
+    pub max_jobs_per_user: Option<u32>,
+    /// The most CPUs one user's running jobs may hold here; more wait (QOSMaxCpuPerUserLimit).
+    pub max_cpus_per_user: Option<u32>,
+}
+
+impl PartitionConfig {
+    /// Whether `image` (a full name such as `lab/app:1`) may run here; `Err` names the rule.
+    pub fn allows_image(&self, image: &str) -> Result<(), String> {
+        if self.images.is_empty() || self.images.iter().any(|p| glob(p, image)) {
+            return Ok(());
+        }
+        Err(format!(
+            "image '{image}' is not allowed in partition {}: the allowed images are {} ([[partition]] images in the configuration)",
+            self.name,
+            self.images.join(", ")
+        ))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn one() -> u32 {
@@ -82,7 +127,7 @@ impl Config {
 }
 
 /// Which host paths may be bind-mounted into containers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindPolicy {
     #[serde(default = "BindPolicy::default_allow")]
@@ -265,6 +310,32 @@ mod tests {
             BindRefusal::Denied {
                 rule: "/tmp/secrets".into()
             }
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("busybox*", "busybox:latest"));
+        assert!(glob("lab/*:2.*", "lab/openfoam:2.3.0"));
+        assert!(!glob("lab/*:2.*", "lab/openfoam:3.0"));
+        assert!(glob("*", "anything"));
+        assert!(glob("exact:1", "exact:1") && !glob("exact:1", "exact:10"));
+        assert!(!glob("a*a", "a"));
+        let p = PartitionConfig {
+            name: "gpu".into(),
+            default: false,
+            max_time: None,
+            default_time: None,
+            priority: 1,
+            images: vec!["cuda/*".into()],
+            max_jobs_per_user: None,
+            max_cpus_per_user: None,
+        };
+        assert!(p.allows_image("cuda/base:12").is_ok());
+        let refused = p.allows_image("busybox:latest").unwrap_err();
+        assert!(
+            refused.contains("partition gpu") && refused.contains("cuda/*"),
+            "{refused}"
         );
     }
 
