@@ -61,6 +61,8 @@ enum Command {
     Suspend(batch::JobsArgs),
     /// Thaw suspended jobs
     Resume(batch::JobsArgs),
+    /// Stop running jobs and queue them again (or queue finished ones again), same ids
+    Requeue(batch::JobsArgs),
     /// List the cluster's nodes, like sinfo -N
     Nodes(batch::ListArgs),
     /// List the partitions, like sinfo
@@ -95,6 +97,7 @@ fn main() {
             Command::Release(args) => batch::act("release", args),
             Command::Suspend(args) => batch::act("suspend", args),
             Command::Resume(args) => batch::act("resume", args),
+            Command::Requeue(args) => batch::act("requeue", args),
             Command::Nodes(args) => batch::nodes(args),
             Command::Partitions(args) => batch::partitions(args),
             Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)

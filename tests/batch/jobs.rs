@@ -473,3 +473,38 @@ images = ["cuda/*"]
         "COMPLETED"
     );
 }
+
+#[test]
+fn requeue_runs_a_job_again_under_its_id() {
+    let Some(c) = Cluster::start() else { return };
+    let script =
+        "#!/bin/sh\n#SBATCH --open-mode=append\n#BERTH --image busybox\necho run; sleep 600\n";
+    let id = c.submit(Mode::Rootless, "again.sh", script, &[]);
+    c.wait_for(id, &["RUNNING"]);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.berth(Mode::Rootless, &["requeue", &id.to_string()]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let job = c.show(id);
+        if job["restarts"] == 1
+            && job["state"] == "RUNNING"
+            && std::fs::read_to_string(&out).unwrap() == "run\nrun\n"
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not run again: {job}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    assert_eq!(c.wait_for(id, &["CANCELLED"])["state"], "CANCELLED");
+    // A finished job can be queued again too.
+    c.berth(Mode::Rootless, &["requeue", &id.to_string()]).ok();
+    assert_eq!(c.wait_for(id, &["RUNNING"])["restarts"], 2);
+    c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+}

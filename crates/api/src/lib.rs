@@ -68,6 +68,9 @@ pub struct JobInfo {
     pub stderr: Option<String>,
     pub priority: Option<f64>,
     pub held: bool,
+    /// Times the job was requeued.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// `POST /v1/jobs/{id}/cancel`

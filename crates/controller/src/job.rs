@@ -88,9 +88,33 @@ pub struct Job {
     pub runner_pid: Option<u32>,
     /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
     pub cancel_requested: bool,
+    /// Set by `berth requeue` on a running job: when the runner ends, it is pending again.
+    #[serde(default)]
+    pub requeue_requested: bool,
+    /// How many times the job was requeued (Slurm's Restarts).
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl Job {
+    /// Back to pending, as after `scontrol requeue`: same id, one more restart.
+    pub fn restart(&mut self) {
+        self.state = State::Pending;
+        self.reason = Some("Requeued".into());
+        self.start_time = None;
+        self.end_time = None;
+        self.nodes.clear();
+        self.cpu_ids.clear();
+        self.exit_code = None;
+        self.signal = None;
+        self.cpu_usec = None;
+        self.max_rss_bytes = None;
+        self.runner_pid = None;
+        self.cancel_requested = false;
+        self.requeue_requested = false;
+        self.restarts += 1;
+    }
+
     pub fn info(&self) -> JobInfo {
         JobInfo {
             id: self.id,
@@ -118,6 +142,7 @@ impl Job {
             stderr: self.stderr.clone(),
             priority: self.priority,
             held: self.held,
+            restarts: self.restarts,
         }
     }
 

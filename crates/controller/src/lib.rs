@@ -425,6 +425,8 @@ impl Controller {
                 priority: None,
                 runner_pid: None,
                 cancel_requested: false,
+                requeue_requested: false,
+                restarts: 0,
             });
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
@@ -572,6 +574,41 @@ impl Controller {
         }
         freeze(job, suspend)?;
         job.state = to;
+        let job = job.clone();
+        self.persist(&job)
+    }
+
+    /// `berth requeue`: a running job is stopped and queued again under the same id (its
+    /// runner is signalled; the rest happens when it ends); a finished one is queued again.
+    pub fn requeue(&mut self, caller: Caller, id: u64) -> Result<(), ApiError> {
+        if !self.active.contains_key(&id) {
+            let mut job = self.job(id)?;
+            if caller.uid != 0 && caller.uid != job.uid {
+                return Err(ApiError::forbidden(format!(
+                    "job {id} belongs to {}: only its owner or root may requeue it",
+                    job.user
+                )));
+            }
+            job.restart();
+            self.persist(&job)?;
+            self.finished.remove(&id);
+            self.active.insert(id, job);
+            self.wake.notify_one();
+            return Ok(());
+        }
+        let job = self.owned(caller, id, "requeue")?;
+        if job.state == State::Pending {
+            return Err(ApiError::bad(format!("job {id} is already pending")));
+        }
+        if job.state == State::Suspended {
+            let _ = freeze(job, false);
+            job.state = State::Running;
+        }
+        job.requeue_requested = true;
+        if let Some(pid) = job.runner_pid {
+            // SAFETY: kill(2) on the runner process we started; it forwards to the job.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
         let job = job.clone();
         self.persist(&job)
     }
@@ -814,6 +851,18 @@ impl Controller {
             return;
         };
         self.node.release_cpus(&job.cpu_ids);
+        if job.requeue_requested {
+            job.restart();
+            if let Err(e) = self.persist(&job) {
+                eprintln!(
+                    "berth: cannot record the requeue of job {id}: {}",
+                    e.message
+                );
+            }
+            self.active.insert(id, job);
+            self.wake.notify_one();
+            return;
+        }
         job.state = state;
         job.reason = reason;
         job.end_time = Some(now());

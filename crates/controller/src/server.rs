@@ -149,6 +149,14 @@ async fn shutdown(
     Ok(Json(()))
 }
 
+async fn requeue(
+    State(c): State<Shared>,
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Path(id): Path<u64>,
+) -> ApiResult<()> {
+    c.lock().await.requeue(caller, id).map(Json)
+}
+
 async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
     Ok(Json(c.lock().await.nodes()))
 }
@@ -192,6 +200,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}/release", post(release))
         .route("/v1/jobs/{id}/suspend", post(suspend))
         .route("/v1/jobs/{id}/resume", post(resume))
+        .route("/v1/jobs/{id}/requeue", post(requeue))
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
