@@ -227,31 +227,43 @@ fn killing_the_controller_loses_nothing() {
     );
 }
 
-/// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2.
-fn cpu_time(id: u64) -> u64 {
-    let suffix = format!("-job{id}");
+/// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2. The cgroup is
+/// `<runner pid>-job<id>`: the runner is found by its launch file, since other tests' clusters
+/// have jobs with the same ids.
+fn cpu_time(c: &Cluster, id: u64) -> u64 {
+    let launch = c
+        .state
+        .join("jobs")
+        .join(id.to_string())
+        .join("launch.json");
+    let runner = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(launch.to_str().unwrap()))
+        })
+        .expect("the job's runner is running");
+    let name = format!("{runner}-job{id}");
     for (root, file) in [
         ("/sys/fs/cgroup/cpuacct/berth", "cpuacct.usage"),
         ("/sys/fs/cgroup/berth", "cpu.stat"),
     ] {
-        let Ok(entries) = std::fs::read_dir(root) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(&suffix) {
-                let text = std::fs::read_to_string(e.path().join(file)).unwrap();
-                let value = text
-                    .lines()
-                    .next()
-                    .unwrap()
-                    .split_whitespace()
-                    .last()
-                    .unwrap();
-                return value.parse().unwrap();
-            }
+        if let Ok(text) = std::fs::read_to_string(std::path::Path::new(root).join(&name).join(file))
+        {
+            return text
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap();
         }
     }
-    panic!("no cgroup for job {id}");
+    panic!("no cgroup {name}");
 }
 
 #[test]
@@ -284,15 +296,15 @@ fn hold_release_suspend_resume() {
         .ok();
     assert_eq!(c.show(spin)["state"], "SUSPENDED");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let frozen = cpu_time(spin);
+    let frozen = cpu_time(&c, spin);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(cpu_time(spin), frozen, "a suspended job uses no CPU");
+    assert_eq!(cpu_time(&c, spin), frozen, "a suspended job uses no CPU");
     let denied = c.berth(Mode::Root, &["resume", "999999"]);
     assert_eq!(denied.code, 125);
     c.berth(Mode::Rootless, &["resume", &spin.to_string()]).ok();
     assert_eq!(c.show(spin)["state"], "RUNNING");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(cpu_time(spin) > frozen, "a resumed job runs again");
+    assert!(cpu_time(&c, spin) > frozen, "a resumed job runs again");
     c.berth(Mode::Rootless, &["suspend", &spin.to_string()])
         .ok();
     c.berth(Mode::Rootless, &["cancel", &spin.to_string()]).ok();

@@ -68,7 +68,7 @@ fn job_runs_as_its_user_with_its_files_and_environment() {
     let Some(f) = Fixture::new() else { return };
     let job = Job::new(
         &f,
-        41,
+        900041,
         "#!/bin/sh\necho \"job $SLURM_JOB_ID as $(id -un) in $PWD\"\necho oops >&2\nexit 3\n",
         serde_json::json!({}),
     );
@@ -76,13 +76,13 @@ fn job_runs_as_its_user_with_its_files_and_environment() {
     assert_eq!(result["exit_code"], 3, "{result}");
     assert_eq!(result["error"], serde_json::Value::Null);
     let cwd = f.cwd(Mode::Rootless);
-    let out = cwd.join("job-41.out");
+    let out = cwd.join("job-900041.out");
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        format!("job 41 as {TEST_USER} in {}\n", cwd.display())
+        format!("job 900041 as {TEST_USER} in {}\n", cwd.display())
     );
     assert_eq!(
-        std::fs::read_to_string(cwd.join("job-41.err")).unwrap(),
+        std::fs::read_to_string(cwd.join("job-900041.err")).unwrap(),
         "oops\n"
     );
     assert_eq!(owner(&out), f.user.uid, "output files belong to the user");
@@ -99,7 +99,7 @@ fn time_limit_stops_the_job() {
         "#!/bin/sh\ntrap 'echo caught TERM; exit 9' TERM\necho started\nsleep 30 &\nwait\n";
     let job = Job::new(
         &f,
-        42,
+        900042,
         script,
         serde_json::json!({"time_limit": 1, "grace": 1}),
     );
@@ -109,12 +109,12 @@ fn time_limit_stops_the_job() {
         result["exit_code"], 9,
         "the script's own TERM handler ran: {result}"
     );
-    let out = std::fs::read_to_string(f.cwd(Mode::Rootless).join("job-42.out")).unwrap();
+    let out = std::fs::read_to_string(f.cwd(Mode::Rootless).join("job-900042.out")).unwrap();
     assert_eq!(out, "started\ncaught TERM\n");
     assert!(
-        cgroups_named("-job42").is_empty(),
+        cgroups_named("-job900042").is_empty(),
         "{:?}",
-        cgroups_named("-job42")
+        cgroups_named("-job900042")
     );
 }
 
@@ -125,10 +125,10 @@ fn output_symlink_cannot_make_root_write_elsewhere() {
     let target = f.path("root-only");
     std::fs::write(&target, "precious\n").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::os::unix::fs::symlink(&target, f.cwd(Mode::Rootless).join("job-43.out")).unwrap();
+    std::os::unix::fs::symlink(&target, f.cwd(Mode::Rootless).join("job-900043.out")).unwrap();
     let job = Job::new(
         &f,
-        43,
+        900043,
         "#!/bin/sh\necho overwritten\n",
         serde_json::json!({}),
     );
