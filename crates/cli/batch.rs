@@ -290,9 +290,7 @@ pub fn queue(args: QueueArgs) -> Result<i32> {
     });
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &jobs)?;
-        writeln!(out)?;
-        return Ok(0);
+        return print_json(&mut out, &jobs);
     }
     let now = berth_controller::now();
     writeln!(
@@ -330,9 +328,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     let j: JobInfo = request("GET", &format!("/v1/jobs/{}", args.job), None::<&()>)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &j)?;
-        writeln!(out)?;
-        return Ok(0);
+        return print_json(&mut out, &j);
     }
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| crate::image::utc(t) + " UTC");
     writeln!(
@@ -422,9 +418,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     let jobs: Vec<JobInfo> = request("GET", &path, None::<&()>)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &jobs)?;
-        writeln!(out)?;
-        return Ok(0);
+        return print_json(&mut out, &jobs);
     }
     writeln!(
         out,
@@ -467,9 +461,7 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
     let nodes: Vec<berth_api::NodeInfo> = request("GET", "/v1/nodes", None::<&()>)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &nodes)?;
-        writeln!(out)?;
-        return Ok(0);
+        return print_json(&mut out, &nodes);
     }
     writeln!(
         out,
@@ -496,9 +488,7 @@ pub fn partitions(args: ListArgs) -> Result<i32> {
     let parts: Vec<berth_api::PartitionInfo> = request("GET", "/v1/partitions", None::<&()>)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &parts)?;
-        writeln!(out)?;
-        return Ok(0);
+        return print_json(&mut out, &parts);
     }
     writeln!(
         out,
@@ -520,5 +510,12 @@ pub fn partitions(args: ListArgs) -> Result<i32> {
             p.nodes.join(",")
         )?;
     }
+    Ok(0)
+}
+
+/// `--json`: the API's own answer, pretty-printed.
+fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<i32> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
     Ok(0)
 }

@@ -446,7 +446,16 @@ fn current(tree: &BTreeMap<Vec<u8>, Node>, origin: &EntryId, path: &[u8]) -> boo
     tree.get(path).and_then(|n| n.id) == Some(*origin)
 }
 
-impl<W: Write> Emitter<'_, W> {
+impl<'a, W: Write> Emitter<'a, W> {
+    fn new(out: W, spool: &'a Path) -> Self {
+        Emitter {
+            builder: tar::Builder::new(out),
+            spool,
+            representative: HashMap::new(),
+            entries: 0,
+        }
+    }
+
     fn emit(
         &mut self,
         tree: &BTreeMap<Vec<u8>, Node>,
@@ -589,6 +598,17 @@ impl<W: Write> Emitter<'_, W> {
     }
 }
 
+/// Reads `layers` (numbered from 0) into a model, verifying their digests.
+fn build_model(layers: &[Layer]) -> Result<(Model, Vec<Digest>), ImageError> {
+    let mut model = Model::default();
+    let diff_ids = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| read_layer(&mut model, i, l, |_, _| Ok(())))
+        .collect::<Result<_, _>>()?;
+    Ok((model, diff_ids))
+}
+
 /// The originals that hardlinks need after a later layer replaced them.
 fn originals_to_spool(tree: &BTreeMap<Vec<u8>, Node>) -> HashSet<EntryId> {
     tree.values()
@@ -620,18 +640,8 @@ pub fn flatten(
         return flatten_two_pass(layers, spool, out);
     };
     let top_index = lower.len();
-    let mut model = Model::default();
-    let mut diff_ids = lower
-        .iter()
-        .enumerate()
-        .map(|(i, l)| read_layer(&mut model, i, l, |_, _| Ok(())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut emitter = Emitter {
-        builder: tar::Builder::new(out),
-        spool,
-        representative: HashMap::new(),
-        entries: 0,
-    };
+    let (mut model, mut diff_ids) = build_model(lower)?;
+    let mut emitter = Emitter::new(out, spool);
     let mut written: Vec<(Vec<u8>, EntryId)> = Vec::new();
     // Hardlinks to lower-layer files wait until those files are written.
     let mut deferred: Vec<(Vec<u8>, Kind, Meta, EntryId)> = Vec::new();
@@ -695,18 +705,8 @@ pub fn flatten_two_pass(
     spool: &Path,
     out: impl Write,
 ) -> Result<FlattenStats, ImageError> {
-    let mut model = Model::default();
-    let diff_ids = layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| read_layer(&mut model, i, l, |_, _| Ok(())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut emitter = Emitter {
-        builder: tar::Builder::new(out),
-        spool,
-        representative: HashMap::new(),
-        entries: 0,
-    };
+    let (model, diff_ids) = build_model(layers)?;
+    let mut emitter = Emitter::new(out, spool);
     emitter.replay(&model.tree, layers, &originals_to_spool(&model.tree))?;
     Ok(FlattenStats {
         entries: emitter.finish()?,
