@@ -218,6 +218,30 @@ fn killing_the_controller_loses_nothing() {
     c.up();
     assert_eq!(c.show(held)["state"], "PENDING");
     assert_eq!(c.show(done)["state"], "COMPLETED");
+    // Dependencies on jobs that ended before the restart still hold; unknown jobs are refused.
+    let after = c.submit(
+        Mode::Rootless,
+        "after.sh",
+        HELLO,
+        &[&format!("--dependency=afterok:{done}")],
+    );
+    assert_eq!(
+        c.wait_for(after, &["COMPLETED", "FAILED", "CANCELLED"])["state"],
+        "COMPLETED"
+    );
+    let out = c.try_submit(
+        Mode::Rootless,
+        "nodep.sh",
+        HELLO,
+        &["--dependency=afterok:999999"],
+    );
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr
+            .contains("depends on job 999999, which does not exist"),
+        "{}",
+        out.stderr
+    );
     let job = c.wait_for(running, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(

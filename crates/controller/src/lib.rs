@@ -213,7 +213,36 @@ impl Controller {
         sched::ClusterView {
             nodes: vec![self.node.view(allocations)],
             partitions: self.partition_views(),
-            history: self.finished.clone(),
+            history: self
+                .referenced_ids()
+                .filter_map(|id| Some((id, *self.finished.get(&id)?)))
+                .collect(),
+        }
+    }
+
+    /// Ids of jobs that active jobs depend on and that are no longer active.
+    fn referenced_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.active
+            .values()
+            .flat_map(|j| j.request.dependencies.jobs.iter().map(|d| d.job))
+            .filter(|id| !self.active.contains_key(id))
+    }
+
+    /// Keeps `finished` to the states dependencies need: loads those it lacks from the store
+    /// (jobs that ended before this controller started) and forgets the rest, so that a pass
+    /// costs what the queue holds, not every job ever run.
+    fn refresh_history(&mut self) {
+        let wanted: std::collections::BTreeSet<u64> = self.referenced_ids().collect();
+        self.finished.retain(|id, _| wanted.contains(id));
+        for id in wanted {
+            if self.finished.contains_key(&id) {
+                continue;
+            }
+            if let Ok(Some(row)) = self.store.get_job(id) {
+                if let Ok(job) = serde_json::from_slice::<Job>(&row.doc) {
+                    self.finished.insert(id, job.state.for_scheduler());
+                }
+            }
         }
     }
 
@@ -324,6 +353,20 @@ impl Controller {
                 self.node.memory
             ))
         })?;
+        for dep in &request.dependencies.jobs {
+            let known = self.active.contains_key(&dep.job)
+                || self
+                    .store
+                    .get_job(dep.job)
+                    .map_err(ApiError::internal)?
+                    .is_some();
+            if !known {
+                return Err(ApiError::bad(format!(
+                    "the job depends on job {}, which does not exist",
+                    dep.job
+                )));
+            }
+        }
         let image_ref = request.image.as_ref().ok_or_else(|| {
             ApiError::bad("the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script")
         })?;
@@ -653,6 +696,7 @@ impl Controller {
 
     /// One scheduling pass: start what can start, record why the rest waits.
     pub fn schedule(&mut self, shared: &Shared) {
+        self.refresh_history();
         let cluster = self.cluster();
         let views: Vec<sched::JobView> = self.active.values().map(|j| self.view(j)).collect();
         let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
