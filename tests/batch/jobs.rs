@@ -26,6 +26,20 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&out).unwrap()),
         c.f.user.uid
     );
+    // Nothing of the job outlives it: no loop device on its image, no mount (its cgroup is
+    // checked by the runner's own tests, where the name is known).
+    let store = c.f.path("store-root");
+    assert!(host_mounts_with(store.to_str().unwrap()).is_empty());
+    // The loop device detaches itself (autoclear) as the kernel finishes the namespace's teardown.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !loop_devices_under(&store).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            loop_devices_under(&store)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let history = c.berth(Mode::Rootless, &["history"]);
     assert!(
         history
