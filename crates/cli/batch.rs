@@ -114,6 +114,7 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         berth: std::env::current_exe().context("cannot find the berth executable")?,
         kill_wait: 30,
         binds: settings.config.binds.clone(),
+        host_jobs: settings.config.batch.host_jobs,
         state_dir,
     };
     eprintln!(

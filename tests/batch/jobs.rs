@@ -558,3 +558,48 @@ fn requeue_runs_a_job_again_under_its_id() {
     c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
     c.wait_for(id, &["CANCELLED"]);
 }
+
+#[test]
+fn jobs_without_an_image_run_on_the_host_where_allowed() {
+    let Some(c) = Cluster::start_with_config(Some("[batch]\nhost_jobs = true\n")) else {
+        return;
+    };
+    let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\n";
+    let id = c.submit(Mode::Rootless, "host.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["image"], serde_json::Value::Null);
+    let host_release: String = std::fs::read_to_string("/etc/debian_version")
+        .unwrap()
+        .chars()
+        .take(2)
+        .collect();
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    assert_eq!(out, format!("{TEST_USER} {id} {host_release}\n1\n"));
+    // The launch file holds the submitter's environment: others cannot read it.
+    let launch = c
+        .state
+        .join("jobs")
+        .join(id.to_string())
+        .join("launch.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&launch).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let out = c.try_submit(
+        Mode::Rootless,
+        "hostbind.sh",
+        script,
+        &["--bind", "/tmp:/x"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim().parse::<u64>().unwrap();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert!(
+        job["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("binds need an image"),
+        "{job}"
+    );
+}

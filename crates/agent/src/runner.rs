@@ -31,7 +31,8 @@ pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
 pub struct JobLaunch {
     pub job_id: u64,
     pub user: String,
-    /// The image's squashfs file; `None` runs the script on the host (if the site allows it).
+    /// The image's squashfs file; `None` runs the script on the host, as the user, with the
+    /// same limits (the controller sends that only where the configuration allows it).
     pub image: Option<PathBuf>,
     /// The image's environment (its ENV), applied under the job's own.
     #[serde(default)]
@@ -233,13 +234,13 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         .map_err(|m| (125, m))?;
     drop((stdin, stdout, stderr));
 
-    let rootfs = match &launch.image {
-        Some(sqfs) => Rootfs::Squashfs(sqfs.clone()),
-        None => return Err((
-            125,
-            "jobs without an image are not supported yet: name one with --image or #BERTH --image"
-                .into(),
-        )),
+    let (rootfs, program) = match &launch.image {
+        Some(sqfs) => (
+            Rootfs::Squashfs(sqfs.clone()),
+            SCRIPT_IN_CONTAINER.to_string(),
+        ),
+        // The controller only sends a job without an image where the configuration allows it.
+        None => (Rootfs::Host, launch.script.to_string_lossy().into_owned()),
     };
     let defaults = ImageDefaults {
         name: format!("job {}", launch.job_id),
@@ -279,7 +280,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let spec = berth_runtime::plan(
         &defaults,
         rootfs,
-        &Action::Exec(vec![SCRIPT_IN_CONTAINER.into()]),
+        &Action::Exec(vec![program]),
         &options,
         &launch.bind_policy,
         &[],

@@ -12,7 +12,8 @@ pub fn write_hostfile(dir: &Path, node: &str, slots: u64) -> std::io::Result<()>
     std::fs::write(dir.join("hostfile"), text)
 }
 
-pub fn job_environment(job: &Job, node: &str, _dir: &Path) -> Vec<(String, String)> {
+/// `dir` is the job's directory on the host, where a job without an image finds its hostfile.
+pub fn job_environment(job: &Job, node: &str, dir: &Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let export = &job.request.export;
     if export.all {
@@ -38,7 +39,10 @@ pub fn job_environment(job: &Job, node: &str, _dir: &Path) -> Vec<(String, Strin
     let name = job.request.name.clone();
     let cpus = job.cpus.to_string();
     let ntasks = job.request.ntasks.to_string();
-    let hostfile = format!("{JOB_DIR_IN_CONTAINER}/hostfile");
+    let hostfile = match job.image {
+        Some(_) => format!("{JOB_DIR_IN_CONTAINER}/hostfile"),
+        None => dir.join("hostfile").to_string_lossy().into_owned(),
+    };
     let hosts = std::iter::repeat_n(node, job.cpus.max(1) as usize)
         .collect::<Vec<_>>()
         .join(" ");

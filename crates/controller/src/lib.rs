@@ -43,6 +43,8 @@ pub struct Settings {
     pub kill_wait: u64,
     /// The administrator's bind policy, applied to every job's binds.
     pub binds: berth_core::BindPolicy,
+    /// Whether jobs that name no image may run on the host.
+    pub host_jobs: bool,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -367,22 +369,31 @@ impl Controller {
                 )));
             }
         }
-        let image_ref = request.image.as_ref().ok_or_else(|| {
-            ApiError::bad("the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script")
-        })?;
-        let image = self
-            .images
-            .resolve(&image_ref.name)
-            .map_err(|e| ApiError::bad(format!("image {}: {e}", image_ref.name)))?;
+        // The image's name, squashfs file and environment; `None`: the job runs on the host,
+        // which the administrator must have allowed.
+        let image: Option<(String, String, Vec<String>)> = match &request.image {
+            Some(r) => {
+                let record = self.images.resolve(&r.name).map_err(|e| ApiError::bad(format!("image {}: {e}", r.name)))?;
+                Some((r.name.clone(), self.images.squashfs(&record).to_string_lossy().into_owned(), record.config.env.clone()))
+            }
+            None if self.settings.host_jobs => None,
+            None => {
+                return Err(ApiError::bad(
+                    "the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script; jobs without an image run on the host only where the administrator allows it ([batch] host_jobs)",
+                ))
+            }
+        };
         if let Some(rules) = self
             .settings
             .partitions
             .iter()
             .find(|p| p.name == partition)
         {
-            let full = berth_image::Reference::parse(&image_ref.name)
-                .map_or(image_ref.name.clone(), |r| r.to_string());
-            rules.allows_image(&full).map_err(ApiError::forbidden)?;
+            if let Some((name, _, _)) = &image {
+                let full =
+                    berth_image::Reference::parse(name).map_or(name.clone(), |r| r.to_string());
+                rules.allows_image(&full).map_err(ApiError::forbidden)?;
+            }
             if let Some(max) = rules.max_jobs_per_user {
                 let have = self
                     .active
@@ -444,9 +455,9 @@ impl Controller {
                 script: req.script.clone(),
                 workdir: workdir.clone(),
                 submit_env: req.env.clone(),
-                image: image_ref.name.clone(),
-                image_squashfs: self.images.squashfs(&image).to_string_lossy().into_owned(),
-                image_env: image.config.env.clone(),
+                image: image.as_ref().map(|i| i.0.clone()),
+                image_squashfs: image.as_ref().map(|i| i.1.clone()),
+                image_env: image.as_ref().map(|i| i.2.clone()).unwrap_or_default(),
                 state: State::Pending,
                 reason: Some(if request.hold {
                     "JobHeld".into()
@@ -778,6 +789,12 @@ impl Controller {
         let dir = self.job_dir(id);
         let job = self.active.get(&id).expect("launching a known job").clone();
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Others may reach the files they know (the script, the hostfile), not list them.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| e.to_string())?;
+        }
         let script = dir.join("script");
         std::fs::write(&script, &job.script).map_err(|e| format!("{}: {e}", script.display()))?;
         {
@@ -791,7 +808,7 @@ impl Controller {
         let launch = berth_agent::JobLaunch {
             job_id: id,
             user: job.user.clone(),
-            image: Some(PathBuf::from(&job.image_squashfs)),
+            image: job.image_squashfs.as_ref().map(PathBuf::from),
             image_env: job.image_env.clone(),
             script,
             workdir: PathBuf::from(&job.workdir),
@@ -823,17 +840,17 @@ impl Controller {
         env::write_hostfile(&dir, &self.node.name, job.cpus)
             .map_err(|e| format!("hostfile: {e}"))?;
         let launch_path = dir.join("launch.json");
-        std::fs::write(
+        // The launch holds the submitter's environment: root's eyes only.
+        write_private(
             &launch_path,
-            serde_json::to_vec_pretty(&launch).expect("launch serialises"),
-        )
-        .map_err(|e| e.to_string())?;
+            &serde_json::to_vec_pretty(&launch).expect("launch serialises"),
+        )?;
         let child = std::process::Command::new(&self.settings.berth)
             .args(["internal", "run-job"])
             .arg(&launch_path)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("runner.log")).map_err(|e| e.to_string())?)
+            .stderr(private_file(&dir.join("runner.log"))?)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.settings.berth.display()))?;
         let pid = child.id();
@@ -974,6 +991,25 @@ fn freeze(job: &Job, frozen: bool) -> Result<(), ApiError> {
         frozen,
     )
     .map_err(ApiError::internal)
+}
+
+/// A new file only root may read (mode 0600).
+fn private_file(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    private_file(path)?
+        .write_all(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Whether `pid` is still the runner of this launch file (not a reused pid).

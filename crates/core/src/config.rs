@@ -35,9 +35,21 @@ pub struct Config {
     pub binds: BindPolicy,
     #[serde(default)]
     pub registry: RegistryConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
     /// Partitions (queues) of the batch system; none: one default partition `normal`.
     #[serde(default, rename = "partition")]
     pub partitions: Vec<PartitionConfig>,
+}
+
+/// `[batch]`: site-wide rules of the batch system.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Jobs that name no image run on the host (as their user, with the same limits) instead
+    /// of being refused.
+    #[serde(default)]
+    pub host_jobs: bool,
 }
 
 /// `[[partition]]`: a partition (Slurm) or queue (LSF, PBS).

@@ -11,6 +11,6 @@ pub mod config;
 pub mod job;
 pub mod quantity;
 
-pub use config::{BindPolicy, Config, ConfigError, PartitionConfig, RegistryConfig};
+pub use config::{BatchConfig, BindPolicy, Config, ConfigError, PartitionConfig, RegistryConfig};
 pub use job::{JobError, JobOptions, JobRequest};
 pub use quantity::{parse_cpus, parse_size, QuantityError};

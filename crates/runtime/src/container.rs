@@ -175,6 +175,10 @@ fn mkdir(path: &str) -> Result<(), Failure> {
 
 /// Builds the container's root filesystem and pivots into it.
 fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
+    if spec.rootfs == Rootfs::Host {
+        // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
+        return Ok(());
+    }
     sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(fail("making mounts private"))?;
     // Reopen host paths in this namespace before the stage covers /tmp (they may lie there).
@@ -188,7 +192,7 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let image_dir = match &spec.rootfs {
         Rootfs::Directory(path) => Some(reopen(path, image)?),
-        Rootfs::Squashfs(_) => None,
+        Rootfs::Squashfs(_) | Rootfs::Host => None,
     };
     sys::mount(Some("berth"), STAGE, Some("tmpfs"), SAFE, Some("mode=0755"))
         .map_err(fail("mounting the staging tmpfs"))?;
@@ -230,6 +234,7 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
                 &what,
             )?;
         }
+        Rootfs::Host => unreachable!("returned above: a host job builds no root"),
     }
     // Inside a user namespace overlayfs must keep its metadata in user.* xattrs (which tmpfs
     // supports since Linux 6.6); as root it uses trusted.*.

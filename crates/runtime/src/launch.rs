@@ -70,7 +70,8 @@ fn write_map(pid: impl std::fmt::Display, file: &str, text: &str) -> Result<(), 
 /// then `run` does not return unless starting the container failed.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     let image_path = match &spec.rootfs {
-        Rootfs::Squashfs(p) | Rootfs::Directory(p) => p,
+        Rootfs::Squashfs(p) | Rootfs::Directory(p) => p.as_path(),
+        Rootfs::Host => std::path::Path::new("/"),
     };
     let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) {
         libc::O_RDONLY

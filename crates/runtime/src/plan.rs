@@ -265,8 +265,16 @@ pub fn plan(
     let home = PathBuf::from(&identity.home);
     let policy_args = enforce.then_some((policy, home.as_path(), cwd));
 
+    let host = rootfs == Rootfs::Host;
+    if host && !options.binds.is_empty() {
+        return Err(RuntimeError::BindSyntax {
+            spec: options.binds.join(" "),
+            why: "binds need an image: a job without one already sees the host's files",
+        });
+    }
     let mut binds: Vec<Bind> = Vec::new();
-    let home_bound = !options.no_home
+    let home_bound = !host
+        && !options.no_home
         && home.is_dir()
         && !is_system_dir(&home)
         && policy.check(&home, &home, cwd).is_ok();
@@ -274,8 +282,9 @@ pub fn plan(
         binds.push(open_bind(&home, identity.home.clone(), false, policy_args)?);
     }
     let cwd_covered = home_bound && cwd.starts_with(&home);
-    let cwd_bound =
-        !is_system_dir(cwd) && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
+    let cwd_bound = !host
+        && !is_system_dir(cwd)
+        && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
     if cwd_bound && !cwd_covered {
         if let Some(target) = cwd.to_str() {
             binds.push(open_bind(cwd, target.to_string(), false, policy_args)?);
@@ -290,7 +299,7 @@ pub fn plan(
         };
         binds.push(open_bind(&src, dst, ro, policy_args)?);
     }
-    for (source, target, ro) in &options.system_binds {
+    for (source, target, ro) in options.system_binds.iter().filter(|_| !host) {
         binds.push(open_bind(source, target.clone(), *ro, None)?);
     }
     // Parents before children, so that a bind inside another bind's target lands on top.

@@ -12,6 +12,9 @@ pub enum Rootfs {
     Squashfs(PathBuf),
     /// An unpacked directory, bind-mounted (works unprivileged).
     Directory(PathBuf),
+    /// No image: the program sees the host's own filesystem (batch jobs without an image,
+    /// where the administrator allows them); identity, limits and privileges as in a container.
+    Host,
 }
 
 /// A host path to bind, already checked against the policy and opened, so that what is
