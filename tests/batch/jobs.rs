@@ -89,7 +89,8 @@ fn lsf_and_pbs_scripts_run_unchanged() {
 #[test]
 fn bad_submissions_are_refused_with_the_reason() {
     let Some(c) = Cluster::start() else { return };
-    let cases: [(&str, &[&str], &str); 5] = [
+    let gpus_here = std::path::Path::new("/dev/nvidia0").exists();
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             "#!/bin/sh\n#SBATCH --time=abc\n#BERTH --image busybox\ntrue\n",
             &[],
@@ -109,6 +110,15 @@ fn bad_submissions_are_refused_with_the_reason() {
         (
             "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
             &["-n", "100000"],
+            "can never run here",
+        ),
+        (
+            "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+            &[if gpus_here {
+                "--gpus-per-node=4096"
+            } else {
+                "--gpus-per-node=1"
+            }],
             "can never run here",
         ),
     ];

@@ -59,6 +59,10 @@ pub struct JobLaunch {
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
+    /// NVIDIA GPUs to make available (the node's first N: GPUs are not yet assigned
+    /// per job on nodes with several).
+    #[serde(default)]
+    pub gpus: Option<u32>,
     /// Seconds; `None` for no limit.
     pub time_limit: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL at the time limit.
@@ -259,6 +263,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             pids: launch.pids,
         },
         user: Some(launch.user.clone()),
+        gpus: launch.gpus.map(berth_runtime::gpu::GpuRequest::Count),
         system_binds: vec![(
             launch
                 .script

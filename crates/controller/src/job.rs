@@ -78,6 +78,9 @@ pub struct Job {
     pub cpus: u64,
     pub cpu_ids: Vec<u32>,
     pub memory: Option<u64>,
+    /// GPUs allocated on the node.
+    #[serde(default)]
+    pub gpus: u32,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cpu_usec: Option<u64>,

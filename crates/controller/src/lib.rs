@@ -208,7 +208,7 @@ impl Controller {
                 job: j.id,
                 cpus: j.cpus as u32,
                 memory: j.memory.unwrap_or(0),
-                gpus: 0,
+                gpus: j.gpus,
                 end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
             })
             .collect();
@@ -264,7 +264,7 @@ impl Controller {
             tasks_per_node: r.ntasks_per_node,
             cpus_per_task: r.cpus_per_task,
             memory_per_node,
-            gpus_per_node: 0,
+            gpus_per_node: r.gpus_on_node(per_node_tasks, r.nodes.min),
             time_limit: r.time_limit,
             exclusive: r.exclusive,
         }
@@ -348,11 +348,13 @@ impl Controller {
         let sreq = self.sched_request(&partition, &request);
         sched::fits_ever(&cluster, &sreq).map_err(|reason| {
             ApiError::bad(format!(
-                "the job can never run here ({reason}): it asks for {} CPUs and {} of memory per node; the largest node has {} CPUs and {} bytes",
+                "the job can never run here ({reason}): it asks for {} CPUs, {} bytes of memory and {} GPUs per node; the largest node has {} CPUs, {} bytes and {} GPUs",
                 sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
                 sreq.memory_per_node,
+                sreq.gpus_per_node,
                 self.node.cpus,
-                self.node.memory
+                self.node.memory,
+                self.node.gpus
             ))
         })?;
         for dep in &request.dependencies.jobs {
@@ -472,6 +474,7 @@ impl Controller {
                 cpus: request.total_cpus(),
                 cpu_ids: Vec::new(),
                 memory: None,
+                gpus: 0,
                 exit_code: None,
                 signal: None,
                 cpu_usec: None,
@@ -750,6 +753,7 @@ impl Controller {
                     job.cpu_ids = cpu_ids;
                     job.cpus = u64::from(alloc.cpus);
                     job.memory = (alloc.memory > 0).then_some(alloc.memory);
+                    job.gpus = alloc.gpus;
                     job.nodes = vec![alloc.node.clone()];
                     job.state = State::Running;
                     job.reason = None;
@@ -834,6 +838,7 @@ impl Controller {
             ),
             memory: job.memory,
             pids: None,
+            gpus: (job.gpus > 0).then_some(job.gpus),
             time_limit: job.request.time_limit,
             grace: self.settings.kill_wait,
         };

@@ -8,6 +8,8 @@ pub struct LocalNode {
     pub name: String,
     pub cpus: u32,
     pub memory: u64,
+    /// NVIDIA GPUs (/dev/nvidiaN).
+    pub gpus: u32,
     /// CPU ids this process may use (its affinity), and those not held by a job.
     free: BTreeSet<u32>,
 }
@@ -41,10 +43,22 @@ impl LocalNode {
             .map_or(0, |kb| kb * 1024);
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
+        // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
+        let gpus = std::fs::read_dir("/dev").map_or(0, |d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("nvidia"))
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count() as u32
+        });
         LocalNode {
             name,
             cpus: ids.len() as u32,
             memory,
+            gpus,
             free: ids,
         }
     }
@@ -55,7 +69,7 @@ impl LocalNode {
             state: sched::AdminState::Up,
             cpus: self.cpus,
             memory: self.memory,
-            gpus: 0,
+            gpus: self.gpus,
             allocations,
         }
     }
