@@ -46,11 +46,7 @@ pub struct ArraySpec {
 }
 
 fn invalid(value: &str, expected: &str) -> JobError {
-    JobError::Invalid {
-        what: "array",
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
+    JobError::invalid("array", value, expected)
 }
 
 impl ArraySpec {

@@ -45,18 +45,7 @@ const LSF_EXPECTED: &str =
     "CONDITION(JOBID) joined by &&, with CONDITION done, exit, ended or started";
 
 fn invalid(value: &str, expected: &str) -> JobError {
-    JobError::Invalid {
-        what: "dependency",
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
-}
-
-fn unsupported(value: &str, reason: &str) -> JobError {
-    JobError::Unsupported {
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
+    JobError::invalid("dependency", value, expected)
 }
 
 fn kind_of(word: &str) -> Option<DependencyKind> {
@@ -109,7 +98,7 @@ impl Dependencies {
     /// same words.
     pub fn parse_slurm(text: &str) -> Result<Dependencies, JobError> {
         if text.contains('?') {
-            return Err(unsupported(
+            return Err(JobError::unsupported(
                 text,
                 "berth supports only dependencies that must all hold; separate them with ','",
             ));
@@ -127,7 +116,7 @@ impl Dependencies {
                     || word.starts_with("before")
                     || word == "on"
                 {
-                    return Err(unsupported(
+                    return Err(JobError::unsupported(
                         item,
                         "berth knows after, afterok, afternotok, afterany and singleton",
                     ));
@@ -137,7 +126,10 @@ impl Dependencies {
             let mut any = false;
             for id in parts {
                 if id.contains('+') {
-                    return Err(unsupported(item, "a delay after a job starts (+MINUTES)"));
+                    return Err(JobError::unsupported(
+                        item,
+                        "a delay after a job starts (+MINUTES)",
+                    ));
                 }
                 let (job, array_index) = job_ref(id, text, SLURM_EXPECTED)?;
                 deps.jobs.push(JobDependency {
@@ -157,7 +149,7 @@ impl Dependencies {
     /// Parses `bsub -w`: `done(42) && ended(43)`; a bare job id means `done`, as in LSF.
     pub fn parse_lsf(text: &str) -> Result<Dependencies, JobError> {
         if text.contains("||") || text.contains('!') {
-            return Err(unsupported(
+            return Err(JobError::unsupported(
                 text,
                 "berth supports only conditions joined by && (no ||, no !)",
             ));
@@ -178,7 +170,7 @@ impl Dependencies {
                 "started" => DependencyKind::After,
                 "post_done" | "post_err" | "numdone" | "numexit" | "numended" | "numhold"
                 | "numpend" | "numrun" | "numstart" | "external" => {
-                    return Err(unsupported(
+                    return Err(JobError::unsupported(
                         term,
                         "berth knows done, exit, ended and started",
                     ))
@@ -186,13 +178,13 @@ impl Dependencies {
                 _ => return Err(invalid(text, LSF_EXPECTED)),
             };
             if arg.contains(',') {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     term,
                     "exit code conditions such as exit(42, ==1)",
                 ));
             }
             if arg.starts_with(|c: char| !c.is_ascii_digit()) {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     term,
                     "dependencies on job names; name the job id",
                 ));

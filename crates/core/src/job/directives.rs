@@ -430,25 +430,10 @@ fn application_line(text: &str, line: usize) -> Result<Option<String>, JobError>
     Ok(Some(value.to_string()))
 }
 
-fn invalid(what: &'static str, value: &str, expected: &str) -> JobError {
-    JobError::Invalid {
-        what,
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
-}
-
-fn unsupported(value: &str, reason: &str) -> JobError {
-    JobError::Unsupported {
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 fn count(what: &'static str, value: &str) -> Result<u32, JobError> {
     match value.trim().parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(invalid(what, value, "a positive integer")),
+        _ => Err(JobError::invalid(what, value, "a positive integer")),
     }
 }
 
@@ -466,7 +451,7 @@ fn size(value: &str, default_unit: &str) -> Result<u64, JobError> {
     } else {
         "a positive size: bytes, or a number with kb, mb, gb or tb (e.g. 4gb)"
     };
-    parse_size(&text).map_err(|_| invalid("memory size", value, expected))
+    parse_size(&text).map_err(|_| JobError::invalid("memory size", value, expected))
 }
 
 fn ignore(opts: &mut JobOptions, found: &Found, line: Option<usize>, reason: &str) {
@@ -518,14 +503,18 @@ fn apply_slurm(
                 }
             };
             if max < min {
-                return Err(invalid("node count", v, "MIN-MAX with MIN <= MAX"));
+                return Err(JobError::invalid(
+                    "node count",
+                    v,
+                    "MIN-MAX with MIN <= MAX",
+                ));
             }
             opts.nodes = Some(NodeRange { min, max });
         }
         "mem" => {
             // sbatch reads --mem=0 as "all of the node's memory"; berth asks for a size.
             if v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     v,
                     "--mem=0 (all of a node's memory); name a size, or use --exclusive",
                 ));
@@ -541,7 +530,7 @@ fn apply_slurm(
             opts.open_mode = Some(match v {
                 "append" => OpenMode::Append,
                 "truncate" => OpenMode::Truncate,
-                _ => return Err(invalid("open mode", v, "append or truncate")),
+                _ => return Err(JobError::invalid("open mode", v, "append or truncate")),
             })
         }
         "partition" => opts.partition = Some(word("partition", v)?),
@@ -560,13 +549,18 @@ fn apply_slurm(
                 None => 100,
                 Some(n) => n
                     .parse::<i32>()
-                    .map_err(|_| invalid("nice value", n, "an integer such as 10"))?,
+                    .map_err(|_| JobError::invalid("nice value", n, "an integer such as 10"))?,
             });
         }
         "account" => opts.account = Some(word("account", v)?),
         "exclusive" => match found.value.as_deref() {
             None => opts.exclusive = Some(true),
-            Some(x) => return Err(unsupported(x, "--exclusive takes no value in berth")),
+            Some(x) => {
+                return Err(JobError::unsupported(
+                    x,
+                    "--exclusive takes no value in berth",
+                ))
+            }
         },
         "requeue" => opts.requeue = Some(true),
         "no-requeue" => opts.requeue = Some(false),
@@ -588,7 +582,12 @@ fn apply_slurm(
             })
         }
         "bind" => opts.binds.push(bind(v)?),
-        other => return Err(unsupported(other, "berth has no handler for this option")),
+        other => {
+            return Err(JobError::unsupported(
+                other,
+                "berth has no handler for this option",
+            ))
+        }
     }
     Ok(())
 }
@@ -596,14 +595,14 @@ fn apply_slurm(
 /// Values that must be one non-empty word (partition, account, image).
 fn word(what: &'static str, v: &str) -> Result<String, JobError> {
     if v.is_empty() || v.contains(char::is_whitespace) {
-        return Err(invalid(what, v, "a name without blanks"));
+        return Err(JobError::invalid(what, v, "a name without blanks"));
     }
     Ok(v.to_string())
 }
 
 fn path(what: &'static str, v: &str) -> Result<String, JobError> {
     if v.is_empty() || v.contains('\0') {
-        return Err(invalid(what, v, "a path"));
+        return Err(JobError::invalid(what, v, "a path"));
     }
     Ok(v.to_string())
 }
@@ -619,7 +618,11 @@ fn bind(v: &str) -> Result<String, JobError> {
         }
         && (parts.len() != 2 || parts[1].starts_with('/') || matches!(parts[1], "ro" | "rw"));
     if !ok {
-        return Err(invalid("bind", v, "SRC[:DST[:ro|rw]] with an absolute DST"));
+        return Err(JobError::invalid(
+            "bind",
+            v,
+            "SRC[:DST[:ro|rw]] with an absolute DST",
+        ));
     }
     Ok(v.to_string())
 }
@@ -648,7 +651,7 @@ fn env_var(item: &str, whole: &str) -> Result<EnvVar, JobError> {
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(invalid(
+        return Err(JobError::invalid(
             "variable list",
             whole,
             "ALL, NONE or NAME[=VALUE] items separated by ','",
@@ -664,7 +667,7 @@ fn env_var(item: &str, whole: &str) -> Result<EnvVar, JobError> {
 fn gpu_count(v: &str, scope: GpuScope) -> Result<GpuRequest, JobError> {
     let (model, n) = match v.rsplit_once(':') {
         Some((m, n)) if !m.is_empty() && !m.contains(':') => (Some(m.to_string()), n),
-        Some(_) => return Err(invalid("GPU count", v, "N or MODEL:N")),
+        Some(_) => return Err(JobError::invalid("GPU count", v, "N or MODEL:N")),
         None => (None, v),
     };
     Ok(GpuRequest {
@@ -677,7 +680,7 @@ fn gpu_count(v: &str, scope: GpuScope) -> Result<GpuRequest, JobError> {
 /// sbatch `--gres=gpu[:MODEL][:N]`, per node; other generic resources are refused.
 fn gres(v: &str) -> Result<GpuRequest, JobError> {
     if v.contains(',') {
-        return Err(unsupported(
+        return Err(JobError::unsupported(
             v,
             "several generic resources; berth knows gpu only",
         ));
@@ -689,9 +692,15 @@ fn gres(v: &str) -> Result<GpuRequest, JobError> {
         ["gpu", m] => (Some(m.to_string()), "1"),
         ["gpu", m, n] => (Some(m.to_string()), *n),
         [other, ..] if *other != "gpu" => {
-            return Err(unsupported(v, "generic resources other than gpu"))
+            return Err(JobError::unsupported(v, "generic resources other than gpu"))
         }
-        _ => return Err(invalid("generic resource", v, "gpu, gpu:N or gpu:MODEL:N")),
+        _ => {
+            return Err(JobError::invalid(
+                "generic resource",
+                v,
+                "gpu, gpu:N or gpu:MODEL:N",
+            ))
+        }
     };
     Ok(GpuRequest {
         count: count("GPU count", n)?,
@@ -716,7 +725,10 @@ fn apply_lsf(
         }
         "n" => {
             if v.contains(',') {
-                return Err(unsupported(v, "a slot range (MIN,MAX); ask for one count"));
+                return Err(JobError::unsupported(
+                    v,
+                    "a slot range (MIN,MAX); ask for one count",
+                ));
             }
             opts.ntasks = Some(count("slot count", v)?);
         }
@@ -746,7 +758,12 @@ fn apply_lsf(
         "r" => opts.requeue = Some(true),
         "rn" => opts.requeue = Some(false),
         "u" | "B" | "N" => ignore(opts, found, line, MAIL),
-        other => return Err(unsupported(other, "berth has no handler for this option")),
+        other => {
+            return Err(JobError::unsupported(
+                other,
+                "berth has no handler for this option",
+            ))
+        }
     }
     Ok(())
 }
@@ -758,7 +775,7 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
         return Ok((Some(v.to_string()).filter(|n| !n.is_empty()), None));
     };
     let Some((indexes, after)) = rest.rsplit_once(']') else {
-        return Err(invalid(
+        return Err(JobError::invalid(
             "job array",
             v,
             "NAME[INDEXES] or NAME[INDEXES]%MAX",
@@ -768,7 +785,7 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
         "" => indexes.to_string(),
         max if max.starts_with('%') => format!("{indexes}{max}"),
         _ => {
-            return Err(invalid(
+            return Err(JobError::invalid(
                 "job array",
                 v,
                 "NAME[INDEXES] or NAME[INDEXES]%MAX",
@@ -791,13 +808,13 @@ fn lsf_resources(
     let mut rest = v.trim();
     while !rest.is_empty() {
         let Some((section, tail)) = rest.split_once('[') else {
-            return Err(unsupported(
+            return Err(JobError::unsupported(
                 v,
                 "host selection expressions; berth reads span[] and rusage[]",
             ));
         };
         let Some((body, after)) = tail.split_once(']') else {
-            return Err(invalid(
+            return Err(JobError::invalid(
                 "resource requirement",
                 v,
                 "SECTION[...] such as span[ptile=4]",
@@ -817,7 +834,7 @@ fn lsf_resources(
                     break;
                 }
                 (s, _) => {
-                    return Err(unsupported(
+                    return Err(JobError::unsupported(
                         &format!("{s}[{body}]"),
                         "berth reads span[ptile=N], span[hosts=1] and rusage[mem=N]",
                     ))
@@ -845,7 +862,7 @@ fn lsf_gpu(v: &str) -> Result<GpuRequest, JobError> {
             Some(("gmodel", m)) => gpu.model = Some(m.to_string()),
             Some(("mode" | "mps" | "j_exclusive", _)) => {}
             _ => {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     item,
                     "berth reads num=, gmodel=, mode=, mps= and j_exclusive=",
                 ))
@@ -874,7 +891,13 @@ fn apply_pbs(
             opts.join_output = Some(match v {
                 "oe" => true,
                 "n" => false,
-                _ => return Err(invalid("join", v, "oe (stderr into the output file) or n")),
+                _ => {
+                    return Err(JobError::invalid(
+                        "join",
+                        v,
+                        "oe (stderr into the output file) or n",
+                    ))
+                }
             })
         }
         "q" => opts.partition = Some(word("queue", v)?),
@@ -882,7 +905,7 @@ fn apply_pbs(
         "J" | "t" => opts.array = Some(ArraySpec::parse(v)?),
         "W" => match v.strip_prefix("depend=") {
             Some(list) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
-            None => return Err(unsupported(v, "berth reads -W depend=... only")),
+            None => return Err(JobError::unsupported(v, "berth reads -W depend=... only")),
         },
         "h" => opts.hold = Some(true),
         "V" => opts.export.get_or_insert_with(Export::default).all = true,
@@ -905,7 +928,7 @@ fn apply_pbs(
             opts.requeue = Some(match v {
                 "y" => true,
                 "n" => false,
-                _ => return Err(invalid("rerunnable flag", v, "y or n")),
+                _ => return Err(JobError::invalid("rerunnable flag", v, "y or n")),
             })
         }
         "m" | "M" => ignore(opts, found, line, MAIL),
@@ -915,7 +938,12 @@ fn apply_pbs(
             line,
             "berth runs the script with its #! interpreter",
         ),
-        other => return Err(unsupported(other, "berth has no handler for this option")),
+        other => {
+            return Err(JobError::unsupported(
+                other,
+                "berth has no handler for this option",
+            ))
+        }
     }
     Ok(())
 }
@@ -927,7 +955,7 @@ fn apply_pbs(
 /// address space, so mapping them onto `mem` would kill jobs that map large files.
 fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Result<(), JobError> {
     let Some((key, value)) = item.split_once('=') else {
-        return Err(invalid(
+        return Err(JobError::invalid(
             "resource",
             item,
             "NAME=VALUE such as walltime=01:00:00",
@@ -963,12 +991,12 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
                 match p {
                     "excl" | "exclhost" => opts.exclusive = Some(true),
                     "free" | "scatter" | "vscatter" | "shared" => {}
-                    _ => return Err(unsupported(item, "berth places each chunk on its own node (place=scatter), optionally excl")),
+                    _ => return Err(JobError::unsupported(item, "berth places each chunk on its own node (place=scatter), optionally excl")),
                 }
             }
         }
         _ => {
-            return Err(unsupported(
+            return Err(JobError::unsupported(
                 item,
                 "berth reads nodes, select, ncpus, procs, mem, pmem, vmem, pvmem, walltime, ngpus and place",
             ))
@@ -980,7 +1008,7 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
 fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobError> {
     let item = format!("{key}={value}");
     if value.contains('+') {
-        return Err(unsupported(
+        return Err(JobError::unsupported(
             &item,
             "chunks of different shapes (+); ask for one shape",
         ));
@@ -990,7 +1018,7 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         Some(first) if !first.contains('=') => {
             let first = parts.next().unwrap_or_default();
             if !first.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     &item,
                     "naming hosts or properties; ask for a count",
                 ));
@@ -1017,7 +1045,7 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
             // OMP_NUM_THREADS is the job's business; CPUs come from ncpus.
             ("select", "ompthreads") => {}
             _ => {
-                return Err(unsupported(
+                return Err(JobError::unsupported(
                     part,
                     "node properties and other chunk resources",
                 ))
@@ -1029,7 +1057,7 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
     let tasks = mpiprocs.unwrap_or(1);
     let cpus = per_chunk_cpus.unwrap_or(tasks);
     if cpus % tasks != 0 {
-        return Err(invalid(
+        return Err(JobError::invalid(
             "chunk",
             &item,
             "ncpus that is a multiple of mpiprocs (each rank gets the same CPUs)",

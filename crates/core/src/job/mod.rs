@@ -68,6 +68,23 @@ pub enum JobError {
     Request(String),
 }
 
+impl JobError {
+    pub(crate) fn invalid(what: &'static str, value: &str, expected: &str) -> JobError {
+        JobError::Invalid {
+            what,
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    pub(crate) fn unsupported(value: &str, reason: &str) -> JobError {
+        JobError::Unsupported {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Minimum and maximum node count (`--nodes=2-4`); `--nodes=2` is `2-2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRange {

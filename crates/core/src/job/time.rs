@@ -13,11 +13,7 @@ const LSF_TIME_FORMATS: &str = "[HH:]MM, e.g. 90 or 1:30";
 const PBS_TIME_FORMATS: &str = "SS, MM:SS, HH:MM:SS or DD:HH:MM:SS";
 
 fn invalid(value: &str, expected: &str) -> JobError {
-    JobError::Invalid {
-        what: "time limit",
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
+    JobError::invalid("time limit", value, expected)
 }
 
 /// Parses colon-separated unsigned fields; the first may be any size (sbatch takes
