@@ -315,21 +315,7 @@ fn terminal_is_usable_from_shell() {
                 None => script.env_remove(k),
             };
         }
-        let out = crate::support::Out::from_output({
-            let mut child = script
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"test -t 0 && tty; exit 5\n")
-                .unwrap();
-            child.wait_with_output().unwrap()
-        });
+        let out = run_with_stdin(&mut script, "test -t 0 && tty; exit 5\n");
         assert!(out.stdout.contains("/dev/pts/"), "{mode:?}: {}", out.stdout);
     }
 }

@@ -680,18 +680,7 @@ fn berth_with(
             cmd.env(k, v);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    Out::from_output(child.wait_with_output().unwrap())
+    run_with_stdin(&mut cmd, stdin.unwrap_or_default())
 }
 
 fn berth(f: &Fixture, mode: Mode, args: &[&str]) -> Out {
@@ -746,6 +735,20 @@ fn images(f: &Fixture, mode: Mode) -> Vec<serde_json::Value> {
 }
 
 /// Nothing in the store of `mode`: no image, no name, no staging left in tmp/.
+/// An anonymous pull of `name` is refused with 401, the message says how to log in, and
+/// nothing is left in the store.
+fn assert_needs_login(f: &Fixture, mode: Mode, reg: &Registry, name: &str, what: &str) {
+    let out = pull(f, mode, &[name]);
+    assert_error(&out, &["401"], what);
+    assert!(
+        out.stderr
+            .contains(&format!("berth image login {}", reg.host)),
+        "{}",
+        out.stderr
+    );
+    assert_store_empty(f, mode, what);
+}
+
 fn assert_store_empty(f: &Fixture, mode: Mode, what: &str) {
     assert_eq!(
         berth(f, mode, &["image", "ls", "--json"]).ok().trim(),
@@ -956,15 +959,7 @@ fn basic_auth_needs_credentials_from_the_command_line_or_login() {
     let good = format!("{USER}:{PASSWORD}");
     let bad = format!("{USER}:not-{PASSWORD}");
     for mode in [Mode::Root, Mode::Rootless] {
-        let out = pull(&f, mode, &[&name]);
-        assert_error(&out, &["401"], "no credentials");
-        assert!(
-            out.stderr
-                .contains(&format!("berth image login {}", reg.host)),
-            "{}",
-            out.stderr
-        );
-        assert_store_empty(&f, mode, "after 401");
+        assert_needs_login(&f, mode, &reg, &name, "no credentials");
         assert_error(&pull(&f, mode, &["--creds", &bad, &name]), &["401"], "bad");
         assert_store_empty(&f, mode, "after 401 with bad credentials");
 
@@ -1040,15 +1035,7 @@ fn bearer_tokens_from_the_registrys_token_service() {
     let name = format!("{}/lab/app:1", reg.host);
     let good = format!("{USER}:{PASSWORD}");
     for mode in [Mode::Root, Mode::Rootless] {
-        let out = pull(&f, mode, &[&name]);
-        assert_error(&out, &["401"], "anonymous");
-        assert!(
-            out.stderr
-                .contains(&format!("berth image login {}", reg.host)),
-            "{}",
-            out.stderr
-        );
-        assert_store_empty(&f, mode, "after an anonymous token");
+        assert_needs_login(&f, mode, &reg, &name, "anonymous");
         let out = pull(&f, mode, &["--creds", &format!("{USER}:wrong"), &name]);
         assert_error(&out, &["401"], "refused by the token service");
         assert_store_empty(&f, mode, "after the token service's 401");

@@ -236,20 +236,7 @@ impl Fixture {
     }
 
     pub fn berth_stdin(&self, mode: Mode, args: &[&str], input: &str) -> Out {
-        let mut child = self
-            .cmd(mode, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        Out::from_output(child.wait_with_output().unwrap())
+        run_with_stdin(&mut self.cmd(mode, args), input)
     }
 
     /// Imports the busybox root filesystem as `busybox` into the store `mode` uses.
@@ -278,6 +265,23 @@ impl Fixture {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         self.config = Some(path);
     }
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed), capturing stdout and stderr.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Out {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Out::from_output(child.wait_with_output().unwrap())
 }
 
 /// Host mount lines mentioning `needle` (a container's mounts must never appear here).

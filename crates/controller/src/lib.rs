@@ -534,16 +534,7 @@ impl Controller {
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
     pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
-        let job = self
-            .active
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::bad(format!("job {id} is not pending or running")))?;
-        if caller.uid != 0 && caller.uid != job.uid {
-            return Err(ApiError::forbidden(format!(
-                "job {id} belongs to {}: only its owner or root may cancel it",
-                job.user
-            )));
-        }
+        let job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
             (State::Pending, _) => {
                 job.state = State::Cancelled;
@@ -554,20 +545,10 @@ impl Controller {
                 self.finished.insert(id, sched::JobState::Cancelled);
             }
             (State::Running | State::Suspended, sig) => {
-                if job.state == State::Suspended {
-                    // A frozen job cannot act on a signal: thaw it first.
-                    let _ = freeze(job, false);
-                    job.state = State::Running;
-                }
                 if sig.is_none() {
                     job.cancel_requested = true;
                 }
-                if let Some(pid) = job.runner_pid {
-                    // The runner forwards it to the job (and SIGKILL follows via the cgroup
-                    // when the runner is killed: the job dies with it).
-                    // SAFETY: kill(2) on the runner process we started.
-                    unsafe { libc::kill(pid as i32, sig.unwrap_or(libc::SIGTERM)) };
-                }
+                signal_runner(job, sig.unwrap_or(libc::SIGTERM));
                 let job = job.clone();
                 self.persist(&job)?;
             }
@@ -657,15 +638,8 @@ impl Controller {
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
-        if job.state == State::Suspended {
-            let _ = freeze(job, false);
-            job.state = State::Running;
-        }
         job.requeue_requested = true;
-        if let Some(pid) = job.runner_pid {
-            // SAFETY: kill(2) on the runner process we started; it forwards to the job.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        }
+        signal_runner(job, libc::SIGTERM);
         let job = job.clone();
         self.persist(&job)
     }
@@ -979,6 +953,20 @@ impl Controller {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+}
+
+/// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
+/// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not
+/// act on the signal.
+fn signal_runner(job: &mut Job, sig: i32) {
+    if job.state == State::Suspended {
+        let _ = freeze(job, false);
+        job.state = State::Running;
+    }
+    if let Some(pid) = job.runner_pid {
+        // SAFETY: kill(2) on the runner process the controller started.
+        unsafe { libc::kill(pid as i32, sig) };
     }
 }
 

@@ -78,17 +78,22 @@ pub fn read_tar(bytes: &[u8]) -> BTreeMap<String, Out> {
     map
 }
 
-fn run(layers: &[&[E]]) -> Result<(BTreeMap<String, Out>, FlattenStats), ImageError> {
-    let dir = tempfile::tempdir().unwrap();
-    let files: Vec<Layer> = layers
+/// Each layer written as `layerN.tar` in `dir`.
+fn write_layers(dir: &Path, layers: &[&[E]]) -> Vec<Layer> {
+    layers
         .iter()
         .enumerate()
         .map(|(i, entries)| {
-            let path = dir.path().join(format!("layer{i}.tar"));
+            let path = dir.join(format!("layer{i}.tar"));
             std::fs::write(&path, layer_bytes(entries)).unwrap();
             Layer::file(path)
         })
-        .collect();
+        .collect()
+}
+
+fn run(layers: &[&[E]]) -> Result<(BTreeMap<String, Out>, FlattenStats), ImageError> {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_layers(dir.path(), layers);
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     // Both algorithms must agree; the fast one may decline (and then the other must work).
@@ -120,15 +125,7 @@ fn run(layers: &[&[E]]) -> Result<(BTreeMap<String, Out>, FlattenStats), ImageEr
 /// Whether the single-read fast path takes these layers.
 fn fast_path_accepts(layers: &[&[E]]) -> bool {
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<Layer> = layers
-        .iter()
-        .enumerate()
-        .map(|(i, entries)| {
-            let path = dir.path().join(format!("layer{i}.tar"));
-            std::fs::write(&path, layer_bytes(entries)).unwrap();
-            Layer::file(path)
-        })
-        .collect();
+    let files = write_layers(dir.path(), layers);
     !matches!(
         flatten(&files, dir.path(), &mut Vec::new()),
         Err(ImageError::NeedsTwoPasses)
