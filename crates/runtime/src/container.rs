@@ -539,6 +539,7 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
         // SAFETY: restores the default disposition; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    crate::launch::reset_forwarding();
     let mut byte = [0u8];
     if std::fs::File::from(go).read(&mut byte).ok() != Some(1) {
         // The parent died or gave up before releasing us.
@@ -583,38 +584,12 @@ pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
     .unwrap_or_else(|f| f)
 }
 
-static MAIN_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn forward_to_main(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let code = unsafe { (*info).si_code };
-    let pid = MAIN_PID.load(std::sync::atomic::Ordering::SeqCst);
-    // Signals from the terminal (SI_KERNEL) already reached the whole foreground group.
-    if pid > 0 && code != libc::SI_KERNEL {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-pub(crate) fn install_forwarding(
-    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
-) {
-    for sig in crate::launch::FORWARDED {
-        // SAFETY: installs a handler that only calls async-signal-safe functions.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
-
 /// PID 1 of the container's pid namespace: starts the program, forwards signals to it (the
 /// kernel delivers to PID 1 only signals it has handlers for), reaps orphans, and exits with
 /// the program's status, which takes the rest of the namespace down with it.
 fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
-    install_forwarding(forward_to_main);
+    // The same forwarding berth's parent process does (launch.rs), here to the program.
+    crate::launch::install_forwarding();
     // SAFETY: this process is single-threaded.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -633,7 +608,7 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
         // SAFETY: see above.
         unsafe { libc::_exit(failure.code) };
     }
-    MAIN_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
+    crate::launch::forward_to(pid);
     // Only the program's copy of the report pipe may stay open: its closing at exec is how
     // the parent learns the program started.
     // SAFETY: closing our own copy of a descriptor the child inherited.

@@ -181,10 +181,11 @@ pub fn group(existing: &str, id: &Identity) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ann() -> Identity {
+    /// A user with a primary and one supplementary group, for tests here and in `plan`.
+    pub(crate) fn ann() -> Identity {
         Identity {
             uid: 1000,
             gid: 1000,

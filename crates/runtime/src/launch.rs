@@ -24,6 +24,8 @@ pub(crate) const FORWARDED: [libc::c_int; 7] = [
 /// The parent cgroup (under each hierarchy's root) that holds one cgroup per container.
 pub const CGROUP_PARENT: &str = "berth";
 
+/// Where forwarded signals go: the container process (in berth's parent process) or the
+/// program (in the pid namespace's init). One per process, since each process has its copy.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// A signal that arrived before the child's pid was known: delivered as soon as it is.
 static PENDING: AtomicI32 = AtomicI32::new(0);
@@ -41,6 +43,35 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
             libc::kill(pid, sig);
         },
         _ => PENDING.store(sig, Ordering::SeqCst),
+    }
+}
+
+/// Installs [`forward`] for every signal in [`FORWARDED`].
+pub(crate) fn install_forwarding() {
+    for sig in FORWARDED {
+        // SAFETY: installs a handler that only calls async-signal-safe functions.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Forgets the forwarding state this process copied from its parent at clone(2).
+pub(crate) fn reset_forwarding() {
+    CHILD.store(0, Ordering::SeqCst);
+    PENDING.store(0, Ordering::SeqCst);
+}
+
+/// From now on, forwarded signals go to `pid`, starting with any that came before.
+pub(crate) fn forward_to(pid: libc::pid_t) {
+    CHILD.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: signalling a child this process just created.
+        unsafe { libc::kill(pid, pending) };
     }
 }
 
@@ -166,7 +197,7 @@ fn run_in(
     if spec.pid_namespace {
         flags |= libc::CLONE_NEWPID;
     }
-    container::install_forwarding(forward);
+    install_forwarding();
     // SAFETY: berth's container entry points run single-threaded (see the crate docs).
     let pid = unsafe { sys::clone(flags) }
         .map_err(RuntimeError::setup("creating the namespaces (clone)"))?;
@@ -175,12 +206,7 @@ fn run_in(
         drop(report_read);
         container::child(spec, image, go_read, report_write);
     }
-    CHILD.store(pid, Ordering::SeqCst);
-    let pending = PENDING.swap(0, Ordering::SeqCst);
-    if pending != 0 {
-        // SAFETY: signalling the child we just created.
-        unsafe { libc::kill(pid, pending) };
-    }
+    forward_to(pid);
     drop(go_read);
     drop(report_write);
 

@@ -352,17 +352,7 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    fn ann() -> Identity {
-        Identity {
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-            user: "ann".into(),
-            group: "ann".into(),
-            home: "/home/ann".into(),
-            group_names: vec![],
-        }
-    }
+    use crate::identity::tests::ann;
 
     #[test]
     fn bind_syntax() {
