@@ -6,6 +6,7 @@ mod client;
 mod container;
 mod image;
 mod settings;
+mod step;
 
 use clap::{Parser, Subcommand};
 use std::io::{self, Write};
@@ -63,6 +64,9 @@ enum Command {
     Resume(batch::JobsArgs),
     /// Stop running jobs and queue them again (or queue finished ones again), same ids
     Requeue(batch::JobsArgs),
+    /// Run tasks of a command in a running job's container, like srun inside an allocation
+    #[command(visible_alias = "srun")]
+    Step(step::StepArgs),
     /// List the cluster's nodes, like sinfo -N
     Nodes(batch::ListArgs),
     /// List the partitions, like sinfo
@@ -76,34 +80,46 @@ enum Command {
 enum Internal {
     /// Run one job from a launch file written by the controller; writes LAUNCH.result.json
     RunJob { launch: PathBuf },
+    /// Run a job step's tasks in the job's container (the launch comes in $BERTH_STEP_LAUNCH)
+    Step,
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result =
-        settings::Settings::load(cli.store, cli.config).and_then(|settings| match cli.command {
-            Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
-            Command::Run(args) => container::run(&settings, args),
-            Command::Exec(args) => container::exec(&settings, args),
-            Command::Shell(args) => container::shell(&settings, args),
-            Command::Up(args) => batch::up(&settings, args),
-            Command::Down => batch::down(),
-            Command::Submit(args) => batch::submit(args),
-            Command::Queue(args) => batch::queue(args),
-            Command::Show(args) => batch::show(args),
-            Command::Cancel(args) => batch::cancel(args),
-            Command::History(args) => batch::history(args),
-            Command::Hold(args) => batch::act("hold", args),
-            Command::Release(args) => batch::act("release", args),
-            Command::Suspend(args) => batch::act("suspend", args),
-            Command::Resume(args) => batch::act("resume", args),
-            Command::Requeue(args) => batch::act("requeue", args),
-            Command::Nodes(args) => batch::nodes(args),
-            Command::Partitions(args) => batch::partitions(args),
-            Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
-                .map(|_| 0)
-                .map_err(Into::into),
-        });
+    let result = match cli.command {
+        // Steps often run inside a job's container, where the host's configuration file
+        // (which $BERTH_CONFIG may name) is not: they need none.
+        Command::Step(args) => step::step(args),
+        Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
+        command => {
+            settings::Settings::load(cli.store, cli.config).and_then(|settings| match command {
+                Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
+                Command::Run(args) => container::run(&settings, args),
+                Command::Exec(args) => container::exec(&settings, args),
+                Command::Shell(args) => container::shell(&settings, args),
+                Command::Up(args) => batch::up(&settings, args),
+                Command::Down => batch::down(),
+                Command::Submit(args) => batch::submit(args),
+                Command::Queue(args) => batch::queue(args),
+                Command::Show(args) => batch::show(args),
+                Command::Cancel(args) => batch::cancel(args),
+                Command::History(args) => batch::history(args),
+                Command::Hold(args) => batch::act("hold", args),
+                Command::Release(args) => batch::act("release", args),
+                Command::Suspend(args) => batch::act("suspend", args),
+                Command::Resume(args) => batch::act("resume", args),
+                Command::Requeue(args) => batch::act("requeue", args),
+                Command::Nodes(args) => batch::nodes(args),
+                Command::Partitions(args) => batch::partitions(args),
+                Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
+                    .map(|_| 0)
+                    .map_err(Into::into),
+                Command::Step(_) | Command::Internal(Internal::Step) => {
+                    unreachable!("handled above")
+                }
+            })
+        }
+    };
     let code = match result {
         Ok(code) => code,
         Err(err) => report(&err),

@@ -2,11 +2,13 @@
 //!
 //! Owns: turning a job the controller placed on this node into a running container (the
 //! [`runner`], a small single-threaded process the agent forks and execs as
-//! `berth internal run-job`, per DESIGN.md: the daemons never clone themselves) and
-//! reporting how it ended.
+//! `berth internal run-job`, per DESIGN.md: the daemons never clone themselves), reporting how
+//! it ended, and the job steps started in running jobs ([`step`]: the step socket, the
+//! `berth internal step` process that enters a job's container, and `berth step`'s client).
 //! Must not: schedule, keep the cluster's state, or parse batch scripts; the controller sends
-//! a fully resolved [`JobLaunch`].
+//! a fully resolved [`JobLaunch`] and grants each step.
 
 pub mod runner;
+pub mod step;
 
 pub use runner::{JobLaunch, JobResult};

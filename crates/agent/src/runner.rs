@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const JOB_DIR_IN_CONTAINER: &str = "/.berth/job";
 /// The script, in that directory, under the name the controller saves it with.
 pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
+/// Where berth's own executable appears in a job's container (on its PATH), for `berth step`.
+pub const TOOLS_IN_CONTAINER: &str = "/.berth/bin";
 
 /// Everything needed to run one job on this node, resolved by the controller.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,6 +70,17 @@ pub struct JobLaunch {
     /// Seconds between SIGTERM and SIGKILL at the time limit.
     #[serde(default = "default_grace")]
     pub grace: u64,
+    /// berth's own (static) executable, bound into the container at [`TOOLS_IN_CONTAINER`], and
+    /// the directory of the node agent's step socket: the script's `berth step` needs both.
+    #[serde(default)]
+    pub tools: Option<JobTools>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobTools {
+    pub berth: PathBuf,
+    pub step_dir: PathBuf,
 }
 
 fn default_grace() -> u64 {
@@ -246,6 +259,39 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         // The controller only sends a job without an image where the configuration allows it.
         None => (Rootfs::Host, launch.script.to_string_lossy().into_owned()),
     };
+    // `berth step` in the script: berth itself on PATH, and where the step socket is.
+    let mut system_binds = vec![(
+        launch
+            .script
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf(),
+        JOB_DIR_IN_CONTAINER.to_string(),
+        true,
+    )];
+    let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut path_append = Vec::new();
+    if let Some(tools) = &launch.tools {
+        let socket = |dir: &Path| format!("BERTH_STEP_SOCKET={}", dir.join("step.sock").display());
+        if launch.image.is_some() {
+            let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
+            system_binds.extend(
+                tool_binds(&tools.berth, job_dir).map_err(|e| (125, format!("berth step: {e}")))?,
+            );
+            system_binds.push((
+                tools.step_dir.clone(),
+                berth_api::STEP_DIR_IN_CONTAINER.to_string(),
+                true,
+            ));
+            env.push(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
+            path_append.push(TOOLS_IN_CONTAINER.to_string());
+        } else {
+            env.push(socket(&tools.step_dir));
+            if let Some(dir) = tools.berth.parent() {
+                path_append.push(dir.to_string_lossy().into_owned());
+            }
+        }
+    }
     let defaults = ImageDefaults {
         name: format!("job {}", launch.job_id),
         env: launch.image_env.clone(),
@@ -253,7 +299,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     };
     let options = Options {
         binds: launch.binds.clone(),
-        env: launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        env,
         cleanenv: true,
         pwd: Some(launch.workdir.to_string_lossy().into_owned()),
         limits: Limits {
@@ -264,15 +310,8 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         },
         user: Some(launch.user.clone()),
         gpus: launch.gpus.map(berth_runtime::gpu::GpuRequest::Count),
-        system_binds: vec![(
-            launch
-                .script
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .to_path_buf(),
-            JOB_DIR_IN_CONTAINER.into(),
-            true,
-        )],
+        system_binds,
+        path_append,
         time_limit: launch.time_limit.map(|s| TimeLimit {
             limit: Duration::from_secs(s),
             grace: Duration::from_secs(launch.grace),
@@ -295,7 +334,111 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
 }
 
+/// The shared objects this process has mapped (its dynamic loader and C library): from
+/// /proc/self/maps, each path once.
+fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path: the path is the sixth field, if any.
+        let Some(path) = line.split_whitespace().nth(5) else {
+            continue;
+        };
+        let name = Path::new(path).file_name().map(|n| n.to_string_lossy());
+        let shared = name.is_some_and(|n| n.ends_with(".so") || n.contains(".so."));
+        if path.starts_with('/') && shared && !libs.iter().any(|l| l == Path::new(path)) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    libs
+}
+
+/// Binds that make `berth` work inside any image, whatever C library it has or lacks: berth
+/// itself at /.berth/libexec/berth, the directories of the host libraries it uses at
+/// /.berth/lib/N, and at /.berth/bin/berth a script (written into the job's directory) that
+/// runs it with the host's dynamic loader and only those libraries. Nothing of the image is
+/// used but /bin/sh, and nothing of the image's own programs changes.
+fn tool_binds(berth: &Path, job_dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, String> {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
+    let libs = mapped_libraries(&maps);
+    let loader = libs
+        .iter()
+        .find(|l| {
+            l.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
+        })
+        .ok_or("cannot find this berth's dynamic loader in /proc/self/maps")?;
+    let mut dirs: Vec<&Path> = Vec::new();
+    for lib in &libs {
+        let dir = lib.parent().unwrap_or(Path::new("/"));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let index = |dir: &Path| dirs.iter().position(|d| *d == dir).expect("listed");
+    let loader_dir = loader.parent().unwrap_or(Path::new("/"));
+    let loader_in = format!(
+        "/.berth/lib/{}/{}",
+        index(loader_dir),
+        loader.file_name().expect("a file").to_string_lossy()
+    );
+    let search: Vec<String> = (0..dirs.len())
+        .map(|i| format!("/.berth/lib/{i}"))
+        .collect();
+    let script = format!(
+        "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} /.berth/libexec/berth \"$@\"\n",
+        search.join(":")
+    );
+    let wrapper = job_dir.join("berth");
+    std::fs::write(&wrapper, script)
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
+    let mut binds = vec![
+        (
+            berth.to_path_buf(),
+            "/.berth/libexec/berth".to_string(),
+            true,
+        ),
+        (wrapper, format!("{TOOLS_IN_CONTAINER}/berth"), true),
+    ];
+    for (i, dir) in dirs.iter().enumerate() {
+        binds.push((dir.to_path_buf(), format!("/.berth/lib/{i}"), true));
+    }
+    Ok(binds)
+}
+
 fn dev_null() -> Result<OwnedFd, String> {
     let fd = std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
     Ok(OwnedFd::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_libraries_are_the_shared_objects_each_once() {
+        let maps = "\
+5581c0a00000-5581c0b00000 r--p 00000000 08:01 131 /usr/local/bin/berth
+7f0000000000-7f0000001000 r--p 00000000 08:01 200 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000001000-7f0000002000 r-xp 00001000 08:01 200 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000003000-7f0000004000 r--p 00000000 08:01 201 /lib64/libgcc_s-8-20210514.so.1
+7f0000005000-7f0000006000 rw-p 00000000 00:00 0
+7f0000007000-7f0000008000 r--p 00000000 08:01 202 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+7ffd00100000-7ffd00102000 r-xp 00000000 00:00 0 [vdso]
+";
+        assert_eq!(
+            mapped_libraries(maps),
+            [
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/libgcc_s-8-20210514.so.1",
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+    }
 }

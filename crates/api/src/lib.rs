@@ -71,6 +71,22 @@ pub struct JobInfo {
     /// Times the job was requeued.
     #[serde(default)]
     pub restarts: u32,
+    /// The job's steps (`berth step` inside it), in the order they started.
+    #[serde(default)]
+    pub steps: Vec<StepInfo>,
+}
+
+/// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepInfo {
+    pub id: u32,
+    pub ntasks: u32,
+    /// The command, its words joined by spaces.
+    pub command: String,
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+    /// The worst of the tasks' exit statuses (128 + N for a signal).
+    pub exit_code: Option<i32>,
 }
 
 /// `POST /v1/jobs/{id}/cancel`
@@ -109,4 +125,68 @@ pub struct PartitionInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// The step socket that belongs to the API socket `api`: `berth.sock` -> `berth.step/step.sock`.
+/// It lives alone in its directory, which every job container gets at
+/// [`STEP_DIR_IN_CONTAINER`] (a directory rather than the socket file, so that a restarted
+/// controller's new socket is seen by jobs that were already running).
+pub fn step_socket(api: &std::path::Path) -> std::path::PathBuf {
+    api.with_extension("step").join("step.sock")
+}
+
+/// Where a job's container sees the step socket's directory.
+pub const STEP_DIR_IN_CONTAINER: &str = "/.berth/run";
+
+/// `berth step` asking the node agent to start a step: one JSON line on the step socket, sent
+/// with the client's stdin, stdout and stderr as SCM_RIGHTS descriptors, which the tasks
+/// inherit (their output goes straight to the client's files or terminal).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    pub job: u64,
+    /// `None`: the job's number of tasks.
+    pub ntasks: Option<u32>,
+    /// `None`: the job's CPUs per task.
+    pub cpus_per_task: Option<u32>,
+    pub argv: Vec<String>,
+    /// The client's environment, which the tasks get (plus their own SLURM_PROCID, ...).
+    pub env: Vec<(String, String)>,
+    /// The client's working directory, where the tasks start.
+    pub cwd: String,
+    /// Prefix every line of output with the task's rank (`srun --label`).
+    #[serde(default)]
+    pub label: bool,
+    /// Kill the other tasks as soon as one exits non-zero (`srun --kill-on-bad-exit`).
+    #[serde(default = "yes")]
+    pub kill_on_bad_exit: bool,
+    /// Pin each task to its own share of the job's CPUs (`srun --cpu-bind=cores`).
+    #[serde(default = "yes")]
+    pub cpu_bind: bool,
+    /// Allow more tasks than the job has CPUs for (`srun --overcommit`).
+    #[serde(default)]
+    pub overcommit: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the node agent sends back on the step socket, one JSON line each.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepEvent {
+    /// The step was refused or could not start; the message says why.
+    Error(String),
+    /// The tasks are starting.
+    Started { step: u32, ntasks: u32 },
+    /// Every task has ended; `code` is the worst of their exit statuses.
+    Exited { code: i32 },
+}
+
+/// What `berth step` sends after the request: a signal to pass on to every task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepSignal {
+    pub signal: i32,
 }

@@ -98,6 +98,9 @@ pub struct Job {
     /// How many times the job was requeued (Slurm's Restarts).
     #[serde(default)]
     pub restarts: u32,
+    /// Its steps (`berth step`), numbered from 0 in the order they started.
+    #[serde(default)]
+    pub steps: Vec<berth_api::StepInfo>,
 }
 
 impl Job {
@@ -116,6 +119,7 @@ impl Job {
         self.runner_pid = None;
         self.cancel_requested = false;
         self.requeue_requested = false;
+        self.steps.clear();
         self.restarts += 1;
     }
 
@@ -147,6 +151,7 @@ impl Job {
             priority: self.priority,
             held: self.held,
             restarts: self.restarts,
+            steps: self.steps.clone(),
         }
     }
 

@@ -484,6 +484,7 @@ impl Controller {
                 cancel_requested: false,
                 requeue_requested: false,
                 restarts: 0,
+                steps: Vec::new(),
             });
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
@@ -815,6 +816,10 @@ impl Controller {
             gpus: (job.gpus > 0).then_some(job.gpus),
             time_limit: job.request.time_limit,
             grace: self.settings.kill_wait,
+            tools: Some(berth_agent::runner::JobTools {
+                berth: self.settings.berth.clone(),
+                step_dir: self.step_dir(),
+            }),
         };
         env::write_hostfile(&dir, &self.node.name, job.cpus)
             .map_err(|e| format!("hostfile: {e}"))?;
@@ -953,6 +958,136 @@ impl Controller {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The directory of the step socket, which every job's container gets.
+    pub fn step_dir(&self) -> PathBuf {
+        let socket = berth_api::step_socket(&self.settings.socket);
+        socket
+            .parent()
+            .expect("the step socket is in a directory")
+            .to_path_buf()
+    }
+
+    /// A `berth step` in job `request.job` by `uid`: checks that the job runs and is theirs
+    /// and that the tasks fit its CPUs (unless overcommitted), records the step, and says
+    /// where its tasks go and which CPUs each gets.
+    pub fn begin_step(
+        &mut self,
+        uid: u32,
+        request: &berth_api::StepRequest,
+    ) -> Result<berth_agent::step::server::StepGrant, String> {
+        let node = self.node.name.clone();
+        let id = request.job;
+        let job = self
+            .active
+            .get_mut(&id)
+            .ok_or_else(|| format!("job {id} is not running: see `berth queue`"))?;
+        if uid != 0 && uid != job.uid {
+            return Err(format!(
+                "job {id} belongs to {}: only its owner or root may start steps in it",
+                job.user
+            ));
+        }
+        let pid = match (job.state, job.runner_pid) {
+            (State::Running, Some(pid)) => pid,
+            (State::Suspended, _) => {
+                return Err(format!(
+                    "job {id} is suspended: resume it first (`berth resume {id}`)"
+                ))
+            }
+            (state, _) => {
+                return Err(format!(
+                    "job {id} is {}: steps run inside a running job",
+                    state.name()
+                ))
+            }
+        };
+        let per_task = request
+            .cpus_per_task
+            .unwrap_or(job.request.cpus_per_task)
+            .max(1);
+        let ntasks = request.ntasks.unwrap_or(job.request.ntasks).max(1);
+        let wanted = u64::from(ntasks) * u64::from(per_task);
+        if wanted > job.cpus && !request.overcommit {
+            return Err(format!(
+                "the step asks for {ntasks} task(s) of {per_task} CPU(s), more than job {id}'s {} CPU(s): ask for fewer (-n, -c), or pass --overcommit",
+                job.cpus
+            ));
+        }
+        // Each task pinned to its own share of the job's cores, where they divide exactly
+        // enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's cpuset.
+        let tasks: Vec<Vec<u32>> = if request.cpu_bind && wanted as usize <= job.cpu_ids.len() {
+            job.cpu_ids
+                .chunks(per_task as usize)
+                .take(ntasks as usize)
+                .map(<[u32]>::to_vec)
+                .collect()
+        } else {
+            vec![Vec::new(); ntasks as usize]
+        };
+        let step = job.steps.len() as u32;
+        job.steps.push(berth_api::StepInfo {
+            id: step,
+            ntasks,
+            command: request.argv.join(" "),
+            start_time: now(),
+            end_time: None,
+            exit_code: None,
+        });
+        let grant = berth_agent::step::server::StepGrant {
+            step,
+            user: job.user.clone(),
+            cgroup: format!("{pid}-job{id}"),
+            node,
+            tasks,
+        };
+        let job = job.clone();
+        self.persist(&job).map_err(|e| e.message)?;
+        Ok(grant)
+    }
+
+    /// The end of a step: its exit status goes into the job's record, also when the job has
+    /// ended meanwhile (its end kills the step).
+    pub fn end_step(&mut self, id: u64, step: u32, code: i32) {
+        let mut job = match self.active.get(&id) {
+            Some(j) => j.clone(),
+            None => match self.job(id) {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let Some(s) = job.steps.get_mut(step as usize) else {
+            return;
+        };
+        s.end_time = Some(now());
+        s.exit_code = Some(code);
+        if let Err(e) = self.persist(&job) {
+            eprintln!(
+                "berth: cannot record the end of step {id}.{step}: {}",
+                e.message
+            );
+        }
+        if let Some(active) = self.active.get_mut(&id) {
+            *active = job;
+        }
+    }
+}
+
+/// The controller as the local node agent's [`berth_agent::step::server::StepAuthority`].
+pub struct StepGate(pub Shared);
+
+impl berth_agent::step::server::StepAuthority for StepGate {
+    async fn begin(
+        &self,
+        uid: u32,
+        request: &berth_api::StepRequest,
+    ) -> Result<berth_agent::step::server::StepGrant, String> {
+        self.0.lock().await.begin_step(uid, request)
+    }
+
+    async fn end(&self, job: u64, step: u32, code: i32) {
+        self.0.lock().await.end_step(job, step, code)
     }
 }
 

@@ -232,6 +232,29 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| e.to_string())?;
     }
+    // The step socket, alone in a directory that every job's container gets (berth-api).
+    let step_dir = shared.lock().await.step_dir();
+    let step_socket = berth_api::step_socket(&socket);
+    std::fs::create_dir_all(&step_dir)
+        .map_err(|e| format!("cannot create {}: {e}", step_dir.display()))?;
+    let _ = std::fs::remove_file(&step_socket);
+    let step_listener = UnixListener::bind(&step_socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", step_socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Everyone may connect: the agent checks each caller's peer credentials.
+        std::fs::set_permissions(&step_dir, std::fs::Permissions::from_mode(0o755))
+            .and_then(|_| {
+                std::fs::set_permissions(&step_socket, std::fs::Permissions::from_mode(0o666))
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    let berth = shared.lock().await.settings().berth.clone();
+    tokio::spawn(berth_agent::step::server::serve(
+        step_listener,
+        std::sync::Arc::new(crate::StepGate(shared.clone())),
+        berth,
+    ));
     {
         let mut c = shared.lock().await;
         c.reconcile(&shared);
@@ -265,6 +288,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         .with_graceful_shutdown(async move { stop.notified().await })
         .await;
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&step_socket);
     served.map_err(|e| e.to_string())
 }
 

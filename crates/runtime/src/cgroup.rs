@@ -512,6 +512,17 @@ pub fn freeze_existing(
     write(&path, value)
 }
 
+/// The directories of `<parent>/<name>`, a cgroup another process created, in every
+/// hierarchy that has it (one on v2): where a job step's processes join the job's cgroup.
+pub fn existing_dirs(layout: &Layout, parent: &str, name: &str) -> Vec<PathBuf> {
+    layout
+        .hierarchies()
+        .into_iter()
+        .map(|base| base.join(parent).join(name))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
 /// Removes leftovers of crashed runs: each directory directly under `<parent>` in every
 /// hierarchy whose name is "<pid>-<suffix>" with `pid` no longer alive and no processes inside.
 /// Errors are ignored: a sweep is best effort and must not stop a new run.

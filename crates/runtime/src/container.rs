@@ -427,7 +427,7 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
 
 /// Finds the program like execvp(3), with the container's PATH, and execs it. Returns only
 /// with the failure, mapped to 127 (not found) or 126 (found but not executable).
-fn exec(argv: &[String], env: &[String]) -> Failure {
+pub(crate) fn exec(argv: &[String], env: &[String]) -> Failure {
     let to_c = |s: &String| CString::new(s.as_bytes()).unwrap_or_default();
     let c_argv: Vec<CString> = argv.iter().map(to_c).collect();
     let c_env: Vec<CString> = env.iter().map(to_c).collect();
@@ -490,9 +490,18 @@ fn report(fd: &OwnedFd, failure: &Failure) {
 /// Drops to the container user: supplementary groups, gid, uid, then no capabilities and no
 /// way back (no_new_privs: set-uid binaries and file capabilities do nothing).
 fn drop_privileges(spec: &ContainerSpec, die_with_parent: bool) -> Result<(), Failure> {
-    let id = &spec.identity;
+    become_user(&spec.identity, spec.rootless, die_with_parent)
+}
+
+/// [`drop_privileges`] for a process that is not the container's first: a job step's task
+/// (crate::enter). `rootless`: already the user in a user namespace, no identity to switch.
+pub(crate) fn become_user(
+    id: &crate::Identity,
+    rootless: bool,
+    die_with_parent: bool,
+) -> Result<(), Failure> {
     sys::drop_bounding_capabilities().map_err(fail("dropping capabilities"))?;
-    if !spec.rootless {
+    if !rootless {
         let groups = if id.groups.is_empty() {
             vec![id.gid]
         } else {

@@ -22,6 +22,9 @@ pub enum RuntimeError {
     UnknownUser(String),
     #[error("{0}")]
     NotPermitted(String),
+    /// A job step found no container to join: the job has ended, or never started one here.
+    #[error("{0}")]
+    NoContainer(String),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error(transparent)]

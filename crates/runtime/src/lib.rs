@@ -11,6 +11,7 @@
 
 pub mod cgroup;
 mod container;
+pub mod enter;
 mod error;
 pub mod gpu;
 mod identity;

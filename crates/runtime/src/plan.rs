@@ -52,6 +52,9 @@ pub struct Options {
     /// Binds berth itself makes (a job's script, say): SOURCE, TARGET, read-only. Not checked
     /// against the bind policy, so never fill this from user input.
     pub system_binds: Vec<(PathBuf, String, bool)>,
+    /// Directories appended to the program's PATH (where berth puts its own tools: a job's
+    /// container has `berth` in /.berth/bin).
+    pub path_append: Vec<String>,
     pub time_limit: Option<crate::TimeLimit>,
     pub cgroup_name: Option<String>,
 }
@@ -324,6 +327,9 @@ pub fn plan(
         }
         None => None,
     };
+    for dir in &options.path_append {
+        append_path(&mut env, "PATH", dir);
+    }
 
     let (cwd_in, cwd_required) = match (&options.pwd, cwd_bound, &image.working_dir) {
         (Some(p), _, _) => (p.clone(), true),

@@ -428,3 +428,75 @@ pub fn exit_code(status: libc::c_int) -> i32 {
         125
     }
 }
+
+/// pidfd_open(2) (Linux 5.3): a descriptor that names the process `pid` and no later
+/// process that reuses its number.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked before it is owned.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// setns(2) into the namespaces `flags` names of the process behind `pidfd` (Linux 5.8), all
+/// at once.
+pub fn setns(pidfd: &OwnedFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns on a descriptor we own; the caller is single-threaded.
+    check(unsafe { libc::setns(pidfd.as_raw_fd(), flags) }).map(drop)
+}
+
+/// Makes the directory `dir` this process's root and working directory, as nsenter(1)
+/// does with --root after entering a mount namespace.
+pub fn chroot_to(dir: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fchdir to a directory descriptor we own, then chroot(".") and chdir("/") with
+    // static NUL-terminated strings.
+    unsafe {
+        check(libc::fchdir(dir.as_raw_fd()))?;
+        check(libc::chroot(c".".as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr())).map(drop)
+    }
+}
+
+/// Pins the calling process to `cpus` (sched_setaffinity(2)).
+pub fn set_affinity(cpus: &[u32]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus
+        .iter()
+        .filter(|&&c| (c as usize) < libc::CPU_SETSIZE as usize)
+    {
+        // SAFETY: CPU_SET writes one bit, below CPU_SETSIZE, into the set we own.
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    }
+    // SAFETY: the set outlives the call and its size is passed.
+    check(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) }).map(drop)
+}
+
+/// Moves `fd` onto descriptor `target` (dup2(2)), keeping it open across exec.
+pub fn dup_onto(fd: RawFd, target: RawFd) -> io::Result<()> {
+    if fd == target {
+        // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
+        // SAFETY: fcntl on a descriptor the caller owns.
+        return check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop);
+    }
+    // SAFETY: dup2 between descriptors the caller owns.
+    check(unsafe { libc::dup2(fd, target) }).map(drop)
+}
+
+/// Whether the process behind `pidfd` is still alive (pidfd_send_signal(2) with signal 0):
+/// then everything read through its pid since the pidfd was opened was about this process.
+pub fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: signal 0 only checks; no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}

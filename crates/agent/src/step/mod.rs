@@ -1,0 +1,326 @@
+//! Job steps: `berth step` (srun) runs N tasks of a command in a running job's container.
+//!
+//! ```text
+//! berth step (client, in the job or on the host) ──step socket: request + its stdio fds──►
+//!   node agent (server.rs): who asks (SO_PEERCRED), the controller grants a step id ──►
+//!   fork+exec `berth internal step` (this module's [`run`], single-threaded, root):
+//!   enter the job's container and cgroup, fork the tasks as the job's user ──►
+//!   tasks write to the client's own stdout/stderr; the worst exit status goes back
+//! ```
+//!
+//! The step process and its tasks form one process group (the step process leads it), so
+//! the agent passes a signal on to every task, and their children, with one kill(2).
+
+pub mod client;
+pub mod server;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The environment variable that carries the [`StepLaunch`] to `berth internal step`
+/// (an environment only root can read: the step process is root's until its tasks fork).
+pub const LAUNCH_VAR: &str = "BERTH_STEP_LAUNCH";
+
+/// Everything `berth internal step` needs, resolved by the agent and the controller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepLaunch {
+    pub job_id: u64,
+    pub step_id: u32,
+    pub user: String,
+    /// The job's cgroup under `berth/` (its runner names it).
+    pub cgroup: String,
+    pub argv: Vec<String>,
+    /// The client's environment; each task adds its own rank variables.
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub node: String,
+    /// CPUs for each task (empty: not pinned); its length is the number of tasks.
+    pub tasks: Vec<Vec<u32>>,
+    pub label: bool,
+    pub kill_on_bad_exit: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("the step launch in ${LAUNCH_VAR} is missing or unreadable: {0}")]
+    Launch(String),
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The agent refused the step, or could not start it.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
+    let what = what.into();
+    move |source| StepError::Io { what, source }
+}
+
+/// The variables one task sees on top of the client's: Slurm's step and rank variables
+/// (what MPI libraries and scripts read) and berth's own.
+fn task_env(launch: &StepLaunch, rank: usize) -> Vec<String> {
+    let n = launch.tasks.len().to_string();
+    let rank = rank.to_string();
+    let step = launch.step_id.to_string();
+    let ours: [(&str, &str); 16] = [
+        ("SLURM_STEP_ID", &step),
+        ("SLURM_STEPID", &step),
+        ("SLURM_PROCID", &rank),
+        ("SLURM_LOCALID", &rank),
+        ("SLURM_NODEID", "0"),
+        ("SLURM_NTASKS", &n),
+        ("SLURM_NPROCS", &n),
+        ("SLURM_STEP_NUM_TASKS", &n),
+        ("SLURM_STEP_NUM_NODES", "1"),
+        ("SLURM_STEP_NODELIST", &launch.node),
+        ("SLURM_STEP_TASKS_PER_NODE", &n),
+        ("SLURM_TASKS_PER_NODE", &n),
+        ("BERTH_STEP_ID", &step),
+        ("BERTH_TASK_RANK", &rank),
+        ("BERTH_STEP_NTASKS", &n),
+        ("BERTH_NODE", &launch.node),
+    ];
+    launch
+        .env
+        .iter()
+        .filter(|(k, _)| !ours.iter().any(|(o, _)| o == k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect()
+}
+
+/// One running task, as the step process watches it.
+struct Running {
+    rank: usize,
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    status: Option<i32>,
+    /// Killed by berth (--kill-on-bad-exit), so its status says nothing about the program.
+    killed: bool,
+}
+
+/// `--label`: one task's output pipe and the part of a line not yet printed.
+struct Labelled {
+    rank: usize,
+    read: Option<OwnedFd>,
+    to_stderr: bool,
+    partial: Vec<u8>,
+}
+
+impl Labelled {
+    /// Writes the complete lines in `partial` (all of it at EOF) with the rank in front.
+    fn flush(&mut self, all: bool) {
+        use std::io::Write;
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            out.extend_from_slice(format!("{}: ", self.rank).as_bytes());
+            out.extend(self.partial.drain(..=end));
+        }
+        if all && !self.partial.is_empty() {
+            out.extend_from_slice(format!("{}: ", self.rank).as_bytes());
+            out.append(&mut self.partial);
+            out.push(b'\n');
+        }
+        if !out.is_empty() {
+            let _ = if self.to_stderr {
+                std::io::stderr().write_all(&out)
+            } else {
+                std::io::stdout().write_all(&out)
+            };
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_err("creating a pipe")(std::io::Error::last_os_error()));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `berth internal step`: starts the tasks in the job's container, waits for all of them,
+/// and returns the worst exit status. Must run as root, single-threaded, in the process group
+/// the agent made for it.
+pub fn run() -> Result<i32, StepError> {
+    let text = std::env::var(LAUNCH_VAR).map_err(|e| StepError::Launch(e.to_string()))?;
+    std::env::remove_var(LAUNCH_VAR);
+    let launch: StepLaunch =
+        serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
+    // Looked up on the host, before entering the container, whose passwd berth wrote.
+    let id = berth_runtime::Identity::lookup(&launch.user, true)?;
+    // The agent signals the whole group: the tasks act on it, this process carries on
+    // collecting their statuses. (spawn restores the defaults in each task.)
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: ignoring a signal runs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    berth_runtime::enter::join(&launch.cgroup)?;
+
+    let mut running: Vec<Running> = Vec::new();
+    let mut labelled: Vec<Labelled> = Vec::new();
+    for (rank, cpus) in launch.tasks.iter().enumerate() {
+        let env = task_env(&launch, rank);
+        let pipes = if launch.label {
+            Some((pipe()?, pipe()?))
+        } else {
+            None
+        };
+        let task = berth_runtime::enter::Task {
+            argv: &launch.argv,
+            env: &env,
+            cwd: &launch.cwd,
+            cpus,
+            stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()),
+            stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()),
+        };
+        let pid = berth_runtime::enter::spawn(&task, &id)?;
+        if let Some(((out, _), (err, _))) = pipes {
+            labelled.push(Labelled {
+                rank,
+                read: Some(out),
+                to_stderr: false,
+                partial: Vec::new(),
+            });
+            labelled.push(Labelled {
+                rank,
+                read: Some(err),
+                to_stderr: true,
+                partial: Vec::new(),
+            });
+        }
+        running.push(Running {
+            rank,
+            pid,
+            // A pidfd turns readable when its process ends: one poll(2) loop watches the
+            // tasks and their output together.
+            pidfd: Some(
+                berth_runtime::enter::pidfd(pid).map_err(io_err("watching a task (pidfd)"))?,
+            ),
+            status: None,
+            killed: false,
+        });
+    }
+    watch(&launch, &mut running, &mut labelled)?;
+
+    let mut worst = 0;
+    for t in &running {
+        let status = t.status.unwrap_or(125);
+        if t.killed {
+            continue;
+        }
+        if status != 0 {
+            let how = if status > 128 {
+                format!("killed by signal {}", status - 128)
+            } else {
+                format!("exited with exit code {status}")
+            };
+            eprintln!("berth step: {}: task {}: {how}", launch.node, t.rank);
+        }
+        worst = worst.max(status);
+    }
+    Ok(worst)
+}
+
+/// Waits until every task has ended and, with `--label`, all their output is printed.
+fn watch(
+    launch: &StepLaunch,
+    running: &mut [Running],
+    labelled: &mut [Labelled],
+) -> Result<(), StepError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut polled: Vec<libc::pollfd> = Vec::new();
+        let mut owners: Vec<(bool, usize)> = Vec::new();
+        for (i, t) in running.iter().enumerate() {
+            if let Some(fd) = &t.pidfd {
+                polled.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                owners.push((true, i));
+            }
+        }
+        for (i, l) in labelled.iter().enumerate() {
+            if let Some(fd) = &l.read {
+                polled.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                owners.push((false, i));
+            }
+        }
+        if polled.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: poll(2) on descriptors we own, in a vector that outlives the call.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io_err("waiting for the tasks")(e));
+        }
+        for (p, (is_task, i)) in polled.iter().zip(owners) {
+            if p.revents == 0 {
+                continue;
+            }
+            if !is_task {
+                let l = &mut labelled[i];
+                let fd = l.read.as_ref().expect("polled").as_raw_fd();
+                // SAFETY: read(2) into a live buffer of its length.
+                let got = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if got > 0 {
+                    l.partial.extend_from_slice(&buf[..got as usize]);
+                    l.flush(false);
+                } else if got == 0
+                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    l.flush(true);
+                    l.read = None;
+                }
+                continue;
+            }
+            let t = &mut running[i];
+            t.status =
+                Some(berth_runtime::enter::wait(t.pid).map_err(io_err("waiting for a task"))?);
+            t.pidfd = None;
+            let failed = t.status != Some(0);
+            let rank = t.rank;
+            if failed && launch.kill_on_bad_exit {
+                for other in running
+                    .iter_mut()
+                    .filter(|o| o.status.is_none() && !o.killed)
+                {
+                    eprintln!(
+                        "berth step: task {rank} failed: killing task {} (--kill-on-bad-exit)",
+                        other.rank
+                    );
+                    other.killed = true;
+                    // SAFETY: kill(2) on a task this process forked and has not reaped.
+                    unsafe { libc::kill(other.pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}

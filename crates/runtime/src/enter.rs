@@ -1,0 +1,213 @@
+//! Joining a running container, as `docker exec` and nsenter(1) do: the tasks of a job step
+//! (`berth step`) run in the job's own container (its mount namespace and root, so they see
+//! the same overlay and binds; its cgroup, so they are limited, accounted, frozen and killed
+//! with the job) as the job's user, with the same privileges as the job's script: none.
+//!
+//! The calling process must be root and single-threaded: setns(2) refuses to move a process
+//! that shares its filesystem attributes with other threads into a mount namespace, and
+//! [`spawn`] forks.
+
+use crate::cgroup::{self, Layout};
+use crate::container::{self, Failure};
+use crate::sys;
+use crate::{Identity, RuntimeError, CGROUP_PARENT};
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt;
+
+/// The namespace identity of a process's namespace of `kind` (mnt, pid): its inode.
+fn namespace_of(pid: &str, kind: &str) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Enters the container whose processes are in the cgroup `berth/<cgroup_name>` (a job's,
+/// named by its runner): its mount namespace (and pid namespace, if it has its own), its root
+/// directory, and its cgroup. Everything the calling process forks afterwards is inside.
+pub fn join(cgroup_name: &str) -> Result<(), RuntimeError> {
+    let gone = || {
+        RuntimeError::NoContainer(format!(
+            "no running container in cgroup {CGROUP_PARENT}/{cgroup_name}: has the job ended?"
+        ))
+    };
+    let layout = Layout::detect()?;
+    let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
+    let first = dirs.first().ok_or_else(gone)?;
+    // Opened now: inside the container /sys (and the cgroup file systems) are read-only.
+    let mut procs = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        let path = dir.join("cgroup.procs");
+        procs.push(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(RuntimeError::setup(format!("opening {}", path.display())))?,
+        );
+    }
+    let own_mnt =
+        namespace_of("self", "mnt").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
+    let own_pid =
+        namespace_of("self", "pid").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
+    let needle = format!("/{CGROUP_PARENT}/{cgroup_name}\n");
+    // A job that has just started may still be building its container: wait for it.
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    loop {
+        let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
+        if let Some(target) = ready_member(&members, &needle, own_mnt) {
+            return enter_target(target, own_pid, procs, &dirs);
+        }
+        if std::time::Instant::now() > deadline || !first.is_dir() {
+            return Err(gone());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// How long [`join`] waits for a job's container to finish its setup.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A process of the job's container, pinned by a pidfd.
+struct Target {
+    pidfd: std::os::fd::OwnedFd,
+    root: std::os::fd::OwnedFd,
+    pidns: (u64, u64),
+}
+
+/// A member of the cgroup whose container is complete: one with no_new_privs set, which
+/// berth sets after the last mount and pivot_root, just before exec. So never a container
+/// still being built, nor a step process that has not entered yet (it is root, without it).
+fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Target> {
+    for pid in members
+        .lines()
+        .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+    {
+        let Ok(pidfd) = sys::pidfd_open(pid) else {
+            continue;
+        };
+        let p = pid.to_string();
+        let Ok(root) = sys::open(format!("/proc/{p}/root"), libc::O_PATH | libc::O_DIRECTORY)
+        else {
+            continue;
+        };
+        let (Ok(mnt), Ok(pidns)) = (namespace_of(&p, "mnt"), namespace_of(&p, "pid")) else {
+            continue;
+        };
+        let member =
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(needle));
+        let ready = std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]))
+        });
+        // Alive now means the pid was not reused since the pidfd was opened: what was read
+        // through /proc/<pid> was about this process.
+        if member && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {
+            return Some(Target { pidfd, root, pidns });
+        }
+    }
+    None
+}
+
+/// Enters `target`'s namespaces and root, then the cgroup (through files opened before).
+fn enter_target(
+    target: Target,
+    own_pid: (u64, u64),
+    procs: Vec<std::fs::File>,
+    dirs: &[std::path::PathBuf],
+) -> Result<(), RuntimeError> {
+    let mut flags = libc::CLONE_NEWNS;
+    if target.pidns != own_pid {
+        flags |= libc::CLONE_NEWPID;
+    }
+    sys::setns(&target.pidfd, flags)
+        .map_err(RuntimeError::setup("entering the job's namespaces"))?;
+    sys::chroot_to(&target.root).map_err(RuntimeError::setup("entering the job's root"))?;
+    let me = std::process::id().to_string();
+    for (mut file, dir) in procs.into_iter().zip(dirs) {
+        file.write_all(me.as_bytes())
+            .map_err(RuntimeError::setup(format!(
+                "joining the cgroup {}",
+                dir.display()
+            )))?;
+    }
+    Ok(())
+}
+
+/// One task of a step, as [`spawn`] starts it.
+pub struct Task<'a> {
+    pub argv: &'a [String],
+    /// The complete environment, `NAME=VALUE`.
+    pub env: &'a [String],
+    /// The working directory inside the container; it must exist.
+    pub cwd: &'a str,
+    /// CPUs to pin the task to; empty: no pinning.
+    pub cpus: &'a [u32],
+    /// Descriptors to make the task's stdout and stderr; `None` keeps the caller's.
+    pub stdout: Option<RawFd>,
+    pub stderr: Option<RawFd>,
+}
+
+/// Forks one task in the container the calling process has [`join`]ed, as `identity`,
+/// without capabilities and with no_new_privs, and returns its pid. A failure to start the
+/// program (not found: 127, not executable: 126) is written to the task's stderr and becomes
+/// its exit status, as a shell reports it. The task dies with the calling process.
+pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeError> {
+    // SAFETY: the caller is single-threaded (see the module docs); the child only makes
+    // system calls before exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::setup("forking a task")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+    let failure = (|| -> Result<Failure, Failure> {
+        // Dispositions the caller set (ignored signals survive exec) are not the program's.
+        for sig in crate::launch::FORWARDED {
+            // SAFETY: restores the default disposition; no handler code runs.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        let io = |what: &'static str| {
+            move |e: std::io::Error| Failure {
+                code: 125,
+                message: format!("cannot start the task: {what}: {e}"),
+            }
+        };
+        if let Some(fd) = task.stdout {
+            sys::dup_onto(fd, 1).map_err(io("redirecting stdout"))?;
+        }
+        if let Some(fd) = task.stderr {
+            sys::dup_onto(fd, 2).map_err(io("redirecting stderr"))?;
+        }
+        if !task.cpus.is_empty() {
+            sys::set_affinity(task.cpus).map_err(io("binding to its CPUs"))?;
+        }
+        container::become_user(identity, false, true)?;
+        sys::chdir(task.cwd).map_err(|e| Failure {
+            code: 125,
+            message: format!(
+                "cannot enter the working directory {} in the job's container: {e}",
+                task.cwd
+            ),
+        })?;
+        Ok(container::exec(task.argv, task.env))
+    })()
+    .unwrap_or_else(|f| f);
+    let line = format!("berth step: {}\n", failure.message);
+    // SAFETY: write(2) of a live buffer to our stderr, then _exit, as a failed child must.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::_exit(failure.code)
+    }
+}
+
+/// A pidfd for a task [`spawn`] started: it turns readable when the task ends.
+pub fn pidfd(pid: libc::pid_t) -> std::io::Result<std::os::fd::OwnedFd> {
+    sys::pidfd_open(pid)
+}
+
+/// Reaps an ended task; its exit status as a shell reports it (128 + N for signal N).
+pub fn wait(pid: libc::pid_t) -> std::io::Result<i32> {
+    sys::wait(pid).map(sys::exit_code)
+}

@@ -1,0 +1,241 @@
+//! Job steps: `berth step` (srun) inside a job's script and from the host, into the job's
+//! own container.
+
+use crate::cluster::Cluster;
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A job whose script runs `body` in the busybox image with `options`.
+fn script(options: &str, body: &str) -> String {
+    format!("#!/bin/sh\n#SBATCH {options}\n#BERTH --image busybox\n{body}\n")
+}
+
+fn output(c: &Cluster, id: u64) -> String {
+    std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap()
+}
+
+/// The lines of `text` that start with `prefix`, sorted (tasks print in any order).
+fn lines_with(text: &str, prefix: &str) -> Vec<String> {
+    let mut l: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::from)
+        .collect();
+    l.sort();
+    l
+}
+
+#[test]
+fn steps_run_their_tasks_in_the_jobs_own_container_as_the_user() {
+    let Some(c) = Cluster::start() else { return };
+    // The script writes into its container's private /tmp; the tasks must see it there, in
+    // the job's cgroup, each pinned to its own core.
+    let body = r#"echo mine > /tmp/marker
+berth step sh -c 'echo "task $SLURM_PROCID/$SLURM_NTASKS step $SLURM_STEP_ID $(cat /tmp/marker) $(id -un) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID" /proc/self/cgroup) cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"'
+echo "first step: $?"
+srun_like=$(berth srun -n 1 sh -c 'echo $SLURM_STEP_ID')
+echo "second step: $srun_like""#;
+    let id = c.submit(Mode::Rootless, "steps.sh", &script("-n 2", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", output(&c, id));
+    let out = output(&c, id);
+    let tasks = lines_with(&out, "task ");
+    assert_eq!(tasks.len(), 2, "{out}");
+    for (rank, line) in tasks.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("task {rank}/2 step 0 mine {TEST_USER} cgroup=")),
+            "{line}"
+        );
+        assert!(
+            !line.contains("cgroup=0"),
+            "task outside the job's cgroup: {line}"
+        );
+    }
+    // Two tasks of one CPU each on a two-CPU allocation: each has a CPU of its own.
+    let cpus: Vec<&str> = tasks
+        .iter()
+        .map(|l| l.rsplit("cpus=").next().unwrap())
+        .collect();
+    assert_ne!(cpus[0], cpus[1], "{out}");
+    assert!(out.contains("first step: 0\n"), "{out}");
+    assert!(out.contains("second step: 1\n"), "{out}");
+    let steps = job["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{job}");
+    assert_eq!(steps[0]["ntasks"], 2);
+    assert_eq!(steps[0]["exit_code"], 0);
+    assert_eq!(steps[1]["ntasks"], 1);
+    assert!(steps[0]["command"].as_str().unwrap().starts_with("sh -c"));
+}
+
+#[test]
+fn a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"berth step -n 2 sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 60'
+echo "killed: $?"
+berth step -n 2 --kill-on-bad-exit=0 sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 0.5; echo slow-done'
+echo "kept: $?"
+berth step -n 2 --label sh -c 'echo out; echo err >&2'
+berth step -n 1 no-such-program
+echo "missing: $?"
+berth step -n 1 sh -c 'kill -9 $$'
+echo "signalled: $?""#;
+    let id = c.submit(Mode::Rootless, "worst.sh", &script("-n 2", body), &[]);
+    let started = Instant::now();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    // The sleeping task was killed, not waited for.
+    assert!(started.elapsed() < Duration::from_secs(50), "{job}");
+    let out = output(&c, id);
+    assert!(out.contains("killed: 3\n"), "{out}");
+    assert!(out.contains("killing task 0 (--kill-on-bad-exit)"), "{out}");
+    assert!(out.contains("kept: 3\n"), "{out}");
+    assert!(out.contains("slow-done\n"), "{out}");
+    assert!(out.contains("task 1: exited with exit code 3"), "{out}");
+    assert_eq!(
+        lines_with(&out, "0: ")
+            .into_iter()
+            .chain(lines_with(&out, "1: "))
+            .collect::<Vec<_>>(),
+        ["0: err", "0: out", "1: err", "1: out"],
+        "{out}"
+    );
+    assert!(
+        out.contains("no-such-program: command not found in the image"),
+        "{out}"
+    );
+    assert!(out.contains("missing: 127\n"), "{out}");
+    assert!(out.contains("signalled: 137\n"), "{out}");
+    let codes: Vec<_> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["exit_code"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        [3, 3, 0, 127, 137].map(serde_json::Value::from),
+        "{job}"
+    );
+}
+
+#[test]
+fn steps_are_refused_with_the_reason() {
+    let Some(c) = Cluster::start() else { return };
+    let sleeper = script("-n 1", "exec sleep 300");
+    let id = c.submit(Mode::Root, "root-sleeps.sh", &sleeper, &[]);
+    c.wait_for(id, &["RUNNING"]);
+    let job = id.to_string();
+    // Someone else's job.
+    let other = c.berth(Mode::Rootless, &["step", "--job", &job, "true"]);
+    assert_eq!(other.code, 125, "{}", other.stderr);
+    assert!(
+        other.stderr.contains("only its owner or root"),
+        "{}",
+        other.stderr
+    );
+    // More tasks than the job has CPUs, unless overcommitted.
+    let many = c.berth(Mode::Root, &["step", "--job", &job, "-n", "3", "true"]);
+    assert_eq!(many.code, 125);
+    assert!(many.stderr.contains("more than job"), "{}", many.stderr);
+    assert!(many.stderr.contains("--overcommit"), "{}", many.stderr);
+    let over = c.berth(
+        Mode::Root,
+        &["step", "--job", &job, "-n", "3", "--overcommit", "true"],
+    );
+    assert_eq!(over.code, 0, "{}", over.stderr);
+    // No job, a job that is not running, no job at all.
+    let none = c.berth(Mode::Root, &["step", "--job", "99999", "true"]);
+    assert!(
+        none.stderr.contains("job 99999 is not running"),
+        "{}",
+        none.stderr
+    );
+    let outside = c.berth(Mode::Rootless, &["step", "true"]);
+    assert_eq!(outside.code, 125);
+    assert!(
+        outside.stderr.contains("runs inside a job"),
+        "{}",
+        outside.stderr
+    );
+    let nodes = c.berth(Mode::Root, &["step", "--job", &job, "-N", "2", "true"]);
+    assert!(nodes.stderr.contains("-N"), "{}", nodes.stderr);
+    c.berth(Mode::Root, &["cancel", &job]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+    let ended = c.berth(Mode::Root, &["step", "--job", &job, "true"]);
+    assert!(ended.stderr.contains("is not running"), "{}", ended.stderr);
+}
+
+/// Starts `berth step --job ID ARGS` on the host as the test user, and waits until its
+/// first line of output is `ready`.
+fn step_from_host(
+    c: &Cluster,
+    id: u64,
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let job = id.to_string();
+    let mut all = vec!["step", "--job", job.as_str()];
+    all.extend_from_slice(args);
+    let mut cmd = c.f.cmd(Mode::Rootless, &all);
+    cmd.env("BERTH_SOCKET", &c.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
+#[test]
+fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(
+        Mode::Rootless,
+        "holder.sh",
+        &script("-n 1", "exec sleep 300"),
+        &[],
+    );
+    c.wait_for(id, &["RUNNING"]);
+    // SIGTERM to the client: the task's trap runs and its status comes back.
+    let trap = r#"trap 'echo got-term; exit 7' TERM; echo ready; sleep 60 & wait"#;
+    let (mut client, mut out) = step_from_host(&c, id, &["sh", "-c", trap]);
+    // SAFETY: kill(2) on a child this test started.
+    unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(client.wait().unwrap().code(), Some(7));
+
+    // SIGKILL of the client: the agent ends the step, and records it.
+    let (mut client, _out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exec sleep 600"]);
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = c.show(id);
+        if job["steps"][1]["exit_code"] == 137 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step outlived its client: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Cancelling the job takes a running step with it: nothing is left in the job's cgroup.
+    let (_client, mut out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exec sleep 600"]);
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    assert_eq!(
+        c.wait_for(id, &["CANCELLED", "FAILED"])["state"],
+        "CANCELLED"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.show(id)["steps"][2]["exit_code"].is_null() {
+        assert!(Instant::now() < deadline, "{}", c.show(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
