@@ -387,6 +387,21 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             crate::image::human_size(rss)
         )?;
     }
+    // Steps as sacct lists them: JOBID.STEP.
+    for step in &j.steps {
+        writeln!(
+            out,
+            "   Step={}.{} NumTasks={} ExitCode={} Elapsed={} Command={}",
+            j.id,
+            step.id,
+            step.ntasks,
+            step.exit_code.map_or("-".into(), |c| c.to_string()),
+            step.end_time.map_or("-".into(), |end| duration(
+                end.saturating_sub(step.start_time)
+            )),
+            step.command
+        )?;
+    }
     Ok(0)
 }
 

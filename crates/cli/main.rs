@@ -82,6 +82,8 @@ enum Internal {
     RunJob { launch: PathBuf },
     /// Run a job step's tasks in the job's container (the launch comes in $BERTH_STEP_LAUNCH)
     Step,
+    /// Hold an allocation until SIGTERM: the program of a `berth step` allocation's container
+    Hold,
 }
 
 fn main() {
@@ -91,6 +93,7 @@ fn main() {
         // (which $BERTH_CONFIG may name) is not: they need none.
         Command::Step(args) => step::step(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
+        Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         command => {
             settings::Settings::load(cli.store, cli.config).and_then(|settings| match command {
                 Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
@@ -114,7 +117,7 @@ fn main() {
                 Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
                     .map(|_| 0)
                     .map_err(Into::into),
-                Command::Step(_) | Command::Internal(Internal::Step) => {
+                Command::Step(_) | Command::Internal(Internal::Step | Internal::Hold) => {
                     unreachable!("handled above")
                 }
             })

@@ -31,6 +31,28 @@ pub struct StepArgs {
     /// Allow more tasks than the job has CPUs for
     #[arg(short = 'O', long)]
     overcommit: bool,
+    /// Run the task on a pseudo-terminal of its own, relayed to this one: an interactive
+    /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
+    #[arg(long)]
+    pty: bool,
+    /// Outside a job: the image of the new allocation's container
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Outside a job: memory per node of the new allocation
+    #[arg(long, value_name = "SIZE")]
+    mem: Option<String>,
+    /// Outside a job: the new allocation's time limit
+    #[arg(short = 't', long, value_name = "TIME")]
+    time: Option<String>,
+    /// Outside a job: the new allocation's partition
+    #[arg(short, long, value_name = "PARTITION")]
+    partition: Option<String>,
+    /// Outside a job: the new allocation's name [default: the command's]
+    #[arg(short = 'J', long, value_name = "NAME")]
+    job_name: Option<String>,
+    /// Outside a job: bind a host path into the new allocation's container
+    #[arg(long, value_name = "SRC[:DST[:ro]]")]
+    bind: Vec<String>,
     /// The command and its arguments
     #[arg(
         required = true,
@@ -41,20 +63,46 @@ pub struct StepArgs {
     command: Vec<String>,
 }
 
-/// The job this step belongs to: --job, or the job the caller runs in.
-fn job_id(args: &StepArgs) -> Result<u64> {
+/// The job this step belongs to: --job, or the job the caller runs in; `None`: outside any
+/// job, where the step gets an allocation of its own.
+fn job_id(args: &StepArgs) -> Result<Option<u64>> {
     if let Some(id) = args.job {
-        return Ok(id);
+        return Ok(Some(id));
     }
     for var in ["BERTH_JOB_ID", "SLURM_JOB_ID"] {
         if let Some(v) = std::env::var_os(var) {
             let v = v.to_string_lossy();
             return v
                 .parse()
+                .map(Some)
                 .map_err(|_| anyhow::anyhow!("${var} is '{v}', not a job id: pass --job JOB"));
         }
     }
-    bail!("berth step runs inside a job (its script, or `--job JOB`); getting a new allocation for it is not built yet: submit a job with `berth submit`")
+    Ok(None)
+}
+
+/// The submit flags of a new allocation, as `berth submit` takes them.
+fn allocation_flags(args: &StepArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    let mut add = |flag: &str, value: Option<String>| {
+        if let Some(v) = value {
+            flags.push(format!("{flag}={v}"));
+        }
+    };
+    add("--ntasks", args.ntasks.map(|n| n.to_string()));
+    add("--nodes", args.nodes.map(|n| n.to_string()));
+    add("--cpus-per-task", args.cpus_per_task.map(|n| n.to_string()));
+    add("--image", args.image.clone());
+    add("--mem", args.mem.clone());
+    add("--time", args.time.clone());
+    add("--partition", args.partition.clone());
+    add("--job-name", args.job_name.clone());
+    for b in &args.bind {
+        add("--bind", Some(b.clone()));
+    }
+    // Its output is the step's, on this terminal: the allocation's own script prints nothing.
+    add("--output", Some("/dev/null".into()));
+    flags
 }
 
 pub fn step(args: StepArgs) -> Result<i32> {
@@ -74,8 +122,35 @@ pub fn step(args: StepArgs) -> Result<i32> {
     if args.ntasks == Some(0) || args.cpus_per_task == Some(0) {
         bail!("-n and -c take at least 1");
     }
+    if args.pty && args.label {
+        bail!("--pty and --label do not go together: a terminal's output has no lines to label");
+    }
+    let mut args = args;
+    if args.pty && args.ntasks.is_none() {
+        // One interactive task unless asked otherwise (srun --pty gives task 0 the terminal).
+        args.ntasks = Some(1);
+    }
+    let job = job_id(&args)?;
+    let allocate = match job {
+        None => Some(allocation_flags(&args)),
+        Some(id) => {
+            let given = [
+                ("--image", args.image.is_some()),
+                ("--mem", args.mem.is_some()),
+                ("--time", args.time.is_some()),
+                ("--partition", args.partition.is_some()),
+                ("--job-name", args.job_name.is_some()),
+                ("--bind", !args.bind.is_empty()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                bail!("{flag} is for a new allocation: this step runs in job {id}, with its image, binds and limits");
+            }
+            None
+        }
+    };
     let request = StepRequest {
-        job: job_id(&args)?,
+        job,
+        allocate,
         ntasks: args.ntasks,
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
@@ -92,6 +167,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         kill_on_bad_exit,
         cpu_bind,
         overcommit: args.overcommit,
+        pty: args.pty,
     };
     let socket = std::env::var_os("BERTH_STEP_SOCKET").map_or_else(
         || berth_api::step_socket(&crate::client::socket()),

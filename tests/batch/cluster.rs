@@ -143,6 +143,29 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.controller.is_some() {
+            // Jobs outlive their controller by design: end this test's own, so that a test
+            // that failed half-way leaves nothing running.
+            let queue = self.berth(Mode::Root, &["queue", "--json"]).stdout;
+            let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&queue)
+                .ok()
+                .and_then(|q| q.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|j| j["id"].as_u64().map(|id| id.to_string()))
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["cancel"];
+                args.extend(ids.iter().map(String::as_str));
+                self.berth(Mode::Root, &args);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline
+                    && self.berth(Mode::Root, &["queue", "--json"]).stdout.trim() != "[]"
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
         if let Some(mut c) = self.controller.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -67,6 +67,14 @@ echo "second step: $srun_like""#;
     assert_eq!(steps[0]["exit_code"], 0);
     assert_eq!(steps[1]["ntasks"], 1);
     assert!(steps[0]["command"].as_str().unwrap().starts_with("sh -c"));
+    let shown = c.berth(Mode::Rootless, &["show", &id.to_string()]);
+    assert!(
+        shown
+            .ok()
+            .contains(&format!("Step={id}.0 NumTasks=2 ExitCode=0")),
+        "{}",
+        shown.stdout
+    );
 }
 
 #[test]
@@ -153,8 +161,9 @@ fn steps_are_refused_with_the_reason() {
     );
     let outside = c.berth(Mode::Rootless, &["step", "true"]);
     assert_eq!(outside.code, 125);
+    // Outside a job it asks for an allocation, which needs an image here.
     assert!(
-        outside.stderr.contains("runs inside a job"),
+        outside.stderr.contains("names no image"),
         "{}",
         outside.stderr
     );
@@ -199,7 +208,8 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     );
     c.wait_for(id, &["RUNNING"]);
     // SIGTERM to the client: the task's trap runs and its status comes back.
-    let trap = r#"trap 'echo got-term; exit 7' TERM; echo ready; sleep 60 & wait"#;
+    // (The sleep starts before `ready`, so the signal finds it: it holds our stdout too.)
+    let trap = r#"trap 'echo got-term; exit 7' TERM; sleep 60 & echo ready; wait"#;
     let (mut client, mut out) = step_from_host(&c, id, &["sh", "-c", trap]);
     // SAFETY: kill(2) on a child this test started.
     unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
@@ -238,4 +248,122 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
         assert!(Instant::now() < deadline, "{}", c.show(id));
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The newest job of the test user, from `berth history`.
+fn newest_job(c: &Cluster) -> serde_json::Value {
+    let all: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["history", "--json"]).ok()).unwrap();
+    let newest = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|j| j["id"].as_u64())
+        .cloned()
+        .unwrap();
+    // The record is complete once the step's end is in.
+    c.wait_for(
+        newest["id"].as_u64().unwrap(),
+        &["COMPLETED", "FAILED", "CANCELLED"],
+    )
+}
+
+#[test]
+fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
+    let Some(c) = Cluster::start() else { return };
+    let probe = r#"echo "$SLURM_PROCID $SLURM_JOB_ID $SLURM_JOB_NAME $(id -un) $MINE""#;
+    let mut cmd = c.f.cmd(
+        Mode::Rootless,
+        &["step", "--image", "busybox", "-n", "2", "sh", "-c", probe],
+    );
+    cmd.env("BERTH_SOCKET", &c.socket).env("MINE", "passed");
+    let out = Out::from_output(cmd.stdin(Stdio::null()).output().unwrap());
+    let job = newest_job(&c);
+    let id = job["id"].as_u64().unwrap();
+    assert_eq!(
+        lines_with(out.ok(), ""),
+        [0, 1].map(|r| format!("{r} {id} sh {TEST_USER} passed")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["user"], TEST_USER);
+    assert_eq!(job["steps"][0]["exit_code"], 0, "{job}");
+
+    // The job's status is its step's.
+    let failed = c.berth(
+        Mode::Rootless,
+        &["step", "--image", "busybox", "sh", "-c", "exit 4"],
+    );
+    assert_eq!(failed.code, 4, "{}", failed.stderr);
+    let job = newest_job(&c);
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert_eq!(job["exit_code"], 4, "{job}");
+
+    // Refused as a submission would be, with the reason.
+    let unknown = c.berth(
+        Mode::Rootless,
+        &["step", "--image", "no-such-image", "true"],
+    );
+    assert_eq!(unknown.code, 125);
+    assert!(
+        unknown.stderr.contains("no-such-image"),
+        "{}",
+        unknown.stderr
+    );
+    // Inside a job, allocation flags make no sense.
+    let inside = c.berth(
+        Mode::Rootless,
+        &["step", "--job", "1", "--image", "busybox", "true"],
+    );
+    assert!(
+        inside.stderr.contains("--image is for a new allocation"),
+        "{}",
+        inside.stderr
+    );
+}
+
+#[test]
+fn an_interactive_step_has_a_terminal_in_the_image() {
+    let Some(c) = Cluster::start() else { return };
+    // script(1) gives berth step a terminal, as an interactive login would.
+    let cmd = c.f.cmd(
+        Mode::Rootless,
+        &["step", "--image", "busybox", "--pty", "sh"],
+    );
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(c.f.cwd(Mode::Rootless));
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    script.env("BERTH_SOCKET", &c.socket);
+    let input = "test -t 0 && tty; stty rows 33 cols 77; stty size; echo \"job=$SLURM_JOB_ID user=$(id -un)\"; exit 6\n";
+    let out = run_with_stdin(&mut script, input);
+    assert_eq!(out.code, 6, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("/dev/pts/"), "{}", out.stdout);
+    assert!(out.stdout.contains("33 77"), "{}", out.stdout);
+    let job = newest_job(&c);
+    assert!(
+        out.stdout
+            .contains(&format!("job={} user={TEST_USER}", job["id"])),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(job["exit_code"], 6, "{job}");
+    // One terminal, one task.
+    let two = c.berth(
+        Mode::Rootless,
+        &["step", "--image", "busybox", "--pty", "-n", "2", "sh"],
+    );
+    assert!(two.stderr.contains("add -n 1"), "{}", two.stderr);
 }

@@ -331,7 +331,31 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         &launch.workdir,
     )
     .map_err(|e| (e.exit_code(), e.to_string()))?;
+    // Steps started from outside the container get the job's environment (step.rs).
+    let environment = environment_path(&launch.script);
+    let mut text = spec.env.join("\0");
+    text.push('\0');
+    write_private(&environment, text.as_bytes())
+        .map_err(|e| (125, format!("cannot write {}: {e}", environment.display())))?;
     berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
+}
+
+/// The job's complete container environment, NUL-separated, root's eyes only: in the job's
+/// directory, beside its script.
+pub fn environment_path(script: &Path) -> PathBuf {
+    script.with_file_name("environment")
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// The shared objects this process has mapped (its dynamic loader and C library): from

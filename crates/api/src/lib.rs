@@ -144,7 +144,12 @@ pub const STEP_DIR_IN_CONTAINER: &str = "/.berth/run";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StepRequest {
-    pub job: u64,
+    /// The job to run in; `None` with [`StepRequest::allocate`].
+    pub job: Option<u64>,
+    /// Outside a job: get an allocation first, with these submit flags as typed (`-n`, `-c`,
+    /// `--mem`, `-t`, `-p`, `--image`, ...); it ends with the step, as srun's does.
+    #[serde(default)]
+    pub allocate: Option<Vec<String>>,
     /// `None`: the job's number of tasks.
     pub ntasks: Option<u32>,
     /// `None`: the job's CPUs per task.
@@ -166,6 +171,10 @@ pub struct StepRequest {
     /// Allow more tasks than the job has CPUs for (`srun --overcommit`).
     #[serde(default)]
     pub overcommit: bool,
+    /// Run the one task on a pseudo-terminal of its own, relayed to the client's
+    /// (`srun --pty`): an interactive shell in the job's container.
+    #[serde(default)]
+    pub pty: bool,
 }
 
 fn yes() -> bool {
@@ -178,6 +187,10 @@ fn yes() -> bool {
 pub enum StepEvent {
     /// The step was refused or could not start; the message says why.
     Error(String),
+    /// The allocation the client asked for waits for resources.
+    Queued { job: u64 },
+    /// ... and now has them.
+    Allocated { job: u64 },
     /// The tasks are starting.
     Started { step: u32, ntasks: u32 },
     /// Every task has ended; `code` is the worst of their exit statuses.

@@ -101,6 +101,13 @@ pub struct Job {
     /// Its steps (`berth step`), numbered from 0 in the order they started.
     #[serde(default)]
     pub steps: Vec<berth_api::StepInfo>,
+    /// A job that only holds an allocation for one `berth step` from outside a job (srun's
+    /// own allocation): it ends with that step.
+    #[serde(default)]
+    pub allocation: bool,
+    /// The exit status of an allocation's step, once it ended: the job's own.
+    #[serde(default)]
+    pub allocation_exit: Option<i32>,
 }
 
 impl Job {
@@ -120,6 +127,7 @@ impl Job {
         self.cancel_requested = false;
         self.requeue_requested = false;
         self.steps.clear();
+        self.allocation_exit = None;
         self.restarts += 1;
     }
 

@@ -485,6 +485,8 @@ impl Controller {
                 requeue_requested: false,
                 restarts: 0,
                 steps: Vec::new(),
+                allocation: false,
+                allocation_exit: None,
             });
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
@@ -863,6 +865,24 @@ impl Controller {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
         let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
+        // An allocation ended by its step: the step's status is the job's, also when the
+        // release stopped its runner before it had the container going.
+        let mut result = result;
+        if let Some(code) = self.active.get(&id).and_then(|j| j.allocation_exit) {
+            match result.as_mut() {
+                Some(r) if r.error.is_none() && !r.timed_out && !r.oom_killed => {
+                    r.exit_code = code;
+                    r.signal = None;
+                }
+                Some(_) => {}
+                None => {
+                    result = Some(berth_agent::JobResult {
+                        exit_code: code,
+                        ..Default::default()
+                    })
+                }
+            }
+        }
         let (state, reason) = match &result {
             // Cancelled, even if the runner was stopped before it could write a result.
             _ if cancelled => (State::Cancelled, None),
@@ -969,16 +989,17 @@ impl Controller {
             .to_path_buf()
     }
 
-    /// A `berth step` in job `request.job` by `uid`: checks that the job runs and is theirs
+    /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs
     /// and that the tasks fit its CPUs (unless overcommitted), records the step, and says
     /// where its tasks go and which CPUs each gets.
     pub fn begin_step(
         &mut self,
         uid: u32,
+        id: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
         let node = self.node.name.clone();
-        let id = request.job;
+        let job_dir = self.job_dir(id);
         let job = self
             .active
             .get_mut(&id)
@@ -1008,6 +1029,11 @@ impl Controller {
             .unwrap_or(job.request.cpus_per_task)
             .max(1);
         let ntasks = request.ntasks.unwrap_or(job.request.ntasks).max(1);
+        if request.pty && ntasks != 1 {
+            return Err(format!(
+                "--pty gives one task a terminal, and the step would have {ntasks}: add -n 1"
+            ));
+        }
         let wanted = u64::from(ntasks) * u64::from(per_task);
         if wanted > job.cpus && !request.overcommit {
             return Err(format!(
@@ -1039,6 +1065,7 @@ impl Controller {
             step,
             user: job.user.clone(),
             cgroup: format!("{pid}-job{id}"),
+            job_dir,
             node,
             tasks,
         };
@@ -1081,15 +1108,95 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     async fn begin(
         &self,
         uid: u32,
+        job: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
-        self.0.lock().await.begin_step(uid, request)
+        self.0.lock().await.begin_step(uid, job, request)
     }
 
     async fn end(&self, job: u64, step: u32, code: i32) {
         self.0.lock().await.end_step(job, step, code)
     }
+
+    async fn allocate(
+        &self,
+        uid: u32,
+        gid: u32,
+        argv: &[String],
+        args: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+    ) -> Result<u64, String> {
+        let request = SubmitRequest {
+            script: ALLOCATION_SCRIPT.into(),
+            // srun names its job after the command.
+            script_name: argv.first().cloned().unwrap_or_else(|| "step".into()),
+            args: args.to_vec(),
+            cwd: cwd.to_string(),
+            env: env.to_vec(),
+        };
+        let mut c = self.0.lock().await;
+        let submitted = c
+            .submit(Caller { uid, gid }, request)
+            .map_err(|e| e.message)?;
+        let id = submitted.job_id;
+        if submitted.jobs != 1 {
+            for task in id..id + submitted.jobs {
+                let _ = c.cancel(Caller { uid: 0, gid: 0 }, task, None);
+            }
+            return Err(
+                "an allocation for a step is one job: job arrays are for `berth submit`".into(),
+            );
+        }
+        let job = c.active.get_mut(&id).expect("just submitted");
+        job.allocation = true;
+        let job = job.clone();
+        c.persist(&job).map_err(|e| e.message)?;
+        Ok(id)
+    }
+
+    async fn wait_running(&self, id: u64) -> Result<(), String> {
+        loop {
+            {
+                let c = self.0.lock().await;
+                match c.active.get(&id) {
+                    Some(j) if j.state == State::Running => return Ok(()),
+                    Some(_) => {}
+                    None => {
+                        let job = c.job(id).map_err(|e| e.message)?;
+                        return Err(format!(
+                            "job {id} ended {} before it started{}",
+                            job.state.name(),
+                            job.reason.map_or(String::new(), |r| format!(": {r}"))
+                        ));
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn release(&self, id: u64, code: Option<i32>) {
+        let mut c = self.0.lock().await;
+        let root = Caller { uid: 0, gid: 0 };
+        match (code, c.active.get_mut(&id)) {
+            (Some(code), Some(job)) if job.state != State::Pending => {
+                job.allocation_exit = Some(code);
+                signal_runner(job, libc::SIGTERM);
+                let job = job.clone();
+                let _ = c.persist(&job);
+            }
+            (_, Some(_)) => {
+                let _ = c.cancel(root, id, None);
+            }
+            (_, None) => {}
+        }
+    }
 }
+
+/// The script of an allocation job: it holds the allocation (berth's own program, on the
+/// container's PATH, waits for the SIGTERM that ends it) while its one step runs.
+const ALLOCATION_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
 
 /// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
 /// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not

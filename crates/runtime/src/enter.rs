@@ -5,7 +5,7 @@
 //!
 //! The calling process must be root and single-threaded: setns(2) refuses to move a process
 //! that shares its filesystem attributes with other threads into a mount namespace, and
-//! [`spawn`] forks.
+//! [`spawn`] forks. [`find`] the container, then [`Container::enter`] it, then [`spawn`] tasks.
 
 use crate::cgroup::{self, Layout};
 use crate::container::{self, Failure};
@@ -21,40 +21,62 @@ fn namespace_of(pid: &str, kind: &str) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Enters the container whose processes are in the cgroup `berth/<cgroup_name>` (a job's,
-/// named by its runner): its mount namespace (and pid namespace, if it has its own), its root
-/// directory, and its cgroup. Everything the calling process forks afterwards is inside.
-pub fn join(cgroup_name: &str) -> Result<(), RuntimeError> {
+/// A running container found by its cgroup, ready to [`Container::enter`]: one of its
+/// processes, pinned by a pidfd, and the cgroup's files, opened while they can be (inside
+/// the container /sys and the cgroup file systems are read-only).
+pub struct Container {
+    pid: libc::pid_t,
+    pidfd: std::os::fd::OwnedFd,
+    root: std::os::fd::OwnedFd,
+    pidns: (u64, u64),
+    procs: Vec<(std::fs::File, std::path::PathBuf)>,
+}
+
+/// Finds the container whose processes are in the cgroup `berth/<cgroup_name>` (a job's,
+/// named by its runner). A container still being built is waited for, a while.
+pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
     let gone = || {
         RuntimeError::NoContainer(format!(
             "no running container in cgroup {CGROUP_PARENT}/{cgroup_name}: has the job ended?"
         ))
     };
     let layout = Layout::detect()?;
-    let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
-    let first = dirs.first().ok_or_else(gone)?;
-    // Opened now: inside the container /sys (and the cgroup file systems) are read-only.
+    // A job that has just started may still be building its container (and even its
+    // cgroup): wait for it, a while.
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    let dirs = loop {
+        let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
+        if !dirs.is_empty() {
+            break dirs;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(gone());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let first = dirs[0].clone();
     let mut procs = Vec::with_capacity(dirs.len());
-    for dir in &dirs {
+    for dir in dirs {
         let path = dir.join("cgroup.procs");
-        procs.push(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(RuntimeError::setup(format!("opening {}", path.display())))?,
-        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(RuntimeError::setup(format!("opening {}", path.display())))?;
+        procs.push((file, dir));
     }
     let own_mnt =
         namespace_of("self", "mnt").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
-    let own_pid =
-        namespace_of("self", "pid").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
     let needle = format!("/{CGROUP_PARENT}/{cgroup_name}\n");
-    // A job that has just started may still be building its container: wait for it.
-    let deadline = std::time::Instant::now() + READY_WAIT;
     loop {
         let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
-        if let Some(target) = ready_member(&members, &needle, own_mnt) {
-            return enter_target(target, own_pid, procs, &dirs);
+        if let Some((pid, pidfd, root, pidns)) = ready_member(&members, &needle, own_mnt) {
+            return Ok(Container {
+                pid,
+                pidfd,
+                root,
+                pidns,
+                procs,
+            });
         }
         if std::time::Instant::now() > deadline || !first.is_dir() {
             return Err(gone());
@@ -63,20 +85,20 @@ pub fn join(cgroup_name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// How long [`join`] waits for a job's container to finish its setup.
+/// How long [`find`] waits for a job's container to finish its setup.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A process of the job's container, pinned by a pidfd.
-struct Target {
-    pidfd: std::os::fd::OwnedFd,
-    root: std::os::fd::OwnedFd,
-    pidns: (u64, u64),
-}
+type Member = (
+    libc::pid_t,
+    std::os::fd::OwnedFd,
+    std::os::fd::OwnedFd,
+    (u64, u64),
+);
 
 /// A member of the cgroup whose container is complete: one with no_new_privs set, which
 /// berth sets after the last mount and pivot_root, just before exec. So never a container
 /// still being built, nor a step process that has not entered yet (it is root, without it).
-fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Target> {
+fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Member> {
     for pid in members
         .lines()
         .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
@@ -101,35 +123,42 @@ fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Targ
         // Alive now means the pid was not reused since the pidfd was opened: what was read
         // through /proc/<pid> was about this process.
         if member && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {
-            return Some(Target { pidfd, root, pidns });
+            return Some((pid, pidfd, root, pidns));
         }
     }
     None
 }
 
-/// Enters `target`'s namespaces and root, then the cgroup (through files opened before).
-fn enter_target(
-    target: Target,
-    own_pid: (u64, u64),
-    procs: Vec<std::fs::File>,
-    dirs: &[std::path::PathBuf],
-) -> Result<(), RuntimeError> {
-    let mut flags = libc::CLONE_NEWNS;
-    if target.pidns != own_pid {
-        flags |= libc::CLONE_NEWPID;
+impl Container {
+    /// Whether process `pid` is inside this container (shares its mount namespace).
+    pub fn holds(&self, pid: libc::pid_t) -> bool {
+        let theirs = namespace_of(&pid.to_string(), "mnt");
+        theirs.is_ok() && theirs.ok() == namespace_of(&self.pid.to_string(), "mnt").ok()
     }
-    sys::setns(&target.pidfd, flags)
-        .map_err(RuntimeError::setup("entering the job's namespaces"))?;
-    sys::chroot_to(&target.root).map_err(RuntimeError::setup("entering the job's root"))?;
-    let me = std::process::id().to_string();
-    for (mut file, dir) in procs.into_iter().zip(dirs) {
-        file.write_all(me.as_bytes())
-            .map_err(RuntimeError::setup(format!(
-                "joining the cgroup {}",
-                dir.display()
-            )))?;
+
+    /// Enters the container's mount namespace (and pid namespace, if it has its own), its
+    /// root directory and its cgroup: everything the calling process forks afterwards is
+    /// inside.
+    pub fn enter(self) -> Result<(), RuntimeError> {
+        let own_pid =
+            namespace_of("self", "pid").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
+        let mut flags = libc::CLONE_NEWNS;
+        if self.pidns != own_pid {
+            flags |= libc::CLONE_NEWPID;
+        }
+        sys::setns(&self.pidfd, flags)
+            .map_err(RuntimeError::setup("entering the job's namespaces"))?;
+        sys::chroot_to(&self.root).map_err(RuntimeError::setup("entering the job's root"))?;
+        let me = std::process::id().to_string();
+        for (mut file, dir) in self.procs {
+            file.write_all(me.as_bytes())
+                .map_err(RuntimeError::setup(format!(
+                    "joining the cgroup {}",
+                    dir.display()
+                )))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One task of a step, as [`spawn`] starts it.
@@ -144,6 +173,9 @@ pub struct Task<'a> {
     /// Descriptors to make the task's stdout and stderr; `None` keeps the caller's.
     pub stdout: Option<RawFd>,
     pub stderr: Option<RawFd>,
+    /// A pseudo-terminal's slave side: the task leads a new session with it as its
+    /// controlling terminal, on stdin, stdout and stderr (`berth step --pty`).
+    pub pty: Option<RawFd>,
 }
 
 /// Forks one task in the container the calling process has [`join`]ed, as `identity`,
@@ -174,6 +206,16 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
                 message: format!("cannot start the task: {what}: {e}"),
             }
         };
+        if let Some(fd) = task.pty {
+            // SAFETY: setsid and the TIOCSCTTY ioctl on a terminal descriptor we hold.
+            let ctty = unsafe { libc::setsid() >= 0 && libc::ioctl(fd, libc::TIOCSCTTY, 0) == 0 };
+            if !ctty {
+                return Err(io("taking the terminal")(std::io::Error::last_os_error()));
+            }
+            for target in 0..3 {
+                sys::dup_onto(fd, target).map_err(io("redirecting to the terminal"))?;
+            }
+        }
         if let Some(fd) = task.stdout {
             sys::dup_onto(fd, 1).map_err(io("redirecting stdout"))?;
         }

@@ -57,7 +57,11 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
 
     let (sig_read, sig_write) = self_pipe()?;
     SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::SeqCst);
-    for sig in PASSED_ON {
+    // With a terminal, keys go to the task's terminal as they are typed (^C included), and
+    // window size changes follow.
+    let _raw = request.pty.then(RawTerminal::enter).flatten();
+    let winch = request.pty.then_some(libc::SIGWINCH);
+    for sig in PASSED_ON.into_iter().chain(winch) {
         // SAFETY: installs a handler that only calls write(2); SA_RESTART keeps reads going.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
@@ -123,6 +127,12 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
                 Ok(StepEvent::Exited { code }) => return Ok(code),
                 Ok(StepEvent::Error(message)) => return Err(StepError::Refused(message)),
                 Ok(StepEvent::Started { .. }) => {}
+                Ok(StepEvent::Queued { job }) => {
+                    eprintln!("berth step: job {job} queued and waiting for resources")
+                }
+                Ok(StepEvent::Allocated { job }) => {
+                    eprintln!("berth step: job {job} has been allocated resources")
+                }
                 Err(e) => {
                     return Err(StepError::Refused(format!(
                         "the node agent sent an answer this berth does not understand ({e}): are they the same version?"
@@ -130,5 +140,32 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
                 }
             }
         }
+    }
+}
+
+/// This process's terminal in raw mode, restored when dropped.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    /// `None` when stdin is not a terminal.
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: tcgetattr fills a termios we own; cfmakeraw and tcsetattr act on copies.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            Some(RawTerminal(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings saved in `enter`.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
     }
 }

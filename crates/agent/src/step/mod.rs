@@ -12,6 +12,7 @@
 //! the agent passes a signal on to every task, and their children, with one kill(2).
 
 pub mod client;
+mod pty;
 pub mod server;
 pub mod wire;
 
@@ -31,6 +32,8 @@ pub struct StepLaunch {
     pub user: String,
     /// The job's cgroup under `berth/` (its runner names it).
     pub cgroup: String,
+    /// The job's directory, where its runner left the container's environment.
+    pub job_dir: std::path::PathBuf,
     pub argv: Vec<String>,
     /// The client's environment; each task adds its own rank variables.
     pub env: Vec<(String, String)>,
@@ -40,6 +43,12 @@ pub struct StepLaunch {
     pub tasks: Vec<Vec<u32>>,
     pub label: bool,
     pub kill_on_bad_exit: bool,
+    /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
+    #[serde(default)]
+    pub pty: bool,
+    /// The `berth step` process (from the step socket's peer credentials), to tell whether
+    /// it runs inside the job's container.
+    pub client_pid: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +74,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
 
 /// The variables one task sees on top of the client's: Slurm's step and rank variables
 /// (what MPI libraries and scripts read) and berth's own.
-fn task_env(launch: &StepLaunch, rank: usize) -> Vec<String> {
+fn task_env(launch: &StepLaunch, base: &[String], rank: usize) -> Vec<String> {
     let n = launch.tasks.len().to_string();
     let rank = rank.to_string();
     let step = launch.step_id.to_string();
@@ -87,13 +96,34 @@ fn task_env(launch: &StepLaunch, rank: usize) -> Vec<String> {
         ("BERTH_STEP_NTASKS", &n),
         ("BERTH_NODE", &launch.node),
     ];
-    launch
-        .env
-        .iter()
-        .filter(|(k, _)| !ours.iter().any(|(o, _)| o == k))
-        .map(|(k, v)| format!("{k}={v}"))
+    base.iter()
+        .filter(|kv| {
+            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            !ours.iter().any(|(o, _)| *o == name)
+        })
+        .cloned()
         .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
         .collect()
+}
+
+/// The job's environment with the client's variables on top, except the host's search
+/// paths (PATH, LD_LIBRARY_PATH), which mean nothing in the image.
+fn overlay(job: Vec<String>, client: &[(String, String)]) -> Vec<String> {
+    let kept = |k: &str| !matches!(k, "PATH" | "LD_LIBRARY_PATH");
+    let mut env: Vec<String> = job
+        .into_iter()
+        .filter(|kv| {
+            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            !client.iter().any(|(c, _)| c == name && kept(c))
+        })
+        .collect();
+    env.extend(
+        client
+            .iter()
+            .filter(|(k, _)| kept(k))
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    env
 }
 
 /// One running task, as the step process watches it.
@@ -172,12 +202,36 @@ pub fn run() -> Result<i32, StepError> {
         // SAFETY: ignoring a signal runs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    berth_runtime::enter::join(&launch.cgroup)?;
+    let container = berth_runtime::enter::find(&launch.cgroup)?;
+    // A client inside the job's container passes on its own environment (the script's, as
+    // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
+    // with its own variables on top but for the host's PATH, meaningless in the image.
+    let env = match launch.client_pid {
+        Some(pid) if !container.holds(pid) => {
+            let path = crate::runner::environment_path(&launch.job_dir.join("script"));
+            let job =
+                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let job = job
+                .split(|&b| b == 0)
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| String::from_utf8_lossy(kv).into_owned())
+                .collect();
+            overlay(job, &launch.env)
+        }
+        _ => launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    };
+    container.enter()?;
 
+    // --pty: the one task gets a terminal of its own, relayed to the client's.
+    let terminal = if launch.pty {
+        Some(pty::Terminal::open(&id).map_err(io_err("opening a pseudo-terminal"))?)
+    } else {
+        None
+    };
     let mut running: Vec<Running> = Vec::new();
     let mut labelled: Vec<Labelled> = Vec::new();
     for (rank, cpus) in launch.tasks.iter().enumerate() {
-        let env = task_env(&launch, rank);
+        let env = task_env(&launch, &env, rank);
         let pipes = if launch.label {
             Some((pipe()?, pipe()?))
         } else {
@@ -190,6 +244,7 @@ pub fn run() -> Result<i32, StepError> {
             cpus,
             stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()),
             stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()),
+            pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
         };
         let pid = berth_runtime::enter::spawn(&task, &id)?;
         if let Some(((out, _), (err, _))) = pipes {
@@ -218,7 +273,18 @@ pub fn run() -> Result<i32, StepError> {
             killed: false,
         });
     }
-    watch(&launch, &mut running, &mut labelled)?;
+    match terminal {
+        Some(t) => {
+            drop(t.slave);
+            let task = &mut running[0];
+            task.status = Some(pty::relay(
+                &t.master,
+                task.pid,
+                task.pidfd.take().expect("watched"),
+            )?);
+        }
+        None => watch(&launch, &mut running, &mut labelled)?,
+    }
 
     let mut worst = 0;
     for t in &running {
@@ -323,4 +389,23 @@ fn watch(
             }
         }
     }
+}
+
+/// `berth internal hold`: the program of an allocation's container (its job's script execs
+/// it), holding the allocation until the controller ends it with SIGTERM (or the time
+/// limit does). Exits 0: the job's status is its step's.
+pub fn hold() -> i32 {
+    // SAFETY: an empty signal set filled with sigaddset, blocked, then waited for: no handler
+    // runs, the signals are only collected by sigwait.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut got = 0;
+        libc::sigwait(&set, &mut got);
+    }
+    0
 }
