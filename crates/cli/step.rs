@@ -54,12 +54,7 @@ pub struct StepArgs {
     #[arg(long, value_name = "SRC[:DST[:ro]]")]
     bind: Vec<String>,
     /// The command and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -174,4 +169,44 @@ pub fn step(args: StepArgs) -> Result<i32> {
         std::path::PathBuf::from,
     );
     Ok(berth_agent::step::client::run(&socket, &request)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: StepArgs,
+    }
+
+    fn parse(words: &[&str]) -> StepArgs {
+        Cmd::try_parse_from(std::iter::once("step").chain(words.iter().copied()))
+            .unwrap_or_else(|e| panic!("{words:?}: {e}"))
+            .args
+    }
+
+    #[test]
+    fn flags_as_srun_takes_them_then_the_command() {
+        for words in [
+            &["--job", "4", "-n1", "true"][..],
+            &["-n", "1", "--job=4", "true"],
+            &["--ntasks=1", "--jobid", "4", "true"],
+        ] {
+            let a = parse(words);
+            assert_eq!((a.job, a.ntasks), (Some(4), Some(1)), "{words:?}");
+            assert_eq!(a.command, ["true"], "{words:?}");
+        }
+        let a = parse(&["-K=0", "-l", "sh", "-c", "echo -n x"]);
+        assert_eq!(a.kill_on_bad_exit, Some(0));
+        assert!(a.label);
+        assert_eq!(a.command, ["sh", "-c", "echo -n x"]);
+        // The command's own flags stay the command's.
+        let a = parse(&["-n", "2", "ls", "-l", "-n"]);
+        assert_eq!(a.command, ["ls", "-l", "-n"]);
+        assert!(!a.label);
+        assert_eq!(parse(&["-K", "true"]).kill_on_bad_exit, Some(1));
+    }
 }

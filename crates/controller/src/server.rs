@@ -298,5 +298,10 @@ pub fn run(controller: Shared) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(serve(controller))
+    let served = runtime.block_on(serve(controller));
+    // Runners of running jobs are waited for on blocking threads, which would hold up the
+    // runtime's drop until those jobs end: they go on without the controller (and the next
+    // one reconciles them), so the controller does not wait for them.
+    runtime.shutdown_background();
+    served
 }

@@ -386,6 +386,10 @@ fn watch(
                     // SAFETY: kill(2) on a task this process forked and has not reaped.
                     unsafe { libc::kill(other.pid, libc::SIGKILL) };
                 }
+                // What the tasks started goes too (this process ignores SIGTERM; the tasks
+                // and their children are in its process group).
+                // SAFETY: kill(2) on our own process group.
+                unsafe { libc::kill(0, libc::SIGTERM) };
             }
         }
     }
