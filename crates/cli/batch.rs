@@ -19,6 +19,20 @@ pub struct UpArgs {
     /// Run in the background: log to STATE_DIR/berth.log, pid in STATE_DIR/berth.pid
     #[arg(long)]
     detach: bool,
+    /// Also serve the API on this TCP address (e.g. 0.0.0.0:6817); every request there
+    /// needs a token from `berth token`
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Whose token [default: yours; root may name any user]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// How long it works, in Slurm's time format (MM, HH:MM:SS, D-HH) [default: 1 day]
+    #[arg(long, value_name = "TIME")]
+    lifetime: Option<String>,
 }
 
 #[derive(Args)]
@@ -104,7 +118,7 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let socket = args.socket.unwrap_or_else(crate::client::socket);
     if args.detach {
-        return detach(&state_dir, &socket);
+        return detach(&state_dir, &socket, args.listen);
     }
     let store = berth_store::SqliteStore::open(state_dir.join("state.db"))?;
     let controller_settings = berth_controller::Settings {
@@ -115,6 +129,7 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         kill_wait: 30,
         binds: settings.config.binds.clone(),
         host_jobs: settings.config.batch.host_jobs,
+        listen: args.listen,
         state_dir,
     };
     eprintln!(
@@ -135,7 +150,11 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
 
 /// Starts `berth up` again in the background, in a session of its own, and waits until it
 /// answers on its socket.
-fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> {
+fn detach(
+    state_dir: &std::path::Path,
+    socket: &std::path::Path,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let log_path = state_dir.join("berth.log");
     let log = std::fs::OpenOptions::new()
@@ -151,6 +170,9 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
         .arg(state_dir)
         .arg("--socket")
         .arg(socket);
+    if let Some(addr) = listen {
+        cmd.arg("--listen").arg(addr.to_string());
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -533,5 +555,22 @@ pub fn partitions(args: ListArgs) -> Result<i32> {
 fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<i32> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
+    Ok(0)
+}
+
+/// `berth token`: a token for the API over TCP (BERTH_API, BERTH_TOKEN), like Slurm's
+/// `scontrol token`.
+pub fn token(args: TokenArgs) -> Result<i32> {
+    let lifetime = args
+        .lifetime
+        .map(|t| berth_core::job::parse_slurm_time(&t))
+        .transpose()
+        .context("--lifetime")?;
+    let body = berth_api::TokenRequest {
+        user: args.user,
+        lifetime,
+    };
+    let t: berth_api::TokenResponse = request("POST", "/v1/tokens", Some(&body))?;
+    println!("BERTH_TOKEN={}", t.token);
     Ok(0)
 }

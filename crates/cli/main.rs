@@ -44,6 +44,8 @@ enum Command {
     Up(batch::UpArgs),
     /// Stop the controller started by `berth up` (running jobs keep running)
     Down,
+    /// Make a token for the API over TCP (berth up --listen), like scontrol token
+    Token(batch::TokenArgs),
     /// Submit a batch script (#SBATCH, #BSUB, #PBS or #BERTH directives)
     Submit(batch::SubmitArgs),
     /// List pending and running jobs, like squeue
@@ -102,6 +104,7 @@ fn main() {
                 Command::Shell(args) => container::shell(&settings, args),
                 Command::Up(args) => batch::up(&settings, args),
                 Command::Down => batch::down(),
+                Command::Token(args) => batch::token(args),
                 Command::Submit(args) => batch::submit(args),
                 Command::Queue(args) => batch::queue(args),
                 Command::Show(args) => batch::show(args),

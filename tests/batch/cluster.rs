@@ -10,6 +10,8 @@ pub struct Cluster {
     pub f: Fixture,
     pub socket: PathBuf,
     pub state: PathBuf,
+    /// More `berth up` arguments (`--listen ...`).
+    pub up_args: Vec<String>,
     controller: Option<Child>,
 }
 
@@ -20,6 +22,11 @@ impl Cluster {
 
     /// A cluster whose controller reads `config` (berth.toml text).
     pub fn start_with_config(config: Option<&str>) -> Option<Cluster> {
+        Cluster::start_with(config, &[])
+    }
+
+    /// A cluster whose `berth up` gets `up_args` too.
+    pub fn start_with(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
         let mut f = Fixture::new()?;
         if let Some(text) = config {
             f.write_config(text);
@@ -31,6 +38,7 @@ impl Cluster {
             f,
             socket,
             state,
+            up_args: up_args.iter().map(|a| a.to_string()).collect(),
             controller: None,
         };
         c.up();
@@ -50,6 +58,7 @@ impl Cluster {
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.up_args)
             .env("BERTH_STORE", self.f.path("store-root"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod api;
 mod cluster;
 mod jobs;
 mod steps;

@@ -121,6 +121,24 @@ pub struct PartitionInfo {
     pub state: String,
 }
 
+/// `POST /v1/tokens` (Unix socket only): a token for the API over TCP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Whose token; only root may name another user than itself.
+    pub user: Option<String>,
+    /// Seconds it stays valid (default one day, at most 30 days).
+    pub lifetime: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub user: String,
+    /// Seconds since the epoch when it stops working.
+    pub expires: u64,
+}
+
 /// Every error: the HTTP status says what kind, `error` says what and what to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

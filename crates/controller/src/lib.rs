@@ -11,6 +11,7 @@
 //! Store writes happen under it (SQLite in WAL mode: tens of microseconds), which keeps the
 //! in-memory table and the database in the same order of changes.
 
+pub mod auth;
 mod env;
 pub mod job;
 mod node;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub binds: berth_core::BindPolicy,
     /// Whether jobs that name no image may run on the host.
     pub host_jobs: bool,
+    /// Also serve the API on this TCP address, each request with a token (`berth token`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -978,6 +981,47 @@ impl Controller {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The cluster key, which signs the API's tokens (made on first use).
+    pub fn key(&self) -> Result<auth::Key, String> {
+        auth::Key::load_or_create(&self.settings.state_dir.join("cluster.key"))
+    }
+
+    /// `berth token`: a token for `req.user` (the caller's own unless root asks for another).
+    pub fn token(
+        &self,
+        caller: Caller,
+        req: berth_api::TokenRequest,
+    ) -> Result<berth_api::TokenResponse, ApiError> {
+        let own = user_of(caller.uid)?;
+        let user = match req.user {
+            Some(u) if u != own.user && caller.uid != 0 => {
+                return Err(ApiError::forbidden(format!(
+                    "only root may make a token for another user ({u})"
+                )))
+            }
+            Some(u) => berth_runtime::Identity::lookup(&u, false)
+                .map_err(|_| ApiError::bad(format!("unknown user '{u}'")))?,
+            None => own,
+        };
+        let lifetime = req.lifetime.unwrap_or(auth::DEFAULT_LIFETIME);
+        if lifetime == 0 || lifetime > auth::MAX_LIFETIME {
+            return Err(ApiError::bad(format!(
+                "a token lives between 1 second and {} days",
+                auth::MAX_LIFETIME / 86_400
+            )));
+        }
+        let claims = auth::Claims {
+            user: user.user,
+            uid: user.uid,
+            exp: now() + lifetime,
+        };
+        Ok(berth_api::TokenResponse {
+            token: self.key().map_err(ApiError::internal)?.mint(&claims),
+            user: claims.user,
+            expires: claims.exp,
+        })
     }
 
     /// The directory of the step socket, which every job's container gets.

@@ -4,15 +4,16 @@
 
 use crate::{ApiError, Caller, Shared};
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use berth_api::{CancelRequest, ErrorBody, SubmitRequest};
 use berth_store::JobFilter;
 use serde::Deserialize;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 
 #[derive(Debug, Clone, Copy)]
 struct Peer(Caller);
@@ -26,6 +27,79 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
             gid: cred.as_ref().map_or(65534, |c| c.gid()),
         })
     }
+}
+
+/// How a request reached the API: the Unix socket (the caller is its peer) or TCP (the
+/// caller is whoever its token names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Local,
+    Network,
+}
+
+/// Unix socket: the caller is the connection's peer (SO_PEERCRED).
+async fn local_caller(
+    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(Transport::Local);
+    next.run(request).await
+}
+
+/// TCP: the caller is the user a valid token names (`Authorization: Bearer TOKEN`); no
+/// token, no answer.
+async fn token_caller(
+    State(key): State<std::sync::Arc<crate::auth::Key>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let caller = match token {
+        None => Err("the API over TCP needs a token: send `Authorization: Bearer TOKEN`, with a token from `berth token` on the controller's machine".to_string()),
+        Some(t) => key.verify(t, crate::now()).map_err(|e| e.to_string()).and_then(|claims| {
+            // The user must still exist, with the uid the token was made for.
+            berth_runtime::Identity::lookup(&claims.user, false)
+                .ok()
+                .filter(|id| id.uid == claims.uid)
+                .map(|id| Caller { uid: id.uid, gid: id.gid })
+                .ok_or_else(|| format!("the token's user {} (uid {}) is no longer in the user database", claims.user, claims.uid))
+        }),
+    };
+    match caller {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(Transport::Network);
+            next.run(request).await
+        }
+        Err(message) => ApiError {
+            status: 401,
+            message,
+        }
+        .into_response(),
+    }
+}
+
+/// `berth token`: a token for the caller, or (root) for any user. Only on the Unix socket,
+/// so that a token can never be stretched into a longer-lived one.
+async fn token(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Extension(transport): Extension<Transport>,
+    body: Result<Json<berth_api::TokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::TokenResponse> {
+    if transport != Transport::Local {
+        return Err(ApiError::forbidden(
+            "tokens are made on the controller's machine only: run `berth token` there",
+        ));
+    }
+    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock().await.token(caller, req).map(Json)
 }
 
 impl IntoResponse for ApiError {
@@ -45,7 +119,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn submit(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<SubmitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::SubmitResponse> {
     let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
@@ -89,7 +163,7 @@ async fn history(
 
 async fn cancel(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
     body: Option<Json<CancelRequest>>,
 ) -> ApiResult<()> {
@@ -106,7 +180,7 @@ async fn cancel(
 
 async fn hold(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     c.lock().await.hold(caller, id, true).map(Json)
@@ -114,7 +188,7 @@ async fn hold(
 
 async fn release(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     c.lock().await.hold(caller, id, false).map(Json)
@@ -122,7 +196,7 @@ async fn release(
 
 async fn suspend(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     c.lock().await.suspend(caller, id, true).map(Json)
@@ -130,7 +204,7 @@ async fn suspend(
 
 async fn resume(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     c.lock().await.suspend(caller, id, false).map(Json)
@@ -138,10 +212,7 @@ async fn resume(
 
 /// `berth down`: root only. Running jobs keep running (their runners do not depend on the
 /// controller); the next `berth up` picks them up again.
-async fn shutdown(
-    State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
-) -> ApiResult<()> {
+async fn shutdown(State(c): State<Shared>, Extension(caller): Extension<Caller>) -> ApiResult<()> {
     if caller.uid != 0 {
         return Err(ApiError::forbidden("only root may stop the controller"));
     }
@@ -151,7 +222,7 @@ async fn shutdown(
 
 async fn requeue(
     State(c): State<Shared>,
-    ConnectInfo(Peer(caller)): ConnectInfo<Peer>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     c.lock().await.requeue(caller, id).map(Json)
@@ -205,6 +276,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/tokens", post(token))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -250,6 +322,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let berth = shared.lock().await.settings().berth.clone();
+    let listen = shared.lock().await.settings().listen;
+    let key = std::sync::Arc::new(shared.lock().await.key()?);
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
         std::sync::Arc::new(crate::StepGate(shared.clone())),
@@ -283,10 +357,27 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             stop.notify_one();
         });
     }
-    let app = router(shared).into_make_service_with_connect_info::<Peer>();
+    // TCP, where asked for: the same API, each request with a token.
+    let tcp = match listen {
+        Some(addr) => {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let app = router(shared.clone())
+                .layer(axum::middleware::from_fn_with_state(key, token_caller));
+            Some(tokio::spawn(async move { axum::serve(tcp, app).await }))
+        }
+        None => None,
+    };
+    let app = router(shared)
+        .layer(axum::middleware::from_fn(local_caller))
+        .into_make_service_with_connect_info::<Peer>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.notified().await })
         .await;
+    if let Some(tcp) = tcp {
+        tcp.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
     served.map_err(|e| e.to_string())
