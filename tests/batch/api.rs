@@ -114,3 +114,123 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     let expired = over_tcp(Mode::Rootless, &token, &["queue"]);
     assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
 }
+
+/// Checks `value` against `schema`, in the subset of JSON Schema that utoipa writes: `$ref`,
+/// `type` (one or a list), `properties` with `required` (and nothing the schema does not
+/// name), `items`, `oneOf`.
+fn conforms(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap();
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        return options
+            .iter()
+            .find(|o| conforms(doc, o, value, at).is_ok())
+            .map(|_| ())
+            .ok_or_else(|| format!("{at}: {value} matches none of {schema}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
+        return Err(format!(
+            "{at}: {value} is {kind}, the schema says {types:?}"
+        ));
+    }
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                conforms(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::Object(fields) => {
+            let properties = schema["properties"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}: the required {name} is missing"));
+                }
+            }
+            for (name, v) in fields {
+                let property = properties
+                    .get(name)
+                    .ok_or_else(|| format!("{at}: {name} is not in the document"))?;
+                conforms(doc, property, v, &format!("{at}.{name}"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[test]
+fn the_api_answers_as_its_openapi_document_says() {
+    let Some(c) = Cluster::start() else { return };
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    let get = |path: &str| -> (u16, String) {
+        let answer = c
+            .raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        (
+            head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+            body.to_string(),
+        )
+    };
+    // The document served is the one committed.
+    let (status, served) = get("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(served, committed);
+    let doc: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    // The check itself tells a wrong answer from a right one.
+    let job = serde_json::json!({"$ref": "#/components/schemas/JobInfo"});
+    assert!(conforms(&doc, &job, &serde_json::json!({"id": 1}), "x").is_err());
+    assert!(conforms(&doc, &job, &serde_json::json!([]), "x").is_err());
+
+    let script = "#!/bin/sh\n#SBATCH -n 1\n#BERTH --image busybox\nberth step true\n";
+    let id = c.submit(Mode::Rootless, "doc.sh", script, &[]);
+    c.wait_for(id, &["COMPLETED"]);
+    let held = c.submit(Mode::Rootless, "held.sh", script, &["--hold"]);
+    for (route, path) in [
+        ("/v1/jobs", "/v1/jobs".to_string()),
+        ("/v1/jobs/{id}", format!("/v1/jobs/{id}")),
+        ("/v1/jobs/{id}", format!("/v1/jobs/{held}")),
+        ("/v1/jobs/{id}", "/v1/jobs/424242".to_string()),
+        ("/v1/history", "/v1/history".to_string()),
+        ("/v1/history", "/v1/history?bogus=1".to_string()),
+        ("/v1/nodes", "/v1/nodes".to_string()),
+        ("/v1/partitions", "/v1/partitions".to_string()),
+    ] {
+        let (status, body) = get(&path);
+        let response = &doc["paths"][route]["get"]["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "GET {path}: status {status} is not in the document"
+        );
+        let schema = &response["content"]["application/json"]["schema"];
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        conforms(&doc, schema, &value, &path).unwrap();
+    }
+}

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/jobs`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The batch script's text.
@@ -20,12 +20,13 @@ pub struct SubmitRequest {
     pub args: Vec<String>,
     /// The directory `berth submit` ran in.
     pub cwd: String,
-    /// The submitter's environment (exported to the job as `--export` says).
+    /// The submitter's environment (exported to the job as `--export` says): NAME, VALUE pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub env: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub job_id: u64,
     /// Number of jobs created (array tasks), 1 for a plain job.
@@ -36,7 +37,7 @@ pub struct SubmitResponse {
 }
 
 /// A job as `berth queue`, `show` and `history` report it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: u64,
     /// The array's first job id and this task's index, for array tasks.
@@ -77,7 +78,7 @@ pub struct JobInfo {
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct StepInfo {
     pub id: u32,
     pub ntasks: u32,
@@ -90,7 +91,7 @@ pub struct StepInfo {
 }
 
 /// `POST /v1/jobs/{id}/cancel`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Signal name or number to send instead of ending the job (`berth cancel --signal`).
@@ -98,7 +99,7 @@ pub struct CancelRequest {
 }
 
 /// A node as `berth nodes` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {
     pub name: String,
     /// idle, mixed, allocated, down, drain.
@@ -112,7 +113,7 @@ pub struct NodeInfo {
 }
 
 /// A partition as `berth partitions` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PartitionInfo {
     pub name: String,
     pub default: bool,
@@ -122,7 +123,7 @@ pub struct PartitionInfo {
 }
 
 /// `POST /v1/tokens` (Unix socket only): a token for the API over TCP.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// Whose token; only root may name another user than itself.
@@ -131,7 +132,7 @@ pub struct TokenRequest {
     pub lifetime: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub token: String,
     pub user: String,
@@ -140,7 +141,7 @@ pub struct TokenResponse {
 }
 
 /// Every error: the HTTP status says what kind, `error` says what and what to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
 }

@@ -87,6 +87,7 @@ async fn token_caller(
 
 /// `berth token`: a token for the caller, or (root) for any user. Only on the Unix socket,
 /// so that a token can never be stretched into a longer-lived one.
+#[utoipa::path(post, path = "/v1/tokens", request_body = berth_api::TokenRequest, tag = "auth", responses((status = 200, description = "a token for the API over TCP", body = berth_api::TokenResponse), (status = 403, description = "over TCP, or for another user", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn token(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -117,6 +118,7 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+#[utoipa::path(post, path = "/v1/jobs", request_body = SubmitRequest, tag = "jobs", responses((status = 200, description = "submitted", body = berth_api::SubmitResponse), (status = 403, description = "refused by policy", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn submit(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -126,23 +128,31 @@ async fn submit(
     c.lock().await.submit(caller, req).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, description = "pending and running jobs", body = Vec<berth_api::JobInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn queue(State(c): State<Shared>) -> ApiResult<Vec<berth_api::JobInfo>> {
     Ok(Json(c.lock().await.queue()))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "the job", body = berth_api::JobInfo), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn show(State(c): State<Shared>, Path(id): Path<u64>) -> ApiResult<berth_api::JobInfo> {
     c.lock().await.job(id).map(|j| Json(j.info()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// Only this user's jobs.
     user: Option<String>,
+    /// Only jobs that ended in these states (comma-separated).
     state: Option<String>,
+    /// Only jobs submitted at or after this time (seconds since the epoch).
     since: Option<u64>,
+    /// Only jobs that ended before this time (seconds since the epoch).
     until: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/v1/history", params(HistoryQuery), tag = "jobs", responses((status = 200, description = "finished jobs with their accounting", body = Vec<berth_api::JobInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn history(
     State(c): State<Shared>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
@@ -161,6 +171,7 @@ async fn history(
     c.lock().await.history(&filter).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")), request_body(content = Option<CancelRequest>, description = "a signal to send instead of ending the job"), tag = "jobs", responses((status = 200, description = "cancelled or signalled"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn cancel(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -178,6 +189,7 @@ async fn cancel(
     c.lock().await.cancel(caller, id, signal).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn hold(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -186,6 +198,7 @@ async fn hold(
     c.lock().await.hold(caller, id, true).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn release(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -194,6 +207,7 @@ async fn release(
     c.lock().await.hold(caller, id, false).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn suspend(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -202,6 +216,7 @@ async fn suspend(
     c.lock().await.suspend(caller, id, true).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/resume", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "thawed"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn resume(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -212,6 +227,7 @@ async fn resume(
 
 /// `berth down`: root only. Running jobs keep running (their runners do not depend on the
 /// controller); the next `berth up` picks them up again.
+#[utoipa::path(post, path = "/v1/shutdown", tag = "cluster", responses((status = 200, description = "the controller stops; jobs keep running"), (status = 403, description = "not root", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn shutdown(State(c): State<Shared>, Extension(caller): Extension<Caller>) -> ApiResult<()> {
     if caller.uid != 0 {
         return Err(ApiError::forbidden("only root may stop the controller"));
@@ -220,6 +236,7 @@ async fn shutdown(State(c): State<Shared>, Extension(caller): Extension<Caller>)
     Ok(Json(()))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/requeue", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "queued again"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn requeue(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -228,10 +245,12 @@ async fn requeue(
     c.lock().await.requeue(caller, id).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "cluster", responses((status = 200, description = "the nodes", body = Vec<berth_api::NodeInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
     Ok(Json(c.lock().await.nodes()))
 }
 
+#[utoipa::path(get, path = "/v1/partitions", tag = "cluster", responses((status = 200, description = "the partitions", body = Vec<berth_api::PartitionInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::PartitionInfo>> {
     Ok(Json(c.lock().await.partitions()))
 }
@@ -262,6 +281,39 @@ async fn not_found() -> ApiError {
     }
 }
 
+/// The API's OpenAPI document, derived from the handlers and the berth-api types; committed
+/// as docs/openapi.json, which a test keeps equal to it.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "berth",
+        description = "The berth controller's API: on its Unix socket (the caller from SO_PEERCRED) and, with `berth up --listen`, on TCP (the caller from a token: `Authorization: Bearer TOKEN`)."
+    ),
+    paths(
+        submit, queue, show, history, cancel, hold, release, suspend, resume, requeue, nodes,
+        partitions, shutdown, token
+    ),
+    components(schemas(ErrorBody))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document as served at /openapi.json and committed as docs/openapi.json.
+pub fn openapi_json() -> String {
+    let mut text = <ApiDoc as utoipa::OpenApi>::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/jobs", post(submit).get(queue))
@@ -277,6 +329,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/partitions", get(partitions))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -395,4 +448,24 @@ pub fn run(controller: Shared) -> Result<(), String> {
     // one reconciles them), so the controller does not wait for them.
     runtime.shutdown_background();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/openapi.json is the API's document as the code defines it: a change to a handler
+    /// or a type that is not also made there fails here. `BERTH_WRITE_OPENAPI=1 cargo test -p
+    /// berth-controller openapi` writes it anew.
+    #[test]
+    fn openapi_document_matches_the_committed_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let generated = super::openapi_json();
+        if std::env::var_os("BERTH_WRITE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date: run BERTH_WRITE_OPENAPI=1 cargo test -p berth-controller openapi, and commit it"
+        );
+    }
 }
