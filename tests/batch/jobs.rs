@@ -364,6 +364,31 @@ fn hold_release_suspend_resume() {
 }
 
 #[test]
+fn suspended_time_does_not_count_toward_the_time_limit() {
+    let Some(c) = Cluster::start() else { return };
+    // Three seconds allowed; the job is suspended for four of the four its sleep lasts (a
+    // sleep's clock runs on while frozen): had those counted, it would end TIMEOUT.
+    let id = c.submit(
+        Mode::Rootless,
+        "paused.sh",
+        "#!/bin/sh\n#BERTH --image busybox\necho started\nsleep 4\necho done\n",
+        &["--time=0:03"],
+    );
+    // Suspended once the script runs (not while its container is still being set up).
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("started")) {
+        assert!(std::time::Instant::now() < deadline, "{}", c.show(id));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.berth(Mode::Rootless, &["suspend", &id.to_string()]).ok();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    c.berth(Mode::Rootless, &["resume", &id.to_string()]).ok();
+    let job = c.wait_for(id, &["COMPLETED", "TIMEOUT", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+}
+
+#[test]
 fn nodes_and_partitions() {
     let Some(c) = Cluster::start() else { return };
     let nodes: serde_json::Value =

@@ -417,6 +417,17 @@ impl Cgroup {
         write(&self.need("freezer")?.join(file), value)
     }
 
+    /// The file that says whether the cgroup is frozen (v1 freezer.state, v2 cgroup.freeze),
+    /// read with [`frozen`]; `None` without a freezer.
+    pub fn freezer_state(&self) -> Option<PathBuf> {
+        let file = if self.v2 {
+            "cgroup.freeze"
+        } else {
+            "freezer.state"
+        };
+        self.need("freezer").ok().map(|dir| dir.join(file))
+    }
+
     /// Kills what is left in the cgroup and removes its directories, children first. The shared
     /// parent stays. Killed processes that are berth's children must still be reaped by it.
     pub fn destroy(self) -> Result<(), CgroupError> {
@@ -510,6 +521,12 @@ pub fn freeze_existing(
         }
     };
     write(&path, value)
+}
+
+/// Whether the contents of a [`Cgroup::freezer_state`] file say frozen (or freezing: asked
+/// to be). Allocation-free, so a signal handler may call it.
+pub fn frozen(state: &[u8]) -> bool {
+    state.starts_with(b"FROZEN") || state.starts_with(b"FREEZING") || state.starts_with(b"1")
 }
 
 /// The directories of `<parent>/<name>`, a cgroup another process created, in every
@@ -727,6 +744,16 @@ fn rmdir(dir: &Path, retry: bool) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freezer_states_read_as_frozen_or_not() {
+        for state in [&b"FROZEN\n"[..], b"FREEZING\n", b"1\n"] {
+            assert!(frozen(state), "{state:?}");
+        }
+        for state in [&b"THAWED\n"[..], b"0\n", b""] {
+            assert!(!frozen(state), "{state:?}");
+        }
+    }
 
     const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu

@@ -237,8 +237,13 @@ fn run_in(
         return Err(e);
     }
 
+    // Kept open while the time limit runs: the alarm handler reads it.
+    let freezer = spec
+        .time_limit
+        .and(cgroup.and_then(|c| c.freezer_state()))
+        .and_then(|path| std::fs::File::open(path).ok());
     if let Some(t) = spec.time_limit {
-        arm_time_limit(t);
+        arm_time_limit(t, freezer.as_ref());
     }
     // The report pipe closes on a successful exec; anything written to it is a failure.
     let mut report = Vec::new();
@@ -246,6 +251,8 @@ fn run_in(
     let status = sys::wait(pid).map_err(RuntimeError::setup("waiting for the container"))?;
     // SAFETY: cancels any pending alarm; no arguments to check.
     unsafe { libc::alarm(0) };
+    FREEZER_FD.store(-1, Ordering::SeqCst);
+    drop(freezer);
     CHILD.store(0, Ordering::SeqCst);
     if let Some((&code, message)) = report.split_first() {
         return Err(RuntimeError::Container {
@@ -259,11 +266,40 @@ fn run_in(
 /// 0: running; 1: SIGTERM sent at the time limit; 2: SIGKILL sent after the grace period.
 static TIMEOUT_STAGE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 static GRACE_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Seconds of the time limit still to run, counted down once a second while the cgroup is
+/// not frozen: time spent suspended (`berth suspend`) does not count, as in Slurm.
+static REMAINING_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The cgroup's freezer state file, open; -1: no freezer, one alarm for the whole limit.
+static FREEZER_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Whether the cgroup is frozen now (pread(2) is async-signal-safe).
+fn frozen_now() -> bool {
+    let fd = FREEZER_FD.load(Ordering::SeqCst);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    // SAFETY: pread into a live stack buffer of its length.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    n > 0 && cgroup::frozen(&buf[..n as usize])
+}
 
 extern "C" fn on_alarm(_: libc::c_int) {
     let pid = CHILD.load(Ordering::SeqCst);
     if pid <= 0 {
         return;
+    }
+    if TIMEOUT_STAGE.load(Ordering::SeqCst) == 0 && FREEZER_FD.load(Ordering::SeqCst) >= 0 {
+        // The one-second tick: suspended seconds do not count.
+        let left = REMAINING_SECS.load(Ordering::SeqCst);
+        if frozen_now() || left > 1 {
+            if !frozen_now() {
+                REMAINING_SECS.store(left - 1, Ordering::SeqCst);
+            }
+            // SAFETY: alarm(2) is async-signal-safe.
+            unsafe { libc::alarm(1) };
+            return;
+        }
     }
     let (sig, next) = match TIMEOUT_STAGE.load(Ordering::SeqCst) {
         0 => (libc::SIGTERM, 1),
@@ -282,12 +318,17 @@ extern "C" fn on_alarm(_: libc::c_int) {
     }
 }
 
-fn arm_time_limit(t: crate::TimeLimit) {
+/// Arms the time limit. With the cgroup's `freezer` state open, it ticks once a second and
+/// skips the seconds the cgroup is frozen; without, one alarm covers the whole limit.
+fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
     TIMEOUT_STAGE.store(0, Ordering::SeqCst);
     GRACE_SECS.store(
         t.grace.as_secs().min(u32::MAX as u64) as u32,
         Ordering::SeqCst,
     );
+    let secs = t.limit.as_secs_f64().ceil().max(1.0) as u32;
+    REMAINING_SECS.store(secs, Ordering::SeqCst);
+    FREEZER_FD.store(freezer.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);
     // SAFETY: installs a handler that only makes async-signal-safe calls; SA_RESTART keeps
     // waitpid(2) waiting.
     unsafe {
@@ -295,6 +336,6 @@ fn arm_time_limit(t: crate::TimeLimit) {
         action.sa_sigaction = on_alarm as *const () as usize;
         action.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
-        libc::alarm(t.limit.as_secs_f64().ceil().max(1.0) as u32);
+        libc::alarm(if freezer.is_some() { 1 } else { secs });
     }
 }
