@@ -61,10 +61,12 @@ pub struct JobLaunch {
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
-    /// NVIDIA GPUs to make available (the node's first N: GPUs are not yet assigned
-    /// per job on nodes with several).
+    /// How many NVIDIA GPUs to make available...
     #[serde(default)]
     pub gpus: Option<u32>,
+    /// ... and which, by device minor (the job's own); empty: the node's first `gpus`.
+    #[serde(default)]
+    pub gpu_ids: Vec<u32>,
     /// Seconds; `None` for no limit.
     pub time_limit: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL at the time limit.
@@ -309,7 +311,12 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             pids: launch.pids,
         },
         user: Some(launch.user.clone()),
-        gpus: launch.gpus.map(berth_runtime::gpu::GpuRequest::Count),
+        gpus: match (&launch.gpu_ids, launch.gpus) {
+            (ids, _) if !ids.is_empty() => {
+                Some(berth_runtime::gpu::GpuRequest::Devices(ids.clone()))
+            }
+            (_, count) => count.map(berth_runtime::gpu::GpuRequest::Count),
+        },
         system_binds,
         path_append,
         time_limit: launch.time_limit.map(|s| TimeLimit {

@@ -75,6 +75,18 @@ pub fn job_environment(job: &Job, node: &str, dir: &Path) -> Vec<(String, String
     set("SLURM_SUBMIT_DIR", job.workdir.clone());
     set("SLURM_JOB_PARTITION", job.partition.clone());
     set("SLURM_JOB_USER", job.user.clone());
+    if !job.gpu_ids.is_empty() {
+        // The host's numbers of the job's GPUs, as Slurm gives them (inside, CUDA numbers
+        // them from 0: berth-runtime sets CUDA_VISIBLE_DEVICES).
+        let gpus = job
+            .gpu_ids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        set("SLURM_JOB_GPUS", gpus.clone());
+        set("BERTH_GPUS", gpus);
+    }
     set("LSB_HOSTS", hosts);
     set("LSB_MCPU_HOSTS", format!("{node} {cpus}"));
     set("LSB_DJOB_HOSTFILE", hostfile.clone());

@@ -81,6 +81,9 @@ pub struct Job {
     /// GPUs allocated on the node.
     #[serde(default)]
     pub gpus: u32,
+    /// Which: their device minor numbers (/dev/nvidiaN).
+    #[serde(default)]
+    pub gpu_ids: Vec<u32>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cpu_usec: Option<u64>,
@@ -119,6 +122,7 @@ impl Job {
         self.end_time = None;
         self.nodes.clear();
         self.cpu_ids.clear();
+        self.gpu_ids.clear();
         self.exit_code = None;
         self.signal = None;
         self.cpu_usec = None;

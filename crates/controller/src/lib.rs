@@ -478,6 +478,7 @@ impl Controller {
                 cpu_ids: Vec::new(),
                 memory: None,
                 gpus: 0,
+                gpu_ids: Vec::new(),
                 exit_code: None,
                 signal: None,
                 cpu_usec: None,
@@ -729,8 +730,13 @@ impl Controller {
                     let Some(cpu_ids) = self.node.take_cpus(alloc.cpus) else {
                         continue;
                     };
+                    let Some(gpu_ids) = self.node.take_gpus(alloc.gpus) else {
+                        self.node.release_cpus(&cpu_ids);
+                        continue;
+                    };
                     *held.entry(key).or_default() += u64::from(alloc.cpus);
                     job.cpu_ids = cpu_ids;
+                    job.gpu_ids = gpu_ids;
                     job.cpus = u64::from(alloc.cpus);
                     job.memory = (alloc.memory > 0).then_some(alloc.memory);
                     job.gpus = alloc.gpus;
@@ -819,6 +825,7 @@ impl Controller {
             memory: job.memory,
             pids: None,
             gpus: (job.gpus > 0).then_some(job.gpus),
+            gpu_ids: job.gpu_ids.clone(),
             time_limit: job.request.time_limit,
             grace: self.settings.kill_wait,
             tools: Some(berth_agent::runner::JobTools {
@@ -919,6 +926,7 @@ impl Controller {
             return;
         };
         self.node.release_cpus(&job.cpu_ids);
+        self.node.release_gpus(&job.gpu_ids);
         if job.requeue_requested {
             job.restart();
             if let Err(e) = self.persist(&job) {
@@ -963,6 +971,7 @@ impl Controller {
             .collect();
         for job in running {
             self.node.reserve_cpus(&job.cpu_ids);
+            self.node.reserve_gpus(&job.gpu_ids);
             let launch = self.job_dir(job.id).join("launch.json");
             let alive = job.runner_pid.is_some_and(|pid| runner_alive(pid, &launch));
             if !alive {

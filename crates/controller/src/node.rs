@@ -12,6 +12,8 @@ pub struct LocalNode {
     pub gpus: u32,
     /// CPU ids this process may use (its affinity), and those not held by a job.
     free: BTreeSet<u32>,
+    /// Minor numbers of the GPUs not held by a job: each job gets GPUs of its own.
+    free_gpus: BTreeSet<u32>,
 }
 
 impl LocalNode {
@@ -44,22 +46,47 @@ impl LocalNode {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
         // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
-        let gpus = std::fs::read_dir("/dev").map_or(0, |d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_prefix("nvidia"))
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                })
-                .count() as u32
-        });
+        let gpus: BTreeSet<u32> = std::fs::read_dir("/dev").map_or_else(
+            |_| BTreeSet::new(),
+            |d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name();
+                        let digits = name.to_str()?.strip_prefix("nvidia")?;
+                        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                            .then(|| digits.parse().ok())
+                            .flatten()
+                    })
+                    .collect()
+            },
+        );
+        LocalNode::new(name, ids, memory, gpus)
+    }
+
+    fn new(name: String, cpus: BTreeSet<u32>, memory: u64, gpus: BTreeSet<u32>) -> LocalNode {
         LocalNode {
             name,
-            cpus: ids.len() as u32,
+            cpus: cpus.len() as u32,
             memory,
-            gpus,
-            free: ids,
+            gpus: gpus.len() as u32,
+            free: cpus,
+            free_gpus: gpus,
+        }
+    }
+
+    /// The lowest `n` free GPU minors, now held; `None` if fewer are free.
+    pub fn take_gpus(&mut self, n: u32) -> Option<Vec<u32>> {
+        take(&mut self.free_gpus, n)
+    }
+
+    pub fn release_gpus(&mut self, ids: &[u32]) {
+        self.free_gpus.extend(ids.iter().copied());
+    }
+
+    /// Marks GPUs as held by a job found running at start-up.
+    pub fn reserve_gpus(&mut self, ids: &[u32]) {
+        for id in ids {
+            self.free_gpus.remove(id);
         }
     }
 
@@ -76,14 +103,7 @@ impl LocalNode {
 
     /// The lowest `n` free CPU ids, now held; `None` if fewer are free.
     pub fn take_cpus(&mut self, n: u32) -> Option<Vec<u32>> {
-        if self.free.len() < n as usize {
-            return None;
-        }
-        let ids: Vec<u32> = self.free.iter().take(n as usize).copied().collect();
-        for id in &ids {
-            self.free.remove(id);
-        }
-        Some(ids)
+        take(&mut self.free, n)
     }
 
     pub fn release_cpus(&mut self, ids: &[u32]) {
@@ -95,5 +115,42 @@ impl LocalNode {
         for id in ids {
             self.free.remove(id);
         }
+    }
+}
+
+/// The lowest `n` ids of `free`, taken out of it; `None` (and nothing taken) if fewer are there.
+fn take(free: &mut BTreeSet<u32>, n: u32) -> Option<Vec<u32>> {
+    if free.len() < n as usize {
+        return None;
+    }
+    let ids: Vec<u32> = free.iter().take(n as usize).copied().collect();
+    for id in &ids {
+        free.remove(id);
+    }
+    Some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_get_gpus_of_their_own() {
+        let mut node = LocalNode::new(
+            "n".into(),
+            (0..4).collect(),
+            1 << 30,
+            [0, 1, 3].into_iter().collect(),
+        );
+        assert_eq!(node.gpus, 3);
+        let a = node.take_gpus(2).unwrap();
+        assert_eq!(a, [0, 1]);
+        assert_eq!(node.take_gpus(2), None, "one is left, and none is taken");
+        assert_eq!(node.take_gpus(1).unwrap(), [3]);
+        node.release_gpus(&a);
+        assert_eq!(node.take_gpus(2).unwrap(), [0, 1]);
+        node.reserve_gpus(&[3]);
+        assert_eq!(node.take_gpus(1), None);
+        assert_eq!(node.take_cpus(3).unwrap(), [0, 1, 2]);
     }
 }

@@ -21,6 +21,9 @@ pub enum GpuRequest {
     All,
     /// The first `n` GPUs, by device minor number.
     Count(u32),
+    /// These GPUs, by device minor number (`/dev/nvidiaN`): a batch job's own, so that jobs
+    /// sharing a node never share a GPU. `device=0,2` on the command line, as docker takes it.
+    Devices(Vec<u32>),
 }
 
 impl FromStr for GpuRequest {
@@ -30,6 +33,15 @@ impl FromStr for GpuRequest {
         let s = s.trim();
         if s.eq_ignore_ascii_case("all") {
             return Ok(GpuRequest::All);
+        }
+        if let Some(list) = s.strip_prefix("device=") {
+            let minors: Option<Vec<u32>> = list.split(',').map(|m| m.trim().parse().ok()).collect();
+            return match minors {
+                Some(m) if !m.is_empty() => Ok(GpuRequest::Devices(m)),
+                _ => Err(GpuError::InvalidRequest {
+                    value: s.to_string(),
+                }),
+            };
         }
         match s.parse::<u32>() {
             Ok(n) if n > 0 => Ok(GpuRequest::Count(n)),
@@ -62,7 +74,7 @@ pub struct GpuInjection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    #[error("invalid --gpus value {value:?}: expected \"all\" or a positive number of GPUs")]
+    #[error("invalid --gpus value {value:?}: expected \"all\", a positive number of GPUs, or device=N[,N...]")]
     InvalidRequest { value: String },
     #[error(
         "--gpus was given but no NVIDIA GPU device ({}) exists on this host; \
@@ -146,6 +158,17 @@ pub fn discover(root: &Path, request: &GpuRequest) -> Result<GpuInjection, GpuEr
             });
         }
         gpus.truncate(n as usize);
+    }
+    if let GpuRequest::Devices(wanted) = request {
+        if let Some(missing) = wanted.iter().find(|m| !gpus.contains(m)) {
+            return Err(GpuError::NoGpu {
+                path: dev.join(format!("nvidia{missing}")),
+            });
+        }
+        let mut chosen = wanted.clone();
+        chosen.sort_unstable();
+        chosen.dedup();
+        gpus = chosen;
     }
     let mut devices: Vec<PathBuf> = gpus
         .iter()
@@ -637,10 +660,29 @@ mod tests {
     fn gpu_request_parses() {
         assert_eq!("all".parse::<GpuRequest>().expect("all"), GpuRequest::All);
         assert_eq!("2".parse::<GpuRequest>().expect("2"), GpuRequest::Count(2));
-        for bad in ["0", "-1", "two", ""] {
+        assert_eq!(
+            "device=2,0".parse::<GpuRequest>().expect("device"),
+            GpuRequest::Devices(vec![2, 0])
+        );
+        for bad in ["0", "-1", "two", "", "device=", "device=1,x"] {
             let e = bad.parse::<GpuRequest>().expect_err(bad).to_string();
-            assert!(e.contains("expected \"all\" or a positive number"), "{e}");
+            assert!(e.contains("expected \"all\", a positive number"), "{e}");
         }
+    }
+
+    #[test]
+    fn discover_given_devices_binds_only_those() {
+        let t = fake_host(true);
+        let r = t.path();
+        touch(r, "dev/nvidia10");
+        let inj = discover(r, &GpuRequest::Devices(vec![10, 1])).expect("discover");
+        let devs =
+            ["nvidia1", "nvidia10", "nvidiactl", "nvidia-uvm"].map(|d| r.join("dev").join(d));
+        assert_eq!(inj.devices, devs);
+        // Inside, the two are devices 0 and 1: CUDA numbers what it can open.
+        assert_eq!(inj.visible_devices, "0,1");
+        let e = discover(r, &GpuRequest::Devices(vec![3])).expect_err("no nvidia3");
+        assert!(e.to_string().contains("nvidia3"), "{e}");
     }
 
     #[test]
