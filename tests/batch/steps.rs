@@ -326,26 +326,10 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
 #[test]
 fn an_interactive_step_has_a_terminal_in_the_image() {
     let Some(c) = Cluster::start() else { return };
-    // script(1) gives berth step a terminal, as an interactive login would.
-    let cmd = c.f.cmd(
+    let mut script = under_terminal(&c.f.cmd(
         Mode::Rootless,
         &["step", "--image", "busybox", "--pty", "sh"],
-    );
-    let line = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| format!("'{}'", a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut script = std::process::Command::new("script");
-    script
-        .args(["-qec", &line, "/dev/null"])
-        .current_dir(c.f.cwd(Mode::Rootless));
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => script.env(k, v),
-            None => script.env_remove(k),
-        };
-    }
+    ));
     script.env("BERTH_SOCKET", &c.socket);
     let input = "test -t 0 && tty; stty rows 33 cols 77; stty size; echo \"job=$SLURM_JOB_ID user=$(id -un)\"; exit 6\n";
     let out = run_with_stdin(&mut script, input);

@@ -298,23 +298,7 @@ fn terminal_is_usable_from_shell() {
     let Some(f) = Fixture::new() else { return };
     for mode in [Mode::Root, Mode::Rootless] {
         f.import(mode);
-        // script(1) gives berth a pseudo-terminal, as an interactive login would.
-        let cmd = f.cmd(mode, &["shell", "busybox"]);
-        let line = std::iter::once(cmd.get_program())
-            .chain(cmd.get_args())
-            .map(|a| format!("'{}'", a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut script = std::process::Command::new("script");
-        script
-            .args(["-qec", &line, "/dev/null"])
-            .current_dir(f.cwd(mode));
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => script.env(k, v),
-                None => script.env_remove(k),
-            };
-        }
+        let mut script = under_terminal(&f.cmd(mode, &["shell", "busybox"]));
         let out = run_with_stdin(&mut script, "test -t 0 && tty; exit 5\n");
         assert!(out.stdout.contains("/dev/pts/"), "{mode:?}: {}", out.stdout);
     }

@@ -334,3 +334,25 @@ pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     }
     found
 }
+
+/// `cmd` run under script(1), which gives it a pseudo-terminal as an interactive login would:
+/// the same program, arguments, environment and directory.
+pub fn under_terminal(cmd: &Command) -> Command {
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    script
+}

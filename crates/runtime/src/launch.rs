@@ -10,8 +10,9 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Signals berth passes on to the container, as `docker run` does with --sig-proxy.
-pub(crate) const FORWARDED: [libc::c_int; 7] = [
+/// Signals berth passes on to the container, as `docker run` does with --sig-proxy (and
+/// `berth step` to its tasks, as srun does).
+pub const FORWARDED: [libc::c_int; 7] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,

@@ -12,16 +12,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Signals passed on to the tasks, as srun does.
-const PASSED_ON: [libc::c_int; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 /// The write end of the self-pipe the signal handler writes signal numbers into.
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -61,7 +51,7 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
     // window size changes follow.
     let _raw = request.pty.then(RawTerminal::enter).flatten();
     let winch = request.pty.then_some(libc::SIGWINCH);
-    for sig in PASSED_ON.into_iter().chain(winch) {
+    for sig in berth_runtime::FORWARDED.into_iter().chain(winch) {
         // SAFETY: installs a handler that only calls write(2); SA_RESTART keeps reads going.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();

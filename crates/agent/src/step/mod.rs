@@ -191,14 +191,7 @@ pub fn run() -> Result<i32, StepError> {
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The agent signals the whole group: the tasks act on it, this process carries on
     // collecting their statuses. (spawn restores the defaults in each task.)
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
+    for sig in berth_runtime::FORWARDED {
         // SAFETY: ignoring a signal runs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }

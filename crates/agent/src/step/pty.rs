@@ -134,14 +134,7 @@ fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, StepError> {
     TASK.store(pid, Ordering::SeqCst);
     handle(libc::SIGWINCH, on_winch);
-    for sig in [
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
+    for sig in berth_runtime::FORWARDED {
         handle(sig, pass_on);
     }
     let m = master.as_raw_fd();
