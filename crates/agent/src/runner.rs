@@ -342,8 +342,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let environment = environment_path(&launch.script);
     let mut text = spec.env.join("\0");
     text.push('\0');
-    write_private(&environment, text.as_bytes())
-        .map_err(|e| (125, format!("cannot write {}: {e}", environment.display())))?;
+    crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
     berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
 }
 
@@ -351,18 +350,6 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
 /// directory, beside its script.
 pub fn environment_path(script: &Path) -> PathBuf {
     script.with_file_name("environment")
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
 }
 
 /// The shared objects this process has mapped (its dynamic loader and C library): from

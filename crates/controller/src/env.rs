@@ -2,18 +2,14 @@
 //! PBS scripts expect (SLURM_*, LSB_*, PBS_*) and berth's own BERTH_* equivalents.
 
 use crate::job::Job;
-use std::path::Path;
 
-use berth_agent::runner::JOB_DIR_IN_CONTAINER;
-
-/// One line per slot, as LSF's LSB_DJOB_HOSTFILE and PBS's PBS_NODEFILE list them.
-pub fn write_hostfile(dir: &Path, node: &str, slots: u64) -> std::io::Result<()> {
-    let text: String = (0..slots.max(1)).map(|_| format!("{node}\n")).collect();
-    std::fs::write(dir.join("hostfile"), text)
+/// One line per slot, as LSF's LSB_DJOB_HOSTFILE and PBS's PBS_NODEFILE list them (the node
+/// agent saves it and names it in those variables).
+pub fn hostfile(node: &str, slots: u64) -> String {
+    (0..slots.max(1)).map(|_| format!("{node}\n")).collect()
 }
 
-/// `dir` is the job's directory on the host, where a job without an image finds its hostfile.
-pub fn job_environment(job: &Job, node: &str, dir: &Path) -> Vec<(String, String)> {
+pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let export = &job.request.export;
     if export.all {
@@ -39,10 +35,6 @@ pub fn job_environment(job: &Job, node: &str, dir: &Path) -> Vec<(String, String
     let name = job.request.name.clone();
     let cpus = job.cpus.to_string();
     let ntasks = job.request.ntasks.to_string();
-    let hostfile = match job.image {
-        Some(_) => format!("{JOB_DIR_IN_CONTAINER}/hostfile"),
-        None => dir.join("hostfile").to_string_lossy().into_owned(),
-    };
     let hosts = std::iter::repeat_n(node, job.cpus.max(1) as usize)
         .collect::<Vec<_>>()
         .join(" ");
@@ -89,17 +81,14 @@ pub fn job_environment(job: &Job, node: &str, dir: &Path) -> Vec<(String, String
     }
     set("LSB_HOSTS", hosts);
     set("LSB_MCPU_HOSTS", format!("{node} {cpus}"));
-    set("LSB_DJOB_HOSTFILE", hostfile.clone());
     set("LSB_DJOB_NUMPROC", cpus.clone());
     set("LSB_QUEUE", job.partition.clone());
-    set("PBS_NODEFILE", hostfile.clone());
     set("PBS_O_WORKDIR", job.workdir.clone());
     set("PBS_QUEUE", job.partition.clone());
     set("BERTH_NODELIST", node.to_string());
     set("BERTH_NTASKS", ntasks);
     set("BERTH_CPUS_ON_NODE", cpus);
     set("BERTH_SUBMIT_DIR", job.workdir.clone());
-    set("BERTH_HOSTFILE", hostfile);
     if let (Some(master), Some(index)) = (job.array_job_id, job.array_task_id) {
         let (master, index) = (master.to_string(), index.to_string());
         for k in ["SLURM_ARRAY_JOB_ID", "BERTH_ARRAY_JOB_ID"] {

@@ -17,6 +17,7 @@ pub mod job;
 mod node;
 mod server;
 
+use berth_agent::node::NodeAgent;
 use berth_api::{JobInfo, SubmitRequest, SubmitResponse};
 use berth_core::job::JobRequest;
 use berth_sched as sched;
@@ -102,6 +103,8 @@ pub struct Controller {
     store: Box<dyn Store>,
     images: berth_image::Store,
     node: LocalNode,
+    /// The local node's agent: job directories and runners (in this process: `berth up`).
+    agent: Arc<NodeAgent>,
     /// Unfinished jobs (finished ones live in the store only).
     active: BTreeMap<u64, Job>,
     /// States of finished jobs that dependencies of active jobs refer to.
@@ -133,11 +136,21 @@ impl Controller {
         std::fs::create_dir_all(settings.state_dir.join("jobs"))
             .map_err(|e| format!("cannot create {}: {e}", settings.state_dir.display()))?;
         let node = LocalNode::discover();
+        let step_dir = berth_api::step_socket(&settings.socket)
+            .parent()
+            .expect("the step socket is in a directory")
+            .to_path_buf();
+        let agent = Arc::new(NodeAgent::new(
+            settings.state_dir.clone(),
+            settings.berth.clone(),
+            step_dir,
+        ));
         let mut controller = Controller {
             settings,
             store,
             images,
             node,
+            agent,
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
             wake: Arc::new(Notify::new()),
@@ -163,10 +176,6 @@ impl Controller {
         self.store
             .put_jobs(&[job.row()])
             .map_err(ApiError::internal)
-    }
-
-    fn job_dir(&self, id: u64) -> PathBuf {
-        self.settings.state_dir.join("jobs").join(id.to_string())
     }
 
     fn partition_views(&self) -> Vec<sched::PartitionView> {
@@ -541,6 +550,7 @@ impl Controller {
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
     pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
+        let agent = self.agent.clone();
         let job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
             (State::Pending, _) => {
@@ -555,7 +565,7 @@ impl Controller {
                 if sig.is_none() {
                     job.cancel_requested = true;
                 }
-                signal_runner(job, sig.unwrap_or(libc::SIGTERM));
+                signal_runner(&agent, job, sig.unwrap_or(libc::SIGTERM));
                 let job = job.clone();
                 self.persist(&job)?;
             }
@@ -603,6 +613,7 @@ impl Controller {
 
     /// `berth suspend` / `resume`: freezes or thaws every process of a running job at once.
     pub fn suspend(&mut self, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
+        let agent = self.agent.clone();
         let job = self.owned(caller, id, if suspend { "suspend" } else { "resume" })?;
         let (from, to) = if suspend {
             (State::Running, State::Suspended)
@@ -617,7 +628,7 @@ impl Controller {
                 if suspend { "suspended" } else { "resumed" }
             )));
         }
-        freeze(job, suspend)?;
+        freeze(&agent, job, suspend)?;
         job.state = to;
         let job = job.clone();
         self.persist(&job)
@@ -641,12 +652,13 @@ impl Controller {
             self.wake.notify_one();
             return Ok(());
         }
+        let agent = self.agent.clone();
         let job = self.owned(caller, id, "requeue")?;
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
         job.requeue_requested = true;
-        signal_runner(job, libc::SIGTERM);
+        signal_runner(&agent, job, libc::SIGTERM);
         let job = job.clone();
         self.persist(&job)
     }
@@ -774,33 +786,18 @@ impl Controller {
         }
     }
 
-    /// Writes the job's files and starts its runner; a task waits for it.
+    /// Sends the job to its node's agent, which writes its files and starts its runner; a
+    /// task waits for the runner.
     fn launch(&mut self, id: u64, shared: &Shared) -> Result<(), String> {
-        let dir = self.job_dir(id);
         let job = self.active.get(&id).expect("launching a known job").clone();
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Others may reach the files they know (the script, the hostfile), not list them.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-                .map_err(|e| e.to_string())?;
-        }
-        let script = dir.join("script");
-        std::fs::write(&script, &job.script).map_err(|e| format!("{}: {e}", script.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| e.to_string())?;
-            let gid = user_of(job.uid).map_err(|e| e.message)?.gid;
-            std::os::unix::fs::chown(&script, Some(job.uid), Some(gid))
-                .map_err(|e| e.to_string())?;
-        }
+        let owner = user_of(job.uid).map_err(|e| e.message)?;
         let launch = berth_agent::JobLaunch {
             job_id: id,
             user: job.user.clone(),
             image: job.image_squashfs.as_ref().map(PathBuf::from),
             image_env: job.image_env.clone(),
-            script,
+            // The agent saves the script and puts its path here.
+            script: PathBuf::new(),
             workdir: PathBuf::from(&job.workdir),
             stdout: PathBuf::from(&job.stdout),
             stderr: job.stderr.as_ref().map(PathBuf::from),
@@ -812,7 +809,7 @@ impl Controller {
                 }
             }),
             append: job.request.open_mode == berth_core::job::OpenMode::Append,
-            env: env::job_environment(&job, &self.node.name, &dir),
+            env: env::job_environment(&job, &self.node.name),
             binds: job.request.binds.clone(),
             bind_policy: self.settings.binds.clone(),
             cpuset: Some(
@@ -828,52 +825,36 @@ impl Controller {
             gpu_ids: job.gpu_ids.clone(),
             time_limit: job.request.time_limit,
             grace: self.settings.kill_wait,
-            tools: Some(berth_agent::runner::JobTools {
-                berth: self.settings.berth.clone(),
-                step_dir: self.step_dir(),
-            }),
+            tools: None,
         };
-        env::write_hostfile(&dir, &self.node.name, job.cpus)
-            .map_err(|e| format!("hostfile: {e}"))?;
-        let launch_path = dir.join("launch.json");
-        // The launch holds the submitter's environment: root's eyes only.
-        write_private(
-            &launch_path,
-            &serde_json::to_vec_pretty(&launch).expect("launch serialises"),
-        )?;
-        let child = std::process::Command::new(&self.settings.berth)
-            .args(["internal", "run-job"])
-            .arg(&launch_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(private_file(&dir.join("runner.log"))?)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.settings.berth.display()))?;
-        let pid = child.id();
+        let started = self.agent.start(berth_agent::node::JobStart {
+            script: job.script.clone(),
+            uid: job.uid,
+            gid: owner.gid,
+            hostfile: env::hostfile(&self.node.name, job.cpus),
+            launch,
+        })?;
         if let Some(job) = self.active.get_mut(&id) {
-            job.runner_pid = Some(pid);
+            job.runner_pid = Some(started.pid);
             let job = job.clone();
             self.persist(&job).map_err(|e| e.message)?;
         }
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut child = child;
+            let mut child = started.child;
             let status = child.wait();
             let handle = tokio::runtime::Handle::current();
             handle.block_on(async move {
                 let mut c = shared.lock().await;
-                c.collect(id, &launch_path, status.ok());
+                c.collect(id, status.ok());
             });
         });
         Ok(())
     }
 
     /// A runner ended: read its result and finish the job.
-    fn collect(&mut self, id: u64, launch: &Path, status: Option<std::process::ExitStatus>) {
-        let result: Option<berth_agent::JobResult> =
-            std::fs::read(berth_agent::runner::result_path(launch))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+    fn collect(&mut self, id: u64, status: Option<std::process::ExitStatus>) {
+        let result = self.agent.result(id);
         let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
         // An allocation ended by its step: the step's status is the job's, also when the
         // release stopped its runner before it had the container going.
@@ -972,18 +953,20 @@ impl Controller {
         for job in running {
             self.node.reserve_cpus(&job.cpu_ids);
             self.node.reserve_gpus(&job.gpu_ids);
-            let launch = self.job_dir(job.id).join("launch.json");
-            let alive = job.runner_pid.is_some_and(|pid| runner_alive(pid, &launch));
+            let alive = job
+                .runner_pid
+                .is_some_and(|pid| self.agent.runner_alive(job.id, pid));
             if !alive {
-                self.collect(job.id, &launch, None);
+                self.collect(job.id, None);
                 continue;
             }
             let (shared, pid, id) = (shared.clone(), job.runner_pid.expect("alive"), job.id);
+            let agent = self.agent.clone();
             tokio::spawn(async move {
-                while runner_alive(pid, &launch) {
+                while agent.runner_alive(id, pid) {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
-                shared.lock().await.collect(id, &launch, None);
+                shared.lock().await.collect(id, None);
             });
         }
     }
@@ -1035,11 +1018,7 @@ impl Controller {
 
     /// The directory of the step socket, which every job's container gets.
     pub fn step_dir(&self) -> PathBuf {
-        let socket = berth_api::step_socket(&self.settings.socket);
-        socket
-            .parent()
-            .expect("the step socket is in a directory")
-            .to_path_buf()
+        self.agent.step_dir().to_path_buf()
     }
 
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs
@@ -1052,7 +1031,7 @@ impl Controller {
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
         let node = self.node.name.clone();
-        let job_dir = self.job_dir(id);
+        let job_dir = self.agent.job_dir(id);
         let job = self
             .active
             .get_mut(&id)
@@ -1117,7 +1096,7 @@ impl Controller {
         let grant = berth_agent::step::server::StepGrant {
             step,
             user: job.user.clone(),
-            cgroup: format!("{pid}-job{id}"),
+            cgroup: NodeAgent::cgroup_name(id, pid),
             job_dir,
             node,
             tasks,
@@ -1232,10 +1211,11 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     async fn release(&self, id: u64, code: Option<i32>) {
         let mut c = self.0.lock().await;
         let root = Caller { uid: 0, gid: 0 };
+        let agent = c.agent.clone();
         match (code, c.active.get_mut(&id)) {
             (Some(code), Some(job)) if job.state != State::Pending => {
                 job.allocation_exit = Some(code);
-                signal_runner(job, libc::SIGTERM);
+                signal_runner(&agent, job, libc::SIGTERM);
                 let job = job.clone();
                 let _ = c.persist(&job);
             }
@@ -1254,55 +1234,22 @@ const ALLOCATION_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
 /// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
 /// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not
 /// act on the signal.
-fn signal_runner(job: &mut Job, sig: i32) {
+fn signal_runner(agent: &NodeAgent, job: &mut Job, sig: i32) {
     if job.state == State::Suspended {
-        let _ = freeze(job, false);
+        let _ = freeze(agent, job, false);
         job.state = State::Running;
     }
     if let Some(pid) = job.runner_pid {
-        // SAFETY: kill(2) on the runner process the controller started.
-        unsafe { libc::kill(pid as i32, sig) };
+        agent.signal(job.id, pid, sig);
     }
 }
 
-/// Freezes or thaws the cgroup of a running job (named by its runner, see berth-agent).
-fn freeze(job: &Job, frozen: bool) -> Result<(), ApiError> {
-    use berth_runtime::cgroup;
+/// Freezes or thaws every process of a running job.
+fn freeze(agent: &NodeAgent, job: &Job, frozen: bool) -> Result<(), ApiError> {
     let pid = job
         .runner_pid
         .ok_or_else(|| ApiError::bad(format!("job {} has no runner yet", job.id)))?;
-    let layout = cgroup::Layout::detect().map_err(ApiError::internal)?;
-    cgroup::freeze_existing(
-        &layout,
-        berth_runtime::CGROUP_PARENT,
-        &format!("{pid}-job{}", job.id),
-        frozen,
-    )
-    .map_err(ApiError::internal)
-}
-
-/// A new file only root may read (mode 0600).
-fn private_file(path: &Path) -> Result<std::fs::File, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    private_file(path)?
-        .write_all(bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Whether `pid` is still the runner of this launch file (not a reused pid).
-fn runner_alive(pid: u32, launch: &Path) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(&*launch.to_string_lossy()))
-        .unwrap_or(false)
+    agent
+        .freeze(job.id, pid, frozen)
+        .map_err(ApiError::internal)
 }

@@ -1,0 +1,176 @@
+//! The node agent's side of a batch job: the job's directory on this node (its script,
+//! hostfile, launch file and result), its runner process, and signals and freezing through
+//! that runner. The controller decides what runs where; the agent carries out on its own
+//! node what the controller sends as a [`JobStart`]. In the all-in-one cluster (`berth up`)
+//! the controller holds the agent in its own process.
+
+use crate::runner::{self, JobLaunch, JobResult, JobTools};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A job the controller placed on this node, with everything the node needs to start it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobStart {
+    /// The script's text, saved as the user's own.
+    pub script: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The job's hostfile: one line per slot (LSB_DJOB_HOSTFILE, PBS_NODEFILE).
+    pub hostfile: String,
+    /// The rest. The agent fills in what is the node's own: the script's path, berth's tools
+    /// and step socket, and the hostfile variables.
+    pub launch: JobLaunch,
+}
+
+/// A job's runner, as the agent started it.
+#[derive(Debug)]
+pub struct Started {
+    pub child: std::process::Child,
+    pub pid: u32,
+}
+
+pub struct NodeAgent {
+    /// `jobs/<id>/` lives here.
+    state_dir: PathBuf,
+    /// The berth executable, run as `berth internal run-job` and bound into containers.
+    berth: PathBuf,
+    /// The directory of this node's step socket, which every job's container gets.
+    step_dir: PathBuf,
+}
+
+impl NodeAgent {
+    pub fn new(state_dir: PathBuf, berth: PathBuf, step_dir: PathBuf) -> NodeAgent {
+        NodeAgent {
+            state_dir,
+            berth,
+            step_dir,
+        }
+    }
+
+    pub fn step_dir(&self) -> &Path {
+        &self.step_dir
+    }
+
+    pub fn job_dir(&self, id: u64) -> PathBuf {
+        self.state_dir.join("jobs").join(id.to_string())
+    }
+
+    fn launch_path(&self, id: u64) -> PathBuf {
+        self.job_dir(id).join("launch.json")
+    }
+
+    /// The cgroup of a running job, under `berth/`: its runner names it `<pid>-job<id>`, so
+    /// that a crashed runner's is swept like every berth cgroup.
+    pub fn cgroup_name(id: u64, runner: u32) -> String {
+        format!("{runner}-job{id}")
+    }
+
+    /// Writes the job's files (the directory 0711, the script the user's and 0700, the launch
+    /// file root's: it holds the user's environment) and starts its runner.
+    pub fn start(&self, job: JobStart) -> Result<Started, String> {
+        let id = job.launch.job_id;
+        let dir = self.job_dir(id);
+        fn at(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+            move |e| format!("{}: {e}", p.display())
+        }
+        std::fs::create_dir_all(&dir).map_err(at(&dir))?;
+        // Others may reach the files they know (the script, the hostfile), not list them.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(at(&dir))?;
+        let script = dir.join("script");
+        std::fs::write(&script, &job.script).map_err(at(&script))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
+            .and_then(|_| std::os::unix::fs::chown(&script, Some(job.uid), Some(job.gid)))
+            .map_err(at(&script))?;
+        let hostfile = dir.join("hostfile");
+        std::fs::write(&hostfile, &job.hostfile).map_err(at(&hostfile))?;
+        let mut launch = job.launch;
+        let hostfile_seen = match launch.image {
+            Some(_) => format!("{}/hostfile", runner::JOB_DIR_IN_CONTAINER),
+            None => hostfile.to_string_lossy().into_owned(),
+        };
+        for var in ["LSB_DJOB_HOSTFILE", "PBS_NODEFILE", "BERTH_HOSTFILE"] {
+            launch.env.push((var.to_string(), hostfile_seen.clone()));
+        }
+        launch.script = script;
+        launch.tools = Some(JobTools {
+            berth: self.berth.clone(),
+            step_dir: self.step_dir.clone(),
+        });
+        let launch_path = self.launch_path(id);
+        write_private(
+            &launch_path,
+            &serde_json::to_vec_pretty(&launch).expect("launch serialises"),
+        )?;
+        let child = std::process::Command::new(&self.berth)
+            .args(["internal", "run-job"])
+            .arg(&launch_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(private_file(&dir.join("runner.log"))?)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
+        Ok(Started {
+            pid: child.id(),
+            child,
+        })
+    }
+
+    /// How the job ended, as its runner wrote it; `None` if it wrote nothing (it was killed,
+    /// or never started the job).
+    pub fn result(&self, id: u64) -> Option<JobResult> {
+        std::fs::read(runner::result_path(&self.launch_path(id)))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Whether `pid` is still job `id`'s runner (not a reused pid).
+    pub fn runner_alive(&self, id: u64, pid: u32) -> bool {
+        let launch = self.launch_path(id);
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&*launch.to_string_lossy()))
+            .unwrap_or(false)
+    }
+
+    /// Sends `sig` to job `id` through its runner, which forwards it to the job (a SIGKILL of
+    /// the runner takes the job with it).
+    pub fn signal(&self, id: u64, runner: u32, sig: i32) {
+        if self.runner_alive(id, runner) {
+            // SAFETY: kill(2) on the runner process this agent started (checked just above).
+            unsafe { libc::kill(runner as i32, sig) };
+        }
+    }
+
+    /// Freezes or thaws every process of job `id` at once (its cgroup's freezer).
+    pub fn freeze(&self, id: u64, runner: u32, frozen: bool) -> Result<(), String> {
+        use berth_runtime::cgroup;
+        let layout = cgroup::Layout::detect().map_err(|e| e.to_string())?;
+        cgroup::freeze_existing(
+            &layout,
+            berth_runtime::CGROUP_PARENT,
+            &NodeAgent::cgroup_name(id, runner),
+            frozen,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A new file only root may read (mode 0600).
+fn private_file(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    private_file(path)?
+        .write_all(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
