@@ -638,3 +638,39 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         "{job}"
     );
 }
+
+#[test]
+fn a_job_can_use_berth_from_inside_its_container() {
+    let Some(c) = Cluster::start() else { return };
+    // The commands workflows use from within a job: see the queue, submit what comes next.
+    let script = r#"#!/bin/sh
+#BERTH --image busybox
+berth queue | grep -c RUNNING > seen-running.txt
+printf '#!/bin/sh\n#BERTH --image busybox\necho next ran as $(id -un)\n' > next.sh
+berth submit --parsable --dependency=afterok:$SLURM_JOB_ID -o next.out next.sh > next.id
+"#;
+    let id = c.submit(Mode::Rootless, "first.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let cwd = c.f.cwd(Mode::Rootless);
+    assert_eq!(
+        job["state"],
+        "COMPLETED",
+        "{job}\n{}",
+        std::fs::read_to_string(cwd.join(format!("berth-{id}.out"))).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("seen-running.txt")).unwrap(),
+        "1\n"
+    );
+    let next: u64 = std::fs::read_to_string(cwd.join("next.id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let job = c.wait_for(next, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["user"], TEST_USER, "{job}");
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("next.out")).unwrap(),
+        format!("next ran as {TEST_USER}\n")
+    );
+}

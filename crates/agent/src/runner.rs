@@ -274,7 +274,13 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut path_append = Vec::new();
     if let Some(tools) = &launch.tools {
-        let socket = |dir: &Path| format!("BERTH_STEP_SOCKET={}", dir.join("step.sock").display());
+        // The step socket, and the API for the script's `berth queue`, `submit`, `cancel`.
+        let socket = |dir: &Path| {
+            [
+                format!("BERTH_STEP_SOCKET={}", dir.join("step.sock").display()),
+                format!("BERTH_SOCKET={}", dir.join("berth.sock").display()),
+            ]
+        };
         if launch.image.is_some() {
             let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
             system_binds.extend(
@@ -285,10 +291,10 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
                 berth_api::STEP_DIR_IN_CONTAINER.to_string(),
                 true,
             ));
-            env.push(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
+            env.extend(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
             path_append.push(TOOLS_IN_CONTAINER.to_string());
         } else {
-            env.push(socket(&tools.step_dir));
+            env.extend(socket(&tools.step_dir));
             if let Some(dir) = tools.berth.parent() {
                 path_append.push(dir.to_string_lossy().into_owned());
             }

@@ -154,6 +154,12 @@ pub fn step_socket(api: &std::path::Path) -> std::path::PathBuf {
     api.with_extension("step").join("step.sock")
 }
 
+/// The API socket for processes in jobs, beside the step socket (so that a job's container,
+/// which gets that directory, can run `berth queue`, `submit`, `cancel`): `berth.step/berth.sock`.
+pub fn job_api_socket(api: &std::path::Path) -> std::path::PathBuf {
+    api.with_extension("step").join("berth.sock")
+}
+
 /// Where a job's container sees the step socket's directory.
 pub const STEP_DIR_IN_CONTAINER: &str = "/.berth/run";
 

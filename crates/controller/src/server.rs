@@ -422,15 +422,31 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         }
         None => None,
     };
-    let app = router(shared)
-        .layer(axum::middleware::from_fn(local_caller))
-        .into_make_service_with_connect_info::<Peer>();
-    let served = axum::serve(listener, app)
+    // The same API for processes in jobs, in the directory their containers get.
+    let job_socket = berth_api::job_api_socket(&socket);
+    let _ = std::fs::remove_file(&job_socket);
+    let jobs_listener = UnixListener::bind(&job_socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", job_socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&job_socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| e.to_string())?;
+    }
+    let local = |shared: Shared| {
+        router(shared)
+            .layer(axum::middleware::from_fn(local_caller))
+            .into_make_service_with_connect_info::<Peer>()
+    };
+    let jobs_app = local(shared.clone());
+    let jobs_api = tokio::spawn(async move { axum::serve(jobs_listener, jobs_app).await });
+    let served = axum::serve(listener, local(shared))
         .with_graceful_shutdown(async move { stop.notified().await })
         .await;
+    jobs_api.abort();
     if let Some(tcp) = tcp {
         tcp.abort();
     }
+    let _ = std::fs::remove_file(&job_socket);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
     served.map_err(|e| e.to_string())
