@@ -110,15 +110,27 @@ pub struct HistoryArgs {
 }
 
 pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
+    serve(settings, args, true)
+}
+
+/// `berth controller`: the controller alone; jobs run on the nodes whose agents register.
+pub fn controller(settings: &Settings, args: UpArgs) -> Result<i32> {
+    if args.listen.is_none() {
+        bail!("berth controller needs --listen ADDR:PORT: the agents reach it there (berth agent --controller http://ADDR:PORT)");
+    }
+    serve(settings, args, false)
+}
+
+fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
     if !is_root() {
-        bail!("berth up must run as root: it runs every job as the user who submitted it");
+        bail!("the controller must run as root: it runs every job as the user who submitted it");
     }
     let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let socket = args.socket.unwrap_or_else(crate::client::socket);
     if args.detach {
-        return detach(&state_dir, &socket, args.listen);
+        return detach(&state_dir, &socket, args.listen, local_node);
     }
     let store = berth_store::SqliteStore::open(state_dir.join("state.db"))?;
     let controller_settings = berth_controller::Settings {
@@ -130,10 +142,12 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
         binds: settings.config.binds.clone(),
         host_jobs: settings.config.batch.host_jobs,
         listen: args.listen,
+        local_node,
         state_dir,
     };
     eprintln!(
-        "berth: controller and local agent serving {}",
+        "berth: controller{} serving {}",
+        if local_node { " and local agent" } else { "" },
         controller_settings.socket.display()
     );
     let pid_file = controller_settings.state_dir.join("berth.pid");
@@ -154,6 +168,7 @@ fn detach(
     state_dir: &std::path::Path,
     socket: &std::path::Path,
     listen: Option<std::net::SocketAddr>,
+    local_node: bool,
 ) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let log_path = state_dir.join("berth.log");
@@ -165,7 +180,7 @@ fn detach(
     let mut cmd = std::process::Command::new(
         std::env::current_exe().context("cannot find the berth executable")?,
     );
-    cmd.arg("up")
+    cmd.arg(if local_node { "up" } else { "controller" })
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--socket")
@@ -572,5 +587,65 @@ pub fn token(args: TokenArgs) -> Result<i32> {
     };
     let t: berth_api::TokenResponse = request("POST", "/v1/tokens", Some(&body))?;
     println!("BERTH_TOKEN={}", t.token);
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The controller's TCP API (berth controller --listen)
+    #[arg(long, value_name = "http://HOST:PORT")]
+    controller: String,
+    /// The cluster key: the controller's STATE_DIR/cluster.key, copied to this node (mode 0600)
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// Where this agent listens for its controller
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: std::net::SocketAddr,
+    /// How the controller reaches this agent [default: http://LISTEN]
+    #[arg(long, value_name = "http://HOST:PORT")]
+    advertise: Option<String>,
+    /// This node's name [default: the host name]
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the jobs' directories live [default: the image store's directory]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `berth agent`: this host as a node of a controller elsewhere.
+pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
+    if !is_root() {
+        bail!("berth agent must run as root: it runs every job as the user who submitted it");
+    }
+    let bytes = std::fs::read(&args.key_file)
+        .with_context(|| format!("cannot read the cluster key {}", args.key_file.display()))?;
+    if bytes.len() < 32 {
+        bail!(
+            "{}: a cluster key has at least 32 bytes: copy the controller's STATE_DIR/cluster.key",
+            args.key_file.display()
+        );
+    }
+    if args.listen.ip().is_unspecified() && args.advertise.is_none() {
+        bail!("--listen {} names no address the controller could reach: add --advertise http://HOST:PORT", args.listen);
+    }
+    let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let mut resources = berth_agent::node::Resources::discover();
+    if let Some(name) = args.name {
+        resources.name = name;
+    }
+    berth_agent::daemon::run(berth_agent::daemon::Settings {
+        controller: args.controller.trim_end_matches('/').to_string(),
+        key: berth_agent::auth::Key::from_bytes(&bytes),
+        listen: args.listen,
+        advertise: args
+            .advertise
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        resources,
+        state_dir,
+        berth: std::env::current_exe().context("cannot find the berth executable")?,
+    })
+    .map_err(anyhow::Error::msg)?;
     Ok(0)
 }

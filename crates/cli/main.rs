@@ -42,6 +42,10 @@ enum Command {
     Shell(container::ShellArgs),
     /// Start the all-in-one cluster: controller, local agent and embedded store (root)
     Up(batch::UpArgs),
+    /// Start the controller alone (root); jobs run on the nodes whose agents register
+    Controller(batch::UpArgs),
+    /// Run this host as a node of a controller elsewhere (root)
+    Agent(batch::AgentArgs),
     /// Stop the controller started by `berth up` (running jobs keep running)
     Down,
     /// Make a token for the API over TCP (berth up --listen), like scontrol token
@@ -103,6 +107,8 @@ fn main() {
                 Command::Exec(args) => container::exec(&settings, args),
                 Command::Shell(args) => container::shell(&settings, args),
                 Command::Up(args) => batch::up(&settings, args),
+                Command::Controller(args) => batch::controller(&settings, args),
+                Command::Agent(args) => batch::agent(&settings, args),
                 Command::Down => batch::down(),
                 Command::Token(args) => batch::token(args),
                 Command::Submit(args) => batch::submit(args),

@@ -12,6 +12,8 @@ pub struct Cluster {
     pub state: PathBuf,
     /// More `berth up` arguments (`--listen ...`).
     pub up_args: Vec<String>,
+    /// `up` (controller and local agent), or `controller` (the controller alone).
+    pub command: &'static str,
     controller: Option<Child>,
 }
 
@@ -25,8 +27,23 @@ impl Cluster {
         Cluster::start_with(config, &[])
     }
 
+    /// `berth controller` alone (no local node), with `up_args` (its --listen).
+    pub fn start_controller(up_args: &[&str]) -> Option<Cluster> {
+        let mut c = Cluster::prepare(None, up_args)?;
+        c.command = "controller";
+        c.up();
+        Some(c)
+    }
+
     /// A cluster whose `berth up` gets `up_args` too.
     pub fn start_with(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
+        let mut c = Cluster::prepare(config, up_args)?;
+        c.up();
+        Some(c)
+    }
+
+    /// A cluster's files and image, its controller not started yet.
+    fn prepare(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
         let mut f = Fixture::new()?;
         if let Some(text) = config {
             f.write_config(text);
@@ -34,14 +51,14 @@ impl Cluster {
         f.import(Mode::Root);
         let socket = f.path("berth.sock");
         let state = f.path("state");
-        let mut c = Cluster {
+        let c = Cluster {
             f,
             socket,
             state,
             up_args: up_args.iter().map(|a| a.to_string()).collect(),
+            command: "up",
             controller: None,
         };
-        c.up();
         Some(c)
     }
 
@@ -54,7 +71,7 @@ impl Cluster {
             None => cmd.env_remove("BERTH_CONFIG"),
         };
         let child = cmd
-            .args(["up", "--state-dir"])
+            .args([self.command, "--state-dir"])
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.socket)

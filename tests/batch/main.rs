@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod agents;
 mod api;
 mod cluster;
 mod jobs;

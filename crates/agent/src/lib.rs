@@ -8,6 +8,9 @@
 //! Must not: schedule, keep the cluster's state, or parse batch scripts; the controller sends
 //! a fully resolved [`JobLaunch`] and grants each step.
 
+pub mod auth;
+pub mod daemon;
+pub mod http;
 pub mod node;
 pub mod runner;
 pub mod step;

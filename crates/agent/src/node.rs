@@ -6,6 +6,7 @@
 
 use crate::runner::{self, JobLaunch, JobResult, JobTools};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,70 @@ pub struct JobStart {
     /// The rest. The agent fills in what is the node's own: the script's path, berth's tools
     /// and step socket, and the hostfile variables.
     pub launch: JobLaunch,
+}
+
+/// What a node has for jobs: its CPUs (this process's affinity), memory and NVIDIA GPUs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub name: String,
+    pub cpus: Vec<u32>,
+    pub memory: u64,
+    /// Device minors of /dev/nvidiaN.
+    pub gpus: Vec<u32>,
+}
+
+impl Resources {
+    pub fn discover() -> Resources {
+        let mut ids = BTreeSet::new();
+        // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                for cpu in 0..libc::CPU_SETSIZE as usize {
+                    if libc::CPU_ISSET(cpu, &set) {
+                        ids.insert(cpu as u32);
+                    }
+                }
+            }
+        }
+        if ids.is_empty() {
+            ids.insert(0);
+        }
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("MemTotal:")
+                        .map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                })
+            })
+            .flatten()
+            .map_or(0, |kb| kb * 1024);
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
+        // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
+        let gpus: BTreeSet<u32> = std::fs::read_dir("/dev").map_or_else(
+            |_| BTreeSet::new(),
+            |d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name();
+                        let digits = name.to_str()?.strip_prefix("nvidia")?;
+                        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                            .then(|| digits.parse().ok())
+                            .flatten()
+                    })
+                    .collect()
+            },
+        );
+        Resources {
+            name,
+            cpus: ids.into_iter().collect(),
+            memory,
+            gpus: gpus.into_iter().collect(),
+        }
+    }
 }
 
 /// A job's runner, as the agent started it.

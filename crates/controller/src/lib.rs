@@ -11,7 +11,7 @@
 //! Store writes happen under it (SQLite in WAL mode: tens of microseconds), which keeps the
 //! in-memory table and the database in the same order of changes.
 
-pub mod auth;
+pub use berth_agent::auth;
 mod env;
 pub mod job;
 mod node;
@@ -49,6 +49,9 @@ pub struct Settings {
     pub host_jobs: bool,
     /// Also serve the API on this TCP address, each request with a token (`berth token`).
     pub listen: Option<std::net::SocketAddr>,
+    /// This machine is a node, its agent in this process (`berth up`); `false`: only agents
+    /// that register run jobs (`berth controller`).
+    pub local_node: bool,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -102,9 +105,11 @@ pub struct Controller {
     settings: Settings,
     store: Box<dyn Store>,
     images: berth_image::Store,
-    node: LocalNode,
-    /// The local node's agent: job directories and runners (in this process: `berth up`).
-    agent: Arc<NodeAgent>,
+    /// The nodes: this machine's (`berth up`, its agent in this process) and the ones whose
+    /// agents registered over TCP (`berth agent`).
+    nodes: BTreeMap<String, NodeEntry>,
+    /// Signs the controller's credentials to agents and checks theirs (and users' tokens).
+    key: Arc<auth::Key>,
     /// Unfinished jobs (finished ones live in the store only).
     active: BTreeMap<u64, Job>,
     /// States of finished jobs that dependencies of active jobs refer to.
@@ -115,6 +120,23 @@ pub struct Controller {
 }
 
 pub type Shared = Arc<Mutex<Controller>>;
+
+/// A node: what it has and holds, and how its agent is reached.
+struct NodeEntry {
+    res: LocalNode,
+    link: Link,
+}
+
+#[derive(Clone)]
+enum Link {
+    /// The agent in this process (`berth up`).
+    Local(Arc<NodeAgent>),
+    /// A `berth agent` at this URL (`http://HOST:PORT`).
+    Remote(String),
+}
+
+/// How long the controller waits for an agent's answer.
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The submitter's user name and primary group, from the host's user database.
 fn user_of(uid: u32) -> Result<berth_runtime::Identity, ApiError> {
@@ -135,22 +157,35 @@ impl Controller {
         let images = berth_image::Store::open(&settings.image_store).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(settings.state_dir.join("jobs"))
             .map_err(|e| format!("cannot create {}: {e}", settings.state_dir.display()))?;
-        let node = LocalNode::discover();
-        let step_dir = berth_api::step_socket(&settings.socket)
-            .parent()
-            .expect("the step socket is in a directory")
-            .to_path_buf();
-        let agent = Arc::new(NodeAgent::new(
-            settings.state_dir.clone(),
-            settings.berth.clone(),
-            step_dir,
-        ));
+        let mut nodes = BTreeMap::new();
+        if settings.local_node {
+            let step_dir = berth_api::step_socket(&settings.socket)
+                .parent()
+                .expect("the step socket is in a directory")
+                .to_path_buf();
+            let agent = Arc::new(NodeAgent::new(
+                settings.state_dir.clone(),
+                settings.berth.clone(),
+                step_dir,
+            ));
+            let res = LocalNode::discover();
+            nodes.insert(
+                res.name.clone(),
+                NodeEntry {
+                    res,
+                    link: Link::Local(agent),
+                },
+            );
+        }
+        let key = Arc::new(auth::Key::load_or_create(
+            &settings.state_dir.join("cluster.key"),
+        )?);
         let mut controller = Controller {
             settings,
             store,
             images,
-            node,
-            agent,
+            nodes,
+            key,
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
             wake: Arc::new(Notify::new()),
@@ -185,7 +220,7 @@ impl Controller {
             .iter()
             .map(|p| sched::PartitionView {
                 name: p.name.clone(),
-                nodes: vec![self.node.name.clone()],
+                nodes: self.nodes.keys().cloned().collect(),
                 tier: 0,
                 priority_factor: p.priority,
                 max_time: p.max_time,
@@ -198,7 +233,7 @@ impl Controller {
         if parts.is_empty() {
             parts.push(sched::PartitionView {
                 name: "normal".into(),
-                nodes: vec![self.node.name.clone()],
+                nodes: self.nodes.keys().cloned().collect(),
                 tier: 0,
                 priority_factor: 1,
                 max_time: None,
@@ -212,20 +247,26 @@ impl Controller {
     }
 
     fn cluster(&self) -> sched::ClusterView {
-        let allocations = self
-            .active
-            .values()
-            .filter(|j| matches!(j.state, State::Running | State::Suspended))
-            .map(|j| sched::Allocation {
-                job: j.id,
-                cpus: j.cpus as u32,
-                memory: j.memory.unwrap_or(0),
-                gpus: j.gpus,
-                end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
-            })
-            .collect();
+        let allocations = |node: &str| {
+            self.active
+                .values()
+                .filter(|j| matches!(j.state, State::Running | State::Suspended))
+                .filter(|j| j.nodes.first().is_some_and(|n| n == node))
+                .map(|j| sched::Allocation {
+                    job: j.id,
+                    cpus: j.cpus as u32,
+                    memory: j.memory.unwrap_or(0),
+                    gpus: j.gpus,
+                    end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
+                })
+                .collect()
+        };
         sched::ClusterView {
-            nodes: vec![self.node.view(allocations)],
+            nodes: self
+                .nodes
+                .values()
+                .map(|n| n.res.view(allocations(&n.res.name)))
+                .collect(),
             partitions: self.partition_views(),
             history: self
                 .referenced_ids()
@@ -364,9 +405,9 @@ impl Controller {
                 sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
                 sreq.memory_per_node,
                 sreq.gpus_per_node,
-                self.node.cpus,
-                self.node.memory,
-                self.node.gpus
+                self.nodes.values().map(|n| n.res.cpus).max().unwrap_or(0),
+                self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
+                self.nodes.values().map(|n| n.res.gpus).max().unwrap_or(0)
             ))
         })?;
         for dep in &request.dependencies.jobs {
@@ -446,7 +487,8 @@ impl Controller {
                 array_index: *index,
                 job_name: &request.name,
                 user: &user,
-                first_node: &self.node.name,
+                // Where the job runs is decided later: %N names the first node there is.
+                first_node: self.nodes.keys().next().map_or("", String::as_str),
             };
             let resolve = |p: &str| {
                 let expanded = berth_core::job::expand_pattern(p, &ctx);
@@ -550,7 +592,8 @@ impl Controller {
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
     pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
-        let agent = self.agent.clone();
+        let link = self.link_of(id);
+        let key = self.key.clone();
         let job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
             (State::Pending, _) => {
@@ -565,7 +608,7 @@ impl Controller {
                 if sig.is_none() {
                     job.cancel_requested = true;
                 }
-                signal_runner(&agent, job, sig.unwrap_or(libc::SIGTERM));
+                signal_runner(link.as_ref(), job, sig.unwrap_or(libc::SIGTERM), &key);
                 let job = job.clone();
                 self.persist(&job)?;
             }
@@ -613,7 +656,8 @@ impl Controller {
 
     /// `berth suspend` / `resume`: freezes or thaws every process of a running job at once.
     pub fn suspend(&mut self, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
-        let agent = self.agent.clone();
+        let link = self.link_of(id);
+        let key = self.key.clone();
         let job = self.owned(caller, id, if suspend { "suspend" } else { "resume" })?;
         let (from, to) = if suspend {
             (State::Running, State::Suspended)
@@ -628,7 +672,7 @@ impl Controller {
                 if suspend { "suspended" } else { "resumed" }
             )));
         }
-        freeze(&agent, job, suspend)?;
+        freeze(link.as_ref(), job, suspend, &key)?;
         job.state = to;
         let job = job.clone();
         self.persist(&job)
@@ -652,13 +696,14 @@ impl Controller {
             self.wake.notify_one();
             return Ok(());
         }
-        let agent = self.agent.clone();
+        let link = self.link_of(id);
+        let key = self.key.clone();
         let job = self.owned(caller, id, "requeue")?;
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
         job.requeue_requested = true;
-        signal_runner(&agent, job, libc::SIGTERM);
+        signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
         let job = job.clone();
         self.persist(&job)
     }
@@ -739,11 +784,14 @@ impl Controller {
                         job.reason = Some("QOSMaxCpuPerUserLimit".into());
                         continue;
                     }
-                    let Some(cpu_ids) = self.node.take_cpus(alloc.cpus) else {
+                    let Some(node) = self.nodes.get_mut(&alloc.node) else {
                         continue;
                     };
-                    let Some(gpu_ids) = self.node.take_gpus(alloc.gpus) else {
-                        self.node.release_cpus(&cpu_ids);
+                    let Some(cpu_ids) = node.res.take_cpus(alloc.cpus) else {
+                        continue;
+                    };
+                    let Some(gpu_ids) = node.res.take_gpus(alloc.gpus) else {
+                        node.res.release_cpus(&cpu_ids);
                         continue;
                     };
                     *held.entry(key).or_default() += u64::from(alloc.cpus);
@@ -791,6 +839,12 @@ impl Controller {
     fn launch(&mut self, id: u64, shared: &Shared) -> Result<(), String> {
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
+        let node = job.nodes.first().cloned().unwrap_or_default();
+        let link = self
+            .nodes
+            .get(&node)
+            .map(|n| n.link.clone())
+            .ok_or_else(|| format!("node {node} is gone"))?;
         let launch = berth_agent::JobLaunch {
             job_id: id,
             user: job.user.clone(),
@@ -809,7 +863,7 @@ impl Controller {
                 }
             }),
             append: job.request.open_mode == berth_core::job::OpenMode::Append,
-            env: env::job_environment(&job, &self.node.name),
+            env: env::job_environment(&job, &node),
             binds: job.request.binds.clone(),
             bind_policy: self.settings.binds.clone(),
             cpuset: Some(
@@ -827,34 +881,75 @@ impl Controller {
             grace: self.settings.kill_wait,
             tools: None,
         };
-        let started = self.agent.start(berth_agent::node::JobStart {
+        let start = berth_agent::node::JobStart {
             script: job.script.clone(),
             uid: job.uid,
             gid: owner.gid,
-            hostfile: env::hostfile(&self.node.name, job.cpus),
+            hostfile: env::hostfile(&node, job.cpus),
             launch,
-        })?;
-        if let Some(job) = self.active.get_mut(&id) {
-            job.runner_pid = Some(started.pid);
-            let job = job.clone();
-            self.persist(&job).map_err(|e| e.message)?;
+        };
+        match link {
+            Link::Local(agent) => {
+                let started = agent.start(start)?;
+                self.started(id, started.pid);
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut child = started.child;
+                    let status = child.wait();
+                    let result = agent.result(id);
+                    let handle = tokio::runtime::Handle::current();
+                    handle.block_on(async move {
+                        let status = status.map_or("unknown".into(), |s| s.to_string());
+                        shared.lock().await.collect(id, result, &status);
+                    });
+                });
+            }
+            // The agent answers with its runner's pid, and reports the end when it comes.
+            Link::Remote(url) => {
+                let (shared, key) = (shared.clone(), self.key.clone());
+                tokio::task::spawn_blocking(move || {
+                    let answer: Result<berth_agent::daemon::StartAnswer, String> =
+                        berth_agent::http::post(
+                            &url,
+                            "/v1/agent/start",
+                            &key.credential(auth::CONTROLLER),
+                            &start,
+                            AGENT_TIMEOUT,
+                        );
+                    tokio::runtime::Handle::current().block_on(async move {
+                        let mut c = shared.lock().await;
+                        match answer {
+                            Ok(a) => c.started(id, a.runner),
+                            Err(e) => c.finish(
+                                id,
+                                State::NodeFail,
+                                Some(format!(
+                                    "the agent of node {node} did not start the job: {e}"
+                                )),
+                                None,
+                            ),
+                        }
+                    });
+                });
+            }
         }
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut child = started.child;
-            let status = child.wait();
-            let handle = tokio::runtime::Handle::current();
-            handle.block_on(async move {
-                let mut c = shared.lock().await;
-                c.collect(id, status.ok());
-            });
-        });
         Ok(())
     }
 
+    /// Records the pid of job `id`'s runner.
+    fn started(&mut self, id: u64, runner: u32) {
+        if let Some(job) = self.active.get_mut(&id) {
+            job.runner_pid = Some(runner);
+            let job = job.clone();
+            if let Err(e) = self.persist(&job) {
+                eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
+            }
+        }
+    }
+
     /// A runner ended: read its result and finish the job.
-    fn collect(&mut self, id: u64, status: Option<std::process::ExitStatus>) {
-        let result = self.agent.result(id);
+    /// A runner ended (`status`: how, in words) with `result`, what it wrote: finish the job.
+    pub fn collect(&mut self, id: u64, result: Option<berth_agent::JobResult>, status: &str) {
         let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
         // An allocation ended by its step: the step's status is the job's, also when the
         // release stopped its runner before it had the container going.
@@ -879,10 +974,7 @@ impl Controller {
             _ if cancelled => (State::Cancelled, None),
             None => (
                 State::NodeFail,
-                Some(format!(
-                    "the job runner ended without a result ({})",
-                    status.map_or("unknown".into(), |s| s.to_string())
-                )),
+                Some(format!("the job runner ended without a result ({status})")),
             ),
             Some(r) if r.error.is_some() => (State::Failed, r.error.clone()),
             Some(r) if r.timed_out => (State::Timeout, None),
@@ -906,8 +998,10 @@ impl Controller {
         let Some(mut job) = self.active.remove(&id) else {
             return;
         };
-        self.node.release_cpus(&job.cpu_ids);
-        self.node.release_gpus(&job.gpu_ids);
+        if let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) {
+            node.res.release_cpus(&job.cpu_ids);
+            node.res.release_gpus(&job.gpu_ids);
+        }
         if job.requeue_requested {
             job.restart();
             if let Err(e) = self.persist(&job) {
@@ -951,33 +1045,110 @@ impl Controller {
             .cloned()
             .collect();
         for job in running {
-            self.node.reserve_cpus(&job.cpu_ids);
-            self.node.reserve_gpus(&job.gpu_ids);
+            // Jobs of nodes that have not registered yet are taken up when they do.
+            let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) else {
+                continue;
+            };
+            node.res.reserve_cpus(&job.cpu_ids);
+            node.res.reserve_gpus(&job.gpu_ids);
+            // A remote agent reports its runners' ends itself, until the controller takes them.
+            let Link::Local(agent) = node.link.clone() else {
+                continue;
+            };
             let alive = job
                 .runner_pid
-                .is_some_and(|pid| self.agent.runner_alive(job.id, pid));
+                .is_some_and(|pid| agent.runner_alive(job.id, pid));
             if !alive {
-                self.collect(job.id, None);
+                let result = agent.result(job.id);
+                self.collect(
+                    job.id,
+                    result,
+                    "its runner was gone at the controller's start",
+                );
                 continue;
             }
             let (shared, pid, id) = (shared.clone(), job.runner_pid.expect("alive"), job.id);
-            let agent = self.agent.clone();
             tokio::spawn(async move {
                 while agent.runner_alive(id, pid) {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
-                shared.lock().await.collect(id, None);
+                let result = agent.result(id);
+                shared.lock().await.collect(id, result, "ended");
             });
         }
+    }
+
+    /// `berth agent` registering (again, every few seconds: its heartbeat): its node joins
+    /// the cluster, with the jobs the store says run there holding their CPUs and GPUs.
+    pub fn register(&mut self, reg: berth_agent::daemon::Registration) -> Result<(), ApiError> {
+        if let Some(node) = self.nodes.get_mut(&reg.resources.name) {
+            match &mut node.link {
+                Link::Remote(url) => *url = reg.url,
+                Link::Local(_) => {
+                    return Err(ApiError::forbidden(format!(
+                        "node {} is this controller's own",
+                        reg.resources.name
+                    )))
+                }
+            }
+            return Ok(());
+        }
+        let mut res = LocalNode::from(reg.resources);
+        let name = res.name.clone();
+        for job in self
+            .active
+            .values()
+            .filter(|j| j.nodes.first() == Some(&name) && j.state != State::Pending)
+        {
+            res.reserve_cpus(&job.cpu_ids);
+            res.reserve_gpus(&job.gpu_ids);
+        }
+        eprintln!("berth: node {} registered from {}", res.name, reg.url);
+        self.nodes.insert(
+            res.name.clone(),
+            NodeEntry {
+                res,
+                link: Link::Remote(reg.url),
+            },
+        );
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A remote agent's runner ended.
+    pub fn ended(
+        &mut self,
+        node: &str,
+        end: berth_agent::daemon::JobEnded,
+    ) -> Result<(), ApiError> {
+        let Some(job) = self.active.get(&end.job) else {
+            // Already finished (a report sent twice): nothing to do.
+            return Ok(());
+        };
+        if job.nodes.first().map(String::as_str) != Some(node) || job.runner_pid != Some(end.runner)
+        {
+            return Err(ApiError::forbidden(format!(
+                "job {} does not run on node {node} under runner {}",
+                end.job, end.runner
+            )));
+        }
+        self.collect(end.job, end.result, &end.status);
+        Ok(())
+    }
+
+    /// The link to the agent of the node job `id` runs on.
+    fn link_of(&self, id: u64) -> Option<Link> {
+        let node = self.active.get(&id)?.nodes.first()?;
+        Some(self.nodes.get(node)?.link.clone())
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
-    /// The cluster key, which signs the API's tokens (made on first use).
-    pub fn key(&self) -> Result<auth::Key, String> {
-        auth::Key::load_or_create(&self.settings.state_dir.join("cluster.key"))
+    /// The cluster key, which signs the API's tokens and the daemons' credentials.
+    pub fn key(&self) -> Arc<auth::Key> {
+        self.key.clone()
     }
 
     /// `berth token`: a token for `req.user` (the caller's own unless root asks for another).
@@ -1010,7 +1181,7 @@ impl Controller {
             exp: now() + lifetime,
         };
         Ok(berth_api::TokenResponse {
-            token: self.key().map_err(ApiError::internal)?.mint(&claims),
+            token: self.key.mint(&claims),
             user: claims.user,
             expires: claims.exp,
         })
@@ -1018,7 +1189,10 @@ impl Controller {
 
     /// The directory of the step socket, which every job's container gets.
     pub fn step_dir(&self) -> PathBuf {
-        self.agent.step_dir().to_path_buf()
+        berth_api::step_socket(&self.settings.socket)
+            .parent()
+            .expect("the step socket is in a directory")
+            .to_path_buf()
     }
 
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs
@@ -1030,8 +1204,20 @@ impl Controller {
         id: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
-        let node = self.node.name.clone();
-        let job_dir = self.agent.job_dir(id);
+        let node = self
+            .active
+            .get(&id)
+            .and_then(|j| j.nodes.first().cloned())
+            .unwrap_or_default();
+        let job_dir = match self.link_of(id) {
+            Some(Link::Local(agent)) => agent.job_dir(id),
+            Some(Link::Remote(_)) => {
+                return Err(format!(
+                    "job {id} runs on node {node}, whose agent is remote: steps there are not built yet"
+                ))
+            }
+            None => PathBuf::new(),
+        };
         let job = self
             .active
             .get_mut(&id)
@@ -1211,11 +1397,11 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     async fn release(&self, id: u64, code: Option<i32>) {
         let mut c = self.0.lock().await;
         let root = Caller { uid: 0, gid: 0 };
-        let agent = c.agent.clone();
+        let (link, key) = (c.link_of(id), c.key.clone());
         match (code, c.active.get_mut(&id)) {
             (Some(code), Some(job)) if job.state != State::Pending => {
                 job.allocation_exit = Some(code);
-                signal_runner(&agent, job, libc::SIGTERM);
+                signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
                 let job = job.clone();
                 let _ = c.persist(&job);
             }
@@ -1234,22 +1420,65 @@ const ALLOCATION_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
 /// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
 /// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not
 /// act on the signal.
-fn signal_runner(agent: &NodeAgent, job: &mut Job, sig: i32) {
+fn signal_runner(link: Option<&Link>, job: &mut Job, sig: i32, key: &auth::Key) {
     if job.state == State::Suspended {
-        let _ = freeze(agent, job, false);
+        let _ = freeze(link, job, false, key);
         job.state = State::Running;
     }
-    if let Some(pid) = job.runner_pid {
-        agent.signal(job.id, pid, sig);
+    let (Some(link), Some(runner)) = (link, job.runner_pid) else {
+        return;
+    };
+    match link {
+        Link::Local(agent) => agent.signal(job.id, runner, sig),
+        Link::Remote(url) => {
+            let request = berth_agent::daemon::RunnerSignal {
+                job: job.id,
+                runner,
+                signal: sig,
+            };
+            let (url, credential) = (url.clone(), key.credential(auth::CONTROLLER));
+            // Not awaited: the job's end comes back through the agent's report.
+            tokio::task::spawn_blocking(move || {
+                let sent: Result<(), String> = berth_agent::http::post(
+                    &url,
+                    "/v1/agent/signal",
+                    &credential,
+                    &request,
+                    AGENT_TIMEOUT,
+                );
+                if let Err(e) = sent {
+                    eprintln!("berth: cannot signal job {}: {e}", request.job);
+                }
+            });
+        }
     }
 }
 
 /// Freezes or thaws every process of a running job.
-fn freeze(agent: &NodeAgent, job: &Job, frozen: bool) -> Result<(), ApiError> {
-    let pid = job
+fn freeze(link: Option<&Link>, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
+    let runner = job
         .runner_pid
         .ok_or_else(|| ApiError::bad(format!("job {} has no runner yet", job.id)))?;
-    agent
-        .freeze(job.id, pid, frozen)
-        .map_err(ApiError::internal)
+    match link {
+        Some(Link::Local(agent)) => agent.freeze(job.id, runner, frozen),
+        Some(Link::Remote(url)) => {
+            let request = berth_agent::daemon::RunnerFreeze {
+                job: job.id,
+                runner,
+                frozen,
+            };
+            // A short call to the agent, while the job's record waits for its answer.
+            tokio::task::block_in_place(|| {
+                berth_agent::http::post(
+                    url,
+                    "/v1/agent/freeze",
+                    &key.credential(auth::CONTROLLER),
+                    &request,
+                    AGENT_TIMEOUT,
+                )
+            })
+        }
+        None => Err(format!("job {}'s node is gone", job.id)),
+    }
+    .map_err(ApiError::internal)
 }

@@ -1,5 +1,5 @@
-//! This machine as the all-in-one cluster's one node: its size, and which CPUs jobs hold
-//! (each job gets its own cores through a cpuset).
+//! A node as the controller keeps it: its size, and which CPUs and GPUs its jobs hold (each
+//! job gets cores of its own through a cpuset, and GPUs of its own).
 
 use berth_sched as sched;
 use std::collections::BTreeSet;
@@ -17,50 +17,18 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
+    /// This machine, as its agent finds it.
     pub fn discover() -> LocalNode {
-        let mut ids = BTreeSet::new();
-        // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-                for cpu in 0..libc::CPU_SETSIZE as usize {
-                    if libc::CPU_ISSET(cpu, &set) {
-                        ids.insert(cpu as u32);
-                    }
-                }
-            }
-        }
-        if ids.is_empty() {
-            ids.insert(0);
-        }
-        let memory = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| {
-                    l.strip_prefix("MemTotal:")
-                        .map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-                })
-            })
-            .flatten()
-            .map_or(0, |kb| kb * 1024);
-        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
-        // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
-        let gpus: BTreeSet<u32> = std::fs::read_dir("/dev").map_or_else(
-            |_| BTreeSet::new(),
-            |d| {
-                d.flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name();
-                        let digits = name.to_str()?.strip_prefix("nvidia")?;
-                        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                            .then(|| digits.parse().ok())
-                            .flatten()
-                    })
-                    .collect()
-            },
-        );
-        LocalNode::new(name, ids, memory, gpus)
+        LocalNode::from(berth_agent::node::Resources::discover())
+    }
+
+    pub fn from(r: berth_agent::node::Resources) -> LocalNode {
+        LocalNode::new(
+            r.name,
+            r.cpus.into_iter().collect(),
+            r.memory,
+            r.gpus.into_iter().collect(),
+        )
     }
 
     fn new(name: String, cpus: BTreeSet<u32>, memory: u64, gpus: BTreeSet<u32>) -> LocalNode {

@@ -60,15 +60,45 @@ async fn token_caller(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let caller = match token {
+    let claims = match token {
         None => Err("the API over TCP needs a token: send `Authorization: Bearer TOKEN`, with a token from `berth token` on the controller's machine".to_string()),
-        Some(t) => key.verify(t, crate::now()).map_err(|e| e.to_string()).and_then(|claims| {
+        Some(t) => key.verify(t, crate::now()).map_err(|e| e.to_string()),
+    };
+    // A daemon (a node's agent): for the agents' part of the API, and nothing else.
+    if let Ok(principal) = claims.as_ref().map(|c| c.user.clone()) {
+        if let Some(daemon) = principal.strip_prefix('@') {
+            let path = request.uri().path();
+            return match daemon.strip_prefix("node:") {
+                Some(node) if path.starts_with("/v1/agents/") => {
+                    request
+                        .extensions_mut()
+                        .insert(NodePrincipal(node.to_string()));
+                    next.run(request).await
+                }
+                _ => ApiError::forbidden(
+                    "a daemon's credential is for the agents' part of the API only",
+                )
+                .into_response(),
+            };
+        }
+    }
+    let caller = match claims {
+        Err(e) => Err(e),
+        Ok(claims) => Ok(claims).and_then(|claims| {
             // The user must still exist, with the uid the token was made for.
             berth_runtime::Identity::lookup(&claims.user, false)
                 .ok()
                 .filter(|id| id.uid == claims.uid)
-                .map(|id| Caller { uid: id.uid, gid: id.gid })
-                .ok_or_else(|| format!("the token's user {} (uid {}) is no longer in the user database", claims.user, claims.uid))
+                .map(|id| Caller {
+                    uid: id.uid,
+                    gid: id.gid,
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "the token's user {} (uid {}) is no longer in the user database",
+                        claims.user, claims.uid
+                    )
+                })
         }),
     };
     match caller {
@@ -83,6 +113,44 @@ async fn token_caller(
         }
         .into_response(),
     }
+}
+
+/// A request from node `.0`'s agent (its credential says so).
+#[derive(Debug, Clone)]
+struct NodePrincipal(String);
+
+fn node_of(principal: Option<Extension<NodePrincipal>>) -> Result<String, ApiError> {
+    principal
+        .map(|Extension(NodePrincipal(n))| n)
+        .ok_or_else(|| {
+            ApiError::forbidden("this part of the API is for node agents, with their credentials")
+        })
+}
+
+/// `berth agent` registering, and its heartbeat.
+async fn agent_register(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(reg): Json<berth_agent::daemon::Registration>,
+) -> ApiResult<()> {
+    let node = node_of(principal)?;
+    if node != reg.resources.name {
+        return Err(ApiError::forbidden(format!(
+            "the credential is node {node}'s, not {}'s",
+            reg.resources.name
+        )));
+    }
+    c.lock().await.register(reg).map(Json)
+}
+
+/// A remote agent's runner ended.
+async fn agent_ended(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(end): Json<berth_agent::daemon::JobEnded>,
+) -> ApiResult<()> {
+    let node = node_of(principal)?;
+    c.lock().await.ended(&node, end).map(Json)
 }
 
 /// `berth token`: a token for the caller, or (root) for any user. Only on the Unix socket,
@@ -330,6 +398,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))
+        .route("/v1/agents/register", post(agent_register))
+        .route("/v1/agents/ended", post(agent_ended))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -376,7 +446,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     }
     let berth = shared.lock().await.settings().berth.clone();
     let listen = shared.lock().await.settings().listen;
-    let key = std::sync::Arc::new(shared.lock().await.key()?);
+    let key = shared.lock().await.key();
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
         std::sync::Arc::new(crate::StepGate(shared.clone())),

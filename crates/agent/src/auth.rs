@@ -1,6 +1,7 @@
-//! Who is calling over TCP: signed, short-lived tokens (as Slurm's `scontrol token` gives
-//! slurmrestd's users), minted only on the Unix socket, where the caller is known from its
-//! peer credentials.
+//! Who is calling over TCP: signed, short-lived tokens. Users get theirs from `berth token`
+//! (as Slurm's `scontrol token` gives slurmrestd's users), minted only on the controller's
+//! Unix socket, where the caller is known from its peer credentials; nodes and the controller
+//! mint their own for each other from the cluster key they share (as MUNGE credentials).
 //!
 //! A token is `berth1.<payload>.<signature>`: the payload is base64url JSON naming the user,
 //! its uid and an expiry; the signature is HMAC-SHA256 over `berth1.<payload>` with the
@@ -17,6 +18,24 @@ const PREFIX: &str = "berth1";
 /// How long a token lives unless asked otherwise, and at most.
 pub const DEFAULT_LIFETIME: u64 = 86_400;
 pub const MAX_LIFETIME: u64 = 30 * 86_400;
+
+/// The principal berth's own daemons put in their credentials instead of a user name (a ':'
+/// is never part of a Unix user name, so none can be mistaken for a user's).
+pub const CONTROLLER: &str = "@controller";
+
+/// The principal of node `name`'s agent.
+pub fn node_principal(name: &str) -> String {
+    format!("@node:{name}")
+}
+
+/// How long a daemon's credential is good for: one request's worth, as MUNGE's are.
+pub const CREDENTIAL_LIFETIME: u64 = 60;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenError {
@@ -92,6 +111,16 @@ impl Key {
         let signed = format!("{PREFIX}.{payload}");
         let tag = hmac::sign(&self.0, signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// A short-lived credential for one of berth's daemons (`principal`: [`CONTROLLER`] or a
+    /// [`node_principal`]).
+    pub fn credential(&self, principal: &str) -> String {
+        self.mint(&Claims {
+            user: principal.to_string(),
+            uid: 0,
+            exp: now() + CREDENTIAL_LIFETIME,
+        })
     }
 
     /// The claims of a token this key signed and that has not expired at `now`.

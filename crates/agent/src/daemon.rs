@@ -1,0 +1,270 @@
+//! `berth agent`: a node's agent in a process of its own, on its own host, for a controller
+//! elsewhere (`berth controller --listen`). Both sides speak HTTP with short-lived credentials
+//! signed with the cluster key they share ([`crate::auth`]): a process that does not hold the
+//! key can neither register as a node nor start anything on an agent.
+//!
+//! ```text
+//! agent ──POST /v1/agents/register (every few seconds: the heartbeat)──► controller
+//! controller ──POST /v1/agent/start (JobStart) | /signal | /freeze──► agent
+//! agent ──POST /v1/agents/ended (JobEnded), until the controller takes it──► controller
+//! ```
+
+use crate::auth::{self, Key};
+use crate::node::{JobStart, NodeAgent, Resources};
+use crate::runner::JobResult;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `POST /v1/agents/register` (controller): this node, and where its agent listens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// `http://HOST:PORT`, as the controller reaches the agent.
+    pub url: String,
+    pub resources: Resources,
+}
+
+/// `POST /v1/agents/ended` (controller): a runner ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobEnded {
+    pub job: u64,
+    pub runner: u32,
+    /// What the runner wrote; `None`: it wrote nothing (it was killed).
+    pub result: Option<JobResult>,
+    /// How the runner process ended, in words.
+    pub status: String,
+}
+
+/// The answer to `POST /v1/agent/start`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StartAnswer {
+    pub runner: u32,
+}
+
+/// `POST /v1/agent/signal`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSignal {
+    pub job: u64,
+    pub runner: u32,
+    pub signal: i32,
+}
+
+/// `POST /v1/agent/freeze`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerFreeze {
+    pub job: u64,
+    pub runner: u32,
+    pub frozen: bool,
+}
+
+/// What `berth agent` was told.
+pub struct Settings {
+    /// The controller's TCP API, `http://HOST:PORT`.
+    pub controller: String,
+    pub key: Key,
+    pub listen: std::net::SocketAddr,
+    /// How the controller reaches this agent, `http://HOST:PORT`.
+    pub advertise: String,
+    pub resources: Resources,
+    pub state_dir: PathBuf,
+    pub berth: PathBuf,
+}
+
+/// How often the agent registers again (its heartbeat) and retries a report.
+const BEAT: Duration = Duration::from_secs(3);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Agent {
+    node: NodeAgent,
+    key: Key,
+    controller: String,
+    name: String,
+}
+
+type Shared = Arc<Agent>;
+
+fn error(status: u16, message: impl Into<String>) -> Response {
+    let status = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(berth_api::ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// Only the controller (a credential signed with the cluster key, naming it) is answered.
+async fn controller_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
+    let credential = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match credential.map(|c| a.key.verify(c, now)) {
+        Some(Ok(claims)) if claims.user == auth::CONTROLLER => next.run(request).await,
+        Some(Ok(_)) => error(403, "only the controller may ask this agent"),
+        Some(Err(e)) => error(401, e.to_string()),
+        None => error(401, "this agent answers its controller's credentials only"),
+    }
+}
+
+async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
+    let id = job.launch.job_id;
+    let started = match a.node.start(job) {
+        Ok(s) => s,
+        Err(e) => return error(500, format!("cannot start job {id}: {e}")),
+    };
+    let runner = started.pid;
+    let agent = a.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut child = started.child;
+        let status = child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let end = JobEnded {
+            job: id,
+            runner,
+            result: agent.node.result(id),
+            status,
+        };
+        // Until the controller has it: it may be restarting.
+        loop {
+            let sent: Result<(), String> = crate::http::post(
+                &agent.controller,
+                "/v1/agents/ended",
+                &agent.key.credential(&auth::node_principal(&agent.name)),
+                &end,
+                TIMEOUT,
+            );
+            match sent {
+                Ok(()) => break,
+                Err(e) => {
+                    eprintln!("berth agent: cannot report the end of job {id}: {e}");
+                    std::thread::sleep(BEAT);
+                }
+            }
+        }
+    });
+    Json(StartAnswer { runner }).into_response()
+}
+
+async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Response {
+    a.node.signal(s.job, s.runner, s.signal);
+    Json(()).into_response()
+}
+
+async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Response {
+    match a.node.freeze(f.job, f.runner, f.frozen) {
+        Ok(()) => Json(()).into_response(),
+        Err(e) => error(500, e),
+    }
+}
+
+/// Runs the agent until it is stopped (SIGTERM or SIGINT). Jobs keep running without it,
+/// as they do without the controller.
+pub fn run(settings: Settings) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let served = runtime.block_on(serve(settings));
+    // Runners are waited for on blocking threads; they go on without the agent.
+    runtime.shutdown_background();
+    served
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let step_dir = settings.state_dir.join("run");
+    std::fs::create_dir_all(&step_dir)
+        .map_err(|e| format!("cannot create {}: {e}", step_dir.display()))?;
+    let name = settings.resources.name.clone();
+    let agent = Arc::new(Agent {
+        node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
+        key: settings.key,
+        controller: settings.controller.clone(),
+        name: name.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let app = Router::new()
+        .route("/v1/agent/start", post(start))
+        .route("/v1/agent/signal", post(signal))
+        .route("/v1/agent/freeze", post(freeze))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            controller_only,
+        ))
+        .with_state(agent.clone());
+    // Register, and again every few seconds: the controller learns the node is alive.
+    let registration = Registration {
+        url: settings.advertise,
+        resources: settings.resources,
+    };
+    let beat = agent.clone();
+    tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            let (a, reg) = (beat.clone(), registration.clone());
+            let sent = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                crate::http::post(
+                    &a.controller,
+                    "/v1/agents/register",
+                    &a.key.credential(&auth::node_principal(&a.name)),
+                    &reg,
+                    TIMEOUT,
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match sent {
+                Ok(()) if !told => {
+                    eprintln!(
+                        "berth agent: node {} registered with {}",
+                        beat.name, beat.controller
+                    );
+                    told = true;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!("berth agent: cannot register with {}: {e}", beat.controller);
+                    told = false;
+                }
+            }
+            tokio::time::sleep(BEAT).await;
+        }
+    });
+    eprintln!("berth agent: node {name} serving {}", settings.listen);
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,125 @@
+//! A minimal, blocking HTTP/1.1 client: one request per connection, read to the end. What the
+//! CLI (on the controller's Unix socket, or TCP) and the daemons (controller and agents, over
+//! TCP with credentials) need, without an async runtime or a client library's build cost.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// An answer: the status and the body (de-chunked).
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as `T` for a 2xx answer; otherwise the error message the API sent.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        if !(200..300).contains(&self.status) {
+            return Err(serde_json::from_slice::<berth_api::ErrorBody>(&self.body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| {
+                    format!(
+                        "HTTP {}: {}",
+                        self.status,
+                        String::from_utf8_lossy(&self.body)
+                    )
+                }));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!("the answer is not what this berth expects ({e}): are both the same version?")
+        })
+    }
+}
+
+/// Sends one request on `stream` (`token`: an `Authorization: Bearer` credential) and reads the
+/// answer to its end.
+pub fn exchange(
+    stream: &mut (impl Read + Write),
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<Answer> {
+    let auth = token.map_or(String::new(), |t| {
+        format!("Authorization: Bearer {}\r\n", t.trim())
+    });
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("a malformed HTTP answer"))?;
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let mut payload = response[split + 4..].to_vec();
+    if head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    }) {
+        payload = dechunk(&payload).ok_or_else(|| bad("a malformed chunked HTTP answer"))?;
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok(Answer {
+        status,
+        body: payload,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// `POST base/path` with `body` as JSON over TCP, for the daemons: `base` is `http://HOST:PORT`.
+/// Gives up after `timeout` without an answer.
+pub fn post<T: Serialize, R: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    token: &str,
+    body: &T,
+    timeout: Duration,
+) -> Result<R, String> {
+    let addr = base
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .ok_or_else(|| format!("{base}: expected http://HOST:PORT"))?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(body).expect("requests serialise");
+    exchange(&mut stream, "POST", path, Some(token), &body)
+        .map_err(|e| format!("{base}{path}: {e}"))?
+        .json()
+}

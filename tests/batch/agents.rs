@@ -1,0 +1,194 @@
+//! The controller and node agents as separate processes (`berth controller`, `berth agent`),
+//! talking over TCP with credentials signed with the cluster key.
+
+use crate::cluster::Cluster;
+use crate::support::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `berth agent` process; stopped when dropped.
+struct Agent {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Cluster, name: &str, controller: u16, key: &std::path::Path) -> Agent {
+        let log = c.f.path(&format!("{name}.log"));
+        let child = Command::new(&c.f.bin)
+            .args([
+                "agent",
+                "--controller",
+                &format!("http://127.0.0.1:{controller}"),
+            ])
+            .arg("--key-file")
+            .arg(key)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--name",
+                name,
+            ])
+            .arg("--state-dir")
+            .arg(c.f.path(&format!("{name}-state")))
+            .env("BERTH_STORE", c.f.path("store-root"))
+            .env_remove("BERTH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node_names(c: &Cluster) -> Vec<String> {
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(c) = Cluster::start_controller(&["--listen", &listen]) else {
+        return;
+    };
+    // The controller alone has no node: jobs wait.
+    assert!(node_names(&c).is_empty());
+    let key = c.state.join("cluster.key");
+    let agent = Agent::start(&c, "node-a", port, &key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node_names(&c) != ["node-a"] {
+        assert!(
+            Instant::now() < deadline,
+            "no node registered: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hello = "#!/bin/sh\n#BERTH --image busybox\necho \"on $SLURM_JOB_NODELIST as $(id -un)\"\n";
+    let id = c.submit(Mode::Rootless, "remote.sh", hello, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", agent.log());
+    assert_eq!(job["nodes"], serde_json::json!(["node-a"]));
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(
+        std::fs::read_to_string(out).unwrap(),
+        format!("on node-a as {TEST_USER}\n")
+    );
+
+    // Suspend, resume and cancel reach the job through its agent.
+    let sleeper = c.submit(
+        Mode::Rootless,
+        "sleeper.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n",
+        &[],
+    );
+    c.wait_for(sleeper, &["RUNNING"]);
+    let s = sleeper.to_string();
+    c.berth(Mode::Rootless, &["suspend", &s]).ok();
+    assert_eq!(c.show(sleeper)["state"], "SUSPENDED");
+    c.berth(Mode::Rootless, &["resume", &s]).ok();
+    c.berth(Mode::Rootless, &["cancel", &s]).ok();
+    let job = c.wait_for(sleeper, &["CANCELLED", "FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+
+    // Steps in a remote node's job are refused plainly (not built yet).
+    let held = c.submit(
+        Mode::Rootless,
+        "held.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n",
+        &[],
+    );
+    c.wait_for(held, &["RUNNING"]);
+    let step = c.berth(
+        Mode::Rootless,
+        &["step", "--job", &held.to_string(), "true"],
+    );
+    assert!(step.stderr.contains("not built yet"), "{}", step.stderr);
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+    c.wait_for(held, &["CANCELLED"]);
+
+    // Without the cluster key, no process can join as a node.
+    let forged = c.f.path("other.key");
+    std::fs::write(&forged, [9u8; 32]).unwrap();
+    let intruder = Agent::start(&c, "intruder", port, &forged);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !intruder.log().contains("cannot register") {
+        assert!(Instant::now() < deadline, "{}", intruder.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        intruder.log().contains("signature does not match"),
+        "{}",
+        intruder.log()
+    );
+    assert_eq!(node_names(&c), ["node-a"]);
+    // A node's credential opens the agents' part of the API, nothing else.
+    let node_key = berth_agent::auth::Key::from_bytes(&std::fs::read(&key).unwrap());
+    let credential = node_key.credential(&berth_agent::auth::node_principal("node-a"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let answer =
+        berth_agent::http::exchange(&mut s, "GET", "/v1/jobs", Some(&credential), b"").unwrap();
+    assert_eq!(
+        answer.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
+#[test]
+fn a_restarted_controller_hears_of_the_jobs_that_ended_meanwhile() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(mut c) = Cluster::start_controller(&["--listen", &listen]) else {
+        return;
+    };
+    let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node_names(&c) != ["node-b"] {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = "#!/bin/sh\n#BERTH --image busybox\nsleep 2\necho done\n";
+    let id = c.submit(Mode::Rootless, "while-down.sh", script, &[]);
+    c.wait_for(id, &["RUNNING"]);
+    // The job ends while no controller runs: its agent keeps the report until one takes it.
+    c.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    c.up();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", agent.log());
+    assert!(
+        agent.log().contains("cannot report the end of job"),
+        "{}",
+        agent.log()
+    );
+}
