@@ -107,10 +107,15 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     let sleeper = c.submit(
         Mode::Rootless,
         "sleeper.sh",
-        "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n",
+        "#!/bin/sh\n#BERTH --image busybox\necho started\nexec sleep 300\n",
         &[],
     );
-    c.wait_for(sleeper, &["RUNNING"]);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{sleeper}.out"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("started")) {
+        assert!(Instant::now() < deadline, "{}", c.show(sleeper));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let s = sleeper.to_string();
     c.berth(Mode::Rootless, &["suspend", &s]).ok();
     assert_eq!(c.show(sleeper)["state"], "SUSPENDED");
@@ -165,7 +170,7 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
 }
 
 #[test]
-fn a_restarted_controller_hears_of_the_jobs_that_ended_meanwhile() {
+fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let Some(mut c) = Cluster::start_controller(&["--listen", &listen]) else {
@@ -188,6 +193,20 @@ fn a_restarted_controller_hears_of_the_jobs_that_ended_meanwhile() {
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", agent.log());
     assert!(
         agent.log().contains("cannot report the end of job"),
+        "{}",
+        agent.log()
+    );
+
+    // The agent killed while its job runs: the job goes on, and the agent started again
+    // takes it up and reports its end.
+    let id = c.submit(Mode::Rootless, "agent-gone.sh", script, &[]);
+    c.wait_for(id, &["RUNNING"]);
+    drop(agent);
+    let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", agent.log());
+    assert!(
+        agent.log().contains(&format!("taking up job {id}")),
         "{}",
         agent.log()
     );

@@ -136,31 +136,55 @@ async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
         let status = child
             .wait()
             .map_or_else(|e| e.to_string(), |s| s.to_string());
+        agent.report(id, runner, status);
+    });
+    Json(StartAnswer { runner }).into_response()
+}
+
+impl Agent {
+    /// Tells the controller that job `id`'s runner ended, until it has heard (it may be
+    /// restarting), then forgets the job.
+    fn report(&self, id: u64, runner: u32, status: String) {
         let end = JobEnded {
             job: id,
             runner,
-            result: agent.node.result(id),
+            result: self.node.result(id),
             status,
         };
-        // Until the controller has it: it may be restarting.
         loop {
             let sent: Result<(), String> = crate::http::post(
-                &agent.controller,
+                &self.controller,
                 "/v1/agents/ended",
-                &agent.key.credential(&auth::node_principal(&agent.name)),
+                &self.key.credential(&auth::node_principal(&self.name)),
                 &end,
                 TIMEOUT,
             );
             match sent {
-                Ok(()) => break,
+                Ok(()) => return self.node.forget(id),
                 Err(e) => {
                     eprintln!("berth agent: cannot report the end of job {id}: {e}");
                     std::thread::sleep(BEAT);
                 }
             }
         }
-    });
-    Json(StartAnswer { runner }).into_response()
+    }
+
+    /// What an earlier agent process left: runners still running are watched (they are not
+    /// this process's children: polled), ended ones reported.
+    fn take_up(self: &Arc<Self>) {
+        for (id, runner, alive) in self.node.left() {
+            let agent = self.clone();
+            eprintln!("berth agent: taking up job {id} (runner {runner})");
+            std::thread::spawn(move || {
+                if alive {
+                    while agent.node.runner_alive(id, runner) {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                agent.report(id, runner, "ended while no agent watched it".into());
+            });
+        }
+    }
 }
 
 async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Response {
@@ -199,6 +223,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         controller: settings.controller.clone(),
         name: name.clone(),
     });
+    agent.take_up();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

@@ -176,10 +176,40 @@ impl NodeAgent {
             .stderr(private_file(&dir.join("runner.log"))?)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
-        Ok(Started {
-            pid: child.id(),
-            child,
-        })
+        // For a restarted agent, which must find its runners again (see `left`).
+        let pid = child.id();
+        let _ = std::fs::write(dir.join("runner.pid"), format!("{pid}\n"));
+        Ok(Started { pid, child })
+    }
+
+    /// The jobs an earlier agent process started here, found from their directories: each
+    /// with its runner's pid and whether that runner still runs. A restarted `berth agent`
+    /// watches the live ones and reports the others' ends (again: the controller ignores the
+    /// ends of jobs it has already finished).
+    pub fn left(&self) -> Vec<(u64, u32, bool)> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("jobs")) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u64, u32, bool)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let id: u64 = e.file_name().to_str()?.parse().ok()?;
+                let pid: u32 = std::fs::read_to_string(e.path().join("runner.pid"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((id, pid, self.runner_alive(id, pid)))
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Forgets a job whose end the controller has: its directory goes (its output files are
+    /// the user's, elsewhere).
+    pub fn forget(&self, id: u64) {
+        let _ = std::fs::remove_dir_all(self.job_dir(id));
     }
 
     /// How the job ended, as its runner wrote it; `None` if it wrote nothing (it was killed,

@@ -135,6 +135,9 @@ enum Link {
     Remote(String),
 }
 
+/// The remote nodes the controller knows, in its state directory.
+const NODES_FILE: &str = "nodes.json";
+
 /// How long the controller waits for an agent's answer.
 const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -176,6 +179,25 @@ impl Controller {
                     link: Link::Local(agent),
                 },
             );
+        }
+        // Nodes whose agents registered before: known again at once, so that what fits them
+        // is accepted before they register anew.
+        let known: Vec<berth_agent::daemon::Registration> =
+            std::fs::read(settings.state_dir.join(NODES_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+        for reg in known {
+            if !nodes.contains_key(&reg.resources.name) {
+                let res = LocalNode::from(reg.resources);
+                nodes.insert(
+                    res.name.clone(),
+                    NodeEntry {
+                        res,
+                        link: Link::Remote(reg.url),
+                    },
+                );
+            }
         }
         let key = Arc::new(auth::Key::load_or_create(
             &settings.state_dir.join("cluster.key"),
@@ -936,10 +958,15 @@ impl Controller {
         Ok(())
     }
 
-    /// Records the pid of job `id`'s runner.
+    /// Records the pid of job `id`'s runner; a cancel or requeue asked for meanwhile reaches
+    /// it now.
     fn started(&mut self, id: u64, runner: u32) {
+        let (link, key) = (self.link_of(id), self.key.clone());
         if let Some(job) = self.active.get_mut(&id) {
             job.runner_pid = Some(runner);
+            if job.cancel_requested || job.requeue_requested {
+                signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
+            }
             let job = job.clone();
             if let Err(e) = self.persist(&job) {
                 eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
@@ -1083,7 +1110,8 @@ impl Controller {
     pub fn register(&mut self, reg: berth_agent::daemon::Registration) -> Result<(), ApiError> {
         if let Some(node) = self.nodes.get_mut(&reg.resources.name) {
             match &mut node.link {
-                Link::Remote(url) => *url = reg.url,
+                Link::Remote(url) if *url == reg.url => return Ok(()),
+                Link::Remote(url) => *url = reg.url.clone(),
                 Link::Local(_) => {
                     return Err(ApiError::forbidden(format!(
                         "node {} is this controller's own",
@@ -1091,7 +1119,7 @@ impl Controller {
                     )))
                 }
             }
-            return Ok(());
+            return self.save_nodes();
         }
         let mut res = LocalNode::from(reg.resources);
         let name = res.name.clone();
@@ -1112,7 +1140,30 @@ impl Controller {
             },
         );
         self.wake.notify_one();
-        Ok(())
+        self.save_nodes()
+    }
+
+    /// Keeps the remote nodes (their resources and agents' URLs) for the next start.
+    fn save_nodes(&self) -> Result<(), ApiError> {
+        let known: Vec<berth_agent::daemon::Registration> = self
+            .nodes
+            .values()
+            .filter_map(|n| match &n.link {
+                Link::Remote(url) => Some(berth_agent::daemon::Registration {
+                    url: url.clone(),
+                    resources: n.res.resources(),
+                }),
+                Link::Local(_) => None,
+            })
+            .collect();
+        let path = self.settings.state_dir.join(NODES_FILE);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&known).expect("nodes serialise"),
+        )
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
     }
 
     /// A remote agent's runner ended.
@@ -1456,9 +1507,12 @@ fn signal_runner(link: Option<&Link>, job: &mut Job, sig: i32, key: &auth::Key) 
 
 /// Freezes or thaws every process of a running job.
 fn freeze(link: Option<&Link>, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
-    let runner = job
-        .runner_pid
-        .ok_or_else(|| ApiError::bad(format!("job {} has no runner yet", job.id)))?;
+    let runner = job.runner_pid.ok_or_else(|| {
+        ApiError::bad(format!(
+            "job {} is still starting on its node: try again in a moment",
+            job.id
+        ))
+    })?;
     match link {
         Some(Link::Local(agent)) => agent.freeze(job.id, runner, frozen),
         Some(Link::Remote(url)) => {

@@ -10,6 +10,9 @@ pub struct LocalNode {
     pub memory: u64,
     /// NVIDIA GPUs (/dev/nvidiaN).
     pub gpus: u32,
+    /// Every CPU id and GPU minor, held or not.
+    cpu_ids: BTreeSet<u32>,
+    gpu_ids: BTreeSet<u32>,
     /// CPU ids this process may use (its affinity), and those not held by a job.
     free: BTreeSet<u32>,
     /// Minor numbers of the GPUs not held by a job: each job gets GPUs of its own.
@@ -37,8 +40,20 @@ impl LocalNode {
             cpus: cpus.len() as u32,
             memory,
             gpus: gpus.len() as u32,
+            cpu_ids: cpus.clone(),
+            gpu_ids: gpus.clone(),
             free: cpus,
             free_gpus: gpus,
+        }
+    }
+
+    /// What the node has, as its agent reported it.
+    pub fn resources(&self) -> berth_agent::node::Resources {
+        berth_agent::node::Resources {
+            name: self.name.clone(),
+            cpus: self.cpu_ids.iter().copied().collect(),
+            memory: self.memory,
+            gpus: self.gpu_ids.iter().copied().collect(),
         }
     }
 
