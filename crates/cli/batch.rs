@@ -143,6 +143,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         host_jobs: settings.config.batch.host_jobs,
         listen: args.listen,
         local_node,
+        node_timeout: settings.config.batch.node_timeout,
         state_dir,
     };
     eprintln!(
@@ -518,20 +519,21 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
     }
     writeln!(
         out,
-        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}",
+        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}  REASON",
         "NODELIST", "STATE", "PARTITIONS", "CPUS(A/T)", "MEMORY", "GPUS"
     )?;
     for n in &nodes {
         let cpus = format!("{}/{}", n.cpus_allocated, n.cpus);
         writeln!(
             out,
-            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}",
+            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}  {}",
             n.name,
             n.state,
             n.partitions.join(","),
             cpus,
             crate::image::human_size(n.memory),
-            n.gpus
+            n.gpus,
+            n.reason.as_deref().unwrap_or("-")
         )?;
     }
     Ok(0)
@@ -647,5 +649,33 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
         berth: std::env::current_exe().context("cannot find the berth executable")?,
     })
     .map_err(anyhow::Error::msg)?;
+    Ok(0)
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Take no new jobs on NODE (running ones go on), like scontrol update state=drain
+    Drain {
+        node: String,
+        /// Why (shown by `berth nodes`)
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Let NODE take jobs again
+    Resume { node: String },
+}
+
+/// `berth node drain|resume` (root).
+pub fn node(cmd: NodeCommand) -> Result<i32> {
+    match cmd {
+        NodeCommand::Drain { node, reason } => request::<()>(
+            "POST",
+            &format!("/v1/nodes/{node}/drain"),
+            Some(&berth_api::DrainRequest { reason }),
+        )?,
+        NodeCommand::Resume { node } => {
+            request::<()>("POST", &format!("/v1/nodes/{node}/resume"), None::<&()>)?
+        }
+    }
     Ok(0)
 }

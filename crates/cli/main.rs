@@ -75,6 +75,9 @@ enum Command {
     Step(step::StepArgs),
     /// List the cluster's nodes, like sinfo -N
     Nodes(batch::ListArgs),
+    /// Drain a node or resume it (root)
+    #[command(subcommand)]
+    Node(batch::NodeCommand),
     /// List the partitions, like sinfo
     Partitions(batch::ListArgs),
     /// berth's own internal entry points (the processes its daemons start)
@@ -123,6 +126,7 @@ fn main() {
                 Command::Requeue(args) => batch::act("requeue", args),
                 Command::Nodes(args) => batch::nodes(args),
                 Command::Partitions(args) => batch::partitions(args),
+                Command::Node(cmd) => batch::node(cmd),
                 Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
                     .map(|_| 0)
                     .map_err(Into::into),

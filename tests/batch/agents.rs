@@ -76,7 +76,7 @@ fn node_names(c: &Cluster) -> Vec<String> {
 fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let Some(c) = Cluster::start_controller(&["--listen", &listen]) else {
+    let Some(c) = Cluster::start_controller(None, &["--listen", &listen]) else {
         return;
     };
     // The controller alone has no node: jobs wait.
@@ -173,7 +173,7 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
 fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let Some(mut c) = Cluster::start_controller(&["--listen", &listen]) else {
+    let Some(mut c) = Cluster::start_controller(None, &["--listen", &listen]) else {
         return;
     };
     let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
@@ -210,4 +210,91 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
         "{}",
         agent.log()
     );
+}
+
+/// Waits until `what` holds, for up to 30 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn node_state(c: &Cluster, name: &str) -> (String, String) {
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+    let n = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .cloned()
+        .unwrap_or_default();
+    (
+        n["state"].as_str().unwrap_or("").to_string(),
+        n["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
+        return;
+    };
+    let key = c.state.join("cluster.key");
+    let agent = Agent::start(&c, "node-c", port, &key);
+    eventually("node-c registers", || node_names(&c) == ["node-c"]);
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n";
+    let plain = c.submit(Mode::Rootless, "plain.sh", sleeper, &[]);
+    let again = c.submit(Mode::Rootless, "again.sh", sleeper, &["--requeue"]);
+    c.wait_for(plain, &["RUNNING"]);
+    c.wait_for(again, &["RUNNING"]);
+
+    // The agent goes silent: after the timeout its node is down, a job ends NODE_FAIL, and
+    // one submitted with --requeue waits to run again.
+    drop(agent);
+    let job = c.wait_for(plain, &["NODE_FAIL", "COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}");
+    let (state, reason) = node_state(&c, "node-c");
+    assert_eq!(state, "down");
+    assert!(reason.contains("not responding"), "{reason}");
+    let job = c.show(again);
+    assert_eq!(job["state"], "PENDING", "{job}");
+    assert_eq!(job["restarts"], 1, "{job}");
+
+    // Back, it takes jobs again, and stops what it still ran of the jobs ended meanwhile.
+    let agent = Agent::start(&c, "node-c", port, &key);
+    c.wait_for(again, &["RUNNING"]);
+    eventually("the old runners are stopped", || {
+        agent.log().contains(&format!("stopping job {plain}"))
+    });
+    assert_ne!(node_state(&c, "node-c").0, "down");
+
+    // Drained, it takes no new job until resumed; root only.
+    let refused = c.berth(
+        Mode::Rootless,
+        &["node", "drain", "node-c", "--reason", "x"],
+    );
+    assert!(refused.stderr.contains("only root"), "{}", refused.stderr);
+    c.berth(
+        Mode::Root,
+        &["node", "drain", "node-c", "--reason", "new disks"],
+    )
+    .ok();
+    let (state, reason) = node_state(&c, "node-c");
+    assert_eq!((state.as_str(), reason.as_str()), ("draining", "new disks"));
+    let waiting = c.submit(Mode::Rootless, "waiting.sh", sleeper, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.show(waiting)["state"], "PENDING");
+    c.berth(Mode::Root, &["node", "resume", "node-c"]).ok();
+    c.berth(Mode::Rootless, &["cancel", &again.to_string()])
+        .ok();
+    c.wait_for(waiting, &["RUNNING"]);
+    c.berth(Mode::Rootless, &["cancel", &waiting.to_string()])
+        .ok();
+    c.wait_for(waiting, &["CANCELLED"]);
 }

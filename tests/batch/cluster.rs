@@ -28,8 +28,8 @@ impl Cluster {
     }
 
     /// `berth controller` alone (no local node), with `up_args` (its --listen).
-    pub fn start_controller(up_args: &[&str]) -> Option<Cluster> {
-        let mut c = Cluster::prepare(None, up_args)?;
+    pub fn start_controller(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
+        let mut c = Cluster::prepare(config, up_args)?;
         c.command = "controller";
         c.up();
         Some(c)

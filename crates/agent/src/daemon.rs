@@ -29,6 +29,18 @@ pub struct Registration {
     /// `http://HOST:PORT`, as the controller reaches the agent.
     pub url: String,
     pub resources: Resources,
+    /// The jobs whose runners run here now, `(job, runner)`.
+    #[serde(default)]
+    pub running: Vec<(u64, u32)>,
+}
+
+/// The controller's answer to a registration: the runners this node must stop, those of jobs
+/// the controller no longer has running here (it ended them while the node was silent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RegistrationAnswer {
+    pub stop: Vec<(u64, u32)>,
+    /// Seconds until the next registration: the controller's node timeout, a third of it.
+    pub beat: u64,
 }
 
 /// `POST /v1/agents/ended` (controller): a runner ended.
@@ -80,15 +92,19 @@ pub struct Settings {
     pub berth: PathBuf,
 }
 
-/// How often the agent registers again (its heartbeat) and retries a report.
+/// How often the agent retries a report, or registering before the controller said how often.
 const BEAT: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a runner told to stop has before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct Agent {
     node: NodeAgent,
     key: Key,
     controller: String,
     name: String,
+    /// The runners this agent watches, by job.
+    running: std::sync::Mutex<std::collections::BTreeMap<u64, u32>>,
 }
 
 type Shared = Arc<Agent>;
@@ -130,6 +146,7 @@ async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
         Err(e) => return error(500, format!("cannot start job {id}: {e}")),
     };
     let runner = started.pid;
+    a.running.lock().expect("not poisoned").insert(id, runner);
     let agent = a.clone();
     tokio::task::spawn_blocking(move || {
         let mut child = started.child;
@@ -142,6 +159,24 @@ async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
 }
 
 impl Agent {
+    /// Stops the runner of a job the controller no longer has running here: SIGTERM, which it
+    /// passes on to the job before removing the job's container and cgroup, and SIGKILL if it
+    /// is still there after a while.
+    fn stop(&self, job: u64, runner: u32) {
+        eprintln!(
+            "berth agent: stopping job {job}: the controller ended it while this node was silent"
+        );
+        self.node.signal(job, runner, libc::SIGTERM);
+        let node = self.node.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while node.runner_alive(job, runner) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            node.signal(job, runner, libc::SIGKILL);
+        });
+    }
+
     /// Tells the controller that job `id`'s runner ended, until it has heard (it may be
     /// restarting), then forgets the job.
     fn report(&self, id: u64, runner: u32, status: String) {
@@ -160,7 +195,10 @@ impl Agent {
                 TIMEOUT,
             );
             match sent {
-                Ok(()) => return self.node.forget(id),
+                Ok(()) => {
+                    self.running.lock().expect("not poisoned").remove(&id);
+                    return self.node.forget(id);
+                }
                 Err(e) => {
                     eprintln!("berth agent: cannot report the end of job {id}: {e}");
                     std::thread::sleep(BEAT);
@@ -173,6 +211,10 @@ impl Agent {
     /// this process's children: polled), ended ones reported.
     fn take_up(self: &Arc<Self>) {
         for (id, runner, alive) in self.node.left() {
+            self.running
+                .lock()
+                .expect("not poisoned")
+                .insert(id, runner);
             let agent = self.clone();
             eprintln!("berth agent: taking up job {id} (runner {runner})");
             std::thread::spawn(move || {
@@ -222,6 +264,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         key: settings.key,
         controller: settings.controller.clone(),
         name: name.clone(),
+        running: Default::default(),
     });
     agent.take_up();
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -240,38 +283,54 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let registration = Registration {
         url: settings.advertise,
         resources: settings.resources,
+        running: Vec::new(),
     };
     let beat = agent.clone();
     tokio::spawn(async move {
         let mut told = false;
         loop {
-            let (a, reg) = (beat.clone(), registration.clone());
-            let sent = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                crate::http::post(
-                    &a.controller,
-                    "/v1/agents/register",
-                    &a.key.credential(&auth::node_principal(&a.name)),
-                    &reg,
-                    TIMEOUT,
-                )
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            let (a, mut reg) = (beat.clone(), registration.clone());
+            reg.running = a
+                .running
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(&j, &r)| (j, r))
+                .collect();
+            let sent =
+                tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
+                    crate::http::post(
+                        &a.controller,
+                        "/v1/agents/register",
+                        &a.key.credential(&auth::node_principal(&a.name)),
+                        &reg,
+                        TIMEOUT,
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            let mut pause = BEAT;
+            if let Ok(answer) = &sent {
+                for &(job, runner) in &answer.stop {
+                    beat.stop(job, runner);
+                }
+                pause = Duration::from_secs(answer.beat.clamp(1, 30));
+            }
             match sent {
-                Ok(()) if !told => {
+                Ok(_) if !told => {
                     eprintln!(
                         "berth agent: node {} registered with {}",
                         beat.name, beat.controller
                     );
                     told = true;
                 }
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) => {
                     eprintln!("berth agent: cannot register with {}: {e}", beat.controller);
                     told = false;
                 }
             }
-            tokio::time::sleep(BEAT).await;
+            tokio::time::sleep(pause).await;
         }
     });
     eprintln!("berth agent: node {name} serving {}", settings.listen);

@@ -96,6 +96,7 @@ pub struct Started {
     pub pid: u32,
 }
 
+#[derive(Clone)]
 pub struct NodeAgent {
     /// `jobs/<id>/` lives here.
     state_dir: PathBuf,

@@ -110,6 +110,17 @@ pub struct NodeInfo {
     pub memory: u64,
     pub memory_allocated: u64,
     pub gpus: u32,
+    /// Why it is down or drained.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/nodes/{name}/drain` (root): no new jobs on the node until it is resumed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Why (shown by `berth nodes`).
+    pub reason: String,
 }
 
 /// A partition as `berth partitions` reports it.

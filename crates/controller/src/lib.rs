@@ -52,6 +52,8 @@ pub struct Settings {
     /// This machine is a node, its agent in this process (`berth up`); `false`: only agents
     /// that register run jobs (`berth controller`).
     pub local_node: bool,
+    /// Seconds without a heartbeat after which a remote node is down.
+    pub node_timeout: u64,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -125,6 +127,32 @@ pub type Shared = Arc<Mutex<Controller>>;
 struct NodeEntry {
     res: LocalNode,
     link: Link,
+    /// When a remote node's agent last registered (its heartbeat).
+    last_seen: std::time::Instant,
+    /// Why the node is down (its agent stopped answering), if it is.
+    down: Option<String>,
+    /// Why an administrator drained it (`berth node drain`), if one did.
+    drain: Option<String>,
+}
+
+impl NodeEntry {
+    fn new(res: LocalNode, link: Link) -> NodeEntry {
+        NodeEntry {
+            res,
+            link,
+            last_seen: std::time::Instant::now(),
+            down: None,
+            drain: None,
+        }
+    }
+
+    fn state(&self) -> sched::AdminState {
+        match (&self.down, &self.drain) {
+            (Some(_), _) => sched::AdminState::Down,
+            (None, Some(_)) => sched::AdminState::Drain,
+            (None, None) => sched::AdminState::Up,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -172,13 +200,7 @@ impl Controller {
                 step_dir,
             ));
             let res = LocalNode::discover();
-            nodes.insert(
-                res.name.clone(),
-                NodeEntry {
-                    res,
-                    link: Link::Local(agent),
-                },
-            );
+            nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
         // Nodes whose agents registered before: known again at once, so that what fits them
         // is accepted before they register anew.
@@ -190,13 +212,7 @@ impl Controller {
         for reg in known {
             if !nodes.contains_key(&reg.resources.name) {
                 let res = LocalNode::from(reg.resources);
-                nodes.insert(
-                    res.name.clone(),
-                    NodeEntry {
-                        res,
-                        link: Link::Remote(reg.url),
-                    },
-                );
+                nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
             }
         }
         let key = Arc::new(auth::Key::load_or_create(
@@ -287,7 +303,7 @@ impl Controller {
             nodes: self
                 .nodes
                 .values()
-                .map(|n| n.res.view(allocations(&n.res.name)))
+                .map(|n| n.res.view(allocations(&n.res.name), n.state()))
                 .collect(),
             partitions: self.partition_views(),
             history: self
@@ -750,6 +766,10 @@ impl Controller {
                 memory: n.memory,
                 memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
                 gpus: n.gpus,
+                reason: self
+                    .nodes
+                    .get(&n.name)
+                    .and_then(|e| e.down.clone().or_else(|| e.drain.clone())),
             })
             .collect()
     }
@@ -770,6 +790,7 @@ impl Controller {
 
     /// One scheduling pass: start what can start, record why the rest waits.
     pub fn schedule(&mut self, shared: &Shared) {
+        self.check_nodes();
         self.refresh_history();
         let cluster = self.cluster();
         let views: Vec<sched::JobView> = self.active.values().map(|j| self.view(j)).collect();
@@ -1107,22 +1128,46 @@ impl Controller {
 
     /// `berth agent` registering (again, every few seconds: its heartbeat): its node joins
     /// the cluster, with the jobs the store says run there holding their CPUs and GPUs.
-    pub fn register(&mut self, reg: berth_agent::daemon::Registration) -> Result<(), ApiError> {
-        if let Some(node) = self.nodes.get_mut(&reg.resources.name) {
+    pub fn register(
+        &mut self,
+        reg: berth_agent::daemon::Registration,
+    ) -> Result<berth_agent::daemon::RegistrationAnswer, ApiError> {
+        let name = reg.resources.name.clone();
+        // Runners this node has that the controller no longer counts as its own: ended while
+        // the node was silent. The agent stops them.
+        let stop =
+            reg.running
+                .iter()
+                .copied()
+                .filter(|&(job, runner)| {
+                    !self.active.get(&job).is_some_and(|j| {
+                        j.nodes.first() == Some(&name) && j.runner_pid == Some(runner)
+                    })
+                })
+                .collect();
+        let answer = berth_agent::daemon::RegistrationAnswer {
+            stop,
+            // Three heartbeats in a timeout: one late or lost one does not take a node down.
+            beat: (self.settings.node_timeout / 3).max(1),
+        };
+        if let Some(node) = self.nodes.get_mut(&name) {
+            node.last_seen = std::time::Instant::now();
+            if node.down.take().is_some() {
+                eprintln!("berth: node {name} is back");
+                self.wake.notify_one();
+            }
             match &mut node.link {
-                Link::Remote(url) if *url == reg.url => return Ok(()),
+                Link::Remote(url) if *url == reg.url => return Ok(answer),
                 Link::Remote(url) => *url = reg.url.clone(),
                 Link::Local(_) => {
                     return Err(ApiError::forbidden(format!(
-                        "node {} is this controller's own",
-                        reg.resources.name
+                        "node {name} is this controller's own"
                     )))
                 }
             }
-            return self.save_nodes();
+            return self.save_nodes().map(|()| answer);
         }
         let mut res = LocalNode::from(reg.resources);
-        let name = res.name.clone();
         for job in self
             .active
             .values()
@@ -1131,16 +1176,71 @@ impl Controller {
             res.reserve_cpus(&job.cpu_ids);
             res.reserve_gpus(&job.gpu_ids);
         }
-        eprintln!("berth: node {} registered from {}", res.name, reg.url);
-        self.nodes.insert(
-            res.name.clone(),
-            NodeEntry {
-                res,
-                link: Link::Remote(reg.url),
-            },
-        );
+        eprintln!("berth: node {name} registered from {}", reg.url);
+        self.nodes
+            .insert(name, NodeEntry::new(res, Link::Remote(reg.url)));
         self.wake.notify_one();
-        self.save_nodes()
+        self.save_nodes().map(|()| answer)
+    }
+
+    /// Remote nodes whose agents have not registered within the node timeout are down: their
+    /// running jobs end NODE_FAIL, or go back to the queue if submitted with --requeue.
+    fn check_nodes(&mut self) {
+        let timeout = std::time::Duration::from_secs(self.settings.node_timeout.max(1));
+        let silent: Vec<String> = self
+            .nodes
+            .values_mut()
+            .filter(|n| matches!(n.link, Link::Remote(_)) && n.down.is_none())
+            .filter(|n| n.last_seen.elapsed() > timeout)
+            .map(|n| {
+                n.down = Some(format!(
+                    "not responding: no heartbeat for {} s",
+                    timeout.as_secs()
+                ));
+                n.res.name.clone()
+            })
+            .collect();
+        for name in silent {
+            eprintln!("berth: node {name} is down (no heartbeat)");
+            let lost: Vec<u64> = self
+                .active
+                .values()
+                .filter(|j| j.nodes.first() == Some(&name) && j.state != State::Pending)
+                .map(|j| j.id)
+                .collect();
+            for id in lost {
+                if let Some(job) = self.active.get_mut(&id) {
+                    if job.request.requeue == Some(true) {
+                        job.requeue_requested = true;
+                    }
+                }
+                self.finish(
+                    id,
+                    State::NodeFail,
+                    Some(format!("node {name} stopped answering")),
+                    None,
+                );
+            }
+        }
+    }
+
+    /// `berth node drain` / `resume`: no new jobs on the node (running ones go on), or again.
+    pub fn drain(
+        &mut self,
+        caller: Caller,
+        name: &str,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        if caller.uid != 0 {
+            return Err(ApiError::forbidden("only root may drain or resume nodes"));
+        }
+        let node = self.nodes.get_mut(name).ok_or_else(|| ApiError {
+            status: 404,
+            message: format!("no node {name}: see `berth nodes`"),
+        })?;
+        node.drain = reason;
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Keeps the remote nodes (their resources and agents' URLs) for the next start.
@@ -1152,6 +1252,7 @@ impl Controller {
                 Link::Remote(url) => Some(berth_agent::daemon::Registration {
                     url: url.clone(),
                     resources: n.res.resources(),
+                    running: Vec::new(),
                 }),
                 Link::Local(_) => None,
             })

@@ -73,10 +73,14 @@ impl LocalNode {
         }
     }
 
-    pub fn view(&self, allocations: Vec<sched::Allocation>) -> sched::NodeView {
+    pub fn view(
+        &self,
+        allocations: Vec<sched::Allocation>,
+        state: sched::AdminState,
+    ) -> sched::NodeView {
         sched::NodeView {
             name: self.name.clone(),
-            state: sched::AdminState::Up,
+            state,
             cpus: self.cpus,
             memory: self.memory,
             gpus: self.gpus,

@@ -132,7 +132,7 @@ async fn agent_register(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Json(reg): Json<berth_agent::daemon::Registration>,
-) -> ApiResult<()> {
+) -> ApiResult<berth_agent::daemon::RegistrationAnswer> {
     let node = node_of(principal)?;
     if node != reg.resources.name {
         return Err(ApiError::forbidden(format!(
@@ -141,6 +141,29 @@ async fn agent_register(
         )));
     }
     c.lock().await.register(reg).map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name")), request_body = berth_api::DrainRequest, tag = "cluster", responses((status = 200, description = "drained: no new jobs there"), (status = 403, description = "not root", body = ErrorBody), (status = 404, description = "no such node", body = ErrorBody)))]
+async fn drain(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Result<Json<berth_api::DrainRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<()> {
+    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock()
+        .await
+        .drain(caller, &name, Some(req.reason))
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{name}/resume", params(("name" = String, Path, description = "node name")), tag = "cluster", responses((status = 200, description = "takes jobs again"), (status = 403, description = "not root", body = ErrorBody), (status = 404, description = "no such node", body = ErrorBody)))]
+async fn resume_node(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<()> {
+    c.lock().await.drain(caller, &name, None).map(Json)
 }
 
 /// A remote agent's runner ended.
@@ -358,8 +381,22 @@ async fn not_found() -> ApiError {
         description = "The berth controller's API: on its Unix socket (the caller from SO_PEERCRED) and, with `berth up --listen`, on TCP (the caller from a token: `Authorization: Bearer TOKEN`)."
     ),
     paths(
-        submit, queue, show, history, cancel, hold, release, suspend, resume, requeue, nodes,
-        partitions, shutdown, token
+        submit,
+        queue,
+        show,
+        history,
+        cancel,
+        hold,
+        release,
+        suspend,
+        resume,
+        requeue,
+        nodes,
+        partitions,
+        drain,
+        resume_node,
+        shutdown,
+        token
     ),
     components(schemas(ErrorBody))
 )]
@@ -399,6 +436,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))
         .route("/v1/agents/register", post(agent_register))
+        .route("/v1/nodes/{name}/drain", post(drain))
+        .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
         .fallback(not_found)
         .with_state(shared)

@@ -43,13 +43,30 @@ pub struct Config {
 }
 
 /// `[batch]`: site-wide rules of the batch system.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Jobs that name no image run on the host (as their user, with the same limits) instead
     /// of being refused.
     #[serde(default)]
     pub host_jobs: bool,
+    /// Seconds without a heartbeat after which a remote node is down and its jobs end
+    /// NODE_FAIL (or go back to the queue, if submitted with --requeue); Slurm's SlurmdTimeout.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> BatchConfig {
+        BatchConfig {
+            host_jobs: false,
+            node_timeout: default_node_timeout(),
+        }
+    }
+}
+
+fn default_node_timeout() -> u64 {
+    30
 }
 
 /// `[[partition]]`: a partition (Slurm) or queue (LSF, PBS).
