@@ -1,18 +1,10 @@
 //! The controller and node agents as separate processes (`berth controller`, `berth agent`),
 //! talking over TCP with credentials signed with the cluster key.
 
-use crate::cluster::Cluster;
+use crate::cluster::{free_port, Cluster};
 use crate::support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `berth agent` process; stopped when dropped.
 struct Agent {
@@ -110,12 +102,7 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         "#!/bin/sh\n#BERTH --image busybox\necho started\nexec sleep 300\n",
         &[],
     );
-    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{sleeper}.out"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("started")) {
-        assert!(Instant::now() < deadline, "{}", c.show(sleeper));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_for_output(sleeper, "started");
     let s = sleeper.to_string();
     c.berth(Mode::Rootless, &["suspend", &s]).ok();
     assert_eq!(c.show(sleeper)["state"], "SUSPENDED");
@@ -124,21 +111,28 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     let job = c.wait_for(sleeper, &["CANCELLED", "FAILED", "COMPLETED"]);
     assert_eq!(job["state"], "CANCELLED", "{job}");
 
-    // Steps in a remote node's job are refused plainly (not built yet).
-    let held = c.submit(
+    // A step in a remote node's job runs there, through that node's agent; the controller's
+    // own step socket sends the client there.
+    let stepping = c.submit(
         Mode::Rootless,
-        "held.sh",
-        "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n",
+        "stepping.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nberth step -n 1 sh -c 'echo step $SLURM_PROCID on $SLURM_STEP_NODELIST as $(id -un)'\nexec sleep 300\n",
         &[],
     );
-    c.wait_for(held, &["RUNNING"]);
+    c.wait_for_output(stepping, "step 0 on node-a as berthtest");
+    assert_eq!(c.show(stepping)["steps"][0]["exit_code"], 0);
     let step = c.berth(
         Mode::Rootless,
-        &["step", "--job", &held.to_string(), "true"],
+        &["step", "--job", &stepping.to_string(), "true"],
     );
-    assert!(step.stderr.contains("not built yet"), "{}", step.stderr);
-    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
-    c.wait_for(held, &["CANCELLED"]);
+    assert!(
+        step.stderr.contains("start its steps there"),
+        "{}",
+        step.stderr
+    );
+    c.berth(Mode::Rootless, &["cancel", &stepping.to_string()])
+        .ok();
+    c.wait_for(stepping, &["CANCELLED"]);
 
     // Without the cluster key, no process can join as a node.
     let forged = c.f.path("other.key");
@@ -182,7 +176,7 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
         assert!(Instant::now() < deadline, "{}", agent.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let script = "#!/bin/sh\n#BERTH --image busybox\nsleep 2\necho done\n";
+    let script = "#!/bin/sh\n#BERTH --image busybox\necho started\nsleep 2\necho done\n";
     let id = c.submit(Mode::Rootless, "while-down.sh", script, &[]);
     c.wait_for(id, &["RUNNING"]);
     // The job ends while no controller runs: its agent keeps the report until one takes it.
@@ -200,7 +194,7 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     // The agent killed while its job runs: the job goes on, and the agent started again
     // takes it up and reports its end.
     let id = c.submit(Mode::Rootless, "agent-gone.sh", script, &[]);
-    c.wait_for(id, &["RUNNING"]);
+    c.wait_for_output(id, "started");
     drop(agent);
     let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
@@ -248,11 +242,11 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     let key = c.state.join("cluster.key");
     let agent = Agent::start(&c, "node-c", port, &key);
     eventually("node-c registers", || node_names(&c) == ["node-c"]);
-    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n";
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\necho started\nexec sleep 300\n";
     let plain = c.submit(Mode::Rootless, "plain.sh", sleeper, &[]);
     let again = c.submit(Mode::Rootless, "again.sh", sleeper, &["--requeue"]);
-    c.wait_for(plain, &["RUNNING"]);
-    c.wait_for(again, &["RUNNING"]);
+    c.wait_for_output(plain, "started");
+    c.wait_for_output(again, "started");
 
     // The agent goes silent: after the timeout its node is down, a job ends NODE_FAIL, and
     // one submitted with --requeue waits to run again.

@@ -1,18 +1,9 @@
 //! The API over TCP (`berth up --listen`), where callers are who their token says.
 
-use crate::cluster::Cluster;
+use crate::cluster::{free_port, Cluster};
 use crate::support::*;
 use std::io::{Read, Write};
 use std::process::Stdio;
-
-/// A free TCP port on loopback (the kernel's pick, released for the controller to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn raw_tcp(port: u16, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free TCP port on loopback (the kernel's pick, released for a daemon to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct Cluster {
     pub f: Fixture,
     pub socket: PathBuf,
@@ -154,6 +163,17 @@ impl Cluster {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until job `id`'s output file (berth-ID.out of the test user) contains `text`:
+    /// the script runs, not just its container being set up.
+    pub fn wait_for_output(&self, id: u64, text: &str) {
+        let out = self.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains(text)) {
+            assert!(Instant::now() < deadline, "{}", self.show(id));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

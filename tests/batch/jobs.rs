@@ -375,12 +375,7 @@ fn suspended_time_does_not_count_toward_the_time_limit() {
         &["--time=0:03"],
     );
     // Suspended once the script runs (not while its container is still being set up).
-    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("started")) {
-        assert!(std::time::Instant::now() < deadline, "{}", c.show(id));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    c.wait_for_output(id, "started");
     c.berth(Mode::Rootless, &["suspend", &id.to_string()]).ok();
     std::thread::sleep(std::time::Duration::from_secs(4));
     c.berth(Mode::Rootless, &["resume", &id.to_string()]).ok();

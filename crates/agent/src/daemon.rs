@@ -79,6 +79,95 @@ pub struct RunnerFreeze {
     pub frozen: bool,
 }
 
+/// `POST /v1/agents/steps/begin` (controller): a `berth step` in a job on this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepBegin {
+    pub uid: u32,
+    pub job: u64,
+    pub request: berth_api::StepRequest,
+}
+
+/// `POST /v1/agents/steps/end` (controller).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepEnd {
+    pub job: u64,
+    pub step: u32,
+    pub code: i32,
+}
+
+/// The controller, asked over HTTP, as the step authority of this node's step socket.
+struct RemoteAuthority(Shared);
+
+impl RemoteAuthority {
+    async fn post<
+        T: Serialize + Send + 'static,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    >(
+        &self,
+        path: &'static str,
+        body: T,
+    ) -> Result<R, String> {
+        let a = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::http::post(
+                &a.controller,
+                path,
+                &a.key.credential(&auth::node_principal(&a.name)),
+                &body,
+                TIMEOUT,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+impl crate::step::server::StepAuthority for RemoteAuthority {
+    async fn begin(
+        &self,
+        uid: u32,
+        job: u64,
+        request: &berth_api::StepRequest,
+    ) -> Result<crate::step::server::StepGrant, String> {
+        let begin = StepBegin {
+            uid,
+            job,
+            request: request.clone(),
+        };
+        let mut grant: crate::step::server::StepGrant =
+            self.post("/v1/agents/steps/begin", begin).await?;
+        grant.job_dir = self.0.node.job_dir(job);
+        Ok(grant)
+    }
+
+    async fn end(&self, job: u64, step: u32, code: i32) {
+        let end = StepEnd { job, step, code };
+        if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
+            eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
+        }
+    }
+
+    async fn allocate(
+        &self,
+        _: u32,
+        _: u32,
+        _: &[String],
+        _: &[String],
+        _: &[(String, String)],
+        _: &str,
+    ) -> Result<u64, String> {
+        Err("outside a job, `berth step` gets its allocation through the controller: run it where the controller's socket is (allocations through a node's agent are not built yet)".into())
+    }
+
+    async fn wait_running(&self, job: u64) -> Result<(), String> {
+        Err(format!("job {job} was not allocated here"))
+    }
+
+    async fn release(&self, _: u64, _: Option<i32>) {}
+}
+
 /// What `berth agent` was told.
 pub struct Settings {
     /// The controller's TCP API, `http://HOST:PORT`.
@@ -267,6 +356,28 @@ async fn serve(settings: Settings) -> Result<(), String> {
         running: Default::default(),
     });
     agent.take_up();
+    // The node's step socket, in the directory every job's container gets (/.berth/run).
+    let step_socket = agent.node.step_dir().join("step.sock");
+    let _ = std::fs::remove_file(&step_socket);
+    let step_listener = tokio::net::UnixListener::bind(&step_socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", step_socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Everyone may connect: the step server checks each caller's peer credentials.
+        std::fs::set_permissions(
+            agent.node.step_dir(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .and_then(|_| {
+            std::fs::set_permissions(&step_socket, std::fs::Permissions::from_mode(0o666))
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    tokio::spawn(crate::step::server::serve(
+        step_listener,
+        Arc::new(RemoteAuthority(agent.clone())),
+        settings.berth.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

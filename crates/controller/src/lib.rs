@@ -1350,8 +1350,10 @@ impl Controller {
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs
     /// and that the tasks fit its CPUs (unless overcommitted), records the step, and says
     /// where its tasks go and which CPUs each gets.
+    /// `from`: the node whose agent asks (`None`: this controller's own step socket).
     pub fn begin_step(
         &mut self,
+        from: Option<&str>,
         uid: u32,
         id: u64,
         request: &berth_api::StepRequest,
@@ -1361,14 +1363,16 @@ impl Controller {
             .get(&id)
             .and_then(|j| j.nodes.first().cloned())
             .unwrap_or_default();
-        let job_dir = match self.link_of(id) {
-            Some(Link::Local(agent)) => agent.job_dir(id),
-            Some(Link::Remote(_)) => {
+        let job_dir = match (self.link_of(id), from) {
+            (Some(Link::Local(agent)), None) => agent.job_dir(id),
+            // The asking agent knows its job directories.
+            (Some(Link::Remote(_)), Some(asking)) if asking == node => PathBuf::new(),
+            (Some(_), _) => {
                 return Err(format!(
-                    "job {id} runs on node {node}, whose agent is remote: steps there are not built yet"
+                    "job {id} runs on node {node}: start its steps there (in the job, or with that node's step socket)"
                 ))
             }
-            None => PathBuf::new(),
+            (None, _) => PathBuf::new(),
         };
         let job = self
             .active
@@ -1444,6 +1448,24 @@ impl Controller {
         Ok(grant)
     }
 
+    /// The end of a step a remote node's agent ran.
+    pub fn end_step_from(
+        &mut self,
+        node: &str,
+        id: u64,
+        step: u32,
+        code: i32,
+    ) -> Result<(), ApiError> {
+        let job = self.job(id)?;
+        if job.nodes.first().map(String::as_str) != Some(node) {
+            return Err(ApiError::forbidden(format!(
+                "job {id} does not run on node {node}"
+            )));
+        }
+        self.end_step(id, step, code);
+        Ok(())
+    }
+
     /// The end of a step: its exit status goes into the job's record, also when the job has
     /// ended meanwhile (its end kills the step).
     pub fn end_step(&mut self, id: u64, step: u32, code: i32) {
@@ -1481,7 +1503,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         job: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
-        self.0.lock().await.begin_step(uid, job, request)
+        self.0.lock().await.begin_step(None, uid, job, request)
     }
 
     async fn end(&self, job: u64, step: u32, code: i32) {

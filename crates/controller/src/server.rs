@@ -143,6 +143,32 @@ async fn agent_register(
     c.lock().await.register(reg).map(Json)
 }
 
+/// A `berth step` in a job on the asking agent's node.
+async fn agent_step_begin(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(b): Json<berth_agent::daemon::StepBegin>,
+) -> ApiResult<berth_agent::step::server::StepGrant> {
+    let node = node_of(principal)?;
+    c.lock()
+        .await
+        .begin_step(Some(&node), b.uid, b.job, &b.request)
+        .map(Json)
+        .map_err(ApiError::bad)
+}
+
+async fn agent_step_end(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(e): Json<berth_agent::daemon::StepEnd>,
+) -> ApiResult<()> {
+    let node = node_of(principal)?;
+    c.lock()
+        .await
+        .end_step_from(&node, e.job, e.step, e.code)
+        .map(Json)
+}
+
 #[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name")), request_body = berth_api::DrainRequest, tag = "cluster", responses((status = 200, description = "drained: no new jobs there"), (status = 403, description = "not root", body = ErrorBody), (status = 404, description = "no such node", body = ErrorBody)))]
 async fn drain(
     State(c): State<Shared>,
@@ -436,6 +462,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))
         .route("/v1/agents/register", post(agent_register))
+        .route("/v1/agents/steps/begin", post(agent_step_begin))
+        .route("/v1/agents/steps/end", post(agent_step_end))
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))

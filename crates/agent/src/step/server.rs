@@ -19,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 const REQUEST_LIMIT: usize = 4 << 20;
 
 /// What the controller decided about a step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepGrant {
     pub step: u32,
     pub user: String,
