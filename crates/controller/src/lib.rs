@@ -1,6 +1,8 @@
-//! The controller of the all-in-one cluster (`berth up`): the HTTP API on a Unix socket, the
-//! job table (persisted in the store after every change), the scheduler loop, and, for the
-//! local node, starting job runners and collecting their results.
+//! The controller (`berth up`, with this machine's node agent in the same process, or
+//! `berth controller`, with agents elsewhere): the HTTP API on a Unix socket and TCP, the job
+//! table (persisted in the store after every change), the node table (what each node has and
+//! holds, and how its agent is reached), the scheduler loop, and sending started jobs to
+//! their nodes' agents and collecting how they ended.
 //!
 //! Owns: the job state machine and its persistence, submit-time validation (script,
 //! directives, partition, image, sizes), the job environment (SLURM_*, LSB_*, PBS_*, BERTH_*).
