@@ -149,6 +149,36 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         intruder.log()
     );
     assert_eq!(node_names(&c), ["node-a"]);
+    // %N in an output name is the node the job runs on: here the second node, node-a being
+    // drained.
+    let second = Agent::start(&c, "node-z", port, &key);
+    eventually("node-z registers", || {
+        node_names(&c) == ["node-a", "node-z"]
+    });
+    c.berth(Mode::Root, &["node", "drain", "node-a", "--reason", "test"])
+        .ok();
+    let named = c.submit(
+        Mode::Rootless,
+        "named.sh",
+        hello,
+        &["-o", "named-%N-%j.out"],
+    );
+    let job = c.wait_for(named, &["COMPLETED", "FAILED"]);
+    assert_eq!(
+        job["nodes"],
+        serde_json::json!(["node-z"]),
+        "{job}\n{}",
+        second.log()
+    );
+    let file =
+        c.f.cwd(Mode::Rootless)
+            .join(format!("named-node-z-{named}.out"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("on node-z as {TEST_USER}\n")
+    );
+    assert_eq!(job["stdout"], file.to_str().unwrap());
+
     // A node's credential opens the agents' part of the API, nothing else.
     let node_key = berth_agent::auth::Key::from_bytes(&std::fs::read(&key).unwrap());
     let credential = node_key.credential(&berth_agent::auth::node_principal("node-a"));

@@ -521,23 +521,6 @@ impl Controller {
         for (n, index) in indices.iter().enumerate() {
             let id = first + n as u64;
             let array_job_id = index.map(|_| first);
-            let ctx = berth_core::job::PatternContext {
-                job_id: id,
-                array_job_id,
-                array_index: *index,
-                job_name: &request.name,
-                user: &user,
-                // Where the job runs is decided later: %N names the first node there is.
-                first_node: self.nodes.keys().next().map_or("", String::as_str),
-            };
-            let resolve = |p: &str| {
-                let expanded = berth_core::job::expand_pattern(p, &ctx);
-                if expanded.starts_with('/') {
-                    expanded
-                } else {
-                    format!("{workdir}/{expanded}")
-                }
-            };
             jobs.push(Job {
                 id,
                 array_job_id,
@@ -545,8 +528,9 @@ impl Controller {
                 user: user.clone(),
                 uid: caller.uid,
                 partition: partition.clone(),
-                stdout: resolve(&request.output),
-                stderr: request.error.as_deref().map(resolve),
+                // Until the job starts, %N names the first node there is (see `outputs`).
+                stdout: String::new(),
+                stderr: None,
                 request: request.clone(),
                 script: req.script.clone(),
                 workdir: workdir.clone(),
@@ -583,6 +567,10 @@ impl Controller {
                 allocation: false,
                 allocation_exit: None,
             });
+        }
+        let first_node = self.nodes.keys().next().cloned().unwrap_or_default();
+        for job in &mut jobs {
+            (job.stdout, job.stderr) = outputs(job, &first_node);
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
         self.store.put_jobs(&rows).map_err(ApiError::internal)?;
@@ -882,9 +870,13 @@ impl Controller {
     /// Sends the job to its node's agent, which writes its files and starts its runner; a
     /// task waits for the runner.
     fn launch(&mut self, id: u64, shared: &Shared) -> Result<(), String> {
+        let node = self.active[&id].nodes.first().cloned().unwrap_or_default();
+        // %N in the output names is the node the job runs on, now that it is known.
+        if let Some(job) = self.active.get_mut(&id) {
+            (job.stdout, job.stderr) = outputs(job, &node);
+        }
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
-        let node = job.nodes.first().cloned().unwrap_or_default();
         let link = self
             .nodes
             .get(&node)
@@ -1592,6 +1584,31 @@ impl berth_agent::step::server::StepAuthority for StepGate {
 /// The script of an allocation job: it holds the allocation (berth's own program, on the
 /// container's PATH, waits for the SIGTERM that ends it) while its one step runs.
 const ALLOCATION_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
+
+/// A job's output and error file names, its patterns expanded (%j, %A, %a, %x, %u, and %N as
+/// `first_node`) and relative ones taken from its working directory.
+fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
+    let ctx = berth_core::job::PatternContext {
+        job_id: job.id,
+        array_job_id: job.array_job_id,
+        array_index: job.array_task_id,
+        job_name: &job.request.name,
+        user: &job.user,
+        first_node,
+    };
+    let resolve = |p: &str| {
+        let expanded = berth_core::job::expand_pattern(p, &ctx);
+        if expanded.starts_with('/') {
+            expanded
+        } else {
+            format!("{}/{expanded}", job.workdir)
+        }
+    };
+    (
+        resolve(&job.request.output),
+        job.request.error.as_deref().map(resolve),
+    )
+}
 
 /// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
 /// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not
