@@ -179,6 +179,15 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     );
     assert_eq!(job["stdout"], file.to_str().unwrap());
 
+    // Jobs across nodes are refused plainly, not run on one (not built yet).
+    let wide = c.try_submit(Mode::Rootless, "wide.sh", hello, &["-N", "2"]);
+    assert_eq!(wide.code, 125);
+    assert!(
+        wide.stderr.contains("several nodes are not built yet"),
+        "{}",
+        wide.stderr
+    );
+
     // A node's credential opens the agents' part of the API, nothing else.
     let node_key = berth_agent::auth::Key::from_bytes(&std::fs::read(&key).unwrap());
     let credential = node_key.credential(&berth_agent::auth::node_principal("node-a"));

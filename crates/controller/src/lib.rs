@@ -438,6 +438,14 @@ impl Controller {
         }
         .name
         .clone();
+        if request.nodes.min > 1 {
+            // One container per node and the script in the first is the multi-node issue's;
+            // run on one node, such a job would get less than it asked for.
+            return Err(ApiError::bad(format!(
+                "the job asks for {} nodes: jobs spanning several nodes are not built yet; ask for one (-N 1)",
+                request.nodes.min
+            )));
+        }
         let sreq = self.sched_request(&partition, &request);
         sched::fits_ever(&cluster, &sreq).map_err(|reason| {
             ApiError::bad(format!(
