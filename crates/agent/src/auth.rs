@@ -31,12 +31,6 @@ pub fn node_principal(name: &str) -> String {
 /// How long a daemon's credential is good for: one request's worth, as MUNGE's are.
 pub const CREDENTIAL_LIFETIME: u64 = 60;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenError {
     #[error("malformed token: expected berth1.PAYLOAD.SIGNATURE, from `berth token`")]
@@ -119,7 +113,7 @@ impl Key {
         self.mint(&Claims {
             user: principal.to_string(),
             uid: 0,
-            exp: now() + CREDENTIAL_LIFETIME,
+            exp: crate::runner::now() + CREDENTIAL_LIFETIME,
         })
     }
 

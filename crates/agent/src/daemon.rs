@@ -217,10 +217,7 @@ async fn controller_only(State(a): State<Shared>, request: Request, next: Next) 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match credential.map(|c| a.key.verify(c, now)) {
+    match credential.map(|c| a.key.verify(c, crate::runner::now())) {
         Some(Ok(claims)) if claims.user == auth::CONTROLLER => next.run(request).await,
         Some(Ok(_)) => error(403, "only the controller may ask this agent"),
         Some(Err(e)) => error(401, e.to_string()),
@@ -328,6 +325,21 @@ async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Respons
         Ok(()) => Json(()).into_response(),
         Err(e) => error(500, e),
     }
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT: how berth's daemons (controller and
+/// agent) are stopped. Must be called inside the tokio runtime.
+pub fn termination() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let cannot = |e: std::io::Error| format!("cannot handle signals: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(cannot)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(cannot)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Runs the agent until it is stopped (SIGTERM or SIGINT). Jobs keep running without it,
@@ -445,19 +457,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         }
     });
     eprintln!("berth agent: node {name} serving {}", settings.listen);
-    let stop = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
+    let stop = termination()?;
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

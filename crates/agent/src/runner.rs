@@ -116,7 +116,8 @@ pub enum RunnerError {
     },
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch: the clock of job records, results and credentials.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -157,18 +157,23 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// The step socket that belongs to the API socket `api`: `berth.sock` -> `berth.step/step.sock`.
-/// It lives alone in its directory, which every job container gets at
-/// [`STEP_DIR_IN_CONTAINER`] (a directory rather than the socket file, so that a restarted
-/// controller's new socket is seen by jobs that were already running).
-pub fn step_socket(api: &std::path::Path) -> std::path::PathBuf {
-    api.with_extension("step").join("step.sock")
+/// The directory that belongs to the API socket `api` (`berth.sock` -> `berth.step/`) and
+/// holds the step socket and the API socket for jobs. Every job's container gets it at
+/// [`STEP_DIR_IN_CONTAINER`] (a directory rather than the sockets, so that a restarted
+/// controller's new sockets are seen by jobs that were already running).
+pub fn step_dir(api: &std::path::Path) -> std::path::PathBuf {
+    api.with_extension("step")
 }
 
-/// The API socket for processes in jobs, beside the step socket (so that a job's container,
-/// which gets that directory, can run `berth queue`, `submit`, `cancel`): `berth.step/berth.sock`.
+/// The step socket of the API socket `api`: `berth.step/step.sock`.
+pub fn step_socket(api: &std::path::Path) -> std::path::PathBuf {
+    step_dir(api).join("step.sock")
+}
+
+/// The API socket for processes in jobs, beside the step socket (so that a job's container
+/// can run `berth queue`, `submit`, `cancel`): `berth.step/berth.sock`.
 pub fn job_api_socket(api: &std::path::Path) -> std::path::PathBuf {
-    api.with_extension("step").join("berth.sock")
+    step_dir(api).join("berth.sock")
 }
 
 /// Where a job's container sees the step socket's directory.

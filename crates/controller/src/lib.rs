@@ -29,7 +29,6 @@ use node::LocalNode;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, Notify};
 
 pub use server::{run, serve};
@@ -92,11 +91,7 @@ impl ApiError {
     }
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use berth_agent::runner::now;
 
 /// The caller of an API request, from the Unix socket's peer credentials.
 #[derive(Debug, Clone, Copy)]
@@ -192,10 +187,7 @@ impl Controller {
             .map_err(|e| format!("cannot create {}: {e}", settings.state_dir.display()))?;
         let mut nodes = BTreeMap::new();
         if settings.local_node {
-            let step_dir = berth_api::step_socket(&settings.socket)
-                .parent()
-                .expect("the step socket is in a directory")
-                .to_path_buf();
+            let step_dir = berth_api::step_dir(&settings.socket);
             let agent = Arc::new(NodeAgent::new(
                 settings.state_dir.clone(),
                 settings.berth.clone(),
@@ -287,25 +279,36 @@ impl Controller {
     }
 
     fn cluster(&self) -> sched::ClusterView {
-        let allocations = |node: &str| {
-            self.active
-                .values()
-                .filter(|j| matches!(j.state, State::Running | State::Suspended))
-                .filter(|j| j.nodes.first().is_some_and(|n| n == node))
-                .map(|j| sched::Allocation {
+        // One pass over the jobs, whatever the number of nodes (this runs in every
+        // scheduling pass).
+        let mut allocations: BTreeMap<&str, Vec<sched::Allocation>> = BTreeMap::new();
+        for j in self
+            .active
+            .values()
+            .filter(|j| matches!(j.state, State::Running | State::Suspended))
+        {
+            let Some(node) = j.nodes.first() else {
+                continue;
+            };
+            allocations
+                .entry(node)
+                .or_default()
+                .push(sched::Allocation {
                     job: j.id,
                     cpus: j.cpus as u32,
                     memory: j.memory.unwrap_or(0),
                     gpus: j.gpus,
                     end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
-                })
-                .collect()
-        };
+                });
+        }
         sched::ClusterView {
             nodes: self
                 .nodes
                 .values()
-                .map(|n| n.res.view(allocations(&n.res.name), n.state()))
+                .map(|n| {
+                    let held = allocations.remove(n.res.name.as_str()).unwrap_or_default();
+                    n.res.view(held, n.state())
+                })
                 .collect(),
             partitions: self.partition_views(),
             history: self
@@ -453,9 +456,9 @@ impl Controller {
                 sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
                 sreq.memory_per_node,
                 sreq.gpus_per_node,
-                self.nodes.values().map(|n| n.res.cpus).max().unwrap_or(0),
+                self.nodes.values().map(|n| n.res.cpus.count()).max().unwrap_or(0),
                 self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
-                self.nodes.values().map(|n| n.res.gpus).max().unwrap_or(0)
+                self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
             ))
         })?;
         for dep in &request.dependencies.jobs {
@@ -828,11 +831,11 @@ impl Controller {
                     let Some(node) = self.nodes.get_mut(&alloc.node) else {
                         continue;
                     };
-                    let Some(cpu_ids) = node.res.take_cpus(alloc.cpus) else {
+                    let Some(cpu_ids) = node.res.cpus.take(alloc.cpus) else {
                         continue;
                     };
-                    let Some(gpu_ids) = node.res.take_gpus(alloc.gpus) else {
-                        node.res.release_cpus(&cpu_ids);
+                    let Some(gpu_ids) = node.res.gpus.take(alloc.gpus) else {
+                        node.res.cpus.release(&cpu_ids);
                         continue;
                     };
                     *held.entry(key).or_default() += u64::from(alloc.cpus);
@@ -1049,8 +1052,8 @@ impl Controller {
             return;
         };
         if let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) {
-            node.res.release_cpus(&job.cpu_ids);
-            node.res.release_gpus(&job.gpu_ids);
+            node.res.cpus.release(&job.cpu_ids);
+            node.res.gpus.release(&job.gpu_ids);
         }
         if job.requeue_requested {
             job.restart();
@@ -1099,8 +1102,8 @@ impl Controller {
             let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) else {
                 continue;
             };
-            node.res.reserve_cpus(&job.cpu_ids);
-            node.res.reserve_gpus(&job.gpu_ids);
+            node.res.cpus.reserve(&job.cpu_ids);
+            node.res.gpus.reserve(&job.gpu_ids);
             // A remote agent reports its runners' ends itself, until the controller takes them.
             let Link::Local(agent) = node.link.clone() else {
                 continue;
@@ -1175,8 +1178,8 @@ impl Controller {
             .values()
             .filter(|j| j.nodes.first() == Some(&name) && j.state != State::Pending)
         {
-            res.reserve_cpus(&job.cpu_ids);
-            res.reserve_gpus(&job.gpu_ids);
+            res.cpus.reserve(&job.cpu_ids);
+            res.gpus.reserve(&job.gpu_ids);
         }
         eprintln!("berth: node {name} registered from {}", reg.url);
         self.nodes
@@ -1343,10 +1346,7 @@ impl Controller {
 
     /// The directory of the step socket, which every job's container gets.
     pub fn step_dir(&self) -> PathBuf {
-        berth_api::step_socket(&self.settings.socket)
-            .parent()
-            .expect("the step socket is in a directory")
-            .to_path_buf()
+        berth_api::step_dir(&self.settings.socket)
     }
 
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs

@@ -6,17 +6,54 @@ use std::collections::BTreeSet;
 
 pub struct LocalNode {
     pub name: String,
-    pub cpus: u32,
     pub memory: u64,
-    /// NVIDIA GPUs (/dev/nvidiaN).
-    pub gpus: u32,
-    /// Every CPU id and GPU minor, held or not.
-    cpu_ids: BTreeSet<u32>,
-    gpu_ids: BTreeSet<u32>,
-    /// CPU ids this process may use (its affinity), and those not held by a job.
+    /// CPU ids (the agent's affinity): each job gets cores of its own (a cpuset).
+    pub cpus: Pool,
+    /// NVIDIA GPU minors (/dev/nvidiaN): each job gets GPUs of its own.
+    pub gpus: Pool,
+}
+
+/// Ids of one kind of device (CPUs, GPUs): all the node has, and those no job holds.
+pub struct Pool {
+    all: BTreeSet<u32>,
     free: BTreeSet<u32>,
-    /// Minor numbers of the GPUs not held by a job: each job gets GPUs of its own.
-    free_gpus: BTreeSet<u32>,
+}
+
+impl Pool {
+    fn new(all: impl IntoIterator<Item = u32>) -> Pool {
+        let all: BTreeSet<u32> = all.into_iter().collect();
+        Pool {
+            free: all.clone(),
+            all,
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.all.len() as u32
+    }
+
+    /// The lowest `n` free ids, now held; `None` (and nothing taken) if fewer are free.
+    pub fn take(&mut self, n: u32) -> Option<Vec<u32>> {
+        if self.free.len() < n as usize {
+            return None;
+        }
+        let ids: Vec<u32> = self.free.iter().take(n as usize).copied().collect();
+        for id in &ids {
+            self.free.remove(id);
+        }
+        Some(ids)
+    }
+
+    pub fn release(&mut self, ids: &[u32]) {
+        self.free.extend(ids.iter().copied());
+    }
+
+    /// Marks ids as held by a job found running (a restarted controller, a node back).
+    pub fn reserve(&mut self, ids: &[u32]) {
+        for id in ids {
+            self.free.remove(id);
+        }
+    }
 }
 
 impl LocalNode {
@@ -26,24 +63,11 @@ impl LocalNode {
     }
 
     pub fn from(r: berth_agent::node::Resources) -> LocalNode {
-        LocalNode::new(
-            r.name,
-            r.cpus.into_iter().collect(),
-            r.memory,
-            r.gpus.into_iter().collect(),
-        )
-    }
-
-    fn new(name: String, cpus: BTreeSet<u32>, memory: u64, gpus: BTreeSet<u32>) -> LocalNode {
         LocalNode {
-            name,
-            cpus: cpus.len() as u32,
-            memory,
-            gpus: gpus.len() as u32,
-            cpu_ids: cpus.clone(),
-            gpu_ids: gpus.clone(),
-            free: cpus,
-            free_gpus: gpus,
+            name: r.name,
+            memory: r.memory,
+            cpus: Pool::new(r.cpus),
+            gpus: Pool::new(r.gpus),
         }
     }
 
@@ -51,25 +75,9 @@ impl LocalNode {
     pub fn resources(&self) -> berth_agent::node::Resources {
         berth_agent::node::Resources {
             name: self.name.clone(),
-            cpus: self.cpu_ids.iter().copied().collect(),
+            cpus: self.cpus.all.iter().copied().collect(),
             memory: self.memory,
-            gpus: self.gpu_ids.iter().copied().collect(),
-        }
-    }
-
-    /// The lowest `n` free GPU minors, now held; `None` if fewer are free.
-    pub fn take_gpus(&mut self, n: u32) -> Option<Vec<u32>> {
-        take(&mut self.free_gpus, n)
-    }
-
-    pub fn release_gpus(&mut self, ids: &[u32]) {
-        self.free_gpus.extend(ids.iter().copied());
-    }
-
-    /// Marks GPUs as held by a job found running at start-up.
-    pub fn reserve_gpus(&mut self, ids: &[u32]) {
-        for id in ids {
-            self.free_gpus.remove(id);
+            gpus: self.gpus.all.iter().copied().collect(),
         }
     }
 
@@ -81,40 +89,12 @@ impl LocalNode {
         sched::NodeView {
             name: self.name.clone(),
             state,
-            cpus: self.cpus,
+            cpus: self.cpus.count(),
             memory: self.memory,
-            gpus: self.gpus,
+            gpus: self.gpus.count(),
             allocations,
         }
     }
-
-    /// The lowest `n` free CPU ids, now held; `None` if fewer are free.
-    pub fn take_cpus(&mut self, n: u32) -> Option<Vec<u32>> {
-        take(&mut self.free, n)
-    }
-
-    pub fn release_cpus(&mut self, ids: &[u32]) {
-        self.free.extend(ids.iter().copied());
-    }
-
-    /// Marks CPUs as held by a job found running at start-up.
-    pub fn reserve_cpus(&mut self, ids: &[u32]) {
-        for id in ids {
-            self.free.remove(id);
-        }
-    }
-}
-
-/// The lowest `n` ids of `free`, taken out of it; `None` (and nothing taken) if fewer are there.
-fn take(free: &mut BTreeSet<u32>, n: u32) -> Option<Vec<u32>> {
-    if free.len() < n as usize {
-        return None;
-    }
-    let ids: Vec<u32> = free.iter().take(n as usize).copied().collect();
-    for id in &ids {
-        free.remove(id);
-    }
-    Some(ids)
 }
 
 #[cfg(test)]
@@ -123,21 +103,26 @@ mod tests {
 
     #[test]
     fn jobs_get_gpus_of_their_own() {
-        let mut node = LocalNode::new(
-            "n".into(),
-            (0..4).collect(),
-            1 << 30,
-            [0, 1, 3].into_iter().collect(),
-        );
-        assert_eq!(node.gpus, 3);
-        let a = node.take_gpus(2).unwrap();
+        let mut node = LocalNode::from(berth_agent::node::Resources {
+            name: "n".into(),
+            cpus: (0..4).collect(),
+            memory: 1 << 30,
+            gpus: vec![0, 1, 3],
+        });
+        assert_eq!(node.gpus.count(), 3);
+        let a = node.gpus.take(2).unwrap();
         assert_eq!(a, [0, 1]);
-        assert_eq!(node.take_gpus(2), None, "one is left, and none is taken");
-        assert_eq!(node.take_gpus(1).unwrap(), [3]);
-        node.release_gpus(&a);
-        assert_eq!(node.take_gpus(2).unwrap(), [0, 1]);
-        node.reserve_gpus(&[3]);
-        assert_eq!(node.take_gpus(1), None);
-        assert_eq!(node.take_cpus(3).unwrap(), [0, 1, 2]);
+        assert_eq!(node.gpus.take(2), None, "one is left, and none is taken");
+        assert_eq!(node.gpus.take(1).unwrap(), [3]);
+        node.gpus.release(&a);
+        assert_eq!(node.gpus.take(2).unwrap(), [0, 1]);
+        node.gpus.reserve(&[3]);
+        assert_eq!(node.gpus.take(1), None);
+        assert_eq!(node.cpus.take(3).unwrap(), [0, 1, 2]);
+        assert_eq!(
+            node.resources().gpus,
+            [0, 1, 3],
+            "what it has stays what it reported"
+        );
     }
 }

@@ -60,47 +60,42 @@ async fn token_caller(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let claims = match token {
+    let claims = match token.map(|t| key.verify(t, crate::now())) {
         None => Err("the API over TCP needs a token: send `Authorization: Bearer TOKEN`, with a token from `berth token` on the controller's machine".to_string()),
-        Some(t) => key.verify(t, crate::now()).map_err(|e| e.to_string()),
+        Some(verified) => verified.map_err(|e| e.to_string()),
     };
-    // A daemon (a node's agent): for the agents' part of the API, and nothing else.
-    if let Ok(principal) = claims.as_ref().map(|c| c.user.clone()) {
-        if let Some(daemon) = principal.strip_prefix('@') {
-            let path = request.uri().path();
-            return match daemon.strip_prefix("node:") {
-                Some(node) if path.starts_with("/v1/agents/") => {
-                    request
-                        .extensions_mut()
-                        .insert(NodePrincipal(node.to_string()));
-                    next.run(request).await
-                }
-                _ => ApiError::forbidden(
-                    "a daemon's credential is for the agents' part of the API only",
-                )
-                .into_response(),
-            };
-        }
+    // A daemon (a node's agent; '@' is never in a user name): for the agents' part of the
+    // API, and nothing else.
+    if let Some(daemon) = claims.as_ref().ok().and_then(|c| c.user.strip_prefix('@')) {
+        let node = daemon
+            .strip_prefix("node:")
+            .filter(|_| request.uri().path().starts_with("/v1/agents/"))
+            .map(str::to_string);
+        let Some(node) = node else {
+            return ApiError::forbidden(
+                "a daemon's credential is for the agents' part of the API only",
+            )
+            .into_response();
+        };
+        request.extensions_mut().insert(NodePrincipal(node));
+        return next.run(request).await;
     }
-    let caller = match claims {
-        Err(e) => Err(e),
-        Ok(claims) => Ok(claims).and_then(|claims| {
-            // The user must still exist, with the uid the token was made for.
-            berth_runtime::Identity::lookup(&claims.user, false)
-                .ok()
-                .filter(|id| id.uid == claims.uid)
-                .map(|id| Caller {
-                    uid: id.uid,
-                    gid: id.gid,
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "the token's user {} (uid {}) is no longer in the user database",
-                        claims.user, claims.uid
-                    )
-                })
-        }),
-    };
+    // The user must still exist, with the uid the token was made for.
+    let caller = claims.and_then(|claims| {
+        berth_runtime::Identity::lookup(&claims.user, false)
+            .ok()
+            .filter(|id| id.uid == claims.uid)
+            .map(|id| Caller {
+                uid: id.uid,
+                gid: id.gid,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "the token's user {} (uid {}) is no longer in the user database",
+                    claims.user, claims.uid
+                )
+            })
+    });
     match caller {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -535,18 +530,12 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     });
     let stop = shared.lock().await.stop.clone();
     // SIGTERM and SIGINT stop the controller as `berth down` does (jobs keep running).
-    for kind in [
-        tokio::signal::unix::SignalKind::terminate(),
-        tokio::signal::unix::SignalKind::interrupt(),
-    ] {
-        let mut signal =
-            tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"))?;
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            signal.recv().await;
-            stop.notify_one();
-        });
-    }
+    let terminated = berth_agent::daemon::termination()?;
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        terminated.await;
+        on_signal.notify_one();
+    });
     // TCP, where asked for: the same API, each request with a token.
     let tcp = match listen {
         Some(addr) => {

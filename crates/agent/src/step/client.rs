@@ -7,7 +7,7 @@ use super::wire::send_with_fds;
 use super::{io_err, StepError};
 use berth_api::{StepEvent, StepRequest, StepSignal};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -24,16 +24,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-fn self_pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io_err("creating a pipe")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Runs the step and returns the worst of its tasks' exit statuses.
 pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
     let mut stream = UnixStream::connect(socket).map_err(io_err(format!(
@@ -45,7 +35,7 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
     let stdio: [RawFd; 3] = [0, 1, 2];
     send_with_fds(&stream, &line, &stdio).map_err(io_err("cannot send the step request"))?;
 
-    let (sig_read, sig_write) = self_pipe()?;
+    let (sig_read, sig_write) = super::pipe(libc::O_NONBLOCK)?;
     SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::SeqCst);
     // With a terminal, keys go to the task's terminal as they are typed (^C included), and
     // window size changes follow.

@@ -97,13 +97,15 @@ fn task_env(launch: &StepLaunch, base: &[String], rank: usize) -> Vec<String> {
         ("BERTH_NODE", &launch.node),
     ];
     base.iter()
-        .filter(|kv| {
-            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            !ours.iter().any(|(o, _)| *o == name)
-        })
+        .filter(|kv| !ours.iter().any(|(o, _)| *o == name_of(kv)))
         .cloned()
         .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
         .collect()
+}
+
+/// The NAME of a `NAME=VALUE` entry.
+fn name_of(kv: &str) -> &str {
+    kv.split_once('=').map_or(kv, |(k, _)| k)
 }
 
 /// The job's environment with the client's variables on top, except the host's search
@@ -112,10 +114,7 @@ fn overlay(job: Vec<String>, client: &[(String, String)]) -> Vec<String> {
     let kept = |k: &str| !matches!(k, "PATH" | "LD_LIBRARY_PATH");
     let mut env: Vec<String> = job
         .into_iter()
-        .filter(|kv| {
-            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            !client.iter().any(|(c, _)| c == name && kept(c))
-        })
+        .filter(|kv| !client.iter().any(|(c, _)| c == name_of(kv) && kept(c)))
         .collect();
     env.extend(
         client
@@ -168,10 +167,11 @@ impl Labelled {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), StepError> {
+/// A pipe, close-on-exec, with `flags` (O_NONBLOCK) besides.
+pub(crate) fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), StepError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) } != 0 {
         return Err(io_err("creating a pipe")(std::io::Error::last_os_error()));
     }
     use std::os::fd::FromRawFd;
@@ -226,7 +226,7 @@ pub fn run() -> Result<i32, StepError> {
     for (rank, cpus) in launch.tasks.iter().enumerate() {
         let env = task_env(&launch, &env, rank);
         let pipes = if launch.label {
-            Some((pipe()?, pipe()?))
+            Some((pipe(0)?, pipe(0)?))
         } else {
             None
         };
@@ -306,28 +306,27 @@ fn watch(
 ) -> Result<(), StepError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut polled: Vec<libc::pollfd> = Vec::new();
-        let mut owners: Vec<(bool, usize)> = Vec::new();
-        for (i, t) in running.iter().enumerate() {
-            if let Some(fd) = &t.pidfd {
-                polled.push(libc::pollfd {
+        // (is a task's pidfd, index) of each descriptor polled: the tasks' pidfds, then the
+        // --label pipes still open.
+        let (owners, mut polled): (Vec<(bool, usize)>, Vec<libc::pollfd>) = running
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some(((true, i), t.pidfd.as_ref()?)))
+            .chain(
+                labelled
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| Some(((false, i), l.read.as_ref()?))),
+            )
+            .map(|(owner, fd)| {
+                let poll = libc::pollfd {
                     fd: fd.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
-                });
-                owners.push((true, i));
-            }
-        }
-        for (i, l) in labelled.iter().enumerate() {
-            if let Some(fd) = &l.read {
-                polled.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                owners.push((false, i));
-            }
-        }
+                };
+                (owner, poll)
+            })
+            .unzip();
         if polled.is_empty() {
             return Ok(());
         }

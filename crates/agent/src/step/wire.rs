@@ -2,14 +2,15 @@
 //! stdout and stderr as SCM_RIGHTS descriptors (unix(7)), so the tasks write straight to
 //! the client's files or terminal and no byte of their output passes through berth.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 
 /// How many descriptors a request carries: stdin, stdout, stderr.
 pub const STDIO_FDS: usize = 3;
 
 /// Sends `bytes` with `fds` attached to the first byte.
-pub fn send_with_fds(socket: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub fn send_with_fds(socket: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let space = cmsg_space(fds.len());
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec {
@@ -42,27 +43,8 @@ pub fn send_with_fds(socket: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::
         return Err(io::Error::last_os_error());
     }
     // The descriptors went with the first byte; the rest of a long request follows plainly.
-    let mut rest = &bytes[sent as usize..];
-    while !rest.is_empty() {
-        // SAFETY: send(2) from a live buffer with its length.
-        let n = unsafe {
-            libc::send(
-                socket.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        rest = &rest[n as usize..];
-    }
-    Ok(())
+    let mut stream = socket;
+    stream.write_all(&bytes[sent as usize..])
 }
 
 fn cmsg_space(n: usize) -> usize {
@@ -144,8 +126,7 @@ pub fn recv_line_with_fds(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
+    use std::io::Read;
 
     #[test]
     fn descriptors_travel_with_a_long_line() {
