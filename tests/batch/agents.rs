@@ -179,11 +179,13 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     );
     assert_eq!(job["stdout"], file.to_str().unwrap());
 
-    // Jobs across nodes are refused plainly, not run on one (not built yet).
-    let wide = c.try_submit(Mode::Rootless, "wide.sh", hello, &["-N", "2"]);
+    // A job asking for more nodes than there are is refused, not run on fewer.
+    let wide = c.try_submit(Mode::Rootless, "wide.sh", hello, &["-N", "3"]);
     assert_eq!(wide.code, 125);
     assert!(
-        wide.stderr.contains("several nodes are not built yet"),
+        wide.stderr.contains("can never run here")
+            && wide.stderr.contains("3 node(s)")
+            && wide.stderr.contains("has 2 node(s)"),
         "{}",
         wide.stderr
     );

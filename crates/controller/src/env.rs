@@ -3,13 +3,40 @@
 
 use crate::job::Job;
 
-/// One line per slot, as LSF's LSB_DJOB_HOSTFILE and PBS's PBS_NODEFILE list them (the node
-/// agent saves it and names it in those variables).
-pub fn hostfile(node: &str, slots: u64) -> String {
-    (0..slots.max(1)).map(|_| format!("{node}\n")).collect()
+/// One line per slot (task) on each node, as LSF's LSB_DJOB_HOSTFILE and PBS's PBS_NODEFILE
+/// list them and `mpirun --hostfile` reads them (the node agent saves it and names it in those
+/// variables).
+pub fn hostfile(job: &Job) -> String {
+    job.shares
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(&s.node, s.tasks.max(1) as usize))
+        .map(|n| format!("{n}\n"))
+        .collect()
 }
 
-pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
+/// Slurm's compact form of a count per node: `2(x3),1` for 2, 2, 2, 1.
+fn per_node(counts: impl IntoIterator<Item = u64>) -> String {
+    let mut runs: Vec<(u64, usize)> = Vec::new();
+    for c in counts {
+        match runs.last_mut() {
+            Some((last, n)) if *last == c => *n += 1,
+            _ => runs.push((c, 1)),
+        }
+    }
+    runs.iter()
+        .map(|&(c, n)| {
+            if n == 1 {
+                c.to_string()
+            } else {
+                format!("{c}(x{n})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The environment of the job's container on its `index`th node (0: the batch host).
+pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let export = &job.request.export;
     if export.all {
@@ -33,11 +60,29 @@ pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
     });
     let id = job.id.to_string();
     let name = job.request.name.clone();
-    let cpus = job.cpus.to_string();
+    let share = &job.shares[index];
+    let node = share.node.as_str();
+    let cpus = share.cpu_ids.len().max(1).to_string();
     let ntasks = job.request.ntasks.to_string();
-    let hosts = std::iter::repeat_n(node, job.cpus.max(1) as usize)
+    let nodes: Vec<&str> = job.nodes().collect();
+    let nodelist = nodes.join(",");
+    let nnodes = nodes.len().to_string();
+    // One entry per slot, as LSF lists them.
+    let hosts = job
+        .shares
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(s.node.as_str(), s.tasks.max(1) as usize))
         .collect::<Vec<_>>()
         .join(" ");
+    let mcpu_hosts = job
+        .shares
+        .iter()
+        .map(|s| format!("{} {}", s.node, s.tasks.max(1)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tasks_per_node = per_node(job.shares.iter().map(|s| u64::from(s.tasks.max(1))));
+    let cpus_per_node = per_node(job.shares.iter().map(|s| s.cpu_ids.len().max(1) as u64));
+    let slots: u32 = job.shares.iter().map(|s| s.tasks.max(1)).sum();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     for (prefix, value) in [
         ("SLURM_JOB_ID", &id),
@@ -59,18 +104,22 @@ pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
     set("SLURM_NTASKS", ntasks.clone());
     set("SLURM_NPROCS", ntasks.clone());
     set("SLURM_CPUS_ON_NODE", cpus.clone());
+    set("SLURM_JOB_CPUS_PER_NODE", cpus_per_node);
+    set("SLURM_TASKS_PER_NODE", tasks_per_node);
+    set("SLURM_NODEID", index.to_string());
+    set("SLURMD_NODENAME", node.to_string());
     set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
-    set("SLURM_JOB_NODELIST", node.to_string());
-    set("SLURM_NODELIST", node.to_string());
-    set("SLURM_JOB_NUM_NODES", "1".into());
-    set("SLURM_NNODES", "1".into());
+    set("SLURM_JOB_NODELIST", nodelist.clone());
+    set("SLURM_NODELIST", nodelist.clone());
+    set("SLURM_JOB_NUM_NODES", nnodes.clone());
+    set("SLURM_NNODES", nnodes.clone());
     set("SLURM_SUBMIT_DIR", job.workdir.clone());
     set("SLURM_JOB_PARTITION", job.partition.clone());
     set("SLURM_JOB_USER", job.user.clone());
-    if !job.gpu_ids.is_empty() {
+    if !share.gpu_ids.is_empty() {
         // The host's numbers of the job's GPUs, as Slurm gives them (inside, CUDA numbers
         // them from 0: berth-runtime sets CUDA_VISIBLE_DEVICES).
-        let gpus = job
+        let gpus = share
             .gpu_ids
             .iter()
             .map(u32::to_string)
@@ -80,12 +129,15 @@ pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
         set("BERTH_GPUS", gpus);
     }
     set("LSB_HOSTS", hosts);
-    set("LSB_MCPU_HOSTS", format!("{node} {cpus}"));
-    set("LSB_DJOB_NUMPROC", cpus.clone());
+    set("LSB_MCPU_HOSTS", mcpu_hosts);
+    set("LSB_DJOB_NUMPROC", slots.to_string());
     set("LSB_QUEUE", job.partition.clone());
     set("PBS_O_WORKDIR", job.workdir.clone());
     set("PBS_QUEUE", job.partition.clone());
-    set("BERTH_NODELIST", node.to_string());
+    set("PBS_NUM_NODES", nnodes.clone());
+    set("BERTH_NODELIST", nodelist);
+    set("BERTH_NNODES", nnodes);
+    set("BERTH_NODE", node.to_string());
     set("BERTH_NTASKS", ntasks);
     set("BERTH_CPUS_ON_NODE", cpus);
     set("BERTH_SUBMIT_DIR", job.workdir.clone());
@@ -104,4 +156,16 @@ pub fn job_environment(job: &Job, node: &str) -> Vec<(String, String)> {
         }
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_node;
+
+    #[test]
+    fn counts_per_node_in_slurms_compact_form() {
+        assert_eq!(per_node([2, 2, 2, 1]), "2(x3),1");
+        assert_eq!(per_node([4]), "4");
+        assert_eq!(per_node([1, 2, 2]), "1,2(x2)");
+    }
 }

@@ -74,16 +74,17 @@ pub struct Job {
     pub submit_time: u64,
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
-    pub nodes: Vec<String>,
+    /// Where it runs, one share per node; the first node is the batch host, where the
+    /// script runs (the others hold the job's containers for its steps).
+    #[serde(default)]
+    pub shares: Vec<Share>,
+    /// CPUs allocated on all its nodes together.
     pub cpus: u64,
-    pub cpu_ids: Vec<u32>,
+    /// Memory allocated on each node.
     pub memory: Option<u64>,
-    /// GPUs allocated on the node.
+    /// GPUs allocated on each node.
     #[serde(default)]
     pub gpus: u32,
-    /// Which: their device minor numbers (/dev/nvidiaN).
-    #[serde(default)]
-    pub gpu_ids: Vec<u32>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cpu_usec: Option<u64>,
@@ -91,8 +92,6 @@ pub struct Job {
     pub stdout: String,
     pub stderr: Option<String>,
     pub priority: Option<f64>,
-    /// The runner process (`berth internal run-job`) while the job runs.
-    pub runner_pid: Option<u32>,
     /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
     pub cancel_requested: bool,
     /// Set by `berth requeue` on a running job: when the runner ends, it is pending again.
@@ -113,21 +112,54 @@ pub struct Job {
     pub allocation_exit: Option<i32>,
 }
 
+/// What a job holds on one of its nodes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    pub node: String,
+    /// Its cores there (a cpuset of their own).
+    pub cpu_ids: Vec<u32>,
+    /// Its GPUs there, by device minor (/dev/nvidiaN).
+    pub gpu_ids: Vec<u32>,
+    /// How many of its tasks the node gets (the slots of the hostfile).
+    pub tasks: u32,
+    /// The node's runner process (`berth internal run-job`), once its agent started it.
+    pub runner: Option<u32>,
+    /// Its start is on the way to the node's agent (this controller sent it; not kept).
+    #[serde(skip)]
+    pub starting: bool,
+}
+
 impl Job {
+    /// Its nodes, the batch host first.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.shares.iter().map(|s| s.node.as_str())
+    }
+
+    /// The node its script runs on.
+    pub fn batch_node(&self) -> Option<&str> {
+        self.shares.first().map(|s| s.node.as_str())
+    }
+
+    /// Its share of `node`, if it runs there.
+    pub fn share(&self, node: &str) -> Option<&Share> {
+        self.shares.iter().find(|s| s.node == node)
+    }
+
+    pub fn share_mut(&mut self, node: &str) -> Option<&mut Share> {
+        self.shares.iter_mut().find(|s| s.node == node)
+    }
+
     /// Back to pending, as after `scontrol requeue`: same id, one more restart.
     pub fn restart(&mut self) {
         self.state = State::Pending;
         self.reason = Some("Requeued".into());
         self.start_time = None;
         self.end_time = None;
-        self.nodes.clear();
-        self.cpu_ids.clear();
-        self.gpu_ids.clear();
+        self.shares.clear();
         self.exit_code = None;
         self.signal = None;
         self.cpu_usec = None;
         self.max_rss_bytes = None;
-        self.runner_pid = None;
         self.cancel_requested = false;
         self.requeue_requested = false;
         self.steps.clear();
@@ -149,7 +181,7 @@ impl Job {
             start_time: self.start_time,
             end_time: self.end_time,
             time_limit: self.request.time_limit,
-            nodes: self.nodes.clone(),
+            nodes: self.nodes().map(str::to_string).collect(),
             cpus: self.cpus,
             memory: self.memory,
             exit_code: self.exit_code,

@@ -287,19 +287,19 @@ impl Controller {
             .values()
             .filter(|j| matches!(j.state, State::Running | State::Suspended))
         {
-            let Some(node) = j.nodes.first() else {
-                continue;
-            };
-            allocations
-                .entry(node)
-                .or_default()
-                .push(sched::Allocation {
-                    job: j.id,
-                    cpus: j.cpus as u32,
-                    memory: j.memory.unwrap_or(0),
-                    gpus: j.gpus,
-                    end: j.start_time.unwrap_or(0) + j.request.time_limit.unwrap_or(365 * 86400),
-                });
+            for share in &j.shares {
+                allocations
+                    .entry(&share.node)
+                    .or_default()
+                    .push(sched::Allocation {
+                        job: j.id,
+                        cpus: share.cpu_ids.len() as u32,
+                        memory: j.memory.unwrap_or(0),
+                        gpus: share.gpu_ids.len() as u32,
+                        end: j.start_time.unwrap_or(0)
+                            + j.request.time_limit.unwrap_or(365 * 86400),
+                    });
+            }
         }
         sched::ClusterView {
             nodes: self
@@ -441,21 +441,15 @@ impl Controller {
         }
         .name
         .clone();
-        if request.nodes.min > 1 {
-            // One container per node and the script in the first is the multi-node issue's;
-            // run on one node, such a job would get less than it asked for.
-            return Err(ApiError::bad(format!(
-                "the job asks for {} nodes: jobs spanning several nodes are not built yet; ask for one (-N 1)",
-                request.nodes.min
-            )));
-        }
         let sreq = self.sched_request(&partition, &request);
         sched::fits_ever(&cluster, &sreq).map_err(|reason| {
             ApiError::bad(format!(
-                "the job can never run here ({reason}): it asks for {} CPUs, {} bytes of memory and {} GPUs per node; the largest node has {} CPUs, {} bytes and {} GPUs",
+                "the job can never run here ({reason}): it asks for {} node(s) with {} CPUs, {} bytes of memory and {} GPUs each; partition {partition} has {} node(s), the largest with {} CPUs, {} bytes and {} GPUs",
+                sreq.nodes_min,
                 sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
                 sreq.memory_per_node,
                 sreq.gpus_per_node,
+                cluster.partition(&partition).map_or(0, |p| p.nodes.len()),
                 self.nodes.values().map(|n| n.res.cpus.count()).max().unwrap_or(0),
                 self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
                 self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
@@ -559,18 +553,15 @@ impl Controller {
                 submit_time,
                 start_time: None,
                 end_time: None,
-                nodes: Vec::new(),
+                shares: Vec::new(),
                 cpus: request.total_cpus(),
-                cpu_ids: Vec::new(),
                 memory: None,
                 gpus: 0,
-                gpu_ids: Vec::new(),
                 exit_code: None,
                 signal: None,
                 cpu_usec: None,
                 max_rss_bytes: None,
                 priority: None,
-                runner_pid: None,
                 cancel_requested: false,
                 requeue_requested: false,
                 restarts: 0,
@@ -631,7 +622,7 @@ impl Controller {
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
     pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
-        let link = self.link_of(id);
+        let links = self.links_of(id);
         let key = self.key.clone();
         let job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
@@ -647,7 +638,7 @@ impl Controller {
                 if sig.is_none() {
                     job.cancel_requested = true;
                 }
-                signal_runner(link.as_ref(), job, sig.unwrap_or(libc::SIGTERM), &key);
+                signal_runner(&links, job, sig.unwrap_or(libc::SIGTERM), &key);
                 let job = job.clone();
                 self.persist(&job)?;
             }
@@ -695,7 +686,7 @@ impl Controller {
 
     /// `berth suspend` / `resume`: freezes or thaws every process of a running job at once.
     pub fn suspend(&mut self, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
-        let link = self.link_of(id);
+        let links = self.links_of(id);
         let key = self.key.clone();
         let job = self.owned(caller, id, if suspend { "suspend" } else { "resume" })?;
         let (from, to) = if suspend {
@@ -711,7 +702,7 @@ impl Controller {
                 if suspend { "suspended" } else { "resumed" }
             )));
         }
-        freeze(link.as_ref(), job, suspend, &key)?;
+        freeze(&links, job, suspend, &key)?;
         job.state = to;
         let job = job.clone();
         self.persist(&job)
@@ -735,14 +726,14 @@ impl Controller {
             self.wake.notify_one();
             return Ok(());
         }
-        let link = self.link_of(id);
+        let links = self.links_of(id);
         let key = self.key.clone();
         let job = self.owned(caller, id, "requeue")?;
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
         job.requeue_requested = true;
-        signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
+        signal_runner(&links, job, libc::SIGTERM, &key);
         let job = job.clone();
         self.persist(&job)
     }
@@ -814,7 +805,6 @@ impl Controller {
             job.priority = Some(decision.priority.total as f64);
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
-                    let alloc = &start.nodes[0];
                     let key = (job.user.clone(), job.partition.clone());
                     let cap = self
                         .settings
@@ -823,28 +813,21 @@ impl Controller {
                         .find(|p| p.name == job.partition)
                         .and_then(|p| p.max_cpus_per_user);
                     let used = held.get(&key).copied().unwrap_or(0);
-                    if cap.is_some_and(|cap| used + u64::from(alloc.cpus) > u64::from(cap)) {
+                    let cpus: u64 = start.nodes.iter().map(|a| u64::from(a.cpus)).sum();
+                    if cap.is_some_and(|cap| used + cpus > u64::from(cap)) {
                         // Slurm's reason for a per-user CPU limit.
                         job.reason = Some("QOSMaxCpuPerUserLimit".into());
                         continue;
                     }
-                    let Some(node) = self.nodes.get_mut(&alloc.node) else {
+                    let Some(shares) = take_shares(&mut self.nodes, &start.nodes) else {
                         continue;
                     };
-                    let Some(cpu_ids) = node.res.cpus.take(alloc.cpus) else {
-                        continue;
-                    };
-                    let Some(gpu_ids) = node.res.gpus.take(alloc.gpus) else {
-                        node.res.cpus.release(&cpu_ids);
-                        continue;
-                    };
-                    *held.entry(key).or_default() += u64::from(alloc.cpus);
-                    job.cpu_ids = cpu_ids;
-                    job.gpu_ids = gpu_ids;
-                    job.cpus = u64::from(alloc.cpus);
-                    job.memory = (alloc.memory > 0).then_some(alloc.memory);
-                    job.gpus = alloc.gpus;
-                    job.nodes = vec![alloc.node.clone()];
+                    *held.entry(key).or_default() += cpus;
+                    let first = &start.nodes[0];
+                    job.shares = shares;
+                    job.cpus = cpus;
+                    job.memory = (first.memory > 0).then_some(first.memory);
+                    job.gpus = first.gpus;
                     job.state = State::Running;
                     job.reason = None;
                     job.start_time = Some(now());
@@ -878,68 +861,122 @@ impl Controller {
         }
     }
 
-    /// Sends the job to its node's agent, which writes its files and starts its runner; a
-    /// task waits for the runner.
+    /// Sends the job to the agents of its nodes, which write its files and start its
+    /// runners: on the batch host the script's, on the others a container that holds the
+    /// job's place there for its steps. A task waits for each runner.
     fn launch(&mut self, id: u64, shared: &Shared) -> Result<(), String> {
-        let node = self.active[&id].nodes.first().cloned().unwrap_or_default();
-        // %N in the output names is the node the job runs on, now that it is known.
+        let batch = self.active[&id]
+            .batch_node()
+            .unwrap_or_default()
+            .to_string();
+        // %N in the output names is the node the script runs on, now that it is known.
         if let Some(job) = self.active.get_mut(&id) {
-            (job.stdout, job.stderr) = outputs(job, &node);
+            (job.stdout, job.stderr) = outputs(job, &batch);
         }
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
-        let link = self
-            .nodes
-            .get(&node)
-            .map(|n| n.link.clone())
-            .ok_or_else(|| format!("node {node} is gone"))?;
-        let launch = berth_agent::JobLaunch {
-            job_id: id,
-            user: job.user.clone(),
-            image: job.image_squashfs.as_ref().map(PathBuf::from),
-            image_env: job.image_env.clone(),
-            // The agent saves the script and puts its path here.
-            script: PathBuf::new(),
-            workdir: PathBuf::from(&job.workdir),
-            stdout: PathBuf::from(&job.stdout),
-            stderr: job.stderr.as_ref().map(PathBuf::from),
-            stdin: job.request.input.as_ref().map(|i| {
-                if i.starts_with('/') {
-                    PathBuf::from(i)
+        let links = job
+            .nodes()
+            .map(|n| {
+                self.nodes
+                    .get(n)
+                    .map(|e| e.link.clone())
+                    .ok_or_else(|| format!("node {n} is gone"))
+            })
+            .collect::<Result<Vec<Link>, String>>()?;
+        // Recorded as running before any node hears of it, so that a restarted controller
+        // does not start it again (its agents' runners are matched with it then).
+        self.persist(&job).map_err(|e| e.message)?;
+        let hostfile = env::hostfile(&job);
+        for (index, (share, link)) in job.shares.iter().zip(links).enumerate() {
+            let batch_host = index == 0;
+            let launch = berth_agent::JobLaunch {
+                job_id: id,
+                user: job.user.clone(),
+                image: job.image_squashfs.as_ref().map(PathBuf::from),
+                image_env: job.image_env.clone(),
+                // The agent saves the script and puts its path here.
+                script: PathBuf::new(),
+                workdir: PathBuf::from(&job.workdir),
+                // Only the script's output goes to the job's files.
+                stdout: PathBuf::from(if batch_host { &job.stdout } else { "/dev/null" }),
+                stderr: job
+                    .stderr
+                    .as_ref()
+                    .filter(|_| batch_host)
+                    .map(PathBuf::from),
+                stdin: job.request.input.as_ref().filter(|_| batch_host).map(|i| {
+                    if i.starts_with('/') {
+                        PathBuf::from(i)
+                    } else {
+                        Path::new(&job.workdir).join(i)
+                    }
+                }),
+                append: job.request.open_mode == berth_core::job::OpenMode::Append,
+                env: env::job_environment(&job, index),
+                binds: job.request.binds.clone(),
+                bind_policy: self.settings.binds.clone(),
+                cpuset: Some(
+                    share
+                        .cpu_ids
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                memory: job.memory,
+                pids: None,
+                gpus: (!share.gpu_ids.is_empty()).then_some(share.gpu_ids.len() as u32),
+                gpu_ids: share.gpu_ids.clone(),
+                // The other nodes' containers end with the script (the controller stops
+                // them); their own limit, a minute later, is for a controller that is gone.
+                time_limit: job.request.time_limit.map(|t| {
+                    if batch_host {
+                        t
+                    } else {
+                        t + self.settings.kill_wait + 60
+                    }
+                }),
+                grace: self.settings.kill_wait,
+                tools: None,
+            };
+            let start = berth_agent::node::JobStart {
+                script: if batch_host {
+                    job.script.clone()
                 } else {
-                    Path::new(&job.workdir).join(i)
-                }
-            }),
-            append: job.request.open_mode == berth_core::job::OpenMode::Append,
-            env: env::job_environment(&job, &node),
-            binds: job.request.binds.clone(),
-            bind_policy: self.settings.binds.clone(),
-            cpuset: Some(
-                job.cpu_ids
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            memory: job.memory,
-            pids: None,
-            gpus: (job.gpus > 0).then_some(job.gpus),
-            gpu_ids: job.gpu_ids.clone(),
-            time_limit: job.request.time_limit,
-            grace: self.settings.kill_wait,
-            tools: None,
-        };
-        let start = berth_agent::node::JobStart {
-            script: job.script.clone(),
-            uid: job.uid,
-            gid: owner.gid,
-            hostfile: env::hostfile(&node, job.cpus),
-            launch,
-        };
+                    HOLD_SCRIPT.into()
+                },
+                uid: job.uid,
+                gid: owner.gid,
+                hostfile: hostfile.clone(),
+                launch,
+            };
+            self.start_on(id, share.node.clone(), link, start, shared);
+        }
+        Ok(())
+    }
+
+    /// Starts job `id`'s runner on `node` through its agent; a task waits for the runner's
+    /// end (the local agent's child), or the remote agent reports it.
+    fn start_on(
+        &mut self,
+        id: u64,
+        node: String,
+        link: Link,
+        start: berth_agent::node::JobStart,
+        shared: &Shared,
+    ) {
         match link {
             Link::Local(agent) => {
-                let started = agent.start(start)?;
-                self.started(id, started.pid);
+                let started = match agent.start(start) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let reason = format!("cannot start the job on node {node}: {e}");
+                        return self.finish(id, State::Failed, Some(reason), None);
+                    }
+                };
+                let runner = started.pid;
+                self.started(id, &node, runner);
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut child = started.child;
@@ -948,12 +985,18 @@ impl Controller {
                     let handle = tokio::runtime::Handle::current();
                     handle.block_on(async move {
                         let status = status.map_or("unknown".into(), |s| s.to_string());
-                        shared.lock().await.collect(id, result, &status);
+                        shared
+                            .lock()
+                            .await
+                            .collect(id, &node, runner, result, &status);
                     });
                 });
             }
             // The agent answers with its runner's pid, and reports the end when it comes.
             Link::Remote(url) => {
+                if let Some(share) = self.active.get_mut(&id).and_then(|j| j.share_mut(&node)) {
+                    share.starting = true;
+                }
                 let (shared, key) = (shared.clone(), self.key.clone());
                 tokio::task::spawn_blocking(move || {
                     let answer: Result<berth_agent::daemon::StartAnswer, String> =
@@ -967,7 +1010,7 @@ impl Controller {
                     tokio::runtime::Handle::current().block_on(async move {
                         let mut c = shared.lock().await;
                         match answer {
-                            Ok(a) => c.started(id, a.runner),
+                            Ok(a) => c.started(id, &node, a.runner),
                             Err(e) => c.finish(
                                 id,
                                 State::NodeFail,
@@ -981,29 +1024,75 @@ impl Controller {
                 });
             }
         }
-        Ok(())
     }
 
-    /// Records the pid of job `id`'s runner; a cancel or requeue asked for meanwhile reaches
-    /// it now.
-    fn started(&mut self, id: u64, runner: u32) {
-        let (link, key) = (self.link_of(id), self.key.clone());
-        if let Some(job) = self.active.get_mut(&id) {
-            job.runner_pid = Some(runner);
-            if job.cancel_requested || job.requeue_requested {
-                signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
+    /// Records the pid of job `id`'s runner on `node`; a cancel or requeue asked for
+    /// meanwhile reaches it now, and so does the end of a job that ended meanwhile (its
+    /// script ended before this node's container started, or another node failed).
+    fn started(&mut self, id: u64, node: &str, runner: u32) {
+        let link = self.nodes.get(node).map(|n| n.link.clone());
+        let key = self.key.clone();
+        let Some(job) = self
+            .active
+            .get_mut(&id)
+            .filter(|j| matches!(j.state, State::Running | State::Suspended))
+        else {
+            if let Some(link) = link {
+                signal_one(&link, id, runner, libc::SIGTERM, &key);
             }
-            let job = job.clone();
-            if let Err(e) = self.persist(&job) {
-                eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
+            return;
+        };
+        let Some(share) = job.share_mut(node) else {
+            return;
+        };
+        share.runner = Some(runner);
+        share.starting = false;
+        if job.cancel_requested || job.requeue_requested {
+            if let Some(link) = link {
+                signal_one(&link, id, runner, libc::SIGTERM, &key);
             }
+        }
+        let job = job.clone();
+        if let Err(e) = self.persist(&job) {
+            eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
         }
     }
 
-    /// A runner ended: read its result and finish the job.
-    /// A runner ended (`status`: how, in words) with `result`, what it wrote: finish the job.
-    pub fn collect(&mut self, id: u64, result: Option<berth_agent::JobResult>, status: &str) {
-        let cancelled = self.active.get(&id).is_some_and(|j| j.cancel_requested);
+    /// Job `id`'s runner on `node` ended (`status`: how, in words) with `result`, what it
+    /// wrote. The batch host's runner ending ends the job; another node's ending while the
+    /// job runs fails it (its steps cannot run there any more). Ends of runners the job no
+    /// longer counts as its own (stopped at its end, or before a requeue) change nothing.
+    pub fn collect(
+        &mut self,
+        id: u64,
+        node: &str,
+        runner: u32,
+        result: Option<berth_agent::JobResult>,
+        status: &str,
+    ) {
+        let Some(job) = self.active.get_mut(&id) else {
+            return;
+        };
+        // Its runner there, or the one whose start was not answered before a restart.
+        match job.share_mut(node) {
+            Some(share) if share.runner.is_none_or(|r| r == runner) => {
+                // Gone: the job's end need not stop it.
+                share.runner = None;
+            }
+            _ => return,
+        }
+        if job.batch_node() != Some(node) {
+            if job.cancel_requested || job.requeue_requested {
+                // Stopped with the job, which ends with its script.
+                return;
+            }
+            let why = result
+                .and_then(|r| r.error)
+                .unwrap_or_else(|| status.to_string());
+            let reason = format!("the job's container on node {node} ended: {why}");
+            return self.finish(id, State::Failed, Some(reason), None);
+        }
+        let cancelled = job.cancel_requested;
         // An allocation ended by its step: the step's status is the job's, also when the
         // release stopped its runner before it had the container going.
         let mut result = result;
@@ -1051,9 +1140,17 @@ impl Controller {
         let Some(mut job) = self.active.remove(&id) else {
             return;
         };
-        if let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) {
-            node.res.cpus.release(&job.cpu_ids);
-            node.res.gpus.release(&job.gpu_ids);
+        // Its containers on every node go (the runner that ended is gone already), and what
+        // they held is free.
+        for share in &job.shares {
+            let Some(node) = self.nodes.get_mut(&share.node) else {
+                continue;
+            };
+            node.res.cpus.release(&share.cpu_ids);
+            node.res.gpus.release(&share.gpu_ids);
+            if let (Some(runner), None) = (share.runner, &node.down) {
+                signal_one(&node.link, id, runner, libc::SIGTERM, &self.key);
+            }
         }
         if job.requeue_requested {
             job.restart();
@@ -1070,7 +1167,9 @@ impl Controller {
         job.state = state;
         job.reason = reason;
         job.end_time = Some(now());
-        job.runner_pid = None;
+        for share in &mut job.shares {
+            share.runner = None;
+        }
         if let Some(r) = result {
             job.exit_code = Some(r.exit_code);
             job.signal = r.signal;
@@ -1098,36 +1197,35 @@ impl Controller {
             .cloned()
             .collect();
         for job in running {
-            // Jobs of nodes that have not registered yet are taken up when they do.
-            let Some(node) = job.nodes.first().and_then(|n| self.nodes.get_mut(n)) else {
-                continue;
-            };
-            node.res.cpus.reserve(&job.cpu_ids);
-            node.res.gpus.reserve(&job.gpu_ids);
-            // A remote agent reports its runners' ends itself, until the controller takes them.
-            let Link::Local(agent) = node.link.clone() else {
-                continue;
-            };
-            let alive = job
-                .runner_pid
-                .is_some_and(|pid| agent.runner_alive(job.id, pid));
-            if !alive {
-                let result = agent.result(job.id);
-                self.collect(
-                    job.id,
-                    result,
-                    "its runner was gone at the controller's start",
-                );
-                continue;
+            for share in &job.shares {
+                // Jobs of nodes that have not registered yet are taken up when they do.
+                let Some(node) = self.nodes.get_mut(&share.node) else {
+                    continue;
+                };
+                node.res.cpus.reserve(&share.cpu_ids);
+                node.res.gpus.reserve(&share.gpu_ids);
+                // A remote agent reports its runners' ends itself, until the controller
+                // takes them.
+                let Link::Local(agent) = node.link.clone() else {
+                    continue;
+                };
+                let (id, name) = (job.id, share.node.clone());
+                let Some(pid) = share.runner.filter(|&pid| agent.runner_alive(id, pid)) else {
+                    let result = agent.result(id);
+                    let runner = share.runner.unwrap_or(0);
+                    let gone = "its runner was gone at the controller's start";
+                    self.collect(id, &name, runner, result, gone);
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    while agent.runner_alive(id, pid) {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    let result = agent.result(id);
+                    shared.lock().await.collect(id, &name, pid, result, "ended");
+                });
             }
-            let (shared, pid, id) = (shared.clone(), job.runner_pid.expect("alive"), job.id);
-            tokio::spawn(async move {
-                while agent.runner_alive(id, pid) {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                let result = agent.result(id);
-                shared.lock().await.collect(id, result, "ended");
-            });
         }
     }
 
@@ -1138,18 +1236,7 @@ impl Controller {
         reg: berth_agent::daemon::Registration,
     ) -> Result<berth_agent::daemon::RegistrationAnswer, ApiError> {
         let name = reg.resources.name.clone();
-        // Runners this node has that the controller no longer counts as its own: ended while
-        // the node was silent. The agent stops them.
-        let stop =
-            reg.running
-                .iter()
-                .copied()
-                .filter(|&(job, runner)| {
-                    !self.active.get(&job).is_some_and(|j| {
-                        j.nodes.first() == Some(&name) && j.runner_pid == Some(runner)
-                    })
-                })
-                .collect();
+        let stop = self.reconcile_runners(&name, &reg.running);
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
@@ -1173,19 +1260,66 @@ impl Controller {
             return self.save_nodes().map(|()| answer);
         }
         let mut res = LocalNode::from(reg.resources);
-        for job in self
-            .active
-            .values()
-            .filter(|j| j.nodes.first() == Some(&name) && j.state != State::Pending)
-        {
-            res.cpus.reserve(&job.cpu_ids);
-            res.gpus.reserve(&job.gpu_ids);
+        for share in self.active.values().filter_map(|j| j.share(&name)) {
+            res.cpus.reserve(&share.cpu_ids);
+            res.gpus.reserve(&share.gpu_ids);
         }
         eprintln!("berth: node {name} registered from {}", reg.url);
         self.nodes
             .insert(name, NodeEntry::new(res, Link::Remote(reg.url)));
         self.wake.notify_one();
         self.save_nodes().map(|()| answer)
+    }
+
+    /// Matches the runners a node's agent has (`(job, runner)`) with the jobs the controller
+    /// has there. A runner of a job whose start was sent but not answered (this controller
+    /// was restarted meanwhile) becomes that job's; a job sent to the node that its agent
+    /// never started (the request was lost with the controller) ends NODE_FAIL, or is queued
+    /// again if submitted with --requeue. Returns the runners the agent must stop: those of
+    /// jobs the controller no longer counts as running there (it ended them while the node
+    /// was silent).
+    fn reconcile_runners(&mut self, node: &str, running: &[(u64, u32)]) -> Vec<(u64, u32)> {
+        let mut stop = Vec::new();
+        for &(id, runner) in running {
+            match self.active.get_mut(&id).and_then(|j| j.share_mut(node)) {
+                Some(share) if share.runner == Some(runner) => {}
+                Some(share) if share.runner.is_none() && !share.starting => {
+                    share.runner = Some(runner);
+                    let job = self.active[&id].clone();
+                    if let Err(e) = self.persist(&job) {
+                        eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
+                    }
+                }
+                _ => stop.push((id, runner)),
+            }
+        }
+        let lost: Vec<u64> = self
+            .active
+            .values()
+            .filter(|j| {
+                j.share(node)
+                    .is_some_and(|s| s.runner.is_none() && !s.starting)
+                    && !running.iter().any(|&(id, _)| id == j.id)
+            })
+            .map(|j| j.id)
+            .collect();
+        for id in lost {
+            let reason =
+                format!("its start on node {node} was lost in a restart of the controller");
+            self.fail_on_node(id, reason);
+        }
+        stop
+    }
+
+    /// Ends job `id`, whose node failed it: NODE_FAIL, or pending again if it was submitted
+    /// with --requeue.
+    fn fail_on_node(&mut self, id: u64, reason: String) {
+        if let Some(job) = self.active.get_mut(&id) {
+            if job.request.requeue == Some(true) {
+                job.requeue_requested = true;
+            }
+        }
+        self.finish(id, State::NodeFail, Some(reason), None);
     }
 
     /// Remote nodes whose agents have not registered within the node timeout are down: their
@@ -1210,21 +1344,11 @@ impl Controller {
             let lost: Vec<u64> = self
                 .active
                 .values()
-                .filter(|j| j.nodes.first() == Some(&name) && j.state != State::Pending)
+                .filter(|j| j.share(&name).is_some())
                 .map(|j| j.id)
                 .collect();
             for id in lost {
-                if let Some(job) = self.active.get_mut(&id) {
-                    if job.request.requeue == Some(true) {
-                        job.requeue_requested = true;
-                    }
-                }
-                self.finish(
-                    id,
-                    State::NodeFail,
-                    Some(format!("node {name} stopped answering")),
-                    None,
-                );
+                self.fail_on_node(id, format!("node {name} stopped answering"));
             }
         }
     }
@@ -1282,20 +1406,28 @@ impl Controller {
             // Already finished (a report sent twice): nothing to do.
             return Ok(());
         };
-        if job.nodes.first().map(String::as_str) != Some(node) || job.runner_pid != Some(end.runner)
-        {
+        if job.share(node).is_none() {
             return Err(ApiError::forbidden(format!(
-                "job {} does not run on node {node} under runner {}",
-                end.job, end.runner
+                "job {} does not run on node {node}",
+                end.job
             )));
         }
-        self.collect(end.job, end.result, &end.status);
+        self.collect(end.job, node, end.runner, end.result, &end.status);
         Ok(())
     }
 
-    /// The link to the agent of the node job `id` runs on.
-    fn link_of(&self, id: u64) -> Option<Link> {
-        let node = self.active.get(&id)?.nodes.first()?;
+    /// The links to the agents of job `id`'s nodes, by node.
+    fn links_of(&self, id: u64) -> Links {
+        self.active.get(&id).map_or_else(Links::new, |j| {
+            j.nodes()
+                .filter_map(|n| Some((n.to_string(), self.nodes.get(n)?.link.clone())))
+                .collect()
+        })
+    }
+
+    /// The link to the agent of the node job `id`'s script runs on.
+    fn batch_link(&self, id: u64) -> Option<Link> {
+        let node = self.active.get(&id)?.batch_node()?;
         Some(self.nodes.get(node)?.link.clone())
     }
 
@@ -1363,9 +1495,10 @@ impl Controller {
         let node = self
             .active
             .get(&id)
-            .and_then(|j| j.nodes.first().cloned())
-            .unwrap_or_default();
-        let job_dir = match (self.link_of(id), from) {
+            .and_then(|j| j.batch_node())
+            .unwrap_or_default()
+            .to_string();
+        let job_dir = match (self.batch_link(id), from) {
             (Some(Link::Local(agent)), None) => agent.job_dir(id),
             // The asking agent knows its job directories.
             (Some(Link::Remote(_)), Some(asking)) if asking == node => PathBuf::new(),
@@ -1386,7 +1519,8 @@ impl Controller {
                 job.user
             ));
         }
-        let pid = match (job.state, job.runner_pid) {
+        let batch = job.shares.first().cloned().unwrap_or_default();
+        let pid = match (job.state, batch.runner) {
             (State::Running, Some(pid)) => pid,
             (State::Suspended, _) => {
                 return Err(format!(
@@ -1411,16 +1545,17 @@ impl Controller {
             ));
         }
         let wanted = u64::from(ntasks) * u64::from(per_task);
-        if wanted > job.cpus && !request.overcommit {
+        let cpus = batch.cpu_ids.len() as u64;
+        if wanted > cpus && !request.overcommit {
             return Err(format!(
-                "the step asks for {ntasks} task(s) of {per_task} CPU(s), more than job {id}'s {} CPU(s): ask for fewer (-n, -c), or pass --overcommit",
-                job.cpus
+                "the step asks for {ntasks} task(s) of {per_task} CPU(s), more than job {id}'s {cpus} CPU(s) on node {node}: ask for fewer (-n, -c), or pass --overcommit"
             ));
         }
         // Each task pinned to its own share of the job's cores, where they divide exactly
         // enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's cpuset.
-        let tasks: Vec<Vec<u32>> = if request.cpu_bind && wanted as usize <= job.cpu_ids.len() {
-            job.cpu_ids
+        let tasks: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
+            batch
+                .cpu_ids
                 .chunks(per_task as usize)
                 .take(ntasks as usize)
                 .map(<[u32]>::to_vec)
@@ -1459,7 +1594,7 @@ impl Controller {
         code: i32,
     ) -> Result<(), ApiError> {
         let job = self.job(id)?;
-        if job.nodes.first().map(String::as_str) != Some(node) {
+        if job.batch_node() != Some(node) {
             return Err(ApiError::forbidden(format!(
                 "job {id} does not run on node {node}"
             )));
@@ -1522,7 +1657,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         cwd: &str,
     ) -> Result<u64, String> {
         let request = SubmitRequest {
-            script: ALLOCATION_SCRIPT.into(),
+            script: HOLD_SCRIPT.into(),
             // srun names its job after the command.
             script_name: argv.first().cloned().unwrap_or_else(|| "step".into()),
             args: args.to_vec(),
@@ -1573,11 +1708,11 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     async fn release(&self, id: u64, code: Option<i32>) {
         let mut c = self.0.lock().await;
         let root = Caller { uid: 0, gid: 0 };
-        let (link, key) = (c.link_of(id), c.key.clone());
+        let (links, key) = (c.links_of(id), c.key.clone());
         match (code, c.active.get_mut(&id)) {
             (Some(code), Some(job)) if job.state != State::Pending => {
                 job.allocation_exit = Some(code);
-                signal_runner(link.as_ref(), job, libc::SIGTERM, &key);
+                signal_runner(&links, job, libc::SIGTERM, &key);
                 let job = job.clone();
                 let _ = c.persist(&job);
             }
@@ -1589,9 +1724,10 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 }
 
-/// The script of an allocation job: it holds the allocation (berth's own program, on the
-/// container's PATH, waits for the SIGTERM that ends it) while its one step runs.
-const ALLOCATION_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
+/// A script that holds a job's place (berth's own program, on the container's PATH, waits
+/// for the SIGTERM that ends it): an allocation's while its one step runs, and a multi-node
+/// job's container on each node but the batch host.
+const HOLD_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
 
 /// A job's output and error file names, its patterns expanded (%j, %A, %a, %x, %u, and %N as
 /// `first_node`) and relative ones taken from its working directory.
@@ -1618,22 +1754,33 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
     )
 }
 
-/// Sends `sig` to a running job through its runner, which forwards it to the job (a SIGKILL
-/// of the runner takes the job with it). A suspended job is thawed first: frozen, it could not
-/// act on the signal.
-fn signal_runner(link: Option<&Link>, job: &mut Job, sig: i32, key: &auth::Key) {
+/// The links to the agents of a job's nodes, by node.
+type Links = BTreeMap<String, Link>;
+
+/// Sends `sig` to a running job's script through its runner on the batch host, which
+/// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
+/// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
+/// not act on the signal.
+fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
     if job.state == State::Suspended {
-        let _ = freeze(link, job, false, key);
+        let _ = freeze(links, job, false, key);
         job.state = State::Running;
     }
-    let (Some(link), Some(runner)) = (link, job.runner_pid) else {
+    let Some(batch) = job.shares.first() else {
         return;
     };
+    if let (Some(link), Some(runner)) = (links.get(&batch.node), batch.runner) {
+        signal_one(link, job.id, runner, sig, key);
+    }
+}
+
+/// Sends `sig` to job `id`'s runner on one node.
+fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &auth::Key) {
     match link {
-        Link::Local(agent) => agent.signal(job.id, runner, sig),
+        Link::Local(agent) => agent.signal(id, runner, sig),
         Link::Remote(url) => {
             let request = berth_agent::daemon::RunnerSignal {
-                job: job.id,
+                job: id,
                 runner,
                 signal: sig,
             };
@@ -1655,34 +1802,74 @@ fn signal_runner(link: Option<&Link>, job: &mut Job, sig: i32, key: &auth::Key) 
     }
 }
 
-/// Freezes or thaws every process of a running job.
-fn freeze(link: Option<&Link>, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
-    let runner = job.runner_pid.ok_or_else(|| {
-        ApiError::bad(format!(
-            "job {} is still starting on its node: try again in a moment",
-            job.id
-        ))
-    })?;
-    match link {
-        Some(Link::Local(agent)) => agent.freeze(job.id, runner, frozen),
-        Some(Link::Remote(url)) => {
-            let request = berth_agent::daemon::RunnerFreeze {
-                job: job.id,
-                runner,
-                frozen,
-            };
-            // A short call to the agent, while the job's record waits for its answer.
-            tokio::task::block_in_place(|| {
-                berth_agent::http::post(
-                    url,
-                    "/v1/agent/freeze",
-                    &key.credential(auth::CONTROLLER),
-                    &request,
-                    AGENT_TIMEOUT,
-                )
-            })
+/// Freezes or thaws every process of a running job, on all its nodes.
+fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
+    for share in &job.shares {
+        let runner = share.runner.ok_or_else(|| {
+            ApiError::bad(format!(
+                "job {} is still starting on node {}: try again in a moment",
+                job.id, share.node
+            ))
+        })?;
+        match links.get(&share.node) {
+            Some(Link::Local(agent)) => agent.freeze(job.id, runner, frozen),
+            Some(Link::Remote(url)) => {
+                let request = berth_agent::daemon::RunnerFreeze {
+                    job: job.id,
+                    runner,
+                    frozen,
+                };
+                // A short call to the agent, while the job's record waits for its answer.
+                tokio::task::block_in_place(|| {
+                    berth_agent::http::post(
+                        url,
+                        "/v1/agent/freeze",
+                        &key.credential(auth::CONTROLLER),
+                        &request,
+                        AGENT_TIMEOUT,
+                    )
+                })
+            }
+            None => Err(format!("job {}'s node {} is gone", job.id, share.node)),
         }
-        None => Err(format!("job {}'s node is gone", job.id)),
+        .map_err(ApiError::internal)?;
     }
-    .map_err(ApiError::internal)
+    Ok(())
+}
+
+/// Takes the CPUs and GPUs the plan gives a job on each of its nodes: all of them, or none
+/// (if a node lacks what the plan counted on).
+fn take_shares(
+    nodes: &mut BTreeMap<String, NodeEntry>,
+    allocs: &[sched::NodeAlloc],
+) -> Option<Vec<job::Share>> {
+    let mut shares: Vec<job::Share> = Vec::with_capacity(allocs.len());
+    for alloc in allocs {
+        let taken = nodes.get_mut(&alloc.node).and_then(|n| {
+            let cpu_ids = n.res.cpus.take(alloc.cpus)?;
+            match n.res.gpus.take(alloc.gpus) {
+                Some(gpu_ids) => Some((cpu_ids, gpu_ids)),
+                None => {
+                    n.res.cpus.release(&cpu_ids);
+                    None
+                }
+            }
+        });
+        let Some((cpu_ids, gpu_ids)) = taken else {
+            for s in &shares {
+                let n = nodes.get_mut(&s.node).expect("taken from it just now");
+                n.res.cpus.release(&s.cpu_ids);
+                n.res.gpus.release(&s.gpu_ids);
+            }
+            return None;
+        };
+        shares.push(job::Share {
+            node: alloc.node.clone(),
+            cpu_ids,
+            gpu_ids,
+            tasks: alloc.tasks,
+            ..Default::default()
+        });
+    }
+    Some(shares)
 }

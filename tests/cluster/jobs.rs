@@ -1,0 +1,218 @@
+//! Jobs across nodes: one container per node, the script in the first, the job's end (or
+//! cancel, or a node's failure) ending them all.
+
+use crate::hosts::{job_cgroups, TestCluster};
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+/// Waits until `cond` holds, or fails with `what`.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
+    let Some(t) = TestCluster::start(1, 3, None) else {
+        return;
+    };
+    let c = &t.c;
+    let go = c.f.cwd(Mode::Rootless).join("go");
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 --ntasks-per-node=1\n#BERTH --image busybox\n\
+         echo \"host=$(hostname) nodes=$SLURM_JOB_NODELIST n=$SLURM_NNODES id=$SLURM_NODEID tasks=$SLURM_TASKS_PER_NODE\"\n\
+         echo \"lsf=$LSB_MCPU_HOSTS\"\n\
+         cat \"$LSB_DJOB_HOSTFILE\"\n\
+         echo running\n\
+         while [ ! -e {} ]; do sleep 0.1; done\n",
+        go.display()
+    );
+    let id = c.submit(Mode::Rootless, "wide.sh", &script, &[]);
+    c.wait_for_output(id, "running");
+    let job = c.show(id);
+    assert_eq!(job["state"], "RUNNING", "{job}");
+    let nodes: Vec<String> = job["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = nodes.clone();
+    sorted.sort();
+    assert_eq!(sorted, t.hosts.names(), "one share per node: {job}");
+
+    // The script runs on the first node, in its own hostname; every variable lists all.
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    let list = nodes.join(",");
+    assert!(
+        out.starts_with(&format!(
+            "host={} nodes={list} n=3 id=0 tasks=1(x3)\n",
+            nodes[0]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "lsf={} 1 {} 1 {} 1\n",
+            nodes[0], nodes[1], nodes[2]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}\n{}\n{}\nrunning\n",
+            nodes[0], nodes[1], nodes[2]
+        )),
+        "the hostfile, a slot a line: {out}"
+    );
+
+    // A container on each node: each agent's runner, with the job's cgroup.
+    let runners = t.runners(id);
+    wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 3);
+
+    // The script ends: the job completes, and no container is left on any node.
+    std::fs::write(&go, "").unwrap();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+    wait_until("no cgroup of the job left", || {
+        job_cgroups(id, &runners).is_empty()
+    });
+    for &r in &runners {
+        wait_until("the runners gone", || {
+            !std::path::Path::new(&format!("/proc/{r}")).exists()
+        });
+    }
+    for n in &nodes {
+        wait_until("the job's directory gone", || {
+            t.agent(n).runner(id).is_none()
+        });
+    }
+}
+
+#[test]
+fn cancelling_a_job_on_two_nodes_ends_both_containers() {
+    let Some(t) = TestCluster::start(2, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    let id = c.submit(
+        Mode::Rootless,
+        "sleepy.sh",
+        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
+        &[],
+    );
+    c.wait_for_output(id, "started");
+    let runners = t.runners(id);
+    wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 2);
+    // Suspend and resume act on both nodes at once.
+    let s = id.to_string();
+    c.berth(Mode::Rootless, &["suspend", &s]).ok();
+    assert_eq!(c.show(id)["state"], "SUSPENDED");
+    for cg in job_cgroups(id, &runners) {
+        let state =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/berth/{cg}/freezer.state"))
+                .unwrap();
+        assert_eq!(state.trim(), "FROZEN", "{cg}");
+    }
+    c.berth(Mode::Rootless, &["resume", &s]).ok();
+    for cg in job_cgroups(id, &runners) {
+        let state =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/berth/{cg}/freezer.state"))
+                .unwrap();
+        assert_eq!(state.trim(), "THAWED", "{cg}");
+    }
+    c.berth(Mode::Rootless, &["cancel", &s]).ok();
+    let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}\n{}", t.logs());
+    wait_until("no cgroup of the job left", || {
+        job_cgroups(id, &runners).is_empty()
+    });
+}
+
+#[test]
+fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(mut t) = TestCluster::start(3, 2, Some(config)) else {
+        return;
+    };
+    let id = t.c.submit(
+        Mode::Rootless,
+        "lost.sh",
+        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
+        &[],
+    );
+    t.c.wait_for_output(id, "started");
+    let runners = t.runners(id);
+    wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 2);
+    let job = t.c.show(id);
+    let second = job["nodes"][1].as_str().unwrap().to_string();
+    let first = job["nodes"][0].as_str().unwrap().to_string();
+    // The second node's agent dies.
+    let index = t.agents.iter().position(|a| a.name == second).unwrap();
+    t.agents[index].kill();
+    let job =
+        t.c.wait_for(id, &["NODE_FAIL", "FAILED", "COMPLETED", "CANCELLED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}\n{}", t.logs());
+    assert!(job["reason"].as_str().unwrap().contains(&second), "{job}");
+    // The first node's container is stopped by its agent; the lost node's runner is still
+    // there (nothing could reach it) until its agent is back and is told to stop it.
+    wait_until("the first node's container gone", || {
+        job_cgroups(id, &runners) == [format!("{}-job{id}", runners[1])]
+            && t.agent(&first).runner(id).is_none()
+    });
+    t.agents[index] = crate::hosts::Agent::start(&t.c, &t.hosts, index + 1);
+    wait_until(
+        "the lost node's container stopped once its agent is back",
+        || job_cgroups(id, &runners).is_empty(),
+    );
+    t.wait_for_nodes(&t.hosts.names());
+}
+
+#[test]
+fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(t) = TestCluster::start(4, 2, Some(config)) else {
+        return;
+    };
+    let id = t.c.submit(
+        Mode::Rootless,
+        "cut.sh",
+        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
+        &[],
+    );
+    t.c.wait_for_output(id, "started");
+    let runners = t.runners(id);
+    let second = t.c.show(id)["nodes"][1].as_str().unwrap().to_string();
+    // The link between the host and the bridge goes down: its agent runs on, unheard.
+    t.hosts.link(&second, false);
+    let job =
+        t.c.wait_for(id, &["NODE_FAIL", "FAILED", "COMPLETED", "CANCELLED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}\n{}", t.logs());
+    assert!(
+        t.nodes().contains(&(second.clone(), "down".to_string())),
+        "{:?}",
+        t.nodes()
+    );
+    wait_until("the reachable node's container gone", || {
+        job_cgroups(id, &runners) == [format!("{}-job{id}", runners[1])]
+    });
+    // Back on the network, the node is up again and its agent stops the job's container.
+    t.hosts.link(&second, true);
+    t.wait_for_nodes(&t.hosts.names());
+    wait_until("the cut-off node's container stopped", || {
+        job_cgroups(id, &runners).is_empty()
+    });
+    // And it takes jobs again.
+    let next = t.c.submit(
+        Mode::Rootless,
+        "again.sh",
+        "#!/bin/sh\n#BERTH --image busybox -N 2\nhostname\n",
+        &[],
+    );
+    let job = t.c.wait_for(next, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+}
