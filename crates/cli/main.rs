@@ -73,6 +73,9 @@ enum Command {
     /// Run tasks of a command in a running job's container, like srun inside an allocation
     #[command(visible_alias = "srun")]
     Step(step::StepArgs),
+    /// Run a shell command on one of the job's nodes, in its container there, as ssh would:
+    /// the remote launcher of mpirun and mpiexec.hydra (berth rsh [-n] NODE COMMAND...)
+    Rsh(step::RshArgs),
     /// List the cluster's nodes, like sinfo -N
     Nodes(batch::ListArgs),
     /// Drain a node or resume it (root)
@@ -101,6 +104,7 @@ fn main() {
         // Steps often run inside a job's container, where the host's configuration file
         // (which $BERTH_CONFIG may name) is not: they need none.
         Command::Step(args) => step::step(args),
+        Command::Rsh(args) => step::rsh(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         command => {
@@ -130,7 +134,9 @@ fn main() {
                 Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
                     .map(|_| 0)
                     .map_err(Into::into),
-                Command::Step(_) | Command::Internal(Internal::Step | Internal::Hold) => {
+                Command::Step(_)
+                | Command::Rsh(_)
+                | Command::Internal(Internal::Step | Internal::Hold) => {
                     unreachable!("handled above")
                 }
             })

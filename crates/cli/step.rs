@@ -10,9 +10,13 @@ pub struct StepArgs {
     /// Number of tasks [default: the job's, SLURM_NTASKS]
     #[arg(short = 'n', long, value_name = "N")]
     ntasks: Option<u32>,
-    /// Nodes to run on (a job on one node: 1)
+    /// How many of the job's nodes the tasks spread over [default: as many as there are
+    /// tasks, up to all]
     #[arg(short = 'N', long, value_name = "N")]
     nodes: Option<u32>,
+    /// Exactly these of the job's nodes (comma-separated), the tasks spread over them in order
+    #[arg(short = 'w', long, value_name = "NODE,...", value_delimiter = ',')]
+    nodelist: Vec<String>,
     /// CPUs per task [default: the job's]
     #[arg(short = 'c', long, value_name = "N")]
     cpus_per_task: Option<u32>,
@@ -61,9 +65,14 @@ pub struct StepArgs {
 /// The job this step belongs to: --job, or the job the caller runs in; `None`: outside any
 /// job, where the step gets an allocation of its own.
 fn job_id(args: &StepArgs) -> Result<Option<u64>> {
-    if let Some(id) = args.job {
-        return Ok(Some(id));
+    match args.job {
+        Some(id) => Ok(Some(id)),
+        None => job_id_from_env(),
     }
+}
+
+/// The job the caller runs in, from its environment.
+fn job_id_from_env() -> Result<Option<u64>> {
     for var in ["BERTH_JOB_ID", "SLURM_JOB_ID"] {
         if let Some(v) = std::env::var_os(var) {
             let v = v.to_string_lossy();
@@ -101,9 +110,6 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
 }
 
 pub fn step(args: StepArgs) -> Result<i32> {
-    if args.nodes.is_some_and(|n| n != 1) {
-        bail!("-N: jobs run on one node here, so steps do too (multi-node steps come with berth's cluster mode)");
-    }
     let cpu_bind = match args.cpu_bind.as_deref() {
         None | Some("cores") => true,
         Some("none") => false,
@@ -137,26 +143,27 @@ pub fn step(args: StepArgs) -> Result<i32> {
                 ("--job-name", args.job_name.is_some()),
                 ("--bind", !args.bind.is_empty()),
             ];
+            if !args.nodelist.is_empty() && args.nodes.is_some() {
+                bail!("-N and -w both say which nodes: give one of them");
+            }
             if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
                 bail!("{flag} is for a new allocation: this step runs in job {id}, with its image, binds and limits");
             }
             None
         }
     };
+    if job.is_none() && !args.nodelist.is_empty() {
+        bail!("-w names nodes of a job: outside one, ask for a number of nodes with -N");
+    }
     let request = StepRequest {
         job,
         allocate,
         ntasks: args.ntasks,
+        nodes: args.nodes,
+        nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
-        env: std::env::vars_os()
-            .map(|(k, v)| {
-                (
-                    k.to_string_lossy().into_owned(),
-                    v.to_string_lossy().into_owned(),
-                )
-            })
-            .collect(),
+        env: environment(),
         cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
         label: args.label,
         kill_on_bad_exit,
@@ -164,11 +171,110 @@ pub fn step(args: StepArgs) -> Result<i32> {
         overcommit: args.overcommit,
         pty: args.pty,
     };
+    run(&request)
+}
+
+/// Sends `request` to the node agent's step socket and waits for the step.
+fn run(request: &StepRequest) -> Result<i32> {
     let socket = std::env::var_os("BERTH_STEP_SOCKET").map_or_else(
         || berth_api::step_socket(&crate::client::socket()),
         std::path::PathBuf::from,
     );
-    Ok(berth_agent::step::client::run(&socket, &request)?)
+    Ok(berth_agent::step::client::run(&socket, request)?)
+}
+
+/// The client's environment, as the tasks get it.
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[derive(Args)]
+pub struct RshArgs {
+    /// [ssh options] NODE COMMAND...: options ssh takes and MPI launchers pass (-x, -n, -q,
+    /// -T, -o OPT, -l USER, -p PORT) are accepted; -n reads no input, the others mean nothing
+    /// here
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    words: Vec<String>,
+}
+
+/// `berth rsh NODE COMMAND...`: COMMAND (a shell command line, as ssh runs it) on NODE, one
+/// of the job's nodes, in the job's container there: the remote launcher that Open MPI's
+/// mpirun and MPICH's hydra use instead of ssh (OMPI_MCA_plm_rsh_agent,
+/// HYDRA_LAUNCHER_EXEC), so that images need no sshd.
+pub fn rsh(args: RshArgs) -> Result<i32> {
+    let (no_input, node, command) = rsh_words(&args.words)?;
+    let Some(job) = job_id_from_env()? else {
+        bail!("berth rsh runs commands on the nodes of the job it is called in: call it from a job's script or step");
+    };
+    if no_input {
+        // SAFETY: open(2) and dup2(2) onto this single-threaded process's own stdin.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+        }
+    }
+    let request = StepRequest {
+        job: Some(job),
+        allocate: None,
+        ntasks: Some(1),
+        nodes: None,
+        nodelist: Some(vec![node]),
+        cpus_per_task: Some(1),
+        argv: vec!["/bin/sh".into(), "-c".into(), command],
+        env: environment(),
+        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        label: false,
+        kill_on_bad_exit: true,
+        // An MPI launcher's daemon starts the ranks of its node: it gets all the job's CPUs
+        // there, and is not counted against them.
+        cpu_bind: false,
+        overcommit: true,
+        pty: false,
+    };
+    run(&request)
+}
+
+/// The node and command line of `berth rsh`'s words, after any ssh options; and whether
+/// input is to be read (-n: not).
+fn rsh_words(words: &[String]) -> Result<(bool, String, String)> {
+    let mut no_input = false;
+    let mut i = 0;
+    while let Some(w) = words.get(i).filter(|w| w.starts_with('-')) {
+        match w.as_str() {
+            "-n" => no_input = true,
+            "-x" | "-q" | "-T" | "-t" | "-a" | "-4" | "-6" => {}
+            "-o" | "-l" | "-p" => i += 1,
+            w if ["-o", "-l", "-p"].iter().any(|f| w.starts_with(f)) => {}
+            other => {
+                bail!("berth rsh: unknown option {other}: usage: berth rsh [-n] NODE COMMAND...")
+            }
+        }
+        i += 1;
+    }
+    let Some(host) = words.get(i) else {
+        bail!("berth rsh: no node: usage: berth rsh [-n] NODE COMMAND...");
+    };
+    // user@host as ssh takes it; a node's own name without a domain.
+    let host = host.rsplit_once('@').map_or(host.as_str(), |(_, h)| h);
+    let node = host.split('.').next().unwrap_or(host).to_string();
+    if node.parse::<std::net::IpAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        bail!("berth rsh {host}: name the node (as the job's hostfile does), not its address");
+    }
+    let command = words[i + 1..].join(" ");
+    if command.is_empty() {
+        bail!("berth rsh {node}: no command: an interactive login is not what rsh is for here (use `berth step --pty`)");
+    }
+    Ok((no_input, node, command))
 }
 
 #[cfg(test)]
@@ -208,5 +314,40 @@ mod tests {
         assert_eq!(a.command, ["ls", "-l", "-n"]);
         assert!(!a.label);
         assert_eq!(parse(&["-K", "true"]).kill_on_bad_exit, Some(1));
+        let a = parse(&["-w", "h1,h3", "-N2", "hostname"]);
+        assert_eq!(
+            (a.nodelist, a.nodes),
+            (vec!["h1".into(), "h3".into()], Some(2))
+        );
+    }
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rsh_takes_what_mpi_launchers_pass_as_ssh_would() {
+        // Open MPI: the agent, the host, then orted's words (with their own quoting).
+        let (no_input, node, cmd) =
+            rsh_words(&words(&["bt0-h2", "orted", "-mca", "ess", "\"env\""])).unwrap();
+        assert_eq!((no_input, node.as_str()), (false, "bt0-h2"));
+        assert_eq!(cmd, "orted -mca ess \"env\"");
+        // Hydra's ssh launcher puts -x first; ssh options with values are skipped.
+        let (no_input, node, cmd) = rsh_words(&words(&[
+            "-x",
+            "-n",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "user@h3.cluster",
+            "/usr/bin/hydra_pmi_proxy",
+            "--control-port",
+            "h1:4000",
+        ]))
+        .unwrap();
+        assert_eq!((no_input, node.as_str()), (true, "h3"));
+        assert_eq!(cmd, "/usr/bin/hydra_pmi_proxy --control-port h1:4000");
+        for bad in [&["-Z", "h", "true"][..], &["h"], &[], &["10.0.0.2", "true"]] {
+            assert!(rsh_words(&words(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -12,3 +12,4 @@ mod controller;
 
 mod hosts;
 mod jobs;
+mod steps;

@@ -166,6 +166,10 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
     }
 
     async fn release(&self, _: u64, _: Option<i32>) {}
+
+    fn credential(&self) -> String {
+        self.0.key.credential(&auth::node_principal(&self.0.name))
+    }
 }
 
 /// What `berth agent` was told.
@@ -189,6 +193,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct Agent {
     node: NodeAgent,
+    /// The berth executable (`berth internal step` for parts of steps).
+    berth: PathBuf,
     key: Key,
     controller: String,
     name: String,
@@ -223,6 +229,48 @@ async fn controller_only(State(a): State<Shared>, request: Request, next: Next) 
         Some(Err(e)) => error(401, e.to_string()),
         None => error(401, "this agent answers its controller's credentials only"),
     }
+}
+
+/// The parts of steps are asked for by the agent that took the step, or by the controller
+/// (for its own node): either credential is taken.
+async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
+    let credential = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match credential.map(|c| a.key.verify(c, crate::runner::now())) {
+        Some(Ok(c)) if c.user == auth::CONTROLLER || c.user.starts_with("@node:") => {
+            next.run(request).await
+        }
+        Some(Ok(_)) => error(403, "only berth's daemons may start parts of steps"),
+        Some(Err(e)) => error(401, e.to_string()),
+        None => error(
+            401,
+            "this agent answers credentials signed with the cluster key only",
+        ),
+    }
+}
+
+/// `POST /v1/agent/step` with `Upgrade: berth-step`: this node's part of a step that another
+/// node's agent took; the connection becomes the part's ([`crate::step::relay`]).
+async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    let (node, berth) = (a.node.clone(), a.berth.clone());
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node, berth).await
+            }
+            Err(e) => eprintln!("berth agent: a step's connection failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, crate::step::relay::PROTOCOL)
+        .body(axum::body::Body::empty())
+        .expect("a valid response")
 }
 
 async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
@@ -362,6 +410,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let name = settings.resources.name.clone();
     let agent = Arc::new(Agent {
         node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
+        berth: settings.berth.clone(),
         key: settings.key,
         controller: settings.controller.clone(),
         name: name.clone(),
@@ -401,6 +450,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
             agent.clone(),
             controller_only,
         ))
+        .merge(
+            Router::new()
+                .route(crate::step::relay::PATH, post(step_part))
+                .layer(axum::middleware::from_fn_with_state(
+                    agent.clone(),
+                    cluster_only,
+                )),
+        )
         .with_state(agent.clone());
     // Register, and again every few seconds: the controller learns the node is alive.
     let registration = Registration {

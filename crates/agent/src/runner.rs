@@ -282,8 +282,8 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
                 format!("BERTH_SOCKET={}", dir.join("berth.sock").display()),
             ]
         };
-        if launch.image.is_some() {
-            let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
+        let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
+        let rsh = if launch.image.is_some() {
             system_binds.extend(
                 tool_binds(&tools.berth, job_dir).map_err(|e| (125, format!("berth step: {e}")))?,
             );
@@ -294,10 +294,32 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             ));
             env.extend(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
             path_append.push(TOOLS_IN_CONTAINER.to_string());
+            let berth = format!("{TOOLS_IN_CONTAINER}/berth");
+            let wrapper = rsh_wrapper(job_dir, &berth).map_err(|e| (125, e))?;
+            let rsh = format!("{TOOLS_IN_CONTAINER}/berth-rsh");
+            system_binds.push((wrapper, rsh.clone(), true));
+            rsh
         } else {
             env.extend(socket(&tools.step_dir));
             if let Some(dir) = tools.berth.parent() {
                 path_append.push(dir.to_string_lossy().into_owned());
+            }
+            let wrapper =
+                rsh_wrapper(job_dir, &tools.berth.to_string_lossy()).map_err(|e| (125, e))?;
+            wrapper.to_string_lossy().into_owned()
+        };
+        // MPI launchers start their daemons on the job's other nodes through `berth rsh`
+        // instead of ssh (unless the job says otherwise): Open MPI's mpirun, MPICH's and
+        // Intel MPI's hydra.
+        for (var, value) in [
+            ("OMPI_MCA_plm_rsh_agent", rsh.as_str()),
+            ("HYDRA_LAUNCHER", "ssh"),
+            ("HYDRA_LAUNCHER_EXEC", rsh.as_str()),
+            ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
+            ("I_MPI_HYDRA_BOOTSTRAP_EXEC", rsh.as_str()),
+        ] {
+            if !launch.env.iter().any(|(k, _)| k == var) {
+                env.push(format!("{var}={value}"));
             }
         }
     }
@@ -433,6 +455,19 @@ fn tool_binds(berth: &Path, job_dir: &Path) -> Result<Vec<(PathBuf, String, bool
         binds.push((dir.to_path_buf(), format!("/.berth/lib/{i}"), true));
     }
     Ok(binds)
+}
+
+/// A program that runs `berth rsh` (MPI launchers take one executable as their ssh): a
+/// script in the job's directory that runs `berth`, as the job sees it.
+fn rsh_wrapper(job_dir: &Path, berth: &str) -> Result<PathBuf, String> {
+    let wrapper = job_dir.join("berth-rsh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {berth} rsh \"$@\"\n"))
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
+    Ok(wrapper)
 }
 
 fn dev_null() -> Result<OwnedFd, String> {

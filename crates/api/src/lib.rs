@@ -193,6 +193,13 @@ pub struct StepRequest {
     pub allocate: Option<Vec<String>>,
     /// `None`: the job's number of tasks.
     pub ntasks: Option<u32>,
+    /// How many of the job's nodes the tasks spread over (`srun -N`); `None`: as many as
+    /// there are tasks, up to all of them.
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    /// Exactly these of the job's nodes (`srun -w`), the tasks spread over them in order.
+    #[serde(default)]
+    pub nodelist: Option<Vec<String>>,
     /// `None`: the job's CPUs per task.
     pub cpus_per_task: Option<u32>,
     pub argv: Vec<String>,

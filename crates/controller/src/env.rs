@@ -14,27 +14,6 @@ pub fn hostfile(job: &Job) -> String {
         .collect()
 }
 
-/// Slurm's compact form of a count per node: `2(x3),1` for 2, 2, 2, 1.
-fn per_node(counts: impl IntoIterator<Item = u64>) -> String {
-    let mut runs: Vec<(u64, usize)> = Vec::new();
-    for c in counts {
-        match runs.last_mut() {
-            Some((last, n)) if *last == c => *n += 1,
-            _ => runs.push((c, 1)),
-        }
-    }
-    runs.iter()
-        .map(|&(c, n)| {
-            if n == 1 {
-                c.to_string()
-            } else {
-                format!("{c}(x{n})")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The environment of the job's container on its `index`th node (0: the batch host).
 pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
@@ -80,8 +59,10 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         .map(|s| format!("{} {}", s.node, s.tasks.max(1)))
         .collect::<Vec<_>>()
         .join(" ");
-    let tasks_per_node = per_node(job.shares.iter().map(|s| u64::from(s.tasks.max(1))));
-    let cpus_per_node = per_node(job.shares.iter().map(|s| s.cpu_ids.len().max(1) as u64));
+    let tasks_per_node =
+        berth_core::job::per_node(job.shares.iter().map(|s| u64::from(s.tasks.max(1))));
+    let cpus_per_node =
+        berth_core::job::per_node(job.shares.iter().map(|s| s.cpu_ids.len().max(1) as u64));
     let slots: u32 = job.shares.iter().map(|s| s.tasks.max(1)).sum();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     for (prefix, value) in [
@@ -156,16 +137,4 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         }
     }
     env
-}
-
-#[cfg(test)]
-mod tests {
-    use super::per_node;
-
-    #[test]
-    fn counts_per_node_in_slurms_compact_form() {
-        assert_eq!(per_node([2, 2, 2, 1]), "2(x3),1");
-        assert_eq!(per_node([4]), "4");
-        assert_eq!(per_node([1, 2, 2]), "1,2(x2)");
-    }
 }

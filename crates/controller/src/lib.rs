@@ -1425,12 +1425,6 @@ impl Controller {
         })
     }
 
-    /// The link to the agent of the node job `id`'s script runs on.
-    fn batch_link(&self, id: u64) -> Option<Link> {
-        let node = self.active.get(&id)?.batch_node()?;
-        Some(self.nodes.get(node)?.link.clone())
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -1481,10 +1475,11 @@ impl Controller {
         berth_api::step_dir(&self.settings.socket)
     }
 
-    /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs
-    /// and that the tasks fit its CPUs (unless overcommitted), records the step, and says
-    /// where its tasks go and which CPUs each gets.
-    /// `from`: the node whose agent asks (`None`: this controller's own step socket).
+    /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs and that
+    /// the tasks fit its CPUs on each node (unless overcommitted), records the step, and says
+    /// where its tasks go (which nodes, which CPUs each task gets, how each node's agent is
+    /// reached). `from`: the node whose agent asks (`None`: this controller's own node); its
+    /// tasks run there, the others' through their agents.
     pub fn begin_step(
         &mut self,
         from: Option<&str>,
@@ -1492,77 +1487,145 @@ impl Controller {
         id: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
-        let node = self
-            .active
-            .get(&id)
-            .and_then(|j| j.batch_node())
-            .unwrap_or_default()
-            .to_string();
-        let job_dir = match (self.batch_link(id), from) {
-            (Some(Link::Local(agent)), None) => agent.job_dir(id),
-            // The asking agent knows its job directories.
-            (Some(Link::Remote(_)), Some(asking)) if asking == node => PathBuf::new(),
-            (Some(_), _) => {
-                return Err(format!(
-                    "job {id} runs on node {node}: start its steps there (in the job, or with that node's step socket)"
-                ))
-            }
-            (None, _) => PathBuf::new(),
-        };
         let job = self
             .active
-            .get_mut(&id)
+            .get(&id)
             .ok_or_else(|| format!("job {id} is not running: see `berth queue`"))?;
+        // The node asking, which must be one of the job's.
+        let here = match from {
+            Some(node) => node.to_string(),
+            None => self
+                .nodes
+                .values()
+                .find(|n| matches!(n.link, Link::Local(_)))
+                .map(|n| n.res.name.clone())
+                .unwrap_or_default(),
+        };
+        if job.share(&here).is_none() {
+            return Err(format!(
+                "job {id} runs on node {}: start its steps there (in the job, or with that node's step socket)",
+                job.batch_node().unwrap_or("(none yet)")
+            ));
+        }
         if uid != 0 && uid != job.uid {
             return Err(format!(
                 "job {id} belongs to {}: only its owner or root may start steps in it",
                 job.user
             ));
         }
-        let batch = job.shares.first().cloned().unwrap_or_default();
-        let pid = match (job.state, batch.runner) {
-            (State::Running, Some(pid)) => pid,
-            (State::Suspended, _) => {
+        match job.state {
+            State::Running => {}
+            State::Suspended => {
                 return Err(format!(
                     "job {id} is suspended: resume it first (`berth resume {id}`)"
                 ))
             }
-            (state, _) => {
+            state => {
                 return Err(format!(
                     "job {id} is {}: steps run inside a running job",
                     state.name()
                 ))
             }
+        }
+        // Its nodes: those named (-w), the first k (-N), or as many as it has tasks.
+        let shares: Vec<&job::Share> = match (&request.nodelist, request.nodes) {
+            (Some(names), _) => names
+                .iter()
+                .map(|n| {
+                    job.share(n).ok_or_else(|| {
+                        format!(
+                            "node {n} is not one of job {id}'s: it runs on {}",
+                            job.nodes().collect::<Vec<_>>().join(",")
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            (None, Some(k)) if k as usize > job.shares.len() || k == 0 => {
+                return Err(format!(
+                    "the step asks for {k} node(s), and job {id} has {}: ask for at most that many (-N)",
+                    job.shares.len()
+                ))
+            }
+            (None, Some(k)) => job.shares.iter().take(k as usize).collect(),
+            (None, None) => {
+                let tasks = request.ntasks.map_or(job.shares.len(), |n| n as usize);
+                job.shares.iter().take(tasks.max(1)).collect()
+            }
         };
-        let per_task = request
-            .cpus_per_task
-            .unwrap_or(job.request.cpus_per_task)
-            .max(1);
-        let ntasks = request.ntasks.unwrap_or(job.request.ntasks).max(1);
+        let ntasks = request
+            .ntasks
+            .unwrap_or_else(|| shares.iter().map(|s| s.tasks.max(1)).sum());
+        let per_node = berth_core::job::block_layout(ntasks, shares.len() as u32);
+        if per_node.contains(&0) {
+            return Err(format!(
+                "the step asks for {ntasks} task(s) on {} node(s): give each node one at least (-n, -N)",
+                shares.len()
+            ));
+        }
         if request.pty && ntasks != 1 {
             return Err(format!(
                 "--pty gives one task a terminal, and the step would have {ntasks}: add -n 1"
             ));
         }
-        let wanted = u64::from(ntasks) * u64::from(per_task);
-        let cpus = batch.cpu_ids.len() as u64;
-        if wanted > cpus && !request.overcommit {
+        if request.pty && shares[0].node != here {
             return Err(format!(
-                "the step asks for {ntasks} task(s) of {per_task} CPU(s), more than job {id}'s {cpus} CPU(s) on node {node}: ask for fewer (-n, -c), or pass --overcommit"
+                "--pty runs its task on the node it is started from ({here}), not on {}",
+                shares[0].node
             ));
         }
-        // Each task pinned to its own share of the job's cores, where they divide exactly
-        // enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's cpuset.
-        let tasks: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
-            batch
-                .cpu_ids
-                .chunks(per_task as usize)
-                .take(ntasks as usize)
-                .map(<[u32]>::to_vec)
-                .collect()
-        } else {
-            vec![Vec::new(); ntasks as usize]
+        let per_task = request
+            .cpus_per_task
+            .unwrap_or(job.request.cpus_per_task)
+            .max(1);
+        let mut parts = Vec::with_capacity(shares.len());
+        for (share, &tasks) in shares.iter().zip(&per_node) {
+            let cpus = share.cpu_ids.len() as u64;
+            let wanted = u64::from(tasks) * u64::from(per_task);
+            if wanted > cpus && !request.overcommit {
+                return Err(format!(
+                    "the step asks for {tasks} task(s) of {per_task} CPU(s) on node {}, more than job {id}'s {cpus} CPU(s) there: ask for fewer (-n, -c), or pass --overcommit",
+                    share.node
+                ));
+            }
+            // Each task pinned to its own share of the job's cores, where they divide
+            // exactly enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's
+            // cpuset.
+            let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
+                share
+                    .cpu_ids
+                    .chunks(per_task as usize)
+                    .take(tasks as usize)
+                    .map(<[u32]>::to_vec)
+                    .collect()
+            } else {
+                vec![Vec::new(); tasks as usize]
+            };
+            let url = match self.nodes.get(&share.node).map(|n| &n.link) {
+                _ if share.node == here => None,
+                Some(Link::Remote(url)) => Some(url.clone()),
+                Some(Link::Local(_)) => {
+                    return Err(format!(
+                        "node {} is the controller's own: steps reach it from its own step socket only, so start this step there",
+                        share.node
+                    ))
+                }
+                None => return Err(format!("node {} is gone", share.node)),
+            };
+            parts.push(berth_agent::step::server::StepPart {
+                node: share.node.clone(),
+                url,
+                tasks: cpus,
+            });
+        }
+        let runner = job.share(&here).and_then(|s| s.runner).ok_or_else(|| {
+            format!("job {id} is still starting on node {here}: try again in a moment")
+        })?;
+        // The asking agent knows its job directories; this controller's own, too.
+        let job_dir = match self.nodes.get(&here).map(|n| &n.link) {
+            Some(Link::Local(agent)) => agent.job_dir(id),
+            _ => PathBuf::new(),
         };
+        let job = self.active.get_mut(&id).expect("looked up above");
         let step = job.steps.len() as u32;
         job.steps.push(berth_api::StepInfo {
             id: step,
@@ -1575,10 +1638,10 @@ impl Controller {
         let grant = berth_agent::step::server::StepGrant {
             step,
             user: job.user.clone(),
-            cgroup: NodeAgent::cgroup_name(id, pid),
+            cgroup: NodeAgent::cgroup_name(id, runner),
             job_dir,
-            node,
-            tasks,
+            node: here,
+            parts,
         };
         let job = job.clone();
         self.persist(&job).map_err(|e| e.message)?;
@@ -1594,7 +1657,7 @@ impl Controller {
         code: i32,
     ) -> Result<(), ApiError> {
         let job = self.job(id)?;
-        if job.batch_node() != Some(node) {
+        if job.share(node).is_none() {
             return Err(ApiError::forbidden(format!(
                 "job {id} does not run on node {node}"
             )));
@@ -1631,7 +1694,9 @@ impl Controller {
 }
 
 /// The controller as the local node agent's [`berth_agent::step::server::StepAuthority`].
-pub struct StepGate(pub Shared);
+/// With the cluster key, which signs its credentials to other nodes' agents for the parts of
+/// steps.
+pub struct StepGate(pub Shared, pub Arc<auth::Key>);
 
 impl berth_agent::step::server::StepAuthority for StepGate {
     async fn begin(
@@ -1703,6 +1768,10 @@ impl berth_agent::step::server::StepAuthority for StepGate {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    fn credential(&self) -> String {
+        self.1.credential(auth::CONTROLLER)
     }
 
     async fn release(&self, id: u64, code: Option<i32>) {

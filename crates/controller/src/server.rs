@@ -511,7 +511,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let key = shared.lock().await.key();
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
-        std::sync::Arc::new(crate::StepGate(shared.clone())),
+        std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone())),
         berth,
     ));
     {

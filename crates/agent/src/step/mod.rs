@@ -13,6 +13,7 @@
 
 pub mod client;
 mod pty;
+pub mod relay;
 pub mod server;
 pub mod wire;
 
@@ -39,8 +40,16 @@ pub struct StepLaunch {
     pub env: Vec<(String, String)>,
     pub cwd: String,
     pub node: String,
-    /// CPUs for each task (empty: not pinned); its length is the number of tasks.
+    /// CPUs for each of this node's tasks (empty: not pinned); its length is the number of
+    /// tasks here.
     pub tasks: Vec<Vec<u32>>,
+    /// The whole step: each of its nodes with its number of tasks, in rank order (tasks are
+    /// numbered node by node); empty: this node alone.
+    #[serde(default)]
+    pub layout: Vec<(String, u32)>,
+    /// This node's place in `layout`.
+    #[serde(default)]
+    pub node_index: usize,
     pub label: bool,
     pub kill_on_bad_exit: bool,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
@@ -49,6 +58,26 @@ pub struct StepLaunch {
     /// The `berth step` process (from the step socket's peer credentials), to tell whether
     /// it runs inside the job's container.
     pub client_pid: Option<i32>,
+}
+
+impl StepLaunch {
+    /// The step's nodes and their numbers of tasks.
+    fn layout(&self) -> Vec<(String, u32)> {
+        if self.layout.is_empty() {
+            vec![(self.node.clone(), self.tasks.len() as u32)]
+        } else {
+            self.layout.clone()
+        }
+    }
+
+    /// The rank of this node's first task.
+    fn first_rank(&self) -> usize {
+        self.layout
+            .iter()
+            .take(self.node_index)
+            .map(|(_, t)| *t as usize)
+            .sum()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,23 +103,34 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
 
 /// The variables one task sees on top of the client's: Slurm's step and rank variables
 /// (what MPI libraries and scripts read) and berth's own.
-fn task_env(launch: &StepLaunch, base: &[String], rank: usize) -> Vec<String> {
-    let n = launch.tasks.len().to_string();
-    let rank = rank.to_string();
+fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
+    let layout = launch.layout();
+    let n = layout.iter().map(|(_, t)| t).sum::<u32>().to_string();
+    let rank = (launch.first_rank() + local).to_string();
+    let local = local.to_string();
     let step = launch.step_id.to_string();
-    let ours: [(&str, &str); 16] = [
+    let node_id = launch.node_index.to_string();
+    let nodes = layout.len().to_string();
+    let nodelist = layout
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let per_node = berth_core::job::per_node(layout.iter().map(|&(_, t)| u64::from(t)));
+    let ours: [(&str, &str); 17] = [
         ("SLURM_STEP_ID", &step),
         ("SLURM_STEPID", &step),
         ("SLURM_PROCID", &rank),
-        ("SLURM_LOCALID", &rank),
-        ("SLURM_NODEID", "0"),
+        ("SLURM_LOCALID", &local),
+        ("SLURM_NODEID", &node_id),
+        ("SLURMD_NODENAME", &launch.node),
         ("SLURM_NTASKS", &n),
         ("SLURM_NPROCS", &n),
         ("SLURM_STEP_NUM_TASKS", &n),
-        ("SLURM_STEP_NUM_NODES", "1"),
-        ("SLURM_STEP_NODELIST", &launch.node),
-        ("SLURM_STEP_TASKS_PER_NODE", &n),
-        ("SLURM_TASKS_PER_NODE", &n),
+        ("SLURM_STEP_NUM_NODES", &nodes),
+        ("SLURM_STEP_NODELIST", &nodelist),
+        ("SLURM_STEP_TASKS_PER_NODE", &per_node),
+        ("SLURM_TASKS_PER_NODE", &per_node),
         ("BERTH_STEP_ID", &step),
         ("BERTH_TASK_RANK", &rank),
         ("BERTH_STEP_NTASKS", &n),
@@ -223,8 +263,10 @@ pub fn run() -> Result<i32, StepError> {
     };
     let mut running: Vec<Running> = Vec::new();
     let mut labelled: Vec<Labelled> = Vec::new();
-    for (rank, cpus) in launch.tasks.iter().enumerate() {
-        let env = task_env(&launch, &env, rank);
+    let first = launch.first_rank();
+    for (local, cpus) in launch.tasks.iter().enumerate() {
+        let env = task_env(&launch, &env, local);
+        let rank = first + local;
         let pipes = if launch.label {
             Some((pipe(0)?, pipe(0)?))
         } else {

@@ -4,7 +4,7 @@
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
-use super::StepLaunch;
+use super::{relay, StepLaunch};
 use berth_api::{StepEvent, StepRequest, StepSignal};
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -27,8 +27,19 @@ pub struct StepGrant {
     pub cgroup: String,
     /// The job's directory on this node.
     pub job_dir: PathBuf,
+    /// This node, where the step was asked for.
     pub node: String,
-    /// CPUs per task; the length is the number of tasks.
+    /// Every node of the step with its tasks, in rank order.
+    pub parts: Vec<StepPart>,
+}
+
+/// The tasks of a step on one node.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StepPart {
+    pub node: String,
+    /// Its agent, `http://HOST:PORT`; `None`: this node.
+    pub url: Option<String>,
+    /// CPUs per task; the length is the number of tasks there.
     pub tasks: Vec<Vec<u32>>,
 }
 
@@ -60,6 +71,9 @@ pub trait StepAuthority: Send + Sync + 'static {
     fn release(&self, job: u64, code: Option<i32>) -> impl Future<Output = ()> + Send;
     /// Records the step's end with the worst of its tasks' exit statuses.
     fn end(&self, job: u64, step: u32, code: i32) -> impl Future<Output = ()> + Send;
+    /// A credential that other nodes' agents take for the parts of a step (signed with the
+    /// cluster key).
+    fn credential(&self) -> String;
 }
 
 /// Serves the step socket until the listener fails. `berth` is the executable to run as
@@ -220,8 +234,11 @@ async fn wait_for_allocation<A: StepAuthority>(
 /// "job N queued and waiting for resources").
 const QUEUED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Starts the step's process in `job` and waits for it, passing the client's signals on.
-/// Returns the worst exit status of the tasks, or why the step could not start.
+/// Starts the step in `job`: its tasks on this node (`berth internal step`, with the
+/// client's descriptors as its stdio) and its parts on other nodes (through their agents,
+/// their output relayed to the client's descriptors), and waits for all of them, passing the
+/// client's signals on. The client's input goes to the part with task 0. Returns the worst
+/// exit status of the tasks, or why the step could not start.
 #[allow(clippy::too_many_arguments)]
 async fn run_step<A: StepAuthority>(
     authority: &A,
@@ -234,30 +251,168 @@ async fn run_step<A: StepAuthority>(
     write: &mut OwnedWriteHalf,
 ) -> Result<i32, String> {
     let grant = authority.begin(uid, job, request).await?;
-    let launch = StepLaunch {
-        job_id: job,
-        step_id: grant.step,
-        user: grant.user.clone(),
-        cgroup: grant.cgroup.clone(),
-        job_dir: grant.job_dir.clone(),
-        argv: request.argv.clone(),
-        env: request.env.clone(),
-        cwd: request.cwd.clone(),
-        node: grant.node.clone(),
-        tasks: grant.tasks.clone(),
-        label: request.label,
-        kill_on_bad_exit: request.kill_on_bad_exit,
-        pty: request.pty,
-        client_pid,
+    let layout: Vec<(String, u32)> = grant
+        .parts
+        .iter()
+        .map(|p| (p.node.clone(), p.tasks.len() as u32))
+        .collect();
+    let launch = |node_index: usize| {
+        let part = &grant.parts[node_index];
+        StepLaunch {
+            job_id: job,
+            step_id: grant.step,
+            user: grant.user.clone(),
+            cgroup: grant.cgroup.clone(),
+            job_dir: grant.job_dir.clone(),
+            argv: request.argv.clone(),
+            env: request.env.clone(),
+            cwd: request.cwd.clone(),
+            node: part.node.clone(),
+            tasks: part.tasks.clone(),
+            layout: layout.clone(),
+            node_index,
+            label: request.label,
+            kill_on_bad_exit: request.kill_on_bad_exit,
+            pty: request.pty,
+            client_pid,
+        }
     };
+    // The other nodes' parts first: if one cannot start, nothing has run.
+    let mut remote = Vec::new();
+    for (i, part) in grant.parts.iter().enumerate() {
+        let Some(url) = part.url.clone() else {
+            continue;
+        };
+        let (launch, credential) = (launch(i), authority.credential());
+        let started = tokio::task::spawn_blocking(move || {
+            relay::RemotePart::start(&url, &credential, &launch)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match started {
+            Ok(p) => remote.push((i, p)),
+            Err(e) => {
+                authority.end(job, grant.step, 125).await;
+                return Err(e);
+            }
+        }
+    }
+    let here = grant.parts.iter().position(|p| p.url.is_none());
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| e.to_string());
+    let (mut stdin, mut signallers) = (Some(stdin), Vec::new());
+    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    for (i, part) in remote {
+        let input = if i == 0 { stdin.take() } else { None };
+        let (out, err) = (dup(&stdout)?, dup(&stderr)?);
+        signallers.push(part.signaller()?);
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.send(part.relay(input, out, err));
+        });
+    }
+    let mut child = match here {
+        Some(i) => {
+            let input = match stdin.take() {
+                Some(fd) => Stdio::from(fd),
+                None => Stdio::null(),
+            };
+            match spawn_local(berth, &launch(i), input, stdout, stderr) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    for s in &mut signallers {
+                        s.signal(libc::SIGKILL);
+                    }
+                    authority.end(job, grant.step, 125).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let group = child
+        .as_ref()
+        .map(|c| c.id().expect("a child just spawned has a pid") as libc::pid_t);
+    let ntasks = layout.iter().map(|(_, t)| t).sum();
+    let _ = send(
+        write,
+        &StepEvent::Started {
+            step: grant.step,
+            ntasks,
+        },
+    )
+    .await;
+    let mut signal_all = |sig: i32| {
+        if let Some(g) = group {
+            // SAFETY: kill(2) on the process group led by the step process we started.
+            unsafe { libc::kill(-g, sig) };
+        }
+        for s in &mut signallers {
+            s.signal(sig);
+        }
+    };
+    let mut left = grant.parts.len();
+    let (mut worst, mut killed, mut client) = (0, false, true);
+    while left > 0 {
+        let code = tokio::select! {
+            status = async { child.as_mut().expect("checked").wait().await }, if child.is_some() => {
+                child = None;
+                match status {
+                    Ok(s) => std::os::unix::process::ExitStatusExt::signal(&s)
+                        .map_or_else(|| s.code().unwrap_or(125), |sig| 128 + sig),
+                    Err(_) => 125,
+                }
+            }
+            Some(code) = ended.recv() => code,
+            line = lines.next_line(), if client => {
+                match line {
+                    Ok(Some(l)) => {
+                        if let Ok(StepSignal { signal }) = serde_json::from_str(&l) {
+                            if (1..65).contains(&signal) {
+                                signal_all(signal);
+                            }
+                        }
+                    }
+                    // The client is gone: the step goes with it.
+                    _ => {
+                        client = false;
+                        signal_all(libc::SIGKILL);
+                    }
+                }
+                continue;
+            }
+        };
+        left -= 1;
+        // Parts killed because another failed say nothing about their programs.
+        if !killed {
+            worst = worst.max(code);
+        }
+        if code != 0 && request.kill_on_bad_exit && left > 0 && !killed {
+            killed = true;
+            signal_all(libc::SIGKILL);
+        }
+    }
+    authority.end(job, grant.step, worst).await;
+    Ok(worst)
+}
+
+/// Starts `berth internal step` for this node's part of a step, leading a process group of
+/// its own (which its tasks join), with `stdin` and the client's stdout and stderr.
+fn spawn_local(
+    berth: &std::path::Path,
+    launch: &StepLaunch,
+    stdin: Stdio,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<tokio::process::Child, String> {
     let mut command = tokio::process::Command::new(berth);
     command
         .args(["internal", "step"])
         .env(
             super::LAUNCH_VAR,
-            serde_json::to_string(&launch).expect("launch serialises"),
+            serde_json::to_string(launch).expect("launch serialises"),
         )
-        .stdin(Stdio::from(stdin))
+        .stdin(stdin)
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .kill_on_drop(false);
@@ -271,51 +426,7 @@ async fn run_step<A: StepAuthority>(
             Ok(())
         });
     }
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            authority.end(job, grant.step, 125).await;
-            return Err(format!("cannot run {} internal step: {e}", berth.display()));
-        }
-    };
-    let group = child.id().expect("a child just spawned has a pid") as libc::pid_t;
-    let ntasks = grant.tasks.len() as u32;
-    let _ = send(
-        write,
-        &StepEvent::Started {
-            step: grant.step,
-            ntasks,
-        },
-    )
-    .await;
-    let signal_group = |sig: i32| {
-        // SAFETY: kill(2) on the process group led by the step process we started.
-        unsafe { libc::kill(-group, sig) };
-    };
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            line = lines.next_line() => match line {
-                Ok(Some(l)) => {
-                    if let Ok(StepSignal { signal }) = serde_json::from_str(&l) {
-                        if (1..65).contains(&signal) {
-                            signal_group(signal);
-                        }
-                    }
-                }
-                // The client is gone: the step goes with it.
-                _ => {
-                    signal_group(libc::SIGKILL);
-                    break child.wait().await;
-                }
-            }
-        }
-    };
-    let code = match status {
-        Ok(s) => std::os::unix::process::ExitStatusExt::signal(&s)
-            .map_or_else(|| s.code().unwrap_or(125), |sig| 128 + sig),
-        Err(_) => 125,
-    };
-    authority.end(job, grant.step, code).await;
-    Ok(code)
+    command
+        .spawn()
+        .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))
 }

@@ -1,0 +1,420 @@
+//! A step's tasks on other nodes: the agent that took the step (where `berth step` runs)
+//! asks each other node's agent to run its part, and relays the part's output to the
+//! client and the client's signals to the part.
+//!
+//! ```text
+//! agent A ──POST /v1/agent/step (Upgrade: berth-step; a credential signed with the cluster
+//!           key)──► agent B ──101──► A sends the part's StepLaunch as one JSON line, then
+//! frames both ways:   A ──► B: stdin, end of stdin, signal
+//!                     B ──► A: stdout, stderr, exit status (last), error (refused)
+//! ```
+//!
+//! A frame is a kind byte, a big-endian u32 length and that many bytes. B runs its part as
+//! A runs its own (`berth internal step` in the job's container on B, its own process group)
+//! with pipes for its stdio; a connection that breaks kills the part, as a client that goes
+//! away kills its step.
+
+use super::StepLaunch;
+use crate::node::NodeAgent;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The path the agents serve parts of steps on.
+pub const PATH: &str = "/v1/agent/step";
+/// The protocol named in the Upgrade header.
+pub const PROTOCOL: &str = "berth-step";
+
+const STDIN: u8 = 0;
+const STDIN_END: u8 = 1;
+const SIGNAL: u8 = 2;
+const STDOUT: u8 = 3;
+const STDERR: u8 = 4;
+const EXIT: u8 = 5;
+const ERROR: u8 = 6;
+
+/// The largest frame taken (a step launch line is read separately).
+const FRAME_LIMIT: usize = 1 << 20;
+/// The longest step launch line taken (the client's environment travels in it).
+const LAUNCH_LIMIT: usize = 4 << 20;
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(5 + payload.len());
+    f.push(kind);
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head)?;
+    let len = u32::from_be_bytes(head[1..].try_into().expect("four bytes")) as usize;
+    if len > FRAME_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a step frame of {len} bytes"),
+        ));
+    }
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload)?;
+    Ok((head[0], payload))
+}
+
+async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes(head[1..].try_into().expect("four bytes")) as usize;
+    if len > FRAME_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a step frame of {len} bytes"),
+        ));
+    }
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload).await?;
+    Ok((head[0], payload))
+}
+
+/// A part of a step running on another node, as the agent that took the step sees it.
+pub struct RemotePart {
+    node: String,
+    stream: TcpStream,
+}
+
+impl RemotePart {
+    /// Connects to the agent at `url` (`http://HOST:PORT`) and hands it `launch`. Blocking.
+    pub fn start(url: &str, credential: &str, launch: &StepLaunch) -> Result<RemotePart, String> {
+        let node = launch.node.clone();
+        let fail = |e: std::io::Error| format!("node {node}: {e}");
+        let addr = url.strip_prefix("http://").unwrap_or(url);
+        let mut stream = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map_err(fail)?
+            .next()
+            .ok_or_else(|| format!("node {node}: {addr} has no address"))
+            .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).map_err(fail))?;
+        stream.set_nodelay(true).map_err(fail)?;
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {credential}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).map_err(fail)?;
+        // The answer's head, byte by byte: what follows it is the part's frames.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(fail)?;
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() > 64 * 1024 || stream.read(&mut byte).map_err(fail)? == 0 {
+                return Err(format!("node {node}: the agent's answer broke off"));
+            }
+            answer.push(byte[0]);
+        }
+        stream.set_read_timeout(None).map_err(fail)?;
+        let answer = String::from_utf8_lossy(&answer);
+        if answer.split_whitespace().nth(1) != Some("101") {
+            let mut body = Vec::new();
+            let _ = stream.read_to_end(&mut body);
+            let why = serde_json::from_slice::<berth_api::ErrorBody>(&body).map_or_else(
+                |_| answer.lines().next().unwrap_or("").to_string(),
+                |e| e.error,
+            );
+            return Err(format!("node {node}: {why}"));
+        }
+        let mut line = serde_json::to_vec(launch).expect("launches serialise");
+        line.push(b'\n');
+        stream.write_all(&line).map_err(fail)?;
+        Ok(RemotePart { node, stream })
+    }
+
+    /// Something to signal the part with while [`RemotePart::relay`] runs.
+    pub fn signaller(&self) -> Result<Signaller, String> {
+        self.stream
+            .try_clone()
+            .map(Signaller)
+            .map_err(|e| format!("node {}: {e}", self.node))
+    }
+
+    /// Relays the part's output to `stdout` and `stderr` (and, with `stdin`, the client's
+    /// input to the part) until it ends; returns its exit status (the worst of its tasks').
+    /// Blocking.
+    pub fn relay(mut self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> i32 {
+        let (mut out, mut err) = (std::fs::File::from(stdout), std::fs::File::from(stderr));
+        let done = Arc::new(AtomicBool::new(false));
+        let feeding = match stdin.map(|fd| (fd, self.stream.try_clone())) {
+            Some((fd, Ok(to))) => Some(feed_stdin(fd, to, done.clone())),
+            _ => {
+                let _ = self.stream.write_all(&frame(STDIN_END, &[]));
+                None
+            }
+        };
+        let code = loop {
+            match read_frame(&mut self.stream) {
+                Ok((STDOUT, data)) => {
+                    let _ = out.write_all(&data);
+                }
+                Ok((STDERR, data)) => {
+                    let _ = err.write_all(&data);
+                }
+                Ok((EXIT, data)) if data.len() == 4 => {
+                    break i32::from_be_bytes(data.try_into().expect("four bytes"))
+                }
+                Ok((ERROR, data)) => {
+                    let _ = writeln!(
+                        err,
+                        "berth step: node {}: {}",
+                        self.node,
+                        String::from_utf8_lossy(&data)
+                    );
+                    break 125;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "berth step: node {}: the connection to its agent broke: {e}",
+                        self.node
+                    );
+                    break 125;
+                }
+            }
+        };
+        done.store(true, Ordering::Relaxed);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(f) = feeding {
+            let _ = f.join();
+        }
+        code
+    }
+}
+
+/// Signals a remote part (a clone of its connection).
+pub struct Signaller(TcpStream);
+
+impl Signaller {
+    pub fn signal(&mut self, sig: i32) {
+        let _ = self.0.write_all(&frame(SIGNAL, &sig.to_be_bytes()));
+    }
+}
+
+/// Passes the client's input on to a part until it ends, or the part does (`done`).
+fn feed_stdin(
+    fd: OwnedFd,
+    mut to: TcpStream,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let mut from = std::fs::File::from(fd);
+        let mut buf = vec![0u8; 64 * 1024];
+        while !done.load(Ordering::Relaxed) {
+            // Polled with a timeout, so that the thread ends with the part even if the input
+            // never does (a terminal).
+            let mut p = libc::pollfd {
+                fd: from.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one descriptor we own.
+            if unsafe { libc::poll(&mut p, 1, 200) } <= 0 {
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.write_all(&frame(STDIN_END, &[]));
+                    return;
+                }
+                Ok(n) => {
+                    if to.write_all(&frame(STDIN, &buf[..n])).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Serves one part of a step on this node (agent B), on a connection upgraded from
+/// `POST /v1/agent/step`: reads the launch, runs `berth internal step` in the job's container
+/// here with pipes for its stdio, and relays until it ends.
+pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+    io: S,
+    node: NodeAgent,
+    berth: std::path::PathBuf,
+) {
+    let (read, mut write) = tokio::io::split(io);
+    let mut read = tokio::io::BufReader::new(read);
+    let mut line = Vec::new();
+    let got = (&mut read)
+        .take(LAUNCH_LIMIT as u64)
+        .read_until(b'\n', &mut line)
+        .await;
+    let launch = match got {
+        Ok(_) => serde_json::from_slice::<StepLaunch>(&line).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+    .map_err(|e| format!("bad step launch: {e}"))
+    .and_then(|launch| prepare(&node, launch));
+    let launch = match launch {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = write.write_all(&frame(ERROR, e.as_bytes())).await;
+            return;
+        }
+    };
+    let code = match run_part(&berth, &launch, read, &mut write).await {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = write.write_all(&frame(ERROR, e.as_bytes())).await;
+            return;
+        }
+    };
+    let _ = write.write_all(&frame(EXIT, &code.to_be_bytes())).await;
+    let _ = write.shutdown().await;
+}
+
+/// Fills in what is this node's own: the job's directory and cgroup here. The job must run
+/// here (its runner alive).
+fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch, String> {
+    let id = launch.job_id;
+    let runner = node
+        .left()
+        .into_iter()
+        .find(|&(job, _, alive)| job == id && alive)
+        .map(|(_, runner, _)| runner)
+        .ok_or_else(|| format!("job {id} does not run on this node"))?;
+    launch.job_dir = node.job_dir(id);
+    launch.cgroup = NodeAgent::cgroup_name(id, runner);
+    launch.client_pid = None;
+    launch.pty = false;
+    Ok(launch)
+}
+
+/// Runs the part and relays until it ends; its exit status.
+async fn run_part<R, W>(
+    berth: &Path,
+    launch: &StepLaunch,
+    mut read: R,
+    write: &mut W,
+) -> Result<i32, String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    use std::process::Stdio;
+    let mut command = tokio::process::Command::new(berth);
+    command
+        .args(["internal", "step"])
+        .env(
+            super::LAUNCH_VAR,
+            serde_json::to_string(launch).expect("launches serialise"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    // SAFETY: setsid(2) is async-signal-safe; the part leads its own process group, which
+    // its tasks join, so one kill(2) reaches them all.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
+    let group = child.id().expect("a child just spawned has a pid") as libc::pid_t;
+    let signal_group = |sig: i32| {
+        // SAFETY: kill(2) on the process group led by the part's process.
+        unsafe { libc::kill(-group, sig) };
+    };
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    // The peer's frames, read by a task of their own (a frame half read must not be lost
+    // when another event wins the select).
+    let (tx, mut frames) = tokio::sync::mpsc::channel::<Option<(u8, Vec<u8>)>>(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let f = read_frame_async(&mut read).await.ok();
+            let end = f.is_none();
+            if tx.send(f).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let (mut out_buf, mut err_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut out_open, mut err_open, mut peer) = (true, true, true);
+    let mut status = None;
+    // Once the part's process ended, its output is drained for a moment more (a task's
+    // child may hold the pipes open), then its group goes.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            f = frames.recv(), if peer => match f.flatten() {
+                Some((STDIN, data)) => {
+                    if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some((STDIN_END, _)) => stdin = None,
+                Some((SIGNAL, data)) if data.len() == 4 => {
+                    let sig = i32::from_be_bytes(data.try_into().expect("four bytes"));
+                    if (1..65).contains(&sig) {
+                        signal_group(sig);
+                    }
+                }
+                Some(_) => {}
+                // The agent that took the step is gone, and its client with it: so is the part.
+                None => {
+                    peer = false;
+                    signal_group(libc::SIGKILL);
+                }
+            },
+            n = stdout.read(&mut out_buf), if out_open => match n {
+                Ok(n) if n > 0 => {
+                    if write.write_all(&frame(STDOUT, &out_buf[..n])).await.is_err() {
+                        signal_group(libc::SIGKILL);
+                    }
+                }
+                _ => out_open = false,
+            },
+            n = stderr.read(&mut err_buf), if err_open => match n {
+                Ok(n) if n > 0 => {
+                    if write.write_all(&frame(STDERR, &err_buf[..n])).await.is_err() {
+                        signal_group(libc::SIGKILL);
+                    }
+                }
+                _ => err_open = false,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            },
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                signal_group(libc::SIGKILL);
+                break;
+            },
+        }
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+    }
+    reader.abort();
+    let code = match status.expect("the loop ends after the part's process") {
+        Ok(s) => std::os::unix::process::ExitStatusExt::signal(&s)
+            .map_or_else(|| s.code().unwrap_or(125), |sig| 128 + sig),
+        Err(_) => 125,
+    };
+    Ok(code)
+}

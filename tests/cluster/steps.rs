@@ -1,0 +1,74 @@
+//! Steps across nodes (`berth step -N`, `-w`) and `berth rsh`, the remote launcher of MPI.
+
+use crate::hosts::TestCluster;
+use crate::support::*;
+
+#[test]
+fn a_step_runs_its_tasks_on_every_node_of_the_job() {
+    let Some(t) = TestCluster::start(5, 3, None) else {
+        return;
+    };
+    let c = &t.c;
+    let script = r#"#!/bin/sh
+#SBATCH -N 3 --ntasks-per-node=2
+#BERTH --image busybox
+second=$(echo "$SLURM_JOB_NODELIST" | cut -d, -f2)
+third=$(echo "$SLURM_JOB_NODELIST" | cut -d, -f3)
+echo "all:"
+berth step sh -c 'echo "$SLURM_PROCID/$SLURM_NTASKS $SLURM_LOCALID $SLURM_NODEID $(hostname) $SLURMD_NODENAME"' | sort -n
+echo "labelled:"
+berth step -l -N 3 -n 3 sh -c 'echo "$(hostname) $SLURM_STEP_NODELIST $SLURM_STEP_TASKS_PER_NODE"' | sort
+echo "named:"
+berth step -w "$third" sh -c 'exit 3'
+echo "code=$?"
+berth step -n 3 sh -c 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi; exec sleep 30'
+echo "bad=$?"
+echo "rsh:"
+berth rsh "$second" 'echo "on $(hostname) as $(id -un) in $PWD"'
+echo piped | berth rsh "$third" cat
+berth-rsh -x "$third" exit 5
+echo "rsh code=$?"
+echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
+"#;
+    let id = c.submit(Mode::Rootless, "steps.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let nodes: Vec<String> = job["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let (a, b, c3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let cwd = t.c.f.cwd(Mode::Rootless);
+    let expected = format!(
+        "all:\n\
+         0/6 0 0 {a} {a}\n1/6 1 0 {a} {a}\n2/6 0 1 {b} {b}\n3/6 1 1 {b} {b}\n4/6 0 2 {c3} {c3}\n5/6 1 2 {c3} {c3}\n\
+         labelled:\n\
+         0: {a} {a},{b},{c3} 1(x3)\n1: {b} {a},{b},{c3} 1(x3)\n2: {c3} {a},{b},{c3} 1(x3)\n\
+         named:\n"
+    );
+    assert!(out.starts_with(&expected), "{out}");
+    assert!(out.contains("\ncode=3\n"), "{out}");
+    assert!(
+        out.contains("\nbad=7\n"),
+        "a failing task ends the others: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "rsh:\non {b} as {TEST_USER} in {}\npiped\n",
+            cwd.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("\nrsh code=5\n"), "{out}");
+    assert!(
+        out.ends_with("/.berth/bin/berth-rsh /.berth/bin/berth-rsh\n"),
+        "{out}"
+    );
+    let steps = job["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["ntasks"], 6, "{job}");
+    assert_eq!(steps[2]["exit_code"], 3, "{job}");
+}
