@@ -12,4 +12,5 @@ mod controller;
 
 mod hosts;
 mod jobs;
+mod mpi;
 mod steps;

@@ -309,9 +309,11 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             wrapper.to_string_lossy().into_owned()
         };
         // MPI launchers start their daemons on the job's other nodes through `berth rsh`
-        // instead of ssh (unless the job says otherwise): Open MPI's mpirun, MPICH's and
-        // Intel MPI's hydra.
+        // instead of ssh (unless the job says otherwise): Open MPI's mpirun (which would
+        // otherwise see SLURM_JOB_ID and look for srun; it still takes the allocation from
+        // the SLURM_* variables), MPICH's and Intel MPI's hydra.
         for (var, value) in [
+            ("OMPI_MCA_plm", "rsh"),
             ("OMPI_MCA_plm_rsh_agent", rsh.as_str()),
             ("HYDRA_LAUNCHER", "ssh"),
             ("HYDRA_LAUNCHER_EXEC", rsh.as_str()),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# tests/cluster/mpi/image.sh ROOTFS: a root filesystem for MPI tests, built from the files
+# of installed Debian packages (Open MPI, MPICH and everything they depend on, a shell and
+# coreutils), plus check.c compiled against each MPI at /opt/berth-test/check.{openmpi,mpich}.
+# Needs openmpi-bin, libopenmpi-dev, mpich and libmpich-dev installed (scripts/setup).
+set -euo pipefail
+root=${1:?usage: image.sh ROOTFS}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$root"
+# Debian 12 is merged-/usr: the top-level directories are links into /usr.
+mkdir -p "$root"/usr/{bin,sbin,lib,lib64} "$root"/{etc,tmp,opt/berth-test}
+for d in bin sbin lib lib64; do
+  [[ -e $root/$d ]] || ln -s "usr/$d" "$root/$d"
+done
+packages=$(apt-cache depends --recurse --installed --no-recommends --no-suggests \
+  --no-conflicts --no-breaks --no-replaces --no-enhances \
+  openmpi-bin mpich dash coreutils hostname 2>/dev/null | grep -v '^[ <]' | sort -u)
+# Their files, without documentation; through the links above (tar keeps them links).
+for p in $packages; do dpkg -L "$p"; done | sort -u |
+  grep -Ev '^/usr/share/(doc|man|info|locale|lintian)/' |
+  while read -r f; do if [[ -f $f || -L $f ]]; then printf '%s\n' "${f#/}"; fi; done >"$root.files"
+tar -C / --no-recursion -cf - -T "$root.files" | tar -C "$root" --keep-directory-symlink -xf -
+rm "$root.files"
+ln -sf dash "$root/usr/bin/sh"
+# The alternatives the packages chose (libpsm_infinipath, mpicc, ...), as installed.
+cp -a /etc/alternatives "$root/etc/"
+mpicc.openmpi -O2 -o "$root/opt/berth-test/check.openmpi" "$here/check.c"
+mpicc.mpich -O2 -o "$root/opt/berth-test/check.mpich" "$here/check.c"
