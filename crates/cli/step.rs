@@ -35,6 +35,10 @@ pub struct StepArgs {
     /// Allow more tasks than the job has CPUs for
     #[arg(short = 'O', long)]
     overcommit: bool,
+    /// Serve the tasks PMI-1 (pmi1, the default: MPI programs start without mpiexec) or not
+    /// (none)
+    #[arg(long, value_name = "pmi1|none")]
+    mpi: Option<String>,
     /// Run the task on a pseudo-terminal of its own, relayed to this one: an interactive
     /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
     #[arg(long)]
@@ -115,6 +119,11 @@ pub fn step(args: StepArgs) -> Result<i32> {
         Some("none") => false,
         Some(other) => bail!("--cpu-bind={other}: expected cores or none"),
     };
+    let pmi = match args.mpi.as_deref() {
+        None | Some("pmi1") | Some("pmi") => true,
+        Some("none") => false,
+        Some(other) => bail!("--mpi={other}: berth serves pmi1 (the default) or none"),
+    };
     let kill_on_bad_exit = match args.kill_on_bad_exit {
         None | Some(1) => true,
         Some(0) => false,
@@ -170,6 +179,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         cpu_bind,
         overcommit: args.overcommit,
         pty: args.pty,
+        pmi,
     };
     run(&request)
 }
@@ -240,6 +250,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         cpu_bind: false,
         overcommit: true,
         pty: false,
+        pmi: false,
     };
     run(&request)
 }

@@ -108,3 +108,39 @@ fn mpich_hydra_runs_across_two_hosts_through_berth_rsh() {
         "mpiexec.hydra -n 2 /opt/berth-test/check.mpich 200 10",
     );
 }
+
+#[test]
+fn mpich_ranks_start_without_mpiexec_with_berths_pmi() {
+    let Some(t) = mpi_cluster(8, 2) else {
+        return;
+    };
+    // berth step starts the ranks itself and serves them PMI-1: one per host...
+    run_mpi(&t, 2, "berth step /opt/berth-test/check.mpich 200 10");
+    // ... and two on one host, which share memory (PMI_process_mapping says so; they share
+    // the job's one core there, so no timing means anything), beside a step without PMI,
+    // whose tasks are singletons.
+    let script = r#"#!/bin/sh
+#SBATCH -N 2 --ntasks-per-node=1 -t 2
+#BERTH --image mpi
+first=$(echo "$SLURM_JOB_NODELIST" | cut -d, -f1)
+berth step -w "$first" -n 2 --overcommit /opt/berth-test/check.mpich 100 10
+berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/check.mpich 1 1 | head -1'
+"#;
+    let id = t.c.submit(Mode::Rootless, "shm.sh", script, &[]);
+    let job = t.c.wait_for(
+        id,
+        &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED", "TIMEOUT"],
+    );
+    let out = std::fs::read_to_string(t.c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
+        .unwrap_or_default();
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let first = job["nodes"][0].as_str().unwrap();
+    assert!(
+        out.starts_with(&format!(
+            "size 2\nrank 0 host {first}\nrank 1 host {first}\nallreduce ok\n"
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("pmi=none\n").count(), 2, "{out}");
+    assert_eq!(out.matches("size 1\n").count(), 2, "{out}");
+}

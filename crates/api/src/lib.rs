@@ -223,6 +223,10 @@ pub struct StepRequest {
     /// (`srun --pty`): an interactive shell in the job's container.
     #[serde(default)]
     pub pty: bool,
+    /// Serve the tasks PMI-1 (PMI_PORT, PMI_ID), so that MPI programs start without mpiexec
+    /// (`srun --mpi=pmi1`; `--mpi=none`: not).
+    #[serde(default = "yes")]
+    pub pmi: bool,
 }
 
 fn yes() -> bool {

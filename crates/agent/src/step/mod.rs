@@ -12,6 +12,7 @@
 //! the agent passes a signal on to every task, and their children, with one kill(2).
 
 pub mod client;
+pub mod pmi;
 mod pty;
 pub mod relay;
 pub mod server;
@@ -50,6 +51,9 @@ pub struct StepLaunch {
     /// This node's place in `layout`.
     #[serde(default)]
     pub node_index: usize,
+    /// The step's PMI-1 server, `HOST:PORT` (PMI_PORT), if it has one.
+    #[serde(default)]
+    pub pmi: Option<String>,
     pub label: bool,
     pub kill_on_bad_exit: bool,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
@@ -136,10 +140,20 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_STEP_NTASKS", &n),
         ("BERTH_NODE", &launch.node),
     ];
+    // A PMI-1 client (MPICH's simple PMI) finds its process manager, and asks it for its
+    // rank and the number of ranks.
+    let pmi: Vec<(&str, &str)> = match &launch.pmi {
+        Some(port) => vec![("PMI_PORT", port), ("PMI_ID", &rank)],
+        None => Vec::new(),
+    };
+    let pmi_vars = ["PMI_PORT", "PMI_ID", "PMI_FD", "PMI_RANK", "PMI_SIZE"];
     base.iter()
-        .filter(|kv| !ours.iter().any(|(o, _)| *o == name_of(kv)))
+        .filter(|kv| {
+            let name = name_of(kv);
+            !ours.iter().any(|(o, _)| *o == name) && !pmi_vars.contains(&name)
+        })
         .cloned()
-        .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
+        .chain(ours.iter().chain(&pmi).map(|(k, v)| format!("{k}={v}")))
         .collect()
 }
 

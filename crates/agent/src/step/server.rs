@@ -4,7 +4,7 @@
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
-use super::{relay, StepLaunch};
+use super::{pmi, relay, StepLaunch};
 use berth_api::{StepEvent, StepRequest, StepSignal};
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -256,6 +256,22 @@ async fn run_step<A: StepAuthority>(
         .iter()
         .map(|p| (p.node.clone(), p.tasks.len() as u32))
         .collect();
+    // The tasks' PMI-1 process manager, here; the other nodes' tasks reach it by this
+    // node's name.
+    let mut pmi = match request.pmi && !request.pty {
+        true => {
+            let counts: Vec<u32> = layout.iter().map(|(_, n)| *n).collect();
+            let kvsname = format!("kvs_{job}_{}", grant.step);
+            match pmi::Server::start(&counts, kvsname).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    authority.end(job, grant.step, 125).await;
+                    return Err(format!("cannot serve PMI to the step's tasks: {e}"));
+                }
+            }
+        }
+        false => None,
+    };
     let launch = |node_index: usize| {
         let part = &grant.parts[node_index];
         StepLaunch {
@@ -271,6 +287,7 @@ async fn run_step<A: StepAuthority>(
             tasks: part.tasks.clone(),
             layout: layout.clone(),
             node_index,
+            pmi: pmi.as_ref().map(|p| format!("{}:{}", grant.node, p.port)),
             label: request.label,
             kill_on_bad_exit: request.kill_on_bad_exit,
             pty: request.pty,
@@ -364,6 +381,16 @@ async fn run_step<A: StepAuthority>(
                 }
             }
             Some(code) = ended.recv() => code,
+            // A task gave up (MPI_Abort): the step ends with its code, every task killed.
+            Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
+                eprintln!("berth step: a task aborted the step with exit code {code}");
+                if !killed {
+                    worst = worst.max(code);
+                    killed = true;
+                    signal_all(libc::SIGKILL);
+                }
+                continue;
+            }
             line = lines.next_line(), if client => {
                 match line {
                     Ok(Some(l)) => {
