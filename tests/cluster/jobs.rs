@@ -216,3 +216,23 @@ fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
     let job = t.c.wait_for(next, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
 }
+
+#[test]
+fn the_time_limit_ends_a_job_on_all_its_nodes() {
+    let Some(t) = TestCluster::start(9, 2, None) else {
+        return;
+    };
+    let id = t.c.submit(
+        Mode::Rootless,
+        "long.sh",
+        "#!/bin/sh\n#SBATCH -N 2 -t 0:02\n#BERTH --image busybox\necho started\nberth step -N 2 sleep 300\n",
+        &[],
+    );
+    t.c.wait_for_output(id, "started");
+    let runners = t.runners(id);
+    let job = t.c.wait_for(id, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "TIMEOUT", "{job}\n{}", t.logs());
+    wait_until("no container left on any node", || {
+        job_cgroups(id, &runners).is_empty()
+    });
+}
