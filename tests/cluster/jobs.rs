@@ -230,7 +230,10 @@ fn the_time_limit_ends_a_job_on_all_its_nodes() {
     );
     t.c.wait_for_output(id, "started");
     let runners = t.runners(id);
-    let job = t.c.wait_for(id, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED", "NODE_FAIL"]);
+    let job = t.c.wait_for(
+        id,
+        &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED", "NODE_FAIL"],
+    );
     assert_eq!(job["state"], "TIMEOUT", "{job}\n{}", t.logs());
     wait_until("no container left on any node", || {
         job_cgroups(id, &runners).is_empty()
