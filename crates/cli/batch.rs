@@ -132,7 +132,13 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
     if args.detach {
         return detach(&state_dir, &socket, args.listen, local_node);
     }
-    let store = berth_store::SqliteStore::open(state_dir.join("state.db"))?;
+    let store: Box<dyn berth_store::Store> = match &settings.state_store {
+        None => Box::new(berth_store::SqliteStore::open(state_dir.join("state.db"))?),
+        Some(_) if local_node => bail!(
+            "berth up keeps its state in SQLite; --store etcd://... is for `berth controller`, whose controllers can fail over"
+        ),
+        Some(url) => Box::new(lead(url, args.listen)?),
+    };
     let controller_settings = berth_controller::Settings {
         socket,
         image_store: settings.store.clone(),
@@ -152,7 +158,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         controller_settings.socket.display()
     );
     let pid_file = controller_settings.state_dir.join("berth.pid");
-    let controller = berth_controller::Controller::open(controller_settings, Box::new(store))
+    let controller = berth_controller::Controller::open(controller_settings, store)
         .map_err(anyhow::Error::msg)?;
     let result = berth_controller::run(controller).map_err(anyhow::Error::msg);
     // The pid file `--detach` wrote for this process.
@@ -165,6 +171,47 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
 
 /// Starts `berth up` again in the background, in a session of its own, and waits until it
 /// answers on its socket.
+/// How long the leading controller's lease on etcd lasts without renewal: a standby takes
+/// over within about this long after the leader dies.
+const LEADER_TTL: u64 = 5;
+
+/// Waits until this controller leads the ones that share the etcd store at `url` (the others
+/// stand by, not listening), then keeps its lease alive from a thread of its own; a
+/// controller whose lease ends (paused, cut off from etcd) exits at once: another leads by
+/// then, and its store no longer takes this one's writes anyway.
+fn lead(url: &str, listen: Option<std::net::SocketAddr>) -> Result<berth_store::EtcdStore> {
+    let store = berth_store::EtcdStore::open(url)?;
+    let renewer = berth_store::EtcdStore::open(url)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let who = format!(
+        "{} http://{}",
+        host.trim(),
+        listen.map_or("-".into(), |l| l.to_string())
+    );
+    eprintln!("berth: campaigning to lead the controllers of {url}");
+    let lease = store.campaign(&who, LEADER_TTL)?;
+    eprintln!("berth: leading the controllers of {url} as {who}");
+    std::thread::spawn(move || {
+        let mut renewed = std::time::Instant::now();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(LEADER_TTL * 1000 / 3));
+            match renewer.renew(lease) {
+                Ok(true) => renewed = std::time::Instant::now(),
+                Ok(false) => {
+                    eprintln!("berth: this controller's lease ended: another leads now; exiting");
+                    std::process::exit(1);
+                }
+                Err(e) if renewed.elapsed().as_secs() >= LEADER_TTL => {
+                    eprintln!("berth: cannot renew this controller's lease ({e}): exiting");
+                    std::process::exit(1);
+                }
+                Err(e) => eprintln!("berth: cannot renew this controller's lease yet: {e}"),
+            }
+        }
+    });
+    Ok(store)
+}
+
 fn detach(
     state_dir: &std::path::Path,
     socket: &std::path::Path,
@@ -594,8 +641,9 @@ pub fn token(args: TokenArgs) -> Result<i32> {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The controller's TCP API (berth controller --listen)
-    #[arg(long, value_name = "http://HOST:PORT")]
+    /// The controller's TCP API (berth controller --listen); with controllers that fail
+    /// over, each of them, comma-separated
+    #[arg(long, value_name = "http://HOST:PORT[,...]")]
     controller: String,
     /// The cluster key: the controller's STATE_DIR/cluster.key, copied to this node (mode 0600)
     #[arg(long, value_name = "FILE")]
@@ -638,7 +686,12 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
         resources.name = name;
     }
     berth_agent::daemon::run(berth_agent::daemon::Settings {
-        controller: args.controller.trim_end_matches('/').to_string(),
+        controllers: args
+            .controller
+            .split(',')
+            .map(|c| c.trim().trim_end_matches('/').to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
         key: berth_agent::auth::Key::from_bytes(&bytes),
         listen: args.listen,
         advertise: args

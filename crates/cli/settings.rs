@@ -10,6 +10,8 @@ pub const SYSTEM_STORE: &str = "/var/lib/berth";
 pub struct Settings {
     pub config: Config,
     pub store: PathBuf,
+    /// `etcd://HOST:PORT[,...]`: the cluster's state store (`berth controller --store`).
+    pub state_store: Option<String>,
 }
 
 pub fn is_root() -> bool {
@@ -34,10 +36,25 @@ impl Settings {
                 })
             }
         };
+        // `berth controller --store etcd://...` names the cluster's state store: the images
+        // are then in $BERTH_STORE, or where the configuration or the default says.
+        let (store, state_store) = match store {
+            Some(s) if s.to_string_lossy().starts_with("etcd://") => (
+                std::env::var_os("BERTH_STORE")
+                    .map(PathBuf::from)
+                    .filter(|e| !e.to_string_lossy().starts_with("etcd://")),
+                Some(s.to_string_lossy().into_owned()),
+            ),
+            other => (other, None),
+        };
         let store = store
             .or_else(|| config.store.clone())
             .unwrap_or_else(default_store);
-        Ok(Settings { config, store })
+        Ok(Settings {
+            config,
+            store,
+            state_store,
+        })
     }
 
     pub fn store(&self) -> Result<berth_image::Store> {

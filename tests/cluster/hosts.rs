@@ -51,13 +51,19 @@ impl Hosts {
         (1..=self.n).map(|i| self.name(i)).collect()
     }
 
-    fn addr(&self, i: usize) -> String {
+    /// Host `i`'s address.
+    pub fn addr(&self, i: usize) -> String {
         format!("10.213.{}.{}", self.number, 10 + i)
     }
 
     /// The controller's address, on the bridge.
     pub fn controller(&self) -> String {
-        format!("10.213.{}.1:{CONTROLLER_PORT}", self.number)
+        self.bridge(CONTROLLER_PORT)
+    }
+
+    /// `port` on the bridge's address.
+    pub fn bridge(&self, port: u16) -> String {
+        format!("10.213.{}.1:{port}", self.number)
     }
 
     /// Puts host `name`'s link to the bridge down (cut off) or up again.
@@ -97,6 +103,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(c: &Cluster, hosts: &Hosts, i: usize) -> Agent {
+        Agent::start_for(c, hosts, i, &format!("http://{}", hosts.controller()))
+    }
+
+    /// An agent of the controllers at `controllers` (`http://HOST:PORT[,...]`).
+    pub fn start_for(c: &Cluster, hosts: &Hosts, i: usize, controllers: &str) -> Agent {
         let name = hosts.name(i);
         let log = c.f.path(&format!("{name}.log"));
         let state = c.f.path(&format!("{name}-state"));
@@ -107,8 +118,7 @@ impl Agent {
             .unwrap();
         let child = hosts
             .on(i, &c.f.bin)
-            .args(["agent", "--controller"])
-            .arg(format!("http://{}", hosts.controller()))
+            .args(["agent", "--controller", controllers])
             .arg("--key-file")
             .arg(c.state.join("cluster.key"))
             .arg("--listen")
@@ -187,13 +197,41 @@ pub struct TestCluster {
 impl TestCluster {
     /// `config`: the controller's berth.toml, if any.
     pub fn start(number: u8, n: usize, config: Option<&str>) -> Option<TestCluster> {
+        TestCluster::start_with(number, n, config, &[], None)
+    }
+
+    /// With more arguments for the controller, and the agents' `--controller` (default:
+    /// the controller's address).
+    pub fn start_with(
+        number: u8,
+        n: usize,
+        config: Option<&str>,
+        controller_args: &[&str],
+        controllers: Option<&str>,
+    ) -> Option<TestCluster> {
         if !is_root() {
             eprintln!("skipped: this test needs root (CI runs it as root)");
             return None;
         }
-        let hosts = Hosts::up(number, n);
-        let c = Cluster::start_controller(config, &["--listen", &hosts.controller()])?;
-        let agents = (1..=n).map(|i| Agent::start(&c, &hosts, i)).collect();
+        TestCluster::on(Hosts::up(number, n), config, controller_args, controllers)
+    }
+
+    /// On hosts already up (with services of the test's on them).
+    pub fn on(
+        hosts: Hosts,
+        config: Option<&str>,
+        controller_args: &[&str],
+        controllers: Option<&str>,
+    ) -> Option<TestCluster> {
+        let n = hosts.n;
+        let listen = hosts.controller();
+        let mut args = vec!["--listen", &listen];
+        args.extend_from_slice(controller_args);
+        let c = Cluster::start_controller(config, &args)?;
+        let url = format!("http://{listen}");
+        let agents = (1..=n)
+            .map(|i| Agent::start_for(&c, &hosts, i, controllers.unwrap_or(&url)))
+            .collect();
         let t = TestCluster { c, agents, hosts };
         t.wait_for_nodes(&t.hosts.names());
         Some(t)

@@ -10,6 +10,7 @@ mod support;
 #[allow(dead_code)]
 mod controller;
 
+mod ha;
 mod hosts;
 mod jobs;
 mod mpi;

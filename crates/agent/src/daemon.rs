@@ -110,17 +110,9 @@ impl RemoteAuthority {
         body: T,
     ) -> Result<R, String> {
         let a = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::http::post(
-                &a.controller,
-                path,
-                &a.key.credential(&auth::node_principal(&a.name)),
-                &body,
-                TIMEOUT,
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || a.ask(path, &body))
+            .await
+            .map_err(|e| e.to_string())?
     }
 }
 
@@ -174,8 +166,9 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
 /// What `berth agent` was told.
 pub struct Settings {
-    /// The controller's TCP API, `http://HOST:PORT`.
-    pub controller: String,
+    /// The controllers' TCP APIs, `http://HOST:PORT` each: the one that leads answers (the
+    /// others stand by, not listening).
+    pub controllers: Vec<String>,
     pub key: Key,
     pub listen: std::net::SocketAddr,
     /// How the controller reaches this agent, `http://HOST:PORT`.
@@ -196,7 +189,9 @@ struct Agent {
     /// The berth executable (`berth internal step` for parts of steps).
     berth: PathBuf,
     key: Key,
-    controller: String,
+    controllers: Vec<String>,
+    /// The controller that answered last, asked first.
+    leader: std::sync::atomic::AtomicUsize,
     name: String,
     /// The runners this agent watches, by job.
     running: std::sync::Mutex<std::collections::BTreeMap<u64, u32>>,
@@ -293,6 +288,30 @@ async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
 }
 
 impl Agent {
+    /// POSTs `body` to the controller with this node's credential: to the one that answered
+    /// last, else to the others in turn (a controller that stands by does not listen).
+    fn ask<T: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R, String> {
+        use std::sync::atomic::Ordering;
+        let first = self.leader.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for i in (0..self.controllers.len()).map(|k| (first + k) % self.controllers.len()) {
+            let url = &self.controllers[i];
+            let credential = self.key.credential(&auth::node_principal(&self.name));
+            match crate::http::post(url, path, &credential, body, TIMEOUT) {
+                Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
+                answer => {
+                    self.leader.store(i, Ordering::Relaxed);
+                    return answer;
+                }
+            }
+        }
+        Err(unreachable.join("; "))
+    }
+
     /// Stops the runner of a job the controller no longer has running here: SIGTERM, which it
     /// passes on to the job before removing the job's container and cgroup, and SIGKILL if it
     /// is still there after a while.
@@ -321,13 +340,7 @@ impl Agent {
             status,
         };
         loop {
-            let sent: Result<(), String> = crate::http::post(
-                &self.controller,
-                "/v1/agents/ended",
-                &self.key.credential(&auth::node_principal(&self.name)),
-                &end,
-                TIMEOUT,
-            );
+            let sent: Result<(), String> = self.ask("/v1/agents/ended", &end);
             match sent {
                 Ok(()) => {
                     self.running.lock().expect("not poisoned").remove(&id);
@@ -412,7 +425,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
         berth: settings.berth.clone(),
         key: settings.key,
-        controller: settings.controller.clone(),
+        controllers: settings.controllers.clone(),
+        leader: Default::default(),
         name: name.clone(),
         running: Default::default(),
     });
@@ -479,13 +493,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 .collect();
             let sent =
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
-                    crate::http::post(
-                        &a.controller,
-                        "/v1/agents/register",
-                        &a.key.credential(&auth::node_principal(&a.name)),
-                        &reg,
-                        TIMEOUT,
-                    )
+                    a.ask("/v1/agents/register", &reg)
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
@@ -498,15 +506,19 @@ async fn serve(settings: Settings) -> Result<(), String> {
             }
             match sent {
                 Ok(_) if !told => {
+                    let at = beat.leader.load(std::sync::atomic::Ordering::Relaxed);
                     eprintln!(
                         "berth agent: node {} registered with {}",
-                        beat.name, beat.controller
+                        beat.name, beat.controllers[at]
                     );
                     told = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("berth agent: cannot register with {}: {e}", beat.controller);
+                    eprintln!(
+                        "berth agent: cannot register with {}: {e}",
+                        beat.controllers.join(" or ")
+                    );
                     told = false;
                 }
             }

@@ -160,8 +160,8 @@ enum Link {
     Remote(String),
 }
 
-/// The remote nodes the controller knows, in its state directory.
-const NODES_FILE: &str = "nodes.json";
+/// The remote nodes the controller knows, in its store: `nodes/<name>`, a registration each.
+const NODES_PREFIX: &str = "nodes/";
 
 /// How long the controller waits for an agent's answer.
 const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -196,13 +196,15 @@ impl Controller {
             let res = LocalNode::discover();
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
-        // Nodes whose agents registered before: known again at once, so that what fits them
-        // is accepted before they register anew.
-        let known: Vec<berth_agent::daemon::Registration> =
-            std::fs::read(settings.state_dir.join(NODES_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
+        // Nodes whose agents registered before (with this controller, or with another that
+        // led before it): known again at once, so that what fits them is accepted before
+        // they register anew.
+        let known: Vec<berth_agent::daemon::Registration> = store
+            .list(NODES_PREFIX)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect();
         for reg in known {
             if !nodes.contains_key(&reg.resources.name) {
                 let res = LocalNode::from(reg.resources);
@@ -1257,7 +1259,7 @@ impl Controller {
                     )))
                 }
             }
-            return self.save_nodes().map(|()| answer);
+            return self.save_node(&name).map(|()| answer);
         }
         let mut res = LocalNode::from(reg.resources);
         for share in self.active.values().filter_map(|j| j.share(&name)) {
@@ -1266,9 +1268,9 @@ impl Controller {
         }
         eprintln!("berth: node {name} registered from {}", reg.url);
         self.nodes
-            .insert(name, NodeEntry::new(res, Link::Remote(reg.url)));
+            .insert(name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
         self.wake.notify_one();
-        self.save_nodes().map(|()| answer)
+        self.save_node(&name).map(|()| answer)
     }
 
     /// Matches the runners a node's agent has (`(job, runner)`) with the jobs the controller
@@ -1372,28 +1374,28 @@ impl Controller {
         Ok(())
     }
 
-    /// Keeps the remote nodes (their resources and agents' URLs) for the next start.
-    fn save_nodes(&self) -> Result<(), ApiError> {
-        let known: Vec<berth_agent::daemon::Registration> = self
-            .nodes
-            .values()
-            .filter_map(|n| match &n.link {
-                Link::Remote(url) => Some(berth_agent::daemon::Registration {
-                    url: url.clone(),
-                    resources: n.res.resources(),
-                    running: Vec::new(),
-                }),
-                Link::Local(_) => None,
-            })
-            .collect();
-        let path = self.settings.state_dir.join(NODES_FILE);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&known).expect("nodes serialise"),
-        )
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
+    /// Keeps a remote node (its resources and agent's URL) in the store, for the next
+    /// start of this controller or another's taking over.
+    fn save_node(&self, name: &str) -> Result<(), ApiError> {
+        let Some(NodeEntry {
+            res,
+            link: Link::Remote(url),
+            ..
+        }) = self.nodes.get(name)
+        else {
+            return Ok(());
+        };
+        let reg = berth_agent::daemon::Registration {
+            url: url.clone(),
+            resources: res.resources(),
+            running: Vec::new(),
+        };
+        self.store
+            .put(
+                &format!("{NODES_PREFIX}{name}"),
+                &serde_json::to_vec(&reg).expect("registrations serialise"),
+            )
+            .map_err(ApiError::internal)
     }
 
     /// A remote agent's runner ended.

@@ -3,13 +3,13 @@
 //! Owns: keeping the controller's state across restarts and crashes: job records, the job id
 //! counter, and small named values (node registrations, settings). [`Store`] is the whole
 //! interface; [`SqliteStore`] is the embedded implementation (one SQLite file in WAL mode, the
-//! default for `berth up` and single-controller clusters); an etcd implementation for
-//! replicated controllers will come behind the same trait. Only this crate knows SQLite or
-//! etcd.
+//! default for `berth up` and single-controller clusters); [`EtcdStore`] keeps the same in an
+//! etcd cluster, for controllers that fail over (it also elects their leader). Only this
+//! crate knows SQLite or etcd.
 //!
 //! Must not: interpret job documents (they are opaque bytes the caller serialised, usually
 //! JSON; the store sees only the few fields in [`JobRow`] it indexes), make scheduling or
-//! policy decisions, or do network I/O of its own (the etcd client will be the only exception,
+//! policy decisions, or do network I/O of its own (the etcd client is the only exception,
 //! and only towards etcd).
 //!
 //! Everything here is synchronous and short: [`SqliteStore`] serialises calls on one
@@ -23,9 +23,11 @@
 //! bumped in a transaction, and the named values are a flat, prefix-listable key space.
 
 mod error;
+mod etcd;
 mod sqlite;
 
 pub use error::StoreError;
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 /// One job as the store keeps it: a document the caller serialised, plus the fields the store

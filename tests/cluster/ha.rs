@@ -1,0 +1,250 @@
+//! Controllers that fail over, with their state in etcd (Debian's etcd-server): one leads,
+//! the others stand by; kill the leader and another takes over, with no job lost or run
+//! twice; kill etcd's leader and the cluster carries on.
+
+use crate::hosts::{Hosts, TestCluster};
+use crate::support::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An etcd member; killed when dropped.
+struct Etcd(Child);
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// etcd members, each on test host `i` at `addr` (:2379 for clients, :2380 for peers), their
+/// data and logs under `dir`.
+fn etcd_cluster(hosts: &Hosts, members: &[(usize, String)], dir: &std::path::Path) -> Vec<Etcd> {
+    let initial: Vec<String> = members
+        .iter()
+        .map(|(i, addr)| format!("m{i}=http://{addr}:2380"))
+        .collect();
+    members
+        .iter()
+        .map(|(i, addr)| {
+            let log = std::fs::File::create(dir.join(format!("etcd-m{i}.log"))).unwrap();
+            let child = hosts
+                .on(*i, std::path::Path::new("/usr/bin/etcd"))
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("etcd-m{i}")))
+                .arg(format!("--listen-client-urls=http://{addr}:2379"))
+                .arg(format!("--advertise-client-urls=http://{addr}:2379"))
+                .arg(format!("--listen-peer-urls=http://{addr}:2380"))
+                .arg(format!("--initial-advertise-peer-urls=http://{addr}:2380"))
+                .arg(format!("--initial-cluster={}", initial.join(",")))
+                .args(["--initial-cluster-token", "berth-test", "--pre-vote"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            Etcd(child)
+        })
+        .collect()
+}
+
+/// A `berth controller` that stands by; killed when dropped.
+struct Standby {
+    child: Option<Child>,
+    socket: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Standby {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts a second controller on the same etcd store (the first's cluster key copied to it).
+fn standby(t: &TestCluster, store: &str, port: u16) -> Standby {
+    let state = t.c.f.path("state-b");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(t.c.state.join("cluster.key"), state.join("cluster.key")).unwrap();
+    let socket = t.c.f.path("berth-b.sock");
+    let log = t.c.f.path("controller-b.log");
+    let child = Command::new(&t.c.f.bin)
+        .args(["controller", "--store", store, "--state-dir"])
+        .arg(&state)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--listen", &t.hosts.bridge(port)])
+        .env("BERTH_STORE", t.c.f.path("store-root"))
+        .env_remove("BERTH_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Standby {
+        child: Some(child),
+        socket,
+        log,
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
+    if !is_root() {
+        return;
+    }
+    // etcd on the first test host; the controllers on the bridge, an agent on each host.
+    let hosts = Hosts::up(10, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let _etcd = etcd_cluster(&hosts, &[(1, hosts.addr(1))], dir.path());
+    let store = format!("etcd://{}:2379", hosts.addr(1));
+    let controllers = format!(
+        "http://{},http://{}",
+        hosts.controller(),
+        hosts.bridge(6819)
+    );
+    let Some(mut t) = TestCluster::on(hosts, None, &["--store", &store], Some(&controllers)) else {
+        return;
+    };
+    let b = standby(&t, &store, 6819);
+    wait_until(
+        "the second controller stands by",
+        Duration::from_secs(20),
+        || b.log().contains("standing by"),
+    );
+    assert!(!b.socket.exists(), "a standby serves nothing");
+    let go = t.c.f.cwd(Mode::Rootless).join("go");
+    let long = format!(
+        "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\necho finished\n",
+        go.display()
+    );
+    let quick = t.c.submit(
+        Mode::Rootless,
+        "quick.sh",
+        "#!/bin/sh\n#BERTH --image busybox\necho quick\n",
+        &[],
+    );
+    t.c.wait_for(quick, &["COMPLETED"]);
+    let running = t.c.submit(Mode::Rootless, "long.sh", &long, &[]);
+    t.c.wait_for_output(running, "started");
+    let held = t.c.submit(
+        Mode::Rootless,
+        "held.sh",
+        "#!/bin/sh\n#BERTH --image busybox\necho held ran\n",
+        &["--hold"],
+    );
+
+    // The leader dies. The standby leads within a few seconds, with every job.
+    t.c.kill();
+    let killed = Instant::now();
+    wait_until("the standby takes over", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&b.socket).is_ok()
+    });
+    eprintln!("took over in {:?}", killed.elapsed());
+    t.c.socket = b.socket.clone();
+    assert_eq!(t.c.show(quick)["state"], "COMPLETED");
+    assert_eq!(t.c.show(running)["state"], "RUNNING");
+    assert_eq!(t.c.show(held)["state"], "PENDING");
+    // The agents find the new leader; the running job's end reaches it.
+    t.wait_for_nodes(&t.hosts.names());
+    t.c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    let job = t.c.wait_for(held, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", b.log());
+    std::fs::write(&go, "").unwrap();
+    let job = t.c.wait_for(running, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(
+        job["state"],
+        "COMPLETED",
+        "{job}\n{}\n{}",
+        b.log(),
+        t.logs()
+    );
+    // Run once: its output holds one start.
+    let out = std::fs::read_to_string(
+        t.c.f
+            .cwd(Mode::Rootless)
+            .join(format!("berth-{running}.out")),
+    )
+    .unwrap();
+    assert_eq!(out, "started\nfinished\n");
+}
+
+/// `POST path` with a JSON body to an etcd member's JSON gateway; the answer's body.
+fn etcd_post(addr: &str, path: &str, body: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()
+}
+
+#[test]
+fn the_cluster_carries_on_when_etcds_leader_dies() {
+    if !is_root() {
+        return;
+    }
+    let hosts = Hosts::up(11, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<(usize, String)> = (1..=3).map(|i| (i, hosts.addr(i))).collect();
+    let mut etcd = etcd_cluster(&hosts, &members, dir.path());
+    let clients: Vec<String> = members.iter().map(|(_, a)| format!("{a}:2379")).collect();
+    let store = format!("etcd://{}", clients.join(","));
+    let Some(t) = TestCluster::on(hosts, None, &["--store", &store], None) else {
+        return;
+    };
+    let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 hostname\n";
+    let first = t.c.submit(Mode::Rootless, "before.sh", script, &[]);
+    assert_eq!(
+        t.c.wait_for(first, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    // etcd's leader: the member whose own id is the leader its status names.
+    let leader = clients
+        .iter()
+        .position(|c| {
+            etcd_post(c, "/v3/maintenance/status", "{}")
+                .is_some_and(|s| s["leader"].is_string() && s["leader"] == s["header"]["member_id"])
+        })
+        .expect("etcd has a leader");
+    // Dropped: killed.
+    drop(etcd.remove(leader));
+    // Two members of three still make a quorum: jobs go on being taken, run and recorded.
+    let second = t.c.submit(Mode::Rootless, "after.sh", script, &[]);
+    let job = t.c.wait_for(second, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+    let history = t.c.berth(Mode::Root, &["history", "--json"]);
+    let ids: Vec<u64> = serde_json::from_str::<serde_json::Value>(history.ok())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [first, second]);
+}
