@@ -217,9 +217,17 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
         assert!(Instant::now() < deadline, "{}", agent.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A first job brings the image to the node (from the controller).
+    let warm = c.submit(
+        Mode::Rootless,
+        "warm.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &[],
+    );
+    c.wait_for(warm, &["COMPLETED"]);
     let script = "#!/bin/sh\n#BERTH --image busybox\necho started\nsleep 2\necho done\n";
     let id = c.submit(Mode::Rootless, "while-down.sh", script, &[]);
-    c.wait_for(id, &["RUNNING"]);
+    c.wait_for_output(id, "started");
     // The job ends while no controller runs: its agent keeps the report until one takes it.
     c.kill();
     std::thread::sleep(Duration::from_secs(4));

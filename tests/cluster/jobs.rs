@@ -3,6 +3,7 @@
 
 use crate::hosts::{job_cgroups, TestCluster};
 use crate::support::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// Waits until `cond` holds, or fails with `what`.
@@ -238,4 +239,71 @@ fn the_time_limit_ends_a_job_on_all_its_nodes() {
     wait_until("no container left on any node", || {
         job_cgroups(id, &runners).is_empty()
     });
+}
+
+/// The files in a node's image cache.
+fn cached(t: &TestCluster, node: &str) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(t.agent(node).state.join("images"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn nodes_fetch_images_from_the_controller_once_and_check_them() {
+    let Some(t) = TestCluster::start(12, 2, None) else {
+        return;
+    };
+    let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 true\n";
+    let names = t.hosts.names();
+    for n in &names {
+        assert!(cached(&t, n).is_empty());
+    }
+    let first = t.c.submit(Mode::Rootless, "a.sh", script, &[]);
+    let job = t.c.wait_for(first, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+    // Each node now has the image, named by its digest, and nothing half-written.
+    let inode = |n: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let files = cached(&t, n);
+        assert_eq!(files.len(), 1, "{n}: one cached image");
+        let name = files[0].file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".sqfs") && name.len() == 64 + 5, "{name}");
+        files[0].metadata().unwrap().ino()
+    };
+    let before: Vec<u64> = names.iter().map(|n| inode(n)).collect();
+    let second = t.c.submit(Mode::Rootless, "b.sh", script, &[]);
+    assert_eq!(
+        t.c.wait_for(second, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    let after: Vec<u64> = names.iter().map(|n| inode(n)).collect();
+    assert_eq!(before, after, "the second job used the cached copies");
+
+    // The controller's file changes under it (here: damaged): a node that fetches it now
+    // gets bytes that do not match the digest announced, and keeps none of them.
+    let store = t.c.f.path("store-root/images");
+    let image = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("image.sqfs"))
+        .find(|p| p.exists())
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&image)
+        .unwrap()
+        .write_all(b"tampered")
+        .unwrap();
+    let fresh = &names[1];
+    for f in cached(&t, fresh) {
+        std::fs::remove_file(f.path()).unwrap();
+    }
+    let third = t.c.submit(Mode::Rootless, "c.sh", script, &[]);
+    let job = t.c.wait_for(third, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(
+        job["reason"].as_str().unwrap().contains("digest mismatch"),
+        "{job}"
+    );
+    assert!(cached(&t, fresh).is_empty(), "nothing kept of a bad fetch");
 }

@@ -268,8 +268,17 @@ async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
         .expect("a valid response")
 }
 
-async fn start(State(a): State<Shared>, Json(job): Json<JobStart>) -> Response {
+async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Response {
     let id = job.launch.job_id;
+    // The image comes from a controller: the one this agent talks to, else the others.
+    if let Some(source) = job.launch.image_source.as_mut() {
+        let at = a.leader.load(std::sync::atomic::Ordering::Relaxed);
+        source.from = a.controllers[at..]
+            .iter()
+            .chain(&a.controllers[..at])
+            .cloned()
+            .collect();
+    }
     let started = match a.node.start(job) {
         Ok(s) => s,
         Err(e) => return error(500, format!("cannot start job {id}: {e}")),

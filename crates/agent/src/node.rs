@@ -119,6 +119,12 @@ impl NodeAgent {
         &self.step_dir
     }
 
+    /// Where this node keeps an image's squashfs file fetched from the controller, named by
+    /// its SHA-256.
+    pub fn image_cache(&self, sha256: &str) -> PathBuf {
+        self.state_dir.join("images").join(format!("{sha256}.sqfs"))
+    }
+
     pub fn job_dir(&self, id: u64) -> PathBuf {
         self.state_dir.join("jobs").join(id.to_string())
     }
@@ -152,6 +158,11 @@ impl NodeAgent {
         let hostfile = dir.join("hostfile");
         std::fs::write(&hostfile, &job.hostfile).map_err(at(&hostfile))?;
         let mut launch = job.launch;
+        // An image the controller serves: this node's copy, in its cache (the runner fetches
+        // it if it is not there yet).
+        if let Some(source) = &launch.image_source {
+            launch.image = Some(self.image_cache(&source.sha256));
+        }
         let hostfile_seen = match launch.image {
             Some(_) => format!("{}/hostfile", runner::JOB_DIR_IN_CONTAINER),
             None => hostfile.to_string_lossy().into_owned(),

@@ -39,6 +39,10 @@ pub struct JobLaunch {
     /// The image's environment (its ENV), applied under the job's own.
     #[serde(default)]
     pub image_env: Vec<String>,
+    /// Where to fetch the image's squashfs file from when `image` is not on this node yet
+    /// (a node with a store of its own: the controller serves its images to its nodes).
+    #[serde(default)]
+    pub image_source: Option<ImageSource>,
     /// The job script, saved by the controller as `script` (owned by the user, mode 0700) in
     /// the job's directory, which appears read-only at [`JOB_DIR_IN_CONTAINER`].
     pub script: PathBuf,
@@ -76,6 +80,22 @@ pub struct JobLaunch {
     /// the directory of the node agent's step socket: the script's `berth step` needs both.
     #[serde(default)]
     pub tools: Option<JobTools>,
+}
+
+/// An image's squashfs file as the controller serves it to its nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// `/v1/agents/images/<id>` on the controller.
+    pub path: String,
+    /// The controllers to ask, `http://HOST:PORT` each, in turn (the node's agent fills
+    /// them in: the one it talks to first).
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// The file's SHA-256, hex: what is fetched must have it.
+    pub sha256: String,
+    /// A credential for the fetch, signed by the controller.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -254,6 +274,11 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
         .map_err(|m| (125, m))?;
     drop((stdin, stdout, stderr));
 
+    if let (Some(sqfs), Some(source)) = (&launch.image, &launch.image_source) {
+        if !sqfs.exists() {
+            fetch_image(source, sqfs).map_err(|e| (125, e))?;
+        }
+    }
     let (rootfs, program) = match &launch.image {
         Some(sqfs) => (
             Rootfs::Squashfs(sqfs.clone()),
@@ -375,6 +400,141 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     text.push('\0');
     crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
     berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex(ctx.finish().as_ref())),
+            n => ctx.update(&buf[..n]),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fetches an image's squashfs file from the controller into `dest` (this node's cache):
+/// into a file of its own first, checked against its SHA-256, then renamed into place, so
+/// that `dest` is whole or absent, whatever happens (two jobs fetching at once both write a
+/// good copy; the last rename wins).
+///
+/// A controller that cannot be reached (restarting, failing over) is waited for, up to
+/// [`FETCH_PATIENCE`]; a file that does not match its digest is not fetched again.
+fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + FETCH_PATIENCE;
+    loop {
+        let mut failures = Vec::new();
+        for base in &source.from {
+            match fetch_from(base, source, dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.contains("digest mismatch") => failures = vec![e],
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            }
+            break;
+        }
+        let done = failures.iter().any(|e| e.contains("digest mismatch"));
+        if done || source.from.is_empty() || std::time::Instant::now() > deadline {
+            return Err(format!(
+                "cannot fetch the job's image ({}): {}",
+                source.path,
+                failures.join("; ")
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// How long a node waits for a controller to serve it an image.
+const FETCH_PATIENCE: Duration = Duration::from_secs(120);
+
+fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let what = base.to_string();
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let addr = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{what}: not an http:// address"))?;
+    let path = &source.path;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{what}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| format!("{what}: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        source.token
+    )
+    .map_err(|e| format!("{what}: {e}"))?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader
+        .read_line(&mut status)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let mut length: Option<u64> = None;
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("{what}: {e}"))?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok();
+            }
+        }
+    }
+    if status.split_whitespace().nth(1) != Some("200") {
+        let mut body = String::new();
+        let _ = reader.take(4096).read_to_string(&mut body);
+        return Err(format!("{what}: {} {}", status.trim(), body.trim()));
+    }
+    let length = length.ok_or_else(|| format!("{what}: the answer has no length"))?;
+    let tmp = dir.join(format!(".fetch-{}", std::process::id()));
+    let result = (|| -> Result<(), String> {
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = length;
+        while left > 0 {
+            let n = reader
+                .read(&mut buf[..left.min(1 << 20) as usize])
+                .map_err(|e| format!("{e}"))?;
+            if n == 0 {
+                return Err(format!("the transfer broke off {left} bytes short"));
+            }
+            ctx.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            left -= n as u64;
+        }
+        let got = hex(ctx.finish().as_ref());
+        if got != source.sha256 {
+            return Err(format!(
+                "digest mismatch: the file has sha256:{got}, the controller announced sha256:{}",
+                source.sha256
+            ));
+        }
+        file.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("{what}: {e}"))
 }
 
 /// The job's complete container environment, NUL-separated, root's eyes only: in the job's

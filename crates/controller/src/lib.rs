@@ -113,6 +113,8 @@ pub struct Controller {
     active: BTreeMap<u64, Job>,
     /// States of finished jobs that dependencies of active jobs refer to.
     finished: BTreeMap<u64, sched::JobState>,
+    /// The SHA-256 of each image's squashfs file served to nodes so far, by file.
+    image_digests: BTreeMap<PathBuf, String>,
     pub wake: Arc<Notify>,
     /// Signalled by `berth down` (and SIGTERM): the API stops serving.
     pub stop: Arc<Notify>,
@@ -222,6 +224,7 @@ impl Controller {
             key,
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
+            image_digests: BTreeMap::new(),
             wake: Arc::new(Notify::new()),
             stop: Arc::new(Notify::new()),
         };
@@ -892,11 +895,19 @@ impl Controller {
         let hostfile = env::hostfile(&job);
         for (index, (share, link)) in job.shares.iter().zip(links).enumerate() {
             let batch_host = index == 0;
+            // A node elsewhere fetches the image from this controller (once: it keeps it).
+            let image_source = match (&link, &job.image_squashfs) {
+                (Link::Remote(_), Some(sqfs)) => {
+                    Some(self.image_source(Path::new(sqfs), &share.node)?)
+                }
+                _ => None,
+            };
             let launch = berth_agent::JobLaunch {
                 job_id: id,
                 user: job.user.clone(),
                 image: job.image_squashfs.as_ref().map(PathBuf::from),
                 image_env: job.image_env.clone(),
+                image_source,
                 // The agent saves the script and puts its path here.
                 script: PathBuf::new(),
                 workdir: PathBuf::from(&job.workdir),
@@ -956,6 +967,56 @@ impl Controller {
             self.start_on(id, share.node.clone(), link, start, shared);
         }
         Ok(())
+    }
+
+    /// How `node` fetches the image `sqfs` from this controller: its path in the API, its
+    /// SHA-256 (computed once per image) and a credential for the fetch, good for an hour.
+    fn image_source(
+        &mut self,
+        sqfs: &Path,
+        node: &str,
+    ) -> Result<berth_agent::runner::ImageSource, String> {
+        let hex = sqfs
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{} is not in the image store", sqfs.display()))?;
+        let sha256 = match self.image_digests.get(sqfs) {
+            Some(d) => d.clone(),
+            None => {
+                let d = berth_agent::runner::file_sha256(sqfs)
+                    .map_err(|e| format!("cannot read the image {}: {e}", sqfs.display()))?;
+                self.image_digests.insert(sqfs.to_path_buf(), d.clone());
+                d
+            }
+        };
+        let token = self.key.mint(&auth::Claims {
+            user: auth::node_principal(node),
+            uid: 0,
+            exp: now() + 3600,
+        });
+        Ok(berth_agent::runner::ImageSource {
+            path: format!("/v1/agents/images/{hex}"),
+            from: Vec::new(),
+            sha256,
+            token,
+        })
+    }
+
+    /// The squashfs file of the image whose id is `hex`, for a node to fetch.
+    pub fn image_file(&self, hex: &str) -> Result<PathBuf, ApiError> {
+        let unknown = || ApiError {
+            status: 404,
+            message: format!("no image {hex} here"),
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let record = self.images.resolve(hex).map_err(|_| unknown())?;
+        if record.id.hex() != hex {
+            return Err(unknown());
+        }
+        Ok(self.images.squashfs(&record))
     }
 
     /// Starts job `id`'s runner on `node` through its agent; a task waits for the runner's

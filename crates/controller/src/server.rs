@@ -122,6 +122,46 @@ fn node_of(principal: Option<Extension<NodePrincipal>>) -> Result<String, ApiErr
         })
 }
 
+/// A node fetching an image's squashfs file (`GET /v1/agents/images/{id}`), streamed.
+async fn agent_image(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Path(hex): Path<String>,
+) -> Response {
+    use tokio::io::AsyncReadExt;
+    if let Err(e) = node_of(principal) {
+        return e.into_response();
+    }
+    let path = match c.lock().await.image_file(&hex) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return ApiError::internal(format!("{}: {e}", path.display())).into_response(),
+    };
+    let length = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return ApiError::internal(format!("{}: {e}", path.display())).into_response(),
+    };
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(axum::http::header::CONTENT_LENGTH, length)
+        .body(axum::body::Body::from_stream(chunks))
+        .expect("a valid response")
+}
+
 /// `berth agent` registering, and its heartbeat.
 async fn agent_register(
     State(c): State<Shared>,
@@ -462,6 +502,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
+        .route("/v1/agents/images/{id}", get(agent_image))
         .fallback(not_found)
         .with_state(shared)
 }
