@@ -258,8 +258,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
         Ok(_) => serde_json::from_slice::<StepLaunch>(&line).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
-    .map_err(|e| format!("bad step launch: {e}"))
-    .and_then(|launch| prepare(&node, launch));
+    .map_err(|e| format!("bad step launch: {e}"));
+    let launch = match launch {
+        Ok(l) => prepare(&node, l).await,
+        Err(e) => Err(e),
+    };
     let launch = match launch {
         Ok(l) => l,
         Err(e) => {
@@ -279,15 +282,24 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
 }
 
 /// Fills in what is this node's own: the job's directory and cgroup here. The job must run
-/// here (its runner alive).
-fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch, String> {
+/// here (its runner alive); a job whose start on this node is still on its way (its script
+/// may start a step at once) is waited for, a while.
+async fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch, String> {
     let id = launch.job_id;
-    let runner = node
-        .left()
-        .into_iter()
-        .find(|&(job, _, alive)| job == id && alive)
-        .map(|(_, runner, _)| runner)
-        .ok_or_else(|| format!("job {id} does not run on this node"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let runner = loop {
+        let found = node
+            .left()
+            .into_iter()
+            .find(|&(job, _, alive)| job == id && alive);
+        match found {
+            Some((_, runner, _)) => break runner,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            None => return Err(format!("job {id} does not run on this node")),
+        }
+    };
     launch.job_dir = node.job_dir(id);
     launch.cgroup = NodeAgent::cgroup_name(id, runner);
     launch.client_pid = None;
