@@ -2,7 +2,7 @@
 //! the others stand by; kill the leader and another takes over, with no job lost or run
 //! twice; kill etcd's leader and the cluster carries on.
 
-use crate::hosts::{Hosts, TestCluster};
+use crate::hosts::{output, Hosts, TestCluster};
 use crate::support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,12 +179,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         t.logs()
     );
     // Run once: its output holds one start.
-    let out = std::fs::read_to_string(
-        t.c.f
-            .cwd(Mode::Rootless)
-            .join(format!("berth-{running}.out")),
-    )
-    .unwrap();
+    let out = output(&t, running);
     assert_eq!(out, "started\nfinished\n");
 }
 

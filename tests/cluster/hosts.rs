@@ -303,6 +303,22 @@ impl TestCluster {
     }
 }
 
+/// A job's nodes, from its record (`berth show --json`), the batch host first.
+pub fn nodes_of(job: &serde_json::Value) -> Vec<String> {
+    job["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What job `id` wrote to its output file (berth-ID.out of the test user), or nothing.
+pub fn output(t: &TestCluster, id: u64) -> String {
+    std::fs::read_to_string(t.c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
+        .unwrap_or_default()
+}
+
 /// Which of the cgroups of job `id`'s containers with these runners exist (under any
 /// controller's `berth/`, named `<runner pid>-job<id>`). Job ids are only unique within one
 /// test's controller, so the runners tell this test's containers from others'.

@@ -1,7 +1,7 @@
 //! Jobs across nodes: one container per node, the script in the first, the job's end (or
 //! cancel, or a node's failure) ending them all.
 
-use crate::hosts::{job_cgroups, TestCluster};
+use crate::hosts::{job_cgroups, nodes_of, output, TestCluster};
 use crate::support::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -35,19 +35,13 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
     c.wait_for_output(id, "running");
     let job = c.show(id);
     assert_eq!(job["state"], "RUNNING", "{job}");
-    let nodes: Vec<String> = job["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect();
+    let nodes = nodes_of(&job);
     let mut sorted = nodes.clone();
     sorted.sort();
     assert_eq!(sorted, t.hosts.names(), "one share per node: {job}");
 
     // The script runs on the first node, in its own hostname; every variable lists all.
-    let out =
-        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    let out = output(&t, id);
     let list = nodes.join(",");
     assert!(
         out.starts_with(&format!(

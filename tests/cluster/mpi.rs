@@ -3,7 +3,7 @@
 //! and MPICH's mpiexec.hydra. The image is made of the files of Debian's MPI packages
 //! (tests/cluster/mpi/image.sh), with tests/cluster/mpi/check.c built against each.
 
-use crate::hosts::{job_cgroups, TestCluster};
+use crate::hosts::{job_cgroups, output, TestCluster};
 use crate::support::*;
 use std::path::Path;
 
@@ -42,8 +42,7 @@ fn run_mpi(t: &TestCluster, nodes: usize, command: &str) -> String {
         id,
         &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED", "TIMEOUT"],
     );
-    let out = std::fs::read_to_string(t.c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
-        .unwrap_or_default();
+    let out = output(t, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
     let mut hosts: Vec<&str> = out
         .lines()
@@ -131,8 +130,7 @@ berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/
         id,
         &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED", "TIMEOUT"],
     );
-    let out = std::fs::read_to_string(t.c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
-        .unwrap_or_default();
+    let out = output(&t, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
     let first = job["nodes"][0].as_str().unwrap();
     assert!(

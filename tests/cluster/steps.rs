@@ -1,6 +1,6 @@
 //! Steps across nodes (`berth step -N`, `-w`) and `berth rsh`, the remote launcher of MPI.
 
-use crate::hosts::TestCluster;
+use crate::hosts::{nodes_of, output, TestCluster};
 use crate::support::*;
 
 #[test]
@@ -32,15 +32,9 @@ echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 "#;
     let id = c.submit(Mode::Rootless, "steps.sh", script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
-    let out =
-        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    let out = output(&t, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
-    let nodes: Vec<String> = job["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_string())
-        .collect();
+    let nodes = nodes_of(&job);
     let (a, b, c3) = (&nodes[0], &nodes[1], &nodes[2]);
     let cwd = t.c.f.cwd(Mode::Rootless);
     let expected = format!(

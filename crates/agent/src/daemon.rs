@@ -211,40 +211,43 @@ fn error(status: u16, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Only the controller (a credential signed with the cluster key, naming it) is answered.
-async fn controller_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
+/// Passes on a request whose credential (signed with the cluster key) names a principal
+/// `allowed` takes; answers 401 or 403 (`refusal`) otherwise.
+async fn check_credential(
+    a: &Agent,
+    request: Request,
+    next: Next,
+    allowed: fn(&str) -> bool,
+    refusal: &str,
+) -> Response {
     let credential = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match credential.map(|c| a.key.verify(c, crate::runner::now())) {
-        Some(Ok(claims)) if claims.user == auth::CONTROLLER => next.run(request).await,
-        Some(Ok(_)) => error(403, "only the controller may ask this agent"),
-        Some(Err(e)) => error(401, e.to_string()),
-        None => error(401, "this agent answers its controller's credentials only"),
-    }
-}
-
-/// The parts of steps are asked for by the agent that took the step, or by the controller
-/// (for its own node): either credential is taken.
-async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
-    let credential = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match credential.map(|c| a.key.verify(c, crate::runner::now())) {
-        Some(Ok(c)) if c.user == auth::CONTROLLER || c.user.starts_with("@node:") => {
-            next.run(request).await
-        }
-        Some(Ok(_)) => error(403, "only berth's daemons may start parts of steps"),
+        Some(Ok(claims)) if allowed(&claims.user) => next.run(request).await,
+        Some(Ok(_)) => error(403, refusal),
         Some(Err(e)) => error(401, e.to_string()),
         None => error(
             401,
             "this agent answers credentials signed with the cluster key only",
         ),
     }
+}
+
+/// Only the controller (a credential signed with the cluster key, naming it) is answered.
+async fn controller_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
+    let refusal = "only the controller may ask this agent";
+    check_credential(&a, request, next, |p| p == auth::CONTROLLER, refusal).await
+}
+
+/// The parts of steps are asked for by the agent that took the step, or by the controller
+/// (for its own node): either credential is taken.
+async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> Response {
+    let daemon = |p: &str| p == auth::CONTROLLER || p.starts_with("@node:");
+    let refusal = "only berth's daemons may start parts of steps";
+    check_credential(&a, request, next, daemon, refusal).await
 }
 
 /// `POST /v1/agent/step` with `Upgrade: berth-step`: this node's part of a step that another

@@ -157,6 +157,33 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         .collect()
 }
 
+/// `berth internal step` for `launch`, leading a session and process group of its own (no
+/// controlling terminal of the agent's), which its tasks join: one kill(2) of the group
+/// reaches them all. Its stdio is the caller's to set.
+pub(crate) fn step_command(
+    berth: &std::path::Path,
+    launch: &StepLaunch,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(berth);
+    command
+        .args(["internal", "step"])
+        .env(
+            LAUNCH_VAR,
+            serde_json::to_string(launch).expect("launches serialise"),
+        )
+        .kill_on_drop(false);
+    // SAFETY: setsid(2) is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// The NAME of a `NAME=VALUE` entry.
 fn name_of(kv: &str) -> &str {
     kv.split_once('=').map_or(kv, |(k, _)| k)

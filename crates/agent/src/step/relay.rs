@@ -51,9 +51,8 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut head = [0u8; 5];
-    r.read_exact(&mut head)?;
+/// A frame's kind and an empty payload of its length, from its head.
+fn frame_head(head: [u8; 5]) -> std::io::Result<(u8, Vec<u8>)> {
     let len = u32::from_be_bytes(head[1..].try_into().expect("four bytes")) as usize;
     if len > FRAME_LIMIT {
         return Err(std::io::Error::new(
@@ -61,24 +60,23 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
             format!("a step frame of {len} bytes"),
         ));
     }
-    let mut payload = vec![0; len];
+    Ok((head[0], vec![0; len]))
+}
+
+fn read_frame(r: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head)?;
+    let (kind, mut payload) = frame_head(head)?;
     r.read_exact(&mut payload)?;
-    Ok((head[0], payload))
+    Ok((kind, payload))
 }
 
 async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
-    let len = u32::from_be_bytes(head[1..].try_into().expect("four bytes")) as usize;
-    if len > FRAME_LIMIT {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a step frame of {len} bytes"),
-        ));
-    }
-    let mut payload = vec![0; len];
+    let (kind, mut payload) = frame_head(head)?;
     r.read_exact(&mut payload).await?;
-    Ok((head[0], payload))
+    Ok((kind, payload))
 }
 
 /// A part of a step running on another node, as the agent that took the step sees it.
@@ -319,28 +317,10 @@ where
     W: AsyncWrite + Unpin,
 {
     use std::process::Stdio;
-    let mut command = tokio::process::Command::new(berth);
-    command
-        .args(["internal", "step"])
-        .env(
-            super::LAUNCH_VAR,
-            serde_json::to_string(launch).expect("launches serialise"),
-        )
+    let mut child = super::step_command(berth, launch)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    // SAFETY: setsid(2) is async-signal-safe; the part leads its own process group, which
-    // its tasks join, so one kill(2) reaches them all.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
     let group = child.id().expect("a child just spawned has a pid") as libc::pid_t;

@@ -423,8 +423,8 @@ async fn run_step<A: StepAuthority>(
     Ok(worst)
 }
 
-/// Starts `berth internal step` for this node's part of a step, leading a process group of
-/// its own (which its tasks join), with `stdin` and the client's stdout and stderr.
+/// Starts `berth internal step` for this node's part of a step (leading a process group of
+/// its own, which its tasks join), with `stdin` and the client's stdout and stderr.
 fn spawn_local(
     berth: &std::path::Path,
     launch: &StepLaunch,
@@ -432,28 +432,10 @@ fn spawn_local(
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<tokio::process::Child, String> {
-    let mut command = tokio::process::Command::new(berth);
-    command
-        .args(["internal", "step"])
-        .env(
-            super::LAUNCH_VAR,
-            serde_json::to_string(launch).expect("launch serialises"),
-        )
+    super::step_command(berth, launch)
         .stdin(stdin)
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
-        .kill_on_drop(false);
-    // SAFETY: setsid(2) is async-signal-safe; it makes the step process lead a new session
-    // and process group (no controlling terminal of the agent's), which its tasks join.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
         .spawn()
         .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))
 }
