@@ -24,7 +24,7 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
     let go = c.f.cwd(Mode::Rootless).join("go");
     let script = format!(
         "#!/bin/sh\n#SBATCH -N 3 --ntasks-per-node=1\n#BERTH --image busybox\n\
-         echo \"host=$(hostname) nodes=$SLURM_JOB_NODELIST n=$SLURM_NNODES id=$SLURM_NODEID tasks=$SLURM_TASKS_PER_NODE\"\n\
+         echo \"host=$(hostname) nodes=$SLURM_JOB_NODELIST ($BERTH_NODELIST) n=$SLURM_NNODES id=$SLURM_NODEID tasks=$SLURM_TASKS_PER_NODE\"\n\
          echo \"lsf=$LSB_MCPU_HOSTS\"\n\
          cat \"$LSB_DJOB_HOSTFILE\"\n\
          echo running\n\
@@ -45,8 +45,10 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
     let list = nodes.join(",");
     assert!(
         out.starts_with(&format!(
-            "host={} nodes={list} n=3 id=0 tasks=1(x3)\n",
-            nodes[0]
+            "host={} nodes={} ({list}) n=3 id=0 tasks=1(x3)\n",
+            nodes[0],
+            // Slurm's hostlist form: bt1-h[1-3], in the order of the job's nodes.
+            berth_core::job::hostlist(&nodes)
         )),
         "{out}"
     );

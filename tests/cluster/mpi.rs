@@ -121,7 +121,7 @@ fn mpich_ranks_start_without_mpiexec_with_berths_pmi() {
     let script = r#"#!/bin/sh
 #SBATCH -N 2 --ntasks-per-node=1 -t 2
 #BERTH --image mpi
-first=$(echo "$SLURM_JOB_NODELIST" | cut -d, -f1)
+first=$(echo "$BERTH_NODELIST" | cut -d, -f1)
 berth step -w "$first" -n 2 --overcommit /opt/berth-test/check.mpich 100 10
 berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/check.mpich 1 1 | head -1'
 "#;
@@ -141,4 +141,19 @@ berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/
     );
     assert_eq!(out.matches("pmi=none\n").count(), 2, "{out}");
     assert_eq!(out.matches("size 1\n").count(), 2, "{out}");
+}
+
+#[test]
+fn mpich_5_runs_across_three_hosts_with_hydra_and_with_berths_pmi() {
+    let Some(t) = mpi_cluster(13, 3) else {
+        return;
+    };
+    // MPICH 5 (from PyPI, with its own UCX): hydra from the SLURM_* allocation through
+    // berth rsh, then the same ranks started by berth step alone.
+    run_mpi(
+        &t,
+        3,
+        "/opt/berth-test/mpich5/bin/mpiexec.hydra -n 3 /opt/berth-test/check.mpich5 200 10",
+    );
+    run_mpi(&t, 3, "berth step /opt/berth-test/check.mpich5 200 10");
 }

@@ -90,8 +90,10 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("SLURM_NODEID", index.to_string());
     set("SLURMD_NODENAME", node.to_string());
     set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
-    set("SLURM_JOB_NODELIST", nodelist.clone());
-    set("SLURM_NODELIST", nodelist.clone());
+    // Slurm's form (n[1-3]) for what reads it as Slurm writes it; berth's own, comma-separated.
+    let hostlist = berth_core::job::hostlist(&nodes);
+    set("SLURM_JOB_NODELIST", hostlist.clone());
+    set("SLURM_NODELIST", hostlist);
     set("SLURM_JOB_NUM_NODES", nnodes.clone());
     set("SLURM_NNODES", nnodes.clone());
     set("SLURM_SUBMIT_DIR", job.workdir.clone());

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # tests/cluster/mpi/image.sh ROOTFS: a root filesystem for MPI tests, built from the files
 # of installed Debian packages (Open MPI, MPICH and everything they depend on, a shell and
-# coreutils), plus check.c compiled against each MPI at /opt/berth-test/check.{openmpi,mpich}.
-# Needs openmpi-bin, libopenmpi-dev, mpich and libmpich-dev installed (scripts/setup).
+# coreutils) and of MPICH 5 from PyPI (at /opt/berth-test/mpich5, the same path as on the
+# host), plus check.c compiled against each MPI at /opt/berth-test/check.{openmpi,mpich,mpich5}.
+# Needs openmpi-bin, libopenmpi-dev, mpich, libmpich-dev and /opt/berth-test/mpich5
+# installed (scripts/setup).
 set -euo pipefail
 root=${1:?usage: image.sh ROOTFS}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,3 +28,8 @@ ln -sf dash "$root/usr/bin/sh"
 cp -a /etc/alternatives "$root/etc/"
 mpicc.openmpi -O2 -o "$root/opt/berth-test/check.openmpi" "$here/check.c"
 mpicc.mpich -O2 -o "$root/opt/berth-test/check.mpich" "$here/check.c"
+mpich5=/opt/berth-test/mpich5
+mkdir -p "$root$mpich5"
+cp -a "$mpich5/bin" "$mpich5/lib" "$root$mpich5/"
+rm -rf "$root$mpich5"/lib/python3*
+"$mpich5/bin/mpicc" -O2 -o "$root/opt/berth-test/check.mpich5" "$here/check.c"

@@ -114,14 +114,12 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     let local = local.to_string();
     let step = launch.step_id.to_string();
     let node_id = launch.node_index.to_string();
-    let nodes = layout.len().to_string();
-    let nodelist = layout
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let nnodes = layout.len().to_string();
+    let nodes: Vec<&str> = layout.iter().map(|(n, _)| n.as_str()).collect();
+    let nodelist = berth_core::job::hostlist(&nodes);
+    let berth_nodelist = nodes.join(",");
     let per_node = berth_core::job::per_node(layout.iter().map(|&(_, t)| u64::from(t)));
-    let ours: [(&str, &str); 17] = [
+    let ours: [(&str, &str); 18] = [
         ("SLURM_STEP_ID", &step),
         ("SLURM_STEPID", &step),
         ("SLURM_PROCID", &rank),
@@ -131,7 +129,7 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("SLURM_NTASKS", &n),
         ("SLURM_NPROCS", &n),
         ("SLURM_STEP_NUM_TASKS", &n),
-        ("SLURM_STEP_NUM_NODES", &nodes),
+        ("SLURM_STEP_NUM_NODES", &nnodes),
         ("SLURM_STEP_NODELIST", &nodelist),
         ("SLURM_STEP_TASKS_PER_NODE", &per_node),
         ("SLURM_TASKS_PER_NODE", &per_node),
@@ -139,6 +137,7 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_TASK_RANK", &rank),
         ("BERTH_STEP_NTASKS", &n),
         ("BERTH_NODE", &launch.node),
+        ("BERTH_STEP_NODELIST", &berth_nodelist),
     ];
     // A PMI-1 client (MPICH's simple PMI) finds its process manager, and asks it for its
     // rank and the number of ranks.

@@ -26,7 +26,7 @@ pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{parse_args, parse_script, Family, ParsedScript};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
-pub use tasks::{block_layout, per_node};
+pub use tasks::{block_layout, hostlist, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! How tasks are spread over nodes, and Slurm's compact way of writing counts per node.
+//! How tasks are spread over nodes, and Slurm's compact ways of writing counts per node and
+//! lists of nodes.
 
 /// Slurm's compact form of a count per node, as in SLURM_TASKS_PER_NODE: `2(x3),1` for
 /// 2, 2, 2, 1.
@@ -22,6 +23,59 @@ pub fn per_node(counts: impl IntoIterator<Item = u64>) -> String {
         .join(",")
 }
 
+/// A list of node names in Slurm's hostlist form, as SLURM_JOB_NODELIST has it and the
+/// programs that read it (MPI launchers among them) expect: names that differ only in a
+/// number at their end share brackets, consecutive numbers a range (`n[1-3,5]`, zero padding
+/// kept: `n[01-03]`). The order is kept: adjacent names with the same prefix are grouped.
+pub fn hostlist<S: AsRef<str>>(names: &[S]) -> String {
+    // (prefix, width of zero-padded numbers (0: not padded), numbers) of each group; a name
+    // without a number is a group of its own, without numbers.
+    let mut groups: Vec<(&str, usize, Vec<u64>)> = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (prefix, number) = name.split_at(name.len() - digits);
+        let width = if number.len() > 1 && number.starts_with('0') {
+            digits
+        } else {
+            0
+        };
+        match (number.parse::<u64>(), groups.last_mut()) {
+            (Ok(n), Some((p, w, ns))) if *p == prefix && *w == width && !ns.is_empty() => {
+                ns.push(n)
+            }
+            (Ok(n), _) => groups.push((prefix, width, vec![n])),
+            (Err(_), _) => groups.push((name, 0, Vec::new())),
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (prefix, width, numbers) in groups {
+        if numbers.is_empty() {
+            out.push(prefix.to_string());
+            continue;
+        }
+        let pad = |n: u64| format!("{n:0width$}");
+        if numbers.len() == 1 {
+            out.push(format!("{prefix}{}", pad(numbers[0])));
+            continue;
+        }
+        let mut ranges: Vec<String> = Vec::new();
+        let mut start = 0;
+        for i in 1..=numbers.len() {
+            if i == numbers.len() || numbers[i] != numbers[i - 1] + 1 {
+                ranges.push(if i - 1 == start {
+                    pad(numbers[start])
+                } else {
+                    format!("{}-{}", pad(numbers[start]), pad(numbers[i - 1]))
+                });
+                start = i;
+            }
+        }
+        out.push(format!("{prefix}[{}]", ranges.join(",")));
+    }
+    out.join(",")
+}
+
 /// `tasks` spread over `nodes` in blocks, as srun's default distribution does: each node
 /// gets `tasks / nodes`, and the first `tasks % nodes` one more.
 pub fn block_layout(tasks: u32, nodes: u32) -> Vec<u32> {
@@ -41,6 +95,19 @@ mod tests {
         assert_eq!(per_node([4]), "4");
         assert_eq!(per_node([1, 2, 2]), "1,2(x2)");
         assert_eq!(per_node([]), "");
+    }
+
+    #[test]
+    fn node_lists_in_slurms_hostlist_form() {
+        assert_eq!(hostlist(&["bt1-h1", "bt1-h2", "bt1-h3"]), "bt1-h[1-3]");
+        assert_eq!(hostlist(&["n01", "n02", "n03", "n07"]), "n[01-03,07]");
+        assert_eq!(hostlist(&["n2", "n1", "n3"]), "n[2,1,3]");
+        assert_eq!(hostlist(&["vm"]), "vm");
+        assert_eq!(hostlist(&["a1"]), "a1");
+        assert_eq!(hostlist(&["a1", "b1", "b2", "login"]), "a1,b[1-2],login");
+        assert_eq!(hostlist(&["n9", "n10"]), "n[9-10]");
+        assert_eq!(hostlist(&["n09", "n10"]), "n09,n10");
+        assert_eq!(hostlist::<&str>(&[]), "");
     }
 
     #[test]
