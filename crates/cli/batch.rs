@@ -660,6 +660,10 @@ pub struct AgentArgs {
     /// Where the jobs' directories live [default: the image store's directory]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Also serve the controller's API to this host's users here (as the controller's own
+    /// socket does: `berth submit`, `queue`, ... on this node), e.g. /run/berth/berth.sock
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 /// `berth agent`: this host as a node of a controller elsewhere.
@@ -700,6 +704,7 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
         resources,
         state_dir,
         berth: std::env::current_exe().context("cannot find the berth executable")?,
+        socket: args.socket,
     })
     .map_err(anyhow::Error::msg)?;
     Ok(0)

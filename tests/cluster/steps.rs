@@ -67,3 +67,66 @@ echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
     assert_eq!(steps[0]["ntasks"], 6, "{job}");
     assert_eq!(steps[2]["exit_code"], 3, "{job}");
 }
+
+#[test]
+fn berth_works_in_a_job_on_any_node_and_on_a_node_through_its_agent() {
+    let Some(t) = TestCluster::start(14, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    std::fs::write(
+        c.f.cwd(Mode::Rootless).join("next.sh"),
+        "#!/bin/sh\n#BERTH --image busybox\necho \"next ran as $(id -un)\"\n",
+    )
+    .unwrap();
+    // In the job's container, on a node whose agent runs elsewhere than the controller:
+    // berth reaches the controller through that agent, as the job's user.
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+berth queue | grep -q " $SLURM_JOB_ID " && echo "sees itself"
+echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)"
+"#;
+    let id = c.submit(Mode::Rootless, "first.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    assert!(out.starts_with("sees itself\nnext="), "{out}");
+    let next: u64 = out.trim().rsplit('=').next().unwrap().parse().unwrap();
+    let job = c.wait_for(next, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["user"], TEST_USER);
+    assert_eq!(output(&t, next), format!("next ran as {TEST_USER}\n"));
+
+    // On a node's host, through its agent's socket: the caller is who connects.
+    let socket = t.agents[1].state.join("run/berth.sock");
+    let through = |mode: Mode, args: &[&str]| {
+        let mut cmd = c.f.cmd(mode, args);
+        cmd.env("BERTH_SOCKET", &socket);
+        Out::from_output(cmd.output().unwrap())
+    };
+    let history = through(Mode::Rootless, &["history", "--json"]);
+    let users: Vec<String> = serde_json::from_str::<serde_json::Value>(history.ok())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["user"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(users, [TEST_USER, TEST_USER]);
+    // Someone else's job is not the caller's to cancel; a token is not minted here.
+    let mine = c.submit(
+        Mode::Root,
+        "root.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 30\n",
+        &[],
+    );
+    let cancel = through(Mode::Rootless, &["cancel", &mine.to_string()]);
+    assert!(
+        cancel.stderr.contains("only its owner or root"),
+        "{}",
+        cancel.stderr
+    );
+    let token = through(Mode::Rootless, &["token"]);
+    assert_ne!(token.code, 0, "{}", token.stdout);
+}

@@ -176,6 +176,8 @@ pub struct Settings {
     pub resources: Resources,
     pub state_dir: PathBuf,
     pub berth: PathBuf,
+    /// Also serve the controller's API to this host's users on this Unix socket.
+    pub socket: Option<PathBuf>,
 }
 
 /// How often the agent retries a report, or registering before the controller said how often.
@@ -400,6 +402,107 @@ async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Respons
     }
 }
 
+/// A Unix socket everyone may connect to (its server checks each caller's peer credentials).
+fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// The longest request head passed on.
+const HEAD_LIMIT: usize = 64 * 1024;
+
+/// One connection to the node's API socket: its request goes to the controller over TCP
+/// with a token for the connection's user (its peer credentials, as on the controller's own
+/// socket), signed with the cluster key and good for a minute; whatever the client put in
+/// `Authorization` is dropped. The answer comes back as it is.
+async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let refuse = |status: u16, message: String| {
+        let body =
+            serde_json::to_vec(&berth_api::ErrorBody { error: message }).expect("errors serialise");
+        let mut answer = format!(
+            "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend(body);
+        answer
+    };
+    let user = client
+        .peer_cred()
+        .ok()
+        .and_then(|c| berth_runtime::Identity::lookup(&c.uid().to_string(), false).ok())
+        .filter(|id| id.user != id.uid.to_string());
+    let Some(user) = user else {
+        let no = "your uid has no entry in this node's user database: jobs run as named users";
+        let _ = client.write_all(&refuse(403, no.into())).await;
+        return;
+    };
+    // The request's head, to put the token in.
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > HEAD_LIMIT {
+            let _ = client
+                .write_all(&refuse(431, "request head too long".into()))
+                .await;
+            return;
+        }
+    };
+    let token = a.key.mint(&auth::Claims {
+        user: user.user,
+        uid: user.uid,
+        exp: crate::runner::now() + auth::CREDENTIAL_LIFETIME,
+    });
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut out = format!(
+        "{}\r\nAuthorization: Bearer {token}\r\n",
+        lines.next().unwrap_or_default()
+    );
+    for line in lines.filter(|l| !l.to_ascii_lowercase().starts_with("authorization:")) {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut request = out.into_bytes();
+    request.extend_from_slice(&buf[head_end + 4..]);
+    // The controller that answered last, else the others.
+    let first = a.leader.load(std::sync::atomic::Ordering::Relaxed);
+    let mut upstream = None;
+    for i in (0..a.controllers.len()).map(|k| (first + k) % a.controllers.len()) {
+        let addr = a.controllers[i].trim_start_matches("http://").to_string();
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) = tokio::time::timeout(TIMEOUT, connect).await {
+            upstream = Some(s);
+            break;
+        }
+    }
+    let Some(mut upstream) = upstream else {
+        let down = format!(
+            "cannot reach the controller ({}): is it running?",
+            a.controllers.join(" or ")
+        );
+        let _ = client.write_all(&refuse(502, down)).await;
+        return;
+    };
+    if upstream.write_all(&request).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+}
+
 /// Resolves when the process gets SIGTERM or SIGINT: how berth's daemons (controller and
 /// agent) are stopped. Must be called inside the tokio runtime.
 pub fn termination() -> Result<impl std::future::Future<Output = ()>, String> {
@@ -445,26 +548,34 @@ async fn serve(settings: Settings) -> Result<(), String> {
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
     let step_socket = agent.node.step_dir().join("step.sock");
-    let _ = std::fs::remove_file(&step_socket);
-    let step_listener = tokio::net::UnixListener::bind(&step_socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", step_socket.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Everyone may connect: the step server checks each caller's peer credentials.
-        std::fs::set_permissions(
-            agent.node.step_dir(),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .and_then(|_| {
-            std::fs::set_permissions(&step_socket, std::fs::Permissions::from_mode(0o666))
-        })
-        .map_err(|e| e.to_string())?;
-    }
+    let step_listener = listen_for_everyone(&step_socket)?;
+    std::fs::set_permissions(
+        agent.node.step_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
     tokio::spawn(crate::step::server::serve(
         step_listener,
         Arc::new(RemoteAuthority(agent.clone())),
         settings.berth.clone(),
     ));
+    // The controller's API for the node's users and its jobs (beside the step socket, as
+    // /.berth/run/berth.sock in their containers), passed on as theirs.
+    let mut api_sockets = vec![agent.node.step_dir().join("berth.sock")];
+    api_sockets.extend(settings.socket.clone());
+    for path in &api_sockets {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let listener = listen_for_everyone(path)?;
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(proxy(agent.clone(), stream));
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
