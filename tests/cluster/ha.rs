@@ -210,7 +210,8 @@ fn the_cluster_carries_on_when_etcds_leader_dies() {
     let mut etcd = etcd_cluster(&hosts, &members, dir.path());
     let clients: Vec<String> = members.iter().map(|(_, a)| format!("{a}:2379")).collect();
     let store = format!("etcd://{}", clients.join(","));
-    let Some(t) = TestCluster::on(hosts, None, &["--store", &store], None) else {
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(mut t) = TestCluster::on(hosts, Some(config), &["--store", &store], None) else {
         return;
     };
     let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 hostname\n";
@@ -242,4 +243,44 @@ fn the_cluster_carries_on_when_etcds_leader_dies() {
         .map(|j| j["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, [first, second]);
+
+    // Each node is alive in etcd under a lease its heartbeats keep: a node whose agent stops
+    // disappears from there by itself.
+    let alive = || -> Vec<String> {
+        let prefix = "/berth/kv/alive/";
+        let b64 = |s: &str| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(s)
+        };
+        let body = format!(
+            "{{\"key\":\"{}\",\"range_end\":\"{}\",\"keys_only\":true}}",
+            b64(prefix),
+            b64("/berth/kv/alive0")
+        );
+        let answer = clients
+            .iter()
+            .find_map(|c| etcd_post(c, "/v3/kv/range", &body))
+            .unwrap();
+        answer["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| {
+                        use base64::Engine as _;
+                        let key = base64::engine::general_purpose::STANDARD
+                            .decode(kv["key"].as_str().unwrap())
+                            .unwrap();
+                        String::from_utf8(key).unwrap()[prefix.len()..].to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(alive(), t.hosts.names());
+    t.agents[2].kill();
+    wait_until(
+        "the stopped node's lease ends",
+        Duration::from_secs(20),
+        || alive() == t.hosts.names()[..2],
+    );
 }

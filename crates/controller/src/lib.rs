@@ -1299,6 +1299,18 @@ impl Controller {
         reg: berth_agent::daemon::Registration,
     ) -> Result<berth_agent::daemon::RegistrationAnswer, ApiError> {
         let name = reg.resources.name.clone();
+        // For whoever else reads the store: this node is alive for another node_timeout.
+        let alive = serde_json::to_vec(&berth_agent::daemon::Registration {
+            running: Vec::new(),
+            ..reg.clone()
+        })
+        .expect("registrations serialise");
+        if let Err(e) =
+            self.store
+                .heartbeat(&format!("alive/{name}"), &alive, self.settings.node_timeout)
+        {
+            eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
+        }
         let stop = self.reconcile_runners(&name, &reg.running);
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,

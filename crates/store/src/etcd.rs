@@ -43,6 +43,8 @@ pub struct EtcdStore {
     preferred: Mutex<usize>,
     /// While this process leads: the value of `/berth/leader` its writes require.
     fence: Mutex<Option<Vec<u8>>>,
+    /// The leases of the keys kept alive by [`Store::heartbeat`], with the values put.
+    heartbeats: Mutex<std::collections::HashMap<String, (i64, Vec<u8>)>>,
     url: String,
 }
 
@@ -162,6 +164,7 @@ impl EtcdStore {
             endpoints,
             preferred: Mutex::new(0),
             fence: Mutex::new(None),
+            heartbeats: Mutex::new(std::collections::HashMap::new()),
             url: url.to_string(),
         };
         store.call("open", "/v3/kv/range", &json!({"key": b64(COUNTER)}))?;
@@ -537,6 +540,39 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    fn heartbeat(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        let known = self
+            .heartbeats
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .cloned();
+        // The lease goes on as long as the heartbeats come; the key is put anew only with a
+        // new lease or a new value.
+        if let Some((lease, put_value)) = known {
+            if self.renew(lease)? && put_value == value {
+                return Ok(());
+            }
+        }
+        let grant = self.call("heartbeat", "/v3/lease/grant", &json!({"TTL": ttl.max(1)}))?;
+        let lease: i64 = grant["ID"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| self.error("heartbeat", format!("no lease in {grant}")))?;
+        let leased = json!({"request_put": {
+            "key": b64(format!("{KV}{key}")), "value": b64(value), "lease": lease.to_string()
+        }});
+        let (ok, _) = self.txn("heartbeat", vec![], vec![leased], vec![])?;
+        if !ok {
+            return Err(self.deposed("heartbeat"));
+        }
+        self.heartbeats
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string(), (lease, value.to_vec()));
+        Ok(())
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let full = format!("{KV}{prefix}");
         Ok(self
@@ -705,6 +741,23 @@ mod tests {
         store.delete("nodes/a").unwrap();
         assert_eq!(store.get("nodes/a").unwrap(), None);
         assert_eq!(store.list("").unwrap().len(), 2);
+
+        // A heartbeat's key lives as long as heartbeats come.
+        store.heartbeat("alive/n1", b"r1", 1).unwrap();
+        assert_eq!(store.get("alive/n1").unwrap(), Some(b"r1".to_vec()));
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(400));
+            store.heartbeat("alive/n1", b"r1", 1).unwrap();
+        }
+        assert_eq!(store.get("alive/n1").unwrap(), Some(b"r1".to_vec()));
+        store.heartbeat("alive/n1", b"r2", 1).unwrap();
+        assert_eq!(store.get("alive/n1").unwrap(), Some(b"r2".to_vec()));
+        // etcd checks its leases about every half second: give it the TTL and a bit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.get("alive/n1").unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the key outlived its lease");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     #[test]

@@ -120,4 +120,14 @@ pub trait Store: Send + Sync {
     /// Every key that starts with `prefix` (all keys for `""`) with its value, in byte order of
     /// the keys.
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Tells whoever else reads the store that `key` (a node) is alive, with `value`, for the
+    /// next `ttl` seconds: a heartbeat. etcd keeps the key under a lease that ends unless the
+    /// next heartbeat comes in time, so that other controllers and tools watching the prefix
+    /// see a node come and go. The embedded store has no other reader (one controller, which
+    /// tracks its nodes' heartbeats itself) and keeps nothing.
+    fn heartbeat(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        let _ = (key, value, ttl);
+        Ok(())
+    }
 }
