@@ -130,3 +130,57 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
     let token = through(Mode::Rootless, &["token"]);
     assert_ne!(token.code, 0, "{}", token.stdout);
 }
+
+#[test]
+fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
+    let Some(t) = TestCluster::start(15, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    // Into a running job, from a host that is none of its nodes (the controller's, here):
+    // every task is relayed, and gets the job's environment under the client's.
+    let id = c.submit(
+        Mode::Rootless,
+        "holder.sh",
+        "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho held\nexec sleep 300\n",
+        &[],
+    );
+    c.wait_for_output(id, "held");
+    let job = id.to_string();
+    let step = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--job",
+            &job,
+            "-l",
+            "sh",
+            "-c",
+            "echo $(hostname) $SLURM_JOB_ID $(id -un)",
+        ],
+    );
+    let mut lines: Vec<&str> = step.ok().lines().collect();
+    lines.sort();
+    let nodes = nodes_of(&c.show(id));
+    assert_eq!(
+        lines,
+        [
+            format!("0: {} {id} {TEST_USER}", nodes[0]),
+            format!("1: {} {id} {TEST_USER}", nodes[1])
+        ]
+    );
+    c.berth(Mode::Rootless, &["cancel", &job]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+    // An allocation of its own on two nodes, as srun -N 2 gets one.
+    let alloc = c.berth(
+        Mode::Rootless,
+        &[
+            "step", "--image", "busybox", "-N", "2", "-n", "2", "-l", "hostname",
+        ],
+    );
+    let mut lines: Vec<&str> = alloc.ok().lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{}", alloc.stdout);
+    assert!(lines[0].starts_with("0: bt15-h") && lines[1].starts_with("1: bt15-h"));
+    assert_ne!(lines[0][3..], lines[1][3..], "one task per node");
+}

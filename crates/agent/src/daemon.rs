@@ -162,6 +162,11 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
     fn credential(&self) -> String {
         self.0.key.credential(&auth::node_principal(&self.0.name))
     }
+
+    /// The host of the address the controller reaches this agent at.
+    fn address(&self) -> String {
+        host_of(&self.0.advertise)
+    }
 }
 
 /// What `berth agent` was told.
@@ -188,6 +193,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct Agent {
     node: NodeAgent,
+    /// How the controller (and other nodes) reach this agent, `http://HOST:PORT`.
+    advertise: String,
     /// The berth executable (`berth internal step` for parts of steps).
     berth: PathBuf,
     key: Key,
@@ -402,6 +409,16 @@ async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Respons
     }
 }
 
+/// The host of `http://HOST:PORT`.
+pub fn host_of(url: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let addr = addr.split('/').next().unwrap_or(addr);
+    match addr.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+        _ => addr.to_string(),
+    }
+}
+
 /// A Unix socket everyone may connect to (its server checks each caller's peer credentials).
 fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
@@ -539,6 +556,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let agent = Arc::new(Agent {
         node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
         berth: settings.berth.clone(),
+        advertise: settings.advertise.clone(),
         key: settings.key,
         controllers: settings.controllers.clone(),
         leader: Default::default(),

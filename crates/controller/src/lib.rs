@@ -1576,12 +1576,6 @@ impl Controller {
                 .map(|n| n.res.name.clone())
                 .unwrap_or_default(),
         };
-        if job.share(&here).is_none() {
-            return Err(format!(
-                "job {id} runs on node {}: start its steps there (in the job, or with that node's step socket)",
-                job.batch_node().unwrap_or("(none yet)")
-            ));
-        }
         if uid != 0 && uid != job.uid {
             return Err(format!(
                 "job {id} belongs to {}: only its owner or root may start steps in it",
@@ -1692,9 +1686,17 @@ impl Controller {
                 tasks: cpus,
             });
         }
-        let runner = job.share(&here).and_then(|s| s.runner).ok_or_else(|| {
-            format!("job {id} is still starting on node {here}: try again in a moment")
-        })?;
+        // The job's container here, if it has one here (else all of the step runs elsewhere,
+        // relayed by the asking agent).
+        let cgroup = match job.share(&here) {
+            Some(s) => {
+                let runner = s.runner.ok_or_else(|| {
+                    format!("job {id} is still starting on node {here}: try again in a moment")
+                })?;
+                NodeAgent::cgroup_name(id, runner)
+            }
+            None => String::new(),
+        };
         // The asking agent knows its job directories; this controller's own, too.
         let job_dir = match self.nodes.get(&here).map(|n| &n.link) {
             Some(Link::Local(agent)) => agent.job_dir(id),
@@ -1713,7 +1715,7 @@ impl Controller {
         let grant = berth_agent::step::server::StepGrant {
             step,
             user: job.user.clone(),
-            cgroup: NodeAgent::cgroup_name(id, runner),
+            cgroup,
             job_dir,
             node: here,
             parts,
@@ -1770,8 +1772,8 @@ impl Controller {
 
 /// The controller as the local node agent's [`berth_agent::step::server::StepAuthority`].
 /// With the cluster key, which signs its credentials to other nodes' agents for the parts of
-/// steps.
-pub struct StepGate(pub Shared, pub Arc<auth::Key>);
+/// steps, and the address other nodes reach this controller at.
+pub struct StepGate(pub Shared, pub Arc<auth::Key>, pub String);
 
 impl berth_agent::step::server::StepAuthority for StepGate {
     async fn begin(
@@ -1847,6 +1849,10 @@ impl berth_agent::step::server::StepAuthority for StepGate {
 
     fn credential(&self) -> String {
         self.1.credential(auth::CONTROLLER)
+    }
+
+    fn address(&self) -> String {
+        self.2.clone()
     }
 
     async fn release(&self, id: u64, code: Option<i32>) {

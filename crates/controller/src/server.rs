@@ -550,9 +550,16 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let berth = shared.lock().await.settings().berth.clone();
     let listen = shared.lock().await.settings().listen;
     let key = shared.lock().await.key();
+    // Where the nodes reach this controller: its TCP address, or (listening on every
+    // address, or on none) its host name.
+    let address = match listen {
+        Some(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string()),
+    };
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
-        std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone())),
+        std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone(), address)),
         berth,
     ));
     {

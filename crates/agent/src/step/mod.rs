@@ -54,6 +54,10 @@ pub struct StepLaunch {
     /// The step's PMI-1 server, `HOST:PORT` (PMI_PORT), if it has one.
     #[serde(default)]
     pub pmi: Option<String>,
+    /// Without `client_pid` (a part on another node): whether the client runs outside the
+    /// job (on a host), so that the tasks get the job's environment under the client's.
+    #[serde(default)]
+    pub outside: bool,
     pub label: bool,
     pub kill_on_bad_exit: bool,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
@@ -279,8 +283,12 @@ pub fn run() -> Result<i32, StepError> {
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
-    let env = match launch.client_pid {
-        Some(pid) if !container.holds(pid) => {
+    let outside = match launch.client_pid {
+        Some(pid) => !container.holds(pid),
+        None => launch.outside,
+    };
+    let env = match outside {
+        true => {
             let path = crate::runner::environment_path(&launch.job_dir.join("script"));
             let job =
                 std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;

@@ -74,6 +74,9 @@ pub trait StepAuthority: Send + Sync + 'static {
     /// A credential that other nodes' agents take for the parts of a step (signed with the
     /// cluster key).
     fn credential(&self) -> String;
+    /// The host name or address at which the other nodes' tasks reach this process (its
+    /// PMI server).
+    fn address(&self) -> String;
 }
 
 /// Serves the step socket until the listener fails. `berth` is the executable to run as
@@ -272,6 +275,11 @@ async fn run_step<A: StepAuthority>(
         }
         false => None,
     };
+    // A client in the job passes the job's variables on (its own environment is the
+    // script's); one on a host gets the job's environment under its own, on every node.
+    let in_job = request.env.iter().any(|(k, v)| {
+        matches!(k.as_str(), "BERTH_JOB_ID" | "SLURM_JOB_ID") && *v == job.to_string()
+    });
     let launch = |node_index: usize| {
         let part = &grant.parts[node_index];
         StepLaunch {
@@ -287,7 +295,10 @@ async fn run_step<A: StepAuthority>(
             tasks: part.tasks.clone(),
             layout: layout.clone(),
             node_index,
-            pmi: pmi.as_ref().map(|p| format!("{}:{}", grant.node, p.port)),
+            pmi: pmi
+                .as_ref()
+                .map(|p| format!("{}:{}", authority.address(), p.port)),
+            outside: !in_job,
             label: request.label,
             kill_on_bad_exit: request.kill_on_bad_exit,
             pty: request.pty,
