@@ -125,6 +125,9 @@ impl Agent {
             .arg(format!("{}:{AGENT_PORT}", hosts.addr(i)))
             .arg("--state-dir")
             .arg(&state)
+            // The API (and steps) for the host's users, as on a login node.
+            .arg("--socket")
+            .arg(state.join("berth.sock"))
             .env("BERTH_STORE", c.f.path("store-root"))
             .env_remove("BERTH_CONFIG")
             .stdin(Stdio::null())

@@ -122,7 +122,7 @@ fn mpich_ranks_start_without_mpiexec_with_berths_pmi() {
 #SBATCH -N 2 --ntasks-per-node=1 -t 2
 #BERTH --image mpi
 first=$(echo "$BERTH_NODELIST" | cut -d, -f1)
-berth step -w "$first" -n 2 --overcommit /opt/berth-test/check.mpich 100 10
+berth step -w "$first" -n 2 --overcommit /opt/berth-test/check.mpich 10 2
 berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/check.mpich 1 1 | head -1'
 "#;
     let id = t.c.submit(Mode::Rootless, "shm.sh", script, &[]);

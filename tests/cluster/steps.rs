@@ -98,8 +98,9 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
     assert_eq!(job["user"], TEST_USER);
     assert_eq!(output(&t, next), format!("next ran as {TEST_USER}\n"));
 
-    // On a node's host, through its agent's socket: the caller is who connects.
-    let socket = t.agents[1].state.join("run/berth.sock");
+    // On a node's host, through its agent's socket (`berth agent --socket`): the caller is
+    // who connects.
+    let socket = t.agents[1].state.join("berth.sock");
     let through = |mode: Mode, args: &[&str]| {
         let mut cmd = c.f.cmd(mode, args);
         cmd.env("BERTH_SOCKET", &socket);
@@ -129,6 +130,28 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
     );
     let token = through(Mode::Rootless, &["token"]);
     assert_ne!(token.code, 0, "{}", token.stdout);
+    c.berth(Mode::Root, &["cancel", &mine.to_string()]).ok();
+    // A step with an allocation of its own, from that node's host, across both nodes.
+    let alloc = through(
+        Mode::Rootless,
+        &[
+            "step",
+            "--image",
+            "busybox",
+            "-N",
+            "2",
+            "-l",
+            "sh",
+            "-c",
+            "echo $(id -un)",
+        ],
+    );
+    let mut lines: Vec<&str> = alloc.ok().lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [format!("0: {TEST_USER}"), format!("1: {TEST_USER}")]
+    );
 }
 
 #[test]

@@ -131,6 +131,16 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         let mut grant: crate::step::server::StepGrant =
             self.post("/v1/agents/steps/begin", begin).await?;
         grant.job_dir = self.0.node.job_dir(job);
+        // The controller may not have this node's runner yet: the node knows it.
+        if grant.cgroup.is_empty() && grant.parts.iter().any(|p| p.url.is_none()) {
+            let runner = self
+                .0
+                .node
+                .wait_runner(job)
+                .await
+                .ok_or_else(|| format!("job {job} has no container on node {}", self.0.name))?;
+            grant.cgroup = NodeAgent::cgroup_name(job, runner);
+        }
         Ok(grant)
     }
 
@@ -143,21 +153,44 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
     async fn allocate(
         &self,
-        _: u32,
-        _: u32,
-        _: &[String],
-        _: &[String],
-        _: &[(String, String)],
-        _: &str,
+        uid: u32,
+        gid: u32,
+        argv: &[String],
+        args: &[String],
+        env: &[(String, String)],
+        cwd: &str,
     ) -> Result<u64, String> {
-        Err("outside a job, `berth step` gets its allocation through the controller: run it where the controller's socket is (allocations through a node's agent are not built yet)".into())
+        let request = berth_api::AllocationRequest {
+            uid,
+            gid,
+            argv: argv.to_vec(),
+            args: args.to_vec(),
+            env: env.to_vec(),
+            cwd: cwd.to_string(),
+        };
+        self.post("/v1/agents/allocations", request).await
     }
 
     async fn wait_running(&self, job: u64) -> Result<(), String> {
-        Err(format!("job {job} was not allocated here"))
+        let state = berth_api::AllocationUpdate { job, code: None };
+        while !self
+            .post::<_, bool>("/v1/agents/allocations/state", state.clone())
+            .await?
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
-    async fn release(&self, _: u64, _: Option<i32>) {}
+    async fn release(&self, job: u64, code: Option<i32>) {
+        let update = berth_api::AllocationUpdate { job, code };
+        if let Err(e) = self
+            .post::<_, ()>("/v1/agents/allocations/release", update)
+            .await
+        {
+            eprintln!("berth agent: cannot end allocation {job}: {e}");
+        }
+    }
 
     fn credential(&self) -> String {
         self.0.key.credential(&auth::node_principal(&self.0.name))
@@ -577,6 +610,20 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Arc::new(RemoteAuthority(agent.clone())),
         settings.berth.clone(),
     ));
+    // With --socket, the host's users get a step socket too, where berth looks for it
+    // beside the API socket (`berth step` on this node's host, allocations included).
+    if let Some(socket) = &settings.socket {
+        let host_steps = berth_api::step_socket(socket);
+        if let Some(dir) = host_steps.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        tokio::spawn(crate::step::server::serve(
+            listen_for_everyone(&host_steps)?,
+            Arc::new(RemoteAuthority(agent.clone())),
+            settings.berth.clone(),
+        ));
+    }
     // The controller's API for the node's users and its jobs (beside the step socket, as
     // /.berth/run/berth.sock in their containers), passed on as theirs.
     let mut api_sockets = vec![agent.node.step_dir().join("berth.sock")];

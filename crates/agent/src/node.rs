@@ -218,6 +218,31 @@ impl NodeAgent {
         found
     }
 
+    /// The runner of job `id` on this node, if it runs here.
+    pub fn runner_of(&self, id: u64) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.job_dir(id).join("runner.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        self.runner_alive(id, pid).then_some(pid)
+    }
+
+    /// The runner of job `id` on this node, waited for a while if its start is still on
+    /// its way (a step may come as soon as the job's script runs on another node).
+    pub async fn wait_runner(&self, id: u64) -> Option<u32> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.runner_of(id) {
+                Some(pid) => return Some(pid),
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                None => return None,
+            }
+        }
+    }
+
     /// Forgets a job whose end the controller has: its directory goes (its output files are
     /// the user's, elsewhere).
     pub fn forget(&self, id: u64) {

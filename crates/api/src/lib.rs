@@ -233,6 +233,31 @@ fn yes() -> bool {
     true
 }
 
+/// A node's agent asking, for a `berth step` outside a job on its node, for an allocation of
+/// its own (`POST /v1/agents/allocations`): the client's identity (its peer credentials on
+/// the agent's step socket) and the step's submit flags as typed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationRequest {
+    pub uid: u32,
+    pub gid: u32,
+    /// The step's command, which names the allocation's job.
+    pub argv: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// The agent asking about its allocation (`POST /v1/agents/allocations/state`), or ending it
+/// (`/release`, with its step's status; `None`: cancelled).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationUpdate {
+    pub job: u64,
+    #[serde(default)]
+    pub code: Option<i32>,
+}
+
 /// What the node agent sends back on the step socket, one JSON line each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]

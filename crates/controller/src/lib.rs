@@ -1687,16 +1687,12 @@ impl Controller {
             });
         }
         // The job's container here, if it has one here (else all of the step runs elsewhere,
-        // relayed by the asking agent).
-        let cgroup = match job.share(&here) {
-            Some(s) => {
-                let runner = s.runner.ok_or_else(|| {
-                    format!("job {id} is still starting on node {here}: try again in a moment")
-                })?;
-                NodeAgent::cgroup_name(id, runner)
-            }
-            None => String::new(),
-        };
+        // relayed by the asking agent); empty while the agent's answer with its runner is on
+        // its way (the agent knows its runner).
+        let cgroup = job
+            .share(&here)
+            .and_then(|s| s.runner)
+            .map_or_else(String::new, |runner| NodeAgent::cgroup_name(id, runner));
         // The asking agent knows its job directories; this controller's own, too.
         let job_dir = match self.nodes.get(&here).map(|n| &n.link) {
             Some(Link::Local(agent)) => agent.job_dir(id),
@@ -1770,6 +1766,78 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// A job that only holds an allocation for one `berth step` from outside a job (srun's
+    /// own allocation), submitted as `request.uid` with the step's flags; it ends with its step.
+    pub fn allocate(&mut self, request: berth_api::AllocationRequest) -> Result<u64, String> {
+        let caller = Caller {
+            uid: request.uid,
+            gid: request.gid,
+        };
+        let submit = SubmitRequest {
+            script: HOLD_SCRIPT.into(),
+            // srun names its job after the command.
+            script_name: request
+                .argv
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "step".into()),
+            args: request.args,
+            cwd: request.cwd,
+            env: request.env,
+        };
+        let submitted = self.submit(caller, submit).map_err(|e| e.message)?;
+        let id = submitted.job_id;
+        if submitted.jobs != 1 {
+            for task in id..id + submitted.jobs {
+                let _ = self.cancel(Caller { uid: 0, gid: 0 }, task, None);
+            }
+            return Err(
+                "an allocation for a step is one job: job arrays are for `berth submit`".into(),
+            );
+        }
+        let job = self.active.get_mut(&id).expect("just submitted");
+        job.allocation = true;
+        let job = job.clone();
+        self.persist(&job).map_err(|e| e.message)?;
+        Ok(id)
+    }
+
+    /// Whether allocation `id` runs (`false`: it waits); an error if it ended without running.
+    pub fn allocation_running(&self, id: u64) -> Result<bool, String> {
+        match self.active.get(&id) {
+            Some(j) => Ok(j.state == State::Running),
+            None => {
+                let job = self.job(id).map_err(|e| e.message)?;
+                Err(format!(
+                    "job {id} ended {} before it started{}",
+                    job.state.name(),
+                    job.reason.map_or(String::new(), |r| format!(": {r}"))
+                ))
+            }
+        }
+    }
+
+    /// Ends allocation `id`: with its step's exit status, or cancelled (`None`: its client
+    /// went away before the step ran).
+    pub fn release(&mut self, id: u64, code: Option<i32>) {
+        let root = Caller { uid: 0, gid: 0 };
+        let (links, key) = (self.links_of(id), self.key.clone());
+        match (code, self.active.get_mut(&id)) {
+            (Some(code), Some(job)) if job.state != State::Pending => {
+                job.allocation_exit = Some(code);
+                signal_runner(&links, job, libc::SIGTERM, &key);
+                let job = job.clone();
+                let _ = self.persist(&job);
+            }
+            (_, Some(_)) => {
+                let _ = self.cancel(root, id, None);
+            }
+            (_, None) => {}
+        }
+    }
+}
+
 /// The controller as the local node agent's [`berth_agent::step::server::StepAuthority`].
 /// With the cluster key, which signs its credentials to other nodes' agents for the parts of
 /// steps, and the address other nodes reach this controller at.
@@ -1798,53 +1866,22 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         env: &[(String, String)],
         cwd: &str,
     ) -> Result<u64, String> {
-        let request = SubmitRequest {
-            script: HOLD_SCRIPT.into(),
-            // srun names its job after the command.
-            script_name: argv.first().cloned().unwrap_or_else(|| "step".into()),
+        let request = berth_api::AllocationRequest {
+            uid,
+            gid,
+            argv: argv.to_vec(),
             args: args.to_vec(),
-            cwd: cwd.to_string(),
             env: env.to_vec(),
+            cwd: cwd.to_string(),
         };
-        let mut c = self.0.lock().await;
-        let submitted = c
-            .submit(Caller { uid, gid }, request)
-            .map_err(|e| e.message)?;
-        let id = submitted.job_id;
-        if submitted.jobs != 1 {
-            for task in id..id + submitted.jobs {
-                let _ = c.cancel(Caller { uid: 0, gid: 0 }, task, None);
-            }
-            return Err(
-                "an allocation for a step is one job: job arrays are for `berth submit`".into(),
-            );
-        }
-        let job = c.active.get_mut(&id).expect("just submitted");
-        job.allocation = true;
-        let job = job.clone();
-        c.persist(&job).map_err(|e| e.message)?;
-        Ok(id)
+        self.0.lock().await.allocate(request)
     }
 
     async fn wait_running(&self, id: u64) -> Result<(), String> {
-        loop {
-            {
-                let c = self.0.lock().await;
-                match c.active.get(&id) {
-                    Some(j) if j.state == State::Running => return Ok(()),
-                    Some(_) => {}
-                    None => {
-                        let job = c.job(id).map_err(|e| e.message)?;
-                        return Err(format!(
-                            "job {id} ended {} before it started{}",
-                            job.state.name(),
-                            job.reason.map_or(String::new(), |r| format!(": {r}"))
-                        ));
-                    }
-                }
-            }
+        while !self.0.lock().await.allocation_running(id)? {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     fn credential(&self) -> String {
@@ -1856,21 +1893,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     async fn release(&self, id: u64, code: Option<i32>) {
-        let mut c = self.0.lock().await;
-        let root = Caller { uid: 0, gid: 0 };
-        let (links, key) = (c.links_of(id), c.key.clone());
-        match (code, c.active.get_mut(&id)) {
-            (Some(code), Some(job)) if job.state != State::Pending => {
-                job.allocation_exit = Some(code);
-                signal_runner(&links, job, libc::SIGTERM, &key);
-                let job = job.clone();
-                let _ = c.persist(&job);
-            }
-            (_, Some(_)) => {
-                let _ = c.cancel(root, id, None);
-            }
-            (_, None) => {}
-        }
+        self.0.lock().await.release(id, code)
     }
 }
 

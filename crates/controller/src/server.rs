@@ -162,6 +162,54 @@ async fn agent_image(
         .expect("a valid response")
 }
 
+/// A node's agent asking for an allocation for a `berth step` on its node (its client's
+/// identity from its step socket's peer credentials: the node is trusted with it, as with
+/// its API proxy).
+async fn agent_allocate(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(request): Json<berth_api::AllocationRequest>,
+) -> ApiResult<u64> {
+    node_of(principal)?;
+    c.lock()
+        .await
+        .allocate(request)
+        .map(Json)
+        .map_err(ApiError::bad)
+}
+
+/// Whether a node's allocation runs yet.
+async fn agent_allocation_state(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(update): Json<berth_api::AllocationUpdate>,
+) -> ApiResult<bool> {
+    node_of(principal)?;
+    c.lock()
+        .await
+        .allocation_running(update.job)
+        .map(Json)
+        .map_err(ApiError::bad)
+}
+
+/// A node's allocation ends with its step (or is cancelled).
+async fn agent_release(
+    State(c): State<Shared>,
+    principal: Option<Extension<NodePrincipal>>,
+    Json(update): Json<berth_api::AllocationUpdate>,
+) -> ApiResult<()> {
+    node_of(principal)?;
+    let mut c = c.lock().await;
+    if !c.job(update.job)?.allocation {
+        return Err(ApiError::forbidden(format!(
+            "job {} is not an allocation of a step",
+            update.job
+        )));
+    }
+    c.release(update.job, update.code);
+    Ok(Json(()))
+}
+
 /// `berth agent` registering, and its heartbeat.
 async fn agent_register(
     State(c): State<Shared>,
@@ -503,6 +551,9 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
         .route("/v1/agents/images/{id}", get(agent_image))
+        .route("/v1/agents/allocations", post(agent_allocate))
+        .route("/v1/agents/allocations/state", post(agent_allocation_state))
+        .route("/v1/agents/allocations/release", post(agent_release))
         .fallback(not_found)
         .with_state(shared)
 }

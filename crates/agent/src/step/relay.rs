@@ -284,20 +284,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
 /// may start a step at once) is waited for, a while.
 async fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch, String> {
     let id = launch.job_id;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let runner = loop {
-        let found = node
-            .left()
-            .into_iter()
-            .find(|&(job, _, alive)| job == id && alive);
-        match found {
-            Some((_, runner, _)) => break runner,
-            None if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            None => return Err(format!("job {id} does not run on this node")),
-        }
-    };
+    let runner = node
+        .wait_runner(id)
+        .await
+        .ok_or_else(|| format!("job {id} does not run on this node"))?;
     launch.job_dir = node.job_dir(id);
     launch.cgroup = NodeAgent::cgroup_name(id, runner);
     launch.client_pid = None;
