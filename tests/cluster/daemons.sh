@@ -14,9 +14,10 @@
 # `stop` ends the controller (by the pid it wrote) and down.sh ends everything on the hosts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-berth=${BERTH:-$(command -v berth)}
+berth=${BERTH:-$(command -v berth || true)}
 case ${1:-} in
 start)
+  [[ -x $berth ]] || { echo "daemons.sh: no berth on PATH: set BERTH to the binary" >&2; exit 2; }
   n=${2:?usage: daemons.sh start N [CLUSTER] [--etcd 1|3] DIR}
   shift 2
   c=0
