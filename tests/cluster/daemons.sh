@@ -51,6 +51,10 @@ start)
       --key-file "$dir/controller/cluster.key" --listen "$net.$((10 + i)):6818" \
       --state-dir "$dir/agent-h$i" --socket "$dir/agent-h$i/berth.sock" >"$dir/agent-h$i.log" 2>&1 &
   done
+  for _ in $(seq 1 200); do
+    (( $(BERTH_SOCKET=$dir/berth.sock "$berth" nodes --json | grep -o '"name"' | wc -l) >= n )) && break
+    sleep 0.1
+  done
   echo "berth cluster $c: controller $net.1:6817 (state in ${store%,}), agents on bt$c-h1..$n"
   echo "  export BERTH_SOCKET=$dir/berth.sock BERTH_STORE=$dir/store"
   ;;
