@@ -1137,18 +1137,23 @@ impl Controller {
             return;
         };
         // Its runner there, or the one whose start was not answered before a restart.
-        match job.share_mut(node) {
-            Some(share) if share.runner.is_none_or(|r| r == runner) => {
-                // Gone: the job's end need not stop it.
-                share.runner = None;
-            }
-            _ => return,
+        if job
+            .share(node)
+            .is_none_or(|s| s.runner.is_some_and(|r| r != runner))
+        {
+            return;
         }
-        if job.batch_node() != Some(node) {
-            if job.cancel_requested || job.requeue_requested {
-                // Stopped with the job, which ends with its script.
-                return;
-            }
+        let batch_host = job.batch_node() == Some(node);
+        if !batch_host && (job.cancel_requested || job.requeue_requested) {
+            // Stopped with the job, which ends with its script (its runner stays recorded:
+            // the node has not lost it, it ended).
+            return;
+        }
+        // Gone: the job's end need not stop it.
+        if let Some(share) = job.share_mut(node) {
+            share.runner = None;
+        }
+        if !batch_host {
             let why = result
                 .and_then(|r| r.error)
                 .unwrap_or_else(|| status.to_string());
@@ -1358,7 +1363,9 @@ impl Controller {
         for &(id, runner) in running {
             match self.active.get_mut(&id).and_then(|j| j.share_mut(node)) {
                 Some(share) if share.runner == Some(runner) => {}
-                Some(share) if share.runner.is_none() && !share.starting => {
+                // Its start's answer (with this runner) is on its way: it will tell.
+                Some(share) if share.runner.is_none() && share.starting => {}
+                Some(share) if share.runner.is_none() => {
                     share.runner = Some(runner);
                     let job = self.active[&id].clone();
                     if let Err(e) = self.persist(&job) {
