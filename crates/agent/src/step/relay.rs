@@ -113,17 +113,26 @@ impl RemotePart {
             }
             answer.push(byte[0]);
         }
-        stream.set_read_timeout(None).map_err(fail)?;
         let answer = String::from_utf8_lossy(&answer);
         if answer.split_whitespace().nth(1) != Some("101") {
-            let mut body = Vec::new();
-            let _ = stream.read_to_end(&mut body);
+            // A refusal: its body, as long as it says (the connection may stay open).
+            let length = answer
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length.min(64 * 1024)];
+            let _ = stream.read_exact(&mut body);
             let why = serde_json::from_slice::<berth_api::ErrorBody>(&body).map_or_else(
                 |_| answer.lines().next().unwrap_or("").to_string(),
                 |e| e.error,
             );
             return Err(format!("node {node}: {why}"));
         }
+        stream.set_read_timeout(None).map_err(fail)?;
         let mut line = serde_json::to_vec(launch).expect("launches serialise");
         line.push(b'\n');
         stream.write_all(&line).map_err(fail)?;
