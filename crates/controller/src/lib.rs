@@ -1864,23 +1864,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         self.0.lock().await.end_step(job, step, code)
     }
 
-    async fn allocate(
-        &self,
-        uid: u32,
-        gid: u32,
-        argv: &[String],
-        args: &[String],
-        env: &[(String, String)],
-        cwd: &str,
-    ) -> Result<u64, String> {
-        let request = berth_api::AllocationRequest {
-            uid,
-            gid,
-            argv: argv.to_vec(),
-            args: args.to_vec(),
-            env: env.to_vec(),
-            cwd: cwd.to_string(),
-        };
+    async fn allocate(&self, request: berth_api::AllocationRequest) -> Result<u64, String> {
         self.0.lock().await.allocate(request)
     }
 

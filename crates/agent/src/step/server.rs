@@ -54,15 +54,10 @@ pub trait StepAuthority: Send + Sync + 'static {
         request: &StepRequest,
     ) -> impl Future<Output = Result<StepGrant, String>> + Send;
     /// Submits a job that only holds an allocation for one step (`berth step` outside a
-    /// job, as srun gets one): `args` are the submit flags as typed, `argv` names it.
+    /// job, as srun gets one), for the client and with the step's submit flags.
     fn allocate(
         &self,
-        uid: u32,
-        gid: u32,
-        argv: &[String],
-        args: &[String],
-        env: &[(String, String)],
-        cwd: &str,
+        request: berth_api::AllocationRequest,
     ) -> impl Future<Output = Result<u64, String>> + Send;
     /// Returns once `job` runs; an error if it ended without running.
     fn wait_running(&self, job: u64) -> impl Future<Output = Result<(), String>> + Send;
@@ -146,18 +141,15 @@ async fn handle<A: StepAuthority>(
     let (job, allocated) = match (request.job, &request.allocate) {
         (Some(job), None) => (job, false),
         (None, Some(args)) => {
-            let cwd = request.cwd.clone();
-            let job = match authority
-                .allocate(
-                    cred.uid(),
-                    cred.gid(),
-                    &request.argv,
-                    args,
-                    &request.env,
-                    &cwd,
-                )
-                .await
-            {
+            let allocation = berth_api::AllocationRequest {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                argv: request.argv.clone(),
+                args: args.clone(),
+                env: request.env.clone(),
+                cwd: request.cwd.clone(),
+            };
+            let job = match authority.allocate(allocation).await {
                 Ok(job) => job,
                 Err(e) => return send(&mut write, &StepEvent::Error(e)).await,
             };
