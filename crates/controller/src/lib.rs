@@ -113,8 +113,6 @@ pub struct Controller {
     active: BTreeMap<u64, Job>,
     /// States of finished jobs that dependencies of active jobs refer to.
     finished: BTreeMap<u64, sched::JobState>,
-    /// The SHA-256 of each image's squashfs file served to nodes so far, by file.
-    image_digests: BTreeMap<PathBuf, String>,
     pub wake: Arc<Notify>,
     /// Signalled by `berth down` (and SIGTERM): the API stops serving.
     pub stop: Arc<Notify>,
@@ -224,7 +222,6 @@ impl Controller {
             key,
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
-            image_digests: BTreeMap::new(),
             wake: Arc::new(Notify::new()),
             stop: Arc::new(Notify::new()),
         };
@@ -969,10 +966,11 @@ impl Controller {
         Ok(())
     }
 
-    /// How `node` fetches the image `sqfs` from this controller: its path in the API, its
-    /// SHA-256 (computed once per image) and a credential for the fetch, good for an hour.
+    /// How `node` fetches the image `sqfs` from this controller: its path in the API, the
+    /// SHA-256 of its file (recorded by the image store at import) and a credential for the
+    /// fetch, good for an hour.
     fn image_source(
-        &mut self,
+        &self,
         sqfs: &Path,
         node: &str,
     ) -> Result<berth_agent::runner::ImageSource, String> {
@@ -981,15 +979,13 @@ impl Controller {
             .and_then(|d| d.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| format!("{} is not in the image store", sqfs.display()))?;
-        let sha256 = match self.image_digests.get(sqfs) {
-            Some(d) => d.clone(),
-            None => {
-                let d = berth_agent::runner::file_sha256(sqfs)
-                    .map_err(|e| format!("cannot read the image {}: {e}", sqfs.display()))?;
-                self.image_digests.insert(sqfs.to_path_buf(), d.clone());
-                d
-            }
-        };
+        let sha256 = self
+            .images
+            .resolve(&hex)
+            .and_then(|record| self.images.squashfs_digest(&record))
+            .map_err(|e| format!("image {hex}: {e}"))?
+            .hex()
+            .to_string();
         let token = self.key.mint(&auth::Claims {
             user: auth::node_principal(node),
             uid: 0,

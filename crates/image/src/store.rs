@@ -16,7 +16,7 @@
 //! of the same image both build; the first rename wins and the second discards its copy.
 
 use crate::archive::{self, ImportSource};
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::flatten::{self, Layer};
 use crate::registry::{Client, PullReference, RegistryOptions};
 use crate::{squash, ImageError, Reference};
@@ -94,6 +94,10 @@ pub struct ImageRecord {
     /// Device nodes left out of the image (every container mount is nodev).
     #[serde(default)]
     pub devices_dropped: u64,
+    /// The SHA-256 of the squashfs file, which nodes that fetch it check what they got
+    /// against (computed at import; `None` for images imported before berth kept it).
+    #[serde(default)]
+    pub squashfs_digest: Option<Digest>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -413,6 +417,10 @@ impl Store {
             let size = fs::metadata(&sqfs)
                 .map_err(ImageError::io("cannot read", &sqfs))?
                 .len();
+            // Read once more, from the page cache, for the digest nodes check it by.
+            let squashfs_digest = File::open(&sqfs)
+                .and_then(|f| HashingReader::new(f).finish())
+                .map_err(ImageError::io("cannot read", &sqfs))?;
             let record = ImageRecord {
                 id: id.clone(),
                 names: Vec::new(),
@@ -423,6 +431,7 @@ impl Store {
                 architecture: full.architecture,
                 config: full.config.unwrap_or_default(),
                 devices_dropped,
+                squashfs_digest: Some(squashfs_digest),
             };
             let built = staging.join("image");
             fs::create_dir(&built).map_err(ImageError::io("cannot create", &built))?;
@@ -449,6 +458,32 @@ impl Store {
             }
         })?;
         self.record(&id, &self.read_refs()?)
+    }
+
+    /// The SHA-256 of `record`'s squashfs file: as recorded at import, or (for an image
+    /// imported before berth kept it) computed now and recorded.
+    pub fn squashfs_digest(&self, record: &ImageRecord) -> Result<Digest, ImageError> {
+        if let Some(d) = &record.squashfs_digest {
+            return Ok(d.clone());
+        }
+        let sqfs = self.squashfs(record);
+        let digest = File::open(&sqfs)
+            .and_then(|f| HashingReader::new(f).finish())
+            .map_err(ImageError::io("cannot read", &sqfs))?;
+        let _lock = Lock::take(&self.root.join("lock"))?;
+        let meta = self.image_dir(&record.id).join("meta.json");
+        let tmp = meta.with_extension("json.tmp");
+        let kept = ImageRecord {
+            names: Vec::new(),
+            squashfs_digest: Some(digest.clone()),
+            ..record.clone()
+        };
+        write_file(
+            &tmp,
+            &serde_json::to_vec_pretty(&kept).expect("record serialises"),
+        )?;
+        fs::rename(&tmp, &meta).map_err(ImageError::io("cannot write", &meta))?;
+        Ok(digest)
     }
 
     fn record(

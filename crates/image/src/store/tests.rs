@@ -128,6 +128,23 @@ fn docker_archive_imports_flattened_and_runs_from_a_directory() {
     );
     assert!(!rootfs.join("etc/old").exists());
 
+    // The squashfs file's digest, recorded at import; for an image recorded without one
+    // (imported by an older berth), computed and recorded when first asked for.
+    let file_digest = Digest::of(&std::fs::read(store.squashfs(&record)).unwrap());
+    assert_eq!(record.squashfs_digest.as_ref(), Some(&file_digest));
+    let meta = store.root().join("images").join(id.hex()).join("meta.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    doc.as_object_mut().unwrap().remove("squashfs_digest");
+    std::fs::write(&meta, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let older = store.resolve("lab/app:1").unwrap();
+    assert_eq!(older.squashfs_digest, None);
+    assert_eq!(store.squashfs_digest(&older).unwrap(), file_digest);
+    assert_eq!(
+        store.resolve("lab/app:1").unwrap().squashfs_digest,
+        Some(file_digest)
+    );
+
     assert_eq!(store.resolve("lab/app:1").unwrap().id, id);
     assert_eq!(store.resolve(&id.hex()[..8]).unwrap().id, id);
     assert_eq!(store.resolve(id.as_str()).unwrap().id, id);
