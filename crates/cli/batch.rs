@@ -182,10 +182,9 @@ const LEADER_TTL: u64 = 5;
 fn lead(url: &str, listen: Option<std::net::SocketAddr>) -> Result<berth_store::EtcdStore> {
     let store = berth_store::EtcdStore::open(url)?;
     let renewer = berth_store::EtcdStore::open(url)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let who = format!(
         "{} http://{}",
-        host.trim(),
+        berth_agent::node::hostname(),
         listen.map_or("-".into(), |l| l.to_string())
     );
     eprintln!("berth: campaigning to lead the controllers of {url}");

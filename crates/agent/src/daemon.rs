@@ -301,12 +301,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     let id = job.launch.job_id;
     // The image comes from a controller: the one this agent talks to, else the others.
     if let Some(source) = job.launch.image_source.as_mut() {
-        let at = a.leader.load(std::sync::atomic::Ordering::Relaxed);
-        source.from = a.controllers[at..]
-            .iter()
-            .chain(&a.controllers[..at])
-            .cloned()
-            .collect();
+        source.from = a.controllers().map(|(_, url)| url.clone()).collect();
     }
     let started = match a.node.start(job) {
         Ok(s) => s,
@@ -326,23 +321,31 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
 }
 
 impl Agent {
+    /// The controllers, by index, in the order to ask them: the one that answered last
+    /// (which leads, most likely), then the others (those that stand by do not listen).
+    fn controllers(&self) -> impl Iterator<Item = (usize, &String)> {
+        let first = self.leader.load(std::sync::atomic::Ordering::Relaxed);
+        let n = self.controllers.len();
+        (0..n).map(move |k| {
+            let i = (first + k) % n;
+            (i, &self.controllers[i])
+        })
+    }
+
     /// POSTs `body` to the controller with this node's credential: to the one that answered
-    /// last, else to the others in turn (a controller that stands by does not listen).
+    /// last, else to the others in turn.
     fn ask<T: Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
     ) -> Result<R, String> {
-        use std::sync::atomic::Ordering;
-        let first = self.leader.load(Ordering::Relaxed);
         let mut unreachable = Vec::new();
-        for i in (0..self.controllers.len()).map(|k| (first + k) % self.controllers.len()) {
-            let url = &self.controllers[i];
+        for (i, url) in self.controllers() {
             let credential = self.key.credential(&auth::node_principal(&self.name));
             match crate::http::post(url, path, &credential, body, TIMEOUT) {
                 Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
                 answer => {
-                    self.leader.store(i, Ordering::Relaxed);
+                    self.leader.store(i, std::sync::atomic::Ordering::Relaxed);
                     return answer;
                 }
             }
@@ -427,7 +430,7 @@ async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Respons
 }
 
 /// The host of `http://HOST:PORT`.
-pub fn host_of(url: &str) -> String {
+fn host_of(url: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let addr = addr.split('/').next().unwrap_or(addr);
     match addr.rsplit_once(':') {
@@ -513,12 +516,9 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     out.push_str("\r\n");
     let mut request = out.into_bytes();
     request.extend_from_slice(&buf[head_end + 4..]);
-    // The controller that answered last, else the others.
-    let first = a.leader.load(std::sync::atomic::Ordering::Relaxed);
     let mut upstream = None;
-    for i in (0..a.controllers.len()).map(|k| (first + k) % a.controllers.len()) {
-        let addr = a.controllers[i].trim_start_matches("http://").to_string();
-        let connect = tokio::net::TcpStream::connect(addr);
+    for (_, url) in a.controllers() {
+        let connect = tokio::net::TcpStream::connect(url.trim_start_matches("http://"));
         if let Ok(Ok(s)) = tokio::time::timeout(TIMEOUT, connect).await {
             upstream = Some(s);
             break;

@@ -63,8 +63,7 @@ impl Resources {
             })
             .flatten()
             .map_or(0, |kb| kb * 1024);
-        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string());
+        let name = hostname();
         // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
         let gpus: BTreeSet<u32> = std::fs::read_dir("/dev").map_or_else(
             |_| BTreeSet::new(),
@@ -87,6 +86,12 @@ impl Resources {
             gpus: gpus.into_iter().collect(),
         }
     }
+}
+
+/// This host's name (the default name of its node), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
 }
 
 /// A job's runner, as the agent started it.
@@ -206,11 +211,7 @@ impl NodeAgent {
             .flatten()
             .filter_map(|e| {
                 let id: u64 = e.file_name().to_str()?.parse().ok()?;
-                let pid: u32 = std::fs::read_to_string(e.path().join("runner.pid"))
-                    .ok()?
-                    .trim()
-                    .parse()
-                    .ok()?;
+                let pid = self.recorded_runner(id)?;
                 Some((id, pid, self.runner_alive(id, pid)))
             })
             .collect();
@@ -218,14 +219,19 @@ impl NodeAgent {
         found
     }
 
-    /// The runner of job `id` on this node, if it runs here.
-    pub fn runner_of(&self, id: u64) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.job_dir(id).join("runner.pid"))
+    /// The runner this node started for job `id`, as its directory records it.
+    fn recorded_runner(&self, id: u64) -> Option<u32> {
+        std::fs::read_to_string(self.job_dir(id).join("runner.pid"))
             .ok()?
             .trim()
             .parse()
-            .ok()?;
-        self.runner_alive(id, pid).then_some(pid)
+            .ok()
+    }
+
+    /// The runner of job `id` on this node, if it runs here.
+    pub fn runner_of(&self, id: u64) -> Option<u32> {
+        self.recorded_runner(id)
+            .filter(|&pid| self.runner_alive(id, pid))
     }
 
     /// The runner of job `id` on this node, waited for a while if its start is still on

@@ -7,11 +7,14 @@ use crate::job::Job;
 /// list them and `mpirun --hostfile` reads them (the node agent saves it and names it in those
 /// variables).
 pub fn hostfile(job: &Job) -> String {
+    slots(job).map(|n| format!("{n}\n")).collect()
+}
+
+/// The job's task slots, a node name each, node by node.
+fn slots(job: &Job) -> impl Iterator<Item = &str> + '_ {
     job.shares
         .iter()
-        .flat_map(|s| std::iter::repeat_n(&s.node, s.tasks.max(1) as usize))
-        .map(|n| format!("{n}\n"))
-        .collect()
+        .flat_map(|s| std::iter::repeat_n(s.node.as_str(), s.tasks.max(1) as usize))
 }
 
 /// The environment of the job's container on its `index`th node (0: the batch host).
@@ -47,12 +50,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let nodelist = nodes.join(",");
     let nnodes = nodes.len().to_string();
     // One entry per slot, as LSF lists them.
-    let hosts = job
-        .shares
-        .iter()
-        .flat_map(|s| std::iter::repeat_n(s.node.as_str(), s.tasks.max(1) as usize))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let hosts = slots(job).collect::<Vec<_>>().join(" ");
     let mcpu_hosts = job
         .shares
         .iter()
@@ -63,7 +61,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         berth_core::job::per_node(job.shares.iter().map(|s| u64::from(s.tasks.max(1))));
     let cpus_per_node =
         berth_core::job::per_node(job.shares.iter().map(|s| s.cpu_ids.len().max(1) as u64));
-    let slots: u32 = job.shares.iter().map(|s| s.tasks.max(1)).sum();
+    let nslots = slots(job).count();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     for (prefix, value) in [
         ("SLURM_JOB_ID", &id),
@@ -113,7 +111,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     }
     set("LSB_HOSTS", hosts);
     set("LSB_MCPU_HOSTS", mcpu_hosts);
-    set("LSB_DJOB_NUMPROC", slots.to_string());
+    set("LSB_DJOB_NUMPROC", nslots.to_string());
     set("LSB_QUEUE", job.partition.clone());
     set("PBS_O_WORKDIR", job.workdir.clone());
     set("PBS_QUEUE", job.partition.clone());

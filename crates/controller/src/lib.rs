@@ -1569,7 +1569,7 @@ impl Controller {
             .active
             .get(&id)
             .ok_or_else(|| format!("job {id} is not running: see `berth queue`"))?;
-        // The node asking, which must be one of the job's.
+        // The node asking (none of the job's, possibly: then every part runs elsewhere).
         let here = match from {
             Some(node) => node.to_string(),
             None => self

@@ -605,8 +605,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     // address, or on none) its host name.
     let address = match listen {
         Some(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
-        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "localhost".into(), |h| h.trim().to_string()),
+        _ => berth_agent::node::hostname(),
     };
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
