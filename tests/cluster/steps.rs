@@ -129,7 +129,14 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
         cancel.stderr
     );
     let token = through(Mode::Rootless, &["token"]);
-    assert_ne!(token.code, 0, "{}", token.stdout);
+    assert_eq!(token.code, 125, "{}", token.stdout);
+    assert!(
+        token
+            .stderr
+            .contains("tokens are made on the controller's machine only"),
+        "{}",
+        token.stderr
+    );
     c.berth(Mode::Root, &["cancel", &mine.to_string()]).ok();
     // A step with an allocation of its own, from that node's host, across both nodes.
     let alloc = through(
