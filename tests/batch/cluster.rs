@@ -103,6 +103,28 @@ impl Cluster {
         }
     }
 
+    /// Stops the controller as `berth down` or an init system would (SIGTERM), and waits
+    /// for it: it unmounts the node's shared image mounts no job uses (jobs keep running).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.controller.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "berth {} did not stop on SIGTERM: {}",
+                    self.command,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILLs the controller (jobs keep running).
     pub fn kill(&mut self) {
         let mut child = self.controller.take().expect("running");
@@ -211,6 +233,9 @@ impl Drop for Cluster {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+        }
+        if !std::thread::panicking() {
+            self.stop();
         }
         if let Some(mut c) = self.controller.take() {
             let _ = c.kill();

@@ -7,7 +7,9 @@ const HELLO: &str = "#!/bin/sh\n#SBATCH -J hello -n 1\n#BERTH --image busybox\ne
 
 #[test]
 fn a_users_batch_script_runs_in_its_image_as_that_user() {
-    let Some(c) = Cluster::start() else { return };
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
     let id = c.submit(Mode::Rootless, "hello.sh", HELLO, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}");
@@ -26,20 +28,19 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&out).unwrap()),
         c.f.user.uid
     );
-    // Nothing of the job outlives it: no loop device on its image, no mount (its cgroup is
+    // The node keeps the image mounted for its next jobs: one loop device on the image, its
+    // mount under the state directory. Nothing else of the job outlives it (its cgroup is
     // checked by the runner's own tests, where the name is known).
     let store = c.f.path("store-root");
+    assert_eq!(
+        loop_devices_under(&store).len(),
+        1,
+        "{:?}",
+        loop_devices_under(&store)
+    );
+    let mounts = c.state.join("mnt");
+    assert_eq!(host_mounts_with(mounts.to_str().unwrap()).len(), 1);
     assert!(host_mounts_with(store.to_str().unwrap()).is_empty());
-    // The loop device detaches itself (autoclear) as the kernel finishes the namespace's teardown.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !loop_devices_under(&store).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            loop_devices_under(&store)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let history = c.berth(Mode::Rootless, &["history"]);
     assert!(
         history
@@ -58,6 +59,25 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         "{}",
         plain.stdout
     );
+    let plain = plain
+        .ok()
+        .trim_start_matches("Submitted batch job ")
+        .trim()
+        .to_string();
+    c.wait_for(plain.parse().unwrap(), &["COMPLETED"]);
+    // Stopped, the cluster leaves no mount, and the loop device detaches itself (autoclear)
+    // as the kernel finishes the mount's teardown.
+    c.stop();
+    assert!(host_mounts_with(mounts.to_str().unwrap()).is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !loop_devices_under(&store).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            loop_devices_under(&store)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -147,6 +147,15 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the agent with SIGTERM, as an init system would, and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+        }
+    }
+
     /// SIGKILLs the agent (its jobs' runners go on).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

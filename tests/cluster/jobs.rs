@@ -88,8 +88,13 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
             t.agent(n).runner(id).is_none()
         });
     }
-    // Nor a loop device of its image (each node's copy, in the node's cache): the mounts
-    // lived in the containers' own mount namespaces and went with them.
+    // Each node keeps its copy of the image (in its cache) mounted for its next jobs, until
+    // its agent stops: then no loop device of the image is left.
+    assert_eq!(loop_devices_under(t.c.f.dir.path()).len(), 3);
+    let mut t = t;
+    for agent in &mut t.agents {
+        agent.stop();
+    }
     wait_until("no loop device of the job's image left", || {
         loop_devices_under(t.c.f.dir.path()).is_empty()
     });

@@ -580,6 +580,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         name: name.clone(),
         running: Default::default(),
     });
+    // Image mounts an earlier process left (it was killed): mounted again as needed.
+    agent.node.release_images();
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
     let step_socket = agent.node.step_dir().join("step.sock");
@@ -699,8 +701,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
     });
     eprintln!("berth agent: node {name} serving {}", settings.listen);
     let stop = termination()?;
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    agent.node.release_images();
+    served
 }

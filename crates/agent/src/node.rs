@@ -130,6 +130,17 @@ impl NodeAgent {
         self.state_dir.join("images").join(format!("{sha256}.sqfs"))
     }
 
+    /// Where this node mounts each image once for all its jobs ([`berth_runtime::shared`]).
+    pub fn image_mounts(&self) -> PathBuf {
+        self.state_dir.join("mnt")
+    }
+
+    /// Unmounts the node's shared image mounts (at the daemon's start and stop): running
+    /// jobs keep theirs, the next job of an image mounts it again.
+    pub fn release_images(&self) {
+        berth_runtime::shared::release_all(&self.image_mounts());
+    }
+
     pub fn job_dir(&self, id: u64) -> PathBuf {
         self.state_dir.join("jobs").join(id.to_string())
     }
@@ -179,6 +190,7 @@ impl NodeAgent {
         launch.tools = Some(JobTools {
             berth: self.berth.clone(),
             step_dir: self.step_dir.clone(),
+            image_mounts: Some(self.image_mounts()),
         });
         let launch_path = self.launch_path(id);
         write_private(

@@ -103,6 +103,10 @@ pub struct ImageSource {
 pub struct JobTools {
     pub berth: PathBuf,
     pub step_dir: PathBuf,
+    /// Where the node mounts each image once for all its jobs
+    /// ([`berth_runtime::shared`]); `None`: each job's container mounts its own.
+    #[serde(default)]
+    pub image_mounts: Option<PathBuf>,
 }
 
 fn default_grace() -> u64 {
@@ -279,13 +283,23 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             fetch_image(source, sqfs).map_err(|e| (125, e))?;
         }
     }
-    let (rootfs, program) = match &launch.image {
-        Some(sqfs) => (
+    // Held until the job ends: the node's mount of its image stays while it is in use.
+    let mut shared = None;
+    let mounts = launch.tools.as_ref().and_then(|t| t.image_mounts.as_ref());
+    let (rootfs, program) = match (&launch.image, mounts) {
+        (Some(sqfs), Some(mounts)) => {
+            let image = berth_runtime::shared::mount_image(mounts, sqfs)
+                .map_err(|e| (125, e.to_string()))?;
+            let tree = image.path.clone();
+            shared = Some(image);
+            (Rootfs::Directory(tree), SCRIPT_IN_CONTAINER.to_string())
+        }
+        (Some(sqfs), None) => (
             Rootfs::Squashfs(sqfs.clone()),
             SCRIPT_IN_CONTAINER.to_string(),
         ),
         // The controller only sends a job without an image where the configuration allows it.
-        None => (Rootfs::Host, launch.script.to_string_lossy().into_owned()),
+        (None, _) => (Rootfs::Host, launch.script.to_string_lossy().into_owned()),
     };
     // `berth step` in the script: berth itself on PATH, and where the step socket is.
     let mut system_binds = vec![(
@@ -399,7 +413,9 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let mut text = spec.env.join("\0");
     text.push('\0');
     crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
-    berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()))
+    let outcome = berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()));
+    drop(shared);
+    outcome
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -407,9 +423,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Fetches an image's squashfs file from the controller into `dest` (this node's cache):
-/// into a file of its own first, checked against its SHA-256, then renamed into place, so
+/// into a file of its own first, checked against its SHA-256, then linked into place, so
 /// that `dest` is whole or absent, whatever happens (two jobs fetching at once both write a
-/// good copy; the last rename wins).
+/// good copy; the first stays, which the node may have mounted already).
 ///
 /// A controller that cannot be reached (restarting, failing over) is waited for, up to
 /// [`FETCH_PATIENCE`]; a file that does not match its digest is not fetched again.
@@ -515,11 +531,15 @@ fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), Strin
             ));
         }
         file.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))
+        // Linked, not renamed: a copy another job put there first stays (it may be mounted).
+        match std::fs::hard_link(&tmp, dest) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(format!("{}: {e}", dest.display()))
+            }
+            _ => Ok(()),
+        }
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result.map_err(|e| format!("{what}: {e}"))
 }
 

@@ -193,6 +193,8 @@ impl Controller {
                 settings.berth.clone(),
                 step_dir,
             ));
+            // Image mounts an earlier process left (it was killed): mounted again as needed.
+            agent.release_images();
             let res = LocalNode::discover();
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
@@ -1508,6 +1510,15 @@ impl Controller {
     }
 
     /// The cluster key, which signs the API's tokens and the daemons' credentials.
+    /// Unmounts this process's own node's shared image mounts (as it stops).
+    pub fn release_local_images(&self) {
+        for entry in self.nodes.values() {
+            if let Link::Local(agent) = &entry.link {
+                agent.release_images();
+            }
+        }
+    }
+
     pub fn key(&self) -> Arc<auth::Key> {
         self.key.clone()
     }

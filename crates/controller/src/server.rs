@@ -663,7 +663,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     };
     let jobs_app = local(shared.clone());
     let jobs_api = tokio::spawn(async move { axum::serve(jobs_listener, jobs_app).await });
-    let served = axum::serve(listener, local(shared))
+    let served = axum::serve(listener, local(shared.clone()))
         .with_graceful_shutdown(async move { stop.notified().await })
         .await;
     jobs_api.abort();
@@ -673,6 +673,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let _ = std::fs::remove_file(&job_socket);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
+    shared.lock().await.release_local_images();
     served.map_err(|e| e.to_string())
 }
 

@@ -17,6 +17,7 @@ pub mod gpu;
 mod identity;
 mod launch;
 pub mod plan;
+pub mod shared;
 mod spec;
 mod sys;
 
