@@ -312,7 +312,10 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>)> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {
-    let (script_path, options) = split_script(&args.words)?;
+    let (script_path, mut options) = split_script(&args.words)?;
+    // Anywhere before the script, as sbatch takes it (clap sees it only as the first option).
+    let parsable = args.parsable || options.iter().any(|o| o == "--parsable");
+    options.retain(|o| o != "--parsable");
     let script = std::fs::read_to_string(&script_path)
         .with_context(|| format!("cannot read {}", script_path.display()))?;
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
@@ -331,7 +334,7 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         eprintln!("berth: warning: {w}");
     }
     let mut out = std::io::stdout().lock();
-    if args.parsable {
+    if parsable {
         writeln!(out, "{}", resp.job_id)?;
     } else {
         writeln!(out, "Submitted batch job {}", resp.job_id)?;

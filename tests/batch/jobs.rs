@@ -339,6 +339,15 @@ fn hold_release_suspend_resume() {
     let Some(c) = Cluster::start() else { return };
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
     assert_eq!(c.show(held)["reason"], "JobHeld");
+    // --parsable after another option, as sbatch takes it: the id alone.
+    let script = c.f.cwd(Mode::Rootless).join("held.sh");
+    let again = c.berth(
+        Mode::Rootless,
+        &["submit", "--hold", "--parsable", script.to_str().unwrap()],
+    );
+    let again: u64 = again.ok().trim().parse().expect("the job id alone");
+    c.berth(Mode::Rootless, &["cancel", &again.to_string()])
+        .ok();
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(
         c.show(held)["state"],

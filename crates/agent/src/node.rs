@@ -190,7 +190,8 @@ impl NodeAgent {
         launch.tools = Some(JobTools {
             berth: self.berth.clone(),
             step_dir: self.step_dir.clone(),
-            image_mounts: Some(self.image_mounts()),
+            image_mounts: self.image_mounts(),
+            wrappers: self.state_dir.join("tools"),
         });
         let launch_path = self.launch_path(id);
         write_private(
@@ -202,7 +203,8 @@ impl NodeAgent {
             .arg(&launch_path)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(private_file(&dir.join("runner.log"))?)
+            // Its complaints (until it takes the job's output files) go to the agent's log.
+            .stderr(std::process::Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
         // For a restarted agent, which must find its runners again (see `left`).

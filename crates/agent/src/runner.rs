@@ -103,10 +103,10 @@ pub struct ImageSource {
 pub struct JobTools {
     pub berth: PathBuf,
     pub step_dir: PathBuf,
-    /// Where the node mounts each image once for all its jobs
-    /// ([`berth_runtime::shared`]); `None`: each job's container mounts its own.
-    #[serde(default)]
-    pub image_mounts: Option<PathBuf>,
+    /// Where the node mounts each image once for all its jobs ([`berth_runtime::shared`]).
+    pub image_mounts: PathBuf,
+    /// Where the node keeps the wrapper scripts of berth's tools ([`node_tools`]).
+    pub wrappers: PathBuf,
 }
 
 fn default_grace() -> u64 {
@@ -285,7 +285,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     }
     // Held until the job ends: the node's mount of its image stays while it is in use.
     let mut shared = None;
-    let mounts = launch.tools.as_ref().and_then(|t| t.image_mounts.as_ref());
+    let mounts = launch.tools.as_ref().map(|t| &t.image_mounts);
     let (rootfs, program) = match (&launch.image, mounts) {
         (Some(sqfs), Some(mounts)) => {
             let image = berth_runtime::shared::mount_image(mounts, sqfs)
@@ -321,11 +321,10 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
                 format!("BERTH_SOCKET={}", dir.join("berth.sock").display()),
             ]
         };
-        let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
+        let (wrappers, binds) = node_tools(&tools.berth, &tools.wrappers)
+            .map_err(|e| (125, format!("berth step: {e}")))?;
         let rsh = if launch.image.is_some() {
-            system_binds.extend(
-                tool_binds(&tools.berth, job_dir).map_err(|e| (125, format!("berth step: {e}")))?,
-            );
+            system_binds.extend(binds);
             system_binds.push((
                 tools.step_dir.clone(),
                 berth_api::STEP_DIR_IN_CONTAINER.to_string(),
@@ -333,19 +332,13 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             ));
             env.extend(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
             path_append.push(TOOLS_IN_CONTAINER.to_string());
-            let berth = format!("{TOOLS_IN_CONTAINER}/berth");
-            let wrapper = rsh_wrapper(job_dir, &berth).map_err(|e| (125, e))?;
-            let rsh = format!("{TOOLS_IN_CONTAINER}/berth-rsh");
-            system_binds.push((wrapper, rsh.clone(), true));
-            rsh
+            format!("{TOOLS_IN_CONTAINER}/berth-rsh")
         } else {
             env.extend(socket(&tools.step_dir));
             if let Some(dir) = tools.berth.parent() {
                 path_append.push(dir.to_string_lossy().into_owned());
             }
-            let wrapper =
-                rsh_wrapper(job_dir, &tools.berth.to_string_lossy()).map_err(|e| (125, e))?;
-            wrapper.to_string_lossy().into_owned()
+            wrappers.join("host-rsh").to_string_lossy().into_owned()
         };
         // MPI launchers start their daemons on the job's other nodes through `berth rsh`
         // instead of ssh (unless the job says otherwise): Open MPI's mpirun (which would
@@ -569,10 +562,19 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
 
 /// Binds that make `berth` work inside any image, whatever C library it has or lacks: berth
 /// itself at /.berth/libexec/berth, the directories of the host libraries it uses at
-/// /.berth/lib/N, and at /.berth/bin/berth a script (written into the job's directory) that
-/// runs it with the host's dynamic loader and only those libraries. Nothing of the image is
-/// used but /bin/sh, and nothing of the image's own programs changes.
-fn tool_binds(berth: &Path, job_dir: &Path) -> Result<Vec<(PathBuf, String, bool)>, String> {
+/// /.berth/lib/N, and at /.berth/bin the node's wrapper scripts: `berth`, which runs it with
+/// the host's dynamic loader and only those libraries, and `berth-rsh` (MPI launchers take
+/// one executable as their ssh), which runs `berth rsh`; `host-rsh` is the same for jobs
+/// without an image. Nothing of the image is used but /bin/sh, and nothing of the image's
+/// own programs changes.
+///
+/// The scripts are the same for every job of one berth executable: written once, into a
+/// directory of `base` named by a hash of their text, and never changed (a job's container
+/// binds the directory). Returns that directory and the binds.
+fn node_tools(
+    berth: &Path,
+    base: &Path,
+) -> Result<(PathBuf, Vec<(PathBuf, String, bool)>), String> {
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
     let libs = mapped_libraries(&maps);
@@ -600,42 +602,56 @@ fn tool_binds(berth: &Path, job_dir: &Path) -> Result<Vec<(PathBuf, String, bool
     let search: Vec<String> = (0..dirs.len())
         .map(|i| format!("/.berth/lib/{i}"))
         .collect();
-    let script = format!(
-        "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} /.berth/libexec/berth \"$@\"\n",
-        search.join(":")
-    );
-    let wrapper = job_dir.join("berth");
-    std::fs::write(&wrapper, script)
-        .and_then(|_| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        })
-        .map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
-    let mut binds = vec![
-        (
-            berth.to_path_buf(),
-            "/.berth/libexec/berth".to_string(),
-            true,
-        ),
-        (wrapper, format!("{TOOLS_IN_CONTAINER}/berth"), true),
+    let scripts = [
+        ("berth", format!(
+            "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} /.berth/libexec/berth \"$@\"\n",
+            search.join(":")
+        )),
+        ("berth-rsh", format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth rsh \"$@\"\n")),
+        ("host-rsh", format!("#!/bin/sh\nexec {} rsh \"$@\"\n", berth.display())),
     ];
+    let dir = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        scripts.hash(&mut hasher);
+        base.join(format!("{:016x}", hasher.finish()))
+    };
+    if !dir.exists() {
+        write_scripts(base, &dir, &scripts)
+            .map_err(|e| format!("cannot write berth's wrappers into {}: {e}", dir.display()))?;
+    }
+    let mut binds = vec![(
+        berth.to_path_buf(),
+        "/.berth/libexec/berth".to_string(),
+        true,
+    )];
     for (i, dir) in dirs.iter().enumerate() {
         binds.push((dir.to_path_buf(), format!("/.berth/lib/{i}"), true));
     }
-    Ok(binds)
+    binds.push((dir.clone(), TOOLS_IN_CONTAINER.to_string(), true));
+    Ok((dir, binds))
 }
 
-/// A program that runs `berth rsh` (MPI launchers take one executable as their ssh): a
-/// script in the job's directory that runs `berth`, as the job sees it.
-fn rsh_wrapper(job_dir: &Path, berth: &str) -> Result<PathBuf, String> {
-    let wrapper = job_dir.join("berth-rsh");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {berth} rsh \"$@\"\n"))
-        .and_then(|_| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        })
-        .map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
-    Ok(wrapper)
+/// Writes `scripts` (mode 0755) into a directory of their own under `base`, renamed into
+/// place as `dir` whole: a runner that finds `dir` finds all of them. Another runner that
+/// got there first wins (its scripts are the same).
+fn write_scripts(base: &Path, dir: &Path, scripts: &[(&str, String)]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = base.join(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    let written = scripts.iter().try_for_each(|(name, text)| {
+        let path = tmp.join(name);
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+    });
+    let placed = written.and_then(|_| match std::fs::rename(&tmp, dir) {
+        Err(_) if dir.exists() => Ok(()),
+        other => other,
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    placed
 }
 
 fn dev_null() -> Result<OwnedFd, String> {
