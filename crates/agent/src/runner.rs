@@ -560,6 +560,9 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
     libs
 }
 
+/// A bind the runner adds to a job's container: host path, where it appears, read-only.
+type SystemBind = (PathBuf, String, bool);
+
 /// Binds that make `berth` work inside any image, whatever C library it has or lacks: berth
 /// itself at /.berth/libexec/berth, the directories of the host libraries it uses at
 /// /.berth/lib/N, and at /.berth/bin the node's wrapper scripts: `berth`, which runs it with
@@ -571,10 +574,7 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
 /// The scripts are the same for every job of one berth executable: written once, into a
 /// directory of `base` named by a hash of their text, and never changed (a job's container
 /// binds the directory). Returns that directory and the binds.
-fn node_tools(
-    berth: &Path,
-    base: &Path,
-) -> Result<(PathBuf, Vec<(PathBuf, String, bool)>), String> {
+fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), String> {
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
     let libs = mapped_libraries(&maps);
