@@ -116,6 +116,8 @@ pub struct Controller {
     pub wake: Arc<Notify>,
     /// Signalled by `berth down` (and SIGTERM): the API stops serving.
     pub stop: Arc<Notify>,
+    /// Jobs being suspended or resumed now (their agents called without the lock).
+    freezing: std::collections::BTreeSet<u64>,
 }
 
 pub type Shared = Arc<Mutex<Controller>>;
@@ -224,6 +226,7 @@ impl Controller {
             key,
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
+            freezing: Default::default(),
             wake: Arc::new(Notify::new()),
             stop: Arc::new(Notify::new()),
         };
@@ -688,15 +691,24 @@ impl Controller {
         Ok(())
     }
 
-    /// `berth suspend` / `resume`: freezes or thaws every process of a running job at once.
-    pub fn suspend(&mut self, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
+    /// `berth suspend` / `resume`, first half: checks that the caller may and that the job is
+    /// running (suspended), and returns what to freeze (thaw) on which nodes. The calls to
+    /// the agents are made without the controller's lock ([`Freeze::apply`]); then
+    /// [`Controller::end_freeze`] records the new state. One suspend or resume of a job at
+    /// a time.
+    pub fn begin_freeze(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        suspend: bool,
+    ) -> Result<Freeze, ApiError> {
         let links = self.links_of(id);
         let key = self.key.clone();
         let job = self.owned(caller, id, if suspend { "suspend" } else { "resume" })?;
-        let (from, to) = if suspend {
-            (State::Running, State::Suspended)
+        let from = if suspend {
+            State::Running
         } else {
-            (State::Suspended, State::Running)
+            State::Suspended
         };
         if job.state != from {
             return Err(ApiError::bad(format!(
@@ -706,8 +718,49 @@ impl Controller {
                 if suspend { "suspended" } else { "resumed" }
             )));
         }
-        freeze(&links, job, suspend, &key)?;
-        job.state = to;
+        let job = job.clone();
+        if !self.freezing.insert(id) {
+            return Err(ApiError::bad(format!(
+                "job {id} is being suspended or resumed already: try again in a moment"
+            )));
+        }
+        Ok(Freeze {
+            links,
+            job,
+            suspend,
+            key,
+        })
+    }
+
+    /// `berth suspend` / `resume`, second half: the job's new state, if every node froze
+    /// (thawed) it and it has not ended meanwhile.
+    pub fn end_freeze(
+        &mut self,
+        freeze: &Freeze,
+        done: Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let id = freeze.job.id;
+        self.freezing.remove(&id);
+        done?;
+        let Some(job) = self
+            .active
+            .get_mut(&id)
+            .filter(|j| j.state == freeze.job.state)
+        else {
+            return Err(ApiError::bad(format!(
+                "job {id} ended while it was being {}",
+                if freeze.suspend {
+                    "suspended"
+                } else {
+                    "resumed"
+                }
+            )));
+        };
+        job.state = if freeze.suspend {
+            State::Suspended
+        } else {
+            State::Running
+        };
         let job = job.clone();
         self.persist(&job)
     }
@@ -1509,7 +1562,6 @@ impl Controller {
         &self.settings
     }
 
-    /// The cluster key, which signs the API's tokens and the daemons' credentials.
     /// Unmounts this process's own node's shared image mounts (as it stops).
     pub fn release_local_images(&self) {
         for entry in self.nodes.values() {
@@ -1519,6 +1571,7 @@ impl Controller {
         }
     }
 
+    /// The cluster key, which signs the API's tokens and the daemons' credentials.
     pub fn key(&self) -> Arc<auth::Key> {
         self.key.clone()
     }
@@ -1970,6 +2023,37 @@ fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &auth::Key) {
                 }
             });
         }
+    }
+}
+
+/// A suspend or resume in progress: the job as it was, and its nodes' links.
+pub struct Freeze {
+    links: Links,
+    job: Job,
+    suspend: bool,
+    key: Arc<auth::Key>,
+}
+
+impl Freeze {
+    /// Freezes (thaws) the job on all its nodes, on a blocking thread (remote nodes are HTTP
+    /// calls, a few seconds at most each). Should one node fail, those already done are put
+    /// back as they were.
+    pub async fn apply(&self) -> Result<(), ApiError> {
+        let (links, job, suspend, key) = (
+            self.links.clone(),
+            self.job.clone(),
+            self.suspend,
+            self.key.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let done = freeze(&links, &job, suspend, &key);
+            if done.is_err() {
+                let _ = freeze(&links, &job, !suspend, &key);
+            }
+            done
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
     }
 }
 

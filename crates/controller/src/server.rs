@@ -413,7 +413,7 @@ async fn suspend(
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
-    c.lock().await.suspend(caller, id, true).map(Json)
+    freeze(c, caller, id, true).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/resume", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "thawed"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -422,7 +422,20 @@ async fn resume(
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
-    c.lock().await.suspend(caller, id, false).map(Json)
+    freeze(c, caller, id, false).await.map(Json)
+}
+
+/// Suspends or resumes a job, calling its agents without holding the controller's lock (a
+/// slow or unreachable node stalls only this request), in a task of its own, so that a
+/// client that goes away cannot leave the job half done.
+async fn freeze(c: Shared, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
+    let freeze = c.lock().await.begin_freeze(caller, id, suspend)?;
+    tokio::spawn(async move {
+        let done = freeze.apply().await;
+        c.lock().await.end_freeze(&freeze, done)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 /// `berth down`: root only. Running jobs keep running (their runners do not depend on the
