@@ -40,14 +40,14 @@ pub struct SubmitArgs {
     /// Print only the job id
     #[arg(long)]
     parsable: bool,
-    /// [OPTIONS] SCRIPT: options as in #SBATCH/#BERTH directives (-n, -N, --mem, -t, -J, -o,
-    /// -e, -p, --array, --dependency, --image, --bind, --export, --chdir, --hold, ...), which
-    /// override the script's own
+    /// [OPTIONS] SCRIPT [ARGS]: options as in #SBATCH/#BERTH directives (-n, -N, --mem, -t,
+    /// -J, -o, -e, -p, --array, --dependency, --image, --bind, --export, --chdir, --hold, ...),
+    /// which override the script's own; the words after the script are its arguments
     #[arg(
         required = true,
         allow_hyphen_values = true,
         trailing_var_arg = true,
-        value_name = "[OPTIONS] SCRIPT"
+        value_name = "[OPTIONS] SCRIPT [ARGS]"
     )]
     words: Vec<String>,
 }
@@ -289,19 +289,21 @@ pub fn down() -> Result<i32> {
     Ok(0)
 }
 
-/// Splits `[OPTIONS] SCRIPT`: the script is the first word naming a file that starts with
-/// `#!`, as sbatch takes the first non-option word.
-fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>)> {
+/// Splits `[OPTIONS] SCRIPT [ARGS]` into the script's path, the options before it and the
+/// script's own arguments after it: the script is the first word naming a file that starts
+/// with `#!`, as sbatch takes the first non-option word.
+fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
     for (i, w) in words.iter().enumerate() {
         if w.starts_with('-') {
             continue;
         }
         let looks_like_script = std::fs::read(w).is_ok_and(|b| b.starts_with(b"#!"));
         if looks_like_script {
-            if i + 1 < words.len() {
-                bail!("arguments after the script ({}) are not supported yet: put options before the script", words[i + 1..].join(" "));
-            }
-            return Ok((PathBuf::from(w), words[..i].to_vec()));
+            return Ok((
+                PathBuf::from(w),
+                words[..i].to_vec(),
+                words[i + 1..].to_vec(),
+            ));
         }
     }
     let last = words.last().expect("clap requires a word");
@@ -312,7 +314,7 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>)> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {
-    let (script_path, mut options) = split_script(&args.words)?;
+    let (script_path, mut options, script_args) = split_script(&args.words)?;
     // Anywhere before the script, as sbatch takes it (clap sees it only as the first option).
     let parsable = args.parsable || options.iter().any(|o| o == "--parsable");
     options.retain(|o| o != "--parsable");
@@ -326,6 +328,7 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         script,
         script_name: script_path.to_string_lossy().into_owned(),
         args: options,
+        script_args,
         cwd: cwd.to_string_lossy().into_owned(),
         env,
     };

@@ -81,6 +81,40 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
 }
 
 #[test]
+fn the_words_after_the_script_are_its_arguments() {
+    let Some(c) = Cluster::start() else { return };
+    let script = c.f.cwd(Mode::Rootless).join("args.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n#BERTH --image busybox\necho \"$#:$1:$2\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = c.berth(
+        Mode::Rootless,
+        &[
+            "submit",
+            "--parsable",
+            "-J",
+            "args",
+            script.to_str().unwrap(),
+            "one",
+            "two words",
+        ],
+    );
+    let id: u64 = out.ok().trim().parse().unwrap();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["name"], "args");
+    assert_eq!(job["script_args"], serde_json::json!(["one", "two words"]));
+    let cwd = c.f.cwd(Mode::Rootless);
+    assert_eq!(
+        std::fs::read_to_string(cwd.join(format!("berth-{id}.out"))).unwrap(),
+        "2:one:two words\n"
+    );
+}
+
+#[test]
 fn lsf_and_pbs_scripts_run_unchanged() {
     let Some(c) = Cluster::start() else { return };
     let lsf = "#!/bin/sh\n#BSUB -n 1\n#BSUB -W 00:05\n#BSUB -J lsfjob\n#BSUB -o job-%J.out\n#BSUB -e job-%J.err\nexport APPLICATION=busybox\necho \"$LSB_JOBNAME $LSB_JOBID $LSB_DJOB_NUMPROC\"\necho to-stderr >&2\n";

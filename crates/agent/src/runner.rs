@@ -46,6 +46,9 @@ pub struct JobLaunch {
     /// The job script, saved by the controller as `script` (owned by the user, mode 0700) in
     /// the job's directory, which appears read-only at [`JOB_DIR_IN_CONTAINER`].
     pub script: PathBuf,
+    /// The script's arguments ($1, $2, ...).
+    #[serde(default)]
+    pub script_args: Vec<String>,
     /// The job's working directory on the host.
     pub workdir: PathBuf,
     pub stdout: PathBuf,
@@ -394,7 +397,11 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let spec = berth_runtime::plan(
         &defaults,
         rootfs,
-        &Action::Exec(vec![program]),
+        &Action::Exec(
+            std::iter::once(program)
+                .chain(launch.script_args.iter().cloned())
+                .collect(),
+        ),
         &options,
         &launch.bind_policy,
         &[],

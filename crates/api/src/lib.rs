@@ -18,6 +18,9 @@ pub struct SubmitRequest {
     /// `berth submit` flags as typed (they override the script's directives).
     #[serde(default)]
     pub args: Vec<String>,
+    /// The script's own arguments ($1, $2, ...): the words after it, as sbatch passes them.
+    #[serde(default)]
+    pub script_args: Vec<String>,
     /// The directory `berth submit` ran in.
     pub cwd: String,
     /// The submitter's environment (exported to the job as `--export` says): NAME, VALUE pairs.
@@ -64,6 +67,9 @@ pub struct JobInfo {
     pub cpu_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
     pub image: Option<String>,
+    /// The script's arguments, as submitted.
+    #[serde(default)]
+    pub script_args: Vec<String>,
     pub workdir: String,
     pub stdout: String,
     pub stderr: Option<String>,

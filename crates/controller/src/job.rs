@@ -62,6 +62,9 @@ pub struct Job {
     pub partition: String,
     pub request: JobRequest,
     pub script: String,
+    /// The script's arguments ($1, $2, ...).
+    #[serde(default)]
+    pub script_args: Vec<String>,
     pub workdir: String,
     pub submit_env: Vec<(String, String)>,
     /// `None`: a job on the host (where the configuration allows it).
@@ -189,6 +192,7 @@ impl Job {
             cpu_usec: self.cpu_usec,
             max_rss_bytes: self.max_rss_bytes,
             image: self.image.clone(),
+            script_args: self.script_args.clone(),
             workdir: self.workdir.clone(),
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),

@@ -545,6 +545,7 @@ impl Controller {
                 stderr: None,
                 request: request.clone(),
                 script: req.script.clone(),
+                script_args: req.script_args.clone(),
                 workdir: workdir.clone(),
                 submit_env: req.env.clone(),
                 image: image.as_ref().map(|i| i.0.clone()),
@@ -962,6 +963,11 @@ impl Controller {
                 image_source,
                 // The agent saves the script and puts its path here.
                 script: PathBuf::new(),
+                script_args: if batch_host {
+                    job.script_args.clone()
+                } else {
+                    Vec::new()
+                },
                 workdir: PathBuf::from(&job.workdir),
                 // Only the script's output goes to the job's files.
                 stdout: PathBuf::from(if batch_host { &job.stdout } else { "/dev/null" }),
@@ -1850,6 +1856,7 @@ impl Controller {
                 .cloned()
                 .unwrap_or_else(|| "step".into()),
             args: request.args,
+            script_args: Vec::new(),
             cwd: request.cwd,
             env: request.env,
         };
