@@ -96,6 +96,8 @@ enum Internal {
     Step,
     /// Hold an allocation until SIGTERM: the program of a `berth step` allocation's container
     Hold,
+    /// Fork the runners of a node agent's jobs on request (its stdin is the agent's socket)
+    Launcher,
 }
 
 fn main() {
@@ -107,6 +109,7 @@ fn main() {
         Command::Rsh(args) => step::rsh(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
+        Command::Internal(Internal::Launcher) => Ok(berth_agent::launcher::serve()),
         command => {
             settings::Settings::load(cli.store, cli.config).and_then(|settings| match command {
                 Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
@@ -136,7 +139,7 @@ fn main() {
                     .map_err(Into::into),
                 Command::Step(_)
                 | Command::Rsh(_)
-                | Command::Internal(Internal::Step | Internal::Hold) => {
+                | Command::Internal(Internal::Step | Internal::Hold | Internal::Launcher) => {
                     unreachable!("handled above")
                 }
             })

@@ -125,6 +125,11 @@ impl Cluster {
         }
     }
 
+    /// The pid of `berth up` (or `berth controller`).
+    pub fn pid(&self) -> u32 {
+        self.controller.as_ref().expect("running").id()
+    }
+
     /// SIGKILLs the controller (jobs keep running).
     pub fn kill(&mut self) {
         let mut child = self.controller.take().expect("running");

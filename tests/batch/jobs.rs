@@ -277,6 +277,55 @@ fn dependencies_and_arrays() {
     }
 }
 
+/// The node's runner launcher (`berth internal launcher`, a child of `berth up`), if one runs.
+fn launcher_of(c: &Cluster) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok());
+            parent == Some(c.pid())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmd| cmd.ends_with(b"internal\0launcher\0"))
+        })
+}
+
+#[test]
+fn a_killed_runner_launcher_loses_no_job() {
+    let Some(c) = Cluster::start() else { return };
+    let go = c.f.cwd(Mode::Rootless).join("go");
+    let waiting = c.submit(
+        Mode::Rootless,
+        "wait.sh",
+        &format!(
+            "#!/bin/sh\n#BERTH --image busybox\nwhile [ ! -e {} ]; do sleep 0.1; done\necho went\n",
+            go.display()
+        ),
+        &[],
+    );
+    c.wait_for(waiting, &["RUNNING"]);
+    // The launcher that forked the job's runner dies: the runner goes on, and its end is
+    // still seen (without the launcher, by its pid and start time).
+    let launcher = launcher_of(&c).expect("the node's runner launcher runs");
+    // SAFETY: kill(2) on the launcher of this test's own `berth up`, found just above.
+    unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+    std::fs::write(&go, "").unwrap();
+    let job = c.wait_for(waiting, &["COMPLETED", "FAILED", "CANCELLED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    c.wait_for_output(waiting, "went");
+    // The next job gets a launcher anew.
+    let next = c.submit(Mode::Rootless, "next.sh", HELLO, &[]);
+    assert_eq!(
+        c.wait_for(next, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    assert!(launcher_of(&c).is_some_and(|pid| pid != launcher));
+}
+
 #[test]
 fn killing_the_controller_loses_nothing() {
     let Some(mut c) = Cluster::start() else {
@@ -330,23 +379,16 @@ fn killing_the_controller_loses_nothing() {
 }
 
 /// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2. The cgroup is
-/// `<runner pid>-job<id>`: the runner is found by its launch file, since other tests' clusters
-/// have jobs with the same ids.
+/// `<runner pid>-job<id>`: the runner's pid is the first word of the job directory's
+/// `runner.pid` (this cluster's own: other tests' clusters have jobs with the same ids).
 fn cpu_time(c: &Cluster, id: u64) -> u64 {
-    let launch = c
-        .state
-        .join("jobs")
-        .join(id.to_string())
-        .join("launch.json");
-    let runner = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(launch.to_str().unwrap()))
-        })
-        .expect("the job's runner is running");
+    let recorded = c.state.join("jobs").join(id.to_string()).join("runner.pid");
+    let runner: u32 = std::fs::read_to_string(recorded)
+        .expect("the job's runner is recorded")
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("a pid");
     let name = format!("{runner}-job{id}");
     for (root, file) in [
         ("/sys/fs/cgroup/cpuacct/berth", "cpuacct.usage"),

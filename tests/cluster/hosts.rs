@@ -181,11 +181,12 @@ impl Agent {
         }
     }
 
-    /// The runner of job `id` on this node, as the agent recorded it.
+    /// The runner of job `id` on this node, as the agent recorded it (`PID [START TIME]`).
     pub fn runner(&self, id: u64) -> Option<u32> {
         std::fs::read_to_string(self.state.join(format!("jobs/{id}/runner.pid")))
             .ok()?
-            .trim()
+            .split_whitespace()
+            .next()?
             .parse()
             .ok()
     }

@@ -311,10 +311,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     a.running.lock().expect("not poisoned").insert(id, runner);
     let agent = a.clone();
     tokio::task::spawn_blocking(move || {
-        let mut child = started.child;
-        let status = child
-            .wait()
-            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let status = started.wait(&agent.node, id);
         agent.report(id, runner, status);
     });
     Json(StartAnswer { runner }).into_response()

@@ -1,9 +1,9 @@
 //! The node agent: starts and watches the job containers on one node.
 //!
 //! Owns: turning a job the controller placed on this node into a running container (its
-//! files and runner process: [`node`]; the [`runner`], a small single-threaded process the
-//! agent forks and execs as `berth internal run-job`, per DESIGN.md: the daemons never clone
-//! themselves), reporting how it ended, and the job steps started in running jobs ([`step`]: the step socket, the
+//! files and runner process: [`node`]; the [`runner`], a single-threaded process forked by
+//! the node's [`launcher`] (`berth internal launcher`, started once by the agent), per
+//! DESIGN.md: the daemons never clone themselves), reporting how it ended, and the job steps started in running jobs ([`step`]: the step socket, the
 //! `berth internal step` process that enters a job's container, and `berth step`'s client).
 //! Must not: schedule, keep the cluster's state, or parse batch scripts; the controller sends
 //! a fully resolved [`JobLaunch`] and grants each step.
@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod daemon;
 pub mod http;
+pub mod launcher;
 pub mod node;
 pub mod runner;
 pub mod step;

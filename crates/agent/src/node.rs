@@ -97,8 +97,36 @@ pub fn hostname() -> String {
 /// A job's runner, as the agent started it.
 #[derive(Debug)]
 pub struct Started {
-    pub child: std::process::Child,
     pub pid: u32,
+    ended: Ended,
+}
+
+#[derive(Debug)]
+enum Ended {
+    /// Forked by the launcher, which tells its end (`None`: the launcher went away first).
+    Forked(std::sync::mpsc::Receiver<Option<String>>),
+    /// Started by the agent itself (the launcher could not be used).
+    Child(std::process::Child),
+}
+
+impl Started {
+    /// Waits until the runner has ended (blocking); how it ended, in words.
+    pub fn wait(self, node: &NodeAgent, job: u64) -> String {
+        match self.ended {
+            Ended::Child(mut child) => child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string()),
+            Ended::Forked(end) => match end.recv() {
+                Ok(Some(status)) => status,
+                _ => {
+                    while node.runner_alive(job, self.pid) {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    "ended after the runner launcher".into()
+                }
+            },
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -109,11 +137,14 @@ pub struct NodeAgent {
     berth: PathBuf,
     /// The directory of this node's step socket, which every job's container gets.
     step_dir: PathBuf,
+    /// Forks the runners.
+    launcher: std::sync::Arc<crate::launcher::Launcher>,
 }
 
 impl NodeAgent {
     pub fn new(state_dir: PathBuf, berth: PathBuf, step_dir: PathBuf) -> NodeAgent {
         NodeAgent {
+            launcher: std::sync::Arc::new(crate::launcher::Launcher::new(berth.clone())),
             state_dir,
             berth,
             step_dir,
@@ -198,19 +229,32 @@ impl NodeAgent {
             &launch_path,
             &serde_json::to_vec_pretty(&launch).expect("launch serialises"),
         )?;
-        let child = std::process::Command::new(&self.berth)
-            .args(["internal", "run-job"])
-            .arg(&launch_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            // Its complaints (until it takes the job's output files) go to the agent's log.
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
-        // For a restarted agent, which must find its runners again (see `left`).
-        let pid = child.id();
-        let _ = std::fs::write(dir.join("runner.pid"), format!("{pid}\n"));
-        Ok(Started { pid, child })
+        let (pid, start, ended) = match self.launcher.fork(&launch_path) {
+            Ok((pid, start, end)) => (pid, Some(start), Ended::Forked(end)),
+            Err(e) => {
+                eprintln!("berth agent: {e}: starting job {id}'s runner without the launcher");
+                let child = std::process::Command::new(&self.berth)
+                    .args(["internal", "run-job"])
+                    .arg(&launch_path)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    // Its complaints (until it takes the job's output files) go to the
+                    // agent's log.
+                    .stderr(std::process::Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
+                (child.id(), None, Ended::Child(child))
+            }
+        };
+        // For a restarted agent, which must find its runners again (see `left`), and tell
+        // them from later processes with their pids: a forked runner by its start time, one
+        // the agent exec'd by its command line.
+        let recorded = match start {
+            Some(start) => format!("{pid} {start}\n"),
+            None => format!("{pid}\n"),
+        };
+        let _ = std::fs::write(dir.join("runner.pid"), recorded);
+        Ok(Started { pid, ended })
     }
 
     /// The jobs an earlier agent process started here, found from their directories: each
@@ -235,11 +279,15 @@ impl NodeAgent {
 
     /// The runner this node started for job `id`, as its directory records it.
     fn recorded_runner(&self, id: u64) -> Option<u32> {
-        std::fs::read_to_string(self.job_dir(id).join("runner.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.recorded(id).map(|(pid, _)| pid)
+    }
+
+    /// `runner.pid`: the runner's pid and, for a forked one, its start time.
+    fn recorded(&self, id: u64) -> Option<(u32, Option<u64>)> {
+        let text = std::fs::read_to_string(self.job_dir(id).join("runner.pid")).ok()?;
+        let mut words = text.split_whitespace();
+        let pid = words.next()?.parse().ok()?;
+        Some((pid, words.next().and_then(|w| w.parse().ok())))
     }
 
     /// The runner of job `id` on this node, if it runs here.
@@ -279,6 +327,9 @@ impl NodeAgent {
 
     /// Whether `pid` is still job `id`'s runner (not a reused pid).
     pub fn runner_alive(&self, id: u64, pid: u32) -> bool {
+        if let Some((recorded, Some(start))) = self.recorded(id) {
+            return recorded == pid && crate::launcher::start_time(pid) == Some(start);
+        }
         let launch = self.launch_path(id);
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|c| String::from_utf8_lossy(&c).contains(&*launch.to_string_lossy()))

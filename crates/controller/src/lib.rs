@@ -1099,12 +1099,10 @@ impl Controller {
                 self.started(id, &node, runner);
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut child = started.child;
-                    let status = child.wait();
+                    let status = started.wait(&agent, id);
                     let result = agent.result(id);
                     let handle = tokio::runtime::Handle::current();
                     handle.block_on(async move {
-                        let status = status.map_or("unknown".into(), |s| s.to_string());
                         shared
                             .lock()
                             .await
