@@ -1103,10 +1103,11 @@ impl Controller {
                     let result = agent.result(id);
                     let handle = tokio::runtime::Handle::current();
                     handle.block_on(async move {
-                        shared
-                            .lock()
-                            .await
-                            .collect(id, &node, runner, result, &status);
+                        let mut controller = shared.lock().await;
+                        controller.collect(id, &node, runner, result, &status);
+                        // Its end is in the store: its files go, under the lock, so that a
+                        // requeued job cannot have started again there meanwhile.
+                        agent.forget(id);
                     });
                 });
             }
