@@ -191,27 +191,8 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     let mut answers = socket.try_clone()?;
     let mut request = Vec::new();
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfd structs.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[1].revents != 0 {
+        let [request_ready, ended] = readable([socket.as_raw_fd(), signals.as_raw_fd()])?;
+        if ended {
             let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
             // SAFETY: reads into a buffer we own, of its size (drains the queued signals).
             while unsafe { libc::read(signals.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) }
@@ -227,7 +208,7 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
                 writeln!(answers, "E {pid} {status}")?;
             }
         }
-        if fds[0].revents == 0 {
+        if !request_ready {
             continue;
         }
         let mut byte = [0u8; 1];
@@ -263,6 +244,26 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
                 let start = start_time(pid as u32).unwrap_or(0);
                 writeln!(answers, "S {pid} {start}")?;
             }
+        }
+    }
+}
+
+/// Waits until either descriptor is readable (or closed); which are. Retries when a signal
+/// interrupts the wait.
+pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2]> {
+    let mut polled = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        // SAFETY: poll(2) on two valid pollfd structs we own.
+        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } >= 0 {
+            return Ok(polled.map(|p| p.revents != 0));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }

@@ -53,27 +53,10 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
     let mut pending = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: stream.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sig_read.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll(2) on two descriptors we own.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io_err("waiting for the step")(e));
-        }
-        if fds[1].revents != 0 {
+        let [answer, signalled] =
+            crate::launcher::readable([stream.as_raw_fd(), sig_read.as_raw_fd()])
+                .map_err(io_err("waiting for the step"))?;
+        if signalled {
             let mut sigs = [0u8; 64];
             // SAFETY: read(2) into a live buffer from our non-blocking pipe.
             let n = unsafe { libc::read(sig_read.as_raw_fd(), sigs.as_mut_ptr().cast(), 64) };
@@ -87,7 +70,7 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
                 let _ = stream.write_all(&msg);
             }
         }
-        if fds[0].revents == 0 {
+        if !answer {
             continue;
         }
         let n = match stream.read(&mut buf) {
