@@ -104,9 +104,79 @@ pub struct HistoryArgs {
     /// Only jobs that ended in these states (comma-separated)
     #[arg(short = 't', long)]
     state: Option<String>,
-    /// Only jobs submitted at or after this time (seconds since the epoch)
-    #[arg(long)]
+    /// Only jobs submitted at or after this time, as sacct takes it: a local date
+    /// YYYY-MM-DD[THH:MM[:SS]], now, now-N[minutes|hours|days|weeks], or seconds since the epoch
+    #[arg(short = 'S', long = "starttime", visible_alias = "since", value_name = "TIME", value_parser = parse_time)]
     since: Option<u64>,
+    /// Only jobs that ended before this time (the same forms as --starttime)
+    #[arg(short = 'E', long = "endtime", visible_alias = "until", value_name = "TIME", value_parser = parse_time)]
+    until: Option<u64>,
+}
+
+/// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
+/// `YYYY-MM-DD[THH:MM[:SS]]`, `now`, `now-N` with a unit (seconds, minutes, hours, days,
+/// weeks; the default is seconds, as in sacct), or seconds since the epoch.
+fn parse_time(text: &str) -> Result<u64, String> {
+    let now = berth_agent::runner::now();
+    if let Some(rest) = text.strip_prefix("now") {
+        if rest.is_empty() {
+            return Ok(now);
+        }
+        let ago = rest
+            .strip_prefix('-')
+            .ok_or_else(|| format!("{text}: expected now or now-N[minutes|hours|days|weeks]"))?;
+        let digits = ago.chars().take_while(char::is_ascii_digit).count();
+        let (n, unit) = ago.split_at(digits);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{text}: expected a number after now-"))?;
+        let seconds = match unit {
+            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "min" | "mins" | "minute" | "minutes" => 60,
+            "hour" | "hours" => 3600,
+            "day" | "days" => 86400,
+            "week" | "weeks" => 7 * 86400,
+            _ => {
+                return Err(format!(
+                    "{text}: unknown unit {unit:?} (minutes, hours, days, weeks)"
+                ))
+            }
+        };
+        return Ok(now.saturating_sub(n.saturating_mul(seconds)));
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| format!("{text}: too large"));
+    }
+    let bad = || {
+        format!(
+            "{text}: expected YYYY-MM-DD[THH:MM[:SS]], now[-N<unit>] or seconds since the epoch"
+        )
+    };
+    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
+    let numbers = |s: &str, sep: char| -> Result<Vec<i32>, String> {
+        s.split(sep).map(|n| n.parse().map_err(|_| bad())).collect()
+    };
+    let (d, t) = (numbers(date, '-')?, numbers(time, ':')?);
+    let ([y, mo, day], [h, mi, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
+        return Err(bad());
+    };
+    let sec = match rest {
+        [] => 0,
+        [s] => *s,
+        _ => return Err(bad()),
+    };
+    // SAFETY: an all-zero tm is a valid input to mktime once its fields are set.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    (tm.tm_year, tm.tm_mon, tm.tm_mday) = (y - 1900, mo - 1, *day);
+    (tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_isdst) = (*h, *mi, sec, -1);
+    let valid = (1..=12).contains(mo) && (1..=31).contains(day) && *h < 24 && *mi < 60 && sec < 61;
+    let secs = if valid {
+        // SAFETY: mktime reads and normalises the tm we own (local time, as sacct's are).
+        unsafe { libc::mktime(&mut tm) }
+    } else {
+        -1
+    };
+    u64::try_from(secs).map_err(|_| bad())
 }
 
 pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
@@ -516,6 +586,9 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     if let Some(s) = args.since {
         query.push(format!("since={s}"));
     }
+    if let Some(u) = args.until {
+        query.push(format!("until={u}"));
+    }
     let path = if query.is_empty() {
         "/v1/history".to_string()
     } else {
@@ -741,4 +814,34 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_taken_as_sacct_takes_them() {
+        let now = berth_agent::runner::now();
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
+        assert!(parse_time("now").is_ok_and(|t| t.abs_diff(now) <= 1));
+        assert!(parse_time("now-2hours").is_ok_and(|t| t.abs_diff(now - 7200) <= 1));
+        assert!(parse_time("now-90").is_ok_and(|t| t.abs_diff(now - 90) <= 1));
+        assert!(parse_time("now-1week").is_ok_and(|t| t.abs_diff(now - 604_800) <= 1));
+        // Local dates: one day apart whatever the time zone (none has a jump on these).
+        let day = parse_time("2026-03-10").unwrap();
+        assert_eq!(parse_time("2026-03-11").unwrap() - day, 86400);
+        assert_eq!(parse_time("2026-03-10T01:02:03").unwrap() - day, 3723);
+        assert_eq!(parse_time("2026-03-10T01:02").unwrap() - day, 3720);
+        for bad in [
+            "yesterday",
+            "now+1",
+            "now-3fortnights",
+            "2026-13-01",
+            "2026-03-10T25:00",
+            "2026-03",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 }

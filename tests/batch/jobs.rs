@@ -52,6 +52,24 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         "{}",
         history.stdout
     );
+    // A time window, as sacct's -S and -E take it.
+    let listed = |args: &[&str]| {
+        let mut all = vec!["history", "--json"];
+        all.extend_from_slice(args);
+        let out = c.berth(Mode::Rootless, &all);
+        let jobs: Vec<serde_json::Value> = serde_json::from_str(out.ok()).unwrap();
+        jobs.iter().any(|j| j["id"] == id)
+    };
+    assert!(listed(&["-S", "now-1hour", "-E", "2100-01-01"]));
+    assert!(!listed(&["-E", "now-1hour"]));
+    assert!(!listed(&[
+        "--starttime",
+        "2100-01-01T00:00",
+        "--endtime",
+        "2100-01-02"
+    ]));
+    let bad = c.berth(Mode::Rootless, &["history", "-S", "yesterday"]);
+    assert!(bad.stderr.contains("expected YYYY-MM-DD"), "{}", bad.stderr);
     let plain = c.berth(
         Mode::Rootless,
         &["submit", cwd.join("hello.sh").to_str().unwrap()],
