@@ -362,8 +362,16 @@ fn killing_the_controller_loses_nothing() {
     c.wait_for(running, &["RUNNING"]);
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
     c.kill();
+    // Files of a job that is over (as a berth before 2026-12-02 left them all) go at the
+    // start; the running job's stay.
+    let stale = c.state.join("jobs").join("9999");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("script"), "#!/bin/sh\n").unwrap();
     c.up();
+    // (Answered only once the controller has reconciled what it found.)
     assert_eq!(c.show(held)["state"], "PENDING");
+    assert!(!stale.exists());
+    assert!(c.state.join("jobs").join(running.to_string()).exists());
     assert_eq!(c.show(done)["state"], "COMPLETED");
     // Dependencies on jobs that ended before the restart still hold; unknown jobs are refused.
     let after = c.submit(

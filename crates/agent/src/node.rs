@@ -280,6 +280,18 @@ impl NodeAgent {
         found
     }
 
+    /// The jobs that have a directory here.
+    pub fn job_ids(&self) -> Vec<u64> {
+        std::fs::read_dir(self.state_dir.join("jobs"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The runner this node started for job `id`, as its directory records it.
     fn recorded_runner(&self, id: u64) -> Option<u32> {
         self.recorded(id).map(|(pid, _)| pid)

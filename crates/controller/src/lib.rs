@@ -1103,11 +1103,10 @@ impl Controller {
                     let result = agent.result(id);
                     let handle = tokio::runtime::Handle::current();
                     handle.block_on(async move {
-                        let mut controller = shared.lock().await;
-                        controller.collect(id, &node, runner, result, &status);
-                        // Its end is in the store: its files go, under the lock, so that a
-                        // requeued job cannot have started again there meanwhile.
-                        agent.forget(id);
+                        shared
+                            .lock()
+                            .await
+                            .collect_local(&agent, id, &node, runner, result, &status);
                     });
                 });
             }
@@ -1338,7 +1337,7 @@ impl Controller {
                     let result = agent.result(id);
                     let runner = share.runner.unwrap_or(0);
                     let gone = "its runner was gone at the controller's start";
-                    self.collect(id, &name, runner, result, gone);
+                    self.collect_local(&agent, id, &name, runner, result, gone);
                     continue;
                 };
                 let shared = shared.clone();
@@ -1347,9 +1346,45 @@ impl Controller {
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                     let result = agent.result(id);
-                    shared.lock().await.collect(id, &name, pid, result, "ended");
+                    shared
+                        .lock()
+                        .await
+                        .collect_local(&agent, id, &name, pid, result, "ended");
                 });
             }
+        }
+        // The files of jobs that are over (left by a berth before 2026-12-02, which kept
+        // them all, or by a crash between a job's end and their removal).
+        for entry in self.nodes.values() {
+            if let Link::Local(agent) = &entry.link {
+                for id in agent.job_ids() {
+                    if !self.active.contains_key(&id) {
+                        agent.forget(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Controller::collect`] for this process's own node, whose agent then forgets the
+    /// job's files: its end is in the store by then, and under the controller's lock no
+    /// requeued run of it can have started there meanwhile.
+    fn collect_local(
+        &mut self,
+        agent: &NodeAgent,
+        id: u64,
+        node: &str,
+        runner: u32,
+        result: Option<berth_agent::JobResult>,
+        status: &str,
+    ) {
+        self.collect(id, node, runner, result, status);
+        let done = self
+            .active
+            .get(&id)
+            .is_none_or(|j| j.share(node).is_none_or(|s| s.runner.is_none()));
+        if done {
+            agent.forget(id);
         }
     }
 
