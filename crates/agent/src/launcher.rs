@@ -24,7 +24,8 @@ use std::sync::Mutex;
 /// launcher went away first (then only its pid tells whether it still runs).
 pub type Forked = (u32, u64, Receiver<Option<String>>);
 
-/// The agent's side: starts the launcher when first needed, and again if it died.
+/// The agent's side: starts the launcher when first needed, and again if it died. The
+/// launcher ends with the agent's process: its socket's other end closes then.
 pub struct Launcher {
     berth: PathBuf,
     launcher: Mutex<Option<Running>>,
@@ -86,16 +87,6 @@ impl Launcher {
             requests: ours,
             answers,
         })
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        if let Some(mut running) = self.launcher.lock().ok().and_then(|mut l| l.take()) {
-            // End of input: it exits (its runners go on).
-            drop(running.requests);
-            let _ = running.process.wait();
-        }
     }
 }
 

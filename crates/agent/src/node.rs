@@ -122,7 +122,7 @@ impl Started {
                     while node.runner_alive(job, self.pid) {
                         std::thread::sleep(std::time::Duration::from_millis(200));
                     }
-                    "ended after the runner launcher".into()
+                    "ended (its launcher had gone before: no exit status)".into()
                 }
             },
         }
