@@ -101,6 +101,46 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
 }
 
 #[test]
+fn an_image_removed_from_the_store_is_unmounted_once_no_job_uses_it() {
+    let Some(c) = Cluster::start() else { return };
+    let go = c.f.cwd(Mode::Rootless).join("go");
+    let waiting = c.submit(
+        Mode::Rootless,
+        "wait.sh",
+        &format!(
+            "#!/bin/sh\n#BERTH --image busybox\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
+            go.display()
+        ),
+        &[],
+    );
+    c.wait_for(waiting, &["RUNNING"]);
+    let store = c.f.path("store-root");
+    assert_eq!(loop_devices_under(&store).len(), 1);
+    // Removed while a job runs in it: the job goes on, its node's mount stays meanwhile...
+    c.f.berth(Mode::Root, &["image", "rm", "busybox"]).ok();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(loop_devices_under(&store).len(), 1);
+    // ... and goes once the job has ended: the file's space is free.
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(
+        c.wait_for(waiting, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    let mounts = c.state.join("mnt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !loop_devices_under(&store).is_empty()
+        || !host_mounts_with(mounts.to_str().unwrap()).is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            loop_devices_under(&store)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn the_words_after_the_script_are_its_arguments() {
     let Some(c) = Cluster::start() else { return };
     let script = c.f.cwd(Mode::Rootless).join("args.sh");

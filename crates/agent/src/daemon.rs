@@ -693,6 +693,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
                     told = false;
                 }
             }
+            let node = beat.node.clone();
+            let _ = tokio::task::spawn_blocking(move || node.release_removed_images()).await;
             tokio::time::sleep(pause).await;
         }
     });

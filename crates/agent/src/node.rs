@@ -175,6 +175,12 @@ impl NodeAgent {
         berth_runtime::shared::release_all(&self.image_mounts());
     }
 
+    /// Unmounts the node's mounts of images removed from the store that no job uses any
+    /// more (now and then: their space is held until then).
+    pub fn release_removed_images(&self) {
+        berth_runtime::shared::release_deleted(&self.image_mounts());
+    }
+
     pub fn job_dir(&self, id: u64) -> PathBuf {
         self.state_dir.join("jobs").join(id.to_string())
     }

@@ -1602,12 +1602,21 @@ impl Controller {
         &self.settings
     }
 
+    /// The agents of this process's own node (`berth up`'s).
+    pub fn local_agents(&self) -> Vec<Arc<NodeAgent>> {
+        self.nodes
+            .values()
+            .filter_map(|entry| match &entry.link {
+                Link::Local(agent) => Some(agent.clone()),
+                Link::Remote(_) => None,
+            })
+            .collect()
+    }
+
     /// Unmounts this process's own node's shared image mounts (as it stops).
     pub fn release_local_images(&self) {
-        for entry in self.nodes.values() {
-            if let Link::Local(agent) = &entry.link {
-                agent.release_images();
-            }
+        for agent in self.local_agents() {
+            agent.release_images();
         }
     }
 

@@ -93,6 +93,16 @@ pub fn mount_image(dir: &Path, sqfs: &Path) -> io::Result<SharedImage> {
 /// with, and removes what held them (at a daemon's start and stop). Those in use stay
 /// mounted, for the next daemon.
 pub fn release_all(dir: &Path) {
+    release(dir, false)
+}
+
+/// Unmounts, as [`release_all`] does, only the free mounts whose file has been deleted (an
+/// image removed from the store): its space is freed as soon as no container uses it.
+pub fn release_deleted(dir: &Path) {
+    release(dir, true)
+}
+
+fn release(dir: &Path, only_deleted: bool) {
     let Ok(guard) = File::open(dir) else {
         return;
     };
@@ -104,7 +114,9 @@ pub fn release_all(dir: &Path) {
     };
     for entry in entries.flatten() {
         let target = entry.path();
-        if target.extension().is_some() {
+        if target.extension().is_some()
+            || only_deleted && !mounted(dir, &target).is_some_and(|(_, deleted)| deleted)
+        {
             continue;
         }
         let lock_path = target.with_extension("lock");
