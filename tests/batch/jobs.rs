@@ -100,20 +100,23 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
     }
 }
 
+/// A job running in the busybox image (its script has started in its container) that waits
+/// for the file it returns to appear, then runs `then` and ends.
+fn waiting_job(c: &Cluster, then: &str) -> (u64, std::path::PathBuf) {
+    let go = c.f.cwd(Mode::Rootless).join("go");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\n{then}\n",
+        go.display()
+    );
+    let id = c.submit(Mode::Rootless, "wait.sh", &script, &[]);
+    c.wait_for_output(id, "started");
+    (id, go)
+}
+
 #[test]
 fn an_image_removed_from_the_store_is_unmounted_once_no_job_uses_it() {
     let Some(c) = Cluster::start() else { return };
-    let go = c.f.cwd(Mode::Rootless).join("go");
-    let waiting = c.submit(
-        Mode::Rootless,
-        "wait.sh",
-        &format!(
-            "#!/bin/sh\n#BERTH --image busybox\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
-            go.display()
-        ),
-        &[],
-    );
-    c.wait_for(waiting, &["RUNNING"]);
+    let (waiting, go) = waiting_job(&c, "");
     let store = c.f.path("store-root");
     assert_eq!(loop_devices_under(&store).len(), 1);
     // Removed while a job runs in it: the job goes on, its node's mount stays meanwhile...
@@ -357,17 +360,7 @@ fn launcher_of(c: &Cluster) -> Option<u32> {
 #[test]
 fn a_killed_runner_launcher_loses_no_job() {
     let Some(c) = Cluster::start() else { return };
-    let go = c.f.cwd(Mode::Rootless).join("go");
-    let waiting = c.submit(
-        Mode::Rootless,
-        "wait.sh",
-        &format!(
-            "#!/bin/sh\n#BERTH --image busybox\nwhile [ ! -e {} ]; do sleep 0.1; done\necho went\n",
-            go.display()
-        ),
-        &[],
-    );
-    c.wait_for(waiting, &["RUNNING"]);
+    let (waiting, go) = waiting_job(&c, "echo went");
     // The launcher that forked the job's runner dies: the runner goes on, and its end is
     // still seen (without the launcher, by its pid and start time).
     let launcher = launcher_of(&c).expect("the node's runner launcher runs");
