@@ -46,8 +46,23 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// SIGKILLs the agent, as a crash would (its jobs' runners go on).
+    fn kill(mut self) {
+        let _ = self.child.kill();
+    }
+}
+
 impl Drop for Agent {
+    /// Stops the agent as an init system would (SIGTERM): it unmounts the node's image
+    /// mounts no job uses. SIGKILL if it has not stopped after 10 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -248,7 +263,7 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     // takes it up and reports its end.
     let id = c.submit(Mode::Rootless, "agent-gone.sh", script, &[]);
     c.wait_for_output(id, "started");
-    drop(agent);
+    agent.kill();
     let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", agent.log());
@@ -303,7 +318,18 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
 
     // The agent goes silent: after the timeout its node is down, a job ends NODE_FAIL, and
     // one submitted with --requeue waits to run again.
-    drop(agent);
+    let first_run = |id: u64| -> u32 {
+        let recorded = c.f.path(&format!("node-c-state/jobs/{id}/runner.pid"));
+        std::fs::read_to_string(recorded)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let old_runners = [first_run(plain), first_run(again)];
+    agent.kill();
     let job = c.wait_for(plain, &["NODE_FAIL", "COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "NODE_FAIL", "{job}");
     let (state, reason) = node_state(&c, "node-c");
@@ -318,6 +344,16 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     c.wait_for(again, &["RUNNING"]);
     eventually("the old runners are stopped", || {
         agent.log().contains(&format!("stopping job {plain}"))
+    });
+    // Both: the requeued job's first runner too, which its second run replaces on the node.
+    let ended = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    eventually("the earlier runs' runners ended", || {
+        old_runners.iter().all(|&r| ended(r))
     });
     assert_ne!(node_state(&c, "node-c").0, "down");
 
@@ -344,4 +380,6 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     c.berth(Mode::Rootless, &["cancel", &waiting.to_string()])
         .ok();
     c.wait_for(waiting, &["CANCELLED"]);
+    // Nothing of the test's jobs runs on after it.
+    c.wait_for(again, &["CANCELLED"]);
 }

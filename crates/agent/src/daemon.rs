@@ -205,8 +205,6 @@ pub struct Settings {
 /// How often the agent retries a report, or registering before the controller said how often.
 const BEAT: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a runner told to stop has before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct Agent {
     node: NodeAgent,
@@ -357,15 +355,8 @@ impl Agent {
         eprintln!(
             "berth agent: stopping job {job}: the controller ended it while this node was silent"
         );
-        self.node.signal(job, runner, libc::SIGTERM);
         let node = self.node.clone();
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + STOP_GRACE;
-            while node.runner_alive(job, runner) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            node.signal(job, runner, libc::SIGKILL);
-        });
+        std::thread::spawn(move || node.stop_runner(job, runner));
     }
 
     /// Tells the controller that job `id`'s runner ended, until it has heard (it may be
@@ -381,8 +372,21 @@ impl Agent {
             let sent: Result<(), String> = self.ask("/v1/agents/ended", &end);
             match sent {
                 Ok(()) => {
-                    self.running.lock().expect("not poisoned").remove(&id);
-                    return self.node.forget(id);
+                    let mut running = self.running.lock().expect("not poisoned");
+                    if running.get(&id) == Some(&runner) {
+                        running.remove(&id);
+                    }
+                    drop(running);
+                    // Unless the job runs here again (this was an earlier run's runner): then
+                    // the files are the new run's.
+                    if self
+                        .node
+                        .runner_of(id)
+                        .is_none_or(|current| current == runner)
+                    {
+                        self.node.forget(id);
+                    }
+                    return;
                 }
                 Err(e) => {
                     eprintln!("berth agent: cannot report the end of job {id}: {e}");

@@ -129,6 +129,28 @@ impl Started {
     }
 }
 
+/// Stops the runner `pid` while `alive` says it is still that runner: SIGTERM, then SIGKILL
+/// after [`STOP_GRACE`].
+fn stop(pid: u32, alive: impl Fn() -> bool) {
+    for (sig, wait) in [
+        (libc::SIGTERM, STOP_GRACE),
+        (libc::SIGKILL, std::time::Duration::ZERO),
+    ] {
+        if !alive() {
+            return;
+        }
+        // SAFETY: kill(2) on a runner this agent started (checked just above).
+        unsafe { libc::kill(pid as i32, sig) };
+        let deadline = std::time::Instant::now() + wait;
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// How long a runner told to stop has before it is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How many empty job directories a node keeps for its next jobs.
 const SPARE_DIRS: usize = 64;
 
@@ -200,6 +222,17 @@ impl NodeAgent {
     pub fn start(&self, job: JobStart) -> Result<Started, String> {
         let id = job.launch.job_id;
         let dir = self.job_dir(id);
+        // A runner of an earlier run of this job, still here (its node was cut off and the
+        // job requeued meanwhile): it must not outlive its run, nor share the new one's files.
+        if let Some(old) = self
+            .recorded_runner(id)
+            .filter(|&pid| self.runner_alive(id, pid))
+        {
+            eprintln!("berth agent: stopping job {id}'s runner {old}, of an earlier run of it");
+            // Known by what its directory says now, before the new run's runner replaces it.
+            let alive = self.liveness(id, old);
+            std::thread::spawn(move || stop(old, alive));
+        }
         fn at(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
             move |e| format!("{}: {e}", p.display())
         }
@@ -381,13 +414,25 @@ impl NodeAgent {
 
     /// Whether `pid` is still job `id`'s runner (not a reused pid).
     pub fn runner_alive(&self, id: u64, pid: u32) -> bool {
-        if let Some((recorded, Some(start))) = self.recorded(id) {
-            return recorded == pid && crate::launcher::start_time(pid) == Some(start);
+        self.liveness(id, pid)()
+    }
+
+    /// Whether `pid` is still job `id`'s runner, as a check that holds whatever the job's
+    /// directory says later: a forked runner is known by the start time `runner.pid` records
+    /// for it now, one the agent exec'd by its command line.
+    fn liveness(&self, id: u64, pid: u32) -> impl Fn() -> bool + Send + 'static {
+        let start = match self.recorded(id) {
+            Some((recorded, Some(start))) if recorded == pid => Some(Some(start)),
+            Some((_, Some(_))) => None,
+            _ => Some(None),
+        };
+        let launch = self.launch_path(id).to_string_lossy().into_owned();
+        move || match start {
+            None => false,
+            Some(Some(start)) => crate::launcher::start_time(pid) == Some(start),
+            Some(None) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&launch)),
         }
-        let launch = self.launch_path(id);
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(&*launch.to_string_lossy()))
-            .unwrap_or(false)
     }
 
     /// Sends `sig` to job `id` through its runner, which forwards it to the job (a SIGKILL of
@@ -397,6 +442,13 @@ impl NodeAgent {
             // SAFETY: kill(2) on the runner process this agent started (checked just above).
             unsafe { libc::kill(runner as i32, sig) };
         }
+    }
+
+    /// Stops job `id`'s runner: SIGTERM, which it passes on to the job before removing the
+    /// job's container and cgroup, and SIGKILL if it is still there after [`STOP_GRACE`].
+    /// Blocks until then.
+    pub fn stop_runner(&self, id: u64, runner: u32) {
+        stop(runner, self.liveness(id, runner));
     }
 
     /// Freezes or thaws every process of job `id` at once (its cgroup's freezer).
