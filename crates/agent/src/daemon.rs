@@ -377,16 +377,7 @@ impl Agent {
                         running.remove(&id);
                     }
                     drop(running);
-                    // Unless the job runs here again (this was an earlier run's runner): then
-                    // the files are the new run's.
-                    if self
-                        .node
-                        .runner_of(id)
-                        .is_none_or(|current| current == runner)
-                    {
-                        self.node.forget(id);
-                    }
-                    return;
+                    return self.node.forget_run(id, runner);
                 }
                 Err(e) => {
                     eprintln!("berth agent: cannot report the end of job {id}: {e}");
@@ -440,9 +431,14 @@ fn host_of(url: &str) -> String {
     }
 }
 
-/// A Unix socket everyone may connect to (its server checks each caller's peer credentials).
+/// A Unix socket everyone may connect to (its server checks each caller's peer credentials),
+/// its directory made if need be.
 fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
@@ -583,6 +579,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     });
     // Image mounts an earlier process left (it was killed): mounted again as needed.
     agent.node.release_images();
+    tokio::spawn(agent.node.clone().release_removed_images());
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
     let step_socket = agent.node.step_dir().join("step.sock");
@@ -600,13 +597,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // With --socket, the host's users get a step socket too, where berth looks for it
     // beside the API socket (`berth step` on this node's host, allocations included).
     if let Some(socket) = &settings.socket {
-        let host_steps = berth_api::step_socket(socket);
-        if let Some(dir) = host_steps.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
         tokio::spawn(crate::step::server::serve(
-            listen_for_everyone(&host_steps)?,
+            listen_for_everyone(&berth_api::step_socket(socket))?,
             Arc::new(RemoteAuthority(agent.clone())),
             settings.berth.clone(),
         ));
@@ -616,10 +608,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let mut api_sockets = vec![agent.node.step_dir().join("berth.sock")];
     api_sockets.extend(settings.socket.clone());
     for path in &api_sockets {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
         let listener = listen_for_everyone(path)?;
         let agent = agent.clone();
         tokio::spawn(async move {
@@ -697,8 +685,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
                     told = false;
                 }
             }
-            let node = beat.node.clone();
-            let _ = tokio::task::spawn_blocking(move || node.release_removed_images()).await;
             tokio::time::sleep(pause).await;
         }
     });

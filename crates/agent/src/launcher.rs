@@ -227,7 +227,8 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
         match unsafe { libc::fork() } {
             -1 => writeln!(answers, "F {}", std::io::Error::last_os_error())?,
             0 => {
-                // SAFETY: an empty set, as the runner would have after an exec.
+                // SAFETY: unblocks SIGCHLD again: the runner gets the empty mask an exec'd
+                // one has (its container's end is its own SIGCHLD).
                 unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &chld, std::ptr::null_mut()) };
                 std::process::exit(run_forked(&launch, [signals, OwnedFd::from(answers)]));
             }

@@ -148,6 +148,9 @@ fn stop(pid: u32, alive: impl Fn() -> bool) {
     }
 }
 
+/// How often a node looks for the mounts of images removed from the store.
+const IMAGE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a runner told to stop has before it is killed.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -197,10 +200,19 @@ impl NodeAgent {
         berth_runtime::shared::release_all(&self.image_mounts());
     }
 
-    /// Unmounts the node's mounts of images removed from the store that no job uses any
-    /// more (now and then: their space is held until then).
-    pub fn release_removed_images(&self) {
-        berth_runtime::shared::release_deleted(&self.image_mounts());
+    /// Unmounts, every [`IMAGE_SWEEP`] for as long as the daemon runs, the node's mounts of
+    /// images removed from the store that no job uses any more (their space is held until
+    /// then). Spawn it on the daemon's runtime.
+    pub async fn release_removed_images(self) {
+        let mounts = self.image_mounts();
+        loop {
+            let mounts = mounts.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                berth_runtime::shared::release_deleted(&mounts)
+            })
+            .await;
+            tokio::time::sleep(IMAGE_SWEEP).await;
+        }
     }
 
     pub fn job_dir(&self, id: u64) -> PathBuf {
@@ -304,13 +316,10 @@ impl NodeAgent {
     /// watches the live ones and reports the others' ends (again: the controller ignores the
     /// ends of jobs it has already finished).
     pub fn left(&self) -> Vec<(u64, u32, bool)> {
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("jobs")) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(u64, u32, bool)> = entries
-            .flatten()
-            .filter_map(|e| {
-                let id: u64 = e.file_name().to_str()?.parse().ok()?;
+        let mut found: Vec<(u64, u32, bool)> = self
+            .job_ids()
+            .into_iter()
+            .filter_map(|id| {
                 let pid = self.recorded_runner(id)?;
                 Some((id, pid, self.runner_alive(id, pid)))
             })
@@ -362,6 +371,15 @@ impl NodeAgent {
                 }
                 None => return None,
             }
+        }
+    }
+
+    /// Forgets the run of job `id` whose runner was `runner`, once the controller has its
+    /// end: unless the job runs here again (that was an earlier run's runner, and the files
+    /// are the new run's).
+    pub fn forget_run(&self, id: u64, runner: u32) {
+        if self.runner_of(id).is_none_or(|current| current == runner) {
+            self.forget(id);
         }
     }
 
@@ -421,17 +439,24 @@ impl NodeAgent {
     /// directory says later: a forked runner is known by the start time `runner.pid` records
     /// for it now, one the agent exec'd by its command line.
     fn liveness(&self, id: u64, pid: u32) -> impl Fn() -> bool + Send + 'static {
-        let start = match self.recorded(id) {
-            Some((recorded, Some(start))) if recorded == pid => Some(Some(start)),
-            Some((_, Some(_))) => None,
-            _ => Some(None),
+        enum Known {
+            /// Another run's forked runner is recorded: `pid` is not this job's runner.
+            NotRecorded,
+            /// Forked by the launcher at this start time.
+            Forked(u64),
+            /// Exec'd by the agent: its command line names the launch file.
+            Execd(String),
+        }
+        let known = match self.recorded(id) {
+            Some((recorded, Some(start))) if recorded == pid => Known::Forked(start),
+            Some((_, Some(_))) => Known::NotRecorded,
+            _ => Known::Execd(self.launch_path(id).to_string_lossy().into_owned()),
         };
-        let launch = self.launch_path(id).to_string_lossy().into_owned();
-        move || match start {
-            None => false,
-            Some(Some(start)) => crate::launcher::start_time(pid) == Some(start),
-            Some(None) => std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&launch)),
+        move || match &known {
+            Known::NotRecorded => false,
+            Known::Forked(start) => crate::launcher::start_time(pid) == Some(*start),
+            Known::Execd(launch) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(launch)),
         }
     }
 

@@ -716,7 +716,7 @@ impl Controller {
                 "job {id} is {}: only {} jobs can be {}",
                 job.state.name(),
                 from.name().to_lowercase(),
-                if suspend { "suspended" } else { "resumed" }
+                Freeze::done(suspend)
             )));
         }
         let job = job.clone();
@@ -750,11 +750,7 @@ impl Controller {
         else {
             return Err(ApiError::bad(format!(
                 "job {id} ended while it was being {}",
-                if freeze.suspend {
-                    "suspended"
-                } else {
-                    "resumed"
-                }
+                Freeze::done(freeze.suspend)
             )));
         };
         job.state = if freeze.suspend {
@@ -1355,19 +1351,17 @@ impl Controller {
         }
         // The files of jobs that are over (left by a berth before 2026-12-02, which kept
         // them all, or by a crash between a job's end and their removal).
-        for entry in self.nodes.values() {
-            if let Link::Local(agent) = &entry.link {
-                for id in agent.job_ids() {
-                    if !self.active.contains_key(&id) {
-                        agent.forget(id);
-                    }
+        for agent in self.local_agents() {
+            for id in agent.job_ids() {
+                if !self.active.contains_key(&id) {
+                    agent.forget(id);
                 }
             }
         }
     }
 
     /// [`Controller::collect`] for this process's own node, whose agent then forgets the
-    /// job's files: its end is in the store by then, and under the controller's lock no
+    /// run's files: its end is in the store by then, and under the controller's lock no
     /// requeued run of it can have started there meanwhile.
     fn collect_local(
         &mut self,
@@ -1379,13 +1373,7 @@ impl Controller {
         status: &str,
     ) {
         self.collect(id, node, runner, result, status);
-        let done = self
-            .active
-            .get(&id)
-            .is_none_or(|j| j.share(node).is_none_or(|s| s.runner.is_none()));
-        if done {
-            agent.forget(id);
-        }
+        agent.forget_run(id, runner);
     }
 
     /// `berth agent` registering (again, every few seconds: its heartbeat): its node joins
@@ -2085,6 +2073,15 @@ pub struct Freeze {
 }
 
 impl Freeze {
+    /// What a suspend (resume) makes of a job, in words.
+    fn done(suspend: bool) -> &'static str {
+        if suspend {
+            "suspended"
+        } else {
+            "resumed"
+        }
+    }
+
     /// Freezes (thaws) the job on all its nodes, on a blocking thread (remote nodes are HTTP
     /// calls, a few seconds at most each). Should one node fail, those already done are put
     /// back as they were.

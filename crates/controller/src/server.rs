@@ -631,20 +631,12 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     }
     let scheduler = shared.clone();
     let wake = shared.lock().await.wake.clone();
-    let local = shared.lock().await.local_agents();
+    for agent in shared.lock().await.local_agents() {
+        tokio::spawn((*agent).clone().release_removed_images());
+    }
     tokio::spawn(async move {
-        let mut swept = std::time::Instant::now();
         loop {
             scheduler.lock().await.schedule(&scheduler);
-            // Now and then, the mounts of images removed from the store that no job uses.
-            if swept.elapsed() >= IMAGE_SWEEP {
-                swept = std::time::Instant::now();
-                let local = local.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    local.iter().for_each(|a| a.release_removed_images())
-                })
-                .await;
-            }
             // A submission or a job's end wakes the loop; otherwise pass once a second so
             // that waiting jobs' reasons and priorities (age) stay current.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await;
@@ -700,9 +692,6 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     shared.lock().await.release_local_images();
     served.map_err(|e| e.to_string())
 }
-
-/// How often `berth up` looks for the mounts of images removed from the store.
-const IMAGE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the controller on a fresh multi-threaded runtime until it stops.
 pub fn run(controller: Shared) -> Result<(), String> {
