@@ -1,7 +1,7 @@
 //! The controller and node agents as separate processes (`berth controller`, `berth agent`),
 //! talking over TCP with credentials signed with the cluster key.
 
-use crate::cluster::{free_port, Cluster};
+use crate::cluster::{free_port, terminate, Cluster};
 use crate::support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,14 +57,7 @@ impl Drop for Agent {
     /// Stops the agent as an init system would (SIGTERM): it unmounts the node's image
     /// mounts no job uses. SIGKILL if it has not stopped after 10 s.
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -111,13 +104,7 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     );
 
     // Suspend, resume and cancel reach the job through its agent.
-    let sleeper = c.submit(
-        Mode::Rootless,
-        "sleeper.sh",
-        "#!/bin/sh\n#BERTH --image busybox\necho started\nexec sleep 300\n",
-        &[],
-    );
-    c.wait_for_output(sleeper, "started");
+    let sleeper = c.submit_holding("sleeper.sh", "", &[]);
     let s = sleeper.to_string();
     c.berth(Mode::Rootless, &["suspend", &s]).ok();
     assert_eq!(c.show(sleeper)["state"], "SUSPENDED");
@@ -310,11 +297,8 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     let key = c.state.join("cluster.key");
     let agent = Agent::start(&c, "node-c", port, &key);
     eventually("node-c registers", || node_names(&c) == ["node-c"]);
-    let sleeper = "#!/bin/sh\n#BERTH --image busybox\necho started\nexec sleep 300\n";
-    let plain = c.submit(Mode::Rootless, "plain.sh", sleeper, &[]);
-    let again = c.submit(Mode::Rootless, "again.sh", sleeper, &["--requeue"]);
-    c.wait_for_output(plain, "started");
-    c.wait_for_output(again, "started");
+    let plain = c.submit_holding("plain.sh", "", &[]);
+    let again = c.submit_holding("again.sh", "", &["--requeue"]);
 
     // The agent goes silent: after the timeout its node is down, a job ends NODE_FAIL, and
     // one submitted with --requeue waits to run again.
@@ -370,7 +354,12 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     .ok();
     let (state, reason) = node_state(&c, "node-c");
     assert_eq!((state.as_str(), reason.as_str()), ("draining", "new disks"));
-    let waiting = c.submit(Mode::Rootless, "waiting.sh", sleeper, &[]);
+    let waiting = c.submit(
+        Mode::Rootless,
+        "waiting.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nexec sleep 300\n",
+        &[],
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(c.show(waiting)["state"], "PENDING");
     c.berth(Mode::Root, &["node", "resume", "node-c"]).ok();

@@ -15,6 +15,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Stops a daemon as an init system would: SIGTERM, then SIGKILL if it has not ended after
+/// `grace`. Whether it ended on SIGTERM.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) -> bool {
+    // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + grace;
+    while matches!(child.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 pub struct Cluster {
     pub f: Fixture,
     pub socket: PathBuf,
@@ -109,20 +126,13 @@ impl Cluster {
         let Some(mut child) = self.controller.take() else {
             return;
         };
-        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "berth {} did not stop on SIGTERM: {}",
-                    self.command,
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stopped = terminate(&mut child, Duration::from_secs(20));
+        assert!(
+            stopped,
+            "berth {} did not stop on SIGTERM: {}",
+            self.command,
+            self.log()
+        );
     }
 
     /// The pid of `berth up` (or `berth controller`).
@@ -155,6 +165,17 @@ impl Cluster {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("not a job id: {}", out.stdout))
+    }
+
+    /// Submits, as the test user, a job in the busybox image (`directives` on its #BERTH line)
+    /// that holds its place (`exec sleep 300`), and waits until its script has started.
+    pub fn submit_holding(&self, name: &str, directives: &str, options: &[&str]) -> u64 {
+        let script = format!(
+            "#!/bin/sh\n#BERTH --image busybox {directives}\necho started\nexec sleep 300\n"
+        );
+        let id = self.submit(Mode::Rootless, name, &script, options);
+        self.wait_for_output(id, "started");
+        id
     }
 
     pub fn try_submit(&self, mode: Mode, name: &str, script: &str, options: &[&str]) -> Out {

@@ -1,6 +1,6 @@
 //! Test hosts (tests/cluster/up.sh, down.sh) and the berth daemons on them.
 
-use crate::controller::Cluster;
+use crate::controller::{terminate, Cluster};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,9 +150,8 @@ impl Agent {
     /// Stops the agent with SIGTERM, as an init system would, and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            child.wait().unwrap();
+            let stopped = terminate(&mut child, Duration::from_secs(20));
+            assert!(stopped, "agent {} did not stop on SIGTERM", self.name);
         }
     }
 

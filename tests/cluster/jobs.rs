@@ -121,13 +121,7 @@ fn cancelling_a_job_on_two_nodes_ends_both_containers() {
         return;
     };
     let c = &t.c;
-    let id = c.submit(
-        Mode::Rootless,
-        "sleepy.sh",
-        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
-        &[],
-    );
-    c.wait_for_output(id, "started");
+    let id = c.submit_holding("sleepy.sh", "-N 2", &[]);
     let runners = t.runners(id);
     wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 2);
     // Suspend and resume act on both nodes at once.
@@ -155,13 +149,7 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
     let Some(mut t) = TestCluster::start(3, 2, Some(config)) else {
         return;
     };
-    let id = t.c.submit(
-        Mode::Rootless,
-        "lost.sh",
-        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
-        &[],
-    );
-    t.c.wait_for_output(id, "started");
+    let id = t.c.submit_holding("lost.sh", "-N 2", &[]);
     let runners = t.runners(id);
     wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 2);
     let job = t.c.show(id);
@@ -194,13 +182,7 @@ fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
     let Some(t) = TestCluster::start(4, 2, Some(config)) else {
         return;
     };
-    let id = t.c.submit(
-        Mode::Rootless,
-        "cut.sh",
-        "#!/bin/sh\n#BERTH --image busybox -N 2\necho started\nexec sleep 300\n",
-        &[],
-    );
-    t.c.wait_for_output(id, "started");
+    let id = t.c.submit_holding("cut.sh", "-N 2", &[]);
     let runners = t.runners(id);
     let second = t.c.show(id)["nodes"][1].as_str().unwrap().to_string();
     // The link between the host and the bridge goes down: its agent runs on, unheard.

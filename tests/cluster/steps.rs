@@ -169,13 +169,7 @@ fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
     let c = &t.c;
     // Into a running job, from a host that is none of its nodes (the controller's, here):
     // every task is relayed, and gets the job's environment under the client's.
-    let id = c.submit(
-        Mode::Rootless,
-        "holder.sh",
-        "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho held\nexec sleep 300\n",
-        &[],
-    );
-    c.wait_for_output(id, "held");
+    let id = c.submit_holding("holder.sh", "-N 2", &[]);
     let job = id.to_string();
     let step = c.berth(
         Mode::Rootless,
