@@ -236,10 +236,7 @@ impl NodeAgent {
         let dir = self.job_dir(id);
         // A runner of an earlier run of this job, still here (its node was cut off and the
         // job requeued meanwhile): it must not outlive its run, nor share the new one's files.
-        if let Some(old) = self
-            .recorded_runner(id)
-            .filter(|&pid| self.runner_alive(id, pid))
-        {
+        if let Some(old) = self.runner_of(id) {
             eprintln!("berth agent: stopping job {id}'s runner {old}, of an earlier run of it");
             // Known by what its directory says now, before the new run's runner replaces it.
             let alive = self.liveness(id, old);
