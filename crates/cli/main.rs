@@ -30,6 +30,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Manage the image store: import, pull, list, inspect, remove
     #[command(subcommand)]

@@ -579,7 +579,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     });
     // Image mounts an earlier process left (it was killed): mounted again as needed.
     agent.node.release_images();
-    tokio::spawn(agent.node.clone().release_removed_images());
+    tokio::spawn(agent.node.clone().upkeep());
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
     let step_socket = agent.node.step_dir().join("step.sock");

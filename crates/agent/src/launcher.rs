@@ -179,6 +179,11 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
             libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
         ))?)
     };
+    // What every runner would otherwise do again, done once for all of them: glibc loads
+    // the NSS modules nsswitch.conf names (libnss_systemd and what it links) at the first
+    // user lookup, and the cgroup layout is detected once per process.
+    let _ = berth_runtime::Identity::lookup("root", true);
+    let _ = berth_runtime::cgroup::Layout::detect();
     let mut answers = socket.try_clone()?;
     let mut request = Vec::new();
     loop {

@@ -148,8 +148,9 @@ fn stop(pid: u32, alive: impl Fn() -> bool) {
     }
 }
 
-/// How often a node looks for the mounts of images removed from the store.
-const IMAGE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a node looks for the mounts of images removed from the store and for the
+/// cgroups of runners that died without removing theirs.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a runner told to stop has before it is killed.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -200,18 +201,22 @@ impl NodeAgent {
         berth_runtime::shared::release_all(&self.image_mounts());
     }
 
-    /// Unmounts, every [`IMAGE_SWEEP`] for as long as the daemon runs, the node's mounts of
-    /// images removed from the store that no job uses any more (their space is held until
-    /// then). Spawn it on the daemon's runtime.
-    pub async fn release_removed_images(self) {
+    /// Every [`UPKEEP`], for as long as the daemon runs: unmounts the node's mounts of images
+    /// removed from the store that no job uses any more (their space is held until then), and
+    /// removes the cgroups of runners that are gone (killed before they could). Spawn it on
+    /// the daemon's runtime.
+    pub async fn upkeep(self) {
         let mounts = self.image_mounts();
         loop {
             let mounts = mounts.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                berth_runtime::shared::release_deleted(&mounts)
+                berth_runtime::shared::release_deleted(&mounts);
+                if let Ok(layout) = berth_runtime::cgroup::Layout::detect() {
+                    berth_runtime::cgroup::sweep_stale(&layout, berth_runtime::CGROUP_PARENT);
+                }
             })
             .await;
-            tokio::time::sleep(IMAGE_SWEEP).await;
+            tokio::time::sleep(UPKEEP).await;
         }
     }
 
@@ -224,7 +229,7 @@ impl NodeAgent {
     }
 
     /// The cgroup of a running job, under `berth/`: its runner names it `<pid>-job<id>`, so
-    /// that a crashed runner's is swept like every berth cgroup.
+    /// that a crashed runner's is swept like every berth cgroup (by [`NodeAgent::upkeep`]).
     pub fn cgroup_name(id: u64, runner: u32) -> String {
         format!("{runner}-job{id}")
     }

@@ -389,7 +389,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             limit: Duration::from_secs(s),
             grace: Duration::from_secs(launch.grace),
         }),
-        // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (cgroup::sweep_stale);
+        // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (NodeAgent::upkeep);
         // the job id makes it easy to find, and the pid unique across controllers.
         cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
         ..Options::default()

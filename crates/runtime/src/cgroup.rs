@@ -132,12 +132,19 @@ impl Layout {
         }
     }
 
-    /// Reads /proc/self/mountinfo and detects the layout.
+    /// Reads /proc/self/mountinfo and detects the layout, once per process: the hierarchies
+    /// are mounted at boot and stay, and a process that forks many containers (the node's
+    /// runner launcher) detects them before its first fork, for all of its children.
     pub fn detect() -> Result<Layout, CgroupError> {
+        static DETECTED: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+        if let Some(layout) = DETECTED.get() {
+            return Ok(layout.clone());
+        }
         let path = PathBuf::from("/proc/self/mountinfo");
         let text =
             fs::read_to_string(&path).map_err(|source| CgroupError::Mountinfo { path, source })?;
-        Layout::from_mountinfo(&text).ok_or(CgroupError::NotMounted)
+        let layout = Layout::from_mountinfo(&text).ok_or(CgroupError::NotMounted)?;
+        Ok(DETECTED.get_or_init(|| layout).clone())
     }
 
     /// The root directory of every hierarchy, each once.

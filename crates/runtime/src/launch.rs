@@ -121,7 +121,12 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     let cgroup = match &spec.limits {
         Some(limits) => {
             let layout = Layout::detect()?;
-            cgroup::sweep_stale(&layout, CGROUP_PARENT);
+            // What crashed `berth exec`s left behind goes first. A named cgroup is a daemon's
+            // (a job's, `<runner>-job<id>`), whose agent sweeps them all now and then: one
+            // more job's start is no reason to look at every other.
+            if spec.cgroup_name.is_none() {
+                cgroup::sweep_stale(&layout, CGROUP_PARENT);
+            }
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
