@@ -213,13 +213,16 @@ PartitionName=bench Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 
     def job_states(self):
         """{job id: state} for every job slurmctld still holds (finished ones for MinJobAge)."""
+        return {f["JobId"]: f.get("JobState") for f in self._jobs() if "JobId" in f}
+
+    def array_states(self, array):
+        """{task id: state} of array job `array`'s tasks that slurmctld still holds."""
+        return {f.get("ArrayTaskId"): f.get("JobState") for f in self._jobs() if f.get("ArrayJobId") == array}
+
+    def _jobs(self):
+        """The fields of every job slurmctld still holds, one dict each."""
         out = self.cmd("scontrol", "show", "job", "-o", timeout=120)
-        states = {}
-        for line in out.splitlines():
-            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-            if "JobId" in fields:
-                states[fields["JobId"]] = fields.get("JobState")
-        return states
+        return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in out.splitlines()]
 
     def stop(self):
         """Cancels every job, waits (up to 30 s) for their processes to end, then stops slurmd,

@@ -379,6 +379,45 @@ fn a_killed_runner_launcher_loses_no_job() {
     assert!(launcher_of(&c).is_some_and(|pid| pid != launcher));
 }
 
+/// The directories of cgroup `berth/<name>` in every hierarchy that has one.
+fn cgroups_named(name: &str) -> Vec<std::path::PathBuf> {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    roots
+        .into_iter()
+        .map(|root| root.join("berth").join(name))
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+#[test]
+fn a_killed_runners_cgroup_is_swept() {
+    let Some(c) = Cluster::start() else { return };
+    let (waiting, _go) = waiting_job(&c, "");
+    let runner = runner_of(&c, waiting);
+    let name = format!("{runner}-job{waiting}");
+    assert!(!cgroups_named(&name).is_empty(), "no cgroup {name}");
+    // SIGKILL: the runner removes nothing; its container dies with it (parent-death signal).
+    // SAFETY: kill(2) on the runner of this test's own job, recorded by its agent.
+    unsafe { libc::kill(runner as i32, libc::SIGKILL) };
+    let job = c.wait_for(waiting, &["COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL"]);
+    assert_ne!(job["state"], "COMPLETED", "{job}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cgroups_named(&name).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            cgroups_named(&name)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn killing_the_controller_loses_nothing() {
     let Some(mut c) = Cluster::start() else {
@@ -439,18 +478,22 @@ fn killing_the_controller_loses_nothing() {
     );
 }
 
-/// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2. The cgroup is
-/// `<runner pid>-job<id>`: the runner's pid is the first word of the job directory's
-/// `runner.pid` (this cluster's own: other tests' clusters have jobs with the same ids).
-fn cpu_time(c: &Cluster, id: u64) -> u64 {
+/// The pid of job `id`'s runner: the first word of the job directory's `runner.pid` (this
+/// cluster's own: other tests' clusters have jobs with the same ids).
+fn runner_of(c: &Cluster, id: u64) -> u32 {
     let recorded = c.state.join("jobs").join(id.to_string()).join("runner.pid");
-    let runner: u32 = std::fs::read_to_string(recorded)
+    std::fs::read_to_string(recorded)
         .expect("the job's runner is recorded")
         .split_whitespace()
         .next()
         .and_then(|w| w.parse().ok())
-        .expect("a pid");
-    let name = format!("{runner}-job{id}");
+        .expect("a pid")
+}
+
+/// CPU time (ns or us, only compared) so far of job `id`'s cgroup, v1 or v2, named
+/// `<runner pid>-job<id>`.
+fn cpu_time(c: &Cluster, id: u64) -> u64 {
+    let name = format!("{}-job{id}", runner_of(c, id));
     for (root, file) in [
         ("/sys/fs/cgroup/cpuacct/berth", "cpuacct.usage"),
         ("/sys/fs/cgroup/berth", "cpu.stat"),
