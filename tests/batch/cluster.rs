@@ -136,6 +136,24 @@ impl Cluster {
     }
 
     /// The pid of `berth up` (or `berth controller`).
+    /// The node's runner launcher (`berth internal launcher`, a child of `berth up`), if one
+    /// runs.
+    pub fn launcher(&self) -> Option<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let parent = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok());
+                parent == Some(self.pid())
+                    && std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|cmd| cmd.ends_with(b"internal\0launcher\0"))
+            })
+    }
+
     pub fn pid(&self) -> u32 {
         self.controller.as_ref().expect("running").id()
     }

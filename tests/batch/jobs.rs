@@ -340,30 +340,13 @@ fn dependencies_and_arrays() {
     }
 }
 
-/// The node's runner launcher (`berth internal launcher`, a child of `berth up`), if one runs.
-fn launcher_of(c: &Cluster) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let parent = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok());
-            parent == Some(c.pid())
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|cmd| cmd.ends_with(b"internal\0launcher\0"))
-        })
-}
-
 #[test]
 fn a_killed_runner_launcher_loses_no_job() {
     let Some(c) = Cluster::start() else { return };
     let (waiting, go) = waiting_job(&c, "echo went");
     // The launcher that forked the job's runner dies: the runner goes on, and its end is
     // still seen (without the launcher, by its pid and start time).
-    let launcher = launcher_of(&c).expect("the node's runner launcher runs");
+    let launcher = c.launcher().expect("the node's runner launcher runs");
     // SAFETY: kill(2) on the launcher of this test's own `berth up`, found just above.
     unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
     std::fs::write(&go, "").unwrap();
@@ -376,7 +359,7 @@ fn a_killed_runner_launcher_loses_no_job() {
         c.wait_for(next, &["COMPLETED", "FAILED"])["state"],
         "COMPLETED"
     );
-    assert!(launcher_of(&c).is_some_and(|pid| pid != launcher));
+    assert!(c.launcher().is_some_and(|pid| pid != launcher));
 }
 
 /// The directories of cgroup `berth/<name>` in every hierarchy that has one.

@@ -250,6 +250,42 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     }
 }
 
+#[test]
+fn a_step_outlives_a_killed_launcher() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(
+        Mode::Rootless,
+        "holder.sh",
+        &script("-n 1", "exec sleep 300"),
+        &[],
+    );
+    c.wait_for(id, &["RUNNING"]);
+    // The launcher that forked the step's process dies: the step goes on, and its end is
+    // still seen (without the launcher, by its pid and start time).
+    let go = c.f.cwd(Mode::Rootless).join("go");
+    let wait = format!(
+        "echo ready; while [ ! -e {} ]; do sleep 0.1; done; exit 4",
+        go.display()
+    );
+    let (mut client, mut out) = step_from_host(&c, id, &["sh", "-c", &wait]);
+    let launcher = c.launcher().expect("the node's launcher runs");
+    // SAFETY: kill(2) on the launcher of this test's own `berth up`, found just above.
+    unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+    std::fs::write(&go, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(client.wait().unwrap().code(), Some(125));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.show(id)["steps"][0]["exit_code"].is_null() {
+        assert!(Instant::now() < deadline, "{}", c.show(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next step gets a launcher anew, and its status.
+    let (mut client, _out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exit 3"]);
+    assert_eq!(client.wait().unwrap().code(), Some(3));
+    assert!(c.launcher().is_some_and(|pid| pid != launcher));
+}
+
 /// The newest job of the test user, from `berth history`.
 fn newest_job(c: &Cluster) -> serde_json::Value {
     let all: serde_json::Value =

@@ -592,7 +592,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     tokio::spawn(crate::step::server::serve(
         step_listener,
         Arc::new(RemoteAuthority(agent.clone())),
-        settings.berth.clone(),
+        agent.node.launcher(),
     ));
     // With --socket, the host's users get a step socket too, where berth looks for it
     // beside the API socket (`berth step` on this node's host, allocations included).
@@ -600,7 +600,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         tokio::spawn(crate::step::server::serve(
             listen_for_everyone(&berth_api::step_socket(socket))?,
             Arc::new(RemoteAuthority(agent.clone())),
-            settings.berth.clone(),
+            agent.node.launcher(),
         ));
     }
     // The controller's API for the node's users and its jobs (beside the step socket, as

@@ -4,25 +4,28 @@
 //! executable: over a millisecond of CPU each). The agent itself is multi-threaded and must
 //! never fork without exec (DESIGN.md); the launcher is single-threaded, so it may.
 //!
-//! Protocol, one line each, over the launcher's stdin (a socket): the agent sends a launch
-//! file's path; the launcher answers `S <pid> <start time>` (forked; the start time from
-//! /proc/PID/stat, which tells the runner from a later process with its pid) or `F <error>`,
-//! and, whenever one of its runners ends, `E <pid> <wait status>`. At end of input (the agent
-//! is gone) it exits: its runners go on, as exec'd runners do without their agent.
+//! Job steps' processes (`berth internal step`, see `step`) are forked the same way.
+//!
+//! Protocol over the launcher's stdin (a socket): the agent sends a line with a launch file's
+//! path (a runner), or `step <length>` followed by that many bytes of a step's launch (JSON),
+//! with the client's stdin, stdout and stderr attached to the line's first byte (SCM_RIGHTS).
+//! The launcher answers `S <pid> <start time>` (forked; the start time from /proc/PID/stat,
+//! which tells the process from a later one with its pid) or `F <error>`, and, whenever one
+//! of the processes it forked ends, `E <pid> <wait status>`. At end of input (the agent is
+//! gone) it exits: its runners go on, as exec'd runners do without their agent.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
-/// A runner forked by the launcher: its pid, its start time (clock ticks after boot, as
-/// /proc/PID/stat has it), and where its end comes: `Some(how it ended)`, or `None` if the
+/// A process forked by the launcher: its pid, its start time (clock ticks after boot, as
+/// /proc/PID/stat has it), and where its end comes: `Some(wait status)`, or `None` if the
 /// launcher went away first (then only its pid tells whether it still runs).
-pub type Forked = (u32, u64, Receiver<Option<String>>);
+pub type Forked = (u32, u64, Receiver<Option<i32>>);
 
 /// The agent's side: starts the launcher when first needed, and again if it died. The
 /// launcher ends with the agent's process: its socket's other end closes then.
@@ -45,13 +48,38 @@ impl Launcher {
         }
     }
 
+    /// The berth executable the launcher runs (and the agent runs its processes with where
+    /// the launcher cannot).
+    pub fn berth(&self) -> &Path {
+        &self.berth
+    }
+
     /// Forks a runner of the launch file `launch`. An error means no runner was started
     /// (the caller may start one itself).
     pub fn fork(&self, launch: &Path) -> Result<Forked, String> {
         let path = launch
             .to_str()
-            .filter(|p| !p.contains('\n'))
+            .filter(|p| !p.contains('\n') && !p.starts_with("step "))
             .ok_or_else(|| format!("{}: not a path the launcher takes", launch.display()))?;
+        self.request(format!("{path}\n").as_bytes(), &[])
+    }
+
+    /// Forks a job step's process (`berth internal step` without the exec) for `launch`,
+    /// with `stdio` as its stdin, stdout and stderr. It leads a session and process group of
+    /// its own by the time this returns. An error means it was not started.
+    pub fn fork_step(
+        &self,
+        launch: &crate::step::StepLaunch,
+        stdio: [std::os::fd::RawFd; 3],
+    ) -> Result<Forked, String> {
+        let json = serde_json::to_vec(launch).expect("launches serialise");
+        let mut request = format!("step {}\n", json.len()).into_bytes();
+        request.extend_from_slice(&json);
+        self.request(&request, &stdio)
+    }
+
+    /// Sends one request (with `fds` on its first byte) and waits for its answer.
+    fn request(&self, request: &[u8], fds: &[std::os::fd::RawFd]) -> Result<Forked, String> {
         let mut launcher = self.launcher.lock().expect("not poisoned");
         // Once more with a new launcher, if the one there was has died.
         for _ in 0..2 {
@@ -59,7 +87,11 @@ impl Launcher {
                 *launcher = Some(self.start()?);
             }
             let running = launcher.as_mut().expect("just started");
-            if writeln!(running.requests, "{path}").is_ok() {
+            let sent = match fds {
+                [] => running.requests.write_all(request),
+                fds => crate::step::wire::send_with_fds(&running.requests, request, fds),
+            };
+            if sent.is_ok() {
                 if let Ok(answer) = running.answers.recv() {
                     return answer;
                 }
@@ -94,7 +126,7 @@ impl Launcher {
 /// ends to each runner's waiter (registered here, before the fork's answer goes out, so that
 /// no end can come before its waiter).
 fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
-    let mut waiters: BTreeMap<u32, Sender<Option<String>>> = BTreeMap::new();
+    let mut waiters: BTreeMap<u32, Sender<Option<i32>>> = BTreeMap::new();
     for line in BufReader::new(socket).lines() {
         let Ok(line) = line else { break };
         let mut words = line.splitn(3, ' ');
@@ -115,7 +147,6 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
                     break;
                 };
                 if let Some(waiter) = waiters.remove(&pid) {
-                    let status = std::process::ExitStatus::from_raw(status).to_string();
                     let _ = waiter.send(Some(status));
                 }
             }
@@ -185,7 +216,7 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     let _ = berth_runtime::Identity::lookup("root", true);
     let _ = berth_runtime::cgroup::Layout::detect();
     let mut answers = socket.try_clone()?;
-    let mut request = Vec::new();
+    let (mut request, mut fds) = (Vec::new(), Vec::new());
     loop {
         let [request_ready, ended] = readable([socket.as_raw_fd(), signals.as_raw_fd()])?;
         if ended {
@@ -207,40 +238,105 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
         if !request_ready {
             continue;
         }
+        // One byte at a time: a request line is short, nothing is left buffered behind the
+        // poll, and descriptors come with the byte they were sent with.
         let mut byte = [0u8; 1];
-        // One byte at a time: a request is a short line, and nothing is left buffered
-        // behind the poll.
-        // SAFETY: reads into a one-byte buffer we own.
-        match unsafe { libc::read(socket.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } {
-            0 => return Ok(()),
-            n if n < 0 => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            _ if byte[0] != b'\n' => {
-                request.push(byte[0]);
-                continue;
-            }
-            _ => {}
+        if crate::step::wire::recv_with_fds(socket, &mut byte, &mut fds)? == 0 {
+            return Ok(());
         }
-        let launch = PathBuf::from(String::from_utf8_lossy(&request).into_owned());
+        if byte[0] != b'\n' {
+            request.push(byte[0]);
+            continue;
+        }
+        let line = String::from_utf8_lossy(&request).into_owned();
         request.clear();
-        // SAFETY: this process is single-threaded; the child only runs the runner and exits.
-        match unsafe { libc::fork() } {
-            -1 => writeln!(answers, "F {}", std::io::Error::last_os_error())?,
-            0 => {
-                // SAFETY: unblocks SIGCHLD again: the runner gets the empty mask an exec'd
-                // one has (its container's end is its own SIGCHLD).
-                unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &chld, std::ptr::null_mut()) };
-                std::process::exit(run_forked(&launch, [signals, OwnedFd::from(answers)]));
+        let stdio = std::mem::take(&mut fds);
+        let forked = match line.strip_prefix("step ") {
+            Some(length) => fork_step(
+                socket,
+                length,
+                stdio,
+                (&chld, [signals.as_raw_fd(), answers.as_raw_fd()]),
+            ),
+            None => {
+                drop(stdio);
+                let launch = PathBuf::from(line);
+                // SAFETY: this process is single-threaded; the child only runs the runner and
+                // exits.
+                match unsafe { libc::fork() } {
+                    -1 => Err(std::io::Error::last_os_error().to_string()),
+                    0 => {
+                        // SAFETY: unblocks SIGCHLD again: the runner gets the empty mask an
+                        // exec'd one has (its container's end is its own SIGCHLD).
+                        unsafe {
+                            libc::sigprocmask(libc::SIG_UNBLOCK, &chld, std::ptr::null_mut())
+                        };
+                        std::process::exit(run_forked(&launch, [signals, OwnedFd::from(answers)]));
+                    }
+                    pid => Ok(pid),
+                }
             }
-            pid => {
+        };
+        match forked {
+            Ok(pid) => {
                 let start = start_time(pid as u32).unwrap_or(0);
                 writeln!(answers, "S {pid} {start}")?;
             }
+            Err(e) => writeln!(answers, "F {}", e.replace('\n', " "))?,
+        }
+    }
+}
+
+/// Forks a step's process: reads its launch (`length` bytes after the request line), forks,
+/// and returns once the child leads a session of its own (so that the agent's kill(2) of its
+/// process group reaches it from the start), with `stdio` as its stdin, stdout and stderr
+/// and, as the runners, SIGCHLD unblocked and none of the launcher's own descriptors.
+fn fork_step(
+    socket: &UnixStream,
+    length: &str,
+    stdio: Vec<OwnedFd>,
+    (chld, launchers): (&libc::sigset_t, [std::os::fd::RawFd; 2]),
+) -> Result<libc::pid_t, String> {
+    let length: usize = length
+        .parse()
+        .map_err(|_| format!("bad step request: length {length}"))?;
+    let mut launch = vec![0u8; length];
+    std::io::Read::read_exact(&mut &*socket, &mut launch).map_err(|e| e.to_string())?;
+    let stdio: [OwnedFd; 3] = stdio
+        .try_into()
+        .map_err(|_| "bad step request: it must carry stdin, stdout and stderr".to_string())?;
+    let (ready, led) = crate::step::pipe(0).map_err(|e| e.to_string())?;
+    // SAFETY: this process is single-threaded; the child only runs the step and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error().to_string()),
+        0 => {
+            // SAFETY: setsid(2) in the new child (not a group leader yet, so it cannot fail
+            // but for a pid collision with a group, which the kernel rules out); the signal
+            // mask as in the runner's child.
+            unsafe {
+                libc::setsid();
+                libc::sigprocmask(libc::SIG_UNBLOCK, chld, std::ptr::null_mut());
+            }
+            drop((ready, led));
+            for fd in launchers {
+                // SAFETY: the launcher's signalfd and its copy of the agent's socket, which
+                // this process never uses (the socket's 0 is replaced below).
+                unsafe { libc::close(fd) };
+            }
+            for (fd, target) in stdio.iter().zip(0..) {
+                // SAFETY: dup2 onto this process's standard descriptors (clearing their
+                // close-on-exec flag, as an exec'd step's stdio has none).
+                unsafe { libc::dup2(fd.as_raw_fd(), target) };
+            }
+            drop(stdio);
+            std::process::exit(crate::step::run_forked(&launch));
+        }
+        pid => {
+            drop(led);
+            // The child's end of the pipe closes with its setsid done (or with its end).
+            let mut byte = [0u8; 1];
+            let _ = std::io::Read::read(&mut std::fs::File::from(ready), &mut byte);
+            Ok(pid)
         }
     }
 }

@@ -104,7 +104,7 @@ pub struct Started {
 #[derive(Debug)]
 enum Ended {
     /// Forked by the launcher, which tells its end (`None`: the launcher went away first).
-    Forked(std::sync::mpsc::Receiver<Option<String>>),
+    Forked(std::sync::mpsc::Receiver<Option<i32>>),
     /// Started by the agent itself (the launcher could not be used).
     Child(std::process::Child),
 }
@@ -117,7 +117,10 @@ impl Started {
                 .wait()
                 .map_or_else(|e| e.to_string(), |s| s.to_string()),
             Ended::Forked(end) => match end.recv() {
-                Ok(Some(status)) => status,
+                Ok(Some(status)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    std::process::ExitStatus::from_raw(status).to_string()
+                }
                 _ => {
                     while node.runner_alive(job, self.pid) {
                         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -218,6 +221,11 @@ impl NodeAgent {
             .await;
             tokio::time::sleep(UPKEEP).await;
         }
+    }
+
+    /// The node's runner launcher, which forks its steps' processes too.
+    pub fn launcher(&self) -> std::sync::Arc<crate::launcher::Launcher> {
+        self.launcher.clone()
     }
 
     pub fn job_dir(&self, id: u64) -> PathBuf {

@@ -611,7 +611,16 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             })
             .map_err(|e| e.to_string())?;
     }
-    let berth = shared.lock().await.settings().berth.clone();
+    // This host's node forks the steps' processes (a controller alone has no node here,
+    // so its steps have no part here: its launcher never starts).
+    let (agents, berth) = {
+        let c = shared.lock().await;
+        (c.local_agents(), c.settings().berth.clone())
+    };
+    let launcher = match agents.first() {
+        Some(agent) => agent.launcher(),
+        None => std::sync::Arc::new(berth_agent::launcher::Launcher::new(berth)),
+    };
     let listen = shared.lock().await.settings().listen;
     let key = shared.lock().await.key();
     // Where the nodes reach this controller: its TCP address, or (listening on every
@@ -623,7 +632,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
         std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone(), address)),
-        berth,
+        launcher,
     ));
     {
         let mut c = shared.lock().await;

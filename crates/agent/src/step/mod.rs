@@ -3,7 +3,8 @@
 //! ```text
 //! berth step (client, in the job or on the host) ──step socket: request + its stdio fds──►
 //!   node agent (server.rs): who asks (SO_PEERCRED), the controller grants a step id ──►
-//!   fork+exec `berth internal step` (this module's [`run`], single-threaded, root):
+//!   the node's launcher forks `berth internal step` (this module's [`run_forked`];
+//!   [`run`] where the agent execs it), single-threaded, root:
 //!   enter the job's container and cgroup, fork the tasks as the job's user ──►
 //!   tasks write to the client's own stdout/stderr; the worst exit status goes back
 //! ```
@@ -90,7 +91,7 @@ impl StepLaunch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("the step launch in ${LAUNCH_VAR} is missing or unreadable: {0}")]
+    #[error("the step's launch is missing or unreadable: {0}")]
     Launch(String),
     #[error(transparent)]
     Runtime(#[from] berth_runtime::RuntimeError),
@@ -187,6 +188,15 @@ pub(crate) fn step_command(
     command
 }
 
+/// A step process's exit status as a shell reports it: its code, or 128 + the signal that
+/// killed it.
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .signal()
+        .map_or_else(|| status.code().unwrap_or(125), |sig| 128 + sig)
+}
+
 /// The NAME of a `NAME=VALUE` entry.
 fn name_of(kv: &str) -> &str {
     kv.split_once('=').map_or(kv, |(k, _)| k)
@@ -269,8 +279,25 @@ pub(crate) fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), StepError> 
 pub fn run() -> Result<i32, StepError> {
     let text = std::env::var(LAUNCH_VAR).map_err(|e| StepError::Launch(e.to_string()))?;
     std::env::remove_var(LAUNCH_VAR);
-    let launch: StepLaunch =
-        serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
+    run_launch(serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?)
+}
+
+/// The step process as the node's launcher forks it (see `launcher`): `launch` is the
+/// step's launch (JSON), the client's stdio is on 0, 1 and 2 already. Its exit status.
+pub fn run_forked(launch: &[u8]) -> i32 {
+    let launched = serde_json::from_slice(launch)
+        .map_err(|e| StepError::Launch(e.to_string()))
+        .and_then(run_launch);
+    match launched {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            125
+        }
+    }
+}
+
+fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The agent signals the whole group: the tasks act on it, this process carries on

@@ -402,10 +402,7 @@ where
         }
     }
     reader.abort();
-    let code = match status.expect("the loop ends after the part's process") {
-        Ok(s) => std::os::unix::process::ExitStatusExt::signal(&s)
-            .map_or_else(|| s.code().unwrap_or(125), |sig| 128 + sig),
-        Err(_) => 125,
-    };
-    Ok(code)
+    Ok(status
+        .expect("the loop ends after the part's process")
+        .map_or(125, super::exit_code))
 }

@@ -1,13 +1,15 @@
 //! The node agent's step socket: takes `berth step` requests, asks the [`StepAuthority`] (the
-//! controller) for a grant, and runs `berth internal step` with the client's descriptors as
-//! its stdio. It passes the client's signals on to the step's process group, and kills the
+//! controller) for a grant, and has the node's launcher fork the step's process (`berth
+//! internal step`, exec'd where the launcher cannot) with the client's descriptors as its
+//! stdio. It passes the client's signals on to the step's process group, and kills the
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
 use super::{pmi, relay, StepLaunch};
+use crate::launcher::Launcher;
 use berth_api::{StepEvent, StepRequest, StepSignal};
 use std::future::Future;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -74,16 +76,20 @@ pub trait StepAuthority: Send + Sync + 'static {
     fn address(&self) -> String;
 }
 
-/// Serves the step socket until the listener fails. `berth` is the executable to run as
-/// `berth internal step`.
-pub async fn serve<A: StepAuthority>(listener: UnixListener, authority: Arc<A>, berth: PathBuf) {
+/// Serves the step socket until the listener fails, starting steps' processes through the
+/// node's `launcher`.
+pub async fn serve<A: StepAuthority>(
+    listener: UnixListener,
+    authority: Arc<A>,
+    launcher: Arc<Launcher>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (authority, berth) = (authority.clone(), berth.clone());
+        let (authority, launcher) = (authority.clone(), launcher.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &*authority, &berth).await {
+            if let Err(e) = handle(stream, &*authority, &launcher).await {
                 eprintln!("berth: step socket: {e}");
             }
         });
@@ -101,7 +107,7 @@ type Lines = tokio::io::Lines<BufReader<OwnedReadHalf>>;
 async fn handle<A: StepAuthority>(
     stream: UnixStream,
     authority: &A,
-    berth: &std::path::Path,
+    launcher: &Arc<Launcher>,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     // recvmsg(2) with descriptors is a blocking call here: done on a blocking thread, with a
@@ -175,7 +181,7 @@ async fn handle<A: StepAuthority>(
     };
     let code = run_step(
         authority,
-        berth,
+        launcher,
         (cred.uid(), cred.pid()),
         job,
         &request,
@@ -237,7 +243,7 @@ const QUEUED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 #[allow(clippy::too_many_arguments)]
 async fn run_step<A: StepAuthority>(
     authority: &A,
-    berth: &std::path::Path,
+    launcher: &Arc<Launcher>,
     (uid, client_pid): (u32, Option<i32>),
     job: u64,
     request: &StepRequest,
@@ -331,28 +337,20 @@ async fn run_step<A: StepAuthority>(
             let _ = done.send(part.relay(input, out, err));
         });
     }
-    let mut child = match here {
-        Some(i) => {
-            let input = match stdin.take() {
-                Some(fd) => Stdio::from(fd),
-                None => Stdio::null(),
-            };
-            match spawn_local(berth, &launch(i), input, stdout, stderr) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    for s in &mut signallers {
-                        s.signal(libc::SIGKILL);
-                    }
-                    authority.end(job, grant.step, 125).await;
-                    return Err(e);
+    let mut local = match here {
+        Some(i) => match start_local(launcher, &launch(i), stdin.take(), stdout, stderr).await {
+            Ok(part) => Some(part),
+            Err(e) => {
+                for s in &mut signallers {
+                    s.signal(libc::SIGKILL);
                 }
+                authority.end(job, grant.step, 125).await;
+                return Err(e);
             }
-        }
+        },
         None => None,
     };
-    let group = child
-        .as_ref()
-        .map(|c| c.id().expect("a child just spawned has a pid") as libc::pid_t);
+    let group = local.as_ref().map(|part| part.group);
     let ntasks = layout.iter().map(|(_, t)| t).sum();
     let _ = send(
         write,
@@ -375,13 +373,9 @@ async fn run_step<A: StepAuthority>(
     let (mut worst, mut killed, mut client) = (0, false, true);
     while left > 0 {
         let code = tokio::select! {
-            status = async { child.as_mut().expect("checked").wait().await }, if child.is_some() => {
-                child = None;
-                match status {
-                    Ok(s) => std::os::unix::process::ExitStatusExt::signal(&s)
-                        .map_or_else(|| s.code().unwrap_or(125), |sig| 128 + sig),
-                    Err(_) => 125,
-                }
+            code = async { (&mut local.as_mut().expect("checked").end).await }, if local.is_some() => {
+                local = None;
+                code
             }
             Some(code) = ended.recv() => code,
             // A task gave up (MPI_Abort): the step ends with its code, every task killed.
@@ -426,19 +420,66 @@ async fn run_step<A: StepAuthority>(
     Ok(worst)
 }
 
-/// Starts `berth internal step` for this node's part of a step (leading a process group of
-/// its own, which its tasks join), with `stdin` and the client's stdout and stderr.
-fn spawn_local(
-    berth: &std::path::Path,
+/// This node's part of a step: its process, which leads a process group of its own (its
+/// tasks join it), and its exit status once it ends.
+struct LocalPart {
+    group: libc::pid_t,
+    end: std::pin::Pin<Box<dyn Future<Output = i32> + Send>>,
+}
+
+/// Starts this node's part of a step, `berth internal step`, with `stdin` (none: /dev/null)
+/// and the client's stdout and stderr: forked by the node's launcher, or exec'd here if the
+/// launcher cannot.
+async fn start_local(
+    launcher: &Arc<Launcher>,
     launch: &StepLaunch,
-    stdin: Stdio,
+    stdin: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<tokio::process::Child, String> {
-    super::step_command(berth, launch)
-        .stdin(stdin)
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))
+) -> Result<LocalPart, String> {
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => std::fs::File::open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?
+            .into(),
+    };
+    let (launcher, launch) = (launcher.clone(), launch.clone());
+    tokio::task::spawn_blocking(move || {
+        let stdio = [&stdin, &stdout, &stderr].map(|fd| fd.as_raw_fd());
+        match launcher.fork_step(&launch, stdio) {
+            Ok((pid, start, ended)) => Ok(LocalPart {
+                group: pid as libc::pid_t,
+                end: Box::pin(async move {
+                    match tokio::task::spawn_blocking(move || ended.recv()).await {
+                        Ok(Ok(Some(status))) => super::exit_code(
+                            std::os::unix::process::ExitStatusExt::from_raw(status),
+                        ),
+                        // The launcher went away first: the process's end shows only in /proc.
+                        _ => {
+                            while crate::launcher::start_time(pid) == Some(start) {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            125
+                        }
+                    }
+                }),
+            }),
+            Err(e) => {
+                eprintln!("berth agent: {e}: starting the step's process without the launcher");
+                let berth = launcher.berth();
+                let mut child = super::step_command(berth, &launch)
+                    .stdin(Stdio::from(stdin))
+                    .stdout(Stdio::from(stdout))
+                    .stderr(Stdio::from(stderr))
+                    .spawn()
+                    .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
+                Ok(LocalPart {
+                    group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
+                    end: Box::pin(async move { child.wait().await.map_or(125, super::exit_code) }),
+                })
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

@@ -52,15 +52,14 @@ fn cmsg_space(n: usize) -> usize {
     unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
 }
 
-/// Reads one line (without its newline) and the descriptors that came with it. At most
-/// `limit` bytes: a longer line is refused rather than read without end.
-pub fn recv_line_with_fds(
+/// One recvmsg(2) into `buf`: how many bytes came (0: the peer closed), with the
+/// descriptors that came with them added to `fds` (close-on-exec; up to [`STDIO_FDS`] of
+/// them, the kernel closes any more). Retries when a signal interrupts it.
+pub fn recv_with_fds(
     socket: &impl AsRawFd,
-    limit: usize,
-) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut line = Vec::new();
-    let mut fds = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
     let space = cmsg_space(STDIO_FDS);
     let mut control = vec![0u8; space];
     loop {
@@ -100,13 +99,28 @@ pub fn recv_line_with_fds(
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
         }
+        return Ok(n as usize);
+    }
+}
+
+/// Reads one line (without its newline) and the descriptors that came with it. At most
+/// `limit` bytes: a longer line is refused rather than read without end.
+pub fn recv_line_with_fds(
+    socket: &impl AsRawFd,
+    limit: usize,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv_with_fds(socket, &mut buf, &mut fds)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the client closed the connection before its request was complete",
             ));
         }
-        let chunk = &buf[..n as usize];
+        let chunk = &buf[..n];
         match chunk.iter().position(|&b| b == b'\n') {
             Some(end) => {
                 line.extend_from_slice(&chunk[..end]);
