@@ -105,12 +105,31 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         // Steps often run inside a job's container, where the host's configuration file
-        // (which $BERTH_CONFIG may name) is not: they need none.
+        // (which $BERTH_CONFIG may name) is not: they need none. Neither do the controller's
+        // clients (its API is all they use), nor berth's internal entry points.
         Command::Step(args) => step::step(args),
         Command::Rsh(args) => step::rsh(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         Command::Internal(Internal::Launcher) => Ok(berth_agent::launcher::serve()),
+        Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
+            .map(|_| 0)
+            .map_err(Into::into),
+        Command::Down => batch::down(),
+        Command::Token(args) => batch::token(args),
+        Command::Submit(args) => batch::submit(args),
+        Command::Queue(args) => batch::queue(args),
+        Command::Show(args) => batch::show(args),
+        Command::Cancel(args) => batch::cancel(args),
+        Command::History(args) => batch::history(args),
+        Command::Hold(args) => batch::act("hold", args),
+        Command::Release(args) => batch::act("release", args),
+        Command::Suspend(args) => batch::act("suspend", args),
+        Command::Resume(args) => batch::act("resume", args),
+        Command::Requeue(args) => batch::act("requeue", args),
+        Command::Nodes(args) => batch::nodes(args),
+        Command::Partitions(args) => batch::partitions(args),
+        Command::Node(cmd) => batch::node(cmd),
         command => {
             settings::Settings::load(cli.store, cli.config).and_then(|settings| match command {
                 Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
@@ -120,29 +139,7 @@ fn main() {
                 Command::Up(args) => batch::up(&settings, args),
                 Command::Controller(args) => batch::controller(&settings, args),
                 Command::Agent(args) => batch::agent(&settings, args),
-                Command::Down => batch::down(),
-                Command::Token(args) => batch::token(args),
-                Command::Submit(args) => batch::submit(args),
-                Command::Queue(args) => batch::queue(args),
-                Command::Show(args) => batch::show(args),
-                Command::Cancel(args) => batch::cancel(args),
-                Command::History(args) => batch::history(args),
-                Command::Hold(args) => batch::act("hold", args),
-                Command::Release(args) => batch::act("release", args),
-                Command::Suspend(args) => batch::act("suspend", args),
-                Command::Resume(args) => batch::act("resume", args),
-                Command::Requeue(args) => batch::act("requeue", args),
-                Command::Nodes(args) => batch::nodes(args),
-                Command::Partitions(args) => batch::partitions(args),
-                Command::Node(cmd) => batch::node(cmd),
-                Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
-                    .map(|_| 0)
-                    .map_err(Into::into),
-                Command::Step(_)
-                | Command::Rsh(_)
-                | Command::Internal(Internal::Step | Internal::Hold | Internal::Launcher) => {
-                    unreachable!("handled above")
-                }
+                _ => unreachable!("handled above"),
             })
         }
     };
