@@ -210,8 +210,6 @@ struct Agent {
     node: NodeAgent,
     /// How the controller (and other nodes) reach this agent, `http://HOST:PORT`.
     advertise: String,
-    /// The berth executable (`berth internal step` for parts of steps).
-    berth: PathBuf,
     key: Key,
     controllers: Vec<String>,
     /// The controller that answered last, asked first.
@@ -278,12 +276,10 @@ async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> 
 /// node's agent took; the connection becomes the part's ([`crate::step::relay`]).
 async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
     let upgrade = hyper::upgrade::on(&mut request);
-    let (node, berth) = (a.node.clone(), a.berth.clone());
+    let node = a.node.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => {
-                crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node, berth).await
-            }
+            Ok(io) => crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node).await,
             Err(e) => eprintln!("berth agent: a step's connection failed: {e}"),
         }
     });
@@ -569,7 +565,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let name = settings.resources.name.clone();
     let agent = Arc::new(Agent {
         node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
-        berth: settings.berth.clone(),
         advertise: settings.advertise.clone(),
         key: settings.key,
         controllers: settings.controllers.clone(),

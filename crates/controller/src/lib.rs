@@ -1083,21 +1083,32 @@ impl Controller {
         shared: &Shared,
     ) {
         match link {
+            // The job's files and its runner's fork happen outside the controller's lock (the
+            // next job's start and other jobs' ends need it meanwhile); the runner's pid is
+            // recorded once there, as a remote agent's answer is.
             Link::Local(agent) => {
-                let started = match agent.start(start) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let reason = format!("cannot start the job on node {node}: {e}");
-                        return self.finish(id, State::Failed, Some(reason), None);
-                    }
-                };
-                let runner = started.pid;
-                self.started(id, &node, runner);
+                if let Some(share) = self.active.get_mut(&id).and_then(|j| j.share_mut(&node)) {
+                    share.starting = true;
+                }
                 let shared = shared.clone();
                 tokio::task::spawn_blocking(move || {
+                    let handle = tokio::runtime::Handle::current();
+                    let started = match agent.start(start) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let reason = format!("cannot start the job on node {node}: {e}");
+                            return handle.block_on(async {
+                                shared
+                                    .lock()
+                                    .await
+                                    .finish(id, State::Failed, Some(reason), None)
+                            });
+                        }
+                    };
+                    let runner = started.pid;
+                    handle.block_on(async { shared.lock().await.started(id, &node, runner) });
                     let status = started.wait(&agent, id);
                     let result = agent.result(id);
-                    let handle = tokio::runtime::Handle::current();
                     handle.block_on(async move {
                         shared
                             .lock()
@@ -1955,7 +1966,26 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         job: u64,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::server::StepGrant, String> {
-        self.0.lock().await.begin_step(None, uid, job, request)
+        let (mut grant, here) = {
+            let mut c = self.0.lock().await;
+            let grant = c.begin_step(None, uid, job, request)?;
+            let here = match c.nodes.get(&grant.node).map(|n| &n.link) {
+                Some(Link::Local(agent)) => Some(agent.clone()),
+                _ => None,
+            };
+            (grant, here)
+        };
+        // The runner here may still be starting: the node knows it.
+        if let (true, Some(agent)) = (grant.cgroup.is_empty(), here) {
+            if grant.parts.iter().any(|p| p.url.is_none()) {
+                let runner = agent
+                    .wait_runner(job)
+                    .await
+                    .ok_or_else(|| format!("job {job} has no container on node {}", grant.node))?;
+                grant.cgroup = NodeAgent::cgroup_name(job, runner);
+            }
+        }
+        Ok(grant)
     }
 
     async fn end(&self, job: u64, step: u32, code: i32) {

@@ -541,7 +541,13 @@ fn argv(spec: &ContainerSpec) -> Vec<String> {
 
 /// The clone(2) child. Waits for the parent's go-ahead (user namespace maps written, cgroup
 /// joined), sets everything up, and execs. Never returns.
-pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_fd: OwnedFd) -> ! {
+pub(crate) fn child(
+    spec: &ContainerSpec,
+    image: &OwnedFd,
+    cgroup_tasks: &[std::fs::File],
+    go: OwnedFd,
+    report_fd: OwnedFd,
+) -> ! {
     // The parent's forwarding handlers came along with the clone; here they would forward to
     // nobody and swallow the signal. Until exec, a signal does what it would do to the program.
     for sig in crate::launch::FORWARDED {
@@ -556,6 +562,7 @@ pub(crate) fn child(spec: &ContainerSpec, image: &OwnedFd, go: OwnedFd, report_f
         unsafe { libc::_exit(125) };
     }
     let failure = (|| -> Result<Failure, Failure> {
+        crate::cgroup::join_self(cgroup_tasks).map_err(fail("joining the cgroup"))?;
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(fail("setting the parent-death signal"))?;
         if spec.time_limit.is_some() {

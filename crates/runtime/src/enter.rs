@@ -29,7 +29,10 @@ pub struct Container {
     pidfd: std::os::fd::OwnedFd,
     root: std::os::fd::OwnedFd,
     pidns: (u64, u64),
+    /// The files to write to to join the cgroup: v1's `tasks` (this thread, "0"), or v2's
+    /// cgroup.procs (this process, by pid).
     procs: Vec<(std::fs::File, std::path::PathBuf)>,
+    v1: bool,
 }
 
 /// Finds the container whose processes are in the cgroup `berth/<cgroup_name>` (a job's,
@@ -55,13 +58,21 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let first = dirs[0].clone();
+    // The step process moves itself in (single-threaded, through v1's `tasks` files: see
+    // Cgroup::tasks_files); on v2 by its pid, through cgroup.procs.
+    let v1 = matches!(layout, Layout::V1 { .. });
     let mut procs = Vec::with_capacity(dirs.len());
     for dir in dirs {
-        let path = dir.join("cgroup.procs");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(RuntimeError::setup(format!("opening {}", path.display())))?;
+        let file = match v1 {
+            true => cgroup::tasks_file(&dir)?,
+            false => {
+                let path = dir.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(RuntimeError::setup(format!("opening {}", path.display())))?
+            }
+        };
         procs.push((file, dir));
     }
     let own_mnt =
@@ -76,6 +87,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
                 root,
                 pidns,
                 procs,
+                v1,
             });
         }
         if std::time::Instant::now() > deadline || !first.is_dir() {
@@ -149,7 +161,10 @@ impl Container {
         sys::setns(&self.pidfd, flags)
             .map_err(RuntimeError::setup("entering the job's namespaces"))?;
         sys::chroot_to(&self.root).map_err(RuntimeError::setup("entering the job's root"))?;
-        let me = std::process::id().to_string();
+        let me = match self.v1 {
+            true => "0".to_string(),
+            false => std::process::id().to_string(),
+        };
         for (mut file, dir) in self.procs {
             file.write_all(me.as_bytes())
                 .map_err(RuntimeError::setup(format!(

@@ -196,6 +196,12 @@ fn run_in(
     let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     let (report_read, report_write) =
         sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
+    // On v1 the child moves itself into the cgroup (see Cgroup::tasks_files); on v2 this
+    // process moves it.
+    let tasks = cgroup
+        .map(Cgroup::tasks_files)
+        .transpose()?
+        .unwrap_or_default();
     let mut flags = libc::CLONE_NEWNS;
     if spec.rootless {
         flags |= libc::CLONE_NEWUSER;
@@ -210,8 +216,9 @@ fn run_in(
     if pid == 0 {
         drop(go_write);
         drop(report_read);
-        container::child(spec, image, go_read, report_write);
+        container::child(spec, image, &tasks, go_read, report_write);
     }
+    drop(tasks);
     forward_to(pid);
     drop(go_read);
     drop(report_write);
@@ -225,7 +232,7 @@ fn run_in(
             write_map(pid, "uid_map", &format!("{0} {0} 1\n", id.uid))?;
             write_map(pid, "gid_map", &format!("{0} {0} 1\n", id.gid))?;
         }
-        if let Some(c) = cgroup {
+        if let Some(c) = cgroup.filter(|c| c.is_v2()) {
             c.add_pid(pid)?;
         }
         // SAFETY: writes one byte from a live buffer to our end of the pipe.

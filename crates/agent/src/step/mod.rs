@@ -188,6 +188,61 @@ pub(crate) fn step_command(
     command
 }
 
+/// A node's part of a step: its process (`berth internal step`), which leads a process group
+/// of its own (its tasks join it), and its exit status once it ends.
+pub(crate) struct Part {
+    pub group: libc::pid_t,
+    pub end: std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send>>,
+}
+
+/// Starts a node's part of a step with `stdio` as its stdin, stdout and stderr: forked by
+/// the node's launcher, or exec'd by the agent if the launcher cannot.
+pub(crate) async fn start_part(
+    launcher: &std::sync::Arc<crate::launcher::Launcher>,
+    launch: &StepLaunch,
+    stdio: [OwnedFd; 3],
+) -> Result<Part, String> {
+    let (launcher, launch) = (launcher.clone(), launch.clone());
+    tokio::task::spawn_blocking(move || {
+        match launcher.fork_step(&launch, stdio.each_ref().map(|fd| fd.as_raw_fd())) {
+            Ok((pid, start, ended)) => Ok(Part {
+                group: pid as libc::pid_t,
+                end: Box::pin(async move {
+                    match tokio::task::spawn_blocking(move || ended.recv()).await {
+                        Ok(Ok(Some(status))) => {
+                            exit_code(std::os::unix::process::ExitStatusExt::from_raw(status))
+                        }
+                        // The launcher went away first: the process's end shows only in /proc.
+                        _ => {
+                            while crate::launcher::start_time(pid) == Some(start) {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            125
+                        }
+                    }
+                }),
+            }),
+            Err(e) => {
+                eprintln!("berth agent: {e}: starting the step's process without the launcher");
+                let berth = launcher.berth();
+                let [stdin, stdout, stderr] = stdio;
+                let mut child = step_command(berth, &launch)
+                    .stdin(stdin)
+                    .stdout(stdout)
+                    .stderr(stderr)
+                    .spawn()
+                    .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
+                Ok(Part {
+                    group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
+                    end: Box::pin(async move { child.wait().await.map_or(125, exit_code) }),
+                })
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// A step process's exit status as a shell reports it: its code, or 128 + the signal that
 /// killed it.
 pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {

@@ -15,11 +15,11 @@
 //! away kills its step.
 
 use super::StepLaunch;
+use crate::launcher::Launcher;
 use crate::node::NodeAgent;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,12 +248,8 @@ fn feed_stdin(
 
 /// Serves one part of a step on this node (agent B), on a connection upgraded from
 /// `POST /v1/agent/step`: reads the launch, runs `berth internal step` in the job's container
-/// here with pipes for its stdio, and relays until it ends.
-pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
-    io: S,
-    node: NodeAgent,
-    berth: std::path::PathBuf,
-) {
+/// here (forked by the node's launcher) with pipes for its stdio, and relays until it ends.
+pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, node: NodeAgent) {
     let (read, mut write) = tokio::io::split(io);
     let mut read = tokio::io::BufReader::new(read);
     let mut line = Vec::new();
@@ -277,7 +273,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             return;
         }
     };
-    let code = match run_part(&berth, &launch, read, &mut write).await {
+    let code = match run_part(&node.launcher(), &launch, read, &mut write).await {
         Ok(code) => code,
         Err(e) => {
             let _ = write.write_all(&frame(ERROR, e.as_bytes())).await;
@@ -304,9 +300,10 @@ async fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch,
     Ok(launch)
 }
 
-/// Runs the part and relays until it ends; its exit status.
+/// Runs the part (its stdio pipes to this process) and relays until it ends; its exit
+/// status.
 async fn run_part<R, W>(
-    berth: &Path,
+    launcher: &Arc<Launcher>,
     launch: &StepLaunch,
     mut read: R,
     write: &mut W,
@@ -315,21 +312,21 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    use std::process::Stdio;
-    let mut child = super::step_command(berth, launch)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
-    let group = child.id().expect("a child just spawned has a pid") as libc::pid_t;
+    use tokio::net::unix::pipe;
+    let pipes = || super::pipe(libc::O_NONBLOCK).map_err(|e| format!("a pipe: {e}"));
+    let ((stdin_read, stdin_write), (stdout_read, stdout_write), (stderr_read, stderr_write)) =
+        (pipes()?, pipes()?, pipes()?);
+    let mut part =
+        super::start_part(launcher, launch, [stdin_read, stdout_write, stderr_write]).await?;
+    let group = part.group;
     let signal_group = |sig: i32| {
         // SAFETY: kill(2) on the process group led by the part's process.
         unsafe { libc::kill(-group, sig) };
     };
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let piped = |e: std::io::Error| format!("the part's pipes: {e}");
+    let mut stdin = Some(pipe::Sender::from_owned_fd(stdin_write).map_err(piped)?);
+    let mut stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(piped)?;
+    let mut stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(piped)?;
     // The peer's frames, read by a task of their own (a frame half read must not be lost
     // when another event wins the select).
     let (tx, mut frames) = tokio::sync::mpsc::channel::<Option<(u8, Vec<u8>)>>(16);
@@ -388,8 +385,8 @@ where
                 }
                 _ => err_open = false,
             },
-            s = child.wait(), if status.is_none() => {
-                status = Some(s);
+            code = &mut part.end, if status.is_none() => {
+                status = Some(code);
                 drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
             },
             _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
@@ -402,7 +399,5 @@ where
         }
     }
     reader.abort();
-    Ok(status
-        .expect("the loop ends after the part's process")
-        .map_or(125, super::exit_code))
+    Ok(status.expect("the loop ends after the part's process"))
 }

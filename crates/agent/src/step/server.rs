@@ -5,13 +5,12 @@
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
-use super::{pmi, relay, StepLaunch};
+use super::{pmi, relay, Part, StepLaunch};
 use crate::launcher::Launcher;
 use berth_api::{StepEvent, StepRequest, StepSignal};
 use std::future::Future;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -338,7 +337,7 @@ async fn run_step<A: StepAuthority>(
         });
     }
     let mut local = match here {
-        Some(i) => match start_local(launcher, &launch(i), stdin.take(), stdout, stderr).await {
+        Some(i) => match start_here(launcher, &launch(i), stdin.take(), stdout, stderr).await {
             Ok(part) => Some(part),
             Err(e) => {
                 for s in &mut signallers {
@@ -420,66 +419,20 @@ async fn run_step<A: StepAuthority>(
     Ok(worst)
 }
 
-/// This node's part of a step: its process, which leads a process group of its own (its
-/// tasks join it), and its exit status once it ends.
-struct LocalPart {
-    group: libc::pid_t,
-    end: std::pin::Pin<Box<dyn Future<Output = i32> + Send>>,
-}
-
-/// Starts this node's part of a step, `berth internal step`, with `stdin` (none: /dev/null)
-/// and the client's stdout and stderr: forked by the node's launcher, or exec'd here if the
-/// launcher cannot.
-async fn start_local(
+/// Starts this node's part of the step with `stdin` (none: /dev/null) and the client's
+/// stdout and stderr.
+async fn start_here(
     launcher: &Arc<Launcher>,
     launch: &StepLaunch,
     stdin: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<LocalPart, String> {
+) -> Result<Part, String> {
     let stdin = match stdin {
         Some(fd) => fd,
         None => std::fs::File::open("/dev/null")
             .map_err(|e| format!("/dev/null: {e}"))?
             .into(),
     };
-    let (launcher, launch) = (launcher.clone(), launch.clone());
-    tokio::task::spawn_blocking(move || {
-        let stdio = [&stdin, &stdout, &stderr].map(|fd| fd.as_raw_fd());
-        match launcher.fork_step(&launch, stdio) {
-            Ok((pid, start, ended)) => Ok(LocalPart {
-                group: pid as libc::pid_t,
-                end: Box::pin(async move {
-                    match tokio::task::spawn_blocking(move || ended.recv()).await {
-                        Ok(Ok(Some(status))) => super::exit_code(
-                            std::os::unix::process::ExitStatusExt::from_raw(status),
-                        ),
-                        // The launcher went away first: the process's end shows only in /proc.
-                        _ => {
-                            while crate::launcher::start_time(pid) == Some(start) {
-                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            }
-                            125
-                        }
-                    }
-                }),
-            }),
-            Err(e) => {
-                eprintln!("berth agent: {e}: starting the step's process without the launcher");
-                let berth = launcher.berth();
-                let mut child = super::step_command(berth, &launch)
-                    .stdin(Stdio::from(stdin))
-                    .stdout(Stdio::from(stdout))
-                    .stderr(Stdio::from(stderr))
-                    .spawn()
-                    .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
-                Ok(LocalPart {
-                    group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
-                    end: Box::pin(async move { child.wait().await.map_or(125, super::exit_code) }),
-                })
-            }
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    super::start_part(launcher, launch, [stdin, stdout, stderr]).await
 }
