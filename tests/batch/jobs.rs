@@ -89,15 +89,11 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
     // as the kernel finishes the mount's teardown.
     c.stop();
     assert!(host_mounts_with(mounts.to_str().unwrap()).is_empty());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !loop_devices_under(&store).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            loop_devices_under(&store)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        10,
+        || loop_devices_under(&store).is_empty(),
+        || format!("{:?}", loop_devices_under(&store)),
+    );
 }
 
 /// A job running in the busybox image (its script has started in its container) that waits
@@ -130,17 +126,11 @@ fn an_image_removed_from_the_store_is_unmounted_once_no_job_uses_it() {
         "COMPLETED"
     );
     let mounts = c.state.join("mnt");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !loop_devices_under(&store).is_empty()
-        || !host_mounts_with(mounts.to_str().unwrap()).is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            loop_devices_under(&store)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let released = || {
+        loop_devices_under(&store).is_empty()
+            && host_mounts_with(mounts.to_str().unwrap()).is_empty()
+    };
+    wait_until(20, released, || format!("{:?}", loop_devices_under(&store)));
 }
 
 #[test]
@@ -362,6 +352,15 @@ fn a_killed_runner_launcher_loses_no_job() {
     assert!(c.launcher().is_some_and(|pid| pid != launcher));
 }
 
+/// Waits up to `secs` seconds until `done`; fails with `why` if that never comes.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{}", why());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The directories of cgroup `berth/<name>` in every hierarchy that has one.
 fn cgroups_named(name: &str) -> Vec<std::path::PathBuf> {
     let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
@@ -390,15 +389,11 @@ fn a_killed_runners_cgroup_is_swept() {
     unsafe { libc::kill(runner as i32, libc::SIGKILL) };
     let job = c.wait_for(waiting, &["COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL"]);
     assert_ne!(job["state"], "COMPLETED", "{job}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !cgroups_named(&name).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left behind: {:?}",
-            cgroups_named(&name)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until(
+        20,
+        || cgroups_named(&name).is_empty(),
+        || format!("left behind: {:?}", cgroups_named(&name)),
+    );
 }
 
 #[test]
@@ -635,16 +630,14 @@ fn detached_controller_and_down() {
         "`berth down` returns once the socket is gone"
     );
     // The controller then exits and removes its pid file.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while state.join("berth.pid").exists()
-        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the detached controller did not stop"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let stopped = || {
+        !state.join("berth.pid").exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+    };
+    wait_until(10, stopped, || {
+        "the detached controller did not stop".into()
+    });
 }
 
 #[test]
@@ -754,11 +747,8 @@ fn requeue_runs_a_job_again_under_its_id() {
     let id = c.submit(Mode::Rootless, "again.sh", script, &[]);
     c.wait_for(id, &["RUNNING"]);
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let written = || !std::fs::read_to_string(&out).unwrap_or_default().is_empty();
+    wait_until(10, written, || format!("{} stays empty", out.display()));
     c.berth(Mode::Rootless, &["requeue", &id.to_string()]).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {

@@ -175,6 +175,27 @@ fn steps_are_refused_with_the_reason() {
     assert!(ended.stderr.contains("is not running"), "{}", ended.stderr);
 }
 
+/// A running job of the test user's that holds one CPU for its steps.
+fn holder(c: &Cluster) -> u64 {
+    let id = c.submit(
+        Mode::Rootless,
+        "holder.sh",
+        &script("-n 1", "exec sleep 300"),
+        &[],
+    );
+    c.wait_for(id, &["RUNNING"]);
+    id
+}
+
+/// Waits until job `id`'s step `step` has an exit status recorded.
+fn wait_step_end(c: &Cluster, id: u64, step: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.show(id)["steps"][step]["exit_code"].is_null() {
+        assert!(Instant::now() < deadline, "{}", c.show(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts `berth step --job ID ARGS` on the host as the test user, and waits until its
 /// first line of output is `ready`.
 fn step_from_host(
@@ -200,13 +221,7 @@ fn step_from_host(
 #[test]
 fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     let Some(c) = Cluster::start() else { return };
-    let id = c.submit(
-        Mode::Rootless,
-        "holder.sh",
-        &script("-n 1", "exec sleep 300"),
-        &[],
-    );
-    c.wait_for(id, &["RUNNING"]);
+    let id = holder(&c);
     // SIGTERM to the client: the task's trap runs and its status comes back.
     // (The sleep starts before `ready`, so the signal finds it: it holds our stdout too.)
     let trap = r#"trap 'echo got-term; exit 7' TERM; sleep 60 & echo ready; wait"#;
@@ -243,23 +258,13 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     );
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.show(id)["steps"][2]["exit_code"].is_null() {
-        assert!(Instant::now() < deadline, "{}", c.show(id));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_step_end(&c, id, 2);
 }
 
 #[test]
 fn a_step_outlives_a_killed_launcher() {
     let Some(c) = Cluster::start() else { return };
-    let id = c.submit(
-        Mode::Rootless,
-        "holder.sh",
-        &script("-n 1", "exec sleep 300"),
-        &[],
-    );
-    c.wait_for(id, &["RUNNING"]);
+    let id = holder(&c);
     // The launcher that forked the step's process dies: the step goes on, and its end is
     // still seen (without the launcher, by its pid and start time).
     let go = c.f.cwd(Mode::Rootless).join("go");
@@ -275,11 +280,7 @@ fn a_step_outlives_a_killed_launcher() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert_eq!(client.wait().unwrap().code(), Some(125));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.show(id)["steps"][0]["exit_code"].is_null() {
-        assert!(Instant::now() < deadline, "{}", c.show(id));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_step_end(&c, id, 0);
     // The next step gets a launcher anew, and its status.
     let (mut client, _out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exit 3"]);
     assert_eq!(client.wait().unwrap().code(), Some(3));
