@@ -390,6 +390,20 @@ impl Cgroup {
         self.v2
     }
 
+    /// This cgroup's directory on v2, open, for a child to be born in (CLONE_INTO_CGROUP:
+    /// `sys::clone_into`); `None` on v1.
+    pub fn v2_dir(&self) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {
+        let Some((dir, _)) = self.dirs.first().filter(|_| self.v2) else {
+            return Ok(None);
+        };
+        fs::File::open(dir)
+            .map(|f| Some(f.into()))
+            .map_err(|source| CgroupError::Read {
+                path: dir.clone(),
+                source,
+            })
+    }
+
     /// Moves `pid` (and on v2 its whole process) into the cgroup in every hierarchy.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         self.dirs

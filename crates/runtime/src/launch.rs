@@ -7,7 +7,7 @@ use crate::spec::{ContainerSpec, Rootfs};
 use crate::sys;
 use crate::RuntimeError;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Signals berth passes on to the container, as `docker run` does with --sig-proxy (and
@@ -196,12 +196,13 @@ fn run_in(
     let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     let (report_read, report_write) =
         sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
-    // On v1 the child moves itself into the cgroup (see Cgroup::tasks_files); on v2 this
-    // process moves it.
+    // On v1 the child moves itself into the cgroup (see Cgroup::tasks_files); on v2 it is
+    // born there (CLONE_INTO_CGROUP), or this process moves it where the kernel cannot.
     let tasks = cgroup
         .map(Cgroup::tasks_files)
         .transpose()?
         .unwrap_or_default();
+    let v2_dir = cgroup.map(Cgroup::v2_dir).transpose()?.flatten();
     let mut flags = libc::CLONE_NEWNS;
     if spec.rootless {
         flags |= libc::CLONE_NEWUSER;
@@ -210,15 +211,24 @@ fn run_in(
         flags |= libc::CLONE_NEWPID;
     }
     install_forwarding();
-    // SAFETY: berth's container entry points run single-threaded (see the crate docs).
-    let pid = unsafe { sys::clone(flags) }
-        .map_err(RuntimeError::setup("creating the namespaces (clone)"))?;
+    let born_inside = match &v2_dir {
+        // SAFETY: berth's container entry points run single-threaded (see the crate docs).
+        Some(dir) => unsafe { sys::clone_into(flags, dir.as_fd()) }
+            .map_err(RuntimeError::setup("creating the namespaces (clone3)"))?,
+        None => None,
+    };
+    let pid = match born_inside {
+        Some(pid) => pid,
+        // SAFETY: as above.
+        None => unsafe { sys::clone(flags) }
+            .map_err(RuntimeError::setup("creating the namespaces (clone)"))?,
+    };
     if pid == 0 {
         drop(go_write);
         drop(report_read);
         container::child(spec, image, &tasks, go_read, report_write);
     }
-    drop(tasks);
+    drop((tasks, v2_dir));
     forward_to(pid);
     drop(go_read);
     drop(report_write);
@@ -232,7 +242,7 @@ fn run_in(
             write_map(pid, "uid_map", &format!("{0} {0} 1\n", id.uid))?;
             write_map(pid, "gid_map", &format!("{0} {0} 1\n", id.gid))?;
         }
-        if let Some(c) = cgroup.filter(|c| c.is_v2()) {
+        if let Some(c) = cgroup.filter(|c| c.is_v2() && born_inside.is_none()) {
             c.add_pid(pid)?;
         }
         // SAFETY: writes one byte from a live buffer to our end of the pipe.
