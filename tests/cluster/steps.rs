@@ -26,6 +26,7 @@ echo "bad=$?"
 echo "rsh:"
 berth rsh "$second" 'echo "on $(hostname) as $(id -un) in $PWD"'
 echo piped | berth rsh "$third" cat
+berth rsh "$third" 'head -c 1048576 /dev/zero' | wc -c | tr -d ' '
 berth-rsh -x "$third" exit 5
 echo "rsh code=$?"
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
@@ -53,7 +54,7 @@ echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
     );
     assert!(
         out.contains(&format!(
-            "rsh:\non {b} as {TEST_USER} in {}\npiped\n",
+            "rsh:\non {b} as {TEST_USER} in {}\npiped\n1048576\n",
             cwd.display()
         )),
         "{out}"

@@ -313,7 +313,9 @@ where
     W: AsyncWrite + Unpin,
 {
     use tokio::net::unix::pipe;
-    let pipes = || super::pipe(libc::O_NONBLOCK).map_err(|e| format!("a pipe: {e}"));
+    // Blocking: the part's ends are its tasks' stdio, which programs expect to block (tokio
+    // makes this process's ends non-blocking, each end being a file of its own).
+    let pipes = || super::pipe(0).map_err(|e| format!("a pipe: {e}"));
     let ((stdin_read, stdin_write), (stdout_read, stdout_write), (stderr_read, stderr_write)) =
         (pipes()?, pipes()?, pipes()?);
     let mut part =
