@@ -386,10 +386,6 @@ impl Cgroup {
         }
     }
 
-    pub fn is_v2(&self) -> bool {
-        self.v2
-    }
-
     /// This cgroup's directory on v2, open, for a child to be born in (CLONE_INTO_CGROUP:
     /// `sys::clone_into`); `None` on v1.
     pub fn v2_dir(&self) -> Result<Option<std::os::fd::OwnedFd>, CgroupError> {

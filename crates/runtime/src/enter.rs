@@ -32,6 +32,7 @@ pub struct Container {
     /// The files to write to to join the cgroup: v1's `tasks` (this thread, "0"), or v2's
     /// cgroup.procs (this process, by pid).
     procs: Vec<(std::fs::File, std::path::PathBuf)>,
+    /// Which of the two `procs` holds (v1's `tasks` files, or v2's cgroup.procs).
     v1: bool,
 }
 

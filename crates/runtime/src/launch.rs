@@ -228,6 +228,8 @@ fn run_in(
         drop(report_read);
         container::child(spec, image, &tasks, go_read, report_write);
     }
+    // Moved by this process: on v2, where the kernel could not have it born inside.
+    let move_in = v2_dir.is_some() && born_inside.is_none();
     drop((tasks, v2_dir));
     forward_to(pid);
     drop(go_read);
@@ -242,7 +244,7 @@ fn run_in(
             write_map(pid, "uid_map", &format!("{0} {0} 1\n", id.uid))?;
             write_map(pid, "gid_map", &format!("{0} {0} 1\n", id.gid))?;
         }
-        if let Some(c) = cgroup.filter(|c| c.is_v2() && born_inside.is_none()) {
+        if let Some(c) = cgroup.filter(|_| move_in) {
             c.add_pid(pid)?;
         }
         // SAFETY: writes one byte from a live buffer to our end of the pipe.

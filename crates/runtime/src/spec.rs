@@ -57,6 +57,9 @@ pub struct ContainerSpec {
     pub gpu: Option<GpuInjection>,
     pub time_limit: Option<TimeLimit>,
     /// The cgroup's name under `berth/` (default `<pid>-<n>`), so that others can find it.
+    /// A named cgroup is a daemon's (a job's, `<runner>-job<id>`), which sweeps what dead
+    /// runs left itself (the node agent's upkeep); a run with an unnamed one sweeps them at
+    /// its start.
     pub cgroup_name: Option<String>,
 }
 

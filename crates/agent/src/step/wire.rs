@@ -60,8 +60,10 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
+    // On the stack: the node's launcher reads its requests a byte per call.
+    let mut control = [0u64; 8];
     let space = cmsg_space(STDIO_FDS);
-    let mut control = vec![0u8; space];
+    debug_assert!(space <= std::mem::size_of_val(&control));
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
