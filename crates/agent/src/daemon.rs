@@ -131,16 +131,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         let mut grant: crate::step::server::StepGrant =
             self.post("/v1/agents/steps/begin", begin).await?;
         grant.job_dir = self.0.node.job_dir(job);
-        // The controller may not have this node's runner yet: the node knows it.
-        if grant.cgroup.is_empty() && grant.parts.iter().any(|p| p.url.is_none()) {
-            let runner = self
-                .0
-                .node
-                .wait_runner(job)
-                .await
-                .ok_or_else(|| format!("job {job} has no container on node {}", self.0.name))?;
-            grant.cgroup = NodeAgent::cgroup_name(job, runner);
-        }
+        self.0.node.complete_grant(job, &mut grant).await?;
         Ok(grant)
     }
 
@@ -305,7 +296,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     a.running.lock().expect("not poisoned").insert(id, runner);
     let agent = a.clone();
     tokio::task::spawn_blocking(move || {
-        let status = started.wait(&agent.node, id);
+        let status = started.wait();
         agent.report(id, runner, status);
     });
     Json(StartAnswer { runner }).into_response()

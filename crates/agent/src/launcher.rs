@@ -22,10 +22,29 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
-/// A process forked by the launcher: its pid, its start time (clock ticks after boot, as
-/// /proc/PID/stat has it), and where its end comes: `Some(wait status)`, or `None` if the
-/// launcher went away first (then only its pid tells whether it still runs).
-pub type Forked = (u32, u64, Receiver<Option<i32>>);
+/// A process forked by the launcher: its pid and its start time (clock ticks after boot, as
+/// /proc/PID/stat has it), which together tell it from a later process with its pid.
+#[derive(Debug)]
+pub struct Forked {
+    pub pid: u32,
+    pub start: u64,
+    /// Where its end comes: `Some(wait status)`, or `None` if the launcher went away first.
+    end: Receiver<Option<i32>>,
+}
+
+impl Forked {
+    /// Blocks until the process has ended; its wait status, or `None` if its launcher went
+    /// away first (its end is then seen in /proc only, by pid and start time).
+    pub fn wait(self) -> Option<i32> {
+        if let Ok(Some(status)) = self.end.recv() {
+            return Some(status);
+        }
+        while start_time(self.pid) == Some(self.start) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+}
 
 /// The agent's side: starts the launcher when first needed, and again if it died. The
 /// launcher ends with the agent's process: its socket's other end closes then.
@@ -135,9 +154,9 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
                 let (Ok(pid), Ok(start)) = (pid.parse(), start.parse()) else {
                     break;
                 };
-                let (tx, rx) = channel();
+                let (tx, end) = channel();
                 waiters.insert(pid, tx);
-                let _ = to_fork.send(Ok((pid, start, rx)));
+                let _ = to_fork.send(Ok(Forked { pid, start, end }));
             }
             (Some("F"), _, _) => {
                 let _ = to_fork.send(Err(line[2..].to_string()));
@@ -216,6 +235,10 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     let _ = berth_runtime::Identity::lookup("root", true);
     let _ = berth_runtime::cgroup::Layout::detect();
     let mut answers = socket.try_clone()?;
+    let inherited = Inherited {
+        chld,
+        own: [signals.as_raw_fd(), answers.as_raw_fd()],
+    };
     let (mut request, mut fds) = (Vec::new(), Vec::new());
     loop {
         let [request_ready, ended] = readable([socket.as_raw_fd(), signals.as_raw_fd()])?;
@@ -252,29 +275,10 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
         request.clear();
         let stdio = std::mem::take(&mut fds);
         let forked = match line.strip_prefix("step ") {
-            Some(length) => fork_step(
-                socket,
-                length,
-                stdio,
-                (&chld, [signals.as_raw_fd(), answers.as_raw_fd()]),
-            ),
+            Some(length) => fork_step(socket, length, stdio, &inherited),
             None => {
                 drop(stdio);
-                let launch = PathBuf::from(line);
-                // SAFETY: this process is single-threaded; the child only runs the runner and
-                // exits.
-                match unsafe { libc::fork() } {
-                    -1 => Err(std::io::Error::last_os_error().to_string()),
-                    0 => {
-                        // SAFETY: unblocks SIGCHLD again: the runner gets the empty mask an
-                        // exec'd one has (its container's end is its own SIGCHLD).
-                        unsafe {
-                            libc::sigprocmask(libc::SIG_UNBLOCK, &chld, std::ptr::null_mut())
-                        };
-                        std::process::exit(run_forked(&launch, [signals, OwnedFd::from(answers)]));
-                    }
-                    pid => Ok(pid),
-                }
+                fork_runner(Path::new(&line), &inherited)
             }
         };
         match forked {
@@ -287,15 +291,50 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     }
 }
 
+/// What a child of the launcher sheds of it: the SIGCHLD the launcher blocks (its children
+/// get the empty mask an exec'd process has: a container's end is its runner's own SIGCHLD)
+/// and the launcher's own descriptors (its signalfd and its copy of the agent's socket).
+struct Inherited {
+    chld: libc::sigset_t,
+    own: [std::os::fd::RawFd; 2],
+}
+
+impl Inherited {
+    /// In a child just forked.
+    fn shed(&self) {
+        // SAFETY: unblocks a signal in this (single-threaded) child, and closes descriptors
+        // it never uses; the launcher's objects that own them are never dropped here (the
+        // child ends with process::exit).
+        unsafe {
+            libc::sigprocmask(libc::SIG_UNBLOCK, &self.chld, std::ptr::null_mut());
+            for fd in self.own {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Forks a job's runner for the launch file `launch`.
+fn fork_runner(launch: &Path, inherited: &Inherited) -> Result<libc::pid_t, String> {
+    // SAFETY: this process is single-threaded; the child only runs the runner and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error().to_string()),
+        0 => {
+            inherited.shed();
+            std::process::exit(run_forked(launch));
+        }
+        pid => Ok(pid),
+    }
+}
+
 /// Forks a step's process: reads its launch (`length` bytes after the request line), forks,
 /// and returns once the child leads a session of its own (so that the agent's kill(2) of its
-/// process group reaches it from the start), with `stdio` as its stdin, stdout and stderr
-/// and, as the runners, SIGCHLD unblocked and none of the launcher's own descriptors.
+/// process group reaches it from the start), with `stdio` as its stdin, stdout and stderr.
 fn fork_step(
     socket: &UnixStream,
     length: &str,
     stdio: Vec<OwnedFd>,
-    (chld, launchers): (&libc::sigset_t, [std::os::fd::RawFd; 2]),
+    inherited: &Inherited,
 ) -> Result<libc::pid_t, String> {
     let length: usize = length
         .parse()
@@ -311,18 +350,10 @@ fn fork_step(
         -1 => Err(std::io::Error::last_os_error().to_string()),
         0 => {
             // SAFETY: setsid(2) in the new child (not a group leader yet, so it cannot fail
-            // but for a pid collision with a group, which the kernel rules out); the signal
-            // mask as in the runner's child.
-            unsafe {
-                libc::setsid();
-                libc::sigprocmask(libc::SIG_UNBLOCK, chld, std::ptr::null_mut());
-            }
+            // but for a pid collision with a group, which the kernel rules out).
+            unsafe { libc::setsid() };
             drop((ready, led));
-            for fd in launchers {
-                // SAFETY: the launcher's signalfd and its copy of the agent's socket, which
-                // this process never uses (the socket's 0 is replaced below).
-                unsafe { libc::close(fd) };
-            }
+            inherited.shed();
             for (fd, target) in stdio.iter().zip(0..) {
                 // SAFETY: dup2 onto this process's standard descriptors (clearing their
                 // close-on-exec flag, as an exec'd step's stdio has none).
@@ -362,10 +393,8 @@ pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2
 }
 
 /// In the forked child: becomes the job's runner, with stdin and stdout on /dev/null (the
-/// launcher's stderr, the agent's, stays) and none of the launcher's descriptors, as an
-/// exec'd one would have.
-fn run_forked(launch: &Path, launchers: [OwnedFd; 2]) -> i32 {
-    drop(launchers);
+/// launcher's stderr, the agent's, stays), as an exec'd one would have.
+fn run_forked(launch: &Path) -> i32 {
     let null = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

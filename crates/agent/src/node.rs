@@ -103,31 +103,24 @@ pub struct Started {
 
 #[derive(Debug)]
 enum Ended {
-    /// Forked by the launcher, which tells its end (`None`: the launcher went away first).
-    Forked(std::sync::mpsc::Receiver<Option<i32>>),
+    /// Forked by the launcher, which tells its end.
+    Forked(crate::launcher::Forked),
     /// Started by the agent itself (the launcher could not be used).
     Child(std::process::Child),
 }
 
 impl Started {
     /// Waits until the runner has ended (blocking); how it ended, in words.
-    pub fn wait(self, node: &NodeAgent, job: u64) -> String {
+    pub fn wait(self) -> String {
+        use std::os::unix::process::ExitStatusExt;
         match self.ended {
             Ended::Child(mut child) => child
                 .wait()
                 .map_or_else(|e| e.to_string(), |s| s.to_string()),
-            Ended::Forked(end) => match end.recv() {
-                Ok(Some(status)) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    std::process::ExitStatus::from_raw(status).to_string()
-                }
-                _ => {
-                    while node.runner_alive(job, self.pid) {
-                        std::thread::sleep(std::time::Duration::from_millis(200));
-                    }
-                    "ended (its launcher had gone before: no exit status)".into()
-                }
-            },
+            Ended::Forked(forked) => forked.wait().map_or_else(
+                || "ended (its launcher had gone before: no exit status)".into(),
+                |status| std::process::ExitStatus::from_raw(status).to_string(),
+            ),
         }
     }
 }
@@ -294,7 +287,7 @@ impl NodeAgent {
             &serde_json::to_vec_pretty(&launch).expect("launch serialises"),
         )?;
         let (pid, start, ended) = match self.launcher.fork(&launch_path) {
-            Ok((pid, start, end)) => (pid, Some(start), Ended::Forked(end)),
+            Ok(forked) => (forked.pid, Some(forked.start), Ended::Forked(forked)),
             Err(e) => {
                 eprintln!("berth agent: {e}: starting job {id}'s runner without the launcher");
                 let child = std::process::Command::new(&self.berth)
@@ -367,6 +360,23 @@ impl NodeAgent {
     pub fn runner_of(&self, id: u64) -> Option<u32> {
         self.recorded_runner(id)
             .filter(|&pid| self.runner_alive(id, pid))
+    }
+
+    /// Fills in the cgroup of a step's grant where the controller could not: the job's
+    /// runner here was still starting when it granted the step (the node knows it, soon).
+    pub async fn complete_grant(
+        &self,
+        job: u64,
+        grant: &mut crate::step::server::StepGrant,
+    ) -> Result<(), String> {
+        if grant.cgroup.is_empty() && grant.parts.iter().any(|p| p.url.is_none()) {
+            let runner = self
+                .wait_runner(job)
+                .await
+                .ok_or_else(|| format!("job {job} has no container on node {}", grant.node))?;
+            grant.cgroup = NodeAgent::cgroup_name(job, runner);
+        }
+        Ok(())
     }
 
     /// The runner of job `id` on this node, waited for a while if its start is still on

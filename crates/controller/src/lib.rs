@@ -1107,7 +1107,7 @@ impl Controller {
                     };
                     let runner = started.pid;
                     handle.block_on(async { shared.lock().await.started(id, &node, runner) });
-                    let status = started.wait(&agent, id);
+                    let status = started.wait();
                     let result = agent.result(id);
                     handle.block_on(async move {
                         shared
@@ -1975,15 +1975,8 @@ impl berth_agent::step::server::StepAuthority for StepGate {
             };
             (grant, here)
         };
-        // The runner here may still be starting: the node knows it.
-        if let (true, Some(agent)) = (grant.cgroup.is_empty(), here) {
-            if grant.parts.iter().any(|p| p.url.is_none()) {
-                let runner = agent
-                    .wait_runner(job)
-                    .await
-                    .ok_or_else(|| format!("job {job} has no container on node {}", grant.node))?;
-                grant.cgroup = NodeAgent::cgroup_name(job, runner);
-            }
+        if let Some(agent) = here {
+            agent.complete_grant(job, &mut grant).await?;
         }
         Ok(grant)
     }

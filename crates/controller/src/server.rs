@@ -640,8 +640,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     }
     let scheduler = shared.clone();
     let wake = shared.lock().await.wake.clone();
-    for agent in shared.lock().await.local_agents() {
-        tokio::spawn((*agent).clone().upkeep());
+    for agent in &agents {
+        tokio::spawn((**agent).clone().upkeep());
     }
     tokio::spawn(async move {
         loop {

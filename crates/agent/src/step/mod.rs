@@ -205,20 +205,15 @@ pub(crate) async fn start_part(
     let (launcher, launch) = (launcher.clone(), launch.clone());
     tokio::task::spawn_blocking(move || {
         match launcher.fork_step(&launch, stdio.each_ref().map(|fd| fd.as_raw_fd())) {
-            Ok((pid, start, ended)) => Ok(Part {
-                group: pid as libc::pid_t,
+            Ok(forked) => Ok(Part {
+                group: forked.pid as libc::pid_t,
                 end: Box::pin(async move {
-                    match tokio::task::spawn_blocking(move || ended.recv()).await {
-                        Ok(Ok(Some(status))) => {
+                    match tokio::task::spawn_blocking(move || forked.wait()).await {
+                        Ok(Some(status)) => {
                             exit_code(std::os::unix::process::ExitStatusExt::from_raw(status))
                         }
-                        // The launcher went away first: the process's end shows only in /proc.
-                        _ => {
-                            while crate::launcher::start_time(pid) == Some(start) {
-                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            }
-                            125
-                        }
+                        // Its status went with the launcher.
+                        _ => 125,
                     }
                 }),
             }),
