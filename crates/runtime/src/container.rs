@@ -545,16 +545,20 @@ pub(crate) fn child(
     spec: &ContainerSpec,
     image: &OwnedFd,
     cgroup_tasks: &[std::fs::File],
+    mask: &libc::sigset_t,
     go: OwnedFd,
     report_fd: OwnedFd,
 ) -> ! {
     // The parent's forwarding handlers came along with the clone; here they would forward to
-    // nobody and swallow the signal. Until exec, a signal does what it would do to the program.
+    // nobody and swallow the signal. Until exec, a signal does what it would do to the program:
+    // the forwarded ones, blocked across the clone, are unblocked once that is so (one that
+    // came meanwhile acts now).
     for sig in crate::launch::FORWARDED {
         // SAFETY: restores the default disposition; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     crate::launch::reset_forwarding();
+    crate::launch::set_mask(mask);
     let mut byte = [0u8];
     if std::fs::File::from(go).read(&mut byte).ok() != Some(1) {
         // The parent died or gave up before releasing us.

@@ -199,16 +199,21 @@ pub struct Task<'a> {
 /// program (not found: 127, not executable: 126) is written to the task's stderr and becomes
 /// its exit status, as a shell reports it. The task dies with the calling process.
 pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeError> {
+    // Blocked across the fork, as in launch: one sent to the step's group meanwhile waits
+    // for the task's default action instead of meeting the caller's disposition (ignored).
+    let mask = crate::launch::block_forwarded();
     // SAFETY: the caller is single-threaded (see the module docs); the child only makes
     // system calls before exec or _exit.
     let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(RuntimeError::setup("forking a task")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    if pid > 0 {
-        return Ok(pid);
+    if pid != 0 {
+        let forked = match pid {
+            -1 => Err(RuntimeError::setup("forking a task")(
+                std::io::Error::last_os_error(),
+            )),
+            pid => Ok(pid),
+        };
+        crate::launch::set_mask(&mask);
+        return forked;
     }
     let failure = (|| -> Result<Failure, Failure> {
         // Dispositions the caller set (ignored signals survive exec) are not the program's.
@@ -216,6 +221,7 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
             // SAFETY: restores the default disposition; no handler code runs.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
+        crate::launch::set_mask(&mask);
         let io = |what: &'static str| {
             move |e: std::io::Error| Failure {
                 code: 125,

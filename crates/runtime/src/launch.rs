@@ -60,6 +60,29 @@ pub(crate) fn install_forwarding() {
     }
 }
 
+/// Blocks the signals in [`FORWARDED`]; the mask there was before.
+pub(crate) fn block_forwarded() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use; the old
+    // mask is written by sigprocmask.
+    unsafe {
+        let (mut set, mut old): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Sets this thread's signal mask to `mask` (what [`block_forwarded`] returned): signals
+/// that came meanwhile are delivered now.
+pub(crate) fn set_mask(mask: &libc::sigset_t) {
+    // SAFETY: a valid mask; no old one asked for.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+}
+
 /// Forgets the forwarding state this process copied from its parent at clone(2).
 pub(crate) fn reset_forwarding() {
     CHILD.store(0, Ordering::SeqCst);
@@ -211,27 +234,43 @@ fn run_in(
         flags |= libc::CLONE_NEWPID;
     }
     install_forwarding();
-    let born_inside = match &v2_dir {
-        // SAFETY: berth's container entry points run single-threaded (see the crate docs).
-        Some(dir) => unsafe { sys::clone_into(flags, dir.as_fd()) }
-            .map_err(RuntimeError::setup("creating the namespaces (clone3)"))?,
-        None => None,
-    };
-    let pid = match born_inside {
-        Some(pid) => pid,
-        // SAFETY: as above.
-        None => unsafe { sys::clone(flags) }
-            .map_err(RuntimeError::setup("creating the namespaces (clone)"))?,
+    // The forwarded signals wait, blocked, across the clone: the child unblocks them once it
+    // has given them back their default action, this process once it knows the child's pid.
+    // (Otherwise one arriving meanwhile, a cancel just after a job's start, was swallowed by
+    // the child's copy of the forwarding handler, and the program ran on.)
+    let mask = block_forwarded();
+    let cloned = (|| {
+        let born_inside = match &v2_dir {
+            // SAFETY: berth's container entry points run single-threaded (see the crate docs).
+            Some(dir) => unsafe { sys::clone_into(flags, dir.as_fd()) }
+                .map_err(RuntimeError::setup("creating the namespaces (clone3)"))?,
+            None => None,
+        };
+        let pid = match born_inside {
+            Some(pid) => pid,
+            // SAFETY: as above.
+            None => unsafe { sys::clone(flags) }
+                .map_err(RuntimeError::setup("creating the namespaces (clone)"))?,
+        };
+        Ok::<_, RuntimeError>((pid, born_inside))
+    })();
+    let (pid, born_inside) = match cloned {
+        Ok(cloned) => cloned,
+        Err(e) => {
+            set_mask(&mask);
+            return Err(e);
+        }
     };
     if pid == 0 {
         drop(go_write);
         drop(report_read);
-        container::child(spec, image, &tasks, go_read, report_write);
+        container::child(spec, image, &tasks, &mask, go_read, report_write);
     }
     // Moved by this process: on v2, where the kernel could not have it born inside.
     let move_in = v2_dir.is_some() && born_inside.is_none();
     drop((tasks, v2_dir));
     forward_to(pid);
+    set_mask(&mask);
     drop(go_read);
     drop(report_write);
 
