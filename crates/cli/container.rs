@@ -99,7 +99,11 @@ impl ContainerArgs {
                 .map(str::parse::<GpuRequest>)
                 .transpose()?,
             pid_namespace: self.pid,
-            user: self.user,
+            user: self
+                .user
+                .as_deref()
+                .map(|user| berth_runtime::Identity::lookup(user, true))
+                .transpose()?,
             ..Options::default()
         })
     }

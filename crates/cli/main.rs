@@ -112,7 +112,7 @@ fn main() {
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         Command::Internal(Internal::Launcher) => Ok(berth_agent::launcher::serve()),
-        Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch)
+        Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch, None)
             .map(|_| 0)
             .map_err(Into::into),
         Command::Down => batch::down(),

@@ -11,8 +11,11 @@
 //! with the client's stdin, stdout and stderr attached to the line's first byte (SCM_RIGHTS).
 //! The launcher answers `S <pid> <start time>` (forked; the start time from /proc/PID/stat,
 //! which tells the process from a later one with its pid) or `F <error>`, and, whenever one
-//! of the processes it forked ends, `E <pid> <wait status>`. At end of input (the agent is
-//! gone) it exits: its runners go on, as exec'd runners do without their agent.
+//! of the processes it forked ends, `E <pid> <wait status>`. A runner says `R <pid>` on the
+//! launcher's stdout, a socket of the agent's, once its job's result is written, before it
+//! removes the job's cgroup and exits: the agent takes that for the runner's end, so that
+//! the job's CPUs go to the next job a little sooner. At end of input (the agent is gone)
+//! the launcher exits: its runners go on, as exec'd runners do without their agent.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -33,8 +36,9 @@ pub struct Forked {
 }
 
 impl Forked {
-    /// Blocks until the process has ended; its wait status, or `None` if its launcher went
-    /// away first (its end is then seen in /proc only, by pid and start time).
+    /// Blocks until the process has ended (or, a runner, reported its job's result: then
+    /// 0); its wait status, or `None` if its launcher went away first (its end is then seen
+    /// in /proc only, by pid and start time).
     pub fn wait(self) -> Option<i32> {
         if let Ok(Some(status)) = self.end.recv() {
             return Some(status);
@@ -124,15 +128,21 @@ impl Launcher {
 
     fn start(&self) -> Result<Running, String> {
         let (ours, theirs) = UnixStream::pair().map_err(|e| e.to_string())?;
+        // The runners' reports come on a socket of their own, the launcher's stdout: the
+        // runners' copies of it must not keep the launcher's socket open once it is gone.
+        let (reports, report) = UnixStream::pair().map_err(|e| e.to_string())?;
         let process = std::process::Command::new(&self.berth)
             .args(["internal", "launcher"])
             .stdin(OwnedFd::from(theirs))
-            .stdout(std::process::Stdio::null())
+            .stdout(OwnedFd::from(report))
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.berth.display()))?;
         let reader = ours.try_clone().map_err(|e| e.to_string())?;
         let (to_fork, answers) = channel();
-        std::thread::spawn(move || read_answers(reader, to_fork));
+        let waiters = Waiters::default();
+        let reported = waiters.clone();
+        std::thread::spawn(move || read_answers(reader, to_fork, waiters));
+        std::thread::spawn(move || read_reports(reports, reported));
         Ok(Running {
             process,
             requests: ours,
@@ -141,11 +151,19 @@ impl Launcher {
     }
 }
 
+/// Who waits for the end of each process a launcher forked, by pid.
+type Waiters = std::sync::Arc<Mutex<BTreeMap<u32, Sender<Option<i32>>>>>;
+
 /// The agent's reader of the launcher's answers: forks to the waiting [`Launcher::fork`],
 /// ends to each runner's waiter (registered here, before the fork's answer goes out, so that
 /// no end can come before its waiter).
-fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
-    let mut waiters: BTreeMap<u32, Sender<Option<i32>>> = BTreeMap::new();
+fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, waiters: Waiters) {
+    let ended = |pid: u32, status| {
+        let waiter = waiters.lock().expect("not poisoned").remove(&pid);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(status);
+        }
+    };
     for line in BufReader::new(socket).lines() {
         let Ok(line) = line else { break };
         let mut words = line.splitn(3, ' ');
@@ -155,7 +173,7 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
                     break;
                 };
                 let (tx, end) = channel();
-                waiters.insert(pid, tx);
+                waiters.lock().expect("not poisoned").insert(pid, tx);
                 let _ = to_fork.send(Ok(Forked { pid, start, end }));
             }
             (Some("F"), _, _) => {
@@ -165,16 +183,31 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>) {
                 let (Ok(pid), Ok(status)) = (pid.parse::<u32>(), status.parse::<i32>()) else {
                     break;
                 };
-                if let Some(waiter) = waiters.remove(&pid) {
-                    let _ = waiter.send(Some(status));
-                }
+                ended(pid, Some(status));
             }
             _ => break,
         }
     }
     // The launcher is gone: its runners' ends will not come this way.
-    for (_, waiter) in waiters {
+    let gone = std::mem::take(&mut *waiters.lock().expect("not poisoned"));
+    for (_, waiter) in gone {
         let _ = waiter.send(None);
+    }
+}
+
+/// The agent's reader of the runners' reports, `R <pid>` once a runner has written its job's
+/// result: as good as its exit 0 (which follows once it has cleaned up, and finds no waiter
+/// then). Ends when the launcher and all its runners are gone.
+fn read_reports(socket: UnixStream, waiters: Waiters) {
+    for line in BufReader::new(socket).lines() {
+        let Ok(line) = line else { break };
+        let Some(Ok(pid)) = line.strip_prefix("R ").map(str::parse::<u32>) else {
+            continue;
+        };
+        let waiter = waiters.lock().expect("not poisoned").remove(&pid);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(Some(0));
+        }
     }
 }
 
@@ -231,15 +264,20 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     };
     // What every runner would otherwise do again, done once for all of them: glibc loads
     // the NSS modules nsswitch.conf names (libnss_systemd and what it links) at the first
-    // user lookup, and the cgroup layout is detected once per process.
+    // user lookup; the cgroup layout and berth's own libraries are found once per process.
     let _ = berth_runtime::Identity::lookup("root", true);
     let _ = berth_runtime::cgroup::Layout::detect();
+    let _ = crate::runner::own_libraries();
     let mut answers = socket.try_clone()?;
     let inherited = Inherited {
         chld,
         own: [signals.as_raw_fd(), answers.as_raw_fd()],
     };
-    let (mut request, mut fds) = (Vec::new(), Vec::new());
+    // What has come of the requests and not been served yet, and the descriptors that came
+    // with it. The agent sends a request only once the one before is answered, so these
+    // hold at most one request, and its descriptors.
+    let (mut pending, mut fds) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let [request_ready, ended] = readable([socket.as_raw_fd(), signals.as_raw_fd()])?;
         if ended {
@@ -248,6 +286,7 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
             while unsafe { libc::read(signals.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) }
                 > 0
             {}
+            let mut ends = String::new();
             loop {
                 let mut status = 0;
                 // SAFETY: waitpid with a valid status pointer.
@@ -255,38 +294,34 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
                 if pid <= 0 {
                     break;
                 }
-                writeln!(answers, "E {pid} {status}")?;
+                ends.push_str(&format!("E {pid} {status}\n"));
             }
+            answers.write_all(ends.as_bytes())?;
         }
         if !request_ready {
             continue;
         }
-        // One byte at a time: a request line is short, nothing is left buffered behind the
-        // poll, and descriptors come with the byte they were sent with.
-        let mut byte = [0u8; 1];
-        if crate::step::wire::recv_with_fds(socket, &mut byte, &mut fds)? == 0 {
+        let n = crate::step::wire::recv_with_fds(socket, &mut buf, &mut fds)?;
+        if n == 0 {
             return Ok(());
         }
-        if byte[0] != b'\n' {
-            request.push(byte[0]);
-            continue;
-        }
-        let line = String::from_utf8_lossy(&request).into_owned();
-        request.clear();
-        let stdio = std::mem::take(&mut fds);
-        let forked = match line.strip_prefix("step ") {
-            Some(length) => fork_step(socket, length, stdio, &inherited),
-            None => {
-                drop(stdio);
-                fork_runner(Path::new(&line), &inherited)
-            }
-        };
-        match forked {
-            Ok(pid) => {
-                let start = start_time(pid as u32).unwrap_or(0);
-                writeln!(answers, "S {pid} {start}")?;
-            }
-            Err(e) => writeln!(answers, "F {}", e.replace('\n', " "))?,
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..=end);
+            let stdio = std::mem::take(&mut fds);
+            let forked = match line.strip_prefix("step ") {
+                Some(length) => fork_step(socket, &mut pending, length, stdio, &inherited),
+                None => {
+                    drop(stdio);
+                    fork_runner(Path::new(&line), &inherited)
+                }
+            };
+            let answer = match forked {
+                Ok(pid) => format!("S {pid} {}\n", start_time(pid as u32).unwrap_or(0)),
+                Err(e) => format!("F {}\n", e.replace('\n', " ")),
+            };
+            answers.write_all(answer.as_bytes())?;
         }
     }
 }
@@ -314,24 +349,34 @@ impl Inherited {
     }
 }
 
-/// Forks a job's runner for the launch file `launch`.
+/// Forks a job's runner for the launch file `launch`. It reports its job's end on its own
+/// copy of the launcher's stdout, the agent's report socket (close-on-exec: the job's
+/// processes never have it).
 fn fork_runner(launch: &Path, inherited: &Inherited) -> Result<libc::pid_t, String> {
     // SAFETY: this process is single-threaded; the child only runs the runner and exits.
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error().to_string()),
         0 => {
+            // SAFETY: duplicates this process's stdout; the copy is owned right away.
+            let report = match unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) } {
+                -1 => None,
+                // SAFETY: a new descriptor of our own.
+                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            };
             inherited.shed();
-            std::process::exit(run_forked(launch));
+            std::process::exit(run_forked(launch, report));
         }
         pid => Ok(pid),
     }
 }
 
-/// Forks a step's process: reads its launch (`length` bytes after the request line), forks,
+/// Forks a step's process: reads its launch (`length` bytes after the request line, the first
+/// of them perhaps already in `pending`), forks,
 /// and returns once the child leads a session of its own (so that the agent's kill(2) of its
 /// process group reaches it from the start), with `stdio` as its stdin, stdout and stderr.
 fn fork_step(
     socket: &UnixStream,
+    pending: &mut Vec<u8>,
     length: &str,
     stdio: Vec<OwnedFd>,
     inherited: &Inherited,
@@ -339,8 +384,11 @@ fn fork_step(
     let length: usize = length
         .parse()
         .map_err(|_| format!("bad step request: length {length}"))?;
-    let mut launch = vec![0u8; length];
-    std::io::Read::read_exact(&mut &*socket, &mut launch).map_err(|e| e.to_string())?;
+    // What came with the request line, then the rest from the socket.
+    let mut launch: Vec<u8> = pending.drain(..length.min(pending.len())).collect();
+    let have = launch.len();
+    launch.resize(length, 0);
+    std::io::Read::read_exact(&mut &*socket, &mut launch[have..]).map_err(|e| e.to_string())?;
     let stdio: [OwnedFd; 3] = stdio
         .try_into()
         .map_err(|_| "bad step request: it must carry stdin, stdout and stderr".to_string())?;
@@ -394,7 +442,7 @@ pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2
 
 /// In the forked child: becomes the job's runner, with stdin and stdout on /dev/null (the
 /// launcher's stderr, the agent's, stays), as an exec'd one would have.
-fn run_forked(launch: &Path) -> i32 {
+fn run_forked(launch: &Path, report: Option<OwnedFd>) -> i32 {
     let null = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -411,7 +459,7 @@ fn run_forked(launch: &Path) -> i32 {
         libc::dup2(null.as_raw_fd(), 0);
         libc::dup2(null.as_raw_fd(), 1);
     }
-    match crate::runner::run(launch) {
+    match crate::runner::run(launch, report) {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -209,8 +209,10 @@ fn dup_onto(fd: &OwnedFd, target: libc::c_int) -> Result<(), String> {
 }
 
 /// Runs the job described in `launch_path` and writes its result. Must run as root, in a
-/// single-threaded process.
-pub fn run(launch_path: &Path) -> Result<JobResult, RunnerError> {
+/// single-threaded process. With `report`, says `R <pid>` there once the result is written,
+/// which is before the job's cgroup has been removed and this process has ended (the node
+/// launcher gives its runners the agent's socket for that).
+pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, RunnerError> {
     let bad = |reason: String| RunnerError::Launch {
         path: launch_path.to_path_buf(),
         reason,
@@ -218,44 +220,66 @@ pub fn run(launch_path: &Path) -> Result<JobResult, RunnerError> {
     let text = std::fs::read_to_string(launch_path).map_err(|e| bad(e.to_string()))?;
     let launch: JobLaunch = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let started = now();
-    let result = match start(&launch) {
-        Ok(outcome) => JobResult {
-            exit_code: outcome.code,
-            signal: outcome.signal,
-            timed_out: outcome.timed_out,
-            oom_killed: outcome.oom_killed,
-            cpu_usec: outcome.usage.cpu_usec,
-            max_rss_bytes: outcome.usage.max_rss_bytes,
-            started,
-            ended: now(),
-            error: None,
-        },
-        Err((code, message)) => JobResult {
+    let out = result_path(launch_path);
+    let report = report.map(std::os::unix::net::UnixStream::from);
+    let record = |result: JobResult| -> Result<JobResult, RunnerError> {
+        let tmp = out.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(&result).expect("result serialises"),
+            )?;
+            std::fs::rename(&tmp, &out)
+        };
+        write().map_err(|source| RunnerError::Result {
+            path: out.clone(),
+            source,
+        })?;
+        if let Some(report) = &report {
+            // One write, which the socket keeps whole: the launcher's own lines go there too.
+            let line = format!("R {}\n", std::process::id());
+            let _ = std::io::Write::write_all(&mut &*report, line.as_bytes());
+        }
+        Ok(result)
+    };
+    let of = |outcome: &berth_runtime::Outcome| JobResult {
+        exit_code: outcome.code,
+        signal: outcome.signal,
+        timed_out: outcome.timed_out,
+        oom_killed: outcome.oom_killed,
+        cpu_usec: outcome.usage.cpu_usec,
+        max_rss_bytes: outcome.usage.max_rss_bytes,
+        started,
+        ended: now(),
+        error: None,
+    };
+    let mut recorded = None;
+    let outcome = start(&launch, |outcome| recorded = Some(record(of(outcome))));
+    match (recorded, outcome) {
+        (Some(recorded), Ok(_)) => recorded,
+        // The job's end is recorded; what failed after it (removing its cgroup, which the
+        // node's upkeep sweeps) is berth's to log.
+        (Some(recorded), Err((_, message))) => {
+            eprintln!("berth: job {}: after its end: {message}", launch.job_id);
+            recorded
+        }
+        (None, Ok(outcome)) => record(of(&outcome)),
+        (None, Err((code, message))) => record(JobResult {
             exit_code: code,
             started,
             ended: now(),
             error: Some(message),
             ..Default::default()
-        },
-    };
-    let out = result_path(launch_path);
-    let tmp = out.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&result).expect("result serialises"),
-        )?;
-        std::fs::rename(&tmp, &out)
-    };
-    write().map_err(|source| RunnerError::Result {
-        path: out.clone(),
-        source,
-    })?;
-    Ok(result)
+        }),
+    }
 }
 
 /// Starts the container; errors are (exit code, message) as the job's record will show them.
-fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
+/// `ended` gets the outcome as soon as it is known.
+fn start(
+    launch: &JobLaunch,
+    ended: impl FnOnce(&berth_runtime::Outcome),
+) -> Result<berth_runtime::Outcome, (i32, String)> {
     let id =
         berth_runtime::Identity::lookup(&launch.user, true).map_err(|e| (125, e.to_string()))?;
     let mode = if launch.append {
@@ -376,7 +400,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
             memory: launch.memory,
             pids: launch.pids,
         },
-        user: Some(launch.user.clone()),
+        user: Some(id),
         gpus: match (&launch.gpu_ids, launch.gpus) {
             (ids, _) if !ids.is_empty() => {
                 Some(berth_runtime::gpu::GpuRequest::Devices(ids.clone()))
@@ -413,7 +437,7 @@ fn start(launch: &JobLaunch) -> Result<berth_runtime::Outcome, (i32, String)> {
     let mut text = spec.env.join("\0");
     text.push('\0');
     crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
-    let outcome = berth_runtime::run(&spec).map_err(|e| (e.exit_code(), e.to_string()));
+    let outcome = berth_runtime::run_then(&spec, ended).map_err(|e| (e.exit_code(), e.to_string()));
     drop(shared);
     outcome
 }
@@ -551,6 +575,19 @@ pub fn environment_path(script: &Path) -> PathBuf {
 
 /// The shared objects this process has mapped (its dynamic loader and C library): from
 /// /proc/self/maps, each path once.
+/// The shared libraries this berth has loaded, read from /proc/self/maps once per process
+/// (a runner forked by the node's launcher finds the launcher's answer, which is its own).
+pub(crate) fn own_libraries() -> Result<&'static [PathBuf], String> {
+    static LIBS: std::sync::OnceLock<Result<Vec<PathBuf>, String>> = std::sync::OnceLock::new();
+    LIBS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/maps")
+            .map(|maps| mapped_libraries(&maps))
+            .map_err(|e| format!("cannot read /proc/self/maps: {e}"))
+    })
+    .as_deref()
+    .map_err(Clone::clone)
+}
+
 fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
     let mut libs: Vec<PathBuf> = Vec::new();
     for line in maps.lines() {
@@ -582,9 +619,7 @@ type SystemBind = (PathBuf, String, bool);
 /// directory of `base` named by a hash of their text, and never changed (a job's container
 /// binds the directory). Returns that directory and the binds.
 fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), String> {
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|e| format!("cannot read /proc/self/maps: {e}"))?;
-    let libs = mapped_libraries(&maps);
+    let libs = own_libraries()?;
     let loader = libs
         .iter()
         .find(|l| {
@@ -593,7 +628,7 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
         })
         .ok_or("cannot find this berth's dynamic loader in /proc/self/maps")?;
     let mut dirs: Vec<&Path> = Vec::new();
-    for lib in &libs {
+    for lib in libs {
         let dir = lib.parent().unwrap_or(Path::new("/"));
         if !dirs.contains(&dir) {
             dirs.push(dir);

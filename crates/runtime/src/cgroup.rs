@@ -466,6 +466,16 @@ impl Cgroup {
     /// Kills what is left in the cgroup and removes its directories, children first. The shared
     /// parent stays. Killed processes that are berth's children must still be reaped by it.
     pub fn destroy(self) -> Result<(), CgroupError> {
+        // Most often every process has ended and no cgroup was made below: then an rmdir per
+        // hierarchy is all it takes (the kernel refuses it, EBUSY, while a process or a child
+        // cgroup is left, and the full way below takes over).
+        let gone = |dir: &PathBuf| match fs::remove_dir(dir) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if self.dirs.iter().all(|(dir, _)| gone(dir)) {
+            return Ok(());
+        }
         self.kill_all();
         let mut result = Ok(());
         for (dir, _) in &self.dirs {

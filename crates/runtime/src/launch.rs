@@ -124,6 +124,16 @@ fn write_map(pid: impl std::fmt::Display, file: &str, text: &str) -> Result<(), 
 /// after it ends, so the calling process itself becomes the container (as ch-run does):
 /// then `run` does not return unless starting the container failed.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
+    run_then(spec, |_| ())
+}
+
+/// [`run`], calling `ended` with the container's outcome as soon as it is known: before its
+/// cgroup is removed, which changes nothing of the outcome but takes a while (a node agent
+/// has the next job started meanwhile).
+pub fn run_then(
+    spec: &ContainerSpec,
+    ended: impl FnOnce(&Outcome),
+) -> Result<Outcome, RuntimeError> {
     let image_path = match &spec.rootfs {
         Rootfs::Squashfs(p) | Rootfs::Directory(p) => p.as_path(),
         Rootfs::Host => std::path::Path::new("/"),
@@ -165,16 +175,20 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome, RuntimeError> {
     let timed_out = TIMEOUT_STAGE.swap(0, Ordering::SeqCst) > 0;
     let usage = cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
     let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
-    if let Some(c) = cgroup {
-        c.destroy()?;
-    }
-    result.map(|status| Outcome {
+    let outcome = result.map(|status| Outcome {
         code: sys::exit_code(status),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         timed_out,
         oom_killed: oom,
         usage,
-    })
+    });
+    if let Ok(outcome) = &outcome {
+        ended(outcome);
+    }
+    if let Some(c) = cgroup {
+        c.destroy()?;
+    }
+    outcome
 }
 
 /// Unshares this process's namespaces and execs the program in them. Returns the failure.

@@ -47,8 +47,8 @@ pub struct Options {
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
-    /// Run as this user (root only: how the node agent runs jobs).
-    pub user: Option<String>,
+    /// Run as this user, looked up by the caller (root only: how the node agent runs jobs).
+    pub user: Option<Identity>,
     /// Binds berth itself makes (a job's script, say): SOURCE, TARGET, read-only. Not checked
     /// against the bind policy, so never fill this from user input.
     pub system_binds: Vec<(PathBuf, String, bool)>,
@@ -114,7 +114,11 @@ fn open_bind(
         path: source.to_path_buf(),
         source: source_err,
     };
-    let canonical = std::fs::canonicalize(source).map_err(err)?;
+    // Resolved (symlinks included) before the check; without a policy, by the open.
+    let canonical = match policy {
+        Some(_) => std::fs::canonicalize(source).map_err(err)?,
+        None => source.to_path_buf(),
+    };
     let check = |path: &Path| -> Result<(), RuntimeError> {
         if let Some((policy, home, cwd)) = policy {
             policy
@@ -127,7 +131,12 @@ fn open_bind(
         Ok(())
     };
     check(&canonical)?;
-    let fd = sys::open(&canonical, libc::O_PATH | libc::O_NOFOLLOW).map_err(err)?;
+    let nofollow = if policy.is_some() {
+        libc::O_NOFOLLOW
+    } else {
+        0
+    };
+    let fd = sys::open(&canonical, libc::O_PATH | nofollow).map_err(err)?;
     let opened = std::fs::read_link(sys::fd_path(&fd)).map_err(err)?;
     if opened != canonical {
         check(&opened)?;
@@ -242,7 +251,7 @@ pub fn plan(
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let identity = match (&options.user, root) {
-        (Some(user), true) => Identity::lookup(user, true)?,
+        (Some(user), true) => user.clone(),
         (Some(_), false) => {
             return Err(RuntimeError::NotPermitted(
                 "only root may run a container as another user (--user)".into(),

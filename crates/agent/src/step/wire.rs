@@ -60,7 +60,7 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
-    // On the stack: the node's launcher reads its requests a byte per call.
+    // On the stack: nothing allocated per call.
     let mut control = [0u64; 8];
     let space = cmsg_space(STDIO_FDS);
     debug_assert!(space <= std::mem::size_of_val(&control));
