@@ -473,6 +473,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_runners_report_ends_its_wait_and_its_exit_then_finds_no_waiter() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (reports, report) = UnixStream::pair().unwrap();
+        let (to_fork, forks) = channel();
+        let waiters = Waiters::default();
+        let reported = waiters.clone();
+        let answers = std::thread::spawn(move || read_answers(ours, to_fork, waiters));
+        std::thread::spawn(move || read_reports(reports, reported));
+        (&theirs).write_all(b"S 4242 99\nS 4343 99\n").unwrap();
+        let (first, second) = (forks.recv().unwrap().unwrap(), forks.recv().unwrap().unwrap());
+        assert_eq!((first.pid, first.start, second.pid), (4242, 99, 4343));
+        // Another runner's report, a report that is not one, then the first runner's.
+        (&report).write_all(b"R 1\nnonsense\nR 4242\n").unwrap();
+        let soon = std::time::Duration::from_secs(10);
+        assert_eq!(first.end.recv_timeout(soon), Ok(Some(0)));
+        // Its exit, with a status of its own, changes nothing; the other's exit ends its wait.
+        (&theirs).write_all(b"E 4242 256\nE 4343 512\n").unwrap();
+        assert_eq!(second.end.recv_timeout(soon), Ok(Some(512)));
+        drop(theirs);
+        answers.join().unwrap();
+    }
+
+    #[test]
     fn start_time_is_that_of_a_live_process_only() {
         let own = start_time(std::process::id()).expect("this process runs");
         assert_eq!(start_time(std::process::id()), Some(own));
