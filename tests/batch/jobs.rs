@@ -331,6 +331,44 @@ fn dependencies_and_arrays() {
 }
 
 #[test]
+fn every_waiting_array_task_shows_why_and_its_priority() {
+    let Some(c) = Cluster::start() else { return };
+    let (waiting, go) = waiting_job(&c, "");
+    // More tasks than the node has CPUs: a pass looks at the first ones only, and the rest
+    // wait as they do.
+    let dep = format!("--dependency=afterok:{waiting}");
+    let array = c.submit(
+        Mode::Rootless,
+        "tasks.sh",
+        "#!/bin/sh\n#SBATCH --array=1-6 -o /dev/null\n#BERTH --image busybox\ntrue\n",
+        &[&dep],
+    );
+    let tasks: Vec<u64> = (array..array + 6).collect();
+    wait_until(
+        30,
+        || {
+            tasks.iter().all(|&id| {
+                let job = c.show(id);
+                job["reason"] == "Dependency" && job["priority"].as_f64().is_some()
+            })
+        },
+        || {
+            format!(
+                "{:?}",
+                tasks.iter().map(|&id| c.show(id)).collect::<Vec<_>>()
+            )
+        },
+    );
+    std::fs::write(&go, "").unwrap();
+    for id in tasks {
+        assert_eq!(
+            c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
+            "COMPLETED"
+        );
+    }
+}
+
+#[test]
 fn a_killed_runner_launcher_loses_no_job() {
     let Some(c) = Cluster::start() else { return };
     let (waiting, go) = waiting_job(&c, "echo went");

@@ -278,6 +278,8 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     // hold at most one request, and its descriptors.
     let (mut pending, mut fds) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 64 * 1024];
+    // The next job's runner, forked ahead of its request (see `Spare`).
+    let mut spare: Option<Spare> = None;
     loop {
         let [request_ready, ended] = readable([socket.as_raw_fd(), signals.as_raw_fd()])?;
         if ended {
@@ -293,6 +295,9 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
                 let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
                 if pid <= 0 {
                     break;
+                }
+                if spare.as_ref().is_some_and(|s| s.pid == pid) {
+                    spare = None;
                 }
                 ends.push_str(&format!("E {pid} {status}\n"));
             }
@@ -310,18 +315,23 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
             let line = String::from_utf8_lossy(&pending[..end]).into_owned();
             pending.drain(..=end);
             let stdio = std::mem::take(&mut fds);
+            let runner = line.strip_prefix("step ").is_none();
             let forked = match line.strip_prefix("step ") {
-                Some(length) => fork_step(socket, &mut pending, length, stdio, &inherited),
+                Some(length) => fork_step(socket, &mut pending, length, stdio, &inherited, &spare)
+                    .map(|pid| (pid, start_time(pid as u32).unwrap_or(0))),
                 None => {
                     drop(stdio);
-                    fork_runner(Path::new(&line), &inherited)
+                    run_spare(&mut spare, &line, &inherited)
                 }
             };
             let answer = match forked {
-                Ok(pid) => format!("S {pid} {}\n", start_time(pid as u32).unwrap_or(0)),
+                Ok((pid, start)) => format!("S {pid} {start}\n"),
                 Err(e) => format!("F {}\n", e.replace('\n', " ")),
             };
             answers.write_all(answer.as_bytes())?;
+            if runner && spare.is_none() {
+                spare = Spare::fork(&inherited).ok();
+            }
         }
     }
 }
@@ -349,25 +359,68 @@ impl Inherited {
     }
 }
 
-/// Forks a job's runner for the launch file `launch`. It reports its job's end on its own
-/// copy of the launcher's stdout, the agent's report socket (close-on-exec: the job's
-/// processes never have it).
-fn fork_runner(launch: &Path, inherited: &Inherited) -> Result<libc::pid_t, String> {
-    // SAFETY: this process is single-threaded; the child only runs the runner and exits.
-    match unsafe { libc::fork() } {
-        -1 => Err(std::io::Error::last_os_error().to_string()),
-        0 => {
-            // SAFETY: duplicates this process's stdout; the copy is owned right away.
-            let report = match unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) } {
-                -1 => None,
-                // SAFETY: a new descriptor of our own.
-                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
-            };
-            inherited.shed();
-            std::process::exit(run_forked(launch, report));
+/// A runner forked ahead of its job: it waits for its launch file's path on a pipe, so that
+/// the fork (and the wake of a new process) is not between a job's request and its start.
+/// It has given up the launcher's descriptors and signal mask already; it reports its job's
+/// end on its own copy of the launcher's stdout, the agent's report socket (close-on-exec:
+/// the job's processes never have it). The launcher's end (its exit included) closes the
+/// pipe (which a step's process, forked meanwhile, does not keep): a spare that gets no
+/// path exits.
+struct Spare {
+    pid: libc::pid_t,
+    start: u64,
+    go: std::fs::File,
+}
+
+impl Spare {
+    fn fork(inherited: &Inherited) -> Result<Spare, String> {
+        let (wait, go) = crate::step::pipe(0).map_err(|e| e.to_string())?;
+        // SAFETY: this process is single-threaded; the child only runs the runner and exits.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error().to_string()),
+            0 => {
+                drop(go);
+                // SAFETY: duplicates this process's stdout; the copy is owned right away.
+                let report = match unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) } {
+                    -1 => None,
+                    // SAFETY: a new descriptor of our own.
+                    fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+                };
+                inherited.shed();
+                std::process::exit(run_forked(wait, report));
+            }
+            pid => Ok(Spare {
+                pid,
+                start: start_time(pid as u32).unwrap_or(0),
+                go: go.into(),
+            }),
         }
-        pid => Ok(pid),
     }
+}
+
+/// Hands the launch file `launch` to the spare runner (forked now if there is none, or if
+/// the one there was cannot take it): its pid and start time.
+fn run_spare(
+    spare: &mut Option<Spare>,
+    launch: &str,
+    inherited: &Inherited,
+) -> Result<(libc::pid_t, u64), String> {
+    for _ in 0..2 {
+        let mut runner = match spare.take() {
+            Some(s) => s,
+            None => Spare::fork(inherited)?,
+        };
+        // A line (a path the agent sends has no newline), then the pipe closes. A spare that
+        // died meanwhile (EPIPE) is reaped as any child is.
+        if runner
+            .go
+            .write_all(format!("{launch}\n").as_bytes())
+            .is_ok()
+        {
+            return Ok((runner.pid, runner.start));
+        }
+    }
+    Err("the runners forked for the job died before they could take it".into())
 }
 
 /// Forks a step's process: reads its launch (`length` bytes after the request line, the first
@@ -380,6 +433,7 @@ fn fork_step(
     length: &str,
     stdio: Vec<OwnedFd>,
     inherited: &Inherited,
+    spare: &Option<Spare>,
 ) -> Result<libc::pid_t, String> {
     let length: usize = length
         .parse()
@@ -402,6 +456,11 @@ fn fork_step(
             unsafe { libc::setsid() };
             drop((ready, led));
             inherited.shed();
+            if let Some(spare) = spare {
+                // SAFETY: the launcher's end of the spare's pipe, never used here (the
+                // launcher's File that owns it is never dropped in this child).
+                unsafe { libc::close(spare.go.as_raw_fd()) };
+            }
             for (fd, target) in stdio.iter().zip(0..) {
                 // SAFETY: dup2 onto this process's standard descriptors (clearing their
                 // close-on-exec flag, as an exec'd step's stdio has none).
@@ -440,9 +499,10 @@ pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2
     }
 }
 
-/// In the forked child: becomes the job's runner, with stdin and stdout on /dev/null (the
-/// launcher's stderr, the agent's, stays), as an exec'd one would have.
-fn run_forked(launch: &Path, report: Option<OwnedFd>) -> i32 {
+/// In a spare runner: with stdin and stdout on /dev/null (the launcher's stderr, the
+/// agent's, stays), as an exec'd runner would have, waits for its launch file's path on
+/// `wait`, and becomes its job's runner; exits quietly without one.
+fn run_forked(wait: OwnedFd, report: Option<OwnedFd>) -> i32 {
     let null = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -454,12 +514,19 @@ fn run_forked(launch: &Path, report: Option<OwnedFd>) -> i32 {
             return 125;
         }
     };
-    // SAFETY: dup2 onto the standard descriptors of this process (the socket's 0 included).
+    // SAFETY: dup2 onto the standard descriptors of this process (the socket's 0 included:
+    // a spare must not keep the launcher's end of the agent's socket open).
     unsafe {
         libc::dup2(null.as_raw_fd(), 0);
         libc::dup2(null.as_raw_fd(), 1);
     }
-    match crate::runner::run(launch, report) {
+    let mut launch = String::new();
+    let mut wait = BufReader::new(std::fs::File::from(wait));
+    if wait.read_line(&mut launch).is_err() || !launch.ends_with('\n') {
+        return 0;
+    }
+    launch.pop();
+    match crate::runner::run(Path::new(&launch), report) {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("berth: {e}");
@@ -482,7 +549,10 @@ mod tests {
         let answers = std::thread::spawn(move || read_answers(ours, to_fork, waiters));
         std::thread::spawn(move || read_reports(reports, reported));
         (&theirs).write_all(b"S 4242 99\nS 4343 99\n").unwrap();
-        let (first, second) = (forks.recv().unwrap().unwrap(), forks.recv().unwrap().unwrap());
+        let (first, second) = (
+            forks.recv().unwrap().unwrap(),
+            forks.recv().unwrap().unwrap(),
+        );
         assert_eq!((first.pid, first.start, second.pid), (4242, 99, 4343));
         // Another runner's report, a report that is not one, then the first runner's.
         (&report).write_all(b"R 1\nnonsense\nR 4242\n").unwrap();

@@ -114,10 +114,27 @@ pub struct Controller {
     /// States of finished jobs that dependencies of active jobs refer to.
     finished: BTreeMap<u64, sched::JobState>,
     pub wake: Arc<Notify>,
+    /// Something a scheduling pass must see happened since the last pass (set with every
+    /// `wake`): a pass made meanwhile (by the thread that saw a job's end) makes the
+    /// scheduler loop's own needless.
+    due: bool,
+    /// Starts on this process's own node that scheduling passes decided and nobody has made
+    /// yet (see [`Controller::take_starts`]).
+    local_starts: Vec<LocalStart>,
     /// Signalled by `berth down` (and SIGTERM): the API stops serving.
     pub stop: Arc<Notify>,
     /// Jobs being suspended or resumed now (their agents called without the lock).
     freezing: std::collections::BTreeSet<u64>,
+}
+
+/// A job's start on this process's own node: its files written and its runner forked
+/// outside the controller's lock (the next job's start and other jobs' ends need it
+/// meanwhile), by a thread that then waits for the runner's end ([`run_local`]).
+pub struct LocalStart {
+    id: u64,
+    node: String,
+    agent: Arc<NodeAgent>,
+    start: berth_agent::node::JobStart,
 }
 
 pub type Shared = Arc<Mutex<Controller>>;
@@ -228,6 +245,8 @@ impl Controller {
             finished: BTreeMap::new(),
             freezing: Default::default(),
             wake: Arc::new(Notify::new()),
+            due: true,
+            local_starts: Vec::new(),
             stop: Arc::new(Notify::new()),
         };
         let filter = JobFilter {
@@ -587,7 +606,7 @@ impl Controller {
         for job in jobs {
             self.active.insert(job.id, job);
         }
-        self.wake.notify_one();
+        self.wake();
         let warnings = request
             .ignored
             .iter()
@@ -652,7 +671,7 @@ impl Controller {
             }
             _ => {}
         }
-        self.wake.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -688,7 +707,7 @@ impl Controller {
         });
         let job = job.clone();
         self.persist(&job)?;
-        self.wake.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -777,7 +796,7 @@ impl Controller {
             self.persist(&job)?;
             self.finished.remove(&id);
             self.active.insert(id, job);
-            self.wake.notify_one();
+            self.wake();
             return Ok(());
         }
         let links = self.links_of(id);
@@ -836,11 +855,62 @@ impl Controller {
 
     /// One scheduling pass: start what can start, record why the rest waits.
     pub fn schedule(&mut self, shared: &Shared) {
+        self.due = false;
         self.check_nodes();
         self.refresh_history();
         let cluster = self.cluster();
-        let views: Vec<sched::JobView> = self.active.values().map(|j| self.view(j)).collect();
+        // An array's pending tasks wait in index order, all alike (one request, one priority
+        // but for the index, one set of dependencies): a pass need look at no more of them
+        // than it could start, one per idle CPU; the others follow the last one looked at.
+        let idle: u64 = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                let held: u64 = n.allocations.iter().map(|a| u64::from(a.cpus)).sum();
+                u64::from(n.cpus).saturating_sub(held)
+            })
+            .sum();
+        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut followers: Vec<(u64, u64)> = Vec::new();
+        let views: Vec<sched::JobView> = self
+            .active
+            .values()
+            .filter(|j| match j.array_job_id {
+                Some(array) if j.state == State::Pending && !j.held => {
+                    let seen = looked.entry(array).or_default();
+                    *seen += 1;
+                    if *seen > idle.max(1) {
+                        followers.push((j.id, array));
+                    }
+                    *seen <= idle.max(1)
+                }
+                _ => true,
+            })
+            .map(|j| self.view(j))
+            .collect();
         let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        // The last task looked at of each array: what its followers wait for.
+        let mut leads: BTreeMap<u64, (f64, Option<String>)> = BTreeMap::new();
+        for d in &plan.decisions {
+            let Some(job) = self.active.get(&d.job) else {
+                continue;
+            };
+            if let (Some(array), Some(reason)) = (job.array_job_id, d.reason()) {
+                leads.insert(array, (d.priority.total as f64, Some(reason.to_string())));
+            }
+        }
+        for (id, array) in followers {
+            if let (Some(job), Some((priority, reason))) =
+                (self.active.get_mut(&id), leads.get(&array))
+            {
+                job.priority = Some(*priority);
+                if job.reason != *reason {
+                    job.reason = reason.clone();
+                    let job = job.clone();
+                    let _ = self.persist(&job);
+                }
+            }
+        }
         // CPUs each user's running jobs hold per partition, for `max_cpus_per_user`.
         let mut held: BTreeMap<(String, String), u64> = BTreeMap::new();
         for j in self
@@ -1072,8 +1142,26 @@ impl Controller {
         Ok(self.images.squashfs(&record))
     }
 
-    /// Starts job `id`'s runner on `node` through its agent; a task waits for the runner's
-    /// end (the local agent's child), or the remote agent reports it.
+    /// Asks for a scheduling pass.
+    fn wake(&mut self) {
+        self.due = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether something happened that a scheduling pass has not seen yet.
+    pub fn due(&self) -> bool {
+        self.due
+    }
+
+    /// The starts on this process's own node that passes decided since the last call: the
+    /// caller makes them (with [`start_local`]) once it has released the lock.
+    pub fn take_starts(&mut self) -> Vec<LocalStart> {
+        std::mem::take(&mut self.local_starts)
+    }
+
+    /// Starts job `id`'s runner on `node` through its agent: this process's own agent once
+    /// the lock is released (a thread waits for the runner's end), or a remote one, which
+    /// reports the end itself.
     fn start_on(
         &mut self,
         id: u64,
@@ -1083,38 +1171,17 @@ impl Controller {
         shared: &Shared,
     ) {
         match link {
-            // The job's files and its runner's fork happen outside the controller's lock (the
-            // next job's start and other jobs' ends need it meanwhile); the runner's pid is
-            // recorded once there, as a remote agent's answer is.
+            // Made once the lock is released (see `LocalStart`); the runner's pid is
+            // recorded then, as a remote agent's answer is.
             Link::Local(agent) => {
                 if let Some(share) = self.active.get_mut(&id).and_then(|j| j.share_mut(&node)) {
                     share.starting = true;
                 }
-                let shared = shared.clone();
-                tokio::task::spawn_blocking(move || {
-                    let handle = tokio::runtime::Handle::current();
-                    let started = match agent.start(start) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let reason = format!("cannot start the job on node {node}: {e}");
-                            return handle.block_on(async {
-                                shared
-                                    .lock()
-                                    .await
-                                    .finish(id, State::Failed, Some(reason), None)
-                            });
-                        }
-                    };
-                    let runner = started.pid;
-                    handle.block_on(async { shared.lock().await.started(id, &node, runner) });
-                    let status = started.wait();
-                    let result = agent.result(id);
-                    handle.block_on(async move {
-                        shared
-                            .lock()
-                            .await
-                            .collect_local(&agent, id, &node, runner, result, &status);
-                    });
+                self.local_starts.push(LocalStart {
+                    id,
+                    node,
+                    agent,
+                    start,
                 });
             }
             // The agent answers with its runner's pid, and reports the end when it comes.
@@ -1173,9 +1240,14 @@ impl Controller {
         share.runner = Some(runner);
         share.starting = false;
         if job.cancel_requested || job.requeue_requested {
-            if let Some(link) = link {
-                signal_one(&link, id, runner, libc::SIGTERM, &key);
+            if let Some(link) = &link {
+                signal_one(link, id, runner, libc::SIGTERM, &key);
             }
+        }
+        // This process's own agent records its runners itself (`runner.pid` in the job's
+        // directory), where a restarted controller finds them (`reconcile`).
+        if matches!(link, Some(Link::Local(_))) {
+            return;
         }
         let job = job.clone();
         if let Err(e) = self.persist(&job) {
@@ -1291,7 +1363,7 @@ impl Controller {
                 );
             }
             self.active.insert(id, job);
-            self.wake.notify_one();
+            self.wake();
             return;
         }
         job.state = state;
@@ -1314,7 +1386,7 @@ impl Controller {
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);
         }
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Jobs an earlier controller left running: watch their runners (or collect results
@@ -1340,9 +1412,10 @@ impl Controller {
                     continue;
                 };
                 let (id, name) = (job.id, share.node.clone());
-                let Some(pid) = share.runner.filter(|&pid| agent.runner_alive(id, pid)) else {
+                let runner = share.runner.or_else(|| agent.runner_of(id));
+                let Some(pid) = runner.filter(|&pid| agent.runner_alive(id, pid)) else {
                     let result = agent.result(id);
-                    let runner = share.runner.unwrap_or(0);
+                    let runner = runner.unwrap_or(0);
                     let gone = "its runner was gone at the controller's start";
                     self.collect_local(&agent, id, &name, runner, result, gone);
                     continue;
@@ -1416,6 +1489,7 @@ impl Controller {
             node.last_seen = std::time::Instant::now();
             if node.down.take().is_some() {
                 eprintln!("berth: node {name} is back");
+                self.due = true;
                 self.wake.notify_one();
             }
             match &mut node.link {
@@ -1437,7 +1511,7 @@ impl Controller {
         eprintln!("berth: node {name} registered from {}", reg.url);
         self.nodes
             .insert(name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
-        self.wake.notify_one();
+        self.wake();
         self.save_node(&name).map(|()| answer)
     }
 
@@ -1540,7 +1614,7 @@ impl Controller {
             message: format!("no node {name}: see `berth nodes`"),
         })?;
         node.drain = reason;
-        self.wake.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -2013,6 +2087,62 @@ impl berth_agent::step::server::StepAuthority for StepGate {
 /// for the SIGTERM that ends it): an allocation's while its one step runs, and a multi-node
 /// job's container on each node but the batch host.
 const HOLD_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
+
+/// Makes `starts` (each in a blocking thread of its own, which then waits for its runner).
+pub fn start_local(shared: &Shared, starts: Vec<LocalStart>) {
+    for start in starts {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || run_local(&shared, start));
+    }
+}
+
+/// Starts a job on this process's own node and waits for its runner's end (its report that
+/// the job's result is written: see `berth_agent::launcher`), then collects it. The pass
+/// that its end calls for is made right here, in the same hold of the lock, and the first
+/// of the starts it decides on this node is made by this thread (the others by threads of
+/// their own): a job's end and the next job's start are one thread's work, not a chain of
+/// threads that each must wait to be woken while the machine is busy running jobs.
+fn run_local(shared: &Shared, first: LocalStart) {
+    let handle = tokio::runtime::Handle::current();
+    let mut next = Some(first);
+    while let Some(LocalStart {
+        id,
+        node,
+        agent,
+        start,
+    }) = next.take()
+    {
+        let started = match agent.start(start) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("cannot start the job on node {node}: {e}");
+                handle.block_on(async {
+                    shared
+                        .lock()
+                        .await
+                        .finish(id, State::Failed, Some(reason), None)
+                });
+                return;
+            }
+        };
+        let runner = started.pid;
+        handle.block_on(async { shared.lock().await.started(id, &node, runner) });
+        let status = started.wait();
+        let result = agent.result(id);
+        let mut starts = handle.block_on(async {
+            let mut c = shared.lock().await;
+            c.collect_local(&agent, id, &node, runner, result, &status);
+            if c.due {
+                c.schedule(shared);
+            }
+            c.take_starts()
+        });
+        if !starts.is_empty() {
+            next = Some(starts.remove(0));
+        }
+        start_local(shared, starts);
+    }
+}
 
 /// A job's output and error file names, its patterns expanded (%j, %A, %a, %x, %u, and %N as
 /// `first_node`) and relative ones taken from its working directory.

@@ -644,11 +644,22 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         tokio::spawn((**agent).clone().upkeep());
     }
     tokio::spawn(async move {
+        let mut timed_out = true;
         loop {
-            scheduler.lock().await.schedule(&scheduler);
-            // A submission or a job's end wakes the loop; otherwise pass once a second so
-            // that waiting jobs' reasons and priorities (age) stay current.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await;
+            let starts = {
+                let mut c = scheduler.lock().await;
+                if timed_out || c.due() {
+                    c.schedule(&scheduler);
+                }
+                c.take_starts()
+            };
+            crate::start_local(&scheduler, starts);
+            // A submission or a job's end wakes the loop (unless the thread that saw the end
+            // has made the pass already); otherwise pass once a second so that waiting
+            // jobs' reasons and priorities (age) stay current.
+            timed_out = tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+                .await
+                .is_err();
         }
     });
     let stop = shared.lock().await.stop.clone();
