@@ -196,17 +196,24 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
     };
     sys::mount(Some("berth"), STAGE, Some("tmpfs"), SAFE, Some("mode=0755"))
         .map_err(fail("mounting the staging tmpfs"))?;
-    let (lower, upper, work, root) = (
-        format!("{STAGE}/lower"),
+    let (upper, work, root) = (
         format!("{STAGE}/upper"),
         format!("{STAGE}/work"),
         format!("{STAGE}/root"),
     );
-    for d in [&lower, &upper, &work, &root] {
+    for d in [&upper, &work, &root] {
         mkdir(d)?;
     }
+    // The image's tree: a directory is the overlay's lower layer as it is (by its descriptor:
+    // overlayfs only reads it, and the overlay's own mount flags govern what is seen); a
+    // squashfs file is mounted on the stage first.
+    let lower = match (&spec.rootfs, &image_dir) {
+        (Rootfs::Directory(_), Some(dir)) => fd_path(dir),
+        _ => format!("{STAGE}/lower"),
+    };
     match &spec.rootfs {
         Rootfs::Squashfs(path) => {
+            mkdir(&lower)?;
             let (_loop_fd, device) = sys::attach_loop(image).map_err(fail(format!(
                 "attaching {} to a loop device",
                 path.display()
@@ -220,20 +227,7 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
             )
             .map_err(fail(format!("mounting {}", path.display())))?;
         }
-        Rootfs::Directory(path) => {
-            let what = path.display().to_string();
-            let image = image_dir.expect("reopened above");
-            bind_on(
-                &fd_path(&image),
-                &sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?,
-                &what,
-            )?;
-            restrict(
-                &sys::open(&lower, libc::O_PATH).map_err(fail("opening the stage"))?,
-                Access::ReadOnly,
-                &what,
-            )?;
-        }
+        Rootfs::Directory(_) => {}
         Rootfs::Host => unreachable!("returned above: a host job builds no root"),
     }
     // Inside a user namespace overlayfs must keep its metadata in user.* xattrs (which tmpfs
