@@ -125,6 +125,9 @@ pub struct Controller {
     pub stop: Arc<Notify>,
     /// Jobs being suspended or resumed now (their agents called without the lock).
     freezing: std::collections::BTreeSet<u64>,
+    /// Job records held back to be written in one transaction (see `defer_writes`); `None`:
+    /// each is written as it changes.
+    deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
 }
 
 /// A job's start on this process's own node: its files written and its runner forked
@@ -244,6 +247,7 @@ impl Controller {
             active: BTreeMap::new(),
             finished: BTreeMap::new(),
             freezing: Default::default(),
+            deferred: Default::default(),
             wake: Arc::new(Notify::new()),
             due: true,
             local_starts: Vec::new(),
@@ -266,9 +270,65 @@ impl Controller {
     }
 
     fn persist(&self, job: &Job) -> Result<(), ApiError> {
+        if let Some(rows) = self.deferred.borrow_mut().as_mut() {
+            rows.retain(|r| r.id != job.id);
+            rows.push(job.row());
+            return Ok(());
+        }
         self.store
             .put_jobs(&[job.row()])
             .map_err(ApiError::internal)
+    }
+
+    /// [`Controller::persist`], now, with what is held back (in one transaction): for a
+    /// change that must be in the store before anyone acts on it.
+    fn persist_now(&self, job: &Job) -> Result<(), ApiError> {
+        let mut deferred = self.deferred.borrow_mut();
+        let mut rows: Vec<berth_store::JobRow> =
+            deferred.as_mut().map(std::mem::take).unwrap_or_default();
+        rows.retain(|r| r.id != job.id);
+        rows.push(job.row());
+        let written = self.store.put_jobs(&rows).map_err(ApiError::internal);
+        if written.is_err() {
+            // Kept for the final write, which may fare better.
+            if let Some(held) = deferred.as_mut() {
+                rows.pop();
+                held.extend(rows);
+            }
+        }
+        written
+    }
+
+    /// Holds job records back until [`Controller::write_deferred`] (or a change that must be
+    /// in the store at once), so that a job's end and the start it makes room for are one
+    /// transaction.
+    fn defer_writes(&self) {
+        self.write_leftovers();
+        self.deferred.borrow_mut().get_or_insert_with(Vec::new);
+    }
+
+    /// Writes what a thread that held records back left held (it panicked): a second's delay
+    /// at most, with the scheduler loop calling this, never a record lost.
+    pub fn write_leftovers(&self) {
+        if self.deferred.borrow().is_some() {
+            self.write_deferred();
+        }
+    }
+
+    /// Writes what is held back, and goes back to writing each change as it comes. Whether
+    /// all of it is in the store.
+    fn write_deferred(&self) -> bool {
+        let rows = self.deferred.borrow_mut().take().unwrap_or_default();
+        match self.store.put_jobs(&rows) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "berth: cannot record the jobs {:?}: {e}",
+                    rows.iter().map(|r| r.id).collect::<Vec<_>>()
+                );
+                false
+            }
+        }
     }
 
     fn partition_views(&self) -> Vec<sched::PartitionView> {
@@ -1010,7 +1070,7 @@ impl Controller {
             .collect::<Result<Vec<Link>, String>>()?;
         // Recorded as running before any node hears of it, so that a restarted controller
         // does not start it again (its agents' runners are matched with it then).
-        self.persist(&job).map_err(|e| e.message)?;
+        self.persist_now(&job).map_err(|e| e.message)?;
         let hostfile = env::hostfile(&job);
         for (index, (share, link)) in job.shares.iter().zip(links).enumerate() {
             let batch_host = index == 0;
@@ -2131,9 +2191,14 @@ fn run_local(shared: &Shared, first: LocalStart) {
         let result = agent.result(id);
         let mut starts = handle.block_on(async {
             let mut c = shared.lock().await;
-            c.collect_local(&agent, id, &node, runner, result, &status);
+            c.defer_writes();
+            c.collect(id, &node, runner, result, &status);
             if c.due {
                 c.schedule(shared);
+            }
+            // The run's files go once its end is in the store (see `collect_local`).
+            if c.write_deferred() {
+                agent.forget_run(id, runner);
             }
             c.take_starts()
         });

@@ -648,6 +648,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         loop {
             let starts = {
                 let mut c = scheduler.lock().await;
+                c.write_leftovers();
                 if timed_out || c.due() {
                     c.schedule(&scheduler);
                 }
