@@ -315,13 +315,15 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
             let line = String::from_utf8_lossy(&pending[..end]).into_owned();
             pending.drain(..=end);
             let stdio = std::mem::take(&mut fds);
-            let runner = line.strip_prefix("step ").is_none();
-            let forked = match line.strip_prefix("step ") {
-                Some(length) => fork_step(socket, &mut pending, length, stdio, &inherited, &spare)
-                    .map(|pid| (pid, start_time(pid as u32).unwrap_or(0))),
+            let (forked, runner) = match line.strip_prefix("step ") {
+                Some(length) => (
+                    fork_step(socket, &mut pending, length, stdio, &inherited, &spare)
+                        .map(|pid| (pid, start_time(pid as u32).unwrap_or(0))),
+                    false,
+                ),
                 None => {
                     drop(stdio);
-                    run_spare(&mut spare, &line, &inherited)
+                    (run_spare(&mut spare, &line, &inherited), true)
                 }
             };
             let answer = match forked {
