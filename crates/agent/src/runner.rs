@@ -8,8 +8,10 @@
 //! 3. runs the job script in its image through `berth-runtime`, as the user, in a cgroup named
 //!    `berth/<runner pid>-job<id>` sized to the allocation, with the time limit enforced (SIGTERM, grace,
 //!    SIGKILL);
-//! 4. writes a [`JobResult`] next to the launch file, atomically, and exits 0; a non-zero exit
-//!    of the runner itself means berth failed, not the job.
+//! 4. writes a [`JobResult`] next to the launch file, atomically, as soon as the job has ended
+//!    (and, forked by the node's launcher, says so to the agent: see `launcher`), then removes
+//!    the job's cgroup and exits 0; a non-zero exit of the runner itself means berth failed,
+//!    not the job.
 
 use berth_runtime::cgroup::Limits;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs, TimeLimit};
