@@ -238,7 +238,7 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             source,
         })?;
         if let Some(report) = &report {
-            // One write, which the socket keeps whole: the launcher's own lines go there too.
+            // One write, which the socket keeps whole: the other runners report there too.
             let line = format!("R {}\n", std::process::id());
             let _ = std::io::Write::write_all(&mut &*report, line.as_bytes());
         }
@@ -575,8 +575,6 @@ pub fn environment_path(script: &Path) -> PathBuf {
     script.with_file_name("environment")
 }
 
-/// The shared objects this process has mapped (its dynamic loader and C library): from
-/// /proc/self/maps, each path once.
 /// The shared libraries this berth has loaded, read from /proc/self/maps once per process
 /// (a runner forked by the node's launcher finds the launcher's answer, which is its own).
 pub(crate) fn own_libraries() -> Result<&'static [PathBuf], String> {
@@ -590,6 +588,8 @@ pub(crate) fn own_libraries() -> Result<&'static [PathBuf], String> {
     .map_err(Clone::clone)
 }
 
+/// The shared objects a process has mapped (its dynamic loader and C library), from its
+/// /proc/PID/maps text: each path once.
 fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
     let mut libs: Vec<PathBuf> = Vec::new();
     for line in maps.lines() {
