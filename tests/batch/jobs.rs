@@ -369,6 +369,45 @@ fn every_waiting_array_task_shows_why_and_its_priority() {
 }
 
 #[test]
+fn a_killed_spare_runner_loses_no_job() {
+    let Some(c) = Cluster::start() else { return };
+    let first = c.submit(Mode::Rootless, "first.sh", HELLO, &[]);
+    assert_eq!(
+        c.wait_for(first, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    // Once its first runner is gone, the launcher's one child is the runner it forked ahead
+    // for the next job.
+    let launcher = c.launcher().expect("the node's runner launcher runs");
+    let children = || -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    wait_until(
+        10,
+        || children().len() == 1,
+        || format!("the launcher's children: {:?}", children()),
+    );
+    let spare = children()[0];
+    // SAFETY: kill(2) on the child of this test's own `berth up`'s launcher, found just above.
+    unsafe { libc::kill(spare, libc::SIGKILL) };
+    let next = c.submit(Mode::Rootless, "next.sh", HELLO, &[]);
+    assert_eq!(
+        c.wait_for(next, &["COMPLETED", "FAILED"])["state"],
+        "COMPLETED"
+    );
+    // And a spare again, another one.
+    wait_until(
+        10,
+        || children().len() == 1 && children()[0] != spare,
+        || format!("the launcher's children: {:?}", children()),
+    );
+}
+
+#[test]
 fn a_killed_runner_launcher_loses_no_job() {
     let Some(c) = Cluster::start() else { return };
     let (waiting, go) = waiting_job(&c, "echo went");
