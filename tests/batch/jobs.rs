@@ -287,6 +287,30 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
 }
 
 #[test]
+fn a_job_waits_for_a_held_one_it_depends_on() {
+    let Some(c) = Cluster::start() else { return };
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let dep = format!("--dependency=afterok:{held}");
+    let after = c.submit(Mode::Rootless, "after.sh", HELLO, &[&dep]);
+    // Through a few passes (one a second at least): it waits, and is not given up.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let job = c.show(after);
+    assert!(
+        job["state"] == "PENDING" && job["reason"] == "Dependency",
+        "{job}"
+    );
+    assert_eq!(c.show(held)["reason"], "JobHeld");
+    c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    for id in [held, after] {
+        assert_eq!(
+            c.wait_for(id, &["COMPLETED", "FAILED", "CANCELLED"])["state"],
+            "COMPLETED"
+        );
+    }
+}
+
+#[test]
 fn dependencies_and_arrays() {
     let Some(c) = Cluster::start() else { return };
     let first = c.submit(

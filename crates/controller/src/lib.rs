@@ -26,7 +26,7 @@ use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
 use node::LocalNode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
@@ -124,7 +124,7 @@ pub struct Controller {
     /// Signalled by `berth down` (and SIGTERM): the API stops serving.
     pub stop: Arc<Notify>,
     /// Jobs being suspended or resumed now (their agents called without the lock).
-    freezing: std::collections::BTreeSet<u64>,
+    freezing: BTreeSet<u64>,
     /// Job records held back to be written in one transaction (see `defer_writes`); `None`:
     /// each is written as it changes.
     deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
@@ -416,7 +416,7 @@ impl Controller {
     /// (jobs that ended before this controller started) and forgets the rest, so that a pass
     /// costs what the queue holds, not every job ever run.
     fn refresh_history(&mut self) {
-        let wanted: std::collections::BTreeSet<u64> = self.referenced_ids().collect();
+        let wanted: BTreeSet<u64> = self.referenced_ids().collect();
         self.finished.retain(|id, _| wanted.contains(id));
         for id in wanted {
             if self.finished.contains_key(&id) {
@@ -932,9 +932,17 @@ impl Controller {
             .sum();
         let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
         let mut followers: Vec<(u64, u64)> = Vec::new();
+        // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
+        // at it only if another job depends on it (whose dependency reads its state).
+        let depended: BTreeSet<u64> = self
+            .active
+            .values()
+            .flat_map(|j| j.request.dependencies.jobs.iter().map(|d| d.job))
+            .collect();
         let views: Vec<sched::JobView> = self
             .active
             .values()
+            .filter(|j| !j.held || j.state != State::Pending || depended.contains(&j.id))
             .filter(|j| match j.array_job_id {
                 Some(array) if j.state == State::Pending && !j.held => {
                     let seen = looked.entry(array).or_default();
