@@ -916,6 +916,20 @@ impl Controller {
     /// One scheduling pass: start what can start, record why the rest waits.
     pub fn schedule(&mut self, shared: &Shared) {
         self.due = false;
+        // The records a pass changes (waiting reasons: an array's whole queue at once, say)
+        // go into the store in one transaction, with a start's own if there is one.
+        let held_back = self.deferred.borrow().is_some();
+        if !held_back {
+            self.defer_writes();
+        }
+        self.pass(shared);
+        if !held_back {
+            self.write_deferred();
+        }
+    }
+
+    /// [`Controller::schedule`]'s work.
+    fn pass(&mut self, shared: &Shared) {
         self.check_nodes();
         self.refresh_history();
         let cluster = self.cluster();
