@@ -125,7 +125,7 @@ pub struct Controller {
     pub stop: Arc<Notify>,
     /// Jobs being suspended or resumed now (their agents called without the lock).
     freezing: BTreeSet<u64>,
-    /// Job records held back to be written in one transaction (see `defer_writes`); `None`:
+    /// Job records held back to be written in one transaction (see `in_one_write`); `None`:
     /// each is written as it changes.
     deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
 }
@@ -299,24 +299,22 @@ impl Controller {
         written
     }
 
-    /// Holds job records back until [`Controller::write_deferred`] (or a change that must be
-    /// in the store at once), so that a job's end and the start it makes room for are one
-    /// transaction.
-    fn defer_writes(&self) {
-        self.write_leftovers();
-        self.deferred.borrow_mut().get_or_insert_with(Vec::new);
-    }
-
-    /// Writes what a thread that held records back left held (it panicked): a second's delay
-    /// at most, with the scheduler loop calling this, never a record lost.
-    pub fn write_leftovers(&self) {
+    /// Runs `f` with the job records it changes held back, then writes them in one
+    /// transaction (a start's record, which must be in the store before its node hears of
+    /// it, goes at once with what is held back by then: `persist_now`), so that a job's end
+    /// and the start it makes room for, or a pass's waiting reasons, are one write. Whether
+    /// all of it is in the store. What a thread that panicked in here left held back goes
+    /// first (a pass a second at least comes here: never a record lost).
+    fn in_one_write(&mut self, f: impl FnOnce(&mut Self)) -> bool {
         if self.deferred.borrow().is_some() {
             self.write_deferred();
         }
+        *self.deferred.borrow_mut() = Some(Vec::new());
+        f(self);
+        self.write_deferred()
     }
 
-    /// Writes what is held back, and goes back to writing each change as it comes. Whether
-    /// all of it is in the store.
+    /// Writes what is held back, and goes back to writing each change as it comes.
     fn write_deferred(&self) -> bool {
         let rows = self.deferred.borrow_mut().take().unwrap_or_default();
         match self.store.put_jobs(&rows) {
@@ -913,39 +911,31 @@ impl Controller {
             .collect()
     }
 
-    /// One scheduling pass: start what can start, record why the rest waits.
+    /// One scheduling pass: start what can start, record why the rest waits (in one write:
+    /// the waiting reasons of an array's whole queue may change at once).
     pub fn schedule(&mut self, shared: &Shared) {
-        self.due = false;
-        // The records a pass changes (waiting reasons: an array's whole queue at once, say)
-        // go into the store in one transaction, with a start's own if there is one.
-        let held_back = self.deferred.borrow().is_some();
-        if !held_back {
-            self.defer_writes();
-        }
-        self.pass(shared);
-        if !held_back {
-            self.write_deferred();
-        }
+        self.in_one_write(|c| c.pass(shared));
     }
 
-    /// [`Controller::schedule`]'s work.
+    /// [`Controller::schedule`] without the write of what it changes.
     fn pass(&mut self, shared: &Shared) {
+        self.due = false;
         self.check_nodes();
         self.refresh_history();
         let cluster = self.cluster();
         // An array's pending tasks wait in index order, all alike (one request, one priority
         // but for the index, one set of dependencies): a pass need look at no more of them
-        // than it could start, one per idle CPU; the others follow the last one looked at.
-        let idle: u64 = cluster
+        // than it could start, one per idle CPU (at least one); the others follow the last
+        // one looked at.
+        let window = cluster
             .nodes
             .iter()
             .map(|n| {
                 let held: u64 = n.allocations.iter().map(|a| u64::from(a.cpus)).sum();
                 u64::from(n.cpus).saturating_sub(held)
             })
-            .sum();
-        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut followers: Vec<(u64, u64)> = Vec::new();
+            .sum::<u64>()
+            .max(1);
         // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
         // at it only if another job depends on it (whose dependency reads its state).
         let depended: BTreeSet<u64> = self
@@ -953,32 +943,31 @@ impl Controller {
             .values()
             .flat_map(|j| j.request.dependencies.jobs.iter().map(|d| d.job))
             .collect();
-        let views: Vec<sched::JobView> = self
-            .active
-            .values()
-            .filter(|j| !j.held || j.state != State::Pending || depended.contains(&j.id))
-            .filter(|j| match j.array_job_id {
-                Some(array) if j.state == State::Pending && !j.held => {
-                    let seen = looked.entry(array).or_default();
-                    *seen += 1;
-                    if *seen > idle.max(1) {
-                        followers.push((j.id, array));
-                    }
-                    *seen <= idle.max(1)
-                }
-                _ => true,
-            })
-            .map(|j| self.view(j))
-            .collect();
-        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
-        // The last task looked at of each array: what its followers wait for.
-        let mut leads: BTreeMap<u64, (f64, Option<String>)> = BTreeMap::new();
-        for d in &plan.decisions {
-            let Some(job) = self.active.get(&d.job) else {
+        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut followers: Vec<(u64, u64)> = Vec::new();
+        let mut views: Vec<sched::JobView> = Vec::new();
+        for j in self.active.values() {
+            let pending = j.state == State::Pending;
+            if pending && j.held && !depended.contains(&j.id) {
                 continue;
-            };
-            if let (Some(array), Some(reason)) = (job.array_job_id, d.reason()) {
-                leads.insert(array, (d.priority.total as f64, Some(reason.to_string())));
+            }
+            if let Some(array) = j.array_job_id.filter(|_| pending && !j.held) {
+                let seen = looked.entry(array).or_default();
+                *seen += 1;
+                if *seen > window {
+                    followers.push((j.id, array));
+                    continue;
+                }
+            }
+            views.push(self.view(j));
+        }
+        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        // The last task looked at of each array that waits: what its followers wait for.
+        let mut leads: BTreeMap<u64, (f64, String)> = BTreeMap::new();
+        for d in &plan.decisions {
+            let array = self.active.get(&d.job).and_then(|j| j.array_job_id);
+            if let (Some(array), Some(reason)) = (array, d.reason()) {
+                leads.insert(array, (d.priority.total as f64, reason.to_string()));
             }
         }
         for (id, array) in followers {
@@ -986,8 +975,8 @@ impl Controller {
                 (self.active.get_mut(&id), leads.get(&array))
             {
                 job.priority = Some(*priority);
-                if job.reason != *reason {
-                    job.reason = reason.clone();
+                if job.reason.as_deref() != Some(reason) {
+                    job.reason = Some(reason.clone());
                     let job = job.clone();
                     let _ = self.persist(&job);
                 }
@@ -2213,13 +2202,14 @@ fn run_local(shared: &Shared, first: LocalStart) {
         let result = agent.result(id);
         let mut starts = handle.block_on(async {
             let mut c = shared.lock().await;
-            c.defer_writes();
-            c.collect(id, &node, runner, result, &status);
-            if c.due {
-                c.schedule(shared);
-            }
+            let recorded = c.in_one_write(|c| {
+                c.collect(id, &node, runner, result, &status);
+                if c.due {
+                    c.pass(shared);
+                }
+            });
             // The run's files go once its end is in the store (see `collect_local`).
-            if c.write_deferred() {
+            if recorded {
                 agent.forget_run(id, runner);
             }
             c.take_starts()

@@ -648,7 +648,6 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         loop {
             let starts = {
                 let mut c = scheduler.lock().await;
-                c.write_leftovers();
                 if timed_out || c.due() {
                     c.schedule(&scheduler);
                 }
