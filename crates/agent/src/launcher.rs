@@ -151,19 +151,40 @@ impl Launcher {
     }
 }
 
-/// Who waits for the end of each process a launcher forked, by pid.
-type Waiters = std::sync::Arc<Mutex<BTreeMap<u32, Sender<Option<i32>>>>>;
+/// Who waits for the end of each process a launcher forked, by pid: fed by the launcher's
+/// answers and by the runners' reports.
+#[derive(Clone, Default)]
+struct Waiters(std::sync::Arc<Mutex<BTreeMap<u32, Sender<Option<i32>>>>>);
+
+impl Waiters {
+    /// Where the end of `pid` will come.
+    fn add(&self, pid: u32) -> Receiver<Option<i32>> {
+        let (tx, end) = channel();
+        self.0.lock().expect("not poisoned").insert(pid, tx);
+        end
+    }
+
+    /// `pid` ended (`None`: unknown how); nothing if nobody waits for it (any more).
+    fn end(&self, pid: u32, status: Option<i32>) {
+        let waiter = self.0.lock().expect("not poisoned").remove(&pid);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(status);
+        }
+    }
+
+    /// The launcher is gone: no end will come its way.
+    fn end_all(&self) {
+        let gone = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
+        for (_, waiter) in gone {
+            let _ = waiter.send(None);
+        }
+    }
+}
 
 /// The agent's reader of the launcher's answers: forks to the waiting [`Launcher::fork`],
 /// ends to each runner's waiter (registered here, before the fork's answer goes out, so that
 /// no end can come before its waiter).
 fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, waiters: Waiters) {
-    let ended = |pid: u32, status| {
-        let waiter = waiters.lock().expect("not poisoned").remove(&pid);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(status);
-        }
-    };
     for line in BufReader::new(socket).lines() {
         let Ok(line) = line else { break };
         let mut words = line.splitn(3, ' ');
@@ -172,8 +193,7 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, wai
                 let (Ok(pid), Ok(start)) = (pid.parse(), start.parse()) else {
                     break;
                 };
-                let (tx, end) = channel();
-                waiters.lock().expect("not poisoned").insert(pid, tx);
+                let end = waiters.add(pid);
                 let _ = to_fork.send(Ok(Forked { pid, start, end }));
             }
             (Some("F"), _, _) => {
@@ -183,16 +203,13 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, wai
                 let (Ok(pid), Ok(status)) = (pid.parse::<u32>(), status.parse::<i32>()) else {
                     break;
                 };
-                ended(pid, Some(status));
+                waiters.end(pid, Some(status));
             }
             _ => break,
         }
     }
     // The launcher is gone: its runners' ends will not come this way.
-    let gone = std::mem::take(&mut *waiters.lock().expect("not poisoned"));
-    for (_, waiter) in gone {
-        let _ = waiter.send(None);
-    }
+    waiters.end_all();
 }
 
 /// The agent's reader of the runners' reports, `R <pid>` once a runner has written its job's
@@ -201,12 +218,8 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, wai
 fn read_reports(socket: UnixStream, waiters: Waiters) {
     for line in BufReader::new(socket).lines() {
         let Ok(line) = line else { break };
-        let Some(Ok(pid)) = line.strip_prefix("R ").map(str::parse::<u32>) else {
-            continue;
-        };
-        let waiter = waiters.lock().expect("not poisoned").remove(&pid);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(Some(0));
+        if let Some(Ok(pid)) = line.strip_prefix("R ").map(str::parse::<u32>) {
+            waiters.end(pid, Some(0));
         }
     }
 }
@@ -389,7 +402,7 @@ impl Spare {
                     fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
                 };
                 inherited.shed();
-                std::process::exit(run_forked(wait, report));
+                std::process::exit(spare_runner(wait, report));
             }
             pid => Ok(Spare {
                 pid,
@@ -504,7 +517,7 @@ pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2
 /// In a spare runner: with stdin and stdout on /dev/null (the launcher's stderr, the
 /// agent's, stays), as an exec'd runner would have, waits for its launch file's path on
 /// `wait`, and becomes its job's runner; exits quietly without one.
-fn run_forked(wait: OwnedFd, report: Option<OwnedFd>) -> i32 {
+fn spare_runner(wait: OwnedFd, report: Option<OwnedFd>) -> i32 {
     let null = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)

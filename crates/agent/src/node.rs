@@ -110,7 +110,8 @@ enum Ended {
 }
 
 impl Started {
-    /// Waits until the runner has ended (blocking); how it ended, in words.
+    /// Waits until the runner has ended, or (forked by the launcher) reported its job's result
+    /// before its clean-up (blocking); how it ended, in words.
     pub fn wait(self) -> String {
         use std::os::unix::process::ExitStatusExt;
         match self.ended {
