@@ -604,18 +604,18 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// `N` distinct ports free now: each is held until all are chosen, so no two are equal.
+    fn free_ports<const N: usize>() -> [u16; N] {
+        let held: Vec<_> = (0..N)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        std::array::from_fn(|i| held[i].local_addr().unwrap().port())
     }
 
     impl Etcd {
         fn start() -> Etcd {
             let dir = tempfile::tempdir().unwrap();
-            let (client, peer) = (free_port(), free_port());
+            let [client, peer] = free_ports();
             let child = Command::new("etcd")
                 .arg("--data-dir")
                 .arg(dir.path().join("data"))
@@ -631,7 +631,7 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("etcd runs (Debian's etcd-server; scripts/setup installs it)");
-            let etcd = Etcd {
+            let mut etcd = Etcd {
                 child,
                 url: format!("etcd://127.0.0.1:{client}"),
                 _dir: dir,
@@ -644,6 +644,11 @@ mod tests {
             )
             .map_or(true, |(s, _)| s != 200)
             {
+                if let Ok(Some(status)) = etcd.child.try_wait() {
+                    panic!(
+                        "etcd exited at its start ({status}): a port of {client} and {peer} taken?"
+                    );
+                }
                 assert!(Instant::now() < deadline, "etcd did not start");
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -674,7 +679,8 @@ mod tests {
     fn jobs_ids_and_values_round_trip_through_etcd() {
         let etcd = Etcd::start();
         // A member that is down is passed over.
-        let dead = format!("127.0.0.1:{}", free_port());
+        let [port] = free_ports();
+        let dead = format!("127.0.0.1:{port}");
         let store =
             EtcdStore::open(&etcd.url.replace("etcd://", &format!("etcd://{dead},"))).unwrap();
         assert_eq!(store.allocate_ids(1).unwrap(), 1);
