@@ -533,15 +533,17 @@ fn argv(spec: &ContainerSpec) -> Vec<String> {
     }
 }
 
-/// The clone(2) child. Waits for the parent's go-ahead (user namespace maps written, cgroup
-/// joined), sets everything up, and execs. Never returns.
+/// The clone(2) child: sets everything up and execs; never returns. With `go`, a copy of the
+/// parent's memory: waits for the parent's go-ahead (user namespace maps written, cgroup
+/// moved into). Without, a child in the parent's memory while the parent waits
+/// (sys::clone_vfork), which needed nothing done first.
 pub(crate) fn child(
     spec: &ContainerSpec,
     image: &OwnedFd,
     cgroup_tasks: &[std::fs::File],
     mask: &libc::sigset_t,
-    go: OwnedFd,
-    report_fd: OwnedFd,
+    go: Option<OwnedFd>,
+    report_fd: &OwnedFd,
 ) -> ! {
     // The parent's forwarding handlers came along with the clone; here they would forward to
     // nobody and swallow the signal. Until exec, a signal does what it would do to the program:
@@ -551,13 +553,19 @@ pub(crate) fn child(
         // SAFETY: restores the default disposition; no handler code runs.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
-    crate::launch::reset_forwarding();
+    // A child in the parent's memory leaves the parent's forwarding state alone: its
+    // handlers are gone, and the parent still needs a signal that came before the clone.
+    if go.is_some() {
+        crate::launch::reset_forwarding();
+    }
     crate::launch::set_mask(mask);
-    let mut byte = [0u8];
-    if std::fs::File::from(go).read(&mut byte).ok() != Some(1) {
-        // The parent died or gave up before releasing us.
-        // SAFETY: _exit is always safe to call.
-        unsafe { libc::_exit(125) };
+    if let Some(go) = go {
+        let mut byte = [0u8];
+        if std::fs::File::from(go).read(&mut byte).ok() != Some(1) {
+            // The parent died or gave up before releasing us.
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(125) };
+        }
     }
     let failure = (|| -> Result<Failure, Failure> {
         crate::cgroup::join_self(cgroup_tasks).map_err(fail("joining the cgroup"))?;
@@ -573,14 +581,14 @@ pub(crate) fn child(
         }
         build_root(spec, image)?;
         if spec.pid_namespace {
-            return Ok(init(spec, &report_fd));
+            return Ok(init(spec, report_fd));
         }
         drop_privileges(spec, true)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))
     })()
     .unwrap_or_else(|f| f);
-    report(&report_fd, &failure);
+    report(report_fd, &failure);
     // SAFETY: _exit skips destructors and atexit handlers, as a failed child must.
     unsafe { libc::_exit(failure.code) }
 }

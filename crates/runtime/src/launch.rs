@@ -5,7 +5,7 @@ use crate::cgroup::{self, Cgroup, Layout};
 use crate::container;
 use crate::spec::{ContainerSpec, Rootfs};
 use crate::sys;
-use crate::RuntimeError;
+use crate::{Identity, RuntimeError};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -113,9 +113,21 @@ pub struct Outcome {
     pub usage: cgroup::Usage,
 }
 
-fn write_map(pid: impl std::fmt::Display, file: &str, text: &str) -> Result<(), RuntimeError> {
-    let path = format!("/proc/{pid}/{file}");
-    sys::write_file(&path, text).map_err(RuntimeError::setup(format!("writing {path}")))
+/// Maps the user `id` to itself in the user namespace of process `pid` ("self": the caller,
+/// which may map its own ids into a namespace it has just made): same uid and gid inside as
+/// outside. setgroups must be denied before an unprivileged process may write gid_map
+/// (user_namespaces(7)).
+pub(crate) fn write_maps(pid: impl std::fmt::Display, id: &Identity) -> Result<(), RuntimeError> {
+    let maps = [
+        ("setgroups", "deny".to_string()),
+        ("uid_map", format!("{0} {0} 1\n", id.uid)),
+        ("gid_map", format!("{0} {0} 1\n", id.gid)),
+    ];
+    for (file, text) in maps {
+        let path = format!("/proc/{pid}/{file}");
+        sys::write_file(&path, &text).map_err(RuntimeError::setup(format!("writing {path}")))?;
+    }
+    Ok(())
 }
 
 /// Runs the container to completion. The calling process must be single-threaded.
@@ -208,18 +220,8 @@ fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
         );
     }
     if spec.rootless {
-        // A process may map its own uid and gid into the user namespace it just created,
-        // after giving up setgroups (user_namespaces(7)).
-        let id = &spec.identity;
-        let maps = [
-            ("setgroups", "deny".to_string()),
-            ("uid_map", format!("{0} {0} 1\n", id.uid)),
-            ("gid_map", format!("{0} {0} 1\n", id.gid)),
-        ];
-        for (file, text) in maps {
-            if let Err(e) = write_map("self", file, &text) {
-                return e;
-            }
+        if let Err(e) = write_maps("self", &spec.identity) {
+            return e;
         }
     }
     let failure = container::in_place(spec, image);
@@ -263,6 +265,38 @@ fn run_in(
     // (Otherwise one arriving meanwhile, a cancel just after a job's start, was swallowed by
     // the child's copy of the forwarding handler, and the program ran on.)
     let mask = block_forwarded();
+    // Nothing to do between the clone and the child's setup when there is no user namespace
+    // to map and the child can join its cgroup itself (v1, or none: a node's jobs here):
+    // then the child shares this process's memory and runs while this process waits, until
+    // it execs (posix_spawn's vfork): no copy of the page tables to make, fault in, write to
+    // and tear down at exec. A pid namespace's first process never execs (it stays to reap),
+    // and on v2 the child is born in its cgroup by a clone3 of its own: those fork.
+    if !spec.pid_namespace && !spec.rootless && v2_dir.is_none() {
+        drop(go_read);
+        drop(go_write);
+        // SAFETY: single-threaded (see `run`); the child ends in exec or _exit, and what it
+        // writes to memory (allocations, container::child's documented effects) is harmless
+        // to this process, which waits meanwhile.
+        let spawned = unsafe {
+            sys::clone_vfork(flags, &mut || {
+                container::child(spec, image, &tasks, &mask, None, &report_write)
+            })
+        };
+        drop(tasks);
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                set_mask(&mask);
+                return Err(RuntimeError::setup("creating the namespaces (clone)")(e));
+            }
+        };
+        forward_to(pid);
+        set_mask(&mask);
+        drop(report_write);
+        // The program has started (or setting it up failed): if it has not ended already.
+        *mounts = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok();
+        return wait_program(spec, cgroup, pid, report_read);
+    }
     let cloned = (|| {
         let born_inside = match &v2_dir {
             // SAFETY: berth's container entry points run single-threaded (see the crate docs).
@@ -288,7 +322,7 @@ fn run_in(
     if pid == 0 {
         drop(go_write);
         drop(report_read);
-        container::child(spec, image, &tasks, &mask, go_read, report_write);
+        container::child(spec, image, &tasks, &mask, Some(go_read), &report_write);
     }
     // Moved by this process: on v2, where the kernel could not have it born inside.
     let move_in = v2_dir.is_some() && born_inside.is_none();
@@ -303,12 +337,7 @@ fn run_in(
 
     let released = (|| {
         if spec.rootless {
-            // The caller maps to itself: same uid and gid inside as outside. setgroups must be
-            // denied before an unprivileged process may write gid_map (user_namespaces(7)).
-            let id = &spec.identity;
-            write_map(pid, "setgroups", "deny")?;
-            write_map(pid, "uid_map", &format!("{0} {0} 1\n", id.uid))?;
-            write_map(pid, "gid_map", &format!("{0} {0} 1\n", id.gid))?;
+            write_maps(pid, &spec.identity)?;
         }
         if let Some(c) = cgroup.filter(|_| move_in) {
             c.add_pid(pid)?;
@@ -328,6 +357,17 @@ fn run_in(
         return Err(e);
     }
 
+    wait_program(spec, cgroup, pid, report_read)
+}
+
+/// Arms the time limit, learns whether the program started (the report pipe closes at its
+/// exec; anything written to it is a failure), and waits for the container to end.
+fn wait_program(
+    spec: &ContainerSpec,
+    cgroup: Option<&Cgroup>,
+    pid: libc::pid_t,
+    report_read: OwnedFd,
+) -> Result<libc::c_int, RuntimeError> {
     // Kept open while the time limit runs: the alarm handler reads it.
     let freezer = spec
         .time_limit

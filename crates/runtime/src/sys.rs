@@ -402,6 +402,70 @@ pub unsafe fn clone(flags: libc::c_int) -> io::Result<libc::pid_t> {
     Ok(pid as libc::pid_t)
 }
 
+/// clone(2) with CLONE_VM | CLONE_VFORK, as posix_spawn(3) does: the child runs `child` on a
+/// stack of its own but in this process's memory, while this thread waits; this returns the
+/// child's pid once it has exec'd or exited. A panic in `child` ends the child with 125.
+///
+/// # Safety
+/// The calling process must be single-threaded, and `child` must end in exec or `_exit`
+/// (it does not return but through the 125 of a panic): everything it writes to memory
+/// other than its stack, this process finds so, and it must not call what acts on "this
+/// thread" by the thread's id in libc's bookkeeping (raise(3), abort(3), pthread_kill(3)):
+/// that id is this process's.
+pub unsafe fn clone_vfork(
+    flags: libc::c_int,
+    child: &mut dyn FnMut() -> libc::c_int,
+) -> io::Result<libc::pid_t> {
+    extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive while the parent waits.
+        let child = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> libc::c_int>() };
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(125);
+        // SAFETY: ends the child without running this process's exit handlers.
+        unsafe { libc::_exit(code) }
+    }
+    // Touched only as deep as the container's setup goes; the lowest page is a guard.
+    const STACK: usize = 1 << 20;
+    // SAFETY: a fresh private anonymous mapping, unmapped below once the child is done with it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut child = child;
+    // SAFETY: the guard page lies in the mapping just made; clone(3) runs `start` on the top
+    // of that stack (it grows down) and, with CLONE_VFORK, returns only when the child no
+    // longer uses it.
+    let pid = unsafe {
+        libc::mprotect(stack, page_size(), libc::PROT_NONE);
+        libc::clone(
+            start,
+            stack.cast::<u8>().add(STACK).cast(),
+            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut child as *mut &mut dyn FnMut() -> libc::c_int).cast(),
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: the mapping made above; the child has exec'd or exited, or never was.
+    unsafe { libc::munmap(stack, STACK) };
+    if pid < 0 {
+        return Err(err);
+    }
+    Ok(pid)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
 /// clone3(2)'s arguments (linux/sched.h), up to `cgroup` (Linux 5.7).
 #[repr(C)]
 #[derive(Default)]
