@@ -21,7 +21,7 @@ use crate::sys::{self, fd_path};
 use crate::{identity, Identity};
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 const STAGE: &str = "/tmp";
 
@@ -39,31 +39,19 @@ fn fail(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Failure {
     }
 }
 
-/// Mount flags every bind gets: no set-uid, no devices (the security model relies on it).
+/// Mount flags of the filesystems berth mounts itself (the stage, the overlay, /tmp): no
+/// set-uid, no devices (the security model relies on it).
 const SAFE: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
-/// Bind-mounts `source` (recursively) on the directory or file `target` refers to.
-fn bind_on(source: &str, target: &OwnedFd, what: &str) -> Result<(), Failure> {
-    sys::mount(
-        Some(source),
-        &fd_path(target),
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(fail(format!("binding {what}")))
-}
-
-/// A bind keeps its source's flags: add nosuid, nodev and maybe ro to it and every mount
-/// below it. `mounted` must be opened after the bind, so that it names the new mount.
-fn restrict(mounted: &OwnedFd, access: Access, what: &str) -> Result<(), Failure> {
-    let attrs = match access {
+/// The flags a bind gets: no set-uid, no devices (the security model relies on it), and
+/// maybe read-only, on the bound mount and every mount below it.
+fn attrs(access: Access) -> u64 {
+    match access {
         Access::ReadWrite => sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
         Access::ReadOnly => sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_RDONLY,
         // Device nodes bound from the host must stay usable: nosuid, but not nodev.
         Access::Device => sys::MOUNT_ATTR_NOSUID,
-    };
-    sys::set_mount_attrs(mounted, attrs).map_err(fail(format!("restricting the mount of {what}")))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,7 +71,7 @@ impl Access {
     }
 }
 
-/// Binds `source` onto `path` inside the container root, creating the mount point.
+/// Binds the host's `source` onto `path` inside the container root, creating the mount point.
 fn bind(
     root: &OwnedFd,
     source: &str,
@@ -92,14 +80,31 @@ fn bind(
     access: Access,
     what: &str,
 ) -> Result<(), Failure> {
-    bind_on(source, &ensure(root, path, dir)?, what)?;
-    let mounted = sys::open_in_root(root, path, libc::O_PATH, 0)
-        .map_err(fail(format!("reopening {path}")))?;
-    restrict(&mounted, access, what)
+    let source = sys::open(source, libc::O_PATH).map_err(fail(format!("opening {what}")))?;
+    bind_fd(root, &source, path, dir, access, what)
+}
+
+/// [`bind`] from a descriptor opened in this mount namespace.
+fn bind_fd(
+    root: &OwnedFd,
+    source: &OwnedFd,
+    path: &str,
+    dir: bool,
+    access: Access,
+    what: &str,
+) -> Result<(), Failure> {
+    let target = ensure(root, path, dir)?;
+    sys::bind_tree(source.as_fd(), target.as_fd(), attrs(access))
+        .map_err(fail(format!("binding {what}")))
 }
 
 /// Opens (creating if missing) `path` inside the container root, as a directory or a file.
 fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
+    let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
+    // Most mount points exist in the image: one lookup.
+    if let Ok(fd) = sys::open_in_root(root, path, flags, 0) {
+        return Ok(fd);
+    }
     let err = || fail(format!("creating the mount point {path} in the image"));
     let comps: Vec<&str> = path
         .split('/')
@@ -378,9 +383,9 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
         }
     }
     for (b, source) in spec.binds.iter().zip(&sources) {
-        bind(
+        bind_fd(
             &rootfd,
-            &fd_path(source),
+            source,
             &b.target,
             b.is_dir,
             Access::from_read_only(b.read_only),

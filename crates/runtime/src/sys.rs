@@ -221,6 +221,46 @@ pub fn set_mount_attrs(fd: &impl AsRawFd, attrs: u64) -> io::Result<()> {
     check(r as libc::c_int).map(drop)
 }
 
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Binds the file or directory `source` names (with every mount below it) onto the one
+/// `target` refers to, with `attrs` added throughout (see [`set_mount_attrs`]): a copy of the
+/// tree made detached (open_tree(2)), restricted before anything can see it, then attached
+/// (move_mount(2)). Neither end is looked up by path again.
+pub fn bind_tree(source: BorrowedFd, target: BorrowedFd, attrs: u64) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: open_tree on a descriptor with an empty NUL-terminated path and AT_EMPTY_PATH;
+    // the result is a fresh descriptor we own.
+    let tree = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint,
+        ) as libc::c_int
+    })?;
+    // SAFETY: as above.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
+    set_mount_attrs(&tree, attrs)?;
+    // SAFETY: move_mount between two descriptors we hold, with empty NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
 // Loop devices (linux/loop.h).
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
