@@ -402,7 +402,12 @@ impl Spare {
                     fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
                 };
                 inherited.shed();
-                std::process::exit(spare_runner(wait, report));
+                let code = spare_runner(wait, report);
+                // Nothing is left to flush or release: _exit skips the C library's exit
+                // handlers and destructors, code this process would otherwise fault in (its
+                // text is the launcher's, mapped afresh in each fork) only to run it once.
+                // SAFETY: ends this process; everything it wrote has been written.
+                unsafe { libc::_exit(code) }
             }
             pid => Ok(Spare {
                 pid,
