@@ -15,8 +15,8 @@ fn main() {
 
     // The unwinder linked in (libgcc_eh.a, gcc's -static-libgcc) instead of loading
     // libgcc_s.so.1 at every start: that library is only there for panics, and its
-    // constructor probes the CPU with a dozen CPUID instructions, each a trap to the
-    // hypervisor in a VM: 0.1-0.18 ms of every `berth submit` and `berth exec` measured here.
+    // constructor probes the CPU with CPUID instructions, each a trap to the hypervisor in
+    // a VM: 0.1-0.18 ms of every `berth submit` and `berth exec` measured here.
     // rustc asks for -lgcc_s by name, so a linker script of that name, found first, answers
     // with the static archive.
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -117,7 +117,7 @@ pub struct Outcome {
 /// which may map its own ids into a namespace it has just made): same uid and gid inside as
 /// outside. setgroups must be denied before an unprivileged process may write gid_map
 /// (user_namespaces(7)).
-pub(crate) fn write_maps(pid: impl std::fmt::Display, id: &Identity) -> Result<(), RuntimeError> {
+fn write_maps(pid: impl std::fmt::Display, id: &Identity) -> Result<(), RuntimeError> {
     let maps = [
         ("setgroups", "deny".to_string()),
         ("uid_map", format!("{0} {0} 1\n", id.uid)),
@@ -242,7 +242,6 @@ fn run_in(
     cgroup: Option<&Cgroup>,
     mounts: &mut Option<std::fs::File>,
 ) -> Result<libc::c_int, RuntimeError> {
-    let (go_read, go_write) = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     let (report_read, report_write) =
         sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
     // On v1 the child moves itself into the cgroup (see Cgroup::tasks_files); on v2 it is
@@ -272,8 +271,6 @@ fn run_in(
     // and tear down at exec. A pid namespace's first process never execs (it stays to reap),
     // and on v2 the child is born in its cgroup by a clone3 of its own: those fork.
     if !spec.pid_namespace && !spec.rootless && v2_dir.is_none() {
-        drop(go_read);
-        drop(go_write);
         // SAFETY: single-threaded (see `run`); the child ends in exec or _exit, and what it
         // writes to memory (allocations, container::child's documented effects) is harmless
         // to this process, which waits meanwhile.
@@ -298,6 +295,7 @@ fn run_in(
         return wait_program(spec, cgroup, pid, report_read);
     }
     let cloned = (|| {
+        let go = sys::pipe().map_err(RuntimeError::setup("creating a pipe"))?;
         let born_inside = match &v2_dir {
             // SAFETY: berth's container entry points run single-threaded (see the crate docs).
             Some(dir) => unsafe { sys::clone_into(flags, dir.as_fd()) }
@@ -310,9 +308,9 @@ fn run_in(
             None => unsafe { sys::clone(flags) }
                 .map_err(RuntimeError::setup("creating the namespaces (clone)"))?,
         };
-        Ok::<_, RuntimeError>((pid, born_inside))
+        Ok::<_, RuntimeError>((pid, born_inside, go))
     })();
-    let (pid, born_inside) = match cloned {
+    let (pid, born_inside, (go_read, go_write)) = match cloned {
         Ok(cloned) => cloned,
         Err(e) => {
             set_mask(&mask);
