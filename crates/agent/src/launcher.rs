@@ -345,6 +345,9 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
             };
             answers.write_all(answer.as_bytes())?;
             if runner && spare.is_none() {
+                // The runner just released goes first, on this CPU if it was woken here.
+                // SAFETY: sched_yield(2) has no arguments.
+                unsafe { libc::sched_yield() };
                 spare = Spare::fork(&inherited).ok();
             }
         }
