@@ -232,6 +232,28 @@ impl Cluster {
         }
     }
 
+    /// Waits until job `id` has ended, asserts that it completed, and returns its record.
+    pub fn completed(&self, id: u64) -> serde_json::Value {
+        let job = self.wait_for(
+            id,
+            &[
+                "COMPLETED",
+                "FAILED",
+                "CANCELLED",
+                "TIMEOUT",
+                "OUT_OF_MEMORY",
+                "NODE_FAIL",
+            ],
+        );
+        assert_eq!(
+            job["state"],
+            "COMPLETED",
+            "{job}\ncontroller log: {}",
+            self.log()
+        );
+        job
+    }
+
     /// Waits until job `id`'s output file (berth-ID.out of the test user) contains `text`:
     /// the script runs, not just its container being set up.
     pub fn wait_for_output(&self, id: u64, text: &str) {

@@ -11,8 +11,7 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         return;
     };
     let id = c.submit(Mode::Rootless, "hello.sh", HELLO, &[]);
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let job = c.completed(id);
     assert_eq!(job["user"], TEST_USER);
     assert_eq!(job["exit_code"], 0);
     let cwd = c.f.cwd(Mode::Rootless);
@@ -121,10 +120,7 @@ fn an_image_removed_from_the_store_is_unmounted_once_no_job_uses_it() {
     assert_eq!(loop_devices_under(&store).len(), 1);
     // ... and goes once the job has ended: the file's space is free.
     std::fs::write(&go, "").unwrap();
-    assert_eq!(
-        c.wait_for(waiting, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(waiting);
     let mounts = c.state.join("mnt");
     let released = || {
         loop_devices_under(&store).is_empty()
@@ -156,8 +152,7 @@ fn the_words_after_the_script_are_its_arguments() {
         ],
     );
     let id: u64 = out.ok().trim().parse().unwrap();
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let job = c.completed(id);
     assert_eq!(job["name"], "args");
     assert_eq!(job["script_args"], serde_json::json!(["one", "two words"]));
     let cwd = c.f.cwd(Mode::Rootless);
@@ -172,8 +167,7 @@ fn lsf_and_pbs_scripts_run_unchanged() {
     let Some(c) = Cluster::start() else { return };
     let lsf = "#!/bin/sh\n#BSUB -n 1\n#BSUB -W 00:05\n#BSUB -J lsfjob\n#BSUB -o job-%J.out\n#BSUB -e job-%J.err\nexport APPLICATION=busybox\necho \"$LSB_JOBNAME $LSB_JOBID $LSB_DJOB_NUMPROC\"\necho to-stderr >&2\n";
     let id = c.submit(Mode::Rootless, "lsf.sh", lsf, &[]);
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    c.completed(id);
     let cwd = c.f.cwd(Mode::Rootless);
     assert_eq!(
         std::fs::read_to_string(cwd.join(format!("job-{id}.out"))).unwrap(),
@@ -185,8 +179,7 @@ fn lsf_and_pbs_scripts_run_unchanged() {
     );
     let pbs = "#!/bin/sh\n#PBS -N pbsjob\n#PBS -l walltime=00:05:00\n#PBS -o pbs.out\nexport APPLICATION=busybox\necho \"$PBS_JOBNAME $PBS_O_WORKDIR\"; wc -l < $PBS_NODEFILE\n";
     let id = c.submit(Mode::Rootless, "pbs.sh", pbs, &[]);
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    c.completed(id);
     assert_eq!(
         std::fs::read_to_string(cwd.join("pbs.out")).unwrap(),
         format!("pbsjob {}\n1\n", cwd.display())
@@ -303,10 +296,7 @@ fn a_job_waits_for_a_held_one_it_depends_on() {
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
     for id in [held, after] {
-        assert_eq!(
-            c.wait_for(id, &["COMPLETED", "FAILED", "CANCELLED"])["state"],
-            "COMPLETED"
-        );
+        c.completed(id);
     }
 }
 
@@ -331,10 +321,7 @@ fn dependencies_and_arrays() {
         pending["state"] == "PENDING" && pending["reason"] == "Dependency",
         "{pending}"
     );
-    assert_eq!(
-        c.wait_for(second, &["COMPLETED", "FAILED", "CANCELLED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(second);
     assert_eq!(
         std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("order.txt")).unwrap(),
         "first\nsecond\n"
@@ -343,8 +330,7 @@ fn dependencies_and_arrays() {
     let array = c.submit(Mode::Rootless, "array.sh", "#!/bin/sh\n#SBATCH --array=1-3%1\n#BERTH --image busybox\necho \"task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID\"\n", &[]);
     for (n, index) in (1..=3).enumerate() {
         let id = array + n as u64;
-        let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-        assert_eq!(job["state"], "COMPLETED", "{job}");
+        c.completed(id);
         let out = std::fs::read_to_string(
             c.f.cwd(Mode::Rootless)
                 .join(format!("berth-{array}_{index}.out")),
@@ -385,10 +371,7 @@ fn every_waiting_array_task_shows_why_and_its_priority() {
     );
     std::fs::write(&go, "").unwrap();
     for id in tasks {
-        assert_eq!(
-            c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
-            "COMPLETED"
-        );
+        c.completed(id);
     }
 }
 
@@ -396,10 +379,7 @@ fn every_waiting_array_task_shows_why_and_its_priority() {
 fn a_killed_spare_runner_loses_no_job() {
     let Some(c) = Cluster::start() else { return };
     let first = c.submit(Mode::Rootless, "first.sh", HELLO, &[]);
-    assert_eq!(
-        c.wait_for(first, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(first);
     // Once its first runner is gone, the launcher's one child is the runner it forked ahead
     // for the next job.
     let launcher = c.launcher().expect("the node's runner launcher runs");
@@ -419,10 +399,7 @@ fn a_killed_spare_runner_loses_no_job() {
     // SAFETY: kill(2) on the child of this test's own `berth up`'s launcher, found just above.
     unsafe { libc::kill(spare, libc::SIGKILL) };
     let next = c.submit(Mode::Rootless, "next.sh", HELLO, &[]);
-    assert_eq!(
-        c.wait_for(next, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(next);
     // And a spare again, another one.
     wait_until(
         10,
@@ -446,10 +423,7 @@ fn a_killed_runner_launcher_loses_no_job() {
     c.wait_for_output(waiting, "went");
     // The next job gets a launcher anew.
     let next = c.submit(Mode::Rootless, "next.sh", HELLO, &[]);
-    assert_eq!(
-        c.wait_for(next, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(next);
     assert!(c.launcher().is_some_and(|pid| pid != launcher));
 }
 
@@ -531,10 +505,7 @@ fn killing_the_controller_loses_nothing() {
         HELLO,
         &[&format!("--dependency=afterok:{done}")],
     );
-    assert_eq!(
-        c.wait_for(after, &["COMPLETED", "FAILED", "CANCELLED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(after);
     let out = c.try_submit(
         Mode::Rootless,
         "nodep.sh",
@@ -615,10 +586,7 @@ fn hold_release_suspend_resume() {
     );
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
-    assert_eq!(
-        c.wait_for(held, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(held);
 
     let spin = c.submit(
         Mode::Rootless,
@@ -748,10 +716,7 @@ fn input_file_and_output_patterns() {
     std::fs::write(cwd.join("in.txt"), "line one\nline two\n").unwrap();
     let script = "#!/bin/sh\n#SBATCH --input=in.txt\n#SBATCH -J pat -o out-%x-%u-%j.txt\n#BERTH --image busybox\ncat\n";
     let id = c.submit(Mode::Rootless, "cat.sh", script, &[]);
-    assert_eq!(
-        c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(id);
     let out = cwd.join(format!("out-pat-{TEST_USER}-{id}.txt"));
     assert_eq!(
         std::fs::read_to_string(out).unwrap(),
@@ -759,10 +724,7 @@ fn input_file_and_output_patterns() {
     );
     // A command-line flag overrides the script's directive.
     let id = c.submit(Mode::Rootless, "cat.sh", script, &["-o", "override-%j.txt"]);
-    assert_eq!(
-        c.wait_for(id, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(id);
     assert!(cwd.join(format!("override-{id}.txt")).exists());
 }
 
@@ -834,10 +796,7 @@ images = ["cuda/*"]
             .contains("bind of /etc refused"),
         "{job}"
     );
-    assert_eq!(
-        c.wait_for(second, &["COMPLETED", "FAILED"])["state"],
-        "COMPLETED"
-    );
+    c.completed(second);
 }
 
 #[test]
@@ -909,8 +868,7 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
     // The launch file beside the script holds the submitter's environment: root's alone.
     let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\nlaunch=\"$(dirname \"$0\")/launch.json\"\nstat -c %a \"$launch\"\ncat \"$launch\" >/dev/null 2>&1 || echo unreadable\n";
     let id = c.submit(Mode::Rootless, "host.sh", script, &[]);
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let job = c.completed(id);
     assert_eq!(job["image"], serde_json::Value::Null);
     let host_release: String = std::fs::read_to_string("/etc/debian_version")
         .unwrap()
