@@ -1556,13 +1556,16 @@ impl Controller {
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
             beat: (self.settings.node_timeout / 3).max(1),
         };
+        if self
+            .nodes
+            .get_mut(&name)
+            .is_some_and(|node| node.down.take().is_some())
+        {
+            eprintln!("berth: node {name} is back");
+            self.wake();
+        }
         if let Some(node) = self.nodes.get_mut(&name) {
             node.last_seen = std::time::Instant::now();
-            if node.down.take().is_some() {
-                eprintln!("berth: node {name} is back");
-                self.due = true;
-                self.wake.notify_one();
-            }
             match &mut node.link {
                 Link::Remote(url) if *url == reg.url => return Ok(answer),
                 Link::Remote(url) => *url = reg.url.clone(),
