@@ -8,7 +8,7 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct UpArgs {
     /// Where jobs and the state database live [default: the image store's directory]
     #[arg(long, value_name = "DIR")]
@@ -25,7 +25,7 @@ pub struct UpArgs {
     listen: Option<std::net::SocketAddr>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct TokenArgs {
     /// Whose token [default: yours; root may name any user]
     #[arg(short, long)]
@@ -35,7 +35,7 @@ pub struct TokenArgs {
     lifetime: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct SubmitArgs {
     /// Print only the job id
     #[arg(long)]
@@ -52,7 +52,7 @@ pub struct SubmitArgs {
     words: Vec<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct QueueArgs {
     #[arg(long)]
     json: bool,
@@ -67,14 +67,14 @@ pub struct QueueArgs {
     partition: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct ShowArgs {
     job: u64,
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct CancelArgs {
     #[arg(required = true)]
     jobs: Vec<u64>,
@@ -83,19 +83,19 @@ pub struct CancelArgs {
     signal: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct JobsArgs {
     #[arg(required = true)]
     jobs: Vec<u64>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct ListArgs {
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
@@ -717,7 +717,7 @@ pub fn token(args: TokenArgs) -> Result<i32> {
     Ok(0)
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct AgentArgs {
     /// The controller's TCP API (berth controller --listen); with controllers that fail
     /// over, each of them, comma-separated
@@ -788,7 +788,7 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
     Ok(0)
 }
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Debug)]
 pub enum NodeCommand {
     /// Take no new jobs on NODE (running ones go on), like scontrol update state=drain
     Drain {

@@ -8,7 +8,7 @@ use berth_runtime::gpu::GpuRequest;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs};
 use clap::Args;
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct ContainerArgs {
     /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable)
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro]]")]
@@ -48,7 +48,7 @@ pub struct ContainerArgs {
     user: Option<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     common: ContainerArgs,
@@ -57,7 +57,7 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct ExecArgs {
     #[command(flatten)]
     common: ContainerArgs,
@@ -71,7 +71,7 @@ pub struct ExecArgs {
     command: Vec<String>,
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct ShellArgs {
     #[command(flatten)]
     common: ContainerArgs,

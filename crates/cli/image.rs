@@ -7,7 +7,7 @@ use clap::Subcommand;
 use std::io::Write;
 use std::path::PathBuf;
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Import a docker-archive (`docker save`), an OCI layout or archive, or a root
     /// filesystem (directory or tarball)

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use berth_api::StepRequest;
 use clap::Args;
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct StepArgs {
     /// Number of tasks [default: the job's, SLURM_NTASKS]
     #[arg(short = 'n', long, value_name = "N")]
@@ -205,7 +205,7 @@ fn environment() -> Vec<(String, String)> {
         .collect()
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct RshArgs {
     /// [ssh options] NODE COMMAND...: options ssh takes and MPI launchers pass (-x, -n, -q,
     /// -T, -o OPT, -l USER, -p PORT) are accepted; -n reads no input, the others mean nothing

@@ -21,7 +21,7 @@ use crate::sys::{self, fd_path};
 use crate::{identity, Identity};
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 const STAGE: &str = "/tmp";
 
@@ -101,53 +101,39 @@ fn bind_fd(
 /// Opens (creating if missing) `path` inside the container root, as a directory or a file.
 fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
     let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
-    // Most mount points exist in the image: one lookup.
-    if let Ok(fd) = sys::open_in_root(root, path, flags, 0) {
-        return Ok(fd);
-    }
-    let err = || fail(format!("creating the mount point {path} in the image"));
+    // Most mount points exist in the image: one lookup; the rest mostly lack only their
+    // last component: one more.
+    let missing = match sys::open_in_root(root, path, flags, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+    };
     let comps: Vec<&str> = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
-    let mut parent = sys::open_in_root(root, ".", libc::O_PATH | libc::O_DIRECTORY, 0)
+    let Some((last, dirs)) = comps.split_last() else {
+        return Err(Failure {
+            code: 125,
+            message: format!("cannot mount on {path}: it is the image's root"),
+        });
+    };
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+    if missing {
+        if let Ok(parent) = sys::open_in_root(root, &format!("/{}", dirs.join("/")), dir_flags, 0)
+        {
+            return create_in(&parent, last, dir, path);
+        }
+    }
+    let mut parent = sys::open_in_root(root, ".", dir_flags, 0)
         .map_err(fail("opening the image root"))?;
     for (i, comp) in comps.iter().enumerate() {
         let sub = comps[..=i].join("/");
-        let last = i + 1 == comps.len();
-        let want_dir = !last || dir;
+        let want_dir = i + 1 < comps.len() || dir;
         let flags = libc::O_PATH | if want_dir { libc::O_DIRECTORY } else { 0 };
-        match sys::open_in_root(root, &sub, flags, 0) {
-            Ok(fd) => parent = fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT)) => {
-                // A dangling symlink (Debian's /etc/resolv.conf -> ../run/...) is replaced: the
-                // change lands in the container's throwaway upper layer.
-                let name = CString::new(*comp).map_err(|_| Failure {
-                    code: 125,
-                    message: format!("bad path {path}"),
-                })?;
-                // SAFETY: unlinkat on a single component relative to a directory fd we own.
-                unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) };
-                if want_dir {
-                    sys::mkdirat(&parent, comp, 0o755).map_err(err())?;
-                } else {
-                    // SAFETY: creates one file relative to a directory fd; O_NOFOLLOW refuses links.
-                    let fd = unsafe {
-                        libc::openat(
-                            parent.as_raw_fd(),
-                            name.as_ptr(),
-                            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                            0o644,
-                        )
-                    };
-                    if fd < 0 {
-                        return Err(err()(io::Error::last_os_error()));
-                    }
-                    // SAFETY: a fresh descriptor we now own (closed at once).
-                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-                parent = sys::open_in_root(root, &sub, flags, 0)
-                    .map_err(fail(format!("opening {path} in the image")))?;
+        parent = match sys::open_in_root(root, &sub, flags, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                create_in(&parent, comp, want_dir, path)?
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                 return Err(Failure {
@@ -158,9 +144,22 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
                 })
             }
             Err(e) => return Err(fail(format!("opening {path} in the image"))(e)),
-        }
+        };
     }
     Ok(parent)
+}
+
+/// Creates `name`, which a lookup found missing, in `parent` (a directory inside the
+/// container root) and opens it. A dangling symlink in its place (Debian's /etc/resolv.conf
+/// -> ../run/...) is replaced: the change lands in the container's throwaway upper layer.
+fn create_in(parent: &OwnedFd, name: &str, dir: bool, path: &str) -> Result<OwnedFd, Failure> {
+    let mode = if dir { 0o755 } else { 0o644 };
+    match sys::create_at(parent, name, dir, mode) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sys::unlink_at(parent, name)
+            .and_then(|()| sys::create_at(parent, name, dir, mode)),
+        created => created,
+    }
+    .map_err(fail(format!("creating the mount point {path} in the image")))
 }
 
 fn read_in_root(root: &OwnedFd, path: &str) -> String {
@@ -287,8 +286,24 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
     .map_err(fail("mounting /dev"))?;
     let dev_dir = sys::open_in_root(&rootfd, "/dev", libc::O_PATH | libc::O_DIRECTORY, 0)
         .map_err(fail("opening /dev"))?;
+    // The host's devices (and below, its pts and shm) are bound onto entries made in the
+    // fresh /dev directly, without a lookup through the image.
+    let bind_dev = |name: &str, source: &OwnedFd, dir: bool, access: Access| {
+        let what = format!("/dev/{name}");
+        let target = create_in(&dev_dir, name, dir, &what)?;
+        sys::bind_tree(source.as_fd(), target.as_fd(), attrs(access))
+            .map_err(fail(format!("binding {what}")))
+    };
     for node in ["null", "zero", "full", "random", "urandom", "tty", "ptmx"] {
         let host = format!("/dev/{node}");
+        if spec.rootless {
+            // No mknod in a user namespace: bind the host's node.
+            if let Ok(source) = sys::open(&host, libc::O_PATH) {
+                bind_dev(node, &source, false, Access::Device)?;
+            }
+            continue;
+        }
+        // Root makes the node: one inode instead of one more mount to set up and tear down.
         // SAFETY: stat fills a zeroed struct we own.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         let c_host = sys::cstr(&host).map_err(fail(&host))?;
@@ -296,29 +311,21 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
         if unsafe { libc::stat(c_host.as_ptr(), &mut st) } != 0 {
             continue;
         }
-        if spec.rootless {
-            // No mknod in a user namespace: bind the host's node.
-            bind(&rootfd, &host, &host, false, Access::Device, &host)?;
-        } else {
-            // Root makes the node: one inode instead of one more mount to set up and tear down.
-            let name = sys::cstr(node).map_err(fail(node))?;
-            // SAFETY: mknodat with a NUL-terminated name relative to a directory fd we own.
-            // SAFETY: as above; then the host's mode, which the umask may have narrowed.
-            if unsafe {
-                libc::mknodat(dev_dir.as_raw_fd(), name.as_ptr(), st.st_mode, st.st_rdev) != 0
-                    || libc::fchmodat(dev_dir.as_raw_fd(), name.as_ptr(), st.st_mode & 0o7777, 0)
-                        != 0
-            } {
-                return Err(fail(format!("creating /dev/{node}"))(
-                    io::Error::last_os_error(),
-                ));
-            }
+        let name = sys::cstr(node).map_err(fail(node))?;
+        // SAFETY: mknodat with a NUL-terminated name relative to a directory fd we own;
+        // then the host's mode, which the umask may have narrowed.
+        if unsafe {
+            libc::mknodat(dev_dir.as_raw_fd(), name.as_ptr(), st.st_mode, st.st_rdev) != 0
+                || libc::fchmodat(dev_dir.as_raw_fd(), name.as_ptr(), st.st_mode & 0o7777, 0) != 0
+        } {
+            return Err(fail(format!("creating /dev/{node}"))(
+                io::Error::last_os_error(),
+            ));
         }
     }
     for (dir, access) in [("pts", Access::Device), ("shm", Access::ReadWrite)] {
-        let host = format!("/dev/{dir}");
-        if std::path::Path::new(&host).is_dir() {
-            bind(&rootfd, &host, &host, true, access, &host)?;
+        if let Ok(source) = sys::open(format!("/dev/{dir}"), libc::O_PATH | libc::O_DIRECTORY) {
+            bind_dev(dir, &source, true, access)?;
         }
     }
     for (name, target) in [

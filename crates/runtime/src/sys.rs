@@ -167,13 +167,27 @@ fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-pub fn mkdirat(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
+/// Creates `name` in `dir`, a directory or an empty file of `mode`, and opens it: O_PATH for
+/// a directory, write-only for a file (either serves as a mount target). Never follows a
+/// symlink; fails with EEXIST when `name` exists, as anything.
+pub fn create_at(dir: &OwnedFd, name: &str, is_dir: bool, mode: u32) -> io::Result<OwnedFd> {
+    let resolve = RESOLVE_NO_SYMLINKS;
+    if !is_dir {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        return openat2(dir.as_raw_fd(), name, flags, mode, resolve);
+    }
     let n = cstr(name)?;
     // SAFETY: NUL-terminated name relative to a directory descriptor we own.
-    match check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) }) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        other => other.map(drop),
-    }
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) })?;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    openat2(dir.as_raw_fd(), name, flags, 0, resolve)
+}
+
+/// unlinkat(2) of a file or symlink `name` in `dir`.
+pub fn unlink_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: NUL-terminated name relative to a directory descriptor we own.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(drop)
 }
 
 pub fn open(path: impl AsRef<Path>, flags: libc::c_int) -> io::Result<OwnedFd> {
