@@ -209,15 +209,17 @@ fn run() -> i32 {
         Command::Partitions(args) => batch::partitions(args),
         Command::Node(cmd) => batch::node(cmd),
         command => {
-            settings::Settings::load(cli.globals.store, cli.globals.config).and_then(|settings| match command {
-                Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
-                Command::Run(args) => container::run(&settings, args),
-                Command::Exec(args) => container::exec(&settings, args),
-                Command::Shell(args) => container::shell(&settings, args),
-                Command::Up(args) => batch::up(&settings, args),
-                Command::Controller(args) => batch::controller(&settings, args),
-                Command::Agent(args) => batch::agent(&settings, args),
-                _ => unreachable!("handled above"),
+            settings::Settings::load(cli.globals.store, cli.globals.config).and_then(|settings| {
+                match command {
+                    Command::Image(cmd) => image::run(&settings, cmd).map(|()| 0),
+                    Command::Run(args) => container::run(&settings, args),
+                    Command::Exec(args) => container::exec(&settings, args),
+                    Command::Shell(args) => container::shell(&settings, args),
+                    Command::Up(args) => batch::up(&settings, args),
+                    Command::Controller(args) => batch::controller(&settings, args),
+                    Command::Agent(args) => batch::agent(&settings, args),
+                    _ => unreachable!("handled above"),
+                }
             })
         }
     };

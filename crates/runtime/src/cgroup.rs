@@ -283,11 +283,12 @@ impl Cgroup {
         for (mount, controllers) in hierarchies {
             let cpuset = controllers.iter().any(|c| c == "cpuset");
             let mut dir = mount.to_path_buf();
+            let mut above = None;
             for (i, part) in parts.iter().enumerate() {
                 dir.push(part);
-                make_dir(&dir, i + 1 == parts.len(), created)?;
+                let fresh = make_dir(&dir, i + 1 == parts.len(), created)?;
                 if cpuset {
-                    inherit_cpuset(&dir)?;
+                    above = Some(inherit_cpuset(&dir, fresh, above.take())?);
                 }
             }
             self.dirs.push((dir, controllers));
@@ -619,13 +620,15 @@ fn cpu_quota(cpus: f64) -> Result<u64, CgroupError> {
     Ok(quota as u64)
 }
 
-fn make_dir(path: &Path, leaf: bool, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+/// Creates the cgroup directory `path` (an existing one is fine unless it is the `leaf`);
+/// true if it was created.
+fn make_dir(path: &Path, leaf: bool, created: &mut Vec<PathBuf>) -> Result<bool, CgroupError> {
     match fs::create_dir(path) {
         Ok(()) => {
             created.push(path.to_path_buf());
-            Ok(())
+            Ok(true)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !leaf => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !leaf => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(CgroupError::Exists {
             path: path.to_path_buf(),
         }),
@@ -638,17 +641,33 @@ fn make_dir(path: &Path, leaf: bool, created: &mut Vec<PathBuf>) -> Result<(), C
 
 /// cgroup-v1/cpusets.rst: a new cpuset has empty cpuset.cpus and cpuset.mems, and tasks cannot
 /// attach until both are set, so an empty one gets its parent's (which we filled first).
-fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+/// Returns the values `dir` has then. A cpuset just created (`fresh`) is known to be empty,
+/// and its parent's values may be known already (`above`): neither is read again.
+fn inherit_cpuset(
+    dir: &Path,
+    fresh: bool,
+    above: Option<[String; 2]>,
+) -> Result<[String; 2], CgroupError> {
     let parent = dir
         .parent()
         .expect("a cgroup directory lies below its mount point");
-    for file in ["cpuset.cpus", "cpuset.mems"] {
-        if fs::read_to_string(dir.join(file)).is_ok_and(|s| !s.trim().is_empty()) {
-            continue;
+    let mut values = [String::new(), String::new()];
+    for (i, file) in ["cpuset.cpus", "cpuset.mems"].into_iter().enumerate() {
+        if !fresh {
+            let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
+            if !own.trim().is_empty() {
+                values[i] = own.trim().to_string();
+                continue;
+            }
         }
-        write(&dir.join(file), read(&parent.join(file))?.trim())?;
+        let value = match &above {
+            Some(known) => known[i].clone(),
+            None => read(&parent.join(file))?.trim().to_string(),
+        };
+        write(&dir.join(file), &value)?;
+        values[i] = value;
     }
-    Ok(())
+    Ok(values)
 }
 
 fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<(), CgroupError> {

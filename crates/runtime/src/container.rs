@@ -119,13 +119,12 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
     };
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
     if missing {
-        if let Ok(parent) = sys::open_in_root(root, &format!("/{}", dirs.join("/")), dir_flags, 0)
-        {
+        if let Ok(parent) = sys::open_in_root(root, &format!("/{}", dirs.join("/")), dir_flags, 0) {
             return create_in(&parent, last, dir, path);
         }
     }
-    let mut parent = sys::open_in_root(root, ".", dir_flags, 0)
-        .map_err(fail("opening the image root"))?;
+    let mut parent =
+        sys::open_in_root(root, ".", dir_flags, 0).map_err(fail("opening the image root"))?;
     for (i, comp) in comps.iter().enumerate() {
         let sub = comps[..=i].join("/");
         let want_dir = i + 1 < comps.len() || dir;
@@ -155,11 +154,14 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
 fn create_in(parent: &OwnedFd, name: &str, dir: bool, path: &str) -> Result<OwnedFd, Failure> {
     let mode = if dir { 0o755 } else { 0o644 };
     match sys::create_at(parent, name, dir, mode) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sys::unlink_at(parent, name)
-            .and_then(|()| sys::create_at(parent, name, dir, mode)),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            sys::unlink_at(parent, name).and_then(|()| sys::create_at(parent, name, dir, mode))
+        }
         created => created,
     }
-    .map_err(fail(format!("creating the mount point {path} in the image")))
+    .map_err(fail(format!(
+        "creating the mount point {path} in the image"
+    )))
 }
 
 fn read_in_root(root: &OwnedFd, path: &str) -> String {

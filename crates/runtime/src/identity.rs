@@ -100,13 +100,19 @@ impl Identity {
                 }
             }
         }
+        let group_names: Vec<String> = groups.iter().map(|g| group_name(*g)).collect();
+        // The primary group is among the supplementary ones when they were asked for.
+        let group = match groups.iter().position(|g| *g == pw.pw_gid) {
+            Some(i) => group_names[i].clone(),
+            None => group_name(pw.pw_gid),
+        };
         Ok(Identity {
             uid: pw.pw_uid,
             gid: pw.pw_gid,
-            group_names: groups.iter().map(|g| group_name(*g)).collect(),
+            group_names,
             groups,
             user: name.to_string_lossy().into_owned(),
-            group: group_name(pw.pw_gid),
+            group,
             home,
         })
     }

@@ -43,8 +43,11 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
 /// removed, or replaced) is detached and the current file mounted in its place (its users
 /// keep the old tree).
 pub fn mount_image(dir: &Path, sqfs: &Path) -> io::Result<SharedImage> {
-    // As the loop device names it, to compare with.
-    let sqfs = &std::fs::canonicalize(sqfs)
+    let file = sys::open(sqfs, libc::O_RDONLY)
+        .map_err(context(format!("opening the image {}", sqfs.display())))?;
+    // As the loop device names it, to compare with: the path the kernel has for it (one
+    // lookup, where canonicalize(3) reads every component as a link).
+    let sqfs = &std::fs::read_link(sys::fd_path(&file))
         .map_err(context(format!("opening the image {}", sqfs.display())))?;
     std::fs::create_dir_all(dir).map_err(context(format!("creating {}", dir.display())))?;
     let guard = File::open(dir).map_err(context(format!("opening {}", dir.display())))?;
@@ -71,8 +74,6 @@ pub fn mount_image(dir: &Path, sqfs: &Path) -> io::Result<SharedImage> {
         }
         _ => {}
     }
-    let file = sys::open(sqfs, libc::O_RDONLY)
-        .map_err(context(format!("opening the image {}", sqfs.display())))?;
     // The loop device detaches itself (autoclear) when the last mount of it goes.
     let (_device_fd, device) = sys::attach_loop(&file).map_err(context(format!(
         "attaching {} to a loop device",
