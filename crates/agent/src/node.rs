@@ -399,8 +399,9 @@ impl NodeAgent {
     /// end: unless the job runs here again (that was an earlier run's runner, and the files
     /// are the new run's).
     pub fn forget_run(&self, id: u64, runner: u32) {
-        if self.runner_of(id).is_none_or(|current| current == runner) {
-            self.forget(id);
+        match self.recorded_runner(id) {
+            Some(pid) if pid != runner && self.runner_alive(id, pid) => {}
+            _ => self.forget(id),
         }
     }
 
