@@ -98,6 +98,13 @@ pub fn parse_bind(spec: &str) -> Result<(PathBuf, String, bool), RuntimeError> {
     if Path::new(dst).components().count() <= 1 {
         return Err(bad("cannot bind over the container's root directory"));
     }
+    // "/x/.." would name the root (or another place than it says) once resolved.
+    if Path::new(dst)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(bad("the destination must not contain '..'"));
+    }
     Ok((PathBuf::from(src), dst.to_string(), ro))
 }
 
@@ -393,6 +400,8 @@ mod tests {
         );
         assert!(parse_bind("/a:b").is_err());
         assert!(parse_bind("/a:/").is_err());
+        assert!(parse_bind("/a:/x/..").is_err());
+        assert!(parse_bind("/a:/x/../y").is_err());
         assert!(parse_bind("/a:/b:rx").is_err());
         assert!(parse_bind(":/b").is_err());
         assert!(parse_bind("/a:/b:ro:x").is_err());

@@ -92,6 +92,7 @@ const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
 
 /// openat2(2) with RESOLVE_IN_ROOT: `path` is resolved as if `root` were `/`, so symlinks and
 /// `..` inside an image can never lead outside it.
@@ -169,9 +170,9 @@ fn openat2(
 
 /// Creates `name` in `dir`, a directory or an empty file of `mode`, and opens it: O_PATH for
 /// a directory, write-only for a file (either serves as a mount target). Never follows a
-/// symlink; fails with EEXIST when `name` exists, as anything.
+/// symlink nor leaves `dir` (`..`); fails with EEXIST when `name` exists, as anything.
 pub fn create_at(dir: &OwnedFd, name: &str, is_dir: bool, mode: u32) -> io::Result<OwnedFd> {
-    let resolve = RESOLVE_NO_SYMLINKS;
+    let resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
     if !is_dir {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         return openat2(dir.as_raw_fd(), name, flags, mode, resolve);
