@@ -656,7 +656,7 @@ fn inherit_cpuset(
         if !fresh {
             let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
             if !own.trim().is_empty() {
-                values[i] = own.trim().to_string();
+                values[i] = own.trim().to_owned();
                 continue;
             }
         }
@@ -972,6 +972,25 @@ mod tests {
             .for_each(|p| fs::write(p.join("cgroup.procs"), "").unwrap());
         cg.destroy().unwrap();
         assert!(!leaf("memory").exists() && tmp.path().join("memory/berth").exists());
+    }
+
+    #[test]
+    fn v1_cpusets_take_the_values_of_the_cpuset_above() {
+        let (tmp, layout) = v1_tree();
+        let berth = tmp.path().join("cpuset/berth");
+        drop(Cgroup::create(&layout, "berth", "1-a", &Limits::default()).unwrap());
+        // An existing parent with values of its own: a new cgroup takes those, not the root's.
+        fs::write(berth.join("cpuset.cpus"), "1").unwrap();
+        drop(Cgroup::create(&layout, "berth", "2-b", &Limits::default()).unwrap());
+        assert_eq!(text(&berth.join("2-b/cpuset.cpus")), "1");
+        assert_eq!(text(&berth.join("2-b/cpuset.mems")), "0");
+        // An existing parent left empty (a crash between its mkdir and its filling) is filled
+        // from the root first.
+        fs::write(berth.join("cpuset.mems"), "").unwrap();
+        drop(Cgroup::create(&layout, "berth", "3-c", &Limits::default()).unwrap());
+        assert_eq!(text(&berth.join("cpuset.mems")), "0");
+        assert_eq!(text(&berth.join("3-c/cpuset.cpus")), "1");
+        assert_eq!(text(&berth.join("3-c/cpuset.mems")), "0");
     }
 
     #[test]

@@ -93,7 +93,11 @@ fn bind_fd(
     access: Access,
     what: &str,
 ) -> Result<(), Failure> {
-    let target = ensure(root, path, dir)?;
+    attach(source, &ensure(root, path, dir)?, access, what)
+}
+
+/// Binds `source` onto the mount point `target`, restricted as `access` says.
+fn attach(source: &OwnedFd, target: &OwnedFd, access: Access, what: &str) -> Result<(), Failure> {
     sys::bind_tree(source.as_fd(), target.as_fd(), attrs(access))
         .map_err(fail(format!("binding {what}")))
 }
@@ -292,9 +296,12 @@ fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
     // fresh /dev directly, without a lookup through the image.
     let bind_dev = |name: &str, source: &OwnedFd, dir: bool, access: Access| {
         let what = format!("/dev/{name}");
-        let target = create_in(&dev_dir, name, dir, &what)?;
-        sys::bind_tree(source.as_fd(), target.as_fd(), attrs(access))
-            .map_err(fail(format!("binding {what}")))
+        attach(
+            source,
+            &create_in(&dev_dir, name, dir, &what)?,
+            access,
+            &what,
+        )
     };
     for node in ["null", "zero", "full", "random", "urandom", "tty", "ptmx"] {
         let host = format!("/dev/{node}");

@@ -144,7 +144,7 @@ fn open_bind(
         0
     };
     let fd = sys::open(&canonical, libc::O_PATH | nofollow).map_err(err)?;
-    let opened = std::fs::read_link(sys::fd_path(&fd)).map_err(err)?;
+    let opened = sys::fd_target(&fd).map_err(err)?;
     if opened != canonical {
         check(&opened)?;
     }

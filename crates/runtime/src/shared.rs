@@ -45,10 +45,9 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
 pub fn mount_image(dir: &Path, sqfs: &Path) -> io::Result<SharedImage> {
     let file = sys::open(sqfs, libc::O_RDONLY)
         .map_err(context(format!("opening the image {}", sqfs.display())))?;
-    // As the loop device names it, to compare with: the path the kernel has for it (one
-    // lookup, where canonicalize(3) reads every component as a link).
-    let sqfs = &std::fs::read_link(sys::fd_path(&file))
-        .map_err(context(format!("opening the image {}", sqfs.display())))?;
+    // As the loop device names it, to compare with.
+    let sqfs =
+        &sys::fd_target(&file).map_err(context(format!("opening the image {}", sqfs.display())))?;
     std::fs::create_dir_all(dir).map_err(context(format!("creating {}", dir.display())))?;
     let guard = File::open(dir).map_err(context(format!("opening {}", dir.display())))?;
     lock(&guard, libc::LOCK_EX).map_err(context(format!("locking {}", dir.display())))?;

@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn cstr(path: impl AsRef<Path>) -> io::Result<CString> {
     CString::new(path.as_ref().as_os_str().as_bytes())
@@ -27,6 +27,12 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// The `/proc/self/fd/N` path naming an open descriptor: mount(2) follows it to the file.
 pub fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The path the kernel has for the file an open descriptor refers to: absolute, every
+/// symlink resolved, in one lookup (where realpath(3) reads every component as a link).
+pub fn fd_target(fd: &impl AsRawFd) -> io::Result<PathBuf> {
+    std::fs::read_link(fd_path(fd))
 }
 
 pub fn mount(
