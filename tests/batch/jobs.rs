@@ -619,6 +619,20 @@ fn hold_release_suspend_resume() {
     );
 }
 
+/// Jobs' cgroups (limits, states, freezing, sweeping) and steps joining them, on a kernel whose
+/// cgroup hierarchy is pure v2 (this machine's is v1).
+#[test]
+fn jobs_on_pure_cgroup_v2() {
+    again_on_cgroup_v2(&[
+        "jobs::jobs_on_pure_cgroup_v2",
+        "jobs::cancel_time_limit_and_memory_end_jobs_in_their_states",
+        "jobs::hold_release_suspend_resume",
+        "jobs::a_killed_runners_cgroup_is_swept",
+        "steps::steps_run_their_tasks_in_the_jobs_own_container_as_the_user",
+        "steps::a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest",
+    ]);
+}
+
 #[test]
 fn suspended_time_does_not_count_toward_the_time_limit() {
     let Some(c) = Cluster::start() else { return };

@@ -100,6 +100,22 @@ fn cpu_quota_and_cpuset_are_applied() {
     assert_eq!(out.ok(), "50000\n0\n");
 }
 
+/// The tests above, and a job's time limit and accounting, on a kernel whose cgroup hierarchy is
+/// pure v2 (this machine's is v1 with an empty v2 mount beside it).
+#[test]
+fn limits_hold_on_pure_cgroup_v2() {
+    again_on_cgroup_v2(&[
+        "cgroups::limits_hold_on_pure_cgroup_v2",
+        "cgroups::memory_overrun_is_oom_killed_and_reported",
+        "cgroups::pids_limit_contains_a_fork_bomb",
+        "cgroups::cpu_quota_and_cpuset_are_applied",
+        "cgroups::limits_need_root_and_say_so",
+        "cgroups::nothing_is_left_behind_after_exit_failure_or_kill",
+        "jobs::job_runs_as_its_user_with_its_files_and_environment",
+        "jobs::time_limit_stops_the_job",
+    ]);
+}
+
 #[test]
 fn limits_need_root_and_say_so() {
     let Some(f) = Fixture::new() else { return };

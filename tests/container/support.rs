@@ -378,3 +378,54 @@ pub fn under_terminal(cmd: &Command) -> Command {
     }
     script
 }
+
+/// Set in the machine tests/vm/run.sh boots, where tests run again on pure cgroup v2.
+const IN_VM: &str = "BERTH_TEST_IN_VM";
+
+/// Runs this test binary's `tests` (full names, this one among them) again in a machine
+/// whose cgroup hierarchy is pure v2, as current distributions have it (this one's is v1):
+/// tests/vm/run.sh boots Debian's kernel under qemu with this machine's files as its own.
+/// Each must pass there, none filtered out or missing. Inside that machine, the calling test
+/// checks that the hierarchy is indeed cgroup2 alone.
+pub fn again_on_cgroup_v2(tests: &[&str]) {
+    if std::env::var_os(IN_VM).is_some() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let fstypes: Vec<(&str, &str)> = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split(' ');
+                let point = fields.nth(4)?;
+                let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+                Some((point, fstype))
+            })
+            .filter(|(_, fstype)| fstype.starts_with("cgroup"))
+            .collect();
+        assert_eq!(fstypes, [("/sys/fs/cgroup", "cgroup2")], "{mountinfo}");
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: this test needs root (CI runs it as root)");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/run.sh");
+    let out = Command::new(script)
+        .args(["--timeout", "1200", "--", "env", &format!("{IN_VM}=1")])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "--test-threads", "2"])
+        .args(tests)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = Out::from_output(out);
+    let summary = format!(
+        "test result: ok. {} passed; 0 failed; 0 ignored",
+        tests.len()
+    );
+    assert!(
+        out.code == 0 && out.stdout.contains(&summary),
+        "on cgroup v2 (exit {}):\n{}\n{}",
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+}
