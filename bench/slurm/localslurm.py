@@ -2,7 +2,8 @@
 """Slurm for one node on localhost, every file in one directory: munged, slurmctld and slurmd
 started as root in the foreground (children of this process) and stopped by their PIDs.
 
-    bench/slurm/localslurm.py DIR     starts it, prints the SLURM_CONF to use, stops on Ctrl-C
+    bench/slurm/localslurm.py DIR [CORES]   starts it (the node declared with CORES cores, if
+                                            given), prints the SLURM_CONF to use, stops on Ctrl-C
 
 Used by bench/run (import localslurm). Debian 12's packages: munge, slurmctld, slurmd,
 slurm-client (Slurm 22.05). Nothing system-wide is read or written: munged gets its own key,
@@ -43,8 +44,14 @@ def last_line(path):
 
 
 class LocalSlurm:
-    def __init__(self, dir):
+    def __init__(self, dir, cores=None):
+        """`cores`: declare the node with that many cores (one socket, one thread each) instead
+        of what it has, and let slurmd run with it (SlurmdParameters=config_overrides), as
+        throughput set-ups do: with more cores than jobs, each job is allocated as it is
+        submitted instead of at slurmctld's next scheduling pass (about once a second here,
+        two jobs at a time on two cores)."""
         self.dir = dir
+        self.cores = cores
         os.makedirs(dir, mode=0o755, exist_ok=True)
         os.chmod(dir, 0o755)  # munged wants its socket's directories searchable by all
         self.conf = os.path.join(dir, "slurm.conf")
@@ -93,10 +100,13 @@ class LocalSlurm:
         if line is None:
             raise SlurmError(f"slurmd -C: {(probe.stderr.strip().splitlines() or ['no NodeName line'])[-1]}")
         hw = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if self.cores:
+            hw.update(CPUs=self.cores, Boards=1, SocketsPerBoard=1, CoresPerSocket=self.cores, ThreadsPerCore=1)
         node = " ".join(f"{k}={hw[k]}" for k in ["CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory"] if k in hw)
         self.ctld_port, self.slurmd_port = free_port(), free_port()
         while self.slurmd_port == self.ctld_port:
             self.slurmd_port = free_port()
+        overrides = "SlurmdParameters=config_overrides\n" if self.cores else ""
         conf = f"""\
 # Written by bench/slurm/localslurm.py: one node on localhost, files under {self.dir}.
 ClusterName=berthbench
@@ -132,7 +142,7 @@ ReturnToService=2
 MaxJobCount=100000
 # Finished jobs stay in slurmctld's memory (scontrol show job) for the length of a benchmark.
 MinJobAge=3600
-NodeName={self.node} NodeAddr=127.0.0.1 {node} State=UNKNOWN
+{overrides}NodeName={self.node} NodeAddr=127.0.0.1 {node} State=UNKNOWN
 PartitionName=bench Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
         with open(self.conf, "w") as f:
@@ -283,12 +293,13 @@ PartitionName=bench Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 
 
 def main():
-    if len(sys.argv) != 2 or os.geteuid() != 0:
-        raise SystemExit("usage (as root): bench/slurm/localslurm.py DIR")
+    args = sys.argv[1:]
+    if len(args) not in (1, 2) or not all(a.isdigit() for a in args[1:]) or os.geteuid() != 0:
+        raise SystemExit("usage (as root): bench/slurm/localslurm.py DIR [CORES]")
     # Ctrl-C or a plain kill stops the cluster in order (also where the shell ignored SIGINT).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    s = LocalSlurm(os.path.abspath(sys.argv[1]))
+    s = LocalSlurm(os.path.abspath(args[0]), int(args[1]) if args[1:] else None)
     try:
         s.start()
         print(f"Slurm is up: export SLURM_CONF={s.conf}; Ctrl-C stops it", flush=True)
