@@ -220,6 +220,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         listen: args.listen,
         local_node,
         node_timeout: settings.config.batch.node_timeout,
+        oversubscribe: settings.config.batch.oversubscribe,
         state_dir,
     };
     eprintln!(

@@ -669,6 +669,68 @@ fn nodes_and_partitions() {
     );
 }
 
+/// `[batch] oversubscribe = 2`: each core counts as two CPUs, so twice as many one-CPU jobs
+/// run at once, each pinned to one core, and no core gets a second job while one has none.
+#[test]
+fn oversubscribed_cores_take_two_jobs_each() {
+    let Some(c) = Cluster::start_with_config(Some("[batch]\noversubscribe = 2\n")) else {
+        return;
+    };
+    // SAFETY: sched_getaffinity fills the zeroed cpu_set_t this owns.
+    let cores = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        libc::CPU_COUNT(&set) as usize
+    };
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
+    assert_eq!(nodes[0]["cpus"].as_u64(), Some(2 * cores as u64), "{nodes}");
+
+    let script = "#!/bin/sh\n#BERTH --image busybox\ngrep Cpus_allowed_list /proc/self/status\necho started\nexec sleep 300\n";
+    let mut ids = Vec::new();
+    let mut pinned = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..2 {
+        for i in 0..cores {
+            let id = c.submit(
+                Mode::Rootless,
+                &format!("shared-{round}-{i}.sh"),
+                script,
+                &[],
+            );
+            c.wait_for_output(id, "started");
+            let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+            let text = std::fs::read_to_string(out).unwrap();
+            let list = text
+                .lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap();
+            *pinned.entry(list.to_string()).or_default() += 1;
+            ids.push(id);
+        }
+        // Each job on a core of its own until every core has one, then a second on each.
+        assert_eq!(pinned.len(), cores, "{pinned:?}");
+        assert!(pinned.values().all(|&n| n == round + 1), "{pinned:?}");
+    }
+    let waiting = c.submit(Mode::Rootless, "waiting.sh", script, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let job = c.show(waiting);
+    assert_eq!(
+        (&job["state"], &job["reason"]),
+        (&"PENDING".into(), &"Resources".into()),
+        "{job}"
+    );
+    ids.push(waiting);
+    for id in ids {
+        c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
+    }
+}
+
 #[test]
 fn detached_controller_and_down() {
     let Some(c) = Cluster::start() else { return };

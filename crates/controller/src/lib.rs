@@ -55,6 +55,8 @@ pub struct Settings {
     pub local_node: bool,
     /// Seconds without a heartbeat after which a remote node is down.
     pub node_timeout: u64,
+    /// How many jobs may share each core of every node (`[batch] oversubscribe`).
+    pub oversubscribe: u32,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -217,7 +219,7 @@ impl Controller {
             ));
             // Image mounts an earlier process left (it was killed): mounted again as needed.
             agent.release_images();
-            let res = LocalNode::discover();
+            let res = LocalNode::discover(settings.oversubscribe);
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
         // Nodes whose agents registered before (with this controller, or with another that
@@ -231,7 +233,7 @@ impl Controller {
             .collect();
         for reg in known {
             if !nodes.contains_key(&reg.resources.name) {
-                let res = LocalNode::from(reg.resources);
+                let res = LocalNode::from(reg.resources, settings.oversubscribe);
                 nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
             }
         }
@@ -1125,8 +1127,7 @@ impl Controller {
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
                 cpuset: Some(
-                    share
-                        .cpu_ids
+                    node::cores(&share.cpu_ids)
                         .iter()
                         .map(|c| c.to_string())
                         .collect::<Vec<_>>()
@@ -1577,7 +1578,7 @@ impl Controller {
             }
             return self.save_node(&name).map(|()| answer);
         }
-        let mut res = LocalNode::from(reg.resources);
+        let mut res = LocalNode::from(reg.resources, self.settings.oversubscribe);
         for share in self.active.values().filter_map(|j| j.share(&name)) {
             res.cpus.reserve(&share.cpu_ids);
             res.gpus.reserve(&share.gpu_ids);
@@ -1927,7 +1928,7 @@ impl Controller {
                     .cpu_ids
                     .chunks(per_task as usize)
                     .take(tasks as usize)
-                    .map(<[u32]>::to_vec)
+                    .map(node::cores)
                     .collect()
             } else {
                 vec![Vec::new(); tasks as usize]

@@ -54,13 +54,22 @@ pub struct BatchConfig {
     /// NODE_FAIL (or go back to the queue, if submitted with --requeue); Slurm's SlurmdTimeout.
     #[serde(default = "default_node_timeout")]
     pub node_timeout: u64,
+    /// How many jobs may share each core at once (Slurm's OverSubscribe=FORCE:N, for every
+    /// node): each core counts as this many CPUs, and a job is pinned to the cores under the
+    /// CPUs it holds, distinct cores first. 1 (the default): every job has cores of its own.
+    #[serde(default = "one")]
+    pub oversubscribe: u32,
 }
+
+/// The most jobs `[batch] oversubscribe` lets share one core.
+pub const MAX_OVERSUBSCRIBE: u32 = 1024;
 
 impl Default for BatchConfig {
     fn default() -> BatchConfig {
         BatchConfig {
             host_jobs: false,
             node_timeout: default_node_timeout(),
+            oversubscribe: 1,
         }
     }
 }
@@ -151,6 +160,12 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.binds.validate()?;
+        if !(1..=MAX_OVERSUBSCRIBE).contains(&config.batch.oversubscribe) {
+            return Err(ConfigError::Parse(format!(
+                "[batch] oversubscribe = {} is out of range: give how many jobs may share a core, 1 to {MAX_OVERSUBSCRIBE}",
+                config.batch.oversubscribe
+            )));
+        }
         Ok(config)
     }
 }
@@ -310,6 +325,21 @@ mod tests {
             "{refused}"
         );
         assert!(p.check(Path::new("/etc"), home, cwd).is_err());
+    }
+
+    #[test]
+    fn oversubscription_is_one_job_per_core_unless_given_in_range() {
+        assert_eq!(Config::from_toml("").unwrap().batch.oversubscribe, 1);
+        let shared = Config::from_toml("[batch]\noversubscribe = 4\n").unwrap();
+        assert_eq!(shared.batch.oversubscribe, 4);
+        for bad in ["0", "1025"] {
+            let err = Config::from_toml(&format!("[batch]\noversubscribe = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("[batch] oversubscribe = {bad} is out of range")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
