@@ -115,6 +115,19 @@ fn frozen(name: &str) -> bool {
     }
 }
 
+/// Jobs across nodes (a container and cgroup per node, suspend and resume on all, the time
+/// limit, a node lost) on a kernel whose cgroup hierarchy is pure v2 (this machine's is v1).
+#[test]
+fn multi_node_jobs_on_pure_cgroup_v2() {
+    again_on_cgroup_v2(&[
+        "jobs::multi_node_jobs_on_pure_cgroup_v2",
+        "jobs::a_job_on_three_nodes_has_a_container_on_each_and_leaves_none",
+        "jobs::cancelling_a_job_on_two_nodes_ends_both_containers",
+        "jobs::a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go",
+        "jobs::the_time_limit_ends_a_job_on_all_its_nodes",
+    ]);
+}
+
 #[test]
 fn cancelling_a_job_on_two_nodes_ends_both_containers() {
     let Some(t) = TestCluster::start(2, 2, None) else {

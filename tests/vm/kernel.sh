@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # tests/vm/kernel.sh DIR: Debian's current kernel for amd64 (the linux-image-amd64 package's)
 # and the modules tests/vm/run.sh loads, into DIR: vmlinuz, the modules' .ko files and
-# `modules`, their load order. Idempotent: nothing is fetched when DIR/vmlinuz exists.
+# `modules`, their load order. Idempotent: nothing is fetched when DIR holds a kernel with
+# the modules wanted below.
 #
 # Why a kernel of our own: this machine's cgroup layout is v1 (hybrid), and berth must also
 # work on pure cgroup v2, as current distributions have it. The tests boot this kernel under
 # qemu with nothing but cgroup2 mounted and run berth's cgroup tests there.
 set -euo pipefail
 dir=${1:?usage: kernel.sh DIR}
-[[ -f $dir/vmlinuz ]] && exit 0
 
 # The guest needs: 9p over virtio (this machine's root filesystem is its root), loop and
-# squashfs (images as root), overlay (every container's writable layer).
-wanted=(9p 9pnet_virtio virtio_pci loop squashfs overlay)
+# squashfs (images as root), overlay (every container's writable layer), bridge and veth
+# (the multi-node tests' hosts).
+wanted=(9p 9pnet_virtio virtio_pci loop squashfs overlay bridge veth)
+[[ -f $dir/vmlinuz && $(cat "$dir/wanted" 2>/dev/null) == "${wanted[*]}" ]] && exit 0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -53,6 +55,7 @@ for path in "${order[@]}"; do
 done
 cp "$work/root/boot/vmlinuz-$version" "$staging/vmlinuz"
 echo "$pkg" > "$staging/package"
+echo "${wanted[*]}" > "$staging/wanted"
 mkdir -p "$(dirname "$dir")"
 rm -rf "$dir"
 mv "$staging" "$dir"
