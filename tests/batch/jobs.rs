@@ -633,6 +633,33 @@ fn jobs_on_pure_cgroup_v2() {
     ]);
 }
 
+/// A job given a GPU on a node with one (the test machine made to look like an NVIDIA GPU
+/// node): the node counts it, the job's container has its device, the driver's libraries and
+/// tools and CUDA_VISIBLE_DEVICES, and a job asking for two is refused at submission.
+#[test]
+fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
+    if !again_on_cgroup_v2(&["jobs::gpu_jobs_on_a_stand_in_gpu_node_in_a_vm"]) {
+        return;
+    }
+    make_stand_in_gpu_node();
+    let c = Cluster::start().expect("root in the test machine");
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
+    assert_eq!(nodes[0]["gpus"], 1, "{nodes}");
+    let script = "#!/bin/sh\n#SBATCH --gpus-per-node=1\n#BERTH --image busybox\n\
+                  ls /dev/nvidia0 /.berth/gpu/lib/libcuda.so.1\nnvidia-smi\n";
+    let id = c.submit(Mode::Rootless, "gpu.sh", script, &[]);
+    c.completed(id);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(
+        std::fs::read_to_string(out).unwrap(),
+        "/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nstand-in nvidia-smi sees GPUs 0\n"
+    );
+    let two = c.try_submit(Mode::Rootless, "two.sh", script, &["--gpus-per-node=2"]);
+    assert_eq!(two.code, 125, "{}", two.stderr);
+    assert!(two.stderr.contains("can never run here"), "{}", two.stderr);
+}
+
 #[test]
 fn suspended_time_does_not_count_toward_the_time_limit() {
     let Some(c) = Cluster::start() else { return };

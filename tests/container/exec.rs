@@ -324,6 +324,51 @@ fn working_directory_on_request() {
     }
 }
 
+/// `--gpus` end to end on a machine made to look like an NVIDIA GPU node (the test machine,
+/// see `make_stand_in_gpu_node`): the devices, libraries and tools reach the container as the
+/// driver's would, for root, root acting for a user and the user alone; only the driver
+/// itself is missing (real GPUs are checked where one is lent).
+#[test]
+fn gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm() {
+    if !again_on_cgroup_v2(&["exec::gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm"]) {
+        return;
+    }
+    make_stand_in_gpu_node();
+    let f = Fixture::new().expect("root in the test machine");
+    let inside = r#"stat -c '%n %F %t:%T' /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm
+        ls /.berth/gpu/lib
+        cmp /.berth/gpu/lib/libcuda.so.1 /.berth/gpu/lib/libcuda.so && echo same library
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+        nvidia-smi"#;
+    for mode in ALL_MODES {
+        f.import(mode);
+        let out = f.berth(
+            mode,
+            &["exec", "--gpus", "all", "busybox", "sh", "-c", inside],
+        );
+        assert_eq!(
+            out.ok(),
+            "/dev/nvidia0 character special file c3:0\n\
+             /dev/nvidiactl character special file c3:ff\n\
+             /dev/nvidia-uvm character special file 1fe:0\n\
+             libcuda.so\nlibcuda.so.1\nlibcuda.so.550.54.15\n\
+             libnvidia-ml.so.1\nlibnvidia-ml.so.550.54.15\n\
+             same library\n\
+             LD_LIBRARY_PATH=/.berth/gpu/lib\n\
+             stand-in nvidia-smi sees GPUs 0\n",
+            "{mode:?}"
+        );
+        let out = f.berth(mode, &["exec", "--gpus", "2", "busybox", "true"]);
+        assert_eq!(out.code, 125, "{mode:?}");
+        assert!(
+            out.stderr
+                .contains("--gpus 2 requested but this host has 1 NVIDIA GPU"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn gpus_on_a_host_without_them_is_a_clear_error() {
     let Some(f) = Fixture::new() else { return };

@@ -386,8 +386,9 @@ const IN_VM: &str = "BERTH_TEST_IN_VM";
 /// whose cgroup hierarchy is pure v2, as current distributions have it (this one's is v1):
 /// tests/vm/run.sh boots Debian's kernel under qemu with this machine's files as its own.
 /// Each must pass there, none filtered out or missing. Inside that machine, the calling test
-/// checks that the hierarchy is indeed cgroup2 alone.
-pub fn again_on_cgroup_v2(tests: &[&str]) {
+/// checks that the hierarchy is indeed cgroup2 alone, and this returns `true`: the calling
+/// test may go on there (as root, in a machine thrown away after it).
+pub fn again_on_cgroup_v2(tests: &[&str]) -> bool {
     if std::env::var_os(IN_VM).is_some() {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let fstypes: Vec<(&str, &str)> = mountinfo
@@ -401,11 +402,11 @@ pub fn again_on_cgroup_v2(tests: &[&str]) {
             .filter(|(_, fstype)| fstype.starts_with("cgroup"))
             .collect();
         assert_eq!(fstypes, [("/sys/fs/cgroup", "cgroup2")], "{mountinfo}");
-        return;
+        return true;
     }
     if !is_root() {
         eprintln!("skipped: this test needs root (CI runs it as root)");
-        return;
+        return false;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/run.sh");
     let out = Command::new(script)
@@ -428,4 +429,30 @@ pub fn again_on_cgroup_v2(tests: &[&str]) {
         out.stdout,
         out.stderr
     );
+    false
+}
+
+/// Makes the test machine (see [`again_on_cgroup_v2`], never this one) look like a node with
+/// one NVIDIA GPU, as far as berth can tell without the driver: its device nodes (made with
+/// mknod), stand-in driver libraries (libnvidia-ml, libcuda) registered with ldconfig, and a
+/// stand-in nvidia-smi that prints the GPUs it is shown.
+pub fn make_stand_in_gpu_node() {
+    assert!(
+        std::env::var_os(IN_VM).is_some(),
+        "only in the test machine: it changes /dev, /usr and /etc"
+    );
+    let script = r#"set -e
+        mknod -m 666 /dev/nvidia0 c 195 0
+        mknod -m 666 /dev/nvidiactl c 195 255
+        mknod -m 666 /dev/nvidia-uvm c 510 0
+        cd "$(mktemp -d)"
+        echo 'int stand_in(void) { return 42; }' > lib.c
+        for lib in libnvidia-ml libcuda; do
+          gcc -shared -fPIC -Wl,-soname,$lib.so.1 -o /usr/lib/x86_64-linux-gnu/$lib.so.550.54.15 lib.c
+        done
+        ldconfig
+        printf '#!/bin/sh\necho "stand-in nvidia-smi sees GPUs $CUDA_VISIBLE_DEVICES"\n' > /usr/bin/nvidia-smi
+        chmod 755 /usr/bin/nvidia-smi"#;
+    let made = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
 }
