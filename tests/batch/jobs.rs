@@ -647,13 +647,14 @@ fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
         serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
     assert_eq!(nodes[0]["gpus"], 1, "{nodes}");
     let script = "#!/bin/sh\n#SBATCH --gpus-per-node=1\n#BERTH --image busybox\n\
-                  ls /dev/nvidia0 /.berth/gpu/lib/libcuda.so.1\nnvidia-smi\n";
+                  ls /dev/nvidia0 /.berth/gpu/lib/libcuda.so.1 /.berth/gpu/bin/nvidia-smi\n\
+                  echo GPUs $CUDA_VISIBLE_DEVICES\n";
     let id = c.submit(Mode::Rootless, "gpu.sh", script, &[]);
     c.completed(id);
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
     assert_eq!(
         std::fs::read_to_string(out).unwrap(),
-        "/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nstand-in nvidia-smi sees GPUs 0\n"
+        "/.berth/gpu/bin/nvidia-smi\n/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nGPUs 0\n"
     );
     let two = c.try_submit(Mode::Rootless, "two.sh", script, &["--gpus-per-node=2"]);
     assert_eq!(two.code, 125, "{}", two.stderr);

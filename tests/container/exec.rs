@@ -339,9 +339,21 @@ fn gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm() {
         ls /.berth/gpu/lib
         cmp /.berth/gpu/lib/libcuda.so.1 /.berth/gpu/lib/libcuda.so && echo same library
         echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-        nvidia-smi"#;
+        ls /.berth/gpu/bin"#;
+    // The stand-in nvidia-smi is linked with libnvidia-ml.so.1, so it runs where glibc is.
+    let glibc = f.path("glibc");
+    glibc_rootfs(&glibc);
     for mode in ALL_MODES {
         f.import(mode);
+        let glibc = glibc.to_str().unwrap();
+        f.berth(mode, &["image", "import", glibc, "--name", "glibc"])
+            .ok();
+        let out = f.berth(mode, &["exec", "--gpus", "all", "glibc", "nvidia-smi"]);
+        assert_eq!(
+            out.ok(),
+            "stand-in nvidia-smi: libnvidia-ml says 42, GPUs 0\n",
+            "{mode:?}"
+        );
         let out = f.berth(
             mode,
             &["exec", "--gpus", "all", "busybox", "sh", "-c", inside],
@@ -355,7 +367,7 @@ fn gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm() {
              libnvidia-ml.so.1\nlibnvidia-ml.so.550.54.15\n\
              same library\n\
              LD_LIBRARY_PATH=/.berth/gpu/lib\n\
-             stand-in nvidia-smi sees GPUs 0\n",
+             nvidia-smi\n",
             "{mode:?}"
         );
         let out = f.berth(mode, &["exec", "--gpus", "2", "busybox", "true"]);

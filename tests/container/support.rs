@@ -435,7 +435,8 @@ pub fn again_on_cgroup_v2(tests: &[&str]) -> bool {
 /// Makes the test machine (see [`again_on_cgroup_v2`], never this one) look like a node with
 /// one NVIDIA GPU, as far as berth can tell without the driver: its device nodes (made with
 /// mknod), stand-in driver libraries (libnvidia-ml, libcuda) registered with ldconfig, and a
-/// stand-in nvidia-smi that prints the GPUs it is shown.
+/// stand-in nvidia-smi linked with libnvidia-ml.so.1, as the real one is, which prints what
+/// a call into that library returns and the GPUs it is shown.
 pub fn make_stand_in_gpu_node() {
     assert!(
         std::env::var_os(IN_VM).is_some(),
@@ -451,8 +452,35 @@ pub fn make_stand_in_gpu_node() {
           gcc -shared -fPIC -Wl,-soname,$lib.so.1 -o /usr/lib/x86_64-linux-gnu/$lib.so.550.54.15 lib.c
         done
         ldconfig
-        printf '#!/bin/sh\necho "stand-in nvidia-smi sees GPUs $CUDA_VISIBLE_DEVICES"\n' > /usr/bin/nvidia-smi
-        chmod 755 /usr/bin/nvidia-smi"#;
+        cat > smi.c <<'SMI'
+        #include <stdio.h>
+        #include <stdlib.h>
+        int stand_in(void);
+        int main(void) {
+            const char *gpus = getenv("CUDA_VISIBLE_DEVICES");
+            printf("stand-in nvidia-smi: libnvidia-ml says %d, GPUs %s\n", stand_in(), gpus ? gpus : "none");
+            return 0;
+        }
+SMI
+        gcc -o /usr/bin/nvidia-smi smi.c /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15"#;
     let made = Command::new("sh").args(["-c", script]).output().unwrap();
     assert!(made.status.success(), "{made:?}");
+}
+
+/// A root filesystem at `dir` with glibc's loader and libc (this machine's) and busybox, for
+/// programs linked dynamically, as most images' are.
+pub fn glibc_rootfs(dir: &Path) {
+    for sub in ["bin", "lib/x86_64-linux-gnu", "lib64", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for lib in [
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "lib64/ld-linux-x86-64.so.2",
+    ] {
+        std::fs::copy(Path::new("/").join(lib), dir.join(lib)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for applet in ["sh", "ls"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
 }
