@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -114,6 +114,135 @@ fn limits_hold_on_pure_cgroup_v2() {
         "jobs::job_runs_as_its_user_with_its_files_and_environment",
         "jobs::time_limit_stops_the_job",
     ]);
+}
+
+/// A user's own limits, without root, in a cgroup v2 delegated to them, as `systemd-run --user
+/// --scope -p Delegate=yes berth ...` starts berth (a scope of its own per command, the
+/// directory and its cgroup.procs, cgroup.subtree_control and cgroup.threads the user's):
+/// OOM and fork bomb contained, the container's cgroup in the scope and gone after, only the
+/// leaf berth moved itself into left (empty, for the scope's end to take). A scope holding
+/// another process of the user's is refused with the reason, and left as it was.
+#[test]
+fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
+    if !again_on_cgroup_v2(&[
+        "cgroups::a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2",
+    ]) {
+        return;
+    }
+    let f = Fixture::new().expect("root in the test machine");
+    f.import(Mode::Rootless);
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory +pids").unwrap();
+    let mut scopes = 0;
+    let mut scope = || {
+        scopes += 1;
+        let scope = root.join(format!("berthtest-{scopes}.scope"));
+        std::fs::create_dir(&scope).unwrap();
+        for file in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            std::os::unix::fs::chown(scope.join(file), Some(f.user.uid), Some(f.user.gid)).unwrap();
+        }
+        scope
+    };
+    // berth started in `scope` as the scope's one process.
+    let in_scope = |scope: &std::path::Path, args: &[&str]| {
+        let cmd = f.cmd(Mode::Rootless, args);
+        let mut sh = Command::new("sh");
+        sh.args(["-c", r#"echo $$ > "$0/cgroup.procs" && exec "$@""#])
+            .arg(scope)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        with_env_and_dir_of(&mut sh, &cmd);
+        Out::from_output(sh.stdin(Stdio::null()).output().unwrap())
+    };
+    let left = |scope: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(scope)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+
+    let s = scope();
+    let out = in_scope(
+        &s,
+        &[
+            "exec",
+            "--memory",
+            "32m",
+            "busybox",
+            "/bin/probe",
+            "hog",
+            "256",
+        ],
+    );
+    assert_eq!(out.code, 128 + 9, "{}", out.stderr);
+    assert!(out.stderr.contains("ran out of memory"), "{}", out.stderr);
+    let left_over = left(&s);
+    assert!(
+        left_over.len() == 1 && left_over[0].ends_with("-berth"),
+        "only berth's own leaf: {left_over:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.join(&left_over[0]).join("cgroup.procs")).unwrap(),
+        ""
+    );
+    let s = scope();
+    let out = in_scope(
+        &s,
+        &[
+            "exec",
+            "--pids-limit",
+            "10",
+            "busybox",
+            "/bin/probe",
+            "forks",
+            "50",
+        ],
+    );
+    let text = out.ok().trim().to_string();
+    let failed: u32 = text.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(failed >= 40, "at most 10 processes: {text}");
+    let s = scope();
+    let out = in_scope(
+        &s,
+        &[
+            "exec",
+            "--memory",
+            "64m",
+            "busybox",
+            "cat",
+            "/proc/self/cgroup",
+        ],
+    );
+    assert!(
+        out.ok().starts_with(&format!(
+            "0::/{}/",
+            s.file_name().unwrap().to_string_lossy()
+        )),
+        "the container's cgroup is in the scope: {}",
+        out.stdout
+    );
+
+    // Another process of the user's in the scope: controllers cannot be handed down.
+    let s = scope();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(s.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let out = in_scope(&s, &["exec", "--memory", "64m", "busybox", "true"]);
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("holds other processes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(left(&s), Vec::<String>::new(), "berth's leaf removed again");
 }
 
 #[test]

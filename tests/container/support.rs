@@ -367,16 +367,21 @@ pub fn under_terminal(cmd: &Command) -> Command {
         .join(" ");
     let mut script = Command::new("script");
     script.args(["-qec", &line, "/dev/null"]);
+    with_env_and_dir_of(&mut script, cmd);
+    script
+}
+
+/// Gives `wrapper` (which runs `cmd`'s program) `cmd`'s directory and environment changes.
+pub fn with_env_and_dir_of(wrapper: &mut Command, cmd: &Command) {
     if let Some(dir) = cmd.get_current_dir() {
-        script.current_dir(dir);
+        wrapper.current_dir(dir);
     }
     for (k, v) in cmd.get_envs() {
         match v {
-            Some(v) => script.env(k, v),
-            None => script.env_remove(k),
+            Some(v) => wrapper.env(k, v),
+            None => wrapper.env_remove(k),
         };
     }
-    script
 }
 
 /// Set in the machine tests/vm/run.sh boots, where tests run again on pure cgroup v2.

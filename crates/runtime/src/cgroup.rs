@@ -75,6 +75,8 @@ pub enum CgroupError {
     },
     #[error("cannot remove cgroup {}: {source}; processes may still be in it, see its cgroup.procs", .path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error("--cpus, --cpuset-cpus, --memory and --pids-limit need root, or a cgroup v2 delegated to you: {why}; run berth in a delegated scope of its own (systemd-run --user --scope -p Delegate=yes berth ...), as root, or submit a job to berth")]
+    NotDelegated { why: String },
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -306,22 +308,12 @@ impl Cgroup {
         let list = root.join("cgroup.controllers");
         let available = read(&list)?;
         let available: BTreeSet<&str> = available.split_whitespace().collect();
-        let mut wanted = Vec::new();
-        for (controller, required) in [
-            ("cpu", limits.cpus.is_some()),
-            ("cpuset", limits.cpuset.is_some()),
-            ("memory", limits.memory.is_some()),
-            ("pids", limits.pids.is_some()),
-        ] {
-            if required && !available.contains(controller) {
-                return Err(CgroupError::Unavailable {
-                    controller: controller.to_string(),
-                    path: list,
-                });
-            }
-            if required || (controller == "memory" && available.contains(controller)) {
-                wanted.push(controller);
-            }
+        let wanted = v2_controllers(limits, &available);
+        if let Some(missing) = wanted.iter().find(|c| !available.contains(*c)) {
+            return Err(CgroupError::Unavailable {
+                controller: missing.to_string(),
+                path: list,
+            });
         }
         // cgroup-v2.rst "Enabling and Disabling": a controller is usable in a cgroup only if
         // every ancestor lists it in cgroup.subtree_control, so enable it top-down.
@@ -584,6 +576,87 @@ pub fn existing_dirs(layout: &Layout, parent: &str, name: &str) -> Vec<PathBuf> 
         .map(|base| base.join(parent).join(name))
         .filter(|dir| dir.is_dir())
         .collect()
+}
+
+/// For a user without root: makes this process's own cgroup (v2) ready to hold containers'
+/// cgroups, and returns its path below the root, the parent to create them under. The cgroup
+/// must be delegated to the user (theirs, as systemd's `Delegate=yes` makes a scope) and offer
+/// the controllers `limits` needs. As cgroup v2 lets only a cgroup without processes of its
+/// own hand controllers to its children, this process moves into a leaf of its own there
+/// (`<pid>-berth`, swept like a container's once this process is gone) before the controllers
+/// are enabled; any other process in the cgroup makes that impossible, and this process moves
+/// back and says so.
+pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<String, CgroupError> {
+    let refuse = |why: String| CgroupError::NotDelegated { why };
+    let Layout::V2 { root } = layout else {
+        return Err(refuse("this machine's cgroups are v1".into()));
+    };
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        })
+        .ok_or_else(|| refuse("this process is in no cgroup v2 (/proc/self/cgroup)".into()))?;
+    let own = own.trim_matches('/').to_string();
+    let dir = root.join(&own);
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let ours = |file: &str| {
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(dir.join(file)).ok()?)
+            .eq(&uid)
+            .then_some(())
+    };
+    if own.is_empty()
+        || ours(".")
+            .and(ours("cgroup.procs"))
+            .and(ours("cgroup.subtree_control"))
+            .is_none()
+    {
+        return Err(refuse(format!(
+            "this process's cgroup {} is not yours",
+            dir.display()
+        )));
+    }
+    let offered = read(&dir.join("cgroup.controllers"))?;
+    let offered: BTreeSet<&str> = offered.split_whitespace().collect();
+    let wanted = v2_controllers(limits, &offered);
+    if let Some(missing) = wanted.iter().find(|c| !offered.contains(*c)) {
+        return Err(refuse(format!(
+            "the {missing} controller is not delegated to {} (its parent's cgroup.subtree_control)",
+            dir.display()
+        )));
+    }
+    let leaf = dir.join(format!("{}-berth", std::process::id()));
+    let mut created = Vec::new();
+    make_dir(&leaf, true, &mut created)?;
+    write(&leaf.join("cgroup.procs"), "0")?;
+    if let Err(e) = enable_controllers(&dir, &wanted) {
+        let _ = write(&dir.join("cgroup.procs"), "0");
+        let _ = rmdir(&leaf, false);
+        return Err(match e {
+            CgroupError::Write { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
+                refuse(format!("{} holds other processes", dir.display()))
+            }
+            e => e,
+        });
+    }
+    Ok(own)
+}
+
+/// The v2 controllers a container with `limits` needs, and memory for its accounting where
+/// `offered` has it.
+fn v2_controllers<'a>(limits: &Limits, offered: &BTreeSet<&str>) -> Vec<&'a str> {
+    [
+        ("cpu", limits.cpus.is_some()),
+        ("cpuset", limits.cpuset.is_some()),
+        ("memory", limits.memory.is_some()),
+        ("pids", limits.pids.is_some()),
+    ]
+    .into_iter()
+    .filter(|(c, required)| *required || (*c == "memory" && offered.contains(c)))
+    .map(|(c, _)| c)
+    .collect()
 }
 
 /// Removes leftovers of crashed runs: each directory directly under `<parent>` in every

@@ -166,11 +166,18 @@ pub fn run_then(
     let cgroup = match &spec.limits {
         Some(limits) => {
             let layout = Layout::detect()?;
+            // Root's containers go under berth's own cgroup; a user's, under the cgroup
+            // delegated to them that this process is in.
+            let parent = if spec.rootless {
+                cgroup::enter_delegated(&layout, limits)?
+            } else {
+                CGROUP_PARENT.to_string()
+            };
             // What crashed `berth exec`s left behind goes first. A named cgroup is a daemon's
             // (a job's, `<runner>-job<id>`), whose agent sweeps them all now and then: one
             // more job's start is no reason to look at every other.
             if spec.cgroup_name.is_none() {
-                cgroup::sweep_stale(&layout, CGROUP_PARENT);
+                cgroup::sweep_stale(&layout, &parent);
             }
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -179,7 +186,7 @@ pub fn run_then(
                 .cgroup_name
                 .clone()
                 .unwrap_or_else(|| format!("{}-{nanos}", std::process::id()));
-            Some(Cgroup::create(&layout, CGROUP_PARENT, &name, limits)?)
+            Some(Cgroup::create(&layout, &parent, &name, limits)?)
         }
         None => None,
     };

@@ -267,11 +267,6 @@ pub fn plan(
         (None, _) => Identity::current()?,
     };
     let rootless = !root;
-    if rootless && options.limits != Limits::default() {
-        return Err(RuntimeError::NotPermitted(
-            "--cpus, --cpuset-cpus, --memory and --pids-limit need root (cgroup limits); run as root, or submit a job to berth".into(),
-        ));
-    }
     if let Rootfs::Squashfs(_) = rootfs {
         if rootless {
             return Err(RuntimeError::NotPermitted(
