@@ -9,30 +9,7 @@ use std::time::{Duration, Instant};
 fn memory_overrun_is_oom_killed_and_reported() {
     let Some(f) = Fixture::new() else { return };
     f.import(Mode::RootAsUser);
-    let child = f
-        .cmd(
-            Mode::RootAsUser,
-            &[
-                "exec",
-                "--memory",
-                "32m",
-                "busybox",
-                "/bin/probe",
-                "hog",
-                "256",
-            ],
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let out = Out::from_output(child);
-    assert_eq!(out.code, 128 + 9, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("ran out of memory (limit 33.6 MB)"),
-        "{}",
-        out.stderr
-    );
-    assert!(!out.stdout.contains("survived"));
+    assert_oom_killed(&f.berth(Mode::RootAsUser, &MEMORY_HOG));
     // Under the limit it runs.
     assert_eq!(
         f.berth(
@@ -52,22 +29,48 @@ fn memory_overrun_is_oom_killed_and_reported() {
     );
 }
 
+/// `exec` of a program that fills 256 MB under a limit of 32 MB.
+const MEMORY_HOG: [&str; 7] = [
+    "exec",
+    "--memory",
+    "32m",
+    "busybox",
+    "/bin/probe",
+    "hog",
+    "256",
+];
+
+/// That the memory hog was killed by the OOM killer, and berth said so.
+fn assert_oom_killed(out: &Out) {
+    assert_eq!(out.code, 128 + 9, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ran out of memory (limit 33.6 MB)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("survived"));
+}
+
 #[test]
 fn pids_limit_contains_a_fork_bomb() {
     let Some(f) = Fixture::new() else { return };
     f.import(Mode::RootAsUser);
-    let out = f.berth(
-        Mode::RootAsUser,
-        &[
-            "exec",
-            "--pids-limit",
-            "10",
-            "busybox",
-            "/bin/probe",
-            "forks",
-            "50",
-        ],
-    );
+    assert_contained(&f.berth(Mode::RootAsUser, &FORK_BOMB));
+}
+
+/// `exec` of a fork bomb (50 forks) under a limit of 10 processes.
+const FORK_BOMB: [&str; 7] = [
+    "exec",
+    "--pids-limit",
+    "10",
+    "busybox",
+    "/bin/probe",
+    "forks",
+    "50",
+];
+
+/// That at most 10 of the fork bomb's processes ran: at least 40 of its forks failed.
+fn assert_contained(out: &Out) {
     let text = out.ok().trim().to_string();
     let failed: u32 = text.rsplit('=').next().unwrap().parse().unwrap();
     assert!(failed >= 40, "at most 10 processes: {text}");
@@ -169,20 +172,7 @@ fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
     };
 
     let s = scope();
-    let out = in_scope(
-        &s,
-        &[
-            "exec",
-            "--memory",
-            "32m",
-            "busybox",
-            "/bin/probe",
-            "hog",
-            "256",
-        ],
-    );
-    assert_eq!(out.code, 128 + 9, "{}", out.stderr);
-    assert!(out.stderr.contains("ran out of memory"), "{}", out.stderr);
+    assert_oom_killed(&in_scope(&s, &MEMORY_HOG));
     let left_over = left(&s);
     assert!(
         left_over.len() == 1 && left_over[0].ends_with("-berth"),
@@ -193,21 +183,7 @@ fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
         ""
     );
     let s = scope();
-    let out = in_scope(
-        &s,
-        &[
-            "exec",
-            "--pids-limit",
-            "10",
-            "busybox",
-            "/bin/probe",
-            "forks",
-            "50",
-        ],
-    );
-    let text = out.ok().trim().to_string();
-    let failed: u32 = text.rsplit('=').next().unwrap().parse().unwrap();
-    assert!(failed >= 40, "at most 10 processes: {text}");
+    assert_contained(&in_scope(&s, &FORK_BOMB));
     let s = scope();
     let out = in_scope(
         &s,
