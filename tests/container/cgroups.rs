@@ -122,9 +122,10 @@ fn limits_hold_on_pure_cgroup_v2() {
 /// A user's own limits, without root, in a cgroup v2 delegated to them, as `systemd-run --user
 /// --scope -p Delegate=yes berth ...` starts berth (a scope of its own per command, the
 /// directory and its cgroup.procs, cgroup.subtree_control and cgroup.threads the user's):
-/// OOM and fork bomb contained, the container's cgroup in the scope and gone after, only the
-/// leaf berth moved itself into left (empty, for the scope's end to take). A scope holding
-/// another process of the user's is refused with the reason, and left as it was.
+/// OOM and fork bomb contained, the container's cgroup in the scope, and the scope as it was
+/// after each run (no cgroup left in it, no controller left enabled), so runs can follow one
+/// another in it. A scope holding another process of the user's is refused with the reason,
+/// and left as it was.
 #[test]
 fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
     if !again_on_cgroup_v2(&[
@@ -172,19 +173,15 @@ fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
     };
 
     let s = scope();
+    let as_it_was = |s: &std::path::Path| {
+        assert_eq!(left(s), Vec::<String>::new(), "no cgroup left in the scope");
+        let controls = std::fs::read_to_string(s.join("cgroup.subtree_control")).unwrap();
+        assert_eq!(controls.trim(), "", "no controller left enabled");
+    };
     assert_oom_killed(&in_scope(&s, &MEMORY_HOG));
-    let left_over = left(&s);
-    assert!(
-        left_over.len() == 1 && left_over[0].ends_with("-berth"),
-        "only berth's own leaf: {left_over:?}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(s.join(&left_over[0]).join("cgroup.procs")).unwrap(),
-        ""
-    );
-    let s = scope();
+    as_it_was(&s);
     assert_contained(&in_scope(&s, &FORK_BOMB));
-    let s = scope();
+    as_it_was(&s);
     let out = in_scope(
         &s,
         &[
@@ -204,6 +201,7 @@ fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
         "the container's cgroup is in the scope: {}",
         out.stdout
     );
+    as_it_was(&s);
 
     // Another process of the user's in the scope: controllers cannot be handed down.
     let s = scope();
@@ -218,7 +216,7 @@ fn a_users_limits_in_a_cgroup_delegated_to_them_on_pure_cgroup_v2() {
         "{}",
         out.stderr
     );
-    assert_eq!(left(&s), Vec::<String>::new(), "berth's leaf removed again");
+    as_it_was(&s);
 }
 
 #[test]

@@ -578,15 +578,50 @@ pub fn existing_dirs(layout: &Layout, parent: &str, name: &str) -> Vec<PathBuf> 
         .collect()
 }
 
+/// A cgroup v2 delegated to the user, entered by [`enter_delegated`].
+#[derive(Debug)]
+pub struct Delegation {
+    /// Its path below the root: the parent to create containers' cgroups under.
+    pub parent: String,
+    dir: PathBuf,
+    /// The controllers this process enabled in it.
+    enabled: Vec<String>,
+}
+
+impl Delegation {
+    /// Undoes [`enter_delegated`] once this process's containers' cgroups are gone, if no
+    /// other cgroup is left beside its leaf (no other run of berth uses the cgroup): the
+    /// controllers it enabled are cleared, this process moves back and its leaf goes. Best
+    /// effort: a leaf that stays is swept by the next run there, or goes with the scope.
+    pub fn leave(self) {
+        let leaf = self.dir.join(format!("{}-berth", std::process::id()));
+        let alone = fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|e| e.path() == leaf || !e.file_type().is_ok_and(|t| t.is_dir()))
+        });
+        if !alone {
+            return;
+        }
+        let clear: Vec<String> = self.enabled.iter().map(|c| format!("-{c}")).collect();
+        if (clear.is_empty()
+            || write(&self.dir.join("cgroup.subtree_control"), &clear.join(" ")).is_ok())
+            && write(&self.dir.join("cgroup.procs"), "0").is_ok()
+        {
+            let _ = rmdir(&leaf, false);
+        }
+    }
+}
+
 /// For a user without root: makes this process's own cgroup (v2) ready to hold containers'
-/// cgroups, and returns its path below the root, the parent to create them under. The cgroup
+/// cgroups, the parent to create them under ([`Delegation::parent`]). The cgroup
 /// must be delegated to the user (theirs, as systemd's `Delegate=yes` makes a scope) and offer
 /// the controllers `limits` needs. As cgroup v2 lets only a cgroup without processes of its
 /// own hand controllers to its children, this process moves into a leaf of its own there
 /// (`<pid>-berth`, swept like a container's once this process is gone) before the controllers
 /// are enabled; any other process in the cgroup makes that impossible, and this process moves
 /// back and says so.
-pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<String, CgroupError> {
+pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<Delegation, CgroupError> {
     let refuse = |why: String| CgroupError::NotDelegated { why };
     let Layout::V2 { root } = layout else {
         return Err(refuse("this machine's cgroups are v1".into()));
@@ -627,6 +662,12 @@ pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<String, Cgrou
             dir.display()
         )));
     }
+    let before = read(&dir.join("cgroup.subtree_control"))?;
+    let enabled: Vec<String> = wanted
+        .iter()
+        .filter(|c| !before.split_whitespace().any(|b| b == **c))
+        .map(|c| c.to_string())
+        .collect();
     let leaf = dir.join(format!("{}-berth", std::process::id()));
     let mut created = Vec::new();
     make_dir(&leaf, true, &mut created)?;
@@ -641,7 +682,11 @@ pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<String, Cgrou
             e => e,
         });
     }
-    Ok(own)
+    Ok(Delegation {
+        parent: own,
+        dir,
+        enabled,
+    })
 }
 
 /// The v2 controllers a container with `limits` needs, and memory for its accounting where

@@ -163,13 +163,18 @@ pub fn run_then(
         return Err(become_container(spec, &image));
     }
 
+    // A user's delegated cgroup, entered for the container's and left after it.
+    let mut delegation = None;
     let cgroup = match &spec.limits {
         Some(limits) => {
             let layout = Layout::detect()?;
             // Root's containers go under berth's own cgroup; a user's, under the cgroup
             // delegated to them that this process is in.
             let parent = if spec.rootless {
-                cgroup::enter_delegated(&layout, limits)?
+                delegation
+                    .insert(cgroup::enter_delegated(&layout, limits)?)
+                    .parent
+                    .clone()
             } else {
                 CGROUP_PARENT.to_string()
             };
@@ -186,7 +191,15 @@ pub fn run_then(
                 .cgroup_name
                 .clone()
                 .unwrap_or_else(|| format!("{}-{nanos}", std::process::id()));
-            Some(Cgroup::create(&layout, &parent, &name, limits)?)
+            match Cgroup::create(&layout, &parent, &name, limits) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if let Some(d) = delegation.take() {
+                        d.leave();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         None => None,
     };
@@ -210,6 +223,9 @@ pub fn run_then(
     drop(mounts);
     if let Some(c) = cgroup {
         c.destroy()?;
+    }
+    if let Some(d) = delegation {
+        d.leave();
     }
     outcome
 }
