@@ -813,7 +813,9 @@ impl Controller {
     }
 
     /// `berth suspend` / `resume`, second half: the job's new state, if every node froze
-    /// (thawed) it and it has not ended meanwhile.
+    /// (thawed) it and it has not ended meanwhile. A job may end as soon as it is thawed
+    /// (what was left of its work was done but for the thaw): its resume took effect all the
+    /// same, and its end is what is recorded.
     pub fn end_freeze(
         &mut self,
         freeze: &Freeze,
@@ -827,10 +829,12 @@ impl Controller {
             .get_mut(&id)
             .filter(|j| j.state == freeze.job.state)
         else {
-            return Err(ApiError::bad(format!(
-                "job {id} ended while it was being {}",
-                Freeze::done(freeze.suspend)
-            )));
+            return match freeze.suspend {
+                true => Err(ApiError::bad(format!(
+                    "job {id} ended while it was being suspended"
+                ))),
+                false => Ok(()),
+            };
         };
         job.state = if freeze.suspend {
             State::Suspended
