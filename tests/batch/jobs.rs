@@ -638,10 +638,9 @@ fn jobs_on_pure_cgroup_v2() {
 /// tools and CUDA_VISIBLE_DEVICES, and a job asking for two is refused at submission.
 #[test]
 fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
-    if !again_on_cgroup_v2(&["jobs::gpu_jobs_on_a_stand_in_gpu_node_in_a_vm"]) {
+    if !on_a_stand_in_gpu_node("jobs::gpu_jobs_on_a_stand_in_gpu_node_in_a_vm") {
         return;
     }
-    make_stand_in_gpu_node();
     let c = Cluster::start().expect("root in the test machine");
     let nodes: serde_json::Value =
         serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
@@ -704,15 +703,7 @@ fn oversubscribed_cores_take_two_jobs_each() {
     let Some(c) = Cluster::start_with_config(Some("[batch]\noversubscribe = 2\n")) else {
         return;
     };
-    // SAFETY: sched_getaffinity fills the zeroed cpu_set_t this owns.
-    let cores = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0
-        );
-        libc::CPU_COUNT(&set) as usize
-    };
+    let cores = berth_agent::node::Resources::discover().cpus.len();
     let nodes: serde_json::Value =
         serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
     assert_eq!(nodes[0]["cpus"].as_u64(), Some(2 * cores as u64), "{nodes}");

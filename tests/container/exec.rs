@@ -325,15 +325,14 @@ fn working_directory_on_request() {
 }
 
 /// `--gpus` end to end on a machine made to look like an NVIDIA GPU node (the test machine,
-/// see `make_stand_in_gpu_node`): the devices, libraries and tools reach the container as the
+/// see `on_a_stand_in_gpu_node`): the devices, libraries and tools reach the container as the
 /// driver's would, for root, root acting for a user and the user alone; only the driver
 /// itself is missing (real GPUs are checked where one is lent).
 #[test]
 fn gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm() {
-    if !again_on_cgroup_v2(&["exec::gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm"]) {
+    if !on_a_stand_in_gpu_node("exec::gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm") {
         return;
     }
-    make_stand_in_gpu_node();
     let f = Fixture::new().expect("root in the test machine");
     let inside = r#"stat -c '%n %F %t:%T' /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm
         ls /.berth/gpu/lib

@@ -437,16 +437,16 @@ pub fn again_on_cgroup_v2(tests: &[&str]) -> bool {
     false
 }
 
-/// Makes the test machine (see [`again_on_cgroup_v2`], never this one) look like a node with
+/// Runs `test` (its full name: the calling test) in the test machine (see
+/// [`again_on_cgroup_v2`]), and there returns `true` once that machine looks like a node with
 /// one NVIDIA GPU, as far as berth can tell without the driver: its device nodes (made with
 /// mknod), stand-in driver libraries (libnvidia-ml, libcuda) registered with ldconfig, and a
 /// stand-in nvidia-smi linked with libnvidia-ml.so.1, as the real one is, which prints what
-/// a call into that library returns and the GPUs it is shown.
-pub fn make_stand_in_gpu_node() {
-    assert!(
-        std::env::var_os(IN_VM).is_some(),
-        "only in the test machine: it changes /dev, /usr and /etc"
-    );
+/// a call into that library returns and the GPUs it is shown. Never changes this machine.
+pub fn on_a_stand_in_gpu_node(test: &str) -> bool {
+    if !again_on_cgroup_v2(&[test]) {
+        return false;
+    }
     let script = r#"set -e
         mknod -m 666 /dev/nvidia0 c 195 0
         mknod -m 666 /dev/nvidiactl c 195 255
@@ -470,6 +470,7 @@ SMI
         gcc -o /usr/bin/nvidia-smi smi.c /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15"#;
     let made = Command::new("sh").args(["-c", script]).output().unwrap();
     assert!(made.status.success(), "{made:?}");
+    true
 }
 
 /// A root filesystem at `dir` with glibc's loader and libc (this machine's) and busybox, for

@@ -829,12 +829,12 @@ impl Controller {
             .get_mut(&id)
             .filter(|j| j.state == freeze.job.state)
         else {
-            return match freeze.suspend {
-                true => Err(ApiError::bad(format!(
+            if freeze.suspend {
+                return Err(ApiError::bad(format!(
                     "job {id} ended while it was being suspended"
-                ))),
-                false => Ok(()),
-            };
+                )));
+            }
+            return Ok(());
         };
         job.state = if freeze.suspend {
             State::Suspended

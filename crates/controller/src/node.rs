@@ -81,11 +81,8 @@ impl LocalNode {
 
     /// The node its agent reported, each core shared by up to `oversubscribe` jobs.
     pub fn from(r: berth_agent::node::Resources, oversubscribe: u32) -> LocalNode {
-        let slots = (0..oversubscribe.max(1)).flat_map(|k| {
-            r.cpus
-                .iter()
-                .map(move |c| c % SLOT_STRIDE + k * SLOT_STRIDE)
-        });
+        let slots =
+            (0..oversubscribe.max(1)).flat_map(|k| r.cpus.iter().map(move |c| c + k * SLOT_STRIDE));
         LocalNode {
             name: r.name,
             memory: r.memory,

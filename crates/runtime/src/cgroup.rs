@@ -578,27 +578,29 @@ pub fn existing_dirs(layout: &Layout, parent: &str, name: &str) -> Vec<PathBuf> 
         .collect()
 }
 
-/// A cgroup v2 delegated to the user, entered by [`enter_delegated`].
+/// A cgroup v2 delegated to the user, entered by [`enter_delegated`] and left when this is
+/// dropped (once the container's cgroup in it is gone).
 #[derive(Debug)]
 pub struct Delegation {
     /// Its path below the root: the parent to create containers' cgroups under.
     pub parent: String,
     dir: PathBuf,
+    /// The leaf this process moved into.
+    leaf: PathBuf,
     /// The controllers this process enabled in it.
     enabled: Vec<String>,
 }
 
-impl Delegation {
-    /// Undoes [`enter_delegated`] once this process's containers' cgroups are gone, if no
-    /// other cgroup is left beside its leaf (no other run of berth uses the cgroup): the
-    /// controllers it enabled are cleared, this process moves back and its leaf goes. Best
-    /// effort: a leaf that stays is swept by the next run there, or goes with the scope.
-    pub fn leave(self) {
-        let leaf = self.dir.join(format!("{}-berth", std::process::id()));
+impl Drop for Delegation {
+    /// Undoes [`enter_delegated`] if no other cgroup is left beside this process's leaf (no
+    /// other run of berth uses the cgroup): the controllers it enabled are cleared, this
+    /// process moves back and its leaf goes. Best effort: a leaf that stays is swept by the
+    /// next run there, or goes with the scope.
+    fn drop(&mut self) {
         let alone = fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries
                 .flatten()
-                .all(|e| e.path() == leaf || !e.file_type().is_ok_and(|t| t.is_dir()))
+                .all(|e| e.path() == self.leaf || !e.file_type().is_ok_and(|t| t.is_dir()))
         });
         if !alone {
             return;
@@ -608,13 +610,14 @@ impl Delegation {
             || write(&self.dir.join("cgroup.subtree_control"), &clear.join(" ")).is_ok())
             && write(&self.dir.join("cgroup.procs"), "0").is_ok()
         {
-            let _ = rmdir(&leaf, false);
+            let _ = rmdir(&self.leaf, false);
         }
     }
 }
 
 /// For a user without root: makes this process's own cgroup (v2) ready to hold containers'
-/// cgroups, the parent to create them under ([`Delegation::parent`]). The cgroup
+/// cgroups, the parent to create them under ([`Delegation::parent`]), until the returned
+/// [`Delegation`] is dropped. The cgroup
 /// must be delegated to the user (theirs, as systemd's `Delegate=yes` makes a scope) and offer
 /// the controllers `limits` needs. As cgroup v2 lets only a cgroup without processes of its
 /// own hand controllers to its children, this process moves into a leaf of its own there
@@ -685,6 +688,7 @@ pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<Delegation, C
     Ok(Delegation {
         parent: own,
         dir,
+        leaf,
         enabled,
     })
 }

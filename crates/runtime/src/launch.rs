@@ -163,7 +163,8 @@ pub fn run_then(
         return Err(become_container(spec, &image));
     }
 
-    // A user's delegated cgroup, entered for the container's and left after it.
+    // A user's delegated cgroup, entered for the container's and left (dropped) after it,
+    // on every way out of this function.
     let mut delegation = None;
     let cgroup = match &spec.limits {
         Some(limits) => {
@@ -191,15 +192,7 @@ pub fn run_then(
                 .cgroup_name
                 .clone()
                 .unwrap_or_else(|| format!("{}-{nanos}", std::process::id()));
-            match Cgroup::create(&layout, &parent, &name, limits) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    if let Some(d) = delegation.take() {
-                        d.leave();
-                    }
-                    return Err(e.into());
-                }
-            }
+            Some(Cgroup::create(&layout, &parent, &name, limits)?)
         }
         None => None,
     };
@@ -224,9 +217,7 @@ pub fn run_then(
     if let Some(c) = cgroup {
         c.destroy()?;
     }
-    if let Some(d) = delegation {
-        d.leave();
-    }
+    drop(delegation);
     outcome
 }
 
