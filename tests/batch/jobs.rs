@@ -630,6 +630,7 @@ fn jobs_on_pure_cgroup_v2() {
         "jobs::a_killed_runners_cgroup_is_swept",
         "steps::steps_run_their_tasks_in_the_jobs_own_container_as_the_user",
         "steps::a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest",
+        "steps::warning_signals_reach_the_batch_shell_or_the_steps_ahead_of_the_time_limit",
     ]);
 }
 

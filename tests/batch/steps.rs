@@ -388,3 +388,43 @@ fn an_interactive_step_has_a_terminal_in_the_image() {
     );
     assert!(two.stderr.contains("add -n 1"), "{}", two.stderr);
 }
+
+/// `--signal`: a signal ahead of the time limit, to the batch shell alone (`B:`), whose trap
+/// ends the job before its limit (so it completes, where it would time out unwarned), or to
+/// the job's steps and not the batch shell.
+#[test]
+fn warning_signals_reach_the_batch_shell_or_the_steps_ahead_of_the_time_limit() {
+    let Some(c) = Cluster::start() else { return };
+    let batch = c.submit(
+        Mode::Rootless,
+        "batch.sh",
+        &script(
+            "--time=0:06 --signal=B:USR1@4",
+            r#"trap 'echo batch-warned; kill $child; exit 0' USR1
+sh -c 'trap "echo child-warned" USR1; sleep 30 & wait' &
+child=$!
+wait
+echo not-warned"#,
+        ),
+        &[],
+    );
+    let steps = c.submit(
+        Mode::Rootless,
+        "steps.sh",
+        &script(
+            "--time=0:06 --signal=USR2@4",
+            r#"trap 'echo batch-warned' USR2
+berth step sh -c 'trap "echo step-warned; exit 0" USR2; sleep 30 & wait'
+echo "step ended: $?""#,
+        ),
+        &[],
+    );
+    let job = c.wait_for(batch, &["COMPLETED", "TIMEOUT", "FAILED"]);
+    let out = output(&c, batch);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert_eq!(out, "batch-warned\n");
+    let job = c.wait_for(steps, &["COMPLETED", "TIMEOUT", "FAILED"]);
+    let out = output(&c, steps);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert_eq!(out, "step-warned\nstep ended: 0\n");
+}

@@ -13,6 +13,7 @@
 //!    the job's cgroup and exits 0; a non-zero exit of the runner itself means berth failed,
 //!    not the job.
 
+use berth_core::job::SignalTarget;
 use berth_runtime::cgroup::Limits;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs, TimeLimit};
 use serde::{Deserialize, Serialize};
@@ -81,10 +82,23 @@ pub struct JobLaunch {
     /// Seconds between SIGTERM and SIGKILL at the time limit.
     #[serde(default = "default_grace")]
     pub grace: u64,
+    /// A signal before the time limit (sbatch `--signal`), for this node's processes.
+    #[serde(default)]
+    pub warning: Option<LaunchWarning>,
     /// berth's own (static) executable, bound into the container at [`TOOLS_IN_CONTAINER`], and
     /// the directory of the node agent's step socket: the script's `berth step` needs both.
     #[serde(default)]
     pub tools: Option<JobTools>,
+}
+
+/// A job's warning signal: `signal` to `target` once `after` seconds of its time limit have
+/// run (time suspended does not count).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchWarning {
+    pub signal: i32,
+    pub after: u64,
+    pub target: berth_core::job::SignalTarget,
 }
 
 /// An image's squashfs file as the controller serves it to its nodes.
@@ -414,6 +428,17 @@ fn start(
         time_limit: launch.time_limit.map(|s| TimeLimit {
             limit: Duration::from_secs(s),
             grace: Duration::from_secs(launch.grace),
+            warning: launch.warning.map(|w| berth_runtime::Warning {
+                after: Duration::from_secs(w.after),
+                signal: w.signal,
+                to: match w.target {
+                    SignalTarget::Batch => berth_runtime::WarnTo::Program,
+                    SignalTarget::Steps => berth_runtime::WarnTo::OthersInCgroup,
+                    // (On a node other than the batch script's, the container's first
+                    // process is berth's holder, which runs berth's executable: spared.)
+                    SignalTarget::Job => berth_runtime::WarnTo::Cgroup,
+                },
+            }),
         }),
         // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (NodeAgent::upkeep);
         // the job id makes it easy to find, and the pid unique across controllers.

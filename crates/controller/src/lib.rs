@@ -1151,6 +1151,16 @@ impl Controller {
                     }
                 }),
                 grace: self.settings.kill_wait,
+                // Counted from the job's own limit on every node (the others' runners have
+                // a longer one); the batch shell is only on the batch host.
+                warning: job.request.signal.and_then(|w| {
+                    let batch_only = w.target == berth_core::job::SignalTarget::Batch;
+                    (batch_host || !batch_only).then_some(berth_agent::runner::LaunchWarning {
+                        signal: w.signal,
+                        after: job.request.time_limit?.saturating_sub(w.before),
+                        target: w.target,
+                    })
+                }),
                 tools: None,
             };
             let start = berth_agent::node::JobStart {

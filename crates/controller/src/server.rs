@@ -380,7 +380,7 @@ async fn cancel(
 ) -> ApiResult<()> {
     let signal = match body.and_then(|Json(b)| b.signal) {
         None => None,
-        Some(s) => Some(signal_number(&s).ok_or_else(|| {
+        Some(s) => Some(berth_core::signal::number(&s).ok_or_else(|| {
             ApiError::bad(format!(
                 "unknown signal '{s}': use a name such as USR1 or a number"
             ))
@@ -466,25 +466,6 @@ async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
 #[utoipa::path(get, path = "/v1/partitions", tag = "cluster", responses((status = 200, description = "the partitions", body = Vec<berth_api::PartitionInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::PartitionInfo>> {
     Ok(Json(c.lock().await.partitions()))
-}
-
-fn signal_number(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..65).contains(&n).then_some(n);
-    }
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    Some(match name.as_str() {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        _ => return None,
-    })
 }
 
 async fn not_found() -> ApiError {

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod job;
 pub mod quantity;
+pub mod signal;
 
 pub use config::{BatchConfig, BindPolicy, Config, ConfigError, PartitionConfig, RegistryConfig};
 pub use job::{JobError, JobOptions, JobRequest};

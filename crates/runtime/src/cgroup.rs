@@ -479,6 +479,15 @@ impl Cgroup {
         result
     }
 
+    /// Every process in the cgroup and its descendants, in any hierarchy.
+    pub fn pids(&self) -> BTreeSet<libc::pid_t> {
+        let mut pids = BTreeSet::new();
+        self.dirs
+            .iter()
+            .for_each(|(dir, _)| tree_pids(dir, &mut pids));
+        pids
+    }
+
     /// The leaf directories, one per hierarchy.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(dir, _)| dir.clone()).collect()
@@ -493,10 +502,7 @@ impl Cgroup {
                 return;
             }
         }
-        let mut pids = BTreeSet::new();
-        self.dirs
-            .iter()
-            .for_each(|(dir, _)| tree_pids(dir, &mut pids));
+        let pids = self.pids();
         if pids.is_empty() {
             return;
         }

@@ -3,12 +3,12 @@
 
 use crate::cgroup::{self, Cgroup, Layout};
 use crate::container;
-use crate::spec::{ContainerSpec, Rootfs};
+use crate::spec::{ContainerSpec, Rootfs, WarnTo};
 use crate::sys;
 use crate::{Identity, RuntimeError};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Signals berth passes on to the container, as `docker run` does with --sig-proxy (and
 /// `berth step` to its tasks, as srun does).
@@ -391,7 +391,21 @@ fn wait_program(
     // The report pipe closes on a successful exec; anything written to it is a failure.
     let mut report = Vec::new();
     let _ = std::fs::File::from(report_read).read_to_end(&mut report);
-    let status = sys::wait(pid).map_err(RuntimeError::setup("waiting for the container"))?;
+    let status = loop {
+        // The alarm handler interrupts the wait (it is installed without SA_RESTART) when a
+        // warning is due that it cannot send itself.
+        match sys::wait_once(pid).map_err(RuntimeError::setup("waiting for the container"))? {
+            Some(status) => break status,
+            None => {
+                if let (Some(w), true) = (
+                    spec.time_limit.and_then(|t| t.warning),
+                    WARN_DUE.swap(false, Ordering::SeqCst),
+                ) {
+                    warn_cgroup(cgroup, pid, w);
+                }
+            }
+        }
+    };
     // SAFETY: cancels any pending alarm; no arguments to check.
     unsafe { libc::alarm(0) };
     FREEZER_FD.store(-1, Ordering::SeqCst);
@@ -412,8 +426,20 @@ static GRACE_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 /// Seconds of the time limit still to run, counted down once a second while the cgroup is
 /// not frozen: time spent suspended (`berth suspend`) does not count, as in Slurm.
 static REMAINING_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-/// The cgroup's freezer state file, open; -1: no freezer, one alarm for the whole limit.
+/// The cgroup's freezer state file, open; -1: no freezer.
 static FREEZER_FD: AtomicI32 = AtomicI32::new(-1);
+/// Whether the alarm ticks once a second (a freezer or a warning to count toward); if not,
+/// one alarm covers the whole limit.
+static TICKING: AtomicBool = AtomicBool::new(false);
+/// The limit in seconds, and the warning's signal (0: none, or sent) and when it is due, in
+/// seconds of the limit run: see [`crate::spec::Warning`].
+static LIMIT_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static WARN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static WARN_AFTER_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The warning goes to the program alone, which the handler does itself; otherwise it sets
+/// [`WARN_DUE`] for the waiting thread, which looks through the cgroup.
+static WARN_PROGRAM_ONLY: AtomicBool = AtomicBool::new(false);
+static WARN_DUE: AtomicBool = AtomicBool::new(false);
 
 /// Whether the cgroup is frozen now (pread(2) is async-signal-safe).
 fn frozen_now() -> bool {
@@ -432,13 +458,26 @@ extern "C" fn on_alarm(_: libc::c_int) {
     if pid <= 0 {
         return;
     }
-    if TIMEOUT_STAGE.load(Ordering::SeqCst) == 0 && FREEZER_FD.load(Ordering::SeqCst) >= 0 {
+    if TIMEOUT_STAGE.load(Ordering::SeqCst) == 0 && TICKING.load(Ordering::SeqCst) {
         // The one-second tick: suspended seconds do not count.
-        let left = REMAINING_SECS.load(Ordering::SeqCst);
-        if frozen_now() || left > 1 {
-            if !frozen_now() {
-                REMAINING_SECS.store(left - 1, Ordering::SeqCst);
+        let frozen = frozen_now();
+        let mut left = REMAINING_SECS.load(Ordering::SeqCst);
+        if !frozen {
+            left = left.saturating_sub(1);
+            REMAINING_SECS.store(left, Ordering::SeqCst);
+            let run = LIMIT_SECS.load(Ordering::SeqCst) - left;
+            let warning = WARN_SIGNAL.load(Ordering::SeqCst);
+            if warning != 0 && run >= WARN_AFTER_SECS.load(Ordering::SeqCst) {
+                WARN_SIGNAL.store(0, Ordering::SeqCst);
+                if WARN_PROGRAM_ONLY.load(Ordering::SeqCst) {
+                    // SAFETY: kill(2) is async-signal-safe.
+                    unsafe { libc::kill(pid, warning) };
+                } else {
+                    WARN_DUE.store(true, Ordering::SeqCst);
+                }
             }
+        }
+        if frozen || left > 0 {
             // SAFETY: alarm(2) is async-signal-safe.
             unsafe { libc::alarm(1) };
             return;
@@ -471,14 +510,47 @@ fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
     );
     let secs = t.limit.as_secs_f64().ceil().max(1.0) as u32;
     REMAINING_SECS.store(secs, Ordering::SeqCst);
+    LIMIT_SECS.store(secs, Ordering::SeqCst);
     FREEZER_FD.store(freezer.map_or(-1, |f| f.as_raw_fd()), Ordering::SeqCst);
-    // SAFETY: installs a handler that only makes async-signal-safe calls; SA_RESTART keeps
-    // waitpid(2) waiting.
+    let ticking = freezer.is_some() || t.warning.is_some();
+    TICKING.store(ticking, Ordering::SeqCst);
+    WARN_DUE.store(false, Ordering::SeqCst);
+    if let Some(w) = t.warning {
+        let after = w.after.as_secs().min(u64::from(u32::MAX)) as u32;
+        WARN_AFTER_SECS.store(after, Ordering::SeqCst);
+        WARN_PROGRAM_ONLY.store(w.to == WarnTo::Program, Ordering::SeqCst);
+    }
+    WARN_SIGNAL.store(t.warning.map_or(0, |w| w.signal), Ordering::SeqCst);
+    // SAFETY: installs a handler that only makes async-signal-safe calls. No SA_RESTART:
+    // waitpid(2) returns at each tick, so that the waiting thread sends a warning the
+    // handler leaves to it (wait_program waits again).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_alarm as *const () as usize;
-        action.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
-        libc::alarm(if freezer.is_some() { 1 } else { secs });
+        libc::alarm(if ticking { 1 } else { secs });
+    }
+}
+
+/// Sends a warning to the processes in the container's cgroup it is for: all of them, or
+/// those outside the program's process group. Processes running berth's own executable (a
+/// job step's leader, which leaves signals to its tasks) are skipped.
+fn warn_cgroup(cgroup: Option<&Cgroup>, program: libc::pid_t, w: crate::spec::Warning) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(cgroup) = cgroup else {
+        return;
+    };
+    let file = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let ours = file("/proc/self/exe");
+    for pid in cgroup.pids() {
+        // SAFETY: getpgid(2) only reads; a process that is gone gives -1.
+        if w.to == WarnTo::OthersInCgroup && unsafe { libc::getpgid(pid) } == program {
+            continue;
+        }
+        if ours.is_some() && file(&format!("/proc/{pid}/exe")) == ours {
+            continue;
+        }
+        // SAFETY: kill(2) on a process of the container's cgroup.
+        unsafe { libc::kill(pid, w.signal) };
     }
 }

@@ -25,4 +25,4 @@ pub use error::RuntimeError;
 pub use identity::Identity;
 pub use launch::{run, run_then, Outcome, CGROUP_PARENT, FORWARDED};
 pub use plan::{plan, Action, ImageDefaults, Options};
-pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit};
+pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit, WarnTo, Warning};

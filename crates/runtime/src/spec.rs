@@ -70,4 +70,28 @@ pub struct ContainerSpec {
 pub struct TimeLimit {
     pub limit: std::time::Duration,
     pub grace: std::time::Duration,
+    pub warning: Option<Warning>,
+}
+
+/// A signal sent once `after` of the limit has run (sbatch `--signal`, bsub `-wa`), so that
+/// the program can save its state before the limit stops it. Time frozen does not count,
+/// as for the limit. Processes running berth's own executable (a job step's leader, which
+/// leaves signals to its tasks) are never sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warning {
+    pub after: std::time::Duration,
+    pub signal: libc::c_int,
+    pub to: WarnTo,
+}
+
+/// Who gets a [`Warning`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarnTo {
+    /// The program alone, not its children (a batch script's shell, whose `trap` decides).
+    Program,
+    /// Every process in the container's cgroup outside the program's process group (a
+    /// job's steps, which joined it from outside).
+    OthersInCgroup,
+    /// Every process in the container's cgroup.
+    Cgroup,
 }

@@ -599,6 +599,20 @@ pub fn wait(pid: libc::pid_t) -> io::Result<libc::c_int> {
     }
 }
 
+/// Waits for `pid` once: `None` when a signal handler interrupted the wait.
+pub fn wait_once(pid: libc::pid_t) -> io::Result<Option<libc::c_int>> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into our integer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } >= 0 {
+        return Ok(Some(status));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
 /// A wait status as a shell reports it: the exit code, or 128 + the signal number.
 pub fn exit_code(status: libc::c_int) -> i32 {
     if libc::WIFEXITED(status) {

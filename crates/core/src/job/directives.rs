@@ -98,6 +98,37 @@ const SLURM: &[Spec] = &[
     Spec("mail-user", None, Required),
     Spec("comment", None, Required),
     Spec("qos", Some('q'), Required),
+    Spec("signal", None, Required),
+    // Accepted and ignored, with a warning: hints berth has no use for.
+    Spec("hint", None, Required),
+    Spec("distribution", Some('m'), Required),
+    Spec("threads-per-core", None, Required),
+    Spec("ntasks-per-core", None, Required),
+    Spec("cores-per-socket", None, Required),
+    Spec("sockets-per-node", None, Required),
+    Spec("mem-bind", None, Required),
+    Spec("gpu-bind", None, Required),
+    Spec("cpu-freq", None, Required),
+    Spec("gpu-freq", None, Required),
+    Spec("wckey", None, Required),
+    Spec("profile", None, Required),
+    Spec("acctg-freq", None, Required),
+    Spec("switches", None, Required),
+    Spec("get-user-env", None, Optional),
+    Spec("propagate", None, Optional),
+    Spec("time-min", None, Required),
+    Spec("no-kill", Some('k'), Optional),
+    Spec("spread-job", None, No),
+    Spec("use-min-nodes", None, No),
+    Spec("contiguous", None, No),
+    Spec("oversubscribe", Some('s'), No),
+    Spec("quiet", Some('Q'), No),
+    // Refused with the reason: berth cannot honour them.
+    Spec("constraint", Some('C'), Required),
+    Spec("nodelist", Some('w'), Required),
+    Spec("exclude", Some('x'), Required),
+    Spec("reservation", None, Required),
+    Spec("licenses", Some('L'), Required),
 ];
 
 const BERTH_ONLY: &[Spec] = &[
@@ -128,6 +159,8 @@ const LSF: &[Spec] = &[
     Spec("u", None, Required),
     Spec("B", None, No),
     Spec("N", None, No),
+    Spec("wa", None, Required),
+    Spec("wt", None, Required),
 ];
 
 const PBS: &[Spec] = &[
@@ -582,6 +615,57 @@ fn apply_slurm(
             })
         }
         "bind" => opts.binds.push(bind(v)?),
+        "signal" => slurm_signal(opts, v)?,
+        "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "cores-per-socket"
+        | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
+            opts,
+            found,
+            line,
+            "berth places the tasks itself: in blocks over the nodes, the job pinned to cores of its own",
+        ),
+        "cpu-freq" | "gpu-freq" => ignore(opts, found, line, "berth sets no CPU or GPU frequencies"),
+        "wckey" => ignore(opts, found, line, "berth keeps no workload keys"),
+        "profile" | "acctg-freq" => ignore(
+            opts,
+            found,
+            line,
+            "berth accounts a job from its cgroup (CPU time, peak memory), not by sampling",
+        ),
+        "switches" | "spread-job" | "use-min-nodes" | "contiguous" => {
+            ignore(opts, found, line, "berth chooses the nodes itself")
+        }
+        "get-user-env" => ignore(
+            opts,
+            found,
+            line,
+            "the job gets the environment of the submission (--export)",
+        ),
+        "propagate" => ignore(
+            opts,
+            found,
+            line,
+            "the job's limits are its allocation's (cgroup), not the submitter's ulimits",
+        ),
+        "time-min" => ignore(opts, found, line, "berth runs a job for its whole --time"),
+        "no-kill" => ignore(
+            opts,
+            found,
+            line,
+            "a job that loses a node ends NODE_FAIL (or is requeued with --requeue)",
+        ),
+        "oversubscribe" => ignore(
+            opts,
+            found,
+            line,
+            "cores are shared only where the administrator set [batch] oversubscribe",
+        ),
+        "quiet" => ignore(opts, found, line, "berth submit prints what it always prints"),
+        "constraint" => return Err(JobError::unsupported(v, "berth's nodes carry no features to match")),
+        "nodelist" | "exclude" => {
+            return Err(JobError::unsupported(v, "berth chooses the nodes itself: ask for a partition"))
+        }
+        "reservation" => return Err(JobError::unsupported(v, "berth has no reservations")),
+        "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
         other => {
             return Err(JobError::unsupported(
                 other,
@@ -589,6 +673,33 @@ fn apply_slurm(
             ))
         }
     }
+    Ok(())
+}
+
+/// sbatch `--signal=[{R|B}:]SIGNAL[@SECONDS]`: SECONDS (0-65535, 60 when not given) before
+/// the time limit; `B:` signals the batch shell alone, otherwise the job's steps get it;
+/// `R:` (allowing a reservation to overlap) means nothing to berth.
+fn slurm_signal(opts: &mut JobOptions, v: &str) -> Result<(), JobError> {
+    let bad = || JobError::invalid("signal", v, "[{R|B}:]SIGNAL[@SECONDS], e.g. B:USR1@120");
+    let (flags, rest) = match v.split_once(':') {
+        Some((f, rest)) if !f.is_empty() && f.chars().all(|c| matches!(c, 'R' | 'B')) => (f, rest),
+        Some(_) => return Err(bad()),
+        None => ("", v),
+    };
+    let (name, seconds) = match rest.split_once('@') {
+        Some((name, seconds)) => (name, Some(seconds)),
+        None => (rest, None),
+    };
+    opts.signal = Some(crate::signal::number(name).ok_or_else(bad)?);
+    opts.signal_before = Some(match seconds {
+        None => 60,
+        Some(s) => u64::from(s.parse::<u16>().map_err(|_| bad())?),
+    });
+    opts.signal_target = Some(if flags.contains('B') {
+        SignalTarget::Batch
+    } else {
+        SignalTarget::Steps
+    });
     Ok(())
 }
 
@@ -758,6 +869,14 @@ fn apply_lsf(
         "r" => opts.requeue = Some(true),
         "rn" => opts.requeue = Some(false),
         "u" | "B" | "N" => ignore(opts, found, line, MAIL),
+        // bsub -wa SIGNAL -wt [HOUR:]MINUTE: the signal goes to every process of the job.
+        "wa" => {
+            let signal = crate::signal::number(v)
+                .ok_or_else(|| JobError::invalid("warning action", v, "a signal, e.g. USR1"))?;
+            opts.signal = Some(signal);
+            opts.signal_target = Some(SignalTarget::Job);
+        }
+        "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         other => {
             return Err(JobError::unsupported(
                 other,

@@ -175,6 +175,29 @@ pub enum ImageOrigin {
     Application { line: usize },
 }
 
+/// Who gets a job's warning signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalTarget {
+    /// sbatch `--signal=B:...`: the batch script's shell alone (its children are not
+    /// signalled, so that a `trap` in the script decides what to do).
+    Batch,
+    /// sbatch `--signal=...` without `B:`: the processes of the job's steps (`berth step`,
+    /// srun), not the batch shell and what it started itself.
+    Steps,
+    /// bsub `-wa`: every process of the job.
+    Job,
+}
+
+/// A signal sent `before` seconds ahead of the job's time limit (sbatch `--signal`, bsub
+/// `-wa`/`-wt`), so that the job can save its state; time suspended does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarnSignal {
+    pub signal: i32,
+    pub before: u64,
+    pub target: SignalTarget,
+}
+
 /// An option berth accepted without acting on it, so the caller can warn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IgnoredOption {
@@ -215,6 +238,12 @@ pub struct JobOptions {
     pub account: Option<String>,
     pub exclusive: Option<bool>,
     pub requeue: Option<bool>,
+    /// The warning signal (sbatch `--signal`, bsub `-wa`), its time before the limit in
+    /// seconds (sbatch `--signal=...@TIME`, bsub `-wt`) and who gets it: apart, because bsub
+    /// names the signal and the time in two options.
+    pub signal: Option<i32>,
+    pub signal_before: Option<u64>,
+    pub signal_target: Option<SignalTarget>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -251,6 +280,9 @@ impl JobOptions {
             account: c.account.or(d.account),
             exclusive: c.exclusive.or(d.exclusive),
             requeue: c.requeue.or(d.requeue),
+            signal: c.signal.or(d.signal),
+            signal_before: c.signal_before.or(d.signal_before),
+            signal_target: c.signal_target.or(d.signal_target),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -292,6 +324,8 @@ pub struct JobRequest {
     pub exclusive: bool,
     /// `None`: the site's default.
     pub requeue: Option<bool>,
+    #[serde(default)]
+    pub signal: Option<WarnSignal>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -395,6 +429,24 @@ impl JobRequest {
                 "the job name {name:?} holds control characters"
             )));
         }
+        let signal = match (o.signal, o.signal_before) {
+            (None, None) => None,
+            (Some(signal), Some(before)) => Some(WarnSignal {
+                signal,
+                before,
+                target: o.signal_target.unwrap_or(SignalTarget::Steps),
+            }),
+            (Some(_), None) => {
+                return Err(request_err(
+                    "a warning signal needs its time before the time limit (bsub -wt)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(request_err(
+                    "a warning time needs the signal to send (bsub -wa)".into(),
+                ))
+            }
+        };
         let join = o.join_output.unwrap_or(false);
         Ok(JobRequest {
             name,
@@ -423,6 +475,7 @@ impl JobRequest {
             account: o.account,
             exclusive: o.exclusive.unwrap_or(false),
             requeue: o.requeue,
+            signal,
             ignored: o.ignored,
         })
     }

@@ -462,3 +462,84 @@ fn request_serialises_for_the_controller() {
         "{json}"
     );
 }
+
+#[test]
+fn warning_signals() {
+    let warn = |text: &str| request(text).signal;
+    let w = |signal, before, target| {
+        Some(WarnSignal {
+            signal,
+            before,
+            target,
+        })
+    };
+    assert_eq!(warn("#SBATCH -t 10\n"), None);
+    assert_eq!(
+        warn("#SBATCH --signal=B:USR1@120\n"),
+        w(10, 120, SignalTarget::Batch)
+    );
+    assert_eq!(
+        warn("#SBATCH --signal=SIGUSR2\n"),
+        w(12, 60, SignalTarget::Steps)
+    );
+    assert_eq!(
+        warn("#SBATCH --signal=R:10@0\n"),
+        w(10, 0, SignalTarget::Steps)
+    );
+    assert_eq!(
+        warn("#SBATCH --signal RB:TERM@5\n"),
+        w(15, 5, SignalTarget::Batch)
+    );
+    // bsub: the signal and the time in two options, the time in [HOURS:]MINUTES.
+    assert_eq!(
+        warn("#BSUB -wa 'USR1' -wt '1:30'\n"),
+        w(10, 5400, SignalTarget::Job)
+    );
+    // The command line's --signal replaces the script's whole.
+    let cli = parse_args(&["--signal=B:USR2@7"]).unwrap();
+    let r = JobRequest::from_script("#BSUB -wa USR1 -wt 5\n", cli, "j").unwrap();
+    assert_eq!(r.signal, w(12, 7, SignalTarget::Batch));
+
+    for bad in [
+        "--signal=B:FOO",
+        "--signal=X:USR1",
+        "--signal=USR1@soon",
+        "--signal=USR1@70000",
+        "--signal=0",
+        "--signal=:USR1",
+    ] {
+        let e = error(&format!("#SBATCH {bad}\n"));
+        assert!(e.contains("[{R|B}:]SIGNAL[@SECONDS]"), "{bad}: {e}");
+    }
+    assert!(error("#BSUB -wa CHKPNT\n").contains("a signal, e.g. USR1"));
+    let half = |text: &str| {
+        JobRequest::from_script(text, JobOptions::default(), "j")
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(half("#BSUB -wa USR1\n").contains("needs its time before the time limit"));
+    assert!(half("#BSUB -wt 5\n").contains("needs the signal to send"));
+}
+
+#[test]
+fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused() {
+    let o = script(
+        "#SBATCH --hint=nomultithread -m block:cyclic --threads-per-core=1 --wckey=x\n\
+         #SBATCH --cpu-freq=high --profile=task --acctg-freq=30 --switches=1 --time-min=10\n\
+         #SBATCH --get-user-env --propagate=STACK -k --spread-job --contiguous -s -Q\n",
+    );
+    let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(ignored.len(), 16, "{ignored:?}");
+    assert!(o.ignored[0].reason.contains("places the tasks itself"));
+    for (directive, why) in [
+        ("--constraint=intel", "no features"),
+        ("-C ib", "no features"),
+        ("--nodelist=n[1-2]", "chooses the nodes itself"),
+        ("-x n3", "chooses the nodes itself"),
+        ("--reservation=maint", "no reservations"),
+        ("-L matlab:1", "no licenses"),
+    ] {
+        let e = error(&format!("#SBATCH {directive}\n"));
+        assert!(e.contains(why) && e.starts_with("line 1:"), "{directive}: {e}");
+    }
+}
