@@ -511,8 +511,10 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     )?;
     writeln!(
         out,
-        "   SubmitTime={} StartTime={} EndTime={}",
+        "   SubmitTime={}{} StartTime={} EndTime={}",
         opt(Some(j.submit_time)),
+        j.begin_time
+            .map_or(String::new(), |t| format!(" BeginTime={}", opt(Some(t)))),
         opt(j.start_time),
         opt(j.end_time)
     )?;

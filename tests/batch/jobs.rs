@@ -279,6 +279,34 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     assert_eq!(job["state"], "OUT_OF_MEMORY", "{job}");
 }
 
+/// `--begin`: the job waits with reason BeginTime until then, and starts no earlier; the
+/// text form shows the time.
+#[test]
+fn a_job_waits_for_its_begin_time() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(Mode::Rootless, "later.sh", HELLO, &["--begin=now+5"]);
+    // Its reason once the pass the submission asked for has looked at it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let job = loop {
+        let job = c.show(id);
+        if job["reason"] != "None" || std::time::Instant::now() > deadline {
+            break job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let begin = job["begin_time"].as_u64().expect("a begin time");
+    assert_eq!(begin, job["submit_time"].as_u64().unwrap() + 5, "{job}");
+    assert_eq!(
+        (&job["state"], &job["reason"]),
+        (&"PENDING".into(), &"BeginTime".into())
+    );
+    let text = c.berth(Mode::Rootless, &["show", &id.to_string()]);
+    assert!(text.ok().contains(" BeginTime="), "{}", text.stdout);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert!(job["start_time"].as_u64().unwrap() >= begin, "{job}");
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

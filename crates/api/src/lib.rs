@@ -54,6 +54,9 @@ pub struct JobInfo {
     /// Why it is pending (Slurm's reason names), or how it failed.
     pub reason: Option<String>,
     pub submit_time: u64,
+    /// Not started before this time (`--begin`).
+    #[serde(default)]
+    pub begin_time: Option<u64>,
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
     /// Seconds; `None` is the partition's limit.

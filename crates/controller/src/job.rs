@@ -75,6 +75,9 @@ pub struct Job {
     pub reason: Option<String>,
     pub held: bool,
     pub submit_time: u64,
+    /// `--begin`, resolved at submission: not started before.
+    #[serde(default)]
+    pub begin_time: Option<u64>,
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
     /// Where it runs, one share per node; the first node is the batch host, where the
@@ -181,6 +184,7 @@ impl Job {
             state: self.state.name().to_string(),
             reason: self.reason.clone(),
             submit_time: self.submit_time,
+            begin_time: self.begin_time,
             start_time: self.start_time,
             end_time: self.end_time,
             time_limit: self.request.time_limit,

@@ -463,6 +463,7 @@ impl Controller {
             request: self.sched_request(&job.partition, &job.request),
             nice: job.request.nice,
             held: job.held,
+            begin: job.begin_time,
             dependencies: job
                 .request
                 .dependencies
@@ -638,6 +639,9 @@ impl Controller {
                 }),
                 held: request.hold,
                 submit_time,
+                begin_time: request
+                    .begin
+                    .map(|b| b.resolve(submit_time, utc_offset(submit_time))),
                 start_time: None,
                 end_time: None,
                 shares: Vec::new(),
@@ -2262,6 +2266,20 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
         resolve(&job.request.output),
         job.request.error.as_deref().map(resolve),
     )
+}
+
+/// How far this machine's local time is ahead of UTC at `t` (Unix seconds).
+fn utc_offset(t: u64) -> i64 {
+    let t = t as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed struct it is given (glibc's reads the time zone
+    // once, from TZ or /etc/localtime).
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
 }
 
 /// The links to the agents of a job's nodes, by node.

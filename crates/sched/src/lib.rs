@@ -12,7 +12,7 @@
 //! schedule(cluster, jobs, now, config)
 //!   priority::PriorityContext ── priority per pending job ── sort (tier, priority, FIFO, id)
 //!   for each job, cheapest check first (the first failure is its Reason):
-//!     held → dependencies → singleton → partition down / MaxTime / MaxNodes
+//!     held → begin time → dependencies → singleton → partition down / MaxTime / MaxNodes
 //!     → array %N → shape vs hardware (feasible) → free nodes now (state, best fit)
 //!     → blocked: Resources (first of its partition) or Priority,
 //!                and for the first K blocked, a backfill reservation (backfill)

@@ -161,6 +161,7 @@ pub fn job(id: JobId) -> JobView {
         },
         nice: 0,
         held: false,
+        begin: None,
         dependencies: Vec::new(),
         singleton: false,
         array: None,

@@ -285,6 +285,8 @@ pub struct JobView {
     pub nice: i32,
     /// `scontrol hold`: never started until released.
     pub held: bool,
+    /// `--begin`: not started before this time, seconds.
+    pub begin: Option<u64>,
     /// `--dependency` terms, all required.
     pub dependencies: Vec<Dependency>,
     /// `--dependency=singleton`: not while another job of the same user and name runs.

@@ -3,7 +3,7 @@
 //! Owns: the order of the checks and the bookkeeping between jobs. Pending jobs are taken
 //! in priority order ([`crate::priority::compare`]); for each, the feasibility checks run
 //! cheapest first and the first that fails is the job's reason (Nomad's feasibility chain,
-//! with Slurm's reason names): held, dependencies, singleton, partition state and limits,
+//! with Slurm's reason names): held, begin time, dependencies, singleton, partition state and limits,
 //! array `%N`, request shape against the hardware, then resources now. A job that cannot
 //! start for resources is the partition's `Resources` job if it is the first such, else it
 //! waits for `Priority`; the first `Config::reservations` of them get a backfill
@@ -169,6 +169,9 @@ impl<'a> Pass<'a> {
         };
         if job.held {
             return wait(Reason::JobHeld);
+        }
+        if job.begin.is_some_and(|t| t > self.state.now) {
+            return wait(Reason::BeginTime);
         }
         if !job.dependencies.is_empty() {
             match dependency_status(&job.dependencies, |id| self.dep_states.get(&id).copied()) {

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum Reason {
     /// Held by a user or administrator.
     JobHeld,
+    /// Its `--begin` time has not come yet.
+    BeginTime,
     /// Waiting for its dependencies (or for a singleton of the same name to finish).
     Dependency,
     /// A dependency can never be satisfied (`afterok` on a job that failed): the controller
@@ -43,6 +45,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::JobHeld => "JobHeld",
+            Self::BeginTime => "BeginTime",
             Self::Dependency => "Dependency",
             Self::DependencyNeverSatisfied => "DependencyNeverSatisfied",
             Self::PartitionDown => "PartitionDown",

@@ -314,6 +314,14 @@ fn every_pre_resource_reason() {
         .finished(50, JobState::Failed);
     let jobs = [
         job(1).held(),
+        JobView {
+            begin: Some(NOW + 1),
+            ..job(13)
+        },
+        JobView {
+            begin: Some(NOW),
+            ..job(14)
+        },
         job(2).dep(DepKind::AfterOk, 99),
         job(3).dep(DepKind::AfterOk, 50),
         job(4).partition("closed"),
@@ -330,6 +338,7 @@ fn every_pre_resource_reason() {
     let p = run(&c, &jobs);
     let want = [
         (1, Reason::JobHeld),
+        (13, Reason::BeginTime),
         (2, Reason::Dependency),
         (3, Reason::DependencyNeverSatisfied),
         (4, Reason::PartitionDown),
@@ -345,7 +354,8 @@ fn every_pre_resource_reason() {
         assert_eq!(reason(&p, id), Some(r), "job {id}");
         assert_eq!(r.to_string(), format!("{r:?}"));
     }
-    assert_eq!(started(&p), [99]);
+    // Job 14's begin time has come.
+    assert_eq!(started(&p), [14, 99]);
     assert_eq!(p.never_satisfied().collect::<Vec<_>>(), [3]);
     // Running jobs get no decision.
     assert!(p.get(12).is_none());

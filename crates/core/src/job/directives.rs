@@ -99,6 +99,7 @@ const SLURM: &[Spec] = &[
     Spec("comment", None, Required),
     Spec("qos", Some('q'), Required),
     Spec("signal", None, Required),
+    Spec("begin", Some('b'), Required),
     // Accepted and ignored, with a warning: hints berth has no use for.
     Spec("hint", None, Required),
     Spec("distribution", Some('m'), Required),
@@ -161,6 +162,7 @@ const LSF: &[Spec] = &[
     Spec("N", None, No),
     Spec("wa", None, Required),
     Spec("wt", None, Required),
+    Spec("b", None, Required),
 ];
 
 const PBS: &[Spec] = &[
@@ -182,6 +184,7 @@ const PBS: &[Spec] = &[
     Spec("m", Some('m'), Required),
     Spec("M", Some('M'), Required),
     Spec("S", Some('S'), Required),
+    Spec("a", Some('a'), Required),
 ];
 
 /// Splits a directive's text into words as sh would: `'...'` literal, `"..."` with `\"`
@@ -616,6 +619,7 @@ fn apply_slurm(
         }
         "bind" => opts.binds.push(bind(v)?),
         "signal" => slurm_signal(opts, v)?,
+        "begin" => opts.begin = Some(parse_slurm_begin(v)?),
         "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "cores-per-socket"
         | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
             opts,
@@ -877,6 +881,7 @@ fn apply_lsf(
             opts.signal_target = Some(SignalTarget::Job);
         }
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
+        "b" => opts.begin = Some(parse_lsf_begin(v)?),
         other => {
             return Err(JobError::unsupported(
                 other,
@@ -1050,6 +1055,7 @@ fn apply_pbs(
                 _ => return Err(JobError::invalid("rerunnable flag", v, "y or n")),
             })
         }
+        "a" => opts.begin = Some(parse_pbs_begin(v)?),
         "m" | "M" => ignore(opts, found, line, MAIL),
         "S" => ignore(
             opts,

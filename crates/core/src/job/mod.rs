@@ -16,6 +16,7 @@
 //! the partitions; [`pattern`] expands output names once those are known.
 
 mod array;
+mod begin;
 mod dependency;
 mod directives;
 pub mod pattern;
@@ -23,6 +24,7 @@ mod tasks;
 mod time;
 
 pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
+pub use begin::{parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, BeginTime};
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{parse_args, parse_script, Family, ParsedScript};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
@@ -244,6 +246,7 @@ pub struct JobOptions {
     pub signal: Option<i32>,
     pub signal_before: Option<u64>,
     pub signal_target: Option<SignalTarget>,
+    pub begin: Option<BeginTime>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -283,6 +286,7 @@ impl JobOptions {
             signal: c.signal.or(d.signal),
             signal_before: c.signal_before.or(d.signal_before),
             signal_target: c.signal_target.or(d.signal_target),
+            begin: c.begin.or(d.begin),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -326,6 +330,9 @@ pub struct JobRequest {
     pub requeue: Option<bool>,
     #[serde(default)]
     pub signal: Option<WarnSignal>,
+    /// The earliest start, as written: the controller resolves it at submission.
+    #[serde(default)]
+    pub begin: Option<BeginTime>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -476,6 +483,7 @@ impl JobRequest {
             exclusive: o.exclusive.unwrap_or(false),
             requeue: o.requeue,
             signal,
+            begin: o.begin,
             ignored: o.ignored,
         })
     }

@@ -540,6 +540,35 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
         ("-L matlab:1", "no licenses"),
     ] {
         let e = error(&format!("#SBATCH {directive}\n"));
-        assert!(e.contains(why) && e.starts_with("line 1:"), "{directive}: {e}");
+        assert!(
+            e.contains(why) && e.starts_with("line 1:"),
+            "{directive}: {e}"
+        );
     }
+}
+
+#[test]
+fn begin_times_in_each_family() {
+    let begin = |text: &str| request(text).begin;
+    assert_eq!(
+        begin("#SBATCH --begin=now+1hour\n"),
+        Some(BeginTime::AfterSubmit(3600))
+    );
+    assert_eq!(
+        begin("#SBATCH -b 2027-03-01T08:05\n"),
+        parse_slurm_begin("2027-03-01T08:05").ok()
+    );
+    assert_eq!(
+        begin("#BSUB -b 5:2:9:00\n"),
+        parse_lsf_begin("5:2:9:00").ok()
+    );
+    assert_eq!(
+        begin("#PBS -a 01021630\n"),
+        parse_pbs_begin("01021630").ok()
+    );
+    let e = error("#!/bin/sh\n#SBATCH --begin=soon\n");
+    assert!(
+        e.starts_with("line 2:") && e.contains("invalid begin time"),
+        "{e}"
+    );
 }
