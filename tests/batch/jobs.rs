@@ -307,6 +307,30 @@ fn a_job_waits_for_its_begin_time() {
     assert!(job["start_time"].as_u64().unwrap() >= begin, "{job}");
 }
 
+/// `--wait` (sbatch -W, also `#BSUB -K`): submit returns once the job has ended, with its
+/// exit code; for an array, the highest of its tasks'.
+#[test]
+fn submit_waits_for_the_end_when_asked() {
+    let Some(c) = Cluster::start() else { return };
+    let failing = "#!/bin/sh\n#BERTH --image busybox\nsleep 1\necho finished\nexit 3\n";
+    let out = c.try_submit(Mode::Rootless, "wait.sh", failing, &["--wait"]);
+    assert_eq!(out.code, 3, "{} {}", out.stdout, out.stderr);
+    let id: u64 = out.stdout.trim().parse().unwrap();
+    assert_eq!(c.show(id)["state"], "FAILED");
+    let output = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(std::fs::read_to_string(output).unwrap(), "finished\n");
+
+    let array = "#!/bin/sh\n#BSUB -K\n#BERTH --image busybox\nexit $((SLURM_ARRAY_TASK_ID * 2))\n";
+    let out = c.try_submit(Mode::Rootless, "array.sh", array, &["--array=0-2"]);
+    assert_eq!(out.code, 4, "{} {}", out.stdout, out.stderr);
+    let first: u64 = out.stdout.trim().parse().unwrap();
+    for id in first..first + 3 {
+        assert!(!["PENDING", "RUNNING"].contains(&c.show(id)["state"].as_str().unwrap()));
+    }
+    let fine = c.try_submit(Mode::Rootless, "fine.sh", HELLO, &["-W"]);
+    assert_eq!(fine.code, 0, "{} {}", fine.stdout, fine.stderr);
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

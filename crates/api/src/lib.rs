@@ -37,6 +37,9 @@ pub struct SubmitResponse {
     /// Directives accepted but ignored, and other things the user should know.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The submission asked to wait for the job's end (sbatch `--wait`, bsub `-K`).
+    #[serde(default)]
+    pub wait: bool,
 }
 
 /// A job as `berth queue`, `show` and `history` report it.

@@ -680,6 +680,7 @@ impl Controller {
             job_id: first,
             jobs: indices.len() as u64,
             warnings,
+            wait: request.wait,
         })
     }
 

@@ -100,6 +100,7 @@ const SLURM: &[Spec] = &[
     Spec("qos", Some('q'), Required),
     Spec("signal", None, Required),
     Spec("begin", Some('b'), Required),
+    Spec("wait", Some('W'), No),
     // Accepted and ignored, with a warning: hints berth has no use for.
     Spec("hint", None, Required),
     Spec("distribution", Some('m'), Required),
@@ -163,6 +164,7 @@ const LSF: &[Spec] = &[
     Spec("wa", None, Required),
     Spec("wt", None, Required),
     Spec("b", None, Required),
+    Spec("K", None, No),
 ];
 
 const PBS: &[Spec] = &[
@@ -620,6 +622,7 @@ fn apply_slurm(
         "bind" => opts.binds.push(bind(v)?),
         "signal" => slurm_signal(opts, v)?,
         "begin" => opts.begin = Some(parse_slurm_begin(v)?),
+        "wait" => opts.wait = Some(true),
         "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "cores-per-socket"
         | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
             opts,
@@ -882,6 +885,7 @@ fn apply_lsf(
         }
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
+        "K" => opts.wait = Some(true),
         other => {
             return Err(JobError::unsupported(
                 other,
@@ -1027,9 +1031,16 @@ fn apply_pbs(
         "q" => opts.partition = Some(word("queue", v)?),
         // PBS Pro -J and Torque -t both take berth's (and Slurm's) array syntax.
         "J" | "t" => opts.array = Some(ArraySpec::parse(v)?),
-        "W" => match v.strip_prefix("depend=") {
-            Some(list) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
-            None => return Err(JobError::unsupported(v, "berth reads -W depend=... only")),
+        "W" => match v.split_once('=') {
+            Some(("depend", list)) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
+            Some(("block", "true")) => opts.wait = Some(true),
+            Some(("block", "false")) => opts.wait = Some(false),
+            _ => {
+                return Err(JobError::unsupported(
+                    v,
+                    "berth reads -W depend=... and -W block=true|false only",
+                ))
+            }
         },
         "h" => opts.hold = Some(true),
         "V" => opts.export.get_or_insert_with(Export::default).all = true,

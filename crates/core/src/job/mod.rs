@@ -247,6 +247,9 @@ pub struct JobOptions {
     pub signal_before: Option<u64>,
     pub signal_target: Option<SignalTarget>,
     pub begin: Option<BeginTime>,
+    /// sbatch `--wait`, bsub `-K`, qsub `-W block=true`: the submitting command waits for
+    /// the job's end and exits with its status.
+    pub wait: Option<bool>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -287,6 +290,7 @@ impl JobOptions {
             signal_before: c.signal_before.or(d.signal_before),
             signal_target: c.signal_target.or(d.signal_target),
             begin: c.begin.or(d.begin),
+            wait: c.wait.or(d.wait),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -333,6 +337,9 @@ pub struct JobRequest {
     /// The earliest start, as written: the controller resolves it at submission.
     #[serde(default)]
     pub begin: Option<BeginTime>,
+    /// The submitting command waits for the job's end (see [`JobOptions::wait`]).
+    #[serde(default)]
+    pub wait: bool,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -484,6 +491,7 @@ impl JobRequest {
             requeue: o.requeue,
             signal,
             begin: o.begin,
+            wait: o.wait.unwrap_or(false),
             ignored: o.ignored,
         })
     }

@@ -572,3 +572,18 @@ fn begin_times_in_each_family() {
         "{e}"
     );
 }
+
+#[test]
+fn waiting_for_the_end() {
+    assert!(!request("#SBATCH -n 1\n").wait);
+    for text in [
+        "#SBATCH --wait\n",
+        "#SBATCH -W\n",
+        "#BSUB -K\n",
+        "#PBS -W block=true\n",
+    ] {
+        assert!(request(text).wait, "{text}");
+    }
+    assert!(!request("#PBS -W block=false\n").wait);
+    assert!(error("#PBS -W stagein=x\n").contains("-W block=true|false"));
+}
