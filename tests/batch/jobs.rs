@@ -392,6 +392,40 @@ fn dependencies_and_arrays() {
     }
 }
 
+/// The variables scripts written for Slurm, LSF and PBS read to size themselves.
+#[test]
+fn the_allocation_is_described_in_each_family_s_variables() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"echo "account=$SLURM_JOB_ACCOUNT mem=$SLURM_MEM_PER_NODE tpn=$SLURM_NTASKS_PER_NODE cpt=$SLURM_CPUS_PER_TASK uid=$SLURM_JOB_UID gpus=$SLURM_GPUS_ON_NODE limit=$((SLURM_JOB_END_TIME - SLURM_JOB_START_TIME))"
+echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_RESTART_COUNT:-none}""#;
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -A physics --mem=64M -n 2 --ntasks-per-node=2 -t 5\n#BERTH --image busybox\n{body}\n"
+    );
+    let id = c.submit(Mode::Rootless, "vars.sh", &script, &[]);
+    c.completed(id);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(
+        out.unwrap(),
+        format!(
+            "account=physics mem=64 tpn=2 cpt=1 uid={} gpus=0 limit=300\npbs=2/2 lsf=2 restarts=none\n",
+            c.f.user.uid
+        )
+    );
+    let array = "#!/bin/sh\n#SBATCH --array=3-9:3 --mem-per-cpu=10M\n#BERTH --image busybox\n\
+                 echo \"$SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT: $SLURM_ARRAY_TASK_MIN-$SLURM_ARRAY_TASK_MAX $SLURM_MEM_PER_CPU\"\n";
+    let first = c.submit(Mode::Rootless, "tasks.sh", array, &[]);
+    for (n, index) in [3, 6, 9].iter().enumerate() {
+        c.completed(first + n as u64);
+        let out =
+            c.f.cwd(Mode::Rootless)
+                .join(format!("berth-{first}_{index}.out"));
+        assert_eq!(
+            std::fs::read_to_string(out).unwrap(),
+            format!("{index} of 3: 3-9 10\n")
+        );
+    }
+}
+
 #[test]
 fn every_waiting_array_task_shows_why_and_its_priority() {
     let Some(c) = Cluster::start() else { return };

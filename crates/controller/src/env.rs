@@ -97,6 +97,32 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("SLURM_SUBMIT_DIR", job.workdir.clone());
     set("SLURM_JOB_PARTITION", job.partition.clone());
     set("SLURM_JOB_USER", job.user.clone());
+    set("SLURM_JOB_UID", job.uid.to_string());
+    if let Some(account) = &job.request.account {
+        set("SLURM_JOB_ACCOUNT", account.clone());
+    }
+    if let Some(t) = job.request.ntasks_per_node {
+        set("SLURM_NTASKS_PER_NODE", t.to_string());
+    }
+    // In MB, as sbatch sets them: per CPU when that is how it was asked, else per node.
+    match (job.request.memory, job.memory) {
+        (Some(berth_core::job::Memory::PerCpu(b)), _) => {
+            set("SLURM_MEM_PER_CPU", (b >> 20).to_string())
+        }
+        (_, Some(b)) => set("SLURM_MEM_PER_NODE", (b >> 20).to_string()),
+        _ => {}
+    }
+    if let Some(start) = job.start_time {
+        // Scripts that save their state before the limit read these (Slurm 23.02+).
+        set("SLURM_JOB_START_TIME", start.to_string());
+        if let Some(limit) = job.request.time_limit {
+            set("SLURM_JOB_END_TIME", (start + limit).to_string());
+        }
+    }
+    if job.restarts > 0 {
+        set("SLURM_RESTART_COUNT", job.restarts.to_string());
+    }
+    set("SLURM_GPUS_ON_NODE", share.gpu_ids.len().to_string());
     if !share.gpu_ids.is_empty() {
         // The host's numbers of the job's GPUs, as Slurm gives them (inside, CUDA numbers
         // them from 0: berth-runtime sets CUDA_VISIBLE_DEVICES).
@@ -116,6 +142,9 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("PBS_O_WORKDIR", job.workdir.clone());
     set("PBS_QUEUE", job.partition.clone());
     set("PBS_NUM_NODES", nnodes.clone());
+    set("PBS_NP", nslots.to_string());
+    set("PBS_NUM_PPN", share.tasks.max(1).to_string());
+    set("LSB_MAX_NUM_PROCESSORS", nslots.to_string());
     set("BERTH_NODELIST", nodelist);
     set("BERTH_NNODES", nnodes);
     set("BERTH_NODE", node.to_string());
@@ -126,6 +155,14 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         let (master, index) = (master.to_string(), index.to_string());
         for k in ["SLURM_ARRAY_JOB_ID", "BERTH_ARRAY_JOB_ID"] {
             set(k, master.clone());
+        }
+        if let Some(array) = &job.request.array {
+            let indices = array.indices();
+            set("SLURM_ARRAY_TASK_COUNT", indices.len().to_string());
+            if let (Some(min), Some(max)) = (indices.iter().min(), indices.iter().max()) {
+                set("SLURM_ARRAY_TASK_MIN", min.to_string());
+                set("SLURM_ARRAY_TASK_MAX", max.to_string());
+            }
         }
         for k in [
             "SLURM_ARRAY_TASK_ID",
