@@ -23,6 +23,9 @@ pub struct UpArgs {
     /// needs a token from `berth token`
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<std::net::SocketAddr>,
+    /// This machine's node features, which jobs ask for with --constraint (berth up only)
+    #[arg(long, value_name = "FEATURE,...", value_delimiter = ',')]
+    features: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +195,10 @@ pub fn controller(settings: &Settings, args: UpArgs) -> Result<i32> {
 }
 
 fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
+    if !local_node && !args.features.is_empty() {
+        bail!("--features names what a node has: give it to each `berth agent`, not to the controller");
+    }
+    check_features(&args.features)?;
     if !is_root() {
         bail!("the controller must run as root: it runs every job as the user who submitted it");
     }
@@ -200,7 +207,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let socket = args.socket.unwrap_or_else(crate::client::socket);
     if args.detach {
-        return detach(&state_dir, &socket, args.listen, local_node);
+        return detach(&state_dir, &socket, args.listen, local_node, &args.features);
     }
     let store: Box<dyn berth_store::Store> = match &settings.state_store {
         None => Box::new(berth_store::SqliteStore::open(state_dir.join("state.db"))?),
@@ -221,6 +228,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         local_node,
         node_timeout: settings.config.batch.node_timeout,
         oversubscribe: settings.config.batch.oversubscribe,
+        features: args.features,
         state_dir,
     };
     eprintln!(
@@ -287,6 +295,7 @@ fn detach(
     socket: &std::path::Path,
     listen: Option<std::net::SocketAddr>,
     local_node: bool,
+    features: &[String],
 ) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let log_path = state_dir.join("berth.log");
@@ -305,6 +314,9 @@ fn detach(
         .arg(socket);
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -683,20 +695,25 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
     }
     writeln!(
         out,
-        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}  REASON",
-        "NODELIST", "STATE", "PARTITIONS", "CPUS(A/T)", "MEMORY", "GPUS"
+        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:<16} REASON",
+        "NODELIST", "STATE", "PARTITIONS", "CPUS(A/T)", "MEMORY", "GPUS", "FEATURES"
     )?;
     for n in &nodes {
         let cpus = format!("{}/{}", n.cpus_allocated, n.cpus);
+        let features = match n.features.join(",") {
+            f if f.is_empty() => "-".to_string(),
+            f => f,
+        };
         writeln!(
             out,
-            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5}  {}",
+            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:<16} {}",
             n.name,
             n.state,
             n.partitions.join(","),
             cpus,
             crate::image::human_size(n.memory),
             n.gpus,
+            features,
             n.reason.as_deref().unwrap_or("-")
         )?;
     }
@@ -774,6 +791,9 @@ pub struct AgentArgs {
     /// This node's name [default: the host name]
     #[arg(long)]
     name: Option<String>,
+    /// What this node has, which jobs ask for with --constraint (e.g. intel,ib,a100)
+    #[arg(long, value_name = "FEATURE,...", value_delimiter = ',')]
+    features: Vec<String>,
     /// Where the jobs' directories live [default: the image store's directory]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -781,6 +801,19 @@ pub struct AgentArgs {
     /// socket does: `berth submit`, `queue`, ... on this node), e.g. /run/berth/berth.sock
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+}
+
+/// Node features are words a job's `--constraint` can name: no blanks, and none of the
+/// characters its expressions use.
+fn check_features(features: &[String]) -> Result<()> {
+    for f in features {
+        if f.is_empty() || f.contains(|c: char| c.is_whitespace() || "&|,[]()*!".contains(c)) {
+            bail!(
+                "--features {f:?}: a feature is a word without blanks or any of & | , [ ] ( ) * !"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `berth agent`: this host as a node of a controller elsewhere.
@@ -802,10 +835,12 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
     let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    check_features(&args.features)?;
     let mut resources = berth_agent::node::Resources::discover();
     if let Some(name) = args.name {
         resources.name = name;
     }
+    resources.features = args.features;
     berth_agent::daemon::run(berth_agent::daemon::Settings {
         controllers: args
             .controller

@@ -14,6 +14,17 @@ struct Agent {
 
 impl Agent {
     fn start(c: &Cluster, name: &str, controller: u16, key: &std::path::Path) -> Agent {
+        Agent::start_with(c, name, controller, key, &[])
+    }
+
+    /// With `extra` arguments (`--features`).
+    fn start_with(
+        c: &Cluster,
+        name: &str,
+        controller: u16,
+        key: &std::path::Path,
+        extra: &[&str],
+    ) -> Agent {
         let log = c.f.path(&format!("{name}.log"));
         let child = Command::new(&c.f.bin)
             .args([
@@ -31,6 +42,7 @@ impl Agent {
             ])
             .arg("--state-dir")
             .arg(c.f.path(&format!("{name}-state")))
+            .args(extra)
             .env("BERTH_STORE", c.f.path("store-root"))
             .env_remove("BERTH_CONFIG")
             .stdin(Stdio::null())
@@ -371,4 +383,80 @@ fn a_silent_node_goes_down_and_a_drained_one_takes_no_jobs() {
     c.wait_for(waiting, &["CANCELLED"]);
     // Nothing of the test's jobs runs on after it.
     c.wait_for(again, &["CANCELLED"]);
+}
+
+/// Node features (`berth agent --features`) and a job's say in its nodes: `--constraint`,
+/// `--nodelist` and `--exclude` pick among the agents' nodes, and what no node can satisfy
+/// is refused at submission, saying which nodes have what.
+#[test]
+fn constraints_and_node_lists_choose_the_node() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(c) = Cluster::start_controller(None, &["--listen", &listen]) else {
+        return;
+    };
+    let key = c.state.join("cluster.key");
+    let a = Agent::start_with(&c, "node-a", port, &key, &["--features", "intel,ib"]);
+    let b = Agent::start_with(&c, "node-b", port, &key, &["--features=amd"]);
+    eventually("both nodes register", || node_names(&c).len() == 2);
+    let nodes = c.berth(Mode::Rootless, &["nodes"]);
+    assert!(
+        nodes
+            .ok()
+            .lines()
+            .any(|l| l.starts_with("node-a") && l.contains("intel,ib")),
+        "{}",
+        nodes.stdout
+    );
+    let hello = "#!/bin/sh\n#BERTH --image busybox\necho \"on $SLURMD_NODENAME\"\n";
+    for (args, node) in [
+        (&["-C", "intel&ib"][..], "node-a"),
+        (&["--constraint=amd|gpu"], "node-b"),
+        (&["-w", "node-b"], "node-b"),
+        (&["--exclude=node-a"], "node-b"),
+        (&["-w", "node-a,node-b", "-n", "2"], "node-a"),
+    ] {
+        let id = c.submit(Mode::Rootless, "where.sh", hello, args);
+        let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+        assert_eq!(
+            job["state"],
+            "COMPLETED",
+            "{args:?}: {job}\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        assert_eq!(job["nodes"][0], node, "{args:?}: {job}");
+        if args.contains(&"-n") {
+            assert_eq!(
+                job["nodes"],
+                serde_json::json!(["node-a", "node-b"]),
+                "{job}"
+            );
+        }
+    }
+    for (args, why) in [
+        (
+            &["-C", "gpu"][..],
+            "no node of partition normal is left to the job",
+        ),
+        (
+            &["-w", "node-c"],
+            "node node-c (--nodelist) is not in partition",
+        ),
+        (
+            &["-w", "node-a", "-C", "amd"],
+            "node node-a is named (--nodelist) but",
+        ),
+    ] {
+        let out = c.try_submit(Mode::Rootless, "never.sh", hello, args);
+        assert_eq!(out.code, 125, "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+    }
+    // What there is, so that the user can choose.
+    let out = c.try_submit(Mode::Rootless, "never.sh", hello, &["-C", "gpu"]);
+    assert!(
+        out.stderr.contains("node-a [intel,ib], node-b [amd]"),
+        "{}",
+        out.stderr
+    );
 }

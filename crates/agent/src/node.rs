@@ -34,6 +34,9 @@ pub struct Resources {
     pub memory: u64,
     /// Device minors of /dev/nvidiaN.
     pub gpus: Vec<u32>,
+    /// What the administrator says it has (`--features`), for jobs' `--constraint`.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 impl Resources {
@@ -84,6 +87,7 @@ impl Resources {
             cpus: ids.into_iter().collect(),
             memory,
             gpus: gpus.into_iter().collect(),
+            features: Vec::new(),
         }
     }
 }

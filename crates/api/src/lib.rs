@@ -122,6 +122,9 @@ pub struct NodeInfo {
     pub memory: u64,
     pub memory_allocated: u64,
     pub gpus: u32,
+    /// What its administrator says it has (`--features`), for jobs' `--constraint`.
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Why it is down or drained.
     #[serde(default)]
     pub reason: Option<String>,

@@ -57,6 +57,8 @@ pub struct Settings {
     pub node_timeout: u64,
     /// How many jobs may share each core of every node (`[batch] oversubscribe`).
     pub oversubscribe: u32,
+    /// This machine's node features (`berth up --features`), for jobs' `--constraint`.
+    pub features: Vec<String>,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -219,7 +221,7 @@ impl Controller {
             ));
             // Image mounts an earlier process left (it was killed): mounted again as needed.
             agent.release_images();
-            let res = LocalNode::discover(settings.oversubscribe);
+            let res = LocalNode::discover(settings.oversubscribe, settings.features.clone());
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
         // Nodes whose agents registered before (with this controller, or with another that
@@ -449,6 +451,12 @@ impl Controller {
             gpus_per_node: r.gpus_on_node(per_node_tasks, r.nodes.min),
             time_limit: r.time_limit,
             exclusive: r.exclusive,
+            choice: Some(Box::new(sched::NodeChoice {
+                features: r.constraint.clone(),
+                required: r.nodelist.clone(),
+                excluded: r.exclude.clone(),
+            }))
+            .filter(|c| !c.is_empty()),
         }
     }
 
@@ -529,6 +537,9 @@ impl Controller {
         .name
         .clone();
         let sreq = self.sched_request(&partition, &request);
+        if let Some(choice) = &sreq.choice {
+            choice_in(&cluster, &partition, choice)?;
+        }
         sched::fits_ever(&cluster, &sreq).map_err(|reason| {
             ApiError::bad(format!(
                 "the job can never run here ({reason}): it asks for {} node(s) with {} CPUs, {} bytes of memory and {} GPUs each; partition {partition} has {} node(s), the largest with {} CPUs, {} bytes and {} GPUs",
@@ -900,6 +911,7 @@ impl Controller {
                 memory: n.memory,
                 memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
                 gpus: n.gpus,
+                features: n.features.clone(),
                 reason: self
                     .nodes
                     .get(&n.name)
@@ -2267,6 +2279,55 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
         resolve(&job.request.output),
         job.request.error.as_deref().map(resolve),
     )
+}
+
+/// What is wrong, in words, with a job's choice of nodes (`--constraint`, `--nodelist`,
+/// `--exclude`) in `partition`: a named node that is not there or that the job may not have,
+/// or no node left to it at all. (Whether they are big enough is `fits_ever`'s question.)
+fn choice_in(
+    cluster: &sched::ClusterView,
+    partition: &str,
+    choice: &sched::NodeChoice,
+) -> Result<(), ApiError> {
+    let Some(part) = cluster.partition(partition) else {
+        return Ok(());
+    };
+    let members: Vec<&sched::NodeView> = cluster
+        .nodes
+        .iter()
+        .filter(|n| part.nodes.contains(&n.name))
+        .collect();
+    let described = || {
+        members
+            .iter()
+            .map(|n| format!("{} [{}]", n.name, n.features.join(",")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in &choice.required {
+        match members.iter().find(|n| n.name == *name) {
+            None => {
+                return Err(ApiError::bad(format!(
+                    "node {name} (--nodelist) is not in partition {partition}, whose nodes (and features) are {}",
+                    described()
+                )))
+            }
+            Some(n) if !choice.allows(n) => {
+                return Err(ApiError::bad(format!(
+                    "node {name} is named (--nodelist) but the job may not have it (--exclude, or --constraint: it has [{}])",
+                    n.features.join(",")
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if !members.iter().any(|n| choice.allows(n)) {
+        return Err(ApiError::bad(format!(
+            "no node of partition {partition} is left to the job by its --constraint and --exclude; its nodes (and features) are {}",
+            described()
+        )));
+    }
+    Ok(())
 }
 
 /// How far this machine's local time is ahead of UTC at `t` (Unix seconds).

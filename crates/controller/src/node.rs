@@ -25,6 +25,8 @@ pub struct LocalNode {
     pub cpus: Pool,
     /// NVIDIA GPU minors (/dev/nvidiaN): each job gets GPUs of its own.
     pub gpus: Pool,
+    /// What its administrator says it has, for jobs' `--constraint`.
+    pub features: Vec<String>,
 }
 
 /// Ids of one kind of device (CPUs, GPUs): all the node has, and those no job holds.
@@ -75,8 +77,12 @@ impl Pool {
 
 impl LocalNode {
     /// This machine, as its agent finds it, each core shared by up to `oversubscribe` jobs.
-    pub fn discover(oversubscribe: u32) -> LocalNode {
-        LocalNode::from(berth_agent::node::Resources::discover(), oversubscribe)
+    pub fn discover(oversubscribe: u32, features: Vec<String>) -> LocalNode {
+        let resources = berth_agent::node::Resources {
+            features,
+            ..berth_agent::node::Resources::discover()
+        };
+        LocalNode::from(resources, oversubscribe)
     }
 
     /// The node its agent reported, each core shared by up to `oversubscribe` jobs.
@@ -88,6 +94,7 @@ impl LocalNode {
             memory: r.memory,
             cpus: Pool::new(slots),
             gpus: Pool::new(r.gpus),
+            features: r.features,
         }
     }
 
@@ -99,6 +106,7 @@ impl LocalNode {
             cpus: cores(&all),
             memory: self.memory,
             gpus: self.gpus.all.iter().copied().collect(),
+            features: self.features.clone(),
         }
     }
 
@@ -114,6 +122,7 @@ impl LocalNode {
             memory: self.memory,
             gpus: self.gpus.count(),
             allocations,
+            features: self.features.clone(),
         }
     }
 }
@@ -130,6 +139,7 @@ mod tests {
                 cpus: (0..4).collect(),
                 memory: 1 << 30,
                 gpus: vec![0, 1, 3],
+                features: vec!["a100".into()],
             },
             1,
         );
@@ -148,6 +158,10 @@ mod tests {
             [0, 1, 3],
             "what it has stays what it reported"
         );
+        assert_eq!(
+            node.view(Vec::new(), sched::AdminState::Up).features,
+            ["a100"]
+        );
     }
 
     #[test]
@@ -157,6 +171,7 @@ mod tests {
             cpus: vec![2, 3],
             memory: 1 << 30,
             gpus: Vec::new(),
+            features: Vec::new(),
         };
         let mut shared = LocalNode::from(r.clone(), 3);
         assert_eq!(shared.cpus.count(), 6, "each core counts three times");

@@ -21,7 +21,7 @@
 
 use crate::feasible::Shape;
 use crate::model::Res;
-use crate::state::{NodeRt, Slot, State};
+use crate::state::{Eligible, NodeRt, Slot, State};
 
 /// Whether `node` could give `want` from `t` for `d` seconds, given `free` (its free capacity
 /// at `t`) and the reservations already on it.
@@ -44,7 +44,14 @@ impl State<'_> {
     /// Reserves, for a job of partition `p` with this shape running `d` seconds, the earliest
     /// resources it can have; returns the reservation's start (the job's expected start) and
     /// its nodes, or `None` if no time was found (all members down, say).
-    pub fn reserve(&mut self, p: usize, shape: &Shape, d: u64) -> Option<(u64, Vec<usize>)> {
+    /// With `among`, only the nodes the job may have, and all those it must.
+    pub fn reserve(
+        &mut self,
+        p: usize,
+        shape: &Shape,
+        d: u64,
+        among: Option<&Eligible>,
+    ) -> Option<(u64, Vec<usize>)> {
         let now = self.now;
         let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
         let members: Vec<usize> = self.parts[p]
@@ -52,8 +59,18 @@ impl State<'_> {
             .iter()
             .copied()
             .filter(|&n| self.nodes[n].up && self.nodes[n].total.covers(&shape.need))
+            .filter(|&n| among.is_none_or(|a| a.ok[n]))
             .collect();
         if members.len() < k {
+            return None;
+        }
+        // Members the job must have: it starts only when all of them fit.
+        let required: Vec<bool> = members
+            .iter()
+            .map(|n| among.is_some_and(|a| a.required.contains(n)))
+            .collect();
+        let must = required.iter().filter(|&&r| r).count();
+        if must < among.map_or(0, |a| a.required.len()) {
             return None;
         }
         let want: Vec<Res> = members
@@ -92,7 +109,10 @@ impl State<'_> {
             .map(|(m, &n)| fits_at(&self.nodes[n], free[m], &want[m], now, d))
             .collect();
         let mut count = fit.iter().filter(|&&f| f).count();
-        let mut start = (count >= k).then_some(now);
+        let mut count_required = (0..members.len())
+            .filter(|&m| fit[m] && required[m])
+            .count();
+        let mut start = (count >= k && count_required == must).then_some(now);
         let mut i = 0;
         while start.is_none() && i < events.len() {
             let t = events[i].0;
@@ -104,25 +124,29 @@ impl State<'_> {
                 let f = fits_at(&self.nodes[members[m]], free[m], &want[m], t, d);
                 if f != fit[m] {
                     fit[m] = f;
+                    let r = usize::from(required[m]);
                     if f {
                         count += 1;
+                        count_required += r;
                     } else {
                         count -= 1;
+                        count_required -= r;
                     }
                 }
                 i += 1;
             }
-            if count >= k {
+            if count >= k && count_required == must {
                 start = Some(t);
             }
         }
         let start = start?;
         let end = start.saturating_add(d);
 
-        // Best fit at the reservation's start, ties by name, as for a start now.
+        // Best fit at the reservation's start, ties by name, as for a start now; the
+        // required members first.
         let mut chosen: Vec<usize> = (0..members.len()).filter(|&m| fit[m]).collect();
-        chosen.sort_by_key(|&m| (free[m].cpus, members[m]));
-        chosen.truncate(k);
+        chosen.sort_by_key(|&m| (!required[m], free[m].cpus, members[m]));
+        chosen.truncate(k.max(must));
         let mut nodes = Vec::with_capacity(k);
         for m in chosen {
             nodes.push(members[m]);

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{AdminState, ClusterView, JobRequest, NodeView, PartitionView, Res};
+use crate::model::{AdminState, ClusterView, JobRequest, NodeChoice, NodeView, PartitionView, Res};
 use crate::reason::Reason;
 
 /// What a request needs from each node, and how many nodes.
@@ -135,10 +135,34 @@ pub fn fits_ever(cluster: &ClusterView, req: &JobRequest) -> Result<(), Reason> 
     let part = cluster
         .partition(&req.partition)
         .ok_or(Reason::BadConstraints)?;
-    let shape = Shape::of(req)?;
     let members = members(cluster, part);
-    partition_limits(part, req, members.len())?;
-    match Classes::new(members).fit(&shape) {
+    let any = NodeChoice::default();
+    let choice = req.choice.as_deref().unwrap_or(&any);
+    // A job with a say in its nodes: only those it may have count, and each one it must
+    // have counts toward its nodes.
+    let eligible: Vec<&NodeView> = members
+        .iter()
+        .copied()
+        .filter(|n| choice.allows(n))
+        .collect();
+    if !choice
+        .required
+        .iter()
+        .all(|r| eligible.iter().any(|n| n.name == *r))
+    {
+        return Err(Reason::BadConstraints);
+    }
+    let must = u32::try_from(choice.required.len()).unwrap_or(u32::MAX);
+    if must > req.nodes_max {
+        return Err(Reason::BadConstraints);
+    }
+    let widened = JobRequest {
+        nodes_min: req.nodes_min.max(must),
+        ..req.clone()
+    };
+    let shape = Shape::of(&widened)?;
+    partition_limits(part, &widened, members.len())?;
+    match Classes::new(eligible).fit(&shape) {
         // Nodes being down now is no reason to refuse a job: they come back.
         Err(Reason::ReqNodeNotAvail) => Ok(()),
         other => other,

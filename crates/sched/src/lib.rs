@@ -13,7 +13,8 @@
 //!   priority::PriorityContext ── priority per pending job ── sort (tier, priority, FIFO, id)
 //!   for each job, cheapest check first (the first failure is its Reason):
 //!     held → begin time → dependencies → singleton → partition down / MaxTime / MaxNodes
-//!     → array %N → shape vs hardware (feasible) → free nodes now (state, best fit)
+//!     → array %N → shape vs hardware (feasible) → free nodes now (state, best fit;
+//!       among its own eligible nodes, named ones first, for a job with a NodeChoice)
 //!     → blocked: Resources (first of its partition) or Priority,
 //!                and for the first K blocked, a backfill reservation (backfill)
 //!   ─► Plan { decisions: [Decision { job, priority, outcome: Start | Wait }] }
@@ -44,7 +45,7 @@ pub use deps::{
 pub use feasible::fits_ever;
 pub use model::{
     node_state, AdminState, Allocation, ArrayTask, ClusterView, DepKind, Dependency, JobId,
-    JobRequest, JobState, JobView, NodeState, NodeView, PartitionView,
+    JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView, PartitionView,
 };
 pub use pass::{planned_time, schedule};
 pub use plan::{Decision, NodeAlloc, Outcome, Plan, Start};

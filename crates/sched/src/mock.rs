@@ -12,7 +12,7 @@
 
 use crate::model::{
     AdminState, Allocation, ArrayTask, ClusterView, DepKind, Dependency, JobId, JobRequest,
-    JobState, JobView, NodeView, PartitionView,
+    JobState, JobView, NodeChoice, NodeView, PartitionView,
 };
 
 /// One gibibyte, for memory sizes.
@@ -27,10 +27,17 @@ pub fn node(name: &str, cpus: u32, memory: u64) -> NodeView {
         memory,
         gpus: 0,
         allocations: Vec::new(),
+        features: Vec::new(),
     }
 }
 
 impl NodeView {
+    /// With these features.
+    pub fn features(mut self, features: &[&str]) -> Self {
+        self.features = features.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
     /// With `n` GPUs.
     pub fn gpus(mut self, n: u32) -> Self {
         self.gpus = n;
@@ -214,6 +221,31 @@ impl JobView {
     /// `-t`, seconds.
     pub fn time(mut self, s: u64) -> Self {
         self.request.time_limit = Some(s);
+        self
+    }
+
+    fn choice(&mut self) -> &mut NodeChoice {
+        self.request.choice.get_or_insert_with(Default::default)
+    }
+
+    /// `--constraint`: any of these feature sets, each in full.
+    pub fn constraint(mut self, any: &[&[&str]]) -> Self {
+        self.choice().features = any
+            .iter()
+            .map(|all| all.iter().map(|f| f.to_string()).collect())
+            .collect();
+        self
+    }
+
+    /// `--nodelist`.
+    pub fn nodelist(mut self, nodes: &[&str]) -> Self {
+        self.choice().required = nodes.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// `--exclude`.
+    pub fn exclude(mut self, nodes: &[&str]) -> Self {
+        self.choice().excluded = nodes.iter().map(|n| n.to_string()).collect();
         self
     }
 

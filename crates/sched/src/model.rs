@@ -73,6 +73,39 @@ pub struct NodeView {
     pub gpus: u32,
     /// What running jobs hold on it.
     pub allocations: Vec<Allocation>,
+    /// What the administrator says it has (Slurm's node `Features`), for `--constraint`.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+/// A job's say in which nodes of its partition it gets (sbatch `--constraint`,
+/// `--nodelist`, `--exclude`). Empty: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeChoice {
+    /// Each node must have every feature of one of these sets (`a&b|c`: `[[a, b], [c]]`;
+    /// nodes may differ in which); empty: no constraint.
+    #[serde(default)]
+    pub features: Vec<Vec<String>>,
+    /// Nodes the job must have, every one of them.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Nodes it must not have.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+}
+
+impl NodeChoice {
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty() && self.required.is_empty() && self.excluded.is_empty()
+    }
+
+    /// Whether `node` may be one of the job's, by its features and the exclusions (required
+    /// nodes are counted by the caller).
+    pub fn allows(&self, node: &NodeView) -> bool {
+        let has = |f: &String| node.features.contains(f);
+        !self.excluded.contains(&node.name)
+            && (self.features.is_empty() || self.features.iter().any(|all| all.iter().all(has)))
+    }
 }
 
 /// One partition (queue). Membership is declared here, as in `slurm.conf`'s
@@ -210,6 +243,10 @@ pub struct JobRequest {
     pub time_limit: Option<u64>,
     /// `--exclusive`: whole nodes, shared with no other job.
     pub exclusive: bool,
+    /// `--constraint`, `--nodelist`, `--exclude`; boxed, so that the jobs without one (most)
+    /// stay small: a pass walks them all.
+    #[serde(default)]
+    pub choice: Option<Box<NodeChoice>>,
 }
 
 impl Default for JobRequest {
@@ -225,6 +262,7 @@ impl Default for JobRequest {
             gpus_per_node: 0,
             time_limit: None,
             exclusive: false,
+            choice: None,
         }
     }
 }

@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 
 use crate::deps::{dependency_status, DepStatus};
-use crate::feasible::{partition_limits, Shape};
+use crate::feasible::{partition_limits, Classes, Shape};
 use crate::hash::{FxMap, FxSet};
 use crate::model::{ClusterView, JobId, JobRequest, JobState, JobView, PartitionView};
 use crate::plan::{Decision, Outcome, Plan, Start};
@@ -184,9 +184,29 @@ impl<'a> Pass<'a> {
         if job.singleton && self.singleton_running.contains(&name) {
             return wait(Reason::Dependency);
         }
-        let req = &job.request;
         let Some(p) = p else {
             return wait(Reason::BadConstraints);
+        };
+        // A job with a say in its nodes: those it may have, and those it must (each counts
+        // toward its nodes).
+        let among = match job.request.choice.as_deref() {
+            None => None,
+            Some(choice) => match self.state.eligible(p, choice) {
+                Ok(among) => Some(among),
+                Err(r) => return wait(r),
+            },
+        };
+        let widened;
+        let req = match among.as_ref().map(|a| a.required.len() as u32) {
+            Some(must) if must > job.request.nodes_max => return wait(Reason::BadConstraints),
+            Some(must) if must > job.request.nodes_min => {
+                widened = JobRequest {
+                    nodes_min: must,
+                    ..job.request.clone()
+                };
+                &widened
+            }
+            _ => &job.request,
         };
         let part = &self.state.parts[p];
         if part.view.down {
@@ -205,21 +225,34 @@ impl<'a> Pass<'a> {
             Ok(s) => s,
             Err(r) => return wait(r),
         };
-        let memo = self.shapes.entry((p, shape)).or_insert_with(|| ShapeMemo {
-            fit: part.classes.fit(&shape),
-            failed_end: None,
-        });
-        if let Err(r) = memo.fit {
-            return wait(r);
-        }
-
         let d = planned_time(req, part.view, self.config);
         let end = self.state.now.saturating_add(d);
-        let known_failed = memo.failed_end.is_some_and(|e| end >= e);
-        let chosen = if known_failed {
-            None
-        } else {
-            self.state.find_now(p, &shape, end)
+        // What the pass learnt of this shape holds for the partition as a whole; a job with
+        // a say in its nodes is checked against its own.
+        let memo = match &among {
+            None => Some(self.shapes.entry((p, shape)).or_insert_with(|| ShapeMemo {
+                fit: part.classes.fit(&shape),
+                failed_end: None,
+            })),
+            Some(a) => {
+                let nodes = part.members.iter().filter(|&&n| a.ok[n]);
+                let classes = Classes::new(nodes.map(|&n| self.state.nodes[n].view));
+                if let Err(r) = classes.fit(&shape) {
+                    return wait(r);
+                }
+                None
+            }
+        };
+        if let Some(Err(r)) = memo.as_ref().map(|m| m.fit) {
+            return wait(r);
+        }
+        let known_failed = memo
+            .as_ref()
+            .is_some_and(|m| m.failed_end.is_some_and(|e| end >= e));
+        let chosen = match (&among, known_failed) {
+            (_, true) => None,
+            (None, false) => self.state.find_now(p, &shape, end),
+            (Some(a), false) => self.state.find_among(p, &shape, end, a),
         };
         if let Some(chosen) = chosen {
             let nodes = self.state.commit(req, &chosen, end);
@@ -231,7 +264,7 @@ impl<'a> Pass<'a> {
             }
             return Outcome::Start(Start { end, nodes });
         }
-        if !known_failed {
+        if let (Some(memo), false) = (memo, known_failed) {
             memo.failed_end = Some(memo.failed_end.map_or(end, |e| e.min(end)));
         }
 
@@ -244,7 +277,7 @@ impl<'a> Pass<'a> {
         part.blocked = true;
         let reservation = if self.reservations < self.config.reservations {
             self.reservations += 1;
-            self.state.reserve(p, &shape, d)
+            self.state.reserve(p, &shape, d, among.as_ref())
         } else {
             None
         };

@@ -16,8 +16,9 @@ use std::collections::BTreeSet;
 
 use crate::feasible::{members, Classes, Shape};
 use crate::hash::FxMap;
-use crate::model::{AdminState, ClusterView, JobRequest, PartitionView, Res};
+use crate::model::{AdminState, ClusterView, JobRequest, NodeChoice, NodeView, PartitionView, Res};
 use crate::plan::NodeAlloc;
+use crate::reason::Reason;
 
 /// Resources reserved on one node for a blocked job, from `start` to `end`.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,7 @@ impl Slot {
 #[derive(Debug)]
 pub(crate) struct NodeRt<'a> {
     pub name: &'a str,
+    pub view: &'a NodeView,
     pub total: Res,
     /// Free now: total minus running jobs minus jobs started in this pass.
     pub free: Res,
@@ -71,6 +73,13 @@ impl NodeRt<'_> {
                 .iter()
                 .all(|s| s.start >= end || s.slack.covers(want))
     }
+}
+
+/// The nodes a job with a say in them may have (`ok`, by node index) and must have.
+#[derive(Debug)]
+pub(crate) struct Eligible {
+    pub ok: Vec<bool>,
+    pub required: Vec<usize>,
 }
 
 /// One partition during the pass.
@@ -123,6 +132,7 @@ impl<'a> State<'a> {
                     .collect();
                 NodeRt {
                     name: &v.name,
+                    view: v,
                     total,
                     free: total.sub(&used),
                     up: v.state == AdminState::Up,
@@ -208,6 +218,70 @@ impl<'a> State<'a> {
                 if chosen.len() >= k_max {
                     break;
                 }
+            }
+        }
+        (chosen.len() >= k_min).then_some(chosen)
+    }
+
+    /// The members of partition `p` a job with this `choice` may have, and the ones it must:
+    /// `BadConstraints` if a required node is not a member, or is one it may not have.
+    pub fn eligible(&self, p: usize, choice: &NodeChoice) -> Result<Eligible, Reason> {
+        let part = &self.parts[p];
+        let mut ok = vec![false; self.nodes.len()];
+        for &n in &part.members {
+            ok[n] = choice.allows(self.nodes[n].view);
+        }
+        let required = choice
+            .required
+            .iter()
+            .map(|name| {
+                self.nodes
+                    .binary_search_by(|n| n.name.cmp(name))
+                    .ok()
+                    .filter(|&n| ok[n])
+                    .ok_or(Reason::BadConstraints)
+            })
+            .collect::<Result<Vec<usize>, Reason>>()?;
+        Ok(Eligible { ok, required })
+    }
+
+    /// [`Self::find_now`] for a job with a say in its nodes: its required nodes first (each
+    /// must take it now), then the best-fit others it may have.
+    pub fn find_among(
+        &self,
+        p: usize,
+        shape: &Shape,
+        end: u64,
+        among: &Eligible,
+    ) -> Option<Vec<usize>> {
+        let part = &self.parts[p];
+        let k_max = usize::try_from(shape.k_max).unwrap_or(usize::MAX);
+        let k_min = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
+        let want = |n: usize| -> Option<Res> {
+            let node = &self.nodes[n];
+            let want = if shape.exclusive {
+                (!node.busy && node.total.covers(&shape.need)).then_some(node.total)?
+            } else {
+                shape.need
+            };
+            (node.up && node.allows(&want, end)).then_some(want)
+        };
+        let mut chosen = Vec::new();
+        for &n in &among.required {
+            want(n)?;
+            chosen.push(n);
+        }
+        let index = if shape.exclusive {
+            &part.idle_index
+        } else {
+            &part.free_index
+        };
+        for &(_, n) in index.range((shape.need.cpus, 0)..) {
+            if chosen.len() >= k_max {
+                break;
+            }
+            if among.ok[n] && !among.required.contains(&n) && want(n).is_some() {
+                chosen.push(n);
             }
         }
         (chosen.len() >= k_min).then_some(chosen)

@@ -800,3 +800,90 @@ fn backfill_never_delays_a_reservation() {
     }
     assert!(checked > 1000, "only {checked} instants checked");
 }
+
+#[test]
+fn features_nodelists_and_exclusions_choose_among_the_partitions_nodes() {
+    let c = cluster(vec![
+        node("a", 4, 8 * GIB).features(&["intel"]),
+        node("b", 4, 8 * GIB).features(&["amd"]),
+        node("c", 8, 8 * GIB).features(&["intel", "ib"]),
+        node("d", 4, 8 * GIB)
+            .features(&["intel"])
+            .running(50, 4, 0, NOW + 100),
+    ])
+    .with(partition("batch", &["a", "b", "c", "d"]));
+    let jobs = [
+        job(1).constraint(&[&["intel", "ib"]]),
+        job(2).constraint(&[&["amd"], &["gpu"]]),
+        job(3).constraint(&[&["gpu"]]),
+        job(4).nodelist(&["a"]),
+        job(5).tasks(2).nodes_range(1, 2).nodelist(&["a", "c"]),
+        job(6).nodelist(&["zz"]),
+        job(7).nodelist(&["a", "b"]),
+        job(8).nodelist(&["b"]).exclude(&["b"]),
+        job(9).constraint(&[&["intel"]]).exclude(&["a", "c"]),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(nodes_of(&p, 1), ["c"]);
+    assert_eq!(nodes_of(&p, 2), ["b"]);
+    assert_eq!(nodes_of(&p, 4), ["a"]);
+    // Both named nodes, though one would have done (one task each).
+    assert_eq!(nodes_of(&p, 5), ["a", "c"]);
+    for id in [3, 6, 7, 8] {
+        assert_eq!(reason(&p, id), Some(Reason::BadConstraints), "job {id}");
+    }
+    // Only d is left to it, busy until NOW + 100: it waits there for resources.
+    assert_eq!(reason(&p, 9), Some(Reason::Resources));
+    assert_eq!(expected(&p, 9), Some(NOW + 100));
+    match &p.get(9).unwrap().outcome {
+        Outcome::Wait { planned_nodes, .. } => assert_eq!(planned_nodes, &["d"]),
+        other => panic!("{other:?}"),
+    }
+
+    // The same checks at submission.
+    let ever = |j: JobView| crate::fits_ever(&c, &j.request);
+    assert_eq!(
+        ever(job(1).constraint(&[&["gpu"]])),
+        Err(Reason::BadConstraints)
+    );
+    assert_eq!(ever(job(1).nodelist(&["zz"])), Err(Reason::BadConstraints));
+    assert_eq!(
+        ever(job(1).nodelist(&["a", "b"])),
+        Err(Reason::BadConstraints)
+    );
+    assert_eq!(ever(job(1).cpus(8).constraint(&[&["intel"]])), Ok(()));
+    assert_eq!(
+        ever(job(1).cpus(8).constraint(&[&["amd"]])),
+        Err(Reason::BadConstraints)
+    );
+    assert_eq!(
+        ever(job(1).tasks(2).nodes_range(1, 2).nodelist(&["a", "b"])),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_job_waits_for_the_node_it_must_have_and_others_backfill_around_it() {
+    let c = cluster(vec![
+        node("a", 4, 8 * GIB).running(50, 4, 0, NOW + 100),
+        node("b", 4, 8 * GIB),
+    ])
+    .with(partition("batch", &["a", "b"]));
+    // Job 1 must have all of a (busy until NOW + 100) and of b: it reserves both from then;
+    // job 2, ending after that, may not take b now; job 3, ending before, may.
+    let jobs = [
+        job(1)
+            .tasks(2)
+            .cpus(4)
+            .nodes_range(1, 2)
+            .nodelist(&["a", "b"])
+            .time(60),
+        job(2).time(200),
+        job(3).time(50),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(reason(&p, 1), Some(Reason::Resources));
+    assert_eq!(expected(&p, 1), Some(NOW + 100));
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
+    assert_eq!(nodes_of(&p, 3), ["b"]);
+}

@@ -667,10 +667,9 @@ fn apply_slurm(
             "cores are shared only where the administrator set [batch] oversubscribe",
         ),
         "quiet" => ignore(opts, found, line, "berth submit prints what it always prints"),
-        "constraint" => return Err(JobError::unsupported(v, "berth's nodes carry no features to match")),
-        "nodelist" | "exclude" => {
-            return Err(JobError::unsupported(v, "berth chooses the nodes itself: ask for a partition"))
-        }
+        "constraint" => opts.constraint = Some(constraint(v)?),
+        "nodelist" => opts.nodelist = Some(nodes(v)?),
+        "exclude" => opts.exclude = Some(nodes(v)?),
         "reservation" => return Err(JobError::unsupported(v, "berth has no reservations")),
         "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
         other => {
@@ -681,6 +680,46 @@ fn apply_slurm(
         }
     }
     Ok(())
+}
+
+/// sbatch `--constraint`: features joined by `&` (and) and `|` (or), `&` binding tighter,
+/// as sets of which each node must have one whole.
+fn constraint(v: &str) -> Result<Vec<Vec<String>>, JobError> {
+    if v.contains(['[', ']', '(', ')', '*', '!']) {
+        return Err(JobError::unsupported(
+            v,
+            "berth reads features joined by & (and) and | (or); counts, brackets and parentheses are not supported",
+        ));
+    }
+    v.split('|')
+        .map(|all| {
+            all.split(['&', ','])
+                .map(|f| {
+                    let f = f.trim();
+                    match f.is_empty() || f.contains(char::is_whitespace) {
+                        true => Err(JobError::invalid(
+                            "constraint",
+                            v,
+                            "FEATURE[&FEATURE...][|...]",
+                        )),
+                        false => Ok(f.to_string()),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// sbatch `--nodelist`/`--exclude`: a hostlist (`n[1-3],gpu1`).
+fn nodes(v: &str) -> Result<Vec<String>, JobError> {
+    if v.contains('/') {
+        return Err(JobError::unsupported(
+            v,
+            "name the nodes, not a file of them",
+        ));
+    }
+    crate::job::expand_hostlist(v)
+        .ok_or_else(|| JobError::invalid("node list", v, "NAME[,NAME...], e.g. n[1-3],gpu1"))
 }
 
 /// sbatch `--signal=[{R|B}:]SIGNAL[@SECONDS]`: SECONDS (0-65535, 60 when not given) before

@@ -28,7 +28,7 @@ pub use begin::{parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, BeginTime};
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{parse_args, parse_script, Family, ParsedScript};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
-pub use tasks::{block_layout, hostlist, per_node};
+pub use tasks::{block_layout, expand_hostlist, hostlist, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};
 
 use serde::{Deserialize, Serialize};
@@ -250,6 +250,12 @@ pub struct JobOptions {
     /// sbatch `--wait`, bsub `-K`, qsub `-W block=true`: the submitting command waits for
     /// the job's end and exits with its status.
     pub wait: Option<bool>,
+    /// sbatch `--constraint`: features each node must have, as any one of these sets.
+    pub constraint: Option<Vec<Vec<String>>>,
+    /// sbatch `--nodelist`: nodes the job must have, every one.
+    pub nodelist: Option<Vec<String>>,
+    /// sbatch `--exclude`: nodes it must not have.
+    pub exclude: Option<Vec<String>>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -291,6 +297,9 @@ impl JobOptions {
             signal_target: c.signal_target.or(d.signal_target),
             begin: c.begin.or(d.begin),
             wait: c.wait.or(d.wait),
+            constraint: c.constraint.or(d.constraint),
+            nodelist: c.nodelist.or(d.nodelist),
+            exclude: c.exclude.or(d.exclude),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -340,6 +349,15 @@ pub struct JobRequest {
     /// The submitting command waits for the job's end (see [`JobOptions::wait`]).
     #[serde(default)]
     pub wait: bool,
+    /// Features each node must have: every one of any of these sets (`a&b|c`); empty: any node.
+    #[serde(default)]
+    pub constraint: Vec<Vec<String>>,
+    /// Nodes the job must have, every one (each counts toward its nodes).
+    #[serde(default)]
+    pub nodelist: Vec<String>,
+    /// Nodes it must not have.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -461,6 +479,15 @@ impl JobRequest {
                 ))
             }
         };
+        let nodelist = o.nodelist.unwrap_or_default();
+        if nodelist.len() > nodes.max as usize {
+            return Err(request_err(format!(
+                "{} nodes are named (--nodelist) but the job runs on at most {} (ask for -N {} or more tasks)",
+                nodelist.len(),
+                nodes.max,
+                nodelist.len()
+            )));
+        }
         let join = o.join_output.unwrap_or(false);
         Ok(JobRequest {
             name,
@@ -492,6 +519,9 @@ impl JobRequest {
             signal,
             begin: o.begin,
             wait: o.wait.unwrap_or(false),
+            constraint: o.constraint.unwrap_or_default(),
+            nodelist,
+            exclude: o.exclude.unwrap_or_default(),
             ignored: o.ignored,
         })
     }

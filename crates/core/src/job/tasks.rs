@@ -85,6 +85,61 @@ pub fn block_layout(tasks: u32, nodes: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The names a hostlist stands for (`n[1-3,05],gpu1` -> n1 n2 n3 n05 gpu1), in its order:
+/// [`hostlist`]'s form read back, with any number of bracket groups per name. `None` if it is
+/// malformed (an unclosed bracket, a range going down, a blank) or stands for more than
+/// 65,536 names.
+pub fn expand_hostlist(list: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in list.char_indices().chain([(list.len(), ',')]) {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.checked_sub(1)?,
+            ',' if depth == 0 => {
+                expand_name(&list[start..i], &mut out)?;
+                start = i + 1;
+            }
+            c if c.is_whitespace() => return None,
+            _ => {}
+        }
+    }
+    (depth == 0).then_some(out)
+}
+
+/// Appends the names one item of a hostlist stands for.
+fn expand_name(item: &str, out: &mut Vec<String>) -> Option<()> {
+    let Some(open) = item.find('[') else {
+        (!item.is_empty() && !item.contains(']')).then(|| out.push(item.to_string()))?;
+        return Some(());
+    };
+    let close = open + item[open..].find(']')?;
+    let (prefix, ranges, rest) = (&item[..open], &item[open + 1..close], &item[close + 1..]);
+    for range in ranges.split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(a) || !digits(b) {
+            return None;
+        }
+        let (lo, hi): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        if hi < lo || hi - lo >= 65_536 {
+            return None;
+        }
+        let width = if a.len() > 1 && a.starts_with('0') {
+            a.len()
+        } else {
+            0
+        };
+        for n in lo..=hi {
+            expand_name(&format!("{prefix}{n:0width$}{rest}"), out)?;
+            if out.len() > 65_536 {
+                return None;
+            }
+        }
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +163,31 @@ mod tests {
         assert_eq!(hostlist(&["n9", "n10"]), "n[9-10]");
         assert_eq!(hostlist(&["n09", "n10"]), "n09,n10");
         assert_eq!(hostlist::<&str>(&[]), "");
+    }
+
+    #[test]
+    fn hostlists_expand_to_their_names() {
+        let names = |l: &str| expand_hostlist(l).unwrap();
+        assert_eq!(names("n[1-3,05],gpu1"), ["n1", "n2", "n3", "n05", "gpu1"]);
+        assert_eq!(names("n[01-03,07]"), ["n01", "n02", "n03", "n07"]);
+        assert_eq!(names("r[1-2]n[1-2]"), ["r1n1", "r1n2", "r2n1", "r2n2"]);
+        assert_eq!(names("a-[9-10].x"), ["a-9.x", "a-10.x"]);
+        assert_eq!(names("login"), ["login"]);
+        // What hostlist writes, read back.
+        let all = ["bt1-h1", "bt1-h2", "n09", "n10", "login"];
+        assert_eq!(names(&hostlist(&all)), all);
+        for bad in [
+            "",
+            "n[1-3",
+            "n1-3]",
+            "n[3-1]",
+            "n[a-b]",
+            "a,,b",
+            "n[1 -2]",
+            "n[1-99999]",
+        ] {
+            assert_eq!(expand_hostlist(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -532,10 +532,10 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
     assert_eq!(ignored.len(), 16, "{ignored:?}");
     assert!(o.ignored[0].reason.contains("places the tasks itself"));
     for (directive, why) in [
-        ("--constraint=intel", "no features"),
-        ("-C ib", "no features"),
-        ("--nodelist=n[1-2]", "chooses the nodes itself"),
-        ("-x n3", "chooses the nodes itself"),
+        ("--constraint=[a|b]", "counts, brackets and parentheses"),
+        ("-C a&&b", "invalid constraint"),
+        ("--nodelist=n[1-2", "invalid node list"),
+        ("-w ./hosts", "not a file"),
         ("--reservation=maint", "no reservations"),
         ("-L matlab:1", "no licenses"),
     ] {
@@ -586,4 +586,24 @@ fn waiting_for_the_end() {
     }
     assert!(!request("#PBS -W block=false\n").wait);
     assert!(error("#PBS -W stagein=x\n").contains("-W block=true|false"));
+}
+
+#[test]
+fn constraints_and_node_lists() {
+    let r = request("#SBATCH -C 'intel&ib|amd' -n 3 -w n[1-2] -x n9,login\n");
+    assert_eq!(r.constraint, [vec!["intel", "ib"], vec!["amd"]]);
+    assert_eq!(r.nodelist, ["n1", "n2"]);
+    assert_eq!(r.exclude, ["n9", "login"]);
+    // Slurm's older comma for "and".
+    assert_eq!(
+        request("#SBATCH --constraint=a,b\n").constraint,
+        [vec!["a", "b"]]
+    );
+    let e = JobRequest::from_script("#SBATCH -w n[1-3]\n", JobOptions::default(), "j")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("3 nodes are named (--nodelist) but the job runs on at most 1"),
+        "{e}"
+    );
 }
