@@ -69,19 +69,10 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// UTC `YYYY-MM-DD HH:MM` from seconds since the epoch (Howard Hinnant's civil-from-days).
+/// UTC `YYYY-MM-DD HH:MM` from seconds since the epoch.
 pub fn utc(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
+    let (y, m, d) = berth_core::job::civil_from_days((secs / 86400) as i64);
     let rem = secs % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}",
         rem / 3600,

@@ -102,8 +102,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// The date (year, month, day) of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -134,6 +134,28 @@ fn year(s: &str) -> Option<i32> {
 
 fn date(month: u32, day: u32) -> Option<(u32, u32)> {
     ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some((month, day))
+}
+
+/// A wall-clock time, if every part given is in its range.
+fn checked(
+    year: Option<i32>,
+    month: Option<u32>,
+    day: Option<u32>,
+    (hour, minute, second): (u32, u32, u32),
+) -> Option<BeginTime> {
+    let ok = month.is_none_or(|m| (1..=12).contains(&m))
+        && day.is_none_or(|d| (1..=31).contains(&d))
+        && hour < 24
+        && minute < 60
+        && second < 60;
+    ok.then_some(BeginTime::At {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+    })
 }
 
 fn at(date: Option<(Option<i32>, u32, u32)>, (hour, minute, second): (u32, u32, u32)) -> BeginTime {
@@ -236,9 +258,7 @@ pub fn parse_slurm_begin(text: &str) -> Result<BeginTime, JobError> {
         return relative(&s).map(BeginTime::AfterSubmit).ok_or_else(bad);
     }
     if let Some((d, t)) = s.split_once('t') {
-        let date = calendar(d)
-            .filter(|d| d.0.is_some() && d.0 >= Some(1000))
-            .ok_or_else(bad)?;
+        let date = calendar(d).filter(|d| d.0.is_some()).ok_or_else(bad)?;
         return Ok(at(Some(date), clock(t).ok_or_else(bad)?));
     }
     if s.contains(':') {
@@ -255,20 +275,8 @@ pub fn parse_lsf_begin(text: &str) -> Result<BeginTime, JobError> {
     if !(2..=5).contains(&n) {
         return Err(bad());
     }
-    let (hour, minute): (u32, u32) = (
-        number(parts[n - 2]).ok_or_else(bad)?,
-        number(parts[n - 1]).ok_or_else(bad)?,
-    );
-    if hour > 23 || minute > 59 {
-        return Err(bad());
-    }
-    let field = |i: usize| -> Result<Option<u32>, JobError> {
-        match n.checked_sub(3 + i) {
-            Some(k) => number(parts[k]).map(Some).ok_or_else(bad),
-            None => Ok(None),
-        }
-    };
-    let (day, month) = (field(0)?, field(1)?);
+    let num = |k: usize| number::<u32>(parts[k]).ok_or_else(bad);
+    let field = |k: Option<usize>| k.map(num).transpose();
     let year = match n {
         5 => Some(
             year(parts[0])
@@ -277,18 +285,8 @@ pub fn parse_lsf_begin(text: &str) -> Result<BeginTime, JobError> {
         ),
         _ => None,
     };
-    if day.is_some_and(|d| !(1..=31).contains(&d)) || month.is_some_and(|m| !(1..=12).contains(&m))
-    {
-        return Err(bad());
-    }
-    Ok(BeginTime::At {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second: 0,
-    })
+    let (month, day) = (field(n.checked_sub(4))?, field(n.checked_sub(3))?);
+    checked(year, month, day, (num(n - 2)?, num(n - 1)?, 0)).ok_or_else(bad)
 }
 
 /// Parses `qsub -a [[[[CC]YY]MM]DD]hhmm[.SS]`.
@@ -305,29 +303,14 @@ pub fn parse_pbs_begin(text: &str) -> Result<BeginTime, JobError> {
     }
     let two = |end: usize| -> u32 { digits[end - 2..end].parse().unwrap_or(99) };
     let n = digits.len();
-    let (hour, minute) = (two(n - 2), two(n));
-    let day = (n >= 6).then(|| two(n - 4));
-    let month = (n >= 8).then(|| two(n - 6));
     let year = match n {
         10 => Some(2000 + two(2) as i32),
         12 => Some(digits[..4].parse().map_err(|_| bad())?),
         _ => None,
     };
-    if hour > 23
-        || minute > 59
-        || day.is_some_and(|d| !(1..=31).contains(&d))
-        || month.is_some_and(|m| !(1..=12).contains(&m))
-    {
-        return Err(bad());
-    }
-    Ok(BeginTime::At {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    })
+    let month = (n >= 8).then(|| two(n - 6));
+    let day = (n >= 6).then(|| two(n - 4));
+    checked(year, month, day, (two(n - 2), two(n), second)).ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod tasks;
 mod time;
 
 pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
-pub use begin::{parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, BeginTime};
+pub use begin::{civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, BeginTime};
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{parse_args, parse_script, Family, ParsedScript};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};

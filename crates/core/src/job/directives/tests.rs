@@ -474,27 +474,25 @@ fn warning_signals() {
         })
     };
     assert_eq!(warn("#SBATCH -t 10\n"), None);
-    assert_eq!(
-        warn("#SBATCH --signal=B:USR1@120\n"),
-        w(10, 120, SignalTarget::Batch)
-    );
-    assert_eq!(
-        warn("#SBATCH --signal=SIGUSR2\n"),
-        w(12, 60, SignalTarget::Steps)
-    );
-    assert_eq!(
-        warn("#SBATCH --signal=R:10@0\n"),
-        w(10, 0, SignalTarget::Steps)
-    );
-    assert_eq!(
-        warn("#SBATCH --signal RB:TERM@5\n"),
-        w(15, 5, SignalTarget::Batch)
-    );
-    // bsub: the signal and the time in two options, the time in [HOURS:]MINUTES.
-    assert_eq!(
-        warn("#BSUB -wa 'USR1' -wt '1:30'\n"),
-        w(10, 5400, SignalTarget::Job)
-    );
+    for (text, want) in [
+        (
+            "#SBATCH --signal=B:USR1@120\n",
+            w(10, 120, SignalTarget::Batch),
+        ),
+        ("#SBATCH --signal=SIGUSR2\n", w(12, 60, SignalTarget::Steps)),
+        ("#SBATCH --signal=R:10@0\n", w(10, 0, SignalTarget::Steps)),
+        (
+            "#SBATCH --signal RB:TERM@5\n",
+            w(15, 5, SignalTarget::Batch),
+        ),
+        // bsub: the signal and the time in two options, the time in [HOURS:]MINUTES.
+        (
+            "#BSUB -wa 'USR1' -wt '1:30'\n",
+            w(10, 5400, SignalTarget::Job),
+        ),
+    ] {
+        assert_eq!(warn(text), want, "{text}");
+    }
     // The command line's --signal replaces the script's whole.
     let cli = parse_args(&["--signal=B:USR2@7"]).unwrap();
     let r = JobRequest::from_script("#BSUB -wa USR1 -wt 5\n", cli, "j").unwrap();
