@@ -125,6 +125,7 @@ const SLURM: &[Spec] = &[
     Spec("contiguous", None, No),
     Spec("oversubscribe", Some('s'), No),
     Spec("quiet", Some('Q'), No),
+    Spec("kill-on-invalid-dep", None, Required),
     // Refused with the reason: berth cannot honour them.
     Spec("constraint", Some('C'), Required),
     Spec("nodelist", Some('w'), Required),
@@ -667,6 +668,17 @@ fn apply_slurm(
             "cores are shared only where the administrator set [batch] oversubscribe",
         ),
         "quiet" => ignore(opts, found, line, "berth submit prints what it always prints"),
+        // What berth always does with a job whose dependency can never be satisfied.
+        "kill-on-invalid-dep" if v == "yes" => {}
+        "kill-on-invalid-dep" if v == "no" => ignore(
+            opts,
+            found,
+            line,
+            "berth cancels a job whose dependency can never be satisfied",
+        ),
+        "kill-on-invalid-dep" => {
+            return Err(JobError::invalid("kill-on-invalid-dep", v, "yes or no"))
+        }
         "constraint" => opts.constraint = Some(constraint(v)?),
         "nodelist" => opts.nodelist = Some(nodes(v)?),
         "exclude" => opts.exclude = Some(nodes(v)?),

@@ -524,10 +524,12 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
     let o = script(
         "#SBATCH --hint=nomultithread -m block:cyclic --threads-per-core=1 --wckey=x\n\
          #SBATCH --cpu-freq=high --profile=task --acctg-freq=30 --switches=1 --time-min=10\n\
-         #SBATCH --get-user-env --propagate=STACK -k --spread-job --contiguous -s -Q\n",
+         #SBATCH --get-user-env --propagate=STACK -k --spread-job --contiguous -s -Q\n\
+         #SBATCH --kill-on-invalid-dep=yes --kill-on-invalid-dep=no\n",
     );
     let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
-    assert_eq!(ignored.len(), 16, "{ignored:?}");
+    assert_eq!(ignored.len(), 17, "{ignored:?}");
+    assert_eq!(ignored[16], "--kill-on-invalid-dep=no");
     assert!(o.ignored[0].reason.contains("places the tasks itself"));
     for (directive, why) in [
         ("--constraint=[a|b]", "counts, brackets and parentheses"),
