@@ -578,6 +578,19 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.cpus,
         j.memory.map_or("-".into(), crate::image::human_size)
     )?;
+    if j.constraint.is_some() || !j.required_nodes.is_empty() || !j.excluded_nodes.is_empty() {
+        let list = |nodes: &[String]| match nodes {
+            [] => "-".to_string(),
+            some => berth_core::job::hostlist(some),
+        };
+        writeln!(
+            out,
+            "   Features={} ReqNodeList={} ExcNodeList={}",
+            j.constraint.as_deref().unwrap_or("-"),
+            list(&j.required_nodes),
+            list(&j.excluded_nodes)
+        )?;
+    }
     writeln!(
         out,
         "   Image={} WorkDir={}",

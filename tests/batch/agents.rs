@@ -426,6 +426,14 @@ fn constraints_and_node_lists_choose_the_node() {
             b.log()
         );
         assert_eq!(job["nodes"][0], node, "{args:?}: {job}");
+        if args == ["-C", "intel&ib"] {
+            let shown = c.berth(Mode::Rootless, &["show", &id.to_string()]);
+            assert!(
+                shown.ok().contains("Features=intel&ib ReqNodeList=- ExcNodeList=-"),
+                "{}",
+                shown.stdout
+            );
+        }
         if args.contains(&"-n") {
             assert_eq!(
                 job["nodes"],

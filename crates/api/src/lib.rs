@@ -87,6 +87,15 @@ pub struct JobInfo {
     /// The job's steps (`berth step` inside it), in the order they started.
     #[serde(default)]
     pub steps: Vec<StepInfo>,
+    /// `--constraint`, as berth reads it (`a&b|c`); `None`: any node.
+    #[serde(default)]
+    pub constraint: Option<String>,
+    /// `--nodelist`: nodes the job must have.
+    #[serde(default)]
+    pub required_nodes: Vec<String>,
+    /// `--exclude`: nodes it must not have.
+    #[serde(default)]
+    pub excluded_nodes: Vec<String>,
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).

@@ -204,6 +204,17 @@ impl Job {
             held: self.held,
             restarts: self.restarts,
             steps: self.steps.clone(),
+            constraint: (!self.request.constraint.is_empty()).then(|| {
+                let any: Vec<String> = self
+                    .request
+                    .constraint
+                    .iter()
+                    .map(|all| all.join("&"))
+                    .collect();
+                any.join("|")
+            }),
+            required_nodes: self.request.nodelist.clone(),
+            excluded_nodes: self.request.exclude.clone(),
         }
     }
 
