@@ -429,7 +429,9 @@ fn constraints_and_node_lists_choose_the_node() {
         if args == ["-C", "intel&ib"] {
             let shown = c.berth(Mode::Rootless, &["show", &id.to_string()]);
             assert!(
-                shown.ok().contains("Features=intel&ib ReqNodeList=- ExcNodeList=-"),
+                shown
+                    .ok()
+                    .contains("Features=intel&ib ReqNodeList=- ExcNodeList=-"),
                 "{}",
                 shown.stdout
             );

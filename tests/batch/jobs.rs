@@ -331,6 +331,36 @@ fn submit_waits_for_the_end_when_asked() {
     assert_eq!(fine.code, 0, "{} {}", fine.stdout, fine.stderr);
 }
 
+/// sbatch's input environment variables (SBATCH_JOB_NAME, ...) override the script's
+/// directives; the command line overrides them.
+#[test]
+fn sbatch_variables_in_the_submitters_environment_count() {
+    let Some(c) = Cluster::start() else { return };
+    let path = c.f.cwd(Mode::Rootless).join("env.sh");
+    std::fs::write(&path, HELLO).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let submit = |args: &[&str]| {
+        let mut all = vec!["submit", "--parsable"];
+        all.extend_from_slice(args);
+        all.push(path.to_str().unwrap());
+        let mut cmd = c.f.cmd(Mode::Rootless, &all);
+        cmd.env("BERTH_SOCKET", &c.socket)
+            .env("SBATCH_JOB_NAME", "from-env")
+            .env("SBATCH_HINT", "nomultithread");
+        Out::from_output(cmd.stdin(std::process::Stdio::null()).output().unwrap())
+    };
+    let out = submit(&[]);
+    assert!(
+        out.stderr.contains("ignored SBATCH_HINT=nomultithread"),
+        "{}",
+        out.stderr
+    );
+    let id: u64 = out.ok().trim().parse().unwrap();
+    assert_eq!(c.show(id)["name"], "from-env");
+    let id: u64 = submit(&["-J", "from-cli"]).ok().trim().parse().unwrap();
+    assert_eq!(c.show(id)["name"], "from-cli");
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

@@ -21,7 +21,7 @@ mod server;
 
 use berth_agent::node::NodeAgent;
 use berth_api::{JobInfo, SubmitRequest, SubmitResponse};
-use berth_core::job::JobRequest;
+use berth_core::job::{JobOptions, JobRequest};
 use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
@@ -510,8 +510,15 @@ impl Controller {
                 req.script_name
             )));
         }
-        let cli =
-            berth_core::job::parse_args(&req.args).map_err(|e| ApiError::bad(e.to_string()))?;
+        // The command line over the submitter's SBATCH_* variables, over the directives.
+        let cli = berth_core::job::parse_args(&req.args)
+            .and_then(|cli| {
+                Ok(JobOptions::merge(
+                    berth_core::job::parse_env(&req.env)?,
+                    cli,
+                ))
+            })
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         let default_name = Path::new(&req.script_name)
             .file_name()
             .map_or("job".into(), |n| n.to_string_lossy().into_owned());

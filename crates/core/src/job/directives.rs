@@ -354,6 +354,78 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<JobOptions, JobError> {
     Ok(opts)
 }
 
+/// sbatch's input environment variables berth reads, the option each stands for, and
+/// whether it takes the variable's value (otherwise a flag, set by the variable being there).
+const SBATCH_ENV: &[(&str, &str, bool)] = &[
+    ("SBATCH_ACCOUNT", "account", true),
+    ("SBATCH_ACCTG_FREQ", "acctg-freq", true),
+    ("SBATCH_ARRAY_INX", "array", true),
+    ("SBATCH_CONSTRAINT", "constraint", true),
+    ("SBATCH_DISTRIBUTION", "distribution", true),
+    ("SBATCH_EXCLUSIVE", "exclusive", false),
+    ("SBATCH_EXPORT", "export", true),
+    ("SBATCH_GET_USER_ENV", "get-user-env", false),
+    ("SBATCH_GPU_BIND", "gpu-bind", true),
+    ("SBATCH_GPU_FREQ", "gpu-freq", true),
+    ("SBATCH_GPUS", "gpus", true),
+    ("SBATCH_GPUS_PER_NODE", "gpus-per-node", true),
+    ("SBATCH_GPUS_PER_TASK", "gpus-per-task", true),
+    ("SBATCH_GRES", "gres", true),
+    ("SBATCH_HINT", "hint", true),
+    ("SBATCH_JOB_NAME", "job-name", true),
+    ("SBATCH_MEM_BIND", "mem-bind", true),
+    ("SBATCH_MEM_PER_CPU", "mem-per-cpu", true),
+    ("SBATCH_MEM_PER_NODE", "mem", true),
+    ("SBATCH_NO_KILL", "no-kill", false),
+    ("SBATCH_NO_REQUEUE", "no-requeue", false),
+    ("SBATCH_OPEN_MODE", "open-mode", true),
+    ("SBATCH_PARTITION", "partition", true),
+    ("SBATCH_PROFILE", "profile", true),
+    ("SBATCH_QOS", "qos", true),
+    ("SBATCH_REQUEUE", "requeue", false),
+    ("SBATCH_RESERVATION", "reservation", true),
+    ("SBATCH_SIGNAL", "signal", true),
+    ("SBATCH_SPREAD_JOB", "spread-job", false),
+    ("SBATCH_THREADS_PER_CORE", "threads-per-core", true),
+    ("SBATCH_TIMELIMIT", "time", true),
+    ("SBATCH_USE_MIN_NODES", "use-min-nodes", false),
+    ("SBATCH_WAIT", "wait", false),
+    ("SBATCH_WCKEY", "wckey", true),
+];
+
+/// The options the submitter's environment gives, as sbatch reads its input environment
+/// variables (`SBATCH_PARTITION`, `SBATCH_TIMELIMIT`, ...): they override the script's
+/// directives, and the command line overrides them. Errors and warnings name the variable.
+pub fn parse_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Result<JobOptions, JobError> {
+    let mut opts = JobOptions::default();
+    for (var, option, takes_value) in SBATCH_ENV {
+        let Some(value) = env
+            .iter()
+            .find(|(k, _)| k.as_ref() == *var)
+            .map(|(_, v)| v.as_ref())
+        else {
+            continue;
+        };
+        let arg = match takes_value {
+            true => format!("--{option}={value}"),
+            false => format!("--{option}"),
+        };
+        let named = format!("{var}={value}");
+        let mut one = parse_args(&[arg]).map_err(|e| match e {
+            JobError::Argument { reason, .. } => JobError::Argument {
+                arg: named.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        one.ignored
+            .iter_mut()
+            .for_each(|i| i.option = named.clone());
+        opts = JobOptions::merge(opts, one);
+    }
+    Ok(opts)
+}
+
 /// Reads a batch script's directives and `APPLICATION=` line.
 pub fn parse_script(text: &str) -> Result<ParsedScript, JobError> {
     let mut parsed = ParsedScript::default();

@@ -607,3 +607,38 @@ fn constraints_and_node_lists() {
         "{e}"
     );
 }
+
+#[test]
+fn sbatch_input_environment_variables() {
+    let env = [
+        ("SBATCH_PARTITION", "debug"),
+        ("SBATCH_TIMELIMIT", "10"),
+        ("SBATCH_ACCOUNT", "physics"),
+        ("SBATCH_EXCLUSIVE", "user"),
+        ("SBATCH_HINT", "nomultithread"),
+        ("SBATCH_CLUSTERS", "elsewhere"),
+        ("HOME", "/home/u"),
+    ];
+    let o = parse_env(&env).unwrap();
+    assert_eq!(o.partition.as_deref(), Some("debug"));
+    assert_eq!(o.time_limit, Some(600));
+    assert_eq!(o.account.as_deref(), Some("physics"));
+    assert_eq!(o.exclusive, Some(true));
+    assert_eq!(o.ignored.len(), 1);
+    assert_eq!(o.ignored[0].option, "SBATCH_HINT=nomultithread");
+    // The script's directives, then the environment, then the command line.
+    let cli = JobOptions::merge(o, parse_args(&["-t", "5"]).unwrap());
+    let r = JobRequest::from_script("#SBATCH -p batch -t 20 -J mine\n", cli, "j").unwrap();
+    assert_eq!(
+        (r.partition.as_deref(), r.time_limit),
+        (Some("debug"), Some(300))
+    );
+    assert_eq!(r.name, "mine");
+    let e = parse_env(&[("SBATCH_TIMELIMIT", "soon")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("SBATCH_TIMELIMIT=soon: invalid time limit"),
+        "{e}"
+    );
+}
