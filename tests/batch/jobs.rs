@@ -762,15 +762,17 @@ fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
     let nodes: serde_json::Value =
         serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
     assert_eq!(nodes[0]["gpus"], 1, "{nodes}");
-    let script = "#!/bin/sh\n#SBATCH --gpus-per-node=1\n#BERTH --image busybox\n\
+    let script = "#!/bin/sh\n#SBATCH --gpus-per-node=1 --mem-per-gpu=64M\n#BERTH --image busybox\n\
                   ls /dev/nvidia0 /.berth/gpu/lib/libcuda.so.1 /.berth/gpu/bin/nvidia-smi\n\
-                  echo GPUs $CUDA_VISIBLE_DEVICES\n";
+                  echo GPUs $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE, $SLURM_MEM_PER_GPU MB each\n";
     let id = c.submit(Mode::Rootless, "gpu.sh", script, &[]);
-    c.completed(id);
+    let job = c.completed(id);
+    // --mem-per-gpu: the node's memory for the job is 64 MB for its one GPU.
+    assert_eq!(job["memory"], 64 << 20, "{job}");
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
     assert_eq!(
         std::fs::read_to_string(out).unwrap(),
-        "/.berth/gpu/bin/nvidia-smi\n/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nGPUs 0\n"
+        "/.berth/gpu/bin/nvidia-smi\n/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nGPUs 0 1, 64 MB each\n"
     );
     let two = c.try_submit(Mode::Rootless, "two.sh", script, &["--gpus-per-node=2"]);
     assert_eq!(two.code, 125, "{}", two.stderr);

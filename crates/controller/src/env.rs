@@ -109,6 +109,9 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         (Some(berth_core::job::Memory::PerCpu(b)), _) => {
             set("SLURM_MEM_PER_CPU", (b >> 20).to_string())
         }
+        (Some(berth_core::job::Memory::PerGpu(b)), _) => {
+            set("SLURM_MEM_PER_GPU", (b >> 20).to_string())
+        }
         (_, Some(b)) => set("SLURM_MEM_PER_NODE", (b >> 20).to_string()),
         _ => {}
     }

@@ -435,9 +435,11 @@ impl Controller {
     fn sched_request(&self, partition: &str, r: &JobRequest) -> sched::JobRequest {
         use berth_core::job::Memory;
         let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
+        let gpus_per_node = r.gpus_on_node(per_node_tasks, r.nodes.min);
         let memory_per_node = match r.memory {
             Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
             Some(Memory::PerCpu(b)) => b * u64::from(per_node_tasks * r.cpus_per_task),
+            Some(Memory::PerGpu(b)) => b * u64::from(gpus_per_node),
             None => 0,
         };
         sched::JobRequest {
@@ -448,7 +450,7 @@ impl Controller {
             tasks_per_node: r.ntasks_per_node,
             cpus_per_task: r.cpus_per_task,
             memory_per_node,
-            gpus_per_node: r.gpus_on_node(per_node_tasks, r.nodes.min),
+            gpus_per_node,
             time_limit: r.time_limit,
             exclusive: r.exclusive,
             choice: Some(Box::new(sched::NodeChoice {

@@ -73,6 +73,7 @@ const SLURM: &[Spec] = &[
     Spec("nodes", Some('N'), Required),
     Spec("mem", None, Required),
     Spec("mem-per-cpu", None, Required),
+    Spec("mem-per-gpu", None, Required),
     Spec("time", Some('t'), Required),
     Spec("output", Some('o'), Required),
     Spec("error", Some('e'), Required),
@@ -375,6 +376,7 @@ const SBATCH_ENV: &[(&str, &str, bool)] = &[
     ("SBATCH_JOB_NAME", "job-name", true),
     ("SBATCH_MEM_BIND", "mem-bind", true),
     ("SBATCH_MEM_PER_CPU", "mem-per-cpu", true),
+    ("SBATCH_MEM_PER_GPU", "mem-per-gpu", true),
     ("SBATCH_MEM_PER_NODE", "mem", true),
     ("SBATCH_NO_KILL", "no-kill", false),
     ("SBATCH_NO_REQUEUE", "no-requeue", false),
@@ -633,6 +635,7 @@ fn apply_slurm(
             opts.memory = Some(Memory::PerNode(size(v, "M")?));
         }
         "mem-per-cpu" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
+        "mem-per-gpu" => opts.memory = Some(Memory::PerGpu(size(v, "M")?)),
         "time" => opts.time_limit = Some(parse_slurm_time(v)?),
         "output" => opts.output = Some(path("output file", v)?),
         "error" => opts.error = Some(path("error file", v)?),

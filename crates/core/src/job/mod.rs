@@ -106,6 +106,8 @@ pub enum Memory {
     PerCpu(u64),
     /// PBS `-l mem=`: the whole job.
     PerJob(u64),
+    /// Slurm `--mem-per-gpu`: for each GPU the job has on a node.
+    PerGpu(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,8 +434,16 @@ impl JobRequest {
                 )));
             }
         }
-        if let Some(Memory::PerNode(0) | Memory::PerCpu(0) | Memory::PerJob(0)) = o.memory {
+        if let Some(
+            Memory::PerNode(0) | Memory::PerCpu(0) | Memory::PerJob(0) | Memory::PerGpu(0),
+        ) = o.memory
+        {
             return Err(request_err("the memory size must be positive".into()));
+        }
+        if matches!(o.memory, Some(Memory::PerGpu(_))) && o.gpus.is_none() {
+            return Err(request_err(
+                "--mem-per-gpu needs GPUs: ask for them with --gpus, --gpus-per-node, --gpus-per-task or --gres=gpu:N".into(),
+            ));
         }
         if o.time_limit == Some(0) {
             return Err(request_err("the time limit must be positive".into()));
@@ -556,10 +566,14 @@ impl JobRequest {
     }
 
     /// Bytes of memory a node running `tasks` of this job's tasks needs; a per-job size is
-    /// shared out in proportion to tasks, rounded up.
+    /// shared out in proportion to tasks, rounded up; a per-GPU one counts the GPUs the node
+    /// gives the job on its fewest nodes.
     pub fn memory_on_node(&self, tasks: u32) -> Option<u64> {
         Some(match self.memory? {
             Memory::PerNode(b) => b,
+            Memory::PerGpu(b) => {
+                b.saturating_mul(u64::from(self.gpus_on_node(tasks, self.nodes.min)))
+            }
             Memory::PerCpu(b) => b.saturating_mul(self.cpus_on_node(tasks)),
             Memory::PerJob(b) => {
                 let share = u128::from(b) * u128::from(tasks);

@@ -642,3 +642,14 @@ fn sbatch_input_environment_variables() {
         "{e}"
     );
 }
+
+#[test]
+fn memory_per_gpu() {
+    let r = request("#SBATCH --gpus-per-node=2 --mem-per-gpu=4G\n");
+    assert_eq!(r.memory, Some(Memory::PerGpu(4 << 30)));
+    assert_eq!(r.memory_on_node(1), Some(8 << 30));
+    let e = JobRequest::from_script("#SBATCH --mem-per-gpu=4G\n", JobOptions::default(), "j")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--mem-per-gpu needs GPUs"), "{e}");
+}
