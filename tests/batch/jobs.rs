@@ -361,6 +361,80 @@ fn sbatch_variables_in_the_submitters_environment_count() {
     assert_eq!(c.show(id)["name"], "from-cli");
 }
 
+/// Dependencies on array jobs, as Slurm reads them: the array named whole stands for all
+/// of its tasks, `ID_INDEX` for one, and `aftercorr` pairs each task with the task of the
+/// same index.
+#[test]
+fn dependencies_on_array_jobs() {
+    let Some(c) = Cluster::start() else { return };
+    let array = "#!/bin/sh\n#SBATCH --array=1-3\n#BERTH --image busybox\n\
+                 sleep $SLURM_ARRAY_TASK_ID\n[ $SLURM_ARRAY_TASK_ID != 2 ]\n";
+    let a = c.submit(Mode::Rootless, "a.sh", array, &[]);
+    let dep = |spec: &str| format!("--dependency={spec}");
+    let all_ok = c.submit(
+        Mode::Rootless,
+        "ok.sh",
+        HELLO,
+        &[&dep(&format!("afterok:{a}"))],
+    );
+    let all_end = c.submit(
+        Mode::Rootless,
+        "any.sh",
+        HELLO,
+        &[&dep(&format!("afterany:{a}"))],
+    );
+    let third = c.submit(
+        Mode::Rootless,
+        "third.sh",
+        HELLO,
+        &[&dep(&format!("afterok:{a}_3"))],
+    );
+    let corr = c.submit(
+        Mode::Rootless,
+        "corr.sh",
+        HELLO,
+        &["--array=1-3", &dep(&format!("aftercorr:{a}"))],
+    );
+    // Task 2 failed: a job needing all of them OK is never started.
+    let job = c.wait_for(all_ok, &["CANCELLED", "COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+    assert_eq!(job["reason"], "DependencyNeverSatisfied", "{job}");
+    // Waiting for all of them to end: it starts after the last.
+    let job = c.completed(all_end);
+    let ends: Vec<u64> = (a..a + 3)
+        .map(|id| c.show(id)["end_time"].as_u64().unwrap())
+        .collect();
+    assert!(
+        job["start_time"].as_u64() >= ends.iter().max().copied(),
+        "{job} {ends:?}"
+    );
+    c.completed(third);
+    // Task for task: the second waits on the failed one, the others run.
+    for (n, want) in ["COMPLETED", "CANCELLED", "COMPLETED"].iter().enumerate() {
+        let job = c.wait_for(corr + n as u64, &["CANCELLED", "COMPLETED", "FAILED"]);
+        assert_eq!(job["state"], *want, "task {}: {job}", n + 1);
+    }
+    for (spec, args, why) in [
+        (format!("afterok:{a}_9"), &[][..], "has no task 9"),
+        (
+            format!("aftercorr:{third}"),
+            &["--array=1-2"][..],
+            "is not an array job",
+        ),
+        (format!("aftercorr:{a}"), &[][..], "is for an array job"),
+    ] {
+        let mut all = args.to_vec();
+        let d = dep(&spec);
+        all.push(&d);
+        let out = c.try_submit(Mode::Rootless, "bad.sh", HELLO, &all);
+        assert!(
+            out.code == 125 && out.stderr.contains(why),
+            "{spec}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

@@ -3,7 +3,7 @@
 //! [`JobInfo`] view.
 
 use berth_api::JobInfo;
-use berth_core::job::JobRequest;
+use berth_core::job::{DependencyKind, JobRequest};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,12 @@ pub struct Job {
     pub uid: u32,
     pub partition: String,
     pub request: JobRequest,
+    /// The jobs it waits for, resolved at submission, as ranges of ids (an array's tasks
+    /// have consecutive ids): an array job named whole stands for all of its tasks, `42_7`
+    /// for that task, `aftercorr` for the task with this one's index (as `afterok`). Empty
+    /// in records from before: the request's ids then.
+    #[serde(default)]
+    pub depends_on: Vec<(DependencyKind, u64, u64)>,
     pub script: String,
     /// The script's arguments ($1, $2, ...).
     #[serde(default)]
@@ -171,6 +177,18 @@ impl Job {
         self.steps.clear();
         self.allocation_exit = None;
         self.restarts += 1;
+    }
+
+    /// The jobs it waits for, and how (see `depends_on`).
+    pub fn dependency_ids(&self) -> Vec<(DependencyKind, u64)> {
+        if !self.depends_on.is_empty() {
+            let ranges = self.depends_on.iter();
+            return ranges
+                .flat_map(|&(kind, first, last)| (first..=last).map(move |id| (kind, id)))
+                .collect();
+        }
+        let deps = &self.request.dependencies.jobs;
+        deps.iter().map(|d| (d.kind, d.job)).collect()
     }
 
     pub fn info(&self) -> JobInfo {

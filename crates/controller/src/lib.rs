@@ -410,7 +410,7 @@ impl Controller {
     fn referenced_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.active
             .values()
-            .flat_map(|j| j.request.dependencies.jobs.iter().map(|d| d.job))
+            .flat_map(|j| j.dependency_ids().into_iter().map(|(_, id)| id))
             .filter(|id| !self.active.contains_key(id))
     }
 
@@ -475,18 +475,16 @@ impl Controller {
             held: job.held,
             begin: job.begin_time,
             dependencies: job
-                .request
-                .dependencies
-                .jobs
-                .iter()
-                .map(|d| sched::Dependency {
-                    kind: match d.kind {
+                .dependency_ids()
+                .into_iter()
+                .map(|(kind, id)| sched::Dependency {
+                    kind: match kind {
                         K::After => sched::DepKind::After,
-                        K::AfterOk => sched::DepKind::AfterOk,
+                        K::AfterOk | K::AfterCorr => sched::DepKind::AfterOk,
                         K::AfterNotOk => sched::DepKind::AfterNotOk,
                         K::AfterAny => sched::DepKind::AfterAny,
                     },
-                    job: d.job,
+                    job: id,
                 })
                 .collect(),
             singleton: job.request.dependencies.singleton,
@@ -562,20 +560,7 @@ impl Controller {
                 self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
             ))
         })?;
-        for dep in &request.dependencies.jobs {
-            let known = self.active.contains_key(&dep.job)
-                || self
-                    .store
-                    .get_job(dep.job)
-                    .map_err(ApiError::internal)?
-                    .is_some();
-            if !known {
-                return Err(ApiError::bad(format!(
-                    "the job depends on job {}, which does not exist",
-                    dep.job
-                )));
-            }
-        }
+        let dependencies = self.dependency_targets(&request)?;
         // The image's name, squashfs file and environment; `None`: the job runs on the host,
         // which the administrator must have allowed.
         let image: Option<(String, String, Vec<String>)> = match &request.image {
@@ -637,6 +622,10 @@ impl Controller {
                 id,
                 array_job_id,
                 array_task_id: *index,
+                depends_on: dependencies
+                    .iter()
+                    .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), *index))
+                    .collect(),
                 user: user.clone(),
                 uid: caller.uid,
                 partition: partition.clone(),
@@ -702,6 +691,56 @@ impl Controller {
             warnings,
             wait: request.wait,
         })
+    }
+
+    /// Each of `request`'s dependencies with, when it names an array job, that array's
+    /// tasks (index, id); refuses a job that does not exist, or an array task that does not.
+    #[allow(clippy::type_complexity)]
+    fn dependency_targets(
+        &self,
+        request: &JobRequest,
+    ) -> Result<Vec<(berth_core::job::JobDependency, Option<Vec<(u32, u64)>>)>, ApiError> {
+        request
+            .dependencies
+            .jobs
+            .iter()
+            .map(|d| {
+                let target = self.job(d.job).map_err(|e| match e.status {
+                    404 => ApiError::bad(format!(
+                        "the job depends on job {}, which does not exist",
+                        d.job
+                    )),
+                    _ => e,
+                })?;
+                // An array job is named by its first task's id, which is its array id.
+                let tasks = match (&target.request.array, target.array_job_id) {
+                    (Some(array), Some(master)) if master == d.job => Some(
+                        array
+                            .indices()
+                            .into_iter()
+                            .zip(master..)
+                            .collect::<Vec<(u32, u64)>>(),
+                    ),
+                    _ => None,
+                };
+                match (d.array_index, &tasks) {
+                    (Some(i), None) => Err(ApiError::bad(format!(
+                        "the job depends on {}_{i}, but job {} is not an array job",
+                        d.job, d.job
+                    ))),
+                    (Some(i), Some(t)) if !t.iter().any(|(index, _)| *index == i) => Err(
+                        ApiError::bad(format!("array job {} has no task {i}", d.job)),
+                    ),
+                    (None, None) if d.kind == berth_core::job::DependencyKind::AfterCorr => {
+                        Err(ApiError::bad(format!(
+                            "aftercorr:{}: job {} is not an array job",
+                            d.job, d.job
+                        )))
+                    }
+                    _ => Ok((*d, tasks)),
+                }
+            })
+            .collect()
     }
 
     pub fn job(&self, id: u64) -> Result<Job, ApiError> {
@@ -973,7 +1012,7 @@ impl Controller {
         let depended: BTreeSet<u64> = self
             .active
             .values()
-            .flat_map(|j| j.request.dependencies.jobs.iter().map(|d| d.job))
+            .flat_map(|j| j.dependency_ids().into_iter().map(|(_, id)| id))
             .collect();
         let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
         let mut followers: Vec<(u64, u64)> = Vec::new();
@@ -2288,6 +2327,31 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
         resolve(&job.request.output),
         job.request.error.as_deref().map(resolve),
     )
+}
+
+/// The ids (a range) a task with array index `index` (`None`: not an array) waits for
+/// through `d`, whose target array has `tasks` (index, id): every task, one task, or
+/// (`aftercorr`, only ever in an array) the task with the same index, if it has one.
+fn depends_on(
+    d: &berth_core::job::JobDependency,
+    tasks: Option<&[(u32, u64)]>,
+    index: Option<u32>,
+) -> Option<(berth_core::job::DependencyKind, u64, u64)> {
+    use berth_core::job::DependencyKind::AfterCorr;
+    let Some(tasks) = tasks else {
+        return Some((d.kind, d.job, d.job));
+    };
+    let one = match d.kind {
+        AfterCorr => index,
+        _ => d.array_index,
+    };
+    match one {
+        None => Some((d.kind, tasks.first()?.1, tasks.last()?.1)),
+        Some(i) => tasks
+            .iter()
+            .find(|(index, _)| *index == i)
+            .map(|&(_, id)| (d.kind, id, id)),
+    }
 }
 
 /// What is wrong, in words, with a job's choice of nodes (`--constraint`, `--nodelist`,

@@ -21,6 +21,9 @@ pub enum DependencyKind {
     AfterNotOk,
     /// The job ended, however (LSF `ended`).
     AfterAny,
+    /// Each task of this array waits for the task with its index in the other array to
+    /// complete with exit code 0 (Slurm `aftercorr`).
+    AfterCorr,
 }
 
 /// One job this job waits for, or one element of an array job (`42_7`, `42[7]`).
@@ -40,7 +43,7 @@ pub struct Dependencies {
 }
 
 const SLURM_EXPECTED: &str =
-    "TYPE:JOBID[:JOBID...] joined by ',', with TYPE after, afterok, afternotok or afterany, or singleton";
+    "TYPE:JOBID[:JOBID...] joined by ',', with TYPE after, afterok, afternotok, afterany or aftercorr, or singleton";
 const LSF_EXPECTED: &str =
     "CONDITION(JOBID) joined by &&, with CONDITION done, exit, ended or started";
 
@@ -54,6 +57,7 @@ fn kind_of(word: &str) -> Option<DependencyKind> {
         "afterok" => DependencyKind::AfterOk,
         "afternotok" => DependencyKind::AfterNotOk,
         "afterany" => DependencyKind::AfterAny,
+        "aftercorr" => DependencyKind::AfterCorr,
         _ => return None,
     })
 }
@@ -112,13 +116,13 @@ impl Dependencies {
             let mut parts = item.split(':');
             let word = parts.next().unwrap_or("");
             let Some(kind) = kind_of(word) else {
-                if ["aftercorr", "afterburstbuffer", "expand"].contains(&word)
+                if ["afterburstbuffer", "expand"].contains(&word)
                     || word.starts_with("before")
                     || word == "on"
                 {
                     return Err(JobError::unsupported(
                         item,
-                        "berth knows after, afterok, afternotok, afterany and singleton",
+                        "berth knows after, afterok, afternotok, afterany, aftercorr and singleton",
                     ));
                 }
                 return Err(invalid(text, SLURM_EXPECTED));
@@ -256,7 +260,11 @@ mod tests {
         assert!(e("afterok").contains("expected TYPE:JOBID"));
         assert!(e("afterok:").contains("expected TYPE:JOBID"));
         assert!(e("beforeok:3").contains("is not supported"));
-        assert!(e("aftercorr:3").contains("is not supported"));
+        assert!(e("afterburstbuffer:3").contains("is not supported"));
+        assert_eq!(
+            Dependencies::parse_slurm("aftercorr:3").unwrap().jobs[0].kind,
+            DependencyKind::AfterCorr
+        );
         assert!(e("after:3+10").contains("delay"));
         assert!(e("whenever:3").contains("expected TYPE:JOBID"));
     }

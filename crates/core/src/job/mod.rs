@@ -456,6 +456,23 @@ impl JobRequest {
         if dependencies.jobs.iter().any(|d| d.job == 0) {
             return Err(request_err("dependency job ids start at 1".into()));
         }
+        for d in &dependencies.jobs {
+            match (d.kind, d.array_index) {
+                (DependencyKind::AfterCorr, _) if o.array.is_none() => {
+                    return Err(request_err(format!(
+                        "aftercorr:{} is for an array job (--array): each task waits for the task of job {} with its index",
+                        d.job, d.job
+                    )))
+                }
+                (DependencyKind::AfterCorr, Some(i)) => {
+                    return Err(request_err(format!(
+                        "aftercorr names a whole array job, not its task {}_{i}",
+                        d.job
+                    )))
+                }
+                _ => {}
+            }
+        }
         if o.gpus.as_ref().is_some_and(|g| g.count == 0) {
             return Err(request_err("the GPU count must be at least 1".into()));
         }
