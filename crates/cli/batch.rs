@@ -62,12 +62,25 @@ pub struct QueueArgs {
     /// Only jobs of this user
     #[arg(short, long)]
     user: Option<String>,
-    /// Only jobs in these states (comma-separated: pending,running)
+    /// Only jobs in these states (comma-separated: pending,running or PD,R, as squeue)
     #[arg(short = 't', long)]
     state: Option<String>,
     /// Only jobs in this partition
     #[arg(short, long)]
     partition: Option<String>,
+    /// Only these jobs (comma-separated ids; an array's id lists its tasks)
+    #[arg(short, long, value_delimiter = ',')]
+    jobs: Vec<u64>,
+    /// No header line (as squeue -h)
+    #[arg(short = 'h', long)]
+    noheader: bool,
+    /// The columns, as squeue's --format: %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N
+    /// %V %S %Q, each with an optional width (%.10i right-aligned, %-10i or %10i left)
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    format: Option<String>,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -490,24 +503,39 @@ pub fn queue(args: QueueArgs) -> Result<i32> {
     let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
     let states: Option<Vec<String>> = args.state.map(|s| {
         s.split(',')
-            .map(|s| s.trim().to_ascii_uppercase())
+            .map(|s| long_state(s.trim()).to_string())
             .collect()
     });
     jobs.retain(|j| {
         args.user.as_ref().is_none_or(|u| *u == j.user)
             && args.partition.as_ref().is_none_or(|p| *p == j.partition)
             && states.as_ref().is_none_or(|s| s.contains(&j.state))
+            && (args.jobs.is_empty()
+                || args.jobs.contains(&j.id)
+                || j.array_job_id.is_some_and(|a| args.jobs.contains(&a)))
     });
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
     }
     let now = berth_controller::now();
-    writeln!(
-        out,
-        "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  NODELIST(REASON)",
-        "JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES"
-    )?;
+    if let Some(format) = &args.format {
+        let columns = parse_format(format)?;
+        if !args.noheader {
+            writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
+        }
+        for j in &jobs {
+            writeln!(out, "{}", render(&columns, |c| field(c, j, now)))?;
+        }
+        return Ok(0);
+    }
+    if !args.noheader {
+        writeln!(
+            out,
+            "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  NODELIST(REASON)",
+            "JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES"
+        )?;
+    }
     for j in &jobs {
         let time = j.start_time.map_or(0, |s| now.saturating_sub(s));
         let where_ = if j.state == "PENDING" {
@@ -528,6 +556,145 @@ pub fn queue(args: QueueArgs) -> Result<i32> {
         )?;
     }
     Ok(0)
+}
+
+/// squeue's state names and their compact forms (`-t PD,R`, `%t`).
+const STATES: &[(&str, &str)] = &[
+    ("PENDING", "PD"),
+    ("RUNNING", "R"),
+    ("SUSPENDED", "S"),
+    ("COMPLETED", "CD"),
+    ("FAILED", "F"),
+    ("CANCELLED", "CA"),
+    ("TIMEOUT", "TO"),
+    ("OUT_OF_MEMORY", "OOM"),
+    ("NODE_FAIL", "NF"),
+];
+
+/// A state as `-t` takes it (either form, any case), in its long form.
+fn long_state(s: &str) -> String {
+    let upper = s.to_ascii_uppercase();
+    let long = STATES.iter().find(|(_, short)| *short == upper);
+    long.map_or(upper, |(long, _)| long.to_string())
+}
+
+/// One column of `--format`: its letter, its width, and whether it is right-aligned (`%.N`);
+/// text between columns is kept as `Text`.
+enum Column {
+    Field(char, Option<usize>, bool),
+    Text(String),
+}
+
+fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
+    const LETTERS: &str = "iAajuPTtMlLDCmRrNVSQ";
+    let mut columns = Vec::new();
+    let mut chars = format.chars().peekable();
+    let mut text = String::new();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            text.push(c);
+            continue;
+        }
+        if !text.is_empty() {
+            columns.push(Column::Text(std::mem::take(&mut text)));
+        }
+        let right = chars.next_if_eq(&'.').is_some();
+        chars.next_if_eq(&'-');
+        let mut digits = String::new();
+        while let Some(d) = chars.next_if(char::is_ascii_digit) {
+            digits.push(d);
+        }
+        match chars.next() {
+            Some(letter) if LETTERS.contains(letter) => {
+                columns.push(Column::Field(letter, digits.parse().ok(), right))
+            }
+            other => bail!(
+                "--format {format:?}: unknown field %{}: berth knows %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N %V %S %Q",
+                other.map_or(String::new(), String::from)
+            ),
+        }
+    }
+    if !text.is_empty() {
+        columns.push(Column::Text(text));
+    }
+    Ok(columns)
+}
+
+fn render(columns: &[Column], value: impl Fn(char) -> String) -> String {
+    let mut line = String::new();
+    for c in columns {
+        match c {
+            Column::Text(t) => line.push_str(t),
+            Column::Field(letter, width, right) => {
+                let v = value(*letter);
+                // squeue truncates a value to its column's width.
+                let v = width.map_or(v.clone(), |w| truncate(&v, w));
+                match (width, right) {
+                    (Some(w), true) => line.push_str(&format!("{v:>w$}")),
+                    (Some(w), false) => line.push_str(&format!("{v:<w$}")),
+                    (None, _) => line.push_str(&v),
+                }
+            }
+        }
+    }
+    line
+}
+
+fn header(letter: char) -> &'static str {
+    match letter {
+        'i' => "JOBID",
+        'A' => "ARRAY_JOB_ID",
+        'a' => "ARRAY_TASK_ID",
+        'j' => "NAME",
+        'u' => "USER",
+        'P' => "PARTITION",
+        'T' => "STATE",
+        't' => "ST",
+        'M' => "TIME",
+        'l' => "TIME_LIMIT",
+        'L' => "TIME_LEFT",
+        'D' => "NODES",
+        'C' => "CPUS",
+        'm' => "MIN_MEMORY",
+        'R' => "NODELIST(REASON)",
+        'r' => "REASON",
+        'N' => "NODELIST",
+        'V' => "SUBMIT_TIME",
+        'S' => "START_TIME",
+        _ => "PRIORITY",
+    }
+}
+
+fn field(letter: char, j: &JobInfo, now: u64) -> String {
+    let used = j.start_time.map_or(0, |s| now.saturating_sub(s));
+    let time = |t: Option<u64>| t.map_or("N/A".to_string(), |t| crate::image::utc(t));
+    match letter {
+        'i' => job_id(j),
+        'A' => j.array_job_id.unwrap_or(j.id).to_string(),
+        'a' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
+        'j' => j.name.clone(),
+        'u' => j.user.clone(),
+        'P' => j.partition.clone(),
+        'T' => j.state.clone(),
+        't' => STATES
+            .iter()
+            .find(|(long, _)| *long == j.state)
+            .map_or(j.state.clone(), |(_, short)| short.to_string()),
+        'M' => duration(used),
+        'l' => j.time_limit.map_or("UNLIMITED".into(), duration),
+        'L' => j
+            .time_limit
+            .map_or("UNLIMITED".into(), |l| duration(l.saturating_sub(used))),
+        'D' => j.nodes.len().max(1).to_string(),
+        'C' => j.cpus.to_string(),
+        'm' => j.memory.map_or("0".into(), crate::image::human_size),
+        'R' if j.state == "PENDING" => format!("({})", j.reason.as_deref().unwrap_or("None")),
+        'R' | 'N' => j.nodes.join(","),
+        'r' => j.reason.clone().unwrap_or_else(|| "None".into()),
+        'V' => time(Some(j.submit_time)),
+        'S' => time(j.start_time),
+        _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

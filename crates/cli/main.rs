@@ -103,6 +103,7 @@ enum Command {
     /// Submit a batch script (#SBATCH, #BSUB, #PBS or #BERTH directives)
     Submit(batch::SubmitArgs),
     /// List pending and running jobs, like squeue
+    #[command(disable_help_flag = true)]
     Queue(batch::QueueArgs),
     /// Show everything about a job
     Show(batch::ShowArgs),

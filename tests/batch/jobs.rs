@@ -435,6 +435,56 @@ fn dependencies_on_array_jobs() {
     }
 }
 
+/// `berth queue` as scripts call squeue: `-h`, `-o FORMAT` with widths, `-j`, `-t PD`.
+#[test]
+fn the_queue_prints_as_squeue_formats() {
+    let Some(c) = Cluster::start() else { return };
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold", "-t", "5"]);
+    let array = c.submit(Mode::Rootless, "arr.sh", HELLO, &["--hold", "--array=4-5"]);
+    let q = |args: &[&str]| {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(args);
+        c.berth(Mode::Rootless, &all).ok().to_string()
+    };
+    assert_eq!(
+        q(&[
+            "-h",
+            "-t",
+            "PD",
+            "-o",
+            "%i|%t|%r|%l|%.6a|%-4j|",
+            "-j",
+            &held.to_string()
+        ]),
+        format!("{held}|PD|JobHeld|00:05:00|   N/A|hell|\n")
+    );
+    assert_eq!(
+        q(&[
+            "--noheader",
+            "--format=%A %a %T",
+            "--jobs",
+            &array.to_string()
+        ]),
+        format!("{array} 4 PENDING\n{array} 5 PENDING\n")
+    );
+    let with_header = q(&["-o", "%.8i %u", "-j", &held.to_string()]);
+    assert_eq!(
+        with_header,
+        format!("   JOBID USER\n{held:>8} {TEST_USER}\n")
+    );
+    assert!(q(&["-t", "R", "-h"]).is_empty());
+    let bad = c.berth(Mode::Rootless, &["queue", "-o", "%i %Z"]);
+    assert!(
+        bad.code != 0 && bad.stderr.contains("unknown field %Z"),
+        "{}",
+        bad.stderr
+    );
+    assert!(c
+        .berth(Mode::Rootless, &["queue", "--help"])
+        .ok()
+        .contains("--noheader"));
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };
