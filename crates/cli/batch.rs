@@ -667,7 +667,7 @@ fn header(letter: char) -> &'static str {
 
 fn field(letter: char, j: &JobInfo, now: u64) -> String {
     let used = j.start_time.map_or(0, |s| now.saturating_sub(s));
-    let time = |t: Option<u64>| t.map_or("N/A".to_string(), |t| crate::image::utc(t));
+    let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::image::utc);
     match letter {
         'i' => job_id(j),
         'A' => j.array_job_id.unwrap_or(j.id).to_string(),
