@@ -127,6 +127,20 @@ pub struct HistoryArgs {
     /// Only jobs that ended before this time (the same forms as --starttime)
     #[arg(short = 'E', long = "endtime", visible_alias = "until", value_name = "TIME", value_parser = parse_time)]
     until: Option<u64>,
+    /// These jobs, ended or not (comma-separated ids; an array's id stands for its tasks)
+    #[arg(short, long, value_delimiter = ',')]
+    jobs: Vec<u64>,
+    /// The columns, as sacct's --format: names among JobID, JobIDRaw, JobName, User,
+    /// Partition, State, ExitCode, Elapsed, TotalCPU, MaxRSS, NNodes, NCPUS, NodeList,
+    /// Timelimit, Submit, Start, End, Reason, each with an optional %WIDTH
+    #[arg(short = 'o', long, value_name = "FIELD,...", value_delimiter = ',')]
+    format: Vec<String>,
+    /// No header line (as sacct -n)
+    #[arg(short, long)]
+    noheader: bool,
+    /// Fields separated by '|', not padded (as sacct -P)
+    #[arg(short = 'P', long)]
+    parsable2: bool,
 }
 
 /// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
@@ -825,38 +839,135 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     } else {
         format!("/v1/history?{}", query.join("&"))
     };
-    let jobs: Vec<JobInfo> = request("GET", &path, None::<&()>)?;
+    let jobs: Vec<JobInfo> = if args.jobs.is_empty() {
+        request("GET", &path, None::<&()>)?
+    } else {
+        named_jobs(&args.jobs)?
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    writeln!(
-        out,
-        "{:>10} {:<16} {:<10} {:<13} {:>8} {:>10} {:>10} {:>9}",
-        "JOBID", "NAME", "USER", "STATE", "EXITCODE", "ELAPSED", "CPUTIME", "MAXRSS"
-    )?;
+    let default = "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9";
+    let fields: Vec<String> = match args.format.is_empty() {
+        true => default.split(',').map(String::from).collect(),
+        false => args.format.clone(),
+    };
+    let columns = fields
+        .iter()
+        .map(|f| {
+            let (name, width) = f.split_once('%').unwrap_or((f, ""));
+            let known = ACCOUNTING
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
+            match (known, width.parse::<usize>()) {
+                (Some((name, _)), Ok(width)) => Ok((*name, width.clamp(1, 256))),
+                (Some((name, w)), Err(_)) if width.is_empty() => Ok((*name, *w)),
+                _ => Err(anyhow::anyhow!(
+                    "--format {f:?}: berth knows {}, each with an optional %WIDTH",
+                    ACCOUNTING
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        })
+        .collect::<Result<Vec<(&str, usize)>>>()?;
+    let line = |value: &dyn Fn(&str) -> String| -> String {
+        let cells = columns.iter().map(|(name, width)| {
+            let v = value(name);
+            match args.parsable2 {
+                true => v,
+                false => format!("{:>width$}", truncate(&v, *width)),
+            }
+        });
+        cells
+            .collect::<Vec<_>>()
+            .join(if args.parsable2 { "|" } else { " " })
+    };
+    if !args.noheader {
+        writeln!(out, "{}", line(&|name| name.to_string()))?;
+    }
     for j in &jobs {
-        let elapsed = match (j.start_time, j.end_time) {
-            (Some(s), Some(e)) => duration(e.saturating_sub(s)),
-            _ => "-".into(),
-        };
-        let exit = j
-            .exit_code
-            .map_or("-".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0)));
-        writeln!(
-            out,
-            "{:>10} {:<16} {:<10} {:<13} {:>8} {:>10} {:>10} {:>9}",
-            job_id(j),
-            truncate(&j.name, 16),
-            j.user,
-            j.state,
-            exit,
-            elapsed,
-            j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
-            j.max_rss_bytes.map_or("-".into(), crate::image::human_size)
-        )?;
+        writeln!(out, "{}", line(&|name| accounting(name, j)))?;
     }
     Ok(0)
+}
+
+/// sacct's field names berth reports, and their default widths.
+const ACCOUNTING: &[(&str, usize)] = &[
+    ("JobID", 12),
+    ("JobIDRaw", 12),
+    ("JobName", 10),
+    ("User", 9),
+    ("Partition", 10),
+    ("State", 10),
+    ("ExitCode", 8),
+    ("Elapsed", 10),
+    ("TotalCPU", 10),
+    ("MaxRSS", 10),
+    ("NNodes", 8),
+    ("NCPUS", 10),
+    ("NodeList", 15),
+    ("Timelimit", 10),
+    ("Submit", 19),
+    ("Start", 19),
+    ("End", 19),
+    ("Reason", 20),
+];
+
+fn accounting(name: &str, j: &JobInfo) -> String {
+    let time = |t: Option<u64>| t.map_or("Unknown".to_string(), crate::image::utc);
+    match name {
+        "JobID" => job_id(j),
+        "JobIDRaw" => j.id.to_string(),
+        "JobName" => j.name.clone(),
+        "User" => j.user.clone(),
+        "Partition" => j.partition.clone(),
+        "State" => j.state.clone(),
+        // sacct's CODE:SIGNAL.
+        "ExitCode" => j
+            .exit_code
+            .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
+        "Elapsed" => match (j.start_time, j.end_time) {
+            (Some(s), Some(e)) => duration(e.saturating_sub(s)),
+            (Some(s), None) => duration(berth_controller::now().saturating_sub(s)),
+            _ => duration(0),
+        },
+        "TotalCPU" => j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
+        "MaxRSS" => j.max_rss_bytes.map_or("-".into(), crate::image::human_size),
+        "NNodes" => j.nodes.len().max(1).to_string(),
+        "NCPUS" => j.cpus.to_string(),
+        "NodeList" => match j.nodes.as_slice() {
+            [] => "None assigned".into(),
+            nodes => berth_core::job::hostlist(nodes),
+        },
+        "Timelimit" => j.time_limit.map_or("UNLIMITED".into(), duration),
+        "Submit" => time(Some(j.submit_time)),
+        "Start" => time(j.start_time),
+        "End" => time(j.end_time),
+        _ => j.reason.clone().unwrap_or_else(|| "None".into()),
+    }
+}
+
+/// Jobs by id, ended or not; an array's id stands for each of its tasks (consecutive ids).
+fn named_jobs(ids: &[u64]) -> Result<Vec<JobInfo>> {
+    let mut jobs = Vec::new();
+    for &id in ids {
+        let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+        let array = first.array_job_id == Some(id);
+        jobs.push(first);
+        let mut next = id + 1;
+        while array {
+            match request::<JobInfo>("GET", &format!("/v1/jobs/{next}"), None::<&()>) {
+                Ok(task) if task.array_job_id == Some(id) => jobs.push(task),
+                _ => break,
+            }
+            next += 1;
+        }
+    }
+    Ok(jobs)
 }
 
 /// `berth hold|release|suspend|resume JOB...`: one API call per job.

@@ -485,6 +485,43 @@ fn the_queue_prints_as_squeue_formats() {
         .contains("--noheader"));
 }
 
+/// `berth history` as scripts call sacct: `-j` (ended or not; an array's id for its tasks),
+/// `-n`, `-P`, `-o` with sacct's field names.
+#[test]
+fn history_prints_as_sacct_formats() {
+    let Some(c) = Cluster::start() else { return };
+    let failing = "#!/bin/sh\n#BERTH --image busybox\nexit 3\n";
+    let failed = c.submit(Mode::Rootless, "fail.sh", failing, &[]);
+    c.wait_for(failed, &["FAILED", "COMPLETED"]);
+    let array = c.submit(Mode::Rootless, "arr.sh", HELLO, &["--array=1-2"]);
+    c.completed(array);
+    c.completed(array + 1);
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let h = |args: &[&str]| {
+        let mut all = vec!["history"];
+        all.extend_from_slice(args);
+        c.berth(Mode::Rootless, &all).ok().to_string()
+    };
+    let ids = format!("{failed},{array},{held}");
+    assert_eq!(
+        h(&["-j", &ids, "-n", "-P", "-o", "JobID,state,ExitCode,JobName"]),
+        format!(
+            "{failed}|FAILED|3:0|fail.sh\n{array}_1|COMPLETED|0:0|hello\n{}_2|COMPLETED|0:0|hello\n{held}|PENDING|0:0|hello\n",
+            array
+        )
+    );
+    assert_eq!(
+        h(&["--jobs", &failed.to_string(), "--format=JobIDRaw%8,State%7"]),
+        format!("JobIDRaw   State\n{failed:>8}  FAILED\n")
+    );
+    let bad = c.berth(Mode::Rootless, &["history", "-o", "JobID,Colour"]);
+    assert!(
+        bad.code != 0 && bad.stderr.contains("berth knows JobID"),
+        "{}",
+        bad.stderr
+    );
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };
