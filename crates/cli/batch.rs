@@ -958,13 +958,12 @@ fn named_jobs(ids: &[u64]) -> Result<Vec<JobInfo>> {
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
         let array = first.array_job_id == Some(id);
         jobs.push(first);
-        let mut next = id + 1;
-        while array {
+        // The array's other tasks follow its id, until a job that is not one of them.
+        for next in (id + 1..).take_while(|_| array) {
             match request::<JobInfo>("GET", &format!("/v1/jobs/{next}"), None::<&()>) {
                 Ok(task) if task.array_job_id == Some(id) => jobs.push(task),
                 _ => break,
             }
-            next += 1;
         }
     }
     Ok(jobs)
