@@ -370,31 +370,17 @@ fn dependencies_on_array_jobs() {
     let array = "#!/bin/sh\n#SBATCH --array=1-3\n#BERTH --image busybox\n\
                  sleep $SLURM_ARRAY_TASK_ID\n[ $SLURM_ARRAY_TASK_ID != 2 ]\n";
     let a = c.submit(Mode::Rootless, "a.sh", array, &[]);
-    let dep = |spec: &str| format!("--dependency={spec}");
-    let all_ok = c.submit(
-        Mode::Rootless,
-        "ok.sh",
-        HELLO,
-        &[&dep(&format!("afterok:{a}"))],
-    );
-    let all_end = c.submit(
-        Mode::Rootless,
-        "any.sh",
-        HELLO,
-        &[&dep(&format!("afterany:{a}"))],
-    );
-    let third = c.submit(
-        Mode::Rootless,
-        "third.sh",
-        HELLO,
-        &[&dep(&format!("afterok:{a}_3"))],
-    );
-    let corr = c.submit(
-        Mode::Rootless,
-        "corr.sh",
-        HELLO,
-        &["--array=1-3", &dep(&format!("aftercorr:{a}"))],
-    );
+    let after = |spec: String, extra: &[&str]| {
+        let dep = format!("--dependency={spec}");
+        let mut args = extra.to_vec();
+        args.push(&dep);
+        c.try_submit(Mode::Rootless, "after.sh", HELLO, &args)
+    };
+    let id = |out: Out| -> u64 { out.ok().trim().parse().unwrap() };
+    let all_ok = id(after(format!("afterok:{a}"), &[]));
+    let all_end = id(after(format!("afterany:{a}"), &[]));
+    let third = id(after(format!("afterok:{a}_3"), &[]));
+    let corr = id(after(format!("aftercorr:{a}"), &["--array=1-3"]));
     // Task 2 failed: a job needing all of them OK is never started.
     let job = c.wait_for(all_ok, &["CANCELLED", "COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "CANCELLED", "{job}");
@@ -423,10 +409,7 @@ fn dependencies_on_array_jobs() {
         ),
         (format!("aftercorr:{a}"), &[][..], "is for an array job"),
     ] {
-        let mut all = args.to_vec();
-        let d = dep(&spec);
-        all.push(&d);
-        let out = c.try_submit(Mode::Rootless, "bad.sh", HELLO, &all);
+        let out = after(spec.clone(), args);
         assert!(
             out.code == 125 && out.stderr.contains(why),
             "{spec}: {}",
