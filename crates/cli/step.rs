@@ -20,6 +20,39 @@ pub struct StepArgs {
     /// CPUs per task [default: the job's]
     #[arg(short = 'c', long, value_name = "N")]
     cpus_per_task: Option<u32>,
+    /// At most N tasks on each node: -n tasks over ceil(n/N) nodes, or N on each of -N nodes
+    /// (of the job's, inside one)
+    #[arg(long, value_name = "N")]
+    ntasks_per_node: Option<u32>,
+    /// The tasks' environment: ALL (the default), NONE (only the job's SLURM_* and BERTH_*),
+    /// or [ALL,]VAR[=VALUE],... as srun takes it
+    #[arg(long, value_name = "ALL|NONE|VARS")]
+    export: Option<String>,
+    /// The tasks' working directory [default: this one]
+    #[arg(short = 'D', long, value_name = "DIR")]
+    chdir: Option<std::path::PathBuf>,
+    /// Every task's standard output into FILE (%j job id, %u user, %x job name, %% a %)
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<String>,
+    /// Every task's standard error into FILE (the same patterns as --output)
+    #[arg(short = 'e', long, value_name = "FILE")]
+    error: Option<String>,
+    /// Every task's standard input from FILE
+    #[arg(short = 'i', long, value_name = "FILE")]
+    input: Option<String>,
+    /// Whether --output and --error files are appended to or truncated (the default)
+    #[arg(long, value_name = "append|truncate")]
+    open_mode: Option<String>,
+    /// Accepted as srun takes it: berth hands the tasks this command's own descriptors, so
+    /// their output is never held back by berth
+    #[arg(short = 'u', long)]
+    unbuffered: bool,
+    /// Let the step share CPUs with the job's other steps (as --overcommit)
+    #[arg(long)]
+    overlap: bool,
+    /// Accepted as srun takes it: each task gets its own share of the job's CPUs anyway
+    #[arg(long)]
+    exact: bool,
     /// The job to run in [default: $BERTH_JOB_ID, else $SLURM_JOB_ID, inside a job]
     #[arg(long, visible_alias = "jobid", value_name = "JOB")]
     job: Option<u64>,
@@ -29,7 +62,8 @@ pub struct StepArgs {
     /// Kill the other tasks as soon as one exits non-zero (1, the default) or not (0)
     #[arg(short = 'K', long, value_name = "0|1", num_args = 0..=1, require_equals = true, default_missing_value = "1")]
     kill_on_bad_exit: Option<u8>,
-    /// Pin each task to its own share of the job's CPUs (cores, the default) or not (none)
+    /// Pin each task to its own share of the job's CPUs (cores, the default; threads, rank,
+    /// sockets and ldoms do the same here) or not (none); srun's verbose, prefix is accepted
     #[arg(long, value_name = "cores|none")]
     cpu_bind: Option<String>,
     /// Allow more tasks than the job has CPUs for
@@ -114,10 +148,21 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
 }
 
 pub fn step(args: StepArgs) -> Result<i32> {
-    let cpu_bind = match args.cpu_bind.as_deref() {
-        None | Some("cores") => true,
-        Some("none") => false,
-        Some(other) => bail!("--cpu-bind={other}: expected cores or none"),
+    let bind = args.cpu_bind.as_deref().map(|b| {
+        let b = b
+            .strip_prefix("verbose,")
+            .or(b.strip_prefix("v,"))
+            .unwrap_or(b);
+        b.strip_prefix("quiet,")
+            .or(b.strip_prefix("q,"))
+            .unwrap_or(b)
+    });
+    let cpu_bind = match bind {
+        None | Some("cores" | "threads" | "rank" | "sockets" | "ldoms") => true,
+        Some("none" | "no") => false,
+        Some(other) => bail!(
+            "--cpu-bind={other}: berth pins each task to its own share of the job's CPUs (cores, threads, rank, sockets, ldoms) or not (none); it takes no CPU maps or masks"
+        ),
     };
     let pmi = match args.mpi.as_deref() {
         None | Some("pmi1") | Some("pmi") => true,
@@ -136,6 +181,8 @@ pub fn step(args: StepArgs) -> Result<i32> {
         bail!("--pty and --label do not go together: a terminal's output has no lines to label");
     }
     let mut args = args;
+    tasks_per_node(&mut args)?;
+    redirect(&args)?;
     if args.pty && args.ntasks.is_none() {
         // One interactive task unless asked otherwise (srun --pty gives task 0 the terminal).
         args.ntasks = Some(1);
@@ -172,16 +219,136 @@ pub fn step(args: StepArgs) -> Result<i32> {
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
-        env: environment(),
-        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        env: exported(environment(), args.export.as_deref())?,
+        cwd: match args.chdir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => std::env::current_dir()?,
+        }
+        .to_string_lossy()
+        .into_owned(),
         label: args.label,
         kill_on_bad_exit,
         cpu_bind,
-        overcommit: args.overcommit,
+        overcommit: args.overcommit || args.overlap,
         pty: args.pty,
         pmi,
     };
     run(&request)
+}
+
+/// `--ntasks-per-node`: the task count, or the node count, from the other. Inside a job
+/// without -N or -w, its node count (SLURM_JOB_NUM_NODES) is the nodes to fill.
+fn tasks_per_node(args: &mut StepArgs) -> Result<()> {
+    let Some(per) = args.ntasks_per_node else {
+        return Ok(());
+    };
+    if per == 0 {
+        bail!("--ntasks-per-node takes at least 1");
+    }
+    let nodes = args
+        .nodes
+        .or((!args.nodelist.is_empty()).then_some(args.nodelist.len() as u32));
+    match (args.ntasks, nodes) {
+        (Some(n), Some(k)) if n > per.saturating_mul(k) => {
+            bail!("-n {n} does not fit on {k} node(s) at --ntasks-per-node={per}")
+        }
+        (Some(_), Some(_)) => {}
+        (Some(n), None) => args.nodes = Some(n.div_ceil(per)),
+        (None, k) => {
+            let job_nodes = std::env::var("SLURM_JOB_NUM_NODES")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            let k = k.or(job_nodes).unwrap_or(1);
+            args.ntasks = Some(per.saturating_mul(k));
+            if args.nodelist.is_empty() {
+                args.nodes = Some(k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--output`, `--error`, `--input`: this command's own descriptors, which the tasks get,
+/// made the files (job-wide patterns expanded; per-task ones are not supported).
+fn redirect(args: &StepArgs) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let append = match args.open_mode.as_deref() {
+        None | Some("truncate") => false,
+        Some("append") => true,
+        Some(other) => bail!("--open-mode={other}: expected append or truncate"),
+    };
+    let expand = |pattern: &str| -> Result<String> {
+        let mut out = String::new();
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let var = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
+            match chars.next() {
+                Some('%') => out.push('%'),
+                Some('j') => out.push_str(&var(&["SLURM_JOB_ID", "BERTH_JOB_ID"]).unwrap_or_default()),
+                Some('u') => out.push_str(&var(&["USER"]).unwrap_or_default()),
+                Some('x') => out.push_str(&var(&["SLURM_JOB_NAME"]).unwrap_or_default()),
+                Some(c) => bail!(
+                    "{pattern}: %{c} is not supported: a step's tasks share one file (%j, %u, %x and %% are)"
+                ),
+                None => out.push('%'),
+            }
+        }
+        Ok(out)
+    };
+    for (path, fd) in [(&args.output, 1), (&args.error, 2)] {
+        if let Some(p) = path {
+            let p = expand(p)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(&p)
+                .map_err(|e| anyhow::anyhow!("cannot open {p}: {e}"))?;
+            // SAFETY: dup2(2) of a file this process opened onto its own stdout or stderr.
+            unsafe { libc::dup2(file.as_raw_fd(), fd) };
+        }
+    }
+    if let Some(p) = &args.input {
+        let file = std::fs::File::open(p).map_err(|e| anyhow::anyhow!("cannot open {p}: {e}"))?;
+        // SAFETY: as above, onto its own stdin.
+        unsafe { libc::dup2(file.as_raw_fd(), 0) };
+    }
+    Ok(())
+}
+
+/// `--export`: the environment the tasks get from this one's. NONE keeps only the job's
+/// SLURM_* and BERTH_* variables (and those named); ALL (the default) all of it.
+fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(String, String)>> {
+    let Some(export) = export else {
+        return Ok(env);
+    };
+    let parsed = berth_core::job::parse_args(&[format!("--export={export}")])
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .export
+        .unwrap_or_default();
+    let job_own = |k: &str| k.starts_with("SLURM_") || k.starts_with("BERTH_");
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| parsed.all || job_own(k))
+        .cloned()
+        .collect();
+    for var in &parsed.vars {
+        let value = var.value.clone().or_else(|| {
+            env.iter()
+                .find(|(k, _)| *k == var.name)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(v) = value {
+            out.retain(|(k, _)| *k != var.name);
+            out.push((var.name.clone(), v));
+        }
+    }
+    Ok(out)
 }
 
 /// Sends `request` to the node agent's step socket and waits for the step.

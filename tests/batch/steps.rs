@@ -428,3 +428,47 @@ echo "step ended: $?""#,
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     assert_eq!(out, "step-warned\nstep ended: 0\n");
 }
+
+/// srun's options as job scripts use them: --ntasks-per-node, --export, -D, -o/-i, and the
+/// ones berth accepts for what it does anyway (-u, --exact, --overlap, --cpu-bind=verbose,...).
+#[test]
+fn srun_options_scripts_use() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"export DROP=me
+berth step --ntasks-per-node=2 -l sh -c 'echo task $SLURM_PROCID of $SLURM_NTASKS'
+berth step -n 1 -o step-%j.out sh -c 'echo into the file'
+echo from-input > in.txt
+berth step -n 1 -i in.txt cat
+berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unset} job=$SLURM_JOB_ID"'
+berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
+berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
+berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused"#;
+    let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert_eq!(
+        lines_with(&out, "0: task").len() + lines_with(&out, "1: task").len(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("0: task 0 of 2") && out.contains("1: task 1 of 2"),
+        "{out}"
+    );
+    assert!(out.contains("from-input\n"), "{out}");
+    assert!(
+        out.contains(&format!("keep=yes drop=unset job={id}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("in /tmp\n") && out.contains("accepted\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused\n") && out.contains("no CPU maps"),
+        "{out}"
+    );
+    let file = c.f.cwd(Mode::Rootless).join(format!("step-{id}.out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "into the file\n");
+}
