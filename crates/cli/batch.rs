@@ -68,6 +68,9 @@ pub struct QueueArgs {
     /// Only jobs in this partition
     #[arg(short, long)]
     partition: Option<String>,
+    /// Only your own jobs
+    #[arg(long)]
+    me: bool,
     /// Only these jobs (comma-separated ids; an array's id lists its tasks)
     #[arg(short, long, value_delimiter = ',')]
     jobs: Vec<u64>,
@@ -141,6 +144,51 @@ pub struct HistoryArgs {
     /// Fields separated by '|', not padded (as sacct -P)
     #[arg(short = 'P', long)]
     parsable2: bool,
+    /// Accepted as sacct takes it: berth lists jobs, not their steps
+    #[arg(short = 'X', long)]
+    allocations: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HostnamesArgs {
+    /// The list [default: $SLURM_JOB_NODELIST]
+    list: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HostlistArgs {
+    /// Node names, each a word or comma-separated (a hostlist among them is expanded first)
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `berth hostnames [LIST]`: scontrol show hostnames.
+pub fn hostnames(args: HostnamesArgs) -> Result<i32> {
+    let list = match args.list {
+        Some(l) => l,
+        None => std::env::var("SLURM_JOB_NODELIST")
+            .context("no node list given, and no $SLURM_JOB_NODELIST (outside a job?)")?,
+    };
+    let names = berth_core::job::expand_hostlist(&list)
+        .with_context(|| format!("{list}: not a node list (NAME[,NAME...], e.g. n[1-3],gpu1)"))?;
+    let mut out = std::io::stdout().lock();
+    for n in names {
+        writeln!(out, "{n}")?;
+    }
+    Ok(0)
+}
+
+/// `berth hostlist NAMES...`: scontrol show hostlist.
+pub fn hostlist(args: HostlistArgs) -> Result<i32> {
+    let mut names = Vec::new();
+    for word in args.names.iter().flat_map(|w| w.split_whitespace()) {
+        names.extend(
+            berth_core::job::expand_hostlist(word)
+                .with_context(|| format!("{word}: not a node name or list"))?,
+        );
+    }
+    writeln!(std::io::stdout(), "{}", berth_core::job::hostlist(&names))?;
+    Ok(0)
 }
 
 /// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
@@ -423,13 +471,40 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
     }
 }
 
+/// sbatch `--wrap=COMMAND` (or `--wrap COMMAND`) among `words`: the command, and the other
+/// words (all options: there is no script then).
+fn wrapped(words: &[String]) -> Option<(String, Vec<String>)> {
+    let at = words
+        .iter()
+        .position(|w| w == "--wrap" || w.starts_with("--wrap="))?;
+    let (command, taken) = match words[at].strip_prefix("--wrap=") {
+        Some(c) => (c.to_string(), 1),
+        None => (words.get(at + 1)?.clone(), 2),
+    };
+    let mut rest = words.to_vec();
+    rest.drain(at..at + taken);
+    Some((command, rest))
+}
+
 pub fn submit(args: SubmitArgs) -> Result<i32> {
-    let (script_path, mut options, script_args) = split_script(&args.words)?;
+    let (script_path, mut options, script_args, script) = match wrapped(&args.words) {
+        // The command as the script, as sbatch wraps it (its job is named "wrap").
+        Some((command, options)) => (
+            PathBuf::from("wrap"),
+            options,
+            Vec::new(),
+            format!("#!/bin/sh\n# sbatch --wrap\n{command}\n"),
+        ),
+        None => {
+            let (path, options, script_args) = split_script(&args.words)?;
+            let script = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            (path, options, script_args, script)
+        }
+    };
     // Anywhere before the script, as sbatch takes it (clap sees it only as the first option).
     let parsable = args.parsable || options.iter().any(|o| o == "--parsable");
     options.retain(|o| o != "--parsable");
-    let script = std::fs::read_to_string(&script_path)
-        .with_context(|| format!("cannot read {}", script_path.display()))?;
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -520,8 +595,13 @@ pub fn queue(args: QueueArgs) -> Result<i32> {
             .map(|s| long_state(s.trim()).to_string())
             .collect()
     });
+    let me = match args.me {
+        true => Some(berth_runtime::Identity::current()?.user),
+        false => None,
+    };
     jobs.retain(|j| {
         args.user.as_ref().is_none_or(|u| *u == j.user)
+            && me.as_ref().is_none_or(|u| *u == j.user)
             && args.partition.as_ref().is_none_or(|p| *p == j.partition)
             && states.as_ref().is_none_or(|s| s.contains(&j.state))
             && (args.jobs.is_empty()

@@ -107,6 +107,11 @@ enum Command {
     Queue(batch::QueueArgs),
     /// Show everything about a job
     Show(batch::ShowArgs),
+    /// One node name per line from a node list in Slurm's form (n[1-3]; default
+    /// $SLURM_JOB_NODELIST), like scontrol show hostnames
+    Hostnames(batch::HostnamesArgs),
+    /// Node names in Slurm's compact form (n[1-3]), like scontrol show hostlist
+    Hostlist(batch::HostlistArgs),
     /// Cancel jobs, or send them a signal
     Cancel(batch::CancelArgs),
     /// Finished jobs with their accounting, like sacct
@@ -198,6 +203,8 @@ fn run() -> i32 {
         Command::Token(args) => batch::token(args),
         Command::Submit(args) => batch::submit(args),
         Command::Queue(args) => batch::queue(args),
+        Command::Hostnames(args) => batch::hostnames(args),
+        Command::Hostlist(args) => batch::hostlist(args),
         Command::Show(args) => batch::show(args),
         Command::Cancel(args) => batch::cancel(args),
         Command::History(args) => batch::history(args),

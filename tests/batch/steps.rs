@@ -472,3 +472,44 @@ berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused"#;
     let file = c.f.cwd(Mode::Rootless).join(format!("step-{id}.out"));
     assert_eq!(std::fs::read_to_string(file).unwrap(), "into the file\n");
 }
+
+/// Slurm's own commands inside a job, as existing scripts call them: srun, sbatch (--wrap
+/// too), squeue, sacct, scancel and what scripts ask of scontrol.
+#[test]
+fn slurm_commands_work_inside_a_job() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"srun -n 2 -l sh -c 'echo rank $SLURM_PROCID'
+scontrol show hostnames $SLURM_JOB_NODELIST
+scontrol show hostlist a1,a2,a3
+echo "state $(squeue -h -j $SLURM_JOB_ID -o %T) mine $(squeue --me -h -o %i)"
+wrapped=$(sbatch --parsable --wrap 'echo wrapped')
+echo "wrapped $wrapped"
+sacct -X -n -P -j $SLURM_JOB_ID -o JobName,State
+sleeper=$(sbatch --parsable --wrap 'sleep 60')
+scancel $sleeper && echo cancelled
+scontrol frobnicate 2>/dev/null || echo unknown"#;
+    let id = c.submit(Mode::Rootless, "slurm.sh", &script("-n 2", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let host = job["nodes"][0].as_str().unwrap();
+    let wrapped: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("wrapped "))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        out,
+        format!(
+            "0: rank 0\n1: rank 1\n{host}\na[1-3]\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\n"
+        )
+    );
+    let job = c.completed(wrapped);
+    assert_eq!(job["name"], "wrap");
+    let file = c.f.cwd(Mode::Rootless).join(format!("berth-{wrapped}.out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "wrapped\n");
+    assert_eq!(
+        c.wait_for(wrapped + 1, &["CANCELLED", "COMPLETED"])["state"],
+        "CANCELLED"
+    );
+}

@@ -678,6 +678,13 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
         )),
         ("berth-rsh", format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth rsh \"$@\"\n")),
         ("host-rsh", format!("#!/bin/sh\nexec {} rsh \"$@\"\n", berth.display())),
+        // Slurm's commands, as job scripts call them (the image's own come first on PATH).
+        ("srun", slurm_alias("step")),
+        ("sbatch", slurm_alias("submit")),
+        ("squeue", slurm_alias("queue")),
+        ("scancel", slurm_alias("cancel")),
+        ("sacct", slurm_alias("history")),
+        ("scontrol", SCONTROL.replace("{tools}", TOOLS_IN_CONTAINER)),
     ];
     let dir = {
         use std::hash::{Hash, Hasher};
@@ -700,6 +707,33 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     binds.push((dir.clone(), TOOLS_IN_CONTAINER.to_string(), true));
     Ok((dir, binds))
 }
+
+/// A Slurm command as the berth subcommand that takes its options.
+fn slurm_alias(subcommand: &str) -> String {
+    format!("#!/bin/sh\n# Slurm's name for it, in a berth job.\nexec {TOOLS_IN_CONTAINER}/berth {subcommand} \"$@\"\n")
+}
+
+/// `scontrol` in a berth job: what job scripts ask of it.
+const SCONTROL: &str = r#"#!/bin/sh
+# scontrol in a berth job: what job scripts ask of it, answered by berth.
+b={tools}/berth
+case "$1" in
+show)
+    what=$2
+    shift 2
+    case "$what" in
+    hostnames | hostname) exec $b hostnames "$@" ;;
+    hostlist) exec $b hostlist "$@" ;;
+    job | jobs) exec $b show "$@" ;;
+    esac ;;
+hold | release | requeue | suspend | resume)
+    verb=$1
+    shift
+    exec $b "$verb" "$@" ;;
+esac
+echo "scontrol $*: in a berth job, scontrol answers show hostnames|hostlist|job, hold, release, requeue, suspend and resume (berth --help lists the rest)" >&2
+exit 1
+"#;
 
 /// Writes `scripts` (mode 0755) into a directory of their own under `base`, renamed into
 /// place as `dir` whole: a runner that finds `dir` finds all of them. Another runner that

@@ -154,6 +154,10 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("BERTH_NTASKS", ntasks);
     set("BERTH_CPUS_ON_NODE", cpus);
     set("BERTH_SUBMIT_DIR", job.workdir.clone());
+    // The image jobs submitted from this one run in when they name none.
+    if let Some(image) = &job.image {
+        set("BERTH_IMAGE", image.clone());
+    }
     if let (Some(master), Some(index)) = (job.array_job_id, job.array_task_id) {
         let (master, index) = (master.to_string(), index.to_string());
         for k in ["SLURM_ARRAY_JOB_ID", "BERTH_ARRAY_JOB_ID"] {

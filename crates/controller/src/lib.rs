@@ -522,8 +522,19 @@ impl Controller {
         let default_name = Path::new(&req.script_name)
             .file_name()
             .map_or("job".into(), |n| n.to_string_lossy().into_owned());
-        let request = JobRequest::from_script(&req.script, cli, &default_name)
+        let mut request = JobRequest::from_script(&req.script, cli, &default_name)
             .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+        // A job that names no image takes $BERTH_IMAGE's: from inside a job, its own.
+        if request.image.is_none() {
+            let inherited = req
+                .env
+                .iter()
+                .find(|(k, v)| k == "BERTH_IMAGE" && !v.is_empty());
+            request.image = inherited.map(|(_, name)| berth_core::job::ImageRef {
+                name: name.clone(),
+                origin: berth_core::job::ImageOrigin::Environment,
+            });
+        }
         let cluster = self.cluster();
         let partition = match &request.partition {
             Some(p) => cluster.partition(p).ok_or_else(|| {

@@ -177,6 +177,9 @@ pub enum ImageOrigin {
     Cli,
     /// `export APPLICATION=...` on this line (the convention of the thesis' middleware).
     Application { line: usize },
+    /// `$BERTH_IMAGE` in the submitter's environment, for a job that names none: inside a
+    /// job, that job's own image.
+    Environment,
 }
 
 /// Who gets a job's warning signal.
