@@ -95,8 +95,9 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    #[arg(required = true)]
-    jobs: Vec<u64>,
+    /// Job ids; an array job's id stands for all of its tasks, ID_INDEX for one
+    #[arg(required = true, value_name = "JOB")]
+    jobs: Vec<String>,
     /// Send this signal to the job instead of ending it
     #[arg(short, long, value_name = "SIG")]
     signal: Option<String>,
@@ -104,8 +105,9 @@ pub struct CancelArgs {
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
-    #[arg(required = true)]
-    jobs: Vec<u64>,
+    /// Job ids; an array job's id stands for all of its tasks, ID_INDEX for one
+    #[arg(required = true, value_name = "JOB")]
+    jobs: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -891,7 +893,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
-    for id in args.jobs {
+    for id in job_ids(&args.jobs)? {
         let body = CancelRequest {
             signal: args.signal.clone(),
         };
@@ -1049,9 +1051,51 @@ fn named_jobs(ids: &[u64]) -> Result<Vec<JobInfo>> {
     Ok(jobs)
 }
 
+/// The jobs that `specs` name, as scancel and scontrol read them: `42` is job 42, or, for
+/// an array job, each of its tasks still pending or running; `42_7` is task 7 of array 42.
+fn job_ids(specs: &[String]) -> Result<Vec<u64>> {
+    let parse = |s: &str| -> Result<u64> {
+        s.parse()
+            .with_context(|| format!("{s}: not a job id (JOBID or JOBID_INDEX)"))
+    };
+    let mut active: Option<Vec<JobInfo>> = None;
+    let mut ids = Vec::new();
+    for spec in specs {
+        let (id, index) = match spec.split_once('_') {
+            Some((id, index)) => {
+                let index = index.parse::<u32>().ok();
+                (
+                    parse(id)?,
+                    Some(index.with_context(|| format!("{spec}: not JOBID_INDEX"))?),
+                )
+            }
+            None => (parse(spec)?, None),
+        };
+        let jobs = match &active {
+            Some(jobs) => jobs,
+            None => active.insert(request("GET", "/v1/jobs", None::<&()>)?),
+        };
+        let tasks = jobs.iter().filter(|j| j.array_job_id == Some(id));
+        match index {
+            Some(i) => match tasks.clone().find(|j| j.array_task_id == Some(i)) {
+                Some(task) => ids.push(task.id),
+                None => bail!("{spec}: array job {id} has no pending or running task {i}"),
+            },
+            None => {
+                let tasks: Vec<u64> = tasks.map(|j| j.id).collect();
+                match tasks.is_empty() {
+                    true => ids.push(id),
+                    false => ids.extend(tasks),
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// `berth hold|release|suspend|resume JOB...`: one API call per job.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
-    for id in args.jobs {
+    for id in job_ids(&args.jobs)? {
         let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
     }
     Ok(0)

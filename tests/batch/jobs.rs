@@ -505,6 +505,40 @@ fn history_prints_as_sacct_formats() {
     );
 }
 
+/// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
+/// all of its tasks still pending or running, ID_INDEX for one.
+#[test]
+fn cancel_and_release_act_on_whole_arrays_or_one_task() {
+    let Some(c) = Cluster::start() else { return };
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold", "--array=1-3"]);
+    c.berth(Mode::Rootless, &["cancel", &format!("{held}_2")])
+        .ok();
+    assert_eq!(c.show(held + 1)["state"], "CANCELLED");
+    assert_eq!(c.show(held)["state"], "PENDING");
+    c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    c.completed(held);
+    c.completed(held + 2);
+    let none = c.berth(Mode::Rootless, &["cancel", &format!("{held}_9")]);
+    assert!(
+        none.code != 0 && none.stderr.contains("has no pending or running task 9"),
+        "{}",
+        none.stderr
+    );
+    let sleeping = "#!/bin/sh\n#SBATCH --array=1-2\n#BERTH --image busybox\nexec sleep 300\n";
+    let running = c.submit(Mode::Rootless, "sleep.sh", sleeping, &[]);
+    c.wait_for(running, &["RUNNING"]);
+    c.wait_for(running + 1, &["RUNNING"]);
+    c.berth(Mode::Rootless, &["cancel", &running.to_string()])
+        .ok();
+    for id in [running, running + 1] {
+        assert_eq!(
+            c.wait_for(id, &["CANCELLED", "COMPLETED", "FAILED"])["state"],
+            "CANCELLED"
+        );
+    }
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };
