@@ -152,6 +152,90 @@ pub struct HistoryArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// JOB then the new values as berth submit flags (`42 --time=30 -p debug`), or scontrol's
+    /// words (`JobId=42 TimeLimit=30 Partition=debug`)
+    #[arg(
+        required = true,
+        allow_hyphen_values = true,
+        trailing_var_arg = true,
+        value_name = "JOB [VALUES]"
+    )]
+    words: Vec<String>,
+}
+
+/// scontrol update's keys, and the submit flag each stands for.
+const UPDATE_KEYS: &[(&str, &str)] = &[
+    ("timelimit", "--time"),
+    ("partition", "--partition"),
+    ("name", "--job-name"),
+    ("jobname", "--job-name"),
+    ("nice", "--nice"),
+    ("starttime", "--begin"),
+    ("begintime", "--begin"),
+    ("dependency", "--dependency"),
+    ("account", "--account"),
+    ("features", "--constraint"),
+    ("reqnodelist", "--nodelist"),
+    ("excnodelist", "--exclude"),
+];
+
+/// `berth update JOB VALUES...` (or scontrol's `JobId=JOB KEY=VALUE...`).
+pub fn update(args: UpdateArgs) -> Result<i32> {
+    let mut job = None;
+    let mut flags = Vec::new();
+    for word in &args.words {
+        match word.split_once('=') {
+            _ if word.starts_with('-') => flags.push(word.clone()),
+            Some((key, value)) => {
+                let key = key.to_ascii_lowercase();
+                if key == "jobid" {
+                    job = Some(value.to_string());
+                } else if key == "requeue" {
+                    flags.push(
+                        if value == "0" {
+                            "--no-requeue"
+                        } else {
+                            "--requeue"
+                        }
+                        .into(),
+                    );
+                } else {
+                    let flag = UPDATE_KEYS.iter().find(|(k, _)| *k == key).map(|(_, f)| f);
+                    let flag = flag.with_context(|| {
+                        format!(
+                            "{word}: berth update takes {}, Requeue (or berth submit's flags)",
+                            UPDATE_KEYS
+                                .iter()
+                                .map(|(k, _)| *k)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?;
+                    flags.push(format!("{flag}={value}"));
+                }
+            }
+            None if job.is_none() => job = Some(word.clone()),
+            None => flags.push(word.clone()),
+        }
+    }
+    let job = job.context("berth update needs the job: JOB or JobId=JOB")?;
+    let body = berth_api::UpdateRequest { args: flags };
+    // An array job's id goes as it is: the controller updates its pending tasks.
+    let id = match job.contains('_') {
+        true => job_ids(std::slice::from_ref(&job))?[0],
+        false => job
+            .parse()
+            .with_context(|| format!("{job}: not a job id"))?,
+    };
+    let n: u64 = request("POST", &format!("/v1/jobs/{id}/update"), Some(&body))?;
+    if n > 1 {
+        eprintln!("berth: updated {n} tasks of array job {id}");
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
 pub struct HostnamesArgs {
     /// The list [default: $SLURM_JOB_NODELIST]
     list: Option<String>,

@@ -118,6 +118,10 @@ enum Command {
     History(batch::HistoryArgs),
     /// Keep pending jobs from starting
     Hold(batch::JobsArgs),
+    /// Change a pending job (an array job's id: each of its pending tasks): --time,
+    /// --partition, --job-name, --nice, --begin, --dependency, --account, --constraint,
+    /// --nodelist, --exclude, --requeue; also as scontrol's KEY=VALUE words
+    Update(batch::UpdateArgs),
     /// Let held jobs start
     Release(batch::JobsArgs),
     /// Freeze running jobs (every process stops; CPU time stops)
@@ -209,6 +213,7 @@ fn run() -> i32 {
         Command::Cancel(args) => batch::cancel(args),
         Command::History(args) => batch::history(args),
         Command::Hold(args) => batch::act("hold", args),
+        Command::Update(args) => batch::update(args),
         Command::Release(args) => batch::act("release", args),
         Command::Suspend(args) => batch::act("suspend", args),
         Command::Resume(args) => batch::act("resume", args),

@@ -539,6 +539,72 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     }
 }
 
+/// `berth update` (scontrol update): a pending job's time, name, nice and the rest, in
+/// berth's flags or scontrol's words; an array's pending tasks all at once; what would make
+/// it impossible, its shape, a running job and a negative nice (root's) are refused.
+#[test]
+fn pending_jobs_can_be_changed() {
+    let Some(c) = Cluster::start() else { return };
+    let u = |args: &[&str]| {
+        let mut all = vec!["update"];
+        all.extend_from_slice(args);
+        c.berth(Mode::Rootless, &all)
+    };
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let h = held.to_string();
+    u(&[&h, "--time=7", "-J", "renamed", "--nice=5"]).ok();
+    let job = c.show(held);
+    assert_eq!(
+        (job["time_limit"].as_u64(), &job["name"]),
+        (Some(420), &"renamed".into()),
+        "{job}"
+    );
+    u(&[&format!("JobId={held}"), "TimeLimit=8", "Partition=normal"]).ok();
+    assert_eq!(c.show(held)["time_limit"], 480);
+    for (args, code, why) in [
+        (
+            &[&h, "--nice=-5"][..],
+            125,
+            "only root may give a job a negative nice",
+        ),
+        (
+            &[&h, "--ntasks=4"],
+            125,
+            "for anything else, cancel it and submit again",
+        ),
+        (&[&h, "-p", "nope"], 125, "unknown partition 'nope'"),
+        (&[&h, "Colour=blue"], 125, "berth update takes timelimit"),
+    ] {
+        let out = u(args);
+        assert!(
+            out.code == code && out.stderr.contains(why),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let array = c.submit(Mode::Rootless, "arr.sh", HELLO, &["--hold", "--array=1-3"]);
+    let out = u(&[&array.to_string(), "--time=3"]);
+    assert!(
+        out.ok().is_empty() && out.stderr.contains("updated 3 tasks"),
+        "{}",
+        out.stderr
+    );
+    assert!((array..array + 3).all(|id| c.show(id)["time_limit"] == 180));
+    let running = c.submit_holding("run.sh", "", &[]);
+    let out = u(&[&running.to_string(), "--time=9"]);
+    assert!(
+        out.code == 125 && out.stderr.contains("is RUNNING"),
+        "{}",
+        out.stderr
+    );
+    let negative = c.try_submit(Mode::Rootless, "neg.sh", HELLO, &["--nice=-10"]);
+    assert!(
+        negative.stderr.contains("only root may"),
+        "{}",
+        negative.stderr
+    );
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

@@ -726,12 +726,12 @@ show)
     hostlist) exec $b hostlist "$@" ;;
     job | jobs) exec $b show "$@" ;;
     esac ;;
-hold | release | requeue | suspend | resume)
+hold | release | requeue | suspend | resume | update)
     verb=$1
     shift
     exec $b "$verb" "$@" ;;
 esac
-echo "scontrol $*: in a berth job, scontrol answers show hostnames|hostlist|job, hold, release, requeue, suspend and resume (berth --help lists the rest)" >&2
+echo "scontrol $*: in a berth job, scontrol answers show hostnames|hostlist|job, hold, release, requeue, suspend, resume and update (berth --help lists the rest)" >&2
 exit 1
 "#;
 

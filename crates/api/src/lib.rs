@@ -119,6 +119,14 @@ pub struct CancelRequest {
     pub signal: Option<String>,
 }
 
+/// `POST /v1/jobs/{id}/update`: new values for a pending job (an array job's id: each of its
+/// pending tasks), as `berth submit` flags (`--time=30`, `--partition=debug`, ...).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    pub args: Vec<String>,
+}
+
 /// A node as `berth nodes` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {

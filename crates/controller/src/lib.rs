@@ -524,6 +524,7 @@ impl Controller {
             .map_or("job".into(), |n| n.to_string_lossy().into_owned());
         let mut request = JobRequest::from_script(&req.script, cli, &default_name)
             .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+        refuse_negative_nice(&caller, request.nice)?;
         // A job that names no image takes $BERTH_IMAGE's: from inside a job, its own.
         if request.image.is_none() {
             let inherited = req
@@ -808,6 +809,108 @@ impl Controller {
         }
         self.wake();
         Ok(())
+    }
+
+    /// `berth update`: new values for a pending job, or for each pending task of an array
+    /// job named by its id, as `berth submit` flags, checked as a submission is (the
+    /// partition and its limits, the nodes, the dependencies). Returns how many jobs changed.
+    pub fn update(&mut self, caller: Caller, id: u64, args: &[String]) -> Result<u64, ApiError> {
+        let o = berth_core::job::parse_args(args).map_err(|e| ApiError::bad(e.to_string()))?;
+        // What may change; the rest is the job's shape, fixed at submission.
+        let rest = JobOptions {
+            time_limit: None,
+            partition: None,
+            name: None,
+            nice: None,
+            begin: None,
+            dependencies: None,
+            account: None,
+            constraint: None,
+            nodelist: None,
+            exclude: None,
+            requeue: None,
+            ignored: Vec::new(),
+            ..o.clone()
+        };
+        if rest != JobOptions::default() || o == JobOptions::default() {
+            return Err(ApiError::bad(
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --constraint, --nodelist, --exclude and --requeue; for anything else, cancel it and submit again",
+            ));
+        }
+        let tasks: Vec<u64> = self
+            .active
+            .values()
+            .filter(|j| j.array_job_id == Some(id) && j.state == State::Pending)
+            .map(|j| j.id)
+            .collect();
+        let ids = if tasks.is_empty() { vec![id] } else { tasks };
+        let cluster = self.cluster();
+        let mut updated = Vec::with_capacity(ids.len());
+        for id in ids {
+            let job = self.owned(caller, id, "update")?.clone();
+            if job.state != State::Pending {
+                return Err(ApiError::bad(format!(
+                    "job {id} is {}: berth update changes pending jobs (a running job's time limit cannot be changed)",
+                    job.state.name()
+                )));
+            }
+            let mut job = job;
+            let r = &mut job.request;
+            r.time_limit = o.time_limit.or(r.time_limit);
+            r.name = o.name.clone().unwrap_or(r.name.clone());
+            r.nice = o.nice.unwrap_or(r.nice);
+            r.account = o.account.clone().or(r.account.take());
+            r.constraint = o.constraint.clone().unwrap_or(r.constraint.clone());
+            r.nodelist = o.nodelist.clone().unwrap_or(r.nodelist.clone());
+            r.exclude = o.exclude.clone().unwrap_or(r.exclude.clone());
+            r.requeue = o.requeue.or(r.requeue);
+            refuse_negative_nice(&caller, r.nice)?;
+            if let Some(p) = &o.partition {
+                cluster
+                    .partition(p)
+                    .ok_or_else(|| ApiError::bad(format!("unknown partition '{p}'")))?;
+                job.partition = p.clone();
+                r.partition = Some(p.clone());
+            }
+            if r.nodelist.len() > r.nodes.max as usize {
+                return Err(ApiError::bad(format!(
+                    "{} nodes are named (--nodelist) but job {id} runs on at most {}",
+                    r.nodelist.len(),
+                    r.nodes.max
+                )));
+            }
+            if let Some(b) = o.begin {
+                let now = now();
+                job.begin_time = Some(b.resolve(now, utc_offset(now)));
+            }
+            if let Some(deps) = &o.dependencies {
+                job.request.dependencies = deps.clone();
+                let targets = self.dependency_targets(&job.request)?;
+                job.depends_on = targets
+                    .iter()
+                    .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), job.array_task_id))
+                    .collect();
+            }
+            let sreq = self.sched_request(&job.partition, &job.request);
+            if let Some(choice) = &sreq.choice {
+                choice_in(&cluster, &job.partition, choice)?;
+            }
+            sched::fits_ever(&cluster, &sreq).map_err(|reason| {
+                ApiError::bad(format!(
+                    "job {id} could never run as changed ({reason}) in partition {}",
+                    job.partition
+                ))
+            })?;
+            updated.push(job);
+        }
+        let rows: Vec<_> = updated.iter().map(Job::row).collect();
+        self.store.put_jobs(&rows).map_err(ApiError::internal)?;
+        let count = updated.len() as u64;
+        for job in updated {
+            self.active.insert(job.id, job);
+        }
+        self.wake();
+        Ok(count)
     }
 
     /// The job `id`, if `caller` may act on it (its owner or root).
@@ -2409,6 +2512,16 @@ fn choice_in(
         return Err(ApiError::bad(format!(
             "no node of partition {partition} is left to the job by its --constraint and --exclude; its nodes (and features) are {}",
             described()
+        )));
+    }
+    Ok(())
+}
+
+/// A negative nice raises a job's priority over others': root's to give (as in Slurm).
+fn refuse_negative_nice(caller: &Caller, nice: i32) -> Result<(), ApiError> {
+    if nice < 0 && caller.uid != 0 {
+        return Err(ApiError::forbidden(format!(
+            "--nice={nice}: only root may give a job a negative nice (a higher priority)"
         )));
     }
     Ok(())

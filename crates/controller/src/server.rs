@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use berth_api::{CancelRequest, ErrorBody, SubmitRequest};
+use berth_api::{CancelRequest, ErrorBody, SubmitRequest, UpdateRequest};
 use berth_store::JobFilter;
 use serde::Deserialize;
 use tokio::net::{TcpListener, UnixListener};
@@ -389,6 +389,16 @@ async fn cancel(
     c.lock().await.cancel(caller, id, signal).map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/update", params(("id" = u64, Path, description = "job id (an array job's: each of its pending tasks)")), request_body(content = UpdateRequest, description = "the new values, as berth submit flags"), tag = "jobs", responses((status = 200, description = "the number of jobs updated", body = u64), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn update(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+    Json(body): Json<UpdateRequest>,
+) -> ApiResult<u64> {
+    c.lock().await.update(caller, id, &body.args).map(Json)
+}
+
 #[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn hold(
     State(c): State<Shared>,
@@ -490,6 +500,7 @@ async fn not_found() -> ApiError {
         history,
         cancel,
         hold,
+        update,
         release,
         suspend,
         resume,
@@ -528,6 +539,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/hold", post(hold))
+        .route("/v1/jobs/{id}/update", post(update))
         .route("/v1/jobs/{id}/release", post(release))
         .route("/v1/jobs/{id}/suspend", post(suspend))
         .route("/v1/jobs/{id}/resume", post(resume))
