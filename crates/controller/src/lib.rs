@@ -555,23 +555,7 @@ impl Controller {
         }
         .name
         .clone();
-        let sreq = self.sched_request(&partition, &request);
-        if let Some(choice) = &sreq.choice {
-            choice_in(&cluster, &partition, choice)?;
-        }
-        sched::fits_ever(&cluster, &sreq).map_err(|reason| {
-            ApiError::bad(format!(
-                "the job can never run here ({reason}): it asks for {} node(s) with {} CPUs, {} bytes of memory and {} GPUs each; partition {partition} has {} node(s), the largest with {} CPUs, {} bytes and {} GPUs",
-                sreq.nodes_min,
-                sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
-                sreq.memory_per_node,
-                sreq.gpus_per_node,
-                cluster.partition(&partition).map_or(0, |p| p.nodes.len()),
-                self.nodes.values().map(|n| n.res.cpus.count()).max().unwrap_or(0),
-                self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
-                self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
-            ))
-        })?;
+        self.placeable(&cluster, &partition, &request)?;
         let dependencies = self.dependency_targets(&request)?;
         // The image's name, squashfs file and environment; `None`: the job runs on the host,
         // which the administrator must have allowed.
@@ -702,6 +686,33 @@ impl Controller {
             jobs: indices.len() as u64,
             warnings,
             wait: request.wait,
+        })
+    }
+
+    /// Whether `request` could ever run in `partition` (at submission, and when changed): its
+    /// choice of nodes, then its size against the partition's nodes, refused in words.
+    fn placeable(
+        &self,
+        cluster: &sched::ClusterView,
+        partition: &str,
+        request: &JobRequest,
+    ) -> Result<(), ApiError> {
+        let sreq = self.sched_request(partition, request);
+        if let Some(choice) = &sreq.choice {
+            choice_in(cluster, partition, choice)?;
+        }
+        sched::fits_ever(cluster, &sreq).map_err(|reason| {
+            ApiError::bad(format!(
+                "the job can never run here ({reason}): it asks for {} node(s) with {} CPUs, {} bytes of memory and {} GPUs each; partition {partition} has {} node(s), the largest with {} CPUs, {} bytes and {} GPUs",
+                sreq.nodes_min,
+                sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
+                sreq.memory_per_node,
+                sreq.gpus_per_node,
+                cluster.partition(partition).map_or(0, |p| p.nodes.len()),
+                self.nodes.values().map(|n| n.res.cpus.count()).max().unwrap_or(0),
+                self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
+                self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
+            ))
         })
     }
 
@@ -891,16 +902,7 @@ impl Controller {
                     .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), job.array_task_id))
                     .collect();
             }
-            let sreq = self.sched_request(&job.partition, &job.request);
-            if let Some(choice) = &sreq.choice {
-                choice_in(&cluster, &job.partition, choice)?;
-            }
-            sched::fits_ever(&cluster, &sreq).map_err(|reason| {
-                ApiError::bad(format!(
-                    "job {id} could never run as changed ({reason}) in partition {}",
-                    job.partition
-                ))
-            })?;
+            self.placeable(&cluster, &job.partition, &job.request)?;
             updated.push(job);
         }
         let rows: Vec<_> = updated.iter().map(Job::row).collect();
