@@ -399,7 +399,7 @@ fn warning_signals_reach_the_batch_shell_or_the_steps_ahead_of_the_time_limit() 
         Mode::Rootless,
         "batch.sh",
         &script(
-            "--time=0:06 --signal=B:USR1@4",
+            "--time=0:12 --signal=B:USR1@8",
             r#"trap 'echo batch-warned; kill $child; exit 0' USR1
 sh -c 'trap "echo child-warned" USR1; sleep 30 & wait' &
 child=$!
@@ -412,7 +412,7 @@ echo not-warned"#,
         Mode::Rootless,
         "steps.sh",
         &script(
-            "--time=0:06 --signal=USR2@4",
+            "--time=0:12 --signal=USR2@8",
             r#"trap 'echo batch-warned' USR2
 berth step sh -c 'trap "echo step-warned; exit 0" USR2; sleep 30 & wait'
 echo "step ended: $?""#,
