@@ -45,9 +45,10 @@ pub struct SubmitArgs {
     parsable: bool,
     /// [OPTIONS] SCRIPT [ARGS]: options as in #SBATCH/#BERTH directives (-n, -N, --mem, -t,
     /// -J, -o, -e, -p, --array, --dependency, --image, --bind, --export, --chdir, --hold, ...),
-    /// which override the script's own; the words after the script are its arguments
+    /// which override the script's own; the words after the script are its arguments.
+    /// Without a script, it is read from standard input (`berth submit < job.sh`, as sbatch
+    /// and bsub read it)
     #[arg(
-        required = true,
         allow_hyphen_values = true,
         trailing_var_arg = true,
         value_name = "[OPTIONS] SCRIPT [ARGS]"
@@ -550,11 +551,26 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
             ));
         }
     }
-    let last = words.last().expect("clap requires a word");
+    let Some(last) = words.last() else {
+        bail!("no batch script: name one, or give it on standard input (berth submit < job.sh)");
+    };
     match std::fs::read(last) {
         Ok(_) => bail!("{last}: not a batch script: its first line must be #! and an interpreter, e.g. #!/bin/sh"),
         Err(e) => bail!("cannot read the batch script {last}: {e}"),
     }
+}
+
+/// A batch script on standard input (`berth submit < job.sh`): `None` if standard input is
+/// a terminal or holds no script.
+fn script_on_stdin() -> Option<String> {
+    use std::io::{IsTerminal, Read};
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return None;
+    }
+    let mut script = String::new();
+    stdin.read_to_string(&mut script).ok()?;
+    script.starts_with("#!").then_some(script)
 }
 
 /// sbatch `--wrap=COMMAND` (or `--wrap COMMAND`) among `words`: the command, and the other
@@ -581,12 +597,23 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
             Vec::new(),
             format!("#!/bin/sh\n# sbatch --wrap\n{command}\n"),
         ),
-        None => {
-            let (path, options, script_args) = split_script(&args.words)?;
-            let script = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            (path, options, script_args, script)
-        }
+        None => match split_script(&args.words) {
+            Ok((path, options, script_args)) => {
+                let script = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (path, options, script_args, script)
+            }
+            // No file names the script: it may be on standard input, every word an option.
+            Err(e) => match script_on_stdin() {
+                Some(script) => (
+                    PathBuf::from("stdin"),
+                    args.words.clone(),
+                    Vec::new(),
+                    script,
+                ),
+                None => return Err(e),
+            },
+        },
     };
     // Anywhere before the script, as sbatch takes it (clap sees it only as the first option).
     let parsable = args.parsable || options.iter().any(|o| o == "--parsable");

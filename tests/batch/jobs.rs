@@ -605,6 +605,34 @@ fn pending_jobs_can_be_changed() {
     );
 }
 
+/// `berth submit < job.sh`: the script on standard input, as sbatch and bsub read it (the
+/// thesis' users submitted with `bsub < job.sh`).
+#[test]
+fn the_script_may_come_on_standard_input() {
+    let Some(c) = Cluster::start() else { return };
+    let path = c.f.cwd(Mode::Rootless).join("piped.sh");
+    std::fs::write(&path, "#!/bin/sh\n#BERTH --image busybox\necho piped\n").unwrap();
+    let piped = |args: &[&str]| {
+        let mut all = vec!["submit", "--parsable"];
+        all.extend_from_slice(args);
+        let mut cmd = c.f.cmd(Mode::Rootless, &all);
+        cmd.env("BERTH_SOCKET", &c.socket)
+            .current_dir(c.f.cwd(Mode::Rootless))
+            .stdin(std::fs::File::open(&path).unwrap());
+        Out::from_output(cmd.output().unwrap())
+    };
+    let id: u64 = piped(&["-J", "from-stdin"]).ok().trim().parse().unwrap();
+    assert_eq!(c.completed(id)["name"], "from-stdin");
+    let id: u64 = piped(&[]).ok().trim().parse().unwrap();
+    assert_eq!(c.completed(id)["name"], "stdin");
+    let none = c.berth(Mode::Rootless, &["submit"]);
+    assert!(
+        none.code != 0 && none.stderr.contains("no batch script"),
+        "{}",
+        none.stderr
+    );
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };
