@@ -224,7 +224,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     let body = berth_api::UpdateRequest { args: flags };
     // An array job's id goes as it is: the controller updates its pending tasks.
     let id = match job.contains('_') {
-        true => job_ids(std::slice::from_ref(&job))?[0],
+        true => job_ids(std::slice::from_ref(&job), |_| true)?[0],
         false => job
             .parse()
             .with_context(|| format!("{job}: not a job id"))?,
@@ -1004,7 +1004,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
-    for id in job_ids(&args.jobs)? {
+    for id in job_ids(&args.jobs, |_| true)? {
         let body = CancelRequest {
             signal: args.signal.clone(),
         };
@@ -1163,8 +1163,9 @@ fn named_jobs(ids: &[u64]) -> Result<Vec<JobInfo>> {
 }
 
 /// The jobs that `specs` name, as scancel and scontrol read them: `42` is job 42, or, for
-/// an array job, each of its tasks still pending or running; `42_7` is task 7 of array 42.
-fn job_ids(specs: &[String]) -> Result<Vec<u64>> {
+/// an array job, each of its tasks still pending or running that `applies` to (a hold, the
+/// pending ones); `42_7` is task 7 of array 42.
+fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<Vec<u64>> {
     let parse = |s: &str| -> Result<u64> {
         s.parse()
             .with_context(|| format!("{s}: not a job id (JOBID or JOBID_INDEX)"))
@@ -1193,10 +1194,10 @@ fn job_ids(specs: &[String]) -> Result<Vec<u64>> {
                 None => bail!("{spec}: array job {id} has no pending or running task {i}"),
             },
             None => {
-                let tasks: Vec<u64> = tasks.map(|j| j.id).collect();
+                let tasks: Vec<&JobInfo> = tasks.collect();
                 match tasks.is_empty() {
                     true => ids.push(id),
-                    false => ids.extend(tasks),
+                    false => ids.extend(tasks.iter().filter(|j| applies(j)).map(|j| j.id)),
                 }
             }
         }
@@ -1204,9 +1205,16 @@ fn job_ids(specs: &[String]) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// `berth hold|release|suspend|resume JOB...`: one API call per job.
+/// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job (an array's
+/// tasks the verb applies to: the pending ones for a hold, the running for a suspend).
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
-    for id in job_ids(&args.jobs)? {
+    let applies = |j: &JobInfo| match verb {
+        "hold" | "release" => j.state == "PENDING",
+        "suspend" => j.state == "RUNNING",
+        "resume" => j.state == "SUSPENDED",
+        _ => true,
+    };
+    for id in job_ids(&args.jobs, applies)? {
         let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
     }
     Ok(0)

@@ -529,6 +529,9 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     let running = c.submit(Mode::Rootless, "sleep.sh", sleeping, &[]);
     c.wait_for(running, &["RUNNING"]);
     c.wait_for(running + 1, &["RUNNING"]);
+    // A hold applies to an array's pending tasks: none here, and none is an error.
+    c.berth(Mode::Rootless, &["hold", &running.to_string()])
+        .ok();
     c.berth(Mode::Rootless, &["cancel", &running.to_string()])
         .ok();
     for id in [running, running + 1] {
