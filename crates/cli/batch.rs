@@ -89,7 +89,8 @@ pub struct QueueArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    job: u64,
+    /// The job's id, or ID_INDEX for an array's task
+    job: String,
     #[arg(long)]
     json: bool,
 }
@@ -133,9 +134,10 @@ pub struct HistoryArgs {
     /// Only jobs that ended before this time (the same forms as --starttime)
     #[arg(short = 'E', long = "endtime", visible_alias = "until", value_name = "TIME", value_parser = parse_time)]
     until: Option<u64>,
-    /// These jobs, ended or not (comma-separated ids; an array's id stands for its tasks)
+    /// These jobs, ended or not (comma-separated ids; an array's id stands for its tasks,
+    /// ID_INDEX for one)
     #[arg(short, long, value_delimiter = ',')]
-    jobs: Vec<u64>,
+    jobs: Vec<String>,
     /// The columns, as sacct's --format: names among JobID, JobIDRaw, JobName, User,
     /// Partition, State, ExitCode, Elapsed, TotalCPU, MaxRSS, NNodes, NCPUS, NodeList,
     /// Timelimit, Submit, Start, End, Reason, each with an optional %WIDTH
@@ -909,7 +911,10 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 pub fn show(args: ShowArgs) -> Result<i32> {
-    let j: JobInfo = request("GET", &format!("/v1/jobs/{}", args.job), None::<&()>)?;
+    let j: JobInfo = match args.job.contains('_') {
+        true => named_jobs(std::slice::from_ref(&args.job))?.remove(0),
+        false => request("GET", &format!("/v1/jobs/{}", args.job), None::<&()>)?,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &j);
@@ -1144,19 +1149,44 @@ fn accounting(name: &str, j: &JobInfo) -> String {
     }
 }
 
-/// Jobs by id, ended or not; an array's id stands for each of its tasks (consecutive ids).
-fn named_jobs(ids: &[u64]) -> Result<Vec<JobInfo>> {
+/// Jobs by id, ended or not: `42` is job 42 and, for an array job, each of its tasks
+/// (consecutive ids); `42_7` is task 7 of array 42.
+fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     let mut jobs = Vec::new();
-    for &id in ids {
+    for spec in specs {
+        let (id, index) = match spec.split_once('_') {
+            Some((id, index)) => (id, Some(index)),
+            None => (spec.as_str(), None),
+        };
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("{spec}: not JOBID or JOBID_INDEX"))?;
+        let index: Option<u32> = match index {
+            Some(i) => Some(
+                i.parse()
+                    .with_context(|| format!("{spec}: not JOBID_INDEX"))?,
+            ),
+            None => None,
+        };
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
         let array = first.array_job_id == Some(id);
-        jobs.push(first);
+        let mut tasks = vec![first];
         // The array's other tasks follow its id, until a job that is not one of them.
         for next in (id + 1..).take_while(|_| array) {
             match request::<JobInfo>("GET", &format!("/v1/jobs/{next}"), None::<&()>) {
-                Ok(task) if task.array_job_id == Some(id) => jobs.push(task),
+                Ok(task) if task.array_job_id == Some(id) => tasks.push(task),
                 _ => break,
             }
+        }
+        match index {
+            None => jobs.extend(tasks),
+            Some(i) => match tasks
+                .into_iter()
+                .find(|t| array && t.array_task_id == Some(i))
+            {
+                Some(task) => jobs.push(task),
+                None => bail!("{spec}: job {id} has no array task {i}"),
+            },
         }
     }
     Ok(jobs)

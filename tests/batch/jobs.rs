@@ -497,6 +497,18 @@ fn history_prints_as_sacct_formats() {
         h(&["--jobs", &failed.to_string(), "--format=JobIDRaw%8,State%7"]),
         format!("JobIDRaw   State\n{failed:>8}  FAILED\n")
     );
+    // One task of an array, ended: by ID_INDEX, in history and show.
+    let task = format!("{array}_2");
+    assert_eq!(
+        h(&["-j", &task, "-n", "-P", "-o", "JobID,State"]),
+        format!("{task}|COMPLETED\n")
+    );
+    let shown = c.berth(Mode::Rootless, &["show", &task, "--json"]);
+    assert!(
+        shown.ok().contains(&format!("\"id\": {}", array + 1)),
+        "{}",
+        shown.stdout
+    );
     let bad = c.berth(Mode::Rootless, &["history", "-o", "JobID,Colour"]);
     assert!(
         bad.code != 0 && bad.stderr.contains("berth knows JobID"),
