@@ -1149,25 +1149,24 @@ fn accounting(name: &str, j: &JobInfo) -> String {
     }
 }
 
+/// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42).
+fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
+    let bad = || format!("{spec}: not a job id (JOBID or JOBID_INDEX)");
+    match spec.split_once('_') {
+        Some((id, index)) => Ok((
+            id.parse().with_context(bad)?,
+            Some(index.parse().with_context(bad)?),
+        )),
+        None => Ok((spec.parse().with_context(bad)?, None)),
+    }
+}
+
 /// Jobs by id, ended or not: `42` is job 42 and, for an array job, each of its tasks
 /// (consecutive ids); `42_7` is task 7 of array 42.
 fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     let mut jobs = Vec::new();
     for spec in specs {
-        let (id, index) = match spec.split_once('_') {
-            Some((id, index)) => (id, Some(index)),
-            None => (spec.as_str(), None),
-        };
-        let id: u64 = id
-            .parse()
-            .with_context(|| format!("{spec}: not JOBID or JOBID_INDEX"))?;
-        let index: Option<u32> = match index {
-            Some(i) => Some(
-                i.parse()
-                    .with_context(|| format!("{spec}: not JOBID_INDEX"))?,
-            ),
-            None => None,
-        };
+        let (id, index) = job_spec(spec)?;
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
         let array = first.array_job_id == Some(id);
         let mut tasks = vec![first];
@@ -1196,23 +1195,10 @@ fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
 /// an array job, each of its tasks still pending or running that `applies` to (a hold, the
 /// pending ones); `42_7` is task 7 of array 42.
 fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<Vec<u64>> {
-    let parse = |s: &str| -> Result<u64> {
-        s.parse()
-            .with_context(|| format!("{s}: not a job id (JOBID or JOBID_INDEX)"))
-    };
     let mut active: Option<Vec<JobInfo>> = None;
     let mut ids = Vec::new();
     for spec in specs {
-        let (id, index) = match spec.split_once('_') {
-            Some((id, index)) => {
-                let index = index.parse::<u32>().ok();
-                (
-                    parse(id)?,
-                    Some(index.with_context(|| format!("{spec}: not JOBID_INDEX"))?),
-                )
-            }
-            None => (parse(spec)?, None),
-        };
+        let (id, index) = job_spec(spec)?;
         let jobs = match &active {
             Some(jobs) => jobs,
             None => active.insert(request("GET", "/v1/jobs", None::<&()>)?),
