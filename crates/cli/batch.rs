@@ -297,18 +297,9 @@ fn parse_time(text: &str) -> Result<u64, String> {
         let n: u64 = n
             .parse()
             .map_err(|_| format!("{text}: expected a number after now-"))?;
-        let seconds = match unit {
-            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "min" | "mins" | "minute" | "minutes" => 60,
-            "hour" | "hours" => 3600,
-            "day" | "days" => 86400,
-            "week" | "weeks" => 7 * 86400,
-            _ => {
-                return Err(format!(
-                    "{text}: unknown unit {unit:?} (minutes, hours, days, weeks)"
-                ))
-            }
-        };
+        let seconds = berth_core::job::unit_seconds(unit).ok_or_else(|| {
+            format!("{text}: unknown unit {unit:?} (minutes, hours, days, weeks)")
+        })?;
         return Ok(now.saturating_sub(n.saturating_mul(seconds)));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
@@ -746,22 +737,20 @@ pub fn queue(args: QueueArgs) -> Result<i32> {
         )?;
     }
     for j in &jobs {
-        let time = j.start_time.map_or(0, |s| now.saturating_sub(s));
-        let where_ = if j.state == "PENDING" {
-            format!("({})", j.reason.as_deref().unwrap_or("None"))
-        } else {
-            j.nodes.join(",")
-        };
+        // The fields of --format's %i %P %j %u %T %M %D %R, in columns that pad but do not
+        // cut (but for the name).
+        let f = |letter| field(letter, j, now);
         writeln!(
             out,
-            "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  {where_}",
-            job_id(j),
-            j.partition,
-            truncate(&j.name, 16),
-            j.user,
-            j.state,
-            duration(time),
-            j.nodes.len().max(1)
+            "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  {}",
+            f('i'),
+            f('P'),
+            truncate(&f('j'), 16),
+            f('u'),
+            f('T'),
+            f('M'),
+            f('D'),
+            f('R')
         )?;
     }
     Ok(0)

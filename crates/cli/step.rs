@@ -31,7 +31,7 @@ pub struct StepArgs {
     /// The tasks' working directory [default: this one]
     #[arg(short = 'D', long, value_name = "DIR")]
     chdir: Option<std::path::PathBuf>,
-    /// Every task's standard output into FILE (%j job id, %u user, %x job name, %% a %)
+    /// Every task's standard output into FILE (the job's patterns: %j, %A, %a, %x, %u, %N)
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<String>,
     /// Every task's standard error into FILE (the same patterns as --output)
@@ -277,31 +277,9 @@ fn redirect(args: &StepArgs) -> Result<()> {
         Some("append") => true,
         Some(other) => bail!("--open-mode={other}: expected append or truncate"),
     };
-    let expand = |pattern: &str| -> Result<String> {
-        let mut out = String::new();
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            let var = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
-            match chars.next() {
-                Some('%') => out.push('%'),
-                Some('j') => out.push_str(&var(&["SLURM_JOB_ID", "BERTH_JOB_ID"]).unwrap_or_default()),
-                Some('u') => out.push_str(&var(&["USER"]).unwrap_or_default()),
-                Some('x') => out.push_str(&var(&["SLURM_JOB_NAME"]).unwrap_or_default()),
-                Some(c) => bail!(
-                    "{pattern}: %{c} is not supported: a step's tasks share one file (%j, %u, %x and %% are)"
-                ),
-                None => out.push('%'),
-            }
-        }
-        Ok(out)
-    };
     for (path, fd) in [(&args.output, 1), (&args.error, 2)] {
         if let Some(p) = path {
-            let p = expand(p)?;
+            let p = step_file(p)?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -321,6 +299,39 @@ fn redirect(args: &StepArgs) -> Result<()> {
     Ok(())
 }
 
+/// A file name of `--output` or `--error` with the job's patterns expanded, as berth submit
+/// expands them (%j, %A, %a, %x, %u, %N); a task's own (%t, %n, %s) would need a file per
+/// task, which the step does not make.
+fn step_file(pattern: &str) -> Result<String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        if let Some(symbol @ ('t' | 'n' | 's')) = chars.by_ref().find(|d| !d.is_ascii_digit()) {
+            bail!(
+                "{pattern}: %{symbol} is not supported: a step's tasks share one file (the job's patterns are: %j, %A, %a, %x, %u, %N)"
+            );
+        }
+    }
+    let var = |name: &str| std::env::var(name).ok();
+    let number = |name: &str| var(name).and_then(|v| v.parse::<u64>().ok());
+    let (name, user, node) = (
+        var("SLURM_JOB_NAME").unwrap_or_default(),
+        var("USER").unwrap_or_default(),
+        var("SLURMD_NODENAME").unwrap_or_default(),
+    );
+    let ctx = berth_core::job::PatternContext {
+        job_id: number("SLURM_JOB_ID").unwrap_or(0),
+        array_job_id: number("SLURM_ARRAY_JOB_ID"),
+        array_index: number("SLURM_ARRAY_TASK_ID").and_then(|i| u32::try_from(i).ok()),
+        job_name: &name,
+        user: &user,
+        first_node: &node,
+    };
+    Ok(berth_core::job::expand_pattern(pattern, &ctx))
+}
+
 /// `--export`: the environment the tasks get from this one's. NONE keeps only the job's
 /// SLURM_* and BERTH_* variables (and those named); ALL (the default) all of it.
 fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(String, String)>> {
@@ -331,24 +342,7 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .export
         .unwrap_or_default();
-    let job_own = |k: &str| k.starts_with("SLURM_") || k.starts_with("BERTH_");
-    let mut out: Vec<(String, String)> = env
-        .iter()
-        .filter(|(k, _)| parsed.all || job_own(k))
-        .cloned()
-        .collect();
-    for var in &parsed.vars {
-        let value = var.value.clone().or_else(|| {
-            env.iter()
-                .find(|(k, _)| *k == var.name)
-                .map(|(_, v)| v.clone())
-        });
-        if let Some(v) = value {
-            out.retain(|(k, _)| *k != var.name);
-            out.push((var.name.clone(), v));
-        }
-    }
-    Ok(out)
+    Ok(parsed.select(&env, |k| k.starts_with("SLURM_") || k.starts_with("BERTH_")))
 }
 
 /// Sends `request` to the node agent's step socket and waits for the step.

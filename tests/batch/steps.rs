@@ -442,7 +442,8 @@ berth step -n 1 -i in.txt cat
 berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unset} job=$SLURM_JOB_ID"'
 berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
 berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
-berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused"#;
+berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused
+berth step -n 1 -o task-%t.out true || echo per-task-refused"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
@@ -463,6 +464,10 @@ berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused"#;
     );
     assert!(
         out.contains("in /tmp\n") && out.contains("accepted\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("per-task-refused\n") && out.contains("%t is not supported"),
         "{out}"
     );
     assert!(

@@ -19,23 +19,7 @@ fn slots(job: &Job) -> impl Iterator<Item = &str> + '_ {
 
 /// The environment of the job's container on its `index`th node (0: the batch host).
 pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let export = &job.request.export;
-    if export.all {
-        env.extend(job.submit_env.iter().cloned());
-    }
-    for var in &export.vars {
-        let value = var.value.clone().or_else(|| {
-            job.submit_env
-                .iter()
-                .find(|(k, _)| *k == var.name)
-                .map(|(_, v)| v.clone())
-        });
-        if let Some(v) = value {
-            env.retain(|(k, _)| *k != var.name);
-            env.push((var.name.clone(), v));
-        }
-    }
+    let mut env = job.request.export.select(&job.submit_env, |_| false);
     // A host PATH means nothing in the image: the image's PATH applies (berth-runtime).
     env.retain(|(k, _)| {
         k != "PATH" && !k.starts_with("SLURM_") && !k.starts_with("LSB_") && !k.starts_with("PBS_")

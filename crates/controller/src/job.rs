@@ -179,16 +179,16 @@ impl Job {
         self.restarts += 1;
     }
 
-    /// The jobs it waits for, and how (see `depends_on`).
-    pub fn dependency_ids(&self) -> Vec<(DependencyKind, u64)> {
-        if !self.depends_on.is_empty() {
-            let ranges = self.depends_on.iter();
-            return ranges
-                .flat_map(|&(kind, first, last)| (first..=last).map(move |id| (kind, id)))
-                .collect();
-        }
-        let deps = &self.request.dependencies.jobs;
-        deps.iter().map(|d| (d.kind, d.job)).collect()
+    /// The jobs it waits for, and how, as ranges of ids (see `depends_on`): a whole array
+    /// is one range, however many tasks it has, so that the pass's bookkeeping does not
+    /// grow with them.
+    pub fn dependency_ranges(&self) -> impl Iterator<Item = (DependencyKind, u64, u64)> + '_ {
+        let resolved = self.depends_on.iter().copied();
+        let before = self.depends_on.is_empty().then(|| {
+            let deps = self.request.dependencies.jobs.iter();
+            deps.map(|d| (d.kind, d.job, d.job))
+        });
+        resolved.chain(before.into_iter().flatten())
     }
 
     pub fn info(&self) -> JobInfo {

@@ -408,9 +408,14 @@ impl Controller {
 
     /// Ids of jobs that active jobs depend on and that are no longer active.
     fn referenced_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.active
+        let ranges: BTreeSet<(u64, u64)> = self
+            .active
             .values()
-            .flat_map(|j| j.dependency_ids().into_iter().map(|(_, id)| id))
+            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
+            .collect();
+        ranges
+            .into_iter()
+            .flat_map(|(first, last)| first..=last)
             .filter(|id| !self.active.contains_key(id))
     }
 
@@ -475,16 +480,15 @@ impl Controller {
             held: job.held,
             begin: job.begin_time,
             dependencies: job
-                .dependency_ids()
-                .into_iter()
-                .map(|(kind, id)| sched::Dependency {
-                    kind: match kind {
+                .dependency_ranges()
+                .flat_map(|(kind, first, last)| {
+                    let kind = match kind {
                         K::After => sched::DepKind::After,
                         K::AfterOk | K::AfterCorr => sched::DepKind::AfterOk,
                         K::AfterNotOk => sched::DepKind::AfterNotOk,
                         K::AfterAny => sched::DepKind::AfterAny,
-                    },
-                    job: id,
+                    };
+                    (first..=last).map(move |job| sched::Dependency { kind, job })
                 })
                 .collect(),
             singleton: job.request.dependencies.singleton,
@@ -866,36 +870,35 @@ impl Controller {
                 )));
             }
             let mut job = job;
+            let o = o.clone();
             let r = &mut job.request;
-            r.time_limit = o.time_limit.or(r.time_limit);
-            r.name = o.name.clone().unwrap_or(r.name.clone());
-            r.nice = o.nice.unwrap_or(r.nice);
-            r.account = o.account.clone().or(r.account.take());
-            r.constraint = o.constraint.clone().unwrap_or(r.constraint.clone());
-            r.nodelist = o.nodelist.clone().unwrap_or(r.nodelist.clone());
-            r.exclude = o.exclude.clone().unwrap_or(r.exclude.clone());
-            r.requeue = o.requeue.or(r.requeue);
-            refuse_negative_nice(&caller, r.nice)?;
-            if let Some(p) = &o.partition {
-                cluster
-                    .partition(p)
-                    .ok_or_else(|| ApiError::bad(format!("unknown partition '{p}'")))?;
-                job.partition = p.clone();
-                r.partition = Some(p.clone());
+            // Only what was given changes (a nice root gave stays, whoever updates).
+            if let Some(nice) = o.nice {
+                refuse_negative_nice(&caller, nice)?;
+                r.nice = nice;
             }
-            if r.nodelist.len() > r.nodes.max as usize {
-                return Err(ApiError::bad(format!(
-                    "{} nodes are named (--nodelist) but job {id} runs on at most {}",
-                    r.nodelist.len(),
-                    r.nodes.max
-                )));
+            r.time_limit = o.time_limit.or(r.time_limit);
+            r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
+            r.account = o.account.or(r.account.take());
+            r.constraint = o.constraint.unwrap_or(std::mem::take(&mut r.constraint));
+            r.nodelist = o.nodelist.unwrap_or(std::mem::take(&mut r.nodelist));
+            r.exclude = o.exclude.unwrap_or(std::mem::take(&mut r.exclude));
+            r.requeue = o.requeue.or(r.requeue);
+            r.check_nodelist()
+                .map_err(|e| ApiError::bad(format!("job {id}: {e}")))?;
+            if let Some(p) = o.partition {
+                cluster
+                    .partition(&p)
+                    .ok_or_else(|| ApiError::bad(format!("unknown partition '{p}'")))?;
+                r.partition = Some(p.clone());
+                job.partition = p;
             }
             if let Some(b) = o.begin {
                 let now = now();
                 job.begin_time = Some(b.resolve(now, utc_offset(now)));
             }
-            if let Some(deps) = &o.dependencies {
-                job.request.dependencies = deps.clone();
+            if let Some(deps) = o.dependencies {
+                job.request.dependencies = deps;
                 let targets = self.dependency_targets(&job.request)?;
                 job.depends_on = targets
                     .iter()
@@ -1125,17 +1128,24 @@ impl Controller {
             .max(1);
         // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
         // at it only if another job depends on it (whose dependency reads its state).
-        let depended: BTreeSet<u64> = self
+        // As ranges of ids: an array that others wait for is one entry, not one per task
+        // per waiting job.
+        let depended: BTreeSet<(u64, u64)> = self
             .active
             .values()
-            .flat_map(|j| j.dependency_ids().into_iter().map(|(_, id)| id))
+            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
             .collect();
+        let is_depended = |id: u64| {
+            depended
+                .range(..=(id, u64::MAX))
+                .any(|&(_, last)| last >= id)
+        };
         let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
         let mut followers: Vec<(u64, u64)> = Vec::new();
         let mut views: Vec<sched::JobView> = Vec::new();
         for j in self.active.values() {
             let pending = j.state == State::Pending;
-            if pending && j.held && !depended.contains(&j.id) {
+            if pending && j.held && !is_depended(j.id) {
                 continue;
             }
             if let Some(array) = j.array_job_id.filter(|_| pending && !j.held) {

@@ -2,8 +2,10 @@
 //! and resolved to a point in time once the submission's time and time zone are known.
 //!
 //! A wall-clock time names the controller's local time (sbatch reads the submitter's; on a
-//! cluster the two agree). The date parts not given take the next occurrence: `16:00` is
-//! today if that is still ahead, else tomorrow; `12/24` this year or next.
+//! cluster the two agree), at the UTC offset of the submission: one that falls on the other
+//! side of a daylight-saving change is an hour off. The date parts not given take the next
+//! occurrence: `16:00` is today if that is still ahead, else tomorrow; `12/24` this year or
+//! next.
 
 use super::JobError;
 use serde::{Deserialize, Serialize};
@@ -224,18 +226,29 @@ fn relative(s: &str) -> Option<u64> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     let count: u64 = number(&rest[..split])?;
-    let unit = &rest[split..];
-    let scale = [
+    count.checked_mul(unit_seconds(&rest[split..])?)
+}
+
+/// The seconds in a time unit as Slurm's relative times name it: none (seconds), or a
+/// prefix of seconds, minutes, hours, days or weeks, also with a plural `s` (`min`, `mins`,
+/// `h`, `days`).
+pub fn unit_seconds(unit: &str) -> Option<u64> {
+    let units = [
         ("seconds", 1),
         ("minutes", 60),
         ("hours", 3600),
         ("days", 86_400),
         ("weeks", 604_800),
-    ]
-    .iter()
-    .find(|(name, _)| unit.is_empty() || name.starts_with(unit))
-    .map(|(_, scale)| *scale)?;
-    count.checked_mul(scale)
+    ];
+    let singular = unit.strip_suffix('s').filter(|u| !u.is_empty());
+    units
+        .iter()
+        .find(|(name, _)| {
+            unit.is_empty()
+                || name.starts_with(unit)
+                || singular.is_some_and(|u| name.starts_with(u))
+        })
+        .map(|(_, seconds)| *seconds)
 }
 
 /// Parses `sbatch --begin`.
@@ -389,6 +402,27 @@ mod tests {
         ] {
             let e = parse_slurm_begin(bad).unwrap_err().to_string();
             assert!(e.contains("invalid begin time"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn units_of_relative_times() {
+        for (unit, seconds) in [
+            ("", 1),
+            ("s", 1),
+            ("secs", 1),
+            ("m", 60),
+            ("mins", 60),
+            ("minutes", 60),
+            ("h", 3600),
+            ("hour", 3600),
+            ("days", 86_400),
+            ("w", 604_800),
+        ] {
+            assert_eq!(unit_seconds(unit), Some(seconds), "{unit:?}");
+        }
+        for bad in ["x", "fortnights", "sx", "S"] {
+            assert_eq!(unit_seconds(bad), None, "{bad:?}");
         }
     }
 

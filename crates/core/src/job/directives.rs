@@ -102,6 +102,9 @@ const SLURM: &[Spec] = &[
     Spec("signal", None, Required),
     Spec("begin", Some('b'), Required),
     Spec("wait", Some('W'), No),
+    Spec("constraint", Some('C'), Required),
+    Spec("nodelist", Some('w'), Required),
+    Spec("exclude", Some('x'), Required),
     // Accepted and ignored, with a warning: hints berth has no use for.
     Spec("hint", None, Required),
     Spec("distribution", Some('m'), Required),
@@ -128,9 +131,6 @@ const SLURM: &[Spec] = &[
     Spec("quiet", Some('Q'), No),
     Spec("kill-on-invalid-dep", None, Required),
     // Refused with the reason: berth cannot honour them.
-    Spec("constraint", Some('C'), Required),
-    Spec("nodelist", Some('w'), Required),
-    Spec("exclude", Some('x'), Required),
     Spec("reservation", None, Required),
     Spec("licenses", Some('L'), Required),
 ];

@@ -24,7 +24,9 @@ mod tasks;
 mod time;
 
 pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
-pub use begin::{civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, BeginTime};
+pub use begin::{
+    civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, unit_seconds, BeginTime,
+};
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{parse_args, parse_env, parse_script, Family, ParsedScript};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
@@ -144,6 +146,35 @@ impl Default for Export {
             all: true,
             vars: Vec::new(),
         }
+    }
+}
+
+impl Export {
+    /// The variables of `env` this exports: all of them, or only those `kept` keeps (and
+    /// the named ones); a named variable takes its given value, else `env`'s, and replaces
+    /// any earlier one.
+    pub fn select(
+        &self,
+        env: &[(String, String)],
+        kept: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| self.all || kept(k))
+            .cloned()
+            .collect();
+        for var in &self.vars {
+            let value = var.value.clone().or_else(|| {
+                env.iter()
+                    .find(|(k, _)| *k == var.name)
+                    .map(|(_, v)| v.clone())
+            });
+            if let Some(v) = value {
+                out.retain(|(k, _)| *k != var.name);
+                out.push((var.name.clone(), v));
+            }
+        }
+        out
     }
 }
 
@@ -509,17 +540,8 @@ impl JobRequest {
                 ))
             }
         };
-        let nodelist = o.nodelist.unwrap_or_default();
-        if nodelist.len() > nodes.max as usize {
-            return Err(request_err(format!(
-                "{} nodes are named (--nodelist) but the job runs on at most {} (ask for -N {} or more tasks)",
-                nodelist.len(),
-                nodes.max,
-                nodelist.len()
-            )));
-        }
         let join = o.join_output.unwrap_or(false);
-        Ok(JobRequest {
+        let request = JobRequest {
             name,
             nodes,
             ntasks,
@@ -550,10 +572,24 @@ impl JobRequest {
             begin: o.begin,
             wait: o.wait.unwrap_or(false),
             constraint: o.constraint.unwrap_or_default(),
-            nodelist,
+            nodelist: o.nodelist.unwrap_or_default(),
             exclude: o.exclude.unwrap_or_default(),
             ignored: o.ignored,
-        })
+        };
+        request.check_nodelist()?;
+        Ok(request)
+    }
+
+    /// Every node `--nodelist` names counts toward the job's nodes: no more than it may have.
+    pub fn check_nodelist(&self) -> Result<(), JobError> {
+        let named = self.nodelist.len();
+        if named > self.nodes.max as usize {
+            return Err(request_err(format!(
+                "{named} nodes are named (--nodelist) but the job runs on at most {} (ask for -N {named} or more tasks)",
+                self.nodes.max
+            )));
+        }
+        Ok(())
     }
 
     /// CPUs of the whole job (of one element, for an array).
