@@ -3,7 +3,7 @@
 use crate::client::request;
 use crate::settings::{is_root, Settings};
 use anyhow::{bail, Context, Result};
-use berth_api::{CancelRequest, JobInfo, SubmitRequest, SubmitResponse};
+use berth_api::{CancelRequest, JobInfo, OptionSyntax, SubmitRequest, SubmitResponse};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -555,7 +555,7 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
 
 /// A batch script on standard input (`berth submit < job.sh`): `None` if standard input is
 /// a terminal or holds no script.
-fn script_on_stdin() -> Option<String> {
+pub fn script_on_stdin() -> Option<String> {
     use std::io::{IsTerminal, Read};
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -579,6 +579,40 @@ fn wrapped(words: &[String]) -> Option<(String, Vec<String>)> {
     let mut rest = words.to_vec();
     rest.drain(at..at + taken);
     Some((command, rest))
+}
+
+/// What a submit command sends, less what every submission carries (the submitter's
+/// directory and environment).
+pub struct Submission {
+    pub script: String,
+    /// The script's file name (the job's default name).
+    pub name: String,
+    pub options: Vec<String>,
+    pub syntax: OptionSyntax,
+    pub script_args: Vec<String>,
+}
+
+/// Submits from this directory with this environment; prints the controller's warnings.
+pub fn send(s: Submission) -> Result<SubmitResponse> {
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let req = SubmitRequest {
+        script: s.script,
+        script_name: s.name,
+        args: s.options,
+        syntax: s.syntax,
+        script_args: s.script_args,
+        cwd: cwd.to_string_lossy().into_owned(),
+        host: berth_agent::node::hostname(),
+        env,
+    };
+    let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
+    for w in &resp.warnings {
+        eprintln!("berth: warning: {w}");
+    }
+    Ok(resp)
 }
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {
@@ -611,22 +645,13 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
     // Anywhere before the script, as sbatch takes it (clap sees it only as the first option).
     let parsable = args.parsable || options.iter().any(|o| o == "--parsable");
     options.retain(|o| o != "--parsable");
-    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let req = SubmitRequest {
+    let resp = send(Submission {
         script,
-        script_name: script_path.to_string_lossy().into_owned(),
-        args: options,
+        name: script_path.to_string_lossy().into_owned(),
+        options,
+        syntax: OptionSyntax::Berth,
         script_args,
-        cwd: cwd.to_string_lossy().into_owned(),
-        env,
-    };
-    let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
-    for w in &resp.warnings {
-        eprintln!("berth: warning: {w}");
-    }
+    })?;
     let mut out = std::io::stdout().lock();
     if parsable {
         writeln!(out, "{}", resp.job_id)?;
@@ -643,7 +668,7 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
 /// sbatch `--wait`: waits until the `count` jobs from `first` (an array's tasks) have ended;
 /// the status is the highest of their exit codes (1 for one killed by a signal or ended
 /// without running, as sbatch reports them).
-fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
+pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     let mut waiting: std::collections::BTreeSet<u64> = (first..first + count).collect();
     let mut status = 0;
     let mut pause = std::time::Duration::from_millis(50);
@@ -673,7 +698,7 @@ fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
 }
 
 /// `[D-]HH:MM:SS`, as squeue prints times.
-fn duration(secs: u64) -> String {
+pub fn duration(secs: u64) -> String {
     let (d, h, m, s) = (
         secs / 86400,
         secs % 86400 / 3600,
@@ -687,7 +712,7 @@ fn duration(secs: u64) -> String {
     }
 }
 
-fn job_id(j: &JobInfo) -> String {
+pub fn job_id(j: &JobInfo) -> String {
     match (j.array_job_id, j.array_task_id) {
         (Some(a), Some(t)) => format!("{a}_{t}"),
         _ => j.id.to_string(),
@@ -770,7 +795,7 @@ const STATES: &[(&str, &str)] = &[
 ];
 
 /// A state as `-t` takes it (either form, any case), in its long form.
-fn long_state(s: &str) -> String {
+pub fn long_state(s: &str) -> String {
     let upper = s.to_ascii_uppercase();
     let long = STATES.iter().find(|(_, short)| *short == upper);
     long.map_or(upper, |(long, _)| long.to_string())
@@ -895,7 +920,7 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
@@ -1139,7 +1164,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
 }
 
 /// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42).
-fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
+pub fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
     let bad = || format!("{spec}: not a job id (JOBID or JOBID_INDEX)");
     match spec.split_once('_') {
         Some((id, index)) => Ok((
@@ -1152,7 +1177,7 @@ fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
 
 /// Jobs by id, ended or not: `42` is job 42 and, for an array job, each of its tasks
 /// (consecutive ids); `42_7` is task 7 of array 42.
-fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
+pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     let mut jobs = Vec::new();
     for spec in specs {
         let (id, index) = job_spec(spec)?;
@@ -1183,7 +1208,7 @@ fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
 /// The jobs that `specs` name, as scancel and scontrol read them: `42` is job 42, or, for
 /// an array job, each of its tasks still pending or running that `applies` to (a hold, the
 /// pending ones); `42_7` is task 7 of array 42.
-fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<Vec<u64>> {
+pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<Vec<u64>> {
     let mut active: Option<Vec<JobInfo>> = None;
     let mut ids = Vec::new();
     for spec in specs {
@@ -1288,7 +1313,7 @@ pub fn partitions(args: ListArgs) -> Result<i32> {
 }
 
 /// `--json`: the API's own answer, pretty-printed.
-fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<i32> {
+pub fn print_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<i32> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)?;
     Ok(0)

@@ -60,5 +60,26 @@ pub fn request<T: DeserializeOwned>(
         }
     }
     .context("cannot talk to the controller")?;
-    answer.json().map_err(|e| anyhow!("{e}"))
+    answer.json().map_err(|e| match answer.status {
+        404 => anyhow::Error::new(NotFound(e)),
+        _ => anyhow!("{e}"),
+    })
+}
+
+/// The controller's answer to a request for something it does not have (HTTP 404), which
+/// callers may tell from other errors (`downcast_ref`).
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// Whether `e` is the controller saying it has no such thing.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NotFound>().is_some()
 }

@@ -6,6 +6,7 @@
 
 mod batch;
 mod client;
+mod compat;
 mod container;
 mod image;
 mod settings;
@@ -49,7 +50,8 @@ impl Cli {
     /// (help, a version request, options before the subcommand, an error) goes through the
     /// full parser, so what users see is the same.
     fn parse_args() -> Cli {
-        let args: Vec<OsString> = std::env::args_os().collect();
+        // Started as sbatch, bsub, qstat, ... (a link of that name), or `berth as NAME`.
+        let args = compat::translate(std::env::args_os().collect());
         Cli::quick(&args).unwrap_or_else(|| Cli::parse_from(args))
     }
 
@@ -143,6 +145,10 @@ enum Command {
     Node(batch::NodeCommand),
     /// List the partitions, like sinfo
     Partitions(batch::ListArgs),
+    /// Act as another batch system's command: Slurm's sbatch, squeue, ...; LSF's bsub,
+    /// bjobs, bkill, bqueues, bhosts, ...; PBS's qsub, qstat, qdel, pbsnodes, ... (without
+    /// COMMAND: the list). berth started under one of those names (a link) acts as it
+    As(compat::AsArgs),
     /// berth's own internal entry points (the processes its daemons start)
     #[command(subcommand, hide = true)]
     Internal(Internal),
@@ -221,6 +227,7 @@ fn run() -> i32 {
         Command::Nodes(args) => batch::nodes(args),
         Command::Partitions(args) => batch::partitions(args),
         Command::Node(cmd) => batch::node(cmd),
+        Command::As(args) => compat::run(args),
         command => {
             settings::Settings::load(cli.globals.store, cli.globals.config).and_then(|settings| {
                 match command {

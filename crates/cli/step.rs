@@ -214,6 +214,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
     let request = StepRequest {
         job,
         allocate,
+        allocate_syntax: berth_api::OptionSyntax::Berth,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
@@ -346,7 +347,7 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
 }
 
 /// Sends `request` to the node agent's step socket and waits for the step.
-fn run(request: &StepRequest) -> Result<i32> {
+pub fn run(request: &StepRequest) -> Result<i32> {
     let socket = std::env::var_os("BERTH_STEP_SOCKET").map_or_else(
         || berth_api::step_socket(&crate::client::socket()),
         std::path::PathBuf::from,
@@ -355,7 +356,7 @@ fn run(request: &StepRequest) -> Result<i32> {
 }
 
 /// The client's environment, as the tasks get it.
-fn environment() -> Vec<(String, String)> {
+pub fn environment() -> Vec<(String, String)> {
     std::env::vars_os()
         .map(|(k, v)| {
             (
@@ -397,6 +398,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
     let request = StepRequest {
         job: Some(job),
         allocate: None,
+        allocate_syntax: berth_api::OptionSyntax::Berth,
         ntasks: Some(1),
         nodes: None,
         nodelist: Some(vec![node]),

@@ -94,8 +94,20 @@ impl Resources {
 
 /// This host's name (the default name of its node), or `localhost`.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
+    // SAFETY: uname fills the zeroed struct it is given; its nodename is NUL-terminated.
+    let name = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        match libc::uname(&mut u) {
+            0 => std::ffi::CStr::from_ptr(u.nodename.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+            _ => String::new(),
+        }
+    };
+    match name.is_empty() {
+        true => "localhost".into(),
+        false => name,
+    }
 }
 
 /// A job's runner, as the agent started it.

@@ -639,7 +639,8 @@ type SystemBind = (PathBuf, String, bool);
 /// /.berth/lib/N, and at /.berth/bin the node's wrapper scripts: `berth`, which runs it with
 /// the host's dynamic loader and only those libraries, and `berth-rsh` (MPI launchers take
 /// one executable as their ssh), which runs `berth rsh`; `host-rsh` is the same for jobs
-/// without an image. Nothing of the image is used but /bin/sh, and nothing of the image's
+/// without an image; and the batch commands berth answers to (sbatch, bsub, qstat, ...:
+/// `berth as NAME`). Nothing of the image is used but /bin/sh, and nothing of the image's
 /// own programs changes.
 ///
 /// The scripts are the same for every job of one berth executable: written once, into a
@@ -671,21 +672,22 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     let search: Vec<String> = (0..dirs.len())
         .map(|i| format!("/.berth/lib/{i}"))
         .collect();
-    let scripts = [
+    let mut scripts = vec![
         ("berth", format!(
             "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} /.berth/libexec/berth \"$@\"\n",
             search.join(":")
         )),
         ("berth-rsh", format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth rsh \"$@\"\n")),
         ("host-rsh", format!("#!/bin/sh\nexec {} rsh \"$@\"\n", berth.display())),
-        // Slurm's commands, as job scripts call them (the image's own come first on PATH).
-        ("srun", slurm_alias("step")),
-        ("sbatch", slurm_alias("submit")),
-        ("squeue", slurm_alias("queue")),
-        ("scancel", slurm_alias("cancel")),
-        ("sacct", slurm_alias("history")),
-        ("scontrol", SCONTROL.replace("{tools}", TOOLS_IN_CONTAINER)),
     ];
+    // Slurm's, LSF's and PBS's commands, as job scripts call them (the image's own come
+    // first on PATH).
+    for (name, _) in berth_core::commands::COMMANDS {
+        scripts.push((
+            name,
+            format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth as {name} \"$@\"\n"),
+        ));
+    }
     let dir = {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
@@ -707,33 +709,6 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     binds.push((dir.clone(), TOOLS_IN_CONTAINER.to_string(), true));
     Ok((dir, binds))
 }
-
-/// A Slurm command as the berth subcommand that takes its options.
-fn slurm_alias(subcommand: &str) -> String {
-    format!("#!/bin/sh\n# Slurm's name for it, in a berth job.\nexec {TOOLS_IN_CONTAINER}/berth {subcommand} \"$@\"\n")
-}
-
-/// `scontrol` in a berth job: what job scripts ask of it.
-const SCONTROL: &str = r#"#!/bin/sh
-# scontrol in a berth job: what job scripts ask of it, answered by berth.
-b={tools}/berth
-case "$1" in
-show)
-    what=$2
-    shift 2
-    case "$what" in
-    hostnames | hostname) exec $b hostnames "$@" ;;
-    hostlist) exec $b hostlist "$@" ;;
-    job | jobs) exec $b show "$@" ;;
-    esac ;;
-hold | release | requeue | suspend | resume | update)
-    verb=$1
-    shift
-    exec $b "$verb" "$@" ;;
-esac
-echo "scontrol $*: in a berth job, scontrol answers show hostnames|hostlist|job, hold, release, requeue, suspend, resume and update (berth --help lists the rest)" >&2
-exit 1
-"#;
 
 /// Writes `scripts` (mode 0755) into a directory of their own under `base`, renamed into
 /// place as `dir` whole: a runner that finds `dir` finds all of them. Another runner that

@@ -18,20 +18,45 @@ pub struct SubmitRequest {
     /// `berth submit` flags as typed (they override the script's directives).
     #[serde(default)]
     pub args: Vec<String>,
+    /// Whose options `args` are: berth's (sbatch's), or bsub's or qsub's when berth runs
+    /// as those commands.
+    #[serde(default)]
+    pub syntax: OptionSyntax,
     /// The script's own arguments ($1, $2, ...): the words after it, as sbatch passes them.
     #[serde(default)]
     pub script_args: Vec<String>,
     /// The directory `berth submit` ran in.
     pub cwd: String,
+    /// The name of the machine it ran on (SLURM_SUBMIT_HOST, PBS_O_HOST, LSB_SUB_HOST).
+    #[serde(default)]
+    pub host: String,
     /// The submitter's environment (exported to the job as `--export` says): NAME, VALUE pairs.
     #[serde(default)]
     #[schema(value_type = Vec<Vec<String>>)]
     pub env: Vec<(String, String)>,
 }
 
+/// The words a submission's options are in.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionSyntax {
+    /// `berth submit`'s: sbatch's options plus `--image` and `--bind`.
+    #[default]
+    Berth,
+    /// bsub's command line (`-n 4 -W 10 -q short`).
+    Bsub,
+    /// qsub's command line (`-l nodes=2:ppn=4 -N name`).
+    Qsub,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub job_id: u64,
+    /// The partition the job was queued in (bsub and qsub name it).
+    #[serde(default)]
+    pub partition: String,
     /// Number of jobs created (array tasks), 1 for a plain job.
     pub jobs: u64,
     /// Directives accepted but ignored, and other things the user should know.
@@ -57,6 +82,9 @@ pub struct JobInfo {
     /// Why it is pending (Slurm's reason names), or how it failed.
     pub reason: Option<String>,
     pub submit_time: u64,
+    /// The machine it was submitted from.
+    #[serde(default)]
+    pub submit_host: String,
     /// Not started before this time (`--begin`).
     #[serde(default)]
     pub begin_time: Option<u64>,
@@ -163,6 +191,12 @@ pub struct PartitionInfo {
     pub nodes: Vec<String>,
     pub max_time: Option<u64>,
     pub state: String,
+    /// Its priority in the configuration (bqueues' PRIO).
+    #[serde(default)]
+    pub priority: u32,
+    /// How many jobs one user may have in it (`max_jobs_per_user`).
+    #[serde(default)]
+    pub max_jobs_per_user: Option<u32>,
 }
 
 /// `POST /v1/tokens` (Unix socket only): a token for the API over TCP.
@@ -223,6 +257,9 @@ pub struct StepRequest {
     /// `--mem`, `-t`, `-p`, `--image`, ...); it ends with the step, as srun's does.
     #[serde(default)]
     pub allocate: Option<Vec<String>>,
+    /// Whose options `allocate` holds (`bsub -Is`, `qsub -I`: theirs).
+    #[serde(default)]
+    pub allocate_syntax: OptionSyntax,
     /// `None`: the job's number of tasks.
     pub ntasks: Option<u32>,
     /// How many of the job's nodes the tasks spread over (`srun -N`); `None`: as many as
@@ -276,8 +313,13 @@ pub struct AllocationRequest {
     /// The step's command, which names the allocation's job.
     pub argv: Vec<String>,
     pub args: Vec<String>,
+    #[serde(default)]
+    pub syntax: OptionSyntax,
     pub env: Vec<(String, String)>,
     pub cwd: String,
+    /// The node the step was asked on.
+    #[serde(default)]
+    pub host: String,
 }
 
 /// The agent asking about its allocation (`POST /v1/agents/allocations/state`), or ending it

@@ -127,6 +127,11 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("LSB_DJOB_NUMPROC", nslots.to_string());
     set("LSB_QUEUE", job.partition.clone());
     set("PBS_O_WORKDIR", job.workdir.clone());
+    if !job.submit_host.is_empty() {
+        for k in ["SLURM_SUBMIT_HOST", "PBS_O_HOST", "LSB_SUB_HOST"] {
+            set(k, job.submit_host.clone());
+        }
+    }
     set("PBS_QUEUE", job.partition.clone());
     set("PBS_NUM_NODES", nnodes.clone());
     set("PBS_NP", nslots.to_string());

@@ -73,6 +73,9 @@ pub struct Job {
     pub script_args: Vec<String>,
     pub workdir: String,
     pub submit_env: Vec<(String, String)>,
+    /// The machine it was submitted from (empty in records from before).
+    #[serde(default)]
+    pub submit_host: String,
     /// `None`: a job on the host (where the configuration allows it).
     pub image: Option<String>,
     pub image_squashfs: Option<String>,
@@ -202,6 +205,7 @@ impl Job {
             state: self.state.name().to_string(),
             reason: self.reason.clone(),
             submit_time: self.submit_time,
+            submit_host: self.submit_host.clone(),
             begin_time: self.begin_time,
             start_time: self.start_time,
             end_time: self.end_time,

@@ -21,7 +21,7 @@ mod server;
 
 use berth_agent::node::NodeAgent;
 use berth_api::{JobInfo, SubmitRequest, SubmitResponse};
-use berth_core::job::{JobOptions, JobRequest};
+use berth_core::job::{parse_args_as, Family, JobOptions, JobRequest};
 use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
@@ -514,15 +514,20 @@ impl Controller {
                 req.script_name
             )));
         }
-        // The command line over the submitter's SBATCH_* variables, over the directives.
-        let cli = berth_core::job::parse_args(&req.args)
-            .and_then(|cli| {
+        // The command line over the submitter's SBATCH_* variables (sbatch's and berth's
+        // alone), over the directives.
+        use berth_api::OptionSyntax;
+        let cli = match req.syntax {
+            OptionSyntax::Berth => berth_core::job::parse_args(&req.args).and_then(|cli| {
                 Ok(JobOptions::merge(
                     berth_core::job::parse_env(&req.env)?,
                     cli,
                 ))
-            })
-            .map_err(|e| ApiError::bad(e.to_string()))?;
+            }),
+            OptionSyntax::Bsub => parse_args_as(Family::Lsf, &req.args),
+            OptionSyntax::Qsub => parse_args_as(Family::Pbs, &req.args),
+        }
+        .map_err(|e| ApiError::bad(e.to_string()))?;
         let default_name = Path::new(&req.script_name)
             .file_name()
             .map_or("job".into(), |n| n.to_string_lossy().into_owned());
@@ -637,6 +642,7 @@ impl Controller {
                 script_args: req.script_args.clone(),
                 workdir: workdir.clone(),
                 submit_env: req.env.clone(),
+                submit_host: req.host.clone(),
                 image: image.as_ref().map(|i| i.0.clone()),
                 image_squashfs: image.as_ref().map(|i| i.1.clone()),
                 image_env: image.as_ref().map(|i| i.2.clone()).unwrap_or_default(),
@@ -688,6 +694,7 @@ impl Controller {
         Ok(SubmitResponse {
             job_id: first,
             jobs: indices.len() as u64,
+            partition,
             warnings,
             wait: request.wait,
         })
@@ -1092,11 +1099,18 @@ impl Controller {
         self.partition_views()
             .into_iter()
             .map(|p| berth_api::PartitionInfo {
+                max_jobs_per_user: self
+                    .settings
+                    .partitions
+                    .iter()
+                    .find(|rules| rules.name == p.name)
+                    .and_then(|rules| rules.max_jobs_per_user),
                 name: p.name,
                 default: p.default,
                 nodes: p.nodes,
                 max_time: p.max_time,
                 state: if p.down { "down".into() } else { "up".into() },
+                priority: p.priority_factor,
             })
             .collect()
     }
@@ -2252,8 +2266,10 @@ impl Controller {
                 .cloned()
                 .unwrap_or_else(|| "step".into()),
             args: request.args,
+            syntax: request.syntax,
             script_args: Vec::new(),
             cwd: request.cwd,
+            host: request.host,
             env: request.env,
         };
         let submitted = self.submit(caller, submit).map_err(|e| e.message)?;

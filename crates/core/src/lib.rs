@@ -7,6 +7,7 @@
 //! Must not: read files, touch the network, make system calls. Callers read the bytes and hand
 //! them over; everything here is a pure function and is unit-tested as such.
 
+pub mod commands;
 pub mod config;
 pub mod job;
 pub mod quantity;

@@ -151,8 +151,10 @@ async fn handle<A: StepAuthority>(
                 gid: cred.gid(),
                 argv: request.argv.clone(),
                 args: args.clone(),
+                syntax: request.allocate_syntax,
                 env: request.env.clone(),
                 cwd: request.cwd.clone(),
+                host: crate::node::hostname(),
             };
             let job = match authority.allocate(allocation).await {
                 Ok(job) => job,

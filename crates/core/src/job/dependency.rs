@@ -63,14 +63,16 @@ fn kind_of(word: &str) -> Option<DependencyKind> {
 }
 
 /// Parses a job id with an optional array element: `42`, `42_7` (Slurm), `42[7]` (LSF,
-/// PBS Pro), and `42.server` (PBS ids carry the server name, which berth drops).
+/// PBS Pro; `42[]` is the whole array), and `42.server` (PBS ids carry the server name,
+/// which berth drops).
 fn job_ref(text: &str, whole: &str, expected: &str) -> Result<(u64, Option<u32>), JobError> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let t = text.split_once('.').map_or(text, |(id, _)| id);
     let (id, index) = if let Some((id, idx)) = t.split_once('_') {
         (id, Some(idx))
     } else if let Some((id, rest)) = t.split_once('[') {
-        (id, Some(rest.strip_suffix(']').unwrap_or("")))
+        // `42[]`: the whole array, as PBS Pro names it.
+        (id, Some(rest.strip_suffix(']').unwrap_or("x")).filter(|i| !i.is_empty()))
     } else {
         (t, None)
     };
@@ -204,8 +206,20 @@ impl Dependencies {
     }
 
     /// Parses PBS's `-W depend=LIST`, given LIST.
+    /// PBS's `-W depend=` list: Slurm's words, which PBS Pro and Torque share, and Torque's
+    /// `afterokarray`-style words for whole arrays (an array's id stands for all its tasks
+    /// anyway).
     pub fn parse_pbs(text: &str) -> Result<Dependencies, JobError> {
-        let deps = Dependencies::parse_slurm(text)?;
+        let slurm: Vec<String> = text
+            .split(',')
+            .map(|item| match item.split_once(':') {
+                Some((word, ids)) => {
+                    format!("{}:{ids}", word.strip_suffix("array").unwrap_or(word))
+                }
+                None => item.to_string(),
+            })
+            .collect();
+        let deps = Dependencies::parse_slurm(&slurm.join(","))?;
         if deps.singleton {
             return Err(invalid(
                 text,
@@ -292,7 +306,11 @@ mod tests {
     fn pbs() {
         let d = Dependencies::parse_pbs("afterok:42.pbsserver:43").unwrap();
         assert_eq!(d.jobs, vec![dep(AfterOk, 42), dep(AfterOk, 43)]);
+        let d = Dependencies::parse_pbs("afterokarray:7[].server,afterany:8[2]").unwrap();
+        assert_eq!(d.jobs[0], dep(AfterOk, 7));
+        assert_eq!((d.jobs[1].job, d.jobs[1].array_index), (8, Some(2)));
         assert!(Dependencies::parse_pbs("singleton").is_err());
+        assert!(Dependencies::parse_pbs("afterok:7[x]").is_err());
         assert!(Dependencies::parse_pbs("beforeok:4").is_err());
     }
 }

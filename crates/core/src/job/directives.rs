@@ -35,6 +35,17 @@ pub enum Family {
 impl Family {
     const ALL: [Family; 4] = [Family::Slurm, Family::Lsf, Family::Pbs, Family::Berth];
 
+    /// The command whose options the family's directives are: what its errors about a
+    /// command line name.
+    pub fn command(self) -> &'static str {
+        match self {
+            Family::Slurm => "sbatch",
+            Family::Lsf => "bsub",
+            Family::Pbs => "qsub",
+            Family::Berth => "berth submit",
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             Family::Slurm => "#SBATCH",
@@ -167,6 +178,11 @@ const LSF: &[Spec] = &[
     Spec("wt", None, Required),
     Spec("b", None, Required),
     Spec("K", None, No),
+    Spec("m", None, Required),
+    // bsub's command line only (interactive jobs): refused in a script.
+    Spec("I", None, No),
+    Spec("Is", None, No),
+    Spec("Ip", None, No),
 ];
 
 const PBS: &[Spec] = &[
@@ -189,6 +205,10 @@ const PBS: &[Spec] = &[
     Spec("M", Some('M'), Required),
     Spec("S", Some('S'), Required),
     Spec("a", Some('a'), Required),
+    // qsub's command line only: refused in a script.
+    Spec("I", Some('I'), No),
+    Spec("F", Some('F'), Required),
+    Spec("z", Some('z'), No),
 ];
 
 /// Splits a directive's text into words as sh would: `'...'` literal, `"..."` with `\"`
@@ -337,22 +357,59 @@ fn quote(v: &str) -> String {
 /// Parses `berth submit` flags (the `#BERTH` options, i.e. sbatch's plus `--image` and
 /// `--bind`) into options that [`JobOptions::merge`] lays over a script's directives.
 pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<JobOptions, JobError> {
+    parse_args_as(Family::Berth, args)
+}
+
+/// Parses a submit command's options in `family`'s words (bsub's, qsub's, or berth's and
+/// sbatch's), as [`parse_args`] parses berth's.
+pub fn parse_args_as<S: AsRef<str>>(family: Family, args: &[S]) -> Result<JobOptions, JobError> {
     let words: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
     let mut opts = JobOptions::default();
     let mut i = 0;
     while i < words.len() {
-        let found = next_option(Family::Berth, &words, &mut i).map_err(|(arg, reason)| {
-            JobError::Argument {
-                arg,
-                reason: Box::new(reason),
-            }
-        })?;
-        apply(Family::Berth, &mut opts, &found, None).map_err(|reason| JobError::Argument {
-            arg: found.text.clone(),
-            reason: Box::new(reason),
-        })?;
+        let found = next_option(family, &words, &mut i)
+            .map_err(|(arg, reason)| argument_error(family, arg, reason))?;
+        apply(family, &mut opts, &found, None)
+            .map_err(|reason| argument_error(family, found.text.clone(), reason))?;
     }
     Ok(opts)
+}
+
+fn argument_error(family: Family, arg: String, reason: JobError) -> JobError {
+    let reason = match reason {
+        JobError::UnknownOption { option, .. } => JobError::UnknownOption {
+            family: family.command(),
+            option,
+        },
+        other => other,
+    };
+    JobError::Argument {
+        arg,
+        reason: Box::new(reason),
+    }
+}
+
+/// The options at the start of a bsub or qsub command line, as that command reads them
+/// before its command or script: each option's name (bsub's word, qsub's letter) with the
+/// words it took, and the index of the first word after them (past a `--`, which qsub puts
+/// before a command). Nothing is applied: the caller picks out what is its own (`-Is`, `-z`)
+/// and sends the rest to the controller, which parses them with [`parse_args_as`].
+pub fn leading_options(
+    family: Family,
+    words: &[String],
+) -> Result<(Vec<(&'static str, Vec<String>)>, usize), JobError> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < words.len() && words[i].starts_with('-') && words[i] != "-" {
+        if words[i] == "--" {
+            return Ok((found, i + 1));
+        }
+        let start = i;
+        let option = next_option(family, words, &mut i)
+            .map_err(|(arg, reason)| argument_error(family, arg, reason))?;
+        found.push((option.name, words[start..i].to_vec()));
+    }
+    Ok((found, i))
 }
 
 /// sbatch's input environment variables berth reads, the option each stands for, and
@@ -580,6 +637,14 @@ fn ignore_text(opts: &mut JobOptions, option: String, line: Option<usize>, reaso
 }
 
 const MAIL: &str = "berth sends no mail";
+
+/// An option of bsub's or qsub's command line met anywhere else (a directive, berth's API).
+fn command_line_only(found: &Found) -> JobError {
+    JobError::unsupported(
+        &found.text,
+        "it is an option of the bsub or qsub command itself (berth answers to those names), not of a script",
+    )
+}
 
 /// Applies one option of `family` to `opts`.
 fn apply(
@@ -1012,6 +1077,12 @@ fn apply_lsf(
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
         "K" => opts.wait = Some(true),
+        // bsub -m "host1 host2": the job runs on those hosts (each may be a host list).
+        "m" => {
+            let hosts = v.split_whitespace().collect::<Vec<_>>().join(",");
+            opts.nodelist = Some(nodes(&hosts)?);
+        }
+        "I" | "Is" | "Ip" => return Err(command_line_only(found)),
         other => {
             return Err(JobError::unsupported(
                 other,
@@ -1194,6 +1265,7 @@ fn apply_pbs(
         }
         "a" => opts.begin = Some(parse_pbs_begin(v)?),
         "m" | "M" => ignore(opts, found, line, MAIL),
+        "I" | "F" | "z" => return Err(command_line_only(found)),
         "S" => ignore(
             opts,
             found,

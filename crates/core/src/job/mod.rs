@@ -28,7 +28,9 @@ pub use begin::{
     civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, unit_seconds, BeginTime,
 };
 pub use dependency::{Dependencies, DependencyKind, JobDependency};
-pub use directives::{parse_args, parse_env, parse_script, Family, ParsedScript};
+pub use directives::{
+    leading_options, parse_args, parse_args_as, parse_env, parse_script, Family, ParsedScript,
+};
 pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
 pub use tasks::{block_layout, expand_hostlist, hostlist, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};

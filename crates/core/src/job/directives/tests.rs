@@ -653,3 +653,42 @@ fn memory_per_gpu() {
         .to_string();
     assert!(e.contains("--mem-per-gpu needs GPUs"), "{e}");
 }
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bsub_and_qsub_command_lines() {
+    // bsub's options end at the command; its own flags stay its own.
+    let line = words(&["-n", "4", "-Is", "-J", "x[1-3]", "ls", "-n", "1"]);
+    let (options, end) = leading_options(Family::Lsf, &line).unwrap();
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    assert_eq!((names, end), (vec!["n", "Is", "J"], 5));
+    assert_eq!(options[2].1, ["-J", "x[1-3]"]);
+    // qsub: getopt letters, values attached or not, `--` before a command.
+    let line = words(&["-lnodes=2:ppn=1", "-N", "a", "-I", "--", "sleep", "1"]);
+    let (options, end) = leading_options(Family::Pbs, &line).unwrap();
+    assert_eq!(options.len(), 3);
+    assert_eq!(&line[end..], ["sleep", "1"]);
+    let (options, end) = leading_options(Family::Pbs, &words(&["job.sh", "-N", "x"])).unwrap();
+    assert_eq!((options.len(), end), (0, 0));
+    // Unknown options and missing values name the command.
+    let e = leading_options(Family::Lsf, &words(&["-frob", "x"])).unwrap_err();
+    assert_eq!(e.to_string(), "-frob: unknown bsub option '-frob'");
+    assert!(leading_options(Family::Pbs, &words(&["-N"])).is_err());
+
+    let o = parse_args_as(Family::Lsf, &words(&["-n", "2", "-q", "short", "-m", "h[1-2] h5"]))
+        .unwrap();
+    assert_eq!((o.ntasks, o.partition.as_deref()), (Some(2), Some("short")));
+    assert_eq!(o.nodelist, Some(words(&["h1", "h2", "h5"])));
+    let o = parse_args_as(Family::Pbs, &words(&["-l", "walltime=1:00", "-W", "depend=afterok:4.srv"]))
+        .unwrap();
+    assert_eq!(o.time_limit, Some(60));
+    assert_eq!(o.dependencies.unwrap().jobs[0].job, 4);
+    // What only the command itself takes is refused in a script.
+    let e = error("#!/bin/sh\n#BSUB -Is\ntrue\n");
+    assert!(e.contains("option of the bsub or qsub command itself"), "{e}");
+    let e = error("#!/bin/sh\n#PBS -I\ntrue\n");
+    assert!(e.contains("option of the bsub or qsub command itself"), "{e}");
+}

@@ -1,0 +1,751 @@
+//! LSF's commands: bsub, bjobs, bkill, bstop, bresume, brequeue, bqueues, bhosts, lshosts,
+//! with LSF's messages, columns and states (PEND, PSUSP, RUN, USUSP, DONE, EXIT).
+
+use super::*;
+use crate::batch::{self, Submission};
+use berth_api::{NodeInfo, OptionSyntax, PartitionInfo};
+use berth_core::job::{leading_options, Family};
+use std::io::Write;
+
+const BSUB_USAGE: &str = "bsub [options] command [arguments]   (the command is the job)
+       bsub [options] < job.sh               (the script's #BSUB lines are read)
+       bsub -Is|-Ip|-I [options] command     (an interactive job on this terminal)
+options: bsub's (-n -W -J -o -oo -e -eo -i -q -R -M -w -m -P -cwd -gpu -x -r -H -b -K
+-wa -wt ...); the image comes from the script (#BERTH --image, APPLICATION=) or $BERTH_IMAGE";
+
+/// How long LSF keeps showing finished jobs (its CLEAN_PERIOD default), in seconds.
+const CLEAN_PERIOD: u64 = 3600;
+
+pub fn bsub(words: Vec<String>) -> Result<i32> {
+    if matches!(words.first().map(String::as_str), Some("-h" | "--help")) {
+        println!("usage: {BSUB_USAGE}");
+        return Ok(0);
+    }
+    let (options, end) = leading_options(Family::Lsf, &words)
+        .map_err(|e| anyhow::anyhow!("{e}\nusage: {BSUB_USAGE}"))?;
+    let mut interactive = None;
+    let mut queue_named = false;
+    let mut args = Vec::new();
+    for (name, taken) in options {
+        match name {
+            "I" | "Is" | "Ip" => interactive = Some(name),
+            _ => {
+                queue_named |= name == "q";
+                args.extend(taken);
+            }
+        }
+    }
+    let command = &words[end..];
+    if let Some(mode) = interactive {
+        if command.is_empty() {
+            bail!("bsub -{mode}: name the command to run, e.g. bsub -{mode} bash");
+        }
+        return interactive_job(OptionSyntax::Bsub, args, command.to_vec(), mode != "I");
+    }
+    let (script, name) = match command.first() {
+        None => {
+            let script = script_from_stdin("bsub")?;
+            queue_named |= berth_core::job::parse_script(&script)
+                .is_ok_and(|p| p.options.partition.is_some());
+            (script, "stdin".to_string())
+        }
+        Some(program) => {
+            let directives = std::fs::read_to_string(program)
+                .is_ok_and(|t| t.lines().any(|l| l.starts_with("#BSUB")));
+            if directives {
+                eprintln!("bsub: warning: {program} runs as the job's command, so its #BSUB lines are not read; bsub reads them from a script on standard input (bsub < {program})");
+            }
+            let name = Path::new(program)
+                .file_name()
+                .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
+            (command_script(command), name)
+        }
+    };
+    let resp = batch::send(Submission {
+        script,
+        name,
+        options: args,
+        syntax: OptionSyntax::Bsub,
+        script_args: Vec::new(),
+    })?;
+    let queue = if queue_named { "queue" } else { "default queue" };
+    println!(
+        "Job <{}> is submitted to {queue} <{}>.",
+        resp.job_id, resp.partition
+    );
+    if !resp.wait {
+        return Ok(0);
+    }
+    println!("<<Waiting for dispatch ...>>");
+    let _ = std::io::stdout().flush();
+    let code = batch::wait_for_jobs(resp.job_id, resp.jobs)?;
+    println!("<<Job is finished>>");
+    Ok(code)
+}
+
+/// An interactive job (`bsub -Is`, `qsub -I`): an allocation with the command's options
+/// and one task of `argv` on this terminal (`pty`) or on its standard streams, as
+/// `berth step` outside a job runs it. The task gets all the job's CPUs on its node.
+pub(super) fn interactive_job(
+    syntax: OptionSyntax,
+    mut options: Vec<String>,
+    argv: Vec<String>,
+    pty: bool,
+) -> Result<i32> {
+    // The allocation's own script prints nothing: the job's output is this terminal's.
+    options.extend(["-o".to_string(), "/dev/null".to_string()]);
+    let request = berth_api::StepRequest {
+        job: None,
+        allocate: Some(options),
+        allocate_syntax: syntax,
+        ntasks: Some(1),
+        nodes: None,
+        nodelist: None,
+        cpus_per_task: None,
+        argv,
+        env: crate::step::environment(),
+        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        label: false,
+        kill_on_bad_exit: true,
+        cpu_bind: false,
+        overcommit: false,
+        pty,
+        pmi: false,
+    };
+    crate::step::run(&request)
+}
+
+/// LSF's state of a job.
+fn stat(j: &JobInfo) -> &'static str {
+    match j.state.as_str() {
+        "PENDING" if j.held => "PSUSP",
+        "PENDING" => "PEND",
+        "RUNNING" => "RUN",
+        "SUSPENDED" => "USUSP",
+        "COMPLETED" => "DONE",
+        _ => "EXIT",
+    }
+}
+
+/// The job's id as LSF shows it (an array's id; its index goes with the name).
+fn lsf_id(j: &JobInfo) -> u64 {
+    j.array_job_id.unwrap_or(j.id)
+}
+
+/// The job's name as LSF shows it: an array task's as `NAME[INDEX]`.
+fn lsf_name(j: &JobInfo) -> String {
+    match j.array_task_id {
+        Some(i) => format!("{}[{i}]", j.name),
+        None => j.name.clone(),
+    }
+}
+
+/// The job's id in LSF's words, with its index: `42`, `42[3]`.
+fn lsf_spec(j: &JobInfo) -> String {
+    match j.array_task_id {
+        Some(i) => format!("{}[{i}]", lsf_id(j)),
+        None => j.id.to_string(),
+    }
+}
+
+/// `Dec  3 10:00`, as bjobs prints times.
+fn short_time(t: u64) -> String {
+    let (_, mo, d, h, mi, _, _) = local(t);
+    format!("{} {d:>2} {h:02}:{mi:02}", MONTHS[mo as usize - 1])
+}
+
+/// The hosts a job runs on, as bjobs' EXEC_HOST lists them: `4*host` for 4 slots.
+fn exec_hosts(j: &JobInfo) -> Vec<String> {
+    let per = cpus_per_node(j).unwrap_or(1);
+    j.nodes
+        .iter()
+        .map(|n| match per {
+            1 => n.clone(),
+            k => format!("{k}*{n}"),
+        })
+        .collect()
+}
+
+/// A column cut to `width` as LSF cuts it, with `*` in front of what is left.
+fn cut(v: &str, width: usize) -> String {
+    let n = v.chars().count();
+    match n > width {
+        true => format!("*{}", v.chars().skip(n - width + 1).collect::<String>()),
+        false => v.to_string(),
+    }
+}
+
+/// One bjobs `-o` field of a job.
+fn field(name: &str, j: &JobInfo) -> Option<String> {
+    let dash = || "-".to_string();
+    let now = berth_controller::now();
+    Some(match name {
+        "jobid" | "id" => lsf_id(j).to_string(),
+        "jobindex" => j.array_task_id.unwrap_or(0).to_string(),
+        "stat" => stat(j).to_string(),
+        "user" => j.user.clone(),
+        "queue" => j.partition.clone(),
+        "job_name" | "name" => lsf_name(j),
+        "from_host" => match j.submit_host.as_str() {
+            "" => dash(),
+            h => h.to_string(),
+        },
+        "exec_host" => match exec_hosts(j).join(":") {
+            h if h.is_empty() => dash(),
+            h => h,
+        },
+        "nexec_host" => j.nodes.len().to_string(),
+        "slots" | "nalloc_slot" => j.cpus.to_string(),
+        "submit_time" => short_time(j.submit_time),
+        "start_time" => j.start_time.map_or_else(dash, short_time),
+        "finish_time" => j.end_time.map_or_else(dash, short_time),
+        "run_time" => {
+            let secs = match (j.start_time, j.end_time) {
+                (Some(s), Some(e)) => e.saturating_sub(s),
+                (Some(s), None) => now.saturating_sub(s),
+                _ => 0,
+            };
+            format!("{secs} second(s)")
+        }
+        "cpu_used" => j
+            .cpu_usec
+            .map_or_else(dash, |u| format!("{:.1} second(s)", u as f64 / 1e6)),
+        "max_mem" => j.max_rss_bytes.map_or_else(dash, crate::image::human_size),
+        "exit_code" => match (j.exit_code, j.signal) {
+            (_, Some(sig)) => (128 + sig).to_string(),
+            (Some(code), None) => code.to_string(),
+            _ => dash(),
+        },
+        "pend_reason" => match j.state.as_str() {
+            "PENDING" => j.reason.clone().unwrap_or_else(dash),
+            _ => dash(),
+        },
+        "time_left" => match (j.time_limit, j.start_time, j.end_time) {
+            (Some(limit), Some(s), None) => {
+                batch::duration(limit.saturating_sub(now.saturating_sub(s)))
+            }
+            _ => dash(),
+        },
+        _ => return None,
+    })
+}
+
+const FIELDS: &str = "jobid jobindex stat user queue job_name from_host exec_host nexec_host slots submit_time start_time finish_time run_time cpu_used max_mem exit_code pend_reason time_left";
+
+/// bjobs `-o "FIELD[:WIDTH] ... [delimiter='C']"`: the columns and the delimiter.
+fn parse_format(text: &str) -> Result<(Vec<(String, Option<usize>)>, String)> {
+    let mut columns = Vec::new();
+    let mut delimiter = " ".to_string();
+    for word in text.split_whitespace() {
+        if let Some(d) = word.strip_prefix("delimiter=") {
+            delimiter = d.trim_matches(|c| c == '\'' || c == '"').to_string();
+            continue;
+        }
+        let (name, width) = match word.split_once(':') {
+            Some((n, w)) => {
+                let w = w.trim_end_matches(['-', 'S', 'M', 'H', 'D']);
+                (n, Some(w.parse::<usize>().with_context(|| format!("-o {word}: the width is a number"))?))
+            }
+            None => (word, None),
+        };
+        let name = name.to_ascii_lowercase();
+        if !FIELDS.split(' ').any(|f| f == name) && name != "id" && name != "name" && name != "nalloc_slot" {
+            bail!("bjobs -o: berth knows the fields {FIELDS}, not '{name}'");
+        }
+        columns.push((name, width));
+    }
+    if columns.is_empty() {
+        bail!("bjobs -o: name the fields, e.g. -o \"jobid stat job_name\"");
+    }
+    Ok((columns, delimiter))
+}
+
+const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
+
+pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
+    if flag(&mut words, "-h") {
+        println!("usage: {BJOBS_USAGE}");
+        return Ok(0);
+    }
+    let all = flag(&mut words, "-a");
+    let done = flag(&mut words, "-d");
+    let pending = flag(&mut words, "-p");
+    let running = flag(&mut words, "-r");
+    let suspended = flag(&mut words, "-s");
+    let wide = flag(&mut words, "-w");
+    let long = flag(&mut words, "-l");
+    let noheader = flag(&mut words, "-noheader");
+    let user = value(&mut words, "-u")?;
+    let queue = value(&mut words, "-q")?;
+    let name = value(&mut words, "-J")?;
+    let format = value(&mut words, "-o")?.map(|f| parse_format(&f)).transpose()?;
+    no_other_options("bjobs", &words, BJOBS_USAGE)?;
+
+    let mut status = 0;
+    let mut jobs = Vec::new();
+    if words.is_empty() {
+        jobs = active_jobs()?;
+        if all || done {
+            let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
+            jobs.extend(ended_since(since)?);
+        }
+        let user = match user.as_deref() {
+            Some("all") => None,
+            Some(u) => Some(u.to_string()),
+            None => Some(me()?),
+        };
+        jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
+    } else {
+        for spec in &words {
+            match berth_id(spec).and_then(|id| batch::named_jobs(&[id])) {
+                Ok(found) => jobs.extend(found),
+                Err(e) if crate::client::is_not_found(&e) => {
+                    eprintln!("Job <{spec}> is not found");
+                    status = 255;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(u) = user.as_deref().filter(|u| *u != "all") {
+            jobs.retain(|j| j.user == u);
+        }
+    }
+    jobs.retain(|j| {
+        let s = stat(j);
+        let wanted = match (done, pending, running, suspended) {
+            (false, false, false, false) => {
+                all || !words.is_empty() || !matches!(s, "DONE" | "EXIT")
+            }
+            _ => {
+                (done && matches!(s, "DONE" | "EXIT"))
+                    || (pending && matches!(s, "PEND" | "PSUSP"))
+                    || (running && s == "RUN")
+                    || (suspended && matches!(s, "USUSP" | "PSUSP"))
+            }
+        };
+        wanted
+            && queue.as_ref().is_none_or(|q| *q == j.partition)
+            && name.as_ref().is_none_or(|n| match n.strip_suffix('*') {
+                Some(prefix) => j.name.starts_with(prefix),
+                None => j.name == *n || lsf_name(j) == *n,
+            })
+    });
+    // Running first, then suspended, pending, finished, as bjobs orders them.
+    let rank = |j: &JobInfo| match stat(j) {
+        "RUN" => 0,
+        "USUSP" => 1,
+        "PEND" | "PSUSP" => 2,
+        _ => 3,
+    };
+    jobs.sort_by_key(|j| (rank(j), j.id));
+    jobs.dedup_by_key(|j| j.id);
+    if jobs.is_empty() {
+        if words.is_empty() {
+            let what = if all || done { "job" } else { "unfinished job" };
+            eprintln!("No {what} found");
+        }
+        return Ok(status);
+    }
+    let mut out = std::io::stdout().lock();
+    if long {
+        for j in &jobs {
+            long_form(&mut out, j)?;
+        }
+        return Ok(status);
+    }
+    if let Some((columns, delimiter)) = format {
+        let line = |value: &dyn Fn(&str) -> String| {
+            columns
+                .iter()
+                .map(|(name, width)| {
+                    let v = value(name);
+                    match width {
+                        Some(w) => format!("{:<w$}", cut(&v, *w)),
+                        None => v,
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(&delimiter)
+        };
+        if !noheader {
+            writeln!(out, "{}", line(&|n| n.to_ascii_uppercase()))?;
+        }
+        for j in &jobs {
+            writeln!(out, "{}", line(&|n| field(n, j).unwrap_or_default()))?;
+        }
+        return Ok(status);
+    }
+    let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
+    if !noheader {
+        writeln!(
+            out,
+            "{:<7} {:<7} {:<5} {:<10} {:<11} {:<11} {:<10} SUBMIT_TIME",
+            "JOBID", "USER", "STAT", "QUEUE", "FROM_HOST", "EXEC_HOST", "JOB_NAME"
+        )?;
+    }
+    for j in &jobs {
+        let f = |n: &str| field(n, j).unwrap_or_default();
+        let hosts = exec_hosts(j);
+        writeln!(
+            out,
+            "{:<7} {:<7} {:<5} {:<10} {:<11} {:<11} {:<10} {}",
+            f("jobid"),
+            fit(f("user"), 7),
+            f("stat"),
+            fit(f("queue"), 10),
+            fit(f("from_host"), 11),
+            fit(hosts.first().cloned().unwrap_or_default(), 11),
+            fit(f("job_name"), 10),
+            f("submit_time")
+        )?;
+        // Each further host on a line of its own, under EXEC_HOST.
+        for host in hosts.iter().skip(1) {
+            writeln!(out, "{:44}{}", "", fit(host.clone(), 11))?;
+        }
+    }
+    Ok(status)
+}
+
+/// bjobs -l: a job's record in LSF's long form.
+fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
+    writeln!(
+        out,
+        "\nJob <{}>, Job Name <{}>, User <{}>, Project <default>, Status <{}>, Queue <{}>",
+        lsf_spec(j),
+        j.name,
+        j.user,
+        stat(j),
+        j.partition
+    )?;
+    let from = match j.submit_host.as_str() {
+        "" => String::new(),
+        h => format!(" from host <{h}>"),
+    };
+    writeln!(
+        out,
+        "{}: Submitted{from}, CWD <{}>, Output File <{}>{}, {} Task(s);",
+        ctime(j.submit_time),
+        j.workdir,
+        j.stdout,
+        j.stderr
+            .as_ref()
+            .map_or(String::new(), |e| format!(", Error File <{e}>")),
+        j.cpus
+    )?;
+    if let Some(limit) = j.time_limit {
+        writeln!(out, " RUNLIMIT\n {:.1} min", limit as f64 / 60.0)?;
+    }
+    if let Some(start) = j.start_time {
+        let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
+        writeln!(
+            out,
+            "{}: Started {} Task(s) on Host(s) {}, Execution CWD <{}>;",
+            ctime(start),
+            j.cpus,
+            hosts.join(" "),
+            j.workdir
+        )?;
+    }
+    if let Some(end) = j.end_time {
+        let how = match (stat(j), j.exit_code, j.signal) {
+            ("DONE", _, _) => "Done successfully.".to_string(),
+            (_, _, Some(sig)) => format!("Exited by signal {sig}. The CPU time used is unknown."),
+            (_, Some(code), None) => format!("Exited with exit code {code}."),
+            _ => format!("Exited: {}.", j.state),
+        };
+        writeln!(out, "{}: {how}", ctime(end))?;
+        if let Some(cpu) = j.cpu_usec {
+            writeln!(
+                out,
+                "{}: The CPU time used is {:.1} seconds.",
+                ctime(end),
+                cpu as f64 / 1e6
+            )?;
+        }
+    }
+    if j.state == "PENDING" {
+        writeln!(
+            out,
+            " PENDING REASONS:\n {}",
+            j.reason.as_deref().unwrap_or("None")
+        )?;
+    }
+    Ok(())
+}
+
+const BKILL_USAGE: &str = "bkill [-s SIGNAL] [-u USER|all] JOBID|JOBID[INDEX]|0 ...";
+
+/// bkill: cancels (or signals, `-s`) jobs; `0` stands for all of the user's jobs.
+pub fn bkill(mut words: Vec<String>) -> Result<i32> {
+    let signal = value(&mut words, "-s")?;
+    let user = value(&mut words, "-u")?;
+    no_other_options("bkill", &words, BKILL_USAGE)?;
+    if words.is_empty() {
+        bail!("bkill: name the jobs (0: all of yours)\nusage: {BKILL_USAGE}");
+    }
+    let body = berth_api::CancelRequest {
+        signal: signal.clone(),
+    };
+    let what = if signal.is_some() {
+        "signaled"
+    } else {
+        "terminated"
+    };
+    each_job(&words, user, |_| true, |id, shown| {
+        let _: () =
+            crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+        if let Some(shown) = shown {
+            println!("Job <{shown}> is being {what}");
+        }
+        Ok(())
+    })
+}
+
+/// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
+/// to), `Job <42> is being PAST`.
+pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
+    let user = value(&mut words, "-u")?;
+    no_other_options(verb, &words, "JOBID|JOBID[INDEX]|0 ...")?;
+    if words.is_empty() {
+        bail!("name the jobs (0: all of yours)");
+    }
+    let applies = |j: &JobInfo| match verb {
+        "suspend" => j.state == "RUNNING",
+        "resume" => j.state == "SUSPENDED",
+        _ => true,
+    };
+    each_job(&words, user, applies, |id, shown| {
+        let _: () =
+            crate::client::request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+        if let Some(shown) = shown {
+            println!("Job <{shown}> is being {past}");
+        }
+        Ok(())
+    })
+}
+
+/// Calls `act` with each job that `specs` name: an array's id stands for its active tasks
+/// that `applies` to, `42[3]` for one, `0` for every active job of `user` (yourself by
+/// default, `all`: everyone's). `act` also gets the name to report, with the first job of
+/// each spec. A spec that fails is reported and the rest go on, as LSF's commands do; the
+/// status is then 255.
+fn each_job(
+    specs: &[String],
+    user: Option<String>,
+    applies: impl Fn(&JobInfo) -> bool,
+    mut act: impl FnMut(u64, Option<&str>) -> Result<()>,
+) -> Result<i32> {
+    let mut status = 0;
+    let mut fail = |shown: &str, e: anyhow::Error| {
+        eprintln!("Job <{shown}>: {e}");
+        status = 255;
+    };
+    for spec in specs {
+        if spec != "0" {
+            let ids = berth_id(spec).and_then(|id| batch::job_ids(&[id], &applies));
+            let acted = ids.and_then(|ids| {
+                ids.iter()
+                    .enumerate()
+                    .try_for_each(|(n, id)| act(*id, (n == 0).then_some(spec.as_str())))
+            });
+            if let Err(e) = acted {
+                fail(spec, e);
+            }
+            continue;
+        }
+        let user = match user.as_deref() {
+            Some("all") => None,
+            Some(u) => Some(u.to_string()),
+            None => Some(me()?),
+        };
+        let mine = active_jobs()?.into_iter().filter(|j| {
+            user.as_ref().is_none_or(|u| *u == j.user) && applies(j)
+        });
+        for j in mine {
+            let shown = lsf_spec(&j);
+            if let Err(e) = act(j.id, Some(&shown)) {
+                fail(&shown, e);
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// The slots (CPUs) of the active jobs on each node, by state: (running, suspended).
+fn slots_by_node(jobs: &[JobInfo]) -> std::collections::BTreeMap<&str, (u64, u64)> {
+    let mut slots = std::collections::BTreeMap::new();
+    for j in jobs {
+        let per = j.cpus / (j.nodes.len().max(1) as u64);
+        for n in &j.nodes {
+            let e: &mut (u64, u64) = slots.entry(n.as_str()).or_default();
+            match j.state.as_str() {
+                "SUSPENDED" => e.1 += per,
+                _ => e.0 += per,
+            }
+        }
+    }
+    slots
+}
+
+fn number_or_dash(v: Option<impl ToString>) -> String {
+    v.map_or("-".to_string(), |v| v.to_string())
+}
+
+pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
+    flag(&mut words, "-w");
+    no_other_options("bqueues", &words, "bqueues [-w] [QUEUE ...]")?;
+    let parts: Vec<PartitionInfo> = crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+    let jobs = active_jobs()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<15} {:>4}  {:<14} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5} {:>5}",
+        "QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H", "NJOBS", "PEND", "RUN", "SUSP"
+    )?;
+    let mut found = 0;
+    for p in parts.iter().filter(|p| words.is_empty() || words.contains(&p.name)) {
+        found += 1;
+        let slots = |state: &str| -> u64 {
+            jobs.iter()
+                .filter(|j| j.partition == p.name && j.state == state)
+                .map(|j| j.cpus)
+                .sum()
+        };
+        let (pend, run, susp) = (slots("PENDING"), slots("RUNNING"), slots("SUSPENDED"));
+        let status = if p.state == "up" {
+            "Open:Active"
+        } else {
+            "Closed:Inact"
+        };
+        writeln!(
+            out,
+            "{:<15} {:>4}  {:<14} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5} {:>5}",
+            p.name,
+            p.priority,
+            status,
+            "-",
+            number_or_dash(p.max_jobs_per_user),
+            "-",
+            "-",
+            pend + run + susp,
+            pend,
+            run,
+            susp
+        )?;
+    }
+    if found < words.len() {
+        eprintln!("bqueues: no such queue among {}", words.join(" "));
+        return Ok(255);
+    }
+    Ok(0)
+}
+
+pub fn bhosts(mut words: Vec<String>) -> Result<i32> {
+    let wide = flag(&mut words, "-w");
+    no_other_options("bhosts", &words, "bhosts [-w] [HOST ...]")?;
+    let nodes = nodes_named(&words)?;
+    let jobs = active_jobs()?;
+    let slots = slots_by_node(&jobs);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<18} {:<12} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "HOST_NAME", "STATUS", "JL/U", "MAX", "NJOBS", "RUN", "SSUSP", "USUSP", "RSV"
+    )?;
+    for n in &nodes {
+        let status = match (n.state.as_str(), wide) {
+            ("idle" | "mixed", _) => "ok",
+            ("down", _) => "unavail",
+            (_, false) => "closed",
+            ("allocated", true) => "closed_Full",
+            (_, true) => "closed_Adm",
+        };
+        let (run, susp) = slots.get(n.name.as_str()).copied().unwrap_or_default();
+        writeln!(
+            out,
+            "{:<18} {:<12} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            n.name,
+            status,
+            "-",
+            n.cpus,
+            run + susp,
+            run,
+            0,
+            susp,
+            0
+        )?;
+    }
+    Ok(0)
+}
+
+/// lshosts: the hosts' static resources. berth does not know LSF's host type, model or CPU
+/// factor, so those columns are not shown.
+pub fn lshosts(mut words: Vec<String>) -> Result<i32> {
+    flag(&mut words, "-w");
+    no_other_options("lshosts", &words, "lshosts [-w] [HOST ...]")?;
+    let nodes = nodes_named(&words)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<18} {:>5} {:>8} {:>5} {:>6} RESOURCES",
+        "HOST_NAME", "ncpus", "maxmem", "ngpus", "server"
+    )?;
+    for n in &nodes {
+        writeln!(
+            out,
+            "{:<18} {:>5} {:>8} {:>5} {:>6} ({})",
+            n.name,
+            n.cpus,
+            crate::image::human_size(n.memory),
+            n.gpus,
+            if n.state == "down" { "Dyn" } else { "Yes" },
+            n.features.join(" ")
+        )?;
+    }
+    Ok(0)
+}
+
+/// The cluster's nodes, or those named (each must exist).
+pub(super) fn nodes_named(names: &[String]) -> Result<Vec<NodeInfo>> {
+    let mut nodes: Vec<NodeInfo> = crate::client::request("GET", "/v1/nodes", None::<&()>)?;
+    if let Some(missing) = names.iter().find(|n| !nodes.iter().any(|node| node.name == **n)) {
+        bail!(
+            "{missing}: no such host; the hosts are {}",
+            nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    nodes.retain(|n| names.is_empty() || names.contains(&n.name));
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_cut_as_lsf_cuts_them() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("a_long_job_name", 10), "*_job_name");
+        assert_eq!(cut("a_long_job_name", 10).chars().count(), 10);
+    }
+
+    #[test]
+    fn output_formats() {
+        let (columns, delimiter) = parse_format("jobid stat:5 JOB_NAME delimiter=','").unwrap();
+        assert_eq!(delimiter, ",");
+        assert_eq!(
+            columns,
+            vec![
+                ("jobid".to_string(), None),
+                ("stat".to_string(), Some(5)),
+                ("job_name".to_string(), None)
+            ]
+        );
+        assert!(parse_format("jobid frob").is_err());
+        assert!(parse_format("").is_err());
+    }
+}

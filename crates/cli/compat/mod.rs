@@ -1,0 +1,373 @@
+//! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
+//! squeue, scancel, sacct, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
+//! brequeue, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold, qrls, qsig,
+//! qrerun, pbsnodes). berth acts as one when started under its name (an administrator links
+//! them, `berth as --link /usr/local/bin`), and as `berth as NAME ARGS`; jobs have them on
+//! their PATH. Users keep their commands and the scripts and pipelines built on their output
+//! (`Job <42> is submitted to queue <normal>.`, `42.server`).
+//!
+//! Slurm's commands are berth's own subcommands under other names, so they are translated
+//! into berth's command line ([`translate`]) before it is parsed. LSF's and PBS's take their
+//! own options and print their own formats ([`lsf`], [`pbs`]); the options of bsub and qsub
+//! go to the controller as they are, which reads them with the same parser as `#BSUB` and
+//! `#PBS` directives.
+
+mod lsf;
+mod pbs;
+
+use anyhow::{bail, Context, Result};
+use berth_api::JobInfo;
+use clap::Args;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use berth_core::commands::COMMANDS;
+
+#[derive(Args, Debug)]
+pub struct AsArgs {
+    /// Link each command into DIR (DIR/bsub -> this berth), as an administrator installs
+    /// them; an existing file there that is not a link to berth is left alone and reported
+    #[arg(long, value_name = "DIR")]
+    link: Option<PathBuf>,
+    /// The command to act as and its arguments; without one, the list of commands
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND [ARGS]"
+    )]
+    command: Vec<String>,
+}
+
+/// berth's own command line for `args`, a command line as typed: when started under one
+/// of [`COMMANDS`]' names (or as `berth as NAME`), Slurm's become the berth subcommands
+/// they are, the others `berth as NAME ...`; anything else is left as it is.
+pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
+    let program = args
+        .first()
+        .map(|a| Path::new(a).file_name().unwrap_or(a.as_os_str()).to_owned());
+    let (name, rest) = match program {
+        Some(p) if p != "berth" && COMMANDS.iter().any(|(n, _)| p == *n) => (p, &args[1..]),
+        _ => match args.get(1).zip(args.get(2)) {
+            Some((a, name)) if a == "as" => (name.clone(), &args[3..]),
+            _ => return args,
+        },
+    };
+    let Some(name) = name.to_str() else {
+        return args;
+    };
+    let mut rest = rest.to_vec();
+    let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
+    let head = match name {
+        "sbatch" => words(&["berth", "submit"]),
+        "srun" => words(&["berth", "step"]),
+        "squeue" => words(&["berth", "queue"]),
+        "scancel" => words(&["berth", "cancel"]),
+        "sacct" => words(&["berth", "history"]),
+        "sinfo" => match rest.iter().position(|a| a == "-N" || a == "--Node") {
+            Some(at) => {
+                rest.remove(at);
+                words(&["berth", "nodes"])
+            }
+            None => words(&["berth", "partitions"]),
+        },
+        "scontrol" => {
+            let word = |i: usize| rest.get(i).and_then(|a| a.to_str()).unwrap_or("").to_string();
+            let (first, second) = (word(0), word(1));
+            let (sub, drop) = match (first.as_str(), second.as_str()) {
+                ("show", "hostnames" | "hostname") => ("hostnames", 2),
+                ("show", "hostlist") => ("hostlist", 2),
+                ("show", "job" | "jobs") => ("show", 2),
+                ("show", "node" | "nodes") => ("nodes", 2),
+                ("show", "partition" | "partitions") => ("partitions", 2),
+                ("hold" | "release" | "requeue" | "suspend" | "resume" | "update", _) => {
+                    (first.as_str(), 1)
+                }
+                _ => return words(&["berth", "as", "scontrol"])
+                    .into_iter()
+                    .chain(rest)
+                    .collect(),
+            };
+            rest.drain(..drop.min(rest.len()));
+            words(&["berth", sub])
+        }
+        _ => words(&["berth", "as", name]),
+    };
+    head.into_iter().chain(rest).collect()
+}
+
+/// `berth as`: the list, `--link`, or one of the LSF and PBS commands (Slurm's, and
+/// scontrol's known verbs, were translated before).
+pub fn run(args: AsArgs) -> Result<i32> {
+    if let Some(dir) = args.link {
+        if !args.command.is_empty() {
+            bail!("--link makes links; it runs no command");
+        }
+        return link(&dir);
+    }
+    let Some((name, rest)) = args.command.split_first() else {
+        for (name, what) in COMMANDS {
+            println!("{name:<10} {what}");
+        }
+        return Ok(0);
+    };
+    let rest = rest.to_vec();
+    match name.as_str() {
+        "bsub" => lsf::bsub(rest),
+        "bjobs" => lsf::bjobs(rest),
+        "bkill" => lsf::bkill(rest),
+        "bstop" => lsf::verb("suspend", "stopped", rest),
+        "bresume" => lsf::verb("resume", "resumed", rest),
+        "brequeue" => lsf::verb("requeue", "requeued", rest),
+        "bqueues" => lsf::bqueues(rest),
+        "bhosts" => lsf::bhosts(rest),
+        "lshosts" => lsf::lshosts(rest),
+        "qsub" => pbs::qsub(rest),
+        "qstat" => pbs::qstat(rest),
+        "qdel" => pbs::verb("cancel", rest),
+        "qhold" => pbs::verb("hold", rest),
+        "qrls" => pbs::verb("release", rest),
+        "qrerun" => pbs::verb("requeue", rest),
+        "qsig" => pbs::qsig(rest),
+        "pbsnodes" => pbs::pbsnodes(rest),
+        "scontrol" => bail!(
+            "scontrol {}: berth answers show job|hostnames|hostlist|nodes|partitions, hold, release, requeue, suspend, resume and update",
+            rest.join(" ")
+        ),
+        other => bail!(
+            "berth does not act as '{other}': it acts as {}",
+            COMMANDS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `berth as --link DIR`: DIR/NAME -> this berth for each command, as `ln -s` would.
+fn link(dir: &Path) -> Result<i32> {
+    let berth = std::env::current_exe().context("cannot find this berth's own path")?;
+    let mut skipped = 0;
+    for (name, _) in COMMANDS {
+        let path = dir.join(name);
+        match std::fs::read_link(&path) {
+            Ok(target) if target == berth => continue,
+            Ok(_) | Err(_) if path.symlink_metadata().is_ok() => {
+                eprintln!(
+                    "berth: {} exists and is not a link to {}: left alone",
+                    path.display(),
+                    berth.display()
+                );
+                skipped += 1;
+                continue;
+            }
+            _ => {}
+        }
+        std::os::unix::fs::symlink(&berth, &path)
+            .with_context(|| format!("cannot link {} to {}", path.display(), berth.display()))?;
+        println!("{} -> {}", path.display(), berth.display());
+    }
+    Ok(if skipped > 0 { 1 } else { 0 })
+}
+
+/// Takes the flag `name` (a word of its own) out of `words`; whether it was there.
+fn flag(words: &mut Vec<String>, name: &str) -> bool {
+    let before = words.len();
+    words.retain(|w| w != name);
+    words.len() != before
+}
+
+/// Takes `name VALUE` out of `words`: the value, if the flag was there.
+fn value(words: &mut Vec<String>, name: &str) -> Result<Option<String>> {
+    let Some(at) = words.iter().position(|w| w == name) else {
+        return Ok(None);
+    };
+    if at + 1 >= words.len() {
+        bail!("{name} needs a value");
+    }
+    let v = words.remove(at + 1);
+    words.remove(at);
+    Ok(Some(v))
+}
+
+/// Fails on any option left in `words` (after the command took its own).
+fn no_other_options(command: &str, words: &[String], usage: &str) -> Result<()> {
+    if let Some(w) = words.iter().find(|w| w.starts_with('-') && w.len() > 1) {
+        bail!("{command}: berth does not know the option {w}\nusage: {usage}");
+    }
+    Ok(())
+}
+
+/// The job script on standard input (`bsub < job.sh`, `qsub < job.sh`).
+fn script_from_stdin(command: &str) -> Result<String> {
+    use std::io::{IsTerminal, Read};
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!("{command}: no job: name a script or command, or give a script on standard input ({command} < job.sh)");
+    }
+    let mut script = String::new();
+    stdin
+        .read_to_string(&mut script)
+        .context("cannot read the job script from standard input")?;
+    if script.trim().is_empty() {
+        bail!("{command}: standard input holds no job script");
+    }
+    Ok(script)
+}
+
+/// A script running `command` as the shell would run it typed (each word quoted).
+fn command_script(command: &[String]) -> String {
+    let quoted: Vec<String> = command
+        .iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            match plain {
+                true => w.clone(),
+                false => format!("'{}'", w.replace('\'', r"'\''")),
+            }
+        })
+        .collect();
+    format!("#!/bin/sh\n{}\n", quoted.join(" "))
+}
+
+/// The jobs the controller has now (pending, running, suspended).
+fn active_jobs() -> Result<Vec<JobInfo>> {
+    crate::client::request("GET", "/v1/jobs", None::<&()>)
+}
+
+/// Jobs that ended since `since` (Unix seconds).
+fn ended_since(since: u64) -> Result<Vec<JobInfo>> {
+    crate::client::request("GET", &format!("/v1/history?since={since}"), None::<&()>)
+}
+
+/// The calling user's name.
+fn me() -> Result<String> {
+    Ok(berth_runtime::Identity::current()?.user)
+}
+
+/// Local time of `t` (Unix seconds): year, month (1-12), day, hour, minute, second,
+/// weekday (0 = Sunday).
+fn local(t: u64) -> (i32, u32, u32, u32, u32, u32, u32) {
+    let time = t as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed struct it is given.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&time, &mut tm);
+        tm
+    };
+    (
+        tm.tm_year + 1900,
+        tm.tm_mon as u32 + 1,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+        tm.tm_wday as u32,
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// `Wed Dec  3 10:00:00 2026`, as ctime(3) and PBS's qstat -f print times.
+fn ctime(t: u64) -> String {
+    let (y, mo, d, h, mi, s, wd) = local(t);
+    format!(
+        "{} {} {d:>2} {h:02}:{mi:02}:{s:02} {y}",
+        DAYS[wd as usize],
+        MONTHS[mo as usize - 1]
+    )
+}
+
+/// An id as LSF and PBS write them: `42`, `42[3]` (an array's task), `42[]` (PBS: the whole
+/// array), each with an optional `.server` (PBS); in berth's form (`42`, `42_3`).
+fn berth_id(spec: &str) -> Result<String> {
+    let bad = || anyhow::anyhow!("{spec}: not a job id (JOBID, JOBID[INDEX] or JOBID.SERVER)");
+    let id = spec.split_once('.').map_or(spec, |(id, _)| id);
+    let (job, index) = match id.split_once('[') {
+        Some((job, rest)) => (job, Some(rest.strip_suffix(']').ok_or_else(bad)?)),
+        None => (id, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match index {
+        _ if !digits(job) => Err(bad()),
+        None | Some("") => Ok(job.to_string()),
+        Some(i) if digits(i) => Ok(format!("{job}_{i}")),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The CPUs job `j` has on each of its nodes, when they are the same on all of them.
+fn cpus_per_node(j: &JobInfo) -> Option<u64> {
+    let nodes = j.nodes.len() as u64;
+    (nodes > 0 && j.cpus % nodes == 0).then(|| j.cpus / nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translated(line: &str) -> String {
+        let args = line.split(' ').map(OsString::from).collect();
+        translate(args)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn commands_become_berth_command_lines() {
+        for (typed, berth) in [
+            ("/usr/local/bin/sbatch -n 2 job.sh", "berth submit -n 2 job.sh"),
+            ("srun -n1 true", "berth step -n1 true"),
+            ("berth as squeue --me", "berth queue --me"),
+            ("sinfo", "berth partitions"),
+            ("sinfo -N --json", "berth nodes --json"),
+            ("scontrol show hostnames n[1-2]", "berth hostnames n[1-2]"),
+            ("scontrol show job 4", "berth show 4"),
+            ("scontrol update JobId=4 TimeLimit=5", "berth update JobId=4 TimeLimit=5"),
+            ("scontrol ping", "berth as scontrol ping"),
+            ("bsub -n 2 sleep 1", "berth as bsub -n 2 sleep 1"),
+            ("berth as qstat -f 4", "berth as qstat -f 4"),
+            ("berth submit job.sh", "berth submit job.sh"),
+            ("berth as", "berth as"),
+            ("berth as --link /tmp/x", "berth as --link /tmp/x"),
+            ("./berth queue", "./berth queue"),
+        ] {
+            assert_eq!(translated(typed), berth, "{typed}");
+        }
+    }
+
+    #[test]
+    fn ids_as_lsf_and_pbs_write_them() {
+        for (spec, id) in [
+            ("42", "42"),
+            ("42.server.example", "42"),
+            ("42[3]", "42_3"),
+            ("42[3].server", "42_3"),
+            ("42[]", "42"),
+        ] {
+            assert_eq!(berth_id(spec).unwrap(), id, "{spec}");
+        }
+        for bad in ["x", "42[x]", "42[3", "", ".server"] {
+            assert!(berth_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn commands_are_quoted_as_typed() {
+        let words: Vec<String> = ["echo", "a b", "it's", "$HOME", "x=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            command_script(&words),
+            "#!/bin/sh\necho 'a b' 'it'\\''s' '$HOME' x=1\n"
+        );
+    }
+}

@@ -1,0 +1,528 @@
+//! PBS's commands (Torque's and PBS Pro's common ground): qsub, qstat, qdel, qhold, qrls,
+//! qrerun, qsig, pbsnodes, with PBS's job ids (`42.server`, `42[3].server`), columns and
+//! states (Q, H, W, R, S, F).
+
+use super::*;
+use crate::batch::{self, Submission};
+use berth_api::{OptionSyntax, PartitionInfo};
+use berth_core::job::{leading_options, Family};
+use std::io::Write;
+
+const QSUB_USAGE: &str = "qsub [options] [script]        (no script: it is read from standard input)
+       qsub [options] -- command [args]
+       qsub -I [options] [-- command]  (an interactive job on this terminal)
+options: qsub's (-N -l -o -e -j -q -J -t -W depend=|block= -h -V -v -d -A -r -a -F -z ...);
+the image comes from the script (#BERTH --image, APPLICATION=) or $BERTH_IMAGE";
+
+/// How long PBS keeps finished jobs for `qstat -x` (its job_history_duration default).
+const HISTORY: u64 = 14 * 86400;
+
+/// PBS's exit status for an unknown job id.
+const UNKNOWN_JOB: i32 = 153;
+
+/// The server part of PBS job ids: the controller's host, as `BERTH_API` names it, else
+/// this machine's (where the controller's socket is).
+fn server() -> String {
+    let api = std::env::var("BERTH_API").ok();
+    let host = api.as_deref().and_then(|a| {
+        let addr = a.strip_prefix("http://")?;
+        Some(addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string())
+    });
+    host.unwrap_or_else(berth_agent::node::hostname)
+}
+
+/// A job's id as PBS prints it: `42.server`, `42[3].server` for an array's task.
+fn pbs_id(j: &JobInfo, server: &str) -> String {
+    match (j.array_job_id, j.array_task_id) {
+        (Some(a), Some(i)) => format!("{a}[{i}].{server}"),
+        _ => format!("{}.{server}", j.id),
+    }
+}
+
+pub fn qsub(words: Vec<String>) -> Result<i32> {
+    if matches!(words.first().map(String::as_str), Some("--help")) {
+        println!("usage: {QSUB_USAGE}");
+        return Ok(0);
+    }
+    let (options, end) = leading_options(Family::Pbs, &words)
+        .map_err(|e| anyhow::anyhow!("{e}\nusage: {QSUB_USAGE}"))?;
+    let command_mode = end > 0 && words[end - 1] == "--";
+    let (mut interactive, mut quiet) = (false, false);
+    let (mut args, mut script_args) = (Vec::new(), Vec::new());
+    for (name, taken) in options {
+        match name {
+            "I" => interactive = true,
+            "z" => quiet = true,
+            // Torque's -F "ARGS": the script's arguments.
+            "F" => {
+                let text = taken.last().cloned().unwrap_or_default();
+                script_args = text.split_whitespace().map(String::from).collect();
+            }
+            _ => args.extend(taken),
+        }
+    }
+    let rest = &words[end..];
+    if interactive {
+        let argv = match rest.is_empty() {
+            // The user's login shell, as PBS starts it: bash where the image has it.
+            true => vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                "command -v bash >/dev/null && exec bash -l; exec sh -l".to_string(),
+            ],
+            false => rest.to_vec(),
+        };
+        return lsf::interactive_job(OptionSyntax::Qsub, args, argv, true);
+    }
+    let (script, name) = match (command_mode, rest) {
+        (true, []) => bail!("qsub --: name the command to run, e.g. qsub -- /bin/hostname"),
+        (true, command) => (
+            command_script(command),
+            Path::new(&command[0])
+                .file_name()
+                .map_or(command[0].clone(), |n| n.to_string_lossy().into_owned()),
+        ),
+        (false, []) => (script_from_stdin("qsub")?, "STDIN".to_string()),
+        (false, [path]) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+            Path::new(path)
+                .file_name()
+                .map_or(path.clone(), |n| n.to_string_lossy().into_owned()),
+        ),
+        (false, [path, ..]) => bail!(
+            "qsub {path}: qsub takes one script; give its arguments with -F \"ARGS\", or run a command with qsub -- COMMAND ARGS"
+        ),
+    };
+    let resp = batch::send(Submission {
+        script,
+        name,
+        options: args,
+        syntax: OptionSyntax::Qsub,
+        script_args,
+    })?;
+    if !quiet {
+        let array = if resp.jobs > 1 { "[]" } else { "" };
+        println!("{}{array}.{}", resp.job_id, server());
+    }
+    match resp.wait {
+        true => batch::wait_for_jobs(resp.job_id, resp.jobs),
+        false => Ok(0),
+    }
+}
+
+/// PBS's one-letter state of a job.
+fn state(j: &JobInfo) -> char {
+    match j.state.as_str() {
+        "PENDING" if j.held || j.reason.as_deref() == Some("Dependency") => 'H',
+        "PENDING" if j.reason.as_deref() == Some("BeginTime") => 'W',
+        "PENDING" => 'Q',
+        "RUNNING" => 'R',
+        "SUSPENDED" => 'S',
+        _ => 'F',
+    }
+}
+
+/// CPU time used, `HH:MM:SS`; `--` while berth does not know it (it is measured at the end).
+fn time_use(j: &JobInfo) -> String {
+    match (j.cpu_usec, j.state.as_str()) {
+        (Some(u), _) => batch::duration(u / 1_000_000),
+        (None, "PENDING") => "0".into(),
+        (None, _) => "--".into(),
+    }
+}
+
+/// A column cut to `width` as PBS cuts it, with `*` as its last character.
+fn cut(v: &str, width: usize) -> String {
+    match v.chars().count() > width {
+        true => format!("{}*", v.chars().take(width - 1).collect::<String>()),
+        false => v.to_string(),
+    }
+}
+
+/// `host1/0*2+host2/0*2`: a job's nodes and CPUs on each, as qstat -n and exec_host list them.
+fn exec_host(j: &JobInfo) -> String {
+    let per = cpus_per_node(j).unwrap_or(1);
+    j.nodes
+        .iter()
+        .map(|n| format!("{n}/0*{per}"))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+const QSTAT_USAGE: &str = "qstat [-a] [-n] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
+
+pub fn qstat(mut words: Vec<String>) -> Result<i32> {
+    if flag(&mut words, "--help") {
+        println!("usage: {QSTAT_USAGE}");
+        return Ok(0);
+    }
+    let queues = flag(&mut words, "-Q");
+    let full = flag(&mut words, "-f");
+    let finished = flag(&mut words, "-x");
+    let nodes = flag(&mut words, "-n");
+    let wide = flag(&mut words, "-w");
+    // Array tasks are always listed one by one (as with -t).
+    flag(&mut words, "-t");
+    let users = value(&mut words, "-u")?;
+    let alternate = flag(&mut words, "-a") || users.is_some() || nodes;
+    no_other_options("qstat", &words, QSTAT_USAGE)?;
+    if queues {
+        return qstat_queues(&words);
+    }
+    let server = server();
+    let mut status = 0;
+    let mut jobs = Vec::new();
+    if words.is_empty() {
+        jobs = active_jobs()?;
+        if finished {
+            jobs.extend(ended_since(
+                berth_controller::now().saturating_sub(HISTORY),
+            )?);
+        }
+    } else {
+        for spec in &words {
+            match berth_id(spec).and_then(|id| batch::named_jobs(&[id])) {
+                Ok(found) => jobs.extend(
+                    found
+                        .into_iter()
+                        .filter(|j| finished || full || state(j) != 'F' || words.len() == 1),
+                ),
+                Err(e) if crate::client::is_not_found(&e) => {
+                    eprintln!("qstat: Unknown Job Id {spec}");
+                    status = UNKNOWN_JOB;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(users) = &users {
+        let users: Vec<&str> = users.split(',').map(|u| u.split('@').next().unwrap_or(u)).collect();
+        jobs.retain(|j| users.contains(&j.user.as_str()));
+    }
+    jobs.sort_by_key(|j| j.id);
+    jobs.dedup_by_key(|j| j.id);
+    let mut out = std::io::stdout().lock();
+    if full {
+        for j in &jobs {
+            full_form(&mut out, j, &server)?;
+        }
+        return Ok(status);
+    }
+    if jobs.is_empty() {
+        return Ok(status);
+    }
+    let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
+    if alternate {
+        writeln!(out, "\n{}:", server)?;
+        writeln!(
+            out,
+            "{:<60}Req'd  Req'd   Elap\n{:<15} {:<8} {:<8} {:<10} {:>6} {:>3} {:>3} {:>6} {:>5} S {:>5}",
+            "", "Job ID", "Username", "Queue", "Jobname", "SessID", "NDS", "TSK", "Memory", "Time", "Time"
+        )?;
+        writeln!(out, "{}", "-".repeat(79))?;
+        for j in &jobs {
+            let hm = |secs: u64| format!("{:02}:{:02}", secs / 3600, secs % 3600 / 60);
+            let elapsed = match (j.start_time, j.end_time) {
+                (Some(s), Some(e)) => hm(e.saturating_sub(s)),
+                (Some(s), None) => hm(berth_controller::now().saturating_sub(s)),
+                _ => "--".into(),
+            };
+            writeln!(
+                out,
+                "{:<15} {:<8} {:<8} {:<10} {:>6} {:>3} {:>3} {:>6} {:>5} {} {:>5}",
+                fit(pbs_id(j, &server), 15),
+                fit(j.user.clone(), 8),
+                fit(j.partition.clone(), 8),
+                fit(j.name.clone(), 10),
+                "--",
+                j.nodes.len().max(1),
+                j.cpus,
+                j.memory.map_or("--".into(), short_size),
+                j.time_limit.map_or("--".into(), hm),
+                state(j),
+                elapsed
+            )?;
+            if nodes && !j.nodes.is_empty() {
+                writeln!(out, "   {}", exec_host(j))?;
+            }
+        }
+        return Ok(status);
+    }
+    writeln!(
+        out,
+        "{:<17} {:<16} {:<16}  {:>8} S Queue",
+        "Job id", "Name", "User", "Time Use"
+    )?;
+    writeln!(
+        out,
+        "{} {} {}  {} - -----",
+        "-".repeat(17),
+        "-".repeat(16),
+        "-".repeat(16),
+        "-".repeat(8)
+    )?;
+    for j in &jobs {
+        writeln!(
+            out,
+            "{:<17} {:<16} {:<16}  {:>8} {} {}",
+            fit(pbs_id(j, &server), 17),
+            fit(j.name.clone(), 16),
+            fit(j.user.clone(), 16),
+            time_use(j),
+            state(j),
+            j.partition
+        )?;
+    }
+    Ok(status)
+}
+
+/// `4gb`, `512mb`: a size as PBS writes it.
+fn short_size(bytes: u64) -> String {
+    const GB: u64 = 1 << 30;
+    const MB: u64 = 1 << 20;
+    match bytes {
+        b if b >= GB && b % GB == 0 => format!("{}gb", b / GB),
+        b if b >= MB => format!("{}mb", b / MB),
+        b => format!("{}kb", b.div_ceil(1024)),
+    }
+}
+
+/// qstat -f: a job's attributes, PBS's names.
+fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
+    let mut attrs: Vec<(&str, String)> = vec![
+        ("Job_Name", j.name.clone()),
+        (
+            "Job_Owner",
+            match j.submit_host.as_str() {
+                "" => j.user.clone(),
+                h => format!("{}@{h}", j.user),
+            },
+        ),
+        ("job_state", state(j).to_string()),
+        ("queue", j.partition.clone()),
+        ("server", server.to_string()),
+        ("ctime", ctime(j.submit_time)),
+        ("qtime", ctime(j.submit_time)),
+        ("Output_Path", j.stdout.clone()),
+        ("Error_Path", j.stderr.clone().unwrap_or_else(|| j.stdout.clone())),
+        (
+            "Join_Path",
+            if j.stderr.is_none() { "oe" } else { "n" }.to_string(),
+        ),
+        ("Resource_List.ncpus", j.cpus.to_string()),
+        ("Resource_List.nodect", j.nodes.len().max(1).to_string()),
+    ];
+    if let Some(m) = j.memory {
+        attrs.push(("Resource_List.mem", short_size(m)));
+    }
+    if let Some(t) = j.time_limit {
+        attrs.push(("Resource_List.walltime", batch::duration(t)));
+    }
+    if let Some(t) = j.begin_time {
+        attrs.push(("Execution_Time", ctime(t)));
+    }
+    if let Some(start) = j.start_time {
+        attrs.push(("stime", ctime(start)));
+        attrs.push(("exec_host", exec_host(j)));
+        let end = j.end_time.unwrap_or_else(berth_controller::now);
+        attrs.push((
+            "resources_used.walltime",
+            batch::duration(end.saturating_sub(start)),
+        ));
+    }
+    if let Some(u) = j.cpu_usec {
+        attrs.push(("resources_used.cput", batch::duration(u / 1_000_000)));
+    }
+    if let Some(rss) = j.max_rss_bytes {
+        attrs.push(("resources_used.mem", short_size(rss)));
+    }
+    if let Some(image) = &j.image {
+        attrs.push(("berth_image", image.clone()));
+    }
+    if let Some(end) = j.end_time {
+        attrs.push(("mtime", ctime(end)));
+        let code = match (j.exit_code, j.signal) {
+            (_, Some(sig)) => 256 + sig,
+            (Some(code), None) => code,
+            _ => -1,
+        };
+        attrs.push(("Exit_status", code.to_string()));
+    }
+    if j.state == "PENDING" {
+        if let Some(reason) = &j.reason {
+            attrs.push(("comment", format!("Not Running: {reason}")));
+        }
+    }
+    attrs.push(("Rerunable", "True".to_string()));
+    attrs.push(("PBS_O_WORKDIR", j.workdir.clone()));
+    writeln!(out, "Job Id: {}", pbs_id(j, server))?;
+    for (k, v) in attrs {
+        writeln!(out, "    {k} = {v}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// qstat -Q: the queues (partitions) with their jobs by state.
+fn qstat_queues(names: &[String]) -> Result<i32> {
+    let parts: Vec<PartitionInfo> = crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+    let jobs = active_jobs()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<16} {:>5} {:>5} {:>3} {:>3} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Type",
+        "Queue", "Max", "Tot", "Ena", "Str", "Que", "Run", "Hld", "Wat", "Trn", "Ext"
+    )?;
+    writeln!(
+        out,
+        "{} ----- ----- --- --- ----- ----- ----- ----- ----- ----- ----",
+        "-".repeat(16)
+    )?;
+    for p in parts.iter().filter(|p| names.is_empty() || names.contains(&p.name)) {
+        let count = |s: char| {
+            jobs.iter()
+                .filter(|j| j.partition == p.name && state(j) == s)
+                .count()
+        };
+        let tot = jobs.iter().filter(|j| j.partition == p.name).count();
+        let up = if p.state == "up" { "yes" } else { "no" };
+        writeln!(
+            out,
+            "{:<16} {:>5} {:>5} {:>3} {:>3} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Exec",
+            p.name,
+            0,
+            tot,
+            up,
+            up,
+            count('Q'),
+            count('R') + count('S'),
+            count('H'),
+            count('W'),
+            0,
+            0
+        )?;
+    }
+    Ok(0)
+}
+
+/// qdel, qhold, qrls, qrerun: berth's `verb` on each job (an array's id, or `42[]`: each of
+/// its tasks the verb applies to); silent, as PBS's are.
+pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
+    act_on(verb, &words, |id| {
+        let path = match verb {
+            "cancel" => format!("/v1/jobs/{id}/cancel"),
+            _ => format!("/v1/jobs/{id}/{verb}"),
+        };
+        match verb {
+            "cancel" => crate::client::request(
+                "POST",
+                &path,
+                Some(&berth_api::CancelRequest { signal: None }),
+            ),
+            _ => crate::client::request("POST", &path, None::<&()>),
+        }
+    })
+}
+
+/// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.
+pub fn qsig(mut words: Vec<String>) -> Result<i32> {
+    let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
+    let body = berth_api::CancelRequest {
+        signal: Some(signal),
+    };
+    act_on("signal", &words, |id| {
+        crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))
+    })
+}
+
+/// Calls `act` with each job `specs` name; an unknown or refused one is reported as PBS
+/// reports it, and the others go on.
+fn act_on(verb: &str, specs: &[String], act: impl Fn(u64) -> Result<()>) -> Result<i32> {
+    no_other_options(verb, specs, "JOBID[.SERVER] ...")?;
+    if specs.is_empty() {
+        bail!("name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[])");
+    }
+    let applies = |j: &JobInfo| match verb {
+        "hold" | "release" => j.state == "PENDING",
+        _ => true,
+    };
+    let mut status = 0;
+    for spec in specs {
+        let ids = berth_id(spec).and_then(|id| batch::job_ids(&[id], applies));
+        match ids.and_then(|ids| ids.into_iter().try_for_each(&act)) {
+            Ok(()) => {}
+            Err(e) if crate::client::is_not_found(&e) => {
+                eprintln!("Unknown Job Id {spec}");
+                status = UNKNOWN_JOB;
+            }
+            Err(e) => {
+                eprintln!("{spec}: {e}");
+                status = status.max(1);
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// pbsnodes [-a] [NODE...]; -l: the nodes down or offline, one a line.
+pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
+    flag(&mut words, "-a");
+    let list = flag(&mut words, "-l");
+    no_other_options("pbsnodes", &words, "pbsnodes [-a] [NODE ...] | pbsnodes -l")?;
+    let nodes = lsf::nodes_named(&words)?;
+    let jobs = active_jobs()?;
+    let server = server();
+    let mut out = std::io::stdout().lock();
+    let state = |s: &str| match s {
+        "idle" | "mixed" => "free",
+        "allocated" => "job-exclusive",
+        "down" => "down",
+        _ => "offline",
+    };
+    for n in &nodes {
+        let st = state(&n.state);
+        if list {
+            if matches!(st, "down" | "offline") {
+                writeln!(
+                    out,
+                    "{:<20} {:<14} {}",
+                    n.name,
+                    st,
+                    n.reason.as_deref().unwrap_or("")
+                )?;
+            }
+            continue;
+        }
+        let here: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.nodes.contains(&n.name))
+            .map(|j| pbs_id(j, &server))
+            .collect();
+        writeln!(out, "{}", n.name)?;
+        writeln!(out, "     state = {st}")?;
+        writeln!(out, "     np = {}", n.cpus)?;
+        writeln!(out, "     properties = {}", n.features.join(","))?;
+        writeln!(out, "     ntype = cluster")?;
+        writeln!(out, "     jobs = {}", here.join(", "))?;
+        writeln!(out, "     gpus = {}", n.gpus)?;
+        if let Some(reason) = &n.reason {
+            writeln!(out, "     note = {reason}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_columns_as_pbs_writes_them() {
+        assert_eq!(short_size(4 << 30), "4gb");
+        assert_eq!(short_size(1536 << 20), "1536mb");
+        assert_eq!(short_size(1000), "1kb");
+        assert_eq!(cut("a_long_job_name_here", 16), "a_long_job_name*");
+        assert_eq!(cut("short", 16), "short");
+    }
+}
