@@ -9,5 +9,6 @@ mod support;
 mod agents;
 mod api;
 mod cluster;
+mod commands;
 mod jobs;
 mod steps;

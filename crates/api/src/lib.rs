@@ -37,9 +37,7 @@ pub struct SubmitRequest {
 }
 
 /// The words a submission's options are in.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OptionSyntax {
     /// `berth submit`'s: sbatch's options plus `--image` and `--bind`.

@@ -45,8 +45,8 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     let (script, name) = match command.first() {
         None => {
             let script = script_from_stdin("bsub")?;
-            queue_named |= berth_core::job::parse_script(&script)
-                .is_ok_and(|p| p.options.partition.is_some());
+            queue_named |=
+                berth_core::job::parse_script(&script).is_ok_and(|p| p.options.partition.is_some());
             (script, "stdin".to_string())
         }
         Some(program) => {
@@ -68,7 +68,11 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         syntax: OptionSyntax::Bsub,
         script_args: Vec::new(),
     })?;
-    let queue = if queue_named { "queue" } else { "default queue" };
+    let queue = if queue_named {
+        "queue"
+    } else {
+        "default queue"
+    };
     println!(
         "Job <{}> is submitted to {queue} <{}>.",
         resp.job_id, resp.partition
@@ -232,8 +236,15 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
 
 const FIELDS: &str = "jobid jobindex stat user queue job_name from_host exec_host nexec_host slots submit_time start_time finish_time run_time cpu_used max_mem exit_code pend_reason time_left";
 
-/// bjobs `-o "FIELD[:WIDTH] ... [delimiter='C']"`: the columns and the delimiter.
-fn parse_format(text: &str) -> Result<(Vec<(String, Option<usize>)>, String)> {
+/// bjobs `-o`: the fields, each with its width if given, and what goes between them.
+#[derive(Debug, PartialEq)]
+struct Format {
+    columns: Vec<(String, Option<usize>)>,
+    delimiter: String,
+}
+
+/// bjobs `-o "FIELD[:WIDTH] ... [delimiter='C']"`.
+fn parse_format(text: &str) -> Result<Format> {
     let mut columns = Vec::new();
     let mut delimiter = " ".to_string();
     for word in text.split_whitespace() {
@@ -244,12 +255,22 @@ fn parse_format(text: &str) -> Result<(Vec<(String, Option<usize>)>, String)> {
         let (name, width) = match word.split_once(':') {
             Some((n, w)) => {
                 let w = w.trim_end_matches(['-', 'S', 'M', 'H', 'D']);
-                (n, Some(w.parse::<usize>().with_context(|| format!("-o {word}: the width is a number"))?))
+                (
+                    n,
+                    Some(
+                        w.parse::<usize>()
+                            .with_context(|| format!("-o {word}: the width is a number"))?,
+                    ),
+                )
             }
             None => (word, None),
         };
         let name = name.to_ascii_lowercase();
-        if !FIELDS.split(' ').any(|f| f == name) && name != "id" && name != "name" && name != "nalloc_slot" {
+        if !FIELDS.split(' ').any(|f| f == name)
+            && name != "id"
+            && name != "name"
+            && name != "nalloc_slot"
+        {
             bail!("bjobs -o: berth knows the fields {FIELDS}, not '{name}'");
         }
         columns.push((name, width));
@@ -257,7 +278,7 @@ fn parse_format(text: &str) -> Result<(Vec<(String, Option<usize>)>, String)> {
     if columns.is_empty() {
         bail!("bjobs -o: name the fields, e.g. -o \"jobid stat job_name\"");
     }
-    Ok((columns, delimiter))
+    Ok(Format { columns, delimiter })
 }
 
 const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
@@ -278,7 +299,9 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
     let user = value(&mut words, "-u")?;
     let queue = value(&mut words, "-q")?;
     let name = value(&mut words, "-J")?;
-    let format = value(&mut words, "-o")?.map(|f| parse_format(&f)).transpose()?;
+    let format = value(&mut words, "-o")?
+        .map(|f| parse_format(&f))
+        .transpose()?;
     no_other_options("bjobs", &words, BJOBS_USAGE)?;
 
     let mut status = 0;
@@ -353,7 +376,7 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
         }
         return Ok(status);
     }
-    if let Some((columns, delimiter)) = format {
+    if let Some(Format { columns, delimiter }) = format {
         let line = |value: &dyn Fn(&str) -> String| {
             columns
                 .iter()
@@ -491,14 +514,19 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
     } else {
         "terminated"
     };
-    each_job(&words, user, |_| true, |id, shown| {
-        let _: () =
-            crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
-        if let Some(shown) = shown {
-            println!("Job <{shown}> is being {what}");
-        }
-        Ok(())
-    })
+    each_job(
+        &words,
+        user,
+        |_| true,
+        |id, shown| {
+            let _: () =
+                crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+            if let Some(shown) = shown {
+                println!("Job <{shown}> is being {what}");
+            }
+            Ok(())
+        },
+    )
 }
 
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
@@ -515,8 +543,7 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
         _ => true,
     };
     each_job(&words, user, applies, |id, shown| {
-        let _: () =
-            crate::client::request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+        let _: () = crate::client::request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {past}");
         }
@@ -537,7 +564,10 @@ fn each_job(
 ) -> Result<i32> {
     let mut status = 0;
     let mut fail = |shown: &str, e: anyhow::Error| {
-        eprintln!("Job <{shown}>: {e}");
+        match crate::client::is_not_found(&e) {
+            true => eprintln!("Job <{shown}>: No matching job found"),
+            false => eprintln!("Job <{shown}>: {e}"),
+        }
         status = 255;
     };
     for spec in specs {
@@ -558,9 +588,9 @@ fn each_job(
             Some(u) => Some(u.to_string()),
             None => Some(me()?),
         };
-        let mine = active_jobs()?.into_iter().filter(|j| {
-            user.as_ref().is_none_or(|u| *u == j.user) && applies(j)
-        });
+        let mine = active_jobs()?
+            .into_iter()
+            .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j));
         for j in mine {
             let shown = lsf_spec(&j);
             if let Err(e) = act(j.id, Some(&shown)) {
@@ -600,10 +630,23 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
     writeln!(
         out,
         "{:<15} {:>4}  {:<14} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5} {:>5}",
-        "QUEUE_NAME", "PRIO", "STATUS", "MAX", "JL/U", "JL/P", "JL/H", "NJOBS", "PEND", "RUN", "SUSP"
+        "QUEUE_NAME",
+        "PRIO",
+        "STATUS",
+        "MAX",
+        "JL/U",
+        "JL/P",
+        "JL/H",
+        "NJOBS",
+        "PEND",
+        "RUN",
+        "SUSP"
     )?;
     let mut found = 0;
-    for p in parts.iter().filter(|p| words.is_empty() || words.contains(&p.name)) {
+    for p in parts
+        .iter()
+        .filter(|p| words.is_empty() || words.contains(&p.name))
+    {
         found += 1;
         let slots = |state: &str| -> u64 {
             jobs.iter()
@@ -708,7 +751,10 @@ pub fn lshosts(mut words: Vec<String>) -> Result<i32> {
 /// The cluster's nodes, or those named (each must exist).
 pub(super) fn nodes_named(names: &[String]) -> Result<Vec<NodeInfo>> {
     let mut nodes: Vec<NodeInfo> = crate::client::request("GET", "/v1/nodes", None::<&()>)?;
-    if let Some(missing) = names.iter().find(|n| !nodes.iter().any(|node| node.name == **n)) {
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !nodes.iter().any(|node| node.name == **n))
+    {
         bail!(
             "{missing}: no such host; the hosts are {}",
             nodes
@@ -735,10 +781,10 @@ mod tests {
 
     #[test]
     fn output_formats() {
-        let (columns, delimiter) = parse_format("jobid stat:5 JOB_NAME delimiter=','").unwrap();
-        assert_eq!(delimiter, ",");
+        let format = parse_format("jobid stat:5 JOB_NAME delimiter=','").unwrap();
+        assert_eq!(format.delimiter, ",");
         assert_eq!(
-            columns,
+            format.columns,
             vec![
                 ("jobid".to_string(), None),
                 ("stat".to_string(), Some(5)),

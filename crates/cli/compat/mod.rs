@@ -71,7 +71,12 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             None => words(&["berth", "partitions"]),
         },
         "scontrol" => {
-            let word = |i: usize| rest.get(i).and_then(|a| a.to_str()).unwrap_or("").to_string();
+            let word = |i: usize| {
+                rest.get(i)
+                    .and_then(|a| a.to_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let (first, second) = (word(0), word(1));
             let (sub, drop) = match (first.as_str(), second.as_str()) {
                 ("show", "hostnames" | "hostname") => ("hostnames", 2),
@@ -82,10 +87,12 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 ("hold" | "release" | "requeue" | "suspend" | "resume" | "update", _) => {
                     (first.as_str(), 1)
                 }
-                _ => return words(&["berth", "as", "scontrol"])
-                    .into_iter()
-                    .chain(rest)
-                    .collect(),
+                _ => {
+                    return words(&["berth", "as", "scontrol"])
+                        .into_iter()
+                        .chain(rest)
+                        .collect()
+                }
             };
             rest.drain(..drop.min(rest.len()));
             words(&["berth", sub])
@@ -323,14 +330,20 @@ mod tests {
     #[test]
     fn commands_become_berth_command_lines() {
         for (typed, berth) in [
-            ("/usr/local/bin/sbatch -n 2 job.sh", "berth submit -n 2 job.sh"),
+            (
+                "/usr/local/bin/sbatch -n 2 job.sh",
+                "berth submit -n 2 job.sh",
+            ),
             ("srun -n1 true", "berth step -n1 true"),
             ("berth as squeue --me", "berth queue --me"),
             ("sinfo", "berth partitions"),
             ("sinfo -N --json", "berth nodes --json"),
             ("scontrol show hostnames n[1-2]", "berth hostnames n[1-2]"),
             ("scontrol show job 4", "berth show 4"),
-            ("scontrol update JobId=4 TimeLimit=5", "berth update JobId=4 TimeLimit=5"),
+            (
+                "scontrol update JobId=4 TimeLimit=5",
+                "berth update JobId=4 TimeLimit=5",
+            ),
             ("scontrol ping", "berth as scontrol ping"),
             ("bsub -n 2 sleep 1", "berth as bsub -n 2 sleep 1"),
             ("berth as qstat -f 4", "berth as qstat -f 4"),

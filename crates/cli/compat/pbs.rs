@@ -8,7 +8,8 @@ use berth_api::{OptionSyntax, PartitionInfo};
 use berth_core::job::{leading_options, Family};
 use std::io::Write;
 
-const QSUB_USAGE: &str = "qsub [options] [script]        (no script: it is read from standard input)
+const QSUB_USAGE: &str =
+    "qsub [options] [script]        (no script: it is read from standard input)
        qsub [options] -- command [args]
        qsub -I [options] [-- command]  (an interactive job on this terminal)
 options: qsub's (-N -l -o -e -j -q -J -t -W depend=|block= -h -V -v -d -A -r -a -F -z ...);
@@ -196,7 +197,10 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
         }
     }
     if let Some(users) = &users {
-        let users: Vec<&str> = users.split(',').map(|u| u.split('@').next().unwrap_or(u)).collect();
+        let users: Vec<&str> = users
+            .split(',')
+            .map(|u| u.split('@').next().unwrap_or(u))
+            .collect();
         jobs.retain(|j| users.contains(&j.user.as_str()));
     }
     jobs.sort_by_key(|j| j.id);
@@ -304,7 +308,10 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
         ("ctime", ctime(j.submit_time)),
         ("qtime", ctime(j.submit_time)),
         ("Output_Path", j.stdout.clone()),
-        ("Error_Path", j.stderr.clone().unwrap_or_else(|| j.stdout.clone())),
+        (
+            "Error_Path",
+            j.stderr.clone().unwrap_or_else(|| j.stdout.clone()),
+        ),
         (
             "Join_Path",
             if j.stderr.is_none() { "oe" } else { "n" }.to_string(),
@@ -378,7 +385,10 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
         "{} ----- ----- --- --- ----- ----- ----- ----- ----- ----- ----",
         "-".repeat(16)
     )?;
-    for p in parts.iter().filter(|p| names.is_empty() || names.contains(&p.name)) {
+    for p in parts
+        .iter()
+        .filter(|p| names.is_empty() || names.contains(&p.name))
+    {
         let count = |s: char| {
             jobs.iter()
                 .filter(|j| j.partition == p.name && state(j) == s)

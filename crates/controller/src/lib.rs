@@ -531,8 +531,11 @@ impl Controller {
         let default_name = Path::new(&req.script_name)
             .file_name()
             .map_or("job".into(), |n| n.to_string_lossy().into_owned());
-        let mut request = JobRequest::from_script(&req.script, cli, &default_name)
-            .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+        let mut request = match req.syntax {
+            OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
+            _ => JobRequest::from_script(&req.script, cli, &default_name),
+        }
+        .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
         refuse_negative_nice(&caller, request.nice)?;
         // A job that names no image takes $BERTH_IMAGE's: from inside a job, its own.
         if request.image.is_none() {
@@ -927,10 +930,12 @@ impl Controller {
 
     /// The job `id`, if `caller` may act on it (its owner or root).
     fn owned(&mut self, caller: Caller, id: u64, verb: &str) -> Result<&mut Job, ApiError> {
-        let job = self
-            .active
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::bad(format!("job {id} is not pending or running")))?;
+        if !self.active.contains_key(&id) {
+            // Ended (a 400), or never was (a 404: the id is wrong).
+            self.job(id)?;
+            return Err(ApiError::bad(format!("job {id} is not pending or running")));
+        }
+        let job = self.active.get_mut(&id).expect("just looked up");
         if caller.uid != 0 && caller.uid != job.uid {
             return Err(ApiError::forbidden(format!(
                 "job {id} belongs to {}: only its owner or root may {verb} it",

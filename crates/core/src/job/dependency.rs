@@ -72,7 +72,10 @@ fn job_ref(text: &str, whole: &str, expected: &str) -> Result<(u64, Option<u32>)
         (id, Some(idx))
     } else if let Some((id, rest)) = t.split_once('[') {
         // `42[]`: the whole array, as PBS Pro names it.
-        (id, Some(rest.strip_suffix(']').unwrap_or("x")).filter(|i| !i.is_empty()))
+        (
+            id,
+            Some(rest.strip_suffix(']').unwrap_or("x")).filter(|i| !i.is_empty()),
+        )
     } else {
         (t, None)
     };

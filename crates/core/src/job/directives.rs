@@ -389,6 +389,10 @@ fn argument_error(family: Family, arg: String, reason: JobError) -> JobError {
     }
 }
 
+/// One option of a command line: its name (bsub's word, qsub's letter) and the words it
+/// took.
+pub type LeadingOption = (&'static str, Vec<String>);
+
 /// The options at the start of a bsub or qsub command line, as that command reads them
 /// before its command or script: each option's name (bsub's word, qsub's letter) with the
 /// words it took, and the index of the first word after them (past a `--`, which qsub puts
@@ -397,7 +401,7 @@ fn argument_error(family: Family, arg: String, reason: JobError) -> JobError {
 pub fn leading_options(
     family: Family,
     words: &[String],
-) -> Result<(Vec<(&'static str, Vec<String>)>, usize), JobError> {
+) -> Result<(Vec<LeadingOption>, usize), JobError> {
     let mut found = Vec::new();
     let mut i = 0;
     while i < words.len() && words[i].starts_with('-') && words[i] != "-" {

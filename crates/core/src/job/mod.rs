@@ -415,6 +415,26 @@ impl JobRequest {
         JobRequest::from_options(JobOptions::merge(parsed.options, cli), default_name)
     }
 
+    /// As [`JobRequest::from_script`], with qsub's defaults for what neither names: the
+    /// output in `NAME.oJOBID` and the errors in `NAME.eJOBID` (unless `-j oe` joins them),
+    /// where sbatch's would put both into `berth-JOBID.out`.
+    pub fn from_qsub_script(
+        script: &str,
+        cli: JobOptions,
+        default_name: &str,
+    ) -> Result<JobRequest, JobError> {
+        let mut o = JobOptions::merge(parse_script(script)?.options, cli);
+        let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
+        let array = o.array.is_some();
+        if o.output.is_none() {
+            o.output = Some(pbs_default_name(&name, 'o', array));
+        }
+        if o.error.is_none() && o.join_output != Some(true) {
+            o.error = Some(pbs_default_name(&name, 'e', array));
+        }
+        JobRequest::from_options(o, default_name)
+    }
+
     /// Resolves defaults and checks the options make sense together.
     pub fn from_options(o: JobOptions, default_name: &str) -> Result<JobRequest, JobError> {
         let positive = |what: &str, v: Option<u32>| match v {

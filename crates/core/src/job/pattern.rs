@@ -39,10 +39,13 @@ pub fn default_output(is_array: bool) -> &'static str {
 }
 
 /// The name PBS gives a job's output (`stream` 'o') or error ('e') file, `NAME.oJOBID`, as a
-/// pattern (`NAME.o%j`), for callers that imitate PBS for `#PBS` scripts.
-pub fn pbs_default_name(job_name: &str, stream: char) -> String {
+/// pattern (`NAME.o%j`); an array's task's is `NAME.oARRAYID.INDEX`, as PBS Pro names it.
+pub fn pbs_default_name(job_name: &str, stream: char, is_array: bool) -> String {
     let name = job_name.replace('%', "%%");
-    format!("{name}.{stream}%j")
+    match is_array {
+        true => format!("{name}.{stream}%A.%a"),
+        false => format!("{name}.{stream}%j"),
+    }
 }
 
 /// Expands `pattern` for one job (see the module doc for the symbols).
@@ -135,8 +138,12 @@ mod tests {
         );
         assert_eq!(expand_pattern("%A_%a", &single), "9_0");
         assert_eq!(
-            expand_pattern(&pbs_default_name("run%1", 'o'), &single),
+            expand_pattern(&pbs_default_name("run%1", 'o', false), &single),
             "run%1.o9"
+        );
+        assert_eq!(
+            expand_pattern(&pbs_default_name("run", 'e', true), &ctx()),
+            "run.e1200.7"
         );
     }
 }

@@ -678,17 +678,29 @@ fn bsub_and_qsub_command_lines() {
     assert_eq!(e.to_string(), "-frob: unknown bsub option '-frob'");
     assert!(leading_options(Family::Pbs, &words(&["-N"])).is_err());
 
-    let o = parse_args_as(Family::Lsf, &words(&["-n", "2", "-q", "short", "-m", "h[1-2] h5"]))
-        .unwrap();
+    let o = parse_args_as(
+        Family::Lsf,
+        &words(&["-n", "2", "-q", "short", "-m", "h[1-2] h5"]),
+    )
+    .unwrap();
     assert_eq!((o.ntasks, o.partition.as_deref()), (Some(2), Some("short")));
     assert_eq!(o.nodelist, Some(words(&["h1", "h2", "h5"])));
-    let o = parse_args_as(Family::Pbs, &words(&["-l", "walltime=1:00", "-W", "depend=afterok:4.srv"]))
-        .unwrap();
+    let o = parse_args_as(
+        Family::Pbs,
+        &words(&["-l", "walltime=1:00", "-W", "depend=afterok:4.srv"]),
+    )
+    .unwrap();
     assert_eq!(o.time_limit, Some(60));
     assert_eq!(o.dependencies.unwrap().jobs[0].job, 4);
     // What only the command itself takes is refused in a script.
     let e = error("#!/bin/sh\n#BSUB -Is\ntrue\n");
-    assert!(e.contains("option of the bsub or qsub command itself"), "{e}");
+    assert!(
+        e.contains("option of the bsub or qsub command itself"),
+        "{e}"
+    );
     let e = error("#!/bin/sh\n#PBS -I\ntrue\n");
-    assert!(e.contains("option of the bsub or qsub command itself"), "{e}");
+    assert!(
+        e.contains("option of the bsub or qsub command itself"),
+        "{e}"
+    );
 }

@@ -1,0 +1,468 @@
+//! berth as the commands LSF's and PBS's users type (bsub, bjobs, bkill, qsub, qstat, qdel,
+//! ...), run through links named after them (`berth as --link`) by the test user, and as
+//! job scripts call them inside a job.
+
+use crate::cluster::Cluster;
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The cluster, with every command linked into a directory of the fixture.
+fn cluster_with_links() -> Option<(Cluster, PathBuf)> {
+    let c = Cluster::start()?;
+    let links = c.f.path("links");
+    std::fs::create_dir(&links).unwrap();
+    let out = c.berth(Mode::Root, &["as", "--link", links.to_str().unwrap()]);
+    let made = out.ok();
+    for name in ["bsub", "bjobs", "qsub", "qstat", "pbsnodes", "sbatch"] {
+        assert!(
+            made.contains(&format!("{}/{name} -> ", links.display())),
+            "{made}"
+        );
+    }
+    // Linking again leaves the links as they are.
+    assert_eq!(
+        c.berth(Mode::Root, &["as", "--link", links.to_str().unwrap()])
+            .ok(),
+        ""
+    );
+    Some((c, links))
+}
+
+/// `name` (one of the links) run by the test user in its directory, with the busybox image
+/// as the jobs' default ($BERTH_IMAGE).
+fn command(c: &Cluster, links: &Path, name: &str, args: &[&str]) -> Command {
+    let user = &c.f.user;
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .args(["--init-groups", "--"])
+        .arg(links.join(name))
+        .args(args)
+        .env_clear()
+        .env("HOME", &user.home)
+        .env("USER", TEST_USER)
+        .env("PATH", format!("{}:/usr/bin:/bin", links.display()))
+        .env("BERTH_SOCKET", &c.socket)
+        .env("BERTH_IMAGE", "busybox")
+        .current_dir(c.f.cwd(Mode::Rootless));
+    cmd
+}
+
+fn run(c: &Cluster, links: &Path, name: &str, args: &[&str]) -> Out {
+    let mut cmd = command(c, links, name, args);
+    Out::from_output(cmd.stdin(Stdio::null()).output().unwrap())
+}
+
+/// The job id in bsub's answer, `Job <42> is submitted to default queue <normal>.`.
+fn bsub_id(out: &Out) -> u64 {
+    out.ok()
+        .strip_prefix("Job <")
+        .and_then(|rest| rest.split_once('>'))
+        .and_then(|(id, _)| id.parse().ok())
+        .unwrap_or_else(|| panic!("not bsub's answer: {}", out.stdout))
+}
+
+/// The line of `text` whose first word is `first`.
+fn row<'a>(text: &'a str, first: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{text}"))
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn lsf_commands_as_lsf_users_type_them() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    // A command as the job (its output where -o says), named, waiting for a file.
+    let out = run(
+        &c,
+        &links,
+        "bsub",
+        &[
+            "-J",
+            "holder",
+            "-o",
+            "holder.out",
+            "sh",
+            "-c",
+            "echo up; while ! test -e go; do sleep 0.1; done",
+        ],
+    );
+    assert!(
+        out.stdout
+            .ends_with("is submitted to default queue <normal>.\n"),
+        "{}",
+        out.stdout
+    );
+    let id = bsub_id(&out);
+    let file = c.f.cwd(Mode::Rootless).join("holder.out");
+    c.wait_for(id, &["RUNNING"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&file).is_ok_and(|o| o.contains("up")) {
+        assert!(std::time::Instant::now() < deadline, "{}", c.show(id));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cut = run(&c, &links, "bjobs", &[]);
+    assert!(
+        row(cut.ok(), &id.to_string()).contains(" *thtest RUN "),
+        "{}",
+        cut.stdout
+    );
+    let jobs = run(&c, &links, "bjobs", &["-w"]);
+    assert!(
+        jobs.ok().starts_with("JOBID   USER    STAT  QUEUE"),
+        "{}",
+        jobs.stdout
+    );
+    let line = row(&jobs.stdout, &id.to_string());
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        &words[..4],
+        [id.to_string().as_str(), TEST_USER, "RUN", "normal"],
+        "{line}"
+    );
+    assert_eq!(words[4], host(), "FROM_HOST: {line}");
+    assert_eq!(words[6], "holder", "{line}");
+    // Stopped and resumed: USUSP in between.
+    let stop = run(&c, &links, "bstop", &[&id.to_string()]);
+    assert_eq!(stop.ok(), format!("Job <{id}> is being stopped\n"));
+    c.wait_for(id, &["SUSPENDED"]);
+    let format = run(
+        &c,
+        &links,
+        "bjobs",
+        &[
+            "-noheader",
+            "-o",
+            "jobid stat job_name delimiter='|'",
+            &id.to_string(),
+        ],
+    );
+    assert_eq!(format.ok(), format!("{id}|USUSP|holder\n"));
+    run(&c, &links, "bresume", &[&id.to_string()]).ok();
+    c.wait_for(id, &["RUNNING"]);
+
+    // A script on standard input: its #BSUB lines are read, the command line wins.
+    let script = "#!/bin/sh\n#BSUB -J fromstdin\n#BSUB -q nosuchqueue\necho \"in $LSB_JOBNAME on $LSB_SUB_HOST\"\nexit 3\n";
+    let mut cmd = command(
+        &c,
+        &links,
+        "bsub",
+        &["-q", "normal", "-o", "stdin-%J.out", "-K"],
+    );
+    let waited = run_with_stdin(&mut cmd, script);
+    assert_eq!(
+        waited.code, 3,
+        "bsub -K ends with the job's status: {}{}",
+        waited.stdout, waited.stderr
+    );
+    assert!(
+        waited.stdout.contains(
+            "is submitted to queue <normal>.\n<<Waiting for dispatch ...>>\n<<Job is finished>>\n"
+        ),
+        "{}",
+        waited.stdout
+    );
+    let stdin_id = bsub_id(&Out { code: 0, ..waited });
+    let text = std::fs::read_to_string(
+        c.f.cwd(Mode::Rootless)
+            .join(format!("stdin-{stdin_id}.out")),
+    )
+    .unwrap();
+    assert_eq!(text, format!("in fromstdin on {}\n", host()));
+    // Finished jobs show with -a (EXIT: it failed), not without.
+    let all = run(&c, &links, "bjobs", &["-a", "-w"]);
+    assert!(
+        row(all.ok(), &stdin_id.to_string()).contains(" EXIT "),
+        "{}",
+        all.stdout
+    );
+    assert!(!run(&c, &links, "bjobs", &[])
+        .ok()
+        .contains(&format!("\n{stdin_id} ")));
+
+    // Arrays by -J NAME[INDEXES]: one row per task, NAME[INDEX].
+    let array = bsub_id(&run(&c, &links, "bsub", &["-J", "arr[1-3]", "-H", "true"]));
+    let rows = run(
+        &c,
+        &links,
+        "bjobs",
+        &["-noheader", "-o", "jobid stat job_name", &array.to_string()],
+    );
+    assert_eq!(
+        rows.ok(),
+        format!("{array} PSUSP arr[1]\n{array} PSUSP arr[2]\n{array} PSUSP arr[3]\n")
+    );
+    // Killed whole (the array's id), or one task.
+    let kill = run(&c, &links, "bkill", &[&format!("{array}[2]")]);
+    assert_eq!(kill.ok(), format!("Job <{array}[2]> is being terminated\n"));
+    assert_eq!(c.wait_for(array + 1, &["CANCELLED"])["state"], "CANCELLED");
+    run(&c, &links, "bkill", &[&array.to_string()]).ok();
+    for task in [array, array + 2] {
+        c.wait_for(task, &["CANCELLED"]);
+    }
+    let unknown = run(&c, &links, "bkill", &["999999"]);
+    assert_eq!(unknown.code, 255);
+    assert_eq!(unknown.stderr, "Job <999999>: No matching job found\n");
+    let unknown = run(&c, &links, "bjobs", &["999999"]);
+    assert_eq!(
+        (unknown.code, unknown.stderr.as_str()),
+        (255, "Job <999999> is not found\n")
+    );
+
+    // Queues and hosts, with the running job's slot.
+    let queues = run(&c, &links, "bqueues", &[]);
+    let line: Vec<&str> = row(queues.ok(), "normal").split_whitespace().collect();
+    assert_eq!(
+        (line[2], line[7], line[9]),
+        ("Open:Active", "1", "1"),
+        "{}",
+        queues.stdout
+    );
+    let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
+    let hosts = run(&c, &links, "bhosts", &[]);
+    let line: Vec<&str> = row(hosts.ok(), &node).split_whitespace().collect();
+    assert_eq!(
+        (line[1], line[4], line[5]),
+        ("ok", "1", "1"),
+        "{}",
+        hosts.stdout
+    );
+    let lshosts = run(&c, &links, "lshosts", &[&node]);
+    assert!(
+        row(lshosts.ok(), &node).ends_with("Yes ()"),
+        "{}",
+        lshosts.stdout
+    );
+
+    // A script named as the command runs as it is; bsub says its #BSUB lines are not read.
+    std::fs::write(c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
+    c.completed(id);
+    let path = c.f.cwd(Mode::Rootless).join("named.sh");
+    std::fs::write(&path, "#!/bin/sh\n#BSUB -J ignored\necho named\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let named = run(&c, &links, "bsub", &["-o", "named.out", "./named.sh"]);
+    assert!(
+        named.stderr.contains("its #BSUB lines are not read"),
+        "{}",
+        named.stderr
+    );
+    let job = c.completed(bsub_id(&named));
+    assert_eq!(job["name"], "named.sh");
+
+    // An interactive job: the command's output on this terminal's streams.
+    let interactive = run(
+        &c,
+        &links,
+        "bsub",
+        &[
+            "-I",
+            "-n",
+            "2",
+            "sh",
+            "-c",
+            "echo \"slots $LSB_DJOB_NUMPROC\"",
+        ],
+    );
+    assert_eq!(interactive.ok(), "slots 2\n");
+    // bsub's own errors.
+    let bad = run(&c, &links, "bsub", &["-frob", "true"]);
+    assert!(
+        bad.stderr.contains("unknown bsub option '-frob'"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn pbs_commands_as_pbs_users_type_them() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let server = host();
+    let cwd = c.f.cwd(Mode::Rootless);
+    std::fs::write(
+        cwd.join("pbs.sh"),
+        "#!/bin/sh\n#PBS -N pbsjob\n#PBS -l nodes=1:ppn=1,walltime=00:10:00\necho \"$PBS_JOBNAME $1 $2 from $PBS_O_HOST\"\necho oops >&2\n",
+    )
+    .unwrap();
+    // qsub prints ID.SERVER; a dependency takes that form back.
+    let first = run(&c, &links, "qsub", &["-h", "-F", "one two", "pbs.sh"]);
+    let first_id = first.ok().trim().to_string();
+    assert!(first_id.ends_with(&format!(".{server}")), "{first_id}");
+    let id: u64 = first_id.split('.').next().unwrap().parse().unwrap();
+    let dep = run(
+        &c,
+        &links,
+        "qsub",
+        &[
+            "-W",
+            &format!("depend=afterok:{first_id}"),
+            "-N",
+            "after",
+            "-j",
+            "oe",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo after",
+        ],
+    );
+    let dep_id = dep.ok().trim().to_string();
+    let array = run(&c, &links, "qsub", &["-J", "1-2", "-h", "pbs.sh"]);
+    let array_id = array.ok().trim().to_string();
+    assert!(array_id.contains("[]."), "{array_id}");
+
+    // Held (H) and waiting on it (H), in qstat's columns.
+    let stat = run(&c, &links, "qstat", &[]);
+    assert!(
+        stat.ok()
+            .starts_with("Job id            Name             User"),
+        "{}",
+        stat.stdout
+    );
+    let line: Vec<&str> = row(&stat.stdout, &first_id).split_whitespace().collect();
+    assert_eq!(
+        &line[1..],
+        ["pbsjob", TEST_USER, "0", "H", "normal"],
+        "{}",
+        stat.stdout
+    );
+    assert!(
+        row(&stat.stdout, &dep_id).contains(" H "),
+        "{}",
+        stat.stdout
+    );
+    let array_number = array_id.split('[').next().unwrap();
+    row(&stat.stdout, &format!("{array_number}[2].{server}"));
+
+    // Released: it runs, then the job after it; its output and errors as PBS names them.
+    run(&c, &links, "qrls", &[&first_id]).ok();
+    c.completed(id);
+    let dep_job = c.completed(dep_id.split('.').next().unwrap().parse().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(cwd.join(format!("pbsjob.o{id}"))).unwrap(),
+        format!("pbsjob one two from {server}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join(format!("pbsjob.e{id}"))).unwrap(),
+        "oops\n"
+    );
+    let dep_number = dep_job["id"].as_u64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cwd.join(format!("after.o{dep_number}"))).unwrap(),
+        "after\n"
+    );
+    assert!(
+        !cwd.join(format!("after.e{dep_number}")).exists(),
+        "-j oe joins them"
+    );
+
+    // Finished: F with -x, and qstat -f's attributes.
+    let finished = run(&c, &links, "qstat", &["-x"]);
+    assert!(
+        row(finished.ok(), &first_id).contains(" F normal"),
+        "{}",
+        finished.stdout
+    );
+    let full = run(&c, &links, "qstat", &["-f", &first_id]);
+    let full = full.ok();
+    assert!(
+        full.starts_with(&format!("Job Id: {first_id}\n    Job_Name = pbsjob\n")),
+        "{full}"
+    );
+    for attr in [
+        "    job_state = F\n",
+        "    Exit_status = 0\n",
+        "    Resource_List.walltime = 00:10:00\n",
+        &format!("    Job_Owner = {TEST_USER}@{server}\n"),
+    ] {
+        assert!(full.contains(attr), "{attr}{full}");
+    }
+    // The array's tasks, released and deleted as PBS names them.
+    run(&c, &links, "qdel", &[&array_id]).ok();
+    let first_task = array_number.parse::<u64>().unwrap();
+    for task in [first_task, first_task + 1] {
+        c.wait_for(task, &["CANCELLED"]);
+    }
+    let unknown = run(&c, &links, "qdel", &[&format!("999999.{server}")]);
+    assert_eq!(unknown.code, 153, "{}", unknown.stderr);
+    let unknown = run(&c, &links, "qstat", &["999999"]);
+    assert_eq!(
+        (unknown.code, unknown.stderr.trim()),
+        (153, "qstat: Unknown Job Id 999999")
+    );
+
+    // Nodes and queues.
+    let nodes = run(&c, &links, "pbsnodes", &["-a"]);
+    let node = dep_job["nodes"][0].as_str().unwrap();
+    assert!(
+        nodes
+            .ok()
+            .starts_with(&format!("{node}\n     state = free\n     np = ")),
+        "{}",
+        nodes.stdout
+    );
+    let queues = run(&c, &links, "qstat", &["-Q"]);
+    assert!(
+        row(queues.ok(), "normal").contains(" yes yes "),
+        "{}",
+        queues.stdout
+    );
+    // An interactive job: a login shell on this terminal, in the image.
+    let mut term = under_terminal(&command(&c, &links, "qsub", &["-I", "-l", "walltime=5:00"]));
+    let out = run_with_stdin(
+        &mut term,
+        "test -t 0 && echo \"tty in $PBS_JOBNAME\"; exit 4\n",
+    );
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("tty in sh"), "{}", out.stdout);
+    // Two scripts are one too many.
+    let two = run(&c, &links, "qsub", &["pbs.sh", "pbs.sh"]);
+    assert!(
+        two.stderr.contains("qsub takes one script"),
+        "{}",
+        two.stderr
+    );
+}
+
+/// LSF's and PBS's commands on the PATH of a job's container, with the submitting host.
+#[test]
+fn lsf_and_pbs_commands_work_inside_a_job() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"#!/bin/sh
+#BSUB -J outer
+#BERTH --image busybox
+inner=$(bsub -J inner -o inner.out echo nested)
+echo "$inner"
+qstat -f $PBS_JOBID | grep -E 'Job_Name|job_state'
+bjobs -noheader -o "job_name stat" $LSB_JOBID
+echo "submitted from $SLURM_SUBMIT_HOST $PBS_O_HOST $LSB_SUB_HOST"
+"#;
+    let id = c.submit(Mode::Rootless, "outer.sh", body, &[]);
+    let job = c.completed(id);
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    let node = job["nodes"][0].as_str().unwrap();
+    let inner = id + 1;
+    assert_eq!(
+        out,
+        format!(
+            "Job <{inner}> is submitted to default queue <normal>.\n    Job_Name = outer\n    job_state = R\nouter RUN\nsubmitted from {h} {h} {h}\n",
+            h = host()
+        ),
+        "on {node}"
+    );
+    c.completed(inner);
+    let text = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("inner.out")).unwrap();
+    assert_eq!(text, "nested\n");
+}
