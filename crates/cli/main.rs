@@ -145,9 +145,12 @@ enum Command {
     Node(batch::NodeCommand),
     /// List the partitions, like sinfo
     Partitions(batch::ListArgs),
-    /// Act as another batch system's command: Slurm's sbatch, squeue, ...; LSF's bsub,
-    /// bjobs, bkill, bqueues, bhosts, ...; PBS's qsub, qstat, qdel, pbsnodes, ... (without
-    /// COMMAND: the list). berth started under one of those names (a link) acts as it
+    /// Act as another batch system's command: bsub, bjobs, qsub, qstat, sbatch, ...
+    ///
+    /// Slurm's sbatch, srun, squeue, scancel, sacct, sinfo, scontrol; LSF's bsub, bjobs,
+    /// bkill, bstop, bresume, brequeue, bqueues, bhosts, lshosts; PBS's qsub, qstat, qdel,
+    /// qhold, qrls, qsig, qrerun, pbsnodes (without COMMAND: the list). berth started under
+    /// one of those names (a link, see --link) acts as it.
     As(compat::AsArgs),
     /// berth's own internal entry points (the processes its daemons start)
     #[command(subcommand, hide = true)]

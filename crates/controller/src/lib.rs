@@ -657,9 +657,7 @@ impl Controller {
                 }),
                 held: request.hold,
                 submit_time,
-                begin_time: request
-                    .begin
-                    .map(|b| b.resolve(submit_time, utc_offset(submit_time))),
+                begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
                 start_time: None,
                 end_time: None,
                 shares: Vec::new(),
@@ -905,7 +903,7 @@ impl Controller {
             }
             if let Some(b) = o.begin {
                 let now = now();
-                job.begin_time = Some(b.resolve(now, utc_offset(now)));
+                job.begin_time = Some(b.resolve_in(now, utc_offset));
             }
             if let Some(deps) = o.dependencies {
                 job.request.dependencies = deps;

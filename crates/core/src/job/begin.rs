@@ -2,10 +2,9 @@
 //! and resolved to a point in time once the submission's time and time zone are known.
 //!
 //! A wall-clock time names the controller's local time (sbatch reads the submitter's; on a
-//! cluster the two agree), at the UTC offset of the submission: one that falls on the other
-//! side of a daylight-saving change is an hour off. The date parts not given take the next
-//! occurrence: `16:00` is today if that is still ahead, else tomorrow; `12/24` this year or
-//! next.
+//! cluster the two agree), at the UTC offset in force then: `08:00` after a daylight-saving
+//! change is 08:00 of the new offset. The date parts not given take the next occurrence:
+//! `16:00` is today if that is still ahead, else tomorrow; `12/24` this year or next.
 
 use super::JobError;
 use serde::{Deserialize, Serialize};
@@ -37,12 +36,41 @@ pub enum BeginTime {
 
 impl BeginTime {
     /// The Unix time this names, for a submission at `now` (Unix seconds) where local time
-    /// is `utc_offset` seconds ahead of UTC.
+    /// is `utc_offset` seconds ahead of UTC, at every time.
     pub fn resolve(self, now: u64, utc_offset: i64) -> u64 {
-        let local_now = now as i64 + utc_offset;
+        self.resolve_in(now, |_| utc_offset)
+    }
+
+    /// The Unix time this names, for a submission at `now`, in a time zone whose local time
+    /// at Unix time `t` is `utc_offset(t)` seconds ahead of UTC (localtime(3)'s tm_gmtoff):
+    /// a wall-clock time takes the offset in force at it, across a daylight-saving change
+    /// too. A wall-clock time the change skips (02:30 when clocks go from 02:00 to 03:00)
+    /// is taken at the offset before it, as mktime(3) does.
+    pub fn resolve_in(self, now: u64, utc_offset: impl Fn(u64) -> i64) -> u64 {
+        let offset_now = utc_offset(now);
+        let Some(local) = self.local(now as i64 + offset_now) else {
+            return match self {
+                BeginTime::AfterSubmit(secs) => now.saturating_add(secs),
+                _ => unreachable!("only a delay has no wall-clock time"),
+            };
+        };
+        let at = |offset: i64| u64::try_from(local - offset).unwrap_or(0);
+        let offset = utc_offset(at(offset_now));
+        let t = at(offset);
+        match utc_offset(t) {
+            // The offset at the time found is the one it was found with.
+            o if o == offset => t,
+            // In the hour a change skips: neither offset holds; the one before it does.
+            before => at(before),
+        }
+    }
+
+    /// The local wall-clock time (seconds since the epoch of local days) this names, seen
+    /// from the local time `local_now`; `None` for a delay after the submission.
+    fn local(self, local_now: i64) -> Option<i64> {
         let (today, _) = split_day(local_now);
-        let local = match self {
-            BeginTime::AfterSubmit(secs) => return now.saturating_add(secs),
+        Some(match self {
+            BeginTime::AfterSubmit(_) => return None,
             BeginTime::Day(after) => (today + i64::from(after)) * 86_400,
             BeginTime::At {
                 year,
@@ -83,8 +111,7 @@ impl BeginTime {
                     }
                 }
             }
-        };
-        u64::try_from(local - utc_offset).unwrap_or(0)
+        })
     }
 }
 
@@ -384,6 +411,27 @@ mod tests {
         // Local time one hour ahead of UTC: 16:00 local is 15:00 UTC.
         let b = parse_slurm_begin("16:00").unwrap();
         assert_eq!(b.resolve(NOW, 3600), utc(2026, 12, 3, 15, 0, 0));
+        // Across a daylight-saving change (Central Europe, 2027-03-28 01:00 UTC: local time
+        // from UTC+1 to UTC+2), a wall-clock time takes the offset in force at it.
+        let change = utc(2027, 3, 28, 1, 0, 0);
+        let cet = |t: u64| if t < change { 3600 } else { 7200 };
+        let at = |s: &str| parse_slurm_begin(s).unwrap().resolve_in(NOW, cet);
+        assert_eq!(at("2027-03-29T08:00"), utc(2027, 3, 29, 6, 0, 0));
+        assert_eq!(at("2027-03-27T08:00"), utc(2027, 3, 27, 7, 0, 0));
+        // 02:30 that day does not exist: taken at the offset before (03:30 local after).
+        assert_eq!(at("2027-03-28T02:30"), utc(2027, 3, 28, 1, 30, 0));
+        // And back in the autumn (2027-10-31 01:00 UTC: UTC+2 to UTC+1).
+        let back = utc(2027, 10, 31, 1, 0, 0);
+        let summer = |t: u64| if t < back { 7200 } else { 3600 };
+        let b = parse_slurm_begin("2027-11-02T08:00").unwrap();
+        assert_eq!(
+            b.resolve_in(utc(2027, 7, 1, 0, 0, 0), summer),
+            utc(2027, 11, 2, 7, 0, 0)
+        );
+        assert_eq!(
+            parse_slurm_begin("now+60").unwrap().resolve_in(NOW, cet),
+            NOW + 60
+        );
         for bad in [
             "",
             "soon",
