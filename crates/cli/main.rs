@@ -122,7 +122,8 @@ enum Command {
     Hold(batch::JobsArgs),
     /// Change a pending job (an array job's id: each of its pending tasks): --time,
     /// --partition, --job-name, --nice, --begin, --dependency, --account, --constraint,
-    /// --nodelist, --exclude, --requeue; also as scontrol's KEY=VALUE words
+    /// --nodelist, --exclude, --requeue; or a running job's --time (lower it; root: raise
+    /// it); also as scontrol's KEY=VALUE words
     Update(batch::UpdateArgs),
     /// Let held jobs start
     Release(batch::JobsArgs),

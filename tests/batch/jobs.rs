@@ -608,7 +608,7 @@ fn pending_jobs_can_be_changed() {
     let running = c.submit_holding("run.sh", "", &[]);
     let out = u(&[&running.to_string(), "--time=9"]);
     assert!(
-        out.code == 125 && out.stderr.contains("is RUNNING"),
+        out.code == 125 && out.stderr.contains("runs without a time limit"),
         "{}",
         out.stderr
     );
@@ -618,6 +618,50 @@ fn pending_jobs_can_be_changed() {
         "{}",
         negative.stderr
     );
+}
+
+/// A running job's time limit (scontrol update TimeLimit=): its owner lowers it and the
+/// job ends TIMEOUT at the new one; only root raises it, and the job then runs past the
+/// old one; nothing else of a running job changes.
+#[test]
+fn a_running_jobs_time_limit_can_change() {
+    let Some(c) = Cluster::start() else { return };
+    let lowered = c.submit_holding("low.sh", "-t 10", &[]);
+    let raised = c.submit_holding("high.sh", "-t 0:10", &[]);
+    let started = std::time::Instant::now();
+    c.berth(Mode::Root, &["update", &raised.to_string(), "-t", "10"])
+        .ok();
+    assert_eq!(c.show(raised)["time_limit"], 600);
+    let l = lowered.to_string();
+    for (args, why) in [
+        (&[&l, "-t", "20"][..], "only root may raise a running job's"),
+        (
+            &[&l, "-J", "x"],
+            "only its time limit (--time) can change while it runs",
+        ),
+    ] {
+        let mut all = vec!["update"];
+        all.extend_from_slice(args);
+        let out = c.berth(Mode::Rootless, &all);
+        assert!(
+            out.code == 125 && out.stderr.contains(why),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    c.berth(Mode::Rootless, &["update", &l, "TimeLimit=0:02"])
+        .ok();
+    let job = c.wait_for(lowered, &["TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"]);
+    assert_eq!(
+        (&job["state"], job["time_limit"].as_u64()),
+        (&"TIMEOUT".into(), Some(2)),
+        "{job}"
+    );
+    // Past its first limit (ten seconds from its start, which came before `started`), the
+    // raised one runs on.
+    std::thread::sleep(std::time::Duration::from_secs(13).saturating_sub(started.elapsed()));
+    assert_eq!(c.show(raised)["state"], "RUNNING");
+    c.berth(Mode::Root, &["cancel", &raised.to_string()]).ok();
 }
 
 /// `berth submit < job.sh`: the script on standard input, as sbatch and bsub read it (the

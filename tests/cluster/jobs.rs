@@ -228,6 +228,8 @@ fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
 }
 
+/// The time limit, lowered while the job runs (each node's runner gets the new one from its
+/// agent), ends the job on all its nodes.
 #[test]
 fn the_time_limit_ends_a_job_on_all_its_nodes() {
     let Some(t) = TestCluster::start(9, 2, None) else {
@@ -236,11 +238,13 @@ fn the_time_limit_ends_a_job_on_all_its_nodes() {
     let id = t.c.submit(
         Mode::Rootless,
         "long.sh",
-        "#!/bin/sh\n#SBATCH -N 2 -t 0:02\n#BERTH --image busybox\necho started\nberth step -N 2 sleep 300\n",
+        "#!/bin/sh\n#SBATCH -N 2 -t 10\n#BERTH --image busybox\necho started\nberth step -N 2 sleep 300\n",
         &[],
     );
     t.c.wait_for_output(id, "started");
     let runners = t.runners(id);
+    t.c.berth(Mode::Rootless, &["update", &id.to_string(), "-t", "0:02"])
+        .ok();
     let job = t.c.wait_for(
         id,
         &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED", "NODE_FAIL"],

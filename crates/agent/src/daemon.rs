@@ -70,6 +70,15 @@ pub struct RunnerSignal {
     pub signal: i32,
 }
 
+/// `POST /v1/agent/limit`: a running job's new time limit, seconds from its start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerLimit {
+    pub job: u64,
+    pub runner: u32,
+    pub seconds: u64,
+}
+
 /// `POST /v1/agent/freeze`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -401,6 +410,13 @@ async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Respons
     Json(()).into_response()
 }
 
+async fn limit(State(a): State<Shared>, Json(l): Json<RunnerLimit>) -> Response {
+    match a.node.set_limit(l.job, l.runner, l.seconds) {
+        Ok(()) => Json(()).into_response(),
+        Err(e) => error(500, e),
+    }
+}
+
 async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Response {
     match a.node.freeze(f.job, f.runner, f.frozen) {
         Ok(()) => Json(()).into_response(),
@@ -609,6 +625,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .route("/v1/agent/start", post(start))
         .route("/v1/agent/signal", post(signal))
         .route("/v1/agent/freeze", post(freeze))
+        .route("/v1/agent/limit", post(limit))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             controller_only,

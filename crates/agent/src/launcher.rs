@@ -239,6 +239,8 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// `berth internal launcher`: serves the agent on stdin until it closes. Must be called in a
 /// single-threaded process.
 pub fn serve() -> i32 {
+    // The runners it forks must outlive a change of their job's time limit at any moment.
+    berth_runtime::catch_limit_updates();
     // SAFETY: the agent gave us stdin; owned here for the process's life.
     let socket = unsafe { UnixStream::from_raw_fd(0) };
     match serve_on(&socket) {

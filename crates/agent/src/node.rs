@@ -163,6 +163,10 @@ fn stop(pid: u32, alive: impl Fn() -> bool) {
 
 /// How often a node looks for the mounts of images removed from the store and for the
 /// cgroups of runners that died without removing theirs.
+/// The file in a job's directory with its new time limit (seconds from its start), when
+/// one was set while it ran.
+pub const TIME_LIMIT_FILE: &str = "time_limit";
+
 const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a runner told to stop has before it is killed.
@@ -505,6 +509,22 @@ impl NodeAgent {
             // SAFETY: kill(2) on the runner process this agent started (checked just above).
             unsafe { libc::kill(runner as i32, sig) };
         }
+    }
+
+    /// Gives running job `id` a new time limit, `seconds` from its start: written into its
+    /// directory's [`TIME_LIMIT_FILE`], which its runner reads on [`berth_runtime::limit_signal`].
+    pub fn set_limit(&self, id: u64, runner: u32, seconds: u64) -> Result<(), String> {
+        let dir = self.job_dir(id);
+        let path = dir.join(TIME_LIMIT_FILE);
+        let tmp = dir.join(format!("{TIME_LIMIT_FILE}.new"));
+        std::fs::write(&tmp, format!("{seconds}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if !self.runner_alive(id, runner) {
+            return Err(format!("job {id}'s runner {runner} is not running here"));
+        }
+        self.signal(id, runner, berth_runtime::limit_signal());
+        Ok(())
     }
 
     /// Stops job `id`'s runner: SIGTERM, which it passes on to the job before removing the

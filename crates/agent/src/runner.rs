@@ -233,6 +233,8 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         path: launch_path.to_path_buf(),
         reason,
     };
+    berth_runtime::catch_limit_updates();
+    berth_runtime::follow_limit_file(&launch_path.with_file_name(crate::node::TIME_LIMIT_FILE));
     let text = std::fs::read_to_string(launch_path).map_err(|e| bad(e.to_string()))?;
     let launch: JobLaunch = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let started = now();

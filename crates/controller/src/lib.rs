@@ -836,9 +836,21 @@ impl Controller {
 
     /// `berth update`: new values for a pending job, or for each pending task of an array
     /// job named by its id, as `berth submit` flags, checked as a submission is (the
-    /// partition and its limits, the nodes, the dependencies). Returns how many jobs changed.
+    /// partition and its limits, the nodes, the dependencies); a running job's time limit.
+    /// Returns how many jobs changed.
     pub fn update(&mut self, caller: Caller, id: u64, args: &[String]) -> Result<u64, ApiError> {
         let o = berth_core::job::parse_args(args).map_err(|e| ApiError::bad(e.to_string()))?;
+        let running = self
+            .active
+            .get(&id)
+            .is_some_and(|j| matches!(j.state, State::Running | State::Suspended));
+        let pending_tasks = self
+            .active
+            .values()
+            .any(|j| j.array_job_id == Some(id) && j.state == State::Pending);
+        if running && !pending_tasks {
+            return self.update_running(caller, id, o);
+        }
         // What may change; the rest is the job's shape, fixed at submission.
         let rest = JobOptions {
             time_limit: None,
@@ -873,7 +885,7 @@ impl Controller {
             let job = self.owned(caller, id, "update")?.clone();
             if job.state != State::Pending {
                 return Err(ApiError::bad(format!(
-                    "job {id} is {}: berth update changes pending jobs (a running job's time limit cannot be changed)",
+                    "job {id} is {}: berth update changes pending jobs, and a running job's time limit",
                     job.state.name()
                 )));
             }
@@ -924,6 +936,40 @@ impl Controller {
         }
         self.wake();
         Ok(count)
+    }
+
+    /// A running (or suspended) job's new time limit, from its start, on each of its nodes at
+    /// once. Its owner may lower it; only root may raise it, as in Slurm.
+    fn update_running(&mut self, caller: Caller, id: u64, o: JobOptions) -> Result<u64, ApiError> {
+        let only_time = JobOptions {
+            time_limit: None,
+            ignored: Vec::new(),
+            ..o.clone()
+        } == JobOptions::default();
+        let job = self.owned(caller, id, "update")?.clone();
+        let Some(limit) = o.time_limit.filter(|_| only_time) else {
+            return Err(ApiError::bad(format!(
+                "job {id} is {}: only its time limit (--time) can change while it runs",
+                job.state.name()
+            )));
+        };
+        let Some(current) = job.request.time_limit else {
+            return Err(ApiError::bad(format!(
+                "job {id} runs without a time limit, and one cannot be set while it runs"
+            )));
+        };
+        if limit > current && caller.uid != 0 {
+            return Err(ApiError::forbidden(format!(
+                "job {id}'s time limit is {}: only root may raise a running job's (you may lower it)",
+                berth_core::job::format_duration(current)
+            )));
+        }
+        set_limit(&self.links_of(id), &job, limit, &self.key)?;
+        let job = self.active.get_mut(&id).expect("owned above");
+        job.request.time_limit = Some(limit);
+        let job = job.clone();
+        self.persist(&job)?;
+        Ok(1)
     }
 
     /// The job `id`, if `caller` may act on it (its owner or root).
@@ -2661,7 +2707,49 @@ impl Freeze {
 }
 
 /// Freezes or thaws every process of a running job, on all its nodes.
+/// Gives running job `job` the time limit `seconds` on each of its nodes, whose runners
+/// enforce it.
+fn set_limit(links: &Links, job: &Job, seconds: u64, key: &auth::Key) -> Result<(), ApiError> {
+    each_runner(
+        links,
+        job,
+        key,
+        |agent, runner| agent.set_limit(job.id, runner, seconds),
+        "/v1/agent/limit",
+        |runner| berth_agent::daemon::RunnerLimit {
+            job: job.id,
+            runner,
+            seconds,
+        },
+    )
+}
+
 fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
+    each_runner(
+        links,
+        job,
+        key,
+        |agent, runner| agent.freeze(job.id, runner, frozen),
+        "/v1/agent/freeze",
+        |runner| berth_agent::daemon::RunnerFreeze {
+            job: job.id,
+            runner,
+            frozen,
+        },
+    )
+}
+
+/// Acts on the runner of running job `job` on each of its nodes: `local` with this
+/// process's own agent, else `path` on the node's agent with `body`. A short call to each
+/// agent, while the job's record waits for the answers.
+fn each_runner<B: serde::Serialize>(
+    links: &Links,
+    job: &Job,
+    key: &auth::Key,
+    local: impl Fn(&NodeAgent, u32) -> Result<(), String>,
+    path: &str,
+    body: impl Fn(u32) -> B,
+) -> Result<(), ApiError> {
     for share in &job.shares {
         let runner = share.runner.ok_or_else(|| {
             ApiError::bad(format!(
@@ -2670,24 +2758,16 @@ fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(),
             ))
         })?;
         match links.get(&share.node) {
-            Some(Link::Local(agent)) => agent.freeze(job.id, runner, frozen),
-            Some(Link::Remote(url)) => {
-                let request = berth_agent::daemon::RunnerFreeze {
-                    job: job.id,
-                    runner,
-                    frozen,
-                };
-                // A short call to the agent, while the job's record waits for its answer.
-                tokio::task::block_in_place(|| {
-                    berth_agent::http::post(
-                        url,
-                        "/v1/agent/freeze",
-                        &key.credential(auth::CONTROLLER),
-                        &request,
-                        AGENT_TIMEOUT,
-                    )
-                })
-            }
+            Some(Link::Local(agent)) => local(agent, runner),
+            Some(Link::Remote(url)) => tokio::task::block_in_place(|| {
+                berth_agent::http::post(
+                    url,
+                    path,
+                    &key.credential(auth::CONTROLLER),
+                    &body(runner),
+                    AGENT_TIMEOUT,
+                )
+            }),
             None => Err(format!("job {}'s node {} is gone", job.id, share.node)),
         }
         .map_err(ApiError::internal)?;

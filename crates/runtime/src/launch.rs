@@ -406,6 +406,7 @@ fn wait_program(
             }
         }
     };
+    LIMIT_ARMED.store(false, Ordering::SeqCst);
     // SAFETY: cancels any pending alarm; no arguments to check.
     unsafe { libc::alarm(0) };
     FREEZER_FD.store(-1, Ordering::SeqCst);
@@ -501,7 +502,8 @@ extern "C" fn on_alarm(_: libc::c_int) {
 }
 
 /// Arms the time limit. With the cgroup's `freezer` state open, it ticks once a second and
-/// skips the seconds the cgroup is frozen; without, one alarm covers the whole limit.
+/// skips the seconds the cgroup is frozen; without, one alarm covers the whole limit. A new
+/// limit already in the file [`follow_limit_file`] named counts instead of `t`'s.
 fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
     TIMEOUT_STAGE.store(0, Ordering::SeqCst);
     GRACE_SECS.store(
@@ -521,14 +523,139 @@ fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
         WARN_PROGRAM_ONLY.store(w.to == WarnTo::Program, Ordering::SeqCst);
     }
     WARN_SIGNAL.store(t.warning.map_or(0, |w| w.signal), Ordering::SeqCst);
-    // SAFETY: installs a handler that only makes async-signal-safe calls. No SA_RESTART:
-    // waitpid(2) returns at each tick, so that the waiting thread sends a warning the
-    // handler leaves to it (wait_program waits again).
+    // SAFETY: installs a handler that only makes async-signal-safe calls, with the limit's
+    // update signal blocked while it runs (the two change the same counters). No
+    // SA_RESTART: waitpid(2) returns at each tick, so that the waiting thread sends a
+    // warning the handler leaves to it (wait_program waits again).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_alarm as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaddset(&mut action.sa_mask, limit_signal());
         libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
         libc::alarm(if ticking { 1 } else { secs });
+    }
+    // An update that came before the limit was armed: its file holds it. Read as the
+    // handler would, with SIGALRM and the update signal blocked meanwhile.
+    LIMIT_ARMED.store(true, Ordering::SeqCst);
+    // SAFETY: pthread_sigmask on sets we own; the handler's code runs as a plain call.
+    unsafe {
+        let mut alarm: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut alarm);
+        libc::sigaddset(&mut alarm, libc::SIGALRM);
+        libc::sigaddset(&mut alarm, limit_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &alarm, &mut before);
+        on_limit_update(0);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+    }
+}
+
+/// The signal that tells a process running a container with a time limit that its limit
+/// changed: it reads the new one (seconds, in decimal, counted from the program's start
+/// as the first was) from the file [`follow_limit_file`] named. Not one of [`FORWARDED`].
+pub fn limit_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// The file of the new limit, as a leaked C string; null until [`follow_limit_file`].
+static LIMIT_FILE: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+/// Whether a limit runs that an update may change.
+static LIMIT_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the handler of [`limit_signal`] in this process (and the processes it forks),
+/// so that the signal is never this process's end, even before a container with a limit
+/// runs. With SA_RESTART: it may come at any time, and nothing it interrupts need know.
+pub fn catch_limit_updates() {
+    // SAFETY: installs a handler that only makes async-signal-safe calls, SIGALRM blocked
+    // while it runs.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_limit_update as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaddset(&mut action.sa_mask, libc::SIGALRM);
+        libc::sigaction(limit_signal(), &action, std::ptr::null_mut());
+    }
+}
+
+/// Names the file a new time limit comes in (see [`limit_signal`]) for the container this
+/// process runs next.
+pub fn follow_limit_file(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    let old = LIMIT_FILE.swap(c.into_raw(), Ordering::SeqCst);
+    if !old.is_null() {
+        // SAFETY: `old` came from CString::into_raw above; the handler is not running
+        // (only a container's run arms it, and none runs while the file is named).
+        drop(unsafe { std::ffi::CString::from_raw(old) });
+    }
+}
+
+extern "C" fn on_limit_update(_: libc::c_int) {
+    let path = LIMIT_FILE.load(Ordering::SeqCst);
+    if path.is_null() || !LIMIT_ARMED.load(Ordering::SeqCst) || CHILD.load(Ordering::SeqCst) <= 0 {
+        return;
+    }
+    let mut buf = [0u8; 24];
+    // SAFETY: open(2), read(2) and close(2) are async-signal-safe; the path is a live C
+    // string and the buffer ours.
+    let n = unsafe {
+        let fd = libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return;
+    }
+    if let Some(secs) = parse_seconds(&buf[..n as usize]) {
+        set_limit(secs);
+    }
+}
+
+/// Decimal seconds, surrounding blanks allowed; `None` if anything else is there.
+fn parse_seconds(text: &[u8]) -> Option<u32> {
+    let digits = text.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits.iter().fold(0u64, |v, d| {
+        v.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    Some(value.min(u64::from(u32::MAX)) as u32)
+}
+
+/// Makes `secs` the time limit of the running program, counted from its start as the first
+/// was: what has run counts against it (an end already past comes at the next second). A
+/// warning keeps its distance to the end. Async-signal-safe; called with SIGALRM blocked.
+fn set_limit(secs: u32) {
+    if TIMEOUT_STAGE.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    let ticking = TICKING.load(Ordering::SeqCst);
+    let old = LIMIT_SECS.load(Ordering::SeqCst);
+    let left_before = match ticking {
+        true => REMAINING_SECS.load(Ordering::SeqCst),
+        // SAFETY: alarm(2) is async-signal-safe; it returns the seconds that were left.
+        false => unsafe { libc::alarm(0) },
+    };
+    let run = old.saturating_sub(left_before);
+    let left = secs.saturating_sub(run);
+    LIMIT_SECS.store(secs, Ordering::SeqCst);
+    REMAINING_SECS.store(left, Ordering::SeqCst);
+    let after =
+        i64::from(WARN_AFTER_SECS.load(Ordering::SeqCst)) + i64::from(secs) - i64::from(old);
+    WARN_AFTER_SECS.store(after.clamp(0, i64::from(u32::MAX)) as u32, Ordering::SeqCst);
+    if !ticking {
+        // SAFETY: alarm(2) is async-signal-safe. An end already past: in a second.
+        unsafe { libc::alarm(left.max(1)) };
     }
 }
 
@@ -552,5 +679,20 @@ fn warn_cgroup(cgroup: Option<&Cgroup>, program: libc::pid_t, w: crate::spec::Wa
         }
         // SAFETY: kill(2) on a process of the container's cgroup.
         unsafe { libc::kill(pid, w.signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_limit_is_whole_seconds_in_decimal() {
+        assert_eq!(parse_seconds(b"120\n"), Some(120));
+        assert_eq!(parse_seconds(b" 7 "), Some(7));
+        assert_eq!(parse_seconds(b"99999999999999"), Some(u32::MAX));
+        for bad in [&b""[..], b"\n", b"-5", b"1.5", b"12x"] {
+            assert_eq!(parse_seconds(bad), None, "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,9 @@ mod sys;
 
 pub use error::RuntimeError;
 pub use identity::Identity;
-pub use launch::{run, run_then, Outcome, CGROUP_PARENT, FORWARDED};
+pub use launch::{
+    catch_limit_updates, follow_limit_file, limit_signal, run, run_then, Outcome, CGROUP_PARENT,
+    FORWARDED,
+};
 pub use plan::{plan, Action, ImageDefaults, Options};
 pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit, WarnTo, Warning};
