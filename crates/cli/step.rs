@@ -2,7 +2,7 @@
 //! as srun does inside an allocation.
 
 use anyhow::{bail, Result};
-use berth_api::StepRequest;
+use berth_api::{StepRequest, TaskFiles};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -31,13 +31,14 @@ pub struct StepArgs {
     /// The tasks' working directory [default: this one]
     #[arg(short = 'D', long, value_name = "DIR")]
     chdir: Option<std::path::PathBuf>,
-    /// Every task's standard output into FILE (the job's patterns: %j, %A, %a, %x, %u, %N)
+    /// The tasks' standard output into FILE: the job's patterns (%j, %A, %a, %x, %u) make
+    /// one file for all; a task's (%t rank, %n node index, %s step, %N node) one per task
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<String>,
-    /// Every task's standard error into FILE (the same patterns as --output)
+    /// The tasks' standard error into FILE (the same patterns) [default: with the output]
     #[arg(short = 'e', long, value_name = "FILE")]
     error: Option<String>,
-    /// Every task's standard input from FILE
+    /// The tasks' standard input from FILE (the same patterns)
     #[arg(short = 'i', long, value_name = "FILE")]
     input: Option<String>,
     /// Whether --output and --error files are appended to or truncated (the default)
@@ -182,7 +183,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
     }
     let mut args = args;
     tasks_per_node(&mut args)?;
-    redirect(&args)?;
+    let task_files = redirect(&args)?;
     if args.pty && args.ntasks.is_none() {
         // One interactive task unless asked otherwise (srun --pty gives task 0 the terminal).
         args.ntasks = Some(1);
@@ -233,6 +234,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         overcommit: args.overcommit || args.overlap,
         pty: args.pty,
         pmi,
+        task_files,
     };
     run(&request)
 }
@@ -270,67 +272,79 @@ fn tasks_per_node(args: &mut StepArgs) -> Result<()> {
 }
 
 /// `--output`, `--error`, `--input`: this command's own descriptors, which the tasks get,
-/// made the files (job-wide patterns expanded; per-task ones are not supported).
-fn redirect(args: &StepArgs) -> Result<()> {
+/// made the files named with the job's patterns (%j, %A, %a, %x, %u); names with a task's
+/// (%t, %n, %s, %N) are files of each task, which each node opens for its tasks (returned,
+/// the job's symbols expanded). As srun: errors go where the output goes unless `--error`
+/// says otherwise.
+fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
     use std::os::fd::AsRawFd;
     let append = match args.open_mode.as_deref() {
         None | Some("truncate") => false,
         Some("append") => true,
         Some(other) => bail!("--open-mode={other}: expected append or truncate"),
     };
-    for (path, fd) in [(&args.output, 1), (&args.error, 2)] {
-        if let Some(p) = path {
-            let p = step_file(p)?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(append)
-                .truncate(!append)
-                .open(&p)
-                .map_err(|e| anyhow::anyhow!("cannot open {p}: {e}"))?;
-            // SAFETY: dup2(2) of a file this process opened onto its own stdout or stderr.
-            unsafe { libc::dup2(file.as_raw_fd(), fd) };
-        }
-    }
-    if let Some(p) = &args.input {
-        let file = std::fs::File::open(p).map_err(|e| anyhow::anyhow!("cannot open {p}: {e}"))?;
-        // SAFETY: as above, onto its own stdin.
-        unsafe { libc::dup2(file.as_raw_fd(), 0) };
-    }
-    Ok(())
-}
-
-/// A file name of `--output` or `--error` with the job's patterns expanded, as berth submit
-/// expands them (%j, %A, %a, %x, %u, %N); a task's own (%t, %n, %s) would need a file per
-/// task, which the step does not make.
-fn step_file(pattern: &str) -> Result<String> {
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        if let Some(symbol @ ('t' | 'n' | 's')) = chars.by_ref().find(|d| !d.is_ascii_digit()) {
-            bail!(
-                "{pattern}: %{symbol} is not supported: a step's tasks share one file (the job's patterns are: %j, %A, %a, %x, %u, %N)"
-            );
-        }
-    }
-    let var = |name: &str| std::env::var(name).ok();
-    let number = |name: &str| var(name).and_then(|v| v.parse::<u64>().ok());
-    let (name, user, node) = (
-        var("SLURM_JOB_NAME").unwrap_or_default(),
-        var("USER").unwrap_or_default(),
-        var("SLURMD_NODENAME").unwrap_or_default(),
-    );
+    let (name, user) = (var("SLURM_JOB_NAME"), var("USER"));
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let ctx = berth_core::job::PatternContext {
         job_id: number("SLURM_JOB_ID").unwrap_or(0),
         array_job_id: number("SLURM_ARRAY_JOB_ID"),
         array_index: number("SLURM_ARRAY_TASK_ID").and_then(|i| u32::try_from(i).ok()),
         job_name: &name,
         user: &user,
-        first_node: &node,
+        first_node: "",
     };
-    Ok(berth_core::job::expand_pattern(pattern, &ctx))
+    let mut per_task = TaskFiles {
+        append,
+        ..TaskFiles::default()
+    };
+    let error = args.error.as_ref().or(args.output.as_ref());
+    let mut opened: Option<(&String, std::fs::File)> = None;
+    for (pattern, fd) in [(args.output.as_ref(), 1), (error, 2)] {
+        let Some(pattern) = pattern else { continue };
+        if berth_core::job::is_per_task(pattern) {
+            let names = berth_core::job::expand_job_part(pattern, &ctx);
+            match fd {
+                1 => per_task.output = Some(names),
+                _ => per_task.error = Some(names),
+            }
+            continue;
+        }
+        if opened.as_ref().is_none_or(|(p, _)| *p != pattern) {
+            let path = berth_core::job::expand_pattern(pattern, &ctx);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
+            opened = Some((pattern, file));
+        }
+        let (_, file) = opened.as_ref().expect("opened above");
+        // SAFETY: dup2(2) of a file this process opened onto its own stdout or stderr.
+        unsafe { libc::dup2(file.as_raw_fd(), fd) };
+    }
+    if let Some(p) = &args.input {
+        if berth_core::job::is_per_task(p) {
+            per_task.input = Some(berth_core::job::expand_job_part(p, &ctx));
+        } else {
+            let path = berth_core::job::expand_pattern(p, &ctx);
+            let file = std::fs::File::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
+            // SAFETY: as above, onto its own stdin.
+            unsafe { libc::dup2(file.as_raw_fd(), 0) };
+        }
+    }
+    let any = per_task.output.is_some() || per_task.error.is_some() || per_task.input.is_some();
+    if any && (args.label || args.pty) {
+        bail!("files of each task (%t, %n, %s, %N) do not go with --label or --pty, whose output is this command's");
+    }
+    Ok(any.then_some(per_task))
+}
+
+/// An environment variable's value, or nothing.
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
 }
 
 /// `--export`: the environment the tasks get from this one's. NONE keeps only the job's
@@ -414,6 +428,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         overcommit: true,
         pty: false,
         pmi: false,
+        task_files: None,
     };
     run(&request)
 }

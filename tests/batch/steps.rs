@@ -429,8 +429,9 @@ echo "step ended: $?""#,
     assert_eq!(out, "step-warned\nstep ended: 0\n");
 }
 
-/// srun's options as job scripts use them: --ntasks-per-node, --export, -D, -o/-i, and the
-/// ones berth accepts for what it does anyway (-u, --exact, --overlap, --cpu-bind=verbose,...).
+/// srun's options as job scripts use them: --ntasks-per-node, --export, -D, -o/-e/-i (one
+/// file for the step, or files of each task: %t, %n, %N), and the ones berth accepts for
+/// what it does anyway (-u, --exact, --overlap, --cpu-bind=verbose,...).
 #[test]
 fn srun_options_scripts_use() {
     let Some(c) = Cluster::start() else { return };
@@ -443,7 +444,11 @@ berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unse
 berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
 berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
 berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused
-berth step -n 1 -o task-%t.out true || echo per-task-refused"#;
+berth step -n 1 -o both.out sh -c 'echo o; echo e >&2'
+berth step -n 2 -o task-%t.out -e err-%N-%2t.txt sh -c 'echo out $SLURM_PROCID; echo err $SLURM_PROCID >&2'
+echo in0 > in-0.txt; echo in1 > in-1.txt
+berth step -n 2 -i in-%t.txt -o echoed-%n.out cat
+berth step -n 1 -l -o x-%t.out true || echo label-refused"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
@@ -467,9 +472,30 @@ berth step -n 1 -o task-%t.out true || echo per-task-refused"#;
         "{out}"
     );
     assert!(
-        out.contains("per-task-refused\n") && out.contains("%t is not supported"),
+        out.contains("label-refused\n") && out.contains("do not go with --label"),
         "{out}"
     );
+    let cwd = c.f.cwd(Mode::Rootless);
+    let read = |name: &str| {
+        std::fs::read_to_string(cwd.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"))
+    };
+    // Errors go with the output unless -e says otherwise.
+    assert_eq!(read("both.out"), "o\ne\n");
+    let node = job["nodes"][0].as_str().unwrap();
+    for rank in 0..2 {
+        assert_eq!(read(&format!("task-{rank}.out")), format!("out {rank}\n"));
+        assert_eq!(
+            read(&format!("err-{node}-0{rank}.txt")),
+            format!("err {rank}\n")
+        );
+    }
+    // Tasks of one node share a name's file: both inputs in it, in either order.
+    let mut echoed: Vec<String> = read("echoed-0.out").lines().map(String::from).collect();
+    echoed.sort();
+    assert_eq!(echoed, ["in0", "in1"]);
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(cwd.join("task-1.out")).unwrap());
+    assert_eq!(owner, c.f.user.uid, "the task's files are the user's");
     assert!(
         out.contains("refused\n") && out.contains("no CPU maps"),
         "{out}"

@@ -30,6 +30,7 @@ berth rsh "$third" 'head -c 1048576 /dev/zero' | wc -c | tr -d ' '
 berth-rsh -x "$third" exit 5
 echo "rsh code=$?"
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
+berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
 "#;
     let id = c.submit(Mode::Rootless, "steps.sh", script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
@@ -64,6 +65,13 @@ echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
         out.ends_with("/.berth/bin/berth-rsh /.berth/bin/berth-rsh\n"),
         "{out}"
     );
+    // Files of each task, opened on its node (%n its index, %N its name).
+    for (rank, node) in [a, a, b, b, c3, c3].iter().enumerate() {
+        let name = format!("task-{}-{node}-{rank}.out", rank / 2);
+        let text =
+            std::fs::read_to_string(cwd.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(text, format!("{rank} on {node}\n"));
+    }
     let steps = job["steps"].as_array().unwrap();
     assert_eq!(steps[0]["ntasks"], 6, "{job}");
     assert_eq!(steps[2]["exit_code"], 3, "{job}");

@@ -294,6 +294,23 @@ pub struct StepRequest {
     /// (`srun --mpi=pmi1`; `--mpi=none`: not).
     #[serde(default = "yes")]
     pub pmi: bool,
+    /// Files of each task (`srun -o out-%t`), opened on its node as the user.
+    #[serde(default)]
+    pub task_files: Option<TaskFiles>,
+}
+
+/// A step's files of each task, whose names hold a task's symbols (`%t` rank, `%n` node
+/// index, `%s` step, `%N` node; the job's already expanded, `%` written `%%`), relative to
+/// the step's directory. Tasks whose names are the same share the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFiles {
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub input: Option<String>,
+    /// Append to the output and error files instead of truncating them.
+    #[serde(default)]
+    pub append: bool,
 }
 
 fn yes() -> bool {

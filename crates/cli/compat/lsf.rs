@@ -115,6 +115,7 @@ pub(super) fn interactive_job(
         overcommit: false,
         pty,
         pmi: false,
+        task_files: None,
     };
     crate::step::run(&request)
 }

@@ -186,7 +186,8 @@ pub struct Task<'a> {
     pub cwd: &'a str,
     /// CPUs to pin the task to; empty: no pinning.
     pub cpus: &'a [u32],
-    /// Descriptors to make the task's stdout and stderr; `None` keeps the caller's.
+    /// Descriptors to make the task's stdin, stdout and stderr; `None` keeps the caller's.
+    pub stdin: Option<RawFd>,
     pub stdout: Option<RawFd>,
     pub stderr: Option<RawFd>,
     /// A pseudo-terminal's slave side: the task leads a new session with it as its
@@ -238,6 +239,9 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
                 sys::dup_onto(fd, target).map_err(io("redirecting to the terminal"))?;
             }
         }
+        if let Some(fd) = task.stdin {
+            sys::dup_onto(fd, 0).map_err(io("redirecting stdin"))?;
+        }
         if let Some(fd) = task.stdout {
             sys::dup_onto(fd, 1).map_err(io("redirecting stdout"))?;
         }
@@ -264,6 +268,67 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
         libc::write(2, line.as_ptr().cast(), line.len());
         libc::_exit(failure.code)
     }
+}
+
+/// Opens `path` as `identity` would (its uid, gid and groups decide what it may open and
+/// own what it creates), from the process that entered a container as root: its effective
+/// ids change for the call and back (the caller must be single-threaded). For writing
+/// (created with mode 0666 less the umask; truncated unless `append`), or for reading.
+pub fn open_as(
+    identity: &Identity,
+    path: &std::path::Path,
+    write: Option<bool>,
+) -> Result<std::fs::File, RuntimeError> {
+    let fail = |what: &str, e: std::io::Error| {
+        RuntimeError::setup(format!("{what} {}", path.display()))(e)
+    };
+    // What to come back to.
+    let mut own_groups: Vec<libc::gid_t> = vec![0; 65536];
+    // SAFETY: getgroups fills at most the buffer's length; getegid cannot fail.
+    let (n, own_gid) = unsafe {
+        (
+            libc::getgroups(own_groups.len() as libc::c_int, own_groups.as_mut_ptr()),
+            libc::getegid(),
+        )
+    };
+    own_groups.truncate(n.max(0) as usize);
+    let restore = || {
+        // SAFETY: back to the ids this process had (its saved uid is 0: the way is open).
+        unsafe {
+            libc::seteuid(0) == 0
+                && libc::setegid(own_gid) == 0
+                && libc::setgroups(own_groups.len(), own_groups.as_ptr()) == 0
+        }
+    };
+    // SAFETY: setgroups/setegid/seteuid on this single-threaded process, undone by
+    // `restore`.
+    let became = unsafe {
+        libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) == 0
+            && libc::setegid(identity.gid) == 0
+            && libc::seteuid(identity.uid) == 0
+    };
+    if !became {
+        let e = std::io::Error::last_os_error();
+        restore();
+        return Err(fail("cannot take the user's identity to open", e));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    match write {
+        Some(append) => options
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append),
+        None => options.read(true),
+    };
+    let opened = options.open(path);
+    if !restore() {
+        return Err(fail(
+            "cannot take root's identity back after opening",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    opened.map_err(|e| fail("cannot open", e))
 }
 
 /// A pidfd for a task [`spawn`] started: it turns readable when the task ends.

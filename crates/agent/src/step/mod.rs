@@ -67,6 +67,9 @@ pub struct StepLaunch {
     /// The `berth step` process (from the step socket's peer credentials), to tell whether
     /// it runs inside the job's container.
     pub client_pid: Option<i32>,
+    /// Files of each task, named by patterns (`srun -o out-%t`).
+    #[serde(default)]
+    pub task_files: Option<berth_api::TaskFiles>,
 }
 
 impl StepLaunch {
@@ -388,6 +391,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     };
     let mut running: Vec<Running> = Vec::new();
     let mut labelled: Vec<Labelled> = Vec::new();
+    let mut files = TaskFiles::default();
     let first = launch.first_rank();
     for (local, cpus) in launch.tasks.iter().enumerate() {
         let env = task_env(&launch, &env, local);
@@ -397,13 +401,15 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
         } else {
             None
         };
+        let [stdin, stdout, stderr] = files.of_task(&launch, &id, rank)?;
         let task = berth_runtime::enter::Task {
             argv: &launch.argv,
             env: &env,
             cwd: &launch.cwd,
             cpus,
-            stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()),
-            stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()),
+            stdin,
+            stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()).or(stdout),
+            stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()).or(stderr),
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
         };
         let pid = berth_runtime::enter::spawn(&task, &id)?;
@@ -463,6 +469,53 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
         worst = worst.max(status);
     }
     Ok(worst)
+}
+
+/// The files of this node's tasks (`srun -o out-%t`), each name opened once, as the user,
+/// and shared by the tasks it names.
+#[derive(Default)]
+struct TaskFiles {
+    opened: Vec<(std::path::PathBuf, std::fs::File)>,
+}
+
+impl TaskFiles {
+    /// The stdin, stdout and stderr of the task of `rank`, where the step names files of
+    /// its own (`None`: the client's).
+    fn of_task(
+        &mut self,
+        launch: &StepLaunch,
+        id: &berth_runtime::Identity,
+        rank: usize,
+    ) -> Result<[Option<std::os::fd::RawFd>; 3], StepError> {
+        let Some(names) = &launch.task_files else {
+            return Ok([None; 3]);
+        };
+        let task = berth_core::job::TaskContext {
+            step_id: launch.step_id,
+            rank: rank as u32,
+            node_index: launch.node_index as u32,
+            node: &launch.node,
+        };
+        let mut open = |pattern: &Option<String>, write: Option<bool>| {
+            let Some(pattern) = pattern else {
+                return Ok(None);
+            };
+            let name = berth_core::job::expand_task_pattern(pattern, &task);
+            let path = std::path::Path::new(&launch.cwd).join(name);
+            if let Some((_, file)) = self.opened.iter().find(|(p, _)| *p == path) {
+                return Ok(Some(file.as_raw_fd()));
+            }
+            let file = berth_runtime::enter::open_as(id, &path, write)?;
+            let fd = file.as_raw_fd();
+            self.opened.push((path, file));
+            Ok::<_, StepError>(Some(fd))
+        };
+        Ok([
+            open(&names.input, None)?,
+            open(&names.output, Some(names.append))?,
+            open(&names.error, Some(names.append))?,
+        ])
+    }
 }
 
 /// Waits until every task has ended and, with `--label`, all their output is printed.

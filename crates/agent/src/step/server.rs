@@ -302,6 +302,7 @@ async fn run_step<A: StepAuthority>(
             kill_on_bad_exit: request.kill_on_bad_exit,
             pty: request.pty,
             client_pid,
+            task_files: request.task_files.clone(),
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.

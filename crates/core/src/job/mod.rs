@@ -31,7 +31,10 @@ pub use dependency::{Dependencies, DependencyKind, JobDependency};
 pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, Family, ParsedScript,
 };
-pub use pattern::{default_output, expand_pattern, pbs_default_name, PatternContext};
+pub use pattern::{
+    default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
+    pbs_default_name, PatternContext, TaskContext,
+};
 pub use tasks::{block_layout, expand_hostlist, hostlist, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};
 

@@ -50,11 +50,93 @@ pub fn pbs_default_name(job_name: &str, stream: char, is_array: bool) -> String 
 
 /// Expands `pattern` for one job (see the module doc for the symbols).
 pub fn expand_pattern(pattern: &str, ctx: &PatternContext) -> String {
+    expand(pattern, false, |symbol, number| {
+        job_symbol(ctx, symbol, number)
+    })
+}
+
+/// The value of a job's symbol, `None` for another.
+fn job_symbol(
+    ctx: &PatternContext,
+    symbol: char,
+    number: &dyn Fn(u64) -> String,
+) -> Option<String> {
+    Some(match symbol {
+        'j' | 'J' => number(ctx.job_id),
+        'A' => number(ctx.array_job_id.unwrap_or(ctx.job_id)),
+        'a' | 'I' => number(u64::from(ctx.array_index.unwrap_or(0))),
+        'x' => ctx.job_name.to_string(),
+        'u' => ctx.user.to_string(),
+        'N' => ctx.first_node.to_string(),
+        _ => return None,
+    })
+}
+
+/// One task of a step, for the names of its own files (`srun -o out-%t`).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskContext<'a> {
+    pub step_id: u32,
+    /// Its rank in the step (`%t`).
+    pub rank: u32,
+    /// The place of its node among the step's (`%n`).
+    pub node_index: u32,
+    /// Its node's name (`%N`).
+    pub node: &'a str,
+}
+
+/// The symbols of a step's task: srun's `%t` (rank), `%n` (node index), `%s` (step) and
+/// `%N` (the task's node).
+const TASK_SYMBOLS: [char; 4] = ['t', 'n', 's', 'N'];
+
+/// Whether `pattern` names a file per task (or per node) of a step: it has a task's symbol.
+pub fn is_per_task(pattern: &str) -> bool {
+    let mut found = false;
+    expand(pattern, false, |symbol, _| {
+        found |= TASK_SYMBOLS.contains(&symbol);
+        None
+    });
+    found
+}
+
+/// A step's file pattern with the job's symbols expanded and the tasks' kept, for
+/// [`expand_task_pattern`] on each task's node: itself a pattern (a `%` of a value is
+/// written `%%`).
+pub fn expand_job_part(pattern: &str, ctx: &PatternContext) -> String {
+    expand(pattern, true, |symbol, number| {
+        match TASK_SYMBOLS.contains(&symbol) {
+            true => None,
+            false => job_symbol(ctx, symbol, number),
+        }
+    })
+}
+
+/// A task's file name from what [`expand_job_part`] left.
+pub fn expand_task_pattern(pattern: &str, task: &TaskContext) -> String {
+    expand(pattern, false, |symbol, number| {
+        Some(match symbol {
+            't' => number(u64::from(task.rank)),
+            'n' => number(u64::from(task.node_index)),
+            's' => number(u64::from(task.step_id)),
+            'N' => task.node.to_string(),
+            _ => return None,
+        })
+    })
+}
+
+/// Expands `pattern`: `value(symbol, number)` gives a symbol's value (`number` pads a
+/// numeric one to the width written), `None` keeps the symbol as written. `as_pattern`:
+/// the result is a pattern again (literal `%` written `%%`, kept symbols as they were).
+fn expand(
+    pattern: &str,
+    as_pattern: bool,
+    mut value: impl FnMut(char, &dyn Fn(u64) -> String) -> Option<String>,
+) -> String {
+    let percent = if as_pattern { "%%" } else { "%" };
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\\' && chars.peek() == Some(&'%') {
-            out.push('%');
+            out.push_str(percent);
             chars.next();
             continue;
         }
@@ -69,19 +151,21 @@ pub fn expand_pattern(pattern: &str, ctx: &PatternContext) -> String {
         }
         // sbatch caps the width at 9 digits; so does berth, so `%99999j` cannot blow up.
         let pad = width.parse::<usize>().unwrap_or(0).min(9);
-        let number = |n: u64| format!("{n:0pad$}");
+        let number = move |n: u64| format!("{n:0pad$}");
         match chars.next() {
-            Some('%') if width.is_empty() => out.push('%'),
-            Some('j' | 'J') => out.push_str(&number(ctx.job_id)),
-            Some('A') => out.push_str(&number(ctx.array_job_id.unwrap_or(ctx.job_id))),
-            Some('a' | 'I') => out.push_str(&number(u64::from(ctx.array_index.unwrap_or(0)))),
-            Some('x') => out.push_str(ctx.job_name),
-            Some('u') => out.push_str(ctx.user),
-            Some('N') => out.push_str(ctx.first_node),
-            other => {
+            Some('%') if width.is_empty() => out.push_str(percent),
+            Some(symbol) => match value(symbol, &number) {
+                Some(v) if as_pattern => out.push_str(&v.replace('%', "%%")),
+                Some(v) => out.push_str(&v),
+                None => {
+                    out.push('%');
+                    out.push_str(&width);
+                    out.push(symbol);
+                }
+            },
+            None => {
                 out.push('%');
                 out.push_str(&width);
-                out.extend(other);
             }
         }
     }
@@ -145,5 +229,29 @@ mod tests {
             expand_pattern(&pbs_default_name("run", 'e', true), &ctx()),
             "run.e1200.7"
         );
+    }
+
+    #[test]
+    fn step_files_are_expanded_for_the_job_then_for_each_task() {
+        assert!(is_per_task("out-%t.txt") && is_per_task("%3n-%s") && is_per_task("%N.log"));
+        assert!(!is_per_task("out-%j-%x.txt") && !is_per_task("100%%t"));
+        let job = PatternContext {
+            job_name: "50%off",
+            ..ctx()
+        };
+        let half = expand_job_part("%x-%j.%3t.%n.%s.%N.%%", &job);
+        assert_eq!(half, "50%%off-1234.%3t.%n.%s.%N.%%");
+        let task = TaskContext {
+            step_id: 2,
+            rank: 7,
+            node_index: 1,
+            node: "n3",
+        };
+        assert_eq!(
+            expand_task_pattern(&half, &task),
+            "50%off-1234.007.1.2.n3.%"
+        );
+        // The job's %N is the first node's, a task's its own.
+        assert_eq!(expand_pattern("%N", &job), "node01");
     }
 }
