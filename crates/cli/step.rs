@@ -78,6 +78,9 @@ pub struct StepArgs {
     /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
     #[arg(long)]
     pty: bool,
+    /// GPUs of its own for each task, out of the job's on its node (CUDA_VISIBLE_DEVICES)
+    #[arg(long, value_name = "N")]
+    gpus_per_task: Option<u32>,
     /// Outside a job: the image of the new allocation's container
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
@@ -175,8 +178,8 @@ pub fn step(args: StepArgs) -> Result<i32> {
         Some(0) => false,
         Some(n) => bail!("--kill-on-bad-exit={n}: expected 0 or 1"),
     };
-    if args.ntasks == Some(0) || args.cpus_per_task == Some(0) {
-        bail!("-n and -c take at least 1");
+    if args.ntasks == Some(0) || args.cpus_per_task == Some(0) || args.gpus_per_task == Some(0) {
+        bail!("-n, -c and --gpus-per-task take at least 1");
     }
     if args.pty && args.label {
         bail!("--pty and --label do not go together: a terminal's output has no lines to label");
@@ -235,6 +238,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         pty: args.pty,
         pmi,
         task_files,
+        gpus_per_task: args.gpus_per_task,
     };
     run(&request)
 }
@@ -429,6 +433,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         pty: false,
         pmi: false,
         task_files: None,
+        gpus_per_task: None,
     };
     run(&request)
 }

@@ -1081,18 +1081,19 @@ fn jobs_on_pure_cgroup_v2() {
     ]);
 }
 
-/// A job given a GPU on a node with one (the test machine made to look like an NVIDIA GPU
-/// node): the node counts it, the job's container has its device, the driver's libraries and
-/// tools and CUDA_VISIBLE_DEVICES, and a job asking for two is refused at submission.
+/// A job given a GPU on a node with two (the test machine made to look like an NVIDIA GPU
+/// node): the node counts them, the job's container has its device, the driver's libraries
+/// and tools and CUDA_VISIBLE_DEVICES, and a job asking for three is refused at submission;
+/// a job with both gives its step's tasks one each (`--gpus-per-task`).
 #[test]
 fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
-    if !on_a_stand_in_gpu_node("jobs::gpu_jobs_on_a_stand_in_gpu_node_in_a_vm") {
+    if !on_a_stand_in_gpu_node("jobs::gpu_jobs_on_a_stand_in_gpu_node_in_a_vm", 2) {
         return;
     }
     let c = Cluster::start().expect("root in the test machine");
     let nodes: serde_json::Value =
         serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
-    assert_eq!(nodes[0]["gpus"], 1, "{nodes}");
+    assert_eq!(nodes[0]["gpus"], 2, "{nodes}");
     let script = "#!/bin/sh\n#SBATCH --gpus-per-node=1 --mem-per-gpu=64M\n#BERTH --image busybox\n\
                   ls /dev/nvidia0 /.berth/gpu/lib/libcuda.so.1 /.berth/gpu/bin/nvidia-smi\n\
                   echo GPUs $CUDA_VISIBLE_DEVICES $SLURM_GPUS_ON_NODE, $SLURM_MEM_PER_GPU MB each\n";
@@ -1105,9 +1106,23 @@ fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
         std::fs::read_to_string(out).unwrap(),
         "/.berth/gpu/bin/nvidia-smi\n/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nGPUs 0 1, 64 MB each\n"
     );
-    let two = c.try_submit(Mode::Rootless, "two.sh", script, &["--gpus-per-node=2"]);
-    assert_eq!(two.code, 125, "{}", two.stderr);
-    assert!(two.stderr.contains("can never run here"), "{}", two.stderr);
+    let three = c.try_submit(Mode::Rootless, "three.sh", script, &["--gpus-per-node=3"]);
+    assert_eq!(three.code, 125, "{}", three.stderr);
+    assert!(
+        three.stderr.contains("can never run here"),
+        "{}",
+        three.stderr
+    );
+    let steps = "#!/bin/sh\n#SBATCH -n 2 --gpus-per-node=2\n#BERTH --image busybox\n\
+                 berth step -n 2 --gpus-per-task=1 sh -c 'echo $SLURM_PROCID:$CUDA_VISIBLE_DEVICES' | sort\n\
+                 berth step -n 2 --gpus-per-task=2 true 2>&1 | grep -o 'need 4 GPUs; the job has 2'\n";
+    let id = c.submit(Mode::Rootless, "steps.sh", steps, &[]);
+    c.completed(id);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(
+        std::fs::read_to_string(out).unwrap(),
+        "0:0\n1:1\nneed 4 GPUs; the job has 2\n"
+    );
 }
 
 #[test]

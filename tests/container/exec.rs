@@ -330,7 +330,10 @@ fn working_directory_on_request() {
 /// itself is missing (real GPUs are checked where one is lent).
 #[test]
 fn gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm() {
-    if !on_a_stand_in_gpu_node("exec::gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm") {
+    if !on_a_stand_in_gpu_node(
+        "exec::gpus_reach_the_container_on_a_stand_in_gpu_node_in_a_vm",
+        1,
+    ) {
         return;
     }
     let f = Fixture::new().expect("root in the test machine");

@@ -439,16 +439,20 @@ pub fn again_on_cgroup_v2(tests: &[&str]) -> bool {
 
 /// Runs `test` (its full name: the calling test) in the test machine (see
 /// [`again_on_cgroup_v2`]), and there returns `true` once that machine looks like a node with
-/// one NVIDIA GPU, as far as berth can tell without the driver: its device nodes (made with
+/// `gpus` NVIDIA GPUs, as far as berth can tell without the driver: their device nodes (made with
 /// mknod), stand-in driver libraries (libnvidia-ml, libcuda) registered with ldconfig, and a
 /// stand-in nvidia-smi linked with libnvidia-ml.so.1, as the real one is, which prints what
 /// a call into that library returns and the GPUs it is shown. Never changes this machine.
-pub fn on_a_stand_in_gpu_node(test: &str) -> bool {
+pub fn on_a_stand_in_gpu_node(test: &str, gpus: u32) -> bool {
     if !again_on_cgroup_v2(&[test]) {
         return false;
     }
-    let script = r#"set -e
-        mknod -m 666 /dev/nvidia0 c 195 0
+    let devices: String = (0..gpus)
+        .map(|n| format!("mknod -m 666 /dev/nvidia{n} c 195 {n}\n"))
+        .collect();
+    let script = "set -e\n".to_string()
+        + &devices
+        + r#"
         mknod -m 666 /dev/nvidiactl c 195 255
         mknod -m 666 /dev/nvidia-uvm c 510 0
         cd "$(mktemp -d)"
@@ -468,7 +472,7 @@ pub fn on_a_stand_in_gpu_node(test: &str) -> bool {
         }
 SMI
         gcc -o /usr/bin/nvidia-smi smi.c /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.15"#;
-    let made = Command::new("sh").args(["-c", script]).output().unwrap();
+    let made = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(made.status.success(), "{made:?}");
     true
 }

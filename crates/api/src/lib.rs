@@ -297,6 +297,10 @@ pub struct StepRequest {
     /// Files of each task (`srun -o out-%t`), opened on its node as the user.
     #[serde(default)]
     pub task_files: Option<TaskFiles>,
+    /// GPUs of its own for each task (`srun --gpus-per-task`), out of the job's on its node
+    /// (CUDA_VISIBLE_DEVICES).
+    #[serde(default)]
+    pub gpus_per_task: Option<u32>,
 }
 
 /// A step's files of each task, whose names hold a task's symbols (`%t` rank, `%n` node

@@ -116,6 +116,7 @@ pub(super) fn interactive_job(
         pty,
         pmi: false,
         task_files: None,
+        gpus_per_task: None,
     };
     crate::step::run(&request)
 }

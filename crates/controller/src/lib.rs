@@ -964,7 +964,8 @@ impl Controller {
                 berth_core::job::format_duration(current)
             )));
         }
-        set_limit(&self.links_of(id), &job, limit, &self.key)?;
+        let kill_wait = self.settings.kill_wait;
+        set_limit(&self.links_of(id), &job, limit, kill_wait, &self.key)?;
         let job = self.active.get_mut(&id).expect("owned above");
         job.request.time_limit = Some(limit);
         let job = job.clone();
@@ -1395,15 +1396,10 @@ impl Controller {
                 pids: None,
                 gpus: (!share.gpu_ids.is_empty()).then_some(share.gpu_ids.len() as u32),
                 gpu_ids: share.gpu_ids.clone(),
-                // The other nodes' containers end with the script (the controller stops
-                // them); their own limit, a minute later, is for a controller that is gone.
-                time_limit: job.request.time_limit.map(|t| {
-                    if batch_host {
-                        t
-                    } else {
-                        t + self.settings.kill_wait + 60
-                    }
-                }),
+                time_limit: job
+                    .request
+                    .time_limit
+                    .map(|t| node_limit(t, batch_host, self.settings.kill_wait)),
                 grace: self.settings.kill_wait,
                 // Counted from the job's own limit on every node (the others' runners have
                 // a longer one); the batch shell is only on the batch host.
@@ -2707,19 +2703,37 @@ impl Freeze {
 }
 
 /// Freezes or thaws every process of a running job, on all its nodes.
-/// Gives running job `job` the time limit `seconds` on each of its nodes, whose runners
-/// enforce it.
-fn set_limit(links: &Links, job: &Job, seconds: u64, key: &auth::Key) -> Result<(), ApiError> {
+/// The time limit of a job's runner on a node: the job's on its batch host; on the others,
+/// whose containers end with the script (the controller stops them), a minute after its
+/// end, for a controller that is gone.
+fn node_limit(limit: u64, batch_host: bool, kill_wait: u64) -> u64 {
+    match batch_host {
+        true => limit,
+        false => limit + kill_wait + 60,
+    }
+}
+
+/// Gives running job `job` the time limit `limit` on each of its nodes, whose runners
+/// enforce it (see [`node_limit`]).
+fn set_limit(
+    links: &Links,
+    job: &Job,
+    limit: u64,
+    kill_wait: u64,
+    key: &auth::Key,
+) -> Result<(), ApiError> {
     each_runner(
         links,
         job,
         key,
-        |agent, runner| agent.set_limit(job.id, runner, seconds),
+        |agent, runner, batch_host| {
+            agent.set_limit(job.id, runner, node_limit(limit, batch_host, kill_wait))
+        },
         "/v1/agent/limit",
-        |runner| berth_agent::daemon::RunnerLimit {
+        |runner, batch_host| berth_agent::daemon::RunnerLimit {
             job: job.id,
             runner,
-            seconds,
+            seconds: node_limit(limit, batch_host, kill_wait),
         },
     )
 }
@@ -2729,9 +2743,9 @@ fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(),
         links,
         job,
         key,
-        |agent, runner| agent.freeze(job.id, runner, frozen),
+        |agent, runner, _| agent.freeze(job.id, runner, frozen),
         "/v1/agent/freeze",
-        |runner| berth_agent::daemon::RunnerFreeze {
+        |runner, _| berth_agent::daemon::RunnerFreeze {
             job: job.id,
             runner,
             frozen,
@@ -2740,17 +2754,19 @@ fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(),
 }
 
 /// Acts on the runner of running job `job` on each of its nodes: `local` with this
-/// process's own agent, else `path` on the node's agent with `body`. A short call to each
-/// agent, while the job's record waits for the answers.
+/// process's own agent, else `path` on the node's agent with `body`; each gets the runner
+/// and whether its node is the batch host. A short call to each agent, while the job's
+/// record waits for the answers.
 fn each_runner<B: serde::Serialize>(
     links: &Links,
     job: &Job,
     key: &auth::Key,
-    local: impl Fn(&NodeAgent, u32) -> Result<(), String>,
+    local: impl Fn(&NodeAgent, u32, bool) -> Result<(), String>,
     path: &str,
-    body: impl Fn(u32) -> B,
+    body: impl Fn(u32, bool) -> B,
 ) -> Result<(), ApiError> {
-    for share in &job.shares {
+    for (i, share) in job.shares.iter().enumerate() {
+        let batch_host = i == 0;
         let runner = share.runner.ok_or_else(|| {
             ApiError::bad(format!(
                 "job {} is still starting on node {}: try again in a moment",
@@ -2758,13 +2774,13 @@ fn each_runner<B: serde::Serialize>(
             ))
         })?;
         match links.get(&share.node) {
-            Some(Link::Local(agent)) => local(agent, runner),
+            Some(Link::Local(agent)) => local(agent, runner, batch_host),
             Some(Link::Remote(url)) => tokio::task::block_in_place(|| {
                 berth_agent::http::post(
                     url,
                     path,
                     &key.credential(auth::CONTROLLER),
-                    &body(runner),
+                    &body(runner, batch_host),
                     AGENT_TIMEOUT,
                 )
             }),

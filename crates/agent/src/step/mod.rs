@@ -70,6 +70,9 @@ pub struct StepLaunch {
     /// Files of each task, named by patterns (`srun -o out-%t`).
     #[serde(default)]
     pub task_files: Option<berth_api::TaskFiles>,
+    /// GPUs of its own for each task, out of the job's on this node.
+    #[serde(default)]
+    pub gpus_per_task: Option<u32>,
 }
 
 impl StepLaunch {
@@ -113,9 +116,35 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
     move |source| StepError::Io { what, source }
 }
 
+/// The GPUs (CUDA's numbers in the container) of this node's task `local` with `per_task`
+/// each: the job's GPUs here are numbered from 0, and the tasks take them in order.
+fn task_gpus(per_task: u32, local: usize) -> String {
+    let first = local as u64 * u64::from(per_task);
+    (first..first + u64::from(per_task))
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many GPUs the job's container (entered) has: its /dev/nvidiaN devices.
+fn gpus_in_container() -> usize {
+    std::fs::read_dir("/dev").map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix("nvidia")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
+    })
+}
+
 /// The variables one task sees on top of the client's: Slurm's step and rank variables
 /// (what MPI libraries and scripts read) and berth's own.
 fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
+    let gpus = launch.gpus_per_task.map(|n| task_gpus(n, local));
     let layout = launch.layout();
     let n = layout.iter().map(|(_, t)| t).sum::<u32>().to_string();
     let rank = (launch.first_rank() + local).to_string();
@@ -154,13 +183,22 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         None => Vec::new(),
     };
     let pmi_vars = ["PMI_PORT", "PMI_ID", "PMI_FD", "PMI_RANK", "PMI_SIZE"];
+    let gpu: Vec<(&str, &str)> = match &gpus {
+        Some(list) => vec![("CUDA_VISIBLE_DEVICES", list)],
+        None => Vec::new(),
+    };
     base.iter()
         .filter(|kv| {
             let name = name_of(kv);
-            !ours.iter().any(|(o, _)| *o == name) && !pmi_vars.contains(&name)
+            !ours.iter().chain(&gpu).any(|(o, _)| *o == name) && !pmi_vars.contains(&name)
         })
         .cloned()
-        .chain(ours.iter().chain(&pmi).map(|(k, v)| format!("{k}={v}")))
+        .chain(
+            ours.iter()
+                .chain(&pmi)
+                .chain(&gpu)
+                .map(|(k, v)| format!("{k}={v}")),
+        )
         .collect()
 }
 
@@ -382,6 +420,16 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
         _ => launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     };
     container.enter()?;
+    if let Some(per_task) = launch.gpus_per_task {
+        let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
+        if need > have {
+            return Err(StepError::Refused(format!(
+                "--gpus-per-task={per_task}: the {} tasks on {} need {need} GPUs; the job has {have} there",
+                launch.tasks.len(),
+                launch.node
+            )));
+        }
+    }
 
     // --pty: the one task gets a terminal of its own, relayed to the client's.
     let terminal = if launch.pty {
@@ -624,4 +672,16 @@ pub fn hold() -> i32 {
         libc::sigwait(&set, &mut got);
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_task_takes_its_own_gpus_in_order() {
+        assert_eq!(task_gpus(1, 0), "0");
+        assert_eq!(task_gpus(1, 3), "3");
+        assert_eq!(task_gpus(2, 1), "2,3");
+    }
 }

@@ -303,6 +303,7 @@ async fn run_step<A: StepAuthority>(
             pty: request.pty,
             client_pid,
             task_files: request.task_files.clone(),
+            gpus_per_task: request.gpus_per_task,
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.
