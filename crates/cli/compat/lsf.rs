@@ -306,10 +306,8 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
         .transpose()?;
     no_other_options("bjobs", &words, BJOBS_USAGE)?;
 
-    let mut status = 0;
-    let mut jobs = Vec::new();
-    if words.is_empty() {
-        jobs = active_jobs()?;
+    let (mut jobs, status) = if words.is_empty() {
+        let mut jobs = active_jobs()?;
         if all || done {
             let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
             jobs.extend(ended_since(since)?);
@@ -320,21 +318,14 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
             None => Some(me()?),
         };
         jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
+        (jobs, 0)
     } else {
-        for spec in &words {
-            match berth_id(spec).and_then(|id| batch::named_jobs(&[id])) {
-                Ok(found) => jobs.extend(found),
-                Err(e) if crate::client::is_not_found(&e) => {
-                    eprintln!("Job <{spec}> is not found");
-                    status = 255;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (mut jobs, all_found) = named(&words, |spec| eprintln!("Job <{spec}> is not found"))?;
         if let Some(u) = user.as_deref().filter(|u| *u != "all") {
             jobs.retain(|j| j.user == u);
         }
-    }
+        (jobs, if all_found { 0 } else { 255 })
+    };
     jobs.retain(|j| {
         let s = stat(j);
         let wanted = match (done, pending, running, suspended) {

@@ -308,6 +308,23 @@ fn berth_id(spec: &str) -> Result<String> {
     }
 }
 
+/// The jobs `specs` name (ids as LSF and PBS write them: an array's id for all its tasks),
+/// ended or not; `unknown` reports each the controller never had. Also whether it had all.
+fn named(specs: &[String], unknown: impl Fn(&str)) -> Result<(Vec<JobInfo>, bool)> {
+    let (mut jobs, mut all) = (Vec::new(), true);
+    for spec in specs {
+        match berth_id(spec).and_then(|id| crate::batch::named_jobs(&[id])) {
+            Ok(found) => jobs.extend(found),
+            Err(e) if crate::client::is_not_found(&e) => {
+                unknown(spec);
+                all = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((jobs, all))
+}
+
 /// The CPUs job `j` has on each of its nodes, when they are the same on all of them.
 fn cpus_per_node(j: &JobInfo) -> Option<u64> {
     let nodes = j.nodes.len() as u64;

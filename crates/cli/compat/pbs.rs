@@ -171,31 +171,18 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
         return qstat_queues(&words);
     }
     let server = server();
-    let mut status = 0;
-    let mut jobs = Vec::new();
-    if words.is_empty() {
-        jobs = active_jobs()?;
+    let (mut jobs, status) = if words.is_empty() {
+        let mut jobs = active_jobs()?;
         if finished {
             jobs.extend(ended_since(
                 berth_controller::now().saturating_sub(HISTORY),
             )?);
         }
+        (jobs, 0)
     } else {
-        for spec in &words {
-            match berth_id(spec).and_then(|id| batch::named_jobs(&[id])) {
-                Ok(found) => jobs.extend(
-                    found
-                        .into_iter()
-                        .filter(|j| finished || full || state(j) != 'F' || words.len() == 1),
-                ),
-                Err(e) if crate::client::is_not_found(&e) => {
-                    eprintln!("qstat: Unknown Job Id {spec}");
-                    status = UNKNOWN_JOB;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
+        let (jobs, all_found) = named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
+        (jobs, if all_found { 0 } else { UNKNOWN_JOB })
+    };
     if let Some(users) = &users {
         let users: Vec<&str> = users
             .split(',')
