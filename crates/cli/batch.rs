@@ -223,19 +223,25 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
         }
     }
     let job = job.context("berth update needs the job: JOB or JobId=JOB")?;
-    let body = berth_api::UpdateRequest { args: flags };
-    // An array job's id goes as it is: the controller updates its pending tasks.
+    let n = update_job(&job, flags, OptionSyntax::Berth)?;
+    if n > 1 {
+        eprintln!("berth: updated {n} tasks of array job {job}");
+    }
+    Ok(0)
+}
+
+/// Sends job `job`'s new values (`JOBID` or `JOBID_INDEX`), `args` in `syntax`'s words; how
+/// many jobs changed. An array job's id goes as it is: the controller updates its pending
+/// tasks.
+pub fn update_job(job: &str, args: Vec<String>, syntax: OptionSyntax) -> Result<u64> {
     let id = match job.contains('_') {
-        true => job_ids(std::slice::from_ref(&job), |_| true)?[0],
+        true => job_ids(&[job.to_string()], |_| true)?[0],
         false => job
             .parse()
             .with_context(|| format!("{job}: not a job id"))?,
     };
-    let n: u64 = request("POST", &format!("/v1/jobs/{id}/update"), Some(&body))?;
-    if n > 1 {
-        eprintln!("berth: updated {n} tasks of array job {id}");
-    }
-    Ok(0)
+    let body = berth_api::UpdateRequest { args, syntax };
+    request("POST", &format!("/v1/jobs/{id}/update"), Some(&body))
 }
 
 #[derive(Args, Debug)]

@@ -150,6 +150,9 @@ fn lsf_commands_as_lsf_users_type_them() {
     assert_eq!(format.ok(), format!("{id}|USUSP|holder\n"));
     run(&c, &links, "bresume", &[&id.to_string()]).ok();
     c.wait_for(id, &["RUNNING"]);
+    // Its output so far.
+    let peek = run(&c, &links, "bpeek", &[&id.to_string()]);
+    assert_eq!(peek.ok(), "<< output from stdout >>\nup\n");
 
     // A script on standard input: its #BSUB lines are read, the command line wins.
     let script = "#!/bin/sh\n#BSUB -J fromstdin\n#BSUB -q nosuchqueue\necho \"in $LSB_JOBNAME on $LSB_SUB_HOST\"\nexit 3\n";
@@ -198,10 +201,38 @@ fn lsf_commands_as_lsf_users_type_them() {
         "bjobs",
         &["-noheader", "-o", "jobid stat job_name", &array.to_string()],
     );
+    let waiting = run(&c, &links, "bpeek", &[&format!("{array}[1]")]);
+    assert_eq!(
+        (waiting.code, waiting.stderr.as_str()),
+        (
+            255,
+            format!("Job <{array}[1]> : Not yet started.\n").as_str()
+        )
+    );
     assert_eq!(
         rows.ok(),
         format!("{array} PSUSP arr[1]\n{array} PSUSP arr[2]\n{array} PSUSP arr[3]\n")
     );
+    // Changed while pending (each task), with bsub's options.
+    let changed = run(
+        &c,
+        &links,
+        "bmod",
+        &["-W", "45", "-J", "renamed", &array.to_string()],
+    );
+    assert_eq!(
+        changed.ok(),
+        format!("Parameters of job <{array}> are being changed\n")
+    );
+    for task in array..array + 3 {
+        let job = c.show(task);
+        assert_eq!(
+            (job["time_limit"].as_u64(), &job["name"]),
+            (Some(2700), &"renamed".into())
+        );
+    }
+    let bad = run(&c, &links, "bmod", &[&array.to_string(), "-W", "5"]);
+    assert!(bad.stderr.contains("options come first"), "{}", bad.stderr);
     // Killed whole (the array's id), or one task.
     let kill = run(&c, &links, "bkill", &[&format!("{array}[2]")]);
     assert_eq!(kill.ok(), format!("Job <{array}[2]> is being terminated\n"));
@@ -345,6 +376,15 @@ fn pbs_commands_as_pbs_users_type_them() {
     let array_number = array_id.split('[').next().unwrap();
     row(&stat.stdout, &format!("{array_number}[2].{server}"));
 
+    // Changed while held, with qsub's options (silent, as qalter is).
+    let altered = run(
+        &c,
+        &links,
+        "qalter",
+        &["-l", "walltime=00:20:00", &first_id],
+    );
+    assert_eq!(altered.ok(), "");
+    assert_eq!(c.show(id)["time_limit"], 1200);
     // Released: it runs, then the job after it; its output and errors as PBS names them.
     run(&c, &links, "qrls", &[&first_id]).ok();
     c.completed(id);
@@ -383,7 +423,7 @@ fn pbs_commands_as_pbs_users_type_them() {
     for attr in [
         "    job_state = F\n",
         "    Exit_status = 0\n",
-        "    Resource_List.walltime = 00:10:00\n",
+        "    Resource_List.walltime = 00:20:00\n",
         &format!("    Job_Owner = {TEST_USER}@{server}\n"),
     ] {
         assert!(full.contains(attr), "{attr}{full}");

@@ -146,11 +146,15 @@ pub struct CancelRequest {
 }
 
 /// `POST /v1/jobs/{id}/update`: new values for a pending job (an array job's id: each of its
-/// pending tasks), as `berth submit` flags (`--time=30`, `--partition=debug`, ...).
+/// pending tasks) or a running job's time limit, as `berth submit` flags (`--time=30`,
+/// `--partition=debug`, ...), or bmod's or qalter's.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     pub args: Vec<String>,
+    /// Whose options `args` are (bsub's for bmod, qsub's for qalter).
+    #[serde(default)]
+    pub syntax: OptionSyntax,
 }
 
 /// A node as `berth nodes` reports it.

@@ -4,7 +4,7 @@
 use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{NodeInfo, OptionSyntax, PartitionInfo};
-use berth_core::job::{leading_options, Family};
+use berth_core::job::leading_options;
 use std::io::Write;
 
 const BSUB_USAGE: &str = "bsub [options] command [arguments]   (the command is the job)
@@ -592,6 +592,49 @@ fn each_job(
         }
     }
     Ok(status)
+}
+
+/// bmod: `[options] JOBID` in bsub's words.
+pub fn bmod(words: Vec<String>) -> Result<i32> {
+    let job = alter(Family::Lsf, words)?;
+    println!("Parameters of job <{job}> are being changed");
+    Ok(0)
+}
+
+/// bpeek [-f] JOBID: the job's output so far, from its file; `-f` follows it until the job
+/// ends, as `tail -f` would.
+pub fn bpeek(mut words: Vec<String>) -> Result<i32> {
+    let follow = flag(&mut words, "-f");
+    no_other_options("bpeek", &words, "bpeek [-f] JOBID")?;
+    let [spec] = words.as_slice() else {
+        bail!("bpeek: name one job: bpeek [-f] JOBID");
+    };
+    let (mut jobs, found) = named(std::slice::from_ref(spec), |_| {})?;
+    let first = match (found, jobs.len()) {
+        (true, 1) => jobs.remove(0),
+        (true, _) => bail!("bpeek: {spec} is an array: name one of its tasks, {spec}[INDEX]"),
+        (false, _) => bail!("Job <{spec}> is not found"),
+    };
+    if first.start_time.is_none() {
+        eprintln!("Job <{spec}> : Not yet started.");
+        return Ok(255);
+    }
+    println!("<< output from stdout >>");
+    let mut out = std::io::stdout().lock();
+    let mut file = std::fs::File::open(&first.stdout)
+        .with_context(|| format!("cannot read the job's output, {}", first.stdout))?;
+    loop {
+        std::io::copy(&mut file, &mut out)?;
+        out.flush()?;
+        let now: JobInfo =
+            crate::client::request("GET", &format!("/v1/jobs/{}", first.id), None::<&()>)?;
+        if !follow || now.end_time.is_some() {
+            // What it wrote before its end.
+            std::io::copy(&mut file, &mut out)?;
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// The slots (CPUs) of the active jobs on each node, by state: (running, suspended).

@@ -1,7 +1,7 @@
 //! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
 //! squeue, scancel, sacct, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
-//! brequeue, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold, qrls, qsig,
-//! qrerun, pbsnodes). berth acts as one when started under its name (an administrator links
+//! brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold,
+//! qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when started under its name (an administrator links
 //! them, `berth as --link /usr/local/bin`), and as `berth as NAME ARGS`; jobs have them on
 //! their PATH. Users keep their commands and the scripts and pipelines built on their output
 //! (`Job <42> is submitted to queue <normal>.`, `42.server`).
@@ -17,6 +17,7 @@ mod pbs;
 
 use anyhow::{bail, Context, Result};
 use berth_api::JobInfo;
+use berth_core::job::Family;
 use clap::Args;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "bstop" => lsf::verb("suspend", "stopped", rest),
         "bresume" => lsf::verb("resume", "resumed", rest),
         "brequeue" => lsf::verb("requeue", "requeued", rest),
+        "bmod" => lsf::bmod(rest),
+        "bpeek" => lsf::bpeek(rest),
         "bqueues" => lsf::bqueues(rest),
         "bhosts" => lsf::bhosts(rest),
         "lshosts" => lsf::lshosts(rest),
@@ -134,6 +137,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "qhold" => pbs::verb("hold", rest),
         "qrls" => pbs::verb("release", rest),
         "qrerun" => pbs::verb("requeue", rest),
+        "qalter" => pbs::qalter(rest),
         "qsig" => pbs::qsig(rest),
         "pbsnodes" => pbs::pbsnodes(rest),
         "scontrol" => bail!(
@@ -323,6 +327,25 @@ fn named(specs: &[String], unknown: impl Fn(&str)) -> Result<(Vec<JobInfo>, bool
         }
     }
     Ok((jobs, all))
+}
+
+/// bmod and qalter: `[options] JOBID`, the options in `family`'s words, checked here for
+/// their shape and by the controller for the rest. The job, as typed.
+fn alter(family: Family, words: Vec<String>) -> Result<String> {
+    let command = family.command();
+    let Some((spec, options)) = words.split_last() else {
+        bail!("name the job: [options] JOBID");
+    };
+    let (_, end) = berth_core::job::leading_options(family, options)?;
+    if end != options.len() || spec.starts_with('-') {
+        bail!("{command}'s options come first, then the job: [options] JOBID");
+    }
+    let syntax = match family {
+        Family::Lsf => berth_api::OptionSyntax::Bsub,
+        _ => berth_api::OptionSyntax::Qsub,
+    };
+    crate::batch::update_job(&berth_id(spec)?, options.to_vec(), syntax)?;
+    Ok(spec.clone())
 }
 
 /// The CPUs job `j` has on each of its nodes, when they are the same on all of them.

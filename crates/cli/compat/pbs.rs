@@ -5,7 +5,7 @@
 use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{OptionSyntax, PartitionInfo};
-use berth_core::job::{leading_options, Family};
+use berth_core::job::leading_options;
 use std::io::Write;
 
 const QSUB_USAGE: &str =
@@ -419,6 +419,11 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
             _ => crate::client::request("POST", &path, None::<&()>),
         }
     })
+}
+
+/// qalter: `[options] JOBID` in qsub's words; silent, as PBS's.
+pub fn qalter(words: Vec<String>) -> Result<i32> {
+    alter(Family::Pbs, words).map(|_| 0)
 }
 
 /// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.

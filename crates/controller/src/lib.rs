@@ -524,8 +524,7 @@ impl Controller {
                     cli,
                 ))
             }),
-            OptionSyntax::Bsub => parse_args_as(Family::Lsf, &req.args),
-            OptionSyntax::Qsub => parse_args_as(Family::Pbs, &req.args),
+            other => parse_args_as(family_of(other), &req.args),
         }
         .map_err(|e| ApiError::bad(e.to_string()))?;
         let default_name = Path::new(&req.script_name)
@@ -838,8 +837,14 @@ impl Controller {
     /// job named by its id, as `berth submit` flags, checked as a submission is (the
     /// partition and its limits, the nodes, the dependencies); a running job's time limit.
     /// Returns how many jobs changed.
-    pub fn update(&mut self, caller: Caller, id: u64, args: &[String]) -> Result<u64, ApiError> {
-        let o = berth_core::job::parse_args(args).map_err(|e| ApiError::bad(e.to_string()))?;
+    pub fn update(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        args: &[String],
+        syntax: berth_api::OptionSyntax,
+    ) -> Result<u64, ApiError> {
+        let o = parse_args_as(family_of(syntax), args).map_err(|e| ApiError::bad(e.to_string()))?;
         let running = self
             .active
             .get(&id)
@@ -2591,6 +2596,15 @@ fn choice_in(
 }
 
 /// A negative nice raises a job's priority over others': root's to give (as in Slurm).
+/// The directive family whose options a request's are in.
+fn family_of(syntax: berth_api::OptionSyntax) -> Family {
+    match syntax {
+        berth_api::OptionSyntax::Berth => Family::Berth,
+        berth_api::OptionSyntax::Bsub => Family::Lsf,
+        berth_api::OptionSyntax::Qsub => Family::Pbs,
+    }
+}
+
 fn refuse_negative_nice(caller: &Caller, nice: i32) -> Result<(), ApiError> {
     if nice < 0 && caller.uid != 0 {
         return Err(ApiError::forbidden(format!(

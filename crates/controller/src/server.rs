@@ -396,7 +396,10 @@ async fn update(
     Path(id): Path<u64>,
     Json(body): Json<UpdateRequest>,
 ) -> ApiResult<u64> {
-    c.lock().await.update(caller, id, &body.args).map(Json)
+    c.lock()
+        .await
+        .update(caller, id, &body.args, body.syntax)
+        .map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]

@@ -16,6 +16,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("bstop", "suspend jobs"),
     ("bresume", "resume suspended jobs"),
     ("brequeue", "queue jobs again"),
+    ("bmod", "change a pending job with bsub's options (-W, -q, -J, -w, -b, ...; a running one's -W)"),
+    ("bpeek", "a job's output so far (-f: followed until the job ends)"),
     ("bqueues", "queues (partitions) with their job counts"),
     ("bhosts", "hosts (nodes) with their job slots"),
     ("lshosts", "hosts (nodes) with their CPUs, memory and resources"),
@@ -26,5 +28,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qrls", "release held jobs"),
     ("qsig", "signal jobs (-s SIG)"),
     ("qrerun", "queue running jobs again"),
+    ("qalter", "change a pending job with qsub's options (-l walltime=, -N, -q, -W depend=, -a, ...)"),
     ("pbsnodes", "nodes, PBS's way (-a; -l: those down or offline)"),
 ];
