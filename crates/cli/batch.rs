@@ -977,17 +977,22 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.cpus,
         j.memory.map_or("-".into(), crate::image::human_size)
     )?;
-    if j.constraint.is_some() || !j.required_nodes.is_empty() || !j.excluded_nodes.is_empty() {
+    let chosen = [&j.required_nodes, &j.excluded_nodes, &j.candidate_nodes];
+    if j.constraint.is_some() || chosen.iter().any(|n| !n.is_empty()) {
         let list = |nodes: &[String]| match nodes {
             [] => "-".to_string(),
             some => berth_core::job::hostlist(some),
         };
         writeln!(
             out,
-            "   Features={} ReqNodeList={} ExcNodeList={}",
+            "   Features={} ReqNodeList={} ExcNodeList={}{}",
             j.constraint.as_deref().unwrap_or("-"),
             list(&j.required_nodes),
-            list(&j.excluded_nodes)
+            list(&j.excluded_nodes),
+            match j.candidate_nodes.as_slice() {
+                [] => String::new(),
+                some => format!(" OnlyNodes={}", list(some)),
+            }
         )?;
     }
     writeln!(

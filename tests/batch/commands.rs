@@ -290,6 +290,20 @@ fn lsf_commands_as_lsf_users_type_them() {
     let job = c.completed(bsub_id(&named));
     assert_eq!(job["name"], "named.sh");
 
+    // Only on the hosts -m names (one of them); a host the cluster lacks never fits.
+    let on = run(
+        &c,
+        &links,
+        "bsub",
+        &["-m", &format!("nosuch {node}"), "-o", "/dev/null", "true"],
+    );
+    assert_eq!(c.completed(bsub_id(&on))["nodes"][0], node.as_str());
+    let nowhere = run(&c, &links, "bsub", &["-m", "nosuch", "true"]);
+    assert!(
+        nowhere.code != 0 && nowhere.stderr.contains("nosuch"),
+        "{}",
+        nowhere.stderr
+    );
     // An interactive job: the command's output on this terminal's streams.
     let interactive = run(
         &c,

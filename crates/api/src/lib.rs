@@ -122,6 +122,9 @@ pub struct JobInfo {
     /// `--exclude`: nodes it must not have.
     #[serde(default)]
     pub excluded_nodes: Vec<String>,
+    /// The only nodes it may have (bsub `-m`); empty: any.
+    #[serde(default)]
+    pub candidate_nodes: Vec<String>,
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).

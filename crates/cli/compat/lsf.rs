@@ -448,6 +448,10 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             .map_or(String::new(), |e| format!(", Error File <{e}>")),
         j.cpus
     )?;
+    if !j.candidate_nodes.is_empty() {
+        let hosts: Vec<String> = j.candidate_nodes.iter().map(|h| format!("<{h}>")).collect();
+        writeln!(out, " Specified Hosts {};", hosts.join(", "))?;
+    }
     if let Some(limit) = j.time_limit {
         writeln!(out, " RUNLIMIT\n {:.1} min", limit as f64 / 60.0)?;
     }

@@ -237,6 +237,7 @@ impl Job {
             }),
             required_nodes: self.request.nodelist.clone(),
             excluded_nodes: self.request.exclude.clone(),
+            candidate_nodes: self.request.candidates.clone(),
         }
     }
 

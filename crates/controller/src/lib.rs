@@ -462,6 +462,7 @@ impl Controller {
                 features: r.constraint.clone(),
                 required: r.nodelist.clone(),
                 excluded: r.exclude.clone(),
+                candidates: r.candidates.clone(),
             }))
             .filter(|c| !c.is_empty()),
         }
@@ -868,13 +869,14 @@ impl Controller {
             constraint: None,
             nodelist: None,
             exclude: None,
+            candidates: None,
             requeue: None,
             ignored: Vec::new(),
             ..o.clone()
         };
         if rest != JobOptions::default() || o == JobOptions::default() {
             return Err(ApiError::bad(
-                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --constraint, --nodelist, --exclude and --requeue; for anything else, cancel it and submit again",
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --constraint, --nodelist, --exclude, --requeue and bsub's -m; for anything else, cancel it and submit again",
             ));
         }
         let tasks: Vec<u64> = self
@@ -908,6 +910,7 @@ impl Controller {
             r.constraint = o.constraint.unwrap_or(std::mem::take(&mut r.constraint));
             r.nodelist = o.nodelist.unwrap_or(std::mem::take(&mut r.nodelist));
             r.exclude = o.exclude.unwrap_or(std::mem::take(&mut r.exclude));
+            r.candidates = o.candidates.unwrap_or(std::mem::take(&mut r.candidates));
             r.requeue = o.requeue.or(r.requeue);
             r.check_nodelist()
                 .map_err(|e| ApiError::bad(format!("job {id}: {e}")))?;
@@ -2587,15 +2590,25 @@ fn choice_in(
         }
     }
     if !members.iter().any(|n| choice.allows(n)) {
+        let mut by = Vec::new();
+        if !choice.features.is_empty() {
+            by.push("--constraint".to_string());
+        }
+        if !choice.excluded.is_empty() {
+            by.push(format!("--exclude {}", choice.excluded.join(",")));
+        }
+        if !choice.candidates.is_empty() {
+            by.push(format!("-m {}", choice.candidates.join(",")));
+        }
         return Err(ApiError::bad(format!(
-            "no node of partition {partition} is left to the job by its --constraint and --exclude; its nodes (and features) are {}",
+            "no node of partition {partition} is left to the job by its {}; its nodes (and features) are {}",
+            by.join(" and "),
             described()
         )));
     }
     Ok(())
 }
 
-/// A negative nice raises a job's priority over others': root's to give (as in Slurm).
 /// The directive family whose options a request's are in.
 fn family_of(syntax: berth_api::OptionSyntax) -> Family {
     match syntax {
@@ -2605,6 +2618,7 @@ fn family_of(syntax: berth_api::OptionSyntax) -> Family {
     }
 }
 
+/// A negative nice raises a job's priority over others': root's to give (as in Slurm).
 fn refuse_negative_nice(caller: &Caller, nice: i32) -> Result<(), ApiError> {
     if nice < 0 && caller.uid != 0 {
         return Err(ApiError::forbidden(format!(

@@ -243,6 +243,12 @@ impl JobView {
         self
     }
 
+    /// bsub `-m`: the only nodes it may have.
+    pub fn candidates(mut self, nodes: &[&str]) -> Self {
+        self.choice().candidates = nodes.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
     /// `--exclude`.
     pub fn exclude(mut self, nodes: &[&str]) -> Self {
         self.choice().excluded = nodes.iter().map(|n| n.to_string()).collect();

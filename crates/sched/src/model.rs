@@ -92,18 +92,25 @@ pub struct NodeChoice {
     /// Nodes it must not have.
     #[serde(default)]
     pub excluded: Vec<String>,
+    /// The only nodes it may have (any of them); empty: any.
+    #[serde(default)]
+    pub candidates: Vec<String>,
 }
 
 impl NodeChoice {
     pub fn is_empty(&self) -> bool {
-        self.features.is_empty() && self.required.is_empty() && self.excluded.is_empty()
+        self.features.is_empty()
+            && self.required.is_empty()
+            && self.excluded.is_empty()
+            && self.candidates.is_empty()
     }
 
-    /// Whether `node` may be one of the job's, by its features and the exclusions (required
-    /// nodes are counted by the caller).
+    /// Whether `node` may be one of the job's, by its features, the exclusions and the
+    /// candidates (required nodes are counted by the caller).
     pub fn allows(&self, node: &NodeView) -> bool {
         let has = |f: &String| node.features.contains(f);
         !self.excluded.contains(&node.name)
+            && (self.candidates.is_empty() || self.candidates.contains(&node.name))
             && (self.features.is_empty() || self.features.iter().any(|all| all.iter().all(has)))
     }
 }

@@ -840,6 +840,18 @@ fn features_nodelists_and_exclusions_choose_among_the_partitions_nodes() {
         other => panic!("{other:?}"),
     }
 
+    // Candidates (bsub -m): one of them, no other; a job none of its candidates can ever
+    // hold (8 CPUs: only c has them) never fits.
+    let p = run(
+        &c,
+        &[
+            job(10).candidates(&["b", "c"]),
+            job(11).cpus(8).candidates(&["a", "b"]),
+        ],
+    );
+    assert!(matches!(nodes_of(&p, 10).as_slice(), [n] if n == "b" || n == "c"));
+    assert_eq!(reason(&p, 11), Some(Reason::BadConstraints));
+
     // The same checks at submission.
     let ever = |j: JobView| crate::fits_ever(&c, &j.request);
     assert_eq!(

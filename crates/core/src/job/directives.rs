@@ -1081,10 +1081,17 @@ fn apply_lsf(
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
         "K" => opts.wait = Some(true),
-        // bsub -m "host1 host2": the job runs on those hosts (each may be a host list).
+        // bsub -m "host1 host2": the job runs on some of those hosts (each may be a host
+        // list), and no others.
         "m" => {
+            if v.contains(['+', '!']) {
+                return Err(JobError::unsupported(
+                    v,
+                    "host preferences (+N) and exclusions (!); name the hosts the job may use",
+                ));
+            }
             let hosts = v.split_whitespace().collect::<Vec<_>>().join(",");
-            opts.nodelist = Some(nodes(&hosts)?);
+            opts.candidates = Some(nodes(&hosts)?);
         }
         "I" | "Is" | "Ip" => return Err(command_line_only(found)),
         other => {

@@ -297,6 +297,8 @@ pub struct JobOptions {
     pub nodelist: Option<Vec<String>>,
     /// sbatch `--exclude`: nodes it must not have.
     pub exclude: Option<Vec<String>>,
+    /// bsub `-m`: the nodes it may have (any of them), and no others.
+    pub candidates: Option<Vec<String>>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -341,6 +343,7 @@ impl JobOptions {
             constraint: c.constraint.or(d.constraint),
             nodelist: c.nodelist.or(d.nodelist),
             exclude: c.exclude.or(d.exclude),
+            candidates: c.candidates.or(d.candidates),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -399,6 +402,9 @@ pub struct JobRequest {
     /// Nodes it must not have.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The nodes it may have (bsub `-m`); empty: any.
+    #[serde(default)]
+    pub candidates: Vec<String>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -599,6 +605,7 @@ impl JobRequest {
             constraint: o.constraint.unwrap_or_default(),
             nodelist: o.nodelist.unwrap_or_default(),
             exclude: o.exclude.unwrap_or_default(),
+            candidates: o.candidates.unwrap_or_default(),
             ignored: o.ignored,
         };
         request.check_nodelist()?;

@@ -684,7 +684,8 @@ fn bsub_and_qsub_command_lines() {
     )
     .unwrap();
     assert_eq!((o.ntasks, o.partition.as_deref()), (Some(2), Some("short")));
-    assert_eq!(o.nodelist, Some(words(&["h1", "h2", "h5"])));
+    assert_eq!(o.candidates, Some(words(&["h1", "h2", "h5"])));
+    assert!(parse_args_as(Family::Lsf, &words(&["-m", "h1+2 h2"])).is_err());
     let o = parse_args_as(
         Family::Pbs,
         &words(&["-l", "walltime=1:00", "-W", "depend=afterok:4.srv"]),
