@@ -282,6 +282,7 @@ fn tasks_per_node(args: &mut StepArgs) -> Result<()> {
 /// says otherwise.
 fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let append = match args.open_mode.as_deref() {
         None | Some("truncate") => false,
         Some("append") => true,
@@ -315,11 +316,12 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
         }
         if opened.as_ref().is_none_or(|(p, _)| *p != pattern) {
             let path = berth_core::job::expand_pattern(pattern, &ctx);
+            // O_APPEND even when truncated: the tasks share it, and each adds to it whole
+            // (a shared offset is not updated atomically by sendfile(2), which cat uses).
             let file = std::fs::OpenOptions::new()
                 .create(true)
-                .write(true)
-                .append(append)
-                .truncate(!append)
+                .append(true)
+                .custom_flags(if append { 0 } else { libc::O_TRUNC })
                 .open(&path)
                 .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
             opened = Some((pattern, file));

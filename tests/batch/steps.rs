@@ -492,7 +492,7 @@ berth step -n 1 -l -o x-%t.out true || echo label-refused"#;
     // Tasks of one node share a name's file: both inputs in it, in either order.
     let mut echoed: Vec<String> = read("echoed-0.out").lines().map(String::from).collect();
     echoed.sort();
-    assert_eq!(echoed, ["in0", "in1"]);
+    assert_eq!(echoed, ["in0", "in1"], "{out}");
     let owner =
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(cwd.join("task-1.out")).unwrap());
     assert_eq!(owner, c.f.user.uid, "the task's files are the user's");

@@ -13,7 +13,7 @@ use crate::sys;
 use crate::{Identity, RuntimeError, CGROUP_PARENT};
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// The namespace identity of a process's namespace of `kind` (mnt, pid): its inode.
 fn namespace_of(pid: &str, kind: &str) -> std::io::Result<(u64, u64)> {
@@ -273,7 +273,9 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
 /// Opens `path` as `identity` would (its uid, gid and groups decide what it may open and
 /// own what it creates), from the process that entered a container as root: its effective
 /// ids change for the call and back (the caller must be single-threaded). For writing
-/// (created with mode 0666 less the umask; truncated unless `append`), or for reading.
+/// (created with mode 0666 less the umask; truncated first unless `append`; always opened
+/// O_APPEND, so that processes sharing it add to it whole, even with sendfile(2)), or for
+/// reading.
 pub fn open_as(
     identity: &Identity,
     path: &std::path::Path,
@@ -314,11 +316,13 @@ pub fn open_as(
     }
     let mut options = std::fs::OpenOptions::new();
     match write {
-        Some(append) => options
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append),
+        // (std refuses append with truncate; the flag goes as it is.)
+        Some(append) => {
+            options
+                .create(true)
+                .append(true)
+                .custom_flags(if append { 0 } else { libc::O_TRUNC })
+        }
         None => options.read(true),
     };
     let opened = options.open(path);
