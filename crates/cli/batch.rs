@@ -977,6 +977,17 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.cpus,
         j.memory.map_or("-".into(), crate::image::human_size)
     )?;
+    // As scontrol words them, which scripts read (NumNodes: the nodes it has, or asked for).
+    writeln!(
+        out,
+        "   NumNodes={} NumTasks={} CPUs/Task={}",
+        match j.nodes.len() {
+            0 => j.min_nodes as usize,
+            n => n,
+        },
+        j.ntasks,
+        j.cpus_per_task
+    )?;
     let chosen = [&j.required_nodes, &j.excluded_nodes, &j.candidate_nodes];
     if j.constraint.is_some() || chosen.iter().any(|n| !n.is_empty()) {
         let list = |nodes: &[String]| match nodes {

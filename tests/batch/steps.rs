@@ -518,7 +518,8 @@ echo "wrapped $wrapped"
 sacct -X -n -P -j $SLURM_JOB_ID -o JobName,State
 sleeper=$(sbatch --parsable --wrap 'sleep 60')
 scancel $sleeper && echo cancelled
-scontrol frobnicate 2>/dev/null || echo unknown"#;
+scontrol frobnicate 2>/dev/null || echo unknown
+scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/Task=[0-9]*'"#;
     let id = c.submit(Mode::Rootless, "slurm.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
@@ -535,7 +536,7 @@ scontrol frobnicate 2>/dev/null || echo unknown"#;
     assert_eq!(
         rest,
         format!(
-            "{host}\na[1-3]\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\n"
+            "{host}\na[1-3]\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n"
         )
     );
     let job = c.completed(wrapped);

@@ -91,6 +91,13 @@ pub struct JobInfo {
     /// Seconds; `None` is the partition's limit.
     pub time_limit: Option<u64>,
     pub nodes: Vec<String>,
+    /// The nodes it asked for (at least), its tasks and CPUs per task.
+    #[serde(default)]
+    pub min_nodes: u32,
+    #[serde(default)]
+    pub ntasks: u32,
+    #[serde(default)]
+    pub cpus_per_task: u32,
     pub cpus: u64,
     pub memory: Option<u64>,
     pub exit_code: Option<i32>,
