@@ -234,11 +234,9 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
 /// many jobs changed. An array job's id goes as it is: the controller updates its pending
 /// tasks.
 pub fn update_job(job: &str, args: Vec<String>, syntax: OptionSyntax) -> Result<u64> {
-    let id = match job.contains('_') {
-        true => job_ids(&[job.to_string()], |_| true)?[0],
-        false => job
-            .parse()
-            .with_context(|| format!("{job}: not a job id"))?,
+    let id = match job_spec(job)? {
+        (_, Some(_)) => job_ids(&[job.to_string()], |_| true)?[0],
+        (id, None) => id,
     };
     let body = berth_api::UpdateRequest { args, syntax };
     request("POST", &format!("/v1/jobs/{id}/update"), Some(&body))
@@ -931,9 +929,9 @@ pub fn truncate(s: &str, n: usize) -> String {
 }
 
 pub fn show(args: ShowArgs) -> Result<i32> {
-    let j: JobInfo = match args.job.contains('_') {
-        true => named_jobs(std::slice::from_ref(&args.job))?.remove(0),
-        false => request("GET", &format!("/v1/jobs/{}", args.job), None::<&()>)?,
+    let j: JobInfo = match job_spec(&args.job)? {
+        (_, Some(_)) => named_jobs(std::slice::from_ref(&args.job))?.remove(0),
+        (id, None) => request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -1164,11 +1162,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "ExitCode" => j
             .exit_code
             .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
-        "Elapsed" => match (j.start_time, j.end_time) {
-            (Some(s), Some(e)) => duration(e.saturating_sub(s)),
-            (Some(s), None) => duration(berth_controller::now().saturating_sub(s)),
-            _ => duration(0),
-        },
+        "Elapsed" => duration(elapsed(j)),
         "TotalCPU" => j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
         "MaxRSS" => j.max_rss_bytes.map_or("-".into(), crate::image::human_size),
         "NNodes" => j.nodes.len().max(1).to_string(),
@@ -1185,16 +1179,20 @@ fn accounting(name: &str, j: &JobInfo) -> String {
     }
 }
 
-/// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42).
-pub fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
-    let bad = || format!("{spec}: not a job id (JOBID or JOBID_INDEX)");
-    match spec.split_once('_') {
-        Some((id, index)) => Ok((
-            id.parse().with_context(bad)?,
-            Some(index.parse().with_context(bad)?),
-        )),
-        None => Ok((spec.parse().with_context(bad)?, None)),
+/// Seconds job `j` has run: to its end, or to now while it runs; 0 before it starts.
+pub fn elapsed(j: &JobInfo) -> u64 {
+    match (j.start_time, j.end_time) {
+        (Some(s), Some(e)) => e.saturating_sub(s),
+        (Some(s), None) => berth_controller::now().saturating_sub(s),
+        _ => 0,
     }
+}
+
+/// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42), also as LSF and PBS
+/// write them (`42[7]`, `42[]`, `42.server`).
+pub fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
+    berth_core::job::parse_job_id(spec)
+        .with_context(|| format!("{spec}: not a job id (JOBID, JOBID_INDEX or JOBID[INDEX])"))
 }
 
 /// Jobs by id, ended or not: `42` is job 42 and, for an array job, each of its tasks
@@ -1257,16 +1255,21 @@ pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<V
     Ok(ids)
 }
 
+/// Which of an array's active tasks job verb `verb` acts on: a hold or release the pending
+/// ones, a suspend the running ones, a resume the suspended ones, the others all.
+pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
+    match verb {
+        "hold" | "release" => |j| j.state == "PENDING",
+        "suspend" => |j| j.state == "RUNNING",
+        "resume" => |j| j.state == "SUSPENDED",
+        _ => |_| true,
+    }
+}
+
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job (an array's
 /// tasks the verb applies to: the pending ones for a hold, the running for a suspend).
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
-    let applies = |j: &JobInfo| match verb {
-        "hold" | "release" => j.state == "PENDING",
-        "suspend" => j.state == "RUNNING",
-        "resume" => j.state == "SUSPENDED",
-        _ => true,
-    };
-    for id in job_ids(&args.jobs, applies)? {
+    for id in job_ids(&args.jobs, applies(verb))? {
         let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
     }
     Ok(0)

@@ -31,10 +31,7 @@ impl Connection {
             return Ok(Connection::Local(stream));
         };
         let api = api.to_string_lossy().into_owned();
-        let addr = api
-            .strip_prefix("http://")
-            .map(|a| a.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/'))
+        let addr = address(&api)
             .ok_or_else(|| anyhow!("BERTH_API is '{api}': expected http://HOST:PORT"))?;
         let token = std::env::var("BERTH_TOKEN").map_err(|_| {
             anyhow!("BERTH_API names a controller over TCP: set BERTH_TOKEN too, to a token from `berth token` on its machine")
@@ -42,6 +39,25 @@ impl Connection {
         let stream = std::net::TcpStream::connect(addr)
             .with_context(|| format!("cannot reach the berth controller at {addr} (BERTH_API)"))?;
         Ok(Connection::Network(stream, token))
+    }
+}
+
+/// `HOST:PORT` of `http://HOST:PORT`, as $BERTH_API names the controller.
+fn address(api: &str) -> Option<&str> {
+    api.strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+}
+
+/// The controller's host: the one $BERTH_API names, else this one (where its socket is).
+pub fn controller_host() -> String {
+    let api = std::env::var("BERTH_API").ok();
+    match api.as_deref().and_then(address) {
+        Some(addr) => addr
+            .rsplit_once(':')
+            .map_or(addr, |(host, _)| host)
+            .to_string(),
+        None => berth_agent::node::hostname(),
     }
 }
 

@@ -55,6 +55,9 @@ pub struct SubmitResponse {
     /// The partition the job was queued in (bsub and qsub name it).
     #[serde(default)]
     pub partition: String,
+    /// It is the default partition, the submission naming none (bsub's "default queue").
+    #[serde(default)]
+    pub default_partition: bool,
     /// Number of jobs created (array tasks), 1 for a plain job.
     pub jobs: u64,
     /// Directives accepted but ignored, and other things the user should know.

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::batch::{self, Submission};
-use berth_api::{NodeInfo, OptionSyntax, PartitionInfo};
+use berth_api::{OptionSyntax, PartitionInfo};
 use berth_core::job::leading_options;
 use std::io::Write;
 
@@ -24,15 +24,11 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     let (options, end) = leading_options(Family::Lsf, &words)
         .map_err(|e| anyhow::anyhow!("{e}\nusage: {BSUB_USAGE}"))?;
     let mut interactive = None;
-    let mut queue_named = false;
     let mut args = Vec::new();
     for (name, taken) in options {
         match name {
             "I" | "Is" | "Ip" => interactive = Some(name),
-            _ => {
-                queue_named |= name == "q";
-                args.extend(taken);
-            }
+            _ => args.extend(taken),
         }
     }
     let command = &words[end..];
@@ -43,22 +39,14 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         return interactive_job(OptionSyntax::Bsub, args, command.to_vec(), mode != "I");
     }
     let (script, name) = match command.first() {
-        None => {
-            let script = script_from_stdin("bsub")?;
-            queue_named |=
-                berth_core::job::parse_script(&script).is_ok_and(|p| p.options.partition.is_some());
-            (script, "stdin".to_string())
-        }
+        None => (script_from_stdin("bsub")?, "stdin".to_string()),
         Some(program) => {
             let directives = std::fs::read_to_string(program)
                 .is_ok_and(|t| t.lines().any(|l| l.starts_with("#BSUB")));
             if directives {
                 eprintln!("bsub: warning: {program} runs as the job's command, so its #BSUB lines are not read; bsub reads them from a script on standard input (bsub < {program})");
             }
-            let name = Path::new(program)
-                .file_name()
-                .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
-            (command_script(command), name)
+            (command_script(command), base_name(program))
         }
     };
     let resp = batch::send(Submission {
@@ -68,10 +56,9 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         syntax: OptionSyntax::Bsub,
         script_args: Vec::new(),
     })?;
-    let queue = if queue_named {
-        "queue"
-    } else {
-        "default queue"
+    let queue = match resp.default_partition {
+        true => "default queue",
+        false => "queue",
     };
     println!(
         "Job <{}> is submitted to {queue} <{}>.",
@@ -85,40 +72,6 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     let code = batch::wait_for_jobs(resp.job_id, resp.jobs)?;
     println!("<<Job is finished>>");
     Ok(code)
-}
-
-/// An interactive job (`bsub -Is`, `qsub -I`): an allocation with the command's options
-/// and one task of `argv` on this terminal (`pty`) or on its standard streams, as
-/// `berth step` outside a job runs it. The task gets all the job's CPUs on its node.
-pub(super) fn interactive_job(
-    syntax: OptionSyntax,
-    mut options: Vec<String>,
-    argv: Vec<String>,
-    pty: bool,
-) -> Result<i32> {
-    // The allocation's own script prints nothing: the job's output is this terminal's.
-    options.extend(["-o".to_string(), "/dev/null".to_string()]);
-    let request = berth_api::StepRequest {
-        job: None,
-        allocate: Some(options),
-        allocate_syntax: syntax,
-        ntasks: Some(1),
-        nodes: None,
-        nodelist: None,
-        cpus_per_task: None,
-        argv,
-        env: crate::step::environment(),
-        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
-        label: false,
-        kill_on_bad_exit: true,
-        cpu_bind: false,
-        overcommit: false,
-        pty,
-        pmi: false,
-        task_files: None,
-        gpus_per_task: None,
-    };
-    crate::step::run(&request)
 }
 
 /// LSF's state of a job.
@@ -184,7 +137,6 @@ fn cut(v: &str, width: usize) -> String {
 /// One bjobs `-o` field of a job.
 fn field(name: &str, j: &JobInfo) -> Option<String> {
     let dash = || "-".to_string();
-    let now = berth_controller::now();
     Some(match name {
         "jobid" | "id" => lsf_id(j).to_string(),
         "jobindex" => j.array_task_id.unwrap_or(0).to_string(),
@@ -205,14 +157,7 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
         "submit_time" => short_time(j.submit_time),
         "start_time" => j.start_time.map_or_else(dash, short_time),
         "finish_time" => j.end_time.map_or_else(dash, short_time),
-        "run_time" => {
-            let secs = match (j.start_time, j.end_time) {
-                (Some(s), Some(e)) => e.saturating_sub(s),
-                (Some(s), None) => now.saturating_sub(s),
-                _ => 0,
-            };
-            format!("{secs} second(s)")
-        }
+        "run_time" => format!("{} second(s)", batch::elapsed(j)),
         "cpu_used" => j
             .cpu_usec
             .map_or_else(dash, |u| format!("{:.1} second(s)", u as f64 / 1e6)),
@@ -227,8 +172,8 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
             _ => dash(),
         },
         "time_left" => match (j.time_limit, j.start_time, j.end_time) {
-            (Some(limit), Some(s), None) => {
-                batch::duration(limit.saturating_sub(now.saturating_sub(s)))
+            (Some(limit), Some(_), None) => {
+                batch::duration(limit.saturating_sub(batch::elapsed(j)))
             }
             _ => dash(),
         },
@@ -236,7 +181,31 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
     })
 }
 
-const FIELDS: &str = "jobid jobindex stat user queue job_name from_host exec_host nexec_host slots submit_time start_time finish_time run_time cpu_used max_mem exit_code pend_reason time_left";
+/// The fields `-o` takes, LSF's aliases too: the names [`field`] answers.
+const FIELDS: &[&str] = &[
+    "jobid",
+    "id",
+    "jobindex",
+    "stat",
+    "user",
+    "queue",
+    "job_name",
+    "name",
+    "from_host",
+    "exec_host",
+    "nexec_host",
+    "slots",
+    "nalloc_slot",
+    "submit_time",
+    "start_time",
+    "finish_time",
+    "run_time",
+    "cpu_used",
+    "max_mem",
+    "exit_code",
+    "pend_reason",
+    "time_left",
+];
 
 /// bjobs `-o`: the fields, each with its width if given, and what goes between them.
 #[derive(Debug, PartialEq)]
@@ -268,12 +237,11 @@ fn parse_format(text: &str) -> Result<Format> {
             None => (word, None),
         };
         let name = name.to_ascii_lowercase();
-        if !FIELDS.split(' ').any(|f| f == name)
-            && name != "id"
-            && name != "name"
-            && name != "nalloc_slot"
-        {
-            bail!("bjobs -o: berth knows the fields {FIELDS}, not '{name}'");
+        if !FIELDS.contains(&name.as_str()) {
+            bail!(
+                "bjobs -o: berth knows the fields {}, not '{name}'",
+                FIELDS.join(" ")
+            );
         }
         columns.push((name, width));
     }
@@ -312,11 +280,7 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
             let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
             jobs.extend(ended_since(since)?);
         }
-        let user = match user.as_deref() {
-            Some("all") => None,
-            Some(u) => Some(u.to_string()),
-            None => Some(me()?),
-        };
+        let user = whose(user.as_deref())?;
         jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
         (jobs, 0)
     } else {
@@ -511,19 +475,13 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
     } else {
         "terminated"
     };
-    each_job(
-        &words,
-        user,
-        |_| true,
-        |id, shown| {
-            let _: () =
-                crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
-            if let Some(shown) = shown {
-                println!("Job <{shown}> is being {what}");
-            }
-            Ok(())
-        },
-    )
+    each_job(&words, user, batch::applies("cancel"), |id, shown| {
+        let _: () = crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+        if let Some(shown) = shown {
+            println!("Job <{shown}> is being {what}");
+        }
+        Ok(())
+    })
 }
 
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
@@ -534,12 +492,7 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
     if words.is_empty() {
         bail!("name the jobs (0: all of yours)");
     }
-    let applies = |j: &JobInfo| match verb {
-        "suspend" => j.state == "RUNNING",
-        "resume" => j.state == "SUSPENDED",
-        _ => true,
-    };
-    each_job(&words, user, applies, |id, shown| {
+    each_job(&words, user, batch::applies(verb), |id, shown| {
         let _: () = crate::client::request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {past}");
@@ -569,22 +522,15 @@ fn each_job(
     };
     for spec in specs {
         if spec != "0" {
-            let ids = berth_id(spec).and_then(|id| batch::job_ids(&[id], &applies));
-            let acted = ids.and_then(|ids| {
-                ids.iter()
-                    .enumerate()
-                    .try_for_each(|(n, id)| act(*id, (n == 0).then_some(spec.as_str())))
+            let acted = act_on_spec(spec, &applies, |id, first| {
+                act(id, first.then_some(spec.as_str()))
             });
             if let Err(e) = acted {
                 fail(spec, e);
             }
             continue;
         }
-        let user = match user.as_deref() {
-            Some("all") => None,
-            Some(u) => Some(u.to_string()),
-            None => Some(me()?),
-        };
+        let user = whose(user.as_deref())?;
         let mine = active_jobs()?
             .into_iter()
             .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j));
@@ -786,26 +732,6 @@ pub fn lshosts(mut words: Vec<String>) -> Result<i32> {
         )?;
     }
     Ok(0)
-}
-
-/// The cluster's nodes, or those named (each must exist).
-pub(super) fn nodes_named(names: &[String]) -> Result<Vec<NodeInfo>> {
-    let mut nodes: Vec<NodeInfo> = crate::client::request("GET", "/v1/nodes", None::<&()>)?;
-    if let Some(missing) = names
-        .iter()
-        .find(|n| !nodes.iter().any(|node| node.name == **n))
-    {
-        bail!(
-            "{missing}: no such host; the hosts are {}",
-            nodes
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    nodes.retain(|n| names.is_empty() || names.contains(&n.name));
-    Ok(nodes)
 }
 
 #[cfg(test)]

@@ -294,30 +294,12 @@ fn ctime(t: u64) -> String {
     )
 }
 
-/// An id as LSF and PBS write them: `42`, `42[3]` (an array's task), `42[]` (PBS: the whole
-/// array), each with an optional `.server` (PBS); in berth's form (`42`, `42_3`).
-fn berth_id(spec: &str) -> Result<String> {
-    let bad = || anyhow::anyhow!("{spec}: not a job id (JOBID, JOBID[INDEX] or JOBID.SERVER)");
-    let id = spec.split_once('.').map_or(spec, |(id, _)| id);
-    let (job, index) = match id.split_once('[') {
-        Some((job, rest)) => (job, Some(rest.strip_suffix(']').ok_or_else(bad)?)),
-        None => (id, None),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match index {
-        _ if !digits(job) => Err(bad()),
-        None | Some("") => Ok(job.to_string()),
-        Some(i) if digits(i) => Ok(format!("{job}_{i}")),
-        Some(_) => Err(bad()),
-    }
-}
-
 /// The jobs `specs` name (ids as LSF and PBS write them: an array's id for all its tasks),
 /// ended or not; `unknown` reports each the controller never had. Also whether it had all.
 fn named(specs: &[String], unknown: impl Fn(&str)) -> Result<(Vec<JobInfo>, bool)> {
     let (mut jobs, mut all) = (Vec::new(), true);
     for spec in specs {
-        match berth_id(spec).and_then(|id| crate::batch::named_jobs(&[id])) {
+        match crate::batch::named_jobs(std::slice::from_ref(spec)) {
             Ok(found) => jobs.extend(found),
             Err(e) if crate::client::is_not_found(&e) => {
                 unknown(spec);
@@ -344,8 +326,92 @@ fn alter(family: Family, words: Vec<String>) -> Result<String> {
         Family::Lsf => berth_api::OptionSyntax::Bsub,
         _ => berth_api::OptionSyntax::Qsub,
     };
-    crate::batch::update_job(&berth_id(spec)?, options.to_vec(), syntax)?;
+    crate::batch::update_job(spec, options.to_vec(), syntax)?;
     Ok(spec.clone())
+}
+
+/// Calls `act` with each job `spec` names (as any batch system writes it): an array's id
+/// stands for its active tasks that `applies` to. `act` learns which is the first.
+fn act_on_spec(
+    spec: &str,
+    applies: impl Fn(&JobInfo) -> bool,
+    mut act: impl FnMut(u64, bool) -> Result<()>,
+) -> Result<()> {
+    let ids = crate::batch::job_ids(&[spec.to_string()], applies)?;
+    ids.into_iter()
+        .enumerate()
+        .try_for_each(|(n, id)| act(id, n == 0))
+}
+
+/// Whose jobs `-u USER` asks for: `all` (everyone's), a user, or, without one, the caller.
+fn whose(user: Option<&str>) -> Result<Option<String>> {
+    Ok(match user {
+        Some("all") => None,
+        Some(u) => Some(u.to_string()),
+        None => Some(me()?),
+    })
+}
+
+/// The file name of `path`, which names a job after its script or command.
+fn base_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map_or(path.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// An interactive job (`bsub -Is`, `qsub -I`): an allocation with the command's options
+/// and one task of `argv` on this terminal (`pty`) or on its standard streams, as
+/// `berth step` outside a job runs it. The task gets all the job's CPUs on its node.
+fn interactive_job(
+    syntax: berth_api::OptionSyntax,
+    mut options: Vec<String>,
+    argv: Vec<String>,
+    pty: bool,
+) -> Result<i32> {
+    // The allocation's own script prints nothing: the job's output is this terminal's.
+    options.extend(["-o".to_string(), "/dev/null".to_string()]);
+    let request = berth_api::StepRequest {
+        job: None,
+        allocate: Some(options),
+        allocate_syntax: syntax,
+        ntasks: Some(1),
+        nodes: None,
+        nodelist: None,
+        cpus_per_task: None,
+        argv,
+        env: crate::step::environment(),
+        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        label: false,
+        kill_on_bad_exit: true,
+        cpu_bind: false,
+        overcommit: false,
+        pty,
+        pmi: false,
+        task_files: None,
+        gpus_per_task: None,
+    };
+    crate::step::run(&request)
+}
+
+/// The cluster's nodes, or those named (each must exist).
+fn nodes_named(names: &[String]) -> Result<Vec<berth_api::NodeInfo>> {
+    let mut nodes: Vec<berth_api::NodeInfo> =
+        crate::client::request("GET", "/v1/nodes", None::<&()>)?;
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !nodes.iter().any(|node| node.name == **n))
+    {
+        bail!(
+            "{missing}: no such host; the hosts are {}",
+            nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    nodes.retain(|n| names.is_empty() || names.contains(&n.name));
+    Ok(nodes)
 }
 
 /// The CPUs job `j` has on each of its nodes, when they are the same on all of them.
@@ -393,22 +459,6 @@ mod tests {
             ("./berth queue", "./berth queue"),
         ] {
             assert_eq!(translated(typed), berth, "{typed}");
-        }
-    }
-
-    #[test]
-    fn ids_as_lsf_and_pbs_write_them() {
-        for (spec, id) in [
-            ("42", "42"),
-            ("42.server.example", "42"),
-            ("42[3]", "42_3"),
-            ("42[3].server", "42_3"),
-            ("42[]", "42"),
-        ] {
-            assert_eq!(berth_id(spec).unwrap(), id, "{spec}");
-        }
-        for bad in ["x", "42[x]", "42[3", "", ".server"] {
-            assert!(berth_id(bad).is_err(), "{bad}");
         }
     }
 

@@ -21,17 +21,6 @@ const HISTORY: u64 = 14 * 86400;
 /// PBS's exit status for an unknown job id.
 const UNKNOWN_JOB: i32 = 153;
 
-/// The server part of PBS job ids: the controller's host, as `BERTH_API` names it, else
-/// this machine's (where the controller's socket is).
-fn server() -> String {
-    let api = std::env::var("BERTH_API").ok();
-    let host = api.as_deref().and_then(|a| {
-        let addr = a.strip_prefix("http://")?;
-        Some(addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string())
-    });
-    host.unwrap_or_else(berth_agent::node::hostname)
-}
-
 /// A job's id as PBS prints it: `42.server`, `42[3].server` for an array's task.
 fn pbs_id(j: &JobInfo, server: &str) -> String {
     match (j.array_job_id, j.array_task_id) {
@@ -73,22 +62,15 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
             ],
             false => rest.to_vec(),
         };
-        return lsf::interactive_job(OptionSyntax::Qsub, args, argv, true);
+        return interactive_job(OptionSyntax::Qsub, args, argv, true);
     }
     let (script, name) = match (command_mode, rest) {
         (true, []) => bail!("qsub --: name the command to run, e.g. qsub -- /bin/hostname"),
-        (true, command) => (
-            command_script(command),
-            Path::new(&command[0])
-                .file_name()
-                .map_or(command[0].clone(), |n| n.to_string_lossy().into_owned()),
-        ),
+        (true, command) => (command_script(command), base_name(&command[0])),
         (false, []) => (script_from_stdin("qsub")?, "STDIN".to_string()),
         (false, [path]) => (
             std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
-            Path::new(path)
-                .file_name()
-                .map_or(path.clone(), |n| n.to_string_lossy().into_owned()),
+            base_name(path),
         ),
         (false, [path, ..]) => bail!(
             "qsub {path}: qsub takes one script; give its arguments with -F \"ARGS\", or run a command with qsub -- COMMAND ARGS"
@@ -103,7 +85,11 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
     })?;
     if !quiet {
         let array = if resp.jobs > 1 { "[]" } else { "" };
-        println!("{}{array}.{}", resp.job_id, server());
+        println!(
+            "{}{array}.{}",
+            resp.job_id,
+            crate::client::controller_host()
+        );
     }
     match resp.wait {
         true => batch::wait_for_jobs(resp.job_id, resp.jobs),
@@ -170,7 +156,7 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
     if queues {
         return qstat_queues(&words);
     }
-    let server = server();
+    let server = crate::client::controller_host();
     let (mut jobs, status) = if words.is_empty() {
         let mut jobs = active_jobs()?;
         if finished {
@@ -213,10 +199,9 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
         writeln!(out, "{}", "-".repeat(79))?;
         for j in &jobs {
             let hm = |secs: u64| format!("{:02}:{:02}", secs / 3600, secs % 3600 / 60);
-            let elapsed = match (j.start_time, j.end_time) {
-                (Some(s), Some(e)) => hm(e.saturating_sub(s)),
-                (Some(s), None) => hm(berth_controller::now().saturating_sub(s)),
-                _ => "--".into(),
+            let elapsed = match j.start_time {
+                Some(_) => hm(batch::elapsed(j)),
+                None => "--".into(),
             };
             writeln!(
                 out,
@@ -318,10 +303,9 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
     if let Some(start) = j.start_time {
         attrs.push(("stime", ctime(start)));
         attrs.push(("exec_host", exec_host(j)));
-        let end = j.end_time.unwrap_or_else(berth_controller::now);
         attrs.push((
             "resources_used.walltime",
-            batch::duration(end.saturating_sub(start)),
+            batch::duration(batch::elapsed(j)),
         ));
     }
     if let Some(u) = j.cpu_usec {
@@ -444,14 +428,9 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(u64) -> Result<()>) -> Resu
     if specs.is_empty() {
         bail!("name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[])");
     }
-    let applies = |j: &JobInfo| match verb {
-        "hold" | "release" => j.state == "PENDING",
-        _ => true,
-    };
     let mut status = 0;
     for spec in specs {
-        let ids = berth_id(spec).and_then(|id| batch::job_ids(&[id], applies));
-        match ids.and_then(|ids| ids.into_iter().try_for_each(&act)) {
+        match act_on_spec(spec, batch::applies(verb), |id, _| act(id)) {
             Ok(()) => {}
             Err(e) if crate::client::is_not_found(&e) => {
                 eprintln!("Unknown Job Id {spec}");
@@ -471,9 +450,9 @@ pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
     flag(&mut words, "-a");
     let list = flag(&mut words, "-l");
     no_other_options("pbsnodes", &words, "pbsnodes [-a] [NODE ...] | pbsnodes -l")?;
-    let nodes = lsf::nodes_named(&words)?;
+    let nodes = nodes_named(&words)?;
     let jobs = active_jobs()?;
-    let server = server();
+    let server = crate::client::controller_host();
     let mut out = std::io::stdout().lock();
     let state = |s: &str| match s {
         "idle" | "mixed" => "free",

@@ -696,6 +696,7 @@ impl Controller {
             job_id: first,
             jobs: indices.len() as u64,
             partition,
+            default_partition: request.partition.is_none(),
             warnings,
             wait: request.wait,
         })
@@ -2730,7 +2731,6 @@ impl Freeze {
     }
 }
 
-/// Freezes or thaws every process of a running job, on all its nodes.
 /// The time limit of a job's runner on a node: the job's on its batch host; on the others,
 /// whose containers end with the script (the controller stops them), a minute after its
 /// end, for a controller that is gone.
@@ -2766,6 +2766,7 @@ fn set_limit(
     )
 }
 
+/// Freezes or thaws every process of a running job, on all its nodes.
 fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
     each_runner(
         links,

@@ -535,9 +535,12 @@ fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
         libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
         libc::alarm(if ticking { 1 } else { secs });
     }
-    // An update that came before the limit was armed: its file holds it. Read as the
-    // handler would, with SIGALRM and the update signal blocked meanwhile.
     LIMIT_ARMED.store(true, Ordering::SeqCst);
+    if !LIMIT_PENDING.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    // An update came before the limit was armed: its file holds it. Read as the handler
+    // would, with SIGALRM and the update signal blocked meanwhile.
     // SAFETY: pthread_sigmask on sets we own; the handler's code runs as a plain call.
     unsafe {
         let mut alarm: libc::sigset_t = std::mem::zeroed();
@@ -558,11 +561,13 @@ pub fn limit_signal() -> libc::c_int {
     libc::SIGRTMIN() + 1
 }
 
-/// The file of the new limit, as a leaked C string; null until [`follow_limit_file`].
+/// The file of the new limit, as a C string of [`follow_limit_file`]'s; null until then.
 static LIMIT_FILE: std::sync::atomic::AtomicPtr<libc::c_char> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 /// Whether a limit runs that an update may change.
 static LIMIT_ARMED: AtomicBool = AtomicBool::new(false);
+/// An update came before the limit was armed (arming reads its file then).
+static LIMIT_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Installs the handler of [`limit_signal`] in this process (and the processes it forks),
 /// so that the signal is never this process's end, even before a container with a limit
@@ -598,6 +603,7 @@ pub fn follow_limit_file(path: &std::path::Path) {
 extern "C" fn on_limit_update(_: libc::c_int) {
     let path = LIMIT_FILE.load(Ordering::SeqCst);
     if path.is_null() || !LIMIT_ARMED.load(Ordering::SeqCst) || CHILD.load(Ordering::SeqCst) <= 0 {
+        LIMIT_PENDING.store(true, Ordering::SeqCst);
         return;
     }
     let mut buf = [0u8; 24];

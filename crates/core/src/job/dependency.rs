@@ -102,6 +102,12 @@ fn job_ref(text: &str, whole: &str, expected: &str) -> Result<(u64, Option<u32>)
     Ok((job, array_index))
 }
 
+/// A job named as any batch system writes it (`42`, `42_7`, `42[7]`, `42[]`, `42.server`):
+/// its id and array index.
+pub fn parse_job_id(text: &str) -> Option<(u64, Option<u32>)> {
+    job_ref(text, text, "").ok()
+}
+
 impl Dependencies {
     /// Parses `sbatch --dependency`. Also the list after PBS's `depend=`, which uses the
     /// same words.
@@ -309,6 +315,18 @@ mod tests {
     fn pbs() {
         let d = Dependencies::parse_pbs("afterok:42.pbsserver:43").unwrap();
         assert_eq!(d.jobs, vec![dep(AfterOk, 42), dep(AfterOk, 43)]);
+        for (text, id) in [
+            ("42", (42, None)),
+            ("42_7", (42, Some(7))),
+            ("42[3].server", (42, Some(3))),
+            ("42[]", (42, None)),
+            ("42.server.example", (42, None)),
+        ] {
+            assert_eq!(parse_job_id(text), Some(id), "{text}");
+        }
+        for bad in ["x", "42[x]", "42[3", "", ".server", "0"] {
+            assert_eq!(parse_job_id(bad), None, "{bad}");
+        }
         let d = Dependencies::parse_pbs("afterokarray:7[].server,afterany:8[2]").unwrap();
         assert_eq!(d.jobs[0], dep(AfterOk, 7));
         assert_eq!((d.jobs[1].job, d.jobs[1].array_index), (8, Some(2)));

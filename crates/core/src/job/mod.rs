@@ -27,7 +27,7 @@ pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
 pub use begin::{
     civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, unit_seconds, BeginTime,
 };
-pub use dependency::{Dependencies, DependencyKind, JobDependency};
+pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, Family, ParsedScript,
 };
