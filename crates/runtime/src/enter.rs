@@ -285,15 +285,15 @@ pub fn open_as(
         RuntimeError::setup(format!("{what} {}", path.display()))(e)
     };
     // What to come back to.
-    let mut own_groups: Vec<libc::gid_t> = vec![0; 65536];
-    // SAFETY: getgroups fills at most the buffer's length; getegid cannot fail.
-    let (n, own_gid) = unsafe {
-        (
-            libc::getgroups(own_groups.len() as libc::c_int, own_groups.as_mut_ptr()),
-            libc::getegid(),
-        )
+    // SAFETY: getgroups with a size of 0 only counts; then it fills at most the buffer's
+    // length; getegid cannot fail.
+    let (own_groups, own_gid) = unsafe {
+        let count = libc::getgroups(0, std::ptr::null_mut()).max(0);
+        let mut groups: Vec<libc::gid_t> = vec![0; count as usize];
+        let n = libc::getgroups(count, groups.as_mut_ptr());
+        groups.truncate(n.max(0) as usize);
+        (groups, libc::getegid())
     };
-    own_groups.truncate(n.max(0) as usize);
     let restore = || {
         // SAFETY: back to the ids this process had (its saved uid is 0: the way is open).
         unsafe {

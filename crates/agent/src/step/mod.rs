@@ -439,7 +439,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     };
     let mut running: Vec<Running> = Vec::new();
     let mut labelled: Vec<Labelled> = Vec::new();
-    let mut files = TaskFiles::default();
+    let mut files = OpenTaskFiles::default();
     let first = launch.first_rank();
     for (local, cpus) in launch.tasks.iter().enumerate() {
         let env = task_env(&launch, &env, local);
@@ -522,11 +522,11 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
 /// The files of this node's tasks (`srun -o out-%t`), each name opened once, as the user,
 /// and shared by the tasks it names.
 #[derive(Default)]
-struct TaskFiles {
+struct OpenTaskFiles {
     opened: Vec<(std::path::PathBuf, std::fs::File)>,
 }
 
-impl TaskFiles {
+impl OpenTaskFiles {
     /// The stdin, stdout and stderr of the task of `rank`, where the step names files of
     /// its own (`None`: the client's).
     fn of_task(
