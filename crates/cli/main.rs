@@ -136,6 +136,10 @@ enum Command {
     /// Run tasks of a command in a running job's container, like srun inside an allocation
     #[command(visible_alias = "srun")]
     Step(step::StepArgs),
+    /// Get an allocation and run a command on this host while holding it (default: $SHELL),
+    /// like salloc: `berth step` (srun) in it runs tasks in the job
+    #[command(override_usage = "berth alloc [OPTIONS] [--] [COMMAND [ARGS]...]")]
+    Alloc(step::AllocArgs),
     /// Run a shell command on one of the job's nodes, in its container there, as ssh would:
     /// the remote launcher of mpirun and mpiexec.hydra (berth rsh [-n] NODE COMMAND...)
     Rsh(step::RshArgs),
@@ -148,7 +152,7 @@ enum Command {
     Partitions(batch::ListArgs),
     /// Act as another batch system's command: bsub, bjobs, qsub, qstat, sbatch, ...
     ///
-    /// Slurm's sbatch, srun, squeue, scancel, sacct, sinfo, scontrol; LSF's bsub, bjobs,
+    /// Slurm's sbatch, srun, salloc, squeue, scancel, sacct, sinfo, scontrol; LSF's bsub, bjobs,
     /// bkill, bstop, bresume, brequeue, bqueues, bhosts, lshosts; PBS's qsub, qstat, qdel,
     /// qhold, qrls, qsig, qrerun, pbsnodes (without COMMAND: the list). berth started under
     /// one of those names (a link, see --link) acts as it.
@@ -207,6 +211,7 @@ fn run() -> i32 {
         // clients (its API is all they use), nor berth's internal entry points.
         Command::Step(args) => step::step(args),
         Command::Rsh(args) => step::rsh(args),
+        Command::Alloc(args) => step::alloc(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         Command::Internal(Internal::Launcher) => Ok(berth_agent::launcher::serve()),

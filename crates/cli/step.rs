@@ -219,6 +219,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         job,
         allocate,
         allocate_syntax: berth_api::OptionSyntax::Berth,
+        hold: false,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
@@ -368,11 +369,7 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
 
 /// Sends `request` to the node agent's step socket and waits for the step.
 pub fn run(request: &StepRequest) -> Result<i32> {
-    let socket = std::env::var_os("BERTH_STEP_SOCKET").map_or_else(
-        || berth_api::step_socket(&crate::client::socket()),
-        std::path::PathBuf::from,
-    );
-    Ok(berth_agent::step::client::run(&socket, request)?)
+    Ok(berth_agent::step::client::run(&step_socket(), request)?)
 }
 
 /// The client's environment, as the tasks get it.
@@ -385,6 +382,106 @@ pub fn environment() -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[derive(Args, Debug)]
+pub struct AllocArgs {
+    /// `berth submit`'s (sbatch's) options for the allocation (-n, -N, -c, --mem, -t, -p,
+    /// -J, -C, -w, --gpus, --image, --bind, ...), then the command to run while it is held,
+    /// on this host with the job's variables (SLURM_JOB_ID, SLURM_JOB_NODELIST, ...), so
+    /// that `berth step` (srun) in it runs in the job; default: $SHELL
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    words: Vec<String>,
+}
+
+/// `berth alloc` (salloc): gets an allocation, runs a command on this host while holding
+/// it, and ends it with the command's exit status.
+pub fn alloc(args: AllocArgs) -> Result<i32> {
+    if args.words.iter().any(|w| w == "--no-shell") {
+        bail!("--no-shell: berth holds an allocation while its command runs; submit a job (berth submit) to hold nodes without one");
+    }
+    let (options, at) =
+        berth_core::job::leading_options(berth_core::job::Family::Berth, &args.words)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut options: Vec<String> = options.into_iter().flat_map(|(_, words)| words).collect();
+    // The allocation's own script prints nothing.
+    options.push("--output=/dev/null".into());
+    let argv = match &args.words[at..] {
+        [] => vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())],
+        command => command.to_vec(),
+    };
+    let request = StepRequest {
+        job: None,
+        allocate: Some(options),
+        allocate_syntax: berth_api::OptionSyntax::Berth,
+        hold: true,
+        ntasks: None,
+        nodes: None,
+        nodelist: None,
+        cpus_per_task: None,
+        argv: argv.clone(),
+        env: environment(),
+        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
+        label: false,
+        kill_on_bad_exit: true,
+        cpu_bind: true,
+        overcommit: false,
+        pty: false,
+        pmi: false,
+        task_files: None,
+        gpus_per_task: None,
+    };
+    let who = "berth alloc";
+    let held = berth_agent::step::client::allocate(&step_socket(), &request, who)?;
+    let job = held.job;
+    eprintln!("{who}: Granted job allocation {job}");
+    let spawned = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(held.env.iter().map(|(k, v)| (k, v)))
+        .spawn();
+    use berth_agent::step::client::Release;
+    let release = match spawned {
+        Ok(mut command) => held.wait(&mut command)?,
+        Err(e) => {
+            eprintln!("{who}: cannot run {}: {e}", argv[0]);
+            held.end(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })?
+        }
+    };
+    Ok(match release {
+        Release::Ended(code) => {
+            eprintln!("{who}: Relinquishing job allocation {job}");
+            code
+        }
+        Release::Revoked(_, code) => code,
+        Release::Lost(code) => {
+            // Its node agent's end of the connection went (the cluster restarted): the job
+            // is no longer held by it, and is ended here.
+            eprintln!("{who}: lost the node agent; cancelling job allocation {job}");
+            let body = berth_api::CancelRequest { signal: None };
+            if let Err(e) =
+                crate::client::request::<()>("POST", &format!("/v1/jobs/{job}/cancel"), Some(&body))
+            {
+                eprintln!("{who}: cannot cancel job {job}: {e:#}");
+            }
+            code
+        }
+    })
+}
+
+/// The node agent's step socket: $BERTH_STEP_SOCKET, or the one beside the controller's.
+fn step_socket() -> std::path::PathBuf {
+    std::env::var_os("BERTH_STEP_SOCKET").map_or_else(
+        || berth_api::step_socket(&crate::client::socket()),
+        std::path::PathBuf::from,
+    )
 }
 
 #[derive(Args, Debug)]
@@ -419,6 +516,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         job: Some(job),
         allocate: None,
         allocate_syntax: berth_api::OptionSyntax::Berth,
+        hold: false,
         ntasks: Some(1),
         nodes: None,
         nodelist: Some(vec![node]),

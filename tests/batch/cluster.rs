@@ -309,3 +309,13 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The job of a `berth alloc` allocation, from what it said (`Granted job allocation 42`).
+pub fn granted(stderr: &str) -> u64 {
+    stderr
+        .split("Granted job allocation ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no allocation granted: {stderr}"))
+}

@@ -1,7 +1,7 @@
 //! Job steps: `berth step` (srun) inside a job's script and from the host, into the job's
 //! own container.
 
-use crate::cluster::Cluster;
+use crate::cluster::{granted, Cluster};
 use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -357,6 +357,91 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
         inside.stderr.contains("--image is for a new allocation"),
         "{}",
         inside.stderr
+    );
+}
+
+/// `berth alloc` (salloc): the allocation is held while a command runs on this host with the
+/// job's variables; steps from it run in the job's container; the job ends with the
+/// command's status, or ends first (its time limit) and the command is hung up on.
+#[test]
+fn an_allocation_is_held_while_a_command_runs_on_this_host() {
+    let Some(c) = Cluster::start() else { return };
+    let bin = c.f.bin.to_str().unwrap();
+    let command = format!(
+        r#"echo "held $SLURM_JOB_ID $SLURM_NTASKS $SLURM_JOB_NAME $MINE"
+"{bin}" step sh -c 'echo "task $SLURM_PROCID $(id -un) $MINE $PATH"'
+exit 3"#
+    );
+    let mut cmd = c.f.cmd(
+        Mode::Rootless,
+        &[
+            "as", "salloc", "-n", "2", "-J", "probe", "--image", "busybox", "sh", "-c", &command,
+        ],
+    );
+    cmd.env("BERTH_SOCKET", &c.socket).env("MINE", "passed");
+    let out = Out::from_output(cmd.stdin(Stdio::null()).output().unwrap());
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let job = newest_job(&c);
+    let id = job["id"].as_u64().unwrap();
+    assert!(
+        out.stderr
+            .contains(&format!("Granted job allocation {id}\n"))
+            && out
+                .stderr
+                .contains(&format!("Relinquishing job allocation {id}\n")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        lines_with(&out.stdout, "held"),
+        [format!("held {id} 2 probe passed")]
+    );
+    // The tasks run in the image, with its PATH (not this host's), as the user.
+    let tasks = lines_with(&out.stdout, "task");
+    assert_eq!(tasks.len(), 2, "{}", out.stdout);
+    for (rank, task) in tasks.iter().enumerate() {
+        assert!(
+            task.starts_with(&format!("task {rank} {TEST_USER} passed ")),
+            "{task}"
+        );
+        assert!(task.contains("/.berth/bin"), "{task}");
+    }
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert_eq!(job["exit_code"], 3, "{job}");
+    assert_eq!(job["name"], "probe", "{job}");
+
+    // A command that cannot run ends the allocation as a shell would say it.
+    let missing = c.berth(
+        Mode::Rootless,
+        &["alloc", "--image", "busybox", "/no/such/program"],
+    );
+    assert_eq!(missing.code, 127, "{}", missing.stderr);
+    assert_eq!(newest_job(&c)["exit_code"], 127);
+
+    // The job's time limit ends it first: the command is hung up on.
+    let limited = c.berth(
+        Mode::Rootless,
+        &["alloc", "--time=0:02", "--image", "busybox", "sleep", "60"],
+    );
+    assert_eq!(limited.code, 128 + 1, "{}", limited.stderr);
+    assert!(
+        limited.stderr.contains("has been revoked"),
+        "{}",
+        limited.stderr
+    );
+    let id = granted(&limited.stderr);
+    assert_eq!(c.wait_for(id, &["TIMEOUT"])["state"], "TIMEOUT");
+
+    // Refused as a submission would be, with the reason.
+    let unknown = c.berth(
+        Mode::Rootless,
+        &["alloc", "--image", "no-such-image", "true"],
+    );
+    assert_ne!(unknown.code, 0);
+    assert!(
+        unknown.stderr.contains("no-such-image"),
+        "{}",
+        unknown.stderr
     );
 }
 

@@ -216,4 +216,30 @@ fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
     assert_eq!(lines.len(), 2, "{}", alloc.stdout);
     assert!(lines[0].starts_with("0: bt15-h") && lines[1].starts_with("1: bt15-h"));
     assert_ne!(lines[0][3..], lines[1][3..], "one task per node");
+    // An allocation held while a command runs here (salloc -N 2): its steps run on both
+    // nodes, with the job's environment under the command's.
+    let bin = c.f.bin.to_str().unwrap();
+    let held = c.berth(
+        Mode::Rootless,
+        &[
+            "alloc",
+            "--image",
+            "busybox",
+            "-N",
+            "2",
+            "sh",
+            "-c",
+            &format!(r#"echo "nodes $SLURM_JOB_NODELIST"; "{bin}" step -l sh -c 'echo $(hostname) $SLURMD_NODENAME $SLURM_JOB_ID'"#),
+        ],
+    );
+    let mut lines: Vec<&str> = held.ok().lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{}", held.stdout);
+    let id = crate::controller::granted(&held.stderr);
+    let nodes = nodes_of(&c.show(id));
+    for (rank, line) in lines[..2].iter().enumerate() {
+        let node = &nodes[rank];
+        assert_eq!(*line, format!("{rank}: {node} {node} {id}"));
+    }
+    assert!(lines[2].starts_with("nodes bt15-h"), "{}", lines[2]);
 }

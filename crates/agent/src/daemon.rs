@@ -123,6 +123,12 @@ impl RemoteAuthority {
             .await
             .map_err(|e| e.to_string())?
     }
+
+    /// Allocation `job`'s variables once it runs (`None`: it waits), or how it ended.
+    async fn allocation_state(&self, job: u64) -> Result<Option<Vec<(String, String)>>, String> {
+        let state = berth_api::AllocationUpdate { job, code: None };
+        self.post("/v1/agents/allocations/state", state).await
+    }
 }
 
 impl crate::step::server::StepAuthority for RemoteAuthority {
@@ -155,15 +161,24 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         self.post("/v1/agents/allocations", request).await
     }
 
-    async fn wait_running(&self, job: u64) -> Result<(), String> {
-        let state = berth_api::AllocationUpdate { job, code: None };
-        while !self
-            .post::<_, bool>("/v1/agents/allocations/state", state.clone())
-            .await?
-        {
+    async fn wait_running(&self, job: u64) -> Result<Vec<(String, String)>, String> {
+        loop {
+            if let Some(env) = self.allocation_state(job).await? {
+                return Ok(env);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
+    }
+
+    async fn wait_ended(&self, job: u64) -> String {
+        loop {
+            match self.allocation_state(job).await {
+                // A controller out of reach (restarting, failing over) ended nothing.
+                Err(e) if !e.starts_with("cannot reach") => return e,
+                _ => {}
+            }
+            tokio::time::sleep(crate::step::server::ENDED_POLL).await;
+        }
     }
 
     async fn release(&self, job: u64, code: Option<i32>) {

@@ -504,17 +504,27 @@ fn fork_step(
     }
 }
 
-/// Waits until either descriptor is readable (or closed); which are. Retries when a signal
-/// interrupts the wait.
-pub(crate) fn readable(fds: [std::os::fd::RawFd; 2]) -> std::io::Result<[bool; 2]> {
+/// Waits until any of the descriptors is readable (or closed); which are. Retries when a
+/// signal interrupts the wait.
+pub(crate) fn readable<const N: usize>(fds: [std::os::fd::RawFd; N]) -> std::io::Result<[bool; N]> {
+    readable_within(fds, None)
+}
+
+/// [`readable`], for at most `timeout` (`None`: no limit; after it, none is). A negative
+/// descriptor is left out.
+pub(crate) fn readable_within<const N: usize>(
+    fds: [std::os::fd::RawFd; N],
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<[bool; N]> {
     let mut polled = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     loop {
-        // SAFETY: poll(2) on two valid pollfd structs we own.
-        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } >= 0 {
+        // SAFETY: poll(2) on N valid pollfd structs we own.
+        if unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, ms) } >= 0 {
             return Ok(polled.map(|p| p.revents != 0));
         }
         let e = std::io::Error::last_os_error();

@@ -275,6 +275,10 @@ pub struct StepRequest {
     /// Whose options `allocate` holds (`bsub -Is`, `qsub -I`: theirs).
     #[serde(default)]
     pub allocate_syntax: OptionSyntax,
+    /// With `allocate`: run no tasks, only hold the allocation for the client (`berth
+    /// alloc`, salloc) until it sends [`AllocationExit`] or goes away. `argv` names the job.
+    #[serde(default)]
+    pub hold: bool,
     /// `None`: the job's number of tasks.
     pub ntasks: Option<u32>,
     /// How many of the job's nodes the tasks spread over (`srun -N`); `None`: as many as
@@ -378,6 +382,13 @@ pub enum StepEvent {
     Queued { job: u64 },
     /// ... and now has them.
     Allocated { job: u64 },
+    /// A held allocation (`StepRequest::hold`) runs: the job's variables (SLURM_JOB_ID,
+    /// SLURM_JOB_NODELIST, ...) for the client's command. An `Error` after it: the job ended
+    /// (time limit, cancelled) while the client held it.
+    Granted {
+        job: u64,
+        env: Vec<(String, String)>,
+    },
     /// The tasks are starting.
     Started { step: u32, ntasks: u32 },
     /// Every task has ended; `code` is the worst of their exit statuses.
@@ -389,4 +400,12 @@ pub enum StepEvent {
 #[serde(deny_unknown_fields)]
 pub struct StepSignal {
     pub signal: i32,
+}
+
+/// What `berth alloc` sends when its command has ended: the held allocation ends with the
+/// command's exit status, which becomes the job's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationExit {
+    pub exit: i32,
 }

@@ -1,5 +1,5 @@
 //! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
-//! squeue, scancel, sacct, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
+//! salloc, squeue, scancel, sacct, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
 //! brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold,
 //! qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when started under its name (an administrator links
 //! them, `berth as --link /usr/local/bin`), and as `berth as NAME ARGS`; jobs have them on
@@ -61,6 +61,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     let head = match name {
         "sbatch" => words(&["berth", "submit"]),
         "srun" => words(&["berth", "step"]),
+        "salloc" => words(&["berth", "alloc"]),
         "squeue" => words(&["berth", "queue"]),
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => words(&["berth", "history"]),
@@ -374,6 +375,7 @@ fn interactive_job(
         job: None,
         allocate: Some(options),
         allocate_syntax: syntax,
+        hold: false,
         ntasks: Some(1),
         nodes: None,
         nodelist: None,
@@ -441,6 +443,7 @@ mod tests {
                 "berth submit -n 2 job.sh",
             ),
             ("srun -n1 true", "berth step -n1 true"),
+            ("salloc -N 2 bash", "berth alloc -N 2 bash"),
             ("berth as squeue --me", "berth queue --me"),
             ("sinfo", "berth partitions"),
             ("sinfo -N --json", "berth nodes --json"),

@@ -17,6 +17,29 @@ fn slots(job: &Job) -> impl Iterator<Item = &str> + '_ {
         .flat_map(|s| std::iter::repeat_n(s.node.as_str(), s.tasks.max(1) as usize))
 }
 
+/// What the command of a held allocation (`berth alloc`, salloc) gets on top of its own
+/// environment: the job's variables as its batch host's script has them, but for those of
+/// one node (the command runs on the host it was typed on).
+pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
+    const OF_A_NODE: &[&str] = &[
+        "SLURM_NODEID",
+        "SLURMD_NODENAME",
+        "SLURM_CPUS_ON_NODE",
+        "SLURM_GPUS_ON_NODE",
+        "PBS_NUM_PPN",
+        "BERTH_NODE",
+        "BERTH_CPUS_ON_NODE",
+    ];
+    let mut env = job_environment(job, 0);
+    env.retain(|(k, _)| {
+        ["SLURM_", "LSB_", "PBS_", "BERTH_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+            && !OF_A_NODE.contains(&k.as_str())
+    });
+    env
+}
+
 /// The environment of the job's container on its `index`th node (0: the batch host).
 pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);

@@ -2343,17 +2343,22 @@ impl Controller {
         Ok(id)
     }
 
-    /// Whether allocation `id` runs (`false`: it waits); an error if it ended without running.
-    pub fn allocation_running(&self, id: u64) -> Result<bool, String> {
+    /// Allocation `id`'s variables once it runs (`None`: it waits); an error saying how it
+    /// ended once it has.
+    pub fn allocation_state(&self, id: u64) -> Result<Option<Vec<(String, String)>>, String> {
         match self.active.get(&id) {
-            Some(j) => Ok(j.state == State::Running),
+            Some(j) if j.state == State::Pending || j.shares.is_empty() => Ok(None),
+            Some(j) => Ok(Some(env::allocation_environment(j))),
             None => {
                 let job = self.job(id).map_err(|e| e.message)?;
-                Err(format!(
-                    "job {id} ended {} before it started{}",
-                    job.state.name(),
-                    job.reason.map_or(String::new(), |r| format!(": {r}"))
-                ))
+                let reason = job.reason.map_or(String::new(), |r| format!(": {r}"));
+                Err(match job.start_time {
+                    Some(_) => format!("job {id} ended {}{reason}", job.state.name()),
+                    None => format!(
+                        "job {id} ended {} before it started{reason}",
+                        job.state.name()
+                    ),
+                })
             }
         }
     }
@@ -2413,11 +2418,22 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         self.0.lock().await.allocate(request)
     }
 
-    async fn wait_running(&self, id: u64) -> Result<(), String> {
-        while !self.0.lock().await.allocation_running(id)? {
+    async fn wait_running(&self, id: u64) -> Result<Vec<(String, String)>, String> {
+        loop {
+            if let Some(env) = self.0.lock().await.allocation_state(id)? {
+                return Ok(env);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Ok(())
+    }
+
+    async fn wait_ended(&self, id: u64) -> String {
+        loop {
+            if let Err(e) = self.0.lock().await.allocation_state(id) {
+                return e;
+            }
+            tokio::time::sleep(berth_agent::step::server::ENDED_POLL).await;
+        }
     }
 
     fn credential(&self) -> String {

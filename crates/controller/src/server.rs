@@ -178,16 +178,17 @@ async fn agent_allocate(
         .map_err(ApiError::bad)
 }
 
-/// Whether a node's allocation runs yet.
+/// A node's allocation's variables once it runs (`null` while it waits); how it ended, as
+/// an error, once it has.
 async fn agent_allocation_state(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Json(update): Json<berth_api::AllocationUpdate>,
-) -> ApiResult<bool> {
+) -> ApiResult<Option<Vec<(String, String)>>> {
     node_of(principal)?;
     c.lock()
         .await
-        .allocation_running(update.job)
+        .allocation_state(update.job)
         .map(Json)
         .map_err(ApiError::bad)
 }

@@ -5,6 +5,7 @@
 pub const COMMANDS: &[(&str, &str)] = &[
     ("sbatch", "submit a batch script (berth submit)"),
     ("srun", "run tasks in a job, or in an allocation of their own (berth step)"),
+    ("salloc", "get an allocation and run a command (a shell) while holding it (berth alloc)"),
     ("squeue", "pending and running jobs (berth queue)"),
     ("scancel", "cancel or signal jobs (berth cancel)"),
     ("sacct", "jobs' accounting (berth history)"),

@@ -78,7 +78,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
     }
     let own_mnt =
         namespace_of("self", "mnt").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
-    let needle = format!("/{CGROUP_PARENT}/{cgroup_name}\n");
+    let needle = needle(cgroup_name);
     loop {
         let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
         if let Some((pid, pidfd, root, pidns)) = ready_member(&members, &needle, own_mnt) {
@@ -108,6 +108,21 @@ type Member = (
     (u64, u64),
 );
 
+/// Whether process `pid` is in the cgroup `berth/<cgroup_name>` (a job's: its container's
+/// processes and its steps').
+pub fn is_member(pid: libc::pid_t, cgroup_name: &str) -> bool {
+    member(&pid.to_string(), &needle(cgroup_name))
+}
+
+/// What a member's /proc/PID/cgroup holds, a line's end.
+fn needle(cgroup_name: &str) -> String {
+    format!("/{CGROUP_PARENT}/{cgroup_name}\n")
+}
+
+fn member(pid: &str, needle: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(needle))
+}
+
 /// A member of the cgroup whose container is complete: one with no_new_privs set, which
 /// berth sets after the last mount and pivot_root, just before exec. So never a container
 /// still being built, nor a step process that has not entered yet (it is root, without it).
@@ -127,15 +142,14 @@ fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Memb
         let (Ok(mnt), Ok(pidns)) = (namespace_of(&p, "mnt"), namespace_of(&p, "pid")) else {
             continue;
         };
-        let member =
-            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(needle));
+        let inside = member(&p, needle);
         let ready = std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
             s.lines()
                 .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]))
         });
         // Alive now means the pid was not reused since the pidfd was opened: what was read
         // through /proc/<pid> was about this process.
-        if member && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {
+        if inside && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {
             return Some((pid, pidfd, root, pidns));
         }
     }

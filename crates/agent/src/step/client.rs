@@ -5,9 +5,9 @@
 
 use super::wire::send_with_fds;
 use super::{io_err, StepError};
-use berth_api::{StepEvent, StepRequest, StepSignal};
+use berth_api::{AllocationExit, StepEvent, StepRequest, StepSignal};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -26,83 +26,306 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Runs the step and returns the worst of its tasks' exit statuses.
 pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
-    let mut stream = UnixStream::connect(socket).map_err(io_err(format!(
-        "cannot reach the node agent's step socket {} (is the job's cluster up? outside a job, set BERTH_SOCKET)",
-        socket.display()
-    )))?;
-    let mut line = serde_json::to_vec(request).expect("requests serialise");
-    line.push(b'\n');
-    let stdio: [RawFd; 3] = [0, 1, 2];
-    send_with_fds(&stream, &line, &stdio).map_err(io_err("cannot send the step request"))?;
-
-    let (sig_read, sig_write) = super::pipe(libc::O_NONBLOCK)?;
-    SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::SeqCst);
+    let mut answers = Answers::send(socket, request)?;
+    let signals = Signals::catch(request.pty)?;
     // With a terminal, keys go to the task's terminal as they are typed (^C included), and
     // window size changes follow.
     let _raw = request.pty.then(RawTerminal::enter).flatten();
-    let winch = request.pty.then_some(libc::SIGWINCH);
-    for sig in berth_runtime::FORWARDED.into_iter().chain(winch) {
-        // SAFETY: installs a handler that only calls write(2); SA_RESTART keeps reads going.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 4096];
     loop {
-        let [answer, signalled] =
-            crate::launcher::readable([stream.as_raw_fd(), sig_read.as_raw_fd()])
-                .map_err(io_err("waiting for the step"))?;
+        let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
+            .map_err(io_err("waiting for the step"))?;
         if signalled {
-            let mut sigs = [0u8; 64];
-            // SAFETY: read(2) into a live buffer from our non-blocking pipe.
-            let n = unsafe { libc::read(sig_read.as_raw_fd(), sigs.as_mut_ptr().cast(), 64) };
-            for &sig in sigs.iter().take(n.max(0) as usize) {
-                let mut msg = serde_json::to_vec(&StepSignal {
-                    signal: i32::from(sig),
-                })
-                .expect("signals serialise");
-                msg.push(b'\n');
+            for sig in signals.take() {
                 // The agent may have finished already; its last answer is still to come.
-                let _ = stream.write_all(&msg);
+                answers.say(&StepSignal { signal: sig });
             }
         }
         if !answer {
             continue;
         }
-        let n = match stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("reading from the node agent")(e)),
-        };
-        if n == 0 {
+        if !answers.read()? {
             return Err(StepError::Refused(
                 "the node agent closed the step socket before the step ended (was the controller stopped?)".into(),
             ));
         }
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            match serde_json::from_slice::<StepEvent>(&line) {
-                Ok(StepEvent::Exited { code }) => return Ok(code),
-                Ok(StepEvent::Error(message)) => return Err(StepError::Refused(message)),
-                Ok(StepEvent::Started { .. }) => {}
-                Ok(StepEvent::Queued { job }) => {
+        while let Some(event) = answers.next() {
+            match event? {
+                StepEvent::Exited { code } => return Ok(code),
+                StepEvent::Error(message) => return Err(StepError::Refused(message)),
+                StepEvent::Queued { job } => {
                     eprintln!("berth step: job {job} queued and waiting for resources")
                 }
-                Ok(StepEvent::Allocated { job }) => {
+                StepEvent::Allocated { job } => {
                     eprintln!("berth step: job {job} has been allocated resources")
                 }
-                Err(e) => {
-                    return Err(StepError::Refused(format!(
-                        "the node agent sent an answer this berth does not understand ({e}): are they the same version?"
-                    )))
+                StepEvent::Started { .. } | StepEvent::Granted { .. } => {}
+            }
+        }
+    }
+}
+
+/// An allocation held for a command of the client's (`berth alloc`, salloc): its job and
+/// variables, and the connection that holds it (the allocation ends when it closes).
+pub struct Held {
+    answers: Answers,
+    signals: Signals,
+    /// Who tells the user what happens (`berth alloc`, `salloc`).
+    who: String,
+    pub job: u64,
+    pub env: Vec<(String, String)>,
+}
+
+/// How a held allocation ended.
+#[derive(Debug, PartialEq)]
+pub enum Release {
+    /// With the command's exit status, which is now the job's.
+    Ended(i32),
+    /// The job ended first (its time limit, cancelled: why): the command was hung up on,
+    /// and ended with this status.
+    Revoked(String, i32),
+    /// The node agent went away (its cluster restarting): the command ended with this
+    /// status; the job may still hold its nodes.
+    Lost(i32),
+}
+
+/// Asks the node agent for an allocation to hold (`request.hold`) and returns once it runs,
+/// saying (as `who`) when it has to wait. ^C while it waits gives it up.
+pub fn allocate(socket: &Path, request: &StepRequest, who: &str) -> Result<Held, StepError> {
+    let mut answers = Answers::send(socket, request)?;
+    let signals = Signals::catch(false)?;
+    loop {
+        let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
+            .map_err(io_err("waiting for the allocation"))?;
+        if signalled && !signals.take().is_empty() {
+            // Any line while it waits gives the allocation up; the agent answers why.
+            answers.say(&StepSignal {
+                signal: libc::SIGINT,
+            });
+        }
+        if !answer {
+            continue;
+        }
+        if !answers.read()? {
+            return Err(StepError::Refused(
+                "the node agent closed the step socket before the allocation ran (was the controller stopped?)".into(),
+            ));
+        }
+        while let Some(event) = answers.next() {
+            match event? {
+                StepEvent::Granted { job, env } => {
+                    return Ok(Held {
+                        answers,
+                        signals,
+                        who: who.to_string(),
+                        job,
+                        env,
+                    })
+                }
+                StepEvent::Error(message) => return Err(StepError::Refused(message)),
+                StepEvent::Queued { job } => {
+                    eprintln!("{who}: job {job} queued and waiting for resources")
+                }
+                StepEvent::Allocated { job } => {
+                    eprintln!("{who}: job {job} has been allocated resources")
+                }
+                StepEvent::Started { .. } | StepEvent::Exited { .. } => {}
+            }
+        }
+    }
+}
+
+impl Held {
+    /// Holds the allocation while `command` runs, passing SIGTERM and SIGHUP on to it (the
+    /// terminal's ^C and ^\ reach it by themselves). The allocation ends with its exit
+    /// status; a job that ends first has the command hung up on (SIGHUP, SIGKILL after
+    /// [`HANG_UP_GRACE`]).
+    pub fn wait(mut self, command: &mut std::process::Child) -> Result<Release, StepError> {
+        let pid = command.id() as libc::pid_t;
+        let pidfd = berth_runtime::enter::pidfd(pid).map_err(io_err("watching the command"))?;
+        let (mut revoked, mut lost) = (None, false);
+        let mut hung_up = None;
+        loop {
+            let timeout =
+                hung_up.map(|at: std::time::Instant| HANG_UP_GRACE.saturating_sub(at.elapsed()));
+            // A lost agent's socket stays readable: poll(2) skips a negative descriptor.
+            let answers = if lost { -1 } else { self.answers.fd() };
+            let fds = [pidfd.as_raw_fd(), self.signals.fd(), answers];
+            let ready = crate::launcher::readable_within(fds, timeout)
+                .map_err(io_err("waiting for the command"))?;
+            if ready[0] {
+                break;
+            }
+            if hung_up.is_some_and(|at| at.elapsed() >= HANG_UP_GRACE) {
+                // SAFETY: kill(2) on our own child, not yet reaped (its pidfd is not readable).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if ready[1] {
+                for sig in self.signals.take() {
+                    if matches!(sig, libc::SIGTERM | libc::SIGHUP) {
+                        // SAFETY: as above.
+                        unsafe { libc::kill(pid, sig) };
+                    }
+                }
+            }
+            if !ready[2] || lost {
+                continue;
+            }
+            if !self.answers.read()? {
+                lost = true;
+                continue;
+            }
+            while let Some(event) = self.answers.next() {
+                if let StepEvent::Error(why) = event? {
+                    eprintln!(
+                        "{}: job allocation {} has been revoked: {why}",
+                        self.who, self.job
+                    );
+                    revoked = Some(why);
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGHUP) };
+                    hung_up = Some(std::time::Instant::now());
                 }
             }
         }
+        let status = command.wait().map_err(io_err("waiting for the command"))?;
+        let code = std::os::unix::process::ExitStatusExt::signal(&status)
+            .map_or(status.code().unwrap_or(125), |sig| 128 + sig);
+        if let Some(why) = revoked {
+            return Ok(Release::Revoked(why, code));
+        }
+        if lost {
+            return Ok(Release::Lost(code));
+        }
+        self.end(code)
+    }
+
+    /// Ends the allocation with `code` (its command's exit status, or why it could not
+    /// run), once the job has it.
+    pub fn end(mut self, code: i32) -> Result<Release, StepError> {
+        self.answers.say(&AllocationExit { exit: code });
+        // The agent answers once the job has its status: until then it is not ended.
+        loop {
+            if !self.answers.read()? {
+                return Ok(Release::Lost(code));
+            }
+            while let Some(event) = self.answers.next() {
+                if let StepEvent::Exited { .. } = event? {
+                    return Ok(Release::Ended(code));
+                }
+            }
+        }
+    }
+}
+
+/// How long a command whose allocation ended has after SIGHUP, before SIGKILL.
+pub const HANG_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The connection to the node agent's step socket: the request sent, its answers read a
+/// JSON line each.
+struct Answers {
+    stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl Answers {
+    /// Connects and sends `request` with this process's stdin, stdout and stderr.
+    fn send(socket: &Path, request: &StepRequest) -> Result<Answers, StepError> {
+        let stream = UnixStream::connect(socket).map_err(io_err(format!(
+            "cannot reach the node agent's step socket {} (is the job's cluster up? outside a job, set BERTH_SOCKET)",
+            socket.display()
+        )))?;
+        let mut line = serde_json::to_vec(request).expect("requests serialise");
+        line.push(b'\n');
+        let stdio: [RawFd; 3] = [0, 1, 2];
+        send_with_fds(&stream, &line, &stdio).map_err(io_err("cannot send the step request"))?;
+        Ok(Answers {
+            stream,
+            pending: Vec::new(),
+        })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Sends a JSON line to the agent; it may have finished already (its last answer is
+    /// still to come), so a failure is no error.
+    fn say(&mut self, message: &impl serde::Serialize) {
+        let mut line = serde_json::to_vec(message).expect("messages serialise");
+        line.push(b'\n');
+        let _ = self.stream.write_all(&line);
+    }
+
+    /// Reads what has come; `false` at the connection's end.
+    fn read(&mut self) -> Result<bool, StepError> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("reading from the node agent")(e)),
+            }
+        }
+    }
+
+    /// The next complete answer read, if any.
+    fn next(&mut self) -> Option<Result<StepEvent, StepError>> {
+        let end = self.pending.iter().position(|&b| b == b'\n')?;
+        let line: Vec<u8> = self.pending.drain(..=end).collect();
+        Some(serde_json::from_slice(&line).map_err(|e| {
+            StepError::Refused(format!(
+                "the node agent sent an answer this berth does not understand ({e}): are they the same version?"
+            ))
+        }))
+    }
+}
+
+/// The signals the client passes on, caught into a pipe: SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+/// SIGUSR1, SIGUSR2 (and SIGWINCH with a terminal).
+struct Signals {
+    read: OwnedFd,
+    /// The handler's end (SIGNAL_PIPE), open as long as this.
+    _write: OwnedFd,
+}
+
+impl Signals {
+    fn catch(winch: bool) -> Result<Signals, StepError> {
+        let (read, write) = super::pipe(libc::O_NONBLOCK)?;
+        SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::SeqCst);
+        let winch = winch.then_some(libc::SIGWINCH);
+        for sig in berth_runtime::FORWARDED.into_iter().chain(winch) {
+            // SAFETY: installs a handler that only calls write(2); SA_RESTART keeps reads
+            // going. A program exec'd afterwards gets the default action back.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
+        }
+        Ok(Signals {
+            read,
+            _write: write,
+        })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// The signals caught since the last call.
+    fn take(&self) -> Vec<i32> {
+        let mut sigs = [0u8; 64];
+        // SAFETY: read(2) into a live buffer from our non-blocking pipe.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), sigs.as_mut_ptr().cast(), 64) };
+        sigs[..n.max(0) as usize]
+            .iter()
+            .map(|&s| i32::from(s))
+            .collect()
     }
 }
 

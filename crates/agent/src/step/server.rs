@@ -7,7 +7,7 @@
 use super::wire::{recv_line_with_fds, STDIO_FDS};
 use super::{pmi, relay, Part, StepLaunch};
 use crate::launcher::Launcher;
-use berth_api::{StepEvent, StepRequest, StepSignal};
+use berth_api::{AllocationExit, StepEvent, StepRequest, StepSignal};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -18,6 +18,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 /// The longest request line taken (the client's environment travels in it).
 const REQUEST_LIMIT: usize = 4 << 20;
+
+/// How often a held allocation's job is looked at, to tell its client when it has ended.
+pub const ENDED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the controller decided about a step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -60,8 +63,15 @@ pub trait StepAuthority: Send + Sync + 'static {
         &self,
         request: berth_api::AllocationRequest,
     ) -> impl Future<Output = Result<u64, String>> + Send;
-    /// Returns once `job` runs; an error if it ended without running.
-    fn wait_running(&self, job: u64) -> impl Future<Output = Result<(), String>> + Send;
+    /// Returns once `job` runs, with its variables for a held allocation's command
+    /// ([`StepEvent::Granted`]); an error if it ended without running.
+    fn wait_running(
+        &self,
+        job: u64,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
+    /// Returns once a running `job` has ended (time limit, cancelled, ...), saying how;
+    /// polled every [`ENDED_POLL`].
+    fn wait_ended(&self, job: u64) -> impl Future<Output = String> + Send;
     /// Ends an allocation: with its step's exit status, or cancelled (`None`: its client
     /// went away).
     fn release(&self, job: u64, code: Option<i32>) -> impl Future<Output = ()> + Send;
@@ -137,6 +147,9 @@ async fn handle<A: StepAuthority>(
                     "nothing to run: name a command, e.g. `berth step -n 2 hostname`".into(),
                 );
             }
+            if request.hold && request.allocate.is_none() {
+                return Err("bad step request: only a new allocation is held".into());
+            }
             Ok((request, stdio))
         });
     let (request, stdio) = match request {
@@ -161,9 +174,13 @@ async fn handle<A: StepAuthority>(
                 Err(e) => return send(&mut write, &StepEvent::Error(e)).await,
             };
             match wait_for_allocation(authority, job, &mut lines, &mut write).await {
-                Ok(true) => (job, true),
+                Ok(Some(env)) if request.hold => {
+                    send(&mut write, &StepEvent::Granted { job, env }).await?;
+                    return hold(authority, job, &mut lines, &mut write).await;
+                }
+                Ok(Some(_)) => (job, true),
                 // The client went away (or asked to stop) before the job started.
-                Ok(false) => {
+                Ok(None) => {
                     authority.release(job, None).await;
                     let e =
                         format!("job {job} cancelled: the step was interrupted before it started");
@@ -203,30 +220,64 @@ async fn handle<A: StepAuthority>(
     }
 }
 
-/// Waits until the allocation `job` runs, telling the client if that takes a while.
-/// `Ok(false)`: the client closed the connection or sent a signal (^C) first.
+/// Waits until the allocation `job` runs, telling the client if that takes a while, and
+/// returns its variables. `Ok(None)`: the client closed the connection or sent a signal (^C)
+/// first.
 async fn wait_for_allocation<A: StepAuthority>(
     authority: &A,
     job: u64,
     lines: &mut Lines,
     write: &mut OwnedWriteHalf,
-) -> Result<bool, String> {
+) -> Result<Option<Vec<(String, String)>>, String> {
     let running = authority.wait_running(job);
     tokio::pin!(running);
     let mut queued = false;
     loop {
         tokio::select! {
             r = &mut running => {
-                r?;
+                let env = r?;
                 if queued {
                     let _ = send(write, &StepEvent::Allocated { job }).await;
                 }
-                return Ok(true);
+                return Ok(Some(env));
             }
-            _ = lines.next_line() => return Ok(false),
+            _ = lines.next_line() => return Ok(None),
             _ = tokio::time::sleep(QUEUED_AFTER), if !queued => {
                 queued = true;
                 let _ = send(write, &StepEvent::Queued { job }).await;
+            }
+        }
+    }
+}
+
+/// Holds the running allocation `job` for its client (`berth alloc`) until the client's
+/// command ends ([`AllocationExit`]: the job ends with its status), the client goes away
+/// (the job is cancelled), or the job ends by itself (the client hears why, as an error).
+async fn hold<A: StepAuthority>(
+    authority: &A,
+    job: u64,
+    lines: &mut Lines,
+    write: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let ended = authority.wait_ended(job);
+    tokio::pin!(ended);
+    loop {
+        tokio::select! {
+            why = &mut ended => return send(write, &StepEvent::Error(why)).await,
+            line = lines.next_line() => {
+                let exit = match line {
+                    Ok(Some(l)) => match serde_json::from_str::<AllocationExit>(&l) {
+                        Ok(AllocationExit { exit }) => Some(exit),
+                        // Signals mean nothing here: the command is the client's.
+                        Err(_) => continue,
+                    },
+                    _ => None,
+                };
+                authority.release(job, exit).await;
+                return match exit {
+                    Some(code) => send(write, &StepEvent::Exited { code }).await,
+                    None => Ok(()),
+                };
             }
         }
     }
@@ -274,11 +325,10 @@ async fn run_step<A: StepAuthority>(
         }
         false => None,
     };
-    // A client in the job passes the job's variables on (its own environment is the
-    // script's); one on a host gets the job's environment under its own, on every node.
-    let in_job = request.env.iter().any(|(k, v)| {
-        matches!(k.as_str(), "BERTH_JOB_ID" | "SLURM_JOB_ID") && *v == job.to_string()
-    });
+    // A client in the job (a process of its cgroup) passes the job's variables on (its own
+    // environment is the script's); one on a host, even with the job's variables (`berth
+    // alloc`'s command), gets the job's environment under its own, on every node.
+    let in_job = client_pid.is_some_and(|pid| berth_runtime::enter::is_member(pid, &grant.cgroup));
     let launch = |node_index: usize| {
         let part = &grant.parts[node_index];
         StepLaunch {
