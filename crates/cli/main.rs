@@ -61,7 +61,7 @@ impl Cli {
             "run" => Cli::one(args, Command::Run),
             "shell" => Cli::one(args, Command::Shell),
             "submit" => Cli::one(args, Command::Submit),
-            "step" | "srun" => Cli::one(args, Command::Step),
+            "step" | "srun" => Cli::one(args, |a: step::StepArgs| Command::Step(Box::new(a))),
             _ => None,
         }
     }
@@ -135,7 +135,7 @@ enum Command {
     Requeue(batch::JobsArgs),
     /// Run tasks of a command in a running job's container, like srun inside an allocation
     #[command(visible_alias = "srun")]
-    Step(step::StepArgs),
+    Step(Box<step::StepArgs>),
     /// Get an allocation and run a command on this host while holding it (default: $SHELL),
     /// like salloc: `berth step` (srun) in it runs tasks in the job
     #[command(override_usage = "berth alloc [OPTIONS] [--] [COMMAND [ARGS]...]")]
@@ -209,7 +209,7 @@ fn run() -> i32 {
         // Steps often run inside a job's container, where the host's configuration file
         // (which $BERTH_CONFIG may name) is not: they need none. Neither do the controller's
         // clients (its API is all they use), nor berth's internal entry points.
-        Command::Step(args) => step::step(args),
+        Command::Step(args) => step::step(*args),
         Command::Rsh(args) => step::rsh(args),
         Command::Alloc(args) => step::alloc(args),
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),

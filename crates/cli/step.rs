@@ -99,9 +99,129 @@ pub struct StepArgs {
     /// Outside a job: bind a host path into the new allocation's container
     #[arg(long, value_name = "SRC[:DST[:ro]]")]
     bind: Vec<String>,
+    #[command(flatten)]
+    pyxis: PyxisArgs,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+// enroot+pyxis's options of srun, so that its users' command lines run as they are. A job
+// runs in one container, its image's: outside a job they are the new allocation's (as
+// sbatch's), inside one the job's image and binds are already there. (A comment, not a doc
+// comment: clap would take that as `berth step`'s description.)
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "enroot/pyxis options")]
+struct PyxisArgs {
+    /// The image ([docker://]REGISTRY#IMAGE[:TAG] as enroot writes it, or berth's name):
+    /// outside a job the new allocation's; inside one it must be the job's
+    #[arg(long, value_name = "IMAGE")]
+    container_image: Option<String>,
+    /// Outside a job: binds SRC[:DST[:FLAGS]],... (FLAGS: ro, rw, ...) into the new
+    /// allocation's container
+    #[arg(long, value_name = "SRC:DST[:FLAGS],...")]
+    container_mounts: Vec<String>,
+    /// The tasks' working directory in the image
+    #[arg(long, value_name = "DIR")]
+    container_workdir: Option<String>,
+    /// Outside a job: variables whose values here win over the image's, PATH included
+    #[arg(long, value_name = "NAME,...")]
+    container_env: Option<String>,
+    /// Accepted: the job's steps all run in its one container
+    #[arg(long, value_name = "NAME")]
+    container_name: Option<String>,
+    /// Outside a job: bind the user's home (the default)
+    #[arg(long)]
+    container_mount_home: bool,
+    /// Outside a job: leave the user's home out of the new allocation's container
+    #[arg(long)]
+    no_container_mount_home: bool,
+    /// Accepted: a job's root is writable (a layer of its own over the image)
+    #[arg(long)]
+    container_writable: bool,
+    /// Accepted: the image itself never changes
+    #[arg(long)]
+    container_readonly: bool,
+    /// Accepted: berth runs no entrypoint
+    #[arg(long)]
+    no_container_entrypoint: bool,
+    /// Accepted: tasks run as their user
+    #[arg(long)]
+    no_container_remap_root: bool,
+    /// Refused: berth runs the command, not the image's entrypoint
+    #[arg(long)]
+    container_entrypoint: bool,
+    /// Refused: berth runs tasks as their user, never as root
+    #[arg(long)]
+    container_remap_root: bool,
+    /// Refused: berth keeps no job's container
+    #[arg(long, value_name = "PATH")]
+    container_save: Option<String>,
+}
+
+impl PyxisArgs {
+    /// The options as sbatch's, for a new allocation (the controller reads them).
+    fn allocation_flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = [
+            ("--container-image", &self.container_image),
+            ("--container-workdir", &self.container_workdir),
+            ("--container-env", &self.container_env),
+            ("--container-name", &self.container_name),
+            ("--container-save", &self.container_save),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.as_ref().map(|v| format!("{flag}={v}")))
+        .collect();
+        flags.extend(
+            self.container_mounts
+                .iter()
+                .map(|m| format!("--container-mounts={m}")),
+        );
+        for (flag, set) in [
+            ("--container-mount-home", self.container_mount_home),
+            ("--no-container-mount-home", self.no_container_mount_home),
+            ("--container-readonly", self.container_readonly),
+            ("--container-entrypoint", self.container_entrypoint),
+            ("--container-remap-root", self.container_remap_root),
+        ] {
+            if set {
+                flags.push(flag.to_string());
+            }
+        }
+        flags
+    }
+
+    /// Inside job `id` (whose image is $BERTH_IMAGE): what of them the step can take. The
+    /// image must be the job's; binds and the rest are the job's to give.
+    fn check_in_job(&self, id: u64) -> Result<()> {
+        if let Some(wanted) = &self.container_image {
+            let wanted =
+                berth_core::job::pyxis_image(wanted).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
+            let normal = |name: &str| {
+                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
+            };
+            if job_image.is_empty() || normal(&wanted) != normal(&job_image) {
+                let runs_in = match job_image.as_str() {
+                    "" => "on the host".to_string(),
+                    image => format!("in {image}"),
+                };
+                bail!("--container-image={wanted}: a job's steps run in its own container (job {id} runs {runs_in}); run the whole job in the image: #SBATCH --container-image={wanted}");
+            }
+        }
+        let refused = [
+            ("--container-mounts", !self.container_mounts.is_empty()),
+            ("--container-env", self.container_env.is_some()),
+            ("--no-container-mount-home", self.no_container_mount_home),
+            ("--container-entrypoint", self.container_entrypoint),
+            ("--container-remap-root", self.container_remap_root),
+            ("--container-save", self.container_save.is_some()),
+        ];
+        if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
+            bail!("{flag} is for a new allocation: this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {flag})");
+        }
+        Ok(())
+    }
 }
 
 /// The job this step belongs to: --job, or the job the caller runs in; `None`: outside any
@@ -148,6 +268,7 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
     }
     // Its output is the step's, on this terminal: the allocation's own script prints nothing.
     add("--output", Some("/dev/null".into()));
+    flags.extend(args.pyxis.allocation_flags());
     flags
 }
 
@@ -209,6 +330,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
             if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
                 bail!("{flag} is for a new allocation: this step runs in job {id}, with its image, binds and limits");
             }
+            args.pyxis.check_in_job(id)?;
             None
         }
     };
@@ -226,6 +348,13 @@ pub fn step(args: StepArgs) -> Result<i32> {
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
         env: exported(environment(), args.export.as_deref())?,
+        container_workdir: match (&args.chdir, args.pyxis.container_workdir) {
+            (None, Some(dir)) if !dir.starts_with('/') => {
+                bail!("--container-workdir={dir}: expected an absolute path in the image")
+            }
+            (None, dir) => dir,
+            (Some(_), _) => None,
+        },
         cwd: match args.chdir {
             Some(dir) => std::path::absolute(dir)?,
             None => std::env::current_dir()?,
@@ -419,6 +548,7 @@ pub fn alloc(args: AllocArgs) -> Result<i32> {
         allocate: Some(options),
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: true,
+        container_workdir: None,
         ntasks: None,
         nodes: None,
         nodelist: None,
@@ -517,6 +647,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         allocate: None,
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: false,
+        container_workdir: None,
         ntasks: Some(1),
         nodes: None,
         nodelist: Some(vec![node]),

@@ -1441,22 +1441,19 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         out,
         format!("{TEST_USER} {id} {host_release}\n1\n600\nunreadable\n")
     );
-    let out = c.try_submit(
-        Mode::Rootless,
-        "hostbind.sh",
-        script,
-        &["--bind", "/tmp:/x"],
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let id = out.stdout.trim().parse::<u64>().unwrap();
-    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
-    assert!(
-        job["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("binds need an image"),
-        "{job}"
-    );
+    // What only a container has is refused at submission.
+    for option in ["--bind=/tmp:/x", "--container-workdir=/x"] {
+        let out = c.try_submit(Mode::Rootless, "hostbind.sh", script, &[option]);
+        let flag = option.split('=').next().unwrap();
+        assert!(
+            out.code != 0
+                && out
+                    .stderr
+                    .contains(&format!("{flag} is for a job in an image")),
+            "{}",
+            out.stderr
+        );
+    }
 }
 
 #[test]

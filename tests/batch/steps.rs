@@ -445,6 +445,79 @@ exit 3"#
     );
 }
 
+/// enroot+pyxis's options, as its users write them: the job's image, binds, working
+/// directory and PATH from #SBATCH lines; srun's in the job (the job's image) and outside
+/// one (a new allocation's).
+#[test]
+fn pyxis_options_run_the_job_and_its_steps_in_the_image() {
+    let Some(c) = Cluster::start() else { return };
+    let data = c.f.cwd(Mode::Rootless).join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "from the host\n").unwrap();
+    std::os::unix::fs::chown(&data, Some(c.f.user.uid), Some(c.f.user.gid)).unwrap();
+    let body = format!(
+        r#"#!/bin/sh
+#SBATCH --container-image=docker://busybox
+#SBATCH --container-mounts={}:/data:ro+rprivate
+#SBATCH --container-workdir=/bin --container-env=PATH --container-name=x
+echo "pwd=$(pwd) path=$PATH"
+cat /data/f
+touch /data/g 2>/dev/null || echo read-only
+berth step --container-image=busybox --container-workdir=/etc sh -c 'echo "step in $(pwd)"'
+berth step --container-image=ubuntu true 2>&1 || echo "other image: $?"
+"#,
+        data.display()
+    );
+    let id = c.submit(Mode::Rootless, "pyxis.sh", &body, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pwd=/bin path=/usr/bin:/bin:/.berth/bin", "{out}");
+    assert_eq!(
+        lines[1..4],
+        ["from the host", "read-only", "step in /etc"],
+        "{out}"
+    );
+    assert!(
+        lines[4].contains(&format!("job {id} runs in busybox"))
+            && lines[4].contains("#SBATCH --container-image=ubuntu"),
+        "{out}"
+    );
+    assert_eq!(lines[5], "other image: 125", "{out}");
+
+    // Outside a job: a new allocation's image, binds and working directory.
+    let mounts = format!("--container-mounts={}:/d", data.display());
+    let step = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "srun",
+            "--container-image=busybox",
+            &mounts,
+            "--container-workdir=/d",
+            "sh",
+            "-c",
+            "pwd; cat f",
+        ],
+    );
+    assert_eq!(step.ok(), "/d\nfrom the host\n");
+    let refused = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--container-image=busybox",
+            "--container-remap-root",
+            "true",
+        ],
+    );
+    assert!(
+        refused.stderr.contains("never as root"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[test]
 fn an_interactive_step_has_a_terminal_in_the_image() {
     let Some(c) = Cluster::start() else { return };

@@ -317,7 +317,8 @@ fn working_directory_on_request() {
         let out = f.berth(mode, &["exec", "--pwd", "/no/such/dir", "busybox", "pwd"]);
         assert_eq!(out.code, 125, "{mode:?}");
         assert!(
-            out.stderr.contains("cannot enter --pwd /no/such/dir"),
+            out.stderr
+                .contains("cannot enter the working directory /no/such/dir"),
             "{}",
             out.stderr
         );

@@ -68,6 +68,12 @@ pub struct JobLaunch {
     /// The administrator's bind policy, which the job's binds must satisfy.
     #[serde(default)]
     pub bind_policy: berth_core::BindPolicy,
+    /// Where the script starts in the image; `None`: `workdir`, bound in.
+    #[serde(default)]
+    pub container_workdir: Option<String>,
+    /// Leave the user's home out of the container.
+    #[serde(default)]
+    pub no_home: bool,
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -411,7 +417,13 @@ fn start(
         binds: launch.binds.clone(),
         env,
         cleanenv: true,
-        pwd: Some(launch.workdir.to_string_lossy().into_owned()),
+        pwd: Some(
+            launch
+                .container_workdir
+                .clone()
+                .unwrap_or_else(|| launch.workdir.to_string_lossy().into_owned()),
+        ),
+        no_home: launch.no_home,
         limits: Limits {
             cpus: None,
             cpuset: launch.cpuset.clone(),

@@ -293,8 +293,11 @@ pub struct StepRequest {
     pub argv: Vec<String>,
     /// The client's environment, which the tasks get (plus their own SLURM_PROCID, ...).
     pub env: Vec<(String, String)>,
-    /// The client's working directory, where the tasks start.
+    /// The client's working directory, where the tasks start (and a new allocation's).
     pub cwd: String,
+    /// Where the tasks start instead, a directory in the image (`srun --container-workdir`).
+    #[serde(default)]
+    pub container_workdir: Option<String>,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,

@@ -376,6 +376,7 @@ fn interactive_job(
         allocate: Some(options),
         allocate_syntax: syntax,
         hold: false,
+        container_workdir: None,
         ntasks: Some(1),
         nodes: None,
         nodelist: None,

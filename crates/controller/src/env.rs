@@ -43,9 +43,14 @@ pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
 /// The environment of the job's container on its `index`th node (0: the batch host).
 pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);
-    // A host PATH means nothing in the image: the image's PATH applies (berth-runtime).
+    // A host PATH means nothing in the image: the image's PATH applies (berth-runtime),
+    // unless the job asked for the submission's (pyxis's --container-env=PATH).
+    let host_path = job.request.host_env.iter().any(|n| n == "PATH");
     env.retain(|(k, _)| {
-        k != "PATH" && !k.starts_with("SLURM_") && !k.starts_with("LSB_") && !k.starts_with("PBS_")
+        (k != "PATH" || host_path)
+            && !k.starts_with("SLURM_")
+            && !k.starts_with("LSB_")
+            && !k.starts_with("PBS_")
     });
     let id = job.id.to_string();
     let name = job.request.name.clone();

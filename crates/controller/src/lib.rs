@@ -576,7 +576,19 @@ impl Controller {
                 let record = self.images.resolve(&r.name).map_err(|e| ApiError::bad(format!("image {}: {e}", r.name)))?;
                 Some((r.name.clone(), self.images.squashfs(&record).to_string_lossy().into_owned(), record.config.env.clone()))
             }
-            None if self.settings.host_jobs => None,
+            None if self.settings.host_jobs => {
+                // What only a container has, refused now rather than when the job starts.
+                let container_only = [
+                    ("--bind", !request.binds.is_empty()),
+                    ("--container-workdir", request.container_workdir.is_some()),
+                ];
+                if let Some((option, _)) = container_only.iter().find(|(_, set)| *set) {
+                    return Err(ApiError::bad(format!(
+                        "{option} is for a job in an image: this one names none and would run on the host"
+                    )));
+                }
+                None
+            }
             None => {
                 return Err(ApiError::bad(
                     "the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script; jobs without an image run on the host only where the administrator allows it ([batch] host_jobs)",
@@ -1394,6 +1406,8 @@ impl Controller {
                 env: env::job_environment(&job, index),
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
+                container_workdir: job.request.container_workdir.clone(),
+                no_home: job.request.no_home,
                 cpuset: Some(
                     node::cores(&share.cpu_ids)
                         .iter()

@@ -540,7 +540,10 @@ fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
         Ok(()) => Ok(()),
         Err(e) if spec.cwd_required => Err(Failure {
             code: 125,
-            message: format!("cannot enter --pwd {}: {e}", spec.cwd),
+            message: format!(
+                "cannot enter the working directory {} in the container: {e}",
+                spec.cwd
+            ),
         }),
         Err(_) => sys::chdir("/").map_err(fail("entering /")),
     }

@@ -339,7 +339,10 @@ async fn run_step<A: StepAuthority>(
             job_dir: grant.job_dir.clone(),
             argv: request.argv.clone(),
             env: request.env.clone(),
-            cwd: request.cwd.clone(),
+            cwd: request
+                .container_workdir
+                .clone()
+                .unwrap_or_else(|| request.cwd.clone()),
             node: part.node.clone(),
             tasks: part.tasks.clone(),
             layout: layout.clone(),

@@ -144,6 +144,23 @@ const SLURM: &[Spec] = &[
     // Refused with the reason: berth cannot honour them.
     Spec("reservation", None, Required),
     Spec("licenses", Some('L'), Required),
+    // enroot+pyxis's (a SPANK plugin's options of sbatch, srun and salloc): the job's image,
+    // binds and working directory in it, as pyxis users write them.
+    Spec("container-image", None, Required),
+    Spec("container-mounts", None, Required),
+    Spec("container-workdir", None, Required),
+    Spec("container-mount-home", None, No),
+    Spec("no-container-mount-home", None, No),
+    Spec("container-env", None, Required),
+    Spec("container-writable", None, No),
+    Spec("container-readonly", None, No),
+    Spec("container-name", None, Required),
+    Spec("container-entrypoint", None, No),
+    Spec("no-container-entrypoint", None, No),
+    Spec("container-entrypoint-log", None, No),
+    Spec("container-remap-root", None, No),
+    Spec("no-container-remap-root", None, No),
+    Spec("container-save", None, Required),
 ];
 
 const BERTH_ONLY: &[Spec] = &[
@@ -828,6 +845,76 @@ fn apply_slurm(
         "exclude" => opts.exclude = Some(nodes(v)?),
         "reservation" => return Err(JobError::unsupported(v, "berth has no reservations")),
         "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
+        "container-image" => {
+            opts.image = Some(ImageRef {
+                name: pyxis_image(v)?,
+                origin: match line {
+                    Some(line) => ImageOrigin::Directive { line },
+                    None => ImageOrigin::Cli,
+                },
+            })
+        }
+        "container-mounts" => opts.binds.extend(pyxis_mounts(v)?),
+        "container-workdir" => {
+            if !v.starts_with('/') {
+                return Err(JobError::invalid(
+                    "container working directory",
+                    v,
+                    "an absolute path in the image",
+                ));
+            }
+            opts.container_workdir = Some(path("container working directory", v)?)
+        }
+        "container-mount-home" => opts.no_home = Some(false),
+        "no-container-mount-home" => opts.no_home = Some(true),
+        "container-env" => {
+            for name in v.split(',') {
+                match env_var(name, v)? {
+                    EnvVar { name, value: None } => opts.host_env.push(name),
+                    _ => {
+                        return Err(JobError::invalid(
+                            "container environment",
+                            v,
+                            "names of variables separated by ','",
+                        ))
+                    }
+                }
+            }
+        }
+        // What berth does: a job's root is writable (a layer of its own over the image), its
+        // image's entrypoint is not run, and it is its user inside.
+        "container-writable" | "no-container-entrypoint" | "no-container-remap-root" => {}
+        "container-readonly" => ignore(
+            opts,
+            found,
+            line,
+            "the job writes to a layer of its own over the image, dropped at its end; the image never changes",
+        ),
+        "container-name" => ignore(
+            opts,
+            found,
+            line,
+            "the job's steps all run in its one container, which ends with it",
+        ),
+        "container-entrypoint-log" => ignore(opts, found, line, "berth runs no entrypoint"),
+        "container-entrypoint" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "berth runs the job's script in the image, not the image's entrypoint",
+            ))
+        }
+        "container-remap-root" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "berth runs a job as its user inside the image too, never as root",
+            ))
+        }
+        "container-save" => {
+            return Err(JobError::unsupported(
+                v,
+                "berth keeps no job's container: save results to a bound directory",
+            ))
+        }
         other => {
             return Err(JobError::unsupported(
                 other,
@@ -918,6 +1005,72 @@ fn path(what: &'static str, v: &str) -> Result<String, JobError> {
         return Err(JobError::invalid(what, v, "a path"));
     }
     Ok(v.to_string())
+}
+
+/// pyxis's `--container-image` (enroot's image URI, `[docker://][USER@][REGISTRY#]IMAGE[:TAG]`)
+/// as berth names the image: `REGISTRY/IMAGE[:TAG]`.
+pub fn pyxis_image(v: &str) -> Result<String, JobError> {
+    let uri = v.strip_prefix("docker://").unwrap_or(v);
+    if uri.starts_with('/') || uri.starts_with("./") || uri.ends_with(".sqsh") {
+        return Err(JobError::unsupported(
+            v,
+            "an image file: import it into berth's store first (berth image import FILE --name NAME) and name that",
+        ));
+    }
+    if let Some((user, _)) = uri
+        .split_once('@')
+        .filter(|(u, _)| !u.contains(['/', '#', ':']))
+    {
+        return Err(JobError::unsupported(
+            v,
+            &format!("a registry user ('{user}@'): the node's berth logs in to registries itself; name the image without it"),
+        ));
+    }
+    let name = match uri.split_once('#') {
+        Some((registry, image)) => format!("{registry}/{image}"),
+        None => uri.to_string(),
+    };
+    word("image name", &name)
+}
+
+/// pyxis's `--container-mounts`: `SRC[:DST[:FLAGS]]` binds separated by commas, the flags
+/// by `+` (`ro`, `rw`, and the propagation and recursion flags berth's binds already have),
+/// as berth's binds (`SRC[:DST[:ro|rw]]`).
+pub fn pyxis_mounts(v: &str) -> Result<Vec<String>, JobError> {
+    let mut binds = Vec::new();
+    for mount in v.split(',') {
+        let mut parts = mount.splitn(3, ':');
+        let src = parts.next().unwrap_or_default();
+        let dst = parts.next().unwrap_or(src);
+        let mut mode = "rw";
+        for flag in parts
+            .next()
+            .unwrap_or_default()
+            .split('+')
+            .filter(|f| !f.is_empty())
+        {
+            match flag {
+                "ro" | "rw" => mode = flag,
+                "bind" | "rbind" | "private" | "rprivate" | "slave" | "rslave" | "nosuid"
+                | "nodev" => {}
+                other => {
+                    return Err(JobError::unsupported(
+                        mount,
+                        &format!("mount flag '{other}': berth binds take ro or rw (private, recursive, nosuid, nodev)"),
+                    ))
+                }
+            }
+        }
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(JobError::invalid(
+                "container mount",
+                mount,
+                "SRC[:DST[:FLAGS]] with absolute paths, e.g. /data:/data:ro",
+            ));
+        }
+        binds.push(bind(&format!("{src}:{dst}:{mode}"))?);
+    }
+    Ok(binds)
 }
 
 /// Checks `SRC[:DST[:ro|rw]]` as the runtime's bind parser will read it.

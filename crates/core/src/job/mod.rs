@@ -29,7 +29,8 @@ pub use begin::{
 };
 pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
-    leading_options, parse_args, parse_args_as, parse_env, parse_script, Family, ParsedScript,
+    leading_options, parse_args, parse_args_as, parse_env, parse_script, pyxis_image, pyxis_mounts,
+    Family, ParsedScript,
 };
 pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
@@ -277,6 +278,13 @@ pub struct JobOptions {
     pub image: Option<ImageRef>,
     /// `SRC[:DST[:ro|rw]]`, checked for syntax here and against the policy by the runtime.
     pub binds: Vec<String>,
+    /// The working directory in the image (pyxis's --container-workdir).
+    pub container_workdir: Option<String>,
+    /// Leave the user's home out of the container (pyxis's --no-container-mount-home).
+    pub no_home: Option<bool>,
+    /// Variables whose submission values win over the image's, PATH included (pyxis's
+    /// --container-env).
+    pub host_env: Vec<String>,
     pub nice: Option<i32>,
     pub account: Option<String>,
     pub exclusive: Option<bool>,
@@ -331,6 +339,9 @@ impl JobOptions {
             gpus: c.gpus.or(d.gpus),
             image: c.image.or(d.image),
             binds: d.binds.into_iter().chain(c.binds).collect(),
+            container_workdir: c.container_workdir.or(d.container_workdir),
+            no_home: c.no_home.or(d.no_home),
+            host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
             account: c.account.or(d.account),
             exclusive: c.exclusive.or(d.exclusive),
@@ -380,6 +391,15 @@ pub struct JobRequest {
     /// `None`: no image named; the controller applies its policy (refuse, or a default).
     pub image: Option<ImageRef>,
     pub binds: Vec<String>,
+    /// Where the script starts in the image; `None`: the working directory (bound in).
+    #[serde(default)]
+    pub container_workdir: Option<String>,
+    /// The user's home is not bound into the container.
+    #[serde(default)]
+    pub no_home: bool,
+    /// Variables whose submission values win over the image's, PATH included.
+    #[serde(default)]
+    pub host_env: Vec<String>,
     pub nice: i32,
     pub account: Option<String>,
     pub exclusive: bool,
@@ -595,6 +615,9 @@ impl JobRequest {
             gpus: o.gpus,
             image: o.image,
             binds: o.binds,
+            container_workdir: o.container_workdir,
+            no_home: o.no_home.unwrap_or(false),
+            host_env: o.host_env,
             nice: o.nice.unwrap_or(0),
             account: o.account,
             exclusive: o.exclusive.unwrap_or(false),

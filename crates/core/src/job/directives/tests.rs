@@ -705,3 +705,53 @@ fn bsub_and_qsub_command_lines() {
         "{e}"
     );
 }
+
+/// enroot+pyxis's options, as its users write them in #SBATCH lines and on srun's and
+/// sbatch's command lines: the job's image, binds, working directory and variables.
+#[test]
+fn pyxis_options_say_what_berth_options_say() {
+    let r = request(
+        "#!/bin/bash\n\
+         #SBATCH --container-image=nvcr.io#nvidia/pytorch:23.10-py3\n\
+         #SBATCH --container-mounts=/data:/data:ro+rprivate,/scratch\n\
+         #SBATCH --container-workdir=/workspace --no-container-mount-home\n\
+         #SBATCH --container-env=PATH,HF_HOME --container-writable --no-container-entrypoint\n\
+         #SBATCH --container-name=train --container-readonly\n",
+    );
+    assert_eq!(r.image.unwrap().name, "nvcr.io/nvidia/pytorch:23.10-py3");
+    assert_eq!(r.binds, ["/data:/data:ro", "/scratch:/scratch:rw"]);
+    assert_eq!(r.container_workdir.as_deref(), Some("/workspace"));
+    assert!(r.no_home);
+    assert_eq!(r.host_env, ["PATH", "HF_HOME"]);
+    let ignored: Vec<&str> = r.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(ignored, ["--container-name=train", "--container-readonly"]);
+
+    assert_eq!(
+        pyxis_image("docker://ubuntu:22.04").unwrap(),
+        "ubuntu:22.04"
+    );
+    assert_eq!(pyxis_image("busybox").unwrap(), "busybox");
+    for (directive, why) in [
+        (
+            "--container-image=/images/app.sqsh",
+            "import it into berth's store",
+        ),
+        (
+            "--container-image=alice@nvcr.io#nvidia/x",
+            "registry user ('alice@')",
+        ),
+        ("--container-mounts=/a:/b:noexec", "mount flag 'noexec'"),
+        ("--container-mounts=data:/data", "absolute paths"),
+        ("--container-workdir=work", "an absolute path in the image"),
+        ("--container-env=A=1", "names of variables"),
+        ("--container-remap-root", "as its user"),
+        ("--container-entrypoint", "not the image's entrypoint"),
+        ("--container-save=/x.sqsh", "keeps no job's container"),
+    ] {
+        let e = error(&format!("#SBATCH {directive}\n"));
+        assert!(
+            e.contains(why) && e.starts_with("line 1:"),
+            "{directive}: {e}"
+        );
+    }
+}
