@@ -3,7 +3,7 @@
 use crate::client::request;
 use crate::settings::{is_root, Settings};
 use anyhow::{bail, Context, Result};
-use berth_api::{CancelRequest, JobInfo, OptionSyntax, SubmitRequest, SubmitResponse};
+use berth_api::{CancelRequest, JobInfo, JobUsage, OptionSyntax, SubmitRequest, SubmitResponse};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -103,6 +103,36 @@ pub struct CancelArgs {
     /// Send this signal to the job instead of ending it
     #[arg(short, long, value_name = "SIG")]
     signal: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UsageArgs {
+    /// Running jobs; an array job's id stands for its running tasks, ID_INDEX for one
+    #[arg(value_name = "JOB")]
+    jobs: Vec<String>,
+    /// The same, comma-separated (as sstat -j)
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_delimiter = ',',
+        value_name = "JOB,..."
+    )]
+    listed: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    /// The columns: names among JobID, Node, Elapsed, TotalCPU (CPU time), Memory (charged
+    /// now, page cache included), MaxRSS (the most at once), each with an optional %WIDTH
+    #[arg(short = 'o', long, value_name = "FIELD,...", value_delimiter = ',')]
+    format: Vec<String>,
+    /// No header line (as sstat -n)
+    #[arg(short, long)]
+    noheader: bool,
+    /// Fields separated by '|', not padded (as sstat -P)
+    #[arg(short = 'P', long)]
+    parsable2: bool,
+    /// Accepted as sstat takes it: berth reads the job's whole cgroup, its steps included
+    #[arg(short = 'a', long)]
+    allsteps: bool,
 }
 
 #[derive(Args, Debug)]
@@ -716,6 +746,20 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// CPU time as sacct prints it: `MM:SS.mmm` under an hour, `[D-]HH:MM:SS` from one.
+pub fn cpu_time(usec: u64) -> String {
+    let secs = usec / 1_000_000;
+    match secs < 3600 {
+        true => format!(
+            "{:02}:{:02}.{:03}",
+            secs / 60,
+            secs % 60,
+            usec % 1_000_000 / 1000
+        ),
+        false => duration(secs),
+    }
+}
+
 pub fn job_id(j: &JobInfo) -> String {
     match (j.array_job_id, j.array_task_id) {
         (Some(a), Some(t)) => format!("{a}_{t}"),
@@ -1080,52 +1124,134 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    let default = "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9";
-    let fields: Vec<String> = match args.format.is_empty() {
-        true => default.split(',').map(String::from).collect(),
-        false => args.format.clone(),
-    };
-    let columns = fields
-        .iter()
-        .map(|f| {
-            let (name, width) = f.split_once('%').unwrap_or((f, ""));
-            let known = ACCOUNTING
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name));
-            match (known, width.parse::<usize>()) {
-                (Some((name, _)), Ok(width)) => Ok((*name, width.clamp(1, 256))),
-                (Some((name, w)), Err(_)) if width.is_empty() => Ok((*name, *w)),
-                _ => Err(anyhow::anyhow!(
-                    "--format {f:?}: berth knows {}, each with an optional %WIDTH",
-                    ACCOUNTING
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            }
-        })
-        .collect::<Result<Vec<(&str, usize)>>>()?;
-    let line = |value: &dyn Fn(&str) -> String| -> String {
-        let cells = columns.iter().map(|(name, width)| {
+    let table = Table::new(
+        &args.format,
+        "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
+        ACCOUNTING,
+        args.parsable2,
+    )?;
+    if !args.noheader {
+        writeln!(out, "{}", table.line(|name| name.to_string()))?;
+    }
+    for j in &jobs {
+        writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
+    }
+    Ok(0)
+}
+
+/// Columns as sacct's and sstat's --format names them (`NAME[%WIDTH]`, among `known`'s
+/// names with their default widths), right-aligned and cut to width, or (`parsable`) as
+/// they are, separated by '|'.
+struct Table {
+    columns: Vec<(&'static str, usize)>,
+    parsable: bool,
+}
+
+impl Table {
+    /// `format`'s columns, or `default`'s where it names none.
+    fn new(
+        format: &[String],
+        default: &str,
+        known: &[(&'static str, usize)],
+        parsable: bool,
+    ) -> Result<Table> {
+        let fields: Vec<String> = match format.is_empty() {
+            true => default.split(',').map(String::from).collect(),
+            false => format.to_vec(),
+        };
+        let columns = fields
+            .iter()
+            .map(|f| {
+                let (name, width) = f.split_once('%').unwrap_or((f, ""));
+                let found = known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+                match (found, width.parse::<usize>()) {
+                    (Some((name, _)), Ok(width)) => Ok((*name, width.clamp(1, 256))),
+                    (Some((name, w)), Err(_)) if width.is_empty() => Ok((*name, *w)),
+                    _ => Err(anyhow::anyhow!(
+                        "--format {f:?}: berth knows {}, each with an optional %WIDTH",
+                        known.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Table { columns, parsable })
+    }
+
+    /// One line, `value` giving each column's by its name.
+    fn line(&self, value: impl Fn(&str) -> String) -> String {
+        let cells = self.columns.iter().map(|(name, width)| {
             let v = value(name);
-            match args.parsable2 {
+            match self.parsable {
                 true => v,
                 false => format!("{:>width$}", truncate(&v, *width)),
             }
         });
         cells
             .collect::<Vec<_>>()
-            .join(if args.parsable2 { "|" } else { " " })
-    };
-    if !args.noheader {
-        writeln!(out, "{}", line(&|name| name.to_string()))?;
+            .join(if self.parsable { "|" } else { " " })
     }
-    for j in &jobs {
-        writeln!(out, "{}", line(&|name| accounting(name, j)))?;
+}
+
+/// `berth usage` (sstat): what running jobs have used so far, a line per node.
+pub fn usage(args: UsageArgs) -> Result<i32> {
+    let specs: Vec<String> = args.jobs.into_iter().chain(args.listed).collect();
+    if specs.is_empty() {
+        bail!("name the running jobs to read (berth usage JOB..., as sstat -j JOB)");
+    }
+    let mut usages = Vec::new();
+    for id in job_ids(&specs, applies("usage"))? {
+        let usage: JobUsage = request("GET", &format!("/v1/jobs/{id}/usage"), None::<&()>)?;
+        usages.push(usage);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        return print_json(&mut out, &usages);
+    }
+    let table = Table::new(
+        &args.format,
+        "JobID,Node,Elapsed,TotalCPU,Memory,MaxRSS",
+        USAGE,
+        args.parsable2,
+    )?;
+    if !args.noheader {
+        writeln!(out, "{}", table.line(|name| name.to_string()))?;
+    }
+    let bytes = |b: Option<u64>| b.map_or("-".into(), crate::image::human_size);
+    for u in &usages {
+        for n in &u.nodes {
+            let line = table.line(|name| match name {
+                "JobID" => u.job.to_string(),
+                "Node" => n.node.clone(),
+                "Elapsed" => duration(u.elapsed_seconds),
+                "TotalCPU" => n
+                    .cpu_seconds
+                    .map_or("-".into(), |s| cpu_time((s * 1e6) as u64)),
+                "Memory" => bytes(n.memory_bytes),
+                _ => bytes(n.max_memory_bytes),
+            });
+            writeln!(out, "{line}")?;
+        }
     }
     Ok(0)
 }
+
+/// What job `j` has used so far if it runs (and it can be read: the job may just have
+/// ended), for the commands that show it beside a job's record (qstat -f, bjobs -l).
+pub fn running_usage(j: &JobInfo) -> Option<JobUsage> {
+    matches!(j.state.as_str(), "RUNNING" | "SUSPENDED")
+        .then(|| request("GET", &format!("/v1/jobs/{}/usage", j.id), None::<&()>).ok())
+        .flatten()
+}
+
+/// `berth usage`'s columns, and their default widths.
+const USAGE: &[(&str, usize)] = &[
+    ("JobID", 10),
+    ("Node", 12),
+    ("Elapsed", 10),
+    ("TotalCPU", 10),
+    ("Memory", 10),
+    ("MaxRSS", 10),
+];
 
 /// sacct's field names berth reports, and their default widths.
 const ACCOUNTING: &[(&str, usize)] = &[
@@ -1163,7 +1289,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             .exit_code
             .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
         "Elapsed" => duration(elapsed(j)),
-        "TotalCPU" => j.cpu_usec.map_or("-".into(), |c| duration(c / 1_000_000)),
+        "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
         "MaxRSS" => j.max_rss_bytes.map_or("-".into(), crate::image::human_size),
         "NNodes" => j.nodes.len().max(1).to_string(),
         "NCPUS" => j.cpus.to_string(),
@@ -1260,7 +1386,7 @@ pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<V
 pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
     match verb {
         "hold" | "release" => |j| j.state == "PENDING",
-        "suspend" => |j| j.state == "RUNNING",
+        "suspend" | "usage" => |j| j.state == "RUNNING",
         "resume" => |j| j.state == "SUSPENDED",
         _ => |_| true,
     }
@@ -1480,7 +1606,15 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{cpu_time, parse_time};
+
+    #[test]
+    fn cpu_time_is_printed_as_sacct_prints_it() {
+        assert_eq!(cpu_time(332_655), "00:00.332");
+        assert_eq!(cpu_time(61_500_000), "01:01.500");
+        assert_eq!(cpu_time(3_723_000_000), "01:02:03");
+        assert_eq!(cpu_time(90_061_000_000), "1-01:01:01");
+    }
 
     #[test]
     fn times_are_taken_as_sacct_takes_them() {

@@ -118,6 +118,8 @@ enum Command {
     Cancel(batch::CancelArgs),
     /// Finished jobs with their accounting, like sacct
     History(batch::HistoryArgs),
+    /// What running jobs have used so far on each node (CPU time, memory), like sstat
+    Usage(batch::UsageArgs),
     /// Keep pending jobs from starting
     Hold(batch::JobsArgs),
     /// Change a pending job (an array job's id: each of its pending tasks): --time,
@@ -152,7 +154,7 @@ enum Command {
     Partitions(batch::ListArgs),
     /// Act as another batch system's command: bsub, bjobs, qsub, qstat, sbatch, ...
     ///
-    /// Slurm's sbatch, srun, salloc, squeue, scancel, sacct, sinfo, scontrol; LSF's bsub, bjobs,
+    /// Slurm's sbatch, srun, salloc, squeue, scancel, sacct, sstat, sinfo, scontrol; LSF's bsub, bjobs,
     /// bkill, bstop, bresume, brequeue, bqueues, bhosts, lshosts; PBS's qsub, qstat, qdel,
     /// qhold, qrls, qsig, qrerun, pbsnodes (without COMMAND: the list). berth started under
     /// one of those names (a link, see --link) acts as it.
@@ -227,6 +229,7 @@ fn run() -> i32 {
         Command::Show(args) => batch::show(args),
         Command::Cancel(args) => batch::cancel(args),
         Command::History(args) => batch::history(args),
+        Command::Usage(args) => batch::usage(args),
         Command::Hold(args) => batch::act("hold", args),
         Command::Update(args) => batch::update(args),
         Command::Release(args) => batch::act("release", args),

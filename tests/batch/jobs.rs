@@ -517,6 +517,70 @@ fn history_prints_as_sacct_formats() {
     );
 }
 
+/// `berth usage` (sstat): a running job's CPU time and memory so far, from its cgroup; also
+/// in qstat -f and bjobs -l.
+#[test]
+fn a_running_jobs_usage_is_read_as_it_goes() {
+    let Some(c) = Cluster::start() else { return };
+    // 24 MB held in the shell's memory, and some CPU time, before it says so.
+    let script = "#!/bin/sh\n#BERTH --image busybox\nx=$(head -c 24000000 /dev/zero | tr '\\0' a)\ni=0; while [ $i -lt 100000 ]; do i=$((i+1)); done\necho held\nsleep 60\n";
+    let busy = c.submit(Mode::Rootless, "busy.sh", script, &[]);
+    c.wait_for_output(busy, "held");
+    let out = c.berth(Mode::Rootless, &["usage", &busy.to_string(), "--json"]);
+    let usage: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let node = &usage[0]["nodes"][0];
+    assert_eq!(usage[0]["job"], busy);
+    assert!(node["cpu_seconds"].as_f64().unwrap() > 0.0, "{usage}");
+    assert!(
+        node["max_memory_bytes"].as_u64().unwrap() >= 24_000_000,
+        "{usage}"
+    );
+    assert!(node["memory_bytes"].as_u64().unwrap() > 0, "{usage}");
+    // sstat's words; the columns as asked.
+    let sstat = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "sstat",
+            "-j",
+            &busy.to_string(),
+            "-n",
+            "-P",
+            "-o",
+            "JobID,Node",
+        ],
+    );
+    assert_eq!(
+        sstat.ok().trim_end(),
+        format!("{busy}|{}", node["node"].as_str().unwrap())
+    );
+    let qstat = c.berth(Mode::Rootless, &["as", "qstat", "-f", &busy.to_string()]);
+    assert!(
+        qstat.ok().contains("resources_used.mem = "),
+        "{}",
+        qstat.stdout
+    );
+    let bjobs = c.berth(Mode::Rootless, &["as", "bjobs", "-l", &busy.to_string()]);
+    assert!(bjobs.ok().contains("MAX MEM: "), "{}", bjobs.stdout);
+    // Only of running jobs; a pending one's is refused with the reason.
+    let id = c.submit(Mode::Rootless, "hello.sh", HELLO, &[]);
+    c.completed(id);
+    let ended = c.berth(Mode::Rootless, &["usage", &id.to_string()]);
+    assert!(ended.code != 0, "{}", ended.stdout);
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let pending = c.berth(Mode::Rootless, &["usage", &held.to_string()]);
+    assert!(
+        pending.stderr.contains("only a running job's usage"),
+        "{}",
+        pending.stderr
+    );
+    c.berth(
+        Mode::Root,
+        &["cancel", &busy.to_string(), &held.to_string()],
+    )
+    .ok();
+}
+
 /// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
 /// all of its tasks still pending or running, ID_INDEX for one.
 #[test]

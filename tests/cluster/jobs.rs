@@ -148,6 +148,11 @@ fn cancelling_a_job_on_two_nodes_ends_both_containers() {
     for cg in job_cgroups(id, &runners) {
         assert!(!frozen(&cg), "{cg}");
     }
+    // Its usage so far, read from each node's agent.
+    let usage = c.berth(Mode::Rootless, &["usage", &s, "-n", "-P", "-o", "Node"]);
+    let mut nodes: Vec<&str> = usage.ok().lines().collect();
+    nodes.sort();
+    assert_eq!(nodes, nodes_of(&c.show(id)));
     c.berth(Mode::Rootless, &["cancel", &s]).ok();
     let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED", "NODE_FAIL"]);
     assert_eq!(job["state"], "CANCELLED", "{job}\n{}", t.logs());

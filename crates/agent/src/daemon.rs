@@ -79,6 +79,14 @@ pub struct RunnerLimit {
     pub seconds: u64,
 }
 
+/// `POST /v1/agent/usage`: what a running job has used on this node so far.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerUsage {
+    pub job: u64,
+    pub runner: u32,
+}
+
 /// `POST /v1/agent/freeze`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -432,6 +440,13 @@ async fn limit(State(a): State<Shared>, Json(l): Json<RunnerLimit>) -> Response 
     }
 }
 
+async fn usage(State(a): State<Shared>, Json(u): Json<RunnerUsage>) -> Response {
+    match a.node.usage(u.job, u.runner) {
+        Ok(usage) => Json(usage).into_response(),
+        Err(e) => error(500, e),
+    }
+}
+
 async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Response {
     match a.node.freeze(f.job, f.runner, f.frozen) {
         Ok(()) => Json(()).into_response(),
@@ -641,6 +656,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .route("/v1/agent/signal", post(signal))
         .route("/v1/agent/freeze", post(freeze))
         .route("/v1/agent/limit", post(limit))
+        .route("/v1/agent/usage", post(usage))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             controller_only,

@@ -534,6 +534,21 @@ impl NodeAgent {
         stop(runner, self.liveness(id, runner));
     }
 
+    /// What running job `id` has used here so far, from its cgroup (`node` left empty).
+    pub fn usage(&self, id: u64, runner: u32) -> Result<berth_api::NodeUsage, String> {
+        use berth_runtime::cgroup;
+        let layout = cgroup::Layout::detect().map_err(|e| e.to_string())?;
+        let name = NodeAgent::cgroup_name(id, runner);
+        let usage = cgroup::usage_existing(&layout, berth_runtime::CGROUP_PARENT, &name)
+            .ok_or_else(|| format!("job {id} has no cgroup here ({name}): has it just ended?"))?;
+        Ok(berth_api::NodeUsage {
+            node: String::new(),
+            cpu_seconds: usage.cpu_usec.map(|us| us as f64 / 1e6),
+            memory_bytes: usage.memory_bytes,
+            max_memory_bytes: usage.max_rss_bytes,
+        })
+    }
+
     /// Freezes or thaws every process of job `id` at once (its cgroup's freezer).
     pub fn freeze(&self, id: u64, runner: u32, frozen: bool) -> Result<(), String> {
         use berth_runtime::cgroup;

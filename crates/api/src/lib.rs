@@ -68,6 +68,46 @@ pub struct SubmitResponse {
     pub wait: bool,
 }
 
+/// What a running job has used so far (`GET /v1/jobs/{id}/usage`, `berth usage`, sstat),
+/// from its cgroup on each of its nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JobUsage {
+    pub job: u64,
+    /// Seconds since it started, suspended time included.
+    pub elapsed_seconds: u64,
+    /// Its nodes, the batch host first.
+    pub nodes: Vec<NodeUsage>,
+}
+
+impl JobUsage {
+    /// CPU seconds on all its nodes.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.nodes.iter().filter_map(|n| n.cpu_seconds).sum()
+    }
+
+    /// Memory charged now on all its nodes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.nodes.iter().filter_map(|n| n.memory_bytes).sum()
+    }
+
+    /// The most charged at once on each node, added up (an upper bound of the job's peak).
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.nodes.iter().filter_map(|n| n.max_memory_bytes).sum()
+    }
+}
+
+/// A running job's use of one node; `None` where the kernel does not account it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NodeUsage {
+    pub node: String,
+    /// CPU time of all its processes there, user and system.
+    pub cpu_seconds: Option<f64>,
+    /// Memory charged to it now (page cache included, as its limit counts it).
+    pub memory_bytes: Option<u64>,
+    /// The most it has had charged at once.
+    pub max_memory_bytes: Option<u64>,
+}
+
 /// A job as `berth queue`, `show` and `history` report it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobInfo {

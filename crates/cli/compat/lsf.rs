@@ -430,6 +430,21 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             j.workdir
         )?;
     }
+    if let Some(u) = batch::running_usage(j) {
+        let mb = |b: u64| b.div_ceil(1 << 20);
+        writeln!(
+            out,
+            "{}: Resource usage collected.\n                     The CPU time used is {:.1} seconds.\n                     MEM: {} Mbytes",
+            ctime(berth_controller::now()),
+            u.cpu_seconds(),
+            mb(u.memory_bytes())
+        )?;
+        writeln!(
+            out,
+            "\n MEMORY USAGE:\n MAX MEM: {} Mbytes",
+            mb(u.max_memory_bytes())
+        )?;
+    }
     if let Some(end) = j.end_time {
         let how = match (stat(j), j.exit_code, j.signal) {
             ("DONE", _, _) => "Done successfully.".to_string(),

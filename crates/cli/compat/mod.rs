@@ -1,5 +1,5 @@
 //! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
-//! salloc, squeue, scancel, sacct, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
+//! salloc, squeue, scancel, sacct, sstat, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
 //! brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold,
 //! qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when started under its name (an administrator links
 //! them, `berth as --link /usr/local/bin`), and as `berth as NAME ARGS`; jobs have them on
@@ -65,6 +65,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "squeue" => words(&["berth", "queue"]),
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => words(&["berth", "history"]),
+        "sstat" => words(&["berth", "usage"]),
         "sinfo" => match rest.iter().position(|a| a == "-N" || a == "--Node") {
             Some(at) => {
                 rest.remove(at);
@@ -445,6 +446,7 @@ mod tests {
             ),
             ("srun -n1 true", "berth step -n1 true"),
             ("salloc -N 2 bash", "berth alloc -N 2 bash"),
+            ("sstat -j 42 -P", "berth usage -j 42 -P"),
             ("berth as squeue --me", "berth queue --me"),
             ("sinfo", "berth partitions"),
             ("sinfo -N --json", "berth nodes --json"),

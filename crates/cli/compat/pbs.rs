@@ -308,11 +308,17 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
             batch::duration(batch::elapsed(j)),
         ));
     }
-    if let Some(u) = j.cpu_usec {
-        attrs.push(("resources_used.cput", batch::duration(u / 1_000_000)));
+    // A running job's so far (read from its nodes), an ended one's in the end.
+    let running = batch::running_usage(j);
+    let used = match &running {
+        Some(u) => (Some(u.cpu_seconds() as u64), Some(u.memory_bytes())),
+        None => (j.cpu_usec.map(|u| u / 1_000_000), j.max_rss_bytes),
+    };
+    if let Some(cpu) = used.0 {
+        attrs.push(("resources_used.cput", batch::duration(cpu)));
     }
-    if let Some(rss) = j.max_rss_bytes {
-        attrs.push(("resources_used.mem", short_size(rss)));
+    if let Some(mem) = used.1 {
+        attrs.push(("resources_used.mem", short_size(mem)));
     }
     if let Some(image) = &j.image {
         attrs.push(("berth_image", image.clone()));

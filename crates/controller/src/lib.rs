@@ -2721,6 +2721,67 @@ fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &auth::Key) {
     }
 }
 
+/// A running job's usage, to be read from its nodes' agents outside the controller's lock.
+pub struct UsageQuery {
+    links: Links,
+    job: Job,
+    key: Arc<auth::Key>,
+}
+
+impl Controller {
+    /// `berth usage` (sstat): checks that `caller` may see running job `id`'s usage and
+    /// says where to read it.
+    pub fn usage(&mut self, caller: Caller, id: u64) -> Result<UsageQuery, ApiError> {
+        let links = self.links_of(id);
+        let key = self.key.clone();
+        let job = self.owned(caller, id, "read the usage of")?;
+        if !matches!(job.state, State::Running | State::Suspended) {
+            return Err(ApiError::bad(format!(
+                "job {id} is {}: only a running job's usage is read as it goes (`berth history` has what a job used once it ended)",
+                job.state.name()
+            )));
+        }
+        Ok(UsageQuery {
+            links,
+            job: job.clone(),
+            key,
+        })
+    }
+}
+
+impl UsageQuery {
+    /// Asks each of the job's nodes (remote ones over HTTP, on a blocking thread).
+    pub async fn read(self) -> Result<berth_api::JobUsage, ApiError> {
+        tokio::task::spawn_blocking(move || {
+            let id = self.job.id;
+            let nodes = each_runner(
+                &self.links,
+                &self.job,
+                &self.key,
+                |agent, runner, _| agent.usage(id, runner),
+                "/v1/agent/usage",
+                |runner, _| berth_agent::daemon::RunnerUsage { job: id, runner },
+            )?;
+            Ok(berth_api::JobUsage {
+                job: id,
+                elapsed_seconds: now().saturating_sub(self.job.start_time.unwrap_or_else(now)),
+                nodes: self
+                    .job
+                    .shares
+                    .iter()
+                    .zip(nodes)
+                    .map(|(share, usage)| berth_api::NodeUsage {
+                        node: share.node.clone(),
+                        ..usage
+                    })
+                    .collect(),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    }
+}
+
 /// A suspend or resume in progress: the job as it was, and its nodes' links.
 pub struct Freeze {
     links: Links,
@@ -2794,6 +2855,7 @@ fn set_limit(
             seconds: node_limit(limit, batch_host, kill_wait),
         },
     )
+    .map(drop)
 }
 
 /// Freezes or thaws every process of a running job, on all its nodes.
@@ -2810,20 +2872,22 @@ fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(),
             frozen,
         },
     )
+    .map(drop)
 }
 
 /// Acts on the runner of running job `job` on each of its nodes: `local` with this
 /// process's own agent, else `path` on the node's agent with `body`; each gets the runner
 /// and whether its node is the batch host. A short call to each agent, while the job's
-/// record waits for the answers.
-fn each_runner<B: serde::Serialize>(
+/// record waits for the answers, which come back node by node.
+fn each_runner<B: serde::Serialize, R: serde::de::DeserializeOwned>(
     links: &Links,
     job: &Job,
     key: &auth::Key,
-    local: impl Fn(&NodeAgent, u32, bool) -> Result<(), String>,
+    local: impl Fn(&NodeAgent, u32, bool) -> Result<R, String>,
     path: &str,
     body: impl Fn(u32, bool) -> B,
-) -> Result<(), ApiError> {
+) -> Result<Vec<R>, ApiError> {
+    let mut answers = Vec::with_capacity(job.shares.len());
     for (i, share) in job.shares.iter().enumerate() {
         let batch_host = i == 0;
         let runner = share.runner.ok_or_else(|| {
@@ -2832,7 +2896,7 @@ fn each_runner<B: serde::Serialize>(
                 job.id, share.node
             ))
         })?;
-        match links.get(&share.node) {
+        let answer = match links.get(&share.node) {
             Some(Link::Local(agent)) => local(agent, runner, batch_host),
             Some(Link::Remote(url)) => tokio::task::block_in_place(|| {
                 berth_agent::http::post(
@@ -2846,8 +2910,9 @@ fn each_runner<B: serde::Serialize>(
             None => Err(format!("job {}'s node {} is gone", job.id, share.node)),
         }
         .map_err(ApiError::internal)?;
+        answers.push(answer);
     }
-    Ok(())
+    Ok(answers)
 }
 
 /// Takes the CPUs and GPUs the plan gives a job on each of its nodes: all of them, or none

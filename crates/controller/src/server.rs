@@ -339,6 +339,18 @@ async fn show(State(c): State<Shared>, Path(id): Path<u64>) -> ApiResult<berth_a
     c.lock().await.job(id).map(|j| Json(j.info()))
 }
 
+/// What a running job has used so far on each of its nodes (`berth usage`, sstat), read
+/// from its cgroups without holding the controller's lock.
+#[utoipa::path(get, path = "/v1/jobs/{id}/usage", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "its usage so far", body = berth_api::JobUsage), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "not running", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn usage(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+) -> ApiResult<berth_api::JobUsage> {
+    let query = c.lock().await.usage(caller, id)?;
+    query.read().await.map(Json)
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -501,6 +513,7 @@ async fn not_found() -> ApiError {
         submit,
         queue,
         show,
+        usage,
         history,
         cancel,
         hold,
@@ -548,6 +561,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}/suspend", post(suspend))
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/jobs/{id}/requeue", post(requeue))
+        .route("/v1/jobs/{id}/usage", get(usage))
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))

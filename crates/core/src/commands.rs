@@ -9,6 +9,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("squeue", "pending and running jobs (berth queue)"),
     ("scancel", "cancel or signal jobs (berth cancel)"),
     ("sacct", "jobs' accounting (berth history)"),
+    ("sstat", "running jobs' CPU time and memory so far (berth usage)"),
     ("sinfo", "partitions (berth partitions); -N: nodes (berth nodes)"),
     ("scontrol", "show job|hostnames|hostlist|nodes|partitions; hold, release, requeue, suspend, resume, update"),
     ("bsub", "submit a command, a script on standard input, or an interactive job (-I, -Is)"),

@@ -45,6 +45,31 @@ pub struct Limits {
 pub struct Usage {
     pub cpu_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
+    /// Memory charged now (page cache included, as the limit counts it).
+    pub memory_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// Read from a cgroup's files, `at(controller, file)` their paths.
+    fn read(v2: bool, at: impl Fn(&str, &str) -> Option<PathBuf>) -> Usage {
+        if v2 {
+            Usage {
+                cpu_usec: at("cpu", "cpu.stat")
+                    .and_then(|p| fs::read_to_string(p).ok())
+                    .and_then(|t| keyed(&t, "usage_usec")),
+                max_rss_bytes: at("memory", "memory.peak").and_then(|p| read_u64(&p)),
+                memory_bytes: at("memory", "memory.current").and_then(|p| read_u64(&p)),
+            }
+        } else {
+            Usage {
+                cpu_usec: at("cpuacct", "cpuacct.usage")
+                    .and_then(|p| read_u64(&p))
+                    .map(|ns| ns / 1000),
+                max_rss_bytes: at("memory", "memory.max_usage_in_bytes").and_then(|p| read_u64(&p)),
+                memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -414,24 +439,11 @@ impl Cgroup {
             .is_some_and(|n| n > 0)
     }
 
-    /// CPU time and peak memory so far (v2 memory.peak needs Linux 5.19).
+    /// CPU time and peak memory so far (v2 memory.peak needs Linux 5.19), and memory now.
     pub fn usage(&self) -> Usage {
-        let at = |controller, file| self.dir(controller).map(|d| d.join(file));
-        if self.v2 {
-            Usage {
-                cpu_usec: at("cpu", "cpu.stat")
-                    .and_then(|p| fs::read_to_string(p).ok())
-                    .and_then(|t| keyed(&t, "usage_usec")),
-                max_rss_bytes: at("memory", "memory.peak").and_then(|p| read_u64(&p)),
-            }
-        } else {
-            Usage {
-                cpu_usec: at("cpuacct", "cpuacct.usage")
-                    .and_then(|p| read_u64(&p))
-                    .map(|ns| ns / 1000),
-                max_rss_bytes: at("memory", "memory.max_usage_in_bytes").and_then(|p| read_u64(&p)),
-            }
-        }
+        Usage::read(self.v2, |controller, file| {
+            self.dir(controller).map(|d| d.join(file))
+        })
     }
 
     /// Suspends (`true`) or resumes every process of the cgroup. The kernel completes a freeze
@@ -565,6 +577,23 @@ pub fn freeze_existing(
         }
     };
     write(&path, value)
+}
+
+/// What the kernel has accounted so far to `<parent>/<name>`, a cgroup another process
+/// created and still owns (a running job's); `None` if it is not there.
+pub fn usage_existing(layout: &Layout, parent: &str, name: &str) -> Option<Usage> {
+    let (v2, dir) = match layout {
+        Layout::V2 { root } => (true, root.join(parent).join(name)),
+        // Any of its hierarchies tells whether it is there; cpuacct holds its CPU time.
+        Layout::V1 { mounts } => (false, mounts.get("cpuacct")?.join(parent).join(name)),
+    };
+    if !dir.is_dir() {
+        return None;
+    }
+    Some(Usage::read(v2, |controller, file| match layout {
+        Layout::V2 { .. } => Some(dir.join(file)),
+        Layout::V1 { mounts } => Some(mounts.get(controller)?.join(parent).join(name).join(file)),
+    }))
 }
 
 /// Whether the contents of a [`Cgroup::freezer_state`] file say frozen (or freezing: asked
@@ -1231,11 +1260,17 @@ mod tests {
             cg.usage(),
             Usage {
                 cpu_usec: Some(12345),
-                max_rss_bytes: None
+                max_rss_bytes: None,
+                memory_bytes: None,
             }
         );
         fs::write(leaf.join("memory.peak"), "4096\n").unwrap();
+        fs::write(leaf.join("memory.current"), "2048\n").unwrap();
         assert_eq!(cg.usage().max_rss_bytes, Some(4096));
+        // Another process reads a cgroup it did not create by its name.
+        assert_eq!(usage_existing(&layout, "berth", "1-a"), Some(cg.usage()));
+        assert_eq!(cg.usage().memory_bytes, Some(2048));
+        assert_eq!(usage_existing(&layout, "berth", "no-such"), None);
 
         let (tmp, layout) = v1_tree();
         let cg = Cgroup::create(&layout, "berth", "1-a", &Limits::default()).unwrap();
@@ -1252,13 +1287,14 @@ mod tests {
         )
         .unwrap();
         fs::write(memory.join("memory.max_usage_in_bytes"), "8192\n").unwrap();
-        assert_eq!(
-            cg.usage(),
-            Usage {
-                cpu_usec: Some(5000),
-                max_rss_bytes: Some(8192)
-            }
-        );
+        fs::write(memory.join("memory.usage_in_bytes"), "6144\n").unwrap();
+        let usage = Usage {
+            cpu_usec: Some(5000),
+            max_rss_bytes: Some(8192),
+            memory_bytes: Some(6144),
+        };
+        assert_eq!(cg.usage(), usage);
+        assert_eq!(usage_existing(&layout, "berth", "1-a"), Some(usage));
     }
 
     #[test]
