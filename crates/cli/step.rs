@@ -81,7 +81,8 @@ pub struct StepArgs {
     /// GPUs of its own for each task, out of the job's on its node (CUDA_VISIBLE_DEVICES)
     #[arg(long, value_name = "N")]
     gpus_per_task: Option<u32>,
-    /// Outside a job: the image of the new allocation's container
+    /// The image: outside a job the new allocation's; in one, the step's own containers'
+    /// (one on each of its nodes, in the job's allocation), unless it is the job's
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
     /// Outside a job: memory per node of the new allocation
@@ -96,7 +97,7 @@ pub struct StepArgs {
     /// Outside a job: the new allocation's name [default: the command's]
     #[arg(short = 'J', long, value_name = "NAME")]
     job_name: Option<String>,
-    /// Outside a job: bind a host path into the new allocation's container
+    /// Bind a host path into the new allocation's container, or (in a job) the step's own
     #[arg(long, value_name = "SRC[:DST[:ro]]")]
     bind: Vec<String>,
     #[command(flatten)]
@@ -106,19 +107,20 @@ pub struct StepArgs {
     command: Vec<String>,
 }
 
-// enroot+pyxis's options of srun, so that its users' command lines run as they are. A job
-// runs in one container, its image's: outside a job they are the new allocation's (as
-// sbatch's), inside one the job's image and binds are already there. (A comment, not a doc
-// comment: clap would take that as `berth step`'s description.)
+// enroot+pyxis's options of srun, so that its users' command lines run as they are: outside
+// a job they are the new allocation's (as sbatch's); inside one, an image other than the
+// job's runs the step in containers of its own, as pyxis runs each step. (A comment, not a
+// doc comment: clap would take that as `berth step`'s description.)
 #[derive(Args, Debug, Default)]
 #[command(next_help_heading = "enroot/pyxis options")]
 struct PyxisArgs {
     /// The image ([docker://]REGISTRY#IMAGE[:TAG] as enroot writes it, or berth's name):
-    /// outside a job the new allocation's; inside one it must be the job's
+    /// outside a job the new allocation's; in one, the step's own containers' (one on each
+    /// of its nodes, in the job's allocation), unless it is the job's
     #[arg(long, value_name = "IMAGE")]
     container_image: Option<String>,
-    /// Outside a job: binds SRC[:DST[:FLAGS]],... (FLAGS: ro, rw, ...) into the new
-    /// allocation's container
+    /// Binds SRC[:DST[:FLAGS]],... (FLAGS: ro, rw, ...) into the new allocation's container,
+    /// or (in a job) the step's own
     #[arg(long, value_name = "SRC:DST[:FLAGS],...")]
     container_mounts: Vec<String>,
     /// The tasks' working directory in the image
@@ -191,26 +193,35 @@ impl PyxisArgs {
         flags
     }
 
-    /// Inside job `id` (whose image is $BERTH_IMAGE): what of them the step can take. The
-    /// image must be the job's; binds and the rest are the job's to give.
-    fn check_in_job(&self, id: u64) -> Result<()> {
-        if let Some(wanted) = &self.container_image {
-            let wanted =
-                berth_core::job::pyxis_image(wanted).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
-            let normal = |name: &str| {
-                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
-            };
-            if job_image.is_empty() || normal(&wanted) != normal(&job_image) {
-                let runs_in = match job_image.as_str() {
-                    "" => "on the host".to_string(),
-                    image => format!("in {image}"),
-                };
-                bail!("--container-image={wanted}: a job's steps run in its own container (job {id} runs {runs_in}); run the whole job in the image: #SBATCH --container-image={wanted}");
+    /// Inside job `id` (whose image is $BERTH_IMAGE): the image the step's own containers
+    /// run (`--container-image`, `--image`), if not the job's, and their binds
+    /// (`--container-mounts`, `--bind`); what else the job alone gives is refused.
+    fn in_job(
+        &self,
+        id: u64,
+        image: Option<&str>,
+        binds: &[String],
+    ) -> Result<(Option<String>, Vec<String>)> {
+        let wanted = match (&self.container_image, image) {
+            (Some(pyxis), _) => {
+                Some(berth_core::job::pyxis_image(pyxis).map_err(|e| anyhow::anyhow!("{e}"))?)
             }
+            (None, image) => image.map(String::from),
+        };
+        let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
+        let normal = |name: &str| {
+            berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
+        };
+        let own = wanted.filter(|w| job_image.is_empty() || normal(w) != normal(&job_image));
+        let mut all_binds = binds.to_vec();
+        for mounts in &self.container_mounts {
+            all_binds
+                .extend(berth_core::job::pyxis_mounts(mounts).map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+        if own.is_none() && !all_binds.is_empty() {
+            bail!("binds (--container-mounts, --bind) are for a step in an image of its own (--container-image): this step runs in job {id}'s container, with the job's binds (give them to the job: #SBATCH --container-mounts)");
         }
         let refused = [
-            ("--container-mounts", !self.container_mounts.is_empty()),
             ("--container-env", self.container_env.is_some()),
             ("--no-container-mount-home", self.no_container_mount_home),
             ("--container-entrypoint", self.container_entrypoint),
@@ -218,9 +229,9 @@ impl PyxisArgs {
             ("--container-save", self.container_save.is_some()),
         ];
         if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
-            bail!("{flag} is for a new allocation: this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {flag})");
+            bail!("{flag} is for a new allocation: this step runs in job {id}, as the job made it (give it to the job: #SBATCH {flag})");
         }
-        Ok(())
+        Ok((own, all_binds))
     }
 }
 
@@ -313,25 +324,25 @@ pub fn step(args: StepArgs) -> Result<i32> {
         args.ntasks = Some(1);
     }
     let job = job_id(&args)?;
-    let allocate = match job {
-        None => Some(allocation_flags(&args)),
+    let (allocate, image, binds) = match job {
+        None => (Some(allocation_flags(&args)), None, Vec::new()),
         Some(id) => {
             let given = [
-                ("--image", args.image.is_some()),
                 ("--mem", args.mem.is_some()),
                 ("--time", args.time.is_some()),
                 ("--partition", args.partition.is_some()),
                 ("--job-name", args.job_name.is_some()),
-                ("--bind", !args.bind.is_empty()),
             ];
             if !args.nodelist.is_empty() && args.nodes.is_some() {
                 bail!("-N and -w both say which nodes: give one of them");
             }
             if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
-                bail!("{flag} is for a new allocation: this step runs in job {id}, with its image, binds and limits");
+                bail!(
+                    "{flag} is for a new allocation: this step runs in job {id}, with its limits"
+                );
             }
-            args.pyxis.check_in_job(id)?;
-            None
+            let (image, binds) = args.pyxis.in_job(id, args.image.as_deref(), &args.bind)?;
+            (None, image, binds)
         }
     };
     if job.is_none() && !args.nodelist.is_empty() {
@@ -342,6 +353,8 @@ pub fn step(args: StepArgs) -> Result<i32> {
         allocate,
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: false,
+        image,
+        binds,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
@@ -549,6 +562,8 @@ pub fn alloc(args: AllocArgs) -> Result<i32> {
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: true,
         container_workdir: None,
+        image: None,
+        binds: Vec::new(),
         ntasks: None,
         nodes: None,
         nodelist: None,
@@ -648,6 +663,8 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: false,
         container_workdir: None,
+        image: None,
+        binds: Vec::new(),
         ntasks: Some(1),
         nodes: None,
         nodelist: Some(vec![node]),

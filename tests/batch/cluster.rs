@@ -207,6 +207,26 @@ impl Cluster {
         self.berth(mode, &args)
     }
 
+    /// Imports a second image into the cluster's store, `name`: the busybox tree with
+    /// /etc/marker saying `name`.
+    pub fn import_marked(&self, name: &str) {
+        let tree = self.f.path(name);
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&self.f.rootfs)
+            .arg(&tree)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        std::fs::write(tree.join("etc/marker"), format!("{name}\n")).unwrap();
+        self.f
+            .berth(
+                Mode::Root,
+                &["image", "import", tree.to_str().unwrap(), "--name", name],
+            )
+            .ok();
+    }
+
     pub fn show(&self, id: u64) -> serde_json::Value {
         serde_json::from_str(
             self.berth(Mode::Root, &["show", &id.to_string(), "--json"])

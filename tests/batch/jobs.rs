@@ -1130,8 +1130,9 @@ fn hold_release_suspend_resume() {
     );
 }
 
-/// Jobs' cgroups (limits, states, freezing, sweeping) and steps joining them, on a kernel whose
-/// cgroup hierarchy is pure v2 (this machine's is v1).
+/// Jobs' cgroups (limits, states, freezing, sweeping, usage) and steps joining them (in the
+/// job's container or one of their own), on a kernel whose cgroup hierarchy is pure v2 (this
+/// machine's is v1).
 #[test]
 fn jobs_on_pure_cgroup_v2() {
     again_on_cgroup_v2(&[
@@ -1142,6 +1143,8 @@ fn jobs_on_pure_cgroup_v2() {
         "steps::steps_run_their_tasks_in_the_jobs_own_container_as_the_user",
         "steps::a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest",
         "steps::warning_signals_reach_the_batch_shell_or_the_steps_ahead_of_the_time_limit",
+        "steps::a_step_runs_in_an_image_of_its_own_within_the_job",
+        "jobs::a_running_jobs_usage_is_read_as_it_goes",
     ]);
 }
 

@@ -351,10 +351,10 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
     // Inside a job, allocation flags make no sense.
     let inside = c.berth(
         Mode::Rootless,
-        &["step", "--job", "1", "--image", "busybox", "true"],
+        &["step", "--job", "1", "--mem", "1G", "true"],
     );
     assert!(
-        inside.stderr.contains("--image is for a new allocation"),
+        inside.stderr.contains("--mem is for a new allocation"),
         "{}",
         inside.stderr
     );
@@ -464,7 +464,7 @@ echo "pwd=$(pwd) path=$PATH"
 cat /data/f
 touch /data/g 2>/dev/null || echo read-only
 berth step --container-image=busybox --container-workdir=/etc sh -c 'echo "step in $(pwd)"'
-berth step --container-image=ubuntu true 2>&1 || echo "other image: $?"
+berth step --container-image=no-such-image true 2>&1 || echo "unknown image: $?"
 "#,
         data.display()
     );
@@ -479,12 +479,8 @@ berth step --container-image=ubuntu true 2>&1 || echo "other image: $?"
         ["from the host", "read-only", "step in /etc"],
         "{out}"
     );
-    assert!(
-        lines[4].contains(&format!("job {id} runs in busybox"))
-            && lines[4].contains("#SBATCH --container-image=ubuntu"),
-        "{out}"
-    );
-    assert_eq!(lines[5], "other image: 125", "{out}");
+    assert!(lines[4].contains("image no-such-image"), "{out}");
+    assert_eq!(lines[5], "unknown image: 125", "{out}");
 
     // Outside a job: a new allocation's image, binds and working directory.
     let mounts = format!("--container-mounts={}:/d", data.display());
@@ -516,6 +512,43 @@ berth step --container-image=ubuntu true 2>&1 || echo "other image: $?"
         "{}",
         refused.stderr
     );
+}
+
+/// A step in an image of its own (`srun --container-image`, as pyxis runs steps): its tasks
+/// in a container of that image, with the step's binds, in the job's cgroup and allocation;
+/// steps without one still run in the job's own container.
+#[test]
+fn a_step_runs_in_an_image_of_its_own_within_the_job() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let data = c.f.cwd(Mode::Rootless).join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "bound\n").unwrap();
+    let body = format!(
+        r#"echo job > /tmp/in-job
+srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID$" /proc/self/cgroup)"'
+srun -n 1 sh -c 'echo "again $(cat /tmp/in-job) $(cat /etc/marker 2>/dev/null || echo no-marker)"'
+srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?""#,
+        data.display()
+    );
+    let id = c.submit(Mode::Rootless, "own.sh", &script("-n 2", &body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let tasks = lines_with(&out, "");
+    for (rank, task) in tasks[..2].iter().enumerate() {
+        // In the job's cgroup (in each of its hierarchies), not a container's own.
+        let (what, cgroup) = task.split_once(" cgroup=").unwrap();
+        assert_eq!(
+            what,
+            format!("{rank} marked bound {TEST_USER} own-tmp"),
+            "{out}"
+        );
+        assert_ne!(cgroup, "0", "{out}");
+    }
+    assert_eq!(lines_with(&out, "again"), ["again job no-marker"], "{out}");
+    assert!(out.contains("/no/such"), "{out}");
+    assert_eq!(lines_with(&out, "refused"), ["refused: 125"], "{out}");
 }
 
 #[test]

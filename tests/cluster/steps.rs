@@ -202,6 +202,30 @@ fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
             format!("1: {} {id} {TEST_USER}", nodes[1])
         ]
     );
+    // In an image of its own on both nodes (which fetch it from the controller).
+    c.import_marked("marked");
+    let own = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--job",
+            &job,
+            "--container-image=marked",
+            "-l",
+            "sh",
+            "-c",
+            "echo $(hostname) $(cat /etc/marker)",
+        ],
+    );
+    let mut lines: Vec<&str> = own.ok().lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("0: {} marked", nodes[0]),
+            format!("1: {} marked", nodes[1])
+        ]
+    );
     c.berth(Mode::Rootless, &["cancel", &job]).ok();
     c.wait_for(id, &["CANCELLED"]);
     // An allocation of its own on two nodes, as srun -N 2 gets one.

@@ -300,9 +300,12 @@ async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> 
 async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
     let upgrade = hyper::upgrade::on(&mut request);
     let node = a.node.clone();
+    let controllers = a.controllers().map(|(_, url)| url.clone()).collect();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node).await,
+            Ok(io) => {
+                crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node, controllers).await
+            }
             Err(e) => eprintln!("berth agent: a step's connection failed: {e}"),
         }
     });

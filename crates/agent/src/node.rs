@@ -201,6 +201,17 @@ impl NodeAgent {
         &self.step_dir
     }
 
+    /// What this node's containers get of berth: itself and its wrappers, the step socket,
+    /// and where images are mounted.
+    pub fn tools(&self) -> JobTools {
+        JobTools {
+            berth: self.berth.clone(),
+            step_dir: self.step_dir.clone(),
+            image_mounts: self.image_mounts(),
+            wrappers: self.state_dir.join("tools"),
+        }
+    }
+
     /// Where this node keeps an image's squashfs file fetched from the controller, named by
     /// its SHA-256.
     pub fn image_cache(&self, sha256: &str) -> PathBuf {
@@ -296,12 +307,7 @@ impl NodeAgent {
             launch.env.push((var.to_string(), hostfile_seen.clone()));
         }
         launch.script = script;
-        launch.tools = Some(JobTools {
-            berth: self.berth.clone(),
-            step_dir: self.step_dir.clone(),
-            image_mounts: self.image_mounts(),
-            wrappers: self.state_dir.join("tools"),
-        });
+        launch.tools = Some(self.tools());
         let launch_path = self.launch_path(id);
         write_private(
             &launch_path,
@@ -396,6 +402,9 @@ impl NodeAgent {
                 .await
                 .ok_or_else(|| format!("job {job} has no container on node {}", grant.node))?;
             grant.cgroup = NodeAgent::cgroup_name(job, runner);
+        }
+        if grant.image.is_some() {
+            grant.tools = Some(self.tools());
         }
         Ok(())
     }

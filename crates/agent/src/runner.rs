@@ -353,61 +353,36 @@ fn start(
         (None, _) => (Rootfs::Host, launch.script.to_string_lossy().into_owned()),
     };
     // `berth step` in the script: berth itself on PATH, and where the step socket is.
-    let mut system_binds = vec![(
-        launch
-            .script
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .to_path_buf(),
-        JOB_DIR_IN_CONTAINER.to_string(),
-        true,
-    )];
+    let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut path_append = Vec::new();
-    if let Some(tools) = &launch.tools {
-        // The step socket, and the API for the script's `berth queue`, `submit`, `cancel`.
-        let socket = |dir: &Path| {
-            [
-                format!("BERTH_STEP_SOCKET={}", dir.join("step.sock").display()),
-                format!("BERTH_SOCKET={}", dir.join("berth.sock").display()),
-            ]
-        };
-        let (wrappers, binds) = node_tools(&tools.berth, &tools.wrappers)
-            .map_err(|e| (125, format!("berth step: {e}")))?;
-        let rsh = if launch.image.is_some() {
-            system_binds.extend(binds);
-            system_binds.push((
-                tools.step_dir.clone(),
-                berth_api::STEP_DIR_IN_CONTAINER.to_string(),
-                true,
-            ));
-            env.extend(socket(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
-            path_append.push(TOOLS_IN_CONTAINER.to_string());
-            format!("{TOOLS_IN_CONTAINER}/berth-rsh")
-        } else {
-            env.extend(socket(&tools.step_dir));
-            if let Some(dir) = tools.berth.parent() {
-                path_append.push(dir.to_string_lossy().into_owned());
-            }
-            wrappers.join("host-rsh").to_string_lossy().into_owned()
-        };
-        // MPI launchers start their daemons on the job's other nodes through `berth rsh`
-        // instead of ssh (unless the job says otherwise): Open MPI's mpirun (which would
-        // otherwise see SLURM_JOB_ID and look for srun; it still takes the allocation from
-        // the SLURM_* variables), MPICH's and Intel MPI's hydra.
-        for (var, value) in [
-            ("OMPI_MCA_plm", "rsh"),
-            ("OMPI_MCA_plm_rsh_agent", rsh.as_str()),
-            ("HYDRA_LAUNCHER", "ssh"),
-            ("HYDRA_LAUNCHER_EXEC", rsh.as_str()),
-            ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
-            ("I_MPI_HYDRA_BOOTSTRAP_EXEC", rsh.as_str()),
-        ] {
-            if !launch.env.iter().any(|(k, _)| k == var) {
-                env.push(format!("{var}={value}"));
-            }
+    let (system_binds, path_append) = match (&launch.tools, &launch.image) {
+        (Some(tools), Some(_)) => berth_inside(tools, job_dir, &mut env, |var| {
+            launch.env.iter().any(|(k, _)| k == var)
+        })
+        .map_err(|e| (125, format!("berth step: {e}")))?,
+        (Some(tools), None) => {
+            let (wrappers, _) = node_tools(&tools.berth, &tools.wrappers)
+                .map_err(|e| (125, format!("berth step: {e}")))?;
+            env.extend(berth_sockets(&tools.step_dir));
+            let rsh = wrappers.join("host-rsh");
+            mpi_launchers(&rsh.to_string_lossy(), &mut env, |var| {
+                launch.env.iter().any(|(k, _)| k == var)
+            });
+            let dirs = tools
+                .berth
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned());
+            (Vec::new(), dirs.into_iter().collect())
         }
-    }
+        (None, _) => (
+            vec![(
+                job_dir.to_path_buf(),
+                JOB_DIR_IN_CONTAINER.to_string(),
+                true,
+            )],
+            Vec::new(),
+        ),
+    };
     let defaults = ImageDefaults {
         name: format!("job {}", launch.job_id),
         env: launch.image_env.clone(),
@@ -494,7 +469,7 @@ fn hex(bytes: &[u8]) -> String {
 ///
 /// A controller that cannot be reached (restarting, failing over) is waited for, up to
 /// [`FETCH_PATIENCE`]; a file that does not match its digest is not fetched again.
-fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), String> {
+pub(crate) fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), String> {
     let deadline = std::time::Instant::now() + FETCH_PATIENCE;
     loop {
         let mut failures = Vec::new();
@@ -647,6 +622,62 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
 
 /// A bind the runner adds to a job's container: host path, where it appears, read-only.
 type SystemBind = (PathBuf, String, bool);
+
+/// What a job's container gets of berth, whatever its image (the job's own, or a step's of
+/// its own): the job's directory at [`JOB_DIR_IN_CONTAINER`], berth and its wrappers
+/// ([`node_tools`]), the step socket's directory and the variables naming them, and `berth
+/// rsh` as the MPI launchers' remote shell where `own` (the job's own variables) names none.
+/// Returns the binds and the directories for PATH.
+pub(crate) fn berth_inside(
+    tools: &JobTools,
+    job_dir: &Path,
+    env: &mut Vec<String>,
+    own: impl Fn(&str) -> bool,
+) -> Result<(Vec<SystemBind>, Vec<String>), String> {
+    let (_, mut binds) = node_tools(&tools.berth, &tools.wrappers)?;
+    binds.push((
+        job_dir.to_path_buf(),
+        JOB_DIR_IN_CONTAINER.to_string(),
+        true,
+    ));
+    binds.push((
+        tools.step_dir.clone(),
+        berth_api::STEP_DIR_IN_CONTAINER.to_string(),
+        true,
+    ));
+    env.extend(berth_sockets(Path::new(berth_api::STEP_DIR_IN_CONTAINER)));
+    mpi_launchers(&format!("{TOOLS_IN_CONTAINER}/berth-rsh"), env, own);
+    Ok((binds, vec![TOOLS_IN_CONTAINER.to_string()]))
+}
+
+/// The step socket in `dir`, and the API beside it for the script's `berth queue`,
+/// `submit`, `cancel`.
+fn berth_sockets(dir: &Path) -> [String; 2] {
+    [
+        format!("BERTH_STEP_SOCKET={}", dir.join("step.sock").display()),
+        format!("BERTH_SOCKET={}", dir.join("berth.sock").display()),
+    ]
+}
+
+/// MPI launchers start their daemons on the job's other nodes through `rsh` (`berth rsh`)
+/// instead of ssh, unless `own` says the job set the variable itself: Open MPI's mpirun
+/// (which would otherwise see SLURM_JOB_ID and look for srun; it still takes the allocation
+/// from the SLURM_* variables), MPICH's and Intel MPI's hydra.
+fn mpi_launchers(rsh: &str, env: &mut Vec<String>, own: impl Fn(&str) -> bool) {
+    for (var, value) in [
+        ("OMPI_MCA_plm", "rsh"),
+        ("OMPI_MCA_plm_rsh_agent", rsh),
+        ("HYDRA_LAUNCHER", "ssh"),
+        ("HYDRA_LAUNCHER_EXEC", rsh),
+        ("I_MPI_HYDRA_BOOTSTRAP", "ssh"),
+        ("I_MPI_HYDRA_BOOTSTRAP_EXEC", rsh),
+    ] {
+        if !own(var) {
+            env.retain(|kv| !kv.starts_with(&format!("{var}=")));
+            env.push(format!("{var}={value}"));
+        }
+    }
+}
 
 /// Binds that make `berth` work inside any image, whatever C library it has or lacks: berth
 /// itself at /.berth/libexec/berth, the directories of the host libraries it uses at

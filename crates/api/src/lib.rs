@@ -338,6 +338,14 @@ pub struct StepRequest {
     /// Where the tasks start instead, a directory in the image (`srun --container-workdir`).
     #[serde(default)]
     pub container_workdir: Option<String>,
+    /// In a job: run the tasks in a container of this image of their own, on each node, in
+    /// the job's cgroup and allocation (`srun --container-image`, as pyxis does), rather than
+    /// in the job's container.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Binds into that container (`SRC[:DST[:ro|rw]]`).
+    #[serde(default)]
+    pub binds: Vec<String>,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,

@@ -378,6 +378,8 @@ fn interactive_job(
         allocate_syntax: syntax,
         hold: false,
         container_workdir: None,
+        image: None,
+        binds: Vec::new(),
         ntasks: Some(1),
         nodes: None,
         nodelist: None,

@@ -2197,6 +2197,18 @@ impl Controller {
             .cpus_per_task
             .unwrap_or(job.request.cpus_per_task)
             .max(1);
+        // An image of its own, unless it is the job's (then the job's container does).
+        let image = match &request.image {
+            Some(name) => Some(self.step_image(&job.partition, name, &request.binds)?)
+                .filter(|i| {
+                    !request.binds.is_empty()
+                        || job.image_squashfs.as_deref() != i.squashfs.to_str()
+                }),
+            None if !request.binds.is_empty() => {
+                return Err("binds are for a step in an image of its own (--container-image): this one runs in the job's container, with the job's binds".into())
+            }
+            None => None,
+        };
         let mut parts = Vec::with_capacity(shares.len());
         for (share, &tasks) in shares.iter().zip(&per_node) {
             let cpus = share.cpu_ids.len() as u64;
@@ -2231,10 +2243,17 @@ impl Controller {
                 }
                 None => return Err(format!("node {} is gone", share.node)),
             };
+            // A node elsewhere fetches the step's image from this controller (once).
+            let image_source = match (&url, &image) {
+                (Some(_), Some(image)) => Some(self.image_source(&image.squashfs, &share.node)?),
+                _ => None,
+            };
             parts.push(berth_agent::step::server::StepPart {
                 node: share.node.clone(),
                 url,
                 tasks: cpus,
+                gpus: share.gpu_ids.clone(),
+                image_source,
             });
         }
         // The job's container here, if it has one here (else all of the step runs elsewhere,
@@ -2266,10 +2285,43 @@ impl Controller {
             job_dir,
             node: here,
             parts,
+            image,
+            tools: None,
         };
         let job = job.clone();
         self.persist(&job).map_err(|e| e.message)?;
         Ok(grant)
+    }
+
+    /// The image `name` of a step in a container of its own, in partition `partition`: in the
+    /// store, allowed there, with the step's `binds`.
+    fn step_image(
+        &self,
+        partition: &str,
+        name: &str,
+        binds: &[String],
+    ) -> Result<berth_agent::step::StepImage, String> {
+        let record = self
+            .images
+            .resolve(name)
+            .map_err(|e| format!("image {name}: {e}"))?;
+        if let Some(rules) = self
+            .settings
+            .partitions
+            .iter()
+            .find(|p| p.name == partition)
+        {
+            let full =
+                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string());
+            rules.allows_image(&full)?;
+        }
+        Ok(berth_agent::step::StepImage {
+            name: name.to_string(),
+            squashfs: self.images.squashfs(&record),
+            env: record.config.env.clone(),
+            binds: binds.to_vec(),
+            bind_policy: self.settings.binds.clone(),
+        })
     }
 
     /// The end of a step a remote node's agent ran.

@@ -184,7 +184,7 @@ fn mkdir(path: &str) -> Result<(), Failure> {
 }
 
 /// Builds the container's root filesystem and pivots into it.
-fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
+pub(crate) fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
         return Ok(());

@@ -108,10 +108,66 @@ type Member = (
     (u64, u64),
 );
 
+/// Moves the calling process into the cgroup `berth/<cgroup_name>`, another's (a job's), in
+/// every hierarchy that has it: a step that runs in a container of its own (see [`new`])
+/// still runs in its job's cgroup, its allocation. Single-threaded callers only (on v1 the
+/// `tasks` file moves the calling thread).
+pub fn join_cgroup(cgroup_name: &str) -> Result<(), RuntimeError> {
+    let layout = Layout::detect()?;
+    let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
+    if dirs.is_empty() {
+        return Err(RuntimeError::NoContainer(format!(
+            "no cgroup {CGROUP_PARENT}/{cgroup_name}: has the job ended?"
+        )));
+    }
+    let v1 = matches!(layout, Layout::V1 { .. });
+    for dir in dirs {
+        let joined = match v1 {
+            true => cgroup::tasks_file(&dir)?.write_all(b"0"),
+            false => std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .and_then(|mut f| f.write_all(std::process::id().to_string().as_bytes())),
+        };
+        joined.map_err(RuntimeError::setup(format!(
+            "joining the cgroup {}",
+            dir.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Gives the calling process a container of its own, `spec`'s: a new mount namespace whose
+/// root is built as a container's first process builds it, the process otherwise as it
+/// was (root, with its capabilities: a job step's process, which then starts its tasks as
+/// the user with [`spawn`], as it does in the job's own container). Single-threaded callers
+/// only.
+pub fn new(spec: &crate::ContainerSpec) -> Result<(), RuntimeError> {
+    let image = crate::launch::open_image(spec)?;
+    // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(RuntimeError::setup("creating a mount namespace (unshare)")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    crate::container::build_root(spec, &image).map_err(|f| RuntimeError::Container {
+        code: f.code,
+        message: f.message,
+    })
+}
+
 /// Whether process `pid` is in the cgroup `berth/<cgroup_name>` (a job's: its container's
 /// processes and its steps').
 pub fn is_member(pid: libc::pid_t, cgroup_name: &str) -> bool {
     member(&pid.to_string(), &needle(cgroup_name))
+}
+
+/// When process `pid` started (clock ticks since boot: /proc/PID/stat's 22nd field, counted
+/// after the command's closing parenthesis, which may hold spaces).
+fn start_time(pid: libc::pid_t) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What a member's /proc/PID/cgroup holds, a line's end.
@@ -126,11 +182,16 @@ fn member(pid: &str, needle: &str) -> bool {
 /// A member of the cgroup whose container is complete: one with no_new_privs set, which
 /// berth sets after the last mount and pivot_root, just before exec. So never a container
 /// still being built, nor a step process that has not entered yet (it is root, without it).
+/// The oldest such: the job's own container's first process (its script, or the holder),
+/// not a task of a step in a container of its own (see [`new`]), which is in the cgroup too.
 fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Member> {
-    for pid in members
+    let mut pids: Vec<(u64, libc::pid_t)> = members
         .lines()
         .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
-    {
+        .filter_map(|pid| Some((start_time(pid)?, pid)))
+        .collect();
+    pids.sort_unstable();
+    for (_, pid) in pids {
         let Ok(pidfd) = sys::pidfd_open(pid) else {
             continue;
         };

@@ -146,19 +146,7 @@ pub fn run_then(
     spec: &ContainerSpec,
     ended: impl FnOnce(&Outcome),
 ) -> Result<Outcome, RuntimeError> {
-    let image_path = match &spec.rootfs {
-        Rootfs::Squashfs(p) | Rootfs::Directory(p) => p.as_path(),
-        Rootfs::Host => std::path::Path::new("/"),
-    };
-    let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) {
-        libc::O_RDONLY
-    } else {
-        libc::O_PATH | libc::O_DIRECTORY
-    };
-    let image = sys::open(image_path, flags).map_err(RuntimeError::setup(format!(
-        "opening the image {}",
-        image_path.display()
-    )))?;
+    let image = open_image(spec)?;
     if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() {
         return Err(become_container(spec, &image));
     }
@@ -219,6 +207,23 @@ pub fn run_then(
     }
     drop(delegation);
     outcome
+}
+
+/// The container's image: its squashfs file, or its tree (the host's for a host container).
+pub(crate) fn open_image(spec: &ContainerSpec) -> Result<OwnedFd, RuntimeError> {
+    let image_path = match &spec.rootfs {
+        Rootfs::Squashfs(p) | Rootfs::Directory(p) => p.as_path(),
+        Rootfs::Host => std::path::Path::new("/"),
+    };
+    let flags = if matches!(spec.rootfs, Rootfs::Squashfs(_)) {
+        libc::O_RDONLY
+    } else {
+        libc::O_PATH | libc::O_DIRECTORY
+    };
+    sys::open(image_path, flags).map_err(RuntimeError::setup(format!(
+        "opening the image {}",
+        image_path.display()
+    )))
 }
 
 /// Unshares this process's namespaces and execs the program in them. Returns the failure.

@@ -73,6 +73,35 @@ pub struct StepLaunch {
     /// GPUs of its own for each task, out of the job's on this node.
     #[serde(default)]
     pub gpus_per_task: Option<u32>,
+    /// Run the tasks in a container of this image of their own, not in the job's.
+    #[serde(default)]
+    pub image: Option<StepImage>,
+    /// This node's tools for that container (berth, its wrappers, the step socket).
+    #[serde(default)]
+    pub tools: Option<crate::runner::JobTools>,
+    /// The job's GPUs on this node (device minors), which that container gets.
+    #[serde(default)]
+    pub gpu_ids: Vec<u32>,
+    /// Where to fetch that image from when it is not on this node yet.
+    #[serde(default)]
+    pub image_source: Option<crate::runner::ImageSource>,
+}
+
+/// The image of a step that runs in a container of its own (`srun --container-image`), as
+/// the controller resolved it from its store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepImage {
+    /// As the user named it (BERTH_CONTAINER in the container).
+    pub name: String,
+    /// Its squashfs file.
+    pub squashfs: std::path::PathBuf,
+    /// Its ENV, under the step's own variables.
+    pub env: Vec<String>,
+    /// The step's binds, `SRC[:DST[:ro|rw]]`.
+    pub binds: Vec<String>,
+    /// The administrator's bind policy, which they must satisfy.
+    pub bind_policy: berth_core::BindPolicy,
 }
 
 impl StepLaunch {
@@ -310,6 +339,98 @@ fn overlay(job: Vec<String>, client: &[(String, String)]) -> Vec<String> {
     env
 }
 
+/// The tasks' environment: the job's with the client's variables on top (a client outside
+/// the job), or the client's (one inside, whose environment is the script's).
+fn step_env(launch: &StepLaunch, outside: bool) -> Result<Vec<String>, StepError> {
+    Ok(match outside {
+        true => {
+            let path = crate::runner::environment_path(&launch.job_dir.join("script"));
+            let job =
+                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let job = job
+                .split(|&b| b == 0)
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| String::from_utf8_lossy(kv).into_owned())
+                .collect();
+            overlay(job, &launch.env)
+        }
+        false => launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    })
+}
+
+/// The container of a step in an image of its own (`srun --container-image`): the image
+/// (mounted once on the node, held as long as the returned handle), the step's binds, the
+/// user's home and the step's directory, berth's tools, the job's GPUs on this node; its
+/// environment the image's under `env` (the job's and the client's, but for their PATH and
+/// library path, which are another image's or the host's).
+fn own_container(
+    launch: &StepLaunch,
+    image: &StepImage,
+    id: &berth_runtime::Identity,
+    mut env: Vec<String>,
+) -> Result<
+    (
+        berth_runtime::ContainerSpec,
+        Option<berth_runtime::shared::SharedImage>,
+    ),
+    StepError,
+> {
+    let tools = launch.tools.as_ref().ok_or_else(|| {
+        StepError::Launch("a step in an image of its own without its node's tools".into())
+    })?;
+    if let (Some(source), false) = (&launch.image_source, image.squashfs.exists()) {
+        crate::runner::fetch_image(source, &image.squashfs).map_err(StepError::Launch)?;
+    }
+    let mounted = berth_runtime::shared::mount_image(&tools.image_mounts, &image.squashfs)
+        .map_err(io_err(format!("mounting the image {}", image.name)))?;
+    env.retain(|kv| !matches!(name_of(kv), "PATH" | "LD_LIBRARY_PATH"));
+    // The job's own MPI launcher settings stay, but for berth's (another container's path).
+    let own: Vec<String> = env
+        .iter()
+        .filter(|kv| !kv.ends_with("-rsh"))
+        .map(|kv| name_of(kv).to_string())
+        .collect();
+    let (system_binds, path_append) =
+        crate::runner::berth_inside(tools, &launch.job_dir, &mut env, |var| {
+            own.iter().any(|o| o == var)
+        })
+        .map_err(StepError::Launch)?;
+    let cwd = std::path::Path::new(&launch.cwd);
+    let options = berth_runtime::Options {
+        binds: image.binds.clone(),
+        env,
+        cleanenv: true,
+        pwd: Some(launch.cwd.clone()),
+        user: Some(id.clone()),
+        gpus: (!launch.gpu_ids.is_empty())
+            .then(|| berth_runtime::gpu::GpuRequest::Devices(launch.gpu_ids.clone())),
+        system_binds,
+        path_append,
+        ..Default::default()
+    };
+    let defaults = berth_runtime::ImageDefaults {
+        name: image.name.clone(),
+        env: image.env.clone(),
+        ..Default::default()
+    };
+    let spec = berth_runtime::plan(
+        &defaults,
+        berth_runtime::Rootfs::Directory(mounted.path.clone()),
+        &berth_runtime::Action::Exec(launch.argv.clone()),
+        &options,
+        &image.bind_policy,
+        &[],
+        // The client's directory, bound where it is if the host has it (a host's, or the
+        // job's submission directory); else only a directory in the image.
+        if cwd.is_dir() {
+            cwd
+        } else {
+            std::path::Path::new("/")
+        },
+    )?;
+    Ok((spec, Some(mounted)))
+}
+
 /// One running task, as the step process watches it.
 struct Running {
     rank: usize,
@@ -397,29 +518,37 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
         // SAFETY: ignoring a signal runs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    let container = berth_runtime::enter::find(&launch.cgroup)?;
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
-    let outside = match launch.client_pid {
-        Some(pid) => !container.holds(pid),
-        None => launch.outside,
-    };
-    let env = match outside {
-        true => {
-            let path = crate::runner::environment_path(&launch.job_dir.join("script"));
-            let job =
-                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
-            let job = job
-                .split(|&b| b == 0)
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| String::from_utf8_lossy(kv).into_owned())
-                .collect();
-            overlay(job, &launch.env)
+    // Held while the tasks run: the node's mount of the step's own image, if it has one.
+    let mut _image = None;
+    let env = match &launch.image {
+        None => {
+            let container = berth_runtime::enter::find(&launch.cgroup)?;
+            let outside = match launch.client_pid {
+                Some(pid) => !container.holds(pid),
+                None => launch.outside,
+            };
+            let env = step_env(&launch, outside)?;
+            container.enter()?;
+            env
         }
-        _ => launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        // A container of its own, in the job's cgroup (the client is outside that
+        // container whatever it is: inside the job's, or in none).
+        Some(image) => {
+            let outside = match launch.client_pid {
+                Some(pid) => !berth_runtime::enter::is_member(pid, &launch.cgroup),
+                None => launch.outside,
+            };
+            let env = step_env(&launch, outside)?;
+            let (spec, mounted) = own_container(&launch, image, &id, env)?;
+            berth_runtime::enter::join_cgroup(&launch.cgroup)?;
+            berth_runtime::enter::new(&spec)?;
+            _image = mounted;
+            spec.env
+        }
     };
-    container.enter()?;
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
         if need > have {

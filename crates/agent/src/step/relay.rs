@@ -249,7 +249,12 @@ fn feed_stdin(
 /// Serves one part of a step on this node (agent B), on a connection upgraded from
 /// `POST /v1/agent/step`: reads the launch, runs `berth internal step` in the job's container
 /// here (forked by the node's launcher) with pipes for its stdio, and relays until it ends.
-pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, node: NodeAgent) {
+/// `controllers` serve the images this node fetches.
+pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
+    io: S,
+    node: NodeAgent,
+    controllers: Vec<String>,
+) {
     let (read, mut write) = tokio::io::split(io);
     let mut read = tokio::io::BufReader::new(read);
     let mut line = Vec::new();
@@ -263,7 +268,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, node: Node
     }
     .map_err(|e| format!("bad step launch: {e}"));
     let launch = match launch {
-        Ok(l) => prepare(&node, l).await,
+        Ok(l) => prepare(&node, l, &controllers).await,
         Err(e) => Err(e),
     };
     let launch = match launch {
@@ -284,10 +289,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(io: S, node: Node
     let _ = write.shutdown().await;
 }
 
-/// Fills in what is this node's own: the job's directory and cgroup here. The job must run
-/// here (its runner alive); a job whose start on this node is still on its way (its script
-/// may start a step at once) is waited for, a while.
-async fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch, String> {
+/// Fills in what is this node's own: the job's directory and cgroup here, and for a step in
+/// an image of its own the node's tools and its copy of the image. The job must run here
+/// (its runner alive); a job whose start on this node is still on its way (its script may
+/// start a step at once) is waited for, a while.
+async fn prepare(
+    node: &NodeAgent,
+    mut launch: StepLaunch,
+    controllers: &[String],
+) -> Result<StepLaunch, String> {
     let id = launch.job_id;
     let runner = node
         .wait_runner(id)
@@ -295,6 +305,14 @@ async fn prepare(node: &NodeAgent, mut launch: StepLaunch) -> Result<StepLaunch,
         .ok_or_else(|| format!("job {id} does not run on this node"))?;
     launch.job_dir = node.job_dir(id);
     launch.cgroup = NodeAgent::cgroup_name(id, runner);
+    if let Some(image) = launch.image.as_mut() {
+        launch.tools = Some(node.tools());
+        // An image the controller serves: this node's copy, fetched if it is not there yet.
+        if let Some(source) = launch.image_source.as_mut() {
+            image.squashfs = node.image_cache(&source.sha256);
+            source.from = controllers.to_vec();
+        }
+    }
     launch.client_pid = None;
     launch.pty = false;
     Ok(launch)

@@ -35,6 +35,12 @@ pub struct StepGrant {
     pub node: String,
     /// Every node of the step with its tasks, in rank order.
     pub parts: Vec<StepPart>,
+    /// The image of the step's own containers, if it runs in one (not the job's).
+    #[serde(default)]
+    pub image: Option<super::StepImage>,
+    /// This node's tools for such a container (its agent fills them in).
+    #[serde(default)]
+    pub tools: Option<crate::runner::JobTools>,
 }
 
 /// The tasks of a step on one node.
@@ -45,6 +51,12 @@ pub struct StepPart {
     pub url: Option<String>,
     /// CPUs per task; the length is the number of tasks there.
     pub tasks: Vec<Vec<u32>>,
+    /// The job's GPUs there (device minors), for a step in an image of its own.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// Where that node fetches the step's own image from, if it is not the controller's.
+    #[serde(default)]
+    pub image_source: Option<crate::runner::ImageSource>,
 }
 
 /// Who may start steps in which job, and where steps are recorded: the controller.
@@ -357,6 +369,10 @@ async fn run_step<A: StepAuthority>(
             client_pid,
             task_files: request.task_files.clone(),
             gpus_per_task: request.gpus_per_task,
+            image: grant.image.clone(),
+            tools: grant.tools.clone(),
+            gpu_ids: part.gpus.clone(),
+            image_source: part.image_source.clone(),
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.
