@@ -194,14 +194,10 @@ impl PyxisArgs {
     }
 
     /// Inside job `id` (whose image is $BERTH_IMAGE): the image the step's own containers
-    /// run (`--container-image`, `--image`), if not the job's, and their binds
-    /// (`--container-mounts`, `--bind`); what else the job alone gives is refused.
-    fn in_job(
-        &self,
-        id: u64,
-        image: Option<&str>,
-        binds: &[String],
-    ) -> Result<(Option<String>, Vec<String>)> {
+    /// run (`--container-image`, `--image`), if not the job's, and what else they get
+    /// (`--container-mounts`, `--bind`, `--container-env`, `--no-container-mount-home`);
+    /// those are refused for a step in the job's container, which has the job's.
+    fn in_job(&self, id: u64, image: Option<&str>, binds: &[String]) -> Result<OwnImage> {
         let wanted = match (&self.container_image, image) {
             (Some(pyxis), _) => {
                 Some(berth_core::job::pyxis_image(pyxis).map_err(|e| anyhow::anyhow!("{e}"))?)
@@ -218,12 +214,20 @@ impl PyxisArgs {
             all_binds
                 .extend(berth_core::job::pyxis_mounts(mounts).map_err(|e| anyhow::anyhow!("{e}"))?);
         }
-        if own.is_none() && !all_binds.is_empty() {
-            bail!("binds (--container-mounts, --bind) are for a step in an image of its own (--container-image): this step runs in job {id}'s container, with the job's binds (give them to the job: #SBATCH --container-mounts)");
+        let host_env: Vec<String> = self
+            .container_env
+            .iter()
+            .flat_map(|names| names.split(',').map(String::from))
+            .collect();
+        let own_only = [
+            ("--container-mounts, --bind", !all_binds.is_empty()),
+            ("--container-env", !host_env.is_empty()),
+            ("--no-container-mount-home", self.no_container_mount_home),
+        ];
+        if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && own.is_none()) {
+            bail!("{flags}: for a step in an image of its own (--container-image); this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {})", flags.split(',').next().unwrap_or(flags));
         }
         let refused = [
-            ("--container-env", self.container_env.is_some()),
-            ("--no-container-mount-home", self.no_container_mount_home),
             ("--container-entrypoint", self.container_entrypoint),
             ("--container-remap-root", self.container_remap_root),
             ("--container-save", self.container_save.is_some()),
@@ -231,8 +235,23 @@ impl PyxisArgs {
         if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
             bail!("{flag} is for a new allocation: this step runs in job {id}, as the job made it (give it to the job: #SBATCH {flag})");
         }
-        Ok((own, all_binds))
+        Ok(OwnImage {
+            image: own,
+            binds: all_binds,
+            no_home: self.no_container_mount_home,
+            host_env,
+        })
     }
+}
+
+/// A step's own container inside a job (none: the job's container), as [`StepRequest`]
+/// carries it.
+#[derive(Default)]
+struct OwnImage {
+    image: Option<String>,
+    binds: Vec<String>,
+    no_home: bool,
+    host_env: Vec<String>,
 }
 
 /// The job this step belongs to: --job, or the job the caller runs in; `None`: outside any
@@ -324,8 +343,8 @@ pub fn step(args: StepArgs) -> Result<i32> {
         args.ntasks = Some(1);
     }
     let job = job_id(&args)?;
-    let (allocate, image, binds) = match job {
-        None => (Some(allocation_flags(&args)), None, Vec::new()),
+    let (allocate, own) = match job {
+        None => (Some(allocation_flags(&args)), OwnImage::default()),
         Some(id) => {
             let given = [
                 ("--mem", args.mem.is_some()),
@@ -341,8 +360,10 @@ pub fn step(args: StepArgs) -> Result<i32> {
                     "{flag} is for a new allocation: this step runs in job {id}, with its limits"
                 );
             }
-            let (image, binds) = args.pyxis.in_job(id, args.image.as_deref(), &args.bind)?;
-            (None, image, binds)
+            (
+                None,
+                args.pyxis.in_job(id, args.image.as_deref(), &args.bind)?,
+            )
         }
     };
     if job.is_none() && !args.nodelist.is_empty() {
@@ -353,8 +374,10 @@ pub fn step(args: StepArgs) -> Result<i32> {
         allocate,
         allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: false,
-        image,
-        binds,
+        image: own.image,
+        binds: own.binds,
+        no_home: own.no_home,
+        host_env: own.host_env,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
@@ -564,6 +587,8 @@ pub fn alloc(args: AllocArgs) -> Result<i32> {
         container_workdir: None,
         image: None,
         binds: Vec::new(),
+        no_home: false,
+        host_env: Vec::new(),
         ntasks: None,
         nodes: None,
         nodelist: None,
@@ -665,6 +690,8 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         container_workdir: None,
         image: None,
         binds: Vec::new(),
+        no_home: false,
+        host_env: Vec::new(),
         ntasks: Some(1),
         nodes: None,
         nodelist: Some(vec![node]),

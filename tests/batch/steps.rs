@@ -528,6 +528,7 @@ fn a_step_runs_in_an_image_of_its_own_within_the_job() {
         r#"echo job > /tmp/in-job
 srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID$" /proc/self/cgroup)"'
 srun -n 1 sh -c 'echo "again $(cat /tmp/in-job) $(cat /etc/marker 2>/dev/null || echo no-marker)"'
+PATH=/opt/x:$PATH srun -n 1 --container-image=marked --container-env=PATH --no-container-mount-home sh -c 'echo "env $PATH $(test -d $HOME && echo home || echo no-home)"'
 srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?""#,
         data.display()
     );
@@ -547,6 +548,12 @@ srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || e
         assert_ne!(cgroup, "0", "{out}");
     }
     assert_eq!(lines_with(&out, "again"), ["again job no-marker"], "{out}");
+    // The client's PATH kept (--container-env), berth's tools on it once; no home.
+    assert_eq!(
+        lines_with(&out, "env"),
+        ["env /opt/x:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/.berth/bin no-home"],
+        "{out}"
+    );
     assert!(out.contains("/no/such"), "{out}");
     assert_eq!(lines_with(&out, "refused"), ["refused: 125"], "{out}");
 }

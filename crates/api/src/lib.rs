@@ -346,6 +346,13 @@ pub struct StepRequest {
     /// Binds into that container (`SRC[:DST[:ro|rw]]`).
     #[serde(default)]
     pub binds: Vec<String>,
+    /// That container leaves the user's home out (`--no-container-mount-home`).
+    #[serde(default)]
+    pub no_home: bool,
+    /// Variables whose client values win over that image's, PATH included
+    /// (`--container-env`).
+    #[serde(default)]
+    pub host_env: Vec<String>,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,

@@ -380,6 +380,8 @@ fn interactive_job(
         container_workdir: None,
         image: None,
         binds: Vec::new(),
+        no_home: false,
+        host_env: Vec::new(),
         ntasks: Some(1),
         nodes: None,
         nodelist: None,

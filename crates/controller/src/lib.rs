@@ -2199,13 +2199,12 @@ impl Controller {
             .max(1);
         // An image of its own, unless it is the job's (then the job's container does).
         let image = match &request.image {
-            Some(name) => Some(self.step_image(&job.partition, name, &request.binds)?)
-                .filter(|i| {
-                    !request.binds.is_empty()
-                        || job.image_squashfs.as_deref() != i.squashfs.to_str()
-                }),
-            None if !request.binds.is_empty() => {
-                return Err("binds are for a step in an image of its own (--container-image): this one runs in the job's container, with the job's binds".into())
+            Some(name) => Some(self.step_image(&job.partition, name, request)?).filter(|i| {
+                let own_settings = !i.binds.is_empty() || i.no_home || !i.host_env.is_empty();
+                own_settings || job.image_squashfs.as_deref() != i.squashfs.to_str()
+            }),
+            None if !request.binds.is_empty() || request.no_home || !request.host_env.is_empty() => {
+                return Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into())
             }
             None => None,
         };
@@ -2294,12 +2293,12 @@ impl Controller {
     }
 
     /// The image `name` of a step in a container of its own, in partition `partition`: in the
-    /// store, allowed there, with the step's `binds`.
+    /// store, allowed there, with what else `request` gives that container.
     fn step_image(
         &self,
         partition: &str,
         name: &str,
-        binds: &[String],
+        request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::StepImage, String> {
         let record = self
             .images
@@ -2319,7 +2318,9 @@ impl Controller {
             name: name.to_string(),
             squashfs: self.images.squashfs(&record),
             env: record.config.env.clone(),
-            binds: binds.to_vec(),
+            binds: request.binds.clone(),
+            no_home: request.no_home,
+            host_env: request.host_env.clone(),
             bind_policy: self.settings.binds.clone(),
         })
     }

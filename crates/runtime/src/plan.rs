@@ -210,9 +210,12 @@ pub fn environment(
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
+/// Appends `dir` to the list in variable `key` (unless it is there already); `false` if
+/// there is no such variable.
 fn append_path(env: &mut [String], key: &str, dir: &str) -> bool {
     let prefix = format!("{key}=");
     match env.iter_mut().find(|kv| kv.starts_with(&prefix)) {
+        Some(kv) if kv[prefix.len()..].split(':').any(|d| d == dir) => true,
         Some(kv) if kv.len() > prefix.len() => {
             kv.push(':');
             kv.push_str(dir);
@@ -448,6 +451,16 @@ mod tests {
             environment(&host, &image, &bad, &ann()),
             Err(RuntimeError::EnvSyntax(_))
         ));
+    }
+
+    #[test]
+    fn paths_are_appended_once() {
+        let mut env = vec!["PATH=/bin".to_string(), "EMPTY=".to_string()];
+        assert!(append_path(&mut env, "PATH", "/.berth/bin"));
+        assert!(append_path(&mut env, "PATH", "/.berth/bin"));
+        assert!(append_path(&mut env, "EMPTY", "/x"));
+        assert!(!append_path(&mut env, "MISSING", "/x"));
+        assert_eq!(env, ["PATH=/bin:/.berth/bin", "EMPTY=/x"]);
     }
 
     #[test]

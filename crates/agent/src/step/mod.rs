@@ -100,6 +100,13 @@ pub struct StepImage {
     pub env: Vec<String>,
     /// The step's binds, `SRC[:DST[:ro|rw]]`.
     pub binds: Vec<String>,
+    /// The user's home stays out.
+    #[serde(default)]
+    pub no_home: bool,
+    /// Variables whose values from the job and the client win over the image's, PATH and
+    /// the library path included.
+    #[serde(default)]
+    pub host_env: Vec<String>,
     /// The administrator's bind policy, which they must satisfy.
     pub bind_policy: berth_core::BindPolicy,
 }
@@ -383,7 +390,10 @@ fn own_container(
     }
     let mounted = berth_runtime::shared::mount_image(&tools.image_mounts, &image.squashfs)
         .map_err(io_err(format!("mounting the image {}", image.name)))?;
-    env.retain(|kv| !matches!(name_of(kv), "PATH" | "LD_LIBRARY_PATH"));
+    env.retain(|kv| {
+        let name = name_of(kv);
+        !matches!(name, "PATH" | "LD_LIBRARY_PATH") || image.host_env.iter().any(|h| h == name)
+    });
     // The job's own MPI launcher settings stay, but for berth's (another container's path).
     let own: Vec<String> = env
         .iter()
@@ -401,6 +411,7 @@ fn own_container(
         env,
         cleanenv: true,
         pwd: Some(launch.cwd.clone()),
+        no_home: image.no_home,
         user: Some(id.clone()),
         gpus: (!launch.gpu_ids.is_empty())
             .then(|| berth_runtime::gpu::GpuRequest::Devices(launch.gpu_ids.clone())),
