@@ -317,7 +317,7 @@ pub fn hostlist(args: HostlistArgs) -> Result<i32> {
 /// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
 /// `YYYY-MM-DD[THH:MM[:SS]]`, `now`, `now-N` with a unit (seconds, minutes, hours, days,
 /// weeks; the default is seconds, as in sacct), or seconds since the epoch.
-fn parse_time(text: &str) -> Result<u64, String> {
+pub fn parse_time(text: &str) -> Result<u64, String> {
     let now = berth_agent::runner::now();
     if let Some(rest) = text.strip_prefix("now") {
         if rest.is_empty() {

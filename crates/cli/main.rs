@@ -154,10 +154,11 @@ enum Command {
     Partitions(batch::ListArgs),
     /// Act as another batch system's command: bsub, bjobs, qsub, qstat, sbatch, ...
     ///
-    /// Slurm's sbatch, srun, salloc, squeue, scancel, sacct, sstat, sinfo, scontrol; LSF's bsub, bjobs,
-    /// bkill, bstop, bresume, brequeue, bqueues, bhosts, lshosts; PBS's qsub, qstat, qdel,
-    /// qhold, qrls, qsig, qrerun, pbsnodes (without COMMAND: the list). berth started under
-    /// one of those names (a link, see --link) acts as it.
+    /// Slurm's sbatch, srun, salloc, squeue, scancel, sacct, sstat, sinfo, scontrol; LSF's
+    /// bsub, bjobs, bhist, bacct, bkill, bstop, bresume, brequeue, bmod, bpeek, bqueues,
+    /// bhosts, lshosts; PBS's qsub, qstat, qdel, qhold, qrls, qsig, qrerun, qalter, pbsnodes
+    /// (without COMMAND: the list). berth started under one of those names (a link, see
+    /// --link) acts as it.
     As(compat::AsArgs),
     /// berth's own internal entry points (the processes its daemons start)
     #[command(subcommand, hide = true)]

@@ -328,6 +328,84 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
 }
 
+/// bhist (the seconds each job spent in LSF's states, its history) and bacct (finished
+/// jobs' accounting, summed up).
+#[test]
+fn lsf_history_and_accounting() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let pause = std::time::Duration::from_millis(1200);
+    // Suspended (bstop) for more than a second of its run.
+    let stopped = bsub_id(&run(&c, &links, "bsub", &["-o", "/dev/null", "sleep", "2"]));
+    c.wait_for(stopped, &["RUNNING"]);
+    run(&c, &links, "bstop", &[&stopped.to_string()]).ok();
+    std::thread::sleep(pause);
+    run(&c, &links, "bresume", &[&stopped.to_string()]).ok();
+    // Held (PSUSP) for more than a second before it ran.
+    let held = bsub_id(&run(&c, &links, "bsub", &["-H", "-o", "/dev/null", "true"]));
+    std::thread::sleep(pause);
+    c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    let failed = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &["-o", "/dev/null", "sh", "-c", "exit 3"],
+    ));
+    for id in [stopped, held, failed] {
+        c.wait_for(id, &["COMPLETED", "FAILED"]);
+    }
+    let bhist = run(&c, &links, "bhist", &["-a"]);
+    let out = bhist.ok();
+    assert!(out.starts_with("Summary of time in seconds spent in various states:\nJOBID   USER    JOB_NAME  PEND    PSUSP   RUN     USUSP   SSUSP   UNKWN   TOTAL\n"), "{out}");
+    let times = |id: u64| -> Vec<u64> {
+        row(out, &id.to_string())
+            .split_whitespace()
+            .skip(3)
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    for id in [stopped, held, failed] {
+        let t = times(id);
+        assert_eq!(t[..6].iter().sum::<u64>(), t[6], "{out}");
+    }
+    assert!(times(stopped)[3] >= 1, "USUSP: {out}");
+    assert!(times(held)[1] >= 1, "PSUSP: {out}");
+    let long = run(&c, &links, "bhist", &["-l", &stopped.to_string()]);
+    assert!(
+        long.ok().contains("Done successfully.")
+            && long
+                .stdout
+                .contains("Summary of time in seconds spent in various states by"),
+        "{}",
+        long.stdout
+    );
+    let missing = run(&c, &links, "bhist", &["99999"]);
+    assert_eq!(missing.code, 255);
+    assert!(missing.stderr.contains("Job <99999> is not found"));
+
+    let bacct = run(&c, &links, "bacct", &[]);
+    assert!(
+        bacct
+            .ok()
+            .contains(&format!("submitted by users {TEST_USER}"))
+            && bacct.stdout.contains("Total number of done jobs:       2")
+            && bacct.stdout.contains("Total number of exited jobs:     1"),
+        "{}",
+        bacct.stdout
+    );
+    let exited = run(&c, &links, "bacct", &["-e", "-l"]);
+    assert!(
+        exited.ok().contains(&format!(
+            "Job <{failed}>, User <{TEST_USER}>, Project <default>, Status <EXIT>"
+        )) && exited.stdout.contains("Exited with exit code 3.")
+            && !exited.stdout.contains(&format!("Job <{stopped}>")),
+        "{}",
+        exited.stdout
+    );
+}
+
 #[test]
 fn pbs_commands_as_pbs_users_type_them() {
     let Some((c, links)) = cluster_with_links() else {

@@ -451,9 +451,12 @@ async fn usage(State(a): State<Shared>, Json(u): Json<RunnerUsage>) -> Response 
 }
 
 async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Response {
-    match a.node.freeze(f.job, f.runner, f.frozen) {
-        Ok(()) => Json(()).into_response(),
-        Err(e) => error(500, e),
+    let node = a.node.clone();
+    // It may wait for a job that has just started to have its cgroup.
+    match tokio::task::spawn_blocking(move || node.freeze(f.job, f.runner, f.frozen)).await {
+        Ok(Ok(())) => Json(()).into_response(),
+        Ok(Err(e)) => error(500, e),
+        Err(e) => error(500, e.to_string()),
     }
 }
 

@@ -558,17 +558,28 @@ impl NodeAgent {
         })
     }
 
-    /// Freezes or thaws every process of job `id` at once (its cgroup's freezer).
+    /// Freezes or thaws every process of job `id` at once (its cgroup's freezer). A job
+    /// whose runner is still making its cgroup (it has just started) is waited for, a while.
     pub fn freeze(&self, id: u64, runner: u32, frozen: bool) -> Result<(), String> {
         use berth_runtime::cgroup;
         let layout = cgroup::Layout::detect().map_err(|e| e.to_string())?;
-        cgroup::freeze_existing(
-            &layout,
-            berth_runtime::CGROUP_PARENT,
-            &NodeAgent::cgroup_name(id, runner),
-            frozen,
-        )
-        .map_err(|e| e.to_string())
+        let name = NodeAgent::cgroup_name(id, runner);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let starting = cgroup::existing_dirs(&layout, berth_runtime::CGROUP_PARENT, &name)
+                .is_empty()
+                && self.runner_alive(id, runner);
+            if !starting || std::time::Instant::now() > deadline {
+                return cgroup::freeze_existing(
+                    &layout,
+                    berth_runtime::CGROUP_PARENT,
+                    &name,
+                    frozen,
+                )
+                .map_err(|e| e.to_string());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

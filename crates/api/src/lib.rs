@@ -157,6 +157,11 @@ pub struct JobInfo {
     pub stderr: Option<String>,
     pub priority: Option<f64>,
     pub held: bool,
+    /// Seconds it has spent suspended (`berth suspend`), and held while pending.
+    #[serde(default)]
+    pub suspended_seconds: u64,
+    #[serde(default)]
+    pub held_seconds: u64,
     /// Times the job was requeued.
     #[serde(default)]
     pub restarts: u32,

@@ -258,72 +258,17 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
         println!("usage: {BJOBS_USAGE}");
         return Ok(0);
     }
-    let all = flag(&mut words, "-a");
-    let done = flag(&mut words, "-d");
-    let pending = flag(&mut words, "-p");
-    let running = flag(&mut words, "-r");
-    let suspended = flag(&mut words, "-s");
+    let select = Selection::take(&mut words)?;
     let wide = flag(&mut words, "-w");
     let long = flag(&mut words, "-l");
     let noheader = flag(&mut words, "-noheader");
-    let user = value(&mut words, "-u")?;
-    let queue = value(&mut words, "-q")?;
-    let name = value(&mut words, "-J")?;
     let format = value(&mut words, "-o")?
         .map(|f| parse_format(&f))
         .transpose()?;
     no_other_options("bjobs", &words, BJOBS_USAGE)?;
-
-    let (mut jobs, status) = if words.is_empty() {
-        let mut jobs = active_jobs()?;
-        if all || done {
-            let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
-            jobs.extend(ended_since(since)?);
-        }
-        let user = whose(user.as_deref())?;
-        jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
-        (jobs, 0)
-    } else {
-        let (mut jobs, all_found) = named(&words, |spec| eprintln!("Job <{spec}> is not found"))?;
-        if let Some(u) = user.as_deref().filter(|u| *u != "all") {
-            jobs.retain(|j| j.user == u);
-        }
-        (jobs, if all_found { 0 } else { 255 })
-    };
-    jobs.retain(|j| {
-        let s = stat(j);
-        let wanted = match (done, pending, running, suspended) {
-            (false, false, false, false) => {
-                all || !words.is_empty() || !matches!(s, "DONE" | "EXIT")
-            }
-            _ => {
-                (done && matches!(s, "DONE" | "EXIT"))
-                    || (pending && matches!(s, "PEND" | "PSUSP"))
-                    || (running && s == "RUN")
-                    || (suspended && matches!(s, "USUSP" | "PSUSP"))
-            }
-        };
-        wanted
-            && queue.as_ref().is_none_or(|q| *q == j.partition)
-            && name.as_ref().is_none_or(|n| match n.strip_suffix('*') {
-                Some(prefix) => j.name.starts_with(prefix),
-                None => j.name == *n || lsf_name(j) == *n,
-            })
-    });
-    // Running first, then suspended, pending, finished, as bjobs orders them.
-    let rank = |j: &JobInfo| match stat(j) {
-        "RUN" => 0,
-        "USUSP" => 1,
-        "PEND" | "PSUSP" => 2,
-        _ => 3,
-    };
-    jobs.sort_by_key(|j| (rank(j), j.id));
-    jobs.dedup_by_key(|j| j.id);
+    let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
+    let (jobs, status) = select.jobs(&words, since)?;
     if jobs.is_empty() {
-        if words.is_empty() {
-            let what = if all || done { "job" } else { "unfinished job" };
-            eprintln!("No {what} found");
-        }
         return Ok(status);
     }
     let mut out = std::io::stdout().lock();
@@ -386,6 +331,414 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
     Ok(status)
 }
 
+/// The jobs bjobs and bhist list: the user's unfinished ones, or those their `-a` (with
+/// those ended since a time), `-d`, `-p`, `-r`, `-s`, `-u USER|all`, `-q QUEUE`, `-J NAME`
+/// and ids ask for.
+struct Selection {
+    all: bool,
+    done: bool,
+    pending: bool,
+    running: bool,
+    suspended: bool,
+    user: Option<String>,
+    queue: Option<String>,
+    name: Option<String>,
+}
+
+impl Selection {
+    /// Takes its options out of `words`.
+    fn take(words: &mut Vec<String>) -> Result<Selection> {
+        Ok(Selection {
+            all: flag(words, "-a"),
+            done: flag(words, "-d"),
+            pending: flag(words, "-p"),
+            running: flag(words, "-r"),
+            suspended: flag(words, "-s"),
+            user: value(words, "-u")?,
+            queue: value(words, "-q")?,
+            name: value(words, "-J")?,
+        })
+    }
+
+    /// The jobs, running first, then suspended, pending and finished (those ended since
+    /// `since`), as LSF orders them, and the status to exit with (255: an id not found).
+    /// Says so when none is.
+    fn jobs(&self, ids: &[String], since: u64) -> Result<(Vec<JobInfo>, i32)> {
+        let (mut jobs, status) = if ids.is_empty() {
+            let mut jobs = active_jobs()?;
+            if self.all || self.done {
+                jobs.extend(ended_since(since)?);
+            }
+            let user = whose(self.user.as_deref())?;
+            jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
+            (jobs, 0)
+        } else {
+            let (mut jobs, all_found) = named(ids, |spec| eprintln!("Job <{spec}> is not found"))?;
+            if let Some(u) = self.user.as_deref().filter(|u| *u != "all") {
+                jobs.retain(|j| j.user == u);
+            }
+            (jobs, if all_found { 0 } else { 255 })
+        };
+        jobs.retain(|j| {
+            let s = stat(j);
+            let wanted = match (self.done, self.pending, self.running, self.suspended) {
+                (false, false, false, false) => {
+                    self.all || !ids.is_empty() || !matches!(s, "DONE" | "EXIT")
+                }
+                _ => {
+                    (self.done && matches!(s, "DONE" | "EXIT"))
+                        || (self.pending && matches!(s, "PEND" | "PSUSP"))
+                        || (self.running && s == "RUN")
+                        || (self.suspended && matches!(s, "USUSP" | "PSUSP"))
+                }
+            };
+            wanted
+                && self.queue.as_ref().is_none_or(|q| *q == j.partition)
+                && self
+                    .name
+                    .as_ref()
+                    .is_none_or(|n| match n.strip_suffix('*') {
+                        Some(prefix) => j.name.starts_with(prefix),
+                        None => j.name == *n || lsf_name(j) == *n,
+                    })
+        });
+        let rank = |j: &JobInfo| match stat(j) {
+            "RUN" => 0,
+            "USUSP" => 1,
+            "PEND" | "PSUSP" => 2,
+            _ => 3,
+        };
+        jobs.sort_by_key(|j| (rank(j), j.id));
+        jobs.dedup_by_key(|j| j.id);
+        if jobs.is_empty() && ids.is_empty() {
+            let what = if self.all || self.done {
+                "job"
+            } else {
+                "unfinished job"
+            };
+            eprintln!("No {what} found");
+        }
+        Ok((jobs, status))
+    }
+}
+
+/// Seconds job `j` spent in each of LSF's states, as bhist sums them: PEND, PSUSP (held),
+/// RUN, USUSP (suspended), SSUSP, UNKWN (berth has neither), up to its end or now.
+fn state_times(j: &JobInfo) -> [u64; 6] {
+    let until = j.end_time.unwrap_or_else(berth_controller::now);
+    let pend = j
+        .start_time
+        .unwrap_or(until)
+        .saturating_sub(j.submit_time)
+        .saturating_sub(j.held_seconds);
+    let run = j.start_time.map_or(0, |s| {
+        until.saturating_sub(s).saturating_sub(j.suspended_seconds)
+    });
+    [pend, j.held_seconds, run, j.suspended_seconds, 0, 0]
+}
+
+const BHIST_USAGE: &str = "bhist [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-l] [-w] [JOBID|JOBID[INDEX] ...]";
+
+/// bhist: the time jobs spent in each state (`-l`: their history, event by event); the
+/// user's unfinished jobs, or as `-a`, `-d`, ... choose (all of berth's history).
+pub fn bhist(mut words: Vec<String>) -> Result<i32> {
+    if flag(&mut words, "-h") {
+        println!("usage: {BHIST_USAGE}");
+        return Ok(0);
+    }
+    let select = Selection::take(&mut words)?;
+    let long = flag(&mut words, "-l");
+    let wide = flag(&mut words, "-w");
+    no_other_options("bhist", &words, BHIST_USAGE)?;
+    let (jobs, status) = select.jobs(&words, 0)?;
+    if jobs.is_empty() {
+        return Ok(status);
+    }
+    let mut out = std::io::stdout().lock();
+    if long {
+        for j in &jobs {
+            history_form(&mut out, j)?;
+        }
+        return Ok(status);
+    }
+    writeln!(out, "Summary of time in seconds spent in various states:")?;
+    writeln!(
+        out,
+        "{:<7} {:<7} {:<9} {:<7} {:<7} {:<7} {:<7} {:<7} {:<7} TOTAL",
+        "JOBID", "USER", "JOB_NAME", "PEND", "PSUSP", "RUN", "USUSP", "SSUSP", "UNKWN"
+    )?;
+    for j in &jobs {
+        let times = state_times(j);
+        let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
+        write!(
+            out,
+            "{:<7} {:<7} {:<9} ",
+            lsf_spec(j),
+            fit(j.user.clone(), 7),
+            fit(lsf_name(j), 9)
+        )?;
+        for t in times {
+            write!(out, "{t:<7} ")?;
+        }
+        writeln!(out, "{}", times.iter().sum::<u64>())?;
+    }
+    Ok(status)
+}
+
+/// bhist -l: a job's history in LSF's words, then the time it spent in each state.
+fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
+    writeln!(
+        out,
+        "\nJob <{}>, Job Name <{}>, User <{}>, Project <default>",
+        lsf_spec(j),
+        lsf_name(j),
+        j.user
+    )?;
+    let from = match j.submit_host.as_str() {
+        "" => String::new(),
+        h => format!(" from host <{h}>"),
+    };
+    writeln!(
+        out,
+        "{}: Submitted{from}, to Queue <{}>, CWD <{}>, Output File <{}>;",
+        ctime(j.submit_time),
+        j.partition,
+        j.workdir,
+        j.stdout
+    )?;
+    if let Some(start) = j.start_time {
+        let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
+        writeln!(
+            out,
+            "{}: Dispatched {} Task(s) on Host(s) {};",
+            ctime(start),
+            j.cpus,
+            hosts.join(" ")
+        )?;
+        writeln!(out, "{}: Starting;", ctime(start))?;
+    }
+    if j.suspended_seconds > 0 {
+        writeln!(
+            out,
+            "                     Suspended by the user or administrator for {} seconds in all;",
+            j.suspended_seconds
+        )?;
+    }
+    if let Some(end) = j.end_time {
+        let cpu = j.cpu_usec.map_or(String::new(), |c| {
+            format!(" The CPU time used is {:.1} seconds;", c as f64 / 1e6)
+        });
+        writeln!(out, "{}: {}{cpu}", ctime(end), ending(j))?;
+    }
+    let times = state_times(j);
+    writeln!(
+        out,
+        "\nSummary of time in seconds spent in various states by  {}",
+        ctime(j.end_time.unwrap_or_else(berth_controller::now))
+    )?;
+    writeln!(
+        out,
+        "  {:<8} {:<8} {:<8} {:<8} {:<8} {:<8} TOTAL",
+        "PEND", "PSUSP", "RUN", "USUSP", "SSUSP", "UNKWN"
+    )?;
+    write!(out, " ")?;
+    for t in times {
+        write!(out, " {t:<8}")?;
+    }
+    writeln!(out, " {}", times.iter().sum::<u64>())?;
+    Ok(())
+}
+
+/// How job `j` ended, in LSF's words.
+fn ending(j: &JobInfo) -> String {
+    match (stat(j), j.exit_code, j.signal) {
+        ("DONE", _, _) => "Done successfully.".to_string(),
+        (_, _, Some(sig)) => format!("Exited by signal {sig}."),
+        (_, Some(code), None) => format!("Exited with exit code {code}."),
+        _ => format!("Exited: {}.", j.state),
+    }
+}
+
+const BACCT_USAGE: &str =
+    "bacct [-d] [-e] [-l] [-u USER|all] [-q QUEUE] [-C TIME0,TIME1] [JOBID|JOBID[INDEX] ...]";
+
+/// bacct: accounting of finished jobs (the user's, or `-u`'s; `-d` done, `-e` exited;
+/// `-C` ended between two times, as sacct's), summed up as LSF does: CPU time, wait,
+/// turnaround, hog factor; `-l` each job's first.
+pub fn bacct(mut words: Vec<String>) -> Result<i32> {
+    if flag(&mut words, "-h") {
+        println!("usage: {BACCT_USAGE}");
+        return Ok(0);
+    }
+    let done = flag(&mut words, "-d");
+    let exited = flag(&mut words, "-e");
+    let long = flag(&mut words, "-l");
+    let user = value(&mut words, "-u")?;
+    let queue = value(&mut words, "-q")?;
+    let window = value(&mut words, "-C")?
+        .map(|w| {
+            let (from, to) = w.split_once(',').unwrap_or((w.as_str(), "now"));
+            let time =
+                |t: &str| batch::parse_time(t).map_err(|e| anyhow::anyhow!("bacct -C {w}: {e}"));
+            Ok::<_, anyhow::Error>((time(from)?, time(to)?))
+        })
+        .transpose()?;
+    no_other_options("bacct", &words, BACCT_USAGE)?;
+    let mut jobs = match words.is_empty() {
+        true => ended_since(window.map_or(0, |(from, _)| from))?,
+        false => named(&words, |spec| eprintln!("Job <{spec}> is not found"))?.0,
+    };
+    let who = match words.is_empty() {
+        true => whose(user.as_deref())?,
+        false => user.filter(|u| u != "all"),
+    };
+    jobs.retain(|j| {
+        let s = stat(j);
+        matches!(s, "DONE" | "EXIT")
+            && (!done || s == "DONE")
+            && (!exited || s == "EXIT")
+            && who.as_ref().is_none_or(|u| *u == j.user)
+            && queue.as_ref().is_none_or(|q| *q == j.partition)
+            && window.is_none_or(|(from, to)| j.end_time.is_some_and(|e| (from..=to).contains(&e)))
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Accounting information about jobs that are: ")?;
+    match &who {
+        Some(u) => writeln!(out, "  - submitted by users {u}, ")?,
+        None => writeln!(out, "  - submitted by all users.")?,
+    }
+    writeln!(out, "  - accounted on all projects.")?;
+    writeln!(
+        out,
+        "  - {}",
+        match (done, exited) {
+            (true, false) => "completed normally.",
+            (false, true) => "exited.",
+            _ => "completed normally or exited",
+        }
+    )?;
+    writeln!(out, "  - executed on all hosts.")?;
+    match &queue {
+        Some(q) => writeln!(out, "  - submitted to queue {q}.")?,
+        None => writeln!(out, "  - submitted to all queues.")?,
+    }
+    writeln!(out, "  - accounted on all service classes.")?;
+    let rule = "-".repeat(78);
+    writeln!(out, "{rule}")?;
+    let cpu = |j: &JobInfo| j.cpu_usec.unwrap_or(0) as f64 / 1e6;
+    let turnaround = |j: &JobInfo| {
+        j.end_time
+            .unwrap_or(j.submit_time)
+            .saturating_sub(j.submit_time)
+    };
+    let wait = |j: &JobInfo| j.start_time.map(|s| s.saturating_sub(j.submit_time));
+    let hog = |j: &JobInfo| cpu(j) / turnaround(j).max(1) as f64;
+    if long {
+        for j in &jobs {
+            writeln!(
+                out,
+                "\nJob <{}>, User <{}>, Project <default>, Status <{}>, Queue <{}>",
+                lsf_spec(j),
+                j.user,
+                stat(j),
+                j.partition
+            )?;
+            writeln!(
+                out,
+                "{}: Submitted, CWD <{}>;",
+                ctime(j.submit_time),
+                j.workdir
+            )?;
+            if let Some(start) = j.start_time {
+                let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
+                writeln!(out, "{}: Dispatched to {};", ctime(start), hosts.join(" "))?;
+            }
+            if let Some(end) = j.end_time {
+                writeln!(out, "{}: {}", ctime(end), ending(j))?;
+            }
+            writeln!(out, "\nAccounting information about this job:")?;
+            writeln!(
+                out,
+                "     CPU_T     WAIT     TURNAROUND   STATUS     HOG_FACTOR    MEM    SWAP"
+            )?;
+            writeln!(
+                out,
+                "{:>10.2} {:>8} {:>14} {:>8} {:>14.4} {:>6} {:>7}",
+                cpu(j),
+                wait(j).map_or("-".into(), |w| w.to_string()),
+                turnaround(j),
+                stat(j).to_lowercase(),
+                hog(j),
+                j.max_rss_bytes
+                    .map_or("-".into(), |b| format!("{}M", b.div_ceil(1 << 20))),
+                // berth does not account swap apart.
+                "-"
+            )?;
+            writeln!(out, "{rule}")?;
+        }
+    }
+    let n = jobs.len();
+    let count = |s: &str| jobs.iter().filter(|j| stat(j) == s).count();
+    let stats = |values: Vec<f64>| -> (f64, f64, f64, f64) {
+        let total: f64 = values.iter().sum();
+        let max = values.iter().copied().fold(0.0, f64::max);
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let avg = if values.is_empty() {
+            0.0
+        } else {
+            total / values.len() as f64
+        };
+        (total, avg, max, if min.is_finite() { min } else { 0.0 })
+    };
+    let (cpu_total, cpu_avg, cpu_max, cpu_min) = stats(jobs.iter().map(cpu).collect());
+    let (wait_total, wait_avg, wait_max, wait_min) =
+        stats(jobs.iter().filter_map(wait).map(|w| w as f64).collect());
+    let (_, turn_avg, turn_max, turn_min) =
+        stats(jobs.iter().map(|j| turnaround(j) as f64).collect());
+    let (_, hog_avg, hog_max, hog_min) = stats(jobs.iter().map(hog).collect());
+    writeln!(out, "\nSUMMARY:      ( time unit: second ) ")?;
+    writeln!(
+        out,
+        " Total number of done jobs: {:>7}      Total number of exited jobs: {:>5}",
+        count("DONE"),
+        count("EXIT")
+    )?;
+    writeln!(
+        out,
+        " Total CPU time consumed: {cpu_total:>9.1}      Average CPU time consumed: {cpu_avg:>7.1}"
+    )?;
+    writeln!(
+        out,
+        " Maximum CPU time of a job: {cpu_max:>7.1}      Minimum CPU time of a job: {cpu_min:>7.1}"
+    )?;
+    writeln!(out, " Total wait time in queues: {wait_total:>7.1}")?;
+    writeln!(out, " Average wait time in queue: {wait_avg:>6.1}")?;
+    writeln!(
+        out,
+        " Maximum wait time in queue: {wait_max:>6.1}      Minimum wait time in queue: {wait_min:>6.1}"
+    )?;
+    writeln!(
+        out,
+        " Average turnaround time: {turn_avg:>9.0} (seconds/job)"
+    )?;
+    writeln!(
+        out,
+        " Maximum turnaround time: {turn_max:>9.0}      Minimum turnaround time: {turn_min:>9.0}"
+    )?;
+    writeln!(
+        out,
+        " Average hog factor of a job: {hog_avg:>5.2} ( cpu time / turnaround time )"
+    )?;
+    writeln!(
+        out,
+        " Maximum hog factor of a job: {hog_max:>5.2}      Minimum hog factor of a job: {hog_min:>5.2}"
+    )?;
+    if n == 0 {
+        eprintln!("No matching job found");
+    }
+    Ok(0)
+}
+
 /// bjobs -l: a job's record in LSF's long form.
 fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     writeln!(
@@ -446,13 +799,7 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         )?;
     }
     if let Some(end) = j.end_time {
-        let how = match (stat(j), j.exit_code, j.signal) {
-            ("DONE", _, _) => "Done successfully.".to_string(),
-            (_, _, Some(sig)) => format!("Exited by signal {sig}. The CPU time used is unknown."),
-            (_, Some(code), None) => format!("Exited with exit code {code}."),
-            _ => format!("Exited: {}.", j.state),
-        };
-        writeln!(out, "{}: {how}", ctime(end))?;
+        writeln!(out, "{}: {}", ctime(end), ending(j))?;
         if let Some(cpu) = j.cpu_usec {
             writeln!(
                 out,

@@ -1,10 +1,11 @@
 //! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
-//! salloc, squeue, scancel, sacct, sstat, sinfo, scontrol), LSF's (bsub, bjobs, bkill, bstop, bresume,
-//! brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's (qsub, qstat, qdel, qhold,
-//! qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when started under its name (an administrator links
-//! them, `berth as --link /usr/local/bin`), and as `berth as NAME ARGS`; jobs have them on
-//! their PATH. Users keep their commands and the scripts and pipelines built on their output
-//! (`Job <42> is submitted to queue <normal>.`, `42.server`).
+//! salloc, squeue, scancel, sacct, sstat, sinfo, scontrol), LSF's (bsub, bjobs, bhist,
+//! bacct, bkill, bstop, bresume, brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's
+//! (qsub, qstat, qdel, qhold, qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when
+//! started under its name (an administrator links them, `berth as --link /usr/local/bin`),
+//! and as `berth as NAME ARGS`; jobs have them on their PATH. Users keep their commands and
+//! the scripts and pipelines built on their output (`Job <42> is submitted to queue
+//! <normal>.`, `42.server`).
 //!
 //! Slurm's commands are berth's own subcommands under other names, so they are translated
 //! into berth's command line ([`translate`]) before it is parsed. LSF's and PBS's take their
@@ -124,6 +125,8 @@ pub fn run(args: AsArgs) -> Result<i32> {
     match name.as_str() {
         "bsub" => lsf::bsub(rest),
         "bjobs" => lsf::bjobs(rest),
+        "bhist" => lsf::bhist(rest),
+        "bacct" => lsf::bacct(rest),
         "bkill" => lsf::bkill(rest),
         "bstop" => lsf::verb("suspend", "stopped", rest),
         "bresume" => lsf::verb("resume", "resumed", rest),

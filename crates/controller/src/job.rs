@@ -125,6 +125,44 @@ pub struct Job {
     /// The exit status of an allocation's step, once it ended: the job's own.
     #[serde(default)]
     pub allocation_exit: Option<i32>,
+    /// Its time suspended (`berth suspend`), and held while pending (LSF's USUSP and PSUSP).
+    #[serde(default)]
+    pub suspended: Stopwatch,
+    #[serde(default)]
+    pub held_time: Stopwatch,
+}
+
+/// Time a job spends in one condition (suspended, held): what has passed in it before, and
+/// since when it is in it now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopwatch {
+    pub seconds: u64,
+    pub since: Option<u64>,
+}
+
+impl Stopwatch {
+    /// Running from `at`.
+    pub fn started(at: u64) -> Stopwatch {
+        Stopwatch {
+            seconds: 0,
+            since: Some(at),
+        }
+    }
+
+    pub fn start(&mut self, at: u64) {
+        self.since.get_or_insert(at);
+    }
+
+    pub fn stop(&mut self, at: u64) {
+        if let Some(since) = self.since.take() {
+            self.seconds += at.saturating_sub(since);
+        }
+    }
+
+    /// The time so far, as of `now`.
+    pub fn read(&self, now: u64) -> u64 {
+        self.seconds + self.since.map_or(0, |s| now.saturating_sub(s))
+    }
 }
 
 /// What a job holds on one of its nodes.
@@ -179,6 +217,8 @@ impl Job {
         self.requeue_requested = false;
         self.steps.clear();
         self.allocation_exit = None;
+        self.suspended = Stopwatch::default();
+        self.held_time = Stopwatch::default();
         self.restarts += 1;
     }
 
@@ -220,6 +260,12 @@ impl Job {
             signal: self.signal,
             cpu_usec: self.cpu_usec,
             max_rss_bytes: self.max_rss_bytes,
+            suspended_seconds: self
+                .suspended
+                .read(self.end_time.unwrap_or_else(crate::now)),
+            held_seconds: self
+                .held_time
+                .read(self.end_time.unwrap_or_else(crate::now)),
             image: self.image.clone(),
             script_args: self.script_args.clone(),
             workdir: self.workdir.clone(),

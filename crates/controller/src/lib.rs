@@ -687,6 +687,11 @@ impl Controller {
                 steps: Vec::new(),
                 allocation: false,
                 allocation_exit: None,
+                suspended: job::Stopwatch::default(),
+                held_time: match request.hold {
+                    true => job::Stopwatch::started(submit_time),
+                    false => job::Stopwatch::default(),
+                },
             });
         }
         let first_node = self.nodes.keys().next().cloned().unwrap_or_default();
@@ -828,6 +833,7 @@ impl Controller {
             (State::Pending, _) => {
                 job.state = State::Cancelled;
                 job.end_time = Some(now());
+                job.held_time.stop(now());
                 job.reason = None;
                 let job = self.active.remove(&id).expect("present");
                 self.persist(&job)?;
@@ -1021,6 +1027,10 @@ impl Controller {
             )));
         }
         job.held = held;
+        match held {
+            true => job.held_time.start(now()),
+            false => job.held_time.stop(now()),
+        }
         job.reason = Some(if held {
             "JobHeld".into()
         } else {
@@ -1098,8 +1108,10 @@ impl Controller {
             return Ok(());
         };
         job.state = if freeze.suspend {
+            job.suspended.start(now());
             State::Suspended
         } else {
+            job.suspended.stop(now());
             State::Running
         };
         let job = job.clone();
@@ -1741,6 +1753,8 @@ impl Controller {
                 job.end_time = Some(r.ended);
             }
         }
+        let end = job.end_time.unwrap_or_else(now);
+        job.suspended.stop(end);
         self.finished.insert(id, state.for_scheduler());
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);

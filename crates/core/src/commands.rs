@@ -14,6 +14,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("scontrol", "show job|hostnames|hostlist|nodes|partitions; hold, release, requeue, suspend, resume, update"),
     ("bsub", "submit a command, a script on standard input, or an interactive job (-I, -Is)"),
     ("bjobs", "jobs, LSF's columns and states (-a -d -p -r -s -u -q -J -w -noheader -o -l)"),
+    ("bhist", "time jobs spent in each state (-l: their history; -a -d -p -r -s -u -q -J)"),
+    ("bacct", "accounting of finished jobs, summed up (-l: each job's; -d -e -u -q -C)"),
     ("bkill", "cancel or signal jobs (-s SIG; 0: all yours)"),
     ("bstop", "suspend jobs"),
     ("bresume", "resume suspended jobs"),
