@@ -537,6 +537,11 @@ pub fn run(request: &StepRequest) -> Result<i32> {
     Ok(berth_agent::step::client::run(&step_socket(), request)?)
 }
 
+/// The client's working directory, where the tasks start.
+pub fn current_dir() -> Result<String> {
+    Ok(std::env::current_dir()?.to_string_lossy().into_owned())
+}
+
 /// The client's environment, as the tasks get it.
 pub fn environment() -> Vec<(String, String)> {
     std::env::vars_os()
@@ -580,30 +585,10 @@ pub fn alloc(args: AllocArgs) -> Result<i32> {
         command => command.to_vec(),
     };
     let request = StepRequest {
-        job: None,
         allocate: Some(options),
-        allocate_syntax: berth_api::OptionSyntax::Berth,
         hold: true,
-        container_workdir: None,
-        image: None,
-        binds: Vec::new(),
-        no_home: false,
-        host_env: Vec::new(),
         ntasks: None,
-        nodes: None,
-        nodelist: None,
-        cpus_per_task: None,
-        argv: argv.clone(),
-        env: environment(),
-        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
-        label: false,
-        kill_on_bad_exit: true,
-        cpu_bind: true,
-        overcommit: false,
-        pty: false,
-        pmi: false,
-        task_files: None,
-        gpus_per_task: None,
+        ..StepRequest::new(argv.clone(), environment(), current_dir()?)
     };
     let who = "berth alloc";
     let held = berth_agent::step::client::allocate(&step_socket(), &request, who)?;
@@ -682,33 +667,16 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
             }
         }
     }
+    let argv = vec!["/bin/sh".into(), "-c".into(), command];
     let request = StepRequest {
         job: Some(job),
-        allocate: None,
-        allocate_syntax: berth_api::OptionSyntax::Berth,
-        hold: false,
-        container_workdir: None,
-        image: None,
-        binds: Vec::new(),
-        no_home: false,
-        host_env: Vec::new(),
-        ntasks: Some(1),
-        nodes: None,
         nodelist: Some(vec![node]),
         cpus_per_task: Some(1),
-        argv: vec!["/bin/sh".into(), "-c".into(), command],
-        env: environment(),
-        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
-        label: false,
-        kill_on_bad_exit: true,
         // An MPI launcher's daemon starts the ranks of its node: it gets all the job's CPUs
         // there, and is not counted against them.
         cpu_bind: false,
         overcommit: true,
-        pty: false,
-        pmi: false,
-        task_files: None,
-        gpus_per_task: None,
+        ..StepRequest::new(argv, environment(), current_dir()?)
     };
     run(&request)
 }

@@ -387,6 +387,40 @@ pub struct StepRequest {
     pub gpus_per_task: Option<u32>,
 }
 
+impl StepRequest {
+    /// `argv` as one task in a job's container with the client's environment and working
+    /// directory, and srun's defaults: no allocation of its own, the job's CPUs per task,
+    /// no PMI; callers say what else they ask for.
+    pub fn new(argv: Vec<String>, env: Vec<(String, String)>, cwd: String) -> StepRequest {
+        StepRequest {
+            job: None,
+            allocate: None,
+            allocate_syntax: OptionSyntax::Berth,
+            hold: false,
+            ntasks: Some(1),
+            nodes: None,
+            nodelist: None,
+            cpus_per_task: None,
+            argv,
+            env,
+            cwd,
+            container_workdir: None,
+            image: None,
+            binds: Vec::new(),
+            no_home: false,
+            host_env: Vec::new(),
+            label: false,
+            kill_on_bad_exit: true,
+            cpu_bind: true,
+            overcommit: false,
+            pty: false,
+            pmi: false,
+            task_files: None,
+            gpus_per_task: None,
+        }
+    }
+}
+
 /// A step's files of each task, whose names hold a task's symbols (`%t` rank, `%n` node
 /// index, `%s` step, `%N` node; the job's already expanded, `%` written `%%`), relative to
 /// the step's directory. Tasks whose names are the same share the file.

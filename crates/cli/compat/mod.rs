@@ -376,30 +376,15 @@ fn interactive_job(
     // The allocation's own script prints nothing: the job's output is this terminal's.
     options.extend(["-o".to_string(), "/dev/null".to_string()]);
     let request = berth_api::StepRequest {
-        job: None,
         allocate: Some(options),
         allocate_syntax: syntax,
-        hold: false,
-        container_workdir: None,
-        image: None,
-        binds: Vec::new(),
-        no_home: false,
-        host_env: Vec::new(),
-        ntasks: Some(1),
-        nodes: None,
-        nodelist: None,
-        cpus_per_task: None,
-        argv,
-        env: crate::step::environment(),
-        cwd: std::env::current_dir()?.to_string_lossy().into_owned(),
-        label: false,
-        kill_on_bad_exit: true,
         cpu_bind: false,
-        overcommit: false,
         pty,
-        pmi: false,
-        task_files: None,
-        gpus_per_task: None,
+        ..berth_api::StepRequest::new(
+            argv,
+            crate::step::environment(),
+            crate::step::current_dir()?,
+        )
     };
     crate::step::run(&request)
 }
