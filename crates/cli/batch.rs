@@ -79,9 +79,14 @@ pub struct QueueArgs {
     #[arg(short = 'h', long)]
     noheader: bool,
     /// The columns, as squeue's --format: %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N
-    /// %V %S %Q, each with an optional width (%.10i right-aligned, %-10i or %10i left)
+    /// %V %S (a pending job's expected start) %Y (its planned nodes) %Q, each with an
+    /// optional width (%.10i right-aligned, %-10i or %10i left)
     #[arg(short = 'o', long, value_name = "FORMAT")]
     format: Option<String>,
+    /// Pending jobs with when they are expected to start and on which nodes, where the
+    /// scheduler holds a place for them (squeue --start)
+    #[arg(long)]
+    start: bool,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -767,8 +772,14 @@ pub fn job_id(j: &JobInfo) -> String {
     }
 }
 
-pub fn queue(args: QueueArgs) -> Result<i32> {
+pub fn queue(mut args: QueueArgs) -> Result<i32> {
     let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+    if args.start {
+        // squeue --start's columns, of pending jobs.
+        args.state.get_or_insert_with(|| "PENDING".into());
+        args.format
+            .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R".into());
+    }
     let states: Option<Vec<String>> = args.state.map(|s| {
         s.split(',')
             .map(|s| long_state(s.trim()).to_string())
@@ -857,7 +868,7 @@ enum Column {
 }
 
 fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
-    const LETTERS: &str = "iAajuPTtMlLDCmRrNVSQ";
+    const LETTERS: &str = "iAajuPTtMlLDCmRrNVSYQ";
     let mut columns = Vec::new();
     let mut chars = format.chars().peekable();
     let mut text = String::new();
@@ -880,7 +891,7 @@ fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
                 columns.push(Column::Field(letter, digits.parse().ok(), right))
             }
             other => bail!(
-                "--format {format:?}: unknown field %{}: berth knows %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N %V %S %Q",
+                "--format {format:?}: unknown field %{}: berth knows %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N %V %S %Y %Q",
                 other.map_or(String::new(), String::from)
             ),
         }
@@ -932,6 +943,7 @@ fn header(letter: char) -> &'static str {
         'N' => "NODELIST",
         'V' => "SUBMIT_TIME",
         'S' => "START_TIME",
+        'Y' => "SCHEDNODES",
         _ => "PRIORITY",
     }
 }
@@ -963,7 +975,11 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
         'R' | 'N' => j.nodes.join(","),
         'r' => j.reason.clone().unwrap_or_else(|| "None".into()),
         'V' => time(Some(j.submit_time)),
-        'S' => time(j.start_time),
+        'S' => time(j.start_time.or(j.expected_start)),
+        'Y' => match j.planned_nodes.as_slice() {
+            [] => "(null)".into(),
+            nodes => berth_core::job::hostlist(nodes),
+        },
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
     }
 }
@@ -1004,9 +1020,17 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         opt(Some(j.submit_time)),
         j.begin_time
             .map_or(String::new(), |t| format!(" BeginTime={}", opt(Some(t)))),
-        opt(j.start_time),
+        // A pending job's expected start, as scontrol shows it.
+        opt(j.start_time.or(j.expected_start)),
         opt(j.end_time)
     )?;
+    if !j.planned_nodes.is_empty() {
+        writeln!(
+            out,
+            "   SchedNodeList={}",
+            berth_core::job::hostlist(&j.planned_nodes)
+        )?;
+    }
     writeln!(
         out,
         "   TimeLimit={} NodeList={} NumCPUs={} Memory={}",

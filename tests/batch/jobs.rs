@@ -581,6 +581,59 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     .ok();
 }
 
+/// A pending job's expected start and planned nodes (squeue --start, %S, %Y; scontrol's
+/// StartTime and SchedNodeList): the scheduler's backfill reservation, from the running
+/// job's start and time limit.
+#[test]
+fn a_pending_job_says_when_it_is_expected_to_start() {
+    let Some(c) = Cluster::start() else { return };
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+    let (node, cpus) = (
+        nodes[0]["name"].as_str().unwrap(),
+        nodes[0]["cpus"].to_string(),
+    );
+    let script = "#!/bin/sh\n#BERTH --image busybox\necho started\nsleep 60\n";
+    let options = ["-n", &cpus, "--time=10:00"];
+    let running = c.submit(Mode::Rootless, "all.sh", script, &options);
+    c.wait_for_output(running, "started");
+    let waiting = c.submit(Mode::Rootless, "next.sh", script, &options);
+    let job = c.wait_for(waiting, &["PENDING"]);
+    let start = c.show(running)["start_time"].as_u64().unwrap();
+    // The pass that placed it may come just after the submission's answer.
+    let mut job = job;
+    for _ in 0..100 {
+        if !job["expected_start"].is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        job = c.show(waiting);
+    }
+    assert_eq!(job["expected_start"], start + 600, "{job}");
+    assert_eq!(job["planned_nodes"][0], node, "{job}");
+    let squeue = c.berth(Mode::Rootless, &["queue", "--start", "-h"]);
+    let line = squeue.ok().trim_end();
+    assert_eq!(
+        line.split_whitespace().next(),
+        Some(waiting.to_string().as_str())
+    );
+    assert!(
+        line.ends_with(&format!(" {node:<20} (Resources)")),
+        "{line}"
+    );
+    let show = c.berth(Mode::Rootless, &["show", &waiting.to_string()]);
+    assert!(
+        show.ok().contains(&format!("SchedNodeList={node}")),
+        "{}",
+        show.stdout
+    );
+    c.berth(
+        Mode::Root,
+        &["cancel", &running.to_string(), &waiting.to_string()],
+    )
+    .ok();
+}
+
 /// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
 /// all of its tasks still pending or running, ID_INDEX for one.
 #[test]

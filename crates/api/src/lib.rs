@@ -162,6 +162,12 @@ pub struct JobInfo {
     pub suspended_seconds: u64,
     #[serde(default)]
     pub held_seconds: u64,
+    /// A pending job's expected start, and the nodes it is planned on, where the scheduler
+    /// holds a backfill reservation for it (`squeue --start`).
+    #[serde(default)]
+    pub expected_start: Option<u64>,
+    #[serde(default)]
+    pub planned_nodes: Vec<String>,
     /// Times the job was requeued.
     #[serde(default)]
     pub restarts: u32,

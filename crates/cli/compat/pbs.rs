@@ -300,6 +300,11 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
     if let Some(t) = j.begin_time {
         attrs.push(("Execution_Time", ctime(t)));
     }
+    // Where the scheduler holds a place for it (PBS Pro's estimates).
+    if let Some(t) = j.expected_start {
+        attrs.push(("estimated.start_time", ctime(t)));
+        attrs.push(("estimated.exec_vnode", j.planned_nodes.join("+")));
+    }
     if let Some(start) = j.start_time {
         attrs.push(("stime", ctime(start)));
         attrs.push(("exec_host", exec_host(j)));

@@ -130,6 +130,12 @@ pub struct Job {
     pub suspended: Stopwatch,
     #[serde(default)]
     pub held_time: Stopwatch,
+    /// While pending: when the scheduler's last pass expects it to start (a backfill
+    /// reservation holds its place), and on which nodes. Not kept: the next pass says.
+    #[serde(skip)]
+    pub expected_start: Option<u64>,
+    #[serde(skip)]
+    pub planned_nodes: Vec<String>,
 }
 
 /// Time a job spends in one condition (suspended, held): what has passed in it before, and
@@ -266,6 +272,8 @@ impl Job {
             held_seconds: self
                 .held_time
                 .read(self.end_time.unwrap_or_else(crate::now)),
+            expected_start: self.expected_start,
+            planned_nodes: self.planned_nodes.clone(),
             image: self.image.clone(),
             script_args: self.script_args.clone(),
             workdir: self.workdir.clone(),

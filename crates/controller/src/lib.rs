@@ -688,6 +688,8 @@ impl Controller {
                 allocation: false,
                 allocation_exit: None,
                 suspended: job::Stopwatch::default(),
+                expected_start: None,
+                planned_nodes: Vec::new(),
                 held_time: match request.hold {
                     true => job::Stopwatch::started(submit_time),
                     false => job::Stopwatch::default(),
@@ -1292,6 +1294,14 @@ impl Controller {
                 continue;
             };
             job.priority = Some(decision.priority.total as f64);
+            (job.expected_start, job.planned_nodes) = match &decision.outcome {
+                sched::Outcome::Wait {
+                    expected_start,
+                    planned_nodes,
+                    ..
+                } => (*expected_start, planned_nodes.clone()),
+                sched::Outcome::Start(_) => (None, Vec::new()),
+            };
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
                     let key = (job.user.clone(), job.partition.clone());
