@@ -581,6 +581,43 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     .ok();
 }
 
+/// A job's working directory (the submitter names it) is bound into its container only if
+/// its user could enter it: not one inside a directory only root may pass.
+#[test]
+fn a_jobs_directory_opens_no_way_through_a_directory_its_user_may_not_enter() {
+    let Some(c) = Cluster::start() else { return };
+    use std::os::unix::fs::PermissionsExt;
+    let locked = c.f.path("locked");
+    let inside = locked.join("open");
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("file"), "secret\n").unwrap();
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(inside.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = c.f.cwd(Mode::Rootless).join("leak.out");
+    let id = c.submit(
+        Mode::Rootless,
+        "leak.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ncat file\n",
+        &[
+            &format!("--chdir={}", inside.display()),
+            &format!("--output={}", out.display()),
+        ],
+    );
+    let job = c.wait_for(id, &["FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(
+        job["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("{TEST_USER} cannot reach it")),
+        "{job}"
+    );
+    assert!(!std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("secret"));
+}
+
 /// A pending job's expected start and planned nodes (squeue --start, %S, %Y; scontrol's
 /// StartTime and SchedNodeList): the scheduler's backfill reservation, from the running
 /// job's start and time limit.

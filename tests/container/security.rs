@@ -167,6 +167,62 @@ fn binds_outside_the_allowed_paths_are_refused_and_say_why() {
     );
 }
 
+/// A bind never opens a way through a directory the user may not enter: a file readable to
+/// all, in a directory only root may pass, stays out of reach, whether it is bound by name
+/// or is the working directory a container (or a job) starts in.
+#[test]
+fn binds_never_open_a_way_through_a_directory_the_user_may_not_enter() {
+    let Some(f) = Fixture::new() else { return };
+    let locked = f.path("locked");
+    let inside = locked.join("open");
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("file"), "secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(inside.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bind = format!("{}:/x", inside.display());
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        f.import(mode);
+        let out = f.berth(
+            mode,
+            &["exec", "--bind", &bind, "busybox", "cat", "/x/file"],
+        );
+        assert_eq!(out.code, 125, "{mode:?}: {}", out.stdout);
+        assert!(!out.stdout.contains("secret"));
+        assert!(
+            out.stderr.contains("Permission denied"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+    // Root starting a container as the user from that directory (a job's working
+    // directory, named by the submitter) does not bind it.
+    let mut cmd = f.cmd(Mode::RootAsUser, &["exec", "busybox", "cat", "file"]);
+    let out = Out::from_output(
+        cmd.current_dir(&inside)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 125, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!(
+            "bind of {} refused: {TEST_USER} cannot reach it",
+            inside.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    // Root itself may.
+    f.import(Mode::Root);
+    let root = f.berth(
+        Mode::Root,
+        &["exec", "--bind", &bind, "busybox", "cat", "/x/file"],
+    );
+    assert_eq!(root.ok(), "secret\n");
+}
+
 #[test]
 fn read_only_binds_cannot_be_written() {
     let Some(f) = Fixture::new() else { return };

@@ -356,9 +356,36 @@ pub fn open_as(
     path: &std::path::Path,
     write: Option<bool>,
 ) -> Result<std::fs::File, RuntimeError> {
-    let fail = |what: &str, e: std::io::Error| {
-        RuntimeError::setup(format!("{what} {}", path.display()))(e)
+    let mut options = std::fs::OpenOptions::new();
+    match write {
+        // (std refuses append with truncate; the flag goes as it is.)
+        Some(append) => {
+            options
+                .create(true)
+                .append(true)
+                .custom_flags(if append { 0 } else { libc::O_TRUNC })
+        }
+        None => options.read(true),
     };
+    as_user(identity, || options.open(path)).and_then(|opened| {
+        opened.map_err(RuntimeError::setup(format!(
+            "cannot open {}",
+            path.display()
+        )))
+    })
+}
+
+/// Runs `f` with `identity`'s groups, gid and uid as the effective ones, then takes root's
+/// back (the caller must be single-threaded; its saved uid is 0); a process that has the
+/// user's ids already just runs it. What `f` opens, the user could have opened.
+pub(crate) fn as_user<T>(
+    identity: &Identity,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> Result<std::io::Result<T>, RuntimeError> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == identity.uid {
+        return Ok(f());
+    }
     // What to come back to.
     // SAFETY: getgroups with a size of 0 only counts; then it fills at most the buffer's
     // length; getegid cannot fail.
@@ -387,27 +414,15 @@ pub fn open_as(
     if !became {
         let e = std::io::Error::last_os_error();
         restore();
-        return Err(fail("cannot take the user's identity to open", e));
+        return Err(RuntimeError::setup("cannot take the user's identity")(e));
     }
-    let mut options = std::fs::OpenOptions::new();
-    match write {
-        // (std refuses append with truncate; the flag goes as it is.)
-        Some(append) => {
-            options
-                .create(true)
-                .append(true)
-                .custom_flags(if append { 0 } else { libc::O_TRUNC })
-        }
-        None => options.read(true),
-    };
-    let opened = options.open(path);
+    let done = f();
     if !restore() {
-        return Err(fail(
-            "cannot take root's identity back after opening",
+        return Err(RuntimeError::setup("cannot take root's identity back")(
             std::io::Error::last_os_error(),
         ));
     }
-    opened.map_err(|e| fail("cannot open", e))
+    Ok(done)
 }
 
 /// A pidfd for a task [`spawn`] started: it turns readable when the task ends.

@@ -108,14 +108,17 @@ pub fn parse_bind(spec: &str) -> Result<(PathBuf, String, bool), RuntimeError> {
     Ok((PathBuf::from(src), dst.to_string(), ro))
 }
 
-/// Resolves a bind source (symlinks included) and opens it. With `policy`, refuses sources
-/// outside the allowed paths. The check is made on the fully resolved path and then
-/// confirmed on the opened descriptor, so a symlink swapped in between cannot redirect it.
+/// Resolves a bind source (symlinks included) and opens it. With `policy` (a user's
+/// container), refuses sources outside the allowed paths, and sources the user could not
+/// reach itself: it is opened as the user, so that a bind never opens a way through a
+/// directory the user may not pass (a file readable to all, in a directory only root may
+/// enter). The check is made on the fully resolved path and then confirmed on the opened
+/// descriptor, so a symlink swapped in between cannot redirect it.
 fn open_bind(
     source: &Path,
     target: String,
     read_only: bool,
-    policy: Option<(&BindPolicy, &Path, &Path)>,
+    policy: Option<(&BindPolicy, &Path, &Path, &Identity)>,
 ) -> Result<Bind, RuntimeError> {
     let err = |source_err| RuntimeError::BindSource {
         path: source.to_path_buf(),
@@ -127,7 +130,7 @@ fn open_bind(
         None => source.to_path_buf(),
     };
     let check = |path: &Path| -> Result<(), RuntimeError> {
-        if let Some((policy, home, cwd)) = policy {
+        if let Some((policy, home, cwd, _)) = policy {
             policy
                 .check(path, home, cwd)
                 .map_err(|why| RuntimeError::BindRefused {
@@ -143,7 +146,17 @@ fn open_bind(
     } else {
         0
     };
-    let fd = sys::open(&canonical, libc::O_PATH | nofollow).map_err(err)?;
+    let open = || sys::open(&canonical, libc::O_PATH | nofollow);
+    let fd = match policy {
+        Some((.., user)) => crate::enter::as_user(user, open)?.map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => RuntimeError::BindRefused {
+                path: source.to_path_buf(),
+                why: format!("{} cannot reach it ({e})", user.user),
+            },
+            _ => err(e),
+        })?,
+        None => open().map_err(err)?,
+    };
     let opened = sys::fd_target(&fd).map_err(err)?;
     if opened != canonical {
         check(&opened)?;
@@ -280,7 +293,7 @@ pub fn plan(
     // The policy binds a user; root running as itself is the administrator.
     let enforce = identity.uid != 0;
     let home = PathBuf::from(&identity.home);
-    let policy_args = enforce.then_some((policy, home.as_path(), cwd));
+    let policy_args = enforce.then_some((policy, home.as_path(), cwd, &identity));
 
     let host = rootfs == Rootfs::Host;
     if host && !options.binds.is_empty() {
@@ -506,11 +519,13 @@ mod tests {
         };
         let home = dir.path().join("home");
         std::fs::create_dir(&home).unwrap();
+        // Whoever runs the test: the opening as the user changes nothing then.
+        let me = Identity::current().unwrap();
         let err = open_bind(
             Path::new("/etc"),
             "/etc2".into(),
             false,
-            Some((&policy, &home, Path::new("/"))),
+            Some((&policy, &home, Path::new("/"), &me)),
         )
         .unwrap_err();
         assert!(err.to_string().contains("$HOME"), "{err}");
@@ -520,7 +535,7 @@ mod tests {
             &home.join("sneaky"),
             "/x".into(),
             false,
-            Some((&policy, &home, Path::new("/"))),
+            Some((&policy, &home, Path::new("/"), &me)),
         )
         .unwrap_err();
         assert!(
@@ -531,7 +546,7 @@ mod tests {
             &home,
             "/h".into(),
             true,
-            Some((&policy, &home, Path::new("/"))),
+            Some((&policy, &home, Path::new("/"), &me)),
         )
         .unwrap();
         assert!(ok.is_dir && ok.read_only);

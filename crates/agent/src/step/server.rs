@@ -187,7 +187,11 @@ async fn handle<A: StepAuthority>(
             };
             match wait_for_allocation(authority, job, &mut lines, &mut write).await {
                 Ok(Some(env)) if request.hold => {
-                    send(&mut write, &StepEvent::Granted { job, env }).await?;
+                    if let Err(e) = send(&mut write, &StepEvent::Granted { job, env }).await {
+                        // The client is gone already: so is its allocation.
+                        authority.release(job, None).await;
+                        return Err(e);
+                    }
                     return hold(authority, job, &mut lines, &mut write).await;
                 }
                 Ok(Some(_)) => (job, true),
