@@ -158,6 +158,8 @@ impl Held {
             if hung_up.is_some_and(|at| at.elapsed() >= HANG_UP_GRACE) {
                 // SAFETY: kill(2) on our own child, not yet reaped (its pidfd is not readable).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Once: then its end is waited for without a deadline.
+                hung_up = None;
             }
             if ready[1] {
                 for sig in self.signals.take() {
