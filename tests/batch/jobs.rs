@@ -586,14 +586,7 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
 #[test]
 fn a_jobs_directory_opens_no_way_through_a_directory_its_user_may_not_enter() {
     let Some(c) = Cluster::start() else { return };
-    use std::os::unix::fs::PermissionsExt;
-    let locked = c.f.path("locked");
-    let inside = locked.join("open");
-    std::fs::create_dir_all(&inside).unwrap();
-    std::fs::write(inside.join("file"), "secret\n").unwrap();
-    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(inside.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inside = c.f.behind_a_locked_door();
     let out = c.f.cwd(Mode::Rootless).join("leak.out");
     let id = c.submit(
         Mode::Rootless,

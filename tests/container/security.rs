@@ -173,14 +173,7 @@ fn binds_outside_the_allowed_paths_are_refused_and_say_why() {
 #[test]
 fn binds_never_open_a_way_through_a_directory_the_user_may_not_enter() {
     let Some(f) = Fixture::new() else { return };
-    let locked = f.path("locked");
-    let inside = locked.join("open");
-    std::fs::create_dir_all(&inside).unwrap();
-    std::fs::write(inside.join("file"), "secret\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(inside.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inside = f.behind_a_locked_door();
     let bind = format!("{}:/x", inside.display());
     for mode in [Mode::Rootless, Mode::RootAsUser] {
         f.import(mode);

@@ -276,6 +276,23 @@ impl Fixture {
         .ok();
     }
 
+    /// A directory everyone may read, holding `file` ("secret") that everyone may read, in a
+    /// directory only root may enter: what no bind may give a user a way to.
+    pub fn behind_a_locked_door(&self) -> PathBuf {
+        let locked = self.path("locked");
+        let inside = locked.join("open");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("file"), "secret\n").unwrap();
+        for (path, mode) in [
+            (&inside, 0o755),
+            (&inside.join("file"), 0o644),
+            (&locked, 0o700),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        inside
+    }
+
     /// `sh -c SCRIPT` in the busybox image.
     pub fn sh(&self, mode: Mode, script: &str) -> Out {
         self.berth(mode, &["exec", "busybox", "sh", "-c", script])
