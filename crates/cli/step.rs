@@ -559,7 +559,9 @@ pub struct AllocArgs {
     /// `berth submit`'s (sbatch's) options for the allocation (-n, -N, -c, --mem, -t, -p,
     /// -J, -C, -w, --gpus, --image, --bind, ...), then the command to run while it is held,
     /// on this host with the job's variables (SLURM_JOB_ID, SLURM_JOB_NODELIST, ...), so
-    /// that `berth step` (srun) in it runs in the job; default: $SHELL
+    /// that `berth step` (srun) in it runs in the job; default: $SHELL. With --no-shell, no
+    /// command: the allocation stays until its time limit or `berth cancel`, and steps
+    /// reach it with `berth step --job ID`
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -570,16 +572,29 @@ pub struct AllocArgs {
 
 /// `berth alloc` (salloc): gets an allocation, runs a command on this host while holding
 /// it, and ends it with the command's exit status.
-pub fn alloc(args: AllocArgs) -> Result<i32> {
-    if args.words.iter().any(|w| w == "--no-shell") {
-        bail!("--no-shell: berth holds an allocation while its command runs; submit a job (berth submit) to hold nodes without one");
-    }
+pub fn alloc(mut args: AllocArgs) -> Result<i32> {
+    let no_shell = match args.words.iter().position(|w| w == "--no-shell") {
+        Some(at) => {
+            args.words.remove(at);
+            true
+        }
+        None => false,
+    };
     let (options, at) =
         berth_core::job::leading_options(berth_core::job::Family::Berth, &args.words)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut options: Vec<String> = options.into_iter().flat_map(|(_, words)| words).collect();
     // The allocation's own script prints nothing.
     options.push("--output=/dev/null".into());
+    if no_shell {
+        if at < args.words.len() {
+            bail!(
+                "--no-shell runs no command: drop {:?}, or --no-shell",
+                args.words[at]
+            );
+        }
+        return allocate_only(options);
+    }
     let argv = match &args.words[at..] {
         [] => vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())],
         command => command.to_vec(),
@@ -629,6 +644,48 @@ pub fn alloc(args: AllocArgs) -> Result<i32> {
             code
         }
     })
+}
+
+/// `berth alloc --no-shell` (salloc's): a job that only holds its allocation, until its time
+/// limit or `berth cancel`; steps reach it with `berth step --job` (srun --jobid). Returns
+/// once it runs.
+fn allocate_only(options: Vec<String>) -> Result<i32> {
+    let who = "berth alloc";
+    let submitted = crate::batch::send(crate::batch::Submission {
+        script: berth_controller::HOLD_SCRIPT.into(),
+        name: "allocation".into(),
+        options,
+        syntax: berth_api::OptionSyntax::Berth,
+        script_args: Vec::new(),
+    })?;
+    let job = submitted.job_id;
+    if submitted.jobs != 1 {
+        for id in job..job + submitted.jobs {
+            let _ = crate::client::request::<()>(
+                "POST",
+                &format!("/v1/jobs/{id}/cancel"),
+                Some(&berth_api::CancelRequest { signal: None }),
+            );
+        }
+        bail!("an allocation is one job: job arrays are for `berth submit`");
+    }
+    eprintln!("{who}: Pending job allocation {job}");
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let info: berth_api::JobInfo =
+            crate::client::request("GET", &format!("/v1/jobs/{job}"), None::<&()>)?;
+        match info.state.as_str() {
+            "RUNNING" | "SUSPENDED" => break,
+            "PENDING" => std::thread::sleep(pause),
+            state => bail!(
+                "job {job} ended {state} before it started{}",
+                info.reason.map_or(String::new(), |r| format!(": {r}"))
+            ),
+        }
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    }
+    eprintln!("{who}: Granted job allocation {job}");
+    Ok(0)
 }
 
 /// The node agent's step socket: $BERTH_STEP_SOCKET, or the one beside the controller's.

@@ -432,6 +432,28 @@ exit 3"#
     let id = granted(&limited.stderr);
     assert_eq!(c.wait_for(id, &["TIMEOUT"])["state"], "TIMEOUT");
 
+    // --no-shell: the job holds its allocation until cancelled; steps reach it by its id.
+    let kept = c.berth(
+        Mode::Rootless,
+        &["as", "salloc", "--no-shell", "--image", "busybox"],
+    );
+    assert_eq!(kept.code, 0, "{}", kept.stderr);
+    let id = granted(&kept.stderr);
+    let step = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--job",
+            &id.to_string(),
+            "sh",
+            "-c",
+            "echo in $SLURM_JOB_ID",
+        ],
+    );
+    assert_eq!(step.ok(), format!("in {id}\n"));
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    assert_eq!(c.wait_for(id, &["CANCELLED"])["state"], "CANCELLED");
+
     // Refused as a submission would be, with the reason.
     let unknown = c.berth(
         Mode::Rootless,

@@ -2542,8 +2542,8 @@ impl berth_agent::step::server::StepAuthority for StepGate {
 
 /// A script that holds a job's place (berth's own program, on the container's PATH, waits
 /// for the SIGTERM that ends it): an allocation's while its one step runs, and a multi-node
-/// job's container on each node but the batch host.
-const HOLD_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
+/// job's container on each node but the batch host; `salloc --no-shell`'s job.
+pub const HOLD_SCRIPT: &str = "#!/bin/sh\nexec berth internal hold\n";
 
 /// Makes `starts` (each in a blocking thread of its own, which then waits for its runner).
 pub fn start_local(shared: &Shared, starts: Vec<LocalStart>) {
