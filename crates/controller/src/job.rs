@@ -310,3 +310,24 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Stopwatch;
+
+    #[test]
+    fn a_stopwatch_adds_up_its_spells_and_reads_a_running_one_as_of_now() {
+        let mut held = Stopwatch::started(100);
+        assert_eq!(held.read(130), 30);
+        held.start(110); // Already running: the first start counts.
+        held.stop(140);
+        assert_eq!(held.read(1000), 40);
+        held.stop(150); // Not running: nothing changes.
+        held.start(200);
+        held.stop(205);
+        assert_eq!(held.read(1000), 45);
+        // A clock that went back counts nothing, rather than wrapping.
+        held.start(300);
+        assert_eq!(held.read(250), 45);
+    }
+}
