@@ -1112,12 +1112,18 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
     for id in job_ids(&args.jobs, |_| true)? {
-        let body = CancelRequest {
-            signal: args.signal.clone(),
-        };
-        let _: () = request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+        cancel_job(id, args.signal.clone())?;
     }
     Ok(0)
+}
+
+/// Cancels job `id`, or sends it `signal`.
+pub fn cancel_job(id: u64, signal: Option<String>) -> Result<()> {
+    request(
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&CancelRequest { signal }),
+    )
 }
 
 pub fn history(args: HistoryArgs) -> Result<i32> {

@@ -635,10 +635,7 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
             // Its node agent's end of the connection went (the cluster restarted): the job
             // is no longer held by it, and is ended here.
             eprintln!("{who}: lost the node agent; cancelling job allocation {job}");
-            let body = berth_api::CancelRequest { signal: None };
-            if let Err(e) =
-                crate::client::request::<()>("POST", &format!("/v1/jobs/{job}/cancel"), Some(&body))
-            {
+            if let Err(e) = crate::batch::cancel_job(job, None) {
                 eprintln!("{who}: cannot cancel job {job}: {e:#}");
             }
             code
@@ -661,11 +658,7 @@ fn allocate_only(options: Vec<String>) -> Result<i32> {
     let job = submitted.job_id;
     if submitted.jobs != 1 {
         for id in job..job + submitted.jobs {
-            let _ = crate::client::request::<()>(
-                "POST",
-                &format!("/v1/jobs/{id}/cancel"),
-                Some(&berth_api::CancelRequest { signal: None }),
-            );
+            let _ = crate::batch::cancel_job(id, None);
         }
         bail!("an allocation is one job: job arrays are for `berth submit`");
     }

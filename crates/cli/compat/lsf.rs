@@ -125,6 +125,23 @@ fn exec_hosts(j: &JobInfo) -> Vec<String> {
         .collect()
 }
 
+/// Names as LSF's long forms list them: `<a> <b>`.
+fn bracketed(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("<{n}>"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// ` from host <H>` where the job's submitting host is known, as `Submitted` lines say it.
+fn from_host(j: &JobInfo) -> String {
+    match j.submit_host.as_str() {
+        "" => String::new(),
+        h => format!(" from host <{h}>"),
+    }
+}
+
 /// A column cut to `width` as LSF cuts it, with `*` in front of what is left.
 fn cut(v: &str, width: usize) -> String {
     let n = v.chars().count();
@@ -494,10 +511,7 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         lsf_name(j),
         j.user
     )?;
-    let from = match j.submit_host.as_str() {
-        "" => String::new(),
-        h => format!(" from host <{h}>"),
-    };
+    let from = from_host(j);
     writeln!(
         out,
         "{}: Submitted{from}, to Queue <{}>, CWD <{}>, Output File <{}>;",
@@ -507,13 +521,13 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         j.stdout
     )?;
     if let Some(start) = j.start_time {
-        let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
+        let hosts = bracketed(&exec_hosts(j));
         writeln!(
             out,
             "{}: Dispatched {} Task(s) on Host(s) {};",
             ctime(start),
             j.cpus,
-            hosts.join(" ")
+            hosts
         )?;
         writeln!(out, "{}: Starting;", ctime(start))?;
     }
@@ -650,8 +664,8 @@ pub fn bacct(mut words: Vec<String>) -> Result<i32> {
                 j.workdir
             )?;
             if let Some(start) = j.start_time {
-                let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
-                writeln!(out, "{}: Dispatched to {};", ctime(start), hosts.join(" "))?;
+                let hosts = bracketed(&exec_hosts(j));
+                writeln!(out, "{}: Dispatched to {};", ctime(start), hosts)?;
             }
             if let Some(end) = j.end_time {
                 writeln!(out, "{}: {}", ctime(end), ending(j))?;
@@ -750,10 +764,7 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         stat(j),
         j.partition
     )?;
-    let from = match j.submit_host.as_str() {
-        "" => String::new(),
-        h => format!(" from host <{h}>"),
-    };
+    let from = from_host(j);
     writeln!(
         out,
         "{}: Submitted{from}, CWD <{}>, Output File <{}>{}, {} Task(s);",
@@ -773,13 +784,13 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         writeln!(out, " RUNLIMIT\n {:.1} min", limit as f64 / 60.0)?;
     }
     if let Some(start) = j.start_time {
-        let hosts: Vec<String> = exec_hosts(j).iter().map(|h| format!("<{h}>")).collect();
+        let hosts = bracketed(&exec_hosts(j));
         writeln!(
             out,
             "{}: Started {} Task(s) on Host(s) {}, Execution CWD <{}>;",
             ctime(start),
             j.cpus,
-            hosts.join(" "),
+            hosts,
             j.workdir
         )?;
     }
@@ -829,16 +840,13 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
     if words.is_empty() {
         bail!("bkill: name the jobs (0: all of yours)\nusage: {BKILL_USAGE}");
     }
-    let body = berth_api::CancelRequest {
-        signal: signal.clone(),
-    };
     let what = if signal.is_some() {
         "signaled"
     } else {
         "terminated"
     };
     each_job(&words, user, batch::applies("cancel"), |id, shown| {
-        let _: () = crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))?;
+        batch::cancel_job(id, signal.clone())?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {what}");
         }

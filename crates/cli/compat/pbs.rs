@@ -424,11 +424,8 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
 /// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.
 pub fn qsig(mut words: Vec<String>) -> Result<i32> {
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
-    let body = berth_api::CancelRequest {
-        signal: Some(signal),
-    };
     act_on("signal", &words, |id| {
-        crate::client::request("POST", &format!("/v1/jobs/{id}/cancel"), Some(&body))
+        batch::cancel_job(id, Some(signal.clone()))
     })
 }
 

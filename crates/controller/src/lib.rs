@@ -2437,21 +2437,28 @@ impl Controller {
     /// Allocation `id`'s variables once it runs (`None`: it waits); an error saying how it
     /// ended once it has.
     pub fn allocation_state(&self, id: u64) -> Result<Option<Vec<(String, String)>>, String> {
-        match self.active.get(&id) {
-            Some(j) if j.state == State::Pending || j.shares.is_empty() => Ok(None),
-            Some(j) => Ok(Some(env::allocation_environment(j))),
-            None => {
-                let job = self.job(id).map_err(|e| e.message)?;
-                let reason = job.reason.map_or(String::new(), |r| format!(": {r}"));
-                Err(match job.start_time {
-                    Some(_) => format!("job {id} ended {}{reason}", job.state.name()),
-                    None => format!(
-                        "job {id} ended {} before it started{reason}",
-                        job.state.name()
-                    ),
-                })
-            }
+        self.allocation_ended(id)?;
+        Ok(self
+            .active
+            .get(&id)
+            .filter(|j| j.state != State::Pending && !j.shares.is_empty())
+            .map(env::allocation_environment))
+    }
+
+    /// How allocation `id` ended, as an error; `Ok` while it waits or runs.
+    pub fn allocation_ended(&self, id: u64) -> Result<(), String> {
+        if self.active.contains_key(&id) {
+            return Ok(());
         }
+        let job = self.job(id).map_err(|e| e.message)?;
+        let reason = job.reason.map_or(String::new(), |r| format!(": {r}"));
+        Err(match job.start_time {
+            Some(_) => format!("job {id} ended {}{reason}", job.state.name()),
+            None => format!(
+                "job {id} ended {} before it started{reason}",
+                job.state.name()
+            ),
+        })
     }
 
     /// Ends allocation `id`: with its step's exit status, or cancelled (`None`: its client
@@ -2520,7 +2527,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
 
     async fn wait_ended(&self, id: u64) -> String {
         loop {
-            if let Err(e) = self.0.lock().await.allocation_state(id) {
+            if let Err(e) = self.0.lock().await.allocation_ended(id) {
                 return e;
             }
             tokio::time::sleep(berth_agent::step::server::ENDED_POLL).await;

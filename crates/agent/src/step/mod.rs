@@ -378,7 +378,7 @@ fn own_container(
 ) -> Result<
     (
         berth_runtime::ContainerSpec,
-        Option<berth_runtime::shared::SharedImage>,
+        berth_runtime::shared::SharedImage,
     ),
     StepError,
 > {
@@ -439,7 +439,7 @@ fn own_container(
             std::path::Path::new("/")
         },
     )?;
-    Ok((spec, Some(mounted)))
+    Ok((spec, mounted))
 }
 
 /// One running task, as the step process watches it.
@@ -556,7 +556,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
             let (spec, mounted) = own_container(&launch, image, &id, env)?;
             berth_runtime::enter::join_cgroup(&launch.cgroup)?;
             berth_runtime::enter::new(&spec)?;
-            _image = mounted;
+            _image = Some(mounted);
             spec.env
         }
     };
