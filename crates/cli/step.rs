@@ -129,8 +129,10 @@ struct PyxisArgs {
     /// Outside a job: variables whose values here win over the image's, PATH included
     #[arg(long, value_name = "NAME,...")]
     container_env: Option<String>,
-    /// Accepted: the job's steps all run in its one container
-    #[arg(long, value_name = "NAME")]
+    /// A container of the job that keeps its files from one step to the next on each node
+    /// (created of --container-image, then joined while it runs, or started again), or
+    /// the job's own by its name; FLAG: auto, create, exec (join it), no_exec
+    #[arg(long, value_name = "NAME[:FLAG]")]
     container_name: Option<String>,
     /// Outside a job: bind the user's home (the default)
     #[arg(long)]
@@ -208,7 +210,14 @@ impl PyxisArgs {
         let normal = |name: &str| {
             berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
         };
-        let own = wanted.filter(|w| job_image.is_empty() || normal(w) != normal(&job_image));
+        if let Some(name) = &self.container_name {
+            berth_core::job::ContainerName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        // A named container is the step's own even of the job's image (or, by the job's
+        // container's name, the job's: the controller knows).
+        let own = wanted.filter(|w| {
+            self.container_name.is_some() || job_image.is_empty() || normal(w) != normal(&job_image)
+        });
         let mut all_binds = binds.to_vec();
         for mounts in &self.container_mounts {
             all_binds
@@ -224,7 +233,8 @@ impl PyxisArgs {
             ("--container-env", !host_env.is_empty()),
             ("--no-container-mount-home", self.no_container_mount_home),
         ];
-        if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && own.is_none()) {
+        let own_container = own.is_some() || self.container_name.is_some();
+        if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && !own_container) {
             bail!("{flags}: for a step in an image of its own (--container-image); this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {})", flags.split(',').next().unwrap_or(flags));
         }
         let refused = [
@@ -240,6 +250,7 @@ impl PyxisArgs {
             binds: all_binds,
             no_home: self.no_container_mount_home,
             host_env,
+            container_name: self.container_name.clone(),
         })
     }
 }
@@ -252,6 +263,7 @@ struct OwnImage {
     binds: Vec<String>,
     no_home: bool,
     host_env: Vec<String>,
+    container_name: Option<String>,
 }
 
 /// The job this step belongs to: --job, or the job the caller runs in; `None`: outside any
@@ -378,6 +390,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
         binds: own.binds,
         no_home: own.no_home,
         host_env: own.host_env,
+        container_name: own.container_name,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),

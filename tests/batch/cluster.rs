@@ -208,7 +208,7 @@ impl Cluster {
     }
 
     /// Imports a second image into the cluster's store, `name`: the busybox tree with
-    /// /etc/marker saying `name`.
+    /// /etc/marker saying `name`, and /opt/shared, which every user may write to.
     pub fn import_marked(&self, name: &str) {
         let tree = self.f.path(name);
         let copied = std::process::Command::new("cp")
@@ -219,6 +219,14 @@ impl Cluster {
             .unwrap();
         assert!(copied.success());
         std::fs::write(tree.join("etc/marker"), format!("{name}\n")).unwrap();
+        // A directory every user may write to, as images make one for their users' tools.
+        let shared = tree.join("opt/shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(
+            &shared,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
         self.f
             .berth(
                 Mode::Root,

@@ -580,6 +580,68 @@ srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || e
     assert_eq!(lines_with(&out, "refused"), ["refused: 125"], "{out}");
 }
 
+/// Named containers (`srun --container-name`, as pyxis has them): what one step leaves in
+/// its container, the next step naming it finds, in the image it was created of; a step
+/// joins it while it runs (its /tmp, too), or starts it again over its files once none
+/// does; the flags refuse what they rule out; the job's own container goes by its name; the
+/// files go with the job.
+#[test]
+fn a_named_container_keeps_its_files_from_one_step_to_the_next() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let body = r#"srun -n 1 --container-image=marked --container-name=dev sh -c 'echo built > /opt/shared/tool'
+srun -n 1 --container-name=dev sh -c 'echo "again $(cat /opt/shared/tool)"'
+srun -n 1 --container-image=busybox --container-name=dev sh -c 'echo "image $(cat /etc/marker) $(cat /opt/shared/tool)"'
+srun -n 1 --container-image=marked sh -c 'echo "unnamed $(cat /opt/shared/tool 2>/dev/null || echo fresh)"'
+srun -n 1 --container-name=dev:create true 2>&1 || echo "create: $?"
+srun -n 1 --container-name=dev:exec true 2>&1 || echo "exec: $?"
+srun -n 1 --container-name=nosuch true 2>&1 || echo "nosuch: $?"
+srun -n 1 --container-name=dev sh -c 'echo here > /tmp/mark; touch started; while [ ! -e done ]; do sleep 0.1; done' &
+while [ ! -e started ]; do sleep 0.1; done
+srun -n 1 --container-name=dev:exec sh -c 'echo "joined $(cat /tmp/mark)"'
+srun -n 1 --container-name=dev:no_exec true 2>&1 || echo "no_exec: $?"
+touch done; wait
+srun -n 1 --container-name=dev sh -c 'echo "restarted $(cat /tmp/mark 2>/dev/null || echo new-tmp) $(cat /opt/shared/tool)"'
+echo job > /tmp/in-job
+srun -n 1 --container-name=main sh -c 'echo "own $(cat /tmp/in-job)"'
+srun -n 1 --container-name=main:no_exec true 2>&1 || echo "own no_exec: $?""#;
+    let options = "-n 2 --container-name=main";
+    let id = c.submit(Mode::Rootless, "named.sh", &script(options, body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    for expected in [
+        "again built",
+        // The image it was created of, whatever a later step names.
+        "image marked built",
+        "unnamed fresh",
+        "joined here",
+        "restarted new-tmp built",
+        "create: 125",
+        "exec: 125",
+        "no_exec: 125",
+        // The job's own container, by the name it was given.
+        "own job",
+        "own no_exec: 125",
+    ] {
+        assert_eq!(lines_with(&out, expected), [expected], "{out}");
+    }
+    assert!(out.contains("exists already"), "{out}");
+    assert!(out.contains("is not running"), "{out}");
+    assert!(out.contains("cannot be mounted twice"), "{out}");
+    assert!(
+        out.contains(&format!("job {id} has no container named nosuch")),
+        "{out}"
+    );
+    // The job's end takes its containers' files.
+    let files = c.state.join("jobs").join(id.to_string()).join("containers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!files.exists(), "{} is left", files.display());
+}
+
 #[test]
 fn an_interactive_step_has_a_terminal_in_the_image() {
     let Some(c) = Cluster::start() else { return };

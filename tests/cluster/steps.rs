@@ -226,6 +226,26 @@ fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
             format!("1: {} marked", nodes[1])
         ]
     );
+    // A named container on each node: what a step left in it there, the next finds.
+    let named = |flags: &[&str], command: &str| {
+        let mut args = vec!["step", "--job", &job, "--container-name=dev", "-l"];
+        args.extend(flags);
+        args.extend(["sh", "-c", command]);
+        c.berth(Mode::Rootless, &args).ok().to_string()
+    };
+    named(&["--container-image=marked"], "hostname > /opt/shared/host");
+    let mut lines: Vec<String> = named(&[], "echo $(hostname) $(cat /opt/shared/host)")
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("0: {0} {0}", nodes[0]),
+            format!("1: {0} {0}", nodes[1])
+        ]
+    );
     c.berth(Mode::Rootless, &["cancel", &job]).ok();
     c.wait_for(id, &["CANCELLED"]);
     // An allocation of its own on two nodes, as srun -N 2 gets one.

@@ -364,6 +364,12 @@ pub struct StepRequest {
     /// (`--container-env`).
     #[serde(default)]
     pub host_env: Vec<String>,
+    /// A named container of the job, `NAME[:auto|create|exec|no_exec]` (`srun
+    /// --container-name`, as pyxis has it): on each node, the step joins it while it runs,
+    /// or starts it again over the files earlier steps left in it, or creates it of `image`;
+    /// it lasts until the job ends. The job's own container if the job has that name.
+    #[serde(default)]
+    pub container_name: Option<String>,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,
@@ -415,6 +421,7 @@ impl StepRequest {
             binds: Vec::new(),
             no_home: false,
             host_env: Vec::new(),
+            container_name: None,
             label: false,
             kill_on_bad_exit: true,
             cpu_bind: true,

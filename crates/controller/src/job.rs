@@ -118,6 +118,10 @@ pub struct Job {
     /// Its steps (`berth step`), numbered from 0 in the order they started.
     #[serde(default)]
     pub steps: Vec<berth_api::StepInfo>,
+    /// Its named containers (`srun --container-name`), each with the image it was
+    /// created of, for the steps that name it again; they end with the run.
+    #[serde(default)]
+    pub containers: std::collections::BTreeMap<String, String>,
     /// A job that only holds an allocation for one `berth step` from outside a job (srun's
     /// own allocation): it ends with that step.
     #[serde(default)]
@@ -222,6 +226,7 @@ impl Job {
         self.cancel_requested = false;
         self.requeue_requested = false;
         self.steps.clear();
+        self.containers.clear();
         self.allocation_exit = None;
         self.suspended = Stopwatch::default();
         self.held_time = Stopwatch::default();

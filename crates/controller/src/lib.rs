@@ -685,6 +685,7 @@ impl Controller {
                 requeue_requested: false,
                 restarts: 0,
                 steps: Vec::new(),
+                containers: BTreeMap::new(),
                 allocation: false,
                 allocation_exit: None,
                 suspended: job::Stopwatch::default(),
@@ -2221,16 +2222,68 @@ impl Controller {
             .cpus_per_task
             .unwrap_or(job.request.cpus_per_task)
             .max(1);
-        // An image of its own, unless it is the job's (then the job's container does).
-        let image = match &request.image {
-            Some(name) => Some(self.step_image(&job.partition, name, request)?).filter(|i| {
-                let own_settings = !i.binds.is_empty() || i.no_home || !i.host_env.is_empty();
-                own_settings || job.image_squashfs.as_deref() != i.squashfs.to_str()
-            }),
-            None if !request.binds.is_empty() || request.no_home || !request.host_env.is_empty() => {
-                return Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into())
+        let own_settings =
+            !request.binds.is_empty() || request.no_home || !request.host_env.is_empty();
+        let in_jobs = || -> Result<(), String> {
+            match own_settings {
+                true => Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into()),
+                false => Ok(()),
             }
-            None => None,
+        };
+        let named = request
+            .container_name
+            .as_deref()
+            .map(berth_core::job::ContainerName::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        // The job's container; or one of the step's own: an image other than the job's, or
+        // a named container of the job's (pyxis's), whose image is the one it was created
+        // of, whatever a later step names.
+        let (image, container) = match named {
+            Some(n) if job.request.container_name.as_ref().map(|j| &j.name) == Some(&n.name) => {
+                use berth_core::job::NameMode;
+                let why = match n.mode {
+                    NameMode::Create => Some("exists ('create' makes a new one only)"),
+                    NameMode::NoExec => {
+                        Some("runs ('no_exec' would start it a second time over the same files)")
+                    }
+                    NameMode::Auto | NameMode::Exec => None,
+                };
+                if let Some(why) = why {
+                    return Err(format!("container {} is job {id}'s own, which {why}: drop the flag to run the step in it", n.name));
+                }
+                in_jobs()?;
+                (None, None)
+            }
+            Some(n) => {
+                let of = match (job.containers.get(&n.name), &request.image) {
+                    (Some(first), _) => first.clone(),
+                    (None, Some(image)) => image.clone(),
+                    (None, None) => {
+                        return Err(format!(
+                            "job {id} has no container named {}: create it with --container-image",
+                            n.name
+                        ))
+                    }
+                };
+                (
+                    Some(self.step_image(&job.partition, &of, request)?),
+                    Some((n, of)),
+                )
+            }
+            // An image of its own, unless it is the job's (then the job's container does).
+            None => match &request.image {
+                Some(name) => {
+                    let image = self.step_image(&job.partition, name, request)?;
+                    let own =
+                        own_settings || job.image_squashfs.as_deref() != image.squashfs.to_str();
+                    (own.then_some(image), None)
+                }
+                None => {
+                    in_jobs()?;
+                    (None, None)
+                }
+            },
         };
         let mut parts = Vec::with_capacity(shares.len());
         for (share, &tasks) in shares.iter().zip(&per_node) {
@@ -2292,6 +2345,10 @@ impl Controller {
             _ => PathBuf::new(),
         };
         let job = self.active.get_mut(&id).expect("looked up above");
+        let container = container.map(|(named, of)| {
+            job.containers.entry(named.name.clone()).or_insert(of);
+            named
+        });
         let step = job.steps.len() as u32;
         job.steps.push(berth_api::StepInfo {
             id: step,
@@ -2310,6 +2367,7 @@ impl Controller {
             parts,
             image,
             tools: None,
+            container,
         };
         let job = job.clone();
         self.persist(&job).map_err(|e| e.message)?;

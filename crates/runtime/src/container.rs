@@ -183,8 +183,14 @@ fn mkdir(path: &str) -> Result<(), Failure> {
     std::fs::create_dir(path).map_err(fail(format!("creating {path}")))
 }
 
-/// Builds the container's root filesystem and pivots into it.
-pub(crate) fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Failure> {
+/// Builds the container's root filesystem and pivots into it. Its writable layer is a
+/// tmpfs, dropped with the container, or `layer`'s `upper` and `work` directories (a named
+/// container's, kept from one step to the next: see `enter::new`).
+pub(crate) fn build_root(
+    spec: &ContainerSpec,
+    image: &OwnedFd,
+    layer: Option<&std::path::Path>,
+) -> Result<(), Failure> {
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
         return Ok(());
@@ -204,16 +210,31 @@ pub(crate) fn build_root(spec: &ContainerSpec, image: &OwnedFd) -> Result<(), Fa
         Rootfs::Directory(path) => Some(reopen(path, image)?),
         Rootfs::Squashfs(_) | Rootfs::Host => None,
     };
+    // A kept layer, opened in this namespace (it may lie under /tmp, too).
+    let layer = layer
+        .map(|path| {
+            sys::open(path, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(format!(
+                "opening the container's layer {}",
+                path.display()
+            )))
+        })
+        .transpose()?;
     sys::mount(Some("berth"), STAGE, Some("tmpfs"), SAFE, Some("mode=0755"))
         .map_err(fail("mounting the staging tmpfs"))?;
-    let (upper, work, root) = (
-        format!("{STAGE}/upper"),
-        format!("{STAGE}/work"),
-        format!("{STAGE}/root"),
-    );
-    for d in [&upper, &work, &root] {
-        mkdir(d)?;
-    }
+    let root = format!("{STAGE}/root");
+    mkdir(&root)?;
+    let (upper, work) = match &layer {
+        Some(dir) => (
+            format!("{}/upper", fd_path(dir)),
+            format!("{}/work", fd_path(dir)),
+        ),
+        None => {
+            let (upper, work) = (format!("{STAGE}/upper"), format!("{STAGE}/work"));
+            mkdir(&upper)?;
+            mkdir(&work)?;
+            (upper, work)
+        }
+    };
     // The image's tree: a directory is the overlay's lower layer as it is (by its descriptor:
     // overlayfs only reads it, and the overlay's own mount flags govern what is seen); a
     // squashfs file is mounted on the stage first.
@@ -603,7 +624,7 @@ pub(crate) fn child(
                 return Err(fail("creating a process group")(io::Error::last_os_error()));
             }
         }
-        build_root(spec, image)?;
+        build_root(spec, image, None)?;
         if spec.pid_namespace {
             return Ok(init(spec, report_fd));
         }
@@ -622,7 +643,7 @@ pub(crate) fn child(
 /// already unshared the namespaces. Returns only the failure.
 pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
     (|| -> Result<Failure, Failure> {
-        build_root(spec, image)?;
+        build_root(spec, image, None)?;
         drop_privileges(spec, false)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))

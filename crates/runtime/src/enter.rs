@@ -59,8 +59,69 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let first = dirs[0].clone();
-    // The step process moves itself in (single-threaded, through v1's `tasks` files: see
-    // Cgroup::tasks_files); on v2 by its pid, through cgroup.procs.
+    let (procs, v1) = joining_files(&layout, dirs)?;
+    let own_mnt = own_namespace()?;
+    let needle = needle(cgroup_name);
+    loop {
+        let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
+        if let Some((pid, pidfd, root, pidns)) = ready_member(&members, &needle, own_mnt, None) {
+            return Ok(Container {
+                pid,
+                pidfd,
+                root,
+                pidns,
+                procs,
+                v1,
+            });
+        }
+        if std::time::Instant::now() > deadline || !first.is_dir() {
+            return Err(gone());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The container whose mount namespace is `mnt` (a named container a step built with
+/// [`new`]), if a process of the cgroup `berth/<cgroup_name>` is still in it.
+pub fn find_namespace(
+    cgroup_name: &str,
+    mnt: (u64, u64),
+) -> Result<Option<Container>, RuntimeError> {
+    let layout = Layout::detect()?;
+    let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
+    let Some(first) = dirs.first().cloned() else {
+        return Ok(None);
+    };
+    let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
+    let Some((pid, pidfd, root, pidns)) =
+        ready_member(&members, &needle(cgroup_name), own_namespace()?, Some(mnt))
+    else {
+        return Ok(None);
+    };
+    let (procs, v1) = joining_files(&layout, dirs)?;
+    Ok(Some(Container {
+        pid,
+        pidfd,
+        root,
+        pidns,
+        procs,
+        v1,
+    }))
+}
+
+/// The calling process's mount namespace.
+pub fn own_namespace() -> Result<(u64, u64), RuntimeError> {
+    namespace_of("self", "mnt").map_err(RuntimeError::setup("reading /proc/self/ns"))
+}
+
+/// The files through which a process joins the cgroup directories `dirs`, opened while
+/// they can be; and whether they are v1's. The step process moves itself in
+/// (single-threaded, through v1's `tasks` files: see Cgroup::tasks_files); on v2 by its
+/// pid, through cgroup.procs.
+fn joining_files(
+    layout: &Layout,
+    dirs: Vec<std::path::PathBuf>,
+) -> Result<(Vec<(std::fs::File, std::path::PathBuf)>, bool), RuntimeError> {
     let v1 = matches!(layout, Layout::V1 { .. });
     let mut procs = Vec::with_capacity(dirs.len());
     for dir in dirs {
@@ -76,26 +137,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         };
         procs.push((file, dir));
     }
-    let own_mnt =
-        namespace_of("self", "mnt").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
-    let needle = needle(cgroup_name);
-    loop {
-        let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
-        if let Some((pid, pidfd, root, pidns)) = ready_member(&members, &needle, own_mnt) {
-            return Ok(Container {
-                pid,
-                pidfd,
-                root,
-                pidns,
-                procs,
-                v1,
-            });
-        }
-        if std::time::Instant::now() > deadline || !first.is_dir() {
-            return Err(gone());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    Ok((procs, v1))
 }
 
 /// How long [`find`] waits for a job's container to finish its setup.
@@ -140,9 +182,13 @@ pub fn join_cgroup(cgroup_name: &str) -> Result<(), RuntimeError> {
 /// Gives the calling process a container of its own, `spec`'s: a new mount namespace whose
 /// root is built as a container's first process builds it, the process otherwise as it
 /// was (root, with its capabilities: a job step's process, which then starts its tasks as
-/// the user with [`spawn`], as it does in the job's own container). Single-threaded callers
-/// only.
-pub fn new(spec: &crate::ContainerSpec) -> Result<(), RuntimeError> {
+/// the user with [`spawn`], as it does in the job's own container). Its writable layer is
+/// `layer`'s `upper` and `work` directories if given (kept after it, for the next
+/// container over them: a named container's), else a tmpfs. Single-threaded callers only.
+pub fn new(
+    spec: &crate::ContainerSpec,
+    layer: Option<&std::path::Path>,
+) -> Result<(), RuntimeError> {
     let image = crate::launch::open_image(spec)?;
     // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -150,7 +196,7 @@ pub fn new(spec: &crate::ContainerSpec) -> Result<(), RuntimeError> {
             std::io::Error::last_os_error(),
         ));
     }
-    crate::container::build_root(spec, &image).map_err(|f| RuntimeError::Container {
+    crate::container::build_root(spec, &image, layer).map_err(|f| RuntimeError::Container {
         code: f.code,
         message: f.message,
     })
@@ -184,7 +230,14 @@ fn member(pid: &str, needle: &str) -> bool {
 /// still being built, nor a step process that has not entered yet (it is root, without it).
 /// The oldest such: the job's own container's first process (its script, or the holder),
 /// not a task of a step in a container of its own (see [`new`]), which is in the cgroup too.
-fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Member> {
+/// With `mnt`, the oldest member in that mount namespace instead (a named container's, whose
+/// builder completed it before anyone could look for it).
+fn ready_member(
+    members: &str,
+    needle: &str,
+    own_mnt: (u64, u64),
+    mnt_wanted: Option<(u64, u64)>,
+) -> Option<Member> {
     let mut pids: Vec<(u64, libc::pid_t)> = members
         .lines()
         .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
@@ -204,10 +257,13 @@ fn ready_member(members: &str, needle: &str, own_mnt: (u64, u64)) -> Option<Memb
             continue;
         };
         let inside = member(&p, needle);
-        let ready = std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]))
-        });
+        let ready = match mnt_wanted {
+            Some(wanted) => mnt == wanted,
+            None => std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]))
+            }),
+        };
         // Alive now means the pid was not reused since the pidfd was opened: what was read
         // through /proc/<pid> was about this process.
         if inside && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {

@@ -13,6 +13,7 @@
 //! the agent passes a signal on to every task, and their children, with one kill(2).
 
 pub mod client;
+mod named;
 pub mod pmi;
 mod pty;
 pub mod relay;
@@ -85,6 +86,10 @@ pub struct StepLaunch {
     /// Where to fetch that image from when it is not on this node yet.
     #[serde(default)]
     pub image_source: Option<crate::runner::ImageSource>,
+    /// That container is the job's container of this name, kept on this node from one
+    /// step to the next (see `named`).
+    #[serde(default)]
+    pub container: Option<berth_core::job::ContainerName>,
 }
 
 /// The image of a step that runs in a container of its own (`srun --container-image`), as
@@ -532,8 +537,10 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
-    // Held while the tasks run: the node's mount of the step's own image, if it has one.
+    // Held while the tasks run: the node's mount of the step's own image, if it has one,
+    // and its hold on a named container.
     let mut _image = None;
+    let mut _slot = None;
     let env = match &launch.image {
         None => {
             let container = berth_runtime::enter::find(&launch.cgroup)?;
@@ -553,13 +560,51 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
                 None => launch.outside,
             };
             let env = step_env(&launch, outside)?;
-            let (spec, mounted) = own_container(&launch, image, &id, env)?;
-            berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-            berth_runtime::enter::new(&spec)?;
-            _image = Some(mounted);
-            spec.env
+            let Some(named) = &launch.container else {
+                let (spec, mounted) = own_container(&launch, image, &id, env)?;
+                berth_runtime::enter::join_cgroup(&launch.cgroup)?;
+                berth_runtime::enter::new(&spec, None)?;
+                _image = Some(mounted);
+                return run_tasks(&launch, &id, &spec.env);
+            };
+            // A named container: joined while it runs, else started over its layer.
+            let mut slot = named::Slot::lock(&launch.job_dir, &named.name)?;
+            match slot.plan(named, &launch.cgroup, &launch.node)? {
+                named::Plan::Join(container) => {
+                    if !image.binds.is_empty() || image.no_home {
+                        eprintln!(
+                            "berth step: container {} runs already: it keeps the binds and home it was started with, not this step's",
+                            named.name
+                        );
+                    }
+                    let (spec, _) = own_container(&launch, image, &id, env)?;
+                    container.enter()?;
+                    slot.joined();
+                    _slot = Some(slot);
+                    spec.env
+                }
+                named::Plan::Start(layer) => {
+                    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+                    berth_runtime::enter::join_cgroup(&launch.cgroup)?;
+                    berth_runtime::enter::new(&spec, Some(&layer))?;
+                    slot.started()?;
+                    _slot = Some(slot);
+                    _image = Some(mounted);
+                    spec.env
+                }
+            }
         }
     };
+    run_tasks(&launch, &id, &env)
+}
+
+/// Starts the step's tasks in the container this process is in, waits for all of them,
+/// and returns the worst exit status.
+fn run_tasks(
+    launch: &StepLaunch,
+    id: &berth_runtime::Identity,
+    env: &[String],
+) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
         if need > have {
@@ -573,7 +618,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
 
     // --pty: the one task gets a terminal of its own, relayed to the client's.
     let terminal = if launch.pty {
-        Some(pty::Terminal::open(&id).map_err(io_err("opening a pseudo-terminal"))?)
+        Some(pty::Terminal::open(id).map_err(io_err("opening a pseudo-terminal"))?)
     } else {
         None
     };
@@ -582,14 +627,14 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     let mut files = OpenTaskFiles::default();
     let first = launch.first_rank();
     for (local, cpus) in launch.tasks.iter().enumerate() {
-        let env = task_env(&launch, &env, local);
+        let env = task_env(launch, env, local);
         let rank = first + local;
         let pipes = if launch.label {
             Some((pipe(0)?, pipe(0)?))
         } else {
             None
         };
-        let [stdin, stdout, stderr] = files.of_task(&launch, &id, rank)?;
+        let [stdin, stdout, stderr] = files.of_task(launch, id, rank)?;
         let task = berth_runtime::enter::Task {
             argv: &launch.argv,
             env: &env,
@@ -600,7 +645,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
             stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()).or(stderr),
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
         };
-        let pid = berth_runtime::enter::spawn(&task, &id)?;
+        let pid = berth_runtime::enter::spawn(&task, id)?;
         if let Some(((out, _), (err, _))) = pipes {
             labelled.push(Labelled {
                 rank,
@@ -637,7 +682,7 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
                 task.pidfd.take().expect("watched"),
             )?);
         }
-        None => watch(&launch, &mut running, &mut labelled)?,
+        None => watch(launch, &mut running, &mut labelled)?,
     }
 
     let mut worst = 0;

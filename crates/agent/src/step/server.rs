@@ -41,6 +41,9 @@ pub struct StepGrant {
     /// This node's tools for such a container (its agent fills them in).
     #[serde(default)]
     pub tools: Option<crate::runner::JobTools>,
+    /// That container is the job's of this name, kept on each node (`--container-name`).
+    #[serde(default)]
+    pub container: Option<berth_core::job::ContainerName>,
 }
 
 /// The tasks of a step on one node.
@@ -377,6 +380,7 @@ async fn run_step<A: StepAuthority>(
             tools: grant.tools.clone(),
             gpu_ids: part.gpus.clone(),
             image_source: part.image_source.clone(),
+            container: grant.container.clone(),
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.

@@ -890,12 +890,16 @@ fn apply_slurm(
             line,
             "the job writes to a layer of its own over the image, dropped at its end; the image never changes",
         ),
-        "container-name" => ignore(
-            opts,
-            found,
-            line,
-            "the job's steps all run in its one container, which ends with it",
-        ),
+        "container-name" => {
+            let named = ContainerName::parse(v)?;
+            if named.mode == NameMode::Exec {
+                return Err(JobError::unsupported(
+                    v,
+                    "'exec' joins a running container, and a job's own container is new: name it without a flag",
+                ));
+            }
+            opts.container_name = Some(named)
+        }
         "container-entrypoint-log" => ignore(opts, found, line, "berth runs no entrypoint"),
         "container-entrypoint" => {
             return Err(JobError::unsupported(
@@ -1031,6 +1035,68 @@ pub fn pyxis_image(v: &str) -> Result<String, JobError> {
         None => uri.to_string(),
     };
     word("image name", &name)
+}
+
+/// A named container (pyxis's `--container-name=NAME[:FLAG]`): on each node of a job, a
+/// container whose files (its writable layer over its image) stay from one step to the next
+/// until the job ends, and which later steps join while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerName {
+    pub name: String,
+    pub mode: NameMode,
+}
+
+/// What a step does with its named container (pyxis's flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameMode {
+    /// Join it while it runs; else start it again over its files; create it if it does
+    /// not exist yet.
+    #[default]
+    Auto,
+    /// Create it: it must not exist yet.
+    Create,
+    /// Join it: it must be running.
+    Exec,
+    /// Never join it: start it again over its files (or create it).
+    NoExec,
+}
+
+impl ContainerName {
+    /// Reads `NAME[:auto|create|exec|no_exec]`. A name is a file name on each node: up to
+    /// 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'.
+    pub fn parse(v: &str) -> Result<ContainerName, JobError> {
+        let (name, flag) = v.split_once(':').unwrap_or((v, "auto"));
+        let fine = (1..=128).contains(&name.len())
+            && !name.starts_with(['.', '-'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !fine {
+            return Err(JobError::invalid(
+                "container name",
+                v,
+                "NAME[:FLAG], the name up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+            ));
+        }
+        let mode = match flag {
+            "auto" | "" => NameMode::Auto,
+            "create" => NameMode::Create,
+            "exec" => NameMode::Exec,
+            "no_exec" => NameMode::NoExec,
+            _ => {
+                return Err(JobError::invalid(
+                    "container name flag",
+                    v,
+                    "auto, create, exec or no_exec after the name (NAME:FLAG)",
+                ))
+            }
+        };
+        Ok(ContainerName {
+            name: name.to_string(),
+            mode,
+        })
+    }
 }
 
 /// pyxis's `--container-mounts`: `SRC[:DST[:FLAGS]]` binds separated by commas, the flags

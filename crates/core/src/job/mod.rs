@@ -30,7 +30,7 @@ pub use begin::{
 pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, pyxis_image, pyxis_mounts,
-    Family, ParsedScript,
+    ContainerName, Family, NameMode, ParsedScript,
 };
 pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
@@ -280,6 +280,8 @@ pub struct JobOptions {
     pub binds: Vec<String>,
     /// The working directory in the image (pyxis's --container-workdir).
     pub container_workdir: Option<String>,
+    /// The job's container by a name its steps use (pyxis's --container-name).
+    pub container_name: Option<ContainerName>,
     /// Leave the user's home out of the container (pyxis's --no-container-mount-home).
     pub no_home: Option<bool>,
     /// Variables whose submission values win over the image's, PATH included (pyxis's
@@ -340,6 +342,7 @@ impl JobOptions {
             image: c.image.or(d.image),
             binds: d.binds.into_iter().chain(c.binds).collect(),
             container_workdir: c.container_workdir.or(d.container_workdir),
+            container_name: c.container_name.or(d.container_name),
             no_home: c.no_home.or(d.no_home),
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
@@ -394,6 +397,9 @@ pub struct JobRequest {
     /// Where the script starts in the image; `None`: the working directory (bound in).
     #[serde(default)]
     pub container_workdir: Option<String>,
+    /// The job's container by a name: a step naming it (`srun --container-name`) runs in it.
+    #[serde(default)]
+    pub container_name: Option<ContainerName>,
     /// The user's home is not bound into the container.
     #[serde(default)]
     pub no_home: bool,
@@ -616,6 +622,7 @@ impl JobRequest {
             image: o.image,
             binds: o.binds,
             container_workdir: o.container_workdir,
+            container_name: o.container_name,
             no_home: o.no_home.unwrap_or(false),
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),

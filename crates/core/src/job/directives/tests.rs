@@ -723,8 +723,15 @@ fn pyxis_options_say_what_berth_options_say() {
     assert_eq!(r.container_workdir.as_deref(), Some("/workspace"));
     assert!(r.no_home);
     assert_eq!(r.host_env, ["PATH", "HF_HOME"]);
+    assert_eq!(
+        r.container_name,
+        Some(ContainerName {
+            name: "train".into(),
+            mode: NameMode::Auto
+        })
+    );
     let ignored: Vec<&str> = r.ignored.iter().map(|i| i.option.as_str()).collect();
-    assert_eq!(ignored, ["--container-name=train", "--container-readonly"]);
+    assert_eq!(ignored, ["--container-readonly"]);
 
     assert_eq!(
         pyxis_image("docker://ubuntu:22.04").unwrap(),
@@ -747,6 +754,11 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-remap-root", "as its user"),
         ("--container-entrypoint", "not the image's entrypoint"),
         ("--container-save=/x.sqsh", "keeps no job's container"),
+        (
+            "--container-name=train:exec",
+            "a job's own container is new",
+        ),
+        ("--container-name=../x", "not starting with '.'"),
     ] {
         let e = error(&format!("#SBATCH {directive}\n"));
         assert!(
@@ -754,4 +766,27 @@ fn pyxis_options_say_what_berth_options_say() {
             "{directive}: {e}"
         );
     }
+}
+
+/// pyxis's `--container-name=NAME[:FLAG]`: the flags it has, names that are safe file names.
+#[test]
+fn container_names_and_their_flags() {
+    for (text, name, mode) in [
+        ("train", "train", NameMode::Auto),
+        ("train:", "train", NameMode::Auto),
+        ("a.b_c-1:auto", "a.b_c-1", NameMode::Auto),
+        ("x:create", "x", NameMode::Create),
+        ("x:exec", "x", NameMode::Exec),
+        ("x:no_exec", "x", NameMode::NoExec),
+    ] {
+        let parsed = ContainerName::parse(text).unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.mode), (name, mode), "{text}");
+    }
+    let long = "n".repeat(129);
+    for bad in ["", ":exec", ".hidden", "-x", "a/b", "..", "a b", &long] {
+        let e = ContainerName::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("letters, digits"), "{bad}: {e}");
+    }
+    let e = ContainerName::parse("x:start").unwrap_err().to_string();
+    assert!(e.contains("auto, create, exec or no_exec"), "{e}");
 }
