@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Import a docker-archive (`docker save`), an OCI layout or archive, or a root
-    /// filesystem (directory or tarball)
+    /// Import a docker-archive (`docker save`), an OCI layout or archive, a root
+    /// filesystem (directory or tarball), or a squashfs file (enroot's .sqsh)
     Import {
         path: PathBuf,
         /// Name the image (NAME[:TAG]); overrides any name in the archive

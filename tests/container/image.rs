@@ -141,6 +141,72 @@ fn bad_input_gets_one_clear_line_and_exit_125() {
     }
 }
 
+/// enroot's and pyxis's images: a squashfs file imports as a root filesystem, with the
+/// variables enroot keeps in its /etc/environment; a damaged one is refused in one line and
+/// leaves nothing.
+#[test]
+fn a_squashfs_file_imports_with_its_environment() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.path("enroot-tree");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(
+        tree.join("etc/environment"),
+        "PATH=/usr/local/bin:/usr/bin:/bin\nexport FOO=\"bar baz\"\n# a comment\n",
+    )
+    .unwrap();
+    let sqsh = f.path("app.sqsh");
+    let packed = std::process::Command::new("gensquashfs")
+        .arg("--pack-dir")
+        .arg(&tree)
+        .arg(&sqsh)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    std::fs::set_permissions(&sqsh, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for mode in [Mode::Root, Mode::Rootless] {
+        let out = f.berth(
+            mode,
+            &["image", "import", sqsh.to_str().unwrap(), "--name", "sq:1"],
+        );
+        assert!(out.ok().starts_with("Imported sq:1 (id "), "{}", out.stdout);
+        let run = f.berth(
+            mode,
+            &["exec", "sq:1", "sh", "-c", "echo \"$FOO|$PATH\"; id -un"],
+        );
+        assert_eq!(
+            run.ok(),
+            format!(
+                "bar baz|/usr/local/bin:/usr/bin:/bin\n{}\n",
+                match mode {
+                    Mode::Root => "root",
+                    _ => TEST_USER,
+                }
+            )
+        );
+    }
+    // Cut short: sqfs2tar's own reason, in one line.
+    let bytes = std::fs::read(&sqsh).unwrap();
+    let damaged = f.path("damaged.sqsh");
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    let out = f.berth(Mode::Root, &["image", "import", damaged.to_str().unwrap()]);
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a squashfs file berth can read"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let ls = f.berth(Mode::Root, &["image", "ls"]);
+    assert_eq!(ls.ok().lines().count(), 2, "only sq:1: {}", ls.stdout);
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

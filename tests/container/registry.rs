@@ -734,7 +734,6 @@ fn images(f: &Fixture, mode: Mode) -> Vec<serde_json::Value> {
     serde_json::from_str(out.ok()).unwrap()
 }
 
-/// Nothing in the store of `mode`: no image, no name, no staging left in tmp/.
 /// An anonymous pull of `name` is refused with 401, the message says how to log in, and
 /// nothing is left in the store.
 fn assert_needs_login(f: &Fixture, mode: Mode, reg: &Registry, name: &str, what: &str) {
@@ -749,6 +748,7 @@ fn assert_needs_login(f: &Fixture, mode: Mode, reg: &Registry, name: &str, what:
     assert_store_empty(f, mode, what);
 }
 
+/// Nothing in the store of `mode`: no image, no name, no staging left in tmp/.
 fn assert_store_empty(f: &Fixture, mode: Mode, what: &str) {
     assert_eq!(
         berth(f, mode, &["image", "ls", "--json"]).ok().trim(),

@@ -24,8 +24,10 @@ const MAX_JSON: u64 = 16 << 20;
 pub(crate) enum ImportSource {
     /// A plain root filesystem directory: tarred as it is.
     RootfsDir(PathBuf),
-    /// A plain root filesystem tarball: one layer.
-    RootfsTar(PathBuf),
+    /// A plain root filesystem tarball: one layer; `env`, its variables, if it says (a
+    /// squashfs file, enroot's and pyxis's `.sqsh` image, unpacked to a tarball, keeps
+    /// them in its /etc/environment).
+    RootfsTar { tar: PathBuf, env: Vec<String> },
     /// An image with a config and layers (docker-archive or OCI layout).
     Image(Box<PreparedImage>),
 }
@@ -479,7 +481,8 @@ fn from_members(members: Members, want: Option<&str>) -> Result<Option<PreparedI
 }
 
 /// Decides what `path` is. `staging` is a private directory where a compressed image archive
-/// is decompressed (random access to its members needs an uncompressed file).
+/// is decompressed (random access to its members needs an uncompressed file), and a
+/// squashfs file unpacked.
 pub fn prepare(
     path: &Path,
     want: Option<&str>,
@@ -506,6 +509,12 @@ pub fn prepare(
     let n = file
         .read(&mut magic)
         .map_err(ImageError::io("cannot read", path))?;
+    if magic[..n] == *b"hsqs" {
+        let tar = staging.join("squashfs.tar");
+        crate::squash::unpack(path, &tar)?;
+        let env = crate::squash::environment(path)?;
+        return Ok(ImportSource::RootfsTar { tar, env });
+    }
     let compressed =
         magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
     let not_tar = |e: io::Error| {
@@ -523,7 +532,10 @@ pub fn prepare(
         })?;
         return Ok(match from_members(members, want)? {
             Some(image) => ImportSource::Image(Box::new(image)),
-            None => ImportSource::RootfsTar(path.to_path_buf()),
+            None => ImportSource::RootfsTar {
+                tar: path.to_path_buf(),
+                env: Vec::new(),
+            },
         });
     }
     // Compressed: an image archive needs its members addressable, so decompress it once into
@@ -544,7 +556,10 @@ pub fn prepare(
         Some(image) => ImportSource::Image(Box::new(image)),
         None => {
             std::fs::remove_file(&copy).map_err(ImageError::io("cannot remove", &copy))?;
-            ImportSource::RootfsTar(path.to_path_buf())
+            ImportSource::RootfsTar {
+                tar: path.to_path_buf(),
+                env: Vec::new(),
+            }
         }
     })
 }

@@ -1,4 +1,5 @@
-//! Building the squashfs file with tar2sqfs (Debian's squashfs-tools-ng), fed a tar stream.
+//! Building the squashfs file with tar2sqfs (Debian's squashfs-tools-ng), fed a tar stream;
+//! and reading one (an image imported as a squashfs file) with its sqfs2tar and rdsquashfs.
 
 use crate::ImageError;
 use std::io::{self, BufWriter, Read, Write};
@@ -31,16 +32,7 @@ pub fn build<T>(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ImageError::ToolMissing {
-                tool: "tar2sqfs",
-                package: "squashfs-tools-ng",
-            },
-            _ => ImageError::ToolFailed {
-                tool: "tar2sqfs",
-                message: e.to_string(),
-            },
-        })?;
+        .map_err(|e| tool_error("tar2sqfs", e))?;
     let mut stderr = child.stderr.take().expect("stderr was piped");
     // Drained on a thread so that a chatty tar2sqfs can never block on a full pipe.
     let drain = std::thread::spawn(move || {
@@ -97,5 +89,107 @@ fn no_space(store: &Path) -> bool {
         let mut s: libc::statvfs = std::mem::zeroed();
         libc::statvfs(c.as_ptr(), &mut s) == 0
             && (s.f_bavail as u64).saturating_mul(s.f_frsize as u64) < (1 << 20)
+    }
+}
+
+/// Unpacks the squashfs file `image` into the tar file `tar` (sqfs2tar), for the flattener
+/// to read as any root filesystem tarball.
+pub fn unpack(image: &Path, tar: &Path) -> Result<(), ImageError> {
+    let out = std::fs::File::create(tar).map_err(ImageError::io("cannot write", tar))?;
+    let done = Command::new("sqfs2tar")
+        .args(["--no-xattr", "--no-skip"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| tool_error("sqfs2tar", e))?;
+    if !done.status.success() {
+        let why = String::from_utf8_lossy(&done.stderr);
+        return Err(ImageError::archive(
+            image,
+            format!("not a squashfs file berth can read: {}", why.trim()),
+        ));
+    }
+    Ok(())
+}
+
+/// The variables of the squashfs image `image` as enroot keeps them, in its
+/// /etc/environment; none if it has no such file.
+pub fn environment(image: &Path) -> Result<Vec<String>, ImageError> {
+    let done = Command::new("rdsquashfs")
+        .args(["--cat", "/etc/environment"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| tool_error("rdsquashfs", e))?;
+    Ok(match done.status.success() {
+        true => environment_lines(&String::from_utf8_lossy(&done.stdout)),
+        false => Vec::new(),
+    })
+}
+
+/// `NAME=VALUE` lines (an /etc/environment: enroot's, or pam_env's simple form), the value
+/// possibly quoted, `export` in front allowed; comments and other lines are left out.
+pub fn environment_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+            let (name, value) = line.split_once('=')?;
+            let mut chars = name.chars();
+            let named = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let value = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q))
+                .unwrap_or(value);
+            named.then(|| format!("{name}={value}"))
+        })
+        .collect()
+}
+
+fn tool_error(tool: &'static str, e: io::Error) -> ImageError {
+    match e.kind() {
+        io::ErrorKind::NotFound => ImageError::ToolMissing {
+            tool,
+            package: "squashfs-tools-ng",
+        },
+        _ => ImageError::ToolFailed {
+            tool,
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::environment_lines;
+
+    #[test]
+    fn an_etc_environment_gives_its_variables() {
+        let text = "PATH=/usr/local/bin:/usr/bin\n\
+                    export CUDA_HOME=\"/usr/local/cuda\"\n\
+                    LANG='C.UTF-8'\n\
+                    # a comment\n\
+                    \n\
+                    EMPTY=\n\
+                    1BAD=x\n\
+                    not a variable\n\
+                    A-B=x\n\
+                    QUOTED=\"left open\n";
+        assert_eq!(
+            environment_lines(text),
+            [
+                "PATH=/usr/local/bin:/usr/bin",
+                "CUDA_HOME=/usr/local/cuda",
+                "LANG=C.UTF-8",
+                "EMPTY=",
+                "QUOTED=\"left open",
+            ]
+        );
     }
 }

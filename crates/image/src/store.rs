@@ -381,9 +381,9 @@ impl Store {
                     image.names,
                 )
             }
-            ImportSource::RootfsTar(tar) => {
+            ImportSource::RootfsTar { tar, env } => {
                 let stats = self.squash_layers(&[Layer::file(tar)], &sqfs, &spool)?;
-                let config = rootfs_config(&stats.diff_ids);
+                let config = rootfs_config(&stats.diff_ids, env);
                 (
                     config.clone(),
                     Digest::of(&config),
@@ -398,7 +398,7 @@ impl Store {
                     let dropped = archive::tar_directory(&dir, &mut hashing)?;
                     Ok((dropped, hashing.digest()))
                 })?;
-                let config = rootfs_config(&[diff_id]);
+                let config = rootfs_config(&[diff_id], Vec::new());
                 (config.clone(), Digest::of(&config), 1, dropped, Vec::new())
             }
         };
@@ -665,8 +665,9 @@ impl Store {
     }
 }
 
-/// The image config of a plain root filesystem: no settings, one layer.
-fn rootfs_config(diff_ids: &[Digest]) -> Vec<u8> {
+/// The image config of a plain root filesystem: one layer, no settings but `env`, its
+/// variables.
+fn rootfs_config(diff_ids: &[Digest], env: Vec<String>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Config<'a> {
         architecture: &'a str,
@@ -683,7 +684,10 @@ fn rootfs_config(diff_ids: &[Digest]) -> Vec<u8> {
     let config = Config {
         architecture: archive::host_arch(),
         os: "linux",
-        config: ImageConfig::default(),
+        config: ImageConfig {
+            env,
+            ..ImageConfig::default()
+        },
         rootfs: Rootfs {
             kind: "layers",
             diff_ids,
