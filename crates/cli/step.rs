@@ -158,7 +158,8 @@ struct PyxisArgs {
     /// Refused: berth runs tasks as their user, never as root
     #[arg(long)]
     container_remap_root: bool,
-    /// Refused: berth keeps no job's container
+    /// Save the step's own container (its image and what the tasks changed in it) to this
+    /// squashfs file once the tasks end, on each of its nodes
     #[arg(long, value_name = "PATH")]
     container_save: Option<String>,
 }
@@ -171,7 +172,6 @@ impl PyxisArgs {
             ("--container-workdir", &self.container_workdir),
             ("--container-env", &self.container_env),
             ("--container-name", &self.container_name),
-            ("--container-save", &self.container_save),
         ]
         .into_iter()
         .filter_map(|(flag, v)| v.as_ref().map(|v| format!("{flag}={v}")))
@@ -237,10 +237,12 @@ impl PyxisArgs {
         if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && !own_container) {
             bail!("{flags}: for a step in an image of its own (--container-image); this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {})", flags.split(',').next().unwrap_or(flags));
         }
+        if self.container_save.is_some() && !own_container {
+            bail!("--container-save saves a step's own container: give it --container-image (or --container-name); this step runs in job {id}'s container, as the job made it");
+        }
         let refused = [
             ("--container-entrypoint", self.container_entrypoint),
             ("--container-remap-root", self.container_remap_root),
-            ("--container-save", self.container_save.is_some()),
         ];
         if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
             bail!("{flag} is for a new allocation: this step runs in job {id}, as the job made it (give it to the job: #SBATCH {flag})");
@@ -391,6 +393,13 @@ pub fn step(args: StepArgs) -> Result<i32> {
         no_home: own.no_home,
         host_env: own.host_env,
         container_name: own.container_name,
+        container_save: match &args.pyxis.container_save {
+            Some(path) if path.ends_with('/') => {
+                bail!("--container-save={path}: expected a file's path, not a directory's")
+            }
+            Some(path) => Some(std::path::absolute(path)?.to_string_lossy().into_owned()),
+            None => None,
+        },
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),

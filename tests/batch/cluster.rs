@@ -208,7 +208,8 @@ impl Cluster {
     }
 
     /// Imports a second image into the cluster's store, `name`: the busybox tree with
-    /// /etc/marker saying `name`, and /opt/shared, which every user may write to.
+    /// /etc/marker saying `name`, /etc/secret, which only root may read, and /opt/shared,
+    /// which every user may write to (with /opt/shared/old, the test user's).
     pub fn import_marked(&self, name: &str) {
         let tree = self.f.path(name);
         let copied = std::process::Command::new("cp")
@@ -219,7 +220,12 @@ impl Cluster {
             .unwrap();
         assert!(copied.success());
         std::fs::write(tree.join("etc/marker"), format!("{name}\n")).unwrap();
-        // A directory every user may write to, as images make one for their users' tools.
+        // A file only root may read, and a directory every user may write to, as images
+        // make one for their users' tools.
+        let secret = tree.join("etc/secret");
+        std::fs::write(&secret, "root's\n").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let shared = tree.join("opt/shared");
         std::fs::create_dir_all(&shared).unwrap();
         std::fs::set_permissions(
@@ -227,6 +233,10 @@ impl Cluster {
             std::os::unix::fs::PermissionsExt::from_mode(0o1777),
         )
         .unwrap();
+        // One of the test user's there, which its containers may remove.
+        std::fs::write(shared.join("old"), "old\n").unwrap();
+        let user = &self.f.user;
+        std::os::unix::fs::chown(shared.join("old"), Some(user.uid), Some(user.gid)).unwrap();
         self.f
             .berth(
                 Mode::Root,

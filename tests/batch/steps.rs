@@ -642,6 +642,113 @@ srun -n 1 --container-name=main:no_exec true 2>&1 || echo "own no_exec: $?""#;
     assert!(!files.exists(), "{} is left", files.display());
 }
 
+/// `srun --container-save` (pyxis's): the step's own container, its image with what the
+/// tasks changed (files added and removed), saved as a squashfs file its user owns, which
+/// imports and runs as an image; what the user may not read is left out, and said; a step
+/// in the job's container has nothing of its own to save.
+#[test]
+fn a_steps_container_is_saved_to_a_squashfs_file_its_user_owns() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let body = r#"srun -n 1 --container-image=marked --container-save=saved.sqsh sh -c 'echo made > /opt/shared/tool; rm /opt/shared/old'
+srun -n 1 --container-image=marked --container-name=dev sh -c 'echo named > /opt/shared/n'
+srun -n 1 --container-name=dev --container-save="$PWD/named.sqsh" true
+srun -n 1 --container-save=x.sqsh true 2>&1 || echo "the job's: $?"
+srun -n 1 --container-image=marked --container-save=/root/no.sqsh true 2>&1 || echo "no right: $?"
+ls -a"#;
+    let id = c.submit(Mode::Rootless, "save.sh", &script("-n 1", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let cwd = c.f.cwd(Mode::Rootless);
+    let cat = |file: &str, path: &str| {
+        let out = std::process::Command::new("rdsquashfs")
+            .args(["--cat", path])
+            .arg(cwd.join(file))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(
+        cat("saved.sqsh", "/opt/shared/tool").as_deref(),
+        Some("made\n")
+    );
+    assert_eq!(
+        cat("saved.sqsh", "/etc/marker").as_deref(),
+        Some("marked\n")
+    );
+    assert_eq!(cat("saved.sqsh", "/etc/secret"), None, "left out");
+    assert_eq!(cat("saved.sqsh", "/opt/shared/old"), None, "removed");
+    assert_eq!(
+        cat("named.sqsh", "/opt/shared/old").as_deref(),
+        Some("old\n")
+    );
+    assert_eq!(
+        cat("named.sqsh", "/opt/shared/n").as_deref(),
+        Some("named\n")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(cwd.join("saved.sqsh")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (c.f.user.uid, c.f.user.gid));
+    assert!(
+        out.contains("leaves out 1 file(s) berthtest may not read: /etc/secret"),
+        "{out}"
+    );
+    assert_eq!(lines_with(&out, "the job's"), ["the job's: 125"], "{out}");
+    assert!(out.contains("saves a step's own container"), "{out}");
+    assert_eq!(lines_with(&out, "no right"), ["no right: 125"], "{out}");
+    assert!(
+        out.contains("cannot save the container to /root/no.sqsh: berthtest may not write there"),
+        "{out}"
+    );
+    // No partial file left.
+    assert_eq!(lines_with(&out, "."), [".", ".."], "{out}");
+    // It imports and runs as an image, what the step removed gone.
+    let saved = cwd.join("saved.sqsh");
+    c.f.berth(
+        Mode::Root,
+        &[
+            "image",
+            "import",
+            saved.to_str().unwrap(),
+            "--name",
+            "saved",
+        ],
+    )
+    .ok();
+    let run = c.f.berth(
+        Mode::Root,
+        &[
+            "exec",
+            "saved",
+            "sh",
+            "-c",
+            "cat /opt/shared/tool /etc/marker; ls /opt/shared",
+        ],
+    );
+    assert_eq!(run.ok(), "made\nmarked\ntool\n");
+    // From outside a job (srun's own allocation, as pyxis's users save an image they made).
+    let step = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "srun",
+            "--container-image=marked",
+            "--container-save=outside.sqsh",
+            "sh",
+            "-c",
+            "echo outside > /opt/shared/tool",
+        ],
+    );
+    assert_eq!(step.code, 0, "{}", step.stderr);
+    assert_eq!(
+        cat("outside.sqsh", "/opt/shared/tool").as_deref(),
+        Some("outside\n")
+    );
+}
+
 #[test]
 fn an_interactive_step_has_a_terminal_in_the_image() {
     let Some(c) = Cluster::start() else { return };

@@ -370,6 +370,11 @@ pub struct StepRequest {
     /// it lasts until the job ends. The job's own container if the job has that name.
     #[serde(default)]
     pub container_name: Option<String>,
+    /// Save the files of the step's own container (its image and what the tasks changed)
+    /// to this squashfs file once its tasks end, on each of its nodes, as the user (`srun
+    /// --container-save`, pyxis's); an absolute path.
+    #[serde(default)]
+    pub container_save: Option<String>,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,
@@ -422,6 +427,7 @@ impl StepRequest {
             no_home: false,
             host_env: Vec::new(),
             container_name: None,
+            container_save: None,
             label: false,
             kill_on_bad_exit: true,
             cpu_bind: true,

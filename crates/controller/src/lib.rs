@@ -2285,6 +2285,25 @@ impl Controller {
                 }
             },
         };
+        // A save needs a container of the step's own: an allocation's step (srun from
+        // outside a job, which the allocation's image would otherwise run) gets one of that
+        // image.
+        let image = match (&request.container_save, image, &job.image) {
+            (Some(_), None, Some(of)) if job.allocation => {
+                Some(self.step_image(&job.partition, of, request)?)
+            }
+            (_, image, _) => image,
+        };
+        if let Some(path) = &request.container_save {
+            if image.is_none() {
+                return Err(format!("--container-save saves a step's own container (--container-image or --container-name): this step would run in job {id}'s container, as the job made it"));
+            }
+            if !path.starts_with('/') || path.ends_with('/') {
+                return Err(format!(
+                    "--container-save={path}: expected the absolute path of a file"
+                ));
+            }
+        }
         let mut parts = Vec::with_capacity(shares.len());
         for (share, &tasks) in shares.iter().zip(&per_node) {
             let cpus = share.cpu_ids.len() as u64;

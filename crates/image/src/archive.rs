@@ -566,7 +566,13 @@ pub fn prepare(
 
 /// Writes a directory tree as a tar stream: sorted, symlinks kept as symlinks, hardlinks as
 /// hardlinks, device nodes and sockets left out. Returns how many device nodes were dropped.
-pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
+/// With `unreadable`, a file or directory this process may not read is left out (a
+/// directory's entry stays, empty) and recorded there, instead of failing the whole.
+pub fn tar_directory(
+    root: &Path,
+    out: impl Write,
+    mut unreadable: Option<&mut Vec<PathBuf>>,
+) -> Result<u64, ImageError> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -577,13 +583,25 @@ pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
         path: root.into(),
         source: e,
     };
+    let mut denied = |e: &io::Error, rel: &Path| match (&mut unreadable, e.kind()) {
+        (Some(list), io::ErrorKind::PermissionDenied) => {
+            list.push(rel.to_path_buf());
+            true
+        }
+        _ => false,
+    };
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(ImageError::io("cannot read directory", &dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(ImageError::io("cannot read directory", &dir))?;
+        let listed = std::fs::read_dir(&dir).and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let mut names = match listed {
+            Ok(names) => names,
+            Err(e) if denied(&e, &rel) => continue,
+            Err(e) => return Err(ImageError::io("cannot read directory", &dir)(e)),
+        };
         names.sort();
         // Subdirectories are pushed in reverse so that they pop in sorted order.
         let mut subdirs = Vec::new();
@@ -609,21 +627,25 @@ pub fn tar_directory(root: &Path, out: impl Write) -> Result<u64, ImageError> {
                     .append_link(&mut header, &rel_path, &target)
                     .map_err(write_err)?;
             } else if ft.is_file() {
-                if meta.nlink() > 1 {
-                    if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
-                        header.set_entry_type(tar::EntryType::Link);
-                        header.set_size(0);
-                        builder
-                            .append_link(&mut header, &rel_path, first)
-                            .map_err(write_err)?;
-                        continue;
-                    }
-                    seen.insert((meta.dev(), meta.ino()), rel_path.clone());
+                if let Some(first) = seen.get(&(meta.dev(), meta.ino())) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &rel_path, first)
+                        .map_err(write_err)?;
+                    continue;
                 }
-                let mut file = File::open(&full).map_err(ImageError::io("cannot read", &full))?;
+                let mut file = match File::open(&full) {
+                    Ok(file) => file,
+                    Err(e) if denied(&e, &rel_path) => continue,
+                    Err(e) => return Err(ImageError::io("cannot read", &full)(e)),
+                };
                 builder
                     .append_data(&mut header, &rel_path, &mut file)
                     .map_err(write_err)?;
+                if meta.nlink() > 1 {
+                    seen.insert((meta.dev(), meta.ino()), rel_path);
+                }
             } else if ft_is_fifo(&meta) {
                 header.set_size(0);
                 builder

@@ -20,9 +20,11 @@ mod squash;
 mod store;
 mod tls;
 
+pub use archive::tar_directory;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;
 pub use registry::{login, PullReference, RegistryOptions};
+pub use squash::{build as build_squashfs, Owner};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};

@@ -10,14 +10,42 @@ use std::process::{Command, Stdio};
 /// start-up pays for on every first read; the kernel and squashfuse both read it.
 const COMPRESSOR: &str = "lz4";
 
-/// Runs tar2sqfs writing `out`, and calls `produce` with a writer connected to its stdin.
+/// Whose a squashfs file is: tar2sqfs runs as this user, so that it writes only where the
+/// user may, and the file is theirs (a container saved for its user).
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Runs tar2sqfs writing `out` (as `owner`, if given; `store` is where its space is
+/// checked when it fails), and calls `produce` with a writer connected to its stdin.
 pub fn build<T>(
     out: &Path,
     store: &Path,
+    owner: Option<&Owner>,
     produce: impl FnOnce(&mut dyn Write) -> Result<T, ImageError>,
 ) -> Result<T, ImageError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut child = Command::new("tar2sqfs")
+    let mut command = Command::new("tar2sqfs");
+    if let Some(owner) = owner {
+        let (uid, gid, groups) = (owner.uid, owner.gid, owner.groups.clone());
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the child only makes system calls on memory it
+        // owns (the groups were copied before the fork).
+        unsafe {
+            command.pre_exec(move || {
+                let done = libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                    && libc::setgid(gid) == 0
+                    && libc::setuid(uid) == 0;
+                match done {
+                    true => Ok(()),
+                    false => Err(io::Error::last_os_error()),
+                }
+            });
+        }
+    }
+    let mut child = command
         .args([
             "--quiet",
             "--force",

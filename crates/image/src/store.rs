@@ -332,8 +332,10 @@ impl Store {
         sqfs: &Path,
         spool: &Path,
     ) -> Result<flatten::FlattenStats, ImageError> {
-        match squash::build(sqfs, &self.root, |w| flatten::flatten(layers, spool, w)) {
-            Err(ImageError::NeedsTwoPasses) => squash::build(sqfs, &self.root, |w| {
+        match squash::build(sqfs, &self.root, None, |w| {
+            flatten::flatten(layers, spool, w)
+        }) {
+            Err(ImageError::NeedsTwoPasses) => squash::build(sqfs, &self.root, None, |w| {
                 flatten::flatten_two_pass(layers, spool, w)
             }),
             other => other,
@@ -393,9 +395,9 @@ impl Store {
                 )
             }
             ImportSource::RootfsDir(dir) => {
-                let (dropped, diff_id) = squash::build(&sqfs, &self.root, |w| {
+                let (dropped, diff_id) = squash::build(&sqfs, &self.root, None, |w| {
                     let mut hashing = HashingWriter::new(w);
-                    let dropped = archive::tar_directory(&dir, &mut hashing)?;
+                    let dropped = archive::tar_directory(&dir, &mut hashing, None)?;
                     Ok((dropped, hashing.digest()))
                 })?;
                 let config = rootfs_config(&[diff_id], Vec::new());

@@ -202,6 +202,70 @@ pub fn new(
     })
 }
 
+/// The mount namespace a process started in (the host's), to come back to from a container
+/// it built or entered ([`HostNamespace::back`]).
+pub struct HostNamespace(std::os::fd::OwnedFd);
+
+impl HostNamespace {
+    /// The calling process's mount namespace, now.
+    pub fn here() -> Result<HostNamespace, RuntimeError> {
+        sys::open("/proc/self/ns/mnt", libc::O_RDONLY)
+            .map(HostNamespace)
+            .map_err(RuntimeError::setup("opening /proc/self/ns/mnt"))
+    }
+
+    /// Moves the calling process (root, single-threaded) back into that namespace, its root
+    /// and working directory the namespace's, in a private copy of it: what it mounts
+    /// afterwards is its own, and goes with it.
+    pub fn back(&self) -> Result<(), RuntimeError> {
+        sys::setns(&self.0, libc::CLONE_NEWNS)
+            .map_err(RuntimeError::setup("entering the host's mount namespace"))?;
+        // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(RuntimeError::setup("creating a mount namespace (unshare)")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            .map_err(RuntimeError::setup("making mounts private"))
+    }
+}
+
+/// A container's files as they are, without the mounts berth or its tasks made in it: its
+/// layer's `upper` directory over its image's tree `image`, mounted read-only at `at` (an
+/// existing directory) in the calling process's mount namespace (see
+/// [`HostNamespace::back`]). overlayfs reads the layer as a lower layer: its whiteouts hide
+/// what the container removed from the image.
+pub struct ContainerFiles(String);
+
+impl ContainerFiles {
+    pub fn mount(
+        upper: &std::path::Path,
+        image: &std::path::Path,
+        at: &std::path::Path,
+    ) -> Result<ContainerFiles, RuntimeError> {
+        let target = at.to_string_lossy().into_owned();
+        let options = format!("lowerdir={}:{}", upper.display(), image.display());
+        sys::mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&options),
+        )
+        .map_err(RuntimeError::setup(format!(
+            "mounting the container's files at {target}"
+        )))?;
+        Ok(ContainerFiles(target))
+    }
+}
+
+impl Drop for ContainerFiles {
+    fn drop(&mut self) {
+        let _ = sys::umount_detach(&self.0);
+    }
+}
+
 /// Whether process `pid` is in the cgroup `berth/<cgroup_name>` (a job's: its container's
 /// processes and its steps').
 pub fn is_member(pid: libc::pid_t, cgroup_name: &str) -> bool {
@@ -434,7 +498,7 @@ pub fn open_as(
 /// Runs `f` with `identity`'s groups, gid and uid as the effective ones, then takes root's
 /// back (the caller must be single-threaded; its saved uid is 0); a process that has the
 /// user's ids already just runs it. What `f` opens, the user could have opened.
-pub(crate) fn as_user<T>(
+pub fn as_user<T>(
     identity: &Identity,
     f: impl FnOnce() -> std::io::Result<T>,
 ) -> Result<std::io::Result<T>, RuntimeError> {

@@ -17,6 +17,7 @@ mod named;
 pub mod pmi;
 mod pty;
 pub mod relay;
+mod save;
 pub mod server;
 pub mod wire;
 
@@ -90,6 +91,9 @@ pub struct StepLaunch {
     /// step to the next (see `named`).
     #[serde(default)]
     pub container: Option<berth_core::job::ContainerName>,
+    /// Save that container's files to this squashfs file once the tasks end (see `save`).
+    #[serde(default)]
+    pub save: Option<std::path::PathBuf>,
 }
 
 /// The image of a step that runs in a container of its own (`srun --container-image`), as
@@ -150,6 +154,9 @@ pub enum StepError {
     /// The agent refused the step, or could not start it.
     #[error("{0}")]
     Refused(String),
+    /// Its container could not be saved (`--container-save`).
+    #[error("{0}")]
+    Save(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
@@ -537,39 +544,37 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
-    // Held while the tasks run: the node's mount of the step's own image, if it has one,
-    // and its hold on a named container.
-    let mut _image = None;
-    let mut _slot = None;
-    let env = match &launch.image {
-        None => {
-            let container = berth_runtime::enter::find(&launch.cgroup)?;
-            let outside = match launch.client_pid {
-                Some(pid) => !container.holds(pid),
-                None => launch.outside,
-            };
-            let env = step_env(&launch, outside)?;
-            container.enter()?;
-            env
-        }
-        // A container of its own, in the job's cgroup (the client is outside that
-        // container whatever it is: inside the job's, or in none).
-        Some(image) => {
-            let outside = match launch.client_pid {
-                Some(pid) => !berth_runtime::enter::is_member(pid, &launch.cgroup),
-                None => launch.outside,
-            };
-            let env = step_env(&launch, outside)?;
-            let Some(named) = &launch.container else {
-                let (spec, mounted) = own_container(&launch, image, &id, env)?;
-                berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-                berth_runtime::enter::new(&spec, None)?;
-                _image = Some(mounted);
-                return run_tasks(&launch, &id, &spec.env);
-            };
-            // A named container: joined while it runs, else started over its layer.
-            let mut slot = named::Slot::lock(&launch.job_dir, &named.name)?;
-            match slot.plan(named, &launch.cgroup, &launch.node)? {
+    let Some(image) = &launch.image else {
+        let container = berth_runtime::enter::find(&launch.cgroup)?;
+        let outside = match launch.client_pid {
+            Some(pid) => !container.holds(pid),
+            None => launch.outside,
+        };
+        let env = step_env(&launch, outside)?;
+        container.enter()?;
+        return run_tasks(&launch, &id, &env);
+    };
+    // A container of its own, in the job's cgroup (the client is outside that container
+    // whatever it is: inside the job's, or in none).
+    let outside = match launch.client_pid {
+        Some(pid) => !berth_runtime::enter::is_member(pid, &launch.cgroup),
+        None => launch.outside,
+    };
+    let env = step_env(&launch, outside)?;
+    // Where a saved container's files are read from once its tasks end.
+    let host = match launch.save {
+        Some(_) => Some(berth_runtime::enter::HostNamespace::here()?),
+        None => None,
+    };
+    // The node's mount of the image, held while the tasks run (and a save reads it).
+    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+    // A named container's hold, kept while the tasks run; its layer, or this step's own on
+    // disk when it is to be saved.
+    let mut slot = None;
+    let layer = match &launch.container {
+        Some(named) => {
+            let mut held = named::Slot::lock(&launch.job_dir, &named.name)?;
+            match held.plan(named, &launch.cgroup, &launch.node)? {
                 named::Plan::Join(container) => {
                     if !image.binds.is_empty() || image.no_home {
                         eprintln!(
@@ -577,25 +582,39 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
                             named.name
                         );
                     }
-                    let (spec, _) = own_container(&launch, image, &id, env)?;
                     container.enter()?;
-                    slot.joined();
-                    _slot = Some(slot);
-                    spec.env
+                    held.joined();
                 }
-                named::Plan::Start(layer) => {
-                    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+                named::Plan::Start => {
                     berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-                    berth_runtime::enter::new(&spec, Some(&layer))?;
-                    slot.started()?;
-                    _slot = Some(slot);
-                    _image = Some(mounted);
-                    spec.env
+                    berth_runtime::enter::new(&spec, Some(held.layer()))?;
+                    held.started()?;
                 }
             }
+            let layer = held.layer().to_path_buf();
+            slot = Some(held);
+            Some(layer)
+        }
+        None => {
+            let layer = match launch.save {
+                Some(_) => Some(save::step_layer(&launch.job_dir, launch.step_id)?),
+                None => None,
+            };
+            berth_runtime::enter::join_cgroup(&launch.cgroup)?;
+            berth_runtime::enter::new(&spec, layer.as_deref())?;
+            layer
         }
     };
-    run_tasks(&launch, &id, &env)
+    let worst = run_tasks(&launch, &id, &spec.env)?;
+    if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
+        let saved = save::save(host, layer, &mounted.path, &id, path);
+        if slot.is_none() {
+            let _ = std::fs::remove_dir_all(layer);
+        }
+        saved?;
+    }
+    drop(slot);
+    Ok(worst)
 }
 
 /// Starts the step's tasks in the container this process is in, waits for all of them,

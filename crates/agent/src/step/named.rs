@@ -10,7 +10,7 @@
 //! process in that container for as long as it runs, so that an exclusive lock on it says
 //! that none does.
 
-use super::StepError;
+use super::{io_err as io, StepError};
 use berth_core::job::{ContainerName, NameMode};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -31,8 +31,8 @@ pub(super) struct Slot {
 pub(super) enum Plan {
     /// Joins it: it runs.
     Join(berth_runtime::enter::Container),
-    /// Starts it over the layer in this directory (made now if the container is new).
-    Start(PathBuf),
+    /// Starts it over its layer ([`Slot::layer`], made now if the container is new).
+    Start,
 }
 
 fn flock(file: &File, how: libc::c_int) -> std::io::Result<()> {
@@ -43,8 +43,27 @@ fn flock(file: &File, how: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> StepError {
-    move |e| StepError::Launch(format!("{what}: {e}"))
+/// The job's directory of containers on this node (root's alone): made if need be.
+pub(super) fn containers(job_dir: &Path) -> Result<PathBuf, StepError> {
+    let dir = job_dir.join("containers");
+    make_dir(&dir, 0o700)?;
+    Ok(dir)
+}
+
+fn make_dir(dir: &Path, mode: u32) -> Result<(), StepError> {
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(io(format!("creating {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes a layer's `upper` (the container's root: the image's root's mode) and `work` in
+/// `dir`, unless they are there.
+pub(super) fn make_layer(dir: &Path) -> Result<(), StepError> {
+    make_dir(&dir.join("upper"), 0o755)?;
+    make_dir(&dir.join("work"), 0o700)
 }
 
 /// How long a step waits for a container whose last step is ending, at most.
@@ -54,16 +73,8 @@ impl Slot {
     /// The container `name` of the job whose directory on this node is `job_dir`, locked
     /// for this step's decision (waiting for another step's).
     pub(super) fn lock(job_dir: &Path, name: &str) -> Result<Slot, StepError> {
-        let all = job_dir.join("containers");
-        let dir = all.join(name);
-        for d in [&all, &dir] {
-            match std::fs::DirBuilder::new().mode(0o700).create(d) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(io(format!("creating {}", d.display()))(e))
-                }
-                _ => {}
-            }
-        }
+        let dir = containers(job_dir)?.join(name);
+        make_dir(&dir, 0o700)?;
         let deciding = File::open(&dir).map_err(io(format!("opening {}", dir.display())))?;
         flock(&deciding, libc::LOCK_EX).map_err(io(format!("locking {}", dir.display())))?;
         let path = dir.join("namespace");
@@ -80,6 +91,11 @@ impl Slot {
             deciding: Some(deciding),
             namespace,
         })
+    }
+
+    /// The container's layer: the directory of its `upper` and `work`.
+    pub(super) fn layer(&self) -> &Path {
+        &self.dir
     }
 
     /// Decides, by `named`'s flag, whether the step joins the container, starts it again
@@ -124,27 +140,15 @@ impl Slot {
                     }
                     // Its last step is ending (its lock goes before its namespace does).
                     if std::time::Instant::now() > deadline {
-                        return Err(StepError::Launch(format!(
+                        return Err(StepError::Refused(format!(
                             "container {name} on {node} is held, and no process of the job is in it"
                         )));
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 (_, _, false) => {
-                    if !exists {
-                        for d in ["upper", "work"] {
-                            let path = self.dir.join(d);
-                            std::fs::DirBuilder::new()
-                                .mode(0o755)
-                                .create(&path)
-                                .or_else(|e| match e.kind() {
-                                    std::io::ErrorKind::AlreadyExists => Ok(()),
-                                    _ => Err(e),
-                                })
-                                .map_err(io(format!("creating {}", path.display())))?;
-                        }
-                    }
-                    return Ok(Plan::Start(self.dir.clone()));
+                    make_layer(&self.dir)?;
+                    return Ok(Plan::Start);
                 }
             }
         }

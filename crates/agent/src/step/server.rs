@@ -381,6 +381,7 @@ async fn run_step<A: StepAuthority>(
             gpu_ids: part.gpus.clone(),
             image_source: part.image_source.clone(),
             container: grant.container.clone(),
+            save: request.container_save.as_ref().map(PathBuf::from),
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.

@@ -916,7 +916,7 @@ fn apply_slurm(
         "container-save" => {
             return Err(JobError::unsupported(
                 v,
-                "berth keeps no job's container: save results to a bound directory",
+                "a job's own container is not saved: save a step's, in the job (srun --container-image=IMAGE --container-save=PATH)",
             ))
         }
         other => {

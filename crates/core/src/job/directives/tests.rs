@@ -753,7 +753,7 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-env=A=1", "names of variables"),
         ("--container-remap-root", "as its user"),
         ("--container-entrypoint", "not the image's entrypoint"),
-        ("--container-save=/x.sqsh", "keeps no job's container"),
+        ("--container-save=/x.sqsh", "save a step's, in the job"),
         (
             "--container-name=train:exec",
             "a job's own container is new",
