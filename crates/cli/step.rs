@@ -152,7 +152,7 @@ struct PyxisArgs {
     /// Accepted: tasks run as their user
     #[arg(long)]
     no_container_remap_root: bool,
-    /// Refused: berth runs the command, not the image's entrypoint
+    /// Run the command through the image's ENTRYPOINT, in the step's own container
     #[arg(long)]
     container_entrypoint: bool,
     /// Refused: berth runs tasks as their user, never as root
@@ -185,7 +185,6 @@ impl PyxisArgs {
             ("--container-mount-home", self.container_mount_home),
             ("--no-container-mount-home", self.no_container_mount_home),
             ("--container-readonly", self.container_readonly),
-            ("--container-entrypoint", self.container_entrypoint),
             ("--container-remap-root", self.container_remap_root),
         ] {
             if set {
@@ -213,11 +212,14 @@ impl PyxisArgs {
         if let Some(name) = &self.container_name {
             berth_core::job::ContainerName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        // A named container is the step's own even of the job's image (or, by the job's
-        // container's name, the job's: the controller knows).
-        let own = wanted.filter(|w| {
-            self.container_name.is_some() || job_image.is_empty() || normal(w) != normal(&job_image)
-        });
+        // A named container, one to save and one through the image's entrypoint are the
+        // step's own even of the job's image (a named one by the job's container's name is
+        // the job's: the controller knows).
+        let own_anyway = self.container_name.is_some()
+            || self.container_save.is_some()
+            || self.container_entrypoint;
+        let own = wanted
+            .filter(|w| own_anyway || job_image.is_empty() || normal(w) != normal(&job_image));
         let mut all_binds = binds.to_vec();
         for mounts in &self.container_mounts {
             all_binds
@@ -228,22 +230,19 @@ impl PyxisArgs {
             .iter()
             .flat_map(|names| names.split(',').map(String::from))
             .collect();
+        // What only a container of the step's own has.
         let own_only = [
             ("--container-mounts, --bind", !all_binds.is_empty()),
             ("--container-env", !host_env.is_empty()),
             ("--no-container-mount-home", self.no_container_mount_home),
+            ("--container-save", self.container_save.is_some()),
+            ("--container-entrypoint", self.container_entrypoint),
         ];
         let own_container = own.is_some() || self.container_name.is_some();
         if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && !own_container) {
-            bail!("{flags}: for a step in an image of its own (--container-image); this step runs in job {id}'s container, as the job made it (give it to the job: #SBATCH {})", flags.split(',').next().unwrap_or(flags));
+            bail!("{flags}: for a step's own container (--container-image or --container-name); this step runs in job {id}'s container, as the job made it");
         }
-        if self.container_save.is_some() && !own_container {
-            bail!("--container-save saves a step's own container: give it --container-image (or --container-name); this step runs in job {id}'s container, as the job made it");
-        }
-        let refused = [
-            ("--container-entrypoint", self.container_entrypoint),
-            ("--container-remap-root", self.container_remap_root),
-        ];
+        let refused = [("--container-remap-root", self.container_remap_root)];
         if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
             bail!("{flag} is for a new allocation: this step runs in job {id}, as the job made it (give it to the job: #SBATCH {flag})");
         }
@@ -400,6 +399,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
             Some(path) => Some(std::path::absolute(path)?.to_string_lossy().into_owned()),
             None => None,
         },
+        container_entrypoint: args.pyxis.container_entrypoint,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),

@@ -697,7 +697,10 @@ ls -a"#;
         "{out}"
     );
     assert_eq!(lines_with(&out, "the job's"), ["the job's: 125"], "{out}");
-    assert!(out.contains("saves a step's own container"), "{out}");
+    assert!(
+        out.contains("--container-save: for a step's own container"),
+        "{out}"
+    );
     assert_eq!(lines_with(&out, "no right"), ["no right: 125"], "{out}");
     assert!(
         out.contains("cannot save the container to /root/no.sqsh: berthtest may not write there"),
@@ -747,6 +750,64 @@ ls -a"#;
         cat("outside.sqsh", "/opt/shared/tool").as_deref(),
         Some("outside\n")
     );
+}
+
+/// pyxis's `--container-entrypoint`: a job's script, and a step's command in its own
+/// container, run through the image's ENTRYPOINT; without it, by themselves.
+#[test]
+fn scripts_and_steps_run_through_the_images_entrypoint_when_asked() {
+    let Some(c) = Cluster::start() else { return };
+    let archive = docker_archive_of(
+        &c.f,
+        r#"{"Entrypoint":["/bin/sh","-c","echo \"entry $(basename $1)\"; exec \"$@\"","ep"]}"#,
+    );
+    c.f.berth(
+        Mode::Root,
+        &["image", "import", archive.to_str().unwrap(), "--name", "ep"],
+    )
+    .ok();
+    let body = r#"echo script
+srun -n 1 --container-image=ep --container-entrypoint echo step
+srun -n 1 --container-image=ep echo plain
+srun -n 1 --container-entrypoint true 2>&1 || echo "the job's: $?""#;
+    let job = |options: &str| {
+        let text = format!("#!/bin/sh\n#SBATCH -n 1 {options}\n#BERTH --image ep\n{body}\n");
+        let id = c.submit(Mode::Rootless, "ep.sh", &text, &[]);
+        let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+        let out = output(&c, id);
+        assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+        out
+    };
+    let through = job("--container-entrypoint");
+    let lines: Vec<&str> = through.lines().collect();
+    assert_eq!(
+        lines[..6],
+        [
+            "entry script",
+            "script",
+            "entry echo",
+            "step",
+            "plain",
+            "berth: --container-entrypoint: for a step's own container (--container-image or --container-name); this step runs in job 1's container, as the job made it"
+        ],
+        "{through}"
+    );
+    assert_eq!(lines_with(&through, "the job's"), ["the job's: 125"]);
+    let alone = job("");
+    assert_eq!(alone.lines().next(), Some("script"), "{alone}");
+    // From outside a job: srun's own allocation, its step through the entrypoint.
+    let step = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "srun",
+            "--container-image=ep",
+            "--container-entrypoint",
+            "echo",
+            "outside",
+        ],
+    );
+    assert_eq!(step.ok(), "entry echo\noutside\n");
 }
 
 #[test]

@@ -210,7 +210,7 @@ fn own_pid_namespace_on_request() {
 #[test]
 fn run_uses_entrypoint_cmd_env_from_the_image() {
     let Some(f) = Fixture::new() else { return };
-    let archive = crate::image::docker_archive_of(
+    let archive = docker_archive_of(
         &f,
         r#"{"Entrypoint":["/bin/echo","entry"],"Cmd":["default"],"Env":["FROM_IMAGE=1","PATH=/bin"]}"#,
     );

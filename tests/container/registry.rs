@@ -5,7 +5,6 @@
 //! the answers this registry will not (403) and plays the CDN that blob requests are
 //! redirected to. Every server is started by the test that uses it and killed by its pid.
 
-use crate::image::docker_archive_of;
 use crate::support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -23,14 +22,6 @@ const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// earlier on PATH may be another build without them).
 const PYTHON: &str = "/usr/bin/python3";
 const HELLO: &str = r#"{"Cmd":["/bin/echo","hi"]}"#;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -511,3 +511,65 @@ pub fn glibc_rootfs(dir: &Path) {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }
 }
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `docker save`-style archive of the fixture's root filesystem as one layer, with the
+/// given image config `config` section (JSON).
+pub fn docker_archive_of(f: &Fixture, config_section: &str) -> PathBuf {
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", &f.rootfs).unwrap();
+    let layer = layer.into_inner().unwrap();
+    archive_with_layers(f, "app.tar", config_section, &[layer])
+}
+
+/// A `docker save`-style archive `name` of `layers` (tar streams), with the image config
+/// `config` section (JSON).
+pub fn archive_with_layers(
+    f: &Fixture,
+    name: &str,
+    config_section: &str,
+    layers: &[Vec<u8>],
+) -> PathBuf {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("\"sha256:{}\"", sha256_hex(l)))
+        .collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{config_section},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let config_name = format!("{}.json", sha256_hex(config.as_bytes()));
+    let layer_names: Vec<String> = (0..layers.len())
+        .map(|i| format!("\"l{i}/layer.tar\""))
+        .collect();
+    let manifest = format!(
+        r#"[{{"Config":"{config_name}","RepoTags":null,"Layers":[{}]}}]"#,
+        layer_names.join(",")
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("manifest.json", manifest.as_bytes());
+    add(&config_name, config.as_bytes());
+    for (i, l) in layers.iter().enumerate() {
+        add(&format!("l{i}/layer.tar"), l);
+    }
+    let path = f.path(name);
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    path
+}

@@ -42,6 +42,9 @@ pub struct JobLaunch {
     /// The image's environment (its ENV), applied under the job's own.
     #[serde(default)]
     pub image_env: Vec<String>,
+    /// The image's ENTRYPOINT, which the script runs through (`--container-entrypoint`).
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
     /// Where to fetch the image's squashfs file from when `image` is not on this node yet
     /// (a node with a store of its own: the controller serves its images to its nodes).
     #[serde(default)]
@@ -438,7 +441,11 @@ fn start(
         &defaults,
         rootfs,
         &Action::Exec(
-            std::iter::once(program)
+            launch
+                .entrypoint
+                .iter()
+                .cloned()
+                .chain(std::iter::once(program))
                 .chain(launch.script_args.iter().cloned())
                 .collect(),
         ),

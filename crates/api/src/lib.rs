@@ -375,6 +375,10 @@ pub struct StepRequest {
     /// --container-save`, pyxis's); an absolute path.
     #[serde(default)]
     pub container_save: Option<String>,
+    /// The tasks run the command through the image's ENTRYPOINT (`srun
+    /// --container-entrypoint`, pyxis's), in the step's own container.
+    #[serde(default)]
+    pub container_entrypoint: bool,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,
@@ -428,6 +432,7 @@ impl StepRequest {
             host_env: Vec::new(),
             container_name: None,
             container_save: None,
+            container_entrypoint: false,
             label: false,
             kill_on_bad_exit: true,
             cpu_bind: true,

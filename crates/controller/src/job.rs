@@ -80,6 +80,10 @@ pub struct Job {
     pub image: Option<String>,
     pub image_squashfs: Option<String>,
     pub image_env: Vec<String>,
+    /// The image's ENTRYPOINT, which the script runs through (`--container-entrypoint`);
+    /// empty: the script runs by itself.
+    #[serde(default)]
+    pub image_entrypoint: Vec<String>,
     pub state: State,
     pub reason: Option<String>,
     pub held: bool,

@@ -571,16 +571,22 @@ impl Controller {
         let dependencies = self.dependency_targets(&request)?;
         // The image's name, squashfs file and environment; `None`: the job runs on the host,
         // which the administrator must have allowed.
-        let image: Option<(String, String, Vec<String>)> = match &request.image {
+        // (and its entrypoint, if the script is to run through it).
+        let image: Option<(String, String, Vec<String>, Vec<String>)> = match &request.image {
             Some(r) => {
                 let record = self.images.resolve(&r.name).map_err(|e| ApiError::bad(format!("image {}: {e}", r.name)))?;
-                Some((r.name.clone(), self.images.squashfs(&record).to_string_lossy().into_owned(), record.config.env.clone()))
+                let entrypoint = match request.container_entrypoint {
+                    true => record.config.entrypoint.clone().unwrap_or_default(),
+                    false => Vec::new(),
+                };
+                Some((r.name.clone(), self.images.squashfs(&record).to_string_lossy().into_owned(), record.config.env.clone(), entrypoint))
             }
             None if self.settings.host_jobs => {
                 // What only a container has, refused now rather than when the job starts.
                 let container_only = [
                     ("--bind", !request.binds.is_empty()),
                     ("--container-workdir", request.container_workdir.is_some()),
+                    ("--container-entrypoint", request.container_entrypoint),
                 ];
                 if let Some((option, _)) = container_only.iter().find(|(_, set)| *set) {
                     return Err(ApiError::bad(format!(
@@ -601,7 +607,7 @@ impl Controller {
             .iter()
             .find(|p| p.name == partition)
         {
-            if let Some((name, _, _)) = &image {
+            if let Some((name, ..)) = &image {
                 let full =
                     berth_image::Reference::parse(name).map_or(name.clone(), |r| r.to_string());
                 rules.allows_image(&full).map_err(ApiError::forbidden)?;
@@ -661,6 +667,7 @@ impl Controller {
                 image: image.as_ref().map(|i| i.0.clone()),
                 image_squashfs: image.as_ref().map(|i| i.1.clone()),
                 image_env: image.as_ref().map(|i| i.2.clone()).unwrap_or_default(),
+                image_entrypoint: image.as_ref().map(|i| i.3.clone()).unwrap_or_default(),
                 state: State::Pending,
                 reason: Some(if request.hold {
                     "JobHeld".into()
@@ -1402,6 +1409,12 @@ impl Controller {
                 user: job.user.clone(),
                 image: job.image_squashfs.as_ref().map(PathBuf::from),
                 image_env: job.image_env.clone(),
+                // The script runs through it; a holder (another node's, an allocation's)
+                // does not.
+                entrypoint: match batch_host && !job.allocation {
+                    true => job.image_entrypoint.clone(),
+                    false => Vec::new(),
+                },
                 image_source,
                 // The agent saves the script and puts its path here.
                 script: PathBuf::new(),
@@ -2224,6 +2237,9 @@ impl Controller {
             .max(1);
         let own_settings =
             !request.binds.is_empty() || request.no_home || !request.host_env.is_empty();
+        // What makes a step's container its own even of the job's image.
+        let own_anyway =
+            own_settings || request.container_save.is_some() || request.container_entrypoint;
         let in_jobs = || -> Result<(), String> {
             match own_settings {
                 true => Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into()),
@@ -2276,7 +2292,7 @@ impl Controller {
                 Some(name) => {
                     let image = self.step_image(&job.partition, name, request)?;
                     let own =
-                        own_settings || job.image_squashfs.as_deref() != image.squashfs.to_str();
+                        own_anyway || job.image_squashfs.as_deref() != image.squashfs.to_str();
                     (own.then_some(image), None)
                 }
                 None => {
@@ -2285,19 +2301,23 @@ impl Controller {
                 }
             },
         };
-        // A save needs a container of the step's own: an allocation's step (srun from
-        // outside a job, which the allocation's image would otherwise run) gets one of that
-        // image.
-        let image = match (&request.container_save, image, &job.image) {
-            (Some(_), None, Some(of)) if job.allocation => {
+        // A save and an entrypoint need a container of the step's own: an allocation's step
+        // (srun from outside a job, which the allocation's image would otherwise run) gets
+        // one of that image.
+        let needs_own = [
+            ("--container-save", request.container_save.is_some()),
+            ("--container-entrypoint", request.container_entrypoint),
+        ];
+        let image = match (&image, &job.image) {
+            (None, Some(of)) if job.allocation && needs_own.iter().any(|(_, set)| *set) => {
                 Some(self.step_image(&job.partition, of, request)?)
             }
-            (_, image, _) => image,
+            _ => image,
         };
+        if let (Some((flag, _)), None) = (needs_own.iter().find(|(_, set)| *set), &image) {
+            return Err(format!("{flag} is for a step's own container (--container-image or --container-name): this step would run in job {id}'s container, as the job made it"));
+        }
         if let Some(path) = &request.container_save {
-            if image.is_none() {
-                return Err(format!("--container-save saves a step's own container (--container-image or --container-name): this step would run in job {id}'s container, as the job made it"));
-            }
             if !path.starts_with('/') || path.ends_with('/') {
                 return Err(format!(
                     "--container-save={path}: expected the absolute path of a file"
@@ -2423,6 +2443,10 @@ impl Controller {
             no_home: request.no_home,
             host_env: request.host_env.clone(),
             bind_policy: self.settings.binds.clone(),
+            entrypoint: match request.container_entrypoint {
+                true => record.config.entrypoint.clone().unwrap_or_default(),
+                false => Vec::new(),
+            },
         })
     }
 

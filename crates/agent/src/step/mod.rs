@@ -118,6 +118,10 @@ pub struct StepImage {
     pub host_env: Vec<String>,
     /// The administrator's bind policy, which they must satisfy.
     pub bind_policy: berth_core::BindPolicy,
+    /// The image's ENTRYPOINT, which the tasks run their command through
+    /// (`--container-entrypoint`); empty: the command alone.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
 }
 
 impl StepLaunch {
@@ -532,7 +536,7 @@ pub fn run_forked(launch: &[u8]) -> i32 {
     }
 }
 
-fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
+fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The agent signals the whole group: the tasks act on it, this process carries on
@@ -555,7 +559,16 @@ fn run_launch(launch: StepLaunch) -> Result<i32, StepError> {
         return run_tasks(&launch, &id, &env);
     };
     // A container of its own, in the job's cgroup (the client is outside that container
-    // whatever it is: inside the job's, or in none).
+    // whatever it is: inside the job's, or in none); the command through the image's
+    // entrypoint, if asked for.
+    if !image.entrypoint.is_empty() {
+        launch.argv = image
+            .entrypoint
+            .iter()
+            .cloned()
+            .chain(launch.argv)
+            .collect();
+    }
     let outside = match launch.client_pid {
         Some(pid) => !berth_runtime::enter::is_member(pid, &launch.cgroup),
         None => launch.outside,

@@ -881,9 +881,11 @@ fn apply_slurm(
                 }
             }
         }
-        // What berth does: a job's root is writable (a layer of its own over the image), its
-        // image's entrypoint is not run, and it is its user inside.
-        "container-writable" | "no-container-entrypoint" | "no-container-remap-root" => {}
+        // What berth does: a job's root is writable (a layer of its own over the image), and
+        // it is its user inside.
+        "container-writable" | "no-container-remap-root" => {}
+        "container-entrypoint" => opts.container_entrypoint = Some(true),
+        "no-container-entrypoint" => opts.container_entrypoint = Some(false),
         "container-readonly" => ignore(
             opts,
             found,
@@ -901,12 +903,6 @@ fn apply_slurm(
             opts.container_name = Some(named)
         }
         "container-entrypoint-log" => ignore(opts, found, line, "berth runs no entrypoint"),
-        "container-entrypoint" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "berth runs the job's script in the image, not the image's entrypoint",
-            ))
-        }
         "container-remap-root" => {
             return Err(JobError::unsupported(
                 &found.text,

@@ -282,6 +282,8 @@ pub struct JobOptions {
     pub container_workdir: Option<String>,
     /// The job's container by a name its steps use (pyxis's --container-name).
     pub container_name: Option<ContainerName>,
+    /// Run the script through the image's ENTRYPOINT (pyxis's --container-entrypoint).
+    pub container_entrypoint: Option<bool>,
     /// Leave the user's home out of the container (pyxis's --no-container-mount-home).
     pub no_home: Option<bool>,
     /// Variables whose submission values win over the image's, PATH included (pyxis's
@@ -343,6 +345,7 @@ impl JobOptions {
             binds: d.binds.into_iter().chain(c.binds).collect(),
             container_workdir: c.container_workdir.or(d.container_workdir),
             container_name: c.container_name.or(d.container_name),
+            container_entrypoint: c.container_entrypoint.or(d.container_entrypoint),
             no_home: c.no_home.or(d.no_home),
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
@@ -400,6 +403,10 @@ pub struct JobRequest {
     /// The job's container by a name: a step naming it (`srun --container-name`) runs in it.
     #[serde(default)]
     pub container_name: Option<ContainerName>,
+    /// The script runs as the argument of the image's ENTRYPOINT, as `docker run` would run
+    /// it (pyxis's --container-entrypoint), not by itself.
+    #[serde(default)]
+    pub container_entrypoint: bool,
     /// The user's home is not bound into the container.
     #[serde(default)]
     pub no_home: bool,
@@ -623,6 +630,7 @@ impl JobRequest {
             binds: o.binds,
             container_workdir: o.container_workdir,
             container_name: o.container_name,
+            container_entrypoint: o.container_entrypoint.unwrap_or(false),
             no_home: o.no_home.unwrap_or(false),
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),

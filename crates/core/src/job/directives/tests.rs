@@ -732,6 +732,8 @@ fn pyxis_options_say_what_berth_options_say() {
     );
     let ignored: Vec<&str> = r.ignored.iter().map(|i| i.option.as_str()).collect();
     assert_eq!(ignored, ["--container-readonly"]);
+    assert!(!r.container_entrypoint);
+    assert!(request("#!/bin/sh\n#SBATCH --container-entrypoint\n").container_entrypoint);
 
     assert_eq!(
         pyxis_image("docker://ubuntu:22.04").unwrap(),
@@ -752,7 +754,6 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-workdir=work", "an absolute path in the image"),
         ("--container-env=A=1", "names of variables"),
         ("--container-remap-root", "as its user"),
-        ("--container-entrypoint", "not the image's entrypoint"),
         ("--container-save=/x.sqsh", "save a step's, in the job"),
         (
             "--container-name=train:exec",
