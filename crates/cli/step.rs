@@ -2,7 +2,7 @@
 //! as srun does inside an allocation.
 
 use anyhow::{bail, Result};
-use berth_api::{StepRequest, TaskFiles};
+use berth_api::{OptionSyntax, StepEvent, StepRequest, TaskFiles};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -556,7 +556,64 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
 
 /// Sends `request` to the node agent's step socket and waits for the step.
 pub fn run(request: &StepRequest) -> Result<i32> {
-    Ok(berth_agent::step::client::run(&step_socket(), request)?)
+    let mut tell = progress("berth step", request.allocate_syntax);
+    Ok(berth_agent::step::client::run(
+        &step_socket(),
+        request,
+        &mut tell,
+    )?)
+}
+
+/// Tells the user how a new allocation gets on, in the words of the command it stands for:
+/// srun's and salloc's (as `who`), bsub's (`Job <42> is submitted to default queue
+/// <normal>.`, `<<Waiting for dispatch ...>>`, `<<Starting on node1>>`) or qsub's (`qsub:
+/// waiting for job 42.server to start`, `qsub: job 42.server ready`); on stderr, since
+/// stdout is the job's.
+fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
+    let who = who.to_string();
+    let server = match syntax {
+        OptionSyntax::Qsub => crate::client::controller_host(),
+        _ => String::new(),
+    };
+    let mut queued = false;
+    move |event| match (syntax, event) {
+        (_, StepEvent::Submitted(submitted)) => {
+            for w in &submitted.warnings {
+                eprintln!("berth: warning: {w}");
+            }
+            let job = submitted.job_id;
+            match syntax {
+                OptionSyntax::Bsub => {
+                    let default = if submitted.default_partition {
+                        "default "
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "Job <{job}> is submitted to {default}queue <{}>.",
+                        submitted.partition
+                    );
+                    eprintln!("<<Waiting for dispatch ...>>");
+                }
+                OptionSyntax::Qsub => eprintln!("qsub: waiting for job {job}.{server} to start"),
+                OptionSyntax::Berth => {}
+            }
+        }
+        (OptionSyntax::Bsub, StepEvent::Allocated { host, .. }) => {
+            eprintln!("<<Starting on {host}>>")
+        }
+        (OptionSyntax::Qsub, StepEvent::Allocated { job, .. }) => {
+            eprintln!("qsub: job {job}.{server} ready")
+        }
+        (OptionSyntax::Berth, StepEvent::Queued { job }) => {
+            queued = true;
+            eprintln!("{who}: job {job} queued and waiting for resources")
+        }
+        (OptionSyntax::Berth, StepEvent::Allocated { job, .. }) if queued => {
+            eprintln!("{who}: job {job} has been allocated resources")
+        }
+        _ => {}
+    }
 }
 
 /// The client's working directory, where the tasks start.
@@ -628,7 +685,8 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
         ..StepRequest::new(argv.clone(), environment(), current_dir()?)
     };
     let who = "berth alloc";
-    let held = berth_agent::step::client::allocate(&step_socket(), &request, who)?;
+    let mut tell = progress(who, OptionSyntax::Berth);
+    let held = berth_agent::step::client::allocate(&step_socket(), &request, who, &mut tell)?;
     let job = held.job;
     eprintln!("{who}: Granted job allocation {job}");
     let spawned = std::process::Command::new(&argv[0])

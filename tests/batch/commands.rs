@@ -319,6 +319,24 @@ fn lsf_commands_as_lsf_users_type_them() {
         ],
     );
     assert_eq!(interactive.ok(), "slots 2\n");
+    // LSF's words about it, on stderr.
+    let said: Vec<&str> = interactive.stderr.lines().collect();
+    assert_eq!(said.len(), 3, "{}", interactive.stderr);
+    assert!(
+        said[0].starts_with("Job <")
+            && said[0].ends_with("> is submitted to default queue <normal>."),
+        "{}",
+        interactive.stderr
+    );
+    assert_eq!(
+        said[1..],
+        [
+            "<<Waiting for dispatch ...>>",
+            &format!("<<Starting on {node}>>")
+        ],
+        "{}",
+        interactive.stderr
+    );
     // bsub's own errors.
     let bad = run(&c, &links, "bsub", &["-frob", "true"]);
     assert!(
@@ -558,6 +576,21 @@ fn pbs_commands_as_pbs_users_type_them() {
     );
     assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("tty in sh"), "{}", out.stdout);
+    // PBS's words about it (on the terminal, with what was typed).
+    let server = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let said: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("qsub:"))
+        .collect();
+    assert!(
+        said[0].starts_with("qsub: waiting for job ")
+            && said[0].ends_with(&format!(".{} to start", server.trim()))
+            && said[1].starts_with("qsub: job ")
+            && said[1].ends_with(&format!(".{} ready", server.trim())),
+        "{}",
+        out.stdout
+    );
     // Two scripts are one too many.
     let two = run(&c, &links, "qsub", &["pbs.sh", "pbs.sh"]);
     assert!(

@@ -165,7 +165,10 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         }
     }
 
-    async fn allocate(&self, request: berth_api::AllocationRequest) -> Result<u64, String> {
+    async fn allocate(
+        &self,
+        request: berth_api::AllocationRequest,
+    ) -> Result<berth_api::SubmitResponse, String> {
         self.post("/v1/agents/allocations", request).await
     }
 

@@ -49,7 +49,7 @@ pub enum OptionSyntax {
     Qsub,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub job_id: u64,
     /// The partition the job was queued in (bsub and qsub name it).
@@ -499,10 +499,16 @@ pub struct AllocationUpdate {
 pub enum StepEvent {
     /// The step was refused or could not start; the message says why.
     Error(String),
-    /// The allocation the client asked for waits for resources.
+    /// The allocation the client asked for is submitted, as a job.
+    Submitted(SubmitResponse),
+    /// It waits for resources (said after a second of waiting).
     Queued { job: u64 },
-    /// ... and now has them.
-    Allocated { job: u64 },
+    /// It runs; `host` is its first node.
+    Allocated {
+        job: u64,
+        #[serde(default)]
+        host: String,
+    },
     /// A held allocation (`StepRequest::hold`) runs: the job's variables (SLURM_JOB_ID,
     /// SLURM_JOB_NODELIST, ...) for the client's command. An `Error` after it: the job ended
     /// (time limit, cancelled) while the client held it.

@@ -1057,6 +1057,14 @@ impl Controller {
     /// the agents are made without the controller's lock ([`Freeze::apply`]); then
     /// [`Controller::end_freeze`] records the new state. One suspend or resume of a job at
     /// a time.
+    /// Whether running job `id` is still starting on one of its nodes (its runner's pid
+    /// is on its way): what acts on its runners waits for it.
+    pub fn starting(&self, id: u64) -> bool {
+        self.active.get(&id).is_some_and(|j| {
+            j.state == State::Running && j.shares.iter().any(|s| s.runner.is_none())
+        })
+    }
+
     pub fn begin_freeze(
         &mut self,
         caller: Caller,
@@ -2498,7 +2506,10 @@ impl Controller {
 impl Controller {
     /// A job that only holds an allocation for one `berth step` from outside a job (srun's
     /// own allocation), submitted as `request.uid` with the step's flags; it ends with its step.
-    pub fn allocate(&mut self, request: berth_api::AllocationRequest) -> Result<u64, String> {
+    pub fn allocate(
+        &mut self,
+        request: berth_api::AllocationRequest,
+    ) -> Result<berth_api::SubmitResponse, String> {
         let caller = Caller {
             uid: request.uid,
             gid: request.gid,
@@ -2532,7 +2543,7 @@ impl Controller {
         job.allocation = true;
         let job = job.clone();
         self.persist(&job).map_err(|e| e.message)?;
-        Ok(id)
+        Ok(submitted)
     }
 
     /// Allocation `id`'s variables once it runs (`None`: it waits); an error saying how it
@@ -2613,7 +2624,10 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         self.0.lock().await.end_step(job, step, code)
     }
 
-    async fn allocate(&self, request: berth_api::AllocationRequest) -> Result<u64, String> {
+    async fn allocate(
+        &self,
+        request: berth_api::AllocationRequest,
+    ) -> Result<berth_api::SubmitResponse, String> {
         self.0.lock().await.allocate(request)
     }
 

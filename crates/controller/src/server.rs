@@ -169,7 +169,7 @@ async fn agent_allocate(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Json(request): Json<berth_api::AllocationRequest>,
-) -> ApiResult<u64> {
+) -> ApiResult<berth_api::SubmitResponse> {
     node_of(principal)?;
     c.lock()
         .await
@@ -451,10 +451,18 @@ async fn resume(
     freeze(c, caller, id, false).await.map(Json)
 }
 
+/// How long a suspend waits for a job that is still starting.
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Suspends or resumes a job, calling its agents without holding the controller's lock (a
 /// slow or unreachable node stalls only this request), in a task of its own, so that a
 /// client that goes away cannot leave the job half done.
 async fn freeze(c: Shared, caller: Caller, id: u64, suspend: bool) -> Result<(), ApiError> {
+    // A job that has just started (`bstop` right after `bsub`) is waited for, a while.
+    let deadline = tokio::time::Instant::now() + STARTING_WAIT;
+    while c.lock().await.starting(id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let freeze = c.lock().await.begin_freeze(caller, id, suspend)?;
     tokio::spawn(async move {
         let done = freeze.apply().await;

@@ -24,8 +24,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Runs the step and returns the worst of its tasks' exit statuses.
-pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
+/// Runs the step and returns the worst of its tasks' exit statuses. A new allocation's
+/// progress (submitted, queued, running) goes to `tell`, which says it to the user.
+pub fn run(
+    socket: &Path,
+    request: &StepRequest,
+    tell: &mut dyn FnMut(&StepEvent),
+) -> Result<i32, StepError> {
     let mut answers = Answers::send(socket, request)?;
     let signals = Signals::catch(request.pty)?;
     // With a terminal, keys go to the task's terminal as they are typed (^C included), and
@@ -52,13 +57,7 @@ pub fn run(socket: &Path, request: &StepRequest) -> Result<i32, StepError> {
             match event? {
                 StepEvent::Exited { code } => return Ok(code),
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
-                StepEvent::Queued { job } => {
-                    eprintln!("berth step: job {job} queued and waiting for resources")
-                }
-                StepEvent::Allocated { job } => {
-                    eprintln!("berth step: job {job} has been allocated resources")
-                }
-                StepEvent::Started { .. } | StepEvent::Granted { .. } => {}
+                other => tell(&other),
             }
         }
     }
@@ -89,8 +88,13 @@ pub enum Release {
 }
 
 /// Asks the node agent for an allocation to hold (`request.hold`) and returns once it runs,
-/// saying (as `who`) when it has to wait. ^C while it waits gives it up.
-pub fn allocate(socket: &Path, request: &StepRequest, who: &str) -> Result<Held, StepError> {
+/// its progress to `tell`; `who` speaks of it later. ^C while it waits gives it up.
+pub fn allocate(
+    socket: &Path,
+    request: &StepRequest,
+    who: &str,
+    tell: &mut dyn FnMut(&StepEvent),
+) -> Result<Held, StepError> {
     let mut answers = Answers::send(socket, request)?;
     let signals = Signals::catch(false)?;
     loop {
@@ -122,13 +126,7 @@ pub fn allocate(socket: &Path, request: &StepRequest, who: &str) -> Result<Held,
                     })
                 }
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
-                StepEvent::Queued { job } => {
-                    eprintln!("{who}: job {job} queued and waiting for resources")
-                }
-                StepEvent::Allocated { job } => {
-                    eprintln!("{who}: job {job} has been allocated resources")
-                }
-                StepEvent::Started { .. } | StepEvent::Exited { .. } => {}
+                other => tell(&other),
             }
         }
     }

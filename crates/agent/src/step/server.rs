@@ -77,7 +77,7 @@ pub trait StepAuthority: Send + Sync + 'static {
     fn allocate(
         &self,
         request: berth_api::AllocationRequest,
-    ) -> impl Future<Output = Result<u64, String>> + Send;
+    ) -> impl Future<Output = Result<berth_api::SubmitResponse, String>> + Send;
     /// Returns once `job` runs, with its variables for a held allocation's command
     /// ([`StepEvent::Granted`]); an error if it ended without running.
     fn wait_running(
@@ -185,7 +185,11 @@ async fn handle<A: StepAuthority>(
                 host: crate::node::hostname(),
             };
             let job = match authority.allocate(allocation).await {
-                Ok(job) => job,
+                Ok(submitted) => {
+                    let job = submitted.job_id;
+                    send(&mut write, &StepEvent::Submitted(submitted)).await?;
+                    job
+                }
                 Err(e) => return send(&mut write, &StepEvent::Error(e)).await,
             };
             match wait_for_allocation(authority, job, &mut lines, &mut write).await {
@@ -255,9 +259,14 @@ async fn wait_for_allocation<A: StepAuthority>(
         tokio::select! {
             r = &mut running => {
                 let env = r?;
-                if queued {
-                    let _ = send(write, &StepEvent::Allocated { job }).await;
-                }
+                // Its batch host: the first of its slots' hosts.
+                let host = env
+                    .iter()
+                    .find(|(k, _)| k == "LSB_HOSTS")
+                    .and_then(|(_, hosts)| hosts.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = send(write, &StepEvent::Allocated { job, host }).await;
                 return Ok(Some(env));
             }
             _ = lines.next_line() => return Ok(None),
