@@ -390,14 +390,48 @@ fn lsf_history_and_accounting() {
     }
     assert!(times(stopped)[3] >= 1, "USUSP: {out}");
     assert!(times(held)[1] >= 1, "PSUSP: {out}");
-    let long = run(&c, &links, "bhist", &["-l", &stopped.to_string()]);
-    assert!(
-        long.ok().contains("Done successfully.")
-            && long
-                .stdout
+    // Event by event: the suspension between the start and the end, the hold before the
+    // start.
+    let events = |id: u64| -> Vec<String> {
+        let long = run(&c, &links, "bhist", &["-l", &id.to_string()]);
+        assert!(
+            long.ok()
                 .contains("Summary of time in seconds spent in various states by"),
-        "{}",
+            "{}",
+            long.stdout
+        );
+        // `Thu Dec  3 10:20:01 2026: WHAT`, each WHAT up to its first '<', ',' or '.'.
         long.stdout
+            .lines()
+            .filter(|l| l.get(24..26) == Some(": "))
+            .map(|l| {
+                l[26..]
+                    .split(['<', ',', '.'])
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (submitted, started) = (
+        ["Submitted from host"],
+        ["Dispatched 1 Task(s) on Host(s)", "Starting;"],
+    );
+    let (suspended, done) = (
+        [
+            "Suspended by the user or administrator;",
+            "Resumed by the user or administrator;",
+        ],
+        ["Done successfully"],
+    );
+    assert_eq!(
+        events(stopped),
+        [&submitted[..], &started, &suspended, &done].concat()
+    );
+    assert_eq!(
+        events(held),
+        [&submitted[..], &suspended, &started, &done].concat()
     );
     let missing = run(&c, &links, "bhist", &["99999"]);
     assert_eq!(missing.code, 255);

@@ -68,6 +68,14 @@ pub struct SubmitResponse {
     pub wait: bool,
 }
 
+/// A spell of a job in one condition (suspended, held): from `start` until `end` (none: it
+/// still is), seconds since the epoch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Spell {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
 /// What a running job has used so far (`GET /v1/jobs/{id}/usage`, `berth usage`, sstat),
 /// from its cgroup on each of its nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -162,6 +170,11 @@ pub struct JobInfo {
     pub suspended_seconds: u64,
     #[serde(default)]
     pub held_seconds: u64,
+    /// Each time it was suspended, and held (LSF's bhist -l lists them).
+    #[serde(default)]
+    pub suspensions: Vec<Spell>,
+    #[serde(default)]
+    pub holds: Vec<Spell>,
     /// A pending job's expected start, and the nodes it is planned on, where the scheduler
     /// holds a backfill reservation for it (`squeue --start`).
     #[serde(default)]

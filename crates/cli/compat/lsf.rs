@@ -511,38 +511,58 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         lsf_name(j),
         j.user
     )?;
-    let from = from_host(j);
-    writeln!(
-        out,
-        "{}: Submitted{from}, to Queue <{}>, CWD <{}>, Output File <{}>;",
-        ctime(j.submit_time),
-        j.partition,
-        j.workdir,
-        j.stdout
-    )?;
+    // Its events in order of time (and, at one time, of how a job goes).
+    let mut events: Vec<(u64, u8, String)> = vec![(
+        j.submit_time,
+        0,
+        format!(
+            "Submitted{}, to Queue <{}>, CWD <{}>, Output File <{}>;",
+            from_host(j),
+            j.partition,
+            j.workdir,
+            j.stdout
+        ),
+    )];
+    let mut spells = |list: &[berth_api::Spell], order: u8| {
+        for spell in list {
+            events.push((
+                spell.start,
+                order,
+                "Suspended by the user or administrator;".into(),
+            ));
+            if let Some(end) = spell.end {
+                events.push((end, order, "Resumed by the user or administrator;".into()));
+            }
+        }
+    };
+    spells(&j.holds, 1);
+    spells(&j.suspensions, 3);
     if let Some(start) = j.start_time {
         let hosts = bracketed(&exec_hosts(j));
-        writeln!(
-            out,
-            "{}: Dispatched {} Task(s) on Host(s) {};",
-            ctime(start),
-            j.cpus,
-            hosts
-        )?;
-        writeln!(out, "{}: Starting;", ctime(start))?;
-    }
-    if j.suspended_seconds > 0 {
-        writeln!(
-            out,
-            "                     Suspended by the user or administrator for {} seconds in all;",
-            j.suspended_seconds
-        )?;
+        events.push((
+            start,
+            2,
+            format!("Dispatched {} Task(s) on Host(s) {hosts};", j.cpus),
+        ));
+        events.push((start, 2, "Starting;".into()));
     }
     if let Some(end) = j.end_time {
         let cpu = j.cpu_usec.map_or(String::new(), |c| {
             format!(" The CPU time used is {:.1} seconds;", c as f64 / 1e6)
         });
-        writeln!(out, "{}: {}{cpu}", ctime(end), ending(j))?;
+        events.push((end, 4, format!("{}{cpu}", ending(j))));
+    }
+    events.sort_by_key(|(at, order, _)| (*at, *order));
+    for (at, _, what) in &events {
+        writeln!(out, "{}: {what}", ctime(*at))?;
+    }
+    // Records from before spells were kept: their sum.
+    if j.suspensions.is_empty() && j.suspended_seconds > 0 {
+        writeln!(
+            out,
+            "                     Suspended by the user or administrator for {} seconds in all;",
+            j.suspended_seconds
+        )?;
     }
     let times = state_times(j);
     writeln!(

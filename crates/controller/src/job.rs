@@ -147,19 +147,21 @@ pub struct Job {
 }
 
 /// Time a job spends in one condition (suspended, held): what has passed in it before, and
-/// since when it is in it now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// since when it is in it now; and each spell, start and end (none in records from before).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stopwatch {
     pub seconds: u64,
     pub since: Option<u64>,
+    #[serde(default)]
+    pub spells: Vec<(u64, u64)>,
 }
 
 impl Stopwatch {
     /// Running from `at`.
     pub fn started(at: u64) -> Stopwatch {
         Stopwatch {
-            seconds: 0,
             since: Some(at),
+            ..Stopwatch::default()
         }
     }
 
@@ -170,7 +172,18 @@ impl Stopwatch {
     pub fn stop(&mut self, at: u64) {
         if let Some(since) = self.since.take() {
             self.seconds += at.saturating_sub(since);
+            self.spells.push((since, at));
         }
+    }
+
+    /// Its spells, the running one last (without an end).
+    pub fn spells(&self) -> Vec<berth_api::Spell> {
+        self.spells
+            .iter()
+            .map(|&(start, end)| (start, Some(end)))
+            .chain(self.since.map(|s| (s, None)))
+            .map(|(start, end)| berth_api::Spell { start, end })
+            .collect()
     }
 
     /// The time so far, as of `now`.
@@ -281,6 +294,8 @@ impl Job {
             held_seconds: self
                 .held_time
                 .read(self.end_time.unwrap_or_else(crate::now)),
+            suspensions: self.suspended.spells(),
+            holds: self.held_time.spells(),
             expected_start: self.expected_start,
             planned_nodes: self.planned_nodes.clone(),
             image: self.image.clone(),
@@ -338,5 +353,12 @@ mod tests {
         // A clock that went back counts nothing, rather than wrapping.
         held.start(300);
         assert_eq!(held.read(250), 45);
+        let spells: Vec<(u64, Option<u64>)> =
+            held.spells().iter().map(|s| (s.start, s.end)).collect();
+        assert_eq!(
+            spells,
+            [(100, Some(140)), (200, Some(205)), (300, None)],
+            "each spell, the running one last"
+        );
     }
 }
