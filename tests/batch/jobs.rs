@@ -752,13 +752,6 @@ fn pending_jobs_can_be_changed() {
         out.stderr
     );
     assert!((array..array + 3).all(|id| c.show(id)["time_limit"] == 180));
-    let running = c.submit_holding("run.sh", "", &[]);
-    let out = u(&[&running.to_string(), "--time=9"]);
-    assert!(
-        out.code == 125 && out.stderr.contains("runs without a time limit"),
-        "{}",
-        out.stderr
-    );
     let negative = c.try_submit(Mode::Rootless, "neg.sh", HELLO, &["--nice=-10"]);
     assert!(
         negative.stderr.contains("only root may"),
@@ -769,7 +762,7 @@ fn pending_jobs_can_be_changed() {
 
 /// A running job's time limit (scontrol update TimeLimit=): its owner lowers it and the
 /// job ends TIMEOUT at the new one; only root raises it, and the job then runs past the
-/// old one; nothing else of a running job changes.
+/// old one; a job started without one gets one; nothing else of a running job changes.
 #[test]
 fn a_running_jobs_time_limit_can_change() {
     let Some(c) = Cluster::start() else { return };
@@ -798,12 +791,23 @@ fn a_running_jobs_time_limit_can_change() {
     }
     c.berth(Mode::Rootless, &["update", &l, "TimeLimit=0:02"])
         .ok();
-    let job = c.wait_for(lowered, &["TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"]);
-    assert_eq!(
-        (&job["state"], job["time_limit"].as_u64()),
-        (&"TIMEOUT".into(), Some(2)),
-        "{job}"
-    );
+    let ends = |id: u64, limit: u64| {
+        let job = c.wait_for(id, &["TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"]);
+        assert_eq!(
+            (&job["state"], job["time_limit"].as_u64()),
+            (&"TIMEOUT".into(), Some(limit)),
+            "{job}"
+        );
+    };
+    ends(lowered, 2);
+    // One started without a limit (on the CPU the lowered one left) gets one.
+    let unlimited = c.submit_holding("none.sh", "", &[]);
+    c.berth(
+        Mode::Rootless,
+        &["update", &unlimited.to_string(), "TimeLimit=0:03"],
+    )
+    .ok();
+    ends(unlimited, 3);
     // Past its first limit (ten seconds from its start, which came before `started`), the
     // raised one runs on.
     std::thread::sleep(std::time::Duration::from_secs(13).saturating_sub(started.elapsed()));

@@ -110,6 +110,10 @@ pub struct LaunchWarning {
     pub target: berth_core::job::SignalTarget,
 }
 
+/// The limit of a job without one, in seconds: about 136 years, the most the runtime's
+/// alarm counts.
+const NO_LIMIT: u64 = u32::MAX as u64;
+
 /// An image's squashfs file as the controller serves it to its nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -417,8 +421,10 @@ fn start(
         },
         system_binds,
         path_append,
-        time_limit: launch.time_limit.map(|s| TimeLimit {
-            limit: Duration::from_secs(s),
+        // A job without a limit has one too far to come, armed all the same, so that one
+        // set while it runs (`berth update --time`) is followed.
+        time_limit: Some(TimeLimit {
+            limit: Duration::from_secs(launch.time_limit.unwrap_or(NO_LIMIT)),
             grace: Duration::from_secs(launch.grace),
             warning: launch.warning.map(|w| berth_runtime::Warning {
                 after: Duration::from_secs(w.after),

@@ -990,12 +990,12 @@ impl Controller {
                 job.state.name()
             )));
         };
-        let Some(current) = job.request.time_limit else {
-            return Err(ApiError::bad(format!(
-                "job {id} runs without a time limit, and one cannot be set while it runs"
-            )));
-        };
-        if limit > current && caller.uid != 0 {
+        // A job without one has none to raise: its owner may give it one.
+        if let Some(current) = job
+            .request
+            .time_limit
+            .filter(|&c| limit > c && caller.uid != 0)
+        {
             return Err(ApiError::forbidden(format!(
                 "job {id}'s time limit is {}: only root may raise a running job's (you may lower it)",
                 berth_core::job::format_duration(current)
