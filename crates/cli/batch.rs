@@ -1054,7 +1054,12 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.ntasks,
         j.cpus_per_task
     )?;
-    let chosen = [&j.required_nodes, &j.excluded_nodes, &j.candidate_nodes];
+    let chosen = [
+        &j.required_nodes,
+        &j.excluded_nodes,
+        &j.candidate_nodes,
+        &j.preferred_nodes,
+    ];
     if j.constraint.is_some() || chosen.iter().any(|n| !n.is_empty()) {
         let list = |nodes: &[String]| match nodes {
             [] => "-".to_string(),
@@ -1069,6 +1074,9 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             match j.candidate_nodes.as_slice() {
                 [] => String::new(),
                 some => format!(" OnlyNodes={}", list(some)),
+            } + &match j.preferred_nodes.as_slice() {
+                [] => String::new(),
+                some => format!(" PreferredNodes={}", some.join(",")),
             }
         )?;
     }

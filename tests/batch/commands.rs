@@ -298,6 +298,25 @@ fn lsf_commands_as_lsf_users_type_them() {
         &["-m", &format!("nosuch {node}"), "-o", "/dev/null", "true"],
     );
     assert_eq!(c.completed(bsub_id(&on))["nodes"][0], node.as_str());
+    // A preferred host, and any other after it (one host here: the preference is the
+    // scheduler's unit tests').
+    let preferring = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &["-m", &format!("{node}+2 others"), "-o", "/dev/null", "true"],
+    ));
+    assert_eq!(
+        c.completed(preferring)["preferred_nodes"][0],
+        format!("{node}+2")
+    );
+    let long = run(&c, &links, "bjobs", &["-l", &preferring.to_string()]);
+    assert!(
+        long.ok()
+            .contains(&format!("Specified Hosts <{node}+2>, <others>;")),
+        "{}",
+        long.stdout
+    );
     let nowhere = run(&c, &links, "bsub", &["-m", "nosuch", "true"]);
     assert!(
         nowhere.code != 0 && nowhere.stderr.contains("nosuch"),

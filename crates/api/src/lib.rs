@@ -199,6 +199,9 @@ pub struct JobInfo {
     /// The only nodes it may have (bsub `-m`); empty: any.
     #[serde(default)]
     pub candidate_nodes: Vec<String>,
+    /// Nodes it prefers, `NODE+N` (bsub `-m`): the higher N, the sooner taken.
+    #[serde(default)]
+    pub preferred_nodes: Vec<String>,
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).

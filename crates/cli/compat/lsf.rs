@@ -796,8 +796,22 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             .map_or(String::new(), |e| format!(", Error File <{e}>")),
         j.cpus
     )?;
-    if !j.candidate_nodes.is_empty() {
-        let hosts: Vec<String> = j.candidate_nodes.iter().map(|h| format!("<{h}>")).collect();
+    if !j.candidate_nodes.is_empty() || !j.preferred_nodes.is_empty() {
+        // Each as bsub -m named it: preferred ones with their +N, `others` for the rest.
+        let level = |h: &String| {
+            j.preferred_nodes
+                .iter()
+                .find(|p| p.rsplit_once('+').is_some_and(|(n, _)| n == h))
+        };
+        let mut hosts: Vec<String> = j
+            .candidate_nodes
+            .iter()
+            .map(|h| format!("<{}>", level(h).unwrap_or(h)))
+            .collect();
+        if j.candidate_nodes.is_empty() {
+            hosts.extend(j.preferred_nodes.iter().map(|p| format!("<{p}>")));
+            hosts.push("<others>".into());
+        }
         writeln!(out, " Specified Hosts {};", hosts.join(", "))?;
     }
     if let Some(limit) = j.time_limit {

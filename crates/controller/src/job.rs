@@ -319,6 +319,12 @@ impl Job {
             required_nodes: self.request.nodelist.clone(),
             excluded_nodes: self.request.exclude.clone(),
             candidate_nodes: self.request.candidates.clone(),
+            preferred_nodes: self
+                .request
+                .preferred
+                .iter()
+                .map(|(node, level)| format!("{node}+{level}"))
+                .collect(),
         }
     }
 

@@ -463,6 +463,7 @@ impl Controller {
                 required: r.nodelist.clone(),
                 excluded: r.exclude.clone(),
                 candidates: r.candidates.clone(),
+                preferred: r.preferred.clone(),
             }))
             .filter(|c| !c.is_empty()),
         }
@@ -899,6 +900,7 @@ impl Controller {
             nodelist: None,
             exclude: None,
             candidates: None,
+            preferred: None,
             requeue: None,
             ignored: Vec::new(),
             ..o.clone()
@@ -940,6 +942,7 @@ impl Controller {
             r.nodelist = o.nodelist.unwrap_or(std::mem::take(&mut r.nodelist));
             r.exclude = o.exclude.unwrap_or(std::mem::take(&mut r.exclude));
             r.candidates = o.candidates.unwrap_or(std::mem::take(&mut r.candidates));
+            r.preferred = o.preferred.unwrap_or(std::mem::take(&mut r.preferred));
             r.requeue = o.requeue.or(r.requeue);
             r.check_nodelist()
                 .map_err(|e| ApiError::bad(format!("job {id}: {e}")))?;

@@ -249,6 +249,12 @@ impl JobView {
         self
     }
 
+    /// bsub `-m HOST+N`: nodes it prefers, with how much.
+    pub fn preferred(mut self, nodes: &[(&str, u32)]) -> Self {
+        self.choice().preferred = nodes.iter().map(|&(n, l)| (n.to_string(), l)).collect();
+        self
+    }
+
     /// `--exclude`.
     pub fn exclude(mut self, nodes: &[&str]) -> Self {
         self.choice().excluded = nodes.iter().map(|n| n.to_string()).collect();

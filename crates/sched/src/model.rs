@@ -95,6 +95,10 @@ pub struct NodeChoice {
     /// The only nodes it may have (any of them); empty: any.
     #[serde(default)]
     pub candidates: Vec<String>,
+    /// Nodes it prefers, with how much (bsub `-m HOST+N`): of the nodes that fit, the most
+    /// preferred are taken first, best fit among equals.
+    #[serde(default)]
+    pub preferred: Vec<(String, u32)>,
 }
 
 impl NodeChoice {
@@ -103,6 +107,7 @@ impl NodeChoice {
             && self.required.is_empty()
             && self.excluded.is_empty()
             && self.candidates.is_empty()
+            && self.preferred.is_empty()
     }
 
     /// Whether `node` may be one of the job's, by its features, the exclusions and the

@@ -75,11 +75,13 @@ impl NodeRt<'_> {
     }
 }
 
-/// The nodes a job with a say in them may have (`ok`, by node index) and must have.
+/// The nodes a job with a say in them may have (`ok`, by node index) and must have, and how
+/// much it prefers each (empty: none more than another).
 #[derive(Debug)]
 pub(crate) struct Eligible {
     pub ok: Vec<bool>,
     pub required: Vec<usize>,
+    pub preference: Vec<u32>,
 }
 
 /// One partition during the pass.
@@ -242,11 +244,25 @@ impl<'a> State<'a> {
                     .ok_or(Reason::BadConstraints)
             })
             .collect::<Result<Vec<usize>, Reason>>()?;
-        Ok(Eligible { ok, required })
+        let mut preference = Vec::new();
+        if !choice.preferred.is_empty() {
+            preference = vec![0; self.nodes.len()];
+            for (name, level) in &choice.preferred {
+                if let Ok(n) = self.nodes.binary_search_by(|n| n.name.cmp(name)) {
+                    preference[n] = *level;
+                }
+            }
+        }
+        Ok(Eligible {
+            ok,
+            required,
+            preference,
+        })
     }
 
     /// [`Self::find_now`] for a job with a say in its nodes: its required nodes first (each
-    /// must take it now), then the best-fit others it may have.
+    /// must take it now), then the best-fit others it may have, the ones it prefers most
+    /// first.
     pub fn find_among(
         &self,
         p: usize,
@@ -276,14 +292,22 @@ impl<'a> State<'a> {
         } else {
             &part.free_index
         };
+        // With preferences every node that fits is a choice (the index's order is best fit);
+        // without, the first that fit.
+        let preferring = !among.preference.is_empty();
+        let mut fitting = Vec::new();
         for &(_, n) in index.range((shape.need.cpus, 0)..) {
-            if chosen.len() >= k_max {
+            if chosen.len() + fitting.len() >= k_max && !preferring {
                 break;
             }
             if among.ok[n] && !among.required.contains(&n) && want(n).is_some() {
-                chosen.push(n);
+                fitting.push(n);
             }
         }
+        if preferring {
+            fitting.sort_by_key(|&n| std::cmp::Reverse(among.preference[n]));
+        }
+        chosen.extend(fitting.into_iter().take(k_max.saturating_sub(chosen.len())));
         (chosen.len() >= k_min).then_some(chosen)
     }
 

@@ -852,6 +852,25 @@ fn features_nodelists_and_exclusions_choose_among_the_partitions_nodes() {
     assert!(matches!(nodes_of(&p, 10).as_slice(), [n] if n == "b" || n == "c"));
     assert_eq!(reason(&p, 11), Some(Reason::BadConstraints));
 
+    // Preferences (bsub -m "c+2 b+1 others"): the most preferred node that fits, before
+    // the best fit (a, by name among the fullest); a preferred node that cannot take the
+    // job (d, busy) gives way to the next.
+    for (preferred, on) in [
+        (&[("c", 2), ("b", 1)][..], "c"),
+        (&[("b", 1)], "b"),
+        (&[("d", 3), ("c", 1)], "c"),
+        (&[], "a"),
+    ] {
+        let p = run(&c, &[job(12).preferred(preferred)]);
+        assert_eq!(nodes_of(&p, 12), [on], "{preferred:?}");
+    }
+    // Two nodes: the preferred one and the best fit of the others.
+    let p = run(
+        &c,
+        &[job(13).tasks(2).nodes_range(2, 2).preferred(&[("c", 1)])],
+    );
+    assert_eq!(nodes_of(&p, 13), ["c", "a"]);
+
     // The same checks at submission.
     let ever = |j: JobView| crate::fits_ever(&c, &j.request);
     assert_eq!(

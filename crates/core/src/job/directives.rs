@@ -1296,17 +1296,44 @@ fn apply_lsf(
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
         "K" => opts.wait = Some(true),
-        // bsub -m "host1 host2": the job runs on some of those hosts (each may be a host
-        // list), and no others.
+        // bsub -m "host1+2 host2 others": the job runs on some of those hosts (each may be
+        // a host list), and no others but with `others`; `+N` prefers a host (the higher N,
+        // the more).
         "m" => {
-            if v.contains(['+', '!']) {
-                return Err(JobError::unsupported(
-                    v,
-                    "host preferences (+N) and exclusions (!); name the hosts the job may use",
-                ));
+            let (mut candidates, mut preferred, mut others) = (Vec::new(), Vec::new(), false);
+            for word in v.split_whitespace() {
+                if word == "others" {
+                    others = true;
+                    continue;
+                }
+                if word.contains(['!', '~']) {
+                    return Err(JobError::unsupported(
+                        word,
+                        "host exclusions in -m; name the hosts the job may use",
+                    ));
+                }
+                let (hosts, level) = match word.rsplit_once('+') {
+                    Some((hosts, level)) => match level.parse::<u32>() {
+                        Ok(level) => (hosts, level),
+                        Err(_) => {
+                            return Err(JobError::invalid(
+                                "host preference",
+                                word,
+                                "HOST+N, N a whole number",
+                            ))
+                        }
+                    },
+                    None => (word, 0),
+                };
+                for host in nodes(hosts)? {
+                    if level > 0 {
+                        preferred.push((host.clone(), level));
+                    }
+                    candidates.push(host);
+                }
             }
-            let hosts = v.split_whitespace().collect::<Vec<_>>().join(",");
-            opts.candidates = Some(nodes(&hosts)?);
+            opts.candidates = Some(if others { Vec::new() } else { candidates });
+            opts.preferred = Some(preferred);
         }
         "I" | "Is" | "Ip" => return Err(command_line_only(found)),
         other => {

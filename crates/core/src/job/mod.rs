@@ -311,6 +311,8 @@ pub struct JobOptions {
     pub exclude: Option<Vec<String>>,
     /// bsub `-m`: the nodes it may have (any of them), and no others.
     pub candidates: Option<Vec<String>>,
+    /// bsub `-m HOST+N`: nodes it prefers, the higher N the more.
+    pub preferred: Option<Vec<(String, u32)>>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -361,6 +363,7 @@ impl JobOptions {
             nodelist: c.nodelist.or(d.nodelist),
             exclude: c.exclude.or(d.exclude),
             candidates: c.candidates.or(d.candidates),
+            preferred: c.preferred.or(d.preferred),
             ignored: d.ignored.into_iter().chain(c.ignored).collect(),
         }
     }
@@ -438,6 +441,9 @@ pub struct JobRequest {
     /// The nodes it may have (bsub `-m`); empty: any.
     #[serde(default)]
     pub candidates: Vec<String>,
+    /// Nodes it prefers, with how much (bsub `-m HOST+N`): the higher, the sooner taken.
+    #[serde(default)]
+    pub preferred: Vec<(String, u32)>,
     pub ignored: Vec<IgnoredOption>,
 }
 
@@ -644,6 +650,7 @@ impl JobRequest {
             nodelist: o.nodelist.unwrap_or_default(),
             exclude: o.exclude.unwrap_or_default(),
             candidates: o.candidates.unwrap_or_default(),
+            preferred: o.preferred.unwrap_or_default(),
             ignored: o.ignored,
         };
         request.check_nodelist()?;

@@ -685,7 +685,21 @@ fn bsub_and_qsub_command_lines() {
     .unwrap();
     assert_eq!((o.ntasks, o.partition.as_deref()), (Some(2), Some("short")));
     assert_eq!(o.candidates, Some(words(&["h1", "h2", "h5"])));
-    assert!(parse_args_as(Family::Lsf, &words(&["-m", "h1+2 h2"])).is_err());
+    assert_eq!(o.preferred, Some(Vec::new()));
+    let o = parse_args_as(Family::Lsf, &words(&["-m", "h1+2 h[2-3]+1 h4"])).unwrap();
+    assert_eq!(o.candidates, Some(words(&["h1", "h2", "h3", "h4"])));
+    let preferred = [("h1", 2), ("h2", 1), ("h3", 1)].map(|(h, n)| (h.to_string(), n));
+    assert_eq!(o.preferred, Some(preferred.to_vec()));
+    // `others`: any other host too, after those.
+    let o = parse_args_as(Family::Lsf, &words(&["-m", "h1+1 others"])).unwrap();
+    assert_eq!(o.candidates, Some(Vec::new()));
+    assert_eq!(o.preferred, Some(vec![("h1".to_string(), 1)]));
+    for bad in ["h1+x", "!h1", "~h1"] {
+        assert!(
+            parse_args_as(Family::Lsf, &words(&["-m", bad])).is_err(),
+            "{bad}"
+        );
+    }
     let o = parse_args_as(
         Family::Pbs,
         &words(&["-l", "walltime=1:00", "-W", "depend=afterok:4.srv"]),
