@@ -573,6 +573,11 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         Some(pid) => !berth_runtime::enter::is_member(pid, &launch.cgroup),
         None => launch.outside,
     };
+    if outside {
+        // The job's environment is complete once its container is (an allocation's step
+        // may come as soon as the job runs): waited for, as a step in it waits.
+        berth_runtime::enter::find(&launch.cgroup)?;
+    }
     let env = step_env(&launch, outside)?;
     // Where a saved container's files are read from once its tasks end.
     let host = match launch.save {
