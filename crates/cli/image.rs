@@ -10,7 +10,8 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Import a docker-archive (`docker save`), an OCI layout or archive, a root
-    /// filesystem (directory or tarball), or a squashfs file (enroot's .sqsh)
+    /// filesystem (directory or tarball), a squashfs file (enroot's .sqsh) or an Apptainer
+    /// SIF image
     Import {
         path: PathBuf,
         /// Name the image (NAME[:TAG]); overrides any name in the archive

@@ -148,6 +148,120 @@ fn a_squashfs_file_imports_with_its_environment() {
     assert_eq!(ls.ok().lines().count(), 2, "only sq:1: {}", ls.stdout);
 }
 
+/// A SIF file as Apptainer writes one: its header, one descriptor (the primary system
+/// partition, `squashfs`'s bytes) among 48, and the partition at byte 32768.
+fn sif_of(squashfs: &[u8], fs_type: i32) -> Vec<u8> {
+    let (descriptors, data) = (4096usize, 32768usize);
+    let mut sif = vec![0u8; data];
+    sif[..31].copy_from_slice(b"#!/usr/bin/env run-singularity\n");
+    sif[32..42].copy_from_slice(b"SIF_MAGIC\0");
+    sif[42..45].copy_from_slice(b"01\0");
+    sif[45..48].copy_from_slice(b"02\0");
+    for (at, value) in [
+        (80, 47),
+        (88, 48),
+        (96, descriptors as i64),
+        (104, 585),
+        (112, data as i64),
+        (120, squashfs.len() as i64),
+    ] {
+        sif[at..at + 8].copy_from_slice(&i64::to_le_bytes(value));
+    }
+    let d = &mut sif[descriptors..descriptors + 585];
+    d[0..4].copy_from_slice(&0x4004i32.to_le_bytes());
+    d[4] = 1;
+    d[5..9].copy_from_slice(&1u32.to_le_bytes());
+    d[17..25].copy_from_slice(&(data as i64).to_le_bytes());
+    d[25..33].copy_from_slice(&(squashfs.len() as i64).to_le_bytes());
+    d[33..41].copy_from_slice(&(squashfs.len() as i64).to_le_bytes());
+    d[201..205].copy_from_slice(&fs_type.to_le_bytes());
+    d[205..209].copy_from_slice(&2i32.to_le_bytes());
+    d[209..212].copy_from_slice(b"02\0");
+    sif.extend_from_slice(squashfs);
+    sif
+}
+
+/// Apptainer's images: a SIF file imports as its root filesystem partition, with the
+/// variables its /.singularity.d/env files set, and `berth run` runs its runscript with
+/// the arguments, as `apptainer run` does; an encrypted one is refused in one line.
+#[test]
+fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.path("sif-tree");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success());
+    let env = tree.join(".singularity.d/env");
+    std::fs::create_dir_all(&env).unwrap();
+    std::fs::write(
+        env.join("10-docker2singularity.sh"),
+        "#!/bin/sh\nexport PATH=\"/usr/bin:/bin\"\nexport GREETING=\"from docker\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.join("90-environment.sh"),
+        "#!/bin/sh\n# Custom environment shell code should follow\nexport GREETING=\"hello sif\"\n",
+    )
+    .unwrap();
+    let runscript = tree.join(".singularity.d/runscript");
+    std::fs::write(&runscript, "#!/bin/sh\necho \"run $* as $(id -un)\"\n").unwrap();
+    std::fs::set_permissions(
+        &runscript,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sqsh = f.path("sif.sqsh");
+    assert!(std::process::Command::new("gensquashfs")
+        .arg("--pack-dir")
+        .arg(&tree)
+        .arg(&sqsh)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let squashfs = std::fs::read(&sqsh).unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = f.path(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let sif = write("app.sif", sif_of(&squashfs, 1));
+    for mode in [Mode::Root, Mode::Rootless] {
+        let out = f.berth(mode, &["image", "import", &sif, "--name", "sif:1"]);
+        assert!(
+            out.ok().starts_with("Imported sif:1 (id "),
+            "{}",
+            out.stdout
+        );
+        let user = match mode {
+            Mode::Root => "root",
+            _ => TEST_USER,
+        };
+        let run = f.berth(mode, &["run", "sif:1", "a", "b"]);
+        assert_eq!(run.ok(), format!("run a b as {user}\n"));
+        let exec = f.berth(
+            mode,
+            &["exec", "sif:1", "sh", "-c", "echo \"$GREETING|$PATH\""],
+        );
+        assert_eq!(exec.ok(), "hello sif|/usr/bin:/bin\n");
+    }
+    let encrypted = write("secret.sif", sif_of(&squashfs, 5));
+    let out = f.berth(Mode::Root, &["image", "import", &encrypted]);
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("its root filesystem is encrypted"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

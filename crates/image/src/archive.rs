@@ -24,12 +24,23 @@ const MAX_JSON: u64 = 16 << 20;
 pub(crate) enum ImportSource {
     /// A plain root filesystem directory: tarred as it is.
     RootfsDir(PathBuf),
-    /// A plain root filesystem tarball: one layer; `env`, its variables, if it says (a
-    /// squashfs file, enroot's and pyxis's `.sqsh` image, unpacked to a tarball, keeps
-    /// them in its /etc/environment).
-    RootfsTar { tar: PathBuf, env: Vec<String> },
+    /// A plain root filesystem tarball: one layer; with what it says of how it runs (a
+    /// squashfs file or a SIF image, unpacked to a tarball).
+    RootfsTar {
+        tar: PathBuf,
+        settings: RootfsSettings,
+    },
     /// An image with a config and layers (docker-archive or OCI layout).
     Image(Box<PreparedImage>),
+}
+
+/// What a root filesystem says of how it runs, for its image config: its variables
+/// (enroot's /etc/environment, Apptainer's /.singularity.d/env) and its entrypoint
+/// (Apptainer's runscript, which `berth run` runs as `apptainer run` does).
+#[derive(Debug, Default)]
+pub(crate) struct RootfsSettings {
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -505,18 +516,30 @@ pub fn prepare(
         );
     }
     let mut file = File::open(path).map_err(ImageError::io("cannot open", path))?;
-    let mut magic = [0u8; 4];
+    let mut magic = [0u8; 64];
     let n = file
         .read(&mut magic)
         .map_err(ImageError::io("cannot read", path))?;
-    if magic[..n] == *b"hsqs" {
+    let magic = &magic[..n];
+    // A squashfs file (enroot's), or a SIF file's squashfs partition (Apptainer's): unpacked
+    // to a tarball, with what it says of how it runs.
+    let squashfs = match (magic.starts_with(b"hsqs"), crate::sif::is_sif(magic)) {
+        (true, _) => Some(path.to_path_buf()),
+        (_, true) => {
+            let partition = staging.join("partition.sqfs");
+            crate::sif::extract(path, &partition)?;
+            Some(partition)
+        }
+        _ => None,
+    };
+    if let Some(image) = squashfs {
         let tar = staging.join("squashfs.tar");
-        crate::squash::unpack(path, &tar)?;
-        let env = crate::squash::environment(path)?;
-        return Ok(ImportSource::RootfsTar { tar, env });
+        crate::squash::unpack(&image, &tar)?;
+        let settings = crate::squash::settings(&image)?;
+        return Ok(ImportSource::RootfsTar { tar, settings });
     }
     let compressed =
-        magic[..n].starts_with(&[0x1f, 0x8b]) || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd];
+        magic.starts_with(&[0x1f, 0x8b]) || magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     let not_tar = |e: io::Error| {
         ImageError::archive(
             path,
@@ -534,7 +557,7 @@ pub fn prepare(
             Some(image) => ImportSource::Image(Box::new(image)),
             None => ImportSource::RootfsTar {
                 tar: path.to_path_buf(),
-                env: Vec::new(),
+                settings: RootfsSettings::default(),
             },
         });
     }
@@ -558,7 +581,7 @@ pub fn prepare(
             std::fs::remove_file(&copy).map_err(ImageError::io("cannot remove", &copy))?;
             ImportSource::RootfsTar {
                 tar: path.to_path_buf(),
-                env: Vec::new(),
+                settings: RootfsSettings::default(),
             }
         }
     })

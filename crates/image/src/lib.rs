@@ -16,6 +16,7 @@ mod error;
 mod flatten;
 mod reference;
 mod registry;
+mod sif;
 mod squash;
 mod store;
 mod tls;

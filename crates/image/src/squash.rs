@@ -142,20 +142,44 @@ pub fn unpack(image: &Path, tar: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// The variables of the squashfs image `image` as enroot keeps them, in its
-/// /etc/environment; none if it has no such file.
-pub fn environment(image: &Path) -> Result<Vec<String>, ImageError> {
-    let done = Command::new("rdsquashfs")
-        .args(["--cat", "/etc/environment"])
-        .arg(image)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| tool_error("rdsquashfs", e))?;
-    Ok(match done.status.success() {
-        true => environment_lines(&String::from_utf8_lossy(&done.stdout)),
-        false => Vec::new(),
-    })
+/// Where root filesystems keep their variables: enroot's file, then Apptainer's (those of
+/// the Docker image it was built from, then the definition file's `%environment`); a later
+/// value wins.
+const ENVIRONMENT_FILES: [&str; 3] = [
+    "/etc/environment",
+    "/.singularity.d/env/10-docker2singularity.sh",
+    "/.singularity.d/env/90-environment.sh",
+];
+
+/// Apptainer's runscript, what `apptainer run` runs.
+const RUNSCRIPT: &str = "/.singularity.d/runscript";
+
+/// What the squashfs image `image` says of how it runs: its variables, as enroot and
+/// Apptainer keep them, and Apptainer's runscript as its entrypoint.
+pub(crate) fn settings(image: &Path) -> Result<crate::archive::RootfsSettings, ImageError> {
+    let cat = |file: &str| -> Result<Option<String>, ImageError> {
+        let done = Command::new("rdsquashfs")
+            .args(["--cat", file])
+            .arg(image)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| tool_error("rdsquashfs", e))?;
+        Ok(done
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&done.stdout).into_owned()))
+    };
+    let mut env: Vec<String> = Vec::new();
+    for file in ENVIRONMENT_FILES {
+        for kv in environment_lines(&cat(file)?.unwrap_or_default()) {
+            let name = |v: &String| v.split('=').next().map(str::to_string);
+            env.retain(|old| name(old) != name(&kv));
+            env.push(kv);
+        }
+    }
+    let entrypoint = cat(RUNSCRIPT)?.map(|_| vec![RUNSCRIPT.to_string()]);
+    Ok(crate::archive::RootfsSettings { env, entrypoint })
 }
 
 /// `NAME=VALUE` lines (an /etc/environment: enroot's, or pam_env's simple form), the value

@@ -383,9 +383,9 @@ impl Store {
                     image.names,
                 )
             }
-            ImportSource::RootfsTar { tar, env } => {
+            ImportSource::RootfsTar { tar, settings } => {
                 let stats = self.squash_layers(&[Layer::file(tar)], &sqfs, &spool)?;
-                let config = rootfs_config(&stats.diff_ids, env);
+                let config = rootfs_config(&stats.diff_ids, settings);
                 (
                     config.clone(),
                     Digest::of(&config),
@@ -400,7 +400,7 @@ impl Store {
                     let dropped = archive::tar_directory(&dir, &mut hashing, None)?;
                     Ok((dropped, hashing.digest()))
                 })?;
-                let config = rootfs_config(&[diff_id], Vec::new());
+                let config = rootfs_config(&[diff_id], Default::default());
                 (config.clone(), Digest::of(&config), 1, dropped, Vec::new())
             }
         };
@@ -667,9 +667,9 @@ impl Store {
     }
 }
 
-/// The image config of a plain root filesystem: one layer, no settings but `env`, its
-/// variables.
-fn rootfs_config(diff_ids: &[Digest], env: Vec<String>) -> Vec<u8> {
+/// The image config of a plain root filesystem: one layer, no settings but what it says
+/// of itself (`settings`).
+fn rootfs_config(diff_ids: &[Digest], settings: archive::RootfsSettings) -> Vec<u8> {
     #[derive(Serialize)]
     struct Config<'a> {
         architecture: &'a str,
@@ -687,7 +687,8 @@ fn rootfs_config(diff_ids: &[Digest], env: Vec<String>) -> Vec<u8> {
         architecture: archive::host_arch(),
         os: "linux",
         config: ImageConfig {
-            env,
+            env: settings.env,
+            entrypoint: settings.entrypoint,
             ..ImageConfig::default()
         },
         rootfs: Rootfs {
