@@ -211,14 +211,7 @@ impl Cluster {
     /// /etc/marker saying `name`, /etc/secret, which only root may read, and /opt/shared,
     /// which every user may write to (with /opt/shared/old, the test user's).
     pub fn import_marked(&self, name: &str) {
-        let tree = self.f.path(name);
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&self.f.rootfs)
-            .arg(&tree)
-            .status()
-            .unwrap();
-        assert!(copied.success());
+        let tree = self.f.copy_rootfs(name);
         std::fs::write(tree.join("etc/marker"), format!("{name}\n")).unwrap();
         // A file only root may read, and a directory every user may write to, as images
         // make one for their users' tools.

@@ -88,29 +88,13 @@ fn bad_input_gets_one_clear_line_and_exit_125() {
 #[test]
 fn a_squashfs_file_imports_with_its_environment() {
     let Some(f) = Fixture::new() else { return };
-    let tree = f.path("enroot-tree");
-    assert!(std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success());
+    let tree = f.copy_rootfs("enroot-tree");
     std::fs::write(
         tree.join("etc/environment"),
         "PATH=/usr/local/bin:/usr/bin:/bin\nexport FOO=\"bar baz\"\n# a comment\n",
     )
     .unwrap();
-    let sqsh = f.path("app.sqsh");
-    let packed = std::process::Command::new("gensquashfs")
-        .arg("--pack-dir")
-        .arg(&tree)
-        .arg(&sqsh)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(packed.success());
-    std::fs::set_permissions(&sqsh, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let sqsh = f.squashfs_of(&tree, "app.sqsh");
     for mode in [Mode::Root, Mode::Rootless] {
         let out = f.berth(
             mode,
@@ -187,14 +171,7 @@ fn sif_of(squashfs: &[u8], fs_type: i32) -> Vec<u8> {
 #[test]
 fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
     let Some(f) = Fixture::new() else { return };
-    let tree = f.path("sif-tree");
-    assert!(std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success());
+    let tree = f.copy_rootfs("sif-tree");
     let env = tree.join(".singularity.d/env");
     std::fs::create_dir_all(&env).unwrap();
     std::fs::write(
@@ -214,16 +191,7 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let sqsh = f.path("sif.sqsh");
-    assert!(std::process::Command::new("gensquashfs")
-        .arg("--pack-dir")
-        .arg(&tree)
-        .arg(&sqsh)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success());
-    let squashfs = std::fs::read(&sqsh).unwrap();
+    let squashfs = std::fs::read(f.squashfs_of(&tree, "sif.sqsh")).unwrap();
     let write = |name: &str, bytes: Vec<u8>| {
         let path = f.path(name);
         std::fs::write(&path, bytes).unwrap();

@@ -200,6 +200,27 @@ impl Fixture {
         self.dir.path().join(name)
     }
 
+    /// The tree `tree` as a squashfs file, `name` in the fixture's directory (gensquashfs,
+    /// owners kept), readable by all.
+    pub fn squashfs_of(&self, tree: &Path, name: &str) -> PathBuf {
+        let out = self.path(name);
+        run(Command::new("gensquashfs")
+            .arg("--pack-dir")
+            .arg(tree)
+            .arg(&out)
+            .stdout(Stdio::null()));
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        out
+    }
+
+    /// A copy of the busybox root filesystem, `name` in the fixture's directory, to make
+    /// another image of.
+    pub fn copy_rootfs(&self, name: &str) -> PathBuf {
+        let tree = self.path(name);
+        run(Command::new("cp").arg("-a").arg(&self.rootfs).arg(&tree));
+        tree
+    }
+
     /// The working directory commands of `mode` start in (owned by who runs them).
     pub fn cwd(&self, mode: Mode) -> PathBuf {
         self.path(if mode == Mode::Root {

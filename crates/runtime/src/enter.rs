@@ -64,15 +64,8 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
     let needle = needle(cgroup_name);
     loop {
         let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
-        if let Some((pid, pidfd, root, pidns)) = ready_member(&members, &needle, own_mnt, None) {
-            return Ok(Container {
-                pid,
-                pidfd,
-                root,
-                pidns,
-                procs,
-                v1,
-            });
+        if let Some(member) = ready_member(&members, &needle, own_mnt, None) {
+            return Ok(Container::of(member, (procs, v1)));
         }
         if std::time::Instant::now() > deadline || !first.is_dir() {
             return Err(gone());
@@ -93,20 +86,11 @@ pub fn find_namespace(
         return Ok(None);
     };
     let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
-    let Some((pid, pidfd, root, pidns)) =
-        ready_member(&members, &needle(cgroup_name), own_namespace()?, Some(mnt))
+    let Some(member) = ready_member(&members, &needle(cgroup_name), own_namespace()?, Some(mnt))
     else {
         return Ok(None);
     };
-    let (procs, v1) = joining_files(&layout, dirs)?;
-    Ok(Some(Container {
-        pid,
-        pidfd,
-        root,
-        pidns,
-        procs,
-        v1,
-    }))
+    Ok(Some(Container::of(member, joining_files(&layout, dirs)?)))
 }
 
 /// The calling process's mount namespace.
@@ -118,10 +102,7 @@ pub fn own_namespace() -> Result<(u64, u64), RuntimeError> {
 /// they can be; and whether they are v1's. The step process moves itself in
 /// (single-threaded, through v1's `tasks` files: see Cgroup::tasks_files); on v2 by its
 /// pid, through cgroup.procs.
-fn joining_files(
-    layout: &Layout,
-    dirs: Vec<std::path::PathBuf>,
-) -> Result<(Vec<(std::fs::File, std::path::PathBuf)>, bool), RuntimeError> {
+fn joining_files(layout: &Layout, dirs: Vec<std::path::PathBuf>) -> Result<Joining, RuntimeError> {
     let v1 = matches!(layout, Layout::V1 { .. });
     let mut procs = Vec::with_capacity(dirs.len());
     for dir in dirs {
@@ -142,6 +123,10 @@ fn joining_files(
 
 /// How long [`find`] waits for a job's container to finish its setup.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The files through which a process joins a cgroup's directories, and whether they are
+/// v1's (see [`joining_files`]).
+type Joining = (Vec<(std::fs::File, std::path::PathBuf)>, bool);
 
 type Member = (
     libc::pid_t,
@@ -338,6 +323,18 @@ fn ready_member(
 }
 
 impl Container {
+    /// The container of `member`, joined through `joining` (see [`joining_files`]).
+    fn of((pid, pidfd, root, pidns): Member, (procs, v1): Joining) -> Container {
+        Container {
+            pid,
+            pidfd,
+            root,
+            pidns,
+            procs,
+            v1,
+        }
+    }
+
     /// Whether process `pid` is inside this container (shares its mount namespace).
     pub fn holds(&self, pid: libc::pid_t) -> bool {
         let theirs = namespace_of(&pid.to_string(), "mnt");
