@@ -268,12 +268,49 @@ fn lsf_commands_as_lsf_users_type_them() {
         "{}",
         hosts.stdout
     );
+    // LSF's columns: this machine's type and CPU model, 1.0 as its CPU factor.
     let lshosts = run(&c, &links, "lshosts", &[&node]);
-    assert!(
-        row(lshosts.ok(), &node).ends_with("Yes ()"),
+    let header: Vec<&str> = lshosts
+        .ok()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "HOST_NAME",
+            "type",
+            "model",
+            "cpuf",
+            "ncpus",
+            "maxmem",
+            "maxswp",
+            "server",
+            "RESOURCES"
+        ]
+    );
+    let line = row(&lshosts.stdout, &node);
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (fields[1], fields[3], fields[7], fields[8]),
+        ("X86_64", "1.0", "Yes", "()"),
         "{}",
         lshosts.stdout
     );
+    let model = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let vendor = model
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| {
+            l.trim_start_matches([' ', '\t', ':'])
+                .split(['(', ' '])
+                .next()
+        })
+        .unwrap()
+        .to_string();
+    assert!(fields[2].starts_with(&vendor), "{}", lshosts.stdout);
 
     // A script named as the command runs as it is; bsub says its #BSUB lines are not read.
     std::fs::write(c.f.cwd(Mode::Rootless).join("go"), "").unwrap();

@@ -37,6 +37,38 @@ pub struct Resources {
     /// What the administrator says it has (`--features`), for jobs' `--constraint`.
     #[serde(default)]
     pub features: Vec<String>,
+    /// What kind of machine it is.
+    #[serde(default)]
+    pub machine: Machine,
+}
+
+/// What kind of machine a node is (LSF's lshosts shows it): its architecture (uname's),
+/// its CPUs' model and its swap space.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub arch: String,
+    pub model: String,
+    pub swap: u64,
+}
+
+impl Machine {
+    pub fn discover() -> Machine {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines().find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                (key.trim() == name).then(|| value.trim().to_string())
+            })
+        };
+        Machine {
+            arch: std::env::consts::ARCH.to_string(),
+            model: field(&cpuinfo, "model name").unwrap_or_default(),
+            swap: field(&meminfo, "SwapTotal")
+                .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024),
+        }
+    }
 }
 
 impl Resources {
@@ -88,6 +120,7 @@ impl Resources {
             memory,
             gpus: gpus.into_iter().collect(),
             features: Vec::new(),
+            machine: Machine::discover(),
         }
     }
 }

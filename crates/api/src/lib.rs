@@ -255,6 +255,13 @@ pub struct NodeInfo {
     /// Why it is down or drained.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Its architecture (`x86_64`), CPU model and swap space, as its agent found them.
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub cpu_model: String,
+    #[serde(default)]
+    pub swap: u64,
 }
 
 /// `POST /v1/nodes/{name}/drain` (root): no new jobs on the node until it is resumed.

@@ -1114,33 +1114,102 @@ pub fn bhosts(mut words: Vec<String>) -> Result<i32> {
 /// lshosts: the hosts' static resources. berth does not know LSF's host type, model or CPU
 /// factor, so those columns are not shown.
 pub fn lshosts(mut words: Vec<String>) -> Result<i32> {
-    flag(&mut words, "-w");
+    let wide = flag(&mut words, "-w");
     no_other_options("lshosts", &words, "lshosts [-w] [HOST ...]")?;
     let nodes = nodes_named(&words)?;
+    let width = |w: usize| if wide { usize::MAX } else { w };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<18} {:>5} {:>8} {:>5} {:>6} RESOURCES",
-        "HOST_NAME", "ncpus", "maxmem", "ngpus", "server"
+        "{:<15} {:>10} {:>12} {:>5} {:>5} {:>6} {:>6} {:>6} RESOURCES",
+        "HOST_NAME", "type", "model", "cpuf", "ncpus", "maxmem", "maxswp", "server"
     )?;
     for n in &nodes {
+        // Numeric resources after the administrator's features, as LSF lists them.
+        let mut resources = n.features.clone();
+        if n.gpus > 0 {
+            resources.push(format!("ngpus={}", n.gpus));
+        }
         writeln!(
             out,
-            "{:<18} {:>5} {:>8} {:>5} {:>6} ({})",
-            n.name,
+            "{:<15} {:>10} {:>12} {:>5} {:>5} {:>6} {:>6} {:>6} ({})",
+            cut(&n.name, width(15)),
+            cut(&host_type(&n.arch), width(10)),
+            cut(&host_model(&n.cpu_model), width(12)),
+            "1.0",
             n.cpus,
-            crate::image::human_size(n.memory),
-            n.gpus,
+            lsf_size(n.memory),
+            match n.swap {
+                0 => "-".to_string(),
+                swap => lsf_size(swap),
+            },
             if n.state == "down" { "Dyn" } else { "Yes" },
-            n.features.join(" ")
+            resources.join(" ")
         )?;
     }
     Ok(0)
 }
 
+/// A size as lshosts writes it: `512M`, `7.7G` (binary units), one word.
+fn lsf_size(bytes: u64) -> String {
+    let mib = bytes / (1 << 20);
+    match mib < 1024 {
+        true => format!("{mib}M"),
+        false => {
+            let gib = format!("{:.1}", bytes as f64 / f64::from(1u32 << 30));
+            format!("{}G", gib.trim_end_matches(".0"))
+        }
+    }
+}
+
+/// A host's type as LSF names it, from its architecture (uname's machine).
+fn host_type(arch: &str) -> String {
+    match arch {
+        "" => "-".into(),
+        "x86_64" => "X86_64".into(),
+        "aarch64" => "ARM64".into(),
+        "powerpc64" => "LINUXPPC64".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+/// A host's model as one word, from its CPUs' model name (`Intel(R) Xeon(R) Platinum 8375C
+/// CPU @ 2.90GHz`: `Intel_Xeon_Platinum_8375C`); berth has no CPU factors (cpuf: 1.0).
+fn host_model(name: &str) -> String {
+    let words: Vec<String> = name
+        .split_whitespace()
+        .take_while(|w| *w != "@")
+        .map(|w| w.replace("(R)", "").replace("(TM)", "").replace("(tm)", ""))
+        .filter(|w| !w.is_empty() && !matches!(w.as_str(), "CPU" | "Processor"))
+        .collect();
+    match words.is_empty() {
+        true => "-".into(),
+        false => words.join("_"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_types_and_models_in_lsfs_words() {
+        assert_eq!(host_type("x86_64"), "X86_64");
+        assert_eq!(host_type("riscv64"), "RISCV64");
+        assert_eq!(host_type(""), "-");
+        assert_eq!(
+            host_model("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"),
+            "Intel_Xeon_Platinum_8375C"
+        );
+        assert_eq!(
+            host_model("AMD EPYC 7B13 64-Core Processor"),
+            "AMD_EPYC_7B13_64-Core"
+        );
+        assert_eq!(host_model(""), "-");
+        assert_eq!(lsf_size(512 << 20), "512M");
+        assert_eq!(lsf_size(4 << 30), "4G");
+        assert_eq!(lsf_size((7 << 30) + (700 << 20)), "7.7G");
+    }
 
     #[test]
     fn columns_are_cut_as_lsf_cuts_them() {

@@ -1175,25 +1175,29 @@ impl Controller {
         cluster
             .nodes
             .iter()
-            .map(|n| berth_api::NodeInfo {
-                name: n.name.clone(),
-                state: format!("{:?}", sched::node_state(n)).to_lowercase(),
-                partitions: cluster
-                    .partitions
-                    .iter()
-                    .filter(|p| p.nodes.contains(&n.name))
-                    .map(|p| p.name.clone())
-                    .collect(),
-                cpus: n.cpus,
-                cpus_allocated: n.allocations.iter().map(|a| a.cpus).sum(),
-                memory: n.memory,
-                memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
-                gpus: n.gpus,
-                features: n.features.clone(),
-                reason: self
-                    .nodes
-                    .get(&n.name)
-                    .and_then(|e| e.down.clone().or_else(|| e.drain.clone())),
+            .map(|n| {
+                let entry = self.nodes.get(&n.name);
+                let machine = entry.map(|e| e.res.machine.clone()).unwrap_or_default();
+                berth_api::NodeInfo {
+                    name: n.name.clone(),
+                    state: format!("{:?}", sched::node_state(n)).to_lowercase(),
+                    partitions: cluster
+                        .partitions
+                        .iter()
+                        .filter(|p| p.nodes.contains(&n.name))
+                        .map(|p| p.name.clone())
+                        .collect(),
+                    cpus: n.cpus,
+                    cpus_allocated: n.allocations.iter().map(|a| a.cpus).sum(),
+                    memory: n.memory,
+                    memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
+                    gpus: n.gpus,
+                    features: n.features.clone(),
+                    reason: entry.and_then(|e| e.down.clone().or_else(|| e.drain.clone())),
+                    arch: machine.arch,
+                    cpu_model: machine.model,
+                    swap: machine.swap,
+                }
             })
             .collect()
     }

@@ -27,6 +27,7 @@ pub struct LocalNode {
     pub gpus: Pool,
     /// What its administrator says it has, for jobs' `--constraint`.
     pub features: Vec<String>,
+    pub machine: berth_agent::node::Machine,
 }
 
 /// Ids of one kind of device (CPUs, GPUs): all the node has, and those no job holds.
@@ -95,6 +96,7 @@ impl LocalNode {
             cpus: Pool::new(slots),
             gpus: Pool::new(r.gpus),
             features: r.features,
+            machine: r.machine,
         }
     }
 
@@ -107,6 +109,7 @@ impl LocalNode {
             memory: self.memory,
             gpus: self.gpus.all.iter().copied().collect(),
             features: self.features.clone(),
+            machine: self.machine.clone(),
         }
     }
 
@@ -140,6 +143,7 @@ mod tests {
                 memory: 1 << 30,
                 gpus: vec![0, 1, 3],
                 features: vec!["a100".into()],
+                machine: Default::default(),
             },
             1,
         );
@@ -172,6 +176,7 @@ mod tests {
             memory: 1 << 30,
             gpus: Vec::new(),
             features: Vec::new(),
+            machine: Default::default(),
         };
         let mut shared = LocalNode::from(r.clone(), 3);
         assert_eq!(shared.cpus.count(), 6, "each core counts three times");
