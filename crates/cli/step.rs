@@ -155,7 +155,8 @@ struct PyxisArgs {
     /// Run the command through the image's ENTRYPOINT, in the step's own container
     #[arg(long)]
     container_entrypoint: bool,
-    /// Refused: berth runs tasks as their user, never as root
+    /// The tasks are root inside the step's own container and the user outside: they may
+    /// change the image's files (installing packages), nothing else
     #[arg(long)]
     container_remap_root: bool,
     /// Save the step's own container (its image and what the tasks changed in it) to this
@@ -185,7 +186,6 @@ impl PyxisArgs {
             ("--container-mount-home", self.container_mount_home),
             ("--no-container-mount-home", self.no_container_mount_home),
             ("--container-readonly", self.container_readonly),
-            ("--container-remap-root", self.container_remap_root),
         ] {
             if set {
                 flags.push(flag.to_string());
@@ -217,7 +217,8 @@ impl PyxisArgs {
         // the job's: the controller knows).
         let own_anyway = self.container_name.is_some()
             || self.container_save.is_some()
-            || self.container_entrypoint;
+            || self.container_entrypoint
+            || self.container_remap_root;
         let own = wanted
             .filter(|w| own_anyway || job_image.is_empty() || normal(w) != normal(&job_image));
         let mut all_binds = binds.to_vec();
@@ -237,14 +238,11 @@ impl PyxisArgs {
             ("--no-container-mount-home", self.no_container_mount_home),
             ("--container-save", self.container_save.is_some()),
             ("--container-entrypoint", self.container_entrypoint),
+            ("--container-remap-root", self.container_remap_root),
         ];
         let own_container = own.is_some() || self.container_name.is_some();
         if let Some((flags, _)) = own_only.iter().find(|(_, set)| *set && !own_container) {
             bail!("{flags}: for a step's own container (--container-image or --container-name); this step runs in job {id}'s container, as the job made it");
-        }
-        let refused = [("--container-remap-root", self.container_remap_root)];
-        if let Some((flag, _)) = refused.iter().find(|(_, set)| *set) {
-            bail!("{flag} is for a new allocation: this step runs in job {id}, as the job made it (give it to the job: #SBATCH {flag})");
         }
         Ok(OwnImage {
             image: own,
@@ -400,6 +398,7 @@ pub fn step(args: StepArgs) -> Result<i32> {
             None => None,
         },
         container_entrypoint: args.pyxis.container_entrypoint,
+        container_remap_root: args.pyxis.container_remap_root,
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),

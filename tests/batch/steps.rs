@@ -520,19 +520,57 @@ berth step --container-image=no-such-image true 2>&1 || echo "unknown image: $?"
         ],
     );
     assert_eq!(step.ok(), "/d\nfrom the host\n");
-    let refused = c.berth(
+    // Root inside a new allocation's own container (srun --container-remap-root).
+    let root = c.berth(
         Mode::Rootless,
         &[
             "step",
             "--container-image=busybox",
             "--container-remap-root",
-            "true",
+            "id",
+            "-u",
         ],
     );
-    assert!(
-        refused.stderr.contains("never as root"),
-        "{}",
-        refused.stderr
+    assert_eq!(root.ok(), "0\n");
+}
+
+/// `srun --container-remap-root` (pyxis's): the tasks are root in their own container and
+/// the user outside, so they change the image's files (root's, in it), which the user's
+/// tasks may not; what they make is the user's, and a later step of the named container
+/// runs it as the user.
+#[test]
+fn a_steps_tasks_may_be_root_inside_and_the_user_outside() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let body = r##"srun -n 1 --container-image=marked --container-remap-root sh -c 'id -u; echo changed >> /etc/marker; tail -1 /etc/marker; mkdir /usr && stat -c "made by %u" /usr'
+srun -n 1 --container-image=marked sh -c '(echo x >> /etc/marker) 2>/dev/null || echo "as the user: refused"'
+srun -n 1 --container-image=marked --container-name=dev --container-remap-root sh -c 'mkdir -p /usr/local/bin && printf "#!/bin/sh\necho tool runs as \$(id -un)\n" > /usr/local/bin/tool && chmod 755 /usr/local/bin/tool'
+srun -n 1 --container-name=dev sh -c 'tool; stat -c "owned by %u" /usr/local/bin/tool'"##;
+    let id = c.submit(Mode::Rootless, "remap.sh", &script("-n 1", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    // A kernel whose squashfs cannot be mounted idmapped (Debian 12's, in the VM) says so.
+    if out.contains("mount the image's file system (squashfs) idmapped") {
+        assert!(
+            out.contains("a remapped root needs a kernel that can"),
+            "{out}"
+        );
+        assert!(out.contains("as the user: refused"), "{out}");
+        return;
+    }
+    assert_eq!(job["state"], "COMPLETED", "{out}");
+    let uid = c.f.user.uid;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "0".to_string(),
+            "changed".into(),
+            "made by 0".into(),
+            "as the user: refused".into(),
+            format!("tool runs as {TEST_USER}"),
+            format!("owned by {uid}"),
+        ],
+        "{out}"
     );
 }
 

@@ -402,6 +402,10 @@ pub struct StepRequest {
     /// --container-entrypoint`, pyxis's), in the step's own container.
     #[serde(default)]
     pub container_entrypoint: bool,
+    /// The tasks are root inside their own container and the user outside (`srun
+    /// --container-remap-root`, pyxis's): they may change the image's files, nothing else.
+    #[serde(default)]
+    pub container_remap_root: bool,
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,
@@ -456,6 +460,7 @@ impl StepRequest {
             container_name: None,
             container_save: None,
             container_entrypoint: false,
+            container_remap_root: false,
             label: false,
             kill_on_bad_exit: true,
             cpu_bind: true,

@@ -2253,8 +2253,10 @@ impl Controller {
         let own_settings =
             !request.binds.is_empty() || request.no_home || !request.host_env.is_empty();
         // What makes a step's container its own even of the job's image.
-        let own_anyway =
-            own_settings || request.container_save.is_some() || request.container_entrypoint;
+        let own_anyway = own_settings
+            || request.container_save.is_some()
+            || request.container_entrypoint
+            || request.container_remap_root;
         let in_jobs = || -> Result<(), String> {
             match own_settings {
                 true => Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into()),
@@ -2322,6 +2324,7 @@ impl Controller {
         let needs_own = [
             ("--container-save", request.container_save.is_some()),
             ("--container-entrypoint", request.container_entrypoint),
+            ("--container-remap-root", request.container_remap_root),
         ];
         let image = match (&image, &job.image) {
             (None, Some(of)) if job.allocation && needs_own.iter().any(|(_, set)| *set) => {
@@ -2462,6 +2465,7 @@ impl Controller {
                 true => record.config.entrypoint.clone().unwrap_or_default(),
                 false => Vec::new(),
             },
+            remap_root: request.container_remap_root,
         })
     }
 

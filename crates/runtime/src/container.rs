@@ -239,9 +239,38 @@ pub(crate) fn build_root(
     // overlayfs only reads it, and the overlay's own mount flags govern what is seen); a
     // squashfs file is mounted on the stage first.
     let lower = match (&spec.rootfs, &image_dir) {
-        (Rootfs::Directory(_), Some(dir)) => fd_path(dir),
+        (Rootfs::Directory(_), Some(dir)) if !spec.remap_root => fd_path(dir),
         _ => format!("{STAGE}/lower"),
     };
+    if spec.remap_root {
+        // Root inside is the user outside: the image's tree idmapped on the stage (root's
+        // files the user's), and the layer's root the user's.
+        let id = &spec.identity;
+        let (Rootfs::Directory(_), Some(dir)) = (&spec.rootfs, &image_dir) else {
+            return Err(fail("remapping root")(std::io::Error::other(
+                "only an image's unpacked tree can be remapped",
+            )));
+        };
+        mkdir(&lower)?;
+        let at = sys::open(&lower, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(&lower))?;
+        let userns = sys::user_namespace(id.uid, id.gid)
+            .map_err(fail("making a user namespace for the remapped root"))?;
+        sys::idmapped_tree(dir.as_fd(), at.as_fd(), userns.as_fd()).map_err(|e| {
+            match e.raw_os_error() {
+                // The file system cannot be mounted idmapped (squashfs before recent kernels).
+                Some(libc::EINVAL) => Failure {
+                    code: 125,
+                    message: format!(
+                        "a remapped root needs a kernel that can mount the image's file system (squashfs) idmapped; this one ({}) cannot",
+                        sys::kernel_release()
+                    ),
+                },
+                _ => fail("mounting the image idmapped for the remapped root")(e),
+            }
+        })?;
+        std::os::unix::fs::chown(&upper, Some(id.uid), Some(id.gid))
+            .map_err(fail("giving the remapped root its layer"))?;
+    }
     match &spec.rootfs {
         Rootfs::Squashfs(path) => {
             mkdir(&lower)?;

@@ -385,6 +385,17 @@ pub struct Task<'a> {
     /// A pseudo-terminal's slave side: the task leads a new session with it as its
     /// controlling terminal, on stdin, stdout and stderr (`berth step --pty`).
     pub pty: Option<RawFd>,
+    /// Root inside, the user outside: the task enters this user namespace (see
+    /// [`remapped_root`]) and is its root, without capabilities, in a container built with
+    /// `remap_root`.
+    pub remap: Option<std::os::fd::BorrowedFd<'a>>,
+}
+
+/// The user namespace of a remapped root's tasks: root in it is `identity` outside.
+pub fn remapped_root(identity: &Identity) -> Result<std::os::fd::OwnedFd, RuntimeError> {
+    sys::user_namespace(identity.uid, identity.gid).map_err(RuntimeError::setup(
+        "making a user namespace for the remapped root",
+    ))
 }
 
 /// Forks one task in the container the calling process has [`join`]ed, as `identity`,
@@ -443,7 +454,14 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
         if !task.cpus.is_empty() {
             sys::set_affinity(task.cpus).map_err(io("binding to its CPUs"))?;
         }
-        container::become_user(identity, false, true)?;
+        match task.remap {
+            Some(userns) => {
+                sys::setns(&userns, libc::CLONE_NEWUSER)
+                    .map_err(io("entering its user namespace"))?;
+                container::become_user(&Identity::root(), false, true)?;
+            }
+            None => container::become_user(identity, false, true)?,
+        }
         sys::chdir(task.cwd).map_err(|e| Failure {
             code: 125,
             message: format!(

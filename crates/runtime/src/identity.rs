@@ -35,6 +35,19 @@ fn group_name(gid: u32) -> String {
 }
 
 impl Identity {
+    /// Root, as a process in a user namespace of its own is (a remapped root's task).
+    pub fn root() -> Identity {
+        Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            user: "root".into(),
+            group: "root".into(),
+            home: "/root".into(),
+            group_names: vec!["root".into()],
+        }
+    }
+
     /// Looks a user up by name or numeric uid. `with_groups` also fetches supplementary groups.
     pub fn lookup(user: &str, with_groups: bool) -> Result<Identity, RuntimeError> {
         let mut buf = vec![0u8; 16384];

@@ -251,6 +251,98 @@ const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 /// tree made detached (open_tree(2)), restricted before anything can see it, then attached
 /// (move_mount(2)). Neither end is looked up by path again.
 pub fn bind_tree(source: BorrowedFd, target: BorrowedFd, attrs: u64) -> io::Result<()> {
+    attach_copy(source, target, |tree| set_mount_attrs(tree, attrs))
+}
+
+/// Binds the mount `source` names (not those below it) onto `target` idmapped through the
+/// user namespace `userns`: its files' owners appear as that namespace maps them (with
+/// [`user_namespace`]'s, root's files as the user's).
+pub fn idmapped_tree(source: BorrowedFd, target: BorrowedFd, userns: BorrowedFd) -> io::Result<()> {
+    attach_copy(source, target, |tree| {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        let empty = c"";
+        // SAFETY: a valid mount_attr of the size passed, an empty NUL-terminated path with
+        // AT_EMPTY_PATH, on a detached mount we hold.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        check(r as libc::c_int).map(drop)
+    })
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// The running kernel's release (uname -r).
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct it is given; its release is NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        match libc::uname(&mut u) {
+            0 => CStr::from_ptr(u.release.as_ptr())
+                .to_string_lossy()
+                .into_owned(),
+            _ => "unknown".into(),
+        }
+    }
+}
+
+/// A user namespace in which root is `uid` and `gid` (one id each), as a descriptor: a
+/// child unshares it and waits while this process (root, single-threaded: it forks) writes
+/// its maps, then ends.
+pub fn user_namespace(uid: u32, gid: u32) -> io::Result<OwnedFd> {
+    let (ready_read, ready_write) = pipe()?;
+    let (done_read, done_write) = pipe()?;
+    // SAFETY: the caller is single-threaded; the child makes only system calls, then _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: unshare, write, read and _exit on descriptors the child holds.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            libc::write(ready_write.as_raw_fd(), [u8::from(ok)].as_ptr().cast(), 1);
+            libc::close(done_write.as_raw_fd());
+            let mut byte = 0u8;
+            libc::read(done_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    check(pid)?;
+    drop((ready_write, done_read));
+    let made = (|| {
+        let mut ok = [0u8];
+        io::Read::read_exact(&mut std::fs::File::from(ready_read), &mut ok)?;
+        if ok[0] != 1 {
+            return Err(io::Error::other(
+                "the child could not unshare a user namespace",
+            ));
+        }
+        std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1\n"))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1\n"))?;
+        open(format!("/proc/{pid}/ns/user"), libc::O_RDONLY)
+    })();
+    drop(done_write);
+    let _ = wait(pid);
+    made
+}
+
+/// Attaches a detached copy of the mount tree `source` names onto `target`, after
+/// `restrict` has set its attributes (so nothing sees it without them).
+fn attach_copy(
+    source: BorrowedFd,
+    target: BorrowedFd,
+    restrict: impl FnOnce(&OwnedFd) -> io::Result<()>,
+) -> io::Result<()> {
     let empty = c"";
     // SAFETY: open_tree on a descriptor with an empty NUL-terminated path and AT_EMPTY_PATH;
     // the result is a fresh descriptor we own.
@@ -267,7 +359,7 @@ pub fn bind_tree(source: BorrowedFd, target: BorrowedFd, attrs: u64) -> io::Resu
     })?;
     // SAFETY: as above.
     let tree = unsafe { OwnedFd::from_raw_fd(tree) };
-    set_mount_attrs(&tree, attrs)?;
+    restrict(&tree)?;
     // SAFETY: move_mount between two descriptors we hold, with empty NUL-terminated paths.
     let r = unsafe {
         libc::syscall(
@@ -638,9 +730,9 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 
 /// setns(2) into the namespaces `flags` names of the process behind `pidfd` (Linux 5.8), all
 /// at once.
-pub fn setns(pidfd: &OwnedFd, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: setns on a descriptor we own; the caller is single-threaded.
-    check(unsafe { libc::setns(pidfd.as_raw_fd(), flags) }).map(drop)
+pub fn setns(fd: &impl AsRawFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns on a descriptor we hold; the caller is single-threaded.
+    check(unsafe { libc::setns(fd.as_raw_fd(), flags) }).map(drop)
 }
 
 /// Makes the directory `dir` this process's root and working directory, as nsenter(1)

@@ -22,7 +22,7 @@ pub mod server;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// The environment variable that carries the [`StepLaunch`] to `berth internal step`
 /// (an environment only root can read: the step process is root's until its tasks fork).
@@ -122,6 +122,9 @@ pub struct StepImage {
     /// (`--container-entrypoint`); empty: the command alone.
     #[serde(default)]
     pub entrypoint: Vec<String>,
+    /// The tasks are root inside, the user outside (`--container-remap-root`).
+    #[serde(default)]
+    pub remap_root: bool,
 }
 
 impl StepLaunch {
@@ -556,7 +559,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         };
         let env = step_env(&launch, outside)?;
         container.enter()?;
-        return run_tasks(&launch, &id, &env);
+        return run_tasks(&launch, &id, &env, None);
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -585,7 +588,13 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         None => None,
     };
     // The node's mount of the image, held while the tasks run (and a save reads it).
-    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+    let (mut spec, mounted) = own_container(&launch, image, &id, env)?;
+    // Root inside, the user outside (`--container-remap-root`): the tasks' user namespace.
+    spec.remap_root = image.remap_root;
+    let remap = match image.remap_root {
+        true => Some(berth_runtime::enter::remapped_root(&id)?),
+        false => None,
+    };
     // A named container's hold, kept while the tasks run; its layer, or this step's own on
     // disk when it is to be saved.
     let mut slot = None;
@@ -593,6 +602,12 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         Some(named) => {
             let mut held = named::Slot::lock(&launch.job_dir, &named.name)?;
             match held.plan(named, &launch.cgroup, &launch.node)? {
+                named::Plan::Join(_) if image.remap_root => {
+                    return Err(StepError::Refused(format!(
+                        "container {} runs already, its tasks as they are: --container-remap-root starts one (wait for the running step, or join it without the flag)",
+                        named.name
+                    )))
+                }
                 named::Plan::Join(container) => {
                     if !image.binds.is_empty() || image.no_home {
                         eprintln!(
@@ -623,7 +638,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
             layer
         }
     };
-    let worst = run_tasks(&launch, &id, &spec.env)?;
+    let worst = run_tasks(&launch, &id, &spec.env, remap.as_ref().map(|r| r.as_fd()))?;
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path);
         if slot.is_none() {
@@ -641,6 +656,7 @@ fn run_tasks(
     launch: &StepLaunch,
     id: &berth_runtime::Identity,
     env: &[String],
+    remap: Option<std::os::fd::BorrowedFd>,
 ) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -681,6 +697,7 @@ fn run_tasks(
             stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()).or(stdout),
             stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()).or(stderr),
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
+            remap,
         };
         let pid = berth_runtime::enter::spawn(&task, id)?;
         if let Some(((out, _), (err, _))) = pipes {

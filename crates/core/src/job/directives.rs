@@ -906,7 +906,7 @@ fn apply_slurm(
         "container-remap-root" => {
             return Err(JobError::unsupported(
                 &found.text,
-                "berth runs a job as its user inside the image too, never as root",
+                "a job's own container runs as its user: a step's may be root inside (srun --container-image=IMAGE --container-remap-root)",
             ))
         }
         "container-save" => {

@@ -767,7 +767,7 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-mounts=data:/data", "absolute paths"),
         ("--container-workdir=work", "an absolute path in the image"),
         ("--container-env=A=1", "names of variables"),
-        ("--container-remap-root", "as its user"),
+        ("--container-remap-root", "a step's may be root inside"),
         ("--container-save=/x.sqsh", "save a step's, in the job"),
         (
             "--container-name=train:exec",
