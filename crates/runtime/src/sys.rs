@@ -221,11 +221,22 @@ struct MountAttr {
 /// bind remount it reaches submounts, and it only adds flags, so the flags a user namespace
 /// locks never need restating.
 pub fn set_mount_attrs(fd: &impl AsRawFd, attrs: u64) -> io::Result<()> {
+    mount_setattr(fd, libc::AT_RECURSIVE, attrs, None)
+}
+
+/// mount_setattr(2) on the mount `fd` names (`flags`: AT_RECURSIVE or none), adding `attrs`,
+/// with a user namespace for MOUNT_ATTR_IDMAP.
+fn mount_setattr(
+    fd: &impl AsRawFd,
+    flags: libc::c_int,
+    attrs: u64,
+    userns: Option<BorrowedFd>,
+) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     let empty = c"";
     // SAFETY: a valid mount_attr of the size passed, an empty NUL-terminated path with AT_EMPTY_PATH.
@@ -234,7 +245,7 @@ pub fn set_mount_attrs(fd: &impl AsRawFd, attrs: u64) -> io::Result<()> {
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            libc::AT_EMPTY_PATH | flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -259,26 +270,7 @@ pub fn bind_tree(source: BorrowedFd, target: BorrowedFd, attrs: u64) -> io::Resu
 /// [`user_namespace`]'s, root's files as the user's).
 pub fn idmapped_tree(source: BorrowedFd, target: BorrowedFd, userns: BorrowedFd) -> io::Result<()> {
     attach_copy(source, target, |tree| {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns.as_raw_fd() as u64,
-        };
-        let empty = c"";
-        // SAFETY: a valid mount_attr of the size passed, an empty NUL-terminated path with
-        // AT_EMPTY_PATH, on a detached mount we hold.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        check(r as libc::c_int).map(drop)
+        mount_setattr(tree, 0, MOUNT_ATTR_IDMAP, Some(userns))
     })
 }
 
