@@ -166,6 +166,78 @@ struct PyxisArgs {
 }
 
 impl PyxisArgs {
+    /// pyxis's variables for what the command line does not say (`PYXIS_CONTAINER_IMAGE`,
+    /// `_MOUNTS`, `_WORKDIR`, `_NAME`, `_SAVE`, `_ENV`, and the yes/no ones `_MOUNT_HOME`,
+    /// `_REMAP_ROOT`, `_ENTRYPOINT`, `_WRITABLE`, `_READONLY`), as pyxis reads them: a script
+    /// that exports PYXIS_CONTAINER_IMAGE runs every srun in that image. `var` looks one up.
+    fn defaults_from(mut self, var: impl Fn(&str) -> Option<String>) -> Result<PyxisArgs> {
+        let get = |name: &str| var(&format!("PYXIS_CONTAINER_{name}")).filter(|v| !v.is_empty());
+        let yes_no = |name: &str| -> Result<Option<bool>> {
+            get(name)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "y" => Ok(true),
+                    "0" | "false" | "no" | "n" => Ok(false),
+                    _ => bail!("PYXIS_CONTAINER_{name}={v}: expected yes or no (1, true, yes, y; 0, false, no, n)"),
+                })
+                .transpose()
+        };
+        for (field, name) in [
+            (&mut self.container_image, "IMAGE"),
+            (&mut self.container_workdir, "WORKDIR"),
+            (&mut self.container_name, "NAME"),
+            (&mut self.container_save, "SAVE"),
+            (&mut self.container_env, "ENV"),
+        ] {
+            if field.is_none() {
+                *field = get(name);
+            }
+        }
+        if self.container_mounts.is_empty() {
+            self.container_mounts.extend(get("MOUNTS"));
+        }
+        let pairs = [
+            (
+                "MOUNT_HOME",
+                [
+                    &mut self.container_mount_home,
+                    &mut self.no_container_mount_home,
+                ],
+            ),
+            (
+                "REMAP_ROOT",
+                [
+                    &mut self.container_remap_root,
+                    &mut self.no_container_remap_root,
+                ],
+            ),
+            (
+                "ENTRYPOINT",
+                [
+                    &mut self.container_entrypoint,
+                    &mut self.no_container_entrypoint,
+                ],
+            ),
+            (
+                "WRITABLE",
+                [&mut self.container_writable, &mut self.container_readonly],
+            ),
+        ];
+        for (name, [yes, no]) in pairs {
+            if !*yes && !*no {
+                match yes_no(name)? {
+                    Some(true) => *yes = true,
+                    Some(false) => *no = true,
+                    None => {}
+                }
+            }
+        }
+        // READONLY says the other way round what WRITABLE says.
+        if !self.container_writable && !self.container_readonly {
+            self.container_readonly = yes_no("READONLY")? == Some(true);
+        }
+        Ok(self)
+    }
+
     /// The options as sbatch's, for a new allocation (the controller reads them).
     fn allocation_flags(&self) -> Vec<String> {
         let mut flags: Vec<String> = [
@@ -313,7 +385,8 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
     flags
 }
 
-pub fn step(args: StepArgs) -> Result<i32> {
+pub fn step(mut args: StepArgs) -> Result<i32> {
+    args.pyxis = std::mem::take(&mut args.pyxis).defaults_from(|name| std::env::var(name).ok())?;
     let bind = args.cpu_bind.as_deref().map(|b| {
         let b = b
             .strip_prefix("verbose,")
@@ -858,6 +931,51 @@ mod tests {
         Cmd::try_parse_from(std::iter::once("step").chain(words.iter().copied()))
             .unwrap_or_else(|e| panic!("{words:?}: {e}"))
             .args
+    }
+
+    #[test]
+    fn pyxis_variables_fill_in_what_the_command_line_leaves_out() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let vars: &[(&str, &str)] = &[
+            ("PYXIS_CONTAINER_IMAGE", "nvcr.io#nvidia/pytorch:23.10-py3"),
+            ("PYXIS_CONTAINER_MOUNTS", "/data:/data:ro"),
+            ("PYXIS_CONTAINER_NAME", ""),
+            ("PYXIS_CONTAINER_REMAP_ROOT", "yes"),
+            ("PYXIS_CONTAINER_MOUNT_HOME", "0"),
+        ];
+        let a = parse(&["true"]).pyxis.defaults_from(env(vars)).unwrap();
+        assert_eq!(
+            a.container_image.as_deref(),
+            Some("nvcr.io#nvidia/pytorch:23.10-py3")
+        );
+        assert_eq!(a.container_mounts, ["/data:/data:ro"]);
+        assert_eq!(a.container_name, None, "empty: not set");
+        assert!(a.container_remap_root && a.no_container_mount_home);
+        // The command line wins.
+        let a = parse(&[
+            "--container-image=busybox",
+            "--no-container-remap-root",
+            "true",
+        ])
+        .pyxis
+        .defaults_from(env(vars))
+        .unwrap();
+        assert_eq!(a.container_image.as_deref(), Some("busybox"));
+        assert!(!a.container_remap_root);
+        let bad: &[(&str, &str)] = &[("PYXIS_CONTAINER_ENTRYPOINT", "maybe")];
+        let e = parse(&["true"]).pyxis.defaults_from(env(bad)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("PYXIS_CONTAINER_ENTRYPOINT=maybe: expected yes or no"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -589,7 +589,8 @@ fn a_step_runs_in_an_image_of_its_own_within_the_job() {
 srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID$" /proc/self/cgroup)"'
 srun -n 1 sh -c 'echo "again $(cat /tmp/in-job) $(cat /etc/marker 2>/dev/null || echo no-marker)"'
 PATH=/opt/x:$PATH srun -n 1 --container-image=marked --container-env=PATH --no-container-mount-home sh -c 'echo "env $PATH $(test -d $HOME && echo home || echo no-home)"'
-srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?""#,
+srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?"
+PYXIS_CONTAINER_IMAGE=marked srun -n 1 sh -c 'echo "pyxis variable $(cat /etc/marker)"'"#,
         data.display()
     );
     let id = c.submit(Mode::Rootless, "own.sh", &script("-n 2", &body), &[]);
@@ -616,6 +617,12 @@ srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || e
     );
     assert!(out.contains("/no/such"), "{out}");
     assert_eq!(lines_with(&out, "refused"), ["refused: 125"], "{out}");
+    // pyxis's variables for what srun's command line does not say.
+    assert_eq!(
+        lines_with(&out, "pyxis variable"),
+        ["pyxis variable marked"],
+        "{out}"
+    );
 }
 
 /// Named containers (`srun --container-name`, as pyxis has them): what one step leaves in
