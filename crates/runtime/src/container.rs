@@ -183,13 +183,12 @@ fn mkdir(path: &str) -> Result<(), Failure> {
     std::fs::create_dir(path).map_err(fail(format!("creating {path}")))
 }
 
-/// Builds the container's root filesystem and pivots into it. Its writable layer is a
-/// tmpfs, dropped with the container, or `layer`'s `upper` and `work` directories (a named
-/// container's, kept from one step to the next: see `enter::new`).
+/// Builds the container's root filesystem and pivots into it, with what `own` adds for a
+/// step's own container (see `enter::new`).
 pub(crate) fn build_root(
     spec: &ContainerSpec,
     image: &OwnedFd,
-    layer: Option<&std::path::Path>,
+    own: crate::enter::Own,
 ) -> Result<(), Failure> {
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
@@ -211,7 +210,8 @@ pub(crate) fn build_root(
         Rootfs::Squashfs(_) | Rootfs::Host => None,
     };
     // A kept layer, opened in this namespace (it may lie under /tmp, too).
-    let layer = layer
+    let layer = own
+        .layer
         .map(|path| {
             sys::open(path, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(format!(
                 "opening the container's layer {}",
@@ -239,12 +239,13 @@ pub(crate) fn build_root(
     // overlayfs only reads it, and the overlay's own mount flags govern what is seen); a
     // squashfs file is mounted on the stage first.
     let lower = match (&spec.rootfs, &image_dir) {
-        (Rootfs::Directory(_), Some(dir)) if !spec.remap_root => fd_path(dir),
+        (Rootfs::Directory(_), Some(dir)) if own.remap.is_none() => fd_path(dir),
         _ => format!("{STAGE}/lower"),
     };
-    if spec.remap_root {
-        // Root inside is the user outside: the image's tree idmapped on the stage (root's
-        // files the user's), and the layer's root the user's.
+    if let Some(userns) = own.remap {
+        // Root inside is the user outside: the image's tree idmapped on the stage through
+        // the tasks' user namespace (root's files the user's), and the layer's root the
+        // user's.
         let id = &spec.identity;
         let (Rootfs::Directory(_), Some(dir)) = (&spec.rootfs, &image_dir) else {
             return Err(fail("remapping root")(std::io::Error::other(
@@ -253,9 +254,7 @@ pub(crate) fn build_root(
         };
         mkdir(&lower)?;
         let at = sys::open(&lower, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(&lower))?;
-        let userns = sys::user_namespace(id.uid, id.gid)
-            .map_err(fail("making a user namespace for the remapped root"))?;
-        sys::idmapped_tree(dir.as_fd(), at.as_fd(), userns.as_fd()).map_err(|e| {
+        sys::idmapped_tree(dir.as_fd(), at.as_fd(), userns).map_err(|e| {
             match e.raw_os_error() {
                 // The file system cannot be mounted idmapped (squashfs before recent kernels).
                 Some(libc::EINVAL) => Failure {
@@ -653,7 +652,7 @@ pub(crate) fn child(
                 return Err(fail("creating a process group")(io::Error::last_os_error()));
             }
         }
-        build_root(spec, image, None)?;
+        build_root(spec, image, Default::default())?;
         if spec.pid_namespace {
             return Ok(init(spec, report_fd));
         }
@@ -672,7 +671,7 @@ pub(crate) fn child(
 /// already unshared the namespaces. Returns only the failure.
 pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
     (|| -> Result<Failure, Failure> {
-        build_root(spec, image, None)?;
+        build_root(spec, image, Default::default())?;
         drop_privileges(spec, false)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))

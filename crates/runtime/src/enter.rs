@@ -147,44 +147,47 @@ pub fn join_cgroup(cgroup_name: &str) -> Result<(), RuntimeError> {
             "no cgroup {CGROUP_PARENT}/{cgroup_name}: has the job ended?"
         )));
     }
-    let v1 = matches!(layout, Layout::V1 { .. });
-    for dir in dirs {
-        let joined = match v1 {
-            true => cgroup::tasks_file(&dir)?.write_all(b"0"),
-            false => std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
-                .and_then(|mut f| f.write_all(std::process::id().to_string().as_bytes())),
-        };
-        joined.map_err(RuntimeError::setup(format!(
-            "joining the cgroup {}",
-            dir.display()
-        )))?;
-    }
-    Ok(())
+    join(joining_files(&layout, dirs)?)
+}
+
+/// What a step's own container (see [`new`]) adds to how a container's root is built.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Own<'a> {
+    /// Its writable layer: this directory's `upper` and `work` (kept after it, for the next
+    /// container over them: a named container's, or one to save), rather than a tmpfs.
+    pub layer: Option<&'a std::path::Path>,
+    /// Root inside, the user outside (pyxis's `--container-remap-root`): the user
+    /// namespace of its tasks ([`remapped_root`], [`Task::remap`]), through which the
+    /// image's tree is mounted idmapped (what root owns in it, the user owns); the writable
+    /// layer's root is the user's. The tasks may change the image's files, and nothing
+    /// else the user could not.
+    pub remap: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// Gives the calling process a container of its own, `spec`'s: a new mount namespace whose
-/// root is built as a container's first process builds it, the process otherwise as it
-/// was (root, with its capabilities: a job step's process, which then starts its tasks as
-/// the user with [`spawn`], as it does in the job's own container). Its writable layer is
-/// `layer`'s `upper` and `work` directories if given (kept after it, for the next
-/// container over them: a named container's), else a tmpfs. Single-threaded callers only.
-pub fn new(
-    spec: &crate::ContainerSpec,
-    layer: Option<&std::path::Path>,
-) -> Result<(), RuntimeError> {
+/// root is built as a container's first process builds it, with what `own` adds, the
+/// process otherwise as it was (root, with its capabilities: a job step's process, which
+/// then starts its tasks as the user with [`spawn`], as it does in the job's own
+/// container). Single-threaded callers only.
+pub fn new(spec: &crate::ContainerSpec, own: Own) -> Result<(), RuntimeError> {
     let image = crate::launch::open_image(spec)?;
-    // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(RuntimeError::setup("creating a mount namespace (unshare)")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    crate::container::build_root(spec, &image, layer).map_err(|f| RuntimeError::Container {
+    unshare_mounts()?;
+    crate::container::build_root(spec, &image, own).map_err(|f| RuntimeError::Container {
         code: f.code,
         message: f.message,
     })
+}
+
+/// A mount namespace of the calling process's own, a copy of the one it was in.
+/// Single-threaded callers only.
+fn unshare_mounts() -> Result<(), RuntimeError> {
+    // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
+    match unsafe { libc::unshare(libc::CLONE_NEWNS) } {
+        0 => Ok(()),
+        _ => Err(RuntimeError::setup("creating a mount namespace (unshare)")(
+            std::io::Error::last_os_error(),
+        )),
+    }
 }
 
 /// The mount namespace a process started in (the host's), to come back to from a container
@@ -205,12 +208,7 @@ impl HostNamespace {
     pub fn back(&self) -> Result<(), RuntimeError> {
         sys::setns(&self.0, libc::CLONE_NEWNS)
             .map_err(RuntimeError::setup("entering the host's mount namespace"))?;
-        // SAFETY: unshare(2) of the mount namespace; the caller is single-threaded.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(RuntimeError::setup("creating a mount namespace (unshare)")(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        unshare_mounts()?;
         sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
             .map_err(RuntimeError::setup("making mounts private"))
     }
@@ -354,19 +352,25 @@ impl Container {
         sys::setns(&self.pidfd, flags)
             .map_err(RuntimeError::setup("entering the job's namespaces"))?;
         sys::chroot_to(&self.root).map_err(RuntimeError::setup("entering the job's root"))?;
-        let me = match self.v1 {
-            true => "0".to_string(),
-            false => std::process::id().to_string(),
-        };
-        for (mut file, dir) in self.procs {
-            file.write_all(me.as_bytes())
-                .map_err(RuntimeError::setup(format!(
-                    "joining the cgroup {}",
-                    dir.display()
-                )))?;
-        }
-        Ok(())
+        join((self.procs, self.v1))
     }
+}
+
+/// Moves the calling process into a cgroup through its `joining` files: v1's `tasks` take
+/// this thread ("0"), v2's cgroup.procs this process (its pid).
+fn join((procs, v1): Joining) -> Result<(), RuntimeError> {
+    let me = match v1 {
+        true => "0".to_string(),
+        false => std::process::id().to_string(),
+    };
+    for (mut file, dir) in procs {
+        file.write_all(me.as_bytes())
+            .map_err(RuntimeError::setup(format!(
+                "joining the cgroup {}",
+                dir.display()
+            )))?;
+    }
+    Ok(())
 }
 
 /// One task of a step, as [`spawn`] starts it.
@@ -387,7 +391,7 @@ pub struct Task<'a> {
     pub pty: Option<RawFd>,
     /// Root inside, the user outside: the task enters this user namespace (see
     /// [`remapped_root`]) and is its root, without capabilities, in a container built with
-    /// `remap_root`.
+    /// it ([`Own::remap`]).
     pub remap: Option<std::os::fd::BorrowedFd<'a>>,
 }
 

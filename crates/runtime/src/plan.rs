@@ -377,7 +377,6 @@ pub fn plan(
         limits: (options.limits != Limits::default()).then(|| options.limits.clone()),
         gpu,
         time_limit: options.time_limit,
-        remap_root: false,
         cgroup_name: options.cgroup_name.clone(),
     })
 }

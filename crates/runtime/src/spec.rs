@@ -56,12 +56,6 @@ pub struct ContainerSpec {
     pub limits: Option<Limits>,
     pub gpu: Option<GpuInjection>,
     pub time_limit: Option<TimeLimit>,
-    /// Root inside, the user outside (pyxis's `--container-remap-root`; a job step's own
-    /// container, built by root): the image's tree is mounted idmapped (what root owns in
-    /// it, the user owns), and so is the writable layer's root, so that the tasks, root in
-    /// a user namespace that maps root to the user ([`crate::enter::Task::remap`]), may
-    /// change the image's files, and nothing else the user could not.
-    pub remap_root: bool,
     /// The cgroup's name under `berth/` (default `<pid>-<n>`), so that others can find it.
     /// A named cgroup is a daemon's (a job's, `<runner>-job<id>`), which sweeps what dead
     /// runs left itself (the node agent's upkeep); a run with an unnamed one sweeps them at

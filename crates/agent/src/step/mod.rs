@@ -588,9 +588,9 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         None => None,
     };
     // The node's mount of the image, held while the tasks run (and a save reads it).
-    let (mut spec, mounted) = own_container(&launch, image, &id, env)?;
-    // Root inside, the user outside (`--container-remap-root`): the tasks' user namespace.
-    spec.remap_root = image.remap_root;
+    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+    // Root inside, the user outside (`--container-remap-root`): the tasks' user namespace,
+    // through which the container's image is idmapped too.
     let remap = match image.remap_root {
         true => Some(berth_runtime::enter::remapped_root(&id)?),
         false => None,
@@ -620,7 +620,11 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
                 }
                 named::Plan::Start => {
                     berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-                    berth_runtime::enter::new(&spec, Some(held.layer()))?;
+                    let own = berth_runtime::enter::Own {
+                        layer: Some(held.layer()),
+                        remap: remap.as_ref().map(|r| r.as_fd()),
+                    };
+                    berth_runtime::enter::new(&spec, own)?;
                     held.started()?;
                 }
             }
@@ -634,7 +638,11 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
                 None => None,
             };
             berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-            berth_runtime::enter::new(&spec, layer.as_deref())?;
+            let own = berth_runtime::enter::Own {
+                layer: layer.as_deref(),
+                remap: remap.as_ref().map(|r| r.as_fd()),
+            };
+            berth_runtime::enter::new(&spec, own)?;
             layer
         }
     };
