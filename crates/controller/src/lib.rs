@@ -570,17 +570,18 @@ impl Controller {
         .clone();
         self.placeable(&cluster, &partition, &request)?;
         let dependencies = self.dependency_targets(&request)?;
-        // The image's name, squashfs file and environment; `None`: the job runs on the host,
-        // which the administrator must have allowed.
-        // (and its entrypoint, if the script is to run through it).
-        let image: Option<(String, String, Vec<String>, Vec<String>)> = match &request.image {
+        // The image's name, squashfs file, environment and entrypoint (if the script is to
+        // run through it); no name: the job runs on the host, which the administrator must
+        // have allowed.
+        let (image, image_squashfs, image_env, image_entrypoint) = match &request.image {
             Some(r) => {
                 let record = self.images.resolve(&r.name).map_err(|e| ApiError::bad(format!("image {}: {e}", r.name)))?;
-                let entrypoint = match request.container_entrypoint {
-                    true => record.config.entrypoint.clone().unwrap_or_default(),
-                    false => Vec::new(),
-                };
-                Some((r.name.clone(), self.images.squashfs(&record).to_string_lossy().into_owned(), record.config.env.clone(), entrypoint))
+                (
+                    Some(r.name.clone()),
+                    Some(self.images.squashfs(&record).to_string_lossy().into_owned()),
+                    record.config.env.clone(),
+                    entrypoint(&record.config, request.container_entrypoint),
+                )
             }
             None if self.settings.host_jobs => {
                 // What only a container has, refused now rather than when the job starts.
@@ -594,7 +595,7 @@ impl Controller {
                         "{option} is for a job in an image: this one names none and would run on the host"
                     )));
                 }
-                None
+                (None, None, Vec::new(), Vec::new())
             }
             None => {
                 return Err(ApiError::bad(
@@ -608,7 +609,7 @@ impl Controller {
             .iter()
             .find(|p| p.name == partition)
         {
-            if let Some((name, ..)) = &image {
+            if let Some(name) = &image {
                 let full =
                     berth_image::Reference::parse(name).map_or(name.clone(), |r| r.to_string());
                 rules.allows_image(&full).map_err(ApiError::forbidden)?;
@@ -665,10 +666,10 @@ impl Controller {
                 workdir: workdir.clone(),
                 submit_env: req.env.clone(),
                 submit_host: req.host.clone(),
-                image: image.as_ref().map(|i| i.0.clone()),
-                image_squashfs: image.as_ref().map(|i| i.1.clone()),
-                image_env: image.as_ref().map(|i| i.2.clone()).unwrap_or_default(),
-                image_entrypoint: image.as_ref().map(|i| i.3.clone()).unwrap_or_default(),
+                image: image.clone(),
+                image_squashfs: image_squashfs.clone(),
+                image_env: image_env.clone(),
+                image_entrypoint: image_entrypoint.clone(),
                 state: State::Pending,
                 reason: Some(if request.hold {
                     "JobHeld".into()
@@ -1055,11 +1056,6 @@ impl Controller {
         Ok(())
     }
 
-    /// `berth suspend` / `resume`, first half: checks that the caller may and that the job is
-    /// running (suspended), and returns what to freeze (thaw) on which nodes. The calls to
-    /// the agents are made without the controller's lock ([`Freeze::apply`]); then
-    /// [`Controller::end_freeze`] records the new state. One suspend or resume of a job at
-    /// a time.
     /// Whether running job `id` is still starting on one of its nodes (its runner's pid
     /// is on its way): what acts on its runners waits for it.
     pub fn starting(&self, id: u64) -> bool {
@@ -1068,6 +1064,11 @@ impl Controller {
         })
     }
 
+    /// `berth suspend` / `resume`, first half: checks that the caller may and that the job is
+    /// running (suspended), and returns what to freeze (thaw) on which nodes. The calls to
+    /// the agents are made without the controller's lock ([`Freeze::apply`]); then
+    /// [`Controller::end_freeze`] records the new state. One suspend or resume of a job at
+    /// a time.
     pub fn begin_freeze(
         &mut self,
         caller: Caller,
@@ -2252,12 +2253,17 @@ impl Controller {
             .max(1);
         let own_settings =
             !request.binds.is_empty() || request.no_home || !request.host_env.is_empty();
+        // What only a container of the step's own does: an allocation's step (srun from
+        // outside a job, which the allocation's image would otherwise run) gets one of that
+        // image.
+        let needs_own = [
+            ("--container-save", request.container_save.is_some()),
+            ("--container-entrypoint", request.container_entrypoint),
+            ("--container-remap-root", request.container_remap_root),
+        ];
         // What makes a step's container its own even of the job's image.
-        let own_anyway = own_settings
-            || request.container_save.is_some()
-            || request.container_entrypoint
-            || request.container_remap_root;
-        let in_jobs = || -> Result<(), String> {
+        let own_anyway = own_settings || needs_own.iter().any(|(_, set)| *set);
+        let in_jobs_container = || -> Result<(), String> {
             match own_settings {
                 true => Err("binds, --container-env and --no-container-mount-home are for a step in an image of its own (--container-image): this one runs in the job's container, as the job made it".into()),
                 false => Ok(()),
@@ -2285,7 +2291,7 @@ impl Controller {
                 if let Some(why) = why {
                     return Err(format!("container {} is job {id}'s own, which {why}: drop the flag to run the step in it", n.name));
                 }
-                in_jobs()?;
+                in_jobs_container()?;
                 (None, None)
             }
             Some(n) => {
@@ -2313,19 +2319,11 @@ impl Controller {
                     (own.then_some(image), None)
                 }
                 None => {
-                    in_jobs()?;
+                    in_jobs_container()?;
                     (None, None)
                 }
             },
         };
-        // A save and an entrypoint need a container of the step's own: an allocation's step
-        // (srun from outside a job, which the allocation's image would otherwise run) gets
-        // one of that image.
-        let needs_own = [
-            ("--container-save", request.container_save.is_some()),
-            ("--container-entrypoint", request.container_entrypoint),
-            ("--container-remap-root", request.container_remap_root),
-        ];
         let image = match (&image, &job.image) {
             (None, Some(of)) if job.allocation && needs_own.iter().any(|(_, set)| *set) => {
                 Some(self.step_image(&job.partition, of, request)?)
@@ -2461,10 +2459,7 @@ impl Controller {
             no_home: request.no_home,
             host_env: request.host_env.clone(),
             bind_policy: self.settings.binds.clone(),
-            entrypoint: match request.container_entrypoint {
-                true => record.config.entrypoint.clone().unwrap_or_default(),
-                false => Vec::new(),
-            },
+            entrypoint: entrypoint(&record.config, request.container_entrypoint),
             remap_root: request.container_remap_root,
         })
     }
@@ -2671,6 +2666,16 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     async fn release(&self, id: u64, code: Option<i32>) {
         self.0.lock().await.release(id, code)
     }
+}
+
+/// An image's ENTRYPOINT when a job or step asks to run through it
+/// (`--container-entrypoint`), else none.
+fn entrypoint(config: &berth_image::ImageConfig, wanted: bool) -> Vec<String> {
+    config
+        .entrypoint
+        .clone()
+        .filter(|_| wanted)
+        .unwrap_or_default()
 }
 
 /// A script that holds a job's place (berth's own program, on the container's PATH, waits
