@@ -53,22 +53,30 @@ pub struct Machine {
 
 impl Machine {
     pub fn discover() -> Machine {
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let field = |text: &str, name: &str| {
-            text.lines().find_map(|l| {
-                let (key, value) = l.split_once(':')?;
-                (key.trim() == name).then(|| value.trim().to_string())
-            })
-        };
         Machine {
             arch: std::env::consts::ARCH.to_string(),
-            model: field(&cpuinfo, "model name").unwrap_or_default(),
-            swap: field(&meminfo, "SwapTotal")
-                .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024),
+            model: proc_field(&cpuinfo, "model name").unwrap_or_default(),
+            swap: meminfo("SwapTotal"),
         }
     }
+}
+
+/// The value of `name` in a /proc file of `name: value` lines (cpuinfo, meminfo).
+fn proc_field(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key.trim() == name).then(|| value.trim().to_string())
+    })
+}
+
+/// The size /proc/meminfo gives for `name` (`MemTotal`, `SwapTotal`), in bytes; 0 if it
+/// gives none.
+fn meminfo(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    proc_field(&text, name)
+        .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Resources {
@@ -88,16 +96,7 @@ impl Resources {
         if ids.is_empty() {
             ids.insert(0);
         }
-        let memory = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines().find_map(|l| {
-                    l.strip_prefix("MemTotal:")
-                        .map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-                })
-            })
-            .flatten()
-            .map_or(0, |kb| kb * 1024);
+        let memory = meminfo("MemTotal");
         let name = hostname();
         // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
         let gpus: BTreeSet<u32> = std::fs::read_dir("/dev").map_or_else(

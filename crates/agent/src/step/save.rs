@@ -8,6 +8,17 @@
 use super::StepError;
 use std::path::{Path, PathBuf};
 
+/// `f` run as `id` ([`berth_runtime::enter::as_user`]), its failure and the identity
+/// switch's as one message.
+fn as_user<T>(
+    id: &berth_runtime::Identity,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> Result<T, String> {
+    berth_runtime::enter::as_user(id, f)
+        .map_err(|e| e.to_string())
+        .and_then(|done| done.map_err(|e| e.to_string()))
+}
+
 /// A layer on disk for a step's unnamed container, only so that it can be saved
 /// (`containers/.step<ID>` in the job's directory; a container name never starts with '.');
 /// [`save`] removes it.
@@ -52,15 +63,13 @@ pub(super) fn save(
         std::process::id()
     ));
     // Made first as the user, for a plain answer when they may not write there.
-    let made = berth_runtime::enter::as_user(id, || {
+    as_user(id, || {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&partial)
-    })?;
-    if let Err(e) = made {
-        return Err(failed(format!("{} may not write there ({e})", id.user)));
-    }
+    })
+    .map_err(|e| failed(format!("{} may not write there ({e})", id.user)))?;
     let owner = berth_image::Owner {
         uid: id.uid,
         gid: id.gid,
@@ -68,44 +77,32 @@ pub(super) fn save(
     };
     let mut unreadable = Vec::new();
     let built = berth_image::build_squashfs(&partial, dir, Some(&owner), |out| {
-        let read = berth_runtime::enter::as_user(id, || {
+        as_user(id, || {
             Ok(berth_image::tar_directory(
                 Path::new("."),
                 out,
                 Some(&mut unreadable),
             ))
-        });
-        match read {
-            Ok(Ok(tarred)) => tarred,
-            Ok(Err(e)) => Err(berth_image::ImageError::ToolFailed {
+        })
+        .unwrap_or_else(|message| {
+            Err(berth_image::ImageError::ToolFailed {
                 tool: "berth",
-                message: e.to_string(),
-            }),
-            Err(e) => Err(berth_image::ImageError::ToolFailed {
-                tool: "berth",
-                message: e.to_string(),
-            }),
-        }
+                message,
+            })
+        })
     });
     let _ = std::env::set_current_dir("/");
     drop(files);
-    let renamed = match built {
-        Ok(_) => berth_runtime::enter::as_user(id, || std::fs::rename(&partial, path)),
-        Err(e) => {
-            let _ = berth_runtime::enter::as_user(id, || std::fs::remove_file(&partial));
-            return Err(failed(match e {
-                berth_image::ImageError::NoSpace(_) => {
-                    format!("no space left on the device of {}", dir.display())
-                }
-                e => e.to_string(),
-            }));
-        }
-    };
-    match renamed {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(failed(e.to_string())),
-        Err(e) => return Err(failed(e.to_string())),
+    if let Err(e) = built {
+        let _ = as_user(id, || std::fs::remove_file(&partial));
+        return Err(failed(match e {
+            berth_image::ImageError::NoSpace(_) => {
+                format!("no space left on the device of {}", dir.display())
+            }
+            e => e.to_string(),
+        }));
     }
+    as_user(id, || std::fs::rename(&partial, path)).map_err(failed)?;
     if !unreadable.is_empty() {
         let shown: Vec<String> = unreadable
             .iter()
