@@ -71,15 +71,19 @@ fn bad_input_gets_one_clear_line_and_exit_125() {
         ),
     ];
     for (args, message) in cases {
-        let out = f.berth(Mode::Root, args);
-        assert_eq!(out.code, 125, "{args:?}");
-        assert!(
-            out.stderr.starts_with("berth: ") && out.stderr.contains(message),
-            "{args:?}: {}",
-            out.stderr
-        );
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        refused_in_one_line(&f.berth(Mode::Root, args), message);
     }
+}
+
+/// A command that failed as docker's and podman's do (125), saying why in one line.
+fn refused_in_one_line(out: &Out, message: &str) {
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("berth: ") && out.stderr.contains(message),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
 
 /// enroot's and pyxis's images: a squashfs file imports as a root filesystem, with the
@@ -107,13 +111,7 @@ fn a_squashfs_file_imports_with_its_environment() {
         );
         assert_eq!(
             run.ok(),
-            format!(
-                "bar baz|/usr/local/bin:/usr/bin:/bin\n{}\n",
-                match mode {
-                    Mode::Root => "root",
-                    _ => TEST_USER,
-                }
-            )
+            format!("bar baz|/usr/local/bin:/usr/bin:/bin\n{}\n", mode.user())
         );
     }
     // Cut short: sqfs2tar's own reason, in one line.
@@ -121,13 +119,7 @@ fn a_squashfs_file_imports_with_its_environment() {
     let damaged = f.path("damaged.sqsh");
     std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
     let out = f.berth(Mode::Root, &["image", "import", damaged.to_str().unwrap()]);
-    assert_eq!(out.code, 125, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("not a squashfs file berth can read"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    refused_in_one_line(&out, "not a squashfs file berth can read");
     let ls = f.berth(Mode::Root, &["image", "ls"]);
     assert_eq!(ls.ok().lines().count(), 2, "only sq:1: {}", ls.stdout);
 }
@@ -207,12 +199,8 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
             "{}",
             out.stdout
         );
-        let user = match mode {
-            Mode::Root => "root",
-            _ => TEST_USER,
-        };
         let run = f.berth(mode, &["run", "sif:1", "a", "b"]);
-        assert_eq!(run.ok(), format!("run a b as {user}\n"));
+        assert_eq!(run.ok(), format!("run a b as {}\n", mode.user()));
         let exec = f.berth(
             mode,
             &["exec", "sif:1", "sh", "-c", "echo \"$GREETING|$PATH\""],
@@ -221,13 +209,7 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
     }
     let encrypted = write("secret.sif", sif_of(&squashfs, 5));
     let out = f.berth(Mode::Root, &["image", "import", &encrypted]);
-    assert_eq!(out.code, 125, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("its root filesystem is encrypted"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    refused_in_one_line(&out, "its root filesystem is encrypted");
 }
 
 #[test]

@@ -21,6 +21,16 @@ pub enum Mode {
 
 pub const ALL_MODES: [Mode; 3] = [Mode::Root, Mode::RootAsUser, Mode::Rootless];
 
+impl Mode {
+    /// Who a container's process is in this mode.
+    pub fn user(self) -> &'static str {
+        match self {
+            Mode::Root => "root",
+            Mode::RootAsUser | Mode::Rootless => TEST_USER,
+        }
+    }
+}
+
 pub struct Out {
     pub code: i32,
     pub stdout: String,

@@ -1313,16 +1313,12 @@ fn apply_lsf(
                     ));
                 }
                 let (hosts, level) = match word.rsplit_once('+') {
-                    Some((hosts, level)) => match level.parse::<u32>() {
-                        Ok(level) => (hosts, level),
-                        Err(_) => {
-                            return Err(JobError::invalid(
-                                "host preference",
-                                word,
-                                "HOST+N, N a whole number",
-                            ))
-                        }
-                    },
+                    Some((hosts, level)) => (
+                        hosts,
+                        level.parse::<u32>().map_err(|_| {
+                            JobError::invalid("host preference", word, "HOST+N, N a whole number")
+                        })?,
+                    ),
                     None => (word, 0),
                 };
                 for host in nodes(hosts)? {
