@@ -210,6 +210,13 @@ pub struct Share {
 }
 
 impl Job {
+    /// Whether its end was asked for while it runs: cancelled, requeued, or an allocation
+    /// its client gave back (`allocation_exit`): its runners are stopped, also one whose
+    /// pid comes only afterwards.
+    pub fn stop_asked(&self) -> bool {
+        self.cancel_requested || self.requeue_requested || self.allocation_exit.is_some()
+    }
+
     /// Its nodes, the batch host first.
     pub fn nodes(&self) -> impl Iterator<Item = &str> + '_ {
         self.shares.iter().map(|s| s.node.as_str())

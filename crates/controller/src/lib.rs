@@ -1629,8 +1629,8 @@ impl Controller {
         }
     }
 
-    /// Records the pid of job `id`'s runner on `node`; a cancel or requeue asked for
-    /// meanwhile reaches it now, and so does the end of a job that ended meanwhile (its
+    /// Records the pid of job `id`'s runner on `node`; a cancel, requeue or allocation's end
+    /// asked for meanwhile reaches it now, and so does the end of a job that ended meanwhile (its
     /// script ended before this node's container started, or another node failed).
     fn started(&mut self, id: u64, node: &str, runner: u32) {
         let link = self.nodes.get(node).map(|n| n.link.clone());
@@ -1650,7 +1650,7 @@ impl Controller {
         };
         share.runner = Some(runner);
         share.starting = false;
-        if job.cancel_requested || job.requeue_requested {
+        if job.stop_asked() {
             if let Some(link) = &link {
                 signal_one(link, id, runner, libc::SIGTERM, &key);
             }
@@ -1689,7 +1689,7 @@ impl Controller {
             return;
         }
         let batch_host = job.batch_node() == Some(node);
-        if !batch_host && (job.cancel_requested || job.requeue_requested) {
+        if !batch_host && job.stop_asked() {
             // Stopped with the job, which ends with its script (its runner stays recorded:
             // the node has not lost it, it ended).
             return;
