@@ -574,6 +574,72 @@ srun -n 1 --container-name=dev sh -c 'tool; stat -c "owned by %u" /usr/local/bin
     );
 }
 
+/// `#SBATCH --container-remap-root` (pyxis's, on sbatch): the script is root in the job's own
+/// container and the user outside, and so are the job's steps, which join it there: they
+/// change the image's files in the job's layer; what they make on the host is the user's.
+/// And a running named container started remapped is joined as it runs, root inside.
+#[test]
+fn a_jobs_own_container_may_be_root_inside_and_the_user_outside() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let body = r##"echo "script $(id -u) $(id -un)"
+echo changed >> /etc/marker && tail -1 /etc/marker
+srun -n 1 sh -c 'echo "step $(id -u) $(tail -1 /etc/marker)"'
+echo made > made-inside && stat -c "inside owned by %u" made-inside
+srun -n 1 --container-image=marked --container-name=run --container-remap-root sh -c 'touch /tmp/in-run started; while [ ! -e joined ]; do sleep 0.1; done' &
+while [ ! -e started ]; do sleep 0.1; done
+srun -n 1 --container-name=run --container-remap-root sh -c 'echo "joined $(id -u) $(ls /tmp/in-run)"; touch joined'
+wait"##;
+    let script = format!(
+        "#!/bin/sh
+#SBATCH -n 1 --container-image=marked --container-remap-root
+{body}
+"
+    );
+    let id = c.submit(Mode::Rootless, "remap-job.sh", &script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    // A kernel whose squashfs cannot be mounted idmapped (Debian 12's, in the VM) says so,
+    // and the job fails at its start.
+    let reason = job["reason"].as_str().unwrap_or_default();
+    if reason.contains("mount the image's file system (squashfs) idmapped") {
+        assert_eq!(job["state"], "FAILED", "{job}");
+        assert!(
+            reason.contains("a remapped root needs a kernel that can"),
+            "{job}"
+        );
+        assert_eq!(out, "", "{job}");
+        return;
+    }
+    assert_eq!(
+        job["state"], "COMPLETED",
+        "{job}
+{out}"
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "script 0 root",
+            "changed",
+            "step 0 changed",
+            "inside owned by 0",
+            "joined 0 /tmp/in-run",
+        ],
+        "{out}"
+    );
+    let made = c.f.cwd(Mode::Rootless).join("made-inside");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap()),
+        c.f.user.uid
+    );
+    // Its output file is the user's as always.
+    let file = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(file).unwrap()),
+        c.f.user.uid
+    );
+}
+
 /// A step in an image of its own (`srun --container-image`, as pyxis runs steps): its tasks
 /// in a container of that image, with the step's binds, in the job's cgroup and allocation;
 /// steps without one still run in the job's own container.

@@ -77,6 +77,9 @@ pub struct JobLaunch {
     /// Leave the user's home out of the container.
     #[serde(default)]
     pub no_home: bool,
+    /// Root inside the container, the user outside (pyxis's `--container-remap-root`).
+    #[serde(default)]
+    pub remap_root: bool,
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -441,6 +444,7 @@ fn start(
         // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (NodeAgent::upkeep);
         // the job id makes it easy to find, and the pid unique across controllers.
         cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
+        remap_root: launch.remap_root,
         ..Options::default()
     };
     let spec = berth_runtime::plan(

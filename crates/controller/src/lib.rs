@@ -589,6 +589,7 @@ impl Controller {
                     ("--bind", !request.binds.is_empty()),
                     ("--container-workdir", request.container_workdir.is_some()),
                     ("--container-entrypoint", request.container_entrypoint),
+                    ("--container-remap-root", request.container_remap_root),
                 ];
                 if let Some((option, _)) = container_only.iter().find(|(_, set)| *set) {
                     return Err(ApiError::bad(format!(
@@ -1460,6 +1461,7 @@ impl Controller {
                 bind_policy: self.settings.binds.clone(),
                 container_workdir: job.request.container_workdir.clone(),
                 no_home: job.request.no_home,
+                remap_root: job.request.container_remap_root,
                 cpuset: Some(
                     node::cores(&share.cpu_ids)
                         .iter()

@@ -557,6 +557,24 @@ fn drop_privileges(spec: &ContainerSpec, die_with_parent: bool) -> Result<(), Fa
     become_user(&spec.identity, spec.rootless, die_with_parent)
 }
 
+/// [`become_user`], or with `remap`, root in that user namespace (`id` outside: a remapped
+/// root, see `enter::Own::remap`), with no more privileges than `id` has.
+pub(crate) fn become_task(
+    id: &crate::Identity,
+    rootless: bool,
+    remap: Option<std::os::fd::BorrowedFd>,
+    die_with_parent: bool,
+) -> Result<(), Failure> {
+    match remap {
+        Some(userns) => {
+            sys::setns(&userns, libc::CLONE_NEWUSER)
+                .map_err(fail("entering the remapped root's user namespace"))?;
+            become_user(&Identity::root(), false, die_with_parent)
+        }
+        None => become_user(id, rootless, die_with_parent),
+    }
+}
+
 /// [`drop_privileges`] for a process that is not the container's first: a job step's task
 /// (crate::enter). `rootless`: already the user in a user namespace, no identity to switch.
 pub(crate) fn become_user(
@@ -617,6 +635,7 @@ pub(crate) fn child(
     mask: &libc::sigset_t,
     go: Option<OwnedFd>,
     report_fd: &OwnedFd,
+    remap: Option<std::os::fd::BorrowedFd>,
 ) -> ! {
     // The parent's forwarding handlers came along with the clone; here they would forward to
     // nobody and swallow the signal. Until exec, a signal does what it would do to the program:
@@ -652,11 +671,12 @@ pub(crate) fn child(
                 return Err(fail("creating a process group")(io::Error::last_os_error()));
             }
         }
-        build_root(spec, image, Default::default())?;
+        let own = crate::enter::Own { layer: None, remap };
+        build_root(spec, image, own)?;
         if spec.pid_namespace {
             return Ok(init(spec, report_fd));
         }
-        drop_privileges(spec, true)?;
+        become_task(&spec.identity, spec.rootless, remap, true)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))
     })()

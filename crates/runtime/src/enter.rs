@@ -29,6 +29,8 @@ pub struct Container {
     pidfd: std::os::fd::OwnedFd,
     root: std::os::fd::OwnedFd,
     pidns: (u64, u64),
+    /// Its processes' user namespace, where it is not the caller's: a remapped root's.
+    userns: Option<std::os::fd::OwnedFd>,
     /// The files to write to to join the cgroup: v1's `tasks` (this thread, "0"), or v2's
     /// cgroup.procs (this process, by pid).
     procs: Vec<(std::fs::File, std::path::PathBuf)>,
@@ -133,6 +135,7 @@ type Member = (
     std::os::fd::OwnedFd,
     std::os::fd::OwnedFd,
     (u64, u64),
+    Option<std::os::fd::OwnedFd>,
 );
 
 /// Moves the calling process into the cgroup `berth/<cgroup_name>`, another's (a job's), in
@@ -278,7 +281,8 @@ fn member(pid: &str, needle: &str) -> bool {
 /// The oldest such: the job's own container's first process (its script, or the holder),
 /// not a task of a step in a container of its own (see [`new`]), which is in the cgroup too.
 /// With `mnt`, the oldest member in that mount namespace instead (a named container's, whose
-/// builder completed it before anyone could look for it).
+/// builder completed it before anyone could look for it), or one of its tasks if they are
+/// root in a user namespace of their own (a remapped root's: its builder is not in it).
 fn ready_member(
     members: &str,
     needle: &str,
@@ -291,6 +295,8 @@ fn ready_member(
         .filter_map(|pid| Some((start_time(pid)?, pid)))
         .collect();
     pids.sort_unstable();
+    let own_userns = namespace_of("self", "user").ok();
+    let mut oldest = None;
     for (_, pid) in pids {
         let Ok(pidfd) = sys::pidfd_open(pid) else {
             continue;
@@ -303,6 +309,17 @@ fn ready_member(
         let (Ok(mnt), Ok(pidns)) = (namespace_of(&p, "mnt"), namespace_of(&p, "pid")) else {
             continue;
         };
+        // A remapped root's container: its processes' user namespace, for its tasks.
+        let userns = match namespace_of(&p, "user") {
+            Ok(theirs) if Some(theirs) != own_userns => {
+                match sys::open(format!("/proc/{p}/ns/user"), libc::O_RDONLY) {
+                    Ok(fd) => Some(fd),
+                    Err(_) => continue,
+                }
+            }
+            Ok(_) => None,
+            Err(_) => continue,
+        };
         let inside = member(&p, needle);
         let ready = match mnt_wanted {
             Some(wanted) => mnt == wanted,
@@ -314,20 +331,24 @@ fn ready_member(
         // Alive now means the pid was not reused since the pidfd was opened: what was read
         // through /proc/<pid> was about this process.
         if inside && ready && mnt != own_mnt && sys::pidfd_alive(&pidfd) {
-            return Some((pid, pidfd, root, pidns));
+            if mnt_wanted.is_none() || userns.is_some() {
+                return Some((pid, pidfd, root, pidns, userns));
+            }
+            oldest.get_or_insert((pid, pidfd, root, pidns, userns));
         }
     }
-    None
+    oldest
 }
 
 impl Container {
     /// The container of `member`, joined through `joining` (see [`joining_files`]).
-    fn of((pid, pidfd, root, pidns): Member, (procs, v1): Joining) -> Container {
+    fn of((pid, pidfd, root, pidns, userns): Member, (procs, v1): Joining) -> Container {
         Container {
             pid,
             pidfd,
             root,
             pidns,
+            userns,
             procs,
             v1,
         }
@@ -341,8 +362,9 @@ impl Container {
 
     /// Enters the container's mount namespace (and pid namespace, if it has its own), its
     /// root directory and its cgroup: everything the calling process forks afterwards is
-    /// inside.
-    pub fn enter(self) -> Result<(), RuntimeError> {
+    /// inside. Returns the user namespace its processes are root in, if it is a remapped
+    /// root's: its tasks enter it too ([`Task::remap`]), and are root there as they are.
+    pub fn enter(self) -> Result<Option<std::os::fd::OwnedFd>, RuntimeError> {
         let own_pid =
             namespace_of("self", "pid").map_err(RuntimeError::setup("reading /proc/self/ns"))?;
         let mut flags = libc::CLONE_NEWNS;
@@ -352,7 +374,14 @@ impl Container {
         sys::setns(&self.pidfd, flags)
             .map_err(RuntimeError::setup("entering the job's namespaces"))?;
         sys::chroot_to(&self.root).map_err(RuntimeError::setup("entering the job's root"))?;
-        join((self.procs, self.v1))
+        join((self.procs, self.v1))?;
+        Ok(self.userns)
+    }
+
+    /// Whether the container's processes are root in a user namespace of their own (a
+    /// remapped root's: see [`Own::remap`]).
+    pub fn remapped(&self) -> bool {
+        self.userns.is_some()
     }
 }
 
@@ -458,14 +487,7 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
         if !task.cpus.is_empty() {
             sys::set_affinity(task.cpus).map_err(io("binding to its CPUs"))?;
         }
-        match task.remap {
-            Some(userns) => {
-                sys::setns(&userns, libc::CLONE_NEWUSER)
-                    .map_err(io("entering its user namespace"))?;
-                container::become_user(&Identity::root(), false, true)?;
-            }
-            None => container::become_user(identity, false, true)?,
-        }
+        container::become_task(identity, false, task.remap, true)?;
         sys::chdir(task.cwd).map_err(|e| Failure {
             code: 125,
             message: format!(

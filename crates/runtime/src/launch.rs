@@ -147,7 +147,8 @@ pub fn run_then(
     ended: impl FnOnce(&Outcome),
 ) -> Result<Outcome, RuntimeError> {
     let image = open_image(spec)?;
-    if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() {
+    if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() && !spec.remap_root
+    {
         return Err(become_container(spec, &image));
     }
 
@@ -270,6 +271,13 @@ fn run_in(
         .transpose()?
         .unwrap_or_default();
     let v2_dir = cgroup.map(Cgroup::v2_dir).transpose()?.flatten();
+    // A remapped root's user namespace, made before the clone (its maps are written from
+    // outside it) and entered by the child once it has built the root through it.
+    let userns = match spec.remap_root {
+        true => Some(crate::enter::remapped_root(&spec.identity)?),
+        false => None,
+    };
+    let remap = userns.as_ref().map(|u| u.as_fd());
     let mut flags = libc::CLONE_NEWNS;
     if spec.rootless {
         flags |= libc::CLONE_NEWUSER;
@@ -295,7 +303,7 @@ fn run_in(
         // to this process, which waits meanwhile.
         let spawned = unsafe {
             sys::clone_vfork(flags, &mut || {
-                container::child(spec, image, &tasks, &mask, None, &report_write)
+                container::child(spec, image, &tasks, &mask, None, &report_write, remap)
             })
         };
         drop(tasks);
@@ -339,7 +347,15 @@ fn run_in(
     if pid == 0 {
         drop(go_write);
         drop(report_read);
-        container::child(spec, image, &tasks, &mask, Some(go_read), &report_write);
+        container::child(
+            spec,
+            image,
+            &tasks,
+            &mask,
+            Some(go_read),
+            &report_write,
+            remap,
+        );
     }
     // Moved by this process: on v2, where the kernel could not have it born inside.
     let move_in = v2_dir.is_some() && born_inside.is_none();

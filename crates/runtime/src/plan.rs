@@ -57,6 +57,8 @@ pub struct Options {
     pub path_append: Vec<String>,
     pub time_limit: Option<crate::TimeLimit>,
     pub cgroup_name: Option<String>,
+    /// Root inside, `user` outside (see [`ContainerSpec::remap_root`]).
+    pub remap_root: bool,
 }
 
 /// Directories never bound as the current directory: binding the host's over the image's
@@ -283,6 +285,11 @@ pub fn plan(
         (None, _) => Identity::current()?,
     };
     let rootless = !root;
+    if options.remap_root && (rootless || options.pid_namespace || rootfs == Rootfs::Host) {
+        return Err(RuntimeError::NotPermitted(
+            "a remapped root is made by root, for a container of an image without a pid namespace of its own".into(),
+        ));
+    }
     if let Rootfs::Squashfs(_) = rootfs {
         if rootless {
             return Err(RuntimeError::NotPermitted(
@@ -378,6 +385,7 @@ pub fn plan(
         gpu,
         time_limit: options.time_limit,
         cgroup_name: options.cgroup_name.clone(),
+        remap_root: options.remap_root,
     })
 }
 

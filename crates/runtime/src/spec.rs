@@ -61,6 +61,11 @@ pub struct ContainerSpec {
     /// runs left itself (the node agent's upkeep); a run with an unnamed one sweeps them at
     /// its start.
     pub cgroup_name: Option<String>,
+    /// Root inside, the user outside (pyxis's `--container-remap-root`, for a job's own
+    /// container): the program runs as root in a user namespace mapping root to `identity`,
+    /// over the image's tree mounted idmapped (see `enter::Own::remap`). Root only, and an
+    /// image's unpacked tree only.
+    pub remap_root: bool,
 }
 
 /// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as

@@ -558,8 +558,9 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
             None => launch.outside,
         };
         let env = step_env(&launch, outside)?;
-        container.enter()?;
-        return run_tasks(&launch, &id, &env, None);
+        // (A job started with --container-remap-root: its tasks are root there too.)
+        let remap = container.enter()?;
+        return run_tasks(&launch, &id, &env, remap.as_ref().map(|r| r.as_fd()));
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -591,7 +592,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     let (spec, mounted) = own_container(&launch, image, &id, env)?;
     // Root inside, the user outside (`--container-remap-root`): the tasks' user namespace,
     // through which the container's image is idmapped too.
-    let remap = match image.remap_root {
+    let mut remap = match image.remap_root {
         true => Some(berth_runtime::enter::remapped_root(&id)?),
         false => None,
     };
@@ -602,9 +603,9 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         Some(named) => {
             let mut held = named::Slot::lock(&launch.job_dir, &named.name)?;
             match held.plan(named, &launch.cgroup, &launch.node)? {
-                named::Plan::Join(_) if image.remap_root => {
+                named::Plan::Join(container) if image.remap_root && !container.remapped() => {
                     return Err(StepError::Refused(format!(
-                        "container {} runs already, its tasks as they are: --container-remap-root starts one (wait for the running step, or join it without the flag)",
+                        "container {} runs already, its tasks as its user: --container-remap-root starts one (wait for the running step, or join it without the flag)",
                         named.name
                     )))
                 }
@@ -615,7 +616,9 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
                             named.name
                         );
                     }
-                    container.enter()?;
+                    // Its tasks are as the container's are: root inside, if it was started
+                    // remapped.
+                    remap = container.enter()?;
                     held.joined();
                 }
                 named::Plan::Start => {

@@ -881,9 +881,10 @@ fn apply_slurm(
                 }
             }
         }
-        // What berth does: a job's root is writable (a layer of its own over the image), and
-        // it is its user inside.
-        "container-writable" | "no-container-remap-root" => {}
+        // What berth does: a job's root is writable (a layer of its own over the image).
+        "container-writable" => {}
+        "container-remap-root" => opts.container_remap_root = Some(true),
+        "no-container-remap-root" => opts.container_remap_root = Some(false),
         "container-entrypoint" => opts.container_entrypoint = Some(true),
         "no-container-entrypoint" => opts.container_entrypoint = Some(false),
         "container-readonly" => ignore(
@@ -903,12 +904,6 @@ fn apply_slurm(
             opts.container_name = Some(named)
         }
         "container-entrypoint-log" => ignore(opts, found, line, "berth runs no entrypoint"),
-        "container-remap-root" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "a job's own container runs as its user: a step's may be root inside (srun --container-image=IMAGE --container-remap-root)",
-            ))
-        }
         "container-save" => {
             return Err(JobError::unsupported(
                 v,

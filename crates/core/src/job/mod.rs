@@ -284,6 +284,8 @@ pub struct JobOptions {
     pub container_name: Option<ContainerName>,
     /// Run the script through the image's ENTRYPOINT (pyxis's --container-entrypoint).
     pub container_entrypoint: Option<bool>,
+    /// Root inside the job's container, the user outside (pyxis's --container-remap-root).
+    pub container_remap_root: Option<bool>,
     /// Leave the user's home out of the container (pyxis's --no-container-mount-home).
     pub no_home: Option<bool>,
     /// Variables whose submission values win over the image's, PATH included (pyxis's
@@ -348,6 +350,7 @@ impl JobOptions {
             container_workdir: c.container_workdir.or(d.container_workdir),
             container_name: c.container_name.or(d.container_name),
             container_entrypoint: c.container_entrypoint.or(d.container_entrypoint),
+            container_remap_root: c.container_remap_root.or(d.container_remap_root),
             no_home: c.no_home.or(d.no_home),
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
@@ -410,6 +413,11 @@ pub struct JobRequest {
     /// it (pyxis's --container-entrypoint), not by itself.
     #[serde(default)]
     pub container_entrypoint: bool,
+    /// The script and the job's steps are root inside its container, the user outside, in
+    /// a user namespace of their own (pyxis's --container-remap-root): they may change the
+    /// image's files in the job's layer, nothing the user could not.
+    #[serde(default)]
+    pub container_remap_root: bool,
     /// The user's home is not bound into the container.
     #[serde(default)]
     pub no_home: bool,
@@ -637,6 +645,7 @@ impl JobRequest {
             container_workdir: o.container_workdir,
             container_name: o.container_name,
             container_entrypoint: o.container_entrypoint.unwrap_or(false),
+            container_remap_root: o.container_remap_root.unwrap_or(false),
             no_home: o.no_home.unwrap_or(false),
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),

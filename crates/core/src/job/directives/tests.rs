@@ -748,6 +748,12 @@ fn pyxis_options_say_what_berth_options_say() {
     assert_eq!(ignored, ["--container-readonly"]);
     assert!(!r.container_entrypoint);
     assert!(request("#!/bin/sh\n#SBATCH --container-entrypoint\n").container_entrypoint);
+    assert!(!r.container_remap_root);
+    assert!(request("#!/bin/sh\n#SBATCH --container-remap-root\n").container_remap_root);
+    assert!(
+        !request("#!/bin/sh\n#SBATCH --container-remap-root\n#SBATCH --no-container-remap-root\n")
+            .container_remap_root
+    );
 
     assert_eq!(
         pyxis_image("docker://ubuntu:22.04").unwrap(),
@@ -767,7 +773,6 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-mounts=data:/data", "absolute paths"),
         ("--container-workdir=work", "an absolute path in the image"),
         ("--container-env=A=1", "names of variables"),
-        ("--container-remap-root", "a step's may be root inside"),
         ("--container-save=/x.sqsh", "save a step's, in the job"),
         (
             "--container-name=train:exec",
