@@ -1233,6 +1233,7 @@ fn jobs_on_pure_cgroup_v2() {
         "steps::a_step_runs_in_an_image_of_its_own_within_the_job",
         "steps::a_named_container_keeps_its_files_from_one_step_to_the_next",
         "steps::a_steps_container_is_saved_to_a_squashfs_file_its_user_owns",
+        "steps::a_jobs_own_container_is_saved_when_its_script_ends",
         "steps::a_steps_tasks_may_be_root_inside_and_the_user_outside",
         "steps::a_jobs_own_container_may_be_root_inside_and_the_user_outside",
         "jobs::a_running_jobs_usage_is_read_as_it_goes",

@@ -772,16 +772,7 @@ ls -a"#;
     let out = output(&c, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     let cwd = c.f.cwd(Mode::Rootless);
-    let cat = |file: &str, path: &str| {
-        let out = std::process::Command::new("rdsquashfs")
-            .args(["--cat", path])
-            .arg(cwd.join(file))
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let cat = |file: &str, path: &str| squashfs_cat(&cwd.join(file), path);
     assert_eq!(
         cat("saved.sqsh", "/opt/shared/tool").as_deref(),
         Some("made\n")
@@ -860,6 +851,69 @@ ls -a"#;
     assert_eq!(
         cat("outside.sqsh", "/opt/shared/tool").as_deref(),
         Some("outside\n")
+    );
+}
+
+/// The file `path` in the squashfs image `file`, if it holds one.
+fn squashfs_cat(file: &std::path::Path, path: &str) -> Option<String> {
+    let out = std::process::Command::new("rdsquashfs")
+        .args(["--cat", path])
+        .arg(file)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `#SBATCH --container-save` (pyxis's, on sbatch): once the script ends, the job's own
+/// container, its image with what the job changed, is saved as a squashfs file its user
+/// owns, before the job is seen to end; what the user may not read is left out, and said
+/// in the job's output; a file the user may not write ends the job FAILED, saying why.
+#[test]
+fn a_jobs_own_container_is_saved_when_its_script_ends() {
+    let Some(c) = Cluster::start() else { return };
+    c.import_marked("marked");
+    let script = "#!/bin/sh\n#SBATCH -n 1 --container-image=marked --container-save=job.sqsh\n\
+                  echo made > /opt/shared/tool && rm /opt/shared/old && exit 3\n";
+    let id = c.submit(Mode::Rootless, "save-job.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    // The script's own status, and the file there as soon as the job has ended.
+    assert_eq!(
+        (&job["state"], &job["exit_code"]),
+        (&"FAILED".into(), &3.into()),
+        "{job}\n{out}"
+    );
+    let saved = c.f.cwd(Mode::Rootless).join("job.sqsh");
+    assert_eq!(
+        squashfs_cat(&saved, "/opt/shared/tool").as_deref(),
+        Some("made\n")
+    );
+    assert_eq!(
+        squashfs_cat(&saved, "/etc/marker").as_deref(),
+        Some("marked\n")
+    );
+    assert_eq!(squashfs_cat(&saved, "/opt/shared/old"), None, "removed");
+    assert_eq!(squashfs_cat(&saved, "/etc/secret"), None, "left out");
+    assert!(
+        out.contains("berth: the container saved to")
+            && out.contains("leaves out 1 file(s) berthtest may not read: /etc/secret"),
+        "{out}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&saved).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (c.f.user.uid, c.f.user.gid));
+
+    let script =
+        "#!/bin/sh\n#SBATCH --container-image=marked --container-save=/root/no.sqsh\ntrue\n";
+    let id = c.submit(Mode::Rootless, "save-refused.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(
+        job["reason"].as_str().is_some_and(|r| r
+            .contains("cannot save the container to /root/no.sqsh: berthtest may not write there")),
+        "{job}"
     );
 }
 

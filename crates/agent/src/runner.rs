@@ -80,6 +80,10 @@ pub struct JobLaunch {
     /// Root inside the container, the user outside (pyxis's `--container-remap-root`).
     #[serde(default)]
     pub remap_root: bool,
+    /// Once the script ends, save its container to this squashfs file, as the user
+    /// (pyxis's `--container-save`), before the job's end is recorded.
+    #[serde(default)]
+    pub save: Option<PathBuf>,
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -364,6 +368,21 @@ fn start(
     };
     // `berth step` in the script: berth itself on PATH, and where the step socket is.
     let job_dir = launch.script.parent().unwrap_or(Path::new("/"));
+    // A container to save once the script ends: its writable layer on disk, in the job's
+    // directory, over the node's mount of its image.
+    let saving = match (&launch.save, &shared) {
+        (Some(path), Some(image)) => Some((
+            path,
+            image.path.clone(),
+            crate::step::save::unnamed_layer(job_dir, ".job").map_err(|e| (125, e.to_string()))?,
+        )),
+        (Some(_), None) => return Err((
+            125,
+            "--container-save: only a job in an image on a node agent's mount of it can be saved"
+                .into(),
+        )),
+        (None, _) => None,
+    };
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let (system_binds, path_append) = match (&launch.tools, &launch.image) {
         (Some(tools), Some(_)) => berth_inside(tools, job_dir, &mut env, |var| {
@@ -445,6 +464,7 @@ fn start(
         // the job id makes it easy to find, and the pid unique across controllers.
         cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
         remap_root: launch.remap_root,
+        layer: saving.as_ref().map(|(_, _, layer)| layer.clone()),
         ..Options::default()
     };
     let spec = berth_runtime::plan(
@@ -470,7 +490,28 @@ fn start(
     let mut text = spec.env.join("\0");
     text.push('\0');
     crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
-    let outcome = berth_runtime::run_then(&spec, ended).map_err(|e| (e.exit_code(), e.to_string()));
+    let outcome = match &saving {
+        None => berth_runtime::run_then(&spec, ended),
+        // Saved before the job's end is recorded: once it has ended, its file is there.
+        Some((path, image, layer)) => {
+            let outcome = berth_runtime::run(&spec).and_then(|outcome| {
+                berth_runtime::enter::HostNamespace::here()
+                    .map_err(crate::step::StepError::from)
+                    .and_then(|host| {
+                        let id = &spec.identity;
+                        crate::step::save::save(&host, layer, image, id, path, "berth")
+                    })
+                    .map(|()| outcome)
+                    .map_err(|e| berth_runtime::RuntimeError::Container {
+                        code: 125,
+                        message: e.to_string(),
+                    })
+            });
+            let _ = std::fs::remove_dir_all(layer);
+            outcome
+        }
+    }
+    .map_err(|e| (e.exit_code(), e.to_string()));
     drop(shared);
     outcome
 }

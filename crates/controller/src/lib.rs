@@ -590,6 +590,7 @@ impl Controller {
                     ("--container-workdir", request.container_workdir.is_some()),
                     ("--container-entrypoint", request.container_entrypoint),
                     ("--container-remap-root", request.container_remap_root),
+                    ("--container-save", request.container_save.is_some()),
                 ];
                 if let Some((option, _)) = container_only.iter().find(|(_, set)| *set) {
                     return Err(ApiError::bad(format!(
@@ -1462,6 +1463,13 @@ impl Controller {
                 container_workdir: job.request.container_workdir.clone(),
                 no_home: job.request.no_home,
                 remap_root: job.request.container_remap_root,
+                // The script's container, saved where it runs.
+                save: job
+                    .request
+                    .container_save
+                    .as_ref()
+                    .filter(|_| batch_host)
+                    .map(|p| Path::new(&job.workdir).join(p)),
                 cpuset: Some(
                     node::cores(&share.cpu_ids)
                         .iter()

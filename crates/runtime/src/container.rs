@@ -183,12 +183,12 @@ fn mkdir(path: &str) -> Result<(), Failure> {
     std::fs::create_dir(path).map_err(fail(format!("creating {path}")))
 }
 
-/// Builds the container's root filesystem and pivots into it, with what `own` adds for a
-/// step's own container (see `enter::new`).
+/// Builds the container's root filesystem and pivots into it; with `remap`, a remapped
+/// root's (see `enter::new`).
 pub(crate) fn build_root(
     spec: &ContainerSpec,
     image: &OwnedFd,
-    own: crate::enter::Own,
+    remap: Option<std::os::fd::BorrowedFd>,
 ) -> Result<(), Failure> {
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
@@ -210,8 +210,9 @@ pub(crate) fn build_root(
         Rootfs::Squashfs(_) | Rootfs::Host => None,
     };
     // A kept layer, opened in this namespace (it may lie under /tmp, too).
-    let layer = own
+    let layer = spec
         .layer
+        .as_deref()
         .map(|path| {
             sys::open(path, libc::O_PATH | libc::O_DIRECTORY).map_err(fail(format!(
                 "opening the container's layer {}",
@@ -239,10 +240,10 @@ pub(crate) fn build_root(
     // overlayfs only reads it, and the overlay's own mount flags govern what is seen); a
     // squashfs file is mounted on the stage first.
     let lower = match (&spec.rootfs, &image_dir) {
-        (Rootfs::Directory(_), Some(dir)) if own.remap.is_none() => fd_path(dir),
+        (Rootfs::Directory(_), Some(dir)) if remap.is_none() => fd_path(dir),
         _ => format!("{STAGE}/lower"),
     };
-    if let Some(userns) = own.remap {
+    if let Some(userns) = remap {
         // Root inside is the user outside: the image's tree idmapped on the stage through
         // the tasks' user namespace (root's files the user's), and the layer's root the
         // user's.
@@ -558,7 +559,7 @@ fn drop_privileges(spec: &ContainerSpec, die_with_parent: bool) -> Result<(), Fa
 }
 
 /// [`become_user`], or with `remap`, root in that user namespace (`id` outside: a remapped
-/// root, see `enter::Own::remap`), with no more privileges than `id` has.
+/// root, see `enter::new`), with no more privileges than `id` has.
 pub(crate) fn become_task(
     id: &crate::Identity,
     rootless: bool,
@@ -671,8 +672,7 @@ pub(crate) fn child(
                 return Err(fail("creating a process group")(io::Error::last_os_error()));
             }
         }
-        let own = crate::enter::Own { layer: None, remap };
-        build_root(spec, image, own)?;
+        build_root(spec, image, remap)?;
         if spec.pid_namespace {
             return Ok(init(spec, report_fd));
         }
@@ -691,7 +691,7 @@ pub(crate) fn child(
 /// already unshared the namespaces. Returns only the failure.
 pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
     (|| -> Result<Failure, Failure> {
-        build_root(spec, image, Default::default())?;
+        build_root(spec, image, None)?;
         drop_privileges(spec, false)?;
         enter_cwd(spec)?;
         Ok(exec(&argv(spec), &spec.env))

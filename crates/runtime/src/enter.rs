@@ -153,29 +153,22 @@ pub fn join_cgroup(cgroup_name: &str) -> Result<(), RuntimeError> {
     join(joining_files(&layout, dirs)?)
 }
 
-/// What a step's own container (see [`new`]) adds to how a container's root is built.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Own<'a> {
-    /// Its writable layer: this directory's `upper` and `work` (kept after it, for the next
-    /// container over them: a named container's, or one to save), rather than a tmpfs.
-    pub layer: Option<&'a std::path::Path>,
-    /// Root inside, the user outside (pyxis's `--container-remap-root`): the user
-    /// namespace of its tasks ([`remapped_root`], [`Task::remap`]), through which the
-    /// image's tree is mounted idmapped (what root owns in it, the user owns); the writable
-    /// layer's root is the user's. The tasks may change the image's files, and nothing
-    /// else the user could not.
-    pub remap: Option<std::os::fd::BorrowedFd<'a>>,
-}
-
 /// Gives the calling process a container of its own, `spec`'s: a new mount namespace whose
-/// root is built as a container's first process builds it, with what `own` adds, the
-/// process otherwise as it was (root, with its capabilities: a job step's process, which
-/// then starts its tasks as the user with [`spawn`], as it does in the job's own
-/// container). Single-threaded callers only.
-pub fn new(spec: &crate::ContainerSpec, own: Own) -> Result<(), RuntimeError> {
+/// root is built as a container's first process builds it, the process otherwise as it was
+/// (root, with its capabilities: a job step's process, which then starts its tasks as the
+/// user with [`spawn`], as it does in the job's own container). With `remap`, root inside
+/// is the user outside (pyxis's `--container-remap-root`): the user namespace of its tasks
+/// ([`remapped_root`], [`Task::remap`]), through which the image's tree is mounted
+/// idmapped (what root owns in it, the user owns); the writable layer's root is the
+/// user's. The tasks may change the image's files, and nothing else the user could not.
+/// Single-threaded callers only.
+pub fn new(
+    spec: &crate::ContainerSpec,
+    remap: Option<std::os::fd::BorrowedFd>,
+) -> Result<(), RuntimeError> {
     let image = crate::launch::open_image(spec)?;
     unshare_mounts()?;
-    crate::container::build_root(spec, &image, own).map_err(|f| RuntimeError::Container {
+    crate::container::build_root(spec, &image, remap).map_err(|f| RuntimeError::Container {
         code: f.code,
         message: f.message,
     })
@@ -379,7 +372,7 @@ impl Container {
     }
 
     /// Whether the container's processes are root in a user namespace of their own (a
-    /// remapped root's: see [`Own::remap`]).
+    /// remapped root's: see [`new`]).
     pub fn remapped(&self) -> bool {
         self.userns.is_some()
     }
@@ -420,7 +413,7 @@ pub struct Task<'a> {
     pub pty: Option<RawFd>,
     /// Root inside, the user outside: the task enters this user namespace (see
     /// [`remapped_root`]) and is its root, without capabilities, in a container built with
-    /// it ([`Own::remap`]).
+    /// it ([`new`]).
     pub remap: Option<std::os::fd::BorrowedFd<'a>>,
 }
 

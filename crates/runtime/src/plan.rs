@@ -59,6 +59,8 @@ pub struct Options {
     pub cgroup_name: Option<String>,
     /// Root inside, `user` outside (see [`ContainerSpec::remap_root`]).
     pub remap_root: bool,
+    /// See [`ContainerSpec::layer`].
+    pub layer: Option<PathBuf>,
 }
 
 /// Directories never bound as the current directory: binding the host's over the image's
@@ -386,6 +388,7 @@ pub fn plan(
         time_limit: options.time_limit,
         cgroup_name: options.cgroup_name.clone(),
         remap_root: options.remap_root,
+        layer: options.layer.clone(),
     })
 }
 

@@ -63,9 +63,13 @@ pub struct ContainerSpec {
     pub cgroup_name: Option<String>,
     /// Root inside, the user outside (pyxis's `--container-remap-root`, for a job's own
     /// container): the program runs as root in a user namespace mapping root to `identity`,
-    /// over the image's tree mounted idmapped (see `enter::Own::remap`). Root only, and an
-    /// image's unpacked tree only.
+    /// over the image's tree mounted idmapped (see `enter::new`). Root only, and an image's
+    /// unpacked tree only.
     pub remap_root: bool,
+    /// Its writable layer on disk: this directory's `upper` and `work` (kept after it: a
+    /// named container's, for the next container over them, or one to save), rather than
+    /// a tmpfs discarded with it.
+    pub layer: Option<PathBuf>,
 }
 
 /// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as

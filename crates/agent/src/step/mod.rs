@@ -17,7 +17,7 @@ mod named;
 pub mod pmi;
 mod pty;
 pub mod relay;
-mod save;
+pub(crate) mod save;
 pub mod server;
 pub mod wire;
 
@@ -589,7 +589,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         None => None,
     };
     // The node's mount of the image, held while the tasks run (and a save reads it).
-    let (spec, mounted) = own_container(&launch, image, &id, env)?;
+    let (mut spec, mounted) = own_container(&launch, image, &id, env)?;
     // Root inside, the user outside (`--container-remap-root`): the tasks' user namespace,
     // through which the container's image is idmapped too.
     let mut remap = match image.remap_root {
@@ -623,11 +623,8 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
                 }
                 named::Plan::Start => {
                     berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-                    let own = berth_runtime::enter::Own {
-                        layer: Some(held.layer()),
-                        remap: remap.as_ref().map(|r| r.as_fd()),
-                    };
-                    berth_runtime::enter::new(&spec, own)?;
+                    spec.layer = Some(held.layer().to_path_buf());
+                    berth_runtime::enter::new(&spec, remap.as_ref().map(|r| r.as_fd()))?;
                     held.started()?;
                 }
             }
@@ -637,21 +634,21 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         }
         None => {
             let layer = match launch.save {
-                Some(_) => Some(save::step_layer(&launch.job_dir, launch.step_id)?),
+                Some(_) => Some(save::unnamed_layer(
+                    &launch.job_dir,
+                    &format!(".step{}", launch.step_id),
+                )?),
                 None => None,
             };
             berth_runtime::enter::join_cgroup(&launch.cgroup)?;
-            let own = berth_runtime::enter::Own {
-                layer: layer.as_deref(),
-                remap: remap.as_ref().map(|r| r.as_fd()),
-            };
-            berth_runtime::enter::new(&spec, own)?;
+            spec.layer = layer.clone();
+            berth_runtime::enter::new(&spec, remap.as_ref().map(|r| r.as_fd()))?;
             layer
         }
     };
     let worst = run_tasks(&launch, &id, &spec.env, remap.as_ref().map(|r| r.as_fd()))?;
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
-        let saved = save::save(host, layer, &mounted.path, &id, path);
+        let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
             let _ = std::fs::remove_dir_all(layer);
         }

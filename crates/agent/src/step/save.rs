@@ -19,11 +19,11 @@ fn as_user<T>(
         .and_then(|done| done.map_err(|e| e.to_string()))
 }
 
-/// A layer on disk for a step's unnamed container, only so that it can be saved
-/// (`containers/.step<ID>` in the job's directory; a container name never starts with '.');
-/// [`save`] removes it.
-pub(super) fn step_layer(job_dir: &Path, step: u32) -> Result<PathBuf, StepError> {
-    let dir = super::named::containers(job_dir)?.join(format!(".step{step}"));
+/// A layer on disk for a container without a name, only so that it can be saved
+/// (`containers/<name>` in the job's directory: `.step<ID>` for a step's, `.job` for the
+/// job's own; a container's name never starts with '.'); [`save`]'s caller removes it.
+pub(crate) fn unnamed_layer(job_dir: &Path, name: &str) -> Result<PathBuf, StepError> {
+    let dir = super::named::containers(job_dir)?.join(name);
     std::fs::create_dir(&dir).map_err(super::io_err(format!("creating {}", dir.display())))?;
     super::named::make_layer(&dir)?;
     Ok(dir)
@@ -31,12 +31,14 @@ pub(super) fn step_layer(job_dir: &Path, step: u32) -> Result<PathBuf, StepError
 
 /// Saves the container whose layer is `layer` over the image tree `image` to `path`, as
 /// `id`, from `host`'s mount namespace (which this process enters, leaving the container's).
-pub(super) fn save(
+/// What is left out is said on stderr, after `tool`'s name.
+pub(crate) fn save(
     host: &berth_runtime::enter::HostNamespace,
     layer: &Path,
     image: &Path,
     id: &berth_runtime::Identity,
     path: &Path,
+    tool: &str,
 ) -> Result<(), StepError> {
     let failed = |why: String| {
         StepError::Save(format!(
@@ -110,7 +112,7 @@ pub(super) fn save(
             .map(|p| format!("/{}", p.display()))
             .collect();
         eprintln!(
-            "berth step: the container saved to {} leaves out {} file(s) {} may not read: {}{}",
+            "{tool}: the container saved to {} leaves out {} file(s) {} may not read: {}{}",
             path.display(),
             unreadable.len(),
             id.user,

@@ -905,10 +905,14 @@ fn apply_slurm(
         }
         "container-entrypoint-log" => ignore(opts, found, line, "berth runs no entrypoint"),
         "container-save" => {
-            return Err(JobError::unsupported(
-                v,
-                "a job's own container is not saved: save a step's, in the job (srun --container-image=IMAGE --container-save=PATH)",
-            ))
+            if v.ends_with('/') {
+                return Err(JobError::invalid(
+                    "--container-save",
+                    v,
+                    "the path of a file (a squashfs image to write), not a directory's",
+                ));
+            }
+            opts.container_save = Some(v.to_string())
         }
         other => {
             return Err(JobError::unsupported(

@@ -286,6 +286,8 @@ pub struct JobOptions {
     pub container_entrypoint: Option<bool>,
     /// Root inside the job's container, the user outside (pyxis's --container-remap-root).
     pub container_remap_root: Option<bool>,
+    /// Where to save the job's container once its script ends (pyxis's --container-save).
+    pub container_save: Option<String>,
     /// Leave the user's home out of the container (pyxis's --no-container-mount-home).
     pub no_home: Option<bool>,
     /// Variables whose submission values win over the image's, PATH included (pyxis's
@@ -351,6 +353,7 @@ impl JobOptions {
             container_name: c.container_name.or(d.container_name),
             container_entrypoint: c.container_entrypoint.or(d.container_entrypoint),
             container_remap_root: c.container_remap_root.or(d.container_remap_root),
+            container_save: c.container_save.or(d.container_save),
             no_home: c.no_home.or(d.no_home),
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
@@ -418,6 +421,11 @@ pub struct JobRequest {
     /// image's files in the job's layer, nothing the user could not.
     #[serde(default)]
     pub container_remap_root: bool,
+    /// Once the script ends, its container (the image with what the job changed in it) is
+    /// saved to this squashfs file, the user's, on the batch host (pyxis's
+    /// --container-save); relative to the working directory.
+    #[serde(default)]
+    pub container_save: Option<String>,
     /// The user's home is not bound into the container.
     #[serde(default)]
     pub no_home: bool,
@@ -646,6 +654,7 @@ impl JobRequest {
             container_name: o.container_name,
             container_entrypoint: o.container_entrypoint.unwrap_or(false),
             container_remap_root: o.container_remap_root.unwrap_or(false),
+            container_save: o.container_save,
             no_home: o.no_home.unwrap_or(false),
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),

@@ -749,6 +749,11 @@ fn pyxis_options_say_what_berth_options_say() {
     assert!(!r.container_entrypoint);
     assert!(request("#!/bin/sh\n#SBATCH --container-entrypoint\n").container_entrypoint);
     assert!(!r.container_remap_root);
+    assert_eq!(r.container_save, None);
+    assert_eq!(
+        request("#!/bin/sh\n#SBATCH --container-save=saved.sqsh\n").container_save,
+        Some("saved.sqsh".into())
+    );
     assert!(request("#!/bin/sh\n#SBATCH --container-remap-root\n").container_remap_root);
     assert!(
         !request("#!/bin/sh\n#SBATCH --container-remap-root\n#SBATCH --no-container-remap-root\n")
@@ -773,7 +778,7 @@ fn pyxis_options_say_what_berth_options_say() {
         ("--container-mounts=data:/data", "absolute paths"),
         ("--container-workdir=work", "an absolute path in the image"),
         ("--container-env=A=1", "names of variables"),
-        ("--container-save=/x.sqsh", "save a step's, in the job"),
+        ("--container-save=out/", "not a directory's"),
         (
             "--container-name=train:exec",
             "a job's own container is new",
