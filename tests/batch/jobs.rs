@@ -279,6 +279,29 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     assert_eq!(job["state"], "OUT_OF_MEMORY", "{job}");
 }
 
+/// A script that cannot start (its `#!` names an interpreter the image lacks) ends FAILED
+/// with 127, and says why in its output file, where its user looks, as in its reason.
+#[test]
+fn a_script_that_cannot_start_says_why_in_its_output_file() {
+    let Some(c) = Cluster::start() else { return };
+    let script = "#!/bin/bash\n#BERTH --image busybox\necho never\n";
+    let id = c.submit(Mode::Rootless, "bash.sh", script, &[]);
+    let job = c.wait_for(id, &["FAILED", "COMPLETED"]);
+    assert_eq!(
+        (&job["state"], &job["exit_code"]),
+        (&"FAILED".into(), &127.into()),
+        "{job}"
+    );
+    let why = "cannot execute /.berth/job/script: its interpreter /bin/bash is not in the image";
+    assert!(
+        job["reason"].as_str().is_some_and(|r| r.contains(why)),
+        "{job}"
+    );
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    assert!(out.starts_with(&format!("berth: {why}")), "{out}");
+}
+
 /// `--begin`: the job waits with reason BeginTime until then, and starts no earlier; the
 /// text form shows the time.
 #[test]

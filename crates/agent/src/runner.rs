@@ -296,11 +296,8 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     match (recorded, outcome) {
         (Some(recorded), Ok(_)) => recorded,
         // The job's end is recorded; what failed after it (removing its cgroup, which the
-        // node's upkeep sweeps) is berth's to log.
-        (Some(recorded), Err((_, message))) => {
-            eprintln!("berth: job {}: after its end: {message}", launch.job_id);
-            recorded
-        }
+        // node's upkeep sweeps) was said in its error file (see start).
+        (Some(recorded), Err(_)) => recorded,
         (None, Ok(outcome)) => record(of(&outcome)),
         (None, Err((code, message))) => record(JobResult {
             exit_code: code,
@@ -342,7 +339,17 @@ fn start(
         .and_then(|_| dup_onto(&stderr, 2))
         .map_err(|m| (125, m))?;
     drop((stdin, stdout, stderr));
+    // What keeps the script from running is said in its error file too, where its user
+    // looks first (as slurmstepd's errors are), besides the job's reason.
+    in_container(launch, id, ended).inspect_err(|(_, message)| eprintln!("berth: {message}"))
+}
 
+/// [`start`] once the job's files are its stdin, stdout and stderr.
+fn in_container(
+    launch: &JobLaunch,
+    id: berth_runtime::Identity,
+    ended: impl FnOnce(&berth_runtime::Outcome),
+) -> Result<berth_runtime::Outcome, (i32, String)> {
     if let (Some(sqfs), Some(source)) = (&launch.image, &launch.image_source) {
         if !sqfs.exists() {
             fetch_image(source, sqfs).map_err(|e| (125, e))?;

@@ -515,7 +515,10 @@ pub(crate) fn exec(argv: &[String], env: &[String]) -> Failure {
             Some(libc::ENOENT) | Some(libc::ENOTDIR)
                 if std::path::Path::new(candidate).symlink_metadata().is_ok() =>
             {
-                return Failure { code: 127, message: format!("cannot execute {candidate}: its interpreter or dynamic loader is missing from the image") };
+                return Failure {
+                    code: 127,
+                    message: format!("cannot execute {candidate}: {}", missing_loader(candidate)),
+                };
             }
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
             Some(libc::EACCES) | Some(libc::EPERM) => {
@@ -543,6 +546,29 @@ pub(crate) fn exec(argv: &[String], env: &[String]) -> Failure {
             message: format!("{cmd}: command not found in the image"),
         },
     }
+}
+
+/// Why a program that exists cannot be executed for want of a file (ENOENT from execve):
+/// its script's interpreter (`#!` line), named, or its ELF dynamic loader.
+fn missing_loader(program: &str) -> String {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    match interpreter(&head[..n]) {
+        Some(interp) => format!(
+            "its interpreter {interp} is not in the image (its first line, #!{interp}, names it)"
+        ),
+        None => "its dynamic loader (or an interpreter) is not in the image: a program built for another system?".into(),
+    }
+}
+
+/// The interpreter a `#!` line names, from a file's first bytes.
+fn interpreter(head: &[u8]) -> Option<String> {
+    let line = head.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }
 
 fn report(fd: &OwnedFd, failure: &Failure) {
@@ -741,5 +767,22 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
             // SAFETY: see above.
             unsafe { libc::_exit(125) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_scripts_interpreter_is_the_first_word_of_its_first_line() {
+        let of = |head: &[u8]| super::interpreter(head);
+        assert_eq!(of(b"#!/bin/bash\necho hi\n"), Some("/bin/bash".into()));
+        assert_eq!(
+            of(b"#! /usr/bin/env python3 -u\n"),
+            Some("/usr/bin/env".into())
+        );
+        assert_eq!(of(b"#!/bin/sh"), Some("/bin/sh".into()));
+        assert_eq!(of(b"\x7fELF\x02\x01\x01"), None);
+        assert_eq!(of(b"#!\n"), None);
+        assert_eq!(of(b""), None);
     }
 }
