@@ -804,7 +804,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     }
     let now = berth_controller::now();
     if let Some(format) = &args.format {
-        let columns = parse_format(format)?;
+        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQ")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
@@ -860,15 +860,15 @@ pub fn long_state(s: &str) -> String {
     long.map_or(upper, |(long, _)| long.to_string())
 }
 
-/// One column of `--format`: its letter, its width, and whether it is right-aligned (`%.N`);
-/// text between columns is kept as `Text`.
-enum Column {
+/// One column of a `--format` in Slurm's words (squeue's, sinfo's): its letter, its width,
+/// and whether it is right-aligned (`%.N`); text between columns is kept as `Text`.
+pub enum Column {
     Field(char, Option<usize>, bool),
     Text(String),
 }
 
-fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
-    const LETTERS: &str = "iAajuPTtMlLDCmRrNVSYQ";
+/// A `--format` whose fields are among `letters`.
+pub fn parse_format(format: &str, letters: &str) -> Result<Vec<Column>, anyhow::Error> {
     let mut columns = Vec::new();
     let mut chars = format.chars().peekable();
     let mut text = String::new();
@@ -887,12 +887,17 @@ fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
             digits.push(d);
         }
         match chars.next() {
-            Some(letter) if LETTERS.contains(letter) => {
+            Some(letter) if letters.contains(letter) => {
                 columns.push(Column::Field(letter, digits.parse().ok(), right))
             }
             other => bail!(
-                "--format {format:?}: unknown field %{}: berth knows %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N %V %S %Y %Q",
-                other.map_or(String::new(), String::from)
+                "--format {format:?}: unknown field %{}: berth knows {}",
+                other.map_or(String::new(), String::from),
+                letters
+                    .chars()
+                    .map(|l| format!("%{l}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         }
     }
@@ -902,7 +907,8 @@ fn parse_format(format: &str) -> Result<Vec<Column>, anyhow::Error> {
     Ok(columns)
 }
 
-fn render(columns: &[Column], value: impl Fn(char) -> String) -> String {
+/// One line of `columns`, each field's value given by `value`.
+pub fn render(columns: &[Column], value: impl Fn(char) -> String) -> String {
     let mut line = String::new();
     for c in columns {
         match c {

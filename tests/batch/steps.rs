@@ -1120,13 +1120,15 @@ berth step -n 1 -l -o x-%t.out true || echo label-refused"#;
 }
 
 /// Slurm's own commands inside a job, as existing scripts call them: srun, sbatch (--wrap
-/// too), squeue, sacct, scancel and what scripts ask of scontrol.
+/// too), squeue, sacct, scancel, sinfo and what scripts ask of scontrol.
 #[test]
 fn slurm_commands_work_inside_a_job() {
     let Some(c) = Cluster::start() else { return };
     let body = r#"srun -n 2 -l sh -c 'echo rank $SLURM_PROCID'
 scontrol show hostnames $SLURM_JOB_NODELIST
 scontrol show hostlist a1,a2,a3
+scontrol show node $SLURM_JOB_NODELIST | grep -o 'CPUAlloc=[0-9]*'
+sinfo -h -N -o '%N %D %C' -n $SLURM_JOB_NODELIST | cut -d/ -f1
 echo "state $(squeue -h -j $SLURM_JOB_ID -o %T) mine $(squeue --me -h -o %i)"
 wrapped=$(sbatch --parsable --wrap 'echo wrapped')
 echo "wrapped $wrapped"
@@ -1151,7 +1153,7 @@ scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/
     assert_eq!(
         rest,
         format!(
-            "{host}\na[1-3]\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n"
+            "{host}\na[1-3]\nCPUAlloc=2\n{host} 1 2\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n"
         )
     );
     let job = c.completed(wrapped);

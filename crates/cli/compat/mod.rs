@@ -15,6 +15,7 @@
 
 mod lsf;
 mod pbs;
+mod slurm;
 
 use anyhow::{bail, Context, Result};
 use berth_api::JobInfo;
@@ -67,13 +68,6 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => words(&["berth", "history"]),
         "sstat" => words(&["berth", "usage"]),
-        "sinfo" => match rest.iter().position(|a| a == "-N" || a == "--Node") {
-            Some(at) => {
-                rest.remove(at);
-                words(&["berth", "nodes"])
-            }
-            None => words(&["berth", "partitions"]),
-        },
         "scontrol" => {
             let word = |i: usize| {
                 rest.get(i)
@@ -86,8 +80,6 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 ("show", "hostnames" | "hostname") => ("hostnames", 2),
                 ("show", "hostlist") => ("hostlist", 2),
                 ("show", "job" | "jobs") => ("show", 2),
-                ("show", "node" | "nodes") => ("nodes", 2),
-                ("show", "partition" | "partitions") => ("partitions", 2),
                 ("hold" | "release" | "requeue" | "suspend" | "resume" | "update", _) => {
                     (first.as_str(), 1)
                 }
@@ -145,10 +137,8 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "qalter" => pbs::qalter(rest),
         "qsig" => pbs::qsig(rest),
         "pbsnodes" => pbs::pbsnodes(rest),
-        "scontrol" => bail!(
-            "scontrol {}: berth answers show job|hostnames|hostlist|nodes|partitions, hold, release, requeue, suspend, resume and update",
-            rest.join(" ")
-        ),
+        "sinfo" => slurm::sinfo(rest),
+        "scontrol" => slurm::scontrol(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS
@@ -440,8 +430,9 @@ mod tests {
             ("salloc -N 2 bash", "berth alloc -N 2 bash"),
             ("sstat -j 42 -P", "berth usage -j 42 -P"),
             ("berth as squeue --me", "berth queue --me"),
-            ("sinfo", "berth partitions"),
-            ("sinfo -N --json", "berth nodes --json"),
+            ("sinfo", "berth as sinfo"),
+            ("sinfo -N --json", "berth as sinfo -N --json"),
+            ("scontrol show node n1", "berth as scontrol show node n1"),
             ("scontrol show hostnames n[1-2]", "berth hostnames n[1-2]"),
             ("scontrol show job 4", "berth show 4"),
             (

@@ -1,0 +1,552 @@
+//! Slurm's commands about the cluster rather than jobs, in Slurm's own formats: sinfo (its
+//! options and `-o` fields) and `scontrol show node|partition`, whose `Key=Value` lines site
+//! scripts read (`scontrol show node $HOST | grep -o 'CPUTot=[0-9]*'`, `sinfo -h -o %c`).
+
+use super::{flag, no_other_options, nodes_named, value};
+use crate::batch::{parse_format, render};
+use anyhow::{bail, Result};
+use berth_api::{NodeInfo, PartitionInfo};
+use std::io::Write;
+
+const SINFO_USAGE: &str =
+    "sinfo [-N] [-l] [-s] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
+
+/// The fields `sinfo -o` knows.
+const FIELDS: &str = "PRaltTDNncCmeGfEFswdrhg";
+
+/// One line of sinfo: a partition and a set of its nodes (all of one state, or one node).
+struct Row<'a> {
+    partition: &'a PartitionInfo,
+    nodes: Vec<&'a NodeInfo>,
+}
+
+/// `sinfo`: a line per partition and node state (or with -N, per node and partition), in
+/// Slurm's default or long formats or the one `-o` gives.
+pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
+    let node_lines = flag(&mut words, "-N") | flag(&mut words, "--Node");
+    let long = flag(&mut words, "-l") | flag(&mut words, "--long");
+    let summarize = flag(&mut words, "-s") | flag(&mut words, "--summarize");
+    let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
+    let json = flag(&mut words, "--json");
+    // Ways to ask for what berth does anyway: every partition, each state apart.
+    for same in ["-a", "--all", "-e", "--exact"] {
+        flag(&mut words, same);
+    }
+    let format = option(&mut words, "-o", "--format")?;
+    let partitions = option(&mut words, "-p", "--partition")?;
+    let node_names = option(&mut words, "-n", "--nodes")?;
+    let states = option(&mut words, "-t", "--states")?;
+    no_other_options("sinfo", &words, SINFO_USAGE)?;
+    if let Some(extra) = words.first() {
+        bail!("sinfo takes no arguments ({extra}): name nodes with -n, partitions with -p\nusage: {SINFO_USAGE}");
+    }
+
+    let names = match &node_names {
+        Some(list) => berth_core::job::expand_hostlist(list)
+            .ok_or_else(|| anyhow::anyhow!("-n {list}: not a list of nodes (n1,n2 or n[1-2])"))?,
+        None => Vec::new(),
+    };
+    let mut nodes = nodes_named(&names)?;
+    let wanted_states: Vec<String> = states
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| long_state(&s.to_ascii_lowercase()).to_string())
+        .collect();
+    if let Some(unknown) = wanted_states
+        .iter()
+        .find(|s| !LONG_STATES.contains(&s.as_str()))
+    {
+        bail!("-t {unknown}: berth's node states are idle, mixed, allocated, down, drained and draining (or idle, mix, alloc, down, drain, drng)");
+    }
+    nodes.retain(|n| {
+        wanted_states.is_empty() || wanted_states.contains(&long_state_of(n).to_string())
+    });
+    let mut parts: Vec<PartitionInfo> =
+        crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+    if let Some(list) = &partitions {
+        let wanted: Vec<&str> = list.split(',').collect();
+        if let Some(unknown) = wanted.iter().find(|w| !parts.iter().any(|p| p.name == **w)) {
+            bail!("-p {unknown}: no such partition");
+        }
+        parts.retain(|p| wanted.contains(&p.name.as_str()));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        return match node_lines {
+            true => crate::batch::print_json(&mut out, &nodes),
+            false => crate::batch::print_json(&mut out, &parts),
+        };
+    }
+
+    let rows = rows(&parts, &nodes, node_lines, summarize);
+    let format = match format {
+        Some(f) => f,
+        None => default_format(&rows, node_lines, long, summarize),
+    };
+    let columns = parse_format(&format, FIELDS)?;
+    if !no_header {
+        writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
+    }
+    for row in &rows {
+        writeln!(out, "{}", render(&columns, |c| field(c, row)))?;
+    }
+    Ok(0)
+}
+
+/// `-o FORMAT`, `-oFORMAT`, `--format FORMAT` or `--format=FORMAT` taken out of `words`.
+fn option(words: &mut Vec<String>, short: &str, long: &str) -> Result<Option<String>> {
+    if let Some(v) = value(words, short)? {
+        return Ok(Some(v));
+    }
+    if let Some(v) = value(words, long)? {
+        return Ok(Some(v));
+    }
+    let eq = format!("{long}=");
+    let at = words
+        .iter()
+        .position(|w| w.starts_with(&eq) || (w.starts_with(short) && w.len() > short.len()));
+    Ok(at.map(|at| {
+        let w = words.remove(at);
+        w.strip_prefix(&eq).unwrap_or(&w[short.len()..]).to_string()
+    }))
+}
+
+/// Each partition's nodes, grouped by state (or one row each with -N, or all of them with
+/// -s), in the order the partitions and their nodes come.
+fn rows<'a>(
+    parts: &'a [PartitionInfo],
+    nodes: &'a [NodeInfo],
+    node_lines: bool,
+    summarize: bool,
+) -> Vec<Row<'a>> {
+    let mut rows: Vec<Row> = Vec::new();
+    for partition in parts {
+        let members = nodes.iter().filter(|n| partition.nodes.contains(&n.name));
+        if node_lines {
+            rows.extend(members.map(|n| Row {
+                partition,
+                nodes: vec![n],
+            }));
+            continue;
+        }
+        let start = rows.len();
+        for n in members {
+            match rows[start..]
+                .iter_mut()
+                .find(|r| summarize || long_state_of(r.nodes[0]) == long_state_of(n))
+            {
+                Some(row) => row.nodes.push(n),
+                None => rows.push(Row {
+                    partition,
+                    nodes: vec![n],
+                }),
+            }
+        }
+        if rows.len() == start {
+            // A partition without nodes still has its line, as in Slurm.
+            rows.push(Row {
+                partition,
+                nodes: Vec::new(),
+            });
+        }
+    }
+    rows
+}
+
+/// Slurm's default formats, the partition and node names as wide as the widest (its `%#P`).
+fn default_format(rows: &[Row], node_lines: bool, long: bool, summarize: bool) -> String {
+    let widest = |value: &dyn Fn(&Row) -> String, min: usize| {
+        rows.iter()
+            .map(|r| value(r).len())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let p = widest(&|r| field('P', r), "PARTITION".len());
+    let n = widest(&|r| field('N', r), "NODELIST".len());
+    match (node_lines, long, summarize) {
+        (true, false, _) => format!("%{n}N %.6D %{p}P %6t"),
+        (true, true, _) => format!("%{n}N %.6D %{p}P %.11T %.4c %.6m %.8d %.6w %.8f %20E"),
+        (false, _, true) => format!("%{p}P %.5a %.10l %.16F  %N"),
+        (false, false, false) => format!("%{p}P %.5a %.10l %.6D %.6t %N"),
+        (false, true, false) => format!("%{p}P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"),
+    }
+}
+
+fn header(letter: char) -> &'static str {
+    match letter {
+        'P' | 'R' => "PARTITION",
+        'a' => "AVAIL",
+        'l' => "TIMELIMIT",
+        't' | 'T' => "STATE",
+        'D' => "NODES",
+        'N' => "NODELIST",
+        'n' => "HOSTNAMES",
+        'c' => "CPUS",
+        'C' => "CPUS(A/I/O/T)",
+        'm' => "MEMORY",
+        'e' => "FREE_MEM",
+        'G' => "GRES",
+        'f' => "AVAIL_FEATURES",
+        'E' => "REASON",
+        'F' => "NODES(A/I/O/T)",
+        's' => "JOB_SIZE",
+        'w' => "WEIGHT",
+        'd' => "TMP_DISK",
+        'r' => "ROOT",
+        'h' => "OVERSUBS",
+        _ => "GROUPS",
+    }
+}
+
+/// The value of `-o` field `letter` for `row`. A field of its nodes that differs between
+/// them is shown as Slurm shows it, its least value with a `+`.
+fn field(letter: char, row: &Row) -> String {
+    let p = row.partition;
+    let nodes = &row.nodes;
+    let least = |value: &dyn Fn(&NodeInfo) -> u64| {
+        let values: Vec<u64> = nodes.iter().map(|n| value(n)).collect();
+        match (values.iter().min(), values.iter().max()) {
+            (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+            (Some(lo), Some(_)) => format!("{lo}+"),
+            _ => "0".into(),
+        }
+    };
+    let count = |state: &str| {
+        nodes
+            .iter()
+            .filter(|n| compact_state_of(n) == state)
+            .count()
+    };
+    let listed = |value: &dyn Fn(&NodeInfo) -> String, none: &str| {
+        let mut all: Vec<String> = nodes.iter().map(|n| value(n)).collect();
+        all.dedup();
+        match all.join(",") {
+            s if s.is_empty() => none.to_string(),
+            s => s,
+        }
+    };
+    match letter {
+        'P' if p.default => format!("{}*", p.name),
+        'P' | 'R' => p.name.clone(),
+        'a' => p.state.clone(),
+        'l' => p.max_time.map_or("infinite".into(), slurm_time),
+        't' => nodes.first().map_or("n/a", |n| compact_state_of(n)).into(),
+        'T' => nodes.first().map_or("n/a", |n| long_state_of(n)).into(),
+        'D' => nodes.len().to_string(),
+        'N' | 'n' => berth_core::job::hostlist(&nodes.iter().map(|n| &n.name).collect::<Vec<_>>()),
+        'c' => least(&|n| u64::from(n.cpus)),
+        'C' => {
+            let alloc: u64 = nodes.iter().map(|n| u64::from(n.cpus_allocated)).sum();
+            let total: u64 = nodes.iter().map(|n| u64::from(n.cpus)).sum();
+            let other: u64 = nodes
+                .iter()
+                .filter(|n| n.state == "down" || n.state == "drain")
+                .map(|n| u64::from(n.cpus.saturating_sub(n.cpus_allocated)))
+                .sum();
+            let idle = total.saturating_sub(alloc + other);
+            format!("{alloc}/{idle}/{other}/{total}")
+        }
+        'm' => least(&|n| n.memory >> 20),
+        'e' => least(&|n| n.memory.saturating_sub(n.memory_allocated) >> 20),
+        'G' => listed(
+            &|n| match n.gpus {
+                0 => String::new(),
+                g => format!("gpu:{g}"),
+            },
+            "(null)",
+        ),
+        'f' => listed(&|n| n.features.join(","), "(null)"),
+        'E' => listed(&|n| n.reason.clone().unwrap_or_default(), "none"),
+        'F' => format!(
+            "{}/{}/{}/{}",
+            count("alloc") + count("mix") + count("drng"),
+            count("idle"),
+            count("down") + count("drain"),
+            nodes.len()
+        ),
+        's' => "1-infinite".into(),
+        'w' => "1".into(),
+        'd' => "0".into(),
+        'r' => "no".into(),
+        'h' => "NO".into(),
+        'g' => "all".into(),
+        _ => String::new(),
+    }
+}
+
+/// A node's state as sinfo's %T prints it (and -t takes it).
+fn long_state_of(n: &NodeInfo) -> &'static str {
+    match (n.state.as_str(), n.cpus_allocated) {
+        ("idle", _) => "idle",
+        ("mixed", _) => "mixed",
+        ("allocated", _) => "allocated",
+        ("drain", 0) => "drained",
+        ("drain", _) => "draining",
+        _ => "down",
+    }
+}
+
+/// The same, as %t prints it.
+fn compact_state_of(n: &NodeInfo) -> &'static str {
+    match long_state_of(n) {
+        "mixed" => "mix",
+        "allocated" => "alloc",
+        "drained" => "drain",
+        "draining" => "drng",
+        other => other,
+    }
+}
+
+const LONG_STATES: [&str; 6] = ["idle", "mixed", "allocated", "down", "drained", "draining"];
+
+/// A state as -t takes it, in either form.
+fn long_state(s: &str) -> &str {
+    match s {
+        "mix" => "mixed",
+        "alloc" => "allocated",
+        "drain" => "drained",
+        "drng" => "draining",
+        other => other,
+    }
+}
+
+/// A time limit as sinfo prints one: `D-HH:MM:SS`, `H:MM:SS`, `M:SS`.
+fn slurm_time(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}:{s:02}"),
+        (0, _) => format!("{h}:{m:02}:{s:02}"),
+        _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
+    }
+}
+
+/// A time limit as scontrol prints one: `UNLIMITED`, `D-HH:MM:SS`, `HH:MM:SS`.
+fn scontrol_time(secs: Option<u64>) -> String {
+    match secs {
+        None => "UNLIMITED".into(),
+        Some(secs) if secs >= 86400 => slurm_time(secs),
+        Some(secs) => format!(
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        ),
+    }
+}
+
+/// `scontrol show node[s] [NAME]` and `scontrol show partition[s] [NAME]`, in scontrol's
+/// `Key=Value` form, a block each; the rest of scontrol that berth answers was translated
+/// into berth's own commands before.
+pub fn scontrol(words: Vec<String>) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["show", "node" | "nodes", names @ ..] => {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            for n in nodes_named(&names)? {
+                writeln!(out, "{}", node_block(&n))?;
+            }
+        }
+        ["show", "partition" | "partitions", names @ ..] => {
+            let parts: Vec<PartitionInfo> =
+                crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+            if let Some(unknown) = names.iter().find(|n| !parts.iter().any(|p| p.name == **n)) {
+                bail!("scontrol: partition {unknown} not found");
+            }
+            let nodes = nodes_named(&[])?;
+            for p in parts.iter().filter(|p| names.is_empty() || names.contains(&p.name.as_str())) {
+                writeln!(out, "{}", partition_block(p, &nodes))?;
+            }
+        }
+        _ => bail!(
+            "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume and update",
+            words.join(" ")
+        ),
+    }
+    Ok(0)
+}
+
+/// A node as `scontrol show node` shows it (what berth knows of it).
+fn node_block(n: &NodeInfo) -> String {
+    let null = |v: String| {
+        if v.is_empty() {
+            "(null)".to_string()
+        } else {
+            v
+        }
+    };
+    let features = null(n.features.join(","));
+    let state = match (n.state.as_str(), n.cpus_allocated) {
+        ("drain", 0) => "IDLE+DRAIN".to_string(),
+        ("drain", a) if a < n.cpus => "MIXED+DRAIN".into(),
+        ("drain", _) => "ALLOCATED+DRAIN".into(),
+        (s, _) => s.to_ascii_uppercase(),
+    };
+    let mut block = format!(
+        "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem=N/A\n   State={state}\n   Partitions={}\n",
+        n.name,
+        null(n.arch.clone()),
+        n.cpus_allocated,
+        n.cpus,
+        null(if n.gpus > 0 { format!("gpu:{}", n.gpus) } else { String::new() }),
+        n.name,
+        n.name,
+        n.memory >> 20,
+        n.memory_allocated >> 20,
+        null(n.partitions.join(",")),
+    );
+    if let Some(reason) = &n.reason {
+        block.push_str(&format!("   Reason={reason}\n"));
+    }
+    block
+}
+
+/// A partition as `scontrol show partition` shows it (what berth knows of it).
+fn partition_block(p: &PartitionInfo, nodes: &[NodeInfo]) -> String {
+    let cpus: u64 = nodes
+        .iter()
+        .filter(|n| p.nodes.contains(&n.name))
+        .map(|n| u64::from(n.cpus))
+        .sum();
+    format!(
+        "PartitionName={}\n   AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL\n   Default={}\n   MaxNodes=UNLIMITED MaxTime={} MinNodes=0\n   Nodes={}\n   PriorityTier={}\n   State={} TotalCPUs={cpus} TotalNodes={}\n",
+        p.name,
+        if p.default { "YES" } else { "NO" },
+        scontrol_time(p.max_time),
+        berth_core::job::hostlist(&p.nodes),
+        p.priority,
+        p.state.to_ascii_uppercase(),
+        p.nodes.len(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, state: &str, cpus: u32, allocated: u32) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            state: state.into(),
+            partitions: vec!["batch".into()],
+            cpus,
+            cpus_allocated: allocated,
+            memory: 4 << 30,
+            memory_allocated: 1 << 30,
+            gpus: 0,
+            features: Vec::new(),
+            reason: None,
+            arch: "x86_64".into(),
+            cpu_model: String::new(),
+            swap: 0,
+        }
+    }
+
+    fn partition(name: &str, nodes: &[&str]) -> PartitionInfo {
+        PartitionInfo {
+            name: name.into(),
+            default: name == "batch",
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            max_time: Some(3600),
+            state: "up".into(),
+            priority: 1,
+            max_jobs_per_user: None,
+        }
+    }
+
+    fn lines(
+        parts: &[PartitionInfo],
+        nodes: &[NodeInfo],
+        node_lines: bool,
+        format: &str,
+    ) -> Vec<String> {
+        let rows = rows(parts, nodes, node_lines, false);
+        let columns = parse_format(format, FIELDS).unwrap();
+        rows.iter()
+            .map(|r| render(&columns, |c| field(c, r)))
+            .collect()
+    }
+
+    #[test]
+    fn a_partitions_nodes_are_grouped_by_state_and_listed_as_a_hostlist() {
+        let nodes = [
+            node("n1", "idle", 4, 0),
+            node("n2", "allocated", 4, 4),
+            node("n3", "idle", 4, 0),
+            node("n4", "drain", 4, 2),
+        ];
+        let parts = [
+            partition("batch", &["n1", "n2", "n3", "n4"]),
+            partition("empty", &[]),
+        ];
+        assert_eq!(
+            lines(&parts, &nodes, false, "%P %a %l %D %t %N"),
+            [
+                "batch* up 1:00:00 2 idle n[1,3]",
+                "batch* up 1:00:00 1 alloc n2",
+                "batch* up 1:00:00 1 drng n4",
+                "empty up 1:00:00 0 n/a ",
+            ]
+        );
+        assert_eq!(
+            lines(&parts[..1], &nodes, true, "%N %c %C %m %e %T"),
+            [
+                "n1 4 0/4/0/4 4096 3072 idle",
+                "n2 4 4/0/0/4 4096 3072 allocated",
+                "n3 4 0/4/0/4 4096 3072 idle",
+                "n4 4 2/0/2/4 4096 3072 draining",
+            ]
+        );
+        let all = rows(&parts[..1], &nodes, false, true);
+        assert_eq!(field('F', &all[0]), "2/2/0/4");
+    }
+
+    #[test]
+    fn time_limits_read_as_slurm_prints_them() {
+        assert_eq!(slurm_time(90), "1:30");
+        assert_eq!(slurm_time(3600), "1:00:00");
+        assert_eq!(slurm_time(86400 + 61), "1-00:01:01");
+        assert_eq!(scontrol_time(Some(1800)), "00:30:00");
+        assert_eq!(scontrol_time(Some(2 * 86400)), "2-00:00:00");
+        assert_eq!(scontrol_time(None), "UNLIMITED");
+    }
+
+    #[test]
+    fn scontrol_shows_a_node_and_a_partition_as_key_value_blocks() {
+        let n = NodeInfo {
+            reason: Some("maintenance".into()),
+            gpus: 2,
+            ..node("n4", "drain", 4, 0)
+        };
+        let block = node_block(&n);
+        for part in [
+            "NodeName=n4 Arch=x86_64",
+            "CPUAlloc=0 CPUTot=4",
+            "Gres=gpu:2",
+            "RealMemory=4096 AllocMem=1024",
+            "State=IDLE+DRAIN",
+            "Partitions=batch",
+            "Reason=maintenance",
+        ] {
+            assert!(block.contains(part), "{part}: {block}");
+        }
+        let p = partition_block(
+            &partition("batch", &["n1", "n2"]),
+            &[node("n1", "idle", 4, 0), node("n2", "idle", 8, 0)],
+        );
+        for part in [
+            "PartitionName=batch",
+            "Default=YES",
+            "MaxTime=01:00:00",
+            "Nodes=n[1-2]",
+            "State=UP TotalCPUs=12 TotalNodes=2",
+        ] {
+            assert!(p.contains(part), "{part}: {p}");
+        }
+    }
+}
