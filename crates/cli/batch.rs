@@ -160,8 +160,11 @@ pub struct HistoryArgs {
     #[arg(short, long)]
     user: Option<String>,
     /// Only jobs that ended in these states (comma-separated)
-    #[arg(short = 't', long)]
+    #[arg(short = 's', short_alias = 't', long)]
     state: Option<String>,
+    /// Only jobs of these names (comma-separated), as sacct's --name
+    #[arg(long = "name", value_name = "NAME,...", value_delimiter = ',')]
+    names: Vec<String>,
     /// Only jobs submitted at or after this time, as sacct takes it: a local date
     /// YYYY-MM-DD[THH:MM[:SS]], now, now-N[minutes|hours|days|weeks], or seconds since the epoch
     #[arg(short = 'S', long = "starttime", visible_alias = "since", value_name = "TIME", value_parser = parse_time)]
@@ -751,6 +754,21 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// A time as squeue and sinfo print one: `M:SS`, `H:MM:SS`, `D-HH:MM:SS`.
+pub fn slurm_time(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}:{s:02}"),
+        (0, _) => format!("{h}:{m:02}:{s:02}"),
+        _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
+    }
+}
+
 /// CPU time as sacct prints it: `MM:SS.mmm` under an hour, `[D-]HH:MM:SS` from one.
 pub fn cpu_time(usec: u64) -> String {
     let secs = usec / 1_000_000;
@@ -780,11 +798,15 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         args.format
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R".into());
     }
-    let states: Option<Vec<String>> = args.state.map(|s| {
-        s.split(',')
-            .map(|s| long_state(s.trim()).to_string())
-            .collect()
-    });
+    // (`-t all`: every state, as squeue takes it.)
+    let states: Option<Vec<String>> =
+        args.state
+            .filter(|s| !s.eq_ignore_ascii_case("all"))
+            .map(|s| {
+                s.split(',')
+                    .map(|s| long_state(s.trim()).to_string())
+                    .collect()
+            });
     let me = match args.me {
         true => Some(berth_runtime::Identity::current()?.user),
         false => None,
@@ -956,7 +978,7 @@ fn header(letter: char) -> &'static str {
 
 fn field(letter: char, j: &JobInfo, now: u64) -> String {
     let used = j.start_time.map_or(0, |s| now.saturating_sub(s));
-    let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::image::utc);
+    let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::compat::slurm_timestamp);
     match letter {
         'i' => job_id(j),
         'A' => j.array_job_id.unwrap_or(j.id).to_string(),
@@ -969,16 +991,16 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
             .iter()
             .find(|(long, _)| *long == j.state)
             .map_or(j.state.clone(), |(_, short)| short.to_string()),
-        'M' => duration(used),
-        'l' => j.time_limit.map_or("UNLIMITED".into(), duration),
+        'M' => slurm_time(used),
+        'l' => j.time_limit.map_or("UNLIMITED".into(), slurm_time),
         'L' => j
             .time_limit
-            .map_or("UNLIMITED".into(), |l| duration(l.saturating_sub(used))),
+            .map_or("UNLIMITED".into(), |l| slurm_time(l.saturating_sub(used))),
         'D' => j.nodes.len().max(1).to_string(),
         'C' => j.cpus.to_string(),
-        'm' => j.memory.map_or("0".into(), crate::image::human_size),
+        'm' => j.memory.map_or("0".into(), slurm_size),
         'R' if j.state == "PENDING" => format!("({})", j.reason.as_deref().unwrap_or("None")),
-        'R' | 'N' => j.nodes.join(","),
+        'R' | 'N' => berth_core::job::hostlist(&j.nodes),
         'r' => j.reason.clone().unwrap_or_else(|| "None".into()),
         'V' => time(Some(j.submit_time)),
         'S' => time(j.start_time.or(j.expected_start)),
@@ -1003,7 +1025,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &j);
     }
-    let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| crate::image::utc(t) + " UTC");
+    let opt = |v: Option<u64>| v.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
     writeln!(
         out,
         "JobId={} JobName={} User={} Partition={}",
@@ -1159,11 +1181,12 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     } else {
         format!("/v1/history?{}", query.join("&"))
     };
-    let jobs: Vec<JobInfo> = if args.jobs.is_empty() {
+    let mut jobs: Vec<JobInfo> = if args.jobs.is_empty() {
         request("GET", &path, None::<&()>)?
     } else {
         named_jobs(&args.jobs)?
     };
+    jobs.retain(|j| args.names.is_empty() || args.names.contains(&j.name));
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
@@ -1260,7 +1283,7 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
     if !args.noheader {
         writeln!(out, "{}", table.line(|name| name.to_string()))?;
     }
-    let bytes = |b: Option<u64>| b.map_or("-".into(), crate::image::human_size);
+    let bytes = |b: Option<u64>| b.map_or(String::new(), slurm_size);
     for u in &usages {
         for n in &u.nodes {
             let line = table.line(|name| match name {
@@ -1320,7 +1343,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
-    let time = |t: Option<u64>| t.map_or("Unknown".to_string(), crate::image::utc);
+    let time = |t: Option<u64>| t.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
     match name {
         "JobID" => job_id(j),
         "JobIDRaw" => j.id.to_string(),
@@ -1334,7 +1357,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
         "Elapsed" => duration(elapsed(j)),
         "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
-        "MaxRSS" => j.max_rss_bytes.map_or("-".into(), crate::image::human_size),
+        "MaxRSS" => j.max_rss_bytes.map_or(String::new(), slurm_size),
         "NNodes" => j.nodes.len().max(1).to_string(),
         "NCPUS" => j.cpus.to_string(),
         "NodeList" => match j.nodes.as_slice() {
@@ -1347,6 +1370,19 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "End" => time(j.end_time),
         _ => j.reason.clone().unwrap_or_else(|| "None".into()),
     }
+}
+
+/// A size as sacct prints memory: kibibytes with a `K`, in a larger unit only where it is
+/// exact (`5224K`, `2M`, `1G`), as its default (exact) conversion does.
+pub fn slurm_size(bytes: u64) -> String {
+    let mut value = bytes.div_ceil(1024);
+    let mut units = ['K', 'M', 'G', 'T', 'P'].into_iter().peekable();
+    let mut unit = units.next().expect("K");
+    while value >= 1024 && value % 1024 == 0 && units.peek().is_some() {
+        value /= 1024;
+        unit = units.next().expect("peeked");
+    }
+    format!("{value}{unit}")
 }
 
 /// Seconds job `j` has run: to its end, or to now while it runs; 0 before it starts.
@@ -1650,7 +1686,17 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_time, parse_time};
+    use super::{cpu_time, parse_time, slurm_size};
+
+    #[test]
+    fn sizes_are_printed_as_sacct_prints_them() {
+        assert_eq!(slurm_size(5_349_376), "5224K");
+        assert_eq!(slurm_size(1000), "1K");
+        assert_eq!(slurm_size(0), "0K");
+        assert_eq!(slurm_size(2 << 20), "2M");
+        assert_eq!(slurm_size(3 << 30), "3G");
+        assert_eq!(slurm_size((1 << 30) + 4096), "1048580K");
+    }
 
     #[test]
     fn cpu_time_is_printed_as_sacct_prints_it() {

@@ -462,7 +462,7 @@ fn the_queue_prints_as_squeue_formats() {
             "-j",
             &held.to_string()
         ]),
-        format!("{held}|PD|JobHeld|00:05:00|   N/A|hell|\n")
+        format!("{held}|PD|JobHeld|5:00|   N/A|hell|\n")
     );
     assert_eq!(
         q(&[
@@ -479,6 +479,11 @@ fn the_queue_prints_as_squeue_formats() {
         format!("   JOBID USER\n{held:>8} {TEST_USER}\n")
     );
     assert!(q(&["-t", "R", "-h"]).is_empty());
+    // `-t all`: every state (workflow managers ask so).
+    assert_eq!(
+        q(&["-h", "-t", "all", "-o", "%i %t", "-j", &held.to_string()]),
+        format!("{held} PD\n")
+    );
     let bad = c.berth(Mode::Rootless, &["queue", "-o", "%i %Z"]);
     assert!(
         bad.code != 0 && bad.stderr.contains("unknown field %Z"),
@@ -531,6 +536,32 @@ fn history_prints_as_sacct_formats() {
         shown.ok().contains(&format!("\"id\": {}", array + 1)),
         "{}",
         shown.stdout
+    );
+    // As Snakemake asks: by name (--name) and state (-s), and times and sizes in sacct's
+    // forms (2026-12-03T10:00:00, 5224K).
+    assert_eq!(
+        h(&[
+            "-X",
+            "--parsable2",
+            "--noheader",
+            "--format=JobIdRaw,State",
+            "--name",
+            "fail.sh,other",
+            "-s",
+            "FAILED"
+        ]),
+        format!("{failed}|FAILED\n")
+    );
+    let line = h(&["-j", &failed.to_string(), "-n", "-P", "-o", "MaxRSS,Start"]);
+    let (rss, start) = line.trim_end().split_once('|').unwrap();
+    assert!(
+        rss.ends_with(['K', 'M', 'G']) && rss[..rss.len() - 1].parse::<u64>().is_ok(),
+        "{line}"
+    );
+    let b = start.as_bytes();
+    assert!(
+        start.len() == 19 && b[4] == b'-' && b[10] == b'T' && b[13] == b':',
+        "{line}"
     );
     let bad = c.berth(Mode::Rootless, &["history", "-o", "JobID,Colour"]);
     assert!(

@@ -3,7 +3,7 @@
 //! scripts read (`scontrol show node $HOST | grep -o 'CPUTot=[0-9]*'`, `sinfo -h -o %c`).
 
 use super::{flag, no_other_options, nodes_named, value};
-use crate::batch::{parse_format, render};
+use crate::batch::{parse_format, render, slurm_time};
 use anyhow::{bail, Result};
 use berth_api::{NodeInfo, PartitionInfo};
 use std::io::Write;
@@ -308,21 +308,6 @@ fn long_state(s: &str) -> &str {
         "drain" => "drained",
         "drng" => "draining",
         other => other,
-    }
-}
-
-/// A time limit as sinfo prints one: `D-HH:MM:SS`, `H:MM:SS`, `M:SS`.
-fn slurm_time(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86400,
-        secs % 86400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    match (d, h) {
-        (0, 0) => format!("{m}:{s:02}"),
-        (0, _) => format!("{h}:{m:02}:{s:02}"),
-        _ => format!("{d}-{h:02}:{m:02}:{s:02}"),
     }
 }
 
