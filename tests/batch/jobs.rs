@@ -978,7 +978,7 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_REST
         )
     );
     let array = "#!/bin/sh\n#SBATCH --array=3-9:3 --mem-per-cpu=10M\n#BERTH --image busybox\n\
-                 echo \"$SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT: $SLURM_ARRAY_TASK_MIN-$SLURM_ARRAY_TASK_MAX $SLURM_MEM_PER_CPU\"\n";
+                 echo \"$SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT: $SLURM_ARRAY_TASK_MIN-$SLURM_ARRAY_TASK_MAX:$SLURM_ARRAY_TASK_STEP $SLURM_MEM_PER_CPU\"\n";
     let first = c.submit(Mode::Rootless, "tasks.sh", array, &[]);
     for (n, index) in [3, 6, 9].iter().enumerate() {
         c.completed(first + n as u64);
@@ -987,7 +987,7 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_REST
                 .join(format!("berth-{first}_{index}.out"));
         assert_eq!(
             std::fs::read_to_string(out).unwrap(),
-            format!("{index} of 3: 3-9 10\n")
+            format!("{index} of 3: 3-9:3 10\n")
         );
     }
 }

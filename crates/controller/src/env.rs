@@ -187,6 +187,17 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
                 set("SLURM_ARRAY_TASK_MIN", min.to_string());
                 set("SLURM_ARRAY_TASK_MAX", max.to_string());
             }
+            // Its indices' step, where they have one (1-9:2), as sbatch sets it.
+            let mut sorted = indices.clone();
+            sorted.sort_unstable();
+            let steps: Vec<u32> = sorted.windows(2).map(|w| w[1] - w[0]).collect();
+            match steps.first() {
+                None => set("SLURM_ARRAY_TASK_STEP", "1".into()),
+                Some(&step) if steps.iter().all(|&s| s == step) => {
+                    set("SLURM_ARRAY_TASK_STEP", step.to_string())
+                }
+                Some(_) => {}
+            }
         }
         for k in [
             "SLURM_ARRAY_TASK_ID",
