@@ -16,6 +16,10 @@ pub struct ContainerArgs {
     /// Set an environment variable (repeatable)
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
+    /// Set the variables of FILE's NAME=VALUE lines (blank lines and # comments skipped);
+    /// --env wins over them
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
     /// Do not pass the caller's environment into the container
     #[arg(long)]
     cleanenv: bool,
@@ -25,6 +29,20 @@ pub struct ContainerArgs {
     /// Do not bind the home directory
     #[arg(long)]
     no_home: bool,
+    /// Bind SRC as the home directory, at DST [default: SRC] (Apptainer's --home)
+    #[arg(long = "home", value_name = "SRC[:DST]", conflicts_with = "no_home")]
+    home: Option<String>,
+    /// Share no directory of the host's: neither the home nor the current directory
+    /// (Apptainer's --contain)
+    #[arg(short = 'c', long)]
+    contain: bool,
+    /// --contain, --cleanenv and --pid (Apptainer's --containall)
+    #[arg(short = 'C', long)]
+    containall: bool,
+    /// What berth does anyway: the image is read-only under a writable tmpfs layer,
+    /// discarded at exit (Apptainer's --writable-tmpfs)
+    #[arg(long)]
+    writable_tmpfs: bool,
     /// CPU limit, as a number of CPUs (CFS quota), e.g. 2 or 0.5
     #[arg(long, value_name = "N")]
     cpus: Option<String>,
@@ -40,6 +58,9 @@ pub struct ContainerArgs {
     /// Make NVIDIA GPUs available: all, or a count
     #[arg(long, value_name = "all|N")]
     gpus: Option<String>,
+    /// All NVIDIA GPUs, as --gpus all (Apptainer's --nv)
+    #[arg(long, conflicts_with = "gpus")]
+    nv: bool,
     /// Give the container its own PID namespace
     #[arg(long)]
     pid: bool,
@@ -86,19 +107,35 @@ impl ContainerArgs {
             memory: self.memory.as_deref().map(parse_size).transpose()?,
             pids: self.pids_limit,
         };
+        let contain = self.contain || self.containall;
+        let mut binds = self.binds;
+        let mut env = Vec::new();
+        for file in &self.env_file {
+            env.extend(env_file(file)?);
+        }
+        if let Some(home) = &self.home {
+            let (src, dst) = home.split_once(':').unwrap_or((home, home));
+            if !dst.starts_with('/') {
+                anyhow::bail!("--home {home}: the home inside must be an absolute path");
+            }
+            binds.push(format!("{src}:{dst}"));
+            env.push(format!("HOME={dst}"));
+        }
+        env.extend(self.env);
+        let gpus = match self.nv {
+            true => Some("all"),
+            false => self.gpus.as_deref(),
+        };
         Ok(Options {
-            binds: self.binds,
-            env: self.env,
-            cleanenv: self.cleanenv,
+            binds,
+            env,
+            cleanenv: self.cleanenv || self.containall,
             pwd: self.pwd,
-            no_home: self.no_home,
+            no_home: self.no_home || self.home.is_some() || contain,
+            no_cwd: contain,
             limits,
-            gpus: self
-                .gpus
-                .as_deref()
-                .map(str::parse::<GpuRequest>)
-                .transpose()?,
-            pid_namespace: self.pid,
+            gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
+            pid_namespace: self.pid || self.containall,
             user: self
                 .user
                 .as_deref()
@@ -107,6 +144,32 @@ impl ContainerArgs {
             ..Options::default()
         })
     }
+}
+
+/// The `NAME=VALUE` lines of an --env-file (an `export ` before them is allowed; blank
+/// lines and `#` comments are skipped).
+fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--env-file {}: cannot read it", path.display()))?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        match line.split_once('=') {
+            Some((name, _)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                vars.push(line.to_string())
+            }
+            _ => anyhow::bail!(
+                "--env-file {} line {}: expected NAME=VALUE, found {line:?}",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(vars)
 }
 
 fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {

@@ -395,7 +395,90 @@ fn gpus_on_a_host_without_them_is_a_clear_error() {
     let out = f.berth(Mode::Root, &["exec", "--gpus", "all", "busybox", "true"]);
     assert_eq!(out.code, 125);
     assert!(out.stderr.contains("no NVIDIA GPU"), "{}", out.stderr);
+    // Apptainer's --nv is --gpus all.
+    let out = f.berth(Mode::Root, &["exec", "--nv", "busybox", "true"]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("no NVIDIA GPU"), "{}", out.stderr);
     let out = f.berth(Mode::Root, &["exec", "--gpus", "zero", "busybox", "true"]);
     assert_eq!(out.code, 125);
     assert!(out.stderr.contains("--gpus"), "{}", out.stderr);
+}
+
+/// Apptainer's options for what berth does, as its users type them: --env-file, --home
+/// SRC:DST, --contain (no host directory), --containall (and a clean environment and a pid
+/// namespace of its own), --writable-tmpfs (berth's way anyway).
+#[test]
+fn apptainers_options_do_what_apptainer_does() {
+    let Some(f) = Fixture::new() else { return };
+    let mode = Mode::Rootless;
+    f.import(mode);
+    let cwd = f.cwd(mode);
+    std::fs::write(
+        cwd.join("vars.env"),
+        "# set by the file\nA=1\nexport B=two words\n\n",
+    )
+    .unwrap();
+    let vars = f.berth(
+        mode,
+        &[
+            "exec",
+            "--env-file",
+            "vars.env",
+            "--env",
+            "A=flag",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A, $B",
+        ],
+    );
+    assert_eq!(vars.ok(), "flag, two words\n");
+    std::fs::write(cwd.join("bad.env"), "A=1\nnot a variable\n").unwrap();
+    let bad = f.berth(mode, &["exec", "--env-file", "bad.env", "busybox", "true"]);
+    assert!(
+        bad.code == 125 && bad.stderr.contains("bad.env line 2: expected NAME=VALUE"),
+        "{}",
+        bad.stderr
+    );
+
+    std::fs::create_dir_all(cwd.join("alt")).unwrap();
+    std::fs::write(cwd.join("alt/f"), "alt home\n").unwrap();
+    let home = format!("{}:/home/me", cwd.join("alt").display());
+    let out = f.berth(
+        mode,
+        &[
+            "exec",
+            "--home",
+            &home,
+            "busybox",
+            "sh",
+            "-c",
+            "echo $HOME; cat ~/f",
+        ],
+    );
+    assert_eq!(out.ok(), "/home/me\nalt home\n");
+
+    let user_home = f.user.home.display().to_string();
+    let check = format!(
+        "pwd; test -d {user_home} || echo no home; test -e {}/vars.env || echo no cwd",
+        cwd.display()
+    );
+    let out = f.berth(mode, &["exec", "--contain", "busybox", "sh", "-c", &check]);
+    assert_eq!(out.ok(), "/\nno home\nno cwd\n");
+    let mut all = f.cmd(
+        mode,
+        &[
+            "exec",
+            "--containall",
+            "busybox",
+            "sh",
+            "-c",
+            "echo pid $$; echo host ${FROM_HOST:-unset}",
+        ],
+    );
+    let out = all.env("FROM_HOST", "yes").output().unwrap();
+    // (berth's init is 1, the program 2: a pid namespace of its own.)
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pid 2\nhost unset\n");
+    f.berth(mode, &["exec", "--writable-tmpfs", "busybox", "true"])
+        .ok();
 }

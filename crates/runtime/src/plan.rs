@@ -44,6 +44,8 @@ pub struct Options {
     pub cleanenv: bool,
     pub pwd: Option<String>,
     pub no_home: bool,
+    /// Do not bind the current directory either (Apptainer's --contain).
+    pub no_cwd: bool,
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
@@ -322,6 +324,7 @@ pub fn plan(
     }
     let cwd_covered = home_bound && cwd.starts_with(&home);
     let cwd_bound = !host
+        && !options.no_cwd
         && !is_system_dir(cwd)
         && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
     if cwd_bound && !cwd_covered {
