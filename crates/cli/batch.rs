@@ -103,11 +103,36 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 pub struct CancelArgs {
     /// Job ids; an array job's id stands for all of its tasks, ID_INDEX for one
-    #[arg(required = true, value_name = "JOB")]
+    #[arg(value_name = "JOB")]
     jobs: Vec<String>,
     /// Send this signal to the job instead of ending it
     #[arg(short, long, value_name = "SIG")]
     signal: Option<String>,
+    /// Only jobs of this user; without job ids, all of them (scancel -u)
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Only the caller's jobs (scancel --me)
+    #[arg(long)]
+    me: bool,
+    /// Only jobs of these names (comma-separated)
+    #[arg(
+        short = 'n',
+        long = "name",
+        value_name = "NAME,...",
+        value_delimiter = ','
+    )]
+    names: Vec<String>,
+    /// Only jobs in these states: PENDING (PD), RUNNING (R), SUSPENDED (S)
+    #[arg(
+        short = 't',
+        long = "state",
+        value_name = "STATE,...",
+        value_delimiter = ','
+    )]
+    states: Vec<String>,
+    /// Only jobs in this partition
+    #[arg(short, long)]
+    partition: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1147,10 +1172,48 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
-    for id in job_ids(&args.jobs, |_| true)? {
-        cancel_job(id, args.signal.clone())?;
+    let filtered = args.user.is_some()
+        || args.me
+        || !args.names.is_empty()
+        || !args.states.is_empty()
+        || args.partition.is_some();
+    if !filtered {
+        if args.jobs.is_empty() {
+            bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
+        }
+        for id in job_ids(&args.jobs, |_| true)? {
+            cancel_job(id, args.signal.clone())?;
+        }
+        return Ok(0);
     }
-    Ok(0)
+    // As scancel filters: among the active jobs (those named, if any), each that matches
+    // all the filters; a user's own only, unless root names another.
+    let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+    if !args.jobs.is_empty() {
+        let named = job_ids(&args.jobs, |_| true)?;
+        jobs.retain(|j| named.contains(&j.id));
+    }
+    let user = match (args.user, args.me || !crate::settings::is_root()) {
+        (Some(u), _) => Some(u),
+        (None, true) => Some(berth_runtime::Identity::current()?.user),
+        (None, false) => None,
+    };
+    let states: Vec<String> = args.states.iter().map(|s| long_state(s.trim())).collect();
+    jobs.retain(|j| {
+        user.as_ref().is_none_or(|u| *u == j.user)
+            && (args.names.is_empty() || args.names.contains(&j.name))
+            && (states.is_empty() || states.contains(&j.state))
+            && args.partition.as_ref().is_none_or(|p| *p == j.partition)
+    });
+    // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
+    let mut status = 0;
+    for j in jobs {
+        if let Err(e) = cancel_job(j.id, args.signal.clone()) {
+            eprintln!("berth: job {}: {e:#}", job_id(&j));
+            status = 1;
+        }
+    }
+    Ok(status)
 }
 
 /// Cancels job `id`, or sends it `signal`.

@@ -753,6 +753,30 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
             "CANCELLED"
         );
     }
+    // scancel's filters: by name, then by state among the caller's own; root's job is not
+    // the user's to cancel, nor touched by the user's filters.
+    let x = c.submit(Mode::Rootless, "x.sh", HELLO, &["--hold", "-J", "x"]);
+    let y = c.submit(Mode::Rootless, "y.sh", HELLO, &["--hold", "-J", "y"]);
+    let roots = c.submit(Mode::Root, "r.sh", HELLO, &["--hold", "-J", "y"]);
+    c.berth(Mode::Rootless, &["as", "scancel", "--name=x"]).ok();
+    assert_eq!(
+        (c.show(x)["state"].clone(), c.show(y)["state"].clone()),
+        ("CANCELLED".into(), "PENDING".into())
+    );
+    c.berth(Mode::Rootless, &["as", "scancel", "-t", "PD", "-n", "y"])
+        .ok();
+    assert_eq!(
+        (c.show(y)["state"].clone(), c.show(roots)["state"].clone()),
+        ("CANCELLED".into(), "PENDING".into())
+    );
+    let none = c.berth(Mode::Rootless, &["cancel"]);
+    assert!(
+        none.code == 125 && none.stderr.contains("-u USER, --me"),
+        "{}",
+        none.stderr
+    );
+    c.berth(Mode::Root, &["as", "scancel", "-u", "root"]).ok();
+    assert_eq!(c.show(roots)["state"], "CANCELLED");
 }
 
 /// `berth update` (scontrol update): a pending job's time, name, nice and the rest, in
