@@ -1073,9 +1073,10 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         opt(Some(j.submit_time)),
         j.begin_time
             .map_or(String::new(), |t| format!(" BeginTime={}", opt(Some(t)))),
-        // A pending job's expected start, as scontrol shows it.
+        // A pending job's expected start, and a running one's end at its limit, as
+        // scontrol shows them.
         opt(j.start_time.or(j.expected_start)),
-        opt(j.end_time)
+        opt(j.end_time.or_else(|| Some(j.start_time? + j.time_limit?)))
     )?;
     if !j.planned_nodes.is_empty() {
         writeln!(

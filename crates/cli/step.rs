@@ -70,9 +70,9 @@ pub struct StepArgs {
     /// Allow more tasks than the job has CPUs for
     #[arg(short = 'O', long)]
     overcommit: bool,
-    /// Serve the tasks PMI-1 (pmi1, the default: MPI programs start without mpiexec) or not
-    /// (none)
-    #[arg(long, value_name = "pmi1|none")]
+    /// Serve the tasks PMI-1 and PMI-2 (pmi1, the default, or pmi2: MPI programs start
+    /// without mpiexec) or not (none)
+    #[arg(long, value_name = "pmi1|pmi2|none")]
     mpi: Option<String>,
     /// Run the task on a pseudo-terminal of its own, relayed to this one: an interactive
     /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
@@ -403,10 +403,13 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             "--cpu-bind={other}: berth pins each task to its own share of the job's CPUs (cores, threads, rank, sockets, ldoms) or not (none); it takes no CPU maps or masks"
         ),
     };
+    // One server speaks both PMI-1 and PMI-2, each task the one it starts with.
     let pmi = match args.mpi.as_deref() {
-        None | Some("pmi1") | Some("pmi") => true,
+        None | Some("pmi1" | "pmi" | "pmi2") => true,
         Some("none") => false,
-        Some(other) => bail!("--mpi={other}: berth serves pmi1 (the default) or none"),
+        Some(other) => bail!(
+            "--mpi={other}: berth serves PMI-1 and PMI-2 (pmi1, the default, or pmi2) or none; not PMIx"
+        ),
     };
     let kill_on_bad_exit = match args.kill_on_bad_exit {
         None | Some(1) => true,

@@ -415,6 +415,9 @@ pub struct Task<'a> {
     /// [`remapped_root`]) and is its root, without capabilities, in a container built with
     /// it ([`new`]).
     pub remap: Option<std::os::fd::BorrowedFd<'a>>,
+    /// A descriptor the task keeps open across its exec (its PMI connection, named in
+    /// its PMI_FD); the caller's others close.
+    pub inherit: Option<RawFd>,
 }
 
 /// The user namespace of a remapped root's tasks: root in it is `identity` outside.
@@ -479,6 +482,14 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
         }
         if !task.cpus.is_empty() {
             sys::set_affinity(task.cpus).map_err(io("binding to its CPUs"))?;
+        }
+        if let Some(fd) = task.inherit {
+            // SAFETY: fcntl(2) on a descriptor of this process, clearing FD_CLOEXEC.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+                return Err(io("keeping its PMI connection")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
         }
         container::become_task(identity, false, task.remap, true)?;
         sys::chdir(task.cwd).map_err(|e| Failure {

@@ -231,10 +231,16 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_NODE", &launch.node),
         ("BERTH_STEP_NODELIST", &berth_nodelist),
     ];
-    // A PMI-1 client (MPICH's simple PMI) finds its process manager, and asks it for its
-    // rank and the number of ranks.
+    // A PMI client finds its process manager by PMI_PORT (and asks it for its rank, PMI_ID
+    // for PMI-1's initack), or uses the connection PMI_FD names (see run_tasks), its rank
+    // and size in PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2).
     let pmi: Vec<(&str, &str)> = match &launch.pmi {
-        Some(port) => vec![("PMI_PORT", port), ("PMI_ID", &rank)],
+        Some(port) => vec![
+            ("PMI_PORT", port),
+            ("PMI_ID", &rank),
+            ("PMI_RANK", &rank),
+            ("PMI_SIZE", &n),
+        ],
         None => Vec::new(),
     };
     let pmi_vars = ["PMI_PORT", "PMI_ID", "PMI_FD", "PMI_RANK", "PMI_SIZE"];
@@ -542,6 +548,19 @@ pub fn run_forked(launch: &[u8]) -> i32 {
 fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
+    // The PMI server's address, resolved on the host too (inside, name resolution would
+    // load the image's libraries into this root process).
+    let pmi = match &launch.pmi {
+        Some(port) => Some(
+            std::net::ToSocketAddrs::to_socket_addrs(port.as_str())
+                .map_err(io_err(format!("resolving the PMI server {port}")))?
+                .next()
+                .ok_or_else(|| {
+                    StepError::Refused(format!("the PMI server {port} has no address"))
+                })?,
+        ),
+        None => None,
+    };
     // The agent signals the whole group: the tasks act on it, this process carries on
     // collecting their statuses. (spawn restores the defaults in each task.)
     for sig in berth_runtime::FORWARDED {
@@ -560,7 +579,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         let env = step_env(&launch, outside)?;
         // (A job started with --container-remap-root: its tasks are root there too.)
         let remap = container.enter()?;
-        return run_tasks(&launch, &id, &env, remap.as_ref().map(|r| r.as_fd()));
+        return run_tasks(&launch, &id, &env, remap.as_ref().map(|r| r.as_fd()), pmi);
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -646,7 +665,13 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
             layer
         }
     };
-    let worst = run_tasks(&launch, &id, &spec.env, remap.as_ref().map(|r| r.as_fd()))?;
+    let worst = run_tasks(
+        &launch,
+        &id,
+        &spec.env,
+        remap.as_ref().map(|r| r.as_fd()),
+        pmi,
+    )?;
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
@@ -665,6 +690,7 @@ fn run_tasks(
     id: &berth_runtime::Identity,
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
+    pmi: Option<std::net::SocketAddr>,
 ) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -688,8 +714,20 @@ fn run_tasks(
     let mut files = OpenTaskFiles::default();
     let first = launch.first_rank();
     for (local, cpus) in launch.tasks.iter().enumerate() {
-        let env = task_env(launch, env, local);
+        let mut env = task_env(launch, env, local);
         let rank = first + local;
+        // The task's own connection to the PMI server, named in PMI_FD (as slurmstepd and
+        // hydra give one): what MPI libraries linked with Slurm's libpmi2 need.
+        let pmi_connection = match pmi {
+            Some(addr) => {
+                let connection = std::net::TcpStream::connect(addr)
+                    .map_err(io_err(format!("connecting to the PMI server {addr}")))?;
+                let _ = connection.set_nodelay(true);
+                env.push(format!("PMI_FD={}", connection.as_raw_fd()));
+                Some(connection)
+            }
+            None => None,
+        };
         let pipes = if launch.label {
             Some((pipe(0)?, pipe(0)?))
         } else {
@@ -706,8 +744,11 @@ fn run_tasks(
             stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()).or(stderr),
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
             remap,
+            inherit: pmi_connection.as_ref().map(|c| c.as_raw_fd()),
         };
         let pid = berth_runtime::enter::spawn(&task, id)?;
+        // (The task has its copy.)
+        drop(pmi_connection);
         if let Some(((out, _), (err, _))) = pipes {
             labelled.push(Labelled {
                 rank,

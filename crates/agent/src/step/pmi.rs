@@ -1,6 +1,7 @@
-//! A PMI-1 process manager for a step's tasks, so that MPI programs built for it (MPICH and
-//! its kin) start without mpiexec: `berth step -n 4 ./mpi_app`, as srun does with --mpi=pmi1
-//! (here the default).
+//! A PMI-1 and PMI-2 process manager for a step's tasks, so that MPI programs built for
+//! them (MPICH and its kin) start without mpiexec: `berth step -n 4 ./mpi_app`, as srun
+//! does with --mpi=pmi1 (here the default) or --mpi=pmi2. Each connection speaks the wire
+//! protocol it starts with; both share the key-value space and the barriers.
 //!
 //! The agent that takes a step listens on TCP; each task gets `PMI_PORT=<node>:<port>` and
 //! `PMI_ID=<rank>` and talks the "simple" PMI-1 wire protocol: newline-terminated lines of
@@ -24,10 +25,30 @@
 //! `value=` is always the last field and runs to the end of the line: values may hold
 //! spaces (Open MPI's base64 pads with them). The key-value space starts with
 //! `PMI_process_mapping`, which tells MPICH which ranks share a node (and so shared memory).
+//!
+//! PMI-2 (MPICH's `MPIR_CVAR_PMI_VERSION=2`, libpmi2 clients) starts with the same `cmd=init`
+//! line (`pmi_version=2`), then talks in messages of a 6-character decimal length (padded
+//! with spaces) and that many bytes of `key=value;` fields, `cmd=` first, no newline:
+//!
+//! ```text
+//! cmd=fullinit;pmirank=R;          cmd=fullinit-response;rc=0;...;rank=R;size=N;appnum=0;...;
+//! cmd=job-getid;                   cmd=job-getid-response;rc=0;jobid=K;
+//! cmd=info-getjobattr;key=k;       cmd=info-getjobattr-response;rc=0;found=TRUE;value=v;
+//! cmd=kvs-put;key=k;value=v;       cmd=kvs-put-response;rc=0;
+//! cmd=kvs-get;jobid=K;srcid=S;key=k;   cmd=kvs-get-response;rc=0;found=TRUE;value=v;
+//! cmd=kvs-fence;                   cmd=kvs-fence-response;rc=0; once all N arrived
+//! cmd=info-putnodeattr;key=k;value=v;  cmd=info-putnodeattr-response;rc=0;
+//! cmd=info-getnodeattr;key=k;wait=TRUE;  ...-response;rc=0;found=TRUE;value=v; (waits for
+//!                                   a task of its node to put it when wait=TRUE)
+//! cmd=finalize;                    cmd=finalize-response;rc=0;
+//! cmd=abort;exitcode=E;...         (no answer: the step ends with E)
+//! ```
+//!
+//! A field `thrid` (a threaded client's) comes back in the answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -72,9 +93,22 @@ fn fields(line: &str) -> HashMap<&str, &str> {
 
 struct State {
     kvs: HashMap<String, String>,
-    /// The tasks waiting in the current barrier, each to be answered.
-    barrier: Vec<mpsc::UnboundedSender<String>>,
+    /// The tasks waiting in the current barrier (PMI-1's barrier, PMI-2's fence), each with
+    /// its answer, in the wire protocol it speaks.
+    barrier: Vec<(mpsc::UnboundedSender<Vec<u8>>, Vec<u8>)>,
+    /// PMI-2's node attributes, by node index and key.
+    node_attrs: HashMap<(usize, String), String>,
+    /// Tasks waiting for a node attribute (`wait=TRUE`).
+    attr_waiters: Vec<AttrWaiter>,
 }
+
+/// A task waiting for a node attribute: its node, the key, where to answer, its thrid.
+type AttrWaiter = (
+    usize,
+    String,
+    mpsc::UnboundedSender<Vec<u8>>,
+    Option<String>,
+);
 
 /// A running PMI server for one step.
 pub struct Server {
@@ -103,14 +137,23 @@ impl Server {
         let state = Arc::new(Mutex::new(State {
             kvs,
             barrier: Vec::new(),
+            node_attrs: HashMap::new(),
+            attr_waiters: Vec::new(),
         }));
+        let counts: Arc<[u32]> = counts.into();
         let (abort_tx, aborts) = mpsc::unbounded_channel();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                let (state, kvsname, abort) = (state.clone(), kvsname.clone(), abort_tx.clone());
+                let step = Step {
+                    counts: counts.clone(),
+                    size,
+                    kvsname: kvsname.clone(),
+                    state: state.clone(),
+                    abort: abort_tx.clone(),
+                };
                 tokio::spawn(async move {
-                    let _ = serve(stream, size, &kvsname, &state, &abort).await;
+                    let _ = serve(stream, &step).await;
                 });
             }
         });
@@ -122,100 +165,348 @@ impl Server {
     }
 }
 
-/// One task's connection, until it finalizes or goes.
-async fn serve(
-    stream: TcpStream,
+/// What every connection of a step shares.
+struct Step {
+    /// Tasks per node, ranks numbered node by node.
+    counts: Arc<[u32]>,
     size: u32,
-    kvsname: &str,
-    state: &Mutex<State>,
-    abort: &mpsc::UnboundedSender<i32>,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    // Answers come from this task's own requests and from other tasks' arrival at a barrier.
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    // A line read in parts stays here while an answer is written (read_until appends).
-    let mut line: Vec<u8> = Vec::new();
-    loop {
-        tokio::select! {
-            n = read.read_until(b'\n', &mut line) => {
-                if n? == 0 {
-                    return Ok(());
-                }
-                if line.len() > LINE_LIMIT {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a PMI line too long"));
-                }
-                if !line.ends_with(b"\n") {
-                    continue;
-                }
-            }
-            Some(answer) = rx.recv() => {
-                write.write_all(answer.as_bytes()).await?;
-                continue;
+    kvsname: String,
+    state: Arc<Mutex<State>>,
+    abort: mpsc::UnboundedSender<i32>,
+}
+
+impl Step {
+    /// The index of the node of rank `rank`.
+    fn node_of(&self, rank: u32) -> usize {
+        let mut first = 0;
+        for (node, &n) in self.counts.iter().enumerate() {
+            first += n;
+            if rank < first {
+                return node;
             }
         }
-        let text = String::from_utf8_lossy(&line).into_owned();
-        line.clear();
-        let request = text.trim_end_matches(['\n', '\r']);
-        let f = fields(request);
-        let answer = match f.get("cmd").copied().unwrap_or("") {
-            "initack" => {
-                let rank: u32 = f.get("pmiid").and_then(|r| r.parse().ok()).unwrap_or(0);
-                format!("cmd=initack\ncmd=set size={size}\ncmd=set rank={rank}\ncmd=set debug=0\n")
+        self.counts.len().saturating_sub(1)
+    }
+
+    /// Adds a task to the current barrier with its `answer`; once all are in, answers them.
+    fn arrive(&self, tx: &mpsc::UnboundedSender<Vec<u8>>, answer: Vec<u8>) {
+        let mut s = self.state.lock().expect("not poisoned");
+        s.barrier.push((tx.clone(), answer));
+        if s.barrier.len() as u32 >= self.size {
+            for (waiting, answer) in s.barrier.drain(..) {
+                let _ = waiting.send(answer);
             }
-            "init" => "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0\n".into(),
-            "get_maxes" => "cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024\n".into(),
-            "get_appnum" => "cmd=appnum appnum=0\n".into(),
-            "get_my_kvsname" => format!("cmd=my_kvsname kvsname={kvsname}\n"),
-            "get_universe_size" => format!("cmd=universe_size size={size}\n"),
-            "put" => {
-                let (key, value) = (f.get("key").copied(), f.get("value").copied());
-                match (key, value) {
-                    (Some(k), Some(v)) => {
-                        let mut s = state.lock().expect("not poisoned");
-                        s.kvs.insert(k.to_string(), v.to_string());
-                        "cmd=put_result rc=0 msg=success\n".into()
-                    }
-                    _ => "cmd=put_result rc=-1 msg=key_or_value_missing\n".into(),
-                }
-            }
-            "get" => {
-                let key = f.get("key").copied().unwrap_or("");
-                let s = state.lock().expect("not poisoned");
-                match s.kvs.get(key) {
-                    Some(v) => format!("cmd=get_result rc=0 msg=success value={v}\n"),
-                    None => format!("cmd=get_result rc=-1 msg=key_{key}_not_found\n"),
-                }
-            }
-            "barrier_in" => {
-                let mut s = state.lock().expect("not poisoned");
-                s.barrier.push(tx.clone());
-                if s.barrier.len() as u32 >= size {
-                    for waiting in s.barrier.drain(..) {
-                        let _ = waiting.send("cmd=barrier_out\n".into());
-                    }
+        }
+    }
+}
+
+/// A message as it came: a PMI-1 line (without its newline) or a PMI-2 message's fields.
+enum Message {
+    V1(String),
+    V2(String),
+}
+
+/// The first whole message at the start of `buf`, taken out of it; `None` until one is
+/// there. A PMI-1 line begins with `cmd=` (or `mcmd=`), a PMI-2 message with its length.
+fn take_message(buf: &mut Vec<u8>) -> std::io::Result<Option<Message>> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0].is_ascii_alphabetic() {
+        let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+            return match buf.len() > LINE_LIMIT {
+                true => Err(bad("a PMI line too long")),
+                false => Ok(None),
+            };
+        };
+        let line: Vec<u8> = buf.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&line[..end]);
+        return Ok(Some(Message::V1(text.trim_end_matches('\r').to_string())));
+    }
+    if buf.len() < 6 {
+        return Ok(None);
+    }
+    let len: usize = std::str::from_utf8(&buf[..6])
+        .ok()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| bad("a PMI-2 message without its length"))?;
+    if len > LINE_LIMIT {
+        return Err(bad("a PMI-2 message too long"));
+    }
+    if buf.len() < 6 + len {
+        return Ok(None);
+    }
+    let message: Vec<u8> = buf.drain(..6 + len).collect();
+    Ok(Some(Message::V2(
+        String::from_utf8_lossy(&message[6..]).into_owned(),
+    )))
+}
+
+/// A PMI-2 message's fields, in order (`cmd` among them).
+fn fields_v2(text: &str) -> Vec<(&str, &str)> {
+    text.split(';')
+        .filter(|f| !f.is_empty())
+        .map(|f| f.split_once('=').unwrap_or((f, "")))
+        .collect()
+}
+
+/// A PMI-2 answer: `cmd` and `fields`, `thrid` echoed if the request had one, framed with
+/// its length.
+fn answer_v2(cmd: &str, fields: &[(&str, &str)], thrid: Option<&str>) -> Vec<u8> {
+    let mut text = format!("cmd={cmd};");
+    for (k, v) in fields.iter().copied().chain(thrid.map(|t| ("thrid", t))) {
+        text.push_str(&format!("{k}={v};"));
+    }
+    let mut framed = format!("{:6}", text.len()).into_bytes();
+    framed.extend_from_slice(text.as_bytes());
+    framed
+}
+
+/// One task's connection, until it finalizes or goes.
+async fn serve(stream: TcpStream, step: &Step) -> std::io::Result<()> {
+    let (mut read, mut write) = stream.into_split();
+    // Answers come from this task's own requests and from others' (a barrier's last
+    // arrival, a node attribute put).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    // What was read and is not a whole message yet.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The task's rank, once it said it (PMI-2's fullinit).
+    let mut rank = None;
+    loop {
+        let message = match take_message(&mut pending)? {
+            Some(m) => m,
+            None => {
+                tokio::select! {
+                    n = read.read(&mut chunk) => match n? {
+                        0 => return Ok(()),
+                        n => pending.extend_from_slice(&chunk[..n]),
+                    },
+                    Some(answer) = rx.recv() => write.write_all(&answer).await?,
                 }
                 continue;
             }
-            "finalize" => {
-                write.write_all(b"cmd=finalize_ack\n").await?;
-                return Ok(());
-            }
-            "abort" => {
-                let code = f.get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
-                let _ = abort.send(code);
-                return Ok(());
-            }
-            other => format!("cmd={other}_result rc=-1 msg=unsupported_by_berth\n"),
         };
-        write.write_all(answer.as_bytes()).await?;
+        let answer = match message {
+            Message::V1(line) => serve_v1(&line, step, &tx),
+            Message::V2(text) => serve_v2(&text, step, &tx, &mut rank),
+        };
+        match answer {
+            Reply::Now(bytes) => write.write_all(&bytes).await?,
+            Reply::Later => {}
+            Reply::End(bytes) => {
+                write.write_all(&bytes).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What a request gets: an answer now, one later (through the connection's channel), or
+/// an answer and the connection's end.
+enum Reply {
+    Now(Vec<u8>),
+    Later,
+    End(Vec<u8>),
+}
+
+fn serve_v1(request: &str, step: &Step, tx: &mpsc::UnboundedSender<Vec<u8>>) -> Reply {
+    let (size, kvsname) = (step.size, step.kvsname.as_str());
+    let f = fields(request);
+    let now = |text: String| Reply::Now(text.into_bytes());
+    match f.get("cmd").copied().unwrap_or("") {
+        "initack" => {
+            let rank: u32 = f.get("pmiid").and_then(|r| r.parse().ok()).unwrap_or(0);
+            now(format!(
+                "cmd=initack\ncmd=set size={size}\ncmd=set rank={rank}\ncmd=set debug=0\n"
+            ))
+        }
+        // The version the client asked for (PMI-2's clients say 2, then speak it).
+        "init" => {
+            let version = f.get("pmi_version").copied().unwrap_or("1");
+            let sub = f.get("pmi_subversion").copied().unwrap_or("1");
+            now(format!(
+                "cmd=response_to_init pmi_version={version} pmi_subversion={sub} rc=0\n"
+            ))
+        }
+        "get_maxes" => now("cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024\n".into()),
+        "get_appnum" => now("cmd=appnum appnum=0\n".into()),
+        "get_my_kvsname" => now(format!("cmd=my_kvsname kvsname={kvsname}\n")),
+        "get_universe_size" => now(format!("cmd=universe_size size={size}\n")),
+        "put" => match (f.get("key").copied(), f.get("value").copied()) {
+            (Some(k), Some(v)) => {
+                let mut s = step.state.lock().expect("not poisoned");
+                s.kvs.insert(k.to_string(), v.to_string());
+                now("cmd=put_result rc=0 msg=success\n".into())
+            }
+            _ => now("cmd=put_result rc=-1 msg=key_or_value_missing\n".into()),
+        },
+        "get" => {
+            let key = f.get("key").copied().unwrap_or("");
+            let s = step.state.lock().expect("not poisoned");
+            match s.kvs.get(key) {
+                Some(v) => now(format!("cmd=get_result rc=0 msg=success value={v}\n")),
+                None => now(format!("cmd=get_result rc=-1 msg=key_{key}_not_found\n")),
+            }
+        }
+        "barrier_in" => {
+            step.arrive(tx, b"cmd=barrier_out\n".to_vec());
+            Reply::Later
+        }
+        "finalize" => Reply::End(b"cmd=finalize_ack\n".to_vec()),
+        "abort" => {
+            let code = f.get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
+            let _ = step.abort.send(code);
+            Reply::End(Vec::new())
+        }
+        other => now(format!(
+            "cmd={other}_result rc=-1 msg=unsupported_by_berth\n"
+        )),
+    }
+}
+
+fn serve_v2(
+    text: &str,
+    step: &Step,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    rank: &mut Option<u32>,
+) -> Reply {
+    let f = fields_v2(text);
+    let get = |key: &str| f.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let thrid = get("thrid");
+    let ok = |cmd: &str, fields: &[(&str, &str)]| {
+        let mut all = vec![("rc", "0")];
+        all.extend_from_slice(fields);
+        Reply::Now(answer_v2(cmd, &all, thrid))
+    };
+    let found = |cmd: &str, value: Option<&str>| match value {
+        Some(v) => ok(cmd, &[("found", "TRUE"), ("value", v)]),
+        None => ok(cmd, &[("found", "FALSE")]),
+    };
+    match get("cmd").unwrap_or("") {
+        "fullinit" => {
+            // The rank as the client knows it: MPICH's says pmirank, Slurm's libpmi2 srcid
+            // (from PMI_ID) or pmirank (from PMI_RANK).
+            let r: u32 = ["pmirank", "srcid", "pmiid"]
+                .iter()
+                .find_map(|k| get(k)?.parse().ok())
+                .unwrap_or(0);
+            *rank = Some(r);
+            let (r, size) = (r.to_string(), step.size.to_string());
+            ok(
+                "fullinit-response",
+                &[
+                    ("pmi-version", "2"),
+                    ("pmi-subversion", "0"),
+                    ("rank", &r),
+                    ("size", &size),
+                    ("appnum", "0"),
+                    ("debugged", "FALSE"),
+                    ("pmiverbose", "FALSE"),
+                ],
+            )
+        }
+        "job-getid" => ok("job-getid-response", &[("jobid", &step.kvsname)]),
+        "info-getjobattr" => {
+            let key = get("key").unwrap_or("");
+            let size = step.size.to_string();
+            let s = step.state.lock().expect("not poisoned");
+            let value = match key {
+                "universeSize" => Some(size.as_str()),
+                _ => s.kvs.get(key).map(String::as_str),
+            };
+            found("info-getjobattr-response", value)
+        }
+        "kvs-put" => match (get("key"), get("value")) {
+            (Some(k), Some(v)) => {
+                let mut s = step.state.lock().expect("not poisoned");
+                s.kvs.insert(k.to_string(), v.to_string());
+                ok("kvs-put-response", &[])
+            }
+            _ => Reply::Now(answer_v2(
+                "kvs-put-response",
+                &[("rc", "-1"), ("errmsg", "key_or_value_missing")],
+                thrid,
+            )),
+        },
+        "kvs-get" => {
+            let s = step.state.lock().expect("not poisoned");
+            found(
+                "kvs-get-response",
+                s.kvs.get(get("key").unwrap_or("")).map(String::as_str),
+            )
+        }
+        "kvs-fence" => {
+            step.arrive(tx, answer_v2("kvs-fence-response", &[("rc", "0")], thrid));
+            Reply::Later
+        }
+        "info-putnodeattr" => {
+            let (Some(key), Some(value)) = (get("key"), get("value")) else {
+                return Reply::Now(answer_v2(
+                    "info-putnodeattr-response",
+                    &[("rc", "-1"), ("errmsg", "key_or_value_missing")],
+                    thrid,
+                ));
+            };
+            let node = step.node_of(rank.unwrap_or(0));
+            let mut s = step.state.lock().expect("not poisoned");
+            s.node_attrs
+                .insert((node, key.to_string()), value.to_string());
+            // Those waiting for it on this node have it now.
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut s.attr_waiters)
+                .into_iter()
+                .partition(|(n, k, _, _)| *n == node && k == key);
+            s.attr_waiters = waiting;
+            for (_, _, waiter, their_thrid) in ready {
+                let fields = [("rc", "0"), ("found", "TRUE"), ("value", value)];
+                let _ = waiter.send(answer_v2(
+                    "info-getnodeattr-response",
+                    &fields,
+                    their_thrid.as_deref(),
+                ));
+            }
+            ok("info-putnodeattr-response", &[])
+        }
+        "info-getnodeattr" => {
+            let key = get("key").unwrap_or("");
+            let node = step.node_of(rank.unwrap_or(0));
+            let mut s = step.state.lock().expect("not poisoned");
+            match s.node_attrs.get(&(node, key.to_string())) {
+                Some(v) => found("info-getnodeattr-response", Some(v)),
+                None if get("wait") == Some("TRUE") => {
+                    s.attr_waiters.push((
+                        node,
+                        key.to_string(),
+                        tx.clone(),
+                        thrid.map(str::to_string),
+                    ));
+                    Reply::Later
+                }
+                None => found("info-getnodeattr-response", None),
+            }
+        }
+        "finalize" => Reply::End(answer_v2("finalize-response", &[("rc", "0")], thrid)),
+        "abort" => {
+            let code = get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
+            let _ = step.abort.send(code);
+            Reply::End(Vec::new())
+        }
+        other => {
+            let cmd = format!("{other}-response");
+            Reply::Now(answer_v2(
+                &cmd,
+                &[("rc", "-1"), ("errmsg", "unsupported_by_berth")],
+                thrid,
+            ))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[test]
     fn the_mapping_groups_nodes_with_as_many_ranks() {
@@ -315,5 +606,153 @@ mod tests {
         // An abort ends the step with its code.
         b.send("cmd=abort exitcode=9").await;
         assert_eq!(server.aborts.recv().await, Some(9));
+    }
+
+    /// A PMI-2 message as MPICH frames one.
+    fn framed(text: &str) -> Vec<u8> {
+        let mut m = format!("{:6}", text.len()).into_bytes();
+        m.extend_from_slice(text.as_bytes());
+        m
+    }
+
+    /// The next PMI-2 answer on `read`.
+    async fn answer_v2(read: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+        let mut len = [0u8; 6];
+        read.read_exact(&mut len).await.unwrap();
+        let len: usize = std::str::from_utf8(&len).unwrap().trim().parse().unwrap();
+        let mut text = vec![0u8; len];
+        read.read_exact(&mut text).await.unwrap();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_tasks_on_one_node_talk_pmi_2_as_mpich_does() {
+        let server = Server::start(&[2], "kvs_9_0".into()).await.unwrap();
+        let mut tasks = Vec::new();
+        for rank in 0..2 {
+            let (mut r, mut w) = TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap()
+                .into_split();
+            // The PMI-1 line first, asking for version 2; then PMI-2's messages.
+            w.write_all(b"cmd=init pmi_version=2 pmi_subversion=0\n")
+                .await
+                .unwrap();
+            let mut line = String::new();
+            let mut reader = BufReader::new(&mut r);
+            reader.read_line(&mut line).await.unwrap();
+            assert_eq!(
+                line,
+                "cmd=response_to_init pmi_version=2 pmi_subversion=0 rc=0\n"
+            );
+            w.write_all(&framed(&format!(
+                "cmd=fullinit;pmirank={rank};threaded=FALSE;"
+            )))
+            .await
+            .unwrap();
+            assert_eq!(
+                answer_v2(&mut r).await,
+                format!("cmd=fullinit-response;rc=0;pmi-version=2;pmi-subversion=0;rank={rank};size=2;appnum=0;debugged=FALSE;pmiverbose=FALSE;")
+            );
+            tasks.push((r, w));
+        }
+        let [(r0, w0), (r1, w1)] = &mut tasks[..] else {
+            unreachable!()
+        };
+        w0.write_all(&framed("cmd=job-getid;thrid=0x1;"))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer_v2(r0).await,
+            "cmd=job-getid-response;rc=0;jobid=kvs_9_0;thrid=0x1;"
+        );
+        w0.write_all(&framed("cmd=info-getjobattr;key=PMI_process_mapping;"))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer_v2(r0).await,
+            "cmd=info-getjobattr-response;rc=0;found=TRUE;value=(vector,(0,1,2));"
+        );
+        // A node attribute: rank 1 waits for it until rank 0, on its node, puts it.
+        w1.write_all(&framed("cmd=info-getnodeattr;key=shm;wait=TRUE;"))
+            .await
+            .unwrap();
+        w0.write_all(&framed("cmd=info-getnodeattr;key=shm;wait=FALSE;"))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer_v2(r0).await,
+            "cmd=info-getnodeattr-response;rc=0;found=FALSE;"
+        );
+        w0.write_all(&framed("cmd=info-putnodeattr;key=shm;value=seg0;"))
+            .await
+            .unwrap();
+        assert_eq!(answer_v2(r0).await, "cmd=info-putnodeattr-response;rc=0;");
+        assert_eq!(
+            answer_v2(r1).await,
+            "cmd=info-getnodeattr-response;rc=0;found=TRUE;value=seg0;"
+        );
+        // Put, fence (nobody leaves until both are in), get.
+        w0.write_all(&framed("cmd=kvs-put;key=addr-0;value=tcp://a b;"))
+            .await
+            .unwrap();
+        assert_eq!(answer_v2(r0).await, "cmd=kvs-put-response;rc=0;");
+        w0.write_all(&framed("cmd=kvs-fence;")).await.unwrap();
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(100), answer_v2(r0)).await;
+        assert!(early.is_err(), "the fence let rank 0 out alone");
+        w1.write_all(&framed("cmd=kvs-fence;")).await.unwrap();
+        assert_eq!(answer_v2(r1).await, "cmd=kvs-fence-response;rc=0;");
+        w1.write_all(&framed("cmd=kvs-get;jobid=kvs_9_0;srcid=0;key=addr-0;"))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer_v2(r1).await,
+            "cmd=kvs-get-response;rc=0;found=TRUE;value=tcp://a b;"
+        );
+        w1.write_all(&framed("cmd=kvs-get;jobid=kvs_9_0;srcid=0;key=nothing;"))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer_v2(r1).await,
+            "cmd=kvs-get-response;rc=0;found=FALSE;"
+        );
+        w1.write_all(&framed("cmd=finalize;")).await.unwrap();
+        assert_eq!(answer_v2(r1).await, "cmd=finalize-response;rc=0;");
+    }
+
+    #[test]
+    fn ranks_are_on_the_nodes_the_counts_say() {
+        let (abort, _) = mpsc::unbounded_channel();
+        let step = Step {
+            counts: [2, 1, 3].into(),
+            size: 6,
+            kvsname: "k".into(),
+            state: Arc::new(Mutex::new(State {
+                kvs: HashMap::new(),
+                barrier: Vec::new(),
+                node_attrs: HashMap::new(),
+                attr_waiters: Vec::new(),
+            })),
+            abort,
+        };
+        let nodes: Vec<usize> = (0..6).map(|r| step.node_of(r)).collect();
+        assert_eq!(nodes, [0, 0, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn messages_are_taken_whole_in_either_protocol() {
+        let mut buf = b"cmd=get_maxes\n    14cmd=kvs-fence;    5".to_vec();
+        assert!(
+            matches!(take_message(&mut buf).unwrap(), Some(Message::V1(l)) if l == "cmd=get_maxes")
+        );
+        assert!(
+            matches!(take_message(&mut buf).unwrap(), Some(Message::V2(m)) if m == "cmd=kvs-fence;")
+        );
+        assert!(
+            take_message(&mut buf).unwrap().is_none(),
+            "a message still coming"
+        );
+        assert!(take_message(&mut b"  x   cmd=".to_vec()).is_err());
     }
 }
