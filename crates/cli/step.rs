@@ -404,9 +404,10 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         ),
     };
     // One server speaks both PMI-1 and PMI-2, each task the one it starts with.
-    let pmi = match args.mpi.as_deref() {
-        None | Some("pmi1" | "pmi" | "pmi2") => true,
-        Some("none") => false,
+    let (pmi, pmi_fd) = match args.mpi.as_deref() {
+        None | Some("pmi1" | "pmi") => (true, false),
+        Some("pmi2") => (true, true),
+        Some("none") => (false, false),
         Some(other) => bail!(
             "--mpi={other}: berth serves PMI-1 and PMI-2 (pmi1, the default, or pmi2) or none; not PMIx"
         ),
@@ -500,6 +501,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         overcommit: args.overcommit || args.overlap,
         pty: args.pty,
         pmi,
+        pmi_fd,
         task_files,
         gpus_per_task: args.gpus_per_task,
     };

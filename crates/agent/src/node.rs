@@ -591,24 +591,21 @@ impl NodeAgent {
     }
 
     /// Freezes or thaws every process of job `id` at once (its cgroup's freezer). A job
-    /// whose runner is still making its cgroup (it has just started) is waited for, a while.
+    /// whose runner is still making its cgroup (it has just started: on v1 its hierarchies'
+    /// directories come one after another, the freezer's among the last) is waited for, a
+    /// while.
     pub fn freeze(&self, id: u64, runner: u32, frozen: bool) -> Result<(), String> {
         use berth_runtime::cgroup;
         let layout = cgroup::Layout::detect().map_err(|e| e.to_string())?;
         let name = NodeAgent::cgroup_name(id, runner);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let starting = cgroup::existing_dirs(&layout, berth_runtime::CGROUP_PARENT, &name)
-                .is_empty()
-                && self.runner_alive(id, runner);
-            if !starting || std::time::Instant::now() > deadline {
-                return cgroup::freeze_existing(
-                    &layout,
-                    berth_runtime::CGROUP_PARENT,
-                    &name,
-                    frozen,
-                )
-                .map_err(|e| e.to_string());
+            let done =
+                cgroup::freeze_existing(&layout, berth_runtime::CGROUP_PARENT, &name, frozen);
+            let missing = matches!(&done, Err(cgroup::CgroupError::Write { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound);
+            if !missing || std::time::Instant::now() > deadline || !self.runner_alive(id, runner) {
+                return done.map_err(|e| e.to_string());
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -422,10 +422,14 @@ pub struct StepRequest {
     /// (`srun --pty`): an interactive shell in the job's container.
     #[serde(default)]
     pub pty: bool,
-    /// Serve the tasks PMI-1 (PMI_PORT, PMI_ID), so that MPI programs start without mpiexec
-    /// (`srun --mpi=pmi1`; `--mpi=none`: not).
+    /// Serve the tasks PMI-1 and PMI-2 (PMI_PORT, PMI_ID), so that MPI programs start
+    /// without mpiexec (`srun --mpi=pmi1`; `--mpi=none`: not).
     #[serde(default = "yes")]
     pub pmi: bool,
+    /// Give each task its own connection to that server in PMI_FD, as slurmstepd does
+    /// (`srun --mpi=pmi2`: what programs on Slurm's libpmi2 need).
+    #[serde(default)]
+    pub pmi_fd: bool,
     /// Files of each task (`srun -o out-%t`), opened on its node as the user.
     #[serde(default)]
     pub task_files: Option<TaskFiles>,
@@ -467,6 +471,7 @@ impl StepRequest {
             overcommit: false,
             pty: false,
             pmi: false,
+            pmi_fd: false,
             task_files: None,
             gpus_per_task: None,
         }

@@ -57,6 +57,9 @@ pub struct StepLaunch {
     /// The step's PMI-1 server, `HOST:PORT` (PMI_PORT), if it has one.
     #[serde(default)]
     pub pmi: Option<String>,
+    /// Each task gets its own connection to it in PMI_FD (`--mpi=pmi2`).
+    #[serde(default)]
+    pub pmi_fd: bool,
     /// Without `client_pid` (a part on another node): whether the client runs outside the
     /// job (on a host), so that the tasks get the job's environment under the client's.
     #[serde(default)]
@@ -550,7 +553,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The PMI server's address, resolved on the host too (inside, name resolution would
     // load the image's libraries into this root process).
-    let pmi = match &launch.pmi {
+    let pmi = match launch.pmi.as_ref().filter(|_| launch.pmi_fd) {
         Some(port) => Some(
             std::net::ToSocketAddrs::to_socket_addrs(port.as_str())
                 .map_err(io_err(format!("resolving the PMI server {port}")))?

@@ -378,6 +378,7 @@ async fn run_step<A: StepAuthority>(
             pmi: pmi
                 .as_ref()
                 .map(|p| format!("{}:{}", authority.address(), p.port)),
+            pmi_fd: request.pmi_fd,
             outside: !in_job,
             label: request.label,
             kill_on_bad_exit: request.kill_on_bad_exit,
