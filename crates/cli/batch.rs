@@ -212,7 +212,7 @@ pub struct HistoryArgs {
     /// Fields separated by '|', not padded (as sacct -P)
     #[arg(short = 'P', long)]
     parsable2: bool,
-    /// Accepted as sacct takes it: berth lists jobs, not their steps
+    /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
 }
@@ -1266,8 +1266,54 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     }
     for j in &jobs {
         writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
+        // Then its steps, `ID.N`, as sacct lists them (what berth records of them: no CPU
+        // time or memory of their own, which are the job's).
+        for step in j.steps.iter().filter(|_| !args.allocations) {
+            writeln!(out, "{}", table.line(|name| step_accounting(name, j, step)))?;
+        }
     }
     Ok(0)
+}
+
+/// A step's field as sacct names it; empty where berth records nothing of the step's own.
+fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> String {
+    let time = |t: Option<u64>| t.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
+    match name {
+        "JobID" => format!("{}.{}", job_id(j), step.id),
+        "JobIDRaw" => format!("{}.{}", j.id, step.id),
+        // The program's name, as sacct shows a step's.
+        "JobName" => step
+            .command
+            .split_whitespace()
+            .next()
+            .map(base_name)
+            .unwrap_or_default(),
+        "State" => match step.exit_code {
+            None => "RUNNING",
+            Some(0) => "COMPLETED",
+            Some(_) => "FAILED",
+        }
+        .into(),
+        // A status of 128 + N was signal N: sacct's 0:N.
+        "ExitCode" => match step.exit_code {
+            Some(c) if c > 128 => format!("0:{}", c - 128),
+            Some(c) => format!("{c}:0"),
+            None => "0:0".into(),
+        },
+        "Elapsed" => duration(
+            step.end_time
+                .unwrap_or_else(berth_controller::now)
+                .saturating_sub(step.start_time),
+        ),
+        "Submit" | "Start" => time(Some(step.start_time)),
+        "End" => time(step.end_time),
+        _ => String::new(),
+    }
+}
+
+/// The last component of a path (a step's program).
+fn base_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
 }
 
 /// Columns as sacct's and sstat's --format names them (`NAME[%WIDTH]`, among `known`'s

@@ -125,6 +125,29 @@ echo "signalled: $?""#;
         [3, 3, 0, 127, 137].map(serde_json::Value::from),
         "{job}"
     );
+    // sacct lists the job, then its steps by their programs' names (-X: the job alone).
+    let sacct = |x: &[&str]| {
+        let id = id.to_string();
+        let mut args = vec![
+            "as",
+            "sacct",
+            "-j",
+            &id,
+            "-n",
+            "-P",
+            "-o",
+            "JobID,JobName,State,ExitCode",
+        ];
+        args.extend_from_slice(x);
+        c.berth(Mode::Rootless, &args).ok().to_string()
+    };
+    assert_eq!(
+        sacct(&[]),
+        format!(
+            "{id}|worst.sh|COMPLETED|0:0\n{id}.0|sh|FAILED|3:0\n{id}.1|sh|FAILED|3:0\n{id}.2|sh|COMPLETED|0:0\n{id}.3|no-such-program|FAILED|127:0\n{id}.4|sh|FAILED|0:9\n"
+        )
+    );
+    assert_eq!(sacct(&["-X"]), format!("{id}|worst.sh|COMPLETED|0:0\n"));
 }
 
 #[test]
@@ -608,7 +631,8 @@ wait"##;
             reason.contains("a remapped root needs a kernel that can"),
             "{job}"
         );
-        assert_eq!(out, "", "{job}");
+        // Said in the job's output file too, where its user looks.
+        assert_eq!(out, format!("berth: {reason}\n"), "{job}");
         return;
     }
     assert_eq!(
