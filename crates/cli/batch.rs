@@ -851,7 +851,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     }
     let now = berth_controller::now();
     if let Some(format) = &args.format {
-        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQ")?;
+        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQeZBcf")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
@@ -997,6 +997,11 @@ fn header(letter: char) -> &'static str {
         'V' => "SUBMIT_TIME",
         'S' => "START_TIME",
         'Y' => "SCHEDNODES",
+        'e' => "END_TIME",
+        'Z' => "WORK_DIR",
+        'B' => "EXEC_HOST",
+        'c' => "MIN_CPUS",
+        'f' => "FEATURES",
         _ => "PRIORITY",
     }
 }
@@ -1033,6 +1038,13 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
             [] => "(null)".into(),
             nodes => berth_core::job::hostlist(nodes),
         },
+        // Its end, or a running job's at its limit.
+        'e' => time(j.end_time.or_else(|| Some(j.start_time? + j.time_limit?))),
+        'Z' => j.workdir.clone(),
+        'B' => j.nodes.first().cloned().unwrap_or_else(|| "n/a".into()),
+        // CPUs per node, as asked.
+        'c' => (j.cpus / u64::from(j.min_nodes.max(1))).to_string(),
+        'f' => j.constraint.clone().unwrap_or_else(|| "(null)".into()),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
     }
 }

@@ -479,14 +479,19 @@ fn the_queue_prints_as_squeue_formats() {
         format!("   JOBID USER\n{held:>8} {TEST_USER}\n")
     );
     assert!(q(&["-t", "R", "-h"]).is_empty());
+    let cwd = c.f.cwd(Mode::Rootless).display().to_string();
+    assert_eq!(
+        q(&["-h", "-o", "%Z|%B|%c|%f|%e", "-j", &held.to_string()]),
+        format!("{cwd}|n/a|1|(null)|N/A\n")
+    );
     // `-t all`: every state (workflow managers ask so).
     assert_eq!(
         q(&["-h", "-t", "all", "-o", "%i %t", "-j", &held.to_string()]),
         format!("{held} PD\n")
     );
-    let bad = c.berth(Mode::Rootless, &["queue", "-o", "%i %Z"]);
+    let bad = c.berth(Mode::Rootless, &["queue", "-o", "%i %X"]);
     assert!(
-        bad.code != 0 && bad.stderr.contains("unknown field %Z"),
+        bad.code != 0 && bad.stderr.contains("unknown field %X"),
         "{}",
         bad.stderr
     );
