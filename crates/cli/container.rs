@@ -67,6 +67,10 @@ pub struct ContainerArgs {
     /// Run as this user (root only; how the node agent runs jobs)
     #[arg(long, value_name = "USER")]
     user: Option<String>,
+    /// Be root inside, yourself outside, without capabilities (Apptainer's --fakeroot): change
+    /// the image's files in the container's layer, nothing you could not
+    #[arg(long, conflicts_with = "user")]
+    fakeroot: bool,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +111,9 @@ impl ContainerArgs {
             memory: self.memory.as_deref().map(parse_size).transpose()?,
             pids: self.pids_limit,
         };
+        if self.fakeroot && is_root() {
+            anyhow::bail!("--fakeroot is for users: root is root in its containers already");
+        }
         let contain = self.contain || self.containall;
         let mut binds = self.binds;
         let mut env = Vec::new();
@@ -136,6 +143,7 @@ impl ContainerArgs {
             limits,
             gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
             pid_namespace: self.pid || self.containall,
+            remap_root: self.fakeroot,
             user: self
                 .user
                 .as_deref()

@@ -406,7 +406,7 @@ fn gpus_on_a_host_without_them_is_a_clear_error() {
 
 /// Apptainer's options for what berth does, as its users type them: --env-file, --home
 /// SRC:DST, --contain (no host directory), --containall (and a clean environment and a pid
-/// namespace of its own), --writable-tmpfs (berth's way anyway).
+/// namespace of its own), --writable-tmpfs (berth's way anyway), --fakeroot.
 #[test]
 fn apptainers_options_do_what_apptainer_does() {
     let Some(f) = Fixture::new() else { return };
@@ -481,4 +481,28 @@ fn apptainers_options_do_what_apptainer_does() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pid 2\nhost unset\n");
     f.berth(mode, &["exec", "--writable-tmpfs", "busybox", "true"])
         .ok();
+
+    // --fakeroot: root inside, the user outside (what it makes on the host is theirs); root
+    // is told it needs none.
+    let out = f.berth(
+        mode,
+        &[
+            "exec",
+            "--fakeroot",
+            "busybox",
+            "sh",
+            "-c",
+            "id -u; echo made > made-as-root",
+        ],
+    );
+    assert_eq!(out.ok(), "0\n");
+    let made = std::fs::metadata(cwd.join("made-as-root")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), f.user.uid);
+    f.import(Mode::Root);
+    let root = f.berth(Mode::Root, &["exec", "--fakeroot", "busybox", "true"]);
+    assert!(
+        root.code == 125 && root.stderr.contains("--fakeroot is for users"),
+        "{}",
+        root.stderr
+    );
 }

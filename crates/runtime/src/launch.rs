@@ -5,7 +5,7 @@ use crate::cgroup::{self, Cgroup, Layout};
 use crate::container;
 use crate::spec::{ContainerSpec, Rootfs, WarnTo};
 use crate::sys;
-use crate::{Identity, RuntimeError};
+use crate::RuntimeError;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -113,15 +113,17 @@ pub struct Outcome {
     pub usage: cgroup::Usage,
 }
 
-/// Maps the user `id` to itself in the user namespace of process `pid` ("self": the caller,
-/// which may map its own ids into a namespace it has just made): same uid and gid inside as
-/// outside. setgroups must be denied before an unprivileged process may write gid_map
-/// (user_namespaces(7)).
-fn write_maps(pid: impl std::fmt::Display, id: &Identity) -> Result<(), RuntimeError> {
+/// Maps the user of `spec` in the user namespace of process `pid` ("self": the caller, which
+/// may map its own ids into a namespace it has just made): to itself, same uid and gid inside
+/// as outside, or to root for a remapped root (`berth exec --fakeroot`). setgroups must be
+/// denied before an unprivileged process may write gid_map (user_namespaces(7)).
+fn write_maps(pid: impl std::fmt::Display, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let id = &spec.identity;
+    let inside = |own: u32| if spec.remap_root { 0 } else { own };
     let maps = [
         ("setgroups", "deny".to_string()),
-        ("uid_map", format!("{0} {0} 1\n", id.uid)),
-        ("gid_map", format!("{0} {0} 1\n", id.gid)),
+        ("uid_map", format!("{} {} 1\n", inside(id.uid), id.uid)),
+        ("gid_map", format!("{} {} 1\n", inside(id.gid), id.gid)),
     ];
     for (file, text) in maps {
         let path = format!("/proc/{pid}/{file}");
@@ -147,8 +149,9 @@ pub fn run_then(
     ended: impl FnOnce(&Outcome),
 ) -> Result<Outcome, RuntimeError> {
     let image = open_image(spec)?;
-    if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() && !spec.remap_root
-    {
+    // (Root's remapped root needs a user namespace made before the clone: see run_in.)
+    let root_remap = spec.remap_root && !spec.rootless;
+    if spec.limits.is_none() && !spec.pid_namespace && spec.time_limit.is_none() && !root_remap {
         return Err(become_container(spec, &image));
     }
 
@@ -240,7 +243,7 @@ fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
         );
     }
     if spec.rootless {
-        if let Err(e) = write_maps("self", &spec.identity) {
+        if let Err(e) = write_maps("self", spec) {
             return e;
         }
     }
@@ -273,7 +276,7 @@ fn run_in(
     let v2_dir = cgroup.map(Cgroup::v2_dir).transpose()?.flatten();
     // A remapped root's user namespace, made before the clone (its maps are written from
     // outside it) and entered by the child once it has built the root through it.
-    let userns = match spec.remap_root {
+    let userns = match spec.remap_root && !spec.rootless {
         true => Some(crate::enter::remapped_root(&spec.identity)?),
         false => None,
     };
@@ -370,7 +373,7 @@ fn run_in(
 
     let released = (|| {
         if spec.rootless {
-            write_maps(pid, &spec.identity)?;
+            write_maps(pid, spec)?;
         }
         if let Some(c) = cgroup.filter(|_| move_in) {
             c.add_pid(pid)?;

@@ -289,9 +289,11 @@ pub fn plan(
         (None, _) => Identity::current()?,
     };
     let rootless = !root;
-    if options.remap_root && (rootless || options.pid_namespace || rootfs == Rootfs::Host) {
+    // A user's is their own user namespace mapping root to them; root's, a job's (through
+    // an idmapped image tree), has no pid namespace of its own.
+    if options.remap_root && (rootfs == Rootfs::Host || (!rootless && options.pid_namespace)) {
         return Err(RuntimeError::NotPermitted(
-            "a remapped root is made by root, for a container of an image without a pid namespace of its own".into(),
+            "a remapped root is for a container of an image, without a pid namespace of its own when root makes it".into(),
         ));
     }
     if let Rootfs::Squashfs(_) = rootfs {

@@ -62,9 +62,10 @@ pub struct ContainerSpec {
     /// its start.
     pub cgroup_name: Option<String>,
     /// Root inside, the user outside (pyxis's `--container-remap-root`, for a job's own
-    /// container): the program runs as root in a user namespace mapping root to `identity`,
-    /// over the image's tree mounted idmapped (see `enter::new`). Root only, and an image's
-    /// unpacked tree only.
+    /// container; Apptainer's `--fakeroot`): the program runs as root in a user namespace
+    /// mapping root to `identity`; made by root, over the image's tree mounted idmapped (see
+    /// `enter::new`: an image's unpacked tree only); rootless, the user's own namespace maps
+    /// root to them, over their own unpacked copy.
     pub remap_root: bool,
     /// Its writable layer on disk: this directory's `upper` and `work` (kept after it: a
     /// named container's, for the next container over them, or one to save), rather than
