@@ -824,23 +824,19 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R".into());
     }
     // (`-t all`: every state, as squeue takes it.)
-    let states: Option<Vec<String>> =
-        args.state
-            .filter(|s| !s.eq_ignore_ascii_case("all"))
-            .map(|s| {
-                s.split(',')
-                    .map(|s| long_state(s.trim()).to_string())
-                    .collect()
-            });
-    let me = match args.me {
-        true => Some(berth_runtime::Identity::current()?.user),
-        false => None,
-    };
+    let states: Vec<String> = args
+        .state
+        .iter()
+        .filter(|s| !s.eq_ignore_ascii_case("all"))
+        .flat_map(|s| s.split(','))
+        .map(|s| long_state(s.trim()))
+        .collect();
+    let mut users: Vec<String> = args.user.into_iter().collect();
+    if args.me {
+        users.push(berth_runtime::Identity::current()?.user);
+    }
     jobs.retain(|j| {
-        args.user.as_ref().is_none_or(|u| *u == j.user)
-            && me.as_ref().is_none_or(|u| *u == j.user)
-            && args.partition.as_ref().is_none_or(|p| *p == j.partition)
-            && states.as_ref().is_none_or(|s| s.contains(&j.state))
+        selects(j, &users, args.partition.as_deref(), &states)
             && (args.jobs.is_empty()
                 || args.jobs.contains(&j.id)
                 || j.array_job_id.is_some_and(|a| args.jobs.contains(&a)))
@@ -1206,17 +1202,15 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         let named = job_ids(&args.jobs, |_| true)?;
         jobs.retain(|j| named.contains(&j.id));
     }
-    let user = match (args.user, args.me || !crate::settings::is_root()) {
-        (Some(u), _) => Some(u),
-        (None, true) => Some(berth_runtime::Identity::current()?.user),
-        (None, false) => None,
+    let users: Vec<String> = match (args.user, args.me || !crate::settings::is_root()) {
+        (Some(u), _) => vec![u],
+        (None, true) => vec![berth_runtime::Identity::current()?.user],
+        (None, false) => Vec::new(),
     };
     let states: Vec<String> = args.states.iter().map(|s| long_state(s.trim())).collect();
     jobs.retain(|j| {
-        user.as_ref().is_none_or(|u| *u == j.user)
+        selects(j, &users, args.partition.as_deref(), &states)
             && (args.names.is_empty() || args.names.contains(&j.name))
-            && (states.is_empty() || states.contains(&j.state))
-            && args.partition.as_ref().is_none_or(|p| *p == j.partition)
     });
     // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
     let mut status = 0;
@@ -1227,6 +1221,15 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         }
     }
     Ok(status)
+}
+
+/// What squeue's and scancel's filters select among the active jobs: every user named (-u,
+/// --me) the job's, its partition the one named, its state one of `states` (long forms;
+/// none: any).
+fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[String]) -> bool {
+    users.iter().all(|u| *u == j.user)
+        && partition.is_none_or(|p| p == j.partition)
+        && (states.is_empty() || states.contains(&j.state))
 }
 
 /// Cancels job `id`, or sends it `signal`.
@@ -1298,7 +1301,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             .command
             .split_whitespace()
             .next()
-            .map(base_name)
+            .map(crate::compat::base_name)
             .unwrap_or_default(),
         "State" => match step.exit_code {
             None => "RUNNING",
@@ -1321,11 +1324,6 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         "End" => time(step.end_time),
         _ => String::new(),
     }
-}
-
-/// The last component of a path (a step's program).
-fn base_name(path: &str) -> String {
-    path.rsplit('/').next().unwrap_or(path).to_string()
 }
 
 /// Columns as sacct's and sstat's --format names them (`NAME[%WIDTH]`, among `known`'s

@@ -354,8 +354,9 @@ fn whose(user: Option<&str>) -> Result<Option<String>> {
     })
 }
 
-/// The file name of `path`, which names a job after its script or command.
-fn base_name(path: &str) -> String {
+/// The file name of `path`, which names a job after its script or command (and a step in
+/// sacct after its program).
+pub(crate) fn base_name(path: &str) -> String {
     Path::new(path)
         .file_name()
         .map_or(path.to_string(), |n| n.to_string_lossy().into_owned())

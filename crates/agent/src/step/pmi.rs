@@ -102,6 +102,18 @@ struct State {
     attr_waiters: Vec<AttrWaiter>,
 }
 
+impl State {
+    /// A step's state before any task came: the key-value space starts with `kvs`.
+    fn new(kvs: HashMap<String, String>) -> State {
+        State {
+            kvs,
+            barrier: Vec::new(),
+            node_attrs: HashMap::new(),
+            attr_waiters: Vec::new(),
+        }
+    }
+}
+
 /// A task waiting for a node attribute: its node, the key, where to answer, its thrid.
 type AttrWaiter = (
     usize,
@@ -134,12 +146,7 @@ impl Server {
         let size: u32 = counts.iter().sum();
         let mut kvs = HashMap::new();
         kvs.insert("PMI_process_mapping".to_string(), process_mapping(counts));
-        let state = Arc::new(Mutex::new(State {
-            kvs,
-            barrier: Vec::new(),
-            node_attrs: HashMap::new(),
-            attr_waiters: Vec::new(),
-        }));
+        let state = Arc::new(Mutex::new(State::new(kvs)));
         let counts: Arc<[u32]> = counts.into();
         let (abort_tx, aborts) = mpsc::unbounded_channel();
         let accept = tokio::spawn(async move {
@@ -380,6 +387,8 @@ fn serve_v2(
         all.extend_from_slice(fields);
         Reply::Now(answer_v2(cmd, &all, thrid))
     };
+    let failed =
+        |cmd: &str, why: &str| Reply::Now(answer_v2(cmd, &[("rc", "-1"), ("errmsg", why)], thrid));
     let found = |cmd: &str, value: Option<&str>| match value {
         Some(v) => ok(cmd, &[("found", "TRUE"), ("value", v)]),
         None => ok(cmd, &[("found", "FALSE")]),
@@ -424,11 +433,7 @@ fn serve_v2(
                 s.kvs.insert(k.to_string(), v.to_string());
                 ok("kvs-put-response", &[])
             }
-            _ => Reply::Now(answer_v2(
-                "kvs-put-response",
-                &[("rc", "-1"), ("errmsg", "key_or_value_missing")],
-                thrid,
-            )),
+            _ => failed("kvs-put-response", "key_or_value_missing"),
         },
         "kvs-get" => {
             let s = step.state.lock().expect("not poisoned");
@@ -443,11 +448,7 @@ fn serve_v2(
         }
         "info-putnodeattr" => {
             let (Some(key), Some(value)) = (get("key"), get("value")) else {
-                return Reply::Now(answer_v2(
-                    "info-putnodeattr-response",
-                    &[("rc", "-1"), ("errmsg", "key_or_value_missing")],
-                    thrid,
-                ));
+                return failed("info-putnodeattr-response", "key_or_value_missing");
             };
             let node = step.node_of(rank.unwrap_or(0));
             let mut s = step.state.lock().expect("not poisoned");
@@ -492,14 +493,7 @@ fn serve_v2(
             let _ = step.abort.send(code);
             Reply::End(Vec::new())
         }
-        other => {
-            let cmd = format!("{other}-response");
-            Reply::Now(answer_v2(
-                &cmd,
-                &[("rc", "-1"), ("errmsg", "unsupported_by_berth")],
-                thrid,
-            ))
-        }
+        other => failed(&format!("{other}-response"), "unsupported_by_berth"),
     }
 }
 
@@ -728,12 +722,7 @@ mod tests {
             counts: [2, 1, 3].into(),
             size: 6,
             kvsname: "k".into(),
-            state: Arc::new(Mutex::new(State {
-                kvs: HashMap::new(),
-                barrier: Vec::new(),
-                node_attrs: HashMap::new(),
-                attr_waiters: Vec::new(),
-            })),
+            state: Arc::new(Mutex::new(State::new(HashMap::new()))),
             abort,
         };
         let nodes: Vec<usize> = (0..6).map(|r| step.node_of(r)).collect();
