@@ -1164,9 +1164,16 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     }
     // Steps as sacct lists them: JOBID.STEP.
     for step in &j.steps {
+        let used = step.usage.map_or(String::new(), |u| {
+            format!(
+                " TotalCPU={} MaxRSS={}",
+                cpu_time(u.user_usec + u.system_usec),
+                slurm_size(u.max_rss_bytes)
+            )
+        });
         writeln!(
             out,
-            "   Step={}.{} NumTasks={} ExitCode={} Elapsed={} Command={}",
+            "   Step={}.{} NumTasks={} ExitCode={} Elapsed={}{used} Command={}",
             j.id,
             step.id,
             step.ntasks,
@@ -1281,8 +1288,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     }
     for j in &jobs {
         writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
-        // Then its steps, `ID.N`, as sacct lists them (what berth records of them: no CPU
-        // time or memory of their own, which are the job's).
+        // Then its steps, `ID.N`, as sacct lists them.
         for step in j.steps.iter().filter(|_| !args.allocations) {
             writeln!(out, "{}", table.line(|name| step_accounting(name, j, step)))?;
         }
@@ -1322,6 +1328,15 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         ),
         "Submit" | "Start" => time(Some(step.start_time)),
         "End" => time(step.end_time),
+        "TotalCPU" => step
+            .usage
+            .map_or("-".into(), |u| cpu_time(u.user_usec + u.system_usec)),
+        "UserCPU" => step.usage.map_or("-".into(), |u| cpu_time(u.user_usec)),
+        "SystemCPU" => step.usage.map_or("-".into(), |u| cpu_time(u.system_usec)),
+        "MaxRSS" => step
+            .usage
+            .map_or(String::new(), |u| slurm_size(u.max_rss_bytes)),
+        "NTasks" => step.ntasks.to_string(),
         _ => String::new(),
     }
 }
@@ -1451,8 +1466,11 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("ExitCode", 8),
     ("Elapsed", 10),
     ("TotalCPU", 10),
+    ("UserCPU", 10),
+    ("SystemCPU", 10),
     ("MaxRSS", 10),
     ("NNodes", 8),
+    ("NTasks", 8),
     ("NCPUS", 10),
     ("NodeList", 15),
     ("Timelimit", 10),
@@ -1477,8 +1495,11 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
         "Elapsed" => duration(elapsed(j)),
         "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
+        "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
+        "SystemCPU" => j.system_cpu_usec.map_or("-".into(), cpu_time),
         "MaxRSS" => j.max_rss_bytes.map_or(String::new(), slurm_size),
         "NNodes" => j.nodes.len().max(1).to_string(),
+        "NTasks" => j.ntasks.max(1).to_string(),
         "NCPUS" => j.cpus.to_string(),
         "NodeList" => match j.nodes.as_slice() {
             [] => "None assigned".into(),

@@ -77,6 +77,96 @@ echo "second step: $srun_like""#;
     );
 }
 
+/// Each step's own CPU time and peak memory (its tasks', summed and the largest), beside the
+/// job's from its cgroup, in `berth history --json`, sacct's fields and `berth show`.
+#[test]
+fn steps_record_what_their_tasks_used() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"berth step -n 2 sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'
+berth step -n 1 dd if=/dev/zero of=/dev/null bs=32M count=1
+berth step -n 1 true"#;
+    let id = c.submit(Mode::Rootless, "used.sh", &script("-n 2", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", output(&c, id));
+    let usage: Vec<berth_api::StepUsage> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_value(s["usage"].clone()).unwrap())
+        .collect();
+    let [busy, big, idle] = usage[..] else {
+        panic!("{job}")
+    };
+    let cpu = |u: berth_api::StepUsage| u.user_usec + u.system_usec;
+    // The loop's two tasks used more CPU than `true`, and less than the job, whose cgroup
+    // they were in; dd's 32 MiB buffer is its peak, which the others never reach.
+    assert!(cpu(busy) > cpu(idle), "{job}");
+    assert!(
+        cpu(busy) + cpu(big) + cpu(idle) <= job["cpu_usec"].as_u64().unwrap(),
+        "{job}"
+    );
+    assert!(big.max_rss_bytes >= 32 << 20, "{job}");
+    assert!(
+        busy.max_rss_bytes < 32 << 20 && idle.max_rss_bytes < 32 << 20,
+        "{job}"
+    );
+    // The job's own CPU time, split as sacct's UserCPU and SystemCPU.
+    let (user, system) = (
+        job["user_cpu_usec"].as_u64().unwrap(),
+        job["system_cpu_usec"].as_u64().unwrap(),
+    );
+    assert!(user > 0 && user + system > 0, "{job}");
+    let sacct = c
+        .berth(
+            Mode::Rootless,
+            &[
+                "as",
+                "sacct",
+                "-j",
+                &id.to_string(),
+                "-n",
+                "-P",
+                "-o",
+                "JobID,NTasks,TotalCPU,UserCPU,MaxRSS",
+            ],
+        )
+        .ok()
+        .to_string();
+    let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(lines.len(), 4, "{sacct}");
+    assert_eq!(lines[0][..2], [id.to_string().as_str(), "2"], "{sacct}");
+    assert_eq!(lines[2][..2], [format!("{id}.1").as_str(), "1"], "{sacct}");
+    let dd_rss = berth_size(lines[2][4]);
+    assert_eq!(dd_rss, big.max_rss_bytes.div_ceil(1024) * 1024, "{sacct}");
+    for line in &lines {
+        assert!(line[2] != "-" && line[3] != "-", "{sacct}");
+    }
+    let shown = c
+        .berth(Mode::Rootless, &["show", &id.to_string()])
+        .ok()
+        .to_string();
+    assert!(
+        shown.contains(&format!("Step={id}.1 NumTasks=1 ExitCode=0 Elapsed=")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" MaxRSS=") && shown.contains(" TotalCPU="),
+        "{shown}"
+    );
+}
+
+/// A size as sacct prints one (`5224K`, `32M`), in bytes.
+fn berth_size(text: &str) -> u64 {
+    let (n, unit) = text.split_at(text.len() - 1);
+    let shift = match unit {
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => panic!("{text}: not a size"),
+    };
+    n.parse::<u64>().unwrap() << shift
+}
+
 #[test]
 fn a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest() {
     let Some(c) = Cluster::start() else { return };

@@ -31,6 +31,7 @@ berth-rsh -x "$third" exit 5
 echo "rsh code=$?"
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
+berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; exit 0'
 "#;
     let id = c.submit(Mode::Rootless, "steps.sh", script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
@@ -75,6 +76,19 @@ berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
     let steps = job["steps"].as_array().unwrap();
     assert_eq!(steps[0]["ntasks"], 6, "{job}");
     assert_eq!(steps[2]["exit_code"], 3, "{job}");
+    // What the tasks used comes back from every node: the largest task ran on the third.
+    let dd = steps
+        .iter()
+        .find(|s| s["command"].as_str().unwrap().contains("dd if"))
+        .unwrap();
+    let rss = dd["usage"]["max_rss_bytes"].as_u64().unwrap();
+    assert!(rss >= 24 << 20, "{dd}");
+    // Each step's but the one whose failing task had the other nodes' parts killed: their
+    // step processes went with their tasks, saying nothing.
+    let unsaid: Vec<usize> = (0..steps.len())
+        .filter(|&i| steps[i]["usage"].is_null())
+        .collect();
+    assert_eq!(unsaid, [3], "{job}");
 }
 
 #[test]

@@ -112,6 +112,8 @@ pub struct StepEnd {
     pub job: u64,
     pub step: u32,
     pub code: i32,
+    #[serde(default)]
+    pub usage: Option<berth_api::StepUsage>,
 }
 
 /// The controller, asked over HTTP, as the step authority of this node's step socket.
@@ -158,8 +160,13 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         Ok(grant)
     }
 
-    async fn end(&self, job: u64, step: u32, code: i32) {
-        let end = StepEnd { job, step, code };
+    async fn end(&self, job: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
+        let end = StepEnd {
+            job,
+            step,
+            code,
+            usage,
+        };
         if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
             eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
         }

@@ -11,7 +11,9 @@
 //! with the client's stdin, stdout and stderr attached to the line's first byte (SCM_RIGHTS).
 //! The launcher answers `S <pid> <start time>` (forked; the start time from /proc/PID/stat,
 //! which tells the process from a later one with its pid) or `F <error>`, and, whenever one
-//! of the processes it forked ends, `E <pid> <wait status>`. A runner says `R <pid>` on the
+//! of the processes it forked ends, `E <pid> <wait status>`. A step's process writes
+//! `U <pid> <user usec> <system usec> <max RSS bytes>` on that socket just before it exits,
+//! what its tasks used (so it comes before its `E`). A runner says `R <pid>` on the
 //! launcher's stdout, a socket of the agent's, once its job's result is written, before it
 //! removes the job's cgroup and exits: the agent takes that for the runner's end, so that
 //! the job's CPUs go to the next job a little sooner. At end of input (the agent is gone)
@@ -31,17 +33,26 @@ use std::sync::Mutex;
 pub struct Forked {
     pub pid: u32,
     pub start: u64,
-    /// Where its end comes: `Some(wait status)`, or `None` if the launcher went away first.
-    end: Receiver<Option<i32>>,
+    /// Where its end comes: `Some`, or `None` if the launcher went away first.
+    end: Receiver<Option<Ended>>,
+}
+
+/// How a process the launcher forked ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
+    /// Its wait status (0 for a runner that reported its job's result).
+    pub status: i32,
+    /// What a step's tasks used, as its process said before it exited.
+    pub usage: Option<berth_api::StepUsage>,
 }
 
 impl Forked {
     /// Blocks until the process has ended (or, a runner, reported its job's result: then
-    /// 0); its wait status, or `None` if its launcher went away first (its end is then seen
-    /// in /proc only, by pid and start time).
-    pub fn wait(self) -> Option<i32> {
-        if let Ok(Some(status)) = self.end.recv() {
-            return Some(status);
+    /// status 0); how, or `None` if its launcher went away first (its end is then seen in
+    /// /proc only, by pid and start time).
+    pub fn wait(self) -> Option<Ended> {
+        if let Ok(Some(ended)) = self.end.recv() {
+            return Some(ended);
         }
         while start_time(self.pid) == Some(self.start) {
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -154,28 +165,44 @@ impl Launcher {
 /// Who waits for the end of each process a launcher forked, by pid: fed by the launcher's
 /// answers and by the runners' reports.
 #[derive(Clone, Default)]
-struct Waiters(std::sync::Arc<Mutex<BTreeMap<u32, Sender<Option<i32>>>>>);
+struct Waiters(std::sync::Arc<Mutex<WaitersInner>>);
+
+#[derive(Default)]
+struct WaitersInner {
+    waiting: BTreeMap<u32, Sender<Option<Ended>>>,
+    /// What steps' processes said their tasks used, until they end.
+    usage: BTreeMap<u32, berth_api::StepUsage>,
+}
 
 impl Waiters {
     /// Where the end of `pid` will come.
-    fn add(&self, pid: u32) -> Receiver<Option<i32>> {
+    fn add(&self, pid: u32) -> Receiver<Option<Ended>> {
         let (tx, end) = channel();
-        self.0.lock().expect("not poisoned").insert(pid, tx);
+        self.0.lock().expect("not poisoned").waiting.insert(pid, tx);
         end
     }
 
-    /// `pid` ended (`None`: unknown how); nothing if nobody waits for it (any more).
-    fn end(&self, pid: u32, status: Option<i32>) {
-        let waiter = self.0.lock().expect("not poisoned").remove(&pid);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(status);
+    /// Step process `pid` is about to end, its tasks having used `usage`.
+    fn used(&self, pid: u32, usage: berth_api::StepUsage) {
+        let mut inner = self.0.lock().expect("not poisoned");
+        if inner.waiting.contains_key(&pid) {
+            inner.usage.insert(pid, usage);
+        }
+    }
+
+    /// `pid` ended with wait status `status`; nothing if nobody waits for it (any more).
+    fn end(&self, pid: u32, status: i32) {
+        let mut inner = self.0.lock().expect("not poisoned");
+        let usage = inner.usage.remove(&pid);
+        if let Some(waiter) = inner.waiting.remove(&pid) {
+            let _ = waiter.send(Some(Ended { status, usage }));
         }
     }
 
     /// The launcher is gone: no end will come its way.
     fn end_all(&self) {
         let gone = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
-        for (_, waiter) in gone {
+        for (_, waiter) in gone.waiting {
             let _ = waiter.send(None);
         }
     }
@@ -203,7 +230,20 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, wai
                 let (Ok(pid), Ok(status)) = (pid.parse::<u32>(), status.parse::<i32>()) else {
                     break;
                 };
-                waiters.end(pid, Some(status));
+                waiters.end(pid, status);
+            }
+            (Some("U"), Some(pid), Some(usage)) => {
+                let numbers: Result<Vec<u64>, _> = usage.split(' ').map(str::parse).collect();
+                if let (Ok(pid), Ok(&[user_usec, system_usec, max_rss_bytes])) =
+                    (pid.parse::<u32>(), numbers.as_deref())
+                {
+                    let usage = berth_api::StepUsage {
+                        user_usec,
+                        system_usec,
+                        max_rss_bytes,
+                    };
+                    waiters.used(pid, usage);
+                }
             }
             _ => break,
         }
@@ -219,7 +259,7 @@ fn read_reports(socket: UnixStream, waiters: Waiters) {
     for line in BufReader::new(socket).lines() {
         let Ok(line) = line else { break };
         if let Some(Ok(pid)) = line.strip_prefix("R ").map(str::parse::<u32>) {
-            waiters.end(pid, Some(0));
+            waiters.end(pid, 0);
         }
     }
 }
@@ -480,6 +520,15 @@ fn fork_step(
             // but for a pid collision with a group, which the kernel rules out).
             unsafe { libc::setsid() };
             drop((ready, led));
+            // Where it says what its tasks used: a copy of the agent's socket, close-on-exec
+            // (its tasks never have it).
+            // SAFETY: duplicates the socket's descriptor; the copy is owned right away.
+            let report = match unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) }
+            {
+                -1 => None,
+                // SAFETY: a new descriptor of our own.
+                fd => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            };
             inherited.shed();
             if let Some(spare) = spare {
                 // SAFETY: the launcher's end of the spare's pipe, never used here (the
@@ -492,7 +541,7 @@ fn fork_step(
                 unsafe { libc::dup2(fd.as_raw_fd(), target) };
             }
             drop(stdio);
-            std::process::exit(crate::step::run_forked(&launch));
+            std::process::exit(crate::step::run_forked(&launch, report));
         }
         pid => {
             drop(led);
@@ -583,8 +632,11 @@ mod tests {
         let reported = waiters.clone();
         let answers = std::thread::spawn(move || read_answers(ours, to_fork, waiters));
         std::thread::spawn(move || read_reports(reports, reported));
-        (&theirs).write_all(b"S 4242 99\nS 4343 99\n").unwrap();
-        let (first, second) = (
+        (&theirs)
+            .write_all(b"S 4242 99\nS 4343 99\nS 4444 99\n")
+            .unwrap();
+        let (first, second, step) = (
+            forks.recv().unwrap().unwrap(),
             forks.recv().unwrap().unwrap(),
             forks.recv().unwrap().unwrap(),
         );
@@ -592,10 +644,22 @@ mod tests {
         // Another runner's report, a report that is not one, then the first runner's.
         (&report).write_all(b"R 1\nnonsense\nR 4242\n").unwrap();
         let soon = std::time::Duration::from_secs(10);
-        assert_eq!(first.end.recv_timeout(soon), Ok(Some(0)));
+        let ended = |status, usage| Ok(Some(Ended { status, usage }));
+        assert_eq!(first.end.recv_timeout(soon), ended(0, None));
         // Its exit, with a status of its own, changes nothing; the other's exit ends its wait.
         (&theirs).write_all(b"E 4242 256\nE 4343 512\n").unwrap();
-        assert_eq!(second.end.recv_timeout(soon), Ok(Some(512)));
+        assert_eq!(second.end.recv_timeout(soon), ended(512, None));
+        // A step's process says what its tasks used before its end; a malformed line or one
+        // of a process nobody waits for is nothing.
+        (&theirs)
+            .write_all(b"U 4444 12 x 3 4\nU 1 1 2 3\nU 4444 1500 20 4096\nE 4444 0\n")
+            .unwrap();
+        let usage = berth_api::StepUsage {
+            user_usec: 1500,
+            system_usec: 20,
+            max_rss_bytes: 4096,
+        };
+        assert_eq!(step.end.recv_timeout(soon), ended(0, Some(usage)));
         drop(theirs);
         answers.join().unwrap();
     }

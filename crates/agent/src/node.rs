@@ -168,7 +168,7 @@ impl Started {
                 .map_or_else(|e| e.to_string(), |s| s.to_string()),
             Ended::Forked(forked) => forked.wait().map_or_else(
                 || "ended (its launcher had gone before: no exit status)".into(),
-                |status| std::process::ExitStatus::from_raw(status).to_string(),
+                |ended| std::process::ExitStatus::from_raw(ended.status).to_string(),
             ),
         }
     }

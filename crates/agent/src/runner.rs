@@ -161,6 +161,10 @@ pub struct JobResult {
     pub timed_out: bool,
     pub oom_killed: bool,
     pub cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub user_cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub system_cpu_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
     pub started: u64,
     pub ended: u64,
@@ -286,6 +290,8 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         timed_out: outcome.timed_out,
         oom_killed: outcome.oom_killed,
         cpu_usec: outcome.usage.cpu_usec,
+        user_cpu_usec: outcome.usage.user_usec,
+        system_cpu_usec: outcome.usage.system_usec,
         max_rss_bytes: outcome.usage.max_rss_bytes,
         started,
         ended: now(),

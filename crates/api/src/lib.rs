@@ -153,8 +153,13 @@ pub struct JobInfo {
     pub memory: Option<u64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
-    /// CPU time and peak memory from the job's cgroup.
+    /// CPU time (all of it, in user mode and in the kernel) and peak memory from the job's
+    /// cgroup.
     pub cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub user_cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub system_cpu_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
     pub image: Option<String>,
     /// The script's arguments, as submitted.
@@ -215,6 +220,33 @@ pub struct StepInfo {
     pub end_time: Option<u64>,
     /// The worst of the tasks' exit statuses (128 + N for a signal).
     pub exit_code: Option<i32>,
+    /// What its tasks used, once it has ended (none where a node could not say).
+    #[serde(default)]
+    pub usage: Option<StepUsage>,
+}
+
+/// What a step's tasks used, as the kernel accounts it to each node's step process for the
+/// tasks it waited for (and what they waited for): CPU time summed over the nodes, and the
+/// largest peak resident size of any one task (sacct's TotalCPU, UserCPU, SystemCPU and
+/// MaxRSS of a step).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct StepUsage {
+    pub user_usec: u64,
+    pub system_usec: u64,
+    pub max_rss_bytes: u64,
+}
+
+/// The usage of a step whose parts used `self` and `other`.
+impl std::ops::Add for StepUsage {
+    type Output = StepUsage;
+
+    fn add(self, other: StepUsage) -> StepUsage {
+        StepUsage {
+            user_usec: self.user_usec + other.user_usec,
+            system_usec: self.system_usec + other.system_usec,
+            max_rss_bytes: self.max_rss_bytes.max(other.max_rss_bytes),
+        }
+    }
 }
 
 /// `POST /v1/jobs/{id}/cancel`

@@ -107,6 +107,10 @@ pub struct Job {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub user_cpu_usec: Option<u64>,
+    #[serde(default)]
+    pub system_cpu_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
     pub stdout: String,
     pub stderr: Option<String>,
@@ -246,6 +250,8 @@ impl Job {
         self.exit_code = None;
         self.signal = None;
         self.cpu_usec = None;
+        self.user_cpu_usec = None;
+        self.system_cpu_usec = None;
         self.max_rss_bytes = None;
         self.cancel_requested = false;
         self.requeue_requested = false;
@@ -294,6 +300,8 @@ impl Job {
             exit_code: self.exit_code,
             signal: self.signal,
             cpu_usec: self.cpu_usec,
+            user_cpu_usec: self.user_cpu_usec,
+            system_cpu_usec: self.system_cpu_usec,
             max_rss_bytes: self.max_rss_bytes,
             suspended_seconds: self
                 .suspended

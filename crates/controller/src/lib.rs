@@ -690,6 +690,8 @@ impl Controller {
                 exit_code: None,
                 signal: None,
                 cpu_usec: None,
+                user_cpu_usec: None,
+                system_cpu_usec: None,
                 max_rss_bytes: None,
                 priority: None,
                 cancel_requested: false,
@@ -1797,6 +1799,8 @@ impl Controller {
             job.exit_code = Some(r.exit_code);
             job.signal = r.signal;
             job.cpu_usec = r.cpu_usec;
+            job.user_cpu_usec = r.user_cpu_usec;
+            job.system_cpu_usec = r.system_cpu_usec;
             job.max_rss_bytes = r.max_rss_bytes;
             if r.started > 0 {
                 job.start_time = Some(r.started);
@@ -2422,6 +2426,7 @@ impl Controller {
             start_time: now(),
             end_time: None,
             exit_code: None,
+            usage: None,
         });
         let grant = berth_agent::step::server::StepGrant {
             step,
@@ -2478,23 +2483,22 @@ impl Controller {
     pub fn end_step_from(
         &mut self,
         node: &str,
-        id: u64,
-        step: u32,
-        code: i32,
+        end: berth_agent::daemon::StepEnd,
     ) -> Result<(), ApiError> {
+        let id = end.job;
         let job = self.job(id)?;
         if job.share(node).is_none() {
             return Err(ApiError::forbidden(format!(
                 "job {id} does not run on node {node}"
             )));
         }
-        self.end_step(id, step, code);
+        self.end_step(id, end.step, end.code, end.usage);
         Ok(())
     }
 
-    /// The end of a step: its exit status goes into the job's record, also when the job has
-    /// ended meanwhile (its end kills the step).
-    pub fn end_step(&mut self, id: u64, step: u32, code: i32) {
+    /// The end of a step: its exit status and usage go into the job's record, also when the
+    /// job has ended meanwhile (its end kills the step).
+    pub fn end_step(&mut self, id: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
         let mut job = match self.active.get(&id) {
             Some(j) => j.clone(),
             None => match self.job(id) {
@@ -2507,6 +2511,7 @@ impl Controller {
         };
         s.end_time = Some(now());
         s.exit_code = Some(code);
+        s.usage = usage;
         if let Err(e) = self.persist(&job) {
             eprintln!(
                 "berth: cannot record the end of step {id}.{step}: {}",
@@ -2636,8 +2641,8 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         Ok(grant)
     }
 
-    async fn end(&self, job: u64, step: u32, code: i32) {
-        self.0.lock().await.end_step(job, step, code)
+    async fn end(&self, job: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
+        self.0.lock().await.end_step(job, step, code, usage)
     }
 
     async fn allocate(

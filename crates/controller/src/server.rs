@@ -247,10 +247,7 @@ async fn agent_step_end(
     Json(e): Json<berth_agent::daemon::StepEnd>,
 ) -> ApiResult<()> {
     let node = node_of(principal)?;
-    c.lock()
-        .await
-        .end_step_from(&node, e.job, e.step, e.code)
-        .map(Json)
+    c.lock().await.end_step_from(&node, e).map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/nodes/{name}/drain", params(("name" = String, Path, description = "node name")), request_body = berth_api::DrainRequest, tag = "cluster", responses((status = 200, description = "drained: no new jobs there"), (status = 403, description = "not root", body = ErrorBody), (status = 404, description = "no such node", body = ErrorBody)))]

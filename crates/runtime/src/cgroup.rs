@@ -44,6 +44,9 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub cpu_usec: Option<u64>,
+    /// The CPU time in user and in kernel mode (sacct's UserCPU and SystemCPU).
+    pub user_usec: Option<u64>,
+    pub system_usec: Option<u64>,
     pub max_rss_bytes: Option<u64>,
     /// Memory charged now (page cache included, as the limit counts it).
     pub memory_bytes: Option<u64>,
@@ -53,18 +56,25 @@ impl Usage {
     /// Read from a cgroup's files, `at(controller, file)` their paths.
     fn read(v2: bool, at: impl Fn(&str, &str) -> Option<PathBuf>) -> Usage {
         if v2 {
+            let stat = at("cpu", "cpu.stat").and_then(|p| fs::read_to_string(p).ok());
+            let stat = |key| stat.as_deref().and_then(|t| keyed(t, key));
             Usage {
-                cpu_usec: at("cpu", "cpu.stat")
-                    .and_then(|p| fs::read_to_string(p).ok())
-                    .and_then(|t| keyed(&t, "usage_usec")),
+                cpu_usec: stat("usage_usec"),
+                user_usec: stat("user_usec"),
+                system_usec: stat("system_usec"),
                 max_rss_bytes: at("memory", "memory.peak").and_then(|p| read_u64(&p)),
                 memory_bytes: at("memory", "memory.current").and_then(|p| read_u64(&p)),
             }
         } else {
-            Usage {
-                cpu_usec: at("cpuacct", "cpuacct.usage")
+            let usec = |file| {
+                at("cpuacct", file)
                     .and_then(|p| read_u64(&p))
-                    .map(|ns| ns / 1000),
+                    .map(|ns| ns / 1000)
+            };
+            Usage {
+                cpu_usec: usec("cpuacct.usage"),
+                user_usec: usec("cpuacct.usage_user"),
+                system_usec: usec("cpuacct.usage_sys"),
                 max_rss_bytes: at("memory", "memory.max_usage_in_bytes").and_then(|p| read_u64(&p)),
                 memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
             }
@@ -1255,11 +1265,17 @@ mod tests {
         )
         .unwrap();
         assert!(cg.oom_killed());
-        fs::write(leaf.join("cpu.stat"), "usage_usec 12345\nuser_usec 10000\n").unwrap();
+        fs::write(
+            leaf.join("cpu.stat"),
+            "usage_usec 12345\nuser_usec 10000\nsystem_usec 2345\n",
+        )
+        .unwrap();
         assert_eq!(
             cg.usage(),
             Usage {
                 cpu_usec: Some(12345),
+                user_usec: Some(10000),
+                system_usec: Some(2345),
                 max_rss_bytes: None,
                 memory_bytes: None,
             }
@@ -1281,15 +1297,16 @@ mod tests {
         )
         .unwrap();
         assert!(cg.oom_killed());
-        fs::write(
-            tmp.path().join("cpu,cpuacct/berth/1-a/cpuacct.usage"),
-            "5000000\n",
-        )
-        .unwrap();
+        let cpuacct = tmp.path().join("cpu,cpuacct/berth/1-a");
+        fs::write(cpuacct.join("cpuacct.usage"), "5000000\n").unwrap();
+        fs::write(cpuacct.join("cpuacct.usage_user"), "4000000\n").unwrap();
+        fs::write(cpuacct.join("cpuacct.usage_sys"), "1000000\n").unwrap();
         fs::write(memory.join("memory.max_usage_in_bytes"), "8192\n").unwrap();
         fs::write(memory.join("memory.usage_in_bytes"), "6144\n").unwrap();
         let usage = Usage {
             cpu_usec: Some(5000),
+            user_usec: Some(4000),
+            system_usec: Some(1000),
             max_rss_bytes: Some(8192),
             memory_bytes: Some(6144),
         };

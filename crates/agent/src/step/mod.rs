@@ -294,10 +294,26 @@ pub(crate) fn step_command(
 }
 
 /// A node's part of a step: its process (`berth internal step`), which leads a process group
-/// of its own (its tasks join it), and its exit status once it ends.
+/// of its own (its tasks join it), and its exit status once it ends, with what its tasks
+/// used where its process could say.
 pub(crate) struct Part {
     pub group: libc::pid_t,
-    pub end: std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send>>,
+    pub end: std::pin::Pin<Box<dyn std::future::Future<Output = PartEnd> + Send>>,
+}
+
+/// How a node's part of a step ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartEnd {
+    /// The worst of its tasks' exit statuses (125: berth's own failure).
+    pub code: i32,
+    pub usage: Option<berth_api::StepUsage>,
+}
+
+impl PartEnd {
+    /// An end without usage (the part did not run, or its process could not say).
+    pub fn without_usage(code: i32) -> PartEnd {
+        PartEnd { code, usage: None }
+    }
 }
 
 /// Starts a node's part of a step with `stdio` as its stdin, stdout and stderr: forked by
@@ -314,11 +330,14 @@ pub(crate) async fn start_part(
                 group: forked.pid as libc::pid_t,
                 end: Box::pin(async move {
                     match tokio::task::spawn_blocking(move || forked.wait()).await {
-                        Ok(Some(status)) => {
-                            exit_code(std::os::unix::process::ExitStatusExt::from_raw(status))
-                        }
+                        Ok(Some(ended)) => PartEnd {
+                            code: exit_code(std::os::unix::process::ExitStatusExt::from_raw(
+                                ended.status,
+                            )),
+                            usage: ended.usage,
+                        },
                         // Its status went with the launcher.
-                        _ => 125,
+                        _ => PartEnd::without_usage(125),
                     }
                 }),
             }),
@@ -334,7 +353,10 @@ pub(crate) async fn start_part(
                     .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
                 Ok(Part {
                     group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
-                    end: Box::pin(async move { child.wait().await.map_or(125, exit_code) }),
+                    // (Exec'd, it has no way to say what its tasks used.)
+                    end: Box::pin(async move {
+                        PartEnd::without_usage(child.wait().await.map_or(125, exit_code))
+                    }),
                 })
             }
         }
@@ -534,18 +556,54 @@ pub fn run() -> Result<i32, StepError> {
 }
 
 /// The step process as the node's launcher forks it (see `launcher`): `launch` is the
-/// step's launch (JSON), the client's stdio is on 0, 1 and 2 already. Its exit status.
-pub fn run_forked(launch: &[u8]) -> i32 {
+/// step's launch (JSON), the client's stdio is on 0, 1 and 2 already; what its tasks used
+/// goes to `report` (the agent's socket) at the end. Its exit status.
+pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launched = serde_json::from_slice(launch)
         .map_err(|e| StepError::Launch(e.to_string()))
         .and_then(run_launch);
-    match launched {
+    let code = match launched {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e}");
             125
         }
+    };
+    if let Some(report) = report {
+        report_usage(&report);
     }
+    code
+}
+
+/// Says on `to` what this process's children (the tasks, and what they waited for) used:
+/// `U <pid> <user usec> <system usec> <max RSS bytes>`, as the launcher's protocol has it.
+fn report_usage(to: &OwnedFd) {
+    // SAFETY: a zeroed rusage is valid for getrusage(2) to fill in.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) into a struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) } != 0 {
+        return;
+    }
+    let usec = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    let line = format!(
+        "U {} {} {} {}\n",
+        std::process::id(),
+        usec(r.ru_utime),
+        usec(r.ru_stime),
+        // (In KiB.)
+        r.ru_maxrss as u64 * 1024
+    );
+    // One send of one short line: it cannot interleave with the launcher's own lines on the
+    // socket. MSG_NOSIGNAL: an agent gone is no reason to die of SIGPIPE.
+    // SAFETY: send(2) of a live buffer of its length.
+    unsafe {
+        libc::send(
+            to.as_raw_fd(),
+            line.as_ptr().cast(),
+            line.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
 }
 
 fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {

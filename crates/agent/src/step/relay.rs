@@ -6,15 +6,18 @@
 //! agent A ──POST /v1/agent/step (Upgrade: berth-step; a credential signed with the cluster
 //!           key)──► agent B ──101──► A sends the part's StepLaunch as one JSON line, then
 //! frames both ways:   A ──► B: stdin, end of stdin, signal
-//!                     B ──► A: stdout, stderr, exit status (last), error (refused)
+//!                     B ──► A: stdout, stderr, exit status and usage (last), error
+//!                              (refused)
 //! ```
 //!
-//! A frame is a kind byte, a big-endian u32 length and that many bytes. B runs its part as
+//! A frame is a kind byte, a big-endian u32 length and that many bytes (the exit frame: the
+//! status as an i32, then, where the part's process said, its tasks' user and system CPU
+//! microseconds and largest peak RSS in bytes as three u64s). B runs its part as
 //! A runs its own (`berth internal step` in the job's container on B, its own process group)
 //! with pipes for its stdio; a connection that breaks kills the part, as a client that goes
 //! away kills its step.
 
-use super::StepLaunch;
+use super::{PartEnd, StepLaunch};
 use crate::launcher::Launcher;
 use crate::node::NodeAgent;
 use std::io::{Read, Write};
@@ -49,6 +52,35 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// The exit frame's payload for `end`.
+fn exit_payload(end: PartEnd) -> Vec<u8> {
+    let mut payload = end.code.to_be_bytes().to_vec();
+    if let Some(u) = end.usage {
+        for n in [u.user_usec, u.system_usec, u.max_rss_bytes] {
+            payload.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    payload
+}
+
+/// The part's end from an exit frame's payload; `None` if it is not one.
+fn parse_exit(payload: &[u8]) -> Option<PartEnd> {
+    let code = i32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
+    let usage = match &payload[4..] {
+        [] => None,
+        rest if rest.len() == 24 => {
+            let n = |i: usize| u64::from_be_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8"));
+            Some(berth_api::StepUsage {
+                user_usec: n(0),
+                system_usec: n(1),
+                max_rss_bytes: n(2),
+            })
+        }
+        _ => return None,
+    };
+    Some(PartEnd { code, usage })
 }
 
 /// A frame's kind and an empty payload of its length, from its head.
@@ -148,9 +180,9 @@ impl RemotePart {
     }
 
     /// Relays the part's output to `stdout` and `stderr` (and, with `stdin`, the client's
-    /// input to the part) until it ends; returns its exit status (the worst of its tasks').
+    /// input to the part) until it ends; returns how (the worst of its tasks' statuses).
     /// Blocking.
-    pub fn relay(mut self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> i32 {
+    pub fn relay(mut self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> PartEnd {
         let (mut out, mut err) = (std::fs::File::from(stdout), std::fs::File::from(stderr));
         let done = Arc::new(AtomicBool::new(false));
         let feeding = match stdin.map(|fd| (fd, self.stream.try_clone())) {
@@ -160,7 +192,7 @@ impl RemotePart {
                 None
             }
         };
-        let code = loop {
+        let end = loop {
             match read_frame(&mut self.stream) {
                 Ok((STDOUT, data)) => {
                     let _ = out.write_all(&data);
@@ -168,9 +200,17 @@ impl RemotePart {
                 Ok((STDERR, data)) => {
                     let _ = err.write_all(&data);
                 }
-                Ok((EXIT, data)) if data.len() == 4 => {
-                    break i32::from_be_bytes(data.try_into().expect("four bytes"))
-                }
+                Ok((EXIT, data)) => match parse_exit(&data) {
+                    Some(end) => break end,
+                    None => {
+                        let _ = writeln!(
+                            err,
+                            "berth step: node {}: a malformed exit frame",
+                            self.node
+                        );
+                        break PartEnd::without_usage(125);
+                    }
+                },
                 Ok((ERROR, data)) => {
                     let _ = writeln!(
                         err,
@@ -178,7 +218,7 @@ impl RemotePart {
                         self.node,
                         String::from_utf8_lossy(&data)
                     );
-                    break 125;
+                    break PartEnd::without_usage(125);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -187,7 +227,7 @@ impl RemotePart {
                         "berth step: node {}: the connection to its agent broke: {e}",
                         self.node
                     );
-                    break 125;
+                    break PartEnd::without_usage(125);
                 }
             }
         };
@@ -196,7 +236,7 @@ impl RemotePart {
         if let Some(f) = feeding {
             let _ = f.join();
         }
-        code
+        end
     }
 }
 
@@ -278,14 +318,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
             return;
         }
     };
-    let code = match run_part(&node.launcher(), &launch, read, &mut write).await {
-        Ok(code) => code,
+    let end = match run_part(&node.launcher(), &launch, read, &mut write).await {
+        Ok(end) => end,
         Err(e) => {
             let _ = write.write_all(&frame(ERROR, e.as_bytes())).await;
             return;
         }
     };
-    let _ = write.write_all(&frame(EXIT, &code.to_be_bytes())).await;
+    let _ = write.write_all(&frame(EXIT, &exit_payload(end))).await;
     let _ = write.shutdown().await;
 }
 
@@ -318,14 +358,13 @@ async fn prepare(
     Ok(launch)
 }
 
-/// Runs the part (its stdio pipes to this process) and relays until it ends; its exit
-/// status.
+/// Runs the part (its stdio pipes to this process) and relays until it ends; how it ended.
 async fn run_part<R, W>(
     launcher: &Arc<Launcher>,
     launch: &StepLaunch,
     mut read: R,
     write: &mut W,
-) -> Result<i32, String>
+) -> Result<PartEnd, String>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
@@ -420,4 +459,35 @@ where
     }
     reader.abort();
     Ok(status.expect("the loop ends after the part's process"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_frame_carries_the_status_and_the_usage_if_there_is_one() {
+        let usage = berth_api::StepUsage {
+            user_usec: 1_500_000,
+            system_usec: 20_000,
+            max_rss_bytes: 41 << 20,
+        };
+        for end in [
+            PartEnd {
+                code: 137,
+                usage: Some(usage),
+            },
+            PartEnd::without_usage(3),
+        ] {
+            assert_eq!(parse_exit(&exit_payload(end)), Some(end));
+        }
+        // (What an agent without usage sends.)
+        assert_eq!(
+            parse_exit(&7i32.to_be_bytes()),
+            Some(PartEnd::without_usage(7))
+        );
+        for bad in [&[0u8, 0, 1][..], &[0; 12], &[0; 29]] {
+            assert_eq!(parse_exit(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
-use super::{pmi, relay, Part, StepLaunch};
+use super::{pmi, relay, Part, PartEnd, StepLaunch};
 use crate::launcher::Launcher;
 use berth_api::{AllocationExit, StepEvent, StepRequest, StepSignal};
 use std::future::Future;
@@ -90,8 +90,15 @@ pub trait StepAuthority: Send + Sync + 'static {
     /// Ends an allocation: with its step's exit status, or cancelled (`None`: its client
     /// went away).
     fn release(&self, job: u64, code: Option<i32>) -> impl Future<Output = ()> + Send;
-    /// Records the step's end with the worst of its tasks' exit statuses.
-    fn end(&self, job: u64, step: u32, code: i32) -> impl Future<Output = ()> + Send;
+    /// Records the step's end with the worst of its tasks' exit statuses and, where every
+    /// node's part could say, what they used.
+    fn end(
+        &self,
+        job: u64,
+        step: u32,
+        code: i32,
+        usage: Option<berth_api::StepUsage>,
+    ) -> impl Future<Output = ()> + Send;
     /// A credential that other nodes' agents take for the parts of a step (signed with the
     /// cluster key).
     fn credential(&self) -> String;
@@ -346,7 +353,7 @@ async fn run_step<A: StepAuthority>(
             match pmi::Server::start(&counts, kvsname).await {
                 Ok(server) => Some(server),
                 Err(e) => {
-                    authority.end(job, grant.step, 125).await;
+                    authority.end(job, grant.step, 125, None).await;
                     return Err(format!("cannot serve PMI to the step's tasks: {e}"));
                 }
             }
@@ -410,7 +417,7 @@ async fn run_step<A: StepAuthority>(
         match started {
             Ok(p) => remote.push((i, p)),
             Err(e) => {
-                authority.end(job, grant.step, 125).await;
+                authority.end(job, grant.step, 125, None).await;
                 return Err(e);
             }
         }
@@ -418,7 +425,7 @@ async fn run_step<A: StepAuthority>(
     let here = grant.parts.iter().position(|p| p.url.is_none());
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| e.to_string());
     let (mut stdin, mut signallers) = (Some(stdin), Vec::new());
-    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<PartEnd>();
     for (i, part) in remote {
         let input = if i == 0 { stdin.take() } else { None };
         let (out, err) = (dup(&stdout)?, dup(&stderr)?);
@@ -435,7 +442,7 @@ async fn run_step<A: StepAuthority>(
                 for s in &mut signallers {
                     s.signal(libc::SIGKILL);
                 }
-                authority.end(job, grant.step, 125).await;
+                authority.end(job, grant.step, 125, None).await;
                 return Err(e);
             }
         },
@@ -462,13 +469,15 @@ async fn run_step<A: StepAuthority>(
     };
     let mut left = grant.parts.len();
     let (mut worst, mut killed, mut client) = (0, false, true);
+    // What the parts used, summed, while every part says.
+    let mut usage = Some(berth_api::StepUsage::default());
     while left > 0 {
-        let code = tokio::select! {
-            code = async { (&mut local.as_mut().expect("checked").end).await }, if local.is_some() => {
+        let end = tokio::select! {
+            end = async { (&mut local.as_mut().expect("checked").end).await }, if local.is_some() => {
                 local = None;
-                code
+                end
             }
-            Some(code) = ended.recv() => code,
+            Some(end) = ended.recv() => end,
             // A task gave up (MPI_Abort): the step ends with its code, every task killed.
             Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
                 eprintln!("berth step: a task aborted the step with exit code {code}");
@@ -498,6 +507,8 @@ async fn run_step<A: StepAuthority>(
             }
         };
         left -= 1;
+        usage = usage.zip(end.usage).map(|(a, b)| a + b);
+        let code = end.code;
         // Parts killed because another failed say nothing about their programs.
         if !killed {
             worst = worst.max(code);
@@ -507,7 +518,7 @@ async fn run_step<A: StepAuthority>(
             signal_all(libc::SIGKILL);
         }
     }
-    authority.end(job, grant.step, worst).await;
+    authority.end(job, grant.step, worst, usage).await;
     Ok(worst)
 }
 
