@@ -719,6 +719,10 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         syntax: OptionSyntax::Berth,
         script_args,
     })?;
+    if let Some(estimate) = &resp.estimate {
+        eprintln!("berth: {}", estimate_line(&resp, estimate));
+        return Ok(0);
+    }
     let mut out = std::io::stdout().lock();
     if parsable {
         writeln!(out, "{}", resp.job_id)?;
@@ -730,6 +734,31 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         return wait_for_jobs(resp.job_id, resp.jobs);
     }
     Ok(0)
+}
+
+/// sbatch `--test-only`'s answer, in its words (`Job 5 to start at 2026-12-03T10:00:00 using 2
+/// processors on nodes n1 in partition normal`).
+fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String {
+    let id = resp.job_id;
+    match e.start {
+        Some(start) => {
+            let nodes = match e.nodes.as_slice() {
+                [] => String::new(),
+                nodes => format!(" on nodes {}", berth_core::job::hostlist(nodes)),
+            };
+            format!(
+                "Job {id} to start at {} using {} processors{nodes} in partition {}",
+                crate::compat::slurm_timestamp(start),
+                e.cpus,
+                resp.partition
+            )
+        }
+        None => format!(
+            "Job {id} would wait in partition {} ({}): no start time can be given for it now",
+            resp.partition,
+            e.reason.as_deref().unwrap_or("None")
+        ),
+    }
 }
 
 /// sbatch `--wait`: waits until the `count` jobs from `first` (an array's tasks) have ended;

@@ -684,9 +684,61 @@ fn a_pending_job_says_when_it_is_expected_to_start() {
     );
     let script = "#!/bin/sh\n#BERTH --image busybox\necho started\nsleep 60\n";
     let options = ["-n", &cpus, "--time=10:00"];
+    // sbatch --test-only: checked, its start estimated, nothing queued; the id named is the
+    // one the next job takes.
+    let test = |extra: &[&str]| {
+        let mut args = options.to_vec();
+        args.push("--test-only");
+        args.extend_from_slice(extra);
+        let out = c.try_submit(Mode::Rootless, "test.sh", script, &args);
+        assert_eq!(out.ok(), "", "{}", out.stderr);
+        out.stderr
+    };
+    let idle = test(&[]);
     let running = c.submit(Mode::Rootless, "all.sh", script, &options);
+    assert!(
+        idle.starts_with(&format!("berth: Job {running} to start at "))
+            && idle.ends_with(&format!(
+                " using {cpus} processors on nodes {node} in partition normal\n"
+            )),
+        "{idle}"
+    );
     c.wait_for_output(running, "started");
+    let busy = test(&[]);
+    let unsure = test(&[&format!("--dependency=afterok:{running}")]);
     let waiting = c.submit(Mode::Rootless, "next.sh", script, &options);
+    assert_eq!(waiting, running + 1);
+    // Where the running job's time limit leaves room: when the pending job will be told.
+    let start = c.show(running)["start_time"].as_u64().unwrap();
+    let at = std::process::Command::new("date")
+        .arg(format!("-d@{}", start + 600))
+        .arg("+%Y-%m-%dT%H:%M:%S")
+        .output()
+        .unwrap();
+    let at = String::from_utf8(at.stdout).unwrap();
+    assert_eq!(
+        busy,
+        format!(
+            "berth: Job {waiting} to start at {} using {cpus} processors on nodes {node} in partition normal\n",
+            at.trim()
+        )
+    );
+    assert_eq!(
+        unsure,
+        format!("berth: Job {waiting} would wait in partition normal (Dependency): no start time can be given for it now\n")
+    );
+    // What a submission is refused for, a test is too.
+    let never = c.try_submit(
+        Mode::Rootless,
+        "test.sh",
+        script,
+        &["-n", "999", "--test-only"],
+    );
+    assert!(
+        never.stderr.contains("can never run here"),
+        "{}",
+        never.stderr
+    );
     let job = c.wait_for(waiting, &["PENDING"]);
     let start = c.show(running)["start_time"].as_u64().unwrap();
     // The pass that placed it may come just after the submission's answer.

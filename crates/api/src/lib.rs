@@ -66,6 +66,24 @@ pub struct SubmitResponse {
     /// The submission asked to wait for the job's end (sbatch `--wait`, bsub `-K`).
     #[serde(default)]
     pub wait: bool,
+    /// sbatch `--test-only`: nothing was queued (`jobs` is 0; `job_id` is the id the job
+    /// would have had), and this is when it would start.
+    #[serde(default)]
+    pub estimate: Option<StartEstimate>,
+}
+
+/// When and where a job would start if it were queued now (sbatch `--test-only`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StartEstimate {
+    /// Now if it could start at once, the start the scheduler plans for it otherwise;
+    /// `None`: none can be given (it would wait for something other than resources).
+    pub start: Option<u64>,
+    /// CPUs on all its nodes together.
+    pub cpus: u64,
+    /// Its nodes (those planned for it, if it would wait; none without a plan).
+    pub nodes: Vec<String>,
+    /// Why it would wait (Slurm's reason names); `None`: it would start at once.
+    pub reason: Option<String>,
 }
 
 /// A spell of a job in one condition (suspended, held): from `start` until `end` (none: it

@@ -639,10 +639,12 @@ impl Controller {
             Some(a) => a.indices().into_iter().map(Some).collect(),
             None => vec![None],
         };
-        let first = self
-            .store
-            .allocate_ids(indices.len() as u64)
-            .map_err(ApiError::internal)?;
+        // A test takes no id: it names the one the job would have had.
+        let first = match request.test_only {
+            true => self.store.peek_id(),
+            false => self.store.allocate_ids(indices.len() as u64),
+        }
+        .map_err(ApiError::internal)?;
         let submit_time = now();
         let mut jobs = Vec::with_capacity(indices.len());
         for (n, index) in indices.iter().enumerate() {
@@ -710,6 +712,26 @@ impl Controller {
                 },
             });
         }
+        let warnings = request
+            .ignored
+            .iter()
+            .map(|i| format!("ignored {}: {}", i.option, i.reason))
+            .collect();
+        let mut response = SubmitResponse {
+            job_id: first,
+            jobs: indices.len() as u64,
+            partition,
+            default_partition: request.partition.is_none(),
+            warnings,
+            wait: request.wait,
+            estimate: None,
+        };
+        if request.test_only {
+            response.jobs = 0;
+            response.wait = false;
+            response.estimate = Some(self.estimate(&jobs[0]));
+            return Ok(response);
+        }
         let first_node = self.nodes.keys().next().cloned().unwrap_or_default();
         for job in &mut jobs {
             (job.stdout, job.stderr) = outputs(job, &first_node);
@@ -720,19 +742,7 @@ impl Controller {
             self.active.insert(job.id, job);
         }
         self.wake();
-        let warnings = request
-            .ignored
-            .iter()
-            .map(|i| format!("ignored {}: {}", i.option, i.reason))
-            .collect();
-        Ok(SubmitResponse {
-            job_id: first,
-            jobs: indices.len() as u64,
-            partition,
-            default_partition: request.partition.is_none(),
-            warnings,
-            wait: request.wait,
-        })
+        Ok(response)
     }
 
     /// Whether `request` could ever run in `partition` (at submission, and when changed): its
@@ -1240,51 +1250,7 @@ impl Controller {
         self.check_nodes();
         self.refresh_history();
         let cluster = self.cluster();
-        // An array's pending tasks wait in index order, all alike (one request, one priority
-        // but for the index, one set of dependencies): a pass need look at no more of them
-        // than it could start, one per idle CPU (at least one); the others follow the last
-        // one looked at.
-        let window = cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                let held: u64 = n.allocations.iter().map(|a| u64::from(a.cpus)).sum();
-                u64::from(n.cpus).saturating_sub(held)
-            })
-            .sum::<u64>()
-            .max(1);
-        // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
-        // at it only if another job depends on it (whose dependency reads its state).
-        // As ranges of ids: an array that others wait for is one entry, not one per task
-        // per waiting job.
-        let depended: BTreeSet<(u64, u64)> = self
-            .active
-            .values()
-            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
-            .collect();
-        let is_depended = |id: u64| {
-            depended
-                .range(..=(id, u64::MAX))
-                .any(|&(_, last)| last >= id)
-        };
-        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut followers: Vec<(u64, u64)> = Vec::new();
-        let mut views: Vec<sched::JobView> = Vec::new();
-        for j in self.active.values() {
-            let pending = j.state == State::Pending;
-            if pending && j.held && !is_depended(j.id) {
-                continue;
-            }
-            if let Some(array) = j.array_job_id.filter(|_| pending && !j.held) {
-                let seen = looked.entry(array).or_default();
-                *seen += 1;
-                if *seen > window {
-                    followers.push((j.id, array));
-                    continue;
-                }
-            }
-            views.push(self.view(j));
-        }
+        let (views, followers) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
         // The last task looked at of each array that waits: what its followers wait for.
         let mut leads: BTreeMap<u64, (f64, String)> = BTreeMap::new();
@@ -1385,6 +1351,96 @@ impl Controller {
                 Some("DependencyNeverSatisfied".into()),
                 None,
             );
+        }
+    }
+
+    /// What a scheduling pass looks at: the active jobs' views, less the array tasks that
+    /// follow the last one looked at of their array (`(task, array)`: they wait as it does).
+    fn views(&self, cluster: &sched::ClusterView) -> (Vec<sched::JobView>, Vec<(u64, u64)>) {
+        // An array's pending tasks wait in index order, all alike (one request, one priority
+        // but for the index, one set of dependencies): a pass need look at no more of them
+        // than it could start, one per idle CPU (at least one); the others follow the last
+        // one looked at.
+        let window = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                let held: u64 = n.allocations.iter().map(|a| u64::from(a.cpus)).sum();
+                u64::from(n.cpus).saturating_sub(held)
+            })
+            .sum::<u64>()
+            .max(1);
+        // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
+        // at it only if another job depends on it (whose dependency reads its state).
+        // As ranges of ids: an array that others wait for is one entry, not one per task
+        // per waiting job.
+        let depended: BTreeSet<(u64, u64)> = self
+            .active
+            .values()
+            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
+            .collect();
+        let is_depended = |id: u64| {
+            depended
+                .range(..=(id, u64::MAX))
+                .any(|&(_, last)| last >= id)
+        };
+        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut followers: Vec<(u64, u64)> = Vec::new();
+        let mut views: Vec<sched::JobView> = Vec::new();
+        for j in self.active.values() {
+            let pending = j.state == State::Pending;
+            if pending && j.held && !is_depended(j.id) {
+                continue;
+            }
+            if let Some(array) = j.array_job_id.filter(|_| pending && !j.held) {
+                let seen = looked.entry(array).or_default();
+                *seen += 1;
+                if *seen > window {
+                    followers.push((j.id, array));
+                    continue;
+                }
+            }
+            views.push(self.view(j));
+        }
+        (views, followers)
+    }
+
+    /// sbatch `--test-only`: when and where `job` would start if it were queued now, by a
+    /// scheduling pass over the queue with it added (nothing of it is kept).
+    fn estimate(&self, job: &Job) -> berth_api::StartEstimate {
+        let cluster = self.cluster();
+        let (mut views, _) = self.views(&cluster);
+        views.push(self.view(job));
+        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        let outcome = plan
+            .decisions
+            .into_iter()
+            .find(|d| d.job == job.id)
+            .map(|d| d.outcome);
+        match outcome {
+            Some(sched::Outcome::Start(start)) => berth_api::StartEstimate {
+                start: Some(now()),
+                cpus: start.nodes.iter().map(|a| u64::from(a.cpus)).sum(),
+                nodes: start.nodes.into_iter().map(|a| a.node).collect(),
+                reason: None,
+            },
+            Some(sched::Outcome::Wait {
+                reason,
+                expected_start,
+                planned_nodes,
+            }) => berth_api::StartEstimate {
+                start: expected_start,
+                cpus: job.cpus,
+                nodes: planned_nodes,
+                reason: Some(reason.to_string()),
+            },
+            // (A job the pass did not look at: held, with nothing waiting for it.)
+            None => berth_api::StartEstimate {
+                start: None,
+                cpus: job.cpus,
+                nodes: Vec::new(),
+                reason: job.reason.clone(),
+            },
         }
     }
 

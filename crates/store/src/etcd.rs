@@ -393,6 +393,10 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 impl Store for EtcdStore {
+    fn peek_id(&self) -> Result<u64, StoreError> {
+        self.next_id().map(|(next, _)| next)
+    }
+
     fn allocate_ids(&self, n: u64) -> Result<u64, StoreError> {
         if n == 0 {
             return Err(StoreError::InvalidArgument(
@@ -683,7 +687,9 @@ mod tests {
         let dead = format!("127.0.0.1:{port}");
         let store =
             EtcdStore::open(&etcd.url.replace("etcd://", &format!("etcd://{dead},"))).unwrap();
+        assert_eq!(store.peek_id().unwrap(), 1);
         assert_eq!(store.allocate_ids(1).unwrap(), 1);
+        assert_eq!(store.peek_id().unwrap(), 2);
         assert_eq!(store.allocate_ids(3).unwrap(), 2);
         assert_eq!(store.allocate_ids(1).unwrap(), 5);
         let rows = [

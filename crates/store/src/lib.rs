@@ -92,6 +92,10 @@ pub trait Store: Send + Sync {
     /// jobs are deleted or the process restarts. `n` must be at least 1.
     fn allocate_ids(&self, n: u64) -> Result<u64, StoreError>;
 
+    /// The id [`Store::allocate_ids`] would hand out next, without taking it (sbatch
+    /// `--test-only` names the job it would have been).
+    fn peek_id(&self) -> Result<u64, StoreError>;
+
     /// Inserts or replaces these jobs in one transaction: all are written or none is. Every id
     /// must have come from [`Store::allocate_ids`]; an id never allocated is refused
     /// ([`StoreError::UnallocatedId`]), so a stray write cannot collide with a future job.

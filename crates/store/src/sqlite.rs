@@ -311,6 +311,15 @@ fn json_ids(ids: &[u64]) -> Value {
 }
 
 impl Store for SqliteStore {
+    fn peek_id(&self) -> Result<u64, StoreError> {
+        let next: i64 = self
+            .conn()
+            .prepare_cached("SELECT next FROM counters WHERE name = 'job_id'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.error("reading the job id counter", e))?;
+        Ok(next as u64)
+    }
+
     fn allocate_ids(&self, n: u64) -> Result<u64, StoreError> {
         if n == 0 {
             return Err(StoreError::InvalidArgument(

@@ -92,7 +92,9 @@ fn delete_jobs_counts_and_ids_are_not_reused() {
     assert_eq!(store.delete_jobs(&[1, 2, 3, u64::MAX]).unwrap(), 2);
     assert_eq!(store.get_job(3).unwrap(), None);
     assert_eq!(store.delete_jobs(&[]).unwrap(), 0);
-    // The newest jobs are gone; their ids still are not handed out again.
+    // The newest jobs are gone; their ids still are not handed out again (a peek takes none).
+    assert_eq!(store.peek_id().unwrap(), 4);
+    assert_eq!(store.peek_id().unwrap(), 4);
     assert_eq!(store.allocate_ids(1).unwrap(), 4);
 }
 

@@ -272,6 +272,8 @@ pub struct JobOptions {
     pub array: Option<ArraySpec>,
     pub dependencies: Option<Dependencies>,
     pub hold: Option<bool>,
+    /// sbatch `--test-only`: the submission is checked and its start estimated, not queued.
+    pub test_only: Option<bool>,
     pub export: Option<Export>,
     pub workdir: Option<String>,
     pub gpus: Option<GpuRequest>,
@@ -344,6 +346,7 @@ impl JobOptions {
             array: c.array.or(d.array),
             dependencies: c.dependencies.or(d.dependencies),
             hold: c.hold.or(d.hold),
+            test_only: c.test_only.or(d.test_only),
             export: c.export.or(d.export),
             workdir: c.workdir.or(d.workdir),
             gpus: c.gpus.or(d.gpus),
@@ -399,6 +402,9 @@ pub struct JobRequest {
     pub array: Option<ArraySpec>,
     pub dependencies: Dependencies,
     pub hold: bool,
+    /// Checked and its start estimated, not queued (sbatch `--test-only`).
+    #[serde(default)]
+    pub test_only: bool,
     pub export: Export,
     /// `None`: the directory `berth submit` ran in (the caller resolves it).
     pub workdir: Option<String>,
@@ -645,6 +651,7 @@ impl JobRequest {
             array: o.array,
             dependencies,
             hold: o.hold.unwrap_or(false),
+            test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,
             gpus: o.gpus,
