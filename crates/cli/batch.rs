@@ -657,6 +657,8 @@ pub struct Submission {
     pub options: Vec<String>,
     pub syntax: OptionSyntax,
     pub script_args: Vec<String>,
+    /// The script's file, where it is one (scontrol's Command=).
+    pub path: Option<PathBuf>,
 }
 
 /// Submits from this directory with this environment; prints the controller's warnings.
@@ -671,6 +673,11 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
         args: s.options,
         syntax: s.syntax,
         script_args: s.script_args,
+        script_path: s
+            .path
+            .map(|p| std::path::absolute(cwd.join(p)).map(|p| p.to_string_lossy().into_owned()))
+            .transpose()
+            .context("cannot make the script's path absolute")?,
         cwd: cwd.to_string_lossy().into_owned(),
         host: berth_agent::node::hostname(),
         env,
@@ -683,10 +690,11 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {
-    let (script_path, mut options, script_args, script) = match wrapped(&args.words) {
+    // (The script's name, and its file if it is one.)
+    let ((script_name, path), mut options, script_args, script) = match wrapped(&args.words) {
         // The command as the script, as sbatch wraps it (its job is named "wrap").
         Some((command, options)) => (
-            PathBuf::from("wrap"),
+            (PathBuf::from("wrap"), None),
             options,
             Vec::new(),
             format!("#!/bin/sh\n# sbatch --wrap\n{command}\n"),
@@ -695,12 +703,12 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
             Ok((path, options, script_args)) => {
                 let script = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                (path, options, script_args, script)
+                ((path.clone(), Some(path)), options, script_args, script)
             }
             // No file names the script: it may be on standard input, every word an option.
             Err(e) => match script_on_stdin() {
                 Some(script) => (
-                    PathBuf::from("stdin"),
+                    (PathBuf::from("stdin"), None),
                     args.words.clone(),
                     Vec::new(),
                     script,
@@ -714,10 +722,11 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
     options.retain(|o| o != "--parsable");
     let resp = send(Submission {
         script,
-        name: script_path.to_string_lossy().into_owned(),
+        name: script_name.to_string_lossy().into_owned(),
         options,
         syntax: OptionSyntax::Berth,
         script_args,
+        path,
     })?;
     if let Some(estimate) = &resp.estimate {
         eprintln!("berth: {}", estimate_line(&resp, estimate));
@@ -876,7 +885,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     }
     let now = berth_controller::now();
     if let Some(format) = &args.format {
-        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQeZBcf")?;
+        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQeZBcfo")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
@@ -1027,6 +1036,7 @@ fn header(letter: char) -> &'static str {
         'B' => "EXEC_HOST",
         'c' => "MIN_CPUS",
         'f' => "FEATURES",
+        'o' => "COMMAND",
         _ => "PRIORITY",
     }
 }
@@ -1070,6 +1080,8 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
         // CPUs per node, as asked.
         'c' => (j.cpus / u64::from(j.min_nodes.max(1))).to_string(),
         'f' => j.constraint.clone().unwrap_or_else(|| "(null)".into()),
+        // The script's file; (null) for one from --wrap or standard input, as Slurm has it.
+        'o' => j.script_path.clone().unwrap_or_else(|| "(null)".into()),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
     }
 }
@@ -1171,6 +1183,14 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             }
         )?;
     }
+    // On a line of its own, as scripts read it (`awk -F= '/Command=/{print $2}'`: a job's
+    // script runs from a copy, so $0 does not name it); (null) for one from standard input
+    // or --wrap, as Slurm has it.
+    writeln!(
+        out,
+        "   Command={}",
+        j.script_path.as_deref().unwrap_or("(null)")
+    )?;
     writeln!(
         out,
         "   Image={} WorkDir={}",
@@ -1202,7 +1222,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         });
         writeln!(
             out,
-            "   Step={}.{} NumTasks={} ExitCode={} Elapsed={}{used} Command={}",
+            "   Step={}.{} NumTasks={} ExitCode={} Elapsed={}{used} Cmd={}",
             j.id,
             step.id,
             step.ntasks,

@@ -811,6 +811,7 @@ fn allocate_only(options: Vec<String>) -> Result<i32> {
         options,
         syntax: berth_api::OptionSyntax::Berth,
         script_args: Vec::new(),
+        path: None,
     })?;
     let job = submitted.job_id;
     if submitted.jobs != 1 {

@@ -1250,12 +1250,18 @@ sacct -X -n -P -j $SLURM_JOB_ID -o JobName,State
 sleeper=$(sbatch --parsable --wrap 'sleep 60')
 scancel $sleeper && echo cancelled
 scontrol frobnicate 2>/dev/null || echo unknown
-scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/Task=[0-9]*'"#;
+scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/Task=[0-9]*'
+scontrol show job $SLURM_JOB_ID | awk -F= '/Command=/{print $2}'
+scontrol show job $wrapped | grep -c 'Command=(null)'
+squeue -h -j $SLURM_JOB_ID -o %o"#;
     let id = c.submit(Mode::Rootless, "slurm.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     let host = job["nodes"][0].as_str().unwrap();
+    // Where the script came from (it runs from a copy), as scripts look it up.
+    let path = c.f.cwd(Mode::Rootless).join("slurm.sh");
+    let path = path.display();
     let wrapped: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("wrapped "))
@@ -1267,7 +1273,7 @@ scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/
     assert_eq!(
         rest,
         format!(
-            "{host}\na[1-3]\nCPUAlloc=2\n{host} 1 2\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n"
+            "{host}\na[1-3]\nCPUAlloc=2\n{host} 1 2\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n{path}\n1\n{path}\n"
         )
     );
     let job = c.completed(wrapped);

@@ -25,6 +25,9 @@ pub struct SubmitRequest {
     /// The script's own arguments ($1, $2, ...): the words after it, as sbatch passes them.
     #[serde(default)]
     pub script_args: Vec<String>,
+    /// The script's file, absolute, where it came from one (scontrol's Command=).
+    #[serde(default)]
+    pub script_path: Option<String>,
     /// The directory `berth submit` ran in.
     pub cwd: String,
     /// The name of the machine it ran on (SLURM_SUBMIT_HOST, PBS_O_HOST, LSB_SUB_HOST).
@@ -183,6 +186,9 @@ pub struct JobInfo {
     /// The script's arguments, as submitted.
     #[serde(default)]
     pub script_args: Vec<String>,
+    /// The script's file, where it came from one.
+    #[serde(default)]
+    pub script_path: Option<String>,
     pub workdir: String,
     pub stdout: String,
     pub stderr: Option<String>,

@@ -55,6 +55,7 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         options: args,
         syntax: OptionSyntax::Bsub,
         script_args: Vec::new(),
+        path: None,
     })?;
     let queue = match resp.default_partition {
         true => "default queue",

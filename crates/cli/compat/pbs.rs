@@ -64,13 +64,14 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         };
         return interactive_job(OptionSyntax::Qsub, args, argv, true);
     }
-    let (script, name) = match (command_mode, rest) {
+    let (script, name, path) = match (command_mode, rest) {
         (true, []) => bail!("qsub --: name the command to run, e.g. qsub -- /bin/hostname"),
-        (true, command) => (command_script(command), base_name(&command[0])),
-        (false, []) => (script_from_stdin("qsub")?, "STDIN".to_string()),
+        (true, command) => (command_script(command), base_name(&command[0]), None),
+        (false, []) => (script_from_stdin("qsub")?, "STDIN".to_string(), None),
         (false, [path]) => (
             std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
             base_name(path),
+            Some(path.into()),
         ),
         (false, [path, ..]) => bail!(
             "qsub {path}: qsub takes one script; give its arguments with -F \"ARGS\", or run a command with qsub -- COMMAND ARGS"
@@ -82,6 +83,7 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         options: args,
         syntax: OptionSyntax::Qsub,
         script_args,
+        path,
     })?;
     if !quiet {
         let array = if resp.jobs > 1 { "[]" } else { "" };

@@ -71,6 +71,9 @@ pub struct Job {
     /// The script's arguments ($1, $2, ...).
     #[serde(default)]
     pub script_args: Vec<String>,
+    /// The script's file, where it came from one (scontrol's Command=).
+    #[serde(default)]
+    pub script_path: Option<String>,
     pub workdir: String,
     pub submit_env: Vec<(String, String)>,
     /// The machine it was submitted from (empty in records from before).
@@ -315,6 +318,7 @@ impl Job {
             planned_nodes: self.planned_nodes.clone(),
             image: self.image.clone(),
             script_args: self.script_args.clone(),
+            script_path: self.script_path.clone(),
             workdir: self.workdir.clone(),
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
