@@ -153,6 +153,16 @@ berth step -n 1 true"#;
         shown.contains(" MaxRSS=") && shown.contains(" TotalCPU="),
         "{shown}"
     );
+    // seff: the job's use of its two cores and of the node's memory (it has no limit).
+    let seff = c.berth(Mode::Rootless, &["as", "seff", &id.to_string()]);
+    let seff = seff.ok();
+    assert!(
+        seff.starts_with(&format!(
+            "Job ID: {id}\nUser/Group: {TEST_USER}/{TEST_USER}\nState: COMPLETED (exit code 0)\nNodes: 1\nCores per node: 2\nCPU Utilized: "
+        )),
+        "{seff}"
+    );
+    assert!(seff.contains("\nMemory Efficiency: "), "{seff}");
 }
 
 /// A size as sacct prints one (`5224K`, `32M`), in bytes.
@@ -1253,7 +1263,8 @@ scontrol frobnicate 2>/dev/null || echo unknown
 scontrol show job $SLURM_JOB_ID | grep -o 'NumNodes=[0-9]* NumTasks=[0-9]* CPUs/Task=[0-9]*'
 scontrol show job $SLURM_JOB_ID | awk -F= '/Command=/{print $2}'
 scontrol show job $wrapped | grep -c 'Command=(null)'
-squeue -h -j $SLURM_JOB_ID -o %o"#;
+squeue -h -j $SLURM_JOB_ID -o %o
+seff $SLURM_JOB_ID | tail -n 1"#;
     let id = c.submit(Mode::Rootless, "slurm.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
@@ -1273,7 +1284,7 @@ squeue -h -j $SLURM_JOB_ID -o %o"#;
     assert_eq!(
         rest,
         format!(
-            "{host}\na[1-3]\nCPUAlloc=2\n{host} 1 2\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n{path}\n1\n{path}\n"
+            "{host}\na[1-3]\nCPUAlloc=2\n{host} 1 2\nstate RUNNING mine {id}\nwrapped {wrapped}\nslurm.sh|RUNNING\ncancelled\nunknown\nNumNodes=1 NumTasks=2 CPUs/Task=1\n{path}\n1\n{path}\nWARNING: Efficiency statistics may be misleading for RUNNING jobs.\n"
         )
     );
     let job = c.completed(wrapped);

@@ -139,6 +139,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "pbsnodes" => pbs::pbsnodes(rest),
         "sinfo" => slurm::sinfo(rest),
         "scontrol" => slurm::scontrol(rest),
+        "seff" => slurm::seff(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS

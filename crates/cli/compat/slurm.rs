@@ -410,6 +410,138 @@ fn partition_block(p: &PartitionInfo, nodes: &[NodeInfo]) -> String {
     )
 }
 
+/// `seff JOB`: how much of what a job had it used, CPU time and memory, as Slurm's seff
+/// prints it (its lines are read by scripts: `CPU Efficiency: 62.50% of ...`).
+pub fn seff(words: Vec<String>) -> Result<i32> {
+    let [spec] = words.as_slice() else {
+        bail!("usage: seff JOBID (one job: ID, or ID_INDEX for an array's task)");
+    };
+    let (id, index) = crate::batch::job_spec(spec)?;
+    // An array job's id is its first task, as seff shows it.
+    let jobs = crate::batch::named_jobs(std::slice::from_ref(spec))?;
+    let j = jobs
+        .iter()
+        .find(|j| index.is_some() || j.id == id)
+        .or(jobs.first())
+        .ok_or_else(|| anyhow::anyhow!("{spec}: no such job"))?;
+    let mut out = std::io::stdout().lock();
+    let running = matches!(j.state.as_str(), "RUNNING" | "SUSPENDED");
+    let usage = running.then(|| crate::batch::running_usage(j)).flatten();
+    let nodes: Vec<NodeInfo> = crate::client::request("GET", "/v1/nodes", None::<&()>)?;
+    write!(out, "{}", efficiency(j, usage.as_ref(), &nodes))?;
+    Ok(0)
+}
+
+/// seff's report of job `j` (`usage`: a running job's so far), its memory against what it
+/// was given on its nodes (theirs whole, without a limit).
+fn efficiency(
+    j: &berth_api::JobInfo,
+    usage: Option<&berth_api::JobUsage>,
+    nodes: &[NodeInfo],
+) -> String {
+    use std::fmt::Write;
+    let mut text = format!("Job ID: {}\n", j.id);
+    if let (Some(array), Some(task)) = (j.array_job_id, j.array_task_id) {
+        let _ = writeln!(text, "Array Job ID: {array}_{task}");
+    }
+    let group = berth_runtime::Identity::lookup(&j.user, false)
+        .map_or_else(|_| j.user.clone(), |i| i.group);
+    let _ = writeln!(text, "User/Group: {}/{group}", j.user);
+    let state = match (j.state.as_str(), j.exit_code) {
+        ("PENDING" | "RUNNING" | "SUSPENDED", _) => j.state.clone(),
+        (state, code) => format!("{state} (exit code {})", code.unwrap_or(0)),
+    };
+    let _ = writeln!(text, "State: {state}");
+    let count = j.nodes.len().max(1) as u64;
+    match j.cpus {
+        1 => {
+            let _ = writeln!(text, "Cores: 1");
+        }
+        cpus => {
+            let _ = writeln!(text, "Nodes: {count}\nCores per node: {}", cpus / count);
+        }
+    }
+    if j.state == "PENDING" {
+        let _ = writeln!(
+            text,
+            "Efficiency not available for jobs in the PENDING state."
+        );
+        return text;
+    }
+    let wall = crate::batch::elapsed(j);
+    let cpu_usec = match usage {
+        Some(u) => (u.cpu_seconds() * 1e6) as u64,
+        None => j.cpu_usec.unwrap_or(0),
+    };
+    let core_wall = wall * j.cpus;
+    let percent = |part: f64, whole: f64| {
+        if whole > 0.0 {
+            part / whole * 100.0
+        } else {
+            0.0
+        }
+    };
+    let _ = writeln!(
+        text,
+        "CPU Utilized: {}",
+        crate::batch::duration(cpu_usec / 1_000_000)
+    );
+    let _ = writeln!(
+        text,
+        "CPU Efficiency: {:.2}% of {} core-walltime",
+        percent(cpu_usec as f64 / 1e6, core_wall as f64),
+        crate::batch::duration(core_wall)
+    );
+    let _ = writeln!(
+        text,
+        "Job Wall-clock time: {}",
+        crate::batch::duration(wall)
+    );
+    let used = match usage {
+        Some(u) => u.max_memory_bytes(),
+        None => j.max_rss_bytes.unwrap_or(0),
+    };
+    // What it was given: its limit on each node, or without one each node's memory.
+    let given: u64 = match j.memory {
+        Some(per_node) => per_node * count,
+        None => nodes
+            .iter()
+            .filter(|n| j.nodes.contains(&n.name))
+            .map(|n| n.memory)
+            .sum(),
+    };
+    let _ = writeln!(text, "Memory Utilized: {}", kibibytes(used / 1024));
+    let _ = writeln!(
+        text,
+        "Memory Efficiency: {:.2}% of {}",
+        percent(used as f64, given as f64),
+        kibibytes(given / 1024)
+    );
+    if matches!(j.state.as_str(), "RUNNING" | "SUSPENDED") {
+        let _ = writeln!(
+            text,
+            "WARNING: Efficiency statistics may be misleading for RUNNING jobs."
+        );
+    }
+    text
+}
+
+/// A size in KiB as seff prints it: two decimals in the largest unit it reaches (`36.47
+/// MB`), `0.00 MB` for none.
+fn kibibytes(kib: u64) -> String {
+    if kib == 0 {
+        return "0.00 MB".into();
+    }
+    let mut value = kib as f64;
+    let mut units = ["KB", "MB", "GB", "TB", "PB", "EB"].into_iter().peekable();
+    let mut unit = units.next().expect("KB");
+    while value >= 1024.0 && units.peek().is_some() {
+        value /= 1024.0;
+        unit = units.next().expect("peeked");
+    }
+    format!("{value:.2} {unit}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +562,45 @@ mod tests {
             cpu_model: String::new(),
             swap: 0,
         }
+    }
+
+    #[test]
+    fn seff_reports_a_jobs_use_of_what_it_had() {
+        let job = |extra: serde_json::Value| {
+            let mut j = serde_json::json!({
+                "id": 7, "name": "sim", "user": "root", "partition": "batch",
+                "state": "COMPLETED", "submit_time": 100, "start_time": 100,
+                "end_time": 400, "nodes": ["n1", "n2"], "cpus": 4, "exit_code": 0,
+                "cpu_usec": 600_000_000u64, "max_rss_bytes": 37_340u64 << 10,
+                "memory": 1u64 << 30, "workdir": "/w", "stdout": "/w/o", "held": false,
+            });
+            j.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<berth_api::JobInfo>(j).unwrap()
+        };
+        let nodes = [node("n1", "idle", 2, 0), node("n2", "idle", 2, 0)];
+        assert_eq!(
+            efficiency(&job(serde_json::json!({})), None, &nodes),
+            "Job ID: 7\nUser/Group: root/root\nState: COMPLETED (exit code 0)\nNodes: 2\n\
+             Cores per node: 2\nCPU Utilized: 00:10:00\nCPU Efficiency: 50.00% of 00:20:00 \
+             core-walltime\nJob Wall-clock time: 00:05:00\nMemory Utilized: 36.46 MB\n\
+             Memory Efficiency: 1.78% of 2.00 GB\n"
+        );
+        // Without a limit, its nodes' memory; a pending job has no figures yet.
+        let unlimited = job(serde_json::json!({"memory": null, "state": "FAILED", "exit_code": 3}));
+        let text = efficiency(&unlimited, None, &nodes);
+        assert!(text.contains("State: FAILED (exit code 3)\n"), "{text}");
+        assert!(
+            text.ends_with("Memory Efficiency: 0.45% of 8.00 GB\n"),
+            "{text}"
+        );
+        let pending = job(serde_json::json!({"state": "PENDING", "nodes": [], "cpus": 1}));
+        assert!(efficiency(&pending, None, &nodes).ends_with(
+            "State: PENDING\nCores: 1\nEfficiency not available for jobs in the PENDING state.\n"
+        ));
+        assert_eq!(kibibytes(0), "0.00 MB");
+        assert_eq!(kibibytes(512), "512.00 KB");
     }
 
     fn partition(name: &str, nodes: &[&str]) -> PartitionInfo {

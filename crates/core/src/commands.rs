@@ -12,6 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("sstat", "running jobs' CPU time and memory so far (berth usage)"),
     ("sinfo", "partitions (berth partitions); -N: nodes (berth nodes)"),
     ("scontrol", "show job|hostnames|hostlist|nodes|partitions; hold, release, requeue, suspend, resume, update"),
+    ("seff", "how much of its CPUs' time and memory a job used"),
     ("bsub", "submit a command, a script on standard input, or an interactive job (-I, -Is)"),
     ("bjobs", "jobs, LSF's columns and states (-a -d -p -r -s -u -q -J -w -noheader -o -l)"),
     ("bhist", "time jobs spent in each state (-l: their history; -a -d -p -r -s -u -q -J)"),
