@@ -182,12 +182,15 @@ impl Waiters {
         end
     }
 
-    /// Step process `pid` is about to end, its tasks having used `usage`.
+    /// Step process `pid` is about to end, its tasks having used `usage`: kept for its end,
+    /// which comes after it (the process may say it before the launcher's `S` for it is read:
+    /// a quick step can end before the launcher, descheduled, answers its request).
     fn used(&self, pid: u32, usage: berth_api::StepUsage) {
-        let mut inner = self.0.lock().expect("not poisoned");
-        if inner.waiting.contains_key(&pid) {
-            inner.usage.insert(pid, usage);
-        }
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .usage
+            .insert(pid, usage);
     }
 
     /// `pid` ended with wait status `status`; nothing if nobody waits for it (any more).
@@ -649,10 +652,14 @@ mod tests {
         // Its exit, with a status of its own, changes nothing; the other's exit ends its wait.
         (&theirs).write_all(b"E 4242 256\nE 4343 512\n").unwrap();
         assert_eq!(second.end.recv_timeout(soon), ended(512, None));
-        // A step's process says what its tasks used before its end; a malformed line or one
-        // of a process nobody waits for is nothing.
+        // A step's process says what its tasks used before its end (and may before its
+        // start is answered); a malformed line is nothing.
         (&theirs)
-            .write_all(b"U 4444 12 x 3 4\nU 1 1 2 3\nU 4444 1500 20 4096\nE 4444 0\n")
+            .write_all(b"U 4545 1500 20 4096\nS 4545 99\nU 4444 12 x 3 4\nE 4545 0\n")
+            .unwrap();
+        let early = forks.recv().unwrap().unwrap();
+        (&theirs)
+            .write_all(b"U 4444 1500 20 4096\nE 4444 0\n")
             .unwrap();
         let usage = berth_api::StepUsage {
             user_usec: 1500,
@@ -660,6 +667,7 @@ mod tests {
             max_rss_bytes: 4096,
         };
         assert_eq!(step.end.recv_timeout(soon), ended(0, Some(usage)));
+        assert_eq!(early.end.recv_timeout(soon), ended(0, Some(usage)));
         drop(theirs);
         answers.join().unwrap();
     }
