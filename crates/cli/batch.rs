@@ -451,6 +451,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         node_timeout: settings.config.batch.node_timeout,
         oversubscribe: settings.config.batch.oversubscribe,
         features: args.features,
+        priority: settings.config.priority.clone(),
         state_dir,
     };
     eprintln!(

@@ -775,6 +775,95 @@ fn a_pending_job_says_when_it_is_expected_to_start() {
     .ok();
 }
 
+/// Fair share: a user whose jobs have used the cluster waits behind one whose have not, who
+/// submitted later (priority by fair share alone here); sprio shows the factors, sshare the
+/// users' usage.
+#[test]
+fn fair_share_puts_a_user_who_has_used_less_first() {
+    let config = "[priority]\nweight_age = 0\nweight_job_size = 0\nweight_partition = 0\nweight_fairshare = 1000\n";
+    let Some(c) = Cluster::start_with_config(Some(config)) else {
+        return;
+    };
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+    let cpus = nodes[0]["cpus"].to_string();
+    let all = ["-n", cpus.as_str()];
+    // The test user's job holds every CPU a while: their usage grows as it runs.
+    let holder = c.submit_holding("hold.sh", "", &all);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let script = "#!/bin/sh\n#BERTH --image busybox\ntrue\n";
+    let theirs = c.submit(Mode::Rootless, "theirs.sh", script, &all);
+    let roots = c.submit(Mode::Root, "roots.sh", script, &all);
+    let factors = |id: u64| {
+        for _ in 0..100 {
+            let job = c.show(id);
+            if job["priority_factors"].is_object() {
+                return job["priority_factors"]["fairshare"].as_f64().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("job {id} has no priority factors: {}", c.show(id));
+    };
+    // Only the test user has used anything: 2^-1 for them, 1 for root.
+    assert_eq!((factors(theirs), factors(roots)), (500.0, 1000.0));
+    let sprio = c.berth(Mode::Rootless, &["as", "sprio", "-h"]);
+    let lines: Vec<Vec<String>> = sprio
+        .ok()
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            [
+                theirs.to_string(),
+                "normal".into(),
+                "500".into(),
+                "0".into(),
+                "0".into(),
+                "500".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "0".into()
+            ],
+            [
+                roots.to_string(),
+                "normal".into(),
+                "1000".into(),
+                "0".into(),
+                "0".into(),
+                "1000".into(),
+                "0".into(),
+                "0".into(),
+                "0".into(),
+                "0".into()
+            ],
+        ],
+        "{}",
+        sprio.stdout
+    );
+    let sshare = c.berth(Mode::Rootless, &["as", "sshare", "-n", "-P"]);
+    let fields: Vec<&str> = sshare.ok().trim_end().split('|').collect();
+    assert_eq!(fields.len(), 6, "{}", sshare.stdout);
+    assert_eq!(
+        fields[..3],
+        [TEST_USER, "1", "1.000000"],
+        "{}",
+        sshare.stdout
+    );
+    assert!(fields[3].parse::<u64>().unwrap() > 0, "{}", sshare.stdout);
+    assert_eq!(fields[4..], ["1.000000", "0.500000"], "{}", sshare.stdout);
+    // The CPUs free: root's job, submitted second, goes first.
+    c.berth(Mode::Root, &["cancel", &holder.to_string()]).ok();
+    let first = c.completed(roots);
+    let second = c.completed(theirs);
+    assert!(
+        second["start_time"].as_u64() >= first["end_time"].as_u64(),
+        "{first}\n{second}"
+    );
+}
+
 /// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
 /// all of its tasks still pending or running, ID_INDEX for one.
 #[test]

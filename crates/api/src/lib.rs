@@ -193,6 +193,9 @@ pub struct JobInfo {
     pub stdout: String,
     pub stderr: Option<String>,
     pub priority: Option<f64>,
+    /// How a pending job's priority is made, weighted (sprio's columns).
+    #[serde(default)]
+    pub priority_factors: Option<PriorityFactors>,
     pub held: bool,
     /// Seconds it has spent suspended (`berth suspend`), and held while pending.
     #[serde(default)]
@@ -326,6 +329,34 @@ pub struct NodeInfo {
 pub struct DrainRequest {
     /// Why (shown by `berth nodes`).
     pub reason: String,
+}
+
+/// A pending job's priority, factor by factor, each weighted: their sum less nice is the
+/// priority (Slurm's multifactor, as sprio shows it).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PriorityFactors {
+    pub age: f64,
+    pub fairshare: f64,
+    pub job_size: f64,
+    pub partition: f64,
+    pub nice: i32,
+}
+
+/// A user's fair share, as `berth shares` (sshare) reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ShareInfo {
+    pub user: String,
+    /// Their shares as configured (`[priority.shares]`; 1 unless named): RawShares.
+    pub raw_shares: u32,
+    /// Their part of all users' shares: NormShares.
+    pub norm_shares: f64,
+    /// Their usage, CPU-seconds (CPUs x run time of their jobs, decayed with the half-life,
+    /// running jobs' so far): RawUsage.
+    pub raw_usage: u64,
+    /// Their part of all users' usage: EffectvUsage.
+    pub effective_usage: f64,
+    /// 2^(-effective usage / normalised shares), the priority's fair-share factor: FairShare.
+    pub fairshare: f64,
 }
 
 /// A partition as `berth partitions` reports it.

@@ -140,6 +140,8 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "sinfo" => slurm::sinfo(rest),
         "scontrol" => slurm::scontrol(rest),
         "seff" => slurm::seff(rest),
+        "sprio" => slurm::sprio(rest),
+        "sshare" => slurm::sshare(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS

@@ -410,6 +410,144 @@ fn partition_block(p: &PartitionInfo, nodes: &[NodeInfo]) -> String {
     )
 }
 
+/// `sprio`: pending jobs' priorities, factor by factor (weighted), in sprio's columns.
+pub fn sprio(mut words: Vec<String>) -> Result<i32> {
+    let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
+    let jobs = option(&mut words, "-j", "--jobs")?;
+    let users = option(&mut words, "-u", "--user")?;
+    let partitions = option(&mut words, "-p", "--partition")?;
+    no_other_options(
+        "sprio",
+        &words,
+        "sprio [-h] [-j JOBS] [-u USERS] [-p PARTITIONS]",
+    )?;
+    let list = |v: &Option<String>| -> Vec<String> {
+        v.iter()
+            .flat_map(|v| v.split(','))
+            .map(str::to_string)
+            .collect()
+    };
+    let (jobs, users, partitions) = (list(&jobs), list(&users), list(&partitions));
+    let mut out = std::io::stdout().lock();
+    if !no_header {
+        writeln!(
+            out,
+            "{}",
+            sprio_line(
+                "JOBID",
+                "PARTITION",
+                [
+                    "PRIORITY",
+                    "SITE",
+                    "AGE",
+                    "FAIRSHARE",
+                    "JOBSIZE",
+                    "PARTITION",
+                    "QOS",
+                    "NICE"
+                ]
+                .map(String::from)
+            )
+        )?;
+    }
+    let active: Vec<berth_api::JobInfo> = crate::client::request("GET", "/v1/jobs", None::<&()>)?;
+    for j in active.iter().filter(|j| j.state == "PENDING") {
+        let id = crate::batch::job_id(j);
+        let chosen = (jobs.is_empty() || jobs.contains(&id) || jobs.contains(&j.id.to_string()))
+            && (users.is_empty() || users.contains(&j.user))
+            && (partitions.is_empty() || partitions.contains(&j.partition));
+        let Some(f) = j.priority_factors.filter(|_| chosen) else {
+            continue;
+        };
+        let n = |v: f64| format!("{:.0}", v);
+        let columns = [
+            n(j.priority.unwrap_or(0.0)),
+            "0".into(),
+            n(f.age),
+            n(f.fairshare),
+            n(f.job_size),
+            n(f.partition),
+            "0".into(),
+            f.nice.to_string(),
+        ];
+        writeln!(out, "{}", sprio_line(&id, &j.partition, columns))?;
+    }
+    Ok(0)
+}
+
+/// One line of sprio: the job id right-aligned in 15, the partition left in 9, the
+/// numbers right in 10.
+fn sprio_line(id: &str, partition: &str, numbers: [String; 8]) -> String {
+    let numbers: Vec<String> = numbers.iter().map(|n| format!("{n:>10}")).collect();
+    format!("{id:>15} {partition:<9} {}", numbers.join(" "))
+}
+
+/// `sshare`: each user's shares, usage and fair-share factor, in sshare's columns.
+pub fn sshare(mut words: Vec<String>) -> Result<i32> {
+    let no_header = flag(&mut words, "-n") | flag(&mut words, "--noheader");
+    let parsable = flag(&mut words, "-P") | flag(&mut words, "--parsable2");
+    let json = flag(&mut words, "--json");
+    // Every user's lines are shown anyway.
+    flag(&mut words, "-a");
+    flag(&mut words, "--all");
+    let users = option(&mut words, "-u", "--users")?;
+    no_other_options(
+        "sshare",
+        &words,
+        "sshare [-a] [-n] [-P] [-u USERS] [--json]",
+    )?;
+    let users: Vec<&str> = users
+        .as_deref()
+        .map_or(Vec::new(), |u| u.split(',').collect());
+    let mut shares: Vec<berth_api::ShareInfo> =
+        crate::client::request("GET", "/v1/shares", None::<&()>)?;
+    shares.retain(|s| users.is_empty() || users.contains(&s.user.as_str()));
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&shares)?)?;
+        return Ok(0);
+    }
+    const HEAD: [(&str, usize); 6] = [
+        ("User", 10),
+        ("RawShares", 10),
+        ("NormShares", 11),
+        ("RawUsage", 11),
+        ("EffectvUsage", 13),
+        ("FairShare", 10),
+    ];
+    let line = |cells: [String; 6]| match parsable {
+        true => cells.join("|"),
+        false => HEAD
+            .iter()
+            .zip(&cells)
+            .map(|((_, w), c)| format!("{c:>w$}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    if !no_header {
+        writeln!(out, "{}", line(HEAD.map(|(h, _)| h.to_string())))?;
+        if !parsable {
+            let rule: Vec<String> = HEAD.iter().map(|(_, w)| "-".repeat(*w)).collect();
+            writeln!(out, "{}", rule.join(" "))?;
+        }
+    }
+    for s in &shares {
+        writeln!(
+            out,
+            "{}",
+            line([
+                s.user.clone(),
+                s.raw_shares.to_string(),
+                format!("{:.6}", s.norm_shares),
+                s.raw_usage.to_string(),
+                format!("{:.6}", s.effective_usage),
+                format!("{:.6}", s.fairshare),
+            ])
+        )?;
+    }
+    Ok(0)
+}
+
 /// `seff JOB`: how much of what a job had it used, CPU time and memory, as Slurm's seff
 /// prints it (its lines are read by scripts: `CPU Efficiency: 62.50% of ...`).
 pub fn seff(words: Vec<String>) -> Result<i32> {

@@ -118,6 +118,9 @@ pub struct Job {
     pub stdout: String,
     pub stderr: Option<String>,
     pub priority: Option<f64>,
+    /// How the last pass made its priority (not stored: each pass makes it anew).
+    #[serde(skip)]
+    pub priority_factors: Option<berth_api::PriorityFactors>,
     /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
     pub cancel_requested: bool,
     /// Set by `berth requeue` on a running job: when the runner ends, it is pending again.
@@ -151,6 +154,72 @@ pub struct Job {
     pub expected_start: Option<u64>,
     #[serde(skip)]
     pub planned_nodes: Vec<String>,
+}
+
+/// What fair share reads of a stored job: only these fields of its record are decoded (a
+/// controller reads every job of weeks past when it starts).
+#[derive(Debug, Deserialize)]
+pub struct Charged {
+    pub user: String,
+    cpus: u64,
+    start_time: Option<u64>,
+    #[serde(default)]
+    suspended: Stopwatch,
+}
+
+impl Charged {
+    /// What it used of the cluster by `end`, for fair share.
+    pub fn charge(&self, end: u64) -> f64 {
+        charge(self.cpus, self.start_time, &self.suspended, end)
+    }
+}
+
+/// A job's usage by `end`: its CPUs times the time it ran, suspended time left out (Slurm's
+/// fair-share usage is allocated CPU-seconds too); none if it never started.
+fn charge(cpus: u64, start: Option<u64>, suspended: &Stopwatch, end: u64) -> f64 {
+    let Some(start) = start else {
+        return 0.0;
+    };
+    let ran = end
+        .saturating_sub(start)
+        .saturating_sub(suspended.read(end));
+    cpus as f64 * ran as f64
+}
+
+/// Each user's usage by the jobs of theirs that ran (CPUs x run time, CPU-seconds), decayed
+/// with `[priority] decay_half_life` as of `at`; running jobs are added as they are read.
+#[derive(Default)]
+pub struct Usage {
+    by_user: std::collections::BTreeMap<String, f64>,
+    at: u64,
+}
+
+impl Usage {
+    /// Adds `cpu_seconds` of `user`'s, used up to `end`.
+    pub fn charge(&mut self, user: &str, cpu_seconds: f64, end: u64, half_life: u64) {
+        if end > self.at {
+            for v in self.by_user.values_mut() {
+                *v = berth_sched::fairshare::decay(*v, end - self.at, half_life);
+            }
+            self.at = end;
+        }
+        *self.by_user.entry(user.to_string()).or_default() +=
+            berth_sched::fairshare::decay(cpu_seconds, self.at - end, half_life);
+    }
+
+    /// Each user's usage at `now`, whole CPU-seconds.
+    pub fn at(&self, now: u64, half_life: u64) -> std::collections::BTreeMap<String, u64> {
+        let elapsed = now.saturating_sub(self.at);
+        self.by_user
+            .iter()
+            .map(|(u, v)| {
+                (
+                    u.clone(),
+                    berth_sched::fairshare::decay(*v, elapsed, half_life) as u64,
+                )
+            })
+            .collect()
+    }
 }
 
 /// Time a job spends in one condition (suspended, held): what has passed in it before, and
@@ -244,6 +313,11 @@ impl Job {
     }
 
     /// Back to pending, as after `scontrol requeue`: same id, one more restart.
+    /// What it used of the cluster by `end`, for fair share (see [`Charged`]).
+    pub fn charge(&self, end: u64) -> f64 {
+        charge(self.cpus, self.start_time, &self.suspended, end)
+    }
+
     pub fn restart(&mut self) {
         self.state = State::Pending;
         self.reason = Some("Requeued".into());
@@ -323,6 +397,7 @@ impl Job {
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
             priority: self.priority,
+            priority_factors: self.priority_factors,
             held: self.held,
             restarts: self.restarts,
             steps: self.steps.clone(),

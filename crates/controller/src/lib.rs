@@ -59,6 +59,8 @@ pub struct Settings {
     pub oversubscribe: u32,
     /// This machine's node features (`berth up --features`), for jobs' `--constraint`.
     pub features: Vec<String>,
+    /// How pending jobs are ordered (`[priority]`: weights, fair share).
+    pub priority: berth_core::PriorityConfig,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -132,6 +134,19 @@ pub struct Controller {
     /// Job records held back to be written in one transaction (see `in_one_write`); `None`:
     /// each is written as it changes.
     deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
+    /// Users' usage by the jobs that ran, for fair share.
+    usage: job::Usage,
+}
+
+/// A priority's weighted factors, as the API reports them.
+fn factors(p: &sched::Priority) -> berth_api::PriorityFactors {
+    berth_api::PriorityFactors {
+        age: p.age,
+        fairshare: p.fairshare,
+        job_size: p.job_size,
+        partition: p.partition,
+        nice: p.nice,
+    }
 }
 
 /// A job's start on this process's own node: its files written and its runner forked
@@ -256,7 +271,27 @@ impl Controller {
             due: true,
             local_starts: Vec::new(),
             stop: Arc::new(Notify::new()),
+            usage: job::Usage::default(),
         };
+        // Fair share's memory: the jobs that ended within the last 20 half-lives (what is
+        // older counts for less than a millionth).
+        let half_life = controller.settings.priority.decay_half_life;
+        let ended = JobFilter {
+            ended_after: Some(now().saturating_sub(half_life.saturating_mul(20))),
+            ..Default::default()
+        };
+        for row in controller
+            .store
+            .query_jobs(&ended)
+            .map_err(|e| e.to_string())?
+        {
+            let charged = serde_json::from_slice::<job::Charged>(&row.doc);
+            if let (Ok(job), Some(end)) = (charged, row.end_time) {
+                controller
+                    .usage
+                    .charge(&job.user, job.charge(end), end, half_life);
+            }
+        }
         let filter = JobFilter {
             states: vec!["PENDING".into(), "RUNNING".into()],
             ..Default::default()
@@ -403,7 +438,42 @@ impl Controller {
                 .referenced_ids()
                 .filter_map(|id| Some((id, *self.finished.get(&id)?)))
                 .collect(),
+            usage: self.usage_now(),
+            shares: self.settings.priority.shares.clone(),
         }
+    }
+
+    /// Each user's usage now: the decayed usage of jobs that ended, and running jobs' so far.
+    fn usage_now(&self) -> BTreeMap<String, u64> {
+        let now = now();
+        let mut usage = self.usage.at(now, self.settings.priority.decay_half_life);
+        for j in self
+            .active
+            .values()
+            .filter(|j| matches!(j.state, State::Running | State::Suspended))
+        {
+            *usage.entry(j.user.clone()).or_default() += j.charge(now) as u64;
+        }
+        usage
+    }
+
+    /// The scheduler's weights, from `[priority]`.
+    fn sched_config(&self) -> sched::Config {
+        let p = &self.settings.priority;
+        sched::Config {
+            weight_age: p.weight_age,
+            weight_job_size: p.weight_job_size,
+            weight_partition: p.weight_partition,
+            weight_fairshare: p.weight_fairshare,
+            max_age: p.max_age,
+            favor_small: p.favor_small,
+            ..sched::Config::default()
+        }
+    }
+
+    /// `berth shares` (sshare): each user's shares, usage and fair-share factor.
+    pub fn shares(&self) -> Vec<sched::Share> {
+        sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares, 1)
     }
 
     /// Ids of jobs that active jobs depend on and that are no longer active.
@@ -697,6 +767,7 @@ impl Controller {
                 system_cpu_usec: None,
                 max_rss_bytes: None,
                 priority: None,
+                priority_factors: None,
                 cancel_requested: false,
                 requeue_requested: false,
                 restarts: 0,
@@ -1252,20 +1323,21 @@ impl Controller {
         self.refresh_history();
         let cluster = self.cluster();
         let (views, followers) = self.views(&cluster);
-        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
         // The last task looked at of each array that waits: what its followers wait for.
-        let mut leads: BTreeMap<u64, (f64, String)> = BTreeMap::new();
+        let mut leads: BTreeMap<u64, (&sched::Priority, String)> = BTreeMap::new();
         for d in &plan.decisions {
             let array = self.active.get(&d.job).and_then(|j| j.array_job_id);
             if let (Some(array), Some(reason)) = (array, d.reason()) {
-                leads.insert(array, (d.priority.total as f64, reason.to_string()));
+                leads.insert(array, (&d.priority, reason.to_string()));
             }
         }
         for (id, array) in followers {
             if let (Some(job), Some((priority, reason))) =
                 (self.active.get_mut(&id), leads.get(&array))
             {
-                job.priority = Some(*priority);
+                job.priority = Some(priority.total as f64);
+                job.priority_factors = Some(factors(priority));
                 if job.reason.as_deref() != Some(reason) {
                     job.reason = Some(reason.clone());
                     let job = job.clone();
@@ -1289,6 +1361,7 @@ impl Controller {
                 continue;
             };
             job.priority = Some(decision.priority.total as f64);
+            job.priority_factors = Some(factors(&decision.priority));
             (job.expected_start, job.planned_nodes) = match &decision.outcome {
                 sched::Outcome::Wait {
                     expected_start,
@@ -1412,7 +1485,7 @@ impl Controller {
         let cluster = self.cluster();
         let (mut views, _) = self.views(&cluster);
         views.push(self.view(job));
-        let plan = sched::schedule(&cluster, &views, now(), &sched::Config::default());
+        let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
         let outcome = plan
             .decisions
             .into_iter()
@@ -1822,6 +1895,14 @@ impl Controller {
         let Some(mut job) = self.active.remove(&id) else {
             return;
         };
+        // What it used goes to its user's account (a requeued job's run too).
+        let end = match &result {
+            Some(r) if r.started > 0 => r.ended,
+            _ => now(),
+        };
+        let half_life = self.settings.priority.decay_half_life;
+        self.usage
+            .charge(&job.user, job.charge(end), end, half_life);
         // Its containers on every node go (the runner that ended is gone already), and what
         // they held is free.
         for share in &job.shares {

@@ -499,6 +499,24 @@ async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::Partiti
     Ok(Json(c.lock().await.partitions()))
 }
 
+#[utoipa::path(get, path = "/v1/shares", tag = "cluster", responses((status = 200, description = "each user's shares, usage and fair-share factor (sshare)", body = Vec<berth_api::ShareInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn shares(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ShareInfo>> {
+    let shares = c.lock().await.shares();
+    Ok(Json(
+        shares
+            .into_iter()
+            .map(|s| berth_api::ShareInfo {
+                user: s.user,
+                raw_shares: s.raw_shares,
+                norm_shares: s.norm_shares,
+                raw_usage: s.raw_usage,
+                effective_usage: s.effective_usage,
+                fairshare: s.factor,
+            })
+            .collect(),
+    ))
+}
+
 async fn not_found() -> ApiError {
     ApiError {
         status: 404,
@@ -529,6 +547,7 @@ async fn not_found() -> ApiError {
         requeue,
         nodes,
         partitions,
+        shares,
         drain,
         resume_node,
         shutdown,
@@ -570,6 +589,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
+        .route("/v1/shares", get(shares))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))

@@ -8,6 +8,11 @@
 //! [registry]
 //! ca_certs = ["/etc/pki/site-ca.pem"]   # extra CAs trusted for HTTPS registries
 //! insecure = ["registry.local:5000"]    # registries that may be spoken to over plain HTTP
+//! [priority]                            # Slurm's multifactor priority (PriorityWeight*, ...)
+//! weight_fairshare = 5000
+//! decay_half_life = 604800              # seconds: past usage counts half after this long
+//! [priority.shares]                     # users' shares (RawShares); every other user has 1
+//! alice = 2
 //! ```
 //!
 //! `$HOME` is the home directory of the user the container runs as and `$PWD` the directory
@@ -37,6 +42,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    #[serde(default)]
+    pub priority: PriorityConfig,
     /// Partitions (queues) of the batch system; none: one default partition `normal`.
     #[serde(default, rename = "partition")]
     pub partitions: Vec<PartitionConfig>,
@@ -59,6 +66,62 @@ pub struct BatchConfig {
     /// CPUs it holds, distinct cores first. 1 (the default): every job has cores of its own.
     #[serde(default = "one")]
     pub oversubscribe: u32,
+}
+
+/// `[priority]`: how pending jobs are ordered, after Slurm's `priority/multifactor`: each
+/// factor is 0 to 1, times its weight; the nice value is subtracted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityConfig {
+    /// PriorityWeightAge: time waiting, up to `max_age`.
+    #[serde(default = "thousand")]
+    pub weight_age: u32,
+    /// PriorityWeightJobSize: the share of the cluster's CPUs the job asks for.
+    #[serde(default = "thousand")]
+    pub weight_job_size: u32,
+    /// PriorityWeightPartition: the partition's `priority` against the largest.
+    #[serde(default = "thousand")]
+    pub weight_partition: u32,
+    /// PriorityWeightFairshare: 2^-(the user's share of recent usage / their share of the
+    /// cluster), 1 for a user who has used nothing.
+    #[serde(default = "thousand")]
+    pub weight_fairshare: u32,
+    /// PriorityMaxAge, seconds: the age factor is 1 from this age on.
+    #[serde(default = "week")]
+    pub max_age: u64,
+    /// PriorityFavorSmall: the size factor favours small jobs instead of large ones.
+    #[serde(default)]
+    pub favor_small: bool,
+    /// PriorityDecayHalfLife, seconds: a job's usage (CPUs x run time) counts half as much
+    /// this long after it ended.
+    #[serde(default = "week")]
+    pub decay_half_life: u64,
+    /// Users' shares of the cluster (RawShares); a user not named has 1.
+    #[serde(default)]
+    pub shares: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for PriorityConfig {
+    fn default() -> PriorityConfig {
+        PriorityConfig {
+            weight_age: thousand(),
+            weight_job_size: thousand(),
+            weight_partition: thousand(),
+            weight_fairshare: thousand(),
+            max_age: week(),
+            favor_small: false,
+            decay_half_life: week(),
+            shares: Default::default(),
+        }
+    }
+}
+
+fn thousand() -> u32 {
+    1000
+}
+
+fn week() -> u64 {
+    7 * 24 * 3600
 }
 
 /// The most jobs `[batch] oversubscribe` lets share one core.
@@ -165,6 +228,11 @@ impl Config {
                 "[batch] oversubscribe = {} is out of range: give how many jobs may share a core, 1 to {MAX_OVERSUBSCRIBE}",
                 config.batch.oversubscribe
             )));
+        }
+        if config.priority.decay_half_life == 0 {
+            return Err(ConfigError::Parse(
+                "[priority] decay_half_life = 0: give the seconds after which past usage counts half (Slurm's PriorityDecayHalfLife, 604800 for a week)".into(),
+            ));
         }
         Ok(config)
     }
@@ -325,6 +393,32 @@ mod tests {
             "{refused}"
         );
         assert!(p.check(Path::new("/etc"), home, cwd).is_err());
+    }
+
+    #[test]
+    fn priority_weights_and_shares_have_slurms_meaning_and_defaults() {
+        let default = Config::from_toml("").unwrap().priority;
+        assert_eq!(
+            (
+                default.weight_age,
+                default.weight_fairshare,
+                default.decay_half_life
+            ),
+            (1000, 1000, 7 * 24 * 3600)
+        );
+        let c = Config::from_toml(
+            "[priority]\nweight_fairshare = 5000\nfavor_small = true\n[priority.shares]\nalice = 2\n",
+        )
+        .unwrap()
+        .priority;
+        assert_eq!(
+            (c.weight_fairshare, c.weight_age, c.favor_small),
+            (5000, 1000, true)
+        );
+        assert_eq!(c.shares.get("alice"), Some(&2));
+        let err = Config::from_toml("[priority]\ndecay_half_life = 0\n").unwrap_err();
+        assert!(err.to_string().contains("PriorityDecayHalfLife"), "{err}");
+        assert!(Config::from_toml("[priority]\nweight_fun = 1\n").is_err());
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod job;
 pub mod quantity;
 pub mod signal;
 
-pub use config::{BatchConfig, BindPolicy, Config, ConfigError, PartitionConfig, RegistryConfig};
+pub use config::{
+    BatchConfig, BindPolicy, Config, ConfigError, PartitionConfig, PriorityConfig, RegistryConfig,
+};
 pub use job::{JobError, JobOptions, JobRequest};
 pub use quantity::{parse_cpus, parse_size, QuantityError};

@@ -20,12 +20,13 @@
 //!   ─► Plan { decisions: [Decision { job, priority, outcome: Start | Wait }] }
 //! ```
 //!
-//! Modules: `model` (the input view), `priority`, `deps`, `feasible`, `state` (working copy
+//! Modules: `model` (the input view), `priority` (with `fairshare`), `deps`, `feasible`, `state` (working copy
 //! and node selection), `backfill` (reservations), `pass` (the loop), `plan` (the output),
 //! `reason`, and `mock` (fixture builders for tests and benchmarks).
 
 mod backfill;
 pub mod deps;
+pub mod fairshare;
 mod feasible;
 mod hash;
 pub mod mock;
@@ -42,6 +43,7 @@ mod tests;
 pub use deps::{
     dependency_status, dependency_status_of, running_array_tasks, running_names, DepStatus,
 };
+pub use fairshare::Share;
 pub use feasible::fits_ever;
 pub use model::{
     node_state, AdminState, Allocation, ArrayTask, ClusterView, DepKind, Dependency, JobId,

@@ -135,7 +135,7 @@ pub fn cluster(nodes: Vec<NodeView>) -> ClusterView {
     ClusterView {
         partitions: vec![batch],
         nodes,
-        history: Default::default(),
+        ..ClusterView::default()
     }
 }
 

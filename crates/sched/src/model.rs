@@ -156,6 +156,13 @@ pub struct ClusterView {
     /// States of jobs that dependencies refer to and that are no longer in the job list
     /// (finished ones). Jobs in the list passed to [`crate::schedule`] take precedence.
     pub history: BTreeMap<JobId, JobState>,
+    /// Each user's recent usage, CPU-seconds decayed with the controller's half-life, for
+    /// the fair-share factor ([`crate::fairshare`]).
+    #[serde(default)]
+    pub usage: BTreeMap<String, u64>,
+    /// Users' configured shares (RawShares); a user not named has 1.
+    #[serde(default)]
+    pub shares: BTreeMap<String, u32>,
 }
 
 impl ClusterView {

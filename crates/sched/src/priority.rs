@@ -2,12 +2,15 @@
 //!
 //! Owns: the weights ([`Config`]), the factors and their weighted sum, and the order the pass
 //! considers jobs in. Each factor is normalised to 0..=1 and multiplied by its weight, as in
-//! Slurm: `priority = w_age * age + w_size * size + w_part * partition - nice`. The components
+//! Slurm: `priority = w_age * age + w_size * size + w_part * partition + w_fs * fairshare -
+//! nice` (fairshare: the job's user's factor, [`crate::fairshare`]). The components
 //! are kept so `berth show` can explain a priority, as `sprio` does.
 
 use std::cmp::{Ordering, Reverse};
 
 use serde::{Deserialize, Serialize};
+
+use std::collections::BTreeMap;
 
 use crate::model::{ClusterView, JobView, PartitionView};
 
@@ -21,6 +24,8 @@ pub struct Config {
     pub weight_job_size: u32,
     /// `PriorityWeightPartition`.
     pub weight_partition: u32,
+    /// `PriorityWeightFairshare`.
+    pub weight_fairshare: u32,
     /// `PriorityMaxAge`, seconds: the age factor reaches 1 at this age (Slurm: 7 days).
     pub max_age: u64,
     /// `PriorityFavorSmall`: smaller jobs get the larger size factor. Slurm's default (false)
@@ -41,6 +46,7 @@ impl Default for Config {
             weight_age: 1000,
             weight_job_size: 1000,
             weight_partition: 1000,
+            weight_fairshare: 1000,
             max_age: 7 * 24 * 3600,
             favor_small: false,
             reservations: 8,
@@ -62,17 +68,22 @@ pub struct Priority {
     pub job_size: f64,
     /// Weighted partition component.
     pub partition: f64,
+    /// Weighted fair-share component.
+    #[serde(default)]
+    pub fairshare: f64,
     /// The nice value subtracted.
     pub nice: i32,
 }
 
 /// The cluster-wide numbers factors are normalised by; computed once per pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PriorityContext {
     /// CPUs of all nodes (the size factor's denominator).
     pub total_cpus: u64,
     /// The largest partition `PriorityJobFactor`.
     pub max_partition_factor: u32,
+    /// Each user's fair-share factor; 1 for a user not there (who has used nothing).
+    pub fairshare: BTreeMap<String, f64>,
 }
 
 impl PriorityContext {
@@ -86,6 +97,10 @@ impl PriorityContext {
                 .map(|p| p.priority_factor)
                 .max()
                 .unwrap_or(0),
+            fairshare: crate::fairshare::shares(&cluster.usage, &cluster.shares, 1)
+                .into_iter()
+                .map(|s| (s.user, s.factor))
+                .collect(),
         }
     }
 
@@ -123,13 +138,16 @@ impl PriorityContext {
         let age = age * f64::from(config.weight_age);
         let job_size = size * f64::from(config.weight_job_size);
         let partition_c = part * f64::from(config.weight_partition);
-        let sum = (age + job_size + partition_c).round() as i64 - i64::from(job.nice);
+        let fairshare = self.fairshare.get(&job.user).copied().unwrap_or(1.0)
+            * f64::from(config.weight_fairshare);
+        let sum = (age + job_size + partition_c + fairshare).round() as i64 - i64::from(job.nice);
         Priority {
             total: sum.max(0) as u64,
             tier: partition.map_or(0, |p| p.tier),
             age,
             job_size,
             partition: partition_c,
+            fairshare,
             nice: job.nice,
         }
     }
@@ -161,6 +179,7 @@ mod tests {
             weight_age: 100,
             weight_job_size: 10,
             weight_partition: 1000,
+            weight_fairshare: 0,
             max_age: 1000,
             ..Config::default()
         };

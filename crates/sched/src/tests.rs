@@ -15,9 +15,35 @@ fn fifo() -> Config {
         weight_age: 0,
         weight_job_size: 0,
         weight_partition: 0,
+        weight_fairshare: 0,
         reservations: 1,
         ..Config::default()
     }
+}
+
+/// A user who used more than their share of the cluster waits behind one who did not,
+/// whichever submitted first (Slurm's fair share); with shares that match their usage,
+/// first come is first served again.
+#[test]
+fn fair_share_puts_the_lighter_user_first() {
+    let mut c = cluster(vec![node("a", 1, GIB)]);
+    c.usage = [("heavy".to_string(), 9000), ("light".to_string(), 1000)].into();
+    let cfg = Config {
+        weight_fairshare: 1000,
+        ..fifo()
+    };
+    let jobs = [
+        job(1).user("heavy").submit(10),
+        job(2).user("light").submit(20),
+    ];
+    let p = schedule(&c, &jobs, NOW, &cfg);
+    assert_eq!(started(&p), [2]);
+    let fairshare = |id| p.get(id).unwrap().priority.fairshare;
+    // 2^(-0.9/0.5) and 2^(-0.1/0.5), weighted.
+    assert!((fairshare(1) - 1000.0 * 2f64.powf(-1.8)).abs() < 1e-9);
+    assert!((fairshare(2) - 1000.0 * 2f64.powf(-0.2)).abs() < 1e-9);
+    c.shares = [("heavy".to_string(), 9)].into();
+    assert_eq!(started(&schedule(&c, &jobs, NOW, &cfg)), [1]);
 }
 
 fn run(c: &ClusterView, jobs: &[JobView]) -> Plan {
