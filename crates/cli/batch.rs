@@ -1527,7 +1527,24 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("Submit", 19),
     ("Start", 19),
     ("End", 19),
+    ("Eligible", 19),
     ("Reason", 20),
+    ("AllocCPUS", 10),
+    ("ReqCPUS", 8),
+    ("ReqMem", 10),
+    ("ReqNodes", 8),
+    ("AllocNodes", 10),
+    ("AllocTRES", 30),
+    ("CPUTime", 10),
+    ("CPUTimeRAW", 10),
+    ("ElapsedRaw", 10),
+    ("DerivedExitCode", 15),
+    ("Priority", 10),
+    ("WorkDir", 30),
+    ("Constraints", 19),
+    ("Group", 9),
+    ("UID", 6),
+    ("GID", 6),
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
@@ -1559,6 +1576,53 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "Submit" => time(Some(j.submit_time)),
         "Start" => time(j.start_time),
         "End" => time(j.end_time),
+        "Eligible" => time(Some(
+            j.begin_time.unwrap_or(j.submit_time).max(j.submit_time),
+        )),
+        "AllocCPUS" => match j.start_time {
+            Some(_) => j.cpus.to_string(),
+            None => "0".into(),
+        },
+        "ReqCPUS" => (j.ntasks.max(1) * j.cpus_per_task.max(1)).to_string(),
+        // Per node, as sacct has it without its old n/c suffix.
+        "ReqMem" => j.memory.map_or("0".into(), slurm_size),
+        "ReqNodes" => j.min_nodes.max(1).to_string(),
+        "AllocNodes" => j.nodes.len().to_string(),
+        "AllocTRES" => match j.start_time {
+            Some(_) => {
+                let mem = j.memory.map_or(String::new(), |m| {
+                    format!(",mem={}", slurm_size(m * j.nodes.len().max(1) as u64))
+                });
+                format!(
+                    "billing={0},cpu={0}{mem},node={1}",
+                    j.cpus,
+                    j.nodes.len().max(1)
+                )
+            }
+            None => String::new(),
+        },
+        // CPUs times the time it ran (what fair share charges).
+        "CPUTime" => duration(j.cpus * elapsed(j)),
+        "CPUTimeRAW" => (j.cpus * elapsed(j)).to_string(),
+        "ElapsedRaw" => elapsed(j).to_string(),
+        // The highest exit status of its steps (sacct's CODE:SIGNAL), or the job's own.
+        "DerivedExitCode" => {
+            let worst = j.steps.iter().filter_map(|s| s.exit_code).max();
+            match worst {
+                Some(c) if c > 128 => format!("0:{}", c - 128),
+                Some(c) => format!("{c}:0"),
+                None => "0:0".into(),
+            }
+        }
+        "Priority" => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
+        "WorkDir" => j.workdir.clone(),
+        "Constraints" => j.constraint.clone().unwrap_or_default(),
+        "Group" | "UID" | "GID" => match berth_runtime::Identity::lookup(&j.user, false) {
+            Ok(id) if name == "Group" => id.group,
+            Ok(id) if name == "UID" => id.uid.to_string(),
+            Ok(id) => id.gid.to_string(),
+            Err(_) => String::new(),
+        },
         _ => j.reason.clone().unwrap_or_else(|| "None".into()),
     }
 }

@@ -568,6 +568,41 @@ fn history_prints_as_sacct_formats() {
         start.len() == 19 && b[4] == b'-' && b[10] == b'T' && b[13] == b':',
         "{line}"
     );
+    // What job statistics tools ask besides (reportseff, jobstats): what it asked for and
+    // had, its CPU time as allocated, who.
+    let wide = h(&[
+        "-j",
+        &format!("{failed},{held}"),
+        "-n",
+        "-P",
+        "-o",
+        "ReqCPUS,AllocCPUS,ReqMem,ReqNodes,AllocNodes,AllocTRES,CPUTimeRAW,ElapsedRaw,DerivedExitCode,WorkDir,Group,UID",
+    ]);
+    let lines: Vec<Vec<&str>> = wide.lines().map(|l| l.split('|').collect()).collect();
+    let cwd = c.f.cwd(Mode::Rootless);
+    let (cwd, uid) = (cwd.to_str().unwrap(), c.f.user.uid.to_string());
+    let elapsed = lines[0][7];
+    let cpu_time = elapsed.parse::<u64>().unwrap().to_string();
+    assert_eq!(
+        lines[0],
+        [
+            "1",
+            "1",
+            "0",
+            "1",
+            "1",
+            "billing=1,cpu=1,node=1",
+            cpu_time.as_str(),
+            elapsed,
+            "0:0",
+            cwd,
+            TEST_USER,
+            uid.as_str()
+        ],
+        "{wide}"
+    );
+    // Held: nothing allocated yet.
+    assert_eq!(lines[1][..6], ["1", "0", "0", "1", "0", ""], "{wide}");
     let bad = c.berth(Mode::Rootless, &["history", "-o", "JobID,Colour"]);
     assert!(
         bad.code != 0 && bad.stderr.contains("berth knows JobID"),
