@@ -69,6 +69,9 @@ pub struct QueueArgs {
     /// Only jobs in this partition
     #[arg(short, long)]
     partition: Option<String>,
+    /// Only jobs charged to these accounts (comma-separated)
+    #[arg(short = 'A', long = "account", value_delimiter = ',')]
+    accounts: Vec<String>,
     /// Only your own jobs
     #[arg(long)]
     me: bool,
@@ -78,9 +81,10 @@ pub struct QueueArgs {
     /// No header line (as squeue -h)
     #[arg(short = 'h', long)]
     noheader: bool,
-    /// The columns, as squeue's --format: %i %A %a %j %u %P %T %t %M %l %L %D %C %m %R %r %N
-    /// %V %S (a pending job's expected start) %Y (its planned nodes) %Q, each with an
-    /// optional width (%.10i right-aligned, %-10i or %10i left)
+    /// The columns, as squeue's --format: %i %A (its own id) %F %K (array job and index) %a
+    /// (account) %j %u %P %T %t %M %l %L %D %C %m %R %r %N %V %S (a pending job's expected
+    /// start) %Y (its planned nodes) %Q ..., each with an optional width (%.10i right-aligned,
+    /// %-10i or %10i left)
     #[arg(short = 'o', long, value_name = "FORMAT")]
     format: Option<String>,
     /// Pending jobs with when they are expected to start and on which nodes, where the
@@ -190,6 +194,9 @@ pub struct HistoryArgs {
     /// Only jobs of these names (comma-separated), as sacct's --name
     #[arg(long = "name", value_name = "NAME,...", value_delimiter = ',')]
     names: Vec<String>,
+    /// Only jobs charged to these accounts (comma-separated), as sacct's -A
+    #[arg(short = 'A', long = "accounts", value_delimiter = ',')]
+    accounts: Vec<String>,
     /// Only jobs submitted at or after this time, as sacct takes it: a local date
     /// YYYY-MM-DD[THH:MM[:SS]], now, now-N[minutes|hours|days|weeks], or seconds since the epoch
     #[arg(short = 'S', long = "starttime", visible_alias = "since", value_name = "TIME", value_parser = parse_time)]
@@ -876,6 +883,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     }
     jobs.retain(|j| {
         selects(j, &users, args.partition.as_deref(), &states)
+            && charged_to(j, &args.accounts)
             && (args.jobs.is_empty()
                 || args.jobs.contains(&j.id)
                 || j.array_job_id.is_some_and(|a| args.jobs.contains(&a)))
@@ -886,7 +894,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     }
     let now = berth_controller::now();
     if let Some(format) = &args.format {
-        let columns = parse_format(format, "iAajuPTtMlLDCmRrNVSYQeZBcfo")?;
+        let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfo")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
@@ -1012,9 +1020,10 @@ pub fn render(columns: &[Column], value: impl Fn(char) -> String) -> String {
 
 fn header(letter: char) -> &'static str {
     match letter {
-        'i' => "JOBID",
-        'A' => "ARRAY_JOB_ID",
-        'a' => "ARRAY_TASK_ID",
+        'i' | 'A' => "JOBID",
+        'F' => "ARRAY_JOB_ID",
+        'K' => "ARRAY_TASK_ID",
+        'a' => "ACCOUNT",
         'j' => "NAME",
         'u' => "USER",
         'P' => "PARTITION",
@@ -1047,8 +1056,11 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
     let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::compat::slurm_timestamp);
     match letter {
         'i' => job_id(j),
-        'A' => j.array_job_id.unwrap_or(j.id).to_string(),
-        'a' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
+        // squeue's: %A the job's own id, %F its array's, %K its index, %a its account.
+        'A' => j.id.to_string(),
+        'F' => j.array_job_id.unwrap_or(j.id).to_string(),
+        'K' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
+        'a' => j.account.clone().unwrap_or_else(|| "(null)".into()),
         'j' => j.name.clone(),
         'u' => j.user.clone(),
         'P' => j.partition.clone(),
@@ -1108,6 +1120,12 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.name,
         j.user,
         j.partition
+    )?;
+    writeln!(
+        out,
+        "   Priority={} Account={}",
+        j.priority.map_or(0.0, |p| p.round()),
+        j.account.as_deref().unwrap_or("(null)")
     )?;
     writeln!(
         out,
@@ -1322,7 +1340,9 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     } else {
         named_jobs(&args.jobs)?
     };
-    jobs.retain(|j| args.names.is_empty() || args.names.contains(&j.name));
+    jobs.retain(|j| {
+        (args.names.is_empty() || args.names.contains(&j.name)) && charged_to(j, &args.accounts)
+    });
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
@@ -1512,6 +1532,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("JobName", 10),
     ("User", 9),
     ("Partition", 10),
+    ("Account", 10),
     ("State", 10),
     ("ExitCode", 8),
     ("Elapsed", 10),
@@ -1555,6 +1576,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "JobName" => j.name.clone(),
         "User" => j.user.clone(),
         "Partition" => j.partition.clone(),
+        "Account" => j.account.clone().unwrap_or_default(),
         "State" => j.state.clone(),
         // sacct's CODE:SIGNAL.
         "ExitCode" => j
@@ -1625,6 +1647,11 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         },
         _ => j.reason.clone().unwrap_or_else(|| "None".into()),
     }
+}
+
+/// Whether job `j` is charged to one of `accounts` (none: any job is).
+fn charged_to(j: &JobInfo, accounts: &[String]) -> bool {
+    accounts.is_empty() || j.account.as_ref().is_some_and(|a| accounts.contains(a))
 }
 
 /// A size as sacct prints memory: kibibytes with a `K`, in a larger unit only where it is

@@ -446,7 +446,12 @@ fn dependencies_on_array_jobs() {
 fn the_queue_prints_as_squeue_formats() {
     let Some(c) = Cluster::start() else { return };
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold", "-t", "5"]);
-    let array = c.submit(Mode::Rootless, "arr.sh", HELLO, &["--hold", "--array=4-5"]);
+    let array = c.submit(
+        Mode::Rootless,
+        "arr.sh",
+        HELLO,
+        &["--hold", "--array=4-5", "-A", "proj1"],
+    );
     let q = |args: &[&str]| {
         let mut all = vec!["queue"];
         all.extend_from_slice(args);
@@ -458,7 +463,7 @@ fn the_queue_prints_as_squeue_formats() {
             "-t",
             "PD",
             "-o",
-            "%i|%t|%r|%l|%.6a|%-4j|",
+            "%i|%t|%r|%l|%.6K|%-4j|",
             "-j",
             &held.to_string()
         ]),
@@ -467,12 +472,39 @@ fn the_queue_prints_as_squeue_formats() {
     assert_eq!(
         q(&[
             "--noheader",
-            "--format=%A %a %T",
+            "--format=%A %F %K %a %T",
             "--jobs",
             &array.to_string()
         ]),
-        format!("{array} 4 PENDING\n{array} 5 PENDING\n")
+        format!(
+            "{array} {array} 4 proj1 PENDING\n{} {array} 5 proj1 PENDING\n",
+            array + 1
+        )
     );
+    // By account, as squeue -A and sacct -A take them; scontrol's Account=.
+    assert_eq!(
+        q(&["-h", "-A", "proj1,proj2", "-o", "%i"]),
+        format!("{array}_4\n{array}_5\n")
+    );
+    assert_eq!(q(&["-h", "-A", "other", "-o", "%i"]), "");
+    let sacct = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "sacct",
+            "-n",
+            "-P",
+            "-A",
+            "proj1",
+            "-o",
+            "JobID,Account",
+            "-j",
+            &format!("{held},{array}"),
+        ],
+    );
+    assert_eq!(sacct.ok(), format!("{array}_4|proj1\n{array}_5|proj1\n"));
+    let shown = c.berth(Mode::Rootless, &["show", &array.to_string()]);
+    assert!(shown.ok().contains(" Account=proj1\n"), "{}", shown.stdout);
     let with_header = q(&["-o", "%.8i %u", "-j", &held.to_string()]);
     assert_eq!(
         with_header,

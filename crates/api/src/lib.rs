@@ -147,6 +147,9 @@ pub struct JobInfo {
     pub name: String,
     pub user: String,
     pub partition: String,
+    /// The account it is charged to (`--account`, bsub `-P`, qsub `-A`), as given.
+    #[serde(default)]
+    pub account: Option<String>,
     /// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL.
     pub state: String,
     /// Why it is pending (Slurm's reason names), or how it failed.

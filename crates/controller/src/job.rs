@@ -360,6 +360,7 @@ impl Job {
             name: self.request.name.clone(),
             user: self.user.clone(),
             partition: self.partition.clone(),
+            account: self.request.account.clone(),
             state: self.state.name().to_string(),
             reason: self.reason.clone(),
             submit_time: self.submit_time,
