@@ -459,6 +459,9 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         oversubscribe: settings.config.batch.oversubscribe,
         features: args.features,
         priority: settings.config.priority.clone(),
+        mail_program: Some(&settings.config.batch.mail_program)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
         state_dir,
     };
     eprintln!(

@@ -931,6 +931,88 @@ fn fair_share_puts_a_user_who_has_used_less_first() {
     );
 }
 
+/// Mail (sbatch --mail-type/--mail-user): through the site's mail program, run as the job's
+/// user with Slurm's subject lines; an array mails once for all its tasks; an address that
+/// could pass for an option is refused.
+#[test]
+fn jobs_mail_their_owner_through_the_sites_mail_program() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let (program, log) = (dir.path().join("mailer"), dir.path().join("mail.log"));
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho \"$(id -un) $SLURM_JOB_MAIL_TYPE $*\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = format!("[batch]\nmail_program = \"{}\"\n", program.display());
+    let Some(c) = Cluster::start_with_config(Some(&config)) else {
+        return;
+    };
+    let ok = c.submit(
+        Mode::Rootless,
+        "mailed.sh",
+        HELLO,
+        &["--mail-type=BEGIN,END", "--mail-user=ann@example.org"],
+    );
+    let failing = "#!/bin/sh\n#BERTH --image busybox\nexit 3\n";
+    let failed = c.submit(Mode::Rootless, "failing.sh", failing, &["--mail-type=FAIL"]);
+    let array = c.submit(
+        Mode::Rootless,
+        "arr.sh",
+        HELLO,
+        &["--array=1-2", "--mail-type=END"],
+    );
+    c.completed(ok);
+    c.wait_for(failed, &["FAILED"]);
+    c.completed(array);
+    c.completed(array + 1);
+    let expected = [
+        format!("{TEST_USER} Began -s Slurm Job_id={ok} Name=hello Began, Queued time 00:00:0"),
+        format!("{TEST_USER} Ended -s Slurm Job_id={ok} Name=hello Ended, Run time 00:00:0"),
+        format!("{TEST_USER} Failed -s Slurm Job_id={failed} Name=failing.sh Failed, Run time 00:00:0"),
+        format!("{TEST_USER} Ended -s Slurm Array Summary Job_id={array}_* ({array}) Name=hello Ended, COMPLETED, ExitCode 0 {TEST_USER}"),
+    ];
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= expected.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{text}");
+    for e in &expected {
+        assert!(
+            lines.iter().any(|l| l.starts_with(e.as_str())),
+            "{e}\n{text}"
+        );
+    }
+    assert!(
+        text.contains(", COMPLETED, ExitCode 0 ann@example.org\n"),
+        "{text}"
+    );
+    assert!(text.contains(", FAILED, ExitCode 3 berthtest\n"), "{text}");
+    let bad = c.try_submit(Mode::Rootless, "bad.sh", HELLO, &["--mail-user=-Sx=/tmp/y"]);
+    assert!(
+        bad.code != 0 && bad.stderr.contains("mail address"),
+        "{}",
+        bad.stderr
+    );
+}
+
 /// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
 /// all of its tasks still pending or running, ID_INDEX for one.
 #[test]

@@ -16,6 +16,7 @@
 pub use berth_agent::auth;
 mod env;
 pub mod job;
+mod mail;
 mod node;
 mod server;
 
@@ -61,6 +62,8 @@ pub struct Settings {
     pub features: Vec<String>,
     /// How pending jobs are ordered (`[priority]`: weights, fair share).
     pub priority: berth_core::PriorityConfig,
+    /// What jobs' mail goes through (`[batch] mail_program`); `None`: none is sent.
+    pub mail_program: Option<PathBuf>,
 }
 
 /// An error for the API: HTTP status and the message the user sees.
@@ -784,11 +787,23 @@ impl Controller {
                 },
             });
         }
-        let warnings = request
+        let mut warnings: Vec<String> = request
             .ignored
             .iter()
             .map(|i| format!("ignored {}: {}", i.option, i.reason))
             .collect();
+        if request.mail.any() {
+            match &self.settings.mail_program {
+                Some(p) if p.is_file() => {}
+                Some(p) => warnings.push(format!(
+                    "no mail will be sent: the mail program {} is not installed on the controller's host ([batch] mail_program)",
+                    p.display()
+                )),
+                None => warnings.push(
+                    "no mail will be sent: this cluster sends none ([batch] mail_program is empty)".into(),
+                ),
+            }
+        }
         let mut response = SubmitResponse {
             job_id: first,
             jobs: indices.len() as u64,
@@ -936,6 +951,7 @@ impl Controller {
                 let job = self.active.remove(&id).expect("present");
                 self.persist(&job)?;
                 self.finished.insert(id, sched::JobState::Cancelled);
+                self.mail_end(&job);
             }
             (State::Running | State::Suspended, sig) => {
                 if sig.is_none() {
@@ -1356,6 +1372,8 @@ impl Controller {
                 .entry((j.user.clone(), j.partition.clone()))
                 .or_default() += j.cpus;
         }
+        // Started jobs that asked for mail at their start.
+        let mut began = Vec::new();
         for decision in &plan.decisions {
             let Some(job) = self.active.get_mut(&decision.job) else {
                 continue;
@@ -1399,6 +1417,9 @@ impl Controller {
                     job.reason = None;
                     job.start_time = Some(now());
                     let id = job.id;
+                    if job.request.mail.begin {
+                        began.push(id);
+                    }
                     if let Err(e) = self.launch(id, shared) {
                         self.finish(
                             id,
@@ -1416,6 +1437,11 @@ impl Controller {
                         let _ = self.persist(&job);
                     }
                 }
+            }
+        }
+        for id in began {
+            if let Some(job) = self.active.get(&id) {
+                self.mail(job, mail::Event::Began);
             }
         }
         for id in plan.never_satisfied() {
@@ -1916,6 +1942,9 @@ impl Controller {
             }
         }
         if job.requeue_requested {
+            if job.request.mail.requeue {
+                self.mail(&job, mail::Event::Requeued);
+            }
             job.restart();
             if let Err(e) = self.persist(&job) {
                 eprintln!(
@@ -1951,7 +1980,82 @@ impl Controller {
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);
         }
+        self.mail_end(&job);
         self.wake();
+    }
+
+    /// Mails `job`'s owner about `event`, through the site's mail program (if there is one)
+    /// without waiting for it. An array's task (unless it asked for ARRAY_TASKS) mails for
+    /// the array: `Began` only as its first task starts (see `mail_end` for its end).
+    fn mail(&self, job: &Job, event: mail::Event) {
+        let Some(program) = &self.settings.mail_program else {
+            return;
+        };
+        let subject = match job.array_job_id.filter(|_| !job.request.mail.array_tasks) {
+            Some(array) if event == mail::Event::Began => {
+                let others_ran = self.active.values().any(|j| {
+                    j.id != job.id && j.array_job_id == Some(array) && j.start_time.is_some()
+                });
+                let tasks = job.request.array.as_ref().map_or(1, |a| a.len());
+                let ended = self
+                    .active
+                    .values()
+                    .filter(|j| j.array_job_id == Some(array))
+                    .count()
+                    < tasks;
+                if others_ran || ended {
+                    return;
+                }
+                mail::array_subject(job, event, &[])
+            }
+            _ => mail::subject(job, event, now()),
+        };
+        mail::send(program, job, event, subject);
+    }
+
+    /// The mail of `job` that just ended (removed from the active ones), if it asked for one:
+    /// its own, or, for an array's task, the array's once its last task has ended.
+    fn mail_end(&self, job: &Job) {
+        let mail = job.request.mail;
+        let invalid = job.reason.as_deref() == Some("DependencyNeverSatisfied");
+        let event = match invalid {
+            true if mail.invalid_depend => Some(mail::Event::InvalidDependency),
+            _ => mail::end_event(job, job.state),
+        };
+        let (Some(event), Some(program)) = (event, &self.settings.mail_program) else {
+            return;
+        };
+        let Some(array) = job.array_job_id.filter(|_| !mail.array_tasks) else {
+            return self.mail(job, event);
+        };
+        if self.active.values().any(|j| j.array_job_id == Some(array)) {
+            return;
+        }
+        // The last of the array: how each of its tasks ended.
+        let filter = JobFilter {
+            ids: (array..array + job.request.array.as_ref().map_or(1, |a| a.len()) as u64)
+                .collect(),
+            ..Default::default()
+        };
+        // (Records not written yet are held back for one write: those win.)
+        let mut rows = self.store.query_jobs(&filter).unwrap_or_default();
+        if let Some(held) = self.deferred.borrow().as_ref() {
+            rows.retain(|r| !held.iter().any(|h| h.id == r.id));
+            rows.extend(held.iter().filter(|h| filter.ids.contains(&h.id)).cloned());
+        }
+        let tasks: Vec<(State, i32)> = rows
+            .iter()
+            .filter_map(|row| serde_json::from_slice::<Job>(&row.doc).ok())
+            .filter(|t| t.array_job_id == Some(array))
+            .map(|t| (t.state, t.exit_code.unwrap_or(0)))
+            .collect();
+        let all_completed = tasks.iter().all(|(s, _)| *s == State::Completed);
+        let event = match (all_completed, mail.fail, mail.end) {
+            (false, true, _) => mail::Event::Failed,
+            (_, _, true) => mail::Event::Ended,
+            _ => return,
+        };
+        mail::send(program, job, event, mail::array_subject(job, event, &tasks));
     }
 
     /// Jobs an earlier controller left running: watch their runners (or collect results

@@ -66,6 +66,14 @@ pub struct BatchConfig {
     /// CPUs it holds, distinct cores first. 1 (the default): every job has cores of its own.
     #[serde(default = "one")]
     pub oversubscribe: u32,
+    /// The program jobs' mail goes through (Slurm's MailProg), run as the job's user with
+    /// `-s SUBJECT ADDRESS...`; empty: no mail is sent.
+    #[serde(default = "default_mail_program")]
+    pub mail_program: String,
+}
+
+fn default_mail_program() -> String {
+    "/usr/bin/mail".into()
 }
 
 /// `[priority]`: how pending jobs are ordered, after Slurm's `priority/multifactor`: each
@@ -133,6 +141,7 @@ impl Default for BatchConfig {
             host_jobs: false,
             node_timeout: default_node_timeout(),
             oversubscribe: 1,
+            mail_program: default_mail_program(),
         }
     }
 }

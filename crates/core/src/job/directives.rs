@@ -658,8 +658,6 @@ fn ignore_text(opts: &mut JobOptions, option: String, line: Option<usize>, reaso
     });
 }
 
-const MAIL: &str = "berth sends no mail";
-
 /// An option of bsub's or qsub's command line met anywhere else (a directive, berth's API).
 fn command_line_only(found: &Found) -> JobError {
     JobError::unsupported(
@@ -766,7 +764,14 @@ fn apply_slurm(
         },
         "requeue" => opts.requeue = Some(true),
         "no-requeue" => opts.requeue = Some(false),
-        "mail-type" | "mail-user" => ignore(opts, found, line, MAIL),
+        "mail-type" => {
+            let (events, unsent) = MailEvents::parse_slurm(v)?;
+            opts.mail = Some(events);
+            for t in unsent {
+                ignore_text(opts, format!("--mail-type={t}"), line, "berth sends no mail at a share of the time limit, nor at stage-out");
+            }
+        }
+        "mail-user" => opts.mail_to = Some(parse_addresses(v)?),
         "comment" => ignore(opts, found, line, "berth keeps no job comments"),
         "qos" => ignore(
             opts,
@@ -1286,7 +1291,15 @@ fn apply_lsf(
         "x" => opts.exclusive = Some(true),
         "r" => opts.requeue = Some(true),
         "rn" => opts.requeue = Some(false),
-        "u" | "B" | "N" => ignore(opts, found, line, MAIL),
+        "u" => opts.mail_to = Some(parse_addresses(v)?),
+        "B" | "N" => {
+            let event = MailEvents {
+                begin: found.name == "B",
+                end: found.name == "N",
+                ..MailEvents::default()
+            };
+            opts.mail = Some(opts.mail.unwrap_or_default().or(event));
+        }
         // bsub -wa SIGNAL -wt [HOUR:]MINUTE: the signal goes to every process of the job.
         "wa" => {
             let signal = crate::signal::number(v)
@@ -1514,7 +1527,8 @@ fn apply_pbs(
             })
         }
         "a" => opts.begin = Some(parse_pbs_begin(v)?),
-        "m" | "M" => ignore(opts, found, line, MAIL),
+        "m" => opts.mail = Some(MailEvents::parse_pbs(v)?),
+        "M" => opts.mail_to = Some(parse_addresses(v)?),
         "I" | "F" | "z" => return Err(command_line_only(found)),
         "S" => ignore(
             opts,

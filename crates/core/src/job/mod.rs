@@ -19,6 +19,7 @@ mod array;
 mod begin;
 mod dependency;
 mod directives;
+mod mail;
 pub mod pattern;
 mod tasks;
 mod time;
@@ -32,6 +33,7 @@ pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, pyxis_image, pyxis_mounts,
     ContainerName, Family, NameMode, ParsedScript,
 };
+pub use mail::{parse_addresses, MailEvents};
 pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
     pbs_default_name, PatternContext, TaskContext,
@@ -297,6 +299,9 @@ pub struct JobOptions {
     pub host_env: Vec<String>,
     pub nice: Option<i32>,
     pub account: Option<String>,
+    /// Mail events and addresses (`--mail-type`, `--mail-user`; bsub -B -N -u; qsub -m -M).
+    pub mail: Option<MailEvents>,
+    pub mail_to: Option<Vec<String>>,
     pub exclusive: Option<bool>,
     pub requeue: Option<bool>,
     /// The warning signal (sbatch `--signal`, bsub `-wa`), its time before the limit in
@@ -361,6 +366,8 @@ impl JobOptions {
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
             account: c.account.or(d.account),
+            mail: c.mail.or(d.mail),
+            mail_to: c.mail_to.or(d.mail_to),
             exclusive: c.exclusive.or(d.exclusive),
             requeue: c.requeue.or(d.requeue),
             signal: c.signal.or(d.signal),
@@ -440,6 +447,11 @@ pub struct JobRequest {
     pub host_env: Vec<String>,
     pub nice: i32,
     pub account: Option<String>,
+    /// When its owner hears of it by mail, and at which addresses (none: the owner's name).
+    #[serde(default)]
+    pub mail: MailEvents,
+    #[serde(default)]
+    pub mail_to: Vec<String>,
     pub exclusive: bool,
     /// `None`: the site's default.
     pub requeue: Option<bool>,
@@ -666,6 +678,8 @@ impl JobRequest {
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),
             account: o.account,
+            mail: o.mail.unwrap_or_default(),
+            mail_to: o.mail_to.unwrap_or_default(),
             exclusive: o.exclusive.unwrap_or(false),
             requeue: o.requeue,
             signal,

@@ -309,9 +309,13 @@ fn lsf_options() {
         })
     );
     let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(ignored, vec!["-R order[ut]"]);
+    // -B and -N: mail when it begins and ends, to -u's address.
+    let mail = o.mail.unwrap();
+    assert!(mail.begin && mail.end && !mail.fail, "{mail:?}");
     assert_eq!(
-        ignored,
-        vec!["-u me@example.org", "-B", "-N", "-R order[ut]"]
+        o.mail_to.as_deref(),
+        Some(&["me@example.org".to_string()][..])
     );
     let r = JobRequest::from_options(o, "j").unwrap();
     assert_eq!(r.nodes, NodeRange { min: 4, max: 4 });
@@ -377,13 +381,11 @@ fn pbs_torque() {
         .collect();
     assert_eq!(
         ignored,
-        vec![
-            (Some(4), "-l vmem=16gb"),
-            (Some(8), "-m abe"),
-            (Some(8), "-M u@example.org"),
-            (Some(8), "-S /bin/bash")
-        ]
+        vec![(Some(4), "-l vmem=16gb"), (Some(8), "-S /bin/bash")]
     );
+    // -m abe: mail when it aborts, begins and ends, to -M's address.
+    assert!(r.mail.begin && r.mail.end && r.mail.fail);
+    assert_eq!(r.mail_to, ["u@example.org"]);
 }
 
 #[test]
