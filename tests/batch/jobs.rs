@@ -974,11 +974,21 @@ fn jobs_mail_their_owner_through_the_sites_mail_program() {
         HELLO,
         &["--array=1-2", "--mail-type=END"],
     );
+    // Half of a 4 s limit: mailed once it has run 2 s.
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nsleep 30\n";
+    let long = c.submit(
+        Mode::Rootless,
+        "long.sh",
+        sleeper,
+        &["--time=0:04", "--mail-type=TIME_LIMIT_50"],
+    );
     c.completed(ok);
     c.wait_for(failed, &["FAILED"]);
     c.completed(array);
     c.completed(array + 1);
+    c.wait_for(long, &["TIMEOUT"]);
     let expected = [
+        format!("{TEST_USER} Reached 50% of time limit -s Slurm Job_id={long} Name=long.sh Reached 50% of time limit, Run time 00:00:0"),
         format!("{TEST_USER} Began -s Slurm Job_id={ok} Name=hello Began, Queued time 00:00:0"),
         format!("{TEST_USER} Ended -s Slurm Job_id={ok} Name=hello Ended, Run time 00:00:0"),
         format!("{TEST_USER} Failed -s Slurm Job_id={failed} Name=failing.sh Failed, Run time 00:00:0"),

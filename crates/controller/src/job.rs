@@ -118,6 +118,9 @@ pub struct Job {
     pub stdout: String,
     pub stderr: Option<String>,
     pub priority: Option<f64>,
+    /// The shares of its time limit it was mailed about (`--mail-type=TIME_LIMIT_80`, ...).
+    #[serde(default)]
+    pub mailed_limits: Vec<u32>,
     /// How the last pass made its priority (not stored: each pass makes it anew).
     #[serde(skip)]
     pub priority_factors: Option<berth_api::PriorityFactors>,
@@ -326,6 +329,7 @@ impl Job {
         self.shares.clear();
         self.exit_code = None;
         self.signal = None;
+        self.mailed_limits.clear();
         self.cpu_usec = None;
         self.user_cpu_usec = None;
         self.system_cpu_usec = None;

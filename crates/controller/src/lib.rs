@@ -771,6 +771,7 @@ impl Controller {
                 max_rss_bytes: None,
                 priority: None,
                 priority_factors: None,
+                mailed_limits: Vec::new(),
                 cancel_requested: false,
                 requeue_requested: false,
                 restarts: 0,
@@ -1337,6 +1338,7 @@ impl Controller {
         self.due = false;
         self.check_nodes();
         self.refresh_history();
+        self.mail_time_limits();
         let cluster = self.cluster();
         let (views, followers) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
@@ -2013,10 +2015,52 @@ impl Controller {
         mail::send(program, job, event, subject);
     }
 
+    /// Mails running jobs that asked for it (TIME_LIMIT_50/_80/_90, TIME_LIMIT) once they
+    /// have run that share of their time limit, suspended time left out; each share once
+    /// (`Job::mailed_limits`, kept with the job).
+    fn mail_time_limits(&mut self) {
+        let now = now();
+        let mut due = Vec::new();
+        for j in self
+            .active
+            .values()
+            .filter(|j| !j.request.mail.time_limit.is_empty() && j.state == State::Running)
+        {
+            let (Some(start), Some(limit)) = (j.start_time, j.request.time_limit) else {
+                continue;
+            };
+            let ran = now
+                .saturating_sub(start)
+                .saturating_sub(j.suspended.read(now));
+            let reached = j
+                .request
+                .mail
+                .time_limit
+                .iter()
+                .filter(|&&p| ran * 100 >= limit * u64::from(p) && !j.mailed_limits.contains(&p))
+                .max();
+            if let Some(&percent) = reached {
+                due.push((j.id, percent));
+            }
+        }
+        for (id, percent) in due {
+            let Some(job) = self.active.get_mut(&id) else {
+                continue;
+            };
+            // The shares below it go unmailed: one mail says the most.
+            let shares = job.request.mail.time_limit.clone();
+            job.mailed_limits
+                .extend(shares.into_iter().filter(|p| *p <= percent));
+            let job = job.clone();
+            let _ = self.persist(&job);
+            self.mail(&job, mail::Event::TimeLimit(percent));
+        }
+    }
+
     /// The mail of `job` that just ended (removed from the active ones), if it asked for one:
     /// its own, or, for an array's task, the array's once its last task has ended.
     fn mail_end(&self, job: &Job) {
-        let mail = job.request.mail;
+        let mail = &job.request.mail;
         let invalid = job.reason.as_deref() == Some("DependencyNeverSatisfied");
         let event = match invalid {
             true if mail.invalid_depend => Some(mail::Event::InvalidDependency),

@@ -15,16 +15,20 @@ pub enum Event {
     Requeued,
     /// Its dependency can never be satisfied: it was cancelled.
     InvalidDependency,
+    /// It has run this share of its time limit, in percent.
+    TimeLimit(u32),
 }
 
 impl Event {
-    fn word(self) -> &'static str {
+    fn word(self) -> String {
         match self {
-            Event::Began => "Began",
-            Event::Ended => "Ended",
-            Event::Failed => "Failed",
-            Event::Requeued => "Requeued",
-            Event::InvalidDependency => "Invalid dependency",
+            Event::Began => "Began".into(),
+            Event::Ended => "Ended".into(),
+            Event::Failed => "Failed".into(),
+            Event::Requeued => "Requeued".into(),
+            Event::InvalidDependency => "Invalid dependency".into(),
+            Event::TimeLimit(100) => "Reached time limit".into(),
+            Event::TimeLimit(p) => format!("Reached {p}% of time limit"),
         }
     }
 }
@@ -76,7 +80,9 @@ pub fn subject(job: &Job, event: Event, now: u64) -> String {
             format!("{who} Name={name} {what}, Queued time {}", duration(queued))
         }
         Event::InvalidDependency => format!("{who} Name={name} {what}, CANCELLED"),
-        Event::Requeued => format!("{who} Name={name} {what}, Run time {ran}"),
+        Event::Requeued | Event::TimeLimit(_) => {
+            format!("{who} Name={name} {what}, Run time {ran}")
+        }
         _ => format!(
             "{who} Name={name} {what}, Run time {ran}, {}, ExitCode {}",
             job.state.name(),

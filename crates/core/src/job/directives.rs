@@ -768,7 +768,7 @@ fn apply_slurm(
             let (events, unsent) = MailEvents::parse_slurm(v)?;
             opts.mail = Some(events);
             for t in unsent {
-                ignore_text(opts, format!("--mail-type={t}"), line, "berth sends no mail at a share of the time limit, nor at stage-out");
+                ignore_text(opts, format!("--mail-type={t}"), line, "berth has no burst buffers to stage out of");
             }
         }
         "mail-user" => opts.mail_to = Some(parse_addresses(v)?),
@@ -1298,7 +1298,7 @@ fn apply_lsf(
                 end: found.name == "N",
                 ..MailEvents::default()
             };
-            opts.mail = Some(opts.mail.unwrap_or_default().or(event));
+            opts.mail = Some(opts.mail.take().unwrap_or_default().or(event));
         }
         // bsub -wa SIGNAL -wt [HOUR:]MINUTE: the signal goes to every process of the job.
         "wa" => {

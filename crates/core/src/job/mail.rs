@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::JobError;
 
 /// The events a job's mail is sent at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailEvents {
     /// It started.
     #[serde(default)]
@@ -27,17 +27,31 @@ pub struct MailEvents {
     /// Each task of an array on its own, instead of the array as a whole.
     #[serde(default)]
     pub array_tasks: bool,
+    /// The shares of its time limit it is mailed at having run, in percent (50, 80, 90,
+    /// 100: Slurm's TIME_LIMIT_50/_80/_90 and TIME_LIMIT).
+    #[serde(default)]
+    pub time_limit: Vec<u32>,
 }
 
 impl MailEvents {
     /// Whether any mail is to be sent.
     pub fn any(&self) -> bool {
-        self.begin || self.end || self.fail || self.requeue || self.invalid_depend
+        self.begin
+            || self.end
+            || self.fail
+            || self.requeue
+            || self.invalid_depend
+            || !self.time_limit.is_empty()
     }
 
     /// Both sets' events.
     pub fn or(self, other: MailEvents) -> MailEvents {
+        let mut time_limit = self.time_limit;
+        time_limit.extend(other.time_limit);
+        time_limit.sort_unstable();
+        time_limit.dedup();
         MailEvents {
+            time_limit,
             begin: self.begin || other.begin,
             end: self.end || other.end,
             fail: self.fail || other.fail,
@@ -48,7 +62,8 @@ impl MailEvents {
     }
 
     /// sbatch's `--mail-type=TYPE,...`: NONE, BEGIN, END, FAIL, REQUEUE, ALL, INVALID_DEPEND,
-    /// ARRAY_TASKS; the TIME_LIMIT ones are given back apart (berth sends none of those).
+    /// ARRAY_TASKS, TIME_LIMIT[_90|_80|_50]; STAGE_OUT is given back apart (berth has no
+    /// burst buffers to stage out of).
     pub fn parse_slurm(v: &str) -> Result<(MailEvents, Vec<String>), JobError> {
         let mut events = MailEvents::default();
         let mut unsent = Vec::new();
@@ -70,22 +85,32 @@ impl MailEvents {
                         fail: true,
                         requeue: true,
                         invalid_depend: true,
-                        array_tasks: false,
+                        ..MailEvents::default()
                     })
                 }
-                "TIME_LIMIT" | "TIME_LIMIT_90" | "TIME_LIMIT_80" | "TIME_LIMIT_50" | "STAGE_OUT" => {
-                    unsent.push(t.to_string())
-                }
+                "TIME_LIMIT" => events = events.or(MailEvents::at_share(100)),
+                "TIME_LIMIT_90" => events = events.or(MailEvents::at_share(90)),
+                "TIME_LIMIT_80" => events = events.or(MailEvents::at_share(80)),
+                "TIME_LIMIT_50" => events = events.or(MailEvents::at_share(50)),
+                "STAGE_OUT" => unsent.push(t.to_string()),
                 _ => {
                     return Err(JobError::invalid(
                         "mail type",
                         t,
-                        "NONE, BEGIN, END, FAIL, REQUEUE, ALL, INVALID_DEPEND or ARRAY_TASKS, comma-separated",
+                        "NONE, BEGIN, END, FAIL, REQUEUE, ALL, INVALID_DEPEND, ARRAY_TASKS or TIME_LIMIT[_90|_80|_50], comma-separated",
                     ))
                 }
             }
         }
         Ok((events, unsent))
+    }
+
+    /// Mail at having run `percent` of the time limit.
+    fn at_share(percent: u32) -> MailEvents {
+        MailEvents {
+            time_limit: vec![percent],
+            ..MailEvents::default()
+        }
     }
 
     /// qsub's `-m` letters: `a` (aborted: FAIL), `b` (BEGIN), `e` (END), `n` (none).
@@ -139,10 +164,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mail_types_are_slurms_and_time_limits_are_set_apart() {
-        let (e, unsent) = MailEvents::parse_slurm("begin,END,time_limit_80").unwrap();
+    fn mail_types_are_slurms() {
+        let (e, unsent) =
+            MailEvents::parse_slurm("begin,END,time_limit_80,TIME_LIMIT,stage_out").unwrap();
         assert!(e.begin && e.end && !e.fail && e.any());
-        assert_eq!(unsent, ["time_limit_80"]);
+        assert_eq!(e.time_limit, [80, 100]);
+        assert_eq!(unsent, ["stage_out"]);
+        let (limits, _) = MailEvents::parse_slurm("TIME_LIMIT_50").unwrap();
+        assert!(limits.any() && !limits.end);
         let (all, _) = MailEvents::parse_slurm("ALL,ARRAY_TASKS").unwrap();
         assert!(all.begin && all.end && all.fail && all.requeue && all.invalid_depend);
         assert!(all.array_tasks);

@@ -311,7 +311,7 @@ fn lsf_options() {
     let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
     assert_eq!(ignored, vec!["-R order[ut]"]);
     // -B and -N: mail when it begins and ends, to -u's address.
-    let mail = o.mail.unwrap();
+    let mail = o.mail.clone().unwrap();
     assert!(mail.begin && mail.end && !mail.fail, "{mail:?}");
     assert_eq!(
         o.mail_to.as_deref(),
