@@ -100,6 +100,10 @@ pub struct StepArgs {
     /// Bind a host path into the new allocation's container, or (in a job) the step's own
     #[arg(long, value_name = "SRC[:DST[:ro]]")]
     bind: Vec<String>,
+    /// COMMAND is a file giving each task its own program (srun's MPMD configuration): lines
+    /// `RANKS PROGRAM ARGS...`, RANKS as 0,2-3 or * (the rest), %t the rank, %o its offset
+    #[arg(long)]
+    multi_prog: bool,
     #[command(flatten)]
     pyxis: PyxisArgs,
     /// The command and its arguments
@@ -457,6 +461,21 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
     if job.is_none() && !args.nodelist.is_empty() {
         bail!("-w names nodes of a job: outside one, ask for a number of nodes with -N");
     }
+    let multi_prog = match (args.multi_prog, args.command.as_slice()) {
+        (false, _) => None,
+        (true, [file]) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("--multi-prog: cannot read {file}: {e}"))?;
+            berth_core::job::MultiProg::parse(&text)?;
+            Some(text)
+        }
+        (true, _) => bail!("--multi-prog takes one file, which gives each task its program"),
+    };
+    if multi_prog.is_some() && args.pyxis.container_entrypoint {
+        bail!(
+            "--multi-prog gives each task its program: it does not go with --container-entrypoint"
+        );
+    }
     let request = StepRequest {
         job,
         allocate,
@@ -504,6 +523,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         pmi_fd,
         task_files,
         gpus_per_task: args.gpus_per_task,
+        multi_prog,
     };
     run(&request)
 }

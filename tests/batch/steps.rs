@@ -177,6 +177,27 @@ fn berth_size(text: &str) -> u64 {
     n.parse::<u64>().unwrap() << shift
 }
 
+/// srun --multi-prog: each task runs its own program from the configuration (MPMD), with its
+/// rank and its offset among its line's; a task without a program is refused up front.
+#[test]
+fn multi_prog_gives_each_task_its_own_program() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"printf '%s\n' '# MPMD' "0 sh -c 'echo master %t'" '1-2 echo worker %t %o' > mp.conf
+berth step -n 3 --overcommit --multi-prog mp.conf | sort
+srun -n 4 --overcommit --multi-prog mp.conf
+echo "uncovered: $?""#;
+    let id = c.submit(Mode::Rootless, "mpmd.sh", &script("-n 2", body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert!(
+        out.starts_with("master 0\nworker 1 0\nworker 2 1\n"),
+        "{out}"
+    );
+    assert!(out.contains("gives task 3 no program"), "{out}");
+    assert!(!out.contains("uncovered: 0"), "{out}");
+}
+
 #[test]
 fn a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest() {
     let Some(c) = Cluster::start() else { return };

@@ -527,6 +527,10 @@ pub struct StepRequest {
     /// (CUDA_VISIBLE_DEVICES).
     #[serde(default)]
     pub gpus_per_task: Option<u32>,
+    /// srun's `--multi-prog`: the configuration's text, a program per set of ranks (`argv`
+    /// names its file).
+    #[serde(default)]
+    pub multi_prog: Option<String>,
 }
 
 impl StepRequest {
@@ -564,6 +568,7 @@ impl StepRequest {
             pmi_fd: false,
             task_files: None,
             gpus_per_task: None,
+            multi_prog: None,
         }
     }
 }

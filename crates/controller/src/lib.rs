@@ -2541,6 +2541,15 @@ impl Controller {
                 "--pty gives one task a terminal, and the step would have {ntasks}: add -n 1"
             ));
         }
+        if let Some(text) = &request.multi_prog {
+            let file = request.argv.first().map_or("", String::as_str);
+            let config = berth_core::job::MultiProg::parse(text).map_err(|e| e.to_string())?;
+            if let Some(rank) = config.uncovered(ntasks) {
+                return Err(format!(
+                    "--multi-prog {file} gives task {rank} no program (the step has {ntasks} tasks): add a line for it, or a * line"
+                ));
+            }
+        }
         if request.pty && shares[0].node != here {
             return Err(format!(
                 "--pty runs its task on the node it is started from ({here}), not on {}",

@@ -78,6 +78,9 @@ pub struct StepLaunch {
     /// GPUs of its own for each task, out of the job's on this node.
     #[serde(default)]
     pub gpus_per_task: Option<u32>,
+    /// srun's `--multi-prog` configuration: each task's own program (instead of `argv`).
+    #[serde(default)]
+    pub multi_prog: Option<String>,
     /// Run the tasks in a container of this image of their own, not in the job's.
     #[serde(default)]
     pub image: Option<StepImage>,
@@ -774,9 +777,23 @@ fn run_tasks(
     let mut labelled: Vec<Labelled> = Vec::new();
     let mut files = OpenTaskFiles::default();
     let first = launch.first_rank();
+    // --multi-prog: each task's own program (the controller checked every rank has one).
+    let programs = match &launch.multi_prog {
+        Some(text) => Some(
+            berth_core::job::MultiProg::parse(text)
+                .map_err(|e| StepError::Refused(e.to_string()))?,
+        ),
+        None => None,
+    };
     for (local, cpus) in launch.tasks.iter().enumerate() {
         let mut env = task_env(launch, env, local);
         let rank = first + local;
+        let argv = match &programs {
+            Some(p) => p.argv(rank as u32).ok_or_else(|| {
+                StepError::Refused(format!("--multi-prog gives task {rank} no program"))
+            })?,
+            None => launch.argv.clone(),
+        };
         // The task's own connection to the PMI server, named in PMI_FD (as slurmstepd and
         // hydra give one): what MPI libraries linked with Slurm's libpmi2 need.
         let pmi_connection = match pmi {
@@ -796,7 +813,7 @@ fn run_tasks(
         };
         let [stdin, stdout, stderr] = files.of_task(launch, id, rank)?;
         let task = berth_runtime::enter::Task {
-            argv: &launch.argv,
+            argv: &argv,
             env: &env,
             cwd: &launch.cwd,
             cpus,

@@ -393,6 +393,7 @@ async fn run_step<A: StepAuthority>(
             client_pid,
             task_files: request.task_files.clone(),
             gpus_per_task: request.gpus_per_task,
+            multi_prog: request.multi_prog.clone(),
             image: grant.image.clone(),
             tools: grant.tools.clone(),
             gpu_ids: part.gpus.clone(),

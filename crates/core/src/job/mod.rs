@@ -20,6 +20,7 @@ mod begin;
 mod dependency;
 mod directives;
 mod mail;
+mod multiprog;
 pub mod pattern;
 mod tasks;
 mod time;
@@ -34,6 +35,7 @@ pub use directives::{
     ContainerName, Family, NameMode, ParsedScript,
 };
 pub use mail::{parse_addresses, MailEvents};
+pub use multiprog::MultiProg;
 pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
     pbs_default_name, PatternContext, TaskContext,
