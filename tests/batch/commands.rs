@@ -721,3 +721,73 @@ echo "submitted from $SLURM_SUBMIT_HOST $PBS_O_HOST $LSB_SUB_HOST"
     let text = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("inner.out")).unwrap();
     assert_eq!(text, "nested\n");
 }
+
+/// An administrator drains a node as Slurm's take it (`scontrol update NodeName=... State=DRAIN
+/// Reason=...`), sees why with `sinfo -R`, and the drain outlives a controller killed and
+/// started again; State=RESUME ends it. Users may not, and what berth does not do is refused.
+#[test]
+fn a_drain_with_its_reason_outlives_the_controller() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+    let node = nodes[0]["name"].as_str().unwrap().to_string();
+    let scontrol = |c: &Cluster, mode, args: &[&str]| {
+        let mut all = vec!["as", "scontrol", "update"];
+        all.extend_from_slice(args);
+        c.berth(mode, &all)
+    };
+    let name = format!("NodeName={node}");
+    let refused = scontrol(&c, Mode::Rootless, &[&name, "State=DRAIN", "Reason=mine"]);
+    assert!(
+        refused.code != 0 && refused.stderr.contains("only root"),
+        "{}",
+        refused.stderr
+    );
+    for (args, why) in [
+        (&["State=DRAIN"][..], "needs a Reason="),
+        (&["State=DOWN"][..], "State=DRAIN lets them finish"),
+        (&["State=FUTURE"][..], "berth takes DRAIN"),
+    ] {
+        let mut all = vec![name.as_str()];
+        all.extend_from_slice(args);
+        let out = scontrol(&c, Mode::Root, &all);
+        assert!(
+            out.code != 0 && out.stderr.contains(why),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    scontrol(&c, Mode::Root, &[&name, "State=DRAIN", "Reason=new disks"]).ok();
+    let reasons = |c: &Cluster| {
+        c.berth(Mode::Rootless, &["as", "sinfo", "-R"])
+            .ok()
+            .to_string()
+    };
+    let before = reasons(&c);
+    let lines: Vec<&str> = before.lines().collect();
+    assert_eq!(
+        lines[0],
+        "REASON               USER      TIMESTAMP           NODELIST"
+    );
+    assert_eq!(lines.len(), 2, "{before}");
+    assert!(
+        lines[1].starts_with("new disks            root      "),
+        "{before}"
+    );
+    assert!(lines[1].ends_with(&format!(" {node}")), "{before}");
+    // Killed and started again: still drained, for the same reason, by the same hand.
+    c.kill();
+    c.up();
+    assert_eq!(reasons(&c), before);
+    let state = |c: &Cluster| {
+        let nodes: serde_json::Value =
+            serde_json::from_str(c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+        nodes[0]["state"].as_str().unwrap().to_string()
+    };
+    assert_eq!(state(&c), "drained");
+    scontrol(&c, Mode::Root, &[&name, "State=RESUME"]).ok();
+    assert_eq!(reasons(&c).lines().count(), 1);
+    assert_eq!(state(&c), "idle");
+}

@@ -317,6 +317,11 @@ pub struct NodeInfo {
     /// Why it is down or drained.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who put it out of service (`berth` for a node that stopped answering), and when.
+    #[serde(default)]
+    pub reason_user: Option<String>,
+    #[serde(default)]
+    pub reason_time: Option<u64>,
     /// Its architecture (`x86_64`), CPU model and swap space, as its agent found them.
     #[serde(default)]
     pub arch: String,

@@ -76,7 +76,15 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                     .to_string()
             };
             let (first, second) = (word(0), word(1));
+            // `update NodeName=...`: a node's state, scontrol's own (below), not a job's.
+            let node = second.to_ascii_lowercase().starts_with("nodename=");
             let (sub, drop) = match (first.as_str(), second.as_str()) {
+                ("update", _) if node => {
+                    return words(&["berth", "as", "scontrol"])
+                        .into_iter()
+                        .chain(rest)
+                        .collect()
+                }
                 ("show", "hostnames" | "hostname") => ("hostnames", 2),
                 ("show", "hostlist") => ("hostlist", 2),
                 ("show", "job" | "jobs") => ("show", 2),

@@ -9,7 +9,7 @@ use berth_api::{NodeInfo, PartitionInfo};
 use std::io::Write;
 
 const SINFO_USAGE: &str =
-    "sinfo [-N] [-l] [-s] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
+    "sinfo [-N] [-l] [-s] [-R] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
 const FIELDS: &str = "PRaltTDNncCmeGfEFswdrhg";
@@ -28,6 +28,7 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     let summarize = flag(&mut words, "-s") | flag(&mut words, "--summarize");
     let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
     let json = flag(&mut words, "--json");
+    let reasons = flag(&mut words, "-R") | flag(&mut words, "--list-reasons");
     // Ways to ask for what berth does anyway: every partition, each state apart.
     for same in ["-a", "--all", "-e", "--exact"] {
         flag(&mut words, same);
@@ -71,6 +72,9 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
         parts.retain(|p| wanted.contains(&p.name.as_str()));
     }
     let mut out = std::io::stdout().lock();
+    if reasons && !json {
+        return list_reasons(&mut out, &nodes, no_header);
+    }
     if json {
         return match node_lines {
             true => crate::batch::print_json(&mut out, &nodes),
@@ -89,6 +93,43 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     }
     for row in &rows {
         writeln!(out, "{}", render(&columns, |c| field(c, row)))?;
+    }
+    Ok(0)
+}
+
+/// sinfo -R: why nodes are out of service, who said so and when, the nodes of one reason
+/// on one line (Slurm's `%20E %9u %19H %N`).
+fn list_reasons(out: &mut impl Write, nodes: &[NodeInfo], no_header: bool) -> Result<i32> {
+    let mut groups: Vec<(&str, &str, u64, Vec<String>)> = Vec::new();
+    for n in nodes {
+        let (Some(reason), user, time) = (&n.reason, &n.reason_user, n.reason_time) else {
+            continue;
+        };
+        let (user, time) = (user.as_deref().unwrap_or("root"), time.unwrap_or(0));
+        match groups
+            .iter_mut()
+            .find(|(r, u, t, _)| r == reason && *u == user && *t == time)
+        {
+            Some(g) => g.3.push(n.name.clone()),
+            None => groups.push((reason, user, time, vec![n.name.clone()])),
+        }
+    }
+    if !no_header {
+        writeln!(
+            out,
+            "{:<20} {:<9} {:<19} NODELIST",
+            "REASON", "USER", "TIMESTAMP"
+        )?;
+    }
+    for (reason, user, time, names) in groups {
+        writeln!(
+            out,
+            "{:<20} {:<9} {:<19} {}",
+            crate::batch::truncate(reason, 20),
+            crate::batch::truncate(user, 9),
+            super::slurm_timestamp(time),
+            berth_core::job::hostlist(&names)
+        )?;
     }
     Ok(0)
 }
@@ -348,12 +389,60 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
                 writeln!(out, "{}", partition_block(p, &nodes))?;
             }
         }
+        ["update", settings @ ..] => update_nodes(settings)?,
         _ => bail!(
             "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume and update",
             words.join(" ")
         ),
     }
     Ok(0)
+}
+
+/// `scontrol update NodeName=NODES State=DRAIN Reason=WHY` (or State=RESUME, IDLE, UNDRAIN):
+/// each node drained (its running jobs finish, no new ones start) or back in service.
+fn update_nodes(settings: &[&str]) -> Result<()> {
+    let (mut names, mut state, mut reason) = (None, None, None);
+    for s in settings {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("scontrol update: {s}: expected KEY=VALUE"))?;
+        match key.to_ascii_lowercase().as_str() {
+            "nodename" => names = Some(value),
+            "state" => state = Some(value.to_ascii_uppercase()),
+            "reason" => reason = Some(value),
+            _ => bail!("scontrol update: berth changes a node's State (with a Reason), not {key}"),
+        }
+    }
+    let names = names.expect("the translation saw NodeName=");
+    let nodes = berth_core::job::expand_hostlist(names).ok_or_else(|| {
+        anyhow::anyhow!("NodeName={names}: not a list of nodes (n1,n2 or n[1-2])")
+    })?;
+    nodes_named(&nodes)?;
+    let path = |node: &String, verb| format!("/v1/nodes/{node}/{verb}");
+    match state.as_deref() {
+        Some("DRAIN") => {
+            let reason = reason.ok_or_else(|| {
+                anyhow::anyhow!("scontrol update: State=DRAIN needs a Reason=, as Slurm's does")
+            })?;
+            for node in &nodes {
+                let body = berth_api::DrainRequest {
+                    reason: reason.to_string(),
+                };
+                crate::client::request::<()>("POST", &path(node, "drain"), Some(&body))?;
+            }
+        }
+        Some("RESUME" | "IDLE" | "UNDRAIN") => {
+            for node in &nodes {
+                crate::client::request::<()>("POST", &path(node, "resume"), None::<&()>)?;
+            }
+        }
+        Some("DOWN") => bail!(
+            "scontrol update: berth does not take nodes down by hand (that would end their jobs): State=DRAIN lets them finish"
+        ),
+        Some(other) => bail!("scontrol update: State={other}: berth takes DRAIN, RESUME, IDLE or UNDRAIN"),
+        None => bail!("scontrol update NodeName={names}: give the new State= (DRAIN with a Reason=, or RESUME)"),
+    }
+    Ok(())
 }
 
 /// A node as `scontrol show node` shows it (what berth knows of it).
@@ -696,6 +785,8 @@ mod tests {
             gpus: 0,
             features: Vec::new(),
             reason: None,
+            reason_user: None,
+            reason_time: None,
             arch: "x86_64".into(),
             cpu_model: String::new(),
             swap: 0,

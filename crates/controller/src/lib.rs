@@ -171,10 +171,21 @@ struct NodeEntry {
     /// When a remote node's agent last registered (its heartbeat).
     last_seen: std::time::Instant,
     /// Why the node is down (its agent stopped answering), if it is.
-    down: Option<String>,
-    /// Why an administrator drained it (`berth node drain`), if one did.
-    drain: Option<String>,
+    down: Option<NodeReason>,
+    /// Why an administrator drained it (`berth node drain`), if one did; kept in the store
+    /// under `drains/NODE`, so that a drained node stays drained when a controller starts.
+    drain: Option<NodeReason>,
 }
+
+/// Why a node is out of service, who said so and when (sinfo -R's lines).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct NodeReason {
+    reason: String,
+    user: String,
+    time: u64,
+}
+
+const DRAINS_PREFIX: &str = "drains/";
 
 impl NodeEntry {
     fn new(res: LocalNode, link: Link) -> NodeEntry {
@@ -255,6 +266,13 @@ impl Controller {
             if !nodes.contains_key(&reg.resources.name) {
                 let res = LocalNode::from(reg.resources, settings.oversubscribe);
                 nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
+            }
+        }
+        // Drains an administrator made before (of nodes known, or to register later).
+        for (key, value) in store.list(DRAINS_PREFIX).map_err(|e| e.to_string())? {
+            let name = &key[DRAINS_PREFIX.len()..];
+            if let (Some(node), Ok(drain)) = (nodes.get_mut(name), serde_json::from_slice(&value)) {
+                node.drain = Some(drain);
             }
         }
         let key = Arc::new(auth::Key::load_or_create(
@@ -1281,6 +1299,7 @@ impl Controller {
             .iter()
             .map(|n| {
                 let entry = self.nodes.get(&n.name);
+                let why = entry.and_then(|e| e.down.as_ref().or(e.drain.as_ref()));
                 let machine = entry.map(|e| e.res.machine.clone()).unwrap_or_default();
                 berth_api::NodeInfo {
                     name: n.name.clone(),
@@ -1297,7 +1316,9 @@ impl Controller {
                     memory_allocated: n.allocations.iter().map(|a| a.memory).sum(),
                     gpus: n.gpus,
                     features: n.features.clone(),
-                    reason: entry.and_then(|e| e.down.clone().or_else(|| e.drain.clone())),
+                    reason: why.map(|r| r.reason.clone()),
+                    reason_user: why.map(|r| r.user.clone()),
+                    reason_time: why.map(|r| r.time),
                     arch: machine.arch,
                     cpu_model: machine.model,
                     swap: machine.swap,
@@ -2225,8 +2246,14 @@ impl Controller {
             res.gpus.reserve(&share.gpu_ids);
         }
         eprintln!("berth: node {name} registered from {}", reg.url);
-        self.nodes
-            .insert(name.clone(), NodeEntry::new(res, Link::Remote(reg.url)));
+        let mut entry = NodeEntry::new(res, Link::Remote(reg.url));
+        entry.drain = self
+            .store
+            .get(&format!("{DRAINS_PREFIX}{name}"))
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        self.nodes.insert(name.clone(), entry);
         self.wake();
         self.save_node(&name).map(|()| answer)
     }
@@ -2294,10 +2321,11 @@ impl Controller {
             .filter(|n| matches!(n.link, Link::Remote(_)) && n.down.is_none())
             .filter(|n| n.last_seen.elapsed() > timeout)
             .map(|n| {
-                n.down = Some(format!(
-                    "not responding: no heartbeat for {} s",
-                    timeout.as_secs()
-                ));
+                n.down = Some(NodeReason {
+                    reason: format!("not responding: no heartbeat for {} s", timeout.as_secs()),
+                    user: "berth".into(),
+                    time: now(),
+                });
                 n.res.name.clone()
             })
             .collect();
@@ -2325,11 +2353,30 @@ impl Controller {
         if caller.uid != 0 {
             return Err(ApiError::forbidden("only root may drain or resume nodes"));
         }
-        let node = self.nodes.get_mut(name).ok_or_else(|| ApiError {
-            status: 404,
-            message: format!("no node {name}: see `berth nodes`"),
-        })?;
-        node.drain = reason;
+        if !self.nodes.contains_key(name) {
+            return Err(ApiError {
+                status: 404,
+                message: format!("no node {name}: see `berth nodes`"),
+            });
+        }
+        let key = format!("{DRAINS_PREFIX}{name}");
+        let drain = match reason {
+            Some(reason) => {
+                let drain = NodeReason {
+                    reason,
+                    user: user_of(caller.uid).map_or_else(|_| caller.uid.to_string(), |u| u.user),
+                    time: now(),
+                };
+                let value = serde_json::to_vec(&drain).expect("reasons serialise");
+                self.store.put(&key, &value).map_err(ApiError::internal)?;
+                Some(drain)
+            }
+            None => {
+                self.store.delete(&key).map_err(ApiError::internal)?;
+                None
+            }
+        };
+        self.nodes.get_mut(name).expect("checked").drain = drain;
         self.wake();
         Ok(())
     }
