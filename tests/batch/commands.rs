@@ -791,3 +791,142 @@ fn a_drain_with_its_reason_outlives_the_controller() {
     assert_eq!(reasons(&c).lines().count(), 1);
     assert_eq!(state(&c), "idle");
 }
+
+/// A job that ends at once.
+const TRUE_JOB: &str = "#!/bin/sh\n#BERTH --image busybox\ntrue\n";
+
+/// Reservations as Slurm's administrators make them (`scontrol create reservation`): a
+/// maintenance window ahead lets only the jobs run that end before it, its own wait for it;
+/// one in force keeps its nodes for its users' jobs; deleting it frees them.
+#[test]
+fn reservations_keep_their_nodes_for_their_jobs() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let scontrol = |mode, args: &[&str]| {
+        let mut all = vec!["as", "scontrol"];
+        all.extend_from_slice(args);
+        c.berth(mode, &all)
+    };
+    let maint = [
+        "create",
+        "reservation",
+        "ReservationName=maint",
+        "StartTime=now+1hour",
+        "Duration=60",
+        "Nodes=ALL",
+        "Users=root",
+        "Flags=MAINT",
+    ];
+    let refused = scontrol(Mode::Rootless, &maint);
+    assert!(
+        refused.code != 0 && refused.stderr.contains("only root"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        scontrol(Mode::Root, &maint).ok(),
+        "Reservation created: maint\n"
+    );
+    let shown = scontrol(Mode::Rootless, &["show", "reservation"]);
+    let shown = shown.ok();
+    assert!(
+        shown.starts_with("ReservationName=maint StartTime="),
+        "{shown}"
+    );
+    assert!(shown.contains(" Duration=01:00:00\n"), "{shown}");
+    assert!(
+        shown.contains(" Flags=MAINT\n") && shown.contains("Users=root "),
+        "{shown}"
+    );
+    assert!(shown.contains(" State=INACTIVE "), "{shown}");
+    let overlapping = scontrol(
+        Mode::Root,
+        &[
+            "create",
+            "res",
+            "ReservationName=x",
+            "StartTime=now+90minutes",
+            "Duration=10",
+            "Users=root",
+        ],
+    );
+    assert!(
+        overlapping
+            .stderr
+            .contains("share nodes with reservation maint"),
+        "{}",
+        overlapping.stderr
+    );
+
+    let short = c.submit(Mode::Rootless, "short.sh", TRUE_JOB, &["-t", "10"]);
+    c.wait_for(short, &["COMPLETED"]);
+    let long = c.submit(Mode::Rootless, "long.sh", TRUE_JOB, &["-t", "120"]);
+    let mine = c.submit(
+        Mode::Root,
+        "mine.sh",
+        TRUE_JOB,
+        &["-t", "10", "--reservation=maint"],
+    );
+    let not_mine = c.try_submit(Mode::Rootless, "x.sh", TRUE_JOB, &["--reservation=maint"]);
+    assert!(
+        not_mine.stderr.contains("reservation maint is for root"),
+        "{}",
+        not_mine.stderr
+    );
+    let reason = |id: u64, want: &str| {
+        for _ in 0..100 {
+            let job = c.show(id);
+            if job["reason"] == want {
+                return job;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("job {id} is not waiting for {want}: {}", c.show(id));
+    };
+    // The long job would run into the window: it waits until the window ends.
+    let job = reason(long, "Resources");
+    let end = c.show(long)["expected_start"].as_u64();
+    assert!(end.is_some(), "{job}");
+    reason(mine, "Reservation");
+
+    // In force now, for the test user: their job runs, root's other jobs wait.
+    scontrol(
+        Mode::Root,
+        &[
+            "create",
+            "reservation",
+            "ReservationName=course",
+            "StartTime=now",
+            "Duration=30",
+            "Users=berthtest",
+        ],
+    )
+    .ok();
+    let theirs = c.submit(
+        Mode::Rootless,
+        "theirs.sh",
+        TRUE_JOB,
+        &["-t", "5", "--reservation=course"],
+    );
+    c.wait_for(theirs, &["COMPLETED"]);
+    let other = c.submit(Mode::Root, "other.sh", TRUE_JOB, &["-t", "5"]);
+    reason(other, "Resources");
+    let listed = c.berth(Mode::Rootless, &["as", "sinfo", "-T", "-h"]);
+    let names: Vec<&str> = listed
+        .ok()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["course", "maint"], "{}", listed.stdout);
+    scontrol(Mode::Root, &["delete", "ReservationName=course"]).ok();
+    c.wait_for(other, &["COMPLETED"]);
+    // The window deleted: its job has nowhere to go; the long one runs.
+    scontrol(Mode::Root, &["delete", "reservation", "maint"]).ok();
+    reason(mine, "ReservationDeleted");
+    c.wait_for(long, &["COMPLETED"]);
+    assert_eq!(
+        scontrol(Mode::Root, &["show", "res"]).ok(),
+        "No reservations in the system\n"
+    );
+}

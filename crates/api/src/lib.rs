@@ -331,6 +331,26 @@ pub struct NodeInfo {
     pub swap: u64,
 }
 
+/// An administrator's reservation of nodes (`scontrol create reservation`): from its start
+/// to its end, they run only jobs that name it (`--reservation`), of its users; any other
+/// job there must end before it starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub name: String,
+    /// Seconds since the epoch.
+    pub start_time: u64,
+    pub end_time: u64,
+    /// Its nodes; empty in a request: every node.
+    pub nodes: Vec<String>,
+    /// Who may run jobs in it (root may anyway).
+    pub users: Vec<String>,
+    /// Slurm's flags (MAINT, ...), kept and shown as given: berth's reservations behave
+    /// the same whatever they are.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
 /// `POST /v1/nodes/{name}/drain` (root): no new jobs on the node until it is resumed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

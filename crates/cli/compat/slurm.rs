@@ -9,7 +9,7 @@ use berth_api::{NodeInfo, PartitionInfo};
 use std::io::Write;
 
 const SINFO_USAGE: &str =
-    "sinfo [-N] [-l] [-s] [-R] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
+    "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
 const FIELDS: &str = "PRaltTDNncCmeGfEFswdrhg";
@@ -29,6 +29,7 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
     let json = flag(&mut words, "--json");
     let reasons = flag(&mut words, "-R") | flag(&mut words, "--list-reasons");
+    let reservations = flag(&mut words, "-T") | flag(&mut words, "--reservation");
     // Ways to ask for what berth does anyway: every partition, each state apart.
     for same in ["-a", "--all", "-e", "--exact"] {
         flag(&mut words, same);
@@ -72,6 +73,9 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
         parts.retain(|p| wanted.contains(&p.name.as_str()));
     }
     let mut out = std::io::stdout().lock();
+    if reservations {
+        return list_reservations(&mut out, no_header);
+    }
     if reasons && !json {
         return list_reasons(&mut out, &nodes, no_header);
     }
@@ -93,6 +97,37 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     }
     for row in &rows {
         writeln!(out, "{}", render(&columns, |c| field(c, row)))?;
+    }
+    Ok(0)
+}
+
+/// sinfo -T: the reservations, in force or to come.
+fn list_reservations(out: &mut impl Write, no_header: bool) -> Result<i32> {
+    let all: Vec<berth_api::Reservation> =
+        crate::client::request("GET", "/v1/reservations", None::<&()>)?;
+    let now = berth_controller::now();
+    if !no_header {
+        writeln!(
+            out,
+            "{:<14} {:>8} {:>19} {:>19} {:>12}  NODELIST",
+            "RESV_NAME", "STATE", "START_TIME", "END_TIME", "DURATION"
+        )?;
+    }
+    for r in &all {
+        writeln!(
+            out,
+            "{:<14} {:>8} {:>19} {:>19} {:>12}  {}",
+            r.name,
+            if r.start_time <= now {
+                "ACTIVE"
+            } else {
+                "INACTIVE"
+            },
+            super::slurm_timestamp(r.start_time),
+            super::slurm_timestamp(r.end_time),
+            berth_core::job::format_duration(r.end_time.saturating_sub(r.start_time)),
+            berth_core::job::hostlist(&r.nodes)
+        )?;
     }
     Ok(0)
 }
@@ -390,6 +425,34 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
             }
         }
         ["update", settings @ ..] => update_nodes(settings)?,
+        ["create", "reservation" | "reservations" | "res", settings @ ..] => {
+            let name = create_reservation(settings)?;
+            writeln!(out, "Reservation created: {name}")?;
+        }
+        ["show", "reservation" | "reservations" | "res", names @ ..] => {
+            let all: Vec<berth_api::Reservation> =
+                crate::client::request("GET", "/v1/reservations", None::<&()>)?;
+            if let Some(unknown) = names.iter().find(|n| !all.iter().any(|r| r.name == **n)) {
+                bail!("scontrol: reservation {unknown} not found");
+            }
+            if all.is_empty() {
+                writeln!(out, "No reservations in the system")?;
+            }
+            for r in all.iter().filter(|r| names.is_empty() || names.contains(&r.name.as_str())) {
+                writeln!(out, "{}", reservation_block(r))?;
+            }
+        }
+        ["delete", what @ ..] => {
+            let name = match what {
+                ["reservation" | "res", name] => name.to_string(),
+                [setting] => match setting.split_once('=') {
+                    Some((k, v)) if k.eq_ignore_ascii_case("reservationname") => v.to_string(),
+                    _ => bail!("scontrol delete: berth deletes reservations: ReservationName=NAME"),
+                },
+                _ => bail!("scontrol delete: berth deletes reservations: ReservationName=NAME"),
+            };
+            crate::client::request::<()>("DELETE", &format!("/v1/reservations/{name}"), None::<&()>)?;
+        }
         _ => bail!(
             "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume and update",
             words.join(" ")
@@ -443,6 +506,90 @@ fn update_nodes(settings: &[&str]) -> Result<()> {
         None => bail!("scontrol update NodeName={names}: give the new State= (DRAIN with a Reason=, or RESUME)"),
     }
     Ok(())
+}
+
+/// `scontrol create reservation ReservationName=N StartTime=T (EndTime=T | Duration=D)
+/// (Nodes=LIST|ALL | PartitionName=P) Users=U,... [Flags=F,...]`: its name, once made.
+fn create_reservation(settings: &[&str]) -> Result<String> {
+    let now = berth_controller::now();
+    let time = |v: &str| -> Result<u64> {
+        Ok(berth_core::job::parse_slurm_begin(v)?.resolve_in(now, berth_controller::utc_offset))
+    };
+    let mut r = berth_api::Reservation {
+        name: String::new(),
+        start_time: now,
+        end_time: 0,
+        nodes: Vec::new(),
+        users: Vec::new(),
+        flags: Vec::new(),
+    };
+    let mut duration = None;
+    for s in settings {
+        let (key, value) = s.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("scontrol create reservation: {s}: expected KEY=VALUE")
+        })?;
+        let list = || value.split(',').map(str::to_string).collect::<Vec<_>>();
+        match key.to_ascii_lowercase().as_str() {
+            "reservationname" | "reservation" => r.name = value.to_string(),
+            "starttime" => r.start_time = time(value)?,
+            "endtime" => r.end_time = time(value)?,
+            "duration" => duration = Some(berth_core::job::parse_slurm_time(value)?),
+            "nodes" if value.eq_ignore_ascii_case("all") => r.nodes.clear(),
+            "nodes" => {
+                r.nodes = berth_core::job::expand_hostlist(value).ok_or_else(|| {
+                    anyhow::anyhow!("Nodes={value}: not a list of nodes (n1,n2 or n[1-2])")
+                })?
+            }
+            "partitionname" | "partition" => {
+                let parts: Vec<PartitionInfo> =
+                    crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+                let part = parts
+                    .into_iter()
+                    .find(|p| p.name == value)
+                    .ok_or_else(|| anyhow::anyhow!("PartitionName={value}: no such partition"))?;
+                r.nodes = part.nodes;
+            }
+            "users" | "user" => r.users = list(),
+            "flags" | "flag" => r.flags = list(),
+            _ => bail!(
+                "scontrol create reservation: berth takes ReservationName, StartTime, EndTime or Duration, Nodes (or PartitionName), Users and Flags, not {key}"
+            ),
+        }
+    }
+    if r.name.is_empty() {
+        bail!("scontrol create reservation: name it (ReservationName=)");
+    }
+    r.end_time = match (r.end_time, duration) {
+        (0, Some(d)) => r.start_time.saturating_add(d),
+        (0, None) => bail!("scontrol create reservation: give its EndTime= or Duration="),
+        (end, _) => end,
+    };
+    crate::client::request::<()>("POST", "/v1/reservations", Some(&r))?;
+    Ok(r.name)
+}
+
+/// A reservation as `scontrol show reservation` shows it.
+fn reservation_block(r: &berth_api::Reservation) -> String {
+    let now = berth_controller::now();
+    let or_null = |v: String| {
+        if v.is_empty() {
+            "(null)".to_string()
+        } else {
+            v
+        }
+    };
+    format!(
+        "ReservationName={} StartTime={} EndTime={} Duration={}\n   Nodes={} NodeCnt={} Features=(null) PartitionName=(null) Flags={}\n   Users={} Groups=(null) Accounts=(null) Licenses=(null) State={} BurstBuffer=(null)\n",
+        r.name,
+        super::slurm_timestamp(r.start_time),
+        super::slurm_timestamp(r.end_time),
+        berth_core::job::format_duration(r.end_time.saturating_sub(r.start_time)),
+        or_null(berth_core::job::hostlist(&r.nodes)),
+        r.nodes.len(),
+        or_null(r.flags.join(",")),
+        r.users.join(","),
+        if r.start_time <= now { "ACTIVE" } else { "INACTIVE" },
+    )
 }
 
 /// A node as `scontrol show node` shows it (what berth knows of it).

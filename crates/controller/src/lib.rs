@@ -139,6 +139,8 @@ pub struct Controller {
     deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
     /// Users' usage by the jobs that ran, for fair share.
     usage: job::Usage,
+    /// Administrators' reservations, by name (kept in the store under `reservations/`).
+    reservations: BTreeMap<String, berth_api::Reservation>,
 }
 
 /// A priority's weighted factors, as the API reports them.
@@ -186,6 +188,7 @@ struct NodeReason {
 }
 
 const DRAINS_PREFIX: &str = "drains/";
+const RESERVATIONS_PREFIX: &str = "reservations/";
 
 impl NodeEntry {
     fn new(res: LocalNode, link: Link) -> NodeEntry {
@@ -293,7 +296,17 @@ impl Controller {
             local_starts: Vec::new(),
             stop: Arc::new(Notify::new()),
             usage: job::Usage::default(),
+            reservations: BTreeMap::new(),
         };
+        for (_, value) in controller
+            .store
+            .list(RESERVATIONS_PREFIX)
+            .map_err(|e| e.to_string())?
+        {
+            if let Ok(r) = serde_json::from_slice::<berth_api::Reservation>(&value) {
+                controller.reservations.insert(r.name.clone(), r);
+            }
+        }
         // Fair share's memory: the jobs that ended within the last 20 half-lives (what is
         // older counts for less than a millionth).
         let half_life = controller.settings.priority.decay_half_life;
@@ -461,6 +474,136 @@ impl Controller {
                 .collect(),
             usage: self.usage_now(),
             shares: self.settings.priority.shares.clone(),
+            reservations: self
+                .reservations
+                .values()
+                .map(|r| sched::ReservationView {
+                    name: r.name.clone(),
+                    start: r.start_time,
+                    end: r.end_time,
+                    nodes: r.nodes.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `scontrol create reservation` (root): checked, kept in the store, in force from the
+    /// next pass.
+    pub fn create_reservation(
+        &mut self,
+        caller: Caller,
+        mut r: berth_api::Reservation,
+    ) -> Result<(), ApiError> {
+        if caller.uid != 0 {
+            return Err(ApiError::forbidden(
+                "only root may make or delete reservations",
+            ));
+        }
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(ApiError::bad(format!(
+                "reservation name {:?}: give letters, digits, '.', '_' or '-'",
+                r.name
+            )));
+        }
+        if self.reservations.contains_key(&r.name) {
+            return Err(ApiError {
+                status: 409,
+                message: format!(
+                    "reservation {} exists: delete it first, or choose another name",
+                    r.name
+                ),
+            });
+        }
+        if r.end_time <= r.start_time || r.end_time <= now() {
+            return Err(ApiError::bad(format!(
+                "reservation {}: it must end after it starts, and in the future",
+                r.name
+            )));
+        }
+        if r.users.is_empty() {
+            return Err(ApiError::bad(format!(
+                "reservation {}: name the users whose jobs may run in it (Users=)",
+                r.name
+            )));
+        }
+        if r.nodes.is_empty() {
+            r.nodes = self.nodes.keys().cloned().collect();
+        }
+        if let Some(unknown) = r.nodes.iter().find(|n| !self.nodes.contains_key(*n)) {
+            return Err(ApiError::bad(format!(
+                "reservation {}: no node {unknown}: see `berth nodes`",
+                r.name
+            )));
+        }
+        let overlapping = self.reservations.values().find(|o| {
+            o.start_time < r.end_time
+                && r.start_time < o.end_time
+                && o.nodes.iter().any(|n| r.nodes.contains(n))
+        });
+        if let Some(o) = overlapping {
+            return Err(ApiError::bad(format!(
+                "reservation {} would share nodes with reservation {} at the same time",
+                r.name, o.name
+            )));
+        }
+        let value = serde_json::to_vec(&r).expect("reservations serialise");
+        self.store
+            .put(&format!("{RESERVATIONS_PREFIX}{}", r.name), &value)
+            .map_err(ApiError::internal)?;
+        self.reservations.insert(r.name.clone(), r);
+        self.wake();
+        Ok(())
+    }
+
+    /// `scontrol delete ReservationName=NAME` (root): its nodes take any job again; its
+    /// pending jobs wait with ReservationDeleted.
+    pub fn delete_reservation(&mut self, caller: Caller, name: &str) -> Result<(), ApiError> {
+        if caller.uid != 0 {
+            return Err(ApiError::forbidden(
+                "only root may make or delete reservations",
+            ));
+        }
+        if !self.reservations.contains_key(name) {
+            return Err(ApiError {
+                status: 404,
+                message: format!("no reservation {name}: see `scontrol show reservation`"),
+            });
+        }
+        self.store
+            .delete(&format!("{RESERVATIONS_PREFIX}{name}"))
+            .map_err(ApiError::internal)?;
+        self.reservations.remove(name);
+        self.wake();
+        Ok(())
+    }
+
+    /// The reservations in force or to come.
+    pub fn reservations(&self) -> Vec<berth_api::Reservation> {
+        self.reservations.values().cloned().collect()
+    }
+
+    /// Reservations that have ended go (from the store too).
+    fn expire_reservations(&mut self) {
+        let now = now();
+        let ended: Vec<String> = self
+            .reservations
+            .values()
+            .filter(|r| r.end_time <= now)
+            .map(|r| r.name.clone())
+            .collect();
+        for name in ended {
+            if self
+                .store
+                .delete(&format!("{RESERVATIONS_PREFIX}{name}"))
+                .is_ok()
+            {
+                self.reservations.remove(&name);
+            }
         }
     }
 
@@ -590,6 +733,7 @@ impl Controller {
                 index: job.array_task_id.unwrap_or(0),
                 limit: job.request.array.as_ref().and_then(|a| a.max_running),
             }),
+            reservation: job.request.reservation.clone(),
         }
     }
 
@@ -660,6 +804,19 @@ impl Controller {
         .name
         .clone();
         self.placeable(&cluster, &partition, &request)?;
+        if let Some(name) = &request.reservation {
+            let r = self.reservations.get(name).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "no reservation {name}: see `scontrol show reservation`"
+                ))
+            })?;
+            if caller.uid != 0 && !r.users.contains(&user) {
+                return Err(ApiError::forbidden(format!(
+                    "reservation {name} is for {}: you are not among them",
+                    r.users.join(", ")
+                )));
+            }
+        }
         let dependencies = self.dependency_targets(&request)?;
         // The image's name, squashfs file, environment and entrypoint (if the script is to
         // run through it); no name: the job runs on the host, which the administrator must
@@ -1360,6 +1517,7 @@ impl Controller {
         self.check_nodes();
         self.refresh_history();
         self.mail_time_limits();
+        self.expire_reservations();
         let cluster = self.cluster();
         let (views, followers) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
@@ -3233,7 +3391,7 @@ fn refuse_negative_nice(caller: &Caller, nice: i32) -> Result<(), ApiError> {
 }
 
 /// How far this machine's local time is ahead of UTC at `t` (Unix seconds).
-fn utc_offset(t: u64) -> i64 {
+pub fn utc_offset(t: u64) -> i64 {
     let t = t as libc::time_t;
     // SAFETY: localtime_r fills the zeroed struct it is given (glibc's reads the time zone
     // once, from TZ or /etc/localtime).

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use berth_api::{CancelRequest, ErrorBody, SubmitRequest, UpdateRequest};
 use berth_store::JobFilter;
@@ -517,6 +517,30 @@ async fn shares(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ShareInfo>>
     ))
 }
 
+#[utoipa::path(post, path = "/v1/reservations", request_body = berth_api::Reservation, tag = "cluster", responses((status = 200, description = "made: its nodes are kept for its jobs from its start"), (status = 400, description = "a bad time, unknown node, no users, or one that overlaps another", body = ErrorBody), (status = 403, description = "not root", body = ErrorBody), (status = 409, description = "one of that name exists", body = ErrorBody)))]
+async fn create_reservation(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<berth_api::Reservation>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<()> {
+    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock().await.create_reservation(caller, r).map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/reservations", tag = "cluster", responses((status = 200, description = "the reservations, by name", body = Vec<berth_api::Reservation>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn reservations(State(c): State<Shared>) -> ApiResult<Vec<berth_api::Reservation>> {
+    Ok(Json(c.lock().await.reservations()))
+}
+
+#[utoipa::path(delete, path = "/v1/reservations/{name}", params(("name" = String, Path, description = "reservation name")), tag = "cluster", responses((status = 200, description = "deleted: its nodes take any job"), (status = 403, description = "not root", body = ErrorBody), (status = 404, description = "no such reservation", body = ErrorBody)))]
+async fn delete_reservation(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<()> {
+    c.lock().await.delete_reservation(caller, &name).map(Json)
+}
+
 async fn not_found() -> ApiError {
     ApiError {
         status: 404,
@@ -548,6 +572,9 @@ async fn not_found() -> ApiError {
         nodes,
         partitions,
         shares,
+        create_reservation,
+        reservations,
+        delete_reservation,
         drain,
         resume_node,
         shutdown,
@@ -590,6 +617,11 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
         .route("/v1/shares", get(shares))
+        .route(
+            "/v1/reservations",
+            post(create_reservation).get(reservations),
+        )
+        .route("/v1/reservations/{name}", delete(delete_reservation))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))

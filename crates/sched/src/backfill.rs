@@ -24,12 +24,17 @@ use crate::model::Res;
 use crate::state::{Eligible, NodeRt, Slot, State};
 
 /// Whether `node` could give `want` from `t` for `d` seconds, given `free` (its free capacity
-/// at `t`) and the reservations already on it.
-fn fits_at(node: &NodeRt<'_>, free: Res, want: &Res, t: u64, d: u64) -> bool {
+/// at `t`) and the reservations already on it (but `member`'s, which the job runs in).
+fn fits_at(
+    node: &NodeRt<'_>,
+    free: Res,
+    want: &Res,
+    (t, d): (u64, u64),
+    member: Option<usize>,
+) -> bool {
     let mut avail = free;
     for s in node
-        .slots
-        .iter()
+        .slots_against(member)
         .filter(|s| s.overlaps(t, t.saturating_add(d)))
     {
         if !s.slack.covers(want) || !avail.covers(&s.amount) {
@@ -103,10 +108,11 @@ impl State<'_> {
         }
         events.sort_unstable_by_key(|&(t, m, _)| (t, m));
 
+        let member = among.and_then(|a| a.member);
         let mut fit: Vec<bool> = members
             .iter()
             .enumerate()
-            .map(|(m, &n)| fits_at(&self.nodes[n], free[m], &want[m], now, d))
+            .map(|(m, &n)| fits_at(&self.nodes[n], free[m], &want[m], (now, d), member))
             .collect();
         let mut count = fit.iter().filter(|&&f| f).count();
         let mut count_required = (0..members.len())
@@ -121,7 +127,7 @@ impl State<'_> {
                 if let Some(r) = released {
                     free[m] = free[m].add(&r);
                 }
-                let f = fits_at(&self.nodes[members[m]], free[m], &want[m], t, d);
+                let f = fits_at(&self.nodes[members[m]], free[m], &want[m], (t, d), member);
                 if f != fit[m] {
                     fit[m] = f;
                     let r = usize::from(required[m]);
@@ -162,6 +168,7 @@ impl State<'_> {
                 end,
                 amount,
                 slack: free[m].sub(&overlapping).sub(&amount),
+                owner: None,
             });
         }
         Some((start, nodes))

@@ -151,6 +151,17 @@ impl ClusterView {
         self.history.insert(id, state);
         self
     }
+
+    /// With an administrator's reservation of `nodes` from `start` to `end`.
+    pub fn reserved(mut self, name: &str, nodes: &[&str], start: u64, end: u64) -> Self {
+        self.reservations.push(crate::model::ReservationView {
+            name: name.to_owned(),
+            start,
+            end,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        });
+        self
+    }
 }
 
 /// A pending job of user `user` named `job` in `batch`, submitted at 0: one node, one task,
@@ -172,10 +183,17 @@ pub fn job(id: JobId) -> JobView {
         dependencies: Vec::new(),
         singleton: false,
         array: None,
+        reservation: None,
     }
 }
 
 impl JobView {
+    /// `--reservation`.
+    pub fn reservation(mut self, name: &str) -> Self {
+        self.reservation = Some(name.to_owned());
+        self
+    }
+
     /// `-c`: CPUs per task.
     pub fn cpus(mut self, n: u32) -> Self {
         self.request.cpus_per_task = n;

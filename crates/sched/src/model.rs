@@ -163,6 +163,19 @@ pub struct ClusterView {
     /// Users' configured shares (RawShares); a user not named has 1.
     #[serde(default)]
     pub shares: BTreeMap<String, u32>,
+    /// Administrators' reservations of nodes (Slurm's `scontrol create reservation`).
+    #[serde(default)]
+    pub reservations: Vec<ReservationView>,
+}
+
+/// Nodes kept from `start` to `end` for the jobs that name the reservation: any other job
+/// there must end before it starts (a maintenance window, a course's machines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationView {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    pub nodes: Vec<String>,
 }
 
 impl ClusterView {
@@ -350,6 +363,9 @@ pub struct JobView {
     pub singleton: bool,
     /// Its place in an array, if any.
     pub array: Option<ArrayTask>,
+    /// The reservation it runs in (`--reservation`): only on its nodes, from its start.
+    #[serde(default)]
+    pub reservation: Option<String>,
 }
 
 /// A node's derived state: the administrator's word first, then how much of it is allocated

@@ -20,11 +20,13 @@ use std::cmp::Reverse;
 use crate::deps::{dependency_status, DepStatus};
 use crate::feasible::{partition_limits, Classes, Shape};
 use crate::hash::{FxMap, FxSet};
-use crate::model::{ClusterView, JobId, JobRequest, JobState, JobView, PartitionView};
+use crate::model::{
+    ClusterView, JobId, JobRequest, JobState, JobView, NodeChoice, PartitionView, ReservationView,
+};
 use crate::plan::{Decision, Outcome, Plan, Start};
 use crate::priority::{Config, PriorityContext};
 use crate::reason::Reason;
-use crate::state::State;
+use crate::state::{Eligible, State};
 
 /// The time limit a job is planned with: its own, else the partition's default, else the
 /// partition's maximum, else "unlimited" (at least one second, so every job occupies time).
@@ -114,6 +116,8 @@ struct Pass<'a> {
     shapes: FxMap<(usize, Shape), ShapeMemo>,
     /// Reservations attempted so far.
     reservations: usize,
+    /// The administrators' reservations.
+    admin: &'a [ReservationView],
 }
 
 impl<'a> Pass<'a> {
@@ -157,6 +161,7 @@ impl<'a> Pass<'a> {
             array_running,
             shapes: FxMap::default(),
             reservations: 0,
+            admin: &cluster.reservations,
         }
     }
 
@@ -187,12 +192,45 @@ impl<'a> Pass<'a> {
         let Some(p) = p else {
             return wait(Reason::BadConstraints);
         };
+        // A job in an administrator's reservation: only its nodes, only from its start.
+        let member = match job.reservation.as_deref() {
+            None => None,
+            Some(name) => match self.admin.iter().position(|r| r.name == name) {
+                None => return wait(Reason::ReservationDeleted),
+                Some(i) if self.admin[i].start > self.state.now => {
+                    return wait(Reason::Reservation)
+                }
+                Some(i) => Some(i),
+            },
+        };
+        let in_reservation;
+        let choice = match member {
+            Some(i) => {
+                let nodes = &self.admin[i].nodes;
+                let mut choice: NodeChoice =
+                    job.request.choice.as_deref().cloned().unwrap_or_default();
+                choice.candidates = match choice.candidates.is_empty() {
+                    true => nodes.clone(),
+                    false => choice
+                        .candidates
+                        .into_iter()
+                        .filter(|n| nodes.contains(n))
+                        .collect(),
+                };
+                if choice.candidates.is_empty() {
+                    return wait(Reason::BadConstraints);
+                }
+                in_reservation = choice;
+                Some(&in_reservation)
+            }
+            None => job.request.choice.as_deref(),
+        };
         // A job with a say in its nodes: those it may have, and those it must (each counts
         // toward its nodes).
-        let among = match job.request.choice.as_deref() {
+        let among = match choice {
             None => None,
             Some(choice) => match self.state.eligible(p, choice) {
-                Ok(among) => Some(among),
+                Ok(among) => Some(Eligible { member, ..among }),
                 Err(r) => return wait(r),
             },
         };
@@ -227,6 +265,10 @@ impl<'a> Pass<'a> {
         };
         let d = planned_time(req, part.view, self.config);
         let end = self.state.now.saturating_add(d);
+        // It must end by its reservation's end.
+        if member.is_some_and(|i| end > self.admin[i].end) {
+            return wait(Reason::Reservation);
+        }
         // What the pass learnt of this shape holds for the partition as a whole; a job with
         // a say in its nodes is checked against its own.
         let memo = match &among {

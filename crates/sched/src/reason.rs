@@ -38,6 +38,10 @@ pub enum Reason {
     Resources,
     /// Behind a higher-priority job of its partition that is waiting for resources.
     Priority,
+    /// Its reservation has not started yet, or would end before its time limit.
+    Reservation,
+    /// The reservation it names is gone (ended or deleted).
+    ReservationDeleted,
 }
 
 impl Reason {
@@ -56,6 +60,8 @@ impl Reason {
             Self::ReqNodeNotAvail => "ReqNodeNotAvail",
             Self::Resources => "Resources",
             Self::Priority => "Priority",
+            Self::Reservation => "Reservation",
+            Self::ReservationDeleted => "ReservationDeleted",
         }
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct Slot {
     /// starts, so this bounds the headroom over the whole slot, and a job that would still
     /// run at `start` may take at most this much (see [`NodeRt::allows`]).
     pub slack: Res,
+    /// The administrator's reservation it stands for (its index), which holds the whole
+    /// node with no slack; `None`: a blocked job's.
+    pub owner: Option<usize>,
 }
 
 impl Slot {
@@ -65,13 +68,20 @@ impl NodeRt<'_> {
     /// Whether a job ending at `end` may take `want` here now without delaying any
     /// reservation: it must fit the free capacity, and the slack of every reservation that
     /// starts before it ends (a job ending by a reservation's start is backfill that delays
-    /// nothing: Slurm's rule).
-    pub fn allows(&self, want: &Res, end: u64) -> bool {
+    /// nothing: Slurm's rule). A job in administrator's reservation `member` is not held
+    /// back by that one.
+    pub fn allows(&self, want: &Res, end: u64, member: Option<usize>) -> bool {
         self.free.covers(want)
             && self
-                .slots
-                .iter()
+                .slots_against(member)
                 .all(|s| s.start >= end || s.slack.covers(want))
+    }
+
+    /// The slots that hold back a job in administrator's reservation `member` (or none).
+    pub fn slots_against(&self, member: Option<usize>) -> impl Iterator<Item = &Slot> {
+        self.slots
+            .iter()
+            .filter(move |s| s.owner.is_none() || s.owner != member)
     }
 }
 
@@ -82,6 +92,8 @@ pub(crate) struct Eligible {
     pub ok: Vec<bool>,
     pub required: Vec<usize>,
     pub preference: Vec<u32>,
+    /// The administrator's reservation the job runs in, if it does.
+    pub member: Option<usize>,
 }
 
 /// One partition during the pass.
@@ -147,6 +159,22 @@ impl<'a> State<'a> {
             .collect();
         let node_by_name: FxMap<&str, usize> =
             nodes.iter().enumerate().map(|(i, n)| (n.name, i)).collect();
+        // Administrators' reservations hold their nodes whole, with no slack, for their time.
+        for (i, r) in cluster.reservations.iter().enumerate() {
+            if r.end <= now {
+                continue;
+            }
+            for n in r.nodes.iter().filter_map(|n| node_by_name.get(n.as_str())) {
+                let node = &mut nodes[*n];
+                node.slots.push(Slot {
+                    start: r.start,
+                    end: r.end,
+                    amount: node.total,
+                    slack: Res::default(),
+                    owner: Some(i),
+                });
+            }
+        }
 
         let mut parts = Vec::with_capacity(cluster.partitions.len());
         let mut part_by_name = FxMap::default();
@@ -215,7 +243,7 @@ impl<'a> State<'a> {
             } else {
                 &shape.need
             };
-            if node.allows(want, end) {
+            if node.allows(want, end, None) {
                 chosen.push(n);
                 if chosen.len() >= k_max {
                     break;
@@ -257,6 +285,7 @@ impl<'a> State<'a> {
             ok,
             required,
             preference,
+            member: None,
         })
     }
 
@@ -280,7 +309,7 @@ impl<'a> State<'a> {
             } else {
                 shape.need
             };
-            (node.up && node.allows(&want, end)).then_some(want)
+            (node.up && node.allows(&want, end, among.member)).then_some(want)
         };
         let mut chosen = Vec::new();
         for &n in &among.required {

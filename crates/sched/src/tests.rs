@@ -944,3 +944,46 @@ fn a_job_waits_for_the_node_it_must_have_and_others_backfill_around_it() {
     assert_eq!(reason(&p, 2), Some(Reason::Priority));
     assert_eq!(nodes_of(&p, 3), ["b"]);
 }
+
+/// An administrator's reservation of a node from NOW+100 to NOW+200: a job that ends before
+/// it starts runs there; one that would not waits until it ends; its own jobs run there only
+/// while it lasts, and only if they end by its end.
+#[test]
+fn reservations_keep_their_nodes_for_their_jobs() {
+    let c = cluster(vec![node("a", 4, GIB)]).reserved("maint", &["a"], NOW + 100, NOW + 200);
+    let p = run(&c, &[job(1).cpus(4).time(50), job(2).cpus(4).time(150)]);
+    assert_eq!(started(&p), [1]);
+    assert_eq!(reason(&p, 2), Some(Reason::Resources));
+    assert_eq!(expected(&p, 2), Some(NOW + 200));
+    // Its own job waits for its start; a name no reservation has is said so.
+    let p = run(
+        &c,
+        &[
+            job(3).reservation("maint").time(10),
+            job(4).reservation("gone"),
+        ],
+    );
+    assert_eq!(reason(&p, 3), Some(Reason::Reservation));
+    assert_eq!(reason(&p, 4), Some(Reason::ReservationDeleted));
+
+    // While it lasts: its jobs run on its node, the others do not.
+    let c = cluster(vec![node("a", 4, GIB), node("b", 4, GIB)]).reserved(
+        "course",
+        &["a"],
+        NOW - 10,
+        NOW + 1000,
+    );
+    let jobs = [
+        job(5).cpus(4).time(10),
+        job(6).cpus(4).time(10),
+        job(7).cpus(4).time(100).reservation("course"),
+        job(8).cpus(4).time(2000).reservation("course"),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(started(&p), [5, 7]);
+    assert_eq!(nodes_of(&p, 5), ["b"]);
+    assert_eq!(nodes_of(&p, 7), ["a"]);
+    assert_eq!(reason(&p, 6), Some(Reason::Resources));
+    // Past its end: never in it.
+    assert_eq!(reason(&p, 8), Some(Reason::Reservation));
+}

@@ -850,7 +850,7 @@ fn apply_slurm(
         "constraint" => opts.constraint = Some(constraint(v)?),
         "nodelist" => opts.nodelist = Some(nodes(v)?),
         "exclude" => opts.exclude = Some(nodes(v)?),
-        "reservation" => return Err(JobError::unsupported(v, "berth has no reservations")),
+        "reservation" => opts.reservation = Some(word("reservation", v)?),
         "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
         "container-image" => {
             opts.image = Some(ImageRef {

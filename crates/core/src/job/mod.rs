@@ -276,6 +276,8 @@ pub struct JobOptions {
     pub array: Option<ArraySpec>,
     pub dependencies: Option<Dependencies>,
     pub hold: Option<bool>,
+    /// `--reservation`: the administrator's reservation it runs in.
+    pub reservation: Option<String>,
     /// sbatch `--test-only`: the submission is checked and its start estimated, not queued.
     pub test_only: Option<bool>,
     pub export: Option<Export>,
@@ -353,6 +355,7 @@ impl JobOptions {
             array: c.array.or(d.array),
             dependencies: c.dependencies.or(d.dependencies),
             hold: c.hold.or(d.hold),
+            reservation: c.reservation.or(d.reservation),
             test_only: c.test_only.or(d.test_only),
             export: c.export.or(d.export),
             workdir: c.workdir.or(d.workdir),
@@ -411,6 +414,10 @@ pub struct JobRequest {
     pub array: Option<ArraySpec>,
     pub dependencies: Dependencies,
     pub hold: bool,
+    /// The administrator's reservation it runs in (`--reservation`): only on its nodes,
+    /// from its start, ending by its end.
+    #[serde(default)]
+    pub reservation: Option<String>,
     /// Checked and its start estimated, not queued (sbatch `--test-only`).
     #[serde(default)]
     pub test_only: bool,
@@ -665,6 +672,7 @@ impl JobRequest {
             array: o.array,
             dependencies,
             hold: o.hold.unwrap_or(false),
+            reservation: o.reservation,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,

@@ -538,7 +538,6 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
         ("-C a&&b", "invalid constraint"),
         ("--nodelist=n[1-2", "invalid node list"),
         ("-w ./hosts", "not a file"),
-        ("--reservation=maint", "no reservations"),
         ("-L matlab:1", "no licenses"),
     ] {
         let e = error(&format!("#SBATCH {directive}\n"));
