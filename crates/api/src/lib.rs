@@ -370,7 +370,7 @@ pub struct PriorityFactors {
     pub nice: i32,
 }
 
-/// A user's fair share, as `berth shares` (sshare) reports it.
+/// A user's fair share, as sshare reports it (`GET /v1/shares`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ShareInfo {
     pub user: String,

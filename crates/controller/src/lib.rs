@@ -635,7 +635,7 @@ impl Controller {
         }
     }
 
-    /// `berth shares` (sshare): each user's shares, usage and fair-share factor.
+    /// `GET /v1/shares` (sshare): each user's shares, usage and fair-share factor.
     pub fn shares(&self) -> Vec<sched::Share> {
         sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares, 1)
     }
