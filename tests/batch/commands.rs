@@ -874,21 +874,23 @@ fn reservations_keep_their_nodes_for_their_jobs() {
         "{}",
         not_mine.stderr
     );
-    let reason = |id: u64, want: &str| {
+    // Waits until job `id` waits for one of `why` (a blocked job behind another blocked one
+    // of higher priority waits for Priority rather than Resources).
+    let reason = |id: u64, why: &[&str]| {
         for _ in 0..100 {
             let job = c.show(id);
-            if job["reason"] == want {
+            if why.iter().any(|w| job["reason"] == *w) {
                 return job;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("job {id} is not waiting for {want}: {}", c.show(id));
+        panic!("job {id} is not waiting for {why:?}: {}", c.show(id));
     };
     // The long job would run into the window: it waits until the window ends.
-    let job = reason(long, "Resources");
+    let job = reason(long, &["Resources"]);
     let end = c.show(long)["expected_start"].as_u64();
     assert!(end.is_some(), "{job}");
-    reason(mine, "Reservation");
+    reason(mine, &["Reservation"]);
 
     // In force now, for the test user: their job runs, root's other jobs wait.
     scontrol(
@@ -911,7 +913,7 @@ fn reservations_keep_their_nodes_for_their_jobs() {
     );
     c.wait_for(theirs, &["COMPLETED"]);
     let other = c.submit(Mode::Root, "other.sh", TRUE_JOB, &["-t", "5"]);
-    reason(other, "Resources");
+    reason(other, &["Resources", "Priority"]);
     let listed = c.berth(Mode::Rootless, &["as", "sinfo", "-T", "-h"]);
     let names: Vec<&str> = listed
         .ok()
@@ -923,7 +925,7 @@ fn reservations_keep_their_nodes_for_their_jobs() {
     c.wait_for(other, &["COMPLETED"]);
     // The window deleted: its job has nowhere to go; the long one runs.
     scontrol(Mode::Root, &["delete", "reservation", "maint"]).ok();
-    reason(mine, "ReservationDeleted");
+    reason(mine, &["ReservationDeleted"]);
     c.wait_for(long, &["COMPLETED"]);
     assert_eq!(
         scontrol(Mode::Root, &["show", "res"]).ok(),
