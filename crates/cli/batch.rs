@@ -1389,11 +1389,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         }
         .into(),
         // A status of 128 + N was signal N: sacct's 0:N.
-        "ExitCode" => match step.exit_code {
-            Some(c) if c > 128 => format!("0:{}", c - 128),
-            Some(c) => format!("{c}:0"),
-            None => "0:0".into(),
-        },
+        "ExitCode" => exit_code_of(step.exit_code),
         "Elapsed" => duration(
             step.end_time
                 .unwrap_or_else(berth_controller::now)
@@ -1416,15 +1412,15 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
 
 /// Columns as sacct's and sstat's --format names them (`NAME[%WIDTH]`, among `known`'s
 /// names with their default widths), right-aligned and cut to width, or (`parsable`) as
-/// they are, separated by '|'.
-struct Table {
+/// they are, separated by '|'. (sshare's too.)
+pub(crate) struct Table {
     columns: Vec<(&'static str, usize)>,
     parsable: bool,
 }
 
 impl Table {
     /// `format`'s columns, or `default`'s where it names none.
-    fn new(
+    pub(crate) fn new(
         format: &[String],
         default: &str,
         known: &[(&'static str, usize)],
@@ -1453,7 +1449,7 @@ impl Table {
     }
 
     /// One line, `value` giving each column's by its name.
-    fn line(&self, value: impl Fn(&str) -> String) -> String {
+    pub(crate) fn line(&self, value: impl Fn(&str) -> String) -> String {
         let cells = self.columns.iter().map(|(name, width)| {
             let v = value(name);
             match self.parsable {
@@ -1631,14 +1627,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "CPUTimeRAW" => (j.cpus * elapsed(j)).to_string(),
         "ElapsedRaw" => elapsed(j).to_string(),
         // The highest exit status of its steps (sacct's CODE:SIGNAL), or the job's own.
-        "DerivedExitCode" => {
-            let worst = j.steps.iter().filter_map(|s| s.exit_code).max();
-            match worst {
-                Some(c) if c > 128 => format!("0:{}", c - 128),
-                Some(c) => format!("{c}:0"),
-                None => "0:0".into(),
-            }
-        }
+        "DerivedExitCode" => exit_code_of(j.steps.iter().filter_map(|s| s.exit_code).max()),
         "Priority" => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
         "WorkDir" => j.workdir.clone(),
         "Constraints" => j.constraint.clone().unwrap_or_default(),
@@ -1649,6 +1638,15 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             Err(_) => String::new(),
         },
         _ => j.reason.clone().unwrap_or_else(|| "None".into()),
+    }
+}
+
+/// A step's exit status as sacct's CODE:SIGNAL (a status of 128 + N was signal N: `0:N`).
+fn exit_code_of(status: Option<i32>) -> String {
+    match status {
+        Some(c) if c > 128 => format!("0:{}", c - 128),
+        Some(c) => format!("{c}:0"),
+        None => "0:0".into(),
     }
 }
 

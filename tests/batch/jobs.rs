@@ -921,6 +921,11 @@ fn fair_share_puts_a_user_who_has_used_less_first() {
     );
     assert!(fields[3].parse::<u64>().unwrap() > 0, "{}", sshare.stdout);
     assert_eq!(fields[4..], ["1.000000", "0.500000"], "{}", sshare.stdout);
+    let chosen = c.berth(
+        Mode::Rootless,
+        &["as", "sshare", "-n", "-P", "-o", "User,FairShare"],
+    );
+    assert_eq!(chosen.ok(), format!("{TEST_USER}|0.500000\n"));
     // The CPUs free: root's job, submitted second, goes first.
     c.berth(Mode::Root, &["cancel", &holder.to_string()]).ok();
     let first = c.completed(roots);

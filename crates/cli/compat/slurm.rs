@@ -118,11 +118,7 @@ fn list_reservations(out: &mut impl Write, no_header: bool) -> Result<i32> {
             out,
             "{:<14} {:>8} {:>19} {:>19} {:>12}  {}",
             r.name,
-            if r.start_time <= now {
-                "ACTIVE"
-            } else {
-                "INACTIVE"
-            },
+            resv_state(r, now),
             super::slurm_timestamp(r.start_time),
             super::slurm_timestamp(r.end_time),
             berth_core::job::format_duration(r.end_time.saturating_sub(r.start_time)),
@@ -481,22 +477,20 @@ fn update_nodes(settings: &[&str]) -> Result<()> {
         anyhow::anyhow!("NodeName={names}: not a list of nodes (n1,n2 or n[1-2])")
     })?;
     nodes_named(&nodes)?;
-    let path = |node: &String, verb| format!("/v1/nodes/{node}/{verb}");
+    use crate::batch::NodeCommand;
     match state.as_deref() {
         Some("DRAIN") => {
             let reason = reason.ok_or_else(|| {
                 anyhow::anyhow!("scontrol update: State=DRAIN needs a Reason=, as Slurm's does")
             })?;
-            for node in &nodes {
-                let body = berth_api::DrainRequest {
-                    reason: reason.to_string(),
-                };
-                crate::client::request::<()>("POST", &path(node, "drain"), Some(&body))?;
+            for node in nodes {
+                let reason = reason.to_string();
+                crate::batch::node(NodeCommand::Drain { node, reason })?;
             }
         }
         Some("RESUME" | "IDLE" | "UNDRAIN") => {
-            for node in &nodes {
-                crate::client::request::<()>("POST", &path(node, "resume"), None::<&()>)?;
+            for node in nodes {
+                crate::batch::node(NodeCommand::Resume { node })?;
             }
         }
         Some("DOWN") => bail!(
@@ -568,6 +562,14 @@ fn create_reservation(settings: &[&str]) -> Result<String> {
     Ok(r.name)
 }
 
+/// A reservation's state at `now`, as Slurm words it.
+fn resv_state(r: &berth_api::Reservation, now: u64) -> &'static str {
+    match r.start_time <= now {
+        true => "ACTIVE",
+        false => "INACTIVE",
+    }
+}
+
 /// A reservation as `scontrol show reservation` shows it.
 fn reservation_block(r: &berth_api::Reservation) -> String {
     let now = berth_controller::now();
@@ -588,7 +590,7 @@ fn reservation_block(r: &berth_api::Reservation) -> String {
         r.nodes.len(),
         or_null(r.flags.join(",")),
         r.users.join(","),
-        if r.start_time <= now { "ACTIVE" } else { "INACTIVE" },
+        resv_state(r, now),
     )
 }
 
@@ -718,6 +720,16 @@ fn sprio_line(id: &str, partition: &str, numbers: [String; 8]) -> String {
     format!("{id:>15} {partition:<9} {}", numbers.join(" "))
 }
 
+/// sshare's fields berth reports, and their default widths.
+const SHARE_FIELDS: &[(&str, usize)] = &[
+    ("User", 10),
+    ("RawShares", 10),
+    ("NormShares", 11),
+    ("RawUsage", 11),
+    ("EffectvUsage", 13),
+    ("FairShare", 10),
+];
+
 /// `sshare`: each user's shares, usage and fair-share factor, in sshare's columns.
 pub fn sshare(mut words: Vec<String>) -> Result<i32> {
     let no_header = flag(&mut words, "-n") | flag(&mut words, "--noheader");
@@ -727,10 +739,11 @@ pub fn sshare(mut words: Vec<String>) -> Result<i32> {
     flag(&mut words, "-a");
     flag(&mut words, "--all");
     let users = option(&mut words, "-u", "--users")?;
+    let fields = option(&mut words, "-o", "--format")?;
     no_other_options(
         "sshare",
         &words,
-        "sshare [-a] [-n] [-P] [-u USERS] [--json]",
+        "sshare [-a] [-n] [-P] [-u USERS] [-o FIELD,...] [--json]",
     )?;
     let users: Vec<&str> = users
         .as_deref()
@@ -743,43 +756,34 @@ pub fn sshare(mut words: Vec<String>) -> Result<i32> {
         writeln!(out, "{}", serde_json::to_string_pretty(&shares)?)?;
         return Ok(0);
     }
-    const HEAD: [(&str, usize); 6] = [
-        ("User", 10),
-        ("RawShares", 10),
-        ("NormShares", 11),
-        ("RawUsage", 11),
-        ("EffectvUsage", 13),
-        ("FairShare", 10),
-    ];
-    let line = |cells: [String; 6]| match parsable {
-        true => cells.join("|"),
-        false => HEAD
-            .iter()
-            .zip(&cells)
-            .map(|((_, w), c)| format!("{c:>w$}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
+    let fields: Vec<String> = fields
+        .iter()
+        .flat_map(|f| f.split(','))
+        .map(String::from)
+        .collect();
+    let table = crate::batch::Table::new(
+        &fields,
+        "User,RawShares,NormShares,RawUsage,EffectvUsage,FairShare",
+        SHARE_FIELDS,
+        parsable,
+    )?;
     if !no_header {
-        writeln!(out, "{}", line(HEAD.map(|(h, _)| h.to_string())))?;
+        writeln!(out, "{}", table.line(str::to_string))?;
         if !parsable {
-            let rule: Vec<String> = HEAD.iter().map(|(_, w)| "-".repeat(*w)).collect();
-            writeln!(out, "{}", rule.join(" "))?;
+            // (Each column's dashes, cut to its width.)
+            writeln!(out, "{}", table.line(|_| "-".repeat(256)))?;
         }
     }
     for s in &shares {
-        writeln!(
-            out,
-            "{}",
-            line([
-                s.user.clone(),
-                s.raw_shares.to_string(),
-                format!("{:.6}", s.norm_shares),
-                s.raw_usage.to_string(),
-                format!("{:.6}", s.effective_usage),
-                format!("{:.6}", s.fairshare),
-            ])
-        )?;
+        let line = table.line(|name| match name {
+            "User" => s.user.clone(),
+            "RawShares" => s.raw_shares.to_string(),
+            "NormShares" => format!("{:.6}", s.norm_shares),
+            "RawUsage" => s.raw_usage.to_string(),
+            "EffectvUsage" => format!("{:.6}", s.effective_usage),
+            _ => format!("{:.6}", s.fairshare),
+        });
+        writeln!(out, "{line}")?;
     }
     Ok(0)
 }

@@ -472,8 +472,9 @@ impl Controller {
                 .referenced_ids()
                 .filter_map(|id| Some((id, *self.finished.get(&id)?)))
                 .collect(),
-            usage: self.usage_now(),
-            shares: self.settings.priority.shares.clone(),
+            // (Only a pass reads them: see `scheduling_view`.)
+            usage: BTreeMap::new(),
+            shares: BTreeMap::new(),
             reservations: self
                 .reservations
                 .values()
@@ -607,6 +608,16 @@ impl Controller {
         }
     }
 
+    /// [`Controller::cluster`] with what only a scheduling pass reads: users' usage and
+    /// shares for fair share (not worked out for a submission's or a listing's checks).
+    fn scheduling_view(&self) -> sched::ClusterView {
+        sched::ClusterView {
+            usage: self.usage_now(),
+            shares: self.settings.priority.shares.clone(),
+            ..self.cluster()
+        }
+    }
+
     /// Each user's usage now: the decayed usage of jobs that ended, and running jobs' so far.
     fn usage_now(&self) -> BTreeMap<String, u64> {
         let now = now();
@@ -637,7 +648,7 @@ impl Controller {
 
     /// `GET /v1/shares` (sshare): each user's shares, usage and fair-share factor.
     pub fn shares(&self) -> Vec<sched::Share> {
-        sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares, 1)
+        sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares)
     }
 
     /// Ids of jobs that active jobs depend on and that are no longer active.
@@ -1518,7 +1529,7 @@ impl Controller {
         self.refresh_history();
         self.mail_time_limits();
         self.expire_reservations();
-        let cluster = self.cluster();
+        let cluster = self.scheduling_view();
         let (views, followers) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
         // The last task looked at of each array that waits: what its followers wait for.
@@ -1689,7 +1700,7 @@ impl Controller {
     /// sbatch `--test-only`: when and where `job` would start if it were queued now, by a
     /// scheduling pass over the queue with it added (nothing of it is kept).
     fn estimate(&self, job: &Job) -> berth_api::StartEstimate {
-        let cluster = self.cluster();
+        let cluster = self.scheduling_view();
         let (mut views, _) = self.views(&cluster);
         views.push(self.view(job));
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());

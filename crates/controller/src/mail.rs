@@ -3,6 +3,7 @@
 //! as `PROGRAM -s SUBJECT ADDRESS...`, run as the job's user, never waited for by the caller.
 
 use crate::job::{Job, State};
+use berth_core::job::format_duration as duration;
 use std::path::Path;
 
 /// What a mail says happened.
@@ -44,11 +45,6 @@ pub fn end_event(job: &Job, state: State) -> Option<Event> {
         _ if mail.end => Some(Event::Ended),
         _ => None,
     }
-}
-
-/// `[D-]HH:MM:SS`, as Slurm's mail words times.
-fn duration(secs: u64) -> String {
-    berth_core::job::format_duration(secs)
 }
 
 /// The subject of `job`'s mail about `event`, as Slurm words it (`Slurm Job_id=42 Name=sim

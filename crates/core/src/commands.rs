@@ -14,7 +14,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("scontrol", "show job|hostnames|hostlist|nodes|partitions; hold, release, requeue, suspend, resume, update"),
     ("seff", "how much of its CPUs' time and memory a job used"),
     ("sprio", "pending jobs' priorities, factor by factor (-j -u -p -h)"),
-    ("sshare", "users' shares, usage and fair-share factors (-u -n -P)"),
+    ("sshare", "users' shares, usage and fair-share factors (-u -n -P -o)"),
     ("bsub", "submit a command, a script on standard input, or an interactive job (-I, -Is)"),
     ("bjobs", "jobs, LSF's columns and states (-a -d -p -r -s -u -q -J -w -noheader -o -l)"),
     ("bhist", "time jobs spent in each state (-l: their history; -a -d -p -r -s -u -q -J)"),

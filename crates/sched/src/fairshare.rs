@@ -26,17 +26,13 @@ pub struct Share {
     pub factor: f64,
 }
 
-/// Every user's share: those with usage or configured shares; a user with neither has
-/// `default_shares` and the factor 1 (nothing used). By user name.
-pub fn shares(
-    usage: &BTreeMap<String, u64>,
-    configured: &BTreeMap<String, u32>,
-    default_shares: u32,
-) -> Vec<Share> {
+/// Every user's share: those with usage or configured shares (a user not configured has
+/// 1; a user with neither is not counted, and has the factor 1: nothing used). By name.
+pub fn shares(usage: &BTreeMap<String, u64>, configured: &BTreeMap<String, u32>) -> Vec<Share> {
     let mut users: Vec<&String> = usage.keys().chain(configured.keys()).collect();
     users.sort();
     users.dedup();
-    let raw = |u: &str| configured.get(u).copied().unwrap_or(default_shares);
+    let raw = |u: &str| configured.get(u).copied().unwrap_or(1);
     let total_shares: u64 = users.iter().map(|u| u64::from(raw(u))).sum();
     let total_usage: u64 = usage.values().sum();
     users
@@ -93,7 +89,7 @@ mod tests {
 
     #[test]
     fn a_user_who_used_their_share_gets_half_and_one_who_used_none_all() {
-        let s = shares(&usage(&[("ann", 300), ("bo", 100)]), &BTreeMap::new(), 1);
+        let s = shares(&usage(&[("ann", 300), ("bo", 100)]), &BTreeMap::new());
         assert_eq!(s.len(), 2);
         let (ann, bo) = (&s[0], &s[1]);
         assert_eq!((ann.user.as_str(), ann.norm_shares), ("ann", 0.5));
@@ -103,10 +99,10 @@ mod tests {
         assert!((bo.factor - 2f64.powf(-0.5)).abs() < 1e-12);
         assert!(bo.factor > ann.factor);
         // Alone, a user has all the shares and all the usage: one half.
-        let alone = shares(&usage(&[("ann", 5)]), &BTreeMap::new(), 1);
+        let alone = shares(&usage(&[("ann", 5)]), &BTreeMap::new());
         assert_eq!(alone[0].factor, 0.5);
         // No usage at all: everyone's factor is 1.
-        let idle = shares(&usage(&[("ann", 0)]), &BTreeMap::new(), 1);
+        let idle = shares(&usage(&[("ann", 0)]), &BTreeMap::new());
         assert_eq!(idle[0].factor, 1.0);
     }
 
@@ -114,11 +110,7 @@ mod tests {
     fn configured_shares_weigh_usage() {
         let configured: BTreeMap<String, u32> =
             [("ann".to_string(), 3), ("cy".to_string(), 0)].into();
-        let s = shares(
-            &usage(&[("ann", 300), ("bo", 100), ("cy", 1)]),
-            &configured,
-            1,
-        );
+        let s = shares(&usage(&[("ann", 300), ("bo", 100), ("cy", 1)]), &configured);
         let by = |u: &str| s.iter().find(|x| x.user == u).unwrap();
         // ann has 3 of 4 shares and used three quarters: her share exactly, like bo.
         assert_eq!(by("ann").norm_shares, 0.75);

@@ -97,7 +97,7 @@ impl PriorityContext {
                 .map(|p| p.priority_factor)
                 .max()
                 .unwrap_or(0),
-            fairshare: crate::fairshare::shares(&cluster.usage, &cluster.shares, 1)
+            fairshare: crate::fairshare::shares(&cluster.usage, &cluster.shares)
                 .into_iter()
                 .map(|s| (s.user, s.factor))
                 .collect(),
