@@ -175,6 +175,8 @@ enum Internal {
     Hold,
     /// Fork the runners of a node agent's jobs on request (its stdin is the agent's socket)
     Launcher,
+    /// One node's end of sbcast: write stdin to a file, whole or not at all
+    ReceiveFile(compat::sbcast::ReceiveArgs),
 }
 
 /// berth's entry point, called by the C runtime: Rust's own start-up code is skipped, as it
@@ -218,6 +220,7 @@ fn run() -> i32 {
         Command::Internal(Internal::Step) => berth_agent::step::run().map_err(Into::into),
         Command::Internal(Internal::Hold) => Ok(berth_agent::step::hold()),
         Command::Internal(Internal::Launcher) => Ok(berth_agent::launcher::serve()),
+        Command::Internal(Internal::ReceiveFile(args)) => compat::sbcast::receive(args),
         Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch, None)
             .map(|_| 0)
             .map_err(Into::into),

@@ -32,14 +32,17 @@ pub struct StepArgs {
     #[arg(short = 'D', long, value_name = "DIR")]
     chdir: Option<std::path::PathBuf>,
     /// The tasks' standard output into FILE: the job's patterns (%j, %A, %a, %x, %u) make
-    /// one file for all; a task's (%t rank, %n node index, %s step, %N node) one per task
-    #[arg(short = 'o', long, value_name = "FILE")]
+    /// one file for all; a task's (%t rank, %n node index, %s step, %N node) one per task;
+    /// none: nowhere
+    #[arg(short = 'o', long, value_name = "FILE|none")]
     output: Option<String>,
-    /// The tasks' standard error into FILE (the same patterns) [default: with the output]
-    #[arg(short = 'e', long, value_name = "FILE")]
+    /// The tasks' standard error into FILE (the same patterns; none: nowhere) [default: with
+    /// the output]
+    #[arg(short = 'e', long, value_name = "FILE|none")]
     error: Option<String>,
-    /// The tasks' standard input from FILE (the same patterns)
-    #[arg(short = 'i', long, value_name = "FILE")]
+    /// The tasks' standard input: all (the default: each task gets all of this command's
+    /// input), none, N (task N alone reads it), or FILE (the same patterns)
+    #[arg(short = 'i', long, value_name = "all|none|N|FILE")]
     input: Option<String>,
     /// Whether --output and --error files are appended to or truncated (the default)
     #[arg(long, value_name = "append|truncate")]
@@ -351,7 +354,7 @@ fn job_id(args: &StepArgs) -> Result<Option<u64>> {
 }
 
 /// The job the caller runs in, from its environment.
-fn job_id_from_env() -> Result<Option<u64>> {
+pub(crate) fn job_id_from_env() -> Result<Option<u64>> {
     for var in ["BERTH_JOB_ID", "SLURM_JOB_ID"] {
         if let Some(v) = std::env::var_os(var) {
             let v = v.to_string_lossy();
@@ -430,6 +433,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
     let mut args = args;
     tasks_per_node(&mut args)?;
     let task_files = redirect(&args)?;
+    let input_task = args.input.as_deref().and_then(|i| i.parse().ok());
     if args.pty && args.ntasks.is_none() {
         // One interactive task unless asked otherwise (srun --pty gives task 0 the terminal).
         args.ntasks = Some(1);
@@ -522,6 +526,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         pmi,
         pmi_fd,
         task_files,
+        input_task,
         gpus_per_task: args.gpus_per_task,
         multi_prog,
     };
@@ -599,8 +604,14 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
             }
             continue;
         }
+        if pattern.parse::<u32>().is_ok() {
+            bail!("--output={pattern}, --error={pattern}: berth passes on every task's output, not one task's: label it with -l, or give each task a file of its own (-o out-%t.txt)");
+        }
         if opened.as_ref().is_none_or(|(p, _)| *p != pattern) {
-            let path = berth_core::job::expand_pattern(pattern, &ctx);
+            let path = match pattern.as_str() {
+                "none" => "/dev/null".to_string(),
+                pattern => berth_core::job::expand_pattern(pattern, &ctx),
+            };
             // O_APPEND even when truncated: the tasks share it, and each adds to it whole
             // (a shared offset is not updated atomically by sendfile(2), which cat uses).
             let file = std::fs::OpenOptions::new()
@@ -615,11 +626,19 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
         // SAFETY: dup2(2) of a file this process opened onto its own stdout or stderr.
         unsafe { libc::dup2(file.as_raw_fd(), fd) };
     }
-    if let Some(p) = &args.input {
-        if berth_core::job::is_per_task(p) {
+    // srun's modes first: every task gets this command's input (all, the default), none
+    // does, or task N alone (the request's `input_task`).
+    match args.input.as_deref() {
+        None | Some("all") => {}
+        Some(n) if n.parse::<u32>().is_ok() => {}
+        Some(p) if berth_core::job::is_per_task(p) => {
             per_task.input = Some(berth_core::job::expand_job_part(p, &ctx));
-        } else {
-            let path = berth_core::job::expand_pattern(p, &ctx);
+        }
+        Some(p) => {
+            let path = match p {
+                "none" => "/dev/null".to_string(),
+                p => berth_core::job::expand_pattern(p, &ctx),
+            };
             let file = std::fs::File::open(&path)
                 .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
             // SAFETY: as above, onto its own stdin.

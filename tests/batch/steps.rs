@@ -1190,8 +1190,9 @@ echo "step ended: $?""#,
 }
 
 /// srun's options as job scripts use them: --ntasks-per-node, --export, -D, -o/-e/-i (one
-/// file for the step, or files of each task: %t, %n, %N), and the ones berth accepts for
-/// what it does anyway (-u, --exact, --overlap, --cpu-bind=verbose,...).
+/// file for the step, or files of each task: %t, %n, %N; -i all, none or a task's rank),
+/// and the ones berth accepts for what it does anyway (-u, --exact, --overlap,
+/// --cpu-bind=verbose,...); and sbcast.
 #[test]
 fn srun_options_scripts_use() {
     let Some(c) = Cluster::start() else { return };
@@ -1208,7 +1209,17 @@ berth step -n 1 -o both.out sh -c 'echo o; echo e >&2'
 berth step -n 2 -o task-%t.out -e err-%N-%2t.txt sh -c 'echo out $SLURM_PROCID; echo err $SLURM_PROCID >&2'
 echo in0 > in-0.txt; echo in1 > in-1.txt
 berth step -n 2 -i in-%t.txt -o echoed-%n.out cat
-berth step -n 1 -l -o x-%t.out true || echo label-refused"#;
+berth step -n 1 -l -o x-%t.out true || echo label-refused
+printf 'a\nb\n' | berth step -l sh -c 'echo "all $(wc -l)"'
+printf 'a\nb\n' | berth step -i 1 -l sh -c 'echo "one $(wc -l)"'
+printf 'a\nb\n' | berth step -i none -l sh -c 'echo "none $(wc -l)"'
+berth step -i 2 true || echo bad-input
+berth step -o none sh -c 'echo hidden-output'
+berth step -o 1 true || echo numbered-refused
+echo payload > src.txt; chmod 640 src.txt
+sbcast src.txt /tmp/copy.txt && berth step -l sh -c 'echo "copy $(cat /tmp/copy.txt) $(stat -c %a /tmp/copy.txt)"'
+sbcast src.txt /tmp/copy.txt || echo sbcast-refused
+ls -A /tmp | grep -c sbcast || true"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
@@ -1262,6 +1273,36 @@ berth step -n 1 -l -o x-%t.out true || echo label-refused"#;
     );
     let file = c.f.cwd(Mode::Rootless).join(format!("step-{id}.out"));
     assert_eq!(std::fs::read_to_string(file).unwrap(), "into the file\n");
+    // The step's input: every task's whole (srun's default), task N's alone, or none's.
+    for line in [
+        "0: all 2",
+        "1: all 2",
+        "0: one 0",
+        "1: one 2",
+        "0: none 0",
+        "1: none 0",
+    ] {
+        assert!(out.contains(&format!("{line}\n")), "{line}: {out}");
+    }
+    assert!(
+        out.contains("--input=2: the step's tasks are 0 to 1") && out.contains("bad-input\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hidden-output") && out.contains("numbered-refused\n"),
+        "-o none, -o N: {out}"
+    );
+    // sbcast: the file in the job's container, with its mode; not over one there already
+    // without -f, and nothing of the refused copy left beside it.
+    assert!(
+        out.contains("0: copy payload 640\n") && out.contains("1: copy payload 640\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/tmp/copy.txt exists already (sbcast -f replaces it)")
+            && out.ends_with("sbcast-refused\n0\n"),
+        "{out}"
+    );
 }
 
 /// Slurm's own commands inside a job, as existing scripts call them: srun, sbatch (--wrap

@@ -29,6 +29,11 @@ echo piped | berth rsh "$third" cat
 berth rsh "$third" 'head -c 1048576 /dev/zero' | wc -c | tr -d ' '
 berth-rsh -x "$third" exit 5
 echo "rsh code=$?"
+echo "input:"
+printf 'x\ny\nz\n' | berth step -l -N 3 -n 3 sh -c 'echo "$(hostname) $(wc -l)"' | sort
+printf 'x\n' | berth step -l -N 3 -n 3 -i 2 sh -c 'wc -l' | sort
+head -c 3000000 /dev/urandom > big.bin
+sbcast big.bin /tmp/big.bin && berth step -l -N 3 -n 3 sh -c 'cmp /tmp/big.bin big.bin && echo same' | sort
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
 berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; exit 0'
@@ -62,6 +67,14 @@ berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/nul
         "{out}"
     );
     assert!(out.contains("\nrsh code=5\n"), "{out}");
+    // The step's input reaches every node's task (or task 2's alone, on the third node);
+    // sbcast's file every node's container.
+    assert!(
+        out.contains(&format!(
+            "input:\n0: {a} 3\n1: {b} 3\n2: {c3} 3\n0: 0\n1: 0\n2: 1\n0: same\n1: same\n2: same\n"
+        )),
+        "{out}"
+    );
     assert!(
         out.ends_with("/.berth/bin/berth-rsh /.berth/bin/berth-rsh\n"),
         "{out}"

@@ -193,12 +193,12 @@ fn stop(pid: u32, alive: impl Fn() -> bool) {
     }
 }
 
-/// How often a node looks for the mounts of images removed from the store and for the
-/// cgroups of runners that died without removing theirs.
 /// The file in a job's directory with its new time limit (seconds from its start), when
 /// one was set while it ran.
 pub const TIME_LIMIT_FILE: &str = "time_limit";
 
+/// How often a node looks for the mounts of images removed from the store and for the
+/// cgroups of runners that died without removing theirs.
 const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a runner told to stop has before it is killed.

@@ -548,6 +548,10 @@ pub struct StepRequest {
     /// Files of each task (`srun -o out-%t`), opened on its node as the user.
     #[serde(default)]
     pub task_files: Option<TaskFiles>,
+    /// Only the task of this rank reads the client's input (`srun --input=N`, the others
+    /// read none); `None`: every task gets all of it (srun's default, `--input=all`).
+    #[serde(default)]
+    pub input_task: Option<u32>,
     /// GPUs of its own for each task (`srun --gpus-per-task`), out of the job's on its node
     /// (CUDA_VISIBLE_DEVICES).
     #[serde(default)]
@@ -592,6 +596,7 @@ impl StepRequest {
             pmi: false,
             pmi_fd: false,
             task_files: None,
+            input_task: None,
             gpus_per_task: None,
             multi_prog: None,
         }

@@ -15,6 +15,7 @@
 
 mod lsf;
 mod pbs;
+pub(crate) mod sbcast;
 mod slurm;
 
 use anyhow::{bail, Context, Result};
@@ -150,6 +151,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "seff" => slurm::seff(rest),
         "sprio" => slurm::sprio(rest),
         "sshare" => slurm::sshare(rest),
+        "sbcast" => sbcast::sbcast(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS

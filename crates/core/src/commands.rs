@@ -15,6 +15,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("seff", "how much of its CPUs' time and memory a job used"),
     ("sprio", "pending jobs' priorities, factor by factor (-j -u -p -h)"),
     ("sshare", "users' shares, usage and fair-share factors (-u -n -P -o)"),
+    ("sbcast", "copy a file to every node of a job, into its container there (-f -p -j)"),
     ("bsub", "submit a command, a script on standard input, or an interactive job (-I, -Is)"),
     ("bjobs", "jobs, LSF's columns and states (-a -d -p -r -s -u -q -J -w -noheader -o -l)"),
     ("bhist", "time jobs spent in each state (-l: their history; -a -d -p -r -s -u -q -J)"),

@@ -75,6 +75,10 @@ pub struct StepLaunch {
     /// Files of each task, named by patterns (`srun -o out-%t`).
     #[serde(default)]
     pub task_files: Option<berth_api::TaskFiles>,
+    /// Only the task of this rank reads the client's input; `None`: every task gets all of
+    /// it (this process's stdin copied to each).
+    #[serde(default)]
+    pub input_task: Option<u32>,
     /// GPUs of its own for each task, out of the job's on this node.
     #[serde(default)]
     pub gpus_per_task: Option<u32>,
@@ -549,6 +553,94 @@ pub(crate) fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), StepError> 
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// How far a reader of [`tee`] may fall behind the others before the input waits for it.
+const TEE_BEHIND: usize = 1 << 20;
+
+/// Copies what `from` gives to each of `to` (the tasks' stdin pipes, or the pipes to a
+/// step's parts on its nodes), in a thread of its own: srun's input to every task. A reader
+/// whose end is closed (its task ended, or never reads) is dropped; one that reads slowly
+/// holds the input back once it is [`TEE_BEHIND`] bytes behind, as tee(1) would at once. When
+/// `from` ends, each of `to` is closed once it has all of it; the thread ends when none is
+/// left.
+pub(crate) fn tee(from: OwnedFd, to: Vec<OwnedFd>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut sinks: Vec<(OwnedFd, Vec<u8>)> = to
+            .into_iter()
+            .filter(|fd| {
+                // SAFETY: fcntl(2) on a descriptor we own: the writes must not block the
+                // thread on one reader while the others wait.
+                unsafe {
+                    let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                    flags >= 0
+                        && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+                }
+            })
+            .map(|fd| (fd, Vec::new()))
+            .collect();
+        let mut input = Some(std::fs::File::from(from));
+        let mut buf = vec![0u8; 64 * 1024];
+        // Writes what `pending` holds to `fd` as far as it takes it now; false once the
+        // reader is gone.
+        let flush = |fd: &OwnedFd, pending: &mut Vec<u8>| -> bool {
+            while !pending.is_empty() {
+                // SAFETY: write(2) from a buffer we own to a descriptor we own.
+                let n =
+                    unsafe { libc::write(fd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
+                if n < 0 {
+                    return std::io::Error::last_os_error().kind()
+                        == std::io::ErrorKind::WouldBlock;
+                }
+                pending.drain(..n as usize);
+            }
+            true
+        };
+        loop {
+            if input.is_none() {
+                sinks.retain(|(_, pending)| !pending.is_empty());
+            }
+            if sinks.is_empty() {
+                return;
+            }
+            let reading = input
+                .as_ref()
+                .filter(|_| sinks.iter().all(|(_, p)| p.len() < TEE_BEHIND));
+            let mut polled: Vec<libc::pollfd> = sinks
+                .iter()
+                .map(|(fd, pending)| libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    // (Always told of a reader gone: POLLERR.)
+                    events: if pending.is_empty() { 0 } else { libc::POLLOUT },
+                    revents: 0,
+                })
+                .chain(reading.map(|f| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }))
+                .collect();
+            // SAFETY: poll(2) on descriptors we own, the array's length given.
+            if unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) } < 0 {
+                continue;
+            }
+            let mut gone = polled.iter().map(|p| p.revents & libc::POLLERR != 0);
+            sinks.retain_mut(|(fd, pending)| !gone.next().unwrap_or(false) && flush(fd, pending));
+            let input_ready = reading.is_some() && polled.last().is_some_and(|p| p.revents != 0);
+            if input_ready {
+                match input.as_mut().map(|f| std::io::Read::read(f, &mut buf)) {
+                    Some(Ok(n)) if n > 0 => {
+                        sinks.retain_mut(|(fd, pending)| {
+                            pending.extend_from_slice(&buf[..n]);
+                            flush(fd, pending)
+                        });
+                    }
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    _ => input = None,
+                }
+            }
+        }
+    })
+}
+
 /// `berth internal step`: starts the tasks in the job's container, waits for all of them,
 /// and returns the worst exit status. Must run as root, single-threaded, in the process group
 /// the agent made for it.
@@ -777,6 +869,21 @@ fn run_tasks(
     let mut labelled: Vec<Labelled> = Vec::new();
     let mut files = OpenTaskFiles::default();
     let first = launch.first_rank();
+    // The client's input (this process's stdin): a copy for each task (srun's default; a
+    // pipe each, filled once they all run), or task N's alone (`--input=N`: the others read
+    // /dev/null). Files of each task (`--input=in-%t`) come before either.
+    let own_files = launch
+        .task_files
+        .as_ref()
+        .is_some_and(|f| f.input.is_some());
+    let copies = !own_files && launch.input_task.is_none() && launch.tasks.len() > 1;
+    let null = match launch.input_task {
+        Some(_) if !own_files => Some(
+            std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null for the tasks"))?,
+        ),
+        _ => None,
+    };
+    let (mut readers, mut feeds) = (Vec::new(), Vec::new());
     // --multi-prog: each task's own program (the controller checked every rank has one).
     let programs = match &launch.multi_prog {
         Some(text) => Some(
@@ -811,7 +918,18 @@ fn run_tasks(
         } else {
             None
         };
-        let [stdin, stdout, stderr] = files.of_task(launch, id, rank)?;
+        let [mut stdin, stdout, stderr] = files.of_task(launch, id, rank)?;
+        if copies {
+            let (read, write) = pipe(0)?;
+            stdin = Some(read.as_raw_fd());
+            readers.push(read);
+            feeds.push(write);
+        } else if let Some(null) = null
+            .as_ref()
+            .filter(|_| launch.input_task != Some(rank as u32))
+        {
+            stdin = Some(null.as_raw_fd());
+        }
         let task = berth_runtime::enter::Task {
             argv: &argv,
             env: &env,
@@ -852,6 +970,16 @@ fn run_tasks(
             status: None,
             killed: false,
         });
+    }
+    // (The tasks have theirs; this thread is started only now, as the tasks had to be
+    // started by a single-threaded process.)
+    drop(readers);
+    if copies {
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io_err("taking the step's input"))?;
+        tee(input, feeds);
     }
     match terminal {
         Some(t) => {
@@ -1043,6 +1171,43 @@ pub fn hold() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tee_gives_each_reader_all_of_the_input_and_drops_one_gone() {
+        use std::io::{Read, Write};
+        let (input, writer) = pipe(0).unwrap();
+        let ends: Vec<(OwnedFd, OwnedFd)> = (0..3).map(|_| pipe(0).unwrap()).collect();
+        let (readers, feeds): (Vec<OwnedFd>, Vec<OwnedFd>) = ends.into_iter().unzip();
+        let mut readers = readers.into_iter();
+        // The first reader is gone before anything comes: the others still get it all.
+        drop(readers.next());
+        let copying = tee(input, feeds);
+        // More than a pipe holds and more than a reader may fall behind, read by two
+        // readers at once while it is written.
+        let data: Vec<u8> = (0..3 * TEE_BEHIND as u32).map(|i| (i % 251) as u8).collect();
+        let reading: Vec<_> = readers
+            .map(|r| {
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    std::fs::File::from(r).read_to_end(&mut got).unwrap();
+                    got
+                })
+            })
+            .collect();
+        let mut w = std::fs::File::from(writer.try_clone().unwrap());
+        w.write_all(&data).unwrap();
+        drop((w, writer));
+        for r in reading {
+            assert!(r.join().unwrap() == data, "a reader got other bytes");
+        }
+        copying.join().unwrap();
+        // And with its readers gone, the input left unread, the copy ends too.
+        let (input, _writer) = pipe(0).unwrap();
+        let (reader, feed) = pipe(0).unwrap();
+        let copying = tee(input, vec![feed]);
+        drop(reader);
+        copying.join().unwrap();
+    }
 
     #[test]
     fn each_task_takes_its_own_gpus_in_order() {

@@ -325,7 +325,8 @@ const QUEUED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Starts the step in `job`: its tasks on this node (`berth internal step`, with the
 /// client's descriptors as its stdio) and its parts on other nodes (through their agents,
 /// their output relayed to the client's descriptors), and waits for all of them, passing the
-/// client's signals on. The client's input goes to the part with task 0. Returns the worst
+/// client's signals on. The client's input goes to every part, or the one with the task
+/// that reads it (see [`distribute`]). Returns the worst
 /// exit status of the tasks, or why the step could not start.
 #[allow(clippy::too_many_arguments)]
 async fn run_step<A: StepAuthority>(
@@ -344,6 +345,13 @@ async fn run_step<A: StepAuthority>(
         .iter()
         .map(|p| (p.node.clone(), p.tasks.len() as u32))
         .collect();
+    let mut inputs = match distribute(stdin, &layout, request.input_task) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            authority.end(job, grant.step, 125, None).await;
+            return Err(e);
+        }
+    };
     // The tasks' PMI-1 process manager, here; the other nodes' tasks reach it by this
     // node's name.
     let mut pmi = match request.pmi && !request.pty {
@@ -392,6 +400,7 @@ async fn run_step<A: StepAuthority>(
             pty: request.pty,
             client_pid,
             task_files: request.task_files.clone(),
+            input_task: request.input_task,
             gpus_per_task: request.gpus_per_task,
             multi_prog: request.multi_prog.clone(),
             image: grant.image.clone(),
@@ -425,10 +434,10 @@ async fn run_step<A: StepAuthority>(
     }
     let here = grant.parts.iter().position(|p| p.url.is_none());
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| e.to_string());
-    let (mut stdin, mut signallers) = (Some(stdin), Vec::new());
+    let mut signallers = Vec::new();
     let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<PartEnd>();
     for (i, part) in remote {
-        let input = if i == 0 { stdin.take() } else { None };
+        let input = inputs[i].take();
         let (out, err) = (dup(&stdout)?, dup(&stderr)?);
         signallers.push(part.signaller()?);
         let done = done.clone();
@@ -437,7 +446,7 @@ async fn run_step<A: StepAuthority>(
         });
     }
     let mut local = match here {
-        Some(i) => match start_here(launcher, &launch(i), stdin.take(), stdout, stderr).await {
+        Some(i) => match start_here(launcher, &launch(i), inputs[i].take(), stdout, stderr).await {
             Ok(part) => Some(part),
             Err(e) => {
                 for s in &mut signallers {
@@ -521,6 +530,50 @@ async fn run_step<A: StepAuthority>(
     }
     authority.end(job, grant.step, worst, usage).await;
     Ok(worst)
+}
+
+/// The client's input for each part of a step laid out as `layout` (node, tasks): all of it
+/// for each part (copied, see [`super::tee`]), or, with `--input=N`, for the part with task
+/// N alone; `None`: no input.
+fn distribute(
+    stdin: OwnedFd,
+    layout: &[(String, u32)],
+    input_task: Option<u32>,
+) -> Result<Vec<Option<OwnedFd>>, String> {
+    let ntasks: u32 = layout.iter().map(|(_, t)| t).sum();
+    let mut first = 0;
+    let reads: Vec<bool> = layout
+        .iter()
+        .map(|(_, tasks)| {
+            let ranks = first..first + tasks;
+            first += tasks;
+            input_task.is_none_or(|n| ranks.contains(&n))
+        })
+        .collect();
+    match input_task {
+        Some(n) if n >= ntasks => {
+            return Err(format!(
+                "--input={n}: the step's tasks are 0 to {}",
+                ntasks.saturating_sub(1)
+            ))
+        }
+        _ => {}
+    }
+    let mut inputs: Vec<Option<OwnedFd>> = layout.iter().map(|_| None).collect();
+    let readers: Vec<usize> = (0..layout.len()).filter(|&i| reads[i]).collect();
+    match readers.as_slice() {
+        [one] => inputs[*one] = Some(stdin),
+        many => {
+            let mut feeds = Vec::new();
+            for &i in many {
+                let (read, write) = super::pipe(0).map_err(|e| e.to_string())?;
+                inputs[i] = Some(read);
+                feeds.push(write);
+            }
+            super::tee(stdin, feeds);
+        }
+    }
+    Ok(inputs)
 }
 
 /// Starts this node's part of the step with `stdin` (none: /dev/null) and the client's
