@@ -521,7 +521,10 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         label: args.label,
         kill_on_bad_exit,
         cpu_bind,
-        overcommit: args.overcommit || args.overlap,
+        // In a job submitted with -O, its steps overcommit too (as srun reads it there).
+        overcommit: args.overcommit
+            || args.overlap
+            || std::env::var_os("SLURM_OVERCOMMIT").is_some_and(|v| v == "1"),
         pty: args.pty,
         pmi,
         pmi_fd,

@@ -1305,6 +1305,44 @@ ls -A /tmp | grep -c sbcast || true"#;
     );
 }
 
+/// sbatch -O: more tasks than the machine has CPUs, the job holding one task's CPUs, and
+/// its steps overcommitted as it is.
+#[test]
+fn an_overcommitted_job_runs_more_tasks_than_it_has_cpus() {
+    let Some(c) = Cluster::start() else { return };
+    let tasks = std::thread::available_parallelism().unwrap().get() * 3;
+    let body = "echo \"cpus=$SLURM_CPUS_ON_NODE tasks=$SLURM_NTASKS over=$SLURM_OVERCOMMIT\"\n\
+                berth step sh -c 'echo task $SLURM_PROCID'";
+    let options = format!("-n {tasks} -O");
+    let id = c.submit(Mode::Rootless, "over.sh", &script(&options, body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    assert!(
+        out.starts_with(&format!("cpus=1 tasks={tasks} over=1\n")),
+        "{out}"
+    );
+    assert_eq!(lines_with(&out, "task ").len(), tasks, "{out}");
+    // Without -O, the same job can never run here.
+    let refused = c.berth(
+        Mode::Rootless,
+        &[
+            "submit",
+            "-n",
+            &tasks.to_string(),
+            "--image",
+            "busybox",
+            "--wrap",
+            "true",
+        ],
+    );
+    assert!(
+        refused.code != 0 && refused.stderr.contains("can never run"),
+        "{}",
+        refused.stderr
+    );
+}
+
 /// Slurm's own commands inside a job, as existing scripts call them: srun, sbatch (--wrap
 /// too), squeue, sacct, scancel, sinfo and what scripts ask of scontrol.
 #[test]

@@ -100,6 +100,9 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("SLURM_NODEID", index.to_string());
     set("SLURMD_NODENAME", node.to_string());
     set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
+    if job.request.overcommit {
+        set("SLURM_OVERCOMMIT", "1".to_string());
+    }
     // Slurm's form (n[1-3]) for what reads it as Slurm writes it; berth's own, comma-separated.
     let hostlist = berth_core::job::hostlist(&nodes);
     set("SLURM_JOB_NODELIST", hostlist.clone());

@@ -688,7 +688,7 @@ impl Controller {
         let gpus_per_node = r.gpus_on_node(per_node_tasks, r.nodes.min);
         let memory_per_node = match r.memory {
             Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
-            Some(Memory::PerCpu(b)) => b * u64::from(per_node_tasks * r.cpus_per_task),
+            Some(Memory::PerCpu(b)) => b * r.cpus_on_node(per_node_tasks),
             Some(Memory::PerGpu(b)) => b * u64::from(gpus_per_node),
             None => 0,
         };
@@ -703,6 +703,8 @@ impl Controller {
             gpus_per_node,
             time_limit: r.time_limit,
             exclusive: r.exclusive,
+            overcommit: r.overcommit,
+            min_cpus: r.min_cpus.unwrap_or(0),
             choice: Some(Box::new(sched::NodeChoice {
                 features: r.constraint.clone(),
                 required: r.nodelist.clone(),

@@ -42,7 +42,7 @@ impl Shape {
         let (most, _) = req.layout(req.nodes_min);
         Ok(Self {
             need: Res {
-                cpus: u64::from(most) * u64::from(req.cpus_per_task),
+                cpus: req.cpus_for(most),
                 mem: req.memory_per_node,
                 gpus: u64::from(req.gpus_per_node),
             },

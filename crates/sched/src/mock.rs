@@ -285,6 +285,12 @@ impl JobView {
         self
     }
 
+    /// `-O`: one task's CPUs on each node.
+    pub fn overcommit(mut self) -> Self {
+        self.request.overcommit = true;
+        self
+    }
+
     /// `-p`.
     pub fn partition(mut self, p: &str) -> Self {
         self.request.partition = p.to_owned();

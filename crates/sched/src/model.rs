@@ -275,6 +275,12 @@ pub struct JobRequest {
     pub time_limit: Option<u64>,
     /// `--exclusive`: whole nodes, shared with no other job.
     pub exclusive: bool,
+    /// `-O`: one task's CPUs on each node, whatever its tasks there.
+    #[serde(default)]
+    pub overcommit: bool,
+    /// `--mincpus`: at least this many CPUs on each node (0: none asked for).
+    #[serde(default)]
+    pub min_cpus: u32,
     /// `--constraint`, `--nodelist`, `--exclude`; boxed, so that the jobs without one (most)
     /// stay small: a pass walks them all.
     #[serde(default)]
@@ -294,6 +300,8 @@ impl Default for JobRequest {
             gpus_per_node: 0,
             time_limit: None,
             exclusive: false,
+            overcommit: false,
+            min_cpus: 0,
             choice: None,
         }
     }
@@ -326,12 +334,17 @@ impl JobRequest {
     /// CPUs the job holds on its fewest nodes (for the job-size priority factor).
     pub fn total_cpus(&self) -> u64 {
         let k = self.nodes_min.max(1);
-        let tasks = match (self.tasks_per_node, self.tasks) {
-            (Some(t), _) => u64::from(t) * u64::from(k),
-            (None, Some(n)) => u64::from(n),
-            (None, None) => u64::from(k),
+        (0..k).map(|i| self.cpus_for(self.tasks_on(k, i))).sum()
+    }
+
+    /// CPUs a node running `tasks` of the job's tasks gives it: one task's overcommitted,
+    /// and at least `min_cpus`.
+    pub fn cpus_for(&self, tasks: u32) -> u64 {
+        let tasks = match self.overcommit {
+            true => 1,
+            false => tasks,
         };
-        tasks * u64::from(self.cpus_per_task)
+        (u64::from(tasks) * u64::from(self.cpus_per_task)).max(u64::from(self.min_cpus))
     }
 }
 

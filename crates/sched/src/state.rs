@@ -352,7 +352,7 @@ impl<'a> State<'a> {
                 node.total
             } else {
                 Res {
-                    cpus: u64::from(tasks) * u64::from(req.cpus_per_task),
+                    cpus: req.cpus_for(tasks),
                     mem: req.memory_per_node,
                     gpus: u64::from(req.gpus_per_node),
                 }

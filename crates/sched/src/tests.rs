@@ -274,6 +274,26 @@ fn node_ranges_take_as_many_nodes_as_are_free() {
 }
 
 #[test]
+fn an_overcommitted_job_holds_one_tasks_cpus_on_each_node() {
+    let c = cluster(vec![node("a", 2, GIB), node("b", 2, GIB)]);
+    // Eight tasks on two CPUs: refused as they are, started overcommitted (a CPU on each
+    // of two nodes, four tasks each), beside a job that takes the other CPU of each.
+    let p = run(
+        &c,
+        &[
+            job(1).tasks(8).nodes_range(2, 2),
+            job(2).tasks(8).nodes_range(2, 2).overcommit(),
+            job(3).tasks(2).nodes_range(2, 2),
+        ],
+    );
+    assert!(p.get(1).and_then(|d| d.start()).is_none());
+    let s = p.get(2).and_then(|d| d.start()).expect("started");
+    let held: Vec<(u32, u32)> = s.nodes.iter().map(|n| (n.cpus, n.tasks)).collect();
+    assert_eq!(held, [(1, 4), (1, 4)]);
+    assert_eq!(nodes_of(&p, 3), ["a", "b"]);
+}
+
+#[test]
 fn exclusive_jobs_take_whole_idle_nodes() {
     let c = cluster(vec![
         node("a", 8, 8 * GIB).running(9, 1, 0, 5000),

@@ -1184,7 +1184,9 @@ mod tests {
         let copying = tee(input, feeds);
         // More than a pipe holds and more than a reader may fall behind, read by two
         // readers at once while it is written.
-        let data: Vec<u8> = (0..3 * TEE_BEHIND as u32).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * TEE_BEHIND as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let reading: Vec<_> = readers
             .map(|r| {
                 std::thread::spawn(move || {

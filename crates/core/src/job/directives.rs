@@ -105,6 +105,9 @@ const SLURM: &[Spec] = &[
     Spec("nice", None, Optional),
     Spec("account", Some('A'), Required),
     Spec("exclusive", None, Optional),
+    Spec("overcommit", Some('O'), No),
+    Spec("mincpus", None, Required),
+    Spec("ignore-pbs", None, No),
     Spec("requeue", None, No),
     Spec("no-requeue", None, No),
     Spec("mail-type", None, Required),
@@ -122,6 +125,7 @@ const SLURM: &[Spec] = &[
     Spec("distribution", Some('m'), Required),
     Spec("threads-per-core", None, Required),
     Spec("ntasks-per-core", None, Required),
+    Spec("ntasks-per-socket", None, Required),
     Spec("cores-per-socket", None, Required),
     Spec("sockets-per-node", None, Required),
     Spec("mem-bind", None, Required),
@@ -142,9 +146,17 @@ const SLURM: &[Spec] = &[
     Spec("oversubscribe", Some('s'), No),
     Spec("quiet", Some('Q'), No),
     Spec("kill-on-invalid-dep", None, Required),
-    // Refused with the reason: berth cannot honour them.
+    Spec("tmp", None, Required),
+    Spec("clusters", Some('M'), Required),
+    Spec("prefer", None, Required),
     Spec("reservation", None, Required),
+    // Refused with the reason: berth cannot honour them.
     Spec("licenses", Some('L'), Required),
+    Spec("x11", None, Optional),
+    Spec("cpus-per-gpu", None, Required),
+    Spec("ntasks-per-gpu", None, Required),
+    Spec("gpus-per-socket", None, Required),
+    Spec("priority", None, Required),
     // enroot+pyxis's (a SPANK plugin's options of sbatch, srun and salloc): the job's image,
     // binds and working directory in it, as pyxis users write them.
     Spec("container-image", None, Required),
@@ -460,6 +472,7 @@ const SBATCH_ENV: &[(&str, &str, bool)] = &[
     ("SBATCH_NO_KILL", "no-kill", false),
     ("SBATCH_NO_REQUEUE", "no-requeue", false),
     ("SBATCH_OPEN_MODE", "open-mode", true),
+    ("SBATCH_OVERCOMMIT", "overcommit", false),
     ("SBATCH_PARTITION", "partition", true),
     ("SBATCH_PROFILE", "profile", true),
     ("SBATCH_QOS", "qos", true),
@@ -507,8 +520,25 @@ pub fn parse_env<K: AsRef<str>, V: AsRef<str>>(env: &[(K, V)]) -> Result<JobOpti
     Ok(opts)
 }
 
+/// Whether the script's `#SBATCH` lines say `--ignore-pbs`: sbatch then reads none of its
+/// `#PBS` and `#BSUB` lines (a script written for several batch systems).
+fn ignores_other_directives(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix(Family::Slurm.prefix())
+            .and_then(|rest| split_words(rest).ok())
+            .is_some_and(|words| words.iter().any(|w| w == "--ignore-pbs"))
+    })
+}
+
 /// Reads a batch script's directives and `APPLICATION=` line.
 pub fn parse_script(text: &str) -> Result<ParsedScript, JobError> {
+    parse_script_with(text, false)
+}
+
+/// As [`parse_script`]; with `only_slurm` (sbatch `--ignore-pbs` on the command line, or in
+/// the script's `#SBATCH` lines), without its `#PBS` and `#BSUB` lines.
+pub fn parse_script_with(text: &str, only_slurm: bool) -> Result<ParsedScript, JobError> {
+    let only_slurm = only_slurm || ignores_other_directives(text);
     let mut parsed = ParsedScript::default();
     let mut in_header = true;
     let mut application: Option<(String, usize)> = None;
@@ -546,6 +576,14 @@ pub fn parse_script(text: &str) -> Result<ParsedScript, JobError> {
         let Some((family, rest)) = directive else {
             continue;
         };
+        if only_slurm && matches!(family, Family::Pbs | Family::Lsf) {
+            parsed.options.ignored.push(IgnoredOption {
+                line: Some(line),
+                option: raw.trim().to_string(),
+                reason: "--ignore-pbs: #PBS and #BSUB lines are not read".into(),
+            });
+            continue;
+        }
         if !in_header {
             parsed.options.ignored.push(IgnoredOption {
                 line: Some(line),
@@ -762,6 +800,10 @@ fn apply_slurm(
                 ))
             }
         },
+        "overcommit" => opts.overcommit = Some(true),
+        "mincpus" => opts.min_cpus = Some(count("CPUs per node", v)?),
+        // Acted on as the script is read (see `ignores_other_directives`).
+        "ignore-pbs" => {}
         "requeue" => opts.requeue = Some(true),
         "no-requeue" => opts.requeue = Some(false),
         "mail-type" => {
@@ -792,8 +834,8 @@ fn apply_slurm(
         "signal" => slurm_signal(opts, v)?,
         "begin" => opts.begin = Some(parse_slurm_begin(v)?),
         "wait" => opts.wait = Some(true),
-        "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "cores-per-socket"
-        | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
+        "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "ntasks-per-socket"
+        | "cores-per-socket" | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
             opts,
             found,
             line,
@@ -851,7 +893,50 @@ fn apply_slurm(
         "nodelist" => opts.nodelist = Some(nodes(v)?),
         "exclude" => opts.exclude = Some(nodes(v)?),
         "reservation" => opts.reservation = Some(word("reservation", v)?),
+        "tmp" => {
+            size(v, "M")?;
+            ignore(
+                opts,
+                found,
+                line,
+                "berth reserves no scratch disk on the nodes: a job's /tmp in its container is its own, in memory (counted in its --mem)",
+            )
+        }
+        "clusters" => ignore(opts, found, line, "berth is one cluster: the job runs in this one"),
+        "prefer" => {
+            constraint(v)?;
+            ignore(
+                opts,
+                found,
+                line,
+                "a preference: berth places a job by what --constraint requires",
+            )
+        }
         "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
+        "x11" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "berth forwards no X11 display into jobs",
+            ))
+        }
+        "cpus-per-gpu" | "ntasks-per-gpu" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "berth sizes a job by its tasks: ask for CPUs per task (-c) and GPUs per task or node (--gpus-per-task, --gpus-per-node)",
+            ))
+        }
+        "gpus-per-socket" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "berth gives GPUs per job, node or task (--gpus, --gpus-per-node, --gpus-per-task)",
+            ))
+        }
+        "priority" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "a job's priority comes from the site's priority factors; --nice=N lowers yours",
+            ))
+        }
         "container-image" => {
             opts.image = Some(ImageRef {
                 name: pyxis_image(v)?,

@@ -31,8 +31,8 @@ pub use begin::{
 };
 pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
-    leading_options, parse_args, parse_args_as, parse_env, parse_script, pyxis_image, pyxis_mounts,
-    ContainerName, Family, NameMode, ParsedScript,
+    leading_options, parse_args, parse_args_as, parse_env, parse_script, parse_script_with,
+    pyxis_image, pyxis_mounts, ContainerName, Family, NameMode, ParsedScript,
 };
 pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;
@@ -307,6 +307,12 @@ pub struct JobOptions {
     pub mail: Option<MailEvents>,
     pub mail_to: Option<Vec<String>>,
     pub exclusive: Option<bool>,
+    /// sbatch `-O`: the job holds one task's CPUs on each node, whatever its task count.
+    pub overcommit: Option<bool>,
+    /// sbatch `--mincpus`: at least this many CPUs on each of its nodes.
+    pub min_cpus: Option<u32>,
+    /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
+    pub ignore_pbs: Option<bool>,
     pub requeue: Option<bool>,
     /// The warning signal (sbatch `--signal`, bsub `-wa`), its time before the limit in
     /// seconds (sbatch `--signal=...@TIME`, bsub `-wt`) and who gets it: apart, because bsub
@@ -374,6 +380,9 @@ impl JobOptions {
             mail: c.mail.or(d.mail),
             mail_to: c.mail_to.or(d.mail_to),
             exclusive: c.exclusive.or(d.exclusive),
+            overcommit: c.overcommit.or(d.overcommit),
+            min_cpus: c.min_cpus.or(d.min_cpus),
+            ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             requeue: c.requeue.or(d.requeue),
             signal: c.signal.or(d.signal),
             signal_before: c.signal_before.or(d.signal_before),
@@ -462,6 +471,13 @@ pub struct JobRequest {
     #[serde(default)]
     pub mail_to: Vec<String>,
     pub exclusive: bool,
+    /// Overcommitted (sbatch `-O`): one task's CPUs on each node, shared by all its tasks
+    /// there (the job's steps overcommit too).
+    #[serde(default)]
+    pub overcommit: bool,
+    /// At least this many CPUs on each node (sbatch `--mincpus`).
+    #[serde(default)]
+    pub min_cpus: Option<u32>,
     /// `None`: the site's default.
     pub requeue: Option<bool>,
     #[serde(default)]
@@ -502,7 +518,7 @@ impl JobRequest {
         cli: JobOptions,
         default_name: &str,
     ) -> Result<JobRequest, JobError> {
-        let parsed = parse_script(script)?;
+        let parsed = parse_script_with(script, cli.ignore_pbs == Some(true))?;
         JobRequest::from_options(JobOptions::merge(parsed.options, cli), default_name)
     }
 
@@ -514,7 +530,10 @@ impl JobRequest {
         cli: JobOptions,
         default_name: &str,
     ) -> Result<JobRequest, JobError> {
-        let mut o = JobOptions::merge(parse_script(script)?.options, cli);
+        let mut o = JobOptions::merge(
+            parse_script_with(script, cli.ignore_pbs == Some(true))?.options,
+            cli,
+        );
         let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
         let array = o.array.is_some();
         if o.output.is_none() {
@@ -691,6 +710,8 @@ impl JobRequest {
             mail: o.mail.unwrap_or_default(),
             mail_to: o.mail_to.unwrap_or_default(),
             exclusive: o.exclusive.unwrap_or(false),
+            overcommit: o.overcommit.unwrap_or(false),
+            min_cpus: o.min_cpus,
             requeue: o.requeue,
             signal,
             begin: o.begin,
@@ -718,9 +739,12 @@ impl JobRequest {
         Ok(())
     }
 
-    /// CPUs of the whole job (of one element, for an array).
+    /// CPUs of the whole job (of one element, for an array), on its fewest nodes.
     pub fn total_cpus(&self) -> u64 {
-        u64::from(self.ntasks) * u64::from(self.cpus_per_task)
+        match self.tasks_per_node(self.nodes.min) {
+            Some(layout) => layout.iter().map(|&t| self.cpus_on_node(t)).sum(),
+            None => u64::from(self.ntasks) * u64::from(self.cpus_per_task),
+        }
     }
 
     /// Number of array elements; 1 for a plain job.
@@ -742,9 +766,14 @@ impl JobRequest {
         fits.then_some(layout)
     }
 
-    /// CPUs a node running `tasks` of this job's tasks needs.
+    /// CPUs a node running `tasks` of this job's tasks needs: one task's when the job is
+    /// overcommitted (sbatch -O: its tasks share them), and at least `--mincpus`.
     pub fn cpus_on_node(&self, tasks: u32) -> u64 {
-        u64::from(tasks) * u64::from(self.cpus_per_task)
+        let tasks = match self.overcommit {
+            true => 1,
+            false => tasks,
+        };
+        (u64::from(tasks) * u64::from(self.cpus_per_task)).max(self.min_cpus.map_or(0, u64::from))
     }
 
     /// Bytes of memory a node running `tasks` of this job's tasks needs; a per-job size is
@@ -864,6 +893,15 @@ mod tests {
             ..r
         };
         assert_eq!(r.memory_on_node(3), Some(4));
+        // Overcommitted: one task's CPUs on a node, and per-CPU memory for those.
+        let r = JobRequest {
+            overcommit: true,
+            memory: Some(Memory::PerCpu(1 << 30)),
+            nodes: NodeRange { min: 2, max: 2 },
+            ..r
+        };
+        assert_eq!((r.cpus_on_node(4), r.total_cpus()), (2, 4));
+        assert_eq!(r.memory_on_node(4), Some(2 << 30));
     }
 
     #[test]

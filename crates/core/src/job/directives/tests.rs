@@ -816,3 +816,62 @@ fn container_names_and_their_flags() {
     let e = ContainerName::parse("x:start").unwrap_err().to_string();
     assert!(e.contains("auto, create, exec or no_exec"), "{e}");
 }
+
+#[test]
+fn overcommit_mincpus_and_ignore_pbs() {
+    let r = request("#SBATCH -n 6 -O\n");
+    assert!(r.overcommit);
+    assert_eq!((r.cpus_on_node(6), r.total_cpus()), (1, 1));
+    let r = request("#SBATCH -n 2 --mincpus=4\n");
+    assert_eq!(
+        (r.cpus_on_node(1), r.cpus_on_node(2), r.total_cpus()),
+        (4, 4, 4)
+    );
+    // A script for two batch systems: with --ignore-pbs (in it, or on the command line),
+    // its #PBS and #BSUB lines are not read, not even a bad one.
+    let both = "#!/bin/sh\n#PBS -N other\n#PBS -l bogus=1\n#BSUB -J third\n#SBATCH -J mine\n";
+    assert!(parse_script(both).is_err());
+    let r = request(&format!("{both}#SBATCH --ignore-pbs\n"));
+    assert_eq!(r.name, "mine");
+    let skipped: Vec<Option<usize>> = r.ignored.iter().map(|i| i.line).collect();
+    assert_eq!(skipped, [Some(2), Some(3), Some(4)]);
+    assert!(r.ignored[0].reason.contains("--ignore-pbs"));
+    let cli = JobOptions {
+        ignore_pbs: Some(true),
+        ..JobOptions::default()
+    };
+    let r = JobRequest::from_script(both, cli, "job.sh").unwrap();
+    assert_eq!(r.name, "mine");
+}
+
+#[test]
+fn options_berth_has_no_use_for_are_ignored_and_those_it_cannot_honour_refused() {
+    let o = script("#SBATCH --tmp=10G -M other --prefer=fast --ntasks-per-socket=2\n");
+    let ignored: Vec<(&str, &str)> = o
+        .ignored
+        .iter()
+        .map(|i| (i.option.as_str(), i.reason.as_str()))
+        .collect();
+    assert_eq!(ignored.len(), 4, "{ignored:?}");
+    assert!(ignored[0].1.contains("scratch disk"), "{ignored:?}");
+    assert!(ignored[1].1.contains("one cluster"), "{ignored:?}");
+    assert!(ignored[2].1.contains("a preference"), "{ignored:?}");
+    assert!(
+        ignored[3].1.contains("places the tasks itself"),
+        "{ignored:?}"
+    );
+    assert!(error("#SBATCH --tmp=lots\n").contains("invalid memory size"));
+    for (directive, why) in [
+        ("--x11", "no X11"),
+        ("--cpus-per-gpu=8", "CPUs per task (-c)"),
+        ("--ntasks-per-gpu=1", "CPUs per task (-c)"),
+        ("--gpus-per-socket=1", "--gpus-per-node"),
+        ("--priority=100", "--nice=N"),
+    ] {
+        let e = error(&format!("#SBATCH {directive}\n"));
+        assert!(
+            e.starts_with("line 1:") && e.contains(directive) && e.contains(why),
+            "{directive}: {e}"
+        );
+    }
+}
