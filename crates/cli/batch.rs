@@ -944,6 +944,7 @@ const STATES: &[(&str, &str)] = &[
     ("TIMEOUT", "TO"),
     ("OUT_OF_MEMORY", "OOM"),
     ("NODE_FAIL", "NF"),
+    ("DEADLINE", "DL"),
 ];
 
 /// A state as `-t` takes it (either form, any case), in its long form.
@@ -1140,10 +1141,12 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     )?;
     writeln!(
         out,
-        "   SubmitTime={}{} StartTime={} EndTime={}",
+        "   SubmitTime={}{}{} StartTime={} EndTime={}",
         opt(Some(j.submit_time)),
         j.begin_time
             .map_or(String::new(), |t| format!(" BeginTime={}", opt(Some(t)))),
+        j.deadline
+            .map_or(String::new(), |t| format!(" Deadline={}", opt(Some(t)))),
         // A pending job's expected start, and a running one's end at its limit, as
         // scontrol shows them.
         opt(j.start_time.or(j.expected_start)),

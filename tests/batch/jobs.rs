@@ -330,6 +330,73 @@ fn a_job_waits_for_its_begin_time() {
     assert!(job["start_time"].as_u64().unwrap() >= begin, "{job}");
 }
 
+/// `--deadline`: a job that could no longer end by it (now plus its time limit is later)
+/// is never started and ends DEADLINE; one with time to spare runs; one that could never
+/// plan against it is refused.
+#[test]
+fn a_job_that_cannot_end_by_its_deadline_is_not_started() {
+    let Some(c) = Cluster::start() else { return };
+    let late = c.submit(
+        Mode::Rootless,
+        "late.sh",
+        HELLO,
+        &["-t", "10", "--deadline=now+60"],
+    );
+    let job = c.wait_for(late, &["DEADLINE", "COMPLETED", "FAILED"]);
+    assert_eq!(
+        (&job["state"], &job["reason"], &job["start_time"]),
+        (
+            &"DEADLINE".into(),
+            &"DeadLine".into(),
+            &serde_json::Value::Null
+        ),
+        "{job}"
+    );
+    let sacct = c.berth(
+        Mode::Rootless,
+        &[
+            "history",
+            "-j",
+            &late.to_string(),
+            "-n",
+            "-X",
+            "-o",
+            "State",
+        ],
+    );
+    assert_eq!(sacct.ok().trim(), "DEADLINE");
+    let fine = c.submit(
+        Mode::Rootless,
+        "fine.sh",
+        HELLO,
+        &["-t", "1", "--deadline=now+1hour"],
+    );
+    let job = c.wait_for(fine, &["COMPLETED", "FAILED", "DEADLINE"]);
+    assert_eq!(job["state"], "COMPLETED");
+    assert_eq!(
+        job["deadline"].as_u64(),
+        Some(job["submit_time"].as_u64().unwrap() + 3600),
+        "{job}"
+    );
+    let text = c.berth(Mode::Rootless, &["show", &fine.to_string()]);
+    assert!(text.ok().contains(" Deadline="), "{}", text.stdout);
+    for (args, why) in [
+        (&["--deadline=now+1hour"][..], "needs a time limit"),
+        (
+            &["-t", "1", "--begin=now+2hours", "--deadline=now+1hour"][..],
+            "--begin is not before --deadline",
+        ),
+        (&["--deadline=soon"][..], "invalid deadline"),
+    ] {
+        let out = c.try_submit(Mode::Rootless, "no.sh", HELLO, args);
+        assert!(
+            out.code != 0 && out.stderr.contains(why),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// `--wait` (sbatch -W, also `#BSUB -K`): submit returns once the job has ended, with its
 /// exit code; for an array, the highest of its tasks'.
 #[test]

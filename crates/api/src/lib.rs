@@ -150,7 +150,8 @@ pub struct JobInfo {
     /// The account it is charged to (`--account`, bsub `-P`, qsub `-A`), as given.
     #[serde(default)]
     pub account: Option<String>,
-    /// PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL.
+    /// PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY,
+    /// NODE_FAIL, DEADLINE.
     pub state: String,
     /// Why it is pending (Slurm's reason names), or how it failed.
     pub reason: Option<String>,
@@ -161,6 +162,9 @@ pub struct JobInfo {
     /// Not started before this time (`--begin`).
     #[serde(default)]
     pub begin_time: Option<u64>,
+    /// To end by this time (`--deadline`): not started once it could not.
+    #[serde(default)]
+    pub deadline: Option<u64>,
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
     /// Seconds; `None` is the partition's limit.

@@ -19,6 +19,8 @@ pub enum State {
     Timeout,
     OutOfMemory,
     NodeFail,
+    /// It could no longer end by its `--deadline`, so it was never started.
+    Deadline,
 }
 
 impl State {
@@ -33,6 +35,7 @@ impl State {
             State::Timeout => "TIMEOUT",
             State::OutOfMemory => "OUT_OF_MEMORY",
             State::NodeFail => "NODE_FAIL",
+            State::Deadline => "DEADLINE",
         }
     }
 
@@ -94,6 +97,10 @@ pub struct Job {
     /// `--begin`, resolved at submission: not started before.
     #[serde(default)]
     pub begin_time: Option<u64>,
+    /// `--deadline`, resolved at submission: ended, not started, once it could not end by
+    /// then.
+    #[serde(default)]
+    pub deadline: Option<u64>,
     pub start_time: Option<u64>,
     pub end_time: Option<u64>,
     /// Where it runs, one share per node; the first node is the batch host, where the
@@ -370,6 +377,7 @@ impl Job {
             submit_time: self.submit_time,
             submit_host: self.submit_host.clone(),
             begin_time: self.begin_time,
+            deadline: self.deadline,
             start_time: self.start_time,
             end_time: self.end_time,
             time_limit: self.request.time_limit,

@@ -747,6 +747,7 @@ impl Controller {
                 limit: job.request.array.as_ref().and_then(|a| a.max_running),
             }),
             reservation: job.request.reservation.clone(),
+            deadline: job.deadline,
         }
     }
 
@@ -891,6 +892,32 @@ impl Controller {
                 }
             }
         }
+        if let Some(deadline) = request.deadline {
+            let at = now();
+            let deadline = deadline.resolve_in(at, utc_offset);
+            let part = self
+                .settings
+                .partitions
+                .iter()
+                .find(|p| p.name == partition);
+            let limit = request
+                .time_limit
+                .or(part.and_then(|p| p.default_time))
+                .or(part.and_then(|p| p.max_time));
+            if limit.is_none() {
+                return Err(ApiError::bad(format!(
+                    "--deadline needs a time limit to plan the job with: give it one (-t), as partition {partition} has none"
+                )));
+            }
+            if request
+                .begin
+                .is_some_and(|b| b.resolve_in(at, utc_offset) >= deadline)
+            {
+                return Err(ApiError::bad(
+                    "--begin is not before --deadline: the job could never run",
+                ));
+            }
+        }
         let workdir = match &request.workdir {
             Some(w) if w.starts_with('/') => w.clone(),
             Some(w) => format!("{}/{w}", req.cwd),
@@ -945,6 +972,9 @@ impl Controller {
                 held: request.hold,
                 submit_time,
                 begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
+                deadline: request
+                    .deadline
+                    .map(|d| d.resolve_in(submit_time, utc_offset)),
                 start_time: None,
                 end_time: None,
                 shares: Vec::new(),
@@ -1645,6 +1675,9 @@ impl Controller {
                 Some("DependencyNeverSatisfied".into()),
                 None,
             );
+        }
+        for id in plan.past_deadline() {
+            self.finish(id, State::Deadline, Some("DeadLine".into()), None);
         }
     }
 

@@ -184,6 +184,7 @@ pub fn job(id: JobId) -> JobView {
         singleton: false,
         array: None,
         reservation: None,
+        deadline: None,
     }
 }
 
@@ -324,6 +325,12 @@ impl JobView {
     /// Held.
     pub fn held(mut self) -> Self {
         self.held = true;
+        self
+    }
+
+    /// `--deadline`, seconds.
+    pub fn deadline(mut self, t: u64) -> Self {
+        self.deadline = Some(t);
         self
     }
 

@@ -379,6 +379,10 @@ pub struct JobView {
     /// The reservation it runs in (`--reservation`): only on its nodes, from its start.
     #[serde(default)]
     pub reservation: Option<String>,
+    /// `--deadline`: it must end by then, seconds; once it could not (now plus its time
+    /// limit is later), it is not started, and the controller ends it (DEADLINE).
+    #[serde(default)]
+    pub deadline: Option<u64>,
 }
 
 /// A node's derived state: the administrator's word first, then how much of it is allocated

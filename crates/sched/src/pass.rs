@@ -172,6 +172,14 @@ impl<'a> Pass<'a> {
             expected_start: None,
             planned_nodes: Vec::new(),
         };
+        // Past its deadline whatever else it waits for: it could not end by then if it
+        // started now.
+        if let (Some(deadline), Some(p)) = (job.deadline, p) {
+            let limit = planned_time(&job.request, self.state.parts[p].view, self.config);
+            if self.state.now.saturating_add(limit) > deadline {
+                return wait(Reason::DeadLine);
+            }
+        }
         if job.held {
             return wait(Reason::JobHeld);
         }

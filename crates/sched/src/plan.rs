@@ -114,9 +114,18 @@ impl Plan {
 
     /// The jobs whose dependencies can never be satisfied: the controller cancels them.
     pub fn never_satisfied(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.waiting_for(Reason::DependencyNeverSatisfied)
+    }
+
+    /// The jobs that can no longer end by their deadlines: the controller ends them.
+    pub fn past_deadline(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.waiting_for(Reason::DeadLine)
+    }
+
+    fn waiting_for(&self, reason: Reason) -> impl Iterator<Item = JobId> + '_ {
         self.decisions
             .iter()
-            .filter(|d| d.reason() == Some(Reason::DependencyNeverSatisfied))
+            .filter(move |d| d.reason() == Some(reason))
             .map(|d| d.job)
     }
 }

@@ -42,6 +42,8 @@ pub enum Reason {
     Reservation,
     /// The reservation it names is gone (ended or deleted).
     ReservationDeleted,
+    /// It could no longer end by its `--deadline`: the controller ends it, as Slurm does.
+    DeadLine,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Self::PartitionNodeLimit => "PartitionNodeLimit",
             Self::JobArrayTaskLimit => "JobArrayTaskLimit",
             Self::BadConstraints => "BadConstraints",
+            Self::DeadLine => "DeadLine",
             Self::ReqNodeNotAvail => "ReqNodeNotAvail",
             Self::Resources => "Resources",
             Self::Priority => "Priority",

@@ -294,6 +294,25 @@ fn an_overcommitted_job_holds_one_tasks_cpus_on_each_node() {
 }
 
 #[test]
+fn a_job_that_could_no_longer_end_by_its_deadline_is_not_started() {
+    let c = cluster(vec![node("a", 4, GIB)]);
+    let p = run(
+        &c,
+        &[
+            // Time to spare; just in time; a second too late; too late and held, or
+            // waiting for its begin time (it could not end in time whatever it waits for).
+            job(1).time(600).deadline(NOW + 3600),
+            job(2).time(600).deadline(NOW + 600),
+            job(3).time(600).deadline(NOW + 599),
+            job(4).time(600).deadline(NOW + 10).held(),
+        ],
+    );
+    assert_eq!(started(&p), [1, 2]);
+    assert_eq!(reason(&p, 3), Some(Reason::DeadLine));
+    assert_eq!(p.past_deadline().collect::<Vec<_>>(), [3, 4]);
+}
+
+#[test]
 fn exclusive_jobs_take_whole_idle_nodes() {
     let c = cluster(vec![
         node("a", 8, 8 * GIB).running(9, 1, 0, 5000),

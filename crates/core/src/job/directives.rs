@@ -116,6 +116,7 @@ const SLURM: &[Spec] = &[
     Spec("qos", Some('q'), Required),
     Spec("signal", None, Required),
     Spec("begin", Some('b'), Required),
+    Spec("deadline", None, Required),
     Spec("wait", Some('W'), No),
     Spec("constraint", Some('C'), Required),
     Spec("nodelist", Some('w'), Required),
@@ -833,6 +834,16 @@ fn apply_slurm(
         "bind" => opts.binds.push(bind(v)?),
         "signal" => slurm_signal(opts, v)?,
         "begin" => opts.begin = Some(parse_slurm_begin(v)?),
+        "deadline" => {
+            opts.deadline = Some(parse_slurm_begin(v).map_err(|e| match e {
+                JobError::Invalid { value, expected, .. } => JobError::Invalid {
+                    what: "deadline",
+                    value,
+                    expected,
+                },
+                other => other,
+            })?)
+        }
         "wait" => opts.wait = Some(true),
         "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "ntasks-per-socket"
         | "cores-per-socket" | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(

@@ -321,6 +321,8 @@ pub struct JobOptions {
     pub signal_before: Option<u64>,
     pub signal_target: Option<SignalTarget>,
     pub begin: Option<BeginTime>,
+    /// sbatch `--deadline`: the time it must end by.
+    pub deadline: Option<BeginTime>,
     /// sbatch `--wait`, bsub `-K`, qsub `-W block=true`: the submitting command waits for
     /// the job's end and exits with its status.
     pub wait: Option<bool>,
@@ -388,6 +390,7 @@ impl JobOptions {
             signal_before: c.signal_before.or(d.signal_before),
             signal_target: c.signal_target.or(d.signal_target),
             begin: c.begin.or(d.begin),
+            deadline: c.deadline.or(d.deadline),
             wait: c.wait.or(d.wait),
             constraint: c.constraint.or(d.constraint),
             nodelist: c.nodelist.or(d.nodelist),
@@ -485,6 +488,10 @@ pub struct JobRequest {
     /// The earliest start, as written: the controller resolves it at submission.
     #[serde(default)]
     pub begin: Option<BeginTime>,
+    /// The time it must end by, as written (`--deadline`): resolved at submission; a job
+    /// that could no longer end by then is not started, and ends DEADLINE.
+    #[serde(default)]
+    pub deadline: Option<BeginTime>,
     /// The submitting command waits for the job's end (see [`JobOptions::wait`]).
     #[serde(default)]
     pub wait: bool,
@@ -715,6 +722,7 @@ impl JobRequest {
             requeue: o.requeue,
             signal,
             begin: o.begin,
+            deadline: o.deadline,
             wait: o.wait.unwrap_or(false),
             constraint: o.constraint.unwrap_or_default(),
             nodelist: o.nodelist.unwrap_or_default(),
