@@ -72,6 +72,19 @@ pub struct QueueArgs {
     /// Only jobs charged to these accounts (comma-separated)
     #[arg(short = 'A', long = "account", value_delimiter = ',')]
     accounts: Vec<String>,
+    /// Only jobs with these names (comma-separated)
+    #[arg(short = 'n', long = "name", value_delimiter = ',')]
+    names: Vec<String>,
+    /// Only jobs on these nodes (comma-separated, or a host list: n[1-3])
+    #[arg(short = 'w', long = "nodelist", value_name = "NODES")]
+    nodelist: Option<String>,
+    /// A line for each pending task of an array (squeue -r); otherwise those that wait
+    /// alike are one line, 42_[3-10]
+    #[arg(short = 'r', long = "array")]
+    array: bool,
+    /// squeue's long format (its TIME_LIMIT column too)
+    #[arg(short = 'l', long)]
+    long: bool,
     /// Only your own jobs
     #[arg(long)]
     me: bool,
@@ -332,13 +345,18 @@ pub fn hostnames(args: HostnamesArgs) -> Result<i32> {
         None => std::env::var("SLURM_JOB_NODELIST")
             .context("no node list given, and no $SLURM_JOB_NODELIST (outside a job?)")?,
     };
-    let names = berth_core::job::expand_hostlist(&list)
-        .with_context(|| format!("{list}: not a node list (NAME[,NAME...], e.g. n[1-3],gpu1)"))?;
+    let names = node_names(&list)?;
     let mut out = std::io::stdout().lock();
     for n in names {
         writeln!(out, "{n}")?;
     }
     Ok(0)
+}
+
+/// The nodes a list names (`n[1-3],gpu1`).
+fn node_names(list: &str) -> Result<Vec<String>> {
+    berth_core::job::expand_hostlist(list)
+        .with_context(|| format!("{list}: not a node list (NAME[,NAME...], e.g. n[1-3],gpu1)"))
 }
 
 /// `berth hostlist NAMES...`: scontrol show hostlist.
@@ -872,6 +890,14 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         args.format
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R".into());
     }
+    if args.long {
+        args.format
+            .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R".into());
+    }
+    let on_nodes = match &args.nodelist {
+        Some(list) => Some(node_names(list)?),
+        None => None,
+    };
     // (`-t all`: every state, as squeue takes it.)
     let states: Vec<String> = args
         .state
@@ -890,19 +916,29 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
             && (args.jobs.is_empty()
                 || args.jobs.contains(&j.id)
                 || j.array_job_id.is_some_and(|a| args.jobs.contains(&a)))
+            && (args.names.is_empty() || args.names.contains(&j.name))
+            && on_nodes
+                .as_ref()
+                .is_none_or(|wanted| j.nodes.iter().any(|n| wanted.contains(n)))
     });
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
     }
     let now = berth_controller::now();
+    let rows = queue_rows(&jobs, args.array);
+    let field = |letter, row: &QueueRow| match (&row.tasks, letter) {
+        (Some(tasks), 'i') => format!("{}_[{tasks}]", row.job.array_job_id.unwrap_or(0)),
+        (Some(tasks), 'K') => tasks.clone(),
+        _ => field(letter, row.job, now),
+    };
     if let Some(format) = &args.format {
         let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfo")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
-        for j in &jobs {
-            writeln!(out, "{}", render(&columns, |c| field(c, j, now)))?;
+        for row in &rows {
+            writeln!(out, "{}", render(&columns, |c| field(c, row)))?;
         }
         return Ok(0);
     }
@@ -913,10 +949,10 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
             "JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES"
         )?;
     }
-    for j in &jobs {
+    for row in &rows {
         // The fields of --format's %i %P %j %u %T %M %D %R, in columns that pad but do not
         // cut (but for the name).
-        let f = |letter| field(letter, j, now);
+        let f = |letter| field(letter, row);
         writeln!(
             out,
             "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  {}",
@@ -931,6 +967,72 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         )?;
     }
     Ok(0)
+}
+
+/// A line of squeue: a job, or (`tasks`: their indices, `3-10,12`) the pending tasks of an
+/// array that wait alike, which squeue shows as one, `42_[3-10,12]`, unless asked for each
+/// (`-r`).
+struct QueueRow<'a> {
+    job: &'a JobInfo,
+    tasks: Option<String>,
+}
+
+/// The lines of squeue for `jobs` (in their order; an array's pending tasks that wait for
+/// the same reason where the first of them is); `each`: a line for every task.
+fn queue_rows(jobs: &[JobInfo], each: bool) -> Vec<QueueRow<'_>> {
+    let alike = |a: &JobInfo, b: &JobInfo| {
+        a.array_job_id.is_some()
+            && a.array_job_id == b.array_job_id
+            && a.state == "PENDING"
+            && b.state == "PENDING"
+            && a.reason == b.reason
+    };
+    let mut rows: Vec<(QueueRow, Vec<u32>)> = Vec::new();
+    for j in jobs {
+        let group = match each {
+            true => None,
+            false => rows.iter_mut().find(|(r, _)| alike(r.job, j)),
+        };
+        match (group, j.array_task_id) {
+            (Some((_, indices)), Some(index)) => indices.push(index),
+            _ => rows.push((
+                QueueRow {
+                    job: j,
+                    tasks: None,
+                },
+                j.array_task_id.into_iter().collect(),
+            )),
+        }
+    }
+    rows.into_iter()
+        .map(|(mut row, indices)| {
+            if indices.len() > 1 {
+                row.tasks = Some(index_ranges(&indices));
+            }
+            row
+        })
+        .collect()
+}
+
+/// Indices as ranges, in order: `3-5,7`.
+fn index_ranges(indices: &[u32]) -> String {
+    let mut sorted = indices.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        parts.push(match i == j {
+            true => sorted[i].to_string(),
+            false => format!("{}-{}", sorted[i], sorted[j]),
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// squeue's state names and their compact forms (`-t PD,R`, `%t`).
@@ -1972,7 +2074,14 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_time, parse_time, slurm_size};
+    use super::{cpu_time, index_ranges, parse_time, slurm_size};
+
+    #[test]
+    fn array_indices_are_printed_as_ranges() {
+        assert_eq!(index_ranges(&[7, 3, 4, 5, 5]), "3-5,7");
+        assert_eq!(index_ranges(&[1]), "1");
+        assert_eq!(index_ranges(&[0, 2, 4, 5]), "0,2,4-5");
+    }
 
     #[test]
     fn sizes_are_printed_as_sacct_prints_them() {

@@ -536,9 +536,21 @@ fn the_queue_prints_as_squeue_formats() {
         ]),
         format!("{held}|PD|JobHeld|5:00|   N/A|hell|\n")
     );
+    // An array's pending tasks that wait alike are one line, as squeue shows them; -r: one
+    // each.
     assert_eq!(
         q(&[
             "--noheader",
+            "--format=%i %A %F %K %a %T",
+            "--jobs",
+            &array.to_string()
+        ]),
+        format!("{array}_[4-5] {array} {array} 4-5 proj1 PENDING\n")
+    );
+    assert_eq!(
+        q(&[
+            "--noheader",
+            "-r",
             "--format=%A %F %K %a %T",
             "--jobs",
             &array.to_string()
@@ -550,9 +562,18 @@ fn the_queue_prints_as_squeue_formats() {
     );
     // By account, as squeue -A and sacct -A take them; scontrol's Account=.
     assert_eq!(
-        q(&["-h", "-A", "proj1,proj2", "-o", "%i"]),
+        q(&["-h", "-r", "-A", "proj1,proj2", "-o", "%i"]),
         format!("{array}_4\n{array}_5\n")
     );
+    // By name and by node (pending jobs have none); squeue's long format.
+    assert_eq!(
+        q(&["-h", "-n", "nosuch,hello", "-o", "%i"]),
+        format!("{held}\n{array}_[4-5]\n")
+    );
+    assert_eq!(q(&["-h", "-w", "node[1-2]"]), "");
+    assert!(q(&["-l"]).starts_with(
+        "             JOBID PARTITION     NAME     USER    STATE       TIME TIME_LIMI  NODES NODELIST(REASON)\n"
+    ));
     assert_eq!(q(&["-h", "-A", "other", "-o", "%i"]), "");
     let sacct = c.berth(
         Mode::Rootless,
