@@ -385,6 +385,8 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     loop {
         let job = c.show(id);
         if job["steps"][1]["exit_code"] == 137 {
+            // Its process killed its task and said what it used.
+            assert!(job["steps"][1]["usage"].is_object(), "{job}");
             break;
         }
         assert!(

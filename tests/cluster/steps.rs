@@ -96,12 +96,13 @@ berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/nul
         .unwrap();
     let rss = dd["usage"]["max_rss_bytes"].as_u64().unwrap();
     assert!(rss >= 24 << 20, "{dd}");
-    // Each step's but the one whose failing task had the other nodes' parts killed: their
-    // step processes went with their tasks, saying nothing.
+    // Every step's, the one whose failing task had the other nodes' tasks killed too: their
+    // step processes killed their tasks and said what they used.
     let unsaid: Vec<usize> = (0..steps.len())
         .filter(|&i| steps[i]["usage"].is_null())
         .collect();
-    assert_eq!(unsaid, [3], "{job}");
+    assert_eq!(unsaid, [0usize; 0], "{job}");
+    assert_eq!(steps[3]["exit_code"], 7, "{job}");
 }
 
 #[test]

@@ -723,6 +723,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         // SAFETY: ignoring a signal runs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    catch_end()?;
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
@@ -1060,7 +1061,70 @@ impl OpenTaskFiles {
     }
 }
 
-/// Waits until every task has ended and, with `--label`, all their output is printed.
+/// The signal the agent sends a step's process (not its group) to end the step: the
+/// process kills its tasks, collects their statuses and what they used, and exits, so that
+/// a step ended early (a failed task elsewhere, `--kill-on-bad-exit`; an MPI abort; its
+/// client gone) still says what its tasks used.
+pub(crate) fn end_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
+}
+
+/// The pipe [`end_signal`]'s handler writes a byte into (its write end), which [`watch`]
+/// polls (its read end).
+static END_PIPE: std::sync::OnceLock<(OwnedFd, OwnedFd)> = std::sync::OnceLock::new();
+
+/// The write end of [`END_PIPE`], for the handler (which may not lock or allocate).
+static END_WRITE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_end(_: libc::c_int) {
+    let fd = END_WRITE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; one byte from a static, to a non-blocking
+        // pipe (a full pipe has the news already).
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// Catches [`end_signal`] (before it could come: the agent sends it once the part runs).
+/// A task's disposition of it is the default again once it execs.
+fn catch_end() -> Result<(), StepError> {
+    let (read, write) = pipe(libc::O_NONBLOCK)?;
+    END_WRITE.store(write.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    let _ = END_PIPE.set((read, write));
+    // SAFETY: a handler that only writes to a pipe (async-signal-safe), installed with
+    // sigaction and an empty mask.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_end as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(end_signal(), &action, std::ptr::null_mut()) != 0 {
+            return Err(io_err("catching the step's end signal")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kills the tasks still running (SIGKILL), and what they started (SIGTERM to this
+/// process's group, which this process ignores); `say` tells of each. `excused`: their
+/// statuses say nothing of their programs (another task failed), and count for nothing.
+fn kill_tasks(running: &mut [Running], excused: bool, say: impl Fn(usize)) {
+    for other in running
+        .iter_mut()
+        .filter(|o| o.status.is_none() && !o.killed)
+    {
+        say(other.rank);
+        other.killed = excused;
+        // SAFETY: kill(2) on a task this process forked and has not reaped.
+        unsafe { libc::kill(other.pid, libc::SIGKILL) };
+    }
+    // SAFETY: kill(2) on our own process group.
+    unsafe { libc::kill(0, libc::SIGTERM) };
+}
+
+/// Waits until every task has ended and, with `--label`, all their output is printed; ends
+/// them all on [`end_signal`].
 fn watch(
     launch: &StepLaunch,
     running: &mut [Running],
@@ -1092,6 +1156,14 @@ fn watch(
         if polled.is_empty() {
             return Ok(());
         }
+        let end = END_PIPE.get().map(|(read, _)| read);
+        if let Some(read) = end {
+            polled.push(libc::pollfd {
+                fd: read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         // SAFETY: poll(2) on descriptors we own, in a vector that outlives the call.
         let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
         if n < 0 {
@@ -1100,6 +1172,13 @@ fn watch(
                 continue;
             }
             return Err(io_err("waiting for the tasks")(e));
+        }
+        if let Some(read) = end.filter(|_| polled.last().is_some_and(|p| p.revents != 0)) {
+            let mut drained = [0u8; 16];
+            // SAFETY: read(2) from the non-blocking pipe into a buffer of its length.
+            while unsafe { libc::read(read.as_raw_fd(), drained.as_mut_ptr().cast(), 16) } > 0 {}
+            // (Killed, so the step's status says so: 137.)
+            kill_tasks(running, false, |_| {});
         }
         for (p, (is_task, i)) in polled.iter().zip(owners) {
             if p.revents == 0 {
@@ -1128,22 +1207,11 @@ fn watch(
             let failed = t.status != Some(0);
             let rank = t.rank;
             if failed && launch.kill_on_bad_exit {
-                for other in running
-                    .iter_mut()
-                    .filter(|o| o.status.is_none() && !o.killed)
-                {
+                kill_tasks(running, true, |other| {
                     eprintln!(
-                        "berth step: task {rank} failed: killing task {} (--kill-on-bad-exit)",
-                        other.rank
-                    );
-                    other.killed = true;
-                    // SAFETY: kill(2) on a task this process forked and has not reaped.
-                    unsafe { libc::kill(other.pid, libc::SIGKILL) };
-                }
-                // What the tasks started goes too (this process ignores SIGTERM; the tasks
-                // and their children are in its process group).
-                // SAFETY: kill(2) on our own process group.
-                unsafe { libc::kill(0, libc::SIGTERM) };
+                        "berth step: task {rank} failed: killing task {other} (--kill-on-bad-exit)"
+                    )
+                });
             }
         }
     }

@@ -417,7 +417,11 @@ where
                 Some((STDIN_END, _)) => stdin = None,
                 Some((SIGNAL, data)) if data.len() == 4 => {
                     let sig = i32::from_be_bytes(data.try_into().expect("four bytes"));
-                    if (1..65).contains(&sig) {
+                    if sig == super::end_signal() {
+                        // For the step's process alone, which ends its tasks.
+                        // SAFETY: kill(2) on the part's process.
+                        unsafe { libc::kill(group, sig) };
+                    } else if (1..65).contains(&sig) {
                         signal_group(sig);
                     }
                 }

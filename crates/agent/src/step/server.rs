@@ -468,15 +468,21 @@ async fn run_step<A: StepAuthority>(
         },
     )
     .await;
+    // A signal for every part: for its whole process group, but the step's end signal,
+    // which is for the step's process alone (each part's relay does the same).
     let mut signal_all = |sig: i32| {
         if let Some(g) = group {
-            // SAFETY: kill(2) on the process group led by the step process we started.
-            unsafe { libc::kill(-g, sig) };
+            let whom = if sig == super::end_signal() { g } else { -g };
+            // SAFETY: kill(2) on the step process we started, or the group it leads.
+            unsafe { libc::kill(whom, sig) };
         }
         for s in &mut signallers {
             s.signal(sig);
         }
     };
+    // Ending the step early: each part's process kills its tasks and says what they used
+    // (`end_signal`); a part still there after END_GRACE is killed whole.
+    let mut ending: Option<tokio::time::Instant> = None;
     let mut left = grant.parts.len();
     let (mut worst, mut killed, mut client) = (0, false, true);
     // What the parts used, summed, while every part says.
@@ -494,8 +500,14 @@ async fn run_step<A: StepAuthority>(
                 if !killed {
                     worst = worst.max(code);
                     killed = true;
-                    signal_all(libc::SIGKILL);
+                    signal_all(super::end_signal());
+                    ending = Some(tokio::time::Instant::now() + END_GRACE);
                 }
+                continue;
+            }
+            _ = tokio::time::sleep_until(ending.unwrap_or_else(tokio::time::Instant::now)), if ending.is_some() => {
+                ending = None;
+                signal_all(libc::SIGKILL);
                 continue;
             }
             line = lines.next_line(), if client => {
@@ -507,10 +519,16 @@ async fn run_step<A: StepAuthority>(
                             }
                         }
                     }
-                    // The client is gone: the step goes with it.
+                    // The client is gone: the step goes with it (a terminal's at once: its
+                    // process relays the terminal, it does not watch for the end signal).
                     _ => {
                         client = false;
-                        signal_all(libc::SIGKILL);
+                        if request.pty {
+                            signal_all(libc::SIGKILL);
+                        } else {
+                            signal_all(super::end_signal());
+                            ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
+                        }
                     }
                 }
                 continue;
@@ -525,12 +543,22 @@ async fn run_step<A: StepAuthority>(
         }
         if code != 0 && request.kill_on_bad_exit && left > 0 && !killed {
             killed = true;
-            signal_all(libc::SIGKILL);
+            signal_all(super::end_signal());
+            ending = Some(tokio::time::Instant::now() + END_GRACE);
         }
+    }
+    // What the tasks of a step ended early started, and may have left here.
+    if let (Some(g), true) = (group, killed || !client) {
+        // SAFETY: kill(2) on the process group the step's process led.
+        unsafe { libc::kill(-g, libc::SIGKILL) };
     }
     authority.end(job, grant.step, worst, usage).await;
     Ok(worst)
 }
+
+/// How long a step's parts have to end their tasks and say what they used, once it is
+/// ended early, before each is killed whole.
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The client's input for each part of a step laid out as `layout` (node, tasks): all of it
 /// for each part (copied, see [`super::tee`]), or, with `--input=N`, for the part with task
