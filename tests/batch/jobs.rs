@@ -397,6 +397,55 @@ fn a_job_that_cannot_end_by_its_deadline_is_not_started() {
     }
 }
 
+/// sbatch --uid: root submits a job as another user, which is that user's and runs as it;
+/// nobody else may.
+#[test]
+fn root_submits_a_job_as_another_user_with_uid() {
+    let Some(c) = Cluster::start() else { return };
+    let dir = c.f.cwd(Mode::Rootless);
+    let out = dir.join("as-%j.out");
+    let id = c.submit(
+        Mode::Root,
+        "as.sh",
+        HELLO,
+        &[
+            &format!("--uid={TEST_USER}"),
+            "-D",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(
+        (&job["state"], &job["user"]),
+        (&"COMPLETED".into(), &TEST_USER.into()),
+        "{job}"
+    );
+    let text = std::fs::read_to_string(dir.join(format!("as-{id}.out"))).unwrap();
+    assert!(text.contains(&format!(" as {TEST_USER} in ")), "{text}");
+    for (args, why) in [
+        (
+            &["--uid=root"][..],
+            "only root may submit a job as another user",
+        ),
+        (&["--gid=0"][..], "its user's own groups"),
+    ] {
+        let refused = c.try_submit(Mode::Rootless, "as.sh", HELLO, args);
+        assert!(
+            refused.code != 0 && refused.stderr.contains(why),
+            "{}",
+            refused.stderr
+        );
+    }
+    let unknown = c.try_submit(Mode::Root, "as.sh", HELLO, &["--uid=nosuchuser"]);
+    assert!(
+        unknown.code != 0 && unknown.stderr.contains("--uid=nosuchuser"),
+        "{}",
+        unknown.stderr
+    );
+}
+
 /// `--wait` (sbatch -W, also `#BSUB -K`): submit returns once the job has ended, with its
 /// exit code; for an array, the highest of its tasks'.
 #[test]

@@ -163,7 +163,7 @@ fn cancelling_a_job_on_two_nodes_ends_both_containers() {
 
 #[test]
 fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
-    let config = "[batch]\nnode_timeout = 3\n";
+    let config = "[batch]\nnode_timeout = 6\n";
     let Some(mut t) = TestCluster::start(3, 2, Some(config)) else {
         return;
     };
@@ -196,7 +196,7 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
 
 #[test]
 fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
-    let config = "[batch]\nnode_timeout = 3\n";
+    let config = "[batch]\nnode_timeout = 6\n";
     let Some(t) = TestCluster::start(4, 2, Some(config)) else {
         return;
     };

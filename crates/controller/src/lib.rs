@@ -787,6 +787,29 @@ impl Controller {
         }
         .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
         refuse_negative_nice(&caller, request.nice)?;
+        // sbatch --uid: root submits the job as another user, explicitly; it is that user's
+        // from here on (partitions' and reservations' rules included).
+        let (caller, user) = match &request.uid {
+            None => (caller, user),
+            Some(target) if caller.uid != 0 => {
+                return Err(ApiError::forbidden(format!(
+                    "--uid={target}: only root may submit a job as another user"
+                )))
+            }
+            Some(target) => {
+                let uid = berth_runtime::Identity::lookup(target, false)
+                    .map_err(|e| ApiError::bad(format!("--uid={target}: {e}")))?
+                    .uid;
+                let id = user_of(uid)?;
+                (
+                    Caller {
+                        uid: id.uid,
+                        gid: id.gid,
+                    },
+                    id.user,
+                )
+            }
+        };
         // A job that names no image takes $BERTH_IMAGE's: from inside a job, its own.
         if request.image.is_none() {
             let inherited = req

@@ -108,6 +108,7 @@ const SLURM: &[Spec] = &[
     Spec("overcommit", Some('O'), No),
     Spec("mincpus", None, Required),
     Spec("ignore-pbs", None, No),
+    Spec("uid", None, Required),
     Spec("requeue", None, No),
     Spec("no-requeue", None, No),
     Spec("mail-type", None, Required),
@@ -158,6 +159,7 @@ const SLURM: &[Spec] = &[
     Spec("ntasks-per-gpu", None, Required),
     Spec("gpus-per-socket", None, Required),
     Spec("priority", None, Required),
+    Spec("gid", None, Required),
     // enroot+pyxis's (a SPANK plugin's options of sbatch, srun and salloc): the job's image,
     // binds and working directory in it, as pyxis users write them.
     Spec("container-image", None, Required),
@@ -805,6 +807,7 @@ fn apply_slurm(
         "mincpus" => opts.min_cpus = Some(count("CPUs per node", v)?),
         // Acted on as the script is read (see `ignores_other_directives`).
         "ignore-pbs" => {}
+        "uid" => opts.uid = Some(word("user", v)?),
         "requeue" => opts.requeue = Some(true),
         "no-requeue" => opts.requeue = Some(false),
         "mail-type" => {
@@ -946,6 +949,12 @@ fn apply_slurm(
             return Err(JobError::unsupported(
                 &found.text,
                 "a job's priority comes from the site's priority factors; --nice=N lowers yours",
+            ))
+        }
+        "gid" => {
+            return Err(JobError::unsupported(
+                &found.text,
+                "a job runs with its user's own groups (root names the user with --uid)",
             ))
         }
         "container-image" => {

@@ -313,6 +313,8 @@ pub struct JobOptions {
     pub min_cpus: Option<u32>,
     /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
     pub ignore_pbs: Option<bool>,
+    /// sbatch `--uid`: the user (name or uid) root submits the job as.
+    pub uid: Option<String>,
     pub requeue: Option<bool>,
     /// The warning signal (sbatch `--signal`, bsub `-wa`), its time before the limit in
     /// seconds (sbatch `--signal=...@TIME`, bsub `-wt`) and who gets it: apart, because bsub
@@ -385,6 +387,7 @@ impl JobOptions {
             overcommit: c.overcommit.or(d.overcommit),
             min_cpus: c.min_cpus.or(d.min_cpus),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
+            uid: c.uid.or(d.uid),
             requeue: c.requeue.or(d.requeue),
             signal: c.signal.or(d.signal),
             signal_before: c.signal_before.or(d.signal_before),
@@ -481,6 +484,10 @@ pub struct JobRequest {
     /// At least this many CPUs on each node (sbatch `--mincpus`).
     #[serde(default)]
     pub min_cpus: Option<u32>,
+    /// The user root submits it as (sbatch `--uid`: a name or a uid), checked by the
+    /// controller.
+    #[serde(default)]
+    pub uid: Option<String>,
     /// `None`: the site's default.
     pub requeue: Option<bool>,
     #[serde(default)]
@@ -719,6 +726,7 @@ impl JobRequest {
             exclusive: o.exclusive.unwrap_or(false),
             overcommit: o.overcommit.unwrap_or(false),
             min_cpus: o.min_cpus,
+            uid: o.uid,
             requeue: o.requeue,
             signal,
             begin: o.begin,
