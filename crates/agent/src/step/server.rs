@@ -326,8 +326,8 @@ const QUEUED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// client's descriptors as its stdio) and its parts on other nodes (through their agents,
 /// their output relayed to the client's descriptors), and waits for all of them, passing the
 /// client's signals on. The client's input goes to every part, or the one with the task
-/// that reads it (see [`distribute`]). Returns the worst
-/// exit status of the tasks, or why the step could not start.
+/// that reads it (see [`distribute`]). Returns the worst exit status of the tasks, or why
+/// the step could not start.
 #[allow(clippy::too_many_arguments)]
 async fn run_step<A: StepAuthority>(
     authority: &A,
