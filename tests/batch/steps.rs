@@ -1221,6 +1221,7 @@ berth step -o 1 true || echo numbered-refused
 echo payload > src.txt; chmod 640 src.txt
 sbcast src.txt /tmp/copy.txt && berth step -l sh -c 'echo "copy $(cat /tmp/copy.txt) $(stat -c %a /tmp/copy.txt)"'
 sbcast src.txt /tmp/copy.txt || echo sbcast-refused
+sbcast src.txt /tmp/nodir/ || echo nodir-refused
 ls -A /tmp | grep -c sbcast || true"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
@@ -1302,7 +1303,9 @@ ls -A /tmp | grep -c sbcast || true"#;
     );
     assert!(
         out.contains("/tmp/copy.txt exists already (sbcast -f replaces it)")
-            && out.ends_with("sbcast-refused\n0\n"),
+            && out.contains("/tmp/nodir/: no such directory")
+            && out.contains("\nsbcast-refused\n")
+            && out.ends_with("\nnodir-refused\n0\n"),
         "{out}"
     );
 }

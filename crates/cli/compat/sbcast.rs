@@ -166,6 +166,10 @@ fn received(args: &ReceiveArgs) -> Result<()> {
     use std::io::Write;
     let dest = match args.dest.is_dir() {
         true => args.dest.join(&args.name),
+        // A directory that is not there (`/scratch/new/`) is not a file's name.
+        false if args.dest.as_os_str().as_encoded_bytes().ends_with(b"/") => {
+            bail!("{}: no such directory", args.dest.display())
+        }
         false => args.dest.clone(),
     };
     let exists = || anyhow::anyhow!("{} exists already (sbcast -f replaces it)", dest.display());

@@ -621,3 +621,25 @@ async fn start_here(
     };
     super::start_part(launcher, launch, [stdin, stdout, stderr]).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_goes_to_every_part_or_to_the_one_with_its_task() {
+        let layout = vec![("a".to_string(), 2), ("b".to_string(), 3)];
+        let input = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let given =
+            |inputs: Vec<Option<OwnedFd>>| inputs.iter().map(Option::is_some).collect::<Vec<_>>();
+        let to = |input_task, layout: &[(String, u32)]| {
+            given(distribute(input(), layout, input_task).unwrap())
+        };
+        assert_eq!(to(None, &layout), [true, true]);
+        assert_eq!(to(Some(1), &layout), [true, false]);
+        assert_eq!(to(Some(2), &layout), [false, true]);
+        assert_eq!(to(None, &layout[..1]), [true]);
+        let e = distribute(input(), &layout, Some(5)).unwrap_err();
+        assert!(e.contains("--input=5: the step's tasks are 0 to 4"), "{e}");
+    }
+}
