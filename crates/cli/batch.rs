@@ -3,7 +3,9 @@
 use crate::client::request;
 use crate::settings::{is_root, Settings};
 use anyhow::{bail, Context, Result};
-use berth_api::{CancelRequest, JobInfo, JobUsage, OptionSyntax, SubmitRequest, SubmitResponse};
+use berth_api::{
+    CancelRequest, JobInfo, JobUsage, OptionSyntax, SignalTarget, SubmitRequest, SubmitResponse,
+};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -122,9 +124,16 @@ pub struct CancelArgs {
     /// Job ids; an array job's id stands for all of its tasks, ID_INDEX for one
     #[arg(value_name = "JOB")]
     jobs: Vec<String>,
-    /// Send this signal to the job instead of ending it
+    /// Send this signal to the job instead of ending it: to its steps' tasks, on all its
+    /// nodes (as scancel sends it)
     #[arg(short, long, value_name = "SIG")]
     signal: Option<String>,
+    /// With --signal: to the batch script's shell alone (scancel -b)
+    #[arg(short, long, conflicts_with = "full")]
+    batch: bool,
+    /// With --signal: to every process of the job, the batch shell's too (scancel -f)
+    #[arg(short, long)]
+    full: bool,
     /// Only jobs of this user; without job ids, all of them (scancel -u)
     #[arg(short, long)]
     user: Option<String>,
@@ -1364,6 +1373,11 @@ pub fn show(args: ShowArgs) -> Result<i32> {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
+    let target = match (args.batch, args.full) {
+        (true, _) => SignalTarget::Batch,
+        (_, true) => SignalTarget::Full,
+        _ => SignalTarget::Steps,
+    };
     let filtered = args.user.is_some()
         || args.me
         || !args.names.is_empty()
@@ -1374,7 +1388,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
         for id in job_ids(&args.jobs, |_| true)? {
-            cancel_job(id, args.signal.clone())?;
+            cancel_job(id, args.signal.clone(), target)?;
         }
         return Ok(0);
     }
@@ -1398,7 +1412,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
     let mut status = 0;
     for j in jobs {
-        if let Err(e) = cancel_job(j.id, args.signal.clone()) {
+        if let Err(e) = cancel_job(j.id, args.signal.clone(), target) {
             eprintln!("berth: job {}: {e:#}", job_id(&j));
             status = 1;
         }
@@ -1415,12 +1429,15 @@ fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[Str
         && (states.is_empty() || states.contains(&j.state))
 }
 
-/// Cancels job `id`, or sends it `signal`.
-pub fn cancel_job(id: u64, signal: Option<String>) -> Result<()> {
+/// Cancels job `id`, or sends `signal` to the processes of it `target` names.
+pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Result<()> {
     request(
         "POST",
         &format!("/v1/jobs/{id}/cancel"),
-        Some(&CancelRequest { signal }),
+        Some(&CancelRequest {
+            signal,
+            target: Some(target),
+        }),
     )
 }
 

@@ -834,7 +834,7 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
             // Its node agent's end of the connection went (the cluster restarted): the job
             // is no longer held by it, and is ended here.
             eprintln!("{who}: lost the node agent; cancelling job allocation {job}");
-            if let Err(e) = crate::batch::cancel_job(job, None) {
+            if let Err(e) = crate::batch::cancel_job(job, None, Default::default()) {
                 eprintln!("{who}: cannot cancel job {job}: {e:#}");
             }
             code
@@ -858,7 +858,7 @@ fn allocate_only(options: Vec<String>) -> Result<i32> {
     let job = submitted.job_id;
     if submitted.jobs != 1 {
         for id in job..job + submitted.jobs {
-            let _ = crate::batch::cancel_job(id, None);
+            let _ = crate::batch::cancel_job(id, None, Default::default());
         }
         bail!("an allocation is one job: job arrays are for `berth submit`");
     }

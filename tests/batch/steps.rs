@@ -1348,6 +1348,59 @@ fn an_overcommitted_job_runs_more_tasks_than_it_has_cpus() {
     );
 }
 
+/// scancel -s: to the job's steps' tasks, the batch shell spared (which would die of a
+/// signal it has no trap for); -b: to the batch shell alone; -f: to both.
+#[test]
+fn scancel_signals_the_steps_or_the_batch_shell_or_both() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"trap 'echo batch-got-usr1' USR1
+berth step -n 1 sh -c 'trap "echo step-got-usr1" USR1; echo step-ready; while :; do sleep 0.2; done' &
+while :; do sleep 0.2; done"#;
+    let id = c.submit(Mode::Rootless, "sig.sh", &script("-n 1", body), &[]);
+    let path = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    let count = |what: &str| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .matches(what)
+            .count()
+    };
+    let wait = |what: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(what) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} x{n}: {}",
+                output(&c, id)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("step-ready", 1);
+    let id_text = id.to_string();
+    let scancel = |args: &[&str]| {
+        let mut all = vec!["as", "scancel"];
+        all.extend_from_slice(args);
+        all.push(&id_text);
+        c.berth(Mode::Rootless, &all).ok();
+    };
+    scancel(&["-s", "USR1"]);
+    wait("step-got-usr1", 1);
+    scancel(&["-b", "-s", "USR1"]);
+    wait("batch-got-usr1", 1);
+    // (-f reaches the step's client in the script too, which passes it on to its task, as
+    // srun does: the task may get it twice.)
+    scancel(&["-f", "-s", "USR1"]);
+    wait("step-got-usr1", 2);
+    wait("batch-got-usr1", 2);
+    // The batch shell got the two sent to it, not the one for the steps; the step's task,
+    // not the one for the batch shell (it had one before -f).
+    assert_eq!(count("batch-got-usr1"), 2, "{}", output(&c, id));
+    assert!(count("step-got-usr1") <= 3, "{}", output(&c, id));
+    assert_eq!(c.show(id)["state"], "RUNNING");
+    c.berth(Mode::Rootless, &["cancel", &id_text]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+}
+
 /// Slurm's own commands inside a job, as existing scripts call them: srun, sbatch (--wrap
 /// too), squeue, sacct, scancel, sinfo and what scripts ask of scontrol.
 #[test]

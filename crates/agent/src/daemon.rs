@@ -68,6 +68,10 @@ pub struct RunnerSignal {
     pub job: u64,
     pub runner: u32,
     pub signal: i32,
+    /// Which of the job's processes here (`None`: its runner's, which passes it to the
+    /// batch shell).
+    #[serde(default)]
+    pub target: Option<berth_api::SignalTarget>,
 }
 
 /// `POST /v1/agent/limit`: a running job's new time limit, seconds from its start.
@@ -442,7 +446,10 @@ impl Agent {
 }
 
 async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Response {
-    a.node.signal(s.job, s.runner, s.signal);
+    match s.target {
+        None | Some(berth_api::SignalTarget::Batch) => a.node.signal(s.job, s.runner, s.signal),
+        Some(target) => a.node.signal_processes(s.job, s.runner, s.signal, target),
+    }
     Json(()).into_response()
 }
 

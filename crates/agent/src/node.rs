@@ -552,6 +552,40 @@ impl NodeAgent {
         }
     }
 
+    /// Sends `sig` to job `id`'s processes here that `target` names: its steps' (those outside
+    /// the batch shell's process group, or the container's holder's on another node), or all
+    /// of them (`Full`); berth's own step processes pass it on to their tasks themselves.
+    pub fn signal_processes(
+        &self,
+        id: u64,
+        runner: u32,
+        sig: i32,
+        target: berth_api::SignalTarget,
+    ) {
+        use berth_runtime::{cgroup, WarnTo};
+        if !self.runner_alive(id, runner) {
+            return;
+        }
+        let Ok(layout) = cgroup::Layout::detect() else {
+            return;
+        };
+        let dirs = cgroup::existing_dirs(
+            &layout,
+            berth_runtime::CGROUP_PARENT,
+            &NodeAgent::cgroup_name(id, runner),
+        );
+        // The container's program (the batch shell) is the runner's child.
+        let program = std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let to = match target {
+            berth_api::SignalTarget::Full => WarnTo::Cgroup,
+            _ => WarnTo::OthersInCgroup,
+        };
+        berth_runtime::signal_processes(cgroup::pids_in(&dirs), program, sig, to);
+    }
+
     /// Gives running job `id` a new time limit, `seconds` from its start: written into its
     /// directory's [`TIME_LIMIT_FILE`], which its runner reads on [`berth_runtime::limit_signal`].
     pub fn set_limit(&self, id: u64, runner: u32, seconds: u64) -> Result<(), String> {

@@ -289,6 +289,22 @@ impl std::ops::Add for StepUsage {
 pub struct CancelRequest {
     /// Signal name or number to send instead of ending the job (`berth cancel --signal`).
     pub signal: Option<String>,
+    /// Which of the job's processes get the signal (`None`: its steps', as scancel's).
+    #[serde(default)]
+    pub target: Option<SignalTarget>,
+}
+
+/// Which of a running job's processes a signal is for, as scancel has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalTarget {
+    /// The batch script's shell alone (`scancel -b`).
+    Batch,
+    /// The job's steps' tasks on all its nodes, not the batch shell (scancel's default).
+    #[default]
+    Steps,
+    /// Every process of the job on all its nodes (`scancel -f`; bkill -s).
+    Full,
 }
 
 /// `POST /v1/jobs/{id}/update`: new values for a pending job (an array job's id: each of its

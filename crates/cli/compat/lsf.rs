@@ -881,7 +881,8 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
         "terminated"
     };
     each_job(&words, user, batch::applies("cancel"), |id, shown| {
-        batch::cancel_job(id, signal.clone())?;
+        // (LSF signals every process of the job.)
+        batch::cancel_job(id, signal.clone(), berth_api::SignalTarget::Full)?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {what}");
         }

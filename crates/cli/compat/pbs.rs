@@ -411,7 +411,10 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
             "cancel" => crate::client::request(
                 "POST",
                 &path,
-                Some(&berth_api::CancelRequest { signal: None }),
+                Some(&berth_api::CancelRequest {
+                    signal: None,
+                    target: None,
+                }),
             ),
             _ => crate::client::request("POST", &path, None::<&()>),
         }
@@ -427,7 +430,8 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
 pub fn qsig(mut words: Vec<String>) -> Result<i32> {
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
     act_on("signal", &words, |id| {
-        batch::cancel_job(id, Some(signal.clone()))
+        // (PBS signals the job's session leader, the batch shell.)
+        batch::cancel_job(id, Some(signal.clone()), berth_api::SignalTarget::Batch)
     })
 }
 

@@ -21,7 +21,7 @@ mod node;
 mod server;
 
 use berth_agent::node::NodeAgent;
-use berth_api::{JobInfo, SubmitRequest, SubmitResponse};
+use berth_api::{JobInfo, SignalTarget, SubmitRequest, SubmitResponse};
 use berth_core::job::{parse_args_as, Family, JobOptions, JobRequest};
 use berth_sched as sched;
 use berth_store::{JobFilter, Store};
@@ -1180,7 +1180,13 @@ impl Controller {
 
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
-    pub fn cancel(&mut self, caller: Caller, id: u64, signal: Option<i32>) -> Result<(), ApiError> {
+    pub fn cancel(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        signal: Option<i32>,
+        target: SignalTarget,
+    ) -> Result<(), ApiError> {
         let links = self.links_of(id);
         let key = self.key.clone();
         let job = self.owned(caller, id, "cancel")?;
@@ -1195,11 +1201,28 @@ impl Controller {
                 self.finished.insert(id, sched::JobState::Cancelled);
                 self.mail_end(&job);
             }
-            (State::Running | State::Suspended, sig) => {
-                if sig.is_none() {
-                    job.cancel_requested = true;
+            (State::Running | State::Suspended, None) => {
+                job.cancel_requested = true;
+                signal_runner(&links, job, libc::SIGTERM, &key);
+                let job = job.clone();
+                self.persist(&job)?;
+            }
+            (State::Running | State::Suspended, Some(sig)) if target == SignalTarget::Batch => {
+                signal_runner(&links, job, sig, &key);
+                let job = job.clone();
+                self.persist(&job)?;
+            }
+            // The job's steps' processes, or all of them, on every node it has.
+            (State::Running | State::Suspended, Some(sig)) => {
+                if job.state == State::Suspended {
+                    let _ = freeze(&links, job, false, &key);
+                    job.state = State::Running;
                 }
-                signal_runner(&links, job, sig.unwrap_or(libc::SIGTERM), &key);
+                for share in &job.shares {
+                    if let (Some(link), Some(runner)) = (links.get(&share.node), share.runner) {
+                        signal_on(link, id, runner, sig, Some(target), &key);
+                    }
+                }
                 let job = job.clone();
                 self.persist(&job)?;
             }
@@ -3124,7 +3147,7 @@ impl Controller {
         let id = submitted.job_id;
         if submitted.jobs != 1 {
             for task in id..id + submitted.jobs {
-                let _ = self.cancel(Caller { uid: 0, gid: 0 }, task, None);
+                let _ = self.cancel(Caller { uid: 0, gid: 0 }, task, None, SignalTarget::Steps);
             }
             return Err(
                 "an allocation for a step is one job: job arrays are for `berth submit`".into(),
@@ -3177,7 +3200,7 @@ impl Controller {
                 let _ = self.persist(&job);
             }
             (_, Some(_)) => {
-                let _ = self.cancel(root, id, None);
+                let _ = self.cancel(root, id, None, SignalTarget::Steps);
             }
             (_, None) => {}
         }
@@ -3495,13 +3518,30 @@ fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
 
 /// Sends `sig` to job `id`'s runner on one node.
 fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &auth::Key) {
+    signal_on(link, id, runner, sig, None, key)
+}
+
+/// Sends `sig` to job `id`'s processes on one node that `target` names (`None`: to its
+/// runner, which passes it to the batch shell).
+fn signal_on(
+    link: &Link,
+    id: u64,
+    runner: u32,
+    sig: i32,
+    target: Option<SignalTarget>,
+    key: &auth::Key,
+) {
     match link {
-        Link::Local(agent) => agent.signal(id, runner, sig),
+        Link::Local(agent) => match target {
+            None | Some(SignalTarget::Batch) => agent.signal(id, runner, sig),
+            Some(t) => agent.signal_processes(id, runner, sig, t),
+        },
         Link::Remote(url) => {
             let request = berth_agent::daemon::RunnerSignal {
                 job: id,
                 runner,
                 signal: sig,
+                target,
             };
             let (url, credential) = (url.clone(), key.credential(auth::CONTROLLER));
             // Not awaited: the job's end comes back through the agent's report.

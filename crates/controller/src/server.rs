@@ -388,7 +388,9 @@ async fn cancel(
     Path(id): Path<u64>,
     body: Option<Json<CancelRequest>>,
 ) -> ApiResult<()> {
-    let signal = match body.and_then(|Json(b)| b.signal) {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let target = body.target.unwrap_or_default();
+    let signal = match body.signal {
         None => None,
         Some(s) => Some(berth_core::signal::number(&s).ok_or_else(|| {
             ApiError::bad(format!(
@@ -396,7 +398,7 @@ async fn cancel(
             ))
         })?),
     };
-    c.lock().await.cancel(caller, id, signal).map(Json)
+    c.lock().await.cancel(caller, id, signal, target).map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/update", params(("id" = u64, Path, description = "job id (an array job's: each of its pending tasks)")), request_body(content = UpdateRequest, description = "the new values, as berth submit flags"), tag = "jobs", responses((status = 200, description = "the number of jobs updated", body = u64), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]

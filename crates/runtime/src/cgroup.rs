@@ -612,6 +612,13 @@ pub fn frozen(state: &[u8]) -> bool {
     state.starts_with(b"FROZEN") || state.starts_with(b"FREEZING") || state.starts_with(b"1")
 }
 
+/// Every process in `dirs` (a cgroup's, from [`existing_dirs`]) and their descendants.
+pub fn pids_in(dirs: &[PathBuf]) -> BTreeSet<libc::pid_t> {
+    let mut pids = BTreeSet::new();
+    dirs.iter().for_each(|dir| tree_pids(dir, &mut pids));
+    pids
+}
+
 /// The directories of `<parent>/<name>`, a cgroup another process created, in every
 /// hierarchy that has it (one on v2): where a job step's processes join the job's cgroup.
 pub fn existing_dirs(layout: &Layout, parent: &str, name: &str) -> Vec<PathBuf> {

@@ -693,22 +693,34 @@ fn set_limit(secs: u32) {
 /// those outside the program's process group. Processes running berth's own executable (a
 /// job step's leader, which leaves signals to its tasks) are skipped.
 fn warn_cgroup(cgroup: Option<&Cgroup>, program: libc::pid_t, w: crate::spec::Warning) {
+    if let Some(cgroup) = cgroup {
+        signal_processes(cgroup.pids(), program, w.signal, w.to);
+    }
+}
+
+/// Sends `signal` to those of a container's processes `pids` (its cgroup's) that `to`
+/// names: all of them, or those outside the process group of its program (whose pid is
+/// `program`: its steps). Processes running berth's own executable (a job step's leader,
+/// which leaves signals to its tasks) are skipped. [`WarnTo::Program`] is the caller's.
+pub fn signal_processes(
+    pids: impl IntoIterator<Item = libc::pid_t>,
+    program: libc::pid_t,
+    signal: libc::c_int,
+    to: WarnTo,
+) {
     use std::os::unix::fs::MetadataExt;
-    let Some(cgroup) = cgroup else {
-        return;
-    };
     let file = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let ours = file("/proc/self/exe");
-    for pid in cgroup.pids() {
+    for pid in pids {
         // SAFETY: getpgid(2) only reads; a process that is gone gives -1.
-        if w.to == WarnTo::OthersInCgroup && unsafe { libc::getpgid(pid) } == program {
+        if to == WarnTo::OthersInCgroup && unsafe { libc::getpgid(pid) } == program {
             continue;
         }
         if ours.is_some() && file(&format!("/proc/{pid}/exe")) == ours {
             continue;
         }
         // SAFETY: kill(2) on a process of the container's cgroup.
-        unsafe { libc::kill(pid, w.signal) };
+        unsafe { libc::kill(pid, signal) };
     }
 }
 

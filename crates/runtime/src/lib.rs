@@ -24,8 +24,8 @@ mod sys;
 pub use error::RuntimeError;
 pub use identity::Identity;
 pub use launch::{
-    catch_limit_updates, follow_limit_file, limit_signal, run, run_then, Outcome, CGROUP_PARENT,
-    FORWARDED,
+    catch_limit_updates, follow_limit_file, limit_signal, run, run_then, signal_processes, Outcome,
+    CGROUP_PARENT, FORWARDED,
 };
 pub use plan::{plan, Action, ImageDefaults, Options};
 pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit, WarnTo, Warning};
