@@ -989,29 +989,30 @@ struct QueueRow<'a> {
 /// The lines of squeue for `jobs` (in their order; an array's pending tasks that wait for
 /// the same reason where the first of them is); `each`: a line for every task.
 fn queue_rows(jobs: &[JobInfo], each: bool) -> Vec<QueueRow<'_>> {
-    let alike = |a: &JobInfo, b: &JobInfo| {
-        a.array_job_id.is_some()
-            && a.array_job_id == b.array_job_id
-            && a.state == "PENDING"
-            && b.state == "PENDING"
-            && a.reason == b.reason
-    };
     let mut rows: Vec<(QueueRow, Vec<u32>)> = Vec::new();
+    // The row of each array's pending tasks that wait for one reason.
+    let mut groups: std::collections::HashMap<(u64, Option<&str>), usize> = Default::default();
     for j in jobs {
-        let group = match each {
-            true => None,
-            false => rows.iter_mut().find(|(r, _)| alike(r.job, j)),
+        let group = match (j.array_job_id, j.array_task_id) {
+            (Some(array), Some(index)) if !each && j.state == "PENDING" => {
+                Some((array, j.reason.as_deref(), index))
+            }
+            _ => None,
         };
-        match (group, j.array_task_id) {
-            (Some((_, indices)), Some(index)) => indices.push(index),
-            _ => rows.push((
-                QueueRow {
-                    job: j,
-                    tasks: None,
-                },
-                j.array_task_id.into_iter().collect(),
-            )),
+        if let Some((array, reason, index)) = group {
+            if let Some(&row) = groups.get(&(array, reason)) {
+                rows[row].1.push(index);
+                continue;
+            }
+            groups.insert((array, reason), rows.len());
         }
+        rows.push((
+            QueueRow {
+                job: j,
+                tasks: None,
+            },
+            j.array_task_id.into_iter().collect(),
+        ));
     }
     rows.into_iter()
         .map(|(mut row, indices)| {

@@ -446,10 +446,7 @@ impl Agent {
 }
 
 async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Response {
-    match s.target {
-        None | Some(berth_api::SignalTarget::Batch) => a.node.signal(s.job, s.runner, s.signal),
-        Some(target) => a.node.signal_processes(s.job, s.runner, s.signal, target),
-    }
+    a.node.signal_to(s.job, s.runner, s.signal, s.target);
     Json(()).into_response()
 }
 

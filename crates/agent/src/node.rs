@@ -552,17 +552,24 @@ impl NodeAgent {
         }
     }
 
-    /// Sends `sig` to job `id`'s processes here that `target` names: its steps' (those outside
-    /// the batch shell's process group, or the container's holder's on another node), or all
-    /// of them (`Full`); berth's own step processes pass it on to their tasks themselves.
-    pub fn signal_processes(
+    /// Sends `sig` to job `id`'s processes here that `target` names: the batch shell (its
+    /// runner passes it on; also `None`), its steps' (those outside the batch shell's process
+    /// group, or the container's holder's on another node), or all of them (`Full`);
+    /// berth's own step processes pass it on to their tasks themselves.
+    pub fn signal_to(
         &self,
         id: u64,
         runner: u32,
         sig: i32,
-        target: berth_api::SignalTarget,
+        target: Option<berth_api::SignalTarget>,
     ) {
+        use berth_api::SignalTarget;
         use berth_runtime::{cgroup, WarnTo};
+        let to = match target {
+            None | Some(SignalTarget::Batch) => return self.signal(id, runner, sig),
+            Some(SignalTarget::Steps) => WarnTo::OthersInCgroup,
+            Some(SignalTarget::Full) => WarnTo::Cgroup,
+        };
         if !self.runner_alive(id, runner) {
             return;
         }
@@ -579,11 +586,12 @@ impl NodeAgent {
             .ok()
             .and_then(|c| c.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
-        let to = match target {
-            berth_api::SignalTarget::Full => WarnTo::Cgroup,
-            _ => WarnTo::OthersInCgroup,
-        };
-        berth_runtime::signal_processes(cgroup::pids_in(&dirs), program, sig, to);
+        berth_runtime::signal_processes(
+            cgroup::pids_in(dirs.iter().map(PathBuf::as_path)),
+            program,
+            sig,
+            to,
+        );
     }
 
     /// Gives running job `id` a new time limit, `seconds` from its start: written into its

@@ -915,9 +915,13 @@ impl Controller {
                 }
             }
         }
-        if let Some(deadline) = request.deadline {
-            let at = now();
-            let deadline = deadline.resolve_in(at, utc_offset);
+        // Its deadline, resolved once (the job's own is this), needs a time limit to plan
+        // with and a begin before it.
+        let submit_time = now();
+        let deadline = request
+            .deadline
+            .map(|d| d.resolve_in(submit_time, utc_offset));
+        if let Some(deadline) = deadline {
             let part = self
                 .settings
                 .partitions
@@ -934,7 +938,7 @@ impl Controller {
             }
             if request
                 .begin
-                .is_some_and(|b| b.resolve_in(at, utc_offset) >= deadline)
+                .is_some_and(|b| b.resolve_in(submit_time, utc_offset) >= deadline)
             {
                 return Err(ApiError::bad(
                     "--begin is not before --deadline: the job could never run",
@@ -956,7 +960,6 @@ impl Controller {
             false => self.store.allocate_ids(indices.len() as u64),
         }
         .map_err(ApiError::internal)?;
-        let submit_time = now();
         let mut jobs = Vec::with_capacity(indices.len());
         for (n, index) in indices.iter().enumerate() {
             let id = first + n as u64;
@@ -995,9 +998,7 @@ impl Controller {
                 held: request.hold,
                 submit_time,
                 begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
-                deadline: request
-                    .deadline
-                    .map(|d| d.resolve_in(submit_time, utc_offset)),
+                deadline,
                 start_time: None,
                 end_time: None,
                 shares: Vec::new(),
@@ -1201,27 +1202,13 @@ impl Controller {
                 self.finished.insert(id, sched::JobState::Cancelled);
                 self.mail_end(&job);
             }
-            (State::Running | State::Suspended, None) => {
-                job.cancel_requested = true;
-                signal_runner(&links, job, libc::SIGTERM, &key);
-                let job = job.clone();
-                self.persist(&job)?;
-            }
-            (State::Running | State::Suspended, Some(sig)) if target == SignalTarget::Batch => {
-                signal_runner(&links, job, sig, &key);
-                let job = job.clone();
-                self.persist(&job)?;
-            }
-            // The job's steps' processes, or all of them, on every node it has.
-            (State::Running | State::Suspended, Some(sig)) => {
-                if job.state == State::Suspended {
-                    let _ = freeze(&links, job, false, &key);
-                    job.state = State::Running;
-                }
-                for share in &job.shares {
-                    if let (Some(link), Some(runner)) = (links.get(&share.node), share.runner) {
-                        signal_on(link, id, runner, sig, Some(target), &key);
+            (State::Running | State::Suspended, sig) => {
+                match sig {
+                    None => {
+                        job.cancel_requested = true;
+                        signal_runner(&links, job, libc::SIGTERM, &key);
                     }
+                    Some(sig) => signal_job(&links, job, sig, Some(target), &key),
                 }
                 let job = job.clone();
                 self.persist(&job)?;
@@ -3504,15 +3491,32 @@ type Links = BTreeMap<String, Link>;
 /// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
 /// not act on the signal.
 fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
+    signal_job(links, job, sig, None, key)
+}
+
+/// Sends `sig` to the processes of running job `job` that `target` names (see
+/// [`NodeAgent::signal_to`]): the batch shell's, through the batch host's runner (`None`,
+/// `Batch`), or its steps' or all on every node. A suspended job is thawed first.
+fn signal_job(
+    links: &Links,
+    job: &mut Job,
+    sig: i32,
+    target: Option<SignalTarget>,
+    key: &auth::Key,
+) {
     if job.state == State::Suspended {
         let _ = freeze(links, job, false, key);
         job.state = State::Running;
     }
-    let Some(batch) = job.shares.first() else {
-        return;
+    let on_every_node = !matches!(target, None | Some(SignalTarget::Batch));
+    let shares = match on_every_node {
+        true => &job.shares[..],
+        false => &job.shares[..job.shares.len().min(1)],
     };
-    if let (Some(link), Some(runner)) = (links.get(&batch.node), batch.runner) {
-        signal_one(link, job.id, runner, sig, key);
+    for share in shares {
+        if let (Some(link), Some(runner)) = (links.get(&share.node), share.runner) {
+            signal_on(link, job.id, runner, sig, target, key);
+        }
     }
 }
 
@@ -3532,10 +3536,7 @@ fn signal_on(
     key: &auth::Key,
 ) {
     match link {
-        Link::Local(agent) => match target {
-            None | Some(SignalTarget::Batch) => agent.signal(id, runner, sig),
-            Some(t) => agent.signal_processes(id, runner, sig, t),
-        },
+        Link::Local(agent) => agent.signal_to(id, runner, sig, target),
         Link::Remote(url) => {
             let request = berth_agent::daemon::RunnerSignal {
                 job: id,

@@ -503,11 +503,7 @@ impl Cgroup {
 
     /// Every process in the cgroup and its descendants, in any hierarchy.
     pub fn pids(&self) -> BTreeSet<libc::pid_t> {
-        let mut pids = BTreeSet::new();
-        self.dirs
-            .iter()
-            .for_each(|(dir, _)| tree_pids(dir, &mut pids));
-        pids
+        pids_in(self.dirs.iter().map(|(dir, _)| dir.as_path()))
     }
 
     /// The leaf directories, one per hierarchy.
@@ -612,10 +608,11 @@ pub fn frozen(state: &[u8]) -> bool {
     state.starts_with(b"FROZEN") || state.starts_with(b"FREEZING") || state.starts_with(b"1")
 }
 
-/// Every process in `dirs` (a cgroup's, from [`existing_dirs`]) and their descendants.
-pub fn pids_in(dirs: &[PathBuf]) -> BTreeSet<libc::pid_t> {
+/// Every process in `dirs` (a cgroup's, one per hierarchy: [`existing_dirs`]) and their
+/// descendants.
+pub fn pids_in<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> BTreeSet<libc::pid_t> {
     let mut pids = BTreeSet::new();
-    dirs.iter().for_each(|dir| tree_pids(dir, &mut pids));
+    dirs.into_iter().for_each(|dir| tree_pids(dir, &mut pids));
     pids
 }
 

@@ -1069,11 +1069,12 @@ pub(crate) fn end_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
 
-/// The pipe [`end_signal`]'s handler writes a byte into (its write end), which [`watch`]
-/// polls (its read end).
-static END_PIPE: std::sync::OnceLock<(OwnedFd, OwnedFd)> = std::sync::OnceLock::new();
+/// The read end of the pipe [`end_signal`]'s handler writes a byte into, which [`watch`]
+/// polls.
+static END_READ: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
 
-/// The write end of [`END_PIPE`], for the handler (which may not lock or allocate).
+/// The write end of that pipe, for the handler (which may not lock or allocate); open for
+/// the life of the process.
 static END_WRITE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 extern "C" fn on_end(_: libc::c_int) {
@@ -1089,8 +1090,10 @@ extern "C" fn on_end(_: libc::c_int) {
 /// A task's disposition of it is the default again once it execs.
 fn catch_end() -> Result<(), StepError> {
     let (read, write) = pipe(libc::O_NONBLOCK)?;
-    END_WRITE.store(write.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
-    let _ = END_PIPE.set((read, write));
+    if END_READ.set(read).is_ok() {
+        use std::os::fd::IntoRawFd;
+        END_WRITE.store(write.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    }
     // SAFETY: a handler that only writes to a pipe (async-signal-safe), installed with
     // sigaction and an empty mask.
     unsafe {
@@ -1156,7 +1159,7 @@ fn watch(
         if polled.is_empty() {
             return Ok(());
         }
-        let end = END_PIPE.get().map(|(read, _)| read);
+        let end = END_READ.get();
         if let Some(read) = end {
             polled.push(libc::pollfd {
                 fd: read.as_raw_fd(),

@@ -280,7 +280,17 @@ pub fn unit_seconds(unit: &str) -> Option<u64> {
 
 /// Parses `sbatch --begin`.
 pub fn parse_slurm_begin(text: &str) -> Result<BeginTime, JobError> {
-    let bad = || JobError::invalid("begin time", text, SLURM_FORMATS);
+    parse_slurm_time_of_day("begin time", text)
+}
+
+/// sbatch's `--deadline`, in `--begin`'s forms.
+pub fn parse_slurm_deadline(text: &str) -> Result<BeginTime, JobError> {
+    parse_slurm_time_of_day("deadline", text)
+}
+
+/// A point in time as sbatch's `--begin` and `--deadline` take it; `what` names it in errors.
+fn parse_slurm_time_of_day(what: &'static str, text: &str) -> Result<BeginTime, JobError> {
+    let bad = || JobError::invalid(what, text, SLURM_FORMATS);
     let s = text.trim().to_ascii_lowercase();
     let named = match s.as_str() {
         "today" => Some(BeginTime::Day(0)),

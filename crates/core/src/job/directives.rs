@@ -837,16 +837,7 @@ fn apply_slurm(
         "bind" => opts.binds.push(bind(v)?),
         "signal" => slurm_signal(opts, v)?,
         "begin" => opts.begin = Some(parse_slurm_begin(v)?),
-        "deadline" => {
-            opts.deadline = Some(parse_slurm_begin(v).map_err(|e| match e {
-                JobError::Invalid { value, expected, .. } => JobError::Invalid {
-                    what: "deadline",
-                    value,
-                    expected,
-                },
-                other => other,
-            })?)
-        }
+        "deadline" => opts.deadline = Some(parse_slurm_deadline(v)?),
         "wait" => opts.wait = Some(true),
         "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "ntasks-per-socket"
         | "cores-per-socket" | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
@@ -927,34 +918,16 @@ fn apply_slurm(
             )
         }
         "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
-        "x11" => {
+        "x11" | "cpus-per-gpu" | "ntasks-per-gpu" | "gpus-per-socket" | "priority" | "gid" => {
             return Err(JobError::unsupported(
                 &found.text,
-                "berth forwards no X11 display into jobs",
-            ))
-        }
-        "cpus-per-gpu" | "ntasks-per-gpu" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "berth sizes a job by its tasks: ask for CPUs per task (-c) and GPUs per task or node (--gpus-per-task, --gpus-per-node)",
-            ))
-        }
-        "gpus-per-socket" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "berth gives GPUs per job, node or task (--gpus, --gpus-per-node, --gpus-per-task)",
-            ))
-        }
-        "priority" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "a job's priority comes from the site's priority factors; --nice=N lowers yours",
-            ))
-        }
-        "gid" => {
-            return Err(JobError::unsupported(
-                &found.text,
-                "a job runs with its user's own groups (root names the user with --uid)",
+                match found.name {
+                    "x11" => "berth forwards no X11 display into jobs",
+                    "cpus-per-gpu" | "ntasks-per-gpu" => "berth sizes a job by its tasks: ask for CPUs per task (-c) and GPUs per task or node (--gpus-per-task, --gpus-per-node)",
+                    "gpus-per-socket" => "berth gives GPUs per job, node or task (--gpus, --gpus-per-node, --gpus-per-task)",
+                    "priority" => "a job's priority comes from the site's priority factors; --nice=N lowers yours",
+                    _ => "a job runs with its user's own groups (root names the user with --uid)",
+                },
             ))
         }
         "container-image" => {
