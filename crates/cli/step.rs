@@ -73,9 +73,10 @@ pub struct StepArgs {
     /// Allow more tasks than the job has CPUs for
     #[arg(short = 'O', long)]
     overcommit: bool,
-    /// Serve the tasks PMI-1 and PMI-2 (pmi1, the default, or pmi2: MPI programs start
-    /// without mpiexec) or not (none)
-    #[arg(long, value_name = "pmi1|pmi2|none")]
+    /// Serve the tasks PMI-1 and PMI-2 (pmi1, the default, or pmi2), or PMIx (pmix: Open
+    /// MPI's), so that MPI programs start without mpiexec; or none [default:
+    /// $SLURM_MPI_TYPE, else pmi1]
+    #[arg(long, value_name = "pmi1|pmi2|pmix|none")]
     mpi: Option<String>,
     /// Run the task on a pseudo-terminal of its own, relayed to this one: an interactive
     /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
@@ -410,15 +411,13 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             "--cpu-bind={other}: berth pins each task to its own share of the job's CPUs (cores, threads, rank, sockets, ldoms) or not (none); it takes no CPU maps or masks"
         ),
     };
-    // One server speaks both PMI-1 and PMI-2, each task the one it starts with.
-    let (pmi, pmi_fd) = match args.mpi.as_deref() {
-        None | Some("pmi1" | "pmi") => (true, false),
-        Some("pmi2") => (true, true),
-        Some("none") => (false, false),
-        Some(other) => bail!(
-            "--mpi={other}: berth serves PMI-1 and PMI-2 (pmi1, the default, or pmi2) or none; not PMIx"
-        ),
-    };
+    // srun's default type comes from SLURM_MPI_TYPE, as Slurm's does.
+    let (pmi, pmi_fd, pmix) = mpi_kind(
+        args.mpi
+            .clone()
+            .or_else(|| std::env::var("SLURM_MPI_TYPE").ok())
+            .as_deref(),
+    )?;
     let kill_on_bad_exit = match args.kill_on_bad_exit {
         None | Some(1) => true,
         Some(0) => false,
@@ -528,12 +527,28 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         pty: args.pty,
         pmi,
         pmi_fd,
+        pmix,
         task_files,
         input_task,
         gpus_per_task: args.gpus_per_task,
         multi_prog,
     };
     run(&request)
+}
+
+/// What `--mpi=TYPE` asks the agent to serve: PMI-1 and PMI-2 over PMI_PORT (`pmi1`, the
+/// default), with each task's own connection in PMI_FD too (`pmi2`), PMIx (`pmix` and its
+/// versioned names, Slurm's), or nothing (`none`).
+fn mpi_kind(kind: Option<&str>) -> Result<(bool, bool, bool)> {
+    Ok(match kind {
+        None | Some("pmi1" | "pmi") => (true, false, false),
+        Some("pmi2") => (true, true, false),
+        Some("pmix" | "pmix_v3" | "pmix_v4" | "pmix_v5") => (false, false, true),
+        Some("none") => (false, false, false),
+        Some(other) => bail!(
+            "--mpi={other}: berth serves pmi1 (the default), pmi2, pmix (pmix_v3, pmix_v4, pmix_v5) or none"
+        ),
+    })
 }
 
 /// `--ntasks-per-node`: the task count, or the node count, from the other. Inside a job
@@ -1055,6 +1070,16 @@ mod tests {
 
     fn words(w: &[&str]) -> Vec<String> {
         w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mpi_types_are_slurms() {
+        assert_eq!(mpi_kind(None).unwrap(), (true, false, false));
+        assert_eq!(mpi_kind(Some("pmi2")).unwrap(), (true, true, false));
+        assert_eq!(mpi_kind(Some("pmix_v4")).unwrap(), (false, false, true));
+        assert_eq!(mpi_kind(Some("none")).unwrap(), (false, false, false));
+        let e = mpi_kind(Some("openmpi")).unwrap_err().to_string();
+        assert!(e.contains("--mpi=openmpi") && e.contains("pmix"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Real MPI programs across test hosts, in the job's containers, started by the MPI
 //! libraries' own launchers through `berth rsh` (no sshd in the image): Open MPI's mpirun
-//! and MPICH's mpiexec.hydra. The image is made of the files of Debian's MPI packages
+//! and MPICH's mpiexec.hydra; and started by `berth step` alone, with berth's PMI (MPICH)
+//! and PMIx (Open MPI). The image is made of the files of Debian's MPI packages
 //! (tests/cluster/mpi/image.sh), with tests/cluster/mpi/check.c built against each.
 
 use crate::hosts::{job_cgroups, output, TestCluster};
@@ -159,4 +160,62 @@ fn mpich_5_runs_across_three_hosts_with_hydra_and_with_berths_pmi() {
         "/opt/berth-test/mpich5/bin/mpiexec.hydra -n 3 /opt/berth-test/check.mpich5 200 10",
     );
     run_mpi(&t, 3, "berth step /opt/berth-test/check.mpich5 200 10");
+}
+
+#[test]
+fn open_mpi_ranks_start_without_mpirun_with_pmix() {
+    let Some(t) = mpi_cluster(16, 3) else {
+        return;
+    };
+    // berth step starts Open MPI's ranks itself, each node's PMIx server (the node's
+    // libpmix) serving its own, their modex gathered across the nodes: one rank per host...
+    let tcp = "export OMPI_MCA_btl=tcp,self,vader OMPI_MCA_btl_tcp_if_include=eth0";
+    run_mpi(
+        &t,
+        3,
+        &format!("{tcp}\nberth step --mpi=pmix /opt/berth-test/check.openmpi 200 10"),
+    );
+    // ... then two on the first host beside one on the second (shared memory between the
+    // two: their server says they are peers), SLURM_MPI_TYPE as srun's default; and a rank
+    // that aborts ends the step, on every host, with its code.
+    let script = format!(
+        r#"#!/bin/sh
+#SBATCH -N 2 --ntasks-per-node=1 -t 2
+#BERTH --image mpi
+{tcp}
+export SLURM_MPI_TYPE=pmix
+berth step -N 2 -n 3 --overcommit /opt/berth-test/check.openmpi 10 2
+berth step -n 2 /opt/berth-test/check.openmpi abort 7
+echo "abort status $?"
+"#
+    );
+    let id = t.c.submit(Mode::Rootless, "pmix.sh", &script, &[]);
+    let runners = t.runners(id);
+    let job = t.c.wait_for(
+        id,
+        &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED", "TIMEOUT"],
+    );
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let (first, second) = (
+        job["nodes"][0].as_str().unwrap(),
+        job["nodes"][1].as_str().unwrap(),
+    );
+    assert!(
+        out.starts_with(&format!(
+            "size 3\nrank 0 host {first}\nrank 1 host {first}\nrank 2 host {second}\nallreduce ok\n"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("\nabort status 7\n"), "{out}");
+    // Each node's PMIx helper is gone with its directory.
+    for runner in runners {
+        let prefix = format!("berth-pmix.{runner}-job{id}.");
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -565,6 +565,10 @@ pub struct StepRequest {
     /// (`srun --mpi=pmi2`: what programs on Slurm's libpmi2 need).
     #[serde(default)]
     pub pmi_fd: bool,
+    /// Serve the tasks PMIx from each of their nodes (`srun --mpi=pmix`: what Open MPI's
+    /// ranks need to start without mpirun), with the node's PMIx library.
+    #[serde(default)]
+    pub pmix: bool,
     /// Files of each task (`srun -o out-%t`), opened on its node as the user.
     #[serde(default)]
     pub task_files: Option<TaskFiles>,
@@ -615,6 +619,7 @@ impl StepRequest {
             pty: false,
             pmi: false,
             pmi_fd: false,
+            pmix: false,
             task_files: None,
             input_task: None,
             gpus_per_task: None,

@@ -6,7 +6,10 @@
  * Rank 0 prints, in order: "size N", one "rank R host H" line per rank, "allreduce ok"
  * (or "allreduce wrong ..." and exit 1), "latency_us X" and "bandwidth_MBps Y" (MB = 1e6
  * bytes; with two ranks or more, and rounds above 0: `check 0 0` only starts and ends),
- * "done". */
+ * "done".
+ *
+ *   check abort CODE       the last rank calls MPI_Abort(CODE) after MPI_Init; the others
+ *                          wait in a barrier it never reaches (until the launcher kills them) */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +41,12 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (argc > 2 && strcmp(argv[1], "abort") == 0) {
+        if (rank == size - 1)
+            MPI_Abort(MPI_COMM_WORLD, atoi(argv[2]));
+        MPI_Barrier(MPI_COMM_WORLD);
+        return 0;
+    }
 
     char host[HOST_LEN] = {0};
     gethostname(host, HOST_LEN - 1);

@@ -15,6 +15,7 @@
 pub mod client;
 mod named;
 pub mod pmi;
+mod pmix;
 mod pty;
 pub mod relay;
 pub(crate) mod save;
@@ -60,6 +61,10 @@ pub struct StepLaunch {
     /// Each task gets its own connection to it in PMI_FD (`--mpi=pmi2`).
     #[serde(default)]
     pub pmi_fd: bool,
+    /// Serve the tasks PMIx (`--mpi=pmix`) from this node, the PMI server above gathering
+    /// fences across nodes.
+    #[serde(default)]
+    pub pmix: bool,
     /// Without `client_pid` (a part on another node): whether the client runs outside the
     /// job (on a host), so that the tasks get the job's environment under the client's.
     #[serde(default)]
@@ -244,7 +249,8 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     // A PMI client finds its process manager by PMI_PORT (and asks it for its rank, PMI_ID
     // for PMI-1's initack), or uses the connection PMI_FD names (see run_tasks), its rank
     // and size in PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2).
-    let pmi: Vec<(&str, &str)> = match &launch.pmi {
+    // (A PMIx step's tasks find its server in the PMIX_* variables instead.)
+    let pmi: Vec<(&str, &str)> = match launch.pmi.as_ref().filter(|_| !launch.pmix) {
         Some(port) => vec![
             ("PMI_PORT", port),
             ("PMI_ID", &rank),
@@ -706,7 +712,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The PMI server's address, resolved on the host too (inside, name resolution would
     // load the image's libraries into this root process).
-    let pmi = match launch.pmi.as_ref().filter(|_| launch.pmi_fd) {
+    let pmi = match launch.pmi.as_ref().filter(|_| launch.pmi_fd || launch.pmix) {
         Some(port) => Some(
             std::net::ToSocketAddrs::to_socket_addrs(port.as_str())
                 .map_err(io_err(format!("resolving the PMI server {port}")))?
@@ -724,6 +730,14 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     catch_end()?;
+    // PMIx's server, in a helper forked now: this process is still single-threaded and on
+    // the host (see pmix).
+    let pmix = match launch.pmix {
+        true => Some(pmix::Server::start(&launch, &id, pmi)?),
+        false => None,
+    };
+    let pmix_env = pmix.as_ref().map_or(&[][..], |p| &p.env[..]);
+    let pmi = pmi.filter(|_| launch.pmi_fd);
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
@@ -736,7 +750,13 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         let env = step_env(&launch, outside)?;
         // (A job started with --container-remap-root: its tasks are root there too.)
         let remap = container.enter()?;
-        return run_tasks(&launch, &id, &env, remap.as_ref().map(|r| r.as_fd()), pmi);
+        return run_tasks(
+            &launch,
+            &id,
+            &env,
+            remap.as_ref().map(|r| r.as_fd()),
+            (pmi, pmix_env),
+        );
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -827,7 +847,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         &id,
         &spec.env,
         remap.as_ref().map(|r| r.as_fd()),
-        pmi,
+        (pmi, pmix_env),
     )?;
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
@@ -841,13 +861,14 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
 }
 
 /// Starts the step's tasks in the container this process is in, waits for all of them,
-/// and returns the worst exit status.
+/// and returns the worst exit status. `pmi`: the PMI server each task gets a connection to
+/// (PMI_FD); `pmix_env`: each task's PMIx variables.
 fn run_tasks(
     launch: &StepLaunch,
     id: &berth_runtime::Identity,
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
-    pmi: Option<std::net::SocketAddr>,
+    (pmi, pmix_env): (Option<std::net::SocketAddr>, &[Vec<String>]),
 ) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -895,6 +916,10 @@ fn run_tasks(
     };
     for (local, cpus) in launch.tasks.iter().enumerate() {
         let mut env = task_env(launch, env, local);
+        if let Some(vars) = pmix_env.get(local) {
+            env.retain(|kv| !vars.iter().any(|v| name_of(v) == name_of(kv)));
+            env.extend(vars.iter().cloned());
+        }
         let rank = first + local;
         let argv = match &programs {
             Some(p) => p.argv(rank as u32).ok_or_else(|| {

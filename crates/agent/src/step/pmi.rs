@@ -45,6 +45,14 @@
 //! ```
 //!
 //! A field `thrid` (a threaded client's) comes back in the answer.
+//!
+//! A PMIx step's servers (one on each node, `pmix.rs`) gather their fences here, each on a
+//! connection of its own, in a PMI-1 line followed by that many bytes of data:
+//!
+//! ```text
+//! cmd=allgather key=K parts=P size=S   cmd=allgather_out size=T, and T bytes: the data of
+//!   (S bytes)                          all P parts under K, once all of them sent theirs
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +62,9 @@ use tokio::sync::mpsc;
 
 /// The longest line taken: a value of up to `vallen_max` bytes and its key and command.
 const LINE_LIMIT: usize = 4096;
+
+/// The most data one part may bring to an allgather (a node's PMIx modex).
+const GATHER_LIMIT: usize = 64 << 20;
 
 /// `PMI_process_mapping` for ranks numbered node by node, `counts` per node:
 /// `(vector,(first_node,nodes,ranks_per_node),...)`, consecutive nodes with the same count
@@ -95,12 +106,17 @@ struct State {
     kvs: HashMap<String, String>,
     /// The tasks waiting in the current barrier (PMI-1's barrier, PMI-2's fence), each with
     /// its answer, in the wire protocol it speaks.
-    barrier: Vec<(mpsc::UnboundedSender<Vec<u8>>, Vec<u8>)>,
+    barrier: Vec<Waiting>,
     /// PMI-2's node attributes, by node index and key.
     node_attrs: HashMap<(usize, String), String>,
     /// Tasks waiting for a node attribute (`wait=TRUE`).
     attr_waiters: Vec<AttrWaiter>,
+    /// The allgathers under way, by key: the parts in so far, each with its data.
+    gathers: HashMap<String, Vec<Waiting>>,
 }
+
+/// A connection waiting in a barrier or an allgather, with its answer or its data.
+type Waiting = (mpsc::UnboundedSender<Vec<u8>>, Vec<u8>);
 
 impl State {
     /// A step's state before any task came: the key-value space starts with `kvs`.
@@ -110,6 +126,7 @@ impl State {
             barrier: Vec::new(),
             node_attrs: HashMap::new(),
             attr_waiters: Vec::new(),
+            gathers: HashMap::new(),
         }
     }
 }
@@ -205,12 +222,43 @@ impl Step {
             }
         }
     }
+
+    /// Adds a part's `data` to the allgather `key` of `parts` parts; once all are in, sends
+    /// each of them everybody's data (in the order they came).
+    fn gather(
+        &self,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        key: String,
+        parts: usize,
+        data: Vec<u8>,
+    ) {
+        let mut s = self.state.lock().expect("not poisoned");
+        let arrived = s.gathers.entry(key.clone()).or_default();
+        arrived.push((tx.clone(), data));
+        if arrived.len() >= parts {
+            let arrived = s.gathers.remove(&key).unwrap_or_default();
+            let size: usize = arrived.iter().map(|(_, d)| d.len()).sum();
+            let mut answer = format!("cmd=allgather_out size={size}\n").into_bytes();
+            for (_, data) in &arrived {
+                answer.extend_from_slice(data);
+            }
+            for (waiting, _) in arrived {
+                let _ = waiting.send(answer.clone());
+            }
+        }
+    }
 }
 
-/// A message as it came: a PMI-1 line (without its newline) or a PMI-2 message's fields.
+/// A message as it came: a PMI-1 line (without its newline), a PMI-2 message's fields, or
+/// a part's data for an allgather.
 enum Message {
     V1(String),
     V2(String),
+    Gather {
+        key: String,
+        parts: usize,
+        data: Vec<u8>,
+    },
 }
 
 /// The first whole message at the start of `buf`, taken out of it; `None` until one is
@@ -227,8 +275,27 @@ fn take_message(buf: &mut Vec<u8>) -> std::io::Result<Option<Message>> {
                 false => Ok(None),
             };
         };
-        let line: Vec<u8> = buf.drain(..=end).collect();
-        let text = String::from_utf8_lossy(&line[..end]);
+        let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if text.starts_with("cmd=allgather ") {
+            let f = fields(&text);
+            let number = |name: &str| -> std::io::Result<usize> {
+                f.get(name)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad("an allgather without its key, parts and size"))
+            };
+            let (parts, size) = (number("parts")?, number("size")?);
+            let key = f.get("key").copied().unwrap_or_default().to_string();
+            if size > GATHER_LIMIT {
+                return Err(bad("an allgather's data too large"));
+            }
+            if buf.len() < end + 1 + size {
+                return Ok(None);
+            }
+            buf.drain(..=end);
+            let data = buf.drain(..size).collect();
+            return Ok(Some(Message::Gather { key, parts, data }));
+        }
+        buf.drain(..=end);
         return Ok(Some(Message::V1(text.trim_end_matches('\r').to_string())));
     }
     if buf.len() < 6 {
@@ -298,6 +365,10 @@ async fn serve(stream: TcpStream, step: &Step) -> std::io::Result<()> {
         let answer = match message {
             Message::V1(line) => serve_v1(&line, step, &tx),
             Message::V2(text) => serve_v2(&text, step, &tx, &mut rank),
+            Message::Gather { key, parts, data } => {
+                step.gather(&tx, key, parts, data);
+                Reply::Later
+            }
         };
         match answer {
             Reply::Now(bytes) => write.write_all(&bytes).await?,
@@ -545,6 +616,56 @@ mod tests {
         async fn answer(&mut self) -> String {
             self.read.next_line().await.unwrap().unwrap()
         }
+    }
+
+    #[tokio::test]
+    async fn parts_gather_their_data_under_each_key() {
+        let server = Server::start(&[2, 1], "kvs_7_0".into()).await.unwrap();
+        let connect = || async {
+            let s = TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap();
+            let (r, w) = s.into_split();
+            (BufReader::new(r), w)
+        };
+        async fn answer(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Vec<u8> {
+            let mut line = String::new();
+            read.read_line(&mut line).await.unwrap();
+            let size: usize = line
+                .trim_end()
+                .strip_prefix("cmd=allgather_out size=")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut data = vec![0; size];
+            read.read_exact(&mut data).await.unwrap();
+            data
+        }
+        let (mut ra, mut a) = connect().await;
+        let (mut rb, mut b) = connect().await;
+        // Data with newlines in it, the header and data in pieces; a second key (fences
+        // over other parts) meanwhile.
+        a.write_all(b"cmd=allgather key=0,1#1 parts=2 size=5\nA\n")
+            .await
+            .unwrap();
+        b.write_all(b"cmd=allgather key=0,1#1 parts=2 si")
+            .await
+            .unwrap();
+        a.write_all(b"a\na").await.unwrap();
+        a.write_all(b"cmd=allgather key=0#1 parts=1 size=1\nx")
+            .await
+            .unwrap();
+        assert_eq!(answer(&mut ra).await, b"x");
+        b.write_all(b"ze=2\nB\n").await.unwrap();
+        let all = answer(&mut ra).await;
+        assert_eq!(all, answer(&mut rb).await);
+        assert!(all == b"A\na\naB\n" || all == b"B\nA\na\na", "{all:?}");
+        // A size over the limit ends the connection.
+        a.write_all(format!("cmd=allgather key=k parts=2 size={}\n", GATHER_LIMIT + 1).as_bytes())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(ra.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
     #[tokio::test]

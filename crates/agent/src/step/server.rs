@@ -354,7 +354,8 @@ async fn run_step<A: StepAuthority>(
     };
     // The tasks' PMI-1 process manager, here; the other nodes' tasks reach it by this
     // node's name.
-    let mut pmi = match request.pmi && !request.pty {
+    // (A PMIx step's servers, one on each node, gather their fences through it.)
+    let mut pmi = match (request.pmi || request.pmix) && !request.pty {
         true => {
             let counts: Vec<u32> = layout.iter().map(|(_, n)| *n).collect();
             let kvsname = format!("kvs_{job}_{}", grant.step);
@@ -394,6 +395,7 @@ async fn run_step<A: StepAuthority>(
                 .as_ref()
                 .map(|p| format!("{}:{}", authority.address(), p.port)),
             pmi_fd: request.pmi_fd,
+            pmix: request.pmix,
             outside: !in_job,
             label: request.label,
             kill_on_bad_exit: request.kill_on_bad_exit,
