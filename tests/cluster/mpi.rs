@@ -176,8 +176,9 @@ fn open_mpi_ranks_start_without_mpirun_with_pmix() {
         &format!("{tcp}\nberth step --mpi=pmix /opt/berth-test/check.openmpi 200 10"),
     );
     // ... then two on the first host beside one on the second (shared memory between the
-    // two: their server says they are peers), SLURM_MPI_TYPE as srun's default; and a rank
-    // that aborts ends the step, on every host, with its code.
+    // two: their server says they are peers), SLURM_MPI_TYPE as srun's default; two on one
+    // host alone (their fences that host's own); and a rank that aborts ends the step, on
+    // every host, with its code.
     let script = format!(
         r#"#!/bin/sh
 #SBATCH -N 2 --ntasks-per-node=1 -t 2
@@ -185,6 +186,7 @@ fn open_mpi_ranks_start_without_mpirun_with_pmix() {
 {tcp}
 export SLURM_MPI_TYPE=pmix
 berth step -N 2 -n 3 --overcommit /opt/berth-test/check.openmpi 10 2
+berth step -N 1 -n 2 --overcommit /opt/berth-test/check.openmpi 0 0
 berth step -n 2 /opt/berth-test/check.openmpi abort 7
 echo "abort status $?"
 "#
@@ -204,6 +206,12 @@ echo "abort status $?"
     assert!(
         out.starts_with(&format!(
             "size 3\nrank 0 host {first}\nrank 1 host {first}\nrank 2 host {second}\nallreduce ok\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "done\nsize 2\nrank 0 host {first}\nrank 1 host {first}\nallreduce ok\ndone\n"
         )),
         "{out}"
     );
