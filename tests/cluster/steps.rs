@@ -314,4 +314,26 @@ fn steps_and_allocations_from_the_controllers_host_run_on_the_nodes() {
         assert_eq!(*line, format!("{rank}: {node} {node} {id}"));
     }
     assert!(lines[2].starts_with("nodes bt15-h"), "{}", lines[2]);
+    // scancel -s reaches a step's tasks on every node (through each node's agent), the batch
+    // shell spared.
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+trap 'echo batch-got-usr1' USR1
+berth step -l sh -c 'trap "echo got-usr1 \$(hostname)" USR1; echo ready; while :; do sleep 0.2; done' &
+while :; do sleep 0.2; done
+"#;
+    let id = c.submit(Mode::Rootless, "sig.sh", script, &[]);
+    c.wait_for_output(id, "0: ready");
+    c.wait_for_output(id, "1: ready");
+    let job = id.to_string();
+    c.berth(Mode::Rootless, &["as", "scancel", "-s", "USR1", &job])
+        .ok();
+    let nodes = nodes_of(&c.show(id));
+    c.wait_for_output(id, &format!("0: got-usr1 {}", nodes[0]));
+    c.wait_for_output(id, &format!("1: got-usr1 {}", nodes[1]));
+    c.berth(Mode::Rootless, &["cancel", &job]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+    let out = output(&t, id);
+    assert!(!out.contains("batch-got-usr1"), "{out}");
 }
