@@ -78,13 +78,16 @@ echo "second step: $srun_like""#;
 }
 
 /// Each step's own CPU time and peak memory (its tasks', summed and the largest), beside the
-/// job's from its cgroup, in `berth history --json`, sacct's fields and `berth show`.
+/// job's from its cgroup, in `berth history --json`, sacct's fields and `berth show`; also
+/// of a step still running when the script ends (which the job's end kills).
 #[test]
 fn steps_record_what_their_tasks_used() {
     let Some(c) = Cluster::start() else { return };
     let body = r#"berth step -n 2 sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'
 berth step -n 1 dd if=/dev/zero of=/dev/null bs=32M count=1
-berth step -n 1 true"#;
+berth step -n 1 true
+berth step -n 1 sh -c 'dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; touch running; exec sleep 60' &
+while [ ! -e running ]; do sleep 0.1; done"#;
     let id = c.submit(Mode::Rootless, "used.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", output(&c, id));
@@ -92,11 +95,15 @@ berth step -n 1 true"#;
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| serde_json::from_value(s["usage"].clone()).unwrap())
+        .map(|s| serde_json::from_value(s["usage"].clone()).expect(&job.to_string()))
         .collect();
-    let [busy, big, idle] = usage[..] else {
+    let [busy, big, idle, left] = usage[..] else {
         panic!("{job}")
     };
+    // The step left running: the job's end had its step process kill its task and say
+    // what it used.
+    assert!(left.max_rss_bytes >= 24 << 20, "{job}");
+    assert_eq!(job["steps"][3]["exit_code"], 137, "{job}");
     let cpu = |u: berth_api::StepUsage| u.user_usec + u.system_usec;
     // The loop's two tasks used more CPU than `true`, and less than the job, whose cgroup
     // they were in; dd's 32 MiB buffer is its peak, which the others never reach.
@@ -133,7 +140,7 @@ berth step -n 1 true"#;
         .ok()
         .to_string();
     let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(lines.len(), 4, "{sacct}");
+    assert_eq!(lines.len(), 5, "{sacct}");
     assert_eq!(lines[0][..2], [id.to_string().as_str(), "2"], "{sacct}");
     assert_eq!(lines[2][..2], [format!("{id}.1").as_str(), "1"], "{sacct}");
     let dd_rss = berth_size(lines[2][4]);

@@ -298,7 +298,11 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         error: None,
     };
     let mut recorded = None;
-    let outcome = start(&launch, |outcome| recorded = Some(record(of(outcome))));
+    let job_dir = launch_path.parent().unwrap_or(Path::new("."));
+    let outcome = start(&launch, |outcome| {
+        end_steps(job_dir, launch.job_id);
+        recorded = Some(record(of(outcome)))
+    });
     match (recorded, outcome) {
         (Some(recorded), Ok(_)) => recorded,
         // The job's end is recorded; what failed after it (removing its cgroup, which the
@@ -312,6 +316,47 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             error: Some(message),
             ..Default::default()
         }),
+    }
+}
+
+/// How long the job's end waits for its steps' processes to end their tasks and say what
+/// they used, before its cgroup is killed whole.
+const STEPS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ends the steps of job `job` still running on this node when its script has ended (or
+/// was killed): each step process registered in the job's directory (`step::STEPS_DIR`) and
+/// in this runner's cgroup gets the step's end signal, kills its tasks, reaps them and
+/// reports what they used, as a step ended early does; waited for up to [`STEPS_GRACE`].
+/// Without this, the cgroup's kill took them with their usage.
+fn end_steps(job_dir: &Path, job: u64) {
+    let dir = job_dir.join(crate::step::STEPS_DIR);
+    let registered = || -> Vec<libc::pid_t> {
+        std::fs::read_dir(&dir).map_or_else(
+            |_| Vec::new(),
+            |entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            },
+        )
+    };
+    // (A stale entry's pid may be another process's by now: only this job's are signalled.)
+    let cgroup = format!("/{}-job{job}\n", std::process::id());
+    let ours = |pid: libc::pid_t| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&cgroup))
+    };
+    let ending: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    if ending.is_empty() {
+        return;
+    }
+    for &pid in &ending {
+        // SAFETY: kill(2) of a process of this job's cgroup.
+        unsafe { libc::kill(pid, crate::step::end_signal()) };
+    }
+    let deadline = std::time::Instant::now() + STEPS_GRACE;
+    while registered().iter().any(|p| ending.contains(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -653,17 +653,23 @@ pub(crate) fn tee(from: OwnedFd, to: Vec<OwnedFd>) -> std::thread::JoinHandle<()
 pub fn run() -> Result<i32, StepError> {
     let text = std::env::var(LAUNCH_VAR).map_err(|e| StepError::Launch(e.to_string()))?;
     std::env::remove_var(LAUNCH_VAR);
-    run_launch(serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?)
+    let launch: StepLaunch =
+        serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
+    let _registered = Registered::new(&launch.job_dir);
+    run_launch(launch)
 }
 
 /// The step process as the node's launcher forks it (see `launcher`): `launch` is the
 /// step's launch (JSON), the client's stdio is on 0, 1 and 2 already; what its tasks used
 /// goes to `report` (the agent's socket) at the end. Its exit status.
 pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
-    let launched = serde_json::from_slice(launch)
-        .map_err(|e| StepError::Launch(e.to_string()))
-        .and_then(run_launch);
-    let code = match launched {
+    let launch: Result<StepLaunch, _> =
+        serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
+    let registered = launch
+        .as_ref()
+        .ok()
+        .and_then(|l| Registered::new(&l.job_dir));
+    let code = match launch.and_then(run_launch) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e}");
@@ -673,7 +679,60 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     if let Some(report) = report {
         report_usage(&report);
     }
+    // (Once its usage is out: the job's runner waits for this.)
+    drop(registered);
     code
+}
+
+/// The directory of a job's directory where its step processes on the node say they run,
+/// so that the job's end lets each end its tasks and say what they used (see
+/// `runner::end_steps`) before the job's cgroup is killed whole.
+pub(crate) const STEPS_DIR: &str = "steps";
+
+/// This step process's entry in its job's [`STEPS_DIR`] (named by its pid), removed when it
+/// ends: through a descriptor of the directory, as the process may be in the container's
+/// mounts by then.
+struct Registered {
+    dir: OwnedFd,
+    name: std::ffi::CString,
+}
+
+impl Registered {
+    /// `None` where the entry cannot be made (the step runs; its usage may be lost at the
+    /// job's end, as before).
+    fn new(job_dir: &std::path::Path) -> Option<Registered> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = job_dir.join(STEPS_DIR);
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+        let dir: OwnedFd = std::fs::File::open(&path).ok()?.into();
+        let name = std::ffi::CString::new(std::process::id().to_string()).expect("digits");
+        // SAFETY: openat(2) of a name in a directory we hold; the descriptor closed at once.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor just opened.
+        unsafe { libc::close(fd) };
+        Some(Registered { dir, name })
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: unlinkat(2) of our own entry in a directory we hold.
+        unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+    }
 }
 
 /// Says on `to` what this process's children (the tasks, and what they waited for) used:
