@@ -95,7 +95,7 @@ while [ ! -e running ]; do sleep 0.1; done"#;
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| serde_json::from_value(s["usage"].clone()).expect(&job.to_string()))
+        .map(|s| serde_json::from_value(s["usage"].clone()).unwrap_or_else(|_| panic!("{job}")))
         .collect();
     let [busy, big, idle, left] = usage[..] else {
         panic!("{job}")
