@@ -1461,6 +1461,17 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_REST
             format!("{index} of 3: 3-9:3 10\n")
         );
     }
+    // --mem=0: all of the node's memory.
+    let whole =
+        "#!/bin/sh\n#SBATCH --mem=0\n#BERTH --image busybox\necho \"$SLURM_MEM_PER_NODE\"\n";
+    let id = c.submit(Mode::Rootless, "whole.sh", whole, &[]);
+    let job = c.completed(id);
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
+    let memory = nodes[0]["memory"].as_u64().unwrap();
+    assert_eq!(job["memory"].as_u64(), Some(memory), "{job}");
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(out.unwrap(), format!("{}\n", memory >> 20));
 }
 
 #[test]

@@ -690,7 +690,8 @@ impl Controller {
             Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
             Some(Memory::PerCpu(b)) => b * r.cpus_on_node(per_node_tasks),
             Some(Memory::PerGpu(b)) => b * u64::from(gpus_per_node),
-            None => 0,
+            // (The pass gives it each node's whole memory.)
+            Some(Memory::WholeNode) | None => 0,
         };
         sched::JobRequest {
             partition: partition.to_string(),
@@ -703,6 +704,7 @@ impl Controller {
             gpus_per_node,
             time_limit: r.time_limit,
             exclusive: r.exclusive,
+            whole_memory: r.memory == Some(Memory::WholeNode),
             overcommit: r.overcommit,
             min_cpus: r.min_cpus.unwrap_or(0),
             choice: Some(Box::new(sched::NodeChoice {

@@ -80,13 +80,7 @@ impl State<'_> {
         }
         let want: Vec<Res> = members
             .iter()
-            .map(|&n| {
-                if shape.exclusive {
-                    self.nodes[n].total
-                } else {
-                    shape.need
-                }
-            })
+            .map(|&n| shape.want(&self.nodes[n].total).unwrap_or(shape.need))
             .collect();
         let mut free: Vec<Res> = members.iter().map(|&n| self.nodes[n].free).collect();
 

@@ -22,6 +22,8 @@ pub(crate) struct Shape {
     /// Never more nodes than tasks: a node without a task would idle.
     pub k_max: u32,
     pub exclusive: bool,
+    /// All of each node's memory (`--mem=0`), whatever `need` says.
+    pub whole_memory: bool,
 }
 
 impl Shape {
@@ -49,6 +51,23 @@ impl Shape {
             k_min: req.nodes_min,
             k_max,
             exclusive: req.exclusive,
+            whole_memory: req.whole_memory,
+        })
+    }
+
+    /// What the job takes of a node of `total` resources: the whole node (exclusive), its
+    /// whole memory (`--mem=0`), or its need; `None` where the node is too small.
+    pub fn want(&self, total: &Res) -> Option<Res> {
+        if !total.covers(&self.need) {
+            return None;
+        }
+        Some(match (self.exclusive, self.whole_memory) {
+            (true, _) => *total,
+            (false, true) => Res {
+                mem: total.mem,
+                ..self.need
+            },
+            (false, false) => self.need,
         })
     }
 }

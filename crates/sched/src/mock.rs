@@ -231,6 +231,12 @@ impl JobView {
         self
     }
 
+    /// `--mem=0`: all of each node's memory.
+    pub fn whole_memory(mut self) -> Self {
+        self.request.whole_memory = true;
+        self
+    }
+
     /// `--gpus-per-node`.
     pub fn gpus(mut self, n: u32) -> Self {
         self.request.gpus_per_node = n;

@@ -275,6 +275,9 @@ pub struct JobRequest {
     pub time_limit: Option<u64>,
     /// `--exclusive`: whole nodes, shared with no other job.
     pub exclusive: bool,
+    /// `--mem=0`: all of each node's memory (`memory_per_node` is then 0).
+    #[serde(default)]
+    pub whole_memory: bool,
     /// `-O`: one task's CPUs on each node, whatever its tasks there.
     #[serde(default)]
     pub overcommit: bool,
@@ -300,6 +303,7 @@ impl Default for JobRequest {
             gpus_per_node: 0,
             time_limit: None,
             exclusive: false,
+            whole_memory: false,
             overcommit: false,
             min_cpus: 0,
             choice: None,

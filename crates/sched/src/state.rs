@@ -235,15 +235,10 @@ impl<'a> State<'a> {
         };
         for &(_, n) in index.range((shape.need.cpus, 0)..) {
             let node = &self.nodes[n];
-            let want = if shape.exclusive {
-                if !node.total.covers(&shape.need) {
-                    continue;
-                }
-                &node.total
-            } else {
-                &shape.need
+            let Some(want) = shape.want(&node.total) else {
+                continue;
             };
-            if node.allows(want, end, None) {
+            if node.allows(&want, end, None) {
                 chosen.push(n);
                 if chosen.len() >= k_max {
                     break;
@@ -304,11 +299,10 @@ impl<'a> State<'a> {
         let k_min = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
         let want = |n: usize| -> Option<Res> {
             let node = &self.nodes[n];
-            let want = if shape.exclusive {
-                (!node.busy && node.total.covers(&shape.need)).then_some(node.total)?
-            } else {
-                shape.need
-            };
+            if shape.exclusive && node.busy {
+                return None;
+            }
+            let want = shape.want(&node.total)?;
             (node.up && node.allows(&want, end, among.member)).then_some(want)
         };
         let mut chosen = Vec::new();
@@ -353,7 +347,10 @@ impl<'a> State<'a> {
             } else {
                 Res {
                     cpus: req.cpus_for(tasks),
-                    mem: req.memory_per_node,
+                    mem: match req.whole_memory {
+                        true => node.total.mem,
+                        false => req.memory_per_node,
+                    },
                     gpus: u64::from(req.gpus_per_node),
                 }
             };

@@ -353,6 +353,48 @@ fn exclusive_jobs_take_whole_idle_nodes() {
 }
 
 #[test]
+fn a_job_with_all_of_a_nodes_memory_takes_a_node_whose_memory_is_free() {
+    let c = cluster(vec![
+        node("a", 8, 8 * GIB).running(9, 1, GIB, NOW + 5000),
+        node("b", 8, 16 * GIB),
+    ]);
+    // --mem=0: not a, where a job holds some memory, but b, all of its memory; its CPUs
+    // are still shared (a job without memory fits beside it, one with memory does not).
+    let p = run(
+        &c,
+        &[
+            job(1).whole_memory().cpus(2).time(100),
+            job(2).cpus(1).time(100),
+            job(3).cpus(1).mem(GIB).time(100),
+        ],
+    );
+    let s = p.get(1).and_then(|d| d.start()).expect("started");
+    assert_eq!(
+        s.nodes,
+        [NodeAlloc {
+            node: "b".into(),
+            cpus: 2,
+            memory: 16 * GIB,
+            gpus: 0,
+            tasks: 1
+        }]
+    );
+    assert!(started(&p).contains(&2), "{p:?}");
+    assert_eq!(nodes_of(&p, 3), ["a"]);
+    // With every node's memory partly taken it waits, planned for when a's job ends.
+    let c = cluster(vec![
+        node("a", 8, 8 * GIB).running(9, 1, GIB, NOW + 5000),
+        node("b", 8, 16 * GIB).running(8, 1, GIB, NOW + 9000),
+    ]);
+    let p = run(&c, &[job(1).whole_memory().time(100)]);
+    assert_eq!(reason(&p, 1), Some(Reason::Resources));
+    assert_eq!(
+        p.get(1).and_then(|d| d.expected_start(NOW)),
+        Some(NOW + 5000)
+    );
+}
+
+#[test]
 fn down_drained_and_foreign_nodes_are_never_chosen() {
     let c = cluster(vec![
         node("a", 4, GIB).down(),

@@ -751,14 +751,13 @@ fn apply_slurm(
             opts.nodes = Some(NodeRange { min, max });
         }
         "mem" => {
-            // sbatch reads --mem=0 as "all of the node's memory"; berth asks for a size.
-            if v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
-                return Err(JobError::unsupported(
-                    v,
-                    "--mem=0 (all of a node's memory); name a size, or use --exclusive",
-                ));
-            }
-            opts.memory = Some(Memory::PerNode(size(v, "M")?));
+            // sbatch reads --mem=0 as all of each node's memory.
+            opts.memory = Some(
+                match v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+                    true => Memory::WholeNode,
+                    false => Memory::PerNode(size(v, "M")?),
+                },
+            );
         }
         "mem-per-cpu" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
         "mem-per-gpu" => opts.memory = Some(Memory::PerGpu(size(v, "M")?)),

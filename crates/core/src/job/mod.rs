@@ -121,6 +121,8 @@ pub enum Memory {
     PerJob(u64),
     /// Slurm `--mem-per-gpu`: for each GPU the job has on a node.
     PerGpu(u64),
+    /// Slurm `--mem=0`: all of each of its nodes' memory (as much as the node has).
+    WholeNode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -795,9 +797,10 @@ impl JobRequest {
 
     /// Bytes of memory a node running `tasks` of this job's tasks needs; a per-job size is
     /// shared out in proportion to tasks, rounded up; a per-GPU one counts the GPUs the node
-    /// gives the job on its fewest nodes.
+    /// gives the job on its fewest nodes. `None`: none asked for, or all of the node's.
     pub fn memory_on_node(&self, tasks: u32) -> Option<u64> {
         Some(match self.memory? {
+            Memory::WholeNode => return None,
             Memory::PerNode(b) => b,
             Memory::PerGpu(b) => {
                 b.saturating_mul(u64::from(self.gpus_on_node(tasks, self.nodes.min)))

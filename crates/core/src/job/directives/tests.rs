@@ -115,6 +115,11 @@ fn slurm_script() {
 fn slurm_values() {
     let o = script("#SBATCH --mem 2048 --nodes=2-4 -n8 --gpus=v100:3\n");
     assert_eq!(o.memory, Some(Memory::PerNode(2048 << 20)));
+    // --mem=0: all of each node's memory.
+    for zero in ["0", "0G"] {
+        let o = script(&format!("#SBATCH --mem={zero}\n"));
+        assert_eq!(o.memory, Some(Memory::WholeNode));
+    }
     assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 4 }));
     assert_eq!(o.ntasks, Some(8));
     assert_eq!(
@@ -165,7 +170,6 @@ fn errors_carry_line_and_directive() {
     assert!(error("#SBATCH -n 0\n").contains("invalid task count '0'"));
     assert!(error("#SBATCH stray\n").contains("unexpected argument 'stray'"));
     assert!(error("#SBATCH --n=3\n").contains("unknown #SBATCH option")); // ambiguous
-    assert!(error("#SBATCH --mem=0\n").contains("--mem=0"));
     assert!(error("#SBATCH --mem=-4G\n").contains("invalid memory size '-4G'"));
     assert!(error("#SBATCH --array=10-1\n").contains("ranges that go up"));
     assert!(error("#SBATCH --array=1-10:0\n").contains("step of at least 1"));
