@@ -130,7 +130,8 @@ fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Relays between this process's stdin/stdout (the client's terminal) and `master` until the
-/// task `pid` ends; returns its exit status.
+/// task `pid` ends; returns its exit status. The step's end signal (the job's end, the
+/// client gone) kills the task.
 pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, StepError> {
     TASK.store(pid, Ordering::SeqCst);
     handle(libc::SIGWINCH, on_winch);
@@ -160,6 +161,11 @@ pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, 
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: super::END_READ.get().map_or(-1, |e| e.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll(2) on descriptors we hold, in a vector that outlives the call.
         if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
@@ -186,6 +192,11 @@ pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, 
                     let _ = write_all(m, &buf[..n]);
                 }
             }
+        }
+        if fds[3].revents != 0 {
+            // SAFETY: kill(2) of our own child, not reaped yet (its pidfd says when).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = read(fds[3].fd, &mut buf);
         }
         if fds[0].revents != 0 {
             let status = berth_runtime::enter::wait(pid).map_err(io_err("waiting for the task"))?;
