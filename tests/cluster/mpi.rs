@@ -177,8 +177,9 @@ fn open_mpi_ranks_start_without_mpirun_with_pmix() {
     );
     // ... then two on the first host beside one on the second (shared memory between the
     // two: their server says they are peers), SLURM_MPI_TYPE as srun's default; two on one
-    // host alone (their fences that host's own); and a rank that aborts ends the step, on
-    // every host, with its code.
+    // host alone (their fences that host's own); two without a fence at their start (each
+    // rank's data asked for); and a rank that aborts ends the step, on every host, with its
+    // code.
     let script = format!(
         r#"#!/bin/sh
 #SBATCH -N 2 --ntasks-per-node=1 -t 2
@@ -187,6 +188,7 @@ fn open_mpi_ranks_start_without_mpirun_with_pmix() {
 export SLURM_MPI_TYPE=pmix
 berth step -N 2 -n 3 --overcommit /opt/berth-test/check.openmpi 10 2
 berth step -N 1 -n 2 --overcommit /opt/berth-test/check.openmpi 0 0
+OMPI_MCA_pmix_base_async_modex=1 OMPI_MCA_pmix_base_collect_data=0 berth step -N 2 -n 2 /opt/berth-test/check.openmpi 0 0
 berth step -n 2 /opt/berth-test/check.openmpi abort 7
 echo "abort status $?"
 "#
@@ -212,6 +214,15 @@ echo "abort status $?"
     assert!(
         out.contains(&format!(
             "done\nsize 2\nrank 0 host {first}\nrank 1 host {first}\nallreduce ok\ndone\n"
+        )),
+        "{out}"
+    );
+    // Open MPI's asynchronous modex without collecting: no fence at its start, each rank's
+    // data asked of its node's server when first needed (PMIx's direct modex, through
+    // berth's PMI server; without it, MPI_Init fails here).
+    assert!(
+        out.contains(&format!(
+            "done\nsize 2\nrank 0 host {first}\nrank 1 host {second}\nallreduce ok\ndone\n"
         )),
         "{out}"
     );

@@ -46,12 +46,18 @@
 //!
 //! A field `thrid` (a threaded client's) comes back in the answer.
 //!
-//! A PMIx step's servers (one on each node, `pmix.rs`) gather their fences here, each on a
-//! connection of its own, in a PMI-1 line followed by that many bytes of data:
+//! A PMIx step's servers (one on each node, `pmix.rs`) each keep a connection here, on which
+//! they gather their fences and ask each other for a rank's data (PMIx's direct modex), in
+//! PMI-1 lines, those with `size=` followed by that many bytes of data:
 //!
 //! ```text
+//! cmd=pmix_node node=I                 (no answer: node I's server is on this connection)
 //! cmd=allgather key=K parts=P size=S   cmd=allgather_out size=T, and T bytes: the data of
 //!   (S bytes)                          all P parts under K, once all of them sent theirs
+//! cmd=dmodex_req id=M node=J rank=R    cmd=dmodex_out id=M status=E size=T, and T bytes:
+//!                                      rank R's data, as node J's server answered
+//!           node J's connection gets:  cmd=dmodex id=G rank=R, and answers
+//!                                      cmd=dmodex_out id=G status=E size=T, and T bytes
 //! ```
 
 use std::collections::HashMap;
@@ -85,7 +91,7 @@ pub fn process_mapping(counts: &[u32]) -> String {
 }
 
 /// One request line: its fields, `value` (if any) the rest of the line.
-fn fields(line: &str) -> HashMap<&str, &str> {
+pub(super) fn fields(line: &str) -> HashMap<&str, &str> {
     let mut map = HashMap::new();
     let (head, value) = match line.find(" value=") {
         Some(i) => (&line[..i], Some(&line[i + " value=".len()..])),
@@ -113,6 +119,13 @@ struct State {
     attr_waiters: Vec<AttrWaiter>,
     /// The allgathers under way, by key: the parts in so far, each with its data.
     gathers: HashMap<String, Vec<Waiting>>,
+    /// The PMIx servers' connections, by node index.
+    pmix_nodes: HashMap<usize, mpsc::UnboundedSender<Vec<u8>>>,
+    /// Requests for a node whose server has not said it is there yet.
+    pmix_queued: HashMap<usize, Vec<Vec<u8>>>,
+    /// Direct modex requests sent on, by their id here: who asked, and its own id.
+    dmodex: HashMap<u64, (mpsc::UnboundedSender<Vec<u8>>, u64)>,
+    next_dmodex: u64,
 }
 
 /// A connection waiting in a barrier or an allgather, with its answer or its data.
@@ -127,6 +140,10 @@ impl State {
             node_attrs: HashMap::new(),
             attr_waiters: Vec::new(),
             gathers: HashMap::new(),
+            pmix_nodes: HashMap::new(),
+            pmix_queued: HashMap::new(),
+            dmodex: HashMap::new(),
+            next_dmodex: 0,
         }
     }
 }
@@ -250,15 +267,11 @@ impl Step {
 }
 
 /// A message as it came: a PMI-1 line (without its newline), a PMI-2 message's fields, or
-/// a part's data for an allgather.
+/// a PMIx server's line with the bytes its `size=` announced.
 enum Message {
     V1(String),
     V2(String),
-    Gather {
-        key: String,
-        parts: usize,
-        data: Vec<u8>,
-    },
+    Data(String, Vec<u8>),
 }
 
 /// The first whole message at the start of `buf`, taken out of it; `None` until one is
@@ -276,24 +289,20 @@ fn take_message(buf: &mut Vec<u8>) -> std::io::Result<Option<Message>> {
             };
         };
         let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if text.starts_with("cmd=allgather ") {
-            let f = fields(&text);
-            let number = |name: &str| -> std::io::Result<usize> {
-                f.get(name)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| bad("an allgather without its key, parts and size"))
-            };
-            let (parts, size) = (number("parts")?, number("size")?);
-            let key = f.get("key").copied().unwrap_or_default().to_string();
+        if text.starts_with("cmd=allgather ") || text.starts_with("cmd=dmodex_out ") {
+            let size: usize = fields(&text)
+                .get("size")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("PMIx data without its size"))?;
             if size > GATHER_LIMIT {
-                return Err(bad("an allgather's data too large"));
+                return Err(bad("PMIx data too large"));
             }
             if buf.len() < end + 1 + size {
                 return Ok(None);
             }
             buf.drain(..=end);
             let data = buf.drain(..size).collect();
-            return Ok(Some(Message::Gather { key, parts, data }));
+            return Ok(Some(Message::Data(text, data)));
         }
         buf.drain(..=end);
         return Ok(Some(Message::V1(text.trim_end_matches('\r').to_string())));
@@ -365,10 +374,7 @@ async fn serve(stream: TcpStream, step: &Step) -> std::io::Result<()> {
         let answer = match message {
             Message::V1(line) => serve_v1(&line, step, &tx),
             Message::V2(text) => serve_v2(&text, step, &tx, &mut rank),
-            Message::Gather { key, parts, data } => {
-                step.gather(&tx, key, parts, data);
-                Reply::Later
-            }
+            Message::Data(line, data) => serve_pmix(&line, data, step, &tx),
         };
         match answer {
             Reply::Now(bytes) => write.write_all(&bytes).await?,
@@ -387,6 +393,83 @@ enum Reply {
     Now(Vec<u8>),
     Later,
     End(Vec<u8>),
+}
+
+/// A PMIx server's message with data: its part of an allgather, or its answer to a direct
+/// modex request, passed on to the server that asked.
+fn serve_pmix(
+    line: &str,
+    data: Vec<u8>,
+    step: &Step,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+) -> Reply {
+    let f = fields(line);
+    let number = |name: &str| f.get(name).and_then(|v| v.parse::<u64>().ok());
+    match f.get("cmd").copied() {
+        Some("allgather") => {
+            let key = f.get("key").copied().unwrap_or_default().to_string();
+            let parts = number("parts").unwrap_or(1) as usize;
+            step.gather(tx, key, parts, data);
+        }
+        _ => {
+            let asked = number("id").and_then(|id| {
+                let mut s = step.state.lock().expect("not poisoned");
+                s.dmodex.remove(&id)
+            });
+            if let Some((asker, their_id)) = asked {
+                let status = f.get("status").copied().unwrap_or("-1");
+                let mut answer = format!(
+                    "cmd=dmodex_out id={their_id} status={status} size={}\n",
+                    data.len()
+                )
+                .into_bytes();
+                answer.extend_from_slice(&data);
+                let _ = asker.send(answer);
+            }
+        }
+    }
+    Reply::Later
+}
+
+/// A PMIx server's lines without data: the node it serves, and its requests for another
+/// node's rank's data (sent on to that node's server, or kept until it is there).
+fn serve_pmix_line(
+    f: &HashMap<&str, &str>,
+    step: &Step,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+) -> Reply {
+    let number = |name: &str| f.get(name).and_then(|v| v.parse::<u64>().ok());
+    let mut s = step.state.lock().expect("not poisoned");
+    match (f.get("cmd").copied(), number("node")) {
+        (Some("pmix_node"), Some(node)) => {
+            let node = node as usize;
+            for request in s.pmix_queued.remove(&node).unwrap_or_default() {
+                let _ = tx.send(request);
+            }
+            s.pmix_nodes.insert(node, tx.clone());
+        }
+        (Some("dmodex_req"), Some(node)) => {
+            let (Some(id), Some(rank)) = (number("id"), number("rank")) else {
+                return Reply::Later;
+            };
+            let ours = s.next_dmodex;
+            s.next_dmodex += 1;
+            s.dmodex.insert(ours, (tx.clone(), id));
+            let request = format!("cmd=dmodex id={ours} rank={rank}\n").into_bytes();
+            match s.pmix_nodes.get(&(node as usize)) {
+                Some(to) => {
+                    let _ = to.send(request);
+                }
+                None => s
+                    .pmix_queued
+                    .entry(node as usize)
+                    .or_default()
+                    .push(request),
+            }
+        }
+        _ => {}
+    }
+    Reply::Later
 }
 
 fn serve_v1(request: &str, step: &Step, tx: &mpsc::UnboundedSender<Vec<u8>>) -> Reply {
@@ -432,6 +515,7 @@ fn serve_v1(request: &str, step: &Step, tx: &mpsc::UnboundedSender<Vec<u8>>) -> 
             step.arrive(tx, b"cmd=barrier_out\n".to_vec());
             Reply::Later
         }
+        "pmix_node" | "dmodex_req" => serve_pmix_line(&f, step, tx),
         "finalize" => Reply::End(b"cmd=finalize_ack\n".to_vec()),
         "abort" => {
             let code = f.get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -666,6 +750,43 @@ mod tests {
             .unwrap();
         let mut rest = Vec::new();
         assert_eq!(ra.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_nodes_request_for_a_ranks_data_goes_to_its_nodes_server_and_back() {
+        let server = Server::start(&[2, 2], "kvs_7_0".into()).await.unwrap();
+        let connect = || async {
+            let s = TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap();
+            let (r, w) = s.into_split();
+            (BufReader::new(r), w)
+        };
+        let (mut ra, mut a) = connect().await;
+        let (mut rb, mut b) = connect().await;
+        a.write_all(b"cmd=pmix_node node=0\n").await.unwrap();
+        // Asked before node 1's server is there: it gets the request once it is.
+        a.write_all(b"cmd=dmodex_req id=5 node=1 rank=3\n")
+            .await
+            .unwrap();
+        b.write_all(b"cmd=pmix_node node=1\n").await.unwrap();
+        let mut line = String::new();
+        rb.read_line(&mut line).await.unwrap();
+        let id = line
+            .trim_end()
+            .strip_prefix("cmd=dmodex id=")
+            .and_then(|rest| rest.strip_suffix(" rank=3"))
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string();
+        b.write_all(format!("cmd=dmodex_out id={id} status=0 size=4\nab\nc").as_bytes())
+            .await
+            .unwrap();
+        line.clear();
+        ra.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "cmd=dmodex_out id=5 status=0 size=4\n");
+        let mut data = [0u8; 4];
+        ra.read_exact(&mut data).await.unwrap();
+        assert_eq!(&data, b"ab\nc");
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ const LIBRARY: &str = "libpmix.so.2";
 
 const PMIX_SUCCESS: c_int = 0;
 const PMIX_ERROR: c_int = -1;
+const PMIX_ERR_NOT_FOUND: c_int = -46;
 const PMIX_BOOL: u16 = 1;
 const PMIX_STRING: u16 = 3;
 const PMIX_UINT16: u16 = 13;
@@ -92,6 +93,13 @@ type FenceUpcall = unsafe extern "C" fn(
     cbfunc: Option<ModexCallback>,
     cbdata: *mut c_void,
 ) -> c_int;
+type DmodexUpcall = unsafe extern "C" fn(
+    proc_: *const Proc,
+    info: *const c_void,
+    ninfo: usize,
+    cbfunc: Option<ModexCallback>,
+    cbdata: *mut c_void,
+) -> c_int;
 type AbortUpcall = unsafe extern "C" fn(
     proc_: *const Proc,
     server_object: *mut c_void,
@@ -111,7 +119,8 @@ struct Module {
     client_finalized: *const c_void,
     abort: Option<AbortUpcall>,
     fence_nb: Option<FenceUpcall>,
-    rest: [*const c_void; 24],
+    direct_modex: Option<DmodexUpcall>,
+    rest: [*const c_void; 23],
 }
 
 /// The library's functions the helper calls, looked up by name.
@@ -135,6 +144,7 @@ struct Library {
         *mut c_void,
     ) -> c_int,
     setup_fork: unsafe extern "C" fn(*const Proc, *mut *mut *mut c_char) -> c_int,
+    dmodex_request: DmodexRequest,
     generate_regex: unsafe extern "C" fn(*const c_char, *mut *mut c_char) -> c_int,
     generate_ppn: unsafe extern "C" fn(*const c_char, *mut *mut c_char) -> c_int,
     list_start: unsafe extern "C" fn() -> *mut c_void,
@@ -179,6 +189,7 @@ impl Library {
             register_nspace: symbol!("PMIx_server_register_nspace"),
             register_client: symbol!("PMIx_server_register_client"),
             setup_fork: symbol!("PMIx_server_setup_fork"),
+            dmodex_request: symbol!("PMIx_server_dmodex_request"),
             generate_regex: symbol!("PMIx_generate_regex"),
             generate_ppn: symbol!("PMIx_generate_ppn"),
             list_start: symbol!("PMIx_Info_list_start"),
@@ -468,8 +479,10 @@ unsafe impl Send for Fence {}
 struct Upcalls {
     layout: Layout,
     fences: std::sync::Mutex<mpsc::Sender<Fence>>,
-    /// The step's PMI server, which gathers fences across nodes and takes aborts.
+    /// The step's PMI server, which takes aborts.
     coordinator: Option<std::net::SocketAddr>,
+    /// The connection to it of a step on more than one node.
+    link: Option<Link>,
 }
 
 static UPCALLS: std::sync::OnceLock<Upcalls> = std::sync::OnceLock::new();
@@ -551,15 +564,207 @@ unsafe extern "C" fn release_gathered(cbdata: *mut c_void) {
     drop(unsafe { Box::from_raw(cbdata.cast::<Vec<u8>>()) });
 }
 
+/// The helper's connection to the step's PMI server on the first node, for a step on more
+/// than one node: its fences go there, and its requests for other nodes' ranks' data; other
+/// nodes' requests for its own ranks' data come from there (see pmi.rs).
+struct Link {
+    write: std::sync::Mutex<std::net::TcpStream>,
+    /// This node's requests for another node's data, by id: the library's callback for each.
+    asked: std::sync::Mutex<HashMap<u64, Asked>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A direct modex request of the library's, waiting for its answer.
+struct Asked {
+    cbfunc: ModexCallback,
+    cbdata: *mut c_void,
+}
+
+// SAFETY: as Fence's.
+unsafe impl Send for Asked {}
+
+impl Link {
+    /// Connects for node `here`; the link and the reading end of its connection.
+    fn connect(
+        addr: std::net::SocketAddr,
+        here: usize,
+    ) -> std::io::Result<(Link, std::io::BufReader<std::net::TcpStream>)> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let read = std::io::BufReader::new(stream.try_clone()?);
+        let link = Link {
+            write: std::sync::Mutex::new(stream),
+            asked: std::sync::Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        };
+        link.send(&format!("cmd=pmix_node node={here}\n"), &[])?;
+        Ok((link, read))
+    }
+
+    /// One message: `line`, then `data`, in one write.
+    fn send(&self, line: &str, data: &[u8]) -> std::io::Result<()> {
+        let mut message = line.as_bytes().to_vec();
+        message.extend_from_slice(data);
+        let mut write = self.write.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        write.write_all(&message)
+    }
+}
+
+/// Hands `data` to one of the library's modex callbacks (a fence's or a direct modex's),
+/// kept alive until the library releases it.
+fn give(cbfunc: ModexCallback, status: c_int, data: Vec<u8>, cbdata: *mut c_void) {
+    let data = Box::new(data);
+    let (ptr, len) = (data.as_ptr(), data.len());
+    // SAFETY: the library's callback with its cbdata; the data stays alive until it calls
+    // release_gathered with the box.
+    unsafe {
+        cbfunc(
+            status,
+            ptr.cast(),
+            len,
+            cbdata,
+            Some(release_gathered),
+            Box::into_raw(data).cast(),
+        )
+    };
+}
+
+/// Reads what the step's PMI server sends this node: fences' data (to `gathered`, for
+/// `serve_fences`), other nodes' requests for a rank's data (asked of the library, answered
+/// by `on_dmodex_data`), and the answers to this node's own requests (to the library). Once
+/// the server is gone, the requests still waiting fail.
+fn read_link(
+    link: &'static Link,
+    mut read: std::io::BufReader<std::net::TcpStream>,
+    gathered: mpsc::Sender<Vec<u8>>,
+    dmodex_request: DmodexRequest,
+    nspace: &str,
+) {
+    loop {
+        let mut line = String::new();
+        if !matches!(read.read_line(&mut line), Ok(n) if n > 0) {
+            break;
+        }
+        let f = super::pmi::fields(line.trim_end());
+        let number = |name: &str| f.get(name).and_then(|v| v.parse::<i64>().ok());
+        let mut data = vec![0u8; number("size").unwrap_or(0).max(0) as usize];
+        if read.read_exact(&mut data).is_err() {
+            break;
+        }
+        match (f.get("cmd").copied(), number("id")) {
+            (Some("allgather_out"), _) => {
+                let _ = gathered.send(data);
+            }
+            (Some("dmodex"), Some(id)) => {
+                let proc_ = Proc::new(nspace, number("rank").unwrap_or(0) as u32);
+                let cbdata = Box::into_raw(Box::new(id as u64)).cast();
+                // SAFETY: the proc is read during the call; cbdata comes back once, to
+                // on_dmodex_data, or not at all on an immediate failure.
+                let status = unsafe { dmodex_request(&proc_, Some(on_dmodex_data), cbdata) };
+                if status != PMIX_SUCCESS {
+                    // SAFETY: not handed to the library after all.
+                    drop(unsafe { Box::from_raw(cbdata.cast::<u64>()) });
+                    let _ = link.send(
+                        &format!("cmd=dmodex_out id={id} status={status} size=0\n"),
+                        &[],
+                    );
+                }
+            }
+            (Some("dmodex_out"), Some(id)) => {
+                let asked = link
+                    .asked
+                    .lock()
+                    .ok()
+                    .and_then(|mut a| a.remove(&(id as u64)));
+                if let Some(asked) = asked {
+                    let status = number("status").unwrap_or(-1) as c_int;
+                    give(asked.cbfunc, status, data, asked.cbdata);
+                }
+            }
+            _ => {}
+        }
+    }
+    let waiting: Vec<Asked> = link
+        .asked
+        .lock()
+        .map(|mut a| a.drain().map(|(_, asked)| asked).collect())
+        .unwrap_or_default();
+    for asked in waiting {
+        give(asked.cbfunc, PMIX_ERROR, Vec::new(), asked.cbdata);
+    }
+}
+
+type DmodexRequest = unsafe extern "C" fn(
+    *const Proc,
+    Option<unsafe extern "C" fn(c_int, *mut c_char, usize, *mut c_void)>,
+    *mut c_void,
+) -> c_int;
+
+/// The library's answer to another node's request for one of this node's ranks' data.
+unsafe extern "C" fn on_dmodex_data(
+    status: c_int,
+    data: *mut c_char,
+    size: usize,
+    cbdata: *mut c_void,
+) {
+    // SAFETY: the id boxed for this request in read_link.
+    let id = *unsafe { Box::from_raw(cbdata.cast::<u64>()) };
+    let data = match (data.is_null(), size) {
+        (false, 1..) => {
+            // SAFETY: the library's `size` bytes, alive for this call.
+            unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) }
+        }
+        _ => &[],
+    };
+    if let Some(link) = UPCALLS.get().and_then(|u| u.link.as_ref()) {
+        let line = format!(
+            "cmd=dmodex_out id={id} status={status} size={}\n",
+            data.len()
+        );
+        let _ = link.send(&line, data);
+    }
+}
+
+unsafe extern "C" fn dmodex_upcall(
+    proc_: *const Proc,
+    _info: *const c_void,
+    _ninfo: usize,
+    cbfunc: Option<ModexCallback>,
+    cbdata: *mut c_void,
+) -> c_int {
+    let (Some(up), Some(cbfunc)) = (UPCALLS.get(), cbfunc) else {
+        return PMIX_ERROR;
+    };
+    let Some(link) = &up.link else {
+        return PMIX_ERR_NOT_FOUND;
+    };
+    // SAFETY: the library's proc, alive for this call.
+    let rank = unsafe { (*proc_).rank };
+    let node = up.layout.node_of(rank);
+    if rank >= up.layout.size() || node == up.layout.here {
+        return PMIX_ERR_NOT_FOUND;
+    }
+    let id = link.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut asked) = link.asked.lock() {
+        asked.insert(id, Asked { cbfunc, cbdata });
+    }
+    let line = format!("cmd=dmodex_req id={id} node={node} rank={rank}\n");
+    if link.send(&line, &[]).is_err() {
+        let _ = link.asked.lock().map(|mut a| a.remove(&id));
+        return PMIX_ERROR;
+    }
+    PMIX_SUCCESS
+}
+
 /// The fences, one after another as every node meets them in the same order: this node's
-/// data sent to the coordinator with the others', the gathered data handed to the library.
+/// data sent through `link` with the others', the gathered data (from `gathered`) handed to
+/// the library.
 fn serve_fences(
     fences: mpsc::Receiver<Fence>,
     here: usize,
-    coordinator: Option<std::net::SocketAddr>,
+    link: Option<&Link>,
+    gathered: mpsc::Receiver<Vec<u8>>,
 ) {
-    let mut connection: Option<(std::net::TcpStream, std::io::BufReader<std::net::TcpStream>)> =
-        None;
     // Fences over the same nodes are told apart by their count.
     let mut seen: HashMap<Vec<usize>, u64> = HashMap::new();
     for fence in fences {
@@ -568,102 +773,36 @@ fn serve_fences(
         } else {
             let count = seen.entry(fence.nodes.clone()).or_default();
             *count += 1;
-            let key = format!(
-                "{}#{count}",
-                fence
-                    .nodes
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
-            allgather(
-                &mut connection,
-                coordinator,
-                &key,
+            let nodes: Vec<String> = fence.nodes.iter().map(|n| n.to_string()).collect();
+            let line = format!(
+                "cmd=allgather key={}#{count} parts={} size={}\n",
+                nodes.join(","),
                 fence.nodes.len(),
-                &fence.data,
-            )
+                fence.data.len()
+            );
+            match link {
+                None => Err("the step has no PMI server to gather it".to_string()),
+                Some(link) => link
+                    .send(&line, &fence.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        gathered
+                            .recv()
+                            .map_err(|_| "the step's PMI server went".to_string())
+                    }),
+            }
         };
         let Some(cbfunc) = fence.cbfunc else {
             continue;
         };
         match gathered {
-            Ok(data) => {
-                let data = Box::new(data);
-                let (ptr, len) = (data.as_ptr(), data.len());
-                // SAFETY: the library's callback with its cbdata; the data stays alive until
-                // it calls release_gathered with the box.
-                unsafe {
-                    cbfunc(
-                        PMIX_SUCCESS,
-                        ptr.cast(),
-                        len,
-                        fence.cbdata,
-                        Some(release_gathered),
-                        Box::into_raw(data).cast(),
-                    )
-                };
-            }
+            Ok(data) => give(cbfunc, PMIX_SUCCESS, data, fence.cbdata),
             Err(e) => {
                 eprintln!("berth step: PMIx fence across the step's nodes: {e}");
-                // SAFETY: as above, without data.
-                unsafe {
-                    cbfunc(
-                        PMIX_ERROR,
-                        std::ptr::null(),
-                        0,
-                        fence.cbdata,
-                        None,
-                        std::ptr::null_mut(),
-                    )
-                };
+                give(cbfunc, PMIX_ERROR, Vec::new(), fence.cbdata);
             }
         }
     }
-}
-
-/// Sends `data` to the coordinator under `key` with `parts` taking part; every part's data,
-/// once all sent theirs.
-fn allgather(
-    connection: &mut Option<(std::net::TcpStream, std::io::BufReader<std::net::TcpStream>)>,
-    coordinator: Option<std::net::SocketAddr>,
-    key: &str,
-    parts: usize,
-    data: &[u8],
-) -> std::io::Result<Vec<u8>> {
-    if connection.is_none() {
-        let addr = coordinator.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "the step has no PMI server")
-        })?;
-        let stream = std::net::TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
-        let reader = std::io::BufReader::new(stream.try_clone()?);
-        *connection = Some((stream, reader));
-    }
-    let (write, read) = connection.as_mut().expect("connected above");
-    let mut message = format!(
-        "cmd=allgather key={key} parts={parts} size={}\n",
-        data.len()
-    )
-    .into_bytes();
-    message.extend_from_slice(data);
-    write.write_all(&message)?;
-    let mut line = String::new();
-    read.read_line(&mut line)?;
-    let size: usize = line
-        .trim_end()
-        .strip_prefix("cmd=allgather_out size=")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("the PMI server answered {:?}", line.trim_end()),
-            )
-        })?;
-    let mut gathered = vec![0u8; size];
-    read.read_exact(&mut gathered)?;
-    Ok(gathered)
 }
 
 /// This node's PMIx server for the step, in its helper process.
@@ -861,7 +1000,8 @@ fn serve(
         client_finalized: std::ptr::null(),
         abort: Some(abort_upcall),
         fence_nb: Some(fence_upcall),
-        rest: [std::ptr::null(); 24],
+        direct_modex: Some(dmodex_upcall),
+        rest: [std::ptr::null(); 23],
     }));
     let (fences_tx, fences) = mpsc::channel();
     let here = layout.here;
@@ -877,12 +1017,28 @@ fn serve(
     }
     // (Its regular expressions need the library started.)
     let infos = layout.infos(&lib)?;
+    // A step on more than one node: the link to the others, through the step's PMI server.
+    let (link, read) = match coordinator.filter(|_| layout.nodes.len() > 1) {
+        Some(addr) => {
+            let (link, read) = Link::connect(addr, here)
+                .map_err(|e| format!("PMIx: reaching the step's PMI server {addr}: {e}"))?;
+            (Some(link), Some(read))
+        }
+        None => (None, None),
+    };
     let _ = UPCALLS.set(Upcalls {
         layout,
         fences: std::sync::Mutex::new(fences_tx),
         coordinator,
+        link,
     });
-    std::thread::spawn(move || serve_fences(fences, here, coordinator));
+    let up = UPCALLS.get().expect("set just above");
+    let (gathered_tx, gathered) = mpsc::channel();
+    if let (Some(link), Some(read)) = (up.link.as_ref(), read) {
+        let (request, nspace) = (lib.dmodex_request, nspace_text.clone());
+        std::thread::spawn(move || read_link(link, read, gathered_tx, request, &nspace));
+    }
+    std::thread::spawn(move || serve_fences(fences, here, up.link.as_ref(), gathered));
     let (list, info) = info_array(&lib, &infos)?;
     let done = Completion::new();
     // SAFETY: a NUL-terminated namespace and the info array, alive until the callback.
@@ -993,5 +1149,6 @@ mod tests {
         let ns = unsafe { CStr::from_ptr(p.nspace.as_ptr()) };
         assert_eq!(ns.to_str().unwrap(), "berth.7.1");
         assert_eq!(std::mem::size_of::<Module>(), 28 * 8);
+        assert_eq!(std::mem::offset_of!(Module, direct_modex), 4 * 8);
     }
 }
