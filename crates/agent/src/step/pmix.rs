@@ -156,14 +156,14 @@ struct Library {
 
 impl Library {
     /// Loads the library (global symbols: its components, loaded by it, link against it).
-    fn load() -> Result<Library, String> {
-        let name = CString::new(LIBRARY).expect("no NUL");
+    fn load(library: &str) -> Result<Library, String> {
+        let name = CString::new(library).map_err(|e| e.to_string())?;
         // SAFETY: dlopen of a library by name; its constructors run (PMIx's have none that
         // need more than the loader).
         let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
         if handle.is_null() {
             return Err(format!(
-                "--mpi=pmix: this node has no PMIx library ({LIBRARY}: {}); install it (Debian: libpmix2) or use --mpi=pmi2",
+                "--mpi=pmix: this node has no PMIx library ({library}: {}); install it (Debian: libpmix2) or use --mpi=pmi2",
                 dl_error()
             ));
         }
@@ -174,7 +174,7 @@ impl Library {
                 let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
                 if f.is_null() {
                     return Err(format!(
-                        "--mpi=pmix: {LIBRARY} has no {} (PMIx 4 or later is needed)",
+                        "--mpi=pmix: {library} has no {} (PMIx 4 or later is needed)",
                         $name
                     ));
                 }
@@ -986,7 +986,7 @@ fn serve(
     std::env::set_var("PMIX_MCA_gds", "hash");
     std::env::set_var("PMIX_MCA_preg", "native");
     std::env::set_var("TMPDIR", dir);
-    let lib = Library::load()?;
+    let lib = Library::load(LIBRARY)?;
     let dir_text = dir.to_string_lossy().into_owned();
     let (list, init) = info_array(
         &lib,
@@ -1120,6 +1120,21 @@ mod tests {
                 .collect(),
             here,
         }
+    }
+
+    #[test]
+    fn a_node_without_the_library_says_what_to_install() {
+        let e = Library::load("libpmix-absent.so.2")
+            .err()
+            .expect("no such library");
+        assert!(
+            e.starts_with("--mpi=pmix: this node has no PMIx library (libpmix-absent.so.2: ")
+                && e.ends_with("install it (Debian: libpmix2) or use --mpi=pmi2"),
+            "{e}"
+        );
+        // Another library is no PMIx: what it lacks is said.
+        let e = Library::load("libc.so.6").err().expect("libc is no PMIx");
+        assert!(e.contains("libc.so.6 has no PMIx_server_init"), "{e}");
     }
 
     #[test]
