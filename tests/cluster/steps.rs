@@ -37,6 +37,8 @@ sbcast big.bin /tmp/big.bin && berth step -l -N 3 -n 3 sh -c 'cmp /tmp/big.bin b
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
 berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; exit 0'
+berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 1 ] && dd if=/dev/zero of=/dev/null bs=20M count=1 2>/dev/null; touch "left-$SLURM_NODEID"; exec sleep 60' 2>/dev/null &
+while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
 "#;
     let id = c.submit(Mode::Rootless, "steps.sh", script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
@@ -98,11 +100,22 @@ berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/nul
     assert!(rss >= 24 << 20, "{dd}");
     // Every step's, the one whose failing task had the other nodes' tasks killed too: their
     // step processes killed their tasks and said what they used.
+    // And the one still running on all three nodes when the script ended: the job's end
+    // had each node's step process kill its task and say what it used.
     let unsaid: Vec<usize> = (0..steps.len())
         .filter(|&i| steps[i]["usage"].is_null())
         .collect();
     assert_eq!(unsaid, [0usize; 0], "{job}");
     assert_eq!(steps[3]["exit_code"], 7, "{job}");
+    let left = steps.last().unwrap();
+    assert!(
+        left["command"].as_str().unwrap().contains("left-"),
+        "{left}"
+    );
+    assert!(
+        left["usage"]["max_rss_bytes"].as_u64().unwrap() >= 20 << 20,
+        "{left}"
+    );
 }
 
 #[test]
