@@ -27,6 +27,8 @@ use super::{io_err, StepError, StepLaunch};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io::{BufRead, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::mpsc;
 
 /// The PMIx library the helper loads (PMIx 4's ABI).
@@ -810,7 +812,10 @@ pub(super) struct Server {
     helper: libc::pid_t,
     /// Closed when the tasks have ended: the helper then finalizes and exits.
     link: Option<std::os::unix::net::UnixStream>,
-    dir: std::path::PathBuf,
+    /// The host's directory of temporary files (held: this process may be in the
+    /// container's mounts when it ends) and the name of the helper's directory in it.
+    tmp: std::os::fd::OwnedFd,
+    name: CString,
     /// Each local task's PMIx variables (`NAME=VALUE`).
     pub env: Vec<Vec<String>>,
 }
@@ -825,30 +830,45 @@ impl Server {
         coordinator: Option<std::net::SocketAddr>,
     ) -> Result<Server, StepError> {
         // The server's own directory (its rendezvous files), the user's, named after the
-        // job's container (its runner's pid and the job's id).
-        let dir = std::env::temp_dir().join(format!(
-            "berth-pmix.{}.{}.{}",
+        // job's container (its runner's pid and the job's id) and made by mkdtemp(3), so
+        // that nobody can take its name first.
+        let tmp_dir = std::env::temp_dir();
+        let tmp: std::os::fd::OwnedFd = std::fs::File::open(&tmp_dir)
+            .map_err(io_err(format!("opening {}", tmp_dir.display())))?
+            .into();
+        let template = tmp_dir.join(format!(
+            "berth-pmix.{}.{}.{}.XXXXXX",
             launch.cgroup.replace('/', "_"),
             launch.step_id,
             launch.node_index
         ));
-        std::fs::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let owned = std::os::unix::fs::chown(&dir, Some(id.uid), Some(id.gid))
-            .and_then(|_| {
-                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            })
-            .map_err(io_err(format!("giving {} to {}", dir.display(), id.user)));
-        if let Err(e) = owned {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(e);
+        let mut template = CString::new(template.into_os_string().into_encoded_bytes())
+            .map_err(|e| StepError::Launch(e.to_string()))?
+            .into_bytes_with_nul();
+        // SAFETY: mkdtemp(3) fills in the NUL-terminated template it is given, in place.
+        if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+            return Err(io_err(format!(
+                "creating a directory in {}",
+                tmp_dir.display()
+            ))(std::io::Error::last_os_error()));
         }
-        let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                return Err(io_err("creating the PMIx helper's socket")(e));
-            }
+        template.pop();
+        let dir = std::path::PathBuf::from(std::ffi::OsString::from_vec(template));
+        let name = CString::new(dir.file_name().expect("named").as_bytes()).expect("no NUL");
+        let mut server = Server {
+            helper: 0,
+            link: None,
+            tmp,
+            name,
+            env: Vec::new(),
         };
+        std::os::unix::fs::chown(&dir, Some(id.uid), Some(id.gid)).map_err(io_err(format!(
+            "giving {} to {}",
+            dir.display(),
+            id.user
+        )))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(io_err("creating the PMIx helper's socket"))?;
         let layout = Layout::of(launch);
         // SAFETY: this process is single-threaded: the child may run anything.
         let pid = unsafe { libc::fork() };
@@ -859,18 +879,13 @@ impl Server {
             unsafe { libc::_exit(code) };
         }
         drop(theirs);
-        let mut server = Server {
-            helper: pid,
-            link: Some(ours),
-            dir,
-            env: Vec::new(),
-        };
         if pid < 0 {
-            server.helper = 0;
             return Err(io_err("forking the PMIx helper")(
                 std::io::Error::last_os_error(),
             ));
         }
+        server.helper = pid;
+        server.link = Some(ours);
         let mut line = String::new();
         let read =
             std::io::BufReader::new(server.link.as_ref().expect("linked")).read_line(&mut line);
@@ -888,8 +903,9 @@ impl Server {
 }
 
 impl Drop for Server {
-    /// Tells the helper to finalize and waits for it (killing it after a while); the helper
-    /// removes its directory, or this process does where it is still on the host.
+    /// Tells the helper to finalize and waits for it (killing it after a while); then its
+    /// directory goes, if the helper has not removed it (empty: the library leaves nothing
+    /// there with the helper's settings).
     fn drop(&mut self) {
         drop(self.link.take());
         if self.helper > 0 {
@@ -912,7 +928,8 @@ impl Drop for Server {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // SAFETY: unlinkat(2) of a name in a directory we hold.
+        unsafe { libc::unlinkat(self.tmp.as_raw_fd(), self.name.as_ptr(), libc::AT_REMOVEDIR) };
     }
 }
 
