@@ -74,9 +74,9 @@ pub struct StepArgs {
     #[arg(short = 'O', long)]
     overcommit: bool,
     /// Serve the tasks PMI-1 and PMI-2 (pmi1, the default, or pmi2), or PMIx (pmix: Open
-    /// MPI's), so that MPI programs start without mpiexec; or none [default:
-    /// $SLURM_MPI_TYPE, else pmi1]
-    #[arg(long, value_name = "pmi1|pmi2|pmix|none")]
+    /// MPI's), so that MPI programs start without mpiexec; or none; `list` lists them
+    /// [default: $SLURM_MPI_TYPE, else pmi1]
+    #[arg(long, value_name = "pmi1|pmi2|pmix|none|list")]
     mpi: Option<String>,
     /// Run the task on a pseudo-terminal of its own, relayed to this one: an interactive
     /// shell in the job's container (`berth step --image IMAGE --pty bash`, like srun --pty)
@@ -110,8 +110,12 @@ pub struct StepArgs {
     multi_prog: bool,
     #[command(flatten)]
     pyxis: PyxisArgs,
-    /// The command and its arguments
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    /// The command and its arguments (none with --mpi=list)
+    #[arg(
+        required_unless_present = "mpi",
+        trailing_var_arg = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<String>,
 }
 
@@ -394,6 +398,14 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
 }
 
 pub fn step(mut args: StepArgs) -> Result<i32> {
+    // srun --mpi=list: the types there are, in srun's words.
+    if args.mpi.as_deref() == Some("list") {
+        println!("MPI plugin types are...\n\tnone\n\tpmi1\n\tpmi2\n\tpmix\nspecific pmix plugin versions available: pmix_v3,pmix_v4,pmix_v5");
+        return Ok(0);
+    }
+    if args.command.is_empty() {
+        bail!("no command to run: berth step [OPTIONS] COMMAND [ARGS...]");
+    }
     args.pyxis = std::mem::take(&mut args.pyxis).defaults_from(|name| std::env::var(name).ok())?;
     let bind = args.cpu_bind.as_deref().map(|b| {
         let b = b
