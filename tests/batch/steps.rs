@@ -407,6 +407,43 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The same on a terminal (--pty): its process kills the task too, and says what it used.
+    let mut cmd = c.f.cmd(
+        Mode::Rootless,
+        &[
+            "step",
+            "--job",
+            &id.to_string(),
+            "--pty",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 600",
+        ],
+    );
+    cmd.env("BERTH_SOCKET", &c.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut client = cmd.spawn().unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "ready");
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.show(id)["steps"][2]["exit_code"] != 137 {
+        assert!(
+            Instant::now() < deadline,
+            "the step outlived its client: {}",
+            c.show(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.show(id)["steps"][2]["usage"].is_object(),
+        "{}",
+        c.show(id)
+    );
     // Cancelling the job takes a running step with it: nothing is left in the job's cgroup.
     let (_client, mut out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exec sleep 600"]);
     c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
@@ -416,7 +453,7 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     );
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    wait_step_end(&c, id, 2);
+    wait_step_end(&c, id, 3);
 }
 
 #[test]

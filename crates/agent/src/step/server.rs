@@ -521,16 +521,12 @@ async fn run_step<A: StepAuthority>(
                             }
                         }
                     }
-                    // The client is gone: the step goes with it (a terminal's at once: its
-                    // process relays the terminal, it does not watch for the end signal).
+                    // The client is gone: the step goes with it (a terminal's too: its
+                    // process kills the task at the end signal, as any part's does).
                     _ => {
                         client = false;
-                        if request.pty {
-                            signal_all(libc::SIGKILL);
-                        } else {
-                            signal_all(super::end_signal());
-                            ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
-                        }
+                        signal_all(super::end_signal());
+                        ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
                     }
                 }
                 continue;
