@@ -370,7 +370,8 @@ fn step_from_host(
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    // (A terminal's line ends in \r\n.)
+    assert_eq!(line.trim_end(), "ready");
     (child, out)
 }
 
@@ -389,61 +390,29 @@ fn signals_reach_the_tasks_and_a_dead_client_ends_its_step() {
     assert_eq!(rest, "got-term\n");
     assert_eq!(client.wait().unwrap().code(), Some(7));
 
-    // SIGKILL of the client: the agent ends the step, and records it.
-    let (mut client, _out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exec sleep 600"]);
-    client.kill().unwrap();
-    client.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let job = c.show(id);
-        if job["steps"][1]["exit_code"] == 137 {
-            // Its process killed its task and said what it used.
-            assert!(job["steps"][1]["usage"].is_object(), "{job}");
-            break;
+    // SIGKILL of the client: the agent ends the step, and records it; the same on a
+    // terminal (--pty), whose process kills the task too.
+    for (step, pty) in [(1, &[][..]), (2, &["--pty"][..])] {
+        let mut args = pty.to_vec();
+        args.extend(["sh", "-c", "echo ready; exec sleep 600"]);
+        let (mut client, _out) = step_from_host(&c, id, &args);
+        client.kill().unwrap();
+        client.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let job = c.show(id);
+            if job["steps"][step]["exit_code"] == 137 {
+                // Its process killed its task and said what it used.
+                assert!(job["steps"][step]["usage"].is_object(), "{job}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the step outlived its client: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the step outlived its client: {job}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
-    // The same on a terminal (--pty): its process kills the task too, and says what it used.
-    let mut cmd = c.f.cmd(
-        Mode::Rootless,
-        &[
-            "step",
-            "--job",
-            &id.to_string(),
-            "--pty",
-            "sh",
-            "-c",
-            "echo ready; exec sleep 600",
-        ],
-    );
-    cmd.env("BERTH_SOCKET", &c.socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let mut client = cmd.spawn().unwrap();
-    let mut out = BufReader::new(client.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim_end(), "ready");
-    client.kill().unwrap();
-    client.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while c.show(id)["steps"][2]["exit_code"] != 137 {
-        assert!(
-            Instant::now() < deadline,
-            "the step outlived its client: {}",
-            c.show(id)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        c.show(id)["steps"][2]["usage"].is_object(),
-        "{}",
-        c.show(id)
-    );
     // Cancelling the job takes a running step with it: nothing is left in the job's cgroup.
     let (_client, mut out) = step_from_host(&c, id, &["sh", "-c", "echo ready; exec sleep 600"]);
     c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();

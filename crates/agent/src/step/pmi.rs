@@ -702,16 +702,24 @@ mod tests {
         }
     }
 
+    /// A PMIx server's connection: its reading end, buffered, and its writing end.
+    async fn pmix_node(
+        port: u16,
+    ) -> (
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let (r, w) = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap()
+            .into_split();
+        (BufReader::new(r), w)
+    }
+
     #[tokio::test]
     async fn parts_gather_their_data_under_each_key() {
         let server = Server::start(&[2, 1], "kvs_7_0".into()).await.unwrap();
-        let connect = || async {
-            let s = TcpStream::connect(("127.0.0.1", server.port))
-                .await
-                .unwrap();
-            let (r, w) = s.into_split();
-            (BufReader::new(r), w)
-        };
+        let connect = || pmix_node(server.port);
         async fn answer(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Vec<u8> {
             let mut line = String::new();
             read.read_line(&mut line).await.unwrap();
@@ -755,13 +763,7 @@ mod tests {
     #[tokio::test]
     async fn a_nodes_request_for_a_ranks_data_goes_to_its_nodes_server_and_back() {
         let server = Server::start(&[2, 2], "kvs_7_0".into()).await.unwrap();
-        let connect = || async {
-            let s = TcpStream::connect(("127.0.0.1", server.port))
-                .await
-                .unwrap();
-            let (r, w) = s.into_split();
-            (BufReader::new(r), w)
-        };
+        let connect = || pmix_node(server.port);
         let (mut ra, mut a) = connect().await;
         let (mut rb, mut b) = connect().await;
         a.write_all(b"cmd=pmix_node node=0\n").await.unwrap();
