@@ -1494,7 +1494,7 @@ fn pmi2_and_pmix_clients_talk_to_berths_servers() {
     let build = |name: &str, flags: &str| {
         let built = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("gcc -o \"$1\" \"$2\" {flags}",))
+            .arg(format!("gcc -o \"$1\" \"$2\" {flags}"))
             .arg("sh")
             .arg(cwd.join(name))
             .arg(here.join(format!("{name}.c")))

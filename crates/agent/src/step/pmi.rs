@@ -90,6 +90,20 @@ pub fn process_mapping(counts: &[u32]) -> String {
     format!("(vector,{})", inner.join(","))
 }
 
+/// The index of the node of rank `rank`, ranks numbered node by node, `counts` tasks per
+/// node (the last node for a rank past them all).
+pub(super) fn node_of(counts: impl IntoIterator<Item = u32>, rank: u32) -> usize {
+    let (mut first, mut last) = (0u32, 0);
+    for (node, n) in counts.into_iter().enumerate() {
+        first += n;
+        if rank < first {
+            return node;
+        }
+        last = node;
+    }
+    last
+}
+
 /// One request line: its fields, `value` (if any) the rest of the line.
 pub(super) fn fields(line: &str) -> HashMap<&str, &str> {
     let mut map = HashMap::new();
@@ -219,14 +233,7 @@ struct Step {
 impl Step {
     /// The index of the node of rank `rank`.
     fn node_of(&self, rank: u32) -> usize {
-        let mut first = 0;
-        for (node, &n) in self.counts.iter().enumerate() {
-            first += n;
-            if rank < first {
-                return node;
-            }
-        }
-        self.counts.len().saturating_sub(1)
+        node_of(self.counts.iter().copied(), rank)
     }
 
     /// Adds a task to the current barrier with its `answer`; once all are in, answers them.

@@ -37,6 +37,8 @@ const LIBRARY: &str = "libpmix.so.2";
 const PMIX_SUCCESS: c_int = 0;
 const PMIX_ERROR: c_int = -1;
 const PMIX_ERR_NOT_FOUND: c_int = -46;
+/// Done already: no callback is to come.
+const PMIX_OPERATION_SUCCEEDED: c_int = -157;
 const PMIX_BOOL: u16 = 1;
 const PMIX_STRING: u16 = 3;
 const PMIX_UINT16: u16 = 13;
@@ -350,7 +352,7 @@ impl Completion {
         match call(Some(on_completion), cbdata) {
             PMIX_SUCCESS => self.rx.recv().unwrap_or(PMIX_ERROR),
             // Done already (PMIX_OPERATION_SUCCEEDED), or failed.
-            -157 => PMIX_SUCCESS,
+            PMIX_OPERATION_SUCCEEDED => PMIX_SUCCESS,
             status => status,
         }
     }
@@ -386,9 +388,7 @@ impl Layout {
 
     /// The node of rank `rank`.
     fn node_of(&self, rank: u32) -> usize {
-        (0..self.nodes.len())
-            .find(|&n| self.ranks(n).contains(&rank))
-            .unwrap_or(0)
+        super::pmi::node_of(self.nodes.iter().map(|(_, n)| *n), rank)
     }
 
     /// The comma-separated ranks of node `node` (PMIX_LOCAL_PEERS, and the process map's
@@ -427,9 +427,13 @@ impl Layout {
             ("pmix.hname", Value::Str(self.nodes[self.here].0.clone())),
             ("pmix.nodeid", Value::U32(self.here as u32)),
         ];
-        for rank in 0..size {
-            let node = self.node_of(rank);
-            let local = (rank - self.ranks(node).start) as u16;
+        // Each rank's own, node by node.
+        let ranks = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(node, (_, n))| (0..*n).map(move |local| (node, local as u16)));
+        for (rank, (node, local)) in (0..size).zip(ranks) {
             infos.push((
                 "pmix.pdata",
                 Value::Infos(vec![
@@ -449,8 +453,11 @@ impl Layout {
     }
 
     /// The nodes that take part in a fence over `procs` (a rank, or every rank of the
-    /// namespace); sorted.
+    /// namespace; none named: all of them); sorted.
     fn fence_nodes(&self, procs: &[(String, u32)]) -> Vec<usize> {
+        if procs.is_empty() {
+            return (0..self.nodes.len()).collect();
+        }
         let mut nodes: Vec<usize> = Vec::new();
         for (nspace, rank) in procs {
             if *nspace != self.nspace || *rank == PMIX_RANK_WILDCARD {
@@ -520,10 +527,7 @@ unsafe extern "C" fn fence_upcall(
         _ => unsafe { std::slice::from_raw_parts(data.cast::<u8>(), ndata) }.to_vec(),
     };
     let fence = Fence {
-        nodes: match procs.is_empty() {
-            true => (0..up.layout.nodes.len()).collect(),
-            false => up.layout.fence_nodes(&procs),
-        },
+        nodes: up.layout.fence_nodes(&procs),
         data,
         cbfunc,
         cbdata,
@@ -557,8 +561,7 @@ unsafe extern "C" fn abort_upcall(
             let _ = writeln!(c, "cmd=abort exitcode={}", status.clamp(0, 255));
         }
     }
-    // PMIX_OPERATION_SUCCEEDED: done, no callback to come.
-    -157
+    PMIX_OPERATION_SUCCEEDED
 }
 
 unsafe extern "C" fn release_gathered(cbdata: *mut c_void) {
@@ -1171,6 +1174,7 @@ mod tests {
         assert_eq!(l.fence_nodes(&[ns(PMIX_RANK_WILDCARD)]), vec![0, 1, 2]);
         assert_eq!(l.fence_nodes(&[ns(0), ns(3), ns(4)]), vec![0, 1]);
         assert_eq!(l.fence_nodes(&[("other".into(), 0)]), vec![0, 1, 2]);
+        assert_eq!(l.fence_nodes(&[]), vec![0, 1, 2]);
     }
 
     #[test]
