@@ -1895,8 +1895,16 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
     }
     writeln!(
         out,
-        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:<16} REASON",
-        "NODELIST", "STATE", "PARTITIONS", "CPUS(A/T)", "MEMORY", "GPUS", "FEATURES"
+        "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:>8} {:>12} {:<16} REASON",
+        "NODELIST",
+        "STATE",
+        "PARTITIONS",
+        "CPUS(A/T)",
+        "MEMORY",
+        "GPUS",
+        "CPU_LOAD",
+        "FREE_MEM",
+        "FEATURES"
     )?;
     for n in &nodes {
         let cpus = format!("{}/{}", n.cpus_allocated, n.cpus);
@@ -1904,15 +1912,20 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
             f if f.is_empty() => "-".to_string(),
             f => f,
         };
+        // What its agent last reported (the 1-minute load average, MemAvailable).
+        let load = n.load.as_ref().and_then(|l| l.first());
         writeln!(
             out,
-            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:<16} {}",
+            "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:>8} {:>12} {:<16} {}",
             n.name,
             n.state,
             n.partitions.join(","),
             cpus,
             crate::image::human_size(n.memory),
             n.gpus,
+            load.map_or("-".into(), |l| format!("{l:.2}")),
+            n.memory_available
+                .map_or("-".into(), crate::image::human_size),
             features,
             n.reason.as_deref().unwrap_or("-")
         )?;

@@ -225,3 +225,115 @@ fn the_api_answers_as_its_openapi_document_says() {
         conforms(&doc, schema, &value, &path).unwrap();
     }
 }
+
+#[test]
+fn metrics_count_the_jobs_and_show_each_nodes_health_for_prometheus() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(c) = Cluster::start_with(None, &["--listen", &listen]) else {
+        return;
+    };
+    let script = "#!/bin/sh\n#BERTH --image busybox\ntrue\n";
+    let done = c.submit(Mode::Rootless, "done.sh", script, &[]);
+    c.wait_for(done, &["COMPLETED"]);
+    let held = c.submit(Mode::Rootless, "held.sh", script, &["--hold"]);
+    let partition = c.show(held)["partition"].as_str().unwrap().to_string();
+    let nodes: serde_json::Value =
+        serde_json::from_str(c.berth(Mode::Rootless, &["nodes", "--json"]).ok()).unwrap();
+    let node = &nodes[0];
+    let name = node["name"].as_str().unwrap();
+    // The controller's own node: its machine's load and memory, seen now.
+    let load = node["load"].as_array().unwrap();
+    assert_eq!(load.len(), 3, "{node}");
+    assert!(load.iter().all(|l| l.as_f64().unwrap() >= 0.0), "{node}");
+    let available = node["memory_available"].as_u64().unwrap();
+    assert!(
+        available > 0 && available <= node["memory"].as_u64().unwrap(),
+        "{node}"
+    );
+    assert!(node["heard"].is_null(), "{node}");
+
+    let m = c.metrics();
+    let at = |key: &str| m.get(key).copied();
+    assert_eq!(at("berth_jobs_submitted_total"), Some(2.0), "{m:?}");
+    assert_eq!(
+        at(r#"berth_jobs_ended_total{state="COMPLETED"}"#),
+        Some(1.0),
+        "{m:?}"
+    );
+    let pending = format!(r#"berth_jobs{{partition="{partition}",state="PENDING"}}"#);
+    assert_eq!(at(&pending), Some(1.0), "{m:?}");
+    let waiting = format!(r#"berth_jobs_pending{{partition="{partition}",reason="JobHeld"}}"#);
+    assert_eq!(at(&waiting), Some(1.0), "{m:?}");
+    let users = format!(r#"berth_user_jobs{{user="{TEST_USER}",state="PENDING"}}"#);
+    assert_eq!(at(&users), Some(1.0), "{m:?}");
+    assert!(at("berth_scheduler_passes_total").unwrap() >= 1.0, "{m:?}");
+    let on = |metric: &str| at(&format!(r#"{metric}{{node="{name}"}}"#));
+    assert_eq!(on("berth_node_cpus"), node["cpus"].as_f64(), "{m:?}");
+    assert_eq!(on("berth_node_cpus_allocated"), Some(0.0), "{m:?}");
+    assert_eq!(
+        on("berth_node_memory_bytes"),
+        node["memory"].as_f64(),
+        "{m:?}"
+    );
+    assert_eq!(
+        at(&format!(
+            r#"berth_node_state{{node="{name}",state="idle"}}"#
+        )),
+        Some(1.0)
+    );
+    assert!(on("berth_node_load1").unwrap() >= 0.0, "{m:?}");
+    assert!(
+        on("berth_node_memory_available_bytes").unwrap() > 0.0,
+        "{m:?}"
+    );
+    // Its own node is no remote agent's: no heartbeat to age.
+    assert_eq!(on("berth_node_heartbeat_age_seconds"), None, "{m:?}");
+
+    // A cancelled pending job ends: counted, and no longer waiting.
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+    let m = c.metrics();
+    assert_eq!(
+        m.get(r#"berth_jobs_ended_total{state="CANCELLED"}"#),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert_eq!(m.get(&waiting), None, "{m:?}");
+
+    // sinfo, scontrol and pbsnodes show the same, as their users read it.
+    let sinfo = c.berth(
+        Mode::Rootless,
+        &["as", "sinfo", "-h", "-N", "-o", "%N %O %e"],
+    );
+    let words: Vec<&str> = sinfo.ok().split_whitespace().collect();
+    assert_eq!(words[0], name, "{words:?}");
+    assert!(
+        words[1].parse::<f64>().is_ok() && words[2].parse::<u64>().is_ok(),
+        "{words:?}"
+    );
+    let shown = c.berth(Mode::Rootless, &["as", "scontrol", "show", "node", name]);
+    assert!(!shown.ok().contains("N/A"), "{}", shown.stdout);
+    assert!(shown.stdout.contains(" CPULoad="), "{}", shown.stdout);
+    let pbs = c.berth(Mode::Rootless, &["as", "pbsnodes", name]);
+    assert!(pbs.ok().contains(",loadave="), "{}", pbs.stdout);
+
+    // Over TCP, as the rest of the API: with a token only.
+    let answer = raw_tcp(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let made = c.berth(Mode::Rootless, &["token"]);
+    let token = made.ok().trim().strip_prefix("BERTH_TOKEN=").unwrap();
+    let answer = raw_tcp(
+        port,
+        &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        crate::cluster::samples(body).get("berth_jobs_submitted_total"),
+        Some(&2.0),
+        "{body}"
+    );
+}

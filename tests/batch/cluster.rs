@@ -296,6 +296,16 @@ impl Cluster {
         }
     }
 
+    /// What `GET /metrics` answers (its body), and each sample of it by its name and
+    /// labels as written (`berth_node_cpus{node="n1"}`).
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let answer = self.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        samples(body)
+    }
+
     /// Sends raw bytes to the API and returns the raw answer.
     pub fn raw(&self, request: &[u8]) -> String {
         let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
@@ -339,6 +349,21 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
     }
+}
+
+/// The samples of a Prometheus text exposition, by name and labels; every line that is not
+/// a comment must be one.
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+            (
+                key.to_string(),
+                value.parse().unwrap_or_else(|_| panic!("{l}")),
+            )
+        })
+        .collect()
 }
 
 /// The job of a `berth alloc` allocation, from what it said (`Granted job allocation 42`).

@@ -71,6 +71,31 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
     let runners = t.runners(id);
     wait_until("a cgroup per node", || job_cgroups(id, &runners).len() == 3);
 
+    // The controller's metrics: the job running, a CPU of each node allocated to it, and
+    // each node's health as its agent reported it at its last heartbeat.
+    let partition = job["partition"].as_str().unwrap();
+    let m = c.metrics();
+    let running = format!(r#"berth_jobs{{partition="{partition}",state="RUNNING"}}"#);
+    assert_eq!(m.get(&running), Some(&1.0), "{m:?}");
+    for n in &nodes {
+        let on = |metric: &str| m.get(&format!(r#"{metric}{{node="{n}"}}"#)).copied();
+        assert_eq!(on("berth_node_cpus_allocated"), Some(1.0), "{n}: {m:?}");
+        assert!(
+            on("berth_node_load1").is_some_and(|l| l >= 0.0),
+            "{n}: {m:?}"
+        );
+        assert!(
+            on("berth_node_memory_available_bytes").is_some_and(|b| b > 0.0),
+            "{n}: {m:?}"
+        );
+        assert!(
+            on("berth_node_heartbeat_age_seconds").is_some_and(|s| s < 30.0),
+            "{n}: {m:?}"
+        );
+        let shown = c.berth(Mode::Root, &["as", "scontrol", "show", "node", n]);
+        assert!(!shown.ok().contains("N/A"), "{n}: {}", shown.stdout);
+    }
+
     // The script ends: the job completes, and no container is left on any node.
     std::fs::write(&go, "").unwrap();
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);

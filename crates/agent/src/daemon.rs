@@ -32,6 +32,9 @@ pub struct Registration {
     /// The jobs whose runners run here now, `(job, runner)`.
     #[serde(default)]
     pub running: Vec<(u64, u32)>,
+    /// How busy the machine is now.
+    #[serde(default)]
+    pub health: Option<crate::node::Health>,
 }
 
 /// The controller's answer to a registration: the runners this node must stop, those of jobs
@@ -695,6 +698,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         url: settings.advertise,
         resources: settings.resources,
         running: Vec::new(),
+        health: None,
     };
     let beat = agent.clone();
     tokio::spawn(async move {
@@ -708,6 +712,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 .iter()
                 .map(|(&j, &r)| (j, r))
                 .collect();
+            reg.health = crate::node::Health::sample();
             let sent =
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
                     a.ask("/v1/agents/register", &reg)

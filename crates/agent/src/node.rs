@@ -74,9 +74,42 @@ fn proc_field(text: &str, name: &str) -> Option<String> {
 /// gives none.
 fn meminfo(name: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    proc_field(&text, name)
+    meminfo_bytes(&text, name).unwrap_or(0)
+}
+
+/// The size `name` has in the text of /proc/meminfo, in bytes.
+fn meminfo_bytes(text: &str, name: &str) -> Option<u64> {
+    proc_field(text, name)
         .and_then(|kb| kb.trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+        .map(|kb| kb * 1024)
+}
+
+/// How busy a node's machine is, as its agent finds it at each heartbeat: what sinfo's
+/// CPU_LOAD and FREE_MEM, `scontrol show node` and the controller's metrics show.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// The load averages over 1, 5 and 15 minutes (/proc/loadavg).
+    pub load: [f64; 3],
+    /// The memory available for new work without swapping, in bytes (MemAvailable).
+    pub memory_available: u64,
+}
+
+impl Health {
+    /// This machine's, now; `None` where /proc does not say.
+    pub fn sample() -> Option<Health> {
+        let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        Health::parse(&loadavg, &meminfo)
+    }
+
+    fn parse(loadavg: &str, meminfo: &str) -> Option<Health> {
+        let mut averages = loadavg.split_whitespace().map(str::parse::<f64>);
+        let mut next = || averages.next()?.ok().filter(|v| v.is_finite() && *v >= 0.0);
+        Some(Health {
+            load: [next()?, next()?, next()?],
+            memory_available: meminfo_bytes(meminfo, "MemAvailable")?,
+        })
+    }
 }
 
 impl Resources {
@@ -671,4 +704,24 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     private_file(path)?
         .write_all(bytes)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn health_is_read_from_loadavg_and_meminfo() {
+        let meminfo = "MemTotal:       24674428 kB\nMemFree:        20000000 kB\nMemAvailable:   22000000 kB\n";
+        let health = Health::parse("0.52 1.07 2.50 3/245 12345\n", meminfo).unwrap();
+        assert_eq!(health.load, [0.52, 1.07, 2.5]);
+        assert_eq!(health.memory_available, 22_000_000 * 1024);
+        // A kernel that says less (before MemAvailable, 3.14), or a file cut short: none.
+        assert_eq!(
+            Health::parse("0.52 1.07 2.50 3/245 12345\n", "MemTotal: 1 kB\n"),
+            None
+        );
+        assert_eq!(Health::parse("0.52 1.07\n", meminfo), None);
+        assert_eq!(Health::parse("0.52 x 2.50\n", meminfo), None);
+    }
 }

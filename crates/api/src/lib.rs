@@ -349,6 +349,17 @@ pub struct NodeInfo {
     pub cpu_model: String,
     #[serde(default)]
     pub swap: u64,
+    /// Its load averages over 1, 5 and 15 minutes, as its agent last reported them (the
+    /// controller's own node: now); none before its first report.
+    #[serde(default)]
+    pub load: Option<Vec<f64>>,
+    /// Its memory available for new work (MemAvailable), bytes, reported likewise.
+    #[serde(default)]
+    pub memory_available: Option<u64>,
+    /// Seconds since its agent last reported (its heartbeat); none for the controller's own
+    /// node.
+    #[serde(default)]
+    pub heard: Option<u64>,
 }
 
 /// An administrator's reservation of nodes (`scontrol create reservation`): from its start

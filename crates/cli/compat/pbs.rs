@@ -499,6 +499,9 @@ pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
         writeln!(out, "     properties = {}", n.features.join(","))?;
         writeln!(out, "     ntype = cluster")?;
         writeln!(out, "     jobs = {}", here.join(", "))?;
+        if let Some(status) = torque_status(n, berth_agent::runner::now()) {
+            writeln!(out, "     status = {status}")?;
+        }
         writeln!(out, "     gpus = {}", n.gpus)?;
         if let Some(reason) = &n.reason {
             writeln!(out, "     note = {reason}")?;
@@ -506,6 +509,22 @@ pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
         writeln!(out)?;
     }
     Ok(0)
+}
+
+/// Torque's `status` of a node: what its agent last reported (when, its load, its memory),
+/// in Torque's keys; `None` before its first report.
+fn torque_status(n: &berth_api::NodeInfo, now: u64) -> Option<String> {
+    let load = n.load.as_ref()?.first()?;
+    let available = n.memory_available?;
+    Some(format!(
+        "rectime={},state={},loadave={load:.2},ncpus={},physmem={}kb,availmem={}kb,totmem={}kb,opsys=linux",
+        now - n.heard.unwrap_or(0).min(now),
+        if n.state == "down" { "down" } else { "free" },
+        n.cpus,
+        n.memory >> 10,
+        available >> 10,
+        (n.memory + n.swap) >> 10,
+    ))
 }
 
 #[cfg(test)]
@@ -519,5 +538,22 @@ mod tests {
         assert_eq!(short_size(1000), "1kb");
         assert_eq!(cut("a_long_job_name_here", 16), "a_long_job_name*");
         assert_eq!(cut("short", 16), "short");
+    }
+
+    #[test]
+    fn a_nodes_status_says_what_its_agent_reported_in_torques_keys() {
+        let mut n: berth_api::NodeInfo = serde_json::from_value(serde_json::json!({
+            "name": "n1", "state": "mixed", "partitions": [], "cpus": 4, "cpus_allocated": 1,
+            "memory": 4u64 << 30, "memory_allocated": 0, "gpus": 0, "swap": 1u64 << 30,
+        }))
+        .unwrap();
+        assert_eq!(torque_status(&n, 1000), None);
+        n.load = Some(vec![1.5, 1.0, 0.5]);
+        n.memory_available = Some(3 << 30);
+        n.heard = Some(4);
+        assert_eq!(
+            torque_status(&n, 1000).unwrap(),
+            "rectime=996,state=free,loadave=1.50,ncpus=4,physmem=4194304kb,availmem=3145728kb,totmem=5242880kb,opsys=linux"
+        );
     }
 }

@@ -12,7 +12,7 @@ const SINFO_USAGE: &str =
     "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
-const FIELDS: &str = "PRaltTDNncCmeGfEFswdrhg";
+const FIELDS: &str = "PRaltTDNncCmeOGfEFswdrhg";
 
 /// One line of sinfo: a partition and a set of its nodes (all of one state, or one node).
 struct Row<'a> {
@@ -258,6 +258,7 @@ fn header(letter: char) -> &'static str {
         'C' => "CPUS(A/I/O/T)",
         'm' => "MEMORY",
         'e' => "FREE_MEM",
+        'O' => "CPU_LOAD",
         'G' => "GRES",
         'f' => "AVAIL_FEATURES",
         'E' => "REASON",
@@ -320,7 +321,19 @@ fn field(letter: char, row: &Row) -> String {
             format!("{alloc}/{idle}/{other}/{total}")
         }
         'm' => least(&|n| n.memory >> 20),
-        'e' => least(&|n| n.memory.saturating_sub(n.memory_allocated) >> 20),
+        // What the nodes' agents last reported, as a range where they differ (sinfo's).
+        'e' => span(
+            nodes
+                .iter()
+                .map(|n| n.memory_available.map(|m| (m >> 20) as f64)),
+            0,
+        ),
+        'O' => span(
+            nodes
+                .iter()
+                .map(|n| n.load.as_ref().and_then(|l| l.first().copied())),
+            2,
+        ),
         'G' => listed(
             &|n| match n.gpus {
                 0 => String::new(),
@@ -594,6 +607,21 @@ fn reservation_block(r: &berth_api::Reservation) -> String {
     )
 }
 
+/// Known values as sinfo shows a measured field of several nodes: one, or `LOW-HIGH`, with
+/// `decimals` digits; `N/A` if no node has one.
+fn span(values: impl Iterator<Item = Option<f64>>, decimals: usize) -> String {
+    let known: Vec<f64> = values.flatten().collect();
+    let low = known.iter().copied().reduce(f64::min);
+    let high = known.iter().copied().reduce(f64::max);
+    match (low, high) {
+        (Some(low), Some(high)) if format!("{low:.decimals$}") == format!("{high:.decimals$}") => {
+            format!("{low:.decimals$}")
+        }
+        (Some(low), Some(high)) => format!("{low:.decimals$}-{high:.decimals$}"),
+        _ => "N/A".into(),
+    }
+}
+
 /// A node as `scontrol show node` shows it (what berth knows of it).
 fn node_block(n: &NodeInfo) -> String {
     let null = |v: String| {
@@ -610,8 +638,16 @@ fn node_block(n: &NodeInfo) -> String {
         ("drain", _) => "ALLOCATED+DRAIN".into(),
         (s, _) => s.to_ascii_uppercase(),
     };
+    let load = span(
+        std::iter::once(n.load.as_ref().and_then(|l| l.first().copied())),
+        2,
+    );
+    let free = span(
+        std::iter::once(n.memory_available.map(|m| (m >> 20) as f64)),
+        0,
+    );
     let mut block = format!(
-        "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem=N/A\n   State={state}\n   Partitions={}\n",
+        "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={} CPULoad={load}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem={free}\n   State={state}\n   Partitions={}\n",
         n.name,
         null(n.arch.clone()),
         n.cpus_allocated,
@@ -941,6 +977,9 @@ mod tests {
             arch: "x86_64".into(),
             cpu_model: String::new(),
             swap: 0,
+            load: Some(vec![0.5, 0.25, 0.125]),
+            memory_available: Some(3 << 30),
+            heard: Some(2),
         }
     }
 
@@ -1040,6 +1079,12 @@ mod tests {
         );
         let all = rows(&parts[..1], &nodes, false, true);
         assert_eq!(field('F', &all[0]), "2/2/0/4");
+        // What the agents report: one value, a range where nodes differ, N/A where none has.
+        assert_eq!(field('O', &all[0]), "0.50");
+        assert_eq!(field('e', &all[0]), "3072");
+        let loads = [Some(1.5), None, Some(0.25)].into_iter();
+        assert_eq!(span(loads, 2), "0.25-1.50");
+        assert_eq!(span([None, None].into_iter(), 0), "N/A");
     }
 
     #[test]
@@ -1062,7 +1107,8 @@ mod tests {
         let block = node_block(&n);
         for part in [
             "NodeName=n4 Arch=x86_64",
-            "CPUAlloc=0 CPUTot=4",
+            "CPUAlloc=0 CPUTot=4 CPULoad=0.50",
+            "FreeMem=3072",
             "Gres=gpu:2",
             "RealMemory=4096 AllocMem=1024",
             "State=IDLE+DRAIN",

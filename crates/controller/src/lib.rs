@@ -17,6 +17,7 @@ pub use berth_agent::auth;
 mod env;
 pub mod job;
 mod mail;
+mod metrics;
 mod node;
 mod server;
 
@@ -141,6 +142,8 @@ pub struct Controller {
     usage: job::Usage,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
     reservations: BTreeMap<String, berth_api::Reservation>,
+    /// What this controller counted since it started, for its metrics.
+    counters: metrics::Counters,
 }
 
 /// A priority's weighted factors, as the API reports them.
@@ -177,6 +180,8 @@ struct NodeEntry {
     /// Why an administrator drained it (`berth node drain`), if one did; kept in the store
     /// under `drains/NODE`, so that a drained node stays drained when a controller starts.
     drain: Option<NodeReason>,
+    /// How busy a remote node's machine was at its last heartbeat.
+    health: Option<berth_agent::node::Health>,
 }
 
 /// Why a node is out of service, who said so and when (sinfo -R's lines).
@@ -198,6 +203,7 @@ impl NodeEntry {
             last_seen: std::time::Instant::now(),
             down: None,
             drain: None,
+            health: None,
         }
     }
 
@@ -297,6 +303,7 @@ impl Controller {
             stop: Arc::new(Notify::new()),
             usage: job::Usage::default(),
             reservations: BTreeMap::new(),
+            counters: metrics::Counters::default(),
         };
         for (_, value) in controller
             .store
@@ -1070,6 +1077,7 @@ impl Controller {
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
         self.store.put_jobs(&rows).map_err(ApiError::internal)?;
+        self.counters.submitted(jobs.len() as u64);
         for job in jobs {
             self.active.insert(job.id, job);
         }
@@ -1201,6 +1209,7 @@ impl Controller {
                 job.reason = None;
                 let job = self.active.remove(&id).expect("present");
                 self.persist(&job)?;
+                self.counters.ended(State::Cancelled);
                 self.finished.insert(id, sched::JobState::Cancelled);
                 self.mail_end(&job);
             }
@@ -1536,6 +1545,17 @@ impl Controller {
                 let entry = self.nodes.get(&n.name);
                 let why = entry.and_then(|e| e.down.as_ref().or(e.drain.as_ref()));
                 let machine = entry.map(|e| e.res.machine.clone()).unwrap_or_default();
+                // This controller's own node is its own machine, seen now.
+                let (health, heard) = match entry {
+                    Some(
+                        e @ NodeEntry {
+                            link: Link::Remote(_),
+                            ..
+                        },
+                    ) => (e.health, Some(e.last_seen.elapsed().as_secs())),
+                    Some(_) => (berth_agent::node::Health::sample(), None),
+                    None => (None, None),
+                };
                 berth_api::NodeInfo {
                     name: n.name.clone(),
                     state: format!("{:?}", sched::node_state(n)).to_lowercase(),
@@ -1557,6 +1577,9 @@ impl Controller {
                     arch: machine.arch,
                     cpu_model: machine.model,
                     swap: machine.swap,
+                    load: health.map(|h| h.load.to_vec()),
+                    memory_available: health.map(|h| h.memory_available),
+                    heard,
                 }
             })
             .collect()
@@ -1591,6 +1614,12 @@ impl Controller {
 
     /// [`Controller::schedule`] without the write of what it changes.
     fn pass(&mut self, shared: &Shared) {
+        let began = std::time::Instant::now();
+        self.passing(shared);
+        self.counters.pass(began.elapsed());
+    }
+
+    fn passing(&mut self, shared: &Shared) {
         self.due = false;
         self.check_nodes();
         self.refresh_history();
@@ -2239,6 +2268,7 @@ impl Controller {
         let end = job.end_time.unwrap_or_else(now);
         job.suspended.stop(end);
         self.finished.insert(id, state.for_scheduler());
+        self.counters.ended(state);
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);
         }
@@ -2440,9 +2470,12 @@ impl Controller {
         reg: berth_agent::daemon::Registration,
     ) -> Result<berth_agent::daemon::RegistrationAnswer, ApiError> {
         let name = reg.resources.name.clone();
-        // For whoever else reads the store: this node is alive for another node_timeout.
+        // For whoever else reads the store: this node is alive for another node_timeout (its
+        // health changes at every beat: the controller keeps that, the store would be
+        // written anew each time).
         let alive = serde_json::to_vec(&berth_agent::daemon::Registration {
             running: Vec::new(),
+            health: None,
             ..reg.clone()
         })
         .expect("registrations serialise");
@@ -2468,6 +2501,7 @@ impl Controller {
         }
         if let Some(node) = self.nodes.get_mut(&name) {
             node.last_seen = std::time::Instant::now();
+            node.health = reg.health;
             match &mut node.link {
                 Link::Remote(url) if *url == reg.url => return Ok(answer),
                 Link::Remote(url) => *url = reg.url.clone(),
@@ -2486,6 +2520,7 @@ impl Controller {
         }
         eprintln!("berth: node {name} registered from {}", reg.url);
         let mut entry = NodeEntry::new(res, Link::Remote(reg.url));
+        entry.health = reg.health;
         entry.drain = self
             .store
             .get(&format!("{DRAINS_PREFIX}{name}"))
@@ -2635,6 +2670,7 @@ impl Controller {
             url: url.clone(),
             resources: res.resources(),
             running: Vec::new(),
+            health: None,
         };
         self.store
             .put(

@@ -580,11 +580,26 @@ async fn not_found() -> ApiError {
         drain,
         resume_node,
         shutdown,
-        token
+        token,
+        metrics
     ),
     components(schemas(ErrorBody))
 )]
 pub struct ApiDoc;
+
+/// The cluster in Prometheus' text format (crate::metrics).
+#[utoipa::path(get, path = "/metrics", tag = "cluster", responses((status = 200, description = "jobs by partition, state and waiting reason, each node's state, size, allocation and health, and what this controller counted since it started, in Prometheus' text format (version 0.0.4)", body = String, content_type = "text/plain; version=0.0.4"), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn metrics(State(c): State<Shared>) -> Response {
+    let text = c.lock().await.metrics();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
 
 async fn openapi() -> Response {
     (
@@ -627,6 +642,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/v1/agents/register", post(agent_register))
         .route("/v1/agents/steps/begin", post(agent_step_begin))
         .route("/v1/agents/steps/end", post(agent_step_end))
