@@ -64,6 +64,14 @@ pub struct ContainerArgs {
     /// Give the container its own PID namespace
     #[arg(long)]
     pid: bool,
+    /// The container's network: host (the host's, the default: MPI and the cluster's
+    /// interconnect need it) or none (a network namespace of its own with loopback only)
+    #[arg(long, value_name = "host|none")]
+    network: Option<String>,
+    /// A network namespace of its own: Apptainer's --net (with --network none), or Docker's
+    /// --net=none|host
+    #[arg(long, value_name = "none|host", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    net: Option<String>,
     /// Run as this user (root only; how the node agent runs jobs)
     #[arg(long, value_name = "USER")]
     user: Option<String>,
@@ -143,6 +151,7 @@ impl ContainerArgs {
             limits,
             gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
             pid_namespace: self.pid || self.containall,
+            net_namespace: own_network(self.net.as_deref(), self.network.as_deref())?,
             remap_root: self.fakeroot,
             user: self
                 .user
@@ -151,6 +160,29 @@ impl ContainerArgs {
                 .transpose()?,
             ..Options::default()
         })
+    }
+}
+
+/// Whether the container gets a network of its own (loopback only), from Docker's
+/// `--network`/`--net=` value or Apptainer's `--net` flag with `--network`. berth has no
+/// virtual networks to offer: anything but the host's network or none is refused, saying so.
+fn own_network(net: Option<&str>, network: Option<&str>) -> Result<bool> {
+    let value = match (net, network) {
+        (None, None) => "host",
+        (Some(""), None) => anyhow::bail!(
+            "--net: berth gives a container the host's network or one of its own with loopback only: add --network none"
+        ),
+        (Some(""), Some(v)) | (None, Some(v)) => v,
+        (Some(v), None) => v,
+        (Some(a), Some(b)) if a == b => a,
+        (Some(a), Some(b)) => anyhow::bail!("--net={a} and --network {b} disagree: give one"),
+    };
+    match value {
+        "host" => Ok(false),
+        "none" => Ok(true),
+        other => anyhow::bail!(
+            "--network {other}: berth gives a container the host's network (host) or one of its own with loopback only (none), no virtual networks"
+        ),
     }
 }
 

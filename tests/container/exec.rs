@@ -208,6 +208,67 @@ fn own_pid_namespace_on_request() {
 }
 
 #[test]
+fn own_network_with_loopback_only_on_request() {
+    let Some(f) = Fixture::new() else { return };
+    // The interfaces of the network namespace the reader is in.
+    let interfaces = |text: &str| -> Vec<String> {
+        let mut names: Vec<String> = text
+            .lines()
+            .skip(2)
+            .filter_map(|l| Some(l.split_once(':')?.0.trim().to_string()))
+            .collect();
+        names.sort();
+        names
+    };
+    let host = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let list = "cat /proc/self/net/dev; ip link show lo";
+    for mode in ALL_MODES {
+        f.import(mode);
+        // The host's network by default.
+        let out = f.sh(mode, "cat /proc/self/net/dev");
+        assert_eq!(interfaces(out.ok()), host, "{mode:?}");
+        // Docker's --network none, Apptainer's --net --network none, Docker's --net=none;
+        // the last with a pid namespace (the container made by a clone, not in place).
+        for flags in [
+            &["--network", "none"][..],
+            &["--net", "--network", "none"],
+            &["--net=none", "--pid"],
+        ] {
+            let mut args = vec!["exec"];
+            args.extend_from_slice(flags);
+            args.extend(["busybox", "sh", "-c", list]);
+            let out = f.berth(mode, &args);
+            let text = out.ok();
+            assert_eq!(
+                interfaces(text.split("1: lo").next().unwrap()),
+                ["lo"],
+                "{mode:?} {flags:?}: {text}"
+            );
+            assert!(
+                text.contains("<LOOPBACK,UP"),
+                "{mode:?} {flags:?}: loopback is up: {text}"
+            );
+        }
+        for (flags, said) in [
+            (&["--net"][..], "add --network none"),
+            (&["--network", "bridge"], "no virtual networks"),
+            (&["--net=none", "--network", "host"], "disagree"),
+        ] {
+            let mut args = vec!["exec"];
+            args.extend_from_slice(flags);
+            args.extend(["busybox", "true"]);
+            let out = f.berth(mode, &args);
+            assert_eq!(out.code, 125, "{mode:?} {flags:?}");
+            assert!(
+                out.stderr.contains(said),
+                "{mode:?} {flags:?}: {}",
+                out.stderr
+            );
+        }
+    }
+}
+
+#[test]
 fn run_uses_entrypoint_cmd_env_from_the_image() {
     let Some(f) = Fixture::new() else { return };
     let archive = docker_archive_of(

@@ -190,6 +190,9 @@ pub(crate) fn build_root(
     image: &OwnedFd,
     remap: Option<std::os::fd::BorrowedFd>,
 ) -> Result<(), Failure> {
+    if spec.net_namespace {
+        sys::loopback_up().map_err(fail("bringing up the network namespace's loopback"))?;
+    }
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
         return Ok(());

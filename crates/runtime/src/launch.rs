@@ -232,10 +232,7 @@ pub(crate) fn open_image(spec: &ContainerSpec) -> Result<OwnedFd, RuntimeError> 
 
 /// Unshares this process's namespaces and execs the program in them. Returns the failure.
 fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
-    let mut flags = libc::CLONE_NEWNS;
-    if spec.rootless {
-        flags |= libc::CLONE_NEWUSER;
-    }
+    let flags = namespaces(spec);
     // SAFETY: unshare(2) with namespace flags; the process is single-threaded (see `run`).
     if unsafe { libc::unshare(flags) } != 0 {
         return RuntimeError::setup("creating the namespaces (unshare)")(
@@ -252,6 +249,20 @@ fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
         code: failure.code,
         message: failure.message,
     }
+}
+
+/// The namespaces a container gets besides a pid namespace: a mount namespace, a user
+/// namespace when rootless (made with the others, so it owns them), and a network namespace
+/// when asked for.
+fn namespaces(spec: &ContainerSpec) -> libc::c_int {
+    let mut flags = libc::CLONE_NEWNS;
+    if spec.rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if spec.net_namespace {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
 }
 
 /// Runs the container in a child and waits for it. `mounts` is given the child's mount
@@ -281,10 +292,7 @@ fn run_in(
         false => None,
     };
     let remap = userns.as_ref().map(|u| u.as_fd());
-    let mut flags = libc::CLONE_NEWNS;
-    if spec.rootless {
-        flags |= libc::CLONE_NEWUSER;
-    }
+    let mut flags = namespaces(spec);
     if spec.pid_namespace {
         flags |= libc::CLONE_NEWPID;
     }

@@ -49,6 +49,8 @@ pub struct Options {
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
+    /// See [`ContainerSpec::net_namespace`].
+    pub net_namespace: bool,
     /// Run as this user, looked up by the caller (root only: how the node agent runs jobs).
     pub user: Option<Identity>,
     /// Binds berth itself makes (a job's script, say): SOURCE, TARGET, read-only. Not checked
@@ -388,6 +390,7 @@ pub fn plan(
         identity,
         rootless,
         pid_namespace: options.pid_namespace,
+        net_namespace: options.net_namespace,
         limits: (options.limits != Limits::default()).then(|| options.limits.clone()),
         gpu,
         time_limit: options.time_limit,

@@ -53,6 +53,9 @@ pub struct ContainerSpec {
     /// berth is root and switches to `identity` after setting the container up.
     pub rootless: bool,
     pub pid_namespace: bool,
+    /// A network namespace of its own with only loopback, up (`--network none`), instead of
+    /// the host's network.
+    pub net_namespace: bool,
     pub limits: Option<Limits>,
     pub gpu: Option<GpuInjection>,
     pub time_limit: Option<TimeLimit>,

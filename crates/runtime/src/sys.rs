@@ -430,6 +430,36 @@ pub fn attach_loop(file: &OwnedFd) -> io::Result<(OwnedFd, String)> {
     ))
 }
 
+/// Brings up the loopback interface of the calling process's network namespace (a new one
+/// has it down): what `--network none` leaves a container.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) returns a new descriptor we own, or -1.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: the descriptor is new and ours.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid; its name is "lo", NUL-terminated.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut request,
+        ))?;
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &request,
+        ))?;
+    }
+    Ok(())
+}
+
 pub fn write_file(path: &str, text: &str) -> io::Result<()> {
     std::fs::write(path, text)
 }
