@@ -1912,8 +1912,6 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
             f if f.is_empty() => "-".to_string(),
             f => f,
         };
-        // What its agent last reported (the 1-minute load average, MemAvailable).
-        let load = n.load.as_ref().and_then(|l| l.first());
         writeln!(
             out,
             "{:<16} {:<10} {:<16} {:>9} {:>12} {:>5} {:>8} {:>12} {:<16} {}",
@@ -1923,7 +1921,7 @@ pub fn nodes(args: ListArgs) -> Result<i32> {
             cpus,
             crate::image::human_size(n.memory),
             n.gpus,
-            load.map_or("-".into(), |l| format!("{l:.2}")),
+            n.cpu_load().map_or("-".into(), |l| format!("{l:.2}")),
             n.memory_available
                 .map_or("-".into(), crate::image::human_size),
             features,

@@ -172,8 +172,7 @@ fn own_network(net: Option<&str>, network: Option<&str>) -> Result<bool> {
         (Some(""), None) => anyhow::bail!(
             "--net: berth gives a container the host's network or one of its own with loopback only: add --network none"
         ),
-        (Some(""), Some(v)) | (None, Some(v)) => v,
-        (Some(v), None) => v,
+        (Some(""), Some(v)) | (None, Some(v)) | (Some(v), None) => v,
         (Some(a), Some(b)) if a == b => a,
         (Some(a), Some(b)) => anyhow::bail!("--net={a} and --network {b} disagree: give one"),
     };

@@ -220,13 +220,16 @@ fn own_network_with_loopback_only_on_request() {
         names.sort();
         names
     };
-    let host = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
-    let list = "cat /proc/self/net/dev; ip link show lo";
+    // Network namespaces told apart by identity (the host's interfaces may change meanwhile:
+    // other tests make test hosts).
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host = host.to_str().unwrap();
+    let list = "readlink /proc/self/ns/net; cat /proc/self/net/dev; ip link show lo";
     for mode in ALL_MODES {
         f.import(mode);
         // The host's network by default.
-        let out = f.sh(mode, "cat /proc/self/net/dev");
-        assert_eq!(interfaces(out.ok()), host, "{mode:?}");
+        let out = f.sh(mode, "readlink /proc/self/ns/net");
+        assert_eq!(out.ok().trim(), host, "{mode:?}");
         // Docker's --network none, Apptainer's --net --network none, Docker's --net=none;
         // the last with a pid namespace (the container made by a clone, not in place).
         for flags in [
@@ -239,8 +242,10 @@ fn own_network_with_loopback_only_on_request() {
             args.extend(["busybox", "sh", "-c", list]);
             let out = f.berth(mode, &args);
             let text = out.ok();
+            let (namespace, rest) = text.split_once('\n').unwrap();
+            assert_ne!(namespace, host, "{mode:?} {flags:?}: {text}");
             assert_eq!(
-                interfaces(text.split("1: lo").next().unwrap()),
+                interfaces(rest.split("1: lo").next().unwrap()),
                 ["lo"],
                 "{mode:?} {flags:?}: {text}"
             );

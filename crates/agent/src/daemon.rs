@@ -712,9 +712,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 .iter()
                 .map(|(&j, &r)| (j, r))
                 .collect();
-            reg.health = crate::node::Health::sample();
             let sent =
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
+                    reg.health = crate::node::Health::sample();
                     a.ask("/v1/agents/register", &reg)
                 })
                 .await

@@ -362,6 +362,14 @@ pub struct NodeInfo {
     pub heard: Option<u64>,
 }
 
+impl NodeInfo {
+    /// Its load average over the last minute, as its agent last reported it: what Slurm
+    /// calls its CPU load.
+    pub fn cpu_load(&self) -> Option<f64> {
+        self.load.as_ref()?.first().copied()
+    }
+}
+
 /// An administrator's reservation of nodes (`scontrol create reservation`): from its start
 /// to its end, they run only jobs that name it (`--reservation`), of its users; any other
 /// job there must end before it starts.

@@ -514,7 +514,7 @@ pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
 /// Torque's `status` of a node: what its agent last reported (when, its load, its memory),
 /// in Torque's keys; `None` before its first report.
 fn torque_status(n: &berth_api::NodeInfo, now: u64) -> Option<String> {
-    let load = n.load.as_ref()?.first()?;
+    let load = n.cpu_load()?;
     let available = n.memory_available?;
     Some(format!(
         "rectime={},state={},loadave={load:.2},ncpus={},physmem={}kb,availmem={}kb,totmem={}kb,opsys=linux",

@@ -322,18 +322,8 @@ fn field(letter: char, row: &Row) -> String {
         }
         'm' => least(&|n| n.memory >> 20),
         // What the nodes' agents last reported, as a range where they differ (sinfo's).
-        'e' => span(
-            nodes
-                .iter()
-                .map(|n| n.memory_available.map(|m| (m >> 20) as f64)),
-            0,
-        ),
-        'O' => span(
-            nodes
-                .iter()
-                .map(|n| n.load.as_ref().and_then(|l| l.first().copied())),
-            2,
-        ),
+        'e' => span(nodes.iter().map(|n| free_mib(n)), 0),
+        'O' => span(nodes.iter().map(|n| n.cpu_load()), 2),
         'G' => listed(
             &|n| match n.gpus {
                 0 => String::new(),
@@ -607,6 +597,11 @@ fn reservation_block(r: &berth_api::Reservation) -> String {
     )
 }
 
+/// A node's available memory as its agent last reported it, in MiB (Slurm's FreeMem).
+fn free_mib(n: &NodeInfo) -> Option<f64> {
+    n.memory_available.map(|m| (m >> 20) as f64)
+}
+
 /// Known values as sinfo shows a measured field of several nodes: one, or `LOW-HIGH`, with
 /// `decimals` digits; `N/A` if no node has one.
 fn span(values: impl Iterator<Item = Option<f64>>, decimals: usize) -> String {
@@ -638,14 +633,8 @@ fn node_block(n: &NodeInfo) -> String {
         ("drain", _) => "ALLOCATED+DRAIN".into(),
         (s, _) => s.to_ascii_uppercase(),
     };
-    let load = span(
-        std::iter::once(n.load.as_ref().and_then(|l| l.first().copied())),
-        2,
-    );
-    let free = span(
-        std::iter::once(n.memory_available.map(|m| (m >> 20) as f64)),
-        0,
-    );
+    let load = span(std::iter::once(n.cpu_load()), 2);
+    let free = span(std::iter::once(free_mib(n)), 0);
     let mut block = format!(
         "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={} CPULoad={load}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem={free}\n   State={state}\n   Partitions={}\n",
         n.name,

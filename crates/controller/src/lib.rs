@@ -1619,6 +1619,7 @@ impl Controller {
         self.counters.pass(began.elapsed());
     }
 
+    /// The pass itself ([`Controller::pass`] times it for the metrics).
     fn passing(&mut self, shared: &Shared) {
         self.due = false;
         self.check_nodes();

@@ -97,7 +97,7 @@ const NODE_GAUGES: [NodeGauge; 10] = [
     (
         "berth_node_load1",
         "A node's load average over 1 minute, as its agent last reported it.",
-        |n| n.load.as_ref()?.first().copied(),
+        NodeInfo::cpu_load,
     ),
     (
         "berth_node_load5",
