@@ -294,3 +294,63 @@ fn out_of_disk_is_reported_and_leaves_nothing() {
     assert_eq!(std::fs::read_dir(small.join("images")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(small.join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn root_mounts_the_squashfs_file_when_there_is_no_room_to_unpack_it() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::Root);
+    let sqfs = std::fs::read_dir(f.path("store-root").join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("image.sqfs"))
+        .next()
+        .unwrap();
+    // A store with room for the image's file, not for its unpacked copy too (about 1.5 times
+    // its size).
+    let size = std::fs::metadata(&sqfs).unwrap().len() + 256 * 1024;
+    let store = f.path("tight-store");
+    std::fs::create_dir(&store).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "berth-test"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let root = |args: &[&str]| {
+        Out::from_output(
+            f.cmd(Mode::Root, args)
+                .env("BERTH_STORE", &store)
+                .output()
+                .unwrap(),
+        )
+    };
+    // The image imported elsewhere (importing needs room to spare), its files copied.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(f.path("store-root/images"))
+        .arg(f.path("store-root/refs.json"))
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let out = root(&["exec", "busybox", "echo", "ran"]);
+    assert_eq!(out.ok(), "ran\n");
+    assert!(
+        out.stderr.contains("no space left") && out.stderr.contains("unpacked copy cannot be made"),
+        "{}",
+        out.stderr
+    );
+    // No half-made copy, nothing in staging, no mount left.
+    for dir in ["rootfs", "tmp"] {
+        assert_eq!(
+            std::fs::read_dir(store.join(dir)).unwrap().count(),
+            0,
+            "{dir}"
+        );
+    }
+    assert!(host_mounts_with(store.join("images").to_str().unwrap()).is_empty());
+    assert!(std::process::Command::new("umount")
+        .arg(&store)
+        .status()
+        .unwrap()
+        .success());
+}

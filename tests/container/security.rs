@@ -1,6 +1,7 @@
 //! What a container must not be able to do.
 
 use crate::support::*;
+use std::os::unix::fs::{chown, MetadataExt};
 
 #[test]
 fn no_capabilities_and_no_new_privileges() {
@@ -42,6 +43,66 @@ fn setuid_root_binary_does_not_give_root() {
         &["exec", "busybox", "stat", "-c", "%u %A", "/bin/suid-probe"],
     );
     assert_eq!(ls.ok().trim(), "0 -rwsr-xr-x");
+}
+
+#[test]
+fn roots_unpacked_copy_keeps_owners_and_only_root_can_reach_it() {
+    let Some(f) = Fixture::new() else { return };
+    // An image with a directory of the test user's own.
+    let tree = f.copy_rootfs("owned-tree");
+    let data = tree.join("data");
+    std::fs::create_dir(&data).unwrap();
+    chown(&data, Some(f.user.uid), Some(f.user.gid)).unwrap();
+    f.berth(
+        Mode::Root,
+        &["image", "import", tree.to_str().unwrap(), "--name", "owned"],
+    )
+    .ok();
+    // Root's container runs from the image's unpacked copy, which keeps the image's owners:
+    // the user may write in their directory, as in the image.
+    let out = f.berth(
+        Mode::RootAsUser,
+        &[
+            "exec",
+            "owned",
+            "sh",
+            "-c",
+            "stat -c %u /data && echo mine > /data/new && cat /data/new",
+        ],
+    );
+    assert_eq!(out.ok(), format!("{}\nmine\n", f.user.uid));
+    // On the host the copy is root's alone: its set-user-ID files cannot be reached.
+    let copies = f.path("store-root").join("rootfs");
+    let meta = std::fs::metadata(&copies).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
+    let copy = std::fs::read_dir(&copies)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("data").is_dir())
+        .expect("an unpacked copy of the image");
+    let suid = std::fs::metadata(copy.join("bin/suid-probe")).unwrap();
+    assert_eq!((suid.uid(), suid.mode() & 0o7777), (0, 0o4755));
+    let reach = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", f.user.uid))
+        .arg(format!("--regid={}", f.user.gid))
+        .args(["--init-groups", "--", "stat"])
+        .arg(copy.join("bin/suid-probe"))
+        .output()
+        .unwrap();
+    let reach = Out::from_output(reach);
+    assert_ne!(reach.code, 0);
+    assert!(
+        reach.stderr.contains("Permission denied"),
+        "{}",
+        reach.stderr
+    );
+    // Nothing of the unpacking is left in staging.
+    assert_eq!(
+        std::fs::read_dir(f.path("store-root").join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]

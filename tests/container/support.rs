@@ -11,9 +11,9 @@ pub const TEST_USER: &str = "berthtest";
 /// Who runs the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// root, as itself.
+    /// root, as itself (root's containers run from the image's unpacked copy, as a user's do).
     Root,
-    /// root acting for the test user (`--user`), as the node agent will: kernel squashfs mount.
+    /// root acting for the test user (`--user`), as the node agent will.
     RootAsUser,
     /// the test user itself: user namespace, unpacked image.
     Rootless,

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,7 +154,6 @@ fn remove_tree(path: &Path) -> io::Result<()> {
 }
 
 fn make_writable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -602,28 +602,42 @@ impl Store {
         Ok(())
     }
 
-    /// The image unpacked into a directory, for unprivileged containers that cannot mount
-    /// squashfs: made on first use (rdsquashfs, from squashfs-tools-ng) and kept.
+    /// The image unpacked into a directory, which a container starts from without mounting
+    /// anything of its own (a container of an unprivileged user cannot mount squashfs, and
+    /// root's one-shot containers start faster from it): made on first use (rdsquashfs, from
+    /// squashfs-tools-ng) and kept. Root's copy keeps the image's owners and extended
+    /// attributes, so its set-user-ID files are root's on the host's disk: `rootfs/` is then
+    /// made root's alone (0700), so that no one else can reach them. A user's own copy is
+    /// all theirs.
     pub fn rootfs_dir(&self, record: &ImageRecord) -> Result<PathBuf, ImageError> {
-        let target = self.root.join("rootfs").join(record.id.hex());
+        let parent = self.root.join("rootfs");
+        let target = parent.join(record.id.hex());
         if target.exists() {
             return Ok(target);
         }
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            fs::set_permissions(&parent, fs::Permissions::from_mode(0o700))
+                .map_err(ImageError::io("cannot restrict", &parent))?;
+        }
         self.with_staging(|staging| {
+            if root {
+                // Unreachable while it is made, too.
+                fs::set_permissions(staging, fs::Permissions::from_mode(0o700))
+                    .map_err(ImageError::io("cannot restrict", staging))?;
+            }
             let unpacked = staging.join("rootfs");
             fs::create_dir(&unpacked).map_err(ImageError::io("cannot create", &unpacked))?;
             let sqfs = self.squashfs(record);
             let out = std::process::Command::new("rdsquashfs")
-                .args([
-                    "--quiet",
-                    "--no-dev",
-                    "--no-sock",
-                    "--chmod",
-                    "--set-times",
-                    "--unpack-path",
-                    "/",
-                    "--unpack-root",
-                ])
+                .args(["--quiet", "--no-dev", "--no-sock", "--chmod", "--set-times"])
+                .args(if root {
+                    &["--chown", "--set-xattr"][..]
+                } else {
+                    &[]
+                })
+                .args(["--unpack-path", "/", "--unpack-root"])
                 .arg(&unpacked)
                 .arg(&sqfs)
                 .output()
