@@ -68,9 +68,12 @@ pub fn build<T>(
         let _ = stderr.read_to_string(&mut text);
         text
     });
+    let mut fed = Counted {
+        inner: child.stdin.take().expect("stdin was piped"),
+        bytes: 0,
+    };
     let produced = {
-        let mut stdin =
-            BufWriter::with_capacity(1 << 20, child.stdin.take().expect("stdin was piped"));
+        let mut stdin = BufWriter::with_capacity(1 << 20, &mut fed);
         produce(&mut stdin).and_then(|v| {
             stdin
                 .flush()
@@ -78,12 +81,19 @@ pub fn build<T>(
                 .map_err(ImageError::io("cannot write to tar2sqfs for", out))
         })
     };
+    drop(fed.inner);
     let status = child
         .wait()
         .map_err(ImageError::io("cannot wait for tar2sqfs writing", out))?;
     let message = drain.join().unwrap_or_default();
+    // tar2sqfs says only "I/O error" when a write fails for want of space, and removes what
+    // it wrote: the disk ran out if it has less room now than the file could have taken
+    // (squashfs is no bigger than its tar stream, give or take its tables).
+    let room_for = |bytes: u64| free_space(store).is_none_or(|free| free >= bytes);
     let failed = |message: String| {
-        if message.contains("No space left") || no_space(store) {
+        let short = !room_for(1 << 20)
+            || (message.contains("I/O error") && !room_for(fed.bytes + fed.bytes / 8 + (1 << 20)));
+        if message.contains("No space left") || short {
             ImageError::NoSpace(store.to_path_buf())
         } else {
             ImageError::ToolFailed {
@@ -106,17 +116,33 @@ pub fn build<T>(
     }
 }
 
-/// Less than 1 MiB free where the store lives.
-fn no_space(store: &Path) -> bool {
+/// Bytes free for unprivileged use where the store lives.
+fn free_space(store: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(store.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c = std::ffi::CString::new(store.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
     unsafe {
         let mut s: libc::statvfs = std::mem::zeroed();
-        libc::statvfs(c.as_ptr(), &mut s) == 0
-            && (s.f_bavail as u64).saturating_mul(s.f_frsize as u64) < (1 << 20)
+        (libc::statvfs(c.as_ptr(), &mut s) == 0)
+            .then(|| (s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    }
+}
+
+/// A writer that counts what went through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
