@@ -1,6 +1,6 @@
 //! The API over TCP (`berth up --listen`), where callers are who their token says.
 
-use crate::cluster::{free_port, Cluster};
+use crate::cluster::{free_port, promtool, Cluster};
 use crate::support::*;
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -336,4 +336,36 @@ fn metrics_count_the_jobs_and_show_each_nodes_health_for_prometheus() {
         Some(&2.0),
         "{body}"
     );
+}
+
+#[test]
+fn the_example_prometheus_set_up_and_its_alerts_pass_promtool() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring");
+    let path = |name: &str| docs.join(name).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let out = promtool(args, None);
+        assert!(out.status.success(), "promtool {args:?}: {out:?}");
+    };
+    ok(&["check", "rules", &path("berth-alerts.yml")]);
+    // The alerts' thresholds and texts (WARNING after 120 s without a heartbeat, CRITICAL
+    // after 180, a node down, jobs lost with their node, no controller answering).
+    ok(&["test", "rules", &path("berth-alerts.test.yml")]);
+    // The example configuration, its token file where it says.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("berth.token");
+    std::fs::write(&token, "t").unwrap();
+    let config = std::fs::read_to_string(docs.join("example.prometheus.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/berth.token", token.to_str().unwrap());
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    std::fs::copy(
+        docs.join("berth-alerts.yml"),
+        dir.path().join("berth-alerts.yml"),
+    )
+    .unwrap();
+    ok(&[
+        "check",
+        "config",
+        dir.path().join("prometheus.yml").to_str().unwrap(),
+    ]);
 }

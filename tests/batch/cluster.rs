@@ -303,6 +303,11 @@ impl Cluster {
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        let lint = promtool(&["check", "metrics"], Some(body));
+        assert!(
+            lint.status.success(),
+            "promtool check metrics: {lint:?}\n{body}"
+        );
         samples(body)
     }
 
@@ -364,6 +369,22 @@ pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
             )
         })
         .collect()
+}
+
+/// Runs Prometheus's promtool (unpacked by scripts/setup) with `input` on its stdin.
+pub fn promtool(args: &[&str], input: Option<&str>) -> std::process::Output {
+    let tool = "/opt/berth-test/prometheus/promtool";
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/setup unpacks it)"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.unwrap_or("").as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 /// The job of a `berth alloc` allocation, from what it said (`Granted job allocation 42`).
