@@ -1,7 +1,7 @@
 //! `berth image`: import, list, inspect, remove; and the errors users see.
 
 use crate::support::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[test]
 fn import_list_inspect_remove() {
@@ -263,6 +263,16 @@ fn tmpfs(f: &Fixture, name: &str, bytes: u64) -> PathBuf {
     dir
 }
 
+/// berth run by root with the image store `store`.
+fn root_in(f: &Fixture, store: &Path, args: &[&str]) -> Out {
+    Out::from_output(
+        f.cmd(Mode::Root, args)
+            .env("BERTH_STORE", store)
+            .output()
+            .unwrap(),
+    )
+}
+
 /// The size of the busybox image's file in root's store.
 fn image_size(f: &Fixture) -> u64 {
     f.import(Mode::Root);
@@ -286,21 +296,17 @@ fn out_of_disk_is_reported_and_leaves_nothing() {
     );
     for (n, bytes) in [512 << 10, size * 3 / 4].into_iter().enumerate() {
         let small = tmpfs(&f, &format!("small-store-{n}"), bytes);
-        let out = f
-            .cmd(
-                Mode::Root,
-                &[
-                    "image",
-                    "import",
-                    f.rootfs.to_str().unwrap(),
-                    "--name",
-                    "big",
-                ],
-            )
-            .env("BERTH_STORE", &small)
-            .output()
-            .unwrap();
-        let out = Out::from_output(out);
+        let out = root_in(
+            &f,
+            &small,
+            &[
+                "image",
+                "import",
+                f.rootfs.to_str().unwrap(),
+                "--name",
+                "big",
+            ],
+        );
         assert_eq!(out.code, 125, "{bytes}");
         assert!(
             out.stderr
@@ -319,14 +325,6 @@ fn root_mounts_the_squashfs_file_when_there_is_no_room_to_unpack_it() {
     // A store with room for the image's file, not for its unpacked copy too (about 1.5 times
     // its size).
     let store = tmpfs(&f, "tight-store", image_size(&f) + (256 << 10));
-    let root = |args: &[&str]| {
-        Out::from_output(
-            f.cmd(Mode::Root, args)
-                .env("BERTH_STORE", &store)
-                .output()
-                .unwrap(),
-        )
-    };
     // The image imported elsewhere (importing needs room to spare), its files copied.
     let copied = std::process::Command::new("cp")
         .arg("-a")
@@ -336,7 +334,7 @@ fn root_mounts_the_squashfs_file_when_there_is_no_room_to_unpack_it() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let out = root(&["exec", "busybox", "echo", "ran"]);
+    let out = root_in(&f, &store, &["exec", "busybox", "echo", "ran"]);
     assert_eq!(out.ok(), "ran\n");
     assert!(
         out.stderr.contains("no space left") && out.stderr.contains("unpacked copy cannot be made"),
