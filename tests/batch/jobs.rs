@@ -190,7 +190,12 @@ fn lsf_and_pbs_scripts_run_unchanged() {
 fn bad_submissions_are_refused_with_the_reason() {
     let Some(c) = Cluster::start() else { return };
     let gpus_here = std::path::Path::new("/dev/nvidia0").exists();
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 7] = [
+        (
+            "#!/bin/sh\r\n#BERTH --image busybox\r\ntrue\r\n",
+            &[],
+            "bad.sh: line 1: DOS line breaks (\\r\\n) where Unix ones (\\n) are expected: convert the script (dos2unix ",
+        ),
         (
             "#!/bin/sh\n#SBATCH --time=abc\n#BERTH --image busybox\ntrue\n",
             &[],

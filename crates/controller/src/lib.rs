@@ -774,6 +774,15 @@ impl Controller {
                 req.script_name
             )));
         }
+        // The interpreter would be "/bin/sh\r": refused here, as sbatch refuses it, rather
+        // than failing at the start with "not found".
+        if let Some(at) = req.script.find("\r\n") {
+            return Err(ApiError::bad(format!(
+                "{0}: line {1}: DOS line breaks (\\r\\n) where Unix ones (\\n) are expected: convert the script (dos2unix {0}) and submit it again",
+                req.script_name,
+                req.script[..at].lines().count()
+            )));
+        }
         // The command line over the submitter's SBATCH_* variables (sbatch's and berth's
         // alone), over the directives.
         use berth_api::OptionSyntax;
