@@ -1989,6 +1989,43 @@ fn input_file_and_output_patterns() {
 }
 
 #[test]
+fn a_partitions_time_limits_bind_the_jobs_that_name_none() {
+    let config = r#"
+[[partition]]
+name = "normal"
+default = true
+max_time = 3
+
+[[partition]]
+name = "short"
+default_time = 2
+max_time = 600
+"#;
+    let Some(c) = Cluster::start_with_config(Some(config)) else {
+        return;
+    };
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nexec sleep 600\n";
+    // No limit of its own: the partition's maximum, or its default where it has one, is the
+    // job's, shown and enforced.
+    let capped = c.submit(Mode::Rootless, "capped.sh", sleeper, &[]);
+    let defaulted = c.submit(Mode::Rootless, "defaulted.sh", sleeper, &["-p", "short"]);
+    for (id, limit) in [(capped, 3), (defaulted, 2)] {
+        let running = c.wait_for(id, &["RUNNING", "TIMEOUT"]);
+        assert_eq!(running["time_limit"], limit, "{running}");
+        let ended = c.wait_for(id, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED"]);
+        assert_eq!(ended["state"], "TIMEOUT", "{ended}");
+    }
+    // One of its own over the partition's maximum is refused, saying why.
+    let over = c.try_submit(Mode::Rootless, "over.sh", sleeper, &["-t", "0:05"]);
+    assert_eq!(over.code, 125);
+    assert!(
+        over.stderr.contains("(PartitionTimeLimit)"),
+        "{}",
+        over.stderr
+    );
+}
+
+#[test]
 fn administrator_policy_refuses_with_the_rule() {
     let config = r#"
 [binds]

@@ -1689,12 +1689,12 @@ impl Controller {
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
                     let key = (job.user.clone(), job.partition.clone());
-                    let cap = self
+                    let part = self
                         .settings
                         .partitions
                         .iter()
-                        .find(|p| p.name == job.partition)
-                        .and_then(|p| p.max_cpus_per_user);
+                        .find(|p| p.name == job.partition);
+                    let cap = part.and_then(|p| p.max_cpus_per_user);
                     let used = held.get(&key).copied().unwrap_or(0);
                     let cpus: u64 = start.nodes.iter().map(|a| u64::from(a.cpus)).sum();
                     if cap.is_some_and(|cap| used + cpus > u64::from(cap)) {
@@ -1714,6 +1714,11 @@ impl Controller {
                     job.state = State::Running;
                     job.reason = None;
                     job.start_time = Some(now());
+                    // A job that named no time limit runs under its partition's (DefaultTime,
+                    // else MaxTime), as in Slurm: enforced like its own, and shown.
+                    if job.request.time_limit.is_none() {
+                        job.request.time_limit = part.and_then(|p| p.default_time.or(p.max_time));
+                    }
                     let id = job.id;
                     if job.request.mail.begin {
                         began.push(id);
