@@ -761,7 +761,7 @@ fn apply_slurm(
         }
         "mem-per-cpu" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
         "mem-per-gpu" => opts.memory = Some(Memory::PerGpu(size(v, "M")?)),
-        "time" => opts.time_limit = Some(parse_slurm_time(v)?),
+        "time" => opts.time_limit = Some(slurm_time_limit(v)?),
         "output" => opts.output = Some(path("output file", v)?),
         "error" => opts.error = Some(path("error file", v)?),
         "input" => opts.input = Some(path("input file", v)?),
@@ -1081,6 +1081,19 @@ fn word(what: &'static str, v: &str) -> Result<String, JobError> {
         return Err(JobError::invalid(what, v, "a name without blanks"));
     }
     Ok(v.to_string())
+}
+
+/// sbatch's `--time`. Its "no limit" (`0`, `UNLIMITED`, `INFINITE`) is berth's unset limit,
+/// which a script's directive could not unset from the command line: refused, saying so.
+fn slurm_time_limit(v: &str) -> Result<u64, JobError> {
+    let t = v.trim();
+    if t == "0" || t.eq_ignore_ascii_case("UNLIMITED") || t.eq_ignore_ascii_case("INFINITE") {
+        return Err(JobError::Unsupported {
+            value: t.to_string(),
+            reason: "berth spells no time limit by giving none: leave --time out, and the job runs under its partition's default_time or max_time, if it has one".into(),
+        });
+    }
+    parse_slurm_time(v)
 }
 
 fn path(what: &'static str, v: &str) -> Result<String, JobError> {

@@ -2,8 +2,9 @@
 //! one display format berth prints (`D-HH:MM:SS`, as squeue does).
 //!
 //! berth keeps seconds; Slurm rounds a limit up to whole minutes, berth does not need to.
-//! A zero limit is refused: sbatch reads `--time=0` as "no limit", which berth leaves to the
-//! partition (an unset limit), so a zero is more likely a typo than a request.
+//! A zero limit is refused: sbatch reads `--time=0` (and `UNLIMITED`, `INFINITE`) as "no
+//! limit", which berth spells by giving none (the partition's limits then apply); the
+//! directive parser says so in its refusal.
 
 use super::JobError;
 

@@ -150,6 +150,13 @@ fn errors_carry_line_and_directive() {
         error("#!/bin/sh\n#SBATCH -n 4\n#SBATCH --time=abc\n"),
         "line 3: #SBATCH --time=abc: invalid time limit 'abc': expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
     );
+    // sbatch's "no limit" is berth's absent one: told so, not taken for a typo.
+    for none in ["0", "UNLIMITED", "infinite"] {
+        assert_eq!(
+            error(&format!("#SBATCH -t {none}\n")),
+            format!("line 1: #SBATCH -t {none}: '{none}' is not supported: berth spells no time limit by giving none: leave --time out, and the job runs under its partition's default_time or max_time, if it has one")
+        );
+    }
     assert_eq!(
         error("#SBATCH -n 4 --bogus=1\n"),
         "line 1: #SBATCH --bogus=1: unknown #SBATCH option '--bogus'"
