@@ -1245,11 +1245,10 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     )?;
     writeln!(
         out,
-        "   JobState={} Reason={} ExitCode={}{}",
+        "   JobState={} Reason={} ExitCode={}",
         j.state,
         j.reason.as_deref().unwrap_or("None"),
-        j.exit_code.map_or("-".into(), |c| c.to_string()),
-        j.signal.map_or(String::new(), |s| format!(":{s}"))
+        slurm_exit_code(j.exit_code, j.signal)
     )?;
     writeln!(
         out,
@@ -1701,9 +1700,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "Account" => j.account.clone().unwrap_or_default(),
         "State" => j.state.clone(),
         // sacct's CODE:SIGNAL.
-        "ExitCode" => j
-            .exit_code
-            .map_or("0:0".into(), |c| format!("{c}:{}", j.signal.unwrap_or(0))),
+        "ExitCode" => slurm_exit_code(j.exit_code, j.signal),
         "Elapsed" => duration(elapsed(j)),
         "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
         "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
@@ -1766,10 +1763,17 @@ fn accounting(name: &str, j: &JobInfo) -> String {
 
 /// A step's exit status as sacct's CODE:SIGNAL (a status of 128 + N was signal N: `0:N`).
 fn exit_code_of(status: Option<i32>) -> String {
-    match status {
-        Some(c) if c > 128 => format!("0:{}", c - 128),
-        Some(c) => format!("{c}:0"),
-        None => "0:0".into(),
+    let signal = status.filter(|c| *c > 128).map(|c| c - 128);
+    slurm_exit_code(status, signal)
+}
+
+/// Slurm's `EXIT:SIGNAL` (sacct's ExitCode, scontrol's): a process killed by a signal shows
+/// `0:SIGNAL`, one that exited `CODE:0`.
+fn slurm_exit_code(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (_, Some(s)) => format!("0:{s}"),
+        (Some(c), None) => format!("{c}:0"),
+        (None, None) => "0:0".into(),
     }
 }
 

@@ -692,6 +692,19 @@ fn history_prints_as_sacct_formats() {
         all.extend_from_slice(args);
         c.berth(Mode::Rootless, &all).ok().to_string()
     };
+    // Killed by a signal: Slurm's 0:SIGNAL, in sacct's field and scontrol's.
+    let killing = "#!/bin/sh\n#BERTH --image busybox\nkill -9 $$\n";
+    let killed = c.submit(Mode::Rootless, "kill.sh", killing, &[]);
+    c.wait_for(killed, &["FAILED", "COMPLETED"]);
+    let k = killed.to_string();
+    assert_eq!(h(&["-j", &k, "-n", "-P", "-o", "ExitCode"]), "0:9\n");
+    let shown = c.berth(Mode::Rootless, &["show", &k]).ok().to_string();
+    assert!(shown.contains(" ExitCode=0:9\n"), "{shown}");
+    let shown = c
+        .berth(Mode::Rootless, &["show", &failed.to_string()])
+        .ok()
+        .to_string();
+    assert!(shown.contains(" ExitCode=3:0\n"), "{shown}");
     let ids = format!("{failed},{array},{held}");
     assert_eq!(
         h(&["-j", &ids, "-n", "-P", "-o", "JobID,state,ExitCode,JobName"]),
