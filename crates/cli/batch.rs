@@ -908,14 +908,12 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         None => None,
     };
     // (`-t all`: every state, as squeue takes it.)
-    let states: Vec<String> = args
-        .state
+    let states = long_states(args.state.iter().filter(|s| !s.eq_ignore_ascii_case("all")))?;
+    let mut users = args
+        .user
         .iter()
-        .filter(|s| !s.eq_ignore_ascii_case("all"))
-        .flat_map(|s| s.split(','))
-        .map(|s| long_state(s.trim()))
-        .collect();
-    let mut users: Vec<String> = args.user.into_iter().collect();
+        .map(|u| user_name(u))
+        .collect::<Result<Vec<_>>>()?;
     if args.me {
         users.push(berth_runtime::Identity::current()?.user);
     }
@@ -1045,7 +1043,9 @@ fn index_ranges(indices: &[u32]) -> String {
     parts.join(",")
 }
 
-/// squeue's state names and their compact forms (`-t PD,R`, `%t`).
+/// Slurm's job state names and their compact forms (`-t PD,R`, `%t`): berth's jobs are in
+/// the first ten; the others are taken in filters (a workflow tool's `squeue -t PD,R,CG`)
+/// and match nothing.
 const STATES: &[(&str, &str)] = &[
     ("PENDING", "PD"),
     ("RUNNING", "R"),
@@ -1057,13 +1057,48 @@ const STATES: &[(&str, &str)] = &[
     ("OUT_OF_MEMORY", "OOM"),
     ("NODE_FAIL", "NF"),
     ("DEADLINE", "DL"),
+    ("PREEMPTED", "PR"),
+    ("BOOT_FAIL", "BF"),
+    ("COMPLETING", "CG"),
+    ("CONFIGURING", "CF"),
+    ("RESIZING", "RS"),
+    ("REQUEUED", "RQ"),
+    ("REQUEUE_FED", "RF"),
+    ("REQUEUE_HOLD", "RH"),
+    ("SPECIAL_EXIT", "SE"),
+    ("STOPPED", "ST"),
+    ("REVOKED", "RV"),
+    ("SIGNALING", "SI"),
+    ("STAGE_OUT", "SO"),
+    ("RESV_DEL_HOLD", "RD"),
 ];
 
-/// A state as `-t` takes it (either form, any case), in its long form.
-pub fn long_state(s: &str) -> String {
-    let upper = s.to_ascii_uppercase();
-    let long = STATES.iter().find(|(_, short)| *short == upper);
-    long.map_or(upper, |(long, _)| long.to_string())
+/// The states of a filter (`-t`/`-s`: comma-separated, either form, any case), in their long
+/// forms; a word that names no state is refused, as squeue and sacct refuse it.
+pub fn long_states<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> Result<Vec<String>> {
+    let mut states = Vec::new();
+    for list in words {
+        for word in list
+            .as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            let upper = word.to_ascii_uppercase();
+            let Some((long, _)) = STATES.iter().find(|(l, s)| *l == upper || *s == upper) else {
+                let known: Vec<String> = STATES[..10]
+                    .iter()
+                    .map(|(l, s)| format!("{l} ({s})"))
+                    .collect();
+                bail!(
+                    "invalid job state '{word}': expected {}, or another of Slurm's",
+                    known.join(", ")
+                );
+            };
+            states.push(long.to_string());
+        }
+    }
+    Ok(states)
 }
 
 /// One column of a `--format` in Slurm's words (squeue's, sinfo's): its letter, its width,
@@ -1400,11 +1435,11 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         jobs.retain(|j| named.contains(&j.id));
     }
     let users: Vec<String> = match (args.user, args.me || !crate::settings::is_root()) {
-        (Some(u), _) => vec![u],
+        (Some(u), _) => vec![user_name(&u)?],
         (None, true) => vec![berth_runtime::Identity::current()?.user],
         (None, false) => Vec::new(),
     };
-    let states: Vec<String> = args.states.iter().map(|s| long_state(s.trim())).collect();
+    let states = long_states(&args.states)?;
     jobs.retain(|j| {
         selects(j, &users, args.partition.as_deref(), &states)
             && (args.names.is_empty() || args.names.contains(&j.name))
@@ -1418,6 +1453,14 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         }
     }
     Ok(status)
+}
+
+/// The user a filter's `-u` names (a name, or a uid, as squeue takes it), by their name;
+/// one the system does not know is refused, as squeue refuses it.
+fn user_name(user: &str) -> Result<String> {
+    berth_runtime::Identity::lookup(user, false)
+        .map(|id| id.user)
+        .map_err(|_| anyhow::anyhow!("invalid user: {user}"))
 }
 
 /// What squeue's and scancel's filters select among the active jobs: every user named (-u,
@@ -1444,10 +1487,11 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 pub fn history(args: HistoryArgs) -> Result<i32> {
     let mut query = Vec::new();
     if let Some(u) = &args.user {
-        query.push(format!("user={u}"));
+        query.push(format!("user={}", user_name(u)?));
     }
-    if let Some(s) = &args.state {
-        query.push(format!("state={s}"));
+    let states = long_states(&args.state)?;
+    if !states.is_empty() {
+        query.push(format!("state={}", states.join(",")));
     }
     if let Some(s) = args.since {
         query.push(format!("since={s}"));
@@ -1466,7 +1510,9 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         named_jobs(&args.jobs)?
     };
     jobs.retain(|j| {
-        (args.names.is_empty() || args.names.contains(&j.name)) && charged_to(j, &args.accounts)
+        (args.names.is_empty() || args.names.contains(&j.name))
+            && charged_to(j, &args.accounts)
+            && (states.is_empty() || states.contains(&j.state))
     });
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -663,6 +663,41 @@ fn the_queue_prints_as_squeue_formats() {
         q(&["-h", "-t", "all", "-o", "%i %t", "-j", &held.to_string()]),
         format!("{held} PD\n")
     );
+    // Slurm's other states are taken (and match nothing here); a word that is none, or a
+    // user the system does not know, is refused; a uid stands for its user.
+    assert_eq!(
+        q(&[
+            "-h",
+            "-t",
+            "pd,CG,configuring",
+            "-o",
+            "%i",
+            "-j",
+            &held.to_string()
+        ]),
+        format!("{held}\n")
+    );
+    let uid = c.f.user.uid.to_string();
+    assert_eq!(
+        q(&["-h", "-u", &uid, "-o", "%i %u", "-j", &held.to_string()]),
+        format!("{held} {TEST_USER}\n")
+    );
+    for (args, message) in [
+        (
+            ["-t", "PD,BOGUS"],
+            "invalid job state 'BOGUS': expected PENDING (PD), RUNNING (R)",
+        ),
+        (["-u", "nosuchuser"], "invalid user: nosuchuser"),
+    ] {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(&args);
+        let out = c.berth(Mode::Rootless, &all);
+        assert!(
+            out.code != 0 && out.stderr.contains(message),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
     let bad = c.berth(Mode::Rootless, &["queue", "-o", "%i %X"]);
     assert!(
         bad.code != 0 && bad.stderr.contains("unknown field %X"),
@@ -712,6 +747,15 @@ fn history_prints_as_sacct_formats() {
             "{failed}|FAILED|3:0|fail.sh\n{array}_1|COMPLETED|0:0|hello\n{}_2|COMPLETED|0:0|hello\n{held}|PENDING|0:0|hello\n",
             array
         )
+    );
+    // States in sacct's compact forms too, with -j or without.
+    assert_eq!(
+        h(&["-s", "f", "-n", "-P", "-o", "JobID,State"]),
+        format!("{failed}|FAILED\n{killed}|FAILED\n")
+    );
+    assert_eq!(
+        h(&["-j", &ids, "-s", "CD,f", "-n", "-P", "-o", "JobID"]),
+        format!("{failed}\n{array}_1\n{}_2\n", array)
     );
     assert_eq!(
         h(&["--jobs", &failed.to_string(), "--format=JobIDRaw%8,State%7"]),
