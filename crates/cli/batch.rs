@@ -1023,7 +1023,7 @@ fn queue_rows(jobs: &[JobInfo], each: bool) -> Vec<QueueRow<'_>> {
 }
 
 /// Indices as ranges, in order: `3-5,7`.
-fn index_ranges(indices: &[u32]) -> String {
+pub fn index_ranges(indices: &[u32]) -> String {
     let mut sorted = indices.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

@@ -119,6 +119,7 @@ impl ContainerArgs {
             memory: self.memory.as_deref().map(parse_size).transpose()?,
             pids: self.pids_limit,
         };
+        check_limits(&limits)?;
         if self.fakeroot && is_root() {
             anyhow::bail!("--fakeroot is for users: root is root in its containers already");
         }
@@ -209,6 +210,55 @@ fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
         }
     }
     Ok(vars)
+}
+
+/// The least memory limit a container starts under: below it, setting the container up
+/// fails for want of memory before it can even say so (docker's minimum is the same).
+const MIN_MEMORY: u64 = 6 << 20;
+
+/// Refuses limits no container could run under, or that ask for more CPUs than berth may
+/// use here, as docker refuses them (the kernel would take some, and fail later or oddly).
+fn check_limits(limits: &Limits) -> Result<()> {
+    if let Some(m) = limits.memory.filter(|m| *m < MIN_MEMORY) {
+        anyhow::bail!("--memory: {m} bytes is below 6 MiB, the least a container can start under");
+    }
+    if limits.pids == Some(0) {
+        anyhow::bail!("--pids-limit 0: a container needs 1 process at least (leave the option out for no limit)");
+    }
+    if limits.cpus.is_none() && limits.cpuset.is_none() {
+        return Ok(());
+    }
+    // The CPUs this process may run on (its affinity), as the node agent counts them.
+    let usable = berth_agent::node::Resources::discover().cpus;
+    if let Some(cpus) = limits.cpus.filter(|c| *c > usable.len() as f64) {
+        anyhow::bail!("--cpus {cpus}: berth may use {} CPUs here", usable.len());
+    }
+    if let Some(list) = &limits.cpuset {
+        let wanted = cpu_list(list).with_context(|| {
+            format!("--cpuset-cpus {list}: expected CPU numbers and ranges, e.g. 0-3 or 0,2")
+        })?;
+        if let Some(cpu) = wanted.iter().find(|c| !usable.contains(c)) {
+            anyhow::bail!(
+                "--cpuset-cpus {list}: CPU {cpu} is not one berth may use here ({})",
+                crate::batch::index_ranges(&usable)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A CPU list as cpuset.cpus takes it (`0-3,6`).
+fn cpu_list(list: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        if a > b {
+            return None;
+        }
+        cpus.extend(a..=b);
+    }
+    Some(cpus)
 }
 
 fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {

@@ -232,6 +232,51 @@ fn limits_need_root_and_say_so() {
 }
 
 #[test]
+fn limits_no_container_could_run_under_are_refused_and_say_why() {
+    let Some(f) = Fixture::new() else { return };
+    f.import(Mode::Root);
+    // Beyond every CPU this machine has (the tests run on a few).
+    let cpus = "4096";
+    for (args, message) in [
+        (["--memory", "1k"], "--memory: 1024 bytes is below 6 MiB"),
+        (
+            ["--pids-limit", "0"],
+            "--pids-limit 0: a container needs 1 process at least",
+        ),
+        (["--cpus", cpus], "--cpus 4096: berth may use "),
+        (
+            ["--cpuset-cpus", cpus],
+            "--cpuset-cpus 4096: CPU 4096 is not one berth may use here (0",
+        ),
+        (
+            ["--cpuset-cpus", "3-1"],
+            "--cpuset-cpus 3-1: expected CPU numbers and ranges",
+        ),
+    ] {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(&args);
+        all.extend_from_slice(&["busybox", "true"]);
+        let out = f.berth(Mode::Root, &all);
+        assert_eq!(out.code, 125, "{args:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+    // At the edge: 6 MiB, CPU 0.
+    f.berth(
+        Mode::Root,
+        &[
+            "exec",
+            "--memory",
+            "6m",
+            "--cpuset-cpus",
+            "0",
+            "busybox",
+            "true",
+        ],
+    )
+    .ok();
+}
+
+#[test]
 fn nothing_is_left_behind_after_exit_failure_or_kill() {
     let Some(f) = Fixture::new() else { return };
     f.import(Mode::RootAsUser);
