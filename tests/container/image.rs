@@ -46,7 +46,10 @@ fn bad_input_gets_one_clear_line_and_exit_125() {
     let Some(f) = Fixture::new() else { return };
     let garbage = f.path("garbage.tar");
     std::fs::write(&garbage, "this is not an image").unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    // A text file of some size: not mistaken for a damaged archive, nor quoted.
+    let text = f.path("notes.txt");
+    std::fs::write(&text, "root:x:0:0:root:/root:/bin/sh\n".repeat(100)).unwrap();
+    let cases: [(&[&str], &str); 5] = [
         (
             &["exec", "nosuchimage", "true"],
             "image 'nosuchimage' not found in the store",
@@ -57,7 +60,11 @@ fn bad_input_gets_one_clear_line_and_exit_125() {
         ),
         (
             &["image", "import", garbage.to_str().unwrap()],
-            "not a tar archive",
+            "garbage.tar: not an image berth can import: expected a docker-archive or OCI archive",
+        ),
+        (
+            &["image", "import", text.to_str().unwrap()],
+            "notes.txt: not an image berth can import",
         ),
         (
             &[

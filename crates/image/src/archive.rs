@@ -516,11 +516,17 @@ pub fn prepare(
         );
     }
     let mut file = File::open(path).map_err(ImageError::io("cannot open", path))?;
-    let mut magic = [0u8; 64];
-    let n = file
-        .read(&mut magic)
-        .map_err(ImageError::io("cannot read", path))?;
-    let magic = &magic[..n];
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(read) => n += read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ImageError::io("cannot read", path)(e)),
+        }
+    }
+    let magic = &head[..n];
     // A squashfs file (enroot's), or a SIF file's squashfs partition (Apptainer's): unpacked
     // to a tarball, with what it says of how it runs.
     let squashfs = match (magic.starts_with(b"hsqs"), crate::sif::is_sif(magic)) {
@@ -547,12 +553,13 @@ pub fn prepare(
         )
     };
     if !compressed {
-        let members = Members::index_tar(path).map_err(|e| match e {
-            ImageError::BadArchive { why, .. } if meta.len() < 512 => {
-                not_tar(io::Error::other(why))
-            }
-            e => e,
-        })?;
+        if !tar_header(magic) {
+            return Err(ImageError::archive(
+                path,
+                "not an image berth can import: expected a docker-archive or OCI archive, a root filesystem tarball (.tar, .tar.gz, .tar.zst) or directory, a squashfs file or an Apptainer SIF image",
+            ));
+        }
+        let members = Members::index_tar(path)?;
         return Ok(match from_members(members, want)? {
             Some(image) => ImportSource::Image(Box::new(image)),
             None => ImportSource::RootfsTar {
@@ -585,6 +592,33 @@ pub fn prepare(
             }
         }
     })
+}
+
+/// Whether `block` starts a tar archive: a header whose checksum holds (the sum of its bytes,
+/// the checksum field counted as spaces; as unsigned bytes, or as signed ones, which some old
+/// tars summed), or the zero block of an empty archive.
+fn tar_header(block: &[u8]) -> bool {
+    let Some(block) = block.get(..512) else {
+        return false;
+    };
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = &block[148..156];
+    let digits = std::str::from_utf8(field)
+        .ok()
+        .map(|f| f.trim_matches(|c: char| c == '\0' || c == ' '));
+    let Some(stored) = digits.and_then(|d| u32::from_str_radix(d, 8).ok()) else {
+        return false;
+    };
+    let byte = |(i, &b): (usize, &u8)| if (148..156).contains(&i) { b' ' } else { b };
+    let unsigned: i64 = block.iter().enumerate().map(|e| i64::from(byte(e))).sum();
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .map(|e| i64::from(byte(e) as i8))
+        .sum();
+    [unsigned, signed].contains(&i64::from(stored))
 }
 
 /// Writes a directory tree as a tar stream: sorted, symlinks kept as symlinks, hardlinks as
@@ -691,4 +725,32 @@ fn ft_is_fifo(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     ft.is_fifo() && !ft.is_block_device() && !ft.is_char_device()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tar_header;
+
+    #[test]
+    fn a_tar_archive_is_told_by_its_first_headers_checksum() {
+        let mut header = tar::Header::new_gnu();
+        header.set_path("etc/hostname").unwrap();
+        header.set_size(5);
+        header.set_cksum();
+        assert!(tar_header(header.as_bytes()));
+        let mut old = tar::Header::new_old();
+        old.set_path("bin/sh").unwrap();
+        old.set_cksum();
+        assert!(tar_header(old.as_bytes()));
+        // An empty archive: zero blocks.
+        assert!(tar_header(&[0; 1024]));
+        // One byte changed, text, too short.
+        let mut broken = *header.as_bytes();
+        broken[0] ^= 1;
+        assert!(!tar_header(&broken));
+        assert!(!tar_header(
+            "root:x:0:0:root:/root:/bin/sh\n".repeat(20).as_bytes()
+        ));
+        assert!(!tar_header(&header.as_bytes()[..100]));
+    }
 }
