@@ -63,10 +63,16 @@ impl ImageError {
         }
     }
 
+    /// What is wrong with an archive, on one line: a damaged archive's bytes can reach the
+    /// reason (a tar header's name, quoted by the tar reader), and they are shown as text.
     pub(crate) fn archive(path: impl Into<PathBuf>, why: impl Into<String>) -> ImageError {
+        let why: String = why.into();
         ImageError::BadArchive {
             path: path.into(),
-            why: why.into(),
+            why: why
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
         }
     }
 }
