@@ -1043,9 +1043,7 @@ pub fn index_ranges(indices: &[u32]) -> String {
     parts.join(",")
 }
 
-/// Slurm's job state names and their compact forms (`-t PD,R`, `%t`): berth's jobs are in
-/// the first ten; the others are taken in filters (a workflow tool's `squeue -t PD,R,CG`)
-/// and match nothing.
+/// The states of berth's jobs, by Slurm's names and their compact forms (`-t PD,R`, `%t`).
 const STATES: &[(&str, &str)] = &[
     ("PENDING", "PD"),
     ("RUNNING", "R"),
@@ -1057,6 +1055,11 @@ const STATES: &[(&str, &str)] = &[
     ("OUT_OF_MEMORY", "OOM"),
     ("NODE_FAIL", "NF"),
     ("DEADLINE", "DL"),
+];
+
+/// Slurm's other job states: taken in filters (a workflow tool's `squeue -t PD,R,CG`), where
+/// they match nothing.
+const OTHER_SLURM_STATES: &[(&str, &str)] = &[
     ("PREEMPTED", "PR"),
     ("BOOT_FAIL", "BF"),
     ("COMPLETING", "CG"),
@@ -1085,11 +1088,9 @@ pub fn long_states<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> Result<
             .filter(|w| !w.is_empty())
         {
             let upper = word.to_ascii_uppercase();
-            let Some((long, _)) = STATES.iter().find(|(l, s)| *l == upper || *s == upper) else {
-                let known: Vec<String> = STATES[..10]
-                    .iter()
-                    .map(|(l, s)| format!("{l} ({s})"))
-                    .collect();
+            let mut all = STATES.iter().chain(OTHER_SLURM_STATES);
+            let Some((long, _)) = all.find(|(l, s)| *l == upper || *s == upper) else {
+                let known: Vec<String> = STATES.iter().map(|(l, s)| format!("{l} ({s})")).collect();
                 bail!(
                     "invalid job state '{word}': expected {}, or another of Slurm's",
                     known.join(", ")

@@ -2,7 +2,7 @@
 
 use crate::settings::{is_root, Settings};
 use anyhow::{Context, Result};
-use berth_core::{parse_cpus, parse_size};
+use berth_core::{number_ranges, parse_cpus, parse_size};
 use berth_runtime::cgroup::Limits;
 use berth_runtime::gpu::GpuRequest;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs};
@@ -228,16 +228,22 @@ fn check_limits(limits: &Limits) -> Result<()> {
     if limits.cpus.is_none() && limits.cpuset.is_none() {
         return Ok(());
     }
-    // The CPUs this process may run on (its affinity), as the node agent counts them.
-    let usable = berth_agent::node::Resources::discover().cpus;
+    let usable = berth_agent::node::usable_cpus();
     if let Some(cpus) = limits.cpus.filter(|c| *c > usable.len() as f64) {
         anyhow::bail!("--cpus {cpus}: berth may use {} CPUs here", usable.len());
     }
     if let Some(list) = &limits.cpuset {
-        let wanted = cpu_list(list).with_context(|| {
+        let wanted = number_ranges(list).with_context(|| {
             format!("--cpuset-cpus {list}: expected CPU numbers and ranges, e.g. 0-3 or 0,2")
         })?;
-        if let Some(cpu) = wanted.iter().find(|c| !usable.contains(c)) {
+        // The first CPU of the list berth may not use (past the last usable one, the rest of
+        // a range is not looked at).
+        let last = usable.last().copied().unwrap_or(0);
+        let outside = wanted.iter().find_map(|&(a, b)| match a > last {
+            true => Some(a),
+            false => (a..=b.min(last + 1)).find(|c| !usable.contains(c)),
+        });
+        if let Some(cpu) = outside {
             anyhow::bail!(
                 "--cpuset-cpus {list}: CPU {cpu} is not one berth may use here ({})",
                 crate::batch::index_ranges(&usable)
@@ -245,20 +251,6 @@ fn check_limits(limits: &Limits) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A CPU list as cpuset.cpus takes it (`0-3,6`).
-fn cpu_list(list: &str) -> Option<Vec<u32>> {
-    let mut cpus = Vec::new();
-    for part in list.split(',') {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        if a > b {
-            return None;
-        }
-        cpus.extend(a..=b);
-    }
-    Some(cpus)
 }
 
 fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {

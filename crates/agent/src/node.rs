@@ -112,23 +112,28 @@ impl Health {
     }
 }
 
-impl Resources {
-    pub fn discover() -> Resources {
-        let mut ids = BTreeSet::new();
-        // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-                for cpu in 0..libc::CPU_SETSIZE as usize {
-                    if libc::CPU_ISSET(cpu, &set) {
-                        ids.insert(cpu as u32);
-                    }
+/// The CPUs this process may run on (its affinity), in order: what a node offers to jobs.
+pub fn usable_cpus() -> Vec<u32> {
+    let mut ids = BTreeSet::new();
+    // SAFETY: sched_getaffinity fills the zeroed cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                if libc::CPU_ISSET(cpu, &set) {
+                    ids.insert(cpu as u32);
                 }
             }
         }
-        if ids.is_empty() {
-            ids.insert(0);
-        }
+    }
+    if ids.is_empty() {
+        ids.insert(0);
+    }
+    ids.into_iter().collect()
+}
+
+impl Resources {
+    pub fn discover() -> Resources {
         let memory = meminfo("MemTotal");
         let name = hostname();
         // NVIDIA GPUs: /dev/nvidia0, /dev/nvidia1, ... (not nvidiactl or nvidia-uvm).
@@ -148,7 +153,7 @@ impl Resources {
         );
         Resources {
             name,
-            cpus: ids.into_iter().collect(),
+            cpus: usable_cpus(),
             memory,
             gpus: gpus.into_iter().collect(),
             features: Vec::new(),

@@ -46,9 +46,30 @@ pub fn parse_cpus(text: &str) -> Result<f64, QuantityError> {
     }
 }
 
+/// A list of numbers and ranges (`0,2-5`, as cpuset.cpus and srun's --multi-prog ranks
+/// take them), as inclusive ranges; `None` if a part is neither, or runs backwards.
+pub fn number_ranges(list: &str) -> Option<Vec<(u32, u32)>> {
+    list.split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b) = (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?);
+            (a <= b).then_some((a, b))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(number_ranges("0,2-5"), Some(vec![(0, 0), (2, 5)]));
+        assert_eq!(number_ranges("7"), Some(vec![(7, 7)]));
+        for bad in ["", "3-1", "x", "1,,2", "-1", "0-"] {
+            assert_eq!(number_ranges(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

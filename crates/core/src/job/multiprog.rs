@@ -36,15 +36,8 @@ impl MultiProg {
             let ranks = match ranks.as_str() {
                 "*" => None,
                 list => Some(
-                    list.split(',')
-                        .map(|r| {
-                            let (a, b) = r.split_once('-').unwrap_or((r, r));
-                            match (a.parse::<u32>(), b.parse::<u32>()) {
-                                (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
-                                _ => Err(bad("ranks as 0, 1-3, 0,2-5 or *")),
-                            }
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
+                    crate::quantity::number_ranges(list)
+                        .ok_or_else(|| bad("ranks as 0, 1-3, 0,2-5 or *"))?,
                 ),
             };
             lines.push(Line {

@@ -274,7 +274,10 @@ fn tampered_or_truncated_archives_leave_nothing_behind() {
     let err = store
         .import(&garbage, &ImportOptions::default())
         .unwrap_err();
-    assert!(err.to_string().contains("not an image berth can import"), "{err}");
+    assert!(
+        err.to_string().contains("not an image berth can import"),
+        "{err}"
+    );
 
     assert!(store.list().unwrap().is_empty());
     assert!(staging_is_empty(&store));
