@@ -3,7 +3,7 @@
 use crate::settings::{is_root, Settings};
 use anyhow::{Context, Result};
 use berth_core::{number_ranges, parse_cpus, parse_size};
-use berth_runtime::cgroup::Limits;
+use berth_runtime::cgroup::{Limits, MIN_MEMORY};
 use berth_runtime::gpu::GpuRequest;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs};
 use clap::Args;
@@ -211,10 +211,6 @@ fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
     }
     Ok(vars)
 }
-
-/// The least memory limit a container starts under: below it, setting the container up
-/// fails for want of memory before it can even say so (docker's minimum is the same).
-const MIN_MEMORY: u64 = 6 << 20;
 
 /// Refuses limits no container could run under, or that ask for more CPUs than berth may
 /// use here, as docker refuses them (the kernel would take some, and fail later or oddly).

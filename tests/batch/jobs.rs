@@ -278,6 +278,11 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     let job = c.wait_for(limited, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED"]);
     assert_eq!(job["state"], "TIMEOUT", "{job}");
 
+    // Less memory than any program needs runs under berth's least limit, as Slurm's
+    // MinRAMSpace: it spun for ever reclaiming its own shell's pages.
+    let tiny = c.submit(Mode::Rootless, "tiny.sh", HELLO, &["--mem=1M"]);
+    c.completed(tiny);
+
     let hog = "#!/bin/sh\n#SBATCH --mem=32M\n#BERTH --image busybox\n/bin/probe hog 256\n";
     let oom = c.submit(Mode::Rootless, "hog.sh", hog, &[]);
     let job = c.wait_for(oom, &["OUT_OF_MEMORY", "FAILED", "COMPLETED"]);

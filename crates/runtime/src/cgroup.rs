@@ -27,6 +27,13 @@ const RMDIR_TRIES: u32 = 20;
 /// (`rw`, `name=systemd`, `clone_children`, ...) is an option, not a controller.
 const V1_CONTROLLERS: &str = "blkio cpu cpuacct cpuset devices freezer hugetlb memory misc net_cls net_prio perf_event pids rdma";
 
+/// The least memory limit a container gets. Below it its programs cannot keep their own
+/// pages resident: a job asking for `--mem=1M` reclaimed its shell's page cache at full CPU
+/// for ever, and a container's set-up ran out before it could say why. A job's limit is
+/// raised to it, as Slurm raises one to its MinRAMSpace; `berth exec --memory` refuses less,
+/// as docker does.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
 /// The limits of one container; `None` leaves the resource unlimited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
@@ -376,7 +383,7 @@ impl Cgroup {
             write(&self.need("cpuset")?.join("cpuset.cpus"), cpus)?;
         }
         if let Some(bytes) = limits.memory {
-            let (dir, bytes) = (self.need("memory")?, bytes.to_string());
+            let (dir, bytes) = (self.need("memory")?, bytes.max(MIN_MEMORY).to_string());
             // Without the swap limit a container could dodge its memory limit by swapping.
             let (limit, swap, swap_value) = if self.v2 {
                 ("memory.max", "memory.swap.max", "0")
@@ -1193,6 +1200,17 @@ mod tests {
         assert_eq!(text(&leaf.join("cgroup.freeze")), "1");
         cg.destroy().unwrap();
         assert!(!leaf.exists());
+        // Less memory than MIN_MEMORY is raised to it.
+        let tiny = Limits {
+            memory: Some(1 << 20),
+            ..Limits::default()
+        };
+        let cg = Cgroup::create(&layout, "berth", "2-a", &tiny).unwrap();
+        assert_eq!(
+            text(&tmp.path().join("berth/2-a/memory.max")),
+            MIN_MEMORY.to_string()
+        );
+        cg.destroy().unwrap();
     }
 
     #[test]
