@@ -123,7 +123,9 @@ const BINARIES: &[&str] = &[
     "nvidia-cuda-mps-control",
     "nvidia-cuda-mps-server",
 ];
-const BINARY_DIRS: &[&str] = &["usr/bin", "usr/local/bin", "bin"];
+/// `usr/local/nvidia` is where NVIDIA's own container images and some cloud machines keep the
+/// driver outside the distribution's directories.
+const BINARY_DIRS: &[&str] = &["usr/bin", "usr/local/bin", "bin", "usr/local/nvidia/bin"];
 const CONTROL_DEVICES: &[&str] = &[
     "nvidiactl",
     "nvidia-uvm",
@@ -191,12 +193,15 @@ pub fn discover(root: &Path, request: &GpuRequest) -> Result<GpuInjection, GpuEr
         .ok()
         .and_then(|s| parse_driver_version(&s));
     let libraries = find_libraries(root, driver_version.as_deref())?;
+    // Only the driver's own programs: a wrapper script of the same name (some machines put one
+    // in usr/bin to run the real program from elsewhere) names host paths that the container
+    // lacks.
     let binaries = BINARIES
         .iter()
         .filter_map(|b| {
-            BINARY_DIRS
-                .iter()
-                .find_map(|d| resolve_in_root(root, &root.join(d).join(b)))
+            BINARY_DIRS.iter().find_map(|d| {
+                resolve_in_root(root, &root.join(d).join(b)).filter(|p| elf_x86_64(p) == Some(true))
+            })
         })
         .collect();
     let visible_devices = (0..gpus.len())
@@ -376,13 +381,18 @@ fn pick_library(
 }
 
 fn is_x86_64_or_not_elf(path: &Path) -> bool {
+    elf_x86_64(path) != Some(false)
+}
+
+/// Whether the ELF file at `path` is for x86-64; `None` if it is no ELF file.
+fn elf_x86_64(path: &Path) -> Option<bool> {
     let mut head = [0u8; 20];
-    let read = fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
-    if read.is_err() || &head[..4] != b"\x7fELF" {
-        return true;
-    }
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
     // EI_CLASS 2 = ELFCLASS64, e_machine 62 = EM_X86_64.
-    head[4] == 2 && u16::from_le_bytes([head[18], head[19]]) == 62
+    (head[..4] == *b"\x7fELF")
+        .then(|| head[4] == 2 && u16::from_le_bytes([head[18], head[19]]) == 62)
 }
 
 /// `root` joined with the absolute host path `host`.
@@ -595,6 +605,16 @@ mod tests {
         fs::write(p, b"fake").expect("write");
     }
 
+    /// The start of an ELF file: `class` 2 for 64-bit, `machine` 62 for x86-64 (3 for i386).
+    fn elf(root: &Path, rel: &str, class: u8, machine: u16) {
+        let mut head = b"\x7fELF".to_vec();
+        head.push(class);
+        head.resize(18, 1);
+        head.extend(machine.to_le_bytes());
+        touch(root, rel);
+        fs::write(root.join(rel), head).expect("write");
+    }
+
     const LIB: &str = "usr/lib/x86_64-linux-gnu";
 
     fn fake_host(with_cache: bool) -> tempfile::TempDir {
@@ -605,10 +625,10 @@ mod tests {
             "dev/nvidia1",
             "dev/nvidiactl",
             "dev/nvidia-uvm",
-            "usr/bin/nvidia-smi",
         ] {
             touch(r, d);
         }
+        elf(r, "usr/bin/nvidia-smi", 2, 62);
         for lib in ["libcuda.so", "libnvidia-ml.so"] {
             touch(r, &format!("{LIB}/{lib}.535.1"));
             symlink(format!("{lib}.535.1"), r.join(format!("{LIB}/{lib}.1"))).expect("symlink");
@@ -696,6 +716,38 @@ mod tests {
         assert_eq!(inj.binaries, vec![r.join("usr/bin/nvidia-smi")]);
         assert_eq!(inj.visible_devices, "0,1");
         assert_eq!(inj.driver_version.as_deref(), Some("535.1"));
+    }
+
+    /// A driver kept in /usr/local/nvidia (NVIDIA's container images and some cloud machines)
+    /// with a wrapper script of the same name in usr/bin, and no ld.so cache: the real programs
+    /// and libraries are found, never the script (its host paths are not in the container) nor a
+    /// program for another architecture.
+    #[test]
+    fn discover_the_driver_in_usr_local_nvidia_past_wrapper_scripts() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path();
+        touch(r, "dev/nvidia0");
+        let script = "#!/bin/sh\nexec /usr/local/nvidia/bin/nvidia-smi \"$@\"\n";
+        touch(r, "usr/bin/nvidia-smi");
+        fs::write(r.join("usr/bin/nvidia-smi"), script).expect("write");
+        elf(r, "usr/local/nvidia/bin/nvidia-smi", 2, 62);
+        elf(r, "usr/bin/nvidia-debugdump", 1, 3);
+        for lib in ["libcuda.so", "libnvidia-ml.so"] {
+            touch(r, &format!("usr/local/nvidia/lib64/{lib}.580.1"));
+        }
+        let inj = discover(r, &GpuRequest::All).expect("discover");
+        assert_eq!(
+            inj.binaries,
+            vec![r.join("usr/local/nvidia/bin/nvidia-smi")]
+        );
+        let libs: Vec<&str> = inj.libraries.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(
+            libs,
+            ["libnvidia-ml.so.580.1", "libcuda.so", "libcuda.so.580.1"]
+        );
+        assert!(inj.libraries[0]
+            .0
+            .starts_with(r.join("usr/local/nvidia/lib64")));
     }
 
     #[test]
