@@ -2029,6 +2029,8 @@ fn detached_controller_and_down() {
     wait_until(10, stopped, || {
         "the detached controller did not stop".into()
     });
+    let step_dir = socket.with_extension("step");
+    assert!(!step_dir.exists(), "{} is left", step_dir.display());
 }
 
 #[test]

@@ -795,6 +795,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let _ = std::fs::remove_file(&job_socket);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
+    // Its directory too, if nothing else is left in it (berth.step beside berth.sock).
+    let _ = std::fs::remove_dir(&step_dir);
     shared.lock().await.release_local_images();
     served.map_err(|e| e.to_string())
 }
