@@ -55,20 +55,7 @@ pub enum ImageCommand {
     Prune,
 }
 
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}
+pub use berth_core::quantity::human_size;
 
 /// UTC `YYYY-MM-DD HH:MM` from seconds since the epoch.
 pub fn utc(secs: u64) -> String {
@@ -264,7 +251,5 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00");
         assert_eq!(utc(1_795_000_000), "2026-11-18 11:06");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(12_300_000), "12.3 MB");
     }
 }

@@ -190,7 +190,7 @@ fn lsf_and_pbs_scripts_run_unchanged() {
 fn bad_submissions_are_refused_with_the_reason() {
     let Some(c) = Cluster::start() else { return };
     let gpus_here = std::path::Path::new("/dev/nvidia0").exists();
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         (
             "#!/bin/sh\r\n#BERTH --image busybox\r\ntrue\r\n",
             &[],
@@ -224,7 +224,17 @@ fn bad_submissions_are_refused_with_the_reason() {
             } else {
                 "--gpus-per-node=1"
             }],
-            "can never run here",
+            if gpus_here {
+                "can never run here (BadConstraints): it asks for 1 node with 1 CPU, 4096 GPUs each"
+            } else {
+                "can never run here (BadConstraints): it asks for 1 node with 1 CPU, 1 GPU each; \
+                 partition normal has 1 node, with at most"
+            },
+        ),
+        (
+            "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+            &["--mem=100T"],
+            "it asks for 1 node with 1 CPU, 110.0 TB of memory each",
         ),
     ];
     for (script, options, message) in cases {

@@ -1106,19 +1106,8 @@ impl Controller {
         if let Some(choice) = &sreq.choice {
             choice_in(cluster, partition, choice)?;
         }
-        sched::fits_ever(cluster, &sreq).map_err(|reason| {
-            ApiError::bad(format!(
-                "the job can never run here ({reason}): it asks for {} node(s) with {} CPUs, {} bytes of memory and {} GPUs each; partition {partition} has {} node(s), the largest with {} CPUs, {} bytes and {} GPUs",
-                sreq.nodes_min,
-                sreq.layout(sreq.nodes_min).0 * sreq.cpus_per_task,
-                sreq.memory_per_node,
-                sreq.gpus_per_node,
-                cluster.partition(partition).map_or(0, |p| p.nodes.len()),
-                self.nodes.values().map(|n| n.res.cpus.count()).max().unwrap_or(0),
-                self.nodes.values().map(|n| n.res.memory).max().unwrap_or(0),
-                self.nodes.values().map(|n| n.res.gpus.count()).max().unwrap_or(0)
-            ))
-        })
+        sched::fits_ever(cluster, &sreq)
+            .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason)))
     }
 
     /// Each of `request`'s dependencies with, when it names an array job, that array's
@@ -3441,6 +3430,48 @@ fn depends_on(
             .find(|(index, _)| *index == i)
             .map(|&(_, id)| (d.kind, id, id)),
     }
+}
+
+/// Why a job can never run in `partition`, in words: what it asks of each node and the most
+/// that any node of the partition has, e.g. "it asks for 1 node with 1 CPU and 2 GPUs each;
+/// partition normal has 1 node, with at most 16 CPUs, 135.1 GB of memory and 1 GPU".
+fn never_fits(
+    cluster: &sched::ClusterView,
+    partition: &str,
+    request: &sched::JobRequest,
+    reason: sched::Reason,
+) -> String {
+    let count = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut asks = count(
+        u64::from(request.layout(request.nodes_min).0 * request.cpus_per_task),
+        "CPU",
+    );
+    if request.memory_per_node > 0 {
+        asks += &format!(
+            ", {} of memory",
+            berth_core::quantity::human_size(request.memory_per_node)
+        );
+    }
+    if request.gpus_per_node > 0 {
+        asks += &format!(", {}", count(request.gpus_per_node.into(), "GPU"));
+    }
+    let nodes: Vec<&sched::NodeView> = cluster.partition(partition).map_or(Vec::new(), |p| {
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| p.nodes.contains(&n.name))
+            .collect()
+    });
+    let most = |f: fn(&sched::NodeView) -> u64| nodes.iter().map(|n| f(n)).max().unwrap_or(0);
+    format!(
+        "the job can never run here ({reason}): it asks for {} with {asks} each; partition \
+         {partition} has {}, with at most {}, {} of memory and {}",
+        count(request.nodes_min.into(), "node"),
+        count(nodes.len() as u64, "node"),
+        count(most(|n| n.cpus.into()), "CPU"),
+        berth_core::quantity::human_size(most(|n| n.memory)),
+        count(most(|n| n.gpus.into()), "GPU"),
+    )
 }
 
 /// What is wrong, in words, with a job's choice of nodes (`--constraint`, `--nodelist`,

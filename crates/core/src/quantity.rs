@@ -10,6 +10,23 @@ pub enum QuantityError {
     Cpus(String),
 }
 
+/// `bytes` for people: decimal units with one decimal, as `berth image ls` and `berth nodes`
+/// show sizes (`8.0 MB`, `135.1 GB`; below 1000, `512 B`).
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
 /// Parses a memory size the way docker's `--memory` does: a bare number is bytes, and the
 /// suffixes b, k, m, g, t (optionally followed by `b` or `ib`) are powers of 1024.
 pub fn parse_size(text: &str) -> Result<u64, QuantityError> {
@@ -61,6 +78,15 @@ pub fn number_ranges(list: &str) -> Option<Vec<(u32, u32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(12_300_000), "12.3 MB");
+        assert_eq!(human_size(100 << 40), "110.0 TB");
+        assert_eq!(human_size(u64::MAX), "18446744.1 TB");
+    }
 
     #[test]
     fn ranges() {
