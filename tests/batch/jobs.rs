@@ -2083,6 +2083,20 @@ max_time = 600
     // job's, shown and enforced.
     let capped = c.submit(Mode::Rootless, "capped.sh", sleeper, &[]);
     let defaulted = c.submit(Mode::Rootless, "defaulted.sh", sleeper, &["-p", "short"]);
+    // Pending, it shows already the limit it will start with (squeue's TIME_LIMIT).
+    let held = c.submit(
+        Mode::Rootless,
+        "held.sh",
+        sleeper,
+        &["-p", "short", "--hold"],
+    );
+    let pending = c.show(held);
+    assert_eq!(pending["state"], "PENDING", "{pending}");
+    assert_eq!(pending["time_limit"], 2, "{pending}");
+    let queue = c.berth(Mode::Rootless, &["queue", "-h", "-o", "%i %l"]);
+    let queue = queue.ok();
+    assert!(queue.contains(&format!("{held} 0:02\n")), "{queue}");
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
     for (id, limit) in [(capped, 3), (defaulted, 2)] {
         let running = c.wait_for(id, &["RUNNING", "TIMEOUT"]);
         assert_eq!(running["time_limit"], limit, "{running}");

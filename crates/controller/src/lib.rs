@@ -1172,8 +1172,23 @@ impl Controller {
         serde_json::from_slice(&row.doc).map_err(ApiError::internal)
     }
 
+    /// What the API shows of `job`. A pending job that named no time limit shows the one it
+    /// will start with, its partition's (DefaultTime, else MaxTime), as Slurm's squeue does.
+    pub fn info(&self, job: &Job) -> JobInfo {
+        let mut info = job.info();
+        if info.time_limit.is_none() && job.state == State::Pending {
+            let part = self
+                .settings
+                .partitions
+                .iter()
+                .find(|p| p.name == job.partition);
+            info.time_limit = part.and_then(|p| p.default_time.or(p.max_time));
+        }
+        info
+    }
+
     pub fn queue(&self) -> Vec<JobInfo> {
-        self.active.values().map(Job::info).collect()
+        self.active.values().map(|j| self.info(j)).collect()
     }
 
     pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
@@ -1181,7 +1196,7 @@ impl Controller {
         rows.iter()
             .map(|r| {
                 serde_json::from_slice::<Job>(&r.doc)
-                    .map(|j| j.info())
+                    .map(|j| self.info(&j))
                     .map_err(ApiError::internal)
             })
             .collect()

@@ -333,7 +333,8 @@ async fn queue(State(c): State<Shared>) -> ApiResult<Vec<berth_api::JobInfo>> {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "the job", body = berth_api::JobInfo), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn show(State(c): State<Shared>, Path(id): Path<u64>) -> ApiResult<berth_api::JobInfo> {
-    c.lock().await.job(id).map(|j| Json(j.info()))
+    let c = c.lock().await;
+    c.job(id).map(|j| Json(c.info(&j)))
 }
 
 /// What a running job has used so far on each of its nodes (`berth usage`, sstat), read
