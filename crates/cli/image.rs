@@ -2,7 +2,7 @@
 
 use crate::settings::Settings;
 use anyhow::{Context, Result};
-use berth_image::{ImageRecord, ImportOptions};
+use berth_image::{ImageRecord, ImportOptions, Store};
 use clap::Subcommand;
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +56,18 @@ pub enum ImageCommand {
 }
 
 pub use berth_core::quantity::human_size;
+
+/// Which running containers use the image, in words, if any do (of those this process may
+/// see: root all, a user their own).
+fn in_use(store: &Store, record: &ImageRecord) -> Option<String> {
+    let [file, dir] = store.files(record);
+    let pids = berth_runtime::users_of(&[&file, &dir]);
+    let (first, more) = pids.split_first()?;
+    Some(match more.len() {
+        0 => format!("process {first}"),
+        n => format!("process {first} and {n} more"),
+    })
+}
 
 /// UTC `YYYY-MM-DD HH:MM` from seconds since the epoch.
 pub fn utc(secs: u64) -> String {
@@ -222,7 +234,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Rm { images } => {
             for image in images {
                 let before = store.resolve(&image)?;
-                let deleted = store.remove(&image)?;
+                let deleted = store.remove(&image, |r| in_use(&store, r))?;
                 if deleted.is_empty() || before.names.len() > 1 {
                     writeln!(out, "Untagged: {image}")?;
                 }
@@ -232,7 +244,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             }
         }
         ImageCommand::Prune => {
-            let deleted = store.prune()?;
+            let deleted = store.prune(|r| in_use(&store, r))?;
             for id in &deleted {
                 writeln!(out, "Deleted: {id}")?;
             }

@@ -41,6 +41,48 @@ fn import_list_inspect_remove() {
     }
 }
 
+/// An image is not removed from under a running container, whose files would vanish: `rm`
+/// and `prune` leave it and say which process uses it, the container goes on, and once it
+/// has ended the image goes.
+#[test]
+fn an_image_in_use_is_not_removed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Root, Mode::Rootless] {
+        f.import(mode);
+        let script = "echo ready; read line; ls /bin/busybox";
+        let mut child = f
+            .cmd(mode, &["exec", "busybox", "sh", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        let inspect = f
+            .berth(mode, &["image", "inspect", "busybox"])
+            .ok()
+            .to_string();
+        let id = inspect.lines().next().unwrap().rsplit(':').next().unwrap();
+        for args in [&["image", "rm", "busybox"][..], &["image", "rm", &id[..12]]] {
+            let refused = f.berth(mode, args);
+            let message = format!(
+                "berth: image '{}' is in use by a running container (process {}): stop it, then remove the image\n",
+                args[2],
+                child.id()
+            );
+            assert_eq!((refused.code, refused.stderr), (125, message), "{mode:?}");
+        }
+        f.berth(mode, &["image", "inspect", "busybox"]).ok();
+        drop(child.stdin.take());
+        assert_eq!(lines.next().unwrap().unwrap(), "/bin/busybox", "{mode:?}");
+        assert!(child.wait().unwrap().success());
+        let removed = f.berth(mode, &["image", "rm", "busybox"]).ok().to_string();
+        assert!(removed.starts_with("Deleted: sha256:"), "{removed}");
+    }
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_exit_125() {
     let Some(f) = Fixture::new() else { return };

@@ -8,6 +8,10 @@ use thiserror::Error;
 pub enum ImageError {
     #[error("image '{0}' not found in the store: list images with `berth image ls`, or import one with `berth image import`")]
     NotFound(String),
+    #[error(
+        "image '{image}' is in use by a running container ({by}): stop it, then remove the image"
+    )]
+    InUse { image: String, by: String },
     #[error("image reference '{0}' is ambiguous: it matches {1} images; give more of the id")]
     Ambiguous(String, usize),
     #[error("invalid image name '{name}': {why}")]

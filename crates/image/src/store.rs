@@ -198,6 +198,16 @@ impl Store {
         self.image_dir(&record.id).join("image.sqfs")
     }
 
+    /// Where [`Store::rootfs_dir`] unpacks the image.
+    fn unpacked(&self, id: &Digest) -> PathBuf {
+        self.root.join("rootfs").join(id.hex())
+    }
+
+    /// What containers of the image start from: its squashfs file, and its unpacked copy.
+    pub fn files(&self, record: &ImageRecord) -> [PathBuf; 2] {
+        [self.squashfs(record), self.unpacked(&record.id)]
+    }
+
     /// A fresh staging directory, after removing any left by processes that died.
     fn staging(&self) -> Result<PathBuf, ImageError> {
         let tmp = self.root.join("tmp");
@@ -547,13 +557,26 @@ impl Store {
     }
 
     /// `rm NAME` removes the name, and the image once no name is left; `rm ID` removes the
-    /// image and all its names. Returns the ids of images deleted.
-    pub fn remove(&self, reference: &str) -> Result<Vec<Digest>, ImageError> {
+    /// image and all its names. Returns the ids of images deleted. An image that `busy` says
+    /// a running container uses (see [`Store::files`]) is neither deleted nor untagged.
+    pub fn remove(
+        &self,
+        reference: &str,
+        busy: impl Fn(&ImageRecord) -> Option<String>,
+    ) -> Result<Vec<Digest>, ImageError> {
         let record = self.resolve(reference)?;
         let by_name = Reference::parse(reference)
             .ok()
             .map(|r| r.to_string())
             .filter(|n| record.names.contains(n));
+        if by_name.is_none() || record.names.len() == 1 {
+            if let Some(by) = busy(&record) {
+                return Err(ImageError::InUse {
+                    image: reference.to_string(),
+                    by,
+                });
+            }
+        }
         let left = self.update_refs(|refs| {
             match &by_name {
                 Some(n) => {
@@ -570,12 +593,16 @@ impl Store {
         Ok(vec![record.id])
     }
 
-    /// Deletes images without a name and leftovers of interrupted imports.
-    pub fn prune(&self) -> Result<Vec<Digest>, ImageError> {
+    /// Deletes images without a name, but those that `busy` says a running container uses,
+    /// and leftovers of interrupted imports.
+    pub fn prune(
+        &self,
+        busy: impl Fn(&ImageRecord) -> Option<String>,
+    ) -> Result<Vec<Digest>, ImageError> {
         let _ = self.staging().map(|d| remove_tree(&d));
         let mut deleted = Vec::new();
         for record in self.list()? {
-            if record.names.is_empty() {
+            if record.names.is_empty() && busy(&record).is_none() {
                 self.delete(&record.id)?;
                 deleted.push(record.id);
             }
@@ -589,10 +616,7 @@ impl Store {
     }
 
     fn delete_in(&self, id: &Digest, staging: &Path) -> Result<(), ImageError> {
-        for (from, name) in [
-            (self.image_dir(id), "image"),
-            (self.root.join("rootfs").join(id.hex()), "rootfs"),
-        ] {
+        for (from, name) in [(self.image_dir(id), "image"), (self.unpacked(id), "rootfs")] {
             match fs::rename(&from, staging.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -611,7 +635,7 @@ impl Store {
     /// all theirs.
     pub fn rootfs_dir(&self, record: &ImageRecord) -> Result<PathBuf, ImageError> {
         let parent = self.root.join("rootfs");
-        let target = parent.join(record.id.hex());
+        let target = self.unpacked(&record.id);
         if target.exists() {
             return Ok(target);
         }

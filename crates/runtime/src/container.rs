@@ -300,7 +300,7 @@ pub(crate) fn build_root(
         options.push_str(",userxattr");
     }
     sys::mount(
-        Some("overlay"),
+        Some(&spec.rootfs.mount_source()),
         &root,
         Some("overlay"),
         SAFE,

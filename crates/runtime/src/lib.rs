@@ -15,6 +15,7 @@ pub mod enter;
 mod error;
 pub mod gpu;
 mod identity;
+mod in_use;
 mod launch;
 pub mod plan;
 pub mod shared;
@@ -23,6 +24,7 @@ mod sys;
 
 pub use error::RuntimeError;
 pub use identity::Identity;
+pub use in_use::users_of;
 pub use launch::{
     catch_limit_updates, follow_limit_file, limit_signal, run, run_then, signal_processes, Outcome,
     CGROUP_PARENT, FORWARDED,

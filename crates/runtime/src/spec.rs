@@ -17,6 +17,20 @@ pub enum Rootfs {
     Host,
 }
 
+impl Rootfs {
+    /// The source the container's root shows in mountinfo: `berth:` and the image's absolute
+    /// path, by which [`crate::users_of`] finds the containers that use an image.
+    pub fn mount_source(&self) -> String {
+        match self {
+            Rootfs::Squashfs(path) | Rootfs::Directory(path) => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                format!("berth:{}", path.display())
+            }
+            Rootfs::Host => "berth".to_string(),
+        }
+    }
+}
+
 /// A host path to bind, already checked against the policy and opened, so that what is
 /// mounted is what was checked even if someone swaps a symlink in the meantime.
 #[derive(Debug)]

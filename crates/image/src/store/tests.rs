@@ -339,10 +339,21 @@ fn remove_and_prune() {
         .rootfs_dir(&store.resolve("other:tag").unwrap())
         .unwrap();
     // Removing one of two names keeps the image.
-    assert!(store.remove("other:tag").unwrap().is_empty());
+    assert!(store.remove("other:tag", |_| None).unwrap().is_empty());
+    assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
+    // Not while a running container uses it (the caller says which): nothing changes.
+    let busy = |r: &ImageRecord| Some(format!("process 42, from {}", r.id.short()));
+    let e = store.remove("lab/app:1", busy).unwrap_err().to_string();
+    assert!(
+        e.contains("image 'lab/app:1' is in use by a running container (process 42, from "),
+        "{e}"
+    );
     assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
     // Removing the last name deletes it, unpacked copy included.
-    assert_eq!(store.remove("lab/app:1").unwrap(), vec![id.clone()]);
+    assert_eq!(
+        store.remove("lab/app:1", |_| None).unwrap(),
+        vec![id.clone()]
+    );
     assert!(store.list().unwrap().is_empty());
     assert!(!store.root().join("rootfs").join(id.hex()).exists());
 
@@ -352,6 +363,10 @@ fn remove_and_prune() {
     std::fs::write(root.join("f"), "x").unwrap();
     let unnamed = store.import(&root, &ImportOptions::default()).unwrap();
     assert!(unnamed.names.is_empty());
-    assert_eq!(store.prune().unwrap(), vec![unnamed.id]);
+    assert!(store
+        .prune(|_| Some("process 42".into()))
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.prune(|_| None).unwrap(), vec![unnamed.id]);
     assert!(store.list().unwrap().is_empty());
 }
