@@ -202,8 +202,8 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     assert_eq!(wide.code, 125);
     assert!(
         wide.stderr.contains("can never run here")
-            && wide.stderr.contains("3 node(s)")
-            && wide.stderr.contains("has 2 node(s)"),
+            && wide.stderr.contains("it asks for 3 nodes with 1 CPU each")
+            && wide.stderr.contains("has 2 nodes,"),
         "{}",
         wide.stderr
     );
