@@ -1638,15 +1638,6 @@ fn a_killed_runner_launcher_loses_no_job() {
     assert!(c.launcher().is_some_and(|pid| pid != launcher));
 }
 
-/// Waits up to `secs` seconds until `done`; fails with `why` if that never comes.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{}", why());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 /// The directories of cgroup `berth/<name>` in every hierarchy that has one.
 fn cgroups_named(name: &str) -> Vec<std::path::PathBuf> {
     let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];

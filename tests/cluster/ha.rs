@@ -98,12 +98,10 @@ fn standby(t: &TestCluster, store: &str, port: u16) -> Standby {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    crate::support::wait_until(limit.as_secs(), cond, || {
+        format!("timed out waiting: {what}")
+    });
 }
 
 #[test]

@@ -4,15 +4,10 @@
 use crate::hosts::{job_cgroups, nodes_of, output, TestCluster};
 use crate::support::*;
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-/// Waits until `cond` holds, or fails with `what`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits up to 30 s until `cond` holds, or fails with `what`.
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    crate::support::wait_until(30, cond, || format!("timed out waiting: {what}"));
 }
 
 #[test]

@@ -88,6 +88,15 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
             std::fs::read_to_string(cwd.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(text, format!("{rank} on {node}\n"));
     }
+    // The step still running when the script ended is ended by the job's end on each node,
+    // whose step process reports what its tasks used after the job has ended: wait for it.
+    let all_said = |job: &serde_json::Value| {
+        job["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| !s["usage"].is_null()))
+    };
+    wait_until(10, || all_said(&c.show(id)), || format!("{}", c.show(id)));
+    let job = c.show(id);
     let steps = job["steps"].as_array().unwrap();
     assert_eq!(steps[0]["ntasks"], 6, "{job}");
     assert_eq!(steps[2]["exit_code"], 3, "{job}");
@@ -98,14 +107,10 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
         .unwrap();
     let rss = dd["usage"]["max_rss_bytes"].as_u64().unwrap();
     assert!(rss >= 24 << 20, "{dd}");
-    // Every step's, the one whose failing task had the other nodes' tasks killed too: their
-    // step processes killed their tasks and said what they used.
-    // And the one still running on all three nodes when the script ended: the job's end
-    // had each node's step process kill its task and say what it used.
-    let unsaid: Vec<usize> = (0..steps.len())
-        .filter(|&i| steps[i]["usage"].is_null())
-        .collect();
-    assert_eq!(unsaid, [0usize; 0], "{job}");
+    // Every step's usage came (waited for above), the one whose failing task had the other
+    // nodes' tasks killed too (their step processes killed their tasks and said what they
+    // used), and the one still running on all three nodes when the script ended (the job's
+    // end had each node's step process kill its task and say what it used).
     assert_eq!(steps[3]["exit_code"], 7, "{job}");
     let left = steps.last().unwrap();
     assert!(

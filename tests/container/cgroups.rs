@@ -3,7 +3,6 @@
 use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[test]
 fn memory_overrun_is_oom_killed_and_reported() {
@@ -337,11 +336,11 @@ fn nothing_is_left_behind_after_exit_failure_or_kill() {
     let berth_pid = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{container_pid}")).exists() {
-        assert!(Instant::now() < deadline, "the container outlived berth");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        10,
+        || !std::path::Path::new(&format!("/proc/{container_pid}")).exists(),
+        || "the container outlived berth".into(),
+    );
     // Its cgroup is swept by the next container started with limits.
     f.berth(
         Mode::RootAsUser,
@@ -364,13 +363,9 @@ fn nothing_is_left_behind_after_exit_failure_or_kill() {
     );
     // Loop devices detach themselves (autoclear) once the last mount is gone; give the
     // kernel a moment to finish tearing the killed container's namespace down.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !loop_devices_under(&store).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "loop devices left: {:?}",
-            loop_devices_under(&store)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        10,
+        || loop_devices_under(&store).is_empty(),
+        || format!("loop devices left: {:?}", loop_devices_under(&store)),
+    );
 }

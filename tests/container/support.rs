@@ -604,3 +604,13 @@ pub fn archive_with_layers(
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     path
 }
+
+/// Waits up to `secs` seconds until `done`, looking every 50 ms; fails with `why` if that
+/// never comes.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{}", why());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
