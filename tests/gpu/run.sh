@@ -48,36 +48,25 @@ export BERTH_STORE=$work/store BERTH_SOCKET=$work/berth.sock
 as_user() { setpriv --reuid="$user" --regid="$user" --init-groups env -u BERTH_STORE HOME="$home" USER="$user" "$@"; }
 
 failures=0
-# check NAME WANT COMMAND...: COMMAND must succeed and print a line matching the regex WANT.
-check() {
-  local name=$1 want=$2 out rc
-  shift 2
+# expect STATUS NAME WANT COMMAND...: COMMAND must exit with STATUS and print a line matching
+# the regex WANT.
+expect() {
+  local status=$1 name=$2 want=$3 out rc
+  shift 3
   echo "=== $name"
   out=$("$@" 2>&1)
   rc=$?
   echo "$out"
-  if ((rc == 0)) && grep -Eq -- "$want" <<<"$out"; then
+  if ((rc == status)) && grep -Eq -- "$want" <<<"$out"; then
     echo "--- ok"
   else
-    echo "--- FAILED (exit $rc; wanted a line matching /$want/)"
+    echo "--- FAILED (exit $rc, not $status, or no line matching /$want/)"
     failures=$((failures + 1))
   fi
 }
+check() { expect 0 "$@"; }
 # refused NAME WANT COMMAND...: COMMAND must fail with berth's 125 and say WANT.
-refused() {
-  local name=$1 want=$2 out rc
-  shift 2
-  echo "=== $name"
-  out=$("$@" 2>&1)
-  rc=$?
-  echo "$out"
-  if ((rc == 125)) && grep -Eq -- "$want" <<<"$out"; then
-    echo "--- ok"
-  else
-    echo "--- FAILED (exit $rc, not 125, or no line matching /$want/)"
-    failures=$((failures + 1))
-  fi
-}
+refused() { expect 125 "$@"; }
 
 echo "GPU machine: $(uname -r), $gpus GPU(s), $(grep -m1 'NVRM version' /proc/driver/nvidia/version 2>/dev/null)"
 check "import the glibc image (root)" "Imported glibc:1" "$berth" image import "$dir/glibc.tar" --name glibc:1
@@ -132,24 +121,17 @@ controller=
 
 # Limits: the machines with GPUs lent here boot with pure cgroup v2, which CI's does not.
 hog='v=$(yes | head -c 200000000); echo survived'
-# ended STATUS COMMAND...: COMMAND exits with STATUS.
-ended() {
-  local want=$1
-  shift
-  "$@"
-  [[ $? == "$want" ]]
-}
-check "--memory 32m: a hog is OOM-killed and berth says so" "ran out of memory \(limit 33.6 MB\)" \
-  ended 137 "$berth" exec --memory 32m glibc:1 sh -c "$hog"
-check "--pids-limit 12 holds a fork bomb (the shell's fork fails: 2)" "can't fork" \
-  ended 2 "$berth" exec --pids-limit 12 glibc:1 sh -c 'for i in $(seq 40); do sleep 1 & done; wait'
+expect 137 "--memory 32m: a hog is OOM-killed and berth says so" "ran out of memory \(limit 33.6 MB\)" \
+  "$berth" exec --memory 32m glibc:1 sh -c "$hog"
+expect 2 "--pids-limit 12 holds a fork bomb (the shell's fork fails: 2)" "can't fork" \
+  "$berth" exec --pids-limit 12 glibc:1 sh -c 'for i in $(seq 40); do sleep 1 & done; wait'
 if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
   # A user's own limits in a cgroup delegated to them, as systemd's Delegate=yes makes one.
   scope=/sys/fs/cgroup/berth-gpu-test.scope
   mkdir "$scope"
   chown "$user:" "$scope" "$scope"/cgroup.{procs,subtree_control,threads}
-  check "--memory 32m unprivileged, in a delegated cgroup" "ran out of memory \(limit 33.6 MB\)" \
-    ended 137 sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$scope" \
+  expect 137 "--memory 32m unprivileged, in a delegated cgroup" "ran out of memory \(limit 33.6 MB\)" \
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$scope" \
     setpriv --reuid="$user" --regid="$user" --init-groups env -u BERTH_STORE HOME="$home" \
     "$berth" exec --memory 32m glibc:1 sh -c "$hog"
   rmdir "$scope" || echo "run.sh: $scope stays: $(ls "$scope")"

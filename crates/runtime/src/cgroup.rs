@@ -206,7 +206,7 @@ impl Layout {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space; fs/proc_namespace.c escapes " \t\n\\").
-fn unescape(field: &str) -> PathBuf {
+pub(crate) fn unescape(field: &str) -> PathBuf {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Processes, one per mount namespace, whose namespace holds a container started from one
 /// of `images` (files or directories; compared by device and inode, so any path to them
@@ -48,33 +48,11 @@ pub fn users_of(images: &[&Path]) -> Vec<u32> {
 
 /// The image path of a mountinfo line whose mount source is `berth:PATH` (octal escapes of
 /// space, tab, newline and backslash undone), if it is one.
-fn berth_source(line: &str) -> Option<String> {
+fn berth_source(line: &str) -> Option<PathBuf> {
     // The fields after " - " are the filesystem type, the source and the super options.
     let (_, after) = line.split_once(" - ")?;
     let source = after.split(' ').nth(1)?;
-    Some(unescape(source.strip_prefix("berth:")?))
-}
-
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Some(crate::cgroup::unescape(source.strip_prefix("berth:")?))
 }
 
 #[cfg(test)]
@@ -86,15 +64,14 @@ mod tests {
         let line = "512 498 0:61 / / rw,nosuid,nodev,relatime - overlay \
                     berth:/var/lib/my\\040store/rootfs/ab12 rw,lowerdir=/proc/self/fd/5";
         assert_eq!(
-            berth_source(line).as_deref(),
-            Some("/var/lib/my store/rootfs/ab12")
+            berth_source(line),
+            Some(PathBuf::from("/var/lib/my store/rootfs/ab12"))
         );
         let other = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
         assert_eq!(berth_source(other), None);
         // An optional field before the separator, and a source of "berth" alone (a host job).
         let host = "7 1 0:5 / /x rw shared:4 - overlay berth rw";
         assert_eq!(berth_source(host), None);
-        assert_eq!(unescape("a\\134b\\011c\\12"), "a\\b\tc\\12");
     }
 
     /// This very process's namespace holds no container, so nothing uses a fresh directory;
