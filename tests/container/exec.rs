@@ -3,7 +3,8 @@
 
 use crate::support::*;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 
 #[test]
 fn exit_status_is_the_programs_own() {
@@ -108,6 +109,41 @@ fn home_and_current_directory_are_bound() {
         ],
     );
     assert_eq!(out.ok().trim(), "absent");
+}
+
+/// /tmp is a tmpfs of the container's own: empty even where the image's /tmp holds files,
+/// everyone's (1777) whatever the image's mode, and gone with the container.
+#[test]
+fn tmp_is_empty_and_everyones() {
+    let Some(f) = Fixture::new() else { return };
+    let rootfs = f.path("rootfs-with-tmp");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(rootfs.join("tmp/leftover"), "x").unwrap();
+    let script =
+        "stat -c %a /tmp; test -e /tmp/leftover && echo shown; echo z > /tmp/z && cat /tmp/z";
+    for mode in ALL_MODES {
+        f.import(mode);
+        let rootfs = rootfs.to_str().unwrap();
+        f.berth(mode, &["image", "import", rootfs, "--name", "withtmp"])
+            .ok();
+        for image in ["busybox", "withtmp"] {
+            let out = f.berth(mode, &["exec", image, "sh", "-c", script]);
+            assert_eq!(out.ok(), "1777\nz\n", "{mode:?} {image}");
+            let gone = f.berth(
+                mode,
+                &["exec", image, "sh", "-c", "test -e /tmp/z || echo gone"],
+            );
+            assert_eq!(gone.ok(), "gone\n", "{mode:?} {image}");
+        }
+    }
 }
 
 #[test]
