@@ -114,6 +114,11 @@ fn a_job_on_three_nodes_has_a_container_on_each_and_leaves_none() {
     let mut t = t;
     for agent in &mut t.agents {
         agent.stop();
+        // Nor its sockets for the host's users (--socket, and the step socket beside it).
+        let socket = agent.state.join("berth.sock");
+        for left in [socket.clone(), socket.with_extension("step")] {
+            assert!(!left.exists(), "{} is left", left.display());
+        }
     }
     wait_until("no loop device of the job's image left", || {
         loop_devices_under(t.c.f.dir.path()).is_empty()

@@ -754,5 +754,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string());
     agent.node.release_images();
+    // The host's sockets go with it (those in its state directory are its jobs', which
+    // outlive it, and are made anew at its next start).
+    if let Some(socket) = &settings.socket {
+        let _ = std::fs::remove_file(socket);
+        let _ = std::fs::remove_file(berth_api::step_socket(socket));
+        let _ = std::fs::remove_dir(berth_api::step_dir(socket));
+    }
     served
 }
