@@ -3448,7 +3448,7 @@ fn depends_on(
 }
 
 /// Why a job can never run in `partition`, in words: what it asks of each node and the most
-/// that any node of the partition has, e.g. "it asks for 1 node with 1 CPU and 2 GPUs each;
+/// that any node of the partition has, e.g. "it asks for 1 node with 1 CPU, 2 GPUs each;
 /// partition normal has 1 node, with at most 16 CPUs, 135.1 GB of memory and 1 GPU".
 fn never_fits(
     cluster: &sched::ClusterView,
