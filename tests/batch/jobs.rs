@@ -2094,6 +2094,17 @@ max_time = 600
         let ended = c.wait_for(id, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED"]);
         assert_eq!(ended["state"], "TIMEOUT", "{ended}");
     }
+    // One that asked for no limit in sbatch's words gets the partition's maximum, never its
+    // default: pending already, and running.
+    let args = ["-p", "short", "-t", "UNLIMITED", "--hold"];
+    let unlimited = c.submit(Mode::Rootless, "unlimited.sh", sleeper, &args);
+    assert_eq!(c.show(unlimited)["time_limit"], 600);
+    c.berth(Mode::Rootless, &["release", &unlimited.to_string()])
+        .ok();
+    let running = c.wait_for(unlimited, &["RUNNING"]);
+    assert_eq!(running["time_limit"], 600, "{running}");
+    c.berth(Mode::Rootless, &["cancel", &unlimited.to_string()])
+        .ok();
     // One of its own over the partition's maximum is refused, saying why.
     let over = c.try_submit(Mode::Rootless, "over.sh", sleeper, &["-t", "0:05"]);
     assert_eq!(over.code, 125);

@@ -710,6 +710,7 @@ impl Controller {
             memory_per_node,
             gpus_per_node,
             time_limit: r.time_limit,
+            no_time_limit: r.no_time_limit,
             exclusive: r.exclusive,
             whole_memory: r.memory == Some(Memory::WholeNode),
             overcommit: r.overcommit,
@@ -947,8 +948,7 @@ impl Controller {
                 .find(|p| p.name == partition);
             let limit = request
                 .time_limit
-                .or(part.and_then(|p| p.default_time))
-                .or(part.and_then(|p| p.max_time));
+                .or(part.and_then(|p| p.time_limit_for(request.no_time_limit)));
             if limit.is_none() {
                 return Err(ApiError::bad(format!(
                     "--deadline needs a time limit to plan the job with: give it one (-t), as partition {partition} has none"
@@ -1182,7 +1182,7 @@ impl Controller {
                 .partitions
                 .iter()
                 .find(|p| p.name == job.partition);
-            info.time_limit = part.and_then(|p| p.default_time.or(p.max_time));
+            info.time_limit = part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
         }
         info
     }
@@ -1314,7 +1314,10 @@ impl Controller {
                 refuse_negative_nice(&caller, nice)?;
                 r.nice = nice;
             }
-            r.time_limit = o.time_limit.or(r.time_limit);
+            if let Some(t) = o.time_limit {
+                r.no_time_limit = t == berth_core::job::UNLIMITED_TIME;
+                r.time_limit = Some(t).filter(|_| !r.no_time_limit);
+            }
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
             r.account = o.account.or(r.account.take());
             r.constraint = o.constraint.unwrap_or(std::mem::take(&mut r.constraint));
@@ -1372,6 +1375,12 @@ impl Controller {
                 job.state.name()
             )));
         };
+        if limit == berth_core::job::UNLIMITED_TIME {
+            return Err(ApiError::bad(format!(
+                "job {id} is {}: its time limit can be changed, not removed; give the new one (--time)",
+                job.state.name()
+            )));
+        }
         // A job without one has none to raise: its owner may give it one.
         if let Some(current) = job
             .request
@@ -1721,7 +1730,8 @@ impl Controller {
                     // A job that named no time limit runs under its partition's (DefaultTime,
                     // else MaxTime), as in Slurm: enforced like its own, and shown.
                     if job.request.time_limit.is_none() {
-                        job.request.time_limit = part.and_then(|p| p.default_time.or(p.max_time));
+                        job.request.time_limit =
+                            part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
                     }
                     let id = job.id;
                     if job.request.mail.begin {

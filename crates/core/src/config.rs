@@ -176,6 +176,14 @@ pub struct PartitionConfig {
 }
 
 impl PartitionConfig {
+    /// The time limit here of a job that named none: the default, else the maximum; only
+    /// the maximum for one that asked for no limit (`no_time_limit`, `-t UNLIMITED`).
+    pub fn time_limit_for(&self, no_time_limit: bool) -> Option<u64> {
+        self.default_time
+            .filter(|_| !no_time_limit)
+            .or(self.max_time)
+    }
+
     /// Whether `image` (a full name such as `lab/app:1`) may run here; `Err` names the rule.
     pub fn allows_image(&self, image: &str) -> Result<(), String> {
         if self.images.is_empty() || self.images.iter().any(|p| glob(p, image)) {

@@ -273,6 +273,9 @@ pub struct JobRequest {
     /// `-t`, seconds; `None`: the partition's default, else its maximum, else
     /// [`crate::Config::unlimited_time`] for planning.
     pub time_limit: Option<u64>,
+    /// `-t UNLIMITED`: without a limit of its own, the partition's maximum, never its default.
+    #[serde(default)]
+    pub no_time_limit: bool,
     /// `--exclusive`: whole nodes, shared with no other job.
     pub exclusive: bool,
     /// `--mem=0`: all of each node's memory (`memory_per_node` is then 0).
@@ -302,6 +305,7 @@ impl Default for JobRequest {
             memory_per_node: 0,
             gpus_per_node: 0,
             time_limit: None,
+            no_time_limit: false,
             exclusive: false,
             whole_memory: false,
             overcommit: false,

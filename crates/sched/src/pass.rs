@@ -28,11 +28,12 @@ use crate::priority::{Config, PriorityContext};
 use crate::reason::Reason;
 use crate::state::{Eligible, State};
 
-/// The time limit a job is planned with: its own, else the partition's default, else the
-/// partition's maximum, else "unlimited" (at least one second, so every job occupies time).
+/// The time limit a job is planned with: its own, else the partition's default (unless it
+/// asked for no limit), else the partition's maximum, else "unlimited" (at least one second,
+/// so every job occupies time).
 pub fn planned_time(req: &JobRequest, part: &PartitionView, config: &Config) -> u64 {
     req.time_limit
-        .or(part.default_time)
+        .or(part.default_time.filter(|_| !req.no_time_limit))
         .or(part.max_time)
         .unwrap_or(config.unlimited_time)
         .max(1)

@@ -636,6 +636,14 @@ fn jobs_without_a_time_limit_plan_with_the_partition_default() {
         &[job(1).nodes(2).per_node(4).time(1000), job(2).cpus(2)],
     );
     assert_eq!(reason(&p, 2), Some(Reason::Priority));
+    // One that asked for no limit (`-t UNLIMITED`) plans with the partition's maximum, not
+    // its short default: it would delay job 1, so it waits.
+    c.partitions[0].default_time = Some(150);
+    c.partitions[0].max_time = Some(1500);
+    let mut unlimited = job(2).cpus(2);
+    unlimited.request.no_time_limit = true;
+    let p = run(&c, &[job(1).nodes(2).per_node(4).time(1000), unlimited]);
+    assert_eq!(reason(&p, 2), Some(Reason::Priority));
 }
 
 #[test]

@@ -1083,15 +1083,12 @@ fn word(what: &'static str, v: &str) -> Result<String, JobError> {
     Ok(v.to_string())
 }
 
-/// sbatch's `--time`. Its "no limit" (`0`, `UNLIMITED`, `INFINITE`) is berth's unset limit,
-/// which a script's directive could not unset from the command line: refused, saying so.
+/// sbatch's `--time`, where `0`, `UNLIMITED` and `INFINITE` ask for no limit
+/// ([`super::UNLIMITED_TIME`]).
 fn slurm_time_limit(v: &str) -> Result<u64, JobError> {
     let t = v.trim();
     if t == "0" || t.eq_ignore_ascii_case("UNLIMITED") || t.eq_ignore_ascii_case("INFINITE") {
-        return Err(JobError::Unsupported {
-            value: t.to_string(),
-            reason: "berth spells no time limit by giving none: leave --time out, and the job runs under its partition's default_time or max_time, if it has one".into(),
-        });
+        return Ok(super::UNLIMITED_TIME);
     }
     parse_slurm_time(v)
 }

@@ -258,6 +258,11 @@ pub struct IgnoredOption {
     pub reason: String,
 }
 
+/// `time_limit` of [`JobOptions`] for sbatch's no limit (`-t 0`, `UNLIMITED`, `INFINITE`):
+/// the job asks for none of its own, so that its partition's `max_time` binds it and never
+/// its `default_time`, which would end it sooner than asked ([`JobRequest::no_time_limit`]).
+pub const UNLIMITED_TIME: u64 = u64::MAX;
+
 /// Submit options as written, each optional so that flags can override directives field by
 /// field. Sizes are bytes and times seconds, whatever unit the family used.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +427,10 @@ pub struct JobRequest {
     pub memory: Option<Memory>,
     /// Seconds; `None` means the partition's default.
     pub time_limit: Option<u64>,
+    /// No limit was asked for (`-t UNLIMITED`): none of its own, and not the partition's
+    /// default either, only its maximum.
+    #[serde(default)]
+    pub no_time_limit: bool,
     /// Output file pattern (see [`pattern`]); defaults to [`default_output`].
     pub output: String,
     /// Error file pattern; `None`: stderr goes to the output file (sbatch's default).
@@ -697,7 +706,8 @@ impl JobRequest {
             ntasks_per_node: tpn,
             cpus_per_task,
             memory: o.memory,
-            time_limit: o.time_limit,
+            time_limit: o.time_limit.filter(|&t| t != UNLIMITED_TIME),
+            no_time_limit: o.time_limit == Some(UNLIMITED_TIME),
             output: o
                 .output
                 .unwrap_or_else(|| default_output(o.array.is_some()).to_string()),

@@ -144,19 +144,38 @@ fn slurm_values() {
     assert_eq!(o.requeue, Some(false));
 }
 
+/// sbatch's "no limit" (`-t 0`, `UNLIMITED`, `INFINITE`) asks for none of the job's own and
+/// not the partition's default either; a limit on the command line still overrides it, and
+/// it overrides the script's.
+#[test]
+fn no_time_limit_is_asked_for_as_sbatch_spells_it() {
+    for none in ["0", "UNLIMITED", "infinite"] {
+        let r = request(&format!("#!/bin/sh\n#SBATCH -t {none}\n"));
+        assert_eq!((r.time_limit, r.no_time_limit), (None, true), "{none}");
+    }
+    let plain = request("#!/bin/sh\n");
+    assert_eq!((plain.time_limit, plain.no_time_limit), (None, false));
+    let over = |script: &str, cli: &[&str]| {
+        let cli: Vec<String> = cli.iter().map(|s| s.to_string()).collect();
+        let r = JobRequest::from_script(script, parse_args(&cli).unwrap(), "job.sh").unwrap();
+        (r.time_limit, r.no_time_limit)
+    };
+    assert_eq!(
+        over("#!/bin/sh\n#SBATCH -t UNLIMITED\n", &["-t", "10"]),
+        (Some(600), false)
+    );
+    assert_eq!(
+        over("#!/bin/sh\n#SBATCH -t 10\n", &["-t", "0"]),
+        (None, true)
+    );
+}
+
 #[test]
 fn errors_carry_line_and_directive() {
     assert_eq!(
         error("#!/bin/sh\n#SBATCH -n 4\n#SBATCH --time=abc\n"),
         "line 3: #SBATCH --time=abc: invalid time limit 'abc': expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
     );
-    // sbatch's "no limit" is berth's absent one: told so, not taken for a typo.
-    for none in ["0", "UNLIMITED", "infinite"] {
-        assert_eq!(
-            error(&format!("#SBATCH -t {none}\n")),
-            format!("line 1: #SBATCH -t {none}: '{none}' is not supported: berth spells no time limit by giving none: leave --time out, and the job runs under its partition's default_time or max_time, if it has one")
-        );
-    }
     assert_eq!(
         error("#SBATCH -n 4 --bogus=1\n"),
         "line 1: #SBATCH --bogus=1: unknown #SBATCH option '--bogus'"
