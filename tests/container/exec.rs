@@ -4,7 +4,7 @@
 use crate::support::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[test]
 fn exit_status_is_the_programs_own() {
@@ -116,14 +116,7 @@ fn home_and_current_directory_are_bound() {
 #[test]
 fn tmp_is_empty_and_everyones() {
     let Some(f) = Fixture::new() else { return };
-    let rootfs = f.path("rootfs-with-tmp");
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(&f.rootfs)
-        .arg(&rootfs)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let rootfs = f.copy_rootfs("rootfs-with-tmp");
     std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
     std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(rootfs.join("tmp/leftover"), "x").unwrap();

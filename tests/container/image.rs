@@ -41,9 +41,9 @@ fn import_list_inspect_remove() {
     }
 }
 
-/// An image is not removed from under a running container, whose files would vanish: `rm`
-/// and `prune` leave it and say which process uses it, the container goes on, and once it
-/// has ended the image goes.
+/// An image is not removed from under a running container, whose files would vanish: `rm`,
+/// by name or by id, leaves it and says which process uses it, the container goes on, and
+/// once it has ended the image goes. (`prune` skips such an image too: the store's tests.)
 #[test]
 fn an_image_in_use_is_not_removed() {
     use std::io::{BufRead, BufReader};

@@ -105,7 +105,7 @@ echo "CVD=$CUDA_VISIBLE_DEVICES GPUS_ON_NODE=$SLURM_GPUS_ON_NODE"
 berth step -n 1 --gpus-per-task=1 sh -c 'echo step CVD=$CUDA_VISIBLE_DEVICES; nvidia-smi -L'
 SCRIPT
 chown "$user" "$jobs/gpu.sh"
-job=$(cd "$jobs" && as_user env BERTH_SOCKET="$BERTH_SOCKET" "$berth" submit --parsable -o gpu-%j.out gpu.sh)
+job=$(cd "$jobs" && as_user "$berth" submit --parsable -o gpu-%j.out gpu.sh)
 for _ in $(seq 600); do
   state=$("$berth" show "$job" --json 2>/dev/null | sed -n 's/.*"state": "\(.*\)".*/\1/p')
   [[ $state == PENDING || $state == RUNNING ]] || break
@@ -115,7 +115,7 @@ check "a batch job with --gres=gpu:1 (job $job: $state)" "^CVD=0 GPUS_ON_NODE=1$
   sh -c "[ '$state' = COMPLETED ] && cat '$jobs/gpu-$job.out'"
 check "its step with --gpus-per-task=1" "^step CVD=0$" cat "$jobs/gpu-$job.out"
 refused "a job asking for more GPUs than a node has" "can never run here" \
-  as_user env BERTH_SOCKET="$BERTH_SOCKET" "$berth" submit --gpus-per-node=$((gpus + 1)) "$jobs/gpu.sh"
+  as_user "$berth" submit --gpus-per-node=$((gpus + 1)) "$jobs/gpu.sh"
 kill "$controller" && wait "$controller"
 controller=
 

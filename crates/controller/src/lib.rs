@@ -67,6 +67,13 @@ pub struct Settings {
     pub mail_program: Option<PathBuf>,
 }
 
+impl Settings {
+    /// The configuration of the partition named `name`.
+    pub fn partition(&self, name: &str) -> Option<&berth_core::PartitionConfig> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+}
+
 /// An error for the API: HTTP status and the message the user sees.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -909,12 +916,7 @@ impl Controller {
                 ))
             }
         };
-        if let Some(rules) = self
-            .settings
-            .partitions
-            .iter()
-            .find(|p| p.name == partition)
-        {
+        if let Some(rules) = self.settings.partition(&partition) {
             if let Some(name) = &image {
                 let full =
                     berth_image::Reference::parse(name).map_or(name.clone(), |r| r.to_string());
@@ -941,11 +943,7 @@ impl Controller {
             .deadline
             .map(|d| d.resolve_in(submit_time, utc_offset));
         if let Some(deadline) = deadline {
-            let part = self
-                .settings
-                .partitions
-                .iter()
-                .find(|p| p.name == partition);
+            let part = self.settings.partition(&partition);
             let limit = request
                 .time_limit
                 .or(part.and_then(|p| p.time_limit_for(request.no_time_limit)));
@@ -1177,11 +1175,7 @@ impl Controller {
     pub fn info(&self, job: &Job) -> JobInfo {
         let mut info = job.info();
         if info.time_limit.is_none() && job.state == State::Pending {
-            let part = self
-                .settings
-                .partitions
-                .iter()
-                .find(|p| p.name == job.partition);
+            let part = self.settings.partition(&job.partition);
             info.time_limit = part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
         }
         info
@@ -1314,9 +1308,8 @@ impl Controller {
                 refuse_negative_nice(&caller, nice)?;
                 r.nice = nice;
             }
-            if let Some(t) = o.time_limit {
-                r.no_time_limit = t == berth_core::job::UNLIMITED_TIME;
-                r.time_limit = Some(t).filter(|_| !r.no_time_limit);
+            if o.time_limit.is_some() {
+                r.ask_time_limit(o.time_limit);
             }
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
             r.account = o.account.or(r.account.take());
@@ -1702,11 +1695,7 @@ impl Controller {
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
                     let key = (job.user.clone(), job.partition.clone());
-                    let part = self
-                        .settings
-                        .partitions
-                        .iter()
-                        .find(|p| p.name == job.partition);
+                    let part = self.settings.partition(&job.partition);
                     let cap = part.and_then(|p| p.max_cpus_per_user);
                     let used = held.get(&key).copied().unwrap_or(0);
                     let cpus: u64 = start.nodes.iter().map(|a| u64::from(a.cpus)).sum();
@@ -3102,12 +3091,7 @@ impl Controller {
             .images
             .resolve(name)
             .map_err(|e| format!("image {name}: {e}"))?;
-        if let Some(rules) = self
-            .settings
-            .partitions
-            .iter()
-            .find(|p| p.name == partition)
-        {
+        if let Some(rules) = self.settings.partition(partition) {
             let full =
                 berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string());
             rules.allows_image(&full)?;

@@ -537,6 +537,13 @@ fn request_err(msg: String) -> JobError {
 }
 
 impl JobRequest {
+    /// Sets the limit the job asked for, as [`JobOptions::time_limit`] holds it:
+    /// [`UNLIMITED_TIME`] is none of its own and [`Self::no_time_limit`].
+    pub fn ask_time_limit(&mut self, asked: Option<u64>) {
+        self.no_time_limit = asked == Some(UNLIMITED_TIME);
+        self.time_limit = asked.filter(|_| !self.no_time_limit);
+    }
+
     /// Parses `script`, lays the command-line options over its directives and validates.
     /// `default_name` names the job when nothing else does (sbatch uses the script's name).
     pub fn from_script(
@@ -699,15 +706,15 @@ impl JobRequest {
             }
         };
         let join = o.join_output.unwrap_or(false);
-        let request = JobRequest {
+        let mut request = JobRequest {
             name,
             nodes,
             ntasks,
             ntasks_per_node: tpn,
             cpus_per_task,
             memory: o.memory,
-            time_limit: o.time_limit.filter(|&t| t != UNLIMITED_TIME),
-            no_time_limit: o.time_limit == Some(UNLIMITED_TIME),
+            time_limit: None,
+            no_time_limit: false,
             output: o
                 .output
                 .unwrap_or_else(|| default_output(o.array.is_some()).to_string()),
@@ -752,6 +759,7 @@ impl JobRequest {
             preferred: o.preferred.unwrap_or_default(),
             ignored: o.ignored,
         };
+        request.ask_time_limit(o.time_limit);
         request.check_nodelist()?;
         Ok(request)
     }
