@@ -1688,6 +1688,10 @@ fn killing_the_controller_loses_nothing() {
     );
     c.wait_for(running, &["RUNNING"]);
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    // The jobs' files are on a tmpfs of berth's own, which outlives the process: the
+    // running job's are found again.
+    let own_tmpfs = jobs_tmpfs_expected(&c);
+    assert_eq!(jobs_tmpfs(&c), own_tmpfs, "{}", c.log());
     c.kill();
     // Files of a job that is over (as a berth before 2026-12-02 left them all) go at the
     // start; the running job's stay.
@@ -1699,6 +1703,7 @@ fn killing_the_controller_loses_nothing() {
     assert_eq!(c.show(held)["state"], "PENDING");
     assert!(!stale.exists());
     assert!(c.state.join("jobs").join(running.to_string()).exists());
+    assert_eq!(jobs_tmpfs(&c), own_tmpfs);
     assert_eq!(c.show(done)["state"], "COMPLETED");
     // Dependencies on jobs that ended before the restart still hold; unknown jobs are refused.
     let after = c.submit(
@@ -1728,6 +1733,29 @@ fn killing_the_controller_loses_nothing() {
             .unwrap(),
         "survived\n"
     );
+    // A clean stop with no job's files left (the held job has none) takes the tmpfs away.
+    c.stop();
+    assert!(!jobs_tmpfs(&c), "{}", c.log());
+}
+
+/// Whether the cluster's job files are on berth's own tmpfs (`berth-jobs`) mounted on its
+/// `jobs/` directory.
+fn jobs_tmpfs(c: &Cluster) -> bool {
+    let jobs = std::fs::canonicalize(c.state.join("jobs")).unwrap();
+    host_mounts_with(&format!(" {} ", jobs.display()))
+        .iter()
+        .any(|line| line.contains(" - tmpfs berth-jobs "))
+}
+
+/// Whether berth puts this cluster's job files on a tmpfs of their own: where its state
+/// directory is not on one already (the tests run in the machine's first mount namespace).
+fn jobs_tmpfs_expected(c: &Cluster) -> bool {
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&c.state)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&fs.stdout).trim() != "tmpfs"
 }
 
 /// The pid of job `id`'s runner: the first word of the job directory's `runner.pid` (this
@@ -2032,6 +2060,10 @@ fn detached_controller_and_down() {
     });
     let step_dir = socket.with_extension("step");
     assert!(!step_dir.exists(), "{} is left", step_dir.display());
+    assert_eq!(
+        host_mounts_with(state.to_str().unwrap()),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -634,6 +634,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     });
     // Image mounts an earlier process left (it was killed): mounted again as needed.
     agent.node.release_images();
+    agent.node.mount_jobs();
     tokio::spawn(agent.node.clone().upkeep());
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
@@ -754,6 +755,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string());
     agent.node.release_images();
+    agent.node.unmount_jobs();
     // The host's sockets go with it (those in its state directory are its jobs', which
     // outlive it, and are made anew at its next start).
     if let Some(socket) = &settings.socket {

@@ -245,6 +245,9 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How many empty job directories a node keeps for its next jobs.
 const SPARE_DIRS: usize = 64;
 
+/// The name of the tmpfs a node's job files are on ([`NodeAgent::mount_jobs`]).
+const JOBS_TMPFS: &str = "berth-jobs";
+
 #[derive(Clone)]
 pub struct NodeAgent {
     /// `jobs/<id>/` lives here.
@@ -324,7 +327,81 @@ impl NodeAgent {
     }
 
     pub fn job_dir(&self, id: u64) -> PathBuf {
-        self.state_dir.join("jobs").join(id.to_string())
+        self.jobs_dir().join(id.to_string())
+    }
+
+    /// Where the jobs' directories are: `jobs/` in the state directory.
+    fn jobs_dir(&self) -> PathBuf {
+        self.state_dir.join("jobs")
+    }
+
+    /// The empty directories of finished jobs, kept for the next ones ([`Self::forget`]), in
+    /// the jobs' directory (so on the same file system, whichever that is).
+    fn spare_dirs(&self) -> PathBuf {
+        self.jobs_dir().join(".spare")
+    }
+
+    /// Puts the node's job files on a tmpfs of their own (at the daemon's start). Each job
+    /// makes and removes half a dozen small files (its script, hostfile, launch file, runner
+    /// record, environment and result): on a disk file system each new inode costs a search
+    /// of its block group, and ext4 without a journal also skips every inode freed in the
+    /// last half minute, one by one, so that at hundreds of jobs a second the files cost
+    /// more than the containers. The files need not outlive the machine (its jobs do not).
+    ///
+    /// Mounted only in the machine's first mount namespace, where it stays for the next
+    /// daemon, which finds the files of the jobs still running there (a tmpfs mounted in a
+    /// namespace of the daemon's own, under `unshare -m` or a service's private one, would
+    /// be out of the next daemon's sight, and those files with it: there they stay on disk).
+    /// Left as it is where it is on a tmpfs already (an earlier daemon's, or a state
+    /// directory on one), or where an earlier berth's job files are on the disk (a tmpfs
+    /// would hide them: mounted at a later start).
+    pub fn mount_jobs(&self) {
+        let jobs = self.jobs_dir();
+        // Where finished jobs' directories were kept before they moved beside them.
+        let _ = std::fs::remove_dir_all(self.state_dir.join("spare"));
+        if let Err(e) = std::fs::create_dir_all(&jobs) {
+            eprintln!("berth: cannot create {}: {e}", jobs.display());
+            return;
+        }
+        use berth_runtime::tmpfs;
+        if tmpfs::on_tmpfs(&jobs) || !tmpfs::in_first_mount_namespace() {
+            return;
+        }
+        if !self.job_ids().is_empty() {
+            eprintln!(
+                "berth: the files of jobs started by an earlier berth are in {}: they stay on disk until none is left there",
+                jobs.display()
+            );
+            return;
+        }
+        let _ = std::fs::remove_dir_all(self.spare_dirs());
+        if let Err(e) = tmpfs::mount(&jobs, JOBS_TMPFS) {
+            eprintln!(
+                "berth: cannot mount a tmpfs on {} ({e}): the jobs' files stay on disk",
+                jobs.display()
+            );
+        }
+    }
+
+    /// At the daemon's clean stop: unmounts the jobs' tmpfs ([`Self::mount_jobs`]) unless it
+    /// holds the files of jobs (still running, or whose end the controller has not taken):
+    /// then it stays, for the next daemon.
+    pub fn unmount_jobs(&self) {
+        let Ok(jobs) = std::fs::canonicalize(self.jobs_dir()) else {
+            return;
+        };
+        if !berth_runtime::tmpfs::mounted_at(&jobs, JOBS_TMPFS) {
+            return;
+        }
+        let left = self.job_ids().len();
+        if left > 0 {
+            eprintln!(
+                "berth: {} stays mounted: it holds the files of {left} job(s), for the next berth",
+                jobs.display()
+            );
+        } else if let Err(e) = berth_runtime::tmpfs::unmount(&jobs) {
+            eprintln!("berth: cannot unmount {}: {e}", jobs.display());
+        }
     }
 
     fn launch_path(&self, id: u64) -> PathBuf {
@@ -430,7 +507,7 @@ impl NodeAgent {
 
     /// The jobs that have a directory here.
     pub fn job_ids(&self) -> Vec<u64> {
-        std::fs::read_dir(self.state_dir.join("jobs"))
+        std::fs::read_dir(self.jobs_dir())
             .map(|entries| {
                 entries
                     .flatten()
@@ -514,7 +591,7 @@ impl NodeAgent {
                 let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
             }
         }
-        let spare = self.state_dir.join("spare");
+        let spare = self.spare_dirs();
         let _ = std::fs::create_dir_all(&spare);
         let kept = std::fs::read_dir(&spare).map_or(SPARE_DIRS, |e| e.count());
         if kept >= SPARE_DIRS || std::fs::rename(&dir, spare.join(id.to_string())).is_err() {
@@ -527,7 +604,7 @@ impl NodeAgent {
     /// through its block groups for where to put it; without a journal it also skips every
     /// inode freed in the last half minute, one by one: a millisecond here at 100 jobs/s).
     fn new_job_dir(&self, dir: &Path) -> std::io::Result<()> {
-        let spare = std::fs::read_dir(self.state_dir.join("spare"))
+        let spare = std::fs::read_dir(self.spare_dirs())
             .ok()
             .and_then(|mut entries| entries.next())
             .and_then(Result::ok);

@@ -266,6 +266,7 @@ impl Controller {
             ));
             // Image mounts an earlier process left (it was killed): mounted again as needed.
             agent.release_images();
+            agent.mount_jobs();
             let res = LocalNode::discover(settings.oversubscribe, settings.features.clone());
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
@@ -2742,10 +2743,12 @@ impl Controller {
             .collect()
     }
 
-    /// Unmounts this process's own node's shared image mounts (as it stops).
-    pub fn release_local_images(&self) {
+    /// Unmounts this process's own node's shared image mounts, and its jobs' tmpfs if no
+    /// job's files are left there (as it stops).
+    pub fn release_local_node(&self) {
         for agent in self.local_agents() {
             agent.release_images();
+            agent.unmount_jobs();
         }
     }
 

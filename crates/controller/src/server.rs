@@ -798,7 +798,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let _ = std::fs::remove_file(&step_socket);
     // Its directory too, if nothing else is left in it (berth.step beside berth.sock).
     let _ = std::fs::remove_dir(&step_dir);
-    shared.lock().await.release_local_images();
+    shared.lock().await.release_local_node();
     served.map_err(|e| e.to_string())
 }
 

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod shared;
 mod spec;
 mod sys;
+pub mod tmpfs;
 
 pub use error::RuntimeError;
 pub use identity::Identity;
