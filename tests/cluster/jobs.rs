@@ -219,6 +219,37 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
     t.wait_for_nodes(&t.hosts.names());
 }
 
+/// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)
+/// and the jobs' processes: its agent, back with job files of another id, has the
+/// controller end those jobs NODE_FAIL at once, instead of leaving them running for ever.
+#[test]
+fn a_node_back_without_its_job_files_ends_their_jobs() {
+    let config = "[batch]\nnode_timeout = 600\n";
+    let Some(mut t) = TestCluster::start(6, 1, Some(config)) else {
+        return;
+    };
+    let id = t.c.submit_holding("restarted.sh", "", &[]);
+    let runners = t.runners(id);
+    // The "restart": the agent and the job's runner (which takes the job with it) die, and
+    // the job files go, as a tmpfs does.
+    t.agents[0].kill();
+    // SAFETY: kill(2) of this test's own job's runner.
+    unsafe { libc::kill(runners[0] as i32, libc::SIGKILL) };
+    std::fs::remove_dir_all(t.agents[0].state.join("jobs")).unwrap();
+    t.agents[0] = crate::hosts::Agent::start(&t.c, &t.hosts, 1);
+    let job =
+        t.c.wait_for(id, &["NODE_FAIL", "FAILED", "COMPLETED", "CANCELLED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}\n{}", t.logs());
+    assert!(
+        job["reason"].as_str().unwrap().contains("restarted"),
+        "{job}"
+    );
+    // What the dead runner left (its cgroup) is swept by the agent.
+    wait_until("no cgroup of the job left", || {
+        job_cgroups(id, &runners).is_empty()
+    });
+}
+
 #[test]
 fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
     let config = "[batch]\nnode_timeout = 6\n";

@@ -35,6 +35,10 @@ pub struct Registration {
     /// How busy the machine is now.
     #[serde(default)]
     pub health: Option<crate::node::Health>,
+    /// The id of the node's job files ([`NodeAgent::files_id`]): runs recorded with another
+    /// one are gone.
+    #[serde(default)]
+    pub files_id: String,
 }
 
 /// The controller's answer to a registration: the runners this node must stop, those of jobs
@@ -62,6 +66,9 @@ pub struct JobEnded {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StartAnswer {
     pub runner: u32,
+    /// The id of the node's job files the run's are among ([`NodeAgent::files_id`]).
+    #[serde(default)]
+    pub files_id: String,
 }
 
 /// `POST /v1/agent/signal`
@@ -257,6 +264,8 @@ struct Agent {
     name: String,
     /// The runners this agent watches, by job.
     running: std::sync::Mutex<std::collections::BTreeMap<u64, u32>>,
+    /// The id of the node's job files ([`NodeAgent::files_id`]).
+    files_id: String,
 }
 
 type Shared = Arc<Agent>;
@@ -351,7 +360,11 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
         let status = started.wait();
         agent.report(id, runner, status);
     });
-    Json(StartAnswer { runner }).into_response()
+    Json(StartAnswer {
+        runner,
+        files_id: a.files_id.clone(),
+    })
+    .into_response()
 }
 
 impl Agent {
@@ -623,8 +636,13 @@ async fn serve(settings: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&step_dir)
         .map_err(|e| format!("cannot create {}: {e}", step_dir.display()))?;
     let name = settings.resources.name.clone();
+    let node = NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir);
+    // Image mounts an earlier process left (it was killed): mounted again as needed.
+    node.release_images();
+    node.mount_jobs();
     let agent = Arc::new(Agent {
-        node: NodeAgent::new(settings.state_dir.clone(), settings.berth.clone(), step_dir),
+        files_id: node.files_id()?,
+        node,
         advertise: settings.advertise.clone(),
         key: settings.key,
         controllers: settings.controllers.clone(),
@@ -632,9 +650,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
         name: name.clone(),
         running: Default::default(),
     });
-    // Image mounts an earlier process left (it was killed): mounted again as needed.
-    agent.node.release_images();
-    agent.node.mount_jobs();
     tokio::spawn(agent.node.clone().upkeep());
     agent.take_up();
     // The node's step socket, in the directory every job's container gets (/.berth/run).
@@ -700,6 +715,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         resources: settings.resources,
         running: Vec::new(),
         health: None,
+        files_id: agent.files_id.clone(),
     };
     let beat = agent.clone();
     tokio::spawn(async move {

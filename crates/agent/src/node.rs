@@ -383,6 +383,29 @@ impl NodeAgent {
         }
     }
 
+    /// An id of this node's job files, made with them (`jobs/.id`, read at the daemon's
+    /// start): a run recorded with another one is gone with its files (the machine
+    /// restarted, and the tmpfs with it), which the controller then ends
+    /// (`Controller::register`).
+    pub fn files_id(&self) -> Result<String, String> {
+        let path = self.jobs_dir().join(".id");
+        match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| "the system's random number generator failed".to_string())?;
+        let id = runner::hex(&bytes);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, format!("{id}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(id)
+    }
+
     /// At the daemon's clean stop: unmounts the jobs' tmpfs ([`Self::mount_jobs`]) unless it
     /// holds the files of jobs (still running, or whose end the controller has not taken):
     /// then it stays, for the next daemon.

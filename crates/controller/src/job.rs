@@ -290,6 +290,10 @@ pub struct Share {
     pub tasks: u32,
     /// The node's runner process (`berth internal run-job`), once its agent started it.
     pub runner: Option<u32>,
+    /// The id of the node's job files the runner's are among (a remote agent's answer): a
+    /// registration with another one says they are gone, and the runner with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_id: Option<String>,
     /// Its start is on the way to the node's agent (this controller sent it; not kept).
     #[serde(skip)]
     pub starting: bool,

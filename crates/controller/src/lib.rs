@@ -2091,7 +2091,7 @@ impl Controller {
                     tokio::runtime::Handle::current().block_on(async move {
                         let mut c = shared.lock().await;
                         match answer {
-                            Ok(a) => c.started(id, &node, a.runner),
+                            Ok(a) => c.started(id, &node, a.runner, Some(a.files_id)),
                             Err(e) => c.finish(
                                 id,
                                 State::NodeFail,
@@ -2110,7 +2110,7 @@ impl Controller {
     /// Records the pid of job `id`'s runner on `node`; a cancel, requeue or allocation's end
     /// asked for meanwhile reaches it now, and so does the end of a job that ended meanwhile (its
     /// script ended before this node's container started, or another node failed).
-    fn started(&mut self, id: u64, node: &str, runner: u32) {
+    fn started(&mut self, id: u64, node: &str, runner: u32, files_id: Option<String>) {
         let link = self.nodes.get(node).map(|n| n.link.clone());
         let key = self.key.clone();
         let Some(job) = self
@@ -2127,6 +2127,7 @@ impl Controller {
             return;
         };
         share.runner = Some(runner);
+        share.files_id = files_id.filter(|f| !f.is_empty());
         share.starting = false;
         if job.stop_asked() {
             if let Some(link) = &link {
@@ -2504,7 +2505,8 @@ impl Controller {
         {
             eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
         }
-        let stop = self.reconcile_runners(&name, &reg.running);
+        let stop = self.reconcile_runners(&name, &reg.running, &reg.files_id);
+        self.end_lost_runs(&name, &reg.files_id);
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
@@ -2558,7 +2560,12 @@ impl Controller {
     /// again if submitted with --requeue. Returns the runners the agent must stop: those of
     /// jobs the controller no longer counts as running there (it ended them while the node
     /// was silent).
-    fn reconcile_runners(&mut self, node: &str, running: &[(u64, u32)]) -> Vec<(u64, u32)> {
+    fn reconcile_runners(
+        &mut self,
+        node: &str,
+        running: &[(u64, u32)],
+        files_id: &str,
+    ) -> Vec<(u64, u32)> {
         let mut stop = Vec::new();
         for &(id, runner) in running {
             match self.active.get_mut(&id).and_then(|j| j.share_mut(node)) {
@@ -2567,6 +2574,7 @@ impl Controller {
                 Some(share) if share.runner.is_none() && share.starting => {}
                 Some(share) if share.runner.is_none() => {
                     share.runner = Some(runner);
+                    share.files_id = Some(files_id.to_string()).filter(|f| !f.is_empty());
                     let job = self.active[&id].clone();
                     if let Err(e) = self.persist(&job) {
                         eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
@@ -2591,6 +2599,32 @@ impl Controller {
             self.fail_on_node(id, reason);
         }
         stop
+    }
+
+    /// Ends the jobs whose runners on `node` were started among job files other than the
+    /// ones its agent has now (`files_id`): those files are gone, and the runners with them
+    /// (the machine restarted, its tmpfs with it, faster than the node timeout). Runs
+    /// recorded without an id (by a berth before 2026-12-04) are left to the agent's report.
+    fn end_lost_runs(&mut self, node: &str, files_id: &str) {
+        if files_id.is_empty() {
+            return;
+        }
+        let lost: Vec<u64> = self
+            .active
+            .values()
+            .filter(|j| {
+                j.share(node).is_some_and(|s| {
+                    s.runner.is_some() && s.files_id.as_ref().is_some_and(|f| f != files_id)
+                })
+            })
+            .map(|j| j.id)
+            .collect();
+        for id in lost {
+            let reason = format!(
+                "node {node} restarted: its agent no longer has the job's files, nor its runner"
+            );
+            self.fail_on_node(id, reason);
+        }
     }
 
     /// Ends job `id`, whose node failed it: NODE_FAIL, or pending again if it was submitted
@@ -2690,6 +2724,7 @@ impl Controller {
             resources: res.resources(),
             running: Vec::new(),
             health: None,
+            files_id: String::new(),
         };
         self.store
             .put(
@@ -3370,7 +3405,7 @@ fn run_local(shared: &Shared, first: LocalStart) {
             }
         };
         let runner = started.pid;
-        handle.block_on(async { shared.lock().await.started(id, &node, runner) });
+        handle.block_on(async { shared.lock().await.started(id, &node, runner, None) });
         let status = started.wait();
         let result = agent.result(id);
         let mut starts = handle.block_on(async {

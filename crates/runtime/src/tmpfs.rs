@@ -41,14 +41,11 @@ pub fn in_first_mount_namespace() -> bool {
 
 /// Whether the root mount (the last one on `/`) in mountinfo `text` has mount 1 as parent.
 fn root_on_first_mount(text: &str) -> bool {
-    text.lines()
-        .rev()
-        .find_map(|line| {
-            let mut fields = line.split(' ');
-            let parent = fields.nth(1)?;
-            (fields.nth(2)? == "/").then_some(parent)
-        })
-        == Some("1")
+    text.lines().rev().find_map(|line| {
+        let mut fields = line.split(' ');
+        let parent = fields.nth(1)?;
+        (fields.nth(2)? == "/").then_some(parent)
+    }) == Some("1")
 }
 
 /// Mounts a tmpfs named `source` (as `mount` lists it) on `dir`: nosuid, nodev, mode 0755.
