@@ -1738,6 +1738,38 @@ fn killing_the_controller_loses_nothing() {
     assert!(!jobs_tmpfs(&c), "{}", c.log());
 }
 
+/// Job files an earlier berth left on the disk (it kept them there) are not hidden under the
+/// tmpfs: it is mounted at the first start that finds none left.
+#[test]
+fn job_files_left_on_disk_are_not_hidden_by_the_tmpfs() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    if !jobs_tmpfs_expected(&c) {
+        return;
+    }
+    c.stop();
+    assert!(!jobs_tmpfs(&c));
+    let left = c.state.join("jobs").join("9999");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("script"), "#!/bin/sh\n").unwrap();
+    c.up();
+    assert!(!jobs_tmpfs(&c), "{}", c.log());
+    assert!(
+        c.log().contains("stay on disk until none is left there"),
+        "{}",
+        c.log()
+    );
+    // That job is over: its files go (once the controller answers, it has reconciled what
+    // it found), and the next start mounts the tmpfs.
+    c.berth(Mode::Root, &["queue"]).ok();
+    assert!(!left.exists());
+    c.stop();
+    c.up();
+    assert!(jobs_tmpfs(&c), "{}", c.log());
+    c.completed(c.submit(Mode::Rootless, "after.sh", HELLO, &[]));
+}
+
 /// Whether the cluster's job files are on berth's own tmpfs (`berth-jobs`) mounted on its
 /// `jobs/` directory.
 fn jobs_tmpfs(c: &Cluster) -> bool {
