@@ -1378,6 +1378,10 @@ fn a_running_jobs_time_limit_can_change() {
     for (args, why) in [
         (&[&l, "-t", "20"][..], "only root may raise a running job's"),
         (
+            &[&l, "-t", "UNLIMITED"],
+            "only root may raise a running job's or remove it",
+        ),
+        (
             &[&l, "-J", "x"],
             "only its time limit (--time) can change while it runs",
         ),
@@ -1410,9 +1414,15 @@ fn a_running_jobs_time_limit_can_change() {
     )
     .ok();
     ends(unlimited, 3);
-    // Past its first limit (ten seconds from its start, which came before `started`), the
-    // raised one runs on.
-    std::thread::sleep(std::time::Duration::from_secs(13).saturating_sub(started.elapsed()));
+    // Root lowers the raised one's again (twelve seconds), then removes it (`UNLIMITED`, as
+    // scontrol takes it): it shows none, and runs on past those twelve seconds from its
+    // start (which came before `started`).
+    let r = raised.to_string();
+    c.berth(Mode::Root, &["update", &r, "-t", "0:12"]).ok();
+    c.berth(Mode::Root, &["update", &r, "TimeLimit=UNLIMITED"])
+        .ok();
+    assert!(c.show(raised)["time_limit"].is_null());
+    std::thread::sleep(std::time::Duration::from_secs(15).saturating_sub(started.elapsed()));
     assert_eq!(c.show(raised)["state"], "RUNNING");
     c.berth(Mode::Root, &["cancel", &raised.to_string()]).ok();
 }

@@ -118,8 +118,8 @@ pub struct LaunchWarning {
 }
 
 /// The limit of a job without one, in seconds: about 136 years, the most the runtime's
-/// alarm counts.
-const NO_LIMIT: u64 = u32::MAX as u64;
+/// alarm counts (also what a running job's removed limit becomes).
+pub const NO_LIMIT: u64 = u32::MAX as u64;
 
 /// An image's squashfs file as the controller serves it to its nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

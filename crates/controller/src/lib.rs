@@ -1355,7 +1355,8 @@ impl Controller {
     }
 
     /// A running (or suspended) job's new time limit, from its start, on each of its nodes at
-    /// once. Its owner may lower it; only root may raise it, as in Slurm.
+    /// once. Its owner may lower it; only root may raise it or remove it (`UNLIMITED`: the
+    /// job then runs until it ends, planned as one without a limit), as in Slurm.
     fn update_running(&mut self, caller: Caller, id: u64, o: JobOptions) -> Result<u64, ApiError> {
         let only_time = JobOptions {
             time_limit: None,
@@ -1369,27 +1370,28 @@ impl Controller {
                 job.state.name()
             )));
         };
-        if limit == berth_core::job::UNLIMITED_TIME {
-            return Err(ApiError::bad(format!(
-                "job {id} is {}: its time limit can be changed, not removed; give the new one (--time)",
-                job.state.name()
-            )));
-        }
+        let removed = limit == berth_core::job::UNLIMITED_TIME;
         // A job without one has none to raise: its owner may give it one.
         if let Some(current) = job
             .request
             .time_limit
-            .filter(|&c| limit > c && caller.uid != 0)
+            .filter(|&c| (removed || limit > c) && caller.uid != 0)
         {
             return Err(ApiError::forbidden(format!(
-                "job {id}'s time limit is {}: only root may raise a running job's (you may lower it)",
+                "job {id}'s time limit is {}: only root may raise a running job's or remove it (you may lower it)",
                 berth_core::job::format_duration(current)
             )));
         }
         let kill_wait = self.settings.kill_wait;
-        set_limit(&self.links_of(id), &job, limit, kill_wait, &self.key)?;
+        let seconds = if removed {
+            berth_agent::runner::NO_LIMIT
+        } else {
+            limit
+        };
+        set_limit(&self.links_of(id), &job, seconds, kill_wait, &self.key)?;
         let job = self.active.get_mut(&id).expect("owned above");
-        job.request.time_limit = Some(limit);
+        job.request.time_limit = (!removed).then_some(limit);
+        job.request.no_time_limit = removed;
         let job = job.clone();
         self.persist(&job)?;
         Ok(1)
