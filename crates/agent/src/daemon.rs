@@ -36,9 +36,9 @@ pub struct Registration {
     #[serde(default)]
     pub health: Option<crate::node::Health>,
     /// The id of the node's job files ([`NodeAgent::files_id`]): runs recorded with another
-    /// one are gone.
+    /// one are gone. `None` from an agent before 2026-12-04, and in the store's record.
     #[serde(default)]
-    pub files_id: String,
+    pub files_id: Option<String>,
 }
 
 /// The controller's answer to a registration: the runners this node must stop, those of jobs
@@ -68,7 +68,7 @@ pub struct StartAnswer {
     pub runner: u32,
     /// The id of the node's job files the run's are among ([`NodeAgent::files_id`]).
     #[serde(default)]
-    pub files_id: String,
+    pub files_id: Option<String>,
 }
 
 /// `POST /v1/agent/signal`
@@ -362,7 +362,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     });
     Json(StartAnswer {
         runner,
-        files_id: a.files_id.clone(),
+        files_id: Some(a.files_id.clone()),
     })
     .into_response()
 }
@@ -715,7 +715,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         resources: settings.resources,
         running: Vec::new(),
         health: None,
-        files_id: agent.files_id.clone(),
+        files_id: Some(agent.files_id.clone()),
     };
     let beat = agent.clone();
     tokio::spawn(async move {

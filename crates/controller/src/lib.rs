@@ -1390,8 +1390,7 @@ impl Controller {
         };
         set_limit(&self.links_of(id), &job, seconds, kill_wait, &self.key)?;
         let job = self.active.get_mut(&id).expect("owned above");
-        job.request.time_limit = (!removed).then_some(limit);
-        job.request.no_time_limit = removed;
+        job.request.ask_time_limit(Some(limit));
         let job = job.clone();
         self.persist(&job)?;
         Ok(1)
@@ -2093,7 +2092,7 @@ impl Controller {
                     tokio::runtime::Handle::current().block_on(async move {
                         let mut c = shared.lock().await;
                         match answer {
-                            Ok(a) => c.started(id, &node, a.runner, Some(a.files_id)),
+                            Ok(a) => c.started(id, &node, a.runner, a.files_id),
                             Err(e) => c.finish(
                                 id,
                                 State::NodeFail,
@@ -2129,7 +2128,7 @@ impl Controller {
             return;
         };
         share.runner = Some(runner);
-        share.files_id = files_id.filter(|f| !f.is_empty());
+        share.files_id = files_id;
         share.starting = false;
         if job.stop_asked() {
             if let Some(link) = &link {
@@ -2507,8 +2506,8 @@ impl Controller {
         {
             eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
         }
-        let stop = self.reconcile_runners(&name, &reg.running, &reg.files_id);
-        self.end_lost_runs(&name, &reg.files_id);
+        let stop = self.reconcile_runners(&name, &reg.running, reg.files_id.as_deref());
+        self.end_lost_runs(&name, reg.files_id.as_deref());
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
@@ -2566,7 +2565,7 @@ impl Controller {
         &mut self,
         node: &str,
         running: &[(u64, u32)],
-        files_id: &str,
+        files_id: Option<&str>,
     ) -> Vec<(u64, u32)> {
         let mut stop = Vec::new();
         for &(id, runner) in running {
@@ -2576,7 +2575,7 @@ impl Controller {
                 Some(share) if share.runner.is_none() && share.starting => {}
                 Some(share) if share.runner.is_none() => {
                     share.runner = Some(runner);
-                    share.files_id = Some(files_id.to_string()).filter(|f| !f.is_empty());
+                    share.files_id = files_id.map(str::to_string);
                     let job = self.active[&id].clone();
                     if let Err(e) = self.persist(&job) {
                         eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
@@ -2607,10 +2606,10 @@ impl Controller {
     /// ones its agent has now (`files_id`): those files are gone, and the runners with them
     /// (the machine restarted, its tmpfs with it, faster than the node timeout). Runs
     /// recorded without an id (by a berth before 2026-12-04) are left to the agent's report.
-    fn end_lost_runs(&mut self, node: &str, files_id: &str) {
-        if files_id.is_empty() {
+    fn end_lost_runs(&mut self, node: &str, files_id: Option<&str>) {
+        let Some(files_id) = files_id else {
             return;
-        }
+        };
         let lost: Vec<u64> = self
             .active
             .values()
@@ -2726,7 +2725,7 @@ impl Controller {
             resources: res.resources(),
             running: Vec::new(),
             health: None,
-            files_id: String::new(),
+            files_id: None,
         };
         self.store
             .put(

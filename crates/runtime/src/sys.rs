@@ -63,6 +63,23 @@ pub fn mount(
     .map(drop)
 }
 
+/// umount2(2) without flags: a file system still in use stays mounted (EBUSY).
+pub fn umount(target: &Path) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::umount2(t.as_ptr(), 0) }).map(drop)
+}
+
+/// statfs(2)'s `f_type`: the magic number of the file system `path` is on.
+pub fn fs_type(path: &Path) -> io::Result<libc::c_long> {
+    let p = cstr(path)?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer statfs(2) fills; read only on success.
+    check(unsafe { libc::statfs(p.as_ptr(), buf.as_mut_ptr()) })?;
+    // SAFETY: statfs(2) succeeded, so it filled the buffer.
+    Ok(unsafe { buf.assume_init() }.f_type)
+}
+
 pub fn umount_detach(target: &str) -> io::Result<()> {
     let t = cstr(target)?;
     // SAFETY: NUL-terminated path.

@@ -11,15 +11,7 @@ use std::path::Path;
 
 /// Whether `dir` is on a tmpfs: a mount of its own, or one it lies under.
 pub fn on_tmpfs(dir: &Path) -> bool {
-    let Ok(path) = sys::cstr(dir) else {
-        return false;
-    };
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer statfs(2) fills; read only on success.
-    unsafe {
-        libc::statfs(path.as_ptr(), buf.as_mut_ptr()) == 0
-            && buf.assume_init().f_type == libc::TMPFS_MAGIC
-    }
+    sys::fs_type(dir).is_ok_and(|t| t == libc::TMPFS_MAGIC)
 }
 
 /// Whether this process is in the machine's first mount namespace (PID 1's), where a mount
@@ -81,12 +73,7 @@ fn names(line: &str, dir: &Path, source: &str) -> bool {
 
 /// Unmounts `dir`; a tmpfs still in use (a process has a file of it open) stays.
 pub fn unmount(dir: &Path) -> io::Result<()> {
-    let path = sys::cstr(dir)?;
-    // SAFETY: a NUL-terminated path.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::umount(dir)
 }
 
 #[cfg(test)]
