@@ -184,22 +184,15 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
             set(k, master.clone());
         }
         if let Some(array) = &job.request.array {
-            let indices = array.indices();
-            set("SLURM_ARRAY_TASK_COUNT", indices.len().to_string());
-            if let (Some(min), Some(max)) = (indices.iter().min(), indices.iter().max()) {
+            let shape = array.shape();
+            set("SLURM_ARRAY_TASK_COUNT", shape.count.to_string());
+            if let (Some(min), Some(max)) = (shape.min, shape.max) {
                 set("SLURM_ARRAY_TASK_MIN", min.to_string());
                 set("SLURM_ARRAY_TASK_MAX", max.to_string());
             }
             // Its indices' step, where they have one (1-9:2), as sbatch sets it.
-            let mut sorted = indices.clone();
-            sorted.sort_unstable();
-            let steps: Vec<u32> = sorted.windows(2).map(|w| w[1] - w[0]).collect();
-            match steps.first() {
-                None => set("SLURM_ARRAY_TASK_STEP", "1".into()),
-                Some(&step) if steps.iter().all(|&s| s == step) => {
-                    set("SLURM_ARRAY_TASK_STEP", step.to_string())
-                }
-                Some(_) => {}
+            if let Some(step) = shape.step {
+                set("SLURM_ARRAY_TASK_STEP", step.to_string());
             }
         }
         for k in [

@@ -14,6 +14,7 @@
 //! in-memory table and the database in the same order of changes.
 
 pub use berth_agent::auth;
+mod active;
 mod env;
 pub mod job;
 mod mail;
@@ -127,7 +128,7 @@ pub struct Controller {
     /// Signs the controller's credentials to agents and checks theirs (and users' tokens).
     key: Arc<auth::Key>,
     /// Unfinished jobs (finished ones live in the store only).
-    active: BTreeMap<u64, Job>,
+    active: active::Jobs,
     /// States of finished jobs that dependencies of active jobs refer to.
     finished: BTreeMap<u64, sched::JobState>,
     pub wake: Arc<Notify>,
@@ -151,6 +152,19 @@ pub struct Controller {
     reservations: BTreeMap<String, berth_api::Reservation>,
     /// What this controller counted since it started, for its metrics.
     counters: metrics::Counters,
+    /// What the waiting tasks of each array that the last pass did not look at wait for.
+    leads: BTreeMap<u64, Lead>,
+}
+
+/// What an array's waiting tasks after `after` wait for: the last one a pass looked at
+/// waits so, and they all wait as it does (they are alike but for their index, and start
+/// in index order). Their records are not written with it: a 100,000-task array would
+/// otherwise have every task's priority changed at every pass.
+struct Lead {
+    after: u64,
+    priority: f64,
+    factors: berth_api::PriorityFactors,
+    reason: String,
 }
 
 /// A priority's weighted factors, as the API reports them.
@@ -301,7 +315,7 @@ impl Controller {
             images,
             nodes,
             key,
-            active: BTreeMap::new(),
+            active: active::Jobs::default(),
             finished: BTreeMap::new(),
             freezing: Default::default(),
             deferred: Default::default(),
@@ -312,6 +326,7 @@ impl Controller {
             usage: job::Usage::default(),
             reservations: BTreeMap::new(),
             counters: metrics::Counters::default(),
+            leads: BTreeMap::new(),
         };
         for (_, value) in controller
             .store
@@ -454,11 +469,7 @@ impl Controller {
         // One pass over the jobs, whatever the number of nodes (this runs in every
         // scheduling pass).
         let mut allocations: BTreeMap<&str, Vec<sched::Allocation>> = BTreeMap::new();
-        for j in self
-            .active
-            .values()
-            .filter(|j| matches!(j.state, State::Running | State::Suspended))
-        {
+        for j in self.active.running() {
             for share in &j.shares {
                 allocations
                     .entry(&share.node)
@@ -637,11 +648,7 @@ impl Controller {
     fn usage_now(&self) -> BTreeMap<String, u64> {
         let now = now();
         let mut usage = self.usage.at(now, self.settings.priority.decay_half_life);
-        for j in self
-            .active
-            .values()
-            .filter(|j| matches!(j.state, State::Running | State::Suspended))
-        {
+        for j in self.active.running() {
             *usage.entry(j.user.clone()).or_default() += j.charge(now) as u64;
         }
         usage
@@ -668,13 +675,8 @@ impl Controller {
 
     /// Ids of jobs that active jobs depend on and that are no longer active.
     fn referenced_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let ranges: BTreeSet<(u64, u64)> = self
-            .active
-            .values()
-            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
-            .collect();
-        ranges
-            .into_iter()
+        self.active
+            .depended()
             .flat_map(|(first, last)| first..=last)
             .filter(|id| !self.active.contains_key(id))
     }
@@ -1175,6 +1177,11 @@ impl Controller {
     /// will start with, its partition's (DefaultTime, else MaxTime), as Slurm's squeue does.
     pub fn info(&self, job: &Job) -> JobInfo {
         let mut info = job.info();
+        if let Some(lead) = self.lead_of(job) {
+            info.priority = Some(lead.priority);
+            info.priority_factors = Some(lead.factors);
+            info.reason = Some(lead.reason.clone());
+        }
         if info.time_limit.is_none() && job.state == State::Pending {
             let part = self.settings.partition(&job.partition);
             info.time_limit = part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
@@ -1208,13 +1215,14 @@ impl Controller {
     ) -> Result<(), ApiError> {
         let links = self.links_of(id);
         let key = self.key.clone();
-        let job = self.owned(caller, id, "cancel")?;
+        let mut job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
             (State::Pending, _) => {
                 job.state = State::Cancelled;
                 job.end_time = Some(now());
                 job.held_time.stop(now());
                 job.reason = None;
+                drop(job);
                 let job = self.active.remove(&id).expect("present");
                 self.persist(&job)?;
                 self.counters.ended(State::Cancelled);
@@ -1225,14 +1233,14 @@ impl Controller {
                 match sig {
                     None => {
                         job.cancel_requested = true;
-                        signal_runner(&links, job, libc::SIGTERM, &key);
+                        signal_runner(&links, &mut job, libc::SIGTERM, &key);
                     }
-                    Some(sig) => signal_job(&links, job, sig, Some(target), &key),
+                    Some(sig) => signal_job(&links, &mut job, sig, Some(target), &key),
                 }
-                let job = job.clone();
+                let job = job.cloned();
                 self.persist(&job)?;
             }
-            _ => {}
+            _ => drop(job),
         }
         self.wake();
         Ok(())
@@ -1389,15 +1397,20 @@ impl Controller {
             limit
         };
         set_limit(&self.links_of(id), &job, seconds, kill_wait, &self.key)?;
-        let job = self.active.get_mut(&id).expect("owned above");
+        let mut job = self.active.get_mut(&id).expect("owned above");
         job.request.ask_time_limit(Some(limit));
-        let job = job.clone();
+        let job = job.cloned();
         self.persist(&job)?;
         Ok(1)
     }
 
     /// The job `id`, if `caller` may act on it (its owner or root).
-    fn owned(&mut self, caller: Caller, id: u64, verb: &str) -> Result<&mut Job, ApiError> {
+    fn owned(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        verb: &str,
+    ) -> Result<active::JobMut<'_>, ApiError> {
         if !self.active.contains_key(&id) {
             // Ended (a 400), or never was (a 404: the id is wrong).
             self.job(id)?;
@@ -1415,7 +1428,7 @@ impl Controller {
 
     /// `berth hold` / `release`: a held job stays pending until released.
     pub fn hold(&mut self, caller: Caller, id: u64, held: bool) -> Result<(), ApiError> {
-        let job = self.owned(caller, id, if held { "hold" } else { "release" })?;
+        let mut job = self.owned(caller, id, if held { "hold" } else { "release" })?;
         if job.state != State::Pending {
             return Err(ApiError::bad(format!(
                 "job {id} is {}: only pending jobs can be held or released",
@@ -1432,7 +1445,7 @@ impl Controller {
         } else {
             "None".into()
         });
-        let job = job.clone();
+        let job = job.cloned();
         self.persist(&job)?;
         self.wake();
         Ok(())
@@ -1473,7 +1486,7 @@ impl Controller {
                 Freeze::done(suspend)
             )));
         }
-        let job = job.clone();
+        let job = job.cloned();
         if !self.freezing.insert(id) {
             return Err(ApiError::bad(format!(
                 "job {id} is being suspended or resumed already: try again in a moment"
@@ -1499,7 +1512,7 @@ impl Controller {
         let id = freeze.job.id;
         self.freezing.remove(&id);
         done?;
-        let Some(job) = self
+        let Some(mut job) = self
             .active
             .get_mut(&id)
             .filter(|j| j.state == freeze.job.state)
@@ -1518,7 +1531,7 @@ impl Controller {
             job.suspended.stop(now());
             State::Running
         };
-        let job = job.clone();
+        let job = job.cloned();
         self.persist(&job)
     }
 
@@ -1542,13 +1555,13 @@ impl Controller {
         }
         let links = self.links_of(id);
         let key = self.key.clone();
-        let job = self.owned(caller, id, "requeue")?;
+        let mut job = self.owned(caller, id, "requeue")?;
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
         job.requeue_requested = true;
-        signal_runner(&links, job, libc::SIGTERM, &key);
-        let job = job.clone();
+        signal_runner(&links, &mut job, libc::SIGTERM, &key);
+        let job = job.cloned();
         self.persist(&job)
     }
 
@@ -1644,36 +1657,12 @@ impl Controller {
         self.mail_time_limits();
         self.expire_reservations();
         let cluster = self.scheduling_view();
-        let (views, followers) = self.views(&cluster);
+        let (views, last) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
-        // The last task looked at of each array that waits: what its followers wait for.
-        let mut leads: BTreeMap<u64, (&sched::Priority, String)> = BTreeMap::new();
-        for d in &plan.decisions {
-            let array = self.active.get(&d.job).and_then(|j| j.array_job_id);
-            if let (Some(array), Some(reason)) = (array, d.reason()) {
-                leads.insert(array, (&d.priority, reason.to_string()));
-            }
-        }
-        for (id, array) in followers {
-            if let (Some(job), Some((priority, reason))) =
-                (self.active.get_mut(&id), leads.get(&array))
-            {
-                job.priority = Some(priority.total as f64);
-                job.priority_factors = Some(factors(priority));
-                if job.reason.as_deref() != Some(reason) {
-                    job.reason = Some(reason.clone());
-                    let job = job.clone();
-                    let _ = self.persist(&job);
-                }
-            }
-        }
+        self.follow(&plan, &last);
         // CPUs each user's running jobs hold per partition, for `max_cpus_per_user`.
         let mut held: BTreeMap<(String, String), u64> = BTreeMap::new();
-        for j in self
-            .active
-            .values()
-            .filter(|j| matches!(j.state, State::Running | State::Suspended))
-        {
+        for j in self.active.running() {
             *held
                 .entry((j.user.clone(), j.partition.clone()))
                 .or_default() += j.cpus;
@@ -1681,7 +1670,7 @@ impl Controller {
         // Started jobs that asked for mail at their start.
         let mut began = Vec::new();
         for decision in &plan.decisions {
-            let Some(job) = self.active.get_mut(&decision.job) else {
+            let Some(mut job) = self.active.get_mut(&decision.job) else {
                 continue;
             };
             job.priority = Some(decision.priority.total as f64);
@@ -1728,6 +1717,7 @@ impl Controller {
                     if job.request.mail.begin {
                         began.push(id);
                     }
+                    drop(job);
                     if let Err(e) = self.launch(id, shared) {
                         self.finish(
                             id,
@@ -1741,7 +1731,7 @@ impl Controller {
                     let reason = reason.to_string();
                     if job.reason.as_deref() != Some(&reason) {
                         job.reason = Some(reason);
-                        let job = job.clone();
+                        let job = job.cloned();
                         let _ = self.persist(&job);
                     }
                 }
@@ -1765,13 +1755,15 @@ impl Controller {
         }
     }
 
-    /// What a scheduling pass looks at: the active jobs' views, less the array tasks that
-    /// follow the last one looked at of their array (`(task, array)`: they wait as it does).
-    fn views(&self, cluster: &sched::ClusterView) -> (Vec<sched::JobView>, Vec<(u64, u64)>) {
+    /// What a scheduling pass looks at: the running jobs, the waiting ones, the held ones
+    /// that others depend on, and of each array's waiting tasks no more than it could
+    /// start; with the last task looked at of each such array, which the others follow.
+    fn views(&self, cluster: &sched::ClusterView) -> (Vec<sched::JobView>, BTreeMap<u64, u64>) {
         // An array's pending tasks wait in index order, all alike (one request, one priority
         // but for the index, one set of dependencies): a pass need look at no more of them
         // than it could start, one per idle CPU (at least one); the others follow the last
-        // one looked at.
+        // one looked at (see `Lead`). So a pass costs what it looks at, however long the
+        // array.
         let window = cluster
             .nodes
             .iter()
@@ -1781,39 +1773,65 @@ impl Controller {
             })
             .sum::<u64>()
             .max(1);
+        let window = usize::try_from(window).unwrap_or(usize::MAX);
+        let mut views: Vec<sched::JobView> = self
+            .active
+            .running()
+            .chain(self.active.queued())
+            .map(|j| self.view(j))
+            .collect();
         // A held job cannot start, and waits as JobHeld (set when it was held): a pass looks
         // at it only if another job depends on it (whose dependency reads its state).
-        // As ranges of ids: an array that others wait for is one entry, not one per task
-        // per waiting job.
-        let depended: BTreeSet<(u64, u64)> = self
-            .active
-            .values()
-            .flat_map(|j| j.dependency_ranges().map(|(_, first, last)| (first, last)))
-            .collect();
-        let is_depended = |id: u64| {
-            depended
-                .range(..=(id, u64::MAX))
-                .any(|&(_, last)| last >= id)
-        };
-        let mut looked: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut followers: Vec<(u64, u64)> = Vec::new();
-        let mut views: Vec<sched::JobView> = Vec::new();
-        for j in self.active.values() {
-            let pending = j.state == State::Pending;
-            if pending && j.held && !is_depended(j.id) {
-                continue;
-            }
-            if let Some(array) = j.array_job_id.filter(|_| pending && !j.held) {
-                let seen = looked.entry(array).or_default();
-                *seen += 1;
-                if *seen > window {
-                    followers.push((j.id, array));
-                    continue;
+        let mut depended = BTreeSet::new();
+        for (first, last) in self.active.depended() {
+            for j in self.active.held_in(first, last) {
+                if depended.insert(j.id) {
+                    views.push(self.view(j));
                 }
             }
-            views.push(self.view(j));
         }
-        (views, followers)
+        let mut last = BTreeMap::new();
+        for (array, tasks) in self.active.arrays() {
+            for j in tasks.take(window) {
+                views.push(self.view(j));
+                last.insert(array, j.id);
+            }
+        }
+        (views, last)
+    }
+
+    /// Keeps what each array's tasks that the pass did not look at wait for: the values of
+    /// the last one it looked at (`last`, from [`Controller::views`]), where that one waits;
+    /// where it started, its followers wait as they did.
+    fn follow(&mut self, plan: &sched::Plan, last: &BTreeMap<u64, u64>) {
+        let lasts: BTreeMap<u64, u64> = last.iter().map(|(&array, &id)| (id, array)).collect();
+        self.leads.retain(|array, _| last.contains_key(array));
+        for d in &plan.decisions {
+            let Some(&array) = lasts.get(&d.job) else {
+                continue;
+            };
+            match (d.reason(), self.leads.get_mut(&array)) {
+                (Some(reason), _) => {
+                    let lead = Lead {
+                        after: d.job,
+                        priority: d.priority.total as f64,
+                        factors: factors(&d.priority),
+                        reason: reason.to_string(),
+                    };
+                    self.leads.insert(array, lead);
+                }
+                (None, Some(lead)) => lead.after = d.job,
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// What `job` waits for, if it is an array's task that the last pass did not look at.
+    fn lead_of(&self, job: &Job) -> Option<&Lead> {
+        let array = job
+            .array_job_id
+            .filter(|_| job.state == State::Pending && !job.held)?;
+        self.leads.get(&array).filter(|lead| job.id > lead.after)
     }
 
     /// sbatch `--test-only`: when and where `job` would start if it were queued now, by a
@@ -1864,8 +1882,8 @@ impl Controller {
             .unwrap_or_default()
             .to_string();
         // %N in the output names is the node the script runs on, now that it is known.
-        if let Some(job) = self.active.get_mut(&id) {
-            (job.stdout, job.stderr) = outputs(job, &batch);
+        if let Some(mut job) = self.active.get_mut(&id) {
+            (job.stdout, job.stderr) = outputs(&job, &batch);
         }
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
@@ -2064,7 +2082,7 @@ impl Controller {
             // Made once the lock is released (see `LocalStart`); the runner's pid is
             // recorded then, as a remote agent's answer is.
             Link::Local(agent) => {
-                if let Some(share) = self.active.get_mut(&id).and_then(|j| j.share_mut(&node)) {
+                if let Some(share) = self.active.share_mut(id, &node) {
                     share.starting = true;
                 }
                 self.local_starts.push(LocalStart {
@@ -2076,7 +2094,7 @@ impl Controller {
             }
             // The agent answers with its runner's pid, and reports the end when it comes.
             Link::Remote(url) => {
-                if let Some(share) = self.active.get_mut(&id).and_then(|j| j.share_mut(&node)) {
+                if let Some(share) = self.active.share_mut(id, &node) {
                     share.starting = true;
                 }
                 let (shared, key) = (shared.clone(), self.key.clone());
@@ -2114,7 +2132,7 @@ impl Controller {
     fn started(&mut self, id: u64, node: &str, runner: u32, files_id: Option<String>) {
         let link = self.nodes.get(node).map(|n| n.link.clone());
         let key = self.key.clone();
-        let Some(job) = self
+        let Some(mut job) = self
             .active
             .get_mut(&id)
             .filter(|j| matches!(j.state, State::Running | State::Suspended))
@@ -2140,7 +2158,7 @@ impl Controller {
         if matches!(link, Some(Link::Local(_))) {
             return;
         }
-        let job = job.clone();
+        let job = job.cloned();
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
         }
@@ -2158,7 +2176,7 @@ impl Controller {
         result: Option<berth_agent::JobResult>,
         status: &str,
     ) {
-        let Some(job) = self.active.get_mut(&id) else {
+        let Some(job) = self.active.get(&id) else {
             return;
         };
         // Its runner there, or the one whose start was not answered before a restart.
@@ -2174,8 +2192,9 @@ impl Controller {
             // the node has not lost it, it ended).
             return;
         }
+        let (cancelled, allocation_exit) = (job.cancel_requested, job.allocation_exit);
         // Gone: the job's end need not stop it.
-        if let Some(share) = job.share_mut(node) {
+        if let Some(share) = self.active.share_mut(id, node) {
             share.runner = None;
         }
         if !batch_host {
@@ -2185,11 +2204,10 @@ impl Controller {
             let reason = format!("the job's container on node {node} ended: {why}");
             return self.finish(id, State::Failed, Some(reason), None);
         }
-        let cancelled = job.cancel_requested;
         // An allocation ended by its step: the step's status is the job's, also when the
         // release stopped its runner before it had the container going.
         let mut result = result;
-        if let Some(code) = self.active.get(&id).and_then(|j| j.allocation_exit) {
+        if let Some(code) = allocation_exit {
             match result.as_mut() {
                 Some(r) if r.error.is_none() && !r.timed_out && !r.oom_killed => {
                     r.exit_code = code;
@@ -2306,17 +2324,10 @@ impl Controller {
         };
         let subject = match job.array_job_id.filter(|_| !job.request.mail.array_tasks) {
             Some(array) if event == mail::Event::Began => {
-                let others_ran = self.active.values().any(|j| {
-                    j.id != job.id && j.array_job_id == Some(array) && j.start_time.is_some()
-                });
                 let tasks = job.request.array.as_ref().map_or(1, |a| a.len());
-                let ended = self
-                    .active
-                    .values()
-                    .filter(|j| j.array_job_id == Some(array))
-                    .count()
-                    < tasks;
-                if others_ran || ended {
+                let mut left = self.active.tasks(array, tasks);
+                let others_ran = left.any(|j| j.id != job.id && j.start_time.is_some());
+                if others_ran || self.active.tasks(array, tasks).count() < tasks {
                     return;
                 }
                 mail::array_subject(job, event, &[])
@@ -2334,7 +2345,7 @@ impl Controller {
         let mut due = Vec::new();
         for j in self
             .active
-            .values()
+            .running()
             .filter(|j| !j.request.mail.time_limit.is_empty() && j.state == State::Running)
         {
             let (Some(start), Some(limit)) = (j.start_time, j.request.time_limit) else {
@@ -2355,14 +2366,14 @@ impl Controller {
             }
         }
         for (id, percent) in due {
-            let Some(job) = self.active.get_mut(&id) else {
+            let Some(mut job) = self.active.get_mut(&id) else {
                 continue;
             };
             // The shares below it go unmailed: one mail says the most.
             let shares = job.request.mail.time_limit.clone();
             job.mailed_limits
                 .extend(shares.into_iter().filter(|p| *p <= percent));
-            let job = job.clone();
+            let job = job.cloned();
             let _ = self.persist(&job);
             self.mail(&job, mail::Event::TimeLimit(percent));
         }
@@ -2383,13 +2394,13 @@ impl Controller {
         let Some(array) = job.array_job_id.filter(|_| !mail.array_tasks) else {
             return self.mail(job, event);
         };
-        if self.active.values().any(|j| j.array_job_id == Some(array)) {
+        let tasks = job.request.array.as_ref().map_or(1, |a| a.len());
+        if self.active.tasks(array, tasks).next().is_some() {
             return;
         }
         // The last of the array: how each of its tasks ended.
         let filter = JobFilter {
-            ids: (array..array + job.request.array.as_ref().map_or(1, |a| a.len()) as u64)
-                .collect(),
+            ids: (array..array + tasks as u64).collect(),
             ..Default::default()
         };
         // (Records not written yet are held back for one write: those win.)
@@ -2418,7 +2429,7 @@ impl Controller {
     pub fn reconcile(&mut self, shared: &Shared) {
         let running: Vec<Job> = self
             .active
-            .values()
+            .running()
             .filter(|j| j.state == State::Running)
             .cloned()
             .collect();
@@ -2536,7 +2547,7 @@ impl Controller {
             return self.save_node(&name).map(|()| answer);
         }
         let mut res = LocalNode::from(reg.resources, self.settings.oversubscribe);
-        for share in self.active.values().filter_map(|j| j.share(&name)) {
+        for share in self.active.running().filter_map(|j| j.share(&name)) {
             res.cpus.reserve(&share.cpu_ids);
             res.gpus.reserve(&share.gpu_ids);
         }
@@ -2569,7 +2580,7 @@ impl Controller {
     ) -> Vec<(u64, u32)> {
         let mut stop = Vec::new();
         for &(id, runner) in running {
-            match self.active.get_mut(&id).and_then(|j| j.share_mut(node)) {
+            match self.active.share_mut(id, node) {
                 Some(share) if share.runner == Some(runner) => {}
                 // Its start's answer (with this runner) is on its way: it will tell.
                 Some(share) if share.runner.is_none() && share.starting => {}
@@ -2586,7 +2597,7 @@ impl Controller {
         }
         let lost: Vec<u64> = self
             .active
-            .values()
+            .running()
             .filter(|j| {
                 j.share(node)
                     .is_some_and(|s| s.runner.is_none() && !s.starting)
@@ -2612,7 +2623,7 @@ impl Controller {
         };
         let lost: Vec<u64> = self
             .active
-            .values()
+            .running()
             .filter(|j| {
                 j.share(node).is_some_and(|s| {
                     s.runner.is_some() && s.files_id.as_ref().is_some_and(|f| f != files_id)
@@ -2631,7 +2642,7 @@ impl Controller {
     /// Ends job `id`, whose node failed it: NODE_FAIL, or pending again if it was submitted
     /// with --requeue.
     fn fail_on_node(&mut self, id: u64, reason: String) {
-        if let Some(job) = self.active.get_mut(&id) {
+        if let Some(mut job) = self.active.get_mut(&id) {
             if job.request.requeue == Some(true) {
                 job.requeue_requested = true;
             }
@@ -2661,7 +2672,7 @@ impl Controller {
             eprintln!("berth: node {name} is down (no heartbeat)");
             let lost: Vec<u64> = self
                 .active
-                .values()
+                .running()
                 .filter(|j| j.share(&name).is_some())
                 .map(|j| j.id)
                 .collect();
@@ -3087,7 +3098,7 @@ impl Controller {
             Some(Link::Local(agent)) => agent.job_dir(id),
             _ => PathBuf::new(),
         };
-        let job = self.active.get_mut(&id).expect("looked up above");
+        let mut job = self.active.get_mut(&id).expect("looked up above");
         let container = container.map(|(named, of)| {
             job.containers.entry(named.name.clone()).or_insert(of);
             named
@@ -3113,7 +3124,7 @@ impl Controller {
             tools: None,
             container,
         };
-        let job = job.clone();
+        let job = job.cloned();
         self.persist(&job).map_err(|e| e.message)?;
         Ok(grant)
     }
@@ -3187,7 +3198,7 @@ impl Controller {
                 e.message
             );
         }
-        if let Some(active) = self.active.get_mut(&id) {
+        if let Some(mut active) = self.active.get_mut(&id) {
             *active = job;
         }
     }
@@ -3230,9 +3241,9 @@ impl Controller {
                 "an allocation for a step is one job: job arrays are for `berth submit`".into(),
             );
         }
-        let job = self.active.get_mut(&id).expect("just submitted");
+        let mut job = self.active.get_mut(&id).expect("just submitted");
         job.allocation = true;
-        let job = job.clone();
+        let job = job.cloned();
         self.persist(&job).map_err(|e| e.message)?;
         Ok(submitted)
     }
@@ -3269,11 +3280,13 @@ impl Controller {
     pub fn release(&mut self, id: u64, code: Option<i32>) {
         let root = Caller { uid: 0, gid: 0 };
         let (links, key) = (self.links_of(id), self.key.clone());
-        match (code, self.active.get_mut(&id)) {
-            (Some(code), Some(job)) if job.state != State::Pending => {
+        let started = self.active.get(&id).map(|j| j.state != State::Pending);
+        match (code, started) {
+            (Some(code), Some(true)) => {
+                let mut job = self.active.get_mut(&id).expect("looked up above");
                 job.allocation_exit = Some(code);
-                signal_runner(&links, job, libc::SIGTERM, &key);
-                let job = job.clone();
+                signal_runner(&links, &mut job, libc::SIGTERM, &key);
+                let job = job.cloned();
                 let _ = self.persist(&job);
             }
             (_, Some(_)) => {

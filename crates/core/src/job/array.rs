@@ -16,6 +16,16 @@ pub const MAX_ARRAY_LEN: u64 = 1_000_000;
 const EXPECTED: &str =
     "INDEX, START-END or START-END:STEP, comma-separated, optionally followed by %MAX_RUNNING, e.g. 1-100%10 or 1,3,5-7";
 
+/// See [`ArraySpec::shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub count: usize,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    /// `None`: the indices are not evenly spaced.
+    pub step: Option<u32>,
+}
+
 /// `start..=end` in steps of `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrayRange {
@@ -133,7 +143,41 @@ impl ArraySpec {
 
     /// Number of distinct elements.
     pub fn len(&self) -> usize {
-        self.indices().len()
+        match self.ranges.as_slice() {
+            [one] => one.len() as usize,
+            _ => self.indices().len(),
+        }
+    }
+
+    /// How many indices, the least and greatest, and the step between consecutive ones
+    /// where it is the same throughout (what SLURM_ARRAY_TASK_COUNT, _MIN, _MAX and _STEP
+    /// say). Without listing them where there is one range: each task's start asks.
+    pub fn shape(&self) -> Shape {
+        if let [one] = self.ranges.as_slice() {
+            let count = one.len();
+            if count > 0 {
+                let max = one.start + (count as u32 - 1) * one.step;
+                let step = if count > 1 { one.step } else { 1 };
+                return Shape {
+                    count: count as usize,
+                    min: Some(one.start),
+                    max: Some(max),
+                    step: Some(step),
+                };
+            }
+        }
+        let indices = self.indices();
+        let steps: Vec<u32> = indices.windows(2).map(|w| w[1] - w[0]).collect();
+        Shape {
+            count: indices.len(),
+            min: indices.first().copied(),
+            max: indices.last().copied(),
+            step: match steps.first() {
+                None => Some(1),
+                Some(&step) if steps.iter().all(|&s| s == step) => Some(step),
+                Some(_) => None,
+            },
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,6 +216,28 @@ impl fmt::Display for ArraySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_arrays_shape_is_that_of_its_indices() {
+        for (spec, count, min, max, step) in [
+            ("1-100000", 100000, 1, 100000, Some(1)),
+            ("0-15:4", 4, 0, 12, Some(4)),
+            ("7", 1, 7, 7, Some(1)),
+            ("1-9:2%3", 5, 1, 9, Some(2)),
+            ("1,3,5-7", 5, 1, 7, None),
+            ("1-10:3,4,7", 4, 1, 10, Some(3)),
+            ("5,1-3", 4, 1, 5, None),
+        ] {
+            let a = ArraySpec::parse(spec).unwrap();
+            let shape = a.shape();
+            assert_eq!(
+                (shape.count, shape.min, shape.max, shape.step),
+                (count, Some(min), Some(max), step),
+                "{spec}"
+            );
+            assert_eq!(a.len(), a.indices().len(), "{spec}");
+        }
+    }
 
     #[test]
     fn specs() {

@@ -25,7 +25,7 @@ pub mod pattern;
 mod tasks;
 mod time;
 
-pub use array::{ArrayRange, ArraySpec, MAX_ARRAY_LEN};
+pub use array::{ArrayRange, ArraySpec, Shape, MAX_ARRAY_LEN};
 pub use begin::{
     civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, parse_slurm_deadline,
     unit_seconds, BeginTime,
