@@ -1423,8 +1423,16 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         if args.jobs.is_empty() {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
-        for id in job_ids(&args.jobs, |_| true)? {
-            cancel_job(id, args.signal.clone(), target)?;
+        for spec in &args.jobs {
+            let (array, index) = job_spec(spec)?;
+            for id in job_ids(std::slice::from_ref(spec), |_| true)? {
+                match cancel_job(id, args.signal.clone(), target) {
+                    // An array's task that ended since the array was looked up: nothing is
+                    // left of it to cancel (as scancel of an array cancels what is left).
+                    Err(_) if index.is_none() && ended_task(id, array) => {}
+                    done => done?,
+                }
+            }
         }
         return Ok(0);
     }
@@ -1471,6 +1479,14 @@ fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[Str
     users.iter().all(|u| *u == j.user)
         && partition.is_none_or(|p| p == j.partition)
         && (states.is_empty() || states.contains(&j.state))
+}
+
+/// Whether job `id` is a task of array `array` that has ended.
+fn ended_task(id: u64, array: u64) -> bool {
+    request::<JobInfo>("GET", &format!("/v1/jobs/{id}"), None::<&()>).is_ok_and(|j| {
+        j.array_job_id == Some(array)
+            && !matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED")
+    })
 }
 
 /// Cancels job `id`, or sends `signal` to the processes of it `target` names.

@@ -134,7 +134,10 @@ impl Controller {
             *by_state.entry((&job.partition, state)).or_default() += 1;
             *by_user.entry((&job.user, state)).or_default() += 1;
             if job.state == crate::job::State::Pending {
-                let reason = job.reason.as_deref().unwrap_or("None");
+                let reason = match self.lead_of(job) {
+                    Some(lead) => &lead.reason,
+                    None => job.reason.as_deref().unwrap_or("None"),
+                };
                 *waiting.entry((&job.partition, reason)).or_default() += 1;
             }
         }
