@@ -1424,13 +1424,18 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
         for spec in &args.jobs {
-            let (array, index) = job_spec(spec)?;
-            for id in job_ids(std::slice::from_ref(spec), |_| true)? {
-                match cancel_job(id, args.signal.clone(), target) {
-                    // An array's task that ended since the array was looked up: nothing is
-                    // left of it to cancel (as scancel of an array cancels what is left).
-                    Err(_) if index.is_none() && ended_task(id, array) => {}
-                    done => done?,
+            match job_spec(spec)? {
+                // An array job, all of it (one request, however many tasks it has), or
+                // another job.
+                (id, None) => {
+                    let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+                    let array = job.array_job_id == Some(id);
+                    send_cancel(id, args.signal.clone(), target, array)?;
+                }
+                (_, Some(_)) => {
+                    for id in job_ids(std::slice::from_ref(spec), |_| true)? {
+                        cancel_job(id, args.signal.clone(), target)?;
+                    }
                 }
             }
         }
@@ -1481,22 +1486,20 @@ fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[Str
         && (states.is_empty() || states.contains(&j.state))
 }
 
-/// Whether job `id` is a task of array `array` that has ended.
-fn ended_task(id: u64, array: u64) -> bool {
-    request::<JobInfo>("GET", &format!("/v1/jobs/{id}"), None::<&()>).is_ok_and(|j| {
-        j.array_job_id == Some(array)
-            && !matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED")
-    })
-}
-
 /// Cancels job `id`, or sends `signal` to the processes of it `target` names.
 pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Result<()> {
+    send_cancel(id, signal, target, false)
+}
+
+/// [`cancel_job`], or with `array` each unfinished task of array job `id`.
+fn send_cancel(id: u64, signal: Option<String>, target: SignalTarget, array: bool) -> Result<()> {
     request(
         "POST",
         &format!("/v1/jobs/{id}/cancel"),
         Some(&CancelRequest {
             signal,
             target: Some(target),
+            array,
         }),
     )
 }

@@ -1277,6 +1277,31 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
             "CANCELLED"
         );
     }
+    // A whole array is one request: another's is refused whole, and one with nothing left
+    // says so.
+    let theirs = c.submit(Mode::Root, "theirs.sh", HELLO, &["--hold", "--array=1-3"]);
+    let refused = c.berth(Mode::Rootless, &["cancel", &theirs.to_string()]);
+    assert!(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains("only its owner or root may cancel it"),
+        "{}",
+        refused.stderr
+    );
+    for id in theirs..theirs + 3 {
+        assert_eq!(c.show(id)["state"], "PENDING");
+    }
+    c.berth(Mode::Root, &["cancel", &theirs.to_string()]).ok();
+    for id in theirs..theirs + 3 {
+        assert_eq!(c.show(id)["state"], "CANCELLED");
+    }
+    let ended = c.berth(Mode::Rootless, &["cancel", &held.to_string()]);
+    assert!(
+        ended.code != 0 && ended.stderr.contains("has no pending or running task"),
+        "{}",
+        ended.stderr
+    );
     // scancel's filters: by name, then by state among the caller's own; root's job is not
     // the user's to cancel, nor touched by the user's filters.
     let x = c.submit(Mode::Rootless, "x.sh", HELLO, &["--hold", "-J", "x"]);

@@ -292,6 +292,10 @@ pub struct CancelRequest {
     /// Which of the job's processes get the signal (`None`: its steps', as scancel's).
     #[serde(default)]
     pub target: Option<SignalTarget>,
+    /// The id is an array job's: each of its tasks still pending or running, in one request
+    /// (`scancel ARRAY`); without it, the one job of that id (the array's first task).
+    #[serde(default)]
+    pub array: bool,
 }
 
 /// Which of a running job's processes a signal is for, as scancel has them.

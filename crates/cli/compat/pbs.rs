@@ -408,14 +408,9 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
             _ => format!("/v1/jobs/{id}/{verb}"),
         };
         match verb {
-            "cancel" => crate::client::request(
-                "POST",
-                &path,
-                Some(&berth_api::CancelRequest {
-                    signal: None,
-                    target: None,
-                }),
-            ),
+            "cancel" => {
+                crate::client::request("POST", &path, Some(&berth_api::CancelRequest::default()))
+            }
             _ => crate::client::request("POST", &path, None::<&()>),
         }
     })

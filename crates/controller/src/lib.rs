@@ -1246,6 +1246,44 @@ impl Controller {
         Ok(())
     }
 
+    /// `berth cancel ARRAY` (`scancel ARRAY`): [`Controller::cancel`] for each of the array's
+    /// unfinished tasks, written in one transaction.
+    pub fn cancel_array(
+        &mut self,
+        caller: Caller,
+        array: u64,
+        signal: Option<i32>,
+        target: SignalTarget,
+    ) -> Result<(), ApiError> {
+        let job = self.job(array)?;
+        let Some(spec) = job
+            .request
+            .array
+            .as_ref()
+            .filter(|_| job.array_job_id == Some(array))
+        else {
+            return Err(ApiError::bad(format!("job {array} is not an array job")));
+        };
+        let tasks: Vec<u64> = self.active.tasks(array, spec.len()).map(|j| j.id).collect();
+        let Some(&first) = tasks.first() else {
+            return Err(ApiError::bad(format!(
+                "array job {array} has no pending or running task"
+            )));
+        };
+        // Its tasks are one user's: refused for one, refused for all, before any is cancelled.
+        self.owned(caller, first, "cancel")?;
+        let mut done = Ok(());
+        self.in_one_write(|c| {
+            for id in tasks {
+                if let Err(e) = c.cancel(caller, id, signal, target) {
+                    done = Err(e);
+                    break;
+                }
+            }
+        });
+        done
+    }
+
     /// `berth update`: new values for a pending job, or for each pending task of an array
     /// job named by its id, as `berth submit` flags, checked as a submission is (the
     /// partition and its limits, the nodes, the dependencies); a running job's time limit.

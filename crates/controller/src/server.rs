@@ -382,7 +382,7 @@ async fn history(
     c.lock().await.history(&filter).map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")), request_body(content = Option<CancelRequest>, description = "a signal to send instead of ending the job"), tag = "jobs", responses((status = 200, description = "cancelled or signalled"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")), request_body(content = Option<CancelRequest>, description = "a signal to send instead of ending the job; whether the id is an array job's"), tag = "jobs", responses((status = 200, description = "cancelled or signalled"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn cancel(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -399,7 +399,12 @@ async fn cancel(
             ))
         })?),
     };
-    c.lock().await.cancel(caller, id, signal, target).map(Json)
+    let mut c = c.lock().await;
+    match body.array {
+        true => c.cancel_array(caller, id, signal, target),
+        false => c.cancel(caller, id, signal, target),
+    }
+    .map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/update", params(("id" = u64, Path, description = "job id (an array job's: each of its pending tasks)")), request_body(content = UpdateRequest, description = "the new values, as berth submit flags"), tag = "jobs", responses((status = 200, description = "the number of jobs updated", body = u64), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
