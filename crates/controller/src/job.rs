@@ -6,6 +6,57 @@ use berth_api::JobInfo;
 use berth_core::job::{DependencyKind, JobRequest};
 use serde::{Deserialize, Serialize};
 
+/// What an array's tasks have alike and in bulk, their script and their submitter's
+/// environment: one copy in memory for all of them, and in the store only in the record of
+/// the array's first task (the others' records leave it out: `elsewhere`; they get it back
+/// from that one when read, [`Job::share_with`]). So that a 100,000-task array is not
+/// 100,000 copies of an environment.
+#[derive(Debug, Clone, Default)]
+pub struct Part<T> {
+    value: std::sync::Arc<T>,
+    elsewhere: bool,
+}
+
+impl<T> Part<T> {
+    pub fn new(value: T) -> Part<T> {
+        Part {
+            value: std::sync::Arc::new(value),
+            elsewhere: false,
+        }
+    }
+
+    /// The same value, kept in another job's record.
+    pub fn kept_elsewhere(&self) -> Part<T> {
+        Part {
+            value: self.value.clone(),
+            elsewhere: true,
+        }
+    }
+
+    fn elsewhere(&self) -> bool {
+        self.elsewhere
+    }
+}
+
+impl<T> std::ops::Deref for Part<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Serialize> Serialize for Part<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Part<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Part::new)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
@@ -70,7 +121,9 @@ pub struct Job {
     /// in records from before: the request's ids then.
     #[serde(default)]
     pub depends_on: Vec<(DependencyKind, u64, u64)>,
-    pub script: String,
+    /// Shared by an array's tasks (see [`Part`]).
+    #[serde(default, skip_serializing_if = "Part::elsewhere")]
+    pub script: Part<String>,
     /// The script's arguments ($1, $2, ...).
     #[serde(default)]
     pub script_args: Vec<String>,
@@ -78,7 +131,8 @@ pub struct Job {
     #[serde(default)]
     pub script_path: Option<String>,
     pub workdir: String,
-    pub submit_env: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Part::elsewhere")]
+    pub submit_env: Part<Vec<(String, String)>>,
     /// The machine it was submitted from (empty in records from before).
     #[serde(default)]
     pub submit_host: String,
@@ -437,6 +491,18 @@ impl Job {
                 .map(|(node, level)| format!("{node}+{level}"))
                 .collect(),
         }
+    }
+
+    /// Whether its script and environment are kept in its array's first task's record.
+    pub fn shares_parts(&self) -> bool {
+        self.array_job_id.is_some_and(|array| array != self.id)
+    }
+
+    /// Takes the script and environment of `first`, its array's first task (shared, and
+    /// left out of its own record).
+    pub fn share_with(&mut self, first: &Job) {
+        self.script = first.script.kept_elsewhere();
+        self.submit_env = first.submit_env.kept_elsewhere();
     }
 
     pub fn row(&self) -> berth_store::JobRow {

@@ -360,13 +360,24 @@ impl Controller {
             states: vec!["PENDING".into(), "RUNNING".into()],
             ..Default::default()
         };
+        // Arrays' first tasks, whose records keep what their tasks share.
+        let mut firsts: BTreeMap<u64, Job> = BTreeMap::new();
         for row in controller
             .store
             .query_jobs(&filter)
             .map_err(|e| e.to_string())?
         {
-            let job: Job = serde_json::from_slice(&row.doc)
+            let mut job: Job = serde_json::from_slice(&row.doc)
                 .map_err(|e| format!("job {} in the state database is unreadable: {e}", row.id))?;
+            if let Some(array) = job.array_job_id.filter(|_| job.shares_parts()) {
+                let first = match firsts.entry(array) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(controller.first_task(array).map_err(|e| e.message)?)
+                    }
+                };
+                job.share_with(first);
+            }
             controller.active.insert(job.id, job);
         }
         Ok(Arc::new(Mutex::new(controller)))
@@ -979,6 +990,8 @@ impl Controller {
             false => self.store.allocate_ids(indices.len() as u64),
         }
         .map_err(ApiError::internal)?;
+        // One copy for all of an array's tasks (see `job::Part`).
+        let (script, submit_env) = (job::Part::new(req.script), job::Part::new(req.env));
         let mut jobs = Vec::with_capacity(indices.len());
         for (n, index) in indices.iter().enumerate() {
             let id = first + n as u64;
@@ -998,11 +1011,17 @@ impl Controller {
                 stdout: String::new(),
                 stderr: None,
                 request: request.clone(),
-                script: req.script.clone(),
+                script: match n {
+                    0 => script.clone(),
+                    _ => script.kept_elsewhere(),
+                },
                 script_args: req.script_args.clone(),
                 script_path: req.script_path.clone(),
                 workdir: workdir.clone(),
-                submit_env: req.env.clone(),
+                submit_env: match n {
+                    0 => submit_env.clone(),
+                    _ => submit_env.kept_elsewhere(),
+                },
                 submit_host: req.host.clone(),
                 image: image.clone(),
                 image_squashfs: image_squashfs.clone(),
@@ -1165,12 +1184,35 @@ impl Controller {
         if let Some(j) = self.active.get(&id) {
             return Ok(j.clone());
         }
+        let mut job = self.stored(id)?;
+        if let Some(array) = job.array_job_id.filter(|_| job.shares_parts()) {
+            job.share_with(&self.first_task(array)?);
+        }
+        Ok(job)
+    }
+
+    /// Job `id`'s record as the store has it.
+    fn stored(&self, id: u64) -> Result<Job, ApiError> {
         let row = self
             .store
             .get_job(id)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(id))?;
         serde_json::from_slice(&row.doc).map_err(ApiError::internal)
+    }
+
+    /// The first task of array `array`, whose record keeps the script and environment of
+    /// all of its tasks (`job::Part`).
+    fn first_task(&self, array: u64) -> Result<Job, ApiError> {
+        match self.active.get(&array) {
+            Some(first) => Ok(first.clone()),
+            None => self.stored(array).map_err(|e| {
+                ApiError::internal(format!(
+                    "array job {array}'s first task, whose record keeps its tasks' script and environment, cannot be read: {}",
+                    e.message
+                ))
+            }),
+        }
     }
 
     /// What the API shows of `job`. A pending job that named no time limit shows the one it
@@ -2025,7 +2067,7 @@ impl Controller {
             };
             let start = berth_agent::node::JobStart {
                 script: if batch_host {
-                    job.script.clone()
+                    job.script.to_string()
                 } else {
                     HOLD_SCRIPT.into()
                 },
