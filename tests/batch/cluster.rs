@@ -171,8 +171,14 @@ impl Cluster {
 
     /// A berth client command as `mode`'s user (Root or Rootless = the test user).
     pub fn berth(&self, mode: Mode, args: &[&str]) -> Out {
+        self.berth_with(mode, args, &[])
+    }
+
+    /// [`Cluster::berth`] with `env` added to the command's environment.
+    pub fn berth_with(&self, mode: Mode, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut cmd = self.f.cmd(mode, args);
-        cmd.env("BERTH_SOCKET", &self.socket);
+        cmd.env("BERTH_SOCKET", &self.socket)
+            .envs(env.iter().copied());
         Out::from_output(cmd.stdin(Stdio::null()).output().unwrap())
     }
 
@@ -197,6 +203,18 @@ impl Cluster {
     }
 
     pub fn try_submit(&self, mode: Mode, name: &str, script: &str, options: &[&str]) -> Out {
+        self.try_submit_with(mode, name, script, options, &[])
+    }
+
+    /// [`Cluster::try_submit`] with `env` in the submitting command's environment.
+    pub fn try_submit_with(
+        &self,
+        mode: Mode,
+        name: &str,
+        script: &str,
+        options: &[&str],
+        env: &[(&str, &str)],
+    ) -> Out {
         let path = self.f.cwd(mode).join(name);
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -204,7 +222,7 @@ impl Cluster {
         let mut args = vec!["submit", "--parsable"];
         args.extend_from_slice(options);
         args.push(path.to_str().unwrap());
-        self.berth(mode, &args)
+        self.berth_with(mode, &args, env)
     }
 
     /// Imports a second image into the cluster's store, `name`: the busybox tree with

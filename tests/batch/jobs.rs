@@ -1725,24 +1725,18 @@ fn killing_the_controller_loses_nothing() {
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
     // An array's tasks share their script and their submitter's environment, which only
     // its first task's record keeps: each task has them again after the restart.
-    let cwd = c.f.cwd(Mode::Rootless);
-    std::fs::write(
-        cwd.join("array.sh"),
-        "#!/bin/sh\n#BERTH --image busybox\n#SBATCH -o array-%a.out\necho \"$SLURM_ARRAY_TASK_ID $ARRAY_VAR\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        cwd.join("array.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
-    let args = ["submit", "--parsable", "--hold", "--array=1-3", "array.sh"];
-    let mut submit = c.f.cmd(Mode::Rootless, &args);
-    submit
-        .env("BERTH_SOCKET", &c.socket)
-        .env("ARRAY_VAR", "kept");
-    let out = submit.output().unwrap();
-    let array: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let array: u64 = c
+        .try_submit_with(
+            Mode::Rootless,
+            "array.sh",
+            "#!/bin/sh\n#BERTH --image busybox\n#SBATCH -o array-%a.out\necho \"$SLURM_ARRAY_TASK_ID $ARRAY_VAR\"\n",
+            &["--hold", "--array=1-3"],
+            &[("ARRAY_VAR", "kept")],
+        )
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
     // The jobs' files are on a tmpfs of berth's own, which outlives the process: the
     // running job's are found again.
     let own_tmpfs = jobs_tmpfs_expected(&c);
@@ -1765,10 +1759,23 @@ fn killing_the_controller_loses_nothing() {
     for (index, id) in (array..array + 3).enumerate() {
         c.completed(id);
         assert_eq!(
-            std::fs::read_to_string(cwd.join(format!("array-{}.out", index + 1))).unwrap(),
+            std::fs::read_to_string(
+                c.f.cwd(Mode::Rootless)
+                    .join(format!("array-{}.out", index + 1))
+            )
+            .unwrap(),
             format!("{} kept\n", index + 1)
         );
     }
+    // An ended task queued again takes them from the first task's record, too.
+    std::fs::remove_file(c.f.cwd(Mode::Rootless).join("array-2.out")).unwrap();
+    c.berth(Mode::Rootless, &["requeue", &(array + 1).to_string()])
+        .ok();
+    c.completed(array + 1);
+    assert_eq!(
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("array-2.out")).unwrap(),
+        "2 kept\n"
+    );
     // Dependencies on jobs that ended before the restart still hold; unknown jobs are refused.
     let after = c.submit(
         Mode::Rootless,

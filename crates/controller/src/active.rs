@@ -3,8 +3,9 @@
 //! which ranges of jobs others depend on. A pass then costs what it looks at, so that a
 //! queue of a 100,000-task array costs it no more than one of a hundred.
 //!
-//! Every change goes through [`Jobs::get_mut`], whose guard files the job again under what
-//! it has become when it is dropped: the indexes cannot fall behind the jobs.
+//! Every change to a job goes through [`Jobs::get_mut`], whose guard files the job again
+//! under what it has become when it is dropped (or through [`Jobs::share_mut`], for its
+//! shares, which its filing does not read): the indexes cannot fall behind the jobs.
 
 use crate::job::{Job, State};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,9 +29,11 @@ struct Key {
 enum Class {
     /// Running or suspended: it holds resources.
     Running,
-    /// Pending and not held: an array's task under its array, any other job alone.
+    /// Pending and not held, not an array's task.
     Queued,
+    /// Pending and not held, a task of this array.
     Task(u64),
+    /// Pending and held.
     Held,
     /// Ended, on its way out.
     Other,
@@ -59,7 +62,7 @@ struct Index {
     running: BTreeSet<u64>,
     queued: BTreeSet<u64>,
     /// Each array's pending tasks that are not held, in index order (their ids').
-    tasks: BTreeMap<u64, BTreeSet<u64>>,
+    queued_tasks: BTreeMap<u64, BTreeSet<u64>>,
     held: BTreeSet<u64>,
     /// How many jobs depend on each range of ids.
     depended: BTreeMap<(u64, u64), usize>,
@@ -75,7 +78,7 @@ impl Index {
                 self.queued.insert(id);
             }
             Class::Task(array) => {
-                self.tasks.entry(array).or_default().insert(id);
+                self.queued_tasks.entry(array).or_default().insert(id);
             }
             Class::Held => {
                 self.held.insert(id);
@@ -96,10 +99,10 @@ impl Index {
                 self.queued.remove(&id);
             }
             Class::Task(array) => {
-                if let Some(tasks) = self.tasks.get_mut(&array) {
+                if let Some(tasks) = self.queued_tasks.get_mut(&array) {
                     tasks.remove(&id);
                     if tasks.is_empty() {
-                        self.tasks.remove(&array);
+                        self.queued_tasks.remove(&array);
                     }
                 }
             }
@@ -223,7 +226,7 @@ impl Jobs {
     /// order.
     pub fn arrays(&self) -> impl Iterator<Item = (u64, impl Iterator<Item = &Job>)> {
         self.index
-            .tasks
+            .queued_tasks
             .iter()
             .map(|(&array, ids)| (array, self.pick(ids)))
     }

@@ -493,9 +493,10 @@ impl Job {
         }
     }
 
-    /// Whether its script and environment are kept in its array's first task's record.
-    pub fn shares_parts(&self) -> bool {
-        self.array_job_id.is_some_and(|array| array != self.id)
+    /// The array whose first task's record keeps its script and environment, for a task
+    /// other than the first (its own record leaves them out).
+    pub fn parts_from(&self) -> Option<u64> {
+        self.array_job_id.filter(|&array| array != self.id)
     }
 
     /// Takes the script and environment of `first`, its array's first task (shared, and

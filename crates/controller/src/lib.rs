@@ -369,7 +369,7 @@ impl Controller {
         {
             let mut job: Job = serde_json::from_slice(&row.doc)
                 .map_err(|e| format!("job {} in the state database is unreadable: {e}", row.id))?;
-            if let Some(array) = job.array_job_id.filter(|_| job.shares_parts()) {
+            if let Some(array) = job.parts_from() {
                 let first = match firsts.entry(array) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
@@ -1184,15 +1184,8 @@ impl Controller {
         if let Some(j) = self.active.get(&id) {
             return Ok(j.clone());
         }
-        let mut job = self.stored(id)?;
-        if let Some(array) = job.array_job_id.filter(|_| job.shares_parts()) {
-            job.share_with(&self.first_task(array)?);
-        }
-        Ok(job)
-    }
-
-    /// Job `id`'s record as the store has it.
-    fn stored(&self, id: u64) -> Result<Job, ApiError> {
+        // (An ended array task's record lacks the script and environment its array's first
+        // task keeps: see `first_task`, for what runs it again.)
         let row = self
             .store
             .get_job(id)
@@ -1204,15 +1197,12 @@ impl Controller {
     /// The first task of array `array`, whose record keeps the script and environment of
     /// all of its tasks (`job::Part`).
     fn first_task(&self, array: u64) -> Result<Job, ApiError> {
-        match self.active.get(&array) {
-            Some(first) => Ok(first.clone()),
-            None => self.stored(array).map_err(|e| {
-                ApiError::internal(format!(
-                    "array job {array}'s first task, whose record keeps its tasks' script and environment, cannot be read: {}",
-                    e.message
-                ))
-            }),
-        }
+        self.job(array).map_err(|e| {
+            ApiError::internal(format!(
+                "array job {array}'s first task, whose record keeps its tasks' script and environment, cannot be read: {}",
+                e.message
+            ))
+        })
     }
 
     /// What the API shows of `job`. A pending job that named no time limit shows the one it
@@ -1625,6 +1615,9 @@ impl Controller {
                     "job {id} belongs to {}: only its owner or root may requeue it",
                     job.user
                 )));
+            }
+            if let Some(array) = job.parts_from() {
+                job.share_with(&self.first_task(array)?);
             }
             job.restart();
             self.persist(&job)?;
@@ -2405,8 +2398,8 @@ impl Controller {
         let subject = match job.array_job_id.filter(|_| !job.request.mail.array_tasks) {
             Some(array) if event == mail::Event::Began => {
                 let tasks = job.request.array.as_ref().map_or(1, |a| a.len());
-                let mut left = self.active.tasks(array, tasks);
-                let others_ran = left.any(|j| j.id != job.id && j.start_time.is_some());
+                let others_ran = (self.active.tasks(array, tasks))
+                    .any(|j| j.id != job.id && j.start_time.is_some());
                 if others_ran || self.active.tasks(array, tasks).count() < tasks {
                     return;
                 }
