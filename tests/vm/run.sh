@@ -2,17 +2,18 @@
 # tests/vm/run.sh [--cpus N] [--mem MB] [--timeout S] -- CMD [ARGS...]
 #
 # Runs CMD as root in a virtual machine whose cgroup hierarchy is pure v2, and exits with its
-# status (124 when the machine did not finish in S seconds or its kernel locked up twice, 125 when it did not start).
-# CMD's output comes out on this script's stdout and stderr.
+# status (124 when the machine did not finish in S seconds or its kernel locked up twice,
+# 125 when it did not start). CMD's output comes out on this script's stdout and stderr.
 #
 # The machine (qemu, software emulation: nested virtualisation is not dependable on CI
 # machines; its CPUs emulated by one thread, as qemu's threaded emulation of a two-CPU
-# machine once left both stuck in the kernel for twenty minutes on a loaded host) runs Debian's kernel (tests/vm/kernel.sh fetches it) and sees this machine's
-# root filesystem, read-only over 9p, under a writable overlay held in its memory: the same
-# programs, users and files, nothing written back. It mounts proc, sysfs, devtmpfs, devpts,
-# cgroup2 (alone, at /sys/fs/cgroup, no controller enabled yet) and tmpfs on /tmp, /run and
-# /dev/shm, brings up loopback, and runs CMD in the current directory with this
-# environment's PATH, HOME and RUST_BACKTRACE.
+# machine once left both stuck in the kernel for twenty minutes on a loaded host) runs
+# Debian's kernel (tests/vm/kernel.sh fetches it) and sees this machine's root filesystem,
+# read-only over 9p, under a writable overlay held in its memory: the same programs, users
+# and files, nothing written back. It mounts proc, sysfs, devtmpfs, devpts, cgroup2 (alone,
+# at /sys/fs/cgroup, no controller enabled yet) and tmpfs on /tmp, /run and /dev/shm, brings
+# up loopback, and runs CMD in the current directory with this environment's PATH, HOME and
+# RUST_BACKTRACE.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kernel=${BERTH_VM_KERNEL:-/opt/berth-test/vm-kernel}
