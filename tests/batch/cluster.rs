@@ -344,7 +344,7 @@ impl Drop for Cluster {
         if self.controller.is_some() {
             // Jobs outlive their controller by design: end this test's own, so that a test
             // that failed half-way leaves nothing running.
-            let queue = self.berth(Mode::Root, &["queue", "--json"]).stdout;
+            let queue = self.berth(Mode::Root, &["queue", "--json", "-r"]).stdout;
             let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&queue)
                 .ok()
                 .and_then(|q| q.as_array().cloned())

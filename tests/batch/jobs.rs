@@ -577,7 +577,8 @@ fn dependencies_on_array_jobs() {
     }
 }
 
-/// `berth queue` as scripts call squeue: `-h`, `-o FORMAT` with widths, `-j`, `-t PD`.
+/// `berth queue` as scripts call squeue: `-h`, `-o FORMAT` with widths, `-j`, `-t PD`; an
+/// array's pending tasks that wait alike as one line, and one entry from the controller.
 #[test]
 fn the_queue_prints_as_squeue_formats() {
     let Some(c) = Cluster::start() else { return };
@@ -629,6 +630,38 @@ fn the_queue_prints_as_squeue_formats() {
             array + 1
         )
     );
+    // The controller sends them as one entry (a long array's listing is not one entry per
+    // task); -j with a task's own id shows that task.
+    let entries = |args: &[&str]| -> serde_json::Value {
+        let id = array.to_string();
+        serde_json::from_str(&q(&[&["--json", "-j", &id][..], args].concat())).unwrap()
+    };
+    let one = entries(&[]);
+    assert_eq!(
+        (one.as_array().unwrap().len(), &one[0]["array_tasks"]),
+        (1, &"4-5".into()),
+        "{one}"
+    );
+    assert_eq!(entries(&["-r"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        q(&["-h", "-o", "%i %K", "-j", &(array + 1).to_string()]),
+        format!("{array}_5 5\n")
+    );
+    // Tasks that no longer wait alike are lines apart: one renamed.
+    c.berth(
+        Mode::Rootless,
+        &["update", &(array + 1).to_string(), "-J", "renamed"],
+    )
+    .ok();
+    assert_eq!(
+        q(&["-h", "-o", "%i %j", "-j", &array.to_string()]),
+        format!("{array}_4 hello\n{array}_5 renamed\n")
+    );
+    c.berth(
+        Mode::Rootless,
+        &["update", &(array + 1).to_string(), "-J", "hello"],
+    )
+    .ok();
     // By account, as squeue -A and sacct -A take them; scontrol's Account=.
     assert_eq!(
         q(&["-h", "-r", "-A", "proj1,proj2", "-o", "%i"]),
@@ -1243,7 +1276,8 @@ fn jobs_mail_their_owner_through_the_sites_mail_program() {
 }
 
 /// Job verbs on arrays, as scancel and scontrol read their ids: the array's id stands for
-/// all of its tasks still pending or running, ID_INDEX for one.
+/// all of its tasks still pending or running (cancel, hold and release: in one request),
+/// ID_INDEX for one.
 #[test]
 fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     let Some(c) = Cluster::start() else { return };
@@ -1289,10 +1323,50 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
         "{}",
         refused.stderr
     );
+    let refused = c.berth(Mode::Rootless, &["release", &theirs.to_string()]);
+    assert!(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains("only its owner or root may release it"),
+        "{}",
+        refused.stderr
+    );
     for id in theirs..theirs + 3 {
-        assert_eq!(c.show(id)["state"], "PENDING");
+        let job = c.show(id);
+        assert_eq!(
+            (&job["state"], &job["held"]),
+            (&"PENDING".into(), &true.into())
+        );
     }
     c.berth(Mode::Root, &["cancel", &theirs.to_string()]).ok();
+    // Hold and release of a whole array, one request each: its waiting tasks.
+    let later = c.submit(
+        Mode::Rootless,
+        "later.sh",
+        HELLO,
+        &["--array=1-3", "--begin=now+1hour"],
+    );
+    let tasks = || (later..later + 3).map(|id| c.show(id)).collect::<Vec<_>>();
+    c.berth(Mode::Rootless, &["hold", &later.to_string()]).ok();
+    for job in tasks() {
+        assert_eq!(
+            (&job["held"], &job["reason"]),
+            (&true.into(), &"JobHeld".into()),
+            "{job}"
+        );
+    }
+    c.berth(Mode::Rootless, &["release", &later.to_string()])
+        .ok();
+    for job in tasks() {
+        assert_eq!(
+            (&job["held"], &job["state"]),
+            (&false.into(), &"PENDING".into()),
+            "{job}"
+        );
+    }
+    c.berth(Mode::Rootless, &["cancel", &later.to_string()])
+        .ok();
     for id in theirs..theirs + 3 {
         assert_eq!(c.show(id)["state"], "CANCELLED");
     }

@@ -144,6 +144,11 @@ pub struct JobInfo {
     /// The array's first job id and this task's index, for array tasks.
     pub array_job_id: Option<u64>,
     pub array_task_id: Option<u32>,
+    /// An entry that stands for several pending tasks of an array that wait alike (`GET
+    /// /v1/jobs?collapse=true`): their indices, `3-10,12` (squeue's `42_[3-10,12]`); its
+    /// other fields are the first one's.
+    #[serde(default)]
+    pub array_tasks: Option<String>,
     pub name: String,
     pub user: String,
     pub partition: String,

@@ -253,7 +253,7 @@ fn command_script(command: &[String]) -> String {
 
 /// The jobs the controller has now (pending, running, suspended).
 fn active_jobs() -> Result<Vec<JobInfo>> {
-    crate::client::request("GET", "/v1/jobs", None::<&()>)
+    crate::batch::active_jobs(None, false)
 }
 
 /// Jobs that ended since `since` (Unix seconds).

@@ -713,7 +713,7 @@ pub fn sprio(mut words: Vec<String>) -> Result<i32> {
             )
         )?;
     }
-    let active: Vec<berth_api::JobInfo> = crate::client::request("GET", "/v1/jobs", None::<&()>)?;
+    let active = crate::batch::active_jobs(None, false)?;
     for j in active.iter().filter(|j| j.state == "PENDING") {
         let id = crate::batch::job_id(j);
         let chosen = (jobs.is_empty() || jobs.contains(&id) || jobs.contains(&j.id.to_string()))

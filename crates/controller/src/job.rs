@@ -426,6 +426,7 @@ impl Job {
             id: self.id,
             array_job_id: self.array_job_id,
             array_task_id: self.array_task_id,
+            array_tasks: None,
             name: self.request.name.clone(),
             user: self.user.clone(),
             partition: self.partition.clone(),

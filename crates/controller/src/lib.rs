@@ -29,7 +29,7 @@ use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
 use node::LocalNode;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
@@ -1221,8 +1221,75 @@ impl Controller {
         info
     }
 
-    pub fn queue(&self) -> Vec<JobInfo> {
-        self.active.values().map(|j| self.info(j)).collect()
+    /// `GET /v1/jobs`: the unfinished jobs, in id order; `array`: only the tasks of that array
+    /// (or that job, if it is none's). `collapse`: an array's pending tasks that wait alike
+    /// are one entry, the first of them, whose `array_tasks` names them all (squeue's
+    /// `42_[3-10]`, as Slurm keeps them until they start), instead of an entry each: a
+    /// long array's listing is then a few entries, not one per task.
+    pub fn queue(&self, array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>, ApiError> {
+        let jobs: Box<dyn Iterator<Item = &Job>> = match array {
+            None => Box::new(self.active.values()),
+            Some(id) => {
+                let job = self.job(id)?;
+                match job.request.array.as_ref() {
+                    Some(spec) if job.array_job_id == Some(id) => {
+                        Box::new(self.active.tasks(id, spec.len()))
+                    }
+                    _ => Box::new(self.active.get(&id).into_iter()),
+                }
+            }
+        };
+        /// An entry for pending tasks of an array: where it is, its first task, the indices
+        /// of the tasks it stands for.
+        struct Collapsed<'a> {
+            at: usize,
+            first: &'a Job,
+            indices: Vec<u32>,
+        }
+        let mut entries = Vec::new();
+        let mut arrays: HashMap<u64, Vec<Collapsed>> = HashMap::new();
+        for job in jobs {
+            let task = job.array_job_id.zip(job.array_task_id);
+            if let Some((array, index)) = task.filter(|_| collapse && job.state == State::Pending) {
+                let collapsed = arrays.entry(array).or_default();
+                match collapsed.iter_mut().find(|c| self.wait_alike(c.first, job)) {
+                    Some(c) => {
+                        c.indices.push(index);
+                        continue;
+                    }
+                    None => collapsed.push(Collapsed {
+                        at: entries.len(),
+                        first: job,
+                        indices: vec![index],
+                    }),
+                }
+            }
+            entries.push(self.info(job));
+        }
+        for c in arrays.into_values().flatten() {
+            if c.indices.len() > 1 {
+                entries[c.at].array_tasks = Some(berth_core::number_list(&c.indices));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Whether two pending tasks of an array show alike in the queue: what they ask for,
+    /// where, held or not, and why they wait.
+    fn wait_alike(&self, a: &Job, b: &Job) -> bool {
+        fn reason<'a>(c: &'a Controller, j: &'a Job) -> Option<&'a str> {
+            match c.lead_of(j) {
+                Some(lead) => Some(lead.reason.as_str()),
+                None => j.reason.as_deref(),
+            }
+        }
+        let reason = |j| reason(self, j);
+        a.held == b.held
+            && a.partition == b.partition
+            && a.begin_time == b.begin_time
+            && a.deadline == b.deadline
+            && reason(a) == reason(b)
+            && a.request == b.request
     }
 
     pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
@@ -1287,6 +1354,38 @@ impl Controller {
         signal: Option<i32>,
         target: SignalTarget,
     ) -> Result<(), ApiError> {
+        let tasks = self.array_tasks(caller, array, "cancel", "pending or running", |_| true)?;
+        self.each_in_one_write(tasks, |c, id| c.cancel(caller, id, signal, target))
+    }
+
+    /// `berth hold|release ARRAY`: each of its pending tasks not held (held), in one store
+    /// transaction; refused whole where they are another user's.
+    pub fn hold_array(&mut self, caller: Caller, array: u64, held: bool) -> Result<(), ApiError> {
+        let verb = if held { "hold" } else { "release" };
+        // (Running tasks only are no error: there is nothing to hold.)
+        let tasks = self.array_tasks(caller, array, verb, "pending or running", |_| true)?;
+        let tasks = tasks
+            .into_iter()
+            .filter(|id| {
+                let job = self.active.get(id);
+                job.is_some_and(|j| j.state == State::Pending && j.held != held)
+            })
+            .collect();
+        self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held))
+    }
+
+    /// The ids of array job `array`'s unfinished tasks that are `which` (`applies`), for
+    /// `verb` on the whole array: refused where `array` is no array job or has no such task,
+    /// and where its tasks are another user's (one user's all: refused for one, refused for
+    /// all, before any is touched).
+    fn array_tasks(
+        &mut self,
+        caller: Caller,
+        array: u64,
+        verb: &str,
+        which: &str,
+        applies: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<u64>, ApiError> {
         let job = self.job(array)?;
         let Some(spec) = job
             .request
@@ -1296,18 +1395,32 @@ impl Controller {
         else {
             return Err(ApiError::bad(format!("job {array} is not an array job")));
         };
-        let tasks: Vec<u64> = self.active.tasks(array, spec.len()).map(|j| j.id).collect();
+        let tasks: Vec<u64> = self
+            .active
+            .tasks(array, spec.len())
+            .filter(|j| applies(j))
+            .map(|j| j.id)
+            .collect();
         let Some(&first) = tasks.first() else {
             return Err(ApiError::bad(format!(
-                "array job {array} has no pending or running task"
+                "array job {array} has no {which} task to {verb}"
             )));
         };
-        // Its tasks are one user's: refused for one, refused for all, before any is cancelled.
-        self.owned(caller, first, "cancel")?;
+        self.owned(caller, first, verb)?;
+        Ok(tasks)
+    }
+
+    /// `act` on each of `ids`, their changes written in one store transaction; stops at the
+    /// first refusal (the changes before it are kept).
+    fn each_in_one_write(
+        &mut self,
+        ids: Vec<u64>,
+        act: impl Fn(&mut Self, u64) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
         let mut done = Ok(());
         self.in_one_write(|c| {
-            for id in tasks {
-                if let Err(e) = c.cancel(caller, id, signal, target) {
+            for id in ids {
+                if let Err(e) = act(c, id) {
                     done = Err(e);
                     break;
                 }

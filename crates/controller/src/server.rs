@@ -326,9 +326,25 @@ async fn submit(
     c.lock().await.submit(caller, req).map(Json)
 }
 
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, description = "pending and running jobs", body = Vec<berth_api::JobInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
-async fn queue(State(c): State<Shared>) -> ApiResult<Vec<berth_api::JobInfo>> {
-    Ok(Json(c.lock().await.queue()))
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct QueueQuery {
+    /// Only the tasks of this array job (or this job, if it is no array's).
+    array: Option<u64>,
+    /// An array's pending tasks that wait alike as one entry, whose `array_tasks` lists
+    /// their indices (squeue's `42_[3-10]`).
+    #[serde(default)]
+    collapse: bool,
+}
+
+#[utoipa::path(get, path = "/v1/jobs", params(QueueQuery), tag = "jobs", responses((status = 200, description = "pending and running jobs", body = Vec<berth_api::JobInfo>), (status = 404, description = "no such array job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn queue(
+    State(c): State<Shared>,
+    query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<berth_api::JobInfo>> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    c.lock().await.queue(q.array, q.collapse).map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "the job", body = berth_api::JobInfo), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -420,22 +436,24 @@ async fn update(
         .map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn hold(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<()> {
-    c.lock().await.hold(caller, id, true).map(Json)
+    hold_or_release(c, caller, id, query, true).await
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn release(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<()> {
-    c.lock().await.hold(caller, id, false).map(Json)
+    hold_or_release(c, caller, id, query, false).await
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -454,6 +472,31 @@ async fn resume(
     Path(id): Path<u64>,
 ) -> ApiResult<()> {
     freeze(c, caller, id, false).await.map(Json)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ArrayQuery {
+    /// The id is an array job's: each of its pending tasks, in one request.
+    #[serde(default)]
+    array: bool,
+}
+
+async fn hold_or_release(
+    c: Shared,
+    caller: Caller,
+    id: u64,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    held: bool,
+) -> ApiResult<()> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let mut c = c.lock().await;
+    match q.array {
+        true => c.hold_array(caller, id, held),
+        false => c.hold(caller, id, held),
+    }
+    .map(Json)
 }
 
 /// How long a suspend waits for a job that is still starting.

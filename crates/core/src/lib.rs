@@ -17,4 +17,4 @@ pub use config::{
     BatchConfig, BindPolicy, Config, ConfigError, PartitionConfig, PriorityConfig, RegistryConfig,
 };
 pub use job::{JobError, JobOptions, JobRequest};
-pub use quantity::{number_ranges, parse_cpus, parse_size, QuantityError};
+pub use quantity::{number_list, number_ranges, parse_cpus, parse_size, QuantityError};

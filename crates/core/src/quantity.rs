@@ -75,6 +75,27 @@ pub fn number_ranges(list: &str) -> Option<Vec<(u32, u32)>> {
         .collect()
 }
 
+/// Numbers as a list of ranges, in order (`0,2-5`): what [`number_ranges`] reads.
+pub fn number_list(numbers: &[u32]) -> String {
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let first = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        parts.push(match sorted[i] {
+            last if last == first => first.to_string(),
+            last => format!("{first}-{last}"),
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +116,18 @@ mod tests {
         for bad in ["", "3-1", "x", "1,,2", "-1", "0-"] {
             assert_eq!(number_ranges(bad), None, "{bad}");
         }
+        assert_eq!(number_list(&[7, 3, 4, 5, 5]), "3-5,7");
+        assert_eq!(number_list(&[1]), "1");
+        assert_eq!(number_list(&[0, 2, 4, 5]), "0,2,4-5");
+        assert_eq!(number_list(&[]), "");
+        assert_eq!(
+            number_list(&[u32::MAX - 1, u32::MAX]),
+            "4294967294-4294967295"
+        );
+        assert_eq!(
+            number_ranges(&number_list(&[9, 1, 2, 3])),
+            Some(vec![(1, 3), (9, 9)])
+        );
     }
 
     #[test]
