@@ -145,7 +145,8 @@ pub struct Controller {
     freezing: BTreeSet<u64>,
     /// Job records held back to be written in one transaction (see `in_one_write`); `None`:
     /// each is written as it changes.
-    deferred: std::cell::RefCell<Option<Vec<berth_store::JobRow>>>,
+    /// (By id: a job changed again replaces its row.)
+    deferred: std::cell::RefCell<Option<BTreeMap<u64, berth_store::JobRow>>>,
     /// Users' usage by the jobs that ran, for fair share.
     usage: job::Usage,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
@@ -385,8 +386,7 @@ impl Controller {
 
     fn persist(&self, job: &Job) -> Result<(), ApiError> {
         if let Some(rows) = self.deferred.borrow_mut().as_mut() {
-            rows.retain(|r| r.id != job.id);
-            rows.push(job.row());
+            rows.insert(job.id, job.row());
             return Ok(());
         }
         self.store
@@ -398,16 +398,15 @@ impl Controller {
     /// change that must be in the store before anyone acts on it.
     fn persist_now(&self, job: &Job) -> Result<(), ApiError> {
         let mut deferred = self.deferred.borrow_mut();
-        let mut rows: Vec<berth_store::JobRow> =
-            deferred.as_mut().map(std::mem::take).unwrap_or_default();
-        rows.retain(|r| r.id != job.id);
-        rows.push(job.row());
+        let mut held = deferred.as_mut().map(std::mem::take).unwrap_or_default();
+        let before = held.insert(job.id, job.row());
+        let rows: Vec<berth_store::JobRow> = held.into_values().collect();
         let written = self.store.put_jobs(&rows).map_err(ApiError::internal);
         if written.is_err() {
-            // Kept for the final write, which may fare better.
+            // What was held back is kept for the final write, which may fare better.
             if let Some(held) = deferred.as_mut() {
-                rows.pop();
-                held.extend(rows);
+                let rows = rows.into_iter().filter(|r| r.id != job.id);
+                held.extend(rows.chain(before).map(|r| (r.id, r)));
             }
         }
         written
@@ -423,14 +422,15 @@ impl Controller {
         if self.deferred.borrow().is_some() {
             self.write_deferred();
         }
-        *self.deferred.borrow_mut() = Some(Vec::new());
+        *self.deferred.borrow_mut() = Some(BTreeMap::new());
         f(self);
         self.write_deferred()
     }
 
     /// Writes what is held back, and goes back to writing each change as it comes.
     fn write_deferred(&self) -> bool {
-        let rows = self.deferred.borrow_mut().take().unwrap_or_default();
+        let held = self.deferred.borrow_mut().take().unwrap_or_default();
+        let rows: Vec<berth_store::JobRow> = held.into_values().collect();
         match self.store.put_jobs(&rows) {
             Ok(()) => true,
             Err(e) => {
@@ -2592,8 +2592,8 @@ impl Controller {
         // (Records not written yet are held back for one write: those win.)
         let mut rows = self.store.query_jobs(&filter).unwrap_or_default();
         if let Some(held) = self.deferred.borrow().as_ref() {
-            rows.retain(|r| !held.iter().any(|h| h.id == r.id));
-            rows.extend(held.iter().filter(|h| filter.ids.contains(&h.id)).cloned());
+            rows.retain(|r| !held.contains_key(&r.id));
+            rows.extend(held.range(array..array + tasks as u64).map(|(_, r)| r.clone()));
         }
         let tasks: Vec<(State, i32)> = rows
             .iter()
