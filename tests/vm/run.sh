@@ -6,12 +6,12 @@
 # 125 when it did not start). CMD's output comes out on this script's stdout and stderr.
 #
 # The machine (qemu, software emulation: nested virtualisation is not dependable on CI
-# machines) runs Debian's kernel (tests/vm/kernel.sh fetches it) and sees this machine's root filesystem,
-# read-only over 9p, under a writable overlay held in its memory: the same programs, users
-# and files, nothing written back. It mounts proc, sysfs, devtmpfs, devpts, cgroup2 (alone,
-# at /sys/fs/cgroup, no controller enabled yet) and tmpfs on /tmp, /run and /dev/shm, brings
-# up loopback, and runs CMD in the current directory with this environment's PATH, HOME and
-# RUST_BACKTRACE.
+# machines) runs Debian's kernel (tests/vm/kernel.sh fetches it) and sees this machine's
+# root filesystem, read-only over 9p, under a writable overlay held in its memory: the same
+# programs, users and files, nothing written back. It mounts proc, sysfs, devtmpfs, devpts,
+# cgroup2 (alone, at /sys/fs/cgroup, no controller enabled yet) and tmpfs on /tmp, /run and
+# /dev/shm, brings up loopback, and runs CMD in the current directory with this
+# environment's PATH, HOME and RUST_BACKTRACE.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kernel=${BERTH_VM_KERNEL:-/opt/berth-test/vm-kernel}
