@@ -1900,7 +1900,8 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 }
 
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job (an array's
-/// tasks the verb applies to: the pending ones for a hold, the running for a suspend).
+/// tasks the verb applies to: the pending ones for a hold, the running for a suspend; a
+/// whole array's hold or release is one call).
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
     for spec in &args.jobs {
         // An array job, all of it, held or released in one request however many tasks it has.
@@ -2141,9 +2142,6 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::{cpu_time, parse_time, slurm_size};
-
-    #[test]
-    fn array_indices_are_printed_as_ranges() {}
 
     #[test]
     fn sizes_are_printed_as_sacct_prints_them() {

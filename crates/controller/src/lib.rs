@@ -1354,7 +1354,7 @@ impl Controller {
         signal: Option<i32>,
         target: SignalTarget,
     ) -> Result<(), ApiError> {
-        let tasks = self.array_tasks(caller, array, "cancel", "pending or running", |_| true)?;
+        let tasks = self.array_tasks(caller, array, "cancel")?;
         self.each_in_one_write(tasks, |c, id| c.cancel(caller, id, signal, target))
     }
 
@@ -1363,7 +1363,7 @@ impl Controller {
     pub fn hold_array(&mut self, caller: Caller, array: u64, held: bool) -> Result<(), ApiError> {
         let verb = if held { "hold" } else { "release" };
         // (Running tasks only are no error: there is nothing to hold.)
-        let tasks = self.array_tasks(caller, array, verb, "pending or running", |_| true)?;
+        let tasks = self.array_tasks(caller, array, verb)?;
         let tasks = tasks
             .into_iter()
             .filter(|id| {
@@ -1374,17 +1374,15 @@ impl Controller {
         self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held))
     }
 
-    /// The ids of array job `array`'s unfinished tasks that are `which` (`applies`), for
-    /// `verb` on the whole array: refused where `array` is no array job or has no such task,
-    /// and where its tasks are another user's (one user's all: refused for one, refused for
-    /// all, before any is touched).
+    /// The ids of array job `array`'s unfinished tasks, for `verb` on the whole array:
+    /// refused where `array` is no array job or has none left, and where its tasks are
+    /// another user's (one user's all: refused for one, refused for all, before any is
+    /// touched).
     fn array_tasks(
         &mut self,
         caller: Caller,
         array: u64,
         verb: &str,
-        which: &str,
-        applies: impl Fn(&Job) -> bool,
     ) -> Result<Vec<u64>, ApiError> {
         let job = self.job(array)?;
         let Some(spec) = job
@@ -1395,15 +1393,10 @@ impl Controller {
         else {
             return Err(ApiError::bad(format!("job {array} is not an array job")));
         };
-        let tasks: Vec<u64> = self
-            .active
-            .tasks(array, spec.len())
-            .filter(|j| applies(j))
-            .map(|j| j.id)
-            .collect();
+        let tasks: Vec<u64> = self.active.tasks(array, spec.len()).map(|j| j.id).collect();
         let Some(&first) = tasks.first() else {
             return Err(ApiError::bad(format!(
-                "array job {array} has no {which} task to {verb}"
+                "array job {array} has no pending or running task to {verb}"
             )));
         };
         self.owned(caller, first, verb)?;
@@ -2593,7 +2586,10 @@ impl Controller {
         let mut rows = self.store.query_jobs(&filter).unwrap_or_default();
         if let Some(held) = self.deferred.borrow().as_ref() {
             rows.retain(|r| !held.contains_key(&r.id));
-            rows.extend(held.range(array..array + tasks as u64).map(|(_, r)| r.clone()));
+            rows.extend(
+                held.range(array..array + tasks as u64)
+                    .map(|(_, r)| r.clone()),
+            );
         }
         let tasks: Vec<(State, i32)> = rows
             .iter()
