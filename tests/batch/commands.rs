@@ -573,8 +573,21 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         stat.stdout
     );
+    // The held array is one line, as PBS lists it; -t: its subjobs too.
     let array_number = array_id.split('[').next().unwrap();
-    row(&stat.stdout, &format!("{array_number}[2].{server}"));
+    assert!(
+        row(&stat.stdout, &array_id).contains(" H "),
+        "{}",
+        stat.stdout
+    );
+    assert!(
+        !stat.stdout.contains(&format!("{array_number}[2]")),
+        "{}",
+        stat.stdout
+    );
+    let subjobs = run(&c, &links, "qstat", &["-t"]);
+    row(subjobs.ok(), &array_id);
+    row(&subjobs.stdout, &format!("{array_number}[2].{server}"));
 
     // Changed while held, with qsub's options (silent, as qalter is).
     let altered = run(

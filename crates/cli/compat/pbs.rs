@@ -25,8 +25,46 @@ const UNKNOWN_JOB: i32 = 153;
 fn pbs_id(j: &JobInfo, server: &str) -> String {
     match (j.array_job_id, j.array_task_id) {
         (Some(a), Some(i)) => format!("{a}[{i}].{server}"),
+        (Some(a), None) => format!("{a}[].{server}"),
         _ => format!("{}.{server}", j.id),
     }
+}
+
+/// The state qstat shows of an array job one of whose subjobs has begun (PBS's `B`).
+const BEGUN: &str = "BEGUN";
+
+/// qstat's lines of `jobs` (in id order): an array job is one line, `42[].server`, where its
+/// first subjob is, as PBS lists it: `B` once one of its subjobs has begun and some are left,
+/// else as its first subjob (`Q`, `H`, `W`; `F` with -x once all have ended); with
+/// `subjobs` (-t), its subjobs follow it.
+fn with_array_parents(jobs: Vec<JobInfo>, subjobs: bool) -> Vec<JobInfo> {
+    let mut lines = Vec::new();
+    // Each array's line, and whether one of its subjobs has begun, and one is left.
+    let mut parents: std::collections::HashMap<u64, (usize, bool, bool)> = Default::default();
+    for j in jobs {
+        let Some(array) = j.array_job_id else {
+            lines.push(j);
+            continue;
+        };
+        let (_, begun, left) = parents.entry(array).or_insert_with(|| {
+            let mut parent = j.clone();
+            parent.id = array;
+            parent.array_task_id = None;
+            lines.push(parent);
+            (lines.len() - 1, false, false)
+        });
+        *begun |= j.state != "PENDING";
+        *left |= matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
+        if subjobs {
+            lines.push(j);
+        }
+    }
+    for (at, begun, left) in parents.into_values() {
+        if begun && left {
+            lines[at].state = BEGUN.into();
+        }
+    }
+    lines
 }
 
 pub fn qsub(words: Vec<String>) -> Result<i32> {
@@ -107,6 +145,7 @@ fn state(j: &JobInfo) -> char {
         "PENDING" => 'Q',
         "RUNNING" => 'R',
         "SUSPENDED" => 'S',
+        BEGUN => 'B',
         _ => 'F',
     }
 }
@@ -150,8 +189,8 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
     let finished = flag(&mut words, "-x");
     let nodes = flag(&mut words, "-n");
     let wide = flag(&mut words, "-w");
-    // Array tasks are always listed one by one (as with -t).
-    flag(&mut words, "-t");
+    // An array job is one line unless its subjobs are asked for.
+    let subjobs = flag(&mut words, "-t");
     let users = value(&mut words, "-u")?;
     let alternate = flag(&mut words, "-a") || users.is_some() || nodes;
     no_other_options("qstat", &words, QSTAT_USAGE)?;
@@ -180,6 +219,9 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
     }
     jobs.sort_by_key(|j| j.id);
     jobs.dedup_by_key(|j| j.id);
+    if words.is_empty() && !full {
+        jobs = with_array_parents(jobs, subjobs);
+    }
     let mut out = std::io::stdout().lock();
     if full {
         for j in &jobs {
@@ -533,6 +575,60 @@ mod tests {
         assert_eq!(short_size(1000), "1kb");
         assert_eq!(cut("a_long_job_name_here", 16), "a_long_job_name*");
         assert_eq!(cut("short", 16), "short");
+    }
+
+    #[test]
+    fn an_array_job_is_one_line_unless_its_subjobs_are_asked_for() {
+        let job = |id: u64, array: Option<(u64, u32)>, state: &str, held: bool| -> JobInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "array_job_id": array.map(|a| a.0), "array_task_id": array.map(|a| a.1),
+                "name": "j", "user": "u", "partition": "p", "state": state, "submit_time": 0,
+                "nodes": [], "cpus": 1, "workdir": "/", "stdout": "o", "held": held,
+            }))
+            .unwrap()
+        };
+        let jobs = vec![
+            job(5, None, "RUNNING", false),
+            // One subjob running: begun.
+            job(10, Some((10, 1)), "PENDING", false),
+            job(11, Some((10, 2)), "RUNNING", false),
+            // All waiting, held: as its first.
+            job(20, Some((20, 1)), "PENDING", true),
+            job(21, Some((20, 2)), "PENDING", true),
+            // Some ended, some waiting: begun; all ended: ended.
+            job(30, Some((30, 1)), "COMPLETED", false),
+            job(31, Some((30, 2)), "PENDING", false),
+            job(40, Some((40, 1)), "COMPLETED", false),
+            job(41, Some((40, 2)), "FAILED", false),
+        ];
+        let shown = |subjobs| -> Vec<String> {
+            with_array_parents(jobs.clone(), subjobs)
+                .iter()
+                .map(|j| format!("{} {}", pbs_id(j, "s"), state(j)))
+                .collect()
+        };
+        assert_eq!(
+            shown(false),
+            ["5.s R", "10[].s B", "20[].s H", "30[].s B", "40[].s F"]
+        );
+        assert_eq!(
+            shown(true),
+            [
+                "5.s R",
+                "10[].s B",
+                "10[1].s Q",
+                "10[2].s R",
+                "20[].s H",
+                "20[1].s H",
+                "20[2].s H",
+                "30[].s B",
+                "30[1].s F",
+                "30[2].s Q",
+                "40[].s F",
+                "40[1].s F",
+                "40[2].s F"
+            ]
+        );
     }
 
     #[test]
