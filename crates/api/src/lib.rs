@@ -149,6 +149,9 @@ pub struct JobInfo {
     /// other fields are the first one's.
     #[serde(default)]
     pub array_tasks: Option<String>,
+    /// An array task's array, as submitted (`1-10%2`).
+    #[serde(default)]
+    pub array_spec: Option<String>,
     pub name: String,
     pub user: String,
     pub partition: String,

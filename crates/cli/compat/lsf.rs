@@ -75,6 +75,61 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     Ok(code)
 }
 
+/// bjobs -A: a line for each array among `jobs`, how many of its elements are in each
+/// state, all of them (those ended too), as LSF counts them.
+fn array_summary(out: &mut impl Write, jobs: &[JobInfo], wide: bool, noheader: bool) -> Result<()> {
+    const STATES: [&str; 7] = ["PEND", "DONE", "RUN", "EXIT", "SSUSP", "USUSP", "PSUSP"];
+    let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
+    if !noheader {
+        writeln!(
+            out,
+            "{:<7} {:<11} {:<7} {:>5} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5}",
+            "JOBID",
+            "ARRAY_SPEC",
+            "OWNER",
+            "NJOBS",
+            STATES[0],
+            STATES[1],
+            STATES[2],
+            STATES[3],
+            STATES[4],
+            STATES[5],
+            STATES[6]
+        )?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for j in jobs {
+        let Some(array) = j.array_job_id.filter(|a| seen.insert(*a)) else {
+            continue;
+        };
+        // (The store's records of them all, whatever their state.)
+        let path = format!("/v1/history?array={array}");
+        let elements: Vec<JobInfo> = crate::client::request("GET", &path, None::<&()>)?;
+        let count = |s: &str| elements.iter().filter(|e| stat(e) == s).count();
+        let spec = format!(
+            "{}[{}]",
+            j.name,
+            j.array_spec.as_deref().unwrap_or_default()
+        );
+        writeln!(
+            out,
+            "{:<7} {:<11} {:<7} {:>5} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5}",
+            array,
+            fit(spec, 11),
+            fit(j.user.clone(), 7),
+            elements.len(),
+            count(STATES[0]),
+            count(STATES[1]),
+            count(STATES[2]),
+            count(STATES[3]),
+            count(STATES[4]),
+            count(STATES[5]),
+            count(STATES[6])
+        )?;
+    }
+    Ok(())
+}
+
 /// LSF's state of a job.
 fn stat(j: &JobInfo) -> &'static str {
     match j.state.as_str() {
@@ -269,7 +324,7 @@ fn parse_format(text: &str) -> Result<Format> {
     Ok(Format { columns, delimiter })
 }
 
-const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
+const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-A] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
 
 pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
     if flag(&mut words, "-h") {
@@ -277,6 +332,7 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
         return Ok(0);
     }
     let select = Selection::take(&mut words)?;
+    let arrays = flag(&mut words, "-A");
     let wide = flag(&mut words, "-w");
     let long = flag(&mut words, "-l");
     let noheader = flag(&mut words, "-noheader");
@@ -290,6 +346,10 @@ pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
         return Ok(status);
     }
     let mut out = std::io::stdout().lock();
+    if arrays {
+        array_summary(&mut out, &jobs, wide, noheader)?;
+        return Ok(status);
+    }
     if long {
         for j in &jobs {
             long_form(&mut out, j)?;

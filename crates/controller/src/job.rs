@@ -427,6 +427,10 @@ impl Job {
             array_job_id: self.array_job_id,
             array_task_id: self.array_task_id,
             array_tasks: None,
+            array_spec: self
+                .array_job_id
+                .and(self.request.array.as_ref())
+                .map(|a| a.to_string()),
             name: self.request.name.clone(),
             user: self.user.clone(),
             partition: self.partition.clone(),

@@ -1374,6 +1374,20 @@ impl Controller {
         self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held))
     }
 
+    /// The ids of all of array job `array`'s tasks, ended or not (they follow its own).
+    pub fn array_ids(&self, array: u64) -> Result<Vec<u64>, ApiError> {
+        Ok((array..array + self.array_len(array)? as u64).collect())
+    }
+
+    /// How many tasks array job `array` has; refused where it is no array job.
+    fn array_len(&self, array: u64) -> Result<usize, ApiError> {
+        let job = self.job(array)?;
+        match job.request.array.as_ref() {
+            Some(spec) if job.array_job_id == Some(array) => Ok(spec.len()),
+            _ => Err(ApiError::bad(format!("job {array} is not an array job"))),
+        }
+    }
+
     /// The ids of array job `array`'s unfinished tasks, for `verb` on the whole array:
     /// refused where `array` is no array job or has none left, and where its tasks are
     /// another user's (one user's all: refused for one, refused for all, before any is
@@ -1384,16 +1398,8 @@ impl Controller {
         array: u64,
         verb: &str,
     ) -> Result<Vec<u64>, ApiError> {
-        let job = self.job(array)?;
-        let Some(spec) = job
-            .request
-            .array
-            .as_ref()
-            .filter(|_| job.array_job_id == Some(array))
-        else {
-            return Err(ApiError::bad(format!("job {array} is not an array job")));
-        };
-        let tasks: Vec<u64> = self.active.tasks(array, spec.len()).map(|j| j.id).collect();
+        let len = self.array_len(array)?;
+        let tasks: Vec<u64> = self.active.tasks(array, len).map(|j| j.id).collect();
         let Some(&first) = tasks.first() else {
             return Err(ApiError::bad(format!(
                 "array job {array} has no pending or running task to {verb}"

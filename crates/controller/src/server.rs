@@ -377,6 +377,8 @@ struct HistoryQuery {
     since: Option<u64>,
     /// Only jobs that ended before this time (seconds since the epoch).
     until: Option<u64>,
+    /// Only the tasks of this array job.
+    array: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/v1/history", params(HistoryQuery), tag = "jobs", responses((status = 200, description = "finished jobs with their accounting", body = Vec<berth_api::JobInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -385,7 +387,7 @@ async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Vec<berth_api::JobInfo>> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
-    let filter = JobFilter {
+    let mut filter = JobFilter {
         users: q.user.into_iter().collect(),
         states: q
             .state
@@ -395,7 +397,11 @@ async fn history(
         ended_before: q.until,
         ..Default::default()
     };
-    c.lock().await.history(&filter).map(Json)
+    let c = c.lock().await;
+    if let Some(array) = q.array {
+        filter.ids = c.array_ids(array)?;
+    }
+    c.history(&filter).map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = u64, Path, description = "job id")), request_body(content = Option<CancelRequest>, description = "a signal to send instead of ending the job; whether the id is an array job's"), tag = "jobs", responses((status = 200, description = "cancelled or signalled"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
