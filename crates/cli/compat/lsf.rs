@@ -78,23 +78,33 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
 /// bjobs -A: a line for each array among `jobs`, how many of its elements are in each
 /// state, all of them (those ended too), as LSF counts them.
 fn array_summary(out: &mut impl Write, jobs: &[JobInfo], wide: bool, noheader: bool) -> Result<()> {
-    const STATES: [&str; 7] = ["PEND", "DONE", "RUN", "EXIT", "SSUSP", "USUSP", "PSUSP"];
+    // Each column and its width (negative: aligned left); the states' from the fifth on.
+    const COLUMNS: [(&str, isize); 11] = [
+        ("JOBID", -7),
+        ("ARRAY_SPEC", -11),
+        ("OWNER", -7),
+        ("NJOBS", 5),
+        ("PEND", 4),
+        ("DONE", 4),
+        ("RUN", 4),
+        ("EXIT", 4),
+        ("SSUSP", 5),
+        ("USUSP", 5),
+        ("PSUSP", 5),
+    ];
+    let line = |values: Vec<String>| -> String {
+        let cells = values.iter().zip(COLUMNS).map(|(v, (_, w))| match w {
+            w if w < 0 => format!("{v:<0$}", w.unsigned_abs()),
+            w => format!("{v:>0$}", w.unsigned_abs()),
+        });
+        cells.collect::<Vec<_>>().join(" ")
+    };
     let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
     if !noheader {
         writeln!(
             out,
-            "{:<7} {:<11} {:<7} {:>5} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5}",
-            "JOBID",
-            "ARRAY_SPEC",
-            "OWNER",
-            "NJOBS",
-            STATES[0],
-            STATES[1],
-            STATES[2],
-            STATES[3],
-            STATES[4],
-            STATES[5],
-            STATES[6]
+            "{}",
+            line(COLUMNS.map(|(name, _)| name.to_string()).to_vec())
         )?;
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -105,27 +115,22 @@ fn array_summary(out: &mut impl Write, jobs: &[JobInfo], wide: bool, noheader: b
         // (The store's records of them all, whatever their state.)
         let path = format!("/v1/history?array={array}");
         let elements: Vec<JobInfo> = crate::client::request("GET", &path, None::<&()>)?;
-        let count = |s: &str| elements.iter().filter(|e| stat(e) == s).count();
         let spec = format!(
             "{}[{}]",
             j.name,
             j.array_spec.as_deref().unwrap_or_default()
         );
-        writeln!(
-            out,
-            "{:<7} {:<11} {:<7} {:>5} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5}",
-            array,
+        let mut values = vec![
+            array.to_string(),
             fit(spec, 11),
             fit(j.user.clone(), 7),
-            elements.len(),
-            count(STATES[0]),
-            count(STATES[1]),
-            count(STATES[2]),
-            count(STATES[3]),
-            count(STATES[4]),
-            count(STATES[5]),
-            count(STATES[6])
-        )?;
+            elements.len().to_string(),
+        ];
+        values.extend(COLUMNS[4..].iter().map(|(state, _)| {
+            let n = elements.iter().filter(|e| stat(e) == *state).count();
+            n.to_string()
+        }));
+        writeln!(out, "{}", line(values))?;
     }
     Ok(())
 }
