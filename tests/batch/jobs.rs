@@ -1314,24 +1314,15 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     // A whole array is one request: another's is refused whole, and one with nothing left
     // says so.
     let theirs = c.submit(Mode::Root, "theirs.sh", HELLO, &["--hold", "--array=1-3"]);
-    let refused = c.berth(Mode::Rootless, &["cancel", &theirs.to_string()]);
-    assert!(
-        refused.code != 0
-            && refused
-                .stderr
-                .contains("only its owner or root may cancel it"),
-        "{}",
-        refused.stderr
-    );
-    let refused = c.berth(Mode::Rootless, &["release", &theirs.to_string()]);
-    assert!(
-        refused.code != 0
-            && refused
-                .stderr
-                .contains("only its owner or root may release it"),
-        "{}",
-        refused.stderr
-    );
+    for verb in ["cancel", "release"] {
+        let refused = c.berth(Mode::Rootless, &[verb, &theirs.to_string()]);
+        assert!(
+            refused.code != 0
+                && (refused.stderr).contains(&format!("only its owner or root may {verb} it")),
+            "{verb}: {}",
+            refused.stderr
+        );
+    }
     for id in theirs..theirs + 3 {
         let job = c.show(id);
         assert_eq!(

@@ -1229,15 +1229,10 @@ impl Controller {
     pub fn queue(&self, array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>, ApiError> {
         let jobs: Box<dyn Iterator<Item = &Job>> = match array {
             None => Box::new(self.active.values()),
-            Some(id) => {
-                let job = self.job(id)?;
-                match job.request.array.as_ref() {
-                    Some(spec) if job.array_job_id == Some(id) => {
-                        Box::new(self.active.tasks(id, spec.len()))
-                    }
-                    _ => Box::new(self.active.get(&id).into_iter()),
-                }
-            }
+            Some(id) => match self.tasks_of(id)? {
+                Some(len) => Box::new(self.active.tasks(id, len)),
+                None => Box::new(self.active.get(&id).into_iter()),
+            },
         };
         /// An entry for pending tasks of an array: where it is, its first task, the indices
         /// of the tasks it stands for.
@@ -1277,19 +1272,21 @@ impl Controller {
     /// Whether two pending tasks of an array show alike in the queue: what they ask for,
     /// where, held or not, and why they wait.
     fn wait_alike(&self, a: &Job, b: &Job) -> bool {
-        fn reason<'a>(c: &'a Controller, j: &'a Job) -> Option<&'a str> {
-            match c.lead_of(j) {
-                Some(lead) => Some(lead.reason.as_str()),
-                None => j.reason.as_deref(),
-            }
-        }
-        let reason = |j| reason(self, j);
         a.held == b.held
             && a.partition == b.partition
             && a.begin_time == b.begin_time
             && a.deadline == b.deadline
-            && reason(a) == reason(b)
+            && self.reason_of(a) == self.reason_of(b)
             && a.request == b.request
+    }
+
+    /// Why `job` waits (or how it failed), as shown: an array's task beyond the pass's
+    /// window shows its array's lead's reason.
+    fn reason_of<'a>(&'a self, job: &'a Job) -> Option<&'a str> {
+        match self.lead_of(job) {
+            Some(lead) => Some(&lead.reason),
+            None => job.reason.as_deref(),
+        }
     }
 
     pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
@@ -1381,11 +1378,18 @@ impl Controller {
 
     /// How many tasks array job `array` has; refused where it is no array job.
     fn array_len(&self, array: u64) -> Result<usize, ApiError> {
-        let job = self.job(array)?;
-        match job.request.array.as_ref() {
-            Some(spec) if job.array_job_id == Some(array) => Ok(spec.len()),
-            _ => Err(ApiError::bad(format!("job {array} is not an array job"))),
-        }
+        self.tasks_of(array)?
+            .ok_or_else(|| ApiError::bad(format!("job {array} is not an array job")))
+    }
+
+    /// How many tasks job `id` has if it is an array job (its first task's id), `None` if
+    /// it is another job; an error if there is no such job.
+    fn tasks_of(&self, id: u64) -> Result<Option<usize>, ApiError> {
+        let job = self.job(id)?;
+        let spec = job.request.array.as_ref();
+        Ok(spec
+            .filter(|_| job.array_job_id == Some(id))
+            .map(|a| a.len()))
     }
 
     /// The ids of array job `array`'s unfinished tasks, for `verb` on the whole array:
