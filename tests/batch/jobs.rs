@@ -1781,8 +1781,10 @@ fn killing_the_controller_loses_nothing() {
     );
     c.wait_for(running, &["RUNNING"]);
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
-    // An array's tasks share their script and their submitter's environment, which only
-    // its first task's record keeps: each task has them again after the restart.
+    // An array's tasks share their script, their submitter's environment and their
+    // request, which only its first task's record keeps: each task has them again after
+    // the restart, but for a task whose own request changed (renamed), which its own
+    // record keeps.
     let array: u64 = c
         .try_submit_with(
             Mode::Rootless,
@@ -1795,6 +1797,11 @@ fn killing_the_controller_loses_nothing() {
         .trim()
         .parse()
         .unwrap();
+    c.berth(
+        Mode::Rootless,
+        &["update", &(array + 1).to_string(), "-J", "renamed"],
+    )
+    .ok();
     // The jobs' files are on a tmpfs of berth's own, which outlives the process: the
     // running job's are found again.
     let own_tmpfs = jobs_tmpfs_expected(&c);
@@ -1812,6 +1819,10 @@ fn killing_the_controller_loses_nothing() {
     assert!(c.state.join("jobs").join(running.to_string()).exists());
     assert_eq!(jobs_tmpfs(&c), own_tmpfs);
     assert_eq!(c.show(done)["state"], "COMPLETED");
+    let names: Vec<_> = (array..array + 3)
+        .map(|id| c.show(id)["name"].clone())
+        .collect();
+    assert_eq!(names, ["array.sh", "renamed", "array.sh"]);
     c.berth(Mode::Rootless, &["release", &array.to_string()])
         .ok();
     for (index, id) in (array..array + 3).enumerate() {

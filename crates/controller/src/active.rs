@@ -259,15 +259,7 @@ mod tests {
     use super::*;
 
     fn job(id: u64, array: Option<u64>) -> Job {
-        let mut job: Job = serde_json::from_value(serde_json::json!({
-            "id": id, "user": "u", "uid": 1000, "partition": "p", "script": "",
-            "workdir": "/", "submit_env": [], "image_env": [], "state": "PENDING",
-            "held": false, "submit_time": 0, "cpus": 1, "stdout": "", "cancel_requested": false,
-            "request": serde_json::to_value(berth_core::job::JobRequest::from_options(Default::default(), "j").unwrap()).unwrap(),
-        }))
-        .expect("a job");
-        job.array_job_id = array;
-        job
+        crate::job::tests::sample(id, array)
     }
 
     fn ids<'a>(jobs: impl Iterator<Item = &'a Job>) -> Vec<u64> {

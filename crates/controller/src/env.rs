@@ -133,7 +133,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     if let Some(start) = job.start_time {
         // Scripts that save their state before the limit read these (Slurm 23.02+).
         set("SLURM_JOB_START_TIME", start.to_string());
-        if let Some(limit) = job.request.time_limit {
+        if let Some(limit) = job.time_limit() {
             set("SLURM_JOB_END_TIME", (start + limit).to_string());
         }
     }

@@ -6,15 +6,27 @@ use berth_api::JobInfo;
 use berth_core::job::{DependencyKind, JobRequest};
 use serde::{Deserialize, Serialize};
 
-/// What an array's tasks have alike and in bulk, their script and their submitter's
-/// environment: one copy in memory for all of them, and in the store only in the record of
-/// the array's first task (the others' records leave it out: `elsewhere`; they get it back
-/// from that one when read, [`Job::share_with`]). So that a 100,000-task array is not
-/// 100,000 copies of an environment.
-#[derive(Debug, Clone, Default)]
+/// What an array's tasks have alike and in bulk, their script, their submitter's
+/// environment and their request: one copy in memory for all of them, and in the store only
+/// in the record of the array's first task (the others' records leave it out: `elsewhere`;
+/// they get it back from that one when read, [`Job::share_with`]). So that a 100,000-task
+/// array is not 100,000 copies of an environment and of a request. A task whose copy
+/// changes ([`Part::make_mut`]) gets its own, kept in its own record from then on.
+#[derive(Debug, Clone)]
 pub struct Part<T> {
     value: std::sync::Arc<T>,
     elsewhere: bool,
+}
+
+impl<T: Default> Default for Part<T> {
+    /// What a record that leaves the value out reads as: kept elsewhere, to be filled in
+    /// ([`Job::share_with`]).
+    fn default() -> Part<T> {
+        Part {
+            value: Default::default(),
+            elsewhere: true,
+        }
+    }
 }
 
 impl<T> Part<T> {
@@ -31,6 +43,21 @@ impl<T> Part<T> {
             value: self.value.clone(),
             elsewhere: true,
         }
+    }
+
+    /// The value to change: this holder's own from now on (copied if shared), kept in its
+    /// own record.
+    pub fn make_mut(&mut self) -> &mut T
+    where
+        T: Clone,
+    {
+        self.elsewhere = false;
+        std::sync::Arc::make_mut(&mut self.value)
+    }
+
+    /// Whether `other` is this very copy.
+    pub fn same(&self, other: &Part<T>) -> bool {
+        std::sync::Arc::ptr_eq(&self.value, &other.value)
     }
 
     fn elsewhere(&self) -> bool {
@@ -114,7 +141,17 @@ pub struct Job {
     pub user: String,
     pub uid: u32,
     pub partition: String,
-    pub request: JobRequest,
+    /// Shared by an array's tasks until one's changes (see [`Part`]).
+    #[serde(default, skip_serializing_if = "Part::elsewhere")]
+    pub request: Part<JobRequest>,
+    /// In an array's first task's record: the request its tasks share, where the first
+    /// task's own has changed since (`berth update`); else its own is theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_request: Option<Part<JobRequest>>,
+    /// The time limit it started under where it named none: its partition's then
+    /// (DefaultTime, else MaxTime), as in Slurm. See [`Job::time_limit`].
+    #[serde(default)]
+    pub default_limit: Option<u64>,
     /// The jobs it waits for, resolved at submission, as ranges of ids (an array's tasks
     /// have consecutive ids): an array job named whole stands for all of its tasks, `42_7`
     /// for that task, `aftercorr` for the task with this one's index (as `afterok`). Empty
@@ -407,6 +444,7 @@ impl Job {
         self.suspended = Stopwatch::default();
         self.held_time = Stopwatch::default();
         self.restarts += 1;
+        self.default_limit = None;
     }
 
     /// The jobs it waits for, and how, as ranges of ids (see `depends_on`): a whole array
@@ -443,7 +481,7 @@ impl Job {
             deadline: self.deadline,
             start_time: self.start_time,
             end_time: self.end_time,
-            time_limit: self.request.time_limit,
+            time_limit: self.time_limit(),
             nodes: self.nodes().map(str::to_string).collect(),
             min_nodes: self.request.nodes.min,
             ntasks: self.request.ntasks,
@@ -498,17 +536,54 @@ impl Job {
         }
     }
 
-    /// The array whose first task's record keeps its script and environment, for a task
-    /// other than the first (its own record leaves them out).
+    /// The array whose first task's record keeps its script, environment and request, for
+    /// a task other than the first (its own record leaves them out).
     pub fn parts_from(&self) -> Option<u64> {
         self.array_job_id.filter(|&array| array != self.id)
     }
 
     /// Takes the script and environment of `first`, its array's first task (shared, and
-    /// left out of its own record).
+    /// left out of its own record), and its request unless its record has one of its own.
     pub fn share_with(&mut self, first: &Job) {
         self.script = first.script.kept_elsewhere();
         self.submit_env = first.submit_env.kept_elsewhere();
+        if self.request.elsewhere() {
+            self.request = first.shared_request().kept_elsewhere();
+        }
+    }
+
+    /// The request an array's tasks share, kept by its first task.
+    fn shared_request(&self) -> &Part<JobRequest> {
+        self.array_request.as_ref().unwrap_or(&self.request)
+    }
+
+    /// The request, to change: the job's own copy from then on.
+    pub fn request_mut(&mut self) -> &mut JobRequest {
+        self.keep_shared_request();
+        self.request.make_mut()
+    }
+
+    /// Gives it `request`, kept in its own record from then on.
+    pub fn set_request(&mut self, request: Part<JobRequest>) {
+        self.keep_shared_request();
+        self.request = Part {
+            elsewhere: false,
+            ..request
+        };
+    }
+
+    /// Before an array's first task's request changes: the one its tasks share, kept aside
+    /// for them (`array_request`).
+    fn keep_shared_request(&mut self) {
+        if self.array_job_id == Some(self.id) && self.array_request.is_none() {
+            self.array_request = Some(self.request.clone());
+        }
+    }
+
+    /// The time limit it runs under (seconds): its own, else, once started, the one it
+    /// started under.
+    pub fn time_limit(&self) -> Option<u64> {
+        self.request.time_limit.or(self.default_limit)
     }
 
     pub fn row(&self) -> berth_store::JobRow {
@@ -525,8 +600,72 @@ impl Job {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::Stopwatch;
+pub(crate) mod tests {
+    use super::{Job, Part, Stopwatch};
+
+    /// A pending job of one task, `array`'s task if given.
+    pub fn sample(id: u64, array: Option<u64>) -> Job {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "id": id, "user": "u", "uid": 1000, "partition": "p", "script": "",
+            "workdir": "/", "submit_env": [], "image_env": [], "state": "PENDING",
+            "held": false, "submit_time": 0, "cpus": 1, "stdout": "", "cancel_requested": false,
+            "request": serde_json::to_value(berth_core::job::JobRequest::from_options(Default::default(), "j").unwrap()).unwrap(),
+        }))
+        .expect("a job");
+        job.array_job_id = array;
+        job
+    }
+
+    /// A job as read back from the record `job` writes.
+    fn stored(job: &Job) -> Job {
+        serde_json::from_slice(&job.row().doc).expect("a record reads back")
+    }
+
+    fn has_request(job: &Job) -> bool {
+        let doc: serde_json::Value = serde_json::from_slice(&job.row().doc).unwrap();
+        doc.get("request").is_some()
+    }
+
+    #[test]
+    fn an_arrays_tasks_keep_one_request_until_one_changes_its_own() {
+        // As submitted: the first task's record keeps the request, the others' leave it out.
+        let mut tasks: Vec<Job> = (1..=3).map(|id| sample(id, Some(1))).collect();
+        let shared = Part::new(berth_core::job::JobRequest::clone(&tasks[0].request));
+        for (n, task) in tasks.iter_mut().enumerate() {
+            task.request = match n {
+                0 => shared.clone(),
+                _ => shared.kept_elsewhere(),
+            };
+        }
+        assert!(has_request(&tasks[0]));
+        assert!(!has_request(&tasks[1]));
+        let mut second = stored(&tasks[1]);
+        assert_eq!(second.request.name, "", "left out of its record");
+        second.share_with(&stored(&tasks[0]));
+        assert_eq!(second.request.name, "j");
+
+        // The first task's own changes (a running one's time limit): its record keeps the
+        // shared one aside, which the others still read.
+        tasks[0].request_mut().name = "renamed".into();
+        assert_eq!(
+            tasks[1].request.name, "j",
+            "changed on the first task's copy only"
+        );
+        let first = stored(&tasks[0]);
+        assert_eq!(first.request.name, "renamed");
+        let mut second = stored(&tasks[1]);
+        second.share_with(&first);
+        assert_eq!(second.request.name, "j");
+
+        // A task given a request of its own (`berth update`) keeps it in its record.
+        let mut own = berth_core::job::JobRequest::clone(&tasks[2].request);
+        own.name = "third".into();
+        tasks[2].set_request(Part::new(own));
+        assert!(has_request(&tasks[2]));
+        let mut third = stored(&tasks[2]);
+        third.share_with(&first);
+        assert_eq!(third.request.name, "third");
+    }
 
     #[test]
     fn a_stopwatch_adds_up_its_spells_and_reads_a_running_one_as_of_now() {

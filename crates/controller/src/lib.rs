@@ -361,24 +361,15 @@ impl Controller {
             states: vec!["PENDING".into(), "RUNNING".into()],
             ..Default::default()
         };
-        // Arrays' first tasks, whose records keep what their tasks share.
-        let mut firsts: BTreeMap<u64, Job> = BTreeMap::new();
+        let mut firsts = BTreeMap::new();
         for row in controller
             .store
             .query_jobs(&filter)
             .map_err(|e| e.to_string())?
         {
-            let mut job: Job = serde_json::from_slice(&row.doc)
-                .map_err(|e| format!("job {} in the state database is unreadable: {e}", row.id))?;
-            if let Some(array) = job.parts_from() {
-                let first = match firsts.entry(array) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(controller.first_task(array).map_err(|e| e.message)?)
-                    }
-                };
-                job.share_with(first);
-            }
+            let job = controller
+                .read_record(&row, &mut firsts)
+                .map_err(|e| e.message)?;
             controller.active.insert(job.id, job);
         }
         Ok(Arc::new(Mutex::new(controller)))
@@ -490,8 +481,7 @@ impl Controller {
                         cpus: share.cpu_ids.len() as u32,
                         memory: j.memory.unwrap_or(0),
                         gpus: share.gpu_ids.len() as u32,
-                        end: j.start_time.unwrap_or(0)
-                            + j.request.time_limit.unwrap_or(365 * 86400),
+                        end: j.start_time.unwrap_or(0) + j.time_limit().unwrap_or(365 * 86400),
                     });
             }
         }
@@ -992,6 +982,7 @@ impl Controller {
         .map_err(ApiError::internal)?;
         // One copy for all of an array's tasks (see `job::Part`).
         let (script, submit_env) = (job::Part::new(req.script), job::Part::new(req.env));
+        let shared = job::Part::new(request.clone());
         let mut jobs = Vec::with_capacity(indices.len());
         for (n, index) in indices.iter().enumerate() {
             let id = first + n as u64;
@@ -1010,7 +1001,12 @@ impl Controller {
                 // Until the job starts, %N names the first node there is (see `outputs`).
                 stdout: String::new(),
                 stderr: None,
-                request: request.clone(),
+                request: match n {
+                    0 => shared.clone(),
+                    _ => shared.kept_elsewhere(),
+                },
+                array_request: None,
+                default_limit: None,
                 script: match n {
                     0 => script.clone(),
                     _ => script.kept_elsewhere(),
@@ -1184,22 +1180,44 @@ impl Controller {
         if let Some(j) = self.active.get(&id) {
             return Ok(j.clone());
         }
-        // (An ended array task's record lacks the script and environment its array's first
-        // task keeps: see `first_task`, for what runs it again.)
         let row = self
             .store
             .get_job(id)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(id))?;
-        serde_json::from_slice(&row.doc).map_err(ApiError::internal)
+        self.read_record(&row, &mut BTreeMap::new())
     }
 
-    /// The first task of array `array`, whose record keeps the script and environment of
-    /// all of its tasks (`job::Part`).
+    /// The job a stored record holds, with what an array's task shares with its array's
+    /// first task filled in from that one's record (`job::Part`); `firsts` keeps the first
+    /// tasks read, for the next records.
+    fn read_record(
+        &self,
+        row: &berth_store::JobRow,
+        firsts: &mut BTreeMap<u64, Job>,
+    ) -> Result<Job, ApiError> {
+        let mut job: Job = serde_json::from_slice(&row.doc).map_err(|e| {
+            ApiError::internal(format!(
+                "job {} in the state database is unreadable: {e}",
+                row.id
+            ))
+        })?;
+        if let Some(array) = job.parts_from() {
+            let first = match firsts.entry(array) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.first_task(array)?),
+            };
+            job.share_with(first);
+        }
+        Ok(job)
+    }
+
+    /// The first task of array `array`, whose record keeps the script, environment and
+    /// request of all of its tasks (`job::Part`).
     fn first_task(&self, array: u64) -> Result<Job, ApiError> {
         self.job(array).map_err(|e| {
             ApiError::internal(format!(
-                "array job {array}'s first task, whose record keeps its tasks' script and environment, cannot be read: {}",
+                "array job {array}'s first task, whose record keeps what its tasks share, cannot be read: {}",
                 e.message
             ))
         })
@@ -1277,7 +1295,7 @@ impl Controller {
             && a.begin_time == b.begin_time
             && a.deadline == b.deadline
             && self.reason_of(a) == self.reason_of(b)
-            && a.request == b.request
+            && (a.request.same(&b.request) || *a.request == *b.request)
     }
 
     /// Why `job` waits (or how it failed), as shown: an array's task beyond the pass's
@@ -1291,12 +1309,9 @@ impl Controller {
 
     pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
         let rows = self.store.query_jobs(filter).map_err(ApiError::internal)?;
+        let mut firsts = BTreeMap::new();
         rows.iter()
-            .map(|r| {
-                serde_json::from_slice::<Job>(&r.doc)
-                    .map(|j| self.info(&j))
-                    .map_err(ApiError::internal)
-            })
+            .map(|r| self.read_record(r, &mut firsts).map(|j| self.info(&j)))
             .collect()
     }
 
@@ -1487,6 +1502,8 @@ impl Controller {
         let ids = if tasks.is_empty() { vec![id] } else { tasks };
         let cluster = self.cluster();
         let mut updated = Vec::with_capacity(ids.len());
+        // The last request changed, and what it became.
+        let mut changed: Option<(job::Part<JobRequest>, job::Part<JobRequest>)> = None;
         for id in ids {
             let job = self.owned(caller, id, "update")?.clone();
             if job.state != State::Pending {
@@ -1497,7 +1514,9 @@ impl Controller {
             }
             let mut job = job;
             let o = o.clone();
-            let r = &mut job.request;
+            // Changed on a copy: a task whose request stays as it was keeps sharing its
+            // array's; tasks whose shared one changes alike share the changed one.
+            let mut r = JobRequest::clone(&job.request);
             // Only what was given changes (a nice root gave stays, whoever updates).
             if let Some(nice) = o.nice {
                 refuse_negative_nice(&caller, nice)?;
@@ -1528,14 +1547,25 @@ impl Controller {
                 job.begin_time = Some(b.resolve_in(now, utc_offset));
             }
             if let Some(deps) = o.dependencies {
-                job.request.dependencies = deps;
-                let targets = self.dependency_targets(&job.request)?;
+                r.dependencies = deps;
+                let targets = self.dependency_targets(&r)?;
                 job.depends_on = targets
                     .iter()
                     .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), job.array_task_id))
                     .collect();
             }
-            self.placeable(&cluster, &job.partition, &job.request)?;
+            self.placeable(&cluster, &job.partition, &r)?;
+            if r != *job.request {
+                let request = match &changed {
+                    Some((from, to)) if from.same(&job.request) => to.clone(),
+                    _ => {
+                        let to = job::Part::new(r);
+                        changed = Some((job.request.clone(), to.clone()));
+                        to
+                    }
+                };
+                job.set_request(request);
+            }
             updated.push(job);
         }
         let rows: Vec<_> = updated.iter().map(Job::row).collect();
@@ -1567,8 +1597,7 @@ impl Controller {
         let removed = limit == berth_core::job::UNLIMITED_TIME;
         // A job without one has none to raise: its owner may give it one.
         if let Some(current) = job
-            .request
-            .time_limit
+            .time_limit()
             .filter(|&c| (removed || limit > c) && caller.uid != 0)
         {
             return Err(ApiError::forbidden(format!(
@@ -1584,7 +1613,8 @@ impl Controller {
         };
         set_limit(&self.links_of(id), &job, seconds, kill_wait, &self.key)?;
         let mut job = self.active.get_mut(&id).expect("owned above");
-        job.request.ask_time_limit(Some(limit));
+        job.request_mut().ask_time_limit(Some(limit));
+        job.default_limit = None;
         let job = job.cloned();
         self.persist(&job)?;
         Ok(1)
@@ -1731,9 +1761,6 @@ impl Controller {
                     "job {id} belongs to {}: only its owner or root may requeue it",
                     job.user
                 )));
-            }
-            if let Some(array) = job.parts_from() {
-                job.share_with(&self.first_task(array)?);
             }
             job.restart();
             self.persist(&job)?;
@@ -1899,7 +1926,7 @@ impl Controller {
                     // A job that named no time limit runs under its partition's (DefaultTime,
                     // else MaxTime), as in Slurm: enforced like its own, and shown.
                     if job.request.time_limit.is_none() {
-                        job.request.time_limit =
+                        job.default_limit =
                             part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
                     }
                     let id = job.id;
@@ -2158,8 +2185,7 @@ impl Controller {
                 gpus: (!share.gpu_ids.is_empty()).then_some(share.gpu_ids.len() as u32),
                 gpu_ids: share.gpu_ids.clone(),
                 time_limit: job
-                    .request
-                    .time_limit
+                    .time_limit()
                     .map(|t| node_limit(t, batch_host, self.settings.kill_wait)),
                 grace: self.settings.kill_wait,
                 // Counted from the job's own limit on every node (the others' runners have
@@ -2168,7 +2194,7 @@ impl Controller {
                     let batch_only = w.target == berth_core::job::SignalTarget::Batch;
                     (batch_host || !batch_only).then_some(berth_agent::runner::LaunchWarning {
                         signal: w.signal,
-                        after: job.request.time_limit?.saturating_sub(w.before),
+                        after: job.time_limit()?.saturating_sub(w.before),
                         target: w.target,
                     })
                 }),
@@ -2537,7 +2563,7 @@ impl Controller {
             .running()
             .filter(|j| !j.request.mail.time_limit.is_empty() && j.state == State::Running)
         {
-            let (Some(start), Some(limit)) = (j.start_time, j.request.time_limit) else {
+            let (Some(start), Some(limit)) = (j.start_time, j.time_limit()) else {
                 continue;
             };
             let ran = now

@@ -109,6 +109,13 @@ pub struct NodeRange {
     pub max: u32,
 }
 
+impl Default for NodeRange {
+    /// One node, sbatch's default.
+    fn default() -> Self {
+        NodeRange { min: 1, max: 1 }
+    }
+}
+
 /// How much memory, and per what. Bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -198,9 +205,10 @@ pub struct EnvVar {
 }
 
 /// Output files are truncated (sbatch, qsub) or appended to (bsub `-o`) when they exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OpenMode {
+    #[default]
     Truncate,
     Append,
 }
@@ -414,7 +422,9 @@ impl JobOptions {
 }
 
 /// A validated job, defaults resolved: what the controller stores and the scheduler places.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (`Default`: an empty one, standing in for a request a record keeps elsewhere until it
+/// is filled in; a submission's comes from [`JobRequest::from_options`].)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRequest {
     pub name: String,
     /// The scheduler picks a count in this range; unset by the user it is `1..=ntasks`
