@@ -1829,33 +1829,57 @@ pub fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
 }
 
 /// Jobs by id, ended or not: `42` is job 42 and, for an array job, each of its tasks
-/// (consecutive ids); `42_7` is task 7 of array 42.
+/// (consecutive ids); `42_7` is task 7 of array 42. A few requests however many tasks an
+/// array has.
 pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     let mut jobs = Vec::new();
     for spec in specs {
         let (id, index) = job_spec(spec)?;
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-        let array = first.array_job_id == Some(id);
-        let mut tasks = vec![first];
-        // The array's other tasks follow its id, until a job that is not one of them.
-        for next in (id + 1..).take_while(|_| array) {
-            match request::<JobInfo>("GET", &format!("/v1/jobs/{next}"), None::<&()>) {
-                Ok(task) if task.array_job_id == Some(id) => tasks.push(task),
-                _ => break,
+        let spec_of = first
+            .array_spec
+            .as_deref()
+            .filter(|_| first.array_job_id == Some(id))
+            .map(berth_core::job::ArraySpec::parse)
+            .transpose()
+            .with_context(|| format!("{spec}: the controller sent an unreadable array"))?;
+        match (index, spec_of) {
+            (None, None) => jobs.push(first),
+            (None, Some(_)) => jobs.extend(array_tasks(id)?),
+            (Some(i), Some(array)) => {
+                let Some(n) = array.position(i) else {
+                    bail!("{spec}: job {id} has no array task {i}")
+                };
+                jobs.push(request(
+                    "GET",
+                    &format!("/v1/jobs/{}", id + n as u64),
+                    None::<&()>,
+                )?);
             }
-        }
-        match index {
-            None => jobs.extend(tasks),
-            Some(i) => match tasks
-                .into_iter()
-                .find(|t| array && t.array_task_id == Some(i))
-            {
-                Some(task) => jobs.push(task),
-                None => bail!("{spec}: job {id} has no array task {i}"),
-            },
+            (Some(i), None) => bail!("{spec}: job {id} has no array task {i}"),
         }
     }
     Ok(jobs)
+}
+
+/// Every task of array job `array`, ended or not, in id order: their records in one
+/// request, and as the controller has them now, those not ended, in another.
+fn array_tasks(array: u64) -> Result<Vec<JobInfo>> {
+    let mut live: HashMap<u64, JobInfo> = active_jobs(Some(array), false)?
+        .into_iter()
+        .map(|j| (j.id, j))
+        .collect();
+    let mut tasks: Vec<JobInfo> =
+        request("GET", &format!("/v1/history?array={array}"), None::<&()>)?;
+    for task in &mut tasks {
+        if let Some(now) = live.remove(&task.id) {
+            *task = now;
+        }
+    }
+    // (One whose record the controller has not written yet.)
+    tasks.extend(live.into_values());
+    tasks.sort_unstable_by_key(|t| t.id);
+    Ok(tasks)
 }
 
 /// The jobs that `specs` name, as scancel and scontrol read them: `42` is job 42, or, for

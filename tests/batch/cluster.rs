@@ -256,9 +256,10 @@ impl Cluster {
             .ok();
     }
 
-    pub fn show(&self, id: u64) -> serde_json::Value {
+    /// `berth show JOB --json`: a job's id, or `ID_INDEX` for an array's task.
+    pub fn show(&self, job: impl std::fmt::Display) -> serde_json::Value {
         serde_json::from_str(
-            self.berth(Mode::Root, &["show", &id.to_string(), "--json"])
+            self.berth(Mode::Root, &["show", &job.to_string(), "--json"])
                 .ok(),
         )
         .unwrap()

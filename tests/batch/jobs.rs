@@ -1286,6 +1286,43 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
         .ok();
     assert_eq!(c.show(held + 1)["state"], "CANCELLED");
     assert_eq!(c.show(held)["state"], "PENDING");
+    // A task by its index, ended or not, and the whole array, ended tasks with the others.
+    let shown = c.show(format!("{held}_2"));
+    assert_eq!(
+        (shown["id"].as_u64(), shown["state"].as_str()),
+        (Some(held + 1), Some("CANCELLED"))
+    );
+    let sacct = c.berth(
+        Mode::Rootless,
+        &[
+            "history",
+            "-j",
+            &held.to_string(),
+            "-n",
+            "-P",
+            "-o",
+            "JobID,State",
+        ],
+    );
+    assert_eq!(
+        sacct.ok(),
+        format!("{held}_1|PENDING\n{held}_2|CANCELLED\n{held}_3|PENDING\n")
+    );
+    let stepped = c.submit(
+        Mode::Rootless,
+        "held.sh",
+        HELLO,
+        &["--hold", "--array=4-10:3"],
+    );
+    assert_eq!(c.show(format!("{stepped}_7"))["id"], stepped + 1);
+    let none = c.berth(Mode::Rootless, &["show", &format!("{stepped}_8")]);
+    assert!(
+        none.stderr.contains("has no array task 8"),
+        "{}",
+        none.stderr
+    );
+    c.berth(Mode::Rootless, &["cancel", &stepped.to_string()])
+        .ok();
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
     c.completed(held);

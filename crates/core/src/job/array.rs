@@ -141,6 +141,19 @@ impl ArraySpec {
         out
     }
 
+    /// Where `index` comes among the indices (its task's id is the array's plus this), if
+    /// it is one.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        match self.ranges.as_slice() {
+            [one] if one.step > 0 => (one.start..=one.end)
+                .contains(&index)
+                .then(|| index - one.start)
+                .filter(|offset| offset % one.step == 0)
+                .map(|offset| (offset / one.step) as usize),
+            _ => self.indices().binary_search(&index).ok(),
+        }
+    }
+
     /// Number of distinct elements.
     pub fn len(&self) -> usize {
         match self.ranges.as_slice() {
@@ -236,7 +249,15 @@ mod tests {
                 "{spec}"
             );
             assert_eq!(a.len(), a.indices().len(), "{spec}");
+            // Each index's position is its task's place among the array's ids.
+            for (n, index) in a.indices().into_iter().enumerate().take(100) {
+                assert_eq!(a.position(index), Some(n), "{spec}: {index}");
+            }
+            assert_eq!(a.position(max + 1), None, "{spec}");
         }
+        assert_eq!(ArraySpec::parse("0-15:4").unwrap().position(5), None);
+        assert_eq!(ArraySpec::parse("3-9").unwrap().position(2), None);
+        assert_eq!(ArraySpec::parse("1,3,5-7").unwrap().position(4), None);
     }
 
     #[test]
