@@ -1379,16 +1379,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
         for spec in &args.jobs {
-            match job_spec(spec)? {
-                // An array job, all of it (one request, however many tasks it has), or
-                // another job.
-                (id, None) => send_cancel(id, args.signal.clone(), target, is_array(id)?)?,
-                (_, Some(_)) => {
-                    for id in job_ids(std::slice::from_ref(spec), |_| true)? {
-                        cancel_job(id, args.signal.clone(), target)?;
-                    }
-                }
-            }
+            each_named(spec, |job, _| job.cancel(args.signal.clone(), target))?;
         }
         return Ok(0);
     }
@@ -1439,20 +1430,7 @@ fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[Str
 
 /// Cancels job `id`, or sends `signal` to the processes of it `target` names.
 pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Result<()> {
-    send_cancel(id, signal, target, false)
-}
-
-/// [`cancel_job`], or with `array` each unfinished task of array job `id`.
-fn send_cancel(id: u64, signal: Option<String>, target: SignalTarget, array: bool) -> Result<()> {
-    request(
-        "POST",
-        &format!("/v1/jobs/{id}/cancel"),
-        Some(&CancelRequest {
-            signal,
-            target: Some(target),
-            array,
-        }),
-    )
+    Target::Job(id).cancel(signal, target)
 }
 
 pub fn history(args: HistoryArgs) -> Result<i32> {
@@ -1913,40 +1891,78 @@ pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<V
 }
 
 /// Which of an array's active tasks job verb `verb` acts on: a hold or release the pending
-/// ones, a suspend the running ones, a resume the suspended ones, the others all.
+/// ones, a suspend the running ones, a resume the suspended ones, a requeue both, the
+/// others all.
 pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
     match verb {
         "hold" | "release" => |j| j.state == "PENDING",
         "suspend" | "usage" => |j| j.state == "RUNNING",
         "resume" => |j| j.state == "SUSPENDED",
+        "requeue" => |j| matches!(j.state.as_str(), "RUNNING" | "SUSPENDED"),
         _ => |_| true,
     }
 }
 
-/// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job (an array's
-/// tasks the verb applies to: the pending ones for a hold, the running for a suspend; a
-/// whole array's hold or release is one call).
+/// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job, and one for a
+/// whole array, however many tasks it has.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
     for spec in &args.jobs {
-        // An array job, all of it, held or released in one request however many tasks it has.
-        if let (id, None) = job_spec(spec)? {
-            if matches!(verb, "hold" | "release") && is_array(id)? {
-                let path = format!("/v1/jobs/{id}/{verb}?array=true");
-                let _: () = request("POST", &path, None::<&()>)?;
-                continue;
-            }
-        }
-        for id in job_ids(std::slice::from_ref(spec), applies(verb))? {
-            let _: () = request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
-        }
+        each_named(spec, |target, _| target.act(verb))?;
     }
     Ok(0)
 }
 
-/// Whether `id` is an array job's (its first task's id).
-fn is_array(id: u64) -> Result<bool> {
-    let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-    Ok(job.array_job_id == Some(id))
+/// What a job spec names, for a job verb: a job (or an array's task), or an array whole
+/// (`42`), which the verb takes in one request however many tasks it has.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Job(u64),
+    Array(u64),
+}
+
+impl Target {
+    /// `verb` (hold, release, suspend, resume, requeue): on an array, each of its tasks it
+    /// acts on ([`applies`]).
+    pub fn act(self, verb: &str) -> Result<()> {
+        let path = match self {
+            Target::Job(id) => format!("/v1/jobs/{id}/{verb}"),
+            Target::Array(id) => format!("/v1/jobs/{id}/{verb}?array=true"),
+        };
+        request("POST", &path, None::<&()>)
+    }
+
+    /// Cancels it (each unfinished task of an array), or sends it `signal`.
+    pub fn cancel(self, signal: Option<String>, target: SignalTarget) -> Result<()> {
+        let (id, array) = match self {
+            Target::Job(id) => (id, false),
+            Target::Array(id) => (id, true),
+        };
+        request(
+            "POST",
+            &format!("/v1/jobs/{id}/cancel"),
+            Some(&CancelRequest {
+                signal,
+                target: Some(target),
+                array,
+            }),
+        )
+    }
+}
+
+/// Calls `act` with what `spec` names: a job or an array whole (its id), once; an array's
+/// task (`42_7`), once; with whether it is the first.
+pub fn each_named(spec: &str, mut act: impl FnMut(Target, bool) -> Result<()>) -> Result<()> {
+    if let (id, None) = job_spec(spec)? {
+        let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+        return match job.array_job_id == Some(id) {
+            true => act(Target::Array(id), true),
+            false => act(Target::Job(id), true),
+        };
+    }
+    job_ids(&[spec.to_string()], |_| true)?
+        .into_iter()
+        .enumerate()
+        .try_for_each(|(n, id)| act(Target::Job(id), n == 0))
 }
 
 pub fn nodes(args: ListArgs) -> Result<i32> {

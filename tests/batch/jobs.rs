@@ -1340,6 +1340,25 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     // A hold applies to an array's pending tasks: none here, and none is an error.
     c.berth(Mode::Rootless, &["hold", &running.to_string()])
         .ok();
+    // Suspend, resume and requeue take a whole array's running (suspended) tasks at once.
+    for (verb, state) in [("suspend", "SUSPENDED"), ("resume", "RUNNING")] {
+        c.berth(Mode::Rootless, &[verb, &running.to_string()]).ok();
+        for id in [running, running + 1] {
+            assert_eq!(c.show(id)["state"], state, "{verb}");
+        }
+    }
+    c.berth(Mode::Rootless, &["requeue", &running.to_string()])
+        .ok();
+    for id in [running, running + 1] {
+        wait_until(
+            30,
+            || {
+                let job = c.show(id);
+                job["restarts"] == 1 && job["state"] == "RUNNING"
+            },
+            || format!("not running again: {}", c.show(id)),
+        );
+    }
     c.berth(Mode::Rootless, &["cancel", &running.to_string()])
         .ok();
     for id in [running, running + 1] {
@@ -1351,7 +1370,7 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     // A whole array is one request: another's is refused whole, and one with nothing left
     // says so.
     let theirs = c.submit(Mode::Root, "theirs.sh", HELLO, &["--hold", "--array=1-3"]);
-    for verb in ["cancel", "release"] {
+    for verb in ["cancel", "release", "suspend", "requeue"] {
         let refused = c.berth(Mode::Rootless, &[verb, &theirs.to_string()]);
         assert!(
             refused.code != 0

@@ -945,9 +945,9 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
     } else {
         "terminated"
     };
-    each_job(&words, user, batch::applies("cancel"), |id, shown| {
+    each_job(&words, user, batch::applies("cancel"), |job, shown| {
         // (LSF signals every process of the job.)
-        batch::cancel_job(id, signal.clone(), berth_api::SignalTarget::Full)?;
+        job.cancel(signal.clone(), berth_api::SignalTarget::Full)?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {what}");
         }
@@ -963,8 +963,8 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
     if words.is_empty() {
         bail!("name the jobs (0: all of yours)");
     }
-    each_job(&words, user, batch::applies(verb), |id, shown| {
-        let _: () = crate::client::request("POST", &format!("/v1/jobs/{id}/{verb}"), None::<&()>)?;
+    each_job(&words, user, batch::applies(verb), |job, shown| {
+        job.act(verb)?;
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {past}");
         }
@@ -972,16 +972,16 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
     })
 }
 
-/// Calls `act` with each job that `specs` name: an array's id stands for its active tasks
-/// that `applies` to, `42[3]` for one, `0` for every active job of `user` (yourself by
-/// default, `all`: everyone's). `act` also gets the name to report, with the first job of
+/// Calls `act` with each job that `specs` name: an array's id for the array whole (the
+/// verb takes its tasks it acts on in one request), `42[3]` for one task, `0` for every
+/// active job of `user` that `applies` to (yourself by default, `all`: everyone's). `act` also gets the name to report, with the first job of
 /// each spec. A spec that fails is reported and the rest go on, as LSF's commands do; the
 /// status is then 255.
 fn each_job(
     specs: &[String],
     user: Option<String>,
     applies: impl Fn(&JobInfo) -> bool,
-    mut act: impl FnMut(u64, Option<&str>) -> Result<()>,
+    mut act: impl FnMut(batch::Target, Option<&str>) -> Result<()>,
 ) -> Result<i32> {
     let mut status = 0;
     let mut fail = |shown: &str, e: anyhow::Error| {
@@ -993,9 +993,8 @@ fn each_job(
     };
     for spec in specs {
         if spec != "0" {
-            let acted = act_on_spec(spec, &applies, |id, first| {
-                act(id, first.then_some(spec.as_str()))
-            });
+            let acted =
+                batch::each_named(spec, |job, first| act(job, first.then_some(spec.as_str())));
             if let Err(e) = acted {
                 fail(spec, e);
             }
@@ -1007,7 +1006,7 @@ fn each_job(
             .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j));
         for j in mine {
             let shown = lsf_spec(&j);
-            if let Err(e) = act(j.id, Some(&shown)) {
+            if let Err(e) = act(batch::Target::Job(j.id), Some(&shown)) {
                 fail(&shown, e);
             }
         }

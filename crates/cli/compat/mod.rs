@@ -345,19 +345,6 @@ fn alter(family: Family, words: Vec<String>) -> Result<String> {
     Ok(spec.clone())
 }
 
-/// Calls `act` with each job `spec` names (as any batch system writes it): an array's id
-/// stands for its active tasks that `applies` to. `act` learns which is the first.
-fn act_on_spec(
-    spec: &str,
-    applies: impl Fn(&JobInfo) -> bool,
-    mut act: impl FnMut(u64, bool) -> Result<()>,
-) -> Result<()> {
-    let ids = crate::batch::job_ids(&[spec.to_string()], applies)?;
-    ids.into_iter()
-        .enumerate()
-        .try_for_each(|(n, id)| act(id, n == 0))
-}
-
 /// Whose jobs `-u USER` asks for: `all` (everyone's), a user, or, without one, the caller.
 fn whose(user: Option<&str>) -> Result<Option<String>> {
     Ok(match user {

@@ -444,17 +444,9 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
 /// qdel, qhold, qrls, qrerun: berth's `verb` on each job (an array's id, or `42[]`: each of
 /// its tasks the verb applies to); silent, as PBS's are.
 pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
-    act_on(verb, &words, |id| {
-        let path = match verb {
-            "cancel" => format!("/v1/jobs/{id}/cancel"),
-            _ => format!("/v1/jobs/{id}/{verb}"),
-        };
-        match verb {
-            "cancel" => {
-                crate::client::request("POST", &path, Some(&berth_api::CancelRequest::default()))
-            }
-            _ => crate::client::request("POST", &path, None::<&()>),
-        }
+    act_on(verb, &words, |job| match verb {
+        "cancel" => job.cancel(None, Default::default()),
+        _ => job.act(verb),
     })
 }
 
@@ -466,22 +458,22 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
 /// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.
 pub fn qsig(mut words: Vec<String>) -> Result<i32> {
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
-    act_on("signal", &words, |id| {
+    act_on("signal", &words, |job| {
         // (PBS signals the job's session leader, the batch shell.)
-        batch::cancel_job(id, Some(signal.clone()), berth_api::SignalTarget::Batch)
+        job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch)
     })
 }
 
 /// Calls `act` with each job `specs` name; an unknown or refused one is reported as PBS
 /// reports it, and the others go on.
-fn act_on(verb: &str, specs: &[String], act: impl Fn(u64) -> Result<()>) -> Result<i32> {
+fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()>) -> Result<i32> {
     no_other_options(verb, specs, "JOBID[.SERVER] ...")?;
     if specs.is_empty() {
         bail!("name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[])");
     }
     let mut status = 0;
     for spec in specs {
-        match act_on_spec(spec, batch::applies(verb), |id, _| act(id)) {
+        match batch::each_named(spec, |job, _| act(job)) {
             Ok(()) => {}
             Err(e) if crate::client::is_not_found(&e) => {
                 eprintln!("Unknown Job Id {spec}");

@@ -1374,16 +1374,40 @@ impl Controller {
     /// transaction; refused whole where they are another user's.
     pub fn hold_array(&mut self, caller: Caller, array: u64, held: bool) -> Result<(), ApiError> {
         let verb = if held { "hold" } else { "release" };
-        // (Running tasks only are no error: there is nothing to hold.)
-        let tasks = self.array_tasks(caller, array, verb)?;
-        let tasks = tasks
-            .into_iter()
-            .filter(|id| {
-                let job = self.active.get(id);
-                job.is_some_and(|j| j.state == State::Pending && j.held != held)
-            })
-            .collect();
+        let tasks = self.array_tasks_for(caller, array, verb)?;
         self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held))
+    }
+
+    /// `berth requeue ARRAY`: each of its running or suspended tasks, in one store
+    /// transaction (the pending ones are queued already).
+    pub fn requeue_array(&mut self, caller: Caller, array: u64) -> Result<(), ApiError> {
+        let tasks = self.array_tasks_for(caller, array, "requeue")?;
+        self.each_in_one_write(tasks, |c, id| c.requeue(caller, id))
+    }
+
+    /// The ids of array job `array`'s tasks that `verb` on the whole array acts on: a hold
+    /// the pending ones not held, a release the held ones, a suspend the running ones, a
+    /// resume the suspended ones, a requeue both (none is no error: there is nothing to
+    /// do). Refused as [`Controller::array_tasks`] refuses.
+    pub fn array_tasks_for(
+        &mut self,
+        caller: Caller,
+        array: u64,
+        verb: &str,
+    ) -> Result<Vec<u64>, ApiError> {
+        let acts_on: fn(&Job) -> bool = match verb {
+            "hold" => |j| j.state == State::Pending && !j.held,
+            "release" => |j| j.state == State::Pending && j.held,
+            "suspend" => |j| j.state == State::Running,
+            "resume" => |j| j.state == State::Suspended,
+            "requeue" => |j| matches!(j.state, State::Running | State::Suspended),
+            _ => return Err(ApiError::internal(format!("no array verb {verb}"))),
+        };
+        let tasks = self.array_tasks(caller, array, verb)?;
+        Ok(tasks
+            .into_iter()
+            .filter(|id| self.active.get(id).is_some_and(acts_on))
+            .collect())
     }
 
     /// The ids of all of array job `array`'s tasks, ended or not (they follow its own).

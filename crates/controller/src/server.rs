@@ -462,31 +462,42 @@ async fn release(
     hold_or_release(c, caller, id, query, false).await
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn suspend(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<()> {
-    freeze(c, caller, id, true).await.map(Json)
+    freeze_or_thaw(c, caller, id, query, true).await
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/resume", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "thawed"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/resume", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "thawed"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn resume(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<()> {
-    freeze(c, caller, id, false).await.map(Json)
+    freeze_or_thaw(c, caller, id, query, false).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ArrayQuery {
-    /// The id is an array job's: each of its pending tasks, in one request.
+    /// The id is an array job's: each of its tasks the verb acts on, in one request (a
+    /// hold or release: the pending ones; a suspend: the running ones; a resume: the
+    /// suspended ones; a requeue: both).
     #[serde(default)]
     array: bool,
+}
+
+fn array_query(
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<bool, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    Ok(q.array)
 }
 
 async fn hold_or_release(
@@ -496,13 +507,43 @@ async fn hold_or_release(
     query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
     held: bool,
 ) -> ApiResult<()> {
-    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let array = array_query(query)?;
     let mut c = c.lock().await;
-    match q.array {
+    match array {
         true => c.hold_array(caller, id, held),
         false => c.hold(caller, id, held),
     }
     .map(Json)
+}
+
+/// Suspends or resumes a job, or each of an array's tasks that are running (suspended),
+/// all at once; the first refusal or failure is the answer (the others are done).
+async fn freeze_or_thaw(
+    c: Shared,
+    caller: Caller,
+    id: u64,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    suspend: bool,
+) -> ApiResult<()> {
+    if !array_query(query)? {
+        return freeze(c, caller, id, suspend).await.map(Json);
+    }
+    let verb = if suspend { "suspend" } else { "resume" };
+    let tasks = c.lock().await.array_tasks_for(caller, id, verb)?;
+    let mut each = tokio::task::JoinSet::new();
+    for task in tasks {
+        each.spawn(freeze(c.clone(), caller, task, suspend));
+    }
+    let mut done = Ok(Json(()));
+    while let Some(result) = each.join_next().await {
+        let result = result
+            .map_err(|e| ApiError::internal(e.to_string()))
+            .and_then(|r| r);
+        if let (Err(e), Ok(_)) = (result, &done) {
+            done = Err(e);
+        }
+    }
+    done
 }
 
 /// How long a suspend waits for a job that is still starting.
@@ -537,13 +578,20 @@ async fn shutdown(State(c): State<Shared>, Extension(caller): Extension<Caller>)
     Ok(Json(()))
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/requeue", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "queued again"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/requeue", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "queued again"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn requeue(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
+    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<()> {
-    c.lock().await.requeue(caller, id).map(Json)
+    let array = array_query(query)?;
+    let mut c = c.lock().await;
+    match array {
+        true => c.requeue_array(caller, id),
+        false => c.requeue(caller, id),
+    }
+    .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "cluster", responses((status = 200, description = "the nodes", body = Vec<berth_api::NodeInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
