@@ -1102,6 +1102,8 @@ impl Controller {
         }
         let rows: Vec<_> = jobs.iter().map(Job::row).collect();
         self.store.put_jobs(&rows).map_err(ApiError::internal)?;
+        // (Written: freed before the queue grows by as much, a large array's peak.)
+        drop(rows);
         self.counters.submitted(jobs.len() as u64);
         for job in jobs {
             self.active.insert(job.id, job);
