@@ -447,7 +447,7 @@ async fn hold(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
 ) -> ApiResult<()> {
     hold_or_release(c, caller, id, query, true).await
 }
@@ -457,7 +457,7 @@ async fn release(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
 ) -> ApiResult<()> {
     hold_or_release(c, caller, id, query, false).await
 }
@@ -467,7 +467,7 @@ async fn suspend(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
 ) -> ApiResult<()> {
     freeze_or_thaw(c, caller, id, query, true).await
 }
@@ -477,7 +477,7 @@ async fn resume(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
 ) -> ApiResult<()> {
     freeze_or_thaw(c, caller, id, query, false).await
 }
@@ -493,9 +493,10 @@ struct ArrayQuery {
     array: bool,
 }
 
-fn array_query(
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<bool, ApiError> {
+/// [`ArrayQuery`] as a handler gets it (a malformed one refused by [`array_query`]).
+type ArrayParam = Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>;
+
+fn array_query(query: ArrayParam) -> Result<bool, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
     Ok(q.array)
 }
@@ -504,7 +505,7 @@ async fn hold_or_release(
     c: Shared,
     caller: Caller,
     id: u64,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
     held: bool,
 ) -> ApiResult<()> {
     let array = array_query(query)?;
@@ -522,7 +523,7 @@ async fn freeze_or_thaw(
     c: Shared,
     caller: Caller,
     id: u64,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
     suspend: bool,
 ) -> ApiResult<()> {
     if !array_query(query)? {
@@ -583,7 +584,7 @@ async fn requeue(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>,
+    query: ArrayParam,
 ) -> ApiResult<()> {
     let array = array_query(query)?;
     let mut c = c.lock().await;
