@@ -490,6 +490,8 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         mail_program: Some(&settings.config.batch.mail_program)
             .filter(|p| !p.is_empty())
             .map(PathBuf::from),
+        max_array_size: settings.config.batch.max_array_size,
+        max_job_count: settings.config.batch.max_job_count,
         state_dir,
     };
     eprintln!(

@@ -185,6 +185,11 @@ impl Jobs {
         self.all.get_mut(&id)?.share_mut(node)
     }
 
+    /// How many unfinished jobs there are.
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
     pub fn contains_key(&self, id: &u64) -> bool {
         self.all.contains_key(id)
     }

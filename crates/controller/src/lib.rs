@@ -66,6 +66,10 @@ pub struct Settings {
     pub priority: berth_core::PriorityConfig,
     /// What jobs' mail goes through (`[batch] mail_program`); `None`: none is sent.
     pub mail_program: Option<PathBuf>,
+    /// Array indices must be below this (`[batch] max_array_size`).
+    pub max_array_size: Option<u32>,
+    /// The most unfinished jobs the controller holds (`[batch] max_job_count`).
+    pub max_job_count: Option<u64>,
 }
 
 impl Settings {
@@ -920,6 +924,7 @@ impl Controller {
                 ))
             }
         };
+        self.within_site_limits(&request)?;
         if let Some(rules) = self.settings.partition(&partition) {
             if let Some(name) = &image {
                 let full =
@@ -1110,6 +1115,34 @@ impl Controller {
         }
         self.wake();
         Ok(response)
+    }
+
+    /// Refuses a submission over the site's limits (`[batch] max_array_size`,
+    /// `max_job_count`), saying which.
+    fn within_site_limits(&self, request: &JobRequest) -> Result<(), ApiError> {
+        let array = request.array.as_ref();
+        if let (Some(max), Some(top)) = (
+            self.settings.max_array_size,
+            array.and_then(|a| a.shape().max),
+        ) {
+            if top >= max {
+                return Err(ApiError::forbidden(format!(
+                    "array index {top} is over this site's limit: indices must be below {max} ([batch] max_array_size, Slurm's MaxArraySize)"
+                )));
+            }
+        }
+        if let Some(max) = self.settings.max_job_count {
+            let (have, adding) = (
+                self.active.len() as u64,
+                array.map_or(1, |a| a.len()) as u64,
+            );
+            if have + adding > max {
+                return Err(ApiError::forbidden(format!(
+                    "the cluster holds {have} unfinished job(s); {adding} more would pass this site's limit of {max} ([batch] max_job_count, Slurm's MaxJobCount): submit again once some have ended"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `request` could ever run in `partition` (at submission, and when changed): its

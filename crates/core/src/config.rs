@@ -70,6 +70,15 @@ pub struct BatchConfig {
     /// `-s SUBJECT ADDRESS...`; empty: no mail is sent.
     #[serde(default = "default_mail_program")]
     pub mail_program: String,
+    /// Array indices must be below this (Slurm's MaxArraySize: 1001 allows `0-1000`); a
+    /// submission with a higher one is refused. Unset: any index an array can have.
+    #[serde(default)]
+    pub max_array_size: Option<u32>,
+    /// The most unfinished jobs (pending, running, suspended; an array's tasks each) the
+    /// controller holds (Slurm's MaxJobCount); a submission that would pass it is refused
+    /// until some have ended. Unset: no limit.
+    #[serde(default)]
+    pub max_job_count: Option<u64>,
 }
 
 fn default_mail_program() -> String {
@@ -142,6 +151,8 @@ impl Default for BatchConfig {
             node_timeout: default_node_timeout(),
             oversubscribe: 1,
             mail_program: default_mail_program(),
+            max_array_size: None,
+            max_job_count: None,
         }
     }
 }
@@ -245,6 +256,16 @@ impl Config {
                 "[batch] oversubscribe = {} is out of range: give how many jobs may share a core, 1 to {MAX_OVERSUBSCRIBE}",
                 config.batch.oversubscribe
             )));
+        }
+        for (name, zero) in [
+            ("max_array_size", config.batch.max_array_size == Some(0)),
+            ("max_job_count", config.batch.max_job_count == Some(0)),
+        ] {
+            if zero {
+                return Err(ConfigError::Parse(format!(
+                    "[batch] {name} = 0 would refuse every job: give the limit, or leave it out for none"
+                )));
+            }
         }
         if config.priority.decay_half_life == 0 {
             return Err(ConfigError::Parse(
@@ -436,6 +457,26 @@ mod tests {
         let err = Config::from_toml("[priority]\ndecay_half_life = 0\n").unwrap_err();
         assert!(err.to_string().contains("PriorityDecayHalfLife"), "{err}");
         assert!(Config::from_toml("[priority]\nweight_fun = 1\n").is_err());
+    }
+
+    #[test]
+    fn site_limits_on_arrays_and_jobs_are_off_unless_given() {
+        let none = Config::from_toml("").unwrap().batch;
+        assert_eq!((none.max_array_size, none.max_job_count), (None, None));
+        let set = Config::from_toml("[batch]\nmax_array_size = 1001\nmax_job_count = 10000\n")
+            .unwrap()
+            .batch;
+        assert_eq!(
+            (set.max_array_size, set.max_job_count),
+            (Some(1001), Some(10000))
+        );
+        for name in ["max_array_size", "max_job_count"] {
+            let err = Config::from_toml(&format!("[batch]\n{name} = 0\n")).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("[batch] {name} = 0")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
