@@ -61,6 +61,10 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
     };
     assert!(listed(&["-S", "now-1hour", "-E", "2100-01-01"]));
     assert!(!listed(&["-E", "now-1hour"]));
+    // -S: jobs in any state after it, so one that ended then, whenever it was submitted.
+    let end = c.show(id)["end_time"].as_u64().unwrap();
+    assert!(listed(&["-S", &end.to_string()]));
+    assert!(!listed(&["-S", &(end + 1).to_string()]));
     assert!(!listed(&[
         "--starttime",
         "2100-01-01T00:00",

@@ -256,7 +256,8 @@ fn active_jobs() -> Result<Vec<JobInfo>> {
     crate::batch::active_jobs(None, false)
 }
 
-/// Jobs that ended since `since` (Unix seconds).
+/// Jobs that had not ended by `since` (Unix seconds): those that ended since, and the
+/// unfinished ones (which the callers also have from the queue).
 fn ended_since(since: u64) -> Result<Vec<JobInfo>> {
     crate::client::request("GET", &format!("/v1/history?since={since}"), None::<&()>)
 }

@@ -373,7 +373,8 @@ struct HistoryQuery {
     user: Option<String>,
     /// Only jobs that ended in these states (comma-separated).
     state: Option<String>,
-    /// Only jobs submitted at or after this time (seconds since the epoch).
+    /// Only jobs in any state at or after this time, not ended before it (seconds since
+    /// the epoch; sacct's --starttime).
     since: Option<u64>,
     /// Only jobs that ended before this time (seconds since the epoch).
     until: Option<u64>,
@@ -393,7 +394,7 @@ async fn history(
             .state
             .map(|s| s.split(',').map(|s| s.to_ascii_uppercase()).collect())
             .unwrap_or_default(),
-        submitted_after: q.since,
+        active_after: q.since,
         ended_before: q.until,
         ..Default::default()
     };

@@ -135,6 +135,8 @@ fn matches(row: &JobRow, f: &JobFilter) -> bool {
         && (f.ids.is_empty() || f.ids.contains(&row.id))
         && f.after_id.is_none_or(|a| row.id > a)
         && f.submitted_after.is_none_or(|t| row.submit_time >= t)
+        && f.active_after
+            .is_none_or(|t| row.end_time.is_none_or(|e| e >= t))
         && f.ended_after
             .is_none_or(|t| row.end_time.is_some_and(|e| e >= t))
         && f.ended_before
@@ -714,6 +716,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ids(&anas), [3]);
+        // Job 3 ended at 203; the others have not ended.
+        let since = |t| JobFilter {
+            active_after: Some(t),
+            ..Default::default()
+        };
+        assert_eq!(
+            (ids(&since(203)), ids(&since(204))),
+            (vec![1, 2, 3], vec![1, 2])
+        );
         let page = JobFilter {
             after_id: Some(1),
             limit: Some(1),

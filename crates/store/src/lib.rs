@@ -76,6 +76,9 @@ pub struct JobFilter {
     pub ended_before: Option<u64>,
     /// Only jobs with `submit_time >= submitted_after`.
     pub submitted_after: Option<u64>,
+    /// Only jobs that had not ended before this time: `end_time >= active_after`, or not
+    /// ended (sacct's `--starttime`: jobs in any state after it).
+    pub active_after: Option<u64>,
     /// Only jobs with `id > after_id`: paging through a large result with `limit`, by passing
     /// the last id of the previous page.
     pub after_id: Option<u64>,

@@ -469,6 +469,9 @@ impl Store for SqliteStore {
         if let Some(t) = filter.submitted_after {
             push("submit_time >= ?", bound(t));
         }
+        if let Some(t) = filter.active_after {
+            push("(end_time IS NULL OR end_time >= ?)", bound(t));
+        }
         if let Some(id) = filter.after_id {
             push("id > ?", bound(id));
         }

@@ -249,6 +249,14 @@ fn filter_each_field() {
         }),
         [8, 9, 10]
     );
+    // Not ended before 300: ended at or after it, or still going.
+    assert_eq!(
+        q(JobFilter {
+            active_after: Some(300),
+            ..d()
+        }),
+        [3, 4, 6, 7, 8, 9, 10]
+    );
     assert_eq!(
         q(JobFilter {
             after_id: Some(7),
@@ -337,6 +345,7 @@ fn filter_combinations() {
             ended_after: Some(300),
             ended_before: Some(401),
             submitted_after: Some(150),
+            active_after: Some(350),
             after_id: Some(1),
             limit: Some(1),
         }),
