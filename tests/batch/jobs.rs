@@ -2432,26 +2432,26 @@ images = ["cuda/*"]
     let out = c.try_submit(Mode::Rootless, "s4.sh", sleeper, &[]);
     assert_eq!(out.code, 125);
     assert!(out.stderr.contains("max_jobs_per_user"), "{}", out.stderr);
-    // The site's limits, whoever submits: array indices below 11, 5 unfinished jobs.
-    let out = c.try_submit(Mode::Root, "a.sh", sleeper, &["--hold", "--array=5-11"]);
-    assert_eq!(out.code, 125);
-    assert!(
-        out.stderr
-            .contains("array index 11 is over this site's limit")
-            && out.stderr.contains("max_array_size"),
-        "{}",
-        out.stderr
-    );
-    // (2 or 3 of the user's jobs are unfinished: the first may have ended.)
-    let out = c.try_submit(Mode::Root, "a.sh", sleeper, &["--hold", "--array=1-4"]);
-    assert_eq!(out.code, 125);
-    assert!(
-        out.stderr
-            .contains("4 more would pass this site's limit of 5")
-            && out.stderr.contains("max_job_count"),
-        "{}",
-        out.stderr
-    );
+    // The site's limits, whoever submits: array indices below 11, 5 unfinished jobs (2 or
+    // 3 of the user's are: the first may have ended).
+    for (array, refusal, rule) in [
+        (
+            "5-11",
+            "array index 11 is over this site's limit",
+            "max_array_size",
+        ),
+        (
+            "1-4",
+            "4 more would pass this site's limit of 5",
+            "max_job_count",
+        ),
+    ] {
+        let array = format!("--array={array}");
+        let out = c.try_submit(Mode::Root, "a.sh", sleeper, &["--hold", &array]);
+        assert_eq!(out.code, 125);
+        let said = &out.stderr;
+        assert!(said.contains(refusal) && said.contains(rule), "{said}");
+    }
     let last = c.submit(Mode::Root, "a.sh", sleeper, &["--hold", "--array=10"]);
     c.berth(Mode::Root, &["cancel", &last.to_string()]).ok();
     c.berth(Mode::Rootless, &["cancel", &third.to_string()])
