@@ -209,8 +209,12 @@ pub struct ListArgs {
 pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
+    /// Only this user's jobs (by default your own, as sacct's; root's: everyone's)
     #[arg(short, long)]
     user: Option<String>,
+    /// Every user's jobs, not only your own (as sacct -a)
+    #[arg(short = 'a', long = "allusers")]
+    all_users: bool,
     /// Only jobs that ended in these states (comma-separated)
     #[arg(short = 's', short_alias = 't', long)]
     state: Option<String>,
@@ -220,8 +224,10 @@ pub struct HistoryArgs {
     /// Only jobs charged to these accounts (comma-separated), as sacct's -A
     #[arg(short = 'A', long = "accounts", value_delimiter = ',')]
     accounts: Vec<String>,
-    /// Only jobs submitted at or after this time, as sacct takes it: a local date
-    /// YYYY-MM-DD[THH:MM[:SS]], now, now-N[minutes|hours|days|weeks], or seconds since the epoch
+    /// Only jobs in any state at or after this time (not ended before it; by default
+    /// today's midnight unless jobs are named, as sacct's), as sacct takes it: a local date
+    /// YYYY-MM-DD[THH:MM[:SS]], midnight, today, now, now-N[minutes|hours|days|weeks], or
+    /// seconds since the epoch
     #[arg(short = 'S', long = "starttime", visible_alias = "since", value_name = "TIME", value_parser = parse_time)]
     since: Option<u64>,
     /// Only jobs that ended before this time (the same forms as --starttime)
@@ -387,6 +393,9 @@ pub fn hostlist(args: HostlistArgs) -> Result<i32> {
 /// weeks; the default is seconds, as in sacct), or seconds since the epoch.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let now = berth_agent::runner::now();
+    if matches!(text, "midnight" | "today") {
+        return Ok(midnight(now));
+    }
     if let Some(rest) = text.strip_prefix("now") {
         if rest.is_empty() {
             return Ok(now);
@@ -437,6 +446,19 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
         -1
     };
     u64::try_from(secs).map_err(|_| bad())
+}
+
+/// The local midnight that began the day of `now` (seconds since the epoch).
+fn midnight(now: u64) -> u64 {
+    let t = now as libc::time_t;
+    // SAFETY: localtime_r fills the tm we own from the time we pass; mktime reads and
+    // normalises it.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        (tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_isdst) = (0, 0, 0, -1);
+        u64::try_from(libc::mktime(&mut tm)).unwrap_or(0)
+    }
 }
 
 pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
@@ -1437,14 +1459,22 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 
 pub fn history(args: HistoryArgs) -> Result<i32> {
     let mut query = Vec::new();
-    if let Some(u) = &args.user {
-        query.push(format!("user={}", user_name(u)?));
+    match &args.user {
+        Some(u) => query.push(format!("user={}", user_name(u)?)),
+        // As sacct: a user's own jobs unless all are asked for; root's, everyone's.
+        None if !args.all_users && !is_root() => query.push("mine=true".into()),
+        None => {}
     }
     let states = long_states(&args.state)?;
     if !states.is_empty() {
         query.push(format!("state={}", states.join(",")));
     }
-    if let Some(s) = args.since {
+    // As sacct: from today's midnight unless a start or the jobs are given.
+    let since = match (args.since, args.jobs.is_empty()) {
+        (None, true) => Some(midnight(berth_agent::runner::now())),
+        (since, _) => since,
+    };
+    if let Some(s) = since {
         query.push(format!("since={s}"));
     }
     if let Some(u) = args.until {

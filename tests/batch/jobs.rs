@@ -52,14 +52,22 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         history.stdout
     );
     // A time window, as sacct's -S and -E take it.
-    let listed = |args: &[&str]| {
+    let lists = |args: &[&str], job: u64| {
         let mut all = vec!["history", "--json"];
         all.extend_from_slice(args);
         let out = c.berth(Mode::Rootless, &all);
         let jobs: Vec<serde_json::Value> = serde_json::from_str(out.ok()).unwrap();
-        jobs.iter().any(|j| j["id"] == id)
+        jobs.iter().any(|j| j["id"] == job)
     };
+    let listed = |args: &[&str]| lists(args, id);
     assert!(listed(&["-S", "now-1hour", "-E", "2100-01-01"]));
+    assert!(listed(&["-S", "midnight"]));
+    // As sacct's: a user's own jobs since midnight, unless -a, -u or the jobs say.
+    let roots = c.submit(Mode::Root, "roots.sh", HELLO, &[]);
+    c.completed(roots);
+    assert!(listed(&[]) && !lists(&[], roots));
+    assert!(lists(&["-a"], roots) && lists(&["-u", "root"], roots));
+    assert!(lists(&["-j", &roots.to_string()], roots));
     assert!(!listed(&["-E", "now-1hour"]));
     // -S: jobs in any state after it, so one that ended then, whenever it was submitted.
     let end = c.show(id)["end_time"].as_u64().unwrap();

@@ -380,16 +380,29 @@ struct HistoryQuery {
     until: Option<u64>,
     /// Only the tasks of this array job.
     array: Option<u64>,
+    /// Only the caller's own jobs (sacct's default for a user; with `user`, none unless it
+    /// is the caller).
+    #[serde(default)]
+    mine: bool,
 }
 
 #[utoipa::path(get, path = "/v1/history", params(HistoryQuery), tag = "jobs", responses((status = 200, description = "finished jobs with their accounting", body = Vec<berth_api::JobInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn history(
     State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Vec<berth_api::JobInfo>> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let mine = match q.mine {
+        true => Some(crate::user_of(caller.uid)?.user),
+        false => None,
+    };
+    let users = match (q.user, mine) {
+        (Some(user), Some(me)) if user != me => return Ok(Json(Vec::new())),
+        (user, me) => me.or(user).into_iter().collect(),
+    };
     let mut filter = JobFilter {
-        users: q.user.into_iter().collect(),
+        users,
         states: q
             .state
             .map(|s| s.split(',').map(|s| s.to_ascii_uppercase()).collect())
