@@ -389,8 +389,9 @@ pub fn hostlist(args: HostlistArgs) -> Result<i32> {
 }
 
 /// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
-/// `YYYY-MM-DD[THH:MM[:SS]]`, `now`, `now-N` with a unit (seconds, minutes, hours, days,
-/// weeks; the default is seconds, as in sacct), or seconds since the epoch.
+/// `YYYY-MM-DD[THH:MM[:SS]]`, `midnight` or `today` (the day's start), `now`, `now-N` with
+/// a unit (seconds, minutes, hours, days, weeks; the default is seconds, as in sacct), or
+/// seconds since the epoch.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let now = berth_agent::runner::now();
     if matches!(text, "midnight" | "today") {
@@ -1403,7 +1404,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
         for spec in &args.jobs {
-            each_named(spec, |job, _| job.cancel(args.signal.clone(), target))?;
+            self::target(spec)?.cancel(args.signal.clone(), target)?;
         }
         return Ok(0);
     }
@@ -1874,7 +1875,7 @@ pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
 
 /// Every task of array job `array`, ended or not, in id order: their records in one
 /// request, and as the controller has them now, those not ended, in another.
-fn array_tasks(array: u64) -> Result<Vec<JobInfo>> {
+pub fn array_tasks(array: u64) -> Result<Vec<JobInfo>> {
     let mut live: HashMap<u64, JobInfo> = active_jobs(Some(array), false)?
         .into_iter()
         .map(|j| (j.id, j))
@@ -1939,7 +1940,7 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 /// whole array, however many tasks it has.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
     for spec in &args.jobs {
-        each_named(spec, |target, _| target.act(verb))?;
+        target(spec)?.act(verb)?;
     }
     Ok(0)
 }
@@ -1953,8 +1954,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// `verb` (hold, release, suspend, resume, requeue): on an array, each of its tasks it
-    /// acts on ([`applies`]).
+    /// `verb` (hold, release, suspend, resume, requeue): on an array, each of its tasks the
+    /// controller finds it acts on (`Controller::array_tasks_for`, as [`applies`] here).
     pub fn act(self, verb: &str) -> Result<()> {
         let path = match self {
             Target::Job(id) => format!("/v1/jobs/{id}/{verb}"),
@@ -1981,20 +1982,19 @@ impl Target {
     }
 }
 
-/// Calls `act` with what `spec` names: a job or an array whole (its id), once; an array's
-/// task (`42_7`), once; with whether it is the first.
-pub fn each_named(spec: &str, mut act: impl FnMut(Target, bool) -> Result<()>) -> Result<()> {
-    if let (id, None) = job_spec(spec)? {
-        let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-        return match job.array_job_id == Some(id) {
-            true => act(Target::Array(id), true),
-            false => act(Target::Job(id), true),
-        };
+/// What `spec` names for a job verb: an array whole, or a job by its id; an array's
+/// pending or running task by `ID_INDEX`.
+pub fn target(spec: &str) -> Result<Target> {
+    let (id, index) = job_spec(spec)?;
+    if index.is_some() {
+        // (One task, or an error saying there is none such.)
+        return Ok(Target::Job(job_ids(&[spec.to_string()], |_| true)?[0]));
     }
-    job_ids(&[spec.to_string()], |_| true)?
-        .into_iter()
-        .enumerate()
-        .try_for_each(|(n, id)| act(Target::Job(id), n == 0))
+    let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+    Ok(match job.array_job_id == Some(id) {
+        true => Target::Array(id),
+        false => Target::Job(id),
+    })
 }
 
 pub fn nodes(args: ListArgs) -> Result<i32> {

@@ -112,9 +112,7 @@ fn array_summary(out: &mut impl Write, jobs: &[JobInfo], wide: bool, noheader: b
         let Some(array) = j.array_job_id.filter(|a| seen.insert(*a)) else {
             continue;
         };
-        // (The store's records of them all, whatever their state.)
-        let path = format!("/v1/history?array={array}");
-        let elements: Vec<JobInfo> = crate::client::request("GET", &path, None::<&()>)?;
+        let elements = batch::array_tasks(array)?;
         let spec = format!(
             "{}[{}]",
             j.name,
@@ -972,11 +970,11 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
     })
 }
 
-/// Calls `act` with each job that `specs` name: an array's id for the array whole (the
-/// verb takes its tasks it acts on in one request), `42[3]` for one task, `0` for every
-/// active job of `user` that `applies` to (yourself by default, `all`: everyone's). `act` also gets the name to report, with the first job of
-/// each spec. A spec that fails is reported and the rest go on, as LSF's commands do; the
-/// status is then 255.
+/// Calls `act` with each job that `specs` name, and the name to report: an array's id for
+/// the array whole (the verb takes its tasks it acts on in one request), `42[3]` for one
+/// task, `0` for every active job of `user` that `applies` to (yourself by default, `all`:
+/// everyone's). A spec that fails is reported and the rest go on, as LSF's commands do;
+/// the status is then 255.
 fn each_job(
     specs: &[String],
     user: Option<String>,
@@ -993,8 +991,7 @@ fn each_job(
     };
     for spec in specs {
         if spec != "0" {
-            let acted =
-                batch::each_named(spec, |job, first| act(job, first.then_some(spec.as_str())));
+            let acted = batch::target(spec).and_then(|job| act(job, Some(spec)));
             if let Err(e) = acted {
                 fail(spec, e);
             }

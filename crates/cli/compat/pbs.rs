@@ -473,7 +473,7 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
     }
     let mut status = 0;
     for spec in specs {
-        match batch::each_named(spec, |job, _| act(job)) {
+        match batch::target(spec).and_then(&act) {
             Ok(()) => {}
             Err(e) if crate::client::is_not_found(&e) => {
                 eprintln!("Unknown Job Id {spec}");

@@ -262,10 +262,7 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn job(id: u64, array: Option<u64>) -> Job {
-        crate::job::tests::sample(id, array)
-    }
+    use crate::job::tests::sample as job;
 
     fn ids<'a>(jobs: impl Iterator<Item = &'a Job>) -> Vec<u64> {
         jobs.map(|j| j.id).collect()

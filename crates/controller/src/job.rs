@@ -72,6 +72,13 @@ impl<T> std::ops::Deref for Part<T> {
     }
 }
 
+/// Equal values, the very copy first (an array's tasks that share theirs).
+impl<T: PartialEq> PartialEq for Part<T> {
+    fn eq(&self, other: &Part<T>) -> bool {
+        self.same(other) || *self.value == *other.value
+    }
+}
+
 impl<T: Serialize> Serialize for Part<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.value.serialize(s)

@@ -1330,7 +1330,7 @@ impl Controller {
             && a.begin_time == b.begin_time
             && a.deadline == b.deadline
             && self.reason_of(a) == self.reason_of(b)
-            && (a.request.same(&b.request) || *a.request == *b.request)
+            && a.request == b.request
     }
 
     /// Why `job` waits (or how it failed), as shown: an array's task beyond the pass's

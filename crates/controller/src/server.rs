@@ -549,16 +549,14 @@ async fn freeze_or_thaw(
     for task in tasks {
         each.spawn(freeze(c.clone(), caller, task, suspend));
     }
-    let mut done = Ok(Json(()));
-    while let Some(result) = each.join_next().await {
-        let result = result
-            .map_err(|e| ApiError::internal(e.to_string()))
-            .and_then(|r| r);
-        if let (Err(e), Ok(_)) = (result, &done) {
-            done = Err(e);
+    let mut failed = None;
+    while let Some(joined) = each.join_next().await {
+        let done = joined.map_err(|e| ApiError::internal(e.to_string()));
+        if let Err(e) = done.and_then(|r| r) {
+            failed.get_or_insert(e);
         }
     }
-    done
+    failed.map_or(Ok(Json(())), Err)
 }
 
 /// How long a suspend waits for a job that is still starting.

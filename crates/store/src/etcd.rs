@@ -134,7 +134,6 @@ fn matches(row: &JobRow, f: &JobFilter) -> bool {
         && any(&f.partitions, &row.partition)
         && (f.ids.is_empty() || f.ids.contains(&row.id))
         && f.after_id.is_none_or(|a| row.id > a)
-        && f.submitted_after.is_none_or(|t| row.submit_time >= t)
         && f.active_after
             .is_none_or(|t| row.end_time.is_none_or(|e| e >= t))
         && f.ended_after

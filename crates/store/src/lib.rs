@@ -45,8 +45,9 @@ pub struct JobRow {
     pub user: String,
     /// The partition the job was submitted to.
     pub partition: String,
-    /// When the job was submitted, in seconds since the Unix epoch by berth's convention; the
-    /// store only compares these values.
+    /// When the job was submitted, in seconds since the Unix epoch by berth's convention
+    /// (kept with the record; no filter reads it now, though the SQLite schema still has
+    /// its index).
     pub submit_time: u64,
     /// When the job ended (completed, failed, cancelled); `None` while it has not.
     pub end_time: Option<u64>,
@@ -74,8 +75,6 @@ pub struct JobFilter {
     pub ended_after: Option<u64>,
     /// Only jobs with `end_time < ended_before`.
     pub ended_before: Option<u64>,
-    /// Only jobs with `submit_time >= submitted_after`.
-    pub submitted_after: Option<u64>,
     /// Only jobs that had not ended before this time: `end_time >= active_after`, or not
     /// ended (sacct's `--starttime`: jobs in any state after it).
     pub active_after: Option<u64>,

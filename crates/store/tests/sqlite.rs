@@ -242,13 +242,6 @@ fn filter_each_field() {
         }),
         [1, 2, 5, 7, 9, 10]
     );
-    assert_eq!(
-        q(JobFilter {
-            submitted_after: Some(180),
-            ..d()
-        }),
-        [8, 9, 10]
-    );
     // Not ended before 300: ended at or after it, or still going.
     assert_eq!(
         q(JobFilter {
@@ -289,7 +282,7 @@ fn filter_each_field() {
     );
     assert_eq!(
         q(JobFilter {
-            submitted_after: Some(u64::MAX),
+            ended_after: Some(u64::MAX),
             ..d()
         }),
         Vec::<u64>::new()
@@ -344,7 +337,6 @@ fn filter_combinations() {
             partitions: vec!["gpu".into()],
             ended_after: Some(300),
             ended_before: Some(401),
-            submitted_after: Some(150),
             active_after: Some(350),
             after_id: Some(1),
             limit: Some(1),
