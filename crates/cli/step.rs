@@ -85,8 +85,9 @@ pub struct StepArgs {
     /// GPUs of its own for each task, out of the job's on its node (CUDA_VISIBLE_DEVICES)
     #[arg(long, value_name = "N")]
     gpus_per_task: Option<u32>,
-    /// The image: outside a job the new allocation's; in one, the step's own containers'
-    /// (one on each of its nodes, in the job's allocation), unless it is the job's
+    /// The image (Shifter's docker:NAME too): outside a job the new allocation's; in one,
+    /// the step's own containers' (one on each of its nodes, in the job's allocation),
+    /// unless it is the job's
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
     /// Outside a job: memory per node of the new allocation
@@ -287,7 +288,10 @@ impl PyxisArgs {
             (Some(pyxis), _) => {
                 Some(berth_core::job::pyxis_image(pyxis).map_err(|e| anyhow::anyhow!("{e}"))?)
             }
-            (None, image) => image.map(String::from),
+            (None, image) => image
+                .map(berth_core::job::shifter_image)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
         let normal = |name: &str| {

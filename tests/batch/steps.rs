@@ -698,6 +698,65 @@ berth step --container-image=no-such-image true 2>&1 || echo "unknown image: $?"
     assert_eq!(root.ok(), "0\n");
 }
 
+/// Shifter's scripts as its users write them: `#SBATCH --image=docker:NAME` and `--volume`,
+/// `shifter` (and `srun shifter`) running commands in place in the job's image, a script run
+/// whole through `#!/usr/bin/shifter`; and `shifter` outside a job, the image's container.
+#[test]
+fn shifter_scripts_run_in_the_image() {
+    let Some(c) = Cluster::start() else { return };
+    let data = c.f.cwd(Mode::Rootless).join("shifter-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "from the host\n").unwrap();
+    let body = format!(
+        r#"#!/bin/sh
+#SBATCH -n 1 --image=docker:busybox --module=none
+#SBATCH --volume="{}:/input:ro"
+cat /input/f
+shifter sh -c 'echo "runtime=$SHIFTER_RUNTIME"'
+srun -n 1 shifter --image=busybox cat /input/f
+shifter --image=docker:other true 2>&1 || echo "other image: $?"
+"#,
+        data.display()
+    );
+    let id = c.submit(Mode::Rootless, "shifter.sh", &body, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["from the host", "runtime=1", "from the host"],
+        "{out}"
+    );
+    assert!(
+        lines[3].contains("cannot change to other inside the job"),
+        "{out}"
+    );
+    assert_eq!(lines[4], "other image: 125", "{out}");
+
+    let whole =
+        "#!/usr/bin/shifter /bin/sh\n#SBATCH --image=busybox\necho \"in $SHIFTER_RUNTIME $0\"\n";
+    let id = c.submit(Mode::Rootless, "whole.sh", whole, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    assert_eq!(output(&c, id), "in 1 /.berth/job/script\n", "{job}");
+
+    // Outside a job: the image from the user's store, with the volume.
+    c.f.import(Mode::Rootless);
+    let volume = format!("--volume={}:/in", data.display());
+    let outside = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "shifter",
+            "--image=docker:busybox",
+            &volume,
+            "cat",
+            "/in/f",
+        ],
+    );
+    assert_eq!(outside.ok(), "from the host\n");
+}
+
 /// `srun --container-remap-root` (pyxis's): the tasks are root in their own container and
 /// the user outside, so they change the image's files (root's, in it), which the user's
 /// tasks may not; what they make is the user's, and a later step of the named container

@@ -525,6 +525,7 @@ fn in_container(
         layer: saving.as_ref().map(|(_, _, layer)| layer.clone()),
         ..Options::default()
     };
+    let interpreter = shifter_interpreter(&launch.script, &rootfs);
     let spec = berth_runtime::plan(
         &defaults,
         rootfs,
@@ -533,6 +534,7 @@ fn in_container(
                 .entrypoint
                 .iter()
                 .cloned()
+                .chain(interpreter)
                 .chain(std::iter::once(program))
                 .chain(launch.script_args.iter().cloned())
                 .collect(),
@@ -792,6 +794,33 @@ fn mpi_launchers(rsh: &str, env: &mut Vec<String>, own: impl Fn(&str) -> bool) {
             env.retain(|kv| !kv.starts_with(&format!("{var}=")));
             env.push(format!("{var}={value}"));
         }
+    }
+}
+
+/// A script in an image that starts `#!/usr/bin/shifter /bin/bash` (Shifter's way of running a
+/// whole script in the job's image): berth's `shifter` and the words after it, which run the
+/// script in place (the image has no Shifter of its own). Words are split at blanks.
+fn shifter_interpreter(script: &Path, rootfs: &Rootfs) -> Vec<String> {
+    use std::io::Read;
+    let mut first = [0u8; 256];
+    let read = match (rootfs, std::fs::File::open(script)) {
+        (Rootfs::Host, _) | (_, Err(_)) => return Vec::new(),
+        (_, Ok(mut f)) => f.read(&mut first).unwrap_or(0),
+    };
+    let line = String::from_utf8_lossy(&first[..read]);
+    let mut words = line
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .unwrap_or_default()
+        .split_whitespace();
+    match words.next() {
+        Some(w) if Path::new(w).file_name().is_some_and(|n| n == "shifter") => {
+            std::iter::once(format!("{TOOLS_IN_CONTAINER}/shifter"))
+                .chain(words.map(String::from))
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! berth as the commands of the batch systems its users come from: Slurm's (sbatch, srun,
 //! salloc, squeue, scancel, sacct, sstat, sinfo, scontrol), LSF's (bsub, bjobs, bhist,
 //! bacct, bkill, bstop, bresume, brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's
-//! (qsub, qstat, qdel, qhold, qrls, qsig, qrerun, qalter, pbsnodes). berth acts as one when
+//! (qsub, qstat, qdel, qhold, qrls, qsig, qrerun, qalter, pbsnodes), and Shifter's `shifter`
+//! ([`shifter`]). berth acts as one when
 //! started under its name (an administrator links them, `berth as --link /usr/local/bin`),
 //! and as `berth as NAME ARGS`; jobs have them on their PATH. Users keep their commands and
 //! the scripts and pipelines built on their output (`Job <42> is submitted to queue
@@ -16,6 +17,7 @@
 mod lsf;
 mod pbs;
 pub(crate) mod sbcast;
+mod shifter;
 mod slurm;
 
 use anyhow::{bail, Context, Result};
@@ -152,6 +154,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "sprio" => slurm::sprio(rest),
         "sshare" => slurm::sshare(rest),
         "sbcast" => sbcast::sbcast(rest),
+        "shifter" => shifter::shifter(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS

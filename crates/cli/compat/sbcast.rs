@@ -143,7 +143,7 @@ pub fn sbcast(words: Vec<String>) -> Result<i32> {
 
 /// This berth as a job's tasks reach it: inside a container, the node's wrapper at
 /// /.berth/bin (the host's berth with the host's libraries); on a host, this executable.
-fn own_berth() -> String {
+pub(super) fn own_berth() -> String {
     let inside = format!("{}/berth", berth_agent::runner::TOOLS_IN_CONTAINER);
     match Path::new(&inside).exists() {
         true => inside,

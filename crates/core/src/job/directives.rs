@@ -12,7 +12,8 @@
 //! Option syntax per family:
 //! - `#SBATCH` and `#BERTH` (and `berth submit` flags): getopt_long, as sbatch parses:
 //!   `--opt=value`, `--opt value`, `-n 4`, `-n4`, unique abbreviations of long names.
-//!   `#BERTH` takes sbatch's options plus `--image` and `--bind` (`-B`).
+//!   sbatch's include those of enroot+pyxis (`--container-image`, ...) and of Shifter
+//!   (`--image`, `--volume`, `--module`); `#BERTH` takes sbatch's plus `--bind` (`-B`).
 //! - `#BSUB`: bsub's words (`-n`, `-cwd`, `-oo`), each value the next word.
 //! - `#PBS`: qsub's getopt letters, `-l nodes=2:ppn=4` or `-lnodes=2:ppn=4`.
 //!
@@ -177,12 +178,14 @@ const SLURM: &[Spec] = &[
     Spec("container-remap-root", None, No),
     Spec("no-container-remap-root", None, No),
     Spec("container-save", None, Required),
+    // Shifter's (its SPANK plugin's options of sbatch, salloc and srun): the job's image and
+    // volumes, and the site modules berth has none of.
+    Spec("image", None, Required),
+    Spec("volume", None, Required),
+    Spec("module", None, Required),
 ];
 
-const BERTH_ONLY: &[Spec] = &[
-    Spec("image", None, Required),
-    Spec("bind", Some('B'), Required),
-];
+const BERTH_ONLY: &[Spec] = &[Spec("bind", Some('B'), Required)];
 
 const LSF: &[Spec] = &[
     Spec("J", None, Required),
@@ -826,7 +829,7 @@ fn apply_slurm(
         ),
         "image" => {
             opts.image = Some(ImageRef {
-                name: word("image name", v)?,
+                name: shifter_image(v)?,
                 origin: match line {
                     Some(line) => ImageOrigin::Directive { line },
                     None => ImageOrigin::Cli,
@@ -834,6 +837,14 @@ fn apply_slurm(
             })
         }
         "bind" => opts.binds.push(bind(v)?),
+        "volume" => opts.binds.extend(shifter_volumes(v)?),
+        "module" if matches!(v, "none" | "") => {}
+        "module" => ignore(
+            opts,
+            found,
+            line,
+            "Shifter's modules are a site's own additions to images, and berth has none: a job's GPUs bring their driver's libraries (--gpus), and MPI runs as the image has it",
+        ),
         "signal" => slurm_signal(opts, v)?,
         "begin" => opts.begin = Some(parse_slurm_begin(v)?),
         "deadline" => opts.deadline = Some(parse_slurm_deadline(v)?),
@@ -1124,6 +1135,74 @@ pub fn pyxis_image(v: &str) -> Result<String, JobError> {
         None => uri.to_string(),
     };
     word("image name", &name)
+}
+
+/// Shifter's `--image=[TYPE:]SPEC` as berth names the image: `docker:REPO[:TAG]` (and a
+/// value with no type Shifter knows, `ubuntu:22.04`) is that image, `id:HEX` the image of
+/// that id. Shifter's `local:` and `custom:` are a site's own trees, which berth runs only
+/// once imported.
+pub fn shifter_image(v: &str) -> Result<String, JobError> {
+    let name = match v.split_once(':') {
+        Some(("docker", rest)) => rest.to_string(),
+        Some(("id", hex)) => {
+            let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+            if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(JobError::invalid(
+                    "image id",
+                    v,
+                    "id: and the hexadecimal id of an image (berth image ls shows them)",
+                ));
+            }
+            format!("sha256:{hex}")
+        }
+        Some((kind @ ("local" | "custom"), _)) => {
+            return Err(JobError::unsupported(
+                v,
+                &format!("Shifter's {kind}: images are a site's own trees: import one into berth's store (berth image import DIR --name NAME) and name that"),
+            ))
+        }
+        _ => v.to_string(),
+    };
+    word("image name", &name)
+}
+
+/// Shifter's `--volume`: `SRC:DST[:FLAG]...` binds separated by `;`, as berth's binds; the
+/// flags `ro` and `rec` (berth's binds are recursive) are taken, Shifter's per-node caches
+/// are not.
+pub fn shifter_volumes(v: &str) -> Result<Vec<String>, JobError> {
+    let mut binds = Vec::new();
+    for volume in v.split(';').map(str::trim).filter(|m| !m.is_empty()) {
+        let mut parts = volume.split(':');
+        let (src, dst) = (parts.next().unwrap_or_default(), parts.next());
+        let Some(dst) = dst.filter(|d| d.starts_with('/') && src.starts_with('/')) else {
+            return Err(JobError::invalid(
+                "volume",
+                volume,
+                "SRC:DST[:ro] with absolute paths, e.g. /scratch/me/data:/data:ro",
+            ));
+        };
+        let mut mode = "rw";
+        for flag in parts {
+            match flag {
+                "ro" => mode = "ro",
+                "rec" | "" => {}
+                f if f.starts_with("perNodeCache") => {
+                    return Err(JobError::unsupported(
+                        volume,
+                        "Shifter's per-node cache volumes: berth binds host paths only; a job's /tmp is its own already",
+                    ))
+                }
+                other => {
+                    return Err(JobError::unsupported(
+                        volume,
+                        &format!("volume flag '{other}': berth takes ro (and rec, which its binds are)"),
+                    ))
+                }
+            }
+        }
+        binds.push(bind(&format!("{src}:{dst}:{mode}"))?);
+    }
+    Ok(binds)
 }
 
 /// A named container (pyxis's `--container-name=NAME[:FLAG]`): on each node of a job, a

@@ -33,7 +33,8 @@ pub use begin::{
 pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, parse_script_with,
-    pyxis_image, pyxis_mounts, ContainerName, Family, NameMode, ParsedScript,
+    pyxis_image, pyxis_mounts, shifter_image, shifter_volumes, ContainerName, Family, NameMode,
+    ParsedScript,
 };
 pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;

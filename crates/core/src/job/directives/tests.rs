@@ -202,7 +202,7 @@ fn errors_carry_line_and_directive() {
     assert!(error("#SBATCH -d afterok:1?afterok:2\n").contains("not supported"));
     assert!(error("#SBATCH -d afterok:abc\n").contains("invalid dependency 'afterok:abc'"));
     assert!(error("#SBATCH --gres=craynetwork:1\n").contains("not supported"));
-    assert!(error("#SBATCH --image=x\n").contains("unknown #SBATCH option"));
+    assert!(error("#SBATCH --bind=/a\n").contains("unknown #SBATCH option")); // #BERTH only
     assert!(error("#BSUB -R \"select[mem>4000]\"\n").contains("not supported"));
     assert!(error("#BSUB -w \"done(1) || done(2)\"\n").contains("&&"));
     assert!(error("#PBS -l foo=1\n").contains("not supported"));
@@ -815,6 +815,60 @@ fn pyxis_options_say_what_berth_options_say() {
             "a job's own container is new",
         ),
         ("--container-name=../x", "not starting with '.'"),
+    ] {
+        let e = error(&format!("#SBATCH {directive}\n"));
+        assert!(
+            e.contains(why) && e.starts_with("line 1:"),
+            "{directive}: {e}"
+        );
+    }
+}
+
+/// Shifter's options, as its users write them in #SBATCH lines: the job's image (its types),
+/// volumes, and the site modules berth has none of.
+#[test]
+fn shifter_options_say_what_berth_options_say() {
+    let r = request(
+        "#!/bin/bash\n\
+         #SBATCH --image=docker:lab/app:2.1 --module=none\n\
+         #SBATCH --volume=\"/scratch/me/in:/input:ro;/scratch/me/out:/output\"\n\
+         #SBATCH --volume=/data:/data:rec --module=gpu\n",
+    );
+    assert_eq!(r.image.unwrap().name, "lab/app:2.1");
+    assert_eq!(
+        r.binds,
+        [
+            "/scratch/me/in:/input:ro",
+            "/scratch/me/out:/output:rw",
+            "/data:/data:rw"
+        ]
+    );
+    let ignored: Vec<&str> = r.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(ignored, ["--module=gpu"]);
+    for (value, name) in [
+        ("docker:ubuntu:22.04", "ubuntu:22.04"),
+        ("ubuntu:22.04", "ubuntu:22.04"),
+        ("busybox", "busybox"),
+        ("id:0123abcd", "sha256:0123abcd"),
+        ("id:sha256:0123abcd", "sha256:0123abcd"),
+    ] {
+        assert_eq!(shifter_image(value).unwrap(), name, "{value}");
+    }
+    // berth's own --image on the command line reads Shifter's types alike.
+    let cli = parse_args(&["--image", "docker:busybox"]).unwrap();
+    assert_eq!(cli.image.map(|i| i.name).as_deref(), Some("busybox"));
+    for (directive, why) in [
+        (
+            "--image=local:/",
+            "Shifter's local: images are a site's own trees",
+        ),
+        ("--image=custom:/x", "import one into berth's store"),
+        ("--image=docker:", "invalid image name"),
+        ("--image=id:xyz", "the hexadecimal id of an image"),
+        ("--volume=/a", "SRC:DST[:ro] with absolute paths"),
+        ("--volume=in:/input", "SRC:DST[:ro] with absolute paths"),
+        ("--volume=/a:/b:perNodeCache=size=10G", "per-node cache"),
+        ("--volume=/a:/b:slave", "volume flag 'slave'"),
     ] {
         let e = error(&format!("#SBATCH {directive}\n"));
         assert!(

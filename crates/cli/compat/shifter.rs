@@ -1,0 +1,244 @@
+//! `shifter`: Shifter's command, as its users' scripts call it (`srun shifter python app.py`
+//! in a job submitted with `#SBATCH --image=docker:NAME`). In a job's container the command
+//! runs in place: the job's script and tasks run in its image already. Anywhere else (a
+//! login node, a job on the host) it is `berth exec` of the image named.
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use std::os::unix::process::CommandExt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shifter",
+    about = "Run a command in an image, as Shifter's shifter does (in a job's container: in place)"
+)]
+struct Shifter {
+    /// The image: [docker:]NAME[:TAG] or id:HEX [default: $SHIFTER, $SHIFTER_IMAGE,
+    /// $SLURM_SPANK_SHIFTER_IMAGE; in a job, the job's]
+    #[arg(short, long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// Bind SRC:DST[:ro] (several separated by ';'; repeatable)
+    #[arg(short = 'V', long, value_name = "SRC:DST[:ro]")]
+    volume: Vec<String>,
+    /// Set a variable in the command's environment (repeatable)
+    #[arg(short, long, value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Start from an empty environment (then --env's)
+    #[arg(short = 'E', long)]
+    clearenv: bool,
+    /// The command's working directory [default: the current one]
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Run the image's ENTRYPOINT (or CMD's, given) with the arguments
+    #[arg(long, value_name = "CMD", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    entrypoint: Option<String>,
+    /// Shifter's site modules: berth has none (`none` is fine; others are ignored, with a
+    /// warning)
+    #[arg(short, long, value_name = "MODULE")]
+    module: Vec<String>,
+    /// Accepted (berth says what it does only when it fails)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// The command and its arguments
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+/// The image Shifter's variables name, as `--image` would: `$SHIFTER` (TYPE:SPEC), else
+/// `$SHIFTER_IMAGE` or `$SLURM_SPANK_SHIFTER_IMAGE` with its `..._IMAGETYPE`.
+fn image_from_env(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(v) = var("SHIFTER") {
+        return Some(v);
+    }
+    ["SHIFTER_IMAGE", "SLURM_SPANK_SHIFTER_IMAGE"]
+        .iter()
+        .find_map(|name| {
+            let spec = var(name)?;
+            Some(match var(&format!("{name}TYPE")) {
+                Some(kind) => format!("{kind}:{spec}"),
+                None => spec,
+            })
+        })
+}
+
+/// `shifter [OPTIONS] COMMAND [ARGS...]`.
+pub fn shifter(words: Vec<String>) -> Result<i32> {
+    let args = Shifter::try_parse_from(std::iter::once("shifter".to_string()).chain(words))
+        .unwrap_or_else(|e| e.exit());
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let image = args
+        .image
+        .clone()
+        .or_else(|| image_from_env(var))
+        .map(|i| berth_core::job::shifter_image(&i))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("shifter: {e}"))?;
+    let mut binds = Vec::new();
+    for v in &args.volume {
+        binds.extend(
+            berth_core::job::shifter_volumes(v).map_err(|e| anyhow::anyhow!("shifter: {e}"))?,
+        );
+    }
+    for m in args
+        .module
+        .iter()
+        .filter(|m| !matches!(m.as_str(), "none" | ""))
+    {
+        eprintln!("shifter: warning: --module={m} ignored: Shifter's modules are a site's own additions to images, and berth has none (a job's GPUs bring their driver's libraries)");
+    }
+    // A job's container: berth's tools are bound at /.berth/bin in it, and nowhere else.
+    let in_container = var("BERTH_JOB_ID").is_some()
+        && std::path::Path::new(berth_agent::runner::TOOLS_IN_CONTAINER).is_dir();
+    if in_container {
+        in_place(&args, image, &binds)
+    } else {
+        exec_image(&args, image, binds)
+    }
+}
+
+/// In a job's container: the command itself, with Shifter's environment, if what it asks
+/// for is what the job has.
+fn in_place(args: &Shifter, image: Option<String>, binds: &[String]) -> Result<i32> {
+    let job = std::env::var("BERTH_JOB_ID").unwrap_or_default();
+    let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
+    let normal = |name: &str| {
+        berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
+    };
+    if let Some(image) = image.filter(|i| normal(i) != normal(&job_image)) {
+        bail!("shifter: job {job} runs in image {job_image}, and its script and tasks run in it: berth cannot change to {image} inside the job; submit it with #SBATCH --image={image}");
+    }
+    if !binds.is_empty() {
+        bail!("shifter: --volume inside job {job}: a job's volumes are bound when it starts; give them when submitting it (#SBATCH --volume=SRC:DST)");
+    }
+    if args.entrypoint.is_some() {
+        bail!("shifter: --entrypoint inside job {job}: its script already runs in the image; run the entrypoint's program by its name");
+    }
+    let Some((program, rest)) = args.command.split_first() else {
+        bail!("shifter: name a command to run");
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(rest);
+    if args.clearenv {
+        command.env_clear();
+    }
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("shifter: --env={kv}: expected NAME=VALUE");
+        };
+        command.env(k, v);
+    }
+    command.env("SHIFTER_RUNTIME", "1");
+    if let Some(dir) = &args.workdir {
+        command.current_dir(dir);
+    }
+    let e = command.exec();
+    eprintln!("shifter: {program}: {e}");
+    Ok(match e.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    })
+}
+
+/// Outside a job's container: `berth exec` (`berth run` for --entrypoint) of the image.
+fn exec_image(args: &Shifter, image: Option<String>, binds: Vec<String>) -> Result<i32> {
+    let Some(image) = image else {
+        bail!("shifter: name the image (--image=docker:NAME, or $SHIFTER_IMAGE)");
+    };
+    let mut argv: Vec<String> = Vec::new();
+    let verb = match (&args.entrypoint, args.command.is_empty()) {
+        (Some(entry), _) if entry.is_empty() => "run",
+        (Some(entry), _) => {
+            argv.push(entry.clone());
+            "exec"
+        }
+        (None, true) => bail!("shifter: name a command to run (or --entrypoint)"),
+        (None, false) => "exec",
+    };
+    let mut options = vec!["--env=SHIFTER_RUNTIME=1".to_string()];
+    options.extend(binds.into_iter().map(|b| format!("--bind={b}")));
+    options.extend(args.env.iter().map(|e| format!("--env={e}")));
+    if args.clearenv {
+        options.push("--cleanenv".into());
+    }
+    if let Some(dir) = &args.workdir {
+        options.push(format!("--pwd={dir}"));
+    }
+    let e = std::process::Command::new(super::sbcast::own_berth())
+        .arg(verb)
+        .args(options)
+        .arg(image)
+        .arg("--")
+        .args(argv.iter().chain(&args.command))
+        .exec();
+    bail!("shifter: cannot start berth: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Shifter {
+        Shifter::try_parse_from(std::iter::once("shifter").chain(words.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn options_end_at_the_command() {
+        let a = parse(&[
+            "--image=docker:ubuntu:22.04",
+            "-V",
+            "/a:/b:ro",
+            "python",
+            "-v",
+            "x.py",
+        ]);
+        assert_eq!(a.image.as_deref(), Some("docker:ubuntu:22.04"));
+        assert_eq!(a.volume, ["/a:/b:ro"]);
+        assert_eq!(a.command, ["python", "-v", "x.py"]);
+        assert_eq!(a.verbose, 0);
+        let a = parse(&["-iid:abcd", "-e", "A=1", "-E", "--entrypoint", "--", "-x"]);
+        assert_eq!(a.image.as_deref(), Some("id:abcd"));
+        assert_eq!(
+            (a.env.as_slice(), a.clearenv),
+            (&["A=1".to_string()][..], true)
+        );
+        assert_eq!(a.entrypoint.as_deref(), Some(""));
+        assert_eq!(a.command, ["-x"]);
+        assert_eq!(
+            parse(&["--entrypoint=/run.sh"]).entrypoint.as_deref(),
+            Some("/run.sh")
+        );
+    }
+
+    #[test]
+    fn the_image_comes_from_shifters_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(image_from_env(env(&[])), None);
+        assert_eq!(
+            image_from_env(env(&[("SHIFTER", "docker:a:1"), ("SHIFTER_IMAGE", "b")])).as_deref(),
+            Some("docker:a:1")
+        );
+        assert_eq!(
+            image_from_env(env(&[
+                ("SHIFTER_IMAGE", "b:2"),
+                ("SHIFTER_IMAGETYPE", "docker")
+            ]))
+            .as_deref(),
+            Some("docker:b:2")
+        );
+        assert_eq!(
+            image_from_env(env(&[("SLURM_SPANK_SHIFTER_IMAGE", "c")])).as_deref(),
+            Some("c")
+        );
+    }
+}
