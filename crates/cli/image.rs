@@ -22,8 +22,12 @@ pub enum ImageCommand {
     Pull {
         reference: String,
         /// Credentials for the registry, overriding those saved by `berth image login`
-        #[arg(long, value_name = "USER:PASSWORD")]
+        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "cluster")]
         creds: Option<String>,
+        /// Have the controller ($BERTH_SOCKET) pull it into the cluster's store, which jobs
+        /// run from (with its own credentials; users what the administrator allows)
+        #[arg(long)]
+        cluster: bool,
     },
     /// Save credentials for a registry (checked against it first)
     Login {
@@ -39,6 +43,9 @@ pub enum ImageCommand {
     Ls {
         #[arg(long)]
         json: bool,
+        /// The cluster's images (the controller's store, which jobs run from)
+        #[arg(long)]
+        cluster: bool,
     },
     /// Show everything about an image
     Inspect {
@@ -84,9 +91,83 @@ fn name_of(r: &ImageRecord) -> String {
     r.names.first().cloned().unwrap_or_else(|| "<none>".into())
 }
 
+/// The cluster's images, as the controller lists them.
+pub fn cluster_images() -> Result<Vec<berth_api::ImageInfo>> {
+    crate::client::request("GET", "/v1/images", None::<&()>)
+}
+
+/// Has the controller pull `reference` into the cluster's store.
+pub fn cluster_pull(reference: &str) -> Result<berth_api::ImageInfo> {
+    let request = berth_api::PullRequest {
+        reference: reference.to_string(),
+    };
+    crate::client::request("POST", "/v1/images/pull", Some(&request))
+}
+
+/// The first 12 digits of an image id as the API gives it (`sha256:HEX`), as `berth image
+/// ls` shows ids.
+fn short_id(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// `berth image ls`'s table of `(names, short id, size, imported)`: a line per name
+/// (`<none>` for an image without one).
+fn list<'a>(
+    out: &mut impl Write,
+    images: impl Iterator<Item = (&'a [String], String, u64, u64)>,
+) -> Result<()> {
+    writeln!(out, "{:<40} {:<12} {:>9}  IMPORTED", "NAME", "ID", "SIZE")?;
+    let none = ["<none>".to_string()];
+    for (names, short, size, imported) in images {
+        for n in if names.is_empty() { &none[..] } else { names } {
+            writeln!(
+                out,
+                "{n:<40} {short:<12} {:>9}  {}",
+                human_size(size),
+                utc(imported)
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
-    let store = settings.store()?;
     let mut out = std::io::stdout().lock();
+    match cmd {
+        ImageCommand::Pull {
+            reference,
+            cluster: true,
+            ..
+        } => {
+            let image = cluster_pull(&reference)?;
+            let name = berth_image::PullReference::parse(&reference)?.name();
+            writeln!(
+                out,
+                "Pulled {name} into the cluster's store (id {}, {})",
+                short_id(&image.id),
+                human_size(image.size)
+            )?;
+            return Ok(());
+        }
+        ImageCommand::Ls {
+            json,
+            cluster: true,
+        } => {
+            let images = cluster_images()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &images)?;
+                writeln!(out)?;
+            } else {
+                let rows = images
+                    .iter()
+                    .map(|i| (&i.names[..], short_id(&i.id), i.size, i.imported));
+                list(&mut out, rows)?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let store = settings.store()?;
     match cmd {
         ImageCommand::Import { path, name } => {
             let record = store.import(&path, &ImportOptions { name })?;
@@ -104,7 +185,9 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 human_size(record.size)
             )?;
         }
-        ImageCommand::Pull { reference, creds } => {
+        ImageCommand::Pull {
+            reference, creds, ..
+        } => {
             let creds = match creds {
                 Some(c) => Some(
                     c.split_once(':')
@@ -147,29 +230,16 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 auth_file.display()
             )?;
         }
-        ImageCommand::Ls { json } => {
+        ImageCommand::Ls { json, .. } => {
             let images = store.list()?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &images)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "{:<40} {:<12} {:>9}  IMPORTED", "NAME", "ID", "SIZE")?;
-                for r in &images {
-                    let names = if r.names.is_empty() {
-                        vec!["<none>".to_string()]
-                    } else {
-                        r.names.clone()
-                    };
-                    for n in names {
-                        writeln!(
-                            out,
-                            "{n:<40} {:<12} {:>9}  {}",
-                            r.id.short(),
-                            human_size(r.size),
-                            utc(r.imported)
-                        )?;
-                    }
-                }
+                let rows = images
+                    .iter()
+                    .map(|r| (&r.names[..], r.id.short().to_string(), r.size, r.imported));
+                list(&mut out, rows)?;
             }
         }
         ImageCommand::Inspect { image, json } => {

@@ -221,7 +221,7 @@ fn bad_submissions_are_refused_with_the_reason() {
         (
             "#!/bin/sh\n#BERTH --image nosuchimage\ntrue\n",
             &[],
-            "image 'nosuchimage' not found",
+            "image nosuchimage is not in the cluster's store: `berth image ls --cluster`",
         ),
         ("#!/bin/sh\ntrue\n", &[], "the job names no image"),
         (

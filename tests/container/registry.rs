@@ -1479,3 +1479,68 @@ fn pulling_a_moved_tag_moves_the_name() {
         assert_eq!(berth(&f, mode, &["run", &name]).ok(), "hello again\n");
     }
 }
+
+/// Shifter's image gateway, berth's way: users have the controller pull an image into the
+/// cluster's store (`berth image pull --cluster`, `shifterimg pull`), as the administrator's
+/// `[registry] user_pulls` allows, and their jobs run in it; the store lists it for them.
+#[test]
+fn users_have_the_controller_pull_images_their_jobs_run_in() {
+    let Some(f) = Fixture::new() else { return };
+    let reg = Registry::start(&f, Options::default());
+    let pushed = reg.push(&docker_archive_of(&f, HELLO), "lab/app:1");
+    reg.push(&docker_archive_of(&f, HELLO), "other/app:1");
+    let config = format!("[registry]\nuser_pulls = [\"{}/lab/*\"]\n", reg.host);
+    let Some(c) = crate::cluster::Cluster::start_with_config(Some(&config)) else {
+        return;
+    };
+    let name = format!("{}/lab/app:1", reg.host);
+    let pulled = c.berth(Mode::Rootless, &["image", "pull", "--cluster", &name]);
+    assert!(
+        pulled
+            .ok()
+            .starts_with(&format!("Pulled {name} into the cluster's store")),
+        "{}",
+        pulled.stdout
+    );
+    // Not in the user's own store: in the controller's.
+    assert!(images(&c.f, Mode::Rootless).is_empty());
+    let listed: Vec<serde_json::Value> = serde_json::from_str(
+        c.berth(Mode::Rootless, &["image", "ls", "--cluster", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    let ours = listed
+        .iter()
+        .find(|i| i["id"] == pushed.config.as_str())
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert!(ours["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == name.as_str()));
+    let hex = pushed.config.trim_start_matches("sha256:");
+    let lookup = c.berth(
+        Mode::Rootless,
+        &["as", "shifterimg", "lookup", &format!("docker:{name}")],
+    );
+    assert_eq!(lookup.ok(), format!("{hex}\n"));
+
+    // What the administrator did not allow is refused, with the rule; root may.
+    let other = format!("{}/other/app:1", reg.host);
+    let refused = c.berth(
+        Mode::Rootless,
+        &["as", "shifterimg", "pull", &format!("docker:{other}")],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("user_pulls"), "{}", refused.stderr);
+    c.berth(Mode::Root, &["image", "pull", "--cluster", &other])
+        .ok();
+
+    // A Shifter script of the user's runs in the image pulled.
+    let script = format!("#!/bin/sh\n#SBATCH --image=docker:{name}\nls /bin/probe\n");
+    let id = c.submit(Mode::Rootless, "pulled.sh", &script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(job["state"], "COMPLETED", "{job} {out:?}");
+    assert_eq!(out.unwrap(), "/bin/probe\n");
+}

@@ -402,6 +402,30 @@ pub struct Reservation {
     pub flags: Vec<String>,
 }
 
+/// An image in the cluster's store (the controller's), which jobs run in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ImageInfo {
+    /// `sha256:` and the hex digest of its config.
+    pub id: String,
+    /// Its names (`registry.local:5000/lab/app:1`).
+    pub names: Vec<String>,
+    /// Bytes of its squashfs file.
+    pub size: u64,
+    /// When it came into the store, seconds since the epoch.
+    pub imported: u64,
+    pub architecture: String,
+}
+
+/// `POST /v1/images/pull`: the controller pulls an image from a registry into the cluster's
+/// store, as Shifter's image gateway does, for any user where the administrator allows it
+/// (`[registry] user_pulls`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// `HOST[:PORT]/REPO[:TAG|@DIGEST]`.
+    pub reference: String,
+}
+
 /// `POST /v1/nodes/{name}/drain` (root): no new jobs on the node until it is resumed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! salloc, squeue, scancel, sacct, sstat, sinfo, scontrol), LSF's (bsub, bjobs, bhist,
 //! bacct, bkill, bstop, bresume, brequeue, bmod, bpeek, bqueues, bhosts, lshosts) and PBS's
 //! (qsub, qstat, qdel, qhold, qrls, qsig, qrerun, qalter, pbsnodes), and Shifter's `shifter`
-//! ([`shifter`]). berth acts as one when
+//! and `shifterimg` ([`shifter`]). berth acts as one when
 //! started under its name (an administrator links them, `berth as --link /usr/local/bin`),
 //! and as `berth as NAME ARGS`; jobs have them on their PATH. Users keep their commands and
 //! the scripts and pipelines built on their output (`Job <42> is submitted to queue
@@ -155,6 +155,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "sshare" => slurm::sshare(rest),
         "sbcast" => sbcast::sbcast(rest),
         "shifter" => shifter::shifter(rest),
+        "shifterimg" => shifter::shifterimg(rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS

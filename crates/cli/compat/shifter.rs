@@ -2,6 +2,10 @@
 //! in a job submitted with `#SBATCH --image=docker:NAME`). In a job's container the command
 //! runs in place: the job's script and tasks run in its image already. Anywhere else (a
 //! login node, a job on the host) it is `berth exec` of the image named.
+//!
+//! `shifterimg`: Shifter's image gateway's client, as the controller's images: `images`
+//! (the cluster's store), `pull` (the controller pulls, `berth image pull --cluster`),
+//! `lookup` (an image's id).
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -40,11 +44,7 @@ struct Shifter {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// The command and its arguments
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -175,6 +175,80 @@ fn exec_image(args: &Shifter, image: Option<String>, binds: Vec<String>) -> Resu
         .args(argv.iter().chain(&args.command))
         .exec();
     bail!("shifter: cannot start berth: {e}")
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shifterimg",
+    about = "The cluster's images, as Shifter's shifterimg shows them: images, pull, lookup"
+)]
+struct Shifterimg {
+    /// Accepted (berth says what it does)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// images, pull IMAGE or lookup IMAGE
+    #[arg(value_name = "COMMAND")]
+    command: String,
+    /// [docker:]NAME[:TAG]
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+}
+
+/// `shifterimg [-v] images | pull IMAGE | lookup IMAGE`.
+pub fn shifterimg(words: Vec<String>) -> Result<i32> {
+    let args = Shifterimg::try_parse_from(std::iter::once("shifterimg".to_string()).chain(words))
+        .unwrap_or_else(|e| e.exit());
+    let image = || -> Result<String> {
+        let Some(image) = &args.image else {
+            bail!(
+                "shifterimg {}: name the image (docker:NAME[:TAG])",
+                args.command
+            );
+        };
+        berth_core::job::shifter_image(image).map_err(|e| anyhow::anyhow!("shifterimg: {e}"))
+    };
+    match args.command.as_str() {
+        "images" => {
+            for i in crate::image::cluster_images()? {
+                let id = i.id.trim_start_matches("sha256:");
+                for name in &i.names {
+                    println!(
+                        "berth      docker     READY    {:<10}   {} {name}",
+                        &id[..10.min(id.len())],
+                        crate::image::utc(i.imported).replace(' ', "T"),
+                    );
+                }
+            }
+            Ok(0)
+        }
+        "pull" => {
+            let image = image()?;
+            let pulled = crate::image::cluster_pull(&image)?;
+            println!("Pulled docker:{image}, status: READY (id {})", pulled.id);
+            Ok(0)
+        }
+        "lookup" => {
+            let wanted = image()?;
+            let normal = |name: &str| {
+                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
+            };
+            let found = crate::image::cluster_images()?.into_iter().find(|i| {
+                i.id == wanted || i.names.iter().any(|n| normal(n) == normal(&wanted))
+            });
+            match found {
+                Some(i) => {
+                    println!("{}", i.id.trim_start_matches("sha256:"));
+                    Ok(0)
+                }
+                None => {
+                    eprintln!("shifterimg: {wanted} is not in the cluster's store: shifterimg pull docker:{wanted}");
+                    Ok(1)
+                }
+            }
+        }
+        "login" => bail!("shifterimg login: the controller pulls with its own registry credentials (root's berth image login on its host); ask an administrator for a private image"),
+        other => bail!("shifterimg: unknown command '{other}': images, pull IMAGE or lookup IMAGE"),
+    }
 }
 
 #[cfg(test)]

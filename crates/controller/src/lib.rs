@@ -16,6 +16,7 @@
 pub use berth_agent::auth;
 mod active;
 mod env;
+mod images;
 pub mod job;
 mod mail;
 mod metrics;
@@ -70,6 +71,11 @@ pub struct Settings {
     pub max_array_size: Option<u32>,
     /// The most unfinished jobs the controller holds (`[batch] max_job_count`).
     pub max_job_count: Option<u64>,
+    /// How the controller reaches registries for users' pulls, and what they may pull
+    /// (`[registry]`).
+    pub registry: berth_core::RegistryConfig,
+    /// The controller's own registry credentials (podman's auth.json), if any.
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -894,7 +900,7 @@ impl Controller {
         // have allowed.
         let (image, image_squashfs, image_env, image_entrypoint) = match &request.image {
             Some(r) => {
-                let record = self.images.resolve(&r.name).map_err(|e| ApiError::bad(format!("image {}: {e}", r.name)))?;
+                let record = self.cluster_image(&r.name).map_err(ApiError::bad)?;
                 (
                     Some(r.name.clone()),
                     Some(self.images.squashfs(&record).to_string_lossy().into_owned()),
@@ -3406,6 +3412,16 @@ impl Controller {
         Ok(grant)
     }
 
+    /// The image `name` in the cluster's store, or what is wrong and how users get one there.
+    fn cluster_image(&self, name: &str) -> Result<berth_image::ImageRecord, String> {
+        self.images.resolve(name).map_err(|e| match e {
+            berth_image::ImageError::NotFound(_) => format!(
+                "image {name} is not in the cluster's store: `berth image ls --cluster` lists those there, and `berth image pull --cluster REGISTRY/REPO:TAG` (or shifterimg pull) has the controller pull one"
+            ),
+            e => format!("image {name}: {e}"),
+        })
+    }
+
     /// The image `name` of a step in a container of its own, in partition `partition`: in the
     /// store, allowed there, with what else `request` gives that container.
     fn step_image(
@@ -3414,10 +3430,7 @@ impl Controller {
         name: &str,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::StepImage, String> {
-        let record = self
-            .images
-            .resolve(name)
-            .map_err(|e| format!("image {name}: {e}"))?;
+        let record = self.cluster_image(name)?;
         if let Some(rules) = self.settings.partition(partition) {
             let full =
                 berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string());

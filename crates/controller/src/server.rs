@@ -659,6 +659,33 @@ async fn delete_reservation(
     c.lock().await.delete_reservation(caller, &name).map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, description = "the images in the cluster's store (the controller's), which jobs run in", body = Vec<berth_api::ImageInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn images(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ImageInfo>> {
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    blocking(move || gateway.list()).await
+}
+
+#[utoipa::path(post, path = "/v1/images/pull", request_body = berth_api::PullRequest, tag = "images", responses((status = 200, description = "pulled into the cluster's store (or there already): jobs may name it", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "not among the images users may have pulled ([registry] user_pulls)", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
+async fn pull_image(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<berth_api::PullRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::ImageInfo> {
+    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    blocking(move || gateway.pull(caller, &r.reference)).await
+}
+
+/// Runs `work` on a blocking thread (without the controller's lock), as a handler's answer.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+}
+
 async fn not_found() -> ApiError {
     ApiError {
         status: 404,
@@ -693,6 +720,8 @@ async fn not_found() -> ApiError {
         create_reservation,
         reservations,
         delete_reservation,
+        images,
+        pull_image,
         drain,
         resume_node,
         shutdown,
@@ -755,6 +784,8 @@ pub fn router(shared: Shared) -> Router {
             post(create_reservation).get(reservations),
         )
         .route("/v1/reservations/{name}", delete(delete_reservation))
+        .route("/v1/images", get(images))
+        .route("/v1/images/pull", post(pull_image))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))

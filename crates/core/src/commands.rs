@@ -39,4 +39,5 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qalter", "change a pending job with qsub's options (-l walltime=, -N, -q, -W depend=, -a, ...)"),
     ("pbsnodes", "nodes, PBS's way (-a; -l: those down or offline)"),
     ("shifter", "run a command in an image, as Shifter's (in a job's container: in place)"),
+    ("shifterimg", "the cluster's images: images, pull (by the controller), lookup"),
 ];

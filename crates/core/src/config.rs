@@ -8,6 +8,7 @@
 //! [registry]
 //! ca_certs = ["/etc/pki/site-ca.pem"]   # extra CAs trusted for HTTPS registries
 //! insecure = ["registry.local:5000"]    # registries that may be spoken to over plain HTTP
+//! user_pulls = ["registry.local:5000/*"] # what users may have pulled into the cluster
 //! [priority]                            # Slurm's multifactor priority (PriorityWeight*, ...)
 //! weight_fairshare = 5000
 //! decay_half_life = 604800              # seconds: past usage counts half after this long
@@ -245,6 +246,28 @@ pub struct RegistryConfig {
     /// Registries (`host:port`) that may be spoken to over plain HTTP.
     #[serde(default)]
     pub insecure: Vec<String>,
+    /// Images users may have the controller pull into the cluster's store (`berth image
+    /// pull --cluster`, shifterimg pull), as patterns where `*` matches anything; absent:
+    /// any, empty: none (root may pull any).
+    pub user_pulls: Option<Vec<String>>,
+}
+
+impl RegistryConfig {
+    /// Whether a user may have the controller pull `image` (its full name); `Err` names the
+    /// rule.
+    pub fn allows_user_pull(&self, image: &str) -> Result<(), String> {
+        match &self.user_pulls {
+            None => Ok(()),
+            Some(patterns) if patterns.iter().any(|p| glob(p, image)) => Ok(()),
+            Some(patterns) if patterns.is_empty() => Err(format!(
+                "users may not have images pulled into the cluster ([registry] user_pulls = [] in the configuration): ask an administrator to pull {image}"
+            )),
+            Some(patterns) => Err(format!(
+                "{image} is not among the images users may have pulled into the cluster: {} ([registry] user_pulls in the configuration)",
+                patterns.join(", ")
+            )),
+        }
+    }
 }
 
 impl Config {
@@ -522,6 +545,18 @@ mod tests {
                 rule: "/tmp/secrets".into()
             }
         );
+    }
+
+    #[test]
+    fn user_pulls_are_any_none_or_the_patterns() {
+        let config = |text: &str| Config::from_toml(text).unwrap().registry;
+        assert!(config("").allows_user_pull("r:5000/x:1").is_ok());
+        let none = config("[registry]\nuser_pulls = []\n").allows_user_pull("r:5000/x:1");
+        assert!(none.unwrap_err().contains("user_pulls = []"));
+        let some = config("[registry]\nuser_pulls = [\"r:5000/lab/*\"]\n");
+        assert!(some.allows_user_pull("r:5000/lab/app:2").is_ok());
+        let refused = some.allows_user_pull("r:5000/other:1").unwrap_err();
+        assert!(refused.contains("r:5000/lab/*"), "{refused}");
     }
 
     #[test]

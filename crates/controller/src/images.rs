@@ -1,0 +1,88 @@
+//! The cluster's images: the controller's store, which jobs run from, listed for users and
+//! filled from registries on their request (`POST /v1/images/pull`), as Shifter's image
+//! gateway pulls and converts images for its users: the controller pulls (its own
+//! credentials, the administrator's registry settings), flattens into one squashfs file, and
+//! the nodes fetch that file from it. Users may pull what `[registry] user_pulls` allows.
+//!
+//! Runs on a blocking thread, without the controller's lock: a pull takes as long as the
+//! registry does. The store makes concurrent pulls of one image one good copy.
+
+use crate::{ApiError, Caller, Settings};
+use berth_api::ImageInfo;
+use berth_image::{ImageRecord, PullReference, RegistryOptions, Store};
+use std::path::PathBuf;
+
+/// What a list or a pull needs of the controller's settings.
+pub struct Gateway {
+    store: PathBuf,
+    registry: berth_core::RegistryConfig,
+    auth_file: Option<PathBuf>,
+}
+
+impl Gateway {
+    pub fn of(settings: &Settings) -> Gateway {
+        Gateway {
+            store: settings.image_store.clone(),
+            registry: settings.registry.clone(),
+            auth_file: settings.registry_auth_file.clone(),
+        }
+    }
+
+    fn open(&self) -> Result<Store, ApiError> {
+        Store::open(&self.store).map_err(ApiError::internal)
+    }
+
+    /// The images in the cluster's store, by name.
+    pub fn list(&self) -> Result<Vec<ImageInfo>, ApiError> {
+        let mut images: Vec<ImageInfo> = self
+            .open()?
+            .list()
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(info)
+            .collect();
+        images.sort_by(|a, b| a.names.cmp(&b.names).then(a.id.cmp(&b.id)));
+        Ok(images)
+    }
+
+    /// Pulls `reference` into the cluster's store for `caller`: root any image, users those
+    /// the administrator allows.
+    pub fn pull(&self, caller: Caller, reference: &str) -> Result<ImageInfo, ApiError> {
+        let target = PullReference::parse(reference).map_err(|e| ApiError::bad(e.to_string()))?;
+        let name = target.name();
+        if caller.uid != 0 {
+            self.registry
+                .allows_user_pull(&name)
+                .map_err(ApiError::forbidden)?;
+        }
+        let options = RegistryOptions {
+            ca_certs: self.registry.ca_certs.clone(),
+            insecure: self.registry.insecure.clone(),
+            creds: None,
+            auth_file: self.auth_file.clone(),
+        };
+        let record = self
+            .open()?
+            .pull(reference, &options)
+            .map_err(|e| ApiError {
+                status: 502,
+                message: format!("the controller could not pull {reference}: {e}"),
+            })?;
+        eprintln!(
+            "berth: uid {} pulled {name} into the cluster's store (id {})",
+            caller.uid,
+            record.id.short()
+        );
+        Ok(info(&record))
+    }
+}
+
+fn info(r: &ImageRecord) -> ImageInfo {
+    ImageInfo {
+        id: r.id.to_string(),
+        names: r.names.clone(),
+        size: r.size,
+        imported: r.imported,
+        architecture: r.architecture.clone(),
+    }
+}
