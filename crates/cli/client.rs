@@ -3,6 +3,7 @@
 //! and it keeps `berth submit` free of an async runtime (its round trip is a goal: < 2 ms).
 
 use anyhow::{anyhow, Context, Result};
+pub use berth_agent::http::Body;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::os::unix::net::UnixStream;
@@ -69,10 +70,22 @@ pub fn request<T: DeserializeOwned>(
     let body = body
         .map(|b| serde_json::to_vec(b).expect("request serialises"))
         .unwrap_or_default();
+    let body = Body {
+        content_type: "application/json",
+        length: body.len() as u64,
+        data: &mut &body[..],
+    };
+    request_body(method, path, body)
+}
+
+/// [`request`] with a body of any kind, sent as it is read (an upload).
+pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -> Result<T> {
     let answer = match Connection::open()? {
-        Connection::Local(mut s) => berth_agent::http::exchange(&mut s, method, path, None, &body),
+        Connection::Local(mut s) => {
+            berth_agent::http::exchange_body(&mut s, method, path, None, body)
+        }
         Connection::Network(mut s, token) => {
-            berth_agent::http::exchange(&mut s, method, path, Some(&token), &body)
+            berth_agent::http::exchange_body(&mut s, method, path, Some(&token), body)
         }
     }
     .context("cannot talk to the controller")?;

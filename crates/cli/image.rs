@@ -17,6 +17,10 @@ pub enum ImageCommand {
         /// Name the image (NAME[:TAG]); overrides any name in the archive
         #[arg(long)]
         name: Option<String>,
+        /// Upload the file to the controller ($BERTH_SOCKET), into the cluster's store,
+        /// which jobs run from (a user's is named users/USER/NAME[:TAG])
+        #[arg(long, requires = "name")]
+        cluster: bool,
     },
     /// Pull an image from an OCI distribution registry (HOST[:PORT]/REPO[:TAG|@DIGEST])
     Pull {
@@ -110,6 +114,47 @@ fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
+/// Uploads the image file `path` to the controller, to be imported as `name` into the
+/// cluster's store.
+fn cluster_import(path: &std::path::Path, name: &str) -> Result<berth_api::ImageInfo> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{}: --cluster uploads an image file (an archive, a tarball, a squashfs or SIF file); make a tarball of a directory first (tar -C DIR -cf image.tar .)",
+            path.display()
+        );
+    }
+    let file_name = path
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let query = format!(
+        "/v1/images/import?name={}&file={}",
+        query_value(name),
+        query_value(&file_name)
+    );
+    let body = crate::client::Body {
+        content_type: "application/octet-stream",
+        length: meta.len(),
+        data: &mut file,
+    };
+    crate::client::request_body("POST", &query, body)
+}
+
+/// `value` percent-encoded for a URL's query (all but unreserved characters).
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `berth image ls`'s table of `(names, short id, size, imported)`: a line per name
 /// (`<none>` for an image without one).
 fn list<'a>(
@@ -149,6 +194,21 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             )?;
             return Ok(());
         }
+        ImageCommand::Import {
+            path,
+            name: Some(name),
+            cluster: true,
+        } => {
+            let image = cluster_import(&path, &name)?;
+            writeln!(
+                out,
+                "Imported {} into the cluster's store (id {}, {})",
+                image.names.first().map_or(name.as_str(), String::as_str),
+                short_id(&image.id),
+                human_size(image.size)
+            )?;
+            return Ok(());
+        }
         ImageCommand::Ls {
             json,
             cluster: true,
@@ -169,7 +229,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
     }
     let store = settings.store()?;
     match cmd {
-        ImageCommand::Import { path, name } => {
+        ImageCommand::Import { path, name, .. } => {
             let record = store.import(&path, &ImportOptions { name })?;
             if record.devices_dropped > 0 {
                 eprintln!(

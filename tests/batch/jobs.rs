@@ -141,6 +141,130 @@ fn an_image_removed_from_the_store_is_unmounted_once_no_job_uses_it() {
     wait_until(20, released, || format!("{:?}", loop_devices_under(&store)));
 }
 
+/// Users upload image files of their own into the cluster's store (`berth image import
+/// --cluster`), named under users/THEIR-NAME/, so that nobody's upload takes another's name;
+/// their jobs run in them. A file that is no image is refused and leaves nothing behind;
+/// where the administrator says no, users may not upload.
+#[test]
+fn users_upload_images_their_jobs_run_in() {
+    let Some(c) = Cluster::start() else { return };
+    let dir = c.f.cwd(Mode::Rootless);
+    // A root filesystem tarball, with a file of 6 MiB in it: more than one HTTP body's worth
+    // of any default limit.
+    let tree = c.f.path("upload-tree");
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&c.f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(tree.join("big"), vec![7u8; 6 << 20]).unwrap();
+    let tarball = dir.join("tools.tar");
+    let tarred = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    std::os::unix::fs::chown(&tarball, Some(c.f.user.uid), Some(c.f.user.gid)).unwrap();
+    let root_busybox = || {
+        let images: Vec<serde_json::Value> = serde_json::from_str(
+            c.berth(Mode::Root, &["image", "ls", "--cluster", "--json"])
+                .ok(),
+        )
+        .unwrap();
+        images
+    };
+    let before = root_busybox();
+
+    let up = c.berth(
+        Mode::Rootless,
+        &[
+            "image",
+            "import",
+            "--cluster",
+            "tools.tar",
+            "--name",
+            "busybox",
+        ],
+    );
+    assert!(
+        up.ok().starts_with(&format!(
+            "Imported users/{TEST_USER}/busybox:latest into the cluster's store"
+        )),
+        "{}",
+        up.stdout
+    );
+    let after = root_busybox();
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    // Root's busybox is still root's.
+    let named = |images: &[serde_json::Value], name: &str| {
+        images
+            .iter()
+            .find(|i| i["names"].as_array().unwrap().iter().any(|n| n == name))
+            .map(|i| i["id"].clone())
+    };
+    assert_eq!(
+        named(&before, "busybox:latest"),
+        named(&after, "busybox:latest")
+    );
+    let mine = format!("users/{TEST_USER}/busybox:latest");
+    let script = format!("#!/bin/sh\n#SBATCH --container-image={mine}\nstat -c %s /big\n");
+    let id = c.submit(Mode::Rootless, "uploaded.sh", &script, &[]);
+    c.completed(id);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(format!("berth-{id}.out"))).unwrap(),
+        format!("{}\n", 6 << 20)
+    );
+
+    // Not an image: refused with the reason; nothing stays in the store's staging area.
+    std::fs::write(dir.join("notes.txt"), "not an image\n").unwrap();
+    let bad = c.berth(
+        Mode::Rootless,
+        &[
+            "image",
+            "import",
+            "--cluster",
+            "notes.txt",
+            "--name",
+            "notes",
+        ],
+    );
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr
+            .contains("could not import it: notes.txt: not an image berth can import"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(root_busybox().len(), after.len());
+    let staging = c.f.path("store-root").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    let Some(closed) = Cluster::start_with_config(Some("[registry]\nuser_imports = false\n"))
+    else {
+        return;
+    };
+    let tarball = tarball.to_str().unwrap();
+    let refused = closed.berth(
+        Mode::Rootless,
+        &["image", "import", "--cluster", tarball, "--name", "tools"],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("user_imports = false"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[test]
 fn the_words_after_the_script_are_its_arguments() {
     let Some(c) = Cluster::start() else { return };

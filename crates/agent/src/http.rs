@@ -42,17 +42,53 @@ pub fn exchange(
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Answer> {
+    let body = Body {
+        content_type: "application/json",
+        length: body.len() as u64,
+        data: &mut &body[..],
+    };
+    exchange_body(stream, method, path, token, body)
+}
+
+/// A request's body: `length` bytes of `content_type` read from `data` as they are sent.
+pub struct Body<'a> {
+    pub content_type: &'a str,
+    pub length: u64,
+    pub data: &'a mut dyn Read,
+}
+
+/// [`exchange`] with a body sent as it is read (an upload). A server that answers before it
+/// has read all of it (a refusal) is heard all the same.
+pub fn exchange_body(
+    stream: &mut (impl Read + Write),
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> std::io::Result<Answer> {
     let auth = token.map_or(String::new(), |t| {
         format!("Authorization: Bearer {}\r\n", t.trim())
     });
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.content_type, body.length
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    let sent = std::io::copy(&mut body.data.take(body.length), stream).and_then(|n| match n {
+        n if n < body.length => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the body ended after {n} of its {} bytes", body.length),
+        )),
+        _ => Ok(()),
+    });
     let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    let read = stream.read_to_end(&mut response);
+    if let Err(e) = sent {
+        if response.is_empty() {
+            return Err(e);
+        }
+    }
+    read?;
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let split = response
         .windows(4)

@@ -3,13 +3,16 @@
 //! gateway pulls and converts images for its users: the controller pulls (its own
 //! credentials, the administrator's registry settings), flattens into one squashfs file, and
 //! the nodes fetch that file from it. Users may pull what `[registry] user_pulls` allows.
+//! They may also upload image files of their own (`POST /v1/images/import`: a
+//! docker-archive, OCI archive, root filesystem tarball, enroot's squashfs or a SIF file),
+//! named under `users/THEIR-NAME/` so that nobody's upload takes another's name.
 //!
 //! Runs on a blocking thread, without the controller's lock: a pull takes as long as the
 //! registry does. The store makes concurrent pulls of one image one good copy.
 
 use crate::{ApiError, Caller, Settings};
 use berth_api::ImageInfo;
-use berth_image::{ImageRecord, PullReference, RegistryOptions, Store};
+use berth_image::{ImageRecord, ImportOptions, PullReference, Reference, RegistryOptions, Store};
 use std::path::PathBuf;
 
 /// What a list or a pull needs of the controller's settings.
@@ -70,6 +73,55 @@ impl Gateway {
             })?;
         eprintln!(
             "berth: uid {} pulled {name} into the cluster's store (id {})",
+            caller.uid,
+            record.id.short()
+        );
+        Ok(info(&record))
+    }
+}
+
+impl Gateway {
+    /// The name `caller`'s upload gets for the `name` they asked for: root's as asked,
+    /// a user's under `users/USER/` (where users may upload at all).
+    pub fn upload_name(&self, caller: Caller, name: &str) -> Result<String, ApiError> {
+        let asked = Reference::parse(name).map_err(|e| ApiError::bad(e.to_string()))?;
+        if caller.uid == 0 {
+            return Ok(asked.to_string());
+        }
+        if !self.registry.user_imports {
+            return Err(ApiError::forbidden(
+                "users may not upload images into the cluster ([registry] user_imports = false in the configuration): ask an administrator to import it",
+            ));
+        }
+        let user = crate::user_of(caller.uid)?.user;
+        let full = format!("users/{user}/{}", asked.repository);
+        let named = Reference::parse(&format!("{full}:{}", asked.tag)).map_err(|_| {
+            ApiError::forbidden(format!(
+                "your user name ({user}) cannot be part of an image name (lower-case letters, digits, '.', '_' and '-'): ask an administrator to import it"
+            ))
+        })?;
+        Ok(named.to_string())
+    }
+
+    /// Imports the image file `input` (an upload of `caller`'s, named `file` where it came
+    /// from) as `name` (from [`Gateway::upload_name`]).
+    pub fn import(
+        &self,
+        caller: Caller,
+        name: String,
+        file: &str,
+        input: impl std::io::Read,
+    ) -> Result<ImageInfo, ApiError> {
+        let origin = format!("{file} (uploaded by uid {})", caller.uid);
+        let options = ImportOptions {
+            name: Some(name.clone()),
+        };
+        let record = self
+            .open()?
+            .import_upload(input, file, &origin, &options)
+            .map_err(|e| ApiError::bad(format!("the controller could not import it: {e}")))?;
+        eprintln!(
+            "berth: uid {} uploaded {name} into the cluster's store (id {})",
             caller.uid,
             record.id.short()
         );

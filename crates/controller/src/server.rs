@@ -676,6 +676,80 @@ async fn pull_image(
     blocking(move || gateway.pull(caller, &r.reference)).await
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ImportQuery {
+    /// The image's name (NAME[:TAG]); a user's upload is named under `users/USER/`.
+    name: String,
+    /// The file's name where it came from, shown by `berth image inspect` and in errors.
+    #[serde(default)]
+    file: String,
+}
+
+#[utoipa::path(post, path = "/v1/images/import", params(ImportQuery), request_body(content = Vec<u8>, description = "the image file: a docker-archive, OCI archive, root filesystem tarball, squashfs (enroot's) or SIF file", content_type = "application/octet-stream"), tag = "images", responses((status = 200, description = "imported into the cluster's store: jobs may name it", body = berth_api::ImageInfo), (status = 400, description = "not an image file berth reads, a bad name, or the upload broke off", body = ErrorBody), (status = 403, description = "users may not upload ([registry] user_imports = false)", body = ErrorBody)))]
+async fn import_image(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Body,
+) -> ApiResult<berth_api::ImageInfo> {
+    use futures_util::StreamExt;
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let name = gateway.upload_name(caller, &q.name)?;
+    let file = if q.file.is_empty() {
+        q.name.clone()
+    } else {
+        q.file
+    };
+    // The body's chunks go to the import on its blocking thread as they come; one that
+    // breaks off is an error there, never the end of a shorter file.
+    let (chunks, received) = tokio::sync::mpsc::channel(16);
+    let import = tokio::task::spawn_blocking(move || {
+        gateway.import(caller, name, &file, ChunkReader::new(received))
+    });
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let failed = chunk.is_err();
+        let chunk = chunk.map_err(|e| std::io::Error::other(format!("the upload broke off: {e}")));
+        if chunks.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(chunks);
+    import.await.map_err(ApiError::internal)?.map(Json)
+}
+
+/// A blocking reader of an upload's chunks, as the request's body yields them.
+struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    fn new(chunks: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ChunkReader {
+        ChunkReader {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 /// Runs `work` on a blocking thread (without the controller's lock), as a handler's answer.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -722,6 +796,7 @@ async fn not_found() -> ApiError {
         delete_reservation,
         images,
         pull_image,
+        import_image,
         drain,
         resume_node,
         shutdown,
@@ -786,6 +861,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/reservations/{name}", delete(delete_reservation))
         .route("/v1/images", get(images))
         .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/import", post(import_image))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))

@@ -9,6 +9,7 @@
 //! ca_certs = ["/etc/pki/site-ca.pem"]   # extra CAs trusted for HTTPS registries
 //! insecure = ["registry.local:5000"]    # registries that may be spoken to over plain HTTP
 //! user_pulls = ["registry.local:5000/*"] # what users may have pulled into the cluster
+//! user_imports = true                    # users may upload images (as users/NAME/...)
 //! [priority]                            # Slurm's multifactor priority (PriorityWeight*, ...)
 //! weight_fairshare = 5000
 //! decay_half_life = 604800              # seconds: past usage counts half after this long
@@ -236,8 +237,8 @@ fn one() -> u32 {
     1
 }
 
-/// How to reach image registries.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How to reach image registries, and what users may bring into the cluster's store.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// PEM files with extra CA certificates trusted for HTTPS registries.
@@ -250,6 +251,25 @@ pub struct RegistryConfig {
     /// pull --cluster`, shifterimg pull), as patterns where `*` matches anything; absent:
     /// any, empty: none (root may pull any).
     pub user_pulls: Option<Vec<String>>,
+    /// Whether users may upload image files of their own into the cluster's store (`berth
+    /// image import --cluster`), named under `users/THEIR-NAME/`.
+    #[serde(default = "yes")]
+    pub user_imports: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig {
+            ca_certs: Vec::new(),
+            insecure: Vec::new(),
+            user_pulls: None,
+            user_imports: yes(),
+        }
+    }
 }
 
 impl RegistryConfig {
@@ -557,6 +577,8 @@ mod tests {
         assert!(some.allows_user_pull("r:5000/lab/app:2").is_ok());
         let refused = some.allows_user_pull("r:5000/other:1").unwrap_err();
         assert!(refused.contains("r:5000/lab/*"), "{refused}");
+        assert!(config("").user_imports && config("[registry]\n").user_imports);
+        assert!(!config("[registry]\nuser_imports = false\n").user_imports);
     }
 
     #[test]

@@ -268,6 +268,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Imports an image file read from `input` (an upload: a docker-archive, OCI archive,
+    /// root filesystem tarball, squashfs or SIF file, named `file` where it came from), as
+    /// [`Store::import`] imports a file; `origin` is what `inspect` shows it came from. The
+    /// file is kept in a staging directory while it is imported, and goes with it whatever
+    /// happens; what is wrong with it is said of `file`.
+    pub fn import_upload(
+        &self,
+        mut input: impl io::Read,
+        file: &str,
+        origin: &str,
+        options: &ImportOptions,
+    ) -> Result<ImageRecord, ImageError> {
+        let name = options.name.as_deref().map(Reference::parse).transpose()?;
+        self.with_staging(|staging| {
+            let path = staging.join("uploaded");
+            let mut out =
+                fs::File::create(&path).map_err(ImageError::io("cannot create", &path))?;
+            io::copy(&mut input, &mut out).map_err(ImageError::io("cannot write", &path))?;
+            drop(out);
+            let want = name.as_ref().map(|n| n.to_string());
+            let source =
+                archive::prepare(&path, want.as_deref(), staging).map_err(|e| match e {
+                    ImageError::BadArchive { path: bad, why } if bad == path => {
+                        ImageError::BadArchive {
+                            path: file.into(),
+                            why,
+                        }
+                    }
+                    e => e,
+                })?;
+            self.build(source, name, origin, staging)
+        })
+    }
+
     /// Imports an archive, layout or root filesystem; see [`archive::prepare`] for the kinds.
     pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<ImageRecord, ImageError> {
         let name = options.name.as_deref().map(Reference::parse).transpose()?;

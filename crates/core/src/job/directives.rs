@@ -1118,7 +1118,7 @@ pub fn pyxis_image(v: &str) -> Result<String, JobError> {
     if uri.starts_with('/') || uri.starts_with("./") || uri.ends_with(".sqsh") {
         return Err(JobError::unsupported(
             v,
-            "an image file: import it into berth's store first (berth image import FILE --name NAME) and name that",
+            "an image file: upload it into the cluster's store first (berth image import --cluster FILE --name NAME) and name what it says (users/YOU/NAME)",
         ));
     }
     if let Some((user, _)) = uri
@@ -1158,7 +1158,7 @@ pub fn shifter_image(v: &str) -> Result<String, JobError> {
         Some((kind @ ("local" | "custom"), _)) => {
             return Err(JobError::unsupported(
                 v,
-                &format!("Shifter's {kind}: images are a site's own trees: import one into berth's store (berth image import DIR --name NAME) and name that"),
+                &format!("Shifter's {kind}: images are a site's own trees: upload a tarball of one into the cluster's store (berth image import --cluster TARBALL --name NAME) and name what it says"),
             ))
         }
         _ => v.to_string(),

@@ -799,7 +799,7 @@ fn pyxis_options_say_what_berth_options_say() {
     for (directive, why) in [
         (
             "--container-image=/images/app.sqsh",
-            "import it into berth's store",
+            "upload it into the cluster's store",
         ),
         (
             "--container-image=alice@nvcr.io#nvidia/x",
@@ -862,7 +862,10 @@ fn shifter_options_say_what_berth_options_say() {
             "--image=local:/",
             "Shifter's local: images are a site's own trees",
         ),
-        ("--image=custom:/x", "import one into berth's store"),
+        (
+            "--image=custom:/x",
+            "upload a tarball of one into the cluster's store",
+        ),
         ("--image=docker:", "invalid image name"),
         ("--image=id:xyz", "the hexadecimal id of an image"),
         ("--volume=/a", "SRC:DST[:ro] with absolute paths"),
