@@ -74,6 +74,7 @@ pub fn request<T: DeserializeOwned>(
         content_type: "application/json",
         length: body.len() as u64,
         data: &mut &body[..],
+        upload: false,
     };
     request_body(method, path, body)
 }

@@ -61,6 +61,9 @@ pub enum ImageCommand {
     Rm {
         #[arg(required = true)]
         images: Vec<String>,
+        /// From the cluster's store (users: their own uploads, users/USER/...)
+        #[arg(long)]
+        cluster: bool,
     },
     /// Remove images without a name and leftovers of interrupted imports
     Prune,
@@ -138,8 +141,25 @@ fn cluster_import(path: &std::path::Path, name: &str) -> Result<berth_api::Image
         content_type: "application/octet-stream",
         length: meta.len(),
         data: &mut file,
+        upload: true,
     };
     crate::client::request_body("POST", &query, body)
+}
+
+/// What `berth image rm` did to `image`: its name taken off, images deleted.
+fn report_removal(
+    out: &mut impl Write,
+    image: &str,
+    untagged: bool,
+    deleted: &[String],
+) -> Result<()> {
+    if untagged {
+        writeln!(out, "Untagged: {image}")?;
+    }
+    for id in deleted {
+        writeln!(out, "Deleted: {id}")?;
+    }
+    Ok(())
 }
 
 /// `value` percent-encoded for a URL's query (all but unreserved characters).
@@ -207,6 +227,20 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 short_id(&image.id),
                 human_size(image.size)
             )?;
+            return Ok(());
+        }
+        ImageCommand::Rm {
+            images,
+            cluster: true,
+        } => {
+            for image in images {
+                let request = berth_api::RemoveImageRequest {
+                    reference: image.clone(),
+                };
+                let removed: berth_api::RemovedImage =
+                    crate::client::request("POST", "/v1/images/remove", Some(&request))?;
+                report_removal(&mut out, &image, removed.untagged, &removed.deleted)?;
+            }
             return Ok(());
         }
         ImageCommand::Ls {
@@ -361,16 +395,13 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 writeln!(out, "File:         {}", store.squashfs(&r).display())?;
             }
         }
-        ImageCommand::Rm { images } => {
+        ImageCommand::Rm { images, .. } => {
             for image in images {
                 let before = store.resolve(&image)?;
                 let deleted = store.remove(&image, |r| in_use(&store, r))?;
-                if deleted.is_empty() || before.names.len() > 1 {
-                    writeln!(out, "Untagged: {image}")?;
-                }
-                for id in deleted {
-                    writeln!(out, "Deleted: {id}")?;
-                }
+                let untagged = deleted.is_empty() || before.names.len() > 1;
+                let deleted: Vec<String> = deleted.iter().map(|d| d.to_string()).collect();
+                report_removal(&mut out, &image, untagged, &deleted)?;
             }
         }
         ImageCommand::Prune => {

@@ -221,6 +221,33 @@ fn users_upload_images_their_jobs_run_in() {
         format!("{}\n", 6 << 20)
     );
 
+    // Users remove their own uploads, not others' images, nor one a job waits to run in.
+    let others = c.berth(Mode::Rootless, &["image", "rm", "--cluster", "busybox"]);
+    assert!(
+        others
+            .stderr
+            .contains("you may remove only your own uploads"),
+        "{}",
+        others.stderr
+    );
+    let held = c.submit(Mode::Rootless, "held.sh", &script, &["--hold"]);
+    let busy = c.berth(Mode::Rootless, &["image", "rm", "--cluster", &mine]);
+    assert!(
+        busy.stderr
+            .contains(&format!("is used by unfinished jobs ({held})")),
+        "{}",
+        busy.stderr
+    );
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+    c.wait_for(held, &["CANCELLED"]);
+    let removed = c.berth(Mode::Rootless, &["image", "rm", "--cluster", &mine]);
+    assert!(
+        removed.ok().starts_with("Deleted: sha256:"),
+        "{}",
+        removed.stdout
+    );
+    assert_eq!(root_busybox().len(), before.len());
+
     // Not an image: refused with the reason; nothing stays in the store's staging area.
     std::fs::write(dir.join("notes.txt"), "not an image\n").unwrap();
     let bad = c.berth(
@@ -241,7 +268,7 @@ fn users_upload_images_their_jobs_run_in() {
         "{}",
         bad.stderr
     );
-    assert_eq!(root_busybox().len(), after.len());
+    assert_eq!(root_busybox().len(), before.len());
     let staging = c.f.path("store-root").join("tmp");
     let left: Vec<_> = std::fs::read_dir(&staging)
         .map(|d| d.flatten().map(|e| e.path()).collect())

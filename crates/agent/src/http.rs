@@ -46,6 +46,7 @@ pub fn exchange(
         content_type: "application/json",
         length: body.len() as u64,
         data: &mut &body[..],
+        upload: false,
     };
     exchange_body(stream, method, path, token, body)
 }
@@ -55,10 +56,12 @@ pub struct Body<'a> {
     pub content_type: &'a str,
     pub length: u64,
     pub data: &'a mut dyn Read,
+    /// An upload: sent only once the server has said to go on (`Expect: 100-continue`), so
+    /// that a refusal comes back before any of it is sent.
+    pub upload: bool,
 }
 
-/// [`exchange`] with a body sent as it is read (an upload). A server that answers before it
-/// has read all of it (a refusal) is heard all the same.
+/// [`exchange`] with a body sent as it is read (an upload).
 pub fn exchange_body(
     stream: &mut (impl Read + Write),
     method: &str,
@@ -69,26 +72,39 @@ pub fn exchange_body(
     let auth = token.map_or(String::new(), |t| {
         format!("Authorization: Bearer {}\r\n", t.trim())
     });
+    let expect = if body.upload {
+        "Expect: 100-continue\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}{expect}Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.content_type, body.length
     );
     stream.write_all(head.as_bytes())?;
-    let sent = std::io::copy(&mut body.data.take(body.length), stream).and_then(|n| match n {
-        n if n < body.length => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("the body ended after {n} of its {} bytes", body.length),
-        )),
-        _ => Ok(()),
-    });
     let mut response = Vec::new();
-    let read = stream.read_to_end(&mut response);
-    if let Err(e) = sent {
-        if response.is_empty() {
-            return Err(e);
+    let go_on = !body.upload || {
+        // The server's interim answer, or its final one (a refusal: the body is not sent).
+        let mut byte = [0u8; 1];
+        while !response.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte)? {
+                0 => break,
+                _ => response.push(byte[0]),
+            }
+        }
+        response.starts_with(b"HTTP/1.1 100")
+    };
+    if go_on {
+        response.clear();
+        let sent = std::io::copy(&mut body.data.take(body.length), stream)?;
+        if sent < body.length {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the body ended after {sent} of its {} bytes", body.length),
+            ));
         }
     }
-    read?;
+    stream.read_to_end(&mut response)?;
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let split = response
         .windows(4)

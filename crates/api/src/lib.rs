@@ -426,6 +426,22 @@ pub struct PullRequest {
     pub reference: String,
 }
 
+/// `POST /v1/images/remove`: a name of an image in the cluster's store, or an image by its
+/// id (root); users remove their own uploads (`users/USER/...`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveImageRequest {
+    pub reference: String,
+}
+
+/// What a removal did, as `berth image rm` says it: a name taken off (`untagged`: the
+/// image kept, or it had other names), and the ids of images deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct RemovedImage {
+    pub untagged: bool,
+    pub deleted: Vec<String>,
+}
+
 /// `POST /v1/nodes/{name}/drain` (root): no new jobs on the node until it is resumed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -3412,6 +3412,61 @@ impl Controller {
         Ok(grant)
     }
 
+    /// Removes `reference` from the cluster's store for `caller`: root any name or image,
+    /// users the names of their own uploads (`users/USER/...`). An image that would go with
+    /// it while unfinished jobs use it stays.
+    pub fn remove_image(
+        &self,
+        caller: Caller,
+        reference: &str,
+    ) -> Result<berth_api::RemovedImage, ApiError> {
+        let name = berth_image::Reference::parse(reference).map(|r| r.to_string());
+        if caller.uid != 0 {
+            let own = format!("users/{}/", user_of(caller.uid)?.user);
+            if !name.as_ref().is_ok_and(|n| n.starts_with(&own)) {
+                return Err(ApiError::forbidden(format!(
+                    "{reference}: you may remove only your own uploads, named {own}..."
+                )));
+            }
+        }
+        let record = self.cluster_image(reference).map_err(|message| ApiError {
+            status: 404,
+            message,
+        })?;
+        let by_name = name.as_ref().is_ok_and(|n| record.names.contains(n));
+        if !by_name || record.names.len() == 1 {
+            let file = self.images.squashfs(&record).to_string_lossy().into_owned();
+            let users: Vec<String> = self
+                .active
+                .values()
+                .filter(|j| j.image_squashfs.as_deref() == Some(file.as_str()))
+                .map(|j| j.id.to_string())
+                .collect();
+            if !users.is_empty() {
+                return Err(ApiError {
+                    status: 409,
+                    message: format!(
+                        "image {reference} is used by unfinished jobs ({}): remove it once they have ended, or cancel them",
+                        users.join(", ")
+                    ),
+                });
+            }
+        }
+        let deleted = self
+            .images
+            .remove(reference, |_| None)
+            .map_err(ApiError::internal)?;
+        eprintln!(
+            "berth: uid {} removed {reference} from the cluster's store",
+            caller.uid
+        );
+        Ok(berth_api::RemovedImage {
+            // As `berth image rm` says it of the caller's own store.
+            untagged: deleted.is_empty() || record.names.len() > 1,
+            deleted: deleted.iter().map(|d| d.to_string()).collect(),
+        })
+    }
+
     /// The image `name` in the cluster's store, or what is wrong and how users get one there.
     fn cluster_image(&self, name: &str) -> Result<berth_image::ImageRecord, String> {
         self.images.resolve(name).map_err(|e| match e {

@@ -676,6 +676,16 @@ async fn pull_image(
     blocking(move || gateway.pull(caller, &r.reference)).await
 }
 
+#[utoipa::path(post, path = "/v1/images/remove", request_body = berth_api::RemoveImageRequest, tag = "images", responses((status = 200, description = "the name taken off, and the image deleted with its last name", body = berth_api::RemovedImage), (status = 403, description = "not the caller's own upload (users/USER/...)", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody), (status = 409, description = "unfinished jobs use the image", body = ErrorBody)))]
+async fn remove_image(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<berth_api::RemoveImageRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::RemovedImage> {
+    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock().await.remove_image(caller, &r.reference).map(Json)
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -797,6 +807,7 @@ async fn not_found() -> ApiError {
         images,
         pull_image,
         import_image,
+        remove_image,
         drain,
         resume_node,
         shutdown,
@@ -862,6 +873,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/images", get(images))
         .route("/v1/images/pull", post(pull_image))
         .route("/v1/images/import", post(import_image))
+        .route("/v1/images/remove", post(remove_image))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))
