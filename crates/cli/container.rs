@@ -249,34 +249,167 @@ fn check_limits(limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// What IMAGE names, as Apptainer users name images too: a name or id in the store;
+/// `docker://NAME`, the store's NAME, pulled first if the store lacks it; the path of an
+/// image file (`app.sif`, `./app.sqsh`, `/data/app.tar`: imported into the store on first
+/// use, and again once the file changes); or a directory (an unpacked root filesystem,
+/// Apptainer's sandbox), run as it is.
+enum Named {
+    Stored(Box<berth_image::ImageRecord>),
+    Directory(std::path::PathBuf),
+}
+
+/// Whether IMAGE is meant as a path: it starts like one, or ends like an image file.
+fn is_path(image: &str) -> bool {
+    const FILES: [&str; 11] = [
+        ".sif",
+        ".simg",
+        ".img",
+        ".sqsh",
+        ".sqfs",
+        ".squashfs",
+        ".tar",
+        ".tar.gz",
+        ".tgz",
+        ".tar.zst",
+        ".oci",
+    ];
+    image.starts_with(['/', '.']) || FILES.iter().any(|x| image.ends_with(x))
+}
+
+fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result<Named> {
+    if let Some(name) = image.strip_prefix("docker://") {
+        return match store.resolve(name) {
+            Err(berth_image::ImageError::NotFound(_)) => {
+                eprintln!("berth: {name} is not in the store: pulling it");
+                Ok(Named::Stored(Box::new(
+                    store.pull(name, &settings.registry(None))?,
+                )))
+            }
+            found => Ok(Named::Stored(Box::new(found?))),
+        };
+    }
+    if let Some((scheme, _)) = image.split_once("://") {
+        anyhow::bail!("{image}: berth runs images from its store, image files and directories, and docker:// (OCI registries); {scheme}:// is not one of them");
+    }
+    if !is_path(image) {
+        return Ok(Named::Stored(Box::new(store.resolve(image)?)));
+    }
+    let path = std::fs::canonicalize(image)
+        .with_context(|| format!("cannot find the image file {image}"))?;
+    let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {image}"))?;
+    if meta.is_dir() {
+        // berth writes the user's passwd and group entries into the container's layer over
+        // the tree: without root, only over files of one's own.
+        let uid = berth_runtime::Identity::current()?.uid;
+        let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        if uid != 0 && owner != uid {
+            anyhow::bail!("{image} belongs to uid {owner}: a container of yours runs only a directory of your own; import it (berth image import {image} --name NAME) and run that");
+        }
+        return Ok(Named::Directory(path));
+    }
+    Ok(Named::Stored(Box::new(file_image(store, &path, &meta)?)))
+}
+
+/// The store's image of the file at `path` (imported now if the store has none of it as it
+/// is), named `file/STEM-PATHHASH:STATEHASH`: one name per file, the tag changing with the
+/// file, whose earlier imports go.
+fn file_image(
+    store: &berth_image::Store,
+    path: &std::path::Path,
+    meta: &std::fs::Metadata,
+) -> Result<berth_image::ImageRecord> {
+    use std::os::unix::fs::MetadataExt;
+    let hash = |text: String| berth_image::Digest::of(text.as_bytes()).hex()[..16].to_string();
+    let stem: String = path
+        .file_stem()
+        .map_or(String::new(), |s| s.to_string_lossy().to_lowercase())
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    let stem = stem.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let repository = format!(
+        "file/{}{}",
+        if stem.is_empty() {
+            String::new()
+        } else {
+            format!("{stem}-")
+        },
+        hash(path.display().to_string())
+    );
+    let state = format!(
+        "{}:{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let name = format!("{repository}:{}", hash(state));
+    match store.resolve(&name) {
+        Err(berth_image::ImageError::NotFound(_)) => {}
+        found => return Ok(found?),
+    }
+    let options = berth_image::ImportOptions {
+        name: Some(name.clone()),
+    };
+    eprintln!(
+        "berth: importing {} into the store (once, and again if it changes)",
+        path.display()
+    );
+    let record = store.import(path, &options)?;
+    // The file's earlier imports, which it no longer is (left where a container runs one).
+    for old in store.list()?.iter().flat_map(|r| r.names.clone()) {
+        if old.starts_with(&format!("{repository}:")) && old != name {
+            let _ = store.remove(&old, |r| crate::image::in_use(store, r));
+        }
+    }
+    Ok(record)
+}
+
 fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {
     let options = args.options()?;
     let store = settings.store()?;
-    let record = store.resolve(image)?;
-    // The image's unpacked copy (made once, on first use): an unprivileged user cannot mount
-    // squashfs, and root's container starts faster from a directory than through a loop
-    // device and a fresh squashfs mount, whose page cache is cold at each start. Root mounts
-    // the squashfs file when there is no room for the copy.
-    let rootfs = match store.rootfs_dir(&record) {
-        Ok(dir) => Rootfs::Directory(dir),
-        Err(e @ berth_image::ImageError::NoSpace(_)) if is_root() => {
-            eprintln!(
-                "berth: warning: the image's unpacked copy cannot be made ({e}); mounting its squashfs file instead"
-            );
-            Rootfs::Squashfs(store.squashfs(&record))
+    let (rootfs, defaults) = match named(settings, &store, image)? {
+        Named::Stored(record) => {
+            // The image's unpacked copy (made once, on first use): an unprivileged user
+            // cannot mount squashfs, and root's container starts faster from a directory
+            // than through a loop device and a fresh squashfs mount, whose page cache is
+            // cold at each start. Root mounts the squashfs file when there is no room for
+            // the copy.
+            let rootfs = match store.rootfs_dir(&record) {
+                Ok(dir) => Rootfs::Directory(dir),
+                Err(e @ berth_image::ImageError::NoSpace(_)) if is_root() => {
+                    eprintln!(
+                        "berth: warning: the image's unpacked copy cannot be made ({e}); mounting its squashfs file instead"
+                    );
+                    Rootfs::Squashfs(store.squashfs(&record))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let defaults = ImageDefaults {
+                name: record
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| record.id.short().to_string()),
+                env: record.config.env.clone(),
+                entrypoint: record.config.entrypoint.clone(),
+                cmd: record.config.cmd.clone(),
+                working_dir: record.config.working_dir.clone(),
+            };
+            (rootfs, defaults)
         }
-        Err(e) => return Err(e.into()),
-    };
-    let defaults = ImageDefaults {
-        name: record
-            .names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| record.id.short().to_string()),
-        env: record.config.env.clone(),
-        entrypoint: record.config.entrypoint.clone(),
-        cmd: record.config.cmd.clone(),
-        working_dir: record.config.working_dir.clone(),
+        Named::Directory(dir) => {
+            let defaults = ImageDefaults {
+                name: dir.display().to_string(),
+                ..ImageDefaults::default()
+            };
+            (Rootfs::Directory(dir), defaults)
+        }
     };
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -313,4 +446,31 @@ pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
 
 pub fn shell(settings: &Settings, a: ShellArgs) -> Result<i32> {
     start(settings, &a.image, Action::Shell, a.common)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_told_from_names() {
+        for path in [
+            "app.sif",
+            "./busybox",
+            "/data/app.sqsh",
+            "../x",
+            "lab/app.tar.gz",
+            "x.img",
+        ] {
+            assert!(is_path(path), "{path}");
+        }
+        for name in [
+            "busybox",
+            "lab/app:1",
+            "registry.local:5000/lab/app:2.3",
+            "sha256:ab12",
+        ] {
+            assert!(!is_path(name), "{name}");
+        }
+    }
 }

@@ -73,7 +73,7 @@ pub use berth_core::quantity::human_size;
 
 /// Which running containers use the image, in words, if any do (of those this process may
 /// see: root all, a user their own).
-fn in_use(store: &Store, record: &ImageRecord) -> Option<String> {
+pub fn in_use(store: &Store, record: &ImageRecord) -> Option<String> {
     let [file, dir] = store.files(record);
     let pids = berth_runtime::users_of(&[&file, &dir]);
     let (first, more) = pids.split_first()?;

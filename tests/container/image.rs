@@ -261,6 +261,105 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
     refused_in_one_line(&out, "its root filesystem is encrypted");
 }
 
+/// Apptainer's users run image files as they are: `apptainer exec app.sif CMD`, `singularity
+/// run app.sif`, and a sandbox directory. berth imports a file into the store on its first
+/// use, and again (in place of the first) once the file changes.
+#[test]
+fn image_files_and_directories_run_as_apptainer_runs_them() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.path("sandbox");
+    std::fs::create_dir(&tree).unwrap();
+    for entry in std::fs::read_dir(&f.rootfs).unwrap().flatten() {
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(entry.path())
+            .arg(&tree)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    let runscript = tree.join(".singularity.d/runscript");
+    std::fs::create_dir_all(runscript.parent().unwrap()).unwrap();
+    std::fs::write(&runscript, "#!/bin/sh\necho \"run $*\"\n").unwrap();
+    std::fs::set_permissions(
+        &runscript,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // A sandbox of the user's own, as `apptainer build --sandbox` leaves one.
+    let owned = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", f.user.uid, f.user.gid))
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(owned.success());
+    let squashfs = std::fs::read(f.squashfs_of(&tree, "app.sqsh")).unwrap();
+    let sif = f.path("app.sif");
+    std::fs::write(&sif, sif_of(&squashfs, 1)).unwrap();
+    std::fs::set_permissions(&sif, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let sif = sif.to_str().unwrap();
+    let files = |mode: Mode| -> Vec<String> {
+        let out = f.berth(mode, &["image", "ls"]);
+        out.ok()
+            .lines()
+            .filter(|l| l.starts_with("file/app-"))
+            .map(String::from)
+            .collect()
+    };
+    for mode in [Mode::Root, Mode::Rootless] {
+        let exec = f.berth(
+            mode,
+            &["as", "apptainer", "exec", sif, "cat", "/etc/hostname"],
+        );
+        assert!(exec.stderr.contains("importing"), "{}", exec.stderr);
+        let run = f.berth(mode, &["as", "singularity", "run", sif, "a", "b"]);
+        assert_eq!(run.ok(), "run a b\n", "{mode:?}");
+        assert!(
+            !run.stderr.contains("importing"),
+            "imported once: {}",
+            run.stderr
+        );
+        assert_eq!(files(mode).len(), 1, "{mode:?}");
+        let dir = f.berth(
+            mode,
+            &[
+                "exec",
+                tree.to_str().unwrap(),
+                "sh",
+                "-c",
+                "id -un; ls /.singularity.d",
+            ],
+        );
+        assert_eq!(
+            dir.ok(),
+            format!("{}\nrunscript\n", mode.user()),
+            "{mode:?}"
+        );
+    }
+    // The file changes: imported again, in place of the first.
+    std::fs::write(&runscript, "#!/bin/sh\necho changed\n").unwrap();
+    let squashfs = std::fs::read(f.squashfs_of(&tree, "app2.sqsh")).unwrap();
+    std::fs::write(sif, sif_of(&squashfs, 1)).unwrap();
+    for mode in [Mode::Root, Mode::Rootless] {
+        let run = f.berth(mode, &["run", sif]);
+        assert_eq!(run.ok(), "changed\n", "{mode:?}");
+        assert_eq!(files(mode).len(), 1, "{mode:?}: {:?}", files(mode));
+    }
+    let other = f.berth(Mode::Rootless, &["exec", "library://lab/app", "true"]);
+    refused_in_one_line(&other, "library:// is not one of them");
+    let missing = f.berth(Mode::Rootless, &["exec", "./missing.sif", "true"]);
+    refused_in_one_line(&missing, "cannot find the image file ./missing.sif");
+    let roots = f.berth(
+        Mode::Rootless,
+        &["exec", f.rootfs.to_str().unwrap(), "true"],
+    );
+    refused_in_one_line(
+        &roots,
+        "belongs to uid 0: a container of yours runs only a directory of your own",
+    );
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

@@ -71,6 +71,31 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => words(&["berth", "history"]),
         "sstat" => words(&["berth", "usage"]),
+        "apptainer" | "singularity" => {
+            // Their global options (messages' verbosity) mean nothing to berth.
+            let quiet = [
+                "-q",
+                "--quiet",
+                "-s",
+                "--silent",
+                "-d",
+                "--debug",
+                "-v",
+                "--verbose",
+            ];
+            let skip = rest
+                .iter()
+                .take_while(|a| quiet.iter().any(|q| a.as_os_str() == *q))
+                .count();
+            rest.drain(..skip);
+            match rest.first().and_then(|a| a.to_str()) {
+                Some("exec" | "run" | "shell") => {
+                    let sub = rest.remove(0);
+                    vec!["berth".into(), sub]
+                }
+                _ => words(&["berth", "as", name]),
+            }
+        }
         "scontrol" => {
             let word = |i: usize| {
                 rest.get(i)
@@ -156,6 +181,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "sbcast" => sbcast::sbcast(rest),
         "shifter" => shifter::shifter(rest),
         "shifterimg" => shifter::shifterimg(rest),
+        "apptainer" | "singularity" => apptainer(name, rest),
         other => bail!(
             "berth does not act as '{other}': it acts as {}",
             COMMANDS
@@ -164,6 +190,40 @@ pub fn run(args: AsArgs) -> Result<i32> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Apptainer's (and Singularity's) commands other than exec, run and shell (which are
+/// berth's own, translated before): version, inspect, pull.
+fn apptainer(name: &str, words: Vec<String>) -> Result<i32> {
+    let word = |i: usize| words.get(i).map(String::as_str);
+    match word(0) {
+        Some("version") | Some("--version") => {
+            println!("berth {} (as {name})", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Some("pull") => {
+            let Some(image) = words[1..].iter().find_map(|w| w.strip_prefix("docker://")) else {
+                bail!("{name} pull: berth pulls docker://REGISTRY/REPO:TAG into its store (no image file is written); run it as docker://REGISTRY/REPO:TAG afterwards");
+            };
+            let status = std::process::Command::new(sbcast::own_berth())
+                .args(["image", "pull", image])
+                .status()
+                .context("cannot start berth")?;
+            Ok(status.code().unwrap_or(1))
+        }
+        Some("inspect") => match word(1) {
+            Some(image) if words.len() == 2 => {
+                let status = std::process::Command::new(sbcast::own_berth())
+                    .args(["image", "inspect", image.trim_start_matches("docker://")])
+                    .status()
+                    .context("cannot start berth")?;
+                Ok(status.code().unwrap_or(1))
+            }
+            _ => bail!("{name} inspect: berth shows an image of its store as it has it: {name} inspect IMAGE"),
+        },
+        Some(other) => bail!("berth acts as {name} exec, run, shell, pull (docker://), inspect and version; not {name} {other}"),
+        None => bail!("usage: {name} exec|run|shell [OPTIONS] IMAGE [COMMAND ARGS...]"),
     }
 }
 
@@ -459,6 +519,17 @@ mod tests {
             ("berth as", "berth as"),
             ("berth as --link /tmp/x", "berth as --link /tmp/x"),
             ("./berth queue", "./berth queue"),
+            (
+                "apptainer exec -B /data app.sif python x.py",
+                "berth exec -B /data app.sif python x.py",
+            ),
+            ("singularity -s run app.sif a", "berth run app.sif a"),
+            ("berth as apptainer --debug shell x", "berth shell x"),
+            (
+                "apptainer pull docker://x",
+                "berth as apptainer pull docker://x",
+            ),
+            ("shifter --image=x true", "berth as shifter --image=x true"),
         ] {
             assert_eq!(translated(typed), berth, "{typed}");
         }

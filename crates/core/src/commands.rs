@@ -40,4 +40,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("pbsnodes", "nodes, PBS's way (-a; -l: those down or offline)"),
     ("shifter", "run a command in an image, as Shifter's (in a job's container: in place)"),
     ("shifterimg", "the cluster's images: images, pull (by the controller), lookup"),
+    ("apptainer", "exec, run, shell an image (a SIF file too; berth exec), pull, inspect"),
+    ("singularity", "apptainer's old name: the same"),
 ];
