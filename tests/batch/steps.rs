@@ -757,6 +757,40 @@ shifter --image=docker:other true 2>&1 || echo "other image: $?"
     assert_eq!(outside.ok(), "from the host\n");
 }
 
+/// Apptainer's users' scripts call it inside the job: `apptainer exec app.tar CMD` in a job's
+/// container imports the file into the user's own store (with the host's squashfs tools,
+/// which the job's tools directory carries) and runs CMD in a container of it, nested in
+/// the job's, as the user.
+#[test]
+fn apptainer_runs_an_image_file_inside_a_job() {
+    let Some(c) = Cluster::start() else { return };
+    let dir = c.f.cwd(Mode::Rootless);
+    let tarred = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&c.f.rootfs)
+        .arg("-cf")
+        .arg(dir.join("app.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let body = format!(
+        "export BERTH_STORE={}/store\napptainer exec app.tar sh -c 'echo \"nested as $(id -un)\"'\nsingularity exec app.tar true && echo again\n",
+        dir.display()
+    );
+    let id = c.submit(Mode::Rootless, "nested.sh", &script("-n 1", &body), &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("berth: importing"), "{out}");
+    assert_eq!(
+        lines[1..],
+        [format!("nested as {TEST_USER}").as_str(), "again"],
+        "{out}"
+    );
+}
+
 /// `srun --container-remap-root` (pyxis's): the tasks are root in their own container and
 /// the user outside, so they change the image's files (root's, in it), which the user's
 /// tasks may not; what they make is the user's, and a later step of the named container

@@ -830,8 +830,9 @@ fn shifter_interpreter(script: &Path, rootfs: &Rootfs) -> Vec<String> {
 /// the host's dynamic loader and only those libraries, and `berth-rsh` (MPI launchers take
 /// one executable as their ssh), which runs `berth rsh`; `host-rsh` is the same for jobs
 /// without an image; and the batch commands berth answers to (sbatch, bsub, qstat, ...:
-/// `berth as NAME`). Nothing of the image is used but /bin/sh, and nothing of the image's
-/// own programs changes.
+/// `berth as NAME`), and copies of the host's squashfs tools with their wrappers (a job's
+/// `berth exec app.sif` imports the file). Nothing of the image is used but /bin/sh, and
+/// nothing of the image's own programs changes.
 ///
 /// The scripts are the same for every job of one berth executable: written once, into a
 /// directory of `base` named by a hash of their text, and never changed (a job's container
@@ -878,14 +879,37 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
             format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth as {name} \"$@\"\n"),
         ));
     }
+    // The host's squashfs tools, which berth's image store runs (`berth exec app.sif` in a
+    // job imports the file): copies beside the scripts (no more mounts), run through the
+    // host's loader as berth is (their libraries lie beside its C library on the
+    // distributions berth knows).
+    let mut copies = Vec::new();
+    for tool in SQUASHFS_TOOLS {
+        let Some((host, meta)) = on_path(tool) else {
+            continue;
+        };
+        let copy = format!(".{tool}");
+        scripts.push((
+            tool,
+            format!(
+                "#!/bin/sh\nexec {loader_in} --library-path {} {TOOLS_IN_CONTAINER}/{copy} \"$@\"\n",
+                search.join(":")
+            ),
+        ));
+        copies.push((copy, host, meta));
+    }
     let dir = {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
         scripts.hash(&mut hasher);
+        for (copy, host, meta) in &copies {
+            use std::os::unix::fs::MetadataExt;
+            (copy, host, meta.len(), meta.mtime(), meta.ino()).hash(&mut hasher);
+        }
         base.join(format!("{:016x}", hasher.finish()))
     };
     if !dir.exists() {
-        write_scripts(base, &dir, &scripts)
+        write_scripts(base, &dir, &scripts, &copies)
             .map_err(|e| format!("cannot write berth's wrappers into {}: {e}", dir.display()))?;
     }
     let mut binds = vec![(
@@ -900,10 +924,31 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     Ok((dir, binds))
 }
 
-/// Writes `scripts` (mode 0755) into a directory of their own under `base`, renamed into
-/// place as `dir` whole: a runner that finds `dir` finds all of them. Another runner that
-/// got there first wins (its scripts are the same).
-fn write_scripts(base: &Path, dir: &Path, scripts: &[(&str, String)]) -> std::io::Result<()> {
+/// The host's tools berth's image store runs.
+const SQUASHFS_TOOLS: [&str; 2] = ["rdsquashfs", "tar2sqfs"];
+
+/// Where `tool` is on this process's PATH, and what it is.
+fn on_path(tool: &str) -> Option<(PathBuf, std::fs::Metadata)> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find_map(|p| {
+            std::fs::metadata(&p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (p, m))
+        })
+}
+
+/// Writes `scripts` (mode 0755) and copies of the files `copies` name into a directory of
+/// their own under `base`, renamed into place as `dir` whole: a runner that finds `dir`
+/// finds all of them. Another runner that got there first wins (its files are the same).
+fn write_scripts(
+    base: &Path,
+    dir: &Path,
+    scripts: &[(&str, String)],
+    copies: &[(String, PathBuf, std::fs::Metadata)],
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = base.join(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -913,6 +958,13 @@ fn write_scripts(base: &Path, dir: &Path, scripts: &[(&str, String)]) -> std::io
         let path = tmp.join(name);
         std::fs::write(&path, text)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+    });
+    let written = written.and_then(|_| {
+        copies.iter().try_for_each(|(name, host, _)| {
+            let path = tmp.join(name);
+            std::fs::copy(host, &path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        })
     });
     let placed = written.and_then(|_| match std::fs::rename(&tmp, dir) {
         Err(_) if dir.exists() => Ok(()),
