@@ -117,6 +117,22 @@ fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
+/// Says that `image` came into the cluster's store as `name` (`done`: Pulled, Imported).
+fn into_cluster(
+    out: &mut impl Write,
+    done: &str,
+    name: &str,
+    image: &berth_api::ImageInfo,
+) -> Result<()> {
+    writeln!(
+        out,
+        "{done} {name} into the cluster's store (id {}, {})",
+        short_id(&image.id),
+        human_size(image.size)
+    )?;
+    Ok(())
+}
+
 /// Uploads the image file `path` to the controller, to be imported as `name` into the
 /// cluster's store.
 fn cluster_import(path: &std::path::Path, name: &str) -> Result<berth_api::ImageInfo> {
@@ -206,13 +222,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         } => {
             let image = cluster_pull(&reference)?;
             let name = berth_image::PullReference::parse(&reference)?.name();
-            writeln!(
-                out,
-                "Pulled {name} into the cluster's store (id {}, {})",
-                short_id(&image.id),
-                human_size(image.size)
-            )?;
-            return Ok(());
+            return into_cluster(&mut out, "Pulled", &name, &image);
         }
         ImageCommand::Import {
             path,
@@ -220,14 +230,8 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             cluster: true,
         } => {
             let image = cluster_import(&path, &name)?;
-            writeln!(
-                out,
-                "Imported {} into the cluster's store (id {}, {})",
-                image.names.first().map_or(name.as_str(), String::as_str),
-                short_id(&image.id),
-                human_size(image.size)
-            )?;
-            return Ok(());
+            let name = image.names.first().unwrap_or(&name);
+            return into_cluster(&mut out, "Imported", name, &image);
         }
         ImageCommand::Rm {
             images,

@@ -996,7 +996,7 @@ fn rsh_words(words: &[String]) -> Result<(bool, String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -1012,16 +1012,20 @@ mod tests {
             .args
     }
 
+    /// An environment of `pairs`, as a lookup of a variable by name.
+    pub(crate) fn env(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn pyxis_variables_fill_in_what_the_command_line_leaves_out() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         let vars: &[(&str, &str)] = &[
             ("PYXIS_CONTAINER_IMAGE", "nvcr.io#nvidia/pytorch:23.10-py3"),
             ("PYXIS_CONTAINER_MOUNTS", "/data:/data:ro"),

@@ -33,7 +33,7 @@ struct Shifter {
     /// The command's working directory [default: the current one]
     #[arg(short, long, value_name = "DIR")]
     workdir: Option<String>,
-    /// Run the image's ENTRYPOINT (or CMD's, given) with the arguments
+    /// Run the image's ENTRYPOINT (or CMD as the entrypoint) with the arguments
     #[arg(long, value_name = "CMD", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     entrypoint: Option<String>,
     /// Shifter's site modules: berth has none (`none` is fine; others are ignored, with a
@@ -289,14 +289,7 @@ mod tests {
 
     #[test]
     fn the_image_comes_from_shifters_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        use crate::step::tests::env;
         assert_eq!(image_from_env(env(&[])), None);
         assert_eq!(
             image_from_env(env(&[("SHIFTER", "docker:a:1"), ("SHIFTER_IMAGE", "b")])).as_deref(),
