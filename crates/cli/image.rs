@@ -197,17 +197,34 @@ fn list<'a>(
     out: &mut impl Write,
     images: impl Iterator<Item = (&'a [String], String, u64, u64)>,
 ) -> Result<()> {
-    writeln!(out, "{:<40} {:<12} {:>9}  IMPORTED", "NAME", "ID", "SIZE")?;
     let none = ["<none>".to_string()];
-    for (names, short, size, imported) in images {
-        for n in if names.is_empty() { &none[..] } else { names } {
-            writeln!(
-                out,
-                "{n:<40} {short:<12} {:>9}  {}",
-                human_size(size),
-                utc(imported)
-            )?;
-        }
+    let rows: Vec<(&String, String, u64, u64)> = images
+        .flat_map(|(names, short, size, imported)| {
+            let names = if names.is_empty() { &none[..] } else { names };
+            names
+                .iter()
+                .map(move |n| (n, short.clone(), size, imported))
+        })
+        .collect();
+    // As wide as the longest name (an image file's `file/...` names run long).
+    let width = rows
+        .iter()
+        .map(|r| r.0.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(40);
+    writeln!(
+        out,
+        "{:<width$} {:<12} {:>9}  IMPORTED",
+        "NAME", "ID", "SIZE"
+    )?;
+    for (n, short, size, imported) in rows {
+        writeln!(
+            out,
+            "{n:<width$} {short:<12} {:>9}  {}",
+            human_size(size),
+            utc(imported)
+        )?;
     }
     Ok(())
 }
