@@ -191,15 +191,24 @@ fn query_value(value: &str) -> String {
         .collect()
 }
 
-/// `berth image ls`'s table of `(names, short id, size, imported)`: a line per name
-/// (`<none>` for an image without one).
-fn list<'a>(
+/// `berth image ls`: `images` as JSON, or a table of each one's `row` (names, short id,
+/// size, imported), a line per name (`<none>` for an image without one).
+fn list<'a, T: serde::Serialize>(
     out: &mut impl Write,
-    images: impl Iterator<Item = (&'a [String], String, u64, u64)>,
+    json: bool,
+    images: &'a [T],
+    row: impl Fn(&'a T) -> (&'a [String], String, u64, u64),
 ) -> Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, images)?;
+        writeln!(out)?;
+        return Ok(());
+    }
     let none = ["<none>".to_string()];
     let rows: Vec<(&String, String, u64, u64)> = images
-        .flat_map(|(names, short, size, imported)| {
+        .iter()
+        .flat_map(|image| {
+            let (names, short, size, imported) = row(image);
             let names = if names.is_empty() { &none[..] } else { names };
             names
                 .iter()
@@ -269,16 +278,9 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             cluster: true,
         } => {
             let images = cluster_images()?;
-            if json {
-                serde_json::to_writer_pretty(&mut out, &images)?;
-                writeln!(out)?;
-            } else {
-                let rows = images
-                    .iter()
-                    .map(|i| (&i.names[..], short_id(&i.id), i.size, i.imported));
-                list(&mut out, rows)?;
-            }
-            return Ok(());
+            return list(&mut out, json, &images, |i| {
+                (&i.names[..], short_id(&i.id), i.size, i.imported)
+            });
         }
         _ => {}
     }
@@ -347,15 +349,9 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         }
         ImageCommand::Ls { json, .. } => {
             let images = store.list()?;
-            if json {
-                serde_json::to_writer_pretty(&mut out, &images)?;
-                writeln!(out)?;
-            } else {
-                let rows = images
-                    .iter()
-                    .map(|r| (&r.names[..], r.id.short().to_string(), r.size, r.imported));
-                list(&mut out, rows)?;
-            }
+            list(&mut out, json, &images, |r| {
+                (&r.names[..], r.id.short().to_string(), r.size, r.imported)
+            })?;
         }
         ImageCommand::Inspect { image, json } => {
             let r = store.resolve(&image)?;

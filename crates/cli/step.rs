@@ -284,6 +284,7 @@ impl PyxisArgs {
     /// (`--container-mounts`, `--bind`, `--container-env`, `--no-container-mount-home`);
     /// those are refused for a step in the job's container, which has the job's.
     fn in_job(&self, id: u64, image: Option<&str>, binds: &[String]) -> Result<OwnImage> {
+        use berth_image::Reference;
         let wanted = match (&self.container_image, image) {
             (Some(pyxis), _) => {
                 Some(berth_core::job::pyxis_image(pyxis).map_err(|e| anyhow::anyhow!("{e}"))?)
@@ -294,9 +295,6 @@ impl PyxisArgs {
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
-        let normal = |name: &str| {
-            berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
-        };
         if let Some(name) = &self.container_name {
             berth_core::job::ContainerName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -307,8 +305,11 @@ impl PyxisArgs {
             || self.container_save.is_some()
             || self.container_entrypoint
             || self.container_remap_root;
-        let own = wanted
-            .filter(|w| own_anyway || job_image.is_empty() || normal(w) != normal(&job_image));
+        let own = wanted.filter(|w| {
+            own_anyway
+                || job_image.is_empty()
+                || Reference::full_name(w) != Reference::full_name(&job_image)
+        });
         let mut all_binds = binds.to_vec();
         for mounts in &self.container_mounts {
             all_binds

@@ -322,10 +322,12 @@ fn serve_on(socket: &UnixStream) -> std::io::Result<()> {
     };
     // What every runner would otherwise do again, done once for all of them: glibc loads
     // the NSS modules nsswitch.conf names (libnss_systemd and what it links) at the first
-    // user lookup; the cgroup layout and berth's own libraries are found once per process.
+    // user lookup; the cgroup layout, berth's own libraries and the host's squashfs tools
+    // are found once per process.
     let _ = berth_runtime::Identity::lookup("root", true);
     let _ = berth_runtime::cgroup::Layout::detect();
     let _ = crate::runner::own_libraries();
+    let _ = crate::runner::squashfs_tools();
     let mut answers = socket.try_clone()?;
     let inherited = Inherited {
         chld,

@@ -525,7 +525,6 @@ fn in_container(
         layer: saving.as_ref().map(|(_, _, layer)| layer.clone()),
         ..Options::default()
     };
-    let interpreter = shifter_interpreter(&launch.script, &rootfs);
     let spec = berth_runtime::plan(
         &defaults,
         rootfs,
@@ -534,7 +533,6 @@ fn in_container(
                 .entrypoint
                 .iter()
                 .cloned()
-                .chain(interpreter)
                 .chain(std::iter::once(program))
                 .chain(launch.script_args.iter().cloned())
                 .collect(),
@@ -797,33 +795,6 @@ fn mpi_launchers(rsh: &str, env: &mut Vec<String>, own: impl Fn(&str) -> bool) {
     }
 }
 
-/// A script in an image that starts `#!/usr/bin/shifter /bin/bash` (Shifter's way of running a
-/// whole script in the job's image): berth's `shifter` and the words after it, which run the
-/// script in place (the image has no Shifter of its own). Words are split at blanks.
-fn shifter_interpreter(script: &Path, rootfs: &Rootfs) -> Vec<String> {
-    use std::io::Read;
-    let mut first = [0u8; 256];
-    let read = match (rootfs, std::fs::File::open(script)) {
-        (Rootfs::Host, _) | (_, Err(_)) => return Vec::new(),
-        (_, Ok(mut f)) => f.read(&mut first).unwrap_or(0),
-    };
-    let line = String::from_utf8_lossy(&first[..read]);
-    let mut words = line
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("#!"))
-        .unwrap_or_default()
-        .split_whitespace();
-    match words.next() {
-        Some(w) if Path::new(w).file_name().is_some_and(|n| n == "shifter") => {
-            std::iter::once(format!("{TOOLS_IN_CONTAINER}/shifter"))
-                .chain(words.map(String::from))
-                .collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// Binds that make `berth` work inside any image, whatever C library it has or lacks: berth
 /// itself at /.berth/libexec/berth, the directories of the host libraries it uses at
 /// /.berth/lib/N, and at /.berth/bin the node's wrapper scripts: `berth`, which runs it with
@@ -884,10 +855,7 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     // host's loader as berth is (their libraries lie beside its C library on the
     // distributions berth knows).
     let mut copies = Vec::new();
-    for tool in SQUASHFS_TOOLS {
-        let Some((host, meta)) = on_path(tool) else {
-            continue;
-        };
+    for (tool, host, meta) in squashfs_tools() {
         let copy = format!(".{tool}");
         scripts.push((
             tool,
@@ -924,20 +892,24 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     Ok((dir, binds))
 }
 
-/// The host's tools berth's image store runs.
-const SQUASHFS_TOOLS: [&str; 2] = ["rdsquashfs", "tar2sqfs"];
-
-/// Where `tool` is on this process's PATH, and what it is.
-fn on_path(tool: &str) -> Option<(PathBuf, std::fs::Metadata)> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find_map(|p| {
-            std::fs::metadata(&p)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| (p, m))
-        })
+/// The host's tools berth's image store runs, where this process's PATH finds them, and
+/// what each is: looked up once per process (the launcher's, before it forks runners).
+pub(crate) fn squashfs_tools() -> &'static [(&'static str, PathBuf, std::fs::Metadata)] {
+    static TOOLS: std::sync::OnceLock<Vec<(&str, PathBuf, std::fs::Metadata)>> =
+        std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        ["rdsquashfs", "tar2sqfs"]
+            .into_iter()
+            .filter_map(|tool| {
+                std::env::split_paths(&path).find_map(|dir| {
+                    let p = dir.join(tool);
+                    let meta = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+                    Some((tool, p, meta))
+                })
+            })
+            .collect()
+    })
 }
 
 /// Writes `scripts` (mode 0755) and copies of the files `copies` name into a directory of
@@ -947,7 +919,7 @@ fn write_scripts(
     base: &Path,
     dir: &Path,
     scripts: &[(&str, String)],
-    copies: &[(String, PathBuf, std::fs::Metadata)],
+    copies: &[(String, &PathBuf, &std::fs::Metadata)],
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = base.join(format!("tmp-{}", std::process::id()));

@@ -88,13 +88,25 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 .take_while(|a| quiet.iter().any(|q| a.as_os_str() == *q))
                 .count();
             rest.drain(..skip);
-            match rest.first().and_then(|a| a.to_str()) {
-                Some("exec" | "run" | "shell") => {
-                    let sub = rest.remove(0);
-                    vec!["berth".into(), sub]
-                }
-                _ => words(&["berth", "as", name]),
+            let text: Vec<&str> = rest.iter().filter_map(|a| a.to_str()).collect();
+            // An image of the store: docker://NAME is NAME.
+            let image = |w: &str| OsString::from(w.trim_start_matches("docker://"));
+            // The berth command line's head, and the image word that is all its rest.
+            let (head, only): (&[&str], Option<OsString>) = match text.as_slice() {
+                ["exec" | "run" | "shell", ..] => (&["berth"], None),
+                // No image file is written: the image goes into berth's store.
+                ["pull", words @ ..] => match words.iter().find(|w| w.starts_with("docker://")) {
+                    Some(w) => (&["berth", "image", "pull"], Some(image(w))),
+                    None => (&["berth", "as", name], None),
+                },
+                ["inspect", one] => (&["berth", "image", "inspect"], Some(image(one))),
+                _ => (&["berth", "as", name], None),
+            };
+            let head = words(head);
+            if let Some(only) = only {
+                rest = vec![only];
             }
+            head
         }
         "scontrol" => {
             let word = |i: usize| {
@@ -193,35 +205,16 @@ pub fn run(args: AsArgs) -> Result<i32> {
     }
 }
 
-/// Apptainer's (and Singularity's) commands other than exec, run and shell (which are
-/// berth's own, translated before): version, inspect, pull.
+/// Apptainer's (and Singularity's) commands berth's own do not stand for (those were
+/// translated before): version, and what berth does not do, refused with what it does.
 fn apptainer(name: &str, words: Vec<String>) -> Result<i32> {
-    let word = |i: usize| words.get(i).map(String::as_str);
-    match word(0) {
-        Some("version") | Some("--version") => {
+    match words.first().map(String::as_str) {
+        Some("version" | "--version") => {
             println!("berth {} (as {name})", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
-        Some("pull") => {
-            let Some(image) = words[1..].iter().find_map(|w| w.strip_prefix("docker://")) else {
-                bail!("{name} pull: berth pulls docker://REGISTRY/REPO:TAG into its store (no image file is written); run it as docker://REGISTRY/REPO:TAG afterwards");
-            };
-            let status = std::process::Command::new(sbcast::own_berth())
-                .args(["image", "pull", image])
-                .status()
-                .context("cannot start berth")?;
-            Ok(status.code().unwrap_or(1))
-        }
-        Some("inspect") => match word(1) {
-            Some(image) if words.len() == 2 => {
-                let status = std::process::Command::new(sbcast::own_berth())
-                    .args(["image", "inspect", image.trim_start_matches("docker://")])
-                    .status()
-                    .context("cannot start berth")?;
-                Ok(status.code().unwrap_or(1))
-            }
-            _ => bail!("{name} inspect: berth shows an image of its store as it has it: {name} inspect IMAGE"),
-        },
+        Some("pull") => bail!("{name} pull: berth pulls docker://REGISTRY/REPO:TAG into its store (no image file is written); run it as docker://REGISTRY/REPO:TAG afterwards"),
+        Some("inspect") => bail!("{name} inspect: berth shows an image of its store as it has it: {name} inspect IMAGE"),
         Some(other) => bail!("berth acts as {name} exec, run, shell, pull (docker://), inspect and version; not {name} {other}"),
         None => bail!("usage: {name} exec|run|shell [OPTIONS] IMAGE [COMMAND ARGS...]"),
     }
@@ -526,9 +519,12 @@ mod tests {
             ("singularity -s run app.sif a", "berth run app.sif a"),
             ("berth as apptainer --debug shell x", "berth shell x"),
             (
-                "apptainer pull docker://x",
-                "berth as apptainer pull docker://x",
+                "apptainer pull --force x.sif docker://lab/x:1",
+                "berth image pull lab/x:1",
             ),
+            ("apptainer pull x.sif", "berth as apptainer pull x.sif"),
+            ("singularity inspect docker://x", "berth image inspect x"),
+            ("apptainer version", "berth as apptainer version"),
             ("shifter --image=x true", "berth as shifter --image=x true"),
         ] {
             assert_eq!(translated(typed), berth, "{typed}");

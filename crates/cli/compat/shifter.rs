@@ -8,6 +8,7 @@
 //! `lookup` (an image's id).
 
 use anyhow::{bail, Result};
+use berth_image::Reference;
 use clap::Parser;
 use std::os::unix::process::CommandExt;
 
@@ -105,10 +106,9 @@ pub fn shifter(words: Vec<String>) -> Result<i32> {
 fn in_place(args: &Shifter, image: Option<String>, binds: &[String]) -> Result<i32> {
     let job = std::env::var("BERTH_JOB_ID").unwrap_or_default();
     let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
-    let normal = |name: &str| {
-        berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
-    };
-    if let Some(image) = image.filter(|i| normal(i) != normal(&job_image)) {
+    if let Some(image) =
+        image.filter(|i| Reference::full_name(i) != Reference::full_name(&job_image))
+    {
         bail!("shifter: job {job} runs in image {job_image}, and its script and tasks run in it: berth cannot change to {image} inside the job; submit it with #SBATCH --image={image}");
     }
     if !binds.is_empty() {
@@ -229,11 +229,9 @@ pub fn shifterimg(words: Vec<String>) -> Result<i32> {
         }
         "lookup" => {
             let wanted = image()?;
-            let normal = |name: &str| {
-                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
-            };
+            let wanted_name = Reference::full_name(&wanted);
             let found = crate::image::cluster_images()?.into_iter().find(|i| {
-                i.id == wanted || i.names.iter().any(|n| normal(n) == normal(&wanted))
+                i.id == wanted || i.names.iter().any(|n| Reference::full_name(n) == wanted_name)
             });
             match found {
                 Some(i) => {

@@ -184,8 +184,9 @@ pub struct Job {
     pub image: Option<String>,
     pub image_squashfs: Option<String>,
     pub image_env: Vec<String>,
-    /// The image's ENTRYPOINT, which the script runs through (`--container-entrypoint`);
-    /// empty: the script runs by itself.
+    /// What the script runs through: the image's ENTRYPOINT (`--container-entrypoint`),
+    /// and berth's `shifter` for a script whose `#!` line names Shifter's; empty: the
+    /// script runs by itself.
     #[serde(default)]
     pub image_entrypoint: Vec<String>,
     pub state: State,

@@ -905,7 +905,10 @@ impl Controller {
                     Some(r.name.clone()),
                     Some(self.images.squashfs(&record).to_string_lossy().into_owned()),
                     record.config.env.clone(),
-                    entrypoint(&record.config, request.container_entrypoint),
+                    entrypoint(&record.config, request.container_entrypoint)
+                        .into_iter()
+                        .chain(shifter_interpreter(&req.script))
+                        .collect(),
                 )
             }
             None if self.settings.host_jobs => {
@@ -933,8 +936,7 @@ impl Controller {
         self.within_site_limits(&request)?;
         if let Some(rules) = self.settings.partition(&partition) {
             if let Some(name) = &image {
-                let full =
-                    berth_image::Reference::parse(name).map_or(name.clone(), |r| r.to_string());
+                let full = berth_image::Reference::full_name(name);
                 rules.allows_image(&full).map_err(ApiError::forbidden)?;
             }
             if let Some(max) = rules.max_jobs_per_user {
@@ -3487,9 +3489,7 @@ impl Controller {
     ) -> Result<berth_agent::step::StepImage, String> {
         let record = self.cluster_image(name)?;
         if let Some(rules) = self.settings.partition(partition) {
-            let full =
-                berth_image::Reference::parse(name).map_or(name.to_string(), |r| r.to_string());
-            rules.allows_image(&full)?;
+            rules.allows_image(&berth_image::Reference::full_name(name))?;
         }
         Ok(berth_agent::step::StepImage {
             name: name.to_string(),
@@ -3719,6 +3719,26 @@ fn entrypoint(config: &berth_image::ImageConfig, wanted: bool) -> Vec<String> {
         .clone()
         .filter(|_| wanted)
         .unwrap_or_default()
+}
+
+/// What a script in an image that starts `#!/usr/bin/shifter /bin/bash` (Shifter's way of
+/// running a whole script in the job's image) runs through: berth's `shifter` and the
+/// words after it, which run the script in place (the image has no Shifter of its own).
+/// Words are split at blanks.
+fn shifter_interpreter(script: &str) -> Vec<String> {
+    let first = script.lines().next().unwrap_or_default();
+    let mut words = first
+        .strip_prefix("#!")
+        .unwrap_or_default()
+        .split_whitespace();
+    match words.next() {
+        Some(w) if Path::new(w).file_name().is_some_and(|n| n == "shifter") => std::iter::once(
+            format!("{}/shifter", berth_agent::runner::TOOLS_IN_CONTAINER),
+        )
+        .chain(words.map(String::from))
+        .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A script that holds a job's place (berth's own program, on the container's PATH, waits

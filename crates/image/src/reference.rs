@@ -59,6 +59,15 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// `name` as the store names it (`busybox` is `busybox:latest`), or as it is where it
+    /// is no valid name (an id, or a mistake the store will refuse): what two spellings of
+    /// one image are compared by.
+    pub fn full_name(name: &str) -> String {
+        Reference::parse(name).map_or(name.to_string(), |r| r.to_string())
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.repository, self.tag)
