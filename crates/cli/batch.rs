@@ -494,7 +494,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         Some(_) if local_node => bail!(
             "berth up keeps its state in SQLite; --store etcd://... is for `berth controller`, whose controllers can fail over"
         ),
-        Some(url) => Box::new(lead(url, args.listen)?),
+        Some(url) => Box::new(lead(url, args.listen, &settings.store, &state_dir)?),
     };
     let controller_settings = berth_controller::Settings {
         socket,
@@ -543,19 +543,52 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
 const LEADER_TTL: u64 = 5;
 
 /// Waits until this controller leads the ones that share the etcd store at `url` (the others
-/// stand by, not listening), then keeps its lease alive from a thread of its own; a
-/// controller whose lease ends (paused, cut off from etcd) exits at once: another leads by
-/// then, and its store no longer takes this one's writes anyway.
-fn lead(url: &str, listen: Option<std::net::SocketAddr>) -> Result<berth_store::EtcdStore> {
+/// stand by, not listening, copying the leader's images into theirs, `images`), then keeps
+/// its lease alive from a thread of its own; a controller whose lease ends (paused, cut off
+/// from etcd) exits at once: another leads by then, and its store no longer takes this
+/// one's writes anyway.
+fn lead(
+    url: &str,
+    listen: Option<std::net::SocketAddr>,
+    images: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<berth_store::EtcdStore> {
     let store = berth_store::EtcdStore::open(url)?;
     let renewer = berth_store::EtcdStore::open(url)?;
-    let who = format!(
-        "{} http://{}",
-        berth_agent::node::hostname(),
-        listen.map_or("-".into(), |l| l.to_string())
-    );
+    // Where the others reach this one: as the agents do (its address, or its host's name
+    // where it listens on every address).
+    let reach = match listen {
+        Some(addr) if addr.ip().is_unspecified() => {
+            format!("http://{}:{}", berth_agent::node::hostname(), addr.port())
+        }
+        Some(addr) => format!("http://{addr}"),
+        None => "-".into(),
+    };
+    let who = format!("{} {reach}", berth_agent::node::hostname());
+    let key = berth_agent::auth::Key::load_or_create(&state_dir.join("cluster.key"))
+        .map_err(anyhow::Error::msg)?;
+    let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mirror = {
+        let (leading, images, watcher) = (
+            leading.clone(),
+            images.to_owned(),
+            berth_store::EtcdStore::open(url)?,
+        );
+        std::thread::spawn(move || {
+            // The leader's address: the second word of what it wrote ("HOST URL lease=N").
+            let leader = || {
+                let value = watcher.leader().ok().flatten()?;
+                let url = value.split_whitespace().nth(1)?;
+                (url.starts_with("http://") && url != reach).then(|| url.to_string())
+            };
+            berth_controller::mirror::run(&images, &key, leader, &leading)
+        })
+    };
     eprintln!("berth: campaigning to lead the controllers of {url}");
     let lease = store.campaign(&who, LEADER_TTL)?;
+    leading.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Not joined: a copy under way ends with its transfer (the old leader is gone).
+    drop(mirror);
     eprintln!("berth: leading the controllers of {url} as {who}");
     std::thread::spawn(move || {
         let mut renewed = std::time::Instant::now();

@@ -220,6 +220,44 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
+    // The controllers' part (a standby copying the images) is another controller's only; a
+    // controller's credential opens nothing else.
+    let get = |path: &str, principal: &str| {
+        let base = format!("http://127.0.0.1:{port}");
+        berth_agent::http::get(
+            &base,
+            path,
+            &node_key.credential(principal),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    let node_a = berth_agent::auth::node_principal("node-a");
+    let controller = berth_agent::auth::CONTROLLER;
+    assert_eq!(get("/v1/controllers/images", &node_a).status, 403);
+    assert_eq!(get("/v1/jobs", controller).status, 403);
+    let images: Vec<berth_image::ImageRecord> =
+        get("/v1/controllers/images", controller).json().unwrap();
+    let busybox = images
+        .iter()
+        .find(|i| i.names.iter().any(|n| n == "busybox:latest"))
+        .expect("busybox is listed");
+    let hex = busybox.id.hex();
+    let config = get(&format!("/v1/controllers/images/{hex}/config"), controller);
+    assert_eq!(berth_image::Digest::of(&config.body), busybox.id);
+    let file = get(&format!("/v1/controllers/images/{hex}"), controller);
+    assert_eq!(
+        Some(berth_image::Digest::of(&file.body)),
+        busybox.squashfs_digest
+    );
+    assert_eq!(
+        get(
+            &format!("/v1/controllers/images/{}", &hex[..12]),
+            controller
+        )
+        .status,
+        404
+    );
 }
 
 #[test]

@@ -71,7 +71,8 @@ impl Drop for Standby {
     }
 }
 
-/// Starts a second controller on the same etcd store (the first's cluster key copied to it).
+/// Starts a second controller on the same etcd store (the first's cluster key copied to it),
+/// with an image store of its own (`store-b`), as on a host of its own.
 fn standby(t: &TestCluster, store: &str, port: u16) -> Standby {
     let state = t.c.f.path("state-b");
     std::fs::create_dir_all(&state).unwrap();
@@ -84,7 +85,7 @@ fn standby(t: &TestCluster, store: &str, port: u16) -> Standby {
         .arg("--socket")
         .arg(&socket)
         .args(["--listen", &t.hosts.bridge(port)])
-        .env("BERTH_STORE", t.c.f.path("store-root"))
+        .env("BERTH_STORE", t.c.f.path("store-b"))
         .env_remove("BERTH_CONFIG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -129,6 +130,53 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         || b.log().contains("standing by"),
     );
     assert!(!b.socket.exists(), "a standby serves nothing");
+    // Images come into the leader's store after the standby started: it copies them, and
+    // what the leader removes goes from its copy too.
+    let tools = image_tarball(&t, "tools");
+    let gone = image_tarball(&t, "gone");
+    for (file, name) in [(&tools, "tools:1"), (&gone, "gone:1")] {
+        t.c.berth(
+            Mode::Root,
+            &[
+                "image",
+                "import",
+                "--cluster",
+                &file.to_string_lossy(),
+                "--name",
+                name,
+            ],
+        )
+        .ok();
+    }
+    let copied = || {
+        std::fs::read(t.c.f.path("store-b/refs.json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+            .unwrap_or_default()
+    };
+    wait_until(
+        "the standby copies the leader's images",
+        Duration::from_secs(30),
+        || {
+            ["busybox:latest", "tools:1", "gone:1"]
+                .iter()
+                .all(|n| copied()[n].is_string())
+        },
+    );
+    let gone_id = copied()["gone:1"].as_str().unwrap().to_string();
+    let gone_dir =
+        t.c.f
+            .path("store-b/images")
+            .join(gone_id.trim_start_matches("sha256:"));
+    assert!(gone_dir.join("image.sqfs").is_file());
+    t.c.berth(Mode::Root, &["image", "rm", "--cluster", "gone:1"])
+        .ok();
+    wait_until(
+        "the standby drops a removed image",
+        Duration::from_secs(30),
+        || copied()["gone:1"].is_null() && !gone_dir.exists(),
+    );
+    assert!(b.log().contains("copied image"), "{}", b.log());
     let go = t.c.f.cwd(Mode::Rootless).join("go");
     let long = format!(
         "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\necho finished\n",
@@ -143,10 +191,12 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     t.c.wait_for(quick, &["COMPLETED"]);
     let running = t.c.submit(Mode::Rootless, "long.sh", &long, &[]);
     t.c.wait_for_output(running, "started");
+    // Its image is one no node has fetched yet: after the takeover they fetch it from the
+    // standby's copy.
     let held = t.c.submit(
         Mode::Rootless,
         "held.sh",
-        "#!/bin/sh\n#BERTH --image busybox\necho held ran\n",
+        "#!/bin/sh\n#BERTH --image tools:1\necho held ran in $(cat /marker)\n",
         &["--hold"],
     );
 
@@ -167,6 +217,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         .ok();
     let job = t.c.wait_for(held, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", b.log());
+    assert_eq!(output(&t, held), "held ran in tools\n");
     std::fs::write(&go, "").unwrap();
     let job = t.c.wait_for(running, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(
@@ -179,6 +230,30 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     // Run once: its output holds one start.
     let out = output(&t, running);
     assert_eq!(out, "started\nfinished\n");
+}
+
+/// A root filesystem tarball of the test's busybox with `/marker` saying `marker`.
+fn image_tarball(t: &TestCluster, marker: &str) -> std::path::PathBuf {
+    let tree = t.c.f.path(&format!("tree-{marker}"));
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&t.c.f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(tree.join("marker"), marker).unwrap();
+    let tarball = t.c.f.path(&format!("{marker}.tar"));
+    let tarred = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    tarball
 }
 
 /// `POST path` with a JSON body to an etcd member's JSON gateway; the answer's body.

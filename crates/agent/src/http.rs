@@ -156,6 +156,23 @@ pub fn post<T: Serialize, R: DeserializeOwned>(
     body: &T,
     timeout: Duration,
 ) -> Result<R, String> {
+    let body = serde_json::to_vec(body).expect("requests serialise");
+    request(base, "POST", path, token, &body, timeout)?.json()
+}
+
+/// `GET base/path` over TCP, for the daemons, as [`post`]: the answer, whatever its status.
+pub fn get(base: &str, path: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
+    request(base, "GET", path, token, &[], timeout)
+}
+
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, String> {
     let addr = base
         .strip_prefix("http://")
         .map(|a| a.trim_end_matches('/'))
@@ -170,8 +187,5 @@ pub fn post<T: Serialize, R: DeserializeOwned>(
         .set_read_timeout(Some(timeout))
         .and_then(|_| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
-    let body = serde_json::to_vec(body).expect("requests serialise");
-    exchange(&mut stream, "POST", path, Some(token), &body)
-        .map_err(|e| format!("{base}{path}: {e}"))?
-        .json()
+    exchange(&mut stream, method, path, Some(token), body).map_err(|e| format!("{base}{path}: {e}"))
 }

@@ -615,7 +615,8 @@ pub(crate) fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), Strin
 /// How long a node waits for a controller to serve it an image.
 const FETCH_PATIENCE: Duration = Duration::from_secs(120);
 
-fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), String> {
+/// Fetches `source` from the controller at `base` into `dest`, checked as [`fetch_image`] says.
+pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), String> {
     use std::io::{BufRead, BufReader, Read, Write};
     let what = base.to_string();
     let dir = dest.parent().unwrap_or(Path::new("/"));

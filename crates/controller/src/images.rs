@@ -129,6 +129,49 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Every image in the cluster's store as the store records it, each with its squashfs
+    /// file's digest: what a standby controller copies ([`crate::mirror`]).
+    pub fn records(&self) -> Result<Vec<ImageRecord>, ApiError> {
+        let store = self.open()?;
+        store
+            .list()
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|record| {
+                let digest = store.squashfs_digest(&record).map_err(ApiError::internal)?;
+                Ok(ImageRecord {
+                    squashfs_digest: Some(digest),
+                    ..record
+                })
+            })
+            .collect()
+    }
+
+    /// The OCI config of the image whose id is `hex`, byte for byte.
+    pub fn config(&self, hex: &str) -> Result<Vec<u8>, ApiError> {
+        let store = self.open()?;
+        let record = by_id(&store, hex)?;
+        store.config_json(&record).map_err(ApiError::internal)
+    }
+}
+
+/// The image whose id is `hex` (64 hex digits: no name, no prefix).
+pub fn by_id(store: &Store, hex: &str) -> Result<ImageRecord, ApiError> {
+    let unknown = || ApiError {
+        status: 404,
+        message: format!("no image {hex} here"),
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    store
+        .resolve(hex)
+        .ok()
+        .filter(|record| record.id.hex() == hex)
+        .ok_or_else(unknown)
+}
+
 fn info(r: &ImageRecord) -> ImageInfo {
     ImageInfo {
         id: r.id.to_string(),

@@ -20,6 +20,7 @@ mod images;
 pub mod job;
 mod mail;
 mod metrics;
+pub mod mirror;
 mod node;
 mod server;
 
@@ -2318,18 +2319,7 @@ impl Controller {
 
     /// The squashfs file of the image whose id is `hex`, for a node to fetch.
     pub fn image_file(&self, hex: &str) -> Result<PathBuf, ApiError> {
-        let unknown = || ApiError {
-            status: 404,
-            message: format!("no image {hex} here"),
-        };
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(unknown());
-        }
-        let record = self.images.resolve(hex).map_err(|_| unknown())?;
-        if record.id.hex() != hex {
-            return Err(unknown());
-        }
-        Ok(self.images.squashfs(&record))
+        images::by_id(&self.images, hex).map(|record| self.images.squashfs(&record))
     }
 
     /// Asks for a scheduling pass.
@@ -3298,8 +3288,11 @@ impl Controller {
             None => match &request.image {
                 Some(name) => {
                     let image = self.step_image(&job.partition, name, request)?;
-                    let own =
-                        own_anyway || job.image_squashfs.as_deref() != image.squashfs.to_str();
+                    let own = own_anyway
+                        || !job
+                            .image_squashfs
+                            .as_deref()
+                            .is_some_and(|f| same_image(Path::new(f), &image.squashfs));
                     (own.then_some(image), None)
                 }
                 None => {
@@ -3437,11 +3430,15 @@ impl Controller {
         })?;
         let by_name = name.as_ref().is_ok_and(|n| record.names.contains(n));
         if !by_name || record.names.len() == 1 {
-            let file = self.images.squashfs(&record).to_string_lossy().into_owned();
+            let file = self.images.squashfs(&record);
             let users: Vec<String> = self
                 .active
                 .values()
-                .filter(|j| j.image_squashfs.as_deref() == Some(file.as_str()))
+                .filter(|j| {
+                    j.image_squashfs
+                        .as_deref()
+                        .is_some_and(|f| same_image(Path::new(f), &file))
+                })
                 .map(|j| j.id.to_string())
                 .collect();
             if !users.is_empty() {
@@ -4000,6 +3997,12 @@ type Links = BTreeMap<String, Link>;
 /// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
 /// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
 /// not act on the signal.
+/// Whether two squashfs files of image stores are one image's (`<store>/images/<id>/image.sqfs`):
+/// the same id, whichever controller's store a job's path was made in (they fail over).
+fn same_image(a: &Path, b: &Path) -> bool {
+    a.parent().and_then(Path::file_name) == b.parent().and_then(Path::file_name)
+}
+
 fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
     signal_job(links, job, sig, None, key)
 }

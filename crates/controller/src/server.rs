@@ -67,6 +67,11 @@ async fn token_caller(
     // A daemon (a node's agent; '@' is never in a user name): for the agents' part of the
     // API, and nothing else.
     if let Some(daemon) = claims.as_ref().ok().and_then(|c| c.user.strip_prefix('@')) {
+        // Another controller (a standby copying this one's images): its part only.
+        if daemon == "controller" && request.uri().path().starts_with("/v1/controllers/") {
+            request.extensions_mut().insert(PeerController);
+            return next.run(request).await;
+        }
         let node = daemon
             .strip_prefix("node:")
             .filter(|_| request.uri().path().starts_with("/v1/agents/"))
@@ -122,17 +127,75 @@ fn node_of(principal: Option<Extension<NodePrincipal>>) -> Result<String, ApiErr
         })
 }
 
+/// Another controller of the cluster (its credential says so).
+#[derive(Debug, Clone, Copy)]
+struct PeerController;
+
+fn controller_only(principal: Option<Extension<PeerController>>) -> Result<(), ApiError> {
+    principal.map(drop).ok_or_else(|| {
+        ApiError::forbidden("this part of the API is for the cluster's other controllers")
+    })
+}
+
 /// A node fetching an image's squashfs file (`GET /v1/agents/images/{id}`), streamed.
 async fn agent_image(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Path(hex): Path<String>,
 ) -> Response {
-    use tokio::io::AsyncReadExt;
     if let Err(e) = node_of(principal) {
         return e.into_response();
     }
-    let path = match c.lock().await.image_file(&hex) {
+    image_file(c, &hex).await
+}
+
+/// A standby controller listing this one's images to copy them (`GET /v1/controllers/images`).
+async fn controller_images(
+    State(c): State<Shared>,
+    principal: Option<Extension<PeerController>>,
+) -> ApiResult<Vec<berth_image::ImageRecord>> {
+    controller_only(principal)?;
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    blocking(move || gateway.records()).await
+}
+
+/// An image's OCI config, byte for byte, for a standby controller.
+async fn controller_image_config(
+    State(c): State<Shared>,
+    principal: Option<Extension<PeerController>>,
+    Path(hex): Path<String>,
+) -> Response {
+    if let Err(e) = controller_only(principal) {
+        return e.into_response();
+    }
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    match tokio::task::spawn_blocking(move || gateway.config(&hex)).await {
+        Ok(Ok(config)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            config,
+        )
+            .into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// An image's squashfs file, for a standby controller.
+async fn controller_image(
+    State(c): State<Shared>,
+    principal: Option<Extension<PeerController>>,
+    Path(hex): Path<String>,
+) -> Response {
+    if let Err(e) = controller_only(principal) {
+        return e.into_response();
+    }
+    image_file(c, &hex).await
+}
+
+/// The squashfs file of the image whose id is `hex`, streamed.
+async fn image_file(c: Shared, hex: &str) -> Response {
+    use tokio::io::AsyncReadExt;
+    let path = match c.lock().await.image_file(hex) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -885,6 +948,12 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
         .route("/v1/agents/images/{id}", get(agent_image))
+        .route("/v1/controllers/images", get(controller_images))
+        .route("/v1/controllers/images/{id}", get(controller_image))
+        .route(
+            "/v1/controllers/images/{id}/config",
+            get(controller_image_config),
+        )
         .route("/v1/agents/allocations", post(agent_allocate))
         .route("/v1/agents/allocations/state", post(agent_allocation_state))
         .route("/v1/agents/allocations/release", post(agent_release))

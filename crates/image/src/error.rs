@@ -43,6 +43,9 @@ pub enum ImageError {
     NoSpace(PathBuf),
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// Copying an image from another store (a standby controller's mirror of the leader's).
+    #[error("{from}: {message}")]
+    Copy { from: String, message: String },
     /// Internal: the single-read fast path of flattening met a layer that contradicts itself.
     #[error("the top layer writes a path twice: it needs the two-pass flattening")]
     NeedsTwoPasses,

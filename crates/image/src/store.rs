@@ -732,6 +732,106 @@ impl Store {
         Ok(target)
     }
 
+    /// Adds an image another store holds (a standby controller mirroring the leader's):
+    /// `record` as that store keeps it, `config` its OCI config, whose SHA-256 must be the
+    /// image's id, and `fetch`, which writes the squashfs file at the path it is given and
+    /// must check it against `record.squashfs_digest` (which it must have) as it does; `from`
+    /// names the other store in errors. Built in staging and published with one rename, as
+    /// an import is; its names are [`Store::mirror_names`]' to give.
+    pub fn add_copy(
+        &self,
+        record: &ImageRecord,
+        config: &[u8],
+        from: &str,
+        fetch: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), ImageError> {
+        let refused = |message: String| ImageError::Copy {
+            from: from.to_string(),
+            message,
+        };
+        let target = self.image_dir(&record.id);
+        if target.join("meta.json").exists() {
+            return Ok(());
+        }
+        let actual = Digest::of(config);
+        if actual != record.id {
+            return Err(ImageError::DigestMismatch {
+                what: format!("the config of image {} from {from}", record.id),
+                expected: record.id.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if record.squashfs_digest.is_none() {
+            return Err(refused(format!(
+                "image {} comes without its file's digest, which a copy is checked against",
+                record.id
+            )));
+        }
+        self.with_staging(|staging| {
+            let built = staging.join("image");
+            fs::create_dir(&built).map_err(ImageError::io("cannot create", &built))?;
+            fetch(&built.join("image.sqfs")).map_err(refused)?;
+            write_file(&built.join("config.json"), config)?;
+            let kept = ImageRecord {
+                names: Vec::new(),
+                ..record.clone()
+            };
+            write_file(
+                &built.join("meta.json"),
+                &serde_json::to_vec_pretty(&kept).expect("record serialises"),
+            )?;
+            match fs::rename(&built, &target) {
+                Ok(()) => Ok(()),
+                Err(_) if target.join("meta.json").exists() => Ok(()),
+                Err(e) => Err(ImageError::io("cannot move the new image into", &target)(e)),
+            }
+        })
+    }
+
+    /// Makes this store's names those of the store it mirrors: each of `names` points at its
+    /// image where this store has that image (a name of this store's own too); a name taken
+    /// from it before (kept in `<root>/mirrored.json`) that `names` no longer has is removed,
+    /// and an image left without a name is deleted. Other names of this store's own are left
+    /// alone. Returns the images deleted.
+    pub fn mirror_names(
+        &self,
+        names: &BTreeMap<String, Digest>,
+    ) -> Result<Vec<Digest>, ImageError> {
+        let path = self.root.join("mirrored.json");
+        let before: Vec<String> = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(ImageError::io("cannot read", &path)(e)),
+        };
+        let present = |id: &Digest| self.image_dir(id).join("meta.json").exists();
+        let (orphans, taken) = self.update_refs(|refs| {
+            let mut dropped = Vec::new();
+            for name in before.iter().filter(|n| !names.contains_key(*n)) {
+                dropped.extend(refs.remove(name));
+            }
+            for (name, id) in names.iter().filter(|(_, id)| present(id)) {
+                dropped.extend(refs.insert(name.clone(), id.clone()));
+            }
+            dropped.retain(|id| !refs.values().any(|d| d == id));
+            dropped.sort();
+            dropped.dedup();
+            let taken: Vec<&String> = names.keys().filter(|n| refs.contains_key(*n)).collect();
+            (
+                dropped,
+                serde_json::to_vec(&taken).expect("names serialise"),
+            )
+        })?;
+        let tmp = self
+            .root
+            .join(format!("mirrored.json.{}", std::process::id()));
+        write_file(&tmp, &taken)?;
+        fs::rename(&tmp, &path).map_err(ImageError::io("cannot replace", &path))?;
+        for id in &orphans {
+            self.delete(id)?;
+        }
+        Ok(orphans)
+    }
+
     /// The OCI config bytes of an image, as imported.
     pub fn config_json(&self, record: &ImageRecord) -> Result<Vec<u8>, ImageError> {
         let path = self.image_dir(&record.id).join("config.json");

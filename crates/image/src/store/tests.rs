@@ -370,3 +370,87 @@ fn remove_and_prune() {
     assert_eq!(store.prune(|_| None).unwrap(), vec![unnamed.id]);
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn a_mirror_copies_images_checked_and_follows_their_names() {
+    let (dir, leader) = store();
+    let mirror = Store::open(dir.path().join("mirror")).unwrap();
+    let (path, id) = docker_archive(dir.path());
+    let record = leader.import(&path, &ImportOptions::default()).unwrap();
+    let config = leader.config_json(&record).unwrap();
+    let copy = |to: &Path| {
+        std::fs::copy(leader.squashfs(&record), to)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+
+    // A config that is not the image's, or a fetch that fails, leaves nothing.
+    let e = mirror.add_copy(&record, b"{}", "leader", copy).unwrap_err();
+    assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+    let e = mirror
+        .add_copy(&record, &config, "http://leader", |_| {
+            Err("the transfer broke off".into())
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "http://leader: the transfer broke off");
+    let unchecked = ImageRecord {
+        squashfs_digest: None,
+        ..record.clone()
+    };
+    assert!(mirror
+        .add_copy(&unchecked, &config, "leader", copy)
+        .is_err());
+    assert!(mirror.list().unwrap().is_empty());
+    assert!(staging_is_empty(&mirror));
+
+    // A good copy: the same image, named as the leader names it, runnable.
+    mirror.add_copy(&record, &config, "leader", copy).unwrap();
+    assert!(staging_is_empty(&mirror));
+    let names = |pairs: &[(&str, &Digest)]| -> BTreeMap<String, Digest> {
+        pairs
+            .iter()
+            .map(|(n, d)| (n.to_string(), (*d).clone()))
+            .collect()
+    };
+    // The mirror's own image and name, and a name the leader has for an image not copied yet.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join("f"), "x").unwrap();
+    let own = mirror
+        .import(
+            &own,
+            &ImportOptions {
+                name: Some("mine:1".into()),
+            },
+        )
+        .unwrap();
+    let missing = Digest::of(b"not copied");
+    assert!(mirror
+        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]))
+        .unwrap()
+        .is_empty());
+    let copied = mirror.resolve("lab/app:1").unwrap();
+    assert_eq!((&copied.id, &copied.config), (&id, &record.config));
+    assert_eq!(copied.squashfs_digest, record.squashfs_digest);
+    assert!(matches!(
+        mirror.resolve("later:1"),
+        Err(ImageError::NotFound(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(mirror.rootfs_dir(&copied).unwrap().join("etc/new")).unwrap(),
+        "new"
+    );
+    // Copying it again changes nothing.
+    mirror
+        .add_copy(&record, &config, "leader", |_| Err("not again".into()))
+        .unwrap();
+
+    // Renamed on the leader: renamed here. Removed there: removed here, the image with it;
+    // the mirror's own name stays.
+    mirror.mirror_names(&names(&[("lab/app:2", &id)])).unwrap();
+    assert_eq!(mirror.resolve(id.short()).unwrap().names, vec!["lab/app:2"]);
+    assert_eq!(mirror.mirror_names(&names(&[])).unwrap(), vec![id.clone()]);
+    let left: Vec<Digest> = mirror.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec![own.id.clone()]);
+    assert_eq!(mirror.resolve("mine:1").unwrap().id, own.id);
+}
