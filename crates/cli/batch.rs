@@ -766,7 +766,7 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let req = SubmitRequest {
+    let mut req = SubmitRequest {
         script: s.script,
         script_name: s.name,
         args: s.options,
@@ -780,7 +780,18 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
         cwd: cwd.to_string_lossy().into_owned(),
         host: berth_agent::node::hostname(),
         env,
+        image_files: Default::default(),
     };
+    // An image file the job names goes into the cluster's store first (a submission the
+    // controller would refuse is left for it to say why).
+    let image = berth_controller::parse_submission(&req)
+        .ok()
+        .and_then(|r| r.image)
+        .filter(|i| berth_core::job::image_is_file(&i.name));
+    if let Some(image) = image {
+        let name = crate::image::uploaded(&image.name)?;
+        req.image_files.insert(image.name, name);
+    }
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
     for w in &resp.warnings {
         eprintln!("berth: warning: {w}");

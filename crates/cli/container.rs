@@ -259,24 +259,6 @@ enum Named {
     Directory(std::path::PathBuf),
 }
 
-/// Whether IMAGE is meant as a path: it starts like one, or ends like an image file.
-fn is_path(image: &str) -> bool {
-    const FILES: [&str; 11] = [
-        ".sif",
-        ".simg",
-        ".img",
-        ".sqsh",
-        ".sqfs",
-        ".squashfs",
-        ".tar",
-        ".tar.gz",
-        ".tgz",
-        ".tar.zst",
-        ".oci",
-    ];
-    image.starts_with(['/', '.']) || FILES.iter().any(|x| image.ends_with(x))
-}
-
 fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result<Named> {
     if let Some(name) = image.strip_prefix("docker://") {
         return match store.resolve(name) {
@@ -292,7 +274,7 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
     if let Some((scheme, _)) = image.split_once("://") {
         anyhow::bail!("{image}: berth runs images from its store, image files and directories, and docker:// (OCI registries); {scheme}:// is not one of them");
     }
-    if !is_path(image) {
+    if !berth_core::job::image_is_file(image) {
         return Ok(Named::Stored(Box::new(store.resolve(image)?)));
     }
     let path = std::fs::canonicalize(image)
@@ -311,14 +293,9 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
     Ok(Named::Stored(Box::new(file_image(store, &path, &meta)?)))
 }
 
-/// The store's image of the file at `path` (imported now if the store has none of it as it
-/// is), named `file/STEM-PATHHASH:STATEHASH`: one name per file, the tag changing with the
-/// file, whose earlier imports go.
-fn file_image(
-    store: &berth_image::Store,
-    path: &std::path::Path,
-    meta: &std::fs::Metadata,
-) -> Result<berth_image::ImageRecord> {
+/// The name of the image file at `path` as it is now, in a store: `file/STEM-PATHHASH:STATEHASH`,
+/// one repository per file (returned too), the tag changing with the file.
+pub fn file_image_name(path: &std::path::Path, meta: &std::fs::Metadata) -> (String, String) {
     use std::os::unix::fs::MetadataExt;
     let hash = |text: String| berth_image::Digest::of(text.as_bytes()).hex()[..16].to_string();
     let stem: String = path
@@ -349,6 +326,17 @@ fn file_image(
         meta.mtime_nsec()
     );
     let name = format!("{repository}:{}", hash(state));
+    (repository, name)
+}
+
+/// The store's image of the file at `path` (imported now if the store has none of it as it
+/// is), named by [`file_image_name`]; the file's earlier imports go.
+fn file_image(
+    store: &berth_image::Store,
+    path: &std::path::Path,
+    meta: &std::fs::Metadata,
+) -> Result<berth_image::ImageRecord> {
+    let (repository, name) = file_image_name(path, meta);
     match store.resolve(&name) {
         Err(berth_image::ImageError::NotFound(_)) => {}
         found => return Ok(found?),
@@ -446,31 +434,4 @@ pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
 
 pub fn shell(settings: &Settings, a: ShellArgs) -> Result<i32> {
     start(settings, &a.image, Action::Shell, a.common)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_told_from_names() {
-        for path in [
-            "app.sif",
-            "./busybox",
-            "/data/app.sqsh",
-            "../x",
-            "lab/app.tar.gz",
-            "x.img",
-        ] {
-            assert!(is_path(path), "{path}");
-        }
-        for name in [
-            "busybox",
-            "lab/app:1",
-            "registry.local:5000/lab/app:2.3",
-            "sha256:ab12",
-        ] {
-            assert!(!is_path(name), "{name}");
-        }
-    }
 }

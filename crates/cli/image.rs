@@ -103,6 +103,60 @@ pub fn cluster_images() -> Result<Vec<berth_api::ImageInfo>> {
     crate::client::request("GET", "/v1/images", None::<&()>)
 }
 
+/// The cluster's name of the image file `image` (a path, as a job names it, from the
+/// current directory): the caller's upload of the file as it is now, made if the cluster has
+/// none, named as `berth exec` names its import of a file (`container::file_image_name`;
+/// a user's under `users/USER/`); the file's earlier uploads go, where no job uses them.
+pub fn uploaded(image: &str) -> Result<String> {
+    let path = std::fs::canonicalize(image)
+        .with_context(|| format!("cannot find the image file {image}"))?;
+    let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {image}"))?;
+    if meta.is_dir() {
+        anyhow::bail!("{image} is a directory: a job's image is a file (uploaded into the cluster's store at submission) or an image there; make a tarball of it (tar -C {image} -cf image.tar .) and name that");
+    }
+    let (repository, name) = crate::container::file_image_name(&path, &meta);
+    let me = berth_runtime::Identity::current()?;
+    let (repository, full) = match me.uid {
+        0 => (repository, name.clone()),
+        _ => (
+            format!("users/{}/{repository}", me.user),
+            format!("users/{}/{name}", me.user),
+        ),
+    };
+    let images = cluster_images()?;
+    if images.iter().any(|i| i.names.contains(&full)) {
+        return Ok(full);
+    }
+    eprintln!(
+        "berth: uploading {} into the cluster's store as {full} (once, and again if it changes)",
+        path.display()
+    );
+    let image = cluster_import(&path, &name)?;
+    if !image.names.contains(&full) {
+        anyhow::bail!(
+            "the controller named the upload of {image} {}, not {full}: is it the same berth version?",
+            image.names.join(", "),
+            image = path.display()
+        );
+    }
+    // The file's earlier uploads, which it no longer is (those jobs use stay: 409).
+    let earlier = images.iter().flat_map(|i| &i.names).filter(|n| {
+        n.strip_prefix(&repository)
+            .is_some_and(|t| t.starts_with(':'))
+    });
+    for old in earlier {
+        let request = berth_api::RemoveImageRequest {
+            reference: old.clone(),
+        };
+        let _ = crate::client::request::<berth_api::RemovedImage>(
+            "POST",
+            "/v1/images/remove",
+            Some(&request),
+        );
+    }
+    Ok(full)
+}
+
 /// Has the controller pull `reference` into the cluster's store.
 pub fn cluster_pull(reference: &str) -> Result<berth_api::ImageInfo> {
     let request = berth_api::PullRequest {

@@ -294,6 +294,13 @@ impl PyxisArgs {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         };
+        // An image file: the cluster's copy of it (uploaded now if it has none).
+        let wanted = match wanted {
+            Some(file) if berth_core::job::image_is_file(&file) => {
+                Some(crate::image::uploaded(&file)?)
+            }
+            other => other,
+        };
         let job_image = std::env::var("BERTH_IMAGE").unwrap_or_default();
         if let Some(name) = &self.container_name {
             berth_core::job::ContainerName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;

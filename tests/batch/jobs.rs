@@ -248,6 +248,69 @@ fn users_upload_images_their_jobs_run_in() {
     );
     assert_eq!(root_busybox().len(), before.len());
 
+    // A job naming the image file itself (pyxis's squashfs files, berth's --image): the
+    // submitting command uploads it, once; again once the file changes, its earlier upload
+    // gone then.
+    let uploads = || -> Vec<String> {
+        root_busybox()
+            .iter()
+            .flat_map(|i| i["names"].as_array().unwrap().clone())
+            .map(|n| n.as_str().unwrap().to_string())
+            .filter(|n| n.starts_with(&format!("users/{TEST_USER}/file/tools-")))
+            .collect()
+    };
+    let stat_big = "#!/bin/sh\nstat -c %s /big\n";
+    let by_file = stat_big.replace("\n", "\n#SBATCH --container-image=./tools.tar\n");
+    let first = c.try_submit(Mode::Rootless, "by-file.sh", &by_file, &[]);
+    assert!(first.stderr.contains("uploading"), "{}", first.stderr);
+    let id: u64 = first.ok().trim().parse().unwrap();
+    let job = c.completed(id);
+    assert_eq!(job["image"].as_str(), uploads().first().map(String::as_str));
+    let out = |id: u64| std::fs::read_to_string(dir.join(format!("berth-{id}.out"))).unwrap();
+    assert_eq!(out(id), format!("{}\n", 6 << 20));
+    let again = c.try_submit(
+        Mode::Rootless,
+        "again.sh",
+        stat_big,
+        &["--image", "./tools.tar"],
+    );
+    assert!(!again.stderr.contains("uploading"), "{}", again.stderr);
+    let id: u64 = again.ok().trim().parse().unwrap();
+    assert_eq!(c.completed(id)["image"], job["image"]);
+    let first_upload = uploads();
+    assert_eq!(first_upload.len(), 1, "{first_upload:?}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tarball)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    let changed = c.try_submit(Mode::Rootless, "changed.sh", &by_file, &[]);
+    assert!(changed.stderr.contains("uploading"), "{}", changed.stderr);
+    c.completed(changed.ok().trim().parse().unwrap());
+    let second_upload = uploads();
+    assert_eq!(second_upload.len(), 1, "{second_upload:?}");
+    assert_ne!(second_upload, first_upload);
+    c.berth(
+        Mode::Rootless,
+        &["image", "rm", "--cluster", &second_upload[0]],
+    )
+    .ok();
+    let missing = c.try_submit(
+        Mode::Rootless,
+        "missing.sh",
+        "#!/bin/sh\n#SBATCH --container-image=/nonexistent/app.sqsh\ntrue\n",
+        &[],
+    );
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing
+            .stderr
+            .contains("cannot find the image file /nonexistent/app.sqsh"),
+        "{}",
+        missing.stderr
+    );
+
     // Not an image: refused with the reason; nothing stays in the store's staging area.
     std::fs::write(dir.join("notes.txt"), "not an image\n").unwrap();
     let bad = c.berth(

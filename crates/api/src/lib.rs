@@ -37,6 +37,11 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(value_type = Vec<Vec<String>>)]
     pub env: Vec<(String, String)>,
+    /// Image files the job names (as written: `./app.sqsh`), each with the cluster's name of
+    /// the submitter's upload of it (`POST /v1/images/import`; berth's commands upload a
+    /// file the job names as they submit it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub image_files: std::collections::BTreeMap<String, String>,
 }
 
 /// The words a submission's options are in.

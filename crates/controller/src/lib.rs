@@ -806,27 +806,7 @@ impl Controller {
                 req.script[..at].lines().count()
             )));
         }
-        // The command line over the submitter's SBATCH_* variables (sbatch's and berth's
-        // alone), over the directives.
-        use berth_api::OptionSyntax;
-        let cli = match req.syntax {
-            OptionSyntax::Berth => berth_core::job::parse_args(&req.args).and_then(|cli| {
-                Ok(JobOptions::merge(
-                    berth_core::job::parse_env(&req.env)?,
-                    cli,
-                ))
-            }),
-            other => parse_args_as(family_of(other), &req.args),
-        }
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-        let default_name = Path::new(&req.script_name)
-            .file_name()
-            .map_or("job".into(), |n| n.to_string_lossy().into_owned());
-        let mut request = match req.syntax {
-            OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
-            _ => JobRequest::from_script(&req.script, cli, &default_name),
-        }
-        .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+        let mut request = parse_submission(&req)?;
         refuse_negative_nice(&caller, request.nice)?;
         // sbatch --uid: root submits the job as another user, explicitly; it is that user's
         // from here on (partitions' and reservations' rules included).
@@ -861,6 +841,19 @@ impl Controller {
                 name: name.clone(),
                 origin: berth_core::job::ImageOrigin::Environment,
             });
+        }
+        // An image file on the submitting machine: the client's upload of it.
+        if let Some(r) = request
+            .image
+            .as_mut()
+            .filter(|r| berth_core::job::image_is_file(&r.name))
+        {
+            r.name = req.image_files.get(&r.name).cloned().ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{}: an image file, which the submitting command uploads into the cluster's store (berth submit, sbatch, bsub and qsub do): submit with one of them, or upload it (berth image import --cluster FILE --name NAME) and name what that says",
+                    r.name
+                ))
+            })?;
         }
         let cluster = self.cluster();
         let partition = match &request.partition {
@@ -3572,6 +3565,7 @@ impl Controller {
             cwd: request.cwd,
             host: request.host,
             env: request.env,
+            image_files: Default::default(),
         };
         let submitted = self.submit(caller, submit).map_err(|e| e.message)?;
         let id = submitted.job_id;
@@ -3997,6 +3991,31 @@ type Links = BTreeMap<String, Link>;
 /// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
 /// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
 /// not act on the signal.
+/// The job a submission asks for: the command line over the submitter's SBATCH_* variables
+/// (sbatch's and berth's alone), over the script's directives. (The client reads it too, for
+/// the image files it names.)
+pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
+    use berth_api::OptionSyntax;
+    let cli = match req.syntax {
+        OptionSyntax::Berth => berth_core::job::parse_args(&req.args).and_then(|cli| {
+            Ok(JobOptions::merge(
+                berth_core::job::parse_env(&req.env)?,
+                cli,
+            ))
+        }),
+        other => parse_args_as(family_of(other), &req.args),
+    }
+    .map_err(|e| ApiError::bad(e.to_string()))?;
+    let default_name = Path::new(&req.script_name)
+        .file_name()
+        .map_or("job".into(), |n| n.to_string_lossy().into_owned());
+    match req.syntax {
+        OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
+        _ => JobRequest::from_script(&req.script, cli, &default_name),
+    }
+    .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))
+}
+
 /// Whether two squashfs files of image stores are one image's (`<store>/images/<id>/image.sqfs`):
 /// the same id, whichever controller's store a job's path was made in (they fail over).
 fn same_image(a: &Path, b: &Path) -> bool {

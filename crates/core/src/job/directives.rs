@@ -1111,16 +1111,14 @@ fn path(what: &'static str, v: &str) -> Result<String, JobError> {
     Ok(v.to_string())
 }
 
-/// pyxis's `--container-image` (enroot's image URI, `[docker://][USER@][REGISTRY#]IMAGE[:TAG]`)
-/// as berth names the image: `REGISTRY/IMAGE[:TAG]`.
+/// pyxis's `--container-image` (enroot's image URI, `[docker://][USER@][REGISTRY#]IMAGE[:TAG]`,
+/// or an image file) as berth names the image: `REGISTRY/IMAGE[:TAG]`, or the file's path.
 pub fn pyxis_image(v: &str) -> Result<String, JobError> {
-    let uri = v.strip_prefix("docker://").unwrap_or(v);
-    if uri.starts_with('/') || uri.starts_with("./") || uri.ends_with(".sqsh") {
-        return Err(JobError::unsupported(
-            v,
-            "an image file: upload it into the cluster's store first (berth image import --cluster FILE --name NAME) and name what it says (users/YOU/NAME)",
-        ));
+    // enroot's squashfs file (or another image file): the submitting command uploads it.
+    if super::image_is_file(v) {
+        return path("image file", v);
     }
+    let uri = v.strip_prefix("docker://").unwrap_or(v);
     if let Some((user, _)) = uri
         .split_once('@')
         .filter(|(u, _)| !u.contains(['/', '#', ':']))

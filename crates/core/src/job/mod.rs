@@ -235,6 +235,26 @@ pub enum ImageOrigin {
     Environment,
 }
 
+/// Whether an image a job or container names is meant as an image file (or directory): it
+/// starts like a path, or ends like an image file (no image name in a store or registry
+/// does either).
+pub fn image_is_file(image: &str) -> bool {
+    const FILES: [&str; 11] = [
+        ".sif",
+        ".simg",
+        ".img",
+        ".sqsh",
+        ".sqfs",
+        ".squashfs",
+        ".tar",
+        ".tar.gz",
+        ".tgz",
+        ".tar.zst",
+        ".oci",
+    ];
+    image.starts_with(['/', '.']) || FILES.iter().any(|x| image.ends_with(x))
+}
+
 /// Who gets a job's warning signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -859,6 +879,28 @@ impl JobRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_told_from_names() {
+        for path in [
+            "app.sif",
+            "./busybox",
+            "/data/app.sqsh",
+            "../x",
+            "lab/app.tar.gz",
+            "x.img",
+        ] {
+            assert!(image_is_file(path), "{path}");
+        }
+        for name in [
+            "busybox",
+            "lab/app:1",
+            "registry.local:5000/lab/app:2.3",
+            "sha256:ab12",
+        ] {
+            assert!(!image_is_file(name), "{name}");
+        }
+    }
 
     fn opts() -> JobOptions {
         JobOptions::default()

@@ -796,11 +796,11 @@ fn pyxis_options_say_what_berth_options_say() {
         "ubuntu:22.04"
     );
     assert_eq!(pyxis_image("busybox").unwrap(), "busybox");
+    // enroot's squashfs files, as paths: the submitting command uploads them.
+    for file in ["/images/app.sqsh", "./app.sqsh", "app.sqsh"] {
+        assert_eq!(pyxis_image(file).unwrap(), file);
+    }
     for (directive, why) in [
-        (
-            "--container-image=/images/app.sqsh",
-            "upload it into the cluster's store",
-        ),
         (
             "--container-image=alice@nvcr.io#nvidia/x",
             "registry user ('alice@')",
