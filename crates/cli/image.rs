@@ -26,10 +26,11 @@ pub enum ImageCommand {
     Pull {
         reference: String,
         /// Credentials for the registry, overriding those saved by `berth image login`
-        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "cluster")]
+        #[arg(long, value_name = "USER:PASSWORD")]
         creds: Option<String>,
         /// Have the controller ($BERTH_SOCKET) pull it into the cluster's store, which jobs
-        /// run from (with its own credentials; users what the administrator allows)
+        /// run from (users what the administrator allows; with their own credentials, given
+        /// or saved, the image is theirs alone: users/USER/...)
         #[arg(long)]
         cluster: bool,
     },
@@ -157,10 +158,16 @@ pub fn uploaded(image: &str) -> Result<String> {
     Ok(full)
 }
 
-/// Has the controller pull `reference` into the cluster's store.
-pub fn cluster_pull(reference: &str) -> Result<berth_api::ImageInfo> {
+/// Has the controller pull `reference` into the cluster's store: with `creds` (the caller's
+/// own), a user's pull is theirs alone.
+pub fn cluster_pull(
+    reference: &str,
+    creds: Option<(String, String)>,
+) -> Result<berth_api::ImageInfo> {
     let request = berth_api::PullRequest {
         reference: reference.to_string(),
+        credentials: creds
+            .map(|(username, password)| berth_api::RegistryCredentials { username, password }),
     };
     crate::client::request("POST", "/v1/images/pull", Some(&request))
 }
@@ -232,6 +239,14 @@ fn report_removal(
     Ok(())
 }
 
+/// `--creds USER:PASSWORD`, split.
+fn user_password(creds: &str) -> Result<(String, String)> {
+    creds
+        .split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .context("--creds takes USER:PASSWORD")
+}
+
 /// `value` percent-encoded for a URL's query (all but unreserved characters).
 fn query_value(value: &str) -> String {
     value
@@ -297,11 +312,18 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Pull {
             reference,
+            creds,
             cluster: true,
-            ..
         } => {
-            let image = cluster_pull(&reference)?;
-            let name = berth_image::PullReference::parse(&reference)?.name();
+            // The caller's own credentials for the registry (given, or saved by `berth
+            // image login`): what the controller pulls with them is the caller's alone.
+            let registry = berth_image::PullReference::parse(&reference)?.registry;
+            let creds = match creds {
+                Some(c) => Some(user_password(&c)?),
+                None => berth_image::credentials_from(&crate::settings::auth_file(), &registry),
+            };
+            let image = cluster_pull(&reference, creds)?;
+            let name = image.names.first().cloned().unwrap_or(reference);
             return into_cluster(&mut out, "Pulled", &name, &image);
         }
         ImageCommand::Import {
@@ -359,14 +381,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Pull {
             reference, creds, ..
         } => {
-            let creds = match creds {
-                Some(c) => Some(
-                    c.split_once(':')
-                        .map(|(u, p)| (u.to_string(), p.to_string()))
-                        .context("--creds takes USER:PASSWORD")?,
-                ),
-                None => None,
-            };
+            let creds = creds.as_deref().map(user_password).transpose()?;
             let record = store.pull(&reference, &settings.registry(creds))?;
             // The name just pulled, not whichever name the image had first.
             let name = berth_image::PullReference::parse(&reference)?.name();

@@ -1544,3 +1544,91 @@ fn users_have_the_controller_pull_images_their_jobs_run_in() {
     assert_eq!(job["state"], "COMPLETED", "{job} {out:?}");
     assert_eq!(out.unwrap(), "/bin/probe\n");
 }
+
+/// A user's own registry credentials: what the controller pulls with them is the user's
+/// alone (named under users/USER/), and the controller keeps no credentials.
+#[test]
+fn users_pull_private_images_with_their_own_credentials() {
+    let Some(f) = Fixture::new() else { return };
+    let reg = Registry::start(
+        &f,
+        Options {
+            auth: Auth::Basic,
+            ..Options::default()
+        },
+    );
+    let pushed = reg.push(&docker_archive_of(&f, HELLO), "lab/secret:1");
+    let Some(c) = crate::cluster::Cluster::start() else {
+        return;
+    };
+    let socket = c.socket.to_str().unwrap();
+    let on_cluster = |mode: Mode, args: &[&str], stdin: Option<&str>| {
+        berth_with(&c.f, mode, args, &[("BERTH_SOCKET", socket)], stdin)
+    };
+    let name = format!("{}/lab/secret:1", reg.host);
+    let pull = ["image", "pull", "--cluster", name.as_str()];
+    // The controller has no credentials for it.
+    assert_error(
+        &on_cluster(Mode::Root, &pull, None),
+        &["401"],
+        "root, no credentials",
+    );
+
+    // The user's saved login goes with their pull.
+    let login = on_cluster(
+        Mode::Rootless,
+        &[
+            "image",
+            "login",
+            &reg.host,
+            "--username",
+            USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let private = format!(
+        "users/{TEST_USER}/{}/lab/secret:1",
+        reg.host.replace(':', "-")
+    );
+    let pulled = on_cluster(Mode::Rootless, &pull, None);
+    assert!(
+        pulled
+            .ok()
+            .starts_with(&format!("Pulled {private} into the cluster's store")),
+        "{}",
+        pulled.stdout
+    );
+    for mode in [Mode::Rootless, Mode::Root] {
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(c.berth(mode, &["image", "ls", "--cluster", "--json"]).ok())
+                .unwrap();
+        let ours = listed.iter().find(|i| i["id"] == pushed.config.as_str());
+        assert_eq!(
+            ours.map(|i| i["names"].clone()),
+            Some(serde_json::json!([private])),
+            "{mode:?}: {listed:?}"
+        );
+    }
+    let script = format!("#!/bin/sh\n#BERTH --image {private}\nls /bin/probe\n");
+    let id = c.submit(Mode::Rootless, "private.sh", &script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(job["state"], "COMPLETED", "{job} {out:?}");
+    assert_eq!(out.unwrap(), "/bin/probe\n");
+    // The registry's own name is not the image's: nobody's pull of it made it public.
+    let public = format!("#!/bin/sh\n#BERTH --image {name}\ntrue\n");
+    let refused = c.try_submit(Mode::Rootless, "public.sh", &public, &[]);
+    assert!(
+        refused.stderr.contains("is not in the cluster's store"),
+        "{}",
+        refused.stderr
+    );
+    // The user's credentials were not kept: root's pull still needs its own.
+    assert_error(
+        &on_cluster(Mode::Root, &pull, None),
+        &["401"],
+        "root, after the user's pull",
+    );
+}

@@ -429,6 +429,25 @@ pub struct ImageInfo {
 pub struct PullRequest {
     /// `HOST[:PORT]/REPO[:TAG|@DIGEST]`.
     pub reference: String,
+    /// The caller's own credentials for the registry: a user's image pulled with them is
+    /// theirs alone, named `users/USER/HOST[-PORT]/REPO:TAG` (as Shifter keeps an image
+    /// pulled with a user's credentials to that user). Not kept by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// A user name and password for a registry.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryCredentials({}, <password>)", self.username)
+    }
 }
 
 /// `POST /v1/images/remove`: a name of an image in the cluster's store, or an image by its

@@ -223,7 +223,7 @@ pub fn shifterimg(words: Vec<String>) -> Result<i32> {
         }
         "pull" => {
             let image = image()?;
-            let pulled = crate::image::cluster_pull(&image)?;
+            let pulled = crate::image::cluster_pull(&image, None)?;
             println!("Pulled docker:{image}, status: READY (id {})", pulled.id);
             Ok(0)
         }
@@ -244,7 +244,7 @@ pub fn shifterimg(words: Vec<String>) -> Result<i32> {
                 }
             }
         }
-        "login" => bail!("shifterimg login: the controller pulls with its own registry credentials (root's berth image login on its host); ask an administrator for a private image"),
+        "login" => bail!("shifterimg login: save your credentials with `berth image login REGISTRY -u USER --password-stdin`, then `berth image pull --cluster REGISTRY/REPO:TAG` pulls a private image, yours alone (users/YOU/...)"),
         other => bail!("shifterimg: unknown command '{other}': images, pull IMAGE or lookup IMAGE"),
     }
 }

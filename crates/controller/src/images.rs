@@ -7,6 +7,9 @@
 //! docker-archive, OCI archive, root filesystem tarball, enroot's squashfs or a SIF file),
 //! named under `users/THEIR-NAME/` so that nobody's upload takes another's name.
 //!
+//! What is under `users/USER/` is that user's alone: only their jobs run it and only they
+//! (and root) see it ([`visible`]).
+//!
 //! Runs on a blocking thread, without the controller's lock: a pull takes as long as the
 //! registry does. The store makes concurrent pulls of one image one good copy.
 
@@ -35,49 +38,107 @@ impl Gateway {
         Store::open(&self.store).map_err(ApiError::internal)
     }
 
-    /// The images in the cluster's store, by name.
-    pub fn list(&self) -> Result<Vec<ImageInfo>, ApiError> {
+    /// The images in the cluster's store that `user` may run ([`visible`]), by name.
+    pub fn list(&self, user: &str) -> Result<Vec<ImageInfo>, ApiError> {
         let mut images: Vec<ImageInfo> = self
             .open()?
             .list()
             .map_err(ApiError::internal)?
             .iter()
-            .map(info)
+            .filter(|r| visible(r, user))
+            .map(|r| info(r, user))
             .collect();
         images.sort_by(|a, b| a.names.cmp(&b.names).then(a.id.cmp(&b.id)));
         Ok(images)
     }
 
     /// Pulls `reference` into the cluster's store for `caller`: root any image, users those
-    /// the administrator allows.
-    pub fn pull(&self, caller: Caller, reference: &str) -> Result<ImageInfo, ApiError> {
+    /// the administrator allows. With `credentials` (the caller's own for the registry), a
+    /// user's pull is theirs alone: named `users/USER/HOST[-PORT]/REPO:TAG` ([`under_user`],
+    /// [`visible`]).
+    pub fn pull(
+        &self,
+        caller: Caller,
+        reference: &str,
+        credentials: Option<berth_api::RegistryCredentials>,
+    ) -> Result<ImageInfo, ApiError> {
         let target = PullReference::parse(reference).map_err(|e| ApiError::bad(e.to_string()))?;
         let name = target.name();
-        if caller.uid != 0 {
-            self.registry
-                .allows_user_pull(&name)
-                .map_err(ApiError::forbidden)?;
-        }
+        let user = crate::user_of(caller.uid)?.user;
+        let private = match caller.uid {
+            0 => None,
+            _ => {
+                self.registry
+                    .allows_user_pull(&name)
+                    .map_err(ApiError::forbidden)?;
+                let public = Reference::parse(&name).map_err(|e| ApiError::bad(e.to_string()))?;
+                credentials
+                    .as_ref()
+                    .map(|_| under_user(&user, &public, "pull"))
+                    .transpose()?
+            }
+        };
         let options = RegistryOptions {
             ca_certs: self.registry.ca_certs.clone(),
             insecure: self.registry.insecure.clone(),
-            creds: None,
+            creds: credentials.map(|c| (c.username, c.password)),
             auth_file: self.auth_file.clone(),
         };
         let record = self
             .open()?
-            .pull(reference, &options)
+            .pull_as(reference, private.as_deref(), &options)
             .map_err(|e| ApiError {
                 status: 502,
                 message: format!("the controller could not pull {reference}: {e}"),
             })?;
         eprintln!(
-            "berth: uid {} pulled {name} into the cluster's store (id {})",
+            "berth: uid {} pulled {} into the cluster's store (id {})",
             caller.uid,
+            private.as_deref().unwrap_or(&name),
             record.id.short()
         );
-        Ok(info(&record))
+        let mut image = info(&record, &user);
+        // The name just pulled first (the image may have had others).
+        let pulled = private.unwrap_or(name);
+        image.names.retain(|n| *n != pulled);
+        image.names.insert(0, pulled);
+        Ok(image)
     }
+}
+
+/// `name` under `user`'s own `users/USER/` (their uploads and private pulls): a registry's
+/// host lower-cased, its port joined to it by '-' (no ':' is inside a name there).
+fn under_user(user: &str, name: &Reference, what: &str) -> Result<String, ApiError> {
+    let repository = match name.repository.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => {
+            format!("{}/{rest}", host.to_lowercase().replace(':', "-"))
+        }
+        _ => name.repository.clone(),
+    };
+    Reference::parse(&format!("users/{user}/{repository}:{}", name.tag))
+        .map(|r| r.to_string())
+        .map_err(|_| {
+            ApiError::forbidden(format!(
+                "your user name ({user}) cannot be part of an image name (lower-case letters, digits, '.', '_' and '-'): ask an administrator to {what} it"
+            ))
+        })
+}
+
+/// Whether `user`'s jobs may run the image `record` (and `user` sees it): root's any; a
+/// user's an image with a name outside `users/`, or one under their own `users/USER/`
+/// (their uploads and what they pulled with their own credentials are theirs alone).
+pub fn visible(record: &ImageRecord, user: &str) -> bool {
+    user == "root" || record.names.iter().any(|n| name_visible(n, user))
+}
+
+/// Whether `user` sees the image name `name` ([`visible`]).
+fn name_visible(name: &str, user: &str) -> bool {
+    user == "root"
+        || !name.starts_with("users/")
+        || name
+            .strip_prefix("users/")
+            .and_then(|n| n.strip_prefix(user))
+            .is_some_and(|n| n.starts_with('/'))
 }
 
 impl Gateway {
@@ -93,14 +154,7 @@ impl Gateway {
                 "users may not upload images into the cluster ([registry] user_imports = false in the configuration): ask an administrator to import it",
             ));
         }
-        let user = crate::user_of(caller.uid)?.user;
-        let full = format!("users/{user}/{}", asked.repository);
-        let named = Reference::parse(&format!("{full}:{}", asked.tag)).map_err(|_| {
-            ApiError::forbidden(format!(
-                "your user name ({user}) cannot be part of an image name (lower-case letters, digits, '.', '_' and '-'): ask an administrator to import it"
-            ))
-        })?;
-        Ok(named.to_string())
+        under_user(&crate::user_of(caller.uid)?.user, &asked, "import")
     }
 
     /// Imports the image file `input` (an upload of `caller`'s, named `file` where it came
@@ -125,7 +179,7 @@ impl Gateway {
             caller.uid,
             record.id.short()
         );
-        Ok(info(&record))
+        Ok(info(&record, &crate::user_of(caller.uid)?.user))
     }
 }
 
@@ -172,12 +226,65 @@ pub fn by_id(store: &Store, hex: &str) -> Result<ImageRecord, ApiError> {
         .ok_or_else(unknown)
 }
 
-fn info(r: &ImageRecord) -> ImageInfo {
+/// `r` as `user` is shown it: the names they see.
+fn info(r: &ImageRecord, user: &str) -> ImageInfo {
     ImageInfo {
         id: r.id.to_string(),
-        names: r.names.clone(),
+        names: r
+            .names
+            .iter()
+            .filter(|n| name_visible(n, user))
+            .cloned()
+            .collect(),
         size: r.size,
         imported: r.imported,
         architecture: r.architecture.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_names_are_theirs_alone() {
+        let named = |names: &[&str]| ImageRecord {
+            id: berth_image::Digest::of(b"config"),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            source: String::new(),
+            imported: 0,
+            size: 0,
+            layers: 1,
+            architecture: "amd64".into(),
+            config: Default::default(),
+            devices_dropped: 0,
+            squashfs_digest: None,
+        };
+        let public = named(&["busybox:latest", "users/alice/tools:1"]);
+        let alices = named(&["users/alice/tools:1"]);
+        let unnamed = named(&[]);
+        assert!(visible(&public, "bob") && visible(&alices, "alice"));
+        // Another user's, a user whose name begins like it, an image without a name.
+        assert!(!visible(&alices, "bob") && !visible(&alices, "ali"));
+        assert!(!visible(&unnamed, "alice"));
+        assert!(visible(&alices, "root") && visible(&unnamed, "root"));
+        // Others' names are left out of what a user is shown.
+        assert_eq!(info(&public, "bob").names, ["busybox:latest"]);
+        assert_eq!(info(&public, "alice").names.len(), 2);
+
+        let under = |user: &str, name: &str| {
+            under_user(user, &Reference::parse(name).unwrap(), "pull").map_err(|e| e.message)
+        };
+        assert_eq!(
+            under("alice", "Registry.Local:5000/lab/app:1").unwrap(),
+            "users/alice/registry.local-5000/lab/app:1"
+        );
+        assert_eq!(
+            under("alice", "lab/app").unwrap(),
+            "users/alice/lab/app:latest"
+        );
+        assert!(under("Alice", "lab/app")
+            .unwrap_err()
+            .contains("your user name (Alice) cannot be part of an image name"));
     }
 }

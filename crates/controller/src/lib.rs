@@ -894,7 +894,7 @@ impl Controller {
         // have allowed.
         let (image, image_squashfs, image_env, image_entrypoint) = match &request.image {
             Some(r) => {
-                let record = self.cluster_image(&r.name).map_err(ApiError::bad)?;
+                let record = self.cluster_image(&r.name, &user).map_err(ApiError::bad)?;
                 (
                     Some(r.name.clone()),
                     Some(self.images.squashfs(&record).to_string_lossy().into_owned()),
@@ -3272,15 +3272,12 @@ impl Controller {
                         ))
                     }
                 };
-                (
-                    Some(self.step_image(&job.partition, &of, request)?),
-                    Some((n, of)),
-                )
+                (Some(self.step_image(job, &of, request)?), Some((n, of)))
             }
             // An image of its own, unless it is the job's (then the job's container does).
             None => match &request.image {
                 Some(name) => {
-                    let image = self.step_image(&job.partition, name, request)?;
+                    let image = self.step_image(job, name, request)?;
                     let own = own_anyway
                         || !job
                             .image_squashfs
@@ -3296,7 +3293,7 @@ impl Controller {
         };
         let image = match (&image, &job.image) {
             (None, Some(of)) if job.allocation && needs_own.iter().any(|(_, set)| *set) => {
-                Some(self.step_image(&job.partition, of, request)?)
+                Some(self.step_image(job, of, request)?)
             }
             _ => image,
         };
@@ -3417,10 +3414,12 @@ impl Controller {
                 )));
             }
         }
-        let record = self.cluster_image(reference).map_err(|message| ApiError {
-            status: 404,
-            message,
-        })?;
+        let record = self
+            .cluster_image(reference, &user_of(caller.uid)?.user)
+            .map_err(|message| ApiError {
+                status: 404,
+                message,
+            })?;
         let by_name = name.as_ref().is_ok_and(|n| record.names.contains(n));
         if !by_name || record.names.len() == 1 {
             let file = self.images.squashfs(&record);
@@ -3459,9 +3458,17 @@ impl Controller {
         })
     }
 
-    /// The image `name` in the cluster's store, or what is wrong and how users get one there.
-    fn cluster_image(&self, name: &str) -> Result<berth_image::ImageRecord, String> {
-        self.images.resolve(name).map_err(|e| match e {
+    /// The image `name` in the cluster's store that `user` may run ([`images::visible`]),
+    /// or what is wrong and how users get one there.
+    fn cluster_image(&self, name: &str, user: &str) -> Result<berth_image::ImageRecord, String> {
+        let found =
+            self.images
+                .resolve(name)
+                .and_then(|record| match images::visible(&record, user) {
+                    true => Ok(record),
+                    false => Err(berth_image::ImageError::NotFound(name.into())),
+                });
+        found.map_err(|e| match e {
             berth_image::ImageError::NotFound(_) => format!(
                 "image {name} is not in the cluster's store: `berth image ls --cluster` lists those there, and `berth image pull --cluster REGISTRY/REPO:TAG` (or shifterimg pull) has the controller pull one"
             ),
@@ -3473,11 +3480,12 @@ impl Controller {
     /// store, allowed there, with what else `request` gives that container.
     fn step_image(
         &self,
-        partition: &str,
+        job: &Job,
         name: &str,
         request: &berth_api::StepRequest,
     ) -> Result<berth_agent::step::StepImage, String> {
-        let record = self.cluster_image(name)?;
+        let record = self.cluster_image(name, &job.user)?;
+        let partition = &job.partition;
         if let Some(rules) = self.settings.partition(partition) {
             rules.allows_image(&berth_image::Reference::full_name(name))?;
         }

@@ -722,10 +722,13 @@ async fn delete_reservation(
     c.lock().await.delete_reservation(caller, &name).map(Json)
 }
 
-#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, description = "the images in the cluster's store (the controller's), which jobs run in", body = Vec<berth_api::ImageInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
-async fn images(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ImageInfo>> {
+#[utoipa::path(get, path = "/v1/images", tag = "images", responses((status = 200, description = "the images in the cluster's store (the controller's), which jobs run in: those the caller may run (others' users/USER/... are theirs)", body = Vec<berth_api::ImageInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn images(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<berth_api::ImageInfo>> {
     let gateway = crate::images::Gateway::of(c.lock().await.settings());
-    blocking(move || gateway.list()).await
+    blocking(move || gateway.list(&crate::user_of(caller.uid)?.user)).await
 }
 
 #[utoipa::path(post, path = "/v1/images/pull", request_body = berth_api::PullRequest, tag = "images", responses((status = 200, description = "pulled into the cluster's store (or there already): jobs may name it", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "not among the images users may have pulled ([registry] user_pulls)", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
@@ -736,7 +739,7 @@ async fn pull_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = crate::images::Gateway::of(c.lock().await.settings());
-    blocking(move || gateway.pull(caller, &r.reference)).await
+    blocking(move || gateway.pull(caller, &r.reference, r.credentials)).await
 }
 
 #[utoipa::path(post, path = "/v1/images/remove", request_body = berth_api::RemoveImageRequest, tag = "images", responses((status = 200, description = "the name taken off, and the image deleted with its last name", body = berth_api::RemovedImage), (status = 403, description = "not the caller's own upload (users/USER/...)", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody), (status = 409, description = "unfinished jobs use the image", body = ErrorBody)))]

@@ -319,8 +319,18 @@ impl Store {
         reference: &str,
         options: &RegistryOptions,
     ) -> Result<ImageRecord, ImageError> {
+        self.pull_as(reference, None, options)
+    }
+
+    /// [`Store::pull`], naming the image `name` instead of as the reference names it.
+    pub fn pull_as(
+        &self,
+        reference: &str,
+        name: Option<&str>,
+        options: &RegistryOptions,
+    ) -> Result<ImageRecord, ImageError> {
         let target = PullReference::parse(reference)?;
-        let name = Reference::parse(&target.name())?;
+        let name = Reference::parse(name.unwrap_or(&target.name()))?;
         let mut client = Client::connect(&target, options)?;
         let (manifest, config, config_digest) = client.manifest(&target)?;
         if self.image_dir(&config_digest).join("meta.json").exists() {
