@@ -782,21 +782,28 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
         env,
         image_files: Default::default(),
     };
-    // An image file the job names goes into the cluster's store first (a submission the
-    // controller would refuse is left for it to say why).
-    let image = berth_controller::parse_submission(&req)
-        .ok()
-        .and_then(|r| r.image)
-        .filter(|i| berth_core::job::image_is_file(&i.name));
-    if let Some(image) = image {
-        let name = crate::image::uploaded(&image.name)?;
-        req.image_files.insert(image.name, name);
-    }
+    req.image_files = image_files(&req)?;
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
     for w in &resp.warnings {
         eprintln!("berth: warning: {w}");
     }
     Ok(resp)
+}
+
+/// The image file a submission names, uploaded into the cluster's store first, with the
+/// name of its upload: the request's `image_files` (empty where it names none; a submission
+/// the controller would refuse is left for it to say why).
+pub fn image_files(req: &SubmitRequest) -> Result<std::collections::BTreeMap<String, String>> {
+    let image = berth_controller::parse_submission(req)
+        .ok()
+        .and_then(|r| r.image)
+        .filter(|i| berth_core::job::image_is_file(&i.name));
+    let mut files = std::collections::BTreeMap::new();
+    if let Some(image) = image {
+        let name = crate::image::uploaded(&image.name)?;
+        files.insert(image.name, name);
+    }
+    Ok(files)
 }
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {

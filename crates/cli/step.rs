@@ -507,6 +507,8 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         job,
         allocate,
         allocate_syntax: berth_api::OptionSyntax::Berth,
+        // Filled in by `run`, for an allocation's image file.
+        image_files: Default::default(),
         hold: false,
         image: own.image,
         binds: own.binds,
@@ -557,7 +559,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         gpus_per_task: args.gpus_per_task,
         multi_prog,
     };
-    run(&request)
+    run(request)
 }
 
 /// What `--mpi=TYPE` asks the agent to serve: PMI-1 and PMI-2 over PMI_PORT (`pmi1`, the
@@ -712,8 +714,32 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
     Ok(parsed.select(&env, |k| k.starts_with("SLURM_") || k.starts_with("BERTH_")))
 }
 
+/// A new allocation's image file (its options name one), uploaded into the cluster's store
+/// first, as a submission's ([`crate::batch::image_files`]).
+fn upload_image_file(request: &mut StepRequest) -> Result<()> {
+    let Some(args) = &request.allocate else {
+        return Ok(());
+    };
+    let submission = berth_api::SubmitRequest {
+        script: berth_controller::HOLD_SCRIPT.into(),
+        script_name: "step".into(),
+        args: args.clone(),
+        syntax: request.allocate_syntax,
+        script_args: Vec::new(),
+        script_path: None,
+        cwd: request.cwd.clone(),
+        host: String::new(),
+        env: request.env.clone(),
+        image_files: Default::default(),
+    };
+    request.image_files = crate::batch::image_files(&submission)?;
+    Ok(())
+}
+
 /// Sends `request` to the node agent's step socket and waits for the step.
-pub fn run(request: &StepRequest) -> Result<i32> {
+pub fn run(mut request: StepRequest) -> Result<i32> {
+    upload_image_file(&mut request)?;
+    let request = &request;
     let mut tell = progress("berth step", request.allocate_syntax);
     Ok(berth_agent::step::client::run(
         &step_socket(),
@@ -836,12 +862,13 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
         [] => vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())],
         command => command.to_vec(),
     };
-    let request = StepRequest {
+    let mut request = StepRequest {
         allocate: Some(options),
         hold: true,
         ntasks: None,
         ..StepRequest::new(argv.clone(), environment(), current_dir()?)
     };
+    upload_image_file(&mut request)?;
     let who = "berth alloc";
     let mut tell = progress(who, OptionSyntax::Berth);
     let held = berth_agent::step::client::allocate(&step_socket(), &request, who, &mut tell)?;
@@ -967,7 +994,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         overcommit: true,
         ..StepRequest::new(argv, environment(), current_dir()?)
     };
-    run(&request)
+    run(request)
 }
 
 /// The node and command line of `berth rsh`'s words, after any ssh options; and whether

@@ -279,21 +279,60 @@ fn users_upload_images_their_jobs_run_in() {
     assert_eq!(c.completed(id)["image"], job["image"]);
     let first_upload = uploads();
     assert_eq!(first_upload.len(), 1, "{first_upload:?}");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&tarball)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
-        .unwrap();
+    let touch = |secs: u64| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&tarball)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
+            .unwrap()
+    };
+    touch(5);
     let changed = c.try_submit(Mode::Rootless, "changed.sh", &by_file, &[]);
     assert!(changed.stderr.contains("uploading"), "{}", changed.stderr);
     c.completed(changed.ok().trim().parse().unwrap());
     let second_upload = uploads();
     assert_eq!(second_upload.len(), 1, "{second_upload:?}");
     assert_ne!(second_upload, first_upload);
+    // A step's own image file, inside a job: uploaded from the job's container.
+    touch(10);
+    let stepping = c.submit(
+        Mode::Rootless,
+        "step-file.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsrun --container-image=./tools.tar stat -c %s /big\n",
+        &[],
+    );
+    c.completed(stepping);
+    let stepped = out(stepping);
+    assert!(
+        stepped.starts_with("berth: uploading ") && stepped.ends_with(&format!("\n{}\n", 6 << 20)),
+        "{stepped}"
+    );
+    let third_upload = uploads();
+    assert_eq!(third_upload.len(), 1, "{third_upload:?}");
+    assert_ne!(third_upload, second_upload);
+    // srun outside a job: its allocation's image file, uploaded by srun.
+    touch(15);
+    let srun = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "srun",
+            "--container-image=./tools.tar",
+            "stat",
+            "-c",
+            "%s",
+            "/big",
+        ],
+    );
+    assert_eq!(srun.ok(), format!("{}\n", 6 << 20));
+    assert!(srun.stderr.contains("uploading"), "{}", srun.stderr);
+    let fourth_upload = uploads();
+    assert_eq!(fourth_upload.len(), 1, "{fourth_upload:?}");
+    assert_ne!(fourth_upload, third_upload);
     c.berth(
         Mode::Rootless,
-        &["image", "rm", "--cluster", &second_upload[0]],
+        &["image", "rm", "--cluster", &fourth_upload[0]],
     )
     .ok();
     let missing = c.try_submit(

@@ -579,6 +579,10 @@ pub struct StepRequest {
     /// Whose options `allocate` holds (`bsub -Is`, `qsub -I`: theirs).
     #[serde(default)]
     pub allocate_syntax: OptionSyntax,
+    /// With `allocate`: the image file its options name, with the cluster's name of the
+    /// client's upload of it (as [`SubmitRequest::image_files`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub image_files: std::collections::BTreeMap<String, String>,
     /// With `allocate`: run no tasks, only hold the allocation for the client (`berth
     /// alloc`, salloc) until it sends [`AllocationExit`] or goes away. `argv` names the job.
     #[serde(default)]
@@ -690,6 +694,7 @@ impl StepRequest {
             job: None,
             allocate: None,
             allocate_syntax: OptionSyntax::Berth,
+            image_files: Default::default(),
             hold: false,
             ntasks: Some(1),
             nodes: None,
@@ -759,6 +764,9 @@ pub struct AllocationRequest {
     /// The node the step was asked on.
     #[serde(default)]
     pub host: String,
+    /// As [`SubmitRequest::image_files`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub image_files: std::collections::BTreeMap<String, String>,
 }
 
 /// The agent asking about its allocation (`POST /v1/agents/allocations/state`), or ending it

@@ -442,7 +442,7 @@ fn interactive_job(
             crate::step::current_dir()?,
         )
     };
-    crate::step::run(&request)
+    crate::step::run(request)
 }
 
 /// The cluster's nodes, or those named (each must exist).

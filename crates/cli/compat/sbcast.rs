@@ -138,7 +138,7 @@ pub fn sbcast(words: Vec<String>) -> Result<i32> {
     request.cpus_per_task = Some(1);
     request.overcommit = true;
     request.kill_on_bad_exit = false;
-    crate::step::run(&request)
+    crate::step::run(request)
 }
 
 /// This berth as a job's tasks reach it: inside a container, the node's wrapper at

@@ -3573,7 +3573,7 @@ impl Controller {
             cwd: request.cwd,
             host: request.host,
             env: request.env,
-            image_files: Default::default(),
+            image_files: request.image_files,
         };
         let submitted = self.submit(caller, submit).map_err(|e| e.message)?;
         let id = submitted.job_id;

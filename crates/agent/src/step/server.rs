@@ -190,6 +190,7 @@ async fn handle<A: StepAuthority>(
                 env: request.env.clone(),
                 cwd: request.cwd.clone(),
                 host: crate::node::hostname(),
+                image_files: request.image_files.clone(),
             };
             let job = match authority.allocate(allocation).await {
                 Ok(submitted) => {
