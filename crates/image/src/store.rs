@@ -814,7 +814,8 @@ impl Store {
             Err(e) => return Err(ImageError::io("cannot read", &path)(e)),
         };
         let present = |id: &Digest| self.image_dir(id).join("meta.json").exists();
-        let (orphans, taken) = self.update_refs(|refs| {
+        // The names as they are to be, and the images that lose their last one.
+        let follow = |refs: &mut BTreeMap<String, Digest>| {
             let mut dropped = Vec::new();
             for name in before.iter().filter(|n| !names.contains_key(*n)) {
                 dropped.extend(refs.remove(name));
@@ -825,12 +826,21 @@ impl Store {
             dropped.retain(|id| !refs.values().any(|d| d == id));
             dropped.sort();
             dropped.dedup();
-            let taken: Vec<&String> = names.keys().filter(|n| refs.contains_key(*n)).collect();
-            (
-                dropped,
-                serde_json::to_vec(&taken).expect("names serialise"),
-            )
-        })?;
+            let taken: Vec<String> = names
+                .keys()
+                .filter(|n| refs.contains_key(*n))
+                .cloned()
+                .collect();
+            (dropped, taken)
+        };
+        // Nothing written where nothing changes (a standby looks every few seconds).
+        let now = self.read_refs()?;
+        let mut next = now.clone();
+        if follow(&mut next).1 == before && next == now {
+            return Ok(Vec::new());
+        }
+        let (orphans, taken) = self.update_refs(follow)?;
+        let taken = serde_json::to_vec(&taken).expect("names serialise");
         let tmp = self
             .root
             .join(format!("mirrored.json.{}", std::process::id()));

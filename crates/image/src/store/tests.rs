@@ -440,10 +440,19 @@ fn a_mirror_copies_images_checked_and_follows_their_names() {
         std::fs::read_to_string(mirror.rootfs_dir(&copied).unwrap().join("etc/new")).unwrap(),
         "new"
     );
-    // Copying it again changes nothing.
+    // Copying it again changes nothing; nor does following the same names (not even the
+    // files: a standby looks every few seconds).
     mirror
         .add_copy(&record, &config, "leader", |_| Err("not again".into()))
         .unwrap();
+    let inode = |name: &str| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(mirror.root().join(name)).unwrap())
+    };
+    let files = (inode("refs.json"), inode("mirrored.json"));
+    mirror
+        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]))
+        .unwrap();
+    assert_eq!((inode("refs.json"), inode("mirrored.json")), files);
 
     // Renamed on the leader: renamed here. Removed there: removed here, the image with it;
     // the mirror's own name stays.
