@@ -43,6 +43,11 @@ impl Connection {
     }
 }
 
+/// Whether requests go to the controller over TCP ($BERTH_API), not on a Unix socket.
+pub fn over_network() -> bool {
+    std::env::var_os("BERTH_API").is_some()
+}
+
 /// `HOST:PORT` of `http://HOST:PORT`, as $BERTH_API names the controller.
 fn address(api: &str) -> Option<&str> {
     api.strip_prefix("http://")

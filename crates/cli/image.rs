@@ -29,10 +29,15 @@ pub enum ImageCommand {
         #[arg(long, value_name = "USER:PASSWORD")]
         creds: Option<String>,
         /// Have the controller ($BERTH_SOCKET) pull it into the cluster's store, which jobs
-        /// run from (users what the administrator allows; with their own credentials, given
-        /// or saved, the image is theirs alone: users/USER/...)
+        /// run from (users what the administrator allows), with its own credentials; with
+        /// yours (--creds, or --private) the image is yours alone: users/YOU/...
         #[arg(long)]
         cluster: bool,
+        /// With --cluster: the controller pulls with the credentials `berth image login`
+        /// saved for the registry, and the image is yours alone (on the controller's host:
+        /// credentials do not cross the network)
+        #[arg(long, requires = "cluster")]
+        private: bool,
     },
     /// Save credentials for a registry (checked against it first)
     Login {
@@ -164,12 +169,21 @@ pub fn cluster_pull(
     reference: &str,
     creds: Option<(String, String)>,
 ) -> Result<berth_api::ImageInfo> {
-    let request = berth_api::PullRequest {
-        reference: reference.to_string(),
-        credentials: creds
-            .map(|(username, password)| berth_api::RegistryCredentials { username, password }),
+    let Some((username, password)) = creds else {
+        let request = berth_api::PullRequest {
+            reference: reference.to_string(),
+        };
+        return crate::client::request("POST", "/v1/images/pull", Some(&request));
     };
-    crate::client::request("POST", "/v1/images/pull", Some(&request))
+    // Never over TCP (a node agent's socket refuses it before anything leaves the host).
+    if crate::client::over_network() {
+        anyhow::bail!("{}", berth_api::CREDENTIALS_STAY);
+    }
+    let request = berth_api::PrivatePullRequest {
+        reference: reference.to_string(),
+        credentials: berth_api::RegistryCredentials { username, password },
+    };
+    crate::client::request("POST", "/v1/images/pull/private", Some(&request))
 }
 
 /// The first 12 digits of an image id as the API gives it (`sha256:HEX`), as `berth image
@@ -314,13 +328,18 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             reference,
             creds,
             cluster: true,
+            private,
         } => {
             // The caller's own credentials for the registry (given, or saved by `berth
             // image login`): what the controller pulls with them is the caller's alone.
             let registry = berth_image::PullReference::parse(&reference)?.registry;
             let creds = match creds {
                 Some(c) => Some(user_password(&c)?),
-                None => berth_image::credentials_from(&crate::settings::auth_file(), &registry),
+                None if private => Some(
+                    berth_image::credentials_from(&crate::settings::auth_file(), &registry)
+                        .with_context(|| format!("--private: no credentials saved for {registry}: `berth image login {registry}` first, or give them with --creds"))?,
+                ),
+                None => None,
             };
             let image = cluster_pull(&reference, creds)?;
             let name = image.names.first().cloned().unwrap_or(reference);

@@ -193,6 +193,25 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
         token.stderr
     );
     c.berth(Mode::Root, &["cancel", &mine.to_string()]).ok();
+    // A user's registry credentials do not leave the node's host (they would cross the
+    // network to the controller unencrypted).
+    let private = through(
+        Mode::Rootless,
+        &[
+            "image",
+            "pull",
+            "--cluster",
+            "--creds",
+            "u:p",
+            "127.0.0.1:9/x:1",
+        ],
+    );
+    assert_eq!(private.code, 125, "{}", private.stdout);
+    assert!(
+        private.stderr.contains("would cross the network"),
+        "{}",
+        private.stderr
+    );
     // A step with an allocation of its own, from that node's host, across both nodes.
     let alloc = through(
         Mode::Rootless,

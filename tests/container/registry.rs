@@ -1574,7 +1574,7 @@ fn users_pull_private_images_with_their_own_credentials() {
         "root, no credentials",
     );
 
-    // The user's saved login goes with their pull.
+    // The user's saved login goes with their pull (--private).
     let login = on_cluster(
         Mode::Rootless,
         &[
@@ -1592,7 +1592,23 @@ fn users_pull_private_images_with_their_own_credentials() {
         "users/{TEST_USER}/{}/lab/secret:1",
         reg.host.replace(':', "-")
     );
-    let pulled = on_cluster(Mode::Rootless, &pull, None);
+    // Without --private the controller pulls with its own credentials (none here).
+    assert_error(
+        &on_cluster(Mode::Rootless, &pull, None),
+        &["401"],
+        "the user, public",
+    );
+    let private_pull = ["image", "pull", "--cluster", "--private", name.as_str()];
+    // Never over TCP: refused before anything is sent.
+    let tcp = berth_with(
+        &c.f,
+        Mode::Rootless,
+        &private_pull,
+        &[("BERTH_API", "http://127.0.0.1:9"), ("BERTH_TOKEN", "x")],
+        None,
+    );
+    assert_error(&tcp, &["would cross the network"], "over TCP");
+    let pulled = on_cluster(Mode::Rootless, &private_pull, None);
     assert!(
         pulled
             .ok()

@@ -429,12 +429,25 @@ pub struct ImageInfo {
 pub struct PullRequest {
     /// `HOST[:PORT]/REPO[:TAG|@DIGEST]`.
     pub reference: String,
-    /// The caller's own credentials for the registry: a user's image pulled with them is
-    /// theirs alone, named `users/USER/HOST[-PORT]/REPO:TAG` (as Shifter keeps an image
-    /// pulled with a user's credentials to that user). Not kept by the controller.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<RegistryCredentials>,
 }
+
+/// `POST /v1/images/pull/private`: the controller pulls with the caller's own credentials
+/// for the registry, which it does not keep; a user's image pulled so is theirs alone, named
+/// `users/USER/HOST[-PORT]/REPO:TAG` (as Shifter keeps an image pulled with a user's
+/// credentials to that user). On the controller's Unix socket only: the credentials never
+/// cross the network (the API over TCP is not encrypted).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrivatePullRequest {
+    /// `HOST[:PORT]/REPO[:TAG|@DIGEST]`.
+    pub reference: String,
+    pub credentials: RegistryCredentials,
+}
+
+/// Why a pull with a user's own registry credentials is refused but on the controller's
+/// Unix socket (over TCP, or through a node agent's socket, which passes requests on over
+/// TCP).
+pub const CREDENTIALS_STAY: &str = "your registry credentials would cross the network, and berth's traffic is not encrypted: pull with them on the controller's host (berth image pull --cluster there), or ask an administrator to pull the image";
 
 /// A user name and password for a registry.
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -739,7 +739,22 @@ async fn pull_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = crate::images::Gateway::of(c.lock().await.settings());
-    blocking(move || gateway.pull(caller, &r.reference, r.credentials)).await
+    blocking(move || gateway.pull(caller, &r.reference, None)).await
+}
+
+#[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept): a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "over TCP (the credentials would cross the network), or not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
+async fn pull_private_image(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Extension(transport): Extension<Transport>,
+    body: Result<Json<berth_api::PrivatePullRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::ImageInfo> {
+    if transport != Transport::Local {
+        return Err(ApiError::forbidden(berth_api::CREDENTIALS_STAY));
+    }
+    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await
 }
 
 #[utoipa::path(post, path = "/v1/images/remove", request_body = berth_api::RemoveImageRequest, tag = "images", responses((status = 200, description = "the name taken off, and the image deleted with its last name", body = berth_api::RemovedImage), (status = 403, description = "not the caller's own upload (users/USER/...)", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody), (status = 409, description = "unfinished jobs use the image", body = ErrorBody)))]
@@ -872,6 +887,7 @@ async fn not_found() -> ApiError {
         delete_reservation,
         images,
         pull_image,
+        pull_private_image,
         import_image,
         remove_image,
         drain,
@@ -938,6 +954,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/reservations/{name}", delete(delete_reservation))
         .route("/v1/images", get(images))
         .route("/v1/images/pull", post(pull_image))
+        .route("/v1/images/pull/private", post(pull_private_image))
         .route("/v1/images/import", post(import_image))
         .route("/v1/images/remove", post(remove_image))
         .route("/v1/shutdown", post(shutdown))
