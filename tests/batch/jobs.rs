@@ -151,25 +151,10 @@ fn users_upload_images_their_jobs_run_in() {
     let dir = c.f.cwd(Mode::Rootless);
     // A root filesystem tarball, with a file of 6 MiB in it: more than one HTTP body's worth
     // of any default limit.
-    let tree = c.f.path("upload-tree");
-    let copied = std::process::Command::new("cp")
-        .args(["-a"])
-        .arg(&c.f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let tree = c.f.copy_rootfs("upload-tree");
     std::fs::write(tree.join("big"), vec![7u8; 6 << 20]).unwrap();
     let tarball = dir.join("tools.tar");
-    let tarred = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tarred.success());
+    c.f.tarball_of(&tree, &tarball);
     std::os::unix::fs::chown(&tarball, Some(c.f.user.uid), Some(c.f.user.gid)).unwrap();
     let root_busybox = || {
         let images: Vec<serde_json::Value> = serde_json::from_str(

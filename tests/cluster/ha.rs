@@ -234,25 +234,10 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
 
 /// A root filesystem tarball of the test's busybox with `/marker` saying `marker`.
 fn image_tarball(t: &TestCluster, marker: &str) -> std::path::PathBuf {
-    let tree = t.c.f.path(&format!("tree-{marker}"));
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(&t.c.f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let tree = t.c.f.copy_rootfs(&format!("tree-{marker}"));
     std::fs::write(tree.join("marker"), marker).unwrap();
     let tarball = t.c.f.path(&format!("{marker}.tar"));
-    let tarred = Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tarred.success());
+    t.c.f.tarball_of(&tree, &tarball);
     tarball
 }
 

@@ -231,6 +231,20 @@ impl Fixture {
         tree
     }
 
+    /// The tree `tree` as a tarball at `out` (a root filesystem tarball, as images come).
+    #[allow(
+        dead_code,
+        reason = "the batch and cluster tests' (this file is theirs too)"
+    )]
+    pub fn tarball_of(&self, tree: &Path, out: &Path) {
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(tree)
+            .arg("-cf")
+            .arg(out)
+            .arg("."));
+    }
+
     /// The working directory commands of `mode` start in (owned by who runs them).
     pub fn cwd(&self, mode: Mode) -> PathBuf {
         self.path(if mode == Mode::Root {

@@ -137,14 +137,19 @@ fn controller_only(principal: Option<Extension<PeerController>>) -> Result<(), A
     })
 }
 
-/// A node fetching an image's squashfs file (`GET /v1/agents/images/{id}`), streamed.
-async fn agent_image(
+/// An image's squashfs file, streamed, for a node fetching it (`GET /v1/agents/images/{id}`)
+/// or a standby controller copying it (`GET /v1/controllers/images/{id}`).
+async fn daemon_image(
     State(c): State<Shared>,
-    principal: Option<Extension<NodePrincipal>>,
+    node: Option<Extension<NodePrincipal>>,
+    peer: Option<Extension<PeerController>>,
     Path(hex): Path<String>,
 ) -> Response {
-    if let Err(e) = node_of(principal) {
-        return e.into_response();
+    if node.is_none() && peer.is_none() {
+        return ApiError::forbidden(
+            "this part of the API is for berth's daemons (nodes' agents, the other controllers), with their credentials",
+        )
+        .into_response();
     }
     image_file(c, &hex).await
 }
@@ -178,18 +183,6 @@ async fn controller_image_config(
         Ok(Err(e)) => e.into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
-}
-
-/// An image's squashfs file, for a standby controller.
-async fn controller_image(
-    State(c): State<Shared>,
-    principal: Option<Extension<PeerController>>,
-    Path(hex): Path<String>,
-) -> Response {
-    if let Err(e) = controller_only(principal) {
-        return e.into_response();
-    }
-    image_file(c, &hex).await
 }
 
 /// The squashfs file of the image whose id is `hex`, streamed.
@@ -967,9 +960,9 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/drain", post(drain))
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
-        .route("/v1/agents/images/{id}", get(agent_image))
+        .route("/v1/agents/images/{id}", get(daemon_image))
         .route("/v1/controllers/images", get(controller_images))
-        .route("/v1/controllers/images/{id}", get(controller_image))
+        .route("/v1/controllers/images/{id}", get(daemon_image))
         .route(
             "/v1/controllers/images/{id}/config",
             get(controller_image_config),
