@@ -1627,6 +1627,45 @@ fn users_pull_private_images_with_their_own_credentials() {
             "{mode:?}: {listed:?}"
         );
     }
+    // Another user (nobody) neither sees it nor has a job run in it, by name or by id.
+    let as_nobody = |args: &[&str], stdin: &str| {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&c.f.bin)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("BERTH_SOCKET", &c.socket)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        Out::from_output(child.wait_with_output().unwrap())
+    };
+    let listed = as_nobody(&["image", "ls", "--cluster", "--json"], "");
+    assert!(
+        !listed.ok().contains(&pushed.config) && !listed.stdout.contains("secret"),
+        "{}",
+        listed.stdout
+    );
+    for image in [private.as_str(), pushed.config.as_str()] {
+        let script = format!("#!/bin/sh\n#BERTH --image {image}\ntrue\n");
+        let refused = as_nobody(&["submit", "--hold", "-o", "/dev/null"], &script);
+        assert!(
+            refused.stderr.contains("is not in the cluster's store"),
+            "{image}: {}{}",
+            refused.stdout,
+            refused.stderr
+        );
+    }
     let script = format!("#!/bin/sh\n#BERTH --image {private}\nls /bin/probe\n");
     let id = c.submit(Mode::Rootless, "private.sh", &script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
