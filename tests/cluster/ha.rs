@@ -134,22 +134,13 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     // what the leader removes goes from its copy too.
     let tools = image_tarball(&t, "tools");
     let gone = image_tarball(&t, "gone");
-    for (file, name) in [(&tools, "tools:1"), (&gone, "gone:1")] {
-        t.c.berth(
-            Mode::Root,
-            &[
-                "image",
-                "import",
-                "--cluster",
-                &file.to_string_lossy(),
-                "--name",
-                name,
-            ],
-        )
-        .ok();
+    let late = image_tarball(&t, "late");
+    for (file, name) in [(&tools, "tools:1"), (&gone, "gone:1"), (&late, "late:1")] {
+        import(&t, file, name);
     }
+    let store_b = t.c.f.path("store-b");
     let copied = || {
-        std::fs::read(t.c.f.path("store-b/refs.json"))
+        std::fs::read(store_b.join("refs.json"))
             .ok()
             .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
             .unwrap_or_default()
@@ -158,7 +149,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         "the standby copies the leader's images",
         Duration::from_secs(30),
         || {
-            ["busybox:latest", "tools:1", "gone:1"]
+            ["busybox:latest", "tools:1", "gone:1", "late:1"]
                 .iter()
                 .all(|n| copied()[n].is_string())
         },
@@ -199,6 +190,13 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         "#!/bin/sh\n#BERTH --image tools:1\necho held ran in $(cat /marker)\n",
         &["--hold"],
     );
+    // And one whose image the standby will have lost (as if it had not copied it yet).
+    let lost = t.c.submit(
+        Mode::Rootless,
+        "lost.sh",
+        "#!/bin/sh\n#BERTH --image late:1\necho lost ran in $(cat /marker)\n",
+        &["--hold"],
+    );
 
     // The leader dies. The standby leads within a few seconds, with every job.
     t.c.kill();
@@ -218,6 +216,29 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     let job = t.c.wait_for(held, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", b.log());
     assert_eq!(output(&t, held), "held ran in tools\n");
+    // A job whose image the new leader lacks is held again, not failed, with the reason;
+    // once the image is back, it runs.
+    let late_id = copied()["late:1"].as_str().unwrap().to_string();
+    let late_dir =
+        t.c.f
+            .path("store-b/images")
+            .join(late_id.trim_start_matches("sha256:"));
+    std::fs::remove_dir_all(&late_dir).unwrap();
+    t.c.berth(Mode::Rootless, &["release", &lost.to_string()])
+        .ok();
+    wait_until("the job is held again", Duration::from_secs(20), || {
+        let job = t.c.show(lost);
+        job["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("launch_failed_requeued_held: its image"))
+    });
+    assert_eq!(t.c.show(lost)["state"], "PENDING");
+    import(&t, &late, "late:1");
+    t.c.berth(Mode::Rootless, &["release", &lost.to_string()])
+        .ok();
+    let job = t.c.wait_for(lost, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", b.log());
+    assert_eq!(output(&t, lost), "lost ran in late\n");
     std::fs::write(&go, "").unwrap();
     let job = t.c.wait_for(running, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(
@@ -230,6 +251,22 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     // Run once: its output holds one start.
     let out = output(&t, running);
     assert_eq!(out, "started\nfinished\n");
+}
+
+/// Imports `file` into the cluster's store as `name`, as root.
+fn import(t: &TestCluster, file: &std::path::Path, name: &str) {
+    t.c.berth(
+        Mode::Root,
+        &[
+            "image",
+            "import",
+            "--cluster",
+            &file.to_string_lossy(),
+            "--name",
+            name,
+        ],
+    )
+    .ok();
 }
 
 /// A root filesystem tarball of the test's busybox with `/marker` saying `marker`.

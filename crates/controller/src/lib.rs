@@ -1962,6 +1962,24 @@ impl Controller {
             };
             match &decision.outcome {
                 sched::Outcome::Start(start) => {
+                    // Its image is not in this controller's store (a standby that took over
+                    // before it had copied it): held, not failed, until it is there again.
+                    let missing = job
+                        .image_squashfs
+                        .as_deref()
+                        .and_then(|sqfs| image_id(Path::new(sqfs)))
+                        .filter(|id| !self.settings.local_node && !self.images.has(id));
+                    if let Some(id) = missing {
+                        job.held = true;
+                        job.held_time.start(now());
+                        job.reason = Some(format!(
+                            "launch_failed_requeued_held: its image ({}) is not in this controller's store: pull or import it again (berth image pull|import --cluster), then release the job",
+                            id.get(..12).unwrap_or_default()
+                        ));
+                        let job = job.cloned();
+                        let _ = self.persist(&job);
+                        continue;
+                    }
                     let key = (job.user.clone(), job.partition.clone());
                     let part = self.settings.partition(&job.partition);
                     let cap = part.and_then(|p| p.max_cpus_per_user);
@@ -4024,10 +4042,17 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
     .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))
 }
 
-/// Whether two squashfs files of image stores are one image's (`<store>/images/<id>/image.sqfs`):
-/// the same id, whichever controller's store a job's path was made in (they fail over).
+/// The image id (hex) of an image store's squashfs file (`<store>/images/<id>/image.sqfs`).
+fn image_id(sqfs: &Path) -> Option<String> {
+    sqfs.parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Whether two squashfs files of image stores are one image's: the same id, whichever
+/// controller's store a job's path was made in (they fail over).
 fn same_image(a: &Path, b: &Path) -> bool {
-    a.parent().and_then(Path::file_name) == b.parent().and_then(Path::file_name)
+    image_id(a) == image_id(b)
 }
 
 fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {

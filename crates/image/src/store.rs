@@ -852,6 +852,18 @@ impl Store {
         Ok(orphans)
     }
 
+    /// Whether the image whose id is `hex` (64 hex digits) is in the store.
+    pub fn has(&self, hex: &str) -> bool {
+        !hex.is_empty()
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && self
+                .root
+                .join("images")
+                .join(hex)
+                .join("meta.json")
+                .exists()
+    }
+
     /// The OCI config bytes of an image, as imported.
     pub fn config_json(&self, record: &ImageRecord) -> Result<Vec<u8>, ImageError> {
         let path = self.image_dir(&record.id).join("config.json");
