@@ -4013,10 +4013,6 @@ pub fn utc_offset(t: u64) -> i64 {
 /// The links to the agents of a job's nodes, by node.
 type Links = BTreeMap<String, Link>;
 
-/// Sends `sig` to a running job's script through its runner on the batch host, which
-/// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
-/// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
-/// not act on the signal.
 /// The job a submission asks for: the command line over the submitter's SBATCH_* variables
 /// (sbatch's and berth's alone), over the script's directives. (The client reads it too, for
 /// the image files it names.)
@@ -4055,6 +4051,10 @@ fn same_image(a: &Path, b: &Path) -> bool {
     image_id(a) == image_id(b)
 }
 
+/// Sends `sig` to a running job's script through its runner on the batch host, which
+/// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
+/// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
+/// not act on the signal.
 fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
     signal_job(links, job, sig, None, key)
 }
