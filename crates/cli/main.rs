@@ -269,12 +269,14 @@ fn run() -> i32 {
 
 /// Prints the whole error chain on one line and picks the exit status: the container's own
 /// code where it reported one (126/127 for exec failures), 125 for berth's own errors, and 0
-/// for a closed stdout (`berth image ls | head`), as ripgrep does.
+/// for a closed stdout (`berth image ls | head`), as ripgrep does. A broken pipe elsewhere
+/// (the controller's connection, gone mid-request) is an error like any other.
 fn report(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| {
+    let broken_pipe = err.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    }) {
+    });
+    if broken_pipe && stdout_closed() {
         return 0;
     }
     let mut line = format!("berth: {err}");
@@ -290,9 +292,30 @@ fn report(err: &anyhow::Error) -> i32 {
         .map_or(125, |e| e.exit_code())
 }
 
+/// Whether standard output is a pipe whose reader has gone.
+fn stdout_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: polls one descriptor of this process without waiting, into a struct we own.
+    unsafe { libc::poll(&mut fd, 1, 0) == 1 && fd.revents & libc::POLLERR != 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection to the controller broken mid-request is an error, not the quiet
+    /// success of a closed stdout (the test's stdout is open).
+    #[test]
+    fn a_broken_pipe_elsewhere_than_stdout_is_an_error() {
+        let err = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("cannot talk to the controller");
+        assert!(!stdout_closed());
+        assert_eq!(report(&err), 125);
+    }
 
     fn argv(line: &str) -> Vec<OsString> {
         line.split_whitespace().map(OsString::from).collect()

@@ -206,7 +206,7 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
             "127.0.0.1:9/x:1",
         ],
     );
-    assert_eq!(private.code, 125, "{}", private.stdout);
+    assert_eq!(private.code, 125, "{}{}", private.stdout, private.stderr);
     assert!(
         private.stderr.contains("would cross the network"),
         "{}",

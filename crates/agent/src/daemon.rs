@@ -525,17 +525,7 @@ const HEAD_LIMIT: usize = 64 * 1024;
 /// `Authorization` is dropped. The answer comes back as it is.
 async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let refuse = |status: u16, message: String| {
-        let body =
-            serde_json::to_vec(&berth_api::ErrorBody { error: message }).expect("errors serialise");
-        let mut answer = format!(
-            "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        answer.extend(body);
-        answer
-    };
+
     let user = client
         .peer_cred()
         .ok()
@@ -543,8 +533,7 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
         .filter(|id| id.user != id.uid.to_string());
     let Some(user) = user else {
         let no = "your uid has no entry in this node's user database: jobs run as named users";
-        let _ = client.write_all(&refuse(403, no.into())).await;
-        return;
+        return refuse(client, 403, no.into()).await;
     };
     // The request's head, to put the token in.
     let mut buf = Vec::new();
@@ -558,10 +547,7 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
             break i;
         }
         if buf.len() > HEAD_LIMIT {
-            let _ = client
-                .write_all(&refuse(431, "request head too long".into()))
-                .await;
-            return;
+            return refuse(client, 431, "request head too long".into()).await;
         }
     };
     // A user's registry credentials go no further than this host (they would cross the
@@ -571,10 +557,7 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
         .next()
         .is_some_and(|line| line.starts_with(b"POST /v1/images/pull/private"));
     if private_pull {
-        let _ = client
-            .write_all(&refuse(403, berth_api::CREDENTIALS_STAY.into()))
-            .await;
-        return;
+        return refuse(client, 403, berth_api::CREDENTIALS_STAY.into()).await;
     }
     let token = a.key.mint(&auth::Claims {
         user: user.user,
@@ -607,12 +590,35 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
             "cannot reach the controller ({}): is it running?",
             a.controllers.join(" or ")
         );
-        let _ = client.write_all(&refuse(502, down)).await;
-        return;
+        return refuse(client, 502, down).await;
     };
     if upstream.write_all(&request).await.is_ok() {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
+}
+
+/// Answers a client of the API proxy with an error of its own, then reads what is left of
+/// its request until it hangs up (a few seconds at most): closed at once, the socket would
+/// break the client's writing of a request body sent after its head (EPIPE) before it reads
+/// the answer.
+async fn refuse(mut client: tokio::net::UnixStream, status: u16, message: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body =
+        serde_json::to_vec(&berth_api::ErrorBody { error: message }).expect("errors serialise");
+    let mut answer = format!(
+        "HTTP/1.1 {status} Refused\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend(body);
+    if client.write_all(&answer).await.is_err() || client.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 /// Resolves when the process gets SIGTERM or SIGINT: how berth's daemons (controller and
