@@ -112,7 +112,8 @@ pub fn cluster_images() -> Result<Vec<berth_api::ImageInfo>> {
 /// The cluster's name of the image file `image` (a path, as a job names it, from the
 /// current directory): the caller's upload of the file as it is now, made if the cluster has
 /// none, named as `berth exec` names its import of a file (`container::file_image_name`;
-/// a user's under `users/USER/`); the file's earlier uploads go, where no job uses them.
+/// the controller puts a user's under `users/USER/`); the file's earlier uploads go, where
+/// no job uses them.
 pub fn uploaded(image: &str) -> Result<String> {
     let path = std::fs::canonicalize(image)
         .with_context(|| format!("cannot find the image file {image}"))?;
@@ -121,34 +122,28 @@ pub fn uploaded(image: &str) -> Result<String> {
         anyhow::bail!("{image} is a directory: a job's image is a file (uploaded into the cluster's store at submission) or an image there; make a tarball of it (tar -C {image} -cf image.tar .) and name that");
     }
     let (repository, name) = crate::container::file_image_name(&path, &meta);
-    let me = berth_runtime::Identity::current()?;
-    let (repository, full) = match me.uid {
-        0 => (repository, name.clone()),
-        _ => (
-            format!("users/{}/{repository}", me.user),
-            format!("users/{}/{name}", me.user),
-        ),
-    };
+    // A name of the cluster's for `wanted` (`file/...`, or a user's `users/USER/file/...`).
+    let names = |wanted: &str, n: &str| n == wanted || n.ends_with(&format!("/{wanted}"));
     let images = cluster_images()?;
-    if images.iter().any(|i| i.names.contains(&full)) {
-        return Ok(full);
+    let all = || images.iter().flat_map(|i| &i.names);
+    if let Some(found) = all().find(|n| names(&name, n)) {
+        return Ok(found.clone());
     }
     eprintln!(
-        "berth: uploading {} into the cluster's store as {full} (once, and again if it changes)",
+        "berth: uploading {} into the cluster's store (once, and again if it changes)",
         path.display()
     );
-    let image = cluster_import(&path, &name)?;
-    if !image.names.contains(&full) {
-        anyhow::bail!(
-            "the controller named the upload of {image} {}, not {full}: is it the same berth version?",
-            image.names.join(", "),
-            image = path.display()
-        );
-    }
+    let upload = cluster_import(&path, &name)?;
+    let full = upload
+        .names
+        .iter()
+        .find(|n| names(&name, n))
+        .cloned()
+        .with_context(|| format!("the controller named the upload of {} {}, not {name}: is it the same berth version?", path.display(), upload.names.join(", ")))?;
     // The file's earlier uploads, which it no longer is (those jobs use stay: 409).
-    let earlier = images.iter().flat_map(|i| &i.names).filter(|n| {
-        n.strip_prefix(&repository)
-            .is_some_and(|t| t.starts_with(':'))
+    let earlier = all().filter(|n| {
+        n.rsplit_once(':')
+            .is_some_and(|(r, _)| names(&repository, r))
     });
     for old in earlier {
         let request = berth_api::RemoveImageRequest {

@@ -717,22 +717,10 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
 /// A new allocation's image file (its options name one), uploaded into the cluster's store
 /// first, as a submission's ([`crate::batch::image_files`]).
 fn upload_image_file(request: &mut StepRequest) -> Result<()> {
-    let Some(args) = &request.allocate else {
-        return Ok(());
-    };
-    let submission = berth_api::SubmitRequest {
-        script: berth_controller::HOLD_SCRIPT.into(),
-        script_name: "step".into(),
-        args: args.clone(),
-        syntax: request.allocate_syntax,
-        script_args: Vec::new(),
-        script_path: None,
-        cwd: request.cwd.clone(),
-        host: String::new(),
-        env: request.env.clone(),
-        image_files: Default::default(),
-    };
-    request.image_files = crate::batch::image_files(&submission)?;
+    if let Some(allocation) = request.allocation(0, 0) {
+        let submission = berth_controller::allocation_submission(allocation);
+        request.image_files = crate::batch::image_files(&submission)?;
+    }
     Ok(())
 }
 

@@ -262,8 +262,14 @@ fn users_upload_images_their_jobs_run_in() {
     assert!(!again.stderr.contains("uploading"), "{}", again.stderr);
     let id: u64 = again.ok().trim().parse().unwrap();
     assert_eq!(c.completed(id)["image"], job["image"]);
-    let first_upload = uploads();
-    assert_eq!(first_upload.len(), 1, "{first_upload:?}");
+    // The file's one upload, not the one before it.
+    let replaced = |before: &[String]| {
+        let now = uploads();
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_ne!(now, before);
+        now
+    };
+    let first_upload = replaced(&[]);
     let touch = |secs: u64| {
         std::fs::OpenOptions::new()
             .append(true)
@@ -276,9 +282,7 @@ fn users_upload_images_their_jobs_run_in() {
     let changed = c.try_submit(Mode::Rootless, "changed.sh", &by_file, &[]);
     assert!(changed.stderr.contains("uploading"), "{}", changed.stderr);
     c.completed(changed.ok().trim().parse().unwrap());
-    let second_upload = uploads();
-    assert_eq!(second_upload.len(), 1, "{second_upload:?}");
-    assert_ne!(second_upload, first_upload);
+    let second_upload = replaced(&first_upload);
     // A step's own image file, inside a job: uploaded from the job's container.
     touch(10);
     let stepping = c.submit(
@@ -293,9 +297,7 @@ fn users_upload_images_their_jobs_run_in() {
         stepped.starts_with("berth: uploading ") && stepped.ends_with(&format!("\n{}\n", 6 << 20)),
         "{stepped}"
     );
-    let third_upload = uploads();
-    assert_eq!(third_upload.len(), 1, "{third_upload:?}");
-    assert_ne!(third_upload, second_upload);
+    let third_upload = replaced(&second_upload);
     // srun outside a job: its allocation's image file, uploaded by srun.
     touch(15);
     let srun = c.berth(
@@ -312,9 +314,7 @@ fn users_upload_images_their_jobs_run_in() {
     );
     assert_eq!(srun.ok(), format!("{}\n", 6 << 20));
     assert!(srun.stderr.contains("uploading"), "{}", srun.stderr);
-    let fourth_upload = uploads();
-    assert_eq!(fourth_upload.len(), 1, "{fourth_upload:?}");
-    assert_ne!(fourth_upload, third_upload);
+    let fourth_upload = replaced(&third_upload);
     c.berth(
         Mode::Rootless,
         &["image", "rm", "--cluster", &fourth_upload[0]],

@@ -1629,26 +1629,17 @@ fn users_pull_private_images_with_their_own_credentials() {
     }
     // Another user (nobody) neither sees it nor has a job run in it, by name or by id.
     let as_nobody = |args: &[&str], stdin: &str| {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(&c.f.bin)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("BERTH_SOCKET", &c.socket)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        Out::from_output(child.wait_with_output().unwrap())
+        run_with_stdin(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&c.f.bin)
+                .args(args)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("BERTH_SOCKET", &c.socket)
+                .current_dir("/"),
+            stdin,
+        )
     };
     let listed = as_nobody(&["image", "ls", "--cluster", "--json"], "");
     assert!(

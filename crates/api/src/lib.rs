@@ -741,6 +741,26 @@ impl StepRequest {
     }
 }
 
+impl StepRequest {
+    /// The allocation a request outside a job asks for first (`None`: it runs in a job), as
+    /// the node that got it on its step socket asks the controller: `uid` and `gid` its
+    /// client's (the node fills in `host`).
+    pub fn allocation(&self, uid: u32, gid: u32) -> Option<AllocationRequest> {
+        let args = self.allocate.clone()?;
+        Some(AllocationRequest {
+            uid,
+            gid,
+            argv: self.argv.clone(),
+            args,
+            syntax: self.allocate_syntax,
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            host: String::new(),
+            image_files: self.image_files.clone(),
+        })
+    }
+}
+
 /// A step's files of each task, whose names hold a task's symbols (`%t` rank, `%n` node
 /// index, `%s` step, `%N` node; the job's already expanded, `%` written `%%`), relative to
 /// the step's directory. Tasks whose names are the same share the file.

@@ -212,18 +212,10 @@ impl Gateway {
 
 /// The image whose id is `hex` (64 hex digits: no name, no prefix).
 pub fn by_id(store: &Store, hex: &str) -> Result<ImageRecord, ApiError> {
-    let unknown = || ApiError {
+    store.by_id(hex).map_err(|_| ApiError {
         status: 404,
         message: format!("no image {hex} here"),
-    };
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(unknown());
-    }
-    store
-        .resolve(hex)
-        .ok()
-        .filter(|record| record.id.hex() == hex)
-        .ok_or_else(unknown)
+    })
 }
 
 /// `r` as `user` is shown it: the names they see.

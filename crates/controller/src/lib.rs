@@ -2303,14 +2303,11 @@ impl Controller {
         sqfs: &Path,
         node: &str,
     ) -> Result<berth_agent::runner::ImageSource, String> {
-        let hex = sqfs
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
+        let hex = image_id(sqfs)
             .ok_or_else(|| format!("{} is not in the image store", sqfs.display()))?;
         let sha256 = self
             .images
-            .resolve(&hex)
+            .by_id(&hex)
             .and_then(|record| self.images.squashfs_digest(&record))
             .map_err(|e| format!("image {hex}: {e}"))?
             .hex()
@@ -3576,24 +3573,9 @@ impl Controller {
             uid: request.uid,
             gid: request.gid,
         };
-        let submit = SubmitRequest {
-            script: HOLD_SCRIPT.into(),
-            // srun names its job after the command.
-            script_name: request
-                .argv
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "step".into()),
-            args: request.args,
-            syntax: request.syntax,
-            script_args: Vec::new(),
-            script_path: None,
-            cwd: request.cwd,
-            host: request.host,
-            env: request.env,
-            image_files: request.image_files,
-        };
-        let submitted = self.submit(caller, submit).map_err(|e| e.message)?;
+        let submitted = self
+            .submit(caller, allocation_submission(request))
+            .map_err(|e| e.message)?;
         let id = submitted.job_id;
         if submitted.jobs != 1 {
             for task in id..id + submitted.jobs {
@@ -4036,6 +4018,27 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
         _ => JobRequest::from_script(&req.script, cli, &default_name),
     }
     .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))
+}
+
+/// The job an allocation is: one that holds its place ([`HOLD_SCRIPT`]), named after the
+/// step's command (as srun names its job), with the step's options.
+pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitRequest {
+    SubmitRequest {
+        script: HOLD_SCRIPT.into(),
+        script_name: request
+            .argv
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "step".into()),
+        args: request.args,
+        syntax: request.syntax,
+        script_args: Vec::new(),
+        script_path: None,
+        cwd: request.cwd,
+        host: request.host,
+        env: request.env,
+        image_files: request.image_files,
+    }
 }
 
 /// The image id (hex) of an image store's squashfs file (`<store>/images/<id>/image.sqfs`).

@@ -53,14 +53,8 @@ fn once(store: &Store, key: &Key, leader: &str, stop: &AtomicBool) -> Result<(),
     let token = key.credential(CONTROLLER);
     let records: Vec<ImageRecord> =
         berth_agent::http::get(leader, "/v1/controllers/images", &token, timeout)?.json()?;
-    let have: Vec<Digest> = store
-        .list()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
     let mut failed = Vec::new();
-    for record in records.iter().filter(|r| !have.contains(&r.id)) {
+    for record in records.iter().filter(|r| !store.has(r.id.hex())) {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }

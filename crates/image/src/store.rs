@@ -496,17 +496,7 @@ impl Store {
             File::open(built.join("image.sqfs"))
                 .and_then(|f| f.sync_all())
                 .map_err(ImageError::io("cannot sync", &built))?;
-            write_file(&built.join("config.json"), &config)?;
-            write_file(
-                &built.join("meta.json"),
-                &serde_json::to_vec_pretty(&record).expect("record serialises"),
-            )?;
-            match fs::rename(&built, &target) {
-                Ok(()) => {}
-                // Another import of the same image got there first: its copy is as good as ours.
-                Err(e) if target.join("meta.json").exists() => drop(e),
-                Err(e) => return Err(ImageError::io("cannot move the new image into", &target)(e)),
-            }
+            self.publish(&built, &record, &config)?;
         }
         self.update_refs(|refs| {
             for n in &names {
@@ -759,8 +749,7 @@ impl Store {
             from: from.to_string(),
             message,
         };
-        let target = self.image_dir(&record.id);
-        if target.join("meta.json").exists() {
+        if self.has(record.id.hex()) {
             return Ok(());
         }
         let actual = Digest::of(config);
@@ -781,21 +770,30 @@ impl Store {
             let built = staging.join("image");
             fs::create_dir(&built).map_err(ImageError::io("cannot create", &built))?;
             fetch(&built.join("image.sqfs")).map_err(refused)?;
-            write_file(&built.join("config.json"), config)?;
-            let kept = ImageRecord {
-                names: Vec::new(),
-                ..record.clone()
-            };
-            write_file(
-                &built.join("meta.json"),
-                &serde_json::to_vec_pretty(&kept).expect("record serialises"),
-            )?;
-            match fs::rename(&built, &target) {
-                Ok(()) => Ok(()),
-                Err(_) if target.join("meta.json").exists() => Ok(()),
-                Err(e) => Err(ImageError::io("cannot move the new image into", &target)(e)),
-            }
+            self.publish(&built, record, config)
         })
+    }
+
+    /// Publishes the image built in the staging directory `built` (its squashfs file there,
+    /// synced): writes its config and its record (names are the name table's), then renames
+    /// it into `images/` whole. Another import of the same image that got there first wins:
+    /// its copy is as good as this one.
+    fn publish(&self, built: &Path, record: &ImageRecord, config: &[u8]) -> Result<(), ImageError> {
+        write_file(&built.join("config.json"), config)?;
+        let kept = ImageRecord {
+            names: Vec::new(),
+            ..record.clone()
+        };
+        write_file(
+            &built.join("meta.json"),
+            &serde_json::to_vec_pretty(&kept).expect("record serialises"),
+        )?;
+        let target = self.image_dir(&record.id);
+        match fs::rename(built, &target) {
+            Ok(()) => Ok(()),
+            Err(_) if target.join("meta.json").exists() => Ok(()),
+            Err(e) => Err(ImageError::io("cannot move the new image into", &target)(e)),
+        }
     }
 
     /// Makes this store's names those of the store it mirrors: each of `names` points at its
@@ -852,16 +850,19 @@ impl Store {
         Ok(orphans)
     }
 
-    /// Whether the image whose id is `hex` (64 hex digits) is in the store.
+    /// Whether the image whose id is `hex` (its 64 hex digits) is in the store.
     pub fn has(&self, hex: &str) -> bool {
-        !hex.is_empty()
-            && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            && self
-                .root
-                .join("images")
-                .join(hex)
-                .join("meta.json")
-                .exists()
+        Digest::parse(&format!("sha256:{hex}"))
+            .is_ok_and(|id| self.image_dir(&id).join("meta.json").exists())
+    }
+
+    /// The image whose id is `hex` (its 64 hex digits, no name, no prefix), read directly
+    /// (where [`Store::resolve`] of an id looks through every image).
+    pub fn by_id(&self, hex: &str) -> Result<ImageRecord, ImageError> {
+        match Digest::parse(&format!("sha256:{hex}")) {
+            Ok(id) if self.has(hex) => self.record(&id, &self.read_refs()?),
+            _ => Err(ImageError::NotFound(hex.to_string())),
+        }
     }
 
     /// The OCI config bytes of an image, as imported.

@@ -178,20 +178,10 @@ async fn handle<A: StepAuthority>(
         Ok(r) => r,
         Err(e) => return send(&mut write, &StepEvent::Error(e)).await,
     };
-    let (job, allocated) = match (request.job, &request.allocate) {
+    let (job, allocated) = match (request.job, request.allocation(cred.uid(), cred.gid())) {
         (Some(job), None) => (job, false),
-        (None, Some(args)) => {
-            let allocation = berth_api::AllocationRequest {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                argv: request.argv.clone(),
-                args: args.clone(),
-                syntax: request.allocate_syntax,
-                env: request.env.clone(),
-                cwd: request.cwd.clone(),
-                host: crate::node::hostname(),
-                image_files: request.image_files.clone(),
-            };
+        (None, Some(mut allocation)) => {
+            allocation.host = crate::node::hostname();
             let job = match authority.allocate(allocation).await {
                 Ok(submitted) => {
                     let job = submitted.job_id;

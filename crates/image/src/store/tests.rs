@@ -148,6 +148,16 @@ fn docker_archive_imports_flattened_and_runs_from_a_directory() {
     assert_eq!(store.resolve("lab/app:1").unwrap().id, id);
     assert_eq!(store.resolve(&id.hex()[..8]).unwrap().id, id);
     assert_eq!(store.resolve(id.as_str()).unwrap().id, id);
+    // By the id's digits alone, read directly: not by a prefix or a name.
+    assert_eq!(store.by_id(id.hex()).unwrap().names, vec!["lab/app:1"]);
+    assert!(store.has(id.hex()));
+    for not_an_id in [&id.hex()[..8], "lab/app:1", id.as_str()] {
+        assert!(matches!(
+            store.by_id(not_an_id),
+            Err(ImageError::NotFound(_))
+        ));
+        assert!(!store.has(not_an_id));
+    }
     assert!(matches!(
         store.resolve("lab/app:2"),
         Err(ImageError::NotFound(_))
