@@ -889,34 +889,21 @@ fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String 
 
 /// sbatch `--wait`: waits until the `count` jobs from `first` (an array's tasks) have ended;
 /// the status is the highest of their exit codes (1 for one killed by a signal or ended
-/// without running, as sbatch reports them).
+/// without running, as sbatch reports them). The controller answers as the last one ends.
 pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
-    let mut waiting: std::collections::BTreeSet<u64> = (first..first + count).collect();
-    let mut status = 0;
-    let mut pause = std::time::Duration::from_millis(50);
-    loop {
-        let active = active_jobs(Some(first), false)?;
-        let still: std::collections::BTreeSet<u64> = active
-            .iter()
-            .map(|j| j.id)
-            .filter(|id| waiting.contains(id))
-            .collect();
-        for id in waiting.difference(&still) {
-            let j: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-            let code = match (j.state.as_str(), j.exit_code, j.signal) {
-                ("COMPLETED", _, _) => 0,
-                (_, Some(code), None) => code,
-                _ => 1,
-            };
-            status = status.max(code);
+    let path = format!("/v1/jobs/{first}/wait?count={count}");
+    let ends = loop {
+        let answer: berth_api::WaitResponse = request("GET", &path, None::<&()>)?;
+        if answer.ended {
+            break answer.jobs;
         }
-        if still.is_empty() {
-            return Ok(status);
-        }
-        waiting = still;
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_secs(1));
-    }
+    };
+    let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
+        ("COMPLETED", _, _) => 0,
+        (_, Some(code), None) => code,
+        _ => 1,
+    };
+    Ok(ends.iter().map(status).max().unwrap_or(0))
 }
 
 /// `[D-]HH:MM:SS`, as squeue prints times.

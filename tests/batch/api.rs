@@ -209,6 +209,16 @@ fn the_api_answers_as_its_openapi_document_says() {
         ("/v1/jobs/{id}", format!("/v1/jobs/{id}")),
         ("/v1/jobs/{id}", format!("/v1/jobs/{held}")),
         ("/v1/jobs/{id}", "/v1/jobs/424242".to_string()),
+        ("/v1/jobs/{id}/wait", format!("/v1/jobs/{id}/wait")),
+        (
+            "/v1/jobs/{id}/wait",
+            format!("/v1/jobs/{held}/wait?timeout=1"),
+        ),
+        ("/v1/jobs/{id}/wait", format!("/v1/jobs/{id}/wait?count=0")),
+        (
+            "/v1/jobs/{id}/wait",
+            format!("/v1/jobs/{id}/wait?count=424242"),
+        ),
         ("/v1/history", "/v1/history".to_string()),
         ("/v1/history", "/v1/history?bogus=1".to_string()),
         ("/v1/nodes", "/v1/nodes".to_string()),
@@ -224,6 +234,20 @@ fn the_api_answers_as_its_openapi_document_says() {
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         conforms(&doc, schema, &value, &path).unwrap();
     }
+    // A wait for an ended job answers at once, one for a held one when its time runs out.
+    let ended: serde_json::Value =
+        serde_json::from_str(&get(&format!("/v1/jobs/{id}/wait")).1).unwrap();
+    assert_eq!(ended["ended"], true, "{ended}");
+    assert_eq!(ended["jobs"][0]["state"], "COMPLETED", "{ended}");
+    assert_eq!(ended["jobs"][0]["exit_code"], 0, "{ended}");
+    let (status, waiting) = get(&format!("/v1/jobs/{held}/wait?timeout=1"));
+    assert_eq!(
+        (status, waiting.as_str()),
+        (200, r#"{"ended":false,"jobs":[]}"#)
+    );
+    // Jobs that do not all exist are refused, not waited for.
+    let (status, missing) = get(&format!("/v1/jobs/{id}/wait?count=424242"));
+    assert_eq!(status, 404, "{missing}");
 }
 
 #[test]

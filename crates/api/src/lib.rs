@@ -142,6 +142,26 @@ pub struct NodeUsage {
     pub max_memory_bytes: Option<u64>,
 }
 
+/// The answer to a wait for jobs' end (`GET /v1/jobs/{id}/wait`: sbatch `--wait`, bsub
+/// `-K`, qsub `-W block=true`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WaitResponse {
+    /// All of them have ended; `false`: the wait's time ran out first (ask again).
+    pub ended: bool,
+    /// How each ended, by id (empty until all have).
+    pub jobs: Vec<JobEnd>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JobEnd {
+    pub id: u64,
+    /// COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, DEADLINE.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
 /// A job as `berth queue`, `show` and `history` report it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobInfo {

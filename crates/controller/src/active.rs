@@ -10,11 +10,16 @@
 use crate::job::{Job, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Jobs {
     all: BTreeMap<u64, Job>,
     index: Index,
+    /// Told of every job that leaves (it ended, or ends a run to be queued again): waits for
+    /// jobs' ends ([`Jobs::first_in`]) look again.
+    left: Arc<Notify>,
 }
 
 /// Where a job is filed.
@@ -205,7 +210,19 @@ impl Jobs {
     pub fn remove(&mut self, id: &u64) -> Option<Job> {
         let job = self.all.remove(id)?;
         self.index.remove(*id, &Key::of(&job));
+        self.left.notify_waiters();
         Some(job)
+    }
+
+    /// The lowest id of an unfinished job in `ids`.
+    pub fn first_in(&self, ids: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        self.all.range(ids).next().map(|(id, _)| *id)
+    }
+
+    /// Notified whenever a job leaves: whoever waits for jobs to end, having asked for a
+    /// notification ([`Notify::notified`]) before looking, looks again then.
+    pub fn left(&self) -> Arc<Notify> {
+        self.left.clone()
     }
 
     /// Every unfinished job, in id order.

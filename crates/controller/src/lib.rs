@@ -1352,6 +1352,39 @@ impl Controller {
             .collect()
     }
 
+    /// Notified whenever a job leaves the unfinished ones (see [`wait`]).
+    pub fn job_left(&self) -> Arc<Notify> {
+        self.active.left()
+    }
+
+    /// The lowest id of an unfinished job among `ids`.
+    pub fn first_unfinished(&self, ids: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        self.active.first_in(ids)
+    }
+
+    /// How jobs `first..=last`, all ended, ended.
+    pub fn ends(&self, first: u64, last: u64) -> Result<Vec<berth_api::JobEnd>, ApiError> {
+        let filter = JobFilter {
+            after_id: Some(first.saturating_sub(1)),
+            limit: Some((last - first + 1) as usize),
+            ..JobFilter::default()
+        };
+        let rows = self.store.query_jobs(&filter).map_err(ApiError::internal)?;
+        let mut firsts = BTreeMap::new();
+        rows.iter()
+            .filter(|r| r.id <= last)
+            .map(|r| {
+                let job = self.read_record(r, &mut firsts)?;
+                Ok(berth_api::JobEnd {
+                    id: job.id,
+                    state: job.state.name().to_string(),
+                    exit_code: job.exit_code,
+                    signal: job.signal,
+                })
+            })
+            .collect()
+    }
+
     /// `berth cancel`: a pending job ends at once; a running one is signalled, and ends
     /// CANCELLED when its runner reports. Only the owner or root may cancel.
     pub fn cancel(

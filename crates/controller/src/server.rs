@@ -409,6 +409,64 @@ async fn show(State(c): State<Shared>, Path(id): Path<u64>) -> ApiResult<berth_a
     c.job(id).map(|j| Json(c.info(&j)))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WaitQuery {
+    /// How many jobs from this id on to wait for (an array's tasks); 1 if not given.
+    count: Option<u64>,
+    /// Seconds to wait at most (60 if not given, up to 3600); then the answer says the jobs
+    /// have not all ended, and the client asks again.
+    timeout: Option<u64>,
+}
+
+/// Waits until jobs `id` .. `id + count - 1` have all ended (sbatch `--wait`, bsub `-K`,
+/// qsub `-W block=true`), and says how each ended: one request that answers as the last of
+/// them ends, instead of a client asking again and again.
+#[utoipa::path(get, path = "/v1/jobs/{id}/wait", params(("id" = u64, Path, description = "the first job's id"), WaitQuery), tag = "jobs", responses((status = 200, description = "they have all ended, or the time ran out first", body = berth_api::WaitResponse), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn wait(
+    State(c): State<Shared>,
+    Path(id): Path<u64>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<berth_api::WaitResponse> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    let last = q
+        .count
+        .unwrap_or(1)
+        .checked_sub(1)
+        .and_then(|n| id.checked_add(n))
+        .ok_or_else(|| ApiError::bad("count must be at least 1"))?;
+    let timeout = std::time::Duration::from_secs(q.timeout.unwrap_or(60).min(3600));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = {
+        let c = c.lock().await;
+        c.job(id)?;
+        c.job(last)?;
+        c.job_left()
+    };
+    let mut next = id;
+    loop {
+        // Asked for before looking: a job that leaves after the look still wakes this wait.
+        let notified = left.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let c = c.lock().await;
+            match c.first_unfinished(next..=last) {
+                Some(unfinished) => next = unfinished,
+                None => {
+                    let jobs = c.ends(id, last)?;
+                    return Ok(Json(berth_api::WaitResponse { ended: true, jobs }));
+                }
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let jobs = Vec::new();
+            return Ok(Json(berth_api::WaitResponse { ended: false, jobs }));
+        }
+    }
+}
+
 /// What a running job has used so far on each of its nodes (`berth usage`, sstat), read
 /// from its cgroups without holding the controller's lock.
 #[utoipa::path(get, path = "/v1/jobs/{id}/usage", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "its usage so far", body = berth_api::JobUsage), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "not running", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -864,6 +922,7 @@ async fn not_found() -> ApiError {
         queue,
         show,
         usage,
+        wait,
         history,
         cancel,
         hold,
@@ -936,6 +995,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/jobs/{id}/requeue", post(requeue))
         .route("/v1/jobs/{id}/usage", get(usage))
+        .route("/v1/jobs/{id}/wait", get(wait))
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
