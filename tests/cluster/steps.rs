@@ -233,6 +233,18 @@ echo "next=$(berth submit --parsable --dependency=afterok:$SLURM_JOB_ID next.sh)
         lines,
         [format!("0: {TEST_USER}"), format!("1: {TEST_USER}")]
     );
+    // An allocation held through that agent hears its job's end (its time limit) while its
+    // command still runs: the agent waits on the controller for it.
+    let limited = through(
+        Mode::Rootless,
+        &["alloc", "--time=0:02", "--image", "busybox", "sleep", "60"],
+    );
+    assert_eq!(limited.code, 128 + 1, "{}", limited.stderr);
+    assert!(
+        limited.stderr.contains("has been revoked"),
+        "{}",
+        limited.stderr
+    );
 }
 
 #[test]

@@ -148,9 +148,18 @@ impl RemoteAuthority {
             .map_err(|e| e.to_string())?
     }
 
-    /// Allocation `job`'s variables once it runs (`None`: it waits), or how it ended.
-    async fn allocation_state(&self, job: u64) -> Result<Option<Vec<(String, String)>>, String> {
-        let state = berth_api::AllocationUpdate { job, code: None };
+    /// Allocation `job`'s variables once it runs (`None`: it waits), or how it ended: once
+    /// `wait` holds or a few seconds have passed (the controller answers then).
+    async fn allocation_state(
+        &self,
+        job: u64,
+        wait: berth_api::AllocationWait,
+    ) -> Result<Option<Vec<(String, String)>>, String> {
+        let state = berth_api::AllocationUpdate {
+            job,
+            code: None,
+            wait: Some(wait),
+        };
         self.post("/v1/agents/allocations/state", state).await
     }
 }
@@ -195,26 +204,35 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
     async fn wait_running(&self, job: u64) -> Result<Vec<(String, String)>, String> {
         loop {
-            if let Some(env) = self.allocation_state(job).await? {
+            let state = self.allocation_state(job, berth_api::AllocationWait::Running);
+            if let Some(env) = state.await? {
                 return Ok(env);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     async fn wait_ended(&self, job: u64) -> String {
         loop {
-            match self.allocation_state(job).await {
+            match self
+                .allocation_state(job, berth_api::AllocationWait::Ended)
+                .await
+            {
                 // A controller out of reach (restarting, failing over) ended nothing.
-                Err(e) if !e.starts_with("cannot reach") => return e,
-                _ => {}
+                Err(e) if e.starts_with("cannot reach") => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => return e,
+                Ok(_) => {}
             }
-            tokio::time::sleep(crate::step::server::ENDED_POLL).await;
         }
     }
 
     async fn release(&self, job: u64, code: Option<i32>) {
-        let update = berth_api::AllocationUpdate { job, code };
+        let update = berth_api::AllocationUpdate {
+            job,
+            code,
+            wait: None,
+        };
         if let Err(e) = self
             .post::<_, ()>("/v1/agents/allocations/release", update)
             .await

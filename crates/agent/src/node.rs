@@ -258,12 +258,15 @@ pub struct NodeAgent {
     step_dir: PathBuf,
     /// Forks the runners.
     launcher: std::sync::Arc<crate::launcher::Launcher>,
+    /// Told of every runner started here (see [`NodeAgent::wait_runner`]).
+    started: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl NodeAgent {
     pub fn new(state_dir: PathBuf, berth: PathBuf, step_dir: PathBuf) -> NodeAgent {
         NodeAgent {
             launcher: std::sync::Arc::new(crate::launcher::Launcher::new(berth.clone())),
+            started: Default::default(),
             state_dir,
             berth,
             step_dir,
@@ -508,6 +511,7 @@ impl NodeAgent {
             None => format!("{pid}\n"),
         };
         let _ = std::fs::write(dir.join("runner.pid"), recorded);
+        self.started.notify_waiters();
         Ok(Started { pid, ended })
     }
 
@@ -584,12 +588,15 @@ impl NodeAgent {
     pub async fn wait_runner(&self, id: u64) -> Option<u32> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            match self.runner_of(id) {
-                Some(pid) => return Some(pid),
-                None if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
-                }
-                None => return None,
+            // Asked for before looking: a runner started after the look still wakes this.
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if let Some(pid) = self.runner_of(id) {
+                return Some(pid);
+            }
+            if tokio::time::timeout_at(deadline, started).await.is_err() {
+                return self.runner_of(id);
             }
         }
     }

@@ -830,7 +830,25 @@ pub struct AllocationUpdate {
     pub job: u64,
     #[serde(default)]
     pub code: Option<i32>,
+    /// `/state`: answer once this holds, or after [`ALLOCATION_WAIT_MS`] with how it stands
+    /// then (`None`: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<AllocationWait>,
 }
+
+/// What a node's agent waits for of its allocation (see [`AllocationUpdate::wait`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationWait {
+    /// It runs (or it ended without running).
+    Running,
+    /// It ended.
+    Ended,
+}
+
+/// How long the controller holds a node's question about its allocation at most: under the
+/// node's own time limit for an answer.
+pub const ALLOCATION_WAIT_MS: u64 = 3000;
 
 /// What the node agent sends back on the step socket, one JSON line each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -20,6 +20,9 @@ pub struct Jobs {
     /// Told of every job that leaves (it ended, or ends a run to be queued again): waits for
     /// jobs' ends ([`Jobs::first_in`]) look again.
     left: Arc<Notify>,
+    /// Told of every job that leaves or is filed anew (it started, was held, ...): waits for
+    /// a job to start look again.
+    moved: Arc<Notify>,
 }
 
 /// Where a job is filed.
@@ -131,6 +134,7 @@ impl Index {
 pub struct JobMut<'a> {
     job: &'a mut Job,
     index: &'a mut Index,
+    moved: &'a Notify,
     before: Key,
 }
 
@@ -160,6 +164,9 @@ impl Drop for JobMut<'_> {
         if after != self.before {
             self.index.remove(self.job.id, &self.before);
             self.index.add(self.job.id, &after);
+            if after.class != self.before.class {
+                self.moved.notify_waiters();
+            }
         }
     }
 }
@@ -182,6 +189,7 @@ impl Jobs {
             before: Key::of(job),
             job,
             index: &mut self.index,
+            moved: &self.moved,
         })
     }
 
@@ -205,12 +213,14 @@ impl Jobs {
             self.index.remove(id, &Key::of(&old));
         }
         self.index.add(id, &key);
+        self.moved.notify_waiters();
     }
 
     pub fn remove(&mut self, id: &u64) -> Option<Job> {
         let job = self.all.remove(id)?;
         self.index.remove(*id, &Key::of(&job));
         self.left.notify_waiters();
+        self.moved.notify_waiters();
         Some(job)
     }
 
@@ -223,6 +233,12 @@ impl Jobs {
     /// notification ([`Notify::notified`]) before looking, looks again then.
     pub fn left(&self) -> Arc<Notify> {
         self.left.clone()
+    }
+
+    /// Notified whenever a job leaves or is filed anew (it started, was held, released,
+    /// suspended, ...).
+    pub fn moved(&self) -> Arc<Notify> {
+        self.moved.clone()
     }
 
     /// Every unfinished job, in id order.

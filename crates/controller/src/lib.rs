@@ -1352,9 +1352,14 @@ impl Controller {
             .collect()
     }
 
-    /// Notified whenever a job leaves the unfinished ones (see [`wait`]).
+    /// Notified whenever a job leaves the unfinished ones (see [`watch`]).
     pub fn job_left(&self) -> Arc<Notify> {
         self.active.left()
+    }
+
+    /// Notified whenever an unfinished job starts, stops waiting or leaves (see [`watch`]).
+    pub fn job_moved(&self) -> Arc<Notify> {
+        self.active.moved()
     }
 
     /// The lowest id of an unfinished job among `ids`.
@@ -3674,6 +3679,31 @@ impl Controller {
     }
 }
 
+/// Looks at the controller with `look` until it answers: again each time `signal` (one of
+/// [`Controller::job_left`], [`Controller::job_moved`]) tells of a change, and at least
+/// every second all the same. `None` once `deadline` has passed.
+pub async fn watch<T>(
+    shared: &Shared,
+    signal: &Notify,
+    deadline: Option<tokio::time::Instant>,
+    mut look: impl FnMut(&Controller) -> Option<T>,
+) -> Option<T> {
+    loop {
+        // Asked for before looking: a change after the look still wakes this wait.
+        let notified = signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(answer) = look(&*shared.lock().await) {
+            return Some(answer);
+        }
+        let again = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout_at(deadline.map_or(again, |d| d.min(again)), notified).await;
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return None;
+        }
+    }
+}
+
 /// The controller as the local node agent's [`berth_agent::step::server::StepAuthority`].
 /// With the cluster key, which signs its credentials to other nodes' agents for the parts of
 /// steps, and the address other nodes reach this controller at.
@@ -3713,21 +3743,17 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     async fn wait_running(&self, id: u64) -> Result<Vec<(String, String)>, String> {
-        loop {
-            if let Some(env) = self.0.lock().await.allocation_state(id)? {
-                return Ok(env);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let moved = self.0.lock().await.job_moved();
+        let state = watch(&self.0, &moved, None, |c| {
+            c.allocation_state(id).transpose()
+        });
+        state.await.expect("no deadline")
     }
 
     async fn wait_ended(&self, id: u64) -> String {
-        loop {
-            if let Err(e) = self.0.lock().await.allocation_ended(id) {
-                return e;
-            }
-            tokio::time::sleep(berth_agent::step::server::ENDED_POLL).await;
-        }
+        let left = self.0.lock().await.job_left();
+        let ended = watch(&self.0, &left, None, |c| c.allocation_ended(id).err());
+        ended.await.expect("no deadline")
     }
 
     fn credential(&self) -> String {

@@ -235,18 +235,34 @@ async fn agent_allocate(
 }
 
 /// A node's allocation's variables once it runs (`null` while it waits); how it ended, as
-/// an error, once it has.
+/// an error, once it has. Asked to wait, the answer comes once that holds (or after a few
+/// seconds, as it stands then).
 async fn agent_allocation_state(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Json(update): Json<berth_api::AllocationUpdate>,
 ) -> ApiResult<Option<Vec<(String, String)>>> {
     node_of(principal)?;
-    c.lock()
-        .await
-        .allocation_state(update.job)
-        .map(Json)
-        .map_err(ApiError::bad)
+    let id = update.job;
+    let wait = std::time::Duration::from_millis(berth_api::ALLOCATION_WAIT_MS);
+    let deadline = Some(tokio::time::Instant::now() + wait);
+    let state = match update.wait {
+        None => c.lock().await.allocation_state(id),
+        Some(berth_api::AllocationWait::Running) => {
+            let moved = c.lock().await.job_moved();
+            let running = |c: &crate::Controller| c.allocation_state(id).transpose();
+            let state = crate::watch(&c, &moved, deadline, running).await;
+            state.transpose()
+        }
+        Some(berth_api::AllocationWait::Ended) => {
+            let left = c.lock().await.job_left();
+            let ended = |c: &crate::Controller| c.allocation_ended(id).err();
+            crate::watch(&c, &left, deadline, ended)
+                .await
+                .map_or(Ok(None), Err)
+        }
+    };
+    state.map(Json).map_err(ApiError::bad)
 }
 
 /// A node's allocation ends with its step (or is cancelled).
@@ -437,34 +453,35 @@ async fn wait(
         .and_then(|n| id.checked_add(n))
         .ok_or_else(|| ApiError::bad("count must be at least 1"))?;
     let timeout = std::time::Duration::from_secs(q.timeout.unwrap_or(60).min(3600));
-    let deadline = tokio::time::Instant::now() + timeout;
     let left = {
         let c = c.lock().await;
         c.job(id)?;
         c.job(last)?;
         c.job_left()
     };
+    // The lowest id still unfinished: the ones below it need no second look.
     let mut next = id;
-    loop {
-        // Asked for before looking: a job that leaves after the look still wakes this wait.
-        let notified = left.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            let c = c.lock().await;
-            match c.first_unfinished(next..=last) {
-                Some(unfinished) => next = unfinished,
-                None => {
-                    let jobs = c.ends(id, last)?;
-                    return Ok(Json(berth_api::WaitResponse { ended: true, jobs }));
-                }
+    let deadline = Some(tokio::time::Instant::now() + timeout);
+    let ends = crate::watch(&c, &left, deadline, |c| {
+        match c.first_unfinished(next..=last) {
+            Some(unfinished) => {
+                next = unfinished;
+                None
             }
+            None => Some(c.ends(id, last)),
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            let jobs = Vec::new();
-            return Ok(Json(berth_api::WaitResponse { ended: false, jobs }));
-        }
-    }
+    });
+    let answer = match ends.await {
+        Some(jobs) => berth_api::WaitResponse {
+            ended: true,
+            jobs: jobs?,
+        },
+        None => berth_api::WaitResponse {
+            ended: false,
+            jobs: Vec::new(),
+        },
+    };
+    Ok(Json(answer))
 }
 
 /// What a running job has used so far on each of its nodes (`berth usage`, sstat), read

@@ -50,6 +50,13 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
     // A job that has just started may still be building its container (and even its
     // cgroup): wait for it, a while.
     let deadline = std::time::Instant::now() + READY_WAIT;
+    // Looked at again soon at first (a container is built in a few milliseconds), then less
+    // and less often.
+    let mut pause = std::time::Duration::from_micros(500);
+    let mut wait = || {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    };
     let dirs = loop {
         let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
         if !dirs.is_empty() {
@@ -58,7 +65,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         if std::time::Instant::now() > deadline {
             return Err(gone());
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        wait();
     };
     let first = dirs[0].clone();
     let (procs, v1) = joining_files(&layout, dirs)?;
@@ -72,7 +79,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         if std::time::Instant::now() > deadline || !first.is_dir() {
             return Err(gone());
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        wait();
     }
 }
 

@@ -19,9 +19,6 @@ use tokio::net::{UnixListener, UnixStream};
 /// The longest request line taken (the client's environment travels in it).
 const REQUEST_LIMIT: usize = 4 << 20;
 
-/// How often a held allocation's job is looked at, to tell its client when it has ended.
-pub const ENDED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// What the controller decided about a step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepGrant {
@@ -84,8 +81,7 @@ pub trait StepAuthority: Send + Sync + 'static {
         &self,
         job: u64,
     ) -> impl Future<Output = Result<Vec<(String, String)>, String>> + Send;
-    /// Returns once a running `job` has ended (time limit, cancelled, ...), saying how;
-    /// polled every [`ENDED_POLL`].
+    /// Returns once a running `job` has ended (time limit, cancelled, ...), saying how.
     fn wait_ended(&self, job: u64) -> impl Future<Output = String> + Send;
     /// Ends an allocation: with its step's exit status, or cancelled (`None`: its client
     /// went away).
