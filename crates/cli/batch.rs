@@ -890,12 +890,30 @@ fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String 
 /// sbatch `--wait`: waits until the `count` jobs from `first` (an array's tasks) have ended;
 /// the status is the highest of their exit codes (1 for one killed by a signal or ended
 /// without running, as sbatch reports them). The controller answers as the last one ends.
+/// A controller out of reach (restarting, failing over) is waited for, up to
+/// [`CONTROLLER_GONE_LIMIT`]: the jobs go on without it, and a workflow that took the
+/// wait's failure for the jobs' would run them again.
 pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     let path = format!("/v1/jobs/{first}/wait?count={count}");
+    let mut gone_since = None;
     let ends = loop {
-        let answer: berth_api::WaitResponse = request("GET", &path, None::<&()>)?;
-        if answer.ended {
-            break answer.jobs;
+        match request::<berth_api::WaitResponse>("GET", &path, None::<&()>) {
+            Ok(answer) if answer.ended => break answer.jobs,
+            Ok(_) => gone_since = None,
+            Err(e) if crate::client::is_unreachable(&e) => {
+                let since = *gone_since.get_or_insert_with(|| {
+                    eprintln!("berth: {e:#}; waiting for the controller to be back");
+                    std::time::Instant::now()
+                });
+                if since.elapsed() > CONTROLLER_GONE_LIMIT {
+                    return Err(e.context(format!(
+                        "the controller has been out of reach for {} s: see `berth show {first}` for the job's state",
+                        CONTROLLER_GONE_LIMIT.as_secs()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
         }
     };
     let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
@@ -905,6 +923,9 @@ pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     };
     Ok(ends.iter().map(status).max().unwrap_or(0))
 }
+
+/// How long `--wait` waits for a controller out of reach before it gives up.
+const CONTROLLER_GONE_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `[D-]HH:MM:SS`, as squeue prints times.
 pub fn duration(secs: u64) -> String {

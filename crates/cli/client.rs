@@ -86,7 +86,8 @@ pub fn request<T: DeserializeOwned>(
 
 /// [`request`] with a body of any kind, sent as it is read (an upload).
 pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -> Result<T> {
-    let answer = match Connection::open()? {
+    let unreachable = |e: anyhow::Error| anyhow::Error::new(Unreachable(format!("{e:#}")));
+    let answer = match Connection::open().map_err(unreachable)? {
         Connection::Local(mut s) => {
             berth_agent::http::exchange_body(&mut s, method, path, None, body)
         }
@@ -94,7 +95,8 @@ pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -
             berth_agent::http::exchange_body(&mut s, method, path, Some(&token), body)
         }
     }
-    .context("cannot talk to the controller")?;
+    .context("cannot talk to the controller")
+    .map_err(unreachable)?;
     answer.json().map_err(|e| match answer.status {
         404 => anyhow::Error::new(NotFound(e)),
         _ => anyhow!("{e}"),
@@ -117,4 +119,22 @@ impl std::error::Error for NotFound {}
 /// Whether `e` is the controller saying it has no such thing.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<NotFound>().is_some()
+}
+
+/// The controller could not be reached, or the connection to it broke before its answer
+/// (it may be restarting): nothing was said about the request.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `e` is the controller out of reach ([`Unreachable`]).
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Unreachable>().is_some()
 }

@@ -2108,6 +2108,31 @@ fn killing_the_controller_loses_nothing() {
         &["update", &(array + 1).to_string(), "-J", "renamed"],
     )
     .ok();
+    // A client waiting for a job's end (sbatch --wait) waits for the controller to be back.
+    std::fs::write(
+        c.f.cwd(Mode::Rootless).join("waited.sh"),
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 2\nexit 5\n",
+    )
+    .unwrap();
+    let mut waiter =
+        c.f.cmd(
+            Mode::Rootless,
+            &["submit", "--parsable", "--wait", "waited.sh"],
+        )
+        .env("BERTH_SOCKET", &c.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(waiter.stdout.as_mut().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    let waited: u64 = first_line.trim().parse().unwrap();
+    c.wait_for(waited, &["RUNNING"]);
     // The jobs' files are on a tmpfs of berth's own, which outlives the process: the
     // running job's are found again.
     let own_tmpfs = jobs_tmpfs_expected(&c);
@@ -2125,6 +2150,13 @@ fn killing_the_controller_loses_nothing() {
     assert!(c.state.join("jobs").join(running.to_string()).exists());
     assert_eq!(jobs_tmpfs(&c), own_tmpfs);
     assert_eq!(c.show(done)["state"], "COMPLETED");
+    let waited_out = waiter.wait_with_output().unwrap();
+    let waited_err = String::from_utf8_lossy(&waited_out.stderr);
+    assert_eq!(waited_out.status.code(), Some(5), "{waited_err}");
+    assert!(
+        waited_err.contains("waiting for the controller to be back"),
+        "{waited_err}"
+    );
     let names: Vec<_> = (array..array + 3)
         .map(|id| c.show(id)["name"].clone())
         .collect();
