@@ -73,6 +73,21 @@ pub enum ImageCommand {
     },
     /// Remove images without a name and leftovers of interrupted imports
     Prune,
+    /// Share an image of yours in the cluster's store (users/YOU/...) with other users and
+    /// the members of groups, whose jobs may then run it (as Shifter's image ACLs)
+    Share {
+        /// The image's name, users/YOU/REPO[:TAG]
+        name: String,
+        /// Users to share it with (comma-separated, or the option repeated)
+        #[arg(long = "user", value_delimiter = ',')]
+        users: Vec<String>,
+        /// Groups whose members to share it with (comma-separated, or repeated)
+        #[arg(long = "group", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Share it with these users and groups no more
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 pub use berth_core::quantity::human_size;
@@ -102,6 +117,21 @@ pub fn utc(secs: u64) -> String {
 
 fn name_of(r: &ImageRecord) -> String {
     r.names.first().cloned().unwrap_or_else(|| "<none>".into())
+}
+
+/// `users/alice/app:1 is shared with users bob, carol and groups lab`.
+fn shared_with(share: &berth_api::ImageShare) -> String {
+    let mut whom = Vec::new();
+    if !share.users.is_empty() {
+        whom.push(format!("users {}", share.users.join(", ")));
+    }
+    if !share.groups.is_empty() {
+        whom.push(format!("groups {}", share.groups.join(", ")));
+    }
+    match whom.is_empty() {
+        true => format!("{} is shared with no one", share.name),
+        false => format!("{} is shared with {}", share.name, whom.join(" and ")),
+    }
 }
 
 /// The cluster's images, as the controller lists them.
@@ -368,9 +398,35 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             cluster: true,
         } => {
             let images = cluster_images()?;
-            return list(&mut out, json, &images, |i| {
+            list(&mut out, json, &images, |i| {
                 (&i.names[..], short_id(&i.id), i.size, i.imported)
-            });
+            })?;
+            if !json {
+                for share in images.iter().flat_map(|i| &i.shares) {
+                    writeln!(out, "{}", shared_with(share))?;
+                }
+            }
+            return Ok(());
+        }
+        ImageCommand::Share {
+            name,
+            users,
+            groups,
+            remove,
+        } => {
+            if users.is_empty() && groups.is_empty() {
+                anyhow::bail!("name whom to share {name} with: --user USER, --group GROUP");
+            }
+            let request = berth_api::ShareRequest {
+                name,
+                users,
+                groups,
+                remove,
+            };
+            let share: berth_api::ImageShare =
+                crate::client::request("POST", "/v1/images/share", Some(&request))?;
+            writeln!(out, "{}", shared_with(&share))?;
+            return Ok(());
         }
         _ => {}
     }
@@ -504,6 +560,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 report_removal(&mut out, &image, untagged, &deleted)?;
             }
         }
+        ImageCommand::Share { .. } => unreachable!("shared in the cluster's store, above"),
         ImageCommand::Prune => {
             let deleted = store.prune(|r| in_use(&store, r))?;
             for id in &deleted {

@@ -1657,6 +1657,69 @@ fn users_pull_private_images_with_their_own_credentials() {
             refused.stderr
         );
     }
+    // Its owner shares it (Shifter's image ACLs): with nobody by name, then with nobody's
+    // group; nobody then sees it and has a job accepted in it, and not once it is shared no
+    // more. Only its owner or root may share it, and only a private name.
+    let held = format!("#!/bin/sh\n#BERTH --image {private}\ntrue\n");
+    let share = |args: &[&str]| {
+        let mut all = vec!["image", "share", private.as_str()];
+        all.extend_from_slice(args);
+        c.berth(Mode::Rootless, &all)
+    };
+    let theirs = as_nobody(&["image", "share", &private, "--user", "nobody"], "");
+    assert_error(
+        &theirs,
+        &["only they or root may share it"],
+        "nobody's share",
+    );
+    let public = c.berth(
+        Mode::Rootless,
+        &["image", "share", name.as_str(), "--user", "nobody"],
+    );
+    assert_error(&public, &["not a private image name"], "a public name");
+    assert_error(
+        &share(&["--user", "no-such-user-here"]),
+        &["no user no-such-user-here"],
+        "an unknown user",
+    );
+    for whom in [["--user", "nobody"], ["--group", "nogroup"]] {
+        let shared = share(&whom);
+        assert_eq!(
+            shared.ok().trim(),
+            format!("{private} is shared with {}s {}", &whom[0][2..], whom[1]),
+        );
+        let listed = c.berth(Mode::Rootless, &["image", "ls", "--cluster"]);
+        assert!(
+            listed.ok().contains(shared.stdout.trim()),
+            "{}",
+            listed.stdout
+        );
+        assert!(
+            as_nobody(&["image", "ls", "--cluster", "--json"], "")
+                .ok()
+                .contains(&private),
+            "{whom:?}"
+        );
+        let accepted = as_nobody(
+            &["submit", "--parsable", "--hold", "-o", "/dev/null"],
+            &held,
+        );
+        let job = accepted.ok().trim().to_string();
+        c.berth(Mode::Root, &["cancel", &job]).ok();
+        let mut remove = whom.to_vec();
+        remove.push("--remove");
+        assert_eq!(
+            share(&remove).ok().trim(),
+            format!("{private} is shared with no one")
+        );
+        let refused = as_nobody(&["submit", "--hold", "-o", "/dev/null"], &held);
+        assert!(
+            refused.stderr.contains("is not in the cluster's store"),
+            "shared no more: {}{}",
+            refused.stdout,
+            refused.stderr
+        );
+    }
     let script = format!("#!/bin/sh\n#BERTH --image {private}\nls /bin/probe\n");
     let id = c.submit(Mode::Rootless, "private.sh", &script, &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);

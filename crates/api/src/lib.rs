@@ -439,6 +439,40 @@ pub struct ImageInfo {
     /// When it came into the store, seconds since the epoch.
     pub imported: u64,
     pub architecture: String,
+    /// Who else its private names (`users/USER/...`) are shared with, for their owner and
+    /// root ([`ImageShare`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ImageShare>,
+}
+
+/// A private image name (`users/OWNER/...`) shared with other users and the members of
+/// groups (`berth image share`), as Shifter's image ACLs: their jobs may run it, and they
+/// see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ImageShare {
+    pub name: String,
+    /// User names.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Group names: their members (primary or supplementary, on the controller's host).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `POST /v1/images/share`: shares a private image name with users and groups, or (with
+/// `remove`) no longer with them. Its owner or root only.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// The name, `users/OWNER/REPO:TAG`.
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// These users and groups no longer share it.
+    #[serde(default)]
+    pub remove: bool,
 }
 
 /// `POST /v1/images/pull`: the controller pulls an image from a registry into the cluster's

@@ -186,6 +186,12 @@ struct Shifterimg {
     /// Accepted (berth says what it does)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Shifter's image ACLs, with pull: berth says how it shares an image instead
+    #[arg(long = "user", value_delimiter = ',')]
+    users: Vec<String>,
+    /// As --user
+    #[arg(long = "group", value_delimiter = ',')]
+    groups: Vec<String>,
     /// images, pull IMAGE or lookup IMAGE
     #[arg(value_name = "COMMAND")]
     command: String,
@@ -198,6 +204,9 @@ struct Shifterimg {
 pub fn shifterimg(words: Vec<String>) -> Result<i32> {
     let args = Shifterimg::try_parse_from(std::iter::once("shifterimg".to_string()).chain(words))
         .unwrap_or_else(|e| e.exit());
+    if !args.users.is_empty() || !args.groups.is_empty() {
+        bail!("shifterimg --user/--group: berth shares an image once it is private to you: `berth image pull --cluster --private REGISTRY/REPO:TAG` (with the login `berth image login` saved) or `berth image import --cluster FILE --name NAME`, then `berth image share users/YOU/NAME --user USER --group GROUP`");
+    }
     let image = || -> Result<String> {
         let Some(image) = &args.image else {
             bail!(
@@ -255,6 +264,13 @@ mod tests {
 
     fn parse(words: &[&str]) -> Shifter {
         Shifter::try_parse_from(std::iter::once("shifter").chain(words.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn image_acls_are_answered_with_how_berth_shares_an_image() {
+        let words = ["--user", "bob,carol", "pull", "docker:lab/app:1"];
+        let e = shifterimg(words.iter().map(|w| w.to_string()).collect()).unwrap_err();
+        assert!(e.to_string().contains("berth image share"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! named under `users/THEIR-NAME/` so that nobody's upload takes another's name.
 //!
 //! What is under `users/USER/` is that user's alone: only their jobs run it and only they
-//! (and root) see it ([`visible`]).
+//! (and root) see it, unless they share it with other users or groups (`berth image share`,
+//! as Shifter's image ACLs): [`Viewer`].
 //!
 //! Runs on a blocking thread, without the controller's lock: a pull takes as long as the
 //! registry does. The store makes concurrent pulls of one image one good copy.
@@ -18,19 +19,25 @@ use berth_api::ImageInfo;
 use berth_image::{ImageRecord, ImportOptions, PullReference, Reference, RegistryOptions, Store};
 use std::path::PathBuf;
 
-/// What a list or a pull needs of the controller's settings.
+/// What a list or a pull needs of the controller's settings and state.
 pub struct Gateway {
     store: PathBuf,
     registry: berth_core::RegistryConfig,
     auth_file: Option<PathBuf>,
+    shares: Shares,
 }
 
+/// The private names shared with others, by name (kept in the controller's store under
+/// `image-shares/`).
+pub type Shares = std::collections::BTreeMap<String, berth_api::ImageShare>;
+
 impl Gateway {
-    pub fn of(settings: &Settings) -> Gateway {
+    pub fn of(settings: &Settings, shares: Shares) -> Gateway {
         Gateway {
             store: settings.image_store.clone(),
             registry: settings.registry.clone(),
             auth_file: settings.registry_auth_file.clone(),
+            shares,
         }
     }
 
@@ -38,15 +45,16 @@ impl Gateway {
         Store::open(&self.store).map_err(ApiError::internal)
     }
 
-    /// The images in the cluster's store that `user` may run ([`visible`]), by name.
+    /// The images in the cluster's store that `user` may run ([`Viewer::sees`]), by name.
     pub fn list(&self, user: &str) -> Result<Vec<ImageInfo>, ApiError> {
+        let viewer = Viewer::new(user, &self.shares);
         let mut images: Vec<ImageInfo> = self
             .open()?
             .list()
             .map_err(ApiError::internal)?
             .iter()
-            .filter(|r| visible(r, user))
-            .map(|r| info(r, user))
+            .filter(|r| viewer.sees(r))
+            .map(|r| info(r, &viewer))
             .collect();
         images.sort_by(|a, b| a.names.cmp(&b.names).then(a.id.cmp(&b.id)));
         Ok(images)
@@ -55,7 +63,7 @@ impl Gateway {
     /// Pulls `reference` into the cluster's store for `caller`: root any image, users those
     /// the administrator allows. With `credentials` (the caller's own for the registry), a
     /// user's pull is theirs alone: named `users/USER/HOST[-PORT]/REPO:TAG` ([`under_user`],
-    /// [`visible`]).
+    /// [`Viewer`]).
     pub fn pull(
         &self,
         caller: Caller,
@@ -97,7 +105,7 @@ impl Gateway {
             private.as_deref().unwrap_or(&name),
             record.id.short()
         );
-        let mut image = info(&record, &user);
+        let mut image = info(&record, &Viewer::new(&user, &self.shares));
         // The name just pulled first (the image may have had others).
         let pulled = private.unwrap_or(name);
         image.names.retain(|n| *n != pulled);
@@ -124,21 +132,65 @@ fn under_user(user: &str, name: &Reference, what: &str) -> Result<String, ApiErr
         })
 }
 
-/// Whether `user`'s jobs may run the image `record` (and `user` sees it): root's any; a
-/// user's an image with a name outside `users/`, or one under their own `users/USER/`
-/// (their uploads and what they pulled with their own credentials are theirs alone).
-pub fn visible(record: &ImageRecord, user: &str) -> bool {
-    user == "root" || record.names.iter().any(|n| name_visible(n, user))
+/// A user looking at the cluster's images: which they see, and their jobs may run.
+pub struct Viewer<'a> {
+    user: &'a str,
+    shares: &'a Shares,
+    /// The groups `user` is in, looked up the first time a shared name needs them.
+    groups: std::cell::OnceCell<Vec<String>>,
 }
 
-/// Whether `user` sees the image name `name` ([`visible`]).
-fn name_visible(name: &str, user: &str) -> bool {
-    user == "root"
-        || !name.starts_with("users/")
-        || name
-            .strip_prefix("users/")
-            .and_then(|n| n.strip_prefix(user))
-            .is_some_and(|n| n.starts_with('/'))
+impl<'a> Viewer<'a> {
+    pub fn new(user: &'a str, shares: &'a Shares) -> Viewer<'a> {
+        Viewer {
+            user,
+            shares,
+            groups: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The names of the groups the user is in, primary and supplementary (none if the user
+    /// database does not know them).
+    fn groups(&self) -> &[String] {
+        self.groups.get_or_init(|| {
+            berth_runtime::Identity::lookup(self.user, true)
+                .map(|id| {
+                    let mut groups = id.group_names;
+                    groups.push(id.group);
+                    groups.sort();
+                    groups.dedup();
+                    groups
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Whether the name `name` is the user's: root's any, a user's those under their own
+    /// `users/USER/` (their uploads and what they pulled with their own credentials).
+    pub fn owns(&self, name: &str) -> bool {
+        self.user == "root"
+            || name
+                .strip_prefix("users/")
+                .and_then(|n| n.strip_prefix(self.user))
+                .is_some_and(|n| n.starts_with('/'))
+    }
+
+    /// Whether the user sees the image name `name`: one outside `users/`, their own, or one
+    /// shared with them or a group of theirs.
+    pub fn sees_name(&self, name: &str) -> bool {
+        !name.starts_with("users/")
+            || self.owns(name)
+            || self.shares.get(name).is_some_and(|share| {
+                share.users.iter().any(|u| u == self.user)
+                    || share.groups.iter().any(|g| self.groups().contains(g))
+            })
+    }
+
+    /// Whether the user's jobs may run the image `record` (and the user sees it): root's
+    /// any, a user's one with a name they see.
+    pub fn sees(&self, record: &ImageRecord) -> bool {
+        self.user == "root" || record.names.iter().any(|n| self.sees_name(n))
+    }
 }
 
 impl Gateway {
@@ -179,7 +231,8 @@ impl Gateway {
             caller.uid,
             record.id.short()
         );
-        Ok(info(&record, &crate::user_of(caller.uid)?.user))
+        let user = crate::user_of(caller.uid)?.user;
+        Ok(info(&record, &Viewer::new(&user, &self.shares)))
     }
 }
 
@@ -218,19 +271,26 @@ pub fn by_id(store: &Store, hex: &str) -> Result<ImageRecord, ApiError> {
     })
 }
 
-/// `r` as `user` is shown it: the names they see.
-fn info(r: &ImageRecord, user: &str) -> ImageInfo {
+/// `r` as `viewer` is shown it: the names they see, and whom those they own are shared with.
+fn info(r: &ImageRecord, viewer: &Viewer) -> ImageInfo {
+    let names: Vec<String> = r
+        .names
+        .iter()
+        .filter(|n| viewer.sees_name(n))
+        .cloned()
+        .collect();
+    let shares = names
+        .iter()
+        .filter(|n| viewer.owns(n))
+        .filter_map(|n| viewer.shares.get(n).cloned())
+        .collect();
     ImageInfo {
         id: r.id.to_string(),
-        names: r
-            .names
-            .iter()
-            .filter(|n| name_visible(n, user))
-            .cloned()
-            .collect(),
+        names,
         size: r.size,
         imported: r.imported,
         architecture: r.architecture.clone(),
+        shares,
     }
 }
 
@@ -241,28 +301,25 @@ mod tests {
     #[test]
     fn users_names_are_theirs_alone() {
         let named = |names: &[&str]| ImageRecord {
-            id: berth_image::Digest::of(b"config"),
             names: names.iter().map(|n| n.to_string()).collect(),
-            source: String::new(),
-            imported: 0,
-            size: 0,
-            layers: 1,
-            architecture: "amd64".into(),
-            config: Default::default(),
-            devices_dropped: 0,
-            squashfs_digest: None,
+            ..named_record()
         };
         let public = named(&["busybox:latest", "users/alice/tools:1"]);
         let alices = named(&["users/alice/tools:1"]);
         let unnamed = named(&[]);
+        let none = Shares::new();
+        let visible = |record: &ImageRecord, user: &str| Viewer::new(user, &none).sees(record);
         assert!(visible(&public, "bob") && visible(&alices, "alice"));
         // Another user's, a user whose name begins like it, an image without a name.
         assert!(!visible(&alices, "bob") && !visible(&alices, "ali"));
         assert!(!visible(&unnamed, "alice"));
         assert!(visible(&alices, "root") && visible(&unnamed, "root"));
         // Others' names are left out of what a user is shown.
-        assert_eq!(info(&public, "bob").names, ["busybox:latest"]);
-        assert_eq!(info(&public, "alice").names.len(), 2);
+        assert_eq!(
+            info(&public, &Viewer::new("bob", &none)).names,
+            ["busybox:latest"]
+        );
+        assert_eq!(info(&public, &Viewer::new("alice", &none)).names.len(), 2);
 
         let under = |user: &str, name: &str| {
             under_user(user, &Reference::parse(name).unwrap(), "pull").map_err(|e| e.message)
@@ -278,5 +335,57 @@ mod tests {
         assert!(under("Alice", "lab/app")
             .unwrap_err()
             .contains("your user name (Alice) cannot be part of an image name"));
+    }
+
+    #[test]
+    fn shared_names_are_seen_by_the_users_and_groups_they_are_shared_with() {
+        let share = |users: &[&str], groups: &[&str]| {
+            let name = "users/alice/tools:1".to_string();
+            let share = berth_api::ImageShare {
+                name: name.clone(),
+                users: users.iter().map(|u| u.to_string()).collect(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            };
+            Shares::from([(name, share)])
+        };
+        let with_bob = share(&["bob"], &[]);
+        let bob = Viewer::new("bob", &with_bob);
+        assert!(bob.sees_name("users/alice/tools:1") && !bob.owns("users/alice/tools:1"));
+        // Only that name: not alice's others.
+        assert!(!bob.sees_name("users/alice/tools:2"));
+        assert!(!Viewer::new("carol", &with_bob).sees_name("users/alice/tools:1"));
+        // A group's members: nobody's primary group is nogroup (Debian's user database).
+        let with_group = share(&[], &["nogroup"]);
+        assert!(Viewer::new("nobody", &with_group).sees_name("users/alice/tools:1"));
+        assert!(!Viewer::new("bob", &with_group).sees_name("users/alice/tools:1"));
+        // The owner and root are shown whom a name is shared with; others are not.
+        let record = ImageRecord {
+            names: vec!["users/alice/tools:1".into()],
+            ..named_record()
+        };
+        assert_eq!(
+            info(&record, &Viewer::new("alice", &with_bob)).shares.len(),
+            1
+        );
+        assert_eq!(
+            info(&record, &Viewer::new("root", &with_bob)).shares.len(),
+            1
+        );
+        assert!(info(&record, &bob).shares.is_empty());
+    }
+
+    fn named_record() -> ImageRecord {
+        ImageRecord {
+            id: berth_image::Digest::of(b"config"),
+            names: Vec::new(),
+            source: String::new(),
+            imported: 0,
+            size: 0,
+            layers: 1,
+            architecture: "amd64".into(),
+            config: Default::default(),
+            devices_dropped: 0,
+            squashfs_digest: None,
+        }
     }
 }

@@ -160,6 +160,9 @@ pub struct Controller {
     deferred: std::cell::RefCell<Option<BTreeMap<u64, berth_store::JobRow>>>,
     /// Users' usage by the jobs that ran, for fair share.
     usage: job::Usage,
+    /// Private image names shared with other users and groups, by name (kept in the store
+    /// under `image-shares/`).
+    image_shares: images::Shares,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
     reservations: BTreeMap<String, berth_api::Reservation>,
     /// What this controller counted since it started, for its metrics.
@@ -227,6 +230,7 @@ struct NodeReason {
 
 const DRAINS_PREFIX: &str = "drains/";
 const RESERVATIONS_PREFIX: &str = "reservations/";
+const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 
 impl NodeEntry {
     fn new(res: LocalNode, link: Link) -> NodeEntry {
@@ -337,6 +341,7 @@ impl Controller {
             stop: Arc::new(Notify::new()),
             usage: job::Usage::default(),
             reservations: BTreeMap::new(),
+            image_shares: images::Shares::new(),
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
         };
@@ -347,6 +352,15 @@ impl Controller {
         {
             if let Ok(r) = serde_json::from_slice::<berth_api::Reservation>(&value) {
                 controller.reservations.insert(r.name.clone(), r);
+            }
+        }
+        for (_, value) in controller
+            .store
+            .list(IMAGE_SHARES_PREFIX)
+            .map_err(|e| e.to_string())?
+        {
+            if let Ok(share) = serde_json::from_slice::<berth_api::ImageShare>(&value) {
+                controller.image_shares.insert(share.name.clone(), share);
             }
         }
         // Fair share's memory: the jobs that ended within the last 20 half-lives (what is
@@ -3452,9 +3466,9 @@ impl Controller {
 
     /// Removes `reference` from the cluster's store for `caller`: root any name or image,
     /// users the names of their own uploads (`users/USER/...`). An image that would go with
-    /// it while unfinished jobs use it stays.
+    /// it while unfinished jobs use it stays. The names removed are shared no more.
     pub fn remove_image(
-        &self,
+        &mut self,
         caller: Caller,
         reference: &str,
     ) -> Result<berth_api::RemovedImage, ApiError> {
@@ -3504,6 +3518,23 @@ impl Controller {
             "berth: uid {} removed {reference} from the cluster's store",
             caller.uid
         );
+        let gone = match (by_name, name) {
+            (true, Ok(name)) => vec![name],
+            _ => record.names.clone(),
+        };
+        let shared: Vec<String> = gone
+            .into_iter()
+            .filter(|n| self.image_shares.contains_key(n))
+            .collect();
+        for name in shared {
+            let shared = berth_api::ImageShare {
+                name,
+                ..Default::default()
+            };
+            if let Err(e) = self.keep_share(shared) {
+                eprintln!("berth: {}", e.message);
+            }
+        }
         Ok(berth_api::RemovedImage {
             // As `berth image rm` says it of the caller's own store.
             untagged: deleted.is_empty() || record.names.len() > 1,
@@ -3511,16 +3542,107 @@ impl Controller {
         })
     }
 
-    /// The image `name` in the cluster's store that `user` may run ([`images::visible`]),
+    /// `berth image share`: shares the private image name `r.name` with `r.users` and the
+    /// members of `r.groups`, or (`r.remove`) no longer with them. Its owner (the user it is
+    /// named under) or root only; the users and groups must be in the user database.
+    pub fn share_image(
+        &mut self,
+        caller: Caller,
+        r: berth_api::ShareRequest,
+    ) -> Result<berth_api::ImageShare, ApiError> {
+        let name = berth_image::Reference::parse(&r.name)
+            .map_err(|e| ApiError::bad(e.to_string()))?
+            .to_string();
+        let Some(owner) = name.strip_prefix("users/").and_then(|n| n.split_once('/')) else {
+            return Err(ApiError::bad(format!(
+                "{name} is not a private image name (users/USER/...): every user may run it already"
+            )));
+        };
+        let caller_name = user_of(caller.uid)?.user;
+        if !images::Viewer::new(&caller_name, &self.image_shares).owns(&name) {
+            return Err(ApiError::forbidden(format!(
+                "{name} is {}'s: only they or root may share it",
+                owner.0
+            )));
+        }
+        self.images.resolve(&name).map_err(|_| ApiError {
+            status: 404,
+            message: format!(
+                "no image {name} in the cluster's store: `berth image ls --cluster` lists those there"
+            ),
+        })?;
+        for user in &r.users {
+            berth_runtime::Identity::lookup(user, false)
+                .ok()
+                .filter(|id| id.user == *user)
+                .ok_or_else(|| ApiError::bad(format!("no user {user} in the user database")))?;
+        }
+        for group in &r.groups {
+            if !berth_runtime::Identity::group_exists(group) {
+                return Err(ApiError::bad(format!(
+                    "no group {group} in the group database"
+                )));
+            }
+        }
+        let mut share =
+            self.image_shares
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| berth_api::ImageShare {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+        if r.remove {
+            share.users.retain(|u| !r.users.contains(u));
+            share.groups.retain(|g| !r.groups.contains(g));
+        } else {
+            share.users.extend(r.users);
+            share.groups.extend(r.groups);
+        }
+        for list in [&mut share.users, &mut share.groups] {
+            list.sort();
+            list.dedup();
+        }
+        self.keep_share(share.clone())?;
+        eprintln!(
+            "berth: uid {} shares {name} with users [{}] and groups [{}]",
+            caller.uid,
+            share.users.join(", "),
+            share.groups.join(", ")
+        );
+        Ok(share)
+    }
+
+    /// Records whom `share.name` is shared with (with no one: the record goes).
+    fn keep_share(&mut self, share: berth_api::ImageShare) -> Result<(), ApiError> {
+        let key = format!("{IMAGE_SHARES_PREFIX}{}", share.name);
+        if share.users.is_empty() && share.groups.is_empty() {
+            self.store.delete(&key).map_err(ApiError::internal)?;
+            self.image_shares.remove(&share.name);
+        } else {
+            let value = serde_json::to_vec(&share).expect("a share serialises");
+            self.store.put(&key, &value).map_err(ApiError::internal)?;
+            self.image_shares.insert(share.name.clone(), share);
+        }
+        Ok(())
+    }
+
+    /// What a list, pull or upload of the cluster's images needs, to run without the lock.
+    pub fn gateway(&self) -> images::Gateway {
+        images::Gateway::of(&self.settings, self.image_shares.clone())
+    }
+
+    /// The image `name` in the cluster's store that `user` may run ([`images::Viewer`]),
     /// or what is wrong and how users get one there.
     fn cluster_image(&self, name: &str, user: &str) -> Result<berth_image::ImageRecord, String> {
-        let found =
-            self.images
-                .resolve(name)
-                .and_then(|record| match images::visible(&record, user) {
-                    true => Ok(record),
-                    false => Err(berth_image::ImageError::NotFound(name.into())),
-                });
+        let viewer = images::Viewer::new(user, &self.image_shares);
+        let found = self
+            .images
+            .resolve(name)
+            .and_then(|record| match viewer.sees(&record) {
+                true => Ok(record),
+                false => Err(berth_image::ImageError::NotFound(name.into())),
+            });
         found.map_err(|e| match e {
             berth_image::ImageError::NotFound(_) => format!(
                 "image {name} is not in the cluster's store: `berth image ls --cluster` lists those there, and `berth image pull --cluster REGISTRY/REPO:TAG` (or shifterimg pull) has the controller pull one"

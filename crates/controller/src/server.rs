@@ -160,7 +160,7 @@ async fn controller_images(
     principal: Option<Extension<PeerController>>,
 ) -> ApiResult<Vec<berth_image::ImageRecord>> {
     controller_only(principal)?;
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     blocking(move || gateway.records()).await
 }
 
@@ -173,7 +173,7 @@ async fn controller_image_config(
     if let Err(e) = controller_only(principal) {
         return e.into_response();
     }
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     match tokio::task::spawn_blocking(move || gateway.config(&hex)).await {
         Ok(Ok(config)) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -795,7 +795,7 @@ async fn images(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<berth_api::ImageInfo>> {
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     blocking(move || gateway.list(&crate::user_of(caller.uid)?.user)).await
 }
 
@@ -806,7 +806,7 @@ async fn pull_image(
     body: Result<Json<berth_api::PullRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     blocking(move || gateway.pull(caller, &r.reference, None)).await
 }
 
@@ -821,8 +821,18 @@ async fn pull_private_image(
         return Err(ApiError::forbidden(berth_api::CREDENTIALS_STAY));
     }
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await
+}
+
+#[utoipa::path(post, path = "/v1/images/share", request_body = berth_api::ShareRequest, tag = "images", responses((status = 200, description = "whom the name is shared with now", body = berth_api::ImageShare), (status = 400, description = "not a private name (users/USER/...), or no such user or group", body = ErrorBody), (status = 403, description = "not the name's owner, nor root", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody)))]
+async fn share_image(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<berth_api::ShareRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<berth_api::ImageShare> {
+    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    c.lock().await.share_image(caller, r).map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/images/remove", request_body = berth_api::RemoveImageRequest, tag = "images", responses((status = 200, description = "the name taken off, and the image deleted with its last name", body = berth_api::RemovedImage), (status = 403, description = "not the caller's own upload (users/USER/...)", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody), (status = 409, description = "unfinished jobs use the image", body = ErrorBody)))]
@@ -855,7 +865,7 @@ async fn import_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     use futures_util::StreamExt;
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
-    let gateway = crate::images::Gateway::of(c.lock().await.settings());
+    let gateway = c.lock().await.gateway();
     let name = gateway.upload_name(caller, &q.name)?;
     let file = if q.file.is_empty() {
         q.name.clone()
@@ -959,6 +969,7 @@ async fn not_found() -> ApiError {
         pull_private_image,
         import_image,
         remove_image,
+        share_image,
         drain,
         resume_node,
         shutdown,
@@ -1027,6 +1038,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/images/pull/private", post(pull_private_image))
         .route("/v1/images/import", post(import_image))
         .route("/v1/images/remove", post(remove_image))
+        .route("/v1/images/share", post(share_image))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/tokens", post(token))
         .route("/openapi.json", get(openapi))

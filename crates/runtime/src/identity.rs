@@ -35,6 +35,29 @@ fn group_name(gid: u32) -> String {
 }
 
 impl Identity {
+    /// Whether the group database has a group named `name`.
+    pub fn group_exists(name: &str) -> bool {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            return false;
+        };
+        let mut buf = vec![0u8; 16384];
+        // SAFETY: an all-zero group struct is a valid out-parameter for getgrnam_r.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut out = std::ptr::null_mut();
+        // SAFETY: getgrnam_r reads a NUL-terminated name and writes into buffers we own,
+        // sized as passed.
+        let r = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        r == 0 && !out.is_null()
+    }
+
     /// Root, as a process in a user namespace of its own is (a remapped root's task).
     pub fn root() -> Identity {
         Identity {
