@@ -265,6 +265,19 @@ impl Cluster {
         .unwrap()
     }
 
+    /// Job `id`'s record once a scheduling pass has looked at it (the pass its submission
+    /// asked for runs after the answer): its reason is no longer None, or 4 s have passed.
+    pub fn show_looked_at(&self, id: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        loop {
+            let job = self.show(id);
+            if job["reason"] != "None" || Instant::now() > deadline {
+                return job;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until job `id` is in one of `states`; returns its record.
     pub fn wait_for(&self, id: u64, states: &[&str]) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -578,15 +578,7 @@ fn a_script_that_cannot_start_says_why_in_its_output_file() {
 fn a_job_waits_for_its_begin_time() {
     let Some(c) = Cluster::start() else { return };
     let id = c.submit(Mode::Rootless, "later.sh", HELLO, &["--begin=now+5"]);
-    // Its reason once the pass the submission asked for has looked at it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
-    let job = loop {
-        let job = c.show(id);
-        if job["reason"] != "None" || std::time::Instant::now() > deadline {
-            break job;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let job = c.show_looked_at(id);
     let begin = job["begin_time"].as_u64().expect("a begin time");
     assert_eq!(begin, job["submit_time"].as_u64().unwrap() + 5, "{job}");
     assert_eq!(
@@ -1881,7 +1873,7 @@ fn dependencies_and_arrays() {
         "#!/bin/sh\n#BERTH --image busybox\necho second >> order.txt\n",
         &[&dep],
     );
-    let pending = c.show(second);
+    let pending = c.show_looked_at(second);
     assert!(
         pending["state"] == "PENDING" && pending["reason"] == "Dependency",
         "{pending}"

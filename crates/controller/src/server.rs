@@ -459,17 +459,22 @@ async fn wait(
         c.job(last)?;
         c.job_left()
     };
-    // The lowest id still unfinished: the ones below it need no second look.
+    // The lowest id not looked at yet: those below it have ended, and how is read as they
+    // do (a few at each look, not a whole array's records at once under the lock).
     let mut next = id;
+    let mut ended = Vec::new();
     let deadline = Some(tokio::time::Instant::now() + timeout);
     let ends = crate::watch(&c, &left, deadline, |c| {
-        match c.first_unfinished(next..=last) {
-            Some(unfinished) => {
-                next = unfinished;
-                None
+        let unfinished = c.first_unfinished(next..=last);
+        let upto = unfinished.map_or(Some(last), |u| u.checked_sub(1));
+        if let Some(upto) = upto.filter(|&upto| upto >= next) {
+            match c.ends(next, upto) {
+                Ok(jobs) => ended.extend(jobs),
+                Err(e) => return Some(Err(e)),
             }
-            None => Some(c.ends(id, last)),
+            next = upto + 1;
         }
+        unfinished.is_none().then(|| Ok(std::mem::take(&mut ended)))
     });
     let answer = match ends.await {
         Some(jobs) => berth_api::WaitResponse {
