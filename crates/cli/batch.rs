@@ -889,16 +889,39 @@ fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String 
 
 /// sbatch `--wait`: waits until the `count` jobs from `first` (an array's tasks) have ended;
 /// the status is the highest of their exit codes (1 for one killed by a signal or ended
-/// without running, as sbatch reports them). The controller answers as the last one ends.
-/// A controller out of reach (restarting, failing over) is waited for, up to
-/// [`CONTROLLER_GONE_LIMIT`]: the jobs go on without it, and a workflow that took the
-/// wait's failure for the jobs' would run them again.
+/// without running, as sbatch reports them).
 pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
-    let path = format!("/v1/jobs/{first}/wait?count={count}");
+    let ends = wait_on_controller(first, count, "ended", None)?.unwrap_or_default();
+    let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
+        ("COMPLETED", _, _) => 0,
+        (_, Some(code), None) => code,
+        _ => 1,
+    };
+    Ok(ends.iter().map(status).max().unwrap_or(0))
+}
+
+/// Waits until the `count` jobs from `first` have all ended (`until` "ended": how each
+/// ended) or started ("started": nothing), or `deadline` has passed (`None`). The controller
+/// answers as that happens (`GET /v1/jobs/{id}/wait`). A controller out of reach
+/// (restarting, failing over) is waited for, up to [`CONTROLLER_GONE_LIMIT`]: the jobs go
+/// on without it, and a workflow that took the wait's failure for the jobs' would run them
+/// again.
+pub fn wait_on_controller(
+    first: u64,
+    count: u64,
+    until: &str,
+    deadline: Option<std::time::Instant>,
+) -> Result<Option<Vec<berth_api::JobEnd>>> {
     let mut gone_since = None;
-    let ends = loop {
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(None);
+        }
+        let timeout = left.map_or(60, |l| l.as_secs().clamp(1, 60));
+        let path = format!("/v1/jobs/{first}/wait?count={count}&until={until}&timeout={timeout}");
         match request::<berth_api::WaitResponse>("GET", &path, None::<&()>) {
-            Ok(answer) if answer.ended => break answer.jobs,
+            Ok(answer) if answer.reached => return Ok(Some(answer.jobs)),
             Ok(_) => gone_since = None,
             Err(e) if crate::client::is_unreachable(&e) => {
                 let since = *gone_since.get_or_insert_with(|| {
@@ -915,13 +938,7 @@ pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
             }
             Err(e) => return Err(e),
         }
-    };
-    let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
-        ("COMPLETED", _, _) => 0,
-        (_, Some(code), None) => code,
-        _ => 1,
-    };
-    Ok(ends.iter().map(status).max().unwrap_or(0))
+    }
 }
 
 /// How long `--wait` waits for a controller out of reach before it gives up.

@@ -237,13 +237,13 @@ fn the_api_answers_as_its_openapi_document_says() {
     // A wait for an ended job answers at once, one for a held one when its time runs out.
     let ended: serde_json::Value =
         serde_json::from_str(&get(&format!("/v1/jobs/{id}/wait")).1).unwrap();
-    assert_eq!(ended["ended"], true, "{ended}");
+    assert_eq!(ended["reached"], true, "{ended}");
     assert_eq!(ended["jobs"][0]["state"], "COMPLETED", "{ended}");
     assert_eq!(ended["jobs"][0]["exit_code"], 0, "{ended}");
     let (status, waiting) = get(&format!("/v1/jobs/{held}/wait?timeout=1"));
     assert_eq!(
         (status, waiting.as_str()),
-        (200, r#"{"ended":false,"jobs":[]}"#)
+        (200, r#"{"reached":false,"jobs":[]}"#)
     );
     // Jobs that do not all exist are refused, not waited for.
     let (status, missing) = get(&format!("/v1/jobs/{id}/wait?count=424242"));

@@ -414,6 +414,70 @@ fn lsf_commands_as_lsf_users_type_them() {
 
 /// bhist (the seconds each job spent in LSF's states, its history) and bacct (finished
 /// jobs' accounting, summed up).
+/// bwait returns once LSF's condition holds, waited for on the controller: done, exit,
+/// ended, started, of jobs, an array whole or one element; a condition that can never hold
+/// ends with 1 and says so.
+#[test]
+fn bwait_returns_once_the_condition_holds() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let bsub = |args: &[&str]| bsub_id(&run(&c, &links, "bsub", args));
+    let bwait = |args: &[&str]| run(&c, &links, "bwait", args);
+    let ok = bsub(&["-o", "/dev/null", "sleep", "1"]);
+    let failed = bsub(&["-o", "/dev/null", "sh", "-c", "sleep 1; exit 3"]);
+    // Element 1 exits 0, element 2 exits 1.
+    let array = bsub(&[
+        "-J",
+        "pair[1-2]",
+        "-o",
+        "/dev/null",
+        "sh",
+        "-c",
+        "exit $((LSB_JOBINDEX - 1))",
+    ]);
+    let all = format!("done({ok}) && exit({failed}) && ended({array}) && done({array}[1])");
+    let out = bwait(&["-w", &all]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for id in [ok, failed, array, array + 1] {
+        let state = c.show(id)["state"].as_str().unwrap().to_string();
+        assert!(state != "PENDING" && state != "RUNNING", "{id}: {state}");
+    }
+    // Never: a job that exited is never done; an array one of whose elements failed.
+    for never in [
+        format!("done({failed})"),
+        format!("done({array})"),
+        format!("exit({ok})"),
+    ] {
+        let out = bwait(&["-w", &never]);
+        assert_eq!(out.code, 1, "{never}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("the wait condition is never satisfied"),
+            "{never}: {}",
+            out.stderr
+        );
+    }
+    // started: as soon as it runs, long before its end.
+    let long = bsub(&["-o", "/dev/null", "sleep", "300"]);
+    let started = bwait(&["-w", &format!("started({long})")]);
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    assert_eq!(c.show(long)["state"], "RUNNING");
+    // What berth cannot wait for is refused with the reason.
+    let or = bwait(&["-w", &format!("done({ok}) || done({failed})")]);
+    assert!(
+        or.stderr.contains("only conditions joined by &&"),
+        "{}",
+        or.stderr
+    );
+    let missing = bwait(&["-w", "done(424242)"]);
+    assert!(
+        missing.stderr.contains("job <424242>"),
+        "{}",
+        missing.stderr
+    );
+    c.berth(Mode::Root, &["cancel", &long.to_string()]).ok();
+}
+
 #[test]
 fn lsf_history_and_accounting() {
     let Some((c, links)) = cluster_with_links() else {

@@ -146,9 +146,10 @@ pub struct NodeUsage {
 /// `-K`, qsub `-W block=true`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WaitResponse {
-    /// All of them have ended; `false`: the wait's time ran out first (ask again).
-    pub ended: bool,
-    /// How each ended, by id (empty until all have).
+    /// All of them have ended (`until=started`: started, or ended without starting);
+    /// `false`: the wait's time ran out first (ask again).
+    pub reached: bool,
+    /// How each ended, by id (empty until all have, and for `until=started`).
     pub jobs: Vec<JobEnd>,
 }
 

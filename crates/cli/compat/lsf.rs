@@ -4,7 +4,7 @@
 use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{OptionSyntax, PartitionInfo};
-use berth_core::job::leading_options;
+use berth_core::job::{leading_options, DependencyKind};
 use std::io::Write;
 
 const BSUB_USAGE: &str = "bsub [options] command [arguments]   (the command is the job)
@@ -1016,6 +1016,94 @@ pub fn bmod(words: Vec<String>) -> Result<i32> {
     let job = alter(Family::Lsf, words)?;
     println!("Parameters of job <{job}> are being changed");
     Ok(0)
+}
+
+const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CONDITION: done, exit, ended or started; JOBID: an array whole, or JOBID[INDEX])";
+
+/// bwait -w 'done(42) && ended(43[2])' [-t MINUTES]: returns once the condition holds,
+/// waited for on the controller (one held request per job, not bjobs in a loop); 1 with
+/// LSF's words when it never can (a job `done` waits for exited) or the time runs out.
+pub fn bwait(mut words: Vec<String>) -> Result<i32> {
+    let condition = value(&mut words, "-w")?;
+    let minutes = value(&mut words, "-t")?;
+    // LSF's re-registration interval: berth's wait is one request, held until it answers.
+    value(&mut words, "-r")?;
+    no_other_options("bwait", &words, BWAIT_USAGE)?;
+    let (Some(condition), []) = (condition, words.as_slice()) else {
+        bail!("bwait: give the wait condition, and nothing else\nusage: {BWAIT_USAGE}");
+    };
+    let deps = berth_core::job::Dependencies::parse_lsf(&condition)
+        .map_err(|e| anyhow::anyhow!("bwait: {e}"))?;
+    let deadline = match &minutes {
+        None => None,
+        Some(m) => match m.parse::<u64>() {
+            Ok(m @ 1..=525_600) => {
+                Some(std::time::Instant::now() + std::time::Duration::from_secs(m * 60))
+            }
+            _ => bail!("bwait: -t {m}: expected whole minutes from 1 to 525600"),
+        },
+    };
+    for dep in &deps.jobs {
+        let (first, count) = dependency_jobs(dep)?;
+        let until = match dep.kind {
+            DependencyKind::After => "started",
+            _ => "ended",
+        };
+        let Some(ends) = batch::wait_on_controller(first, count, until, deadline)? else {
+            eprintln!(
+                "bwait: the wait condition was not satisfied in {} minute(s)",
+                minutes.as_deref().unwrap_or("?")
+            );
+            return Ok(1);
+        };
+        let wanted = |j: &berth_api::JobEnd| match dep.kind {
+            DependencyKind::AfterOk => j.state == "COMPLETED",
+            DependencyKind::AfterNotOk => j.state != "COMPLETED",
+            _ => true,
+        };
+        if let Some(j) = ends.iter().find(|j| !wanted(j)) {
+            eprintln!(
+                "bwait: the wait condition is never satisfied: job <{}> is {}",
+                j.id,
+                lsf_end_state(&j.state)
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+/// The jobs a dependency names: the first id and how many (a whole array's tasks, or the
+/// one task its index names).
+fn dependency_jobs(dep: &berth_core::job::JobDependency) -> Result<(u64, u64)> {
+    let job: JobInfo = crate::client::request("GET", &format!("/v1/jobs/{}", dep.job), None::<&()>)
+        .map_err(|e| anyhow::anyhow!("bwait: job <{}>: {e}", dep.job))?;
+    let array = job
+        .array_spec
+        .as_deref()
+        .filter(|_| job.array_job_id == Some(dep.job))
+        .map(berth_core::job::ArraySpec::parse)
+        .transpose()?;
+    match (array, dep.array_index) {
+        (None, None) => Ok((dep.job, 1)),
+        (Some(array), None) => Ok((dep.job, array.len() as u64)),
+        (Some(array), Some(i)) => match array.position(i) {
+            Some(n) => Ok((dep.job + n as u64, 1)),
+            None => bail!("bwait: job <{}> has no array element {i}", dep.job),
+        },
+        (None, Some(i)) => bail!(
+            "bwait: job <{}> is no array: it has no element {i}",
+            dep.job
+        ),
+    }
+}
+
+/// LSF's word for how a job ended: DONE, or EXIT.
+fn lsf_end_state(state: &str) -> &'static str {
+    match state {
+        "COMPLETED" => "DONE",
+        _ => "EXIT",
+    }
 }
 
 /// bpeek [-f] JOBID: the job's output so far, from its file; `-f` follows it until the job

@@ -173,6 +173,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "brequeue" => lsf::verb("requeue", "requeued", rest),
         "bmod" => lsf::bmod(rest),
         "bpeek" => lsf::bpeek(rest),
+        "bwait" => lsf::bwait(rest),
         "bqueues" => lsf::bqueues(rest),
         "bhosts" => lsf::bhosts(rest),
         "lshosts" => lsf::lshosts(rest),

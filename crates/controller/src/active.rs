@@ -229,6 +229,13 @@ impl Jobs {
         self.all.range(ids).next().map(|(id, _)| *id)
     }
 
+    /// The lowest id of a pending job in `ids`.
+    pub fn first_pending_in(&self, ids: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        let mut jobs = self.all.range(ids);
+        jobs.find(|(_, job)| job.state == State::Pending)
+            .map(|(id, _)| *id)
+    }
+
     /// Notified whenever a job leaves: whoever waits for jobs to end, having asked for a
     /// notification ([`Notify::notified`]) before looking, looks again then.
     pub fn left(&self) -> Arc<Notify> {

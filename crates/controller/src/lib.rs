@@ -1381,6 +1381,11 @@ impl Controller {
         self.active.first_in(ids)
     }
 
+    /// The lowest id of a job among `ids` that has not started yet (nor ended).
+    pub fn first_pending(&self, ids: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        self.active.first_pending_in(ids)
+    }
+
     /// How jobs `first..=last`, all ended, ended.
     pub fn ends(&self, first: u64, last: u64) -> Result<Vec<berth_api::JobEnd>, ApiError> {
         let filter = JobFilter {

@@ -434,11 +434,15 @@ struct WaitQuery {
     /// Seconds to wait at most (60 if not given, up to 3600); then the answer says the jobs
     /// have not all ended, and the client asks again.
     timeout: Option<u64>,
+    /// `ended` (if not given), or `started`: until each has started (or ended without
+    /// starting), as LSF's `bwait -w 'started(42)'`.
+    until: Option<String>,
 }
 
 /// Waits until jobs `id` .. `id + count - 1` have all ended (sbatch `--wait`, bsub `-K`,
-/// qsub `-W block=true`), and says how each ended: one request that answers as the last of
-/// them ends, instead of a client asking again and again.
+/// qsub `-W block=true`, bwait), and says how each ended: one request that answers as the
+/// last of them ends, instead of a client asking again and again. Or until they have all
+/// started (`until=started`).
 #[utoipa::path(get, path = "/v1/jobs/{id}/wait", params(("id" = u64, Path, description = "the first job's id"), WaitQuery), tag = "jobs", responses((status = 200, description = "they have all ended, or the time ran out first", body = berth_api::WaitResponse), (status = 404, description = "no such job", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn wait(
     State(c): State<Shared>,
@@ -453,17 +457,40 @@ async fn wait(
         .and_then(|n| id.checked_add(n))
         .ok_or_else(|| ApiError::bad("count must be at least 1"))?;
     let timeout = std::time::Duration::from_secs(q.timeout.unwrap_or(60).min(3600));
-    let left = {
+    let deadline = Some(tokio::time::Instant::now() + timeout);
+    let started = match q.until.as_deref() {
+        None | Some("ended") => false,
+        Some("started") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "until={other}: expected ended or started"
+            )))
+        }
+    };
+    let (left, moved) = {
         let c = c.lock().await;
         c.job(id)?;
         c.job(last)?;
-        c.job_left()
+        (c.job_left(), c.job_moved())
     };
+    if started {
+        // The lowest id that may still wait: those below it have started or ended.
+        let mut next = id;
+        let look = |c: &crate::Controller| match c.first_pending(next..=last) {
+            Some(pending) => {
+                next = pending;
+                None
+            }
+            None => Some(()),
+        };
+        let reached = crate::watch(&c, &moved, deadline, look).await.is_some();
+        let jobs = Vec::new();
+        return Ok(Json(berth_api::WaitResponse { reached, jobs }));
+    }
     // The lowest id not looked at yet: those below it have ended, and how is read as they
     // do (a few at each look, not a whole array's records at once under the lock).
     let mut next = id;
     let mut ended = Vec::new();
-    let deadline = Some(tokio::time::Instant::now() + timeout);
     let ends = crate::watch(&c, &left, deadline, |c| {
         let unfinished = c.first_unfinished(next..=last);
         let upto = unfinished.map_or(Some(last), |u| u.checked_sub(1));
@@ -478,11 +505,11 @@ async fn wait(
     });
     let answer = match ends.await {
         Some(jobs) => berth_api::WaitResponse {
-            ended: true,
+            reached: true,
             jobs: jobs?,
         },
         None => berth_api::WaitResponse {
-            ended: false,
+            reached: false,
             jobs: Vec::new(),
         },
     };

@@ -26,6 +26,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("brequeue", "queue jobs again"),
     ("bmod", "change a pending job with bsub's options (-W, -q, -J, -w, -b, ...; a running one's -W)"),
     ("bpeek", "a job's output so far (-f: followed until the job ends)"),
+    ("bwait", "wait until jobs are done, have exited, ended or started (-w CONDITION, -t MINUTES)"),
     ("bqueues", "queues (partitions) with their job counts"),
     ("bhosts", "hosts (nodes) with their job slots"),
     ("lshosts", "hosts (nodes) with their CPUs, memory and resources"),
