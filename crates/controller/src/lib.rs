@@ -267,6 +267,18 @@ const NODES_PREFIX: &str = "nodes/";
 /// How long the controller waits for an agent's answer.
 const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The records the store keeps under `prefix` (reservations, image shares), each that reads.
+fn stored<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<Vec<T>, String> {
+    let values = store.list(prefix).map_err(|e| e.to_string())?;
+    Ok(values
+        .iter()
+        .filter_map(|(_, value)| serde_json::from_slice(value).ok())
+        .collect())
+}
+
 /// The submitter's user name and primary group, from the host's user database.
 fn user_of(uid: u32) -> Result<berth_runtime::Identity, ApiError> {
     berth_runtime::Identity::lookup(&uid.to_string(), false)
@@ -345,23 +357,11 @@ impl Controller {
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
         };
-        for (_, value) in controller
-            .store
-            .list(RESERVATIONS_PREFIX)
-            .map_err(|e| e.to_string())?
-        {
-            if let Ok(r) = serde_json::from_slice::<berth_api::Reservation>(&value) {
-                controller.reservations.insert(r.name.clone(), r);
-            }
+        for r in stored::<berth_api::Reservation>(&*controller.store, RESERVATIONS_PREFIX)? {
+            controller.reservations.insert(r.name.clone(), r);
         }
-        for (_, value) in controller
-            .store
-            .list(IMAGE_SHARES_PREFIX)
-            .map_err(|e| e.to_string())?
-        {
-            if let Ok(share) = serde_json::from_slice::<berth_api::ImageShare>(&value) {
-                controller.image_shares.insert(share.name.clone(), share);
-            }
+        for share in stored::<berth_api::ImageShare>(&*controller.store, IMAGE_SHARES_PREFIX)? {
+            controller.image_shares.insert(share.name.clone(), share);
         }
         // Fair share's memory: the jobs that ended within the last 20 half-lives (what is
         // older counts for less than a millionth).
@@ -3570,7 +3570,7 @@ impl Controller {
         let name = berth_image::Reference::parse(&r.name)
             .map_err(|e| ApiError::bad(e.to_string()))?
             .to_string();
-        let Some(owner) = name.strip_prefix("users/").and_then(|n| n.split_once('/')) else {
+        let Some((owner, _)) = name.strip_prefix("users/").and_then(|n| n.split_once('/')) else {
             return Err(ApiError::bad(format!(
                 "{name} is not a private image name (users/USER/...): every user may run it already"
             )));
@@ -3578,8 +3578,7 @@ impl Controller {
         let caller_name = user_of(caller.uid)?.user;
         if !images::Viewer::new(&caller_name, &self.image_shares).owns(&name) {
             return Err(ApiError::forbidden(format!(
-                "{name} is {}'s: only they or root may share it",
-                owner.0
+                "{name} is {owner}'s: only they or root may share it"
             )));
         }
         self.images.resolve(&name).map_err(|_| ApiError {
