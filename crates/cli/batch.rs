@@ -2291,7 +2291,23 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_time, parse_time, slurm_size};
+    use super::{cpu_time, parse_time, slurm_size, wait_on_controller};
+
+    /// bwait -t: a wait's time bounds it, a controller out of reach meanwhile included.
+    #[test]
+    fn a_wait_ends_when_its_time_runs_out() {
+        // No controller at this socket (each test runs in a process of its own).
+        std::env::set_var("BERTH_SOCKET", "/nonexistent/berth.sock");
+        let now = std::time::Instant::now();
+        assert!(wait_on_controller(1, 1, "ended", Some(now))
+            .unwrap()
+            .is_none());
+        let soon = now + std::time::Duration::from_secs(2);
+        assert!(wait_on_controller(1, 1, "ended", Some(soon))
+            .unwrap()
+            .is_none());
+        assert!(std::time::Instant::now() >= soon);
+    }
 
     #[test]
     fn sizes_are_printed_as_sacct_prints_them() {
