@@ -1925,30 +1925,42 @@ pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     for spec in specs {
         let (id, index) = job_spec(spec)?;
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
-        let spec_of = first
-            .array_spec
-            .as_deref()
-            .filter(|_| first.array_job_id == Some(id))
-            .map(berth_core::job::ArraySpec::parse)
-            .transpose()
-            .with_context(|| format!("{spec}: the controller sent an unreadable array"))?;
-        match (index, spec_of) {
-            (None, None) => jobs.push(first),
-            (None, Some(_)) => jobs.extend(array_tasks(id)?),
-            (Some(i), Some(array)) => {
-                let Some(n) = array.position(i) else {
-                    bail!("{spec}: job {id} has no array task {i}")
-                };
-                jobs.push(request(
-                    "GET",
-                    &format!("/v1/jobs/{}", id + n as u64),
-                    None::<&()>,
-                )?);
-            }
-            (Some(i), None) => bail!("{spec}: job {id} has no array task {i}"),
+        let ids = task_range(&first, index).with_context(|| spec.clone())?;
+        if ids == (id..id + 1) {
+            jobs.push(first);
+        } else if index.is_none() {
+            jobs.extend(array_tasks(id)?);
+        } else {
+            jobs.push(request(
+                "GET",
+                &format!("/v1/jobs/{}", ids.start),
+                None::<&()>,
+            )?);
         }
     }
     Ok(jobs)
+}
+
+/// The ids that job `first` with `index` names: itself; for an array job (`first` its first
+/// task) all its tasks' consecutive ids, or with `index` the one task of that index.
+pub fn task_range(first: &JobInfo, index: Option<u32>) -> Result<std::ops::Range<u64>> {
+    let id = first.id;
+    let array = first
+        .array_spec
+        .as_deref()
+        .filter(|_| first.array_job_id == Some(id))
+        .map(berth_core::job::ArraySpec::parse)
+        .transpose()
+        .context("the controller sent an unreadable array")?;
+    Ok(match (index, array) {
+        (None, None) => id..id + 1,
+        (None, Some(array)) => id..id + array.len() as u64,
+        (Some(i), Some(array)) => match array.position(i) {
+            Some(n) => id + n as u64..id + n as u64 + 1,
+            None => bail!("job {id} has no array task {i}"),
+        },
+        (Some(i), None) => bail!("job {id} has no array task {i}"),
+    })
 }
 
 /// Every task of array job `array`, ended or not, in id order: their records in one

@@ -1647,15 +1647,19 @@ fn users_pull_private_images_with_their_own_credentials() {
         "{}",
         listed.stdout
     );
-    for image in [private.as_str(), pushed.config.as_str()] {
+    // nobody's held submission of a job in `image` is refused: the image is not theirs to run.
+    let refused_to_nobody = |image: &str, what: &str| {
         let script = format!("#!/bin/sh\n#BERTH --image {image}\ntrue\n");
         let refused = as_nobody(&["submit", "--hold", "-o", "/dev/null"], &script);
         assert!(
             refused.stderr.contains("is not in the cluster's store"),
-            "{image}: {}{}",
+            "{what}: {}{}",
             refused.stdout,
             refused.stderr
         );
+    };
+    for image in [private.as_str(), pushed.config.as_str()] {
+        refused_to_nobody(image, image);
     }
     // Its owner shares it (Shifter's image ACLs): with nobody by name, then with nobody's
     // group; nobody then sees it and has a job accepted in it, and not once it is shared no
@@ -1712,13 +1716,7 @@ fn users_pull_private_images_with_their_own_credentials() {
             share(&remove).ok().trim(),
             format!("{private} is shared with no one")
         );
-        let refused = as_nobody(&["submit", "--hold", "-o", "/dev/null"], &held);
-        assert!(
-            refused.stderr.contains("is not in the cluster's store"),
-            "shared no more: {}{}",
-            refused.stdout,
-            refused.stderr
-        );
+        refused_to_nobody(&private, "shared no more");
     }
     let script = format!("#!/bin/sh\n#BERTH --image {private}\nls /bin/probe\n");
     let id = c.submit(Mode::Rootless, "private.sh", &script, &[]);

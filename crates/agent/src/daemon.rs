@@ -543,7 +543,6 @@ const HEAD_LIMIT: usize = 64 * 1024;
 /// `Authorization` is dropped. The answer comes back as it is.
 async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let user = client
         .peer_cred()
         .ok()

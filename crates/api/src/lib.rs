@@ -794,9 +794,7 @@ impl StepRequest {
             multi_prog: None,
         }
     }
-}
 
-impl StepRequest {
     /// The allocation a request outside a job asks for first (`None`: it runs in a job), as
     /// the node that got it on its step socket asks the controller: `uid` and `gid` its
     /// client's (the node fills in `host`).

@@ -1044,12 +1044,17 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
         },
     };
     for dep in &deps.jobs {
-        let (first, count) = dependency_jobs(dep)?;
+        let job: JobInfo =
+            crate::client::request("GET", &format!("/v1/jobs/{}", dep.job), None::<&()>)
+                .map_err(|e| anyhow::anyhow!("bwait: job <{}>: {e}", dep.job))?;
+        let ids = batch::task_range(&job, dep.array_index)
+            .map_err(|e| anyhow::anyhow!("bwait: {e:#}"))?;
         let until = match dep.kind {
             DependencyKind::After => "started",
             _ => "ended",
         };
-        let Some(ends) = batch::wait_on_controller(first, count, until, deadline)? else {
+        let count = ids.end - ids.start;
+        let Some(ends) = batch::wait_on_controller(ids.start, count, until, deadline)? else {
             eprintln!(
                 "bwait: the wait condition was not satisfied in {} minute(s)",
                 minutes.as_deref().unwrap_or("?")
@@ -1071,31 +1076,6 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// The jobs a dependency names: the first id and how many (a whole array's tasks, or the
-/// one task its index names).
-fn dependency_jobs(dep: &berth_core::job::JobDependency) -> Result<(u64, u64)> {
-    let job: JobInfo = crate::client::request("GET", &format!("/v1/jobs/{}", dep.job), None::<&()>)
-        .map_err(|e| anyhow::anyhow!("bwait: job <{}>: {e}", dep.job))?;
-    let array = job
-        .array_spec
-        .as_deref()
-        .filter(|_| job.array_job_id == Some(dep.job))
-        .map(berth_core::job::ArraySpec::parse)
-        .transpose()?;
-    match (array, dep.array_index) {
-        (None, None) => Ok((dep.job, 1)),
-        (Some(array), None) => Ok((dep.job, array.len() as u64)),
-        (Some(array), Some(i)) => match array.position(i) {
-            Some(n) => Ok((dep.job + n as u64, 1)),
-            None => bail!("bwait: job <{}> has no array element {i}", dep.job),
-        },
-        (None, Some(i)) => bail!(
-            "bwait: job <{}> is no array: it has no element {i}",
-            dep.job
-        ),
-    }
 }
 
 /// LSF's word for how a job ended: DONE, or EXIT.

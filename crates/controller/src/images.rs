@@ -302,7 +302,7 @@ mod tests {
     fn users_names_are_theirs_alone() {
         let named = |names: &[&str]| ImageRecord {
             names: names.iter().map(|n| n.to_string()).collect(),
-            ..named_record()
+            ..record()
         };
         let public = named(&["busybox:latest", "users/alice/tools:1"]);
         let alices = named(&["users/alice/tools:1"]);
@@ -361,7 +361,7 @@ mod tests {
         // The owner and root are shown whom a name is shared with; others are not.
         let record = ImageRecord {
             names: vec!["users/alice/tools:1".into()],
-            ..named_record()
+            ..record()
         };
         assert_eq!(
             info(&record, &Viewer::new("alice", &with_bob)).shares.len(),
@@ -374,7 +374,7 @@ mod tests {
         assert!(info(&record, &bob).shares.is_empty());
     }
 
-    fn named_record() -> ImageRecord {
+    fn record() -> ImageRecord {
         ImageRecord {
             id: berth_image::Digest::of(b"config"),
             names: Vec::new(),

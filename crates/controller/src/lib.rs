@@ -3490,16 +3490,15 @@ impl Controller {
         reference: &str,
     ) -> Result<berth_api::RemovedImage, ApiError> {
         let name = berth_image::Reference::parse(reference).map(|r| r.to_string());
-        if caller.uid != 0 {
-            let own = format!("users/{}/", user_of(caller.uid)?.user);
-            if !name.as_ref().is_ok_and(|n| n.starts_with(&own)) {
-                return Err(ApiError::forbidden(format!(
-                    "{reference}: you may remove only your own uploads, named {own}..."
-                )));
-            }
+        let user = user_of(caller.uid)?.user;
+        let viewer = images::Viewer::new(&user, &self.image_shares);
+        if caller.uid != 0 && !name.as_ref().is_ok_and(|n| viewer.owns(n)) {
+            return Err(ApiError::forbidden(format!(
+                "{reference}: you may remove only your own uploads, named users/{user}/..."
+            )));
         }
         let record = self
-            .cluster_image(reference, &user_of(caller.uid)?.user)
+            .cluster_image(reference, &user)
             .map_err(|message| ApiError {
                 status: 404,
                 message,
@@ -3539,17 +3538,15 @@ impl Controller {
             (true, Ok(name)) => vec![name],
             _ => record.names.clone(),
         };
-        let shared: Vec<String> = gone
-            .into_iter()
-            .filter(|n| self.image_shares.contains_key(n))
-            .collect();
-        for name in shared {
-            let shared = berth_api::ImageShare {
-                name,
-                ..Default::default()
-            };
-            if let Err(e) = self.keep_share(shared) {
-                eprintln!("berth: {}", e.message);
+        for name in gone {
+            if self.image_shares.contains_key(&name) {
+                let unshared = berth_api::ImageShare {
+                    name,
+                    ..Default::default()
+                };
+                if let Err(e) = self.keep_share(unshared) {
+                    eprintln!("berth: {}", e.message);
+                }
             }
         }
         Ok(berth_api::RemovedImage {
