@@ -569,10 +569,11 @@ fn lead(
         .map_err(anyhow::Error::msg)?;
     let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mirror = {
-        let (leading, images, watcher) = (
+        let (leading, images, watcher, standby) = (
             leading.clone(),
             images.to_owned(),
             berth_store::EtcdStore::open(url)?,
+            who.clone(),
         );
         std::thread::spawn(move || {
             // The leader's address: the second word of what it wrote ("HOST URL lease=N").
@@ -581,7 +582,7 @@ fn lead(
                 let url = value.split_whitespace().nth(1)?;
                 (url.starts_with("http://") && url != reach).then(|| url.to_string())
             };
-            berth_controller::mirror::run(&images, &key, leader, &leading)
+            berth_controller::mirror::run(&images, &key, &standby, leader, &leading)
         })
     };
     eprintln!("berth: campaigning to lead the controllers of {url}");

@@ -198,7 +198,7 @@ pub fn cluster_pull(
         let request = berth_api::PullRequest {
             reference: reference.to_string(),
         };
-        return crate::client::request("POST", "/v1/images/pull", Some(&request));
+        return crate::client::request("POST", "/v1/images/pull", Some(&request)).map(warned);
     };
     // Never over TCP (a node agent's socket refuses it before anything leaves the host).
     if crate::client::over_network() {
@@ -208,7 +208,16 @@ pub fn cluster_pull(
         reference: reference.to_string(),
         credentials: berth_api::RegistryCredentials { username, password },
     };
-    crate::client::request("POST", "/v1/images/pull/private", Some(&request))
+    crate::client::request("POST", "/v1/images/pull/private", Some(&request)).map(warned)
+}
+
+/// `image`, just taken into the cluster's store, once what the controller warned of beside
+/// it is said.
+fn warned(image: berth_api::ImageInfo) -> berth_api::ImageInfo {
+    for w in &image.warnings {
+        eprintln!("berth: warning: {w}");
+    }
+    image
 }
 
 /// The first 12 digits of an image id as the API gives it (`sha256:HEX`), as `berth image
@@ -259,7 +268,7 @@ fn cluster_import(path: &std::path::Path, name: &str) -> Result<berth_api::Image
         data: &mut file,
         upload: true,
     };
-    crate::client::request_body("POST", &query, body)
+    crate::client::request_body("POST", &query, body).map(warned)
 }
 
 /// What `berth image rm` did to `image`: its name taken off, images deleted.

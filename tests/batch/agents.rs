@@ -134,6 +134,10 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         &[],
     );
     c.wait_for_output(stepping, "step 0 on node-a as berthtest");
+    // Its end is recorded once its tasks have written their output.
+    eventually("the step's end is recorded", || {
+        !c.show(stepping)["steps"][0]["exit_code"].is_null()
+    });
     assert_eq!(c.show(stepping)["steps"][0]["exit_code"], 0);
     // From the controller's host, the step's tasks are relayed to the job's node.
     let step = c.berth(
@@ -232,12 +236,34 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         )
         .unwrap()
     };
+    // A standby's look at the images ([`berth_controller::mirror::Look`]).
+    let look = |principal: &str, look: serde_json::Value| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        berth_agent::http::exchange(
+            &mut s,
+            "POST",
+            "/v1/controllers/images",
+            Some(&node_key.credential(principal)),
+            look.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
     let node_a = berth_agent::auth::node_principal("node-a");
     let controller = berth_agent::auth::CONTROLLER;
-    assert_eq!(get("/v1/controllers/images", &node_a).status, 403);
+    let standby = "standby http://127.0.0.1:1";
+    assert_eq!(
+        look(&node_a, serde_json::json!({ "standby": standby })).status,
+        403
+    );
     assert_eq!(get("/v1/jobs", controller).status, 403);
-    let images: Vec<berth_image::ImageRecord> =
-        get("/v1/controllers/images", controller).json().unwrap();
+    // A standby that has copied nothing is answered at once, whatever it may wait.
+    let listing: berth_controller::mirror::Listing = look(
+        controller,
+        serde_json::json!({ "standby": standby, "wait": 60 }),
+    )
+    .json()
+    .unwrap();
+    let images = &listing.images;
     let busybox = images
         .iter()
         .find(|i| i.names.iter().any(|n| n == "busybox:latest"))
@@ -258,6 +284,57 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         .status,
         404
     );
+    // One that has copied the listing is held until the images change: an import answers
+    // it, and the import waits for that standby's copy, or for why it has none.
+    let have: Vec<String> = images.iter().map(|i| i.id.hex().to_string()).collect();
+    let held = std::thread::scope(|scope| {
+        let held = scope.spawn(|| {
+            let body = serde_json::json!({ "standby": standby, "wait": 60, "copied": listing.version, "have": have });
+            let answer: berth_controller::mirror::Listing = look(controller, body).json().unwrap();
+            let new: Vec<String> = answer
+                .images
+                .iter()
+                .map(|i| i.id.hex().to_string())
+                .filter(|id| !have.contains(id))
+                .collect();
+            let failed: serde_json::Map<String, serde_json::Value> = new
+                .iter()
+                .map(|id| (id.clone(), "no room left (the test's)".into()))
+                .collect();
+            let body = serde_json::json!({ "standby": standby, "have": have, "failed": failed });
+            assert_eq!(look(controller, body).status, 200);
+            answer
+        });
+        let tree = c.f.copy_rootfs("tree-new");
+        std::fs::write(tree.join("marker"), "new").unwrap();
+        let tarball = c.f.path("new.tar");
+        c.f.tarball_of(&tree, &tarball);
+        let imported = c.berth(
+            Mode::Root,
+            &[
+                "image",
+                "import",
+                "--cluster",
+                tarball.to_str().unwrap(),
+                "--name",
+                "new:1",
+            ],
+        );
+        assert_eq!(imported.code, 0, "{}", imported.stderr);
+        assert!(
+            imported.stderr.contains(&format!(
+                "berth: warning: the standby controller {standby} could not copy it: no room left (the test's)"
+            )),
+            "{}",
+            imported.stderr
+        );
+        held.join().unwrap()
+    });
+    assert!(held
+        .images
+        .iter()
+        .any(|i| i.names.iter().any(|n| n == "new:1")));
+    assert_ne!(held.version, listing.version);
 }
 
 #[test]

@@ -444,6 +444,10 @@ pub struct ImageInfo {
     /// root ([`ImageShare`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ImageShare>,
+    /// What went wrong beside an import or a pull that came through (a standby controller
+    /// that has not copied the image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A private image name (`users/OWNER/...`) shared with other users and the members of

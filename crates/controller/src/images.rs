@@ -291,6 +291,7 @@ fn info(r: &ImageRecord, viewer: &Viewer) -> ImageInfo {
         imported: r.imported,
         architecture: r.architecture.clone(),
         shares,
+        warnings: Vec::new(),
     }
 }
 

@@ -163,6 +163,8 @@ pub struct Controller {
     /// Private image names shared with other users and groups, by name (kept in the store
     /// under `image-shares/`).
     image_shares: images::Shares,
+    /// The standby controllers copying this one's images ([`mirror`]).
+    standbys: Arc<mirror::Standbys>,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
     reservations: BTreeMap<String, berth_api::Reservation>,
     /// What this controller counted since it started, for its metrics.
@@ -354,6 +356,7 @@ impl Controller {
             usage: job::Usage::default(),
             reservations: BTreeMap::new(),
             image_shares: images::Shares::new(),
+            standbys: Arc::default(),
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
         };
@@ -2392,6 +2395,11 @@ impl Controller {
             sha256,
             token,
         })
+    }
+
+    /// The standby controllers copying this one's images.
+    pub fn standbys(&self) -> Arc<mirror::Standbys> {
+        self.standbys.clone()
     }
 
     /// The squashfs file of the image whose id is `hex`, for a node to fetch.

@@ -151,17 +151,35 @@ async fn daemon_image(
         )
         .into_response();
     }
-    image_file(c, &hex).await
+    // A standby's copy under way: an import waits for it.
+    let copying = match peer {
+        Some(_) => Some(c.lock().await.standbys().fetch(&hex)),
+        None => None,
+    };
+    image_file(c, &hex, copying).await
 }
 
-/// A standby controller listing this one's images to copy them (`GET /v1/controllers/images`).
+/// A standby controller looking at this one's images to copy them
+/// (`POST /v1/controllers/images`): the answer is held while the standby has copied them all
+/// and they do not change, up to the seconds it asks for ([`crate::mirror`]).
 async fn controller_images(
     State(c): State<Shared>,
     principal: Option<Extension<PeerController>>,
-) -> ApiResult<Vec<berth_image::ImageRecord>> {
+    Json(look): Json<crate::mirror::Look>,
+) -> ApiResult<crate::mirror::Listing> {
     controller_only(principal)?;
-    let gateway = c.lock().await.gateway();
-    blocking(move || gateway.records()).await
+    let standbys = c.lock().await.standbys();
+    let _looking = standbys.look(&look);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(look.wait.min(60));
+    loop {
+        let gateway = c.lock().await.gateway();
+        let listing = crate::mirror::Listing::of(blocking(move || gateway.records()).await?.0);
+        if look.copied.as_ref() != Some(&listing.version) || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(Json(listing));
+        }
+        standbys.next_change(deadline).await;
+    }
 }
 
 /// An image's OCI config, byte for byte, for a standby controller.
@@ -186,7 +204,7 @@ async fn controller_image_config(
 }
 
 /// The squashfs file of the image whose id is `hex`, streamed.
-async fn image_file(c: Shared, hex: &str) -> Response {
+async fn image_file(c: Shared, hex: &str, copying: Option<crate::mirror::Fetching>) -> Response {
     use tokio::io::AsyncReadExt;
     let path = match c.lock().await.image_file(hex) {
         Ok(p) => p,
@@ -200,15 +218,19 @@ async fn image_file(c: Shared, hex: &str) -> Response {
         Ok(m) => m.len(),
         Err(e) => return ApiError::internal(format!("{}: {e}", path.display())).into_response(),
     };
-    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+    // `copying` lives as long as the stream: until its last chunk is sent, or the peer left.
+    let chunks = futures_util::stream::unfold((file, copying), |(mut file, copying)| async move {
         let mut buf = vec![0u8; 1 << 20];
         match file.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    (file, copying),
+                ))
             }
-            Err(e) => Some((Err(e), file)),
+            Err(e) => Some((Err(e), (file, copying))),
         }
     });
     Response::builder()
@@ -839,7 +861,27 @@ async fn pull_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = c.lock().await.gateway();
-    blocking(move || gateway.pull(caller, &r.reference, None)).await
+    let pulled = blocking(move || gateway.pull(caller, &r.reference, None)).await?;
+    on_standbys(&c, pulled.0).await
+}
+
+/// How long an import or a pull waits for the standby controllers to copy its image.
+const STANDBY_COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `image`, which came into the store, once the standby controllers have copied it (or
+/// with why one has not: [`crate::mirror::Standbys::copied`]).
+async fn on_standbys(
+    c: &Shared,
+    mut image: berth_api::ImageInfo,
+) -> ApiResult<berth_api::ImageInfo> {
+    let standbys = c.lock().await.standbys();
+    standbys.changed();
+    let hex = image.id.trim_start_matches("sha256:");
+    image.warnings = standbys.copied(hex, STANDBY_COPY_WAIT).await;
+    for warning in &image.warnings {
+        eprintln!("berth: image {}: {warning}", &hex[..12.min(hex.len())]);
+    }
+    Ok(Json(image))
 }
 
 #[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept): a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "over TCP (the credentials would cross the network), or not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
@@ -854,7 +896,8 @@ async fn pull_private_image(
     }
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = c.lock().await.gateway();
-    blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await
+    let pulled = blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await?;
+    on_standbys(&c, pulled.0).await
 }
 
 #[utoipa::path(post, path = "/v1/images/share", request_body = berth_api::ShareRequest, tag = "images", responses((status = 200, description = "whom the name is shared with now", body = berth_api::ImageShare), (status = 400, description = "not a private name (users/USER/...), or no such user or group", body = ErrorBody), (status = 403, description = "not the name's owner, nor root", body = ErrorBody), (status = 404, description = "no such image in the cluster's store", body = ErrorBody)))]
@@ -874,7 +917,10 @@ async fn remove_image(
     body: Result<Json<berth_api::RemoveImageRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::RemovedImage> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
-    c.lock().await.remove_image(caller, &r.reference).map(Json)
+    let mut c = c.lock().await;
+    let removed = c.remove_image(caller, &r.reference)?;
+    c.standbys().changed();
+    Ok(Json(removed))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -919,7 +965,8 @@ async fn import_image(
         }
     }
     drop(chunks);
-    import.await.map_err(ApiError::internal)?.map(Json)
+    let imported = import.await.map_err(ApiError::internal)??;
+    on_standbys(&c, imported).await
 }
 
 /// A blocking reader of an upload's chunks, as the request's body yields them.
@@ -1082,7 +1129,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
         .route("/v1/agents/images/{id}", get(daemon_image))
-        .route("/v1/controllers/images", get(controller_images))
+        .route("/v1/controllers/images", post(controller_images))
         .route("/v1/controllers/images/{id}", get(daemon_image))
         .route(
             "/v1/controllers/images/{id}/config",
