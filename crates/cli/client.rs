@@ -2,7 +2,7 @@
 //! request per command, so a connection, a request and a read to the end is all it needs,
 //! and it keeps `berth submit` free of an async runtime (its round trip is a goal: < 2 ms).
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 pub use berth_agent::http::Body;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,12 +15,18 @@ pub fn socket() -> PathBuf {
         .map_or_else(|| PathBuf::from("/run/berth/berth.sock"), PathBuf::from)
 }
 
-/// A connection to the controller: its Unix socket, or TCP where $BERTH_API names an
-/// address (`http://HOST:PORT`), with the token in $BERTH_TOKEN.
+/// A connection to the controller: its Unix socket, or TCP where $BERTH_API names its
+/// address (`http://HOST:PORT`), or those of the controllers that fail over, separated by
+/// commas (the first that answers: standbys listen on nothing), with the token in
+/// $BERTH_TOKEN.
 enum Connection {
     Local(UnixStream),
     Network(std::net::TcpStream, String),
 }
+
+/// How long a connection to one of $BERTH_API's controllers may take (a host that is down
+/// answers nothing at all).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Connection {
     fn open() -> Result<Connection> {
@@ -32,15 +38,37 @@ impl Connection {
             return Ok(Connection::Local(stream));
         };
         let api = api.to_string_lossy().into_owned();
-        let addr = address(&api)
-            .ok_or_else(|| anyhow!("BERTH_API is '{api}': expected http://HOST:PORT"))?;
+        let addrs = addresses(&api).ok_or_else(|| {
+            anyhow!(
+                "BERTH_API is '{api}': expected http://HOST:PORT, or several separated by commas"
+            )
+        })?;
         let token = std::env::var("BERTH_TOKEN").map_err(|_| {
             anyhow!("BERTH_API names a controller over TCP: set BERTH_TOKEN too, to a token from `berth token` on its machine")
         })?;
-        let stream = std::net::TcpStream::connect(addr)
-            .with_context(|| format!("cannot reach the berth controller at {addr} (BERTH_API)"))?;
-        Ok(Connection::Network(stream, token))
+        let mut failed = Vec::new();
+        for addr in addrs {
+            match connect(addr) {
+                Ok(stream) => return Ok(Connection::Network(stream, token)),
+                Err(e) => failed.push(format!("{addr}: {e}")),
+            }
+        }
+        bail!(
+            "cannot reach the berth controller (BERTH_API): {}",
+            failed.join("; ")
+        )
     }
+}
+
+fn connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let mut last = std::io::Error::other("the name has no address");
+    for target in std::net::ToSocketAddrs::to_socket_addrs(addr)? {
+        match std::net::TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Whether requests go to the controller over TCP ($BERTH_API), not on a Unix socket.
@@ -48,17 +76,27 @@ pub fn over_network() -> bool {
     std::env::var_os("BERTH_API").is_some()
 }
 
-/// `HOST:PORT` of `http://HOST:PORT`, as $BERTH_API names the controller.
-fn address(api: &str) -> Option<&str> {
-    api.strip_prefix("http://")
-        .map(|a| a.trim_end_matches('/'))
-        .filter(|a| !a.is_empty() && !a.contains('/'))
+/// The `HOST:PORT` of each `http://HOST:PORT` in $BERTH_API's comma-separated list.
+fn addresses(api: &str) -> Option<Vec<&str>> {
+    api.split(',')
+        .map(|a| {
+            a.trim()
+                .strip_prefix("http://")
+                .map(|a| a.trim_end_matches('/'))
+                .filter(|a| !a.is_empty() && !a.contains('/'))
+        })
+        .collect()
 }
 
-/// The controller's host: the one $BERTH_API names, else this one (where its socket is).
+/// The controller's host: the first that $BERTH_API names, else this one (where its
+/// socket is).
 pub fn controller_host() -> String {
     let api = std::env::var("BERTH_API").ok();
-    match api.as_deref().and_then(address) {
+    match api
+        .as_deref()
+        .and_then(addresses)
+        .and_then(|a| a.first().copied())
+    {
         Some(addr) => addr
             .rsplit_once(':')
             .map_or(addr, |(host, _)| host)
@@ -137,4 +175,21 @@ impl std::error::Error for Unreachable {}
 /// Whether `e` is the controller out of reach ([`Unreachable`]).
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Unreachable>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn berth_api_names_one_controller_or_several() {
+        assert_eq!(addresses("http://c1:6817"), Some(vec!["c1:6817"]));
+        assert_eq!(
+            addresses("http://c1:6817/, http://10.0.0.2:6817"),
+            Some(vec!["c1:6817", "10.0.0.2:6817"])
+        );
+        for bad in ["c1:6817", "http://", "http://c1:6817/v1", "http://c1:6817,"] {
+            assert_eq!(addresses(bad), None, "{bad}");
+        }
+    }
 }

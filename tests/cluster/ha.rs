@@ -205,6 +205,29 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     eprintln!("took over in {:?}", killed.elapsed());
     t.c.socket = b.socket.clone();
     assert_eq!(t.c.show(quick)["state"], "COMPLETED");
+    // A client over TCP that names both controllers asks the one that leads now, with a
+    // token of the cluster's key (made by the new leader; the first one's would do too).
+    let made = t.c.berth(Mode::Rootless, &["token", "--lifetime", "0:10"]);
+    let token = made
+        .ok()
+        .trim()
+        .strip_prefix("BERTH_TOKEN=")
+        .unwrap()
+        .to_string();
+    let queue =
+        t.c.f
+            .cmd(Mode::Rootless, &["show", &quick.to_string(), "--json"])
+            .env("BERTH_API", &controllers)
+            .env("BERTH_TOKEN", &token)
+            .output()
+            .unwrap();
+    assert!(
+        queue.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queue.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
+    assert_eq!(shown["state"], "COMPLETED");
     assert_eq!(t.c.show(running)["state"], "RUNNING");
     assert_eq!(t.c.show(held)["state"], "PENDING");
     // The agents find the new leader; the running job's end reaches it.
