@@ -583,17 +583,22 @@ impl<'a, W: Write> Emitter<'a, W> {
         Ok(())
     }
 
-    fn finish(self) -> Result<u64, ImageError> {
+    /// Ends the stream, with the mount points berth's containers use that `tree` lacks
+    /// ([`crate::squash::MOUNT_POINTS`]).
+    fn finish(mut self, tree: &BTreeMap<Vec<u8>, Node>) -> Result<u64, ImageError> {
         let entries = self.entries;
         let spool = self.spool;
-        self.builder
-            .into_inner()
-            .and_then(|mut w| w.flush())
-            .map_err(|e| ImageError::Io {
-                context: "cannot write the flattened image to",
-                path: spool.into(),
-                source: e,
-            })?;
+        crate::squash::append_mount_points(&mut self.builder, |path| {
+            tree.get(path.as_bytes())
+                .map(|node| matches!(node.kind, Kind::Dir))
+        })
+        .and_then(|()| self.builder.into_inner())
+        .and_then(|mut w| w.flush())
+        .map_err(|e| ImageError::Io {
+            context: "cannot write the flattened image to",
+            path: spool.into(),
+            source: e,
+        })?;
         Ok(entries)
     }
 }
@@ -693,7 +698,7 @@ pub fn flatten(
         emitter.emit(tree, &path, &kind, &mut item)?;
     }
     Ok(FlattenStats {
-        entries: emitter.finish()?,
+        entries: emitter.finish(tree)?,
         devices_dropped: model.devices_dropped,
         diff_ids,
     })
@@ -709,7 +714,7 @@ pub fn flatten_two_pass(
     let mut emitter = Emitter::new(out, spool);
     emitter.replay(&model.tree, layers, &originals_to_spool(&model.tree))?;
     Ok(FlattenStats {
-        entries: emitter.finish()?,
+        entries: emitter.finish(&model.tree)?,
         devices_dropped: model.devices_dropped,
         diff_ids,
     })

@@ -450,9 +450,20 @@ impl Store {
             }
             ImportSource::RootfsDir(dir) => {
                 let (dropped, diff_id) = squash::build(&sqfs, &self.root, None, |w| {
-                    let mut hashing = HashingWriter::new(w);
+                    // The tree's own stream is hashed (its id); the mount points it lacks
+                    // are added after it.
+                    let mut ended = squash::EndHeld::new(w);
+                    let mut hashing = HashingWriter::new(&mut ended);
                     let dropped = archive::tar_directory(&dir, &mut hashing, None)?;
-                    Ok((dropped, hashing.digest()))
+                    let digest = hashing.digest();
+                    ended
+                        .end(|path| {
+                            std::fs::symlink_metadata(dir.join(path))
+                                .ok()
+                                .map(|m| m.is_dir())
+                        })
+                        .map_err(ImageError::io("cannot write the image from", &dir))?;
+                    Ok((dropped, digest))
                 })?;
                 let config = rootfs_config(&[diff_id], Default::default());
                 (config.clone(), Digest::of(&config), 1, dropped, Vec::new())

@@ -207,6 +207,37 @@ fn later_layers_replace_and_whiteouts_remove() {
 }
 
 #[test]
+fn the_mount_points_an_image_lacks_are_added_and_its_own_kept() {
+    let (tree, _) = run(&[
+        &[
+            E::Dir("etc/"),
+            E::File("etc/hosts", "mine"),
+            E::File("dev", "not a dir"),
+        ],
+        &[E::Symlink("tmp", "var/tmp"), E::File(".wh.etc", "")],
+        &[E::Symlink("etc", "usr/etc"), E::Dir(".berth/")],
+    ])
+    .unwrap();
+    // The image's own stay as they are; nothing is made under what is not a directory.
+    assert_eq!(tree.get("dev"), Some(&file("not a dir")));
+    assert_eq!(tree.get("tmp"), Some(&Out::Symlink("var/tmp".into())));
+    assert_eq!(tree.get("etc"), Some(&Out::Symlink("usr/etc".into())));
+    assert!(!tree.keys().any(|k| k.starts_with("etc/")), "{tree:?}");
+    // The rest are made.
+    for dir in [
+        "proc",
+        "sys",
+        ".berth/bin",
+        ".berth/job",
+        ".berth/lib/0",
+        ".berth/gpu/lib",
+    ] {
+        assert_eq!(tree.get(dir), Some(&Out::Dir), "{dir}");
+    }
+    assert_eq!(tree.get(".berth/libexec/berth"), Some(&file("")));
+}
+
+#[test]
 fn opaque_directory_hides_lower_content_only() {
     let (tree, _) = run(&[
         &[
