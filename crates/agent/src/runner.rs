@@ -957,6 +957,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_image_holds_the_mount_points_of_a_jobs_container() {
+        for path in [
+            JOB_DIR_IN_CONTAINER,
+            TOOLS_IN_CONTAINER,
+            berth_api::STEP_DIR_IN_CONTAINER,
+            "/.berth/libexec/berth",
+            "/.berth/lib/0",
+            berth_runtime::plan::GPU_LIB_DIR,
+            berth_runtime::plan::GPU_BIN_DIR,
+            "/etc/hosts",
+            "/etc/resolv.conf",
+        ] {
+            let relative = path.trim_start_matches('/');
+            assert!(
+                berth_image::MOUNT_POINTS
+                    .iter()
+                    .any(|(p, _)| *p == relative),
+                "{path} is not among the mount points made in images"
+            );
+        }
+    }
+
+    #[test]
     fn mapped_libraries_are_the_shared_objects_each_once() {
         let maps = "\
 5581c0a00000-5581c0b00000 r--p 00000000 08:01 131 /usr/local/bin/berth

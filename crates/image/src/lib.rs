@@ -27,5 +27,5 @@ pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;
 pub use registry::{credentials_from, login, PullReference, RegistryOptions};
-pub use squash::{build as build_squashfs, Owner};
+pub use squash::{build as build_squashfs, Owner, MOUNT_POINTS};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};
