@@ -324,8 +324,9 @@ fn cached(t: &TestCluster, node: &str) -> Vec<std::fs::DirEntry> {
 }
 
 #[test]
-fn nodes_fetch_images_from_the_controller_once_and_check_them() {
-    let Some(t) = TestCluster::start(12, 2, None) else {
+fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
+    // Heartbeats every 2 s: the controller soon hears which node holds which image.
+    let Some(t) = TestCluster::start(12, 2, Some("[batch]\nnode_timeout = 6\n")) else {
         return;
     };
     let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 true\n";
@@ -354,8 +355,8 @@ fn nodes_fetch_images_from_the_controller_once_and_check_them() {
     let after: Vec<u64> = names.iter().map(|n| inode(n)).collect();
     assert_eq!(before, after, "the second job used the cached copies");
 
-    // The controller's file changes under it (here: damaged): a node that fetches it now
-    // gets bytes that do not match the digest announced, and keeps none of them.
+    // The controller's file changes under it (here: damaged). A node that lacks the image
+    // gets it from one that has it, and that is what it runs.
     let store = t.c.f.path("store-root/images");
     let image = std::fs::read_dir(&store)
         .unwrap()
@@ -369,16 +370,54 @@ fn nodes_fetch_images_from_the_controller_once_and_check_them() {
         .unwrap()
         .write_all(b"tampered")
         .unwrap();
-    let fresh = &names[1];
+    let (holder, fresh) = (&names[0], &names[1]);
     for f in cached(&t, fresh) {
         std::fs::remove_file(f.path()).unwrap();
     }
+    let sha256 = cached(&t, holder)[0]
+        .file_name()
+        .to_string_lossy()
+        .trim_end_matches(".sqfs")
+        .to_string();
+    wait_until("the controller hears which node holds the image", || {
+        let nodes: serde_json::Value =
+            serde_json::from_str(t.c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+        let holds = |n: &str| {
+            nodes.as_array().unwrap().iter().any(|node| {
+                node["name"] == n
+                    && node["images"]
+                        .as_array()
+                        .is_some_and(|i| i.iter().any(|s| *s == sha256.as_str()))
+            })
+        };
+        holds(holder) && !holds(fresh)
+    });
     let third = t.c.submit(Mode::Rootless, "c.sh", script, &[]);
     let job = t.c.wait_for(third, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+    assert_eq!(cached(&t, fresh).len(), 1);
+    assert!(
+        t.agent(holder).log().contains("serving the image file"),
+        "{}",
+        t.logs()
+    );
+    // With no node that has it, a node fetches it from the controller: bytes that do not
+    // match the digest announced, of which it keeps none.
+    for n in &names {
+        for f in cached(&t, n) {
+            std::fs::remove_file(f.path()).unwrap();
+        }
+    }
+    let fourth = t.c.submit(Mode::Rootless, "d.sh", script, &[]);
+    let job = t.c.wait_for(fourth, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "FAILED", "{job}");
     assert!(
         job["reason"].as_str().unwrap().contains("digest mismatch"),
         "{job}"
     );
-    assert!(cached(&t, fresh).is_empty(), "nothing kept of a bad fetch");
+    // (A runner killed mid-fetch, its job failed on the other node, leaves a partial file
+    // that its agent sweeps.)
+    wait_until("nothing kept of a bad fetch", || {
+        names.iter().all(|n| cached(&t, n).is_empty())
+    });
 }

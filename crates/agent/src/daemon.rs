@@ -12,10 +12,10 @@
 use crate::auth::{self, Key};
 use crate::node::{JobStart, NodeAgent, Resources};
 use crate::runner::JobResult;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -39,6 +39,10 @@ pub struct Registration {
     /// one are gone. `None` from an agent before 2026-12-04, and in the store's record.
     #[serde(default)]
     pub files_id: Option<String>,
+    /// The images in the node's cache, by their squashfs files' SHA-256 (hex): other nodes
+    /// may fetch them from its agent.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// The controller's answer to a registration: the runners this node must stop, those of jobs
@@ -337,6 +341,54 @@ async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> 
     let daemon = |p: &str| p == auth::CONTROLLER || p.starts_with("@node:");
     let refusal = "only berth's daemons may start parts of steps";
     check_credential(&a, request, next, daemon, refusal).await
+}
+
+/// An image's squashfs file in this node's cache, for another node that runs a job in it
+/// (`GET /v1/agent/images/{sha256}`, with a daemon's credential).
+async fn cached_image(State(a): State<Shared>, Path(sha256): Path<String>) -> Response {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(400, format!("{sha256}: not the SHA-256 of an image's file"));
+    }
+    let path = a.node.image_cache(&sha256);
+    if !path.exists() {
+        return error(404, format!("no image file {sha256} on node {}", a.name));
+    }
+    eprintln!(
+        "berth agent: serving the image file {} to another node",
+        &sha256[..12]
+    );
+    file_response(&path, ()).await
+}
+
+/// The file at `path`, streamed; `guard` is kept until its last chunk is sent (or the
+/// caller has left).
+pub async fn file_response<G: Send + 'static>(path: &std::path::Path, guard: G) -> Response {
+    use tokio::io::AsyncReadExt;
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => return error(500, format!("{}: {e}", path.display())),
+    };
+    let length = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return error(500, format!("{}: {e}", path.display())),
+    };
+    let chunks = futures_util::stream::unfold((file, guard), |(mut file, guard)| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                let chunk = bytes::Bytes::from(buf);
+                Some((Ok::<_, std::io::Error>(chunk), (file, guard)))
+            }
+            Err(e) => Some((Err(e), (file, guard))),
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(axum::http::header::CONTENT_LENGTH, length)
+        .body(axum::body::Body::from_stream(chunks))
+        .expect("a valid response")
 }
 
 /// `POST /v1/agent/step` with `Upgrade: berth-step`: this node's part of a step that another
@@ -738,6 +790,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .merge(
             Router::new()
                 .route(crate::step::relay::PATH, post(step_part))
+                .route("/v1/agent/images/{sha256}", get(cached_image))
                 .layer(axum::middleware::from_fn_with_state(
                     agent.clone(),
                     cluster_only,
@@ -751,6 +804,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         running: Vec::new(),
         health: None,
         files_id: Some(agent.files_id.clone()),
+        images: Vec::new(),
     };
     let beat = agent.clone();
     tokio::spawn(async move {
@@ -767,6 +821,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
             let sent =
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
                     reg.health = crate::node::Health::sample();
+                    reg.images = a.node.cached_images();
                     a.ask("/v1/agents/register", &reg)
                 })
                 .await

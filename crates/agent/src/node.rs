@@ -294,6 +294,24 @@ impl NodeAgent {
         self.state_dir.join("images").join(format!("{sha256}.sqfs"))
     }
 
+    /// The images in this node's cache ([`NodeAgent::image_cache`]), by their files' SHA-256.
+    pub fn cached_images(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("images")) else {
+            return Vec::new();
+        };
+        let mut images: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let sha256 = name.strip_suffix(".sqfs")?;
+                (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| sha256.to_string())
+            })
+            .collect();
+        images.sort();
+        images
+    }
+
     /// Where this node mounts each image once for all its jobs ([`berth_runtime::shared`]).
     pub fn image_mounts(&self) -> PathBuf {
         self.state_dir.join("mnt")
@@ -306,14 +324,17 @@ impl NodeAgent {
     }
 
     /// Every [`UPKEEP`], for as long as the daemon runs: unmounts the node's mounts of images
-    /// removed from the store that no job uses any more (their space is held until then), and
-    /// removes the cgroups of runners that are gone (killed before they could). Spawn it on
-    /// the daemon's runtime.
+    /// removed from the store that no job uses any more (their space is held until then),
+    /// removes the cgroups of runners that are gone (killed before they could) and the
+    /// partial image files of fetches whose runners are gone. Spawn it on the daemon's
+    /// runtime.
     pub async fn upkeep(self) {
         let mounts = self.image_mounts();
+        let cache = self.state_dir.join("images");
         loop {
-            let mounts = mounts.clone();
+            let (mounts, cache) = (mounts.clone(), cache.clone());
             let _ = tokio::task::spawn_blocking(move || {
+                runner::sweep_fetches(&cache);
                 berth_runtime::shared::release_deleted(&mounts);
                 if let Ok(layout) = berth_runtime::cgroup::Layout::detect() {
                     berth_runtime::cgroup::sweep_stale(&layout, berth_runtime::CGROUP_PARENT);

@@ -131,6 +131,11 @@ pub struct ImageSource {
     /// them in: the one it talks to first).
     #[serde(default)]
     pub from: Vec<String>,
+    /// Other nodes' agents whose caches hold the file (`http://HOST:PORT` each), asked
+    /// first, in turn (`GET /v1/agent/images/<sha256>`), so that the controller does not
+    /// serve every node: one that fails is passed over.
+    #[serde(default)]
+    pub peers: Vec<String>,
     /// The file's SHA-256, hex: what is fetched must have it.
     pub sha256: String,
     /// A credential for the fetch, signed by the controller.
@@ -578,7 +583,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Fetches an image's squashfs file from the controller into `dest` (this node's cache):
+/// Fetches an image's squashfs file from another node that has it, else from the
+/// controller, into `dest` (this node's cache):
 /// into a file of its own first, checked against its SHA-256, then linked into place, so
 /// that `dest` is whole or absent, whatever happens (two jobs fetching at once both write a
 /// good copy; the first stays, which the node may have mounted already).
@@ -587,6 +593,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// [`FETCH_PATIENCE`]; a file that does not match its digest is not fetched again.
 pub(crate) fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), String> {
     let deadline = std::time::Instant::now() + FETCH_PATIENCE;
+    let mut passed_over = Vec::new();
+    let from_peer = ImageSource {
+        path: format!("/v1/agent/images/{}", source.sha256),
+        ..source.clone()
+    };
+    for peer in &source.peers {
+        match fetch_from(peer, &from_peer, dest) {
+            Ok(()) => return Ok(()),
+            Err(e) => passed_over.push(e),
+        }
+    }
     loop {
         let mut failures = Vec::new();
         for base in &source.from {
@@ -602,20 +619,50 @@ pub(crate) fn fetch_image(source: &ImageSource, dest: &Path) -> Result<(), Strin
         }
         let done = failures.iter().any(|e| e.contains("digest mismatch"));
         if done || source.from.is_empty() || std::time::Instant::now() > deadline {
+            passed_over.extend(failures);
             return Err(format!(
                 "cannot fetch the job's image ({}): {}",
                 source.path,
-                failures.join("; ")
+                passed_over.join("; ")
             ));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
+/// The partial file of a fetch into `dir` by this process (`.fetch-<pid>`).
+fn fetch_file(dir: &Path) -> PathBuf {
+    dir.join(format!(".fetch-{}", std::process::id()))
+}
+
+/// Removes the partial files in the image cache `dir` of fetches whose processes are gone
+/// (a runner killed mid-fetch: its job cancelled, or failed on another node).
+pub(crate) fn sweep_fetches(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".fetch-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 sends nothing; it only says whether the pid exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// How long a node waits for a controller to serve it an image.
 const FETCH_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Fetches `source` from the controller at `base` into `dest`, checked as [`fetch_image`] says.
+/// Fetches `source` from the daemon at `base` into `dest`, checked as [`fetch_image`] says.
 pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), String> {
     use std::io::{BufRead, BufReader, Read, Write};
     let what = base.to_string();
@@ -661,7 +708,7 @@ pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), S
         return Err(format!("{what}: {} {}", status.trim(), body.trim()));
     }
     let length = length.ok_or_else(|| format!("{what}: the answer has no length"))?;
-    let tmp = dir.join(format!(".fetch-{}", std::process::id()));
+    let tmp = fetch_file(dir);
     let result = (|| -> Result<(), String> {
         let mut file =
             std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -955,6 +1002,27 @@ fn dev_null() -> Result<OwnedFd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_fetches_of_gone_processes_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let names = [
+            format!(".fetch-{gone_pid}"),
+            format!(".fetch-{}", std::process::id()),
+            format!("{}.sqfs", "a".repeat(64)),
+            ".fetch-notapid".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        sweep_fetches(dir.path());
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(dir.path().join(name).exists(), i != 0, "{name}");
+        }
+    }
 
     #[test]
     fn every_image_holds_the_mount_points_of_a_jobs_container() {

@@ -398,6 +398,10 @@ pub struct NodeInfo {
     /// node.
     #[serde(default)]
     pub heard: Option<u64>,
+    /// The images in a remote node's cache, by their squashfs files' SHA-256, as its agent
+    /// last reported them: nodes that lack one fetch it from those that have it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl NodeInfo {

@@ -969,6 +969,7 @@ mod tests {
             load: Some(vec![0.5, 0.25, 0.125]),
             memory_available: Some(3 << 30),
             heard: Some(2),
+            images: Vec::new(),
         }
     }
 

@@ -220,6 +220,9 @@ struct NodeEntry {
     drain: Option<NodeReason>,
     /// How busy a remote node's machine was at its last heartbeat.
     health: Option<berth_agent::node::Health>,
+    /// The images in a remote node's cache at its last heartbeat (their files' SHA-256):
+    /// other nodes fetch them from it.
+    images: BTreeSet<String>,
 }
 
 /// Why a node is out of service, who said so and when (sinfo -R's lines).
@@ -231,6 +234,10 @@ struct NodeReason {
 }
 
 const DRAINS_PREFIX: &str = "drains/";
+
+/// How many other nodes a node that lacks a job's image is told to ask for it, before the
+/// controller.
+const IMAGE_PEERS: usize = 3;
 const RESERVATIONS_PREFIX: &str = "reservations/";
 const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 
@@ -243,6 +250,7 @@ impl NodeEntry {
             down: None,
             drain: None,
             health: None,
+            images: BTreeSet::new(),
         }
     }
 
@@ -1959,6 +1967,11 @@ impl Controller {
                     load: health.map(|h| h.load.to_vec()),
                     memory_available: health.map(|h| h.memory_available),
                     heard,
+                    images: self
+                        .nodes
+                        .get(&n.name)
+                        .map(|e| e.images.iter().cloned().collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -2367,9 +2380,10 @@ impl Controller {
         Ok(())
     }
 
-    /// How `node` fetches the image `sqfs` from this controller: its path in the API, the
-    /// SHA-256 of its file (recorded by the image store at import) and a credential for the
-    /// fetch, good for an hour.
+    /// How `node` fetches the image `sqfs`: from other nodes whose caches hold it (up to
+    /// [`IMAGE_PEERS`] that are up, a different first one for each node that asks), else
+    /// from this controller: its path in the API, the SHA-256 of its file (recorded by the
+    /// image store at import) and a credential for the fetch, good for an hour.
     fn image_source(
         &self,
         sqfs: &Path,
@@ -2389,9 +2403,24 @@ impl Controller {
             uid: 0,
             exp: now() + 3600,
         });
+        let mut peers: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(name, e)| *name != node && e.down.is_none() && e.images.contains(&sha256))
+            .filter_map(|(_, e)| match &e.link {
+                Link::Remote(url) => Some(url.as_str()),
+                Link::Local(_) => None,
+            })
+            .collect();
+        if !peers.is_empty() {
+            let first = node.bytes().map(usize::from).sum::<usize>() % peers.len();
+            peers.rotate_left(first);
+        }
+        peers.truncate(IMAGE_PEERS);
         Ok(berth_agent::runner::ImageSource {
             path: format!("/v1/agents/images/{hex}"),
             from: Vec::new(),
+            peers: peers.into_iter().map(String::from).collect(),
             sha256,
             token,
         })
@@ -2868,6 +2897,7 @@ impl Controller {
         let alive = serde_json::to_vec(&berth_agent::daemon::Registration {
             running: Vec::new(),
             health: None,
+            images: Vec::new(),
             ..reg.clone()
         })
         .expect("registrations serialise");
@@ -2895,6 +2925,7 @@ impl Controller {
         if let Some(node) = self.nodes.get_mut(&name) {
             node.last_seen = std::time::Instant::now();
             node.health = reg.health;
+            node.images = reg.images.into_iter().collect();
             match &mut node.link {
                 Link::Remote(url) if *url == reg.url => return Ok(answer),
                 Link::Remote(url) => *url = reg.url.clone(),
@@ -2914,6 +2945,7 @@ impl Controller {
         eprintln!("berth: node {name} registered from {}", reg.url);
         let mut entry = NodeEntry::new(res, Link::Remote(reg.url));
         entry.health = reg.health;
+        entry.images = reg.images.into_iter().collect();
         entry.drain = self
             .store
             .get(&format!("{DRAINS_PREFIX}{name}"))
@@ -3097,6 +3129,7 @@ impl Controller {
             running: Vec::new(),
             health: None,
             files_id: None,
+            images: Vec::new(),
         };
         self.store
             .put(

@@ -188,6 +188,7 @@ fn copy(store: &Store, key: &Key, leader: &str, record: &ImageRecord) -> Result<
     let source = ImageSource {
         path: format!("/v1/controllers/images/{hex}"),
         from: vec![leader.to_string()],
+        peers: Vec::new(),
         sha256,
         // Good for the whole transfer of a big file.
         token: key.mint(&berth_agent::auth::Claims {

@@ -205,39 +205,10 @@ async fn controller_image_config(
 
 /// The squashfs file of the image whose id is `hex`, streamed.
 async fn image_file(c: Shared, hex: &str, copying: Option<crate::mirror::Fetching>) -> Response {
-    use tokio::io::AsyncReadExt;
-    let path = match c.lock().await.image_file(hex) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) => return ApiError::internal(format!("{}: {e}", path.display())).into_response(),
-    };
-    let length = match file.metadata().await {
-        Ok(m) => m.len(),
-        Err(e) => return ApiError::internal(format!("{}: {e}", path.display())).into_response(),
-    };
-    // `copying` lives as long as the stream: until its last chunk is sent, or the peer left.
-    let chunks = futures_util::stream::unfold((file, copying), |(mut file, copying)| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((
-                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                    (file, copying),
-                ))
-            }
-            Err(e) => Some((Err(e), (file, copying))),
-        }
-    });
-    Response::builder()
-        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
-        .header(axum::http::header::CONTENT_LENGTH, length)
-        .body(axum::body::Body::from_stream(chunks))
-        .expect("a valid response")
+    match c.lock().await.image_file(hex) {
+        Ok(path) => berth_agent::daemon::file_response(&path, copying).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// A node's agent asking for an allocation for a `berth step` on its node (its client's
