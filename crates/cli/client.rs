@@ -60,6 +60,8 @@ impl Connection {
     }
 }
 
+/// Connects to `addr` (`HOST:PORT`): each of its addresses in turn, for up to
+/// [`CONNECT_TIMEOUT`] each.
 fn connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
     let mut last = std::io::Error::other("the name has no address");
     for target in std::net::ToSocketAddrs::to_socket_addrs(addr)? {

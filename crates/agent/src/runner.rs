@@ -672,7 +672,13 @@ pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), S
         .strip_prefix("http://")
         .ok_or_else(|| format!("{what}: not an http:// address"))?;
     let path = &source.path;
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{what}: {e}"))?;
+    // A host that is down answers nothing: the next source is asked after a few seconds.
+    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| format!("{what}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what}: no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .map_err(|e| format!("{what}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| format!("{what}: {e}"))?;

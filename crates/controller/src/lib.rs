@@ -234,12 +234,12 @@ struct NodeReason {
 }
 
 const DRAINS_PREFIX: &str = "drains/";
+const RESERVATIONS_PREFIX: &str = "reservations/";
+const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 
 /// How many other nodes a node that lacks a job's image is told to ask for it, before the
 /// controller.
 const IMAGE_PEERS: usize = 3;
-const RESERVATIONS_PREFIX: &str = "reservations/";
-const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 
 impl NodeEntry {
     fn new(res: LocalNode, link: Link) -> NodeEntry {

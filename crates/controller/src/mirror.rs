@@ -283,11 +283,12 @@ impl Standbys {
         }
     }
 
-    /// Waits for `look`'s answer: until the images change, `deadline` passes, or a second
-    /// (changes the leader took no part in: a root's import into its store by hand).
-    pub async fn next_change(&self, deadline: tokio::time::Instant) {
-        let again = tokio::time::Instant::now() + Duration::from_secs(1);
-        let _ = tokio::time::timeout_at(deadline.min(again), self.changed.notified()).await;
+    /// Told of each change of the leader's images ([`Standbys::changed`]): a held look
+    /// asks for it before it lists them, and waits on it (and looks again every second all
+    /// the same, for changes the leader took no part in: a root's import into its store by
+    /// hand).
+    pub fn changes(&self) -> &Notify {
+        &self.changed
     }
 
     /// A standby copies the file of the image `hex` while the guard lives.

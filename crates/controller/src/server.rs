@@ -172,13 +172,18 @@ async fn controller_images(
     let _looking = standbys.look(&look);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(look.wait.min(60));
     loop {
+        // Asked for before listing: a change after the listing still ends the wait.
+        let changed = standbys.changes().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let gateway = c.lock().await.gateway();
         let listing = crate::mirror::Listing::of(blocking(move || gateway.records()).await?.0);
-        if look.copied.as_ref() != Some(&listing.version) || tokio::time::Instant::now() >= deadline
-        {
+        let now = tokio::time::Instant::now();
+        if look.copied.as_ref() != Some(&listing.version) || now >= deadline {
             return Ok(Json(listing));
         }
-        standbys.next_change(deadline).await;
+        let again = now + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout_at(deadline.min(again), changed).await;
     }
 }
 
