@@ -555,15 +555,8 @@ fn lead(
 ) -> Result<berth_store::EtcdStore> {
     let store = berth_store::EtcdStore::open(url)?;
     let renewer = berth_store::EtcdStore::open(url)?;
-    // Where the others reach this one: as the agents do (its address, or its host's name
-    // where it listens on every address).
-    let reach = match listen {
-        Some(addr) if addr.ip().is_unspecified() => {
-            format!("http://{}:{}", berth_agent::node::hostname(), addr.port())
-        }
-        Some(addr) => format!("http://{addr}"),
-        None => "-".into(),
-    };
+    // Where the others reach this one: as the agents do.
+    let reach = berth_controller::reach(listen).unwrap_or_else(|| "-".into());
     let who = format!("{} {reach}", berth_agent::node::hostname());
     let key = berth_agent::auth::Key::load_or_create(&state_dir.join("cluster.key"))
         .map_err(anyhow::Error::msg)?;
@@ -2086,6 +2079,39 @@ pub fn target(spec: &str) -> Result<Target> {
         true => Target::Array(id),
         false => Target::Job(id),
     })
+}
+
+/// `berth controllers`: the controller that answers (which leads), and the standbys that
+/// copy its images, with how many of them each holds.
+pub fn controllers(args: ListArgs) -> Result<i32> {
+    let all: Vec<berth_api::ControllerInfo> = request("GET", "/v1/controllers", None::<&()>)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        return print_json(&mut out, &all);
+    }
+    let images = all.first().map_or(0, |c| c.images);
+    writeln!(
+        out,
+        "{:<16} {:<8} {:<28} {:<6} {:>6} {:>7} PROBLEMS",
+        "HOST", "ROLE", "ADDRESS", "STATE", "HEARD", "IMAGES"
+    )?;
+    for c in &all {
+        let problems = match c.failed.join("; ") {
+            f if f.is_empty() => "-".to_string(),
+            f => f,
+        };
+        writeln!(
+            out,
+            "{:<16} {:<8} {:<28} {:<6} {:>6} {:>7} {problems}",
+            c.host,
+            c.role,
+            c.url.as_deref().unwrap_or("-"),
+            c.state,
+            c.heard.map_or("-".into(), |s| format!("{s}s")),
+            format!("{}/{images}", c.images),
+        )?;
+    }
+    Ok(0)
 }
 
 pub fn nodes(args: ListArgs) -> Result<i32> {

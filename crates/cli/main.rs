@@ -147,6 +147,9 @@ enum Command {
     Rsh(step::RshArgs),
     /// List the cluster's nodes, like sinfo -N
     Nodes(batch::ListArgs),
+    /// List the controllers: the one that leads and the standbys that copy its images, like
+    /// scontrol ping
+    Controllers(batch::ListArgs),
     /// Drain a node or resume it (root)
     #[command(subcommand)]
     Node(batch::NodeCommand),
@@ -241,6 +244,7 @@ fn run() -> i32 {
         Command::Resume(args) => batch::act("resume", args),
         Command::Requeue(args) => batch::act("requeue", args),
         Command::Nodes(args) => batch::nodes(args),
+        Command::Controllers(args) => batch::controllers(args),
         Command::Partitions(args) => batch::partitions(args),
         Command::Node(cmd) => batch::node(cmd),
         Command::As(args) => compat::run(args),

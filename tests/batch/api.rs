@@ -53,6 +53,18 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     assert!(over_tcp(Mode::Rootless, &token, &["history"])
         .ok()
         .contains(&id.to_string()));
+    // One controller, which leads, where the API is.
+    let controllers: serde_json::Value =
+        serde_json::from_str(over_tcp(Mode::Rootless, &token, &["controllers", "--json"]).ok())
+            .unwrap();
+    assert_eq!(controllers.as_array().unwrap().len(), 1, "{controllers}");
+    assert_eq!(controllers[0]["role"], "leader");
+    assert_eq!(controllers[0]["state"], "up");
+    assert_eq!(controllers[0]["url"], api.as_str());
+    assert!(
+        controllers[0]["images"].as_u64() >= Some(1),
+        "{controllers}"
+    );
     // The token's user may not act on root's jobs, whoever runs the client.
     let sleeper = c.submit(
         Mode::Root,

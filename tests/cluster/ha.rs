@@ -152,6 +152,36 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         import(&t, file, name);
         assert!(copied()[name].is_string(), "{name}\n{}", b.log());
     }
+    // The leader lists itself and the standby that follows it, with what each holds.
+    let listed: serde_json::Value =
+        serde_json::from_str(t.c.berth(Mode::Rootless, &["controllers", "--json"]).ok()).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        (listed[0]["role"].as_str(), listed[0]["images"].as_u64()),
+        (Some("leader"), Some(4)),
+        "{listed:?}"
+    );
+    assert_eq!(
+        (
+            listed[1]["role"].as_str(),
+            listed[1]["state"].as_str(),
+            listed[1]["url"].as_str(),
+            listed[1]["images"].as_u64()
+        ),
+        (
+            Some("standby"),
+            Some("up"),
+            Some(format!("http://{}", t.hosts.bridge(6819)).as_str()),
+            Some(4)
+        ),
+        "{listed:?}"
+    );
+    let ping = t.c.berth(Mode::Rootless, &["as", "scontrol", "ping"]);
+    let lines: Vec<&str> = ping.ok().lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("Slurmctld(primary) at ") && lines[0].ends_with(" is UP"));
+    assert!(lines[1].starts_with("Slurmctld(backup) at ") && lines[1].ends_with(" is UP"));
     let gone_id = copied()["gone:1"].as_str().unwrap().to_string();
     let gone_dir =
         t.c.f
@@ -205,6 +235,10 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     eprintln!("took over in {:?}", killed.elapsed());
     t.c.socket = b.socket.clone();
     assert_eq!(t.c.show(quick)["state"], "COMPLETED");
+    let listed: serde_json::Value =
+        serde_json::from_str(t.c.berth(Mode::Rootless, &["controllers", "--json"]).ok()).unwrap();
+    assert_eq!(listed[0]["role"], "leader", "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     // A client over TCP that names both controllers asks the one that leads now, with a
     // token of the cluster's key (made by the new leader; the first one's would do too).
     let made = t.c.berth(Mode::Rootless, &["token", "--lifetime", "0:10"]);

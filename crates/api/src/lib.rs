@@ -357,6 +357,29 @@ pub struct UpdateRequest {
     pub syntax: OptionSyntax,
 }
 
+/// A controller as `berth controllers` (and `scontrol ping`) reports it: the one that
+/// answers, which leads, and the standbys that copy its images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ControllerInfo {
+    /// Its host.
+    pub host: String,
+    /// Where it serves the API over TCP (`http://HOST:PORT`), or takes over there.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// leader or standby.
+    pub role: String,
+    /// up, or down: a standby not heard from for longer than the leader holds its looks.
+    pub state: String,
+    /// Seconds since a standby last looked at the leader's images (0: it looks now).
+    #[serde(default)]
+    pub heard: Option<u64>,
+    /// The leader's images it holds (for the leader: all of them).
+    pub images: u64,
+    /// The leader's images a standby could not copy, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+}
+
 /// A node as `berth nodes` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {

@@ -423,6 +423,15 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
                 writeln!(out, "{}", partition_block(p, &nodes))?;
             }
         }
+        ["ping"] => {
+            let all: Vec<berth_api::ControllerInfo> =
+                crate::client::request("GET", "/v1/controllers", None::<&()>)?;
+            for c in &all {
+                let role = if c.role == "leader" { "primary" } else { "backup" };
+                let state = c.state.to_uppercase();
+                writeln!(out, "Slurmctld({role}) at {} is {state}", c.host)?;
+            }
+        }
         ["update", settings @ ..] => update_nodes(settings)?,
         ["create", "reservation" | "reservations" | "res", settings @ ..] => {
             let name = create_reservation(settings)?;
@@ -453,7 +462,7 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
             crate::client::request::<()>("DELETE", &format!("/v1/reservations/{name}"), None::<&()>)?;
         }
         _ => bail!(
-            "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume and update",
+            "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume, update and ping",
             words.join(" ")
         ),
     }

@@ -2431,6 +2431,29 @@ impl Controller {
         self.standbys.clone()
     }
 
+    /// `berth controllers`: this one, which leads (it answers), then the standbys that
+    /// copy its images.
+    pub fn controllers(&self) -> Result<Vec<berth_api::ControllerInfo>, ApiError> {
+        let images: BTreeSet<String> = self
+            .images
+            .list()
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|r| r.id.hex().to_string())
+            .collect();
+        let mut all = vec![berth_api::ControllerInfo {
+            host: berth_agent::node::hostname(),
+            url: reach(self.settings.listen),
+            role: "leader".into(),
+            state: "up".into(),
+            heard: None,
+            images: images.len() as u64,
+            failed: Vec::new(),
+        }];
+        all.extend(self.standbys.report(&images));
+        Ok(all)
+    }
+
     /// The squashfs file of the image whose id is `hex`, for a node to fetch.
     pub fn image_file(&self, hex: &str) -> Result<PathBuf, ApiError> {
         images::by_id(&self.images, hex).map(|record| self.images.squashfs(&record))
@@ -3853,6 +3876,16 @@ impl Controller {
             (_, None) => {}
         }
     }
+}
+
+/// Where other hosts reach a controller that listens on `listen`: its address, or its
+/// host's name where it listens on every address.
+pub fn reach(listen: Option<std::net::SocketAddr>) -> Option<String> {
+    let addr = listen?;
+    Some(match addr.ip().is_unspecified() {
+        true => format!("http://{}:{}", berth_agent::node::hostname(), addr.port()),
+        false => format!("http://{addr}"),
+    })
 }
 
 /// Looks at the controller with `look` until it answers: again each time `signal` (one of

@@ -214,8 +214,11 @@ fn copy(store: &Store, key: &Key, leader: &str, record: &ImageRecord) -> Result<
 /// the look's answer listed): an import waits for it meanwhile.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// How long the leader remembers a standby it no longer hears from.
-const FORGET: Duration = Duration::from_secs(60);
+/// How long a standby not heard from is warned of, at imports, as without their copies.
+const WARN_FOR: Duration = Duration::from_secs(60);
+
+/// How long the leader remembers a standby it no longer hears from (shown as down).
+const FORGET: Duration = Duration::from_secs(3600);
 
 /// The leader's side: the standbys that look at its images, and what each holds.
 #[derive(Default)]
@@ -335,6 +338,9 @@ impl Standbys {
         let mut waiting = Vec::new();
         let mut warnings = Vec::new();
         for (who, s) in known.standbys.iter().filter(|(_, s)| !s.have.contains(hex)) {
+            if now.duration_since(s.last) >= WARN_FOR && s.looking == 0 {
+                continue;
+            }
             if let Some(e) = s.failed.get(hex) {
                 warnings.push(format!(
                     "the standby controller {who} could not copy it: {e}"
@@ -349,6 +355,42 @@ impl Standbys {
             }
         }
         (waiting, warnings)
+    }
+}
+
+impl Standbys {
+    /// Each standby the leader heard from in the last [`FORGET`], as `berth controllers`
+    /// shows it: up while it looks or has just looked, and how many of `images` (the
+    /// leader's, by id) it holds.
+    pub fn report(&self, images: &BTreeSet<String>) -> Vec<berth_api::ControllerInfo> {
+        let now = Instant::now();
+        self.known()
+            .standbys
+            .iter()
+            .map(|(who, s)| {
+                let heard = match s.looking {
+                    0 => now.duration_since(s.last),
+                    _ => Duration::ZERO,
+                };
+                let (host, url) = match who.split_once(' ') {
+                    Some((host, url)) if url.starts_with("http://") => (host, Some(url)),
+                    _ => (who.as_str(), None),
+                };
+                berth_api::ControllerInfo {
+                    host: host.to_string(),
+                    url: url.map(String::from),
+                    role: "standby".into(),
+                    state: if heard < HOLD + GRACE { "up" } else { "down" }.into(),
+                    heard: Some(heard.as_secs()),
+                    images: images.iter().filter(|i| s.have.contains(*i)).count() as u64,
+                    failed: s
+                        .failed
+                        .iter()
+                        .map(|(hex, e)| format!("{}: {e}", &hex[..12.min(hex.len())]))
+                        .collect(),
+                }
+            })
+            .collect()
     }
 }
 

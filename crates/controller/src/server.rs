@@ -773,6 +773,11 @@ async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
     Ok(Json(c.lock().await.nodes()))
 }
 
+#[utoipa::path(get, path = "/v1/controllers", tag = "cluster", responses((status = 200, description = "the controller that answers, which leads, and the standbys that copy its images (scontrol ping)", body = Vec<berth_api::ControllerInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn controllers(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ControllerInfo>> {
+    c.lock().await.controllers().map(Json)
+}
+
 #[utoipa::path(get, path = "/v1/partitions", tag = "cluster", responses((status = 200, description = "the partitions", body = Vec<berth_api::PartitionInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::PartitionInfo>> {
     Ok(Json(c.lock().await.partitions()))
@@ -1014,6 +1019,7 @@ async fn not_found() -> ApiError {
         resume,
         requeue,
         nodes,
+        controllers,
         partitions,
         shares,
         create_reservation,
@@ -1105,6 +1111,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes/{name}/resume", post(resume_node))
         .route("/v1/agents/ended", post(agent_ended))
         .route("/v1/agents/images/{id}", get(daemon_image))
+        .route("/v1/controllers", get(controllers))
         .route("/v1/controllers/images", post(controller_images))
         .route("/v1/controllers/images/{id}", get(daemon_image))
         .route(
