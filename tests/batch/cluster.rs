@@ -90,6 +90,20 @@ impl Cluster {
 
     /// Starts the controller and waits until it answers.
     pub fn up(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth up did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the controller (which may stand by, answering nothing, where another leads).
+    pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.f.path("controller.log")).unwrap();
         let mut cmd = Command::new(&self.f.bin);
         match &self.f.config {
@@ -109,15 +123,6 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.controller = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "berth up did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Stops the controller as `berth down` or an init system would (SIGTERM), and waits

@@ -227,6 +227,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     );
 
     // The leader dies. The standby leads within a few seconds, with every job.
+    let first_socket = t.c.socket.clone();
     t.c.kill();
     let killed = Instant::now();
     wait_until("the standby takes over", Duration::from_secs(20), || {
@@ -294,6 +295,27 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     let job = t.c.wait_for(lost, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", b.log());
     assert_eq!(output(&t, lost), "lost ran in late\n");
+    // The first controller comes back and stands by. An image it took in itself while it
+    // led, which the new leader removed meanwhile, goes from its store too.
+    t.c.berth(Mode::Root, &["image", "rm", "--cluster", "tools:1"])
+        .ok();
+    assert!(copied()["tools:1"].is_null());
+    let store_a = t.c.f.path("store-root");
+    let names_a = || {
+        std::fs::read(store_a.join("refs.json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+            .unwrap_or_default()
+    };
+    assert!(names_a()["tools:1"].is_string());
+    let new_socket = std::mem::replace(&mut t.c.socket, first_socket);
+    t.c.spawn();
+    t.c.socket = new_socket;
+    wait_until(
+        "the first controller drops what the leader removed while it was away",
+        Duration::from_secs(30),
+        || names_a()["tools:1"].is_null() && names_a()["late:1"].is_string(),
+    );
     std::fs::write(&go, "").unwrap();
     let job = t.c.wait_for(running, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(

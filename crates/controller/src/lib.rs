@@ -236,6 +236,10 @@ struct NodeReason {
 const DRAINS_PREFIX: &str = "drains/";
 const RESERVATIONS_PREFIX: &str = "reservations/";
 const IMAGE_SHARES_PREFIX: &str = "image-shares/";
+/// The names removed from the cluster's store, with when, for standbys that led before
+/// ([`mirror::Listing::removed`]); each kept [`REMOVALS_KEPT`] seconds.
+const IMAGE_REMOVALS_PREFIX: &str = "image-removals/";
+const REMOVALS_KEPT: u64 = 30 * 86400;
 
 /// How many other nodes a node that lacks a job's image is told to ask for it, before the
 /// controller.
@@ -2426,6 +2430,44 @@ impl Controller {
         })
     }
 
+    /// Records in the store that `names` were removed from the cluster's store now, and
+    /// forgets removals older than [`REMOVALS_KEPT`].
+    fn note_removals(&self, names: &[String]) {
+        let now = now();
+        let stale = self
+            .image_removals()
+            .into_iter()
+            .filter(|(_, when)| now.saturating_sub(*when) > REMOVALS_KEPT);
+        let written = stale
+            .map(|(name, _)| self.store.delete(&format!("{IMAGE_REMOVALS_PREFIX}{name}")))
+            .chain(names.iter().map(|name| {
+                let value = serde_json::json!({ "name": name, "time": now });
+                self.store.put(
+                    &format!("{IMAGE_REMOVALS_PREFIX}{name}"),
+                    value.to_string().as_bytes(),
+                )
+            }));
+        for result in written {
+            if let Err(e) = result {
+                eprintln!("berth: cannot record an image's removal in the store: {e}");
+            }
+        }
+    }
+
+    /// The names removed from the cluster's store ([`Controller::note_removals`]), with when.
+    pub fn image_removals(&self) -> BTreeMap<String, u64> {
+        #[derive(serde::Deserialize)]
+        struct Removal {
+            name: String,
+            time: u64,
+        }
+        stored::<Removal>(&*self.store, IMAGE_REMOVALS_PREFIX)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.name, r.time))
+            .collect()
+    }
+
     /// The standby controllers copying this one's images.
     pub fn standbys(&self) -> Arc<mirror::Standbys> {
         self.standbys.clone()
@@ -3602,6 +3644,7 @@ impl Controller {
             (true, Ok(name)) => vec![name],
             _ => record.names.clone(),
         };
+        self.note_removals(&gone);
         for name in gone {
             if self.image_shares.contains_key(&name) {
                 let unshared = berth_api::ImageShare {

@@ -57,6 +57,10 @@ pub struct Listing {
     /// Tells this listing from any other of the same leader's.
     pub version: String,
     pub images: Vec<ImageRecord>,
+    /// The names removed from the cluster's store in the last weeks, with when (seconds
+    /// since the epoch): a standby that led before drops those it took in itself earlier.
+    #[serde(default)]
+    pub removed: BTreeMap<String, u64>,
 }
 
 impl Listing {
@@ -69,6 +73,7 @@ impl Listing {
         Listing {
             version: format!("{:016x}", hasher.finish()),
             images,
+            removed: BTreeMap::new(),
         }
     }
 }
@@ -150,7 +155,10 @@ fn once(
         .iter()
         .flat_map(|r| r.names.iter().map(|n| (n.clone(), r.id.clone())))
         .collect();
-    for gone in store.mirror_names(&names).map_err(|e| e.to_string())? {
+    let gone = store
+        .mirror_names(&names, &listing.removed)
+        .map_err(|e| e.to_string())?;
+    for gone in gone {
         eprintln!(
             "berth: image {} is gone from the leader's store: deleted here too",
             gone.short()

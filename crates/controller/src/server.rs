@@ -177,9 +177,10 @@ async fn controller_images(
         tokio::pin!(changed);
         changed.as_mut().enable();
         let gateway = c.lock().await.gateway();
-        let listing = crate::mirror::Listing::of(blocking(move || gateway.records()).await?.0);
+        let mut listing = crate::mirror::Listing::of(blocking(move || gateway.records()).await?.0);
         let now = tokio::time::Instant::now();
         if look.copied.as_ref() != Some(&listing.version) || now >= deadline {
+            listing.removed = c.lock().await.image_removals();
             return Ok(Json(listing));
         }
         let again = now + std::time::Duration::from_secs(1);

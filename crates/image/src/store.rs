@@ -810,11 +810,14 @@ impl Store {
     /// Makes this store's names those of the store it mirrors: each of `names` points at its
     /// image where this store has that image (a name of this store's own too); a name taken
     /// from it before (kept in `<root>/mirrored.json`) that `names` no longer has is removed,
-    /// and an image left without a name is deleted. Other names of this store's own are left
-    /// alone. Returns the images deleted.
+    /// and so is a name of this store's own that the mirrored store removed (`removed`: when,
+    /// in seconds since the epoch) after this store took its image in; an image left without
+    /// a name is deleted. Other names of this store's own are left alone. Returns the images
+    /// deleted.
     pub fn mirror_names(
         &self,
         names: &BTreeMap<String, Digest>,
+        removed: &BTreeMap<String, u64>,
     ) -> Result<Vec<Digest>, ImageError> {
         let path = self.root.join("mirrored.json");
         let before: Vec<String> = match fs::read(&path) {
@@ -823,10 +826,24 @@ impl Store {
             Err(e) => return Err(ImageError::io("cannot read", &path)(e)),
         };
         let present = |id: &Digest| self.image_dir(id).join("meta.json").exists();
+        // Names of this store's own removed there since (a controller that led, standing by
+        // again after another removed them).
+        let now = self.read_refs()?;
+        let withdrawn: Vec<&String> = removed
+            .iter()
+            .filter(|(name, _)| !names.contains_key(*name))
+            .filter(|(name, when)| {
+                now.get(*name)
+                    .and_then(|id| self.record(id, &BTreeMap::new()).ok())
+                    .is_some_and(|r| r.imported < **when)
+            })
+            .map(|(name, _)| name)
+            .collect();
         // The names as they are to be, and the images that lose their last one.
         let follow = |refs: &mut BTreeMap<String, Digest>| {
             let mut dropped = Vec::new();
-            for name in before.iter().filter(|n| !names.contains_key(*n)) {
+            let gone = before.iter().filter(|n| !names.contains_key(*n));
+            for name in gone.chain(withdrawn.iter().copied()) {
                 dropped.extend(refs.remove(name));
             }
             for (name, id) in names.iter().filter(|(_, id)| present(id)) {
@@ -843,7 +860,6 @@ impl Store {
             (dropped, taken)
         };
         // Nothing written where nothing changes (a standby looks every few seconds).
-        let now = self.read_refs()?;
         let mut next = now.clone();
         if follow(&mut next).1 == before && next == now {
             return Ok(Vec::new());

@@ -435,8 +435,9 @@ fn a_mirror_copies_images_checked_and_follows_their_names() {
         )
         .unwrap();
     let missing = Digest::of(b"not copied");
+    let none = BTreeMap::new();
     assert!(mirror
-        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]))
+        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]), &none)
         .unwrap()
         .is_empty());
     let copied = mirror.resolve("lab/app:1").unwrap();
@@ -460,16 +461,36 @@ fn a_mirror_copies_images_checked_and_follows_their_names() {
     };
     let files = (inode("refs.json"), inode("mirrored.json"));
     mirror
-        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]))
+        .mirror_names(&names(&[("lab/app:1", &id), ("later:1", &missing)]), &none)
         .unwrap();
     assert_eq!((inode("refs.json"), inode("mirrored.json")), files);
 
     // Renamed on the leader: renamed here. Removed there: removed here, the image with it;
     // the mirror's own name stays.
-    mirror.mirror_names(&names(&[("lab/app:2", &id)])).unwrap();
+    mirror
+        .mirror_names(&names(&[("lab/app:2", &id)]), &none)
+        .unwrap();
     assert_eq!(mirror.resolve(id.short()).unwrap().names, vec!["lab/app:2"]);
-    assert_eq!(mirror.mirror_names(&names(&[])).unwrap(), vec![id.clone()]);
+    assert_eq!(
+        mirror.mirror_names(&names(&[]), &none).unwrap(),
+        vec![id.clone()]
+    );
     let left: Vec<Digest> = mirror.list().unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(left, vec![own.id.clone()]);
     assert_eq!(mirror.resolve("mine:1").unwrap().id, own.id);
+    // A name of its own the leader removed before this store took the image in stays (it
+    // was taken again here since); one removed after goes, the image with it.
+    let at = |when: u64| BTreeMap::from([("mine:1".to_string(), when)]);
+    assert!(mirror
+        .mirror_names(&names(&[]), &at(own.imported - 1))
+        .unwrap()
+        .is_empty());
+    assert_eq!(mirror.resolve("mine:1").unwrap().id, own.id);
+    assert_eq!(
+        mirror
+            .mirror_names(&names(&[]), &at(own.imported + 1))
+            .unwrap(),
+        vec![own.id.clone()]
+    );
+    assert!(mirror.list().unwrap().is_empty());
 }
