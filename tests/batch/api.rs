@@ -22,13 +22,7 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     };
     let api = format!("http://{listen}");
     // A token for oneself, made on the Unix socket.
-    let made = c.berth(Mode::Rootless, &["token", "--lifetime", "0:10"]);
-    let token = made
-        .ok()
-        .trim()
-        .strip_prefix("BERTH_TOKEN=")
-        .unwrap()
-        .to_string();
+    let token = c.token(Mode::Rootless);
     let over_tcp = |mode: Mode, token: &str, args: &[&str]| {
         let mut cmd = c.f.cmd(mode, args);
         cmd.env("BERTH_API", &api).env("BERTH_TOKEN", token);
@@ -359,8 +353,7 @@ fn metrics_count_the_jobs_and_show_each_nodes_health_for_prometheus() {
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    let made = c.berth(Mode::Rootless, &["token"]);
-    let token = made.ok().trim().strip_prefix("BERTH_TOKEN=").unwrap();
+    let token = c.token(Mode::Rootless);
     let answer = raw_tcp(
         port,
         &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),

@@ -174,6 +174,17 @@ impl Cluster {
         std::fs::read_to_string(self.f.path("controller.log")).unwrap_or_default()
     }
 
+    /// A token for the API over TCP for `mode`'s user (`berth token`, good for ten minutes).
+    pub fn token(&self, mode: Mode) -> String {
+        let made = self.berth(mode, &["token", "--lifetime", "0:10"]);
+        let token = made
+            .ok()
+            .trim()
+            .strip_prefix("BERTH_TOKEN=")
+            .map(String::from);
+        token.unwrap_or_else(|| panic!("berth token said: {}", made.stdout))
+    }
+
     /// A berth client command as `mode`'s user (Root or Rootless = the test user).
     pub fn berth(&self, mode: Mode, args: &[&str]) -> Out {
         self.berth_with(mode, args, &[])

@@ -242,13 +242,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     // A client over TCP that names both controllers asks the one that leads now, with a
     // token of the cluster's key (made by the new leader; the first one's would do too).
-    let made = t.c.berth(Mode::Rootless, &["token", "--lifetime", "0:10"]);
-    let token = made
-        .ok()
-        .trim()
-        .strip_prefix("BERTH_TOKEN=")
-        .unwrap()
-        .to_string();
+    let token = t.c.token(Mode::Rootless);
     let queue =
         t.c.f
             .cmd(Mode::Rootless, &["show", &quick.to_string(), "--json"])
