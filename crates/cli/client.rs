@@ -93,17 +93,22 @@ fn addresses(api: &str) -> Option<Vec<&str>> {
 /// The controller's host: the first that $BERTH_API names, else this one (where its
 /// socket is).
 pub fn controller_host() -> String {
+    controller_hosts().swap_remove(0)
+}
+
+/// The hosts of the controllers $BERTH_API names, else this one (where its socket is).
+pub fn controller_hosts() -> Vec<String> {
     let api = std::env::var("BERTH_API").ok();
-    match api
-        .as_deref()
-        .and_then(addresses)
-        .and_then(|a| a.first().copied())
-    {
-        Some(addr) => addr
-            .rsplit_once(':')
-            .map_or(addr, |(host, _)| host)
-            .to_string(),
-        None => berth_agent::node::hostname(),
+    match api.as_deref().and_then(addresses) {
+        Some(addrs) => addrs
+            .iter()
+            .map(|addr| {
+                addr.rsplit_once(':')
+                    .map_or(*addr, |(host, _)| host)
+                    .to_string()
+            })
+            .collect(),
+        None => vec![berth_agent::node::hostname()],
     }
 }
 

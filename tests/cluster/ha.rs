@@ -257,6 +257,23 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     );
     let shown: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
     assert_eq!(shown["state"], "COMPLETED");
+    // Named alone, the dead one is down, as Slurm's ping says it.
+    let first = format!("http://{}", t.hosts.controller());
+    let ping =
+        t.c.f
+            .cmd(Mode::Rootless, &["as", "scontrol", "ping"])
+            .env("BERTH_API", &first)
+            .env("BERTH_TOKEN", &token)
+            .output()
+            .unwrap();
+    let host = t.hosts.controller().rsplit_once(':').unwrap().0.to_string();
+    assert_eq!(
+        (
+            ping.status.code(),
+            String::from_utf8_lossy(&ping.stdout).to_string()
+        ),
+        (Some(1), format!("Slurmctld(primary) at {host} is DOWN\n"))
+    );
     assert_eq!(t.c.show(running)["state"], "RUNNING");
     assert_eq!(t.c.show(held)["state"], "PENDING");
     // The agents find the new leader; the running job's end reaches it.

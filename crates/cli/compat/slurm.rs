@@ -425,7 +425,17 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
         }
         ["ping"] => {
             let all: Vec<berth_api::ControllerInfo> =
-                crate::client::request("GET", "/v1/controllers", None::<&()>)?;
+                match crate::client::request("GET", "/v1/controllers", None::<&()>) {
+                    Err(e) if crate::client::is_unreachable(&e) => {
+                        // None answers: each one the client would ask is down, as Slurm says.
+                        for (i, host) in crate::client::controller_hosts().iter().enumerate() {
+                            let role = if i == 0 { "primary" } else { "backup" };
+                            writeln!(out, "Slurmctld({role}) at {host} is DOWN")?;
+                        }
+                        return Ok(1);
+                    }
+                    answer => answer?,
+                };
             for c in &all {
                 let role = if c.role == "leader" { "primary" } else { "backup" };
                 let state = c.state.to_uppercase();
