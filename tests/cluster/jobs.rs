@@ -420,4 +420,32 @@ fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
     wait_until("nothing kept of a bad fetch", || {
         names.iter().all(|n| cached(&t, n).is_empty())
     });
+
+    // An image removed from the cluster's store goes from the nodes' caches too.
+    let tree = t.c.f.copy_rootfs("tree-extra");
+    let tarball = t.c.f.path("extra.tar");
+    t.c.f.tarball_of(&tree, &tarball);
+    let tarball = tarball.to_string_lossy();
+    let import = [
+        "image",
+        "import",
+        "--cluster",
+        &tarball,
+        "--name",
+        "extra:1",
+    ];
+    t.c.berth(Mode::Root, &import).ok();
+    let extra = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image extra:1\nberth step -N 2 true\n";
+    let fifth = t.c.submit(Mode::Rootless, "e.sh", extra, &[]);
+    let job = t.c.wait_for(fifth, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", t.logs());
+    for n in &names {
+        assert_eq!(cached(&t, n).len(), 1, "{n}");
+    }
+    t.c.berth(Mode::Root, &["image", "rm", "--cluster", "extra:1"])
+        .ok();
+    wait_until("the nodes drop a removed image from their caches", || {
+        names.iter().all(|n| cached(&t, n).is_empty())
+    });
+    assert!(t.agent(holder).log().contains("removed the image file"));
 }

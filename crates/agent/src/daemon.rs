@@ -50,6 +50,10 @@ pub struct Registration {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RegistrationAnswer {
     pub stop: Vec<(u64, u32)>,
+    /// Images of the node's cache (their files' SHA-256) that the cluster's store no longer
+    /// has: the agent deletes their files (a job that still runs in one keeps its mount).
+    #[serde(default)]
+    pub forget: Vec<String>,
     /// Seconds until the next registration: the controller's node timeout, a third of it.
     pub beat: u64,
 }
@@ -830,6 +834,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
             if let Ok(answer) = &sent {
                 for &(job, runner) in &answer.stop {
                     beat.stop(job, runner);
+                }
+                for sha256 in &answer.forget {
+                    beat.node.forget_image(sha256);
                 }
                 pause = Duration::from_secs(answer.beat.clamp(1, 30));
             }

@@ -312,6 +312,23 @@ impl NodeAgent {
         images
     }
 
+    /// Deletes the file of the image `sha256` (a SHA-256, hex) from this node's cache, which
+    /// the cluster's store no longer has. A job that runs in it keeps its mount; the upkeep
+    /// unmounts it once none does, and the space is freed then.
+    pub fn forget_image(&self, sha256: &str) {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
+        match std::fs::remove_file(self.image_cache(sha256)) {
+            Ok(()) => eprintln!(
+                "berth agent: removed the image file {} from this node's cache: the cluster's store no longer has it",
+                &sha256[..12]
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("berth agent: cannot remove the image file {sha256}: {e}"),
+        }
+    }
+
     /// Where this node mounts each image once for all its jobs ([`berth_runtime::shared`]).
     pub fn image_mounts(&self) -> PathBuf {
         self.state_dir.join("mnt")

@@ -165,6 +165,8 @@ pub struct Controller {
     image_shares: images::Shares,
     /// The standby controllers copying this one's images ([`mirror`]).
     standbys: Arc<mirror::Standbys>,
+    /// The SHA-256 of each image file in the store, as last read ([`Controller::unknown_images`]).
+    image_files: BTreeSet<String>,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
     reservations: BTreeMap<String, berth_api::Reservation>,
     /// What this controller counted since it started, for its metrics.
@@ -369,6 +371,7 @@ impl Controller {
             reservations: BTreeMap::new(),
             image_shares: images::Shares::new(),
             standbys: Arc::default(),
+            image_files: BTreeSet::new(),
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
         };
@@ -2468,6 +2471,40 @@ impl Controller {
             .collect()
     }
 
+    /// Which of `files` (a node's cached image files, by SHA-256) are of no image in the
+    /// store: removed images, whose files the node may delete. The store's files are read
+    /// again only when a node holds one this controller does not know of, so that an image
+    /// taken in since the last read is never taken for a removed one.
+    fn unknown_images(&mut self, files: &[String]) -> Vec<String> {
+        let unknown = |known: &BTreeSet<String>| -> Vec<String> {
+            files
+                .iter()
+                .filter(|f| !known.contains(*f))
+                .cloned()
+                .collect()
+        };
+        if unknown(&self.image_files).is_empty() {
+            return Vec::new();
+        }
+        let records = match self.images.list() {
+            Ok(records) => records,
+            Err(e) => {
+                eprintln!("berth: cannot list the image store: {e}");
+                return Vec::new();
+            }
+        };
+        let mut known = BTreeSet::new();
+        for record in &records {
+            match self.images.squashfs_digest(record) {
+                Ok(digest) => known.insert(digest.hex().to_string()),
+                // One unreadable: nothing is said to be unknown this time.
+                Err(_) => return Vec::new(),
+            };
+        }
+        self.image_files = known;
+        unknown(&self.image_files)
+    }
+
     /// The standby controllers copying this one's images.
     pub fn standbys(&self) -> Arc<mirror::Standbys> {
         self.standbys.clone()
@@ -2976,6 +3013,7 @@ impl Controller {
         self.end_lost_runs(&name, reg.files_id.as_deref());
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,
+            forget: self.unknown_images(&reg.images),
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
             beat: (self.settings.node_timeout / 3).max(1),
         };
