@@ -131,7 +131,7 @@ pub fn request<T: DeserializeOwned>(
 
 /// [`request`] with a body of any kind, sent as it is read (an upload).
 pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -> Result<T> {
-    let unreachable = |e: anyhow::Error| anyhow::Error::new(Unreachable(format!("{e:#}")));
+    let unreachable = |e: anyhow::Error| anyhow::Error::new(Failure::Unreachable(format!("{e:#}")));
     let answer = match Connection::open().map_err(unreachable)? {
         Connection::Local(mut s) => {
             berth_agent::http::exchange_body(&mut s, method, path, None, body)
@@ -143,45 +143,39 @@ pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -
     .context("cannot talk to the controller")
     .map_err(unreachable)?;
     answer.json().map_err(|e| match answer.status {
-        404 => anyhow::Error::new(NotFound(e)),
+        404 => anyhow::Error::new(Failure::NotFound(e)),
         _ => anyhow!("{e}"),
     })
 }
 
-/// The controller's answer to a request for something it does not have (HTTP 404), which
-/// callers may tell from other errors (`downcast_ref`).
+/// What callers may tell from other failures of a request (`downcast_ref`): each says why.
 #[derive(Debug)]
-pub struct NotFound(pub String);
+pub enum Failure {
+    /// The controller's answer to a request for something it does not have (HTTP 404).
+    NotFound(String),
+    /// The controller could not be reached, or the connection to it broke before its
+    /// answer (it may be restarting): nothing was said about the request.
+    Unreachable(String),
+}
 
-impl std::fmt::Display for NotFound {
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Failure::NotFound(message) | Failure::Unreachable(message) => f.write_str(message),
+        }
     }
 }
 
-impl std::error::Error for NotFound {}
+impl std::error::Error for Failure {}
 
 /// Whether `e` is the controller saying it has no such thing.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<NotFound>().is_some()
+    matches!(e.downcast_ref::<Failure>(), Some(Failure::NotFound(_)))
 }
 
-/// The controller could not be reached, or the connection to it broke before its answer
-/// (it may be restarting): nothing was said about the request.
-#[derive(Debug)]
-pub struct Unreachable(pub String);
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unreachable {}
-
-/// Whether `e` is the controller out of reach ([`Unreachable`]).
+/// Whether `e` is the controller out of reach ([`Failure::Unreachable`]).
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Unreachable>().is_some()
+    matches!(e.downcast_ref::<Failure>(), Some(Failure::Unreachable(_)))
 }
 
 #[cfg(test)]
