@@ -442,6 +442,21 @@ fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
     for n in &names {
         assert_eq!(cached(&t, n).len(), 1, "{n}");
     }
+    // Once the controller has heard of both copies (it knows the image then).
+    let extra_sha = cached(&t, holder)[0]
+        .file_name()
+        .to_string_lossy()
+        .trim_end_matches(".sqfs")
+        .to_string();
+    wait_until("the controller hears both nodes hold the image", || {
+        let nodes: serde_json::Value =
+            serde_json::from_str(t.c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
+        nodes.as_array().unwrap().iter().all(|node| {
+            node["images"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|s| *s == extra_sha.as_str()))
+        })
+    });
     t.c.berth(Mode::Root, &["image", "rm", "--cluster", "extra:1"])
         .ok();
     wait_until("the nodes drop a removed image from their caches", || {

@@ -165,8 +165,9 @@ pub struct Controller {
     image_shares: images::Shares,
     /// The standby controllers copying this one's images ([`mirror`]).
     standbys: Arc<mirror::Standbys>,
-    /// The SHA-256 of each image file in the store, as last read ([`Controller::unknown_images`]).
-    image_files: BTreeSet<String>,
+    /// The SHA-256 of each image file in the store, and when they were read
+    /// ([`Controller::unknown_images`]); `None` once an image is removed.
+    image_files: Option<(std::time::Instant, BTreeSet<String>)>,
     /// Administrators' reservations, by name (kept in the store under `reservations/`).
     reservations: BTreeMap<String, berth_api::Reservation>,
     /// What this controller counted since it started, for its metrics.
@@ -246,6 +247,10 @@ const REMOVALS_KEPT: u64 = 30 * 86400;
 /// How many other nodes a node that lacks a job's image is told to ask for it, before the
 /// controller.
 const IMAGE_PEERS: usize = 3;
+
+/// How long the digests of the store's image files are taken as they were read
+/// ([`Controller::unknown_images`]).
+const IMAGE_FILES_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl NodeEntry {
     fn new(res: LocalNode, link: Link) -> NodeEntry {
@@ -371,7 +376,7 @@ impl Controller {
             reservations: BTreeMap::new(),
             image_shares: images::Shares::new(),
             standbys: Arc::default(),
-            image_files: BTreeSet::new(),
+            image_files: None,
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
         };
@@ -2473,8 +2478,9 @@ impl Controller {
 
     /// Which of `files` (a node's cached image files, by SHA-256) are of no image in the
     /// store: removed images, whose files the node may delete. The store's files are read
-    /// again only when a node holds one this controller does not know of, so that an image
-    /// taken in since the last read is never taken for a removed one.
+    /// again when a node holds one not among them (an image taken in since the last read is
+    /// never taken for a removed one), after a removal through the API, and at least every
+    /// [`IMAGE_FILES_FRESH`] (a removal by hand).
     fn unknown_images(&mut self, files: &[String]) -> Vec<String> {
         let unknown = |known: &BTreeSet<String>| -> Vec<String> {
             files
@@ -2483,8 +2489,10 @@ impl Controller {
                 .cloned()
                 .collect()
         };
-        if unknown(&self.image_files).is_empty() {
-            return Vec::new();
+        if let Some((read, known)) = &self.image_files {
+            if read.elapsed() < IMAGE_FILES_FRESH && unknown(known).is_empty() {
+                return Vec::new();
+            }
         }
         let records = match self.images.list() {
             Ok(records) => records,
@@ -2501,8 +2509,9 @@ impl Controller {
                 Err(_) => return Vec::new(),
             };
         }
-        self.image_files = known;
-        unknown(&self.image_files)
+        let forget = unknown(&known);
+        self.image_files = Some((std::time::Instant::now(), known));
+        forget
     }
 
     /// The standby controllers copying this one's images.
@@ -3683,6 +3692,7 @@ impl Controller {
             _ => record.names.clone(),
         };
         self.note_removals(&gone);
+        self.image_files = None;
         for name in gone {
             if self.image_shares.contains_key(&name) {
                 let unshared = berth_api::ImageShare {
