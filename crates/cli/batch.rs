@@ -469,7 +469,7 @@ pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
 /// `berth controller`: the controller alone; jobs run on the nodes whose agents register.
 pub fn controller(settings: &Settings, args: UpArgs) -> Result<i32> {
     if args.listen.is_none() {
-        bail!("berth controller needs --listen ADDR:PORT: the agents reach it there (berth agent --controller http://ADDR:PORT)");
+        bail!("berth controller needs --listen ADDR:PORT: the agents reach it there (berth agent --controller https://ADDR:PORT)");
     }
     serve(settings, args, false)
 }
@@ -573,7 +573,7 @@ fn lead(
             let leader = || {
                 let value = watcher.leader().ok().flatten()?;
                 let url = value.split_whitespace().nth(1)?;
-                (url.starts_with("http://") && url != reach).then(|| url.to_string())
+                (url.starts_with("https://") && url != reach).then(|| url.to_string())
             };
             berth_controller::mirror::run(&images, &key, &standby, leader, &leading)
         })
@@ -2215,7 +2215,7 @@ pub fn token(args: TokenArgs) -> Result<i32> {
 pub struct AgentArgs {
     /// The controller's TCP API (berth controller --listen); with controllers that fail
     /// over, each of them, comma-separated
-    #[arg(long, value_name = "http://HOST:PORT[,...]")]
+    #[arg(long, value_name = "https://HOST:PORT[,...]")]
     controller: String,
     /// The cluster key: the controller's STATE_DIR/cluster.key, copied to this node (mode 0600)
     #[arg(long, value_name = "FILE")]
@@ -2223,8 +2223,8 @@ pub struct AgentArgs {
     /// Where this agent listens for its controller
     #[arg(long, value_name = "ADDR:PORT")]
     listen: std::net::SocketAddr,
-    /// How the controller reaches this agent [default: http://LISTEN]
-    #[arg(long, value_name = "http://HOST:PORT")]
+    /// How the controller reaches this agent [default: https://LISTEN]
+    #[arg(long, value_name = "https://HOST:PORT")]
     advertise: Option<String>,
     /// This node's name [default: the host name]
     #[arg(long)]
@@ -2268,7 +2268,7 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
         );
     }
     if args.listen.ip().is_unspecified() && args.advertise.is_none() {
-        bail!("--listen {} names no address the controller could reach: add --advertise http://HOST:PORT", args.listen);
+        bail!("--listen {} names no address the controller could reach: add --advertise https://HOST:PORT", args.listen);
     }
     let state_dir = args.state_dir.unwrap_or_else(|| settings.store.clone());
     std::fs::create_dir_all(&state_dir)
@@ -2279,18 +2279,22 @@ pub fn agent(settings: &Settings, args: AgentArgs) -> Result<i32> {
         resources.name = name;
     }
     resources.features = args.features;
+    let controllers: Vec<String> = args
+        .controller
+        .split(',')
+        .map(|c| c.trim().trim_end_matches('/').to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    for url in controllers.iter().chain(&args.advertise) {
+        berth_agent::tls::address(url).map_err(anyhow::Error::msg)?;
+    }
     berth_agent::daemon::run(berth_agent::daemon::Settings {
-        controllers: args
-            .controller
-            .split(',')
-            .map(|c| c.trim().trim_end_matches('/').to_string())
-            .filter(|c| !c.is_empty())
-            .collect(),
+        controllers,
         key: berth_agent::auth::Key::from_bytes(&bytes),
         listen: args.listen,
         advertise: args
             .advertise
-            .unwrap_or_else(|| format!("http://{}", args.listen)),
+            .unwrap_or_else(|| format!("https://{}", args.listen)),
         resources,
         state_dir,
         berth: std::env::current_exe().context("cannot find the berth executable")?,

@@ -15,13 +15,13 @@ pub fn socket() -> PathBuf {
         .map_or_else(|| PathBuf::from("/run/berth/berth.sock"), PathBuf::from)
 }
 
-/// A connection to the controller: its Unix socket, or TCP where $BERTH_API names its
-/// address (`http://HOST:PORT`), or those of the controllers that fail over, separated by
+/// A connection to the controller: its Unix socket, or TLS where $BERTH_API names its
+/// address (`https://HOST:PORT`), or those of the controllers that fail over, separated by
 /// commas (the first that answers: standbys listen on nothing), with the token in
-/// $BERTH_TOKEN.
+/// $BERTH_TOKEN (which also names the certificate the controller must show).
 enum Connection {
     Local(UnixStream),
-    Network(std::net::TcpStream, String),
+    Network(Box<berth_agent::tls::Stream>, String),
 }
 
 /// How long a connection to one of $BERTH_API's controllers may take (a host that is down
@@ -38,18 +38,19 @@ impl Connection {
             return Ok(Connection::Local(stream));
         };
         let api = api.to_string_lossy().into_owned();
-        let addrs = addresses(&api).ok_or_else(|| {
-            anyhow!(
-                "BERTH_API is '{api}': expected http://HOST:PORT, or several separated by commas"
-            )
-        })?;
+        let addrs = addresses(&api).map_err(|e| anyhow!("BERTH_API is '{api}': {e}"))?;
         let token = std::env::var("BERTH_TOKEN").map_err(|_| {
             anyhow!("BERTH_API names a controller over TCP: set BERTH_TOKEN too, to a token from `berth token` on its machine")
         })?;
+        let fingerprint = berth_agent::auth::Claims::unverified(&token)
+            .and_then(|c| c.tls)
+            .ok_or_else(|| anyhow!("BERTH_TOKEN is not a token from `berth token` that names the controller's certificate (a malformed or an older token): get a new one with `berth token` on its machine"))?;
+        let tls = berth_agent::tls::client_config(&fingerprint).map_err(|e| anyhow!(e))?;
         let mut failed = Vec::new();
         for addr in addrs {
-            match connect(addr) {
-                Ok(stream) => return Ok(Connection::Network(stream, token)),
+            let connected = connect(addr).and_then(|tcp| berth_agent::tls::connect(tcp, &tls));
+            match connected {
+                Ok(stream) => return Ok(Connection::Network(Box::new(stream), token)),
                 Err(e) => failed.push(format!("{addr}: {e}")),
             }
         }
@@ -78,15 +79,10 @@ pub fn over_network() -> bool {
     std::env::var_os("BERTH_API").is_some()
 }
 
-/// The `HOST:PORT` of each `http://HOST:PORT` in $BERTH_API's comma-separated list.
-fn addresses(api: &str) -> Option<Vec<&str>> {
+/// The `HOST:PORT` of each `https://HOST:PORT` in $BERTH_API's comma-separated list.
+fn addresses(api: &str) -> Result<Vec<&str>, String> {
     api.split(',')
-        .map(|a| {
-            a.trim()
-                .strip_prefix("http://")
-                .map(|a| a.trim_end_matches('/'))
-                .filter(|a| !a.is_empty() && !a.contains('/'))
-        })
+        .map(|a| berth_agent::tls::address(a.trim()))
         .collect()
 }
 
@@ -99,7 +95,7 @@ pub fn controller_host() -> String {
 /// The hosts of the controllers $BERTH_API names, else this one (where its socket is).
 pub fn controller_hosts() -> Vec<String> {
     let api = std::env::var("BERTH_API").ok();
-    match api.as_deref().and_then(addresses) {
+    match api.as_deref().and_then(|api| addresses(api).ok()) {
         Some(addrs) => addrs
             .iter()
             .map(|addr| {
@@ -184,13 +180,21 @@ mod tests {
 
     #[test]
     fn berth_api_names_one_controller_or_several() {
-        assert_eq!(addresses("http://c1:6817"), Some(vec!["c1:6817"]));
+        assert_eq!(addresses("https://c1:6817"), Ok(vec!["c1:6817"]));
         assert_eq!(
-            addresses("http://c1:6817/, http://10.0.0.2:6817"),
-            Some(vec!["c1:6817", "10.0.0.2:6817"])
+            addresses("https://c1:6817/, https://10.0.0.2:6817"),
+            Ok(vec!["c1:6817", "10.0.0.2:6817"])
         );
-        for bad in ["c1:6817", "http://", "http://c1:6817/v1", "http://c1:6817,"] {
-            assert_eq!(addresses(bad), None, "{bad}");
+        for bad in [
+            "c1:6817",
+            "https://",
+            "https://c1:6817/v1",
+            "https://c1:6817,",
+        ] {
+            assert!(addresses(bad).is_err(), "{bad}");
         }
+        // The API is TLS only: a plain http:// address says what to write.
+        let e = addresses("http://c1:6817").unwrap_err();
+        assert!(e.contains("https://c1:6817"), "{e}");
     }
 }

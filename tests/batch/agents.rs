@@ -30,7 +30,7 @@ impl Agent {
             .args([
                 "agent",
                 "--controller",
-                &format!("http://127.0.0.1:{controller}"),
+                &format!("https://127.0.0.1:{controller}"),
             ])
             .arg("--key-file")
             .arg(key)
@@ -165,10 +165,31 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
         assert!(Instant::now() < deadline, "{}", intruder.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // It does not trust the controller (whose TLS certificate comes from the key)...
     assert!(
-        intruder.log().contains("signature does not match"),
+        intruder.log().contains("not this berth cluster's"),
         "{}",
         intruder.log()
+    );
+    // ... and one that trusts it anyway has its credential refused.
+    let cluster = berth_agent::auth::Key::from_bytes(&std::fs::read(&key).unwrap());
+    let base = format!("https://127.0.0.1:{port}");
+    let mut s = berth_agent::http::connect(&base, &cluster, Duration::from_secs(10)).unwrap();
+    let forged_key = berth_agent::auth::Key::from_bytes(&[9; 32]);
+    let credential = forged_key.credential(&berth_agent::auth::node_principal("intruder"));
+    let answer = berth_agent::http::exchange(
+        &mut s,
+        "POST",
+        "/v1/agents/register",
+        Some(&credential),
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(answer.status, 401);
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("signature does not match"),
+        "{}",
+        String::from_utf8_lossy(&answer.body)
     );
     assert_eq!(node_names(&c), ["node-a"]);
     // %N in an output name is the node the job runs on: here the second node, node-a being
@@ -213,9 +234,10 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     );
 
     // A node's credential opens the agents' part of the API, nothing else.
-    let node_key = berth_agent::auth::Key::from_bytes(&std::fs::read(&key).unwrap());
+    let node_key = cluster;
     let credential = node_key.credential(&berth_agent::auth::node_principal("node-a"));
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let timeout = Duration::from_secs(10);
+    let mut s = berth_agent::http::connect(&base, &node_key, timeout).unwrap();
     let answer =
         berth_agent::http::exchange(&mut s, "GET", "/v1/jobs", Some(&credential), b"").unwrap();
     assert_eq!(
@@ -227,18 +249,11 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     // The controllers' part (a standby copying the images) is another controller's only; a
     // controller's credential opens nothing else.
     let get = |path: &str, principal: &str| {
-        let base = format!("http://127.0.0.1:{port}");
-        berth_agent::http::get(
-            &base,
-            path,
-            &node_key.credential(principal),
-            Duration::from_secs(10),
-        )
-        .unwrap()
+        berth_agent::http::get(&base, path, (&node_key, principal), timeout).unwrap()
     };
     // A standby's look at the images ([`berth_controller::mirror::Look`]).
     let look = |principal: &str, look: serde_json::Value| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = berth_agent::http::connect(&base, &node_key, timeout).unwrap();
         berth_agent::http::exchange(
             &mut s,
             "POST",
@@ -250,7 +265,7 @@ fn jobs_run_on_a_node_whose_agent_is_a_process_of_its_own() {
     };
     let node_a = berth_agent::auth::node_principal("node-a");
     let controller = berth_agent::auth::CONTROLLER;
-    let standby = "standby http://127.0.0.1:1";
+    let standby = "standby https://127.0.0.1:1";
     assert_eq!(
         look(&node_a, serde_json::json!({ "standby": standby })).status,
         403

@@ -5,8 +5,15 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::process::Stdio;
 
-fn raw_tcp(port: u16, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// `request` to the API at `port` over TLS, trusting the certificate that `token` names (as
+/// the CLI does); the answer as it came.
+fn raw_tls(port: u16, token: &str, request: &str) -> String {
+    let fingerprint = berth_agent::auth::Claims::unverified(token)
+        .and_then(|c| c.tls)
+        .expect("a token from `berth token` names the certificate");
+    let config = berth_agent::tls::client_config(&fingerprint).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = berth_agent::tls::connect(tcp, &config).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -20,7 +27,7 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     let Some(c) = Cluster::start_with(None, &["--listen", &listen]) else {
         return;
     };
-    let api = format!("http://{listen}");
+    let api = format!("https://{listen}");
     // A token for oneself, made on the Unix socket.
     let token = c.token(Mode::Rootless);
     let over_tcp = |mode: Mode, token: &str, args: &[&str]| {
@@ -89,12 +96,36 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     let for_user = c.berth(Mode::Root, &["token", "--user", TEST_USER]);
     assert!(for_user.ok().starts_with("BERTH_TOKEN=berth1."));
     // No token, a forged one, a missing one on the client side.
-    let none = raw_tcp(
+    let none = raw_tls(
         port,
+        &token,
         "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(none.starts_with("HTTP/1.1 401"), "{none}");
     assert!(none.contains("needs a token"), "{none}");
+    // TLS only: plain HTTP gets no answer, and the CLI says what to write.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP"), "{answer:?}");
+    let mut cmd = c.f.cmd(Mode::Rootless, &["queue"]);
+    cmd.env("BERTH_API", format!("http://{listen}"))
+        .env("BERTH_TOKEN", &token);
+    let http = Out::from_output(cmd.output().unwrap());
+    assert!(http.stderr.contains(&api), "{}", http.stderr);
+    // A token naming another cluster's certificate: the controller is not trusted with it.
+    let other = berth_agent::auth::Key::from_bytes(&[9; 32]);
+    let mut claims = berth_agent::auth::Claims::unverified(&token).unwrap();
+    claims.tls = Some(other.tls().fingerprint.clone());
+    let foreign = over_tcp(Mode::Rootless, &other.mint(&claims), &["queue"]);
+    assert!(
+        foreign.stderr.contains("not this berth cluster's"),
+        "{}",
+        foreign.stderr
+    );
     let (signed, _) = token.rsplit_once('.').unwrap();
     let forged = over_tcp(Mode::Rootless, &format!("{signed}.AAAA"), &["queue"]);
     assert!(
@@ -348,14 +379,16 @@ fn metrics_count_the_jobs_and_show_each_nodes_health_for_prometheus() {
     assert!(pbs.ok().contains(",loadave="), "{}", pbs.stdout);
 
     // Over TCP, as the rest of the API: with a token only.
-    let answer = raw_tcp(
+    let token = c.token(Mode::Rootless);
+    let answer = raw_tls(
         port,
+        &token,
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    let token = c.token(Mode::Rootless);
-    let answer = raw_tcp(
+    let answer = raw_tls(
         port,
+        &token,
         &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
     );
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();

@@ -47,7 +47,7 @@ start)
   for _ in $(seq 1 200); do [[ -S $dir/berth.sock ]] && break; sleep 0.1; done
   [[ -S $dir/berth.sock ]] || { echo "daemons.sh: the controller did not start: $dir/controller.log" >&2; exit 1; }
   for i in $(seq 1 "$n"); do
-    BERTH_STORE=$dir/store "$here/exec.sh" "bt$c-h$i" "$berth" agent --controller "http://$net.1:6817" \
+    BERTH_STORE=$dir/store "$here/exec.sh" "bt$c-h$i" "$berth" agent --controller "https://$net.1:6817" \
       --key-file "$dir/controller/cluster.key" --listen "$net.$((10 + i)):6818" \
       --state-dir "$dir/agent-h$i" --socket "$dir/agent-h$i/berth.sock" >"$dir/agent-h$i.log" 2>&1 &
   done

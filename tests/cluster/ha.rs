@@ -116,7 +116,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     let _etcd = etcd_cluster(&hosts, &[(1, hosts.addr(1))], dir.path());
     let store = format!("etcd://{}:2379", hosts.addr(1));
     let controllers = format!(
-        "http://{},http://{}",
+        "https://{},https://{}",
         hosts.controller(),
         hosts.bridge(6819)
     );
@@ -172,7 +172,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         (
             Some("standby"),
             Some("up"),
-            Some(format!("http://{}", t.hosts.bridge(6819)).as_str()),
+            Some(format!("https://{}", t.hosts.bridge(6819)).as_str()),
             Some(4)
         ),
         "{listed:?}"
@@ -258,7 +258,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     let shown: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
     assert_eq!(shown["state"], "COMPLETED");
     // Named alone, the dead one is down, as Slurm's ping says it.
-    let first = format!("http://{}", t.hosts.controller());
+    let first = format!("https://{}", t.hosts.controller());
     let ping =
         t.c.f
             .cmd(Mode::Rootless, &["as", "scontrol", "ping"])

@@ -103,10 +103,10 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(c: &Cluster, hosts: &Hosts, i: usize) -> Agent {
-        Agent::start_for(c, hosts, i, &format!("http://{}", hosts.controller()))
+        Agent::start_for(c, hosts, i, &format!("https://{}", hosts.controller()))
     }
 
-    /// An agent of the controllers at `controllers` (`http://HOST:PORT[,...]`).
+    /// An agent of the controllers at `controllers` (`https://HOST:PORT[,...]`).
     pub fn start_for(c: &Cluster, hosts: &Hosts, i: usize, controllers: &str) -> Agent {
         let name = hosts.name(i);
         let log = c.f.path(&format!("{name}.log"));
@@ -240,7 +240,7 @@ impl TestCluster {
         let mut args = vec!["--listen", &listen];
         args.extend_from_slice(controller_args);
         let c = Cluster::start_controller(config, &args)?;
-        let url = format!("http://{listen}");
+        let url = format!("https://{listen}");
         let agents = (1..=n)
             .map(|i| Agent::start_for(&c, &hosts, i, controllers.unwrap_or(&url)))
             .collect();

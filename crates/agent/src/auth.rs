@@ -50,14 +50,48 @@ pub struct Claims {
     pub uid: u32,
     /// Seconds since the epoch after which the token is refused.
     pub exp: u64,
+    /// In a token `berth token` gave: the SHA-256 of the cluster's TLS certificate, which
+    /// the user's CLI pins ([`crate::tls`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
 }
 
-/// The cluster key: signs and checks tokens.
-pub struct Key(hmac::Key);
+impl Claims {
+    /// What `token` claims, unchecked: for its holder, who cannot check the signature (the
+    /// controller checks it).
+    pub fn unverified(token: &str) -> Option<Claims> {
+        let mut parts = token.trim().split('.');
+        let payload = match (parts.next(), parts.next()) {
+            (Some(PREFIX), Some(payload)) => payload,
+            _ => return None,
+        };
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+}
+
+/// The cluster key: signs and checks tokens, and gives the cluster's TLS identity.
+pub struct Key {
+    mac: hmac::Key,
+    tls: crate::tls::Tls,
+}
 
 impl Key {
     pub fn from_bytes(bytes: &[u8]) -> Key {
-        Key(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, bytes);
+        let seed = hmac::sign(&mac, b"berth tls ed25519 v1");
+        let seed: &[u8; 32] = seed
+            .as_ref()
+            .try_into()
+            .expect("HMAC-SHA256 gives 32 bytes");
+        Key {
+            tls: crate::tls::Tls::from_seed(seed),
+            mac,
+        }
+    }
+
+    /// The cluster's TLS identity.
+    pub fn tls(&self) -> &crate::tls::Tls {
+        &self.tls
     }
 
     /// Reads the key at `path`, or makes one (32 random bytes, mode 0600) where there is
@@ -103,7 +137,7 @@ impl Key {
     pub fn mint(&self, claims: &Claims) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
         let signed = format!("{PREFIX}.{payload}");
-        let tag = hmac::sign(&self.0, signed.as_bytes());
+        let tag = hmac::sign(&self.mac, signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
@@ -114,6 +148,7 @@ impl Key {
             user: principal.to_string(),
             uid: 0,
             exp: crate::runner::now() + CREDENTIAL_LIFETIME,
+            tls: None,
         })
     }
 
@@ -128,7 +163,7 @@ impl Key {
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
         // Constant-time comparison (ring), before anything of the payload is believed.
-        hmac::verify(&self.0, signed.as_bytes(), &signature)
+        hmac::verify(&self.mac, signed.as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
         let claims: Claims = URL_SAFE_NO_PAD
             .decode(payload)
@@ -151,6 +186,7 @@ mod tests {
             user: "alice".into(),
             uid: 1001,
             exp,
+            tls: Some("f1".into()),
         }
     }
 
@@ -161,6 +197,9 @@ mod tests {
         assert!(token.starts_with("berth1."));
         assert_eq!(key.verify(&token, 999), Ok(claims(1000)));
         assert_eq!(key.verify(&token, 1000), Err(TokenError::Expired));
+        // What its holder reads of it.
+        assert_eq!(Claims::unverified(&token), Some(claims(1000)));
+        assert_eq!(Claims::unverified("other.x.y"), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
-    /// `http://HOST:PORT`, as the controller reaches the agent.
+    /// `https://HOST:PORT`, as the controller reaches the agent.
     pub url: String,
     pub resources: Resources,
     /// The jobs whose runners run here now, `(job, runner)`.
@@ -249,8 +249,11 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         }
     }
 
-    fn credential(&self) -> String {
-        self.0.key.credential(&auth::node_principal(&self.0.name))
+    fn caller(&self) -> crate::step::relay::Caller {
+        crate::step::relay::Caller {
+            credential: self.0.key.credential(&auth::node_principal(&self.0.name)),
+            tls: self.0.key.tls().client.clone(),
+        }
     }
 
     /// The host of the address the controller reaches this agent at.
@@ -261,12 +264,12 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
 /// What `berth agent` was told.
 pub struct Settings {
-    /// The controllers' TCP APIs, `http://HOST:PORT` each: the one that leads answers (the
+    /// The controllers' TCP APIs, `https://HOST:PORT` each: the one that leads answers (the
     /// others stand by, not listening).
     pub controllers: Vec<String>,
     pub key: Key,
     pub listen: std::net::SocketAddr,
-    /// How the controller reaches this agent, `http://HOST:PORT`.
+    /// How the controller reaches this agent, `https://HOST:PORT`.
     pub advertise: String,
     pub resources: Resources,
     pub state_dir: PathBuf,
@@ -281,7 +284,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Agent {
     node: NodeAgent,
-    /// How the controller (and other nodes) reach this agent, `http://HOST:PORT`.
+    /// How the controller (and other nodes) reach this agent, `https://HOST:PORT`.
     advertise: String,
     key: Key,
     controllers: Vec<String>,
@@ -462,8 +465,8 @@ impl Agent {
     ) -> Result<R, String> {
         let mut unreachable = Vec::new();
         for (i, url) in self.controllers() {
-            let credential = self.key.credential(&auth::node_principal(&self.name));
-            match crate::http::post(url, path, &credential, body, TIMEOUT) {
+            let from = (&self.key, auth::node_principal(&self.name));
+            match crate::http::post(url, path, (from.0, &from.1), body, TIMEOUT) {
                 Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
                 answer => {
                     self.leader.store(i, std::sync::atomic::Ordering::Relaxed);
@@ -564,9 +567,9 @@ async fn freeze(State(a): State<Shared>, Json(f): Json<RunnerFreeze>) -> Respons
     }
 }
 
-/// The host of `http://HOST:PORT`.
+/// The host of `https://HOST:PORT`.
 fn host_of(url: &str) -> String {
-    let addr = url.trim_start_matches("http://");
+    let addr = url.trim_start_matches("https://");
     let addr = addr.split('/').next().unwrap_or(addr);
     match addr.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
@@ -593,7 +596,7 @@ fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListene
 /// The longest request head passed on.
 const HEAD_LIMIT: usize = 64 * 1024;
 
-/// One connection to the node's API socket: its request goes to the controller over TCP
+/// One connection to the node's API socket: its request goes to the controller over TLS
 /// with a token for the connection's user (its peer credentials, as on the controller's own
 /// socket), signed with the cluster key and good for a minute; whatever the client put in
 /// `Authorization` is dropped. The answer comes back as it is.
@@ -636,6 +639,7 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
         user: user.user,
         uid: user.uid,
         exp: crate::runner::now() + auth::CREDENTIAL_LIFETIME,
+        tls: None,
     });
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -652,7 +656,13 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     request.extend_from_slice(&buf[head_end + 4..]);
     let mut upstream = None;
     for (_, url) in a.controllers() {
-        let connect = tokio::net::TcpStream::connect(url.trim_start_matches("http://"));
+        let Ok(addr) = crate::tls::address(url) else {
+            continue;
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            crate::tls::connect_async(tcp, &a.key.tls().client).await
+        };
         if let Ok(Ok(s)) = tokio::time::timeout(TIMEOUT, connect).await {
             upstream = Some(s);
             break;
@@ -863,6 +873,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     });
     eprintln!("berth agent: node {name} serving {}", settings.listen);
     let stop = termination()?;
+    let listener = crate::tls::Listener::new(listener, agent.key.tls());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await

@@ -1,7 +1,8 @@
 //! A minimal, blocking HTTP/1.1 client: one request per connection, read to the end. What the
 //! CLI (on the controller's Unix socket, or TCP) and the daemons (controller and agents, over
-//! TCP with credentials) need, without an async runtime or a client library's build cost.
+//! TLS with credentials) need, without an async runtime or a client library's build cost.
 
+use crate::auth::Key;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -147,45 +148,57 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// `POST base/path` with `body` as JSON over TCP, for the daemons: `base` is `http://HOST:PORT`.
-/// Gives up after `timeout` without an answer.
+/// `POST base/path` with `body` as JSON over TLS, for the daemons: `base` is
+/// `https://HOST:PORT`, the credential names `principal`, signed with `key`. Gives up after
+/// `timeout` without an answer.
 pub fn post<T: Serialize, R: DeserializeOwned>(
     base: &str,
     path: &str,
-    token: &str,
+    (key, principal): (&Key, &str),
     body: &T,
     timeout: Duration,
 ) -> Result<R, String> {
     let body = serde_json::to_vec(body).expect("requests serialise");
-    request(base, "POST", path, token, &body, timeout)?.json()
+    request(base, "POST", path, (key, principal), &body, timeout)?.json()
 }
 
-/// `GET base/path` over TCP, for the daemons, as [`post`]: the answer, whatever its status.
-pub fn get(base: &str, path: &str, token: &str, timeout: Duration) -> Result<Answer, String> {
-    request(base, "GET", path, token, &[], timeout)
+/// `GET base/path` over TLS, for the daemons, as [`post`]: the answer, whatever its status.
+pub fn get(
+    base: &str,
+    path: &str,
+    from: (&Key, &str),
+    timeout: Duration,
+) -> Result<Answer, String> {
+    request(base, "GET", path, from, &[], timeout)
+}
+
+/// A TLS connection to the daemon at `base` (`https://HOST:PORT`) of the cluster `key`
+/// belongs to, that gives up on reading or writing after `timeout`.
+pub fn connect(base: &str, key: &Key, timeout: Duration) -> Result<crate::tls::Stream, String> {
+    let addr = crate::tls::address(base)?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    crate::tls::connect(stream, &key.tls().client).map_err(|e| format!("{base}: {e}"))
 }
 
 fn request(
     base: &str,
     method: &str,
     path: &str,
-    token: &str,
+    (key, principal): (&Key, &str),
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let addr = base
-        .strip_prefix("http://")
-        .map(|a| a.trim_end_matches('/'))
-        .ok_or_else(|| format!("{base}: expected http://HOST:PORT"))?;
-    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
-        .map_err(|e| format!("cannot reach {base}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
-    exchange(&mut stream, method, path, Some(token), body).map_err(|e| format!("{base}{path}: {e}"))
+    let mut stream = connect(base, key, timeout)?;
+    let credential = key.credential(principal);
+    exchange(&mut stream, method, path, Some(&credential), body)
+        .map_err(|e| format!("{base}{path}: {e}"))
 }

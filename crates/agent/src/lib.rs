@@ -15,5 +15,6 @@ pub mod launcher;
 pub mod node;
 pub mod runner;
 pub mod step;
+pub mod tls;
 
 pub use runner::{JobLaunch, JobResult};

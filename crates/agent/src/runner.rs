@@ -127,11 +127,11 @@ pub const NO_LIMIT: u64 = u32::MAX as u64;
 pub struct ImageSource {
     /// `/v1/agents/images/<id>` on the controller.
     pub path: String,
-    /// The controllers to ask, `http://HOST:PORT` each, in turn (the node's agent fills
+    /// The controllers to ask, `https://HOST:PORT` each, in turn (the node's agent fills
     /// them in: the one it talks to first).
     #[serde(default)]
     pub from: Vec<String>,
-    /// Other nodes' agents whose caches hold the file (`http://HOST:PORT` each), asked
+    /// Other nodes' agents whose caches hold the file (`https://HOST:PORT` each), asked
     /// first, in turn (`GET /v1/agent/images/<sha256>`), so that the controller does not
     /// serve every node: one that fails is passed over.
     #[serde(default)]
@@ -140,6 +140,9 @@ pub struct ImageSource {
     pub sha256: String,
     /// A credential for the fetch, signed by the controller.
     pub token: String,
+    /// The SHA-256 of the cluster's TLS certificate, hex ([`crate::tls`]): what the daemons
+    /// asked must show.
+    pub tls: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -668,19 +671,20 @@ pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), S
     let what = base.to_string();
     let dir = dest.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let addr = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{what}: not an http:// address"))?;
+    let addr = crate::tls::address(base)?;
     let path = &source.path;
     // A host that is down answers nothing: the next source is asked after a few seconds.
     let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
         .map_err(|e| format!("{what}: {e}"))?
         .next()
         .ok_or_else(|| format!("{what}: no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+    let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
         .map_err(|e| format!("{what}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| format!("{what}: {e}"))?;
+    let mut stream = crate::tls::client_config(&source.tls)
+        .and_then(|config| crate::tls::connect(stream, &config).map_err(|e| e.to_string()))
         .map_err(|e| format!("{what}: {e}"))?;
     write!(
         stream,

@@ -363,7 +363,7 @@ pub struct UpdateRequest {
 pub struct ControllerInfo {
     /// Its host.
     pub host: String,
-    /// Where it serves the API over TCP (`http://HOST:PORT`), or takes over there.
+    /// Where it serves the API over TLS (`https://HOST:PORT`), or takes over there.
     #[serde(default)]
     pub url: Option<String>,
     /// leader or standby.

@@ -278,7 +278,7 @@ impl NodeEntry {
 enum Link {
     /// The agent in this process (`berth up`).
     Local(Arc<NodeAgent>),
-    /// A `berth agent` at this URL (`http://HOST:PORT`).
+    /// A `berth agent` at this URL (`https://HOST:PORT`).
     Remote(String),
 }
 
@@ -2414,6 +2414,7 @@ impl Controller {
             user: auth::node_principal(node),
             uid: 0,
             exp: now() + 3600,
+            tls: None,
         });
         let mut peers: Vec<&str> = self
             .nodes
@@ -2435,6 +2436,7 @@ impl Controller {
             peers: peers.into_iter().map(String::from).collect(),
             sha256,
             token,
+            tls: self.key.tls().fingerprint.clone(),
         })
     }
 
@@ -2600,7 +2602,7 @@ impl Controller {
                         berth_agent::http::post(
                             &url,
                             "/v1/agent/start",
-                            &key.credential(auth::CONTROLLER),
+                            (&key, auth::CONTROLLER),
                             &start,
                             AGENT_TIMEOUT,
                         );
@@ -3337,6 +3339,7 @@ impl Controller {
             user: user.user,
             uid: user.uid,
             exp: now() + lifetime,
+            tls: Some(self.key.tls().fingerprint.clone()),
         };
         Ok(berth_api::TokenResponse {
             token: self.key.mint(&claims),
@@ -3974,8 +3977,8 @@ impl Controller {
 pub fn reach(listen: Option<std::net::SocketAddr>) -> Option<String> {
     let addr = listen?;
     Some(match addr.ip().is_unspecified() {
-        true => format!("http://{}:{}", berth_agent::node::hostname(), addr.port()),
-        false => format!("http://{addr}"),
+        true => format!("https://{}:{}", berth_agent::node::hostname(), addr.port()),
+        false => format!("https://{addr}"),
     })
 }
 
@@ -4056,8 +4059,11 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         ended.await.expect("no deadline")
     }
 
-    fn credential(&self) -> String {
-        self.1.credential(auth::CONTROLLER)
+    fn caller(&self) -> berth_agent::step::relay::Caller {
+        berth_agent::step::relay::Caller {
+            credential: self.1.credential(auth::CONTROLLER),
+            tls: self.1.tls().client.clone(),
+        }
     }
 
     fn address(&self) -> String {
@@ -4417,7 +4423,7 @@ fn same_image(a: &Path, b: &Path) -> bool {
 /// forwards it to the job (a SIGKILL of the runner takes the job with it); the job's end
 /// stops its containers on the other nodes. A suspended job is thawed first: frozen, it could
 /// not act on the signal.
-fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &auth::Key) {
+fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &Arc<auth::Key>) {
     signal_job(links, job, sig, None, key)
 }
 
@@ -4429,7 +4435,7 @@ fn signal_job(
     job: &mut Job,
     sig: i32,
     target: Option<SignalTarget>,
-    key: &auth::Key,
+    key: &Arc<auth::Key>,
 ) {
     if job.state == State::Suspended {
         let _ = freeze(links, job, false, key);
@@ -4448,7 +4454,7 @@ fn signal_job(
 }
 
 /// Sends `sig` to job `id`'s runner on one node.
-fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &auth::Key) {
+fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &Arc<auth::Key>) {
     signal_on(link, id, runner, sig, None, key)
 }
 
@@ -4460,7 +4466,7 @@ fn signal_on(
     runner: u32,
     sig: i32,
     target: Option<SignalTarget>,
-    key: &auth::Key,
+    key: &Arc<auth::Key>,
 ) {
     match link {
         Link::Local(agent) => agent.signal_to(id, runner, sig, target),
@@ -4471,13 +4477,13 @@ fn signal_on(
                 signal: sig,
                 target,
             };
-            let (url, credential) = (url.clone(), key.credential(auth::CONTROLLER));
+            let (url, key) = (url.clone(), Arc::clone(key));
             // Not awaited: the job's end comes back through the agent's report.
             tokio::task::spawn_blocking(move || {
                 let sent: Result<(), String> = berth_agent::http::post(
                     &url,
                     "/v1/agent/signal",
-                    &credential,
+                    (&key, auth::CONTROLLER),
                     &request,
                     AGENT_TIMEOUT,
                 );
@@ -4607,7 +4613,7 @@ fn set_limit(
     job: &Job,
     limit: u64,
     kill_wait: u64,
-    key: &auth::Key,
+    key: &Arc<auth::Key>,
 ) -> Result<(), ApiError> {
     each_runner(
         links,
@@ -4627,7 +4633,7 @@ fn set_limit(
 }
 
 /// Freezes or thaws every process of a running job, on all its nodes.
-fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(), ApiError> {
+fn freeze(links: &Links, job: &Job, frozen: bool, key: &Arc<auth::Key>) -> Result<(), ApiError> {
     each_runner(
         links,
         job,
@@ -4650,7 +4656,7 @@ fn freeze(links: &Links, job: &Job, frozen: bool, key: &auth::Key) -> Result<(),
 fn each_runner<B: serde::Serialize, R: serde::de::DeserializeOwned>(
     links: &Links,
     job: &Job,
-    key: &auth::Key,
+    key: &Arc<auth::Key>,
     local: impl Fn(&NodeAgent, u32, bool) -> Result<R, String>,
     path: &str,
     body: impl Fn(u32, bool) -> B,
@@ -4670,7 +4676,7 @@ fn each_runner<B: serde::Serialize, R: serde::de::DeserializeOwned>(
                 berth_agent::http::post(
                     url,
                     path,
-                    &key.credential(auth::CONTROLLER),
+                    (key, auth::CONTROLLER),
                     &body(runner, batch_host),
                     AGENT_TIMEOUT,
                 )

@@ -78,7 +78,7 @@ impl Listing {
     }
 }
 
-/// Copies the images of the controller `leader()` names (`http://HOST:PORT`) into the store
+/// Copies the images of the controller `leader()` names (`https://HOST:PORT`) into the store
 /// at `images` until `stop` is set (this controller leads); `standby` is who this one is
 /// ([`Look::standby`]). What goes wrong is logged once until it changes, told to the leader,
 /// and tried again [`PERIOD`] later.
@@ -131,7 +131,6 @@ fn once(
     look: &mut Look,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let token = key.credential(CONTROLLER);
     look.have = store
         .list()
         .map_err(|e| e.to_string())?
@@ -139,8 +138,13 @@ fn once(
         .map(|r| r.id.hex().to_string())
         .collect();
     let timeout = Duration::from_secs(look.wait) + Duration::from_secs(10);
-    let listing: Listing =
-        berth_agent::http::post(leader, "/v1/controllers/images", &token, look, timeout)?;
+    let listing: Listing = berth_agent::http::post(
+        leader,
+        "/v1/controllers/images",
+        (key, CONTROLLER),
+        look,
+        timeout,
+    )?;
     look.failed.clear();
     for record in listing.images.iter().filter(|r| !store.has(r.id.hex())) {
         if stop.load(Ordering::Relaxed) {
@@ -182,7 +186,7 @@ fn copy(store: &Store, key: &Key, leader: &str, record: &ImageRecord) -> Result<
     let answer = berth_agent::http::get(
         leader,
         &format!("/v1/controllers/images/{hex}/config"),
-        &key.credential(CONTROLLER),
+        (key, CONTROLLER),
         Duration::from_secs(10),
     )?;
     if answer.status != 200 {
@@ -203,7 +207,9 @@ fn copy(store: &Store, key: &Key, leader: &str, record: &ImageRecord) -> Result<
             user: CONTROLLER.into(),
             uid: 0,
             exp: crate::now() + 3600,
+            tls: None,
         }),
+        tls: key.tls().fingerprint.clone(),
     };
     store
         .add_copy(record, &answer.body, leader, |dest| {
@@ -381,7 +387,7 @@ impl Standbys {
                     _ => Duration::ZERO,
                 };
                 let (host, url) = match who.split_once(' ') {
-                    Some((host, url)) if url.starts_with("http://") => (host, Some(url)),
+                    Some((host, url)) if url.starts_with("https://") => (host, Some(url)),
                     _ => (who.as_str(), None),
                 };
                 berth_api::ControllerInfo {

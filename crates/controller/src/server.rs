@@ -1225,12 +1225,13 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         terminated.await;
         on_signal.notify_one();
     });
-    // TCP, where asked for: the same API, each request with a token.
+    // TCP, where asked for: the same API over TLS, each request with a token.
     let tcp = match listen {
         Some(addr) => {
             let tcp = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let tcp = berth_agent::tls::Listener::new(tcp, key.tls());
             let app = router(shared.clone())
                 .layer(axum::middleware::from_fn_with_state(key, token_caller));
             Some(tokio::spawn(async move { axum::serve(tcp, app).await }))

@@ -3,8 +3,8 @@
 //! client and the client's signals to the part.
 //!
 //! ```text
-//! agent A ──POST /v1/agent/step (Upgrade: berth-step; a credential signed with the cluster
-//!           key)──► agent B ──101──► A sends the part's StepLaunch as one JSON line, then
+//! agent A ──POST /v1/agent/step over TLS (Upgrade: berth-step; a credential signed with the
+//!           cluster key)──► agent B ──101──► A sends the part's StepLaunch as one JSON line, then
 //! frames both ways:   A ──► B: stdin, end of stdin, signal
 //!                     B ──► A: stdout, stderr, exit status and usage (last), error
 //!                              (refused)
@@ -20,6 +20,7 @@
 use super::{PartEnd, StepLaunch};
 use crate::launcher::Launcher;
 use crate::node::NodeAgent;
+use crate::tls::Duplex;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -111,32 +112,40 @@ async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<(
     Ok((kind, payload))
 }
 
+/// What the agent that took a step shows the others: a credential they take, and the
+/// cluster's TLS (see [`crate::tls`]).
+pub struct Caller {
+    pub credential: String,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
 /// A part of a step running on another node, as the agent that took the step sees it.
 pub struct RemotePart {
     node: String,
-    stream: TcpStream,
+    stream: Duplex,
 }
 
 impl RemotePart {
-    /// Connects to the agent at `url` (`http://HOST:PORT`) and hands it `launch`. Blocking.
-    pub fn start(url: &str, credential: &str, launch: &StepLaunch) -> Result<RemotePart, String> {
+    /// Connects to the agent at `url` (`https://HOST:PORT`) and hands it `launch`. Blocking.
+    pub fn start(url: &str, caller: &Caller, launch: &StepLaunch) -> Result<RemotePart, String> {
         let node = launch.node.clone();
         let fail = |e: std::io::Error| format!("node {node}: {e}");
-        let addr = url.strip_prefix("http://").unwrap_or(url);
-        let mut stream = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        let addr = crate::tls::address(url).map_err(|e| format!("node {node}: {e}"))?;
+        let tcp = std::net::ToSocketAddrs::to_socket_addrs(addr)
             .map_err(fail)?
             .next()
             .ok_or_else(|| format!("node {node}: {addr} has no address"))
             .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).map_err(fail))?;
-        stream.set_nodelay(true).map_err(fail)?;
+        tcp.set_nodelay(true).map_err(fail)?;
+        // The answer's head, byte by byte: what follows it is the part's frames.
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(fail)?;
+        let mut stream = Duplex::connect(tcp, &caller.tls).map_err(fail)?;
         let head = format!(
-            "POST {PATH} HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {credential}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+            "POST {PATH} HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n",
+            caller.credential
         );
         stream.write_all(head.as_bytes()).map_err(fail)?;
-        // The answer's head, byte by byte: what follows it is the part's frames.
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(fail)?;
         let mut answer = Vec::new();
         let mut byte = [0u8; 1];
         while !answer.ends_with(b"\r\n\r\n") {
@@ -164,7 +173,7 @@ impl RemotePart {
             );
             return Err(format!("node {node}: {why}"));
         }
-        stream.set_read_timeout(None).map_err(fail)?;
+        stream.tcp().set_read_timeout(None).map_err(fail)?;
         let mut line = serde_json::to_vec(launch).expect("launches serialise");
         line.push(b'\n');
         stream.write_all(&line).map_err(fail)?;
@@ -172,11 +181,8 @@ impl RemotePart {
     }
 
     /// Something to signal the part with while [`RemotePart::relay`] runs.
-    pub fn signaller(&self) -> Result<Signaller, String> {
-        self.stream
-            .try_clone()
-            .map(Signaller)
-            .map_err(|e| format!("node {}: {e}", self.node))
+    pub fn signaller(&self) -> Signaller {
+        Signaller(self.stream.clone())
     }
 
     /// Relays the part's output to `stdout` and `stderr` (and, with `stdin`, the client's
@@ -185,9 +191,9 @@ impl RemotePart {
     pub fn relay(mut self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> PartEnd {
         let (mut out, mut err) = (std::fs::File::from(stdout), std::fs::File::from(stderr));
         let done = Arc::new(AtomicBool::new(false));
-        let feeding = match stdin.map(|fd| (fd, self.stream.try_clone())) {
-            Some((fd, Ok(to))) => Some(feed_stdin(fd, to, done.clone())),
-            _ => {
+        let feeding = match stdin {
+            Some(fd) => Some(feed_stdin(fd, self.stream.clone(), done.clone())),
+            None => {
                 let _ = self.stream.write_all(&frame(STDIN_END, &[]));
                 None
             }
@@ -232,7 +238,7 @@ impl RemotePart {
             }
         };
         done.store(true, Ordering::Relaxed);
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
         if let Some(f) = feeding {
             let _ = f.join();
         }
@@ -241,7 +247,7 @@ impl RemotePart {
 }
 
 /// Signals a remote part (a clone of its connection).
-pub struct Signaller(TcpStream);
+pub struct Signaller(Duplex);
 
 impl Signaller {
     pub fn signal(&mut self, sig: i32) {
@@ -250,11 +256,7 @@ impl Signaller {
 }
 
 /// Passes the client's input on to a part until it ends, or the part does (`done`).
-fn feed_stdin(
-    fd: OwnedFd,
-    mut to: TcpStream,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
+fn feed_stdin(fd: OwnedFd, mut to: Duplex, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         let mut from = std::fs::File::from(fd);

@@ -47,7 +47,7 @@ pub struct StepGrant {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepPart {
     pub node: String,
-    /// Its agent, `http://HOST:PORT`; `None`: this node.
+    /// Its agent, `https://HOST:PORT`; `None`: this node.
     pub url: Option<String>,
     /// CPUs per task; the length is the number of tasks there.
     pub tasks: Vec<Vec<u32>>,
@@ -95,9 +95,9 @@ pub trait StepAuthority: Send + Sync + 'static {
         code: i32,
         usage: Option<berth_api::StepUsage>,
     ) -> impl Future<Output = ()> + Send;
-    /// A credential that other nodes' agents take for the parts of a step (signed with the
-    /// cluster key).
-    fn credential(&self) -> String;
+    /// How to ask other nodes' agents for the parts of a step: a credential they take
+    /// (signed with the cluster key) and the cluster's TLS.
+    fn caller(&self) -> relay::Caller;
     /// The host name or address at which the other nodes' tasks reach this process (its
     /// PMI server).
     fn address(&self) -> String;
@@ -406,13 +406,12 @@ async fn run_step<A: StepAuthority>(
         let Some(url) = part.url.clone() else {
             continue;
         };
-        let (launch, credential) = (launch(i), authority.credential());
-        let started = tokio::task::spawn_blocking(move || {
-            relay::RemotePart::start(&url, &credential, &launch)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        let (launch, caller) = (launch(i), authority.caller());
+        let started =
+            tokio::task::spawn_blocking(move || relay::RemotePart::start(&url, &caller, &launch))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
         match started {
             Ok(p) => remote.push((i, p)),
             Err(e) => {
@@ -428,7 +427,7 @@ async fn run_step<A: StepAuthority>(
     for (i, part) in remote {
         let input = inputs[i].take();
         let (out, err) = (dup(&stdout)?, dup(&stderr)?);
-        signallers.push(part.signaller()?);
+        signallers.push(part.signaller());
         let done = done.clone();
         tokio::task::spawn_blocking(move || {
             let _ = done.send(part.relay(input, out, err));
