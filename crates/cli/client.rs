@@ -74,11 +74,6 @@ fn connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
     Err(last)
 }
 
-/// Whether requests go to the controller over TCP ($BERTH_API), not on a Unix socket.
-pub fn over_network() -> bool {
-    std::env::var_os("BERTH_API").is_some()
-}
-
 /// The `HOST:PORT` of each `https://HOST:PORT` in $BERTH_API's comma-separated list.
 fn addresses(api: &str) -> Result<Vec<&str>, String> {
     api.split(',')

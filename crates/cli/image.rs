@@ -34,8 +34,7 @@ pub enum ImageCommand {
         #[arg(long)]
         cluster: bool,
         /// With --cluster: the controller pulls with the credentials `berth image login`
-        /// saved for the registry, and the image is yours alone (on the controller's host:
-        /// credentials do not cross the network)
+        /// saved for the registry, and the image is yours alone
         #[arg(long, requires = "cluster")]
         private: bool,
     },
@@ -200,10 +199,6 @@ pub fn cluster_pull(
         };
         return crate::client::request("POST", "/v1/images/pull", Some(&request)).map(warned);
     };
-    // Never over TCP (a node agent's socket refuses it before anything leaves the host).
-    if crate::client::over_network() {
-        anyhow::bail!("{}", berth_api::CREDENTIALS_STAY);
-    }
     let request = berth_api::PrivatePullRequest {
         reference: reference.to_string(),
         credentials: berth_api::RegistryCredentials { username, password },

@@ -103,6 +103,19 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     );
     assert!(none.starts_with("HTTP/1.1 401"), "{none}");
     assert!(none.contains("needs a token"), "{none}");
+    // Other TLS clients check the controller against its STATE/cluster.crt (as Prometheus
+    // does), for the name it gives, `berth`.
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(c.state.join("cluster.crt"))
+        .args(["--resolve", &format!("berth:{port}:127.0.0.1"), "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("https://berth:{port}/v1/jobs/{id}"))
+        .output()
+        .unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&curl.stdout).unwrap_or_else(|e| panic!("{e}: {curl:?}"));
+    assert_eq!(shown["user"], TEST_USER, "{shown}");
     // TLS only: plain HTTP gets no answer, and the CLI says what to write.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     plain
@@ -412,13 +425,20 @@ fn the_example_prometheus_set_up_and_its_alerts_pass_promtool() {
     // The alerts' thresholds and texts (WARNING after 120 s without a heartbeat, CRITICAL
     // after 180, a node down, jobs lost with their node, no controller answering).
     ok(&["test", "rules", &path("berth-alerts.test.yml")]);
-    // The example configuration, its token file where it says.
+    // The example configuration, its token and certificate files where it says.
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("berth.token");
     std::fs::write(&token, "t").unwrap();
+    let certificate = dir.path().join("berth.crt");
+    std::fs::write(
+        &certificate,
+        berth_agent::auth::Key::from_bytes(&[1; 32]).tls().pem(),
+    )
+    .unwrap();
     let config = std::fs::read_to_string(docs.join("example.prometheus.yml"))
         .unwrap()
-        .replace("/etc/prometheus/berth.token", token.to_str().unwrap());
+        .replace("/etc/prometheus/berth.token", token.to_str().unwrap())
+        .replace("/etc/prometheus/berth.crt", certificate.to_str().unwrap());
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     std::fs::copy(
         docs.join("berth-alerts.yml"),

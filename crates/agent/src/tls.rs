@@ -27,6 +27,8 @@ const SERVER_NAME: &str = "berth";
 
 /// The cluster's TLS identity, derived from its key (see the module's comment).
 pub struct Tls {
+    /// The certificate (DER).
+    certificate: Vec<u8>,
     /// The SHA-256 of the certificate, hex: what clients pin.
     pub fingerprint: String,
     pub server: Arc<ServerConfig>,
@@ -59,16 +61,55 @@ impl Tls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("ring does TLS 1.3")
             .with_no_client_auth()
-            .with_single_cert(vec![CertificateDer::from(cert)], key)
+            .with_single_cert(vec![CertificateDer::from(cert.clone())], key)
             .expect("the derived certificate fits its key");
         // One request per connection: nothing to resume.
         server.send_tls13_tickets = 0;
         let client = client_config(&fingerprint).expect("a fingerprint made here is well-formed");
         Tls {
+            certificate: cert,
             fingerprint,
             server: Arc::new(server),
             client,
         }
+    }
+}
+
+impl Tls {
+    /// The certificate in PEM, for other TLS clients (Prometheus, curl): it names the host
+    /// `berth` (ask for that name, e.g. Prometheus's `tls_config: server_name`).
+    pub fn pem(&self) -> String {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&self.certificate);
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// Writes [`Tls::pem`] to `path` (mode 0644: it is no secret) unless it is there already,
+    /// whole or not at all.
+    pub fn write_pem(&self, path: &std::path::Path) -> Result<(), String> {
+        let pem = self.pem();
+        if std::fs::read_to_string(path).is_ok_and(|old| old == pem) {
+            return Ok(());
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &pem)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            })
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("cannot write {}: {e}", path.display())
+            })
     }
 }
 
@@ -96,14 +137,20 @@ const SEQUENCE: u8 = 0x30;
 
 /// A self-signed X.509 v3 certificate for the Ed25519 `public` key, `sign` making the
 /// signature: subject and issuer `CN=berth cluster`, valid from 1970 with no end (RFC 5280's
-/// 99991231235959Z), no extensions. The same key gives the same bytes (Ed25519 signatures
-/// are deterministic).
+/// 99991231235959Z), for the host name `berth` (the one extension, subjectAltName, which
+/// other clients check). The same key gives the same bytes (Ed25519 signatures are
+/// deterministic).
 fn certificate(public: &[u8], sign: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
     let ed25519 = der(SEQUENCE, &der(0x06, &[0x2b, 0x65, 0x70]));
     let common_name = [der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, b"berth cluster")].concat();
     let name = der(SEQUENCE, &der(0x31, &der(SEQUENCE, &common_name)));
     let validity = [der(0x17, b"700101000000Z"), der(0x18, b"99991231235959Z")].concat();
     let key = [ed25519.clone(), der(0x03, &[&[0u8][..], public].concat())].concat();
+    let alt_name = der(SEQUENCE, &der(0x82, SERVER_NAME.as_bytes()));
+    let alt_name = der(
+        SEQUENCE,
+        &[der(0x06, &[0x55, 0x1d, 0x11]), der(0x04, &alt_name)].concat(),
+    );
     let tbs = der(
         SEQUENCE,
         &[
@@ -114,6 +161,7 @@ fn certificate(public: &[u8], sign: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
             der(SEQUENCE, &validity),
             name,
             der(SEQUENCE, &key),
+            der(0xa3, &der(SEQUENCE, &alt_name)),
         ]
         .concat(),
     );
@@ -256,15 +304,25 @@ pub async fn connect_async(
 pub struct Duplex(Arc<DuplexInner>);
 
 struct DuplexInner {
-    conn: Mutex<ClientConnection>,
+    state: Mutex<DuplexState>,
     tcp: TcpStream,
+}
+
+struct DuplexState {
+    conn: ClientConnection,
+    /// What was read off the socket and rustls has not taken yet.
+    received: Vec<u8>,
 }
 
 impl Duplex {
     pub fn connect(mut tcp: TcpStream, config: &Arc<ClientConfig>) -> io::Result<Duplex> {
         let conn = handshake(&mut tcp, config)?;
+        let state = DuplexState {
+            conn,
+            received: Vec::new(),
+        };
         Ok(Duplex(Arc::new(DuplexInner {
-            conn: Mutex::new(conn),
+            state: Mutex::new(state),
             tcp,
         })))
     }
@@ -273,8 +331,8 @@ impl Duplex {
         &self.0.tcp
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ClientConnection> {
-        self.0.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, DuplexState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends what the connection has to send (data, alerts), with its lock held.
@@ -290,45 +348,52 @@ impl Read for Duplex {
     /// Reads what the server sent: 0 at its end. Only one thread reads; the socket is read
     /// without the lock, so that writers go on meanwhile.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // At most what rustls takes in plaintext at once, so that all of it fits.
-        let mut record = [0u8; 16 * 1024];
+        let mut record = vec![0u8; 16 * 1024];
         loop {
-            match self.lock().reader().read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
+            {
+                let mut state = self.lock();
+                let DuplexState { conn, received } = &mut *state;
+                loop {
+                    match conn.reader().read(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        other => return other,
+                    }
+                    if received.is_empty() {
+                        break;
+                    }
+                    // Fed only while no plaintext waits: rustls takes no more once its
+                    // buffer of it is full.
+                    let taken = conn.read_tls(&mut &received[..])?;
+                    if taken == 0 {
+                        return Err(io::Error::other("TLS records the connection cannot take"));
+                    }
+                    received.drain(..taken);
+                    conn.process_new_packets().map_err(io::Error::other)?;
+                    self.flush_tls(conn)?;
+                }
             }
             let n = (&self.0.tcp).read(&mut record)?;
-            let mut conn = self.lock();
             if n == 0 {
-                return match conn.reader().read(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the connection ended without TLS's close",
-                    )),
-                    other => other,
-                };
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection ended without TLS's close",
+                ));
             }
-            let mut data = &record[..n];
-            while !data.is_empty() {
-                conn.read_tls(&mut data)?;
-                conn.process_new_packets().map_err(io::Error::other)?;
-            }
-            self.flush_tls(&mut conn)?;
+            self.lock().received.extend_from_slice(&record[..n]);
         }
     }
 }
 
 impl Write for Duplex {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut conn = self.lock();
+        let conn = &mut self.lock().conn;
         let n = conn.writer().write(buf)?;
-        self.flush_tls(&mut conn)?;
+        self.flush_tls(conn)?;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut conn = self.lock();
-        self.flush_tls(&mut conn)
+        self.flush_tls(&mut self.lock().conn)
     }
 }
 
@@ -475,7 +540,17 @@ mod tests {
             }
             line.pop();
             line.reverse();
-            stream.write_all(&line)?;
+            // In whole records and small ones between them, as a step's output comes.
+            let mut rest = &line[..];
+            for size in [16_384, 10].into_iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, next) = rest.split_at(size.min(rest.len()));
+                stream.write_all(piece)?;
+                stream.flush()?;
+                rest = next;
+            }
             stream.conn.send_close_notify();
             stream.flush()
         });
@@ -510,13 +585,24 @@ mod tests {
         let (addr, server) = serve_once(&tls);
         let mut reader = Duplex::connect(TcpStream::connect(addr).unwrap(), &tls.client).unwrap();
         let mut writer = reader.clone();
+        // Many records' worth, read a few bytes at a time (as frames are): what rustls has
+        // not taken yet waits for the next read.
+        let line: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let sent = line.clone();
         let writing = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            writer.write_all(b"stream\n")
+            writer.write_all(&[&sent[..], b"\n"].concat())
         });
-        let mut answer = String::new();
-        reader.read_to_string(&mut answer).unwrap();
-        assert_eq!(answer, "maerts");
+        let mut answer = Vec::new();
+        let mut small = [0u8; 5];
+        loop {
+            match reader.read(&mut small).unwrap() {
+                0 => break,
+                n => answer.extend_from_slice(&small[..n]),
+            }
+        }
+        answer.reverse();
+        assert!(answer == line, "{} bytes back", answer.len());
         writing.join().unwrap().unwrap();
         server.join().unwrap().unwrap();
     }

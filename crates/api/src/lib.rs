@@ -520,8 +520,8 @@ pub struct PullRequest {
 /// `POST /v1/images/pull/private`: the controller pulls with the caller's own credentials
 /// for the registry, which it does not keep; a user's image pulled so is theirs alone, named
 /// `users/USER/HOST[-PORT]/REPO:TAG` (as Shifter keeps an image pulled with a user's
-/// credentials to that user). On the controller's Unix socket only: the credentials never
-/// cross the network (the API over TCP is not encrypted).
+/// credentials to that user). Over TCP too: the API there is TLS only, to the controller
+/// whose certificate the token names.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivatePullRequest {
@@ -529,11 +529,6 @@ pub struct PrivatePullRequest {
     pub reference: String,
     pub credentials: RegistryCredentials,
 }
-
-/// Why a pull with a user's own registry credentials is refused but on the controller's
-/// Unix socket (over TCP, or through a node agent's socket, which passes requests on over
-/// TCP).
-pub const CREDENTIALS_STAY: &str = "your registry credentials would cross the network, and berth's traffic is not encrypted: pull with them on the controller's host (berth image pull --cluster there), or ask an administrator to pull the image";
 
 /// A user name and password for a registry.
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -358,6 +358,9 @@ impl Controller {
         let key = Arc::new(auth::Key::load_or_create(
             &settings.state_dir.join("cluster.key"),
         )?);
+        // For other TLS clients of the API (Prometheus, curl).
+        key.tls()
+            .write_pem(&settings.state_dir.join("cluster.crt"))?;
         let mut controller = Controller {
             settings,
             store,

@@ -866,16 +866,12 @@ async fn on_standbys(
     Ok(Json(image))
 }
 
-#[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept): a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "over TCP (the credentials would cross the network), or not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept): a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
 async fn pull_private_image(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Extension(transport): Extension<Transport>,
     body: Result<Json<berth_api::PrivatePullRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::ImageInfo> {
-    if transport != Transport::Local {
-        return Err(ApiError::forbidden(berth_api::CREDENTIALS_STAY));
-    }
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = c.lock().await.gateway();
     let pulled = blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await?;
@@ -1003,7 +999,7 @@ async fn not_found() -> ApiError {
 #[openapi(
     info(
         title = "berth",
-        description = "The berth controller's API: on its Unix socket (the caller from SO_PEERCRED) and, with `berth up --listen`, on TCP (the caller from a token: `Authorization: Bearer TOKEN`)."
+        description = "The berth controller's API: on its Unix socket (the caller from SO_PEERCRED) and, with `berth up --listen`, on TCP in TLS 1.3 (the caller from a token: `Authorization: Bearer TOKEN`)."
     ),
     paths(
         submit,
