@@ -33,8 +33,9 @@ pub enum ImageCommand {
         /// yours (--creds, or --private) the image is yours alone: users/YOU/...
         #[arg(long)]
         cluster: bool,
-        /// With --cluster: the controller pulls with the credentials `berth image login`
-        /// saved for the registry, and the image is yours alone
+        /// With --cluster: the image is yours alone (to share with `berth image share`),
+        /// pulled with the credentials `berth image login` saved for the registry, or
+        /// anonymously where none are saved
         #[arg(long, requires = "cluster")]
         private: bool,
     },
@@ -47,6 +48,8 @@ pub enum ImageCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Forget the credentials `login` saved for a registry
+    Logout { registry: String },
     /// List images
     #[command(alias = "list")]
     Ls {
@@ -118,6 +121,13 @@ fn name_of(r: &ImageRecord) -> String {
     r.names.first().cloned().unwrap_or_else(|| "<none>".into())
 }
 
+/// Shares a private image name (or no longer, `remove`); says with whom it is shared now.
+pub fn share(request: &berth_api::ShareRequest) -> Result<String> {
+    let share: berth_api::ImageShare =
+        crate::client::request("POST", "/v1/images/share", Some(request))?;
+    Ok(shared_with(&share))
+}
+
 /// `users/alice/app:1 is shared with users bob, carol and groups lab`.
 fn shared_with(share: &berth_api::ImageShare) -> String {
     let mut whom = Vec::new();
@@ -187,21 +197,33 @@ pub fn uploaded(image: &str) -> Result<String> {
     Ok(full)
 }
 
-/// Has the controller pull `reference` into the cluster's store: with `creds` (the caller's
-/// own), a user's pull is theirs alone.
+/// The login `berth image login` saved for `reference`'s registry, if any.
+pub fn saved_login(reference: &str) -> Result<Option<(String, String)>> {
+    let registry = berth_image::PullReference::parse(reference)?.registry;
+    Ok(berth_image::credentials_from(
+        &crate::settings::auth_file(),
+        &registry,
+    ))
+}
+
+/// Has the controller pull `reference` into the cluster's store: a `private` pull (with
+/// `creds`, the caller's own, or anonymous) is a user's alone; otherwise the controller
+/// pulls with its own credentials.
 pub fn cluster_pull(
     reference: &str,
     creds: Option<(String, String)>,
+    private: bool,
 ) -> Result<berth_api::ImageInfo> {
-    let Some((username, password)) = creds else {
+    if !private {
         let request = berth_api::PullRequest {
             reference: reference.to_string(),
         };
         return crate::client::request("POST", "/v1/images/pull", Some(&request)).map(warned);
-    };
+    }
     let request = berth_api::PrivatePullRequest {
         reference: reference.to_string(),
-        credentials: berth_api::RegistryCredentials { username, password },
+        credentials: creds
+            .map(|(username, password)| berth_api::RegistryCredentials { username, password }),
     };
     crate::client::request("POST", "/v1/images/pull/private", Some(&request)).map(warned)
 }
@@ -361,16 +383,13 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         } => {
             // The caller's own credentials for the registry (given, or saved by `berth
             // image login`): what the controller pulls with them is the caller's alone.
-            let registry = berth_image::PullReference::parse(&reference)?.registry;
             let creds = match creds {
                 Some(c) => Some(user_password(&c)?),
-                None if private => Some(
-                    berth_image::credentials_from(&crate::settings::auth_file(), &registry)
-                        .with_context(|| format!("--private: no credentials saved for {registry}: `berth image login {registry}` first, or give them with --creds"))?,
-                ),
+                None if private => saved_login(&reference)?,
                 None => None,
             };
-            let image = cluster_pull(&reference, creds)?;
+            let private = private || creds.is_some();
+            let image = cluster_pull(&reference, creds, private)?;
             let name = image.names.first().cloned().unwrap_or(reference);
             return into_cluster(&mut out, "Pulled", &name, &image);
         }
@@ -427,9 +446,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 groups,
                 remove,
             };
-            let share: berth_api::ImageShare =
-                crate::client::request("POST", "/v1/images/share", Some(&request))?;
-            writeln!(out, "{}", shared_with(&share))?;
+            writeln!(out, "{}", share(&request)?)?;
             return Ok(());
         }
         _ => {}
@@ -465,6 +482,16 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 record.id.short(),
                 human_size(record.size)
             )?;
+        }
+        ImageCommand::Logout { registry } => {
+            let auth_file = crate::settings::auth_file();
+            if !berth_image::remove_credentials(&auth_file, &registry)? {
+                anyhow::bail!(
+                    "not logged in to {registry}: {} has no credentials for it",
+                    auth_file.display()
+                );
+            }
+            writeln!(out, "Removed login credentials for {registry}")?;
         }
         ImageCommand::Login {
             registry,

@@ -116,6 +116,26 @@ fn the_api_over_tcp_takes_the_caller_from_a_signed_token() {
     let shown: serde_json::Value =
         serde_json::from_slice(&curl.stdout).unwrap_or_else(|e| panic!("{e}: {curl:?}"));
     assert_eq!(shown["user"], TEST_USER, "{shown}");
+    // And Go's, as Prometheus's scrapes: promtool's query, trusting the certificate alone
+    // (SSL_CERT_FILE) and asking for `berth` (an /etc/hosts of its own), is answered by the
+    // API (401: it sends no token), so the handshake took.
+    let hosts = c.f.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 berth\n").unwrap();
+    let go = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/hosts && exec "$2" query instant "https://berth:$3" up"#)
+        .arg("sh")
+        .arg(&hosts)
+        .arg(crate::cluster::PROMTOOL)
+        .arg(port.to_string())
+        .env("SSL_CERT_FILE", c.state.join("cluster.crt"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&go.stderr);
+    assert!(
+        said.contains("401") && !said.contains("x509") && !said.contains("tls:"),
+        "{go:?}"
+    );
     // TLS only: plain HTTP gets no answer, and the CLI says what to write.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     plain

@@ -420,8 +420,11 @@ pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
 }
 
 /// Runs Prometheus's promtool (unpacked by scripts/setup) with `input` on its stdin.
+/// Prometheus's promtool (Debian's, unpacked by scripts/setup).
+pub const PROMTOOL: &str = "/opt/berth-test/prometheus/promtool";
+
 pub fn promtool(args: &[&str], input: Option<&str>) -> std::process::Output {
-    let tool = "/opt/berth-test/prometheus/promtool";
+    let tool = PROMTOOL;
     let mut child = Command::new(tool)
         .args(args)
         .stdin(Stdio::piped())

@@ -1733,4 +1733,57 @@ fn users_pull_private_images_with_their_own_credentials() {
         &["401"],
         "root, after the user's pull",
     );
+    // Shifter's pull with ACLs: the image is the user's own (with their saved login), shared
+    // with those named at once; nobody sees it.
+    let shifter_name = format!("docker:{name}");
+    let acl = on_cluster(
+        Mode::Rootless,
+        &[
+            "as",
+            "shifterimg",
+            "--user",
+            "nobody",
+            "pull",
+            &shifter_name,
+        ],
+        None,
+    );
+    assert_eq!(
+        acl.ok(),
+        format!(
+            "Pulled docker:{private}, status: READY (id {})\n{private} is shared with users nobody\n",
+            pushed.config
+        )
+    );
+    assert!(
+        as_nobody(&["image", "ls", "--cluster", "--json"], "")
+            .ok()
+            .contains(&private),
+        "shared by shifterimg"
+    );
+    assert_error(
+        &on_cluster(
+            Mode::Root,
+            &[
+                "as",
+                "shifterimg",
+                "--group",
+                "nogroup",
+                "pull",
+                &shifter_name,
+            ],
+            None,
+        ),
+        &["root's pulls are everyone's"],
+        "root's pull with ACLs",
+    );
+    // Without a saved login a private pull asks anonymously (never with the controller's
+    // credentials): this registry wants a login.
+    let logout = on_cluster(Mode::Rootless, &["image", "logout", &reg.host], None);
+    assert_eq!(logout.code, 0, "{}", logout.stderr);
+    assert_error(
+        &on_cluster(Mode::Rootless, &private_pull, None),
+        &["401"],
+        "an anonymous private pull",
+    );
 }

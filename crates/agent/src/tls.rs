@@ -271,11 +271,25 @@ fn handshake_error(e: io::Error) -> io::Error {
 /// A TLS connection over a blocking TCP stream.
 pub type Stream = rustls::StreamOwned<ClientConnection, TcpStream>;
 
+/// How long a server may take over its part of the handshake, where the socket has no
+/// timeout of its own (something else listening there may never answer).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn handshake(tcp: &mut TcpStream, config: &Arc<ClientConfig>) -> io::Result<ClientConnection> {
     let name = ServerName::try_from(SERVER_NAME).expect("a valid name");
     let mut conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+    // The request follows the client's last handshake message at once: not held back until
+    // that one is acknowledged (Nagle's algorithm against the server's delayed ACK).
+    tcp.set_nodelay(true)?;
+    let unlimited = tcp.read_timeout()?.is_none();
+    if unlimited {
+        tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    }
     while conn.is_handshaking() {
         conn.complete_io(tcp).map_err(handshake_error)?;
+    }
+    if unlimited {
+        tcp.set_read_timeout(None)?;
     }
     Ok(conn)
 }

@@ -518,16 +518,19 @@ pub struct PullRequest {
 }
 
 /// `POST /v1/images/pull/private`: the controller pulls with the caller's own credentials
-/// for the registry, which it does not keep; a user's image pulled so is theirs alone, named
-/// `users/USER/HOST[-PORT]/REPO:TAG` (as Shifter keeps an image pulled with a user's
-/// credentials to that user). Over TCP too: the API there is TLS only, to the controller
-/// whose certificate the token names.
+/// for the registry, which it does not keep, or anonymously; a user's image pulled so is
+/// theirs alone (to share with whom they choose), named `users/USER/HOST[-PORT]/REPO:TAG`
+/// (as Shifter keeps an image pulled with a user's credentials, or with ACLs, to them).
+/// Over TCP too: the API there is TLS only, to the controller whose certificate the token
+/// names.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivatePullRequest {
     /// `HOST[:PORT]/REPO[:TAG|@DIGEST]`.
     pub reference: String,
-    pub credentials: RegistryCredentials,
+    /// None: the registry is asked anonymously (a public image, kept the caller's own).
+    #[serde(default)]
+    pub credentials: Option<RegistryCredentials>,
 }
 
 /// A user name and password for a registry.

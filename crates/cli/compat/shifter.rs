@@ -186,10 +186,11 @@ struct Shifterimg {
     /// Accepted (berth says what it does)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Shifter's image ACLs, with pull: berth says how it shares an image instead
+    /// Shifter's image ACLs, with pull: the image is yours (users/YOU/...), shared with
+    /// these users
     #[arg(long = "user", value_delimiter = ',')]
     users: Vec<String>,
-    /// As --user
+    /// As --user, with these groups
     #[arg(long = "group", value_delimiter = ',')]
     groups: Vec<String>,
     /// images, pull IMAGE or lookup IMAGE
@@ -204,9 +205,6 @@ struct Shifterimg {
 pub fn shifterimg(words: Vec<String>) -> Result<i32> {
     let args = Shifterimg::try_parse_from(std::iter::once("shifterimg".to_string()).chain(words))
         .unwrap_or_else(|e| e.exit());
-    if !args.users.is_empty() || !args.groups.is_empty() {
-        bail!("shifterimg --user/--group: berth shares an image once it is private to you: `berth image pull --cluster --private REGISTRY/REPO:TAG` (with the login `berth image login` saved) or `berth image import --cluster FILE --name NAME`, then `berth image share users/YOU/NAME --user USER --group GROUP`");
-    }
     let image = || -> Result<String> {
         let Some(image) = &args.image else {
             bail!(
@@ -232,8 +230,28 @@ pub fn shifterimg(words: Vec<String>) -> Result<i32> {
         }
         "pull" => {
             let image = image()?;
-            let pulled = crate::image::cluster_pull(&image, None)?;
-            println!("Pulled docker:{image}, status: READY (id {})", pulled.id);
+            // With ACLs, as Shifter's: the image is the caller's own (pulled with their saved
+            // login, if any), shared with those named.
+            let acl = !args.users.is_empty() || !args.groups.is_empty();
+            if acl && crate::settings::is_root() {
+                bail!("shifterimg --user/--group: root's pulls are everyone's; a user's pull with ACLs is theirs, shared with those named");
+            }
+            let creds = match acl {
+                true => crate::image::saved_login(&image)?,
+                false => None,
+            };
+            let pulled = crate::image::cluster_pull(&image, creds, acl)?;
+            let name = pulled.names.first().cloned().unwrap_or(image);
+            println!("Pulled docker:{name}, status: READY (id {})", pulled.id);
+            if acl {
+                let request = berth_api::ShareRequest {
+                    name,
+                    users: args.users,
+                    groups: args.groups,
+                    remove: false,
+                };
+                println!("{}", crate::image::share(&request)?);
+            }
             Ok(0)
         }
         "lookup" => {
@@ -264,13 +282,6 @@ mod tests {
 
     fn parse(words: &[&str]) -> Shifter {
         Shifter::try_parse_from(std::iter::once("shifter").chain(words.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn image_acls_are_answered_with_how_berth_shares_an_image() {
-        let words = ["--user", "bob,carol", "pull", "docker:lab/app:1"];
-        let e = shifterimg(words.iter().map(|w| w.to_string()).collect()).unwrap_err();
-        assert!(e.to_string().contains("berth image share"), "{e}");
     }
 
     #[test]

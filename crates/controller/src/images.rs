@@ -61,28 +61,29 @@ impl Gateway {
     }
 
     /// Pulls `reference` into the cluster's store for `caller`: root any image, users those
-    /// the administrator allows. With `credentials` (the caller's own for the registry), a
-    /// user's pull is theirs alone: named `users/USER/HOST[-PORT]/REPO:TAG` ([`under_user`],
-    /// [`Viewer`]).
+    /// the administrator allows, with `credentials` (the caller's own for the registry) or
+    /// the controller's. A user's `private` pull (with their own credentials, or anonymous)
+    /// is theirs alone: named `users/USER/HOST[-PORT]/REPO:TAG` ([`under_user`],
+    /// [`Viewer`]); root's pulls are everyone's.
     pub fn pull(
         &self,
         caller: Caller,
         reference: &str,
         credentials: Option<berth_api::RegistryCredentials>,
+        private: bool,
     ) -> Result<ImageInfo, ApiError> {
         let target = PullReference::parse(reference).map_err(|e| ApiError::bad(e.to_string()))?;
         let name = target.name();
         let user = crate::user_of(caller.uid)?.user;
-        let private = match caller.uid {
+        let own = match caller.uid {
             0 => None,
             _ => {
                 self.registry
                     .allows_user_pull(&name)
                     .map_err(ApiError::forbidden)?;
                 let public = Reference::parse(&name).map_err(|e| ApiError::bad(e.to_string()))?;
-                credentials
-                    .as_ref()
-                    .map(|_| under_user(&user, &public, "pull"))
+                private
+                    .then(|| under_user(&user, &public, "pull"))
                     .transpose()?
             }
         };
@@ -90,11 +91,12 @@ impl Gateway {
             ca_certs: self.registry.ca_certs.clone(),
             insecure: self.registry.insecure.clone(),
             creds: credentials.map(|c| (c.username, c.password)),
-            auth_file: self.auth_file.clone(),
+            // A private pull is the caller's: never with the controller's own credentials.
+            auth_file: self.auth_file.clone().filter(|_| !private),
         };
         let record = self
             .open()?
-            .pull_as(reference, private.as_deref(), &options)
+            .pull_as(reference, own.as_deref(), &options)
             .map_err(|e| ApiError {
                 status: 502,
                 message: format!("the controller could not pull {reference}: {e}"),
@@ -102,12 +104,12 @@ impl Gateway {
         eprintln!(
             "berth: uid {} pulled {} into the cluster's store (id {})",
             caller.uid,
-            private.as_deref().unwrap_or(&name),
+            own.as_deref().unwrap_or(&name),
             record.id.short()
         );
         let mut image = info(&record, &Viewer::new(&user, &self.shares));
         // The name just pulled first (the image may have had others).
-        let pulled = private.unwrap_or(name);
+        let pulled = own.unwrap_or(name);
         image.names.retain(|n| *n != pulled);
         image.names.insert(0, pulled);
         Ok(image)

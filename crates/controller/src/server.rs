@@ -843,7 +843,7 @@ async fn pull_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = c.lock().await.gateway();
-    let pulled = blocking(move || gateway.pull(caller, &r.reference, None)).await?;
+    let pulled = blocking(move || gateway.pull(caller, &r.reference, None, false)).await?;
     on_standbys(&c, pulled.0).await
 }
 
@@ -866,7 +866,7 @@ async fn on_standbys(
     Ok(Json(image))
 }
 
-#[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept): a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/images/pull/private", request_body = berth_api::PrivatePullRequest, tag = "images", responses((status = 200, description = "pulled with the caller's credentials (not kept) or anonymously: a user's is theirs alone, users/USER/...", body = berth_api::ImageInfo), (status = 400, description = "not a registry reference", body = ErrorBody), (status = 403, description = "not among the images users may have pulled", body = ErrorBody), (status = 502, description = "the registry refused or could not be reached, or the image is not there", body = ErrorBody)))]
 async fn pull_private_image(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -874,7 +874,7 @@ async fn pull_private_image(
 ) -> ApiResult<berth_api::ImageInfo> {
     let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
     let gateway = c.lock().await.gateway();
-    let pulled = blocking(move || gateway.pull(caller, &r.reference, Some(r.credentials))).await?;
+    let pulled = blocking(move || gateway.pull(caller, &r.reference, r.credentials, true)).await?;
     on_standbys(&c, pulled.0).await
 }
 

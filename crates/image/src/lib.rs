@@ -26,6 +26,6 @@ pub use digest::Digest;
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;
-pub use registry::{credentials_from, login, PullReference, RegistryOptions};
+pub use registry::{credentials_from, login, remove_credentials, PullReference, RegistryOptions};
 pub use squash::{build as build_squashfs, Owner, MOUNT_POINTS};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};

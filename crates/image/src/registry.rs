@@ -140,6 +140,25 @@ pub fn store_credentials(
     user: &str,
     password: &str,
 ) -> Result<(), ImageError> {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    edit_auths(auth_file, |auths| {
+        auths.insert(registry.to_string(), serde_json::json!({ "auth": auth }));
+        true
+    })
+    .map(|_| ())
+}
+
+/// Removes the credentials saved for `registry` from the auth file; whether it had any.
+pub fn remove_credentials(auth_file: &Path, registry: &str) -> Result<bool, ImageError> {
+    edit_auths(auth_file, |auths| auths.remove(registry).is_some())
+}
+
+/// Changes the auth file's `auths` as `edit` says, where it says it changed them (mode 0600,
+/// replaced atomically); whether it did.
+fn edit_auths(
+    auth_file: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>) -> bool,
+) -> Result<bool, ImageError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file: serde_json::Value = std::fs::read_to_string(auth_file)
         .ok()
@@ -148,8 +167,10 @@ pub fn store_credentials(
     if !file["auths"].is_object() {
         file["auths"] = serde_json::json!({});
     }
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    file["auths"][registry] = serde_json::json!({ "auth": auth });
+    let auths = file["auths"].as_object_mut().expect("made an object above");
+    if !edit(auths) {
+        return Ok(false);
+    }
     if let Some(dir) = auth_file.parent() {
         std::fs::create_dir_all(dir).map_err(ImageError::io("cannot create", dir))?;
     }
@@ -168,7 +189,8 @@ pub fn store_credentials(
             .as_bytes(),
     )
     .map_err(ImageError::io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, auth_file).map_err(ImageError::io("cannot write", auth_file))
+    std::fs::rename(&tmp, auth_file).map_err(ImageError::io("cannot write", auth_file))?;
+    Ok(true)
 }
 
 /// One registry conversation: the HTTP client, the scheme that worked, and the token.
@@ -670,5 +692,13 @@ mod tests {
             &std::fs::metadata(&file).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+        // A logout takes one registry's and leaves the others'.
+        assert_eq!(remove_credentials(&file, "reg:5000").unwrap(), true);
+        assert_eq!(remove_credentials(&file, "reg:5000").unwrap(), false);
+        assert_eq!(credentials_from(&file, "reg:5000"), None);
+        assert_eq!(
+            credentials_from(&file, "other"),
+            Some(("bob".into(), "x".into()))
+        );
     }
 }
