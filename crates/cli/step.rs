@@ -436,7 +436,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         ),
     };
     // srun's default type comes from SLURM_MPI_TYPE, as Slurm's does.
-    let (pmi, pmi_fd, pmix) = mpi_kind(
+    let (pmi, pmix) = mpi_kind(
         args.mpi
             .clone()
             .or_else(|| std::env::var("SLURM_MPI_TYPE").ok())
@@ -552,7 +552,6 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             || std::env::var_os("SLURM_OVERCOMMIT").is_some_and(|v| v == "1"),
         pty: args.pty,
         pmi,
-        pmi_fd,
         pmix,
         task_files,
         input_task,
@@ -562,15 +561,14 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
     run(request)
 }
 
-/// What `--mpi=TYPE` asks the agent to serve: PMI-1 and PMI-2 over PMI_PORT (`pmi1`, the
-/// default), with each task's own connection in PMI_FD too (`pmi2`), PMIx (`pmix` and its
-/// versioned names, Slurm's), or nothing (`none`).
-fn mpi_kind(kind: Option<&str>) -> Result<(bool, bool, bool)> {
+/// What `--mpi=TYPE` asks the agent to serve: PMI-1 and PMI-2 (`pmi1`, the default, and
+/// `pmi2`: one server speaks both, each task with its connection in PMI_FD), PMIx (`pmix`
+/// and its versioned names, Slurm's), or nothing (`none`).
+fn mpi_kind(kind: Option<&str>) -> Result<(bool, bool)> {
     Ok(match kind {
-        None | Some("pmi1" | "pmi") => (true, false, false),
-        Some("pmi2") => (true, true, false),
-        Some("pmix" | "pmix_v3" | "pmix_v4" | "pmix_v5") => (false, false, true),
-        Some("none") => (false, false, false),
+        None | Some("pmi1" | "pmi" | "pmi2") => (true, false),
+        Some("pmix" | "pmix_v3" | "pmix_v4" | "pmix_v5") => (false, true),
+        Some("none") => (false, false),
         Some(other) => bail!(
             "--mpi={other}: berth serves pmi1 (the default), pmi2, pmix (pmix_v3, pmix_v4, pmix_v5) or none"
         ),
@@ -1117,10 +1115,10 @@ pub(crate) mod tests {
 
     #[test]
     fn mpi_types_are_slurms() {
-        assert_eq!(mpi_kind(None).unwrap(), (true, false, false));
-        assert_eq!(mpi_kind(Some("pmi2")).unwrap(), (true, true, false));
-        assert_eq!(mpi_kind(Some("pmix_v4")).unwrap(), (false, false, true));
-        assert_eq!(mpi_kind(Some("none")).unwrap(), (false, false, false));
+        assert_eq!(mpi_kind(None).unwrap(), (true, false));
+        assert_eq!(mpi_kind(Some("pmi2")).unwrap(), (true, false));
+        assert_eq!(mpi_kind(Some("pmix_v4")).unwrap(), (false, true));
+        assert_eq!(mpi_kind(Some("none")).unwrap(), (false, false));
         let e = mpi_kind(Some("openmpi")).unwrap_err().to_string();
         assert!(e.contains("--mpi=openmpi") && e.contains("pmix"), "{e}");
     }

@@ -127,7 +127,8 @@ fn mpich_ranks_start_without_mpiexec_with_berths_pmi() {
 #BERTH --image mpi
 first=$(echo "$BERTH_NODELIST" | cut -d, -f1)
 berth step -w "$first" -n 2 --overcommit /opt/berth-test/check.mpich5 10 2
-berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/check.mpich5 1 1 | head -1'
+berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_FD:-none}"; /opt/berth-test/check.mpich5 1 1 | head -1'
+berth step -n 1 sh -c 'echo "default pmi_fd=${PMI_FD:+yes} pmi_port=${PMI_PORT:-none}"'
 "#;
     let id = t.c.submit(Mode::Rootless, "shm.sh", script, &[]);
     let job = t.c.wait_for(
@@ -144,6 +145,8 @@ berth step --mpi=none -n 2 sh -c 'echo "pmi=${PMI_PORT:-none}"; /opt/berth-test/
         "{out}"
     );
     assert_eq!(out.matches("pmi=none\n").count(), 2, "{out}");
+    // A step's tasks have their connection to its PMI server, and no port anyone could use.
+    assert!(out.contains("default pmi_fd=yes pmi_port=none\n"), "{out}");
     assert_eq!(out.matches("size 1\n").count(), 2, "{out}");
 }
 

@@ -753,14 +753,11 @@ pub struct StepRequest {
     /// (`srun --pty`): an interactive shell in the job's container.
     #[serde(default)]
     pub pty: bool,
-    /// Serve the tasks PMI-1 and PMI-2 (PMI_PORT, PMI_ID), so that MPI programs start
-    /// without mpiexec (`srun --mpi=pmi1`; `--mpi=none`: not).
+    /// Serve the tasks PMI-1 and PMI-2, each task with its own connection to the server in
+    /// PMI_FD as slurmstepd and hydra give one, so that MPI programs start without mpiexec
+    /// (`srun --mpi=pmi1` or `pmi2`; `--mpi=none`: not).
     #[serde(default = "yes")]
     pub pmi: bool,
-    /// Give each task its own connection to that server in PMI_FD, as slurmstepd does
-    /// (`srun --mpi=pmi2`: what programs on Slurm's libpmi2 need).
-    #[serde(default)]
-    pub pmi_fd: bool,
     /// Serve the tasks PMIx from each of their nodes (`srun --mpi=pmix`: what Open MPI's
     /// ranks need to start without mpirun), with the node's PMIx library.
     #[serde(default)]
@@ -815,7 +812,6 @@ impl StepRequest {
             overcommit: false,
             pty: false,
             pmi: false,
-            pmi_fd: false,
             pmix: false,
             task_files: None,
             input_task: None,

@@ -693,8 +693,8 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o600);
         // A logout takes one registry's and leaves the others'.
-        assert_eq!(remove_credentials(&file, "reg:5000").unwrap(), true);
-        assert_eq!(remove_credentials(&file, "reg:5000").unwrap(), false);
+        assert!(remove_credentials(&file, "reg:5000").unwrap());
+        assert!(!remove_credentials(&file, "reg:5000").unwrap());
         assert_eq!(credentials_from(&file, "reg:5000"), None);
         assert_eq!(
             credentials_from(&file, "other"),

@@ -55,12 +55,9 @@ pub struct StepLaunch {
     /// This node's place in `layout`.
     #[serde(default)]
     pub node_index: usize,
-    /// The step's PMI-1 server, `HOST:PORT` (PMI_PORT), if it has one.
+    /// The step's PMI server, if it has one: each task gets a connection to it (PMI_FD).
     #[serde(default)]
-    pub pmi: Option<String>,
-    /// Each task gets its own connection to it in PMI_FD (`--mpi=pmi2`).
-    #[serde(default)]
-    pub pmi_fd: bool,
+    pub pmi: Option<pmi::Contact>,
     /// Serve the tasks PMIx (`--mpi=pmix`) from this node, the PMI server above gathering
     /// fences across nodes.
     #[serde(default)]
@@ -246,17 +243,13 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_NODE", &launch.node),
         ("BERTH_STEP_NODELIST", &berth_nodelist),
     ];
-    // A PMI client finds its process manager by PMI_PORT (and asks it for its rank, PMI_ID
-    // for PMI-1's initack), or uses the connection PMI_FD names (see run_tasks), its rank
-    // and size in PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2).
+    // A PMI client uses the connection PMI_FD names (see run_tasks), its rank and size in
+    // PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2; PMI_ID for PMI-1's initack),
+    // as hydra and slurmstepd give them. No PMI_PORT: only the step's own processes, which
+    // know its secret, may connect.
     // (A PMIx step's tasks find its server in the PMIX_* variables instead.)
     let pmi: Vec<(&str, &str)> = match launch.pmi.as_ref().filter(|_| !launch.pmix) {
-        Some(port) => vec![
-            ("PMI_PORT", port),
-            ("PMI_ID", &rank),
-            ("PMI_RANK", &rank),
-            ("PMI_SIZE", &n),
-        ],
+        Some(_) => vec![("PMI_ID", &rank), ("PMI_RANK", &rank), ("PMI_SIZE", &n)],
         None => Vec::new(),
     };
     let pmi_vars = ["PMI_PORT", "PMI_ID", "PMI_FD", "PMI_RANK", "PMI_SIZE"];
@@ -770,16 +763,16 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The PMI server's address, resolved on the host too (inside, name resolution would
-    // load the image's libraries into this root process).
-    let pmi = match launch.pmi.as_ref().filter(|_| launch.pmi_fd || launch.pmix) {
-        Some(port) => Some(
-            std::net::ToSocketAddrs::to_socket_addrs(port.as_str())
-                .map_err(io_err(format!("resolving the PMI server {port}")))?
-                .next()
-                .ok_or_else(|| {
-                    StepError::Refused(format!("the PMI server {port} has no address"))
-                })?,
-        ),
+    // load the image's libraries into this root process). Where the server's host does not
+    // resolve here, a step that did not ask for PMIx runs without PMI (an MPI program says
+    // so at its start; anything else runs as it would).
+    let pmi = match launch.pmi.as_ref().map(|c| c.resolve(&launch.node)) {
+        Some(Ok(server)) => Some(server),
+        Some(Err(e)) if !launch.pmix => {
+            eprintln!("berth step: the tasks on {} get no PMI: {e}", launch.node);
+            None
+        }
+        Some(Err(e)) => return Err(io_err("resolving the step's PMI server")(e)),
         None => None,
     };
     // The agent signals the whole group: the tasks act on it, this process carries on
@@ -792,11 +785,11 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
     // PMIx's server, in a helper forked now: this process is still single-threaded and on
     // the host (see pmix).
     let pmix = match launch.pmix {
-        true => Some(pmix::Server::start(&launch, &id, pmi)?),
+        true => Some(pmix::Server::start(&launch, &id, pmi.clone())?),
         false => None,
     };
     let pmix_env = pmix.as_ref().map_or(&[][..], |p| &p.env[..]);
-    let pmi = pmi.filter(|_| launch.pmi_fd);
+    let pmi = pmi.filter(|_| !launch.pmix);
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
@@ -927,7 +920,7 @@ fn run_tasks(
     id: &berth_runtime::Identity,
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
-    (pmi, pmix_env): (Option<std::net::SocketAddr>, &[Vec<String>]),
+    (pmi, pmix_env): (Option<pmi::Coordinator>, &[Vec<String>]),
 ) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -987,12 +980,13 @@ fn run_tasks(
             None => launch.argv.clone(),
         };
         // The task's own connection to the PMI server, named in PMI_FD (as slurmstepd and
-        // hydra give one): what MPI libraries linked with Slurm's libpmi2 need.
-        let pmi_connection = match pmi {
-            Some(addr) => {
-                let connection = std::net::TcpStream::connect(addr)
-                    .map_err(io_err(format!("connecting to the PMI server {addr}")))?;
-                let _ = connection.set_nodelay(true);
+        // hydra give one), its secret sent already.
+        let pmi_connection = match &pmi {
+            Some(server) => {
+                let connection = server.connect().map_err(io_err(format!(
+                    "connecting to the PMI server {}",
+                    server.addr
+                )))?;
                 env.push(format!("PMI_FD={}", connection.as_raw_fd()));
                 Some(connection)
             }

@@ -3,9 +3,14 @@
 //! does with --mpi=pmi1 (here the default) or --mpi=pmi2. Each connection speaks the wire
 //! protocol it starts with; both share the key-value space and the barriers.
 //!
-//! The agent that takes a step listens on TCP; each task gets `PMI_PORT=<node>:<port>` and
-//! `PMI_ID=<rank>` and talks the "simple" PMI-1 wire protocol: newline-terminated lines of
-//! `key=value` fields separated by single spaces, `cmd=` first:
+//! The agent that takes a step listens on TCP. Each task gets its own connection to it in
+//! `PMI_FD` (as hydra and slurmstepd give one), opened by the node's step process, which first
+//! sends the step's secret (`cmd=berth_secret secret=S`, [`Contact`]): the server closes any
+//! connection that does not begin so, so that nobody else on the network can abort a step,
+//! read its key-value space or upset its barriers. `PMI_RANK` and `PMI_SIZE` say the task's
+//! rank and the step's size (`PMI_ID` the rank too, for PMI-1's initack). The task talks the
+//! "simple" PMI-1 wire protocol: newline-terminated lines of `key=value` fields separated
+//! by single spaces, `cmd=` first:
 //!
 //! ```text
 //! cmd=initack pmiid=R           cmd=initack, cmd=set size=N, cmd=set rank=R, cmd=set debug=0
@@ -170,10 +175,60 @@ type AttrWaiter = (
     Option<String>,
 );
 
+/// How the step's processes reach its PMI server: on `node`, at `host`:`port` from the
+/// others, and the secret each connection starts with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub secret: String,
+}
+
+impl Contact {
+    /// The server's address from node `here`: loopback on its own node, else its host's,
+    /// resolved (on the host: inside a container, name resolution would load the image's
+    /// libraries).
+    pub fn resolve(&self, here: &str) -> std::io::Result<Coordinator> {
+        let addr = match here == self.node {
+            true => std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            false => std::net::ToSocketAddrs::to_socket_addrs(&(self.host.as_str(), self.port))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.host)))?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{} has no address", self.host)))?,
+        };
+        Ok(Coordinator {
+            addr,
+            secret: self.secret.clone(),
+        })
+    }
+}
+
+/// A resolved [`Contact`].
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    pub addr: std::net::SocketAddr,
+    secret: String,
+}
+
+impl Coordinator {
+    /// A connection to the server, its secret sent.
+    pub fn connect(&self) -> std::io::Result<std::net::TcpStream> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(self.addr)?;
+        let _ = stream.set_nodelay(true);
+        writeln!(stream, "cmd=berth_secret secret={}", self.secret)?;
+        Ok(stream)
+    }
+}
+
 /// A running PMI server for one step.
 pub struct Server {
     /// The port it listens on.
     pub port: u16,
+    /// What each connection must begin with ([`Contact`]).
+    pub secret: String,
     /// A task's `cmd=abort exitcode=E`: the step must end with E.
     pub aborts: mpsc::UnboundedReceiver<i32>,
     accept: tokio::task::JoinHandle<()>,
@@ -191,6 +246,11 @@ impl Server {
     pub async fn start(counts: &[u32], kvsname: String) -> std::io::Result<Server> {
         let listener = TcpListener::bind(("0.0.0.0", 0)).await?;
         let port = listener.local_addr()?.port();
+        let mut random = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| std::io::Error::other("the system's random number generator failed"))?;
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let expected: Arc<str> = secret.as_str().into();
         let size: u32 = counts.iter().sum();
         let mut kvs = HashMap::new();
         kvs.insert("PMI_process_mapping".to_string(), process_mapping(counts));
@@ -201,6 +261,7 @@ impl Server {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 let step = Step {
+                    secret: expected.clone(),
                     counts: counts.clone(),
                     size,
                     kvsname: kvsname.clone(),
@@ -214,6 +275,7 @@ impl Server {
         });
         Ok(Server {
             port,
+            secret,
             aborts,
             accept,
         })
@@ -222,6 +284,8 @@ impl Server {
 
 /// What every connection of a step shares.
 struct Step {
+    /// What a connection must begin with (`cmd=berth_secret secret=S`).
+    secret: Arc<str>,
     /// Tasks per node, ranks numbered node by node.
     counts: Arc<[u32]>,
     size: u32,
@@ -364,8 +428,18 @@ async fn serve(stream: TcpStream, step: &Step) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     // The task's rank, once it said it (PMI-2's fullinit).
     let mut rank = None;
+    let mut trusted = false;
     loop {
         let message = match take_message(&mut pending)? {
+            // The first line is the step's secret, or the connection ends.
+            Some(Message::V1(line)) if !trusted => match secret_matches(&line, &step.secret) {
+                true => {
+                    trusted = true;
+                    continue;
+                }
+                false => return Ok(()),
+            },
+            Some(_) if !trusted => return Ok(()),
             Some(m) => m,
             None => {
                 tokio::select! {
@@ -392,6 +466,22 @@ async fn serve(stream: TcpStream, step: &Step) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// Whether `line` is `cmd=berth_secret secret=S` with the step's secret (compared in
+/// constant time).
+fn secret_matches(line: &str, secret: &str) -> bool {
+    let f = fields(line);
+    let given = match (f.get("cmd").copied(), f.get("secret")) {
+        (Some("berth_secret"), Some(given)) => given.as_bytes(),
+        _ => return false,
+    };
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// What a request gets: an answer now, one later (through the connection's channel), or
@@ -685,12 +775,19 @@ mod tests {
         write: tokio::net::tcp::OwnedWriteHalf,
     }
 
+    /// A connection to `server`, its secret sent (as the step's processes open them).
+    async fn open(server: &Server) -> TcpStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let hello = format!("cmd=berth_secret secret={}\n", server.secret);
+        stream.write_all(hello.as_bytes()).await.unwrap();
+        stream
+    }
+
     impl Task {
-        async fn connect(port: u16) -> Task {
-            let (r, w) = TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap()
-                .into_split();
+        async fn connect(server: &Server) -> Task {
+            let (r, w) = open(server).await.into_split();
             Task {
                 read: BufReader::new(r).lines(),
                 write: w,
@@ -711,22 +808,19 @@ mod tests {
 
     /// A PMIx server's connection: its reading end, buffered, and its writing end.
     async fn pmix_node(
-        port: u16,
+        server: &Server,
     ) -> (
         BufReader<tokio::net::tcp::OwnedReadHalf>,
         tokio::net::tcp::OwnedWriteHalf,
     ) {
-        let (r, w) = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap()
-            .into_split();
+        let (r, w) = open(server).await.into_split();
         (BufReader::new(r), w)
     }
 
     #[tokio::test]
     async fn parts_gather_their_data_under_each_key() {
         let server = Server::start(&[2, 1], "kvs_7_0".into()).await.unwrap();
-        let connect = || pmix_node(server.port);
+        let connect = || pmix_node(&server);
         async fn answer(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Vec<u8> {
             let mut line = String::new();
             read.read_line(&mut line).await.unwrap();
@@ -770,7 +864,7 @@ mod tests {
     #[tokio::test]
     async fn a_nodes_request_for_a_ranks_data_goes_to_its_nodes_server_and_back() {
         let server = Server::start(&[2, 2], "kvs_7_0".into()).await.unwrap();
-        let connect = || pmix_node(server.port);
+        let connect = || pmix_node(&server);
         let (mut ra, mut a) = connect().await;
         let (mut rb, mut b) = connect().await;
         a.write_all(b"cmd=pmix_node node=0\n").await.unwrap();
@@ -801,8 +895,8 @@ mod tests {
     #[tokio::test]
     async fn two_tasks_talk_as_mpich_does() {
         let mut server = Server::start(&[1, 1], "kvs_7_0".into()).await.unwrap();
-        let mut a = Task::connect(server.port).await;
-        let mut b = Task::connect(server.port).await;
+        let mut a = Task::connect(&server).await;
+        let mut b = Task::connect(&server).await;
         for (t, rank) in [(&mut a, 0), (&mut b, 1)] {
             t.send(&format!("cmd=initack pmiid={rank}")).await;
             assert_eq!(t.answer().await, "cmd=initack");
@@ -853,6 +947,31 @@ mod tests {
         assert_eq!(server.aborts.recv().await, Some(9));
     }
 
+    #[tokio::test]
+    async fn a_connection_without_the_steps_secret_is_closed_unheard() {
+        let mut server = Server::start(&[1], "kvs_8_0".into()).await.unwrap();
+        let wrong = "0".repeat(server.secret.len());
+        for first in [
+            String::new(),
+            format!("cmd=berth_secret secret={wrong}\n"),
+            format!("cmd=berth_secret secret={}x\n", server.secret),
+        ] {
+            let mut stranger = TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap();
+            let hello = format!("{first}cmd=abort exitcode=9\n");
+            stranger.write_all(hello.as_bytes()).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = stranger.read_to_end(&mut rest).await;
+            assert!(rest.is_empty(), "{first:?}: {rest:?}");
+        }
+        // No abort came through; a task of the step is heard.
+        assert!(server.aborts.try_recv().is_err());
+        let mut task = Task::connect(&server).await;
+        task.send("cmd=abort exitcode=7").await;
+        assert_eq!(server.aborts.recv().await, Some(7));
+    }
+
     /// A PMI-2 message as MPICH frames one.
     fn framed(text: &str) -> Vec<u8> {
         let mut m = format!("{:6}", text.len()).into_bytes();
@@ -875,10 +994,7 @@ mod tests {
         let server = Server::start(&[2], "kvs_9_0".into()).await.unwrap();
         let mut tasks = Vec::new();
         for rank in 0..2 {
-            let (mut r, mut w) = TcpStream::connect(("127.0.0.1", server.port))
-                .await
-                .unwrap()
-                .into_split();
+            let (mut r, mut w) = open(&server).await.into_split();
             // The PMI-1 line first, asking for version 2; then PMI-2's messages.
             w.write_all(b"cmd=init pmi_version=2 pmi_subversion=0\n")
                 .await
@@ -970,6 +1086,7 @@ mod tests {
     fn ranks_are_on_the_nodes_the_counts_say() {
         let (abort, _) = mpsc::unbounded_channel();
         let step = Step {
+            secret: "s".into(),
             counts: [2, 1, 3].into(),
             size: 6,
             kvsname: "k".into(),

@@ -489,7 +489,7 @@ struct Upcalls {
     layout: Layout,
     fences: std::sync::Mutex<mpsc::Sender<Fence>>,
     /// The step's PMI server, which takes aborts.
-    coordinator: Option<std::net::SocketAddr>,
+    coordinator: Option<super::pmi::Coordinator>,
     /// The connection to it of a step on more than one node.
     link: Option<Link>,
 }
@@ -556,8 +556,8 @@ unsafe extern "C" fn abort_upcall(
         }
     }
     // The step's PMI server ends the step with the task's status, on every node.
-    if let Some(addr) = UPCALLS.get().and_then(|u| u.coordinator) {
-        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+    if let Some(server) = UPCALLS.get().and_then(|u| u.coordinator.as_ref()) {
+        if let Ok(mut c) = server.connect() {
             let _ = writeln!(c, "cmd=abort exitcode={}", status.clamp(0, 255));
         }
     }
@@ -591,11 +591,10 @@ unsafe impl Send for Asked {}
 impl Link {
     /// Connects for node `here`; the link and the reading end of its connection.
     fn connect(
-        addr: std::net::SocketAddr,
+        server: &super::pmi::Coordinator,
         here: usize,
     ) -> std::io::Result<(Link, std::io::BufReader<std::net::TcpStream>)> {
-        let stream = std::net::TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
+        let stream = server.connect()?;
         let read = std::io::BufReader::new(stream.try_clone()?);
         let link = Link {
             write: std::sync::Mutex::new(stream),
@@ -830,7 +829,7 @@ impl Server {
     pub fn start(
         launch: &StepLaunch,
         id: &berth_runtime::Identity,
-        coordinator: Option<std::net::SocketAddr>,
+        coordinator: Option<super::pmi::Coordinator>,
     ) -> Result<Server, StepError> {
         // The server's own directory (its rendezvous files), the user's, named after the
         // job's container (its runner's pid and the job's id) and made by mkdtemp(3), so
@@ -943,7 +942,7 @@ fn helper(
     id: &berth_runtime::Identity,
     dir: &std::path::Path,
     link: std::os::unix::net::UnixStream,
-    coordinator: Option<std::net::SocketAddr>,
+    coordinator: Option<super::pmi::Coordinator>,
 ) -> c_int {
     let mut link = link;
     let started = become_user(id).and_then(|()| serve(layout, id, dir, coordinator));
@@ -999,7 +998,7 @@ fn serve(
     layout: Layout,
     id: &berth_runtime::Identity,
     dir: &std::path::Path,
-    coordinator: Option<std::net::SocketAddr>,
+    coordinator: Option<super::pmi::Coordinator>,
 ) -> Result<(Library, Vec<Vec<String>>), String> {
     // Read by the library as it starts: its hash store (no shared-memory files) and plain
     // regular expressions; its directories the helper's own.
@@ -1038,10 +1037,11 @@ fn serve(
     // (Its regular expressions need the library started.)
     let infos = layout.infos(&lib)?;
     // A step on more than one node: the link to the others, through the step's PMI server.
-    let (link, read) = match coordinator.filter(|_| layout.nodes.len() > 1) {
-        Some(addr) => {
-            let (link, read) = Link::connect(addr, here)
-                .map_err(|e| format!("PMIx: reaching the step's PMI server {addr}: {e}"))?;
+    let (link, read) = match coordinator.as_ref().filter(|_| layout.nodes.len() > 1) {
+        Some(server) => {
+            let (link, read) = Link::connect(server, here).map_err(|e| {
+                format!("PMIx: reaching the step's PMI server {}: {e}", server.addr)
+            })?;
             (Some(link), Some(read))
         }
         None => (None, None),

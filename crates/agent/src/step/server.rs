@@ -378,10 +378,12 @@ async fn run_step<A: StepAuthority>(
             tasks: part.tasks.clone(),
             layout: layout.clone(),
             node_index,
-            pmi: pmi
-                .as_ref()
-                .map(|p| format!("{}:{}", authority.address(), p.port)),
-            pmi_fd: request.pmi_fd,
+            pmi: pmi.as_ref().map(|p| pmi::Contact {
+                node: grant.node.clone(),
+                host: authority.address(),
+                port: p.port,
+                secret: p.secret.clone(),
+            }),
             pmix: request.pmix,
             outside: !in_job,
             label: request.label,
