@@ -1660,6 +1660,11 @@ fn users_pull_private_images_with_their_own_credentials() {
     // group; nobody then sees it and has a job accepted in it, and not once it is shared no
     // more. Only its owner or root may share it, and only a private name.
     let held = format!("#!/bin/sh\n#BERTH --image {private}\ntrue\n");
+    let nobody_sees = || {
+        as_nobody(&["image", "ls", "--cluster", "--json"], "")
+            .ok()
+            .contains(&private)
+    };
     let share = |args: &[&str]| {
         let mut all = vec!["image", "share", private.as_str()];
         all.extend_from_slice(args);
@@ -1693,12 +1698,7 @@ fn users_pull_private_images_with_their_own_credentials() {
             "{}",
             listed.stdout
         );
-        assert!(
-            as_nobody(&["image", "ls", "--cluster", "--json"], "")
-                .ok()
-                .contains(&private),
-            "{whom:?}"
-        );
+        assert!(nobody_sees(), "{whom:?}");
         let accepted = as_nobody(
             &["submit", "--parsable", "--hold", "-o", "/dev/null"],
             &held,
@@ -1755,12 +1755,7 @@ fn users_pull_private_images_with_their_own_credentials() {
             pushed.config
         )
     );
-    assert!(
-        as_nobody(&["image", "ls", "--cluster", "--json"], "")
-            .ok()
-            .contains(&private),
-        "shared by shifterimg"
-    );
+    assert!(nobody_sees(), "shared by shifterimg");
     assert_error(
         &on_cluster(
             Mode::Root,
