@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 struct Agent {
     child: Child,
     log: std::path::PathBuf,
+    /// The test's berth and its controller's socket: to end the jobs of a failed test.
+    controller: (std::path::PathBuf, std::path::PathBuf),
 }
 
 impl Agent {
@@ -50,7 +52,11 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Agent { child, log }
+        Agent {
+            child,
+            log,
+            controller: (c.f.bin.clone(), c.socket.clone()),
+        }
     }
 
     fn log(&self) -> String {
@@ -67,8 +73,13 @@ impl Agent {
 
 impl Drop for Agent {
     /// Stops the agent as an init system would (SIGTERM): it unmounts the node's image
-    /// mounts no job uses. SIGKILL if it has not stopped after 10 s.
+    /// mounts no job uses. SIGKILL if it has not stopped after 10 s. A test that failed
+    /// half-way ends its jobs first, while the agent can still end those on its node (the
+    /// cluster's own cleanup comes after the agents are gone).
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            crate::cluster::end_jobs(&self.controller.0, &self.controller.1);
+        }
         terminate(&mut self.child, Duration::from_secs(10));
     }
 }

@@ -374,25 +374,7 @@ impl Drop for Cluster {
         if self.controller.is_some() {
             // Jobs outlive their controller by design: end this test's own, so that a test
             // that failed half-way leaves nothing running.
-            let queue = self.berth(Mode::Root, &["queue", "--json", "-r"]).stdout;
-            let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&queue)
-                .ok()
-                .and_then(|q| q.as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|j| j["id"].as_u64().map(|id| id.to_string()))
-                .collect();
-            if !ids.is_empty() {
-                let mut args = vec!["cancel"];
-                args.extend(ids.iter().map(String::as_str));
-                self.berth(Mode::Root, &args);
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline
-                    && self.berth(Mode::Root, &["queue", "--json"]).stdout.trim() != "[]"
-                {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+            end_jobs(&self.f.bin, &self.socket);
         }
         if !std::thread::panicking() {
             self.stop();
@@ -401,6 +383,38 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Cancels every job of the controller on `socket` (as root, with the test's `bin`) and
+/// waits up to 10 s for them to end.
+pub fn end_jobs(bin: &std::path::Path, socket: &std::path::Path) {
+    let berth = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .env("BERTH_SOCKET", socket)
+            .stdin(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let ids: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&berth(&["queue", "--json", "-r"]))
+            .ok()
+            .and_then(|q| q.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|j| j["id"].as_u64().map(|id| id.to_string()))
+            .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let mut args = vec!["cancel"];
+    args.extend(ids.iter().map(String::as_str));
+    berth(&args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && berth(&["queue", "--json"]).trim() != "[]" {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
