@@ -134,12 +134,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     // store after it started, each before its import answers (a failover right after one
     // would lose none); and what the leader removes goes from its copy too.
     let store_b = t.c.f.path("store-b");
-    let copied = || {
-        std::fs::read(store_b.join("refs.json"))
-            .ok()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
-            .unwrap_or_default()
-    };
+    let copied = || names_in(&store_b);
     wait_until(
         "the standby copies the leader's images",
         Duration::from_secs(30),
@@ -312,12 +307,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         .ok();
     assert!(copied()["tools:1"].is_null());
     let store_a = t.c.f.path("store-root");
-    let names_a = || {
-        std::fs::read(store_a.join("refs.json"))
-            .ok()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
-            .unwrap_or_default()
-    };
+    let names_a = || names_in(&store_a);
     assert!(names_a()["tools:1"].is_string());
     let new_socket = std::mem::replace(&mut t.c.socket, first_socket);
     t.c.spawn();
@@ -343,6 +333,14 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
 
 /// Imports `file` into the cluster's store as `name`, as root, with nothing to warn of (a
 /// standby that has not copied it).
+/// The names an image store holds (its refs.json: name to id), as read now.
+fn names_in(store: &std::path::Path) -> serde_json::Value {
+    std::fs::read(store.join("refs.json"))
+        .ok()
+        .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+        .unwrap_or_default()
+}
+
 fn import(t: &TestCluster, file: &std::path::Path, name: &str) {
     let out = t.c.berth(
         Mode::Root,

@@ -323,6 +323,15 @@ fn cached(t: &TestCluster, node: &str) -> Vec<std::fs::DirEntry> {
         .unwrap_or_default()
 }
 
+/// The SHA-256 of the first image file in a node's cache (its name, `<sha256>.sqfs`).
+fn cached_sha256(t: &TestCluster, node: &str) -> String {
+    cached(t, node)[0]
+        .file_name()
+        .to_string_lossy()
+        .trim_end_matches(".sqfs")
+        .to_string()
+}
+
 #[test]
 fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
     // Heartbeats every 2 s: the controller soon hears which node holds which image.
@@ -374,11 +383,7 @@ fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
     for f in cached(&t, fresh) {
         std::fs::remove_file(f.path()).unwrap();
     }
-    let sha256 = cached(&t, holder)[0]
-        .file_name()
-        .to_string_lossy()
-        .trim_end_matches(".sqfs")
-        .to_string();
+    let sha256 = cached_sha256(&t, holder);
     wait_until("the controller hears which node holds the image", || {
         let nodes: serde_json::Value =
             serde_json::from_str(t.c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();
@@ -443,11 +448,7 @@ fn nodes_fetch_images_once_from_each_other_or_the_controller_and_check_them() {
         assert_eq!(cached(&t, n).len(), 1, "{n}");
     }
     // Once the controller has heard of both copies (it knows the image then).
-    let extra_sha = cached(&t, holder)[0]
-        .file_name()
-        .to_string_lossy()
-        .trim_end_matches(".sqfs")
-        .to_string();
+    let extra_sha = cached_sha256(&t, holder);
     wait_until("the controller hears both nodes hold the image", || {
         let nodes: serde_json::Value =
             serde_json::from_str(t.c.berth(Mode::Root, &["nodes", "--json"]).ok()).unwrap();

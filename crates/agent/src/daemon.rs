@@ -353,7 +353,7 @@ async fn cluster_only(State(a): State<Shared>, request: Request, next: Next) -> 
 /// An image's squashfs file in this node's cache, for another node that runs a job in it
 /// (`GET /v1/agent/images/{sha256}`, with a daemon's credential).
 async fn cached_image(State(a): State<Shared>, Path(sha256): Path<String>) -> Response {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !berth_image::is_sha256_hex(&sha256) {
         return error(400, format!("{sha256}: not the SHA-256 of an image's file"));
     }
     let path = a.node.image_cache(&sha256);

@@ -175,16 +175,9 @@ pub fn get(
 /// A TLS connection to the daemon at `base` (`https://HOST:PORT`) of the cluster `key`
 /// belongs to, that gives up on reading or writing after `timeout`.
 pub fn connect(base: &str, key: &Key, timeout: Duration) -> Result<crate::tls::Stream, String> {
-    let addr = crate::tls::address(base)?;
-    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let stream = std::net::TcpStream::connect_timeout(&target, timeout)
-        .map_err(|e| format!("cannot reach {base}: {e}"))?;
+    let stream = crate::tls::dial(base, timeout, timeout)?;
     stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     crate::tls::connect(stream, &key.tls().client).map_err(|e| format!("{base}: {e}"))
 }

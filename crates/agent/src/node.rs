@@ -304,8 +304,7 @@ impl NodeAgent {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let sha256 = name.strip_suffix(".sqfs")?;
-                (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .then(|| sha256.to_string())
+                berth_image::is_sha256_hex(sha256).then(|| sha256.to_string())
             })
             .collect();
         images.sort();
@@ -316,7 +315,7 @@ impl NodeAgent {
     /// the cluster's store no longer has. A job that runs in it keeps its mount; the upkeep
     /// unmounts it once none does, and the space is freed then.
     pub fn forget_image(&self, sha256: &str) {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !berth_image::is_sha256_hex(sha256) {
             return;
         }
         match std::fs::remove_file(self.image_cache(sha256)) {

@@ -674,15 +674,7 @@ pub fn fetch_from(base: &str, source: &ImageSource, dest: &Path) -> Result<(), S
     let addr = crate::tls::address(base)?;
     let path = &source.path;
     // A host that is down answers nothing: the next source is asked after a few seconds.
-    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(|e| format!("{what}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{what}: no address"))?;
-    let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
-        .map_err(|e| format!("{what}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| format!("{what}: {e}"))?;
+    let stream = crate::tls::dial(base, Duration::from_secs(5), Duration::from_secs(60))?;
     let mut stream = crate::tls::client_config(&source.tls)
         .and_then(|config| crate::tls::connect(stream, &config).map_err(|e| e.to_string()))
         .map_err(|e| format!("{what}: {e}"))?;

@@ -219,7 +219,7 @@ impl ServerCertVerifier for Pinned {
 /// A client configuration that trusts only the server whose certificate's SHA-256 (hex) is
 /// `fingerprint`.
 pub fn client_config(fingerprint: &str) -> Result<Arc<ClientConfig>, String> {
-    if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !berth_image::is_sha256_hex(fingerprint) {
         return Err(format!(
             "'{fingerprint}' is not the SHA-256 of a certificate (64 hex digits)"
         ));
@@ -251,6 +251,26 @@ pub fn address(url: &str) -> Result<&str, String> {
         )),
         _ => Err(format!("{url}: expected https://HOST:PORT")),
     }
+}
+
+/// A TCP connection to the daemon at `url` (`https://HOST:PORT`), its TLS handshake the
+/// caller's to make: given up on after `connect` (a host that is down answers nothing), its
+/// reads after `read`.
+pub fn dial(
+    url: &str,
+    connect: std::time::Duration,
+    read: std::time::Duration,
+) -> Result<TcpStream, String> {
+    let addr = address(url)?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let tcp = TcpStream::connect_timeout(&target, connect)
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    tcp.set_read_timeout(Some(read))
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(tcp)
 }
 
 /// Explains a failed handshake: the usual cause is a server of another cluster.

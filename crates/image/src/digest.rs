@@ -24,15 +24,15 @@ impl From<Digest> for String {
     }
 }
 
+/// Whether `hex` is a SHA-256 written out: 64 hexadecimal digits (of either case).
+pub fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Digest {
     pub fn parse(text: &str) -> Result<Digest, ImageError> {
         match text.strip_prefix("sha256:") {
-            Some(hex)
-                if hex.len() == 64
-                    && hex
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
-            {
+            Some(hex) if is_sha256_hex(hex) && !hex.bytes().any(|b| b.is_ascii_uppercase()) => {
                 Ok(Digest(text.to_string()))
             }
             _ => Err(ImageError::InvalidDigest(text.to_string())),

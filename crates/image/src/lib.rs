@@ -22,7 +22,7 @@ mod store;
 mod tls;
 
 pub use archive::tar_directory;
-pub use digest::Digest;
+pub use digest::{is_sha256_hex, Digest};
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
 pub use reference::Reference;

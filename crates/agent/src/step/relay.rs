@@ -22,7 +22,6 @@ use crate::launcher::Launcher;
 use crate::node::NodeAgent;
 use crate::tls::Duplex;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,16 +129,9 @@ impl RemotePart {
     pub fn start(url: &str, caller: &Caller, launch: &StepLaunch) -> Result<RemotePart, String> {
         let node = launch.node.clone();
         let fail = |e: std::io::Error| format!("node {node}: {e}");
-        let addr = crate::tls::address(url).map_err(|e| format!("node {node}: {e}"))?;
-        let tcp = std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .map_err(fail)?
-            .next()
-            .ok_or_else(|| format!("node {node}: {addr} has no address"))
-            .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).map_err(fail))?;
-        tcp.set_nodelay(true).map_err(fail)?;
-        // The answer's head, byte by byte: what follows it is the part's frames.
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(fail)?;
+        // The answer's head is read within 10 s; what follows it is the part's frames.
+        let tcp = crate::tls::dial(url, Duration::from_secs(5), Duration::from_secs(10))
+            .map_err(|e| format!("node {node}: {e}"))?;
         let mut stream = Duplex::connect(tcp, &caller.tls).map_err(fail)?;
         let head = format!(
             "POST {PATH} HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n",
