@@ -2208,6 +2208,53 @@ fn killing_the_controller_loses_nothing() {
     assert!(!jobs_tmpfs(&c), "{}", c.log());
 }
 
+/// A controller killed between a job's start and its runner's (a job the store has as
+/// running, with no runner recorded on its node and no result) leaves a job that never ran:
+/// the restarted controller queues it again, and it runs. (Made here from a run that did
+/// start: its runner's record and result are taken away while the controller is down.)
+#[test]
+fn a_start_lost_with_the_controller_is_queued_again() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let id = c.submit(
+        Mode::Rootless,
+        "lost.sh",
+        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\"\nsleep 1\n",
+        &[],
+    );
+    // Running, by the controller's account, before its runner is (a race the controller's
+    // death may end in a lost start).
+    c.wait_for(id, &["RUNNING"]);
+    let dir = c.state.join("jobs").join(id.to_string());
+    wait_until(
+        20,
+        || dir.join("runner.pid").exists(),
+        || format!("job {id} has no runner"),
+    );
+    let runner = runner_of(&c, id);
+    c.kill();
+    wait_until(
+        20,
+        || !std::path::Path::new(&format!("/proc/{runner}")).exists(),
+        || format!("runner {runner} of job {id} still runs"),
+    );
+    std::fs::remove_file(dir.join("runner.pid")).unwrap();
+    std::fs::remove_file(dir.join("launch.result.json")).unwrap();
+    c.up();
+    let job = c.completed(id);
+    assert_eq!(job["restarts"], 1, "{job}");
+    let said = c.log().lines().any(|l| {
+        l.starts_with(&format!("berth: job {id}: its start on node "))
+            && l.ends_with(" was lost in a restart of the controller; it is queued again")
+    });
+    assert!(said, "{}", c.log());
+    assert_eq!(
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap(),
+        "run 1\n"
+    );
+}
+
 /// Job files an earlier berth left on the disk (it kept them there) are not hidden under the
 /// tmpfs: it is mounted at the first start that finds none left.
 #[test]

@@ -10,7 +10,8 @@
 //! path (a runner), or `step <length>` followed by that many bytes of a step's launch (JSON),
 //! with the client's stdin, stdout and stderr attached to the line's first byte (SCM_RIGHTS).
 //! The launcher answers `S <pid> <start time>` (forked; the start time from /proc/PID/stat,
-//! which tells the process from a later one with its pid) or `F <error>`, and, whenever one
+//! which tells the process from a later one with its pid; a runner is recorded so beside its
+//! launch file before it takes the job, see `runner::record_runner`) or `F <error>`, and, whenever one
 //! of the processes it forked ends, `E <pid> <wait status>`. A step's process writes
 //! `U <pid> <user usec> <system usec> <max RSS bytes>` on that socket just before it exits,
 //! what its tasks used (so it comes before its `E`). A runner says `R <pid>` on the
@@ -480,6 +481,16 @@ fn run_spare(
             Some(s) => s,
             None => Spare::fork(inherited)?,
         };
+        // Recorded before it has its job: whenever the agent dies, a runner that runs is
+        // found again (it goes on without the agent), and a job without one never ran.
+        let recorded =
+            crate::runner::record_runner(Path::new(launch), runner.pid as u32, Some(runner.start));
+        if let Err(e) = recorded {
+            *spare = Some(runner);
+            return Err(format!(
+                "cannot record the job's runner beside {launch}: {e}"
+            ));
+        }
         // A line (a path the agent sends has no newline), then the pipe closes. A spare that
         // died meanwhile (EPIPE) is reaped as any child is.
         if runner

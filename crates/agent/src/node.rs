@@ -541,13 +541,13 @@ impl NodeAgent {
             }
         };
         // For a restarted agent, which must find its runners again (see `left`), and tell
-        // them from later processes with their pids: a forked runner by its start time, one
-        // the agent exec'd by its command line.
-        let recorded = match start {
-            Some(start) => format!("{pid} {start}\n"),
-            None => format!("{pid}\n"),
-        };
-        let _ = std::fs::write(dir.join("runner.pid"), recorded);
+        // them from later processes with their pids: a forked runner by its start time (the
+        // launcher recorded it), one the agent exec'd by its command line.
+        if start.is_none() {
+            if let Err(e) = runner::record_runner(&launch_path, pid, None) {
+                eprintln!("berth agent: job {id}: {e}: a restarted agent will not find its runner");
+            }
+        }
         self.started.notify_waiters();
         Ok(Started { pid, ended })
     }
@@ -581,14 +581,15 @@ impl NodeAgent {
             .unwrap_or_default()
     }
 
-    /// The runner this node started for job `id`, as its directory records it.
-    fn recorded_runner(&self, id: u64) -> Option<u32> {
+    /// The runner this node started for job `id`, as its directory records it (alive or
+    /// not): none, and the job never had one here.
+    pub fn recorded_runner(&self, id: u64) -> Option<u32> {
         self.recorded(id).map(|(pid, _)| pid)
     }
 
     /// `runner.pid`: the runner's pid and, for a forked one, its start time.
     fn recorded(&self, id: u64) -> Option<(u32, Option<u64>)> {
-        let text = std::fs::read_to_string(self.job_dir(id).join("runner.pid")).ok()?;
+        let text = std::fs::read_to_string(runner::runner_record(&self.launch_path(id))).ok()?;
         let mut words = text.split_whitespace();
         let pid = words.next()?.parse().ok()?;
         Some((pid, words.next().and_then(|w| w.parse().ok())))

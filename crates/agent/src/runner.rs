@@ -203,6 +203,27 @@ pub fn result_path(launch: &Path) -> PathBuf {
     launch.with_extension("result.json")
 }
 
+/// The record of the runner of a launch file, next to it: `<pid> [<start time>]` (a forked
+/// runner's start time tells it from a later process with its pid). A restarted agent or
+/// controller finds the job's runner by it; a job without one never had a runner.
+pub fn runner_record(launch: &Path) -> PathBuf {
+    launch.with_file_name("runner.pid")
+}
+
+/// Records `pid` (started at `start`, if forked) as the runner of `launch`, whole or not at
+/// all (renamed into place): written before the runner takes its job, so that no runner
+/// ever runs unrecorded, whenever its agent dies.
+pub fn record_runner(launch: &Path, pid: u32, start: Option<u64>) -> std::io::Result<()> {
+    let record = runner_record(launch);
+    let partial = record.with_extension("pid.new");
+    let text = match start {
+        Some(start) => format!("{pid} {start}\n"),
+        None => format!("{pid}\n"),
+    };
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, &record)
+}
+
 /// Opens `path` with the file-system identity of `id` (so permission checks, and who owns a
 /// created file, are the user's), then returns to root.
 fn open_as(

@@ -2940,6 +2940,14 @@ impl Controller {
             .collect();
         for job in running {
             for share in &job.shares {
+                // Ended (or queued again) by a share before this one.
+                if !self
+                    .active
+                    .get(&job.id)
+                    .is_some_and(|j| j.state == State::Running)
+                {
+                    break;
+                }
                 // Jobs of nodes that have not registered yet are taken up when they do.
                 let Some(node) = self.nodes.get_mut(&share.node) else {
                     continue;
@@ -2952,9 +2960,18 @@ impl Controller {
                     continue;
                 };
                 let (id, name) = (job.id, share.node.clone());
-                let runner = share.runner.or_else(|| agent.runner_of(id));
+                let runner = share.runner.or_else(|| agent.recorded_runner(id));
                 let Some(pid) = runner.filter(|&pid| agent.runner_alive(id, pid)) else {
                     let result = agent.result(id);
+                    if runner.is_none() && result.is_none() {
+                        // The earlier controller died between the job's start and its
+                        // runner's (which is recorded before it takes the job): nothing of
+                        // it ran, it goes back to the queue.
+                        eprintln!("berth: job {id}: its start on node {name} was lost in a restart of the controller; it is queued again");
+                        self.active.get_mut(&id).expect("running").requeue_requested = true;
+                        self.finish(id, State::NodeFail, None, None);
+                        continue;
+                    }
                     let runner = runner.unwrap_or(0);
                     let gone = "its runner was gone at the controller's start";
                     self.collect_local(&agent, id, &name, runner, result, gone);
