@@ -494,7 +494,11 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         Some(_) if local_node => bail!(
             "berth up keeps its state in SQLite; --store etcd://... is for `berth controller`, whose controllers can fail over"
         ),
-        Some(url) => Box::new(lead(url, args.listen, &settings.store, &state_dir)?),
+        Some(url) => {
+            let tls = settings.etcd_tls()?;
+            let open = || berth_store::EtcdStore::open(url, tls.clone());
+            Box::new(lead(url, &open, args.listen, &settings.store, &state_dir)?)
+        }
     };
     let controller_settings = berth_controller::Settings {
         socket,
@@ -549,12 +553,12 @@ const LEADER_TTL: u64 = 5;
 /// one's writes anyway.
 fn lead(
     url: &str,
+    open: &dyn Fn() -> Result<berth_store::EtcdStore, berth_store::StoreError>,
     listen: Option<std::net::SocketAddr>,
     images: &std::path::Path,
     state_dir: &std::path::Path,
 ) -> Result<berth_store::EtcdStore> {
-    let store = berth_store::EtcdStore::open(url)?;
-    let renewer = berth_store::EtcdStore::open(url)?;
+    let (store, renewer) = (open()?, open()?);
     // Where the others reach this one: as the agents do.
     let reach = berth_controller::reach(listen).unwrap_or_else(|| "-".into());
     let who = format!("{} {reach}", berth_agent::node::hostname());
@@ -562,12 +566,8 @@ fn lead(
         .map_err(anyhow::Error::msg)?;
     let leading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mirror = {
-        let (leading, images, watcher, standby) = (
-            leading.clone(),
-            images.to_owned(),
-            berth_store::EtcdStore::open(url)?,
-            who.clone(),
-        );
+        let (leading, images, watcher, standby) =
+            (leading.clone(), images.to_owned(), open()?, who.clone());
         std::thread::spawn(move || {
             // The leader's address: the second word of what it wrote ("HOST URL lease=N").
             let leader = || {

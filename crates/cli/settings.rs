@@ -10,7 +10,7 @@ pub const SYSTEM_STORE: &str = "/var/lib/berth";
 pub struct Settings {
     pub config: Config,
     pub store: PathBuf,
-    /// `etcd://HOST:PORT[,...]`: the cluster's state store (`berth controller --store`).
+    /// `etcd[s]://HOST:PORT[,...]`: the cluster's state store (`berth controller --store`).
     pub state_store: Option<String>,
 }
 
@@ -38,11 +38,15 @@ impl Settings {
         };
         // `berth controller --store etcd://...` names the cluster's state store: the images
         // are then in $BERTH_STORE, or where the configuration or the default says.
+        let etcd = |s: &std::ffi::OsStr| {
+            let s = s.to_string_lossy();
+            s.starts_with("etcd://") || s.starts_with("etcds://")
+        };
         let (store, state_store) = match store {
-            Some(s) if s.to_string_lossy().starts_with("etcd://") => (
+            Some(s) if etcd(s.as_os_str()) => (
                 std::env::var_os("BERTH_STORE")
                     .map(PathBuf::from)
-                    .filter(|e| !e.to_string_lossy().starts_with("etcd://")),
+                    .filter(|e| !etcd(e.as_os_str())),
                 Some(s.to_string_lossy().into_owned()),
             ),
             other => (other, None),
@@ -55,6 +59,22 @@ impl Settings {
             store,
             state_store,
         })
+    }
+
+    /// TLS to the state store's etcd where it is `etcds://`, as `[etcd]` configures it.
+    pub fn etcd_tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        if !self
+            .state_store
+            .as_ref()
+            .is_some_and(|s| s.starts_with("etcds://"))
+        {
+            return Ok(None);
+        }
+        let etcd = &self.config.etcd;
+        let identity = etcd.cert.as_deref().zip(etcd.key.as_deref());
+        berth_image::tls_client_config(&etcd.ca_certs, identity)
+            .map(|c| Some(std::sync::Arc::new(c)))
+            .map_err(|e| anyhow::anyhow!("[etcd]: {e}"))
     }
 
     pub fn store(&self) -> Result<berth_image::Store> {

@@ -2,8 +2,10 @@
 # tests/cluster/daemons.sh start N [CLUSTER] [--etcd 1|3] DIR | stop [CLUSTER]
 #
 # A whole berth cluster on the test hosts that up.sh made (for trying things by hand; the
-# tests start their own daemons): etcd (one member on host 1, or three, one per host), a
-# `berth controller` on the bridge (10.213.C.1:6817) with its state in etcd, and a `berth
+# tests start their own daemons): etcd (one member on host 1, or three, one per host; TLS
+# between its members and to its clients, with certificates from etcd-certs.sh in DIR/etcd-certs),
+# a `berth controller` on the bridge (10.213.C.1:6817) with its state in etcd (etcds://,
+# its client certificate named in DIR/berth.toml's [etcd]), and a `berth
 # agent` on each of the N hosts, each serving the API to its host's users. Logs, state and
 # the image store live in DIR; berth is the one on PATH (or $BERTH). Then, for example:
 #
@@ -29,17 +31,26 @@ start)
   mkdir -p "$dir/store"
   "$here/up.sh" "$n" "$c"
   net=10.213.$c
-  initial=$(for i in $(seq 1 "$members"); do printf 'm%s=http://%s.%s:2380,' "$i" "$net" $((10 + i)); done)
+  certs=$dir/etcd-certs
+  "$here/etcd-certs.sh" "$certs" $(for i in $(seq 1 "$members"); do echo "$net.$((10 + i))"; done)
+  tls=()
+  for peer in "" peer-; do
+    tls+=(--${peer}cert-file "$certs/etcd.pem" --${peer}key-file "$certs/etcd.key"
+      --${peer}trusted-ca-file "$certs/ca.pem" --${peer}client-cert-auth)
+  done
+  printf '[etcd]\nca_certs = ["%s"]\ncert = "%s"\nkey = "%s"\n' \
+    "$certs/ca.pem" "$certs/client.pem" "$certs/client.key" >"$dir/berth.toml"
+  initial=$(for i in $(seq 1 "$members"); do printf 'm%s=https://%s.%s:2380,' "$i" "$net" $((10 + i)); done)
   for i in $(seq 1 "$members"); do
     ip=$net.$((10 + i))
-    "$here/exec.sh" "bt$c-h$i" etcd --name "m$i" --data-dir "$dir/etcd-m$i" \
-      --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
-      --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+    "$here/exec.sh" "bt$c-h$i" etcd --name "m$i" --data-dir "$dir/etcd-m$i" "${tls[@]}" \
+      --listen-client-urls "https://$ip:2379" --advertise-client-urls "https://$ip:2379" \
+      --listen-peer-urls "https://$ip:2380" --initial-advertise-peer-urls "https://$ip:2380" \
       --initial-cluster "${initial%,}" --initial-cluster-token berth --pre-vote \
       >"$dir/etcd-m$i.log" 2>&1 &
   done
-  store=etcd://$(for i in $(seq 1 "$members"); do printf '%s.%s:2379,' "$net" $((10 + i)); done)
-  BERTH_STORE=$dir/store "$berth" controller --store "${store%,}" --listen "$net.1:6817" \
+  store=etcds://$(for i in $(seq 1 "$members"); do printf '%s.%s:2379,' "$net" $((10 + i)); done)
+  BERTH_STORE=$dir/store BERTH_CONFIG=$dir/berth.toml "$berth" controller --store "${store%,}" --listen "$net.1:6817" \
     --state-dir "$dir/controller" --socket "$dir/berth.sock" >"$dir/controller.log" 2>&1 &
   echo $! >"$dir/controller.pid"
   mkdir -p /run/berth-test

@@ -18,25 +18,45 @@ impl Drop for Etcd {
 }
 
 /// etcd members, each on test host `i` at `addr` (:2379 for clients, :2380 for peers), their
-/// data and logs under `dir`.
-fn etcd_cluster(hosts: &Hosts, members: &[(usize, String)], dir: &std::path::Path) -> Vec<Etcd> {
+/// data and logs under `dir`. With `certs` (made by [`etcd_certs`]), they speak TLS to their
+/// clients and to each other, and take only those with a certificate of their CA.
+fn etcd_cluster(
+    hosts: &Hosts,
+    members: &[(usize, String)],
+    dir: &std::path::Path,
+    certs: Option<&std::path::Path>,
+) -> Vec<Etcd> {
+    let scheme = if certs.is_some() { "https" } else { "http" };
     let initial: Vec<String> = members
         .iter()
-        .map(|(i, addr)| format!("m{i}=http://{addr}:2380"))
+        .map(|(i, addr)| format!("m{i}={scheme}://{addr}:2380"))
         .collect();
     members
         .iter()
         .map(|(i, addr)| {
             let log = std::fs::File::create(dir.join(format!("etcd-m{i}.log"))).unwrap();
-            let child = hosts
-                .on(*i, std::path::Path::new("/usr/bin/etcd"))
+            let mut etcd = hosts.on(*i, std::path::Path::new("/usr/bin/etcd"));
+            if let Some(certs) = certs {
+                for peer in ["", "peer-"] {
+                    etcd.arg(format!("--{peer}cert-file"))
+                        .arg(certs.join("etcd.pem"))
+                        .arg(format!("--{peer}key-file"))
+                        .arg(certs.join("etcd.key"))
+                        .arg(format!("--{peer}trusted-ca-file"))
+                        .arg(certs.join("ca.pem"))
+                        .arg(format!("--{peer}client-cert-auth"));
+                }
+            }
+            let child = etcd
                 .args(["--name", &format!("m{i}")])
                 .arg("--data-dir")
                 .arg(dir.join(format!("etcd-m{i}")))
-                .arg(format!("--listen-client-urls=http://{addr}:2379"))
-                .arg(format!("--advertise-client-urls=http://{addr}:2379"))
-                .arg(format!("--listen-peer-urls=http://{addr}:2380"))
-                .arg(format!("--initial-advertise-peer-urls=http://{addr}:2380"))
+                .arg(format!("--listen-client-urls={scheme}://{addr}:2379"))
+                .arg(format!("--advertise-client-urls={scheme}://{addr}:2379"))
+                .arg(format!("--listen-peer-urls={scheme}://{addr}:2380"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls={scheme}://{addr}:2380"
+                ))
                 .arg(format!("--initial-cluster={}", initial.join(",")))
                 .args(["--initial-cluster-token", "berth-test", "--pre-vote"])
                 .stdin(Stdio::null())
@@ -113,7 +133,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     // etcd on the first test host; the controllers on the bridge, an agent on each host.
     let hosts = Hosts::up(10, 3);
     let dir = tempfile::tempdir().unwrap();
-    let _etcd = etcd_cluster(&hosts, &[(1, hosts.addr(1))], dir.path());
+    let _etcd = etcd_cluster(&hosts, &[(1, hosts.addr(1))], dir.path(), None);
     let store = format!("etcd://{}:2379", hosts.addr(1));
     let controllers = format!(
         "https://{},https://{}",
@@ -366,20 +386,33 @@ fn image_tarball(t: &TestCluster, marker: &str) -> std::path::PathBuf {
     tarball
 }
 
-/// `POST path` with a JSON body to an etcd member's JSON gateway; the answer's body.
-fn etcd_post(addr: &str, path: &str, body: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()
+/// Certificates for etcd members at `addrs` and their clients, made in `dir` as a site
+/// would (tests/cluster/etcd-certs.sh, with openssl).
+fn etcd_certs(dir: &std::path::Path, addrs: &[String]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/etcd-certs.sh");
+    let made = Command::new(script).arg(dir).args(addrs).status().unwrap();
+    assert!(made.success(), "etcd-certs.sh made no certificates");
+}
+
+/// `POST path` with a JSON body to an etcd member's JSON gateway, in TLS with the client
+/// certificate in `certs` (curl, as an administrator would look); the answer's body.
+fn etcd_post(
+    certs: &std::path::Path,
+    addr: &str,
+    path: &str,
+    body: &str,
+) -> Option<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("client.pem"))
+        .arg("--key")
+        .arg(certs.join("client.key"))
+        .args(["-d", body, &format!("https://{addr}{path}")])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
 }
 
 #[test]
@@ -390,10 +423,19 @@ fn the_cluster_carries_on_when_etcds_leader_dies() {
     let hosts = Hosts::up(11, 3);
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<(usize, String)> = (1..=3).map(|i| (i, hosts.addr(i))).collect();
-    let mut etcd = etcd_cluster(&hosts, &members, dir.path());
+    // etcd in TLS, between its members and to the controller, which shows a certificate of
+    // etcd's CA (as `[etcd]` says).
+    let certs = dir.path().join("certs");
+    let addrs: Vec<String> = members.iter().map(|(_, a)| a.clone()).collect();
+    etcd_certs(&certs, &addrs);
+    let mut etcd = etcd_cluster(&hosts, &members, dir.path(), Some(&certs));
     let clients: Vec<String> = members.iter().map(|(_, a)| format!("{a}:2379")).collect();
-    let store = format!("etcd://{}", clients.join(","));
-    let config = "[batch]\nnode_timeout = 3\n";
+    let store = format!("etcds://{}", clients.join(","));
+    let config = format!(
+        "[batch]\nnode_timeout = 3\n[etcd]\nca_certs = [\"{0}/ca.pem\"]\ncert = \"{0}/client.pem\"\nkey = \"{0}/client.key\"\n",
+        certs.display()
+    );
+    let config = config.as_str();
     let Some(mut t) = TestCluster::on(hosts, Some(config), &["--store", &store], None) else {
         return;
     };
@@ -407,7 +449,7 @@ fn the_cluster_carries_on_when_etcds_leader_dies() {
     let leader = clients
         .iter()
         .position(|c| {
-            etcd_post(c, "/v3/maintenance/status", "{}")
+            etcd_post(&certs, c, "/v3/maintenance/status", "{}")
                 .is_some_and(|s| s["leader"].is_string() && s["leader"] == s["header"]["member_id"])
         })
         .expect("etcd has a leader");
@@ -442,7 +484,7 @@ fn the_cluster_carries_on_when_etcds_leader_dies() {
         );
         let answer = clients
             .iter()
-            .find_map(|c| etcd_post(c, "/v3/kv/range", &body))
+            .find_map(|c| etcd_post(&certs, c, "/v3/kv/range", &body))
             .unwrap();
         answer["kvs"]
             .as_array()

@@ -10,6 +10,10 @@
 //! insecure = ["registry.local:5000"]    # registries that may be spoken to over plain HTTP
 //! user_pulls = ["registry.local:5000/*"] # what users may have pulled into the cluster
 //! user_imports = true                    # users may upload images (as users/NAME/...)
+//! [etcd]                                # TLS to etcd, for `--store etcds://HOST:2379,...`
+//! ca_certs = ["/etc/berth/etcd-ca.pem"] # CAs of etcd's certificates (etcdctl --cacert)
+//! cert = "/etc/berth/etcd-client.pem"   # this controller's client certificate (--cert) ...
+//! key = "/etc/berth/etcd-client.key"    # ... and its key (--key), for --client-cert-auth
 //! [priority]                            # Slurm's multifactor priority (PriorityWeight*, ...)
 //! weight_fairshare = 5000
 //! decay_half_life = 604800              # seconds: past usage counts half after this long
@@ -42,6 +46,8 @@ pub struct Config {
     pub binds: BindPolicy,
     #[serde(default)]
     pub registry: RegistryConfig,
+    #[serde(default)]
+    pub etcd: EtcdConfig,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -237,6 +243,18 @@ fn one() -> u32 {
     1
 }
 
+/// `[etcd]`: TLS to the etcd cluster that holds the controllers' state (`--store
+/// etcds://...`): the CAs its certificates are checked against (besides the system's), and
+/// the certificate and key this controller shows, where etcd asks for one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    #[serde(default)]
+    pub ca_certs: Vec<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// How to reach image registries, and what users may bring into the cluster's store.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +327,11 @@ impl Config {
                     "[batch] {name} = 0 would refuse every job: give the limit, or leave it out for none"
                 )));
             }
+        }
+        if config.etcd.cert.is_some() != config.etcd.key.is_some() {
+            return Err(ConfigError::Parse(
+                "[etcd] cert and key go together: give both (the client certificate etcd checks, and its private key), or neither".into(),
+            ));
         }
         if config.priority.decay_half_life == 0 {
             return Err(ConfigError::Parse(
@@ -474,6 +497,21 @@ mod tests {
             "{refused}"
         );
         assert!(p.check(Path::new("/etc"), home, cwd).is_err());
+    }
+
+    #[test]
+    fn etcd_tls_settings_and_a_cert_without_its_key() {
+        let c = Config::from_toml(
+            "[etcd]\nca_certs = [\"/etc/berth/ca.pem\"]\ncert = \"/etc/berth/c.pem\"\nkey = \"/etc/berth/c.key\"\n",
+        )
+        .unwrap()
+        .etcd;
+        assert_eq!(c.ca_certs, [PathBuf::from("/etc/berth/ca.pem")]);
+        assert_eq!(c.cert.as_deref(), Some(Path::new("/etc/berth/c.pem")));
+        assert_eq!(c.key.as_deref(), Some(Path::new("/etc/berth/c.key")));
+        let e = Config::from_toml("[etcd]\ncert = \"/etc/berth/c.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("cert and key go together"), "{e}");
+        assert!(Config::from_toml("[etcd]\ncacert = \"x\"\n").is_err());
     }
 
     #[test]

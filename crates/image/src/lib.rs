@@ -29,3 +29,4 @@ pub use reference::Reference;
 pub use registry::{credentials_from, login, remove_credentials, PullReference, RegistryOptions};
 pub use squash::{build as build_squashfs, Owner, MOUNT_POINTS};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};
+pub use tls::client_config_with as tls_client_config;

@@ -7,9 +7,9 @@
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -68,6 +68,16 @@ impl ServerCertVerifier for Verifier {
 
 /// The rustls client configuration for registries; errors are messages for the user.
 pub fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig, String> {
+    client_config_with(ca_certs, None)
+}
+
+/// [`client_config`] showing the certificate in the PEM file `identity.0` (with the
+/// certificates that chain it to its CA, if any), whose private key is in `identity.1`,
+/// to servers that ask for one (etcd's `--client-cert-auth`).
+pub fn client_config_with(
+    ca_certs: &[PathBuf],
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
     // ring, selected explicitly: the default aws-lc provider is a slow C build (DESIGN.md).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -95,12 +105,33 @@ pub fn client_config(ca_certs: &[PathBuf]) -> Result<rustls::ClientConfig, Strin
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }))
-        .with_no_client_auth())
+        .with_custom_certificate_verifier(Arc::new(Verifier { webpki, pinned }));
+    let Some((cert, key)) = identity else {
+        return Ok(config.with_no_client_auth());
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: not a readable PEM certificate: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", cert.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "{}: not a readable PEM private key (PKCS#8, RSA or EC): {e}",
+            key.display()
+        )
+    })?;
+    config.with_client_auth_cert(chain, key_der).map_err(|e| {
+        format!(
+            "{} and {}: not a certificate and its key: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
 }
 
 /// Whether `error` (anywhere in its chain, including inside I/O errors) is a refused certificate.

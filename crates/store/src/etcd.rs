@@ -1,7 +1,9 @@
 //! The cluster store: etcd (v3 API), spoken through etcd's JSON gateway (`POST /v3/kv/range`,
 //! `/v3/kv/txn`, `/v3/lease/...`: the same API as its gRPC one, with base64 keys and values)
-//! over plain HTTP/1.1, with a small blocking client of our own. No gRPC stack, no protoc: on
-//! two cores tonic and prost would cost more build time than all of this.
+//! over HTTP/1.1, plain (`etcd://`) or in TLS (`etcds://`, with the client configuration the
+//! caller makes: CAs, a client certificate for etcd's `--client-cert-auth`), with a small
+//! blocking client of our own. No gRPC stack, no protoc: on two cores tonic and prost would
+//! cost more build time than all of this.
 //!
 //! Layout, under one prefix (`/berth/`):
 //!
@@ -22,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COUNTER: &str = "/berth/counters/job_id";
@@ -45,6 +47,13 @@ pub struct EtcdStore {
     fence: Mutex<Option<Vec<u8>>>,
     /// The leases of the keys kept alive by [`Store::heartbeat`], with the values put.
     heartbeats: Mutex<std::collections::HashMap<String, (i64, Vec<u8>)>>,
+    /// TLS to every member (`etcds://`): one configuration, whose session cache makes each
+    /// call's handshake after the first a resumption.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// How long a call keeps trying: [`PATIENCE`] (shorter in tests of what fails).
+    patience: Duration,
+    /// Connections that carried a call and may carry another, with their member's index.
+    idle: Mutex<Vec<(usize, Connection)>>,
     url: String,
 }
 
@@ -144,13 +153,34 @@ fn matches(row: &JobRow, f: &JobFilter) -> bool {
 
 impl EtcdStore {
     /// The etcd cluster at `url`: `etcd://HOST:PORT[,HOST:PORT...]` (plain HTTP to its
-    /// client port). Checks that a member answers.
-    pub fn open(url: &str) -> Result<EtcdStore, StoreError> {
-        let members = url.strip_prefix("etcd://").ok_or_else(|| {
-            StoreError::InvalidArgument(format!(
-                "{url}: an etcd store is named etcd://HOST:PORT[,HOST:PORT...]"
-            ))
-        })?;
+    /// client port) or `etcds://...` (TLS, configured by `tls`). Checks that a member
+    /// answers.
+    pub fn open(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<EtcdStore, StoreError> {
+        EtcdStore::open_with(url, tls, PATIENCE)
+    }
+
+    fn open_with(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        patience: Duration,
+    ) -> Result<EtcdStore, StoreError> {
+        let (members, tls) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+            (Some(members), _) => (members, None),
+            (_, Some(members)) => (
+                members,
+                Some(tls.ok_or_else(|| {
+                    StoreError::InvalidArgument(format!("{url}: etcds:// needs TLS settings"))
+                })?),
+            ),
+            _ => {
+                return Err(StoreError::InvalidArgument(format!(
+                "{url}: an etcd store is named etcd://HOST:PORT[,HOST:PORT...], or etcds://... where etcd speaks TLS"
+            )))
+            }
+        };
         let endpoints: Vec<String> = members
             .split(',')
             .map(|m| m.trim().trim_end_matches('/').to_string())
@@ -166,6 +196,9 @@ impl EtcdStore {
             preferred: Mutex::new(0),
             fence: Mutex::new(None),
             heartbeats: Mutex::new(std::collections::HashMap::new()),
+            tls,
+            patience,
+            idle: Mutex::new(Vec::new()),
             url: url.to_string(),
         };
         store.call("open", "/v3/kv/range", &json!({"key": b64(COUNTER)}))?;
@@ -181,15 +214,15 @@ impl EtcdStore {
     }
 
     /// POSTs `body` to `path` on a member: the one that answered last, else the others in
-    /// turn, for up to [`PATIENCE`] (members down, or no leader while etcd elects one).
+    /// turn, for up to its patience (members down, or no leader while etcd elects one).
     fn call(&self, op: &'static str, path: &str, body: &Value) -> Result<Value, StoreError> {
         let body = serde_json::to_vec(body).expect("requests serialise");
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + self.patience;
         let mut last = String::new();
         let first = *self.preferred.lock().expect("not poisoned");
         for attempt in 0.. {
             let i = (first + attempt) % self.endpoints.len();
-            match post(&self.endpoints[i], path, &body) {
+            match self.post(i, path, &body) {
                 Ok((200, answer)) => {
                     *self.preferred.lock().expect("not poisoned") = i;
                     return serde_json::from_slice(&answer).map_err(|e| {
@@ -207,7 +240,14 @@ impl EtcdStore {
                         break;
                     }
                 }
-                Err(e) => last = format!("{}: {e}", self.endpoints[i]),
+                Err(e) => {
+                    last = format!("{}: {e}", self.endpoints[i]);
+                    // TLS set up wrong will not do better by trying again.
+                    if let Some(hint) = tls_hint(&e) {
+                        last.push_str(hint);
+                        break;
+                    }
+                }
             }
             if Instant::now() > deadline {
                 break;
@@ -223,6 +263,57 @@ impl EtcdStore {
                 self.url
             ),
         ))
+    }
+
+    /// POSTs `body` to `path` on member `i`: on a connection an earlier call left open, or
+    /// a new one (also where the member closed the one it found while it was idle).
+    fn post(&self, i: usize, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        let endpoint = &self.endpoints[i];
+        let kept = {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            let found = idle.iter().position(|(member, _)| *member == i);
+            found.map(|at| idle.swap_remove(at).1)
+        };
+        let answer = match kept {
+            Some(mut connection) => match exchange(&mut connection, endpoint, path, body) {
+                Ok(answer) => Ok((answer, connection)),
+                // Closed while idle (before it read the request): once more on a new one.
+                Err(e) if is_closed(&e) => self.post_anew(endpoint, path, body),
+                Err(e) => Err(e),
+            },
+            None => self.post_anew(endpoint, path, body),
+        };
+        let ((status, payload, reusable), connection) = answer?;
+        if reusable {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            idle.push((i, connection));
+        }
+        Ok((status, payload))
+    }
+
+    /// [`EtcdStore::post`] on a new connection.
+    #[allow(clippy::type_complexity)]
+    fn post_anew(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<((u16, Vec<u8>, bool), Connection)> {
+        let mut connection = connect(endpoint, self.tls.as_ref())?;
+        match exchange(&mut connection, endpoint, path, body) {
+            Ok(answer) => Ok((answer, connection)),
+            // What etcd does with plain HTTP to its TLS port, and, in TLS 1.3 (where a
+            // client's certificate is checked after its side of the handshake), with a
+            // client certificate it refuses or none where it wants one.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+                let hint = match self.tls {
+                    None => "where etcd speaks TLS, name the store etcds://",
+                    Some(_) => "etcd does so where it refuses this controller's client certificate, or wants one: set [etcd] cert and key",
+                };
+                Err(std::io::Error::new(e.kind(), format!("{e} ({hint})")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A transaction: `success` if every comparison holds (with this process's fence, if
@@ -343,54 +434,208 @@ impl EtcdStore {
     }
 }
 
-/// One HTTP/1.1 POST with a JSON body; the status and body of the answer.
-fn post(endpoint: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+/// A connection to a member, kept open between calls (HTTP/1.1 keep-alive): a call then
+/// costs no new TCP connection, nor, in TLS, a new handshake.
+enum Connection {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.read(buf),
+            // A close without TLS's close_notify ends the data as a plain close does: what
+            // came is whole only where its length says so (see `read_answer`).
+            Connection::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.write(buf),
+            Connection::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Connection::Plain(s) => s.flush(),
+            Connection::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Connects to `endpoint` (`HOST:PORT`), in TLS if `tls` (the handshake made here, so that
+/// its failures say what they mean).
+fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<Connection> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(endpoint)?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{endpoint} has no address")))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_nodelay(true)?;
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_nodelay(true)?;
+    let Some(config) = tls else {
+        return Ok(Connection::Plain(tcp));
+    };
+    // The certificate must name the host as the store's URL does (a name or an address),
+    // as etcdctl checks it.
+    let host = endpoint
+        .rsplit_once(':')
+        .map_or(endpoint, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+    let mut connection =
+        rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    while connection.is_handshaking() {
+        match connection.complete_io(&mut tcp) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(std::io::Error::other("the connection was closed in the TLS handshake (where etcd speaks plain HTTP, name the store etcd://)"));
+            }
+            other => other?,
+        };
+    }
+    Ok(Connection::Tls(Box::new(rustls::StreamOwned::new(
+        connection, tcp,
+    ))))
+}
+
+/// One HTTP/1.1 POST with a JSON body on `connection`: the status and body of the answer,
+/// and whether the connection may carry another request. An error of kind
+/// `ConnectionAborted` is a connection closed before any of the answer came.
+fn exchange(
+    connection: &mut Connection,
+    endpoint: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>, bool)> {
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer)?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("a malformed HTTP answer"))?;
-    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    connection.write_all(&request)?;
+    read_answer(connection)
+}
+
+/// An HTTP/1.1 answer, as long as its head says (Content-Length, chunks), or to the end of
+/// the connection where it says neither: its status, its body, and whether the connection
+/// may carry another request.
+fn read_answer(from: &mut impl Read) -> std::io::Result<(u16, Vec<u8>, bool)> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut more = |data: &mut Vec<u8>| -> std::io::Result<bool> {
+        let n = from.read(&mut buf)?;
+        data.extend_from_slice(&buf[..n]);
+        Ok(n > 0)
+    };
+    let split = loop {
+        if let Some(split) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break split;
+        }
+        if !more(&mut data)? {
+            return Err(match data.is_empty() {
+                true => std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the connection was closed without an answer",
+                ),
+                false => std::io::Error::other("a malformed HTTP answer"),
+            });
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..split]).to_ascii_lowercase();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut payload = answer[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload);
-    }
-    Ok((status, payload))
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let length = header("content-length:").and_then(|n| n.parse::<usize>().ok());
+    let chunked = header("transfer-encoding:") == Some("chunked");
+    let closes = header("connection:") == Some("close") || !head.starts_with("http/1.1");
+    data.drain(..split + 4);
+    let cut_short = || std::io::Error::other("an HTTP answer cut short");
+    let body = if chunked {
+        loop {
+            if let Some(body) = dechunk(&data) {
+                break body;
+            }
+            if !more(&mut data)? {
+                return Err(cut_short());
+            }
+        }
+    } else if let Some(length) = length {
+        while data.len() < length {
+            if !more(&mut data)? {
+                return Err(cut_short());
+            }
+        }
+        data.truncate(length);
+        data
+    } else {
+        while more(&mut data)? {}
+        return Ok((status, data, false));
+    };
+    Ok((status, body, !closes))
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// The body of a chunked answer: `None` until its last (empty) chunk and the line that
+/// ends the answer have come.
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 || data.len() < eol + 2 + size {
-            break;
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..eol])
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            // Trailers (none from etcd), then an empty line.
+            return (data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n"))
+                .then_some(out);
         }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[(eol + 4 + size).min(data.len())..];
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
     }
-    out
+}
+
+/// Whether `e` is a connection closed (or reset) before any of the answer came.
+fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), BrokenPipe | ConnectionAborted | ConnectionReset)
+}
+
+/// What to do about a call that failed for TLS's sake (set up wrong on one side).
+fn tls_hint(e: &std::io::Error) -> Option<&'static str> {
+    let hint = match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(_) => {
+            ": etcd's certificate is not trusted (for its name): give its CA in [etcd] ca_certs"
+        }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA,
+        ) => ": etcd refused this controller's client certificate, or wants one: set [etcd] cert and key",
+        _ => return None,
+    };
+    Some(hint)
 }
 
 impl Store for EtcdStore {
@@ -599,6 +844,7 @@ impl EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::process::{Child, Command, Stdio};
 
     /// A one-member etcd on free loopback ports, in a temporary directory; killed when
@@ -606,7 +852,42 @@ mod tests {
     struct Etcd {
         child: Child,
         url: String,
-        _dir: tempfile::TempDir,
+        /// Where it speaks TLS: the client configuration it takes (its CA, a client
+        /// certificate it signed).
+        tls: Option<Arc<rustls::ClientConfig>>,
+        dir: tempfile::TempDir,
+    }
+
+    /// A client configuration that trusts the CA in `ca` (or none) and shows the
+    /// certificate in `client` (a directory's client.pem and client.key), if given: made
+    /// with rustls here, as berth makes it from `[etcd]` in the binary's tests.
+    fn client_config(ca: Option<&Path>, client: Option<&Path>) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca
+            .map(|ca| CertificateDer::pem_file_iter(ca).unwrap())
+            .into_iter()
+            .flatten()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match client {
+            Some(dir) => {
+                let chain = CertificateDer::pem_file_iter(dir.join("client.pem"))
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).unwrap();
+                config.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => config.with_no_client_auth(),
+        })
     }
 
     /// `N` distinct ports free now: each is held until all are chosen, so no two are equal.
@@ -619,14 +900,51 @@ mod tests {
 
     impl Etcd {
         fn start() -> Etcd {
+            Etcd::launch(false)
+        }
+
+        /// One that speaks TLS to its clients and takes only those with a certificate of
+        /// its CA (tests/cluster/etcd-certs.sh makes them, in `dir`/certs).
+        fn start_tls() -> Etcd {
+            Etcd::launch(true)
+        }
+
+        fn launch(tls: bool) -> Etcd {
             let dir = tempfile::tempdir().unwrap();
             let [client, peer] = free_ports();
-            let child = Command::new("etcd")
+            let scheme = if tls { "https" } else { "http" };
+            let mut etcd = Command::new("etcd");
+            let certs = dir.path().join("certs");
+            if tls {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/cluster/etcd-certs.sh");
+                let made = Command::new(script)
+                    .arg(&certs)
+                    .arg("127.0.0.1")
+                    .status()
+                    .unwrap();
+                assert!(
+                    made.success(),
+                    "etcd-certs.sh (openssl) made no certificates"
+                );
+                etcd.arg("--cert-file")
+                    .arg(certs.join("etcd.pem"))
+                    .arg("--key-file")
+                    .arg(certs.join("etcd.key"))
+                    .arg("--trusted-ca-file")
+                    .arg(certs.join("ca.pem"))
+                    .arg("--client-cert-auth");
+            }
+            let child = etcd
                 .arg("--data-dir")
                 .arg(dir.path().join("data"))
                 .args(["--name", "test"])
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!(
+                    "--listen-client-urls={scheme}://127.0.0.1:{client}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls={scheme}://127.0.0.1:{client}"
+                ))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
                 .arg(format!(
                     "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -638,17 +956,19 @@ mod tests {
                 .expect("etcd runs (Debian's etcd-server; scripts/setup installs it)");
             let mut etcd = Etcd {
                 child,
-                url: format!("etcd://127.0.0.1:{client}"),
-                _dir: dir,
+                url: format!("etcd{}://127.0.0.1:{client}", if tls { "s" } else { "" }),
+                tls: tls.then(|| client_config(Some(&certs.join("ca.pem")), Some(&certs))),
+                dir,
             };
             let deadline = Instant::now() + Duration::from_secs(20);
-            while post(
-                &format!("127.0.0.1:{client}"),
-                "/v3/kv/range",
-                b"{\"key\":\"AA==\"}",
-            )
-            .map_or(true, |(s, _)| s != 200)
-            {
+            let endpoint = format!("127.0.0.1:{client}");
+            let answers = |tls| {
+                let range = b"{\"key\":\"AA==\"}";
+                connect(&endpoint, tls)
+                    .and_then(|mut c| exchange(&mut c, &endpoint, "/v3/kv/range", range))
+                    .is_ok_and(|(status, _, _)| status == 200)
+            };
+            while !answers(etcd.tls.as_ref()) {
                 if let Ok(Some(status)) = etcd.child.try_wait() {
                     panic!(
                         "etcd exited at its start ({status}): a port of {client} and {peer} taken?"
@@ -680,14 +1000,101 @@ mod tests {
         }
     }
 
+    /// A reader that gives `data` a few bytes at a time, as a connection may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn answers_end_where_their_heads_say_and_what_is_cut_short_is_an_error() {
+        let read = |text: &str| read_answer(&mut Trickle(text.as_bytes()));
+        let ok = |text: &str| {
+            let (status, body, reusable) = read(text).unwrap();
+            (status, String::from_utf8(body).unwrap(), reusable)
+        };
+        // Kept open where its length is known.
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}{}"),
+            (200, "{}{}".into(), true)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\na;x=y\r\na\":\"bcdef\"\r\n1\r\n}\r\n0\r\n\r\n"),
+            (200, "{\"a\":\"bcdef\"}".into(), true)
+        );
+        // Closed after it.
+        assert_eq!(
+            ok("HTTP/1.1 400 Bad\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"),
+            (400, "x".into(), false)
+        );
+        assert_eq!(
+            ok("HTTP/1.0 400 Bad Request\r\n\r\nClient sent..."),
+            (400, "Client sent...".into(), false)
+        );
+        for short in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
+        ] {
+            let e = read(short).unwrap_err();
+            assert!(e.to_string().contains("cut short"), "{short:?}: {e}");
+        }
+        let e = read("HTTP/1.1 200").unwrap_err();
+        assert!(e.to_string().contains("malformed"), "{e}");
+        assert_eq!(
+            read("").unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionAborted
+        );
+    }
+
+    #[test]
+    fn etcd_over_tls_with_client_certificates_and_what_is_wrong_when_it_fails() {
+        let etcd = Etcd::start_tls();
+        let store = EtcdStore::open(&etcd.url, etcd.tls.clone()).unwrap();
+        assert_eq!(store.allocate_ids(2).unwrap(), 1);
+        store.put("nodes/a", b"x").unwrap();
+        assert_eq!(store.get("nodes/a").unwrap().as_deref(), Some(&b"x"[..]));
+        let lease = store.campaign("me", 5).unwrap();
+        assert!(store.renew(lease).unwrap());
+        assert_eq!(store.leader().unwrap(), Some(format!("me lease={lease}")));
+        // Each mistake is said with what to do.
+        let certs = etcd.dir.path().join("certs");
+        let ca = certs.join("ca.pem");
+        let refused = |url: &str, tls| {
+            let e = EtcdStore::open_with(url, tls, Duration::from_secs(1));
+            e.unwrap_err().to_string()
+        };
+        let e = refused(&etcd.url.replace("etcds://", "etcd://"), None);
+        assert!(e.contains("name the store etcds://"), "{e}");
+        let e = refused(&etcd.url, Some(client_config(Some(&ca), None)));
+        assert!(e.contains("set [etcd] cert and key"), "{e}");
+        let e = refused(&etcd.url, Some(client_config(None, Some(&certs))));
+        assert!(e.contains("give its CA in [etcd] ca_certs"), "{e}");
+        let e = refused(&etcd.url, None);
+        assert!(e.contains("etcds:// needs TLS settings"), "{e}");
+        // TLS to an etcd that speaks plain HTTP.
+        let plain = Etcd::start();
+        let e = refused(&plain.url.replace("etcd://", "etcds://"), etcd.tls.clone());
+        assert!(e.contains("name the store etcd://"), "{e}");
+    }
+
     #[test]
     fn jobs_ids_and_values_round_trip_through_etcd() {
         let etcd = Etcd::start();
         // A member that is down is passed over.
         let [port] = free_ports();
         let dead = format!("127.0.0.1:{port}");
-        let store =
-            EtcdStore::open(&etcd.url.replace("etcd://", &format!("etcd://{dead},"))).unwrap();
+        let store = EtcdStore::open(
+            &etcd.url.replace("etcd://", &format!("etcd://{dead},")),
+            None,
+        )
+        .unwrap();
         assert_eq!(store.peek_id().unwrap(), 1);
         assert_eq!(store.allocate_ids(1).unwrap(), 1);
         assert_eq!(store.peek_id().unwrap(), 2);
@@ -786,7 +1193,7 @@ mod tests {
     fn ids_are_unique_across_writers() {
         let etcd = Etcd::start();
         let stores: Vec<std::sync::Arc<EtcdStore>> = (0..3)
-            .map(|_| std::sync::Arc::new(EtcdStore::open(&etcd.url).unwrap()))
+            .map(|_| std::sync::Arc::new(EtcdStore::open(&etcd.url, None).unwrap()))
             .collect();
         let threads: Vec<_> = stores
             .iter()
@@ -810,7 +1217,7 @@ mod tests {
     #[test]
     fn one_controller_leads_and_a_deposed_one_cannot_write() {
         let etcd = Etcd::start();
-        let a = EtcdStore::open(&etcd.url).unwrap();
+        let a = EtcdStore::open(&etcd.url, None).unwrap();
         let lease = a.campaign("controller-a", 5).unwrap();
         assert!(a.renew(lease).unwrap());
         assert_eq!(a.allocate_ids(1).unwrap(), 1);
@@ -820,7 +1227,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let url = etcd.url.clone();
         std::thread::spawn(move || {
-            let b = EtcdStore::open(&url).unwrap();
+            let b = EtcdStore::open(&url, None).unwrap();
             let lease = b.campaign("controller-b", 5).unwrap();
             tx.send((b, lease)).unwrap();
         });
