@@ -36,6 +36,11 @@ const TXN_OPS: usize = 128;
 /// How long a call keeps trying the endpoints (an election among etcd's members takes a
 /// few seconds).
 const PATIENCE: Duration = Duration::from_secs(15);
+/// How long a member may take to answer a call (a transaction of a big array's jobs included).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a member may take to renew a lease: a leader's lease (5 s) must be renewed
+/// through another member in time where one does not answer (cut off: no reset comes).
+const RENEW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An etcd cluster as berth's store.
 pub struct EtcdStore {
@@ -216,13 +221,24 @@ impl EtcdStore {
     /// POSTs `body` to `path` on a member: the one that answered last, else the others in
     /// turn, for up to its patience (members down, or no leader while etcd elects one).
     fn call(&self, op: &'static str, path: &str, body: &Value) -> Result<Value, StoreError> {
+        self.call_within(op, path, body, ANSWER_TIMEOUT)
+    }
+
+    /// [`EtcdStore::call`] where a member must answer within `wait`.
+    fn call_within(
+        &self,
+        op: &'static str,
+        path: &str,
+        body: &Value,
+        wait: Duration,
+    ) -> Result<Value, StoreError> {
         let body = serde_json::to_vec(body).expect("requests serialise");
         let deadline = Instant::now() + self.patience;
         let mut last = String::new();
         let first = *self.preferred.lock().expect("not poisoned");
         for attempt in 0.. {
             let i = (first + attempt) % self.endpoints.len();
-            match self.post(i, path, &body) {
+            match self.post(i, path, &body, wait) {
                 Ok((200, answer)) => {
                     *self.preferred.lock().expect("not poisoned") = i;
                     return serde_json::from_slice(&answer).map_err(|e| {
@@ -265,9 +281,16 @@ impl EtcdStore {
         ))
     }
 
-    /// POSTs `body` to `path` on member `i`: on a connection an earlier call left open, or
-    /// a new one (also where the member closed the one it found while it was idle).
-    fn post(&self, i: usize, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    /// POSTs `body` to `path` on member `i`, which must answer within `wait`: on a
+    /// connection an earlier call left open, or a new one (also where the member closed the
+    /// one it found while it was idle).
+    fn post(
+        &self,
+        i: usize,
+        path: &str,
+        body: &[u8],
+        wait: Duration,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let endpoint = &self.endpoints[i];
         let kept = {
             let mut idle = self.idle.lock().expect("not poisoned");
@@ -275,13 +298,13 @@ impl EtcdStore {
             found.map(|at| idle.swap_remove(at).1)
         };
         let answer = match kept {
-            Some(mut connection) => match exchange(&mut connection, endpoint, path, body) {
+            Some(mut connection) => match exchange(&mut connection, endpoint, path, body, wait) {
                 Ok(answer) => Ok((answer, connection)),
                 // Closed while idle (before it read the request): once more on a new one.
-                Err(e) if is_closed(&e) => self.post_anew(endpoint, path, body),
+                Err(e) if is_closed(&e) => self.post_anew(endpoint, path, body, wait),
                 Err(e) => Err(e),
             },
-            None => self.post_anew(endpoint, path, body),
+            None => self.post_anew(endpoint, path, body, wait),
         };
         let ((status, payload, reusable), connection) = answer?;
         if reusable {
@@ -298,9 +321,10 @@ impl EtcdStore {
         endpoint: &str,
         path: &str,
         body: &[u8],
+        wait: Duration,
     ) -> std::io::Result<((u16, Vec<u8>, bool), Connection)> {
         let mut connection = connect(endpoint, self.tls.as_ref())?;
-        match exchange(&mut connection, endpoint, path, body) {
+        match exchange(&mut connection, endpoint, path, body, wait) {
             Ok(answer) => Ok((answer, connection)),
             // What etcd does with plain HTTP to its TLS port, and, in TLS 1.3 (where a
             // client's certificate is checked after its side of the handshake), with a
@@ -414,10 +438,11 @@ impl EtcdStore {
     /// Keeps the leader's lease alive; `false` once it has ended (this process no longer
     /// leads and must stop).
     pub fn renew(&self, lease: i64) -> Result<bool, StoreError> {
-        let answer = self.call(
+        let answer = self.call_within(
             "renew",
             "/v3/lease/keepalive",
             &json!({"ID": lease.to_string()}),
+            RENEW_TIMEOUT,
         )?;
         let ttl: i64 = answer["result"]["TTL"]
             .as_str()
@@ -455,6 +480,15 @@ impl Read for Connection {
     }
 }
 
+impl Connection {
+    fn tcp(&self) -> &std::net::TcpStream {
+        match self {
+            Connection::Plain(s) => s,
+            Connection::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
 impl Write for Connection {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
@@ -478,7 +512,7 @@ fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{endpoint} has no address")))?;
     let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     tcp.set_nodelay(true)?;
     let Some(config) = tls else {
         return Ok(Connection::Plain(tcp));
@@ -507,15 +541,17 @@ fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::
     ))))
 }
 
-/// One HTTP/1.1 POST with a JSON body on `connection`: the status and body of the answer,
-/// and whether the connection may carry another request. An error of kind
-/// `ConnectionAborted` is a connection closed before any of the answer came.
+/// One HTTP/1.1 POST with a JSON body on `connection`, answered within `wait`: the status
+/// and body of the answer, and whether the connection may carry another request. An error
+/// of kind `ConnectionAborted` is a connection closed before any of the answer came.
 fn exchange(
     connection: &mut Connection,
     endpoint: &str,
     path: &str,
     body: &[u8],
+    wait: Duration,
 ) -> std::io::Result<(u16, Vec<u8>, bool)> {
+    connection.tcp().set_read_timeout(Some(wait))?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -965,7 +1001,9 @@ mod tests {
             let answers = |tls| {
                 let range = b"{\"key\":\"AA==\"}";
                 connect(&endpoint, tls)
-                    .and_then(|mut c| exchange(&mut c, &endpoint, "/v3/kv/range", range))
+                    .and_then(|mut c| {
+                        exchange(&mut c, &endpoint, "/v3/kv/range", range, ANSWER_TIMEOUT)
+                    })
                     .is_ok_and(|(status, _, _)| status == 200)
             };
             while !answers(etcd.tls.as_ref()) {
@@ -1212,6 +1250,54 @@ mod tests {
             .collect();
         firsts.sort_unstable();
         assert_eq!(firsts, (0..60).map(|i| 1 + 2 * i).collect::<Vec<u64>>());
+    }
+
+    /// A way to `to` (`HOST:PORT`) that can be cut: from then on, what comes in is read
+    /// and dropped, and nothing answers or closes (a member whose host was cut off).
+    fn cuttable(to: &str) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (to, cut_too) = (to.to_string(), cut.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = std::net::TcpStream::connect(&to).unwrap();
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let cut = cut_too.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if !cut.load(Ordering::SeqCst) {
+                                let _ = into.write_all(&buf[..n]);
+                            }
+                        }
+                        // Left open: a host cut off says nothing.
+                        std::mem::forget(into);
+                    });
+                }
+            }
+        });
+        (addr, cut)
+    }
+
+    #[test]
+    fn a_member_cut_off_does_not_cost_the_leader_its_lease() {
+        let etcd = Etcd::start();
+        let member = etcd.url.trim_start_matches("etcd://").to_string();
+        let (way, cut) = cuttable(&member);
+        // The leader's calls go through the way first (kept open), the member directly next.
+        let store = EtcdStore::open(&format!("etcd://{way},{member}"), None).unwrap();
+        let lease = store.campaign("leader", 5).unwrap();
+        assert!(store.renew(lease).unwrap());
+        cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The renewal on the silent connection gives up in time for the other member's to
+        // keep the lease (a call's usual wait for an answer would outlast it).
+        assert!(store.renew(lease).unwrap());
+        assert!(store.renew(lease).unwrap());
     }
 
     #[test]
