@@ -11,10 +11,10 @@
 //! with the client's stdin, stdout and stderr attached to the line's first byte (SCM_RIGHTS).
 //! The launcher answers `S <pid> <start time>` (forked; the start time from /proc/PID/stat,
 //! which tells the process from a later one with its pid; a runner is recorded so beside its
-//! launch file before it takes the job, see `runner::record_runner`) or `F <error>`, and, whenever one
-//! of the processes it forked ends, `E <pid> <wait status>`. A step's process writes
-//! `U <pid> <user usec> <system usec> <max RSS bytes>` on that socket just before it exits,
-//! what its tasks used (so it comes before its `E`). A runner says `R <pid>` on the
+//! launch file before it takes the job, see `runner::record_runner`) or `F <error>`, and,
+//! whenever one of the processes it forked ends, `E <pid> <wait status>`. A step's process
+//! writes `U <pid> <user usec> <system usec> <max RSS bytes>` on that socket just before it
+//! exits, what its tasks used (so it comes before its `E`). A runner says `R <pid>` on the
 //! launcher's stdout, a socket of the agent's, once its job's result is written, before it
 //! removes the job's cgroup and exits: the agent takes that for the runner's end, so that
 //! the job's CPUs go to the next job a little sooner. At end of input (the agent is gone)
