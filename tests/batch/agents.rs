@@ -412,6 +412,35 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
         "{}",
         agent.log()
     );
+
+    // A start lost with the controller: it dies while its start request waits on a stopped
+    // agent, which is killed before it reads it. Nothing of the job ran: the controller
+    // started again queues it again (the agent has no files of it), and it runs.
+    // SAFETY: a signal to the agent this test started.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGSTOP) };
+    let lost = "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\"\n";
+    let id = c.submit(Mode::Rootless, "lost.sh", lost, &[]);
+    c.wait_for(id, &["RUNNING"]);
+    c.kill();
+    agent.kill();
+    c.up();
+    let agent = Agent::start(&c, "node-b", port, &c.state.join("cluster.key"));
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
+    assert_eq!(job["restarts"], 1, "{job}");
+    assert!(
+        c.log().contains(&format!(
+            "job {id}: its start on node node-b was lost in a restart of the controller; it is queued again"
+        )),
+        "{}",
+        c.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap(),
+        "run 1\n",
+        "{}",
+        agent.log()
+    );
 }
 
 /// Waits until `what` holds, for up to 30 s.

@@ -39,6 +39,12 @@ pub struct Registration {
     /// one are gone. `None` from an agent before 2026-12-04, and in the store's record.
     #[serde(default)]
     pub files_id: Option<String>,
+    /// The jobs that have files on the node, whatever their runs' state (a start under way,
+    /// a run whose end is not reported yet): a job the controller has running here that is
+    /// neither among these nor running never reached the node. `None` from an agent before
+    /// 2026-12-05, and in the store's record.
+    #[serde(default)]
+    pub job_files: Option<Vec<u64>>,
     /// The images in the node's cache, by their squashfs files' SHA-256 (hex): other nodes
     /// may fetch them from its agent.
     #[serde(default)]
@@ -809,6 +815,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         running: Vec::new(),
         health: None,
         files_id: Some(agent.files_id.clone()),
+        job_files: None,
         images: Vec::new(),
     };
     let beat = agent.clone();
@@ -827,6 +834,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
                     reg.health = crate::node::Health::sample();
                     reg.images = a.node.cached_images();
+                    // Read after the running runners: a start in between is among these.
+                    reg.job_files = Some(a.node.job_ids());
                     a.ask("/v1/agents/register", &reg)
                 })
                 .await

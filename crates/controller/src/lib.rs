@@ -2967,9 +2967,7 @@ impl Controller {
                         // The earlier controller died between the job's start and its
                         // runner's (which is recorded before it takes the job): nothing of
                         // it ran, it goes back to the queue.
-                        eprintln!("berth: job {id}: its start on node {name} was lost in a restart of the controller; it is queued again");
-                        self.active.get_mut(&id).expect("running").requeue_requested = true;
-                        self.finish(id, State::NodeFail, None, None);
+                        self.requeue_lost_start(id, &name);
                         continue;
                     }
                     let runner = runner.unwrap_or(0);
@@ -3030,6 +3028,7 @@ impl Controller {
         let alive = serde_json::to_vec(&berth_agent::daemon::Registration {
             running: Vec::new(),
             health: None,
+            job_files: None,
             images: Vec::new(),
             ..reg.clone()
         })
@@ -3040,7 +3039,7 @@ impl Controller {
         {
             eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
         }
-        let stop = self.reconcile_runners(&name, &reg.running, reg.files_id.as_deref());
+        let stop = self.reconcile_runners(&name, &reg);
         self.end_lost_runs(&name, reg.files_id.as_deref());
         let answer = berth_agent::daemon::RegistrationAnswer {
             stop,
@@ -3093,17 +3092,19 @@ impl Controller {
 
     /// Matches the runners a node's agent has (`(job, runner)`) with the jobs the controller
     /// has there. A runner of a job whose start was sent but not answered (this controller
-    /// was restarted meanwhile) becomes that job's; a job sent to the node that its agent
-    /// never started (the request was lost with the controller) ends NODE_FAIL, or is queued
-    /// again if submitted with --requeue. Returns the runners the agent must stop: those of
-    /// jobs the controller no longer counts as running there (it ended them while the node
-    /// was silent).
+    /// was restarted meanwhile) becomes that job's; a job sent to the node that never reached
+    /// it (the request was lost with the controller: the agent has no files of it) is queued
+    /// again, as it never ran; one the agent has files of but no runner (its run ended, or
+    /// failed to start, and its report is lost) ends NODE_FAIL, or is queued again if
+    /// submitted with --requeue. Returns the runners the agent must stop: those of jobs the
+    /// controller no longer counts as running there (it ended them while the node was
+    /// silent).
     fn reconcile_runners(
         &mut self,
         node: &str,
-        running: &[(u64, u32)],
-        files_id: Option<&str>,
+        reg: &berth_agent::daemon::Registration,
     ) -> Vec<(u64, u32)> {
+        let (running, files_id) = (&reg.running, reg.files_id.as_deref());
         let mut stop = Vec::new();
         for &(id, runner) in running {
             match self.active.share_mut(id, node) {
@@ -3132,11 +3133,29 @@ impl Controller {
             .map(|j| j.id)
             .collect();
         for id in lost {
+            if reg
+                .job_files
+                .as_ref()
+                .is_some_and(|files| !files.contains(&id))
+            {
+                self.requeue_lost_start(id, node);
+                continue;
+            }
             let reason =
                 format!("its start on node {node} was lost in a restart of the controller");
             self.fail_on_node(id, reason);
         }
         stop
+    }
+
+    /// Queues job `id` again, whose start on `node` was lost with an earlier controller
+    /// before anything of it ran there: it runs as it would have (one more restart).
+    fn requeue_lost_start(&mut self, id: u64, node: &str) {
+        eprintln!("berth: job {id}: its start on node {node} was lost in a restart of the controller; it is queued again");
+        if let Some(mut job) = self.active.get_mut(&id) {
+            job.requeue_requested = true;
+        }
+        self.finish(id, State::NodeFail, None, None);
     }
 
     /// Ends the jobs whose runners on `node` were started among job files other than the
@@ -3263,6 +3282,7 @@ impl Controller {
             running: Vec::new(),
             health: None,
             files_id: None,
+            job_files: None,
             images: Vec::new(),
         };
         self.store
