@@ -3309,7 +3309,18 @@ impl Controller {
                 end.job
             )));
         }
-        self.collect(end.job, node, end.runner, end.result, &end.status);
+        let id = end.job;
+        // Only an end in the store lets the agent forget the run's files: where the write
+        // failed (a controller deposed meanwhile), the agent reports it again, to whoever
+        // leads by then (a controller that finds no files of a job it has running would
+        // take it for a start that never reached the node).
+        let recorded =
+            self.in_one_write(|c| c.collect(id, node, end.runner, end.result, &end.status));
+        if !recorded {
+            return Err(ApiError::internal(format!(
+                "cannot record the end of job {id} in the store: report it again"
+            )));
+        }
         Ok(())
     }
 
