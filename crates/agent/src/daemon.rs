@@ -256,10 +256,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
     }
 
     fn caller(&self) -> crate::step::relay::Caller {
-        crate::step::relay::Caller {
-            credential: self.0.key.credential(&auth::node_principal(&self.0.name)),
-            tls: self.0.key.tls().client.clone(),
-        }
+        crate::step::relay::Caller::new(&self.0.key, &auth::node_principal(&self.0.name))
     }
 
     /// The host of the address the controller reaches this agent at.

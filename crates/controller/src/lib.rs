@@ -3154,6 +3154,8 @@ impl Controller {
         eprintln!("berth: job {id}: its start on node {node} was lost in a restart of the controller; it is queued again");
         if let Some(mut job) = self.active.get_mut(&id) {
             job.requeue_requested = true;
+            // It used nothing: its user's fair share is not charged for it.
+            job.start_time = None;
         }
         self.finish(id, State::NodeFail, None, None);
     }
@@ -4111,10 +4113,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     fn caller(&self) -> berth_agent::step::relay::Caller {
-        berth_agent::step::relay::Caller {
-            credential: self.1.credential(auth::CONTROLLER),
-            tls: self.1.tls().client.clone(),
-        }
+        berth_agent::step::relay::Caller::new(&self.1, auth::CONTROLLER)
     }
 
     fn address(&self) -> String {

@@ -118,6 +118,16 @@ pub struct Caller {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+impl Caller {
+    /// `principal`'s credential, signed with the cluster key `key`, and its TLS.
+    pub fn new(key: &crate::auth::Key, principal: &str) -> Caller {
+        Caller {
+            credential: key.credential(principal),
+            tls: key.tls().client.clone(),
+        }
+    }
+}
+
 /// A part of a step running on another node, as the agent that took the step sees it.
 pub struct RemotePart {
     node: String,
