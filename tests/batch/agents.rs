@@ -443,6 +443,66 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     );
 }
 
+/// A job's end that the store refused (another process holds its lock) is written once it
+/// takes writes again, and only then does the job's node forget the run: a controller
+/// restarted after that has the job's end, not a job it takes for running.
+#[test]
+fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(mut c) = Cluster::start_controller(None, &["--listen", &listen]) else {
+        return;
+    };
+    let agent = Agent::start(&c, "node-d", port, &c.state.join("cluster.key"));
+    eventually("the node registers", || node_names(&c) == ["node-d"]);
+    let go = c.f.cwd(Mode::Rootless).join("go-d");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
+        go.display()
+    );
+    let id = c.submit(Mode::Rootless, "refused.sh", &script, &[]);
+    c.wait_for_output(id, "started");
+    // Another process takes the store's write lock (as a backup tool might).
+    let mut lock = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()",
+        ])
+        .arg(c.state.join("state.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said, "locked\n");
+    std::fs::write(&go, "").unwrap();
+    // The end is refused, and refused again when the agent reports it again.
+    let refusals = || {
+        agent
+            .log()
+            .matches(&format!("cannot report the end of job {id}"))
+            .count()
+    };
+    eventually("the agent's report refused twice", || refusals() >= 2);
+    drop(lock.stdin.take());
+    lock.wait().unwrap();
+    // Taken once the store takes writes: the agent forgets the run.
+    let dir = c.f.path("node-d-state").join("jobs").join(id.to_string());
+    eventually("the node forgets the run", || {
+        !dir.join("launch.json").exists()
+    });
+    c.kill();
+    c.up();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "PENDING"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
+    assert_eq!(job["restarts"], 0, "{job}");
+}
+
 /// Waits until `what` holds, for up to 30 s.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

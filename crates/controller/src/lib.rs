@@ -158,6 +158,10 @@ pub struct Controller {
     /// each is written as it changes.
     /// (By id: a job changed again replaces its row.)
     deferred: std::cell::RefCell<Option<BTreeMap<u64, berth_store::JobRow>>>,
+    /// Job records whose write failed (the latest of each), written with the next write
+    /// (where that job's newer record replaces its own): the store comes to hold what the
+    /// controller did while it refused writes (full, locked by another process).
+    unwritten: std::cell::RefCell<BTreeMap<u64, berth_store::JobRow>>,
     /// Users' usage by the jobs that ran, for fair share.
     usage: job::Usage,
     /// Private image names shared with other users and groups, by name (kept in the store
@@ -371,6 +375,7 @@ impl Controller {
             finished: BTreeMap::new(),
             freezing: Default::default(),
             deferred: Default::default(),
+            unwritten: Default::default(),
             wake: Arc::new(Notify::new()),
             due: true,
             local_starts: Vec::new(),
@@ -431,27 +436,34 @@ impl Controller {
             rows.insert(job.id, job.row());
             return Ok(());
         }
-        self.store
-            .put_jobs(&[job.row()])
-            .map_err(ApiError::internal)
+        self.write_rows(vec![job.row()]).map_err(ApiError::internal)
+    }
+
+    /// Writes `rows` in one transaction, after the records whose write failed before (which
+    /// they replace, by id); where it fails, all of them wait for the next write.
+    fn write_rows(&self, rows: Vec<berth_store::JobRow>) -> Result<(), berth_store::StoreError> {
+        let mut unwritten = self.unwritten.borrow_mut();
+        let rows = if unwritten.is_empty() {
+            rows
+        } else {
+            let mut all = std::mem::take(&mut *unwritten);
+            all.extend(rows.into_iter().map(|r| (r.id, r)));
+            all.into_values().collect()
+        };
+        self.store.put_jobs(&rows).inspect_err(|_| {
+            unwritten.extend(rows.into_iter().map(|r| (r.id, r)));
+        })
     }
 
     /// [`Controller::persist`], now, with what is held back (in one transaction): for a
     /// change that must be in the store before anyone acts on it.
     fn persist_now(&self, job: &Job) -> Result<(), ApiError> {
-        let mut deferred = self.deferred.borrow_mut();
-        let mut held = deferred.as_mut().map(std::mem::take).unwrap_or_default();
-        let before = held.insert(job.id, job.row());
-        let rows: Vec<berth_store::JobRow> = held.into_values().collect();
-        let written = self.store.put_jobs(&rows).map_err(ApiError::internal);
-        if written.is_err() {
-            // What was held back is kept for the final write, which may fare better.
-            if let Some(held) = deferred.as_mut() {
-                let rows = rows.into_iter().filter(|r| r.id != job.id);
-                held.extend(rows.chain(before).map(|r| (r.id, r)));
-            }
-        }
-        written
+        let held = self.deferred.borrow_mut().as_mut().map(std::mem::take);
+        let mut rows = held.unwrap_or_default();
+        rows.insert(job.id, job.row());
+        // What fails waits for the next write (the job's, failed for it, replaces its own).
+        self.write_rows(rows.into_values().collect())
+            .map_err(ApiError::internal)
     }
 
     /// Runs `f` with the job records it changes held back, then writes them in one
@@ -472,14 +484,11 @@ impl Controller {
     /// Writes what is held back, and goes back to writing each change as it comes.
     fn write_deferred(&self) -> bool {
         let held = self.deferred.borrow_mut().take().unwrap_or_default();
-        let rows: Vec<berth_store::JobRow> = held.into_values().collect();
-        match self.store.put_jobs(&rows) {
+        let ids: Vec<u64> = held.keys().copied().collect();
+        match self.write_rows(held.into_values().collect()) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!(
-                    "berth: cannot record the jobs {:?}: {e}",
-                    rows.iter().map(|r| r.id).collect::<Vec<_>>()
-                );
+                eprintln!("berth: cannot record the jobs {ids:?} (yet): {e}");
                 false
             }
         }
@@ -3302,7 +3311,16 @@ impl Controller {
         end: berth_agent::daemon::JobEnded,
     ) -> Result<(), ApiError> {
         let Some(job) = self.active.get(&end.job) else {
-            // Already finished (a report sent twice): nothing to do.
+            // Already finished (a report sent twice): taken, once its end is in the store
+            // (its write may have failed: the agent then keeps the run's files meanwhile).
+            if self.unwritten.borrow().contains_key(&end.job)
+                && self.write_rows(Vec::new()).is_err()
+            {
+                return Err(ApiError::internal(format!(
+                    "cannot record the end of job {} in the store yet: report it again",
+                    end.job
+                )));
+            }
             return Ok(());
         };
         if job.share(node).is_none() {
