@@ -117,7 +117,8 @@ pub fn exchange_body(
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     }) {
-        payload = dechunk(&payload).ok_or_else(|| bad("a malformed chunked HTTP answer"))?;
+        payload = berth_core::http::dechunk(&payload)
+            .ok_or_else(|| bad("a malformed chunked HTTP answer"))?;
     }
     let status = head
         .split_whitespace()
@@ -128,24 +129,6 @@ pub fn exchange_body(
         status,
         body: payload,
     })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        if data.len() < size + 2 {
-            return None;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 /// `POST base/path` with `body` as JSON over TLS, for the daemons: `base` is

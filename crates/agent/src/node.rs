@@ -435,10 +435,7 @@ impl NodeAgent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         }
-        let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .map_err(|_| "the system's random number generator failed".to_string())?;
-        let id = runner::hex(&bytes);
+        let id = runner::random_hex()?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, format!("{id}\n"))
             .and_then(|()| std::fs::rename(&tmp, &path))

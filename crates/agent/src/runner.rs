@@ -607,6 +607,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 16 random bytes from the system's generator, in hex: an id or a secret nobody can guess.
+pub(crate) fn random_hex() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "the system's random number generator failed".to_string())?;
+    Ok(hex(&bytes))
+}
+
 /// Fetches an image's squashfs file from another node that has it, else from the
 /// controller, into `dest` (this node's cache):
 /// into a file of its own first, checked against its SHA-256, then linked into place, so

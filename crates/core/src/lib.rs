@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod job;
 pub mod quantity;
 pub mod signal;

@@ -605,7 +605,7 @@ fn read_answer(from: &mut impl Read) -> std::io::Result<(u16, Vec<u8>, bool)> {
     let cut_short = || std::io::Error::other("an HTTP answer cut short");
     let body = if chunked {
         loop {
-            if let Some(body) = dechunk(&data) {
+            if let Some(body) = berth_core::http::dechunk(&data) {
                 break body;
             }
             if !more(&mut data)? {
@@ -625,31 +625,6 @@ fn read_answer(from: &mut impl Read) -> std::io::Result<(u16, Vec<u8>, bool)> {
         return Ok((status, data, false));
     };
     Ok((status, body, !closes))
-}
-
-/// The body of a chunked answer: `None` until its last (empty) chunk and the line that
-/// ends the answer have come.
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&data[..eol])
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            // Trailers (none from etcd), then an empty line.
-            return (data.starts_with(b"\r\n") || data.windows(4).any(|w| w == b"\r\n\r\n"))
-                .then_some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 /// Whether `e` is a connection closed (or reset) before any of the answer came.

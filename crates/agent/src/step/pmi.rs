@@ -246,10 +246,7 @@ impl Server {
     pub async fn start(counts: &[u32], kvsname: String) -> std::io::Result<Server> {
         let listener = TcpListener::bind(("0.0.0.0", 0)).await?;
         let port = listener.local_addr()?.port();
-        let mut random = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
-            .map_err(|_| std::io::Error::other("the system's random number generator failed"))?;
-        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = crate::runner::random_hex().map_err(std::io::Error::other)?;
         let expected: Arc<str> = secret.as_str().into();
         let size: u32 = counts.iter().sum();
         let mut kvs = HashMap::new();
