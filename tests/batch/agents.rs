@@ -1,7 +1,7 @@
 //! The controller and node agents as separate processes (`berth controller`, `berth agent`),
 //! talking over TCP with credentials signed with the cluster key.
 
-use crate::cluster::{free_port, terminate, Cluster};
+use crate::cluster::{first_line, free_port, terminate, Cluster};
 use crate::support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -473,13 +473,7 @@ fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut said = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
-        &mut said,
-    )
-    .unwrap();
-    assert_eq!(said, "locked\n");
+    assert_eq!(first_line(&mut lock), "locked\n");
     std::fs::write(&go, "").unwrap();
     // The end is refused, and refused again when the agent reports it again.
     let refusals = || {

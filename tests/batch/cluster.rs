@@ -461,3 +461,11 @@ pub fn granted(stderr: &str) -> u64 {
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("no allocation granted: {stderr}"))
 }
+
+/// The first line `child` writes on its (piped) standard output.
+pub fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    let out = child.stdout.as_mut().expect("standard output piped");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    line
+}

@@ -1,6 +1,6 @@
 //! Submitting, running, watching and cancelling jobs.
 
-use crate::cluster::Cluster;
+use crate::cluster::{first_line, Cluster};
 use crate::support::*;
 
 const HELLO: &str = "#!/bin/sh\n#SBATCH -J hello -n 1\n#BERTH --image busybox\necho \"job $SLURM_JOB_ID $SLURM_JOB_NAME as $(id -un) in $PWD with $SLURM_NTASKS task(s)\"\n";
@@ -2117,13 +2117,7 @@ fn killing_the_controller_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(waiter.stdout.as_mut().unwrap()),
-        &mut first_line,
-    )
-    .unwrap();
-    let waited: u64 = first_line.trim().parse().unwrap();
+    let waited: u64 = first_line(&mut waiter).trim().parse().unwrap();
     c.wait_for(waited, &["RUNNING"]);
     // The jobs' files are on a tmpfs of berth's own, which outlives the process: the
     // running job's are found again.
