@@ -64,8 +64,13 @@ pub struct Listing {
 }
 
 impl Listing {
-    pub fn of(images: Vec<ImageRecord>) -> Listing {
+    /// The listing of `images`, but for those without a name: one being imported, whose
+    /// name comes right after it (a standby that copied it then would say it holds it
+    /// before it has the name: an import answers only once the standbys have both), or
+    /// one whose last name went (no job can name it).
+    pub fn of(mut images: Vec<ImageRecord>) -> Listing {
         use std::hash::{Hash, Hasher};
+        images.retain(|r| !r.names.is_empty());
         let mut hasher = std::hash::DefaultHasher::new();
         serde_json::to_vec(&images)
             .expect("records serialise")
@@ -538,5 +543,11 @@ mod tests {
         assert_eq!(a.version, Listing::of(vec![record("x:1")]).version);
         assert_ne!(a.version, Listing::of(vec![record("x:2")]).version);
         assert_ne!(a.version, Listing::of(vec![]).version);
+        // An image without a name (one being imported) is not listed yet.
+        let nameless = ImageRecord {
+            names: Vec::new(),
+            ..record("x:1")
+        };
+        assert!(Listing::of(vec![nameless]).images.is_empty());
     }
 }
