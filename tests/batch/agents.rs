@@ -4,6 +4,8 @@
 use crate::cluster::{first_line, free_port, terminate, Cluster};
 use crate::support::*;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A `berth agent` process; stopped when dropped.
@@ -27,6 +29,18 @@ impl Agent {
         key: &std::path::Path,
         extra: &[&str],
     ) -> Agent {
+        Agent::start_at(c, name, controller, key, free_port(), extra)
+    }
+
+    /// Listening on `port`.
+    fn start_at(
+        c: &Cluster,
+        name: &str,
+        controller: u16,
+        key: &std::path::Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Agent {
         let log = c.f.path(&format!("{name}.log"));
         let child = Command::new(&c.f.bin)
             .args([
@@ -36,12 +50,7 @@ impl Agent {
             ])
             .arg("--key-file")
             .arg(key)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", free_port()),
-                "--name",
-                name,
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
             .arg("--state-dir")
             .arg(c.f.path(&format!("{name}-state")))
             .args(extra)
@@ -441,6 +450,144 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
         "{}",
         agent.log()
     );
+}
+
+/// A start request held up on its way to the node until after the controller that sent it
+/// was restarted (as by a stalled agent, or a network cut off): the restarted controller has
+/// the agent void that run before it queues the job again, and the late start is refused
+/// when it comes: the job runs once.
+#[test]
+fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(mut c) = Cluster::start_controller(None, &["--listen", &listen]) else {
+        return;
+    };
+    let agent_port = free_port();
+    let relay = Relay::to(agent_port);
+    let advertise = format!("https://127.0.0.1:{}", relay.port);
+    let key = c.state.join("cluster.key");
+    let agent = Agent::start_at(
+        &c,
+        "node-e",
+        port,
+        &key,
+        agent_port,
+        &["--advertise", &advertise],
+    );
+    eventually("the node registers", || node_names(&c) == ["node-e"]);
+    let warm = c.submit(
+        Mode::Rootless,
+        "warm.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &[],
+    );
+    c.wait_for(warm, &["COMPLETED"]);
+    let runs = c.f.cwd(Mode::Rootless).join("runs");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
+        runs.display()
+    );
+    relay.hold.store(true, SeqCst);
+    let id = c.submit(Mode::Rootless, "late.sh", &script, &[]);
+    eventually("the start is held up", || relay.waiting.load(SeqCst) == 1);
+    relay.hold.store(false, SeqCst);
+    c.kill();
+    c.up();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
+    assert_eq!(job["restarts"], 1, "{job}");
+    // The first start comes at last.
+    relay.release.store(true, SeqCst);
+    eventually("the late start is refused", || {
+        agent.log().contains(&format!(
+            "job {id}'s run 0 reached this node after the controller gave it up"
+        ))
+    });
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "run 1\n",
+        "{}",
+        agent.log()
+    );
+}
+
+/// A TCP relay to a daemon's TLS port that can hold requests up: a connection taken while
+/// `hold` is set goes through its TLS handshake, and then its request (the client's second
+/// application-data record: TLS 1.3 sends the client's Finished as the first) waits until
+/// `release` is set (`waiting` counts those that wait).
+struct Relay {
+    port: u16,
+    hold: Arc<AtomicBool>,
+    release: Arc<AtomicBool>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    fn to(daemon: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            hold: Arc::default(),
+            release: Arc::default(),
+            waiting: Arc::default(),
+        };
+        let (hold, release, waiting) = (
+            relay.hold.clone(),
+            relay.release.clone(),
+            relay.waiting.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let held = hold
+                    .load(SeqCst)
+                    .then(|| (release.clone(), waiting.clone()));
+                std::thread::spawn(move || relay_one(client, daemon, held));
+            }
+        });
+        relay
+    }
+}
+
+fn relay_one(
+    mut client: std::net::TcpStream,
+    daemon: u16,
+    held: Option<(Arc<AtomicBool>, Arc<AtomicUsize>)>,
+) {
+    use std::io::{Read, Write};
+    let Ok(mut to) = std::net::TcpStream::connect(("127.0.0.1", daemon)) else {
+        return;
+    };
+    let (mut back, mut back_to) = (to.try_clone().unwrap(), client.try_clone().unwrap());
+    std::thread::spawn(move || std::io::copy(&mut back, &mut back_to));
+    let mut application = 0;
+    loop {
+        let mut header = [0u8; 5];
+        if client.read_exact(&mut header).is_err() {
+            break;
+        }
+        let mut record = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+        if client.read_exact(&mut record).is_err() {
+            break;
+        }
+        application += usize::from(header[0] == 23);
+        if let Some((release, waiting)) = held.as_ref().filter(|_| application == 2) {
+            waiting.fetch_add(1, SeqCst);
+            while !release.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if to
+            .write_all(&header)
+            .and_then(|()| to.write_all(&record))
+            .is_err()
+        {
+            break;
+        }
+    }
+    // The client left (or was killed): the daemon has a while to answer into the void.
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 /// A job's end that the store refused (another process holds its lock) is written once it

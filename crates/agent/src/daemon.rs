@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `POST /v1/agents/register` (controller): this node, and where its agent listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,12 +39,11 @@ pub struct Registration {
     /// one are gone. `None` from an agent before 2026-12-04, and in the store's record.
     #[serde(default)]
     pub files_id: Option<String>,
-    /// The jobs that have files on the node, whatever their runs' state (a start under way,
-    /// a run whose end is not reported yet): a job the controller has running here that is
-    /// neither among these nor running never reached the node. `None` from an agent before
-    /// 2026-12-05, and in the store's record.
+    /// The runs, `(job, run)`, a controller asked this agent to void and whose starts it had
+    /// not taken: they never run here ([`crate::runs`]). `None` from an agent before
+    /// 2026-12-06, and in the store's record.
     #[serde(default)]
-    pub job_files: Option<Vec<u64>>,
+    pub voided: Option<Vec<(u64, u32)>>,
     /// The images in the node's cache, by their squashfs files' SHA-256 (hex): other nodes
     /// may fetch them from its agent.
     #[serde(default)]
@@ -62,6 +61,11 @@ pub struct RegistrationAnswer {
     pub forget: Vec<String>,
     /// Seconds until the next registration: the controller's node timeout, a third of it.
     pub beat: u64,
+    /// Runs, `(job, run)`, the controller has running on this node with no runner here:
+    /// the agent voids those whose starts it has not taken, and says so in its next
+    /// registration, after which the controller queues their jobs again.
+    #[serde(default)]
+    pub void: Vec<(u64, u32)>,
 }
 
 /// `POST /v1/agents/ended` (controller): a runner ended.
@@ -296,6 +300,8 @@ struct Agent {
     name: String,
     /// The runners this agent watches, by job.
     running: std::sync::Mutex<std::collections::BTreeMap<u64, u32>>,
+    /// The runs whose starts this agent took, and those it voided.
+    runs: std::sync::Mutex<crate::runs::Runs>,
     /// The id of the node's job files ([`NodeAgent::files_id`]).
     files_id: String,
 }
@@ -424,14 +430,21 @@ async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
 }
 
 async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Response {
-    let id = job.launch.job_id;
+    let (id, run) = (job.launch.job_id, job.run);
+    if let Err(e) = a.runs.lock().expect("not poisoned").take(id, run) {
+        eprintln!("berth agent: {e}");
+        return error(409, e);
+    }
     // The image comes from a controller: the one this agent talks to, else the others.
     if let Some(source) = job.launch.image_source.as_mut() {
         source.from = a.controllers().map(|(_, url)| url.clone()).collect();
     }
     let started = match a.node.start(job) {
         Ok(s) => s,
-        Err(e) => return error(500, format!("cannot start job {id}: {e}")),
+        Err(e) => {
+            a.runs.lock().expect("not poisoned").forget(id, run);
+            return error(500, format!("cannot start job {id}: {e}"));
+        }
     };
     let runner = started.pid;
     a.running.lock().expect("not poisoned").insert(id, runner);
@@ -439,6 +452,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     tokio::task::spawn_blocking(move || {
         let status = started.wait();
         agent.report(id, runner, status);
+        agent.runs.lock().expect("not poisoned").forget(id, run);
     });
     Json(StartAnswer {
         runner,
@@ -744,6 +758,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         leader: Default::default(),
         name: name.clone(),
         running: Default::default(),
+        runs: Default::default(),
     });
     tokio::spawn(agent.node.clone().upkeep());
     agent.take_up();
@@ -812,7 +827,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         running: Vec::new(),
         health: None,
         files_id: Some(agent.files_id.clone()),
-        job_files: None,
+        voided: None,
         images: Vec::new(),
     };
     let beat = agent.clone();
@@ -827,12 +842,11 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 .iter()
                 .map(|(&j, &r)| (j, r))
                 .collect();
+            reg.voided = Some(a.runs.lock().expect("not poisoned").voided(Instant::now()));
             let sent =
                 tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
                     reg.health = crate::node::Health::sample();
                     reg.images = a.node.cached_images();
-                    // Read after the running runners: a start in between is among these.
-                    reg.job_files = Some(a.node.job_ids());
                     a.ask("/v1/agents/register", &reg)
                 })
                 .await
@@ -846,6 +860,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
                     beat.node.forget_image(sha256);
                 }
                 pause = Duration::from_secs(answer.beat.clamp(1, 30));
+                // Runs voided now are told at once: their jobs wait for it to run again.
+                let (mut runs, now) = (beat.runs.lock().expect("not poisoned"), Instant::now());
+                let voided = runs.voided(now);
+                for &(job, run) in &answer.void {
+                    if !voided.contains(&(job, run)) && runs.void(job, run, now) {
+                        pause = Duration::ZERO;
+                    }
+                }
             }
             match sent {
                 Ok(_) if !told => {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod launcher;
 pub mod node;
 pub mod runner;
+pub mod runs;
 pub mod step;
 pub mod tls;
 

@@ -20,6 +20,10 @@ pub struct JobStart {
     pub gid: u32,
     /// The job's hostfile: one line per slot (LSB_DJOB_HOSTFILE, PBS_NODEFILE).
     pub hostfile: String,
+    /// Which run of the job this is: its restarts so far. A start of a run the controller
+    /// gave up on (see [`crate::runs`]) is refused.
+    #[serde(default)]
+    pub run: u32,
     /// The rest. The agent fills in what is the node's own: the script's path, berth's tools
     /// and step socket, and the hostfile variables.
     pub launch: JobLaunch,

@@ -2397,6 +2397,7 @@ impl Controller {
                 uid: job.uid,
                 gid: owner.gid,
                 hostfile: hostfile.clone(),
+                run: job.restarts,
                 launch,
             };
             self.start_on(id, share.node.clone(), link, start, shared);
@@ -3037,7 +3038,7 @@ impl Controller {
         let alive = serde_json::to_vec(&berth_agent::daemon::Registration {
             running: Vec::new(),
             health: None,
-            job_files: None,
+            voided: None,
             images: Vec::new(),
             ..reg.clone()
         })
@@ -3048,14 +3049,14 @@ impl Controller {
         {
             eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
         }
-        let stop = self.reconcile_runners(&name, &reg);
-        self.end_lost_runs(&name, reg.files_id.as_deref());
-        let answer = berth_agent::daemon::RegistrationAnswer {
-            stop,
+        let mut answer = berth_agent::daemon::RegistrationAnswer {
             forget: self.unknown_images(&reg.images),
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
             beat: (self.settings.node_timeout / 3).max(1),
+            ..Default::default()
         };
+        self.reconcile_runners(&name, &reg, &mut answer);
+        self.end_lost_runs(&name, reg.files_id.as_deref());
         if self
             .nodes
             .get_mut(&name)
@@ -3101,20 +3102,21 @@ impl Controller {
 
     /// Matches the runners a node's agent has (`(job, runner)`) with the jobs the controller
     /// has there. A runner of a job whose start was sent but not answered (this controller
-    /// was restarted meanwhile) becomes that job's; a job sent to the node that never reached
-    /// it (the request was lost with the controller: the agent has no files of it) is queued
-    /// again, as it never ran; one the agent has files of but no runner (its run ended, or
-    /// failed to start, and its report is lost) ends NODE_FAIL, or is queued again if
-    /// submitted with --requeue. Returns the runners the agent must stop: those of jobs the
-    /// controller no longer counts as running there (it ended them while the node was
-    /// silent).
+    /// was restarted meanwhile) becomes that job's. A job with no runner there whose start
+    /// was sent by an earlier controller (lost, or on its way still) is voided: the agent is
+    /// asked not to start that run of it (returned), and once it confirmed that (listed in
+    /// `voided`: [`berth_agent::runs`]), the job is queued again, as it never ran. An agent
+    /// before 2026-12-06 voids nothing: such a job ends NODE_FAIL, or is queued again if
+    /// submitted with --requeue. Tells the agent the runs to void, and the runners it must
+    /// stop: those of jobs the controller no longer counts as running there (it ended them
+    /// while the node was silent).
     fn reconcile_runners(
         &mut self,
         node: &str,
         reg: &berth_agent::daemon::Registration,
-    ) -> Vec<(u64, u32)> {
+        answer: &mut berth_agent::daemon::RegistrationAnswer,
+    ) {
         let (running, files_id) = (&reg.running, reg.files_id.as_deref());
-        let mut stop = Vec::new();
         for &(id, runner) in running {
             match self.active.share_mut(id, node) {
                 Some(share) if share.runner == Some(runner) => {}
@@ -3128,10 +3130,10 @@ impl Controller {
                         eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
                     }
                 }
-                _ => stop.push((id, runner)),
+                _ => answer.stop.push((id, runner)),
             }
         }
-        let lost: Vec<u64> = self
+        let lost: Vec<(u64, u32)> = self
             .active
             .running()
             .filter(|j| {
@@ -3139,22 +3141,19 @@ impl Controller {
                     .is_some_and(|s| s.runner.is_none() && !s.starting)
                     && !running.iter().any(|&(id, _)| id == j.id)
             })
-            .map(|j| j.id)
+            .map(|j| (j.id, j.restarts))
             .collect();
-        for id in lost {
-            if reg
-                .job_files
-                .as_ref()
-                .is_some_and(|files| !files.contains(&id))
-            {
-                self.requeue_lost_start(id, node);
-                continue;
+        for lost in lost {
+            match &reg.voided {
+                Some(voided) if voided.contains(&lost) => self.requeue_lost_start(lost.0, node),
+                Some(_) => answer.void.push(lost),
+                None => {
+                    let reason =
+                        format!("its start on node {node} was lost in a restart of the controller");
+                    self.fail_on_node(lost.0, reason);
+                }
             }
-            let reason =
-                format!("its start on node {node} was lost in a restart of the controller");
-            self.fail_on_node(id, reason);
         }
-        stop
     }
 
     /// Queues job `id` again, whose start on `node` was lost with an earlier controller
@@ -3293,7 +3292,7 @@ impl Controller {
             running: Vec::new(),
             health: None,
             files_id: None,
-            job_files: None,
+            voided: None,
             images: Vec::new(),
         };
         self.store
