@@ -512,6 +512,102 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
     );
 }
 
+/// The end of an earlier run of a job, reported by a node that was silent while the job was
+/// queued again, is taken (the node forgets that run) and ends nothing: not the job waiting
+/// to run again, nor its next run while that run's start is on its way.
+#[test]
+fn the_end_of_an_earlier_run_ends_nothing() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
+        return;
+    };
+    let agent_port = free_port();
+    let relay = Relay::to(agent_port);
+    let advertise = format!("https://127.0.0.1:{}", relay.port);
+    let key = c.state.join("cluster.key");
+    let agent = Agent::start_at(
+        &c,
+        "node-f",
+        port,
+        &key,
+        agent_port,
+        &["--advertise", &advertise],
+    );
+    eventually("the node registers", || node_names(&c) == ["node-f"]);
+    // A first run ends only once told to (its GO file), after a SIGTERM; a second exits 3.
+    let job = |name: &str| -> (u64, std::path::PathBuf, std::path::PathBuf) {
+        let (runs, go) = (
+            c.f.cwd(Mode::Rootless).join(format!("runs-{name}")),
+            c.f.cwd(Mode::Rootless).join(format!("go-{name}")),
+        );
+        let script = format!(
+            "#!/bin/sh\n#BERTH --image busybox --requeue\necho \"run ${{SLURM_RESTART_COUNT:-0}}\" >> {runs}\n\
+             [ \"${{SLURM_RESTART_COUNT:-0}}\" = 0 ] || exit 3\n\
+             trap 'while [ ! -e {go} ]; do sleep 0.1; done; exit 0' TERM\n\
+             echo started\nwhile :; do sleep 0.1; done\n",
+            runs = runs.display(),
+            go = go.display()
+        );
+        let id = c.submit(Mode::Rootless, &format!("{name}.sh"), &script, &[]);
+        c.wait_for_output(id, "started");
+        (id, runs, go)
+    };
+    let (waiting, starting) = (job("waiting"), job("starting"));
+    // The agent goes silent: the node goes down and the jobs back to the queue, held there.
+    // SAFETY: signals to the agent this test started.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGSTOP) };
+    for (id, _, _) in [&waiting, &starting] {
+        eventually("the job is queued again", || {
+            c.show(*id)["state"] == "PENDING"
+        });
+        c.berth(Mode::Rootless, &["hold", &id.to_string()]).ok();
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGCONT) };
+    eventually("the node is back", || node_state(&c, "node-f").0 != "down");
+    // The first runs are stopped. One ends while its job waits: the node forgets it once
+    // the controller took its end.
+    let forgotten = |id: u64| {
+        !c.f.path(&format!("node-f-state/jobs/{id}/launch.json"))
+            .exists()
+    };
+    std::fs::write(&waiting.2, "").unwrap();
+    eventually("the node forgets the first run", || forgotten(waiting.0));
+    // The other's job is released, and its next start held up on its way: it ends then.
+    relay.hold.store(true, SeqCst);
+    c.berth(Mode::Rootless, &["release", &starting.0.to_string()])
+        .ok();
+    eventually("the next start is on its way", || {
+        relay.waiting.load(SeqCst) == 1
+    });
+    std::fs::write(&starting.2, "").unwrap();
+    eventually("the node forgets the first run", || forgotten(starting.0));
+    relay.hold.store(false, SeqCst);
+    relay.release.store(true, SeqCst);
+    c.berth(Mode::Rootless, &["release", &waiting.0.to_string()])
+        .ok();
+    for (id, runs, _) in [&waiting, &starting] {
+        let job = c.wait_for(*id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+        assert_eq!(
+            job["state"],
+            "FAILED",
+            "{job}\n{}\n{}",
+            c.log(),
+            agent.log()
+        );
+        assert_eq!(job["exit_code"], 3, "{job}");
+        assert_eq!(job["restarts"], 1, "{job}");
+        assert_eq!(std::fs::read_to_string(runs).unwrap(), "run 0\nrun 1\n");
+    }
+    assert!(
+        !agent.log().contains("cannot report the end"),
+        "{}",
+        agent.log()
+    );
+}
+
 /// A TCP relay to a daemon's TLS port that can hold requests up: a connection taken while
 /// `hold` is set goes through its TLS handshake, and then its request (the client's second
 /// application-data record: TLS 1.3 sends the client's Finished as the first) waits until

@@ -74,6 +74,11 @@ pub struct RegistrationAnswer {
 pub struct JobEnded {
     pub job: u64,
     pub runner: u32,
+    /// Which run of the job it was ([`crate::JobLaunch::run`]); `None` where the agent does
+    /// not know (one before 2026-12-06, or a run an earlier agent process started before
+    /// then).
+    #[serde(default)]
+    pub run: Option<u32>,
     /// What the runner wrote; `None`: it wrote nothing (it was killed).
     pub result: Option<JobResult>,
     /// How the runner process ended, in words.
@@ -430,7 +435,7 @@ async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
 }
 
 async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Response {
-    let (id, run) = (job.launch.job_id, job.run);
+    let (id, run) = (job.launch.job_id, job.launch.run);
     if let Err(e) = a.runs.lock().expect("not poisoned").take(id, run) {
         eprintln!("berth agent: {e}");
         return error(409, e);
@@ -451,7 +456,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
     let agent = a.clone();
     tokio::task::spawn_blocking(move || {
         let status = started.wait();
-        agent.report(id, runner, status);
+        agent.report(id, runner, Some(run), status);
         agent.runs.lock().expect("not poisoned").forget(id, run);
     });
     Json(StartAnswer {
@@ -507,10 +512,11 @@ impl Agent {
 
     /// Tells the controller that job `id`'s runner ended, until it has heard (it may be
     /// restarting), then forgets the job.
-    fn report(&self, id: u64, runner: u32, status: String) {
+    fn report(&self, id: u64, runner: u32, run: Option<u32>, status: String) {
         let end = JobEnded {
             job: id,
             runner,
+            run,
             result: self.node.result(id),
             status,
         };
@@ -537,6 +543,7 @@ impl Agent {
     /// this process's children: polled), ended ones reported.
     fn take_up(self: &Arc<Self>) {
         for (id, runner, alive) in self.node.left() {
+            let run = self.node.run_of(id);
             self.running
                 .lock()
                 .expect("not poisoned")
@@ -549,7 +556,7 @@ impl Agent {
                         std::thread::sleep(Duration::from_millis(200));
                     }
                 }
-                agent.report(id, runner, "ended while no agent watched it".into());
+                agent.report(id, runner, run, "ended while no agent watched it".into());
             });
         }
     }

@@ -20,10 +20,6 @@ pub struct JobStart {
     pub gid: u32,
     /// The job's hostfile: one line per slot (LSB_DJOB_HOSTFILE, PBS_NODEFILE).
     pub hostfile: String,
-    /// Which run of the job this is: its restarts so far. A start of a run the controller
-    /// gave up on (see [`crate::runs`]) is refused.
-    #[serde(default)]
-    pub run: u32,
     /// The rest. The agent fills in what is the node's own: the script's path, berth's tools
     /// and step socket, and the hostfile variables.
     pub launch: JobLaunch,
@@ -568,6 +564,17 @@ impl NodeAgent {
             .collect();
         found.sort_unstable();
         found
+    }
+
+    /// Which run of job `id` its files here are of (its launch file says; `None` for one
+    /// written before 2026-12-06).
+    pub fn run_of(&self, id: u64) -> Option<u32> {
+        #[derive(Deserialize)]
+        struct Run {
+            run: Option<u32>,
+        }
+        let text = std::fs::read(self.launch_path(id)).ok()?;
+        serde_json::from_slice::<Run>(&text).ok()?.run
     }
 
     /// The jobs that have a directory here.

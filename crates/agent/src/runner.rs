@@ -35,6 +35,10 @@ pub const TOOLS_IN_CONTAINER: &str = "/.berth/bin";
 #[serde(deny_unknown_fields)]
 pub struct JobLaunch {
     pub job_id: u64,
+    /// Which run of the job this is: its restarts so far. A start of a run the controller
+    /// gave up on is refused ([`crate::runs`]), and the run's end is reported with it.
+    #[serde(default)]
+    pub run: u32,
     pub user: String,
     /// The image's squashfs file; `None` runs the script on the host, as the user, with the
     /// same limits (the controller sends that only where the configuration allows it).

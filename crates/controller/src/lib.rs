@@ -2315,6 +2315,7 @@ impl Controller {
             };
             let launch = berth_agent::JobLaunch {
                 job_id: id,
+                run: job.restarts,
                 user: job.user.clone(),
                 image: job.image_squashfs.as_ref().map(PathBuf::from),
                 image_env: job.image_env.clone(),
@@ -2397,7 +2398,6 @@ impl Controller {
                 uid: job.uid,
                 gid: owner.gid,
                 hostfile: hostfile.clone(),
-                run: job.restarts,
                 launch,
             };
             self.start_on(id, share.node.clone(), link, start, shared);
@@ -3322,13 +3322,18 @@ impl Controller {
             }
             return Ok(());
         };
-        if job.share(node).is_none() {
-            return Err(ApiError::forbidden(format!(
-                "job {} does not run on node {node}",
-                end.job
-            )));
-        }
         let id = end.job;
+        // An earlier run's end (the job was queued again meanwhile, its node silent then): the
+        // job has nothing of it any more, and the agent may forget the run. (Taken for the
+        // current run's, it would have ended a run that had not even started, if its start
+        // was on its way.)
+        if job.share(node).is_none() || end.run.is_some_and(|run| run != job.restarts) {
+            eprintln!(
+                "berth: node {node} reported the end of an earlier run of job {id} (runner {}): nothing to do",
+                end.runner
+            );
+            return Ok(());
+        }
         // Only an end in the store lets the agent forget the run's files: where the write
         // failed (a controller deposed meanwhile), the agent reports it again, to whoever
         // leads by then (a controller that finds no files of a job it has running would
