@@ -688,7 +688,8 @@ fn relay_one(
 
 /// A job's end that the store refused (another process holds its lock) is written once it
 /// takes writes again, and only then does the job's node forget the run: a controller
-/// restarted after that has the job's end, not a job it takes for running.
+/// restarted after that has the job's end, not a job it takes for running. A start the
+/// store refused waits for it.
 #[test]
 fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
     let port = free_port();
@@ -705,6 +706,12 @@ fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
     );
     let id = c.submit(Mode::Rootless, "refused.sh", &script, &[]);
     c.wait_for_output(id, "started");
+    let later = c.submit(
+        Mode::Rootless,
+        "later.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &["--hold"],
+    );
     // Another process takes the store's write lock (as a backup tool might).
     let mut lock = Command::new("python3")
         .args([
@@ -726,8 +733,20 @@ fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
             .count()
     };
     eventually("the agent's report refused twice", || refusals() >= 2);
+    // A job whose start cannot be recorded waits, and starts once it can. (Slowly: each
+    // write the controller tries meanwhile waits out SQLite's busy timeout, 5 s.)
+    c.berth(Mode::Rootless, &["release", &later.to_string()]);
+    let refused = format!("job {later}: cannot record its start in the store");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !c.log().contains(&refused) {
+        assert!(Instant::now() < deadline, "never refused: {}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.show(later)["state"], "PENDING", "{}", c.log());
     drop(lock.stdin.take());
     lock.wait().unwrap();
+    let job = c.wait_for(later, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
     // Taken once the store takes writes: the agent forgets the run.
     let dir = c.f.path("node-d-state").join("jobs").join(id.to_string());
     eventually("the node forgets the run", || {

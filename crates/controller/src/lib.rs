@@ -2142,7 +2142,8 @@ impl Controller {
             }
         }
         for id in began {
-            if let Some(job) = self.active.get(&id) {
+            // (One whose start the store refused waits again.)
+            if let Some(job) = self.active.get(&id).filter(|j| j.state == State::Running) {
                 self.mail(job, mail::Event::Began);
             }
         }
@@ -2302,7 +2303,10 @@ impl Controller {
             .collect::<Result<Vec<Link>, String>>()?;
         // Recorded as running before any node hears of it, so that a restarted controller
         // does not start it again (its agents' runners are matched with it then).
-        self.persist_now(&job).map_err(|e| e.message)?;
+        if let Err(e) = self.persist_now(&job) {
+            self.unstart(id, &e.message);
+            return Ok(());
+        }
         let hostfile = env::hostfile(&job);
         for (index, (share, link)) in job.shares.iter().zip(links).enumerate() {
             let batch_host = index == 0;
@@ -2403,6 +2407,32 @@ impl Controller {
             self.start_on(id, share.node.clone(), link, start, shared);
         }
         Ok(())
+    }
+
+    /// Puts job `id` back in the queue, whose start the pass decided but could not record in
+    /// the store (`why`: it refuses writes for now): no node heard of it, what it was given
+    /// is free again, and a later pass starts it (not this one's wake: the store is tried
+    /// again at the next pass, a second later at most).
+    fn unstart(&mut self, id: u64, why: &str) {
+        eprintln!("berth: job {id}: cannot record its start in the store ({why}); it waits");
+        let Some(mut job) = self.active.get_mut(&id) else {
+            return;
+        };
+        let shares = std::mem::take(&mut job.shares);
+        job.state = State::Pending;
+        job.reason = Some("StoreUnavailable".into());
+        job.start_time = None;
+        job.default_limit = None;
+        let job = job.cloned();
+        for share in shares {
+            if let Some(node) = self.nodes.get_mut(&share.node) {
+                node.res.cpus.release(&share.cpu_ids);
+                node.res.gpus.release(&share.gpu_ids);
+            }
+        }
+        // Its record waits to be written, in place of the start's (not tried now: the store
+        // has just refused a write).
+        self.unwritten.borrow_mut().insert(id, job.row());
     }
 
     /// How `node` fetches the image `sqfs`: from other nodes whose caches hold it (up to
