@@ -57,6 +57,46 @@ fn same_identity_inside_as_outside() {
             out.ok().trim(),
             format!("uid={0} euid={0} gid={1} egid={1}", f.user.uid, f.user.gid)
         );
+        // The image's entries stay, and /etc and its files keep the image's owner and mode.
+        let db = "grep -c ^daemon: /etc/passwd /etc/group; stat -c '%a %u:%g' /bin /etc /etc/passwd /etc/group";
+        let out = f.berth(mode, &["exec", "busybox", "sh", "-c", db]);
+        let lines: Vec<&str> = out.ok().lines().collect();
+        assert_eq!(lines[..2], ["/etc/passwd:1", "/etc/group:1"], "{mode:?}");
+        let owner = lines[2].split(' ').nth(1).unwrap();
+        assert_eq!(
+            lines[3..],
+            [
+                format!("755 {owner}"),
+                format!("644 {owner}"),
+                format!("644 {owner}")
+            ],
+            "{mode:?}: {lines:?}"
+        );
+    }
+    // An image whose /etc/passwd is a symlink (into the image): the user joins it all the same.
+    let linked = f.path("linked");
+    for sub in ["bin", "etc", "lib"] {
+        std::fs::create_dir_all(linked.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", linked.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "head"] {
+        std::os::unix::fs::symlink("busybox", linked.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(linked.join("lib/passwd"), "daemon:x:1:1::/:/bin/false\n").unwrap();
+    std::os::unix::fs::symlink("../lib/passwd", linked.join("etc/passwd")).unwrap();
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        let tree = linked.to_str().unwrap();
+        f.berth(mode, &["image", "import", tree, "--name", "linked"])
+            .ok();
+        let out = f.berth(
+            mode,
+            &["exec", "linked", "sh", "-c", "id -un; head -1 /etc/passwd"],
+        );
+        assert_eq!(
+            out.ok(),
+            format!("{TEST_USER}\ndaemon:x:1:1::/:/bin/false\n"),
+            "{mode:?}"
+        );
     }
     f.import(Mode::Root);
     assert!(f

@@ -154,6 +154,9 @@ impl Fixture {
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        // A user database of the image's own, which the user's entries join.
+        std::fs::write(rootfs.join("etc/passwd"), "daemon:x:1:1::/:/bin/false\n").unwrap();
+        std::fs::write(rootfs.join("etc/group"), "daemon:x:1:\n").unwrap();
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
             .expect("busybox-static is installed (scripts/setup)");
         let list = Command::new("/bin/busybox").arg("--list").output().unwrap();

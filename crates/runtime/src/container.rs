@@ -169,7 +169,8 @@ fn create_in(parent: &OwnedFd, name: &str, dir: bool, path: &str) -> Result<Owne
 }
 
 fn read_in_root(root: &OwnedFd, path: &str) -> String {
-    let Ok(fd) = sys::open_in_root(root, path, libc::O_RDONLY, 0) else {
+    // Non-blocking: an image's FIFO in its place must not hang the start.
+    let Ok(fd) = sys::open_in_root(root, path, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
         return String::new();
     };
     let mut text = String::new();
@@ -177,6 +178,71 @@ fn read_in_root(root: &OwnedFd, path: &str) -> String {
         .take(1 << 20)
         .read_to_string(&mut text);
     text
+}
+
+/// How the user's entries join an image's user database file.
+type Join = fn(&str, &Identity) -> String;
+
+/// The user database's files in /etc, with their [`Join`].
+const USER_DB: [(&str, Join); 2] = [("passwd", identity::passwd), ("group", identity::group)];
+
+/// Writes the image's /etc/passwd and /etc/group with the user's entries straight into the
+/// overlay's fresh `upper` layer, before the overlay is mounted (`lower`: the image's tree):
+/// the files writing them through the overlay gives (the image's owners and modes, /etc's
+/// too), without the overlay's copy-up of each (a lookup in both layers, a copy, the work
+/// directory's rename); a file the image lacks is made (0644). `false`, nothing written,
+/// where /etc is not a directory or either file not a regular one (a symlink, say): those
+/// go through the overlay.
+fn user_db_in_upper(lower: &OwnedFd, upper: &str, id: &Identity) -> Result<bool, Failure> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(etc) = sys::open_beneath(lower, "etc", libc::O_RDONLY | libc::O_DIRECTORY) else {
+        return Ok(false);
+    };
+    let etc = std::fs::File::from(etc);
+    let etc_meta = etc.metadata().map_err(fail("reading the image's /etc"))?;
+    let etc = OwnedFd::from(etc);
+    let mut files = Vec::new();
+    for (name, add) in USER_DB {
+        // Non-blocking: an image's FIFO in its place must not hang the start.
+        let (text, meta) = match sys::open_beneath(&etc, name, libc::O_RDONLY | libc::O_NONBLOCK) {
+            Ok(fd) => {
+                let mut file = std::fs::File::from(fd);
+                let meta = file
+                    .metadata()
+                    .map_err(fail(format!("reading /etc/{name}")))?;
+                if !meta.is_file() {
+                    return Ok(false);
+                }
+                let mut text = String::new();
+                let _ = (&mut file).take(1 << 20).read_to_string(&mut text);
+                (text, Some(meta))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => (String::new(), None),
+            Err(_) => return Ok(false),
+        };
+        files.push((name, add(&text, id), meta));
+    }
+    // Owned and moded as in the image (a chown the user namespace cannot map stays the
+    // creator's, as a copy-up's would).
+    let like = |path: &str, meta: &std::fs::Metadata| -> Result<(), Failure> {
+        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(fail(format!("writing {path}")))
+    };
+    let upper_etc = format!("{upper}/etc");
+    mkdir(&upper_etc)?;
+    like(&upper_etc, &etc_meta)?;
+    for (name, text, meta) in files {
+        let path = format!("{upper_etc}/{name}");
+        std::fs::write(&path, text).map_err(fail(format!("writing /etc/{name}")))?;
+        match meta {
+            Some(meta) => like(&path, &meta)?,
+            // New, as the overlay's would be.
+            None => std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(fail(format!("writing /etc/{name}")))?,
+        }
+    }
+    Ok(true)
 }
 
 fn mkdir(path: &str) -> Result<(), Failure> {
@@ -293,6 +359,17 @@ pub(crate) fn build_root(
         Rootfs::Directory(_) => {}
         Rootfs::Host => unreachable!("returned above: a host job builds no root"),
     }
+    // The user must exist in the image's user database for `id`, `whoami`, ssh-less MPI:
+    // in a fresh upper layer, written there before the overlay is mounted.
+    let id: &Identity = &spec.identity;
+    let user_db_written = match (&layer, remap) {
+        (None, None) => {
+            let lower_fd = sys::open(&lower, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(fail("opening the image's tree"))?;
+            user_db_in_upper(&lower_fd, &upper, id)?
+        }
+        _ => false,
+    };
     // Inside a user namespace overlayfs must keep its metadata in user.* xattrs (which tmpfs
     // supports since Linux 6.6); as root it uses trusted.*.
     let mut options = format!("lowerdir={lower},upperdir={upper},workdir={work}");
@@ -419,31 +496,24 @@ pub(crate) fn build_root(
     )
     .map_err(fail("mounting /tmp"))?;
 
-    // The user must exist in the image's user database for `id`, `whoami`, ssh-less MPI.
-    // Written into the overlay's upper layer: private to this container, gone at its end.
-    let id: &Identity = &spec.identity;
-    ensure(&rootfd, "/etc", true)?;
-    for (name, text) in [
-        (
-            "passwd",
-            identity::passwd(&read_in_root(&rootfd, "/etc/passwd"), id),
-        ),
-        (
-            "group",
-            identity::group(&read_in_root(&rootfd, "/etc/group"), id),
-        ),
-    ] {
-        let path = format!("/etc/{name}");
-        let fd = sys::open_in_root(
-            &rootfd,
-            &path,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            0o644,
-        )
-        .map_err(fail(format!("writing {path}")))?;
-        std::fs::File::from(fd)
-            .write_all(text.as_bytes())
+    // Otherwise through the overlay (into its upper layer: private to this container, gone
+    // at its end).
+    if !user_db_written {
+        ensure(&rootfd, "/etc", true)?;
+        for (name, add) in USER_DB {
+            let path = format!("/etc/{name}");
+            let text = add(&read_in_root(&rootfd, &path), id);
+            let fd = sys::open_in_root(
+                &rootfd,
+                &path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o644,
+            )
             .map_err(fail(format!("writing {path}")))?;
+            std::fs::File::from(fd)
+                .write_all(text.as_bytes())
+                .map_err(fail(format!("writing {path}")))?;
+        }
     }
     // Host networking: the host's name resolution applies inside too.
     for file in ["/etc/hosts", "/etc/resolv.conf"] {

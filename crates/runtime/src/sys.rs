@@ -207,6 +207,12 @@ pub fn create_at(dir: &OwnedFd, name: &str, is_dir: bool, mode: u32) -> io::Resu
     openat2(dir.as_raw_fd(), name, flags, 0, resolve)
 }
 
+/// Opens `name` in `dir` with `flags`, following no symlink and never leaving `dir`.
+pub fn open_beneath(dir: &OwnedFd, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+    openat2(dir.as_raw_fd(), name, flags | libc::O_NOFOLLOW, 0, resolve)
+}
+
 /// unlinkat(2) of a file or symlink `name` in `dir`.
 pub fn unlink_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
     let n = cstr(name)?;
