@@ -74,6 +74,23 @@ impl Agent {
 }
 
 impl Agent {
+    /// One the controller reaches through a [`Relay`], which can hold its requests up.
+    fn behind_relay(c: &Cluster, name: &str, controller: u16) -> (Agent, Relay) {
+        let port = free_port();
+        let relay = Relay::to(port);
+        let advertise = format!("https://127.0.0.1:{}", relay.port);
+        let key = c.state.join("cluster.key");
+        let agent = Agent::start_at(
+            c,
+            name,
+            controller,
+            &key,
+            port,
+            &["--advertise", &advertise],
+        );
+        (agent, relay)
+    }
+
     /// SIGKILLs the agent, as a crash would (its jobs' runners go on).
     fn kill(mut self) {
         let _ = self.child.kill();
@@ -463,18 +480,7 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
     let Some(mut c) = Cluster::start_controller(None, &["--listen", &listen]) else {
         return;
     };
-    let agent_port = free_port();
-    let relay = Relay::to(agent_port);
-    let advertise = format!("https://127.0.0.1:{}", relay.port);
-    let key = c.state.join("cluster.key");
-    let agent = Agent::start_at(
-        &c,
-        "node-e",
-        port,
-        &key,
-        agent_port,
-        &["--advertise", &advertise],
-    );
+    let (agent, relay) = Agent::behind_relay(&c, "node-e", port);
     eventually("the node registers", || node_names(&c) == ["node-e"]);
     let warm = c.submit(
         Mode::Rootless,
@@ -523,18 +529,7 @@ fn the_end_of_an_earlier_run_ends_nothing() {
     let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
         return;
     };
-    let agent_port = free_port();
-    let relay = Relay::to(agent_port);
-    let advertise = format!("https://127.0.0.1:{}", relay.port);
-    let key = c.state.join("cluster.key");
-    let agent = Agent::start_at(
-        &c,
-        "node-f",
-        port,
-        &key,
-        agent_port,
-        &["--advertise", &advertise],
-    );
+    let (agent, relay) = Agent::behind_relay(&c, "node-f", port);
     eventually("the node registers", || node_names(&c) == ["node-f"]);
     // A first run ends only once told to (its GO file), after a SIGTERM; a second exits 3.
     let job = |name: &str| -> (u64, std::path::PathBuf, std::path::PathBuf) {

@@ -3134,12 +3134,12 @@ impl Controller {
     /// has there. A runner of a job whose start was sent but not answered (this controller
     /// was restarted meanwhile) becomes that job's. A job with no runner there whose start
     /// was sent by an earlier controller (lost, or on its way still) is voided: the agent is
-    /// asked not to start that run of it (returned), and once it confirmed that (listed in
-    /// `voided`: [`berth_agent::runs`]), the job is queued again, as it never ran. An agent
-    /// before 2026-12-06 voids nothing: such a job ends NODE_FAIL, or is queued again if
-    /// submitted with --requeue. Tells the agent the runs to void, and the runners it must
-    /// stop: those of jobs the controller no longer counts as running there (it ended them
-    /// while the node was silent).
+    /// asked (`answer.void`) not to start that run of it, and once it confirmed that (listed
+    /// in `voided`: [`berth_agent::runs`]), the job is queued again, as it never ran. An
+    /// agent before 2026-12-06 voids nothing: such a job ends NODE_FAIL, or is queued again
+    /// if submitted with --requeue. `answer.stop` gets the runners the agent must stop:
+    /// those of jobs the controller no longer counts as running there (it ended them while
+    /// the node was silent).
     fn reconcile_runners(
         &mut self,
         node: &str,
@@ -3366,8 +3366,8 @@ impl Controller {
         }
         // Only an end in the store lets the agent forget the run's files: where the write
         // failed (a controller deposed meanwhile), the agent reports it again, to whoever
-        // leads by then (a controller that finds no files of a job it has running would
-        // take it for a start that never reached the node).
+        // leads by then (one that finds no runner of a job it has running, on a node that
+        // forgot the run, would void the run and queue the job again: run twice).
         let recorded =
             self.in_one_write(|c| c.collect(id, node, end.runner, end.result, &end.status));
         if !recorded {

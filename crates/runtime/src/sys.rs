@@ -203,8 +203,7 @@ pub fn create_at(dir: &OwnedFd, name: &str, is_dir: bool, mode: u32) -> io::Resu
     let n = cstr(name)?;
     // SAFETY: NUL-terminated name relative to a directory descriptor we own.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) })?;
-    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-    openat2(dir.as_raw_fd(), name, flags, 0, resolve)
+    open_beneath(dir, name, libc::O_PATH | libc::O_DIRECTORY)
 }
 
 /// Opens `name` in `dir` with `flags`, following no symlink and never leaving `dir`.
