@@ -518,6 +518,53 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
     );
 }
 
+/// A start request held up on its way to a node that went down meanwhile (the job ended
+/// NODE_FAIL): back, the node voids that run, and the start is refused when it comes.
+#[test]
+fn a_start_held_up_while_its_node_was_down_never_runs() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = "[batch]\nnode_timeout = 3\n";
+    let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
+        return;
+    };
+    let (agent, relay) = Agent::behind_relay(&c, "node-g", port);
+    eventually("the node registers", || node_names(&c) == ["node-g"]);
+    let warm = c.submit(
+        Mode::Rootless,
+        "warm.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &[],
+    );
+    c.wait_for(warm, &["COMPLETED"]);
+    let ran = c.f.cwd(Mode::Rootless).join("ran-g");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho ran >> {}\n",
+        ran.display()
+    );
+    relay.hold.store(true, SeqCst);
+    let id = c.submit(Mode::Rootless, "held.sh", &script, &[]);
+    eventually("the start is held up", || relay.waiting.load(SeqCst) == 1);
+    relay.hold.store(false, SeqCst);
+    // The node goes silent: down, and the job with it.
+    // SAFETY: signals to the agent this test started.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGSTOP) };
+    let job = c.wait_for(id, &["NODE_FAIL", "COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}");
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGCONT) };
+    eventually("the node voids the run", || {
+        agent.log().contains(&format!("job {id}'s run 0 voided"))
+    });
+    relay.release.store(true, SeqCst);
+    eventually("the late start is refused", || {
+        agent.log().contains(&format!(
+            "job {id}'s run 0 reached this node after the controller gave it up"
+        ))
+    });
+    assert!(!ran.exists(), "{}", agent.log());
+}
+
 /// The end of an earlier run of a job, reported by a node that was silent while the job was
 /// queued again, is taken (the node forgets that run) and ends nothing: not the job waiting
 /// to run again, nor its next run while that run's start is on its way.

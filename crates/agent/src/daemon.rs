@@ -872,6 +872,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 let voided = runs.voided(now);
                 for &(job, run) in &answer.void {
                     if !voided.contains(&(job, run)) && runs.void(job, run, now) {
+                        eprintln!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
                         pause = Duration::ZERO;
                     }
                 }

@@ -162,6 +162,11 @@ pub struct Controller {
     /// (where that job's newer record replaces its own): the store comes to hold what the
     /// controller did while it refused writes (full, locked by another process).
     unwritten: std::cell::RefCell<BTreeMap<u64, berth_store::JobRow>>,
+    /// Runs `(job, run)` sent to a node that never confirmed their starts, of jobs ended or
+    /// queued again meanwhile (the node went down, or did not answer the start), by node,
+    /// with when: their starts may still reach the node, so it is asked to void them at its
+    /// registrations until it says it did ([`berth_agent::runs`]).
+    unconfirmed: BTreeMap<String, BTreeMap<(u64, u32), std::time::Instant>>,
     /// Users' usage by the jobs that ran, for fair share.
     usage: job::Usage,
     /// Private image names shared with other users and groups, by name (kept in the store
@@ -291,6 +296,9 @@ const NODES_PREFIX: &str = "nodes/";
 
 /// How long the controller waits for an agent's answer.
 const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a node is asked to void a run whose start it never confirmed (see
+/// `Controller::unconfirmed`).
+const UNCONFIRMED_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The records the store keeps under `prefix` (reservations, image shares), each that reads.
 fn stored<T: serde::de::DeserializeOwned>(
@@ -376,6 +384,7 @@ impl Controller {
             freezing: Default::default(),
             deferred: Default::default(),
             unwritten: Default::default(),
+            unconfirmed: Default::default(),
             wake: Arc::new(Notify::new()),
             due: true,
             local_starts: Vec::new(),
@@ -2653,14 +2662,17 @@ impl Controller {
                         let mut c = shared.lock().await;
                         match answer {
                             Ok(a) => c.started(id, &node, a.runner, a.files_id),
-                            Err(e) => c.finish(
-                                id,
-                                State::NodeFail,
-                                Some(format!(
-                                    "the agent of node {node} did not start the job: {e}"
-                                )),
-                                None,
-                            ),
+                            Err(e) => {
+                                c.unconfirmed_start(&node, id);
+                                c.finish(
+                                    id,
+                                    State::NodeFail,
+                                    Some(format!(
+                                        "the agent of node {node} did not start the job: {e}"
+                                    )),
+                                    None,
+                                )
+                            }
                         }
                     });
                 });
@@ -3173,6 +3185,15 @@ impl Controller {
             })
             .map(|j| (j.id, j.restarts))
             .collect();
+        // Runs whose starts the node never confirmed, of jobs that ended meanwhile: asked to
+        // be voided until they are (or for an hour; an agent older than voids cannot).
+        if let Some(runs) = self.unconfirmed.get_mut(node) {
+            runs.retain(|run, since| {
+                reg.voided.as_ref().is_some_and(|v| !v.contains(run))
+                    && since.elapsed() < UNCONFIRMED_KEPT
+            });
+            answer.void.extend(runs.keys().copied());
+        }
         for lost in lost {
             match &reg.voided {
                 Some(voided) if voided.contains(&lost) => self.requeue_lost_start(lost.0, node),
@@ -3183,6 +3204,19 @@ impl Controller {
                     self.fail_on_node(lost.0, reason);
                 }
             }
+        }
+    }
+
+    /// Notes the run of job `id` on `node` whose start the node never confirmed (it went down,
+    /// or did not answer), as the job ends or goes back to the queue: see `unconfirmed`.
+    fn unconfirmed_start(&mut self, node: &str, id: u64) {
+        let Some(job) = self.active.get(&id) else {
+            return;
+        };
+        if job.share(node).is_some_and(|s| s.runner.is_none()) {
+            let run = (id, job.restarts);
+            let runs = self.unconfirmed.entry(node.to_string()).or_default();
+            runs.insert(run, std::time::Instant::now());
         }
     }
 
@@ -3262,6 +3296,7 @@ impl Controller {
                 .map(|j| j.id)
                 .collect();
             for id in lost {
+                self.unconfirmed_start(&name, id);
                 self.fail_on_node(id, format!("node {name} stopped answering"));
             }
         }
