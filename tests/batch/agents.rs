@@ -475,29 +475,15 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
 /// when it comes: the job runs once.
 #[test]
 fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let Some(mut c) = Cluster::start_controller(None, &["--listen", &listen]) else {
+    let Some((mut c, agent, relay)) = relayed("node-e", None) else {
         return;
     };
-    let (agent, relay) = Agent::behind_relay(&c, "node-e", port);
-    eventually("the node registers", || node_names(&c) == ["node-e"]);
-    let warm = c.submit(
-        Mode::Rootless,
-        "warm.sh",
-        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
-        &[],
-    );
-    c.wait_for(warm, &["COMPLETED"]);
     let runs = c.f.cwd(Mode::Rootless).join("runs");
     let script = format!(
         "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
         runs.display()
     );
-    relay.hold.store(true, SeqCst);
-    let id = c.submit(Mode::Rootless, "late.sh", &script, &[]);
-    eventually("the start is held up", || relay.waiting.load(SeqCst) == 1);
-    relay.hold.store(false, SeqCst);
+    let id = relay.submit_held(&c, "late.sh", &script);
     c.kill();
     c.up();
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
@@ -522,30 +508,15 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
 /// NODE_FAIL): back, the node voids that run, and the start is refused when it comes.
 #[test]
 fn a_start_held_up_while_its_node_was_down_never_runs() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let config = "[batch]\nnode_timeout = 3\n";
-    let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
+    let Some((c, agent, relay)) = relayed("node-g", Some("[batch]\nnode_timeout = 3\n")) else {
         return;
     };
-    let (agent, relay) = Agent::behind_relay(&c, "node-g", port);
-    eventually("the node registers", || node_names(&c) == ["node-g"]);
-    let warm = c.submit(
-        Mode::Rootless,
-        "warm.sh",
-        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
-        &[],
-    );
-    c.wait_for(warm, &["COMPLETED"]);
     let ran = c.f.cwd(Mode::Rootless).join("ran-g");
     let script = format!(
         "#!/bin/sh\n#BERTH --image busybox\necho ran >> {}\n",
         ran.display()
     );
-    relay.hold.store(true, SeqCst);
-    let id = c.submit(Mode::Rootless, "held.sh", &script, &[]);
-    eventually("the start is held up", || relay.waiting.load(SeqCst) == 1);
-    relay.hold.store(false, SeqCst);
+    let id = relay.submit_held(&c, "held.sh", &script);
     // The node goes silent: down, and the job with it.
     // SAFETY: signals to the agent this test started.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGSTOP) };
@@ -570,14 +541,9 @@ fn a_start_held_up_while_its_node_was_down_never_runs() {
 /// to run again, nor its next run while that run's start is on its way.
 #[test]
 fn the_end_of_an_earlier_run_ends_nothing() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let config = "[batch]\nnode_timeout = 3\n";
-    let Some(c) = Cluster::start_controller(Some(config), &["--listen", &listen]) else {
+    let Some((c, agent, relay)) = relayed("node-f", Some("[batch]\nnode_timeout = 3\n")) else {
         return;
     };
-    let (agent, relay) = Agent::behind_relay(&c, "node-f", port);
-    eventually("the node registers", || node_names(&c) == ["node-f"]);
     // A first run ends only once told to (its GO file), after a SIGTERM; a second exits 3.
     let job = |name: &str| -> (u64, std::path::PathBuf, std::path::PathBuf) {
         let (runs, go) = (
@@ -650,6 +616,24 @@ fn the_end_of_an_earlier_run_ends_nothing() {
     );
 }
 
+/// A controller (with `config`) and one agent, `name`, that the controller reaches through
+/// a [`Relay`]: registered, and holding the busybox image (a first job brought it).
+fn relayed(name: &str, config: Option<&str>) -> Option<(Cluster, Agent, Relay)> {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let c = Cluster::start_controller(config, &["--listen", &listen])?;
+    let (agent, relay) = Agent::behind_relay(&c, name, port);
+    eventually("the node registers", || node_names(&c) == [name]);
+    let warm = c.submit(
+        Mode::Rootless,
+        "warm.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &[],
+    );
+    c.wait_for(warm, &["COMPLETED"]);
+    Some((c, agent, relay))
+}
+
 /// A TCP relay to a daemon's TLS port that can hold requests up: a connection taken while
 /// `hold` is set goes through its TLS handshake, and then its request (the client's second
 /// application-data record: TLS 1.3 sends the client's Finished as the first) waits until
@@ -662,6 +646,15 @@ struct Relay {
 }
 
 impl Relay {
+    /// Submits `script` (as `name`), the job's start held up here on its way to the node.
+    fn submit_held(&self, c: &Cluster, name: &str, script: &str) -> u64 {
+        self.hold.store(true, SeqCst);
+        let id = c.submit(Mode::Rootless, name, script, &[]);
+        eventually("the start is held up", || self.waiting.load(SeqCst) == 1);
+        self.hold.store(false, SeqCst);
+        id
+    }
+
     fn to(daemon: u16) -> Relay {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let relay = Relay {
