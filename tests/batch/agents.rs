@@ -770,6 +770,8 @@ fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
     eventually("the agent's report refused twice", || refusals() >= 2);
     // A job whose start cannot be recorded waits, and starts once it can. (Slowly: each
     // write the controller tries meanwhile waits out SQLite's busy timeout, 5 s.)
+    // (Its answer is an error: the release's own record waits for the store too; the
+    // release holds in the controller, which is what starts the job.)
     c.berth(Mode::Rootless, &["release", &later.to_string()]);
     let refused = format!("job {later}: cannot record its start in the store");
     let deadline = Instant::now() + Duration::from_secs(120);

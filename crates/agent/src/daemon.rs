@@ -869,9 +869,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 pause = Duration::from_secs(answer.beat.clamp(1, 30));
                 // Runs voided now are told at once: their jobs wait for it to run again.
                 let (mut runs, now) = (beat.runs.lock().expect("not poisoned"), Instant::now());
-                let voided = runs.voided(now);
                 for &(job, run) in &answer.void {
-                    if !voided.contains(&(job, run)) && runs.void(job, run, now) {
+                    if runs.void(job, run, now) {
                         eprintln!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
                         pause = Duration::ZERO;
                     }

@@ -44,15 +44,14 @@ impl Runs {
     }
 
     /// Voids run `run` of job `id`, whose start the controller found lost, unless its start
-    /// (or a later run's) was taken here. Whether it is void now.
+    /// (or a later run's) was taken here. Whether it was voided now (not before, nor taken).
     pub fn void(&mut self, id: u64, run: u32, now: Instant) -> bool {
-        if self.taken.get(&id).is_some_and(|&t| t >= run) {
+        if self.taken.get(&id).is_some_and(|&t| t >= run)
+            || self.void.get(&id).is_some_and(|&(v, _)| v >= run)
+        {
             return false;
         }
-        let entry = self.void.entry(id).or_insert((run, now));
-        if entry.0 < run {
-            *entry = (run, now);
-        }
+        self.void.insert(id, (run, now));
         true
     }
 
@@ -83,6 +82,7 @@ mod tests {
     fn a_voided_run_does_not_start_and_a_taken_one_is_not_voided() {
         let (mut runs, now) = (Runs::default(), Instant::now());
         assert!(runs.void(7, 0, now));
+        assert!(!runs.void(7, 0, now), "voided already");
         assert!(runs.take(7, 0).unwrap_err().contains("run 0 voided"));
         assert_eq!(runs.voided(now), [(7, 0)]);
         // The job queued again: its next run starts.

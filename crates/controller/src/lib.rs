@@ -2649,6 +2649,7 @@ impl Controller {
                     share.starting = true;
                 }
                 let (shared, key) = (shared.clone(), self.key.clone());
+                let run = start.launch.run;
                 tokio::task::spawn_blocking(move || {
                     let answer: Result<berth_agent::daemon::StartAnswer, String> =
                         berth_agent::http::post(
@@ -2663,7 +2664,8 @@ impl Controller {
                         match answer {
                             Ok(a) => c.started(id, &node, a.runner, a.files_id),
                             Err(e) => {
-                                c.unconfirmed_start(&node, id);
+                                // (Also where the job ended meanwhile: a cancel.)
+                                c.unconfirmed_start(&node, (id, run));
                                 c.finish(
                                     id,
                                     State::NodeFail,
@@ -3186,7 +3188,8 @@ impl Controller {
             .map(|j| (j.id, j.restarts))
             .collect();
         // Runs whose starts the node never confirmed, of jobs that ended meanwhile: asked to
-        // be voided until they are (or for an hour; an agent older than voids cannot).
+        // be voided until they are, for an hour at most (an agent too old to void is not
+        // asked).
         if let Some(runs) = self.unconfirmed.get_mut(node) {
             runs.retain(|run, since| {
                 reg.voided.as_ref().is_some_and(|v| !v.contains(run))
@@ -3207,17 +3210,11 @@ impl Controller {
         }
     }
 
-    /// Notes the run of job `id` on `node` whose start the node never confirmed (it went down,
-    /// or did not answer), as the job ends or goes back to the queue: see `unconfirmed`.
-    fn unconfirmed_start(&mut self, node: &str, id: u64) {
-        let Some(job) = self.active.get(&id) else {
-            return;
-        };
-        if job.share(node).is_some_and(|s| s.runner.is_none()) {
-            let run = (id, job.restarts);
-            let runs = self.unconfirmed.entry(node.to_string()).or_default();
-            runs.insert(run, std::time::Instant::now());
-        }
+    /// Notes `run` (job, run) on `node`, whose start the node never confirmed (it went down,
+    /// or did not answer), as its job ends or goes back to the queue: see `unconfirmed`.
+    fn unconfirmed_start(&mut self, node: &str, run: (u64, u32)) {
+        let runs = self.unconfirmed.entry(node.to_string()).or_default();
+        runs.insert(run, std::time::Instant::now());
     }
 
     /// Queues job `id` again, whose start on `node` was lost with an earlier controller
@@ -3296,7 +3293,13 @@ impl Controller {
                 .map(|j| j.id)
                 .collect();
             for id in lost {
-                self.unconfirmed_start(&name, id);
+                let unconfirmed = self.active.get(&id).and_then(|j| {
+                    let share = j.share(&name)?;
+                    share.runner.is_none().then_some((id, j.restarts))
+                });
+                if let Some(run) = unconfirmed {
+                    self.unconfirmed_start(&name, run);
+                }
                 self.fail_on_node(id, format!("node {name} stopped answering"));
             }
         }

@@ -362,11 +362,13 @@ pub(crate) fn build_root(
     // The user must exist in the image's user database for `id`, `whoami`, ssh-less MPI:
     // in a fresh upper layer, written there before the overlay is mounted.
     let id: &Identity = &spec.identity;
-    let user_db_written = match (&layer, remap) {
-        (None, None) => {
-            let lower_fd = sys::open(&lower, libc::O_PATH | libc::O_DIRECTORY)
+    let user_db_written = match (&layer, remap, &image_dir) {
+        // An unpacked tree is the lower layer itself, open already.
+        (None, None, Some(tree)) => user_db_in_upper(tree, &upper, id)?,
+        (None, None, None) => {
+            let tree = sys::open(&lower, libc::O_PATH | libc::O_DIRECTORY)
                 .map_err(fail("opening the image's tree"))?;
-            user_db_in_upper(&lower_fd, &upper, id)?
+            user_db_in_upper(&tree, &upper, id)?
         }
         _ => false,
     };
