@@ -74,16 +74,18 @@ impl Agent {
 }
 
 impl Agent {
-    /// One the controller reaches through a [`Relay`], which can hold its requests up.
+    /// One the controller reaches through a [`Relay`], which can hold its requests up, and
+    /// which reaches the controller through another: `cut` cuts both ways.
     fn behind_relay(c: &Cluster, name: &str, controller: u16) -> (Agent, Relay) {
         let port = free_port();
-        let relay = Relay::to(port);
+        let relay = Relay::to(port, Arc::default());
+        let uplink = Relay::to(controller, relay.cut.clone());
         let advertise = format!("https://127.0.0.1:{}", relay.port);
         let key = c.state.join("cluster.key");
         let agent = Agent::start_at(
             c,
             name,
-            controller,
+            uplink.port,
             &key,
             port,
             &["--advertise", &advertise],
@@ -536,6 +538,38 @@ fn a_start_held_up_while_its_node_was_down_never_runs() {
     assert!(!ran.exists(), "{}", agent.log());
 }
 
+/// A start request held up on its way to a node cut off from its controller, which took the
+/// node for down meanwhile (the job ended NODE_FAIL), reaches the node before the node could
+/// register again: not heard from the controller lately, the agent must register before it
+/// takes a start; it cannot, and refuses it. Back in touch, it voids the run.
+#[test]
+fn a_start_that_reaches_a_node_cut_off_from_its_controller_never_runs() {
+    let Some((c, agent, relay)) = relayed("node-h", Some("[batch]\nnode_timeout = 3\n")) else {
+        return;
+    };
+    let ran = c.f.cwd(Mode::Rootless).join("ran-h");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho ran >> {}\n",
+        ran.display()
+    );
+    let id = relay.submit_held(&c, "cut.sh", &script);
+    relay.cut.store(true, SeqCst);
+    let job = c.wait_for(id, &["NODE_FAIL", "COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}");
+    // The start comes through (its connection was open), the network still cut.
+    relay.release.store(true, SeqCst);
+    eventually("the start is refused", || {
+        agent.log().contains(&format!(
+            "job {id}'s run 0 does not start: this node has not heard"
+        ))
+    });
+    relay.cut.store(false, SeqCst);
+    eventually("the node voids the run", || {
+        agent.log().contains(&format!("job {id}'s run 0 voided"))
+    });
+    assert!(!ran.exists(), "{}", agent.log());
+}
+
 /// The end of an earlier run of a job, reported by a node that was silent while the job was
 /// queued again, is taken (the node forgets that run) and ends nothing: not the job waiting
 /// to run again, nor its next run while that run's start is on its way.
@@ -637,12 +671,14 @@ fn relayed(name: &str, config: Option<&str>) -> Option<(Cluster, Agent, Relay)> 
 /// A TCP relay to a daemon's TLS port that can hold requests up: a connection taken while
 /// `hold` is set goes through its TLS handshake, and then its request (the client's second
 /// application-data record: TLS 1.3 sends the client's Finished as the first) waits until
-/// `release` is set (`waiting` counts those that wait).
+/// `release` is set (`waiting` counts those that wait). While `cut` is set, connections are
+/// closed as they come (those under way go on).
 struct Relay {
     port: u16,
     hold: Arc<AtomicBool>,
     release: Arc<AtomicBool>,
     waiting: Arc<AtomicUsize>,
+    cut: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -655,21 +691,26 @@ impl Relay {
         id
     }
 
-    fn to(daemon: u16) -> Relay {
+    fn to(daemon: u16, cut: Arc<AtomicBool>) -> Relay {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let relay = Relay {
             port: listener.local_addr().unwrap().port(),
             hold: Arc::default(),
             release: Arc::default(),
             waiting: Arc::default(),
+            cut,
         };
-        let (hold, release, waiting) = (
+        let (hold, release, waiting, cut) = (
             relay.hold.clone(),
             relay.release.clone(),
             relay.waiting.clone(),
+            relay.cut.clone(),
         );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                if cut.load(SeqCst) {
+                    continue;
+                }
                 let held = hold
                     .load(SeqCst)
                     .then(|| (release.clone(), waiting.clone()));

@@ -12,6 +12,7 @@
 use crate::auth::{self, Key};
 use crate::node::{JobStart, NodeAgent, Resources};
 use crate::runner::JobResult;
+use crate::runs::Refused;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -66,6 +67,10 @@ pub struct RegistrationAnswer {
     /// registration, after which the controller queues their jobs again.
     #[serde(default)]
     pub void: Vec<(u64, u32)>,
+    /// The controller's node timeout, seconds: it takes a node it has not heard from for that
+    /// long for down. `None` from a controller before 2026-12-06.
+    #[serde(default)]
+    pub timeout: Option<u64>,
 }
 
 /// `POST /v1/agents/ended` (controller): a runner ended.
@@ -270,7 +275,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
     /// The host of the address the controller reaches this agent at.
     fn address(&self) -> String {
-        host_of(&self.0.advertise)
+        host_of(&self.0.registration.url)
     }
 }
 
@@ -296,8 +301,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Agent {
     node: NodeAgent,
-    /// How the controller (and other nodes) reach this agent, `https://HOST:PORT`.
-    advertise: String,
     key: Key,
     controllers: Vec<String>,
     /// The controller that answered last, asked first.
@@ -309,6 +312,11 @@ struct Agent {
     runs: std::sync::Mutex<crate::runs::Runs>,
     /// The id of the node's job files ([`NodeAgent::files_id`]).
     files_id: String,
+    /// This node, as it registers (what changes is filled in at each registration); its
+    /// `url` is how the controller (and other nodes) reach this agent.
+    registration: Registration,
+    /// Wakes the heartbeat: a registration voided runs, which the controller waits to hear.
+    beat_now: tokio::sync::Notify,
 }
 
 type Shared = Arc<Agent>;
@@ -436,9 +444,37 @@ async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
 
 async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Response {
     let (id, run) = (job.launch.job_id, job.launch.run);
-    if let Err(e) = a.runs.lock().expect("not poisoned").take(id, run) {
+    let take = |a: &Agent| {
+        a.runs
+            .lock()
+            .expect("not poisoned")
+            .take(id, run, Instant::now())
+    };
+    let mut taken = take(&a);
+    // Not heard from a controller lately (this node was silent, or its agent just started):
+    // this run may have been given up with the node; the answer to a registration says.
+    if taken == Err(Refused::Unheard) {
+        let agent = a.clone();
+        let heard = tokio::task::spawn_blocking(move || agent.register())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = heard {
+            let e = format!(
+                "job {id}'s run {run} does not start: {}, and cannot reach it now: {e}",
+                Refused::Unheard
+            );
+            eprintln!("berth agent: {e}");
+            return error(503, e);
+        }
+        taken = take(&a);
+    }
+    if let Err(e) = taken {
+        let (status, e) = match e {
+            Refused::Unheard => (503, format!("job {id}'s run {run} does not start: {e}")),
+            Refused::Late(e) => (409, e),
+        };
         eprintln!("berth agent: {e}");
-        return error(409, e);
+        return error(status, e);
     }
     // The image comes from a controller: the one this agent talks to, else the others.
     if let Some(source) = job.launch.image_source.as_mut() {
@@ -497,6 +533,50 @@ impl Agent {
             }
         }
         Err(unreachable.join("; "))
+    }
+
+    /// Registers (the heartbeat): the node's runners and the runs it voided, to the controller,
+    /// which answers with the runners to stop, the cached images to delete and the runs to
+    /// void, done here. The pause until the next registration.
+    fn register(&self) -> Result<Duration, String> {
+        let mut reg = self.registration.clone();
+        reg.running = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(&j, &r)| (j, r))
+            .collect();
+        reg.voided = Some(
+            self.runs
+                .lock()
+                .expect("not poisoned")
+                .voided(Instant::now()),
+        );
+        reg.health = crate::node::Health::sample();
+        reg.images = self.node.cached_images();
+        let sent = Instant::now();
+        let answer: RegistrationAnswer = self.ask("/v1/agents/register", &reg)?;
+        for &(job, runner) in &answer.stop {
+            self.stop(job, runner);
+        }
+        for sha256 in &answer.forget {
+            self.node.forget_image(sha256);
+        }
+        let (mut runs, now) = (self.runs.lock().expect("not poisoned"), Instant::now());
+        for &(job, run) in &answer.void {
+            if runs.void(job, run, now) {
+                eprintln!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
+                // Told at once: the job waits for it to run again.
+                self.beat_now.notify_one();
+            }
+        }
+        // From a controller before `timeout` was sent: its beat, a third of it.
+        runs.heard(
+            sent,
+            Duration::from_secs(answer.timeout.unwrap_or(answer.beat)),
+        );
+        Ok(Duration::from_secs(answer.beat.clamp(1, 30)))
     }
 
     /// Stops the runner of a job the controller no longer has running here: SIGTERM, which it
@@ -756,16 +836,26 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // Image mounts an earlier process left (it was killed): mounted again as needed.
     node.release_images();
     node.mount_jobs();
+    let files_id = node.files_id()?;
     let agent = Arc::new(Agent {
-        files_id: node.files_id()?,
         node,
-        advertise: settings.advertise.clone(),
         key: settings.key,
         controllers: settings.controllers.clone(),
         leader: Default::default(),
         name: name.clone(),
         running: Default::default(),
         runs: Default::default(),
+        registration: Registration {
+            url: settings.advertise,
+            resources: settings.resources,
+            running: Vec::new(),
+            health: None,
+            files_id: Some(files_id.clone()),
+            voided: None,
+            images: Vec::new(),
+        },
+        files_id,
+        beat_now: Default::default(),
     });
     tokio::spawn(agent.node.clone().upkeep());
     agent.take_up();
@@ -828,54 +918,15 @@ async fn serve(settings: Settings) -> Result<(), String> {
         )
         .with_state(agent.clone());
     // Register, and again every few seconds: the controller learns the node is alive.
-    let registration = Registration {
-        url: settings.advertise,
-        resources: settings.resources,
-        running: Vec::new(),
-        health: None,
-        files_id: Some(agent.files_id.clone()),
-        voided: None,
-        images: Vec::new(),
-    };
     let beat = agent.clone();
     tokio::spawn(async move {
         let mut told = false;
         loop {
-            let (a, mut reg) = (beat.clone(), registration.clone());
-            reg.running = a
-                .running
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .map(|(&j, &r)| (j, r))
-                .collect();
-            reg.voided = Some(a.runs.lock().expect("not poisoned").voided(Instant::now()));
-            let sent =
-                tokio::task::spawn_blocking(move || -> Result<RegistrationAnswer, String> {
-                    reg.health = crate::node::Health::sample();
-                    reg.images = a.node.cached_images();
-                    a.ask("/v1/agents/register", &reg)
-                })
+            let a = beat.clone();
+            let sent = tokio::task::spawn_blocking(move || a.register())
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
-            let mut pause = BEAT;
-            if let Ok(answer) = &sent {
-                for &(job, runner) in &answer.stop {
-                    beat.stop(job, runner);
-                }
-                for sha256 in &answer.forget {
-                    beat.node.forget_image(sha256);
-                }
-                pause = Duration::from_secs(answer.beat.clamp(1, 30));
-                // Runs voided now are told at once: their jobs wait for it to run again.
-                let (mut runs, now) = (beat.runs.lock().expect("not poisoned"), Instant::now());
-                for &(job, run) in &answer.void {
-                    if runs.void(job, run, now) {
-                        eprintln!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
-                        pause = Duration::ZERO;
-                    }
-                }
-            }
+            let pause = *sent.as_ref().unwrap_or(&BEAT);
             match sent {
                 Ok(_) if !told => {
                     let at = beat.leader.load(std::sync::atomic::Ordering::Relaxed);
@@ -894,7 +945,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
                     told = false;
                 }
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = beat.beat_now.notified() => {}
+            }
         }
     });
     eprintln!("berth agent: node {name} serving {}", settings.listen);

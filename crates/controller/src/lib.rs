@@ -3097,6 +3097,7 @@ impl Controller {
             forget: self.unknown_images(&reg.images),
             // Three heartbeats in a timeout: one late or lost one does not take a node down.
             beat: (self.settings.node_timeout / 3).max(1),
+            timeout: Some(self.settings.node_timeout.max(1)),
             ..Default::default()
         };
         self.reconcile_runners(&name, &reg, &mut answer);
