@@ -458,7 +458,7 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     assert_eq!(job["restarts"], 1, "{job}");
     assert!(
         c.log().contains(&format!(
-            "job {id}: its start on node node-b was lost in a restart of the controller; it is queued again"
+            "job {id}: its start on node node-b never reached the node; it is queued again"
         )),
         "{}",
         c.log()
@@ -503,6 +503,76 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
         "run 1\n",
         "{}",
         agent.log()
+    );
+}
+
+/// A start request its node does not answer in time (held up on its way, the node up): the
+/// node's next registration voids the run, whose start had not come, and the job is queued
+/// again and runs there; the start, when it comes, is refused. The job ran once, and did
+/// not fail.
+#[test]
+fn a_start_its_node_does_not_answer_is_voided_and_its_job_queued_again() {
+    let Some((c, agent, relay)) = relayed("node-i", Some("[batch]\nnode_timeout = 3\n")) else {
+        return;
+    };
+    let runs = c.f.cwd(Mode::Rootless).join("runs-i");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
+        runs.display()
+    );
+    let id = relay.submit_held(&c, "unanswered.sh", &script);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
+    assert_eq!(job["restarts"], 1, "{job}");
+    assert!(
+        c.log()
+            .contains(&format!("job {id}: node node-i did not answer its start")),
+        "{}",
+        c.log()
+    );
+    relay.release.store(true, SeqCst);
+    eventually("the late start is refused", || {
+        agent.log().contains(&format!(
+            "job {id}'s run 0 reached this node after the controller gave it up"
+        ))
+    });
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run 1\n");
+}
+
+/// The same for a job on two nodes whose other node, its batch host, started its script: the
+/// run voided on the silent one, the job ends NODE_FAIL (as a node lost mid-job would end
+/// it), not queued again: its script ran once.
+#[test]
+fn a_start_not_answered_beside_a_running_batch_script_fails_the_job() {
+    let Some((c, _relayed, relay)) = relayed("node-l", Some("[batch]\nnode_timeout = 3\n")) else {
+        return;
+    };
+    // The controller's port, from its --listen.
+    let port = c.up_args[1].rsplit(':').next().unwrap().parse().unwrap();
+    let key = c.state.join("cluster.key");
+    let batch_host = Agent::start(&c, "node-k", port, &key);
+    eventually("both nodes register", || node_names(&c).len() == 2);
+    let runs = c.f.cwd(Mode::Rootless).join("runs-kl");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox -N 2 -w node-k,node-l\n\
+         echo \"ran ${{SLURM_RESTART_COUNT:-0}} on $SLURMD_NODENAME\" >> {}\nsleep 60\n",
+        runs.display()
+    );
+    let id = relay.submit_held(&c, "two.sh", &script);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "PENDING"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}\n{}", c.log());
+    assert_eq!(job["nodes"][0], "node-k", "{job}");
+    assert!(
+        job["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("its start on node node-l never reached the node")),
+        "{job}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "ran 0 on node-k\n",
+        "{}",
+        batch_host.log()
     );
 }
 

@@ -2240,7 +2240,7 @@ fn a_start_lost_with_the_controller_is_queued_again() {
     assert_eq!(job["restarts"], 1, "{job}");
     let said = c.log().lines().any(|l| {
         l.starts_with(&format!("berth: job {id}: its start on node "))
-            && l.ends_with(" was lost in a restart of the controller; it is queued again")
+            && l.ends_with(" never reached the node; it is queued again")
     });
     assert!(said, "{}", c.log());
     assert_eq!(

@@ -70,18 +70,7 @@ pub fn exchange_body(
     token: Option<&str>,
     body: Body,
 ) -> std::io::Result<Answer> {
-    let auth = token.map_or(String::new(), |t| {
-        format!("Authorization: Bearer {}\r\n", t.trim())
-    });
-    let expect = if body.upload {
-        "Expect: 100-continue\r\n"
-    } else {
-        ""
-    };
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}{expect}Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.content_type, body.length
-    );
+    let head = head(method, path, token, &body);
     stream.write_all(head.as_bytes())?;
     let mut response = Vec::new();
     let go_on = !body.upload || {
@@ -105,6 +94,27 @@ pub fn exchange_body(
             ));
         }
     }
+    read_answer(stream, response)
+}
+
+/// A request's head, for `body`.
+fn head(method: &str, path: &str, token: Option<&str>, body: &Body) -> String {
+    let auth = token.map_or(String::new(), |t| {
+        format!("Authorization: Bearer {}\r\n", t.trim())
+    });
+    let expect = if body.upload {
+        "Expect: 100-continue\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\n{auth}{expect}Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.content_type, body.length
+    )
+}
+
+/// Reads an answer to its end, after what was read of it already (`response`).
+fn read_answer(stream: &mut impl Read, mut response: Vec<u8>) -> std::io::Result<Answer> {
     stream.read_to_end(&mut response)?;
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let split = response
@@ -169,12 +179,70 @@ fn request(
     base: &str,
     method: &str,
     path: &str,
-    (key, principal): (&Key, &str),
+    from: (&Key, &str),
     body: &[u8],
     timeout: Duration,
 ) -> Result<Answer, String> {
-    let mut stream = connect(base, key, timeout)?;
-    let credential = key.credential(principal);
-    exchange(&mut stream, method, path, Some(&credential), body)
-        .map_err(|e| format!("{base}{path}: {e}"))
+    deliver(base, method, path, from, body, timeout).map_err(|f| f.message)
+}
+
+/// Why a request to a daemon got no answer.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    /// The request was sent whole, and no answer came (in time): the daemon may have
+    /// acted on it. Otherwise it cannot have (it was not reached, or not all sent).
+    pub unanswered: bool,
+}
+
+/// [`post`] that tells a request the daemon may have acted on (sent, no answer) from one it
+/// cannot have; an error the daemon answered is a failure of the second kind.
+pub fn post_once<T: Serialize, R: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    from: (&Key, &str),
+    body: &T,
+    timeout: Duration,
+) -> Result<R, Failure> {
+    let body = serde_json::to_vec(body).expect("requests serialise");
+    deliver(base, "POST", path, from, &body, timeout)?
+        .json()
+        .map_err(|message| Failure {
+            message,
+            unanswered: false,
+        })
+}
+
+fn deliver(
+    base: &str,
+    method: &str,
+    path: &str,
+    (key, principal): (&Key, &str),
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Answer, Failure> {
+    let failed = |unanswered: bool| {
+        move |e: std::io::Error| Failure {
+            message: format!("{base}{path}: {e}"),
+            unanswered,
+        }
+    };
+    let mut stream = connect(base, key, timeout).map_err(|message| Failure {
+        message,
+        unanswered: false,
+    })?;
+    let whole = Body {
+        content_type: "application/json",
+        length: body.len() as u64,
+        data: &mut &body[..],
+        upload: false,
+    };
+    let head = head(method, path, Some(&key.credential(principal)), &whole);
+    // Written whole (one TLS record, as a small request is), and flushed: an error in
+    // sending it is seen here.
+    stream
+        .write_all(&[head.as_bytes(), body].concat())
+        .and_then(|()| stream.flush())
+        .map_err(failed(false))?;
+    read_answer(&mut stream, Vec::new()).map_err(failed(true))
 }

@@ -396,6 +396,9 @@ pub struct Share {
     /// Its start is on the way to the node's agent (this controller sent it; not kept).
     #[serde(skip)]
     pub starting: bool,
+    /// Its runner ended, and the controller took its end (not kept).
+    #[serde(skip)]
+    pub ended: bool,
 }
 
 impl Job {

@@ -2651,8 +2651,8 @@ impl Controller {
                 let (shared, key) = (shared.clone(), self.key.clone());
                 let run = start.launch.run;
                 tokio::task::spawn_blocking(move || {
-                    let answer: Result<berth_agent::daemon::StartAnswer, String> =
-                        berth_agent::http::post(
+                    let answer: Result<berth_agent::daemon::StartAnswer, _> =
+                        berth_agent::http::post_once(
                             &url,
                             "/v1/agent/start",
                             (&key, auth::CONTROLLER),
@@ -2663,23 +2663,43 @@ impl Controller {
                         let mut c = shared.lock().await;
                         match answer {
                             Ok(a) => c.started(id, &node, a.runner, a.files_id),
-                            Err(e) => {
-                                // (Also where the job ended meanwhile: a cancel.)
-                                c.unconfirmed_start(&node, (id, run));
-                                c.finish(
-                                    id,
-                                    State::NodeFail,
-                                    Some(format!(
-                                        "the agent of node {node} did not start the job: {e}"
-                                    )),
-                                    None,
-                                )
-                            }
+                            Err(f) => c.start_failed(id, &node, run, f),
                         }
                     });
                 });
             }
         }
+    }
+
+    /// Job `id`'s start (run `run`) on `node` failed. Where the agent may have taken it (the
+    /// request went, no answer came) and the job still runs, the node's next registration
+    /// says: the runner it lists becomes the share's, or the run is voided there and the job
+    /// queued again (`reconcile_runners`), as a start lost in a restart is. Otherwise the
+    /// job ends NODE_FAIL (pending again with --requeue), and the run, perhaps on its way
+    /// still, is voided on the node once it registers (also where the job ended meanwhile:
+    /// a cancel).
+    fn start_failed(&mut self, id: u64, node: &str, run: u32, failure: berth_agent::http::Failure) {
+        let share = self
+            .active
+            .get_mut(&id)
+            .filter(|j| j.state == State::Running && j.restarts == run)
+            .and_then(|mut j| {
+                let share = j.share_mut(node)?;
+                (share.runner.is_none() && share.starting).then(|| share.starting = false)
+            });
+        if failure.unanswered && share.is_some() {
+            eprintln!(
+                "berth: job {id}: node {node} did not answer its start ({}); its next registration says whether it took it",
+                failure.message
+            );
+            return;
+        }
+        self.unconfirmed_start(node, (id, run));
+        let reason = format!(
+            "the agent of node {node} did not start the job: {}",
+            failure.message
+        );
+        self.finish(id, State::NodeFail, Some(reason), None);
     }
 
     /// Records the pid of job `id`'s runner on `node`; a cancel, requeue or allocation's end
@@ -2752,6 +2772,7 @@ impl Controller {
         // Gone: the job's end need not stop it.
         if let Some(share) = self.active.share_mut(id, node) {
             share.runner = None;
+            share.ended = true;
         }
         if !batch_host {
             let why = result
@@ -2816,8 +2837,16 @@ impl Controller {
         self.usage
             .charge(&job.user, job.charge(end), end, half_life);
         // Its containers on every node go (the runner that ended is gone already), and what
-        // they held is free.
+        // they held is free. A start a remote node never confirmed may still reach it: the
+        // node is asked to void it (one on its way now is seen to by its answer).
         for share in &job.shares {
+            let remote = self
+                .nodes
+                .get(&share.node)
+                .is_none_or(|n| matches!(n.link, Link::Remote(_)));
+            if remote && share.runner.is_none() && !share.starting && !share.ended {
+                self.unconfirmed_start(&share.node, (id, job.restarts));
+            }
             let Some(node) = self.nodes.get_mut(&share.node) else {
                 continue;
             };
@@ -3203,8 +3232,10 @@ impl Controller {
                 Some(voided) if voided.contains(&lost) => self.requeue_lost_start(lost.0, node),
                 Some(_) => answer.void.push(lost),
                 None => {
-                    let reason =
-                        format!("its start on node {node} was lost in a restart of the controller");
+                    let reason = format!(
+                        "its start on node {node} was never confirmed, and the node's agent is \
+                         too old to void it"
+                    );
                     self.fail_on_node(lost.0, reason);
                 }
             }
@@ -3218,10 +3249,24 @@ impl Controller {
         runs.insert(run, std::time::Instant::now());
     }
 
-    /// Queues job `id` again, whose start on `node` was lost with an earlier controller
-    /// before anything of it ran there: it runs as it would have (one more restart).
+    /// Job `id`'s start on `node` never ran there (lost with an earlier controller, or
+    /// unanswered; voided on the node). Where that was the job's batch host, nothing of
+    /// the job ran: it is queued again, to run as it would have (one more restart); where
+    /// the batch script may run on another node, the node failed it.
     fn requeue_lost_start(&mut self, id: u64, node: &str) {
-        eprintln!("berth: job {id}: its start on node {node} was lost in a restart of the controller; it is queued again");
+        // Only the batch host runs the script (an allocation's client, its step's tasks on
+        // every node).
+        let ran = self
+            .active
+            .get(&id)
+            .is_some_and(|j| j.shares.len() > 1 && (j.batch_node() != Some(node) || j.allocation));
+        if ran {
+            let reason = format!("its start on node {node} never reached the node");
+            return self.fail_on_node(id, reason);
+        }
+        eprintln!(
+            "berth: job {id}: its start on node {node} never reached the node; it is queued again"
+        );
         if let Some(mut job) = self.active.get_mut(&id) {
             job.requeue_requested = true;
             // It used nothing: its user's fair share is not charged for it.
@@ -3294,13 +3339,6 @@ impl Controller {
                 .map(|j| j.id)
                 .collect();
             for id in lost {
-                let unconfirmed = self.active.get(&id).and_then(|j| {
-                    let share = j.share(&name)?;
-                    share.runner.is_none().then_some((id, j.restarts))
-                });
-                if let Some(run) = unconfirmed {
-                    self.unconfirmed_start(&name, run);
-                }
                 self.fail_on_node(id, format!("node {name} stopped answering"));
             }
         }
