@@ -16,8 +16,8 @@ pub struct ContainerArgs {
     /// Set an environment variable (repeatable)
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
-    /// Set the variables of FILE's NAME=VALUE lines (blank lines and # comments skipped);
-    /// --env wins over them
+    /// Set the variables of FILE's NAME=VALUE lines, as a shell would (quotes, $NAME and
+    /// ${NAME:-word}; blank lines and # comments skipped); --env wins over them
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
     /// Do not pass the caller's environment into the container
@@ -186,30 +186,32 @@ fn own_network(net: Option<&str>, network: Option<&str>) -> Result<bool> {
     }
 }
 
-/// The `NAME=VALUE` lines of an --env-file (an `export ` before them is allowed; blank
-/// lines and `#` comments are skipped).
+/// The variables an --env-file sets, as Apptainer's sourcing it in a shell would: its
+/// `NAME=VALUE` lines (`export ` before them allowed; blank lines and `#` comments skipped),
+/// values quoted and with `$NAME`, `${NAME:-word}` expanded from the variables before and
+/// the caller's environment ([`berth_core::shell`]).
 fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--env-file {}: cannot read it", path.display()))?;
-    let mut vars = Vec::new();
+    let mut vars: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        match line.split_once('=') {
-            Some((name, _)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
-                vars.push(line.to_string())
+        let known = |name: &str| {
+            let set = vars.iter().rev().find(|(k, _)| k == name);
+            set.map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let what = match berth_core::shell::assignment(line, &known) {
+            Some(Ok(var)) => {
+                vars.push(var);
+                continue;
             }
-            _ => anyhow::bail!(
-                "--env-file {} line {}: expected NAME=VALUE, found {line:?}",
-                path.display(),
-                n + 1
-            ),
-        }
+            None if line.trim().is_empty() || line.trim_start().starts_with('#') => continue,
+            None => format!("expected NAME=VALUE, found {:?}", line.trim()),
+            Some(Err(e)) => e.to_string(),
+        };
+        anyhow::bail!("--env-file {} line {}: {what}", path.display(), n + 1);
     }
-    Ok(vars)
+    Ok(vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
 /// Refuses limits no container could run under, or that ask for more CPUs than berth may

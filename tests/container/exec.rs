@@ -550,7 +550,7 @@ fn apptainers_options_do_what_apptainer_does() {
     let cwd = f.cwd(mode);
     std::fs::write(
         cwd.join("vars.env"),
-        "# set by the file\nA=1\nexport B=two words\n\n",
+        "# set by the file\nA=1\nexport B=\"two words\"\nC=$A-${FROM_HOST:-x}\n\n",
     )
     .unwrap();
     let vars = f.berth(
@@ -564,14 +564,25 @@ fn apptainers_options_do_what_apptainer_does() {
             "busybox",
             "sh",
             "-c",
-            "echo $A, $B",
+            "echo $A, $B, $C",
         ],
     );
-    assert_eq!(vars.ok(), "flag, two words\n");
+    // Evaluated as a shell sourcing it would (Apptainer's way): --env wins afterwards.
+    assert_eq!(vars.ok(), "flag, two words, 1-x\n");
     std::fs::write(cwd.join("bad.env"), "A=1\nnot a variable\n").unwrap();
     let bad = f.berth(mode, &["exec", "--env-file", "bad.env", "busybox", "true"]);
     assert!(
         bad.code == 125 && bad.stderr.contains("bad.env line 2: expected NAME=VALUE"),
+        "{}",
+        bad.stderr
+    );
+    std::fs::write(cwd.join("cmd.env"), "A=$(hostname)\n").unwrap();
+    let bad = f.berth(mode, &["exec", "--env-file", "cmd.env", "busybox", "true"]);
+    assert!(
+        bad.code == 125
+            && bad
+                .stderr
+                .contains("cmd.env line 1: a command substitution"),
         "{}",
         bad.stderr
     );

@@ -217,12 +217,14 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
     std::fs::create_dir_all(&env).unwrap();
     std::fs::write(
         env.join("10-docker2singularity.sh"),
-        "#!/bin/sh\nexport PATH=\"/usr/bin:/bin\"\nexport GREETING=\"from docker\"\n",
+        "#!/bin/sh\nexport PATH=\"/usr/bin:/bin\"\nexport GREETING=\"${GREETING:-\"from docker\"}\"\n",
     )
     .unwrap();
+    // As Apptainer writes them: a Docker image's variables, then the definition file's,
+    // a shell evaluates in turn.
     std::fs::write(
         env.join("90-environment.sh"),
-        "#!/bin/sh\n# Custom environment shell code should follow\nexport GREETING=\"hello sif\"\n",
+        "#!/bin/sh\n# Custom environment shell code should follow\nexport GREETING=\"hello sif, $GREETING\"\nexport PATH=\"/opt/app:$PATH\"\n",
     )
     .unwrap();
     let runscript = tree.join(".singularity.d/runscript");
@@ -254,7 +256,7 @@ fn an_apptainer_sif_image_imports_with_its_environment_and_runscript() {
             mode,
             &["exec", "sif:1", "sh", "-c", "echo \"$GREETING|$PATH\""],
         );
-        assert_eq!(exec.ok(), "hello sif|/usr/bin:/bin\n");
+        assert_eq!(exec.ok(), "hello sif, from docker|/opt/app:/usr/bin:/bin\n");
     }
     let encrypted = write("secret.sif", sif_of(&squashfs, 5));
     let out = f.berth(Mode::Root, &["image", "import", &encrypted]);

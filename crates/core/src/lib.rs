@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod job;
 pub mod quantity;
+pub mod shell;
 pub mod signal;
 
 pub use config::{

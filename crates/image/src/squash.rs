@@ -2,6 +2,7 @@
 //! and reading one (an image imported as a squashfs file) with its sqfs2tar and rdsquashfs.
 
 use crate::ImageError;
+use berth_core::shell;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -309,36 +310,33 @@ pub(crate) fn settings(image: &Path) -> Result<crate::archive::RootfsSettings, I
     };
     let mut env: Vec<String> = Vec::new();
     for file in ENVIRONMENT_FILES {
-        for kv in environment_lines(&cat(file)?.unwrap_or_default()) {
-            let name = |v: &String| v.split('=').next().map(str::to_string);
-            env.retain(|old| name(old) != name(&kv));
-            env.push(kv);
-        }
+        read_environment(&cat(file)?.unwrap_or_default(), &mut env);
     }
     let entrypoint = cat(RUNSCRIPT)?.map(|_| vec![RUNSCRIPT.to_string()]);
     Ok(crate::archive::RootfsSettings { env, entrypoint })
 }
 
-/// `NAME=VALUE` lines (an /etc/environment: enroot's, or pam_env's simple form), the value
-/// possibly quoted, `export` in front allowed; comments and other lines are left out.
-pub fn environment_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-            let (name, value) = line.split_once('=')?;
-            let mut chars = name.chars();
-            let named = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            let value = ['"', '\'']
+/// The variables an environment file sets (an /etc/environment, enroot's or pam_env's
+/// simple `NAME=VALUE` lines, or a script of Apptainer's: `export NAME="${NAME:-"value"}"`),
+/// evaluated as a shell sourcing it in turn after the files before would ([`berth_core::shell`]):
+/// each value in `env` (`NAME=VALUE`) replaced or added. PATH is docker's default until a file
+/// sets it. What sets no variable is left out, and so is a value berth cannot evaluate (a
+/// command's output).
+pub fn read_environment(text: &str, env: &mut Vec<String>) {
+    for line in text.lines() {
+        let known = |name: &str| {
+            let value = env
                 .iter()
-                .find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q))
-                .unwrap_or(value);
-            named.then(|| format!("{name}={value}"))
-        })
-        .collect()
+                .rev()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string));
+            value.or_else(|| (name == "PATH").then(|| shell::DEFAULT_PATH.to_string()))
+        };
+        let Some(Ok((name, value))) = shell::assignment(line, &known) else {
+            continue;
+        };
+        env.retain(|kv| kv.split('=').next() != Some(name.as_str()));
+        env.push(format!("{name}={value}"));
+    }
 }
 
 fn tool_error(tool: &'static str, e: io::Error) -> ImageError {
@@ -439,15 +437,40 @@ mod tests {
                     1BAD=x\n\
                     not a variable\n\
                     A-B=x\n\
-                    QUOTED=\"left open\n";
+                    QUOTED=\"left open\n\
+                    HOST=$(hostname)\n";
+        let mut env = Vec::new();
+        read_environment(text, &mut env);
         assert_eq!(
-            environment_lines(text),
+            env,
             [
                 "PATH=/usr/local/bin:/usr/bin",
                 "CUDA_HOME=/usr/local/cuda",
                 "LANG=C.UTF-8",
                 "EMPTY=",
-                "QUOTED=\"left open",
+            ]
+        );
+    }
+
+    #[test]
+    fn apptainers_scripts_are_evaluated_in_turn() {
+        let mut env = Vec::new();
+        // Apptainer's file for a Docker image's variables, then a definition file's.
+        read_environment(
+            "#!/bin/sh\nexport CUDA_VERSION=\"${CUDA_VERSION:-\"11.8.0\"}\"\n\
+             export LD_LIBRARY_PATH=\"${LD_LIBRARY_PATH:-\"/usr/local/nvidia/lib64\"}\"\n",
+            &mut env,
+        );
+        read_environment(
+            "export PATH=\"/opt/conda/bin:$PATH\"\nexport CUDA_VERSION=\"$CUDA_VERSION-x\"\n",
+            &mut env,
+        );
+        assert_eq!(
+            env,
+            [
+                "LD_LIBRARY_PATH=/usr/local/nvidia/lib64".to_string(),
+                format!("PATH=/opt/conda/bin:{}", shell::DEFAULT_PATH),
+                "CUDA_VERSION=11.8.0-x".to_string(),
             ]
         );
     }

@@ -12,8 +12,7 @@ use berth_core::BindPolicy;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// PATH when the image sets none (docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use berth_core::shell::DEFAULT_PATH;
 /// Where GPU driver libraries and tools appear in the container.
 pub const GPU_LIB_DIR: &str = "/.berth/gpu/lib";
 pub const GPU_BIN_DIR: &str = "/.berth/gpu/bin";
