@@ -10,10 +10,12 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct ContainerArgs {
-    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable)
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable, or a comma-separated list); also
+    /// those of $APPTAINER_BIND
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro]]")]
     binds: Vec<String>,
-    /// Set an environment variable (repeatable)
+    /// Set an environment variable (repeatable; A=1,B=2 sets both); also NAME for each
+    /// $APPTAINERENV_NAME
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Set the variables of FILE's NAME=VALUE lines, as a shell would (quotes, $NAME and
@@ -124,8 +126,18 @@ impl ContainerArgs {
             anyhow::bail!("--fakeroot is for users: root is root in its containers already");
         }
         let contain = self.contain || self.containall;
-        let mut binds = self.binds;
-        let mut env = Vec::new();
+        // Apptainer's lists: -B a,b:/b, and its variables for the binds every run gets.
+        let mut binds: Vec<String> = ["APPTAINER_BIND", "SINGULARITY_BIND"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .chain(self.binds)
+            .flat_map(|list| bind_list(&list))
+            .collect();
+        // APPTAINERENV_NAME=VALUE sets NAME inside, as Apptainer's does (--cleanenv too);
+        // --env-file and --env win over it.
+        let mut env: Vec<String> = std::env::vars()
+            .filter_map(|(k, v)| Some(format!("{}={v}", prefixed_env(&k)?)))
+            .collect();
         for file in &self.env_file {
             env.extend(env_file(file)?);
         }
@@ -137,8 +149,14 @@ impl ContainerArgs {
             binds.push(format!("{src}:{dst}"));
             env.push(format!("HOME={dst}"));
         }
-        env.extend(self.env);
+        env.extend(self.env.iter().flat_map(|e| env_list(e)));
+        // Apptainer's --nv asks for GPUs where there are some (a warning elsewhere); --gpus
+        // insists, as docker's does.
         let gpus = match self.nv {
+            true if !std::path::Path::new("/dev/nvidiactl").exists() => {
+                eprintln!("berth: --nv: this machine has no NVIDIA GPU (no /dev/nvidiactl): running without one");
+                None
+            }
             true => Some("all"),
             false => self.gpus.as_deref(),
         };
@@ -149,6 +167,7 @@ impl ContainerArgs {
             pwd: self.pwd,
             no_home: self.no_home || self.home.is_some() || contain,
             no_cwd: contain,
+            empty_home: contain,
             limits,
             gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
             pid_namespace: self.pid || self.containall,
@@ -162,6 +181,37 @@ impl ContainerArgs {
             ..Options::default()
         })
     }
+}
+
+/// The binds of a --bind value: one, or Apptainer's comma-separated list of them.
+fn bind_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The variables of an --env value: `NAME=VALUE`, or Apptainer's `A=1,B=2` where each
+/// comma-separated piece is an assignment (`CUDA_VISIBLE_DEVICES=0,1` stays one).
+fn env_list(value: &str) -> Vec<String> {
+    let pieces: Vec<&str> = value.split(',').collect();
+    let each_named = pieces.iter().all(|p| {
+        p.split_once('=')
+            .is_some_and(|(name, _)| berth_core::shell::is_name(name))
+    });
+    match each_named {
+        true => pieces.into_iter().map(str::to_string).collect(),
+        false => vec![value.to_string()],
+    }
+}
+
+/// NAME of Apptainer's `APPTAINERENV_NAME` (or Singularity's `SINGULARITYENV_NAME`), which
+/// sets NAME in the container.
+fn prefixed_env(var: &str) -> Option<&str> {
+    ["APPTAINERENV_", "SINGULARITYENV_"]
+        .iter()
+        .find_map(|prefix| var.strip_prefix(prefix))
+        .filter(|name| berth_core::shell::is_name(name))
 }
 
 /// Whether the container gets a network of its own (loopback only), from Docker's
@@ -401,8 +451,10 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
             (Rootfs::Directory(dir), defaults)
         }
     };
+    // (APPTAINERENV_NAME is NAME inside, not itself.)
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| prefixed_env(k).is_none())
         .collect();
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
     let spec = berth_runtime::plan(

@@ -604,13 +604,60 @@ fn apptainers_options_do_what_apptainer_does() {
     );
     assert_eq!(out.ok(), "/home/me\nalt home\n");
 
+    // --contain: no host directory; an empty home of the user's own, gone at the end.
     let user_home = f.user.home.display().to_string();
     let check = format!(
-        "pwd; test -d {user_home} || echo no home; test -e {}/vars.env || echo no cwd",
+        "pwd; ls -A {user_home}; echo x > ~/.contained && stat -c %U:%a ~; test -e {}/vars.env || echo no cwd",
         cwd.display()
     );
     let out = f.berth(mode, &["exec", "--contain", "busybox", "sh", "-c", &check]);
-    assert_eq!(out.ok(), "/\nno home\nno cwd\n");
+    assert_eq!(out.ok(), format!("/\n{}:700\nno cwd\n", mode.user()));
+    assert!(!f.user.home.join(".contained").exists());
+
+    // Apptainer's lists and variables: -B a,b; $APPTAINER_BIND; --env A=1,B=2 (a value
+    // with commas that are not assignments stays whole); APPTAINERENV_NAME, also with
+    // --cleanenv.
+    for dir in ["la", "lb", "lc"] {
+        std::fs::create_dir_all(cwd.join(dir)).unwrap();
+        std::fs::write(cwd.join(dir).join("f"), dir).unwrap();
+    }
+    let mut lists = f.cmd(
+        mode,
+        &[
+            "exec",
+            "--cleanenv",
+            "-B",
+            "la:/mnt/a,lb:/mnt/b:ro",
+            "--env",
+            "A=1,B=2",
+            "--env",
+            "CUDA_VISIBLE_DEVICES=0,1",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /mnt/a/f /mnt/b/f /mnt/c/f; echo; echo $A $B $CUDA_VISIBLE_DEVICES $FROM_PREFIX; env | grep -c APPTAINERENV",
+        ],
+    );
+    let out = lists
+        .env("APPTAINER_BIND", "lc:/mnt/c")
+        .env("APPTAINERENV_FROM_PREFIX", "prefixed")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "lalblc\n1 2 0,1 prefixed\n0\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --nv where there is no GPU: a warning, and the program runs (Apptainer's way).
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        let nv = f.berth(mode, &["exec", "--nv", "busybox", "true"]);
+        assert!(
+            nv.code == 0 && nv.stderr.contains("--nv: this machine has no NVIDIA GPU"),
+            "{}",
+            nv.stderr
+        );
+    }
     let mut all = f.cmd(
         mode,
         &[

@@ -106,6 +106,9 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             if let Some(only) = only {
                 rest = vec![only];
             }
+            if head.len() == 1 {
+                apptainer_options(&mut rest[1..]);
+            }
             head
         }
         "scontrol" => {
@@ -203,6 +206,38 @@ pub fn run(args: AsArgs) -> Result<i32> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Apptainer's short options where berth's differ, before the image: `-e` is its
+/// --cleanenv (berth's --env, docker's), `-H` its --home.
+fn apptainer_options(words: &mut [OsString]) {
+    const VALUED: [&str; 13] = [
+        "-B",
+        "--bind",
+        "--env",
+        "--env-file",
+        "--pwd",
+        "--home",
+        "--cpus",
+        "--cpuset-cpus",
+        "--memory",
+        "--pids-limit",
+        "--gpus",
+        "--network",
+        "--user",
+    ];
+    let mut i = 0;
+    while let Some(word) = words.get_mut(i) {
+        match word.to_str() {
+            Some("-e") => *word = "--cleanenv".into(),
+            Some("-H") => *word = "--home".into(),
+            Some(w) if VALUED.contains(&w) => i += 1,
+            Some(w) if w.starts_with('-') => {}
+            // The image.
+            _ => return,
+        }
+        i += 1;
     }
 }
 
@@ -518,6 +553,14 @@ mod tests {
                 "berth exec -B /data app.sif python x.py",
             ),
             ("singularity -s run app.sif a", "berth run app.sif a"),
+            (
+                "apptainer exec -B /a -e -H /h:/home/me app.sif env -e",
+                "berth exec -B /a --cleanenv --home /h:/home/me app.sif env -e",
+            ),
+            (
+                "apptainer shell --env A=1 -e x",
+                "berth shell --env A=1 --cleanenv x",
+            ),
             ("berth as apptainer --debug shell x", "berth shell x"),
             (
                 "apptainer pull --force x.sif docker://lab/x:1",

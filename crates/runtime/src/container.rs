@@ -497,6 +497,21 @@ pub(crate) fn build_root(
         Some("mode=1777"),
     )
     .map_err(fail("mounting /tmp"))?;
+    if spec.empty_home {
+        let (uid, gid) = match spec.remap_root {
+            true => (0, 0),
+            false => (id.uid, id.gid),
+        };
+        let home = ensure(&rootfd, &id.home, true)?;
+        sys::mount(
+            Some("tmpfs"),
+            &fd_path(&home),
+            Some("tmpfs"),
+            SAFE,
+            Some(&format!("mode=0700,uid={uid},gid={gid}")),
+        )
+        .map_err(fail(format!("mounting an empty home at {}", id.home)))?;
+    }
 
     // Otherwise through the overlay (into its upper layer: private to this container, gone
     // at its end).

@@ -45,6 +45,8 @@ pub struct Options {
     pub no_home: bool,
     /// Do not bind the current directory either (Apptainer's --contain).
     pub no_cwd: bool,
+    /// An empty home of its own (see [`ContainerSpec::empty_home`]).
+    pub empty_home: bool,
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
@@ -396,6 +398,7 @@ pub fn plan(
         cgroup_name: options.cgroup_name.clone(),
         remap_root: options.remap_root,
         layer: options.layer.clone(),
+        empty_home: options.empty_home && !host && !home_bound,
     })
 }
 

@@ -88,6 +88,10 @@ pub struct ContainerSpec {
     /// named container's, for the next container over them, or one to save), rather than
     /// a tmpfs discarded with it.
     pub layer: Option<PathBuf>,
+    /// An empty tmpfs at the user's home, theirs, where no home of the host's is bound
+    /// (Apptainer's --contain): programs that write there (caches, settings) work, and
+    /// leave nothing behind.
+    pub empty_home: bool,
 }
 
 /// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as
