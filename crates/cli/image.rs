@@ -72,6 +72,9 @@ pub enum ImageCommand {
         /// From the cluster's store (users: their own uploads, users/USER/...)
         #[arg(long)]
         cluster: bool,
+        /// Remove an image named by its id with all its names (as docker rmi -f)
+        #[arg(short, long)]
+        force: bool,
     },
     /// Remove images without a name and leftovers of interrupted imports
     Prune,
@@ -405,6 +408,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Rm {
             images,
             cluster: true,
+            ..
         } => {
             for image in images {
                 let request = berth_api::RemoveImageRequest {
@@ -582,13 +586,32 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 writeln!(out, "File:         {}", store.squashfs(&r).display())?;
             }
         }
-        ImageCommand::Rm { images, .. } => {
+        ImageCommand::Rm { images, force, .. } => {
             for image in images {
                 let before = store.resolve(&image)?;
+                // By a name, that name goes; by the id, every name (docker's way: only
+                // when forced, where there are several).
+                let name = berth_image::Reference::parse(&image)
+                    .map(|r| r.to_string())
+                    .ok()
+                    .filter(|n| before.names.contains(n));
+                if name.is_none() && before.names.len() > 1 && !force {
+                    anyhow::bail!(
+                        "image {image} has {} names ({}): remove them one by one, or all with the image: berth image rm --force {image}",
+                        before.names.len(),
+                        before.names.join(", ")
+                    );
+                }
                 let deleted = store.remove(&image, |r| in_use(&store, r))?;
-                let untagged = deleted.is_empty() || before.names.len() > 1;
-                let deleted: Vec<String> = deleted.iter().map(|d| d.to_string()).collect();
-                report_removal(&mut out, &image, untagged, &deleted)?;
+                for untagged in name
+                    .as_ref()
+                    .map_or(&before.names[..], std::slice::from_ref)
+                {
+                    writeln!(out, "Untagged: {untagged}")?;
+                }
+                for id in &deleted {
+                    writeln!(out, "Deleted: {id}")?;
+                }
             }
         }
         ImageCommand::Share { .. } => unreachable!("shared in the cluster's store, above"),

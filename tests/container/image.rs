@@ -35,8 +35,32 @@ fn import_list_inspect_remove() {
             .berth(mode, &["image", "inspect", &id[7..19]])
             .ok()
             .contains(&id));
-        let rm = f.berth(mode, &["image", "rm", "tools:1"]);
-        assert_eq!(rm.ok(), format!("Deleted: {id}\n"));
+        // A second name for the same image: the import says that name.
+        let out = f.berth(mode, &["image", "import", rootfs, "--name", "other"]);
+        assert!(
+            out.ok().starts_with("Imported other:latest (id "),
+            "{}",
+            out.stdout
+        );
+        // By its id, an image of several names goes only when forced (docker rmi's way).
+        let refused = f.berth(mode, &["image", "rm", &id[7..19]]);
+        assert!(
+            refused.code == 125
+                && refused
+                    .stderr
+                    .contains("has 2 names (other:latest, tools:1): remove them one by one"),
+            "{}",
+            refused.stderr
+        );
+        let rm = f.berth(mode, &["image", "rm", "other"]);
+        assert_eq!(rm.ok(), "Untagged: other:latest\n");
+        f.berth(mode, &["image", "import", rootfs, "--name", "other"])
+            .ok();
+        let rm = f.berth(mode, &["image", "rm", "--force", &id[7..19]]);
+        assert_eq!(
+            rm.ok(),
+            format!("Untagged: other:latest\nUntagged: tools:1\nDeleted: {id}\n")
+        );
         assert_eq!(f.berth(mode, &["image", "ls", "--json"]).ok().trim(), "[]");
     }
 }
@@ -79,7 +103,10 @@ fn an_image_in_use_is_not_removed() {
         assert_eq!(lines.next().unwrap().unwrap(), "/bin/busybox", "{mode:?}");
         assert!(child.wait().unwrap().success());
         let removed = f.berth(mode, &["image", "rm", "busybox"]).ok().to_string();
-        assert!(removed.starts_with("Deleted: sha256:"), "{removed}");
+        assert!(
+            removed.starts_with("Untagged: busybox:latest\nDeleted: sha256:"),
+            "{removed}"
+        );
     }
 }
 

@@ -514,7 +514,10 @@ impl Store {
                 refs.insert(n.clone(), id.clone());
             }
         })?;
-        self.record(&id, &self.read_refs()?)
+        // The names this import gave first (the image may have had others).
+        let mut record = self.record(&id, &self.read_refs()?)?;
+        record.names.sort_by_key(|n| !names.contains(n));
+        Ok(record)
     }
 
     /// The SHA-256 of `record`'s squashfs file: as recorded at import, or (for an image
