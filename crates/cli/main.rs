@@ -276,9 +276,13 @@ fn run() -> i32 {
 /// for a closed stdout (`berth image ls | head`), as ripgrep does. A broken pipe elsewhere
 /// (the controller's connection, gone mid-request) is an error like any other.
 fn report(err: &anyhow::Error) -> i32 {
+    // (serde_json's error hides the io::Error it wraps from the chain.)
     let broken_pipe = err.chain().any(|e| {
-        e.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        let kind = match e.downcast_ref::<serde_json::Error>() {
+            Some(e) => e.io_error_kind(),
+            None => e.downcast_ref::<io::Error>().map(io::Error::kind),
+        };
+        kind == Some(io::ErrorKind::BrokenPipe)
     });
     if broken_pipe && stdout_closed() {
         return 0;

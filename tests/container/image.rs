@@ -1,6 +1,7 @@
 //! `berth image`: import, list, inspect, remove; and the errors users see.
 
 use crate::support::*;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 #[test]
@@ -35,6 +36,26 @@ fn import_list_inspect_remove() {
             .berth(mode, &["image", "inspect", &id[7..19]])
             .ok()
             .contains(&id));
+        // A reader gone (`berth image ls --json | head`): quietly 0, as for the table.
+        for args in [&["image", "ls", "--json"][..], &["image", "ls"]] {
+            let mut fds = [0; 2];
+            // SAFETY: a pipe of our own, its read end closed at once.
+            let closed = unsafe {
+                assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+                libc::close(fds[0]);
+                std::os::fd::OwnedFd::from_raw_fd(fds[1])
+            };
+            let out = f
+                .cmd(mode, args)
+                .stdout(closed)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+                .wait_with_output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && stderr.is_empty(), "{args:?}: {stderr}");
+        }
         // A second name for the same image: the import says that name.
         let out = f.berth(mode, &["image", "import", rootfs, "--name", "other"]);
         assert!(
