@@ -14,8 +14,8 @@ pub struct ContainerArgs {
     /// those of $APPTAINER_BIND
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro]]")]
     binds: Vec<String>,
-    /// Set an environment variable (repeatable; A=1,B=2 sets both); also NAME for each
-    /// $APPTAINERENV_NAME
+    /// Set an environment variable (repeatable; A=1,B=2 sets both; NAME alone passes yours);
+    /// also NAME for each $APPTAINERENV_NAME
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Set the variables of FILE's NAME=VALUE lines, as a shell would (quotes, $NAME and
@@ -51,12 +51,13 @@ pub struct ContainerArgs {
     /// CPUs the container may run on, e.g. 0-3 or 0,2
     #[arg(long, value_name = "LIST")]
     cpuset_cpus: Option<String>,
-    /// Memory limit, e.g. 512m or 4g; exceeding it gets the container OOM-killed
+    /// Memory limit, e.g. 512m or 4g (0: no limit, as docker's); exceeding it gets the
+    /// container OOM-killed
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
-    /// Maximum number of processes
-    #[arg(long, value_name = "N")]
-    pids_limit: Option<u64>,
+    /// Maximum number of processes (-1: no limit, as docker's)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
     /// Make NVIDIA GPUs available: all, or a count
     #[arg(long, value_name = "all|N")]
     gpus: Option<String>,
@@ -115,11 +116,22 @@ pub struct ShellArgs {
 
 impl ContainerArgs {
     fn options(self) -> Result<Options> {
+        let pids = match self.pids_limit {
+            Some(-1) | None => None,
+            Some(n) => Some(u64::try_from(n).map_err(|_| {
+                anyhow::anyhow!("--pids-limit {n}: give a number of processes, or -1 for no limit")
+            })?),
+        };
         let limits = Limits {
             cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
             cpuset: self.cpuset_cpus,
-            memory: self.memory.as_deref().map(parse_size).transpose()?,
-            pids: self.pids_limit,
+            memory: self
+                .memory
+                .as_deref()
+                .filter(|&m| m != "0")
+                .map(parse_size)
+                .transpose()?,
+            pids,
         };
         check_limits(&limits)?;
         if self.fakeroot && is_root() {
@@ -149,7 +161,17 @@ impl ContainerArgs {
             binds.push(format!("{src}:{dst}"));
             env.push(format!("HOME={dst}"));
         }
-        env.extend(self.env.iter().flat_map(|e| env_list(e)));
+        // NAME alone passes the caller's NAME, if set (docker's way).
+        let from_caller = |e: String| match e.contains('=') {
+            true => Some(e),
+            false => std::env::var(&e).ok().map(|v| format!("{e}={v}")),
+        };
+        env.extend(
+            self.env
+                .iter()
+                .flat_map(|e| env_list(e))
+                .filter_map(from_caller),
+        );
         // Apptainer's --nv asks for GPUs where there are some (a warning elsewhere); --gpus
         // insists, as docker's does.
         let gpus = match self.nv {

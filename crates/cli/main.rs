@@ -52,7 +52,20 @@ impl Cli {
     fn parse_args() -> Cli {
         // Started as sbatch, bsub, qstat, ... (a link of that name), or `berth as NAME`.
         let args = compat::translate(std::env::args_os().collect());
-        Cli::quick(&args).unwrap_or_else(|| Cli::parse_from(args))
+        Cli::quick(&args).unwrap_or_else(|| {
+            Cli::try_parse_from(&args).unwrap_or_else(|e| {
+                // A container's command line that berth cannot take: 125, as docker's and
+                // podman's (the program's own statuses keep the others).
+                let container = args
+                    .get(1)
+                    .is_some_and(|a| ["exec", "run", "shell"].iter().any(|c| a == *c));
+                let _ = e.print();
+                std::process::exit(match e.use_stderr() && container {
+                    true => 125,
+                    false => e.exit_code(),
+                })
+            })
+        })
     }
 
     fn quick(args: &[OsString]) -> Option<Cli> {

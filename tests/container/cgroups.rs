@@ -242,6 +242,10 @@ fn limits_no_container_could_run_under_are_refused_and_say_why() {
             ["--pids-limit", "0"],
             "--pids-limit 0: a container needs 1 process at least",
         ),
+        (
+            ["--pids-limit", "-2"],
+            "--pids-limit -2: give a number of processes, or -1 for no limit",
+        ),
         (["--cpus", cpus], "--cpus 4096: berth may use "),
         (
             ["--cpuset-cpus", cpus],
@@ -259,6 +263,22 @@ fn limits_no_container_could_run_under_are_refused_and_say_why() {
         assert_eq!(out.code, 125, "{args:?}");
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
+    // docker's words for no limit.
+    let unlimited = f.berth(
+        Mode::Root,
+        &[
+            "exec",
+            "--memory",
+            "0",
+            "--pids-limit",
+            "-1",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -c berth /proc/self/cgroup || true",
+        ],
+    );
+    assert_eq!(unlimited.ok(), "0\n", "no cgroup of its own without limits");
     // At the edge: 6 MiB, CPU 0.
     f.berth(
         Mode::Root,

@@ -632,23 +632,30 @@ fn apptainers_options_do_what_apptainer_does() {
             "A=1,B=2",
             "--env",
             "CUDA_VISIBLE_DEVICES=0,1",
+            "--env",
+            "FROM_CALLER",
             "busybox",
             "sh",
             "-c",
-            "cat /mnt/a/f /mnt/b/f /mnt/c/f; echo; echo $A $B $CUDA_VISIBLE_DEVICES $FROM_PREFIX; env | grep -c APPTAINERENV",
+            "cat /mnt/a/f /mnt/b/f /mnt/c/f; echo; echo $A $B $CUDA_VISIBLE_DEVICES $FROM_PREFIX $FROM_CALLER; env | grep -c APPTAINERENV",
         ],
     );
+    // (--env NAME alone: the caller's NAME, as docker's.)
     let out = lists
         .env("APPTAINER_BIND", "lc:/mnt/c")
         .env("APPTAINERENV_FROM_PREFIX", "prefixed")
+        .env("FROM_CALLER", "passed")
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "lalblc\n1 2 0,1 prefixed\n0\n",
+        "lalblc\n1 2 0,1 prefixed passed\n0\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An option berth does not know: 125, as docker's.
+    let unknown = f.berth(mode, &["exec", "--no-such-option", "busybox", "true"]);
+    assert_eq!(unknown.code, 125, "{}", unknown.stderr);
     // --nv where there is no GPU: a warning, and the program runs (Apptainer's way).
     if !std::path::Path::new("/dev/nvidiactl").exists() {
         let nv = f.berth(mode, &["exec", "--nv", "busybox", "true"]);

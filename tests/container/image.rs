@@ -54,7 +54,10 @@ fn import_list_inspect_remove() {
                 .wait_with_output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && stderr.is_empty(), "{args:?}: {stderr}");
+            assert!(
+                out.status.success() && stderr.is_empty(),
+                "{args:?}: {stderr}"
+            );
         }
         // A second name for the same image: the import says that name.
         let out = f.berth(mode, &["image", "import", rootfs, "--name", "other"]);
