@@ -111,6 +111,9 @@ pub struct ExecArgs {
 pub struct ShellArgs {
     #[command(flatten)]
     common: ContainerArgs,
+    /// The shell to run [default: /bin/bash if the image has one, else /bin/sh]
+    #[arg(long, value_name = "PATH")]
+    shell: Option<String>,
     image: String,
 }
 
@@ -452,11 +455,15 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
                 }
                 Err(e) => return Err(e.into()),
             };
+            // As the user named it: the name typed where it is one of the image's (an id,
+            // or a file's path, is not a name a script could use again).
+            let typed = berth_image::Reference::parse(image.trim_start_matches("docker://"))
+                .map(|r| r.to_string())
+                .ok()
+                .filter(|n| record.names.contains(n));
             let defaults = ImageDefaults {
-                name: record
-                    .names
-                    .first()
-                    .cloned()
+                name: typed
+                    .or_else(|| record.names.first().cloned())
                     .unwrap_or_else(|| record.id.short().to_string()),
                 env: record.config.env.clone(),
                 entrypoint: record.config.entrypoint.clone(),
@@ -508,6 +515,14 @@ pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
     start(settings, &a.image, Action::Exec(a.command), a.common)
 }
 
-pub fn shell(settings: &Settings, a: ShellArgs) -> Result<i32> {
-    start(settings, &a.image, Action::Shell, a.common)
+pub fn shell(settings: &Settings, mut a: ShellArgs) -> Result<i32> {
+    // (Apptainer's --shell; SHELL says which, as a login would.)
+    let action = match a.shell.or_else(|| std::env::var("APPTAINER_SHELL").ok()) {
+        Some(shell) => {
+            a.common.env.push(format!("SHELL={shell}"));
+            Action::Exec(vec![shell])
+        }
+        None => Action::Shell,
+    };
+    start(settings, &a.image, action, a.common)
 }

@@ -119,6 +119,8 @@ pub enum CgroupError {
     Remove { path: PathBuf, source: io::Error },
     #[error("--cpus, --cpuset-cpus, --memory and --pids-limit need root, or a cgroup v2 delegated to you: {why}; run berth in a delegated scope of its own (systemd-run --user --scope -p Delegate=yes berth ...), as root, or submit a job to berth")]
     NotDelegated { why: String },
+    #[error("--cpus, --cpuset-cpus, --memory and --pids-limit need root on this machine: its cgroups are v1, whose limits a user cannot set; run them as root, or submit a job to berth")]
+    V1Unprivileged,
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -683,7 +685,7 @@ impl Drop for Delegation {
 pub fn enter_delegated(layout: &Layout, limits: &Limits) -> Result<Delegation, CgroupError> {
     let refuse = |why: String| CgroupError::NotDelegated { why };
     let Layout::V2 { root } = layout else {
-        return Err(refuse("this machine's cgroups are v1".into()));
+        return Err(CgroupError::V1Unprivileged);
     };
     let own = fs::read_to_string("/proc/self/cgroup")
         .ok()

@@ -589,6 +589,9 @@ pub(crate) fn exec(argv: &[String], env: &[String]) -> Failure {
     let cmd = &argv[0];
     let candidates: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
+    } else if cmd.is_empty() {
+        // (Not the PATH's directories themselves, as a shell would not.)
+        Vec::new()
     } else {
         let path = env
             .iter()

@@ -225,6 +225,13 @@ pub fn environment(
     set(&mut env, "USER", id.user.clone());
     set(&mut env, "LOGNAME", id.user.clone());
     set(&mut env, "BERTH_CONTAINER", image.name.clone());
+    // What scripts look for to know they run in a container (Apptainer's and Singularity's:
+    // the image, and its last part).
+    let last = image.name.rsplit('/').next().unwrap_or(&image.name);
+    for tool in ["APPTAINER", "SINGULARITY"] {
+        set(&mut env, &format!("{tool}_CONTAINER"), image.name.clone());
+        set(&mut env, &format!("{tool}_NAME"), last.to_string());
+    }
     for kv in &options.env {
         let (k, v) = split_env(kv).ok_or_else(|| RuntimeError::EnvSyntax(kv.clone()))?;
         set(&mut env, k, v.to_string());
@@ -466,6 +473,8 @@ mod tests {
         assert!(env.contains(&"EMPTY=".to_string()));
         assert!(env.contains(&"HOME=/home/ann".to_string()));
         assert!(env.contains(&"BERTH_CONTAINER=img".to_string()));
+        assert!(env.contains(&"APPTAINER_CONTAINER=img".to_string()));
+        assert!(env.contains(&"SINGULARITY_NAME=img".to_string()));
         assert!(env.contains(&"TERM=xterm".to_string()));
 
         let clean = Options {
