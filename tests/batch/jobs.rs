@@ -801,6 +801,20 @@ fn dependencies_on_array_jobs() {
         let job = c.wait_for(corr + n as u64, &["CANCELLED", "COMPLETED", "FAILED"]);
         assert_eq!(job["state"], *want, "task {}: {job}", n + 1);
     }
+    // An array of more tasks than there are CPUs (a pass looks at no more of its waiting
+    // tasks than it could start): a job that needs them all OK waits for them all.
+    let long = c.submit(
+        Mode::Rootless,
+        "long.sh",
+        "#!/bin/sh\n#SBATCH --array=1-8 -o /dev/null\n#BERTH --image busybox\nsleep 0.3\n",
+        &[],
+    );
+    let merge = id(after(format!("afterok:{long}"), &[]));
+    let job = c.completed(merge);
+    let last_end = (long..long + 8)
+        .map(|id| c.show(id)["end_time"].as_u64().unwrap())
+        .max();
+    assert!(job["start_time"].as_u64() >= last_end, "{job}");
     for (spec, args, why) in [
         (format!("afterok:{a}_9"), &[][..], "has no task 9"),
         (

@@ -564,9 +564,16 @@ impl Controller {
                 })
                 .collect(),
             partitions: self.partition_views(),
+            // Also those still waiting that a pass is not given (an array's tasks past those
+            // it looks at, see `views`): a dependency on them waits.
             history: self
-                .referenced_ids()
-                .filter_map(|id| Some((id, *self.finished.get(&id)?)))
+                .active
+                .depended()
+                .flat_map(|(first, last)| first..=last)
+                .filter_map(|id| match self.active.get(&id) {
+                    Some(job) => Some((id, job.state.for_scheduler())),
+                    None => Some((id, *self.finished.get(&id)?)),
+                })
                 .collect(),
             // (Only a pass reads them: see `scheduling_view`.)
             usage: BTreeMap::new(),

@@ -153,8 +153,9 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     /// Every partition.
     pub partitions: Vec<PartitionView>,
-    /// States of jobs that dependencies refer to and that are no longer in the job list
-    /// (finished ones). Jobs in the list passed to [`crate::schedule`] take precedence.
+    /// States of jobs that dependencies refer to and that the job list does not hold
+    /// (finished ones, and those waiting that a pass is not given: an array's tasks beyond
+    /// those it looks at). Jobs in the list passed to [`crate::schedule`] take precedence.
     pub history: BTreeMap<JobId, JobState>,
     /// Each user's recent usage, CPU-seconds decayed with the controller's half-life, for
     /// the fair-share factor ([`crate::fairshare`]).
