@@ -754,6 +754,17 @@ pub struct Submission {
     pub path: Option<PathBuf>,
 }
 
+/// This process's file creation mask.
+fn umask() -> u32 {
+    // SAFETY: umask(2) cannot fail; the mask is put back at once (this client has no other
+    // thread that could create a file meanwhile).
+    unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask
+    }
+}
+
 /// Submits from this directory with this environment; prints the controller's warnings.
 pub fn send(s: Submission) -> Result<SubmitResponse> {
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
@@ -775,6 +786,7 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
         host: berth_agent::node::hostname(),
         env,
         image_files: Default::default(),
+        umask: Some(umask()),
     };
     req.image_files = image_files(&req)?;
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;

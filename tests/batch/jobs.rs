@@ -1210,6 +1210,56 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     .ok();
 }
 
+/// A job works under its submitter's file creation mask (sbatch's SLURM_UMASK): its output
+/// and the files it makes are as private as its submitter's; and SLURM_SUBMIT_DIR is where it
+/// was submitted from, where --chdir moved where it runs.
+#[test]
+fn a_job_keeps_its_submitters_umask_and_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let Some(c) = Cluster::start() else { return };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let wd = cwd.join("wd");
+    std::fs::create_dir(&wd).unwrap();
+    std::os::unix::fs::chown(&wd, Some(c.f.user.uid), Some(c.f.user.gid)).unwrap();
+    let script = cwd.join("private.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n#BERTH --image busybox\numask\ntouch made\nstat -c %a made\n\
+         echo \"$SLURM_SUBMIT_DIR $SLURM_UMASK $PWD\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cwd.join("private.out");
+    let mut submit = c.f.cmd(
+        Mode::Rootless,
+        &[
+            "submit",
+            "--parsable",
+            "--chdir=wd",
+            "-o",
+            out.to_str().unwrap(),
+            "private.sh",
+        ],
+    );
+    submit.env("BERTH_SOCKET", &c.socket);
+    // SAFETY: umask(2) in the child before it execs.
+    unsafe {
+        submit.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        })
+    };
+    let submitted = Out::from_output(submit.output().unwrap());
+    let id: u64 = submitted.ok().trim().parse().unwrap();
+    c.completed(id);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("0077\n600\n{} 0077 {}\n", cwd.display(), wd.display())
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
+}
+
 /// A job's working directory (the submitter names it) is bound into its container only if
 /// its user could enter it: not one inside a directory only root may pass.
 #[test]

@@ -68,6 +68,10 @@ pub struct JobLaunch {
     /// Append to the output files instead of truncating them.
     #[serde(default)]
     pub append: bool,
+    /// The file creation mask the job's processes and output files get (its submitter's);
+    /// `None`: 022.
+    #[serde(default)]
+    pub umask: Option<u32>,
     /// The job's complete environment (SLURM_*, LSB_*, PBS_*, BERTH_*, exported variables).
     pub env: Vec<(String, String)>,
     #[serde(default)]
@@ -234,6 +238,7 @@ fn open_as(
     id: &berth_runtime::Identity,
     path: &Path,
     flags: libc::c_int,
+    mode: libc::mode_t,
 ) -> Result<OwnedFd, String> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("{}: bad path", path.display()))?;
@@ -254,7 +259,7 @@ fn open_as(
         }
         libc::setfsgid(id.gid);
         libc::setfsuid(id.uid);
-        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644);
+        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode);
         let err = std::io::Error::last_os_error();
         libc::setfsuid(0);
         libc::setfsgid(0);
@@ -406,16 +411,23 @@ fn start(
     } else {
         libc::O_TRUNC
     };
-    let stdout = open_as(&id, &launch.stdout, libc::O_WRONLY | libc::O_CREAT | mode)
-        .map_err(|m| (125, m))?;
+    // Made as the job would make them: under its submitter's mask (the runner's own is 022).
+    let perms = 0o666 & !launch.umask.unwrap_or(0o022);
+    let stdout = open_as(
+        &id,
+        &launch.stdout,
+        libc::O_WRONLY | libc::O_CREAT | mode,
+        perms,
+    )
+    .map_err(|m| (125, m))?;
     let stderr = match &launch.stderr {
         Some(p) if p != &launch.stdout => {
-            open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode).map_err(|m| (125, m))?
+            open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode, perms).map_err(|m| (125, m))?
         }
         _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
     };
     let stdin = match &launch.stdin {
-        Some(p) => open_as(&id, p, libc::O_RDONLY).map_err(|m| (125, m))?,
+        Some(p) => open_as(&id, p, libc::O_RDONLY, 0).map_err(|m| (125, m))?,
         None => dev_null().map_err(|m| (125, m))?,
     };
     dup_onto(&stdin, 0)
@@ -519,6 +531,7 @@ fn in_container(
                 .unwrap_or_else(|| launch.workdir.to_string_lossy().into_owned()),
         ),
         no_home: launch.no_home,
+        umask: launch.umask,
         limits: Limits {
             cpus: None,
             cpuset: launch.cpuset.clone(),

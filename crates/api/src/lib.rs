@@ -42,6 +42,10 @@ pub struct SubmitRequest {
     /// file the job names as they submit it).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub image_files: std::collections::BTreeMap<String, String>,
+    /// The submitter's file creation mask (sbatch's SLURM_UMASK): the job creates its files,
+    /// its output's first, under it. `None`: the node's (022).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// The words a submission's options are in.

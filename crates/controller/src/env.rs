@@ -109,7 +109,15 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("SLURM_NODELIST", hostlist);
     set("SLURM_JOB_NUM_NODES", nnodes.clone());
     set("SLURM_NNODES", nnodes.clone());
-    set("SLURM_SUBMIT_DIR", job.workdir.clone());
+    // Where it was submitted from (--chdir moves only where it runs).
+    let submit_dir = job
+        .submit_dir
+        .clone()
+        .unwrap_or_else(|| job.workdir.clone());
+    set("SLURM_SUBMIT_DIR", submit_dir.clone());
+    if let Some(mask) = job.umask {
+        set("SLURM_UMASK", format!("{mask:04o}"));
+    }
     set("SLURM_JOB_PARTITION", job.partition.clone());
     set("SLURM_JOB_USER", job.user.clone());
     set("SLURM_JOB_UID", job.uid.to_string());
@@ -157,7 +165,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("LSB_MCPU_HOSTS", mcpu_hosts);
     set("LSB_DJOB_NUMPROC", nslots.to_string());
     set("LSB_QUEUE", job.partition.clone());
-    set("PBS_O_WORKDIR", job.workdir.clone());
+    set("PBS_O_WORKDIR", submit_dir.clone());
     if !job.submit_host.is_empty() {
         for k in ["SLURM_SUBMIT_HOST", "PBS_O_HOST", "LSB_SUB_HOST"] {
             set(k, job.submit_host.clone());
@@ -173,7 +181,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("BERTH_NODE", node.to_string());
     set("BERTH_NTASKS", ntasks);
     set("BERTH_CPUS_ON_NODE", cpus);
-    set("BERTH_SUBMIT_DIR", job.workdir.clone());
+    set("BERTH_SUBMIT_DIR", submit_dir);
     // The image jobs submitted from this one run in when they name none.
     if let Some(image) = &job.image {
         set("BERTH_IMAGE", image.clone());

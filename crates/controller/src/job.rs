@@ -180,6 +180,13 @@ pub struct Job {
     /// The machine it was submitted from (empty in records from before).
     #[serde(default)]
     pub submit_host: String,
+    /// The directory it was submitted from (`None` in records from before 2026-12-06: its
+    /// working directory, which it was unless `--chdir` said otherwise).
+    #[serde(default)]
+    pub submit_dir: Option<String>,
+    /// Its submitter's file creation mask ([`berth_api::SubmitRequest::umask`]).
+    #[serde(default)]
+    pub umask: Option<u32>,
     /// `None`: a job on the host (where the configuration allows it).
     pub image: Option<String>,
     pub image_squashfs: Option<String>,

@@ -1091,6 +1091,8 @@ impl Controller {
                     _ => submit_env.kept_elsewhere(),
                 },
                 submit_host: req.host.clone(),
+                submit_dir: Some(req.cwd.clone()),
+                umask: req.umask.map(|m| m & 0o777),
                 image: image.clone(),
                 image_squashfs: image_squashfs.clone(),
                 image_env: image_env.clone(),
@@ -2369,6 +2371,7 @@ impl Controller {
                     }
                 }),
                 append: job.request.open_mode == berth_core::job::OpenMode::Append,
+                umask: job.umask,
                 env: env::job_environment(&job, index),
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
@@ -4589,6 +4592,7 @@ pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitReq
         host: request.host,
         env: request.env,
         image_files: request.image_files,
+        umask: None,
     }
 }
 

@@ -736,6 +736,16 @@ fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
     }
 }
 
+/// Execs the container's program, under its file creation mask (set last: the container's
+/// own files, mount points and all, are made under berth's).
+fn run_program(spec: &ContainerSpec) -> Failure {
+    if let Some(mask) = spec.umask {
+        // SAFETY: umask(2) cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    exec(&argv(spec), &spec.env)
+}
+
 fn argv(spec: &ContainerSpec) -> Vec<String> {
     match &spec.program {
         Program::Argv(a) => a.clone(),
@@ -797,7 +807,7 @@ pub(crate) fn child(
         }
         become_task(&spec.identity, spec.rootless, remap, true)?;
         enter_cwd(spec)?;
-        Ok(exec(&argv(spec), &spec.env))
+        Ok(run_program(spec))
     })()
     .unwrap_or_else(|f| f);
     report(report_fd, &failure);
@@ -813,7 +823,7 @@ pub(crate) fn in_place(spec: &ContainerSpec, image: &OwnedFd) -> Failure {
         build_root(spec, image, None)?;
         drop_privileges(spec, false)?;
         enter_cwd(spec)?;
-        Ok(exec(&argv(spec), &spec.env))
+        Ok(run_program(spec))
     })()
     .unwrap_or_else(|f| f)
 }
@@ -836,7 +846,7 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
         }
         let failure = drop_privileges(spec, true)
             .and_then(|_| enter_cwd(spec))
-            .map(|_| exec(&argv(spec), &spec.env))
+            .map(|_| run_program(spec))
             .unwrap_or_else(|f| f);
         report(report_fd, &failure);
         // SAFETY: see above.

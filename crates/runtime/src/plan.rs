@@ -47,6 +47,8 @@ pub struct Options {
     pub no_cwd: bool,
     /// An empty home of its own (see [`ContainerSpec::empty_home`]).
     pub empty_home: bool,
+    /// See [`ContainerSpec::umask`].
+    pub umask: Option<u32>,
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
@@ -406,6 +408,7 @@ pub fn plan(
         remap_root: options.remap_root,
         layer: options.layer.clone(),
         empty_home: options.empty_home && !host && !home_bound,
+        umask: options.umask,
     })
 }
 

@@ -92,6 +92,8 @@ pub struct ContainerSpec {
     /// (Apptainer's --contain): programs that write there (caches, settings) work, and
     /// leave nothing behind.
     pub empty_home: bool,
+    /// The program's file creation mask (a batch job's submitter's); `None`: berth's own.
+    pub umask: Option<u32>,
 }
 
 /// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as
