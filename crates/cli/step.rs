@@ -63,12 +63,13 @@ pub struct StepArgs {
     /// Prefix each line of output with the task's rank
     #[arg(short, long)]
     label: bool,
-    /// Kill the other tasks as soon as one exits non-zero (1, the default) or not (0)
+    /// Kill the other tasks as soon as one exits non-zero (1) or not (0, the default, as
+    /// Slurm's: the step's status is its worst task's) [default: $SLURM_KILL_BAD_EXIT]
     #[arg(short = 'K', long, value_name = "0|1", num_args = 0..=1, require_equals = true, default_missing_value = "1")]
     kill_on_bad_exit: Option<u8>,
     /// Pin each task to its own share of the job's CPUs (cores, the default; threads, rank,
     /// sockets and ldoms do the same here) or not (none); srun's verbose, prefix is accepted
-    #[arg(long, value_name = "cores|none")]
+    #[arg(long, value_name = "cores|none", alias = "cpu_bind")]
     cpu_bind: Option<String>,
     /// Allow more tasks than the job has CPUs for
     #[arg(short = 'O', long)]
@@ -111,6 +112,8 @@ pub struct StepArgs {
     multi_prog: bool,
     #[command(flatten)]
     pyxis: PyxisArgs,
+    #[command(flatten)]
+    accepted: SrunAccepted,
     /// The command and its arguments (none with --mpi=list)
     #[arg(
         required_unless_present = "mpi",
@@ -118,6 +121,68 @@ pub struct StepArgs {
         value_name = "COMMAND"
     )]
     command: Vec<String>,
+}
+
+/// srun's options that scripts pass and berth has no use for, accepted (with a warning) so
+/// that their lines run: placement and binding hints berth's own pinning decides, memory
+/// binding, accounting and verbosity. (A comment, not a doc comment: clap would take it for
+/// the group's help.)
+#[derive(Args, Debug, Default)]
+struct SrunAccepted {
+    #[arg(long, hide = true)]
+    exclusive: bool,
+    #[arg(short = 'Q', long, hide = true)]
+    quiet: bool,
+    #[arg(short = 'v', long, hide = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[arg(long, hide = true)]
+    hint: Option<String>,
+    #[arg(short = 'm', long, hide = true)]
+    distribution: Option<String>,
+    #[arg(long, hide = true)]
+    ntasks_per_core: Option<String>,
+    #[arg(long, hide = true)]
+    threads_per_core: Option<String>,
+    #[arg(long, hide = true)]
+    mem_bind: Option<String>,
+    #[arg(long, hide = true)]
+    mem_per_cpu: Option<String>,
+    #[arg(long, hide = true)]
+    gres: Option<String>,
+    #[arg(short = 'W', long, hide = true)]
+    wait: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "ALL")]
+    propagate: Option<String>,
+    #[arg(long, hide = true)]
+    acctg_freq: Option<String>,
+    #[arg(long, hide = true)]
+    network: Option<String>,
+    #[arg(short = 'r', long, hide = true)]
+    relative: Option<String>,
+}
+
+impl SrunAccepted {
+    /// The options given, as typed, for the warning.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--exclusive", self.exclusive),
+            ("--hint", self.hint.is_some()),
+            ("--distribution", self.distribution.is_some()),
+            ("--ntasks-per-core", self.ntasks_per_core.is_some()),
+            ("--threads-per-core", self.threads_per_core.is_some()),
+            ("--mem-bind", self.mem_bind.is_some()),
+            ("--mem-per-cpu", self.mem_per_cpu.is_some()),
+            ("--gres", self.gres.is_some()),
+            ("--wait", self.wait.is_some()),
+            ("--propagate", self.propagate.is_some()),
+            ("--acctg-freq", self.acctg_freq.is_some()),
+            ("--network", self.network.is_some()),
+            ("--relative", self.relative.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 // enroot+pyxis's options of srun, so that its users' command lines run as they are: outside
@@ -442,9 +507,10 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             .or_else(|| std::env::var("SLURM_MPI_TYPE").ok())
             .as_deref(),
     )?;
-    let kill_on_bad_exit = match args.kill_on_bad_exit {
-        None | Some(1) => true,
-        Some(0) => false,
+    let from_env = || std::env::var("SLURM_KILL_BAD_EXIT").ok()?.parse().ok();
+    let kill_on_bad_exit = match args.kill_on_bad_exit.or_else(from_env) {
+        Some(1) => true,
+        None | Some(0) => false,
         Some(n) => bail!("--kill-on-bad-exit={n}: expected 0 or 1"),
     };
     if args.ntasks == Some(0) || args.cpus_per_task == Some(0) || args.gpus_per_task == Some(0) {
@@ -452,6 +518,13 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
     }
     if args.pty && args.label {
         bail!("--pty and --label do not go together: a terminal's output has no lines to label");
+    }
+    let accepted = args.accepted.given();
+    if !accepted.is_empty() && !args.accepted.quiet {
+        eprintln!(
+            "berth step: ignored {}: berth places and binds each task itself",
+            accepted.join(", ")
+        );
     }
     let mut args = args;
     tasks_per_node(&mut args)?;
@@ -474,9 +547,16 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             if !args.nodelist.is_empty() && args.nodes.is_some() {
                 bail!("-N and -w both say which nodes: give one of them");
             }
-            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
-                bail!(
-                    "{flag} is for a new allocation: this step runs in job {id}, with its limits"
+            // Slurm's step limits and name: the step runs within the job's (warned, not
+            // refused, so that the script's line runs).
+            let within: Vec<&str> = given
+                .iter()
+                .filter_map(|(flag, set)| set.then_some(*flag))
+                .collect();
+            if !within.is_empty() {
+                eprintln!(
+                    "berth step: ignored {}: this step runs in job {id}, within its limits",
+                    within.join(", ")
                 );
             }
             (

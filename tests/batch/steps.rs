@@ -213,9 +213,9 @@ echo "uncovered: $?""#;
 #[test]
 fn a_steps_status_is_its_worst_tasks_and_a_failing_task_ends_the_rest() {
     let Some(c) = Cluster::start() else { return };
-    let body = r#"berth step -n 2 sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 60'
+    let body = r#"berth step -n 2 --kill-on-bad-exit sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 60'
 echo "killed: $?"
-berth step -n 2 --kill-on-bad-exit=0 sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 0.5; echo slow-done'
+berth step -n 2 sh -c '[ $SLURM_PROCID = 1 ] && exit 3; sleep 0.5; echo slow-done; exit 2'
 echo "kept: $?"
 berth step -n 2 --label sh -c 'echo out; echo err >&2'
 berth step -n 1 no-such-program
@@ -512,13 +512,16 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
         "{}",
         unknown.stderr
     );
-    // Inside a job, allocation flags make no sense.
+    // Inside a job, the step runs within the job's limits: allocation flags are ignored,
+    // said so.
     let inside = c.berth(
         Mode::Rootless,
         &["step", "--job", "1", "--mem", "1G", "true"],
     );
     assert!(
-        inside.stderr.contains("--mem is for a new allocation"),
+        inside
+            .stderr
+            .contains("ignored --mem: this step runs in job 1, within its limits"),
         "{}",
         inside.stderr
     );
@@ -1317,6 +1320,7 @@ berth step -n 1 -i in.txt cat
 berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unset} job=$SLURM_JOB_ID"'
 berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
 berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
+srun -n1 --exclusive --mem=10M -J part -t 1 --hint=nomultithread -m block --cpu_bind=cores --mem-per-cpu=1G true && echo slurm-accepted
 berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused
 berth step -n 1 -o both.out sh -c 'echo o; echo e >&2'
 berth step -n 2 -o task-%t.out -e err-%N-%2t.txt sh -c 'echo out $SLURM_PROCID; echo err $SLURM_PROCID >&2'
@@ -1339,6 +1343,13 @@ srun --mpi=list | tail -1"#;
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    // srun's options for placement, binding and a step's own limits: accepted, said ignored.
+    assert!(out.contains("slurm-accepted"), "{out}");
+    assert!(
+        out.contains("ignored --exclusive, --hint, --distribution, --mem-per-cpu: berth places")
+            && out.contains("ignored --mem, --time, --job-name: this step runs in job"),
+        "{out}"
+    );
     assert_eq!(
         lines_with(&out, "0: task").len() + lines_with(&out, "1: task").len(),
         2,
