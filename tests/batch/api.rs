@@ -357,7 +357,7 @@ fn metrics_count_the_jobs_and_show_each_nodes_health_for_prometheus() {
     );
     let pending = format!(r#"berth_jobs{{partition="{partition}",state="PENDING"}}"#);
     assert_eq!(at(&pending), Some(1.0), "{m:?}");
-    let waiting = format!(r#"berth_jobs_pending{{partition="{partition}",reason="JobHeld"}}"#);
+    let waiting = format!(r#"berth_jobs_pending{{partition="{partition}",reason="JobHeldUser"}}"#);
     assert_eq!(at(&waiting), Some(1.0), "{m:?}");
     let users = format!(r#"berth_user_jobs{{user="{TEST_USER}",state="PENDING"}}"#);
     assert_eq!(at(&users), Some(1.0), "{m:?}");

@@ -860,7 +860,7 @@ fn the_queue_prints_as_squeue_formats() {
             "-j",
             &held.to_string()
         ]),
-        format!("{held}|PD|JobHeld|5:00|   N/A|hell|\n")
+        format!("{held}|PD|JobHeldUser|5:00|   N/A|hell|\n")
     );
     // An array's pending tasks that wait alike are one line, as squeue shows them; -r: one
     // each.
@@ -1913,7 +1913,7 @@ fn a_job_waits_for_a_held_one_it_depends_on() {
         job["state"] == "PENDING" && job["reason"] == "Dependency",
         "{job}"
     );
-    assert_eq!(c.show(held)["reason"], "JobHeld");
+    assert_eq!(c.show(held)["reason"], "JobHeldUser");
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
     for id in [held, after] {
@@ -2405,7 +2405,19 @@ fn cpu_time(c: &Cluster, id: u64) -> u64 {
 fn hold_release_suspend_resume() {
     let Some(c) = Cluster::start() else { return };
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
-    assert_eq!(c.show(held)["reason"], "JobHeld");
+    assert_eq!(c.show(held)["reason"], "JobHeldUser");
+    // Root's hold is an administrator's: its owner cannot release it; root can.
+    c.berth(Mode::Root, &["hold", &held.to_string()]).ok();
+    assert_eq!(c.show(held)["reason"], "JobHeldAdmin");
+    let refused = c.berth(Mode::Rootless, &["release", &held.to_string()]);
+    assert!(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains("held by root (JobHeldAdmin): only root may release it"),
+        "{}",
+        refused.stderr
+    );
     // --parsable after another option, as sbatch takes it: the id alone.
     let script = c.f.cwd(Mode::Rootless).join("held.sh");
     let again = c.berth(
@@ -2421,8 +2433,7 @@ fn hold_release_suspend_resume() {
         "PENDING",
         "a held job does not start"
     );
-    c.berth(Mode::Rootless, &["release", &held.to_string()])
-        .ok();
+    c.berth(Mode::Root, &["release", &held.to_string()]).ok();
     c.completed(held);
 
     let spin = c.submit(

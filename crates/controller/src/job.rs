@@ -199,6 +199,9 @@ pub struct Job {
     pub state: State,
     pub reason: Option<String>,
     pub held: bool,
+    /// Held by root (Slurm's JobHeldAdmin): only root releases it.
+    #[serde(default)]
+    pub admin_hold: bool,
     pub submit_time: u64,
     /// `--begin`, resolved at submission: not started before.
     #[serde(default)]

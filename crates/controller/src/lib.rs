@@ -1099,11 +1099,12 @@ impl Controller {
                 image_entrypoint: image_entrypoint.clone(),
                 state: State::Pending,
                 reason: Some(if request.hold {
-                    "JobHeld".into()
+                    "JobHeldUser".into()
                 } else {
                     "None".into()
                 }),
                 held: request.hold,
+                admin_hold: false,
                 submit_time,
                 begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
                 deadline,
@@ -1825,7 +1826,9 @@ impl Controller {
         Ok(job)
     }
 
-    /// `berth hold` / `release`: a held job stays pending until released.
+    /// `berth hold` / `release`: a held job stays pending until released. Root's hold is an
+    /// administrator's (Slurm's JobHeldAdmin), which only root releases; its owner's is theirs
+    /// (JobHeldUser).
     pub fn hold(&mut self, caller: Caller, id: u64, held: bool) -> Result<(), ApiError> {
         let mut job = self.owned(caller, id, if held { "hold" } else { "release" })?;
         if job.state != State::Pending {
@@ -1834,15 +1837,23 @@ impl Controller {
                 job.state.name()
             )));
         }
-        job.held = held;
-        match held {
-            true => job.held_time.start(now()),
-            false => job.held_time.stop(now()),
+        if !held && job.admin_hold && caller.uid != 0 {
+            return Err(ApiError::forbidden(format!(
+                "job {id} was held by root (JobHeldAdmin): only root may release it"
+            )));
         }
-        job.reason = Some(if held {
-            "JobHeld".into()
-        } else {
-            "None".into()
+        if held && !job.held {
+            job.held_time.start(now());
+        }
+        if !held && job.held {
+            job.held_time.stop(now());
+        }
+        job.admin_hold = held && (job.admin_hold || caller.uid == 0);
+        job.held = held;
+        job.reason = Some(match (held, job.admin_hold) {
+            (true, true) => "JobHeldAdmin".into(),
+            (true, false) => "JobHeldUser".into(),
+            (false, _) => "None".into(),
         });
         let job = job.cloned();
         self.persist(&job)?;
@@ -2151,7 +2162,8 @@ impl Controller {
                 }
                 sched::Outcome::Wait { reason, .. } => {
                     let reason = reason.to_string();
-                    if job.reason.as_deref() != Some(&reason) {
+                    // (A held job keeps the reason its hold gave: whose hold it is.)
+                    if !job.held && job.reason.as_deref() != Some(&reason) {
                         job.reason = Some(reason);
                         let job = job.cloned();
                         let _ = self.persist(&job);
