@@ -1487,7 +1487,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         if args.jobs.is_empty() {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
-        for spec in &args.jobs {
+        for spec in &array_ranges(&args.jobs)? {
             self::target(spec)?.cancel(args.signal.clone(), target)?;
         }
         return Ok(0);
@@ -1496,7 +1496,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     // all the filters; a user's own only, unless root names another.
     let mut jobs = active_jobs(None, false)?;
     if !args.jobs.is_empty() {
-        let named = job_ids(&args.jobs, |_| true)?;
+        let named = job_ids(&array_ranges(&args.jobs)?, |_| true)?;
         jobs.retain(|j| named.contains(&j.id));
     }
     let users: Vec<String> = match (args.user, args.me || !crate::settings::is_root()) {
@@ -2035,10 +2035,33 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job, and one for a
 /// whole array, however many tasks it has.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
-    for spec in &args.jobs {
+    for spec in &array_ranges(&args.jobs)? {
         target(spec)?.act(verb)?;
     }
     Ok(0)
+}
+
+/// Job specs with Slurm's ranges of an array's tasks (`42_[1-3,7]`) as one spec per task
+/// (`42_1`, `42_2`, ...); the others as they are.
+pub fn array_ranges(specs: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let ranges = spec.split_once("_[").and_then(|(id, rest)| {
+            let list = rest.strip_suffix(']')?;
+            id.bytes().all(|b| b.is_ascii_digit()).then_some((id, list))
+        });
+        let Some((id, list)) = ranges else {
+            out.push(spec.clone());
+            continue;
+        };
+        let ranges = berth_core::number_ranges(list).with_context(|| {
+            format!("{spec}: expected an array's task indices in brackets, e.g. {id}_[1-3,7]")
+        })?;
+        for (first, last) in ranges {
+            out.extend((first..=last).map(|i| format!("{id}_{i}")));
+        }
+    }
+    Ok(out)
 }
 
 /// What a job spec names, for a job verb: a job (or an array's task), or an array whole
@@ -2346,7 +2369,18 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_time, parse_time, slurm_size, wait_on_controller};
+    use super::{array_ranges, cpu_time, parse_time, slurm_size, wait_on_controller};
+
+    #[test]
+    fn slurms_ranges_of_array_tasks_name_each_task() {
+        let specs: Vec<String> = ["42_[1-3,7]", "5", "9_2", "8[]"].map(String::from).to_vec();
+        assert_eq!(
+            array_ranges(&specs).unwrap(),
+            ["42_1", "42_2", "42_3", "42_7", "5", "9_2", "8[]"]
+        );
+        let bad = array_ranges(&["42_[3-1]".to_string()]).unwrap_err();
+        assert!(format!("{bad:#}").contains("e.g. 42_[1-3,7]"), "{bad:#}");
+    }
 
     /// bwait -t: a wait's time bounds it, a controller out of reach meanwhile included.
     #[test]

@@ -1621,6 +1621,15 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
         &["--hold", "--array=4-10:3"],
     );
     assert_eq!(c.show(format!("{stepped}_7"))["id"], stepped + 1);
+    // Slurm's ranges of tasks: ID_[4,7-10].
+    c.berth(Mode::Rootless, &["cancel", &format!("{stepped}_[4,7]")])
+        .ok();
+    assert_eq!(
+        (0..3)
+            .map(|n| c.show(stepped + n)["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        ["CANCELLED", "CANCELLED", "PENDING"]
+    );
     let none = c.berth(Mode::Rootless, &["show", &format!("{stepped}_8")]);
     assert!(
         none.stderr.contains("has no array task 8"),
