@@ -1909,11 +1909,13 @@ pub fn slurm_size(bytes: u64) -> String {
 
 /// Seconds job `j` has run: to its end, or to now while it runs; 0 before it starts.
 pub fn elapsed(j: &JobInfo) -> u64 {
-    match (j.start_time, j.end_time) {
+    // Time suspended does not count, as Slurm's sacct counts it.
+    let span = match (j.start_time, j.end_time) {
         (Some(s), Some(e)) => e.saturating_sub(s),
         (Some(s), None) => berth_controller::now().saturating_sub(s),
         _ => 0,
-    }
+    };
+    span.saturating_sub(j.suspended_seconds)
 }
 
 /// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42), also as LSF and PBS

@@ -2930,6 +2930,15 @@ fn requeue_runs_a_job_again_under_its_id() {
     assert_eq!(c.wait_for(id, &["RUNNING"])["restarts"], 2);
     c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
     c.wait_for(id, &["CANCELLED"]);
+    // Not one submitted with --no-requeue (Slurm's "presently disabled").
+    let once = c.submit(Mode::Rootless, "once.sh", HELLO, &["--no-requeue"]);
+    c.completed(once);
+    let refused = c.berth(Mode::Rootless, &["requeue", &once.to_string()]);
+    assert!(
+        refused.code != 0 && refused.stderr.contains("was submitted with --no-requeue"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -1956,6 +1956,7 @@ impl Controller {
                     job.user
                 )));
             }
+            no_requeue(&job)?;
             job.restart();
             self.persist(&job)?;
             self.finished.remove(&id);
@@ -1969,6 +1970,7 @@ impl Controller {
         if job.state == State::Pending {
             return Err(ApiError::bad(format!("job {id} is already pending")));
         }
+        no_requeue(&job)?;
         job.requeue_requested = true;
         signal_runner(&links, &mut job, libc::SIGTERM, &key);
         let job = job.cloned();
@@ -4605,6 +4607,17 @@ pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitReq
         env: request.env,
         image_files: request.image_files,
         umask: None,
+    }
+}
+
+/// Refuses to requeue a job submitted with `--no-requeue`, as Slurm's does.
+fn no_requeue(job: &Job) -> Result<(), ApiError> {
+    match job.request.requeue {
+        Some(false) => Err(ApiError::bad(format!(
+            "job {} was submitted with --no-requeue: it is not requeued (submit it again)",
+            job.id
+        ))),
+        _ => Ok(()),
     }
 }
 
