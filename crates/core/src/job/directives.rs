@@ -153,6 +153,13 @@ const SLURM: &[Spec] = &[
     Spec("clusters", Some('M'), Required),
     Spec("prefer", None, Required),
     Spec("reservation", None, Required),
+    Spec("gres-flags", None, Required),
+    Spec("delay-boot", None, Required),
+    Spec("network", None, Required),
+    Spec("thread-spec", None, Required),
+    Spec("core-spec", Some('S'), Required),
+    Spec("power", None, Required),
+    Spec("batch", None, Required),
     // Refused with the reason: berth cannot honour them.
     Spec("licenses", Some('L'), Required),
     Spec("x11", None, Optional),
@@ -864,9 +871,28 @@ fn apply_slurm(
             line,
             "berth accounts a job from its cgroup (CPU time, peak memory), not by sampling",
         ),
-        "switches" | "spread-job" | "use-min-nodes" | "contiguous" => {
+        "switches" | "spread-job" | "use-min-nodes" | "contiguous" | "batch" => {
             ignore(opts, found, line, "berth chooses the nodes itself")
         }
+        "gres-flags" => ignore(
+            opts,
+            found,
+            line,
+            "berth gives a job's GPUs from the nodes it runs on, with its cores",
+        ),
+        "delay-boot" | "power" => ignore(opts, found, line, "berth boots no nodes for a job"),
+        "network" => ignore(
+            opts,
+            found,
+            line,
+            "a job's containers use the host's network, as its interconnect needs",
+        ),
+        "thread-spec" | "core-spec" => ignore(
+            opts,
+            found,
+            line,
+            "berth sets no cores or threads aside for the system in a job",
+        ),
         "get-user-env" => ignore(
             opts,
             found,
