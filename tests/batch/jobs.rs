@@ -1211,8 +1211,8 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
 }
 
 /// A job works under its submitter's file creation mask (sbatch's SLURM_UMASK): its output
-/// and the files it makes are as private as its submitter's; and SLURM_SUBMIT_DIR is where it
-/// was submitted from, where --chdir moved where it runs.
+/// and the files it makes are as private as its submitter's; SLURM_SUBMIT_DIR is where it
+/// was submitted from, where --chdir moved where it runs; the script is task 0.
 #[test]
 fn a_job_keeps_its_submitters_umask_and_directory() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1226,7 +1226,7 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     std::fs::write(
         &script,
         "#!/bin/sh\n#BERTH --image busybox\numask\ntouch made\nstat -c %a made\n\
-         echo \"$SLURM_SUBMIT_DIR $SLURM_UMASK $PWD\"\n",
+         echo \"$SLURM_SUBMIT_DIR $SLURM_UMASK $PWD $SLURM_PROCID$SLURM_LOCALID\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -1255,7 +1255,7 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     c.completed(id);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        format!("0077\n600\n{} 0077 {}\n", cwd.display(), wd.display())
+        format!("0077\n600\n{} 0077 {} 00\n", cwd.display(), wd.display())
     );
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 }

@@ -98,6 +98,11 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("SLURM_JOB_CPUS_PER_NODE", cpus_per_node);
     set("SLURM_TASKS_PER_NODE", tasks_per_node);
     set("SLURM_NODEID", index.to_string());
+    if index == 0 {
+        // The batch script is the batch step's one task, as Slurm numbers it.
+        set("SLURM_PROCID", "0".into());
+        set("SLURM_LOCALID", "0".into());
+    }
     set("SLURMD_NODENAME", node.to_string());
     set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
     if job.request.overcommit {
