@@ -465,7 +465,7 @@ fn newest_job(c: &Cluster) -> serde_json::Value {
     // The record is complete once the step's end is in.
     c.wait_for(
         newest["id"].as_u64().unwrap(),
-        &["COMPLETED", "FAILED", "CANCELLED"],
+        &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"],
     )
 }
 
@@ -500,6 +500,23 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
     let job = newest_job(&c);
     assert_eq!(job["state"], "FAILED", "{job}");
     assert_eq!(job["exit_code"], 4, "{job}");
+
+    // Its time limit: the tasks get SIGTERM first, as Slurm's steps do.
+    let limited = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--image",
+            "busybox",
+            "-t",
+            "0:02",
+            "sh",
+            "-c",
+            "trap 'echo terminated; exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    assert!(limited.stdout.contains("terminated"), "{}", limited.stderr);
+    assert_eq!(newest_job(&c)["state"], "TIMEOUT");
 
     // Refused as a submission would be, with the reason.
     let unknown = c.berth(

@@ -435,6 +435,11 @@ fn wait_program(
                 ) {
                     warn_cgroup(cgroup, pid, w);
                 }
+                // The limit's SIGTERM reaches the steps' tasks too, as Slurm's does every
+                // step's: their grace is the program's.
+                if let (Some(cgroup), true) = (cgroup, TERM_DUE.swap(false, Ordering::SeqCst)) {
+                    signal_processes(cgroup.pids(), pid, libc::SIGTERM, WarnTo::OthersInCgroup);
+                }
             }
         }
     };
@@ -473,6 +478,9 @@ static WARN_AFTER_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::Atomic
 /// [`WARN_DUE`] for the waiting thread, which looks through the cgroup.
 static WARN_PROGRAM_ONLY: AtomicBool = AtomicBool::new(false);
 static WARN_DUE: AtomicBool = AtomicBool::new(false);
+/// The time limit's SIGTERM went to the program: the waiting thread sends it to the rest of
+/// the cgroup (a job's steps).
+static TERM_DUE: AtomicBool = AtomicBool::new(false);
 
 /// Whether the cgroup is frozen now (pread(2) is async-signal-safe).
 fn frozen_now() -> bool {
@@ -528,6 +536,7 @@ extern "C" fn on_alarm(_: libc::c_int) {
             libc::kill(pid, sig);
         }
         if next == 1 {
+            TERM_DUE.store(true, Ordering::SeqCst);
             libc::alarm(GRACE_SECS.load(Ordering::SeqCst).max(1));
         }
     }
@@ -549,6 +558,7 @@ fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
     let ticking = freezer.is_some() || t.warning.is_some();
     TICKING.store(ticking, Ordering::SeqCst);
     WARN_DUE.store(false, Ordering::SeqCst);
+    TERM_DUE.store(false, Ordering::SeqCst);
     if let Some(w) = t.warning {
         let after = w.after.as_secs().min(u64::from(u32::MAX)) as u32;
         WARN_AFTER_SECS.store(after, Ordering::SeqCst);

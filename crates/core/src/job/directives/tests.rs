@@ -954,7 +954,11 @@ fn options_berth_has_no_use_for_are_ignored_and_those_it_cannot_honour_refused()
          #SBATCH --thread-spec=1 -S 2 --power=level --batch=ib\n",
     );
     assert_eq!(o.ignored.len(), 7, "{:?}", o.ignored);
-    assert!(o.ignored[0].reason.contains("with its cores"), "{:?}", o.ignored);
+    assert!(
+        o.ignored[0].reason.contains("with its cores"),
+        "{:?}",
+        o.ignored
+    );
     for (directive, why) in [
         ("--x11", "no X11"),
         ("--cpus-per-gpu=8", "CPUs per task (-c)"),
