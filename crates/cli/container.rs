@@ -162,7 +162,6 @@ impl ContainerArgs {
                 anyhow::bail!("--home {home}: the home inside must be an absolute path");
             }
             binds.push(format!("{src}:{dst}"));
-            env.push(format!("HOME={dst}"));
         }
         // NAME alone passes the caller's NAME, if set (docker's way).
         let from_caller = |e: String| match e.contains('=') {
@@ -193,6 +192,10 @@ impl ContainerArgs {
             no_home: self.no_home || self.home.is_some() || contain,
             no_cwd: contain,
             empty_home: contain,
+            home: self
+                .home
+                .as_deref()
+                .map(|h| h.split_once(':').map_or(h, |(_, dst)| dst).to_string()),
             limits,
             gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
             pid_namespace: self.pid || self.containall,

@@ -603,10 +603,10 @@ fn apptainers_options_do_what_apptainer_does() {
             "busybox",
             "sh",
             "-c",
-            "echo $HOME; cat ~/f",
+            "echo $HOME; cat ~/f; grep \"^$(id -un):\" /etc/passwd | cut -d: -f6",
         ],
     );
-    assert_eq!(out.ok(), "/home/me\nalt home\n");
+    assert_eq!(out.ok(), "/home/me\nalt home\n/home/me\n");
 
     // --contain: no host directory; an empty home of the user's own, gone at the end.
     let user_home = f.user.home.display().to_string();

@@ -49,6 +49,9 @@ pub struct Options {
     pub empty_home: bool,
     /// See [`ContainerSpec::umask`].
     pub umask: Option<u32>,
+    /// The user's home inside, where it is not their home outside (the caller binds what
+    /// goes there).
+    pub home: Option<String>,
     pub limits: Limits,
     pub gpus: Option<GpuRequest>,
     pub pid_namespace: bool,
@@ -360,6 +363,14 @@ pub fn plan(
     }
     // Parents before children, so that a bind inside another bind's target lands on top.
     binds.sort_by_key(|b| Path::new(&b.target).components().count());
+    // A home of its own inside (Apptainer's --home SRC:DST): HOME and the user's entry say it.
+    let identity = match &options.home {
+        Some(home) => Identity {
+            home: home.clone(),
+            ..identity
+        },
+        None => identity,
+    };
 
     let mut env = environment(host_env, image, options, &identity)?;
     let gpu = match &options.gpus {
@@ -407,7 +418,7 @@ pub fn plan(
         cgroup_name: options.cgroup_name.clone(),
         remap_root: options.remap_root,
         layer: options.layer.clone(),
-        empty_home: options.empty_home && !host && !home_bound,
+        empty_home: options.empty_home && !host && !home_bound && options.home.is_none(),
         umask: options.umask,
     })
 }
