@@ -59,6 +59,33 @@ fn import_list_inspect_remove() {
                 "{args:?}: {stderr}"
             );
         }
+        // From a stream, as docker load takes one (`docker save x | berth image import -`).
+        let tarball = f.path("rootfs.tar");
+        if !tarball.exists() {
+            let made = std::process::Command::new("tar")
+                .arg("-C")
+                .arg(&f.rootfs)
+                .args(["-cf", tarball.to_str().unwrap(), "."])
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        let piped = f
+            .cmd(mode, &["image", "import", "-", "--name", "piped:1"])
+            .stdin(std::fs::File::open(&tarball).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&piped.stdout).starts_with("Imported piped:1 (id "),
+            "{}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
+        let shown = f
+            .berth(mode, &["image", "inspect", "piped:1"])
+            .ok()
+            .to_string();
+        assert!(shown.contains("from standard input"), "{shown}");
+        f.berth(mode, &["image", "rm", "piped:1"]).ok();
         // A second name for the same image: the import says that name.
         let out = f.berth(mode, &["image", "import", rootfs, "--name", "other"]);
         assert!(

@@ -303,12 +303,43 @@ impl Store {
     }
 
     /// Imports an archive, layout or root filesystem; see [`archive::prepare`] for the kinds.
+    /// `-` is standard input (`docker save IMAGE | berth image import -`); it, and a pipe or
+    /// another stream the path names, is spooled first (an archive is read out of order).
     pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<ImageRecord, ImageError> {
+        use std::os::unix::fs::FileTypeExt;
         let name = options.name.as_deref().map(Reference::parse).transpose()?;
+        let stdin = path == Path::new("-");
+        let stream = stdin
+            || fs::metadata(path).is_ok_and(|m| {
+                let t = m.file_type();
+                t.is_fifo() || t.is_char_device() || t.is_socket()
+            });
         self.with_staging(|staging| {
             let want = name.as_ref().map(|n| n.to_string());
-            let source = archive::prepare(path, want.as_deref(), staging)?;
-            self.build(source, name, &path.display().to_string(), staging)
+            let (path, origin) = match stream {
+                false => (path.to_path_buf(), path.display().to_string()),
+                true => {
+                    let spooled = staging.join("stream");
+                    let mut from: Box<dyn io::Read> = match stdin {
+                        true => Box::new(io::stdin().lock()),
+                        false => {
+                            Box::new(File::open(path).map_err(ImageError::io("cannot read", path))?)
+                        }
+                    };
+                    let mut to = File::create(&spooled)
+                        .map_err(ImageError::io("cannot create", &spooled))?;
+                    io::copy(&mut from, &mut to)
+                        .map_err(ImageError::io("cannot spool the stream into", &spooled))?;
+                    let origin = if stdin {
+                        "standard input".into()
+                    } else {
+                        path.display().to_string()
+                    };
+                    (spooled, origin)
+                }
+            };
+            let source = archive::prepare(&path, want.as_deref(), staging)?;
+            self.build(source, name, &origin, staging)
         })
     }
 
