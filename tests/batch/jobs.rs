@@ -1777,13 +1777,18 @@ fn pending_jobs_can_be_changed() {
         (Some(420), &"renamed".into()),
         "{job}"
     );
-    u(&[&format!("JobId={held}"), "TimeLimit=8", "Partition=normal"]).ok();
-    assert_eq!(c.show(held)["time_limit"], 480);
+    u(&[&format!("JobId={held}"), "TimeLimit=6", "Partition=normal"]).ok();
+    assert_eq!(c.show(held)["time_limit"], 360);
     for (args, code, why) in [
         (
             &[&h, "--nice=-5"][..],
             125,
             "only root may give a job a negative nice",
+        ),
+        (
+            &[&h, "--time=30"][..],
+            125,
+            "job's time limit is 00:06:00: only root may raise it",
         ),
         (
             &[&h, "--ntasks=4"],
@@ -1830,10 +1835,10 @@ fn a_running_jobs_time_limit_can_change() {
     assert_eq!(c.show(raised)["time_limit"], 600);
     let l = lowered.to_string();
     for (args, why) in [
-        (&[&l, "-t", "20"][..], "only root may raise a running job's"),
+        (&[&l, "-t", "20"][..], "only root may raise it"),
         (
             &[&l, "-t", "UNLIMITED"],
-            "only root may raise a running job's or remove it",
+            "only root may raise it or remove it",
         ),
         (
             &[&l, "-J", "x"],

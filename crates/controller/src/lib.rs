@@ -1706,7 +1706,8 @@ impl Controller {
                 refuse_negative_nice(&caller, nice)?;
                 r.nice = nice;
             }
-            if o.time_limit.is_some() {
+            if let Some(limit) = o.time_limit {
+                only_root_raises(caller, id, job.time_limit(), limit)?;
                 r.ask_time_limit(o.time_limit);
             }
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
@@ -1778,17 +1779,8 @@ impl Controller {
                 job.state.name()
             )));
         };
+        only_root_raises(caller, id, job.time_limit(), limit)?;
         let removed = limit == berth_core::job::UNLIMITED_TIME;
-        // A job without one has none to raise: its owner may give it one.
-        if let Some(current) = job
-            .time_limit()
-            .filter(|&c| (removed || limit > c) && caller.uid != 0)
-        {
-            return Err(ApiError::forbidden(format!(
-                "job {id}'s time limit is {}: only root may raise a running job's or remove it (you may lower it)",
-                berth_core::job::format_duration(current)
-            )));
-        }
         let kill_wait = self.settings.kill_wait;
         let seconds = if removed {
             berth_agent::runner::NO_LIMIT
@@ -4607,6 +4599,25 @@ pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitReq
         env: request.env,
         image_files: request.image_files,
         umask: None,
+    }
+}
+
+/// Refuses a user's raise (or removal) of job `id`'s time limit `current` to `limit`, as
+/// Slurm's does: only root may (a job without one has none to raise: its owner may give it
+/// one).
+fn only_root_raises(
+    caller: Caller,
+    id: u64,
+    current: Option<u64>,
+    limit: u64,
+) -> Result<(), ApiError> {
+    let removed = limit == berth_core::job::UNLIMITED_TIME;
+    match current.filter(|&c| (removed || limit > c) && caller.uid != 0) {
+        Some(current) => Err(ApiError::forbidden(format!(
+            "job {id}'s time limit is {}: only root may raise it or remove it (you may lower it)",
+            berth_core::job::format_duration(current)
+        ))),
+        None => Ok(()),
     }
 }
 
