@@ -1788,7 +1788,7 @@ fn pending_jobs_can_be_changed() {
         (
             &[&h, "--time=30"][..],
             125,
-            "job's time limit is 00:06:00: only root may raise it",
+            "time limit is 00:06:00: only root may raise it",
         ),
         (
             &[&h, "--ntasks=4"],
