@@ -119,6 +119,37 @@ fn import_list_inspect_remove() {
 /// An image is not removed from under a running container, whose files would vanish: `rm`,
 /// by name or by id, leaves it and says which process uses it, the container goes on, and
 /// once it has ended the image goes. (`prune` skips such an image too: the store's tests.)
+/// An image's hard links stay links in the unpacked copy containers run from (as root and
+/// as a user): one file on disk, not one per name.
+#[test]
+fn hard_links_stay_links_in_the_unpacked_copy() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.copy_rootfs("linked-tree");
+    std::fs::create_dir(tree.join("data")).unwrap();
+    std::fs::write(tree.join("data/orig"), "shared\n").unwrap();
+    std::fs::hard_link(tree.join("data/orig"), tree.join("data/hard")).unwrap();
+    for mode in [Mode::Root, Mode::Rootless] {
+        let tree = tree.to_str().unwrap();
+        f.berth(mode, &["image", "import", tree, "--name", "linked:1"])
+            .ok();
+        let out = f.berth(
+            mode,
+            &[
+                "exec",
+                "linked:1",
+                "sh",
+                "-c",
+                "stat -c '%i %h' /data/orig /data/hard",
+            ],
+        );
+        let lines: Vec<&str> = out.ok().lines().collect();
+        assert!(
+            lines.len() == 2 && lines[0] == lines[1] && lines[0].ends_with(" 2"),
+            "{mode:?}: {lines:?}"
+        );
+    }
+}
+
 #[test]
 fn an_image_in_use_is_not_removed() {
     use std::io::{BufRead, BufReader};

@@ -339,6 +339,62 @@ pub fn read_environment(text: &str, env: &mut Vec<String>) {
     }
 }
 
+/// The hard links of squashfs file `image`, `(path, its target)`: what an unpacking with
+/// rdsquashfs (which writes each path as a file of its own) must link again. Where the image
+/// has none (its paths are no more than its inodes: rdsquashfs's listing of its tables), its
+/// data is not read; otherwise sqfs2tar's stream of it says which paths are links.
+pub(crate) fn hard_links(image: &Path) -> Result<Vec<(String, String)>, ImageError> {
+    let mut superblock = [0u8; 8];
+    std::fs::File::open(image)
+        .and_then(|mut f| f.read_exact(&mut superblock))
+        .map_err(ImageError::io("cannot read", image))?;
+    let inodes = u32::from_le_bytes(superblock[4..8].try_into().expect("4 bytes"));
+    let listing = Command::new("rdsquashfs")
+        .arg("--describe")
+        .arg(image)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| tool_error("rdsquashfs", e))?;
+    // (The root is an inode the listing leaves out.)
+    let paths = listing.stdout.iter().filter(|&&b| b == b'\n').count() + 1;
+    if !listing.status.success() || paths <= inodes as usize {
+        return Ok(Vec::new());
+    }
+    let mut stream = Command::new("sqfs2tar")
+        .arg("--no-xattr")
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| tool_error("sqfs2tar", e))?;
+    let mut links = Vec::new();
+    let mut tar = tar::Archive::new(stream.stdout.take().expect("piped"));
+    let bad = |e: io::Error| ImageError::ToolFailed {
+        tool: "sqfs2tar",
+        message: e.to_string(),
+    };
+    for entry in tar.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        if entry.header().entry_type() != tar::EntryType::Link {
+            continue;
+        }
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        if let Some(target) = entry.link_name().map_err(bad)? {
+            links.push((path, target.to_string_lossy().into_owned()));
+        }
+    }
+    match stream.wait() {
+        Ok(status) if status.success() => Ok(links),
+        Ok(status) => Err(ImageError::ToolFailed {
+            tool: "sqfs2tar",
+            message: format!("{status} reading {}", image.display()),
+        }),
+        Err(e) => Err(bad(e)),
+    }
+}
+
 fn tool_error(tool: &'static str, e: io::Error) -> ImageError {
     match e.kind() {
         io::ErrorKind::NotFound => ImageError::ToolMissing {

@@ -765,6 +765,7 @@ impl Store {
                     }
                 });
             }
+            link_again(&unpacked, &squash::hard_links(&sqfs)?)?;
             match fs::rename(&unpacked, &target) {
                 Ok(()) => Ok(()),
                 Err(_) if target.exists() => Ok(()),
@@ -963,6 +964,37 @@ fn rootfs_config(diff_ids: &[Digest], settings: archive::RootfsSettings) -> Vec<
         },
     };
     serde_json::to_vec(&config).expect("config serialises")
+}
+
+/// Links again, in `tree` (an image's unpacked copy, as its squashfs file had them), the hard
+/// links `links` (`(path, target)`, relative): each path, unpacked as a copy of its own, is
+/// replaced by a link to its target. Both must be regular files inside the tree.
+fn link_again(tree: &Path, links: &[(String, String)]) -> Result<(), ImageError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let root = fs::canonicalize(tree).map_err(ImageError::io("cannot read", tree))?;
+    // Reached through no symbolic link out of the tree (the import refused such paths;
+    // checked again, as root follows what it is given).
+    let inside = |path: &Path| {
+        let file = path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file());
+        file && path
+            .parent()
+            .and_then(|p| fs::canonicalize(p).ok())
+            .is_some_and(|p| p.starts_with(&root))
+    };
+    for (path, target) in links {
+        let (path, target) = (tree.join(path), tree.join(target));
+        if !inside(&path) || !inside(&target) {
+            continue;
+        }
+        fs::remove_file(&path)
+            .and_then(|()| fs::hard_link(&target, &path))
+            .map_err(ImageError::io("cannot link again", &path))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
