@@ -10,6 +10,7 @@
 //! | `%x` | the job name |
 //! | `%u` | the user name |
 //! | `%N` | the first node's name |
+//! | `%n`, `%t`, `%s` | a batch script's: `0`, `0`, `batch` (its step's node, task and step) |
 //! | `%%` | a literal `%` |
 //!
 //! A number between `%` and the symbol zero-pads numeric values to that width (`%3a` gives
@@ -51,7 +52,13 @@ pub fn pbs_default_name(job_name: &str, stream: char, is_array: bool) -> String 
 /// Expands `pattern` for one job (see the module doc for the symbols).
 pub fn expand_pattern(pattern: &str, ctx: &PatternContext) -> String {
     expand(pattern, false, |symbol, number| {
-        job_symbol(ctx, symbol, number)
+        // A batch script's own file: the batch step's one task on the first node, as
+        // sbatch names them.
+        job_symbol(ctx, symbol, number).or_else(|| match symbol {
+            't' | 'n' => Some(number(0)),
+            's' => Some("batch".into()),
+            _ => None,
+        })
     })
 }
 
@@ -200,6 +207,7 @@ mod tests {
         assert_eq!(expand_pattern("100%%", &c), "100%");
         assert_eq!(expand_pattern(r"lit\%j", &c), "lit%j");
         assert_eq!(expand_pattern("%3a-%8j", &c), "007-00001234");
+        assert_eq!(expand_pattern("%n.%2t.%s", &c), "0.00.batch");
         assert_eq!(expand_pattern("%q%5q%", &c), "%q%5q%");
         assert_eq!(expand_pattern("%99a", &c), "000000007");
     }
