@@ -67,7 +67,26 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "sbatch" => words(&["berth", "submit"]),
         "srun" => words(&["berth", "step"]),
         "salloc" => words(&["berth", "alloc"]),
-        "squeue" => words(&["berth", "queue"]),
+        "squeue" => {
+            // squeue's own columns unless it was told others ($SQUEUE_FORMAT, as squeue
+            // reads it): ST as R and PD, as scripts reading its default output expect.
+            let formatted = rest.iter().any(|a| {
+                let a = a.to_string_lossy();
+                ["-o", "--format", "-O", "--Format", "--json"]
+                    .iter()
+                    .any(|f| {
+                        a == *f
+                            || a.starts_with(&format!("{f}="))
+                            || (f.len() == 2 && a.starts_with(f))
+                    })
+            });
+            let format = std::env::var("SQUEUE_FORMAT")
+                .unwrap_or_else(|_| "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R".into());
+            match formatted {
+                true => words(&["berth", "queue"]),
+                false => words(&["berth", "queue", &format!("--format={format}")]),
+            }
+        }
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => words(&["berth", "history"]),
         "sstat" => words(&["berth", "usage"]),
@@ -531,7 +550,12 @@ mod tests {
             ("srun -n1 true", "berth step -n1 true"),
             ("salloc -N 2 bash", "berth alloc -N 2 bash"),
             ("sstat -j 42 -P", "berth usage -j 42 -P"),
-            ("berth as squeue --me", "berth queue --me"),
+            (
+                "berth as squeue --me",
+                "berth queue --format=%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R --me",
+            ),
+            ("squeue -h -o %i", "berth queue -h -o %i"),
+            ("squeue --format=%T", "berth queue --format=%T"),
             ("sinfo", "berth as sinfo"),
             ("sinfo -N --json", "berth as sinfo -N --json"),
             ("scontrol show node n1", "berth as scontrol show node n1"),
