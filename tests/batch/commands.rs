@@ -721,6 +721,24 @@ fn pbs_commands_as_pbs_users_type_them() {
     for task in [first_task, first_task + 1] {
         c.wait_for(task, &["CANCELLED"]);
     }
+    // PBS Pro's array (-J), its script with no #! line (qsub runs it with /bin/sh): each
+    // subjob's id and index as PBS Pro gives them.
+    std::fs::write(
+        cwd.join("pro.sh"),
+        "#PBS -N pro\n#PBS -J 1-2\necho \"$PBS_JOBID $PBS_ARRAY_INDEX $PBS_ARRAY_ID $PBS_ENVIRONMENT\"\n",
+    )
+    .unwrap();
+    let pro = run(&c, &links, "qsub", &["pro.sh"]);
+    let pro_id = pro.ok().trim().to_string();
+    let pro_number: u64 = pro_id.split('[').next().unwrap().parse().unwrap();
+    for (n, task) in [pro_number, pro_number + 1].into_iter().enumerate() {
+        c.completed(task);
+        let index = n + 1;
+        assert_eq!(
+            std::fs::read_to_string(cwd.join(format!("pro.o{pro_number}.{index}"))).unwrap(),
+            format!("{pro_number}[{index}].{server} {index} {pro_id} PBS_BATCH\n")
+        );
+    }
     let unknown = run(&c, &links, "qdel", &[&format!("999999.{server}")]);
     assert_eq!(unknown.code, 153, "{}", unknown.stderr);
     let unknown = run(&c, &links, "qstat", &["999999"]);

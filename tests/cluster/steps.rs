@@ -21,7 +21,7 @@ berth step -l -N 3 -n 3 sh -c 'echo "$(hostname) $SLURM_STEP_NODELIST $SLURM_STE
 echo "named:"
 berth step -w "$third" sh -c 'exit 3'
 echo "code=$?"
-berth step -n 3 sh -c 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi; exec sleep 30'
+berth step -n 3 --kill-on-bad-exit sh -c 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi; exec sleep 30'
 echo "bad=$?"
 echo "rsh:"
 berth rsh "$second" 'echo "on $(hostname) as $(id -un) in $PWD"'
@@ -59,7 +59,7 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     assert!(out.contains("\ncode=3\n"), "{out}");
     assert!(
         out.contains("\nbad=7\n"),
-        "a failing task ends the others: {out}"
+        "with --kill-on-bad-exit, a failing task ends the others: {out}"
     );
     assert!(
         out.contains(&format!(

@@ -961,8 +961,34 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
     if words.is_empty() {
         bail!("name the jobs (0: all of yours)");
     }
-    each_job(&words, user, batch::applies(verb), |job, shown| {
-        job.act(verb)?;
+    // bstop holds a pending job (PSUSP) and bresume releases it, as LSF's do: a held job
+    // has no other way out with LSF's commands.
+    let pending = match verb {
+        "suspend" => Some(("hold", false)),
+        "resume" => Some(("release", true)),
+        _ => None,
+    };
+    let applies = |j: &JobInfo| {
+        batch::applies(verb)(j)
+            || pending.is_some_and(|(_, held)| j.state == "PENDING" && j.held == held)
+    };
+    each_job(&words, user, applies, |job, shown| {
+        match (job, pending) {
+            (batch::Target::Job(id), Some((instead, held))) => {
+                let j: JobInfo =
+                    crate::client::request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+                match j.state == "PENDING" && j.held == held {
+                    true => job.act(instead)?,
+                    false => job.act(verb)?,
+                }
+            }
+            // An array's running elements, and its pending ones.
+            (batch::Target::Array(_), Some((instead, _))) => {
+                job.act(verb)?;
+                job.act(instead)?;
+            }
+            _ => job.act(verb)?,
+        }
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {past}");
         }

@@ -75,15 +75,26 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         berth_core::job::per_node(job.shares.iter().map(|s| s.cpu_ids.len().max(1) as u64));
     let nslots = slots(job).count();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    // LSF numbers an array's elements by the array's id (and LSB_JOBINDEX); PBS names a
+    // job `ID.SERVER`, a subjob `ID[INDEX].SERVER`, as qsub printed it.
+    let server = berth_agent::node::hostname();
+    let (lsf_id, pbs_id) = match (job.array_job_id, job.array_task_id) {
+        (Some(master), Some(index)) => (master.to_string(), format!("{master}[{index}].{server}")),
+        _ => (id.clone(), format!("{id}.{server}")),
+    };
     for (prefix, value) in [
         ("SLURM_JOB_ID", &id),
         ("SLURM_JOBID", &id),
-        ("LSB_JOBID", &id),
-        ("PBS_JOBID", &id),
+        ("LSB_JOBID", &lsf_id),
+        ("PBS_JOBID", &pbs_id),
         ("BERTH_JOB_ID", &id),
     ] {
         set(prefix, value.clone());
     }
+    if job.array_job_id.is_none() {
+        set("LSB_JOBINDEX", "0".into());
+    }
+    set("PBS_ENVIRONMENT", "PBS_BATCH".into());
     for k in [
         "SLURM_JOB_NAME",
         "LSB_JOBNAME",
@@ -177,6 +188,18 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         }
     }
     set("PBS_QUEUE", job.partition.clone());
+    set("PBS_O_QUEUE", job.partition.clone());
+    // The submitter's, as qsub passes them.
+    for (k, from) in [
+        ("PBS_O_HOME", "HOME"),
+        ("PBS_O_PATH", "PATH"),
+        ("PBS_O_SHELL", "SHELL"),
+        ("PBS_O_LOGNAME", "LOGNAME"),
+    ] {
+        if let Some((_, v)) = job.submit_env.iter().find(|(name, _)| name == from) {
+            set(k, v.clone());
+        }
+    }
     set("PBS_NUM_NODES", nnodes.clone());
     set("PBS_NP", nslots.to_string());
     set("PBS_NUM_PPN", share.tasks.max(1).to_string());
@@ -211,11 +234,17 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         for k in [
             "SLURM_ARRAY_TASK_ID",
             "LSB_JOBINDEX",
+            // Torque's, and PBS Pro's (with its array's id).
             "PBS_ARRAYID",
+            "PBS_ARRAY_INDEX",
             "BERTH_ARRAY_TASK_ID",
         ] {
             set(k, index.clone());
         }
+        set(
+            "PBS_ARRAY_ID",
+            format!("{master}[].{}", berth_agent::node::hostname()),
+        );
     }
     env
 }

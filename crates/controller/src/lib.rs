@@ -853,10 +853,16 @@ impl Controller {
     pub fn submit(
         &mut self,
         caller: Caller,
-        req: SubmitRequest,
+        mut req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiError> {
         let user = user_of(caller.uid)?.user;
-        if !req.script.starts_with("#!") {
+        // bsub and qsub run a script without a #! line with /bin/sh (sbatch refuses it).
+        let with_sh = !req.script.starts_with("#!")
+            && matches!(
+                req.syntax,
+                berth_api::OptionSyntax::Bsub | berth_api::OptionSyntax::Qsub
+            );
+        if !req.script.starts_with("#!") && !with_sh {
             return Err(ApiError::bad(format!(
                 "{}: line 1: a batch script must start with #! and the path of its interpreter, e.g. #!/bin/sh",
                 req.script_name
@@ -872,6 +878,10 @@ impl Controller {
             )));
         }
         let mut request = parse_submission(&req)?;
+        if with_sh {
+            // (Added once its directives were read, so that their line numbers are as typed.)
+            req.script.insert_str(0, "#!/bin/sh\n");
+        }
         refuse_negative_nice(&caller, request.nice)?;
         // sbatch --uid: root submits the job as another user, explicitly; it is that user's
         // from here on (partitions' and reservations' rules included).
@@ -1707,7 +1717,10 @@ impl Controller {
                 r.nice = nice;
             }
             if let Some(limit) = o.time_limit {
-                only_root_raises(caller, id, job.time_limit(), limit)?;
+                // (LSF and PBS let a user raise a pending job's: bmod -W, qalter -l.)
+                if syntax == berth_api::OptionSyntax::Berth {
+                    only_root_raises(caller, id, job.time_limit(), limit)?;
+                }
                 r.ask_time_limit(o.time_limit);
             }
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));

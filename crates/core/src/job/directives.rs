@@ -222,6 +222,15 @@ const LSF: &[Spec] = &[
     Spec("b", None, Required),
     Spec("K", None, No),
     Spec("m", None, Required),
+    // Accepted and ignored, with a warning: what berth has no counterpart of.
+    Spec("G", None, Required),
+    Spec("app", None, Required),
+    Spec("sla", None, Required),
+    Spec("E", None, Required),
+    Spec("Ep", None, Required),
+    Spec("We", None, Required),
+    Spec("Jd", None, Required),
+    Spec("L", None, Required),
     // bsub's command line only (interactive jobs): refused in a script.
     Spec("I", None, No),
     Spec("Is", None, No),
@@ -1447,15 +1456,33 @@ fn apply_lsf(
                 opts.array = array;
             }
         }
+        // MIN,MAX: the least is what it gets (berth starts a job with a fixed count).
         "n" => {
-            if v.contains(',') {
-                return Err(JobError::unsupported(
-                    v,
-                    "a slot range (MIN,MAX); ask for one count",
-                ));
-            }
-            opts.ntasks = Some(count("slot count", v)?);
+            let min = v.split_once(',').map_or(v, |(min, _)| min);
+            opts.ntasks = Some(count("slot count", min)?);
         }
+        "G" => ignore(
+            opts,
+            found,
+            line,
+            "berth keeps no user groups for fair share",
+        ),
+        "app" => ignore(opts, found, line, "berth has no application profiles"),
+        "sla" => ignore(opts, found, line, "berth has no service classes"),
+        "E" | "Ep" => ignore(
+            opts,
+            found,
+            line,
+            "berth runs no pre- or post-execution commands: put them in the script",
+        ),
+        "We" => ignore(opts, found, line, "berth backfills on the run limit (-W)"),
+        "Jd" => ignore(opts, found, line, "berth keeps no job descriptions"),
+        "L" => ignore(
+            opts,
+            found,
+            line,
+            "the script runs with the shell of its #! line, in the job's environment",
+        ),
         "R" => lsf_resources(opts, v, found, line)?,
         // bsub -M: LSF_UNIT_FOR_LIMITS=MB (what most sites set) makes bare numbers MB.
         // The limit applies per process, i.e. per slot of one CPU.
@@ -1585,11 +1612,10 @@ fn lsf_resources(
 ) -> Result<(), JobError> {
     let mut rest = v.trim();
     while !rest.is_empty() {
+        // A bare string is a selection (select[] without its name).
         let Some((section, tail)) = rest.split_once('[') else {
-            return Err(JobError::unsupported(
-                v,
-                "host selection expressions; berth reads span[] and rusage[]",
-            ));
+            ignore(opts, found, line, "berth chooses and orders hosts itself");
+            break;
         };
         let Some((body, after)) = tail.split_once(']') else {
             return Err(JobError::invalid(
@@ -1607,8 +1633,10 @@ fn lsf_resources(
                     opts.nodes = Some(NodeRange { min: 1, max: 1 })
                 }
                 ("rusage", "mem") => opts.memory = Some(Memory::PerCpu(size(value, "M")?)),
-                ("order", _) => {
-                    ignore(opts, found, line, "berth orders hosts itself");
+                // How long the reservation holds: for the whole job here.
+                ("rusage", "duration" | "decay") => {}
+                ("order" | "select" | "same" | "affinity", _) => {
+                    ignore(opts, found, line, "berth chooses and orders hosts itself");
                     break;
                 }
                 (s, _) => {

@@ -4,7 +4,8 @@
 //!
 //! | symbol | value |
 //! |---|---|
-//! | `%j`, `%J` | the job id (LSF's `%J`; for an array element, the element's own id) |
+//! | `%j` | the job id (for an array's task, its own id) |
+//! | `%J` | LSF's: the job id, for an array's element its array's (as `LSB_JOBID`) |
 //! | `%A` | the array's master job id (the job id when the job is no array) |
 //! | `%a`, `%I` | the array index (`0` when the job is no array, as LSF's `%I`) |
 //! | `%x` | the job name |
@@ -69,7 +70,9 @@ fn job_symbol(
     number: &dyn Fn(u64) -> String,
 ) -> Option<String> {
     Some(match symbol {
-        'j' | 'J' => number(ctx.job_id),
+        'j' => number(ctx.job_id),
+        // LSF's: an array's elements share their array's id.
+        'J' => number(ctx.array_job_id.unwrap_or(ctx.job_id)),
         'A' => number(ctx.array_job_id.unwrap_or(ctx.job_id)),
         'a' | 'I' => number(u64::from(ctx.array_index.unwrap_or(0))),
         'x' => ctx.job_name.to_string(),
@@ -198,12 +201,12 @@ mod tests {
     fn symbols() {
         let c = ctx();
         assert_eq!(expand_pattern("slurm-%j.out", &c), "slurm-1234.out");
-        assert_eq!(expand_pattern("job-%J.err", &c), "job-1234.err");
+        assert_eq!(expand_pattern("job-%J.err", &c), "job-1200.err");
         assert_eq!(
             expand_pattern("%x_%A_%a.%u@%N", &c),
             "sim_1200_7.alice@node01"
         );
-        assert_eq!(expand_pattern("lsf.%J.%I", &c), "lsf.1234.7");
+        assert_eq!(expand_pattern("lsf.%J.%I", &c), "lsf.1200.7");
         assert_eq!(expand_pattern("100%%", &c), "100%");
         assert_eq!(expand_pattern(r"lit\%j", &c), "lit%j");
         assert_eq!(expand_pattern("%3a-%8j", &c), "007-00001234");

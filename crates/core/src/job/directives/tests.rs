@@ -203,7 +203,7 @@ fn errors_carry_line_and_directive() {
     assert!(error("#SBATCH -d afterok:abc\n").contains("invalid dependency 'afterok:abc'"));
     assert!(error("#SBATCH --gres=craynetwork:1\n").contains("not supported"));
     assert!(error("#SBATCH --bind=/a\n").contains("unknown #SBATCH option")); // #BERTH only
-    assert!(error("#BSUB -R \"select[mem>4000]\"\n").contains("not supported"));
+    assert!(error("#BSUB -R \"frob[x]\"\n").contains("not supported"));
     assert!(error("#BSUB -w \"done(1) || done(2)\"\n").contains("&&"));
     assert!(error("#PBS -l foo=1\n").contains("not supported"));
     assert!(error("#PBS -w /tmp\n").contains("unknown #PBS option '-w'"));
@@ -355,7 +355,15 @@ fn lsf_options() {
     assert_eq!(o.nodes, Some(NodeRange { min: 1, max: 1 }));
     assert_eq!(o.memory, Some(Memory::PerCpu(2048 << 20)));
     assert_eq!((o.name, o.array.map(|a| a.len())), (None, Some(3)));
-    assert!(error("#BSUB -n 2,4\n").contains("slot range"));
+    // A slot range gets its least; LSF's host selection, projects and profiles are ignored.
+    let o = script(
+        "#BSUB -n 2,4 -R \"select[mem>4000] same[type] rusage[mem=100:duration=10]\"\n\
+         #BSUB -G lab -app big -sla gold -E /bin/true -Ep /bin/true -We 10 -Jd about -L /bin/sh\n\
+         #BSUB -R \"type==any\"\n",
+    );
+    assert_eq!(o.ntasks, Some(2));
+    assert_eq!(o.memory, Some(Memory::PerCpu(100 << 20)));
+    assert_eq!(o.ignored.len(), 11, "{:?}", o.ignored);
     assert!(error("#BSUB -J \"a[1-3\"\n").contains("invalid job array"));
     assert!(error("#BSUB -W 1:30:00\n").contains("[HH:]MM"));
 }
