@@ -1210,6 +1210,25 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     .ok();
 }
 
+/// A job its user's CPU cap holds back keeps no CPUs from anyone else's: the next job in
+/// the queue runs on the CPU it would have had.
+#[test]
+fn a_job_held_back_by_its_users_cap_leaves_the_cpus_to_others() {
+    let config = "[[partition]]\nname = \"normal\"\ndefault = true\nmax_cpus_per_user = 1\n";
+    let Some(c) = Cluster::start_with_config(Some(config)) else {
+        return;
+    };
+    let first = c.submit_holding("cap1.sh", "", &[]);
+    let capped = c.submit(Mode::Rootless, "cap2.sh", HELLO, &[]);
+    // (Behind it in the queue.)
+    let other = c.submit(Mode::Root, "other.sh", HELLO, &["--nice=5000"]);
+    c.completed(other);
+    assert_eq!(c.show(capped)["reason"], "QOSMaxCpuPerUserLimit");
+    c.berth(Mode::Rootless, &["cancel", &first.to_string()])
+        .ok();
+    c.completed(capped);
+}
+
 /// A job works under its submitter's file creation mask (sbatch's SLURM_UMASK): its output
 /// and the files it makes are as private as its submitter's; SLURM_SUBMIT_DIR is where it
 /// was submitted from, where --chdir moved where it runs; the script is task 0.

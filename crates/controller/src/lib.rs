@@ -2079,9 +2079,7 @@ impl Controller {
         self.mail_time_limits();
         self.expire_reservations();
         let cluster = self.scheduling_view();
-        let (views, last) = self.views(&cluster);
-        let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
-        self.follow(&plan, &last);
+        let (mut views, last) = self.views(&cluster);
         // CPUs each user's running jobs hold per partition, for `max_cpus_per_user`.
         let mut held: BTreeMap<(String, String), u64> = BTreeMap::new();
         for j in self.active.running() {
@@ -2089,8 +2087,13 @@ impl Controller {
                 .entry((j.user.clone(), j.partition.clone()))
                 .or_default() += j.cpus;
         }
+        self.hold_back_capped(&mut views, &held);
+        let held_before = held.clone();
+        let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
+        self.follow(&plan, &last);
         // Started jobs that asked for mail at their start.
         let mut began = Vec::new();
+        let mut again = false;
         for decision in &plan.decisions {
             let Some(mut job) = self.active.get_mut(&decision.job) else {
                 continue;
@@ -2130,9 +2133,13 @@ impl Controller {
                     let cap = part.and_then(|p| p.max_cpus_per_user);
                     let used = held.get(&key).copied().unwrap_or(0);
                     let cpus: u64 = start.nodes.iter().map(|a| u64::from(a.cpus)).sum();
-                    if cap.is_some_and(|cap| used + cpus > u64::from(cap)) {
-                        // Slurm's reason for a per-user CPU limit.
+                    if let Some(cap) = cap.filter(|&cap| used + cpus > u64::from(cap)) {
+                        // Slurm's reason for a per-user CPU limit. Where another of the
+                        // user's started in this pass, the next pass holds it back before it
+                        // plans, so that others may have the CPUs this plan gave it.
                         job.reason = Some("QOSMaxCpuPerUserLimit".into());
+                        let before = held_before.get(&key).copied().unwrap_or(0);
+                        again |= before + cpus <= u64::from(cap);
                         continue;
                     }
                     let Some(shares) = take_shares(&mut self.nodes, &start.nodes) else {
@@ -2178,6 +2185,9 @@ impl Controller {
                 }
             }
         }
+        if again {
+            self.wake();
+        }
         for id in began {
             // (One whose start the store refused waits again.)
             if let Some(job) = self.active.get(&id).filter(|j| j.state == State::Running) {
@@ -2194,6 +2204,50 @@ impl Controller {
         }
         for id in plan.past_deadline() {
             self.finish(id, State::Deadline, Some("DeadLine".into()), None);
+        }
+    }
+
+    /// Takes out of a pass's `views` the waiting jobs their users' CPU caps in their
+    /// partitions (`max_cpus_per_user`) hold back, given the CPUs their running jobs `held`:
+    /// planned, such a job would keep the CPUs it cannot use from the jobs after it. They
+    /// wait as QOSMaxCpuPerUserLimit.
+    fn hold_back_capped(
+        &mut self,
+        views: &mut Vec<sched::JobView>,
+        held: &BTreeMap<(String, String), u64>,
+    ) {
+        let mut capped = Vec::new();
+        views.retain(|v| {
+            let cap = self
+                .settings
+                .partition(&v.request.partition)
+                .and_then(|p| p.max_cpus_per_user);
+            let (Some(cap), sched::JobState::Pending) = (cap, v.state) else {
+                return true;
+            };
+            let need = u64::from(v.request.tasks.unwrap_or(1).max(1))
+                * u64::from(v.request.cpus_per_task.max(1));
+            let used = held
+                .get(&(v.user.clone(), v.request.partition.clone()))
+                .copied()
+                .unwrap_or(0);
+            let fits = used + need <= u64::from(cap);
+            if !fits {
+                capped.push(v.id);
+            }
+            fits
+        });
+        for id in capped {
+            let changed = self.active.get_mut(&id).and_then(|mut job| {
+                let new = !job.held && job.reason.as_deref() != Some("QOSMaxCpuPerUserLimit");
+                new.then(|| {
+                    job.reason = Some("QOSMaxCpuPerUserLimit".into());
+                    job.cloned()
+                })
+            });
+            if let Some(job) = changed {
+                let _ = self.persist(&job);
+            }
         }
     }
 
