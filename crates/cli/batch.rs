@@ -487,7 +487,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let socket = args.socket.unwrap_or_else(crate::client::socket);
     if args.detach {
-        return detach(&state_dir, &socket, args.listen, local_node, &args.features);
+        return detach(&state_dir, &socket);
     }
     let store: Box<dyn berth_store::Store> = match &settings.state_store {
         None => Box::new(berth_store::SqliteStore::open(state_dir.join("state.db"))?),
@@ -605,13 +605,7 @@ fn lead(
     Ok(store)
 }
 
-fn detach(
-    state_dir: &std::path::Path,
-    socket: &std::path::Path,
-    listen: Option<std::net::SocketAddr>,
-    local_node: bool,
-    features: &[String],
-) -> Result<i32> {
+fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let log_path = state_dir.join("berth.log");
     let log = std::fs::OpenOptions::new()
@@ -622,17 +616,9 @@ fn detach(
     let mut cmd = std::process::Command::new(
         std::env::current_exe().context("cannot find the berth executable")?,
     );
-    cmd.arg(if local_node { "up" } else { "controller" })
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--socket")
-        .arg(socket);
-    if let Some(addr) = listen {
-        cmd.arg("--listen").arg(addr.to_string());
-    }
-    if !features.is_empty() {
-        cmd.arg("--features").arg(features.join(","));
-    }
+    // This command line as it was given (--config, --store and the rest with it), without
+    // --detach: the same state directory and socket, in the same environment.
+    cmd.args(std::env::args_os().skip(1).filter(|a| a != "--detach"));
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

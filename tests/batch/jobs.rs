@@ -2660,12 +2660,16 @@ fn oversubscribed_cores_take_two_jobs_each() {
 #[test]
 fn detached_controller_and_down() {
     let Some(c) = Cluster::start() else { return };
-    // A second controller, detached, on its own state and socket.
+    // A second controller, detached, on its own state, socket and configuration.
     let (state, socket) = (c.f.path("detached"), c.f.path("detached.sock"));
+    let config = c.f.path("detached.toml");
+    std::fs::write(&config, "[[partition]]\nname = \"apart\"\ndefault = true\n").unwrap();
     let up = std::process::Command::new(&c.f.bin)
         .args([
             "up",
             "--detach",
+            "--config",
+            config.to_str().unwrap(),
             "--state-dir",
             state.to_str().unwrap(),
             "--socket",
@@ -2684,6 +2688,10 @@ fn detached_controller_and_down() {
         .trim()
         .parse()
         .unwrap();
+    // It runs with the configuration it was given.
+    let mut partitions = c.f.cmd(Mode::Rootless, &["partitions"]);
+    let partitions = Out::from_output(partitions.env("BERTH_SOCKET", &socket).output().unwrap());
+    assert!(partitions.ok().contains("apart*"), "{}", partitions.stdout);
     let down = |mode: Mode| {
         let mut cmd = c.f.cmd(mode, &["down"]);
         Out::from_output(cmd.env("BERTH_SOCKET", &socket).output().unwrap())
