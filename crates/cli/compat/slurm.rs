@@ -314,7 +314,7 @@ fn field(letter: char, row: &Row) -> String {
             let total: u64 = nodes.iter().map(|n| u64::from(n.cpus)).sum();
             let other: u64 = nodes
                 .iter()
-                .filter(|n| n.state == "down" || n.state == "drain")
+                .filter(|n| n.state == "down" || drained(n))
                 .map(|n| u64::from(n.cpus.saturating_sub(n.cpus_allocated)))
                 .sum();
             let idle = total.saturating_sub(alloc + other);
@@ -350,14 +350,19 @@ fn field(letter: char, row: &Row) -> String {
     }
 }
 
+/// Whether a node is drained or draining (the API's `drained`, `draining`).
+fn drained(n: &NodeInfo) -> bool {
+    matches!(n.state.as_str(), "drain" | "drained" | "draining")
+}
+
 /// A node's state as sinfo's %T prints it (and -t takes it).
 fn long_state_of(n: &NodeInfo) -> &'static str {
     match (n.state.as_str(), n.cpus_allocated) {
         ("idle", _) => "idle",
         ("mixed", _) => "mixed",
         ("allocated", _) => "allocated",
-        ("drain", 0) => "drained",
-        ("drain", _) => "draining",
+        (_, 0) if drained(n) => "drained",
+        _ if drained(n) => "draining",
         _ => "down",
     }
 }
@@ -646,11 +651,11 @@ fn node_block(n: &NodeInfo) -> String {
         }
     };
     let features = null(n.features.join(","));
-    let state = match (n.state.as_str(), n.cpus_allocated) {
-        ("drain", 0) => "IDLE+DRAIN".to_string(),
-        ("drain", a) if a < n.cpus => "MIXED+DRAIN".into(),
-        ("drain", _) => "ALLOCATED+DRAIN".into(),
-        (s, _) => s.to_ascii_uppercase(),
+    let state = match (drained(n), n.cpus_allocated) {
+        (true, 0) => "IDLE+DRAIN".to_string(),
+        (true, a) if a < n.cpus => "MIXED+DRAIN".into(),
+        (true, _) => "ALLOCATED+DRAIN".into(),
+        (false, _) => n.state.to_ascii_uppercase(),
     };
     let load = span(std::iter::once(n.cpu_load()), 2);
     let free = span(std::iter::once(free_mib(n)), 0);
@@ -1062,7 +1067,7 @@ mod tests {
             node("n1", "idle", 4, 0),
             node("n2", "allocated", 4, 4),
             node("n3", "idle", 4, 0),
-            node("n4", "drain", 4, 2),
+            node("n4", "draining", 4, 2),
         ];
         let parts = [
             partition("batch", &["n1", "n2", "n3", "n4"]),
