@@ -2490,6 +2490,18 @@ fn hold_release_suspend_resume() {
     assert_eq!(c.show(spin)["state"], "RUNNING");
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(cpu_time(&c, spin) > frozen, "a resumed job runs again");
+    // Root's suspend is an administrator's: only root resumes it.
+    c.berth(Mode::Root, &["suspend", &spin.to_string()]).ok();
+    let refused = c.berth(Mode::Rootless, &["resume", &spin.to_string()]);
+    assert!(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains("suspended by root: only root may resume it"),
+        "{}",
+        refused.stderr
+    );
+    c.berth(Mode::Root, &["resume", &spin.to_string()]).ok();
     c.berth(Mode::Rootless, &["suspend", &spin.to_string()])
         .ok();
     c.berth(Mode::Rootless, &["cancel", &spin.to_string()]).ok();

@@ -202,6 +202,9 @@ pub struct Job {
     /// Held by root (Slurm's JobHeldAdmin): only root releases it.
     #[serde(default)]
     pub admin_hold: bool,
+    /// Suspended by root: only root resumes it.
+    #[serde(default)]
+    pub admin_suspend: bool,
     pub submit_time: u64,
     /// `--begin`, resolved at submission: not started before.
     #[serde(default)]

@@ -1115,6 +1115,7 @@ impl Controller {
                 }),
                 held: request.hold,
                 admin_hold: false,
+                admin_suspend: false,
                 submit_time,
                 begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
                 deadline,
@@ -1901,6 +1902,11 @@ impl Controller {
                 Freeze::done(suspend)
             )));
         }
+        if !suspend && job.admin_suspend && caller.uid != 0 {
+            return Err(ApiError::forbidden(format!(
+                "job {id} was suspended by root: only root may resume it"
+            )));
+        }
         let job = job.cloned();
         if !self.freezing.insert(id) {
             return Err(ApiError::bad(format!(
@@ -1911,6 +1917,7 @@ impl Controller {
             links,
             job,
             suspend,
+            by_root: caller.uid == 0,
             key,
         })
     }
@@ -1939,6 +1946,7 @@ impl Controller {
             }
             return Ok(());
         };
+        job.admin_suspend = freeze.suspend && freeze.by_root;
         job.state = if freeze.suspend {
             job.suspended.start(now());
             State::Suspended
@@ -4854,6 +4862,8 @@ pub struct Freeze {
     links: Links,
     job: Job,
     suspend: bool,
+    /// Asked by root: an administrator's suspend, which only root resumes.
+    by_root: bool,
     key: Arc<auth::Key>,
 }
 
