@@ -884,9 +884,11 @@ fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String 
 /// without running, as sbatch reports them).
 pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     let ends = wait_on_controller(first, count, "ended", None)?.unwrap_or_default();
+    // A job that did not complete is never 0 (one killed for its memory, or its time,
+    // may have a status of 0 of its own).
     let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
         ("COMPLETED", _, _) => 0,
-        (_, Some(code), None) => code,
+        (_, Some(code), None) if code != 0 => code,
         _ => 1,
     };
     Ok(ends.iter().map(status).max().unwrap_or(0))

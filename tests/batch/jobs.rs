@@ -547,6 +547,12 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     let oom = c.submit(Mode::Rootless, "hog.sh", hog, &[]);
     let job = c.wait_for(oom, &["OUT_OF_MEMORY", "FAILED", "COMPLETED"]);
     assert_eq!(job["state"], "OUT_OF_MEMORY", "{job}");
+    // One whose script goes on after the kill, and exits 0: --wait says it failed all the
+    // same, as sbatch --wait does.
+    let survivor =
+        "#!/bin/sh\n#SBATCH --mem=32M\n#BERTH --image busybox\n/bin/probe hog 256\ntrue\n";
+    let out = c.try_submit(Mode::Rootless, "hog2.sh", survivor, &["--wait"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
 }
 
 /// A script that cannot start (its `#!` names an interpreter the image lacks) ends FAILED
