@@ -489,6 +489,15 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
     if args.detach {
         return detach(&state_dir, &socket);
     }
+    // One daemon per state directory and per socket, refused before anything is set up
+    // (the node's job files' tmpfs included). The lock lasts as long as this process.
+    let _lock = lock_state_dir(&state_dir)?;
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!(
+            "a berth controller is already serving {}: stop it with `berth down`, or pass --socket",
+            socket.display()
+        );
+    }
     let store: Box<dyn berth_store::Store> = match &settings.state_store {
         None => Box::new(berth_store::SqliteStore::open(state_dir.join("state.db"))?),
         Some(_) if local_node => bail!(
@@ -540,8 +549,27 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
     result.map(|()| 0)
 }
 
-/// Starts `berth up` again in the background, in a session of its own, and waits until it
-/// answers on its socket.
+/// Takes the state directory's lock (`STATE_DIR/berth.lock`, flock(2)), which one daemon
+/// holds while it runs; refused if another has it.
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = state_dir.join("berth.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another berth daemon uses the state directory {} (its pid is in berth.pid there): stop it with `berth down`, or give --state-dir",
+            state_dir.display()
+        );
+    }
+    Ok(file)
+}
+
 /// How long the leading controller's lease on etcd lasts without renewal: a standby takes
 /// over within about this long after the leader dies.
 const LEADER_TTL: u64 = 5;
@@ -605,6 +633,8 @@ fn lead(
     Ok(store)
 }
 
+/// Starts `berth up` again in the background, in a session of its own, and waits until it
+/// answers on its socket.
 fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let log_path = state_dir.join("berth.log");

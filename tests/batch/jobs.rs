@@ -2706,6 +2706,42 @@ fn detached_controller_and_down() {
         .trim()
         .parse()
         .unwrap();
+    // A second daemon on its state directory, or on its socket, is refused before it sets
+    // anything up (no tmpfs left on a job files' directory).
+    let other_state = c.f.path("other-state");
+    for (dir, sock, why) in [
+        (
+            &state,
+            c.f.path("other.sock"),
+            "another berth daemon uses the state directory",
+        ),
+        (
+            &other_state,
+            socket.clone(),
+            "a berth controller is already serving",
+        ),
+    ] {
+        let again = std::process::Command::new(&c.f.bin)
+            .args([
+                "up",
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+            ])
+            .env("BERTH_STORE", c.f.path("store-root"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(
+            again.status.code() == Some(125) && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        host_mounts_with(other_state.to_str().unwrap()),
+        Vec::<String>::new()
+    );
     // It runs with the configuration it was given.
     let mut partitions = c.f.cmd(Mode::Rootless, &["partitions"]);
     let partitions = Out::from_output(partitions.env("BERTH_SOCKET", &socket).output().unwrap());
