@@ -309,6 +309,60 @@ impl RegistryConfig {
 }
 
 impl Config {
+    /// Partitions that could not be told apart or could never run a job are refused, each
+    /// mistake named.
+    fn check_partitions(&self) -> Result<(), ConfigError> {
+        let bad = |p: &PartitionConfig, why: String| {
+            Err(ConfigError::Parse(format!(
+                "[[partition]] {:?}: {why}",
+                p.name
+            )))
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.partitions {
+            if p.name.is_empty() || p.name.contains(|c: char| c.is_whitespace() || c == ',') {
+                return bad(
+                    p,
+                    "a partition's name is a word (no blanks or commas), as jobs name it with -p"
+                        .into(),
+                );
+            }
+            if !seen.insert(&p.name) {
+                return bad(
+                    p,
+                    "a second partition of that name: give each its own".into(),
+                );
+            }
+            for (key, zero) in [
+                ("max_time", p.max_time == Some(0)),
+                ("max_jobs_per_user", p.max_jobs_per_user == Some(0)),
+                ("max_cpus_per_user", p.max_cpus_per_user == Some(0)),
+            ] {
+                if zero {
+                    return bad(p, format!("{key} = 0 would refuse every job: give the limit, or leave it out for none"));
+                }
+            }
+            if let (Some(default), Some(max)) = (p.default_time, p.max_time) {
+                if default > max {
+                    return bad(p, format!("default_time = {default} is over max_time = {max}: a job that names no time would get more than any may ask"));
+                }
+            }
+        }
+        let defaults: Vec<&str> = self
+            .partitions
+            .iter()
+            .filter(|p| p.default)
+            .map(|p| p.name.as_str())
+            .collect();
+        if defaults.len() > 1 {
+            return Err(ConfigError::Parse(format!(
+                "[[partition]] default = true on {}: one partition is the default",
+                defaults.join(" and ")
+            )));
+        }
+        Ok(())
+    }
+
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.binds.validate()?;
@@ -333,6 +387,7 @@ impl Config {
                 "[etcd] cert and key go together: give both (the client certificate etcd checks, and its private key), or neither".into(),
             ));
         }
+        config.check_partitions()?;
         if config.priority.decay_half_life == 0 {
             return Err(ConfigError::Parse(
                 "[priority] decay_half_life = 0: give the seconds after which past usage counts half (Slurm's PriorityDecayHalfLife, 604800 for a week)".into(),
@@ -497,6 +552,42 @@ mod tests {
             "{refused}"
         );
         assert!(p.check(Path::new("/etc"), home, cwd).is_err());
+    }
+
+    #[test]
+    fn partitions_that_cannot_be_told_apart_or_run_nothing_are_refused() {
+        let part = |extra: &str| format!("[[partition]]\nname = \"a\"\n{extra}");
+        for (text, why) in [
+            (
+                format!(
+                    "{}{}",
+                    part("default = true\n"),
+                    "[[partition]]\nname = \"b\"\ndefault = true\n"
+                ),
+                "default = true on a and b",
+            ),
+            (
+                format!("{}{}", part(""), part("")),
+                "a second partition of that name",
+            ),
+            (
+                "[[partition]]\nname = \"my part\"\n".to_string(),
+                "no blanks or commas",
+            ),
+            (
+                part("max_time = 0\n"),
+                "max_time = 0 would refuse every job",
+            ),
+            (part("max_jobs_per_user = 0\n"), "max_jobs_per_user = 0"),
+            (
+                part("max_time = 60\ndefault_time = 3600\n"),
+                "default_time = 3600 is over max_time = 60",
+            ),
+        ] {
+            let e = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        Config::from_toml(&part("default = true\nmax_time = 60\ndefault_time = 60\n")).unwrap();
     }
 
     #[test]
