@@ -2894,6 +2894,16 @@ images = ["cuda/*"]
         out.stderr
     );
 
+    // Moved there, as submitted there: refused.
+    let held = c.submit(Mode::Rootless, "moved.sh", HELLO, &["--hold"]);
+    let moved = c.berth(Mode::Rootless, &["update", &held.to_string(), "-p", "gpu"]);
+    assert!(
+        moved.code == 125 && moved.stderr.contains("not allowed in partition gpu"),
+        "{}",
+        moved.stderr
+    );
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+
     // One CPU per user: the second job waits although the machine has room.
     let sleeper = "#!/bin/sh\n#BERTH --image busybox\nsleep 2\n";
     let first = c.submit(Mode::Rootless, "s1.sh", sleeper, &[]);

@@ -848,6 +848,37 @@ impl Controller {
         }
     }
 
+    /// Refuses `adding` jobs of `user` in image `image` where partition `partition`'s rules
+    /// do not take them: its images, and its limit of jobs per user.
+    fn partition_rules(
+        &self,
+        user: &str,
+        partition: &str,
+        image: Option<&str>,
+        adding: usize,
+    ) -> Result<(), ApiError> {
+        let Some(rules) = self.settings.partition(partition) else {
+            return Ok(());
+        };
+        if let Some(name) = image {
+            let full = berth_image::Reference::full_name(name);
+            rules.allows_image(&full).map_err(ApiError::forbidden)?;
+        }
+        if let Some(max) = rules.max_jobs_per_user {
+            let have = self
+                .active
+                .values()
+                .filter(|j| j.user == user && j.partition == partition)
+                .count();
+            if have + adding > max as usize {
+                return Err(ApiError::forbidden(format!(
+                    "{user} has {have} job(s) in partition {partition}; {adding} more would pass its limit of {max} (max_jobs_per_user)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// `berth submit`: validates everything a job can be refused for, stores it, wakes the
     /// scheduler.
     pub fn submit(
@@ -1003,25 +1034,8 @@ impl Controller {
             }
         };
         self.within_site_limits(&request)?;
-        if let Some(rules) = self.settings.partition(&partition) {
-            if let Some(name) = &image {
-                let full = berth_image::Reference::full_name(name);
-                rules.allows_image(&full).map_err(ApiError::forbidden)?;
-            }
-            if let Some(max) = rules.max_jobs_per_user {
-                let have = self
-                    .active
-                    .values()
-                    .filter(|j| j.user == user && j.partition == partition)
-                    .count();
-                let adding = request.array.as_ref().map_or(1, |a| a.len());
-                if have + adding > max as usize {
-                    return Err(ApiError::forbidden(format!(
-                        "{user} has {have} job(s) in partition {partition}; {adding} more would pass its limit of {max} (max_jobs_per_user)"
-                    )));
-                }
-            }
-        }
+        let adding = request.array.as_ref().map_or(1, |a| a.len());
+        self.partition_rules(&user, &partition, image.as_deref(), adding)?;
         // Its deadline, resolved once (the job's own is this), needs a time limit to plan
         // with and a begin before it.
         let submit_time = now();
@@ -1696,7 +1710,7 @@ impl Controller {
             .collect();
         let ids = if tasks.is_empty() { vec![id] } else { tasks };
         let cluster = self.cluster();
-        let mut updated = Vec::with_capacity(ids.len());
+        let mut updated: Vec<Job> = Vec::with_capacity(ids.len());
         // The last request changed, and what it became.
         let mut changed: Option<(job::Part<JobRequest>, job::Part<JobRequest>)> = None;
         for id in ids {
@@ -1738,6 +1752,12 @@ impl Controller {
                 cluster
                     .partition(&p)
                     .ok_or_else(|| ApiError::bad(format!("unknown partition '{p}'")))?;
+                // Its rules, as at a submission there (with the jobs this update moved
+                // there before it).
+                if job.partition != p {
+                    let moved = updated.iter().filter(|j| j.partition == p).count();
+                    self.partition_rules(&job.user, &p, job.image.as_deref(), 1 + moved)?;
+                }
                 r.partition = Some(p.clone());
                 job.partition = p;
             }
