@@ -594,10 +594,17 @@ impl JobRequest {
         cli: JobOptions,
         default_name: &str,
     ) -> Result<JobRequest, JobError> {
-        let mut o = JobOptions::merge(
-            parse_script_with(script, cli.ignore_pbs == Some(true))?.options,
-            cli,
-        );
+        let mut script = parse_script_with(script, cli.ignore_pbs == Some(true))?.options;
+        let mut cli = cli;
+        // qsub's -V and -v are options of their own: the command line's add to the
+        // script's (its -v VAR=VALUE winning), where sbatch's --export replaces.
+        if let (Some(line), Some(script)) = (cli.export.as_mut(), script.export.take()) {
+            line.all |= script.all;
+            let named: Vec<String> = line.vars.iter().map(|v| v.name.clone()).collect();
+            line.vars
+                .extend(script.vars.into_iter().filter(|v| !named.contains(&v.name)));
+        }
+        let mut o = JobOptions::merge(script, cli);
         let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
         let array = o.array.is_some();
         if o.output.is_none() {
@@ -879,6 +886,21 @@ impl JobRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qsubs_v_and_capital_v_add_up() {
+        let script = "#!/bin/sh\n#PBS -v FOO=bar,KEEP=script\n";
+        let cli = parse_args_as(Family::Pbs, &["-V", "-v", "KEEP=line"]).unwrap();
+        let r = JobRequest::from_qsub_script(script, cli, "x.sh").unwrap();
+        assert!(r.export.all);
+        let vars: Vec<(&str, Option<&str>)> = r
+            .export
+            .vars
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_deref()))
+            .collect();
+        assert_eq!(vars, [("KEEP", Some("line")), ("FOO", Some("bar"))]);
+    }
 
     #[test]
     fn paths_are_told_from_names() {
