@@ -2786,9 +2786,9 @@ impl Controller {
     /// request went, no answer came) and the job still runs, the node's next registration
     /// says: the runner it lists becomes the share's, or the run is voided there and the job
     /// queued again (`reconcile_runners`), as a start lost in a restart is. Otherwise the
-    /// job ends NODE_FAIL (pending again with --requeue), and the run, perhaps on its way
-    /// still, is voided on the node once it registers (also where the job ended meanwhile:
-    /// a cancel).
+    /// run, perhaps on its way still, is voided on the node once it registers, and the job
+    /// ends NODE_FAIL (pending again with --requeue), unless it moved on meanwhile (ended,
+    /// cancelled, or queued again: a later run is not this one's to end).
     fn start_failed(&mut self, id: u64, node: &str, run: u32, failure: berth_agent::http::Failure) {
         let share = self
             .active
@@ -2806,6 +2806,11 @@ impl Controller {
             return;
         }
         self.unconfirmed_start(node, (id, run));
+        // A job that moved on meanwhile (ended, or queued again and perhaps running a
+        // later run) is not this run's to end.
+        if share.is_none() {
+            return;
+        }
         let reason = format!(
             "the agent of node {node} did not start the job: {}",
             failure.message
