@@ -2854,7 +2854,9 @@ max_time = 600
     let over = c.try_submit(Mode::Rootless, "over.sh", sleeper, &["-t", "0:05"]);
     assert_eq!(over.code, 125);
     assert!(
-        over.stderr.contains("(PartitionTimeLimit)"),
+        over.stderr.contains(
+            "(PartitionTimeLimit): it asks for 00:00:05; partition normal allows 00:00:03"
+        ),
         "{}",
         over.stderr
     );

@@ -4526,6 +4526,17 @@ fn never_fits(
     request: &sched::JobRequest,
     reason: sched::Reason,
 ) -> String {
+    // Its time, where that is what does not fit.
+    if reason == sched::Reason::PartitionTimeLimit {
+        let max = cluster.partition(partition).and_then(|p| p.max_time);
+        let asks = request.time_limit.map_or("no time limit".into(), |t| {
+            berth_core::job::format_duration(t)
+        });
+        return format!(
+            "the job can never run here (PartitionTimeLimit): it asks for {asks}; partition {partition} allows {}: give a shorter --time, or another partition",
+            max.map_or("less".into(), berth_core::job::format_duration)
+        );
+    }
     let count = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let mut asks = count(
         u64::from(request.layout(request.nodes_min).0 * request.cpus_per_task),

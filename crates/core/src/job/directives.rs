@@ -1573,6 +1573,15 @@ fn apply_lsf(
     Ok(())
 }
 
+/// The path of qsub's `[HOST:]PATH` (the host the file goes to: here, where the job's
+/// submission directory is).
+fn pbs_path(v: &str) -> &str {
+    match v.split_once(':') {
+        Some((host, path)) if !host.is_empty() && !host.contains('/') && !path.is_empty() => path,
+        _ => v,
+    }
+}
+
 /// bsub `-J`: `NAME`, or `NAME[INDEXES]%MAX`, which makes the job an array (NAME may be
 /// empty).
 fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError> {
@@ -1691,8 +1700,8 @@ fn apply_pbs(
                 pbs_resource(opts, item, line)?;
             }
         }
-        "o" => opts.output = Some(path("output file", v)?),
-        "e" => opts.error = Some(path("error file", v)?),
+        "o" => opts.output = Some(path("output file", pbs_path(v))?),
+        "e" => opts.error = Some(path("error file", pbs_path(v))?),
         "j" => {
             opts.join_output = Some(match v {
                 "oe" => true,

@@ -375,7 +375,7 @@ fn pbs_torque() {
          #PBS -N cavity\n\
          #PBS -l nodes=2:ppn=4,walltime=01:30:00\n\
          #PBS -l pmem=2gb,vmem=16gb\n\
-         #PBS -j oe -o /home/u/out.log -e ignored.err\n\
+         #PBS -j oe -o login1:/home/u/out.log -e ignored.err\n\
          #PBS -q batch -t 1-10%2 -W depend=afterok:42.server:43\n\
          #PBS -V -v DATA=/lustre,MODE -d /scratch -A proj -r n -h\n\
          #PBS -m abe -M u@example.org -S /bin/bash\n\
