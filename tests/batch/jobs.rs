@@ -1233,6 +1233,13 @@ fn a_job_held_back_by_its_users_cap_leaves_the_cpus_to_others() {
     c.berth(Mode::Rootless, &["cancel", &first.to_string()])
         .ok();
     c.completed(capped);
+    // One that asks for more than the cap would never start: refused.
+    let over = c.try_submit(Mode::Rootless, "cap3.sh", HELLO, &["-c", "2"]);
+    assert!(
+        over.code == 125 && over.stderr.contains("gives a user at most 1 at once"),
+        "{}",
+        over.stderr
+    );
 }
 
 /// A job works under its submitter's file creation mask (sbatch's SLURM_UMASK): its output

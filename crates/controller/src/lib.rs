@@ -848,18 +848,25 @@ impl Controller {
         }
     }
 
-    /// Refuses `adding` jobs of `user` in image `image` where partition `partition`'s rules
-    /// do not take them: its images, and its limit of jobs per user.
+    /// Refuses `adding` jobs of `user` in image `image`, of `cpus` CPUs each, where partition
+    /// `partition`'s rules do not take them: its images, its limit of jobs per user, and its
+    /// CPUs per user (a job over it would never start).
     fn partition_rules(
         &self,
         user: &str,
         partition: &str,
         image: Option<&str>,
         adding: usize,
+        cpus: u64,
     ) -> Result<(), ApiError> {
         let Some(rules) = self.settings.partition(partition) else {
             return Ok(());
         };
+        if let Some(max) = rules.max_cpus_per_user.filter(|&m| cpus > u64::from(m)) {
+            return Err(ApiError::forbidden(format!(
+                "the job asks for {cpus} CPUs; partition {partition} gives a user at most {max} at once (max_cpus_per_user): ask for fewer, or another partition"
+            )));
+        }
         if let Some(name) = image {
             let full = berth_image::Reference::full_name(name);
             rules.allows_image(&full).map_err(ApiError::forbidden)?;
@@ -1035,7 +1042,8 @@ impl Controller {
         };
         self.within_site_limits(&request)?;
         let adding = request.array.as_ref().map_or(1, |a| a.len());
-        self.partition_rules(&user, &partition, image.as_deref(), adding)?;
+        let cpus = u64::from(request.ntasks) * u64::from(request.cpus_per_task.max(1));
+        self.partition_rules(&user, &partition, image.as_deref(), adding, cpus)?;
         // Its deadline, resolved once (the job's own is this), needs a time limit to plan
         // with and a begin before it.
         let submit_time = now();
@@ -1756,7 +1764,9 @@ impl Controller {
                 // there before it).
                 if job.partition != p {
                     let moved = updated.iter().filter(|j| j.partition == p).count();
-                    self.partition_rules(&job.user, &p, job.image.as_deref(), 1 + moved)?;
+                    let cpus = u64::from(r.ntasks) * u64::from(r.cpus_per_task.max(1));
+                    let image = job.image.as_deref();
+                    self.partition_rules(&job.user, &p, image, 1 + moved, cpus)?;
                 }
                 r.partition = Some(p.clone());
                 job.partition = p;
