@@ -338,7 +338,13 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let mut recorded = None;
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
     let outcome = start(&launch, |outcome| {
-        end_steps(job_dir, launch.job_id);
+        // At the time limit the steps' tasks had its SIGTERM: they have the grace the
+        // script had to end on their own, as Slurm's KillWait.
+        let patience = std::time::Duration::from_secs(match outcome.timed_out {
+            true => launch.grace,
+            false => 0,
+        });
+        end_steps(job_dir, launch.job_id, patience);
         recorded = Some(record(of(outcome)))
     });
     match (recorded, outcome) {
@@ -365,8 +371,10 @@ const STEPS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// was killed): each step process registered in the job's directory (`step::STEPS_DIR`) and
 /// in this runner's cgroup gets the step's end signal, kills its tasks, reaps them and
 /// reports what they used, as a step ended early does; waited for up to [`STEPS_GRACE`].
+/// Those that end by themselves within `patience` first (the time limit's grace) are left
+/// to.
 /// Without this, the cgroup's kill took them with their usage.
-fn end_steps(job_dir: &Path, job: u64) {
+fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
     let dir = job_dir.join(crate::step::STEPS_DIR);
     let registered = || -> Vec<libc::pid_t> {
         std::fs::read_dir(&dir).map_or_else(
@@ -384,7 +392,15 @@ fn end_steps(job_dir: &Path, job: u64) {
     let ours = |pid: libc::pid_t| {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&cgroup))
     };
-    let ending: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    let mut ending: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    // Those that end by themselves within `patience` (their tasks had a SIGTERM) are not
+    // ended.
+    let deadline = std::time::Instant::now() + patience;
+    while !ending.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let left = registered();
+        ending.retain(|p| left.contains(p));
+    }
     if ending.is_empty() {
         return;
     }

@@ -423,6 +423,13 @@ fn wait_program(
     // The report pipe closes on a successful exec; anything written to it is a failure.
     let mut report = Vec::new();
     let _ = std::fs::File::from(report_read).read_to_end(&mut report);
+    // The limit's SIGTERM reaches the steps' tasks too, as Slurm's does every step's (their
+    // grace is the program's: see the runner's end of a job's steps).
+    let term_steps = || {
+        if let (Some(cgroup), true) = (cgroup, TERM_DUE.swap(false, Ordering::SeqCst)) {
+            signal_processes(cgroup.pids(), pid, libc::SIGTERM, WarnTo::OthersInCgroup);
+        }
+    };
     let status = loop {
         // The alarm handler interrupts the wait (it is installed without SA_RESTART) when a
         // warning is due that it cannot send itself.
@@ -435,17 +442,15 @@ fn wait_program(
                 ) {
                     warn_cgroup(cgroup, pid, w);
                 }
-                // The limit's SIGTERM reaches the steps' tasks too, as Slurm's does every
-                // step's: their grace is the program's.
-                if let (Some(cgroup), true) = (cgroup, TERM_DUE.swap(false, Ordering::SeqCst)) {
-                    signal_processes(cgroup.pids(), pid, libc::SIGTERM, WarnTo::OthersInCgroup);
-                }
+                term_steps();
             }
         }
     };
     LIMIT_ARMED.store(false, Ordering::SeqCst);
     // SAFETY: cancels any pending alarm; no arguments to check.
     unsafe { libc::alarm(0) };
+    // (The program may have ended at the limit's SIGTERM before this thread saw it due.)
+    term_steps();
     FREEZER_FD.store(-1, Ordering::SeqCst);
     drop(freezer);
     CHILD.store(0, Ordering::SeqCst);
