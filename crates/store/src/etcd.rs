@@ -530,7 +530,14 @@ fn connect(endpoint: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::
         rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
     while connection.is_handshaking() {
         match connection.complete_io(&mut tcp) {
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // (Reset rather than closed where the server closes with the handshake's bytes
+            // unread, as a busy machine's may.)
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
                 return Err(std::io::Error::other("the connection was closed in the TLS handshake (where etcd speaks plain HTTP, name the store etcd://)"));
             }
             other => other?,
