@@ -128,6 +128,16 @@ fn hard_links_stay_links_in_the_unpacked_copy() {
     std::fs::create_dir(tree.join("data")).unwrap();
     std::fs::write(tree.join("data/orig"), "shared\n").unwrap();
     std::fs::hard_link(tree.join("data/orig"), tree.join("data/hard")).unwrap();
+    // One in a directory no one may write (as Fedora's /usr/lib): where a user's copy cannot
+    // link it again, it stays a copy, and the image runs all the same.
+    std::fs::create_dir(tree.join("ro")).unwrap();
+    std::fs::write(tree.join("ro/a"), "ro\n").unwrap();
+    std::fs::hard_link(tree.join("ro/a"), tree.join("ro/b")).unwrap();
+    std::fs::set_permissions(
+        tree.join("ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
     for mode in [Mode::Root, Mode::Rootless] {
         let tree = tree.to_str().unwrap();
         f.berth(mode, &["image", "import", tree, "--name", "linked:1"])
@@ -146,6 +156,10 @@ fn hard_links_stay_links_in_the_unpacked_copy() {
         assert!(
             lines.len() == 2 && lines[0] == lines[1] && lines[0].ends_with(" 2"),
             "{mode:?}: {lines:?}"
+        );
+        assert_eq!(
+            f.berth(mode, &["exec", "linked:1", "cat", "/ro/b"]).ok(),
+            "ro\n"
         );
     }
 }

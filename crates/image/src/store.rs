@@ -968,7 +968,8 @@ fn rootfs_config(diff_ids: &[Digest], settings: archive::RootfsSettings) -> Vec<
 
 /// Links again, in `tree` (an image's unpacked copy, as its squashfs file had them), the hard
 /// links `links` (`(path, target)`, relative): each path, unpacked as a copy of its own, is
-/// replaced by a link to its target. Both must be regular files inside the tree.
+/// replaced by a link to its target where it can be. Both must be regular files inside the
+/// tree.
 fn link_again(tree: &Path, links: &[(String, String)]) -> Result<(), ImageError> {
     if links.is_empty() {
         return Ok(());
@@ -990,9 +991,17 @@ fn link_again(tree: &Path, links: &[(String, String)]) -> Result<(), ImageError>
         if !inside(&path) || !inside(&target) {
             continue;
         }
-        fs::remove_file(&path)
-            .and_then(|()| fs::hard_link(&target, &path))
-            .map_err(ImageError::io("cannot link again", &path))?;
+        // A link beside it, renamed over it: where that cannot be (a directory the user may
+        // not write, as a rootless copy's 0555 ones), the copy stays, as good but for its
+        // disk space.
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let beside = path.with_file_name(format!(".berth-link.{}", name.to_string_lossy()));
+        let linked = fs::hard_link(&target, &beside).and_then(|()| fs::rename(&beside, &path));
+        if linked.is_err() {
+            let _ = fs::remove_file(&beside);
+        }
     }
     Ok(())
 }
