@@ -241,10 +241,7 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         ] {
             set(k, index.clone());
         }
-        set(
-            "PBS_ARRAY_ID",
-            format!("{master}[].{}", berth_agent::node::hostname()),
-        );
+        set("PBS_ARRAY_ID", format!("{master}[].{server}"));
     }
     env
 }

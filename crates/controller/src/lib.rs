@@ -2254,6 +2254,14 @@ impl Controller {
         views: &mut Vec<sched::JobView>,
         held: &BTreeMap<(String, String), u64>,
     ) {
+        if self
+            .settings
+            .partitions
+            .iter()
+            .all(|p| p.max_cpus_per_user.is_none())
+        {
+            return;
+        }
         let mut capped = Vec::new();
         views.retain(|v| {
             let cap = self
