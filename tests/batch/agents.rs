@@ -480,18 +480,30 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
     let Some((mut c, agent, relay)) = relayed("node-e", None) else {
         return;
     };
-    let runs = c.f.cwd(Mode::Rootless).join("runs");
-    let script = format!(
-        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
-        runs.display()
-    );
+    let (runs, script) = counting_runs(&c, "runs");
     let id = relay.submit_held(&c, "late.sh", &script);
     c.kill();
     c.up();
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
     assert_eq!(job["restarts"], 1, "{job}");
-    // The first start comes at last.
+    ran_once_the_late_start_refused(&agent, &relay, id, &runs);
+}
+
+/// A script that appends `run N` (its restarts) to the file `name` of the test user's
+/// directory: that file, and the script.
+fn counting_runs(c: &Cluster, name: &str) -> (std::path::PathBuf, String) {
+    let runs = c.f.cwd(Mode::Rootless).join(name);
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
+        runs.display()
+    );
+    (runs, script)
+}
+
+/// Releases the start `relay` held up (job `id`'s first run): the agent refuses it, and the
+/// job ran once, its second run ([`counting_runs`]'s file `runs`).
+fn ran_once_the_late_start_refused(agent: &Agent, relay: &Relay, id: u64, runs: &std::path::Path) {
     relay.release.store(true, SeqCst);
     eventually("the late start is refused", || {
         agent.log().contains(&format!(
@@ -499,7 +511,7 @@ fn a_start_that_reaches_its_node_after_a_restart_does_not_run_the_job_twice() {
         ))
     });
     assert_eq!(
-        std::fs::read_to_string(&runs).unwrap(),
+        std::fs::read_to_string(runs).unwrap(),
         "run 1\n",
         "{}",
         agent.log()
@@ -515,11 +527,7 @@ fn a_start_its_node_does_not_answer_is_voided_and_its_job_queued_again() {
     let Some((c, agent, relay)) = relayed("node-i", Some("[batch]\nnode_timeout = 3\n")) else {
         return;
     };
-    let runs = c.f.cwd(Mode::Rootless).join("runs-i");
-    let script = format!(
-        "#!/bin/sh\n#BERTH --image busybox\necho \"run $SLURM_RESTART_COUNT\" >> {}\n",
-        runs.display()
-    );
+    let (runs, script) = counting_runs(&c, "runs-i");
     let id = relay.submit_held(&c, "unanswered.sh", &script);
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
@@ -530,13 +538,7 @@ fn a_start_its_node_does_not_answer_is_voided_and_its_job_queued_again() {
         "{}",
         c.log()
     );
-    relay.release.store(true, SeqCst);
-    eventually("the late start is refused", || {
-        agent.log().contains(&format!(
-            "job {id}'s run 0 reached this node after the controller gave it up"
-        ))
-    });
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run 1\n");
+    ran_once_the_late_start_refused(&agent, &relay, id, &runs);
 }
 
 /// The same for a job on two nodes whose other node, its batch host, started its script: the
