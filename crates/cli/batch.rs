@@ -225,12 +225,14 @@ pub struct HistoryArgs {
     #[arg(short = 'A', long = "accounts", value_delimiter = ',')]
     accounts: Vec<String>,
     /// Only jobs in any state at or after this time (not ended before it; by default
-    /// today's midnight unless jobs are named, as sacct's), as sacct takes it: a local date
-    /// YYYY-MM-DD[THH:MM[:SS]], midnight, today, now, now-N[minutes|hours|days|weeks], or
-    /// seconds since the epoch
+    /// today's midnight unless jobs are named, as sacct's), as sacct takes it: HH:MM[:SS]
+    /// [AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], YYYY-MM-DD[THH:MM[:SS]], midnight, noon,
+    /// today, now[{+|-}N[seconds|minutes|hours|days|weeks]] (a date or time not given is
+    /// the latest one), or seconds since the epoch
     #[arg(short = 'S', long = "starttime", visible_alias = "since", value_name = "TIME", value_parser = parse_time)]
     since: Option<u64>,
-    /// Only jobs that ended before this time (the same forms as --starttime)
+    /// Only jobs in any state before this time: submitted before it (the same forms as
+    /// --starttime)
     #[arg(short = 'E', long = "endtime", visible_alias = "until", value_name = "TIME", value_parser = parse_time)]
     until: Option<u64>,
     /// These jobs, ended or not (comma-separated ids; an array's id stands for its tasks,
@@ -388,78 +390,25 @@ pub fn hostlist(args: HostlistArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// A time as sacct's -S and -E take it, in seconds since the epoch: a local date and time
-/// `YYYY-MM-DD[THH:MM[:SS]]`, `midnight` or `today` (the day's start), `now`, `now-N` with
-/// a unit (seconds, minutes, hours, days, weeks; the default is seconds, as in sacct), or
-/// seconds since the epoch.
+/// A time as sacct's -S and -E take it, in seconds since the epoch: sacct's forms
+/// ([`berth_core::job::slurm_report_time`]: `HH:MM[:SS][AM|PM]`, `MMDD[YY]`, `MM/DD[/YY]`,
+/// `YYYY-MM-DD[THH:MM[:SS]]`, `midnight`, `now-N[UNIT]`, ..., the date parts not given
+/// taken from the latest occurrence), or seconds since the epoch (more than six digits).
 pub fn parse_time(text: &str) -> Result<u64, String> {
-    let now = berth_agent::runner::now();
-    if matches!(text, "midnight" | "today") {
-        return Ok(midnight(now));
-    }
-    if let Some(rest) = text.strip_prefix("now") {
-        if rest.is_empty() {
-            return Ok(now);
-        }
-        let ago = rest
-            .strip_prefix('-')
-            .ok_or_else(|| format!("{text}: expected now or now-N[minutes|hours|days|weeks]"))?;
-        let digits = ago.chars().take_while(char::is_ascii_digit).count();
-        let (n, unit) = ago.split_at(digits);
-        let n: u64 = n
-            .parse()
-            .map_err(|_| format!("{text}: expected a number after now-"))?;
-        let seconds = berth_core::job::unit_seconds(unit).ok_or_else(|| {
-            format!("{text}: unknown unit {unit:?} (minutes, hours, days, weeks)")
-        })?;
-        return Ok(now.saturating_sub(n.saturating_mul(seconds)));
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.len() > 6 && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().map_err(|_| format!("{text}: too large"));
     }
-    let bad = || {
-        format!(
-            "{text}: expected YYYY-MM-DD[THH:MM[:SS]], now[-N<unit>] or seconds since the epoch"
-        )
-    };
-    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00"));
-    let numbers = |s: &str, sep: char| -> Result<Vec<i32>, String> {
-        s.split(sep).map(|n| n.parse().map_err(|_| bad())).collect()
-    };
-    let (d, t) = (numbers(date, '-')?, numbers(time, ':')?);
-    let ([y, mo, day], [h, mi, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
-        return Err(bad());
-    };
-    let sec = match rest {
-        [] => 0,
-        [s] => *s,
-        _ => return Err(bad()),
-    };
-    // SAFETY: an all-zero tm is a valid input to mktime once its fields are set.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    (tm.tm_year, tm.tm_mon, tm.tm_mday) = (y - 1900, mo - 1, *day);
-    (tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_isdst) = (*h, *mi, sec, -1);
-    let valid = (1..=12).contains(mo) && (1..=31).contains(day) && *h < 24 && *mi < 60 && sec < 61;
-    let secs = if valid {
-        // SAFETY: mktime reads and normalises the tm we own (local time, as sacct's are).
-        unsafe { libc::mktime(&mut tm) }
-    } else {
-        -1
-    };
-    u64::try_from(secs).map_err(|_| bad())
+    berth_core::job::slurm_report_time(
+        text,
+        berth_agent::runner::now(),
+        berth_controller::utc_offset,
+    )
+    .map_err(|e| e.to_string())
 }
 
-/// The local midnight that began the day of `now` (seconds since the epoch).
-fn midnight(now: u64) -> u64 {
-    let t = now as libc::time_t;
-    // SAFETY: localtime_r fills the tm we own from the time we pass; mktime reads and
-    // normalises it.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        (tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_isdst) = (0, 0, 0, -1);
-        u64::try_from(libc::mktime(&mut tm)).unwrap_or(0)
-    }
+/// The local midnight that began today (seconds since the epoch).
+fn midnight() -> u64 {
+    parse_time("midnight").expect("midnight is a report time")
 }
 
 pub fn up(settings: &Settings, args: UpArgs) -> Result<i32> {
@@ -1574,7 +1523,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     }
     // As sacct: from today's midnight unless a start or the jobs are given.
     let since = match (args.since, args.jobs.is_empty()) {
-        (None, true) => Some(midnight(berth_agent::runner::now())),
+        (None, true) => Some(midnight()),
         (since, _) => since,
     };
     if let Some(s) = since {
@@ -2449,9 +2398,12 @@ mod tests {
         assert_eq!(parse_time("2026-03-11").unwrap() - day, 86400);
         assert_eq!(parse_time("2026-03-10T01:02:03").unwrap() - day, 3723);
         assert_eq!(parse_time("2026-03-10T01:02").unwrap() - day, 3720);
+        // sacct's short forms: a time of day or a date no later than now.
+        assert!(parse_time("00:00").is_ok_and(|t| t == parse_time("midnight").unwrap()));
+        assert!(parse_time("12/06").is_ok_and(|t| t <= now));
+        assert!(parse_time("1206").is_ok_and(|t| t <= now));
         for bad in [
             "yesterday",
-            "now+1",
             "now-3fortnights",
             "2026-13-01",
             "2026-03-10T25:00",

@@ -69,6 +69,10 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
     assert!(lists(&["-a"], roots) && lists(&["-u", "root"], roots));
     assert!(lists(&["-j", &roots.to_string()], roots));
     assert!(!listed(&["-E", "now-1hour"]));
+    // -E: jobs in any state before it, so one submitted then, whenever it ended.
+    let submitted = c.show(id)["submit_time"].as_u64().unwrap();
+    assert!(listed(&["-E", &(submitted + 1).to_string()]));
+    assert!(!listed(&["-E", &submitted.to_string()]));
     // -S: jobs in any state after it, so one that ended then, whenever it was submitted.
     let end = c.show(id)["end_time"].as_u64().unwrap();
     assert!(listed(&["-S", &end.to_string()]));
@@ -80,7 +84,7 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         "2100-01-02"
     ]));
     let bad = c.berth(Mode::Rootless, &["history", "-S", "yesterday"]);
-    assert!(bad.stderr.contains("expected YYYY-MM-DD"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("expected HH:MM[:SS]"), "{}", bad.stderr);
     let plain = c.berth(
         Mode::Rootless,
         &["submit", cwd.join("hello.sh").to_str().unwrap()],

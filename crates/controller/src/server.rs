@@ -538,7 +538,8 @@ struct HistoryQuery {
     /// Only jobs in any state at or after this time, not ended before it (seconds since
     /// the epoch; sacct's --starttime).
     since: Option<u64>,
-    /// Only jobs that ended before this time (seconds since the epoch).
+    /// Only jobs in any state before this time: submitted before it (seconds since the
+    /// epoch; sacct's --endtime).
     until: Option<u64>,
     /// Only the tasks of this array job.
     array: Option<u64>,
@@ -570,7 +571,7 @@ async fn history(
             .map(|s| s.split(',').map(|s| s.to_ascii_uppercase()).collect())
             .unwrap_or_default(),
         active_after: q.since,
-        ended_before: q.until,
+        submitted_before: q.until,
         ..Default::default()
     };
     let c = c.lock().await;

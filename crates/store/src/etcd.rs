@@ -152,8 +152,7 @@ fn matches(row: &JobRow, f: &JobFilter) -> bool {
             .is_none_or(|t| row.end_time.is_none_or(|e| e >= t))
         && f.ended_after
             .is_none_or(|t| row.end_time.is_some_and(|e| e >= t))
-        && f.ended_before
-            .is_none_or(|t| row.end_time.is_some_and(|e| e < t))
+        && f.submitted_before.is_none_or(|t| row.submit_time < t)
 }
 
 impl EtcdStore {

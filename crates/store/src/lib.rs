@@ -45,9 +45,7 @@ pub struct JobRow {
     pub user: String,
     /// The partition the job was submitted to.
     pub partition: String,
-    /// When the job was submitted, in seconds since the Unix epoch by berth's convention
-    /// (kept with the record; no filter reads it now, though the SQLite schema still has
-    /// its index).
+    /// When the job was submitted, in seconds since the Unix epoch by berth's convention.
     pub submit_time: u64,
     /// When the job ended (completed, failed, cancelled); `None` while it has not.
     pub end_time: Option<u64>,
@@ -60,7 +58,7 @@ pub struct JobRow {
 /// `JobFilter::default()` matches every job. Results are always in ascending id order.
 ///
 /// Time bounds are half-open, `[after, before)`, so consecutive windows neither overlap nor
-/// leave gaps; a job that has not ended (`end_time: None`) never matches an `ended_*` bound.
+/// leave gaps; a job that has not ended (`end_time: None`) never matches `ended_after`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only these job ids.
@@ -73,8 +71,9 @@ pub struct JobFilter {
     pub partitions: Vec<String>,
     /// Only jobs with `end_time >= ended_after`.
     pub ended_after: Option<u64>,
-    /// Only jobs with `end_time < ended_before`.
-    pub ended_before: Option<u64>,
+    /// Only jobs with `submit_time < submitted_before` (sacct's `--endtime`: jobs in any
+    /// state before it).
+    pub submitted_before: Option<u64>,
     /// Only jobs that had not ended before this time: `end_time >= active_after`, or not
     /// ended (sacct's `--starttime`: jobs in any state after it).
     pub active_after: Option<u64>,

@@ -463,8 +463,8 @@ impl Store for SqliteStore {
         if let Some(t) = filter.ended_after {
             push("end_time >= ?", bound(t));
         }
-        if let Some(t) = filter.ended_before {
-            push("end_time < ?", bound(t));
+        if let Some(t) = filter.submitted_before {
+            push("submit_time < ?", bound(t));
         }
         if let Some(t) = filter.active_after {
             push("(end_time IS NULL OR end_time >= ?)", bound(t));

@@ -228,12 +228,13 @@ fn filter_each_field() {
         }),
         [5, 7, 9, 10]
     );
+    // Submitted before 150: in any state before it.
     assert_eq!(
         q(JobFilter {
-            ended_before: Some(250),
+            submitted_before: Some(150),
             ..d()
         }),
-        [1, 2]
+        [1, 2, 3, 4, 5]
     );
     assert_eq!(
         q(JobFilter {
@@ -274,11 +275,11 @@ fn filter_each_field() {
     // Bounds beyond SQLite's integers do not fail.
     assert_eq!(
         q(JobFilter {
-            ended_before: Some(u64::MAX),
+            submitted_before: Some(u64::MAX),
             ..d()
         })
         .len(),
-        6
+        10
     );
     assert_eq!(
         q(JobFilter {
@@ -309,15 +310,16 @@ fn filter_combinations() {
     let q = |f: JobFilter| ids(&store.query_jobs(&f).unwrap());
     let d = JobFilter::default;
 
-    // `sacct`-like: one user's jobs that ended in a window.
+    // `sacct -S 200 -E 190`-like: one user's jobs in any state in a window (not ended
+    // before its start, submitted before its end).
     assert_eq!(
         q(JobFilter {
             users: vec!["alice".into()],
-            ended_after: Some(200),
-            ended_before: Some(400),
+            active_after: Some(200),
+            submitted_before: Some(190),
             ..d()
         }),
-        [1, 5]
+        [1, 3, 5]
     );
     // The queue of one partition.
     assert_eq!(
@@ -336,7 +338,7 @@ fn filter_combinations() {
             states: vec!["failed".into(), "completed".into()],
             partitions: vec!["gpu".into()],
             ended_after: Some(300),
-            ended_before: Some(401),
+            submitted_before: Some(191),
             active_after: Some(350),
             after_id: Some(1),
             limit: Some(1),
@@ -346,8 +348,8 @@ fn filter_combinations() {
     // An empty window.
     assert_eq!(
         q(JobFilter {
-            ended_after: Some(300),
-            ended_before: Some(300),
+            active_after: Some(300),
+            submitted_before: Some(100),
             ..d()
         }),
         Vec::<u64>::new()

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 const SLURM_FORMATS: &str = "HH:MM[:SS][AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], \
      YYYY-MM-DD[THH:MM[:SS]], now[+COUNT[seconds|minutes|hours|days|weeks]], midnight, noon, \
      fika, teatime, today or tomorrow";
+/// The formats sacct's `--starttime` and `--endtime` accept, quoted in errors.
+const REPORT_FORMATS: &str = "HH:MM[:SS][AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], \
+     YYYY-MM-DD[THH:MM[:SS]], now[{+|-}COUNT[seconds|minutes|hours|days|weeks]], midnight, \
+     noon, fika, teatime or today";
 const LSF_FORMATS: &str = "[[YEAR:][MONTH:]DAY:]HOUR:MINUTE";
 const PBS_FORMATS: &str = "[[[[CC]YY]MM]DD]hhmm[.SS]";
 
@@ -47,8 +51,19 @@ impl BeginTime {
     /// too. A wall-clock time the change skips (02:30 when clocks go from 02:00 to 03:00)
     /// is taken at the offset before it, as mktime(3) does.
     pub fn resolve_in(self, now: u64, utc_offset: impl Fn(u64) -> i64) -> u64 {
+        self.resolve_toward(now, utc_offset, false)
+    }
+
+    /// As [`BeginTime::resolve_in`], but the date parts not given take the latest
+    /// occurrence at or before `now` (a report's window, as sacct's `--starttime` takes
+    /// it): `08:00` is today once it has passed, else yesterday.
+    pub fn resolve_past_in(self, now: u64, utc_offset: impl Fn(u64) -> i64) -> u64 {
+        self.resolve_toward(now, utc_offset, true)
+    }
+
+    fn resolve_toward(self, now: u64, utc_offset: impl Fn(u64) -> i64, past: bool) -> u64 {
         let offset_now = utc_offset(now);
-        let Some(local) = self.local(now as i64 + offset_now) else {
+        let Some(local) = self.local(now as i64 + offset_now, past) else {
             return match self {
                 BeginTime::AfterSubmit(secs) => now.saturating_add(secs),
                 _ => unreachable!("only a delay has no wall-clock time"),
@@ -66,8 +81,9 @@ impl BeginTime {
     }
 
     /// The local wall-clock time (seconds since the epoch of local days) this names, seen
-    /// from the local time `local_now`; `None` for a delay after the submission.
-    fn local(self, local_now: i64) -> Option<i64> {
+    /// from the local time `local_now`, the date parts not given taken from its next
+    /// occurrence (or, `past`, its latest); `None` for a delay after the submission.
+    fn local(self, local_now: i64, past: bool) -> Option<i64> {
         let (today, _) = split_day(local_now);
         Some(match self {
             BeginTime::AfterSubmit(_) => return None,
@@ -83,28 +99,32 @@ impl BeginTime {
                 let (y0, m0, d0) = civil_from_days(today);
                 let sod = i64::from(hour * 3600 + minute * 60 + second);
                 let at = |y: i64, m: u32, d: u32| days_from_civil(y, m, d) * 86_400 + sod;
+                // Whether `t` lies on the wrong side of now: one period more (or less) then.
+                let wrong = |t: i64| if past { t > local_now } else { t < local_now };
+                let step: i32 = if past { -1 } else { 1 };
                 match (year, month, day) {
                     (Some(y), Some(m), Some(d)) => at(i64::from(y), m, d),
                     (None, Some(m), Some(d)) => {
                         let t = at(y0, m, d);
-                        if t < local_now {
-                            at(y0 + 1, m, d)
+                        if wrong(t) {
+                            at(y0 + i64::from(step), m, d)
                         } else {
                             t
                         }
                     }
                     (_, _, Some(d)) => {
                         let t = at(y0, m0, d);
-                        match (t < local_now, m0) {
-                            (false, _) => t,
-                            (true, 12) => at(y0 + 1, 1, d),
-                            (true, m) => at(y0, m + 1, d),
+                        if !wrong(t) {
+                            return Some(t);
                         }
+                        // The month before or after, across a year's end.
+                        let months = y0 * 12 + i64::from(m0) - 1 + i64::from(step);
+                        at(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, d)
                     }
                     _ => {
                         let t = at(y0, m0, d0);
-                        if t < local_now {
-                            t + 86_400
+                        if wrong(t) {
+                            t + i64::from(step) * 86_400
                         } else {
                             t
                         }
@@ -280,17 +300,42 @@ pub fn unit_seconds(unit: &str) -> Option<u64> {
 
 /// Parses `sbatch --begin`.
 pub fn parse_slurm_begin(text: &str) -> Result<BeginTime, JobError> {
-    parse_slurm_time_of_day("begin time", text)
+    parse_slurm_time_of_day("begin time", text, SLURM_FORMATS)
 }
 
 /// sbatch's `--deadline`, in `--begin`'s forms.
 pub fn parse_slurm_deadline(text: &str) -> Result<BeginTime, JobError> {
-    parse_slurm_time_of_day("deadline", text)
+    parse_slurm_time_of_day("deadline", text, SLURM_FORMATS)
 }
 
-/// A point in time as sbatch's `--begin` and `--deadline` take it; `what` names it in errors.
-fn parse_slurm_time_of_day(what: &'static str, text: &str) -> Result<BeginTime, JobError> {
-    let bad = || JobError::invalid(what, text, SLURM_FORMATS);
+/// A report's bound as sacct's `--starttime` and `--endtime` take it, in Unix seconds, at
+/// `now` where local time at Unix time `t` is `utc_offset(t)` seconds ahead of UTC:
+/// `--begin`'s forms, also `now-COUNT[UNIT]`, the date parts not given taken from the
+/// latest occurrence (`08:00` is today once it has passed, else yesterday; `midnight`
+/// is today's start).
+pub fn slurm_report_time(
+    text: &str,
+    now: u64,
+    utc_offset: impl Fn(u64) -> i64,
+) -> Result<u64, JobError> {
+    let lower = text.trim().to_ascii_lowercase();
+    if let Some(ago) = lower.strip_prefix("now-") {
+        let seconds = relative(&format!("now+{ago}"))
+            .ok_or_else(|| JobError::invalid("time", text, REPORT_FORMATS))?;
+        return Ok(now.saturating_sub(seconds));
+    }
+    let time = parse_slurm_time_of_day("time", text, REPORT_FORMATS)?;
+    Ok(time.resolve_past_in(now, utc_offset))
+}
+
+/// A point in time as sbatch's `--begin` and `--deadline` take it; `what` names it in
+/// errors, with `formats`.
+fn parse_slurm_time_of_day(
+    what: &'static str,
+    text: &str,
+    formats: &'static str,
+) -> Result<BeginTime, JobError> {
+    let bad = || JobError::invalid(what, text, formats);
     let s = text.trim().to_ascii_lowercase();
     let named = match s.as_str() {
         "today" => Some(BeginTime::Day(0)),
@@ -387,6 +432,53 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), z);
         }
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn a_day_alone_rolls_over_a_years_end_both_ways() {
+        // LSF's DAY:HOUR:MINUTE on 2026-12-03 and on 2027-01-02.
+        let day = parse_lsf_begin("20:09:00").unwrap();
+        assert_eq!(day.resolve(NOW, 0), utc(2026, 12, 20, 9, 0, 0));
+        assert_eq!(day.resolve_past_in(NOW, |_| 0), utc(2026, 11, 20, 9, 0, 0));
+        let day = parse_lsf_begin("01:09:00").unwrap();
+        assert_eq!(day.resolve(NOW, 0), utc(2027, 1, 1, 9, 0, 0));
+        let january = utc(2027, 1, 2, 0, 0, 0);
+        let day = parse_lsf_begin("20:09:00").unwrap();
+        assert_eq!(
+            day.resolve_past_in(january, |_| 0),
+            utc(2026, 12, 20, 9, 0, 0)
+        );
+    }
+
+    #[test]
+    fn report_times_take_the_latest_occurrence() {
+        let report = |s: &str| slurm_report_time(s, NOW, |_| 0).unwrap();
+        assert_eq!(report("now"), NOW);
+        assert_eq!(report("now-90"), NOW - 90);
+        assert_eq!(report("now-2hours"), NOW - 7200);
+        assert_eq!(report("NOW-1week"), NOW - 604_800);
+        assert_eq!(report("now+60"), NOW + 60);
+        // A time of day: today once it has passed, else yesterday.
+        assert_eq!(report("08:00"), utc(2026, 12, 3, 8, 0, 0));
+        assert_eq!(report("10:30"), NOW);
+        assert_eq!(report("4:00PM"), utc(2026, 12, 2, 16, 0, 0));
+        assert_eq!(report("midnight"), utc(2026, 12, 3, 0, 0, 0));
+        assert_eq!(report("today"), utc(2026, 12, 3, 0, 0, 0));
+        assert_eq!(report("noon"), utc(2026, 12, 2, 12, 0, 0));
+        // Dates: this year once passed, else last.
+        assert_eq!(report("12/01"), utc(2026, 12, 1, 0, 0, 0));
+        assert_eq!(report("1224"), utc(2025, 12, 24, 0, 0, 0));
+        assert_eq!(report("12.24.26"), utc(2026, 12, 24, 0, 0, 0));
+        assert_eq!(report("2026-11-30T23:59:59"), utc(2026, 11, 30, 23, 59, 59));
+        // In a zone ahead of UTC: 08:00 local is 07:00 UTC.
+        assert_eq!(
+            slurm_report_time("08:00", NOW, |_| 3600).unwrap(),
+            utc(2026, 12, 3, 7, 0, 0)
+        );
+        for bad in ["soon", "now-", "now-3fortnights", "2026-13-01", "25:00"] {
+            let e = slurm_report_time(bad, NOW, |_| 0).unwrap_err().to_string();
+            assert!(e.contains("now[{+|-}COUNT"), "{bad}: {e}");
+        }
     }
 
     #[test]

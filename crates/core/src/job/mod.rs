@@ -28,7 +28,7 @@ mod time;
 pub use array::{ArrayRange, ArraySpec, Shape, MAX_ARRAY_LEN};
 pub use begin::{
     civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, parse_slurm_deadline,
-    unit_seconds, BeginTime,
+    slurm_report_time, unit_seconds, BeginTime,
 };
 pub use dependency::{parse_job_id, Dependencies, DependencyKind, JobDependency};
 pub use directives::{
