@@ -610,6 +610,10 @@ pub struct PartitionInfo {
     pub default: bool,
     pub nodes: Vec<String>,
     pub max_time: Option<u64>,
+    /// The time limit of jobs that ask for none (Slurm's DefaultTime), seconds; `None`:
+    /// `max_time`.
+    #[serde(default)]
+    pub default_time: Option<u64>,
     pub state: String,
     /// Its priority in the configuration (bqueues' PRIO).
     #[serde(default)]

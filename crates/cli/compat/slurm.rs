@@ -12,7 +12,7 @@ const SINFO_USAGE: &str =
     "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
-const FIELDS: &str = "PRaltTDNncCmeOGfEFswdrhg";
+const FIELDS: &str = "PRalLtTDNncCmeOGfEFswdrhg";
 
 /// One line of sinfo: a partition and a set of its nodes (all of one state, or one node).
 struct Row<'a> {
@@ -250,6 +250,7 @@ fn header(letter: char) -> &'static str {
         'P' | 'R' => "PARTITION",
         'a' => "AVAIL",
         'l' => "TIMELIMIT",
+        'L' => "DEFAULTTIME",
         't' | 'T' => "STATE",
         'D' => "NODES",
         'N' => "NODELIST",
@@ -304,6 +305,7 @@ fn field(letter: char, row: &Row) -> String {
         'P' | 'R' => p.name.clone(),
         'a' => p.state.clone(),
         'l' => p.max_time.map_or("infinite".into(), slurm_time),
+        'L' => p.default_time.map_or("n/a".into(), slurm_time),
         't' => nodes.first().map_or("n/a", |n| compact_state_of(n)).into(),
         'T' => nodes.first().map_or("n/a", |n| long_state_of(n)).into(),
         'D' => nodes.len().to_string(),
@@ -686,9 +688,11 @@ fn partition_block(p: &PartitionInfo, nodes: &[NodeInfo]) -> String {
         .map(|n| u64::from(n.cpus))
         .sum();
     format!(
-        "PartitionName={}\n   AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL\n   Default={}\n   MaxNodes=UNLIMITED MaxTime={} MinNodes=0\n   Nodes={}\n   PriorityTier={}\n   State={} TotalCPUs={cpus} TotalNodes={}\n",
+        "PartitionName={}\n   AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL\n   Default={}\n   DefaultTime={} MaxNodes=UNLIMITED MaxTime={} MinNodes=0\n   Nodes={}\n   PriorityTier={}\n   State={} TotalCPUs={cpus} TotalNodes={}\n",
         p.name,
         if p.default { "YES" } else { "NO" },
+        p.default_time
+            .map_or("NONE".into(), |t| scontrol_time(Some(t))),
         scontrol_time(p.max_time),
         berth_core::job::hostlist(&p.nodes),
         p.priority,
@@ -1042,6 +1046,7 @@ mod tests {
             default: name == "batch",
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
             max_time: Some(3600),
+            default_time: (name == "batch").then_some(600),
             state: "up".into(),
             priority: 1,
             max_jobs_per_user: None,
@@ -1074,12 +1079,12 @@ mod tests {
             partition("empty", &[]),
         ];
         assert_eq!(
-            lines(&parts, &nodes, false, "%P %a %l %D %t %N"),
+            lines(&parts, &nodes, false, "%P %a %l %L %D %t %N"),
             [
-                "batch* up 1:00:00 2 idle n[1,3]",
-                "batch* up 1:00:00 1 alloc n2",
-                "batch* up 1:00:00 1 drng n4",
-                "empty up 1:00:00 0 n/a ",
+                "batch* up 1:00:00 10:00 2 idle n[1,3]",
+                "batch* up 1:00:00 10:00 1 alloc n2",
+                "batch* up 1:00:00 10:00 1 drng n4",
+                "empty up 1:00:00 n/a 0 n/a ",
             ]
         );
         assert_eq!(
@@ -1138,7 +1143,7 @@ mod tests {
         for part in [
             "PartitionName=batch",
             "Default=YES",
-            "MaxTime=01:00:00",
+            "DefaultTime=00:10:00 MaxNodes=UNLIMITED MaxTime=01:00:00",
             "Nodes=n[1-2]",
             "State=UP TotalCPUs=12 TotalNodes=2",
         ] {

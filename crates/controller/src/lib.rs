@@ -2090,6 +2090,7 @@ impl Controller {
                 default: p.default,
                 nodes: p.nodes,
                 max_time: p.max_time,
+                default_time: p.default_time,
                 state: if p.down { "down".into() } else { "up".into() },
                 priority: p.priority_factor,
             })
