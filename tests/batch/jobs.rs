@@ -2016,7 +2016,7 @@ fn dependencies_and_arrays() {
 fn the_allocation_is_described_in_each_family_s_variables() {
     let Some(c) = Cluster::start() else { return };
     let body = r#"echo "account=$SLURM_JOB_ACCOUNT mem=$SLURM_MEM_PER_NODE tpn=$SLURM_NTASKS_PER_NODE cpt=$SLURM_CPUS_PER_TASK uid=$SLURM_JOB_UID gpus=$SLURM_GPUS_ON_NODE limit=$((SLURM_JOB_END_TIME - SLURM_JOB_START_TIME))"
-echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_RESTART_COUNT:-none}""#;
+echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_RESTART_COUNT:-none} gid=$SLURM_JOB_GID/$SLURM_JOB_GROUP""#;
     let script = format!(
         "#!/bin/sh\n#SBATCH -A physics --mem=64M -n 2 --ntasks-per-node=2 -t 5\n#BERTH --image busybox\n{body}\n"
     );
@@ -2026,8 +2026,18 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLURM_REST
     assert_eq!(
         out.unwrap(),
         format!(
-            "account=physics mem=64 tpn=2 cpt=1 uid={} gpus=0 limit=300\npbs=2/2 lsf=2 restarts=none\n",
-            c.f.user.uid
+            "account=physics mem=64 tpn=2 cpt=1 uid={} gpus=0 limit=300\npbs=2/2/2 lsf=2 restarts=none gid={}/{}\n",
+            c.f.user.uid,
+            c.f.user.gid,
+            String::from_utf8(
+                std::process::Command::new("id")
+                    .args(["-gn", TEST_USER])
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+            .unwrap()
+            .trim()
         )
     );
     let array = "#!/bin/sh\n#SBATCH --array=3-9:3 --mem-per-cpu=10M\n#BERTH --image busybox\n\

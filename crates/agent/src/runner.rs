@@ -503,6 +503,9 @@ fn in_container(
         (None, _) => None,
     };
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The job's group, as this node knows its user (the controller knows the uid alone).
+    env.push(format!("SLURM_JOB_GID={}", id.gid));
+    env.push(format!("SLURM_JOB_GROUP={}", id.group));
     let (system_binds, path_append) = match (&launch.tools, &launch.image) {
         (Some(tools), Some(_)) => berth_inside(tools, job_dir, &mut env, |var| {
             launch.env.iter().any(|(k, _)| k == var)

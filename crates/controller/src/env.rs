@@ -27,6 +27,7 @@ pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
         "SLURM_CPUS_ON_NODE",
         "SLURM_GPUS_ON_NODE",
         "PBS_NUM_PPN",
+        "NCPUS",
         "BERTH_NODE",
         "BERTH_CPUS_ON_NODE",
     ];
@@ -203,6 +204,8 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     set("PBS_NUM_NODES", nnodes.clone());
     set("PBS_NP", nslots.to_string());
     set("PBS_NUM_PPN", share.tasks.max(1).to_string());
+    // PBS Pro's: the CPUs on this node.
+    set("NCPUS", cpus.clone());
     set("LSB_MAX_NUM_PROCESSORS", nslots.to_string());
     set("BERTH_NODELIST", nodelist);
     set("BERTH_NNODES", nnodes);
