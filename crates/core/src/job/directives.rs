@@ -1490,14 +1490,14 @@ fn apply_lsf(
         "W" => opts.time_limit = Some(parse_lsf_time(v)?),
         // bsub -o/-e append to an existing file; -oo/-eo overwrite it.
         "o" | "oo" => {
-            opts.output = Some(path("output file", v)?);
+            opts.output = Some(path("output file", &lsf_file(v, "out"))?);
             opts.open_mode = Some(if found.name == "oo" {
                 OpenMode::Truncate
             } else {
                 OpenMode::Append
             });
         }
-        "e" | "eo" => opts.error = Some(path("error file", v)?),
+        "e" | "eo" => opts.error = Some(path("error file", &lsf_file(v, "err"))?),
         "i" => opts.input = Some(path("input file", v)?),
         "q" => opts.partition = Some(word("queue", v)?),
         "w" => opts.dependencies = Some(Dependencies::parse_lsf(v)?),
@@ -1571,6 +1571,15 @@ fn apply_lsf(
         }
     }
     Ok(())
+}
+
+/// bsub's `-o`/`-e` file: a path ending in `/` names a directory, where the file is
+/// `JOBID.out` (`.err`), as LSF names it.
+fn lsf_file(v: &str, extension: &str) -> String {
+    match v.ends_with('/') {
+        true => format!("{v}%J.{extension}"),
+        false => v.to_string(),
+    }
 }
 
 /// The path of qsub's `[HOST:]PATH` (the host the file goes to: here, where the job's

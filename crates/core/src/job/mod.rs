@@ -588,7 +588,8 @@ impl JobRequest {
 
     /// As [`JobRequest::from_script`], with qsub's defaults for what neither names: the
     /// output in `NAME.oJOBID` and the errors in `NAME.eJOBID` (unless `-j oe` joins them),
-    /// where sbatch's would put both into `berth-JOBID.out`.
+    /// where sbatch's would put both into `berth-JOBID.out`; those names too in a directory
+    /// named with a trailing `/`.
     pub fn from_qsub_script(
         script: &str,
         cli: JobOptions,
@@ -607,11 +608,16 @@ impl JobRequest {
         let mut o = JobOptions::merge(script, cli);
         let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
         let array = o.array.is_some();
-        if o.output.is_none() {
-            o.output = Some(pbs_default_name(&name, 'o', array));
-        }
+        o.output.get_or_insert_with(String::new);
         if o.error.is_none() && o.join_output != Some(true) {
-            o.error = Some(pbs_default_name(&name, 'e', array));
+            o.error = Some(String::new());
+        }
+        // None named (empty here), or a directory (a path ending in `/`): the default name,
+        // there.
+        for (path, stream) in [(&mut o.output, 'o'), (&mut o.error, 'e')] {
+            if let Some(path) = path.as_mut().filter(|p| p.is_empty() || p.ends_with('/')) {
+                path.push_str(&pbs_default_name(&name, stream, array));
+            }
         }
         JobRequest::from_options(o, default_name)
     }
@@ -900,6 +906,29 @@ mod tests {
             .map(|v| (v.name.as_str(), v.value.as_deref()))
             .collect();
         assert_eq!(vars, [("KEEP", Some("line")), ("FOO", Some("bar"))]);
+    }
+
+    #[test]
+    fn qsub_names_its_files_in_a_directory_and_by_default() {
+        let qsub = |script: &str, args: &[&str]| {
+            let cli = parse_args_as(Family::Pbs, args).unwrap();
+            let r = JobRequest::from_qsub_script(script, cli, "x.sh").unwrap();
+            (Some(r.output), r.error)
+        };
+        let out = |s: &str| Some(s.to_string());
+        assert_eq!(qsub("#PBS -N run\n", &[]), (out("run.o%j"), out("run.e%j")));
+        assert_eq!(
+            qsub("#PBS -o logs/ -e /tmp/err/\n", &["-J", "1-3"]),
+            (out("logs/x.sh.o%A.%a"), out("/tmp/err/x.sh.e%A.%a"))
+        );
+        assert_eq!(
+            qsub("#PBS -j oe -o out/\n", &[]),
+            (out("out/x.sh.o%j"), None)
+        );
+        assert_eq!(
+            qsub("#PBS -o here.log\n", &[]),
+            (out("here.log"), out("x.sh.e%j"))
+        );
     }
 
     #[test]

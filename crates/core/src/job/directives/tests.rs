@@ -725,6 +725,10 @@ fn bsub_and_qsub_command_lines() {
     assert_eq!((o.ntasks, o.partition.as_deref()), (Some(2), Some("short")));
     assert_eq!(o.candidates, Some(words(&["h1", "h2", "h5"])));
     assert_eq!(o.preferred, Some(Vec::new()));
+    // A directory (a trailing `/`): LSF's JOBID.out and JOBID.err there.
+    let o = parse_args_as(Family::Lsf, &words(&["-o", "logs/", "-eo", "/tmp/e/"])).unwrap();
+    assert_eq!(o.output.as_deref(), Some("logs/%J.out"));
+    assert_eq!(o.error.as_deref(), Some("/tmp/e/%J.err"));
     let o = parse_args_as(Family::Lsf, &words(&["-m", "h1+2 h[2-3]+1 h4"])).unwrap();
     assert_eq!(o.candidates, Some(words(&["h1", "h2", "h3", "h4"])));
     let preferred = [("h1", 2), ("h2", 1), ("h3", 1)].map(|(h, n)| (h.to_string(), n));
