@@ -2881,6 +2881,27 @@ max_time = 600
         "{}",
         over.stderr
     );
+    // A partition taken out of the configuration: its waiting jobs fail at the next
+    // start, saying why, instead of waiting for ever; the others' keep waiting.
+    let orphan = c.submit(
+        Mode::Rootless,
+        "orphan.sh",
+        sleeper,
+        &["-p", "short", "--hold"],
+    );
+    let kept = c.submit(Mode::Rootless, "kept.sh", sleeper, &["--hold"]);
+    let mut c = c;
+    c.stop();
+    c.f.write_config("[[partition]]\nname = \"normal\"\ndefault = true\nmax_time = 3\n");
+    c.up();
+    let failed = c.show(orphan);
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("PartitionDown: partition short is no longer in the configuration"),
+        "{failed}"
+    );
+    assert_eq!(c.show(kept)["state"], "PENDING");
 }
 
 #[test]

@@ -437,7 +437,28 @@ impl Controller {
                 .map_err(|e| e.message)?;
             controller.active.insert(job.id, job);
         }
+        controller.fail_unpartitioned();
         Ok(Arc::new(Mutex::new(controller)))
+    }
+
+    /// Ends the pending jobs of partitions the configuration no longer has, as Slurm's
+    /// controller does at its start (PartitionDown): none of them could ever start.
+    fn fail_unpartitioned(&mut self) {
+        let names: BTreeSet<String> = self.partition_views().into_iter().map(|p| p.name).collect();
+        let orphans: Vec<(u64, String)> = self
+            .active
+            .values()
+            .filter(|j| j.state == State::Pending && !names.contains(&j.partition))
+            .map(|j| (j.id, j.partition.clone()))
+            .collect();
+        for (id, partition) in orphans {
+            let why = format!(
+                "PartitionDown: partition {partition} is no longer in the configuration; submit the job again to one of {}",
+                names.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+            eprintln!("berth: job {id} fails: {why}");
+            self.finish(id, State::Failed, Some(why), None);
+        }
     }
 
     fn persist(&self, job: &Job) -> Result<(), ApiError> {
