@@ -997,6 +997,41 @@ fn reservations_keep_their_nodes_for_their_jobs() {
     assert!(end.is_some(), "{job}");
     reason(mine, &["Reservation"]);
 
+    // Not over a running job that may still run at its start, unless told to.
+    let sleeper = "#!/bin/sh\n#BERTH --image busybox\nexec sleep 600\n";
+    let running = c.submit(Mode::Rootless, "sleeper.sh", sleeper, &["-t", "5"]);
+    c.wait_for(running, &["RUNNING"]);
+    let now = |name: &str, flags: &str| {
+        let args = [
+            "create",
+            "res",
+            name,
+            "StartTime=now",
+            "Duration=10",
+            "Users=root",
+            flags,
+        ];
+        scontrol(Mode::Root, &args)
+    };
+    let busy = now("ReservationName=busy", "Flags=MAINT");
+    assert!(
+        busy.code != 0
+            && busy
+                .stderr
+                .contains(&format!("the nodes are busy: job {running} runs on "))
+            && busy.stderr.contains("Flags=IGNORE_JOBS"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(
+        now("ReservationName=busy", "Flags=MAINT,IGNORE_JOBS").ok(),
+        "Reservation created: busy\n"
+    );
+    scontrol(Mode::Root, &["delete", "reservation", "busy"]).ok();
+    c.berth(Mode::Rootless, &["cancel", &running.to_string()])
+        .ok();
+    c.wait_for(running, &["CANCELLED"]);
+
     // In force now, for the test user: their job runs, root's other jobs wait.
     scontrol(
         Mode::Root,

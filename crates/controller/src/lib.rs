@@ -676,6 +676,33 @@ impl Controller {
                 r.name, o.name
             )));
         }
+        // As Slurm's: not over a running job that may still run at its start (by its time
+        // limit), unless told to (IGNORE_JOBS, for maintenance of every node).
+        let ignore_jobs = r
+            .flags
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("IGNORE_JOBS"));
+        let busy = self.active.running().find(|j| {
+            let end = j.time_limit().map(|t| j.start_time.unwrap_or(0) + t);
+            end.is_none_or(|end| end > r.start_time)
+                && j.nodes().any(|n| r.nodes.iter().any(|m| m == n))
+        });
+        if let (Some(j), false) = (busy, ignore_jobs) {
+            let until = match j.time_limit() {
+                Some(t) => {
+                    let end = j.start_time.unwrap_or(0) + t;
+                    let left = end.saturating_sub(now());
+                    format!("for up to {} more", berth_core::job::format_duration(left))
+                }
+                None => "without a time limit".into(),
+            };
+            return Err(ApiError::bad(format!(
+                "reservation {}: the nodes are busy: job {} runs on {} {until}: start it later, on other nodes, or give Flags=IGNORE_JOBS",
+                r.name,
+                j.id,
+                j.nodes().collect::<Vec<_>>().join(",")
+            )));
+        }
         let value = serde_json::to_vec(&r).expect("reservations serialise");
         self.store
             .put(&format!("{RESERVATIONS_PREFIX}{}", r.name), &value)
