@@ -1045,6 +1045,9 @@ fn reservations_keep_their_nodes_for_their_jobs() {
         ],
     )
     .ok();
+    // Its idle node is reserved to sinfo.
+    let states = c.berth(Mode::Rootless, &["as", "sinfo", "-h", "-o", "%t"]);
+    assert_eq!(states.ok(), "resv\n");
     let theirs = c.submit(
         Mode::Rootless,
         "theirs.sh",

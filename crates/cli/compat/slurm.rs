@@ -49,6 +49,9 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
         None => Vec::new(),
     };
     let mut nodes = nodes_named(&names)?;
+    let all: Vec<berth_api::Reservation> =
+        crate::client::request("GET", "/v1/reservations", None::<&()>)?;
+    mark_reserved(&mut nodes, &all, berth_controller::now());
     let wanted_states: Vec<String> = states
         .iter()
         .flat_map(|s| s.split(','))
@@ -58,7 +61,7 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
         .iter()
         .find(|s| !LONG_STATES.contains(&s.as_str()))
     {
-        bail!("-t {unknown}: berth's node states are idle, mixed, allocated, down, drained and draining (or idle, mix, alloc, down, drain, drng)");
+        bail!("-t {unknown}: berth's node states are idle, reserved, mixed, allocated, down, drained and draining (or idle, resv, mix, alloc, down, drain, drng)");
     }
     nodes.retain(|n| {
         wanted_states.is_empty() || wanted_states.contains(&long_state_of(n).to_string())
@@ -352,6 +355,19 @@ fn field(letter: char, row: &Row) -> String {
     }
 }
 
+/// Idle nodes in a reservation in force are `reserved` to sinfo (its `resv`), as Slurm's.
+fn mark_reserved(nodes: &mut [NodeInfo], reservations: &[berth_api::Reservation], now: u64) {
+    let in_force = reservations
+        .iter()
+        .filter(|r| r.start_time <= now && now < r.end_time);
+    let reserved: Vec<&String> = in_force.flat_map(|r| &r.nodes).collect();
+    for n in nodes.iter_mut().filter(|n| n.state == "idle") {
+        if reserved.contains(&&n.name) {
+            n.state = "reserved".into();
+        }
+    }
+}
+
 /// Whether a node is drained or draining (the API's `drained`, `draining`).
 fn drained(n: &NodeInfo) -> bool {
     matches!(n.state.as_str(), "drain" | "drained" | "draining")
@@ -361,6 +377,7 @@ fn drained(n: &NodeInfo) -> bool {
 fn long_state_of(n: &NodeInfo) -> &'static str {
     match (n.state.as_str(), n.cpus_allocated) {
         ("idle", _) => "idle",
+        ("reserved", _) => "reserved",
         ("mixed", _) => "mixed",
         ("allocated", _) => "allocated",
         (_, 0) if drained(n) => "drained",
@@ -376,11 +393,20 @@ fn compact_state_of(n: &NodeInfo) -> &'static str {
         "allocated" => "alloc",
         "drained" => "drain",
         "draining" => "drng",
+        "reserved" => "resv",
         other => other,
     }
 }
 
-const LONG_STATES: [&str; 6] = ["idle", "mixed", "allocated", "down", "drained", "draining"];
+const LONG_STATES: [&str; 7] = [
+    "idle",
+    "reserved",
+    "mixed",
+    "allocated",
+    "down",
+    "drained",
+    "draining",
+];
 
 /// A state as -t takes it, in either form.
 fn long_state(s: &str) -> &str {
@@ -389,6 +415,7 @@ fn long_state(s: &str) -> &str {
         "alloc" => "allocated",
         "drain" => "drained",
         "drng" => "draining",
+        "resv" => "reserved",
         other => other,
     }
 }
@@ -1098,6 +1125,25 @@ mod tests {
         );
         let all = rows(&parts[..1], &nodes, false, true);
         assert_eq!(field('F', &all[0]), "2/2/0/4");
+        // An idle node in a reservation in force is resv; one to come leaves it idle.
+        let reservation = |name: &str, start: u64, nodes: &[&str]| berth_api::Reservation {
+            name: name.into(),
+            start_time: start,
+            end_time: 200,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            users: vec!["root".into()],
+            flags: Vec::new(),
+        };
+        let mut marked = nodes.clone();
+        let resvs = [
+            reservation("now", 50, &["n1", "n2"]),
+            reservation("later", 150, &["n3"]),
+        ];
+        mark_reserved(&mut marked, &resvs, 100);
+        assert_eq!(
+            lines(&parts[..1], &marked, false, "%t %N"),
+            ["resv n1", "alloc n2", "idle n3", "drng n4"]
+        );
         // What the agents report: one value, a range where nodes differ, N/A where none has.
         assert_eq!(field('O', &all[0]), "0.50");
         assert_eq!(field('e', &all[0]), "3072");
