@@ -1777,7 +1777,10 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "User" => j.user.clone(),
         "Partition" => j.partition.clone(),
         "Account" => j.account.clone().unwrap_or_default(),
-        "State" => j.state.clone(),
+        "State" => match j.cancelled_by {
+            Some(uid) if j.state == "CANCELLED" => format!("CANCELLED by {uid}"),
+            _ => j.state.clone(),
+        },
         // sacct's CODE:SIGNAL.
         "ExitCode" => slurm_exit_code(j.exit_code, j.signal),
         "Elapsed" => duration(elapsed(j)),

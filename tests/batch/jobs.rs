@@ -1075,6 +1075,12 @@ fn history_prints_as_sacct_formats() {
         h(&["--jobs", &failed.to_string(), "--format=JobIDRaw%8,State%7"]),
         format!("JobIDRaw   State\n{failed:>8}  FAILED\n")
     );
+    // Cancelled, by whom (a pending job, and the user's own command).
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+    assert_eq!(
+        h(&["-j", &held.to_string(), "-n", "-P", "-o", "State"]),
+        format!("CANCELLED by {}\n", c.f.user.uid)
+    );
     // One task of an array, ended: by ID_INDEX, in history and show.
     let task = format!("{array}_2");
     assert_eq!(

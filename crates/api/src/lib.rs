@@ -191,6 +191,9 @@ pub struct JobInfo {
     /// PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY,
     /// NODE_FAIL, DEADLINE.
     pub state: String,
+    /// The uid of whoever cancelled it (`berth cancel`, scancel, bkill, qdel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<u32>,
     /// Why it is pending (Slurm's reason names), or how it failed.
     pub reason: Option<String>,
     pub submit_time: u64,

@@ -245,6 +245,9 @@ pub struct Job {
     pub priority_factors: Option<berth_api::PriorityFactors>,
     /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
     pub cancel_requested: bool,
+    /// Who cancelled it (sacct's `CANCELLED by UID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<u32>,
     /// Set by `berth requeue` on a running job: when the runner ends, it is pending again.
     #[serde(default)]
     pub requeue_requested: bool,
@@ -461,6 +464,7 @@ impl Job {
         self.system_cpu_usec = None;
         self.max_rss_bytes = None;
         self.cancel_requested = false;
+        self.cancelled_by = None;
         self.requeue_requested = false;
         self.steps.clear();
         self.containers.clear();
@@ -498,6 +502,7 @@ impl Job {
             partition: self.partition.clone(),
             account: self.request.account.clone(),
             state: self.state.name().to_string(),
+            cancelled_by: self.cancelled_by,
             reason: self.reason.clone(),
             submit_time: self.submit_time,
             submit_host: self.submit_host.clone(),

@@ -1205,6 +1205,7 @@ impl Controller {
                 priority_factors: None,
                 mailed_limits: Vec::new(),
                 cancel_requested: false,
+                cancelled_by: None,
                 requeue_requested: false,
                 restarts: 0,
                 steps: Vec::new(),
@@ -1571,6 +1572,7 @@ impl Controller {
         match (job.state, signal) {
             (State::Pending, _) => {
                 job.state = State::Cancelled;
+                job.cancelled_by = Some(caller.uid);
                 job.end_time = Some(now());
                 job.held_time.stop(now());
                 job.reason = None;
@@ -1585,6 +1587,7 @@ impl Controller {
                 match sig {
                     None => {
                         job.cancel_requested = true;
+                        job.cancelled_by = Some(caller.uid);
                         signal_runner(&links, &mut job, libc::SIGTERM, &key);
                     }
                     Some(sig) => signal_job(&links, &mut job, sig, Some(target), &key),
