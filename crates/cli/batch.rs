@@ -1315,7 +1315,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         "   JobState={} Reason={} ExitCode={}",
         j.state,
         j.reason.as_deref().unwrap_or("None"),
-        slurm_exit_code(j.exit_code, j.signal)
+        job_exit_code(&j)
     )?;
     writeln!(
         out,
@@ -1782,7 +1782,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             _ => j.state.clone(),
         },
         // sacct's CODE:SIGNAL.
-        "ExitCode" => slurm_exit_code(j.exit_code, j.signal),
+        "ExitCode" => job_exit_code(j),
         "Elapsed" => duration(elapsed(j)),
         "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
         "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
@@ -1847,6 +1847,15 @@ fn accounting(name: &str, j: &JobInfo) -> String {
 fn exit_code_of(status: Option<i32>) -> String {
     let signal = status.filter(|c| *c > 128).map(|c| c - 128);
     slurm_exit_code(status, signal)
+}
+
+/// A job's ExitCode as sacct and scontrol show it: [`slurm_exit_code`], and `0:125` for
+/// one its memory limit ended (OUT_OF_MEMORY), as Slurm shows it.
+fn job_exit_code(j: &JobInfo) -> String {
+    match j.state.as_str() {
+        "OUT_OF_MEMORY" => "0:125".into(),
+        _ => slurm_exit_code(j.exit_code, j.signal),
+    }
 }
 
 /// Slurm's `EXIT:SIGNAL` (sacct's ExitCode, scontrol's): a process killed by a signal shows

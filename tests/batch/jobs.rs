@@ -551,6 +551,12 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     let oom = c.submit(Mode::Rootless, "hog.sh", hog, &[]);
     let job = c.wait_for(oom, &["OUT_OF_MEMORY", "FAILED", "COMPLETED"]);
     assert_eq!(job["state"], "OUT_OF_MEMORY", "{job}");
+    // sacct's and scontrol's ExitCode for it: Slurm's 0:125.
+    let sacct = c.berth(
+        Mode::Rootless,
+        &["history", "-j", &oom.to_string(), "-nP", "-o", "ExitCode"],
+    );
+    assert_eq!(sacct.ok(), "0:125\n");
     // One whose script goes on after the kill, and exits 0: --wait says it failed all the
     // same, as sbatch --wait does.
     let survivor =
