@@ -1296,13 +1296,21 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         return print_json(&mut out, &j);
     }
     let opt = |v: Option<u64>| v.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
+    // An array's task by its own id then its array's, as scontrol shows it, with the
+    // array's limit of running tasks where it has one.
+    let array = match (j.array_job_id, j.array_task_id) {
+        (Some(a), Some(t)) => {
+            let throttle = j.array_spec.as_deref().and_then(|s| s.split_once('%'));
+            let throttle =
+                throttle.map_or(String::new(), |(_, n)| format!(" ArrayTaskThrottle={n}"));
+            format!(" ArrayJobId={a} ArrayTaskId={t}{throttle}")
+        }
+        _ => String::new(),
+    };
     writeln!(
         out,
-        "JobId={} JobName={} User={} Partition={}",
-        job_id(&j),
-        j.name,
-        j.user,
-        j.partition
+        "JobId={}{array} JobName={} User={} Partition={}",
+        j.id, j.name, j.user, j.partition
     )?;
     writeln!(
         out,

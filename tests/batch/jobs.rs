@@ -2021,6 +2021,13 @@ fn dependencies_and_arrays() {
         .unwrap();
         assert_eq!(out, format!("task {index} of {array}\n"));
     }
+    // scontrol's first line of a task: its own id, its array's, its index, the limit.
+    let shown = c.berth(Mode::Rootless, &["show", &format!("{array}_2")]);
+    let head = format!(
+        "JobId={} ArrayJobId={array} ArrayTaskId=2 ArrayTaskThrottle=1 JobName=array.sh ",
+        array + 1
+    );
+    assert!(shown.ok().starts_with(&head), "{}", shown.stdout);
 }
 
 /// The variables scripts written for Slurm, LSF and PBS read to size themselves.
