@@ -279,6 +279,7 @@ const UPDATE_KEYS: &[(&str, &str)] = &[
     ("begintime", "--begin"),
     ("dependency", "--dependency"),
     ("account", "--account"),
+    ("comment", "--comment"),
     ("features", "--constraint"),
     ("reqnodelist", "--nodelist"),
     ("excnodelist", "--exclude"),
@@ -1038,7 +1039,7 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         _ => field(letter, job, now),
     };
     if let Some(format) = &args.format {
-        let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfo")?;
+        let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfok")?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
@@ -1207,6 +1208,7 @@ fn header(letter: char) -> &'static str {
         'F' => "ARRAY_JOB_ID",
         'K' => "ARRAY_TASK_ID",
         'a' => "ACCOUNT",
+        'k' => "COMMENT",
         'j' => "NAME",
         'u' => "USER",
         'P' => "PARTITION",
@@ -1244,6 +1246,7 @@ fn field(letter: char, j: &JobInfo, now: u64) -> String {
         'F' => j.array_job_id.unwrap_or(j.id).to_string(),
         'K' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
         'a' => j.account.clone().unwrap_or_else(|| "(null)".into()),
+        'k' => j.comment.clone().unwrap_or_else(|| "(null)".into()),
         'j' => j.name.clone(),
         'u' => j.user.clone(),
         'P' => j.partition.clone(),
@@ -1408,6 +1411,9 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         j.image.as_deref().unwrap_or("-"),
         j.workdir
     )?;
+    if let Some(comment) = &j.comment {
+        writeln!(out, "   Comment={comment}")?;
+    }
     writeln!(
         out,
         "   StdOut={} StdErr={}",
@@ -1774,6 +1780,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("Group", 9),
     ("UID", 6),
     ("GID", 6),
+    ("Comment", 20),
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
@@ -1785,6 +1792,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "User" => j.user.clone(),
         "Partition" => j.partition.clone(),
         "Account" => j.account.clone().unwrap_or_default(),
+        "Comment" => j.comment.clone().unwrap_or_default(),
         "State" => match j.cancelled_by {
             Some(uid) if j.state == "CANCELLED" => format!("CANCELLED by {uid}"),
             _ => j.state.clone(),

@@ -934,6 +934,35 @@ fn the_queue_prints_as_squeue_formats() {
         &["update", &(array + 1).to_string(), "-J", "hello"],
     )
     .ok();
+    // A comment (--comment), shown by squeue's %k, sacct's Comment and scontrol's Comment=,
+    // changed by scontrol update Comment=.
+    let id = held.to_string();
+    c.berth(
+        Mode::Rootless,
+        &["update", &id, "--comment", "run 7 of sweep"],
+    )
+    .ok();
+    assert_eq!(q(&["-h", "-o", "%k", "-j", &id]), "run 7 of sweep\n");
+    let update = [
+        "as",
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "Comment=run 8",
+    ];
+    c.berth(Mode::Rootless, &update).ok();
+    let shown = c.berth(Mode::Rootless, &["show", &id]);
+    assert!(
+        shown.ok().contains("\n   Comment=run 8\n"),
+        "{}",
+        shown.stdout
+    );
+    let sacct = c.berth(
+        Mode::Rootless,
+        &["history", "-j", &id, "-nP", "-o", "Comment"],
+    );
+    assert_eq!(sacct.ok(), "run 8\n");
+    assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
     // By account, as squeue -A and sacct -A take them; scontrol's Account=.
     assert_eq!(
         q(&["-h", "-r", "-A", "proj1,proj2", "-o", "%i"]),
@@ -1890,7 +1919,7 @@ fn a_running_jobs_time_limit_can_change() {
         ),
         (
             &[&l, "-J", "x"],
-            "only its time limit (--time) can change while it runs",
+            "only its time limit (--time) and comment (--comment) can change while it runs",
         ),
     ] {
         let mut all = vec!["update"];
@@ -1904,6 +1933,10 @@ fn a_running_jobs_time_limit_can_change() {
     }
     c.berth(Mode::Rootless, &["update", &l, "TimeLimit=0:02"])
         .ok();
+    // Its comment too, while it runs.
+    c.berth(Mode::Rootless, &["update", &l, "--comment", "lowered"])
+        .ok();
+    assert_eq!(c.show(lowered)["comment"], "lowered");
     let ends = |id: u64, limit: u64| {
         let job = c.wait_for(id, &["TIMEOUT", "COMPLETED", "CANCELLED", "FAILED"]);
         assert_eq!(

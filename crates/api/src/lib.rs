@@ -188,6 +188,9 @@ pub struct JobInfo {
     /// The account it is charged to (`--account`, bsub `-P`, qsub `-A`), as given.
     #[serde(default)]
     pub account: Option<String>,
+    /// Its comment (`--comment`, bsub `-Jd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     /// PENDING, RUNNING, SUSPENDED, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY,
     /// NODE_FAIL, DEADLINE.
     pub state: String,

@@ -501,6 +501,7 @@ impl Job {
             user: self.user.clone(),
             partition: self.partition.clone(),
             account: self.request.account.clone(),
+            comment: self.request.comment.clone(),
             state: self.state.name().to_string(),
             cancelled_by: self.cancelled_by,
             reason: self.reason.clone(),

@@ -1747,6 +1747,7 @@ impl Controller {
             begin: None,
             dependencies: None,
             account: None,
+            comment: None,
             constraint: None,
             nodelist: None,
             exclude: None,
@@ -1758,7 +1759,7 @@ impl Controller {
         };
         if rest != JobOptions::default() || o == JobOptions::default() {
             return Err(ApiError::bad(
-                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --constraint, --nodelist, --exclude, --requeue and bsub's -m; for anything else, cancel it and submit again",
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue and bsub's -m; for anything else, cancel it and submit again",
             ));
         }
         let tasks: Vec<u64> = self
@@ -1799,6 +1800,7 @@ impl Controller {
             }
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
             r.account = o.account.or(r.account.take());
+            r.comment = o.comment.or(r.comment.take());
             r.constraint = o.constraint.unwrap_or(std::mem::take(&mut r.constraint));
             r.nodelist = o.nodelist.unwrap_or(std::mem::take(&mut r.nodelist));
             r.exclude = o.exclude.unwrap_or(std::mem::take(&mut r.exclude));
@@ -1862,30 +1864,41 @@ impl Controller {
     /// once. Its owner may lower it; only root may raise it or remove it (`UNLIMITED`: the
     /// job then runs until it ends, planned as one without a limit), as in Slurm.
     fn update_running(&mut self, caller: Caller, id: u64, o: JobOptions) -> Result<u64, ApiError> {
-        let only_time = JobOptions {
+        let rest = JobOptions {
             time_limit: None,
+            comment: None,
             ignored: Vec::new(),
             ..o.clone()
-        } == JobOptions::default();
+        };
         let job = self.owned(caller, id, "update")?.clone();
-        let Some(limit) = o.time_limit.filter(|_| only_time) else {
+        if rest != JobOptions::default() || (o.time_limit.is_none() && o.comment.is_none()) {
             return Err(ApiError::bad(format!(
-                "job {id} is {}: only its time limit (--time) can change while it runs",
+                "job {id} is {}: only its time limit (--time) and comment (--comment) can change while it runs",
                 job.state.name()
             )));
-        };
-        only_root_raises(caller, id, job.time_limit(), limit)?;
-        let removed = limit == berth_core::job::UNLIMITED_TIME;
-        let kill_wait = self.settings.kill_wait;
-        let seconds = if removed {
-            berth_agent::runner::NO_LIMIT
-        } else {
-            limit
-        };
-        set_limit(&self.links_of(id), &job, seconds, kill_wait, &self.key)?;
+        }
+        if let Some(limit) = o.time_limit {
+            only_root_raises(caller, id, job.time_limit(), limit)?;
+            let seconds = match limit == berth_core::job::UNLIMITED_TIME {
+                true => berth_agent::runner::NO_LIMIT,
+                false => limit,
+            };
+            set_limit(
+                &self.links_of(id),
+                &job,
+                seconds,
+                self.settings.kill_wait,
+                &self.key,
+            )?;
+        }
         let mut job = self.active.get_mut(&id).expect("owned above");
-        job.request_mut().ask_time_limit(Some(limit));
-        job.default_limit = None;
+        if let Some(limit) = o.time_limit {
+            job.request_mut().ask_time_limit(Some(limit));
+            job.default_limit = None;
+        }
+        if o.comment.is_some() {
+            job.request_mut().comment = o.comment;
+        }
         let job = job.cloned();
         self.persist(&job)?;
         Ok(1)

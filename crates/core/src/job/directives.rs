@@ -836,7 +836,7 @@ fn apply_slurm(
             }
         }
         "mail-user" => opts.mail_to = Some(parse_addresses(v)?),
-        "comment" => ignore(opts, found, line, "berth keeps no job comments"),
+        "comment" => opts.comment = Some(v.to_string()),
         "qos" => ignore(
             opts,
             found,
@@ -1476,7 +1476,7 @@ fn apply_lsf(
             "berth runs no pre- or post-execution commands: put them in the script",
         ),
         "We" => ignore(opts, found, line, "berth backfills on the run limit (-W)"),
-        "Jd" => ignore(opts, found, line, "berth keeps no job descriptions"),
+        "Jd" => opts.comment = Some(v.to_string()),
         "L" => ignore(
             opts,
             found,

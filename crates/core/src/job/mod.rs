@@ -340,6 +340,8 @@ pub struct JobOptions {
     pub host_env: Vec<String>,
     pub nice: Option<i32>,
     pub account: Option<String>,
+    /// Free text kept with the job (`--comment`, bsub `-Jd`).
+    pub comment: Option<String>,
     /// Mail events and addresses (`--mail-type`, `--mail-user`; bsub -B -N -u; qsub -m -M).
     pub mail: Option<MailEvents>,
     pub mail_to: Option<Vec<String>>,
@@ -418,6 +420,7 @@ impl JobOptions {
             host_env: d.host_env.into_iter().chain(c.host_env).collect(),
             nice: c.nice.or(d.nice),
             account: c.account.or(d.account),
+            comment: c.comment.or(d.comment),
             mail: c.mail.or(d.mail),
             mail_to: c.mail_to.or(d.mail_to),
             exclusive: c.exclusive.or(d.exclusive),
@@ -514,6 +517,9 @@ pub struct JobRequest {
     pub host_env: Vec<String>,
     pub nice: i32,
     pub account: Option<String>,
+    /// Free text kept with the job (sbatch's `--comment`, bsub's `-Jd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     /// When its owner hears of it by mail, and at which addresses (none: the owner's name).
     #[serde(default)]
     pub mail: MailEvents,
@@ -785,6 +791,7 @@ impl JobRequest {
             host_env: o.host_env,
             nice: o.nice.unwrap_or(0),
             account: o.account,
+            comment: o.comment,
             mail: o.mail.unwrap_or_default(),
             mail_to: o.mail_to.unwrap_or_default(),
             exclusive: o.exclusive.unwrap_or(false),
