@@ -363,7 +363,9 @@ fn lsf_options() {
     );
     assert_eq!(o.ntasks, Some(2));
     assert_eq!(o.memory, Some(Memory::PerCpu(100 << 20)));
-    assert_eq!(o.ignored.len(), 11, "{:?}", o.ignored);
+    assert_eq!(o.ignored.len(), 10, "{:?}", o.ignored);
+    // -Jd: the job's description, kept as its comment.
+    assert_eq!(o.comment.as_deref(), Some("about"));
     assert!(error("#BSUB -J \"a[1-3\"\n").contains("invalid job array"));
     assert!(error("#BSUB -W 1:30:00\n").contains("[HH:]MM"));
 }
