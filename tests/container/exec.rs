@@ -434,6 +434,38 @@ fn signals_to_berth_reach_the_program() {
     }
 }
 
+/// The program starts with SIGPIPE's default action (berth ignores it for itself): a writer
+/// into a pipe whose reader has gone ends, as under any shell.
+#[test]
+fn the_program_starts_with_sigpipe_not_ignored() {
+    let Some(f) = Fixture::new() else { return };
+    for (mode, pid_ns) in [
+        (Mode::Root, false),
+        (Mode::Rootless, false),
+        (Mode::Rootless, true),
+    ] {
+        f.import(mode);
+        let mut args = vec!["exec"];
+        if pid_ns {
+            args.push("--pid");
+        }
+        args.extend([
+            "busybox",
+            "sh",
+            "-c",
+            "grep SigIgn /proc/self/status; yes | head -1",
+        ]);
+        let out = f.berth(mode, &args);
+        let (ignored, rest) = out.ok().split_once('\n').unwrap();
+        let mask = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
+        assert_eq!(
+            (mask & 1 << (libc::SIGPIPE - 1), rest, out.stderr.as_str()),
+            (0, "y\n", ""),
+            "{mode:?} pid namespace {pid_ns}"
+        );
+    }
+}
+
 #[test]
 fn terminal_is_usable_from_shell() {
     let Some(f) = Fixture::new() else { return };

@@ -739,6 +739,8 @@ fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
 /// Execs the container's program, under its file creation mask (set last: the container's
 /// own files, mount points and all, are made under berth's).
 fn run_program(spec: &ContainerSpec) -> Failure {
+    // (Where berth itself becomes the container, its own dispositions are still in force.)
+    crate::launch::default_dispositions();
     if let Some(mask) = spec.umask {
         // SAFETY: umask(2) cannot fail.
         unsafe { libc::umask(mask as libc::mode_t) };
@@ -771,10 +773,7 @@ pub(crate) fn child(
     // nobody and swallow the signal. Until exec, a signal does what it would do to the program:
     // the forwarded ones, blocked across the clone, are unblocked once that is so (one that
     // came meanwhile acts now).
-    for sig in crate::launch::FORWARDED {
-        // SAFETY: restores the default disposition; no handler code runs.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
+    crate::launch::default_dispositions();
     // A child in the parent's memory leaves the parent's forwarding state alone: its
     // handlers are gone, and the parent still needs a signal that came before the clone.
     if go.is_some() {
@@ -840,10 +839,6 @@ fn init(spec: &ContainerSpec, report_fd: &OwnedFd) -> Failure {
         return fail("forking the container's first process")(io::Error::last_os_error());
     }
     if pid == 0 {
-        for sig in crate::launch::FORWARDED {
-            // SAFETY: restores default dispositions before exec.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
         let failure = drop_privileges(spec, true)
             .and_then(|_| enter_cwd(spec))
             .map(|_| run_program(spec))

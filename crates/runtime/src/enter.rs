@@ -457,10 +457,7 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
     }
     let failure = (|| -> Result<Failure, Failure> {
         // Dispositions the caller set (ignored signals survive exec) are not the program's.
-        for sig in crate::launch::FORWARDED {
-            // SAFETY: restores the default disposition; no handler code runs.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
+        crate::launch::default_dispositions();
         crate::launch::set_mask(&mask);
         let io = |what: &'static str| {
             move |e: std::io::Error| Failure {

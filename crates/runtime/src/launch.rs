@@ -47,6 +47,17 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     }
 }
 
+/// Gives the signals a program must start with as under any other launcher their default
+/// dispositions: the forwarded ones (whose handlers, inherited, would forward to nobody)
+/// and SIGPIPE, which berth ignores for itself (an ignored signal stays ignored across
+/// exec: `yes | head -1` would never end its `yes`).
+pub(crate) fn default_dispositions() {
+    for sig in FORWARDED.into_iter().chain([libc::SIGPIPE]) {
+        // SAFETY: restores the default disposition; no handler code runs.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// Installs [`forward`] for every signal in [`FORWARDED`].
 pub(crate) fn install_forwarding() {
     for sig in FORWARDED {
