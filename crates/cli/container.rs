@@ -88,9 +88,16 @@ pub struct ContainerArgs {
 pub struct RunArgs {
     #[command(flatten)]
     common: ContainerArgs,
-    image: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// The image, then the arguments for its entry point (or runscript): everything after
+    /// the image is the program's, options too (`run app -e X=1 --help`), as Apptainer's
+    /// and Docker's `run` take them
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [ARGS]"
+    )]
+    words: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -510,8 +517,13 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
     Ok(outcome.code)
 }
 
-pub fn run(settings: &Settings, a: RunArgs) -> Result<i32> {
-    start(settings, &a.image, Action::Run(a.args), a.common)
+pub fn run(settings: &Settings, mut a: RunArgs) -> Result<i32> {
+    let image = a.words.remove(0);
+    // (Taken as the image only because the image's arguments may be options.)
+    if image.starts_with('-') {
+        anyhow::bail!("berth run: unknown option '{image}': berth run's options come before the image (see berth run --help)");
+    }
+    start(settings, &image, Action::Run(a.words), a.common)
 }
 
 pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {

@@ -372,6 +372,18 @@ fn run_uses_entrypoint_cmd_env_from_the_image() {
             f.berth(mode, &["run", "app:1", "a", "-b"]).ok(),
             "entry a -b\n"
         );
+        // Everything after the image is the program's, options berth has too.
+        assert_eq!(
+            f.berth(mode, &["run", "-e", "X=1", "app:1", "-e", "X=2", "--help"])
+                .ok(),
+            "entry -e X=2 --help\n"
+        );
+        let out = f.berth(mode, &["run", "--bogus", "app:1"]);
+        assert!(
+            out.code == 125 && out.stderr.contains("unknown option '--bogus'"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(
             f.berth(
                 mode,
