@@ -1322,6 +1322,42 @@ fn an_image_index_gives_the_hosts_platform() {
     }
 }
 
+/// A layout whose own index.json lists one manifest per platform, unnamed, gives this
+/// host's; one whose entries are named by a tag alone is chosen by that name, as written.
+#[test]
+fn a_layouts_own_index_gives_the_hosts_platform_or_the_named_image() {
+    let Some(f) = Fixture::new() else { return };
+    let (layout, host_config) = multi_platform_layout(&f);
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let nested = top["manifests"][0]["digest"].as_str().unwrap();
+    let nested = layout
+        .join("blobs/sha256")
+        .join(nested.trim_start_matches("sha256:"));
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(nested).unwrap()).unwrap();
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let import = |mode, name: &str| {
+        let layout = layout.to_str().unwrap();
+        berth(&f, mode, &["image", "import", layout, "--name", name])
+    };
+    for mode in [Mode::Root, Mode::Rootless] {
+        import(mode, "plat:1").ok();
+        assert_eq!(image_id(&f, mode, "plat:1"), host_config, "{mode:?}");
+        assert_eq!(berth(&f, mode, &["run", "plat:1"]).ok(), "hi\n", "{mode:?}");
+    }
+    // Named by tags: the host's as `v1`, the other as `extra0`.
+    let manifests = index["manifests"].as_array_mut().unwrap();
+    for (m, name) in manifests.iter_mut().zip(["extra0", "v1"]) {
+        m["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+    }
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let mode = Mode::Rootless;
+    let out = import(mode, "v1");
+    assert!(out.code == 0, "{}", out.stderr);
+    assert_eq!(image_id(&f, mode, "v1"), host_config);
+}
+
 /// An OCI image layout `name` holding one image of two uncompressed layers: the fixture's
 /// root filesystem with /etc/motd "first", then a layer that replaces /etc/motd, adds
 /// /etc/added and deletes /bin/notexec (a whiteout). Returns the config's digest.

@@ -382,6 +382,11 @@ fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage
     })
 }
 
+/// Whether a manifest's platform is this machine's (linux, its architecture).
+fn is_host_platform(p: &Platform) -> bool {
+    p.os == "linux" && p.architecture == host_arch()
+}
+
 fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
     let (index, _): (OciIndex, _) = members.read_json("index.json")?;
     let name_of = |d: &Descriptor| {
@@ -389,32 +394,74 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
             .get("org.opencontainers.image.ref.name")
             .cloned()
     };
-    let candidates: Vec<&Descriptor> = match want {
+    // A name as written (`v1`, `lab/app:1`) or as berth completes it (`v1:latest`).
+    let named = |n: &str, w: &str| {
+        n == w
+            || w.ends_with(&format!(":{n}"))
+            || crate::Reference::parse(n).is_ok_and(|r| r.to_string() == w)
+    };
+    let by_name: Vec<&Descriptor> = match want {
         Some(w) => index
             .manifests
             .iter()
-            .filter(|d| name_of(d).is_some_and(|n| n == w || w.ends_with(&format!(":{n}"))))
+            .filter(|d| name_of(d).is_some_and(|n| named(&n, w)))
             .collect(),
-        None => index.manifests.iter().collect(),
+        None => Vec::new(),
+    };
+    // Else (the name is the import's own), the only one; or, one manifest per platform and
+    // none named, this machine's.
+    let candidates = match by_name.is_empty() {
+        false => by_name,
+        true => {
+            let all: Vec<&Descriptor> = index.manifests.iter().collect();
+            let ours: Vec<&Descriptor> = all
+                .iter()
+                .copied()
+                .filter(|d| d.platform.as_ref().is_some_and(is_host_platform))
+                .collect();
+            let unnamed = all.iter().all(|d| name_of(d).is_none());
+            match ours.len() == 1 && unnamed {
+                true => ours,
+                false => all,
+            }
+        }
     };
     let chosen = match candidates.as_slice() {
         [one] => *one,
-        [] if index.manifests.len() == 1 => &index.manifests[0],
         [] => {
             return Err(ImageError::archive(
                 members.describe(),
-                "no image in the layout's index.json matches the requested name",
+                "the layout's index.json lists no image",
             ))
         }
-        many => {
-            let names: Vec<String> = many.iter().filter_map(|d| name_of(d)).collect();
+        many if many.iter().all(|d| name_of(d).is_none()) => {
+            let platforms: Vec<String> = many
+                .iter()
+                .map(|d| {
+                    d.platform.as_ref().map_or("no platform".into(), |p| {
+                        format!("{}/{}", p.os, p.architecture)
+                    })
+                })
+                .collect();
             return Err(ImageError::archive(
                 members.describe(),
                 format!(
-                    "the layout holds {} images ({}); choose one with --name",
+                    "the layout holds {} unnamed images ({}), not one for linux/{}: import a layout of one image",
                     many.len(),
-                    names.join(", ")
+                    platforms.join(", "),
+                    host_arch()
                 ),
+            ));
+        }
+        many => {
+            let names: Vec<String> = many.iter().filter_map(|d| name_of(d)).collect();
+            let why = match want {
+                Some(w) => format!("none of its {} images is named {w}", many.len()),
+                None => format!("the layout holds {} images", many.len()),
+            };
+            return Err(ImageError::archive(
+                members.describe(),
+                format!("{why} ({}); choose one with --name", names.join(", ")),
             ));
         }
     };
@@ -434,11 +481,7 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
         let d = nested
             .manifests
             .iter()
-            .find(|d| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
-            })
+            .find(|d| d.platform.as_ref().is_some_and(is_host_platform))
             .ok_or_else(|| {
                 ImageError::archive(
                     members.describe(),
