@@ -239,7 +239,13 @@ pub fn environment(
     }
     for kv in &options.env {
         let (k, v) = split_env(kv).ok_or_else(|| RuntimeError::EnvSyntax(kv.clone()))?;
-        set(&mut env, k, v.to_string());
+        // Apptainer's: PREPEND_PATH and APPEND_PATH add to the image's PATH.
+        let path = env.iter_mut().find(|(k, _)| k == "PATH").map(|(_, p)| p);
+        match (k, path) {
+            ("PREPEND_PATH", Some(path)) => *path = format!("{v}:{path}"),
+            ("APPEND_PATH", Some(path)) => *path = format!("{path}:{v}"),
+            _ => set(&mut env, k, v.to_string()),
+        }
     }
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
@@ -482,6 +488,17 @@ mod tests {
         };
         let env = environment(&host, &image, &options, &ann()).unwrap();
         assert!(env.contains(&"PATH=/opt/bin:/bin".to_string()));
+        // Apptainer's PREPEND_PATH and APPEND_PATH add to the image's PATH.
+        let around = Options {
+            env: vec!["PREPEND_PATH=/pre".into(), "APPEND_PATH=/post".into()],
+            ..Default::default()
+        };
+        let path = environment(&host, &image, &around, &ann()).unwrap();
+        assert!(
+            path.contains(&"PATH=/pre:/opt/bin:/bin:/post".to_string()),
+            "{path:?}"
+        );
+        assert!(!path.iter().any(|kv| kv.contains("_PATH=")), "{path:?}");
         assert!(env.contains(&"FOO=image".to_string()));
         assert!(env.contains(&"BAR=2".to_string()));
         assert!(env.contains(&"EMPTY=".to_string()));
