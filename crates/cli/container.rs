@@ -6,12 +6,13 @@ use berth_core::{number_ranges, parse_cpus, parse_size};
 use berth_runtime::cgroup::{Limits, MIN_MEMORY};
 use berth_runtime::gpu::GpuRequest;
 use berth_runtime::{Action, ImageDefaults, Options, Rootfs};
+use clap::builder::FalseyValueParser;
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct ContainerArgs {
     /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable, or a comma-separated list); also
-    /// those of $APPTAINER_BIND
+    /// those of $APPTAINER_BIND and $APPTAINER_BINDPATH
     #[arg(short = 'B', long = "bind", value_name = "SRC[:DST[:ro]]")]
     binds: Vec<String>,
     /// Set an environment variable (repeatable; A=1,B=2 sets both; NAME alone passes yours);
@@ -23,28 +24,31 @@ pub struct ContainerArgs {
     #[arg(long, value_name = "FILE")]
     env_file: Vec<std::path::PathBuf>,
     /// Do not pass the caller's environment into the container
-    #[arg(long)]
+    #[arg(long, env = "APPTAINER_CLEANENV", value_parser = FalseyValueParser::new())]
     cleanenv: bool,
     /// Working directory in the container [default: the current directory]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "cwd", value_name = "DIR", env = "APPTAINER_PWD")]
     pwd: Option<String>,
     /// Do not bind the home directory
-    #[arg(long)]
+    #[arg(long, env = "APPTAINER_NO_HOME", value_parser = FalseyValueParser::new())]
     no_home: bool,
     /// Bind SRC as the home directory, at DST [default: SRC] (Apptainer's --home)
     #[arg(long = "home", value_name = "SRC[:DST]", conflicts_with = "no_home")]
     home: Option<String>,
     /// Share no directory of the host's: neither the home nor the current directory
     /// (Apptainer's --contain)
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, env = "APPTAINER_CONTAIN", value_parser = FalseyValueParser::new())]
     contain: bool,
     /// --contain, --cleanenv and --pid (Apptainer's --containall)
-    #[arg(short = 'C', long)]
+    #[arg(short = 'C', long, env = "APPTAINER_CONTAINALL", value_parser = FalseyValueParser::new())]
     containall: bool,
     /// What berth does anyway: the image is read-only under a writable tmpfs layer,
     /// discarded at exit (Apptainer's --writable-tmpfs)
-    #[arg(long)]
+    #[arg(long, env = "APPTAINER_WRITABLE_TMPFS", value_parser = FalseyValueParser::new())]
     writable_tmpfs: bool,
+    /// (Apptainer's --writable: refused, berth's images are read-only files)
+    #[arg(short = 'w', long, hide = true)]
+    writable: bool,
     /// CPU limit, as a number of CPUs (CFS quota), e.g. 2 or 0.5
     #[arg(long, value_name = "N")]
     cpus: Option<String>,
@@ -62,10 +66,10 @@ pub struct ContainerArgs {
     #[arg(long, value_name = "all|N")]
     gpus: Option<String>,
     /// All NVIDIA GPUs, as --gpus all (Apptainer's --nv)
-    #[arg(long, conflicts_with = "gpus")]
+    #[arg(long, conflicts_with = "gpus", env = "APPTAINER_NV", value_parser = FalseyValueParser::new())]
     nv: bool,
     /// Give the container its own PID namespace
-    #[arg(long)]
+    #[arg(short = 'p', long, env = "APPTAINER_PID", value_parser = FalseyValueParser::new())]
     pid: bool,
     /// The container's network: host (the host's, the default: MPI and the cluster's
     /// interconnect need it) or none (a network namespace of its own with loopback only)
@@ -73,14 +77,14 @@ pub struct ContainerArgs {
     network: Option<String>,
     /// A network namespace of its own: Apptainer's --net (with --network none), or Docker's
     /// --net=none|host
-    #[arg(long, value_name = "none|host", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    #[arg(short = 'n', long, value_name = "none|host", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     net: Option<String>,
     /// Run as this user (root only; how the node agent runs jobs)
     #[arg(long, value_name = "USER")]
     user: Option<String>,
     /// Be root inside, yourself outside, without capabilities (Apptainer's --fakeroot): change
     /// the image's files in the container's layer, nothing you could not
-    #[arg(long, conflicts_with = "user")]
+    #[arg(short = 'f', long, conflicts_with = "user")]
     fakeroot: bool,
 }
 
@@ -119,7 +123,7 @@ pub struct ShellArgs {
     #[command(flatten)]
     common: ContainerArgs,
     /// The shell to run [default: /bin/bash if the image has one, else /bin/sh]
-    #[arg(long, value_name = "PATH")]
+    #[arg(short = 's', long, value_name = "PATH", env = "APPTAINER_SHELL")]
     shell: Option<String>,
     image: String,
 }
@@ -144,17 +148,25 @@ impl ContainerArgs {
             pids,
         };
         check_limits(&limits)?;
+        if self.writable {
+            anyhow::bail!("--writable: berth's images are read-only files; --writable-tmpfs gives the container a writable layer (what berth does anyway), discarded at its end");
+        }
         if self.fakeroot && is_root() {
             anyhow::bail!("--fakeroot is for users: root is root in its containers already");
         }
         let contain = self.contain || self.containall;
         // Apptainer's lists: -B a,b:/b, and its variables for the binds every run gets.
-        let mut binds: Vec<String> = ["APPTAINER_BIND", "SINGULARITY_BIND"]
-            .iter()
-            .filter_map(|name| std::env::var(name).ok())
-            .chain(self.binds)
-            .flat_map(|list| bind_list(&list))
-            .collect();
+        let mut binds: Vec<String> = [
+            "APPTAINER_BIND",
+            "SINGULARITY_BIND",
+            "APPTAINER_BINDPATH",
+            "SINGULARITY_BINDPATH",
+        ]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .chain(self.binds)
+        .flat_map(|list| bind_list(&list))
+        .collect();
         // APPTAINERENV_NAME=VALUE sets NAME inside, as Apptainer's does (--cleanenv too);
         // --env-file and --env win over it.
         let mut env: Vec<String> = std::env::vars()
@@ -532,7 +544,7 @@ pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
 
 pub fn shell(settings: &Settings, mut a: ShellArgs) -> Result<i32> {
     // (Apptainer's --shell; SHELL says which, as a login would.)
-    let action = match a.shell.or_else(|| std::env::var("APPTAINER_SHELL").ok()) {
+    let action = match a.shell {
         Some(shell) => {
             a.common.env.push(format!("SHELL={shell}"));
             Action::Exec(vec![shell])

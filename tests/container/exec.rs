@@ -729,6 +729,37 @@ fn apptainers_options_do_what_apptainer_does() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pid 2\nhost unset\n");
     f.berth(mode, &["exec", "--writable-tmpfs", "busybox", "true"])
         .ok();
+    // Apptainer's short options (-p: --pid), --cwd, and its APPTAINER_OPTION variables;
+    // --writable refused, saying what berth does instead.
+    let mut short = f.cmd(
+        mode,
+        &[
+            "exec",
+            "-p",
+            "--cwd",
+            "/bin",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $$ $PWD ${FROM_HOST:-unset}; cat /mnt/f",
+        ],
+    );
+    let out = short
+        .env("FROM_HOST", "yes")
+        .env("APPTAINER_CLEANENV", "1")
+        .env("APPTAINER_BINDPATH", "la:/mnt")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 /bin unset\nla");
+    let writable = f.berth(mode, &["exec", "-w", "busybox", "true"]);
+    assert!(
+        writable.code == 125
+            && writable
+                .stderr
+                .contains("--writable-tmpfs gives the container"),
+        "{}",
+        writable.stderr
+    );
 
     // --fakeroot: root inside, the user outside (what it makes on the host is theirs); root
     // is told it needs none.
