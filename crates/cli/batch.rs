@@ -1468,10 +1468,18 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         if args.jobs.is_empty() {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
-        for spec in &array_ranges(&args.jobs)? {
-            self::target(spec)?.cancel(args.signal.clone(), target)?;
+        if let Some((job, step)) = args.jobs.iter().find_map(|spec| step_spec(spec)) {
+            bail!("{job}.{step}: berth cancels whole jobs, not one of their steps: cancel job {job}, or signal its steps (--signal=SIG {job})");
         }
-        return Ok(0);
+        // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
+        let mut status = 0;
+        for spec in &array_ranges(&args.jobs)? {
+            if let Err(e) = self::target(spec).and_then(|t| t.cancel(args.signal.clone(), target)) {
+                eprintln!("berth: {spec}: {e:#}");
+                status = 1;
+            }
+        }
+        return Ok(status);
     }
     // As scancel filters: among the active jobs (those named, if any), each that matches
     // all the filters; a user's own only, unless root names another.
@@ -1551,10 +1559,25 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     } else {
         format!("/v1/history?{}", query.join("&"))
     };
+    // Steps named (`42.0`): their job's line gives way to theirs alone.
+    let mut only_steps: HashMap<String, Vec<&str>> = HashMap::new();
+    let mut specs: Vec<String> = Vec::new();
+    for spec in &args.jobs {
+        let job = match step_spec(spec) {
+            Some((job, step)) => {
+                only_steps.entry(job.to_string()).or_default().push(step);
+                job
+            }
+            None => spec,
+        };
+        if !specs.iter().any(|s| s == job) {
+            specs.push(job.to_string());
+        }
+    }
     let mut jobs: Vec<JobInfo> = if args.jobs.is_empty() {
         request("GET", &path, None::<&()>)?
     } else {
-        named_jobs(&args.jobs)?
+        named_jobs(&specs)?
     };
     jobs.retain(|j| {
         (args.names.is_empty() || args.names.contains(&j.name))
@@ -1575,13 +1598,30 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         writeln!(out, "{}", table.line(|name| name.to_string()))?;
     }
     for j in &jobs {
-        writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
+        let named = only_steps
+            .get(&job_id(j))
+            .or(only_steps.get(&j.id.to_string()));
+        if named.is_none() {
+            writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
+        }
         // Then its steps, `ID.N`, as sacct lists them.
-        for step in j.steps.iter().filter(|_| !args.allocations) {
+        let steps = j.steps.iter().filter(|step| match named {
+            Some(named) => named.contains(&step.id.to_string().as_str()),
+            None => !args.allocations,
+        });
+        for step in steps {
             writeln!(out, "{}", table.line(|name| step_accounting(name, j, step)))?;
         }
     }
     Ok(0)
+}
+
+/// A job's step as sacct and scancel name it, `JOB.STEP` (`42.0`, `42_3.1`, `42.batch`):
+/// the job's part and the step's; `None` for a job (`42`, or PBS's `42.server`).
+fn step_spec(spec: &str) -> Option<(&str, &str)> {
+    let (job, step) = spec.rsplit_once('.')?;
+    let numbered = !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit());
+    (numbered || matches!(step, "batch" | "extern" | "interactive")).then_some((job, step))
 }
 
 /// A step's field as sacct names it; empty where berth records nothing of the step's own.

@@ -1689,7 +1689,10 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     );
     assert_eq!(
         sacct.ok(),
-        format!("{held}_1|PENDING\n{held}_2|CANCELLED\n{held}_3|PENDING\n")
+        format!(
+            "{held}_1|PENDING\n{held}_2|CANCELLED by {}\n{held}_3|PENDING\n",
+            c.f.user.uid
+        )
     );
     let stepped = c.submit(
         Mode::Rootless,
@@ -1725,6 +1728,49 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
         "{}",
         none.stderr
     );
+    // A list goes on past a job it cannot cancel (ended), and says so.
+    let pending = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let list = c.berth(
+        Mode::Rootless,
+        &["cancel", &held.to_string(), &pending.to_string()],
+    );
+    assert!(
+        list.code == 1
+            && list
+                .stderr
+                .contains("has no pending or running task to cancel"),
+        "{}",
+        list.stderr
+    );
+    // A signal is not a cancel: a pending job has no processes and stays (SIGKILL ends it).
+    let pending2 = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let signalled = c.berth(
+        Mode::Rootless,
+        &["cancel", "-s", "USR1", &pending2.to_string()],
+    );
+    assert!(
+        signalled.code == 1 && signalled.stderr.contains("has no processes to signal"),
+        "{}",
+        signalled.stderr
+    );
+    assert_eq!(c.show(pending2)["state"], "PENDING");
+    c.berth(
+        Mode::Rootless,
+        &["cancel", "-s", "KILL", &pending2.to_string()],
+    )
+    .ok();
+    // One step (sacct's and scancel's JOB.STEP) is not its job.
+    let step = c.berth(Mode::Rootless, &["cancel", &format!("{pending}.0")]);
+    assert!(
+        step.code != 0
+            && step
+                .stderr
+                .contains("berth cancels whole jobs, not one of their steps"),
+        "{}",
+        step.stderr
+    );
+    assert_eq!(c.show(pending)["state"], "CANCELLED");
+    assert_eq!(c.show(pending2)["state"], "CANCELLED");
     let sleeping = "#!/bin/sh\n#SBATCH --array=1-2\n#BERTH --image busybox\nexec sleep 300\n";
     let running = c.submit(Mode::Rootless, "sleep.sh", sleeping, &[]);
     c.wait_for(running, &["RUNNING"]);

@@ -281,6 +281,13 @@ echo "signalled: $?""#;
         )
     );
     assert_eq!(sacct(&["-X"]), format!("{id}|worst.sh|COMPLETED|0:0\n"));
+    // Steps by name (JOB.STEP): theirs alone.
+    let two = format!("{id}.1,{id}.3");
+    let named = ["as", "sacct", "-j", &two, "-n", "-P", "-o", "JobID,State"];
+    assert_eq!(
+        c.berth(Mode::Rootless, &named).ok(),
+        format!("{id}.1|FAILED\n{id}.3|FAILED\n")
+    );
 }
 
 #[test]

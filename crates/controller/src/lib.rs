@@ -1570,6 +1570,13 @@ impl Controller {
         let key = self.key.clone();
         let mut job = self.owned(caller, id, "cancel")?;
         match (job.state, signal) {
+            // A signal is for processes, which a pending job has none of (SIGKILL ends it,
+            // as Slurm's scancel has it).
+            (State::Pending, Some(sig)) if sig != libc::SIGKILL => {
+                return Err(ApiError::bad(format!(
+                    "job {id} is pending: it has no processes to signal; cancel it without a signal"
+                )));
+            }
             (State::Pending, _) => {
                 job.state = State::Cancelled;
                 job.cancelled_by = Some(caller.uid);
@@ -1610,7 +1617,15 @@ impl Controller {
         signal: Option<i32>,
         target: SignalTarget,
     ) -> Result<(), ApiError> {
-        let tasks = self.array_tasks(caller, array, "cancel")?;
+        let mut tasks = self.array_tasks(caller, array, "cancel")?;
+        // A signal goes to the tasks that have processes.
+        if signal.is_some_and(|s| s != libc::SIGKILL) {
+            tasks.retain(|id| {
+                self.active
+                    .get(id)
+                    .is_some_and(|j| j.state != State::Pending)
+            });
+        }
         self.each_in_one_write(tasks, |c, id| c.cancel(caller, id, signal, target))
     }
 
