@@ -63,13 +63,13 @@ pub struct SubmitArgs {
 pub struct QueueArgs {
     #[arg(long)]
     json: bool,
-    /// Only jobs of this user
+    /// Only jobs of these users (comma-separated names or uids)
     #[arg(short, long)]
     user: Option<String>,
     /// Only jobs in these states (comma-separated: pending,running or PD,R, as squeue)
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, visible_alias = "states")]
     state: Option<String>,
-    /// Only jobs in this partition
+    /// Only jobs in these partitions (comma-separated)
     #[arg(short, long)]
     partition: Option<String>,
     /// Only jobs charged to these accounts (comma-separated)
@@ -135,7 +135,7 @@ pub struct CancelArgs {
     /// With --signal: to every process of the job, the batch shell's too (scancel -f)
     #[arg(short, long)]
     full: bool,
-    /// Only jobs of this user; without job ids, all of them (scancel -u)
+    /// Only jobs of these users (comma-separated); without job ids, all of them (scancel -u)
     #[arg(short, long)]
     user: Option<String>,
     /// Only the caller's jobs (scancel --me)
@@ -157,7 +157,7 @@ pub struct CancelArgs {
         value_delimiter = ','
     )]
     states: Vec<String>,
-    /// Only jobs in this partition
+    /// Only jobs in these partitions (comma-separated)
     #[arg(short, long)]
     partition: Option<String>,
 }
@@ -209,7 +209,8 @@ pub struct ListArgs {
 pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
-    /// Only this user's jobs (by default your own, as sacct's; root's: everyone's)
+    /// Only these users' jobs, comma-separated (by default your own, as sacct's; root's:
+    /// everyone's)
     #[arg(short, long)]
     user: Option<String>,
     /// Every user's jobs, not only your own (as sacct -a)
@@ -1012,16 +1013,16 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     };
     // (`-t all`: every state, as squeue takes it.)
     let states = long_states(args.state.iter().filter(|s| !s.eq_ignore_ascii_case("all")))?;
-    let mut users = args
-        .user
-        .iter()
-        .map(|u| user_name(u))
-        .collect::<Result<Vec<_>>>()?;
+    let mut users = match &args.user {
+        Some(list) => user_names(list)?,
+        None => Vec::new(),
+    };
     if args.me {
         users.push(berth_runtime::Identity::current()?.user);
     }
+    let partitions = partition_names(args.partition.as_deref());
     jobs.retain(|j| {
-        selects(j, &users, args.partition.as_deref(), &states)
+        selects(j, &users, &partitions, &states)
             && charged_to(j, &args.accounts)
             && (args.names.is_empty() || args.names.contains(&j.name))
             && on_nodes
@@ -1489,13 +1490,14 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         jobs.retain(|j| named.contains(&j.id));
     }
     let users: Vec<String> = match (args.user, args.me || !crate::settings::is_root()) {
-        (Some(u), _) => vec![user_name(&u)?],
+        (Some(u), _) => user_names(&u)?,
         (None, true) => vec![berth_runtime::Identity::current()?.user],
         (None, false) => Vec::new(),
     };
     let states = long_states(&args.states)?;
+    let partitions = partition_names(args.partition.as_deref());
     jobs.retain(|j| {
-        selects(j, &users, args.partition.as_deref(), &states)
+        selects(j, &users, &partitions, &states)
             && (args.names.is_empty() || args.names.contains(&j.name))
     });
     // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
@@ -1520,10 +1522,23 @@ fn user_name(user: &str) -> Result<String> {
 /// What squeue's and scancel's filters select among the active jobs: every user named (-u,
 /// --me) the job's, its partition the one named, its state one of `states` (long forms;
 /// none: any).
-fn selects(j: &JobInfo, users: &[String], partition: Option<&str>, states: &[String]) -> bool {
-    users.iter().all(|u| *u == j.user)
-        && partition.is_none_or(|p| p == j.partition)
+fn selects(j: &JobInfo, users: &[String], partitions: &[String], states: &[String]) -> bool {
+    (users.is_empty() || users.contains(&j.user))
+        && (partitions.is_empty() || partitions.contains(&j.partition))
         && (states.is_empty() || states.contains(&j.state))
+}
+
+/// The users a filter's `-u` names, by their names: comma-separated, each a name or a uid.
+fn user_names(list: &str) -> Result<Vec<String>> {
+    list.split(',').map(user_name).collect()
+}
+
+/// The partitions a filter's `-p` names (comma-separated).
+fn partition_names(list: Option<&str>) -> Vec<String> {
+    list.into_iter()
+        .flat_map(|l| l.split(','))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Cancels job `id`, or sends `signal` to the processes of it `target` names.
@@ -1534,7 +1549,7 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 pub fn history(args: HistoryArgs) -> Result<i32> {
     let mut query = Vec::new();
     match &args.user {
-        Some(u) => query.push(format!("user={}", user_name(u)?)),
+        Some(u) => query.push(format!("user={}", user_names(u)?.join(","))),
         // As sacct: a user's own jobs unless all are asked for; root's, everyone's.
         None if !args.all_users && !is_root() => query.push("mine=true".into()),
         None => {}

@@ -963,6 +963,34 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), "run 8\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
+    // Lists of users and partitions, as squeue's -u and -p (and sacct's -u) take them.
+    let listed = q(&[
+        "-h",
+        "-u",
+        &format!("root,{TEST_USER}"),
+        "-p",
+        "nosuch,normal",
+        "-o",
+        "%i",
+        "-j",
+        &id,
+    ]);
+    assert_eq!(listed, format!("{held}\n"));
+    let users = format!("root,{TEST_USER}");
+    let sacct = c.berth(
+        Mode::Rootless,
+        &[
+            "history",
+            "-u",
+            &users,
+            "-nP",
+            "-o",
+            "JobID",
+            "-S",
+            "now-1hour",
+        ],
+    );
+    assert!(sacct.ok().lines().any(|l| l == id), "{}", sacct.stdout);
     // By account, as squeue -A and sacct -A take them; scontrol's Account=.
     assert_eq!(
         q(&["-h", "-r", "-A", "proj1,proj2", "-o", "%i"]),

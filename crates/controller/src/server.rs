@@ -531,7 +531,7 @@ async fn usage(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct HistoryQuery {
-    /// Only this user's jobs.
+    /// Only these users' jobs (comma-separated).
     user: Option<String>,
     /// Only jobs that ended in these states (comma-separated).
     state: Option<String>,
@@ -560,9 +560,11 @@ async fn history(
         true => Some(crate::user_of(caller.uid)?.user),
         false => None,
     };
-    let users = match (q.user, mine) {
-        (Some(user), Some(me)) if user != me => return Ok(Json(Vec::new())),
-        (user, me) => me.or(user).into_iter().collect(),
+    // (`user` may list several, comma-separated.)
+    let named: Option<Vec<String>> = q.user.map(|u| u.split(',').map(str::to_string).collect());
+    let users = match (named, mine) {
+        (Some(named), Some(me)) if !named.contains(&me) => return Ok(Json(Vec::new())),
+        (named, me) => me.map(|m| vec![m]).or(named).unwrap_or_default(),
     };
     let mut filter = JobFilter {
         users,
