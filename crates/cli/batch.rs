@@ -1238,7 +1238,11 @@ fn header(letter: char) -> &'static str {
 }
 
 fn field(letter: char, j: &JobInfo, now: u64) -> String {
-    let used = j.start_time.map_or(0, |s| now.saturating_sub(s));
+    // (Time suspended does not count, as squeue's TIME.)
+    let used = j
+        .start_time
+        .map_or(0, |s| now.saturating_sub(s))
+        .saturating_sub(j.suspended_seconds);
     let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::compat::slurm_timestamp);
     match letter {
         'i' => job_id(j),

@@ -2746,7 +2746,24 @@ fn suspended_time_does_not_count_toward_the_time_limit() {
     // Suspended once the script runs (not while its container is still being set up).
     c.wait_for_output(id, "started");
     c.berth(Mode::Rootless, &["suspend", &id.to_string()]).ok();
+    // Nor toward squeue's TIME (%M, M:SS): it stands still while suspended (to the second
+    // the client's and the controller's clocks are read apart).
+    let time = || {
+        let out = c.berth(
+            Mode::Rootless,
+            &["queue", "-h", "-o", "%M", "-j", &id.to_string()],
+        );
+        let (m, s) = out
+            .ok()
+            .trim()
+            .split_once(':')
+            .map(|(m, s)| (m.to_string(), s.to_string()))
+            .unwrap();
+        m.parse::<u64>().unwrap() * 60 + s.parse::<u64>().unwrap()
+    };
+    let before = time();
     std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(time().abs_diff(before) <= 1, "{before} then {}", time());
     c.berth(Mode::Rootless, &["resume", &id.to_string()]).ok();
     let job = c.wait_for(id, &["COMPLETED", "TIMEOUT", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}");

@@ -69,16 +69,18 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "salloc" => words(&["berth", "alloc"]),
         "squeue" => {
             // squeue's own columns unless it was told others ($SQUEUE_FORMAT, as squeue
-            // reads it): ST as R and PD, as scripts reading its default output expect.
+            // reads it; -l and --start have theirs): ST as R and PD, as scripts reading its
+            // default output expect.
             let formatted = rest.iter().any(|a| {
                 let a = a.to_string_lossy();
-                ["-o", "--format", "-O", "--Format", "--json"]
-                    .iter()
-                    .any(|f| {
-                        a == *f
-                            || a.starts_with(&format!("{f}="))
-                            || (f.len() == 2 && a.starts_with(f))
-                    })
+                (a == "--long" || a == "--start")
+                    || ["-o", "--format", "-O", "--Format", "--json", "-l"]
+                        .iter()
+                        .any(|f| {
+                            a == *f
+                                || a.starts_with(&format!("{f}="))
+                                || (f.len() == 2 && a.starts_with(f))
+                        })
             });
             let format = std::env::var("SQUEUE_FORMAT")
                 .unwrap_or_else(|_| "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R".into());
@@ -556,6 +558,8 @@ mod tests {
             ),
             ("squeue -h -o %i", "berth queue -h -o %i"),
             ("squeue --format=%T", "berth queue --format=%T"),
+            ("squeue -l", "berth queue -l"),
+            ("squeue --start", "berth queue --start"),
             ("sinfo", "berth as sinfo"),
             ("sinfo -N --json", "berth as sinfo -N --json"),
             ("scontrol show node n1", "berth as scontrol show node n1"),
