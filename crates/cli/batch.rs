@@ -251,6 +251,9 @@ pub struct HistoryArgs {
     /// Fields separated by '|', not padded (as sacct -P)
     #[arg(short = 'P', long)]
     parsable2: bool,
+    /// The same, each line ending in '|' too (as sacct -p)
+    #[arg(short = 'p', long, conflicts_with = "parsable2")]
+    parsable: bool,
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
@@ -1607,14 +1610,20 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    let table = Table::new(
+    let mut table = Table::new(
         &args.format,
         "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
         ACCOUNTING,
         args.parsable2,
     )?;
+    if args.parsable {
+        table = table.ending_in_bars();
+    }
     if !args.noheader {
         writeln!(out, "{}", table.line(|name| name.to_string()))?;
+        if let Some(dashes) = table.dashes() {
+            writeln!(out, "{dashes}")?;
+        }
     }
     for j in &jobs {
         let named = only_steps
@@ -1690,6 +1699,8 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
 pub(crate) struct Table {
     columns: Vec<(&'static str, usize)>,
     parsable: bool,
+    /// A `|` after the last field too (sacct -p).
+    trailing: bool,
 }
 
 impl Table {
@@ -1719,21 +1730,45 @@ impl Table {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Table { columns, parsable })
+        Ok(Table {
+            columns,
+            parsable,
+            trailing: false,
+        })
     }
 
-    /// One line, `value` giving each column's by its name.
+    /// Parsable, each line ending in a `|` too (sacct's -p, where -P has none).
+    pub(crate) fn ending_in_bars(mut self) -> Table {
+        self.parsable = true;
+        self.trailing = true;
+        self
+    }
+
+    /// One line, `value` giving each column's by its name: padded to the column's width,
+    /// and a longer value cut with a `+` at its end, as Slurm's tools cut them.
     pub(crate) fn line(&self, value: impl Fn(&str) -> String) -> String {
         let cells = self.columns.iter().map(|(name, width)| {
             let v = value(name);
-            match self.parsable {
-                true => v,
-                false => format!("{:>width$}", truncate(&v, *width)),
+            match (self.parsable, v.chars().count() > *width) {
+                (true, _) => v,
+                (false, false) => format!("{v:>width$}"),
+                (false, true) => format!("{}+", truncate(&v, width - 1)),
             }
         });
-        cells
+        let mut line = cells
             .collect::<Vec<_>>()
-            .join(if self.parsable { "|" } else { " " })
+            .join(if self.parsable { "|" } else { " " });
+        if self.trailing {
+            line.push('|');
+        }
+        line
+    }
+
+    /// The line of dashes under the header, each column's as wide as it (none where
+    /// parsable).
+    pub(crate) fn dashes(&self) -> Option<String> {
+        let dashes = self.columns.iter().map(|(_, width)| "-".repeat(*width));
+        (!self.parsable).then(|| dashes.collect::<Vec<_>>().join(" "))
     }
 }
 
@@ -1760,6 +1795,9 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
     )?;
     if !args.noheader {
         writeln!(out, "{}", table.line(|name| name.to_string()))?;
+        if let Some(dashes) = table.dashes() {
+            writeln!(out, "{dashes}")?;
+        }
     }
     let bytes = |b: Option<u64>| b.map_or(String::new(), slurm_size);
     for u in &usages {

@@ -1136,7 +1136,17 @@ fn history_prints_as_sacct_formats() {
     );
     assert_eq!(
         h(&["--jobs", &failed.to_string(), "--format=JobIDRaw%8,State%7"]),
-        format!("JobIDRaw   State\n{failed:>8}  FAILED\n")
+        format!("JobIDRaw   State\n-------- -------\n{failed:>8}  FAILED\n")
+    );
+    // sacct -p: a '|' after the last field too; a value too long for its column is cut
+    // with a '+', as sacct cuts it.
+    assert_eq!(
+        h(&["-j", &failed.to_string(), "-n", "-p", "-o", "JobID,State"]),
+        format!("{failed}|FAILED|\n")
+    );
+    assert_eq!(
+        h(&["-j", &failed.to_string(), "-n", "-o", "JobName%4"]),
+        "fai+\n"
     );
     // Cancelled, by whom (a pending job, and the user's own command).
     c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();

@@ -849,9 +849,8 @@ pub fn sshare(mut words: Vec<String>) -> Result<i32> {
     )?;
     if !no_header {
         writeln!(out, "{}", table.line(str::to_string))?;
-        if !parsable {
-            // (Each column's dashes, cut to its width.)
-            writeln!(out, "{}", table.line(|_| "-".repeat(256)))?;
+        if let Some(dashes) = table.dashes() {
+            writeln!(out, "{dashes}")?;
         }
     }
     for s in &shares {
