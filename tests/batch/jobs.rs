@@ -2957,8 +2957,9 @@ fn detached_controller_and_down() {
 fn input_file_and_output_patterns() {
     let Some(c) = Cluster::start() else { return };
     let cwd = c.f.cwd(Mode::Rootless);
-    std::fs::write(cwd.join("in.txt"), "line one\nline two\n").unwrap();
-    let script = "#!/bin/sh\n#SBATCH --input=in.txt\n#SBATCH -J pat -o out-%x-%u-%j.txt\n#BERTH --image busybox\ncat\n";
+    // The input's name is a pattern too.
+    std::fs::write(cwd.join("in-pat.txt"), "line one\nline two\n").unwrap();
+    let script = "#!/bin/sh\n#SBATCH --input=in-%x.txt\n#SBATCH -J pat -o out-%x-%u-%j.txt\n#BERTH --image busybox\ncat\n";
     let id = c.submit(Mode::Rootless, "cat.sh", script, &[]);
     c.completed(id);
     let out = cwd.join(format!("out-pat-{TEST_USER}-{id}.txt"));

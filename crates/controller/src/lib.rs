@@ -2562,13 +2562,12 @@ impl Controller {
                     .as_ref()
                     .filter(|_| batch_host)
                     .map(PathBuf::from),
-                stdin: job.request.input.as_ref().filter(|_| batch_host).map(|i| {
-                    if i.starts_with('/') {
-                        PathBuf::from(i)
-                    } else {
-                        Path::new(&job.workdir).join(i)
-                    }
-                }),
+                stdin: job
+                    .request
+                    .input
+                    .as_ref()
+                    .filter(|_| batch_host)
+                    .map(|i| PathBuf::from(job_file(&job, &batch, i))),
                 append: job.request.open_mode == berth_core::job::OpenMode::Append,
                 umask: job.umask,
                 env: env::job_environment(&job, index),
@@ -4565,9 +4564,20 @@ fn run_local(shared: &Shared, first: LocalStart) {
     }
 }
 
-/// A job's output and error file names, its patterns expanded (%j, %A, %a, %x, %u, and %N as
-/// `first_node`) and relative ones taken from its working directory.
+/// A job's output and error file names (see [`job_file`]).
 fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
+    (
+        job_file(job, first_node, &job.request.output),
+        job.request
+            .error
+            .as_deref()
+            .map(|e| job_file(job, first_node, e)),
+    )
+}
+
+/// One of a job's files (output, error, input), its pattern expanded (%j, %A, %a, %x, %u,
+/// and %N as `first_node`) and a relative one taken from its working directory.
+fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
     let ctx = berth_core::job::PatternContext {
         job_id: job.id,
         array_job_id: job.array_job_id,
@@ -4576,18 +4586,11 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
         user: &job.user,
         first_node,
     };
-    let resolve = |p: &str| {
-        let expanded = berth_core::job::expand_pattern(p, &ctx);
-        if expanded.starts_with('/') {
-            expanded
-        } else {
-            format!("{}/{expanded}", job.workdir)
-        }
-    };
-    (
-        resolve(&job.request.output),
-        job.request.error.as_deref().map(resolve),
-    )
+    let expanded = berth_core::job::expand_pattern(pattern, &ctx);
+    match expanded.starts_with('/') {
+        true => expanded,
+        false => format!("{}/{expanded}", job.workdir),
+    }
 }
 
 /// The ids (a range) a task with array index `index` (`None`: not an array) waits for

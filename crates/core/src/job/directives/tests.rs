@@ -658,10 +658,18 @@ fn sbatch_input_environment_variables() {
         ("SBATCH_EXCLUSIVE", "user"),
         ("SBATCH_HINT", "nomultithread"),
         ("SBATCH_CLUSTERS", "elsewhere"),
+        ("SBATCH_OUTPUT", "out-%j.log"),
+        ("SBATCH_ERROR", "err-%j.log"),
+        ("SBATCH_INPUT", "in.txt"),
         ("HOME", "/home/u"),
     ];
     let o = parse_env(&env).unwrap();
     assert_eq!(o.partition.as_deref(), Some("debug"));
+    let files = (o.output.as_deref(), o.error.as_deref(), o.input.as_deref());
+    assert_eq!(
+        files,
+        (Some("out-%j.log"), Some("err-%j.log"), Some("in.txt"))
+    );
     assert_eq!(o.time_limit, Some(600));
     assert_eq!(o.account.as_deref(), Some("physics"));
     assert_eq!(o.exclusive, Some(true));
