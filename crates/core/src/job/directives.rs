@@ -772,17 +772,30 @@ fn apply_slurm(
             }
             opts.nodes = Some(NodeRange { min, max });
         }
-        "mem" => {
-            // sbatch reads --mem=0 as all of each node's memory.
-            opts.memory = Some(
-                match v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
-                    true => Memory::WholeNode,
-                    false => Memory::PerNode(size(v, "M")?),
-                },
-            );
+        "mem" | "mem-per-cpu" | "mem-per-gpu" => {
+            // One of them, as sbatch takes them (from one place: the command line's may
+            // replace the script's).
+            let option = |m: &Memory| match m {
+                Memory::PerCpu(_) => "mem-per-cpu",
+                Memory::PerGpu(_) => "mem-per-gpu",
+                _ => "mem",
+            };
+            if let Some(other) = opts.memory.as_ref().map(option).filter(|o| *o != found.name) {
+                return Err(request_err(format!(
+                    "--{other} and --{} are mutually exclusive: give one",
+                    found.name
+                )));
+            }
+            opts.memory = Some(match found.name {
+                "mem-per-cpu" => Memory::PerCpu(size(v, "M")?),
+                "mem-per-gpu" => Memory::PerGpu(size(v, "M")?),
+                // sbatch reads --mem=0 as all of each node's memory.
+                _ if v.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" => {
+                    Memory::WholeNode
+                }
+                _ => Memory::PerNode(size(v, "M")?),
+            });
         }
-        "mem-per-cpu" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
-        "mem-per-gpu" => opts.memory = Some(Memory::PerGpu(size(v, "M")?)),
         "time" => opts.time_limit = Some(slurm_time_limit(v)?),
         "output" => opts.output = Some(path("output file", v)?),
         "error" => opts.error = Some(path("error file", v)?),

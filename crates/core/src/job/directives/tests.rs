@@ -693,6 +693,29 @@ fn sbatch_input_environment_variables() {
 }
 
 #[test]
+fn memory_options_are_mutually_exclusive_in_one_place() {
+    let e = parse_args(&["--mem=1G", "--mem-per-cpu=100M"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--mem and --mem-per-cpu are mutually exclusive"),
+        "{e}"
+    );
+    assert!(JobRequest::from_script(
+        "#SBATCH --mem-per-gpu=1G --mem=2G\n",
+        JobOptions::default(),
+        "j"
+    )
+    .is_err());
+    // The same one twice: the last; the command line's over the script's.
+    let o = parse_args(&["--mem=1G", "--mem=2G"]).unwrap();
+    assert_eq!(o.memory, Some(Memory::PerNode(2 << 30)));
+    let cli = parse_args(&["--mem-per-cpu=100M"]).unwrap();
+    let r = JobRequest::from_script("#SBATCH --mem=2G\n", cli, "j").unwrap();
+    assert_eq!(r.memory, Some(Memory::PerCpu(100 << 20)));
+}
+
+#[test]
 fn memory_per_gpu() {
     let r = request("#SBATCH --gpus-per-node=2 --mem-per-gpu=4G\n");
     assert_eq!(r.memory, Some(Memory::PerGpu(4 << 30)));
