@@ -46,6 +46,9 @@ pub struct SubmitArgs {
     /// Print only the job id
     #[arg(long)]
     parsable: bool,
+    /// (berth answering as sbatch: Slurm's default output file, slurm-%j.out)
+    #[arg(long, hide = true)]
+    sbatch: bool,
     /// [OPTIONS] SCRIPT [ARGS]: options as in #SBATCH/#BERTH directives (-n, -N, --mem, -t,
     /// -J, -o, -e, -p, --array, --dependency, --image, --bind, --export, --chdir, --hold, ...),
     /// which override the script's own; the words after the script are its arguments.
@@ -817,7 +820,10 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         script,
         name: script_name.to_string_lossy().into_owned(),
         options,
-        syntax: OptionSyntax::Berth,
+        syntax: match args.sbatch {
+            true => OptionSyntax::Sbatch,
+            false => OptionSyntax::Berth,
+        },
         script_args,
         path,
     })?;

@@ -846,7 +846,7 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
                     eprintln!("<<Waiting for dispatch ...>>");
                 }
                 OptionSyntax::Qsub => eprintln!("qsub: waiting for job {job}.{server} to start"),
-                OptionSyntax::Berth => {}
+                OptionSyntax::Berth | OptionSyntax::Sbatch => {}
             }
         }
         (OptionSyntax::Bsub, StepEvent::Allocated { host, .. }) => {
@@ -855,11 +855,13 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
         (OptionSyntax::Qsub, StepEvent::Allocated { job, .. }) => {
             eprintln!("qsub: job {job}.{server} ready")
         }
-        (OptionSyntax::Berth, StepEvent::Queued { job }) => {
+        (OptionSyntax::Berth | OptionSyntax::Sbatch, StepEvent::Queued { job }) => {
             queued = true;
             eprintln!("{who}: job {job} queued and waiting for resources")
         }
-        (OptionSyntax::Berth, StepEvent::Allocated { job, .. }) if queued => {
+        (OptionSyntax::Berth | OptionSyntax::Sbatch, StepEvent::Allocated { job, .. })
+            if queued =>
+        {
             eprintln!("{who}: job {job} has been allocated resources")
         }
         _ => {}

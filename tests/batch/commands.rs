@@ -417,6 +417,52 @@ fn lsf_commands_as_lsf_users_type_them() {
 /// bwait returns once LSF's condition holds, waited for on the controller: done, exit,
 /// ended, started, of jobs, an array whole or one element; a condition that can never hold
 /// ends with 1 and says so.
+/// Slurm's commands by their names: sbatch writes Slurm's default output file
+/// (slurm-JOBID.out, an array's task slurm-ARRAY_INDEX.out); squeue -l keeps its columns.
+#[test]
+fn slurm_commands_as_slurm_users_type_them() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    std::fs::write(cwd.join("s.sh"), "#!/bin/sh\necho from sbatch\n").unwrap();
+    let id: u64 = run(&c, &links, "sbatch", &["--parsable", "s.sh"])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    c.completed(id);
+    let out = std::fs::read_to_string(cwd.join(format!("slurm-{id}.out")));
+    assert_eq!(out.unwrap(), "from sbatch\n");
+    let array: u64 = run(&c, &links, "sbatch", &["--parsable", "--array=2", "s.sh"])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    c.completed(array);
+    assert!(cwd.join(format!("slurm-{array}_2.out")).exists());
+    // One that names its file keeps it.
+    let named: u64 = run(
+        &c,
+        &links,
+        "sbatch",
+        &["--parsable", "-o", "mine.out", "s.sh"],
+    )
+    .ok()
+    .trim()
+    .parse()
+    .unwrap();
+    c.completed(named);
+    assert!(cwd.join("mine.out").exists());
+    let held: u64 = run(&c, &links, "sbatch", &["--parsable", "-H", "s.sh"])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    let long = run(&c, &links, "squeue", &["-l", "-j", &held.to_string()]);
+    assert!(long.ok().contains(" STATE "), "{}", long.stdout);
+}
+
 #[test]
 fn bwait_returns_once_the_condition_holds() {
     let Some((c, links)) = cluster_with_links() else {

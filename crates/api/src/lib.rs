@@ -55,6 +55,9 @@ pub enum OptionSyntax {
     /// `berth submit`'s: sbatch's options plus `--image` and `--bind`.
     #[default]
     Berth,
+    /// The same typed as `sbatch` (berth answering to that name): Slurm's default output
+    /// file, `slurm-%j.out`, instead of berth's.
+    Sbatch,
     /// bsub's command line (`-n 4 -W 10 -q short`).
     Bsub,
     /// qsub's command line (`-l nodes=2:ppn=4 -N name`).

@@ -64,7 +64,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     let mut rest = rest.to_vec();
     let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
     let head = match name {
-        "sbatch" => words(&["berth", "submit"]),
+        "sbatch" => words(&["berth", "submit", "--sbatch"]),
         "srun" => words(&["berth", "step"]),
         "salloc" => words(&["berth", "alloc"]),
         "squeue" => {
@@ -547,7 +547,7 @@ mod tests {
         for (typed, berth) in [
             (
                 "/usr/local/bin/sbatch -n 2 job.sh",
-                "berth submit -n 2 job.sh",
+                "berth submit --sbatch -n 2 job.sh",
             ),
             ("srun -n1 true", "berth step -n1 true"),
             ("salloc -N 2 bash", "berth alloc -N 2 bash"),

@@ -4734,7 +4734,7 @@ fn choice_in(
 /// The directive family whose options a request's are in.
 fn family_of(syntax: berth_api::OptionSyntax) -> Family {
     match syntax {
-        berth_api::OptionSyntax::Berth => Family::Berth,
+        berth_api::OptionSyntax::Berth | berth_api::OptionSyntax::Sbatch => Family::Berth,
         berth_api::OptionSyntax::Bsub => Family::Lsf,
         berth_api::OptionSyntax::Qsub => Family::Pbs,
     }
@@ -4773,23 +4773,33 @@ type Links = BTreeMap<String, Link>;
 pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
     use berth_api::OptionSyntax;
     let cli = match req.syntax {
-        OptionSyntax::Berth => berth_core::job::parse_args(&req.args).and_then(|cli| {
-            Ok(JobOptions::merge(
-                berth_core::job::parse_env(&req.env)?,
-                cli,
-            ))
-        }),
+        OptionSyntax::Berth | OptionSyntax::Sbatch => berth_core::job::parse_args(&req.args)
+            .and_then(|cli| {
+                Ok(JobOptions::merge(
+                    berth_core::job::parse_env(&req.env)?,
+                    cli,
+                ))
+            }),
         other => parse_args_as(family_of(other), &req.args),
     }
     .map_err(|e| ApiError::bad(e.to_string()))?;
     let default_name = Path::new(&req.script_name)
         .file_name()
         .map_or("job".into(), |n| n.to_string_lossy().into_owned());
-    match req.syntax {
+    let mut request = match req.syntax {
         OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
         _ => JobRequest::from_script(&req.script, cli, &default_name),
     }
-    .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))
+    .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
+    // Typed as sbatch: Slurm's file where neither the script nor the line names one (a
+    // script naming berth's own by hand gets Slurm's as well).
+    let array = request.array.is_some();
+    if req.syntax == OptionSyntax::Sbatch
+        && request.output == berth_core::job::default_output(array)
+    {
+        request.output = berth_core::job::slurm_default_output(array).into();
+    }
+    Ok(request)
 }
 
 /// The job an allocation is: one that holds its place ([`HOLD_SCRIPT`]), named after the

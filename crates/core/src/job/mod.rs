@@ -40,7 +40,7 @@ pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;
 pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
-    pbs_default_name, PatternContext, TaskContext,
+    pbs_default_name, slurm_default_output, PatternContext, TaskContext,
 };
 pub use tasks::{block_layout, expand_hostlist, hostlist, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};

@@ -40,6 +40,15 @@ pub fn default_output(is_array: bool) -> &'static str {
     }
 }
 
+/// sbatch's own default output file, for a job submitted through berth's `sbatch`.
+pub fn slurm_default_output(is_array: bool) -> &'static str {
+    if is_array {
+        "slurm-%A_%a.out"
+    } else {
+        "slurm-%j.out"
+    }
+}
+
 /// The name PBS gives a job's output (`stream` 'o') or error ('e') file, `NAME.oJOBID`, as a
 /// pattern (`NAME.o%j`); an array's task's is `NAME.oARRAYID.INDEX`, as PBS Pro names it.
 pub fn pbs_default_name(job_name: &str, stream: char, is_array: bool) -> String {
