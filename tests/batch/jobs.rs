@@ -521,7 +521,8 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     // Only the owner (or root) may cancel.
     let other = c.submit(Mode::Root, "other.sh", sleeper, &[]);
     let denied = c.berth(Mode::Rootless, &["cancel", &other.to_string()]);
-    assert_eq!(denied.code, 125);
+    // (1, as scancel's: each job of a list is tried, the errors said.)
+    assert_eq!(denied.code, 1);
     assert!(
         denied.stderr.contains("only its owner or root"),
         "{}",
@@ -795,6 +796,7 @@ fn dependencies_on_array_jobs() {
     };
     let id = |out: Out| -> u64 { out.ok().trim().parse().unwrap() };
     let all_ok = id(after(format!("afterok:{a}"), &[]));
+    let kept = id(after(format!("afterok:{a}"), &["--kill-on-invalid-dep=no"]));
     let all_end = id(after(format!("afterany:{a}"), &[]));
     let third = id(after(format!("afterok:{a}_3"), &[]));
     let corr = id(after(format!("aftercorr:{a}"), &["--array=1-3"]));
@@ -802,6 +804,14 @@ fn dependencies_on_array_jobs() {
     let job = c.wait_for(all_ok, &["CANCELLED", "COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "CANCELLED", "{job}");
     assert_eq!(job["reason"], "DependencyNeverSatisfied", "{job}");
+    // Unless it asked to stay: pending, saying why.
+    wait_until(
+        30,
+        || c.show(kept)["reason"] == "DependencyNeverSatisfied",
+        || format!("not waiting for its dependency: {}", c.show(kept)),
+    );
+    assert_eq!(c.show(kept)["state"], "PENDING");
+    c.berth(Mode::Rootless, &["cancel", &kept.to_string()]).ok();
     // Waiting for all of them to end: it starts after the last.
     let job = c.completed(all_end);
     let ends: Vec<u64> = (a..a + 3)
@@ -3241,7 +3251,7 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         return;
     };
     // The launch file beside the script holds the submitter's environment: root's alone.
-    let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\nlaunch=\"$(dirname \"$0\")/launch.json\"\nstat -c %a \"$launch\"\ncat \"$launch\" >/dev/null 2>&1 || echo unreadable\n";
+    let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\nlaunch=\"$(dirname \"$0\")/launch.json\"\nstat -c %a \"$launch\"\ncat \"$launch\" >/dev/null 2>&1 || echo unreadable\necho \"$PATH\" | cut -d: -f1,2\n";
     let id = c.submit(Mode::Rootless, "host.sh", script, &[]);
     let job = c.completed(id);
     assert_eq!(job["image"], serde_json::Value::Null);
@@ -3254,7 +3264,8 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
     assert_eq!(
         out,
-        format!("{TEST_USER} {id} {host_release}\n1\n600\nunreadable\n")
+        // (The submitter's PATH, on the host: no image's to give way to.)
+        format!("{TEST_USER} {id} {host_release}\n1\n600\nunreadable\n/usr/bin:/bin\n")
     );
     // What only a container has is refused at submission.
     for option in ["--bind=/tmp:/x", "--container-workdir=/x"] {

@@ -45,8 +45,9 @@ pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
 pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);
     // A host PATH means nothing in the image: the image's PATH applies (berth-runtime),
-    // unless the job asked for the submission's (pyxis's --container-env=PATH).
-    let host_path = job.request.host_env.iter().any(|n| n == "PATH");
+    // unless the job asked for the submission's (pyxis's --container-env=PATH), or runs on
+    // the host, without an image (where it means what it meant to the submitter).
+    let host_path = job.image.is_none() || job.request.host_env.iter().any(|n| n == "PATH");
     env.retain(|(k, _)| {
         (k != "PATH" || host_path)
             && !k.starts_with("SLURM_")

@@ -2312,7 +2312,14 @@ impl Controller {
                 self.mail(job, mail::Event::Began);
             }
         }
-        for id in plan.never_satisfied() {
+        // (One that asked to stay, --kill-on-invalid-dep=no, waits with the reason.)
+        let keeps =
+            |c: &Self, id: &u64| c.active.get(id).is_some_and(|j| j.request.keep_invalid_dep);
+        let never: Vec<u64> = plan
+            .never_satisfied()
+            .filter(|id| !keeps(self, id))
+            .collect();
+        for id in never {
             self.finish(
                 id,
                 State::Cancelled,

@@ -944,16 +944,13 @@ fn apply_slurm(
             "cores are shared only where the administrator set [batch] oversubscribe",
         ),
         "quiet" => ignore(opts, found, line, "berth submit prints what it always prints"),
-        // What berth always does with a job whose dependency can never be satisfied.
-        "kill-on-invalid-dep" if v == "yes" => {}
-        "kill-on-invalid-dep" if v == "no" => ignore(
-            opts,
-            found,
-            line,
-            "berth cancels a job whose dependency can never be satisfied",
-        ),
+        // (berth's default: yes.)
         "kill-on-invalid-dep" => {
-            return Err(JobError::invalid("kill-on-invalid-dep", v, "yes or no"))
+            opts.kill_on_invalid_dep = Some(match v {
+                "yes" => true,
+                "no" => false,
+                _ => return Err(JobError::invalid("kill-on-invalid-dep", v, "yes or no")),
+            })
         }
         "constraint" => opts.constraint = Some(constraint(v)?),
         "nodelist" => opts.nodelist = Some(nodes(v)?),

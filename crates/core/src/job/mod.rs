@@ -355,6 +355,8 @@ pub struct JobOptions {
     /// sbatch `--uid`: the user (name or uid) root submits the job as.
     pub uid: Option<String>,
     pub requeue: Option<bool>,
+    /// sbatch `--kill-on-invalid-dep`.
+    pub kill_on_invalid_dep: Option<bool>,
     /// The warning signal (sbatch `--signal`, bsub `-wa`), its time before the limit in
     /// seconds (sbatch `--signal=...@TIME`, bsub `-wt`) and who gets it: apart, because bsub
     /// names the signal and the time in two options.
@@ -429,6 +431,7 @@ impl JobOptions {
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             uid: c.uid.or(d.uid),
             requeue: c.requeue.or(d.requeue),
+            kill_on_invalid_dep: c.kill_on_invalid_dep.or(d.kill_on_invalid_dep),
             signal: c.signal.or(d.signal),
             signal_before: c.signal_before.or(d.signal_before),
             signal_target: c.signal_target.or(d.signal_target),
@@ -539,6 +542,10 @@ pub struct JobRequest {
     pub uid: Option<String>,
     /// `None`: the site's default.
     pub requeue: Option<bool>,
+    /// sbatch `--kill-on-invalid-dep=no`: a dependency that can never be satisfied leaves
+    /// the job pending (DependencyNeverSatisfied) instead of cancelling it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_invalid_dep: bool,
     #[serde(default)]
     pub signal: Option<WarnSignal>,
     /// The earliest start, as written: the controller resolves it at submission.
@@ -799,6 +806,7 @@ impl JobRequest {
             min_cpus: o.min_cpus,
             uid: o.uid,
             requeue: o.requeue,
+            keep_invalid_dep: o.kill_on_invalid_dep == Some(false),
             signal,
             begin: o.begin,
             deadline: o.deadline,
