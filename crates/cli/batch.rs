@@ -117,8 +117,9 @@ pub struct QueueArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// The job's id, or ID_INDEX for an array's task
-    job: String,
+    /// The job's id, or ID_INDEX for an array's task [default: every unfinished job, as
+    /// scontrol's]
+    job: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -296,6 +297,8 @@ const UPDATE_KEYS: &[(&str, &str)] = &[
 pub fn update(args: UpdateArgs) -> Result<i32> {
     let mut job = None;
     let mut flags = Vec::new();
+    // scontrol's TimeLimit=+TIME or -TIME: more or less than the job has.
+    let mut relative = None;
     for word in &args.words {
         match word.split_once('=') {
             _ if word.starts_with('-') => flags.push(word.clone()),
@@ -303,6 +306,8 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
                 let key = key.to_ascii_lowercase();
                 if key == "jobid" {
                     job = Some(value.to_string());
+                } else if key == "timelimit" && (value.starts_with('+') || value.starts_with('-')) {
+                    relative = Some(value.to_string());
                 } else if key == "requeue" {
                     flags.push(
                         if value == "0" {
@@ -332,6 +337,33 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
         }
     }
     let job = job.context("berth update needs the job: JOB or JobId=JOB")?;
+    if let Some(change) = relative {
+        let (sign, amount) = change.split_at(1);
+        let amount = berth_core::job::parse_slurm_time(amount)
+            .with_context(|| format!("TimeLimit={change}"))?;
+        let current = named_jobs(std::slice::from_ref(&job))?
+            .first()
+            .and_then(|j| j.time_limit)
+            .with_context(|| {
+                format!("TimeLimit={change}: job {job} has no time limit to change")
+            })?;
+        let limit = match sign {
+            "+" => current.saturating_add(amount),
+            _ => current
+                .checked_sub(amount)
+                .filter(|l| *l > 0)
+                .with_context(|| {
+                    format!(
+                        "TimeLimit={change}: job {job}'s limit is {}",
+                        berth_core::job::format_duration(current)
+                    )
+                })?,
+        };
+        flags.push(format!(
+            "--time={}",
+            berth_core::job::format_duration(limit)
+        ));
+    }
     let n = update_job(&job, flags, OptionSyntax::Berth)?;
     if n > 1 {
         eprintln!("berth: updated {n} tasks of array job {job}");
@@ -993,6 +1025,9 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
     }
 }
 
+/// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
+const MIN_JOB_AGE: u64 = 300;
+
 pub fn queue(mut args: QueueArgs) -> Result<i32> {
     // An array's pending tasks that wait alike are one line (squeue's `42_[3-10]`), unless
     // each is asked for (`-r`); jobs named by id are asked for one by one.
@@ -1004,7 +1039,27 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     args.jobs.sort_unstable();
     args.jobs.dedup();
     for &id in &args.jobs {
-        jobs.extend(active_jobs(Some(id), collapse)?);
+        let active = active_jobs(Some(id), collapse)?;
+        if !active.is_empty() {
+            jobs.extend(active);
+            continue;
+        }
+        // Ended: shown for MinJobAge (five minutes) after, as squeue shows it; never was:
+        // an error, as squeue's.
+        match request::<JobInfo>("GET", &format!("/v1/jobs/{id}"), None::<&()>) {
+            Ok(j)
+                if j.end_time
+                    .is_some_and(|e| berth_controller::now() < e + MIN_JOB_AGE) =>
+            {
+                jobs.push(j)
+            }
+            Ok(_) => {}
+            Err(e) if crate::client::is_not_found(&e) => {
+                eprintln!("berth: job {id}: Invalid job id specified");
+                return Ok(1);
+            }
+            Err(e) => return Err(e),
+        }
     }
     if args.start {
         // squeue --start's columns, of pending jobs.
@@ -1304,14 +1359,34 @@ pub fn truncate(s: &str, n: usize) -> String {
 }
 
 pub fn show(args: ShowArgs) -> Result<i32> {
-    let j: JobInfo = match job_spec(&args.job)? {
-        (_, Some(_)) => named_jobs(std::slice::from_ref(&args.job))?.remove(0),
+    let mut out = std::io::stdout().lock();
+    let Some(spec) = &args.job else {
+        let jobs = active_jobs(None, false)?;
+        if args.json {
+            return print_json(&mut out, &jobs);
+        }
+        if jobs.is_empty() {
+            writeln!(out, "No jobs in the system")?;
+        }
+        for j in &jobs {
+            show_job(&mut out, j)?;
+            writeln!(out)?;
+        }
+        return Ok(0);
+    };
+    let j: JobInfo = match job_spec(spec)? {
+        (_, Some(_)) => named_jobs(std::slice::from_ref(spec))?.remove(0),
         (id, None) => request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?,
     };
-    let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &j);
     }
+    show_job(&mut out, &j)?;
+    Ok(0)
+}
+
+/// One job as scontrol shows it, in its `Key=Value` lines.
+fn show_job(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     let opt = |v: Option<u64>| v.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
     // An array's task by its own id then its array's, as scontrol shows it, with the
     // array's limit of running tasks where it has one.
@@ -1337,10 +1412,15 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     )?;
     writeln!(
         out,
-        "   JobState={} Reason={} ExitCode={}",
+        "   JobState={} Reason={}",
         j.state,
-        j.reason.as_deref().unwrap_or("None"),
-        job_exit_code(&j)
+        j.reason.as_deref().unwrap_or("None")
+    )?;
+    writeln!(
+        out,
+        "   Restarts={} ExitCode={}",
+        j.restarts,
+        job_exit_code(j)
     )?;
     writeln!(
         out,
@@ -1364,8 +1444,9 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     }
     writeln!(
         out,
-        "   TimeLimit={} NodeList={} NumCPUs={} Memory={}",
-        j.time_limit.map_or("Partition".into(), duration),
+        "   RunTime={} TimeLimit={} NodeList={} NumCPUs={} Memory={}",
+        duration(elapsed(j)),
+        j.time_limit.map_or("UNLIMITED".into(), duration),
         if j.nodes.is_empty() {
             "-".into()
         } else {
@@ -1464,7 +1545,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             step.command
         )?;
     }
-    Ok(0)
+    Ok(())
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
@@ -2145,7 +2226,8 @@ pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
 /// (`42_1`, `42_2`, ...); the others as they are.
 pub fn array_ranges(specs: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for spec in specs {
+    for spec in specs.iter().flat_map(|s| comma_list(s)) {
+        let spec = &spec;
         let ranges = spec.split_once("_[").and_then(|(id, rest)| {
             let list = rest.strip_suffix(']')?;
             id.bytes().all(|b| b.is_ascii_digit()).then_some((id, list))
@@ -2162,6 +2244,26 @@ pub fn array_ranges(specs: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The items of a comma-separated list of jobs (`42,43`, as scontrol and scancel take
+/// them), a comma inside brackets (`42_[1,3]`) not separating.
+fn comma_list(list: &str) -> Vec<String> {
+    let (mut items, mut item, mut depth) = (Vec::new(), String::new(), 0);
+    for c in list.chars() {
+        match c {
+            ',' if depth == 0 => items.push(std::mem::take(&mut item)),
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => {}
+        }
+        if c != ',' || depth > 0 {
+            item.push(c);
+        }
+    }
+    items.push(item);
+    items.retain(|i| !i.is_empty());
+    items
 }
 
 /// What a job spec names, for a job verb: a job (or an array's task), or an array whole
@@ -2473,10 +2575,12 @@ mod tests {
 
     #[test]
     fn slurms_ranges_of_array_tasks_name_each_task() {
-        let specs: Vec<String> = ["42_[1-3,7]", "5", "9_2", "8[]"].map(String::from).to_vec();
+        let specs: Vec<String> = ["42_[1-3,7]", "5", "9_2", "8[]", "10,11_[1,2]"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(
             array_ranges(&specs).unwrap(),
-            ["42_1", "42_2", "42_3", "42_7", "5", "9_2", "8[]"]
+            ["42_1", "42_2", "42_3", "42_7", "5", "9_2", "8[]", "10", "11_1", "11_2"]
         );
         let bad = array_ranges(&["42_[3-1]".to_string()]).unwrap_err();
         assert!(format!("{bad:#}").contains("e.g. 42_[1-3,7]"), "{bad:#}");

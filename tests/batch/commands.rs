@@ -461,6 +461,27 @@ fn slurm_commands_as_slurm_users_type_them() {
         .unwrap();
     let long = run(&c, &links, "squeue", &["-l", "-j", &held.to_string()]);
     assert!(long.ok().contains(" STATE "), "{}", long.stdout);
+    // scontrol show job without an id: every unfinished job; release takes a list.
+    let all = run(&c, &links, "scontrol", &["show", "job"]);
+    assert!(
+        all.ok().contains(&format!("JobId={held} JobName=s.sh")),
+        "{}",
+        all.stdout
+    );
+    let other: u64 = run(&c, &links, "sbatch", &["--parsable", "-H", "s.sh"])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    run(
+        &c,
+        &links,
+        "scontrol",
+        &["release", &format!("{held},{other}")],
+    )
+    .ok();
+    c.completed(held);
+    c.completed(other);
 }
 
 #[test]

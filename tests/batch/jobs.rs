@@ -542,6 +542,14 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     let limited = c.submit(Mode::Rootless, "limited.sh", sleeper, &["--time=0:02"]);
     let job = c.wait_for(limited, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED"]);
     assert_eq!(job["state"], "TIMEOUT", "{job}");
+    // Said in its output, as slurmstepd says it.
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{limited}.out"));
+    let out = std::fs::read_to_string(out).unwrap();
+    let said = format!("berth: *** JOB {limited} ON ");
+    assert!(
+        out.contains(&said) && out.contains(" DUE TO TIME LIMIT ***\n"),
+        "{out}"
+    );
 
     // Less memory than any program needs runs under berth's least limit, as Slurm's
     // MinRAMSpace: it spun for ever reclaiming its own shell's pages.
@@ -973,6 +981,34 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), "run 8\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
+    // A job that never was: an error, as squeue's (one that ended: shown for a while).
+    let never = c.berth(Mode::Rootless, &["queue", "-j", "99999"]);
+    assert!(
+        never.code == 1 && never.stderr.contains("Invalid job id specified"),
+        "{}",
+        never.stderr
+    );
+    // What a pending job asks of a node, before it has any (squeue's %m, sacct's ReqMem).
+    let asks = c.submit(Mode::Rootless, "mem.sh", HELLO, &["--hold", "--mem=300M"]);
+    assert_eq!(q(&["-h", "-o", "%m", "-j", &asks.to_string()]), "300M\n");
+    let reqmem = c.berth(
+        Mode::Rootless,
+        &["history", "-j", &asks.to_string(), "-nP", "-o", "ReqMem"],
+    );
+    assert_eq!(reqmem.ok(), "300M\n");
+    c.berth(Mode::Rootless, &["cancel", &asks.to_string()]).ok();
+    let ended = q(&["-h", "-o", "%i %T", "-j", &asks.to_string()]);
+    assert_eq!(ended, format!("{asks} CANCELLED\n"));
+    // scontrol's relative time limit: one minute less than its five.
+    let less = [
+        "as",
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "TimeLimit=-1",
+    ];
+    c.berth(Mode::Rootless, &less).ok();
+    assert_eq!(q(&["-h", "-o", "%l", "-j", &id]), "4:00\n");
     // Lists of users and partitions, as squeue's -u and -p (and sacct's -u) take them.
     let listed = q(&[
         "-h",

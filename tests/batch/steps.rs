@@ -1598,7 +1598,8 @@ seff $SLURM_JOB_ID | tail -n 1"#;
     );
     let job = c.completed(wrapped);
     assert_eq!(job["name"], "wrap");
-    let file = c.f.cwd(Mode::Rootless).join(format!("berth-{wrapped}.out"));
+    // (Submitted as sbatch: Slurm's file name.)
+    let file = c.f.cwd(Mode::Rootless).join(format!("slurm-{wrapped}.out"));
     assert_eq!(std::fs::read_to_string(file).unwrap(), "wrapped\n");
     assert_eq!(
         c.wait_for(wrapped + 1, &["CANCELLED", "COMPLETED"])["state"],

@@ -206,6 +206,34 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Local time of `t` (Unix seconds): year, month (1-12), day, hour, minute, second,
+/// weekday (0 = Sunday).
+pub fn local(t: u64) -> (i32, u32, u32, u32, u32, u32, u32) {
+    let time = t as libc::time_t;
+    // SAFETY: localtime_r fills the zeroed struct it is given.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&time, &mut tm);
+        tm
+    };
+    (
+        tm.tm_year + 1900,
+        tm.tm_mon as u32 + 1,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+        tm.tm_wday as u32,
+    )
+}
+
+/// `2026-12-03T10:00:00`, local time, as Slurm's commands print times (its "standard"
+/// SLURM_TIME_FORMAT).
+pub fn slurm_timestamp(t: u64) -> String {
+    let (y, mo, d, h, mi, s, _) = local(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
+}
+
 /// The result file written next to a launch file.
 pub fn result_path(launch: &Path) -> PathBuf {
     launch.with_extension("result.json")
@@ -338,6 +366,15 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let mut recorded = None;
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
     let outcome = start(&launch, |outcome| {
+        if outcome.timed_out {
+            // In the job's error file, where its user looks, as slurmstepd says it.
+            eprintln!(
+                "berth: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
+                launch.job_id,
+                crate::node::hostname(),
+                slurm_timestamp(now())
+            );
+        }
         // At the time limit the steps' tasks had its SIGTERM: they have the grace the
         // script had to end on their own, as Slurm's KillWait.
         let patience = std::time::Duration::from_secs(match outcome.timed_out {

@@ -381,38 +381,12 @@ fn me() -> Result<String> {
     Ok(berth_runtime::Identity::current()?.user)
 }
 
-/// Local time of `t` (Unix seconds): year, month (1-12), day, hour, minute, second,
-/// weekday (0 = Sunday).
-pub(crate) fn local(t: u64) -> (i32, u32, u32, u32, u32, u32, u32) {
-    let time = t as libc::time_t;
-    // SAFETY: localtime_r fills the zeroed struct it is given.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&time, &mut tm);
-        tm
-    };
-    (
-        tm.tm_year + 1900,
-        tm.tm_mon as u32 + 1,
-        tm.tm_mday as u32,
-        tm.tm_hour as u32,
-        tm.tm_min as u32,
-        tm.tm_sec as u32,
-        tm.tm_wday as u32,
-    )
-}
-
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
-/// `2026-12-03T10:00:00`, local time, as Slurm's commands print times (its "standard"
-/// SLURM_TIME_FORMAT).
-pub(crate) fn slurm_timestamp(t: u64) -> String {
-    let (y, mo, d, h, mi, s, _) = local(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
-}
+pub(crate) use berth_agent::runner::{local, slurm_timestamp};
 
 /// `Wed Dec  3 10:00:00 2026`, as ctime(3) and PBS's qstat -f print times.
 fn ctime(t: u64) -> String {

@@ -517,7 +517,14 @@ impl Job {
             ntasks: self.request.ntasks,
             cpus_per_task: self.request.cpus_per_task,
             cpus: self.cpus,
-            memory: self.memory,
+            // A pending job's, what it asks of a node (sacct's ReqMem, squeue's %m).
+            memory: match (self.memory, self.state) {
+                (None, State::Pending) => {
+                    let r = &self.request;
+                    r.memory_on_node(r.ntasks.div_ceil(r.nodes.min.max(1)))
+                }
+                (memory, _) => memory,
+            },
             exit_code: self.exit_code,
             signal: self.signal,
             cpu_usec: self.cpu_usec,
