@@ -229,6 +229,9 @@ pub struct HistoryArgs {
     /// Only jobs charged to these accounts (comma-separated), as sacct's -A
     #[arg(short = 'A', long = "accounts", value_delimiter = ',')]
     accounts: Vec<String>,
+    /// Only jobs in these partitions (comma-separated), as sacct's -r
+    #[arg(short = 'r', long = "partition", value_delimiter = ',')]
+    partitions: Vec<String>,
     /// Only jobs in any state at or after this time (not ended before it; by default
     /// today's midnight unless jobs are named, as sacct's), as sacct takes it: HH:MM[:SS]
     /// [AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], YYYY-MM-DD[THH:MM[:SS]], midnight, noon,
@@ -246,7 +249,8 @@ pub struct HistoryArgs {
     jobs: Vec<String>,
     /// The columns, as sacct's --format: names among JobID, JobIDRaw, JobName, User,
     /// Partition, State, ExitCode, Elapsed, TotalCPU, MaxRSS, NNodes, NCPUS, NodeList,
-    /// Timelimit, Submit, Start, End, Reason, each with an optional %WIDTH
+    /// Timelimit, Submit, Start, End, Reason, ... (all of them: --helpformat), each with an
+    /// optional %WIDTH
     #[arg(short = 'o', long, value_name = "FIELD,...", value_delimiter = ',')]
     format: Vec<String>,
     /// No header line (as sacct -n)
@@ -258,6 +262,15 @@ pub struct HistoryArgs {
     /// The same, each line ending in '|' too (as sacct -p)
     #[arg(short = 'p', long, conflicts_with = "parsable2")]
     parsable: bool,
+    /// The fields' separator with -p or -P, instead of '|'
+    #[arg(long, value_name = "CHARS", default_value = "|")]
+    delimiter: String,
+    /// JobID, State and ExitCode alone (as sacct -b)
+    #[arg(short = 'b', long, conflicts_with = "format")]
+    brief: bool,
+    /// The fields --format takes, and nothing else (as sacct -e)
+    #[arg(short = 'e', long)]
+    helpformat: bool,
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
@@ -1641,6 +1654,19 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 }
 
 pub fn history(args: HistoryArgs) -> Result<i32> {
+    if args.helpformat {
+        let names: Vec<&str> = ACCOUNTING.iter().map(|(name, _)| *name).collect();
+        for row in names.chunks(6) {
+            println!(
+                "{}",
+                row.iter()
+                    .map(|n| format!("{n:<19}"))
+                    .collect::<String>()
+                    .trim_end()
+            );
+        }
+        return Ok(0);
+    }
     let mut query = Vec::new();
     match &args.user {
         Some(u) => query.push(format!("user={}", user_names(u)?.join(","))),
@@ -1691,18 +1717,19 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     jobs.retain(|j| {
         (args.names.is_empty() || args.names.contains(&j.name))
             && charged_to(j, &args.accounts)
+            && (args.partitions.is_empty() || args.partitions.contains(&j.partition))
             && (states.is_empty() || states.contains(&j.state))
     });
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    let mut table = Table::new(
-        &args.format,
-        "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
-        ACCOUNTING,
-        args.parsable2,
-    )?;
+    let default = match args.brief {
+        true => "JobID%12,State%10,ExitCode%8",
+        false => "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
+    };
+    let mut table = Table::new(&args.format, default, ACCOUNTING, args.parsable2)?
+        .separated_by(&args.delimiter);
     if args.parsable {
         table = table.ending_in_bars();
     }
@@ -1786,7 +1813,9 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
 pub(crate) struct Table {
     columns: Vec<(&'static str, usize)>,
     parsable: bool,
-    /// A `|` after the last field too (sacct -p).
+    /// What separates parsable fields: `|`, or sacct's --delimiter.
+    delimiter: String,
+    /// A delimiter after the last field too (sacct -p).
     trailing: bool,
 }
 
@@ -1820,8 +1849,15 @@ impl Table {
         Ok(Table {
             columns,
             parsable,
+            delimiter: "|".into(),
             trailing: false,
         })
+    }
+
+    /// Parsable fields separated by `delimiter` (sacct's --delimiter).
+    pub(crate) fn separated_by(mut self, delimiter: &str) -> Table {
+        self.delimiter = delimiter.to_string();
+        self
     }
 
     /// Parsable, each line ending in a `|` too (sacct's -p, where -P has none).
@@ -1842,11 +1878,12 @@ impl Table {
                 (false, true) => format!("{}+", truncate(&v, width - 1)),
             }
         });
-        let mut line = cells
-            .collect::<Vec<_>>()
-            .join(if self.parsable { "|" } else { " " });
+        let mut line =
+            cells
+                .collect::<Vec<_>>()
+                .join(if self.parsable { &self.delimiter } else { " " });
         if self.trailing {
-            line.push('|');
+            line.push_str(&self.delimiter);
         }
         line
     }
@@ -1965,6 +2002,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("UID", 6),
     ("GID", 6),
     ("Comment", 20),
+    ("Suspended", 10),
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
@@ -1977,6 +2015,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "Partition" => j.partition.clone(),
         "Account" => j.account.clone().unwrap_or_default(),
         "Comment" => j.comment.clone().unwrap_or_default(),
+        "Suspended" => duration(j.suspended_seconds),
         "State" => match j.cancelled_by {
             Some(uid) if j.state == "CANCELLED" => format!("CANCELLED by {uid}"),
             _ => j.state.clone(),

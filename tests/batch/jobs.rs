@@ -1194,6 +1194,18 @@ fn history_prints_as_sacct_formats() {
         h(&["-j", &failed.to_string(), "-n", "-o", "JobName%4"]),
         "fai+\n"
     );
+    // -b (brief), -r (partitions), --delimiter, -e (the fields).
+    let f = failed.to_string();
+    assert_eq!(
+        h(&["-j", &f, "-n", "-b", "-P", "--delimiter=,"]),
+        format!("{failed},FAILED,3:0\n")
+    );
+    assert_eq!(h(&["-j", &f, "-n", "-P", "-o", "JobID", "-r", "other"]), "");
+    assert_eq!(
+        h(&["-j", &f, "-n", "-P", "-o", "JobID", "-r", "other,normal"]),
+        format!("{failed}\n")
+    );
+    assert!(h(&["-e"]).contains("Suspended"));
     // Cancelled, by whom (a pending job, and the user's own command).
     c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
     assert_eq!(
