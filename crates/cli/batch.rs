@@ -122,6 +122,9 @@ pub struct ShowArgs {
     job: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Each job on one line (scontrol -o)
+    #[arg(short = 'o', long)]
+    oneliner: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1382,8 +1385,10 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             writeln!(out, "No jobs in the system")?;
         }
         for j in &jobs {
-            show_job(&mut out, j)?;
-            writeln!(out)?;
+            show_job(&mut out, j, args.oneliner)?;
+            if !args.oneliner {
+                writeln!(out)?;
+            }
         }
         return Ok(0);
     };
@@ -1394,12 +1399,24 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &j);
     }
-    show_job(&mut out, &j)?;
+    show_job(&mut out, &j, args.oneliner)?;
     Ok(0)
 }
 
-/// One job as scontrol shows it, in its `Key=Value` lines.
-fn show_job(out: &mut impl Write, j: &JobInfo) -> Result<()> {
+/// One job as scontrol shows it, in its `Key=Value` lines, or on one (`oneliner`).
+fn show_job(out: &mut impl Write, j: &JobInfo, oneliner: bool) -> Result<()> {
+    let mut block = Vec::new();
+    job_block(&mut block, j)?;
+    let block = String::from_utf8_lossy(&block);
+    match oneliner {
+        true => writeln!(out, "{}", crate::compat::one_line(&block))?,
+        false => write!(out, "{block}")?,
+    }
+    Ok(())
+}
+
+/// [`show_job`]'s lines.
+fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     let opt = |v: Option<u64>| v.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
     // An array's task by its own id then its array's, as scontrol shows it, with the
     // array's limit of running tasks where it has one.

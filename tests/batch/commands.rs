@@ -468,6 +468,24 @@ fn slurm_commands_as_slurm_users_type_them() {
         "{}",
         all.stdout
     );
+    // -o: a record a line (-d: what berth shows anyway).
+    let one = run(
+        &c,
+        &links,
+        "scontrol",
+        &["-o", "show", "job", &held.to_string(), "-d"],
+    );
+    let one = one.ok();
+    assert!(
+        one.lines().count() == 1 && one.contains(" JobState=PENDING "),
+        "{one}"
+    );
+    let nodes = run(&c, &links, "scontrol", &["-o", "show", "node"]);
+    assert!(
+        nodes.ok().lines().count() == 1 && nodes.stdout.starts_with("NodeName="),
+        "{}",
+        nodes.stdout
+    );
     let other: u64 = run(&c, &links, "sbatch", &["--parsable", "-H", "s.sh"])
         .ok()
         .trim()

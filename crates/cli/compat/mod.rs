@@ -133,6 +133,20 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             head
         }
         "scontrol" => {
+            // Its options, wherever they are: -o (a line per record) is berth's
+            // --oneliner; -d (details) shows what berth always shows.
+            let mut oneliner = false;
+            rest.retain(|a| match a.to_str() {
+                Some("-o" | "--oneliner") => {
+                    oneliner = true;
+                    false
+                }
+                Some("-d" | "--details" | "-dd") => false,
+                _ => true,
+            });
+            if oneliner {
+                rest.insert(rest.len().min(2), "--oneliner".into());
+            }
             let word = |i: usize| {
                 rest.get(i)
                     .and_then(|a| a.to_str())
@@ -388,6 +402,11 @@ const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
 pub(crate) use berth_agent::runner::{local, slurm_timestamp};
 
+/// A record of `Key=Value` lines on one line, as scontrol -o prints it.
+pub(crate) fn one_line(block: &str) -> String {
+    block.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// `Wed Dec  3 10:00:00 2026`, as ctime(3) and PBS's qstat -f print times.
 fn ctime(t: u64) -> String {
     let (y, mo, d, h, mi, s, wd) = local(t);
@@ -544,6 +563,11 @@ mod tests {
                 "berth update JobId=4 TimeLimit=5",
             ),
             ("scontrol ping", "berth as scontrol ping"),
+            ("scontrol -o show job 4 -d", "berth show --oneliner 4"),
+            (
+                "scontrol -o show node",
+                "berth as scontrol show node --oneliner",
+            ),
             ("bsub -n 2 sleep 1", "berth as bsub -n 2 sleep 1"),
             ("berth as qstat -f 4", "berth as qstat -f 4"),
             ("berth submit job.sh", "berth submit job.sh"),

@@ -437,13 +437,19 @@ fn scontrol_time(secs: Option<u64>) -> String {
 /// `scontrol show node[s] [NAME]` and `scontrol show partition[s] [NAME]`, in scontrol's
 /// `Key=Value` form, a block each; the rest of scontrol that berth answers was translated
 /// into berth's own commands before.
-pub fn scontrol(words: Vec<String>) -> Result<i32> {
+pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
     let mut out = std::io::stdout().lock();
+    // (-o: a record a line; the translation made it --oneliner.)
+    let oneliner = flag(&mut words, "--oneliner");
+    let block = |text: String| match oneliner {
+        true => crate::compat::one_line(&text),
+        false => text,
+    };
     match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["show", "node" | "nodes", names @ ..] => {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             for n in nodes_named(&names)? {
-                writeln!(out, "{}", node_block(&n))?;
+                writeln!(out, "{}", block(node_block(&n)))?;
             }
         }
         ["show", "partition" | "partitions", names @ ..] => {
@@ -454,7 +460,7 @@ pub fn scontrol(words: Vec<String>) -> Result<i32> {
             }
             let nodes = nodes_named(&[])?;
             for p in parts.iter().filter(|p| names.is_empty() || names.contains(&p.name.as_str())) {
-                writeln!(out, "{}", partition_block(p, &nodes))?;
+                writeln!(out, "{}", block(partition_block(p, &nodes)))?;
             }
         }
         ["ping"] => {
