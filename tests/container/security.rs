@@ -294,6 +294,18 @@ fn read_only_binds_cannot_be_written() {
             out.stderr
         );
         assert!(!f.cwd(mode).join("new").exists());
+        // A file onto a directory of the image: refused, saying what to name instead.
+        std::fs::write(f.cwd(mode).join("file"), "x").unwrap();
+        let bind = format!("{}/file:/bin", f.cwd(mode).display());
+        let out = f.berth(mode, &["exec", "--bind", &bind, "busybox", "true"]);
+        assert!(
+            out.code == 125
+                && out
+                    .stderr
+                    .contains("cannot bind a file onto /bin: it is a directory in the image"),
+            "{}",
+            out.stderr
+        );
     }
 }
 
