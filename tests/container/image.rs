@@ -86,6 +86,16 @@ fn import_list_inspect_remove() {
             .to_string();
         assert!(shown.contains("from standard input"), "{shown}");
         f.berth(mode, &["image", "rm", "piped:1"]).ok();
+        // Nothing on it: said of standard input, not of berth's spooled copy.
+        let empty = f.berth(mode, &["image", "import", "-", "--name", "empty:1"]);
+        assert!(
+            empty.code != 0
+                && empty
+                    .stderr
+                    .starts_with("berth: standard input: not an image"),
+            "{}",
+            empty.stderr
+        );
         // A second name for the same image: the import says that name.
         let out = f.berth(mode, &["image", "import", rootfs, "--name", "other"]);
         assert!(

@@ -288,16 +288,8 @@ impl Store {
             io::copy(&mut input, &mut out).map_err(ImageError::io("cannot write", &path))?;
             drop(out);
             let want = name.as_ref().map(|n| n.to_string());
-            let source =
-                archive::prepare(&path, want.as_deref(), staging).map_err(|e| match e {
-                    ImageError::BadArchive { path: bad, why } if bad == path => {
-                        ImageError::BadArchive {
-                            path: file.into(),
-                            why,
-                        }
-                    }
-                    e => e,
-                })?;
+            let source = archive::prepare(&path, want.as_deref(), staging)
+                .map_err(|e| said_of(e, &path, file))?;
             self.build(source, name, origin, staging)
         })
     }
@@ -338,7 +330,8 @@ impl Store {
                     (spooled, origin)
                 }
             };
-            let source = archive::prepare(&path, want.as_deref(), staging)?;
+            let source = archive::prepare(&path, want.as_deref(), staging)
+                .map_err(|e| said_of(e, &path, &origin))?;
             self.build(source, name, &origin, staging)
         })
     }
@@ -1004,6 +997,18 @@ fn link_again(tree: &Path, links: &[(String, String)]) -> Result<(), ImageError>
         }
     }
     Ok(())
+}
+
+/// `e`, where it is what is wrong with `copy` (a file spooled or uploaded into staging),
+/// said of `origin`: where the file came from, as its user named it.
+fn said_of(e: ImageError, copy: &Path, origin: &str) -> ImageError {
+    match e {
+        ImageError::BadArchive { path, why } if path == copy => ImageError::BadArchive {
+            path: origin.into(),
+            why,
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]
