@@ -1763,6 +1763,15 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         if named.is_none() {
             writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
         }
+        // Its batch script's step, `ID.batch`, once it ran, as sacct lists it (with the
+        // job's own accounting: the script's container holds the job's processes).
+        let batch = match named {
+            Some(named) => named.contains(&"batch"),
+            None => !args.allocations,
+        };
+        if batch && j.start_time.is_some() {
+            writeln!(out, "{}", table.line(|name| batch_accounting(name, j)))?;
+        }
         // Then its steps, `ID.N`, as sacct lists them.
         let steps = j.steps.iter().filter(|step| match named {
             Some(named) => named.contains(&step.id.to_string().as_str()),
@@ -1781,6 +1790,22 @@ fn step_spec(spec: &str) -> Option<(&str, &str)> {
     let (job, step) = spec.rsplit_once('.')?;
     let numbered = !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit());
     (numbered || matches!(step, "batch" | "extern" | "interactive")).then_some((job, step))
+}
+
+/// The batch step's field as sacct names it: the job's, under the step's own name.
+fn batch_accounting(name: &str, j: &JobInfo) -> String {
+    match name {
+        "JobID" => format!("{}.batch", job_id(j)),
+        "JobIDRaw" => format!("{}.batch", j.id),
+        "JobName" => "batch".into(),
+        "NNodes" | "AllocNodes" => "1".into(),
+        "NodeList" => j.nodes.first().cloned().unwrap_or_default(),
+        "NTasks" => "1".into(),
+        "Partition" | "Account" | "User" | "Timelimit" | "Reason" | "ReqMem" | "ReqCPUS" => {
+            String::new()
+        }
+        _ => accounting(name, j),
+    }
 }
 
 /// A step's field as sacct names it; empty where berth records nothing of the step's own.

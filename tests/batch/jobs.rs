@@ -563,7 +563,7 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     // sacct's and scontrol's ExitCode for it: Slurm's 0:125.
     let sacct = c.berth(
         Mode::Rootless,
-        &["history", "-j", &oom.to_string(), "-nP", "-o", "ExitCode"],
+        &["history", "-j", &oom.to_string(), "-nPX", "-o", "ExitCode"],
     );
     assert_eq!(sacct.ok(), "0:125\n");
     // One whose script goes on after the kill, and exits 0: --wait says it failed all the
@@ -1145,8 +1145,9 @@ fn history_prints_as_sacct_formats() {
     c.completed(array);
     c.completed(array + 1);
     let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    // (The jobs' lines alone, -X, but where the steps' are asked for.)
     let h = |args: &[&str]| {
-        let mut all = vec!["history"];
+        let mut all = vec!["history", "-X"];
         all.extend_from_slice(args);
         c.berth(Mode::Rootless, &all).ok().to_string()
     };
@@ -1156,6 +1157,21 @@ fn history_prints_as_sacct_formats() {
     c.wait_for(killed, &["FAILED", "COMPLETED"]);
     let k = killed.to_string();
     assert_eq!(h(&["-j", &k, "-n", "-P", "-o", "ExitCode"]), "0:9\n");
+    // The job's line, then its batch step's (the script's, the same).
+    let both = ["history", "-j", &k, "-nP", "-o", "JobID,ExitCode"];
+    let both = c.berth(Mode::Rootless, &both);
+    assert_eq!(both.ok(), format!("{k}|0:9\n{k}.batch|0:9\n"));
+    assert_eq!(
+        h(&[
+            "-j",
+            &format!("{k}.batch"),
+            "-n",
+            "-P",
+            "-o",
+            "JobID,JobName"
+        ]),
+        format!("{k}.batch|batch\n")
+    );
     let shown = c.berth(Mode::Rootless, &["show", &k]).ok().to_string();
     assert!(shown.contains(" ExitCode=0:9\n"), "{shown}");
     let shown = c
@@ -1228,7 +1244,6 @@ fn history_prints_as_sacct_formats() {
     // forms (2026-12-03T10:00:00, 5224K).
     assert_eq!(
         h(&[
-            "-X",
             "--parsable2",
             "--noheader",
             "--format=JobIdRaw,State",

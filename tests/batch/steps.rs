@@ -145,10 +145,16 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
         .ok()
         .to_string();
     let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
-    assert_eq!(lines.len(), 6, "{sacct}");
+    // The job's, its batch step's, then its steps'.
+    assert_eq!(lines.len(), 7, "{sacct}");
     assert_eq!(lines[0][..2], [id.to_string().as_str(), "2"], "{sacct}");
-    assert_eq!(lines[2][..2], [format!("{id}.1").as_str(), "1"], "{sacct}");
-    let dd_rss = berth_size(lines[2][4]);
+    assert_eq!(
+        lines[1][..2],
+        [format!("{id}.batch").as_str(), "1"],
+        "{sacct}"
+    );
+    assert_eq!(lines[3][..2], [format!("{id}.1").as_str(), "1"], "{sacct}");
+    let dd_rss = berth_size(lines[3][4]);
     assert_eq!(dd_rss, big.max_rss_bytes.div_ceil(1024) * 1024, "{sacct}");
     for line in &lines {
         assert!(line[2] != "-" && line[3] != "-", "{sacct}");
@@ -277,7 +283,7 @@ echo "signalled: $?""#;
     assert_eq!(
         sacct(&[]),
         format!(
-            "{id}|worst.sh|COMPLETED|0:0\n{id}.0|sh|FAILED|3:0\n{id}.1|sh|FAILED|3:0\n{id}.2|sh|COMPLETED|0:0\n{id}.3|no-such-program|FAILED|127:0\n{id}.4|sh|FAILED|0:9\n"
+            "{id}|worst.sh|COMPLETED|0:0\n{id}.batch|batch|COMPLETED|0:0\n{id}.0|sh|FAILED|3:0\n{id}.1|sh|FAILED|3:0\n{id}.2|sh|COMPLETED|0:0\n{id}.3|no-such-program|FAILED|127:0\n{id}.4|sh|FAILED|0:9\n"
         )
     );
     assert_eq!(sacct(&["-X"]), format!("{id}|worst.sh|COMPLETED|0:0\n"));
