@@ -749,17 +749,28 @@ pub fn script_on_stdin() -> Option<String> {
 
 /// sbatch `--wrap=COMMAND` (or `--wrap COMMAND`) among `words`: the command, and the other
 /// words (all options: there is no script then).
-fn wrapped(words: &[String]) -> Option<(String, Vec<String>)> {
-    let at = words
+fn wrapped(words: &[String]) -> Result<Option<(String, Vec<String>)>> {
+    let Some(at) = words
         .iter()
-        .position(|w| w == "--wrap" || w.starts_with("--wrap="))?;
+        .position(|w| w == "--wrap" || w.starts_with("--wrap="))
+    else {
+        return Ok(None);
+    };
     let (command, taken) = match words[at].strip_prefix("--wrap=") {
         Some(c) => (c.to_string(), 1),
-        None => (words.get(at + 1)?.clone(), 2),
+        None => match words.get(at + 1) {
+            Some(c) => (c.clone(), 2),
+            None => bail!("--wrap needs the command to run as the job: --wrap='COMMAND ARGS'"),
+        },
     };
     let mut rest = words.to_vec();
     rest.drain(at..at + taken);
-    Some((command, rest))
+    // (An option's value may follow it; a script cannot: the wrapped command is the job.)
+    let is_script = |w: &&String| std::fs::read(w).is_ok_and(|text| text.starts_with(b"#!"));
+    if let Some(script) = rest.last().filter(is_script) {
+        bail!("{script}: a job is a script or a wrapped command (--wrap), not both: put the command's arguments inside --wrap's quotes");
+    }
+    Ok(Some((command, rest)))
 }
 
 /// What a submit command sends, less what every submission carries (the submitter's
@@ -835,7 +846,7 @@ pub fn image_files(req: &SubmitRequest) -> Result<std::collections::BTreeMap<Str
 
 pub fn submit(args: SubmitArgs) -> Result<i32> {
     // (The script's name, and its file if it is one.)
-    let ((script_name, path), mut options, script_args, script) = match wrapped(&args.words) {
+    let ((script_name, path), mut options, script_args, script) = match wrapped(&args.words)? {
         // The command as the script, as sbatch wraps it (its job is named "wrap").
         Some((command, options)) => (
             (PathBuf::from("wrap"), None),

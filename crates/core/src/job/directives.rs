@@ -1124,7 +1124,14 @@ fn slurm_signal(opts: &mut JobOptions, v: &str) -> Result<(), JobError> {
     opts.signal = Some(crate::signal::number(name).ok_or_else(bad)?);
     opts.signal_before = Some(match seconds {
         None => 60,
-        Some(s) => u64::from(s.parse::<u16>().map_err(|_| bad())?),
+        Some(s) => u64::from(s.parse::<u16>().map_err(|_| match s.parse::<u64>() {
+            Ok(_) => JobError::invalid(
+                "signal",
+                v,
+                "a time before the limit of at most 65535 seconds, as sbatch's",
+            ),
+            Err(_) => bad(),
+        })?),
     });
     opts.signal_target = Some(if flags.contains('B') {
         SignalTarget::Batch

@@ -539,12 +539,15 @@ fn warning_signals() {
     let cli = parse_args(&["--signal=B:USR2@7"]).unwrap();
     let r = JobRequest::from_script("#BSUB -wa USR1 -wt 5\n", cli, "j").unwrap();
     assert_eq!(r.signal, w(12, 7, SignalTarget::Batch));
+    let e = parse_args(&["--signal=USR1@70000"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 65535 seconds"), "{e}");
 
     for bad in [
         "--signal=B:FOO",
         "--signal=X:USR1",
         "--signal=USR1@soon",
-        "--signal=USR1@70000",
         "--signal=0",
         "--signal=:USR1",
     ] {
