@@ -2663,7 +2663,21 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{array_ranges, cpu_time, parse_time, slurm_size, wait_on_controller};
+    use super::{array_ranges, cpu_time, parse_time, slurm_size, wait_on_controller, wrapped};
+
+    #[test]
+    fn a_wrapped_command_is_the_job() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (command, rest) = wrapped(&words(&["-o", "x", "--wrap", "echo hi"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((command.as_str(), rest), ("echo hi", words(&["-o", "x"])));
+        assert!(wrapped(&words(&["-n", "2"])).unwrap().is_none());
+        let e = wrapped(&words(&["-n", "2", "--wrap"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--wrap needs the command"), "{e}");
+    }
 
     #[test]
     fn slurms_ranges_of_array_tasks_name_each_task() {
