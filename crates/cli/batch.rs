@@ -106,6 +106,17 @@ pub struct QueueArgs {
     /// %-10i or %10i left)
     #[arg(short = 'o', long, value_name = "FORMAT")]
     format: Option<String>,
+    /// The columns by name, as squeue's --Format: JobID, Name, UserName, Partition, State,
+    /// StateCompact, TimeUsed, TimeLimit, TimeLeft, NumNodes, NumCPUs, MinMemory, Reason,
+    /// ReasonList, NodeList, SubmitTime, StartTime, EndTime, WorkDir, Command, Account,
+    /// Comment, ArrayJobID, ArrayTaskID, Priority, each with an optional :[.]SIZE (20)
+    #[arg(
+        short = 'O',
+        long = "Format",
+        value_name = "FIELD[:[.]SIZE],...",
+        conflicts_with = "format"
+    )]
+    named_format: Option<String>,
     /// Pending jobs with when they are expected to start and on which nodes, where the
     /// scheduler holds a place for them (squeue --start)
     #[arg(long)]
@@ -1055,7 +1066,71 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
 
+/// squeue's --Format names, and the --format letter each stands for.
+const FORMAT_NAMES: &[(&str, char)] = &[
+    ("jobid", 'i'),
+    ("jobarrayid", 'i'),
+    ("arrayjobid", 'F'),
+    ("arraytaskid", 'K'),
+    ("name", 'j'),
+    ("username", 'u'),
+    ("partition", 'P'),
+    ("state", 'T'),
+    ("statecompact", 't'),
+    ("timeused", 'M'),
+    ("timelimit", 'l'),
+    ("timeleft", 'L'),
+    ("numnodes", 'D'),
+    ("numcpus", 'C'),
+    ("minmemory", 'm'),
+    ("reason", 'r'),
+    ("reasonlist", 'R'),
+    ("nodelist", 'N'),
+    ("submittime", 'V'),
+    ("starttime", 'S'),
+    ("endtime", 'e'),
+    ("schednodes", 'Y'),
+    ("workdir", 'Z'),
+    ("command", 'o'),
+    ("account", 'a'),
+    ("comment", 'k'),
+    ("priority", 'Q'),
+    ("feature", 'f'),
+];
+
+/// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
+/// wide as its size (20 when none), right-aligned with `.`, a space after it.
+fn named_format(text: &str) -> Result<String> {
+    text.split(',')
+        .map(|field| {
+            let (name, size) = field.split_once(':').unwrap_or((field, ""));
+            let letter = FORMAT_NAMES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+                .map(|(_, l)| *l)
+                .with_context(|| {
+                    let names: Vec<&str> = FORMAT_NAMES.iter().map(|(n, _)| *n).collect();
+                    format!("--Format {field}: berth knows {}", names.join(", "))
+                })?;
+            let (right, size) = match size.strip_prefix('.') {
+                Some(rest) => (".", rest),
+                None => ("", size),
+            };
+            let size: usize = match size {
+                "" => 20,
+                s => s
+                    .parse()
+                    .with_context(|| format!("--Format {field}: a size is a number"))?,
+            };
+            Ok(format!("%{right}{size}{letter} "))
+        })
+        .collect()
+}
+
 pub fn queue(mut args: QueueArgs) -> Result<i32> {
+    if let Some(named) = &args.named_format {
+        args.format = Some(named_format(named)?.trim_end().to_string());
+    }
     // An array's pending tasks that wait alike are one line (squeue's `42_[3-10]`), unless
     // each is asked for (`-r`); jobs named by id are asked for one by one.
     let collapse = !args.array;
@@ -1604,13 +1679,15 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         if args.jobs.is_empty() {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
         }
-        if let Some((job, step)) = args.jobs.iter().find_map(|spec| step_spec(spec)) {
-            bail!("{job}.{step}: berth cancels whole jobs, not one of their steps: cancel job {job}, or signal its steps (--signal=SIG {job})");
-        }
         // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
         let mut status = 0;
         for spec in &array_ranges(&args.jobs)? {
-            if let Err(e) = self::target(spec).and_then(|t| t.cancel(args.signal.clone(), target)) {
+            let cancelled = match step_spec(spec) {
+                // One step (JOB.STEP), its job going on.
+                Some((job, step)) => cancel_step(job, step, args.signal.is_some()),
+                None => self::target(spec).and_then(|t| t.cancel(args.signal.clone(), target)),
+            };
+            if let Err(e) = cancelled {
                 eprintln!("berth: {spec}: {e:#}");
                 status = 1;
             }
@@ -1644,6 +1721,27 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         }
     }
     Ok(status)
+}
+
+/// Ends step `step` of job `job` (`42.0`, `42_3.1`), as `scancel JOB.STEP` does.
+fn cancel_step(job: &str, step: &str, signal: bool) -> Result<()> {
+    let Ok(step) = step.parse::<u32>() else {
+        bail!("{job}.{step}: its batch script is the job's: cancel job {job}");
+    };
+    if signal {
+        bail!("{job}.{step}: --signal goes to a job's steps (--signal=SIG {job}), not to one");
+    }
+    let Target::Job(id) = target(job)? else {
+        bail!("{job}.{step}: name the array's task (ID_INDEX.STEP)");
+    };
+    request(
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&CancelRequest {
+            step: Some(step),
+            ..Default::default()
+        }),
+    )
 }
 
 /// The user a filter's `-u` names (a name, or a uid, as squeue takes it), by their name;
@@ -1832,10 +1930,11 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             .next()
             .map(crate::compat::base_name)
             .unwrap_or_default(),
-        "State" => match step.exit_code {
-            None => "RUNNING",
-            Some(0) => "COMPLETED",
-            Some(_) => "FAILED",
+        "State" => match (step.exit_code, step.cancelled) {
+            (_, true) => "CANCELLED",
+            (None, _) => "RUNNING",
+            (Some(0), _) => "COMPLETED",
+            (Some(_), _) => "FAILED",
         }
         .into(),
         // A status of 128 + N was signal N: sacct's 0:N.
@@ -2390,6 +2489,7 @@ impl Target {
                 signal,
                 target: Some(target),
                 array,
+                step: None,
             }),
         )
     }
@@ -2663,7 +2763,20 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{array_ranges, cpu_time, parse_time, slurm_size, wait_on_controller, wrapped};
+    use super::{
+        array_ranges, cpu_time, named_format, parse_time, slurm_size, wait_on_controller, wrapped,
+    };
+
+    #[test]
+    fn squeues_named_fields_are_its_letters() {
+        assert_eq!(
+            named_format("JobID:10,state,TimeLimit:.8").unwrap(),
+            "%10i %20T %.8l "
+        );
+        let e = named_format("JobID,Colour").unwrap_err().to_string();
+        assert!(e.contains("--Format Colour: berth knows jobid"), "{e}");
+        assert!(named_format("JobID:x").is_err());
+    }
 
     #[test]
     fn a_wrapped_command_is_the_job() {

@@ -981,6 +981,11 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), "run 8\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
+    // Columns by name (squeue -O).
+    assert_eq!(
+        q(&["-h", "-O", "JobID:8,State:.8", "-j", &id]),
+        format!("{held:<8}  PENDING\n")
+    );
     // A job that never was: an error, as squeue's (one that ended: shown for a while).
     let never = c.berth(Mode::Rootless, &["queue", "-j", "99999"]);
     assert!(
@@ -1871,15 +1876,16 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     )
     .ok();
     // One step (sacct's and scancel's JOB.STEP) is not its job.
-    let step = c.berth(Mode::Rootless, &["cancel", &format!("{pending}.0")]);
+    let third = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let step = c.berth(Mode::Rootless, &["cancel", &format!("{third}.0")]);
     assert!(
-        step.code != 0
-            && step
-                .stderr
-                .contains("berth cancels whole jobs, not one of their steps"),
+        step.code == 1 && step.stderr.contains(&format!("job {third} has no step 0")),
         "{}",
         step.stderr
     );
+    assert_eq!(c.show(third)["state"], "PENDING");
+    c.berth(Mode::Rootless, &["cancel", &third.to_string()])
+        .ok();
     assert_eq!(c.show(pending)["state"], "CANCELLED");
     assert_eq!(c.show(pending2)["state"], "CANCELLED");
     let sleeping = "#!/bin/sh\n#SBATCH --array=1-2\n#BERTH --image busybox\nexec sleep 300\n";

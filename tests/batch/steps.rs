@@ -296,6 +296,46 @@ echo "signalled: $?""#;
     );
 }
 
+/// `berth cancel JOB.STEP` (scancel's): that step ends, CANCELLED, and its job goes on.
+#[test]
+fn one_step_is_cancelled_and_its_job_goes_on() {
+    let Some(c) = Cluster::start() else { return };
+    let body = "srun -n 1 sleep 300\necho \"step ended $?\"\nsrun -n 1 true\necho done";
+    let id = c.submit(Mode::Rootless, "cancel-step.sh", &script("-n 1", body), &[]);
+    wait_until(
+        30,
+        || c.show(id)["steps"][0]["start_time"].is_u64(),
+        || format!("no step started: {}", c.show(id)),
+    );
+    // Not a step it does not have, nor with a signal.
+    let none = c.berth(Mode::Rootless, &["cancel", &format!("{id}.7")]);
+    assert!(
+        none.code == 1 && none.stderr.contains("has no step 7"),
+        "{}",
+        none.stderr
+    );
+    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")])
+        .ok();
+    let job = c.completed(id);
+    // (After the step's own word of its task's end.)
+    let out = output(&c, id);
+    assert!(out.ends_with("step ended 143\ndone\n"), "{out}\n{job}");
+    let sacct = [
+        "history",
+        "-j",
+        &format!("{id}.0,{id}.1"),
+        "-nP",
+        "-o",
+        "JobID,State",
+    ];
+    assert_eq!(
+        c.berth(Mode::Rootless, &sacct).ok(),
+        format!("{id}.0|CANCELLED\n{id}.1|COMPLETED\n")
+    );
+    let ended = c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")]);
+    assert!(ended.code == 1, "{}", ended.stderr);
+}
+
 #[test]
 fn steps_are_refused_with_the_reason() {
     let Some(c) = Cluster::start() else { return };

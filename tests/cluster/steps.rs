@@ -123,6 +123,30 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     );
 }
 
+/// `berth cancel JOB.STEP` of a step across two nodes, run from the batch host's agent (one
+/// of its own, not the controller's): its tasks end on both nodes, the job goes on.
+#[test]
+fn a_step_across_nodes_is_cancelled_alone() {
+    let Some(t) = TestCluster::start(17, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 -n 2 sleep 300 2>/dev/null\necho \"step ended $?\"\n";
+    let id = c.submit(Mode::Rootless, "cancel.sh", script, &[]);
+    wait_until(
+        60,
+        || c.show(id)["steps"][0]["start_time"].is_u64(),
+        || format!("no step started: {}\n{}", c.show(id), t.logs()),
+    );
+    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")])
+        .ok();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    assert_eq!(out, "step ended 143\n");
+    assert_eq!(job["steps"][0]["cancelled"], true, "{job}");
+}
+
 #[test]
 fn berth_works_in_a_job_on_any_node_and_on_a_node_through_its_agent() {
     let Some(t) = TestCluster::start(14, 2, None) else {

@@ -112,6 +112,15 @@ pub struct RunnerSignal {
     pub target: Option<berth_api::SignalTarget>,
 }
 
+/// `POST /v1/agent/steps/cancel`: one step this node's agent runs, to end (`berth cancel
+/// JOB.STEP`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepCancel {
+    pub job: u64,
+    pub step: u32,
+}
+
 /// `POST /v1/agent/limit`: a running job's new time limit, seconds from its start.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -647,6 +656,16 @@ async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Respons
     Json(()).into_response()
 }
 
+async fn cancel_step(Json(s): Json<StepCancel>) -> Response {
+    match crate::step::server::end_step(s.job, s.step) {
+        true => Json(()).into_response(),
+        false => error(
+            404,
+            format!("step {}.{} is not running from this node", s.job, s.step),
+        ),
+    }
+}
+
 async fn limit(State(a): State<Shared>, Json(l): Json<RunnerLimit>) -> Response {
     match a.node.set_limit(l.job, l.runner, l.seconds) {
         Ok(()) => Json(()).into_response(),
@@ -900,6 +919,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let app = Router::new()
         .route("/v1/agent/start", post(start))
         .route("/v1/agent/signal", post(signal))
+        .route("/v1/agent/steps/cancel", post(cancel_step))
         .route("/v1/agent/freeze", post(freeze))
         .route("/v1/agent/limit", post(limit))
         .route("/v1/agent/usage", post(usage))

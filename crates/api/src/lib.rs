@@ -304,6 +304,12 @@ pub struct StepInfo {
     /// What its tasks used, once it has ended (none where a node could not say).
     #[serde(default)]
     pub usage: Option<StepUsage>,
+    /// The node whose agent runs it (its client's), which can end it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// It was cancelled (`berth cancel JOB.STEP`, scancel's), its job going on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// What a step's tasks used, as the kernel accounts it to each node's step process for the
@@ -343,6 +349,9 @@ pub struct CancelRequest {
     /// (`scancel ARRAY`); without it, the one job of that id (the array's first task).
     #[serde(default)]
     pub array: bool,
+    /// One running step of the job to end (`scancel JOB.STEP`), the job going on.
+    #[serde(default)]
+    pub step: Option<u32>,
 }
 
 /// Which of a running job's processes a signal is for, as scancel has them.

@@ -1608,6 +1608,63 @@ impl Controller {
         Ok(())
     }
 
+    /// `berth cancel JOB.STEP` (`scancel JOB.STEP`): ends one running step of a running job,
+    /// its tasks on every node, through the agent that runs it (its client's node's); the
+    /// job goes on, and the step is recorded CANCELLED.
+    pub fn cancel_step(&mut self, caller: Caller, id: u64, step: u32) -> Result<(), ApiError> {
+        // (Its client's node: one of the job's, or the one it was asked from outside.)
+        let node = self
+            .active
+            .get(&id)
+            .and_then(|j| j.steps.get(step as usize));
+        let link = node
+            .and_then(|s| self.nodes.get(&s.node))
+            .map(|n| n.link.clone());
+        let key = self.key.clone();
+        let mut job = self.owned(caller, id, "cancel")?;
+        let Some(s) = job.steps.get_mut(step as usize) else {
+            return Err(ApiError {
+                status: 404,
+                message: format!("job {id} has no step {step}: its steps are in `berth show {id}`"),
+            });
+        };
+        if s.end_time.is_some() {
+            return Err(ApiError::bad(format!("step {id}.{step} has ended")));
+        }
+        let Some(link) = link else {
+            return Err(ApiError::bad(format!(
+                "step {id}.{step}: its node {:?} is not known here: cancel the job instead",
+                s.node
+            )));
+        };
+        s.cancelled = true;
+        let job = job.cloned();
+        self.persist(&job)?;
+        match link {
+            Link::Local(_) if !berth_agent::step::server::end_step(id, step) => Err(ApiError::bad(
+                format!("step {id}.{step} is not running (it is ending)"),
+            )),
+            Link::Local(_) => Ok(()),
+            Link::Remote(url) => {
+                let request = berth_agent::daemon::StepCancel { job: id, step };
+                // Not awaited: the step's end comes back as its agent reports it.
+                tokio::task::spawn_blocking(move || {
+                    let sent: Result<(), String> = berth_agent::http::post(
+                        &url,
+                        "/v1/agent/steps/cancel",
+                        (&key, auth::CONTROLLER),
+                        &request,
+                        AGENT_TIMEOUT,
+                    );
+                    if let Err(e) = sent {
+                        eprintln!("berth: cannot cancel step {id}.{step}: {e}");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     /// `berth cancel ARRAY` (`scancel ARRAY`): [`Controller::cancel`] for each of the array's
     /// unfinished tasks, written in one transaction.
     pub fn cancel_array(
@@ -4022,6 +4079,8 @@ impl Controller {
             end_time: None,
             exit_code: None,
             usage: None,
+            node: here.clone(),
+            cancelled: false,
         });
         let grant = berth_agent::step::server::StepGrant {
             step,

@@ -601,9 +601,13 @@ async fn cancel(
         })?),
     };
     let mut c = c.lock().await;
-    match body.array {
-        true => c.cancel_array(caller, id, signal, target),
-        false => c.cancel(caller, id, signal, target),
+    match (body.array, body.step) {
+        (false, Some(step)) if signal.is_none() => c.cancel_step(caller, id, step),
+        (_, Some(_)) => Err(ApiError::bad(
+            "a step is cancelled alone: not with a signal, nor as an array's",
+        )),
+        (true, None) => c.cancel_array(caller, id, signal, target),
+        (false, None) => c.cancel(caller, id, signal, target),
     }
     .map(Json)
 }

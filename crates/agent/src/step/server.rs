@@ -19,6 +19,32 @@ use tokio::net::{UnixListener, UnixStream};
 /// The longest request line taken (the client's environment travels in it).
 const REQUEST_LIMIT: usize = 4 << 20;
 
+/// The steps this process runs, by (job, step), each with the way to end it early
+/// ([`end_step`]).
+type Running = std::collections::HashMap<(u64, u32), tokio::sync::mpsc::UnboundedSender<()>>;
+static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Ends step `step` of job `job`, if this process runs it (`berth cancel JOB.STEP`): its
+/// tasks on every node get the end signal, as when its client goes; the job goes on.
+/// Whether it runs here.
+pub fn end_step(job: u64, step: u32) -> bool {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running
+        .get(&(job, step))
+        .is_some_and(|end| end.send(()).is_ok())
+}
+
+/// A step's place in [`RUNNING`], for as long as it runs.
+struct Registered((u64, u32));
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(&self.0);
+    }
+}
+
 /// What the controller decided about a step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepGrant {
@@ -327,6 +353,12 @@ async fn run_step<A: StepAuthority>(
     write: &mut OwnedWriteHalf,
 ) -> Result<i32, String> {
     let grant = authority.begin(uid, job, request).await?;
+    let (end, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((job, grant.step), end);
+    let _registered = Registered((job, grant.step));
     let layout: Vec<(String, u32)> = grant
         .parts
         .iter()
@@ -493,6 +525,15 @@ async fn run_step<A: StepAuthority>(
                     signal_all(super::end_signal());
                     ending = Some(tokio::time::Instant::now() + END_GRACE);
                 }
+                continue;
+            }
+            // Cancelled (`berth cancel JOB.STEP`): ended as its client's going ends it.
+            Some(()) = cancelled.recv(), if !killed => {
+                eprintln!("berth step: step {job}.{} cancelled", grant.step);
+                killed = true;
+                worst = worst.max(128 + libc::SIGTERM);
+                signal_all(super::end_signal());
+                ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
                 continue;
             }
             _ = tokio::time::sleep_until(ending.unwrap_or_else(tokio::time::Instant::now)), if ending.is_some() => {
