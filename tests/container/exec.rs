@@ -403,6 +403,17 @@ fn run_uses_entrypoint_cmd_env_from_the_image() {
     }
 }
 
+/// `berth exec [--pid] busybox WORDS...`'s arguments.
+fn exec_busybox<'a>(pid_ns: bool, words: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["exec"];
+    if pid_ns {
+        args.push("--pid");
+    }
+    args.push("busybox");
+    args.extend_from_slice(words);
+    args
+}
+
 #[test]
 fn signals_to_berth_reach_the_program() {
     let Some(f) = Fixture::new() else { return };
@@ -413,16 +424,14 @@ fn signals_to_berth_reach_the_program() {
         (Mode::Rootless, true),
     ] {
         f.import(mode);
-        let mut args = vec!["exec"];
-        if pid_ns {
-            args.push("--pid");
-        }
-        args.extend([
-            "busybox",
-            "sh",
-            "-c",
-            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
-        ]);
+        let args = exec_busybox(
+            pid_ns,
+            &[
+                "sh",
+                "-c",
+                "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+            ],
+        );
         let mut child = f
             .cmd(mode, &args)
             .stdout(Stdio::piped())
@@ -457,17 +466,8 @@ fn the_program_starts_with_sigpipe_not_ignored() {
         (Mode::Rootless, true),
     ] {
         f.import(mode);
-        let mut args = vec!["exec"];
-        if pid_ns {
-            args.push("--pid");
-        }
-        args.extend([
-            "busybox",
-            "sh",
-            "-c",
-            "grep SigIgn /proc/self/status; yes | head -1",
-        ]);
-        let out = f.berth(mode, &args);
+        let script = "grep SigIgn /proc/self/status; yes | head -1";
+        let out = f.berth(mode, &exec_busybox(pid_ns, &["sh", "-c", script]));
         let (ignored, rest) = out.ok().split_once('\n').unwrap();
         let mask = u64::from_str_radix(ignored.trim_start_matches("SigIgn:\t"), 16).unwrap();
         assert_eq!(

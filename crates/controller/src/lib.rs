@@ -1646,20 +1646,10 @@ impl Controller {
             )),
             Link::Local(_) => Ok(()),
             Link::Remote(url) => {
+                // (The step's end comes back as its agent reports it.)
                 let request = berth_agent::daemon::StepCancel { job: id, step };
-                // Not awaited: the step's end comes back as its agent reports it.
-                tokio::task::spawn_blocking(move || {
-                    let sent: Result<(), String> = berth_agent::http::post(
-                        &url,
-                        "/v1/agent/steps/cancel",
-                        (&key, auth::CONTROLLER),
-                        &request,
-                        AGENT_TIMEOUT,
-                    );
-                    if let Err(e) = sent {
-                        eprintln!("berth: cannot cancel step {id}.{step}: {e}");
-                    }
-                });
+                let what = format!("cancel step {id}.{step}");
+                post_unawaited(url, "/v1/agent/steps/cancel", key, request, what);
                 Ok(())
             }
         }
@@ -4991,22 +4981,41 @@ fn signal_on(
                 signal: sig,
                 target,
             };
-            let (url, key) = (url.clone(), Arc::clone(key));
-            // Not awaited: the job's end comes back through the agent's report.
-            tokio::task::spawn_blocking(move || {
-                let sent: Result<(), String> = berth_agent::http::post(
-                    &url,
-                    "/v1/agent/signal",
-                    (&key, auth::CONTROLLER),
-                    &request,
-                    AGENT_TIMEOUT,
-                );
-                if let Err(e) = sent {
-                    eprintln!("berth: cannot signal job {}: {e}", request.job);
-                }
-            });
+            // (The job's end comes back through the agent's report.)
+            let what = format!("signal job {id}");
+            post_unawaited(
+                url.clone(),
+                "/v1/agent/signal",
+                Arc::clone(key),
+                request,
+                what,
+            );
         }
     }
+}
+
+/// Posts `request` to the agent at `url` at `path` without waiting for its answer (what it
+/// does comes back through the agent's reports); a failure is said as what could not be
+/// done, `what`.
+fn post_unawaited<T: serde::Serialize + Send + 'static>(
+    url: String,
+    path: &'static str,
+    key: Arc<auth::Key>,
+    request: T,
+    what: String,
+) {
+    tokio::task::spawn_blocking(move || {
+        let sent: Result<(), String> = berth_agent::http::post(
+            &url,
+            path,
+            (&key, auth::CONTROLLER),
+            &request,
+            AGENT_TIMEOUT,
+        );
+        if let Err(e) = sent {
+            eprintln!("berth: cannot {what}: {e}");
+        }
+    });
 }
 
 /// A running job's usage, to be read from its nodes' agents outside the controller's lock.
