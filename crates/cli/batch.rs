@@ -1923,13 +1923,14 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
     match name {
         "JobID" => format!("{}.{}", job_id(j), step.id),
         "JobIDRaw" => format!("{}.{}", j.id, step.id),
-        // The program's name, as sacct shows a step's.
-        "JobName" => step
-            .command
-            .split_whitespace()
-            .next()
-            .map(crate::compat::base_name)
-            .unwrap_or_default(),
+        // Its name (srun -J), else its program's, as sacct shows a step's.
+        "JobName" => step.name.clone().unwrap_or_else(|| {
+            step.command
+                .split_whitespace()
+                .next()
+                .map(crate::compat::base_name)
+                .unwrap_or_default()
+        }),
         "State" => match (step.exit_code, step.cancelled) {
             (_, true) => "CANCELLED",
             (None, _) => "RUNNING",

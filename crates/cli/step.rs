@@ -542,13 +542,12 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
                 ("--mem", args.mem.is_some()),
                 ("--time", args.time.is_some()),
                 ("--partition", args.partition.is_some()),
-                ("--job-name", args.job_name.is_some()),
             ];
             if !args.nodelist.is_empty() && args.nodes.is_some() {
                 bail!("-N and -w both say which nodes: give one of them");
             }
-            // Slurm's step limits and name: the step runs within the job's (warned, not
-            // refused, so that the script's line runs).
+            // Slurm's step limits: the step runs within the job's (warned, not refused, so
+            // that the script's line runs).
             let within: Vec<&str> = given
                 .iter()
                 .filter_map(|(flag, set)| set.then_some(*flag))
@@ -637,6 +636,8 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         input_task,
         gpus_per_task: args.gpus_per_task,
         multi_prog,
+        // In a job, the step's name (outside one, the allocation's, above).
+        name: job.and(args.job_name.clone()),
     };
     run(request)
 }

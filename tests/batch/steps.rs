@@ -296,11 +296,12 @@ echo "signalled: $?""#;
     );
 }
 
-/// `berth cancel JOB.STEP` (scancel's): that step ends, CANCELLED, and its job goes on.
+/// `berth cancel JOB.STEP` (scancel's): that step ends, CANCELLED, and its job goes on;
+/// a step's name (srun -J) is its own.
 #[test]
 fn one_step_is_cancelled_and_its_job_goes_on() {
     let Some(c) = Cluster::start() else { return };
-    let body = "srun -n 1 sleep 300\necho \"step ended $?\"\nsrun -n 1 true\necho done";
+    let body = "srun -n 1 sleep 300\necho \"step ended $?\"\nsrun -J second -n 1 true\necho done";
     let id = c.submit(Mode::Rootless, "cancel-step.sh", &script("-n 1", body), &[]);
     wait_until(
         30,
@@ -320,17 +321,12 @@ fn one_step_is_cancelled_and_its_job_goes_on() {
     // (After the step's own word of its task's end.)
     let out = output(&c, id);
     assert!(out.ends_with("step ended 143\ndone\n"), "{out}\n{job}");
-    let sacct = [
-        "history",
-        "-j",
-        &format!("{id}.0,{id}.1"),
-        "-nP",
-        "-o",
-        "JobID,State",
-    ];
+    // (A step named with -J has that name.)
+    let two = format!("{id}.0,{id}.1");
+    let sacct = ["history", "-j", &two, "-nP", "-o", "JobID,JobName,State"];
     assert_eq!(
         c.berth(Mode::Rootless, &sacct).ok(),
-        format!("{id}.0|CANCELLED\n{id}.1|COMPLETED\n")
+        format!("{id}.0|sleep|CANCELLED\n{id}.1|second|COMPLETED\n")
     );
     let ended = c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")]);
     assert!(ended.code == 1, "{}", ended.stderr);
@@ -1417,7 +1413,7 @@ srun --mpi=list | tail -1"#;
     assert!(out.contains("slurm-accepted"), "{out}");
     assert!(
         out.contains("ignored --exclusive, --hint, --distribution, --mem-per-cpu: berth places")
-            && out.contains("ignored --mem, --time, --job-name: this step runs in job"),
+            && out.contains("ignored --mem, --time: this step runs in job"),
         "{out}"
     );
     assert_eq!(

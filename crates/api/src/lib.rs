@@ -310,6 +310,9 @@ pub struct StepInfo {
     /// It was cancelled (`berth cancel JOB.STEP`, scancel's), its job going on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+    /// Its name (srun's `-J`), where it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// What a step's tasks used, as the kernel accounts it to each node's step process for the
@@ -803,6 +806,9 @@ pub struct StepRequest {
     /// names its file).
     #[serde(default)]
     pub multi_prog: Option<String>,
+    /// The step's name in a job (srun's `-J`; sacct's JobName of its line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl StepRequest {
@@ -843,6 +849,7 @@ impl StepRequest {
             input_task: None,
             gpus_per_task: None,
             multi_prog: None,
+            name: None,
         }
     }
 

@@ -4071,6 +4071,7 @@ impl Controller {
             usage: None,
             node: here.clone(),
             cancelled: false,
+            name: request.name.clone(),
         });
         let grant = berth_agent::step::server::StepGrant {
             step,
