@@ -322,9 +322,23 @@ fn lsf_commands_as_lsf_users_type_them() {
         .to_string();
     assert!(fields[2].starts_with(&vendor), "{}", lshosts.stdout);
 
+    // A dependency on a job's name (-w "done(holder)"): the user's jobs of that name; one
+    // that none has is refused.
+    let after = bsub_id(&run(&c, &links, "bsub", &["-w", "done(hold*)", "true"]));
+    let none = run(&c, &links, "bsub", &["-w", "done(nosuch)", "true"]);
+    assert!(
+        none.code != 0 && none.stderr.contains("depends on jobs named nosuch"),
+        "{}",
+        none.stderr
+    );
     // A script named as the command runs as it is; bsub says its #BSUB lines are not read.
     std::fs::write(c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
     c.completed(id);
+    let after = c.completed(after);
+    assert!(
+        after["start_time"].as_u64() >= c.show(id)["end_time"].as_u64(),
+        "{after}"
+    );
     let path = c.f.cwd(Mode::Rootless).join("named.sh");
     std::fs::write(&path, "#!/bin/sh\n#BSUB -J ignored\necho named\n").unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

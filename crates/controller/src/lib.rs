@@ -26,7 +26,7 @@ mod server;
 
 use berth_agent::node::NodeAgent;
 use berth_api::{JobInfo, SignalTarget, SubmitRequest, SubmitResponse};
-use berth_core::job::{parse_args_as, Family, JobOptions, JobRequest};
+use berth_core::job::{parse_args_as, Dependencies, Family, JobDependency, JobOptions, JobRequest};
 use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
@@ -1049,6 +1049,7 @@ impl Controller {
                 )));
             }
         }
+        self.resolve_named(&mut request.dependencies, &user)?;
         let dependencies = self.dependency_targets(&request)?;
         // The image's name, squashfs file, environment and entrypoint (if the script is to
         // run through it); no name: the job runs on the host, which the administrator must
@@ -1311,6 +1312,50 @@ impl Controller {
         }
         sched::fits_ever(cluster, &sreq)
             .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason)))
+    }
+
+    /// LSF's dependencies on job names made dependencies on those jobs: `user`'s jobs of
+    /// each name (a trailing `*` matching any ending), unfinished or ended within the hour
+    /// (LSF's CLEAN_PERIOD), an array's by its id; none of a name is refused, as LSF refuses
+    /// a dependency on a job it cannot find.
+    fn resolve_named(&self, deps: &mut Dependencies, user: &str) -> Result<(), ApiError> {
+        if deps.named.is_empty() {
+            return Ok(());
+        }
+        let recent = JobFilter {
+            users: vec![user.to_string()],
+            active_after: Some(now().saturating_sub(3600)),
+            ..Default::default()
+        };
+        let rows = self.store.query_jobs(&recent).map_err(ApiError::internal)?;
+        let mut firsts = BTreeMap::new();
+        let mut theirs = Vec::new();
+        for row in &rows {
+            let job = match self.active.get(&row.id) {
+                Some(j) => j.clone(),
+                None => self.read_record(row, &mut firsts)?,
+            };
+            theirs.push((job.array_job_id.unwrap_or(job.id), job.request.name.clone()));
+        }
+        for (kind, pattern) in std::mem::take(&mut deps.named) {
+            let mut ids: Vec<u64> = theirs
+                .iter()
+                .filter(|(_, name)| Dependencies::name_matches(&pattern, name))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.dedup();
+            if ids.is_empty() {
+                return Err(ApiError::bad(format!(
+                    "the job depends on jobs named {pattern}, and {user} has none (unfinished, or ended within the hour): name a job of yours, or its id"
+                )));
+            }
+            deps.jobs.extend(ids.into_iter().map(|job| JobDependency {
+                kind,
+                job,
+                array_index: None,
+            }));
+        }
+        Ok(())
     }
 
     /// Each of `request`'s dependencies with, when it names an array job, that array's
@@ -1890,7 +1935,8 @@ impl Controller {
                 let now = now();
                 job.begin_time = Some(b.resolve_in(now, utc_offset));
             }
-            if let Some(deps) = o.dependencies {
+            if let Some(mut deps) = o.dependencies {
+                self.resolve_named(&mut deps, &job.user)?;
                 r.dependencies = deps;
                 let targets = self.dependency_targets(&r)?;
                 job.depends_on = targets

@@ -40,12 +40,17 @@ pub struct JobDependency {
 pub struct Dependencies {
     pub jobs: Vec<JobDependency>,
     pub singleton: bool,
+    /// LSF's conditions on job names (`done(prep)`, `ended(run*)`): the submitter's own jobs
+    /// of that name (a trailing `*` matching any ending), each of which must satisfy it;
+    /// the controller makes them `jobs` at submission.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<(DependencyKind, String)>,
 }
 
 const SLURM_EXPECTED: &str =
     "TYPE:JOBID[:JOBID...] joined by ',', with TYPE after, afterok, afternotok, afterany or aftercorr, or singleton";
 const LSF_EXPECTED: &str =
-    "CONDITION(JOBID) joined by &&, with CONDITION done, exit, ended or started";
+    "CONDITION(JOBID or NAME) joined by &&, with CONDITION done, exit, ended or started";
 
 fn invalid(value: &str, expected: &str) -> JobError {
     JobError::invalid("dependency", value, expected)
@@ -198,11 +203,17 @@ impl Dependencies {
                     "exit code conditions such as exit(42, ==1)",
                 ));
             }
-            if arg.starts_with(|c: char| !c.is_ascii_digit()) {
-                return Err(JobError::unsupported(
-                    term,
-                    "dependencies on job names; name the job id",
-                ));
+            // A name (quoted where it starts with a digit, as LSF has it): the user's jobs
+            // of that name.
+            let quoted = arg.strip_prefix('"').and_then(|a| a.strip_suffix('"'));
+            if let Some(name) =
+                quoted.or(Some(arg).filter(|a| a.starts_with(|c: char| !c.is_ascii_digit())))
+            {
+                if name.is_empty() || name.contains(char::is_whitespace) {
+                    return Err(invalid(text, LSF_EXPECTED));
+                }
+                deps.named.push((kind, name.to_string()));
+                continue;
             }
             let (job, array_index) = job_ref(arg, text, LSF_EXPECTED)?;
             deps.jobs.push(JobDependency {
@@ -239,7 +250,16 @@ impl Dependencies {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && !self.singleton
+        self.jobs.is_empty() && !self.singleton && self.named.is_empty()
+    }
+
+    /// Whether a job named `job_name` is one that LSF's dependency name `pattern` means:
+    /// the same name, or, for `PREFIX*`, any name that starts so.
+    pub fn name_matches(pattern: &str, job_name: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => job_name.starts_with(prefix),
+            None => job_name == pattern,
+        }
     }
 }
 
@@ -304,11 +324,21 @@ mod tests {
 
         let e = |s| Dependencies::parse_lsf(s).unwrap_err().to_string();
         assert!(e("done(1) || done(2)").contains("only conditions joined by &&"));
-        assert!(e("done(myjob)").contains("job names"));
+        // Names: the user's jobs of that name (a trailing * any ending), quoted where they
+        // start with a digit.
+        let d = Dependencies::parse_lsf("done(prep) && ended(\"2nd\") && run*").unwrap();
+        let named = [(AfterOk, "prep"), (AfterAny, "2nd"), (AfterOk, "run*")];
+        assert_eq!(d.named, named.map(|(k, n)| (k, n.to_string())));
+        assert!(d.jobs.is_empty() && !d.is_empty());
+        assert!(
+            Dependencies::name_matches("run*", "run-7")
+                && !Dependencies::name_matches("run", "run-7")
+        );
+        assert!(e("done(\"\")").contains("expected CONDITION(JOBID or NAME)"));
         assert!(e("exit(4, ==1)").contains("exit code"));
         assert!(e("post_done(4)").contains("is not supported"));
-        assert!(e("finished(4)").contains("expected CONDITION(JOBID)"));
-        assert!(e("done(4").contains("expected CONDITION(JOBID)"));
+        assert!(e("finished(4)").contains("expected CONDITION(JOBID or NAME)"));
+        assert!(e("done(4").contains("expected CONDITION(JOBID or NAME)"));
     }
 
     #[test]

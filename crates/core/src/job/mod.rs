@@ -1111,7 +1111,7 @@ mod tests {
                         job: 0,
                         array_index: None,
                     }],
-                    singleton: false,
+                    ..Default::default()
                 }),
                 ..opts()
             },
