@@ -117,6 +117,15 @@ pub struct QueueArgs {
         conflicts_with = "format"
     )]
     named_format: Option<String>,
+    /// The order of the lines, as squeue's --sort: fields by their --format letters
+    /// (`-S P,-Q`), each ascending or, with `-`, descending
+    #[arg(
+        short = 'S',
+        long,
+        value_name = "FIELD,...",
+        allow_hyphen_values = true
+    )]
+    sort: Option<String>,
     /// Pending jobs with when they are expected to start and on which nodes, where the
     /// scheduler holds a place for them (squeue --start)
     #[arg(long)]
@@ -1063,6 +1072,9 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
     }
 }
 
+/// squeue's --format letters berth knows.
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfok";
+
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
 
@@ -1205,8 +1217,48 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         (Some(tasks), 'K') => tasks.clone(),
         _ => field(letter, job, now),
     };
+    if let Some(keys) = &args.sort {
+        // squeue -S: fields by their letters, each ascending or (-) descending, numbers as
+        // numbers, the first that differs deciding.
+        let keys: Vec<(char, bool)> = keys
+            .split(',')
+            .map(|k| {
+                let (descending, letter) = match k.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, k.trim_start_matches('+')),
+                };
+                match letter.chars().collect::<Vec<_>>()[..] {
+                    [l] if QUEUE_FIELDS.contains(l) => Ok((l, descending)),
+                    _ => Err(anyhow::anyhow!(
+                        "--sort {keys}: {k}: expected a field's letter ({QUEUE_FIELDS}), - before it to sort down"
+                    )),
+                }
+            })
+            .collect::<Result<_>>()?;
+        let number = |job: &JobInfo, l: char| match l {
+            'i' | 'A' => Some(job.id as f64),
+            'Q' => job.priority,
+            _ => field(l, job).parse::<f64>().ok(),
+        };
+        jobs.sort_by(|a, b| {
+            keys.iter()
+                .map(|&(l, descending)| {
+                    let order = match (number(a, l), number(b, l)) {
+                        (Some(x), Some(y)) => x.total_cmp(&y),
+                        _ => field(l, a).cmp(&field(l, b)),
+                    };
+                    if descending {
+                        order.reverse()
+                    } else {
+                        order
+                    }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
     if let Some(format) = &args.format {
-        let columns = parse_format(format, "iAFKajuPTtMlLDCmRrNVSYQeZBcfok")?;
+        let columns = parse_format(format, QUEUE_FIELDS)?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }

@@ -981,6 +981,12 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), "run 8\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
+    // Sorted (squeue -S): by id, down.
+    let both = format!("{held},{array}");
+    assert_eq!(
+        q(&["-h", "-r", "-o", "%i", "-S", "-i", "-j", &both]),
+        format!("{array}_5\n{array}_4\n{held}\n")
+    );
     // Columns by name (squeue -O).
     assert_eq!(
         q(&["-h", "-O", "JobID:8,State:.8", "-j", &id]),
