@@ -469,9 +469,11 @@ pub fn hostlist(args: HostlistArgs) -> Result<i32> {
 /// A time as sacct's -S and -E take it, in seconds since the epoch: sacct's forms
 /// ([`berth_core::job::slurm_report_time`]: `HH:MM[:SS][AM|PM]`, `MMDD[YY]`, `MM/DD[/YY]`,
 /// `YYYY-MM-DD[THH:MM[:SS]]`, `midnight`, `now-N[UNIT]`, ..., the date parts not given
-/// taken from the latest occurrence), or seconds since the epoch (more than six digits).
+/// taken from the latest occurrence), or seconds since the epoch (digits, but four or six:
+/// MMDD and MMDDYY).
 pub fn parse_time(text: &str) -> Result<u64, String> {
-    if text.len() > 6 && text.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = text.bytes().all(|b| b.is_ascii_digit());
+    if digits && !text.is_empty() && text.len() != 4 && text.len() != 6 {
         return text.parse().map_err(|_| format!("{text}: too large"));
     }
     berth_core::job::slurm_report_time(
@@ -2896,6 +2898,7 @@ mod tests {
     fn times_are_taken_as_sacct_takes_them() {
         let now = berth_agent::runner::now();
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse_time("0"), Ok(0));
         assert!(parse_time("now").is_ok_and(|t| t.abs_diff(now) <= 1));
         assert!(parse_time("now-2hours").is_ok_and(|t| t.abs_diff(now - 7200) <= 1));
         assert!(parse_time("now-90").is_ok_and(|t| t.abs_diff(now - 90) <= 1));

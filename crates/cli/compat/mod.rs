@@ -144,7 +144,8 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 Some("-d" | "--details" | "-dd") => false,
                 _ => true,
             });
-            if oneliner {
+            // (Only what shows records has lines to join.)
+            if oneliner && rest.first().is_some_and(|w| w == "show") {
                 rest.insert(rest.len().min(2), "--oneliner".into());
             }
             let word = |i: usize| {
@@ -564,6 +565,7 @@ mod tests {
             ),
             ("scontrol ping", "berth as scontrol ping"),
             ("scontrol -o show job 4 -d", "berth show --oneliner 4"),
+            ("scontrol -o hold 4", "berth hold 4"),
             (
                 "scontrol -o show node",
                 "berth as scontrol show node --oneliner",
