@@ -1091,8 +1091,13 @@ impl Controller {
         };
         self.within_site_limits(&request)?;
         let adding = request.array.as_ref().map_or(1, |a| a.len());
-        let cpus = u64::from(request.ntasks) * u64::from(request.cpus_per_task.max(1));
-        self.partition_rules(&user, &partition, image.as_deref(), adding, cpus)?;
+        self.partition_rules(
+            &user,
+            &partition,
+            image.as_deref(),
+            adding,
+            request.total_cpus(),
+        )?;
         // Its deadline, resolved once (the job's own is this), needs a time limit to plan
         // with and a begin before it.
         let submit_time = now();
@@ -1682,22 +1687,23 @@ impl Controller {
                 s.node
             )));
         };
-        s.cancelled = true;
-        let job = job.cloned();
-        self.persist(&job)?;
         match link {
-            Link::Local(_) if !berth_agent::step::server::end_step(id, step) => Err(ApiError::bad(
-                format!("step {id}.{step} is not running (it is ending)"),
-            )),
-            Link::Local(_) => Ok(()),
+            Link::Local(_) if !berth_agent::step::server::end_step(id, step) => {
+                return Err(ApiError::bad(format!(
+                    "step {id}.{step} is not running (it is ending)"
+                )))
+            }
+            Link::Local(_) => {}
+            // (The step's end comes back as its agent reports it.)
             Link::Remote(url) => {
-                // (The step's end comes back as its agent reports it.)
                 let request = berth_agent::daemon::StepCancel { job: id, step };
                 let what = format!("cancel step {id}.{step}");
                 post_unawaited(url, "/v1/agent/steps/cancel", key, request, what);
-                Ok(())
             }
         }
+        s.cancelled = true;
+        let job = job.cloned();
+        self.persist(&job)
     }
 
     /// `berth cancel ARRAY` (`scancel ARRAY`): [`Controller::cancel`] for each of the array's
@@ -1924,9 +1930,8 @@ impl Controller {
                 // there before it).
                 if job.partition != p {
                     let moved = updated.iter().filter(|j| j.partition == p).count();
-                    let cpus = u64::from(r.ntasks) * u64::from(r.cpus_per_task.max(1));
                     let image = job.image.as_deref();
-                    self.partition_rules(&job.user, &p, image, 1 + moved, cpus)?;
+                    self.partition_rules(&job.user, &p, image, 1 + moved, r.total_cpus())?;
                 }
                 r.partition = Some(p.clone());
                 job.partition = p;

@@ -93,7 +93,23 @@ fn bind_fd(
     access: Access,
     what: &str,
 ) -> Result<(), Failure> {
-    attach(source, &ensure(root, path, dir)?, access, what)
+    let target = ensure(root, path, dir)?;
+    attach(source, &target, access, what).map_err(|failure| {
+        // A file onto a directory of the image: the kernel's EINVAL says nothing more.
+        let onto_dir = std::fs::File::from(target)
+            .metadata()
+            .is_ok_and(|m| m.is_dir());
+        match !dir && onto_dir {
+            true => Failure {
+                code: 125,
+                message: format!(
+                    "cannot bind a file onto {path}: it is a directory in the image; name the file's place in it (such as {}/NAME)",
+                    path.trim_end_matches('/')
+                ),
+            },
+            false => failure,
+        }
+    })
 }
 
 /// Binds `source` onto the mount point `target`, restricted as `access` says.
@@ -108,21 +124,6 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
     // Most mount points exist in the image: one lookup; the rest mostly lack only their
     // last component: one more.
     let missing = match sys::open_in_root(root, path, flags, 0) {
-        // A file cannot be bound onto a directory (the kernel's EINVAL says nothing more).
-        Ok(fd)
-            if !dir
-                && std::fs::File::from(fd.try_clone().map_err(fail("opening a mount point"))?)
-                    .metadata()
-                    .is_ok_and(|m| m.is_dir()) =>
-        {
-            return Err(Failure {
-                code: 125,
-                message: format!(
-                    "cannot bind a file onto {path}: it is a directory in the image; name the file's place in it (such as {}/NAME)",
-                    path.trim_end_matches('/')
-                ),
-            });
-        }
         Ok(fd) => return Ok(fd),
         Err(e) => e.raw_os_error() == Some(libc::ENOENT),
     };
