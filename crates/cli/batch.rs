@@ -67,14 +67,24 @@ pub struct QueueArgs {
     #[arg(long)]
     json: bool,
     /// Only jobs of these users (comma-separated names or uids)
-    #[arg(short, long)]
-    user: Option<String>,
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    users: Vec<String>,
     /// Only jobs in these states (comma-separated: pending,running or PD,R, as squeue)
     #[arg(short = 't', long, visible_alias = "states")]
     state: Option<String>,
     /// Only jobs in these partitions (comma-separated)
-    #[arg(short, long)]
-    partition: Option<String>,
+    #[arg(
+        short = 'p',
+        long = "partition",
+        value_name = "PART,...",
+        value_delimiter = ','
+    )]
+    partitions: Vec<String>,
     /// Only jobs charged to these accounts (comma-separated)
     #[arg(short = 'A', long = "account", value_delimiter = ',')]
     accounts: Vec<String>,
@@ -163,8 +173,13 @@ pub struct CancelArgs {
     #[arg(short, long)]
     full: bool,
     /// Only jobs of these users (comma-separated); without job ids, all of them (scancel -u)
-    #[arg(short, long)]
-    user: Option<String>,
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    users: Vec<String>,
     /// Only the caller's jobs (scancel --me)
     #[arg(long)]
     me: bool,
@@ -185,8 +200,13 @@ pub struct CancelArgs {
     )]
     states: Vec<String>,
     /// Only jobs in these partitions (comma-separated)
-    #[arg(short, long)]
-    partition: Option<String>,
+    #[arg(
+        short = 'p',
+        long = "partition",
+        value_name = "PART,...",
+        value_delimiter = ','
+    )]
+    partitions: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -238,8 +258,13 @@ pub struct HistoryArgs {
     json: bool,
     /// Only these users' jobs, comma-separated (by default your own, as sacct's; root's:
     /// everyone's)
-    #[arg(short, long)]
-    user: Option<String>,
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    users: Vec<String>,
     /// Every user's jobs, not only your own (as sacct -a)
     #[arg(short = 'a', long = "allusers")]
     all_users: bool,
@@ -1193,16 +1218,12 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     };
     // (`-t all`: every state, as squeue takes it.)
     let states = long_states(args.state.iter().filter(|s| !s.eq_ignore_ascii_case("all")))?;
-    let mut users = match &args.user {
-        Some(list) => user_names(list)?,
-        None => Vec::new(),
-    };
+    let mut users = user_names(&args.users)?;
     if args.me {
         users.push(berth_runtime::Identity::current()?.user);
     }
-    let partitions = partition_names(args.partition.as_deref());
     jobs.retain(|j| {
-        selects(j, &users, &partitions, &states)
+        selects(j, &users, &args.partitions, &states)
             && charged_to(j, &args.accounts)
             && (args.names.is_empty() || args.names.contains(&j.name))
             && on_nodes
@@ -1213,11 +1234,10 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    let now = berth_controller::now();
     let field = |letter, job: &JobInfo| match (&job.array_tasks, letter) {
         (Some(tasks), 'i') => format!("{}_[{tasks}]", job.array_job_id.unwrap_or(0)),
         (Some(tasks), 'K') => tasks.clone(),
-        _ => field(letter, job, now),
+        _ => field(letter, job),
     };
     if let Some(keys) = &args.sort {
         // squeue -S: fields by their letters, each ascending or (-) descending, numbers as
@@ -1457,12 +1477,9 @@ fn header(letter: char) -> &'static str {
     }
 }
 
-fn field(letter: char, j: &JobInfo, now: u64) -> String {
-    // (Time suspended does not count, as squeue's TIME.)
-    let used = j
-        .start_time
-        .map_or(0, |s| now.saturating_sub(s))
-        .saturating_sub(j.suspended_seconds);
+fn field(letter: char, j: &JobInfo) -> String {
+    // (To its end, for one that ended; time suspended does not count, as squeue's TIME.)
+    let used = elapsed(j);
     let time = |t: Option<u64>| t.map_or("N/A".to_string(), crate::compat::slurm_timestamp);
     match letter {
         'i' => job_id(j),
@@ -1724,11 +1741,11 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         (_, true) => SignalTarget::Full,
         _ => SignalTarget::Steps,
     };
-    let filtered = args.user.is_some()
+    let filtered = !args.users.is_empty()
         || args.me
         || !args.names.is_empty()
         || !args.states.is_empty()
-        || args.partition.is_some();
+        || !args.partitions.is_empty();
     if !filtered {
         if args.jobs.is_empty() {
             bail!("name the jobs to cancel, or which: -u USER, --me, -n NAME, -t STATE, -p PARTITION (as scancel takes them)");
@@ -1755,15 +1772,17 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         let named = job_ids(&array_ranges(&args.jobs)?, |_| true)?;
         jobs.retain(|j| named.contains(&j.id));
     }
-    let users: Vec<String> = match (args.user, args.me || !crate::settings::is_root()) {
-        (Some(u), _) => user_names(&u)?,
-        (None, true) => vec![berth_runtime::Identity::current()?.user],
-        (None, false) => Vec::new(),
+    let users: Vec<String> = match (
+        args.users.is_empty(),
+        args.me || !crate::settings::is_root(),
+    ) {
+        (false, _) => user_names(&args.users)?,
+        (true, true) => vec![berth_runtime::Identity::current()?.user],
+        (true, false) => Vec::new(),
     };
     let states = long_states(&args.states)?;
-    let partitions = partition_names(args.partition.as_deref());
     jobs.retain(|j| {
-        selects(j, &users, &partitions, &states)
+        selects(j, &users, &args.partitions, &states)
             && (args.names.is_empty() || args.names.contains(&j.name))
     });
     // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
@@ -1815,17 +1834,9 @@ fn selects(j: &JobInfo, users: &[String], partitions: &[String], states: &[Strin
         && (states.is_empty() || states.contains(&j.state))
 }
 
-/// The users a filter's `-u` names, by their names: comma-separated, each a name or a uid.
-fn user_names(list: &str) -> Result<Vec<String>> {
-    list.split(',').map(user_name).collect()
-}
-
-/// The partitions a filter's `-p` names (comma-separated).
-fn partition_names(list: Option<&str>) -> Vec<String> {
-    list.into_iter()
-        .flat_map(|l| l.split(','))
-        .map(str::to_string)
-        .collect()
+/// The users a filter's `-u` names (each a name or a uid), by their names.
+fn user_names(users: &[String]) -> Result<Vec<String>> {
+    users.iter().map(|u| user_name(u)).collect()
 }
 
 /// Cancels job `id`, or sends `signal` to the processes of it `target` names.
@@ -1848,11 +1859,11 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         return Ok(0);
     }
     let mut query = Vec::new();
-    match &args.user {
-        Some(u) => query.push(format!("user={}", user_names(u)?.join(","))),
+    if !args.users.is_empty() {
+        query.push(format!("user={}", user_names(&args.users)?.join(",")));
+    } else if !args.all_users && !is_root() {
         // As sacct: a user's own jobs unless all are asked for; root's, everyone's.
-        None if !args.all_users && !is_root() => query.push("mine=true".into()),
-        None => {}
+        query.push("mine=true".into());
     }
     let states = long_states(&args.state)?;
     if !states.is_empty() {

@@ -268,12 +268,16 @@ fn relative(s: &str) -> Option<u64> {
     if rest.is_empty() {
         return Some(0);
     }
-    let rest = rest.strip_prefix('+')?;
-    let split = rest
+    count_of_units(rest.strip_prefix('+')?)
+}
+
+/// `COUNT[UNIT]` (see [`unit_seconds`]) in seconds.
+fn count_of_units(text: &str) -> Option<u64> {
+    let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    let count: u64 = number(&rest[..split])?;
-    count.checked_mul(unit_seconds(&rest[split..])?)
+        .unwrap_or(text.len());
+    let count: u64 = number(&text[..split])?;
+    count.checked_mul(unit_seconds(&text[split..])?)
 }
 
 /// The seconds in a time unit as Slurm's relative times name it: none (seconds), or a
@@ -320,8 +324,8 @@ pub fn slurm_report_time(
 ) -> Result<u64, JobError> {
     let lower = text.trim().to_ascii_lowercase();
     if let Some(ago) = lower.strip_prefix("now-") {
-        let seconds = relative(&format!("now+{ago}"))
-            .ok_or_else(|| JobError::invalid("time", text, REPORT_FORMATS))?;
+        let seconds =
+            count_of_units(ago).ok_or_else(|| JobError::invalid("time", text, REPORT_FORMATS))?;
         return Ok(now.saturating_sub(seconds));
     }
     let time = parse_slurm_time_of_day("time", text, REPORT_FORMATS)?;

@@ -621,16 +621,14 @@ impl JobRequest {
         let mut o = JobOptions::merge(script, cli);
         let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
         let array = o.array.is_some();
-        o.output.get_or_insert_with(String::new);
-        if o.error.is_none() && o.join_output != Some(true) {
-            o.error = Some(String::new());
-        }
-        // None named (empty here), or a directory (a path ending in `/`): the default name,
-        // there.
-        for (path, stream) in [(&mut o.output, 'o'), (&mut o.error, 'e')] {
-            if let Some(path) = path.as_mut().filter(|p| p.is_empty() || p.ends_with('/')) {
-                path.push_str(&pbs_default_name(&name, stream, array));
-            }
+        // None named, or a directory (a path ending in `/`): the default name, there.
+        let file = |path: Option<String>, stream| match path {
+            Some(p) if !p.ends_with('/') => p,
+            dir => dir.unwrap_or_default() + &pbs_default_name(&name, stream, array),
+        };
+        o.output = Some(file(o.output.take(), 'o'));
+        if o.error.is_some() || o.join_output != Some(true) {
+            o.error = Some(file(o.error.take(), 'e'));
         }
         JobRequest::from_options(o, default_name)
     }
