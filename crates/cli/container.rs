@@ -79,9 +79,15 @@ pub struct ContainerArgs {
     /// --net=none|host
     #[arg(short = 'n', long, value_name = "none|host", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     net: Option<String>,
-    /// Run as this user (root only; how the node agent runs jobs)
-    #[arg(long, value_name = "USER")]
+    /// Run as USER (a name or uid), in GROUP (a name or gid) if given, as Docker's -u: root
+    /// may name anyone; a user, themselves or root (0: root inside a user namespace that is
+    /// them outside, as --fakeroot)
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
     user: Option<String>,
+    /// The container's own host name (a UTS namespace of its own; Docker's and Apptainer's
+    /// --hostname)
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
     /// Be root inside, yourself outside, without capabilities (Apptainer's --fakeroot): change
     /// the image's files in the container's layer, nothing you could not
     #[arg(short = 'f', long, conflicts_with = "user")]
@@ -92,6 +98,10 @@ pub struct ContainerArgs {
 pub struct RunArgs {
     #[command(flatten)]
     common: ContainerArgs,
+    /// Run PROGRAM instead of the image's entry point, with the arguments after the image
+    /// (the image's CMD is not used; "" runs the arguments alone), as Docker's --entrypoint
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
     /// The image, then the arguments for its entry point (or runscript): everything after
     /// the image is the program's, options too (`run app -e X=1 --help`), as Apptainer's
     /// and Docker's `run` take them
@@ -153,6 +163,13 @@ impl ContainerArgs {
         }
         if self.fakeroot && is_root() {
             anyhow::bail!("--fakeroot is for users: root is root in its containers already");
+        }
+        let (user, as_root) = match &self.user {
+            Some(user) => run_as(user)?,
+            None => (None, false),
+        };
+        if let Some(name) = &self.hostname {
+            check_hostname(name)?;
         }
         let contain = self.contain || self.containall;
         // Apptainer's lists: -B a,b:/b, and its variables for the binds every run gets.
@@ -219,15 +236,68 @@ impl ContainerArgs {
             gpus: gpus.map(str::parse::<GpuRequest>).transpose()?,
             pid_namespace: self.pid || self.containall,
             net_namespace: own_network(self.net.as_deref(), self.network.as_deref())?,
-            remap_root: self.fakeroot,
-            user: self
-                .user
-                .as_deref()
-                .map(|user| berth_runtime::Identity::lookup(user, true))
-                .transpose()?,
+            hostname: self.hostname,
+            remap_root: self.fakeroot || as_root,
+            user,
             ..Options::default()
         })
     }
+}
+
+/// Whom `-u USER[:GROUP]` runs the container as: root runs it as anyone (a uid without an
+/// entry in the user database too, as Docker's); a user, as themselves (no identity to
+/// switch to), or as root inside a user namespace that is them outside (true: --fakeroot's
+/// remapped root), as rootless Docker and Podman do.
+fn run_as(value: &str) -> Result<(Option<berth_runtime::Identity>, bool)> {
+    use berth_runtime::Identity;
+    let (user, group) = match value.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (value, None),
+    };
+    if user.is_empty() || group == Some("") {
+        anyhow::bail!("-u {value}: give USER or USER:GROUP, each a name or a number");
+    }
+    let mut id = Identity::lookup(user, true)?;
+    if let Some(group) = group {
+        let (gid, name) = Identity::group(group).with_context(|| {
+            format!("-u {value}: no group {group} in this host's group database")
+        })?;
+        id.gid = gid;
+        id.group = name.clone();
+        id.groups = vec![gid];
+        id.group_names = vec![name];
+    }
+    if is_root() {
+        return Ok((Some(id), false));
+    }
+    let me = Identity::current()?;
+    let root = id.uid == 0 && group.is_none_or(|_| id.gid == 0);
+    if id.uid == me.uid && id.gid == me.gid {
+        Ok((None, false))
+    } else if root {
+        Ok((None, true))
+    } else {
+        anyhow::bail!(
+            "-u {value}: only root may run a container as another user or group; you may give yours ({}:{}) or 0 (root inside, you outside, as --fakeroot)",
+            me.uid,
+            me.gid
+        )
+    }
+}
+
+/// Refuses a host name the kernel would refuse, or that is no hostname (RFC 1123: letters,
+/// digits and hyphens in dot-separated labels), as Docker does.
+fn check_hostname(name: &str) -> Result<()> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() > 64 || !name.split('.').all(label) {
+        anyhow::bail!("--hostname {name:?}: give a host name of at most 64 characters, letters, digits and hyphens in labels separated by dots");
+    }
+    Ok(())
 }
 
 /// The binds of a --bind value: one, or Apptainer's comma-separated list of them.
@@ -457,10 +527,16 @@ fn file_image(
     Ok(record)
 }
 
-fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) -> Result<i32> {
+fn start(
+    settings: &Settings,
+    image: &str,
+    action: Action,
+    args: ContainerArgs,
+    entrypoint: Option<String>,
+) -> Result<i32> {
     let options = args.options()?;
     let store = settings.store()?;
-    let (rootfs, defaults) = match named(settings, &store, image)? {
+    let (rootfs, mut defaults) = match named(settings, &store, image)? {
         Named::Stored(record) => {
             // The image's unpacked copy (made once, on first use): an unprivileged user
             // cannot mount squashfs, and root's container starts faster from a directory
@@ -502,6 +578,11 @@ fn start(settings: &Settings, image: &str, action: Action, args: ContainerArgs) 
             (Rootfs::Directory(dir), defaults)
         }
     };
+    // Docker's --entrypoint replaces the image's, and its CMD goes with it.
+    if let Some(program) = entrypoint {
+        defaults.entrypoint = Some(Vec::from_iter((!program.is_empty()).then_some(program)));
+        defaults.cmd = None;
+    }
     // (APPTAINERENV_NAME is NAME inside, not itself.)
     let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -535,11 +616,17 @@ pub fn run(settings: &Settings, mut a: RunArgs) -> Result<i32> {
     if image.starts_with('-') {
         anyhow::bail!("berth run: unknown option '{image}': berth run's options come before the image (see berth run --help)");
     }
-    start(settings, &image, Action::Run(a.words), a.common)
+    start(
+        settings,
+        &image,
+        Action::Run(a.words),
+        a.common,
+        a.entrypoint,
+    )
 }
 
 pub fn exec(settings: &Settings, a: ExecArgs) -> Result<i32> {
-    start(settings, &a.image, Action::Exec(a.command), a.common)
+    start(settings, &a.image, Action::Exec(a.command), a.common, None)
 }
 
 pub fn shell(settings: &Settings, mut a: ShellArgs) -> Result<i32> {
@@ -551,5 +638,5 @@ pub fn shell(settings: &Settings, mut a: ShellArgs) -> Result<i32> {
         }
         None => Action::Shell,
     };
-    start(settings, &a.image, action, a.common)
+    start(settings, &a.image, action, a.common, None)
 }

@@ -109,10 +109,32 @@ fn same_identity_inside_as_outside() {
         .berth(Mode::Root, &["exec", "busybox", "id"])
         .ok()
         .starts_with("uid=0(root) gid=0(root)"));
-    // Only root may choose the user.
-    let out = f.berth(Mode::Rootless, &["exec", "--user", "root", "busybox", "id"]);
-    assert_eq!(out.code, 125);
-    assert!(out.stderr.contains("only root"), "{}", out.stderr);
+    // Docker's -u USER[:GROUP]: root names anyone, a uid or gid without an entry too.
+    let as_user = |mode, user: &str| f.berth(mode, &["exec", "-u", user, "busybox", "id"]);
+    assert_eq!(
+        as_user(Mode::Root, &format!("{TEST_USER}:0")).ok().trim(),
+        format!("uid={}({TEST_USER}) gid=0(root) groups=0(root)", f.user.uid)
+    );
+    assert_eq!(
+        as_user(Mode::Root, "4321:4322").ok().trim(),
+        "uid=4321(4321) gid=4322(4322) groups=4322(4322)"
+    );
+    // A user names themselves, or root: theirs, through a user namespace (--fakeroot's).
+    let me = format!("{}:{}", f.user.uid, f.user.gid);
+    assert!(as_user(Mode::Rootless, &me).ok().starts_with(&expected));
+    assert!(as_user(Mode::Rootless, "0")
+        .ok()
+        .starts_with("uid=0(root) gid=0"));
+    // No one else, and a user no one is.
+    for user in ["0:1", &format!("{}", f.user.uid + 1), "nosuchuser"] {
+        let out = f.berth(Mode::Rootless, &["exec", "--user", user, "busybox", "id"]);
+        assert_eq!(out.code, 125, "{user}");
+        let said = match user {
+            "nosuchuser" => "nosuchuser",
+            _ => "only root",
+        };
+        assert!(out.stderr.contains(said), "{user}: {}", out.stderr);
+    }
 }
 
 #[test]
@@ -349,6 +371,33 @@ fn own_network_with_loopback_only_on_request() {
 }
 
 #[test]
+fn own_host_name_on_request() {
+    let Some(f) = Fixture::new() else { return };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for mode in ALL_MODES {
+        f.import(mode);
+        assert_eq!(f.sh(mode, "hostname").ok(), host, "{mode:?}");
+        for pid in [&[][..], &["--pid"]] {
+            let mut args = vec!["exec", "--hostname", "node-7.lab"];
+            args.extend_from_slice(pid);
+            args.extend(["busybox", "hostname"]);
+            assert_eq!(f.berth(mode, &args).ok(), "node-7.lab\n", "{mode:?}");
+        }
+        let out = f.berth(mode, &["exec", "--hostname", "a_b", "busybox", "true"]);
+        assert!(
+            out.code == 125 && out.stderr.contains("letters, digits and hyphens"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+    // The host's name is as it was.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host
+    );
+}
+
+#[test]
 fn run_uses_entrypoint_cmd_env_from_the_image() {
     let Some(f) = Fixture::new() else { return };
     let archive = docker_archive_of(
@@ -377,6 +426,28 @@ fn run_uses_entrypoint_cmd_env_from_the_image() {
             f.berth(mode, &["run", "-e", "X=1", "app:1", "-e", "X=2", "--help"])
                 .ok(),
             "entry -e X=2 --help\n"
+        );
+        // Docker's --entrypoint: the image's CMD goes with the entry point it replaces.
+        assert_eq!(
+            f.berth(mode, &["run", "--entrypoint", "/bin/echo", "app:1"])
+                .ok(),
+            "\n"
+        );
+        assert_eq!(
+            f.berth(mode, &["run", "--entrypoint", "echo", "app:1", "x"])
+                .ok(),
+            "x\n"
+        );
+        assert_eq!(
+            f.berth(mode, &["run", "--entrypoint", "", "app:1", "echo", "y"])
+                .ok(),
+            "y\n"
+        );
+        let out = f.berth(mode, &["run", "--entrypoint", "", "app:1"]);
+        assert!(
+            out.code == 125 && out.stderr.contains("no ENTRYPOINT or CMD"),
+            "{}",
+            out.stderr
         );
         let out = f.berth(mode, &["run", "--bogus", "app:1"]);
         assert!(

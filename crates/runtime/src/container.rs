@@ -275,6 +275,9 @@ pub(crate) fn build_root(
     if spec.net_namespace {
         sys::loopback_up().map_err(fail("bringing up the network namespace's loopback"))?;
     }
+    if let Some(name) = &spec.hostname {
+        sys::sethostname(name).map_err(fail(format!("setting the host name {name}")))?;
+    }
     if spec.rootfs == Rootfs::Host {
         // The host's own filesystem: nothing to mount (the mount namespace stays a copy).
         return Ok(());

@@ -174,6 +174,11 @@ pub fn new(
     remap: Option<std::os::fd::BorrowedFd>,
 ) -> Result<(), RuntimeError> {
     let image = crate::launch::open_image(spec)?;
+    if spec.hostname.is_some() || spec.net_namespace {
+        return Err(RuntimeError::NotPermitted(
+            "a job's container shares its node's network and host name".into(),
+        ));
+    }
     unshare_mounts()?;
     crate::container::build_root(spec, &image, remap).map_err(|f| RuntimeError::Container {
         code: f.code,

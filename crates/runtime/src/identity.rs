@@ -37,9 +37,16 @@ fn group_name(gid: u32) -> String {
 impl Identity {
     /// Whether the group database has a group named `name`.
     pub fn group_exists(name: &str) -> bool {
-        let Ok(cname) = std::ffi::CString::new(name) else {
-            return false;
-        };
+        Identity::group(name).is_some() && name.parse::<u32>().is_err()
+    }
+
+    /// The gid and name of a group, by name or number (a number without an entry is that
+    /// gid, named by it, as Docker takes `-u UID:GID`).
+    pub fn group(group: &str) -> Option<(u32, String)> {
+        if let Ok(gid) = group.parse::<u32>() {
+            return Some((gid, group_name(gid)));
+        }
+        let cname = std::ffi::CString::new(group).ok()?;
         let mut buf = vec![0u8; 16384];
         // SAFETY: an all-zero group struct is a valid out-parameter for getgrnam_r.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
@@ -55,7 +62,7 @@ impl Identity {
                 &mut out,
             )
         };
-        r == 0 && !out.is_null()
+        (r == 0 && !out.is_null()).then(|| (grp.gr_gid, group.to_string()))
     }
 
     /// Root, as a process in a user namespace of its own is (a remapped root's task).

@@ -263,8 +263,8 @@ fn become_container(spec: &ContainerSpec, image: &OwnedFd) -> RuntimeError {
 }
 
 /// The namespaces a container gets besides a pid namespace: a mount namespace, a user
-/// namespace when rootless (made with the others, so it owns them), and a network namespace
-/// when asked for.
+/// namespace when rootless (made with the others, so it owns them), and network and UTS
+/// namespaces when asked for.
 fn namespaces(spec: &ContainerSpec) -> libc::c_int {
     let mut flags = libc::CLONE_NEWNS;
     if spec.rootless {
@@ -272,6 +272,9 @@ fn namespaces(spec: &ContainerSpec) -> libc::c_int {
     }
     if spec.net_namespace {
         flags |= libc::CLONE_NEWNET;
+    }
+    if spec.hostname.is_some() {
+        flags |= libc::CLONE_NEWUTS;
     }
     flags
 }

@@ -57,6 +57,8 @@ pub struct Options {
     pub pid_namespace: bool,
     /// See [`ContainerSpec::net_namespace`].
     pub net_namespace: bool,
+    /// See [`ContainerSpec::hostname`].
+    pub hostname: Option<String>,
     /// Run as this user, looked up by the caller (root only: how the node agent runs jobs).
     pub user: Option<Identity>,
     /// Binds berth itself makes (a job's script, say): SOURCE, TARGET, read-only. Not checked
@@ -418,6 +420,7 @@ pub fn plan(
         rootless,
         pid_namespace: options.pid_namespace,
         net_namespace: options.net_namespace,
+        hostname: options.hostname.clone(),
         limits: (options.limits != Limits::default()).then(|| options.limits.clone()),
         gpu,
         time_limit: options.time_limit,

@@ -70,6 +70,9 @@ pub struct ContainerSpec {
     /// A network namespace of its own with only loopback, up (`--network none`), instead of
     /// the host's network.
     pub net_namespace: bool,
+    /// A UTS namespace of its own with this host name (Docker's and Apptainer's
+    /// `--hostname`), instead of the host's name.
+    pub hostname: Option<String>,
     pub limits: Option<Limits>,
     pub gpu: Option<GpuInjection>,
     pub time_limit: Option<TimeLimit>,

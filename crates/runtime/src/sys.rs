@@ -482,6 +482,12 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the host name of the calling process's UTS namespace.
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: sethostname(2) reads `len` bytes of the name we own.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
 pub fn write_file(path: &str, text: &str) -> io::Result<()> {
     std::fs::write(path, text)
 }
