@@ -495,6 +495,70 @@ fn image_files_and_directories_run_as_apptainer_runs_them() {
     );
 }
 
+/// Whole image files compressed with xz or bzip2 (a root filesystem tarball, a `docker save`
+/// piped through bzip2) import through the host's tools; a cut one is refused in one line
+/// and leaves nothing.
+#[test]
+fn xz_and_bzip2_image_files_import() {
+    let Some(f) = Fixture::new() else { return };
+    let packed = |source: &Path, tool: &str, name: &str| -> String {
+        let out = f.path(name);
+        let data = std::process::Command::new(tool)
+            .arg("-c")
+            .stdin(std::fs::File::open(source).unwrap())
+            .output()
+            .unwrap();
+        assert!(data.status.success());
+        std::fs::write(&out, data.stdout).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        out.to_str().unwrap().to_string()
+    };
+    let tar = f.path("rootfs.tar");
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&f.rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let xz = packed(&tar, "xz", "rootfs.tar.xz");
+    let archive = packed(
+        &docker_archive_of(&f, r#"{"Cmd":["echo","from","the","archive"]}"#),
+        "bzip2",
+        "app.tar.bz2",
+    );
+    let bytes = std::fs::read(&xz).unwrap();
+    let cut = f.path("cut.tar.xz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::set_permissions(&cut, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for (mode, store) in [(Mode::Root, "store-root"), (Mode::Rootless, "store-user")] {
+        f.berth(mode, &["image", "import", &xz, "--name", "xz:1"])
+            .ok();
+        assert_eq!(
+            f.berth(mode, &["exec", "xz:1", "echo", "ok"]).ok(),
+            "ok\n",
+            "{mode:?}"
+        );
+        f.berth(mode, &["image", "import", &archive]).ok();
+        // Run as a file, imported on first use.
+        assert_eq!(
+            f.berth(mode, &["run", &archive]).ok(),
+            "from the archive\n",
+            "{mode:?}"
+        );
+        let out = f.berth(mode, &["image", "import", cut.to_str().unwrap()]);
+        refused_in_one_line(
+            &out,
+            "cut.tar.xz: corrupt or truncated archive: xz: Unexpected end of input",
+        );
+        let staging = std::fs::read_dir(f.path(store).join("tmp")).unwrap();
+        assert_eq!(staging.count(), 0, "{mode:?}");
+    }
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

@@ -587,8 +587,10 @@ pub fn prepare(
         let settings = crate::squash::settings(&image)?;
         return Ok(ImportSource::RootfsTar { tar, settings });
     }
-    let compressed =
-        magic.starts_with(&[0x1f, 0x8b]) || magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let tool = crate::compress::external_tool(magic);
+    let compressed = tool.is_some()
+        || magic.starts_with(&[0x1f, 0x8b])
+        || magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     let not_tar = |e: io::Error| {
         ImageError::archive(
             path,
@@ -599,7 +601,7 @@ pub fn prepare(
         if !tar_header(magic) {
             return Err(ImageError::archive(
                 path,
-                "not an image berth can import: expected a docker-archive or OCI archive, a root filesystem tarball (.tar, .tar.gz, .tar.zst) or directory, a squashfs file or an Apptainer SIF image",
+                "not an image berth can import: expected a docker-archive or OCI archive, a root filesystem tarball (.tar, .tar.gz, .tar.zst, .tar.xz, .tar.bz2) or directory, a squashfs file or an Apptainer SIF image",
             ));
         }
         let members = Members::index_tar(path)?;
@@ -612,21 +614,55 @@ pub fn prepare(
         });
     }
     // Compressed: an image archive needs its members addressable, so decompress it once into
-    // staging; a rootfs tarball is read in place by the flattener.
+    // staging; a rootfs tarball is read in place by the flattener, unless the host's xz or
+    // bzip2 has to decompress it (the flattener's own decompression is gzip's and zstd's).
     file.seek(SeekFrom::Start(0))
         .map_err(ImageError::io("cannot read", path))?;
-    let mut plain = decompress(file).map_err(not_tar)?;
+    let mut plain = match tool {
+        Some((tool, package)) => {
+            crate::compress::through_tool(file, tool).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ImageError::ToolMissing { tool, package },
+                _ => ImageError::ToolFailed {
+                    tool,
+                    message: e.to_string(),
+                },
+            })?
+        }
+        None => decompress(file).map_err(not_tar)?,
+    };
     let copy = staging.join("archive.tar");
     let mut out =
         io::BufWriter::new(File::create(&copy).map_err(ImageError::io("cannot write", &copy))?);
-    io::copy(&mut plain, &mut out)
-        .map_err(|e| ImageError::archive(path, format!("corrupt or truncated archive: {e}")))?;
-    out.flush().map_err(ImageError::io("cannot write", &copy))?;
+    // (A read's failure is the archive's; a write's, the store's disk.)
+    let write_err = |e: io::Error| match e.raw_os_error() {
+        Some(libc::ENOSPC) => ImageError::NoSpace(staging.to_path_buf()),
+        _ => ImageError::io("cannot write", &copy)(e),
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match plain.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(ImageError::archive(
+                    path,
+                    format!("corrupt or truncated archive: {e}"),
+                ))
+            }
+        };
+        out.write_all(&buf[..n]).map_err(write_err)?;
+    }
+    out.flush().map_err(write_err)?;
     drop(out);
     let members = Members::index_tar(&copy)?;
     let image = from_members(members, want)?;
     Ok(match image {
         Some(image) => ImportSource::Image(Box::new(image)),
+        None if tool.is_some() => ImportSource::RootfsTar {
+            tar: copy,
+            settings: RootfsSettings::default(),
+        },
         None => {
             std::fs::remove_file(&copy).map_err(ImageError::io("cannot remove", &copy))?;
             ImportSource::RootfsTar {

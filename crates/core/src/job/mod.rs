@@ -239,7 +239,7 @@ pub enum ImageOrigin {
 /// starts like a path, or ends like an image file (no image name in a store or registry
 /// does either).
 pub fn image_is_file(image: &str) -> bool {
-    const FILES: [&str; 11] = [
+    const FILES: [&str; 16] = [
         ".sif",
         ".simg",
         ".img",
@@ -250,6 +250,11 @@ pub fn image_is_file(image: &str) -> bool {
         ".tar.gz",
         ".tgz",
         ".tar.zst",
+        ".tar.xz",
+        ".txz",
+        ".tar.bz2",
+        ".tbz2",
+        ".tbz",
         ".oci",
     ];
     image.starts_with(['/', '.']) || FILES.iter().any(|x| image.ends_with(x))
