@@ -433,9 +433,9 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
         return match store.resolve(name) {
             Err(berth_image::ImageError::NotFound(_)) => {
                 eprintln!("berth: {name} is not in the store: pulling it");
-                Ok(Named::Stored(Box::new(
-                    store.pull(name, &settings.registry(None))?,
-                )))
+                let record = store.pull(name, &settings.registry(None))?;
+                crate::image::warn_if_foreign(name, &record);
+                Ok(Named::Stored(Box::new(record)))
             }
             found => Ok(Named::Stored(Box::new(found?))),
         };
@@ -517,7 +517,15 @@ fn file_image(
         "berth: importing {} into the store (once, and again if it changes)",
         path.display()
     );
-    let record = store.import(path, &options)?;
+    let record = match store.import(path, &options) {
+        Err(berth_image::ImageError::NotInArchive { holds, .. }) => anyhow::bail!(
+            "{} holds several images ({}): import them (berth image import {0}) and run one by name",
+            path.display(),
+            holds.join(", ")
+        ),
+        imported => imported?,
+    };
+    crate::image::warn_if_foreign(&path.display().to_string(), &record);
     // The file's earlier imports, which it no longer is (left where a container runs one).
     for old in store.list()?.iter().flat_map(|r| r.names.clone()) {
         if old.starts_with(&format!("{repository}:")) && old != name {
@@ -536,6 +544,7 @@ fn start(
 ) -> Result<i32> {
     let options = args.options()?;
     let store = settings.store()?;
+    let mut foreign = None;
     let (rootfs, mut defaults) = match named(settings, &store, image)? {
         Named::Stored(record) => {
             // The image's unpacked copy (made once, on first use): an unprivileged user
@@ -543,6 +552,7 @@ fn start(
             // than through a loop device and a fresh squashfs mount, whose page cache is
             // cold at each start. Root mounts the squashfs file when there is no room for
             // the copy.
+            foreign = record.foreign_architecture().map(str::to_string);
             let rootfs = match store.rootfs_dir(&record) {
                 Ok(dir) => Rootfs::Directory(dir),
                 Err(e @ berth_image::ImageError::NoSpace(_)) if is_root() => {
@@ -598,7 +608,19 @@ fn start(
         &host_env,
         &cwd,
     )?;
-    let outcome = berth_runtime::run(&spec)?;
+    let outcome = berth_runtime::run(&spec).map_err(|e| match (e, &foreign) {
+        // Most likely why: say it (the kernel's "Exec format error" does not).
+        (berth_runtime::RuntimeError::Container { code: 126, message }, Some(arch)) => {
+            berth_runtime::RuntimeError::Container {
+                code: 126,
+                message: format!(
+                    "{message} (the image is for linux/{arch}, this machine is linux/{})",
+                    berth_image::host_arch()
+                ),
+            }
+        }
+        (e, _) => e,
+    })?;
     if outcome.oom_killed {
         let limit = options.limits.memory.map_or(String::new(), |m| {
             format!(" (limit {})", crate::image::human_size(m))

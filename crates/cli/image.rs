@@ -120,6 +120,17 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
+/// Says so where an image is for another architecture than this machine's (as Docker warns
+/// of a platform that is not the host's).
+pub fn warn_if_foreign(name: &str, record: &ImageRecord) {
+    if let Some(arch) = record.foreign_architecture() {
+        eprintln!(
+            "berth: warning: {name} is an image for linux/{arch}, and this machine is linux/{}: its programs run here only through an emulator (qemu-user with binfmt_misc)",
+            berth_image::host_arch()
+        );
+    }
+}
+
 fn name_of(r: &ImageRecord) -> String {
     r.names.first().cloned().unwrap_or_else(|| "<none>".into())
 }
@@ -458,20 +469,22 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
     let store = settings.store()?;
     match cmd {
         ImageCommand::Import { path, name, .. } => {
-            let record = store.import(&path, &ImportOptions { name })?;
-            if record.devices_dropped > 0 {
-                eprintln!(
-                    "berth: left out {} device node(s): containers get their own /dev",
-                    record.devices_dropped
-                );
+            for record in store.import_all(&path, &ImportOptions { name })? {
+                if record.devices_dropped > 0 {
+                    eprintln!(
+                        "berth: left out {} device node(s): containers get their own /dev",
+                        record.devices_dropped
+                    );
+                }
+                writeln!(
+                    out,
+                    "Imported {} (id {}, {})",
+                    name_of(&record),
+                    record.id.short(),
+                    human_size(record.size)
+                )?;
+                warn_if_foreign(&name_of(&record), &record);
             }
-            writeln!(
-                out,
-                "Imported {} (id {}, {})",
-                name_of(&record),
-                record.id.short(),
-                human_size(record.size)
-            )?;
         }
         ImageCommand::Pull {
             reference, creds, ..
@@ -486,6 +499,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 record.id.short(),
                 human_size(record.size)
             )?;
+            warn_if_foreign(&name, &record);
         }
         ImageCommand::Logout { registry } => {
             let auth_file = crate::settings::auth_file();

@@ -559,6 +559,121 @@ fn xz_and_bzip2_image_files_import() {
     }
 }
 
+/// A layer of one file `path` holding `data`, mode `mode`.
+fn layer_of(path: &str, data: &[u8], mode: u32) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, path, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// `docker save a b`: each image imports, named by its tags, as `docker load` loads them;
+/// --name picks one, and a run of the file, which can run only one, says to.
+#[test]
+fn a_docker_save_of_several_images_imports_each() {
+    let Some(f) = Fixture::new() else { return };
+    let mut base = tar::Builder::new(Vec::new());
+    base.follow_symlinks(false);
+    base.append_dir_all(".", &f.rootfs).unwrap();
+    let base = base.into_inner().unwrap();
+    let host = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let archive = docker_save(
+        &f,
+        "two.tar",
+        &[
+            Saved {
+                tags: &["lab/a:1"],
+                architecture: host,
+                config: r#"{"Cmd":["echo","a"]}"#,
+                layers: std::slice::from_ref(&base),
+            },
+            Saved {
+                tags: &["lab/b:2", "lab/b:latest"],
+                architecture: host,
+                config: r#"{"Cmd":["cat","/etc/which"]}"#,
+                layers: &[base.clone(), layer_of("etc/which", b"b\n", 0o644)],
+            },
+        ],
+    );
+    let archive = archive.to_str().unwrap();
+    for mode in [Mode::Root, Mode::Rootless] {
+        let out = f.berth(mode, &["image", "import", archive]);
+        let lines: Vec<&str> = out.ok().lines().collect();
+        assert_eq!(lines.len(), 2, "{mode:?}: {}", out.stdout);
+        assert!(lines[0].starts_with("Imported lab/a:1 (id "), "{lines:?}");
+        assert!(lines[1].starts_with("Imported lab/b:2 (id "), "{lines:?}");
+        assert_eq!(f.berth(mode, &["run", "lab/a:1"]).ok(), "a\n", "{mode:?}");
+        assert_eq!(f.berth(mode, &["run", "lab/b:latest"]).ok(), "b\n");
+        let out = f.berth(mode, &["image", "import", archive, "--name", "lab/b:2"]);
+        assert_eq!(out.ok().lines().count(), 1, "{}", out.stdout);
+        let out = f.berth(mode, &["run", archive]);
+        assert!(
+            out.code == 125
+                && out.stderr.contains(
+                    "two.tar holds several images (lab/a:1, lab/b:2, lab/b:latest): import them (berth image import "
+                ),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+/// An image for another architecture imports with a warning, and a program of it that the
+/// kernel cannot run says why it most likely cannot.
+#[test]
+fn an_image_for_another_architecture_is_told() {
+    let Some(f) = Fixture::new() else { return };
+    let mut base = tar::Builder::new(Vec::new());
+    base.follow_symlinks(false);
+    base.append_dir_all(".", &f.rootfs).unwrap();
+    let base = base.into_inner().unwrap();
+    let (host, other) = match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    };
+    let archive = docker_save(
+        &f,
+        "arm.tar",
+        &[Saved {
+            tags: &["lab/other:1"],
+            architecture: other,
+            config: "{}",
+            layers: &[
+                base,
+                layer_of("bin/tool", b"\x7fELF\x02\x01\x01garbage", 0o755),
+            ],
+        }],
+    );
+    for mode in [Mode::Root, Mode::Rootless] {
+        let out = f.berth(mode, &["image", "import", archive.to_str().unwrap()]);
+        out.ok();
+        assert!(
+            out.stderr.contains(&format!(
+                "warning: lab/other:1 is an image for linux/{other}, and this machine is linux/{host}"
+            )),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        let out = f.berth(mode, &["exec", "lab/other:1", "/bin/tool"]);
+        assert_eq!(out.code, 126, "{mode:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "(the image is for linux/{other}, this machine is linux/{host})"
+            )),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

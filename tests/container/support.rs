@@ -587,22 +587,35 @@ pub fn archive_with_layers(
     config_section: &str,
     layers: &[Vec<u8>],
 ) -> PathBuf {
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| format!("\"sha256:{}\"", sha256_hex(l)))
-        .collect();
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{config_section},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
-        diff_ids.join(",")
-    );
-    let config_name = format!("{}.json", sha256_hex(config.as_bytes()));
-    let layer_names: Vec<String> = (0..layers.len())
-        .map(|i| format!("\"l{i}/layer.tar\""))
-        .collect();
-    let manifest = format!(
-        r#"[{{"Config":"{config_name}","RepoTags":null,"Layers":[{}]}}]"#,
-        layer_names.join(",")
-    );
+    let host = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    docker_save(
+        f,
+        name,
+        &[Saved {
+            tags: &[],
+            architecture: host,
+            config: config_section,
+            layers,
+        }],
+    )
+}
+
+/// One image of a [`docker_save`] archive.
+pub struct Saved<'a> {
+    /// Its RepoTags (none: `null`, as an image saved by id).
+    pub tags: &'a [&'a str],
+    pub architecture: &'a str,
+    /// The image config's `config` section (JSON).
+    pub config: &'a str,
+    /// Its layers' tar streams.
+    pub layers: &'a [Vec<u8>],
+}
+
+/// A `docker save`-style archive `name` of `images` (`docker save a b`), readable by all.
+pub fn docker_save(f: &Fixture, name: &str, images: &[Saved]) -> PathBuf {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -611,11 +624,38 @@ pub fn archive_with_layers(
         h.set_mtime(0);
         b.append_data(&mut h, name, data).unwrap();
     };
-    add("manifest.json", manifest.as_bytes());
-    add(&config_name, config.as_bytes());
-    for (i, l) in layers.iter().enumerate() {
-        add(&format!("l{i}/layer.tar"), l);
+    let mut entries = Vec::new();
+    let mut added = std::collections::HashSet::new();
+    for image in images {
+        let hexes: Vec<String> = image.layers.iter().map(|l| sha256_hex(l)).collect();
+        let diff_ids: Vec<String> = hexes.iter().map(|h| format!("\"sha256:{h}\"")).collect();
+        let config = format!(
+            r#"{{"architecture":"{}","os":"linux","config":{},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+            image.architecture,
+            image.config,
+            diff_ids.join(",")
+        );
+        let config_name = format!("{}.json", sha256_hex(config.as_bytes()));
+        add(&config_name, config.as_bytes());
+        for (hex, layer) in hexes.iter().zip(image.layers) {
+            if added.insert(hex.clone()) {
+                add(&format!("{hex}/layer.tar"), layer);
+            }
+        }
+        let layer_names: Vec<String> = hexes.iter().map(|h| format!("\"{h}/layer.tar\"")).collect();
+        let tags = match image.tags {
+            [] => "null".to_string(),
+            tags => format!("[\"{}\"]", tags.join("\",\"")),
+        };
+        entries.push(format!(
+            r#"{{"Config":"{config_name}","RepoTags":{tags},"Layers":[{}]}}"#,
+            layer_names.join(",")
+        ));
     }
+    add(
+        "manifest.json",
+        format!("[{}]", entries.join(",")).as_bytes(),
+    );
     let path = f.path(name);
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();

@@ -32,6 +32,9 @@ pub(crate) enum ImportSource {
     },
     /// An image with a config and layers (docker-archive or OCI layout).
     Image(Box<PreparedImage>),
+    /// Each image of a docker-archive holding several (`docker save a b`), as `docker load`
+    /// loads them all.
+    Images(Vec<PreparedImage>),
 }
 
 /// What a root filesystem says of how it runs, for its image config: its variables
@@ -311,7 +314,13 @@ fn read_config(
     Ok((bytes, diff_ids))
 }
 
-fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
+/// The image of a docker-archive `want` names (by one of its RepoTags), or its only one;
+/// with `all`, each of several.
+fn docker_archive(
+    members: &Members,
+    want: Option<&str>,
+    all: bool,
+) -> Result<ImportSource, ImageError> {
     let (entries, _): (Vec<DockerManifestEntry>, _) = members.read_json("manifest.json")?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
     let entry = match (entries.len(), want) {
@@ -325,25 +334,33 @@ fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage
         (_, Some(w)) => entries
             .iter()
             .find(|e| tags(e).iter().any(|t| t == w))
-            .ok_or_else(|| {
-                ImageError::archive(
-                    members.describe(),
-                    format!(
-                        "no image named {w} in the archive; it holds: {}",
-                        entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")
-                    ),
-                )
+            .ok_or_else(|| ImageError::NotInArchive {
+                path: members.describe().to_path_buf(),
+                wanted: w.to_string(),
+                holds: entries.iter().flat_map(tags).collect(),
             })?,
+        (_, None) if all => {
+            let images = entries.iter().map(|e| docker_image(members, e));
+            return Ok(ImportSource::Images(images.collect::<Result<_, _>>()?));
+        }
         (n, None) => {
             return Err(ImageError::archive(
                 members.describe(),
                 format!(
-                    "the archive holds {n} images ({}); choose one with --name",
+                    "the archive holds {n} images ({}); choose one with --name, or import them all with berth image import",
                     entries.iter().flat_map(tags).collect::<Vec<_>>().join(", ")
                 ),
             ))
         }
     };
+    Ok(ImportSource::Image(Box::new(docker_image(members, entry)?)))
+}
+
+/// One image of a docker-archive, named by its RepoTags.
+fn docker_image(
+    members: &Members,
+    entry: &DockerManifestEntry,
+) -> Result<PreparedImage, ImageError> {
     // The config's file name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
     let hex = entry
         .config
@@ -378,7 +395,7 @@ fn docker_archive(members: &Members, want: Option<&str>) -> Result<PreparedImage
         config,
         config_digest,
         layers,
-        names: tags(entry),
+        names: entry.repo_tags.clone().unwrap_or_default(),
     })
 }
 
@@ -524,22 +541,31 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
     })
 }
 
-fn from_members(members: Members, want: Option<&str>) -> Result<Option<PreparedImage>, ImageError> {
+/// The image (or images, with `all`) of an OCI layout or docker-archive; `None` for anything
+/// else.
+fn from_members(
+    members: Members,
+    want: Option<&str>,
+    all: bool,
+) -> Result<Option<ImportSource>, ImageError> {
     if members.has("oci-layout") && members.has("index.json") {
-        oci_layout(&members, want).map(Some)
+        let image = oci_layout(&members, want)?;
+        Ok(Some(ImportSource::Image(Box::new(image))))
     } else if members.has("manifest.json") {
-        docker_archive(&members, want).map(Some)
+        docker_archive(&members, want, all).map(Some)
     } else {
         Ok(None)
     }
 }
 
-/// Decides what `path` is. `staging` is a private directory where a compressed image archive
-/// is decompressed (random access to its members needs an uncompressed file), and a
-/// squashfs file unpacked.
+/// Decides what `path` is: the image `want` names in it, or its only one; with `all`, a
+/// docker-archive's several images all. `staging` is a private directory where a
+/// compressed image archive is decompressed (random access to its members needs an
+/// uncompressed file), and a squashfs file unpacked.
 pub fn prepare(
     path: &Path,
     want: Option<&str>,
+    all: bool,
     staging: &Path,
 ) -> Result<ImportSource, ImageError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -551,12 +577,8 @@ pub fn prepare(
         },
     })?;
     if meta.is_dir() {
-        return Ok(
-            match from_members(Members::Dir(path.to_path_buf()), want)? {
-                Some(image) => ImportSource::Image(Box::new(image)),
-                None => ImportSource::RootfsDir(path.to_path_buf()),
-            },
-        );
+        return Ok(from_members(Members::Dir(path.to_path_buf()), want, all)?
+            .unwrap_or_else(|| ImportSource::RootfsDir(path.to_path_buf())));
     }
     let mut file = File::open(path).map_err(ImageError::io("cannot open", path))?;
     let mut head = [0u8; 512];
@@ -605,13 +627,12 @@ pub fn prepare(
             ));
         }
         let members = Members::index_tar(path)?;
-        return Ok(match from_members(members, want)? {
-            Some(image) => ImportSource::Image(Box::new(image)),
-            None => ImportSource::RootfsTar {
+        return Ok(
+            from_members(members, want, all)?.unwrap_or_else(|| ImportSource::RootfsTar {
                 tar: path.to_path_buf(),
                 settings: RootfsSettings::default(),
-            },
-        });
+            }),
+        );
     }
     // Compressed: an image archive needs its members addressable, so decompress it once into
     // staging; a rootfs tarball is read in place by the flattener, unless the host's xz or
@@ -656,9 +677,8 @@ pub fn prepare(
     out.flush().map_err(write_err)?;
     drop(out);
     let members = Members::index_tar(&copy)?;
-    let image = from_members(members, want)?;
-    Ok(match image {
-        Some(image) => ImportSource::Image(Box::new(image)),
+    Ok(match from_members(members, want, all)? {
+        Some(source) => source,
         None if tool.is_some() => ImportSource::RootfsTar {
             tar: copy,
             settings: RootfsSettings::default(),

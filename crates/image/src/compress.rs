@@ -68,9 +68,17 @@ impl Read for ToolOutput {
         }
         let status = self.child.wait()?;
         // Its first line, less its name and the "(stdin)" it read.
-        let line = said.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
-        let line = line.strip_prefix(&format!("{}: ", self.tool)).unwrap_or(line);
-        let line = line.trim_start_matches("(stdin): ").trim().trim_end_matches(';');
+        let line = said
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        let line = line
+            .strip_prefix(&format!("{}: ", self.tool))
+            .unwrap_or(line);
+        let line = line
+            .trim_start_matches("(stdin): ")
+            .trim()
+            .trim_end_matches(';');
         match (status.success(), line.is_empty()) {
             (true, _) => Ok(0),
             (false, true) => Err(io::Error::new(
@@ -156,8 +164,7 @@ mod tests {
             assert_eq!(out, "hello archive\n".repeat(1000));
             // Cut short: the tool's complaint, not a short stream taken for the whole.
             std::fs::write(&packed, &bytes[..bytes.len() / 2]).unwrap();
-            let mut reader =
-                through_tool(std::fs::File::open(&packed).unwrap(), tool).unwrap();
+            let mut reader = through_tool(std::fs::File::open(&packed).unwrap(), tool).unwrap();
             let e = reader.read_to_end(&mut Vec::new()).unwrap_err();
             assert!(e.to_string().starts_with(&format!("{tool}: ")), "{e}");
         }

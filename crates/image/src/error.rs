@@ -18,6 +18,13 @@ pub enum ImageError {
     InvalidName { name: String, why: &'static str },
     #[error("{path}: {why}")]
     BadArchive { path: PathBuf, why: String },
+    /// An archive of several images, none of them named as asked.
+    #[error("{path}: no image named {wanted} in the archive; it holds: {}", holds.join(", "))]
+    NotInArchive {
+        path: PathBuf,
+        wanted: String,
+        holds: Vec<String>,
+    },
     #[error("malicious or corrupt layer {layer}: entry '{entry}' {why}; refusing to import it")]
     BadLayer {
         layer: usize,

@@ -21,7 +21,7 @@ mod squash;
 mod store;
 mod tls;
 
-pub use archive::tar_directory;
+pub use archive::{host_arch, tar_directory};
 pub use digest::{is_sha256_hex, Digest};
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};

@@ -101,6 +101,15 @@ pub struct ImageRecord {
     pub squashfs_digest: Option<Digest>,
 }
 
+impl ImageRecord {
+    /// The image's architecture (OCI's name) where it is not this machine's: its programs
+    /// run here only through an emulator.
+    pub fn foreign_architecture(&self) -> Option<&str> {
+        let arch = self.architecture.as_str();
+        (!arch.is_empty() && arch != archive::host_arch()).then_some(arch)
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct ImportOptions {
     /// Name to give the image, overriding any name in the archive.
@@ -288,7 +297,7 @@ impl Store {
             io::copy(&mut input, &mut out).map_err(ImageError::io("cannot write", &path))?;
             drop(out);
             let want = name.as_ref().map(|n| n.to_string());
-            let source = archive::prepare(&path, want.as_deref(), staging)
+            let source = archive::prepare(&path, want.as_deref(), false, staging)
                 .map_err(|e| said_of(e, &path, file))?;
             self.build(source, name, origin, staging)
         })
@@ -298,6 +307,27 @@ impl Store {
     /// `-` is standard input (`docker save IMAGE | berth image import -`); it, and a pipe or
     /// another stream the path names, is spooled first (an archive is read out of order).
     pub fn import(&self, path: &Path, options: &ImportOptions) -> Result<ImageRecord, ImageError> {
+        let mut records = self.import_each(path, options, false)?;
+        Ok(records.remove(0))
+    }
+
+    /// [`Store::import`], where a docker-archive of several images without `--name` imports
+    /// each of them, named by its RepoTags (as `docker load` loads them): one record each,
+    /// in the archive's order. One that fails leaves those before it imported.
+    pub fn import_all(
+        &self,
+        path: &Path,
+        options: &ImportOptions,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        self.import_each(path, options, options.name.is_none())
+    }
+
+    fn import_each(
+        &self,
+        path: &Path,
+        options: &ImportOptions,
+        all: bool,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         use std::os::unix::fs::FileTypeExt;
         let name = options.name.as_deref().map(Reference::parse).transpose()?;
         let stdin = path == Path::new("-");
@@ -330,9 +360,20 @@ impl Store {
                     (spooled, origin)
                 }
             };
-            let source = archive::prepare(&path, want.as_deref(), staging)
+            let source = archive::prepare(&path, want.as_deref(), all, staging)
                 .map_err(|e| said_of(e, &path, &origin))?;
-            self.build(source, name, &origin, staging)
+            let ImportSource::Images(images) = source else {
+                return Ok(vec![self.build(source, name, &origin, staging)?]);
+            };
+            // Each built in a staging directory of its own, beside the archive's copy.
+            let mut records = Vec::with_capacity(images.len());
+            for (n, image) in images.into_iter().enumerate() {
+                let own = staging.join(format!("image-{n}"));
+                fs::create_dir(&own).map_err(ImageError::io("cannot create", &own))?;
+                let source = ImportSource::Image(Box::new(image));
+                records.push(self.build(source, None, &origin, &own)?);
+            }
+            Ok(records)
         })
     }
 
@@ -472,6 +513,7 @@ impl Store {
                     Vec::new(),
                 )
             }
+            ImportSource::Images(_) => unreachable!("import_each builds several one by one"),
             ImportSource::RootfsDir(dir) => {
                 let (dropped, diff_id) = squash::build(&sqfs, &self.root, None, |w| {
                     // The tree's own stream is hashed (its id); the mount points it lacks
@@ -1006,6 +1048,15 @@ fn said_of(e: ImageError, copy: &Path, origin: &str) -> ImageError {
         ImageError::BadArchive { path, why } if path == copy => ImageError::BadArchive {
             path: origin.into(),
             why,
+        },
+        ImageError::NotInArchive {
+            path,
+            wanted,
+            holds,
+        } if path == copy => ImageError::NotInArchive {
+            path: origin.into(),
+            wanted,
+            holds,
         },
         other => other,
     }
