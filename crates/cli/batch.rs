@@ -1100,7 +1100,7 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
 }
 
 /// squeue's --format letters berth knows.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfok";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnx";
 
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
@@ -1135,6 +1135,14 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("comment", 'k'),
     ("priority", 'Q'),
     ("feature", 'f'),
+    ("dependency", 'E'),
+    ("nice", 'y'),
+    ("reservation", 'v'),
+    ("userid", 'U'),
+    ("groupname", 'g'),
+    ("groupid", 'G'),
+    ("reqnodes", 'n'),
+    ("excnodes", 'x'),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
@@ -1473,6 +1481,14 @@ fn header(letter: char) -> &'static str {
         'c' => "MIN_CPUS",
         'f' => "FEATURES",
         'o' => "COMMAND",
+        'E' => "DEPENDENCY",
+        'y' => "NICE",
+        'v' => "RESERVATION",
+        'U' => "UID",
+        'g' => "GROUP",
+        'G' => "GID",
+        'n' => "REQ_NODES",
+        'x' => "EXC_NODES",
         _ => "PRIORITY",
     }
 }
@@ -1523,7 +1539,24 @@ fn field(letter: char, j: &JobInfo) -> String {
         'f' => j.constraint.clone().unwrap_or_else(|| "(null)".into()),
         // The script's file; (null) for one from --wrap or standard input, as Slurm has it.
         'o' => j.script_path.clone().unwrap_or_else(|| "(null)".into()),
+        'E' => j.dependency.clone().unwrap_or_else(|| "(null)".into()),
+        'y' => j.nice.to_string(),
+        'v' => j.reservation.clone().unwrap_or_else(|| "(null)".into()),
+        'U' => j.uid.to_string(),
+        'g' => submitter_group(j).1,
+        'G' => submitter_group(j).0.to_string(),
+        'n' => berth_core::job::hostlist(&j.required_nodes),
+        'x' => berth_core::job::hostlist(&j.excluded_nodes),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
+    }
+}
+
+/// The gid and name of a job's submitter's primary group, from this host's user database
+/// (the uid itself where it has no entry).
+fn submitter_group(j: &JobInfo) -> (u32, String) {
+    match berth_runtime::Identity::lookup(&j.uid.to_string(), false) {
+        Ok(id) => (id.gid, id.group),
+        Err(_) => (j.uid, j.uid.to_string()),
     }
 }
 
@@ -1591,18 +1624,29 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         "JobId={}{array} JobName={} User={} Partition={}",
         j.id, j.name, j.user, j.partition
     )?;
+    let (gid, group) = submitter_group(j);
     writeln!(
         out,
-        "   Priority={} Account={}",
+        "   UserId={}({}) GroupId={group}({gid})",
+        j.user, j.uid
+    )?;
+    writeln!(
+        out,
+        "   Priority={} Nice={} Account={}",
         j.priority.map_or(0.0, |p| p.round()),
+        j.nice,
         j.account.as_deref().unwrap_or("(null)")
     )?;
     writeln!(
         out,
-        "   JobState={} Reason={}",
+        "   JobState={} Reason={} Dependency={}",
         j.state,
-        j.reason.as_deref().unwrap_or("None")
+        j.reason.as_deref().unwrap_or("None"),
+        j.dependency.as_deref().unwrap_or("(null)")
     )?;
+    if let Some(reservation) = &j.reservation {
+        writeln!(out, "   Reservation={reservation}")?;
+    }
     writeln!(
         out,
         "   Restarts={} ExitCode={}",

@@ -2206,7 +2206,53 @@ fn dependencies_and_arrays() {
         pending["state"] == "PENDING" && pending["reason"] == "Dependency",
         "{pending}"
     );
+    // What it waits for, as squeue's %E and scontrol show it; whose it is, with the nice.
+    let waits = format!("afterok:{first}(unfulfilled)");
+    let squeue = ["as", "squeue", "-h", "-j", &second.to_string()];
+    let line = c.berth(Mode::Rootless, &[&squeue[..], &["-o", "%E|%y|%U"]].concat());
+    assert_eq!(line.ok().trim(), format!("{waits}|0|{}", c.f.user.uid));
+    let shown = c.berth(Mode::Rootless, &["show", &second.to_string()]);
+    assert!(
+        shown
+            .ok()
+            .contains(&format!("   UserId={TEST_USER}({}) GroupId=", c.f.user.uid))
+            && shown
+                .stdout
+                .contains(&format!("Reason=Dependency Dependency={waits}\n")),
+        "{}",
+        shown.stdout
+    );
     c.completed(second);
+    // A dependency that can never be met, kept: failed.
+    let failing = c.submit(
+        Mode::Rootless,
+        "fails.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nexit 3\n",
+        &[],
+    );
+    let dep = format!("--dependency=afterok:{failing}");
+    let never = c.submit(
+        Mode::Rootless,
+        "never.sh",
+        "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
+        &[&dep, "--kill-on-invalid-dep=no", "--nice=7"],
+    );
+    let squeue = [
+        "as",
+        "squeue",
+        "-h",
+        "-j",
+        &never.to_string(),
+        "-o",
+        "%E|%y",
+    ];
+    wait_until(
+        30,
+        || c.berth(Mode::Rootless, &squeue).ok().trim() == format!("afterok:{failing}(failed)|7"),
+        || c.berth(Mode::Rootless, &squeue).stdout,
+    );
+    c.berth(Mode::Rootless, &["cancel", &never.to_string()])
+        .ok();
     assert_eq!(
         std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("order.txt")).unwrap(),
         "first\nsecond\n"

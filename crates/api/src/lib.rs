@@ -288,6 +288,20 @@ pub struct JobInfo {
     /// Nodes it prefers, `NODE+N` (bsub `-m`): the higher N, the sooner taken.
     #[serde(default)]
     pub preferred_nodes: Vec<String>,
+    /// The submitter's uid.
+    #[serde(default)]
+    pub uid: u32,
+    /// A pending job's dependencies not yet satisfied, as Slurm shows them:
+    /// `afterok:12(unfulfilled),afterany:7_*(unfulfilled)`, `afterok:9(failed)` for one that
+    /// never will be, `singleton(unfulfilled)`.
+    #[serde(default)]
+    pub dependency: Option<String>,
+    /// The reservation it runs in (`--reservation`).
+    #[serde(default)]
+    pub reservation: Option<String>,
+    /// Its nice value (`--nice`): subtracted from its priority.
+    #[serde(default)]
+    pub nice: i32,
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).

@@ -570,6 +570,10 @@ impl Job {
                 .iter()
                 .map(|(node, level)| format!("{node}+{level}"))
                 .collect(),
+            uid: self.uid,
+            dependency: None,
+            reservation: self.request.reservation.clone(),
+            nice: self.request.nice,
         }
     }
 

@@ -861,8 +861,53 @@ impl Controller {
         }
     }
 
+    /// `job`'s dependencies not yet satisfied, as Slurm shows them (see
+    /// [`JobInfo::dependency`]): each term with the state of the job (or the array, `ID_*`)
+    /// it names as this controller knows it.
+    fn unmet_dependencies(&self, job: &Job) -> Option<String> {
+        let state_of = |id: u64| match self.active.get(&id) {
+            Some(other) => Some(other.state.for_scheduler()),
+            None => self.finished.get(&id).copied(),
+        };
+        let mut terms = Vec::new();
+        for (kind, first, last) in job.dependency_ranges() {
+            let status = sched::dependency_status(
+                &Vec::from_iter((first..=last).map(|id| sched::Dependency {
+                    kind: sched_kind(kind),
+                    job: id,
+                })),
+                state_of,
+            );
+            let named = match first == last {
+                true => first.to_string(),
+                false => format!("{first}_*"),
+            };
+            let word = serde_json::to_value(kind).ok()?;
+            match status {
+                sched::DepStatus::Satisfied => {}
+                sched::DepStatus::Waiting => {
+                    terms.push(format!("{}:{named}(unfulfilled)", word.as_str()?))
+                }
+                sched::DepStatus::NeverSatisfied => {
+                    terms.push(format!("{}:{named}(failed)", word.as_str()?))
+                }
+            }
+        }
+        let running_namesake = || {
+            self.active.values().any(|other| {
+                other.id != job.id
+                    && other.user == job.user
+                    && other.request.name == job.request.name
+                    && other.state.for_scheduler() == sched::JobState::Running
+            })
+        };
+        if job.request.dependencies.singleton && running_namesake() {
+            terms.push("singleton(unfulfilled)".into());
+        }
+        (!terms.is_empty()).then(|| terms.join(","))
+    }
+
     fn view(&self, job: &Job) -> sched::JobView {
-        use berth_core::job::DependencyKind as K;
         sched::JobView {
             id: job.id,
             name: job.request.name.clone(),
@@ -876,12 +921,7 @@ impl Controller {
             dependencies: job
                 .dependency_ranges()
                 .flat_map(|(kind, first, last)| {
-                    let kind = match kind {
-                        K::After => sched::DepKind::After,
-                        K::AfterOk | K::AfterCorr => sched::DepKind::AfterOk,
-                        K::AfterNotOk => sched::DepKind::AfterNotOk,
-                        K::AfterAny => sched::DepKind::AfterAny,
-                    };
+                    let kind = sched_kind(kind);
                     (first..=last).map(move |job| sched::Dependency { kind, job })
                 })
                 .collect(),
@@ -1468,6 +1508,9 @@ impl Controller {
             info.priority = Some(lead.priority);
             info.priority_factors = Some(lead.factors);
             info.reason = Some(lead.reason.clone());
+        }
+        if job.state == State::Pending {
+            info.dependency = self.unmet_dependencies(job);
         }
         if info.time_limit.is_none() && job.state == State::Pending {
             let part = self.settings.partition(&job.partition);
@@ -5301,4 +5344,16 @@ fn take_shares(
         });
     }
     Some(shares)
+}
+
+/// What the scheduler makes of a dependency's kind (`aftercorr` is `afterok` on the task of
+/// the same index, which the dependency's range names).
+fn sched_kind(kind: berth_core::job::DependencyKind) -> sched::DepKind {
+    use berth_core::job::DependencyKind as K;
+    match kind {
+        K::After => sched::DepKind::After,
+        K::AfterOk | K::AfterCorr => sched::DepKind::AfterOk,
+        K::AfterNotOk => sched::DepKind::AfterNotOk,
+        K::AfterAny => sched::DepKind::AfterAny,
+    }
 }
