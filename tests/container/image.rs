@@ -674,6 +674,54 @@ fn an_image_for_another_architecture_is_told() {
     }
 }
 
+/// A merged-/usr image (`bin -> usr/bin`) with a layer that adds `bin/hello` runs it, as
+/// Docker's does; a symlink pointing at the host's /tmp leads into the image's own.
+#[test]
+fn layers_write_through_the_images_symlinks_and_stay_inside_it() {
+    let Some(f) = Fixture::new() else { return };
+    let escape = format!("berth-escape-{}", std::process::id());
+    let mut base = tar::Builder::new(Vec::new());
+    base.follow_symlinks(false);
+    base.append_dir_all("usr", &f.rootfs).unwrap();
+    for (name, target) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("esc", "/tmp")] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        base.append_link(&mut h, name, target).unwrap();
+    }
+    let base = base.into_inner().unwrap();
+    let hello = layer_of("bin/hello", b"#!/bin/sh\necho hello from $0\n", 0o755);
+    let planted = layer_of(&format!("esc/{escape}"), b"inside", 0o644);
+    let archive = archive_with_layers(
+        &f,
+        "merged.tar",
+        r#"{"Cmd":["/bin/hello"],"Env":["PATH=/bin"]}"#,
+        &[base, hello, planted],
+    );
+    for mode in [Mode::Root, Mode::Rootless] {
+        let archive = archive.to_str().unwrap();
+        f.berth(mode, &["image", "import", archive, "--name", "merged"])
+            .ok();
+        assert_eq!(
+            f.berth(mode, &["run", "merged"]).ok(),
+            "hello from /bin/hello\n"
+        );
+        let look = format!("readlink /bin; ls /usr/bin/hello; ls /tmp/{escape} 2>&1 | head -1");
+        let out = f.berth(mode, &["exec", "merged", "sh", "-c", &look]);
+        // (The container's /tmp is a fresh tmpfs: the planted file is not there.)
+        assert!(
+            out.ok().starts_with("usr/bin\n/usr/bin/hello\n"),
+            "{mode:?}: {}",
+            out.stdout
+        );
+        assert!(!std::path::Path::new("/tmp").join(&escape).exists());
+    }
+}
+
 #[test]
 fn malicious_layer_is_refused_end_to_end() {
     let Some(f) = Fixture::new() else { return };

@@ -8,9 +8,12 @@
 //!
 //! Safety by construction: paths are normalised (leading `/` and `.` dropped, any `..`
 //! refused), and a path is only ever a key in the model, never resolved on the host. An
-//! entry below a symlink (planted earlier in the same or a lower layer) turns that symlink
-//! into a directory, as overlayfs does, instead of following it. Device nodes are dropped:
-//! every container mount is nodev, so they could only ever be a hazard.
+//! entry below a symlink of the image (planted earlier in the same or a lower layer: `bin ->
+//! usr/bin`, then `bin/hello`) lands where the symlink leads, as Docker and containerd apply
+//! layers onto a directory, but resolved in the model as the container would resolve it,
+//! inside the root (`..` at the root stays there, an absolute target starts from it): no
+//! symlink can lead out. Device nodes are dropped: every container mount is nodev, so they
+//! could only ever be a hazard.
 
 use crate::compress::decompress;
 use crate::digest::{Digest, HashingReader};
@@ -77,6 +80,8 @@ type EntryId = (u32, u32);
 enum Kind {
     Dir,
     NonDir,
+    /// A symlink, with its target as written.
+    Symlink(Vec<u8>),
     /// A hardlink to the file first written by entry `origin` at `origin_path`.
     Hardlink {
         origin: EntryId,
@@ -101,6 +106,9 @@ struct Model {
     /// twice, or a file where it had put a directory's children): legal in a tar, but the
     /// single-read fast path of [`flatten`] cannot take back what it already wrote.
     self_conflict: bool,
+    /// Where entries below a symlink of the image land, by entry (the few whose path
+    /// a symlink changed), for the passes that write them.
+    resolved: HashMap<EntryId, Vec<u8>>,
 }
 
 /// What a tar entry means for the tree, decided the same way in both passes.
@@ -191,7 +199,73 @@ fn subtree_keys(tree: &BTreeMap<Vec<u8>, Node>, path: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many symlinks a path may pass through, as the kernel's limit (ELOOP beyond).
+const MAX_SYMLINKS: usize = 40;
+
 impl Model {
+    /// `path` with every component but its last resolved through the model's symlinks, as
+    /// the container would resolve it, inside the root: `..` at the root stays there, an
+    /// absolute target starts from the root. `None` for a loop (or a chain too long).
+    fn resolve_parent(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let Some(cut) = path.iter().rposition(|&b| b == b'/') else {
+            return Some(path.to_vec());
+        };
+        // Most paths pass no symlink: nothing to rewrite.
+        let through_symlink = path[..cut]
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain([cut])
+            .any(|i| {
+                matches!(
+                    self.tree.get(&path[..i]),
+                    Some(Node {
+                        kind: Kind::Symlink(_),
+                        ..
+                    })
+                )
+            });
+        if !through_symlink {
+            return Some(path.to_vec());
+        }
+        let mut pending: Vec<Vec<u8>> = path[..cut]
+            .split(|&b| b == b'/')
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            match component.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => done.push(component),
+            }
+            let key = done.join(&b'/');
+            if let Some(Node {
+                kind: Kind::Symlink(target),
+                ..
+            }) = self.tree.get(&key)
+            {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return None;
+                }
+                done.pop();
+                if target.starts_with(b"/") {
+                    done.clear();
+                }
+                pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+            }
+        }
+        done.push(path[cut + 1..].to_vec());
+        Some(done.join(&b'/'))
+    }
+
     fn implicit_dir(layer: u32) -> Node {
         Node {
             id: None,
@@ -208,8 +282,8 @@ impl Model {
         }
     }
 
-    /// Makes every ancestor of `path` a directory: missing ones are implied, and a non-directory
-    /// in the way (a file or a symlink) is replaced rather than followed.
+    /// Makes every ancestor of `path` (resolved: see [`Model::resolve_parent`]) a directory:
+    /// missing ones are implied, and a file in the way is replaced.
     fn ensure_ancestors(&mut self, path: &[u8], layer: u32) {
         for (i, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
             let ancestor = &path[..i];
@@ -252,30 +326,48 @@ impl Model {
         let raw = entry.path_bytes();
         let kind = entry.header().entry_type();
         let l = layer as u32;
+        let bad = |why| ImageError::BadLayer {
+            layer,
+            entry: display(&raw),
+            why,
+        };
+        let resolve = |model: &Model, path: &[u8]| {
+            model
+                .resolve_parent(path)
+                .ok_or_else(|| bad("lies below a loop of symlinks"))
+        };
         match classify(layer, kind, &raw)? {
             Action::Skip => {}
             Action::Device => self.devices_dropped += 1,
             Action::Opaque(dir) => {
                 let mut marker = dir.clone();
                 marker.extend_from_slice(b"/x");
+                let marker = resolve(self, &marker)?;
                 self.ensure_ancestors(&marker, l);
-                self.remove_lower(&dir, l, false);
+                self.remove_lower(&marker[..marker.len().saturating_sub(2)], l, false);
             }
-            Action::Whiteout(target) => self.remove_lower(&target, l, true),
+            Action::Whiteout(target) => {
+                let target = resolve(self, &target)?;
+                self.remove_lower(&target, l, true)
+            }
             Action::Add(path) => {
+                let resolved = resolve(self, &path)?;
+                if resolved != path {
+                    self.resolved.insert((l, index), resolved.clone());
+                }
+                let path = resolved;
                 let node_kind = match kind {
                     EntryType::Directory => Kind::Dir,
+                    EntryType::Symlink => {
+                        Kind::Symlink(entry.link_name_bytes().unwrap_or_default().into_owned())
+                    }
                     EntryType::Link => {
-                        let bad = |why| ImageError::BadLayer {
-                            layer,
-                            entry: display(&raw),
-                            why,
-                        };
                         let link = entry
                             .link_name_bytes()
                             .ok_or_else(|| bad("is a hardlink without a target"))?;
                         let target = normalize(&link)
                             .ok_or_else(|| bad("is a hardlink whose target contains '..'"))?;
+                        let target = resolve(self, &target)?;
                         match self.tree.get(&target) {
                             Some(Node {
                                 kind:
@@ -289,7 +381,7 @@ impl Model {
                                 origin_path: origin_path.clone(),
                             },
                             Some(Node {
-                                kind: Kind::NonDir,
+                                kind: Kind::NonDir | Kind::Symlink(_),
                                 id: Some(origin),
                                 ..
                             }) => Kind::Hardlink {
@@ -541,10 +633,11 @@ impl<'a, W: Write> Emitter<'a, W> {
     /// the final tree, and spools the originals that replaced-away hardlinks need.
     fn replay(
         &mut self,
-        tree: &BTreeMap<Vec<u8>, Node>,
+        model: &Model,
         layers: &[Layer],
         to_spool: &HashSet<EntryId>,
     ) -> Result<(), ImageError> {
+        let tree = &model.tree;
         for (i, layer) in layers.iter().enumerate() {
             let read_err = || ImageError::io("cannot read layer", &layer.path);
             let mut archive = tar::Archive::new(decompress(layer.open()?).map_err(read_err())?);
@@ -562,6 +655,7 @@ impl<'a, W: Write> Emitter<'a, W> {
                 let Action::Add(path) = classify(i, kind, &entry.path_bytes())? else {
                     continue;
                 };
+                let path = model.resolved.get(&id).cloned().unwrap_or(path);
                 let Some(node) = tree.get(&path).filter(|n| n.id == Some(id)) else {
                     continue;
                 };
@@ -661,6 +755,7 @@ pub fn flatten(
             let Action::Add(path) = classify(top_index, item.kind, &item.raw_path)? else {
                 return Ok(());
             };
+            let path = model.resolved.get(&item.id).cloned().unwrap_or(path);
             let Some(node) = model.tree.get(&path).filter(|n| n.id == Some(item.id)) else {
                 return Ok(());
             };
@@ -683,7 +778,7 @@ pub fn flatten(
         return Err(ImageError::NeedsTwoPasses);
     }
     let tree = &model.tree;
-    emitter.replay(tree, lower, &originals_to_spool(tree))?;
+    emitter.replay(&model, lower, &originals_to_spool(tree))?;
     for (path, kind, meta, id) in deferred {
         let mut empty = io::empty();
         let mut item = Item {
@@ -712,7 +807,7 @@ pub fn flatten_two_pass(
 ) -> Result<FlattenStats, ImageError> {
     let (model, diff_ids) = build_model(layers)?;
     let mut emitter = Emitter::new(out, spool);
-    emitter.replay(&model.tree, layers, &originals_to_spool(&model.tree))?;
+    emitter.replay(&model, layers, &originals_to_spool(&model.tree))?;
     Ok(FlattenStats {
         entries: emitter.finish(&model.tree)?,
         devices_dropped: model.devices_dropped,

@@ -295,29 +295,106 @@ fn absolute_paths_stay_inside_the_root() {
 }
 
 #[test]
-fn symlink_planted_in_a_lower_layer_is_replaced_not_followed() {
+fn a_symlink_planted_in_a_lower_layer_leads_inside_the_root_only() {
     let (tree, _) = run(&[
-        &[E::Symlink("evil", "/etc")],
-        &[E::File("evil/passwd", "root::0:0::/:/bin/sh")],
+        &[E::Symlink("evil", "/etc"), E::Symlink("up", "../../..")],
+        &[
+            E::File("evil/passwd", "root::0:0::/:/bin/sh"),
+            E::File("up/tmp/x", "x"),
+        ],
     ])
     .unwrap();
-    assert_eq!(tree.get("evil/passwd"), Some(&file("root::0:0::/:/bin/sh")));
-    // The symlink is gone; "evil" is now an (implied) directory inside the image.
-    assert!(!matches!(tree.get("evil"), Some(Out::Symlink(_))));
+    // As the container resolves them: /etc and the root are the image's own.
+    assert_eq!(tree.get("etc/passwd"), Some(&file("root::0:0::/:/bin/sh")));
+    assert_eq!(tree.get("tmp/x"), Some(&file("x")));
+    assert_eq!(tree.get("evil"), Some(&Out::Symlink("/etc".into())));
+    assert!(!tree.contains_key("evil/passwd"));
 }
 
 #[test]
-fn symlink_planted_earlier_in_the_same_layer_is_replaced_not_followed() {
+fn a_symlink_planted_earlier_in_the_same_layer_leads_inside_the_root_only() {
     let (tree, _) = run(&[&[
         E::Symlink("up", "../../.."),
         E::File("up/tmp/x", "x"),
         E::Symlink("ok", "usr/bin"),
     ]])
     .unwrap();
-    assert_eq!(tree.get("up/tmp/x"), Some(&file("x")));
-    assert!(!matches!(tree.get("up"), Some(Out::Symlink(_))));
+    assert_eq!(tree.get("tmp/x"), Some(&file("x")));
+    assert_eq!(tree.get("up"), Some(&Out::Symlink("../../..".into())));
     // A symlink nobody writes through is kept verbatim: it is resolved inside the container.
     assert_eq!(tree.get("ok"), Some(&Out::Symlink("usr/bin".into())));
+}
+
+/// A merged-/usr image (`bin -> usr/bin`, `lib -> usr/lib`) and a layer that adds, removes
+/// and links files by their /bin and /lib paths, without entries for those directories:
+/// the changes land in /usr, and the symlinks stay, as Docker applies such a layer.
+#[test]
+fn layers_write_through_the_images_symlinked_directories() {
+    let (tree, _) = run(&[
+        &[
+            E::Dir("usr"),
+            E::Dir("usr/bin"),
+            E::Dir("usr/lib"),
+            E::File("usr/bin/sh", "sh"),
+            E::File("usr/bin/old", "old"),
+            E::File("usr/lib/libc.so", "libc"),
+            E::Symlink("bin", "usr/bin"),
+            E::Symlink("lib", "/usr/lib"),
+            E::Dir("opt"),
+            E::Symlink("opt/tools", "../usr/lib"),
+        ],
+        &[
+            E::File("bin/hello", "hello"),
+            E::File("bin/.wh.old", ""),
+            E::Hardlink("lib/libc.so.6", "lib/libc.so"),
+            E::File("opt/tools/sub/x", "x"),
+        ],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("bin"), Some(&Out::Symlink("usr/bin".into())));
+    assert_eq!(tree.get("lib"), Some(&Out::Symlink("/usr/lib".into())));
+    assert_eq!(tree.get("usr/bin/hello"), Some(&file("hello")));
+    assert_eq!(tree.get("usr/bin/sh"), Some(&file("sh")));
+    assert!(!tree.contains_key("usr/bin/old"));
+    assert_eq!(
+        tree.get("usr/lib/libc.so.6"),
+        Some(&Out::Hardlink("usr/lib/libc.so".into()))
+    );
+    assert_eq!(tree.get("usr/lib/sub/x"), Some(&file("x")));
+    assert!(tree
+        .keys()
+        .all(|k| !k.starts_with("bin/") && !k.starts_with("lib/")));
+    // An opaque directory marker through a symlink hides that directory's lower files.
+    let (tree, _) = run(&[
+        &[
+            E::Dir("usr/bin"),
+            E::File("usr/bin/sh", "sh"),
+            E::Symlink("bin", "usr/bin"),
+        ],
+        &[E::File("bin/.wh..wh..opq", ""), E::File("bin/new", "n")],
+    ])
+    .unwrap();
+    assert!(!tree.contains_key("usr/bin/sh"));
+    assert_eq!(tree.get("usr/bin/new"), Some(&file("n")));
+    // A directory entry in the upper layer replaces the symlink, as it says.
+    let (tree, _) = run(&[
+        &[E::Dir("usr/bin"), E::Symlink("bin", "usr/bin")],
+        &[E::Dir("bin"), E::File("bin/own", "o")],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("bin"), Some(&Out::Dir));
+    assert_eq!(tree.get("bin/own"), Some(&file("o")));
+}
+
+#[test]
+fn a_symlink_loop_is_refused() {
+    let err = run(&[&[
+        E::Symlink("a", "b"),
+        E::Symlink("b", "a"),
+        E::File("a/x", "x"),
+    ]])
+    .unwrap_err();
+    assert!(err.to_string().contains("loop of symlinks"), "{err}");
 }
 
 #[test]
