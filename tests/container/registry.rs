@@ -827,10 +827,16 @@ fn pull_by_digest() {
         let ls = images(&f, mode);
         assert_eq!(ls.len(), 1, "{ls:?}");
         assert_eq!(ls[0]["id"], pushed.config.as_str());
-        // Usable by the name it got.
-        let name = ls[0]["names"][0].as_str().unwrap().to_string();
-        assert!(name.starts_with(&format!("{}/lab/app", reg.host)), "{name}");
-        assert_eq!(berth(&f, mode, &["run", &name]).ok(), "hi\n");
+        // Named by the digest, and found by it, as Docker keeps it: no tag of its own
+        // (a tag given beside the digest is not the image's), no pull again.
+        assert_eq!(ls[0]["names"], serde_json::json!([by_digest]), "{mode:?}");
+        assert_eq!(berth(&f, mode, &["run", &by_digest]).ok(), "hi\n");
+        let again = berth(&f, mode, &["run", &format!("docker://{by_digest}")]);
+        assert_eq!(again.ok(), "hi\n");
+        assert!(!again.stderr.contains("pulling"), "{}", again.stderr);
+        let tagged = format!("{}/lab/app:other@{}", reg.host, pushed.manifest);
+        pull(&f, mode, &[&tagged]).ok();
+        assert_eq!(images(&f, mode)[0]["names"], serde_json::json!([by_digest]));
         // A digest the registry does not have.
         let missing = format!("{}/lab/app@sha256:{}", reg.host, "0".repeat(64));
         assert_error(

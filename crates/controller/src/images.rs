@@ -78,8 +78,14 @@ impl Gateway {
         let own = match caller.uid {
             0 => None,
             _ => {
+                // (By the name as it is kept, or with its registry written out.)
                 self.registry
                     .allows_user_pull(&name)
+                    .or_else(|e| {
+                        self.registry
+                            .allows_user_pull(&target.qualified())
+                            .map_err(|_| e)
+                    })
                     .map_err(ApiError::forbidden)?;
                 let public = Reference::parse(&name).map_err(|e| ApiError::bad(e.to_string()))?;
                 private
@@ -125,7 +131,7 @@ fn under_user(user: &str, name: &Reference, what: &str) -> Result<String, ApiErr
         }
         _ => name.repository.clone(),
     };
-    Reference::parse(&format!("users/{user}/{repository}:{}", name.tag))
+    Reference::parse(&format!("users/{user}/{repository}{}", name.suffix()))
         .map(|r| r.to_string())
         .map_err(|_| {
             ApiError::forbidden(format!(

@@ -333,7 +333,7 @@ fn docker_archive(
         (1, _) => &entries[0],
         (_, Some(w)) => entries
             .iter()
-            .find(|e| tags(e).iter().any(|t| t == w))
+            .find(|e| tags(e).iter().any(|t| crate::Reference::full_name(t) == w))
             .ok_or_else(|| ImageError::NotInArchive {
                 path: members.describe().to_path_buf(),
                 wanted: w.to_string(),
@@ -406,10 +406,14 @@ fn is_host_platform(p: &Platform) -> bool {
 
 fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, ImageError> {
     let (index, _): (OciIndex, _) = members.read_json("index.json")?;
+    // containerd's (nerdctl's, Docker's) full name, or the OCI tag.
     let name_of = |d: &Descriptor| {
-        d.annotations
-            .get("org.opencontainers.image.ref.name")
-            .cloned()
+        [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ]
+        .iter()
+        .find_map(|key| d.annotations.get(*key).cloned())
     };
     // A name as written (`v1`, `lab/app:1`) or as berth completes it (`v1:latest`).
     let named = |n: &str, w: &str| {
@@ -425,23 +429,23 @@ fn oci_layout(members: &Members, want: Option<&str>) -> Result<PreparedImage, Im
             .collect(),
         None => Vec::new(),
     };
-    // Else (the name is the import's own), the only one; or, one manifest per platform and
-    // none named, this machine's.
+    // Else (the name is the import's own), the only one; or, one manifest per platform, all
+    // of one name (or none), this machine's.
     let candidates = match by_name.is_empty() {
         false => by_name,
-        true => {
-            let all: Vec<&Descriptor> = index.manifests.iter().collect();
-            let ours: Vec<&Descriptor> = all
-                .iter()
-                .copied()
-                .filter(|d| d.platform.as_ref().is_some_and(is_host_platform))
-                .collect();
-            let unnamed = all.iter().all(|d| name_of(d).is_none());
-            match ours.len() == 1 && unnamed {
-                true => ours,
-                false => all,
-            }
-        }
+        true => index.manifests.iter().collect(),
+    };
+    let ours: Vec<&Descriptor> = candidates
+        .iter()
+        .copied()
+        .filter(|d| d.platform.as_ref().is_some_and(is_host_platform))
+        .collect();
+    let one_name = candidates
+        .windows(2)
+        .all(|w| name_of(w[0]) == name_of(w[1]));
+    let candidates = match ours.len() == 1 && one_name {
+        true => ours,
+        false => candidates,
     };
     let chosen = match candidates.as_slice() {
         [one] => *one,
@@ -548,11 +552,13 @@ fn from_members(
     want: Option<&str>,
     all: bool,
 ) -> Result<Option<ImportSource>, ImageError> {
-    if members.has("oci-layout") && members.has("index.json") {
+    // (Docker 25's `docker save` writes both: its manifest.json names the images in full,
+    // where its index.json has only their tags.)
+    if members.has("manifest.json") {
+        docker_archive(&members, want, all).map(Some)
+    } else if members.has("oci-layout") && members.has("index.json") {
         let image = oci_layout(&members, want)?;
         Ok(Some(ImportSource::Image(Box::new(image))))
-    } else if members.has("manifest.json") {
-        docker_archive(&members, want, all).map(Some)
     } else {
         Ok(None)
     }

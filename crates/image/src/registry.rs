@@ -94,12 +94,20 @@ impl PullReference {
         })
     }
 
-    /// The name the image gets in the store.
+    /// The name the image gets in the store: Docker Hub's in their familiar form
+    /// (`busybox:latest`), one pulled by digest as `NAME@DIGEST` (its tag, if given too,
+    /// is not the image's: Docker pulls by the digest alone).
     pub fn name(&self) -> String {
+        crate::Reference::full_name(&self.qualified())
+    }
+
+    /// [`PullReference::name`] with its registry written out (`docker.io/library/busybox:
+    /// latest`), as an administrator's patterns may name it.
+    pub fn qualified(&self) -> String {
         let base = format!("{}/{}", self.registry, self.repository);
         match (&self.tag, &self.digest) {
-            (Some(t), _) => format!("{base}:{t}"),
-            (None, Some(d)) => format!("{base}:{}", d.short()),
+            (_, Some(d)) => format!("{base}@{d}"),
+            (Some(t), None) => format!("{base}:{t}"),
             (None, None) => format!("{base}:latest"),
         }
     }
@@ -639,13 +647,22 @@ mod tests {
             ("docker.io", "library/busybox")
         );
         assert_eq!(r.api_host(), "registry-1.docker.io");
+        assert_eq!(r.name(), "busybox:latest");
+        assert_eq!(r.qualified(), "docker.io/library/busybox:latest");
+        let r = PullReference::parse("docker.io/lab/app:2").unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.name().as_str()),
+            ("lab/app", "lab/app:2")
+        );
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let r = PullReference::parse(&format!("localhost:5000/app@{d}")).unwrap();
         assert_eq!(
             (r.tag.as_deref(), r.digest.as_ref().map(|d| d.as_str())),
             (None, Some(d))
         );
-        assert_eq!(r.name(), "localhost:5000/app:e3b0c44298fc");
+        assert_eq!(r.name(), format!("localhost:5000/app@{d}"));
+        let r = PullReference::parse(&format!("localhost:5000/app:v2@{d}")).unwrap();
+        assert_eq!(r.name(), format!("localhost:5000/app@{d}"));
         assert!(PullReference::parse("localhost:5000/").is_err());
         assert!(PullReference::parse("host.x/app@sha256:zz").is_err());
     }

@@ -250,12 +250,22 @@ impl Store {
     fn read_refs(&self) -> Result<BTreeMap<String, Digest>, ImageError> {
         let path = self.root.join("refs.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ImageError::archive(
-                    &path,
-                    format!("the store's name table is corrupt ({e}); remove it and re-tag images"),
-                )
-            }),
+            // (Docker Hub's names kept before berth took them in their familiar form are
+            // read in it.)
+            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, Digest>>(&bytes)
+                .map(|refs| {
+                    refs.into_iter()
+                        .map(|(name, id)| (Reference::full_name(&name), id))
+                        .collect()
+                })
+                .map_err(|e| {
+                    ImageError::archive(
+                        &path,
+                        format!(
+                            "the store's name table is corrupt ({e}); remove it and re-tag images"
+                        ),
+                    )
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(ImageError::io("cannot read", &path)(e)),
         }
@@ -540,7 +550,17 @@ impl Store {
         }
         let names: Vec<String> = names
             .iter()
-            .map(|n| Reference::parse(n).map(|r| r.to_string()))
+            .map(|n| match Reference::parse(n) {
+                Ok(r) => Ok(r.to_string()),
+                // The archive's own name: say where it came from, and the way round it.
+                Err(ImageError::InvalidName { why, .. }) if name.is_none() => {
+                    Err(ImageError::archive(
+                        path,
+                        format!("the archive names the image {n}, which is no valid name ({why}): import it with --name NAME"),
+                    ))
+                }
+                Err(e) => Err(e),
+            })
             .collect::<Result<_, _>>()?;
 
         let target = self.image_dir(&id);

@@ -199,6 +199,69 @@ fn oci_layout_directory_and_archive() {
     assert_eq!(store.list().unwrap().len(), 1);
 }
 
+/// Names as Docker writes them: Docker 25's `docker save` (an OCI layout whose index.json
+/// has only the tag, and a manifest.json naming the image in full, `docker.io/...`),
+/// containerd's annotation, and a layout listing one name per platform. Each is found by
+/// the name users type.
+#[test]
+fn names_as_docker_and_containerd_write_them() {
+    let (dir, store) = store();
+    let layout = oci_layout(dir.path());
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let manifest = index["manifests"][0].clone();
+    let manifest_blob = format!(
+        "blobs/sha256/{}",
+        &manifest["digest"].as_str().unwrap()[7..]
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join(&manifest_blob)).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| format!("blobs/sha256/{}", &d.as_str().unwrap()[7..]);
+    // containerd's full name wins over the bare tag.
+    index["manifests"][0]["annotations"] = serde_json::json!({
+        "io.containerd.image.name": "docker.io/library/tools:2",
+        "org.opencontainers.image.ref.name": "2"
+    });
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let record = store.import(&layout, &ImportOptions::default()).unwrap();
+    assert_eq!(record.names, vec!["tools:2"]);
+    assert_eq!(
+        store.resolve("docker.io/library/tools:2").unwrap().id,
+        record.id
+    );
+    // Docker 25: with a manifest.json of RepoTags (two tags of one image, one entry).
+    let legacy = serde_json::json!([{
+        "Config": blob(&m["config"]["digest"]),
+        "RepoTags": ["docker.io/lab/app:1", "lab/app:latest"],
+        "Layers": [blob(&m["layers"][0]["digest"])]
+    }]);
+    std::fs::write(layout.join("manifest.json"), legacy.to_string()).unwrap();
+    let record = store
+        .import_all(&layout, &ImportOptions::default())
+        .unwrap();
+    assert_eq!(record.len(), 1);
+    assert!(record[0].names.contains(&"lab/app:1".to_string()));
+    assert_eq!(store.resolve("lab/app").unwrap().id, record[0].id);
+    let picked = ImportOptions {
+        name: Some("lab/app:1".into()),
+    };
+    assert_eq!(store.import(&layout, &picked).unwrap().id, record[0].id);
+    std::fs::remove_file(layout.join("manifest.json")).unwrap();
+    // One name, one manifest per platform: this machine's.
+    let mut other = manifest.clone();
+    other["digest"] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    other["platform"] = serde_json::json!({"os": "linux", "architecture": "s390x"});
+    let mut ours = manifest;
+    ours["platform"] = serde_json::json!({"os": "linux", "architecture": crate::host_arch()});
+    index["manifests"] = serde_json::json!([other, ours]);
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    for name in [None, Some("tools:2".to_string())] {
+        let options = ImportOptions { name };
+        assert_eq!(store.import(&layout, &options).unwrap().id, record[0].id);
+    }
+}
+
 #[test]
 fn rootfs_directory_and_tarball() {
     let (dir, store) = store();
