@@ -495,6 +495,61 @@ fn image_files_and_directories_run_as_apptainer_runs_them() {
     );
 }
 
+/// A chroot turned into an image with its /proc and /dev/pts still mounted (debootstrap
+/// leaves them so): their mount points are imported, not the running system's files.
+#[test]
+fn a_tree_with_the_kernels_file_systems_mounted_imports_without_them() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.path("chroot");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let mounts = [("proc", "proc"), ("devpts", "dev/pts")];
+    for (kind, at) in mounts {
+        std::fs::create_dir_all(tree.join(at)).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", kind, kind])
+            .arg(tree.join(at))
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+    }
+    /// Unmounts them whatever the test's outcome.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for at in ["dev/pts", "proc"] {
+                let _ = std::process::Command::new("umount")
+                    .arg(self.0.join(at))
+                    .status();
+            }
+        }
+    }
+    let _unmount = Unmount(tree.clone());
+    let tree = tree.to_str().unwrap();
+    f.berth(Mode::Root, &["image", "import", tree, "--name", "chroot"])
+        .ok();
+    // The container's own /proc and /dev/pts over the image's mount points, left empty.
+    let look = "cat /proc/self/comm; ls -d /dev/pts";
+    assert_eq!(
+        f.berth(Mode::Root, &["exec", "chroot", "sh", "-c", look])
+            .ok(),
+        "cat\n/dev/pts\n"
+    );
+    let inspect = f.berth(Mode::Root, &["image", "inspect", "chroot", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(inspect.ok()).unwrap();
+    let id = json["id"].as_str().unwrap().trim_start_matches("sha256:");
+    let unpacked = f.path("store-root").join("rootfs").join(id);
+    for at in ["proc", "dev/pts"] {
+        let entries = std::fs::read_dir(unpacked.join(at)).unwrap().count();
+        assert_eq!(entries, 0, "{at}");
+    }
+}
+
 /// Whole image files compressed with xz or bzip2 (a root filesystem tarball, a `docker save`
 /// piped through bzip2) import through the host's tools; a cut one is refused in one line
 /// and leaves nothing.

@@ -740,6 +740,9 @@ pub fn tar_directory(
     let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dropped = 0;
     let mut stack = vec![PathBuf::new()];
+    let root_dev = std::fs::metadata(root)
+        .map_err(ImageError::io("cannot read", root))?
+        .dev();
     let write_err = |e: io::Error| ImageError::Io {
         context: "cannot write the image from",
         path: root.into(),
@@ -781,7 +784,11 @@ pub fn tar_directory(
                 builder
                     .append_data(&mut header, &rel_path, io::empty())
                     .map_err(write_err)?;
-                subdirs.push(rel_path);
+                // A kernel's file system mounted in the tree (a chroot's /proc, /sys,
+                // /dev/pts): its mount point, not its contents, as a container gets its own.
+                if meta.dev() == root_dev || !kernel_filesystem(&full) {
+                    subdirs.push(rel_path);
+                }
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&full)
                     .map_err(ImageError::io("cannot read symlink", &full))?;
@@ -802,9 +809,19 @@ pub fn tar_directory(
                     Err(e) if denied(&e, &rel_path) => continue,
                     Err(e) => return Err(ImageError::io("cannot read", &full)(e)),
                 };
+                // As long as it was when looked at: a file that changed meanwhile would
+                // leave the stream's header and data at odds.
+                let mut limited = (&mut file).take(meta.len());
                 builder
-                    .append_data(&mut header, &rel_path, &mut file)
+                    .append_data(&mut header, &rel_path, &mut limited)
                     .map_err(write_err)?;
+                let short = limited.limit() > 0;
+                if short || file.read(&mut [0u8]).is_ok_and(|n| n > 0) {
+                    return Err(ImageError::archive(
+                        &full,
+                        "changed while berth read it: import the tree again once nothing writes to it",
+                    ));
+                }
                 if meta.nlink() > 1 {
                     seen.insert((meta.dev(), meta.ino()), rel_path);
                 }
@@ -824,6 +841,38 @@ pub fn tar_directory(
         .and_then(|mut w| w.flush())
         .map_err(write_err)?;
     Ok(dropped)
+}
+
+/// Whether `dir` is the root of one of the kernel's own file systems (proc, sysfs, devpts,
+/// cgroup, debugfs and their kin), whose files describe the running system, not an image.
+fn kernel_filesystem(dir: &Path) -> bool {
+    const MAGICS: [i64; 16] = [
+        0x9fa0,     // proc
+        0x62656572, // sysfs
+        0x1cd1,     // devpts
+        0x27e0eb,   // cgroup
+        0x63677270, // cgroup2
+        0x73636673, // securityfs
+        0x64626720, // debugfs
+        0x74726163, // tracefs
+        0xcafe4a11, // bpf
+        0x6165676c, // pstore
+        0x19800202, // mqueue
+        0x42494e4d, // binfmt_misc
+        0x62656570, // configfs
+        0x65735543, // fusectl
+        0xde5e81e4, // efivarfs
+        0xf97cff8c, // selinuxfs
+    ];
+    let Ok(path) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+    else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs(2) writes into the struct we own.
+    let r = unsafe { libc::statfs(path.as_ptr(), &mut fs) };
+    r == 0 && MAGICS.contains(&(fs.f_type as i64))
 }
 
 fn ft_is_fifo(meta: &std::fs::Metadata) -> bool {

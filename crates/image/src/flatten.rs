@@ -166,6 +166,13 @@ fn classify(layer: usize, kind: EntryType, raw: &[u8]) -> Result<Action, ImageEr
     }
     let path = normalize(raw)
         .ok_or_else(|| bad("contains '..', which could write outside the image root"))?;
+    // What no Linux file system holds, nor a container could open.
+    if path.split(|&b| b == b'/').any(|c| c.len() > 255) {
+        return Err(bad("has a name longer than 255 bytes"));
+    }
+    if path.len() >= 4096 {
+        return Err(bad("is a path longer than 4095 bytes"));
+    }
     let (parent, base) = match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&path[..0], &path[..]),
@@ -331,6 +338,7 @@ impl Model {
             entry: display(&raw),
             why,
         };
+
         let resolve = |model: &Model, path: &[u8]| {
             model
                 .resolve_parent(path)
@@ -489,6 +497,18 @@ fn read_layer(
             .map_err(ImageError::io("cannot read layer", &layer.path))?;
         for (j, entry) in entries.enumerate() {
             let mut entry = entry.map_err(corrupt(layer, i))?;
+            // PAX's sparse files (GNU tar -S --format=pax): their data is a map the tar
+            // reader does not undo, under a made-up name.
+            let sparse = entry.pax_extensions().ok().flatten().is_some_and(|mut e| {
+                e.any(|e| e.is_ok_and(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
+            });
+            if sparse {
+                return Err(ImageError::BadLayer {
+                    layer: i,
+                    entry: display(&entry.path_bytes()),
+                    why: "is a sparse file (PAX), which berth does not support",
+                });
+            }
             let id = (i as u32, j as u32);
             model.apply(i, id.1, &entry)?;
             let h = entry.header();

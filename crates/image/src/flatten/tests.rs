@@ -386,6 +386,51 @@ fn layers_write_through_the_images_symlinked_directories() {
     assert_eq!(tree.get("bin/own"), Some(&file("o")));
 }
 
+/// Names no file system holds, and PAX sparse files (whose data the tar reader would hand
+/// over as a map under a made-up name), are refused, each naming the entry.
+#[test]
+fn long_names_and_pax_sparse_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = |path: &str| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, &b"x"[..]).unwrap();
+        let file = dir.path().join("layer.tar");
+        std::fs::write(&file, b.into_inner().unwrap()).unwrap();
+        Layer::file(file)
+    };
+    let spool = dir.path();
+    for (path, why) in [
+        ("x".repeat(256), "longer than 255 bytes"),
+        (["d"; 2100].join("/"), "longer than 4095 bytes"),
+    ] {
+        let err = flatten_two_pass(&[layer(&path)], spool, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    flatten_two_pass(&[layer(&"x".repeat(255))], spool, Vec::new()).unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let big = std::fs::File::create(tree.join("big.img")).unwrap();
+    big.set_len(1 << 20).unwrap();
+    let sparse = dir.path().join("sparse.tar");
+    let status = std::process::Command::new("tar")
+        .args(["-S", "--format=pax", "-C"])
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&sparse)
+        .arg("big.img")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = flatten_two_pass(&[Layer::file(&sparse)], spool, Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("is a sparse file (PAX)"), "{err}");
+}
+
 #[test]
 fn a_symlink_loop_is_refused() {
     let err = run(&[&[
