@@ -446,8 +446,14 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
     if !berth_core::job::image_is_file(image) {
         return Ok(Named::Stored(Box::new(store.resolve(image)?)));
     }
-    let path = std::fs::canonicalize(image)
-        .with_context(|| format!("cannot find the image file {image}"))?;
+    let path = match std::fs::canonicalize(image) {
+        Ok(path) => path,
+        // A name of the store's that ends as a file's would (`lab/app:v1.tar`).
+        Err(_) if !image.starts_with(['/', '.']) && store.resolve(image).is_ok() => {
+            return Ok(Named::Stored(Box::new(store.resolve(image)?)));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot find the image file {image}")),
+    };
     let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {image}"))?;
     if meta.is_dir() {
         // berth writes the user's passwd and group entries into the container's layer over

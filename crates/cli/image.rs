@@ -78,6 +78,13 @@ pub enum ImageCommand {
     },
     /// Remove images without a name and leftovers of interrupted imports
     Prune,
+    /// Give an image another name (as docker tag)
+    Tag {
+        /// The image: a name or id
+        image: String,
+        /// Its new name, REPO[:TAG]
+        name: String,
+    },
     /// Share an image of yours in the cluster's store (users/YOU/...) with other users and
     /// the members of groups, whose jobs may then run it (as Shifter's image ACLs)
     Share {
@@ -129,6 +136,20 @@ pub fn warn_if_foreign(name: &str, record: &ImageRecord) {
             berth_image::host_arch()
         );
     }
+}
+
+/// Does `what` to each of `items`, going on past those it fails for (as docker rmi does):
+/// each failure is said, the last one returned.
+fn each_of(items: &[String], mut what: impl FnMut(&str) -> Result<()>) -> Result<()> {
+    let mut failed = None;
+    for item in items {
+        if let Err(e) = what(item) {
+            if let Some(earlier) = failed.replace(e) {
+                eprintln!("berth: {earlier:#}");
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 fn name_of(r: &ImageRecord) -> String {
@@ -421,15 +442,14 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
             cluster: true,
             ..
         } => {
-            for image in images {
+            return each_of(&images, |image| {
                 let request = berth_api::RemoveImageRequest {
-                    reference: image.clone(),
+                    reference: image.to_string(),
                 };
                 let removed: berth_api::RemovedImage =
                     crate::client::request("POST", "/v1/images/remove", Some(&request))?;
-                report_removal(&mut out, &image, removed.untagged, &removed.deleted)?;
-            }
-            return Ok(());
+                report_removal(&mut out, image, removed.untagged, &removed.deleted)
+            });
         }
         ImageCommand::Ls {
             json,
@@ -593,19 +613,36 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                     "WorkingDir:   {}",
                     c.working_dir.as_deref().unwrap_or("-")
                 )?;
+                // (berth runs it as the caller: the image's user is what it was built for.)
+                writeln!(out, "User:         {}", c.user.as_deref().unwrap_or("-"))?;
                 writeln!(out, "Env:")?;
                 for e in &c.env {
                     writeln!(out, "  {e}")?;
                 }
+                if !c.labels.is_empty() {
+                    writeln!(out, "Labels:")?;
+                    for (key, value) in &c.labels {
+                        writeln!(out, "  {key}={value}")?;
+                    }
+                }
                 writeln!(out, "File:         {}", store.squashfs(&r).display())?;
             }
         }
+        ImageCommand::Tag { image, name } => {
+            let record = store.tag(&image, &name)?;
+            writeln!(
+                out,
+                "Tagged {} (id {})",
+                berth_image::Reference::full_name(&name),
+                record.id.short()
+            )?;
+        }
         ImageCommand::Rm { images, force, .. } => {
-            for image in images {
-                let before = store.resolve(&image)?;
+            let remove = |image: &str, out: &mut dyn Write| -> Result<()> {
+                let before = store.resolve(image)?;
                 // By a name, that name goes; by the id, every name (docker's way: only
                 // when forced, where there are several).
-                let name = berth_image::Reference::parse(&image)
+                let name = berth_image::Reference::parse(image)
                     .map(|r| r.to_string())
                     .ok()
                     .filter(|n| before.names.contains(n));
@@ -616,7 +653,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                         before.names.join(", ")
                     );
                 }
-                let deleted = store.remove(&image, |r| in_use(&store, r))?;
+                let deleted = store.remove(image, |r| in_use(&store, r))?;
                 for untagged in name
                     .as_ref()
                     .map_or(&before.names[..], std::slice::from_ref)
@@ -626,7 +663,9 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                 for id in &deleted {
                     writeln!(out, "Deleted: {id}")?;
                 }
-            }
+                Ok(())
+            };
+            each_of(&images, |image| remove(image, &mut out))?;
         }
         ImageCommand::Share { .. } => unreachable!("shared in the cluster's store, above"),
         ImageCommand::Prune => {

@@ -495,6 +495,69 @@ fn image_files_and_directories_run_as_apptainer_runs_them() {
     );
 }
 
+/// `image tag` names an image again; `image rm` of several goes on past one it cannot
+/// remove, saying so, as docker rmi does; a name ending as a file's would is the store's
+/// where no such file is; a tree with /etc is a root filesystem, whatever else it holds.
+#[test]
+fn tag_remove_several_and_names_like_files() {
+    let Some(f) = Fixture::new() else { return };
+    let mode = Mode::Rootless;
+    f.import(mode);
+    let out = f.berth(mode, &["image", "tag", "busybox", "lab/tools:v1.tar"]);
+    assert!(
+        out.ok().starts_with("Tagged lab/tools:v1.tar (id "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        f.berth(mode, &["exec", "lab/tools:v1.tar", "echo", "ok"])
+            .ok(),
+        "ok\n"
+    );
+    let out = f.berth(mode, &["image", "tag", "nosuch", "x:1"]);
+    refused_in_one_line(&out, "image 'nosuch' not found");
+    let out = f.berth(
+        mode,
+        &["image", "rm", "nosuch:1", "lab/tools:v1.tar", "nosuch:2"],
+    );
+    assert_eq!(out.code, 125);
+    assert_eq!(out.stdout, "Untagged: lab/tools:v1.tar\n");
+    assert_eq!(out.stderr.lines().count(), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("'nosuch:1'") && out.stderr.contains("'nosuch:2'"));
+    // A store berth makes for a user is theirs alone.
+    let fresh = f.cwd(mode).join("new/store");
+    let listed = f
+        .cmd(mode, &["image", "ls"])
+        .env("BERTH_STORE", &fresh)
+        .status()
+        .unwrap();
+    assert!(listed.success());
+    let made = std::fs::metadata(&fresh).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&made.permissions()) & 0o777,
+        0o700
+    );
+    // A web application's tree, with a manifest.json of its own.
+    let tree = f.path("webapp");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("manifest.json"), r#"{"name":"webapp"}"#).unwrap();
+    let tree = tree.to_str().unwrap();
+    f.berth(Mode::Root, &["image", "import", tree, "--name", "webapp"])
+        .ok();
+    assert_eq!(
+        f.berth(Mode::Root, &["exec", "webapp", "cat", "/manifest.json"])
+            .ok(),
+        r#"{"name":"webapp"}"#
+    );
+}
+
 /// A chroot turned into an image with its /proc and /dev/pts still mounted (debootstrap
 /// leaves them so): their mount points are imported, not the running system's files.
 #[test]

@@ -899,7 +899,11 @@ fn https_with_an_unknown_ca_fails_with_a_certificate_error() {
     let name = format!("{}/lab/app:1", reg.host);
     for mode in [Mode::Root, Mode::Rootless] {
         let out = pull(&f, mode, &[&name]);
-        assert_error(&out, &["certificate", "Certificate"], "untrusted CA");
+        assert_error(
+            &out,
+            &["certificate is signed by a CA berth does not trust: add the CA's certificate"],
+            "untrusted CA",
+        );
         assert_store_empty(&f, mode, "after the TLS failure");
     }
 }

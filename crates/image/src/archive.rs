@@ -150,6 +150,17 @@ impl Members {
         }
     }
 
+    /// Whether it holds anything under directory `dir` (`blobs`, `etc`).
+    fn has_under(&self, dir: &str) -> bool {
+        match self {
+            Members::Dir(root) => root.join(dir).is_dir(),
+            Members::Tar { members, .. } => {
+                let prefix = format!("{dir}/");
+                members.keys().any(|name| name.starts_with(&prefix))
+            }
+        }
+    }
+
     fn describe(&self) -> &Path {
         match self {
             Members::Dir(d) => d,
@@ -552,11 +563,18 @@ fn from_members(
     want: Option<&str>,
     all: bool,
 ) -> Result<Option<ImportSource>, ImageError> {
+    // A system's tree is a root filesystem, whatever files of those names it has too (a web
+    // application's manifest.json, say): no image archive or layout has /etc or /usr.
+    if ["etc", "usr", "bin"].iter().any(|d| members.has_under(d)) {
+        return Ok(None);
+    }
     // (Docker 25's `docker save` writes both: its manifest.json names the images in full,
-    // where its index.json has only their tags.)
+    // where its index.json has only their tags.) A layout's oci-layout file is not
+    // insisted on where its blobs are there.
+    let layout = members.has("oci-layout") || members.has_under("blobs");
     if members.has("manifest.json") {
         docker_archive(&members, want, all).map(Some)
-    } else if members.has("oci-layout") && members.has("index.json") {
+    } else if layout && members.has("index.json") {
         let image = oci_layout(&members, want)?;
         Ok(Some(ImportSource::Image(Box::new(image))))
     } else {

@@ -253,6 +253,9 @@ fn challenge_of(response: &reqwest::blocking::Response) -> Option<Challenge> {
 }
 
 fn describe(e: &reqwest::Error) -> String {
+    if let Some(problem) = crate::tls::certificate_problem(e) {
+        return format!("HTTPS: {problem}");
+    }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -185,6 +185,19 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
         let root = root.into();
+        // A user's own store is theirs alone (as podman's): made so, where berth makes it.
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 && !root.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(ImageError::io(
+                    "cannot create the image store directory",
+                    &root,
+                ))?;
+        }
         for dir in ["images", "tmp", "rootfs"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(ImageError::io(
@@ -688,6 +701,15 @@ impl Store {
             }
         }
         Err(ImageError::NotFound(reference.to_string()))
+    }
+
+    /// Gives the image `image` names (a name or id) the name `name` too (as `docker tag`),
+    /// which leaves whatever image had it before.
+    pub fn tag(&self, image: &str, name: &str) -> Result<ImageRecord, ImageError> {
+        let record = self.resolve(image)?;
+        let name = Reference::parse(name)?;
+        self.update_refs(|refs| refs.insert(name.to_string(), record.id.clone()))?;
+        self.record(&record.id, &self.read_refs()?)
     }
 
     /// `rm NAME` removes the name, and the image once no name is left; `rm ID` removes the

@@ -136,24 +136,51 @@ pub fn client_config_with(
 
 /// Whether `error` (anywhere in its chain, including inside I/O errors) is a refused certificate.
 pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    certificate_error(error).is_some()
+}
+
+/// What is wrong with the server's certificate, in words and with what to do, where
+/// `error` (or one it wraps) is a certificate's refusal.
+pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    let problem = match certificate_error(error)? {
+        C::UnknownIssuer => "is signed by a CA berth does not trust: add the CA's certificate (PEM) to [registry] ca_certs in berth's configuration",
+        C::Expired => "has expired: the registry's administrator must renew it",
+        C::NotValidYet => "is not valid yet (or this machine's clock is behind)",
+        C::NotValidForName => "is not for this host name: use the name the certificate was made for",
+        C::Revoked => "has been revoked",
+        C::BadSignature => "has a bad signature",
+        other => {
+            let text = format!("{other:?}");
+            return Some(match text.contains("CaUsedAsEndEntity") {
+                true => "the registry's certificate is a CA's, not a server's: the registry must serve a certificate its CA signed (and [registry] ca_certs trust that CA)".into(),
+                false => format!("the registry's certificate was refused ({text})"),
+            });
+        }
+    };
+    Some(format!("the registry's certificate {problem}"))
+}
+
+/// The certificate refusal `error` is, or wraps.
+fn certificate_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
-        if matches!(
-            e.downcast_ref::<rustls::Error>(),
-            Some(rustls::Error::InvalidCertificate(_))
-        ) {
-            return true;
+        if let Some(rustls::Error::InvalidCertificate(refusal)) = e.downcast_ref::<rustls::Error>()
+        {
+            return Some(refusal);
         }
         // io::Error's source() skips the error it wraps: look inside explicitly.
         if let Some(inner) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
         {
-            if is_certificate_error(inner) {
-                return true;
+            if let Some(refusal) = certificate_error(inner) {
+                return Some(refusal);
             }
         }
         current = e.source();
     }
-    false
+    None
 }

@@ -197,6 +197,10 @@ fn oci_layout_directory_and_archive() {
     assert_eq!(again.id, record.id);
     assert_eq!(again.names, vec!["copy:latest", "tools:2"]);
     assert_eq!(store.list().unwrap().len(), 1);
+    // Without its oci-layout file, a layout still: its blobs say so.
+    std::fs::remove_file(layout.join("oci-layout")).unwrap();
+    let bare = store.import(&layout, &ImportOptions::default()).unwrap();
+    assert_eq!(bare.id, record.id);
 }
 
 /// Names as Docker writes them: Docker 25's `docker save` (an OCI layout whose index.json
