@@ -848,7 +848,8 @@ pub fn tar_directory(
                 builder
                     .append_data(&mut header, &rel_path, io::empty())
                     .map_err(write_err)?;
-            } else {
+            } else if !std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+                // (A socket is a running program's, not the image's: left out unsaid.)
                 dropped += 1;
             }
         }
