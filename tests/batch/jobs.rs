@@ -1459,6 +1459,28 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 }
 
+/// A working directory its node lacks: the job runs in /tmp, its error file saying so, as
+/// slurmstepd does, instead of failing.
+#[test]
+fn a_working_directory_the_node_lacks_is_tmp_instead() {
+    let Some(c) = Cluster::start() else { return };
+    let out = c.f.cwd(Mode::Rootless).join("gone.out");
+    let id = c.submit(
+        Mode::Rootless,
+        "gone.sh",
+        "#!/bin/sh\n#BERTH --image busybox\npwd\n",
+        &[
+            "--chdir=/no/such/dir",
+            &format!("--output={}", out.display()),
+        ],
+    );
+    c.completed(id);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "berth: error: couldn't chdir to `/no/such/dir': No such file or directory: going to /tmp instead\n/tmp\n"
+    );
+}
+
 /// A job's working directory (the submitter names it) is bound into its container only if
 /// its user could enter it: not one inside a directory only root may pass.
 #[test]

@@ -539,6 +539,18 @@ fn in_container(
         )),
         (None, _) => None,
     };
+    // A working directory this node lacks: /tmp instead, said in the job's error file, as
+    // slurmstepd does (the script may cd where it means to be).
+    let workdir = match launch.workdir.is_dir() {
+        true => launch.workdir.clone(),
+        false => {
+            eprintln!(
+                "berth: error: couldn't chdir to `{}': No such file or directory: going to /tmp instead",
+                launch.workdir.display()
+            );
+            PathBuf::from("/tmp")
+        }
+    };
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // The job's group, as this node knows its user (the controller knows the uid alone).
     env.push(format!("SLURM_JOB_GID={}", id.gid));
@@ -584,7 +596,7 @@ fn in_container(
             launch
                 .container_workdir
                 .clone()
-                .unwrap_or_else(|| launch.workdir.to_string_lossy().into_owned()),
+                .unwrap_or_else(|| workdir.to_string_lossy().into_owned()),
         ),
         no_home: launch.no_home,
         umask: launch.umask,
@@ -642,7 +654,7 @@ fn in_container(
         &options,
         &launch.bind_policy,
         &[],
-        &launch.workdir,
+        &workdir,
     )
     .map_err(|e| (e.exit_code(), e.to_string()))?;
     // Steps started from outside the container get the job's environment (step.rs).
