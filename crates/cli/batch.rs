@@ -580,6 +580,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
             .map(PathBuf::from),
         max_array_size: settings.config.batch.max_array_size,
         max_job_count: settings.config.batch.max_job_count,
+        cluster_name: settings.config.batch.cluster_name.clone(),
         registry: settings.config.registry.clone(),
         registry_auth_file: Some(crate::settings::auth_file()),
         state_dir,

@@ -2300,6 +2300,35 @@ fn dependencies_and_arrays() {
     assert!(shown.ok().starts_with(&head), "{}", shown.stdout);
 }
 
+/// SLURM_CLUSTER_NAME ([batch] cluster_name, "berth" by default), and SLURM_EXPORT_ENV and
+/// SLURM_OPEN_MODE where the submission gave --export and --open-mode, as sbatch passes them.
+#[test]
+fn the_cluster_export_and_open_mode_variables() {
+    let Some(c) = Cluster::start() else { return };
+    let script = "#!/bin/sh\n#BERTH --image busybox\n\
+                  echo \"$SLURM_CLUSTER_NAME ${SLURM_EXPORT_ENV:-unset} ${SLURM_OPEN_MODE:-unset} ${X:-}\"\n";
+    for (args, expected) in [
+        (&[][..], "berth unset unset \n"),
+        (
+            &["--export=ALL,X=1", "--open-mode=append"][..],
+            "berth ALL,X=1 a 1\n",
+        ),
+        (&["--export=NONE"][..], "berth NONE unset \n"),
+    ] {
+        let out = c.f.cwd(Mode::Rootless).join("vars.out");
+        let _ = std::fs::remove_file(&out);
+        let output = format!("--output={}", out.display());
+        let id = c.submit(
+            Mode::Rootless,
+            "vars.sh",
+            script,
+            &[&args[..], &[output.as_str()]].concat(),
+        );
+        c.completed(id);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), expected, "{args:?}");
+    }
+}
+
 /// The variables scripts written for Slurm, LSF and PBS read to size themselves.
 #[test]
 fn the_allocation_is_described_in_each_family_s_variables() {

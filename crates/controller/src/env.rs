@@ -20,7 +20,7 @@ fn slots(job: &Job) -> impl Iterator<Item = &str> + '_ {
 /// What the command of a held allocation (`berth alloc`, salloc) gets on top of its own
 /// environment: the job's variables as its batch host's script has them, but for those of
 /// one node (the command runs on the host it was typed on).
-pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
+pub fn allocation_environment(job: &Job, cluster: &str) -> Vec<(String, String)> {
     const OF_A_NODE: &[&str] = &[
         "SLURM_NODEID",
         "SLURMD_NODENAME",
@@ -31,7 +31,7 @@ pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
         "BERTH_NODE",
         "BERTH_CPUS_ON_NODE",
     ];
-    let mut env = job_environment(job, 0);
+    let mut env = job_environment(job, 0, cluster);
     env.retain(|(k, _)| {
         ["SLURM_", "LSB_", "PBS_", "BERTH_"]
             .iter()
@@ -41,8 +41,9 @@ pub fn allocation_environment(job: &Job) -> Vec<(String, String)> {
     env
 }
 
-/// The environment of the job's container on its `index`th node (0: the batch host).
-pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
+/// The environment of the job's container on its `index`th node (0: the batch host), in
+/// cluster `cluster`.
+pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);
     // A host PATH means nothing in the image: the image's PATH applies (berth-runtime),
     // unless the job asked for the submission's (pyxis's --container-env=PATH), or runs on
@@ -137,6 +138,15 @@ pub fn job_environment(job: &Job, index: usize) -> Vec<(String, String)> {
         set("SLURM_UMASK", format!("{mask:04o}"));
     }
     set("SLURM_JOB_PARTITION", job.partition.clone());
+    set("SLURM_CLUSTER_NAME", cluster.to_string());
+    // As sbatch passes them on, where the submission gave them.
+    let export = &job.request.export;
+    if *export != berth_core::job::Export::default() {
+        set("SLURM_EXPORT_ENV", export.slurm_form());
+    }
+    if job.request.open_mode == berth_core::job::OpenMode::Append {
+        set("SLURM_OPEN_MODE", "a".into());
+    }
     set("SLURM_JOB_USER", job.user.clone());
     set("SLURM_JOB_UID", job.uid.to_string());
     if let Some(account) = &job.request.account {

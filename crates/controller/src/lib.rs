@@ -72,6 +72,8 @@ pub struct Settings {
     pub max_array_size: Option<u32>,
     /// The most unfinished jobs the controller holds (`[batch] max_job_count`).
     pub max_job_count: Option<u64>,
+    /// The cluster's name (`[batch] cluster_name`).
+    pub cluster_name: String,
     /// How the controller reaches registries for users' pulls, and what they may pull
     /// (`[registry]`).
     pub registry: berth_core::RegistryConfig,
@@ -2718,7 +2720,7 @@ impl Controller {
                     .map(|i| PathBuf::from(job_file(&job, &batch, i))),
                 append: job.request.open_mode == berth_core::job::OpenMode::Append,
                 umask: job.umask,
-                env: env::job_environment(&job, index),
+                env: env::job_environment(&job, index, &self.settings.cluster_name),
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
                 container_workdir: job.request.container_workdir.clone(),
@@ -4477,7 +4479,7 @@ impl Controller {
             .active
             .get(&id)
             .filter(|j| j.state != State::Pending && !j.shares.is_empty())
-            .map(env::allocation_environment))
+            .map(|job| env::allocation_environment(job, &self.settings.cluster_name)))
     }
 
     /// How allocation `id` ended, as an error; `Ok` while it waits or runs.

@@ -87,6 +87,13 @@ pub struct BatchConfig {
     /// until some have ended. Unset: no limit.
     #[serde(default)]
     pub max_job_count: Option<u64>,
+    /// The cluster's name (Slurm's ClusterName): jobs' SLURM_CLUSTER_NAME.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+}
+
+fn default_cluster_name() -> String {
+    "berth".into()
 }
 
 fn default_mail_program() -> String {
@@ -161,6 +168,7 @@ impl Default for BatchConfig {
             mail_program: default_mail_program(),
             max_array_size: None,
             max_job_count: None,
+            cluster_name: default_cluster_name(),
         }
     }
 }

@@ -171,6 +171,25 @@ impl Default for Export {
 }
 
 impl Export {
+    /// As sbatch's --export takes it (and SLURM_EXPORT_ENV says it): `ALL`, `NONE`, or the
+    /// variables, `NAME` or `NAME=VALUE`, after `ALL,` where all go too.
+    pub fn slurm_form(&self) -> String {
+        let vars: Vec<String> = self
+            .vars
+            .iter()
+            .map(|v| match &v.value {
+                Some(value) => format!("{}={value}", v.name),
+                None => v.name.clone(),
+            })
+            .collect();
+        match (self.all, vars.is_empty()) {
+            (true, true) => "ALL".into(),
+            (false, true) => "NONE".into(),
+            (true, false) => format!("ALL,{}", vars.join(",")),
+            (false, false) => vars.join(","),
+        }
+    }
+
     /// The variables of `env` this exports: all of them, or only those `kept` keeps (and
     /// the named ones); a named variable takes its given value, else `env`'s, and replaces
     /// any earlier one.
