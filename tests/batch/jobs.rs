@@ -2322,7 +2322,7 @@ fn the_cluster_export_and_open_mode_variables() {
             Mode::Rootless,
             "vars.sh",
             script,
-            &[&args[..], &[output.as_str()]].concat(),
+            &[args, &[output.as_str()]].concat(),
         );
         c.completed(id);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), expected, "{args:?}");
