@@ -316,6 +316,9 @@ pub struct HistoryArgs {
     /// JobID, State and ExitCode alone (as sacct -b)
     #[arg(short = 'b', long, conflicts_with = "format")]
     brief: bool,
+    /// sacct's long format: of its fields, those berth records (as sacct -l)
+    #[arg(short = 'l', long, conflicts_with_all = ["format", "brief"])]
+    long: bool,
     /// The fields --format takes, and nothing else (as sacct -e)
     #[arg(short = 'e', long)]
     helpformat: bool,
@@ -1960,9 +1963,10 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &jobs);
     }
-    let default = match args.brief {
-        true => "JobID%12,State%10,ExitCode%8",
-        false => "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
+    let default = match (args.brief, args.long) {
+        (true, _) => "JobID%12,State%10,ExitCode%8",
+        (_, true) => "JobID,JobIDRaw,JobName,Partition,MaxRSS,NTasks,AllocCPUS,Elapsed,State,ExitCode,ReqMem,AllocTRES",
+        _ => "JobID%10,JobName%16,User%10,State%13,ExitCode%8,Elapsed%10,TotalCPU%10,MaxRSS%9",
     };
     let mut table = Table::new(&args.format, default, ACCOUNTING, args.parsable2)?
         .separated_by(&args.delimiter);

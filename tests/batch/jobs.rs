@@ -51,6 +51,45 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
         "{}",
         history.stdout
     );
+    // As sacct: its own columns (or $SACCT_FORMAT's), and -l's.
+    let sacct = c.berth(
+        Mode::Rootless,
+        &["as", "sacct", "-X", "-j", &id.to_string()],
+    );
+    let lines: Vec<&str> = sacct.ok().lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "       JobID    JobName  Partition    Account  AllocCPUS      State ExitCode",
+            "------------ ---------- ---------- ---------- ---------- ---------- --------"
+        ],
+        "{}",
+        sacct.stdout
+    );
+    assert!(
+        lines[2].ends_with(" COMPLETED      0:0"),
+        "{}",
+        sacct.stdout
+    );
+    let mut chosen = c.f.cmd(
+        Mode::Rootless,
+        &["as", "sacct", "-nX", "-j", &id.to_string()],
+    );
+    chosen
+        .env("BERTH_SOCKET", &c.socket)
+        .env("SACCT_FORMAT", "JobID%5,State");
+    let chosen = Out::from_output(chosen.output().unwrap());
+    assert_eq!(chosen.ok(), format!("{id:>5}  COMPLETED\n"));
+    let long = c.berth(
+        Mode::Rootless,
+        &["as", "sacct", "-lX", "-j", &id.to_string()],
+    );
+    assert!(
+        long.ok()
+            .starts_with("       JobID     JobIDRaw    JobName  Partition     MaxRSS"),
+        "{}",
+        long.stdout
+    );
     // A time window, as sacct's -S and -E take it.
     let lists = |args: &[&str], job: u64| {
         let mut all = vec!["history", "--json"];

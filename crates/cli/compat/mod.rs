@@ -90,7 +90,36 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             }
         }
         "scancel" => words(&["berth", "cancel"]),
-        "sacct" => words(&["berth", "history"]),
+        "sacct" => {
+            // sacct's own columns unless told others ($SACCT_FORMAT, as sacct reads it).
+            let formatted = rest.iter().any(|a| {
+                let a = a.to_string_lossy();
+                [
+                    "-o",
+                    "--format",
+                    "-b",
+                    "--brief",
+                    "-l",
+                    "--long",
+                    "-e",
+                    "--helpformat",
+                    "--json",
+                ]
+                .iter()
+                .any(|f| {
+                    a == *f
+                        || a.starts_with(&format!("{f}="))
+                        || (f.len() == 2 && a.starts_with(f) && !a.starts_with("--"))
+                })
+            });
+            let format = std::env::var("SACCT_FORMAT").unwrap_or_else(|_| {
+                "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode".into()
+            });
+            match formatted {
+                true => words(&["berth", "history"]),
+                false => words(&["berth", "history", &format!("--format={format}")]),
+            }
+        }
         "sstat" => words(&["berth", "usage"]),
         "apptainer" | "singularity" => {
             // Their global options (messages' verbosity) mean nothing to berth.
