@@ -60,9 +60,10 @@ impl Cli {
                     .get(1)
                     .is_some_and(|a| ["exec", "run", "shell"].iter().any(|c| a == *c));
                 let _ = e.print();
-                std::process::exit(match e.use_stderr() && container {
-                    true => 125,
-                    false => e.exit_code(),
+                std::process::exit(match (e.use_stderr(), container, compat::as_slurm()) {
+                    (true, true, _) => 125,
+                    (true, false, true) => 1,
+                    _ => e.exit_code(),
                 })
             })
         })
@@ -309,8 +310,13 @@ fn report(err: &anyhow::Error) -> i32 {
         }
     }
     eprintln!("{line}");
-    err.downcast_ref::<berth_runtime::RuntimeError>()
-        .map_or(125, |e| e.exit_code())
+    let code = err
+        .downcast_ref::<berth_runtime::RuntimeError>()
+        .map_or(125, |e| e.exit_code());
+    match code == 125 && compat::as_slurm() {
+        true => 1,
+        false => code,
+    }
 }
 
 /// Whether standard output is a pipe whose reader has gone.

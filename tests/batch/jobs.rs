@@ -1038,6 +1038,17 @@ fn the_queue_prints_as_squeue_formats() {
         "{}",
         never.stderr
     );
+    // Slurm's commands fail with status 1, as theirs do (berth's own: 125), whether berth
+    // refuses the request or the command line.
+    for (args, code) in [
+        (&["as", "scontrol", "show", "job", "99999"][..], 1),
+        (&["as", "sacct", "--bogus"], 1),
+        (&["as", "scancel", "99999"], 1),
+        (&["show", "99999"], 125),
+    ] {
+        let out = c.berth(Mode::Rootless, args);
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+    }
     // What a pending job asks of a node, before it has any (squeue's %m, sacct's ReqMem).
     let asks = c.submit(Mode::Rootless, "mem.sh", HELLO, &["--hold", "--mem=300M"]);
     assert_eq!(q(&["-h", "-o", "%m", "-j", &asks.to_string()]), "300M\n");

@@ -44,6 +44,22 @@ pub struct AsArgs {
     command: Vec<String>,
 }
 
+/// Slurm's commands whose failures exit with status 1 (berth's own, 125); not srun's and
+/// salloc's, whose statuses are their programs' (a container's 125 to 127 among them).
+const SLURM_COMMANDS: &[&str] = &[
+    "sbatch", "squeue", "scancel", "sacct", "sstat", "sinfo", "scontrol", "seff", "sprio",
+    "sshare", "sbcast",
+];
+
+/// Whether berth runs as one of Slurm's commands (set by [`translate`]).
+static AS_SLURM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether berth runs as one of Slurm's commands, whose failures (berth's own 125, a
+/// command line it cannot take) exit with status 1, as theirs do.
+pub fn as_slurm() -> bool {
+    AS_SLURM.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// berth's own command line for `args`, a command line as typed: when started under one
 /// of [`COMMANDS`]' names (or as `berth as NAME`), Slurm's become the berth subcommands
 /// they are, the others `berth as NAME ...`; anything else is left as it is.
@@ -61,6 +77,9 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     let Some(name) = name.to_str() else {
         return args;
     };
+    if SLURM_COMMANDS.contains(&name) {
+        AS_SLURM.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut rest = rest.to_vec();
     let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
     let head = match name {
