@@ -309,6 +309,47 @@ fn read_only_binds_cannot_be_written() {
     }
 }
 
+/// A bind inside another, whose mount point the host directory bound first lacks: refused,
+/// leaving nothing in that directory (root acting for a user would have made it root's);
+/// one it has, or one inside the image or berth's /tmp, is bound.
+#[test]
+fn nested_binds_make_nothing_in_the_host_directories_bound() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        f.import(mode);
+        let outer = f.cwd(mode).join("outer");
+        let inner = f.cwd(mode).join("inner");
+        for dir in [&outer, &inner] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::os::unix::fs::chown(dir, Some(f.user.uid), Some(f.user.gid)).unwrap();
+        }
+        std::fs::write(inner.join("mark"), "inner\n").unwrap();
+        let (outer, inner) = (outer.to_str().unwrap(), inner.to_str().unwrap());
+        let nested = |place: &str| {
+            let binds = [format!("{outer}:/data"), format!("{inner}:{place}")];
+            let look = format!("cat {place}/mark");
+            f.berth(
+                mode,
+                &[
+                    "exec", "-B", &binds[0], "-B", &binds[1], "busybox", "sh", "-c", &look,
+                ],
+            )
+        };
+        let out = nested("/data/sub/inner");
+        assert!(
+            out.code == 125 && out.stderr.contains("cannot bind onto /data/sub/inner: the image lacks it, and its place is in a host directory bound into the container"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        assert_eq!(std::fs::read_dir(outer).unwrap().count(), 0, "{mode:?}");
+        std::fs::create_dir(format!("{outer}/made")).unwrap();
+        assert_eq!(nested("/data/made").ok(), "inner\n", "{mode:?}");
+        assert_eq!(nested("/tmp/a/b").ok(), "inner\n", "{mode:?}");
+        assert_eq!(nested("/opt/x/y").ok(), "inner\n", "{mode:?}");
+        std::fs::remove_dir(format!("{outer}/made")).unwrap();
+    }
+}
+
 #[test]
 fn symlinks_in_the_image_cannot_redirect_mounts_to_the_host() {
     let Some(f) = Fixture::new() else { return };

@@ -81,10 +81,11 @@ fn bind(
     what: &str,
 ) -> Result<(), Failure> {
     let source = sys::open(source, libc::O_PATH).map_err(fail(format!("opening {what}")))?;
-    bind_fd(root, &source, path, dir, access, what)
+    bind_fd(root, &source, path, dir, access, what, None)
 }
 
-/// [`bind`] from a descriptor opened in this mount namespace.
+/// [`bind`] from a descriptor opened in this mount namespace; a mount point it must make is
+/// made only on one of the file systems `own` lists (see [`ensure`]).
 fn bind_fd(
     root: &OwnedFd,
     source: &OwnedFd,
@@ -92,8 +93,9 @@ fn bind_fd(
     dir: bool,
     access: Access,
     what: &str,
+    own: Option<&[u64]>,
 ) -> Result<(), Failure> {
-    let target = ensure(root, path, dir)?;
+    let target = ensure(root, path, dir, own)?;
     attach(source, &target, access, what).map_err(|failure| {
         // A file onto a directory of the image: the kernel's EINVAL says nothing more.
         let onto_dir = std::fs::File::from(target)
@@ -119,7 +121,10 @@ fn attach(source: &OwnedFd, target: &OwnedFd, access: Access, what: &str) -> Res
 }
 
 /// Opens (creating if missing) `path` inside the container root, as a directory or a file.
-fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
+/// With `own` (the devices of the file systems berth made for the container: its overlay,
+/// its tmpfs /dev, /tmp and home), what is missing is made only on one of them, never in a
+/// host directory bound into the container, which it would outlive.
+fn ensure(root: &OwnedFd, path: &str, dir: bool, own: Option<&[u64]>) -> Result<OwnedFd, Failure> {
     let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
     // Most mount points exist in the image: one lookup; the rest mostly lack only their
     // last component: one more.
@@ -140,7 +145,7 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
     let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
     if missing {
         if let Ok(parent) = sys::open_in_root(root, &format!("/{}", dirs.join("/")), dir_flags, 0) {
-            return create_in(&parent, last, dir, path);
+            return create_in(&parent, last, dir, path, own);
         }
     }
     let mut parent =
@@ -152,7 +157,7 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
         parent = match sys::open_in_root(root, &sub, flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                create_in(&parent, comp, want_dir, path)?
+                create_in(&parent, comp, want_dir, path, own)?
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                 return Err(Failure {
@@ -171,7 +176,25 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool) -> Result<OwnedFd, Failure> {
 /// Creates `name`, which a lookup found missing, in `parent` (a directory inside the
 /// container root) and opens it. A dangling symlink in its place (Debian's /etc/resolv.conf
 /// -> ../run/...) is replaced: the change lands in the container's throwaway upper layer.
-fn create_in(parent: &OwnedFd, name: &str, dir: bool, path: &str) -> Result<OwnedFd, Failure> {
+/// With `own`, only where `parent` is on one of those file systems (see [`ensure`]).
+fn create_in(
+    parent: &OwnedFd,
+    name: &str,
+    dir: bool,
+    path: &str,
+    own: Option<&[u64]>,
+) -> Result<OwnedFd, Failure> {
+    if let Some(own) = own {
+        let (device, _) = sys::file_id(parent).map_err(fail(format!("looking up {path}")))?;
+        if !own.contains(&device) {
+            return Err(Failure {
+                code: 125,
+                message: format!(
+                    "cannot bind onto {path}: the image lacks it, and its place is in a host directory bound into the container, where berth makes nothing that would outlive it: make it there first, or bind elsewhere"
+                ),
+            });
+        }
+    }
     let mode = if dir { 0o755 } else { 0o644 };
     match sys::create_at(parent, name, dir, mode) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -415,7 +438,7 @@ pub(crate) fn build_root(
 
     // /proc: a fresh one shows only the container's processes, but needs a pid namespace the
     // mounter owns; without one, the host's is bound (as Charliecloud does).
-    let proc_fd = ensure(&rootfd, "/proc", true)?;
+    let proc_fd = ensure(&rootfd, "/proc", true, None)?;
     if spec.pid_namespace {
         sys::mount(
             Some("proc"),
@@ -432,7 +455,7 @@ pub(crate) fn build_root(
 
     // A minimal /dev: a tmpfs with the harmless device nodes bound from the host, the
     // host's pts (so the caller's terminal works) and shm (so MPI shared memory works).
-    let dev = ensure(&rootfd, "/dev", true)?;
+    let dev = ensure(&rootfd, "/dev", true, None)?;
     sys::mount(
         Some("tmpfs"),
         &fd_path(&dev),
@@ -449,7 +472,7 @@ pub(crate) fn build_root(
         let what = format!("/dev/{name}");
         attach(
             source,
-            &create_in(&dev_dir, name, dir, &what)?,
+            &create_in(&dev_dir, name, dir, &what, None)?,
             access,
             &what,
         )
@@ -507,7 +530,7 @@ pub(crate) fn build_root(
             bind(&rootfd, &p, &p, false, Access::Device, &p)?;
         }
     }
-    let tmp = ensure(&rootfd, "/tmp", true)?;
+    let tmp = ensure(&rootfd, "/tmp", true, None)?;
     sys::mount(
         Some("tmpfs"),
         &fd_path(&tmp),
@@ -521,7 +544,7 @@ pub(crate) fn build_root(
             true => (0, 0),
             false => (id.uid, id.gid),
         };
-        let home = ensure(&rootfd, &id.home, true)?;
+        let home = ensure(&rootfd, &id.home, true, None)?;
         sys::mount(
             Some("tmpfs"),
             &fd_path(&home),
@@ -535,7 +558,7 @@ pub(crate) fn build_root(
     // Otherwise through the overlay (into its upper layer: private to this container, gone
     // at its end).
     if !user_db_written {
-        ensure(&rootfd, "/etc", true)?;
+        ensure(&rootfd, "/etc", true, None)?;
         for (name, add) in USER_DB {
             let path = format!("/etc/{name}");
             let text = add(&read_in_root(&rootfd, &path), id);
@@ -557,6 +580,20 @@ pub(crate) fn build_root(
             bind(&rootfd, file, file, false, Access::ReadOnly, file)?;
         }
     }
+    // The file systems berth made: mount points of the binds are made on these alone.
+    let mut own = Vec::new();
+    for made in ["/", "/dev", "/tmp"]
+        .into_iter()
+        .chain(spec.empty_home.then_some(id.home.as_str()))
+    {
+        let fd = sys::open_in_root(&rootfd, made, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(fail(format!("opening {made}")))?;
+        own.push(
+            sys::file_id(&fd)
+                .map_err(fail(format!("looking up {made}")))?
+                .0,
+        );
+    }
     for (b, source) in spec.binds.iter().zip(&sources) {
         bind_fd(
             &rootfd,
@@ -565,6 +602,7 @@ pub(crate) fn build_root(
             b.is_dir,
             Access::from_read_only(b.read_only),
             &b.source.display().to_string(),
+            Some(&own),
         )?;
     }
     if let Some(gpu) = &spec.gpu {

@@ -146,14 +146,7 @@ pub fn reopen_same(path: &Path, expected: &OwnedFd) -> io::Result<OwnedFd> {
         0,
         RESOLVE_NO_SYMLINKS,
     )?;
-    let id = |fd: RawFd| -> io::Result<(u64, u64)> {
-        // SAFETY: fstat fills a zeroed stat we own.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and struct pointer.
-        check(unsafe { libc::fstat(fd, &mut st) })?;
-        Ok((st.st_dev, st.st_ino))
-    };
-    if id(fd.as_raw_fd())? != id(expected.as_raw_fd())? {
+    if file_id(&fd)? != file_id(expected)? {
         return Err(io::Error::other(
             "it was replaced while the container was starting",
         ));
@@ -480,6 +473,15 @@ pub fn loopback_up() -> io::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// The device and inode of the file `fd` is open on (an `O_PATH` descriptor too).
+pub fn file_id(fd: &impl AsRawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: fstat fills a zeroed stat we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and struct pointer.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Sets the host name of the calling process's UTS namespace.
