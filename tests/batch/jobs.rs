@@ -1509,6 +1509,40 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 }
 
+/// A job's /tmp is its own, on the node's disk (as Slurm's job_container/tmpfs makes it):
+/// what it writes there is not held in its memory (a tmpfs's would be, and a job writing
+/// more than its --mem there was killed), TMPDIR names it, and it goes with the job.
+#[test]
+fn a_jobs_tmp_is_its_own_on_disk() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(
+        Mode::Rootless,
+        "tmp.sh",
+        "#!/bin/sh\n#SBATCH --mem=32M\n#BERTH --image busybox\n\
+         echo \"$TMPDIR $(stat -f -c %T /tmp)\"\n\
+         dd if=/dev/zero of=/tmp/big bs=1M count=96 2>/dev/null && wc -c < /tmp/big\n",
+        &[],
+    );
+    c.completed(id);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let first: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(first[0], "/tmp", "{out}");
+    assert_ne!(first[1], "tmpfs", "{out}");
+    assert_eq!(lines[1].trim(), (96 << 20).to_string(), "{out}");
+    // Gone with the job (its emptied directory kept for a next one).
+    let tmp = c.state.join("tmp");
+    wait_until(
+        10,
+        || !tmp.join(id.to_string()).exists(),
+        || format!("{:?}", std::fs::read_dir(&tmp).map(|d| d.count())),
+    );
+    for spare in std::fs::read_dir(tmp.join(".spare")).unwrap().flatten() {
+        assert_eq!(std::fs::read_dir(spare.path()).unwrap().count(), 0);
+    }
+}
+
 /// A working directory its node lacks: the job runs in /tmp, its error file saying so, as
 /// slurmstepd does, instead of failing.
 #[test]

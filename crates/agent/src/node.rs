@@ -490,9 +490,22 @@ impl NodeAgent {
         fn at(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
             move |e| format!("{}: {e}", p.display())
         }
-        self.new_job_dir(&dir).map_err(at(&dir))?;
+        NodeAgent::new_dir(&dir, &self.spare_dirs()).map_err(at(&dir))?;
         // Others may reach the files they know (the script, the hostfile), not list them.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(at(&dir))?;
+        let mut launch = job.launch;
+        // A job in an image gets a /tmp of its own on the node's disk (as Slurm's
+        // job_container/tmpfs makes one): what it writes there is not held in its memory,
+        // and goes when the job is forgotten. Everyone's, sticky, as /tmp is.
+        if launch.image.is_some() || launch.image_source.is_some() {
+            let tmp = self.tmp_dir(id);
+            NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs())
+                .and_then(|()| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                })
+                .map_err(at(&tmp))?;
+            launch.tmp = Some(tmp);
+        }
         let script = dir.join("script");
         std::fs::write(&script, &job.script).map_err(at(&script))?;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))
@@ -500,7 +513,6 @@ impl NodeAgent {
             .map_err(at(&script))?;
         let hostfile = dir.join("hostfile");
         std::fs::write(&hostfile, &job.hostfile).map_err(at(&hostfile))?;
-        let mut launch = job.launch;
         // An image the controller serves: this node's copy, in its cache (the runner fetches
         // it if it is not there yet).
         if let Some(source) = &launch.image_source {
@@ -658,35 +670,37 @@ impl NodeAgent {
     }
 
     /// Forgets a job whose end the controller has: its files go (its output files are the
-    /// user's, elsewhere), and its directory, empty, is kept for a next job.
+    /// user's, elsewhere), and its directory and its /tmp, emptied, are kept for next jobs.
     pub fn forget(&self, id: u64) {
-        let dir = self.job_dir(id);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
+        for (dir, spare) in [
+            (self.job_dir(id), self.spare_dirs()),
+            (self.tmp_dir(id), self.spare_tmp_dirs()),
+        ] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
                 let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
             }
-        }
-        let spare = self.spare_dirs();
-        let _ = std::fs::create_dir_all(&spare);
-        let kept = std::fs::read_dir(&spare).map_or(SPARE_DIRS, |e| e.count());
-        if kept >= SPARE_DIRS || std::fs::rename(&dir, spare.join(id.to_string())).is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::create_dir_all(&spare);
+            let kept = std::fs::read_dir(&spare).map_or(SPARE_DIRS, |e| e.count());
+            if kept >= SPARE_DIRS || std::fs::rename(&dir, spare.join(id.to_string())).is_err() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
 
-    /// A job's directory: an empty one a finished job left (renamed), or a new one. Making
-    /// a directory costs far more than renaming one on some file systems (ext4 looks
-    /// through its block groups for where to put it; without a journal it also skips every
-    /// inode freed in the last half minute, one by one: a millisecond here at 100 jobs/s).
-    fn new_job_dir(&self, dir: &Path) -> std::io::Result<()> {
-        let spare = std::fs::read_dir(self.spare_dirs())
+    /// A job's directory `dir`: an empty one a finished job left in `spare` (renamed), or a
+    /// new one. Making a directory costs far more than renaming one on some file systems
+    /// (ext4 looks through its block groups for where to put it; without a journal it also
+    /// skips every inode freed in the last half minute, one by one: a millisecond here at
+    /// 100 jobs/s).
+    fn new_dir(dir: &Path, spare: &Path) -> std::io::Result<()> {
+        let spare = std::fs::read_dir(spare)
             .ok()
             .and_then(|mut entries| entries.next())
             .and_then(Result::ok);
         if let Some(spare) = spare {
-            if let Some(jobs) = dir.parent() {
-                std::fs::create_dir_all(jobs)?;
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
             }
             // Another job may have taken it meanwhile: then a new one.
             if std::fs::rename(spare.path(), dir).is_ok() {
@@ -694,6 +708,17 @@ impl NodeAgent {
             }
         }
         std::fs::create_dir_all(dir)
+    }
+
+    /// A job's own /tmp: in the state directory, on its disk (the jobs' directories are on a
+    /// tmpfs, whose files would be held in memory: [`Self::mount_jobs`]).
+    fn tmp_dir(&self, id: u64) -> PathBuf {
+        self.state_dir.join("tmp").join(id.to_string())
+    }
+
+    /// The emptied /tmp directories of finished jobs, kept for the next ones.
+    fn spare_tmp_dirs(&self) -> PathBuf {
+        self.state_dir.join("tmp").join(".spare")
     }
 
     /// How the job ended, as its runner wrote it; `None` if it wrote nothing (it was killed,

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the job's directory (its script, its hostfile) appears inside the container.
 pub const JOB_DIR_IN_CONTAINER: &str = "/.berth/job";
+
 /// The script, in that directory, under the name the controller saves it with.
 pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
 /// Where berth's own executable appears in a job's container (on its PATH), for `berth step`.
@@ -92,6 +93,11 @@ pub struct JobLaunch {
     /// (pyxis's `--container-save`), before the job's end is recorded.
     #[serde(default)]
     pub save: Option<PathBuf>,
+    /// The job's own /tmp on this node's disk, which its container gets at /tmp (the node
+    /// makes it, and empties it when it forgets the job: [`crate::node::NodeAgent::start`]);
+    /// `None`: a tmpfs.
+    #[serde(default)]
+    pub tmp: Option<PathBuf>,
     pub cpuset: Option<String>,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -552,6 +558,11 @@ fn in_container(
         }
     };
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // Where temporary files go, as LSF and PBS say it, unless the submitter's says: the
+    // job's own /tmp.
+    if launch.tmp.is_some() && !launch.env.iter().any(|(k, _)| k == "TMPDIR") {
+        env.push("TMPDIR=/tmp".into());
+    }
     // The job's group, as this node knows its user (the controller knows the uid alone).
     env.push(format!("SLURM_JOB_GID={}", id.gid));
     env.push(format!("SLURM_JOB_GROUP={}", id.group));
@@ -637,6 +648,7 @@ fn in_container(
         cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
         remap_root: launch.remap_root,
         layer: saving.as_ref().map(|(_, _, layer)| layer.clone()),
+        tmp: launch.tmp.clone(),
         ..Options::default()
     };
     let spec = berth_runtime::plan(

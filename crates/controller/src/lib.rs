@@ -2733,6 +2733,8 @@ impl Controller {
                     .as_ref()
                     .filter(|_| batch_host)
                     .map(|p| Path::new(&job.workdir).join(p)),
+                // (The node makes it.)
+                tmp: None,
                 cpuset: Some(
                     node::cores(&share.cpu_ids)
                         .iter()

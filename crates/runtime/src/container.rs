@@ -85,7 +85,7 @@ fn bind(
 }
 
 /// [`bind`] from a descriptor opened in this mount namespace; a mount point it must make is
-/// made only on one of the file systems `own` lists (see [`ensure`]).
+/// made only on one of the mounts `own` lists (see [`ensure`]).
 fn bind_fd(
     root: &OwnedFd,
     source: &OwnedFd,
@@ -121,9 +121,9 @@ fn attach(source: &OwnedFd, target: &OwnedFd, access: Access, what: &str) -> Res
 }
 
 /// Opens (creating if missing) `path` inside the container root, as a directory or a file.
-/// With `own` (the devices of the file systems berth made for the container: its overlay,
-/// its tmpfs /dev, /tmp and home), what is missing is made only on one of them, never in a
-/// host directory bound into the container, which it would outlive.
+/// With `own` (the mounts berth made for the container: its overlay, its tmpfs /dev, /tmp
+/// (or a job's own /tmp) and home), what is missing is made only on one of them, never in
+/// a host directory bound into the container, which it would outlive.
 fn ensure(root: &OwnedFd, path: &str, dir: bool, own: Option<&[u64]>) -> Result<OwnedFd, Failure> {
     let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
     // Most mount points exist in the image: one lookup; the rest mostly lack only their
@@ -185,8 +185,8 @@ fn create_in(
     own: Option<&[u64]>,
 ) -> Result<OwnedFd, Failure> {
     if let Some(own) = own {
-        let (device, _) = sys::file_id(parent).map_err(fail(format!("looking up {path}")))?;
-        if !own.contains(&device) {
+        let mount = sys::mount_of(parent).map_err(fail(format!("looking up {path}")))?;
+        if !own.contains(&mount) {
             return Err(Failure {
                 code: 125,
                 message: format!(
@@ -530,15 +530,19 @@ pub(crate) fn build_root(
             bind(&rootfd, &p, &p, false, Access::Device, &p)?;
         }
     }
-    let tmp = ensure(&rootfd, "/tmp", true, None)?;
-    sys::mount(
-        Some("tmpfs"),
-        &fd_path(&tmp),
-        Some("tmpfs"),
-        SAFE,
-        Some("mode=1777"),
-    )
-    .map_err(fail("mounting /tmp"))?;
+    // A tmpfs /tmp, unless a directory is bound there (a job's own, a user's -B DIR:/tmp).
+    let tmp_bound = spec.binds.iter().any(|b| std::path::Path::new(&b.target) == std::path::Path::new("/tmp"));
+    if !tmp_bound {
+        let tmp = ensure(&rootfd, "/tmp", true, None)?;
+        sys::mount(
+            Some("tmpfs"),
+            &fd_path(&tmp),
+            Some("tmpfs"),
+            SAFE,
+            Some("mode=1777"),
+        )
+        .map_err(fail("mounting /tmp"))?;
+    }
     if spec.empty_home {
         let (uid, gid) = match spec.remap_root {
             true => (0, 0),
@@ -580,19 +584,20 @@ pub(crate) fn build_root(
             bind(&rootfd, file, file, false, Access::ReadOnly, file)?;
         }
     }
-    // The file systems berth made: mount points of the binds are made on these alone.
+    // The mounts berth made: mount points of the binds are made on these alone (a
+    // directory bound at /tmp is the container's /tmp: one of them too, once bound).
+    let mount_of = |made: &str| {
+        let fd = sys::open_in_root(&rootfd, made, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(fail(format!("opening {made}")))?;
+        sys::mount_of(&fd).map_err(fail(format!("looking up {made}")))
+    };
     let mut own = Vec::new();
     for made in ["/", "/dev", "/tmp"]
         .into_iter()
+        .filter(|made| !tmp_bound || *made != "/tmp")
         .chain(spec.empty_home.then_some(id.home.as_str()))
     {
-        let fd = sys::open_in_root(&rootfd, made, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(fail(format!("opening {made}")))?;
-        own.push(
-            sys::file_id(&fd)
-                .map_err(fail(format!("looking up {made}")))?
-                .0,
-        );
+        own.push(mount_of(made)?);
     }
     for (b, source) in spec.binds.iter().zip(&sources) {
         bind_fd(
@@ -604,6 +609,9 @@ pub(crate) fn build_root(
             &b.source.display().to_string(),
             Some(&own),
         )?;
+        if std::path::Path::new(&b.target) == std::path::Path::new("/tmp") {
+            own.push(mount_of("/tmp")?);
+        }
     }
     if let Some(gpu) = &spec.gpu {
         for (file, name) in &gpu.libraries {

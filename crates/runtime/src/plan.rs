@@ -73,6 +73,10 @@ pub struct Options {
     pub remap_root: bool,
     /// See [`ContainerSpec::layer`].
     pub layer: Option<PathBuf>,
+    /// A host directory bound at /tmp (a batch job's own, on the node's disk, as Slurm's
+    /// job_container/tmpfs makes it), instead of a tmpfs: what a job writes there is not
+    /// held in its memory.
+    pub tmp: Option<PathBuf>,
 }
 
 /// Directories never bound as the current directory: binding the host's over the image's
@@ -368,6 +372,9 @@ pub fn plan(
     }
     for (source, target, ro) in options.system_binds.iter().filter(|_| !host) {
         binds.push(open_bind(source, target.clone(), *ro, None)?);
+    }
+    if let Some(tmp) = options.tmp.as_ref().filter(|_| !host) {
+        binds.push(open_bind(tmp, "/tmp".into(), false, None)?);
     }
     // Parents before children, so that a bind inside another bind's target lands on top.
     binds.sort_by_key(|b| Path::new(&b.target).components().count());

@@ -484,6 +484,27 @@ pub fn file_id(fd: &impl AsRawFd) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// Which mount the file `fd` is open on is on: its mount id (Linux 5.8 on), else its
+/// file system's device (one per file system, not per mount: the best older kernels tell).
+pub fn mount_of(fd: &impl AsRawFd) -> io::Result<u64> {
+    // SAFETY: an all-zero statx is a valid out-parameter.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx(2) on the descriptor itself (an empty path), into the struct we own.
+    check(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    })?;
+    Ok(match stx.stx_mask & libc::STATX_MNT_ID != 0 {
+        true => stx.stx_mnt_id,
+        false => libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+    })
+}
+
 /// Sets the host name of the calling process's UTS namespace.
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: sethostname(2) reads `len` bytes of the name we own.
