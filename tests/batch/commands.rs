@@ -92,8 +92,6 @@ fn lsf_commands_as_lsf_users_type_them() {
             "holder",
             "-o",
             "holder.out",
-            "sh",
-            "-c",
             "echo up; while ! test -e go; do sleep 0.1; done",
         ],
     );
@@ -350,6 +348,21 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
     let job = c.completed(bsub_id(&named));
     assert_eq!(job["name"], "named.sh");
+    // The command's words are a line for the shell, as LSF runs them (and name the job).
+    let piped = run(
+        &c,
+        &links,
+        "bsub",
+        &["-o", "piped.out", "echo a b | tr a-z A-Z"],
+    );
+    let job = c.completed(bsub_id(&piped));
+    assert_eq!(job["name"], "echo a b | tr a-z A-Z");
+    let escaped = run(&c, &links, "bsub", &["-o", "escaped.out", "echo", "x", "|", "tr", "x", "y"]);
+    c.completed(bsub_id(&escaped));
+    for (file, text) in [("piped.out", "A B"), ("escaped.out", "y")] {
+        let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(file)).unwrap();
+        assert!(out.contains(text), "{file}: {out}");
+    }
 
     // Only on the hosts -m names (one of them); a host the cluster lacks never fits.
     let on = run(
@@ -531,8 +544,6 @@ fn bwait_returns_once_the_condition_holds() {
         "pair[1-2]",
         "-o",
         "/dev/null",
-        "sh",
-        "-c",
         "exit $((LSB_JOBINDEX - 1))",
     ]);
     let all = format!("done({ok}) && exit({failed}) && ended({array}) && done({array}[1])");

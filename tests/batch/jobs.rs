@@ -2385,21 +2385,24 @@ fn dependencies_and_arrays() {
 }
 
 /// SLURM_CLUSTER_NAME ([batch] cluster_name, "berth" by default), and SLURM_EXPORT_ENV and
-/// SLURM_OPEN_MODE where the submission gave --export and --open-mode, as sbatch passes them.
+/// SLURM_OPEN_MODE where the submission gave --export and --open-mode, as sbatch passes them;
+/// LSF's LS_SUBCWD and LSB_OUTPUTFILE, PBS's PBS_ACCOUNT.
 #[test]
 fn the_cluster_export_and_open_mode_variables() {
     let Some(c) = Cluster::start() else { return };
     let script = "#!/bin/sh\n#BERTH --image busybox\n\
-                  echo \"$SLURM_CLUSTER_NAME ${SLURM_EXPORT_ENV:-unset} ${SLURM_OPEN_MODE:-unset} ${X:-}\"\n";
+                  echo \"$SLURM_CLUSTER_NAME ${SLURM_EXPORT_ENV:-unset} ${SLURM_OPEN_MODE:-unset} ${X:-}\"\n\
+                  echo \"$LS_SUBCWD $LSB_OUTPUTFILE ${PBS_ACCOUNT:-}\"\n";
+    let cwd = c.f.cwd(Mode::Rootless);
+    let out = cwd.join("vars.out");
     for (args, expected) in [
         (&[][..], "berth unset unset \n"),
         (
-            &["--export=ALL,X=1", "--open-mode=append"][..],
+            &["--export=ALL,X=1", "--open-mode=append", "-A", "proj"][..],
             "berth ALL,X=1 a 1\n",
         ),
         (&["--export=NONE"][..], "berth NONE unset \n"),
     ] {
-        let out = c.f.cwd(Mode::Rootless).join("vars.out");
         let _ = std::fs::remove_file(&out);
         let output = format!("--output={}", out.display());
         let id = c.submit(
@@ -2409,7 +2412,14 @@ fn the_cluster_export_and_open_mode_variables() {
             &[args, &[output.as_str()]].concat(),
         );
         c.completed(id);
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), expected, "{args:?}");
+        // LSF's submission directory and output file, PBS's account, beside them.
+        let account = if args.contains(&"-A") { "proj" } else { "" };
+        let lsf = format!("{} {} {account}\n", cwd.display(), out.display());
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{expected}{lsf}"),
+            "{args:?}"
+        );
     }
 }
 

@@ -46,7 +46,10 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
             if directives {
                 eprintln!("bsub: warning: {program} runs as the job's command, so its #BSUB lines are not read; bsub reads them from a script on standard input (bsub < {program})");
             }
-            (command_script(command), base_name(program))
+            // LSF's way: the words joined, for the shell to read (`bsub "a | b"`, `bsub a \|
+            // b`); the job named by the whole line.
+            let line = command.join(" ");
+            (format!("#!/bin/sh\n{line}\n"), line)
         }
     };
     let resp = batch::send(Submission {

@@ -194,6 +194,15 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
     set("LSB_DJOB_NUMPROC", nslots.to_string());
     set("LSB_QUEUE", job.partition.clone());
     set("PBS_O_WORKDIR", submit_dir.clone());
+    set("LS_SUBCWD", submit_dir.clone());
+    // LSF's names of the job's output files (the batch host's, as bsub -o/-e gave them).
+    set("LSB_OUTPUTFILE", job.stdout.clone());
+    if let Some(stderr) = &job.stderr {
+        set("LSB_ERRORFILE", stderr.clone());
+    }
+    if let Some(account) = &job.request.account {
+        set("PBS_ACCOUNT", account.clone());
+    }
     if !job.submit_host.is_empty() {
         for k in ["SLURM_SUBMIT_HOST", "PBS_O_HOST", "LSB_SUB_HOST"] {
             set(k, job.submit_host.clone());
