@@ -140,6 +140,9 @@ pub struct QueueArgs {
     /// scheduler holds a place for them (squeue --start)
     #[arg(long)]
     start: bool,
+    /// Clusters to ask (as squeue -M): berth's is one, which answers for any name
+    #[arg(short = 'M', long, value_name = "CLUSTERS")]
+    clusters: Option<String>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -325,6 +328,15 @@ pub struct HistoryArgs {
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
+    /// Sizes (MaxRSS, ReqMem) in this unit: K, M, G, T or P (as sacct --units)
+    #[arg(long, value_name = "K|M|G|T|P", value_parser = ["K", "M", "G", "T", "P", "k", "m", "g", "t", "p"])]
+    units: Option<String>,
+    /// Sizes as recorded, in KiB, not in the unit that suits them (as sacct --noconvert)
+    #[arg(long, conflicts_with = "units")]
+    noconvert: bool,
+    /// Clusters to ask (as sacct -M): berth's is one, which answers for any name
+    #[arg(short = 'M', long, value_name = "CLUSTERS")]
+    clusters: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1229,7 +1241,24 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         None => None,
     };
     // (`-t all`: every state, as squeue takes it.)
-    let states = long_states(args.state.iter().filter(|s| !s.eq_ignore_ascii_case("all")))?;
+    let all_states = args
+        .state
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("all"));
+    let states = long_states(args.state.iter().filter(|_| !all_states))?;
+    // Where ended states are asked for (`-t all`, `-t CD,F`), the jobs that ended within
+    // MinJobAge too, as squeue still has them.
+    let ended_too = all_states
+        || states
+            .iter()
+            .any(|s| !["PENDING", "RUNNING", "SUSPENDED"].contains(&s.as_str()));
+    if args.jobs.is_empty() && ended_too {
+        let since = berth_controller::now().saturating_sub(MIN_JOB_AGE);
+        let path = format!("/v1/history?since={since}");
+        let ended: Vec<JobInfo> = request("GET", &path, None::<&()>)?;
+        jobs.extend(ended.into_iter().filter(|j| j.end_time.is_some()));
+    }
+    let _ = &args.clusters;
     let mut users = user_names(&args.users)?;
     if args.me {
         users.push(berth_runtime::Identity::current()?.user);
@@ -1979,12 +2008,27 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             writeln!(out, "{dashes}")?;
         }
     }
+    // Sizes in the unit asked for, or in KiB as recorded.
+    let unit = match (&args.units, args.noconvert) {
+        (Some(u), _) => u.to_ascii_uppercase().chars().next(),
+        (None, true) => Some('K'),
+        (None, false) => None,
+    };
+    let sized = |name: &str, value: String| match (unit, name) {
+        (Some(unit), "MaxRSS" | "ReqMem") => in_unit(&value, unit, !args.noconvert),
+        _ => value,
+    };
+    let _ = &args.clusters;
     for j in &jobs {
         let named = only_steps
             .get(&job_id(j))
             .or(only_steps.get(&j.id.to_string()));
         if named.is_none() {
-            writeln!(out, "{}", table.line(|name| accounting(name, j)))?;
+            writeln!(
+                out,
+                "{}",
+                table.line(|name| sized(name, accounting(name, j)))
+            )?;
         }
         // Its batch script's step, `ID.batch`, once it ran, as sacct lists it (with the
         // job's own accounting: the script's container holds the job's processes).
@@ -1993,7 +2037,8 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             None => !args.allocations,
         };
         if batch && j.start_time.is_some() {
-            writeln!(out, "{}", table.line(|name| batch_accounting(name, j)))?;
+            let line = table.line(|name| sized(name, batch_accounting(name, j)));
+            writeln!(out, "{line}")?;
         }
         // Then its steps, `ID.N`, as sacct lists them.
         let steps = j.steps.iter().filter(|step| match named {
@@ -2001,7 +2046,8 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             None => !args.allocations,
         });
         for step in steps {
-            writeln!(out, "{}", table.line(|name| step_accounting(name, j, step)))?;
+            let line = table.line(|name| sized(name, step_accounting(name, j, step)));
+            writeln!(out, "{line}")?;
         }
     }
     Ok(0)
@@ -2390,6 +2436,27 @@ pub fn slurm_size(bytes: u64) -> String {
         unit = units.next().expect("peeked");
     }
     format!("{value}{unit}")
+}
+
+/// A size as [`slurm_size`] writes it (`5224K`, `300M`) in `unit` (K, M, G, T or P): with
+/// two decimals (`0.01G`, as sacct --units writes it), or (`decimals` false) whole, as sacct
+/// --noconvert does; anything else as it is.
+fn in_unit(size: &str, unit: char, decimals: bool) -> String {
+    const UNITS: &str = "KMGTP";
+    let (Some(from), Some(to)) = (
+        size.chars().last().and_then(|u| UNITS.find(u)),
+        UNITS.find(unit),
+    ) else {
+        return size.to_string();
+    };
+    let Ok(value) = size[..size.len() - 1].parse::<f64>() else {
+        return size.to_string();
+    };
+    let value = value * 1024f64.powi(from as i32 - to as i32);
+    match decimals {
+        true => format!("{value:.2}{unit}"),
+        false => format!("{}{unit}", value.ceil() as u64),
+    }
 }
 
 /// Seconds job `j` has run: to its end, or to now while it runs; 0 before it starts.
@@ -2879,7 +2946,8 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::{
-        array_ranges, cpu_time, named_format, parse_time, slurm_size, wait_on_controller, wrapped,
+        array_ranges, cpu_time, in_unit, named_format, parse_time, slurm_size, wait_on_controller,
+        wrapped,
     };
 
     #[test]
@@ -2939,6 +3007,10 @@ mod tests {
     #[test]
     fn sizes_are_printed_as_sacct_prints_them() {
         assert_eq!(slurm_size(5_349_376), "5224K");
+        assert_eq!(in_unit("5224K", 'M', true), "5.10M");
+        assert_eq!(in_unit("300M", 'G', true), "0.29G");
+        assert_eq!(in_unit("2G", 'K', false), "2097152K");
+        assert_eq!(in_unit("", 'G', true), "");
         assert_eq!(slurm_size(1000), "1K");
         assert_eq!(slurm_size(0), "0K");
         assert_eq!(slurm_size(2 << 20), "2M");

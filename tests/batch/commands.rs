@@ -357,7 +357,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
     let job = c.completed(bsub_id(&piped));
     assert_eq!(job["name"], "echo a b | tr a-z A-Z");
-    let escaped = run(&c, &links, "bsub", &["-o", "escaped.out", "echo", "x", "|", "tr", "x", "y"]);
+    let escaped = run(
+        &c,
+        &links,
+        "bsub",
+        &["-o", "escaped.out", "echo", "x", "|", "tr", "x", "y"],
+    );
     c.completed(bsub_id(&escaped));
     for (file, text) in [("piped.out", "A B"), ("escaped.out", "y")] {
         let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(file)).unwrap();

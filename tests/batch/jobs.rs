@@ -1509,6 +1509,57 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 }
 
+/// What workflow tools ask of Slurm (Snakemake polls `sacct -X -P -n --clusters all ...`,
+/// and falls back to `squeue --states=all --name ...`; job scripts end with `sacct --units=G`):
+/// answered, an ended job by squeue for MinJobAge after its end.
+#[test]
+fn workflow_tools_queries_are_answered() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(Mode::Rootless, "wf.sh", HELLO, &["-J", "uuid-1234"]);
+    c.completed(id);
+    let ask = |args: &[&str]| c.berth(Mode::Rootless, args).ok().to_string();
+    let polled = ask(&[
+        "as",
+        "sacct",
+        "-X",
+        "--parsable2",
+        "--clusters",
+        "all",
+        "--noheader",
+        "--format=JobIdRaw,State",
+        "--name",
+        "uuid-1234",
+    ]);
+    assert_eq!(polled, format!("{id}|COMPLETED\n"));
+    let fallback = ask(&[
+        "as",
+        "squeue",
+        "--format=%i|%T",
+        "--states=all",
+        "--noheader",
+        "--name",
+        "uuid-1234",
+        "-M",
+        "all",
+    ]);
+    assert_eq!(fallback, format!("{id}|COMPLETED\n"));
+    // Not among the running and pending ones, as squeue's default.
+    assert_eq!(ask(&["as", "squeue", "-h", "--name", "uuid-1234"]), "");
+    for (units, suffix) in [("--units=G", "G"), ("--noconvert", "K")] {
+        let rss = ask(&[
+            "as",
+            "sacct",
+            "-nPX",
+            "-o",
+            "MaxRSS",
+            units,
+            "-j",
+            &id.to_string(),
+        ]);
+        assert!(rss.trim().ends_with(suffix), "{units}: {rss}");
+    }
+}
+
 /// A job's /tmp is its own, on the node's disk (as Slurm's job_container/tmpfs makes it):
 /// what it writes there is not held in its memory (a tmpfs's would be, and a job writing
 /// more than its --mem there was killed), TMPDIR names it, and it goes with the job.
@@ -1524,8 +1575,8 @@ fn a_jobs_tmp_is_its_own_on_disk() {
         &[],
     );
     c.completed(id);
-    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")))
-        .unwrap();
+    let out =
+        std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     let first: Vec<&str> = lines[0].split(' ').collect();
     assert_eq!(first[0], "/tmp", "{out}");

@@ -531,7 +531,10 @@ pub(crate) fn build_root(
         }
     }
     // A tmpfs /tmp, unless a directory is bound there (a job's own, a user's -B DIR:/tmp).
-    let tmp_bound = spec.binds.iter().any(|b| std::path::Path::new(&b.target) == std::path::Path::new("/tmp"));
+    let tmp_bound = spec
+        .binds
+        .iter()
+        .any(|b| std::path::Path::new(&b.target) == std::path::Path::new("/tmp"));
     if !tmp_bound {
         let tmp = ensure(&rootfd, "/tmp", true, None)?;
         sys::mount(
