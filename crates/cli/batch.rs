@@ -1115,8 +1115,12 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
     }
 }
 
+/// The quality of service of every job, as Slurm names its default: berth has one (a
+/// job's --qos is warned of and left).
+const QOS: &str = "normal";
+
 /// squeue's --format letters berth knows.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnx";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnxq";
 
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
@@ -1159,6 +1163,7 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("groupid", 'G'),
     ("reqnodes", 'n'),
     ("excnodes", 'x'),
+    ("qos", 'q'),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
@@ -1522,6 +1527,7 @@ fn header(letter: char) -> &'static str {
         'G' => "GID",
         'n' => "REQ_NODES",
         'x' => "EXC_NODES",
+        'q' => "QOS",
         _ => "PRIORITY",
     }
 }
@@ -1580,6 +1586,7 @@ fn field(letter: char, j: &JobInfo) -> String {
         'G' => submitter_group(j).0.to_string(),
         'n' => berth_core::job::hostlist(&j.required_nodes),
         'x' => berth_core::job::hostlist(&j.excluded_nodes),
+        'q' => QOS.into(),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
     }
 }
@@ -1665,7 +1672,7 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     )?;
     writeln!(
         out,
-        "   Priority={} Nice={} Account={}",
+        "   Priority={} Nice={} Account={} QOS={QOS}",
         j.priority.map_or(0.0, |p| p.round()),
         j.nice,
         j.account.as_deref().unwrap_or("(null)")
@@ -1730,6 +1737,13 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         j.ntasks,
         j.cpus_per_task
     )?;
+    if let Some(host) = j.nodes.first() {
+        writeln!(out, "   BatchHost={host}")?;
+    }
+    let tres = accounting("AllocTRES", j);
+    if !tres.is_empty() {
+        writeln!(out, "   AllocTRES={tres}")?;
+    }
     let chosen = [
         &j.required_nodes,
         &j.excluded_nodes,
@@ -1764,21 +1778,18 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         "   Command={}",
         j.script_path.as_deref().unwrap_or("(null)")
     )?;
-    writeln!(
-        out,
-        "   Image={} WorkDir={}",
-        j.image.as_deref().unwrap_or("-"),
-        j.workdir
-    )?;
+    // Each on a line of its own too, as Slurm's (`grep StdOut | cut -d= -f2`).
+    writeln!(out, "   WorkDir={}", j.workdir)?;
+    writeln!(out, "   Image={}", j.image.as_deref().unwrap_or("-"))?;
     if let Some(comment) = &j.comment {
         writeln!(out, "   Comment={comment}")?;
     }
     writeln!(
         out,
-        "   StdOut={} StdErr={}",
-        j.stdout,
+        "   StdErr={}",
         j.stderr.as_deref().unwrap_or(&j.stdout)
     )?;
+    writeln!(out, "   StdOut={}", j.stdout)?;
     if let (Some(cpu), Some(rss)) = (j.cpu_usec, j.max_rss_bytes) {
         writeln!(
             out,
@@ -2316,6 +2327,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("GID", 6),
     ("Comment", 20),
     ("Suspended", 10),
+    ("QOS", 10),
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
@@ -2329,6 +2341,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "Account" => j.account.clone().unwrap_or_default(),
         "Comment" => j.comment.clone().unwrap_or_default(),
         "Suspended" => duration(j.suspended_seconds),
+        "QOS" => QOS.into(),
         "State" => match j.cancelled_by {
             Some(uid) if j.state == "CANCELLED" => format!("CANCELLED by {uid}"),
             _ => j.state.clone(),

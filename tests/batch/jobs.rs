@@ -1545,6 +1545,26 @@ fn workflow_tools_queries_are_answered() {
     assert_eq!(fallback, format!("{id}|COMPLETED\n"));
     // Not among the running and pending ones, as squeue's default.
     assert_eq!(ask(&["as", "squeue", "-h", "--name", "uuid-1234"]), "");
+    // scontrol's fields each on a line of its own, as scripts cut them out
+    // (`grep StdOut | cut -d= -f2`); berth's one QOS, Slurm's default's name.
+    let cwd = c.f.cwd(Mode::Rootless);
+    let shown = ask(&["as", "scontrol", "show", "job", &id.to_string()]);
+    for line in [
+        format!("   WorkDir={}", cwd.display()),
+        format!("   StdOut={}/berth-{id}.out", cwd.display()),
+        format!("   StdErr={}/berth-{id}.out", cwd.display()),
+        "   BatchHost=".to_string(),
+    ] {
+        assert!(
+            shown.lines().any(|l| l.starts_with(&line)),
+            "{line}: {shown}"
+        );
+    }
+    assert!(shown.contains(" QOS=normal\n"), "{shown}");
+    assert_eq!(
+        ask(&["as", "sacct", "-nPX", "-o", "QOS", "-j", &id.to_string()]),
+        "normal\n"
+    );
     for (units, suffix) in [("--units=G", "G"), ("--noconvert", "K")] {
         let rss = ask(&[
             "as",

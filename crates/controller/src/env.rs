@@ -139,6 +139,8 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
     }
     set("SLURM_JOB_PARTITION", job.partition.clone());
     set("SLURM_CLUSTER_NAME", cluster.to_string());
+    // berth's one quality of service, as Slurm names its default.
+    set("SLURM_JOB_QOS", "normal".into());
     // As sbatch passes them on, where the submission gave them.
     let export = &job.request.export;
     if *export != berth_core::job::Export::default() {
