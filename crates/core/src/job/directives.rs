@@ -357,9 +357,17 @@ fn next_option(
         }
     } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
         if family == Family::Lsf {
-            match specs.iter().find(|s| s.0 == short) {
-                Some(s) => (s, None),
-                None => return fail(word, unknown()),
+            // An option by its whole name (`-Is`), else one taking a value with the value
+            // written straight after it (`-M1000`, `-n4`, `-R"span[hosts=1]"`), as LSF takes
+            // them: the longest name that fits.
+            let attached = specs
+                .iter()
+                .filter(|s| s.2 == Required && short.len() > s.0.len() && short.starts_with(s.0))
+                .max_by_key(|s| s.0.len());
+            match (specs.iter().find(|s| s.0 == short), attached) {
+                (Some(s), _) => (s, None),
+                (None, Some(s)) => (s, Some(short[s.0.len()..].to_string())),
+                (None, None) => return fail(word, unknown()),
             }
         } else {
             let mut cs = short.chars();

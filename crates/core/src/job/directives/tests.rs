@@ -304,6 +304,16 @@ fn application_lines() {
     assert!(error("export APPLICATION=$(cat image.txt)\n").contains("literal image name"));
 }
 
+/// LSF takes a value written straight after its option, as Sanger's scripts write them.
+#[test]
+fn lsf_values_attached_to_their_options() {
+    let o = script("#BSUB -M1000\n#BSUB -W30\n#BSUB -n4 -Jfoo -R\"span[hosts=1]\"\n");
+    assert_eq!(o.memory, Some(Memory::PerCpu(1000 << 20)));
+    assert_eq!(o.time_limit, Some(30 * 60));
+    assert_eq!((o.ntasks, o.name.as_deref()), (Some(4), Some("foo")));
+    assert_eq!(o.nodes.map(|n| n.max), Some(1));
+}
+
 #[test]
 fn lsf_options() {
     let o = script(
