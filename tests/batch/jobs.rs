@@ -1565,6 +1565,15 @@ fn workflow_tools_queries_are_answered() {
         ask(&["as", "sacct", "-nPX", "-o", "QOS", "-j", &id.to_string()]),
         "normal\n"
     );
+    // A list of partitions: the first that can hold the job.
+    let listed = c.submit(Mode::Rootless, "p.sh", HELLO, &["-p", "nosuch,normal"]);
+    assert_eq!(c.show(listed)["partition"], "normal");
+    let none = c.berth(Mode::Rootless, &["submit", "-p", "nosuch,other", "p.sh"]);
+    assert!(
+        none.code == 125 && none.stderr.contains("unknown partition 'nosuch'"),
+        "{}",
+        none.stderr
+    );
     for (units, suffix) in [("--units=G", "G"), ("--noconvert", "K")] {
         let rss = ask(&[
             "as",

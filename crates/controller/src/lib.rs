@@ -1059,6 +1059,16 @@ impl Controller {
             })?;
         }
         let cluster = self.cluster();
+        // A list (`-p normal,debug`): the first, in its order, that can hold the job (Slurm
+        // takes the one it starts soonest in), else the first's refusal.
+        if let Some(list) = request.partition.clone().filter(|p| p.contains(',')) {
+            let names: Vec<&str> = list.split(',').filter(|n| !n.is_empty()).collect();
+            let fits = names.iter().find(|name| {
+                cluster.partition(name).is_some()
+                    && self.placeable(&cluster, name, &request).is_ok()
+            });
+            request.partition = fits.or(names.first()).map(|n| n.to_string());
+        }
         let partition = match &request.partition {
             Some(p) => cluster.partition(p).ok_or_else(|| {
                 ApiError::bad(format!(

@@ -822,10 +822,10 @@ fn apply_slurm(
         "test-only" => opts.test_only = Some(true),
         "export" => opts.export = Some(slurm_export(v)?),
         "chdir" | "workdir" => opts.workdir = Some(path("working directory", v)?),
-        "gpus" => opts.gpus = Some(gpu_count(v, GpuScope::Job)?),
-        "gpus-per-node" => opts.gpus = Some(gpu_count(v, GpuScope::Node)?),
-        "gpus-per-task" => opts.gpus = Some(gpu_count(v, GpuScope::Task)?),
-        "gres" => opts.gpus = Some(gres(v)?),
+        "gpus" => opts.gpus = gpu_count(v, GpuScope::Job)?,
+        "gpus-per-node" => opts.gpus = gpu_count(v, GpuScope::Node)?,
+        "gpus-per-task" => opts.gpus = gpu_count(v, GpuScope::Task)?,
+        "gres" => opts.gpus = gres(v)?,
         "nice" => {
             // sbatch: a bare --nice is 100.
             opts.nice = Some(match found.value.as_deref() {
@@ -1424,22 +1424,32 @@ fn env_var(item: &str, whole: &str) -> Result<EnvVar, JobError> {
     })
 }
 
-/// `N` or `MODEL:N` (sbatch `--gpus`, `--gpus-per-node`, `--gpus-per-task`).
-fn gpu_count(v: &str, scope: GpuScope) -> Result<GpuRequest, JobError> {
+/// `N` or `MODEL:N` (sbatch `--gpus`, `--gpus-per-node`, `--gpus-per-task`); a count of 0
+/// asks for none, as Slurm takes it.
+fn gpu_count(v: &str, scope: GpuScope) -> Result<Option<GpuRequest>, JobError> {
     let (model, n) = match v.rsplit_once(':') {
         Some((m, n)) if !m.is_empty() && !m.contains(':') => (Some(m.to_string()), n),
         Some(_) => return Err(JobError::invalid("GPU count", v, "N or MODEL:N")),
         None => (None, v),
     };
-    Ok(GpuRequest {
+    gpus(n, scope, model)
+}
+
+/// `n` GPUs (none for 0) in `scope`, of `model` if named.
+fn gpus(n: &str, scope: GpuScope, model: Option<String>) -> Result<Option<GpuRequest>, JobError> {
+    if n.parse::<u32>() == Ok(0) {
+        return Ok(None);
+    }
+    Ok(Some(GpuRequest {
         count: count("GPU count", n)?,
         scope,
         model,
-    })
+    }))
 }
 
-/// sbatch `--gres=gpu[:MODEL][:N]`, per node; other generic resources are refused.
-fn gres(v: &str) -> Result<GpuRequest, JobError> {
+/// sbatch `--gres=gpu[:MODEL][:N]`, per node (`gpu:0`: none); other generic resources are
+/// refused.
+fn gres(v: &str) -> Result<Option<GpuRequest>, JobError> {
     if v.contains(',') {
         return Err(JobError::unsupported(
             v,
@@ -1463,11 +1473,7 @@ fn gres(v: &str) -> Result<GpuRequest, JobError> {
             ))
         }
     };
-    Ok(GpuRequest {
-        count: count("GPU count", n)?,
-        scope: GpuScope::Node,
-        model,
-    })
+    gpus(n, GpuScope::Node, model)
 }
 
 fn apply_lsf(

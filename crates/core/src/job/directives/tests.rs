@@ -304,6 +304,20 @@ fn application_lines() {
     assert!(error("export APPLICATION=$(cat image.txt)\n").contains("literal image name"));
 }
 
+/// A count of no GPUs asks for none, as Slurm takes it (`--gres=gpu:0  # GPU count`).
+#[test]
+fn no_gpus_is_none() {
+    for line in [
+        "--gres=gpu:0",
+        "--gpus=0",
+        "--gpus-per-node=0",
+        "--gpus-per-task=v100:0",
+    ] {
+        assert_eq!(script(&format!("#SBATCH {line}\n")).gpus, None, "{line}");
+    }
+    assert_eq!(script("#SBATCH --gpus=2 --gres=gpu:0\n").gpus, None);
+}
+
 /// LSF takes a value written straight after its option, as Sanger's scripts write them.
 #[test]
 fn lsf_values_attached_to_their_options() {
