@@ -231,6 +231,25 @@ const LSF: &[Spec] = &[
     Spec("We", None, Required),
     Spec("Jd", None, Required),
     Spec("L", None, Required),
+    Spec("alloc_flags", None, Required),
+    Spec("C", None, Required),
+    Spec("c", None, Required),
+    Spec("S", None, Required),
+    Spec("F", None, Required),
+    Spec("sp", None, Required),
+    Spec("outdir", None, Required),
+    Spec("g", None, Required),
+    Spec("a", None, Required),
+    Spec("k", None, Required),
+    Spec("Q", None, Required),
+    Spec("s", None, Required),
+    Spec("ti", None, No),
+    Spec("hl", None, No),
+    Spec("tty", None, No),
+    // Summit's whole nodes, LSF's environment and advance reservations.
+    Spec("nnodes", None, Required),
+    Spec("env", None, Required),
+    Spec("U", None, Required),
     // bsub's command line only (interactive jobs): refused in a script.
     Spec("I", None, No),
     Spec("Is", None, No),
@@ -257,6 +276,12 @@ const PBS: &[Spec] = &[
     Spec("M", Some('M'), Required),
     Spec("S", Some('S'), Required),
     Spec("a", Some('a'), Required),
+    // PBS Pro's project (berth's account); accepted and ignored, with a warning: keeping
+    // output on the node, priority, checkpoints.
+    Spec("P", Some('P'), Required),
+    Spec("k", Some('k'), Required),
+    Spec("p", Some('p'), Required),
+    Spec("c", Some('c'), Required),
     // qsub's command line only: refused in a script.
     Spec("I", Some('I'), No),
     Spec("F", Some('F'), Required),
@@ -838,10 +863,16 @@ fn apply_slurm(
         "account" => opts.account = Some(word("account", v)?),
         "exclusive" => match found.value.as_deref() {
             None => opts.exclusive = Some(true),
+            // Nodes shared only with the user's own jobs (or the MCS label's, the topology
+            // block's): berth gives the job its nodes whole, which is all of those.
+            Some("user" | "mcs" | "topo") => {
+                opts.exclusive = Some(true);
+                ignore(opts, found, line, "berth gives the job its nodes whole");
+            }
             Some(x) => {
                 return Err(JobError::unsupported(
                     x,
-                    "--exclusive takes no value in berth",
+                    "--exclusive takes no value, or user, mcs or topo",
                 ))
             }
         },
@@ -1510,6 +1541,42 @@ fn apply_lsf(
             "berth runs no pre- or post-execution commands: put them in the script",
         ),
         "We" => ignore(opts, found, line, "berth backfills on the run limit (-W)"),
+        "alloc_flags" => ignore(opts, found, line, "berth has no node allocation flags"),
+        "C" | "c" | "S" | "F" => ignore(
+            opts,
+            found,
+            line,
+            "berth sets no core file, CPU time, stack or file size limits of its own",
+        ),
+        "sp" => ignore(
+            opts,
+            found,
+            line,
+            "berth orders a user's jobs by their priority factors (bsub has no nice: use sbatch's --nice)",
+        ),
+        "outdir" => ignore(opts, found, line, "name the output files' directory in -o and -e"),
+        "g" => ignore(opts, found, line, "berth has no job groups"),
+        "a" => ignore(opts, found, line, "berth runs no esub programs"),
+        "k" => ignore(opts, found, line, "berth does not checkpoint jobs"),
+        "Q" => ignore(
+            opts,
+            found,
+            line,
+            "berth requeues on node failure (-r) and by hand (brequeue), not by exit value",
+        ),
+        "s" => ignore(
+            opts,
+            found,
+            line,
+            "a job killed gets SIGTERM, then SIGKILL: trap SIGTERM",
+        ),
+        "ti" | "hl" | "tty" => ignore(opts, found, line, "berth has no counterpart of it"),
+        "nnodes" => {
+            let n = count("node count", v)?;
+            opts.nodes = Some(NodeRange { min: n, max: n });
+        }
+        "env" => opts.export = Some(lsf_env(v)?),
+        "U" => opts.reservation = Some(word("reservation", v)?),
         "Jd" => opts.comment = Some(v.to_string()),
         "L" => ignore(
             opts,
@@ -1521,7 +1588,8 @@ fn apply_lsf(
         // bsub -M: LSF_UNIT_FOR_LIMITS=MB (what most sites set) makes bare numbers MB.
         // The limit applies per process, i.e. per slot of one CPU.
         "M" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
-        "W" => opts.time_limit = Some(parse_lsf_time(v)?),
+        // (`-W 10/host`: a normalised time, which berth's hosts all share.)
+        "W" => opts.time_limit = Some(parse_lsf_time(v.split('/').next().unwrap_or(v))?),
         // bsub -o/-e append to an existing file; -oo/-eo overwrite it.
         "o" | "oo" => {
             opts.output = Some(path("output file", &lsf_file(v, "out"))?);
@@ -1656,12 +1724,37 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
 /// bsub `-R`: the `span[]` and `rusage[mem=]` sections; `order[]` is ignored (berth
 /// orders hosts itself); host selection (`select[]`, a bare expression) and the rest are
 /// refused rather than silently dropped.
+/// bsub -env: `all`, `none`, or the variables (`X=1`, `Y`) after either or alone (then only
+/// those, as `none,...`).
+fn lsf_env(v: &str) -> Result<Export, JobError> {
+    let mut export = Export {
+        all: false,
+        vars: Vec::new(),
+    };
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.to_ascii_lowercase().as_str() {
+            "all" => export.all = true,
+            "none" => export.all = false,
+            _ => export.vars.push(env_var(item, v)?),
+        }
+    }
+    Ok(export)
+}
+
 fn lsf_resources(
     opts: &mut JobOptions,
     v: &str,
     found: &Found,
     line: Option<usize>,
 ) -> Result<(), JobError> {
+    // A compound requirement of one part (`1*{span[hosts=1]}`): that part.
+    let v = v
+        .trim()
+        .split_once("*{")
+        .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|(_, inner)| inner.strip_suffix('}'))
+        .filter(|inner| !inner.contains('{'))
+        .unwrap_or(v);
     let mut rest = v.trim();
     while !rest.is_empty() {
         // A bare string is a selection (select[] without its name).
@@ -1747,7 +1840,8 @@ fn apply_pbs(
         "e" => opts.error = Some(path("error file", pbs_path(v))?),
         "j" => {
             opts.join_output = Some(match v {
-                "oe" => true,
+                // (eo: into the error file, in PBS; one file all the same.)
+                "oe" | "eo" => true,
                 "n" => false,
                 _ => {
                     return Err(JobError::invalid(
@@ -1758,13 +1852,40 @@ fn apply_pbs(
                 }
             })
         }
-        "q" => opts.partition = Some(word("queue", v)?),
+        // QUEUE@SERVER: the queue (berth is the one server); @SERVER alone, the default.
+        "q" => match v.split_once('@').map_or(v, |(queue, _)| queue) {
+            "" => {}
+            queue => opts.partition = Some(word("queue", queue)?),
+        },
+        "P" => opts.account = Some(word("project", v)?),
+        "k" => ignore(
+            opts,
+            found,
+            line,
+            "berth writes output straight into its files",
+        ),
+        "p" => ignore(
+            opts,
+            found,
+            line,
+            "berth orders jobs by their priority factors (use sbatch's --nice)",
+        ),
+        "c" => ignore(opts, found, line, "berth does not checkpoint jobs"),
         // PBS Pro -J and Torque -t both take berth's (and Slurm's) array syntax.
         "J" | "t" => opts.array = Some(ArraySpec::parse(v)?),
         "W" => match v.split_once('=') {
             Some(("depend", list)) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
             Some(("block", "true")) => opts.wait = Some(true),
             Some(("block", "false")) => opts.wait = Some(false),
+            Some((
+                "umask"
+                | "group_list"
+                | "x"
+                | "sandbox"
+                | "run_count"
+                | "release_nodes_on_stageout",
+                _,
+            )) => ignore(opts, found, line, "berth has no counterpart of it"),
             _ => {
                 return Err(JobError::unsupported(
                     v,
@@ -1822,6 +1943,10 @@ fn apply_pbs(
 /// as CPUs per task. `vmem`/`pvmem` are ignored: cgroups limit resident memory, not
 /// address space, so mapping them onto `mem` would kill jobs that map large files.
 fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Result<(), JobError> {
+    // NCI's: start in the submission directory (where berth starts every job).
+    if item == "wd" {
+        return Ok(());
+    }
     let Some((key, value)) = item.split_once('=') else {
         return Err(JobError::invalid(
             "resource",
@@ -1854,6 +1979,15 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
             })
         }
         "nodes" | "select" => pbs_chunks(opts, key, value)?,
+        "feature" => opts.constraint = Some(vec![vec![word("feature", value)?]]),
+        "host" => opts.nodelist = Some(vec![word("host", value)?]),
+        "jobfs" | "storage" | "software" | "cput" | "pcput" | "file" | "naccesspolicy" | "qos"
+        | "gres" | "epilogue" | "prologue" | "nice" | "other" => ignore_text(
+            opts,
+            format!("-l {item}"),
+            line,
+            "berth does not enforce or provide it",
+        ),
         "place" => {
             for p in value.split(':') {
                 match p {
@@ -1882,16 +2016,18 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         ));
     }
     let mut parts = value.split(':').peekable();
+    let mut features = Vec::new();
     let chunks = match parts.peek() {
         Some(first) if !first.contains('=') => {
             let first = parts.next().unwrap_or_default();
-            if !first.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(JobError::unsupported(
-                    &item,
-                    "naming hosts or properties; ask for a count",
-                ));
+            match first.starts_with(|c: char| c.is_ascii_digit()) {
+                true => count("node count", first)?,
+                // Torque's `nodes=HOST:ppn=N`: that host.
+                false => {
+                    opts.nodelist = Some(vec![word("host", first)?]);
+                    1
+                }
             }
-            count("node count", first)?
         }
         _ => 1,
     };
@@ -1910,8 +2046,19 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
             ("select", "ncpus") => per_chunk_cpus = Some(count("ncpus", v)?),
             ("select", "mpiprocs") => mpiprocs = Some(count("mpiprocs", v)?),
             ("select", "mem") => opts.memory = Some(Memory::PerNode(size(v, "")?)),
-            // OMP_NUM_THREADS is the job's business; CPUs come from ncpus.
-            ("select", "ompthreads") => {}
+            // PBS Pro sets OMP_NUM_THREADS to it; CPUs come from ncpus.
+            ("select", "ompthreads") => {
+                count("ompthreads", v)?;
+                opts.export
+                    .get_or_insert_with(Export::default)
+                    .vars
+                    .push(env_var(&format!("OMP_NUM_THREADS={v}"), v)?);
+            }
+            ("select", "host") => opts.nodelist = Some(vec![word("host", v)?]),
+            // A node property (Torque's `nodes=2:ppn=8:gen2`, PBS Pro's `model=has`): a
+            // feature the nodes must have, as --constraint's.
+            ("nodes", property) if v.is_empty() => features.push(word("node property", property)?),
+            ("select", "model") => features.push(word("model", v)?),
             _ => {
                 return Err(JobError::unsupported(
                     part,
@@ -1930,6 +2077,9 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
             &item,
             "ncpus that is a multiple of mpiprocs (each rank gets the same CPUs)",
         ));
+    }
+    if !features.is_empty() {
+        opts.constraint = Some(vec![features]);
     }
     opts.nodes = Some(NodeRange {
         min: chunks,

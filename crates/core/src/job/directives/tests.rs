@@ -482,10 +482,69 @@ fn pbs_pro() {
 
     assert!(error("#PBS -l select=2:ncpus=3:mpiprocs=2\n").contains("multiple of mpiprocs"));
     assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
-    assert!(error("#PBS -l nodes=node01:ppn=4\n").contains("naming hosts"));
     assert!(error("#PBS -l place=pack\n").contains("not supported"));
-    assert!(error("#PBS -j eo\n").contains("invalid join 'eo'"));
-    assert!(error("#PBS -W group_list=x\n").contains("depend="));
+    assert!(error("#PBS -W frob=x\n").contains("depend="));
+}
+
+/// What sites' PBS scripts say (NCI Gadi, Torque node properties, PBS Pro's models and
+/// ompthreads): taken where berth has its counterpart, warned of where it has none.
+#[test]
+fn pbs_as_sites_write_it() {
+    let o = script(
+        "#PBS -P n74 -q normal@gadi -l wd -l jobfs=1GB,storage=scratch/y57 -k oe -j eo\n\
+         #PBS -W umask=022 -W group_list=grp -p 10\n\
+         #PBS -l nodes=2:ppn=8:avx:gen2\n",
+    );
+    assert_eq!(o.account.as_deref(), Some("n74"));
+    assert_eq!(o.partition.as_deref(), Some("normal"));
+    assert_eq!(o.join_output, Some(true));
+    assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 2 }));
+    assert_eq!(
+        o.constraint,
+        Some(vec![vec!["avx".to_string(), "gen2".to_string()]])
+    );
+    let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(
+        ignored,
+        [
+            "-l jobfs=1GB",
+            "-l storage=scratch/y57",
+            "-k oe",
+            "-W umask=022",
+            "-W group_list=grp",
+            "-p 10"
+        ]
+    );
+    let o = script("#PBS -l nodes=node01:ppn=4\n");
+    assert_eq!(o.nodelist, Some(vec!["node01".to_string()]));
+    let o = script("#PBS -l select=1:ncpus=4:ompthreads=4:model=has\n");
+    assert_eq!(o.constraint, Some(vec![vec!["has".to_string()]]));
+    let vars = o.export.unwrap().vars;
+    assert_eq!(
+        (vars[0].name.as_str(), vars[0].value.as_deref()),
+        ("OMP_NUM_THREADS", Some("4"))
+    );
+}
+
+/// What sites' LSF scripts say (Summit's -nnodes and -alloc_flags, limits, -env): taken
+/// where berth has its counterpart, warned of where it has none.
+#[test]
+fn lsf_as_sites_write_it() {
+    let o = script(
+        "#BSUB -nnodes 27 -alloc_flags smt1 -C 0 -sp 12 -W 10/host\n\
+         #BSUB -env \"all,X=1\" -U resv1\n",
+    );
+    assert_eq!(o.nodes, Some(NodeRange { min: 27, max: 27 }));
+    assert_eq!(o.time_limit, Some(600));
+    assert_eq!(o.reservation.as_deref(), Some("resv1"));
+    let export = o.export.unwrap();
+    assert!(export.all && export.vars[0].name == "X");
+    let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
+    assert_eq!(ignored, ["-alloc_flags smt1", "-C 0", "-sp 12"]);
+    let compound = script("#BSUB -n 4 -R \"1*{span[hosts=1]}\"\n");
+    assert_eq!(compound.nodes, Some(NodeRange { min: 1, max: 1 }));
+    let none = script("#BSUB -env none\n").export.unwrap();
+    assert!(!none.all && none.vars.is_empty());
 }
 
 #[test]
@@ -594,10 +653,12 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
         "#SBATCH --hint=nomultithread -m block:cyclic --threads-per-core=1 --wckey=x\n\
          #SBATCH --cpu-freq=high --profile=task --acctg-freq=30 --switches=1 --time-min=10\n\
          #SBATCH --get-user-env --propagate=STACK -k --spread-job --contiguous -s -Q\n\
-         #SBATCH --kill-on-invalid-dep=yes --kill-on-invalid-dep=no\n",
+         #SBATCH --kill-on-invalid-dep=yes --kill-on-invalid-dep=no --exclusive=user\n",
     );
     let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
-    assert_eq!(ignored.len(), 16, "{ignored:?}");
+    assert_eq!(ignored.len(), 17, "{ignored:?}");
+    // --exclusive=user: the nodes whole, which is more than it asks.
+    assert_eq!(o.exclusive, Some(true));
     // (The last one: the job stays when its dependency can never be satisfied.)
     assert!(
         JobRequest::from_options(o.clone(), "j")
