@@ -129,7 +129,10 @@ pub struct StepArgs {
 /// the group's help.)
 #[derive(Args, Debug, Default)]
 struct SrunAccepted {
+    // What berth's steps get anyway (CPUs of their own, while the job has them free), so
+    // not warned of.
     #[arg(long, hide = true)]
+    #[allow(dead_code)]
     exclusive: bool,
     #[arg(short = 'Q', long, hide = true)]
     quiet: bool,
@@ -165,7 +168,6 @@ impl SrunAccepted {
     /// The options given, as typed, for the warning.
     fn given(&self) -> Vec<&'static str> {
         [
-            ("--exclusive", self.exclusive),
             ("--hint", self.hint.is_some()),
             ("--distribution", self.distribution.is_some()),
             ("--ntasks-per-core", self.ntasks_per_core.is_some()),

@@ -27,6 +27,36 @@ fn lines_with(text: &str, prefix: &str) -> Vec<String> {
     l
 }
 
+/// Steps started together (`srun -n1 ... &` in a loop, task farming) each get CPUs of their
+/// own while the job has enough, as Slurm's steps do: not all the job's first CPU.
+#[test]
+fn concurrent_steps_get_cpus_of_their_own() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"for i in 1 2; do
+  srun -n 1 sh -c 'echo "cpus $(grep Cpus_allowed_list /proc/self/status | cut -f2)"; sleep 2' &
+done
+wait
+srun -n 1 sh -c 'echo "alone $(grep Cpus_allowed_list /proc/self/status | cut -f2)"'"#;
+    let id = c.submit(Mode::Rootless, "farm.sh", &script("-n 2", body), &[]);
+    c.completed(id);
+    let out = output(&c, id);
+    let cpus = lines_with(&out, "cpus ");
+    assert_eq!(cpus.len(), 2, "{out}");
+    assert_ne!(cpus[0], cpus[1], "{out}");
+    // Once they ended, their CPUs are free again: the next step gets the first.
+    let first = cpus
+        .iter()
+        .min()
+        .unwrap()
+        .trim_start_matches("cpus ")
+        .to_string();
+    assert_eq!(
+        lines_with(&out, "alone "),
+        [format!("alone {first}")],
+        "{out}"
+    );
+}
+
 #[test]
 fn steps_run_their_tasks_in_the_jobs_own_container_as_the_user() {
     let Some(c) = Cluster::start() else { return };
@@ -1412,7 +1442,7 @@ srun --mpi=list | tail -1"#;
     // srun's options for placement, binding and a step's own limits: accepted, said ignored.
     assert!(out.contains("slurm-accepted"), "{out}");
     assert!(
-        out.contains("ignored --exclusive, --hint, --distribution, --mem-per-cpu: berth places")
+        out.contains("ignored --hint, --distribution, --mem-per-cpu: berth places")
             && out.contains("ignored --mem, --time: this step runs in job"),
         "{out}"
     );

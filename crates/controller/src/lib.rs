@@ -4105,6 +4105,7 @@ impl Controller {
             }
         }
         let mut parts = Vec::with_capacity(shares.len());
+        let mut held = std::collections::BTreeMap::new();
         for (share, &tasks) in shares.iter().zip(&per_node) {
             let cpus = share.cpu_ids.len() as u64;
             let wanted = u64::from(tasks) * u64::from(per_task);
@@ -4116,14 +4117,21 @@ impl Controller {
             }
             // Each task pinned to its own share of the job's cores, where they divide
             // exactly enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's
-            // cpuset.
+            // cpuset. The CPUs the job's running steps hold go last, the least held first:
+            // steps started together (`srun -n1 ... &` in a loop) each get CPUs of their own
+            // while there are enough, as Slurm's do.
             let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
-                share
-                    .cpu_ids
-                    .chunks(per_task as usize)
-                    .take(tasks as usize)
-                    .map(node::cores)
-                    .collect()
+                let holding = |cpu: &u32| {
+                    let running = job.steps.iter().filter(|s| s.end_time.is_none());
+                    running
+                        .filter(|s| s.cpu_ids.get(&share.node).is_some_and(|c| c.contains(cpu)))
+                        .count()
+                };
+                let mut order = share.cpu_ids.clone();
+                order.sort_by_key(holding);
+                let taken = &order[..(wanted as usize).min(order.len())];
+                held.insert(share.node.clone(), taken.to_vec());
+                taken.chunks(per_task as usize).map(node::cores).collect()
             } else {
                 vec![Vec::new(); tasks as usize]
             };
@@ -4180,6 +4188,7 @@ impl Controller {
             node: here.clone(),
             cancelled: false,
             name: request.name.clone(),
+            cpu_ids: held,
         });
         let grant = berth_agent::step::server::StepGrant {
             step,
