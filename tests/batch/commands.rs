@@ -830,6 +830,16 @@ fn pbs_commands_as_pbs_users_type_them() {
     ] {
         assert!(full.contains(attr), "{attr}{full}");
     }
+    // As PSI/J asks PBS Pro: flags together, the attributes as JSON.
+    let json = run(&c, &links, "qstat", &["-fx", "-F", "json", &first_id]);
+    let json: serde_json::Value = serde_json::from_str(json.ok()).unwrap();
+    let job = &json["Jobs"][&first_id];
+    assert_eq!(
+        (&job["job_state"], &job["Exit_status"]),
+        (&serde_json::json!("F"), &serde_json::json!(0)),
+        "{json}"
+    );
+    assert_eq!(job["Resource_List"]["walltime"], "00:20:00", "{json}");
     // The array's tasks, released and deleted as PBS names them.
     run(&c, &links, "qdel", &[&array_id]).ok();
     let first_task = array_number.parse::<u64>().unwrap();

@@ -177,15 +177,35 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a] [-n] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
+const QSTAT_USAGE: &str = "qstat [-a] [-n] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
 
-pub fn qstat(mut words: Vec<String>) -> Result<i32> {
+pub fn qstat(words: Vec<String>) -> Result<i32> {
+    // Flags together, as getopt takes them (`-fx`).
+    let mut words: Vec<String> = words
+        .into_iter()
+        .flat_map(|w| match w.strip_prefix('-') {
+            Some(letters)
+                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaQ".contains(c)) =>
+            {
+                letters.chars().map(|c| format!("-{c}")).collect()
+            }
+            _ => vec![w],
+        })
+        .collect();
     if flag(&mut words, "--help") {
         println!("usage: {QSTAT_USAGE}");
         return Ok(0);
     }
     let queues = flag(&mut words, "-Q");
     let full = flag(&mut words, "-f");
+    // PBS Pro's -F json: -f's attributes as JSON.
+    let json = match value(&mut words, "-F")?.as_deref() {
+        None => false,
+        Some("json") if full => true,
+        Some(other) => {
+            bail!("qstat -F {other}: berth writes -f's attributes as json (-f -F json) only")
+        }
+    };
     let finished = flag(&mut words, "-x");
     let nodes = flag(&mut words, "-n");
     let wide = flag(&mut words, "-w");
@@ -223,6 +243,10 @@ pub fn qstat(mut words: Vec<String>) -> Result<i32> {
         jobs = with_array_parents(jobs, subjobs);
     }
     let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", full_json(&jobs, &server))?;
+        return Ok(status);
+    }
     if full {
         for j in &jobs {
             full_form(&mut out, j, &server)?;
@@ -309,6 +333,52 @@ fn short_size(bytes: u64) -> String {
 
 /// qstat -f: a job's attributes, PBS's names.
 fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
+    writeln!(out, "Job Id: {}", pbs_id(j, server))?;
+    for (k, v) in full_attributes(j, server) {
+        writeln!(out, "    {k} = {v}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `qstat -f -F json`: PBS Pro's document, each job's attributes under its id, an
+/// attribute `A.B` as B of object A (`Resource_List`), whole numbers as numbers.
+fn full_json(jobs: &[JobInfo], server: &str) -> String {
+    let mut all = serde_json::Map::new();
+    for j in jobs {
+        let mut attrs = serde_json::Map::new();
+        for (key, text) in full_attributes(j, server) {
+            let value = match text.parse::<i64>() {
+                Ok(n) => serde_json::Value::from(n),
+                Err(_) => serde_json::Value::from(text),
+            };
+            match key.split_once('.') {
+                Some((outer, inner)) => {
+                    let object = attrs
+                        .entry(outer)
+                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                    if let Some(object) = object.as_object_mut() {
+                        object.insert(inner.to_string(), value);
+                    }
+                }
+                None => {
+                    attrs.insert(key.to_string(), value);
+                }
+            }
+        }
+        all.insert(pbs_id(j, server), serde_json::Value::Object(attrs));
+    }
+    serde_json::json!({
+        "timestamp": berth_controller::now(),
+        "pbs_version": "berth",
+        "pbs_server": server,
+        "Jobs": all,
+    })
+    .to_string()
+}
+
+/// `qstat -f`'s attributes of job `j`, in PBS's order.
+fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
     let mut attrs: Vec<(&str, String)> = vec![
         ("Job_Name", j.name.clone()),
         (
@@ -388,12 +458,7 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
     }
     attrs.push(("Rerunable", "True".to_string()));
     attrs.push(("PBS_O_WORKDIR", j.workdir.clone()));
-    writeln!(out, "Job Id: {}", pbs_id(j, server))?;
-    for (k, v) in attrs {
-        writeln!(out, "    {k} = {v}")?;
-    }
-    writeln!(out)?;
-    Ok(())
+    attrs
 }
 
 /// qstat -Q: the queues (partitions) with their jobs by state.
