@@ -83,7 +83,10 @@ fn job_symbol(
         // LSF's: an array's elements share their array's id.
         'J' => number(ctx.array_job_id.unwrap_or(ctx.job_id)),
         'A' => number(ctx.array_job_id.unwrap_or(ctx.job_id)),
-        'a' | 'I' => number(u64::from(ctx.array_index.unwrap_or(0))),
+        // Slurm's %a of a job in no array is its NO_VAL (slurm-42_4294967294.out); LSF's
+        // %I is 0, as its LSB_JOBINDEX.
+        'a' => number(ctx.array_index.map_or(u64::from(u32::MAX - 1), u64::from)),
+        'I' => number(u64::from(ctx.array_index.unwrap_or(0))),
         'x' => ctx.job_name.to_string(),
         'u' => ctx.user.to_string(),
         'N' => ctx.first_node.to_string(),
@@ -240,7 +243,9 @@ mod tests {
             expand_pattern(default_output(true), &ctx()),
             "berth-1200_7.out"
         );
-        assert_eq!(expand_pattern("%A_%a", &single), "9_0");
+        // As Slurm: a job in no array has NO_VAL for %a; LSF's %I is 0.
+        assert_eq!(expand_pattern("%A_%a", &single), "9_4294967294");
+        assert_eq!(expand_pattern("%J_%I", &single), "9_0");
         assert_eq!(
             expand_pattern(&pbs_default_name("run%1", 'o', false), &single),
             "run%1.o9"
