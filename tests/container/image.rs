@@ -538,14 +538,7 @@ fn tag_remove_several_and_names_like_files() {
         0o700
     );
     // A web application's tree, with a manifest.json of its own.
-    let tree = f.path("webapp");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let tree = copy_of_rootfs(&f, "webapp");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("manifest.json"), r#"{"name":"webapp"}"#).unwrap();
     let tree = tree.to_str().unwrap();
@@ -563,14 +556,7 @@ fn tag_remove_several_and_names_like_files() {
 #[test]
 fn a_tree_with_the_kernels_file_systems_mounted_imports_without_them() {
     let Some(f) = Fixture::new() else { return };
-    let tree = f.path("chroot");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&f.rootfs)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let tree = copy_of_rootfs(&f, "chroot");
     let mounts = [("proc", "proc"), ("devpts", "dev/pts")];
     for (kind, at) in mounts {
         std::fs::create_dir_all(tree.join(at)).unwrap();
@@ -677,6 +663,27 @@ fn xz_and_bzip2_image_files_import() {
     }
 }
 
+/// A copy of the fixture's root filesystem, `name` in its directory (owners kept).
+fn copy_of_rootfs(f: &Fixture, name: &str) -> PathBuf {
+    let tree = f.path(name);
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.rootfs)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    tree
+}
+
+/// The fixture's root filesystem as one layer.
+fn rootfs_layer(f: &Fixture) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", &f.rootfs).unwrap();
+    layer.into_inner().unwrap()
+}
+
 /// A layer of one file `path` holding `data`, mode `mode`.
 fn layer_of(path: &str, data: &[u8], mode: u32) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -695,10 +702,7 @@ fn layer_of(path: &str, data: &[u8], mode: u32) -> Vec<u8> {
 #[test]
 fn a_docker_save_of_several_images_imports_each() {
     let Some(f) = Fixture::new() else { return };
-    let mut base = tar::Builder::new(Vec::new());
-    base.follow_symlinks(false);
-    base.append_dir_all(".", &f.rootfs).unwrap();
-    let base = base.into_inner().unwrap();
+    let base = rootfs_layer(&f);
     let host = match std::env::consts::ARCH {
         "aarch64" => "arm64",
         _ => "amd64",
@@ -749,10 +753,7 @@ fn a_docker_save_of_several_images_imports_each() {
 #[test]
 fn an_image_for_another_architecture_is_told() {
     let Some(f) = Fixture::new() else { return };
-    let mut base = tar::Builder::new(Vec::new());
-    base.follow_symlinks(false);
-    base.append_dir_all(".", &f.rootfs).unwrap();
-    let base = base.into_inner().unwrap();
+    let base = rootfs_layer(&f);
     let (host, other) = match std::env::consts::ARCH {
         "aarch64" => ("arm64", "amd64"),
         _ => ("amd64", "arm64"),
