@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the job's directory (its script, its hostfile) appears inside the container.
 pub const JOB_DIR_IN_CONTAINER: &str = "/.berth/job";
-
 /// The script, in that directory, under the name the controller saves it with.
 pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
 /// Where berth's own executable appears in a job's container (on its PATH), for `berth step`.

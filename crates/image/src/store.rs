@@ -703,8 +703,8 @@ impl Store {
         Err(ImageError::NotFound(reference.to_string()))
     }
 
-    /// Gives the image `image` names (a name or id) the name `name` too (as `docker tag`),
-    /// which leaves whatever image had it before.
+    /// Gives the image that `image` (a name or id) names the name `name` too (as `docker
+    /// tag`), which leaves whatever image had it before.
     pub fn tag(&self, image: &str, name: &str) -> Result<ImageRecord, ImageError> {
         let record = self.resolve(image)?;
         let name = Reference::parse(name)?;

@@ -176,7 +176,7 @@ fn ensure(root: &OwnedFd, path: &str, dir: bool, own: Option<&[u64]>) -> Result<
 /// Creates `name`, which a lookup found missing, in `parent` (a directory inside the
 /// container root) and opens it. A dangling symlink in its place (Debian's /etc/resolv.conf
 /// -> ../run/...) is replaced: the change lands in the container's throwaway upper layer.
-/// With `own`, only where `parent` is on one of those file systems (see [`ensure`]).
+/// With `own`, only where `parent` is on one of those mounts (see [`ensure`]).
 fn create_in(
     parent: &OwnedFd,
     name: &str,
