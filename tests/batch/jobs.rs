@@ -1130,7 +1130,11 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), format!("{array}_4|proj1\n{array}_5|proj1\n"));
     let shown = c.berth(Mode::Rootless, &["show", &array.to_string()]);
-    assert!(shown.ok().contains(" Account=proj1\n"), "{}", shown.stdout);
+    assert!(
+        shown.ok().contains(" Account=proj1 QOS=normal\n"),
+        "{}",
+        shown.stdout
+    );
     let with_header = q(&["-o", "%.8i %u", "-j", &held.to_string()]);
     assert_eq!(
         with_header,

@@ -327,10 +327,17 @@ pub struct StepInfo {
     /// Its name (srun's `-J`), where it was given one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The job's CPUs (ids of its shares) its tasks are bound to, by node, while it runs:
-    /// the next steps get others first, as Slurm's steps get CPUs of their own.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub cpu_ids: std::collections::BTreeMap<String, Vec<u32>>,
+    /// The job's CPUs (ids of its shares) its tasks are bound to, node by node: the next
+    /// steps get others first while it runs, as Slurm's steps get CPUs of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_ids: Vec<NodeCpus>,
+}
+
+/// CPUs of a job on one node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct NodeCpus {
+    pub node: String,
+    pub cpu_ids: Vec<u32>,
 }
 
 /// What a step's tasks used, as the kernel accounts it to each node's step process for the

@@ -4105,7 +4105,7 @@ impl Controller {
             }
         }
         let mut parts = Vec::with_capacity(shares.len());
-        let mut held = std::collections::BTreeMap::new();
+        let mut held = Vec::new();
         for (share, &tasks) in shares.iter().zip(&per_node) {
             let cpus = share.cpu_ids.len() as u64;
             let wanted = u64::from(tasks) * u64::from(per_task);
@@ -4123,14 +4123,17 @@ impl Controller {
             let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
                 let holding = |cpu: &u32| {
                     let running = job.steps.iter().filter(|s| s.end_time.is_none());
-                    running
-                        .filter(|s| s.cpu_ids.get(&share.node).is_some_and(|c| c.contains(cpu)))
+                    let held = running.flat_map(|s| &s.cpu_ids);
+                    held.filter(|h| h.node == share.node && h.cpu_ids.contains(cpu))
                         .count()
                 };
                 let mut order = share.cpu_ids.clone();
                 order.sort_by_key(holding);
                 let taken = &order[..(wanted as usize).min(order.len())];
-                held.insert(share.node.clone(), taken.to_vec());
+                held.push(berth_api::NodeCpus {
+                    node: share.node.clone(),
+                    cpu_ids: taken.to_vec(),
+                });
                 taken.chunks(per_task as usize).map(node::cores).collect()
             } else {
                 vec![Vec::new(); tasks as usize]
