@@ -551,49 +551,78 @@ fn tag_remove_several_and_names_like_files() {
     );
 }
 
-/// A chroot turned into an image with its /proc and /dev/pts still mounted (debootstrap
-/// leaves them so): their mount points are imported, not the running system's files.
+/// A chroot turned into an image with its /proc and /sys still mounted (debootstrap leaves
+/// them so): their mount points are imported, not the running system's files.
 #[test]
 fn a_tree_with_the_kernels_file_systems_mounted_imports_without_them() {
     let Some(f) = Fixture::new() else { return };
     let tree = copy_of_rootfs(&f, "chroot");
-    let mounts = [("proc", "proc"), ("devpts", "dev/pts")];
-    for (kind, at) in mounts {
-        std::fs::create_dir_all(tree.join(at)).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", kind, kind])
-            .arg(tree.join(at))
-            .status()
-            .unwrap();
-        assert!(mounted.success());
-    }
-    /// Unmounts them whatever the test's outcome.
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            for at in ["dev/pts", "proc"] {
-                let _ = std::process::Command::new("umount")
-                    .arg(self.0.join(at))
-                    .status();
+    // Mounted in the import's own mount namespace, made before it execs: nothing of it
+    // reaches the host's.
+    let mounts: Vec<(std::ffi::CString, std::ffi::CString)> = [("proc", "proc"), ("sysfs", "sys")]
+        .iter()
+        .map(|(kind, at)| {
+            std::fs::create_dir_all(tree.join(at)).unwrap();
+            let at = tree.join(at).into_os_string().into_encoded_bytes();
+            (
+                std::ffi::CString::new(*kind).unwrap(),
+                std::ffi::CString::new(at).unwrap(),
+            )
+        })
+        .collect();
+    let mut import = f.cmd(
+        Mode::Root,
+        &[
+            "image",
+            "import",
+            tree.to_str().unwrap(),
+            "--name",
+            "chroot",
+        ],
+    );
+    // SAFETY: system calls on strings made before the fork, in the child before its exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut import, move || {
+            let null = std::ptr::null();
+            let private = (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong;
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(null, c"/".as_ptr(), null, private, null as *const _) != 0
+            {
+                return Err(std::io::Error::last_os_error());
             }
-        }
-    }
-    let _unmount = Unmount(tree.clone());
-    let tree = tree.to_str().unwrap();
-    f.berth(Mode::Root, &["image", "import", tree, "--name", "chroot"])
-        .ok();
-    // The container's own /proc and /dev/pts over the image's mount points, left empty.
-    let look = "cat /proc/self/comm; ls -d /dev/pts";
+            for (kind, at) in &mounts {
+                if libc::mount(
+                    kind.as_ptr(),
+                    at.as_ptr(),
+                    kind.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    let imported = import.output().unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    // The container's own /proc and /sys over the image's mount points, left empty.
+    let look = "cat /proc/self/comm; ls -d /sys/kernel";
     assert_eq!(
         f.berth(Mode::Root, &["exec", "chroot", "sh", "-c", look])
             .ok(),
-        "cat\n/dev/pts\n"
+        "cat\n/sys/kernel\n"
     );
     let inspect = f.berth(Mode::Root, &["image", "inspect", "chroot", "--json"]);
     let json: serde_json::Value = serde_json::from_str(inspect.ok()).unwrap();
     let id = json["id"].as_str().unwrap().trim_start_matches("sha256:");
     let unpacked = f.path("store-root").join("rootfs").join(id);
-    for at in ["proc", "dev/pts"] {
+    for at in ["proc", "sys"] {
         let entries = std::fs::read_dir(unpacked.join(at)).unwrap().count();
         assert_eq!(entries, 0, "{at}");
     }

@@ -60,6 +60,17 @@ pub fn as_slurm() -> bool {
     AS_SLURM.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether `args` give one of `options`: as it is, with `=VALUE`, or (a short one) with its
+/// value or other flags after it (`-oJobID`, `-lX`).
+fn given(args: &[OsString], options: &[&str]) -> bool {
+    args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        options.iter().any(|f| {
+            a == *f || a.starts_with(&format!("{f}=")) || (f.len() == 2 && a.starts_with(f))
+        })
+    })
+}
+
 /// berth's own command line for `args`, a command line as typed: when started under one
 /// of [`COMMANDS`]' names (or as `berth as NAME`), Slurm's become the berth subcommands
 /// they are, the others `berth as NAME ...`; anything else is left as it is.
@@ -90,17 +101,12 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             // squeue's own columns unless it was told others ($SQUEUE_FORMAT, as squeue
             // reads it; -l and --start have theirs): ST as R and PD, as scripts reading its
             // default output expect.
-            let formatted = rest.iter().any(|a| {
-                let a = a.to_string_lossy();
-                (a == "--long" || a == "--start")
-                    || ["-o", "--format", "-O", "--Format", "--json", "-l"]
-                        .iter()
-                        .any(|f| {
-                            a == *f
-                                || a.starts_with(&format!("{f}="))
-                                || (f.len() == 2 && a.starts_with(f))
-                        })
-            });
+            let formatted = given(
+                &rest,
+                &[
+                    "-o", "--format", "-O", "--Format", "--json", "-l", "--long", "--start",
+                ],
+            );
             let format = std::env::var("SQUEUE_FORMAT")
                 .unwrap_or_else(|_| "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R".into());
             match formatted {
@@ -111,9 +117,9 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         "scancel" => words(&["berth", "cancel"]),
         "sacct" => {
             // sacct's own columns unless told others ($SACCT_FORMAT, as sacct reads it).
-            let formatted = rest.iter().any(|a| {
-                let a = a.to_string_lossy();
-                [
+            let formatted = given(
+                &rest,
+                &[
                     "-o",
                     "--format",
                     "-b",
@@ -123,14 +129,8 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                     "-e",
                     "--helpformat",
                     "--json",
-                ]
-                .iter()
-                .any(|f| {
-                    a == *f
-                        || a.starts_with(&format!("{f}="))
-                        || (f.len() == 2 && a.starts_with(f) && !a.starts_with("--"))
-                })
-            });
+                ],
+            );
             let format = std::env::var("SACCT_FORMAT").unwrap_or_else(|_| {
                 "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode".into()
             });
