@@ -873,27 +873,21 @@ impl Controller {
         };
         let mut terms = Vec::new();
         for (kind, first, last) in job.dependency_ranges() {
-            let status = sched::dependency_status(
-                &Vec::from_iter((first..=last).map(|id| sched::Dependency {
-                    kind: sched_kind(kind),
-                    job: id,
-                })),
-                state_of,
-            );
+            let range = (first..=last).map(|id| sched::Dependency {
+                kind: sched_kind(kind),
+                job: id,
+            });
+            let status = sched::dependency_status(range, state_of);
             let named = match first == last {
                 true => first.to_string(),
                 false => format!("{first}_*"),
             };
-            let word = serde_json::to_value(kind).ok()?;
-            match status {
-                sched::DepStatus::Satisfied => {}
-                sched::DepStatus::Waiting => {
-                    terms.push(format!("{}:{named}(unfulfilled)", word.as_str()?))
-                }
-                sched::DepStatus::NeverSatisfied => {
-                    terms.push(format!("{}:{named}(failed)", word.as_str()?))
-                }
-            }
+            let how = match status {
+                sched::DepStatus::Satisfied => continue,
+                sched::DepStatus::Waiting => "unfulfilled",
+                sched::DepStatus::NeverSatisfied => "failed",
+            };
+            terms.push(format!("{}:{named}({how})", kind.word()));
         }
         let running_namesake = || {
             self.active.values().any(|other| {
@@ -4121,14 +4115,17 @@ impl Controller {
             // steps started together (`srun -n1 ... &` in a loop) each get CPUs of their own
             // while there are enough, as Slurm's do.
             let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
-                let holding = |cpu: &u32| {
-                    let running = job.steps.iter().filter(|s| s.end_time.is_none());
-                    let held = running.flat_map(|s| &s.cpu_ids);
-                    held.filter(|h| h.node == share.node && h.cpu_ids.contains(cpu))
-                        .count()
-                };
+                // How many running steps hold each CPU here (counted once, not per CPU).
+                let mut holding: HashMap<u32, usize> = HashMap::new();
+                let running = job.steps.iter().filter(|s| s.end_time.is_none());
+                let here = running
+                    .flat_map(|s| &s.cpu_ids)
+                    .filter(|h| h.node == share.node);
+                for cpu in here.flat_map(|h| &h.cpu_ids) {
+                    *holding.entry(*cpu).or_default() += 1;
+                }
                 let mut order = share.cpu_ids.clone();
-                order.sort_by_key(holding);
+                order.sort_by_key(|cpu| holding.get(cpu).copied().unwrap_or(0));
                 let taken = &order[..(wanted as usize).min(order.len())];
                 held.push(berth_api::NodeCpus {
                     node: share.node.clone(),

@@ -93,7 +93,7 @@ fn bind_fd(
     dir: bool,
     access: Access,
     what: &str,
-    own: Option<&[u64]>,
+    own: Option<&Own>,
 ) -> Result<(), Failure> {
     let target = ensure(root, path, dir, own)?;
     attach(source, &target, access, what).map_err(|failure| {
@@ -124,7 +124,7 @@ fn attach(source: &OwnedFd, target: &OwnedFd, access: Access, what: &str) -> Res
 /// With `own` (the mounts berth made for the container: its overlay, its tmpfs /dev, /tmp
 /// (or a job's own /tmp) and home), what is missing is made only on one of them, never in
 /// a host directory bound into the container, which it would outlive.
-fn ensure(root: &OwnedFd, path: &str, dir: bool, own: Option<&[u64]>) -> Result<OwnedFd, Failure> {
+fn ensure(root: &OwnedFd, path: &str, dir: bool, own: Option<&Own>) -> Result<OwnedFd, Failure> {
     let flags = libc::O_PATH | if dir { libc::O_DIRECTORY } else { 0 };
     // Most mount points exist in the image: one lookup; the rest mostly lack only their
     // last component: one more.
@@ -182,11 +182,11 @@ fn create_in(
     name: &str,
     dir: bool,
     path: &str,
-    own: Option<&[u64]>,
+    own: Option<&Own>,
 ) -> Result<OwnedFd, Failure> {
     if let Some(own) = own {
         let mount = sys::mount_of(parent).map_err(fail(format!("looking up {path}")))?;
-        if !own.contains(&mount) {
+        if !own.mounts().contains(&mount) {
             return Err(Failure {
                 code: 125,
                 message: format!(
@@ -205,6 +205,24 @@ fn create_in(
     .map_err(fail(format!(
         "creating the mount point {path} in the image"
     )))
+}
+
+/// The mounts berth made for a container (its overlay, its /dev, its /tmp, a job's own /tmp
+/// once bound there, an empty home), by their places in it: looked up only when a mount
+/// point is missing (few starts have one), as they are then.
+struct Own<'a> {
+    root: &'a OwnedFd,
+    places: Vec<&'a str>,
+}
+
+impl Own<'_> {
+    /// Their mounts' ids (see [`sys::mount_of`]); a place missing is none.
+    fn mounts(&self) -> Vec<u64> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let open = |place: &&str| sys::open_in_root(self.root, place, flags, 0).ok();
+        let fds = self.places.iter().filter_map(open);
+        fds.filter_map(|fd| sys::mount_of(&fd).ok()).collect()
+    }
 }
 
 fn read_in_root(root: &OwnedFd, path: &str) -> String {
@@ -589,19 +607,13 @@ pub(crate) fn build_root(
     }
     // The mounts berth made: mount points of the binds are made on these alone (a
     // directory bound at /tmp is the container's /tmp: one of them too, once bound).
-    let mount_of = |made: &str| {
-        let fd = sys::open_in_root(&rootfd, made, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(fail(format!("opening {made}")))?;
-        sys::mount_of(&fd).map_err(fail(format!("looking up {made}")))
+    let own = Own {
+        root: &rootfd,
+        places: ["/", "/dev", "/tmp"]
+            .into_iter()
+            .chain(spec.empty_home.then_some(id.home.as_str()))
+            .collect(),
     };
-    let mut own = Vec::new();
-    for made in ["/", "/dev", "/tmp"]
-        .into_iter()
-        .filter(|made| !tmp_bound || *made != "/tmp")
-        .chain(spec.empty_home.then_some(id.home.as_str()))
-    {
-        own.push(mount_of(made)?);
-    }
     for (b, source) in spec.binds.iter().zip(&sources) {
         bind_fd(
             &rootfd,
@@ -612,9 +624,6 @@ pub(crate) fn build_root(
             &b.source.display().to_string(),
             Some(&own),
         )?;
-        if std::path::Path::new(&b.target) == std::path::Path::new("/tmp") {
-            own.push(mount_of("/tmp")?);
-        }
     }
     if let Some(gpu) = &spec.gpu {
         for (file, name) in &gpu.libraries {

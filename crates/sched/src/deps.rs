@@ -51,11 +51,12 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
 /// Evaluates all of a job's terms (they are ANDed): never satisfied if any term is, else
 /// waiting if any term waits.
 pub fn dependency_status(
-    deps: &[Dependency],
+    deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
     state_of: impl Fn(JobId) -> Option<JobState>,
 ) -> DepStatus {
     let mut status = DepStatus::Satisfied;
     for dep in deps {
+        let dep = dep.borrow();
         match dependency_status_of(dep, state_of(dep.job)) {
             DepStatus::NeverSatisfied => return DepStatus::NeverSatisfied,
             DepStatus::Waiting => status = DepStatus::Waiting,
@@ -139,18 +140,21 @@ mod tests {
         ];
         let states = |a, b| move |id| Some(if id == 1 { a } else { b });
         assert_eq!(
-            dependency_status(&deps, states(Completed, Completed)),
+            dependency_status(deps.iter(), states(Completed, Completed)),
             Satisfied
         );
         assert_eq!(
-            dependency_status(&deps, states(Completed, Running)),
+            dependency_status(deps.iter(), states(Completed, Running)),
             Waiting
         );
         assert_eq!(
-            dependency_status(&deps, states(Running, Failed)),
+            dependency_status(deps.iter(), states(Running, Failed)),
             NeverSatisfied
         );
-        assert_eq!(dependency_status(&[], |_| None), Satisfied);
+        assert_eq!(
+            dependency_status([] as [Dependency; 0], |_| None),
+            Satisfied
+        );
     }
 
     #[test]

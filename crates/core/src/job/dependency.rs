@@ -56,6 +56,19 @@ fn invalid(value: &str, expected: &str) -> JobError {
     JobError::invalid("dependency", value, expected)
 }
 
+impl DependencyKind {
+    /// Slurm's word for it (`afterok`), as --dependency takes it and scontrol shows it.
+    pub fn word(self) -> &'static str {
+        match self {
+            DependencyKind::After => "after",
+            DependencyKind::AfterOk => "afterok",
+            DependencyKind::AfterNotOk => "afternotok",
+            DependencyKind::AfterAny => "afterany",
+            DependencyKind::AfterCorr => "aftercorr",
+        }
+    }
+}
+
 fn kind_of(word: &str) -> Option<DependencyKind> {
     Some(match word {
         "after" => DependencyKind::After,
