@@ -143,6 +143,14 @@ pub struct QueueArgs {
     /// Clusters to ask (as squeue -M): berth's is one, which answers for any name
     #[arg(short = 'M', long, value_name = "CLUSTERS")]
     clusters: Option<String>,
+    /// The running steps instead of the jobs (squeue -s): of every running job (their batch
+    /// scripts' too, `ID.batch`), or only these (comma-separated JOB.STEP); --format's
+    /// letters for steps: %i (JOB.STEP) %j %P %u %U %M %l %N %D %S %A (its tasks)
+    #[arg(short = 's', long, value_name = "JOB.STEP,...", num_args = 0..=1, default_missing_value = "")]
+    steps: Option<String>,
+    /// Again every SECONDS seconds, each time after the time, until interrupted (squeue -i)
+    #[arg(short = 'i', long, value_name = "SECONDS")]
+    iterate: Option<u64>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -1196,6 +1204,105 @@ fn named_format(text: &str) -> Result<String> {
 }
 
 pub fn queue(mut args: QueueArgs) -> Result<i32> {
+    let Some(every) = args.iterate else {
+        return queue_once(&mut args);
+    };
+    if every == 0 {
+        bail!("--iterate 0: expected how many seconds apart, 1 at least");
+    }
+    loop {
+        println!("{}", crate::compat::ctime(berth_controller::now()));
+        let code = queue_once(&mut args)?;
+        if code != 0 {
+            return Ok(code);
+        }
+        println!();
+        std::thread::sleep(std::time::Duration::from_secs(every));
+    }
+}
+
+/// squeue's default columns of steps (-s), and with -l.
+const STEP_FORMAT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
+const STEP_LONG_FORMAT: &str = "%.15i %.8j %.9P %.8u %.9l %.9M %N";
+
+/// What `squeue -s` prints: the running steps of `jobs` (each running job's batch script
+/// as its step `ID.batch`), or those of `only` (`JOB.STEP`, comma-separated; empty: all).
+fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
+    let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+    if let Some(bad) = only.iter().find(|s| step_spec(s).is_none()) {
+        bail!("--steps {bad}: expected JOB.STEP (42.0, 42_3.1, 42.batch)");
+    }
+    let format = args.format.as_deref().unwrap_or(match args.long {
+        true => STEP_LONG_FORMAT,
+        false => STEP_FORMAT,
+    });
+    let columns = parse_format(format, "ijPuUMlNDSA")?;
+    let mut out = std::io::stdout().lock();
+    if !args.noheader {
+        let header = |letter| match letter {
+            'i' => "STEPID",
+            'j' => "NAME",
+            'P' => "PARTITION",
+            'u' => "USER",
+            'U' => "UID",
+            'M' => "TIME",
+            'l' => "TIME_LIMIT",
+            'N' => "NODELIST",
+            'D' => "NODES",
+            'S' => "START_TIME",
+            _ => "TASKS",
+        };
+        writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
+    }
+    let now = berth_controller::now();
+    for j in jobs.iter().filter(|j| j.state == "RUNNING") {
+        let start = j.start_time.unwrap_or(now);
+        let first = j.nodes.first().map_or(&[][..], std::slice::from_ref);
+        let batch = (
+            "batch".to_string(),
+            "batch".to_string(),
+            start,
+            first,
+            1,
+            None,
+        );
+        let running = j.steps.iter().filter(|s| s.end_time.is_none()).map(|s| {
+            let name = step_accounting("JobName", j, s);
+            let limit = s.time_limit;
+            (
+                s.id.to_string(),
+                name,
+                s.start_time,
+                step_nodes(j, s),
+                s.ntasks,
+                limit,
+            )
+        });
+        for (step, name, start, nodes, tasks, limit) in std::iter::once(batch).chain(running) {
+            let id = format!("{}.{step}", job_id(j));
+            if !only.is_empty() && !only.contains(&id.as_str()) {
+                continue;
+            }
+            let value = |letter| match letter {
+                'i' => id.clone(),
+                'j' => name.clone(),
+                'P' => j.partition.clone(),
+                'u' => j.user.clone(),
+                'U' => j.uid.to_string(),
+                'M' => slurm_time(now.saturating_sub(start)),
+                'l' => limit.map_or("UNLIMITED".into(), slurm_time),
+                'N' => berth_core::job::hostlist(nodes),
+                'D' => nodes.len().to_string(),
+                'S' => crate::compat::slurm_timestamp(start),
+                _ => tasks.to_string(),
+            };
+            writeln!(out, "{}", render(&columns, value))?;
+        }
+    }
+    Ok(0)
+}
+
+fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     if let Some(named) = &args.named_format {
         args.format = Some(named_format(named)?.trim_end().to_string());
     }
@@ -1231,13 +1338,13 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
             Err(e) => return Err(e),
         }
     }
-    if args.start {
+    if args.start && args.steps.is_none() {
         // squeue --start's columns, of pending jobs.
         args.state.get_or_insert_with(|| "PENDING".into());
         args.format
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R".into());
     }
-    if args.long {
+    if args.long && args.steps.is_none() {
         args.format
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R".into());
     }
@@ -1276,6 +1383,9 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
                 .as_ref()
                 .is_none_or(|wanted| j.nodes.iter().any(|n| wanted.contains(n)))
     });
+    if let Some(only) = &args.steps {
+        return queue_steps(args, &jobs, only);
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
@@ -2103,6 +2213,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
                 .unwrap_or_default()
         }),
         "State" => match (step.exit_code, step.cancelled) {
+            _ if step.timed_out => "TIMEOUT",
             (_, true) => "CANCELLED",
             (None, _) => "RUNNING",
             (Some(0), _) => "COMPLETED",
@@ -2127,7 +2238,18 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             .usage
             .map_or(String::new(), |u| slurm_size(u.max_rss_bytes)),
         "NTasks" => step.ntasks.to_string(),
+        "NNodes" => step_nodes(j, step).len().max(1).to_string(),
+        "Timelimit" => step.time_limit.map_or("UNLIMITED".into(), duration),
+        "NodeList" => berth_core::job::hostlist(step_nodes(j, step)),
         _ => String::new(),
+    }
+}
+
+/// The nodes a step ran on (its job's, in a record that did not say).
+fn step_nodes<'a>(j: &'a JobInfo, step: &'a berth_api::StepInfo) -> &'a [String] {
+    match step.nodes.is_empty() {
+        true => &j.nodes,
+        false => &step.nodes,
     }
 }
 

@@ -51,10 +51,13 @@ pub struct StepArgs {
     /// their output is never held back by berth
     #[arg(short = 'u', long)]
     unbuffered: bool,
-    /// Let the step share CPUs with the job's other steps (as --overcommit)
+    /// Share CPUs with the job's other steps: start at once, even when they hold all the
+    /// job's CPUs (without it, a step waits for CPUs of its own, as Slurm's do) [default:
+    /// set if $SLURM_OVERLAP is]
     #[arg(long)]
     overlap: bool,
-    /// Accepted as srun takes it: each task gets its own share of the job's CPUs anyway
+    /// Accepted as srun takes it: a step gets the CPUs it asks for anyway (not all the
+    /// job's), so that as many steps run at once as the job has CPUs for
     #[arg(long)]
     exact: bool,
     /// The job to run in [default: $BERTH_JOB_ID, else $SLURM_JOB_ID, inside a job]
@@ -94,7 +97,8 @@ pub struct StepArgs {
     /// Outside a job: memory per node of the new allocation
     #[arg(long, value_name = "SIZE")]
     mem: Option<String>,
-    /// Outside a job: the new allocation's time limit
+    /// The step's time limit, in a job (its tasks are ended then, the job going on);
+    /// outside one, the new allocation's
     #[arg(short = 't', long, value_name = "TIME")]
     time: Option<String>,
     /// Outside a job: the new allocation's partition
@@ -542,7 +546,6 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         Some(id) => {
             let given = [
                 ("--mem", args.mem.is_some()),
-                ("--time", args.time.is_some()),
                 ("--partition", args.partition.is_some()),
             ];
             if !args.nodelist.is_empty() && args.nodes.is_some() {
@@ -584,8 +587,16 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             "--multi-prog gives each task its program: it does not go with --container-entrypoint"
         );
     }
+    // In a job, the step's own time limit (outside one, the allocation's, above).
+    let time_limit = match (&job, &args.time) {
+        (Some(_), Some(t)) => {
+            Some(berth_core::job::parse_slurm_time(t).map_err(|e| anyhow::anyhow!("--time: {e}"))?)
+        }
+        _ => None,
+    };
     let request = StepRequest {
         job,
+        time_limit,
         allocate,
         allocate_syntax: berth_api::OptionSyntax::Berth,
         // Filled in by `run`, for an allocation's image file.
@@ -629,8 +640,8 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         cpu_bind,
         // In a job submitted with -O, its steps overcommit too (as srun reads it there).
         overcommit: args.overcommit
-            || args.overlap
             || std::env::var_os("SLURM_OVERCOMMIT").is_some_and(|v| v == "1"),
+        overlap: args.overlap || std::env::var_os("SLURM_OVERLAP").is_some(),
         pty: args.pty,
         pmi,
         pmix,
@@ -809,7 +820,8 @@ fn upload_image_file(request: &mut StepRequest) -> Result<()> {
 pub fn run(mut request: StepRequest) -> Result<i32> {
     upload_image_file(&mut request)?;
     let request = &request;
-    let mut tell = progress("berth step", request.allocate_syntax);
+    let who = crate::compat::invoked_as().filter(|n| *n == "srun");
+    let mut tell = progress(who.unwrap_or("berth step"), request.allocate_syntax);
     Ok(berth_agent::step::client::run(
         &step_socket(),
         request,
@@ -820,8 +832,8 @@ pub fn run(mut request: StepRequest) -> Result<i32> {
 /// Tells the user how a new allocation gets on, in the words of the command it stands for:
 /// srun's and salloc's (as `who`), bsub's (`Job <42> is submitted to default queue
 /// <normal>.`, `<<Waiting for dispatch ...>>`, `<<Starting on node1>>`) or qsub's (`qsub:
-/// waiting for job 42.server to start`, `qsub: job 42.server ready`); on stderr, since
-/// stdout is the job's.
+/// waiting for job 42.server to start`, `qsub: job 42.server ready`); and that a step waits
+/// for CPUs the job's other steps hold, in srun's; on stderr, since stdout is the job's.
 fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
     let who = who.to_string();
     let server = match syntax {
@@ -829,7 +841,17 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
         _ => String::new(),
     };
     let mut queued = false;
+    let mut busy = None;
     move |event| match (syntax, event) {
+        (_, StepEvent::Notice(text)) => eprintln!("{text}"),
+        (_, StepEvent::Busy { job }) => {
+            busy = Some(*job);
+            eprintln!("{who}: Job {job} step creation temporarily disabled, retrying (Requested nodes are busy)")
+        }
+        (_, StepEvent::Started { step, .. }) if busy.is_some() => {
+            let job = busy.take().unwrap_or_default();
+            eprintln!("{who}: Step created for StepId={job}.{step}")
+        }
         (_, StepEvent::Submitted(submitted)) => {
             for w in &submitted.warnings {
                 eprintln!("berth: warning: {w}");
@@ -1063,6 +1085,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         // there, and is not counted against them.
         cpu_bind: false,
         overcommit: true,
+        overlap: true,
         ..StepRequest::new(argv, environment(), current_dir()?)
     };
     run(request)

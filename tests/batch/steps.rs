@@ -28,32 +28,170 @@ fn lines_with(text: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Steps started together (`srun -n1 ... &` in a loop, task farming) each get CPUs of their
-/// own while the job has enough, as Slurm's steps do: not all the job's first CPU.
+/// own, as Slurm's steps do: as many run at once as the job has CPUs for, and the others
+/// wait for theirs (saying so, as srun does), but a step that overlaps (`--overlap`), which
+/// starts at once.
 #[test]
-fn concurrent_steps_get_cpus_of_their_own() {
+fn concurrent_steps_get_cpus_of_their_own_or_wait_for_them() {
     let Some(c) = Cluster::start() else { return };
-    let body = r#"for i in 1 2; do
-  srun -n 1 sh -c 'echo "cpus $(grep Cpus_allowed_list /proc/self/status | cut -f2)"; sleep 2' &
+    let body = r#"for i in 1 2 3 4; do
+  srun -n 1 sh -c 'touch "on.$SLURM_STEP_ID"; echo "cpus $(grep Cpus_allowed_list /proc/self/status | cut -f2) with $(ls on.* | wc -l)"; while [ ! -e release ]; do sleep 0.1; done; rm "on.$SLURM_STEP_ID"' 2> "err.$i" &
 done
+until [ "$(cat err.* | grep -c 'temporarily disabled')" = 2 ]; do sleep 0.1; done
+srun -n 1 --overlap sh -c 'echo "overlapping $(ls on.* | wc -l)"'
+touch release
 wait
+cat err.*
 srun -n 1 sh -c 'echo "alone $(grep Cpus_allowed_list /proc/self/status | cut -f2)"'"#;
     let id = c.submit(Mode::Rootless, "farm.sh", &script("-n 2", body), &[]);
     c.completed(id);
     let out = output(&c, id);
+    // Never more than two at once, on both CPUs.
     let cpus = lines_with(&out, "cpus ");
-    assert_eq!(cpus.len(), 2, "{out}");
-    assert_ne!(cpus[0], cpus[1], "{out}");
+    assert_eq!(cpus.len(), 4, "{out}");
+    let mut used = Vec::new();
+    for line in &cpus {
+        let (cpu, with) = line["cpus ".len()..].split_once(" with ").unwrap();
+        assert!(with == "1" || with == "2", "{out}");
+        used.push(cpu.to_string());
+    }
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), 2, "{out}");
+    assert!(out.contains("overlapping 2\n"), "{out}");
+    let waited = lines_with(&out, "srun: Job ");
+    assert_eq!(
+        waited,
+        vec![
+            format!(
+            "srun: Job {id} step creation temporarily disabled, retrying (Requested nodes are busy)"
+        );
+            2
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        lines_with(&out, "srun: Step created for StepId=").len(),
+        2,
+        "{out}"
+    );
     // Once they ended, their CPUs are free again: the next step gets the first.
-    let first = cpus
-        .iter()
-        .min()
-        .unwrap()
-        .trim_start_matches("cpus ")
-        .to_string();
     assert_eq!(
         lines_with(&out, "alone "),
-        [format!("alone {first}")],
+        [format!("alone {}", used[0])],
         "{out}"
+    );
+}
+
+/// squeue -s: the running steps of running jobs (the batch script's as `ID.batch`), in
+/// squeue's columns or those asked for, one step or all; and sacct's NodeList of a step.
+#[test]
+fn squeue_lists_running_steps() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"srun -n 1 -J worker sh -c 'echo up; while [ ! -e stop ]; do sleep 0.1; done'"#;
+    let id = c.submit(Mode::Rootless, "steps.sh", &script("-n 2", body), &[]);
+    c.wait_for_output(id, "up");
+    let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
+    let ask = |args: &[&str]| c.berth(Mode::Rootless, args).ok().to_string();
+    let all = ask(&["as", "squeue", "-s"]);
+    let lines: Vec<Vec<&str>> = all
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["STEPID", "NAME", "PARTITION", "USER", "TIME", "NODELIST"],
+        "{all}"
+    );
+    // (Cut to its column's eight characters, as squeue cuts it.)
+    let user = &TEST_USER[..8];
+    let batch = format!("{id}.batch");
+    let step = format!("{id}.0");
+    assert_eq!(lines.len(), 3, "{all}");
+    assert_eq!(
+        lines[1][..4],
+        [batch.as_str(), "batch", "normal", user],
+        "{all}"
+    );
+    assert_eq!(
+        lines[2][..4],
+        [step.as_str(), "worker", "normal", user],
+        "{all}"
+    );
+    assert_eq!(lines[2][5], node, "{all}");
+    let one = ask(&[
+        "as",
+        "squeue",
+        &format!("--steps={step}"),
+        "-h",
+        "-o",
+        "%i|%j|%A|%D|%N",
+    ]);
+    assert_eq!(one, format!("{step}|worker|1|1|{node}\n"));
+    let bad = c.berth(Mode::Rootless, &["as", "squeue", "--steps=42"]);
+    assert!(bad.stderr.contains("expected JOB.STEP"), "{}", bad.stderr);
+    std::fs::write(c.f.cwd(Mode::Rootless).join("stop"), "").unwrap();
+    c.completed(id);
+    assert_eq!(ask(&["as", "squeue", "-s", "-h"]), "");
+    let acct = ask(&[
+        "as",
+        "sacct",
+        "-j",
+        &step,
+        "-n",
+        "-P",
+        "-o",
+        "JobID,NNodes,NodeList",
+    ]);
+    assert_eq!(acct, format!("{step}|1|{node}\n"));
+}
+
+/// `srun -t` in a job: the step's own time limit, at which its tasks are ended (as
+/// slurmstepd says), the job going on; sacct shows the step TIMEOUT with its limit. A step
+/// within its limit completes; a limit berth cannot read is refused.
+#[test]
+fn a_step_ends_at_its_own_time_limit() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"srun -n 1 -t 0:02 sh -c 'echo begun; sleep 30; echo never'
+echo "srun $?"
+srun -n 1 --time=1 true && echo "in time"
+srun -n 1 -t soon true || echo "refused $?""#;
+    let id = c.submit(Mode::Rootless, "limit.sh", &script("-n 1", body), &[]);
+    c.completed(id);
+    let out = output(&c, id);
+    let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
+    let said = format!("slurmstepd: error: *** STEP {id}.0 ON {node} CANCELLED AT ");
+    assert!(
+        out.contains(&said) && out.contains(" DUE TO TIME LIMIT ***\n"),
+        "{out}"
+    );
+    assert!(out.contains("begun\n") && !out.contains("never"), "{out}");
+    assert!(
+        out.contains("srun 143\n") && out.contains("in time\n"),
+        "{out}"
+    );
+    assert!(out.contains("--time: invalid time limit 'soon'"), "{out}");
+    let acct = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "sacct",
+            "-j",
+            &id.to_string(),
+            "-n",
+            "-P",
+            "-o",
+            "JobID,State,Timelimit",
+        ],
+    );
+    let lines: Vec<&str> = acct.ok().lines().collect();
+    assert!(
+        lines.contains(&format!("{id}.0|TIMEOUT|00:00:02").as_str()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!("{id}.1|COMPLETED|00:01:00").as_str()),
+        "{lines:?}"
     );
 }
 
@@ -944,7 +1082,7 @@ srun -n 1 sh -c 'echo "step $(id -u) $(tail -1 /etc/marker)"'
 echo made > made-inside && stat -c "inside owned by %u" made-inside
 srun -n 1 --container-image=marked --container-name=run --container-remap-root sh -c 'touch /tmp/in-run started; while [ ! -e joined ]; do sleep 0.1; done' &
 while [ ! -e started ]; do sleep 0.1; done
-srun -n 1 --container-name=run --container-remap-root sh -c 'echo "joined $(id -u) $(ls /tmp/in-run)"; touch joined'
+srun -n 1 --overlap --container-name=run --container-remap-root sh -c 'echo "joined $(id -u) $(ls /tmp/in-run)"; touch joined'
 wait"##;
     let script = format!(
         "#!/bin/sh
@@ -1443,7 +1581,7 @@ srun --mpi=list | tail -1"#;
     assert!(out.contains("slurm-accepted"), "{out}");
     assert!(
         out.contains("ignored --hint, --distribution, --mem-per-cpu: berth places")
-            && out.contains("ignored --mem, --time: this step runs in job"),
+            && out.contains("ignored --mem: this step runs in job"),
         "{out}"
     );
     assert_eq!(

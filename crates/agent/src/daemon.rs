@@ -165,6 +165,22 @@ pub struct StepEnd {
     pub code: i32,
     #[serde(default)]
     pub usage: Option<berth_api::StepUsage>,
+    /// It was ended at its time limit.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl StepEnd {
+    /// The end of a step that could not start: status 125, nothing used.
+    pub fn unstarted(job: u64, step: u32) -> StepEnd {
+        StepEnd {
+            job,
+            step,
+            code: 125,
+            usage: None,
+            timed_out: false,
+        }
+    }
 }
 
 /// The controller, asked over HTTP, as the step authority of this node's step socket.
@@ -207,26 +223,29 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         uid: u32,
         job: u64,
         request: &berth_api::StepRequest,
-    ) -> Result<crate::step::server::StepGrant, String> {
+    ) -> Result<crate::step::server::StepStart, String> {
+        use crate::step::server::StepStart;
         let begin = StepBegin {
             uid,
             job,
             request: request.clone(),
         };
-        let mut grant: crate::step::server::StepGrant =
-            self.post("/v1/agents/steps/begin", begin).await?;
+        let mut grant = match self.post("/v1/agents/steps/begin", begin).await? {
+            StepStart::Granted(grant) => *grant,
+            busy => return Ok(busy),
+        };
         grant.job_dir = self.0.node.job_dir(job);
         self.0.node.complete_grant(job, &mut grant).await?;
-        Ok(grant)
+        Ok(StepStart::Granted(Box::new(grant)))
     }
 
-    async fn end(&self, job: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
-        let end = StepEnd {
-            job,
-            step,
-            code,
-            usage,
-        };
+    /// A look again a little later: the steps that end are the controller's to count.
+    async fn room(&self, _ended: u64) {
+        tokio::time::sleep(Duration::from_millis(200)).await
+    }
+
+    async fn end(&self, end: StepEnd) {
+        let (job, step) = (end.job, end.step);
         if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
             eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
         }

@@ -327,8 +327,18 @@ pub struct StepInfo {
     /// Its name (srun's `-J`), where it was given one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The job's CPUs (ids of its shares) its tasks are bound to, node by node: the next
-    /// steps get others first while it runs, as Slurm's steps get CPUs of their own.
+    /// Its own time limit, seconds (`srun -t`), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<u64>,
+    /// It was ended at that limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// The nodes its tasks run on, in rank order (empty in records before 2026-12-06).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// The job's CPUs (ids of its shares) the step holds, node by node: the next steps get
+    /// others, or wait for them, while it runs, as Slurm's steps get CPUs of their own
+    /// (none for a step that overlaps the others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu_ids: Vec<NodeCpus>,
 }
@@ -803,6 +813,16 @@ pub struct StepRequest {
     /// Allow more tasks than the job has CPUs for (`srun --overcommit`).
     #[serde(default)]
     pub overcommit: bool,
+    /// Share CPUs with the job's other steps (`srun --overlap`): the step neither waits for
+    /// CPUs the others hold nor holds any of its own against them. Without it a step waits
+    /// until the job has the CPUs it asks for free of its other running steps, as Slurm's
+    /// do.
+    #[serde(default)]
+    pub overlap: bool,
+    /// The step's own time limit, seconds (`srun -t` in a job): its tasks are ended then,
+    /// the job going on.
+    #[serde(default)]
+    pub time_limit: Option<u64>,
     /// Run the one task on a pseudo-terminal of its own, relayed to the client's
     /// (`srun --pty`): an interactive shell in the job's container.
     #[serde(default)]
@@ -867,6 +887,8 @@ impl StepRequest {
             kill_on_bad_exit: true,
             cpu_bind: true,
             overcommit: false,
+            overlap: false,
+            time_limit: None,
             pty: false,
             pmi: false,
             pmix: false,
@@ -989,6 +1011,12 @@ pub enum StepEvent {
         job: u64,
         env: Vec<(String, String)>,
     },
+    /// Something for the user, said on the client's stderr as it is (a step's end at its
+    /// time limit, in slurmstepd's words).
+    Notice(String),
+    /// The step waits for CPUs the job's other steps hold (said once, as srun says "step
+    /// creation temporarily disabled, retrying").
+    Busy { job: u64 },
     /// The tasks are starting.
     Started { step: u32, ntasks: u32 },
     /// Every task has ended; `code` is the worst of their exit statuses.

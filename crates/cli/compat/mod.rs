@@ -60,6 +60,14 @@ pub fn as_slurm() -> bool {
     AS_SLURM.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The command berth runs as (set by [`translate`]), as it names itself in what it says.
+static INVOKED_AS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The command berth runs as (`srun`, `bsub`, ...), if it runs as one.
+pub fn invoked_as() -> Option<&'static str> {
+    INVOKED_AS.get().map(String::as_str)
+}
+
 /// Whether `args` give one of `options`: as it is, with `=VALUE`, or (a short one) with its
 /// value or other flags after it (`-oJobID`, `-lX`).
 fn given(args: &[OsString], options: &[&str]) -> bool {
@@ -91,6 +99,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     if SLURM_COMMANDS.contains(&name) {
         AS_SLURM.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    let _ = INVOKED_AS.set(name.to_string());
     let mut rest = rest.to_vec();
     let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
     let head = match name {
@@ -104,7 +113,8 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
             let formatted = given(
                 &rest,
                 &[
-                    "-o", "--format", "-O", "--Format", "--json", "-l", "--long", "--start",
+                    "-o", "--format", "-O", "--Format", "--json", "-l", "--long", "--start", "-s",
+                    "--steps",
                 ],
             );
             let format = std::env::var("SQUEUE_FORMAT")
@@ -457,7 +467,7 @@ pub(crate) fn one_line(block: &str) -> String {
 }
 
 /// `Wed Dec  3 10:00:00 2026`, as ctime(3) and PBS's qstat -f print times.
-fn ctime(t: u64) -> String {
+pub(crate) fn ctime(t: u64) -> String {
     let (y, mo, d, h, mi, s, wd) = local(t);
     format!(
         "{} {} {d:>2} {h:02}:{mi:02}:{s:02} {y}",

@@ -137,6 +137,7 @@ pub fn sbcast(words: Vec<String>) -> Result<i32> {
     request.nodes = Some(nodes);
     request.cpus_per_task = Some(1);
     request.overcommit = true;
+    request.overlap = true;
     request.kill_on_bad_exit = false;
     crate::step::run(request)
 }

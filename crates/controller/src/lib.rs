@@ -25,6 +25,7 @@ mod node;
 mod server;
 
 use berth_agent::node::NodeAgent;
+use berth_agent::step::server::StepStart;
 use berth_api::{JobInfo, SignalTarget, SubmitRequest, SubmitResponse};
 use berth_core::job::{parse_args_as, Dependencies, Family, JobDependency, JobOptions, JobRequest};
 use berth_sched as sched;
@@ -185,6 +186,14 @@ pub struct Controller {
     counters: metrics::Counters,
     /// What the waiting tasks of each array that the last pass did not look at wait for.
     leads: BTreeMap<u64, Lead>,
+    /// When this controller started: the steps begun before (by the process before a
+    /// restart, or the leader before a failover) hold none of their jobs' CPUs against the
+    /// next steps, since their ends may never be heard.
+    since: u64,
+    /// How many steps have ended since it started, and the signal that one has: steps that
+    /// wait for CPUs look again then.
+    steps_ended: u64,
+    step_ended: Arc<Notify>,
 }
 
 /// What an array's waiting tasks after `after` wait for: the last one a pass looked at
@@ -398,6 +407,9 @@ impl Controller {
             image_files: None,
             counters: metrics::Counters::default(),
             leads: BTreeMap::new(),
+            since: now(),
+            steps_ended: 0,
+            step_ended: Arc::new(Notify::new()),
         };
         for r in stored::<berth_api::Reservation>(&*controller.store, RESERVATIONS_PREFIX)? {
             controller.reservations.insert(r.name.clone(), r);
@@ -3907,7 +3919,7 @@ impl Controller {
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs and that
     /// the tasks fit its CPUs on each node (unless overcommitted), records the step, and says
     /// where its tasks go (which nodes, which CPUs each task gets, how each node's agent is
-    /// reached). `from`: the node whose agent asks (`None`: this controller's own node); its
+    /// reached); or that the CPUs it needs are held by the job's other steps now. `from`: the node whose agent asks (`None`: this controller's own node); its
     /// tasks run there, the others' through their agents.
     pub fn begin_step(
         &mut self,
@@ -3915,7 +3927,7 @@ impl Controller {
         uid: u32,
         id: u64,
         request: &berth_api::StepRequest,
-    ) -> Result<berth_agent::step::server::StepGrant, String> {
+    ) -> Result<StepStart, String> {
         let job = self
             .active
             .get(&id)
@@ -4098,6 +4110,19 @@ impl Controller {
                 ));
             }
         }
+        // The CPUs the job's running steps hold, how many steps each (but the steps begun
+        // before this controller started, whose ends it may never hear).
+        let mut holding: HashMap<(&str, u32), usize> = HashMap::new();
+        let running = job
+            .steps
+            .iter()
+            .filter(|s| s.end_time.is_none() && s.start_time >= self.since);
+        for part in running.flat_map(|s| &s.cpu_ids) {
+            for &cpu in &part.cpu_ids {
+                *holding.entry((&part.node, cpu)).or_default() += 1;
+            }
+        }
+        let step_nodes: Vec<String> = shares.iter().map(|s| s.node.clone()).collect();
         let mut parts = Vec::with_capacity(shares.len());
         let mut held = Vec::new();
         for (share, &tasks) in shares.iter().zip(&per_node) {
@@ -4109,28 +4134,39 @@ impl Controller {
                     share.node
                 ));
             }
-            // Each task pinned to its own share of the job's cores, where they divide
-            // exactly enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's
-            // cpuset. The CPUs the job's running steps hold go last, the least held first:
-            // steps started together (`srun -n1 ... &` in a loop) each get CPUs of their own
-            // while there are enough, as Slurm's do.
-            let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
-                // How many running steps hold each CPU here (counted once, not per CPU).
-                let mut holding: HashMap<u32, usize> = HashMap::new();
-                let running = job.steps.iter().filter(|s| s.end_time.is_none());
-                let here = running
-                    .flat_map(|s| &s.cpu_ids)
-                    .filter(|h| h.node == share.node);
-                for cpu in here.flat_map(|h| &h.cpu_ids) {
-                    *holding.entry(*cpu).or_default() += 1;
+            // CPUs of its own, as Slurm's steps get (`srun -n1 ... &` in a loop, task
+            // farming: as many run at once as the job has CPUs for, the others wait); a step
+            // that overlaps the others takes the least held, and holds none against them.
+            let held_by = |cpu: &u32| holding.get(&(share.node.as_str(), *cpu)).copied();
+            let taken: Vec<u32> = match request.overlap {
+                true => {
+                    let mut order = share.cpu_ids.clone();
+                    order.sort_by_key(|cpu| held_by(cpu).unwrap_or(0));
+                    order
                 }
-                let mut order = share.cpu_ids.clone();
-                order.sort_by_key(|cpu| holding.get(cpu).copied().unwrap_or(0));
-                let taken = &order[..(wanted as usize).min(order.len())];
+                false => share
+                    .cpu_ids
+                    .iter()
+                    .copied()
+                    .filter(|cpu| held_by(cpu).is_none())
+                    .collect(),
+            };
+            let need = wanted.min(cpus) as usize;
+            if taken.len() < need {
+                return Ok(StepStart::Busy {
+                    ended: self.steps_ended,
+                });
+            }
+            let taken = &taken[..need];
+            if !request.overlap {
                 held.push(berth_api::NodeCpus {
                     node: share.node.clone(),
                     cpu_ids: taken.to_vec(),
                 });
+            }
+            // Each task pinned to its own share of those CPUs, where they divide exactly
+            // enough (Slurm's --cpu-bind=cores); otherwise the tasks share the job's cpuset.
+            let cpus: Vec<Vec<u32>> = if request.cpu_bind && wanted <= cpus {
                 taken.chunks(per_task as usize).map(node::cores).collect()
             } else {
                 vec![Vec::new(); tasks as usize]
@@ -4188,6 +4224,9 @@ impl Controller {
             node: here.clone(),
             cancelled: false,
             name: request.name.clone(),
+            time_limit: request.time_limit,
+            timed_out: false,
+            nodes: step_nodes,
             cpu_ids: held,
         });
         let grant = berth_agent::step::server::StepGrant {
@@ -4203,7 +4242,7 @@ impl Controller {
         };
         let job = job.cloned();
         self.persist(&job).map_err(|e| e.message)?;
-        Ok(grant)
+        Ok(StepStart::Granted(Box::new(grant)))
     }
 
     /// Removes `reference` from the cluster's store for `caller`: root any name or image,
@@ -4430,13 +4469,14 @@ impl Controller {
                 "job {id} does not run on node {node}"
             )));
         }
-        self.end_step(id, end.step, end.code, end.usage);
+        self.end_step(end);
         Ok(())
     }
 
     /// The end of a step: its exit status and usage go into the job's record, also when the
     /// job has ended meanwhile (its end kills the step).
-    pub fn end_step(&mut self, id: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
+    pub fn end_step(&mut self, end: berth_agent::daemon::StepEnd) {
+        let (id, step) = (end.job, end.step);
         let mut job = match self.active.get(&id) {
             Some(j) => j.clone(),
             None => match self.job(id) {
@@ -4448,8 +4488,11 @@ impl Controller {
             return;
         };
         s.end_time = Some(now());
-        s.exit_code = Some(code);
-        s.usage = usage;
+        s.exit_code = Some(end.code);
+        s.usage = end.usage;
+        s.timed_out = end.timed_out;
+        self.steps_ended += 1;
+        self.step_ended.notify_waiters();
         if let Err(e) = self.persist(&job) {
             eprintln!(
                 "berth: cannot record the end of step {id}.{step}: {}",
@@ -4587,10 +4630,13 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         uid: u32,
         job: u64,
         request: &berth_api::StepRequest,
-    ) -> Result<berth_agent::step::server::StepGrant, String> {
+    ) -> Result<StepStart, String> {
         let (mut grant, here) = {
             let mut c = self.0.lock().await;
-            let grant = c.begin_step(None, uid, job, request)?;
+            let grant = match c.begin_step(None, uid, job, request)? {
+                StepStart::Granted(grant) => *grant,
+                busy => return Ok(busy),
+            };
             let here = match c.nodes.get(&grant.node).map(|n| &n.link) {
                 Some(Link::Local(agent)) => Some(agent.clone()),
                 _ => None,
@@ -4600,11 +4646,20 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         if let Some(agent) = here {
             agent.complete_grant(job, &mut grant).await?;
         }
-        Ok(grant)
+        Ok(StepStart::Granted(Box::new(grant)))
     }
 
-    async fn end(&self, job: u64, step: u32, code: i32, usage: Option<berth_api::StepUsage>) {
-        self.0.lock().await.end_step(job, step, code, usage)
+    async fn room(&self, ended: u64) {
+        let signal = self.0.lock().await.step_ended.clone();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        watch(&self.0, &signal, Some(deadline), |c| {
+            (c.steps_ended > ended).then_some(())
+        })
+        .await;
+    }
+
+    async fn end(&self, end: berth_agent::daemon::StepEnd) {
+        self.0.lock().await.end_step(end)
     }
 
     async fn allocate(

@@ -303,7 +303,7 @@ async fn agent_step_begin(
     State(c): State<Shared>,
     principal: Option<Extension<NodePrincipal>>,
     Json(b): Json<berth_agent::daemon::StepBegin>,
-) -> ApiResult<berth_agent::step::server::StepGrant> {
+) -> ApiResult<berth_agent::step::server::StepStart> {
     let node = node_of(principal)?;
     c.lock()
         .await

@@ -6,6 +6,7 @@
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
 use super::{pmi, relay, Part, PartEnd, StepLaunch};
+use crate::daemon::StepEnd;
 use crate::launcher::Launcher;
 use berth_api::{AllocationExit, StepEvent, StepRequest, StepSignal};
 use std::future::Future;
@@ -69,6 +70,18 @@ pub struct StepGrant {
     pub container: Option<berth_core::job::ContainerName>,
 }
 
+/// The controller's answer to a step: granted, or to wait for CPUs the job's other running
+/// steps hold.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum StepStart {
+    Granted(Box<StepGrant>),
+    /// How many steps had ended when it looked: a look after more have is worth making
+    /// ([`StepAuthority::room`]).
+    Busy {
+        ended: u64,
+    },
+}
+
 /// The tasks of a step on one node.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepPart {
@@ -88,13 +101,17 @@ pub struct StepPart {
 /// Who may start steps in which job, and where steps are recorded: the controller.
 pub trait StepAuthority: Send + Sync + 'static {
     /// Checks that `uid` may start `request` in `job` (it runs here, is theirs, has the
-    /// CPUs) and records the step as started.
+    /// CPUs) and records the step as started; or says that the CPUs it asks for are held by
+    /// the job's other steps now.
     fn begin(
         &self,
         uid: u32,
         job: u64,
         request: &StepRequest,
-    ) -> impl Future<Output = Result<StepGrant, String>> + Send;
+    ) -> impl Future<Output = Result<StepStart, String>> + Send;
+    /// Returns once more than `ended` steps have ended (or after a while: the job may have
+    /// ended meanwhile), for a busy step's next look.
+    fn room(&self, ended: u64) -> impl Future<Output = ()> + Send;
     /// Submits a job that only holds an allocation for one step (`berth step` outside a
     /// job, as srun gets one), for the client and with the step's submit flags.
     fn allocate(
@@ -114,13 +131,7 @@ pub trait StepAuthority: Send + Sync + 'static {
     fn release(&self, job: u64, code: Option<i32>) -> impl Future<Output = ()> + Send;
     /// Records the step's end with the worst of its tasks' exit statuses and, where every
     /// node's part could say, what they used.
-    fn end(
-        &self,
-        job: u64,
-        step: u32,
-        code: i32,
-        usage: Option<berth_api::StepUsage>,
-    ) -> impl Future<Output = ()> + Send;
+    fn end(&self, end: StepEnd) -> impl Future<Output = ()> + Send;
     /// How to ask other nodes' agents for the parts of a step: a credential they take
     /// (signed with the cluster key) and the cluster's TLS.
     fn caller(&self) -> relay::Caller;
@@ -335,6 +346,40 @@ async fn hold<A: StepAuthority>(
 /// "job N queued and waiting for resources").
 const QUEUED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The step's grant, once the CPUs it asks for are free of the job's other steps (the
+/// client hears once that it waits, as srun's "step creation temporarily disabled"); an
+/// error if it is refused, or if the client goes away or is signalled meanwhile (nothing
+/// was started).
+async fn begin_when_free<A: StepAuthority>(
+    authority: &A,
+    uid: u32,
+    job: u64,
+    request: &StepRequest,
+    lines: &mut Lines,
+    write: &mut OwnedWriteHalf,
+) -> Result<StepGrant, String> {
+    let mut told = false;
+    loop {
+        let ended = match authority.begin(uid, job, request).await? {
+            StepStart::Granted(grant) => return Ok(*grant),
+            StepStart::Busy { ended } => ended,
+        };
+        if !told {
+            told = true;
+            let _ = send(write, &StepEvent::Busy { job }).await;
+        }
+        tokio::select! {
+            () = authority.room(ended) => {}
+            line = lines.next_line() => {
+                return Err(match line {
+                    Ok(Some(_)) => format!("the step waiting for CPUs in job {job} was signalled: it did not start"),
+                    _ => format!("the step's client went away while it waited for CPUs in job {job}"),
+                });
+            }
+        }
+    }
+}
+
 /// Starts the step in `job`: its tasks on this node (`berth internal step`, with the
 /// client's descriptors as its stdio) and its parts on other nodes (through their agents,
 /// their output relayed to the client's descriptors), and waits for all of them, passing the
@@ -352,7 +397,7 @@ async fn run_step<A: StepAuthority>(
     lines: &mut Lines,
     write: &mut OwnedWriteHalf,
 ) -> Result<i32, String> {
-    let grant = authority.begin(uid, job, request).await?;
+    let grant = begin_when_free(authority, uid, job, request, lines, write).await?;
     let (end, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
     RUNNING
         .lock()
@@ -367,7 +412,7 @@ async fn run_step<A: StepAuthority>(
     let mut inputs = match distribute(stdin, &layout, request.input_task) {
         Ok(inputs) => inputs,
         Err(e) => {
-            authority.end(job, grant.step, 125, None).await;
+            authority.end(StepEnd::unstarted(job, grant.step)).await;
             return Err(e);
         }
     };
@@ -381,7 +426,7 @@ async fn run_step<A: StepAuthority>(
             match pmi::Server::start(&counts, kvsname).await {
                 Ok(server) => Some(server),
                 Err(e) => {
-                    authority.end(job, grant.step, 125, None).await;
+                    authority.end(StepEnd::unstarted(job, grant.step)).await;
                     return Err(format!("cannot serve PMI to the step's tasks: {e}"));
                 }
             }
@@ -449,7 +494,7 @@ async fn run_step<A: StepAuthority>(
         match started {
             Ok(p) => remote.push((i, p)),
             Err(e) => {
-                authority.end(job, grant.step, 125, None).await;
+                authority.end(StepEnd::unstarted(job, grant.step)).await;
                 return Err(e);
             }
         }
@@ -474,7 +519,7 @@ async fn run_step<A: StepAuthority>(
                 for s in &mut signallers {
                     s.signal(libc::SIGKILL);
                 }
-                authority.end(job, grant.step, 125, None).await;
+                authority.end(StepEnd::unstarted(job, grant.step)).await;
                 return Err(e);
             }
         },
@@ -505,6 +550,11 @@ async fn run_step<A: StepAuthority>(
     // Ending the step early: each part's process kills its tasks and says what they used
     // (`end_signal`); a part still there after END_GRACE is killed whole.
     let mut ending: Option<tokio::time::Instant> = None;
+    // Its own time limit (`srun -t`): then it is ended as a cancelled one is.
+    let limit = request
+        .time_limit
+        .map(|secs| tokio::time::Instant::now() + std::time::Duration::from_secs(secs));
+    let mut timed_out = false;
     let mut left = grant.parts.len();
     let (mut worst, mut killed, mut client) = (0, false, true);
     // What the parts used, summed, while every part says.
@@ -531,6 +581,20 @@ async fn run_step<A: StepAuthority>(
             Some(()) = cancelled.recv(), if !killed => {
                 eprintln!("berth step: step {job}.{} cancelled", grant.step);
                 killed = true;
+                worst = worst.max(128 + libc::SIGTERM);
+                signal_all(super::end_signal());
+                ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
+                continue;
+            }
+            _ = tokio::time::sleep_until(limit.unwrap_or_else(tokio::time::Instant::now)), if limit.is_some() && !killed => {
+                let said = format!(
+                    "slurmstepd: error: *** STEP {job}.{} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
+                    grant.step,
+                    grant.node,
+                    crate::runner::slurm_timestamp(crate::runner::now())
+                );
+                let _ = send(write, &StepEvent::Notice(said)).await;
+                (killed, timed_out) = (true, true);
                 worst = worst.max(128 + libc::SIGTERM);
                 signal_all(super::end_signal());
                 ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
@@ -579,7 +643,14 @@ async fn run_step<A: StepAuthority>(
         // SAFETY: kill(2) on the process group the step's process led.
         unsafe { libc::kill(-g, libc::SIGKILL) };
     }
-    authority.end(job, grant.step, worst, usage).await;
+    let end = StepEnd {
+        job,
+        step: grant.step,
+        code: worst,
+        usage,
+        timed_out,
+    };
+    authority.end(end).await;
     Ok(worst)
 }
 
