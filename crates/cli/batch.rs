@@ -336,6 +336,9 @@ pub struct HistoryArgs {
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
+    /// Each job's batch script, as it was submitted, instead of the columns (as sacct -B)
+    #[arg(short = 'B', long, conflicts_with_all = ["json", "format", "brief", "long"])]
+    batch_script: bool,
     /// Sizes (MaxRSS, ReqMem) in this unit: K, M, G, T or P (as sacct --units)
     #[arg(long, value_name = "K|M|G|T|P", value_parser = ["K", "M", "G", "T", "P", "k", "m", "g", "t", "p"])]
     units: Option<String>,
@@ -2112,6 +2115,24 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
+    }
+    if args.batch_script {
+        // (An array's tasks have its one script: it is shown once.)
+        let mut seen = std::collections::BTreeSet::new();
+        for j in jobs
+            .iter()
+            .filter(|j| seen.insert(j.array_job_id.unwrap_or(j.id)))
+        {
+            let id = j.array_job_id.unwrap_or(j.id);
+            let script = match crate::client::text(&format!("/v1/jobs/{}/script", j.id)) {
+                Ok(text) => text,
+                // An allocation has none, as sacct says of it.
+                Err(e) if crate::client::is_not_found(&e) => "NONE\n".into(),
+                Err(e) => return Err(e),
+            };
+            write!(out, "Batch Script for {id}\n{}\n{script}", "-".repeat(80))?;
+        }
+        return Ok(0);
     }
     let default = match (args.brief, args.long) {
         (true, _) => "JobID%12,State%10,ExitCode%8",

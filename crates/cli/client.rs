@@ -122,6 +122,35 @@ pub fn request<T: DeserializeOwned>(
 
 /// [`request`] with a body of any kind, sent as it is read (an upload).
 pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -> Result<T> {
+    let answer = exchange(method, path, body)?;
+    answer.json().map_err(|e| failure(&answer, e))
+}
+
+/// A GET whose answer is text (a job's batch script), as it came.
+pub fn text(path: &str) -> Result<String> {
+    let body = Body {
+        content_type: "application/json",
+        length: 0,
+        data: &mut &[][..],
+        upload: false,
+    };
+    let answer = exchange("GET", path, body)?;
+    match (200..300).contains(&answer.status) {
+        true => Ok(String::from_utf8_lossy(&answer.body).into_owned()),
+        false => Err(failure(&answer, answer.json::<()>().unwrap_err())),
+    }
+}
+
+/// The error of a failed answer: its message (a 404's as [`Failure::NotFound`]).
+fn failure(answer: &berth_agent::http::Answer, message: String) -> anyhow::Error {
+    match answer.status {
+        404 => anyhow::Error::new(Failure::NotFound(message)),
+        _ => anyhow!("{message}"),
+    }
+}
+
+/// One request to the controller, and its answer.
+fn exchange(method: &str, path: &str, body: Body) -> Result<berth_agent::http::Answer> {
     let unreachable = |e: anyhow::Error| anyhow::Error::new(Failure::Unreachable(format!("{e:#}")));
     let answer = match Connection::open().map_err(unreachable)? {
         Connection::Local(mut s) => {
@@ -133,10 +162,7 @@ pub fn request_body<T: DeserializeOwned>(method: &str, path: &str, body: Body) -
     }
     .context("cannot talk to the controller")
     .map_err(unreachable)?;
-    answer.json().map_err(|e| match answer.status {
-        404 => anyhow::Error::new(Failure::NotFound(e)),
-        _ => anyhow!("{e}"),
-    })
+    Ok(answer)
 }
 
 /// What callers may tell from other failures of a request (`downcast_ref`): each says why.

@@ -1513,6 +1513,63 @@ fn a_job_keeps_its_submitters_umask_and_directory() {
     assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
 }
 
+/// A job's batch script as it was submitted: `scontrol write batch_script` into
+/// slurm-ID.sh (never over a file that is there), or to stdout with `-`; `sacct -B`. Its
+/// owner's and root's only.
+#[test]
+fn a_jobs_batch_script_is_there_to_read_again() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit(Mode::Rootless, "hello.sh", HELLO, &[]);
+    c.completed(id);
+    let job = id.to_string();
+    let wrote = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "write", "batch_script", &job],
+    );
+    assert_eq!(
+        wrote.ok(),
+        format!("batch script for job {id} written to slurm-{id}.sh\n")
+    );
+    let file = c.f.cwd(Mode::Rootless).join(format!("slurm-{id}.sh"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), HELLO);
+    let again = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "write", "batch_script", &job],
+    );
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("File exists"), "{}", again.stderr);
+    let out = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "write", "batch_script", &job, "-"],
+    );
+    assert_eq!(out.ok(), HELLO);
+    let acct = c.berth(Mode::Rootless, &["as", "sacct", "-B", "-j", &job]);
+    assert_eq!(
+        acct.ok(),
+        format!("Batch Script for {id}\n{}\n{HELLO}", "-".repeat(80))
+    );
+    // Root's job: not the user's to read.
+    let roots = c.submit(Mode::Root, "hello.sh", HELLO, &[]);
+    let refused = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "scontrol",
+            "write",
+            "batch_script",
+            &roots.to_string(),
+            "-",
+        ],
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("only its owner or root may read its script"),
+        "{}",
+        refused.stderr
+    );
+}
+
 /// What workflow tools ask of Slurm (Snakemake polls `sacct -X -P -n --clusters all ...`,
 /// and falls back to `squeue --states=all --name ...`; job scripts end with `sacct --units=G`):
 /// answered, an ended job by squeue for MinJobAge after its end.

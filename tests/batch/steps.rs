@@ -128,11 +128,57 @@ fn squeue_lists_running_steps() {
         "%i|%j|%A|%D|%N",
     ]);
     assert_eq!(one, format!("{step}|worker|1|1|{node}\n"));
+    // scontrol's block of the step.
+    let shown = ask(&["as", "scontrol", "show", "step", &step]);
+    assert!(
+        shown.starts_with(&format!("StepId={step} UserId={} StartTime=", c.f.user.uid))
+            && shown.contains(&format!("\n   State=RUNNING Partition=normal NodeList={node}\n   Nodes=1 CPUs=1 Tasks=1 Name=worker Network=(null)\n")),
+        "{shown}"
+    );
+    assert_eq!(ask(&["as", "scontrol", "show", "step"]), shown);
+    // -i: again every second, each time after the time, until stopped.
+    let mut every =
+        c.f.cmd(Mode::Rootless, &["as", "squeue", "-i", "1", "-h", "-s"]);
+    every.env("BERTH_SOCKET", &c.socket);
+    let mut child = every
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut rounds: Vec<Vec<String>> = vec![Vec::new()];
+    while rounds.len() < 3 {
+        let line = lines.next().unwrap().unwrap();
+        match line.is_empty() {
+            true => rounds.push(Vec::new()),
+            false => rounds.last_mut().unwrap().push(line),
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for round in &rounds[..2] {
+        // `Sun Dec  6 09:10:11 2026`, then its lines.
+        assert_eq!(round.len(), 3, "{rounds:?}");
+        let words: Vec<&str> = round[0].split_whitespace().collect();
+        assert!(words.len() == 5 && words[3].contains(':'), "{rounds:?}");
+        assert!(
+            words[4].parse::<u32>().is_ok_and(|y| y >= 2024),
+            "{rounds:?}"
+        );
+        assert!(
+            round[1].trim_start().starts_with(&batch) && round[2].trim_start().starts_with(&step),
+            "{rounds:?}"
+        );
+    }
     let bad = c.berth(Mode::Rootless, &["as", "squeue", "--steps=42"]);
     assert!(bad.stderr.contains("expected JOB.STEP"), "{}", bad.stderr);
     std::fs::write(c.f.cwd(Mode::Rootless).join("stop"), "").unwrap();
     c.completed(id);
     assert_eq!(ask(&["as", "squeue", "-s", "-h"]), "");
+    assert_eq!(
+        ask(&["as", "scontrol", "show", "step"]),
+        "No job steps in the system\n"
+    );
     let acct = ask(&[
         "as",
         "sacct",

@@ -139,6 +139,8 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                     "-e",
                     "--helpformat",
                     "--json",
+                    "-B",
+                    "--batch-script",
                 ],
             );
             let format = std::env::var("SACCT_FORMAT").unwrap_or_else(|_| {

@@ -483,6 +483,39 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
             }
         }
         ["update", settings @ ..] => update_nodes(settings)?,
+        ["show", "step" | "steps", specs @ ..] => {
+            let shown = steps_shown(specs)?;
+            if shown.is_empty() {
+                match specs.first() {
+                    Some(spec) => bail!("scontrol: job step {spec} not found"),
+                    None => writeln!(out, "No job steps in the system")?,
+                }
+            }
+            for text in shown {
+                writeln!(out, "{}", block(text))?;
+            }
+        }
+        ["write", "batch_script", job, file @ ..] => {
+            // (An array's tasks have its one script.)
+            let named = crate::batch::named_jobs(&[job.to_string()])?;
+            let id = named.first().map_or(0, |j| j.id);
+            let script = crate::client::text(&format!("/v1/jobs/{id}/script"))?;
+            match file {
+                ["-"] => out.write_all(script.as_bytes())?,
+                [] | [_] => {
+                    let file = file.first().map_or(format!("slurm-{job}.sh"), |f| f.to_string());
+                    // Never over a file that is there (nothing of the user's lost).
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&file)
+                        .map_err(|e| anyhow::anyhow!("scontrol: cannot write {file}: {e}: name another file, or - for standard output"))?;
+                    f.write_all(script.as_bytes())?;
+                    writeln!(out, "batch script for job {job} written to {file}")?;
+                }
+                _ => bail!("scontrol write batch_script JOBID [FILE|-]: one file at most"),
+            }
+        }
         ["create", "reservation" | "reservations" | "res", settings @ ..] => {
             let name = create_reservation(settings)?;
             writeln!(out, "Reservation created: {name}")?;
@@ -512,11 +545,57 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
             crate::client::request::<()>("DELETE", &format!("/v1/reservations/{name}"), None::<&()>)?;
         }
         _ => bail!(
-            "scontrol {}: berth answers show job|node|partition|hostnames|hostlist, hold, release, requeue, suspend, resume, update and ping",
+            "scontrol {}: berth answers show job|step|node|partition|reservation|hostnames|hostlist, write batch_script, hold, release, requeue, suspend, resume, update, create/delete reservation and ping",
             words.join(" ")
         ),
     }
     Ok(0)
+}
+
+/// `scontrol show step [JOB[.STEP]]`: the running steps of every running job, or of the job
+/// named, or the one step named, each a block in scontrol's `Key=Value` form.
+fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
+    let (jobs, step) = match specs {
+        [] => (crate::batch::active_jobs(None, false)?, None),
+        [spec] => {
+            let (job, step) = match spec.rsplit_once('.') {
+                Some((job, step)) => (job, Some(step)),
+                None => (*spec, None),
+            };
+            (crate::batch::named_jobs(&[job.to_string()])?, step)
+        }
+        _ => bail!("scontrol show step [JOBID[.STEPID]]: one at most"),
+    };
+    let mut shown = Vec::new();
+    for j in jobs.iter().filter(|j| j.state == "RUNNING") {
+        let running = j.steps.iter().filter(|s| s.end_time.is_none());
+        for s in running.filter(|s| step.is_none_or(|n| n == s.id.to_string())) {
+            let nodes = match s.nodes.is_empty() {
+                true => &j.nodes,
+                false => &s.nodes,
+            };
+            let cpus: usize = s.cpu_ids.iter().map(|n| n.cpu_ids.len()).sum();
+            let cpus = if cpus == 0 { s.ntasks as usize } else { cpus };
+            let name = s.name.clone().unwrap_or_else(|| {
+                let program = s.command.split_whitespace().next().unwrap_or_default();
+                crate::compat::base_name(program)
+            });
+            shown.push(format!(
+                "StepId={}.{} UserId={} StartTime={} TimeLimit={}\n   State=RUNNING Partition={} NodeList={}\n   Nodes={} CPUs={cpus} Tasks={} Name={name} Network=(null)\n   TRES=cpu={cpus},node={}\n",
+                crate::batch::job_id(j),
+                s.id,
+                j.uid,
+                crate::compat::slurm_timestamp(s.start_time),
+                scontrol_time(s.time_limit),
+                j.partition,
+                berth_core::job::hostlist(nodes),
+                nodes.len(),
+                s.ntasks,
+                nodes.len(),
+            ));
+        }
+    }
+    Ok(shown)
 }
 
 /// `scontrol update NodeName=NODES State=DRAIN Reason=WHY` (or State=RESUME, IDLE, UNDRAIN):

@@ -5201,6 +5201,27 @@ pub struct UsageQuery {
 impl Controller {
     /// `berth usage` (sstat): checks that `caller` may see running job `id`'s usage and
     /// says where to read it.
+    /// Job `id`'s batch script, for its owner or root; an allocation (salloc's, srun's) has
+    /// none.
+    pub fn script(&self, caller: Caller, id: u64) -> Result<String, ApiError> {
+        let job = self.job(id)?;
+        if caller.uid != 0 && caller.uid != job.uid {
+            return Err(ApiError::forbidden(format!(
+                "job {id} belongs to {}: only its owner or root may read its script",
+                job.user
+            )));
+        }
+        if job.allocation {
+            return Err(ApiError {
+                status: 404,
+                message: format!(
+                    "job {id} is an allocation (salloc, srun, an interactive job): it has no batch script"
+                ),
+            });
+        }
+        Ok(job.script.to_string())
+    }
+
     pub fn usage(&mut self, caller: Caller, id: u64) -> Result<UsageQuery, ApiError> {
         let links = self.links_of(id);
         let key = self.key.clone();

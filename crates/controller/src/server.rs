@@ -527,6 +527,24 @@ async fn usage(
     query.read().await.map(Json)
 }
 
+/// A job's batch script as it was submitted (`scontrol write batch_script`, `sacct -B`).
+#[utoipa::path(get, path = "/v1/jobs/{id}/script", params(("id" = u64, Path, description = "job id")), tag = "jobs", responses((status = 200, description = "its batch script", body = String, content_type = "text/plain"), (status = 403, description = "not the owner", body = ErrorBody), (status = 404, description = "no such job, or one with no batch script (an allocation)", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn script(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    let text = c.lock().await.script(caller, id)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -1012,6 +1030,7 @@ async fn not_found() -> ApiError {
         submit,
         queue,
         show,
+        script,
         usage,
         wait,
         history,
@@ -1088,6 +1107,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/jobs/{id}/requeue", post(requeue))
         .route("/v1/jobs/{id}/usage", get(usage))
+        .route("/v1/jobs/{id}/script", get(script))
         .route("/v1/jobs/{id}/wait", get(wait))
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
