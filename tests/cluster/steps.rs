@@ -95,7 +95,7 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
             .as_array()
             .is_some_and(|s| s.iter().all(|s| !s["usage"].is_null()))
     };
-    wait_until(10, || all_said(&c.show(id)), || format!("{}", c.show(id)));
+    wait_until(30, || all_said(&c.show(id)), || format!("{}", c.show(id)));
     let job = c.show(id);
     let steps = job["steps"].as_array().unwrap();
     assert_eq!(steps[0]["ntasks"], 6, "{job}");

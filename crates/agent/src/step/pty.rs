@@ -43,23 +43,21 @@ impl Terminal {
                 libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
             ))?)
         };
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: grantpt, unlockpt and ptsname_r on the master we own; ptsname_r writes a
-        // NUL-terminated name into our buffer of the given size.
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: grantpt and unlockpt on the master we own.
         unsafe {
             check(libc::grantpt(master.as_raw_fd()))?;
             check(libc::unlockpt(master.as_raw_fd()))?;
-            if libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
         }
-        // SAFETY: `name` is NUL-terminated (ptsname_r succeeded); the descriptor returned by
-        // open is checked before it is owned; fchown/fchmod act on it.
+        // SAFETY: TIOCGPTPEER on the master we own returns a new descriptor or -1; the
+        // descriptor is checked before it is owned; fchown/fchmod act on it.
         let slave = unsafe {
-            let fd = check(libc::open(
-                name.as_ptr(),
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            ))?;
+            // The slave through its master (Linux 4.13): no path to look up, so no mount of
+            // /dev/pts in between can make it another terminal, or none.
+            let fd = match libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) {
+                -1 => open_by_name(&master, flags)?,
+                fd => fd,
+            };
             let slave = OwnedFd::from_raw_fd(fd);
             check(libc::fchown(fd, owner.uid, owner.gid))?;
             check(libc::fchmod(fd, 0o620))?;
@@ -67,6 +65,19 @@ impl Terminal {
         };
         copy_window_size(0, master.as_raw_fd());
         Ok(Terminal { master, slave })
+    }
+}
+
+/// The slave of `master` opened by its name (ptsname), where TIOCGPTPEER is not known.
+fn open_by_name(master: &OwnedFd, flags: libc::c_int) -> io::Result<libc::c_int> {
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: ptsname_r on the master we own writes a NUL-terminated name into our buffer of
+    // the given size; open reads that name.
+    unsafe {
+        if libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        check(libc::open(name.as_ptr(), flags))
     }
 }
 

@@ -655,8 +655,9 @@ async fn run_step<A: StepAuthority>(
 }
 
 /// How long a step's parts have to end their tasks and say what they used, once it is
-/// ended early, before each is killed whole.
-const END_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// ended early, before each is killed whole (its usage then unknown). Generous, as
+/// Slurm's KillWait (30 s): a part on a loaded node took more than 5 s to say.
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The client's input for each part of a step laid out as `layout` (node, tasks): all of it
 /// for each part (copied, see [`super::tee`]), or, with `--input=N`, for the part with task
