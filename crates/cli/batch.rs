@@ -235,8 +235,9 @@ pub struct UsageArgs {
     listed: Vec<String>,
     #[arg(long)]
     json: bool,
-    /// The columns: names among JobID, Node, Elapsed, TotalCPU (CPU time), Memory (charged
-    /// now, page cache included), MaxRSS (the most at once), each with an optional %WIDTH
+    /// The columns: names among JobID, Node, Elapsed, TotalCPU (CPU time), AveCPU (its CPU
+    /// time per task), Memory (charged now, page cache included), AveRSS (that per task),
+    /// MaxRSS (the most at once), MaxRSSNode, NTasks, each with an optional %WIDTH
     #[arg(short = 'o', long, value_name = "FIELD,...", value_delimiter = ',')]
     format: Vec<String>,
     /// No header line (as sstat -n)
@@ -308,8 +309,8 @@ pub struct HistoryArgs {
     jobs: Vec<String>,
     /// The columns, as sacct's --format: names among JobID, JobIDRaw, JobName, User,
     /// Partition, State, ExitCode, Elapsed, TotalCPU, MaxRSS, NNodes, NCPUS, NodeList,
-    /// Timelimit, Submit, Start, End, Reason, ... (all of them: --helpformat), each with an
-    /// optional %WIDTH
+    /// Timelimit, Submit, Start, End, Reason, ... (all of them: --helpformat, or ALL), each
+    /// with an optional %WIDTH
     #[arg(short = 'o', long, value_name = "FIELD,...", value_delimiter = ',')]
     format: Vec<String>,
     /// No header line (as sacct -n)
@@ -333,6 +334,10 @@ pub struct HistoryArgs {
     /// The fields --format takes, and nothing else (as sacct -e)
     #[arg(short = 'e', long)]
     helpformat: bool,
+    /// Only jobs that ran on these nodes (comma-separated, or a host list: n[1-3]; as
+    /// sacct -N)
+    #[arg(short = 'N', long = "nodelist", value_name = "NODES")]
+    nodelist: Option<String>,
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
@@ -499,6 +504,11 @@ pub fn hostnames(args: HostnamesArgs) -> Result<i32> {
 }
 
 /// The nodes a list names (`n[1-3],gpu1`).
+/// Whether job `j` runs (ran) on one of `nodes`; any job where none are named.
+fn ran_on(j: &JobInfo, nodes: Option<&[String]>) -> bool {
+    nodes.is_none_or(|wanted| j.nodes.iter().any(|n| wanted.contains(n)))
+}
+
 fn node_names(list: &str) -> Result<Vec<String>> {
     berth_core::job::expand_hostlist(list)
         .with_context(|| format!("{list}: not a node list (NAME[,NAME...], e.g. n[1-3],gpu1)"))
@@ -1351,10 +1361,7 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         args.format
             .get_or_insert_with(|| "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R".into());
     }
-    let on_nodes = match &args.nodelist {
-        Some(list) => Some(node_names(list)?),
-        None => None,
-    };
+    let on_nodes = args.nodelist.as_deref().map(node_names).transpose()?;
     // (`-t all`: every state, as squeue takes it.)
     let all_states = args
         .state
@@ -1382,9 +1389,7 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         selects(j, &users, &args.partitions, &states)
             && charged_to(j, &args.accounts)
             && (args.names.is_empty() || args.names.contains(&j.name))
-            && on_nodes
-                .as_ref()
-                .is_none_or(|wanted| j.nodes.iter().any(|n| wanted.contains(n)))
+            && ran_on(j, on_nodes.as_deref())
     });
     if let Some(only) = &args.steps {
         return queue_steps(args, &jobs, only);
@@ -2106,8 +2111,10 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     } else {
         named_jobs(&specs)?
     };
+    let on_nodes = args.nodelist.as_deref().map(node_names).transpose()?;
     jobs.retain(|j| {
         (args.names.is_empty() || args.names.contains(&j.name))
+            && ran_on(j, on_nodes.as_deref())
             && charged_to(j, &args.accounts)
             && (args.partitions.is_empty() || args.partitions.contains(&j.partition))
             && (states.is_empty() || states.contains(&j.state))
@@ -2294,9 +2301,13 @@ impl Table {
         known: &[(&'static str, usize)],
         parsable: bool,
     ) -> Result<Table> {
-        let fields: Vec<String> = match format.is_empty() {
-            true => default.split(',').map(String::from).collect(),
-            false => format.to_vec(),
+        // `ALL`: every field known, as sacct and sstat take it.
+        let fields: Vec<String> = match format {
+            [] => default.split(',').map(String::from).collect(),
+            [all] if all.eq_ignore_ascii_case("all") => {
+                known.iter().map(|(n, _)| n.to_string()).collect()
+            }
+            _ => format.to_vec(),
         };
         let columns = fields
             .iter()
@@ -2391,6 +2402,7 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
         }
     }
     let bytes = |b: Option<u64>| b.map_or(String::new(), slurm_size);
+    let tasks = |n: &berth_api::NodeUsage| u64::from(n.tasks.max(1));
     for u in &usages {
         for n in &u.nodes {
             let line = table.line(|name| match name {
@@ -2400,7 +2412,14 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
                 "TotalCPU" => n
                     .cpu_seconds
                     .map_or("-".into(), |s| cpu_time((s * 1e6) as u64)),
+                // Per task there, as sstat's averages over a step's tasks.
+                "AveCPU" => n
+                    .cpu_seconds
+                    .map_or("-".into(), |s| cpu_time((s * 1e6) as u64 / tasks(n))),
                 "Memory" => bytes(n.memory_bytes),
+                "AveRSS" => bytes(n.memory_bytes.map(|b| b / tasks(n))),
+                "NTasks" => n.tasks.max(1).to_string(),
+                "MaxRSSNode" => n.node.clone(),
                 _ => bytes(n.max_memory_bytes),
             });
             writeln!(out, "{line}")?;
@@ -2423,8 +2442,12 @@ const USAGE: &[(&str, usize)] = &[
     ("Node", 12),
     ("Elapsed", 10),
     ("TotalCPU", 10),
+    ("AveCPU", 10),
     ("Memory", 10),
+    ("AveRSS", 10),
     ("MaxRSS", 10),
+    ("MaxRSSNode", 10),
+    ("NTasks", 8),
 ];
 
 /// sacct's field names berth reports, and their default widths.

@@ -1410,6 +1410,33 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
         sstat.ok().trim_end(),
         format!("{busy}|{}", node["node"].as_str().unwrap())
     );
+    // Per task (one here), as monitoring scripts ask: sstat --format=AveCPU,AveRSS,...
+    let per_task = c.berth(
+        Mode::Rootless,
+        &[
+            "as",
+            "sstat",
+            "-j",
+            &busy.to_string(),
+            "-n",
+            "-P",
+            "--format=NTasks,MaxRSSNode,AveCPU,AveRSS",
+        ],
+    );
+    let fields: Vec<&str> = per_task.ok().trim_end().split('|').collect();
+    assert_eq!(
+        fields[..2],
+        ["1", node["node"].as_str().unwrap()],
+        "{fields:?}"
+    );
+    assert!(
+        fields[2].contains(':') && fields[2].contains('.'),
+        "{fields:?}"
+    );
+    assert!(
+        fields[3].ends_with('K') || fields[3].ends_with('M'),
+        "{fields:?}"
+    );
     let qstat = c.berth(Mode::Rootless, &["as", "qstat", "-f", &busy.to_string()]);
     assert!(
         qstat.ok().contains("resources_used.mem = "),
@@ -1592,6 +1619,26 @@ fn workflow_tools_queries_are_answered() {
         "uuid-1234",
     ]);
     assert_eq!(polled, format!("{id}|COMPLETED\n"));
+    // -o ALL: every field berth knows (--helpformat's), in its order; -N: jobs on those
+    // nodes only.
+    let helped = ask(&["as", "sacct", "-e"]);
+    let names: Vec<&str> = helped.split_whitespace().collect();
+    let all = ask(&[
+        "as",
+        "sacct",
+        "-j",
+        &id.to_string(),
+        "-X",
+        "-P",
+        "-o",
+        "ALL",
+    ]);
+    let header: Vec<&str> = all.lines().next().unwrap().split('|').collect();
+    assert_eq!(header, names);
+    let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
+    let on = |nodes: &str| ask(&["as", "sacct", "-X", "-n", "-P", "-o", "JobID", "-N", nodes]);
+    assert_eq!(on(&node), format!("{id}\n"));
+    assert_eq!(on(&format!("{node}x")), "");
     let fallback = ask(&[
         "as",
         "squeue",

@@ -833,7 +833,8 @@ impl NodeAgent {
         stop(runner, self.liveness(id, runner));
     }
 
-    /// What running job `id` has used here so far, from its cgroup (`node` left empty).
+    /// What running job `id` has used here so far, from its cgroup (`node` and `tasks` left
+    /// for the controller).
     pub fn usage(&self, id: u64, runner: u32) -> Result<berth_api::NodeUsage, String> {
         use berth_runtime::cgroup;
         let layout = cgroup::Layout::detect().map_err(|e| e.to_string())?;
@@ -845,6 +846,7 @@ impl NodeAgent {
             cpu_seconds: usage.cpu_usec.map(|us| us as f64 / 1e6),
             memory_bytes: usage.memory_bytes,
             max_memory_bytes: usage.max_rss_bytes,
+            tasks: 0,
         })
     }
 

@@ -147,6 +147,9 @@ pub struct NodeUsage {
     pub memory_bytes: Option<u64>,
     /// The most it has had charged at once.
     pub max_memory_bytes: Option<u64>,
+    /// The job's tasks there (sstat's averages are per task).
+    #[serde(default)]
+    pub tasks: u32,
 }
 
 /// The answer to a wait for jobs' end (`GET /v1/jobs/{id}/wait`: sbatch `--wait`, bsub

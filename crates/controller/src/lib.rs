@@ -5263,6 +5263,7 @@ impl UsageQuery {
                     .zip(nodes)
                     .map(|(share, usage)| berth_api::NodeUsage {
                         node: share.node.clone(),
+                        tasks: share.tasks,
                         ..usage
                     })
                     .collect(),
