@@ -1618,6 +1618,7 @@ sbcast src.txt /tmp/copy.txt && berth step -l sh -c 'echo "copy $(cat /tmp/copy.
 sbcast src.txt /tmp/copy.txt || echo sbcast-refused
 sbcast src.txt /tmp/nodir/ || echo nodir-refused
 ls -A /tmp | grep -c sbcast || true
+srun -n 2 sh -c '[ "$SLURM_TASK_PID" = "$$" ] && echo "task-pid-ok"'
 srun --mpi=list | tail -1"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
@@ -1625,6 +1626,8 @@ srun --mpi=list | tail -1"#;
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     // srun's options for placement, binding and a step's own limits: accepted, said ignored.
     assert!(out.contains("slurm-accepted"), "{out}");
+    // Each task's own pid in SLURM_TASK_PID.
+    assert_eq!(out.matches("task-pid-ok\n").count(), 2, "{out}");
     assert!(
         out.contains("ignored --hint, --distribution, --mem-per-cpu: berth places")
             && out.contains("ignored --mem: this step runs in job"),

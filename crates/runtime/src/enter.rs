@@ -412,6 +412,8 @@ pub struct Task<'a> {
     pub argv: &'a [String],
     /// The complete environment, `NAME=VALUE`.
     pub env: &'a [String],
+    /// A variable added to it that holds the task's own pid (Slurm's SLURM_TASK_PID).
+    pub pid_variable: Option<&'a str>,
     /// The working directory inside the container; it must exist.
     pub cwd: &'a str,
     /// CPUs to pin the task to; empty: no pinning.
@@ -508,7 +510,17 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
                 task.cwd
             ),
         })?;
-        Ok(container::exec(task.argv, task.env))
+        let env = match task.pid_variable {
+            Some(name) => {
+                let mut env = task.env.to_vec();
+                env.retain(|kv| kv.split_once('=').is_none_or(|(k, _)| k != name));
+                // SAFETY: getpid(2) cannot fail.
+                env.push(format!("{name}={}", unsafe { libc::getpid() }));
+                std::borrow::Cow::Owned(env)
+            }
+            None => std::borrow::Cow::Borrowed(task.env),
+        };
+        Ok(container::exec(task.argv, &env))
     })()
     .unwrap_or_else(|f| f);
     let line = format!("berth step: {}\n", failure.message);

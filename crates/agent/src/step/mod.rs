@@ -1012,6 +1012,7 @@ fn run_tasks(
         let task = berth_runtime::enter::Task {
             argv: &argv,
             env: &env,
+            pid_variable: Some("SLURM_TASK_PID"),
             cwd: &launch.cwd,
             cpus,
             stdin,
