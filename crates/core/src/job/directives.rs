@@ -1965,10 +1965,13 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
             "virtual memory is not limited, only resident memory",
         ),
         "ncpus" => {
-            // A one-node shared-memory job: one task with N CPUs (PBS Pro: select=1:ncpus=N).
-            opts.cpus_per_task = Some(count("ncpus", value)?);
+            // A one-node shared-memory job: one task with N CPUs (PBS Pro: select=1:ncpus=N,
+            // and so OMP_NUM_THREADS=N, below).
+            let n = count("ncpus", value)?;
+            opts.cpus_per_task = Some(n);
             opts.ntasks = Some(1);
             opts.nodes = Some(NodeRange { min: 1, max: 1 });
+            omp_threads(opts, n)?;
         }
         "procs" => opts.ntasks = Some(count("procs", value)?),
         "ngpus" => {
@@ -2031,7 +2034,7 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         }
         _ => 1,
     };
-    let (mut per_chunk_cpus, mut mpiprocs) = (None, None);
+    let (mut per_chunk_cpus, mut mpiprocs, mut ompthreads) = (None, None, None);
     for part in parts {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         match (key, k) {
@@ -2046,14 +2049,8 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
             ("select", "ncpus") => per_chunk_cpus = Some(count("ncpus", v)?),
             ("select", "mpiprocs") => mpiprocs = Some(count("mpiprocs", v)?),
             ("select", "mem") => opts.memory = Some(Memory::PerNode(size(v, "")?)),
-            // PBS Pro sets OMP_NUM_THREADS to it; CPUs come from ncpus.
-            ("select", "ompthreads") => {
-                count("ompthreads", v)?;
-                opts.export
-                    .get_or_insert_with(Export::default)
-                    .vars
-                    .push(env_var(&format!("OMP_NUM_THREADS={v}"), v)?);
-            }
+            // PBS Pro sets OMP_NUM_THREADS to it (below); CPUs come from ncpus.
+            ("select", "ompthreads") => ompthreads = Some(count("ompthreads", v)?),
             ("select", "host") => opts.nodelist = Some(vec![word("host", v)?]),
             // A node property (Torque's `nodes=2:ppn=8:gen2`, PBS Pro's `model=has`): a
             // feature the nodes must have, as --constraint's.
@@ -2088,6 +2085,20 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
     opts.ntasks_per_node = Some(tasks);
     opts.ntasks = Some(chunks.saturating_mul(tasks));
     opts.cpus_per_task = Some(cpus / tasks);
+    // PBS Pro's OMP_NUM_THREADS: ompthreads, by default each rank's CPUs (Torque's nodes=
+    // sets none).
+    if key == "select" {
+        omp_threads(opts, ompthreads.unwrap_or(cpus / tasks))?;
+    }
+    Ok(())
+}
+
+/// OMP_NUM_THREADS=`n` in the job's environment, as PBS Pro sets it.
+fn omp_threads(opts: &mut JobOptions, n: u32) -> Result<(), JobError> {
+    let n = n.to_string();
+    let vars = &mut opts.export.get_or_insert_with(Export::default).vars;
+    vars.retain(|v| v.name != "OMP_NUM_THREADS");
+    vars.push(env_var(&format!("OMP_NUM_THREADS={n}"), &n)?);
     Ok(())
 }
 
