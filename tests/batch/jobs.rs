@@ -2479,6 +2479,61 @@ fn a_job_waits_for_a_held_one_it_depends_on() {
     }
 }
 
+/// Alternatives (Slurm's `?`, LSF's `||`): one that holds is enough, the failed ones shown
+/// until then; none that can: never. Mixing the separators is refused.
+#[test]
+fn a_job_may_wait_for_any_one_of_its_dependencies() {
+    let Some(c) = Cluster::start() else { return };
+    let fails = c.submit(
+        Mode::Rootless,
+        "fails.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nexit 3\n",
+        &[],
+    );
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    c.wait_for(fails, &["FAILED"]);
+    let either = format!("--dependency=afterok:{fails}?afterok:{held}");
+    let after = c.submit(Mode::Rootless, "after.sh", HELLO, &[&either]);
+    let waits = format!("afterok:{fails}(failed)?afterok:{held}(unfulfilled)");
+    let squeue = [
+        "as",
+        "squeue",
+        "-h",
+        "-j",
+        &after.to_string(),
+        "-o",
+        "%r|%E",
+    ];
+    wait_until(
+        30,
+        || c.berth(Mode::Rootless, &squeue).ok().trim() == format!("Dependency|{waits}"),
+        || c.berth(Mode::Rootless, &squeue).stdout,
+    );
+    c.berth(Mode::Rootless, &["release", &held.to_string()])
+        .ok();
+    c.completed(after);
+    // bsub -w with ||: none of them can hold any more.
+    let lsf = format!("exit({held}) || done({fails})");
+    let bsub = ["as", "bsub", "-w", &lsf, "-J", "never", "true"];
+    let never = c.berth_with(Mode::Rootless, &bsub, &[("BERTH_IMAGE", "busybox")]);
+    let never: u64 = never
+        .ok()
+        .split(['<', '>'])
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // (Cancelled, as a job whose dependency can never be met is by default.)
+    c.wait_for(never, &["CANCELLED"]);
+    let mixed = format!("--dependency=afterok:{fails}?afterok:{held},afterany:{held}");
+    let refused = c.try_submit(Mode::Rootless, "after.sh", HELLO, &[&mixed]);
+    assert!(
+        refused.stderr.contains("one separator"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[test]
 fn dependencies_and_arrays() {
     let Some(c) = Cluster::start() else { return };

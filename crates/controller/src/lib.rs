@@ -877,19 +877,24 @@ impl Controller {
 
     /// `job`'s dependencies not yet satisfied, as Slurm shows them (see
     /// [`JobInfo::dependency`]): each term with the state of the job (or the array, `ID_*`)
-    /// it names as this controller knows it.
+    /// it names as this controller knows it; of alternatives (`?`), none once one holds.
     fn unmet_dependencies(&self, job: &Job) -> Option<String> {
         let state_of = |id: u64| match self.active.get(&id) {
             Some(other) => Some(other.state.for_scheduler()),
             None => self.finished.get(&id).copied(),
         };
+        let any = job.request.dependencies.any;
         let mut terms = Vec::new();
         for (kind, first, last) in job.dependency_ranges() {
             let range = (first..=last).map(|id| sched::Dependency {
                 kind: sched_kind(kind),
                 job: id,
+                term: 0,
             });
-            let status = sched::dependency_status(range, state_of);
+            let status = sched::dependency_status(range, false, state_of);
+            if any && status == sched::DepStatus::Satisfied {
+                return None;
+            }
             let named = match first == last {
                 true => first.to_string(),
                 false => format!("{first}_*"),
@@ -912,7 +917,7 @@ impl Controller {
         if job.request.dependencies.singleton && running_namesake() {
             terms.push("singleton(unfulfilled)".into());
         }
-        (!terms.is_empty()).then(|| terms.join(","))
+        (!terms.is_empty()).then(|| terms.join(if any { "?" } else { "," }))
     }
 
     fn view(&self, job: &Job) -> sched::JobView {
@@ -926,13 +931,16 @@ impl Controller {
             nice: job.request.nice,
             held: job.held,
             begin: job.begin_time,
+            // Each range one term (an array's tasks all required for its term).
             dependencies: job
                 .dependency_ranges()
-                .flat_map(|(kind, first, last)| {
+                .zip(0..)
+                .flat_map(|((kind, first, last), term)| {
                     let kind = sched_kind(kind);
-                    (first..=last).map(move |job| sched::Dependency { kind, job })
+                    (first..=last).map(move |job| sched::Dependency { kind, job, term })
                 })
                 .collect(),
+            dependencies_any: job.request.dependencies.any,
             singleton: job.request.dependencies.singleton,
             array: job.array_job_id.map(|master| sched::ArrayTask {
                 master,
@@ -1410,6 +1418,14 @@ impl Controller {
             if ids.is_empty() {
                 return Err(ApiError::bad(format!(
                     "the job depends on jobs named {pattern}, and {user} has none (unfinished, or ended within the hour): name a job of yours, or its id"
+                )));
+            }
+            // Among alternatives (||) each job is one term: a name that stands for several
+            // (all of which LSF requires) would be read as any of them.
+            if deps.any && ids.len() > 1 {
+                return Err(ApiError::bad(format!(
+                    "the job depends on jobs named {pattern} among alternatives (||), and {user} has {} of that name: name one job (its id)",
+                    ids.len()
                 )));
             }
             deps.jobs.extend(ids.into_iter().map(|job| JobDependency {

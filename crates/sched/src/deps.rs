@@ -48,22 +48,51 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
     }
 }
 
-/// Evaluates all of a job's terms (they are ANDed): never satisfied if any term is, else
-/// waiting if any term waits.
+/// Evaluates a job's dependencies: all of them (`any` false; never satisfied if one is
+/// not, else waiting if one waits), or any one term of them (`any`: satisfied once one term
+/// is, each term's dependencies all required; never satisfied once none can be).
 pub fn dependency_status(
     deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
+    any: bool,
     state_of: impl Fn(JobId) -> Option<JobState>,
 ) -> DepStatus {
-    let mut status = DepStatus::Satisfied;
+    use DepStatus::{NeverSatisfied, Satisfied, Waiting};
+    let both = |a: DepStatus, b: DepStatus| match (a, b) {
+        (NeverSatisfied, _) | (_, NeverSatisfied) => NeverSatisfied,
+        (Waiting, _) | (_, Waiting) => Waiting,
+        _ => Satisfied,
+    };
+    let either = |a: DepStatus, b: DepStatus| match (a, b) {
+        (Satisfied, _) | (_, Satisfied) => Satisfied,
+        (Waiting, _) | (_, Waiting) => Waiting,
+        _ => NeverSatisfied,
+    };
+    let mut best = None;
+    let mut term: Option<(u32, DepStatus)> = None;
     for dep in deps {
         let dep = dep.borrow();
-        match dependency_status_of(dep, state_of(dep.job)) {
-            DepStatus::NeverSatisfied => return DepStatus::NeverSatisfied,
-            DepStatus::Waiting => status = DepStatus::Waiting,
-            DepStatus::Satisfied => {}
+        let status = dependency_status_of(dep, state_of(dep.job));
+        if !any {
+            if status == NeverSatisfied {
+                return NeverSatisfied;
+            }
+            best = Some(both(best.unwrap_or(Satisfied), status));
+            continue;
         }
+        term = match term {
+            Some((t, so_far)) if t == dep.term => Some((t, both(so_far, status))),
+            ended => {
+                if let Some((_, of_term)) = ended {
+                    best = Some(best.map_or(of_term, |b| either(b, of_term)));
+                }
+                Some((dep.term, status))
+            }
+        };
     }
-    status
+    if let Some((_, of_term)) = term {
+        best = Some(best.map_or(of_term, |b| either(b, of_term)));
+    }
+    best.unwrap_or(Satisfied)
 }
 
 /// Per array, how many of its tasks are running (what `%N` is compared against).
@@ -95,7 +124,14 @@ mod tests {
     use JobState::{Cancelled, Completed, Failed, Pending, Running};
 
     fn st(kind: DepKind, s: Option<JobState>) -> DepStatus {
-        dependency_status_of(&Dependency { kind, job: 1 }, s)
+        dependency_status_of(
+            &Dependency {
+                kind,
+                job: 1,
+                term: 0,
+            },
+            s,
+        )
     }
 
     #[test]
@@ -132,29 +168,60 @@ mod tests {
             Dependency {
                 kind: DepKind::AfterOk,
                 job: 1,
+                term: 0,
             },
             Dependency {
                 kind: DepKind::AfterOk,
                 job: 2,
+                term: 1,
             },
         ];
         let states = |a, b| move |id| Some(if id == 1 { a } else { b });
+        let all = |a, b| dependency_status(deps.iter(), false, states(a, b));
+        assert_eq!(all(Completed, Completed), Satisfied);
+        assert_eq!(all(Completed, Running), Waiting);
+        assert_eq!(all(Running, Failed), NeverSatisfied);
         assert_eq!(
-            dependency_status(deps.iter(), states(Completed, Completed)),
+            dependency_status([] as [Dependency; 0], false, |_| None),
             Satisfied
         );
+        // Any one term (`?`): satisfied by one, never once none can be.
+        let any = |a, b| dependency_status(deps.iter(), true, states(a, b));
+        assert_eq!(any(Running, Completed), Satisfied);
+        assert_eq!(any(Running, Failed), Waiting);
+        assert_eq!(any(Failed, Cancelled), NeverSatisfied);
         assert_eq!(
-            dependency_status(deps.iter(), states(Completed, Running)),
-            Waiting
-        );
-        assert_eq!(
-            dependency_status(deps.iter(), states(Running, Failed)),
-            NeverSatisfied
-        );
-        assert_eq!(
-            dependency_status([] as [Dependency; 0], |_| None),
+            dependency_status([] as [Dependency; 0], true, |_| None),
             Satisfied
         );
+    }
+
+    /// A term that names a whole array holds once all its tasks do, also among
+    /// alternatives.
+    #[test]
+    fn an_arrays_term_needs_all_its_tasks() {
+        let dep = |job, term| Dependency {
+            kind: DepKind::AfterOk,
+            job,
+            term,
+        };
+        // Term 0: array tasks 10 and 11; term 1: job 20.
+        let deps = [dep(10, 0), dep(11, 0), dep(20, 1)];
+        let states = |t10, t11, j20| {
+            move |id| {
+                Some(match id {
+                    10 => t10,
+                    11 => t11,
+                    _ => j20,
+                })
+            }
+        };
+        let any = |a, b, c| dependency_status(deps.iter(), true, states(a, b, c));
+        assert_eq!(any(Completed, Running, Running), Waiting);
+        assert_eq!(any(Completed, Completed, Running), Satisfied);
+        assert_eq!(any(Completed, Failed, Running), Waiting);
+        assert_eq!(any(Completed, Failed, Failed), NeverSatisfied);
+        assert_eq!(any(Completed, Failed, Completed), Satisfied);
     }
 
     #[test]

@@ -181,6 +181,7 @@ pub fn job(id: JobId) -> JobView {
         held: false,
         begin: None,
         dependencies: Vec::new(),
+        dependencies_any: false,
         singleton: false,
         array: None,
         reservation: None,
@@ -342,7 +343,14 @@ impl JobView {
 
     /// A dependency term.
     pub fn dep(mut self, kind: DepKind, job: JobId) -> Self {
-        self.dependencies.push(Dependency { kind, job });
+        let term = self.dependencies.len() as u32;
+        self.dependencies.push(Dependency { kind, job, term });
+        self
+    }
+
+    /// Any one of its dependency terms is enough (`?`).
+    pub fn any_dependency(mut self) -> Self {
+        self.dependencies_any = true;
         self
     }
 

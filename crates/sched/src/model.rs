@@ -230,13 +230,18 @@ pub enum DepKind {
     AfterNotOk,
 }
 
-/// One `KIND:JOBID` term of a dependency; a job's terms are all required (Slurm's `,`).
+/// One `KIND:JOBID` of a dependency: a job's are all required (Slurm's `,`), or any one
+/// term of them ([`JobView::dependencies_any`], Slurm's `?`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dependency {
     /// What must happen to the other job.
     pub kind: DepKind,
     /// The other job.
     pub job: JobId,
+    /// The term it belongs to: the dependencies of one term (an array's tasks, where the
+    /// dependency names a whole array) are consecutive and all required for it.
+    #[serde(default)]
+    pub term: u32,
 }
 
 /// A job's place in an array (`--array=0-99%8`): tasks are separate jobs sharing a master id.
@@ -379,8 +384,11 @@ pub struct JobView {
     pub held: bool,
     /// `--begin`: not started before this time, seconds.
     pub begin: Option<u64>,
-    /// `--dependency` terms, all required.
+    /// `--dependency` terms, all required unless `dependencies_any`.
     pub dependencies: Vec<Dependency>,
+    /// Any one term of `dependencies` is enough (Slurm's `?`, LSF's `||`).
+    #[serde(default)]
+    pub dependencies_any: bool,
     /// `--dependency=singleton`: not while another job of the same user and name runs.
     pub singleton: bool,
     /// Its place in an array, if any.

@@ -188,7 +188,8 @@ impl<'a> Pass<'a> {
             return wait(Reason::BeginTime);
         }
         if !job.dependencies.is_empty() {
-            match dependency_status(&job.dependencies, |id| self.dep_states.get(&id).copied()) {
+            let state_of = |id| self.dep_states.get(&id).copied();
+            match dependency_status(&job.dependencies, job.dependencies_any, state_of) {
                 DepStatus::Satisfied => {}
                 DepStatus::Waiting => return wait(Reason::Dependency),
                 DepStatus::NeverSatisfied => return wait(Reason::DependencyNeverSatisfied),

@@ -503,9 +503,24 @@ fn dependency_kinds_in_a_pass() {
         job(16).dep(DepKind::AfterNotOk, 3),
         job(17).dep(DepKind::AfterNotOk, 1),
         job(18).dep(DepKind::AfterOk, 1).dep(DepKind::AfterAny, 4),
+        // Any one of them (`?`): one that holds is enough; none that can, never.
+        job(19)
+            .dep(DepKind::AfterOk, 2)
+            .dep(DepKind::AfterOk, 1)
+            .any_dependency(),
+        job(20)
+            .dep(DepKind::AfterOk, 2)
+            .dep(DepKind::AfterAny, 4)
+            .any_dependency(),
+        job(21)
+            .dep(DepKind::AfterOk, 2)
+            .dep(DepKind::AfterOk, 3)
+            .any_dependency(),
     ];
     let p = run(&c, &jobs);
-    assert_eq!(started(&p), [5, 10, 13, 14, 16]);
+    assert_eq!(started(&p), [5, 10, 13, 14, 16, 19]);
+    assert_eq!(reason(&p, 20), Some(Reason::Dependency));
+    assert_eq!(reason(&p, 21), Some(Reason::DependencyNeverSatisfied));
     assert_eq!(
         reason(&p, 11),
         Some(Reason::Dependency),

@@ -3,9 +3,10 @@
 //! The three spellings map onto Slurm's model, which is the richest of the three:
 //! Slurm `--dependency=afterok:42:43,afterany:44` and `singleton`; PBS
 //! `-W depend=afterok:42:43` (the same words); LSF `-w "done(42) && ended(43)"`, where
-//! `done` is afterok, `exit` afternotok, `ended` afterany and `started` after. berth
-//! supports conjunctions only: Slurm's `?` (any of) and LSF's `||` are refused with an error
-//! saying so, rather than read as something they are not.
+//! `done` is afterok, `exit` afternotok, `ended` afterany and `started` after. All of the
+//! terms must hold (Slurm's `,`, LSF's `&&`), or any one of them (Slurm's `?`, LSF's `||`);
+//! expressions that mix the two, or negate (LSF's `!`), are refused with an error saying
+//! so, rather than read as something they are not.
 
 use super::JobError;
 use serde::{Deserialize, Serialize};
@@ -45,12 +46,16 @@ pub struct Dependencies {
     /// the controller makes them `jobs` at submission.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub named: Vec<(DependencyKind, String)>,
+    /// Any one of the terms is enough, not all of them (Slurm's `?`, LSF's `||`): each job
+    /// (a whole array, each of whose tasks must then hold) is one term.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any: bool,
 }
 
 const SLURM_EXPECTED: &str =
-    "TYPE:JOBID[:JOBID...] joined by ',', with TYPE after, afterok, afternotok, afterany or aftercorr, or singleton";
+    "TYPE:JOBID[:JOBID...] joined by ',' (all) or '?' (any), with TYPE after, afterok, afternotok, afterany or aftercorr, or singleton";
 const LSF_EXPECTED: &str =
-    "CONDITION(JOBID or NAME) joined by &&, with CONDITION done, exit, ended or started";
+    "CONDITION(JOBID or NAME) joined by && (all) or || (any), with CONDITION done, exit, ended or started";
 
 fn invalid(value: &str, expected: &str) -> JobError {
     JobError::invalid("dependency", value, expected)
@@ -130,14 +135,24 @@ impl Dependencies {
     /// Parses `sbatch --dependency`. Also the list after PBS's `depend=`, which uses the
     /// same words.
     pub fn parse_slurm(text: &str) -> Result<Dependencies, JobError> {
-        if text.contains('?') {
-            return Err(JobError::unsupported(
+        let any = text.contains('?');
+        if any && text.contains(',') {
+            return Err(invalid(
                 text,
-                "berth supports only dependencies that must all hold; separate them with ','",
+                "one separator: ',' (all must hold) or '?' (any one), as Slurm takes them",
             ));
         }
-        let mut deps = Dependencies::default();
-        for item in text.trim().split(',') {
+        let mut deps = Dependencies {
+            any,
+            ..Default::default()
+        };
+        for item in text.trim().split([',', '?']) {
+            if item == "singleton" && any {
+                return Err(JobError::unsupported(
+                    text,
+                    "singleton as one of several alternatives ('?'): join it with ','",
+                ));
+            }
             if item == "singleton" {
                 deps.singleton = true;
                 continue;
@@ -179,16 +194,24 @@ impl Dependencies {
         Ok(deps)
     }
 
-    /// Parses `bsub -w`: `done(42) && ended(43)`; a bare job id means `done`, as in LSF.
+    /// Parses `bsub -w`: `done(42) && ended(43)`, or `done(42) || done(43)`; a bare job id
+    /// means `done`, as in LSF.
     pub fn parse_lsf(text: &str) -> Result<Dependencies, JobError> {
-        if text.contains("||") || text.contains('!') {
+        let any = text.contains("||");
+        let grouped = text
+            .split(['&', '|'])
+            .any(|t| t.trim_start().starts_with('('));
+        if (any && text.contains("&&")) || grouped || text.contains('!') {
             return Err(JobError::unsupported(
                 text,
-                "berth supports only conditions joined by && (no ||, no !)",
+                "berth takes conditions all joined by && or all by || (no mix, no parentheses around them, no !)",
             ));
         }
-        let mut deps = Dependencies::default();
-        for term in text.split("&&").map(str::trim) {
+        let mut deps = Dependencies {
+            any,
+            ..Default::default()
+        };
+        for term in text.split(if any { "||" } else { "&&" }).map(str::trim) {
             let (word, arg) = match term.split_once('(') {
                 Some((w, rest)) => match rest.strip_suffix(')') {
                     Some(arg) => (w.trim(), arg.trim()),
@@ -253,7 +276,7 @@ impl Dependencies {
             })
             .collect();
         let deps = Dependencies::parse_slurm(&slurm.join(","))?;
-        if deps.singleton {
+        if deps.singleton || deps.any {
             return Err(invalid(
                 text,
                 "afterok, afternotok, afterany or after lists",
@@ -310,7 +333,20 @@ mod tests {
     #[test]
     fn slurm_errors() {
         let e = |s| Dependencies::parse_slurm(s).unwrap_err().to_string();
-        assert!(e("afterok:1?afterok:2").contains("is not supported"));
+        // Any one of them ('?'): each job a term; not with ',', nor singleton among them.
+        let d = Dependencies::parse_slurm("afterok:1:2?afternotok:3").unwrap();
+        assert!(d.any);
+        assert_eq!(
+            d.jobs,
+            vec![dep(AfterOk, 1), dep(AfterOk, 2), dep(AfterNotOk, 3)]
+        );
+        assert!(e("afterok:1?afterok:2,afterany:3").contains("one separator"));
+        assert!(e("afterok:1?singleton").contains("is not supported"));
+        assert!(
+            !Dependencies::parse_slurm("afterok:1,afterok:2")
+                .unwrap()
+                .any
+        );
         assert!(e("afterok:0").contains("job ids from 1"));
         assert!(e("afterok:x").contains("expected TYPE:JOBID"));
         assert!(e("afterok").contains("expected TYPE:JOBID"));
@@ -336,7 +372,18 @@ mod tests {
         assert_eq!(d.jobs[3].array_index, Some(2));
 
         let e = |s| Dependencies::parse_lsf(s).unwrap_err().to_string();
-        assert!(e("done(1) || done(2)").contains("only conditions joined by &&"));
+        // Any one of them (||); a mix, parentheses around them and negation are refused.
+        let d = Dependencies::parse_lsf("done(1) || exit(prep)").unwrap();
+        assert!(d.any);
+        assert_eq!(d.jobs, vec![dep(AfterOk, 1)]);
+        assert_eq!(d.named, vec![(AfterNotOk, "prep".to_string())]);
+        for mixed in [
+            "done(1) || done(2) && done(3)",
+            "(done(1) || done(2)) && done(3)",
+            "done(1) && !done(2)",
+        ] {
+            assert!(e(mixed).contains("no mix, no parentheses"), "{mixed}");
+        }
         // Names: the user's jobs of that name (a trailing * any ending), quoted where they
         // start with a digit.
         let d = Dependencies::parse_lsf("done(prep) && ended(\"2nd\") && run*").unwrap();

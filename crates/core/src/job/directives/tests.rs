@@ -199,12 +199,12 @@ fn errors_carry_line_and_directive() {
     assert!(error("#SBATCH --mem=-4G\n").contains("invalid memory size '-4G'"));
     assert!(error("#SBATCH --array=10-1\n").contains("ranges that go up"));
     assert!(error("#SBATCH --array=1-10:0\n").contains("step of at least 1"));
-    assert!(error("#SBATCH -d afterok:1?afterok:2\n").contains("not supported"));
+    assert!(error("#SBATCH -d afterok:1?afterok:2,afterok:3\n").contains("one separator"));
     assert!(error("#SBATCH -d afterok:abc\n").contains("invalid dependency 'afterok:abc'"));
     assert!(error("#SBATCH --gres=craynetwork:1\n").contains("not supported"));
     assert!(error("#SBATCH --bind=/a\n").contains("unknown #SBATCH option")); // #BERTH only
     assert!(error("#BSUB -R \"frob[x]\"\n").contains("not supported"));
-    assert!(error("#BSUB -w \"done(1) || done(2)\"\n").contains("&&"));
+    assert!(error("#BSUB -w \"done(1) || done(2) && done(3)\"\n").contains("no mix"));
     assert!(error("#PBS -l foo=1\n").contains("not supported"));
     assert!(error("#PBS -w /tmp\n").contains("unknown #PBS option '-w'"));
     assert!(error("#BERTH --bind=/a:b:ro\n").contains("invalid bind"));
