@@ -1855,6 +1855,13 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         j.ntasks,
         j.cpus_per_task
     )?;
+    // What each node must have, as scontrol words it (MinMemoryNode=0: no memory asked).
+    writeln!(
+        out,
+        "   MinCPUsNode={} MinMemoryNode={} MinTmpDiskNode=0",
+        j.cpus_per_task.max(1),
+        j.memory.map_or("0".into(), slurm_size)
+    )?;
     if let Some(host) = j.nodes.first() {
         writeln!(out, "   BatchHost={host}")?;
     }
@@ -1906,6 +1913,11 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         out,
         "   StdErr={}",
         j.stderr.as_deref().unwrap_or(&j.stdout)
+    )?;
+    writeln!(
+        out,
+        "   StdIn={}",
+        j.stdin.as_deref().unwrap_or("/dev/null")
     )?;
     writeln!(out, "   StdOut={}", j.stdout)?;
     if let (Some(cpu), Some(rss)) = (j.cpu_usec, j.max_rss_bytes) {

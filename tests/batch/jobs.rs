@@ -1661,6 +1661,8 @@ fn workflow_tools_queries_are_answered() {
         format!("   WorkDir={}", cwd.display()),
         format!("   StdOut={}/berth-{id}.out", cwd.display()),
         format!("   StdErr={}/berth-{id}.out", cwd.display()),
+        "   StdIn=/dev/null".to_string(),
+        "   MinCPUsNode=1 MinMemoryNode=0 MinTmpDiskNode=0".to_string(),
         "   BatchHost=".to_string(),
     ] {
         assert!(
@@ -3486,6 +3488,10 @@ fn input_file_and_output_patterns() {
         std::fs::read_to_string(out).unwrap(),
         "line one\nline two\n"
     );
+    // scontrol's StdIn=, the pattern expanded.
+    let shown = c.berth(Mode::Rootless, &["show", &id.to_string()]);
+    let stdin = format!("\n   StdIn={}/in-pat.txt\n", cwd.display());
+    assert!(shown.ok().contains(&stdin), "{}", shown.stdout);
     // A command-line flag overrides the script's directive.
     let id = c.submit(Mode::Rootless, "cat.sh", script, &["-o", "override-%j.txt"]);
     c.completed(id);

@@ -249,6 +249,10 @@ pub struct JobInfo {
     pub workdir: String,
     pub stdout: String,
     pub stderr: Option<String>,
+    /// The file the script reads as its standard input (`--input`), if one; /dev/null
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
     pub priority: Option<f64>,
     /// How a pending job's priority is made, weighted (sprio's columns).
     #[serde(default)]

@@ -547,6 +547,9 @@ impl Job {
             workdir: self.workdir.clone(),
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
+            stdin: self.request.input.as_deref().map(|pattern| {
+                crate::job_file(self, self.batch_node().unwrap_or_default(), pattern)
+            }),
             priority: self.priority,
             priority_factors: self.priority_factors,
             held: self.held,

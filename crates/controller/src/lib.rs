@@ -4822,7 +4822,7 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
 
 /// One of a job's files (output, error, input), its pattern expanded (%j, %A, %a, %x, %u,
 /// and %N as `first_node`) and a relative one taken from its working directory.
-fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
+pub(crate) fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
     let ctx = berth_core::job::PatternContext {
         job_id: job.id,
         array_job_id: job.array_job_id,
