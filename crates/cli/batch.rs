@@ -1281,7 +1281,7 @@ fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
         );
         let running = j.steps.iter().filter(|s| s.end_time.is_none()).map(|s| {
             let name = step_accounting("JobName", j, s);
-            let limit = s.time_limit;
+            let limit = s.time_limit.or(j.time_limit);
             (
                 s.id.to_string(),
                 name,
@@ -1973,7 +1973,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         for spec in &array_ranges(&args.jobs)? {
             let cancelled = match step_spec(spec) {
                 // One step (JOB.STEP), its job going on.
-                Some((job, step)) => cancel_step(job, step, args.signal.is_some()),
+                Some((job, step)) => cancel_step(job, step, args.signal.clone()),
                 None => self::target(spec).and_then(|t| t.cancel(args.signal.clone(), target)),
             };
             if let Err(e) = cancelled {
@@ -2014,14 +2014,12 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     Ok(status)
 }
 
-/// Ends step `step` of job `job` (`42.0`, `42_3.1`), as `scancel JOB.STEP` does.
-fn cancel_step(job: &str, step: &str, signal: bool) -> Result<()> {
+/// Ends step `step` of job `job` (`42.0`, `42_3.1`), as `scancel JOB.STEP` does, or sends
+/// its tasks `signal` (`scancel -s SIG JOB.STEP`).
+fn cancel_step(job: &str, step: &str, signal: Option<String>) -> Result<()> {
     let Ok(step) = step.parse::<u32>() else {
-        bail!("{job}.{step}: its batch script is the job's: cancel job {job}");
+        bail!("{job}.{step}: its batch script is the job's: cancel job {job} (or signal it: -b)");
     };
-    if signal {
-        bail!("{job}.{step}: --signal goes to a job's steps (--signal=SIG {job}), not to one");
-    }
     let Target::Job(id) = target(job)? else {
         bail!("{job}.{step}: name the array's task (ID_INDEX.STEP)");
     };
@@ -2030,6 +2028,7 @@ fn cancel_step(job: &str, step: &str, signal: bool) -> Result<()> {
         &format!("/v1/jobs/{id}/cancel"),
         Some(&CancelRequest {
             step: Some(step),
+            signal,
             ..Default::default()
         }),
     )
@@ -2279,9 +2278,22 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             .map_or(String::new(), |u| slurm_size(u.max_rss_bytes)),
         "NTasks" => step.ntasks.to_string(),
         "NNodes" => step_nodes(j, step).len().max(1).to_string(),
-        "Timelimit" => step.time_limit.map_or("UNLIMITED".into(), duration),
+        // (Without one of its own, the job's bounds it.)
+        "Timelimit" => step
+            .time_limit
+            .or(j.time_limit)
+            .map_or("UNLIMITED".into(), duration),
+        "AllocCPUS" | "NCPUS" => step_cpus(step).to_string(),
         "NodeList" => berth_core::job::hostlist(step_nodes(j, step)),
         _ => String::new(),
+    }
+}
+
+/// The CPUs a step held (one a task where it held none of its own: it overlapped).
+pub(crate) fn step_cpus(step: &berth_api::StepInfo) -> usize {
+    match step.cpu_ids.iter().map(|n| n.cpu_ids.len()).sum() {
+        0 => step.ntasks as usize,
+        held => held,
     }
 }
 

@@ -588,7 +588,11 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         );
     }
     // In a job, the step's own time limit (outside one, the allocation's, above).
+    // (0, UNLIMITED and INFINITE: none, as srun takes them.)
+    let unlimited =
+        |t: &str| ["0", "UNLIMITED", "INFINITE"].contains(&t.to_ascii_uppercase().as_str());
     let time_limit = match (&job, &args.time) {
+        (Some(_), Some(t)) if unlimited(t) => None,
         (Some(_), Some(t)) => {
             Some(berth_core::job::parse_slurm_time(t).map_err(|e| anyhow::anyhow!("--time: {e}"))?)
         }

@@ -198,9 +198,10 @@ fn squeue_lists_running_steps() {
 #[test]
 fn a_step_ends_at_its_own_time_limit() {
     let Some(c) = Cluster::start() else { return };
-    let body = r#"srun -n 1 -t 0:02 sh -c 'echo begun; sleep 30; echo never'
+    let body = r#"srun -n 1 -t 0:02 sh -c 'trap "echo got-term; exit 7" TERM; echo begun; while :; do sleep 0.1; done; echo never'
 echo "srun $?"
 srun -n 1 --time=1 true && echo "in time"
+srun -n 1 -t UNLIMITED true && echo "unlimited"
 srun -n 1 -t soon true || echo "refused $?""#;
     let id = c.submit(Mode::Rootless, "limit.sh", &script("-n 1", body), &[]);
     c.completed(id);
@@ -211,11 +212,14 @@ srun -n 1 -t soon true || echo "refused $?""#;
         out.contains(&said) && out.contains(" DUE TO TIME LIMIT ***\n"),
         "{out}"
     );
+    // SIGTERM first, which its trap caught (the job's KillWait before the end signal).
     assert!(out.contains("begun\n") && !out.contains("never"), "{out}");
     assert!(
-        out.contains("srun 143\n") && out.contains("in time\n"),
+        out.contains("got-term\n") && out.contains("srun 7\n"),
         "{out}"
     );
+    assert!(out.contains("in time\n"), "{out}");
+    assert!(out.contains("unlimited\n"), "{out}");
     assert!(out.contains("--time: invalid time limit 'soon'"), "{out}");
     let acct = c.berth(
         Mode::Rootless,
@@ -239,6 +243,61 @@ srun -n 1 -t soon true || echo "refused $?""#;
         lines.contains(&format!("{id}.1|COMPLETED|00:01:00").as_str()),
         "{lines:?}"
     );
+}
+
+/// A step waiting for CPUs starts only in a running job: not once the job's script has
+/// ended (whose end frees the CPUs of the steps it kills), nor in a cancelled job; in a
+/// suspended one it waits on, and starts after the resume.
+#[test]
+fn a_waiting_step_starts_only_in_a_running_job() {
+    let Some(c) = Cluster::start() else { return };
+    let waiting = |end: &str| {
+        format!(
+            r#"rm -f up0 ghost waiter.err
+srun -n 1 sh -c 'touch up0; exec sleep 100' &
+while [ ! -e up0 ]; do sleep 0.1; done
+srun -n 1 sh -c 'touch ghost; echo ran' 2> waiter.err &
+until grep -q "temporarily disabled" waiter.err 2>/dev/null; do sleep 0.1; done
+echo waiting
+{end}"#
+        )
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let steps = |id: u64| c.show(id)["steps"].as_array().unwrap().len();
+    // The script ends while the step waits.
+    let id = c.submit(
+        Mode::Rootless,
+        "ends.sh",
+        &script("-n 1", &waiting("exit 0")),
+        &[],
+    );
+    c.completed(id);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!cwd.join("ghost").exists(), "{}", output(&c, id));
+    assert_eq!(steps(id), 1, "{}", c.show(id));
+    // The job is cancelled while the step waits.
+    let id = c.submit(
+        Mode::Rootless,
+        "cancelled.sh",
+        &script("-n 1", &waiting("wait")),
+        &[],
+    );
+    c.wait_for_output(id, "waiting\n");
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    c.wait_for(id, &["CANCELLED"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!cwd.join("ghost").exists(), "{}", output(&c, id));
+    assert_eq!(steps(id), 1, "{}", c.show(id));
+    // Suspended while the step waits: it starts once resumed and the CPU is free.
+    let body = waiting("wait").replace("exec sleep 100", "sleep 2");
+    let id = c.submit(Mode::Rootless, "suspended.sh", &script("-n 1", &body), &[]);
+    c.wait_for_output(id, "waiting\n");
+    c.berth(Mode::Root, &["suspend", &id.to_string()]).ok();
+    std::thread::sleep(Duration::from_secs(3));
+    c.berth(Mode::Root, &["resume", &id.to_string()]).ok();
+    c.completed(id);
+    assert!(output(&c, id).contains("ran\n"), "{}", output(&c, id));
+    assert!(cwd.join("ghost").exists());
 }
 
 #[test]
@@ -515,13 +574,16 @@ echo "signalled: $?""#;
 #[test]
 fn one_step_is_cancelled_and_its_job_goes_on() {
     let Some(c) = Cluster::start() else { return };
-    let body = "srun -n 1 sleep 300\necho \"step ended $?\"\nsrun -J second -n 1 true\necho done";
+    let body = "srun -n 1 sh -c 'trap \"echo got-usr1\" USR1; echo up; while :; do sleep 0.1; done'\necho \"step ended $?\"\nsrun -J second -n 1 true\necho done";
     let id = c.submit(Mode::Rootless, "cancel-step.sh", &script("-n 1", body), &[]);
-    wait_until(
-        30,
-        || c.show(id)["steps"][0]["start_time"].is_u64(),
-        || format!("no step started: {}", c.show(id)),
-    );
+    c.wait_for_output(id, "up\n");
+    // A signal for its tasks alone (scancel -s SIG JOB.STEP).
+    c.berth(
+        Mode::Rootless,
+        &["as", "scancel", "-s", "USR1", &format!("{id}.0")],
+    )
+    .ok();
+    c.wait_for_output(id, "got-usr1\n");
     // Not a step it does not have, nor with a signal.
     let none = c.berth(Mode::Rootless, &["cancel", &format!("{id}.7")]);
     assert!(
@@ -532,15 +594,21 @@ fn one_step_is_cancelled_and_its_job_goes_on() {
     c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")])
         .ok();
     let job = c.completed(id);
-    // (After the step's own word of its task's end.)
+    // (After the step's own word of its task's end.) Its tasks had SIGTERM (the shell has
+    // no trap for it), as slurmstepd says.
     let out = output(&c, id);
     assert!(out.ends_with("step ended 143\ndone\n"), "{out}\n{job}");
+    let said = format!("slurmstepd: error: *** STEP {id}.0 ON ");
+    assert!(
+        out.contains(&said) && out.contains(" CANCELLED AT "),
+        "{out}"
+    );
     // (A step named with -J has that name.)
     let two = format!("{id}.0,{id}.1");
     let sacct = ["history", "-j", &two, "-nP", "-o", "JobID,JobName,State"];
     assert_eq!(
         c.berth(Mode::Rootless, &sacct).ok(),
-        format!("{id}.0|sleep|CANCELLED\n{id}.1|second|COMPLETED\n")
+        format!("{id}.0|sh|CANCELLED\n{id}.1|second|COMPLETED\n")
     );
     let ended = c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")]);
     assert!(ended.code == 1, "{}", ended.stderr);

@@ -131,20 +131,31 @@ fn a_step_across_nodes_is_cancelled_alone() {
         return;
     };
     let c = &t.c;
-    let script = "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\nberth step -N 2 -n 2 sleep 300 2>/dev/null\necho \"step ended $?\"\n";
+    // A one-task step goes to the node whose CPU is free (the first one's is busy), at once.
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+berth step -n 1 sh -c 'touch busy; exec sleep 3' &
+while [ ! -e busy ]; do sleep 0.1; done
+echo "free: $(berth step -n 1 hostname 2>&1)"
+wait
+berth step -N 2 -n 2 sleep 300 2>/dev/null
+echo "step ended $?"
+"#;
     let id = c.submit(Mode::Rootless, "cancel.sh", script, &[]);
     wait_until(
         60,
-        || c.show(id)["steps"][0]["start_time"].is_u64(),
+        || c.show(id)["steps"][2]["start_time"].is_u64(),
         || format!("no step started: {}\n{}", c.show(id), t.logs()),
     );
-    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")])
+    c.berth(Mode::Rootless, &["cancel", &format!("{id}.2")])
         .ok();
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
     let out = output(&t, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
-    assert_eq!(out, "step ended 143\n");
-    assert_eq!(job["steps"][0]["cancelled"], true, "{job}");
+    let second = &nodes_of(&job)[1];
+    assert_eq!(out, format!("free: {second}\nstep ended 143\n"));
+    assert_eq!(job["steps"][2]["cancelled"], true, "{job}");
 }
 
 #[test]

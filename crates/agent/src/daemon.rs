@@ -119,6 +119,9 @@ pub struct RunnerSignal {
 pub struct StepCancel {
     pub job: u64,
     pub step: u32,
+    /// A signal for its tasks instead of its end (`scancel -s SIG JOB.STEP`).
+    #[serde(default)]
+    pub signal: Option<i32>,
 }
 
 /// `POST /v1/agent/limit`: a running job's new time limit, seconds from its start.
@@ -225,6 +228,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         request: &berth_api::StepRequest,
     ) -> Result<crate::step::server::StepStart, String> {
         use crate::step::server::StepStart;
+        self.0.node.check_not_ending(job)?;
         let begin = StepBegin {
             uid,
             job,
@@ -676,7 +680,7 @@ async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Respons
 }
 
 async fn cancel_step(Json(s): Json<StepCancel>) -> Response {
-    match crate::step::server::end_step(s.job, s.step) {
+    match crate::step::server::signal_step(s.job, s.step, s.signal.unwrap_or(0)) {
         true => Json(()).into_response(),
         false => error(
             404,

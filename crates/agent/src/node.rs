@@ -621,6 +621,24 @@ impl NodeAgent {
             .filter(|&pid| self.runner_alive(id, pid))
     }
 
+    /// Whether job `id`'s script has ended here (its runner is ending it: its steps are being
+    /// killed), so that no step may start in it any more.
+    pub fn script_ended(&self, id: u64) -> bool {
+        self.recorded_runner(id)
+            .is_some_and(|pid| runner::script_ended_path(&self.job_dir(id), pid).exists())
+    }
+
+    /// Refuses a step in job `id` once its script has ended here, as Slurm refuses steps in a
+    /// completing job.
+    pub fn check_not_ending(&self, id: u64) -> Result<(), String> {
+        match self.script_ended(id) {
+            true => Err(format!(
+                "job {id} is completing (its script has ended): no step starts in it"
+            )),
+            false => Ok(()),
+        }
+    }
+
     /// Fills in the cgroup of a step's grant where the controller could not: the job's
     /// runner here was still starting when it granted the step (the node knows it, soon).
     pub async fn complete_grant(

@@ -386,6 +386,9 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             true => launch.grace,
             false => 0,
         });
+        // No new step starts in a job whose script has ended (the steps' ends below free
+        // CPUs that waiting steps would otherwise get): `NodeAgent::script_ended`.
+        let _ = std::fs::write(script_ended_path(job_dir, std::process::id()), b"");
         end_steps(job_dir, launch.job_id, patience);
         recorded = Some(record(of(outcome)))
     });
@@ -403,6 +406,11 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             ..Default::default()
         }),
     }
+}
+
+/// The file runner `pid` makes in its job's directory once the job's script has ended.
+pub fn script_ended_path(job_dir: &Path, pid: u32) -> PathBuf {
+    job_dir.join(format!("script-ended.{pid}"))
 }
 
 /// How long the job's end waits for its steps' processes to end their tasks and say what

@@ -495,6 +495,9 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
                 writeln!(out, "{}", block(text))?;
             }
         }
+        ["write", "batch_script", job, ..] if job.split_once('.').is_some_and(|(_, s)| s == "batch" || s.parse::<u32>().is_ok()) => {
+            bail!("scontrol write batch_script {job}: name the job (JOBID), not one of its steps")
+        }
         ["write", "batch_script", job, file @ ..] => {
             // (An array's tasks have its one script.)
             let named = crate::batch::named_jobs(&[job.to_string()])?;
@@ -574,8 +577,7 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
                 true => &j.nodes,
                 false => &s.nodes,
             };
-            let cpus: usize = s.cpu_ids.iter().map(|n| n.cpu_ids.len()).sum();
-            let cpus = if cpus == 0 { s.ntasks as usize } else { cpus };
+            let cpus = crate::batch::step_cpus(s);
             let name = s.name.clone().unwrap_or_else(|| {
                 let program = s.command.split_whitespace().next().unwrap_or_default();
                 crate::compat::base_name(program)
@@ -586,7 +588,7 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
                 s.id,
                 j.uid,
                 crate::compat::slurm_timestamp(s.start_time),
-                scontrol_time(s.time_limit),
+                scontrol_time(s.time_limit.or(j.time_limit)),
                 j.partition,
                 berth_core::job::hostlist(nodes),
                 nodes.len(),

@@ -1738,7 +1738,13 @@ impl Controller {
     /// `berth cancel JOB.STEP` (`scancel JOB.STEP`): ends one running step of a running job,
     /// its tasks on every node, through the agent that runs it (its client's node's); the
     /// job goes on, and the step is recorded CANCELLED.
-    pub fn cancel_step(&mut self, caller: Caller, id: u64, step: u32) -> Result<(), ApiError> {
+    pub fn cancel_step(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        step: u32,
+        signal: Option<i32>,
+    ) -> Result<(), ApiError> {
         // (Its client's node: one of the job's, or the one it was asked from outside.)
         let node = self
             .active
@@ -1764,8 +1770,10 @@ impl Controller {
                 s.node
             )));
         };
+        // (0: the end, SIGTERM first.)
+        let sent = signal.unwrap_or(0);
         match link {
-            Link::Local(_) if !berth_agent::step::server::end_step(id, step) => {
+            Link::Local(_) if !berth_agent::step::server::signal_step(id, step, sent) => {
                 return Err(ApiError::bad(format!(
                     "step {id}.{step} is not running (it is ending)"
                 )))
@@ -1773,10 +1781,17 @@ impl Controller {
             Link::Local(_) => {}
             // (The step's end comes back as its agent reports it.)
             Link::Remote(url) => {
-                let request = berth_agent::daemon::StepCancel { job: id, step };
-                let what = format!("cancel step {id}.{step}");
+                let request = berth_agent::daemon::StepCancel {
+                    job: id,
+                    step,
+                    signal,
+                };
+                let what = format!("signal step {id}.{step}");
                 post_unawaited(url, "/v1/agent/steps/cancel", key, request, what);
             }
+        }
+        if signal.is_some() {
+            return Ok(());
         }
         s.cancelled = true;
         let job = job.cloned();
@@ -3965,17 +3980,33 @@ impl Controller {
             ));
         }
         match job.state {
+            State::Running if job.stop_asked() => return Err(format!(
+                "job {id} is completing (cancelled, requeued or given back): no step starts in it"
+            )),
             State::Running => {}
+            // (As Slurm's: creation is retried, the step waits for the job's resume.)
             State::Suspended => {
-                return Err(format!(
-                    "job {id} is suspended: resume it first (`berth resume {id}`)"
-                ))
+                return Ok(StepStart::Busy {
+                    ended: self.steps_ended,
+                })
             }
             state => {
                 return Err(format!(
                     "job {id} is {}: steps run inside a running job",
                     state.name()
                 ))
+            }
+        }
+        // The CPUs the job's running steps hold, how many steps each (but the steps begun
+        // before this controller started, whose ends it may never hear).
+        let mut holding: HashMap<(&str, u32), usize> = HashMap::new();
+        let running = job
+            .steps
+            .iter()
+            .filter(|s| s.end_time.is_none() && s.start_time >= self.since);
+        for part in running.flat_map(|s| &s.cpu_ids) {
+            for &cpu in &part.cpu_ids {
+                *holding.entry((&part.node, cpu)).or_default() += 1;
             }
         }
         // Its nodes: those named (-w), the first k (-N), or as many as it has tasks.
@@ -4002,6 +4033,38 @@ impl Controller {
                 let tasks = request.ntasks.map_or(job.shares.len(), |n| n as usize);
                 job.shares.iter().take(tasks.max(1)).collect()
             }
+        };
+        let per_task = request
+            .cpus_per_task
+            .unwrap_or(job.request.cpus_per_task)
+            .max(1);
+        // A step on fewer nodes than the job has goes where it has the CPUs free (as Slurm
+        // picks any of the job's nodes with room), the job's first nodes first.
+        let shares = match (request.ntasks, request.nodelist.is_none()) {
+            (Some(n), true)
+                if shares.len() < job.shares.len() && !request.overlap && !request.pty =>
+            {
+                let free = |s: &job::Share| {
+                    let held = |cpu: &&u32| holding.contains_key(&(s.node.as_str(), **cpu));
+                    s.cpu_ids.iter().filter(|c| !held(c)).count() as u64
+                };
+                let mut picked: Vec<&job::Share> = Vec::new();
+                for need in berth_core::job::block_layout(n, shares.len() as u32) {
+                    let room = job.shares.iter().find(|s| {
+                        !picked.iter().any(|p| p.node == s.node)
+                            && free(s) >= u64::from(need) * u64::from(per_task)
+                    });
+                    match room {
+                        Some(s) => picked.push(s),
+                        None => break,
+                    }
+                }
+                match picked.len() == shares.len() {
+                    true => picked,
+                    false => shares,
+                }
+            }
+            _ => shares,
         };
         let ntasks = request
             .ntasks
@@ -4033,10 +4096,6 @@ impl Controller {
                 shares[0].node
             ));
         }
-        let per_task = request
-            .cpus_per_task
-            .unwrap_or(job.request.cpus_per_task)
-            .max(1);
         let own_settings =
             !request.binds.is_empty() || request.no_home || !request.host_env.is_empty();
         // What only a container of the step's own does: an allocation's step (srun from
@@ -4124,18 +4183,6 @@ impl Controller {
                 return Err(format!(
                     "--container-save={path}: expected the absolute path of a file"
                 ));
-            }
-        }
-        // The CPUs the job's running steps hold, how many steps each (but the steps begun
-        // before this controller started, whose ends it may never hear).
-        let mut holding: HashMap<(&str, u32), usize> = HashMap::new();
-        let running = job
-            .steps
-            .iter()
-            .filter(|s| s.end_time.is_none() && s.start_time >= self.since);
-        for part in running.flat_map(|s| &s.cpu_ids) {
-            for &cpu in &part.cpu_ids {
-                *holding.entry((&part.node, cpu)).or_default() += 1;
             }
         }
         let step_nodes: Vec<String> = shares.iter().map(|s| s.node.clone()).collect();
@@ -4255,6 +4302,7 @@ impl Controller {
             image,
             tools: None,
             container,
+            kill_wait: self.settings.kill_wait,
         };
         let job = job.cloned();
         self.persist(&job).map_err(|e| e.message)?;
@@ -4649,6 +4697,13 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     ) -> Result<StepStart, String> {
         let (mut grant, here) = {
             let mut c = self.0.lock().await;
+            let local = c.nodes.values().find_map(|n| match &n.link {
+                Link::Local(agent) => Some(agent.clone()),
+                _ => None,
+            });
+            if let Some(agent) = local {
+                agent.check_not_ending(job)?;
+            }
             let grant = match c.begin_step(None, uid, job, request)? {
                 StepStart::Granted(grant) => *grant,
                 busy => return Ok(busy),

@@ -620,9 +620,9 @@ async fn cancel(
     };
     let mut c = c.lock().await;
     match (body.array, body.step) {
-        (false, Some(step)) if signal.is_none() => c.cancel_step(caller, id, step),
-        (_, Some(_)) => Err(ApiError::bad(
-            "a step is cancelled alone: not with a signal, nor as an array's",
+        (false, Some(step)) => c.cancel_step(caller, id, step, signal),
+        (true, Some(_)) => Err(ApiError::bad(
+            "a step is cancelled or signalled alone: name the array's task (ID_INDEX.STEP)",
         )),
         (true, None) => c.cancel_array(caller, id, signal, target),
         (false, None) => c.cancel(caller, id, signal, target),

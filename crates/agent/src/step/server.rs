@@ -21,8 +21,9 @@ use tokio::net::{UnixListener, UnixStream};
 const REQUEST_LIMIT: usize = 4 << 20;
 
 /// The steps this process runs, by (job, step), each with the way to end it early
-/// ([`end_step`]).
-type Running = std::collections::HashMap<(u64, u32), tokio::sync::mpsc::UnboundedSender<()>>;
+/// ([`end_step`]) or signal its tasks ([`signal_step`]): 0 ends it, another number is a
+/// signal.
+type Running = std::collections::HashMap<(u64, u32), tokio::sync::mpsc::UnboundedSender<i32>>;
 static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
     std::sync::LazyLock::new(Default::default);
 
@@ -30,10 +31,16 @@ static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
 /// tasks on every node get the end signal, as when its client goes; the job goes on.
 /// Whether it runs here.
 pub fn end_step(job: u64, step: u32) -> bool {
+    signal_step(job, step, 0)
+}
+
+/// Sends `signal` to every task of step `step` of job `job`, if this process runs it
+/// (`scancel -s SIG JOB.STEP`; 0: ends it, as [`end_step`]). Whether it runs here.
+pub fn signal_step(job: u64, step: u32, signal: i32) -> bool {
     let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     running
         .get(&(job, step))
-        .is_some_and(|end| end.send(()).is_ok())
+        .is_some_and(|end| end.send(signal).is_ok())
 }
 
 /// A step's place in [`RUNNING`], for as long as it runs.
@@ -68,6 +75,10 @@ pub struct StepGrant {
     /// That container is the job's of this name, kept on each node (`--container-name`).
     #[serde(default)]
     pub container: Option<berth_core::job::ContainerName>,
+    /// Seconds between the SIGTERM of a step cancelled or at its time limit and its end
+    /// (the cluster's KillWait).
+    #[serde(default)]
+    pub kill_wait: u64,
 }
 
 /// The controller's answer to a step: granted, or to wait for CPUs the job's other running
@@ -555,6 +566,18 @@ async fn run_step<A: StepAuthority>(
         .time_limit
         .map(|secs| tokio::time::Instant::now() + std::time::Duration::from_secs(secs));
     let mut timed_out = false;
+    // Cancelled or at its limit: its tasks had SIGTERM, and are ended at this time (the
+    // job's KillWait) if they have not ended by then.
+    let mut terminating: Option<tokio::time::Instant> = None;
+    let kill_wait = std::time::Duration::from_secs(grant.kill_wait);
+    let said = |why: &str| {
+        format!(
+            "slurmstepd: error: *** STEP {job}.{} ON {} CANCELLED AT {}{why} ***",
+            grant.step,
+            grant.node,
+            crate::runner::slurm_timestamp(crate::runner::now())
+        )
+    };
     let mut left = grant.parts.len();
     let (mut worst, mut killed, mut client) = (0, false, true);
     // What the parts used, summed, while every part says.
@@ -577,24 +600,27 @@ async fn run_step<A: StepAuthority>(
                 }
                 continue;
             }
-            // Cancelled (`berth cancel JOB.STEP`): ended as its client's going ends it.
-            Some(()) = cancelled.recv(), if !killed => {
-                eprintln!("berth step: step {job}.{} cancelled", grant.step);
-                killed = true;
-                worst = worst.max(128 + libc::SIGTERM);
-                signal_all(super::end_signal());
-                ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
+            // A signal for its tasks (`scancel -s SIG JOB.STEP`), or (0) cancelled (`berth
+            // cancel JOB.STEP`): SIGTERM, then ended as its client's going ends it.
+            Some(signal) = cancelled.recv(), if !killed => {
+                if signal != 0 {
+                    signal_all(signal);
+                } else if terminating.is_none() {
+                    let _ = send(write, &StepEvent::Notice(said(""))).await;
+                    signal_all(libc::SIGTERM);
+                    terminating = Some(tokio::time::Instant::now() + kill_wait);
+                }
                 continue;
             }
-            _ = tokio::time::sleep_until(limit.unwrap_or_else(tokio::time::Instant::now)), if limit.is_some() && !killed => {
-                let said = format!(
-                    "slurmstepd: error: *** STEP {job}.{} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
-                    grant.step,
-                    grant.node,
-                    crate::runner::slurm_timestamp(crate::runner::now())
-                );
-                let _ = send(write, &StepEvent::Notice(said)).await;
-                (killed, timed_out) = (true, true);
+            _ = tokio::time::sleep_until(limit.unwrap_or_else(tokio::time::Instant::now)), if limit.is_some() && !timed_out && !killed => {
+                let _ = send(write, &StepEvent::Notice(said(" DUE TO TIME LIMIT"))).await;
+                timed_out = true;
+                signal_all(libc::SIGTERM);
+                terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
+                continue;
+            }
+            _ = tokio::time::sleep_until(terminating.unwrap_or_else(tokio::time::Instant::now)), if terminating.is_some() && !killed => {
+                killed = true;
                 worst = worst.max(128 + libc::SIGTERM);
                 signal_all(super::end_signal());
                 ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
