@@ -577,13 +577,26 @@ fn bwait_returns_once_the_condition_holds() {
     let started = bwait(&["-w", &format!("started({long})")]);
     assert_eq!(started.code, 0, "{}", started.stderr);
     assert_eq!(c.show(long)["state"], "RUNNING");
-    // What berth cannot wait for is refused with the reason.
-    let or = bwait(&["-w", &format!("done({ok}) || done({failed})")]);
+    // Any one of them (||): the one that holds is enough; none that can: never. Jobs by
+    // name (the array's, both its elements ended).
+    let or = bwait(&["-w", &format!("done({failed}) || done({ok})")]);
+    assert_eq!(or.code, 0, "{}", or.stderr);
+    let or = bwait(&["-w", &format!("done({failed}) || exit({ok})")]);
+    assert_eq!(or.code, 1, "{}", or.stderr);
+    assert!(or.stderr.contains("never satisfied"), "{}", or.stderr);
+    let named = bwait(&["-w", "ended(pair)"]);
+    assert_eq!(named.code, 0, "{}", named.stderr);
+    let unnamed = bwait(&["-w", "ended(nosuchname)"]);
     assert!(
-        or.stderr.contains("only conditions joined by &&"),
+        unnamed
+            .stderr
+            .contains("no job of yours is named nosuchname"),
         "{}",
-        or.stderr
+        unnamed.stderr
     );
+    // What berth cannot wait for is refused with the reason.
+    let mixed = bwait(&["-w", &format!("done({ok}) || done({failed}) && done({ok})")]);
+    assert!(mixed.stderr.contains("no mix"), "{}", mixed.stderr);
     let missing = bwait(&["-w", "done(424242)"]);
     assert!(
         missing.stderr.contains("job <424242>"),

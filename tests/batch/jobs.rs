@@ -584,7 +584,7 @@ fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     // Said in its output, as slurmstepd says it.
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{limited}.out"));
     let out = std::fs::read_to_string(out).unwrap();
-    let said = format!("berth: *** JOB {limited} ON ");
+    let said = format!("slurmstepd: error: *** JOB {limited} ON ");
     assert!(
         out.contains(&said) && out.contains(" DUE TO TIME LIMIT ***\n"),
         "{out}"

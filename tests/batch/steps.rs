@@ -381,6 +381,8 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
     assert!(rss[0] >= 20 << 20 && rss[1] >= 24 << 20, "{job}");
     for step in [3, 4] {
         assert_eq!(job["steps"][step]["exit_code"], 137, "{job}");
+        // Ended by the job's end: CANCELLED, as Slurm's.
+        assert_eq!(job["steps"][step]["cancelled"], true, "{job}");
     }
     let cpu = |u: berth_api::StepUsage| u.user_usec + u.system_usec;
     // The loop's two tasks used more CPU than `true`, and less than the job, whose cgroup

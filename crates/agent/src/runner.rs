@@ -374,7 +374,7 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         if outcome.timed_out {
             // In the job's error file, where its user looks, as slurmstepd says it.
             eprintln!(
-                "berth: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
+                "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
                 launch.job_id,
                 crate::node::hostname(),
                 slurm_timestamp(now())

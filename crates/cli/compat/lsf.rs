@@ -1047,11 +1047,12 @@ pub fn bmod(words: Vec<String>) -> Result<i32> {
     Ok(0)
 }
 
-const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CONDITION: done, exit, ended or started; JOBID: an array whole, or JOBID[INDEX])";
+const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CONDITION: done, exit, ended or started; JOBID: an array whole, JOBID[INDEX], or a job name; && or ||)";
 
 /// bwait -w 'done(42) && ended(43[2])' [-t MINUTES]: returns once the condition holds,
 /// waited for on the controller (one held request per job, not bjobs in a loop); 1 with
 /// LSF's words when it never can (a job `done` waits for exited) or the time runs out.
+/// Conditions joined by `||`: once one holds, each looked at in turn for a second.
 pub fn bwait(mut words: Vec<String>) -> Result<i32> {
     let condition = value(&mut words, "-w")?;
     let minutes = value(&mut words, "-t")?;
@@ -1072,39 +1073,103 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
             _ => bail!("bwait: -t {m}: expected whole minutes from 1 to 525600"),
         },
     };
+    // Each term: how, and the ids it waits for (a job, an array's tasks, a name's jobs).
+    let mut terms: Vec<(DependencyKind, std::ops::Range<u64>)> = Vec::new();
     for dep in &deps.jobs {
         let job: JobInfo =
             crate::client::request("GET", &format!("/v1/jobs/{}", dep.job), None::<&()>)
                 .map_err(|e| anyhow::anyhow!("bwait: job <{}>: {e}", dep.job))?;
         let ids = batch::task_range(&job, dep.array_index)
             .map_err(|e| anyhow::anyhow!("bwait: {e:#}"))?;
-        let until = match dep.kind {
-            DependencyKind::After => "started",
-            _ => "ended",
-        };
-        let count = ids.end - ids.start;
-        let Some(ends) = batch::wait_on_controller(ids.start, count, until, deadline)? else {
-            eprintln!(
-                "bwait: the wait condition was not satisfied in {} minute(s)",
-                minutes.as_deref().unwrap_or("?")
-            );
-            return Ok(1);
-        };
-        let wanted = |j: &berth_api::JobEnd| match dep.kind {
-            DependencyKind::AfterOk => j.state == "COMPLETED",
-            DependencyKind::AfterNotOk => j.state != "COMPLETED",
-            _ => true,
-        };
-        if let Some(j) = ends.iter().find(|j| !wanted(j)) {
-            eprintln!(
-                "bwait: the wait condition is never satisfied: job <{}> is {}",
-                j.id,
-                lsf_end_state(&j.state)
-            );
-            return Ok(1);
+        terms.push((dep.kind, ids));
+    }
+    for (kind, pattern) in &deps.named {
+        for id in jobs_named(pattern)? {
+            terms.push((*kind, id..id + 1));
         }
     }
-    Ok(0)
+    let slice = std::time::Duration::from_secs(1);
+    let mut open: Vec<usize> = (0..terms.len()).collect();
+    let mut failed = None;
+    while !open.is_empty() {
+        let mut left = Vec::new();
+        for i in open {
+            let (kind, ids) = &terms[i];
+            let until = match kind {
+                DependencyKind::After => "started",
+                _ => "ended",
+            };
+            // (Among alternatives, each looked at for a moment in turn.)
+            let now = std::time::Instant::now();
+            let wait_until = match deps.any {
+                true => Some(deadline.map_or(now + slice, |d| d.min(now + slice))),
+                false => deadline,
+            };
+            let ends =
+                batch::wait_on_controller(ids.start, ids.end - ids.start, until, wait_until)?;
+            let Some(ends) = ends else {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    eprintln!(
+                        "bwait: the wait condition was not satisfied in {} minute(s)",
+                        minutes.as_deref().unwrap_or("?")
+                    );
+                    return Ok(1);
+                }
+                left.push(i);
+                continue;
+            };
+            let wanted = |j: &berth_api::JobEnd| match kind {
+                DependencyKind::AfterOk => j.state == "COMPLETED",
+                DependencyKind::AfterNotOk => j.state != "COMPLETED",
+                _ => true,
+            };
+            match ends.into_iter().find(|j| !wanted(j)) {
+                None if deps.any => return Ok(0),
+                None => {}
+                Some(j) if deps.any => failed = Some(j),
+                Some(j) => return Ok(never(&j)),
+            }
+        }
+        open = left;
+    }
+    // All of them held (&&), or none can (||).
+    Ok(failed.map_or(0, |j| never(&j)))
+}
+
+/// Says that the wait condition never holds, for job `j`'s end: bwait's status 1.
+fn never(j: &berth_api::JobEnd) -> i32 {
+    eprintln!(
+        "bwait: the wait condition is never satisfied: job <{}> is {}",
+        j.id,
+        lsf_end_state(&j.state)
+    );
+    1
+}
+
+/// The ids of the caller's jobs that LSF's job name `pattern` means (`run*`: any name that
+/// starts so), unfinished or ended within the hour (LSF's CLEAN_PERIOD); none is an error,
+/// as LSF's.
+fn jobs_named(pattern: &str) -> Result<Vec<u64>> {
+    let me = me()?;
+    let since = berth_controller::now().saturating_sub(3600);
+    let mut jobs = batch::active_jobs(None, false)?;
+    let ended: Vec<JobInfo> = crate::client::request(
+        "GET",
+        &format!("/v1/history?mine=true&since={since}"),
+        None::<&()>,
+    )?;
+    jobs.extend(ended);
+    let mut ids: Vec<u64> = jobs
+        .iter()
+        .filter(|j| j.user == me && berth_core::job::Dependencies::name_matches(pattern, &j.name))
+        .map(|j| j.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        bail!("bwait: no job of yours is named {pattern} (unfinished, or ended within the hour)");
+    }
+    Ok(ids)
 }
 
 /// LSF's word for how a job ended: DONE, or EXIT.

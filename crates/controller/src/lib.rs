@@ -3880,6 +3880,14 @@ impl Controller {
         &self.settings
     }
 
+    /// The agent of this process's own node (`berth up`'s), if it has one.
+    pub fn local_agent(&self) -> Option<Arc<NodeAgent>> {
+        self.nodes.values().find_map(|entry| match &entry.link {
+            Link::Local(agent) => Some(agent.clone()),
+            Link::Remote(_) => None,
+        })
+    }
+
     /// The agents of this process's own node (`berth up`'s).
     pub fn local_agents(&self) -> Vec<Arc<NodeAgent>> {
         self.nodes
@@ -3980,9 +3988,11 @@ impl Controller {
             ));
         }
         match job.state {
-            State::Running if job.stop_asked() => return Err(format!(
+            State::Running if job.stop_asked() => {
+                return Err(format!(
                 "job {id} is completing (cancelled, requeued or given back): no step starts in it"
-            )),
+            ))
+            }
             State::Running => {}
             // (As Slurm's: creation is retried, the step waits for the job's resume.)
             State::Suspended => {
@@ -4555,6 +4565,7 @@ impl Controller {
         s.exit_code = Some(end.code);
         s.usage = end.usage;
         s.timed_out = end.timed_out;
+        s.cancelled |= end.job_ended;
         self.steps_ended += 1;
         self.step_ended.notify_waiters();
         if let Err(e) = self.persist(&job) {
@@ -4697,11 +4708,7 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     ) -> Result<StepStart, String> {
         let (mut grant, here) = {
             let mut c = self.0.lock().await;
-            let local = c.nodes.values().find_map(|n| match &n.link {
-                Link::Local(agent) => Some(agent.clone()),
-                _ => None,
-            });
-            if let Some(agent) = local {
+            if let Some(agent) = c.local_agent() {
                 agent.check_not_ending(job)?;
             }
             let grant = match c.begin_step(None, uid, job, request)? {
@@ -4730,7 +4737,12 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     async fn end(&self, end: berth_agent::daemon::StepEnd) {
-        self.0.lock().await.end_step(end)
+        let mut c = self.0.lock().await;
+        let end = match c.local_agent() {
+            Some(agent) => end.seen_from(&agent),
+            None => end,
+        };
+        c.end_step(end)
     }
 
     async fn allocate(
