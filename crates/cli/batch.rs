@@ -246,6 +246,9 @@ pub struct UsageArgs {
     /// Fields separated by '|', not padded (as sstat -P)
     #[arg(short = 'P', long)]
     parsable2: bool,
+    /// The same, each line ending in '|' too (as sstat -p)
+    #[arg(short = 'p', long, conflicts_with = "parsable2")]
+    parsable: bool,
     /// Accepted as sstat takes it: berth reads the job's whole cgroup, its steps included
     #[arg(short = 'a', long)]
     allsteps: bool,
@@ -256,6 +259,24 @@ pub struct JobsArgs {
     /// Job ids; an array job's id stands for all of its tasks, ID_INDEX for one
     #[arg(required = true, value_name = "JOB")]
     jobs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    jobs: JobsArgs,
+    /// The owner's hold, which they may release, even asked by root (scontrol uhold)
+    #[arg(long)]
+    owner: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RequeueArgs {
+    #[command(flatten)]
+    jobs: JobsArgs,
+    /// Held once queued again, until released (scontrol requeuehold)
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1856,10 +1877,14 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         j.cpus_per_task
     )?;
     // What each node must have, as scontrol words it (MinMemoryNode=0: no memory asked).
+    let nodes = match j.nodes.len() {
+        0 => j.min_nodes.max(1) as u64,
+        n => n as u64,
+    };
     writeln!(
         out,
         "   MinCPUsNode={} MinMemoryNode={} MinTmpDiskNode=0",
-        j.cpus_per_task.max(1),
+        (j.cpus / nodes).max(u64::from(j.cpus_per_task)).max(1),
         j.memory.map_or("0".into(), slurm_size)
     )?;
     if let Some(host) = j.nodes.first() {
@@ -2141,7 +2166,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             .iter()
             .filter(|j| seen.insert(j.array_job_id.unwrap_or(j.id)))
         {
-            let id = j.array_job_id.unwrap_or(j.id);
+            let id = job_id(j);
             let script = match crate::client::text(&format!("/v1/jobs/{}/script", j.id)) {
                 Ok(text) => text,
                 // An allocation has none, as sacct says of it.
@@ -2400,9 +2425,24 @@ impl Table {
 
 /// `berth usage` (sstat): what running jobs have used so far, a line per node.
 pub fn usage(args: UsageArgs) -> Result<i32> {
-    let specs: Vec<String> = args.jobs.into_iter().chain(args.listed).collect();
+    let mut specs: Vec<String> = args.jobs.into_iter().chain(args.listed).collect();
     if specs.is_empty() {
         bail!("name the running jobs to read (berth usage JOB..., as sstat -j JOB)");
+    }
+    // JOB.batch: the job's whole usage (its batch script's container holds its processes,
+    // its steps' too), shown under that name; one step alone cannot be told apart.
+    let mut batch = Vec::new();
+    for spec in &mut specs {
+        match step_spec(spec) {
+            Some((job, "batch")) => {
+                batch.push(job.to_string());
+                *spec = job.to_string();
+            }
+            Some((job, _)) => bail!(
+                "{spec}: berth reads a running job's usage as a whole, from its cgroup (its steps' processes in it): ask for {job} or {job}.batch"
+            ),
+            None => {}
+        }
     }
     let mut usages = Vec::new();
     for id in job_ids(&specs, applies("usage"))? {
@@ -2413,12 +2453,15 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
     if args.json {
         return print_json(&mut out, &usages);
     }
-    let table = Table::new(
+    let mut table = Table::new(
         &args.format,
         "JobID,Node,Elapsed,TotalCPU,Memory,MaxRSS",
         USAGE,
-        args.parsable2,
+        args.parsable2 || args.parsable,
     )?;
+    if args.parsable {
+        table = table.ending_in_bars();
+    }
     if !args.noheader {
         writeln!(out, "{}", table.line(|name| name.to_string()))?;
         if let Some(dashes) = table.dashes() {
@@ -2430,6 +2473,7 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
     for u in &usages {
         for n in &u.nodes {
             let line = table.line(|name| match name {
+                "JobID" if batch.contains(&u.job.to_string()) => format!("{}.batch", u.job),
                 "JobID" => u.job.to_string(),
                 "Node" => n.node.clone(),
                 "Elapsed" => duration(u.elapsed_seconds),
@@ -2539,7 +2583,12 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         // sacct's CODE:SIGNAL.
         "ExitCode" => job_exit_code(j),
         "Elapsed" => duration(elapsed(j)),
-        "TotalCPU" => j.cpu_usec.map_or("-".into(), cpu_time),
+        // User and system time together where both are known (the cgroup's other counter
+        // is counted otherwise, and may disagree with their sum), as sacct's.
+        "TotalCPU" => match (j.user_cpu_usec, j.system_cpu_usec) {
+            (Some(user), Some(system)) => cpu_time(user + system),
+            _ => j.cpu_usec.map_or("-".into(), cpu_time),
+        },
         "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
         "SystemCPU" => j.system_cpu_usec.map_or("-".into(), cpu_time),
         "MaxRSS" => j.max_rss_bytes.map_or(String::new(), slurm_size),
@@ -2792,8 +2841,23 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job, and one for a
 /// whole array, however many tasks it has.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
+    act_with(verb, args, None)
+}
+
+/// `berth hold [--owner]`.
+pub fn hold(args: HoldArgs) -> Result<i32> {
+    act_with("hold", args.jobs, args.owner.then_some("owners=true"))
+}
+
+/// `berth requeue [--hold]`.
+pub fn requeue(args: RequeueArgs) -> Result<i32> {
+    act_with("requeue", args.jobs, args.hold.then_some("hold=true"))
+}
+
+/// A job verb on each job `args` names, with `flag` (`NAME=VALUE`) in its query.
+fn act_with(verb: &str, args: JobsArgs, flag: Option<&str>) -> Result<i32> {
     for spec in &array_ranges(&args.jobs)? {
-        target(spec)?.act(verb)?;
+        target(spec)?.act(verb, flag)?;
     }
     Ok(0)
 }
@@ -2851,12 +2915,18 @@ pub enum Target {
 }
 
 impl Target {
-    /// `verb` (hold, release, suspend, resume, requeue): on an array, each of its tasks the
-    /// controller finds it acts on (`Controller::array_tasks_for`, as [`applies`] here).
-    pub fn act(self, verb: &str) -> Result<()> {
-        let path = match self {
-            Target::Job(id) => format!("/v1/jobs/{id}/{verb}"),
-            Target::Array(id) => format!("/v1/jobs/{id}/{verb}?array=true"),
+    /// `verb` (hold, release, suspend, resume, requeue) with `flag` in its query: on an
+    /// array, each of its tasks the controller finds it acts on
+    /// (`Controller::array_tasks_for`, as [`applies`] here).
+    pub fn act(self, verb: &str, flag: Option<&str>) -> Result<()> {
+        let (id, array) = match self {
+            Target::Job(id) => (id, None),
+            Target::Array(id) => (id, Some("array=true")),
+        };
+        let query: Vec<&str> = array.into_iter().chain(flag).collect();
+        let path = match query.is_empty() {
+            true => format!("/v1/jobs/{id}/{verb}"),
+            false => format!("/v1/jobs/{id}/{verb}?{}", query.join("&")),
         };
         request("POST", &path, None::<&()>)
     }

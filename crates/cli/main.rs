@@ -135,7 +135,7 @@ enum Command {
     /// What running jobs have used so far on each node (CPU time, memory), like sstat
     Usage(batch::UsageArgs),
     /// Keep pending jobs from starting
-    Hold(batch::JobsArgs),
+    Hold(batch::HoldArgs),
     /// Change a pending job (an array job's id: each of its pending tasks): --time,
     /// --partition, --job-name, --nice, --begin, --dependency, --account, --constraint,
     /// --nodelist, --exclude, --requeue; or a running job's --time (lower it; root: raise
@@ -148,7 +148,7 @@ enum Command {
     /// Thaw suspended jobs
     Resume(batch::JobsArgs),
     /// Stop running jobs and queue them again (or queue finished ones again), same ids
-    Requeue(batch::JobsArgs),
+    Requeue(batch::RequeueArgs),
     /// Run tasks of a command in a running job's container, like srun inside an allocation
     #[command(visible_alias = "srun")]
     Step(Box<step::StepArgs>),
@@ -251,12 +251,12 @@ fn run() -> i32 {
         Command::Cancel(args) => batch::cancel(args),
         Command::History(args) => batch::history(args),
         Command::Usage(args) => batch::usage(args),
-        Command::Hold(args) => batch::act("hold", args),
+        Command::Hold(args) => batch::hold(args),
         Command::Update(args) => batch::update(args),
         Command::Release(args) => batch::act("release", args),
         Command::Suspend(args) => batch::act("suspend", args),
         Command::Resume(args) => batch::act("resume", args),
-        Command::Requeue(args) => batch::act("requeue", args),
+        Command::Requeue(args) => batch::requeue(args),
         Command::Nodes(args) => batch::nodes(args),
         Command::Controllers(args) => batch::controllers(args),
         Command::Partitions(args) => batch::partitions(args),
@@ -301,7 +301,11 @@ fn report(err: &anyhow::Error) -> i32 {
     if broken_pipe && stdout_closed() {
         return 0;
     }
-    let mut line = format!("berth: {err}");
+    // In the words of the Slurm command berth runs as, where that one says `NAME: error:`.
+    let mut line = match compat::invoked_as() {
+        Some(name @ ("srun" | "salloc" | "sbatch")) => format!("{name}: error: {err}"),
+        _ => format!("berth: {err}"),
+    };
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
         if !line.contains(&text) {

@@ -712,6 +712,34 @@ fn lsf_history_and_accounting() {
     );
 }
 
+/// A PBS script's `-v` directives are its environment whatever qsub's line says; PBS Pro's
+/// OMP_NUM_THREADS from its chunk (ncpus over mpiprocs), unless the job exports its own.
+#[test]
+fn a_pbs_scripts_variables_and_omp_threads() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let script = "#!/bin/sh\n#PBS -l select=1:ncpus=2\n#PBS -v FOO=bar\necho \"OMP=${OMP_NUM_THREADS-unset} FOO=${FOO-unset}\"\n";
+    std::fs::write(cwd.join("omp.sh"), script).unwrap();
+    let read = |args: &[&str], out: &str| {
+        let id = run(
+            &c,
+            &links,
+            "qsub",
+            &[&["-j", "oe", "-o", out][..], args, &["omp.sh"]].concat(),
+        );
+        let id: u64 = id.ok().split('.').next().unwrap().parse().unwrap();
+        c.completed(id);
+        std::fs::read_to_string(cwd.join(out)).unwrap()
+    };
+    assert_eq!(read(&[], "plain.out"), "OMP=2 FOO=bar\n");
+    assert_eq!(
+        read(&["-v", "OMP_NUM_THREADS=4"], "own.out"),
+        "OMP=4 FOO=bar\n"
+    );
+}
+
 #[test]
 fn pbs_commands_as_pbs_users_type_them() {
     let Some((c, links)) = cluster_with_links() else {

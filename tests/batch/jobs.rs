@@ -2481,6 +2481,17 @@ fn a_job_waits_for_a_held_one_it_depends_on() {
     }
 }
 
+/// Waits until squeue's line of job `id` in `format` (-o) reads `expected`.
+fn wait_for_squeue(c: &Cluster, id: u64, format: &str, expected: &str) {
+    let id = id.to_string();
+    let squeue = ["as", "squeue", "-h", "-j", &id, "-o", format];
+    wait_until(
+        30,
+        || c.berth(Mode::Rootless, &squeue).ok().trim() == expected,
+        || c.berth(Mode::Rootless, &squeue).stdout,
+    );
+}
+
 /// Alternatives (Slurm's `?`, LSF's `||`): one that holds is enough, the failed ones shown
 /// until then; none that can: never. Mixing the separators is refused.
 #[test]
@@ -2497,20 +2508,7 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
     let either = format!("--dependency=afterok:{fails}?afterok:{held}");
     let after = c.submit(Mode::Rootless, "after.sh", HELLO, &[&either]);
     let waits = format!("afterok:{fails}(failed)?afterok:{held}(unfulfilled)");
-    let squeue = [
-        "as",
-        "squeue",
-        "-h",
-        "-j",
-        &after.to_string(),
-        "-o",
-        "%r|%E",
-    ];
-    wait_until(
-        30,
-        || c.berth(Mode::Rootless, &squeue).ok().trim() == format!("Dependency|{waits}"),
-        || c.berth(Mode::Rootless, &squeue).stdout,
-    );
+    wait_for_squeue(&c, after, "%r|%E", &format!("Dependency|{waits}"));
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
     c.completed(after);
@@ -2588,20 +2586,7 @@ fn dependencies_and_arrays() {
         "#!/bin/sh\n#BERTH --image busybox\ntrue\n",
         &[&dep, "--kill-on-invalid-dep=no", "--nice=7"],
     );
-    let squeue = [
-        "as",
-        "squeue",
-        "-h",
-        "-j",
-        &never.to_string(),
-        "-o",
-        "%E|%y",
-    ];
-    wait_until(
-        30,
-        || c.berth(Mode::Rootless, &squeue).ok().trim() == format!("afterok:{failing}(failed)|7"),
-        || c.berth(Mode::Rootless, &squeue).stdout,
-    );
+    wait_for_squeue(&c, never, "%E|%y", &format!("afterok:{failing}(failed)|7"));
     c.berth(Mode::Rootless, &["cancel", &never.to_string()])
         .ok();
     assert_eq!(
@@ -3135,6 +3120,21 @@ fn hold_release_suspend_resume() {
         "{}",
         refused.stderr
     );
+    // scontrol uhold: root's hold that is the owner's, which they may release; never one
+    // that lessens an administrator's hold.
+    let uheld = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    c.berth(Mode::Root, &["as", "scontrol", "uhold", &uheld.to_string()])
+        .ok();
+    assert_eq!(c.show(uheld)["reason"], "JobHeldUser");
+    c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "uhold", &held.to_string()],
+    )
+    .ok();
+    assert_eq!(c.show(held)["reason"], "JobHeldAdmin");
+    c.berth(Mode::Rootless, &["release", &uheld.to_string()])
+        .ok();
+    c.completed(uheld);
     // --parsable after another option, as sbatch takes it: the id alone.
     let script = c.f.cwd(Mode::Rootless).join("held.sh");
     let again = c.berth(
@@ -3742,11 +3742,30 @@ fn requeue_runs_a_job_again_under_its_id() {
         assert!(std::time::Instant::now() < deadline, "not run again: {job}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // scontrol requeuehold: queued again, held until released.
+    c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "requeuehold", &id.to_string()],
+    )
+    .ok();
+    wait_until(
+        20,
+        || c.show(id)["restarts"] == 2 && c.show(id)["state"] == "PENDING",
+        || format!("not queued again: {}", c.show(id)),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let job = c.show(id);
+    assert!(
+        job["state"] == "PENDING" && job["reason"] == "JobHeldUser",
+        "{job}"
+    );
+    c.berth(Mode::Rootless, &["release", &id.to_string()]).ok();
+    c.wait_for(id, &["RUNNING"]);
     c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
     assert_eq!(c.wait_for(id, &["CANCELLED"])["state"], "CANCELLED");
     // A finished job can be queued again too.
     c.berth(Mode::Rootless, &["requeue", &id.to_string()]).ok();
-    assert_eq!(c.wait_for(id, &["RUNNING"])["restarts"], 2);
+    assert_eq!(c.wait_for(id, &["RUNNING"])["restarts"], 3);
     c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
     c.wait_for(id, &["CANCELLED"]);
     // Not one submitted with --no-requeue (Slurm's "presently disabled").

@@ -16,6 +16,12 @@ fn output(c: &Cluster, id: u64) -> String {
     std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap()
 }
 
+/// sacct's lines for `jobs` (`42`, `42.0`, ...), `fields` of each, parsable, no header.
+fn sacct(c: &Cluster, jobs: &str, fields: &str) -> String {
+    let args = ["as", "sacct", "-j", jobs, "-n", "-P", "-o", fields];
+    c.berth(Mode::Rootless, &args).ok().to_string()
+}
+
 /// The lines of `text` that start with `prefix`, sorted (tasks print in any order).
 fn lines_with(text: &str, prefix: &str) -> Vec<String> {
     let mut l: Vec<String> = text
@@ -135,7 +141,17 @@ fn squeue_lists_running_steps() {
             && shown.contains(&format!("\n   State=RUNNING Partition=normal NodeList={node}\n   Nodes=1 CPUs=1 Tasks=1 Name=worker Network=(null)\n")),
         "{shown}"
     );
-    assert_eq!(ask(&["as", "scontrol", "show", "step"]), shown);
+    // All of them: the batch script's (ID.batch) first.
+    let batch_block = ask(&["as", "scontrol", "show", "step", &batch]);
+    assert!(
+        batch_block.starts_with(&format!("StepId={batch} ")),
+        "{batch_block}"
+    );
+    assert!(batch_block.contains(" Name=batch "), "{batch_block}");
+    assert_eq!(
+        ask(&["as", "scontrol", "show", "step"]),
+        format!("{batch_block}{shown}")
+    );
     // -i: again every second, each time after the time, until stopped.
     let mut every =
         c.f.cmd(Mode::Rootless, &["as", "squeue", "-i", "1", "-h", "-s"]);
@@ -179,16 +195,7 @@ fn squeue_lists_running_steps() {
         ask(&["as", "scontrol", "show", "step"]),
         "No job steps in the system\n"
     );
-    let acct = ask(&[
-        "as",
-        "sacct",
-        "-j",
-        &step,
-        "-n",
-        "-P",
-        "-o",
-        "JobID,NNodes,NodeList",
-    ]);
+    let acct = sacct(&c, &step, "JobID,NNodes,NodeList");
     assert_eq!(acct, format!("{step}|1|{node}\n"));
 }
 
@@ -221,20 +228,8 @@ srun -n 1 -t soon true || echo "refused $?""#;
     assert!(out.contains("in time\n"), "{out}");
     assert!(out.contains("unlimited\n"), "{out}");
     assert!(out.contains("--time: invalid time limit 'soon'"), "{out}");
-    let acct = c.berth(
-        Mode::Rootless,
-        &[
-            "as",
-            "sacct",
-            "-j",
-            &id.to_string(),
-            "-n",
-            "-P",
-            "-o",
-            "JobID,State,Timelimit",
-        ],
-    );
-    let lines: Vec<&str> = acct.ok().lines().collect();
+    let acct = sacct(&c, &id.to_string(), "JobID,State,Timelimit");
+    let lines: Vec<&str> = acct.lines().collect();
     assert!(
         lines.contains(&format!("{id}.0|TIMEOUT|00:00:02").as_str()),
         "{lines:?}"
@@ -403,22 +398,7 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
         job["system_cpu_usec"].as_u64().unwrap(),
     );
     assert!(user > 0 && user + system > 0, "{job}");
-    let sacct = c
-        .berth(
-            Mode::Rootless,
-            &[
-                "as",
-                "sacct",
-                "-j",
-                &id.to_string(),
-                "-n",
-                "-P",
-                "-o",
-                "JobID,NTasks,TotalCPU,UserCPU,MaxRSS",
-            ],
-        )
-        .ok()
-        .to_string();
+    let sacct = sacct(&c, &id.to_string(), "JobID,NTasks,TotalCPU,UserCPU,MaxRSS");
     let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
     // The job's, its batch step's, then its steps'.
     assert_eq!(lines.len(), 7, "{sacct}");
@@ -1564,7 +1544,7 @@ srun -n 1 --container-entrypoint true 2>&1 || echo "the job's: $?""#;
             "entry echo",
             "step",
             "plain",
-            "berth: --container-entrypoint: for a step's own container (--container-image or --container-name); this step runs in job 1's container, as the job made it"
+            "srun: error: --container-entrypoint: for a step's own container (--container-image or --container-name); this step runs in job 1's container, as the job made it"
         ],
         "{through}"
     );

@@ -219,6 +219,33 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
     t.wait_for_nodes(&t.hosts.names());
 }
 
+/// A step whose node's agent was restarted mid-step is ended at the agent's next heartbeat
+/// (it runs the step no more, and its end will never come), its status unknown (125): the
+/// job's next step gets its CPU instead of waiting for it for ever.
+#[test]
+fn a_step_its_restarted_agent_lost_frees_its_cpus() {
+    let config = "[batch]\nnode_timeout = 6\n";
+    let Some(mut t) = TestCluster::start(23, 1, Some(config)) else {
+        return;
+    };
+    let script = r#"#!/bin/sh
+#SBATCH -n 1
+#BERTH --image busybox
+srun -n 1 sh -c 'echo started; exec sleep 300' 2>/dev/null
+until srun -n 1 echo second 2>/dev/null; do sleep 1; done
+"#;
+    let id = t.c.submit(Mode::Rootless, "lost.sh", script, &[]);
+    t.c.wait_for_output(id, "started\n");
+    t.agents[0].kill();
+    t.agents[0] = crate::hosts::Agent::start(&t.c, &t.hosts, 1);
+    let job =
+        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    assert!(out.ends_with("second\n"), "{out}");
+    assert_eq!(job["steps"][0]["exit_code"], 125, "{job}");
+}
+
 /// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)
 /// and the jobs' processes: its agent, back with job files of another id, has the
 /// controller end those jobs NODE_FAIL at once, instead of leaving them running for ever.

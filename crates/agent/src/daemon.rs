@@ -49,6 +49,11 @@ pub struct Registration {
     /// may fetch them from its agent.
     #[serde(default)]
     pub images: Vec<String>,
+    /// The steps, `(job, step)`, this agent's step socket runs now: a step of this node the
+    /// controller has running and this agent does not (it was restarted) has ended. `None`
+    /// from an agent before 2026-12-06, and in the store's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<(u64, u32)>>,
 }
 
 /// The controller's answer to a registration: the runners this node must stop, those of jobs
@@ -600,6 +605,7 @@ impl Agent {
         );
         reg.health = crate::node::Health::sample();
         reg.images = self.node.cached_images();
+        reg.steps = Some(crate::step::server::running_steps());
         let sent = Instant::now();
         let answer: RegistrationAnswer = self.ask("/v1/agents/register", &reg)?;
         for &(job, runner) in &answer.stop {
@@ -908,6 +914,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
             files_id: Some(files_id.clone()),
             voided: None,
             images: Vec::new(),
+            steps: None,
         },
         files_id,
         beat_now: Default::default(),

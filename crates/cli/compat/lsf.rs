@@ -981,16 +981,16 @@ pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
                 let j: JobInfo =
                     crate::client::request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
                 match j.state == "PENDING" && j.held == held {
-                    true => job.act(instead)?,
-                    false => job.act(verb)?,
+                    true => job.act(instead, None)?,
+                    false => job.act(verb, None)?,
                 }
             }
             // An array's running elements, and its pending ones.
             (batch::Target::Array(_), Some((instead, _))) => {
-                job.act(verb)?;
-                job.act(instead)?;
+                job.act(verb, None)?;
+                job.act(instead, None)?;
             }
-            _ => job.act(verb)?,
+            _ => job.act(verb, None)?,
         }
         if let Some(shown) = shown {
             println!("Job <{shown}> is being {past}");

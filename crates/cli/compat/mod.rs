@@ -227,6 +227,14 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 ("show", "hostnames" | "hostname") => ("hostnames", 2),
                 ("show", "hostlist") => ("hostlist", 2),
                 ("show", "job" | "jobs") => ("show", 2),
+                // The owner's hold (root's too); a requeue that holds the job.
+                ("uhold" | "requeuehold", _) => {
+                    let flagged = match first.as_str() {
+                        "uhold" => ["berth", "hold", "--owner"],
+                        _ => ["berth", "requeue", "--hold"],
+                    };
+                    return words(&flagged).into_iter().chain(rest.drain(1..)).collect();
+                }
                 ("hold" | "release" | "requeue" | "suspend" | "resume" | "update", _) => {
                     (first.as_str(), 1)
                 }

@@ -511,7 +511,7 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
 pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
     act_on(verb, &words, |job| match verb {
         "cancel" => job.cancel(None, Default::default()),
-        _ => job.act(verb),
+        _ => job.act(verb, None),
     })
 }
 

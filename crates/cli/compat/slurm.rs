@@ -571,6 +571,18 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
     };
     let mut shown = Vec::new();
     for j in jobs.iter().filter(|j| j.state == "RUNNING") {
+        // Its batch script's step first, ID.batch, as squeue -s lists it.
+        if step.is_none_or(|n| n == "batch") {
+            shown.push(format!(
+                "StepId={}.batch UserId={} StartTime={} TimeLimit=UNLIMITED\n   State=RUNNING Partition={} NodeList={}\n   Nodes=1 CPUs={} Tasks=1 Name=batch Network=(null)\n",
+                crate::batch::job_id(j),
+                j.uid,
+                crate::compat::slurm_timestamp(j.start_time.unwrap_or_default()),
+                j.partition,
+                j.nodes.first().map_or("", String::as_str),
+                j.cpus / j.nodes.len().max(1) as u64,
+            ));
+        }
         let running = j.steps.iter().filter(|s| s.end_time.is_none());
         for s in running.filter(|s| step.is_none_or(|n| n == s.id.to_string())) {
             let nodes = match s.nodes.is_empty() {

@@ -45,6 +45,12 @@ pub fn allocation_environment(job: &Job, cluster: &str) -> Vec<(String, String)>
 /// cluster `cluster`.
 pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);
+    // PBS Pro's OMP_NUM_THREADS, unless the job's environment has its own (-v, -V).
+    if let Some(n) = job.request.omp_threads {
+        if !env.iter().any(|(k, _)| k == "OMP_NUM_THREADS") {
+            env.push(("OMP_NUM_THREADS".into(), n.to_string()));
+        }
+    }
     // A host PATH means nothing in the image: the image's PATH applies (berth-runtime),
     // unless the job asked for the submission's (pyxis's --container-env=PATH), or runs on
     // the host, without an image (where it means what it meant to the submitter).

@@ -248,6 +248,10 @@ pub struct Job {
     /// Who cancelled it (sacct's `CANCELLED by UID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<u32>,
+    /// Held once queued again (`berth requeue --hold`, scontrol requeuehold): whether by an
+    /// administrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_held: Option<bool>,
     /// Set by `berth requeue` on a running job: when the runner ends, it is pending again.
     #[serde(default)]
     pub requeue_requested: bool,
@@ -444,12 +448,13 @@ impl Job {
         self.shares.iter_mut().find(|s| s.node == node)
     }
 
-    /// Back to pending, as after `scontrol requeue`: same id, one more restart.
     /// What it used of the cluster by `end`, for fair share (see [`Charged`]).
     pub fn charge(&self, end: u64) -> f64 {
         charge(self.cpus, self.start_time, &self.suspended, end)
     }
 
+    /// Back to pending, as after `scontrol requeue`: same id, one more restart; held if the
+    /// requeue said so (`requeue_held`).
     pub fn restart(&mut self) {
         self.state = State::Pending;
         self.reason = Some("Requeued".into());
@@ -473,6 +478,12 @@ impl Job {
         self.held_time = Stopwatch::default();
         self.restarts += 1;
         self.default_limit = None;
+        if let Some(admin) = self.requeue_held.take() {
+            self.held = true;
+            self.admin_hold = admin;
+            self.held_time.start(crate::now());
+            self.reason = Some(hold_reason(true, admin).into());
+        }
     }
 
     /// The jobs it waits for, and how, as ranges of ids (see `depends_on`): a whole array
@@ -640,6 +651,15 @@ impl Job {
             end_time: self.end_time,
             doc: serde_json::to_vec(self).expect("a job serialises"),
         }
+    }
+}
+
+/// Why a job waits, as its hold (or release) leaves it: Slurm's reason names.
+pub fn hold_reason(held: bool, admin: bool) -> &'static str {
+    match (held, admin) {
+        (true, true) => "JobHeldAdmin",
+        (true, false) => "JobHeldUser",
+        (false, _) => "None",
     }
 }
 

@@ -264,6 +264,10 @@ const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 const IMAGE_REMOVALS_PREFIX: &str = "image-removals/";
 const REMOVALS_KEPT: u64 = 30 * 86400;
 
+/// How old a step must be, seconds, before a heartbeat of its node that does not list it
+/// ends it (`Controller::end_lost_steps`): one just begun may not be listed yet.
+const LOST_STEP_AFTER: u64 = 10;
+
 /// How many other nodes a node that lacks a job's image is told to ask for it, before the
 /// controller.
 const IMAGE_PEERS: usize = 3;
@@ -1279,6 +1283,7 @@ impl Controller {
                 cancel_requested: false,
                 cancelled_by: None,
                 requeue_requested: false,
+                requeue_held: None,
                 restarts: 0,
                 steps: Vec::new(),
                 containers: BTreeMap::new(),
@@ -1408,10 +1413,12 @@ impl Controller {
             };
             theirs.push((job.array_job_id.unwrap_or(job.id), job.request.name.clone()));
         }
-        for (kind, pattern) in std::mem::take(&mut deps.named) {
+        for (kind, named) in std::mem::take(&mut deps.named) {
+            // (`run[3]`: that element of the array named run; `run[*]`: all of it.)
+            let (pattern, array_index) = Dependencies::name_and_index(&named);
             let mut ids: Vec<u64> = theirs
                 .iter()
-                .filter(|(_, name)| Dependencies::name_matches(&pattern, name))
+                .filter(|(_, name)| Dependencies::name_matches(pattern, name))
                 .map(|(id, _)| *id)
                 .collect();
             ids.dedup();
@@ -1431,7 +1438,7 @@ impl Controller {
             deps.jobs.extend(ids.into_iter().map(|job| JobDependency {
                 kind,
                 job,
-                array_index: None,
+                array_index,
             }));
         }
         Ok(())
@@ -1821,17 +1828,28 @@ impl Controller {
 
     /// `berth hold|release ARRAY`: each of its pending tasks not held (held), in one store
     /// transaction; refused whole where they are another user's.
-    pub fn hold_array(&mut self, caller: Caller, array: u64, held: bool) -> Result<(), ApiError> {
+    pub fn hold_array(
+        &mut self,
+        caller: Caller,
+        array: u64,
+        held: bool,
+        owners: bool,
+    ) -> Result<(), ApiError> {
         let verb = if held { "hold" } else { "release" };
         let tasks = self.array_tasks_for(caller, array, verb)?;
-        self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held))
+        self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held, owners))
     }
 
     /// `berth requeue ARRAY`: each of its running or suspended tasks, in one store
     /// transaction (the pending ones are queued already).
-    pub fn requeue_array(&mut self, caller: Caller, array: u64) -> Result<(), ApiError> {
+    pub fn requeue_array(
+        &mut self,
+        caller: Caller,
+        array: u64,
+        hold: bool,
+    ) -> Result<(), ApiError> {
         let tasks = self.array_tasks_for(caller, array, "requeue")?;
-        self.each_in_one_write(tasks, |c, id| c.requeue(caller, id))
+        self.each_in_one_write(tasks, |c, id| c.requeue(caller, id, hold))
     }
 
     /// The ids of array job `array`'s tasks that `verb` on the whole array acts on: a hold
@@ -2134,7 +2152,15 @@ impl Controller {
     /// `berth hold` / `release`: a held job stays pending until released. Root's hold is an
     /// administrator's (Slurm's JobHeldAdmin), which only root releases; its owner's is theirs
     /// (JobHeldUser).
-    pub fn hold(&mut self, caller: Caller, id: u64, held: bool) -> Result<(), ApiError> {
+    /// `owners`: the owner's hold even when root asks (scontrol uhold), which they may
+    /// release; never one that lessens an administrator's hold the job has.
+    pub fn hold(
+        &mut self,
+        caller: Caller,
+        id: u64,
+        held: bool,
+        owners: bool,
+    ) -> Result<(), ApiError> {
         let mut job = self.owned(caller, id, if held { "hold" } else { "release" })?;
         if job.state != State::Pending {
             return Err(ApiError::bad(format!(
@@ -2153,13 +2179,9 @@ impl Controller {
         if !held && job.held {
             job.held_time.stop(now());
         }
-        job.admin_hold = held && (job.admin_hold || caller.uid == 0);
+        job.admin_hold = held && (job.admin_hold || (caller.uid == 0 && !owners));
         job.held = held;
-        job.reason = Some(match (held, job.admin_hold) {
-            (true, true) => "JobHeldAdmin".into(),
-            (true, false) => "JobHeldUser".into(),
-            (false, _) => "None".into(),
-        });
+        job.reason = Some(job::hold_reason(held, job.admin_hold).into());
         let job = job.cloned();
         self.persist(&job)?;
         self.wake();
@@ -2259,7 +2281,10 @@ impl Controller {
 
     /// `berth requeue`: a running job is stopped and queued again under the same id (its
     /// runner is signalled; the rest happens when it ends); a finished one is queued again.
-    pub fn requeue(&mut self, caller: Caller, id: u64) -> Result<(), ApiError> {
+    /// `hold`: held once queued again (scontrol requeuehold), root's hold an
+    /// administrator's.
+    pub fn requeue(&mut self, caller: Caller, id: u64, hold: bool) -> Result<(), ApiError> {
+        let held = hold.then_some(caller.uid == 0);
         if !self.active.contains_key(&id) {
             let mut job = self.job(id)?;
             if caller.uid != 0 && caller.uid != job.uid {
@@ -2269,6 +2294,7 @@ impl Controller {
                 )));
             }
             no_requeue(&job)?;
+            job.requeue_held = held;
             job.restart();
             self.persist(&job)?;
             self.finished.remove(&id);
@@ -2284,6 +2310,7 @@ impl Controller {
         }
         no_requeue(&job)?;
         job.requeue_requested = true;
+        job.requeue_held = held;
         signal_runner(&links, &mut job, libc::SIGTERM, &key);
         let job = job.cloned();
         self.persist(&job)
@@ -3525,6 +3552,7 @@ impl Controller {
             health: None,
             voided: None,
             images: Vec::new(),
+            steps: None,
             ..reg.clone()
         })
         .expect("registrations serialise");
@@ -3543,6 +3571,9 @@ impl Controller {
         };
         self.reconcile_runners(&name, &reg, &mut answer);
         self.end_lost_runs(&name, reg.files_id.as_deref());
+        if let Some(steps) = &reg.steps {
+            self.end_lost_steps(&name, steps);
+        }
         if self
             .nodes
             .get_mut(&name)
@@ -3813,6 +3844,7 @@ impl Controller {
             files_id: None,
             voided: None,
             images: Vec::new(),
+            steps: None,
         };
         self.store
             .put(
@@ -4528,6 +4560,30 @@ impl Controller {
             entrypoint: entrypoint(&record.config, request.container_entrypoint),
             remap_root: request.container_remap_root,
         })
+    }
+
+    /// The steps that node `node`'s agent ran and runs no more (`running`: those it runs):
+    /// its agent was restarted, and their ends will never come. Each is ended, its status
+    /// unknown, so that its CPUs are free for the job's next steps. (Steps begun within the
+    /// last few seconds may not be among `running` yet: they are left for the next beat.)
+    fn end_lost_steps(&mut self, node: &str, running: &[(u64, u32)]) {
+        let settled = now().saturating_sub(LOST_STEP_AFTER);
+        let lost: Vec<(u64, u32)> = self
+            .active
+            .running()
+            .flat_map(|j| j.steps.iter().map(move |s| (j.id, s)))
+            .filter(|(id, s)| {
+                s.node == node
+                    && s.end_time.is_none()
+                    && s.start_time < settled
+                    && !running.contains(&(*id, s.id))
+            })
+            .map(|(id, s)| (id, s.id))
+            .collect();
+        for (id, step) in lost {
+            eprintln!("berth: step {id}.{step}: node {node}'s agent runs it no more (it was restarted): ended");
+            self.end_step(berth_agent::daemon::StepEnd::unstarted(id, step));
+        }
     }
 
     /// The end of a step a remote node's agent ran.

@@ -643,14 +643,45 @@ async fn update(
         .map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/hold", params(("id" = u64, Path, description = "job id"), HoldQuery), tag = "jobs", responses((status = 200, description = "held"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn hold(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: ArrayParam,
+    query: QueryParam<HoldQuery>,
 ) -> ApiResult<()> {
-    hold_or_release(c, caller, id, query, true).await
+    let q = query_of(query)?;
+    let mut c = c.lock().await;
+    match q.array {
+        true => c.hold_array(caller, id, true, q.owners),
+        false => c.hold(caller, id, true, q.owners),
+    }
+    .map(Json)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct HoldQuery {
+    /// The id is an array job's: each of its pending tasks is held.
+    #[serde(default)]
+    array: bool,
+    /// The owner's hold (JobHeldUser, which they may release) even when root asks
+    /// (scontrol uhold).
+    #[serde(default)]
+    owners: bool,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RequeueQuery {
+    /// The id is an array job's: each of its running and suspended tasks is queued again.
+    #[serde(default)]
+    array: bool,
+    /// Held once queued again (scontrol requeuehold); root's hold is an administrator's.
+    #[serde(default)]
+    hold: bool,
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -660,7 +691,13 @@ async fn release(
     Path(id): Path<u64>,
     query: ArrayParam,
 ) -> ApiResult<()> {
-    hold_or_release(c, caller, id, query, false).await
+    let array = array_query(query)?;
+    let mut c = c.lock().await;
+    match array {
+        true => c.hold_array(caller, id, false, false),
+        false => c.hold(caller, id, false, false),
+    }
+    .map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
@@ -695,27 +732,18 @@ struct ArrayQuery {
 }
 
 /// [`ArrayQuery`] as a handler gets it (a malformed one refused by [`array_query`]).
-type ArrayParam = Result<Query<ArrayQuery>, axum::extract::rejection::QueryRejection>;
+type ArrayParam = QueryParam<ArrayQuery>;
 
 fn array_query(query: ArrayParam) -> Result<bool, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
-    Ok(q.array)
+    Ok(query_of(query)?.array)
 }
 
-async fn hold_or_release(
-    c: Shared,
-    caller: Caller,
-    id: u64,
-    query: ArrayParam,
-    held: bool,
-) -> ApiResult<()> {
-    let array = array_query(query)?;
-    let mut c = c.lock().await;
-    match array {
-        true => c.hold_array(caller, id, held),
-        false => c.hold(caller, id, held),
-    }
-    .map(Json)
+/// A verb's query, as a handler gets it; a malformed one refused.
+type QueryParam<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query_of<T>(query: QueryParam<T>) -> Result<T, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
+    Ok(q)
 }
 
 /// Suspends or resumes a job, or each of an array's tasks that are running (suspended),
@@ -778,18 +806,18 @@ async fn shutdown(State(c): State<Shared>, Extension(caller): Extension<Caller>)
     Ok(Json(()))
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/requeue", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "queued again"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/requeue", params(("id" = u64, Path, description = "job id"), RequeueQuery), tag = "jobs", responses((status = 200, description = "queued again"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn requeue(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: ArrayParam,
+    query: QueryParam<RequeueQuery>,
 ) -> ApiResult<()> {
-    let array = array_query(query)?;
+    let q = query_of(query)?;
     let mut c = c.lock().await;
-    match array {
-        true => c.requeue_array(caller, id),
-        false => c.requeue(caller, id),
+    match q.array {
+        true => c.requeue_array(caller, id, q.hold),
+        false => c.requeue(caller, id, q.hold),
     }
     .map(Json)
 }

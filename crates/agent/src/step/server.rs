@@ -43,6 +43,12 @@ pub fn signal_step(job: u64, step: u32, signal: i32) -> bool {
         .is_some_and(|end| end.send(signal).is_ok())
 }
 
+/// The steps this process runs now, `(job, step)`.
+pub fn running_steps() -> Vec<(u64, u32)> {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.keys().copied().collect()
+}
+
 /// A step's place in [`RUNNING`], for as long as it runs.
 struct Registered((u64, u32));
 

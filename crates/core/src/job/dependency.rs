@@ -110,7 +110,8 @@ fn job_ref(text: &str, whole: &str, expected: &str) -> Result<(u64, Option<u32>)
         Ok(j) => j,
     };
     let array_index = match index {
-        None => None,
+        // `42[*]`, `42_*`: the whole array, as LSF writes it.
+        None | Some("*") => None,
         Some(i) if digits(i) => Some(
             i.parse::<u32>()
                 .map_err(|_| invalid(whole, "array indices below 4294967296"))?,
@@ -135,6 +136,10 @@ impl Dependencies {
     /// Parses `sbatch --dependency`. Also the list after PBS's `depend=`, which uses the
     /// same words.
     pub fn parse_slurm(text: &str) -> Result<Dependencies, JobError> {
+        // None (`scontrol update JobId=42 Dependency=` clears them).
+        if text.trim().is_empty() {
+            return Ok(Dependencies::default());
+        }
         let any = text.contains('?');
         if any && text.contains(',') {
             return Err(invalid(
@@ -289,6 +294,19 @@ impl Dependencies {
         self.jobs.is_empty() && !self.singleton && self.named.is_empty()
     }
 
+    /// LSF's dependency name with its array element, if it names one: `run[3]` is element 3
+    /// of the array named `run`; `run[*]` and `run` the whole array.
+    pub fn name_and_index(pattern: &str) -> (&str, Option<u32>) {
+        match pattern.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+            Some((name, "*")) => (name, None),
+            Some((name, index)) => match index.parse() {
+                Ok(i) => (name, Some(i)),
+                Err(_) => (pattern, None),
+            },
+            None => (pattern, None),
+        }
+    }
+
     /// Whether a job named `job_name` is one that LSF's dependency name `pattern` means:
     /// the same name, or, for `PREFIX*`, any name that starts so.
     pub fn name_matches(pattern: &str, job_name: &str) -> bool {
@@ -370,6 +388,22 @@ mod tests {
         assert_eq!(d.jobs[1], dep(After, 6));
         assert_eq!(d.jobs[2], dep(AfterOk, 7));
         assert_eq!(d.jobs[3].array_index, Some(2));
+        // A whole array as LSF writes it (`58[*]`), by id or by name; one element by name.
+        let d = Dependencies::parse_lsf("ended(58[*]) && ended(la[*]) && done(la[3])").unwrap();
+        assert_eq!(d.jobs, vec![dep(AfterAny, 58)]);
+        let names: Vec<_> = d
+            .named
+            .iter()
+            .map(|(_, n)| Dependencies::name_and_index(n))
+            .collect();
+        assert_eq!(names, [("la", None), ("la", Some(3))]);
+        assert_eq!(Dependencies::name_and_index("run*"), ("run*", None));
+        assert_eq!(Dependencies::name_and_index("x[y]"), ("x[y]", None));
+        // None: cleared (scontrol update Dependency=).
+        assert_eq!(
+            Dependencies::parse_slurm("").unwrap(),
+            Dependencies::default()
+        );
 
         let e = |s| Dependencies::parse_lsf(s).unwrap_err().to_string();
         // Any one of them (||); a mix, parentheses around them and negation are refused.

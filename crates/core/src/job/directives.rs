@@ -1971,7 +1971,7 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
             opts.cpus_per_task = Some(n);
             opts.ntasks = Some(1);
             opts.nodes = Some(NodeRange { min: 1, max: 1 });
-            omp_threads(opts, n)?;
+            opts.omp_threads = Some(n);
         }
         "procs" => opts.ntasks = Some(count("procs", value)?),
         "ngpus" => {
@@ -2088,17 +2088,8 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
     // PBS Pro's OMP_NUM_THREADS: ompthreads, by default each rank's CPUs (Torque's nodes=
     // sets none).
     if key == "select" {
-        omp_threads(opts, ompthreads.unwrap_or(cpus / tasks))?;
+        opts.omp_threads = Some(ompthreads.unwrap_or(cpus / tasks));
     }
-    Ok(())
-}
-
-/// OMP_NUM_THREADS=`n` in the job's environment, as PBS Pro sets it.
-fn omp_threads(opts: &mut JobOptions, n: u32) -> Result<(), JobError> {
-    let n = n.to_string();
-    let vars = &mut opts.export.get_or_insert_with(Export::default).vars;
-    vars.retain(|v| v.name != "OMP_NUM_THREADS");
-    vars.push(env_var(&format!("OMP_NUM_THREADS={n}"), &n)?);
     Ok(())
 }
 

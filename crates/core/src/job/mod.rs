@@ -374,6 +374,8 @@ pub struct JobOptions {
     pub overcommit: Option<bool>,
     /// sbatch `--mincpus`: at least this many CPUs on each of its nodes.
     pub min_cpus: Option<u32>,
+    /// PBS Pro's OMP_NUM_THREADS for the job (`ompthreads`, else each rank's CPUs).
+    pub omp_threads: Option<u32>,
     /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
     pub ignore_pbs: Option<bool>,
     /// sbatch `--uid`: the user (name or uid) root submits the job as.
@@ -452,6 +454,7 @@ impl JobOptions {
             exclusive: c.exclusive.or(d.exclusive),
             overcommit: c.overcommit.or(d.overcommit),
             min_cpus: c.min_cpus.or(d.min_cpus),
+            omp_threads: c.omp_threads.or(d.omp_threads),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             uid: c.uid.or(d.uid),
             requeue: c.requeue.or(d.requeue),
@@ -560,6 +563,10 @@ pub struct JobRequest {
     /// At least this many CPUs on each node (sbatch `--mincpus`).
     #[serde(default)]
     pub min_cpus: Option<u32>,
+    /// OMP_NUM_THREADS where the job's environment has none of its own (PBS Pro's, from
+    /// `ompthreads` or each rank's CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omp_threads: Option<u32>,
     /// The user root submits it as (sbatch `--uid`: a name or a uid), checked by the
     /// controller.
     #[serde(default)]
@@ -636,11 +643,15 @@ impl JobRequest {
         let mut cli = cli;
         // qsub's -V and -v are options of their own: the command line's add to the
         // script's (its -v VAR=VALUE winning), where sbatch's --export replaces.
-        if let (Some(line), Some(script)) = (cli.export.as_mut(), script.export.take()) {
-            line.all |= script.all;
-            let named: Vec<String> = line.vars.iter().map(|v| v.name.clone()).collect();
-            line.vars
-                .extend(script.vars.into_iter().filter(|v| !named.contains(&v.name)));
+        // (Taken from the script only where the line has its own: otherwise the script's
+        // is the job's, below.)
+        if let Some(line) = cli.export.as_mut() {
+            if let Some(script) = script.export.take() {
+                line.all |= script.all;
+                let named: Vec<String> = line.vars.iter().map(|v| v.name.clone()).collect();
+                line.vars
+                    .extend(script.vars.into_iter().filter(|v| !named.contains(&v.name)));
+            }
         }
         let mut o = JobOptions::merge(script, cli);
         let name = o.name.clone().unwrap_or_else(|| default_name.to_string());
@@ -826,6 +837,7 @@ impl JobRequest {
             exclusive: o.exclusive.unwrap_or(false),
             overcommit: o.overcommit.unwrap_or(false),
             min_cpus: o.min_cpus,
+            omp_threads: o.omp_threads,
             uid: o.uid,
             requeue: o.requeue,
             keep_invalid_dep: o.kill_on_invalid_dep == Some(false),
@@ -943,6 +955,10 @@ mod tests {
             .map(|v| (v.name.as_str(), v.value.as_deref()))
             .collect();
         assert_eq!(vars, [("KEEP", Some("line")), ("FOO", Some("bar"))]);
+        // A line without -v or -V: the script's are the job's.
+        let r = JobRequest::from_qsub_script(script, JobOptions::default(), "x.sh").unwrap();
+        assert!(!r.export.all);
+        assert_eq!(r.export.vars.len(), 2);
     }
 
     #[test]

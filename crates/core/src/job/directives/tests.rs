@@ -519,22 +519,14 @@ fn pbs_as_sites_write_it() {
     assert_eq!(o.nodelist, Some(vec!["node01".to_string()]));
     let o = script("#PBS -l select=1:ncpus=4:ompthreads=4:model=has\n");
     assert_eq!(o.constraint, Some(vec![vec!["has".to_string()]]));
-    let omp = |o: JobOptions| {
-        let vars = o.export.map(|e| e.vars).unwrap_or_default();
-        let omp = vars.iter().filter(|v| v.name == "OMP_NUM_THREADS");
-        omp.map(|v| v.value.clone().unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(omp(o), ["4"]);
+    assert_eq!(o.omp_threads, Some(4));
     // PBS Pro's default: each rank's CPUs (ncpus / mpiprocs); -l ncpus=N is one chunk of N;
-    // Torque's nodes= sets none.
-    assert_eq!(omp(script("#PBS -l select=2:ncpus=8:mpiprocs=2\n")), ["4"]);
-    assert_eq!(omp(script("#PBS -l ncpus=6\n")), ["6"]);
-    assert_eq!(omp(script("#PBS -l nodes=2:ppn=4\n")), [] as [String; 0]);
-    assert_eq!(
-        omp(script("#PBS -l select=1:ncpus=8:ompthreads=2\n")),
-        ["2"]
-    );
+    // Torque's nodes= sets none. (A default: the job's exported OMP_NUM_THREADS wins.)
+    let omp = |text: &str| script(text).omp_threads;
+    assert_eq!(omp("#PBS -l select=2:ncpus=8:mpiprocs=2\n"), Some(4));
+    assert_eq!(omp("#PBS -l ncpus=6\n"), Some(6));
+    assert_eq!(omp("#PBS -l nodes=2:ppn=4\n"), None);
+    assert_eq!(omp("#PBS -l select=1:ncpus=8:ompthreads=2\n"), Some(2));
 }
 
 /// What sites' LSF scripts say (Summit's -nnodes and -alloc_flags, limits, -env): taken
