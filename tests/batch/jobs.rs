@@ -1393,37 +1393,23 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     );
     assert!(node["memory_bytes"].as_u64().unwrap() > 0, "{usage}");
     // sstat's words; the columns as asked.
-    let sstat = c.berth(
-        Mode::Rootless,
-        &[
-            "as",
-            "sstat",
-            "-j",
-            &busy.to_string(),
-            "-n",
-            "-P",
-            "-o",
-            "JobID,Node",
-        ],
-    );
+    let job = busy.to_string();
+    let sstat = |job: &str, fields: &str| {
+        let args = ["as", "sstat", "-j", job, "-n", "-P", "-o", fields];
+        c.berth(Mode::Rootless, &args).ok().trim_end().to_string()
+    };
     assert_eq!(
-        sstat.ok().trim_end(),
+        sstat(&job, "JobID,Node"),
         format!("{busy}|{}", node["node"].as_str().unwrap())
     );
-    // Per task (one here), as monitoring scripts ask: sstat --format=AveCPU,AveRSS,...
-    let per_task = c.berth(
-        Mode::Rootless,
-        &[
-            "as",
-            "sstat",
-            "-j",
-            &busy.to_string(),
-            "-n",
-            "-P",
-            "--format=NTasks,MaxRSSNode,AveCPU,AveRSS",
-        ],
+    // JOB.batch: the whole job, under that name.
+    assert_eq!(
+        sstat(&format!("{busy}.batch"), "JobID"),
+        format!("{busy}.batch")
     );
-    let fields: Vec<&str> = per_task.ok().trim_end().split('|').collect();
+    // Per task (one here), as monitoring scripts ask: sstat --format=AveCPU,AveRSS,...
+    let per_task = sstat(&job, "NTasks,MaxRSSNode,AveCPU,AveRSS");
+    let fields: Vec<&str> = per_task.split('|').collect();
     assert_eq!(
         fields[..2],
         ["1", node["node"].as_str().unwrap()],
