@@ -847,6 +847,13 @@ fn dependencies_on_array_jobs() {
     let all_end = id(after(format!("afterany:{a}"), &[]));
     let third = id(after(format!("afterok:{a}_3"), &[]));
     let corr = id(after(format!("aftercorr:{a}"), &["--array=1-3"]));
+    // One task named by its index, as Slurm shows it (while it has not ended).
+    assert_eq!(
+        c.show(third)["dependency"],
+        format!("afterok:{a}_3(unfulfilled)"),
+        "{}",
+        c.show(third)
+    );
     // Task 2 failed: a job needing all of them OK is never started.
     let job = c.wait_for(all_ok, &["CANCELLED", "COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "CANCELLED", "{job}");

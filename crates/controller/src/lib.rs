@@ -899,9 +899,16 @@ impl Controller {
             if any && status == sched::DepStatus::Satisfied {
                 return None;
             }
-            let named = match first == last {
-                true => first.to_string(),
-                false => format!("{first}_*"),
+            // One array task by its index (`7_1`), as Slurm shows it, where it is still
+            // known here; a whole array as `7_*`.
+            let task = self
+                .active
+                .get(&first)
+                .and_then(|t| t.array_job_id.zip(t.array_task_id));
+            let named = match (first == last, task) {
+                (true, Some((array, index))) => format!("{array}_{index}"),
+                (true, None) => first.to_string(),
+                (false, _) => format!("{first}_*"),
             };
             let how = match status {
                 sched::DepStatus::Satisfied => continue,
