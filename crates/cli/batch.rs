@@ -1259,6 +1259,47 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
 const STEP_FORMAT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
 const STEP_LONG_FORMAT: &str = "%.15i %.8j %.9P %.8u %.9l %.9M %N";
 
+/// A running step as squeue -s and scontrol show step list it: a running job's batch
+/// script's (`ID.batch`) or one of its steps' (`ID.N`).
+pub(crate) struct RunningStep<'a> {
+    /// `batch`, or the step's number.
+    pub id: String,
+    pub name: String,
+    pub start: u64,
+    pub nodes: &'a [String],
+    pub tasks: u32,
+    pub cpus: u64,
+    /// Its own, else its job's.
+    pub time_limit: Option<u64>,
+}
+
+/// The running steps of job `j` if it runs: its batch script's first, then its steps'.
+pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
+    if j.state != "RUNNING" {
+        return Vec::new();
+    }
+    let batch = RunningStep {
+        id: "batch".into(),
+        name: "batch".into(),
+        start: j.start_time.unwrap_or_default(),
+        nodes: j.nodes.first().map_or(&[][..], std::slice::from_ref),
+        tasks: 1,
+        cpus: j.cpus / j.nodes.len().max(1) as u64,
+        time_limit: None,
+    };
+    let steps = j.steps.iter().filter(|s| s.end_time.is_none());
+    let steps = steps.map(|s| RunningStep {
+        id: s.id.to_string(),
+        name: step_accounting("JobName", j, s),
+        start: s.start_time,
+        nodes: step_nodes(j, s),
+        tasks: s.ntasks,
+        cpus: step_cpus(s) as u64,
+        time_limit: s.time_limit.or(j.time_limit),
+    });
+    std::iter::once(batch).chain(steps).collect()
+}
+
 /// What `squeue -s` prints: the running steps of `jobs` (each running job's batch script
 /// as its step `ID.batch`), or those of `only` (`JOB.STEP`, comma-separated; empty: all).
 fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
@@ -1289,46 +1330,24 @@ fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
         writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
     }
     let now = berth_controller::now();
-    for j in jobs.iter().filter(|j| j.state == "RUNNING") {
-        let start = j.start_time.unwrap_or(now);
-        let first = j.nodes.first().map_or(&[][..], std::slice::from_ref);
-        let batch = (
-            "batch".to_string(),
-            "batch".to_string(),
-            start,
-            first,
-            1,
-            None,
-        );
-        let running = j.steps.iter().filter(|s| s.end_time.is_none()).map(|s| {
-            let name = step_accounting("JobName", j, s);
-            let limit = s.time_limit.or(j.time_limit);
-            (
-                s.id.to_string(),
-                name,
-                s.start_time,
-                step_nodes(j, s),
-                s.ntasks,
-                limit,
-            )
-        });
-        for (step, name, start, nodes, tasks, limit) in std::iter::once(batch).chain(running) {
-            let id = format!("{}.{step}", job_id(j));
+    for j in jobs {
+        for s in running_steps(j) {
+            let id = format!("{}.{}", job_id(j), s.id);
             if !only.is_empty() && !only.contains(&id.as_str()) {
                 continue;
             }
             let value = |letter| match letter {
                 'i' => id.clone(),
-                'j' => name.clone(),
+                'j' => s.name.clone(),
                 'P' => j.partition.clone(),
                 'u' => j.user.clone(),
                 'U' => j.uid.to_string(),
-                'M' => slurm_time(now.saturating_sub(start)),
-                'l' => limit.map_or("UNLIMITED".into(), slurm_time),
-                'N' => berth_core::job::hostlist(nodes),
-                'D' => nodes.len().to_string(),
-                'S' => crate::compat::slurm_timestamp(start),
-                _ => tasks.to_string(),
+                'M' => slurm_time(now.saturating_sub(s.start)),
+                'l' => s.time_limit.map_or("UNLIMITED".into(), slurm_time),
+                'N' => berth_core::job::hostlist(s.nodes),
+                'D' => s.nodes.len().to_string(),
+                'S' => crate::compat::slurm_timestamp(s.start),
+                _ => s.tasks.to_string(),
             };
             writeln!(out, "{}", render(&columns, value))?;
         }
@@ -2240,7 +2259,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
 
 /// A job's step as sacct and scancel name it, `JOB.STEP` (`42.0`, `42_3.1`, `42.batch`):
 /// the job's part and the step's; `None` for a job (`42`, or PBS's `42.server`).
-fn step_spec(spec: &str) -> Option<(&str, &str)> {
+pub(crate) fn step_spec(spec: &str) -> Option<(&str, &str)> {
     let (job, step) = spec.rsplit_once('.')?;
     let numbered = !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit());
     (numbered || matches!(step, "batch" | "extern" | "interactive")).then_some((job, step))
@@ -2315,7 +2334,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
 }
 
 /// The CPUs a step held (one a task where it held none of its own: it overlapped).
-pub(crate) fn step_cpus(step: &berth_api::StepInfo) -> usize {
+fn step_cpus(step: &berth_api::StepInfo) -> usize {
     match step.cpu_ids.iter().map(|n| n.cpu_ids.len()).sum() {
         0 => step.ntasks as usize,
         held => held,

@@ -55,7 +55,7 @@ fn run(c: &Cluster, links: &Path, name: &str, args: &[&str]) -> Out {
 }
 
 /// The job id in bsub's answer, `Job <42> is submitted to default queue <normal>.`.
-fn bsub_id(out: &Out) -> u64 {
+pub(crate) fn bsub_id(out: &Out) -> u64 {
     out.ok()
         .strip_prefix("Job <")
         .and_then(|rest| rest.split_once('>'))

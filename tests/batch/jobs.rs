@@ -2508,14 +2508,11 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
     // bsub -w with ||: none of them can hold any more.
     let lsf = format!("exit({held}) || done({fails})");
     let bsub = ["as", "bsub", "-w", &lsf, "-J", "never", "true"];
-    let never = c.berth_with(Mode::Rootless, &bsub, &[("BERTH_IMAGE", "busybox")]);
-    let never: u64 = never
-        .ok()
-        .split(['<', '>'])
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let never = crate::commands::bsub_id(&c.berth_with(
+        Mode::Rootless,
+        &bsub,
+        &[("BERTH_IMAGE", "busybox")],
+    ));
     // (Cancelled, as a job whose dependency can never be met is by default.)
     c.wait_for(never, &["CANCELLED"]);
     let mixed = format!("--dependency=afterok:{fails}?afterok:{held},afterany:{held}");

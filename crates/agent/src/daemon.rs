@@ -183,8 +183,9 @@ pub struct StepEnd {
 }
 
 impl StepEnd {
-    /// The end of a step that could not start: status 125, nothing used.
-    pub fn unstarted(job: u64, step: u32) -> StepEnd {
+    /// The end of a step berth could not run to its end (it could not start, or its agent
+    /// lost it): status 125, berth's own, nothing used.
+    pub fn failed(job: u64, step: u32) -> StepEnd {
         StepEnd {
             job,
             step,

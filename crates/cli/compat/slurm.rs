@@ -495,7 +495,7 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
                 writeln!(out, "{}", block(text))?;
             }
         }
-        ["write", "batch_script", job, ..] if job.split_once('.').is_some_and(|(_, s)| s == "batch" || s.parse::<u32>().is_ok()) => {
+        ["write", "batch_script", job, ..] if crate::batch::step_spec(job).is_some() => {
             bail!("scontrol write batch_script {job}: name the job (JOBID), not one of its steps")
         }
         ["write", "batch_script", job, file @ ..] => {
@@ -561,7 +561,7 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
     let (jobs, step) = match specs {
         [] => (crate::batch::active_jobs(None, false)?, None),
         [spec] => {
-            let (job, step) = match spec.rsplit_once('.') {
+            let (job, step) = match crate::batch::step_spec(spec) {
                 Some((job, step)) => (job, Some(step)),
                 None => (*spec, None),
             };
@@ -570,42 +570,24 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
         _ => bail!("scontrol show step [JOBID[.STEPID]]: one at most"),
     };
     let mut shown = Vec::new();
-    for j in jobs.iter().filter(|j| j.state == "RUNNING") {
-        // Its batch script's step first, ID.batch, as squeue -s lists it.
-        if step.is_none_or(|n| n == "batch") {
+    for j in &jobs {
+        let steps = crate::batch::running_steps(j).into_iter();
+        for s in steps.filter(|s| step.is_none_or(|n| n == s.id)) {
             shown.push(format!(
-                "StepId={}.batch UserId={} StartTime={} TimeLimit=UNLIMITED\n   State=RUNNING Partition={} NodeList={}\n   Nodes=1 CPUs={} Tasks=1 Name=batch Network=(null)\n",
-                crate::batch::job_id(j),
-                j.uid,
-                crate::compat::slurm_timestamp(j.start_time.unwrap_or_default()),
-                j.partition,
-                j.nodes.first().map_or("", String::as_str),
-                j.cpus / j.nodes.len().max(1) as u64,
-            ));
-        }
-        let running = j.steps.iter().filter(|s| s.end_time.is_none());
-        for s in running.filter(|s| step.is_none_or(|n| n == s.id.to_string())) {
-            let nodes = match s.nodes.is_empty() {
-                true => &j.nodes,
-                false => &s.nodes,
-            };
-            let cpus = crate::batch::step_cpus(s);
-            let name = s.name.clone().unwrap_or_else(|| {
-                let program = s.command.split_whitespace().next().unwrap_or_default();
-                crate::compat::base_name(program)
-            });
-            shown.push(format!(
-                "StepId={}.{} UserId={} StartTime={} TimeLimit={}\n   State=RUNNING Partition={} NodeList={}\n   Nodes={} CPUs={cpus} Tasks={} Name={name} Network=(null)\n   TRES=cpu={cpus},node={}\n",
+                "StepId={}.{} UserId={} StartTime={} TimeLimit={}\n   State=RUNNING Partition={} NodeList={}\n   Nodes={} CPUs={} Tasks={} Name={} Network=(null)\n   TRES=cpu={},node={}\n",
                 crate::batch::job_id(j),
                 s.id,
                 j.uid,
-                crate::compat::slurm_timestamp(s.start_time),
-                scontrol_time(s.time_limit.or(j.time_limit)),
+                crate::compat::slurm_timestamp(s.start),
+                scontrol_time(s.time_limit),
                 j.partition,
-                berth_core::job::hostlist(nodes),
-                nodes.len(),
-                s.ntasks,
-                nodes.len(),
+                berth_core::job::hostlist(s.nodes),
+                s.nodes.len(),
+                s.cpus,
+                s.tasks,
+                s.name,
+                s.cpus,
+                s.nodes.len(),
             ));
         }
     }

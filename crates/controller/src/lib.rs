@@ -3997,8 +3997,9 @@ impl Controller {
     /// A `berth step` in job `id` by `uid`: checks that the job runs and is theirs and that
     /// the tasks fit its CPUs on each node (unless overcommitted), records the step, and says
     /// where its tasks go (which nodes, which CPUs each task gets, how each node's agent is
-    /// reached); or that the CPUs it needs are held by the job's other steps now. `from`: the node whose agent asks (`None`: this controller's own node); its
-    /// tasks run there, the others' through their agents.
+    /// reached); or that the CPUs it needs are held by the job's other steps now. `from`: the
+    /// node whose agent asks (`None`: this controller's own node); its tasks run there, the
+    /// others' through their agents.
     pub fn begin_step(
         &mut self,
         from: Option<&str>,
@@ -4571,7 +4572,7 @@ impl Controller {
 
     /// The steps that node `node`'s agent ran and runs no more (`running`: those it runs):
     /// its agent was restarted, and their ends will never come. Each is ended, its status
-    /// unknown, so that its CPUs are free for the job's next steps. (Steps begun within the
+    /// unknown (berth's own 125), so that its CPUs are free for the job's next steps. (Steps begun within the
     /// last few seconds may not be among `running` yet: they are left for the next beat.)
     fn end_lost_steps(&mut self, node: &str, running: &[(u64, u32)]) {
         let settled = now().saturating_sub(LOST_STEP_AFTER);
@@ -4589,7 +4590,7 @@ impl Controller {
             .collect();
         for (id, step) in lost {
             eprintln!("berth: step {id}.{step}: node {node}'s agent runs it no more (it was restarted): ended");
-            self.end_step(berth_agent::daemon::StepEnd::unstarted(id, step));
+            self.end_step(berth_agent::daemon::StepEnd::failed(id, step));
         }
     }
 
@@ -5345,8 +5346,6 @@ pub struct UsageQuery {
 }
 
 impl Controller {
-    /// `berth usage` (sstat): checks that `caller` may see running job `id`'s usage and
-    /// says where to read it.
     /// Job `id`'s batch script, for its owner or root; an allocation (salloc's, srun's) has
     /// none.
     pub fn script(&self, caller: Caller, id: u64) -> Result<String, ApiError> {
@@ -5368,6 +5367,8 @@ impl Controller {
         Ok(job.script.to_string())
     }
 
+    /// `berth usage` (sstat): checks that `caller` may see running job `id`'s usage and
+    /// says where to read it.
     pub fn usage(&mut self, caller: Caller, id: u64) -> Result<UsageQuery, ApiError> {
         let links = self.links_of(id);
         let key = self.key.clone();

@@ -67,32 +67,31 @@ pub fn dependency_status(
         (Waiting, _) | (_, Waiting) => Waiting,
         _ => NeverSatisfied,
     };
-    let mut best = None;
+    // Each term's dependencies all required (a term's are consecutive); the terms all, or
+    // any one of them.
+    let combine = |a, b| if any { either(a, b) } else { both(a, b) };
+    let mut overall: Option<DepStatus> = None;
     let mut term: Option<(u32, DepStatus)> = None;
     for dep in deps {
         let dep = dep.borrow();
         let status = dependency_status_of(dep, state_of(dep.job));
-        if !any {
-            if status == NeverSatisfied {
-                return NeverSatisfied;
-            }
-            best = Some(both(best.unwrap_or(Satisfied), status));
-            continue;
+        if !any && status == NeverSatisfied {
+            return NeverSatisfied;
         }
         term = match term {
             Some((t, so_far)) if t == dep.term => Some((t, both(so_far, status))),
-            ended => {
-                if let Some((_, of_term)) = ended {
-                    best = Some(best.map_or(of_term, |b| either(b, of_term)));
+            done => {
+                if let Some((_, of_term)) = done {
+                    overall = Some(overall.map_or(of_term, |o| combine(o, of_term)));
                 }
                 Some((dep.term, status))
             }
         };
     }
     if let Some((_, of_term)) = term {
-        best = Some(best.map_or(of_term, |b| either(b, of_term)));
+        overall = Some(overall.map_or(of_term, |o| combine(o, of_term)));
     }
-    best.unwrap_or(Satisfied)
+    overall.unwrap_or(Satisfied)
 }
 
 /// Per array, how many of its tasks are running (what `%N` is compared against).

@@ -429,7 +429,7 @@ async fn run_step<A: StepAuthority>(
     let mut inputs = match distribute(stdin, &layout, request.input_task) {
         Ok(inputs) => inputs,
         Err(e) => {
-            authority.end(StepEnd::unstarted(job, grant.step)).await;
+            authority.end(StepEnd::failed(job, grant.step)).await;
             return Err(e);
         }
     };
@@ -443,7 +443,7 @@ async fn run_step<A: StepAuthority>(
             match pmi::Server::start(&counts, kvsname).await {
                 Ok(server) => Some(server),
                 Err(e) => {
-                    authority.end(StepEnd::unstarted(job, grant.step)).await;
+                    authority.end(StepEnd::failed(job, grant.step)).await;
                     return Err(format!("cannot serve PMI to the step's tasks: {e}"));
                 }
             }
@@ -511,7 +511,7 @@ async fn run_step<A: StepAuthority>(
         match started {
             Ok(p) => remote.push((i, p)),
             Err(e) => {
-                authority.end(StepEnd::unstarted(job, grant.step)).await;
+                authority.end(StepEnd::failed(job, grant.step)).await;
                 return Err(e);
             }
         }
@@ -536,7 +536,7 @@ async fn run_step<A: StepAuthority>(
                 for s in &mut signallers {
                     s.signal(libc::SIGKILL);
                 }
-                authority.end(StepEnd::unstarted(job, grant.step)).await;
+                authority.end(StepEnd::failed(job, grant.step)).await;
                 return Err(e);
             }
         },
