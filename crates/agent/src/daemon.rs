@@ -176,6 +176,10 @@ pub struct StepEnd {
     /// It was ended at its time limit.
     #[serde(default)]
     pub timed_out: bool,
+    /// It was still running when its job's script ended, whose end ended it (CANCELLED, as
+    /// Slurm's steps are then).
+    #[serde(default)]
+    pub job_ended: bool,
 }
 
 impl StepEnd {
@@ -188,7 +192,15 @@ impl StepEnd {
             code: 125,
             usage: None,
             timed_out: false,
+            job_ended: false,
         }
+    }
+
+    /// This end, marked as the job's end's doing where `node` has seen the job's script
+    /// end and the step failed.
+    pub fn seen_from(mut self, node: &crate::node::NodeAgent) -> StepEnd {
+        self.job_ended = self.code != 0 && node.script_ended(self.job);
+        self
     }
 }
 
@@ -256,6 +268,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
     async fn end(&self, end: StepEnd) {
         let (job, step) = (end.job, end.step);
+        let end = end.seen_from(&self.0.node);
         if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
             eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
         }

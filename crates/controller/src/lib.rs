@@ -3336,10 +3336,6 @@ impl Controller {
             }
         }
         let end = job.end_time.unwrap_or_else(now);
-        // The steps its end killed, whose ends came in first.
-        for s in &mut job.steps {
-            s.cancelled |= killed_by_job_end(s, end);
-        }
         job.suspended.stop(end);
         self.finished.insert(id, state.for_scheduler());
         self.counters.ended(state);
@@ -4633,10 +4629,7 @@ impl Controller {
         s.exit_code = Some(end.code);
         s.usage = end.usage;
         s.timed_out = end.timed_out;
-        // (A step whose end comes after its job's: the job's end killed it.)
-        if let Some(job_end) = job.end_time {
-            s.cancelled |= killed_by_job_end(s, job_end);
-        }
+        s.cancelled |= end.job_ended;
         self.steps_ended += 1;
         self.step_ended.notify_waiters();
         if let Err(e) = self.persist(&job) {
@@ -4808,7 +4801,12 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     async fn end(&self, end: berth_agent::daemon::StepEnd) {
-        self.0.lock().await.end_step(end)
+        let mut c = self.0.lock().await;
+        let end = match c.local_agent() {
+            Some(agent) => end.seen_from(&agent),
+            None => end,
+        };
+        c.end_step(end)
     }
 
     async fn allocate(
@@ -4951,12 +4949,6 @@ fn outputs(job: &Job, first_node: &str) -> (String, Option<String>) {
             .as_deref()
             .map(|e| job_file(job, first_node, e)),
     )
-}
-
-/// Whether step `s` was killed by its job's end at `job_end` (seconds): it ended then or
-/// after, by a signal. Recorded CANCELLED, as Slurm records the steps a job's end ends.
-fn killed_by_job_end(s: &berth_api::StepInfo, job_end: u64) -> bool {
-    s.end_time.is_some_and(|t| t >= job_end) && s.exit_code.is_some_and(|c| c > 128)
 }
 
 /// One of a job's files (output, error, input), its pattern expanded (%j, %A, %a, %x, %u,

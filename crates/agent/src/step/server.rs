@@ -681,6 +681,7 @@ async fn run_step<A: StepAuthority>(
         code: worst,
         usage,
         timed_out,
+        job_ended: false,
     };
     authority.end(end).await;
     Ok(worst)
