@@ -197,12 +197,25 @@ impl StepEnd {
     }
 
     /// This end, marked as the job's end's doing where `node` has seen the job's script
-    /// end and the step failed.
-    pub fn seen_from(mut self, node: &crate::node::NodeAgent) -> StepEnd {
-        self.job_ended = self.code != 0 && node.script_ended(self.job);
+    /// end and the step failed. A step killed by a signal is given a moment for the mark:
+    /// its tasks may die with the job's container (its pid namespace) before the runner,
+    /// which learns of the script's end at that same moment, has made it.
+    pub async fn seen_from(mut self, node: &crate::node::NodeAgent) -> StepEnd {
+        let deadline = tokio::time::Instant::now() + SCRIPT_END_MARK_WAIT;
+        self.job_ended = loop {
+            let seen = self.code != 0 && node.script_ended(self.job);
+            if seen || self.code <= 128 || tokio::time::Instant::now() >= deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         self
     }
 }
+
+/// How long a step killed by a signal waits for its job's script-ended mark
+/// ([`StepEnd::seen_from`]).
+const SCRIPT_END_MARK_WAIT: Duration = Duration::from_millis(500);
 
 /// The controller, asked over HTTP, as the step authority of this node's step socket.
 struct RemoteAuthority(Shared);
@@ -268,7 +281,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
 
     async fn end(&self, end: StepEnd) {
         let (job, step) = (end.job, end.step);
-        let end = end.seen_from(&self.0.node);
+        let end = end.seen_from(&self.0.node).await;
         if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
             eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
         }

@@ -4801,12 +4801,13 @@ impl berth_agent::step::server::StepAuthority for StepGate {
     }
 
     async fn end(&self, end: berth_agent::daemon::StepEnd) {
-        let mut c = self.0.lock().await;
-        let end = match c.local_agent() {
-            Some(agent) => end.seen_from(&agent),
+        // (Looked at without the controller's lock: the look may wait a moment.)
+        let local = self.0.lock().await.local_agent();
+        let end = match local {
+            Some(agent) => end.seen_from(&agent).await,
             None => end,
         };
-        c.end_step(end)
+        self.0.lock().await.end_step(end)
     }
 
     async fn allocate(
