@@ -594,9 +594,29 @@ fn bwait_returns_once_the_condition_holds() {
         "{}",
         unnamed.stderr
     );
+    // A condition with parentheses, a mix of && and ||, and ! (which looks at the jobs as
+    // they are: a job that exited is not done).
+    for (condition, code) in [
+        (
+            format!("done({failed}) && done({ok}) || started({long})"),
+            0,
+        ),
+        (
+            format!("(done({failed}) || done({ok})) && !done({failed})"),
+            0,
+        ),
+        (format!("!ended({ok}) || exit({ok}) && ended(pair)"), 1),
+    ] {
+        let out = bwait(&["-w", &condition]);
+        assert_eq!(out.code, code, "{condition}: {}", out.stderr);
+    }
     // What berth cannot wait for is refused with the reason.
-    let mixed = bwait(&["-w", &format!("done({ok}) || done({failed}) && done({ok})")]);
-    assert!(mixed.stderr.contains("no mix"), "{}", mixed.stderr);
+    let numbered = bwait(&["-w", &format!("numdone({array}, >= 1)")]);
+    assert!(
+        numbered.stderr.contains("is not supported"),
+        "{}",
+        numbered.stderr
+    );
     let missing = bwait(&["-w", "done(424242)"]);
     assert!(
         missing.stderr.contains("job <424242>"),

@@ -2486,7 +2486,8 @@ fn wait_for_squeue(c: &Cluster, id: u64, format: &str, expected: &str) {
 }
 
 /// Alternatives (Slurm's `?`, LSF's `||`): one that holds is enough, the failed ones shown
-/// until then; none that can: never. Mixing the separators is refused.
+/// until then; none that can: never. Mixing Slurm's separators is refused; LSF's
+/// conditions mix theirs.
 #[test]
 fn a_job_may_wait_for_any_one_of_its_dependencies() {
     let Some(c) = Cluster::start() else { return };
@@ -2515,6 +2516,29 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
     ));
     // (Cancelled, as a job whose dependency can never be met is by default.)
     c.wait_for(never, &["CANCELLED"]);
+    // An LSF condition (parentheses, a mix of && and ||, !) waits for what can still make
+    // it hold, shown whole with each term's state; a name of two jobs among alternatives
+    // needs both.
+    let twins = ["-J", "twin", "--hold"];
+    let twins = [0, 1].map(|_| c.submit(Mode::Rootless, "held.sh", HELLO, &twins));
+    let lsf = format!("exit({fails}) && (done(twin) || !ended({fails}))");
+    let bsub = ["as", "bsub", "-w", &lsf, "-J", "cond", "true"];
+    let cond = crate::commands::bsub_id(&c.berth_with(
+        Mode::Rootless,
+        &bsub,
+        &[("BERTH_IMAGE", "busybox")],
+    ));
+    let [a, b] = twins;
+    let waits = format!(
+        "Dependency|afternotok:{fails}(satisfied) && ((afterok:{a}(unfulfilled) && afterok:{b}(unfulfilled)) || !afterany:{fails}(satisfied))"
+    );
+    wait_for_squeue(&c, cond, "%r|%E", &waits);
+    c.berth(Mode::Rootless, &["release", &a.to_string()]).ok();
+    c.completed(a);
+    let waits = waits.replace(&format!("{a}(unfulfilled)"), &format!("{a}(satisfied)"));
+    wait_for_squeue(&c, cond, "%r|%E", &waits);
+    c.berth(Mode::Rootless, &["release", &b.to_string()]).ok();
+    c.completed(cond);
     let mixed = format!("--dependency=afterok:{fails}?afterok:{held},afterany:{held}");
     let refused = c.try_submit(Mode::Rootless, "after.sh", HELLO, &[&mixed]);
     assert!(

@@ -5,6 +5,7 @@ use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{OptionSyntax, PartitionInfo};
 use berth_core::job::{leading_options, DependencyKind};
+use berth_sched::DepStatus;
 use std::io::Write;
 
 const BSUB_USAGE: &str = "bsub [options] command [arguments]   (the command is the job)
@@ -1047,12 +1048,12 @@ pub fn bmod(words: Vec<String>) -> Result<i32> {
     Ok(0)
 }
 
-const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CONDITION: done, exit, ended or started; JOBID: an array whole, JOBID[INDEX], or a job name; && or ||)";
+const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CONDITION: done, exit, ended or started; JOBID: an array whole, JOBID[INDEX], or a job name; joined by && and ||, grouped by ( ), negated by !)";
 
 /// bwait -w 'done(42) && ended(43[2])' [-t MINUTES]: returns once the condition holds,
 /// waited for on the controller (one held request per job, not bjobs in a loop); 1 with
 /// LSF's words when it never can (a job `done` waits for exited) or the time runs out.
-/// Conditions joined by `||`: once one holds, each looked at in turn for a second.
+/// Several terms open: each looked at in turn for a second.
 pub fn bwait(mut words: Vec<String>) -> Result<i32> {
     let condition = value(&mut words, "-w")?;
     let minutes = value(&mut words, "-t")?;
@@ -1083,27 +1084,47 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("bwait: {e:#}"))?;
         terms.push((dep.kind, ids));
     }
+    let mut named = Vec::new();
     for (kind, pattern) in &deps.named {
+        let first = terms.len() as u32;
         for id in jobs_named(pattern)? {
             terms.push((*kind, id..id + 1));
         }
+        named.push((first..terms.len() as u32).collect());
     }
+    let mut deps = deps;
+    deps.settle_names(deps.jobs.len() as u32, &named);
+    let condition = berth_controller::sched_condition(&deps.combined(terms.len() as u32));
+    // Where each term stands once looked at (a condition with `!` holds while a term
+    // waits, so it is decided only once each has been), and the end that decided it.
+    let mut status = std::collections::BTreeMap::new();
+    let count = terms.len();
+    let overall = |status: &std::collections::BTreeMap<u32, DepStatus>| match status.len() {
+        n if n == count => berth_sched::condition_status(&condition, status),
+        _ => DepStatus::Waiting,
+    };
+    let mut decided = None;
     let slice = std::time::Duration::from_secs(1);
-    let mut open: Vec<usize> = (0..terms.len()).collect();
-    let mut failed = None;
-    while !open.is_empty() {
-        let mut left = Vec::new();
-        for i in open {
-            let (kind, ids) = &terms[i];
+    loop {
+        match overall(&status) {
+            DepStatus::Satisfied => return Ok(0),
+            DepStatus::NeverSatisfied => return Ok(decided.as_ref().map_or(1, never)),
+            DepStatus::Waiting => {}
+        }
+        let open: Vec<u32> = (0..count as u32)
+            .filter(|t| status.get(t).is_none_or(|s| *s == DepStatus::Waiting))
+            .collect();
+        for &t in &open {
+            let (kind, ids) = &terms[t as usize];
             let until = match kind {
                 DependencyKind::After => "started",
                 _ => "ended",
             };
-            // (Among alternatives, each looked at for a moment in turn.)
+            // (Where several terms are open, each looked at for a moment in turn.)
             let now = std::time::Instant::now();
-            let wait_until = match deps.any {
-                true => Some(deadline.map_or(now + slice, |d| d.min(now + slice))),
-                false => deadline,
+            let wait_until = match open.len() {
+                1 => deadline,
+                _ => Some(deadline.map_or(now + slice, |d| d.min(now + slice))),
             };
             let ends =
                 batch::wait_on_controller(ids.start, ids.end - ids.start, until, wait_until)?;
@@ -1115,7 +1136,7 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
                     );
                     return Ok(1);
                 }
-                left.push(i);
+                status.insert(t, DepStatus::Waiting);
                 continue;
             };
             let wanted = |j: &berth_api::JobEnd| match kind {
@@ -1123,17 +1144,18 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
                 DependencyKind::AfterNotOk => j.state != "COMPLETED",
                 _ => true,
             };
-            match ends.into_iter().find(|j| !wanted(j)) {
-                None if deps.any => return Ok(0),
-                None => {}
-                Some(j) if deps.any => failed = Some(j),
-                Some(j) => return Ok(never(&j)),
+            let failed = ends.iter().find(|j| !wanted(j)).cloned();
+            status.insert(
+                t,
+                [DepStatus::Satisfied, DepStatus::NeverSatisfied][failed.is_some() as usize],
+            );
+            decided = failed.or(ends.into_iter().last());
+            // Decided now, perhaps.
+            if overall(&status) != DepStatus::Waiting {
+                break;
             }
         }
-        open = left;
     }
-    // All of them held (&&), or none can (||).
-    Ok(failed.map_or(0, |j| never(&j)))
 }
 
 /// Says that the wait condition never holds, for job `j`'s end: bwait's status 1.

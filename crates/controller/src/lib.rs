@@ -27,7 +27,9 @@ mod server;
 use berth_agent::node::NodeAgent;
 use berth_agent::step::server::StepStart;
 use berth_api::{JobInfo, SignalTarget, SubmitRequest, SubmitResponse};
-use berth_core::job::{parse_args_as, Dependencies, Family, JobDependency, JobOptions, JobRequest};
+use berth_core::job::{
+    parse_args_as, Condition, Dependencies, Family, JobDependency, JobOptions, JobRequest,
+};
 use berth_sched as sched;
 use berth_store::{JobFilter, Store};
 use job::{Job, State};
@@ -881,42 +883,65 @@ impl Controller {
 
     /// `job`'s dependencies not yet satisfied, as Slurm shows them (see
     /// [`JobInfo::dependency`]): each term with the state of the job (or the array, `ID_*`)
-    /// it names as this controller knows it; of alternatives (`?`), none once one holds.
+    /// it names as this controller knows it; of alternatives (`?`), none once one holds;
+    /// an LSF condition whole, each term with its state, until it holds.
     fn unmet_dependencies(&self, job: &Job) -> Option<String> {
         let state_of = |id: u64| match self.active.get(&id) {
             Some(other) => Some(other.state.for_scheduler()),
             None => self.finished.get(&id).copied(),
         };
-        let any = job.request.dependencies.any;
-        let mut terms = Vec::new();
-        for (kind, first, last) in job.dependency_ranges() {
-            let range = (first..=last).map(|id| sched::Dependency {
-                kind: sched_kind(kind),
-                job: id,
-                term: 0,
+        let deps = &job.request.dependencies;
+        // Each term: how it is written, and where it stands.
+        let terms: Vec<(String, sched::DepStatus)> = job
+            .dependency_ranges()
+            .map(|(kind, first, last)| {
+                let range = (first..=last).map(|id| sched::Dependency {
+                    kind: sched_kind(kind),
+                    job: id,
+                    term: 0,
+                });
+                let status = sched::dependency_status(range, false, state_of);
+                // One array task by its index (`7_1`), as Slurm shows it, where it is
+                // still known here; a whole array as `7_*`.
+                let task = self
+                    .active
+                    .get(&first)
+                    .and_then(|t| t.array_job_id.zip(t.array_task_id));
+                let named = match (first == last, task) {
+                    (true, Some((array, index))) => format!("{array}_{index}"),
+                    (true, None) => first.to_string(),
+                    (false, _) => format!("{first}_*"),
+                };
+                (format!("{}:{named}", kind.word()), status)
+            })
+            .collect();
+        let how = |status| match status {
+            sched::DepStatus::Satisfied => "satisfied",
+            sched::DepStatus::Waiting => "unfulfilled",
+            sched::DepStatus::NeverSatisfied => "failed",
+        };
+        if let Some(condition) = &deps.condition {
+            let statuses = terms.iter().map(|(_, s)| *s).zip(0..);
+            let statuses = statuses.map(|(s, t)| (t, s)).collect();
+            let condition_status = sched::condition_status(&sched_condition(condition), &statuses);
+            return (condition_status != sched::DepStatus::Satisfied).then(|| {
+                condition.render(&mut |leaf| match leaf {
+                    Condition::Term(t) => match terms.get(*t as usize) {
+                        Some((term, status)) => format!("{term}({})", how(*status)),
+                        None => "none".into(),
+                    },
+                    Condition::Name(n) => format!("name:{n}"),
+                    _ => unreachable!("render calls for leaves only"),
+                })
             });
-            let status = sched::dependency_status(range, false, state_of);
-            if any && status == sched::DepStatus::Satisfied {
-                return None;
-            }
-            // One array task by its index (`7_1`), as Slurm shows it, where it is still
-            // known here; a whole array as `7_*`.
-            let task = self
-                .active
-                .get(&first)
-                .and_then(|t| t.array_job_id.zip(t.array_task_id));
-            let named = match (first == last, task) {
-                (true, Some((array, index))) => format!("{array}_{index}"),
-                (true, None) => first.to_string(),
-                (false, _) => format!("{first}_*"),
-            };
-            let how = match status {
-                sched::DepStatus::Satisfied => continue,
-                sched::DepStatus::Waiting => "unfulfilled",
-                sched::DepStatus::NeverSatisfied => "failed",
-            };
-            terms.push(format!("{}:{named}({how})", kind.word()));
         }
+        let unmet = terms
+            .iter()
+            .filter(|(_, s)| *s != sched::DepStatus::Satisfied);
+        if deps.any && unmet.clone().count() < terms.len() {
+            return None;
+        }
+        let mut unmet: Vec<String> = unmet.map(|(t, s)| format!("{t}({})", how(*s))).collect();
         let running_namesake = || {
             self.active.values().any(|other| {
                 other.id != job.id
@@ -925,10 +950,10 @@ impl Controller {
                     && other.state.for_scheduler() == sched::JobState::Running
             })
         };
-        if job.request.dependencies.singleton && running_namesake() {
-            terms.push("singleton(unfulfilled)".into());
+        if deps.singleton && running_namesake() {
+            unmet.push("singleton(unfulfilled)".into());
         }
-        (!terms.is_empty()).then(|| terms.join(if any { "?" } else { "," }))
+        (!unmet.is_empty()).then(|| unmet.join(if deps.any { "?" } else { "," }))
     }
 
     fn view(&self, job: &Job) -> sched::JobView {
@@ -942,7 +967,8 @@ impl Controller {
             nice: job.request.nice,
             held: job.held,
             begin: job.begin_time,
-            // Each range one term (an array's tasks all required for its term).
+            // Each range one term (an array's tasks all required for its term), numbered
+            // as the request's `jobs` are, which a condition's terms name.
             dependencies: job
                 .dependency_ranges()
                 .zip(0..)
@@ -952,6 +978,12 @@ impl Controller {
                 })
                 .collect(),
             dependencies_any: job.request.dependencies.any,
+            dependency_condition: job
+                .request
+                .dependencies
+                .condition
+                .as_ref()
+                .map(sched_condition),
             singleton: job.request.dependencies.singleton,
             array: job.array_job_id.map(|master| sched::ArrayTask {
                 master,
@@ -1420,7 +1452,10 @@ impl Controller {
             };
             theirs.push((job.array_job_id.unwrap_or(job.id), job.request.name.clone()));
         }
-        for (kind, named) in std::mem::take(&mut deps.named) {
+        // Each name's terms, by its place in `named`.
+        let mut terms: Vec<Vec<u32>> = Vec::new();
+        let jobs_before = deps.jobs.len() as u32;
+        for (kind, named) in deps.named.clone() {
             // (`run[3]`: that element of the array named run; `run[*]`: all of it.)
             let (pattern, array_index) = Dependencies::name_and_index(&named);
             let mut ids: Vec<u64> = theirs
@@ -1434,20 +1469,15 @@ impl Controller {
                     "the job depends on jobs named {pattern}, and {user} has none (unfinished, or ended within the hour): name a job of yours, or its id"
                 )));
             }
-            // Among alternatives (||) each job is one term: a name that stands for several
-            // (all of which LSF requires) would be read as any of them.
-            if deps.any && ids.len() > 1 {
-                return Err(ApiError::bad(format!(
-                    "the job depends on jobs named {pattern} among alternatives (||), and {user} has {} of that name: name one job (its id)",
-                    ids.len()
-                )));
-            }
+            let first = deps.jobs.len() as u32;
             deps.jobs.extend(ids.into_iter().map(|job| JobDependency {
                 kind,
                 job,
                 array_index,
             }));
+            terms.push((first..deps.jobs.len() as u32).collect());
         }
+        deps.settle_names(jobs_before, &terms);
         Ok(())
     }
 
@@ -4967,6 +4997,20 @@ pub(crate) fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
     match expanded.starts_with('/') {
         true => expanded,
         false => format!("{}/{expanded}", job.workdir),
+    }
+}
+
+/// An LSF condition as the scheduler takes it (names are resolved at submission).
+pub fn sched_condition(c: &berth_core::job::Condition) -> sched::Condition {
+    use berth_core::job::Condition as C;
+    let all = |cs: &[C]| cs.iter().map(sched_condition).collect();
+    match c {
+        C::Term(t) => sched::Condition::Term(*t),
+        // (Never left in a stored job: resolve_named makes each the terms of its jobs.)
+        C::Name(_) => sched::Condition::Any(Vec::new()),
+        C::All(cs) => sched::Condition::All(all(cs)),
+        C::Any(cs) => sched::Condition::Any(all(cs)),
+        C::Not(c) => sched::Condition::Not(Box::new(sched_condition(c))),
     }
 }
 

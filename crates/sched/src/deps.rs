@@ -1,14 +1,14 @@
 //! Dependencies, singletons and array task limits: the checks that depend on other jobs.
 //!
 //! Owns: Slurm's `--dependency` semantics (`after`, `afterany`, `afterok`, `afternotok`,
-//! `singleton`) and `%N` counting. The controller uses these helpers too (to cancel jobs whose
+//! `singleton`), LSF's conditions over them (`&&`, `||`, `!`), and `%N` counting. The controller uses these helpers too (to cancel jobs whose
 //! dependencies can never be satisfied, to show why a job waits).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DepKind, Dependency, JobId, JobState, JobView};
+use crate::model::{Condition, DepKind, Dependency, JobId, JobState, JobView};
 
 /// Where a job's dependencies stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,17 +56,7 @@ pub fn dependency_status(
     any: bool,
     state_of: impl Fn(JobId) -> Option<JobState>,
 ) -> DepStatus {
-    use DepStatus::{NeverSatisfied, Satisfied, Waiting};
-    let both = |a: DepStatus, b: DepStatus| match (a, b) {
-        (NeverSatisfied, _) | (_, NeverSatisfied) => NeverSatisfied,
-        (Waiting, _) | (_, Waiting) => Waiting,
-        _ => Satisfied,
-    };
-    let either = |a: DepStatus, b: DepStatus| match (a, b) {
-        (Satisfied, _) | (_, Satisfied) => Satisfied,
-        (Waiting, _) | (_, Waiting) => Waiting,
-        _ => NeverSatisfied,
-    };
+    use DepStatus::{NeverSatisfied, Satisfied};
     // Each term's dependencies all required (a term's are consecutive); the terms all, or
     // any one of them.
     let combine = |a, b| if any { either(a, b) } else { both(a, b) };
@@ -92,6 +82,76 @@ pub fn dependency_status(
         overall = Some(overall.map_or(of_term, |o| combine(o, of_term)));
     }
     overall.unwrap_or(Satisfied)
+}
+
+/// Each term's status, by its number: its dependencies all required (an array's tasks).
+pub fn term_statuses(
+    deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
+    state_of: impl Fn(JobId) -> Option<JobState>,
+) -> BTreeMap<u32, DepStatus> {
+    let mut terms = BTreeMap::new();
+    for dep in deps {
+        let dep = dep.borrow();
+        let status = dependency_status_of(dep, state_of(dep.job));
+        terms
+            .entry(dep.term)
+            .and_modify(|s| *s = both(*s, status))
+            .or_insert(status);
+    }
+    terms
+}
+
+/// Evaluates `condition` over its terms' statuses (see [`term_statuses`]); a term not
+/// among them holds. `!` follows LSF, which looks at the jobs as they are now: `!done(42)`
+/// holds while job 42 is not done (waiting, or never to be), and can never hold once it is.
+pub fn condition_status(condition: &Condition, terms: &BTreeMap<u32, DepStatus>) -> DepStatus {
+    let each = |cs: &[Condition], fold: fn(DepStatus, DepStatus) -> DepStatus| {
+        cs.iter()
+            .map(|c| condition_status(c, terms))
+            .reduce(fold)
+            .unwrap_or(DepStatus::Satisfied)
+    };
+    match condition {
+        Condition::Term(t) => terms.get(t).copied().unwrap_or(DepStatus::Satisfied),
+        Condition::All(cs) => each(cs, both),
+        Condition::Any(cs) => each(cs, either),
+        Condition::Not(c) => match condition_status(c, terms) {
+            DepStatus::Satisfied => DepStatus::NeverSatisfied,
+            _ => DepStatus::Satisfied,
+        },
+    }
+}
+
+/// Where `job`'s dependencies stand: its condition's status where it has one, else its
+/// terms' all together or any one (see [`dependency_status`]).
+pub fn job_dependency_status(
+    job: &JobView,
+    state_of: impl Fn(JobId) -> Option<JobState>,
+) -> DepStatus {
+    match &job.dependency_condition {
+        Some(c) => condition_status(c, &term_statuses(&job.dependencies, state_of)),
+        None => dependency_status(&job.dependencies, job.dependencies_any, state_of),
+    }
+}
+
+/// Both must hold: never once one cannot, else waiting while one waits.
+fn both(a: DepStatus, b: DepStatus) -> DepStatus {
+    use DepStatus::{NeverSatisfied, Satisfied, Waiting};
+    match (a, b) {
+        (NeverSatisfied, _) | (_, NeverSatisfied) => NeverSatisfied,
+        (Waiting, _) | (_, Waiting) => Waiting,
+        _ => Satisfied,
+    }
+}
+
+/// One is enough: satisfied once one is, else waiting while one waits.
+fn either(a: DepStatus, b: DepStatus) -> DepStatus {
+    use DepStatus::{NeverSatisfied, Satisfied, Waiting};
+    match (a, b) {
+        (Satisfied, _) | (_, Satisfied) => Satisfied,
+        (Waiting, _) | (_, Waiting) => Waiting,
+        _ => NeverSatisfied,
+    }
 }
 
 /// Per array, how many of its tasks are running (what `%N` is compared against).
@@ -221,6 +281,63 @@ mod tests {
         assert_eq!(any(Completed, Failed, Running), Waiting);
         assert_eq!(any(Completed, Failed, Failed), NeverSatisfied);
         assert_eq!(any(Completed, Failed, Completed), Satisfied);
+    }
+
+    /// LSF's conditions: && and || nested, and ! over what the jobs are now.
+    #[test]
+    fn conditions_combine_terms() {
+        use Condition::{All, Any, Not, Term};
+        let dep = |job, term| Dependency {
+            kind: DepKind::AfterOk,
+            job,
+            term,
+        };
+        // done(1) && (done(2) || !done(3)), job 1 being an array of tasks 1 and 11.
+        let deps = [dep(1, 0), dep(11, 0), dep(2, 1), dep(3, 2)];
+        let condition = All(vec![Term(0), Any(vec![Term(1), Not(Box::new(Term(2)))])]);
+        let status = |s1, s11, s2, s3| {
+            let state_of = move |id| {
+                Some(match id {
+                    1 => s1,
+                    11 => s11,
+                    2 => s2,
+                    _ => s3,
+                })
+            };
+            let mut job = job(9);
+            job.dependencies = deps.to_vec();
+            job.dependency_condition = Some(condition.clone());
+            let terms = term_statuses(deps, state_of);
+            let status = condition_status(&condition, &terms);
+            assert_eq!(job_dependency_status(&job, state_of), status);
+            status
+        };
+        // Job 3 not done (yet, or ever): !done(3) holds, so only the array is waited for.
+        assert_eq!(status(Completed, Running, Pending, Running), Waiting);
+        assert_eq!(status(Completed, Completed, Pending, Running), Satisfied);
+        assert_eq!(status(Completed, Completed, Failed, Failed), Satisfied);
+        // Job 3 done: done(2) is the only way left.
+        assert_eq!(status(Completed, Completed, Running, Completed), Waiting);
+        assert_eq!(
+            status(Completed, Completed, Failed, Completed),
+            NeverSatisfied
+        );
+        assert_eq!(
+            status(Completed, Completed, Completed, Completed),
+            Satisfied
+        );
+        assert_eq!(
+            status(Completed, Cancelled, Completed, Pending),
+            NeverSatisfied
+        );
+        // A term the job has none of holds; so does an empty group.
+        let none = BTreeMap::new();
+        assert_eq!(condition_status(&Term(7), &none), Satisfied);
+        assert_eq!(condition_status(&Any(vec![]), &none), Satisfied);
+        assert_eq!(
+            condition_status(&Not(Box::new(Term(7))), &none),
+            NeverSatisfied
+        );
     }
 
     #[test]

@@ -41,13 +41,15 @@ mod state;
 mod tests;
 
 pub use deps::{
-    dependency_status, dependency_status_of, running_array_tasks, running_names, DepStatus,
+    condition_status, dependency_status, dependency_status_of, job_dependency_status,
+    running_array_tasks, running_names, term_statuses, DepStatus,
 };
 pub use fairshare::Share;
 pub use feasible::fits_ever;
 pub use model::{
-    node_state, AdminState, Allocation, ArrayTask, ClusterView, DepKind, Dependency, JobId,
-    JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView, PartitionView, ReservationView,
+    node_state, AdminState, Allocation, ArrayTask, ClusterView, Condition, DepKind, Dependency,
+    JobId, JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView, PartitionView,
+    ReservationView,
 };
 pub use pass::{planned_time, schedule};
 pub use plan::{Decision, NodeAlloc, Outcome, Plan, Start};

@@ -182,6 +182,7 @@ pub fn job(id: JobId) -> JobView {
         begin: None,
         dependencies: Vec::new(),
         dependencies_any: false,
+        dependency_condition: None,
         singleton: false,
         array: None,
         reservation: None,

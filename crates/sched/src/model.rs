@@ -230,6 +230,19 @@ pub enum DepKind {
     AfterNotOk,
 }
 
+/// How a job's dependency terms combine where it is more than all of them or any one:
+/// LSF's expressions with parentheses, a mix of `&&` and `||`, or `!`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Condition {
+    /// The term with this number ([`Dependency::term`]); one the job has none of holds.
+    Term(u32),
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    /// Holds while the condition does not (LSF's `!`): satisfied while it waits or can
+    /// never hold, never satisfied once it has held.
+    Not(Box<Condition>),
+}
+
 /// One `KIND:JOBID` of a dependency: a job's are all required (Slurm's `,`), or any one
 /// term of them ([`JobView::dependencies_any`], Slurm's `?`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -389,6 +402,9 @@ pub struct JobView {
     /// Any one term of `dependencies` is enough (Slurm's `?`, LSF's `||`).
     #[serde(default)]
     pub dependencies_any: bool,
+    /// How the terms combine instead, where it is more than all or any one.
+    #[serde(default)]
+    pub dependency_condition: Option<Condition>,
     /// `--dependency=singleton`: not while another job of the same user and name runs.
     pub singleton: bool,
     /// Its place in an array, if any.

@@ -17,7 +17,7 @@
 
 use std::cmp::Reverse;
 
-use crate::deps::{dependency_status, DepStatus};
+use crate::deps::{job_dependency_status, DepStatus};
 use crate::feasible::{partition_limits, Classes, Shape};
 use crate::hash::{FxMap, FxSet};
 use crate::model::{
@@ -189,7 +189,7 @@ impl<'a> Pass<'a> {
         }
         if !job.dependencies.is_empty() {
             let state_of = |id| self.dep_states.get(&id).copied();
-            match dependency_status(&job.dependencies, job.dependencies_any, state_of) {
+            match job_dependency_status(job, state_of) {
                 DepStatus::Satisfied => {}
                 DepStatus::Waiting => return wait(Reason::Dependency),
                 DepStatus::NeverSatisfied => return wait(Reason::DependencyNeverSatisfied),

@@ -5,8 +5,8 @@
 //! `-W depend=afterok:42:43` (the same words); LSF `-w "done(42) && ended(43)"`, where
 //! `done` is afterok, `exit` afternotok, `ended` afterany and `started` after. All of the
 //! terms must hold (Slurm's `,`, LSF's `&&`), or any one of them (Slurm's `?`, LSF's `||`);
-//! expressions that mix the two, or negate (LSF's `!`), are refused with an error saying
-//! so, rather than read as something they are not.
+//! LSF's expressions that are more than that (parentheses, a mix of `&&` and `||`, `!`) keep
+//! their shape as a [`Condition`] over the terms.
 
 use super::JobError;
 use serde::{Deserialize, Serialize};
@@ -50,12 +50,73 @@ pub struct Dependencies {
     /// (a whole array, each of whose tasks must then hold) is one term.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub any: bool,
+    /// How the terms combine where it is more than all of them or any one (then `any` is
+    /// false): LSF's expressions with parentheses, a mix of `&&` and `||`, or `!`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+}
+
+/// An LSF dependency expression over a job's terms: `done(1) && (exit(2) || !started(3))`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// The term `jobs[N]`.
+    Term(u32),
+    /// The term `named[N]`, until the controller makes it the terms of the jobs of that
+    /// name, all of which must hold ([`Condition::resolve_names`]).
+    Name(u32),
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    /// LSF's `!`: holds while the condition does not.
+    Not(Box<Condition>),
+}
+
+impl Condition {
+    /// Replaces each `Name(N)` with the terms `terms[N]` (the jobs of that name), all of
+    /// them required.
+    pub fn resolve_names(&mut self, terms: &[Vec<u32>]) {
+        match self {
+            Condition::Term(_) => {}
+            Condition::Name(n) => {
+                let mine = terms.get(*n as usize).map_or(&[][..], Vec::as_slice);
+                *self = match mine {
+                    [one] => Condition::Term(*one),
+                    many => Condition::All(many.iter().map(|&t| Condition::Term(t)).collect()),
+                };
+            }
+            Condition::All(cs) | Condition::Any(cs) => {
+                cs.iter_mut().for_each(|c| c.resolve_names(terms));
+            }
+            Condition::Not(c) => c.resolve_names(terms),
+        }
+    }
+
+    /// Writes the condition with `leaf` for each term (a `Term` or a `Name`), LSF's
+    /// operators and the parentheses its shape needs.
+    pub fn render(&self, leaf: &mut dyn FnMut(&Condition) -> String) -> String {
+        let group = |c: &Condition, leaf: &mut dyn FnMut(&Condition) -> String| match c {
+            Condition::All(_) | Condition::Any(_) => format!("({})", c.render(leaf)),
+            _ => c.render(leaf),
+        };
+        match self {
+            Condition::Term(_) | Condition::Name(_) => leaf(self),
+            Condition::All(cs) | Condition::Any(cs) => {
+                let op = match self {
+                    Condition::All(_) => " && ",
+                    _ => " || ",
+                };
+                let parts: Vec<String> = cs.iter().map(|c| group(c, leaf)).collect();
+                parts.join(op)
+            }
+            Condition::Not(c) => format!("!{}", group(c, leaf)),
+        }
+    }
 }
 
 const SLURM_EXPECTED: &str =
     "TYPE:JOBID[:JOBID...] joined by ',' (all) or '?' (any), with TYPE after, afterok, afternotok, afterany or aftercorr, or singleton";
 const LSF_EXPECTED: &str =
-    "CONDITION(JOBID or NAME) joined by && (all) or || (any), with CONDITION done, exit, ended or started";
+    "CONDITION(JOBID or NAME) joined by && (all) or || (any), grouped by ( ) and negated by !, with CONDITION done, exit, ended or started";
 
 fn invalid(value: &str, expected: &str) -> JobError {
     JobError::invalid("dependency", value, expected)
@@ -132,6 +193,145 @@ pub fn parse_job_id(text: &str) -> Option<(u64, Option<u32>)> {
     job_ref(text, text, "").ok()
 }
 
+/// A parser of LSF's dependency expressions ([`Dependencies::parse_lsf`]): each term it
+/// meets goes to `deps`, in order, and the expression's leaves name them.
+struct Lsf<'a> {
+    whole: &'a str,
+    rest: &'a str,
+    deps: Dependencies,
+}
+
+/// `parts` joined by `&&` (`all`) or `||`, a nested group of the same operator merged in.
+fn joined(parts: Vec<Condition>, all: bool) -> Condition {
+    let mut out = Vec::new();
+    for part in parts {
+        match part {
+            Condition::All(cs) if all => out.extend(cs),
+            Condition::Any(cs) if !all => out.extend(cs),
+            part => out.push(part),
+        }
+    }
+    match (out.len(), all) {
+        (1, _) => out.pop().expect("one part"),
+        (_, true) => Condition::All(out),
+        (_, false) => Condition::Any(out),
+    }
+}
+
+impl Lsf<'_> {
+    fn bad(&self) -> JobError {
+        invalid(self.whole, LSF_EXPECTED)
+    }
+
+    /// Takes `token` where the rest starts with it (after blanks).
+    fn eat(&mut self, token: &str) -> bool {
+        self.rest = self.rest.trim_start();
+        match self.rest.strip_prefix(token) {
+            Some(rest) => {
+                self.rest = rest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// ALL [`||` ALL]...
+    fn any(&mut self) -> Result<Condition, JobError> {
+        let mut parts = vec![self.all()?];
+        while self.eat("||") {
+            parts.push(self.all()?);
+        }
+        Ok(joined(parts, false))
+    }
+
+    /// ONE [`&&` ONE]...
+    fn all(&mut self) -> Result<Condition, JobError> {
+        let mut parts = vec![self.one()?];
+        while self.eat("&&") {
+            parts.push(self.one()?);
+        }
+        Ok(joined(parts, true))
+    }
+
+    /// `!` ONE, `(` ANY `)`, or a term.
+    fn one(&mut self) -> Result<Condition, JobError> {
+        if self.eat("!") {
+            return Ok(Condition::Not(Box::new(self.one()?)));
+        }
+        if self.eat("(") {
+            let inner = self.any()?;
+            return match self.eat(")") {
+                true => Ok(inner),
+                false => Err(self.bad()),
+            };
+        }
+        self.term()
+    }
+
+    /// `CONDITION(JOBID or NAME)`, or a bare job id or name (`done`).
+    fn term(&mut self) -> Result<Condition, JobError> {
+        self.rest = self.rest.trim_start();
+        let end = self
+            .rest
+            .find(|c: char| c.is_whitespace() || "()&|!".contains(c))
+            .unwrap_or(self.rest.len());
+        let (word, after) = self.rest.split_at(end);
+        if word.is_empty() {
+            return Err(self.bad());
+        }
+        self.rest = after;
+        let (word, arg) = match self.eat("(") {
+            true => {
+                let close = self.rest.find(')').ok_or_else(|| self.bad())?;
+                let arg = self.rest[..close].trim();
+                self.rest = &self.rest[close + 1..];
+                (word, arg)
+            }
+            false => ("done", word),
+        };
+        let term = || format!("{word}({arg})");
+        let kind = match word {
+            "done" => DependencyKind::AfterOk,
+            "exit" => DependencyKind::AfterNotOk,
+            "ended" => DependencyKind::AfterAny,
+            "started" => DependencyKind::After,
+            "post_done" | "post_err" | "numdone" | "numexit" | "numended" | "numhold"
+            | "numpend" | "numrun" | "numstart" | "external" => {
+                return Err(JobError::unsupported(
+                    &term(),
+                    "berth knows done, exit, ended and started",
+                ))
+            }
+            _ => return Err(self.bad()),
+        };
+        if arg.contains(',') {
+            return Err(JobError::unsupported(
+                &term(),
+                "exit code conditions such as exit(42, ==1)",
+            ));
+        }
+        // A name (quoted where it starts with a digit, as LSF has it): the user's jobs
+        // of that name.
+        let quoted = arg.strip_prefix('"').and_then(|a| a.strip_suffix('"'));
+        if let Some(name) =
+            quoted.or(Some(arg).filter(|a| a.starts_with(|c: char| !c.is_ascii_digit())))
+        {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(self.bad());
+            }
+            self.deps.named.push((kind, name.to_string()));
+            return Ok(Condition::Name(self.deps.named.len() as u32 - 1));
+        }
+        let (job, array_index) = job_ref(arg, self.whole, LSF_EXPECTED)?;
+        self.deps.jobs.push(JobDependency {
+            kind,
+            job,
+            array_index,
+        });
+        Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
+    }
+}
+
 impl Dependencies {
     /// Parses `sbatch --dependency`. Also the list after PBS's `depend=`, which uses the
     /// same words.
@@ -199,69 +399,27 @@ impl Dependencies {
         Ok(deps)
     }
 
-    /// Parses `bsub -w`: `done(42) && ended(43)`, or `done(42) || done(43)`; a bare job id
-    /// means `done`, as in LSF.
+    /// Parses `bsub -w`: LSF's dependency expression, conditions (`done(42)`, `ended(prep)`;
+    /// a bare job id or name means `done`, as in LSF) joined by `&&` and `||` (`&&` binding
+    /// tighter), grouped by parentheses, negated by `!`.
     pub fn parse_lsf(text: &str) -> Result<Dependencies, JobError> {
-        let any = text.contains("||");
-        let grouped = text
-            .split(['&', '|'])
-            .any(|t| t.trim_start().starts_with('('));
-        if (any && text.contains("&&")) || grouped || text.contains('!') {
-            return Err(JobError::unsupported(
-                text,
-                "berth takes conditions all joined by && or all by || (no mix, no parentheses around them, no !)",
-            ));
-        }
-        let mut deps = Dependencies {
-            any,
-            ..Default::default()
+        let mut lsf = Lsf {
+            whole: text,
+            rest: text,
+            deps: Dependencies::default(),
         };
-        for term in text.split(if any { "||" } else { "&&" }).map(str::trim) {
-            let (word, arg) = match term.split_once('(') {
-                Some((w, rest)) => match rest.strip_suffix(')') {
-                    Some(arg) => (w.trim(), arg.trim()),
-                    None => return Err(invalid(text, LSF_EXPECTED)),
-                },
-                None => ("done", term),
-            };
-            let kind = match word {
-                "done" => DependencyKind::AfterOk,
-                "exit" => DependencyKind::AfterNotOk,
-                "ended" => DependencyKind::AfterAny,
-                "started" => DependencyKind::After,
-                "post_done" | "post_err" | "numdone" | "numexit" | "numended" | "numhold"
-                | "numpend" | "numrun" | "numstart" | "external" => {
-                    return Err(JobError::unsupported(
-                        term,
-                        "berth knows done, exit, ended and started",
-                    ))
-                }
-                _ => return Err(invalid(text, LSF_EXPECTED)),
-            };
-            if arg.contains(',') {
-                return Err(JobError::unsupported(
-                    term,
-                    "exit code conditions such as exit(42, ==1)",
-                ));
-            }
-            // A name (quoted where it starts with a digit, as LSF has it): the user's jobs
-            // of that name.
-            let quoted = arg.strip_prefix('"').and_then(|a| a.strip_suffix('"'));
-            if let Some(name) =
-                quoted.or(Some(arg).filter(|a| a.starts_with(|c: char| !c.is_ascii_digit())))
-            {
-                if name.is_empty() || name.contains(char::is_whitespace) {
-                    return Err(invalid(text, LSF_EXPECTED));
-                }
-                deps.named.push((kind, name.to_string()));
-                continue;
-            }
-            let (job, array_index) = job_ref(arg, text, LSF_EXPECTED)?;
-            deps.jobs.push(JobDependency {
-                kind,
-                job,
-                array_index,
-            });
+        let condition = lsf.any()?;
+        if !lsf.rest.trim().is_empty() {
+            return Err(lsf.bad());
+        }
+        let mut deps = lsf.deps;
+        // A list of terms all required, or any one enough, needs no condition.
+        let leaf = |c: &Condition| matches!(c, Condition::Term(_) | Condition::Name(_));
+        match condition {
+            c if leaf(&c) => {}
+            Condition::All(cs) if cs.iter().all(leaf) => {}
+            Condition::Any(cs) if cs.iter().all(leaf) => deps.any = true,
+            c => deps.condition = Some(c),
         }
         Ok(deps)
     }
@@ -292,6 +450,34 @@ impl Dependencies {
 
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty() && !self.singleton && self.named.is_empty()
+    }
+
+    /// Makes the names' terms part of the dependencies once their jobs are known:
+    /// `terms[N]` numbers the terms that `named[N]` stands for (the jobs of that name, all
+    /// of which must hold), after the `first` terms of `jobs`. Among alternatives (`||`) a
+    /// name that stands for several jobs becomes one alternative of its own.
+    pub fn settle_names(&mut self, first: u32, terms: &[Vec<u32>]) {
+        if self.any && terms.iter().any(|t| t.len() > 1) {
+            let ids = (0..first).map(Condition::Term);
+            let names = (0..terms.len() as u32).map(Condition::Name);
+            self.condition = Some(Condition::Any(ids.chain(names).collect()));
+            self.any = false;
+        }
+        if let Some(c) = &mut self.condition {
+            c.resolve_names(terms);
+        }
+        self.named.clear();
+    }
+
+    /// How `count` terms combine, as a condition whatever the spelling: the condition, or
+    /// all of them, or any one.
+    pub fn combined(&self, count: u32) -> Condition {
+        let terms = || (0..count).map(Condition::Term).collect();
+        match (&self.condition, self.any) {
+            (Some(c), _) => c.clone(),
+            (None, true) => Condition::Any(terms()),
+            (None, false) => Condition::All(terms()),
+        }
     }
 
     /// LSF's dependency name with its array element, if it names one: `run[3]` is element 3
@@ -406,17 +592,81 @@ mod tests {
         );
 
         let e = |s| Dependencies::parse_lsf(s).unwrap_err().to_string();
-        // Any one of them (||); a mix, parentheses around them and negation are refused.
+        // Any one of them (||).
         let d = Dependencies::parse_lsf("done(1) || exit(prep)").unwrap();
-        assert!(d.any);
+        assert!(d.any && d.condition.is_none());
         assert_eq!(d.jobs, vec![dep(AfterOk, 1)]);
         assert_eq!(d.named, vec![(AfterNotOk, "prep".to_string())]);
-        for mixed in [
-            "done(1) || done(2) && done(3)",
-            "(done(1) || done(2)) && done(3)",
-            "done(1) && !done(2)",
+        // More than that: a condition over the terms, && binding tighter than ||, groups
+        // of one operator merged.
+        use Condition::{All, Any, Name, Not, Term};
+        let shape = |s| {
+            let d = Dependencies::parse_lsf(s).unwrap();
+            assert!(!d.any, "{s}");
+            d.condition
+        };
+        assert_eq!(
+            shape("done(1) || done(2) && done(3)"),
+            Some(Any(vec![Term(0), All(vec![Term(1), Term(2)])]))
+        );
+        assert_eq!(
+            shape("(done(1)||done(2))&&done(3)"),
+            Some(All(vec![Any(vec![Term(0), Term(1)]), Term(2)]))
+        );
+        assert_eq!(
+            shape("done(1) && !(ended(prep) || 2)"),
+            Some(All(vec![
+                Term(0),
+                Not(Box::new(Any(vec![Name(0), Term(1)])))
+            ]))
+        );
+        assert_eq!(shape("((done(1)) && (done(2) && 3))"), None);
+        assert_eq!(shape("!!4"), Some(Not(Box::new(Not(Box::new(Term(0)))))));
+        // Written back with the parentheses the shape needs.
+        let d = Dependencies::parse_lsf("!(1 || 2) && (3 || !4) && prep").unwrap();
+        let text = d.condition.unwrap().render(&mut |leaf| match leaf {
+            Term(t) => format!("t{t}"),
+            _ => "name".into(),
+        });
+        assert_eq!(text, "!(t0 || t1) && (t2 || !t3) && name");
+        // A name's jobs, all of them required.
+        let mut c = Any(vec![Name(0), Not(Box::new(Name(1))), Term(0)]);
+        c.resolve_names(&[vec![1, 2], vec![3]]);
+        assert_eq!(
+            c,
+            Any(vec![
+                All(vec![Term(1), Term(2)]),
+                Not(Box::new(Term(3))),
+                Term(0)
+            ])
+        );
+        // Names settled: among alternatives, a name of several jobs is an alternative of
+        // its own; of one job, a term as any other.
+        let mut d = Dependencies::parse_lsf("done(1) || done(prep) || exit(x)").unwrap();
+        d.settle_names(1, &[vec![1, 2], vec![3]]);
+        let one = Any(vec![Term(0), All(vec![Term(1), Term(2)]), Term(3)]);
+        assert_eq!(d.condition.as_ref(), Some(&one));
+        assert!(!d.any && d.named.is_empty());
+        assert_eq!(d.combined(4), one);
+        let mut d = Dependencies::parse_lsf("done(1) || done(prep)").unwrap();
+        d.settle_names(1, &[vec![1]]);
+        assert!(d.any && d.condition.is_none());
+        assert_eq!(d.combined(2), Any(vec![Term(0), Term(1)]));
+        let d = Dependencies::parse_lsf("1 && prep").unwrap();
+        assert_eq!(d.combined(3), All(vec![Term(0), Term(1), Term(2)]));
+        for bad in [
+            "done(1) & done(2)",
+            "done(1) || (done(2)",
+            "done(1))",
+            "()",
+            "!",
+            "done(1) &&",
+            "",
         ] {
-            assert!(e(mixed).contains("no mix, no parentheses"), "{mixed}");
+            assert!(
+                e(bad).contains("expected CONDITION(JOBID or NAME)"),
+                "{bad}"
+            );
         }
         // Names: the user's jobs of that name (a trailing * any ending), quoted where they
         // start with a digit.
