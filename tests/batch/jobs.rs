@@ -876,11 +876,44 @@ fn dependencies_on_array_jobs() {
         "{job} {ends:?}"
     );
     c.completed(third);
-    // Task for task: the second waits on the failed one, the others run.
-    for (n, want) in ["COMPLETED", "CANCELLED", "COMPLETED"].iter().enumerate() {
-        let job = c.wait_for(corr + n as u64, &["CANCELLED", "COMPLETED", "FAILED"]);
-        assert_eq!(job["state"], *want, "task {}: {job}", n + 1);
+    // Task for task: the second waits on the failed one, the others run. LSF's `A[*]`
+    // from an array is the same, in each of its conditions; its indices must be A's.
+    let bsub = |condition: String, array: &str| {
+        let args = [
+            "as",
+            "bsub",
+            "-J",
+            array,
+            "-o",
+            "/dev/null",
+            "-w",
+            &condition,
+            "true",
+        ];
+        c.berth_with(Mode::Rootless, &args, &[("BERTH_IMAGE", "busybox")])
+    };
+    let done = crate::commands::bsub_id(&bsub(format!("done({a}[*])"), "b[1-3]"));
+    let exit = crate::commands::bsub_id(&bsub(format!("exit({a}[*])"), "b[1-3]"));
+    let wants = [
+        (corr, ["COMPLETED", "CANCELLED", "COMPLETED"]),
+        (done, ["COMPLETED", "CANCELLED", "COMPLETED"]),
+        (exit, ["CANCELLED", "COMPLETED", "CANCELLED"]),
+    ];
+    for (first, want) in wants {
+        for (n, want) in want.iter().enumerate() {
+            let job = c.wait_for(first + n as u64, &["CANCELLED", "COMPLETED", "FAILED"]);
+            assert_eq!(job["state"], *want, "{first}, task {}: {job}", n + 1);
+        }
     }
+    let refused = bsub(format!("done({a}[*])"), "b[2-4]");
+    assert!(
+        refused.code != 0
+            && refused
+                .stderr
+                .contains(&format!("array {a} has no element 4")),
+        "{}",
+        refused.stderr
+    );
     // An array of more tasks than there are CPUs (a pass looks at no more of its waiting
     // tasks than it could start): a job that needs them all OK waits for them all.
     let long = c.submit(

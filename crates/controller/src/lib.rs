@@ -1474,6 +1474,7 @@ impl Controller {
                 kind,
                 job,
                 array_index,
+                each: named.ends_with("[*]"),
             }));
             terms.push((first..deps.jobs.len() as u32).collect());
         }
@@ -1524,6 +1525,19 @@ impl Controller {
                             "aftercorr:{}: job {} is not an array job",
                             d.job, d.job
                         )))
+                    }
+                    // LSF's `42[*]` from an array: element for element, the same indices
+                    // (a missing one would leave its term out of the job's condition).
+                    (_, Some(t)) if d.each => {
+                        let theirs: BTreeSet<u32> = t.iter().map(|(i, _)| *i).collect();
+                        let indices = request.array.as_ref().map(|a| a.indices());
+                        match indices.unwrap_or_default().into_iter().find(|i| !theirs.contains(i)) {
+                            Some(i) => Err(ApiError::bad(format!(
+                                "{}[*] pairs each element of this array with the element of array {} with its index, and array {} has no element {i}: give both arrays the same indices, as LSF requires",
+                                d.job, d.job, d.job
+                            ))),
+                            None => Ok((*d, tasks)),
+                        }
                     }
                     _ => Ok((*d, tasks)),
                 }
@@ -5016,7 +5030,8 @@ pub fn sched_condition(c: &berth_core::job::Condition) -> sched::Condition {
 
 /// The ids (a range) a task with array index `index` (`None`: not an array) waits for
 /// through `d`, whose target array has `tasks` (index, id): every task, one task, or
-/// (`aftercorr`, only ever in an array) the task with the same index, if it has one.
+/// (`aftercorr`, only ever in an array, and LSF's `42[*]` from one) the task with the same
+/// index, if it has one.
 fn depends_on(
     d: &berth_core::job::JobDependency,
     tasks: Option<&[(u32, u64)]>,
@@ -5026,8 +5041,8 @@ fn depends_on(
     let Some(tasks) = tasks else {
         return Some((d.kind, d.job, d.job));
     };
-    let one = match d.kind {
-        AfterCorr => index,
+    let one = match (d.kind, d.each) {
+        (AfterCorr, _) | (_, true) => index,
         _ => d.array_index,
     };
     match one {

@@ -33,6 +33,11 @@ pub struct JobDependency {
     pub kind: DependencyKind,
     pub job: u64,
     pub array_index: Option<u32>,
+    /// LSF's `42[*]` (`done(run[*])`) in an array job's condition: each of its elements
+    /// waits for the element of array 42 with its own index (the arrays' indices must be
+    /// the same); from a job that is not an array, the whole array.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub each: bool,
 }
 
 /// All of `jobs` must hold; `singleton`: no other job of this user with the same name may
@@ -327,6 +332,7 @@ impl Lsf<'_> {
             kind,
             job,
             array_index,
+            each: arg.ends_with("[*]"),
         });
         Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
     }
@@ -389,6 +395,7 @@ impl Dependencies {
                     kind,
                     job,
                     array_index,
+                    each: false,
                 });
                 any = true;
             }
@@ -481,7 +488,8 @@ impl Dependencies {
     }
 
     /// LSF's dependency name with its array element, if it names one: `run[3]` is element 3
-    /// of the array named `run`; `run[*]` and `run` the whole array.
+    /// of the array named `run`; `run[*]` and `run` the whole array (`run[*]` each element's
+    /// own from an array: [`JobDependency::each`]).
     pub fn name_and_index(pattern: &str) -> (&str, Option<u32>) {
         match pattern.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
             Some((name, "*")) => (name, None),
@@ -513,6 +521,7 @@ mod tests {
             kind,
             job,
             array_index: None,
+            each: false,
         }
     }
 
@@ -574,9 +583,14 @@ mod tests {
         assert_eq!(d.jobs[1], dep(After, 6));
         assert_eq!(d.jobs[2], dep(AfterOk, 7));
         assert_eq!(d.jobs[3].array_index, Some(2));
-        // A whole array as LSF writes it (`58[*]`), by id or by name; one element by name.
+        // An array as LSF writes it (`58[*]`: each element's own from an array, else the
+        // whole), by id or by name; one element by name.
         let d = Dependencies::parse_lsf("ended(58[*]) && ended(la[*]) && done(la[3])").unwrap();
-        assert_eq!(d.jobs, vec![dep(AfterAny, 58)]);
+        let each = JobDependency {
+            each: true,
+            ..dep(AfterAny, 58)
+        };
+        assert_eq!(d.jobs, vec![each]);
         let names: Vec<_> = d
             .named
             .iter()

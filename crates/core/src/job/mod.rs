@@ -1148,6 +1148,7 @@ mod tests {
                         kind: DependencyKind::AfterOk,
                         job: 0,
                         array_index: None,
+                        each: false,
                     }],
                     ..Default::default()
                 }),
