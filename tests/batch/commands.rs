@@ -606,12 +606,19 @@ fn bwait_returns_once_the_condition_holds() {
             0,
         ),
         (format!("!ended({ok}) || exit({ok}) && ended(pair)"), 1),
+        // Counts of an array's elements (one done, one exited).
+        (
+            format!("numdone({array}, == 1) && numended({array}, == *)"),
+            0,
+        ),
+        (format!("numexit({array}, >= 2)"), 1),
+        (format!("numstart({array}, > 0) || done({ok})"), 0),
     ] {
         let out = bwait(&["-w", &condition]);
         assert_eq!(out.code, code, "{condition}: {}", out.stderr);
     }
     // What berth cannot wait for is refused with the reason.
-    let numbered = bwait(&["-w", &format!("numdone({array}, >= 1)")]);
+    let numbered = bwait(&["-w", &format!("numrun({array}, >= 1)")]);
     assert!(
         numbered.stderr.contains("is not supported"),
         "{}",

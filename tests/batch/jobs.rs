@@ -847,6 +847,27 @@ fn dependencies_on_array_jobs() {
     let all_end = id(after(format!("afterany:{a}"), &[]));
     let third = id(after(format!("afterok:{a}_3"), &[]));
     let corr = id(after(format!("aftercorr:{a}"), &["--array=1-3"]));
+    let bsub = |condition: String, array: &str| {
+        let args = [
+            "as",
+            "bsub",
+            "-J",
+            array,
+            "-o",
+            "/dev/null",
+            "-w",
+            &condition,
+            "true",
+        ];
+        c.berth_with(Mode::Rootless, &args, &[("BERTH_IMAGE", "busybox")])
+    };
+    // LSF's counts of an array's elements: two done is enough; all of them never.
+    let two = crate::commands::bsub_id(&bsub(format!("numdone({a}, >= 2)"), "two"));
+    let all = crate::commands::bsub_id(&bsub(format!("numdone({a}, == *) || exit({a})"), "all"));
+    assert_eq!(
+        c.show(two)["dependency"],
+        format!("numdone({a}_*, >= 2)(unfulfilled)")
+    );
     // One task named by its index, as Slurm shows it (while it has not ended).
     assert_eq!(
         c.show(third)["dependency"],
@@ -878,26 +899,14 @@ fn dependencies_on_array_jobs() {
     c.completed(third);
     // Task for task: the second waits on the failed one, the others run. LSF's `A[*]`
     // from an array is the same, in each of its conditions; its indices must be A's.
-    let bsub = |condition: String, array: &str| {
-        let args = [
-            "as",
-            "bsub",
-            "-J",
-            array,
-            "-o",
-            "/dev/null",
-            "-w",
-            &condition,
-            "true",
-        ];
-        c.berth_with(Mode::Rootless, &args, &[("BERTH_IMAGE", "busybox")])
-    };
     let done = crate::commands::bsub_id(&bsub(format!("done({a}[*])"), "b[1-3]"));
     let exit = crate::commands::bsub_id(&bsub(format!("exit({a}[*])"), "b[1-3]"));
     let wants = [
-        (corr, ["COMPLETED", "CANCELLED", "COMPLETED"]),
-        (done, ["COMPLETED", "CANCELLED", "COMPLETED"]),
-        (exit, ["CANCELLED", "COMPLETED", "CANCELLED"]),
+        (corr, &["COMPLETED", "CANCELLED", "COMPLETED"][..]),
+        (done, &["COMPLETED", "CANCELLED", "COMPLETED"]),
+        (exit, &["CANCELLED", "COMPLETED", "CANCELLED"]),
+        (two, &["COMPLETED"]),
+        (all, &["CANCELLED"]),
     ];
     for (first, want) in wants {
         for (n, want) in want.iter().enumerate() {
@@ -905,6 +914,19 @@ fn dependencies_on_array_jobs() {
             assert_eq!(job["state"], *want, "{first}, task {}: {job}", n + 1);
         }
     }
+    let job = c.show(two);
+    assert!(
+        job["start_time"].as_u64() >= c.show(a + 2)["end_time"].as_u64(),
+        "{job}"
+    );
+    let refused = bsub(format!("numended({third}, > 1)"), "x");
+    assert!(
+        refused
+            .stderr
+            .contains("counts the elements of an array job"),
+        "{}",
+        refused.stderr
+    );
     let refused = bsub(format!("done({a}[*])"), "b[2-4]");
     assert!(
         refused.code != 0

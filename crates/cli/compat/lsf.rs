@@ -5,7 +5,7 @@ use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{OptionSyntax, PartitionInfo};
 use berth_core::job::{leading_options, DependencyKind};
-use berth_sched::DepStatus;
+use berth_sched::{DepStatus, TermState};
 use std::io::Write;
 
 const BSUB_USAGE: &str = "bsub [options] command [arguments]   (the command is the job)
@@ -1094,13 +1094,16 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
     }
     let mut deps = deps;
     deps.settle_names(deps.jobs.len() as u32, &named);
-    let condition = berth_controller::sched_condition(&deps.combined(terms.len() as u32));
+    let condition =
+        berth_controller::sched_condition(&deps.combined(terms.len() as u32), &deps.jobs);
+    let counts: Vec<bool> = (0..terms.len())
+        .map(|t| deps.jobs.get(t).is_some_and(|j| j.count.is_some()))
+        .collect();
     // Where each term stands once looked at (a condition with `!` holds while a term
-    // waits, so it is decided only once each has been), and the end that decided it.
+    // waits, so it is decided only once each has been), and the end that decided one.
     let mut status = std::collections::BTreeMap::new();
-    let count = terms.len();
-    let overall = |status: &std::collections::BTreeMap<u32, DepStatus>| match status.len() {
-        n if n == count => berth_sched::condition_status(&condition, status),
+    let overall = |status: &std::collections::BTreeMap<u32, TermState>| match status.len() {
+        n if n == terms.len() => berth_sched::condition_status(&condition, status),
         _ => DepStatus::Waiting,
     };
     let mut decided = None;
@@ -1108,14 +1111,36 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
     loop {
         match overall(&status) {
             DepStatus::Satisfied => return Ok(0),
-            DepStatus::NeverSatisfied => return Ok(decided.as_ref().map_or(1, never)),
+            DepStatus::NeverSatisfied => {
+                let why = decided
+                    .as_ref()
+                    .map_or(String::new(), |j: &berth_api::JobEnd| {
+                        format!(": job <{}> is {}", j.id, lsf_end_state(&j.state))
+                    });
+                eprintln!("bwait: the wait condition is never satisfied{why}");
+                return Ok(1);
+            }
             DepStatus::Waiting => {}
         }
-        let open: Vec<u32> = (0..count as u32)
-            .filter(|t| status.get(t).is_none_or(|s| *s == DepStatus::Waiting))
+        // (Counts are looked at again each round: what runs changes both ways.)
+        let open: Vec<u32> = (0..terms.len() as u32)
+            .filter(|&t| {
+                counts[t as usize]
+                    || status
+                        .get(&t)
+                        .is_none_or(|s: &TermState| s.status == DepStatus::Waiting)
+            })
             .collect();
+        let blocking = open.iter().filter(|&&t| !counts[t as usize]).count();
+        if blocking == 0 {
+            std::thread::sleep(slice);
+        }
         for &t in &open {
             let (kind, ids) = &terms[t as usize];
+            if counts[t as usize] {
+                status.insert(t, counted(ids.start)?);
+                continue;
+            }
             let until = match kind {
                 DependencyKind::After => "started",
                 _ => "ended",
@@ -1129,14 +1154,7 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
             let ends =
                 batch::wait_on_controller(ids.start, ids.end - ids.start, until, wait_until)?;
             let Some(ends) = ends else {
-                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    eprintln!(
-                        "bwait: the wait condition was not satisfied in {} minute(s)",
-                        minutes.as_deref().unwrap_or("?")
-                    );
-                    return Ok(1);
-                }
-                status.insert(t, DepStatus::Waiting);
+                status.insert(t, TermState::of(DepStatus::Waiting));
                 continue;
             };
             let wanted = |j: &berth_api::JobEnd| match kind {
@@ -1145,27 +1163,39 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
                 _ => true,
             };
             let failed = ends.iter().find(|j| !wanted(j)).cloned();
-            status.insert(
-                t,
-                [DepStatus::Satisfied, DepStatus::NeverSatisfied][failed.is_some() as usize],
-            );
+            let held = [DepStatus::Satisfied, DepStatus::NeverSatisfied][failed.is_some() as usize];
+            status.insert(t, TermState::of(held));
             decided = failed.or(ends.into_iter().last());
             // Decided now, perhaps.
             if overall(&status) != DepStatus::Waiting {
                 break;
             }
         }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d)
+            && overall(&status) == DepStatus::Waiting
+        {
+            eprintln!(
+                "bwait: the wait condition was not satisfied in {} minute(s)",
+                minutes.as_deref().unwrap_or("?")
+            );
+            return Ok(1);
+        }
     }
 }
 
-/// Says that the wait condition never holds, for job `j`'s end: bwait's status 1.
-fn never(j: &berth_api::JobEnd) -> i32 {
-    eprintln!(
-        "bwait: the wait condition is never satisfied: job <{}> is {}",
-        j.id,
-        lsf_end_state(&j.state)
-    );
-    1
+/// Where the elements of array job `array` stand, counted by state (for LSF's `numdone`
+/// and its kin).
+fn counted(array: u64) -> Result<TermState> {
+    let mut state = TermState::of(DepStatus::Waiting);
+    for task in batch::array_tasks(array)? {
+        *match task.state.as_str() {
+            "PENDING" => &mut state.pending,
+            "RUNNING" | "SUSPENDED" => &mut state.running,
+            "COMPLETED" => &mut state.done,
+            _ => &mut state.exit,
+        } += 1;
+    }
+    Ok(state)
 }
 
 /// The ids of the caller's jobs that LSF's job name `pattern` means (`run*`: any name that

@@ -892,7 +892,7 @@ impl Controller {
         };
         let deps = &job.request.dependencies;
         // Each term: how it is written, and where it stands.
-        let terms: Vec<(String, sched::DepStatus)> = job
+        let terms: Vec<(String, sched::TermState)> = job
             .dependency_ranges()
             .map(|(kind, first, last)| {
                 let range = (first..=last).map(|id| sched::Dependency {
@@ -900,7 +900,9 @@ impl Controller {
                     job: id,
                     term: 0,
                 });
-                let status = sched::dependency_status(range, false, state_of);
+                let state = sched::term_statuses(range, state_of)
+                    .remove(&0)
+                    .unwrap_or(sched::TermState::of(sched::DepStatus::Satisfied));
                 // One array task by its index (`7_1`), as Slurm shows it, where it is
                 // still known here; a whole array as `7_*`.
                 let task = self
@@ -912,7 +914,7 @@ impl Controller {
                     (true, None) => first.to_string(),
                     (false, _) => format!("{first}_*"),
                 };
-                (format!("{}:{named}", kind.word()), status)
+                (format!("{}:{named}", kind.word()), state)
             })
             .collect();
         let how = |status| match status {
@@ -921,27 +923,40 @@ impl Controller {
             sched::DepStatus::NeverSatisfied => "failed",
         };
         if let Some(condition) = &deps.condition {
-            let statuses = terms.iter().map(|(_, s)| *s).zip(0..);
-            let statuses = statuses.map(|(s, t)| (t, s)).collect();
-            let condition_status = sched::condition_status(&sched_condition(condition), &statuses);
-            return (condition_status != sched::DepStatus::Satisfied).then(|| {
-                condition.render(&mut |leaf| match leaf {
-                    Condition::Term(t) => match terms.get(*t as usize) {
-                        Some((term, status)) => format!("{term}({})", how(*status)),
-                        None => "none".into(),
-                    },
-                    Condition::Name(n) => format!("name:{n}"),
-                    _ => unreachable!("render calls for leaves only"),
-                })
-            });
+            let states = (0..).zip(terms.iter().map(|(_, s)| *s)).collect();
+            let status_of =
+                |c: &Condition| sched::condition_status(&sched_condition(c, &deps.jobs), &states);
+            if status_of(condition) == sched::DepStatus::Satisfied {
+                return None;
+            }
+            // Each term with its state; a count as LSF writes it (`numdone(7_*, >= 2)`).
+            return Some(condition.render(&mut |leaf| {
+                let written = match leaf {
+                    Condition::Term(t) => {
+                        let t = *t as usize;
+                        let term = terms.get(t).map_or("", |(w, _)| w.as_str());
+                        match deps.jobs.get(t).and_then(|j| j.count) {
+                            Some(count) => {
+                                let array = term.split_once(':').map_or(term, |(_, a)| a);
+                                format!("{}({array}, {count})", count.word())
+                            }
+                            None => term.to_string(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                format!("{written}({})", how(status_of(leaf)))
+            }));
         }
         let unmet = terms
             .iter()
-            .filter(|(_, s)| *s != sched::DepStatus::Satisfied);
+            .filter(|(_, s)| s.status != sched::DepStatus::Satisfied);
         if deps.any && unmet.clone().count() < terms.len() {
             return None;
         }
-        let mut unmet: Vec<String> = unmet.map(|(t, s)| format!("{t}({})", how(*s))).collect();
+        let mut unmet: Vec<String> = unmet
+            .map(|(t, s)| format!("{t}({})", how(s.status)))
+            .collect();
         let running_namesake = || {
             self.active.values().any(|other| {
                 other.id != job.id
@@ -978,12 +993,11 @@ impl Controller {
                 })
                 .collect(),
             dependencies_any: job.request.dependencies.any,
-            dependency_condition: job
-                .request
-                .dependencies
-                .condition
-                .as_ref()
-                .map(sched_condition),
+            dependency_condition: {
+                let deps = &job.request.dependencies;
+                let condition = deps.condition.as_ref();
+                condition.map(|c| sched_condition(c, &deps.jobs))
+            },
             singleton: job.request.dependencies.singleton,
             array: job.array_job_id.map(|master| sched::ArrayTask {
                 master,
@@ -1475,6 +1489,7 @@ impl Controller {
                 job,
                 array_index,
                 each: named.ends_with("[*]"),
+                count: None,
             }));
             terms.push((first..deps.jobs.len() as u32).collect());
         }
@@ -1513,6 +1528,12 @@ impl Controller {
                     _ => None,
                 };
                 match (d.array_index, &tasks) {
+                    (_, None) if d.count.is_some() => Err(ApiError::bad(format!(
+                        "{}({}, ...) counts the elements of an array job, and job {} is not one",
+                        d.count.map_or("", |c| c.word()),
+                        d.job,
+                        d.job
+                    ))),
                     (Some(i), None) => Err(ApiError::bad(format!(
                         "the job depends on {}_{i}, but job {} is not an array job",
                         d.job, d.job
@@ -5014,17 +5035,40 @@ pub(crate) fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
     }
 }
 
-/// An LSF condition as the scheduler takes it (names are resolved at submission).
-pub fn sched_condition(c: &berth_core::job::Condition) -> sched::Condition {
-    use berth_core::job::Condition as C;
-    let all = |cs: &[C]| cs.iter().map(sched_condition).collect();
+/// An LSF condition over the terms `jobs` as the scheduler takes it (names are resolved at
+/// submission): a term that counts an array's elements is a count.
+pub fn sched_condition(c: &Condition, jobs: &[JobDependency]) -> sched::Condition {
+    use berth_core::job::{CountOp as Op, Counted};
+    let all = |cs: &[Condition]| cs.iter().map(|c| sched_condition(c, jobs)).collect();
     match c {
-        C::Term(t) => sched::Condition::Term(*t),
+        Condition::Term(t) => match jobs.get(*t as usize).and_then(|j| j.count) {
+            None => sched::Condition::Term(*t),
+            Some(count) => sched::Condition::Count(
+                *t,
+                sched::Count {
+                    of: match count.of {
+                        Counted::Done => sched::Counted::Done,
+                        Counted::Exit => sched::Counted::Exit,
+                        Counted::Ended => sched::Counted::Ended,
+                        Counted::Started => sched::Counted::Started,
+                    },
+                    op: match count.op {
+                        Op::Eq => sched::CountOp::Eq,
+                        Op::Ne => sched::CountOp::Ne,
+                        Op::Lt => sched::CountOp::Lt,
+                        Op::Le => sched::CountOp::Le,
+                        Op::Gt => sched::CountOp::Gt,
+                        Op::Ge => sched::CountOp::Ge,
+                    },
+                    n: count.n,
+                },
+            ),
+        },
         // (Never left in a stored job: resolve_named makes each the terms of its jobs.)
-        C::Name(_) => sched::Condition::Any(Vec::new()),
-        C::All(cs) => sched::Condition::All(all(cs)),
-        C::Any(cs) => sched::Condition::Any(all(cs)),
-        C::Not(c) => sched::Condition::Not(Box::new(sched_condition(c))),
+        Condition::Name(_) => sched::Condition::Any(Vec::new()),
+        Condition::All(cs) => sched::Condition::All(all(cs)),
+        Condition::Any(cs) => sched::Condition::Any(all(cs)),
+        Condition::Not(c) => sched::Condition::Not(Box::new(sched_condition(c, jobs))),
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Condition, DepKind, Dependency, JobId, JobState, JobView};
+use crate::model::{Condition, Count, Counted, DepKind, Dependency, JobId, JobState, JobView};
 
 /// Where a job's dependencies stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,27 +84,90 @@ pub fn dependency_status(
     overall.unwrap_or(Satisfied)
 }
 
-/// Each term's status, by its number: its dependencies all required (an array's tasks).
+/// Where one term stands: its status (its dependencies all required), and how many of
+/// its jobs are in each state (for [`Condition::Count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermState {
+    pub status: DepStatus,
+    pub pending: u32,
+    pub running: u32,
+    pub done: u32,
+    /// Ended otherwise: failed, cancelled.
+    pub exit: u32,
+    /// Not known any more (ended long ago, however).
+    pub gone: u32,
+}
+
+impl TermState {
+    /// A term decided as a whole, its jobs not counted (as a client that waits for it
+    /// sees it).
+    pub fn of(status: DepStatus) -> TermState {
+        TermState {
+            status,
+            pending: 0,
+            running: 0,
+            done: 0,
+            exit: 0,
+            gone: 0,
+        }
+    }
+
+    /// Where `count` of its jobs stands: holds while the count compares as asked; never
+    /// once no count its jobs can still come to would (the ended ones only grow; those
+    /// running may end).
+    pub fn count(&self, count: &Count) -> DepStatus {
+        let open = self.pending + self.running;
+        let total = open + self.done + self.exit + self.gone;
+        let n = count.n.unwrap_or(total);
+        let (now, reachable) = match count.of {
+            Counted::Done => (self.done, self.done..=self.done + open),
+            Counted::Exit => (self.exit, self.exit..=self.exit + open),
+            Counted::Ended => {
+                let ended = self.done + self.exit + self.gone;
+                (ended, ended..=ended + open)
+            }
+            // Any number up to all that have not ended may be running some time.
+            Counted::Started => (self.running, 0..=open),
+        };
+        if count.op.holds(now, n) {
+            DepStatus::Satisfied
+        } else if reachable.into_iter().any(|v| count.op.holds(v, n)) {
+            DepStatus::Waiting
+        } else {
+            DepStatus::NeverSatisfied
+        }
+    }
+}
+
+/// Each term's state, by its number: its dependencies all required (an array's tasks).
 pub fn term_statuses(
     deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
     state_of: impl Fn(JobId) -> Option<JobState>,
-) -> BTreeMap<u32, DepStatus> {
+) -> BTreeMap<u32, TermState> {
     let mut terms = BTreeMap::new();
     for dep in deps {
         let dep = dep.borrow();
-        let status = dependency_status_of(dep, state_of(dep.job));
-        terms
+        let state = state_of(dep.job);
+        let status = dependency_status_of(dep, state);
+        let term = terms
             .entry(dep.term)
-            .and_modify(|s| *s = both(*s, status))
-            .or_insert(status);
+            .or_insert_with(|| TermState::of(DepStatus::Satisfied));
+        term.status = both(term.status, status);
+        *match state {
+            Some(JobState::Pending) => &mut term.pending,
+            Some(JobState::Running) => &mut term.running,
+            Some(JobState::Completed) => &mut term.done,
+            Some(JobState::Failed | JobState::Cancelled) => &mut term.exit,
+            None => &mut term.gone,
+        } += 1;
     }
     terms
 }
 
-/// Evaluates `condition` over its terms' statuses (see [`term_statuses`]); a term not
-/// among them holds. `!` follows LSF, which looks at the jobs as they are now: `!done(42)`
-/// holds while job 42 is not done (waiting, or never to be), and can never hold once it is.
-pub fn condition_status(condition: &Condition, terms: &BTreeMap<u32, DepStatus>) -> DepStatus {
+/// Evaluates `condition` over its terms' states (see [`term_statuses`]); a term not among
+/// them holds. `!` follows LSF, which looks at the jobs as they are now: `!done(42)` holds
+/// while job 42 is not done (waiting, or never to be), and can never hold once it is.
+pub fn condition_status(condition: &Condition, terms: &BTreeMap<u32, TermState>) -> DepStatus {
     let each = |cs: &[Condition], fold: fn(DepStatus, DepStatus) -> DepStatus| {
         cs.iter()
             .map(|c| condition_status(c, terms))
@@ -112,7 +175,10 @@ pub fn condition_status(condition: &Condition, terms: &BTreeMap<u32, DepStatus>)
             .unwrap_or(DepStatus::Satisfied)
     };
     match condition {
-        Condition::Term(t) => terms.get(t).copied().unwrap_or(DepStatus::Satisfied),
+        Condition::Term(t) => terms.get(t).map_or(DepStatus::Satisfied, |t| t.status),
+        Condition::Count(t, count) => terms
+            .get(t)
+            .map_or(DepStatus::Satisfied, |t| t.count(count)),
         Condition::All(cs) => each(cs, both),
         Condition::Any(cs) => each(cs, either),
         Condition::Not(c) => match condition_status(c, terms) {
@@ -179,6 +245,7 @@ pub fn running_names(jobs: &[JobView]) -> BTreeSet<(&str, &str)> {
 mod tests {
     use super::*;
     use crate::mock::job;
+    use crate::model::CountOp;
     use DepStatus::{NeverSatisfied, Satisfied, Waiting};
     use JobState::{Cancelled, Completed, Failed, Pending, Running};
 
@@ -332,12 +399,65 @@ mod tests {
         );
         // A term the job has none of holds; so does an empty group.
         let none = BTreeMap::new();
+        let count = Count {
+            of: Counted::Done,
+            op: CountOp::Ge,
+            n: Some(1),
+        };
+        assert_eq!(
+            condition_status(&Condition::Count(7, count), &none),
+            Satisfied
+        );
         assert_eq!(condition_status(&Term(7), &none), Satisfied);
         assert_eq!(condition_status(&Any(vec![]), &none), Satisfied);
         assert_eq!(
             condition_status(&Not(Box::new(Term(7))), &none),
             NeverSatisfied
         );
+    }
+
+    /// LSF's numdone, numexit, numended, numstart over an array's elements: holding as the
+    /// count compares now, never once no count still to come would.
+    #[test]
+    fn counts_of_an_arrays_elements() {
+        // Five elements: one pending, one running, two done, one exited.
+        let deps: Vec<Dependency> = (1..=5)
+            .map(|job| Dependency {
+                kind: DepKind::AfterAny,
+                job,
+                term: 0,
+            })
+            .collect();
+        let states = [Pending, Running, Completed, Completed, Failed];
+        let terms = term_statuses(&deps, |id| Some(states[id as usize - 1]));
+        let t = terms[&0];
+        assert_eq!(
+            (t.status, t.pending, t.running, t.done, t.exit, t.gone),
+            (Waiting, 1, 1, 2, 1, 0)
+        );
+        let count = |of, op, n| condition_status(&Condition::Count(0, Count { of, op, n }), &terms);
+        use CountOp::{Eq, Ge, Gt, Le, Lt, Ne};
+        use Counted::{Done, Ended, Exit, Started};
+        assert_eq!(count(Done, Ge, Some(2)), Satisfied);
+        assert_eq!(count(Done, Ge, Some(4)), Waiting);
+        assert_eq!(count(Done, Ge, Some(5)), NeverSatisfied);
+        assert_eq!(count(Done, Eq, None), NeverSatisfied);
+        assert_eq!(count(Done, Lt, Some(2)), NeverSatisfied);
+        assert_eq!(count(Done, Le, Some(3)), Satisfied);
+        assert_eq!(count(Exit, Gt, Some(1)), Waiting);
+        assert_eq!(count(Exit, Ne, Some(1)), Waiting);
+        assert_eq!(count(Ended, Eq, Some(3)), Satisfied);
+        assert_eq!(count(Ended, Eq, None), Waiting);
+        assert_eq!(count(Started, Eq, Some(1)), Satisfied);
+        assert_eq!(count(Started, Ge, Some(2)), Waiting);
+        assert_eq!(count(Started, Ge, Some(3)), NeverSatisfied);
+        // All ended: what is counted now is final.
+        let ended = term_statuses(&deps, |id| Some([Completed, Failed][id as usize % 2]));
+        let count = |of, op, n| condition_status(&Condition::Count(0, Count { of, op, n }), &ended);
+        assert_eq!(count(Ended, Eq, None), Satisfied);
+        assert_eq!(count(Started, Gt, Some(0)), NeverSatisfied);
+        assert_eq!(count(Done, Eq, Some(2)), Satisfied);
+        assert_eq!(count(Done, Gt, Some(2)), NeverSatisfied);
     }
 
     #[test]

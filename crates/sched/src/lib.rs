@@ -42,14 +42,14 @@ mod tests;
 
 pub use deps::{
     condition_status, dependency_status, dependency_status_of, job_dependency_status,
-    running_array_tasks, running_names, term_statuses, DepStatus,
+    running_array_tasks, running_names, term_statuses, DepStatus, TermState,
 };
 pub use fairshare::Share;
 pub use feasible::fits_ever;
 pub use model::{
-    node_state, AdminState, Allocation, ArrayTask, ClusterView, Condition, DepKind, Dependency,
-    JobId, JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView, PartitionView,
-    ReservationView,
+    node_state, AdminState, Allocation, ArrayTask, ClusterView, Condition, Count, CountOp, Counted,
+    DepKind, Dependency, JobId, JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView,
+    PartitionView, ReservationView,
 };
 pub use pass::{planned_time, schedule};
 pub use plan::{Decision, NodeAlloc, Outcome, Plan, Start};

@@ -241,6 +241,55 @@ pub enum Condition {
     /// Holds while the condition does not (LSF's `!`): satisfied while it waits or can
     /// never hold, never satisfied once it has held.
     Not(Box<Condition>),
+    /// How many of the term's jobs (an array's elements) are in some state, compared
+    /// (LSF's `numdone(42, >= 5)`).
+    Count(u32, Count),
+}
+
+/// LSF's count of an array's elements: `numdone(42, >= 5)`, `numended(42, == *)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Count {
+    pub of: Counted,
+    pub op: CountOp,
+    /// The number compared with; `None`: all of the term's jobs (LSF's `*`).
+    pub n: Option<u32>,
+}
+
+/// Which elements a [`Count`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Counted {
+    /// Completed with exit code 0 (LSF's DONE).
+    Done,
+    /// Ended otherwise (LSF's EXIT).
+    Exit,
+    /// Ended, however (DONE and EXIT).
+    Ended,
+    /// Running, suspended or not (LSF's RUN, SSUSP and USUSP: `numstart`).
+    Started,
+}
+
+/// A [`Count`]'s comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CountOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CountOp {
+    pub fn holds(self, value: u32, n: u32) -> bool {
+        match self {
+            CountOp::Eq => value == n,
+            CountOp::Ne => value != n,
+            CountOp::Lt => value < n,
+            CountOp::Le => value <= n,
+            CountOp::Gt => value > n,
+            CountOp::Ge => value >= n,
+        }
+    }
 }
 
 /// One `KIND:JOBID` of a dependency: a job's are all required (Slurm's `,`), or any one

@@ -38,6 +38,80 @@ pub struct JobDependency {
     /// the same); from a job that is not an array, the whole array.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub each: bool,
+    /// LSF's `numdone(42, >= 5)`: a count of array 42's elements, compared, instead of
+    /// each of them required (only ever in a [`Condition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<ArrayCount>,
+}
+
+/// LSF's count of an array's elements in a state, compared: `numended(42, >= 5)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayCount {
+    pub of: Counted,
+    pub op: CountOp,
+    /// `None`: all of the array's elements (LSF's `*`).
+    pub n: Option<u32>,
+}
+
+/// Which elements an [`ArrayCount`] counts, by LSF's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counted {
+    /// `numdone`: DONE.
+    Done,
+    /// `numexit`: EXIT.
+    Exit,
+    /// `numended`: DONE or EXIT.
+    Ended,
+    /// `numstart`: running, suspended or not.
+    Started,
+}
+
+/// An [`ArrayCount`]'s comparison, as LSF writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CountOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+const COUNT_OPS: [(&str, CountOp); 6] = [
+    (">=", CountOp::Ge),
+    ("<=", CountOp::Le),
+    ("==", CountOp::Eq),
+    ("!=", CountOp::Ne),
+    (">", CountOp::Gt),
+    ("<", CountOp::Lt),
+];
+
+impl std::fmt::Display for ArrayCount {
+    /// The comparison as LSF writes it: `>= 5`, `== *`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = COUNT_OPS
+            .iter()
+            .find(|(_, o)| *o == self.op)
+            .map_or("?", |(w, _)| w);
+        match self.n {
+            Some(n) => write!(f, "{op} {n}"),
+            None => write!(f, "{op} *"),
+        }
+    }
+}
+
+impl ArrayCount {
+    /// LSF's condition word for it.
+    pub fn word(&self) -> &'static str {
+        match self.of {
+            Counted::Done => "numdone",
+            Counted::Exit => "numexit",
+            Counted::Ended => "numended",
+            Counted::Started => "numstart",
+        }
+    }
 }
 
 /// All of `jobs` must hold; `singleton`: no other job of this user with the same name may
@@ -204,6 +278,8 @@ struct Lsf<'a> {
     whole: &'a str,
     rest: &'a str,
     deps: Dependencies,
+    /// Whether a term counts an array's elements (which only a condition evaluates).
+    counts: bool,
 }
 
 /// `parts` joined by `&&` (`all`) or `||`, a nested group of the same operator merged in.
@@ -295,16 +371,25 @@ impl Lsf<'_> {
             false => ("done", word),
         };
         let term = || format!("{word}({arg})");
+        let counted = match word {
+            "numdone" => Some(Counted::Done),
+            "numexit" => Some(Counted::Exit),
+            "numended" => Some(Counted::Ended),
+            "numstart" => Some(Counted::Started),
+            _ => None,
+        };
+        if let Some(of) = counted {
+            return self.count(of, arg, &term());
+        }
         let kind = match word {
             "done" => DependencyKind::AfterOk,
             "exit" => DependencyKind::AfterNotOk,
             "ended" => DependencyKind::AfterAny,
             "started" => DependencyKind::After,
-            "post_done" | "post_err" | "numdone" | "numexit" | "numended" | "numhold"
-            | "numpend" | "numrun" | "numstart" | "external" => {
+            "post_done" | "post_err" | "numhold" | "numpend" | "numrun" | "external" => {
                 return Err(JobError::unsupported(
                     &term(),
-                    "berth knows done, exit, ended and started",
+                    "berth knows done, exit, ended and started, and numdone, numexit, numended and numstart for arrays",
                 ))
             }
             _ => return Err(self.bad()),
@@ -333,7 +418,40 @@ impl Lsf<'_> {
             job,
             array_index,
             each: arg.ends_with("[*]"),
+            count: None,
         });
+        Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
+    }
+
+    /// `numdone(ARRAY, OP N)`'s `ARRAY, OP N` (`N`: a number, or `*` for all elements).
+    fn count(&mut self, of: Counted, arg: &str, term: &str) -> Result<Condition, JobError> {
+        const EXPECTED: &str =
+            "an array job's id, a comparison (==, !=, <, <=, >, >=) and a number or *, as numdone(42, >= 5)";
+        let bad = || JobError::invalid("dependency", term, EXPECTED);
+        let (id, test) = arg.split_once(',').ok_or_else(bad)?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let job = match id.trim().parse::<u64>() {
+            Ok(job) if job > 0 && digits(id.trim()) => job,
+            _ => return Err(bad()),
+        };
+        let test = test.trim();
+        let (word, op) = COUNT_OPS
+            .iter()
+            .find(|(w, _)| test.starts_with(w))
+            .ok_or_else(bad)?;
+        let n = match test[word.len()..].trim() {
+            "*" => None,
+            n if digits(n) => Some(n.parse::<u32>().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        self.deps.jobs.push(JobDependency {
+            kind: DependencyKind::AfterAny,
+            job,
+            array_index: None,
+            each: false,
+            count: Some(ArrayCount { of, op: *op, n }),
+        });
+        self.counts = true;
         Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
     }
 }
@@ -396,6 +514,7 @@ impl Dependencies {
                     job,
                     array_index,
                     each: false,
+                    count: None,
                 });
                 any = true;
             }
@@ -414,6 +533,7 @@ impl Dependencies {
             whole: text,
             rest: text,
             deps: Dependencies::default(),
+            counts: false,
         };
         let condition = lsf.any()?;
         if !lsf.rest.trim().is_empty() {
@@ -423,6 +543,7 @@ impl Dependencies {
         // A list of terms all required, or any one enough, needs no condition.
         let leaf = |c: &Condition| matches!(c, Condition::Term(_) | Condition::Name(_));
         match condition {
+            c if lsf.counts => deps.condition = Some(c),
             c if leaf(&c) => {}
             Condition::All(cs) if cs.iter().all(leaf) => {}
             Condition::Any(cs) if cs.iter().all(leaf) => deps.any = true,
@@ -522,6 +643,7 @@ mod tests {
             job,
             array_index: None,
             each: false,
+            count: None,
         }
     }
 
@@ -668,6 +790,33 @@ mod tests {
         assert_eq!(d.combined(2), Any(vec![Term(0), Term(1)]));
         let d = Dependencies::parse_lsf("1 && prep").unwrap();
         assert_eq!(d.combined(3), All(vec![Term(0), Term(1), Term(2)]));
+        // Counts of an array's elements: a condition even alone.
+        let d = Dependencies::parse_lsf("numdone(42, >= 5) && numended(43,==*)").unwrap();
+        assert_eq!(d.condition, Some(All(vec![Term(0), Term(1)])));
+        let counts: Vec<_> = d.jobs.iter().map(|j| (j.job, j.count.unwrap())).collect();
+        let count = |of, op, n| ArrayCount { of, op, n };
+        assert_eq!(
+            counts,
+            [
+                (42, count(Counted::Done, CountOp::Ge, Some(5))),
+                (43, count(Counted::Ended, CountOp::Eq, None))
+            ]
+        );
+        assert_eq!(
+            format!("{} {}", counts[0].1.word(), counts[0].1),
+            "numdone >= 5"
+        );
+        let d = Dependencies::parse_lsf("numstart(7, != 0)").unwrap();
+        assert_eq!(d.condition, Some(Term(0)));
+        for bad in [
+            "numdone(42)",
+            "numdone(x, > 1)",
+            "numdone(42, =~ 1)",
+            "numexit(4, < y)",
+        ] {
+            assert!(e(bad).contains("as numdone(42, >= 5)"), "{bad}: {}", e(bad));
+        }
+        assert!(e("numrun(4, > 1)").contains("is not supported"));
         for bad in [
             "done(1) & done(2)",
             "done(1) || (done(2)",

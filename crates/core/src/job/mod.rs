@@ -30,7 +30,10 @@ pub use begin::{
     civil_from_days, parse_lsf_begin, parse_pbs_begin, parse_slurm_begin, parse_slurm_deadline,
     slurm_report_time, unit_seconds, BeginTime,
 };
-pub use dependency::{parse_job_id, Condition, Dependencies, DependencyKind, JobDependency};
+pub use dependency::{
+    parse_job_id, ArrayCount, Condition, CountOp, Counted, Dependencies, DependencyKind,
+    JobDependency,
+};
 pub use directives::{
     leading_options, parse_args, parse_args_as, parse_env, parse_script, parse_script_with,
     pyxis_image, pyxis_mounts, shifter_image, shifter_volumes, ContainerName, Family, NameMode,
@@ -1149,6 +1152,7 @@ mod tests {
                         job: 0,
                         array_index: None,
                         each: false,
+                        count: None,
                     }],
                     ..Default::default()
                 }),

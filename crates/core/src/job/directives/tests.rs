@@ -204,7 +204,7 @@ fn errors_carry_line_and_directive() {
     assert!(error("#SBATCH --gres=craynetwork:1\n").contains("not supported"));
     assert!(error("#SBATCH --bind=/a\n").contains("unknown #SBATCH option")); // #BERTH only
     assert!(error("#BSUB -R \"frob[x]\"\n").contains("not supported"));
-    assert!(error("#BSUB -w \"numdone(1, >= 2)\"\n").contains("not supported"));
+    assert!(error("#BSUB -w \"post_done(1)\"\n").contains("not supported"));
     assert!(error("#PBS -l foo=1\n").contains("not supported"));
     assert!(error("#PBS -w /tmp\n").contains("unknown #PBS option '-w'"));
     assert!(error("#BERTH --bind=/a:b:ro\n").contains("invalid bind"));
