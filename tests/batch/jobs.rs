@@ -2588,6 +2588,19 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
         "Dependency|afternotok:{fails}(satisfied) && ((afterok:{a}(unfulfilled) && afterok:{b}(unfulfilled)) || !afterany:{fails}(satisfied))"
     );
     wait_for_squeue(&c, cond, "%r|%E", &waits);
+    // bjobs shows the condition in LSF's words (the name's jobs by their ids).
+    let written = format!("exit({fails}) && ((done({a}) && done({b})) || !ended({fails}))");
+    let id = cond.to_string();
+    let bjobs = |args: &[&str]| {
+        let args = [&["as", "bjobs"][..], args, &[&id]].concat();
+        c.berth(Mode::Rootless, &args).ok().to_string()
+    };
+    assert_eq!(bjobs(&["-noheader", "-o", "dependency"]).trim(), written);
+    let long = bjobs(&["-l"]);
+    assert!(
+        long.contains(&format!(", Dependency Condition <{written}>, ")),
+        "{long}"
+    );
     c.berth(Mode::Rootless, &["release", &a.to_string()]).ok();
     c.completed(a);
     let waits = waits.replace(&format!("{a}(unfulfilled)"), &format!("{a}(satisfied)"));

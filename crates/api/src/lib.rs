@@ -303,6 +303,10 @@ pub struct JobInfo {
     /// never will be, `singleton(unfulfilled)`.
     #[serde(default)]
     pub dependency: Option<String>,
+    /// The jobs it depends on, all of them, in LSF's words (bjobs' Dependency Condition):
+    /// `done(12) && (exit(13[2]) || numdone(14, >= 5))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_condition: Option<String>,
     /// The reservation it runs in (`--reservation`).
     #[serde(default)]
     pub reservation: Option<String>,

@@ -247,6 +247,7 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
             (Some(code), None) => code.to_string(),
             _ => dash(),
         },
+        "dependency" => j.dependency_condition.clone().unwrap_or_else(dash),
         "pend_reason" => match j.state.as_str() {
             "PENDING" => j.reason.clone().unwrap_or_else(dash),
             _ => dash(),
@@ -283,6 +284,7 @@ const FIELDS: &[&str] = &[
     "cpu_used",
     "max_mem",
     "exit_code",
+    "dependency",
     "pend_reason",
     "time_left",
 ];
@@ -855,13 +857,16 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     let from = from_host(j);
     writeln!(
         out,
-        "{}: Submitted{from}, CWD <{}>, Output File <{}>{}, {} Task(s);",
+        "{}: Submitted{from}, CWD <{}>, Output File <{}>{}{}, {} Task(s);",
         ctime(j.submit_time),
         j.workdir,
         j.stdout,
         j.stderr
             .as_ref()
             .map_or(String::new(), |e| format!(", Error File <{e}>")),
+        j.dependency_condition
+            .as_ref()
+            .map_or(String::new(), |d| format!(", Dependency Condition <{d}>")),
         j.cpus
     )?;
     if !j.candidate_nodes.is_empty() || !j.preferred_nodes.is_empty() {

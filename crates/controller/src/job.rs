@@ -586,6 +586,7 @@ impl Job {
                 .collect(),
             uid: self.uid,
             dependency: None,
+            dependency_condition: self.request.dependencies.lsf_text(),
             reservation: self.request.reservation.clone(),
             nice: self.request.nice,
         }

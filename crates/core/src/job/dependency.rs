@@ -597,6 +597,36 @@ impl Dependencies {
         self.named.clear();
     }
 
+    /// The jobs it depends on in LSF's words, as bjobs shows them: `done(42) && (exit(43)
+    /// || numdone(44, >= 2))`; Slurm's `aftercorr:42` is `done(42[*])`. None without any.
+    pub fn lsf_text(&self) -> Option<String> {
+        if self.jobs.is_empty() {
+            return None;
+        }
+        let term = |d: &JobDependency| {
+            let id = match (d.array_index, d.each || d.kind == DependencyKind::AfterCorr) {
+                (Some(i), _) => format!("{}[{i}]", d.job),
+                (None, true) => format!("{}[*]", d.job),
+                (None, false) => d.job.to_string(),
+            };
+            let word = match d.kind {
+                DependencyKind::After => "started",
+                DependencyKind::AfterOk | DependencyKind::AfterCorr => "done",
+                DependencyKind::AfterNotOk => "exit",
+                DependencyKind::AfterAny => "ended",
+            };
+            match d.count {
+                Some(c) => format!("{}({}, {c})", c.word(), d.job),
+                None => format!("{word}({id})"),
+            }
+        };
+        let condition = self.combined(self.jobs.len() as u32);
+        Some(condition.render(&mut |leaf| match leaf {
+            Condition::Term(t) => self.jobs.get(*t as usize).map_or(String::new(), term),
+            _ => String::new(),
+        }))
+    }
+
     /// How `count` terms combine, as a condition whatever the spelling: the condition, or
     /// all of them, or any one.
     pub fn combined(&self, count: u32) -> Condition {
@@ -790,6 +820,21 @@ mod tests {
         assert_eq!(d.combined(2), Any(vec![Term(0), Term(1)]));
         let d = Dependencies::parse_lsf("1 && prep").unwrap();
         assert_eq!(d.combined(3), All(vec![Term(0), Term(1), Term(2)]));
+        // Written back in LSF's words (names resolved to ids), as bjobs shows them.
+        let mut d =
+            Dependencies::parse_lsf("(done(4[2]) || !exit(prep)) && numexit(5, > 1)").unwrap();
+        d.jobs.push(JobDependency {
+            each: true,
+            ..dep(AfterAny, 9)
+        });
+        d.settle_names(2, &[vec![2]]);
+        assert_eq!(
+            d.lsf_text().unwrap(),
+            "(done(4[2]) || !ended(9[*])) && numexit(5, > 1)"
+        );
+        let slurm = Dependencies::parse_slurm("afterok:1?aftercorr:2").unwrap();
+        assert_eq!(slurm.lsf_text().unwrap(), "done(1) || done(2[*])");
+        assert_eq!(Dependencies::default().lsf_text(), None);
         // Counts of an array's elements: a condition even alone.
         let d = Dependencies::parse_lsf("numdone(42, >= 5) && numended(43,==*)").unwrap();
         assert_eq!(d.condition, Some(All(vec![Term(0), Term(1)])));
