@@ -638,6 +638,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         max_array_size: settings.config.batch.max_array_size,
         max_job_count: settings.config.batch.max_job_count,
         cluster_name: settings.config.batch.cluster_name.clone(),
+        licenses: settings.config.licenses.clone(),
         registry: settings.config.registry.clone(),
         registry_auth_file: Some(crate::settings::auth_file()),
         state_dir,
@@ -1162,7 +1163,7 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
 const QOS: &str = "normal";
 
 /// squeue's --format letters berth knows.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnxq";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnxqW";
 
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
@@ -1206,6 +1207,7 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("reqnodes", 'n'),
     ("excnodes", 'x'),
     ("qos", 'q'),
+    ("licenses", 'W'),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
@@ -1686,6 +1688,7 @@ fn header(letter: char) -> &'static str {
         'n' => "REQ_NODES",
         'x' => "EXC_NODES",
         'q' => "QOS",
+        'W' => "LICENSES",
         _ => "PRIORITY",
     }
 }
@@ -1739,6 +1742,7 @@ fn field(letter: char, j: &JobInfo) -> String {
         'E' => j.dependency.clone().unwrap_or_else(|| "(null)".into()),
         'y' => j.nice.to_string(),
         'v' => j.reservation.clone().unwrap_or_else(|| "(null)".into()),
+        'W' => j.licenses.clone().unwrap_or_else(|| "(null)".into()),
         'U' => j.uid.to_string(),
         'g' => submitter_group(j).1,
         'G' => submitter_group(j).0.to_string(),
@@ -1938,6 +1942,9 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
                 some => format!(" PreferredNodes={}", some.join(",")),
             }
         )?;
+    }
+    if let Some(licenses) = &j.licenses {
+        writeln!(out, "   Licenses={licenses}")?;
     }
     // On a line of its own, as scripts read it (`awk -F= '/Command=/{print $2}'`: a job's
     // script runs from a copy, so $0 does not name it); (null) for one from standard input

@@ -3665,6 +3665,60 @@ max_time = 600
     assert_eq!(c.show(kept)["state"], "PENDING");
 }
 
+/// Licenses (`[licenses]`, `-L`): a job holds those it asked for while it runs; one that
+/// asks for more than are free waits as Licenses without holding back the others; asking
+/// for more than the cluster has, or for one it has not, is refused.
+#[test]
+fn licenses_are_held_while_jobs_run() {
+    let Some(c) = Cluster::start_with_config(Some("[licenses]\nmatlab = 2\nansys = 1\n")) else {
+        return;
+    };
+    let holder = c.submit(
+        Mode::Rootless,
+        "holder.sh",
+        "#!/bin/sh\n#SBATCH -L matlab:2\n#BERTH --image busybox\necho \"$SLURM_JOB_LICENSES\"\nsleep 300\n",
+        &[],
+    );
+    c.wait_for(holder, &["RUNNING"]);
+    let waiting = c.submit(Mode::Rootless, "hello.sh", HELLO, &["--licenses=matlab"]);
+    wait_for_squeue(&c, waiting, "%r|%W", "Licenses|matlab:1");
+    // Not held back by it: a job without licenses, and one with others.
+    let free = c.submit(Mode::Rootless, "hello.sh", HELLO, &[]);
+    let other = c.submit(Mode::Rootless, "hello.sh", HELLO, &["-L", "ansys"]);
+    c.completed(free);
+    c.completed(other);
+    let lic = c.berth(Mode::Rootless, &["as", "scontrol", "show", "lic", "matlab"]);
+    assert_eq!(
+        lic.ok(),
+        "LicenseName=matlab\n    Total=2 Used=2 Free=0 Reserved=0 Remote=no\n\n"
+    );
+    let shown = c.berth(Mode::Rootless, &["show", &holder.to_string()]);
+    assert!(
+        shown.ok().contains("\n   Licenses=matlab:2\n"),
+        "{}",
+        shown.stdout
+    );
+    c.berth(Mode::Rootless, &["cancel", &holder.to_string()])
+        .ok();
+    c.completed(waiting);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{holder}.out"));
+    assert_eq!(std::fs::read_to_string(out).unwrap(), "matlab:2\n");
+    for (asked, why) in [
+        ("matlab:3", "this cluster has 2: ask for at most 2"),
+        (
+            "flexlm",
+            "which this cluster does not have: it has ansys, matlab",
+        ),
+    ] {
+        let out = c.try_submit(Mode::Rootless, "hello.sh", HELLO, &["-L", asked]);
+        assert!(
+            out.code == 125 && out.stderr.contains(why),
+            "{asked}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn administrator_policy_refuses_with_the_rule() {
     let config = r#"

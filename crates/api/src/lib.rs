@@ -303,6 +303,9 @@ pub struct JobInfo {
     /// never will be, `singleton(unfulfilled)`.
     #[serde(default)]
     pub dependency: Option<String>,
+    /// The cluster's licenses it holds while it runs, as Slurm writes them: `matlab:2,ansys:1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licenses: Option<String>,
     /// The jobs it depends on, all of them, in LSF's words (bjobs' Dependency Condition):
     /// `done(12) && (exit(13[2]) || numdone(14, >= 5))`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -668,6 +671,16 @@ pub struct ShareInfo {
     pub effective_usage: f64,
     /// 2^(-effective usage / normalised shares), the priority's fair-share factor: FairShare.
     pub fairshare: f64,
+}
+
+/// One of the cluster's licenses (`[licenses]`), as scontrol show licenses reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LicenseInfo {
+    pub name: String,
+    pub total: u32,
+    /// Held by running (and suspended) jobs.
+    pub used: u32,
+    pub free: u32,
 }
 
 /// A partition as `berth partitions` reports it.

@@ -463,6 +463,23 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
                 writeln!(out, "{}", block(partition_block(p, &nodes)))?;
             }
         }
+        ["show", "license" | "licenses" | "lic", names @ ..] => {
+            let all: Vec<berth_api::LicenseInfo> =
+                crate::client::request("GET", "/v1/licenses", None::<&()>)?;
+            if let Some(unknown) = names.iter().find(|n| !all.iter().any(|l| l.name == **n)) {
+                bail!("scontrol: license {unknown} not found");
+            }
+            if all.is_empty() {
+                writeln!(out, "No licenses configured")?;
+            }
+            for l in all.iter().filter(|l| names.is_empty() || names.contains(&l.name.as_str())) {
+                let text = format!(
+                    "LicenseName={}\n    Total={} Used={} Free={} Reserved=0 Remote=no\n",
+                    l.name, l.total, l.used, l.free
+                );
+                writeln!(out, "{}", block(text))?;
+            }
+        }
         ["ping"] => {
             let all: Vec<berth_api::ControllerInfo> =
                 match crate::client::request("GET", "/v1/controllers", None::<&()>) {
@@ -548,7 +565,7 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
             crate::client::request::<()>("DELETE", &format!("/v1/reservations/{name}"), None::<&()>)?;
         }
         _ => bail!(
-            "scontrol {}: berth answers show job|step|node|partition|reservation|hostnames|hostlist, write batch_script, hold, release, requeue, suspend, resume, update, create/delete reservation and ping",
+            "scontrol {}: berth answers show job|step|node|partition|reservation|licenses|hostnames|hostlist, write batch_script, hold, release, requeue, suspend, resume, update, create/delete reservation and ping",
             words.join(" ")
         ),
     }

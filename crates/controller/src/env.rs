@@ -144,6 +144,9 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
         set("SLURM_UMASK", format!("{mask:04o}"));
     }
     set("SLURM_JOB_PARTITION", job.partition.clone());
+    if let Some(licenses) = job.request.licenses_text() {
+        set("SLURM_JOB_LICENSES", licenses);
+    }
     set("SLURM_CLUSTER_NAME", cluster.to_string());
     // berth's one quality of service, as Slurm names its default.
     set("SLURM_JOB_QOS", "normal".into());

@@ -587,6 +587,7 @@ impl Job {
             uid: self.uid,
             dependency: None,
             dependency_condition: self.request.dependencies.lsf_text(),
+            licenses: self.request.licenses_text(),
             reservation: self.request.reservation.clone(),
             nice: self.request.nice,
         }

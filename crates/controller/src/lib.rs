@@ -77,6 +77,8 @@ pub struct Settings {
     pub max_job_count: Option<u64>,
     /// The cluster's name (`[batch] cluster_name`).
     pub cluster_name: String,
+    /// The cluster's licenses, how many of each (`[licenses]`).
+    pub licenses: BTreeMap<String, u32>,
     /// How the controller reaches registries for users' pulls, and what they may pull
     /// (`[registry]`).
     pub registry: berth_core::RegistryConfig,
@@ -629,6 +631,7 @@ impl Controller {
                     nodes: r.nodes.clone(),
                 })
                 .collect(),
+            licenses: self.settings.licenses.clone(),
         }
     }
 
@@ -878,6 +881,7 @@ impl Controller {
                 preferred: r.preferred.clone(),
             }))
             .filter(|c| !c.is_empty()),
+            licenses: r.licenses.clone(),
         }
     }
 
@@ -1428,13 +1432,37 @@ impl Controller {
     }
 
     /// Whether `request` could ever run in `partition` (at submission, and when changed): its
-    /// choice of nodes, then its size against the partition's nodes, refused in words.
+    /// licenses against the cluster's, its choice of nodes, then its size against the
+    /// partition's nodes, refused in words.
     fn placeable(
         &self,
         cluster: &sched::ClusterView,
         partition: &str,
         request: &JobRequest,
     ) -> Result<(), ApiError> {
+        for (name, n) in &request.licenses {
+            let have = &self.settings.licenses;
+            match have.get(name) {
+                None if have.is_empty() => {
+                    return Err(ApiError::bad(format!(
+                        "the job asks for license {name}, and this cluster has no licenses ([licenses] in the configuration): ask without -L"
+                    )))
+                }
+                None => {
+                    let names: Vec<&str> = have.keys().map(String::as_str).collect();
+                    return Err(ApiError::bad(format!(
+                        "the job asks for license {name}, which this cluster does not have: it has {}",
+                        names.join(", ")
+                    )));
+                }
+                Some(total) if n > total => {
+                    return Err(ApiError::bad(format!(
+                        "the job asks for {n} {name} license(s), and this cluster has {total}: ask for at most {total}"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         let sreq = self.sched_request(partition, request);
         if let Some(choice) = &sreq.choice {
             choice_in(cluster, partition, choice)?;
@@ -2438,6 +2466,29 @@ impl Controller {
                         .get(&n.name)
                         .map(|e| e.images.iter().cloned().collect())
                         .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The cluster's licenses, and how many running jobs hold (scontrol show licenses).
+    pub fn licenses(&self) -> Vec<berth_api::LicenseInfo> {
+        let mut used: BTreeMap<&str, u32> = BTreeMap::new();
+        for j in self.active.running() {
+            for (name, n) in &j.request.licenses {
+                *used.entry(name.as_str()).or_default() += n;
+            }
+        }
+        self.settings
+            .licenses
+            .iter()
+            .map(|(name, &total)| {
+                let used = used.get(name.as_str()).copied().unwrap_or(0);
+                berth_api::LicenseInfo {
+                    name: name.clone(),
+                    total,
+                    used,
+                    free: total.saturating_sub(used),
                 }
             })
             .collect()

@@ -837,6 +837,11 @@ async fn partitions(State(c): State<Shared>) -> ApiResult<Vec<berth_api::Partiti
     Ok(Json(c.lock().await.partitions()))
 }
 
+#[utoipa::path(get, path = "/v1/licenses", tag = "cluster", responses((status = 200, description = "the cluster's licenses ([licenses]), and how many running jobs hold (scontrol show licenses)", body = Vec<berth_api::LicenseInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn licenses(State(c): State<Shared>) -> ApiResult<Vec<berth_api::LicenseInfo>> {
+    Ok(Json(c.lock().await.licenses()))
+}
+
 #[utoipa::path(get, path = "/v1/shares", tag = "cluster", responses((status = 200, description = "each user's shares, usage and fair-share factor (sshare)", body = Vec<berth_api::ShareInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn shares(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ShareInfo>> {
     let shares = c.lock().await.shares();
@@ -1072,6 +1077,7 @@ async fn not_found() -> ApiError {
         nodes,
         controllers,
         partitions,
+        licenses,
         shares,
         create_reservation,
         reservations,
@@ -1140,6 +1146,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
+        .route("/v1/licenses", get(licenses))
         .route("/v1/shares", get(shares))
         .route(
             "/v1/reservations",

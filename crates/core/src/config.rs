@@ -55,6 +55,10 @@ pub struct Config {
     /// Partitions (queues) of the batch system; none: one default partition `normal`.
     #[serde(default, rename = "partition")]
     pub partitions: Vec<PartitionConfig>,
+    /// `[licenses]`: the cluster's licenses (Slurm's Licenses=), `NAME = COUNT`; a job
+    /// asking for some (`-L matlab:2`) starts only when that many are free.
+    #[serde(default)]
+    pub licenses: std::collections::BTreeMap<String, u32>,
 }
 
 /// `[batch]`: site-wide rules of the batch system.
@@ -396,6 +400,18 @@ impl Config {
             ));
         }
         config.check_partitions()?;
+        for (name, count) in &config.licenses {
+            if crate::job::licenses(name).ok().as_deref() != Some(&[(name.clone(), 1)][..]) {
+                return Err(ConfigError::Parse(format!(
+                    "[licenses] {name:?}: a license's name is a word of letters, digits and _-.@, as jobs name it with -L"
+                )));
+            }
+            if *count == 0 {
+                return Err(ConfigError::Parse(format!(
+                    "[licenses] {name} = 0 would refuse every job that asks for it: give how many there are"
+                )));
+            }
+        }
         if config.priority.decay_half_life == 0 {
             return Err(ConfigError::Parse(
                 "[priority] decay_half_life = 0: give the seconds after which past usage counts half (Slurm's PriorityDecayHalfLife, 604800 for a week)".into(),
@@ -587,6 +603,11 @@ mod tests {
                 "max_time = 0 would refuse every job",
             ),
             (part("max_jobs_per_user = 0\n"), "max_jobs_per_user = 0"),
+            ("[licenses]\nmatlab = 0\n".into(), "[licenses] matlab = 0"),
+            (
+                "[licenses]\n\"a:b\" = 2\n".into(),
+                "a license's name is a word",
+            ),
             (
                 part("max_time = 60\ndefault_time = 3600\n"),
                 "default_time = 3600 is over max_time = 60",
@@ -596,6 +617,8 @@ mod tests {
             assert!(e.contains(why), "{text}: {e}");
         }
         Config::from_toml(&part("default = true\nmax_time = 60\ndefault_time = 60\n")).unwrap();
+        let licensed = Config::from_toml("[licenses]\nmatlab = 2\n").unwrap();
+        assert_eq!(licensed.licenses.get("matlab"), Some(&2));
     }
 
     #[test]

@@ -371,6 +371,12 @@ impl JobView {
         self
     }
 
+    /// `-L NAME:N`.
+    pub fn license(mut self, name: &str, n: u32) -> Self {
+        self.request.licenses.push((name.to_owned(), n));
+        self
+    }
+
     /// Running rather than pending.
     pub fn running(mut self) -> Self {
         self.state = JobState::Running;

@@ -167,6 +167,10 @@ pub struct ClusterView {
     /// Administrators' reservations of nodes (Slurm's `scontrol create reservation`).
     #[serde(default)]
     pub reservations: Vec<ReservationView>,
+    /// The cluster's licenses, how many of each (Slurm's Licenses=); running jobs hold
+    /// those they asked for ([`JobRequest::licenses`]).
+    #[serde(default)]
+    pub licenses: BTreeMap<String, u32>,
 }
 
 /// Nodes kept from `start` to `end` for the jobs that name the reservation: any other job
@@ -359,6 +363,9 @@ pub struct JobRequest {
     /// stay small: a pass walks them all.
     #[serde(default)]
     pub choice: Option<Box<NodeChoice>>,
+    /// `-L`: licenses of the cluster's it holds while it runs, how many of each.
+    #[serde(default)]
+    pub licenses: Vec<(String, u32)>,
 }
 
 impl Default for JobRequest {
@@ -379,6 +386,7 @@ impl Default for JobRequest {
             overcommit: false,
             min_cpus: 0,
             choice: None,
+            licenses: Vec::new(),
         }
     }
 }

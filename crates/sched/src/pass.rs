@@ -4,7 +4,7 @@
 //! in priority order ([`crate::priority::compare`]); for each, the feasibility checks run
 //! cheapest first and the first that fails is the job's reason (Nomad's feasibility chain,
 //! with Slurm's reason names): held, begin time, dependencies, singleton, partition state and limits,
-//! array `%N`, request shape against the hardware, then resources now. A job that cannot
+//! array `%N`, licenses, request shape against the hardware, then resources now. A job that cannot
 //! start for resources is the partition's `Resources` job if it is the first such, else it
 //! waits for `Priority`; the first `Config::reservations` of them get a backfill
 //! reservation and an expected start.
@@ -119,6 +119,9 @@ struct Pass<'a> {
     reservations: usize,
     /// The administrators' reservations.
     admin: &'a [ReservationView],
+    /// How many of each license are free: the cluster's less those running jobs and this
+    /// pass's starts hold.
+    licenses_free: FxMap<&'a str, u32>,
 }
 
 impl<'a> Pass<'a> {
@@ -144,7 +147,17 @@ impl<'a> Pass<'a> {
             .collect();
         let mut singleton_running = FxSet::default();
         let mut array_running = FxMap::default();
+        let mut licenses_free: FxMap<&str, u32> = cluster
+            .licenses
+            .iter()
+            .map(|(name, n)| (name.as_str(), *n))
+            .collect();
         for j in jobs.iter().filter(|j| j.state == JobState::Running) {
+            for (name, n) in &j.request.licenses {
+                if let Some(free) = licenses_free.get_mut(name.as_str()) {
+                    *free = free.saturating_sub(*n);
+                }
+            }
             let key = (j.user.as_str(), j.name.as_str());
             if singleton_names.contains(&key) {
                 singleton_running.insert(key);
@@ -163,6 +176,7 @@ impl<'a> Pass<'a> {
             shapes: FxMap::default(),
             reservations: 0,
             admin: &cluster.reservations,
+            licenses_free,
         }
     }
 
@@ -269,6 +283,16 @@ impl<'a> Pass<'a> {
                 return wait(Reason::JobArrayTaskLimit);
             }
         }
+        // Licenses are the cluster's, not a node's: free now, or it waits without holding
+        // back the jobs behind it (as Slurm's main scheduler).
+        let free = |(name, n): &(String, u32)| {
+            self.licenses_free
+                .get(name.as_str())
+                .is_some_and(|f| f >= n)
+        };
+        if !job.request.licenses.iter().all(free) {
+            return wait(Reason::Licenses);
+        }
         let shape = match Shape::of(req) {
             Ok(s) => s,
             Err(r) => return wait(r),
@@ -313,6 +337,11 @@ impl<'a> Pass<'a> {
             }
             if let Some(a) = job.array {
                 *self.array_running.entry(a.master).or_insert(0) += 1;
+            }
+            for (name, n) in &job.request.licenses {
+                if let Some(free) = self.licenses_free.get_mut(name.as_str()) {
+                    *free -= n;
+                }
             }
             return Outcome::Start(Start { end, nodes });
         }

@@ -44,6 +44,8 @@ pub enum Reason {
     ReservationDeleted,
     /// It could no longer end by its `--deadline`: the controller ends it, as Slurm does.
     DeadLine,
+    /// Not enough of the licenses it asks for (`-L`) are free.
+    Licenses,
 }
 
 impl Reason {
@@ -65,6 +67,7 @@ impl Reason {
             Self::Priority => "Priority",
             Self::Reservation => "Reservation",
             Self::ReservationDeleted => "ReservationDeleted",
+            Self::Licenses => "Licenses",
         }
     }
 }

@@ -21,6 +21,28 @@ fn fifo() -> Config {
     }
 }
 
+/// Licenses are the cluster's: a job starts only when as many as it asks for are free (the
+/// running jobs' held), and one waiting for them holds back no other job.
+#[test]
+fn licenses_are_counted_across_the_cluster() {
+    let mut c = cluster(vec![node("a", 8, GIB), node("b", 8, GIB)]);
+    c.licenses = [("matlab".to_string(), 3), ("ansys".to_string(), 1)].into();
+    let jobs = [
+        job(1).running().license("matlab", 1),
+        job(2).submit(10).license("matlab", 3),
+        job(3).submit(20).license("matlab", 2),
+        job(4).submit(30).license("matlab", 1),
+        job(5).submit(40),
+        job(6).submit(50).license("ansys", 1).license("matlab", 1),
+        job(7).submit(60).license("flexlm", 1),
+    ];
+    let p = schedule(&c, &jobs, NOW, &fifo());
+    assert_eq!(started(&p), [3, 5]);
+    for id in [2, 4, 6, 7] {
+        assert_eq!(reason(&p, id), Some(Reason::Licenses), "job {id}");
+    }
+}
+
 /// A user who used more than their share of the cluster waits behind one who did not,
 /// whichever submitted first (Slurm's fair share); with shares that match their usage,
 /// first come is first served again.

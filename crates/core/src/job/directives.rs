@@ -153,6 +153,7 @@ const SLURM: &[Spec] = &[
     Spec("clusters", Some('M'), Required),
     Spec("prefer", None, Required),
     Spec("reservation", None, Required),
+    Spec("licenses", Some('L'), Required),
     Spec("gres-flags", None, Required),
     Spec("delay-boot", None, Required),
     Spec("network", None, Required),
@@ -161,7 +162,6 @@ const SLURM: &[Spec] = &[
     Spec("power", None, Required),
     Spec("batch", None, Required),
     // Refused with the reason: berth cannot honour them.
-    Spec("licenses", Some('L'), Required),
     Spec("x11", None, Optional),
     Spec("cpus-per-gpu", None, Required),
     Spec("ntasks-per-gpu", None, Required),
@@ -1014,7 +1014,7 @@ fn apply_slurm(
                 "a preference: berth places a job by what --constraint requires",
             )
         }
-        "licenses" => return Err(JobError::unsupported(v, "berth has no licenses")),
+        "licenses" => opts.licenses = Some(licenses(v)?),
         "x11" | "cpus-per-gpu" | "ntasks-per-gpu" | "gpus-per-socket" | "priority" | "gid" => {
             return Err(JobError::unsupported(
                 &found.text,
@@ -1135,6 +1135,37 @@ fn constraint(v: &str) -> Result<Vec<Vec<String>>, JobError> {
 }
 
 /// sbatch `--nodelist`/`--exclude`: a hostlist (`n[1-3],gpu1`).
+/// `-L/--licenses`: `NAME[:COUNT]` joined by commas (`matlab:2,ansys`), a name given
+/// twice counted once with both counts; Slurm's `|` (any one of several) is refused.
+pub fn licenses(v: &str) -> Result<Vec<(String, u32)>, JobError> {
+    const EXPECTED: &str = "NAME[:COUNT] joined by commas, as matlab:2,ansys";
+    if v.contains('|') {
+        return Err(JobError::unsupported(
+            v,
+            "any one of several licenses (|): name the licenses the job needs, joined by ','",
+        ));
+    }
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for item in v.split(',') {
+        let (name, count) = match item.split_once(':') {
+            Some((name, count)) => match count.parse::<u32>() {
+                Ok(n @ 1..) => (name, n),
+                _ => return Err(JobError::invalid("licenses", v, EXPECTED)),
+            },
+            None => (item, 1),
+        };
+        let named = |c: char| c.is_ascii_alphanumeric() || "_-.@".contains(c);
+        if name.is_empty() || !name.chars().all(named) {
+            return Err(JobError::invalid("licenses", v, EXPECTED));
+        }
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, have)) => *have = have.saturating_add(count),
+            None => out.push((name.to_string(), count)),
+        }
+    }
+    Ok(out)
+}
+
 fn nodes(v: &str) -> Result<Vec<String>, JobError> {
     if v.contains('/') {
         return Err(JobError::unsupported(
@@ -1721,9 +1752,6 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
     Ok((name, Some(ArraySpec::parse(&spec)?)))
 }
 
-/// bsub `-R`: the `span[]` and `rusage[mem=]` sections; `order[]` is ignored (berth
-/// orders hosts itself); host selection (`select[]`, a bare expression) and the rest are
-/// refused rather than silently dropped.
 /// bsub -env: `all`, `none`, or the variables (`X=1`, `Y`) after either or alone (then only
 /// those, as `none,...`).
 fn lsf_env(v: &str) -> Result<Export, JobError> {
@@ -1741,6 +1769,10 @@ fn lsf_env(v: &str) -> Result<Export, JobError> {
     Ok(export)
 }
 
+/// bsub `-R`: the `span[]` and `rusage[]` sections (`mem=`, and a site's shared resources
+/// as licenses, `rusage[matlab=1]`); `order[]` and host selection (`select[]`, a bare
+/// expression) are ignored (berth chooses and orders hosts itself); the rest is refused
+/// rather than silently dropped.
 fn lsf_resources(
     opts: &mut JobOptions,
     v: &str,
@@ -1780,6 +1812,17 @@ fn lsf_resources(
                 ("rusage", "mem") => opts.memory = Some(Memory::PerCpu(size(value, "M")?)),
                 // How long the reservation holds: for the whole job here.
                 ("rusage", "duration" | "decay") => {}
+                // A site's shared resource, counted across the cluster: a license.
+                ("rusage", name)
+                    if !["swp", "swap", "tmp", "ut", "slots"].contains(&name)
+                        && value.parse::<u32>().is_ok_and(|n| n > 0) =>
+                {
+                    let asked = opts.licenses.take().unwrap_or_default();
+                    let all: Vec<String> = (asked.iter().map(|(n, c)| format!("{n}:{c}")))
+                        .chain([format!("{name}:{value}")])
+                        .collect();
+                    opts.licenses = Some(licenses(&all.join(","))?);
+                }
                 ("order" | "select" | "same" | "affinity", _) => {
                     ignore(opts, found, line, "berth chooses and orders hosts itself");
                     break;
@@ -1787,7 +1830,7 @@ fn lsf_resources(
                 (s, _) => {
                     return Err(JobError::unsupported(
                         &format!("{s}[{body}]"),
-                        "berth reads span[ptile=N], span[hosts=1] and rusage[mem=N]",
+                        "berth reads span[ptile=N], span[hosts=1], rusage[mem=N] and licenses as rusage[NAME=N]",
                     ))
                 }
             }

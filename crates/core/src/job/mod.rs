@@ -35,9 +35,9 @@ pub use dependency::{
     JobDependency,
 };
 pub use directives::{
-    leading_options, parse_args, parse_args_as, parse_env, parse_script, parse_script_with,
-    pyxis_image, pyxis_mounts, shifter_image, shifter_volumes, ContainerName, Family, NameMode,
-    ParsedScript,
+    leading_options, licenses, parse_args, parse_args_as, parse_env, parse_script,
+    parse_script_with, pyxis_image, pyxis_mounts, shifter_image, shifter_volumes, ContainerName,
+    Family, NameMode, ParsedScript,
 };
 pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;
@@ -342,6 +342,8 @@ pub struct JobOptions {
     pub hold: Option<bool>,
     /// `--reservation`: the administrator's reservation it runs in.
     pub reservation: Option<String>,
+    /// `-L/--licenses`: the cluster's licenses it holds while it runs.
+    pub licenses: Option<Vec<(String, u32)>>,
     /// sbatch `--test-only`: the submission is checked and its start estimated, not queued.
     pub test_only: Option<bool>,
     pub export: Option<Export>,
@@ -436,6 +438,7 @@ impl JobOptions {
             dependencies: c.dependencies.or(d.dependencies),
             hold: c.hold.or(d.hold),
             reservation: c.reservation.or(d.reservation),
+            licenses: c.licenses.or(d.licenses),
             test_only: c.test_only.or(d.test_only),
             export: c.export.or(d.export),
             workdir: c.workdir.or(d.workdir),
@@ -512,6 +515,10 @@ pub struct JobRequest {
     /// from its start, ending by its end.
     #[serde(default)]
     pub reservation: Option<String>,
+    /// The cluster's licenses it holds while it runs (`-L matlab:2,ansys`), each name
+    /// once: it starts only when that many of each are free ([licenses] in the config).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<(String, u32)>,
     /// Checked and its start estimated, not queued (sbatch `--test-only`).
     #[serde(default)]
     pub test_only: bool,
@@ -615,6 +622,14 @@ fn request_err(msg: String) -> JobError {
 }
 
 impl JobRequest {
+    /// Its licenses as Slurm writes them (`matlab:2,ansys:1`); `None` without any.
+    pub fn licenses_text(&self) -> Option<String> {
+        let each: Vec<String> = (self.licenses.iter())
+            .map(|(name, n)| format!("{name}:{n}"))
+            .collect();
+        (!each.is_empty()).then(|| each.join(","))
+    }
+
     /// Sets the limit the job asked for, as [`JobOptions::time_limit`] holds it:
     /// [`UNLIMITED_TIME`] is none of its own and [`Self::no_time_limit`].
     pub fn ask_time_limit(&mut self, asked: Option<u64>) {
@@ -819,6 +834,7 @@ impl JobRequest {
             dependencies,
             hold: o.hold.unwrap_or(false),
             reservation: o.reservation,
+            licenses: o.licenses.unwrap_or_default(),
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,

@@ -662,6 +662,15 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
     assert_eq!(ignored.len(), 17, "{ignored:?}");
     // --exclusive=user: the nodes whole, which is more than it asks.
     assert_eq!(o.exclusive, Some(true));
+    // LSF's shared resources (rusage) are licenses too.
+    let lsf = request("#BSUB -R \"rusage[mem=100:matlab=2]\"\n");
+    assert_eq!(lsf.licenses, [("matlab".to_string(), 2)]);
+    // Licenses: counted once a name.
+    let licensed = request("#SBATCH -L matlab:2,ansys,matlab\n");
+    assert_eq!(
+        licensed.licenses,
+        [("matlab".to_string(), 3), ("ansys".to_string(), 1)]
+    );
     // (The last one: the job stays when its dependency can never be satisfied.)
     assert!(
         JobRequest::from_options(o.clone(), "j")
@@ -674,7 +683,9 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
         ("-C a&&b", "invalid constraint"),
         ("--nodelist=n[1-2", "invalid node list"),
         ("-w ./hosts", "not a file"),
-        ("-L matlab:1", "no licenses"),
+        ("-L matlab:0", "expected NAME[:COUNT]"),
+        ("-L a|b", "any one of several licenses"),
+        ("--licenses=,x", "expected NAME[:COUNT]"),
     ] {
         let e = error(&format!("#SBATCH {directive}\n"));
         assert!(
