@@ -3698,6 +3698,12 @@ fn licenses_are_held_while_jobs_run() {
         "{}",
         shown.stdout
     );
+    let m = c.metrics();
+    let at = |name: &str| m.get(&format!(r#"{name}{{license="matlab"}}"#)).copied();
+    assert_eq!(
+        (at("berth_licenses"), at("berth_licenses_used")),
+        (Some(2.0), Some(2.0))
+    );
     c.berth(Mode::Rootless, &["cancel", &holder.to_string()])
         .ok();
     c.completed(waiting);

@@ -196,6 +196,24 @@ impl Controller {
             "Time spent in scheduling passes since this controller started, in seconds.",
             [(vec![], c.pass_seconds)],
         );
+        let licenses = self.licenses();
+        let each = |n: fn(&berth_api::LicenseInfo) -> u32| {
+            (licenses.iter())
+                .map(move |l| (vec![("license", l.name.clone())], f64::from(n(l))))
+                .collect::<Vec<_>>()
+        };
+        out.family(
+            "berth_licenses",
+            "gauge",
+            "The cluster's licenses ([licenses]), by name.",
+            each(|l| l.total),
+        );
+        out.family(
+            "berth_licenses_used",
+            "gauge",
+            "Licenses held by running jobs, by name.",
+            each(|l| l.used),
+        );
         self.node_metrics(&mut out);
         out.0
     }
