@@ -1982,8 +1982,8 @@ fn apply_pbs(
 
 /// One `-l` resource. Torque `nodes=N:ppn=P[:gpus=G]` and PBS Pro
 /// `select=N:ncpus=C[:mpiprocs=P][:mem=M][:ngpus=G]` both become N nodes; a select chunk is
-/// taken as one node (as with `place=scatter`), mpiprocs as its tasks and ncpus/mpiprocs
-/// as CPUs per task. `vmem`/`pvmem` are ignored: cgroups limit resident memory, not
+/// taken as one node (as with `place=scatter`; `place=pack` puts them all on one, see
+/// `JobRequest::from_options`), mpiprocs as its tasks and ncpus/mpiprocs as CPUs per task. `vmem`/`pvmem` are ignored: cgroups limit resident memory, not
 /// address space, so mapping them onto `mem` would kill jobs that map large files.
 fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Result<(), JobError> {
     // NCI's: start in the submission directory (where berth starts every job).
@@ -2038,8 +2038,10 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
             for p in value.split(':') {
                 match p {
                     "excl" | "exclhost" => opts.exclusive = Some(true),
-                    "free" | "scatter" | "vscatter" | "shared" => {}
-                    _ => return Err(JobError::unsupported(item, "berth places each chunk on its own node (place=scatter), optionally excl")),
+                    "pack" => opts.pack = Some(true),
+                    "scatter" | "vscatter" => opts.pack = Some(false),
+                    "free" | "shared" => {}
+                    _ => return Err(JobError::invalid("place", item, "place=pack, scatter, vscatter or free, optionally :excl, :exclhost or :shared")),
                 }
             }
         }

@@ -381,6 +381,8 @@ pub struct JobOptions {
     pub min_cpus: Option<u32>,
     /// PBS Pro's OMP_NUM_THREADS for the job (`ompthreads`, else each rank's CPUs).
     pub omp_threads: Option<u32>,
+    /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
+    pub pack: Option<bool>,
     /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
     pub ignore_pbs: Option<bool>,
     /// sbatch `--uid`: the user (name or uid) root submits the job as.
@@ -461,6 +463,7 @@ impl JobOptions {
             overcommit: c.overcommit.or(d.overcommit),
             min_cpus: c.min_cpus.or(d.min_cpus),
             omp_threads: c.omp_threads.or(d.omp_threads),
+            pack: c.pack.or(d.pack),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             uid: c.uid.or(d.uid),
             requeue: c.requeue.or(d.requeue),
@@ -687,7 +690,21 @@ impl JobRequest {
     }
 
     /// Resolves defaults and checks the options make sense together.
-    pub fn from_options(o: JobOptions, default_name: &str) -> Result<JobRequest, JobError> {
+    pub fn from_options(mut o: JobOptions, default_name: &str) -> Result<JobRequest, JobError> {
+        // PBS's place=pack: the chunks all on one node, with what each asked of its node.
+        if o.pack == Some(true) {
+            let chunks = o.nodes.map_or(1, |r| r.min);
+            if let Some(t) = o.ntasks_per_node.take() {
+                o.ntasks = Some(o.ntasks.unwrap_or(t.saturating_mul(chunks)));
+            }
+            if let Some(Memory::PerNode(m)) = o.memory {
+                o.memory = Some(Memory::PerNode(m.saturating_mul(u64::from(chunks))));
+            }
+            if let Some(g) = o.gpus.as_mut().filter(|g| g.scope == GpuScope::Node) {
+                g.count = g.count.saturating_mul(chunks);
+            }
+            o.nodes = Some(NodeRange { min: 1, max: 1 });
+        }
         let positive = |what: &str, v: Option<u32>| match v {
             Some(0) => Err(request_err(format!("{what} must be at least 1"))),
             _ => Ok(()),

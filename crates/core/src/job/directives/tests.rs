@@ -482,7 +482,15 @@ fn pbs_pro() {
 
     assert!(error("#PBS -l select=2:ncpus=3:mpiprocs=2\n").contains("multiple of mpiprocs"));
     assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
-    assert!(error("#PBS -l place=pack\n").contains("not supported"));
+    // place=pack: every chunk on one node, with what each chunk asked of its node.
+    let packed = request("#PBS -l place=pack\n#PBS -l select=3:ncpus=2:mem=1gb:ngpus=1\n");
+    assert_eq!(
+        (packed.nodes, packed.ntasks, packed.ntasks_per_node),
+        (NodeRange { min: 1, max: 1 }, 3, None)
+    );
+    assert_eq!(packed.memory, Some(Memory::PerNode(3 << 30)));
+    assert_eq!(packed.gpus.map(|g| g.count), Some(3));
+    assert!(error("#PBS -l place=frob\n").contains("place=pack, scatter"));
     assert!(error("#PBS -W frob=x\n").contains("depend="));
 }
 
