@@ -1899,16 +1899,20 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         j.ntasks,
         j.cpus_per_task
     )?;
-    // What each node must have, as scontrol words it (MinMemoryNode=0: no memory asked).
+    // What each node must have, as scontrol words it (MinMemoryNode=0: no memory asked;
+    // MinMemoryCPU= where it asked by the CPU).
     let nodes = match j.nodes.len() {
         0 => j.min_nodes.max(1) as u64,
         n => n as u64,
     };
+    let memory = match j.memory_per_cpu {
+        Some(b) => format!("MinMemoryCPU={}", slurm_size(b)),
+        None => format!("MinMemoryNode={}", j.memory.map_or("0".into(), slurm_size)),
+    };
     writeln!(
         out,
-        "   MinCPUsNode={} MinMemoryNode={} MinTmpDiskNode=0",
+        "   MinCPUsNode={} {memory} MinTmpDiskNode=0",
         (j.cpus / nodes).max(u64::from(j.cpus_per_task)).max(1),
-        j.memory.map_or("0".into(), slurm_size)
     )?;
     if let Some(host) = j.nodes.first() {
         writeln!(out, "   BatchHost={host}")?;

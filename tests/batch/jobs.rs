@@ -2777,6 +2777,15 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
             format!("{index} of 3: 3-9:3 10\n")
         );
     }
+    // Asked by the CPU, shown so.
+    let shown = c.berth(Mode::Rootless, &["show", &first.to_string()]);
+    assert!(
+        shown
+            .ok()
+            .contains("   MinCPUsNode=1 MinMemoryCPU=10M MinTmpDiskNode=0\n"),
+        "{}",
+        shown.stdout
+    );
     // --mem=0: all of the node's memory.
     let whole =
         "#!/bin/sh\n#SBATCH --mem=0\n#BERTH --image busybox\necho \"$SLURM_MEM_PER_NODE\"\n";

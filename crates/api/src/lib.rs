@@ -229,6 +229,9 @@ pub struct JobInfo {
     pub cpus_per_task: u32,
     pub cpus: u64,
     pub memory: Option<u64>,
+    /// The memory it asked for each CPU (`--mem-per-cpu`), bytes; `memory` is its node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_per_cpu: Option<u64>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     /// CPU time (all of it, in user mode and in the kernel) and peak memory from the job's

@@ -536,6 +536,10 @@ impl Job {
                 }
                 (memory, _) => memory,
             },
+            memory_per_cpu: match self.request.memory {
+                Some(berth_core::job::Memory::PerCpu(b)) => Some(b),
+                _ => None,
+            },
             exit_code: self.exit_code,
             signal: self.signal,
             cpu_usec: self.cpu_usec,
