@@ -2777,6 +2777,12 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
             format!("{index} of 3: 3-9:3 10\n")
         );
     }
+    // The script's own pid, as slurmstepd gives the batch step's task.
+    let pid = "#!/bin/sh\n#BERTH --image busybox\n[ \"$SLURM_TASK_PID\" = $$ ] && echo same\n";
+    let id = c.submit(Mode::Rootless, "pid.sh", pid, &[]);
+    c.completed(id);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(out.unwrap(), "same\n");
     // Asked by the CPU, shown so.
     let shown = c.berth(Mode::Rootless, &["show", &first.to_string()]);
     assert!(

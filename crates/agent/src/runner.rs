@@ -676,6 +676,10 @@ fn in_container(
         &workdir,
     )
     .map_err(|e| (e.exit_code(), e.to_string()))?;
+    let spec = berth_runtime::ContainerSpec {
+        pid_variable: Some("SLURM_TASK_PID"),
+        ..spec
+    };
     // Steps started from outside the container get the job's environment (step.rs).
     let environment = environment_path(&launch.script);
     let mut text = spec.env.join("\0");

@@ -822,7 +822,26 @@ fn run_program(spec: &ContainerSpec) -> Failure {
         // SAFETY: umask(2) cannot fail.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
-    exec(&argv(spec), &spec.env)
+    exec(
+        &argv(spec),
+        &with_pid_variable(&spec.env, spec.pid_variable),
+    )
+}
+
+/// `env`, with `name` (where there is one) set to the calling process's pid (Slurm's
+/// SLURM_TASK_PID), whatever it held.
+pub(crate) fn with_pid_variable<'a>(
+    env: &'a [String],
+    name: Option<&str>,
+) -> std::borrow::Cow<'a, [String]> {
+    let Some(name) = name else {
+        return std::borrow::Cow::Borrowed(env);
+    };
+    let mut env = env.to_vec();
+    env.retain(|kv| kv.split_once('=').is_none_or(|(k, _)| k != name));
+    // SAFETY: getpid(2) cannot fail.
+    env.push(format!("{name}={}", unsafe { libc::getpid() }));
+    std::borrow::Cow::Owned(env)
 }
 
 fn argv(spec: &ContainerSpec) -> Vec<String> {

@@ -510,16 +510,7 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
                 task.cwd
             ),
         })?;
-        let env = match task.pid_variable {
-            Some(name) => {
-                let mut env = task.env.to_vec();
-                env.retain(|kv| kv.split_once('=').is_none_or(|(k, _)| k != name));
-                // SAFETY: getpid(2) cannot fail.
-                env.push(format!("{name}={}", unsafe { libc::getpid() }));
-                std::borrow::Cow::Owned(env)
-            }
-            None => std::borrow::Cow::Borrowed(task.env),
-        };
+        let env = container::with_pid_variable(task.env, task.pid_variable);
         Ok(container::exec(task.argv, &env))
     })()
     .unwrap_or_else(|f| f);

@@ -436,6 +436,7 @@ pub fn plan(
         layer: options.layer.clone(),
         empty_home: options.empty_home && !host && !home_bound && options.home.is_none(),
         umask: options.umask,
+        pid_variable: None,
     })
 }
 

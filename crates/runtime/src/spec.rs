@@ -58,6 +58,9 @@ pub struct ContainerSpec {
     pub program: Program,
     /// The complete environment, `NAME=VALUE`.
     pub env: Vec<String>,
+    /// A variable added to it that holds the program's own pid (a batch script's
+    /// SLURM_TASK_PID).
+    pub pid_variable: Option<&'static str>,
     pub cwd: String,
     /// Fail if `cwd` does not exist (it was asked for with --pwd), rather than fall back to `/`.
     pub cwd_required: bool,
