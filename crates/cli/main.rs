@@ -317,7 +317,12 @@ fn report(err: &anyhow::Error) -> i32 {
     let code = err
         .downcast_ref::<berth_runtime::RuntimeError>()
         .map_or(125, |e| e.exit_code());
-    match code == 125 && compat::as_slurm() {
+    // A step interrupted while it waited to start (Ctrl-C): srun's status 1 for it.
+    let cancelled = matches!(
+        err.downcast_ref::<berth_agent::step::StepError>(),
+        Some(berth_agent::step::StepError::Cancelled(_))
+    ) && compat::invoked_as() == Some("srun");
+    match code == 125 && (compat::as_slurm() || cancelled) {
         true => 1,
         false => code,
     }

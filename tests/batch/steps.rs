@@ -45,6 +45,12 @@ fn concurrent_steps_get_cpus_of_their_own_or_wait_for_them() {
 done
 until [ "$(cat err.* | grep -c 'temporarily disabled')" = 2 ]; do sleep 0.1; done
 srun -n 1 --overlap sh -c 'echo "overlapping $(ls on.* | wc -l)"'
+srun -n 1 true 2> interrupted.err &
+p=$!
+until grep -q 'temporarily disabled' interrupted.err; do sleep 0.1; done
+kill -INT $p
+wait $p
+echo "interrupted $?"
 touch release
 wait
 cat err.*
@@ -65,6 +71,8 @@ srun -n 1 sh -c 'echo "alone $(grep Cpus_allowed_list /proc/self/status | cut -f
     used.dedup();
     assert_eq!(used.len(), 2, "{out}");
     assert!(out.contains("overlapping 2\n"), "{out}");
+    // A waiting srun interrupted (Ctrl-C): no step, and srun's status for it.
+    assert!(out.contains("interrupted 1\n"), "{out}");
     let waited = lines_with(&out, "srun: Job ");
     assert_eq!(
         waited,

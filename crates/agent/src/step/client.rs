@@ -36,6 +36,8 @@ pub fn run(
     // With a terminal, keys go to the task's terminal as they are typed (^C included), and
     // window size changes follow.
     let _raw = request.pty.then(RawTerminal::enter).flatten();
+    // Signalled before the step started: an error then is the step's cancelling.
+    let (mut interrupted, mut started) = (false, false);
     loop {
         let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
             .map_err(io_err("waiting for the step"))?;
@@ -43,6 +45,7 @@ pub fn run(
             for sig in signals.take() {
                 // The agent may have finished already; its last answer is still to come.
                 answers.say(&StepSignal { signal: sig });
+                interrupted |= !started;
             }
         }
         if !answer {
@@ -56,8 +59,14 @@ pub fn run(
         while let Some(event) = answers.next() {
             match event? {
                 StepEvent::Exited { code } => return Ok(code),
+                StepEvent::Error(message) if interrupted => {
+                    return Err(StepError::Cancelled(message))
+                }
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
-                other => tell(&other),
+                other => {
+                    started |= matches!(other, StepEvent::Started { .. });
+                    tell(&other)
+                }
             }
         }
     }

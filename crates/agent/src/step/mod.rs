@@ -173,6 +173,9 @@ pub enum StepError {
     /// The agent refused the step, or could not start it.
     #[error("{0}")]
     Refused(String),
+    /// The client was signalled (Ctrl-C) while its step waited to start: it never did.
+    #[error("{0}")]
+    Cancelled(String),
     /// Its container could not be saved (`--container-save`).
     #[error("{0}")]
     Save(String),
