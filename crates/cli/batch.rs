@@ -324,6 +324,10 @@ pub struct HistoryArgs {
     /// --starttime)
     #[arg(short = 'E', long = "endtime", visible_alias = "until", value_name = "TIME", value_parser = parse_time)]
     until: Option<u64>,
+    /// Times cut to the window: a start before --starttime is shown as it, an end after
+    /// --endtime (or none yet) as that, and the elapsed time between them (as sacct -T)
+    #[arg(short = 'T', long)]
+    truncate: bool,
     /// These jobs, ended or not (comma-separated ids; an array's id stands for its tasks,
     /// ID_INDEX for one)
     #[arg(short, long, value_delimiter = ',')]
@@ -2185,6 +2189,14 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             && (args.partitions.is_empty() || args.partitions.contains(&j.partition))
             && (states.is_empty() || states.contains(&j.state))
     });
+    if args.truncate {
+        for j in jobs.iter_mut().filter(|j| j.start_time.is_some()) {
+            j.start_time = j.start_time.max(since);
+            if let Some(until) = args.until {
+                j.end_time = Some(j.end_time.map_or(until, |end| end.min(until)));
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         return print_json(&mut out, &jobs);
@@ -2288,6 +2300,9 @@ fn batch_accounting(name: &str, j: &JobInfo) -> String {
         "Partition" | "Account" | "User" | "Timelimit" | "Reason" | "ReqMem" | "ReqCPUS" => {
             String::new()
         }
+        // One task: its own.
+        "AveCPU" => accounting("TotalCPU", j),
+        "AveRSS" => accounting("MaxRSS", j),
         _ => accounting(name, j),
     }
 }
@@ -2331,6 +2346,11 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         "MaxRSS" => step
             .usage
             .map_or(String::new(), |u| slurm_size(u.max_rss_bytes)),
+        // Each task's on average; its tasks' sizes are known apart only where it has one.
+        "AveCPU" => step.usage.map_or(String::new(), |u| {
+            cpu_time((u.user_usec + u.system_usec) / u64::from(step.ntasks.max(1)))
+        }),
+        "AveRSS" if step.ntasks == 1 => step_accounting("MaxRSS", j, step),
         "NTasks" => step.ntasks.to_string(),
         "NNodes" => step_nodes(j, step).len().max(1).to_string(),
         // (Without one of its own, the job's bounds it.)
@@ -2563,6 +2583,8 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("UserCPU", 10),
     ("SystemCPU", 10),
     ("MaxRSS", 10),
+    ("AveCPU", 10),
+    ("AveRSS", 10),
     ("NNodes", 8),
     ("NTasks", 8),
     ("NCPUS", 10),

@@ -124,6 +124,24 @@ fn a_users_batch_script_runs_in_its_image_as_that_user() {
     ]));
     let bad = c.berth(Mode::Rootless, &["history", "-S", "yesterday"]);
     assert!(bad.stderr.contains("expected HH:MM[:SS]"), "{}", bad.stderr);
+    // -T: times cut to the window, and the elapsed time with them.
+    let slow = "#!/bin/sh\n#BERTH --image busybox\nsleep 2\n";
+    let slow = c.submit(Mode::Rootless, "slow.sh", slow, &[]);
+    let job = c.completed(slow);
+    let (start, end) = (
+        job["start_time"].as_u64().unwrap(),
+        job["end_time"].as_u64().unwrap(),
+    );
+    let slow = slow.to_string();
+    let cut = |extra: &[&str]| {
+        let sacct = ["as", "sacct", "-nPX", "-o", "ElapsedRaw", "-j", &slow];
+        let args = [&sacct[..], extra].concat();
+        c.berth(Mode::Rootless, &args).ok().trim().to_string()
+    };
+    let later = (start + 1).to_string();
+    assert_eq!(cut(&["-S", &later]), (end - start).to_string());
+    assert_eq!(cut(&["-S", &later, "-T"]), (end - start - 1).to_string());
+    assert_eq!(cut(&["-S", &later, "-E", &later, "-T"]), "0");
     let plain = c.berth(
         Mode::Rootless,
         &["submit", cwd.join("hello.sh").to_str().unwrap()],

@@ -406,7 +406,11 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
         job["system_cpu_usec"].as_u64().unwrap(),
     );
     assert!(user > 0 && user + system > 0, "{job}");
-    let sacct = sacct(&c, &id.to_string(), "JobID,NTasks,TotalCPU,UserCPU,MaxRSS");
+    let sacct = sacct(
+        &c,
+        &id.to_string(),
+        "JobID,NTasks,TotalCPU,UserCPU,MaxRSS,AveCPU,AveRSS",
+    );
     let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
     // The job's, its batch step's, then its steps'.
     assert_eq!(lines.len(), 7, "{sacct}");
@@ -421,6 +425,15 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
     assert_eq!(dd_rss, big.max_rss_bytes.div_ceil(1024) * 1024, "{sacct}");
     for line in &lines {
         assert!(line[2] != "-" && line[3] != "-", "{sacct}");
+    }
+    // Averages over each line's tasks: none on the job's own; a task's own where there is
+    // one; CPU only where there are more (their sizes are not known apart).
+    assert_eq!(lines[0][5..], ["", ""], "{sacct}");
+    for line in &lines[1..] {
+        match line[1] {
+            "1" => assert_eq!((line[5], line[6]), (line[2], line[4]), "{sacct}"),
+            _ => assert!(!line[5].is_empty() && line[6].is_empty(), "{sacct}"),
+        }
     }
     let shown = c
         .berth(Mode::Rootless, &["show", &id.to_string()])
