@@ -2644,6 +2644,8 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
         "SystemCPU" => j.system_cpu_usec.map_or("-".into(), cpu_time),
         "MaxRSS" => j.max_rss_bytes.map_or(String::new(), slurm_size),
+        // The allocation's line has no tasks of its own to average over, as sacct's.
+        "AveCPU" | "AveRSS" => String::new(),
         "NNodes" => j.nodes.len().max(1).to_string(),
         "NTasks" => j.ntasks.max(1).to_string(),
         "NCPUS" => j.cpus.to_string(),
