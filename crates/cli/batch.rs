@@ -366,6 +366,9 @@ pub struct HistoryArgs {
     /// Jobs alone, without a line for each of their steps (as sacct -X)
     #[arg(short = 'X', long)]
     allocations: bool,
+    /// A requeued job's earlier runs too, a line each before its last (as sacct -D)
+    #[arg(short = 'D', long)]
+    duplicates: bool,
     /// Each job's batch script, as it was submitted, instead of the columns (as sacct -B)
     #[arg(short = 'B', long, conflicts_with_all = ["json", "format", "brief", "long"])]
     batch_script: bool,
@@ -2250,6 +2253,15 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         let named = only_steps
             .get(&job_id(j))
             .or(only_steps.get(&j.id.to_string()));
+        let earlier = j.earlier_runs.iter().filter(|_| args.duplicates);
+        for run in earlier.filter(|_| named.is_none()) {
+            let run = earlier_run(j, run);
+            writeln!(
+                out,
+                "{}",
+                table.line(|name| sized(name, accounting(name, &run)))
+            )?;
+        }
         if named.is_none() {
             writeln!(
                 out,
@@ -2278,6 +2290,28 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Job `j` as it was in an earlier run of its own (before a requeue), for its line.
+fn earlier_run(j: &JobInfo, run: &berth_api::JobRun) -> JobInfo {
+    JobInfo {
+        state: run.state.clone(),
+        start_time: Some(run.start_time),
+        end_time: Some(run.end_time),
+        nodes: run.nodes.clone(),
+        cpus: run.cpus,
+        exit_code: run.exit_code,
+        signal: run.signal,
+        cpu_usec: run.cpu_usec,
+        user_cpu_usec: None,
+        system_cpu_usec: None,
+        max_rss_bytes: run.max_rss_bytes,
+        suspended_seconds: 0,
+        cancelled_by: None,
+        steps: Vec::new(),
+        earlier_runs: Vec::new(),
+        ..j.clone()
+    }
 }
 
 /// A job's step as sacct and scancel name it, `JOB.STEP` (`42.0`, `42_3.1`, `42.batch`):

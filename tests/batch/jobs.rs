@@ -3943,6 +3943,24 @@ fn requeue_runs_a_job_again_under_its_id() {
     assert_eq!(c.wait_for(id, &["RUNNING"])["restarts"], 3);
     c.berth(Mode::Root, &["cancel", &id.to_string()]).ok();
     c.wait_for(id, &["CANCELLED"]);
+    // Each run kept: sacct -D lists the earlier ones too, each as it ended.
+    let runs = |extra: &[&str]| {
+        let id = id.to_string();
+        let args = [
+            &["as", "sacct", "-nPX", "-o", "State,NodeList", "-j", &id][..],
+            extra,
+        ];
+        c.berth(Mode::Rootless, &args.concat()).ok().to_string()
+    };
+    let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
+    assert_eq!(runs(&[]), format!("CANCELLED by 0|{node}\n"));
+    let states: Vec<String> = (runs(&["-D"]).lines())
+        .map(|l| l.split('|').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        states,
+        ["REQUEUED", "REQUEUED", "CANCELLED", "CANCELLED by 0"]
+    );
     // Not one submitted with --no-requeue (Slurm's "presently disabled").
     let once = c.submit(Mode::Rootless, "once.sh", HELLO, &["--no-requeue"]);
     c.completed(once);

@@ -283,6 +283,9 @@ pub struct JobInfo {
     /// The job's steps (`berth step` inside it), in the order they started.
     #[serde(default)]
     pub steps: Vec<StepInfo>,
+    /// A requeued job's earlier runs, oldest first (sacct -D).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<JobRun>,
     /// `--constraint`, as berth reads it (`a&b|c`); `None`: any node.
     #[serde(default)]
     pub constraint: Option<String>,
@@ -319,6 +322,23 @@ pub struct JobInfo {
     /// Its nice value (`--nice`): subtracted from its priority.
     #[serde(default)]
     pub nice: i32,
+}
+
+/// One of a requeued job's earlier runs, as sacct -D lists them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct JobRun {
+    pub start_time: u64,
+    pub end_time: u64,
+    pub nodes: Vec<String>,
+    pub cpus: u64,
+    /// How it ended: REQUEUED where it was requeued while it ran, else its state then
+    /// (NODE_FAIL where its node's failure requeued it, COMPLETED for an ended job queued
+    /// again, ...).
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cpu_usec: Option<u64>,
+    pub max_rss_bytes: Option<u64>,
 }
 
 /// One job step, as `berth show` and `history` report it (sacct's JOBID.STEP lines).

@@ -261,6 +261,9 @@ pub struct Job {
     /// Its steps (`berth step`), numbered from 0 in the order they started.
     #[serde(default)]
     pub steps: Vec<berth_api::StepInfo>,
+    /// Its runs before it was requeued, oldest first (sacct -D).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<berth_api::JobRun>,
     /// Its named containers (`srun --container-name`), each with the image it was
     /// created of, for the steps that name it again; they end with the run.
     #[serde(default)]
@@ -456,6 +459,25 @@ impl Job {
     /// Back to pending, as after `scontrol requeue`: same id, one more restart; held if the
     /// requeue said so (`requeue_held`).
     pub fn restart(&mut self) {
+        if let Some(start_time) = self.start_time {
+            // Requeued while it ran; else it had ended as it did (its node failed, or it
+            // was queued again once over).
+            let state = match self.requeue_requested {
+                true => "REQUEUED",
+                false => self.state.name(),
+            };
+            self.earlier_runs.push(berth_api::JobRun {
+                start_time,
+                end_time: self.end_time.unwrap_or_else(crate::now),
+                nodes: self.nodes().map(str::to_string).collect(),
+                cpus: self.cpus,
+                state: state.into(),
+                exit_code: self.exit_code,
+                signal: self.signal,
+                cpu_usec: self.cpu_usec,
+                max_rss_bytes: self.max_rss_bytes,
+            });
+        }
         self.state = State::Pending;
         self.reason = Some("Requeued".into());
         self.start_time = None;
@@ -570,6 +592,7 @@ impl Job {
             held: self.held,
             restarts: self.restarts,
             steps: self.steps.clone(),
+            earlier_runs: self.earlier_runs.clone(),
             constraint: (!self.request.constraint.is_empty()).then(|| {
                 let any: Vec<String> = self
                     .request

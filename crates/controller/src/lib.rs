@@ -1343,6 +1343,7 @@ impl Controller {
                 requeue_held: None,
                 restarts: 0,
                 steps: Vec::new(),
+                earlier_runs: Vec::new(),
                 containers: BTreeMap::new(),
                 allocation: false,
                 allocation_exit: None,
