@@ -3078,6 +3078,36 @@ fn killing_the_controller_loses_nothing() {
             .unwrap(),
         "survived\n"
     );
+    // Jobs running or suspended at a restart are as much in hand after it: suspended,
+    // resumed and cancelled at once.
+    let sleeper = |name, seconds| {
+        let script = format!("#!/bin/sh\n#BERTH --image busybox\nsleep {seconds}\n");
+        c.submit(Mode::Rootless, name, &script, &["-t", "10"])
+    };
+    let (long, frozen) = (sleeper("long.sh", 300), sleeper("frozen.sh", 6));
+    c.wait_for(long, &["RUNNING"]);
+    c.wait_for(frozen, &["RUNNING"]);
+    c.berth(Mode::Rootless, &["suspend", &frozen.to_string()])
+        .ok();
+    c.wait_for(frozen, &["SUSPENDED"]);
+    c.kill();
+    c.up();
+    for (verb, job, state) in [
+        ("suspend", long, "SUSPENDED"),
+        ("resume", long, "RUNNING"),
+        ("resume", frozen, "RUNNING"),
+    ] {
+        c.berth(Mode::Rootless, &[verb, &job.to_string()]).ok();
+        c.wait_for(job, &[state]);
+    }
+    c.berth(Mode::Rootless, &["cancel", &long.to_string()]).ok();
+    c.wait_for(long, &["CANCELLED"]);
+    let job = c.completed(frozen);
+    assert_eq!(
+        job["suspensions"].as_array().map(Vec::len),
+        Some(1),
+        "{job}"
+    );
     // A clean stop with no job's files left (the held job has none) takes the tmpfs away.
     c.stop();
     assert!(!jobs_tmpfs(&c), "{}", c.log());

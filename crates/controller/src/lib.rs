@@ -445,7 +445,9 @@ impl Controller {
             }
         }
         let filter = JobFilter {
-            states: vec!["PENDING".into(), "RUNNING".into()],
+            states: ["PENDING", "RUNNING", "SUSPENDED"]
+                .map(String::from)
+                .to_vec(),
             ..Default::default()
         };
         let mut firsts = BTreeMap::new();
@@ -3575,22 +3577,18 @@ impl Controller {
         mail::send(program, job, event, mail::array_subject(job, event, &tasks));
     }
 
-    /// Jobs an earlier controller left running: watch their runners (or collect results
-    /// they already wrote). Runners do not depend on the controller staying up.
+    /// Jobs an earlier controller left running (or suspended): watch their runners (or
+    /// collect results they already wrote), and take them in hand again (a cancel, suspend
+    /// or resume reaches their runners). Runners do not depend on the controller staying up.
     pub fn reconcile(&mut self, shared: &Shared) {
-        let running: Vec<Job> = self
-            .active
-            .running()
-            .filter(|j| j.state == State::Running)
-            .cloned()
-            .collect();
+        let running: Vec<Job> = self.active.running().cloned().collect();
         for job in running {
             for share in &job.shares {
                 // Ended (or queued again) by a share before this one.
                 if !self
                     .active
                     .get(&job.id)
-                    .is_some_and(|j| j.state == State::Running)
+                    .is_some_and(|j| matches!(j.state, State::Running | State::Suspended))
                 {
                     break;
                 }
@@ -3621,6 +3619,13 @@ impl Controller {
                     self.collect_local(&agent, id, &name, runner, result, gone);
                     continue;
                 };
+                // (This process's agent records its runners itself: the job's record
+                // has none of them.)
+                if let Some(mut j) = self.active.get_mut(&id) {
+                    if let Some(share) = j.share_mut(&name) {
+                        share.runner = Some(pid);
+                    }
+                }
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     while agent.runner_alive(id, pid) {
