@@ -104,6 +104,9 @@ pub struct StepArgs {
     /// Outside a job: the new allocation's partition
     #[arg(short, long, value_name = "PARTITION")]
     partition: Option<String>,
+    /// Outside a job: the cluster's licenses the new allocation holds while it runs
+    #[arg(short = 'L', long, value_name = "NAME[:N],...")]
+    licenses: Option<String>,
     /// Outside a job: the new allocation's name [default: the command's]
     #[arg(short = 'J', long, value_name = "NAME")]
     job_name: Option<String>,
@@ -470,6 +473,7 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
     add("--mem", args.mem.clone());
     add("--time", args.time.clone());
     add("--partition", args.partition.clone());
+    add("--licenses", args.licenses.clone());
     add("--job-name", args.job_name.clone());
     for b in &args.bind {
         add("--bind", Some(b.clone()));
@@ -547,6 +551,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             let given = [
                 ("--mem", args.mem.is_some()),
                 ("--partition", args.partition.is_some()),
+                ("--licenses", args.licenses.is_some()),
             ];
             if !args.nodelist.is_empty() && args.nodes.is_some() {
                 bail!("-N and -w both say which nodes: give one of them");

@@ -551,6 +551,7 @@ fn bwait_returns_once_the_condition_holds() {
         "/dev/null",
         "exit $((LSB_JOBINDEX - 1))",
     ]);
+    let held = bsub(&["-H", "-o", "/dev/null", "true"]);
     let all = format!("done({ok}) && exit({failed}) && ended({array}) && done({array}[1])");
     let out = bwait(&["-w", &all]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -613,6 +614,10 @@ fn bwait_returns_once_the_condition_holds() {
         ),
         (format!("numexit({array}, >= 2)"), 1),
         (format!("numstart({array}, > 0) || done({ok})"), 0),
+        // An element by name; ! of what waits holds at once.
+        ("ended(pair[2]) && exit(pair[*])".to_string(), 1),
+        ("done(pair[1]) && exit(pair[2])".to_string(), 0),
+        (format!("!started({held})"), 0),
     ] {
         let out = bwait(&["-w", &condition]);
         assert_eq!(out.code, code, "{condition}: {}", out.stderr);

@@ -2540,6 +2540,22 @@ fn a_job_waits_for_a_held_one_it_depends_on() {
         "{job}"
     );
     assert_eq!(c.show(held)["reason"], "JobHeldUser");
+    // A dependency on itself, or on a job that waits for it, is refused, as Slurm's.
+    for (target, why) in [
+        (held, format!("job {held} would depend on itself")),
+        (
+            after,
+            format!("job {held} would depend on job {after}, which waits for it"),
+        ),
+    ] {
+        let dep = format!("--dependency=afterok:{target}");
+        let out = c.berth(Mode::Rootless, &["update", &held.to_string(), &dep]);
+        assert!(out.code != 0 && out.stderr.contains(&why), "{}", out.stderr);
+    }
+    // bmod -wn: none any more.
+    let bmod = ["as", "bmod", "-wn", &after.to_string()];
+    c.berth(Mode::Rootless, &bmod).ok();
+    assert_eq!(c.show(after)["dependency"], serde_json::Value::Null);
     c.berth(Mode::Rootless, &["release", &held.to_string()])
         .ok();
     for id in [held, after] {
@@ -2614,7 +2630,13 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
         c.berth(Mode::Rootless, &args).ok().to_string()
     };
     assert_eq!(bjobs(&["-noheader", "-o", "dependency"]).trim(), written);
+    let reason = "Job dependency condition not satisfied";
+    assert_eq!(bjobs(&["-noheader", "-o", "pend_reason"]).trim(), reason);
     let long = bjobs(&["-l"]);
+    assert!(
+        long.contains(&format!(" PENDING REASONS:\n {reason};\n")),
+        "{long}"
+    );
     assert!(
         long.contains(&format!(", Dependency Condition <{written}>, ")),
         "{long}"
@@ -3733,7 +3755,8 @@ max_time = 600
 /// for more than the cluster has, or for one it has not, is refused.
 #[test]
 fn licenses_are_held_while_jobs_run() {
-    let Some(c) = Cluster::start_with_config(Some("[licenses]\nmatlab = 2\nansys = 1\n")) else {
+    let Some(mut c) = Cluster::start_with_config(Some("[licenses]\nmatlab = 2\nansys = 1\n"))
+    else {
         return;
     };
     let holder = c.submit(
@@ -3786,6 +3809,40 @@ fn licenses_are_held_while_jobs_run() {
             out.stderr
         );
     }
+    // srun's new allocation holds them too.
+    let srun = [
+        "as",
+        "srun",
+        "-L",
+        "ansys",
+        "--image",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $SLURM_JOB_LICENSES",
+    ];
+    assert_eq!(c.berth(Mode::Rootless, &srun).ok(), "ansys:1\n");
+    // A configuration with fewer: the pending jobs that ask for more fail at the restart,
+    // saying why; the others stay.
+    let more = c.submit(
+        Mode::Rootless,
+        "hello.sh",
+        HELLO,
+        &["-L", "matlab:2", "--hold"],
+    );
+    let fewer = c.submit(
+        Mode::Rootless,
+        "hello.sh",
+        HELLO,
+        &["-L", "matlab", "--hold"],
+    );
+    c.kill();
+    c.f.write_config("[licenses]\nmatlab = 1\n");
+    c.up();
+    let job = c.wait_for(more, &["FAILED"]);
+    let why = "Licenses: the job asks for 2 matlab license(s), and the configuration now has 1";
+    assert!(job["reason"].as_str().unwrap().starts_with(why), "{job}");
+    assert_eq!(c.show(fewer)["state"], "PENDING");
 }
 
 #[test]

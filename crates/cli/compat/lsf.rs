@@ -249,7 +249,7 @@ fn field(name: &str, j: &JobInfo) -> Option<String> {
         },
         "dependency" => j.dependency_condition.clone().unwrap_or_else(dash),
         "pend_reason" => match j.state.as_str() {
-            "PENDING" => j.reason.clone().unwrap_or_else(dash),
+            "PENDING" => j.reason.as_deref().map_or_else(dash, pending_reason),
             _ => dash(),
         },
         "time_left" => match (j.time_limit, j.start_time, j.end_time) {
@@ -930,11 +930,26 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     if j.state == "PENDING" {
         writeln!(
             out,
-            " PENDING REASONS:\n {}",
-            j.reason.as_deref().unwrap_or("None")
+            " PENDING REASONS:\n {};",
+            j.reason.as_deref().map_or("None".into(), pending_reason)
         )?;
     }
     Ok(())
+}
+
+/// Why a job waits, in LSF's words where it has its own (`Job dependency condition not
+/// satisfied`), else berth's reason as it is.
+fn pending_reason(reason: &str) -> String {
+    match reason {
+        "Dependency" => "Job dependency condition not satisfied",
+        "DependencyNeverSatisfied" => "Dependency condition invalid or never satisfied",
+        "BeginTime" => "The job has a specified start time",
+        "JobHeldUser" => "The job was suspended by the user while pending",
+        "JobHeldAdmin" => "The job was suspended by LSF admin or root while pending",
+        "None" => "New job is waiting for scheduling",
+        other => other,
+    }
+    .to_string()
 }
 
 const BKILL_USAGE: &str = "bkill [-s SIGNAL] [-u USER|all] JOBID|JOBID[INDEX]|0 ...";
@@ -1117,10 +1132,14 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
         match overall(&status) {
             DepStatus::Satisfied => return Ok(0),
             DepStatus::NeverSatisfied => {
+                // The job that decided it, as LSF names it (`75[3]`).
                 let why = decided
                     .as_ref()
                     .map_or(String::new(), |j: &berth_api::JobEnd| {
-                        format!(": job <{}> is {}", j.id, lsf_end_state(&j.state))
+                        let path = format!("/v1/jobs/{}", j.id);
+                        let named = crate::client::request::<JobInfo>("GET", &path, None::<&()>)
+                            .map_or(j.id.to_string(), |job| lsf_spec(&job));
+                        format!(": job <{named}> is {}", lsf_end_state(&j.state))
                     });
                 eprintln!("bwait: the wait condition is never satisfied{why}");
                 return Ok(1);
@@ -1150,11 +1169,12 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
                 DependencyKind::After => "started",
                 _ => "ended",
             };
-            // (Where several terms are open, each looked at for a moment in turn.)
+            // (Where several terms are open, or the condition may hold while one waits,
+            // each looked at for a moment in turn.)
             let now = std::time::Instant::now();
-            let wait_until = match open.len() {
-                1 => deadline,
-                _ => Some(deadline.map_or(now + slice, |d| d.min(now + slice))),
+            let wait_until = match open.len() == 1 && condition.needs_its_terms() {
+                true => deadline,
+                false => Some(deadline.map_or(now + slice, |d| d.min(now + slice))),
             };
             let ends =
                 batch::wait_on_controller(ids.start, ids.end - ids.start, until, wait_until)?;
@@ -1216,9 +1236,12 @@ fn jobs_named(pattern: &str) -> Result<Vec<u64>> {
         None::<&()>,
     )?;
     jobs.extend(ended);
+    // (`run[3]`: that element of the array named run; `run[*]`: all of it.)
+    let (name, index) = berth_core::job::Dependencies::name_and_index(pattern);
     let mut ids: Vec<u64> = jobs
         .iter()
-        .filter(|j| j.user == me && berth_core::job::Dependencies::name_matches(pattern, &j.name))
+        .filter(|j| j.user == me && berth_core::job::Dependencies::name_matches(name, &j.name))
+        .filter(|j| index.is_none_or(|i| j.array_task_id == Some(i)))
         .map(|j| j.id)
         .collect();
     ids.sort_unstable();

@@ -462,7 +462,31 @@ impl Controller {
             controller.active.insert(job.id, job);
         }
         controller.fail_unpartitioned();
+        controller.fail_unlicensed();
         Ok(Arc::new(Mutex::new(controller)))
+    }
+
+    /// Ends the pending jobs that ask for more of a license than the configuration now has
+    /// (or for one it has no more): none of them could ever start.
+    fn fail_unlicensed(&mut self) {
+        let have = self.settings.licenses.clone();
+        let short = |j: &Job| {
+            (j.request.licenses.iter())
+                .find(|(name, n)| have.get(name).is_none_or(|total| n > total))
+                .map(|(name, n)| (name.clone(), *n))
+        };
+        let orphans: Vec<(u64, (String, u32))> = (self.active.values())
+            .filter(|j| j.state == State::Pending)
+            .filter_map(|j| Some((j.id, short(j)?)))
+            .collect();
+        for (id, (name, n)) in orphans {
+            let why = format!(
+                "Licenses: the job asks for {n} {name} license(s), and the configuration now has {}; submit it again asking for what [licenses] has",
+                have.get(&name).copied().unwrap_or(0)
+            );
+            eprintln!("berth: job {id} fails: {why}");
+            self.finish(id, State::Failed, Some(why), None);
+        }
     }
 
     /// Ends the pending jobs of partitions the configuration no longer has, as Slurm's
@@ -1474,6 +1498,33 @@ impl Controller {
             .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason)))
     }
 
+    /// The job through which job `id`, waiting for the jobs `ranges` name, would wait for
+    /// itself (itself, where it names itself): `None` where it would not.
+    fn circle(
+        &self,
+        id: u64,
+        ranges: &[(berth_core::job::DependencyKind, u64, u64)],
+    ) -> Option<u64> {
+        let mut seen = BTreeSet::new();
+        for &(_, through, last) in ranges {
+            if (through..=last).contains(&id) {
+                return Some(id);
+            }
+            let mut open = vec![(through, last)];
+            while let Some((first, last)) = open.pop() {
+                if (first..=last).contains(&id) {
+                    return Some(through);
+                }
+                for other in (first..=last).filter(|o| seen.insert(*o)) {
+                    if let Some(j) = self.active.get(&other) {
+                        open.extend(j.dependency_ranges().map(|(_, a, b)| (a, b)));
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// LSF's dependencies on job names made dependencies on those jobs: `user`'s jobs of
     /// each name (a trailing `*` matching any ending), unfinished or ended within the hour
     /// (LSF's CLEAN_PERIOD), an array's by its id; none of a name is refused, as LSF refuses
@@ -2161,6 +2212,15 @@ impl Controller {
                     .iter()
                     .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), job.array_task_id))
                     .collect();
+                if let Some(through) = self.circle(id, &job.depends_on) {
+                    let how = match through == id {
+                        true => "on itself".to_string(),
+                        false => format!("on job {through}, which waits for it"),
+                    };
+                    return Err(ApiError::bad(format!(
+                        "job {id} would depend {how}: it could never start (Slurm's 'Job dependency problem'); name other jobs"
+                    )));
+                }
             }
             self.placeable(&cluster, &job.partition, &r)?;
             if r != *job.request {
@@ -5122,7 +5182,7 @@ pub fn sched_condition(c: &Condition, jobs: &[JobDependency]) -> sched::Conditio
             ),
         },
         // (Never left in a stored job: resolve_named makes each the terms of its jobs.)
-        Condition::Name(_) => sched::Condition::Any(Vec::new()),
+        Condition::Name(_) => sched::Condition::All(Vec::new()),
         Condition::All(cs) => sched::Condition::All(all(cs)),
         Condition::Any(cs) => sched::Condition::Any(all(cs)),
         Condition::Not(c) => sched::Condition::Not(Box::new(sched_condition(c, jobs))),

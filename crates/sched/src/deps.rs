@@ -112,10 +112,10 @@ impl TermState {
         }
     }
 
-    /// Where `count` of its jobs stands: holds while the count compares as asked; never
-    /// once no count its jobs can still come to would (the ended ones only grow; those
-    /// running may end).
-    pub fn count(&self, count: &Count) -> DepStatus {
+    /// Where `count` of its jobs stands: whether the count compares as asked now, and
+    /// whether that is settled, the same for every count its jobs can still come to (the
+    /// ended ones only grow; any number of those not ended may be running some time).
+    pub fn count(&self, count: &Count) -> Truth {
         let open = self.pending + self.running;
         let total = open + self.done + self.exit + self.gone;
         let n = count.n.unwrap_or(total);
@@ -126,15 +126,39 @@ impl TermState {
                 let ended = self.done + self.exit + self.gone;
                 (ended, ended..=ended + open)
             }
-            // Any number up to all that have not ended may be running some time.
             Counted::Started => (self.running, 0..=open),
         };
-        if count.op.holds(now, n) {
-            DepStatus::Satisfied
-        } else if reachable.into_iter().any(|v| count.op.holds(v, n)) {
-            DepStatus::Waiting
-        } else {
-            DepStatus::NeverSatisfied
+        let holds = count.op.holds(now, n);
+        Truth {
+            holds,
+            settled: reachable.into_iter().all(|v| count.op.holds(v, n) == holds),
+        }
+    }
+}
+
+/// Whether a condition holds now, and whether that is settled (it can no longer change):
+/// LSF starts a job once its condition holds, and gives up on it once it can never hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truth {
+    pub holds: bool,
+    pub settled: bool,
+}
+
+impl Truth {
+    /// A term's: satisfied (for good: the states it waits for are final), never to be,
+    /// or not yet.
+    fn of(status: DepStatus) -> Truth {
+        Truth {
+            holds: status == DepStatus::Satisfied,
+            settled: status != DepStatus::Waiting,
+        }
+    }
+
+    fn status(self) -> DepStatus {
+        match (self.holds, self.settled) {
+            (true, _) => DepStatus::Satisfied,
+            (false, true) => DepStatus::NeverSatisfied,
+            (false, false) => DepStatus::Waiting,
         }
     }
 }
@@ -166,25 +190,45 @@ pub fn term_statuses(
 
 /// Evaluates `condition` over its terms' states (see [`term_statuses`]); a term not among
 /// them holds. `!` follows LSF, which looks at the jobs as they are now: `!done(42)` holds
-/// while job 42 is not done (waiting, or never to be), and can never hold once it is.
+/// while job 42 is not done (waiting, or never to be), and can never hold once it is;
+/// `!numstart(42, > 0)` holds whenever none of array 42's elements runs.
 pub fn condition_status(condition: &Condition, terms: &BTreeMap<u32, TermState>) -> DepStatus {
-    let each = |cs: &[Condition], fold: fn(DepStatus, DepStatus) -> DepStatus| {
-        cs.iter()
-            .map(|c| condition_status(c, terms))
-            .reduce(fold)
-            .unwrap_or(DepStatus::Satisfied)
+    truth(condition, terms).status()
+}
+
+fn truth(condition: &Condition, terms: &BTreeMap<u32, TermState>) -> Truth {
+    let settled = |holds| Truth {
+        holds,
+        settled: true,
     };
     match condition {
-        Condition::Term(t) => terms.get(t).map_or(DepStatus::Satisfied, |t| t.status),
-        Condition::Count(t, count) => terms
-            .get(t)
-            .map_or(DepStatus::Satisfied, |t| t.count(count)),
-        Condition::All(cs) => each(cs, both),
-        Condition::Any(cs) => each(cs, either),
-        Condition::Not(c) => match condition_status(c, terms) {
-            DepStatus::Satisfied => DepStatus::NeverSatisfied,
-            _ => DepStatus::Satisfied,
-        },
+        Condition::Term(t) => terms.get(t).map_or(settled(true), |t| Truth::of(t.status)),
+        Condition::Count(t, count) => terms.get(t).map_or(settled(true), |t| t.count(count)),
+        // All of them: not while one does not hold, for good once one never will; any one:
+        // the same with holding and not swapped.
+        Condition::All(cs) | Condition::Any(cs) => {
+            let all = matches!(condition, Condition::All(_));
+            let each: Vec<Truth> = cs.iter().map(|c| truth(c, terms)).collect();
+            if each.iter().any(|t| t.holds != all && t.settled) {
+                settled(!all)
+            } else {
+                let holds = match all {
+                    true => each.iter().all(|t| t.holds),
+                    false => each.iter().any(|t| t.holds),
+                };
+                Truth {
+                    holds,
+                    settled: each.iter().all(|t| t.settled),
+                }
+            }
+        }
+        Condition::Not(c) => {
+            let inner = truth(c, terms);
+            Truth {
+                holds: !inner.holds,
+                ..inner
+            }
+        }
     }
 }
 
@@ -397,6 +441,29 @@ mod tests {
             status(Completed, Cancelled, Completed, Pending),
             NeverSatisfied
         );
+        // ! of what holds now but may not later waits: !!done(1) is done(1), and
+        // !numstart(1, > 0) holds once none runs.
+        let twice = Not(Box::new(Not(Box::new(Term(0)))));
+        let started = Condition::Count(
+            0,
+            Count {
+                of: Counted::Started,
+                op: CountOp::Gt,
+                n: Some(0),
+            },
+        );
+        let idle = Not(Box::new(started));
+        for (states, want) in [
+            ([Running, Pending], [Waiting, Waiting]),
+            ([Completed, Running], [Waiting, Waiting]),
+            ([Completed, Pending], [Waiting, Satisfied]),
+            ([Completed, Completed], [Satisfied, Satisfied]),
+            ([Completed, Failed], [NeverSatisfied, Satisfied]),
+        ] {
+            let terms = term_statuses(&deps[..2], |id| Some(states[(id != 1) as usize]));
+            let got = [&twice, &idle].map(|c| condition_status(c, &terms));
+            assert_eq!(got, want, "{states:?}");
+        }
         // A term the job has none of holds; so does an empty group.
         let none = BTreeMap::new();
         let count = Count {
@@ -409,7 +476,8 @@ mod tests {
             Satisfied
         );
         assert_eq!(condition_status(&Term(7), &none), Satisfied);
-        assert_eq!(condition_status(&Any(vec![]), &none), Satisfied);
+        assert_eq!(condition_status(&All(vec![]), &none), Satisfied);
+        assert_eq!(condition_status(&Any(vec![]), &none), NeverSatisfied);
         assert_eq!(
             condition_status(&Not(Box::new(Term(7))), &none),
             NeverSatisfied

@@ -42,7 +42,7 @@ mod tests;
 
 pub use deps::{
     condition_status, dependency_status, dependency_status_of, job_dependency_status,
-    running_array_tasks, running_names, term_statuses, DepStatus, TermState,
+    running_array_tasks, running_names, term_statuses, DepStatus, TermState, Truth,
 };
 pub use fairshare::Share;
 pub use feasible::fits_ever;

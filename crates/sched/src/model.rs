@@ -250,6 +250,18 @@ pub enum Condition {
     Count(u32, Count),
 }
 
+impl Condition {
+    /// Whether it can hold only once its terms do (no `!`, no count): while one waits, so
+    /// does it.
+    pub fn needs_its_terms(&self) -> bool {
+        match self {
+            Condition::Term(_) => true,
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().all(Condition::needs_its_terms),
+            Condition::Not(_) | Condition::Count(..) => false,
+        }
+    }
+}
+
 /// LSF's count of an array's elements: `numdone(42, >= 5)`, `numended(42, == *)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Count {

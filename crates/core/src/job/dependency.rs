@@ -406,7 +406,8 @@ impl Lsf<'_> {
         if let Some(name) =
             quoted.or(Some(arg).filter(|a| a.starts_with(|c: char| !c.is_ascii_digit())))
         {
-            if name.is_empty() || name.contains(char::is_whitespace) {
+            let (bare, _) = Dependencies::name_and_index(name);
+            if bare.is_empty() || bare.starts_with('[') || name.contains(char::is_whitespace) {
                 return Err(self.bad());
             }
             self.deps.named.push((kind, name.to_string()));
@@ -887,6 +888,12 @@ mod tests {
                 && !Dependencies::name_matches("run", "run-7")
         );
         assert!(e("done(\"\")").contains("expected CONDITION(JOBID or NAME)"));
+        for empty in ["done([*])", "ended([2])", "[3]"] {
+            assert!(
+                e(empty).contains("expected CONDITION(JOBID or NAME)"),
+                "{empty}"
+            );
+        }
         assert!(e("exit(4, ==1)").contains("exit code"));
         assert!(e("post_done(4)").contains("is not supported"));
         assert!(e("finished(4)").contains("expected CONDITION(JOBID or NAME)"));

@@ -217,6 +217,8 @@ const LSF: &[Spec] = &[
     Spec("u", None, Required),
     Spec("B", None, No),
     Spec("N", None, No),
+    // bmod -wn: the job's dependency condition removed.
+    Spec("wn", None, No),
     Spec("wa", None, Required),
     Spec("wt", None, Required),
     Spec("b", None, Required),
@@ -1658,6 +1660,7 @@ fn apply_lsf(
             opts.signal_target = Some(SignalTarget::Job);
         }
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
+        "wn" => opts.dependencies = Some(Dependencies::default()),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
         "K" => opts.wait = Some(true),
         // bsub -m "host1+2 host2 others": the job runs on some of those hosts (each may be
@@ -1802,7 +1805,12 @@ fn lsf_resources(
             ));
         };
         rest = after.trim_start();
-        for item in body.split(':') {
+        // (rusage's resources are joined by ':' or ',', each with its own duration.)
+        let separators: &[char] = match section.trim() {
+            "rusage" => &[':', ','],
+            _ => &[':'],
+        };
+        for item in body.split(separators).map(str::trim) {
             let (key, value) = item.split_once('=').unwrap_or((item, ""));
             match (section.trim(), key.trim()) {
                 ("span", "ptile") => opts.ntasks_per_node = Some(count("ptile", value)?),
@@ -1815,7 +1823,7 @@ fn lsf_resources(
                 // A site's shared resource, counted across the cluster: a license.
                 ("rusage", name)
                     if !["swp", "swap", "tmp", "ut", "slots"].contains(&name)
-                        && value.parse::<u32>().is_ok_and(|n| n > 0) =>
+                        && value.parse::<u32>().is_ok() =>
                 {
                     let asked = opts.licenses.take().unwrap_or_default();
                     let all: Vec<String> = (asked.iter().map(|(n, c)| format!("{n}:{c}")))

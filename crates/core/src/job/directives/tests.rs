@@ -670,9 +670,18 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
     assert_eq!(ignored.len(), 17, "{ignored:?}");
     // --exclusive=user: the nodes whole, which is more than it asks.
     assert_eq!(o.exclusive, Some(true));
+    // bmod -wn: no dependency condition.
+    let none = script("#BSUB -wn\n").dependencies.unwrap();
+    assert!(none.is_empty());
     // LSF's shared resources (rusage) are licenses too.
     let lsf = request("#BSUB -R \"rusage[mem=100:matlab=2]\"\n");
     assert_eq!(lsf.licenses, [("matlab".to_string(), 2)]);
+    let lsf = request("#BSUB -R \"rusage[matlab=1:duration=10, ansys=1]\"\n");
+    assert_eq!(
+        lsf.licenses,
+        [("matlab".to_string(), 1), ("ansys".to_string(), 1)]
+    );
+    assert!(error("#BSUB -R \"rusage[matlab=0]\"\n").contains("expected NAME[:COUNT]"));
     // Licenses: counted once a name.
     let licensed = request("#SBATCH -L matlab:2,ansys,matlab\n");
     assert_eq!(
