@@ -1203,7 +1203,7 @@ impl Controller {
             }
         }
         self.resolve_named(&mut request.dependencies, &user)?;
-        let dependencies = self.dependency_targets(&request)?;
+        let dependencies = self.dependency_targets(&request, None)?;
         // The image's name, squashfs file, environment and entrypoint (if the script is to
         // run through it); no name: the job runs on the host, which the administrator must
         // have allowed.
@@ -1581,10 +1581,13 @@ impl Controller {
 
     /// Each of `request`'s dependencies with, when it names an array job, that array's
     /// tasks (index, id); refuses a job that does not exist, or an array task that does not.
+    /// `task`: the array index of the one task they are for (an update's), else all of the
+    /// request's array.
     #[allow(clippy::type_complexity)]
     fn dependency_targets(
         &self,
         request: &JobRequest,
+        task: Option<u32>,
     ) -> Result<Vec<(berth_core::job::JobDependency, Option<Vec<(u32, u64)>>)>, ApiError> {
         request
             .dependencies
@@ -1633,8 +1636,11 @@ impl Controller {
                     // (a missing one would leave its term out of the job's condition).
                     (_, Some(t)) if d.each => {
                         let theirs: BTreeSet<u32> = t.iter().map(|(i, _)| *i).collect();
-                        let indices = request.array.as_ref().map(|a| a.indices());
-                        match indices.unwrap_or_default().into_iter().find(|i| !theirs.contains(i)) {
+                        let indices = match task {
+                            Some(index) => vec![index],
+                            None => request.array.as_ref().map(|a| a.indices()).unwrap_or_default(),
+                        };
+                        match indices.into_iter().find(|i| !theirs.contains(i)) {
                             Some(i) => Err(ApiError::bad(format!(
                                 "{}[*] pairs each element of this array with the element of array {} with its index, and array {} has no element {i}: give both arrays the same indices, as LSF requires",
                                 d.job, d.job, d.job
@@ -2207,7 +2213,7 @@ impl Controller {
             if let Some(mut deps) = o.dependencies {
                 self.resolve_named(&mut deps, &job.user)?;
                 r.dependencies = deps;
-                let targets = self.dependency_targets(&r)?;
+                let targets = self.dependency_targets(&r, job.array_task_id)?;
                 job.depends_on = targets
                     .iter()
                     .flat_map(|(d, tasks)| depends_on(d, tasks.as_deref(), job.array_task_id))

@@ -413,6 +413,16 @@ impl Lsf<'_> {
             self.deps.named.push((kind, name.to_string()));
             return Ok(Condition::Name(self.deps.named.len() as u32 - 1));
         }
+        // A job id, with an element at most (LSF's ids have no `.server`, and a name that
+        // starts with a digit is quoted).
+        let id = arg.split('[').next().unwrap_or(arg);
+        if !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(JobError::invalid(
+                "dependency",
+                &term(),
+                "a job id (42, 42[3], 42[*]), or a name, quoted where it starts with a digit (\"1st\")",
+            ));
+        }
         let (job, array_index) = job_ref(arg, self.whole, LSF_EXPECTED)?;
         self.deps.jobs.push(JobDependency {
             kind,
@@ -888,6 +898,12 @@ mod tests {
                 && !Dependencies::name_matches("run", "run-7")
         );
         assert!(e("done(\"\")").contains("expected CONDITION(JOBID or NAME)"));
+        for digit in ["done(1job)", "ended(12.3)"] {
+            assert!(
+                e(digit).contains("quoted where it starts with a digit"),
+                "{digit}"
+            );
+        }
         for empty in ["done([*])", "ended([2])", "[3]"] {
             assert!(
                 e(empty).contains("expected CONDITION(JOBID or NAME)"),
