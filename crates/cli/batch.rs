@@ -411,6 +411,7 @@ const UPDATE_KEYS: &[(&str, &str)] = &[
     ("features", "--constraint"),
     ("reqnodelist", "--nodelist"),
     ("excnodelist", "--exclude"),
+    ("licenses", "--licenses"),
 ];
 
 /// `berth update JOB VALUES...` (or scontrol's `JobId=JOB KEY=VALUE...`).

@@ -3822,6 +3822,24 @@ fn licenses_are_held_while_jobs_run() {
         "echo $SLURM_JOB_LICENSES",
     ];
     assert_eq!(c.berth(Mode::Rootless, &srun).ok(), "ansys:1\n");
+    // A pending job's changed, as scontrol update changes them.
+    let changed = c.submit(
+        Mode::Rootless,
+        "hello.sh",
+        HELLO,
+        &["-L", "matlab", "--hold"],
+    );
+    let update = [
+        "as",
+        "scontrol",
+        "update",
+        &format!("JobId={changed}"),
+        "Licenses=ansys:1",
+    ];
+    c.berth(Mode::Rootless, &update).ok();
+    assert_eq!(c.show(changed)["licenses"], "ansys:1");
+    c.berth(Mode::Rootless, &["cancel", &changed.to_string()])
+        .ok();
     // A configuration with fewer: the pending jobs that ask for more fail at the restart,
     // saying why; the others stay.
     let more = c.submit(

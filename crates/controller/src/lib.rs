@@ -2137,12 +2137,13 @@ impl Controller {
             candidates: None,
             preferred: None,
             requeue: None,
+            licenses: None,
             ignored: Vec::new(),
             ..o.clone()
         };
         if rest != JobOptions::default() || o == JobOptions::default() {
             return Err(ApiError::bad(
-                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue and bsub's -m; for anything else, cancel it and submit again",
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue, --licenses and bsub's -m; for anything else, cancel it and submit again",
             ));
         }
         let tasks: Vec<u64> = self
@@ -2184,6 +2185,9 @@ impl Controller {
             r.name = o.name.unwrap_or(std::mem::take(&mut r.name));
             r.account = o.account.or(r.account.take());
             r.comment = o.comment.or(r.comment.take());
+            if let Some(licenses) = o.licenses {
+                r.licenses = licenses;
+            }
             r.constraint = o.constraint.unwrap_or(std::mem::take(&mut r.constraint));
             r.nodelist = o.nodelist.unwrap_or(std::mem::take(&mut r.nodelist));
             r.exclude = o.exclude.unwrap_or(std::mem::take(&mut r.exclude));

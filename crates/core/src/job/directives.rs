@@ -1148,7 +1148,8 @@ pub fn licenses(v: &str) -> Result<Vec<(String, u32)>, JobError> {
         ));
     }
     let mut out: Vec<(String, u32)> = Vec::new();
-    for item in v.split(',') {
+    // (None: scontrol update's `Licenses=` takes them away.)
+    for item in v.split(',').filter(|_| !v.is_empty()) {
         let (name, count) = match item.split_once(':') {
             Some((name, count)) => match count.parse::<u32>() {
                 Ok(n @ 1..) => (name, n),
