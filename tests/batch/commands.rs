@@ -885,7 +885,16 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         finished.stdout
     );
-    let full = run(&c, &links, "qstat", &["-f", &first_id]);
+    // Named without -x, a finished job is history, as PBS Pro says (status 35).
+    let history = run(&c, &links, "qstat", &[&first_id]);
+    assert_eq!(
+        (history.code, history.stderr.trim()),
+        (
+            35,
+            format!("qstat: {first_id} Job has finished, use -x or -H to obtain historical job information").as_str()
+        )
+    );
+    let full = run(&c, &links, "qstat", &["-x", "-f", &first_id]);
     let full = full.ok();
     assert!(
         full.starts_with(&format!("Job Id: {first_id}\n    Job_Name = pbsjob\n")),
@@ -895,6 +904,7 @@ fn pbs_commands_as_pbs_users_type_them() {
         "    job_state = F\n",
         "    Exit_status = 0\n",
         "    Resource_List.walltime = 00:20:00\n",
+        "    Rerunable = True\n",
         &format!("    Job_Owner = {TEST_USER}@{server}\n"),
     ] {
         assert!(full.contains(attr), "{attr}{full}");
@@ -933,6 +943,40 @@ fn pbs_commands_as_pbs_users_type_them() {
             format!("{pro_number}[{index}].{server} {index} {pro_id} PBS_BATCH\n")
         );
     }
+    // -S: the script runs with that shell, whatever its #! says; ^array_index^ names each
+    // subjob's file; -r n: not rerunable.
+    std::fs::write(
+        cwd.join("shell.sh"),
+        "#!/bin/false\n#PBS -S /bin/sh -r n\n#PBS -J 1-2 -j oe -o out_^array_index^.log\necho \"ran $PBS_ARRAY_INDEX\"\n",
+    )
+    .unwrap();
+    let shell = run(&c, &links, "qsub", &["shell.sh"]);
+    let shell_number: u64 = shell.ok().split('[').next().unwrap().parse().unwrap();
+    for index in 1..=2 {
+        c.completed(shell_number + index - 1);
+        let out = std::fs::read_to_string(cwd.join(format!("out_{index}.log"))).unwrap();
+        assert_eq!(out, format!("ran {index}\n"));
+    }
+    let full = run(&c, &links, "qstat", &["-fx", &format!("{shell_number}[1]")]);
+    assert!(
+        full.ok().contains("    Rerunable = False\n"),
+        "{}",
+        full.stdout
+    );
+    // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone.
+    let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);
+    let later = later.ok().trim().to_string();
+    c.berth(Mode::Root, &["as", "qhold", &later]).ok();
+    run(&c, &links, "qrls", &[&later]).ok();
+    c.berth(Mode::Root, &["as", "qhold", "-h", "o", &later])
+        .ok();
+    let refused = run(&c, &links, "qrls", &[&later]);
+    assert!(
+        refused.stderr.contains("only root may release it"),
+        "{}",
+        refused.stderr
+    );
+    run(&c, &links, "qdel", &["-W", "force", &later]).ok();
     let unknown = run(&c, &links, "qdel", &[&format!("999999.{server}")]);
     assert_eq!(unknown.code, 153, "{}", unknown.stderr);
     let unknown = run(&c, &links, "qstat", &["999999"]);

@@ -283,6 +283,10 @@ pub struct JobInfo {
     /// The job's steps (`berth step` inside it), in the order they started.
     #[serde(default)]
     pub steps: Vec<StepInfo>,
+    /// Whether it may be queued again (`--requeue`, `--no-requeue`; `None`: the default,
+    /// yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue: Option<bool>,
     /// A requeued job's earlier runs, oldest first (sacct -D).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_runs: Vec<JobRun>,

@@ -21,6 +21,9 @@ const HISTORY: u64 = 14 * 86400;
 /// PBS's exit status for an unknown job id.
 const UNKNOWN_JOB: i32 = 153;
 
+/// PBS Pro's status for a job that has finished, named without -x (PBSE_HISTJOBID).
+const JOB_FINISHED: i32 = 35;
+
 /// A job's id as PBS prints it: `42.server`, `42[3].server` for an array's task.
 fn pbs_id(j: &JobInfo, server: &str) -> String {
     match (j.array_job_id, j.array_task_id) {
@@ -177,7 +180,7 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a] [-n] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
+const QSTAT_USAGE: &str = "qstat [-a] [-n [-1]] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
 
 pub fn qstat(words: Vec<String>) -> Result<i32> {
     // Flags together, as getopt takes them (`-fx`).
@@ -185,7 +188,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         .into_iter()
         .flat_map(|w| match w.strip_prefix('-') {
             Some(letters)
-                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaQ".contains(c)) =>
+                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaQ1".contains(c)) =>
             {
                 letters.chars().map(|c| format!("-{c}")).collect()
             }
@@ -208,6 +211,8 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     };
     let finished = flag(&mut words, "-x");
     let nodes = flag(&mut words, "-n");
+    // -1 (with -n): the nodes on the job's own line.
+    let one_line = flag(&mut words, "-1");
     let wide = flag(&mut words, "-w");
     // An array job is one line unless its subjobs are asked for.
     let subjobs = flag(&mut words, "-t");
@@ -227,8 +232,25 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         }
         (jobs, 0)
     } else {
-        let (jobs, all_found) = named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
-        (jobs, if all_found { 0 } else { UNKNOWN_JOB })
+        let (mut jobs, all_found) =
+            named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
+        let mut status = if all_found { 0 } else { UNKNOWN_JOB };
+        // A job that has finished is history, shown with -x only, as PBS Pro's (whose
+        // status, 35, ends a `while qstat $JOB` loop).
+        if !finished {
+            jobs.retain(|j| {
+                let over = !matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
+                if over {
+                    eprintln!(
+                        "qstat: {} Job has finished, use -x or -H to obtain historical job information",
+                        pbs_id(j, &server)
+                    );
+                    status = JOB_FINISHED;
+                }
+                !over
+            });
+        }
+        (jobs, status)
     };
     if let Some(users) = &users {
         let users: Vec<&str> = users
@@ -271,7 +293,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
                 Some(_) => hm(batch::elapsed(j)),
                 None => "--".into(),
             };
-            writeln!(
+            write!(
                 out,
                 "{:<15} {:<8} {:<8} {:<10} {:>6} {:>3} {:>3} {:>6} {:>5} {} {:>5}",
                 fit(pbs_id(j, &server), 15),
@@ -287,7 +309,12 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
                 elapsed
             )?;
             if nodes && !j.nodes.is_empty() {
-                writeln!(out, "   {}", exec_host(j))?;
+                match one_line {
+                    true => writeln!(out, " {}", exec_host(j))?,
+                    false => writeln!(out, "\n   {}", exec_host(j))?,
+                }
+            } else {
+                writeln!(out)?;
             }
         }
         return Ok(status);
@@ -318,6 +345,12 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         )?;
     }
     Ok(status)
+}
+
+/// `48:00:00`: a time as PBS writes it, hours past a day and all.
+fn walltime(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    format!("{h:02}:{m:02}:{s:02}")
 }
 
 /// `4gb`, `512mb`: a size as PBS writes it.
@@ -409,7 +442,7 @@ fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
         attrs.push(("Resource_List.mem", short_size(m)));
     }
     if let Some(t) = j.time_limit {
-        attrs.push(("Resource_List.walltime", batch::duration(t)));
+        attrs.push(("Resource_List.walltime", walltime(t)));
     }
     if let Some(t) = j.begin_time {
         attrs.push(("Execution_Time", ctime(t)));
@@ -422,10 +455,7 @@ fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
     if let Some(start) = j.start_time {
         attrs.push(("stime", ctime(start)));
         attrs.push(("exec_host", exec_host(j)));
-        attrs.push((
-            "resources_used.walltime",
-            batch::duration(batch::elapsed(j)),
-        ));
+        attrs.push(("resources_used.walltime", walltime(batch::elapsed(j))));
     }
     // A running job's so far (read from its nodes), an ended one's in the end.
     let running = batch::running_usage(j);
@@ -434,7 +464,7 @@ fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
         None => (j.cpu_usec.map(|u| u / 1_000_000), j.max_rss_bytes),
     };
     if let Some(cpu) = used.0 {
-        attrs.push(("resources_used.cput", batch::duration(cpu)));
+        attrs.push(("resources_used.cput", walltime(cpu)));
     }
     if let Some(mem) = used.1 {
         attrs.push(("resources_used.mem", short_size(mem)));
@@ -456,7 +486,11 @@ fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
             attrs.push(("comment", format!("Not Running: {reason}")));
         }
     }
-    attrs.push(("Rerunable", "True".to_string()));
+    let rerunable = match j.requeue {
+        Some(false) => "False",
+        _ => "True",
+    };
+    attrs.push(("Rerunable", rerunable.to_string()));
     attrs.push(("PBS_O_WORKDIR", j.workdir.clone()));
     attrs
 }
@@ -508,9 +542,27 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
 
 /// qdel, qhold, qrls, qrerun: berth's `verb` on each job (an array's id, or `42[]`: each of
 /// its tasks the verb applies to); silent, as PBS's are.
-pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
+pub fn verb(verb: &str, mut words: Vec<String>) -> Result<i32> {
+    // qdel -W force: ended however it goes (berth's cancel is that already).
+    if verb == "cancel" {
+        match value(&mut words, "-W")?.as_deref() {
+            None | Some("force") => {}
+            Some(other) => bail!("qdel -W {other}: berth takes -W force"),
+        }
+    }
+    // qhold/qrls -h: u (the default), the owner's hold, which the owner lifts; o or s, an
+    // operator's or the system's, which only root lifts (berth's hold by root).
+    let owners = match verb {
+        "hold" | "release" => match value(&mut words, "-h")?.as_deref() {
+            None | Some("u") => true,
+            Some("o" | "s" | "os" | "so") => false,
+            Some(other) => bail!("q{verb} -h {other}: hold types are u, o and s"),
+        },
+        _ => false,
+    };
     act_on(verb, &words, |job| match verb {
         "cancel" => job.cancel(None, Default::default()),
+        "hold" if owners => job.act(verb, Some("owners=true")),
         _ => job.act(verb, None),
     })
 }

@@ -103,7 +103,12 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
     if job.array_job_id.is_none() {
         set("LSB_JOBINDEX", "0".into());
     }
-    set("PBS_ENVIRONMENT", "PBS_BATCH".into());
+    // (qsub -I's: an interactive job.)
+    let environment = match job.allocation {
+        true => "PBS_INTERACTIVE",
+        false => "PBS_BATCH",
+    };
+    set("PBS_ENVIRONMENT", environment.into());
     for k in [
         "SLURM_JOB_NAME",
         "LSB_JOBNAME",

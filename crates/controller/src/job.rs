@@ -593,6 +593,7 @@ impl Job {
             restarts: self.restarts,
             steps: self.steps.clone(),
             earlier_runs: self.earlier_runs.clone(),
+            requeue: self.request.requeue,
             constraint: (!self.request.constraint.is_empty()).then(|| {
                 let any: Vec<String> = self
                     .request

@@ -2962,8 +2962,11 @@ impl Controller {
                 image_env: job.image_env.clone(),
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
+                // So does it through its shell, where it named one (PBS's -S).
                 entrypoint: match batch_host && !job.allocation {
-                    true => job.image_entrypoint.clone(),
+                    true => (job.image_entrypoint.iter().cloned())
+                        .chain(job.request.shell.clone())
+                        .collect(),
                     false => Vec::new(),
                 },
                 image_source,

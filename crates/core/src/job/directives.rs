@@ -1756,6 +1756,22 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
     Ok((name, Some(ArraySpec::parse(&spec)?)))
 }
 
+/// qsub -v's list: items joined by commas, but those inside quotes (`B='x,y'`), which
+/// keep them and lose the quotes, as PBS Pro's qsub reads them.
+fn split_unquoted(v: &str) -> Vec<String> {
+    let (mut items, mut item, mut quote) = (Vec::new(), String::new(), None);
+    for c in v.chars() {
+        match (c, quote) {
+            ('\'' | '"', None) => quote = Some(c),
+            (c, Some(q)) if c == q => quote = None,
+            (',', None) => items.push(std::mem::take(&mut item)),
+            (c, _) => item.push(c),
+        }
+    }
+    items.push(item);
+    items
+}
+
 /// bsub -env: `all`, `none`, or the variables (`X=1`, `Y`) after either or alone (then only
 /// those, as `none,...`).
 fn lsf_env(v: &str) -> Result<Export, JobError> {
@@ -1888,8 +1904,15 @@ fn apply_pbs(
                 pbs_resource(opts, item, line)?;
             }
         }
-        "o" => opts.output = Some(path("output file", pbs_path(v))?),
-        "e" => opts.error = Some(path("error file", pbs_path(v))?),
+        // (PBS Pro's ^array_index^ is berth's %a.)
+        "o" => {
+            let v = pbs_path(v).replace("^array_index^", "%a");
+            opts.output = Some(path("output file", &v)?)
+        }
+        "e" => {
+            let v = pbs_path(v).replace("^array_index^", "%a");
+            opts.error = Some(path("error file", &v)?)
+        }
         "j" => {
             opts.join_output = Some(match v {
                 // (eo: into the error file, in PBS; one file all the same.)
@@ -1948,8 +1971,8 @@ fn apply_pbs(
         "h" => opts.hold = Some(true),
         "V" => opts.export.get_or_insert_with(Export::default).all = true,
         "v" => {
-            let vars = v
-                .split(',')
+            let vars = split_unquoted(v)
+                .iter()
                 .map(|item| env_var(item, v))
                 .collect::<Result<Vec<_>, _>>()?;
             opts.export
@@ -1973,12 +1996,20 @@ fn apply_pbs(
         "m" => opts.mail = Some(MailEvents::parse_pbs(v)?),
         "M" => opts.mail_to = Some(parse_addresses(v)?),
         "I" | "F" | "z" => return Err(command_line_only(found)),
-        "S" => ignore(
-            opts,
-            found,
-            line,
-            "berth runs the script with its #! interpreter",
-        ),
+        // `-S /bin/bash`, or a list of PATH@HOST (the first is taken: every node runs the
+        // same image).
+        "S" => {
+            let shell = v.split(',').next().unwrap_or(v);
+            let shell = shell.split('@').next().unwrap_or(shell).trim();
+            if !shell.starts_with('/') {
+                return Err(JobError::invalid(
+                    "shell",
+                    v,
+                    "an absolute path, as /bin/bash",
+                ));
+            }
+            opts.shell = Some(shell.to_string());
+        }
         other => {
             return Err(JobError::unsupported(
                 other,

@@ -383,6 +383,8 @@ pub struct JobOptions {
     pub omp_threads: Option<u32>,
     /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
     pub pack: Option<bool>,
+    /// PBS's `-S SHELL`: the shell the script runs with.
+    pub shell: Option<String>,
     /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
     pub ignore_pbs: Option<bool>,
     /// sbatch `--uid`: the user (name or uid) root submits the job as.
@@ -464,6 +466,7 @@ impl JobOptions {
             min_cpus: c.min_cpus.or(d.min_cpus),
             omp_threads: c.omp_threads.or(d.omp_threads),
             pack: c.pack.or(d.pack),
+            shell: c.shell.or(d.shell),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             uid: c.uid.or(d.uid),
             requeue: c.requeue.or(d.requeue),
@@ -518,6 +521,9 @@ pub struct JobRequest {
     /// from its start, ending by its end.
     #[serde(default)]
     pub reservation: Option<String>,
+    /// The shell the script runs with (PBS's `-S`), whatever its `#!` line says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
     /// The cluster's licenses it holds while it runs (`-L matlab:2,ansys`), each name
     /// once: it starts only when that many of each are free ([licenses] in the config).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -852,6 +858,7 @@ impl JobRequest {
             hold: o.hold.unwrap_or(false),
             reservation: o.reservation,
             licenses: o.licenses.unwrap_or_default(),
+            shell: o.shell,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,

@@ -443,10 +443,8 @@ fn pbs_torque() {
         .iter()
         .map(|i| (i.line, i.option.as_str()))
         .collect();
-    assert_eq!(
-        ignored,
-        vec![(Some(4), "-l vmem=16gb"), (Some(8), "-S /bin/bash")]
-    );
+    assert_eq!(ignored, vec![(Some(4), "-l vmem=16gb")]);
+    assert_eq!(r.shell.as_deref(), Some("/bin/bash"));
     // -m abe: mail when it aborts, begins and ends, to -M's address.
     assert!(r.mail.begin && r.mail.end && r.mail.fail);
     assert_eq!(r.mail_to, ["u@example.org"]);
@@ -482,6 +480,18 @@ fn pbs_pro() {
 
     assert!(error("#PBS -l select=2:ncpus=3:mpiprocs=2\n").contains("multiple of mpiprocs"));
     assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
+    // -v's values may hold commas, quoted.
+    let o = script("#PBS -v \"A=1,B='x,y',C=3\"\n");
+    let vars: Vec<(String, Option<String>)> = (o.export.unwrap().vars.into_iter())
+        .map(|v| (v.name, v.value))
+        .collect();
+    let var = |n: &str, v: &str| (n.to_string(), Some(v.to_string()));
+    assert_eq!(vars, [var("A", "1"), var("B", "x,y"), var("C", "3")]);
+    // -S's first shell; PBS Pro's ^array_index^ in output names.
+    let o = script("#PBS -S /bin/csh@h1,/bin/sh@h2 -J 1-2 -o out_^array_index^.log\n");
+    assert_eq!(o.shell.as_deref(), Some("/bin/csh"));
+    assert_eq!(o.output.as_deref(), Some("out_%a.log"));
+    assert!(error("#PBS -S bash\n").contains("an absolute path"));
     // place=pack: every chunk on one node, with what each chunk asked of its node.
     let packed = request("#PBS -l place=pack\n#PBS -l select=3:ncpus=2:mem=1gb:ngpus=1\n");
     assert_eq!(
