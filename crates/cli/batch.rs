@@ -812,7 +812,18 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
 }
 
 /// `berth down`: asks the controller to stop. Jobs keep running; `berth up` picks them up.
+/// Steps its own node serves do not (their clients lose it): said first.
 pub fn down() -> Result<i32> {
+    let steps: usize = active_jobs(None, false)
+        .unwrap_or_default()
+        .iter()
+        .map(|j| j.steps.iter().filter(|s| s.end_time.is_none()).count())
+        .sum();
+    if steps > 0 {
+        eprintln!(
+            "berth: warning: {steps} step(s) run (srun, berth step): those this controller's own node serves end with it, their clients with an error; the jobs keep running"
+        );
+    }
     let _: () = request("POST", "/v1/shutdown", None::<&()>)?;
     let socket = crate::client::socket();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -112,7 +112,8 @@ enum Command {
     Controller(batch::UpArgs),
     /// Run this host as a node of a controller elsewhere (root)
     Agent(batch::AgentArgs),
-    /// Stop the controller started by `berth up` (running jobs keep running)
+    /// Stop the controller started by `berth up` (running jobs keep running; the steps its
+    /// own node serves end, their clients with an error)
     Down,
     /// Make a token for the API over TCP (berth up --listen), like scontrol token
     Token(batch::TokenArgs),

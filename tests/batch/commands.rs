@@ -963,6 +963,39 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         full.stdout
     );
+    // -o and -e naming directories: the files in them, as PBS names them; a walltime's
+    // end said as PBS's MoM says it.
+    std::fs::create_dir_all(cwd.join("logs")).unwrap();
+    std::os::unix::fs::chown(cwd.join("logs"), Some(c.f.user.uid), None).unwrap();
+    let into = run(
+        &c,
+        &links,
+        "qsub",
+        &[
+            "-o",
+            "logs",
+            "-e",
+            "logs",
+            "-N",
+            "dirout",
+            "-l",
+            "walltime=00:00:02",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo out; echo err >&2; sleep 60",
+        ],
+    );
+    let into: u64 = into.ok().split('.').next().unwrap().parse().unwrap();
+    c.wait_for(into, &["TIMEOUT"]);
+    let file = |name: String| std::fs::read_to_string(cwd.join("logs").join(name)).unwrap();
+    assert_eq!(file(format!("dirout.o{into}")), "out\n");
+    let err = file(format!("dirout.e{into}"));
+    assert!(
+        err.starts_with("err\n=>> PBS: job killed: walltime ")
+            && err.ends_with(" exceeded limit 2\n"),
+        "{err}"
+    );
     // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone.
     let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);
     let later = later.ok().trim().to_string();

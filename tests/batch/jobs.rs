@@ -3124,6 +3124,31 @@ fn killing_the_controller_loses_nothing() {
     }
     c.berth(Mode::Rootless, &["cancel", &long.to_string()]).ok();
     c.wait_for(long, &["CANCELLED"]);
+    // A step this process's own agent served: its end is not heard, it is ended at the
+    // restart (not RUNNING for ever).
+    let step = c.submit(
+        Mode::Rootless,
+        "step.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsrun -n1 sleep 300\nsleep 2\n",
+        &["--overcommit"],
+    );
+    wait_until(
+        20,
+        || {
+            c.show(step)["steps"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        },
+        || format!("no step: {}", c.show(step)),
+    );
+    c.kill();
+    c.up();
+    let job = c.wait_for(step, &["COMPLETED", "FAILED", "CANCELLED"]);
+    let step0 = &job["steps"][0];
+    assert!(
+        step0["end_time"].is_u64() && step0["exit_code"] == 125,
+        "{job}"
+    );
     let job = c.completed(frozen);
     assert_eq!(
         job["suspensions"].as_array().map(Vec::len),

@@ -49,6 +49,11 @@ pub struct JobLaunch {
     /// The image's ENTRYPOINT, which the script runs through (`--container-entrypoint`).
     #[serde(default)]
     pub entrypoint: Vec<String>,
+    /// A job submitted with qsub: its output and error files' names as PBS gives them, for a
+    /// `stdout` or `stderr` that is a directory (PBS writes them in it); its time limit's
+    /// end is said in PBS's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbs_names: Option<(String, String)>,
     /// Where to fetch the image's squashfs file from when `image` is not on this node yet
     /// (a node with a store of its own: the controller serves its images to its nodes).
     #[serde(default)]
@@ -371,14 +376,20 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let mut recorded = None;
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
     let outcome = start(&launch, |outcome| {
-        if outcome.timed_out {
-            // In the job's error file, where its user looks, as slurmstepd says it.
-            eprintln!(
+        // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
+        match (outcome.timed_out, &launch.pbs_names) {
+            (false, _) => {}
+            (true, None) => eprintln!(
                 "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
                 launch.job_id,
                 crate::node::hostname(),
                 slurm_timestamp(now())
-            );
+            ),
+            (true, Some(_)) => eprintln!(
+                "=>> PBS: job killed: walltime {} exceeded limit {}",
+                now().saturating_sub(started),
+                launch.time_limit.unwrap_or(0)
+            ),
         }
         // At the time limit the steps' tasks had its SIGTERM: they have the grace the
         // script had to end on their own, as Slurm's KillWait.
@@ -479,16 +490,19 @@ fn start(
     };
     // Made as the job would make them: under its submitter's mask (the runner's own is 022).
     let perms = 0o666 & !launch.umask.unwrap_or(0o022);
-    let stdout = open_as(
-        &id,
-        &launch.stdout,
-        libc::O_WRONLY | libc::O_CREAT | mode,
-        perms,
-    )
-    .map_err(|m| (125, m))?;
-    let stderr = match &launch.stderr {
-        Some(p) if p != &launch.stdout => {
-            open_as(&id, p, libc::O_WRONLY | libc::O_CREAT | mode, perms).map_err(|m| (125, m))?
+    // (PBS writes a job's files into a directory that -o or -e names, as it names them.)
+    let in_dir = |path: &Path, name: Option<&String>| match name {
+        Some(name) if path.is_dir() => path.join(name),
+        _ => path.to_path_buf(),
+    };
+    let names = launch.pbs_names.as_ref();
+    let out_path = in_dir(&launch.stdout, names.map(|(o, _)| o));
+    let err_path = (launch.stderr.as_deref()).map(|p| in_dir(p, names.map(|(_, e)| e)));
+    let stdout = open_as(&id, &out_path, libc::O_WRONLY | libc::O_CREAT | mode, perms)
+        .map_err(|m| (125, m))?;
+    let stderr = match err_path {
+        Some(p) if p != out_path => {
+            open_as(&id, &p, libc::O_WRONLY | libc::O_CREAT | mode, perms).map_err(|m| (125, m))?
         }
         _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
     };

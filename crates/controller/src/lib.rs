@@ -2962,6 +2962,15 @@ impl Controller {
                 image_env: job.image_env.clone(),
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
+                pbs_names: job.request.pbs_names.as_ref().map(|(output, error)| {
+                    // (Expanded as the files' own names, whatever directory they go in.)
+                    let name = |pattern| {
+                        let path = job_file(&job, &batch, pattern);
+                        let name = Path::new(&path).file_name().map(|n| n.to_string_lossy());
+                        name.map_or(path.clone(), |n| n.into_owned())
+                    };
+                    (name(output), name(error))
+                }),
                 // So does it through its shell, where it named one (PBS's -S).
                 entrypoint: match batch_host && !job.allocation {
                     true => (job.image_entrypoint.iter().cloned())
@@ -3711,6 +3720,23 @@ impl Controller {
                         .collect_local(&agent, id, &name, pid, result, "ended");
                 });
             }
+        }
+        // Steps this process's own agent ran before the restart: their clients' connections
+        // went with the process that served them, and nothing reports their ends now.
+        let local: BTreeSet<String> = (self.nodes.iter())
+            .filter(|(_, n)| matches!(n.link, Link::Local(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let lost: Vec<(u64, u32)> = (self.active.running())
+            .flat_map(|j| j.steps.iter().map(move |s| (j.id, s)))
+            .filter(|(_, s)| s.end_time.is_none() && local.contains(&s.node))
+            .map(|(id, s)| (id, s.id))
+            .collect();
+        for (id, step) in lost {
+            eprintln!(
+                "berth: step {id}.{step}: its agent was this controller's, restarted since: ended"
+            );
+            self.end_step(berth_agent::daemon::StepEnd::failed(id, step));
         }
         // The files of jobs that are over (left by a berth before 2026-12-02, which kept
         // them all, or by a crash between a job's end and their removal).
