@@ -455,24 +455,20 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
         ["show", "partition" | "partitions", names @ ..] => {
             let parts: Vec<PartitionInfo> =
                 crate::client::request("GET", "/v1/partitions", None::<&()>)?;
-            if let Some(unknown) = names.iter().find(|n| !parts.iter().any(|p| p.name == **n)) {
-                bail!("scontrol: partition {unknown} not found");
-            }
+            let chosen = chosen(&parts, names, "partition", |p| &p.name)?;
             let nodes = nodes_named(&[])?;
-            for p in parts.iter().filter(|p| names.is_empty() || names.contains(&p.name.as_str())) {
+            for p in chosen {
                 writeln!(out, "{}", block(partition_block(p, &nodes)))?;
             }
         }
         ["show", "license" | "licenses" | "lic", names @ ..] => {
             let all: Vec<berth_api::LicenseInfo> =
                 crate::client::request("GET", "/v1/licenses", None::<&()>)?;
-            if let Some(unknown) = names.iter().find(|n| !all.iter().any(|l| l.name == **n)) {
-                bail!("scontrol: license {unknown} not found");
-            }
+            let chosen = chosen(&all, names, "license", |l| &l.name)?;
             if all.is_empty() {
                 writeln!(out, "No licenses configured")?;
             }
-            for l in all.iter().filter(|l| names.is_empty() || names.contains(&l.name.as_str())) {
+            for l in chosen {
                 let text = format!(
                     "LicenseName={}\n    Total={} Used={} Free={} Reserved=0 Remote=no\n",
                     l.name, l.total, l.used, l.free
@@ -543,13 +539,11 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
         ["show", "reservation" | "reservations" | "res", names @ ..] => {
             let all: Vec<berth_api::Reservation> =
                 crate::client::request("GET", "/v1/reservations", None::<&()>)?;
-            if let Some(unknown) = names.iter().find(|n| !all.iter().any(|r| r.name == **n)) {
-                bail!("scontrol: reservation {unknown} not found");
-            }
+            let chosen = chosen(&all, names, "reservation", |r| &r.name)?;
             if all.is_empty() {
                 writeln!(out, "No reservations in the system")?;
             }
-            for r in all.iter().filter(|r| names.is_empty() || names.contains(&r.name.as_str())) {
+            for r in chosen {
                 writeln!(out, "{}", reservation_block(r))?;
             }
         }
@@ -570,6 +564,23 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
         ),
     }
     Ok(0)
+}
+
+/// Of `all` (each named by `name`), those `names` names (all where it names none), in
+/// order; a name none has is scontrol's "not found", for `what`.
+fn chosen<'a, T>(
+    all: &'a [T],
+    names: &[&str],
+    what: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<Vec<&'a T>> {
+    if let Some(unknown) = names.iter().find(|n| !all.iter().any(|t| name(t) == **n)) {
+        bail!("scontrol: {what} {unknown} not found");
+    }
+    Ok(all
+        .iter()
+        .filter(|t| names.is_empty() || names.contains(&name(t).as_str()))
+        .collect())
 }
 
 /// `scontrol show step [JOB[.STEP]]`: the running steps of every running job, or of the job

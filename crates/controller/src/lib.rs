@@ -5194,29 +5194,16 @@ pub(crate) fn job_file(job: &Job, first_node: &str, pattern: &str) -> String {
 /// An LSF condition over the terms `jobs` as the scheduler takes it (names are resolved at
 /// submission): a term that counts an array's elements is a count.
 pub fn sched_condition(c: &Condition, jobs: &[JobDependency]) -> sched::Condition {
-    use berth_core::job::{CountOp as Op, Counted};
     let all = |cs: &[Condition]| cs.iter().map(|c| sched_condition(c, jobs)).collect();
     match c {
         Condition::Term(t) => match jobs.get(*t as usize).and_then(|j| j.count) {
             None => sched::Condition::Term(*t),
-            Some(count) => sched::Condition::Count(
+            Some(c) => sched::Condition::Count(
                 *t,
                 sched::Count {
-                    of: match count.of {
-                        Counted::Done => sched::Counted::Done,
-                        Counted::Exit => sched::Counted::Exit,
-                        Counted::Ended => sched::Counted::Ended,
-                        Counted::Started => sched::Counted::Started,
-                    },
-                    op: match count.op {
-                        Op::Eq => sched::CountOp::Eq,
-                        Op::Ne => sched::CountOp::Ne,
-                        Op::Lt => sched::CountOp::Lt,
-                        Op::Le => sched::CountOp::Le,
-                        Op::Gt => sched::CountOp::Gt,
-                        Op::Ge => sched::CountOp::Ge,
-                    },
-                    n: count.n,
+                    of: c.of,
+                    op: c.op,
+                    n: c.n,
                 },
             ),
         },

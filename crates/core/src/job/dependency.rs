@@ -9,6 +9,7 @@
 //! their shape as a [`Condition`] over the terms.
 
 use super::JobError;
+pub use berth_sched::{CountOp, Counted};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,39 +45,14 @@ pub struct JobDependency {
     pub count: Option<ArrayCount>,
 }
 
-/// LSF's count of an array's elements in a state, compared: `numended(42, >= 5)`.
+/// LSF's count of an array's elements in a state, compared: `numended(42, >= 5)` (the
+/// scheduler's own terms, which it evaluates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrayCount {
     pub of: Counted,
     pub op: CountOp,
     /// `None`: all of the array's elements (LSF's `*`).
     pub n: Option<u32>,
-}
-
-/// Which elements an [`ArrayCount`] counts, by LSF's condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Counted {
-    /// `numdone`: DONE.
-    Done,
-    /// `numexit`: EXIT.
-    Exit,
-    /// `numended`: DONE or EXIT.
-    Ended,
-    /// `numstart`: running, suspended or not.
-    Started,
-}
-
-/// An [`ArrayCount`]'s comparison, as LSF writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CountOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
 }
 
 const COUNT_OPS: [(&str, CountOp); 6] = [
