@@ -1,14 +1,17 @@
 //! Dependencies, singletons and array task limits: the checks that depend on other jobs.
 //!
 //! Owns: Slurm's `--dependency` semantics (`after`, `afterany`, `afterok`, `afternotok`,
-//! `singleton`), LSF's conditions over them (`&&`, `||`, `!`), and `%N` counting. The controller uses these helpers too (to cancel jobs whose
-//! dependencies can never be satisfied, to show why a job waits).
+//! `singleton`), LSF's conditions over them (`&&`, `||`, `!`, counts of an array's
+//! elements), and `%N` counting. The controller uses these helpers too (to cancel jobs
+//! whose dependencies can never be satisfied, to show why a job waits).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Condition, Count, Counted, DepKind, Dependency, JobId, JobState, JobView};
+use crate::model::{
+    Condition, Count, CountOp, Counted, DepKind, Dependency, JobId, JobState, JobView,
+};
 
 /// Where a job's dependencies stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,10 +131,16 @@ impl TermState {
             }
             Counted::Started => (self.running, 0..=open),
         };
-        let holds = count.op.holds(now, n);
+        // (A comparison holds alike over a range of counts where it does at both ends, and
+        // for == and !=, where the range is one count or does not hold n.)
+        let (low, high) = reachable.into_inner();
+        let settled = match count.op {
+            CountOp::Eq | CountOp::Ne => low == high || !(low..=high).contains(&n),
+            op => op.holds(low, n) == op.holds(high, n),
+        };
         Truth {
-            holds,
-            settled: reachable.into_iter().all(|v| count.op.holds(v, n) == holds),
+            holds: count.op.holds(now, n),
+            settled,
         }
     }
 }
@@ -289,7 +298,6 @@ pub fn running_names(jobs: &[JobView]) -> BTreeSet<(&str, &str)> {
 mod tests {
     use super::*;
     use crate::mock::job;
-    use crate::model::CountOp;
     use DepStatus::{NeverSatisfied, Satisfied, Waiting};
     use JobState::{Cancelled, Completed, Failed, Pending, Running};
 
