@@ -2135,6 +2135,27 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
     Target::Job(id).cancel(signal, target)
 }
 
+/// Ends allocation `id` with its command's status `code`, waiting for a controller out of
+/// reach (restarting) up to [`CONTROLLER_GONE_LIMIT`].
+pub fn end_allocation(id: u64, code: i32) -> Result<()> {
+    let path = format!("/v1/jobs/{id}/allocation-end?code={code}");
+    let since = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match request::<()>("POST", &path, None::<&()>) {
+            Err(e)
+                if crate::client::is_unreachable(&e) && since.elapsed() < CONTROLLER_GONE_LIMIT =>
+            {
+                if !std::mem::replace(&mut told, true) {
+                    eprintln!("berth: {e:#}; waiting for the controller to be back");
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn history(args: HistoryArgs) -> Result<i32> {
     if args.helpformat {
         let names: Vec<&str> = ACCOUNTING.iter().map(|(name, _)| *name).collect();

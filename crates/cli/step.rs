@@ -1000,10 +1000,11 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
         Release::Revoked(_, code) => code,
         Release::Lost(code) => {
             // Its node agent's end of the connection went (the cluster restarted): the job
-            // is no longer held by it, and is ended here.
-            eprintln!("{who}: lost the node agent; cancelling job allocation {job}");
-            if let Err(e) = crate::batch::cancel_job(job, None, Default::default()) {
-                eprintln!("{who}: cannot cancel job {job}: {e:#}");
+            // is no longer held by it, and is ended here with the command's status, once
+            // the controller answers (waited for, as `--wait` waits).
+            eprintln!("{who}: lost the node agent; ending job allocation {job}");
+            if let Err(e) = crate::batch::end_allocation(job, code) {
+                eprintln!("{who}: cannot end job {job}: {e:#}");
             }
             code
         }

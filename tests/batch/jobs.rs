@@ -3143,6 +3143,45 @@ fn killing_the_controller_loses_nothing() {
     );
     c.kill();
     c.up();
+    // An allocation whose command ends while the controller is down: its client waits for
+    // it, and the job ends with the command's status (not cancelled, not left running).
+    let mut alloc =
+        c.f.cmd(
+            Mode::Rootless,
+            &[
+                "alloc",
+                "-n1",
+                "--image",
+                "busybox",
+                "--",
+                "sh",
+                "-c",
+                "echo $SLURM_JOB_ID; sleep 3; exit 5",
+            ],
+        )
+        .env("BERTH_SOCKET", &c.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let allocated: u64 = first_line(&mut alloc).trim().parse().unwrap();
+    c.kill();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    c.up();
+    let out = alloc.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = c.wait_for(allocated, &["FAILED", "CANCELLED", "COMPLETED"]);
+    assert_eq!(
+        (&job["state"], &job["exit_code"]),
+        (&"FAILED".into(), &5.into()),
+        "{job}"
+    );
     let job = c.wait_for(step, &["COMPLETED", "FAILED", "CANCELLED"]);
     let step0 = &job["steps"][0];
     assert!(

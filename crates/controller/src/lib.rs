@@ -4922,6 +4922,22 @@ impl Controller {
         })
     }
 
+    /// Ends allocation `id` with the status of the command it was held for, at its owner's
+    /// word: a client whose node agent's connection was lost (the controller restarted)
+    /// ends it so, once the controller answers again.
+    pub fn end_allocation(&mut self, caller: Caller, id: u64, code: i32) -> Result<(), ApiError> {
+        let (allocation, running) = {
+            let job = self.owned(caller, id, "end")?;
+            let running = matches!(job.state, State::Running | State::Suspended);
+            (job.allocation, running)
+        };
+        if !allocation || !running {
+            return Err(ApiError::bad(format!("job {id} is no running allocation")));
+        }
+        self.release(id, Some(code));
+        Ok(())
+    }
+
     /// Ends allocation `id`: with its step's exit status, or cancelled (`None`: its client
     /// went away before the step ran).
     pub fn release(&mut self, id: u64, code: Option<i32>) {

@@ -822,6 +822,26 @@ async fn requeue(
     .map(Json)
 }
 
+/// `POST /v1/jobs/{id}/allocation-end`'s query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AllocationEndQuery {
+    /// The exit status of the command the allocation was held for.
+    code: i32,
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/allocation-end", params(("id" = u64, Path, description = "job id"), AllocationEndQuery), tag = "jobs", responses((status = 200, description = "the allocation ends with that status"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "no running allocation", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn allocation_end(
+    State(c): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+    query: QueryParam<AllocationEndQuery>,
+) -> ApiResult<()> {
+    let q = query_of(query)?;
+    c.lock().await.end_allocation(caller, id, q.code).map(Json)
+}
+
 #[utoipa::path(get, path = "/v1/nodes", tag = "cluster", responses((status = 200, description = "the nodes", body = Vec<berth_api::NodeInfo>), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn nodes(State(c): State<Shared>) -> ApiResult<Vec<berth_api::NodeInfo>> {
     Ok(Json(c.lock().await.nodes()))
@@ -1074,6 +1094,7 @@ async fn not_found() -> ApiError {
         suspend,
         resume,
         requeue,
+        allocation_end,
         nodes,
         controllers,
         partitions,
@@ -1140,6 +1161,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/jobs/{id}/suspend", post(suspend))
         .route("/v1/jobs/{id}/resume", post(resume))
         .route("/v1/jobs/{id}/requeue", post(requeue))
+        .route("/v1/jobs/{id}/allocation-end", post(allocation_end))
         .route("/v1/jobs/{id}/usage", get(usage))
         .route("/v1/jobs/{id}/script", get(script))
         .route("/v1/jobs/{id}/wait", get(wait))
