@@ -830,12 +830,32 @@ pub fn run(mut request: StepRequest) -> Result<i32> {
     upload_image_file(&mut request)?;
     let request = &request;
     let who = crate::compat::invoked_as().filter(|n| *n == "srun");
-    let mut tell = progress(who.unwrap_or("berth step"), request.allocate_syntax);
-    Ok(berth_agent::step::client::run(
-        &step_socket(),
-        request,
-        &mut tell,
-    )?)
+    let who = who.unwrap_or("berth step");
+    // A new allocation's job, once submitted.
+    let allocated = std::cell::Cell::new(None);
+    let mut tell = {
+        let mut progress = progress(who, request.allocate_syntax);
+        let allocated = &allocated;
+        move |event: &StepEvent| {
+            if let StepEvent::Submitted(submitted) = event {
+                allocated.set(Some(submitted.job_id));
+            }
+            progress(event)
+        }
+    };
+    match berth_agent::step::client::run(&step_socket(), request, &mut tell) {
+        // Its node agent went (the cluster restarting), its own allocation with it: ended,
+        // not left to hold its CPUs for nobody.
+        Err(berth_agent::step::StepError::Lost) if allocated.get().is_some() => {
+            let job = allocated.get().unwrap_or_default();
+            eprintln!(
+                "{who}: lost the node agent; ending job allocation {job} (its tasks' status is lost)"
+            );
+            crate::batch::end_allocation(job, 125)?;
+            bail!(berth_agent::step::StepError::Lost)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Tells the user how a new allocation gets on, in the words of the command it stands for:

@@ -3166,9 +3166,42 @@ fn killing_the_controller_loses_nothing() {
         .spawn()
         .unwrap();
     let allocated: u64 = first_line(&mut alloc).trim().parse().unwrap();
+    // An srun from the host, whose own allocation ends (its tasks' status lost with the
+    // connection) rather than hold its CPUs for nobody.
+    let srun = [
+        "as", "srun", "-J", "cut", "--image", "busybox", "sleep", "300",
+    ];
+    let mut srun =
+        c.f.cmd(Mode::Rootless, &srun)
+            .env("BERTH_SOCKET", &c.socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let squeue = ["as", "squeue", "-h", "-n", "cut", "-t", "R", "-o", "%i"];
+    wait_until(
+        20,
+        || !c.berth(Mode::Rootless, &squeue).stdout.trim().is_empty(),
+        || "srun's allocation does not run".to_string(),
+    );
+    let cut: u64 = c
+        .berth(Mode::Rootless, &squeue)
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
     c.kill();
     std::thread::sleep(std::time::Duration::from_secs(4));
     c.up();
+    let out = srun.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("ending job allocation {cut}")),
+        "{said}"
+    );
+    let job = c.wait_for(cut, &["FAILED", "CANCELLED", "COMPLETED"]);
+    assert_eq!(job["state"], "FAILED", "{job}");
     let out = alloc.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

@@ -52,9 +52,7 @@ pub fn run(
             continue;
         }
         if !answers.read()? {
-            return Err(StepError::Refused(
-                "the node agent closed the step socket before the step ended (was the controller stopped?)".into(),
-            ));
+            return Err(StepError::Lost);
         }
         while let Some(event) = answers.next() {
             match event? {

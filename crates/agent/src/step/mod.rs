@@ -176,6 +176,12 @@ pub enum StepError {
     /// The client was signalled (Ctrl-C) while its step waited to start: it never did.
     #[error("{0}")]
     Cancelled(String),
+    /// The node agent's end of the connection went before the step ended (its process
+    /// stopped: `berth up`'s, restarting).
+    #[error(
+        "the node agent closed the step socket before the step ended (was the controller stopped?)"
+    )]
+    Lost,
     /// Its container could not be saved (`--container-save`).
     #[error("{0}")]
     Save(String),
