@@ -3166,12 +3166,20 @@ fn killing_the_controller_loses_nothing() {
         .spawn()
         .unwrap();
     let allocated: u64 = first_line(&mut alloc).trim().parse().unwrap();
+    // A step that starts while the controller is down waits for its node agent.
+    let late = c.submit(
+        Mode::Rootless,
+        "late.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 2\nsrun -n1 echo late\n",
+        &["--overcommit"],
+    );
+    c.wait_for(late, &["RUNNING"]);
     // An srun from the host, whose own allocation ends (its tasks' status lost with the
     // connection) rather than hold its CPUs for nobody.
     let srun = [
         "as", "srun", "-J", "cut", "--image", "busybox", "sleep", "300",
     ];
-    let mut srun =
+    let srun =
         c.f.cmd(Mode::Rootless, &srun)
             .env("BERTH_SOCKET", &c.socket)
             .stdin(std::process::Stdio::null())
@@ -3202,6 +3210,13 @@ fn killing_the_controller_loses_nothing() {
     );
     let job = c.wait_for(cut, &["FAILED", "CANCELLED", "COMPLETED"]);
     assert_eq!(job["state"], "FAILED", "{job}");
+    c.completed(late);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{late}.out"));
+    let out = std::fs::read_to_string(out).unwrap();
+    assert!(
+        out.ends_with("late\n") && out.contains("waiting for it to be back"),
+        "{out}"
+    );
     let out = alloc.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

@@ -12,6 +12,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+/// How long a step's client in a job waits for its node agent to be back (its `berth up`
+/// restarting) before it gives up.
+const AGENT_GONE_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The write end of the self-pipe the signal handler writes signal numbers into.
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -237,10 +241,35 @@ struct Answers {
 impl Answers {
     /// Connects and sends `request` with this process's stdin, stdout and stderr.
     fn send(socket: &Path, request: &StepRequest) -> Result<Answers, StepError> {
-        let stream = UnixStream::connect(socket).map_err(io_err(format!(
-            "cannot reach the node agent's step socket {} (is the job's cluster up? outside a job, set BERTH_SOCKET)",
-            socket.display()
-        )))?;
+        // In a job's container the agent may be away a while (its `berth up` restarting):
+        // waited for, as a client waits for its controller.
+        let in_job = socket.starts_with(berth_api::STEP_DIR_IN_CONTAINER);
+        let deadline = std::time::Instant::now() + AGENT_GONE_LIMIT;
+        let mut told = false;
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => break stream,
+                Err(e)
+                    if in_job
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                        )
+                        && std::time::Instant::now() < deadline =>
+                {
+                    if !std::mem::replace(&mut told, true) {
+                        eprintln!("berth: the node agent does not answer ({e}); waiting for it to be back");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(io_err(format!(
+                        "cannot reach the node agent's step socket {} (is the job's cluster up? outside a job, set BERTH_SOCKET)",
+                        socket.display()
+                    ))(e))
+                }
+            }
+        };
         let mut line = serde_json::to_vec(request).expect("requests serialise");
         line.push(b'\n');
         let stdio: [RawFd; 3] = [0, 1, 2];
