@@ -1133,14 +1133,13 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
             DepStatus::Satisfied => return Ok(0),
             DepStatus::NeverSatisfied => {
                 // The job that decided it, as LSF names it (`75[3]`).
-                let why = decided
-                    .as_ref()
-                    .map_or(String::new(), |j: &berth_api::JobEnd| {
-                        let path = format!("/v1/jobs/{}", j.id);
-                        let named = crate::client::request::<JobInfo>("GET", &path, None::<&()>)
-                            .map_or(j.id.to_string(), |job| lsf_spec(&job));
-                        format!(": job <{named}> is {}", lsf_end_state(&j.state))
-                    });
+                let path = |id| format!("/v1/jobs/{id}");
+                let job = decided.and_then(|id| {
+                    crate::client::request::<JobInfo>("GET", &path(id), None::<&()>).ok()
+                });
+                let why = job.map_or(String::new(), |j| {
+                    format!(": job <{}> is {}", lsf_spec(&j), lsf_end_state(&j.state))
+                });
                 eprintln!("bwait: the wait condition is never satisfied{why}");
                 return Ok(1);
             }
@@ -1162,7 +1161,8 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
         for &t in &open {
             let (kind, ids) = &terms[t as usize];
             if counts[t as usize] {
-                status.insert(t, counted(ids.start)?);
+                let tasks = batch::array_tasks(ids.start)?;
+                status.insert(t, term_of(*kind, tasks.iter().map(|j| (j.id, &j.state))).0);
                 continue;
             }
             let until = match kind {
@@ -1182,15 +1182,9 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
                 status.insert(t, TermState::of(DepStatus::Waiting));
                 continue;
             };
-            let wanted = |j: &berth_api::JobEnd| match kind {
-                DependencyKind::AfterOk => j.state == "COMPLETED",
-                DependencyKind::AfterNotOk => j.state != "COMPLETED",
-                _ => true,
-            };
-            let failed = ends.iter().find(|j| !wanted(j)).cloned();
-            let held = [DepStatus::Satisfied, DepStatus::NeverSatisfied][failed.is_some() as usize];
-            status.insert(t, TermState::of(held));
-            decided = failed.or(ends.into_iter().last());
+            let (term, failed) = term_of(*kind, ends.iter().map(|j| (j.id, &j.state)));
+            status.insert(t, term);
+            decided = failed.or(ends.last().map(|j| j.id));
             // Decided now, perhaps.
             if overall(&status) != DepStatus::Waiting {
                 break;
@@ -1208,19 +1202,36 @@ pub fn bwait(mut words: Vec<String>) -> Result<i32> {
     }
 }
 
-/// Where the elements of array job `array` stand, counted by state (for LSF's `numdone`
-/// and its kin).
-fn counted(array: u64) -> Result<TermState> {
-    let mut state = TermState::of(DepStatus::Waiting);
-    for task in batch::array_tasks(array)? {
-        *match task.state.as_str() {
-            "PENDING" => &mut state.pending,
-            "RUNNING" | "SUSPENDED" => &mut state.running,
-            "COMPLETED" => &mut state.done,
-            _ => &mut state.exit,
-        } += 1;
-    }
-    Ok(state)
+/// Where a term that asks `kind` of the jobs `jobs` (id, state) stands, as the scheduler
+/// takes it (their states counted too, for LSF's `numdone` and its kin), and one of them
+/// that keeps it from holding, if any.
+fn term_of<'a>(
+    kind: DependencyKind,
+    jobs: impl Iterator<Item = (u64, &'a String)>,
+) -> (TermState, Option<u64>) {
+    use berth_controller::job::State;
+    let states: std::collections::BTreeMap<u64, berth_sched::JobState> = jobs
+        .map(|(id, name)| {
+            let state = State::named(name).unwrap_or(State::Failed);
+            (id, state.for_scheduler())
+        })
+        .collect();
+    let dep = |job| berth_sched::Dependency {
+        kind: berth_controller::sched_kind(kind),
+        job,
+        term: 0,
+    };
+    let failed = (states.iter())
+        .find(|(id, s)| {
+            berth_sched::dependency_status_of(&dep(**id), Some(**s)) != DepStatus::Satisfied
+        })
+        .map(|(id, _)| *id);
+    let state = berth_sched::term_statuses(states.keys().map(|&id| dep(id)), |id| {
+        states.get(&id).copied()
+    })
+    .remove(&0)
+    .unwrap_or(TermState::of(DepStatus::Satisfied));
+    (state, failed)
 }
 
 /// The ids of the caller's jobs that LSF's job name `pattern` means (`run*`: any name that

@@ -128,6 +128,25 @@ impl State {
         !matches!(self, State::Pending | State::Running | State::Suspended)
     }
 
+    /// The state [`State::name`] calls `name` (`RUNNING`).
+    pub fn named(name: &str) -> Option<State> {
+        use State::*;
+        [
+            Pending,
+            Running,
+            Suspended,
+            Completed,
+            Failed,
+            Cancelled,
+            Timeout,
+            OutOfMemory,
+            NodeFail,
+            Deadline,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
     /// The scheduler's coarser view (dependencies only care whether it succeeded).
     pub fn for_scheduler(self) -> berth_sched::JobState {
         match self {

@@ -5858,7 +5858,7 @@ fn take_shares(
 
 /// What the scheduler makes of a dependency's kind (`aftercorr` is `afterok` on the task of
 /// the same index, which the dependency's range names).
-fn sched_kind(kind: berth_core::job::DependencyKind) -> sched::DepKind {
+pub fn sched_kind(kind: berth_core::job::DependencyKind) -> sched::DepKind {
     use berth_core::job::DependencyKind as K;
     match kind {
         K::After => sched::DepKind::After,
