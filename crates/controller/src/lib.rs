@@ -461,49 +461,36 @@ impl Controller {
                 .map_err(|e| e.message)?;
             controller.active.insert(job.id, job);
         }
-        controller.fail_unpartitioned();
-        controller.fail_unlicensed();
+        controller.fail_unrunnable();
         Ok(Arc::new(Mutex::new(controller)))
     }
 
-    /// Ends the pending jobs that ask for more of a license than the configuration now has
-    /// (or for one it has no more): none of them could ever start.
-    fn fail_unlicensed(&mut self) {
-        let have = self.settings.licenses.clone();
-        let short = |j: &Job| {
-            (j.request.licenses.iter())
-                .find(|(name, n)| have.get(name).is_none_or(|total| n > total))
-                .map(|(name, n)| (name.clone(), *n))
-        };
-        let orphans: Vec<(u64, (String, u32))> = (self.active.values())
-            .filter(|j| j.state == State::Pending)
-            .filter_map(|j| Some((j.id, short(j)?)))
-            .collect();
-        for (id, (name, n)) in orphans {
-            let why = format!(
-                "Licenses: the job asks for {n} {name} license(s), and the configuration now has {}; submit it again asking for what [licenses] has",
-                have.get(&name).copied().unwrap_or(0)
-            );
-            eprintln!("berth: job {id} fails: {why}");
-            self.finish(id, State::Failed, Some(why), None);
-        }
-    }
-
-    /// Ends the pending jobs of partitions the configuration no longer has, as Slurm's
-    /// controller does at its start (PartitionDown): none of them could ever start.
-    fn fail_unpartitioned(&mut self) {
+    /// Ends the pending jobs a changed configuration leaves no way to run, as Slurm's
+    /// controller does at its start: those of partitions it no longer has (PartitionDown),
+    /// and those asking for more of a license than it has now (Licenses).
+    fn fail_unrunnable(&mut self) {
         let names: BTreeSet<String> = self.partition_views().into_iter().map(|p| p.name).collect();
-        let orphans: Vec<(u64, String)> = self
-            .active
-            .values()
-            .filter(|j| j.state == State::Pending && !names.contains(&j.partition))
-            .map(|j| (j.id, j.partition.clone()))
+        let orphans: Vec<(u64, String)> = (self.active.values())
+            .filter(|j| j.state == State::Pending)
+            .filter_map(|j| {
+                let why = match names.contains(&j.partition) {
+                    false => format!(
+                        "PartitionDown: partition {} is no longer in the configuration; submit the job again to one of {}",
+                        j.partition,
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    true => {
+                        let (name, n, total) = self.licenses_short(&j.request)?;
+                        format!(
+                            "Licenses: the job asks for {n} {name} license(s), and the configuration now has {}; submit it again asking for what [licenses] has",
+                            total.unwrap_or(0)
+                        )
+                    }
+                };
+                Some((j.id, why))
+            })
             .collect();
-        for (id, partition) in orphans {
-            let why = format!(
-                "PartitionDown: partition {partition} is no longer in the configuration; submit the job again to one of {}",
-                names.iter().cloned().collect::<Vec<_>>().join(", ")
-            );
+        for (id, why) in orphans {
             eprintln!("berth: job {id} fails: {why}");
             self.finish(id, State::Failed, Some(why), None);
         }
@@ -921,8 +908,8 @@ impl Controller {
             None => self.finished.get(&id).copied(),
         };
         let deps = &job.request.dependencies;
-        // Each term: how it is written, and where it stands.
-        let terms: Vec<(String, sched::TermState)> = job
+        // Each term: what it asks, of which job (or array), and where it stands.
+        let terms: Vec<(berth_core::job::DependencyKind, String, sched::TermState)> = job
             .dependency_ranges()
             .map(|(kind, first, last)| {
                 let range = (first..=last).map(|id| sched::Dependency {
@@ -944,7 +931,7 @@ impl Controller {
                     (true, None) => first.to_string(),
                     (false, _) => format!("{first}_*"),
                 };
-                (format!("{}:{named}", kind.word()), state)
+                (kind, named, state)
             })
             .collect();
         let how = |status| match status {
@@ -953,7 +940,7 @@ impl Controller {
             sched::DepStatus::NeverSatisfied => "failed",
         };
         if let Some(condition) = &deps.condition {
-            let states = (0..).zip(terms.iter().map(|(_, s)| *s)).collect();
+            let states = (0..).zip(terms.iter().map(|(_, _, s)| *s)).collect();
             let status_of =
                 |c: &Condition| sched::condition_status(&sched_condition(c, &deps.jobs), &states);
             if status_of(condition) == sched::DepStatus::Satisfied {
@@ -961,31 +948,28 @@ impl Controller {
             }
             // Each term with its state; a count as LSF writes it (`numdone(7_*, >= 2)`).
             return Some(condition.render(&mut |leaf| {
-                let written = match leaf {
-                    Condition::Term(t) => {
-                        let t = *t as usize;
-                        let term = terms.get(t).map_or("", |(w, _)| w.as_str());
-                        match deps.jobs.get(t).and_then(|j| j.count) {
-                            Some(count) => {
-                                let array = term.split_once(':').map_or(term, |(_, a)| a);
-                                format!("{}({array}, {count})", count.word())
-                            }
-                            None => term.to_string(),
-                        }
+                let t = match leaf {
+                    Condition::Term(t) => *t as usize,
+                    _ => usize::MAX,
+                };
+                let written = match (terms.get(t), deps.jobs.get(t).and_then(|j| j.count)) {
+                    (Some((_, named, _)), Some(count)) => {
+                        format!("{}({named}, {count})", count.word())
                     }
-                    _ => String::new(),
+                    (Some((kind, named, _)), None) => format!("{}:{named}", kind.word()),
+                    (None, _) => String::new(),
                 };
                 format!("{written}({})", how(status_of(leaf)))
             }));
         }
         let unmet = terms
             .iter()
-            .filter(|(_, s)| s.status != sched::DepStatus::Satisfied);
+            .filter(|(_, _, s)| s.status != sched::DepStatus::Satisfied);
         if deps.any && unmet.clone().count() < terms.len() {
             return None;
         }
         let mut unmet: Vec<String> = unmet
-            .map(|(t, s)| format!("{t}({})", how(s.status)))
+            .map(|(kind, named, s)| format!("{}:{named}({})", kind.word(), how(s.status)))
             .collect();
         let running_namesake = || {
             self.active.values().any(|other| {
@@ -1467,28 +1451,23 @@ impl Controller {
         partition: &str,
         request: &JobRequest,
     ) -> Result<(), ApiError> {
-        for (name, n) in &request.licenses {
+        if let Some((name, n, total)) = self.licenses_short(request) {
             let have = &self.settings.licenses;
-            match have.get(name) {
-                None if have.is_empty() => {
-                    return Err(ApiError::bad(format!(
-                        "the job asks for license {name}, and this cluster has no licenses ([licenses] in the configuration): ask without -L"
-                    )))
-                }
+            return Err(ApiError::bad(match total {
+                Some(total) => format!(
+                    "the job asks for {n} {name} license(s), and this cluster has {total}: ask for at most {total}"
+                ),
+                None if have.is_empty() => format!(
+                    "the job asks for license {name}, and this cluster has no licenses ([licenses] in the configuration): ask without -L"
+                ),
                 None => {
                     let names: Vec<&str> = have.keys().map(String::as_str).collect();
-                    return Err(ApiError::bad(format!(
+                    format!(
                         "the job asks for license {name}, which this cluster does not have: it has {}",
                         names.join(", ")
-                    )));
+                    )
                 }
-                Some(total) if n > total => {
-                    return Err(ApiError::bad(format!(
-                        "the job asks for {n} {name} license(s), and this cluster has {total}: ask for at most {total}"
-                    )))
-                }
-                Some(_) => {}
-            }
+            }));
         }
         let sreq = self.sched_request(partition, request);
         if let Some(choice) = &sreq.choice {
@@ -1496,6 +1475,15 @@ impl Controller {
         }
         sched::fits_ever(cluster, &sreq)
             .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason)))
+    }
+
+    /// A license `request` asks for more of than the cluster has (none, where it has none
+    /// of that name): its name, how many it asks for and how many there are.
+    fn licenses_short<'a>(&self, request: &'a JobRequest) -> Option<(&'a str, u32, Option<u32>)> {
+        let have = &self.settings.licenses;
+        let (name, n) = (request.licenses.iter())
+            .find(|(name, n)| have.get(name).is_none_or(|total| n > total))?;
+        Some((name, *n, have.get(name).copied()))
     }
 
     /// The job through which job `id`, waiting for the jobs `ranges` name, would wait for
@@ -3723,20 +3711,12 @@ impl Controller {
         }
         // Steps this process's own agent ran before the restart: their clients' connections
         // went with the process that served them, and nothing reports their ends now.
-        let local: BTreeSet<String> = (self.nodes.iter())
+        let local: Vec<String> = (self.nodes.iter())
             .filter(|(_, n)| matches!(n.link, Link::Local(_)))
             .map(|(name, _)| name.clone())
             .collect();
-        let lost: Vec<(u64, u32)> = (self.active.running())
-            .flat_map(|j| j.steps.iter().map(move |s| (j.id, s)))
-            .filter(|(_, s)| s.end_time.is_none() && local.contains(&s.node))
-            .map(|(id, s)| (id, s.id))
-            .collect();
-        for (id, step) in lost {
-            eprintln!(
-                "berth: step {id}.{step}: its agent was this controller's, restarted since: ended"
-            );
-            self.end_step(berth_agent::daemon::StepEnd::failed(id, step));
+        for name in local {
+            self.end_lost_steps(&name, &[], u64::MAX);
         }
         // The files of jobs that are over (left by a berth before 2026-12-02, which kept
         // them all, or by a crash between a job's end and their removal).
@@ -3800,7 +3780,7 @@ impl Controller {
         self.reconcile_runners(&name, &reg, &mut answer);
         self.end_lost_runs(&name, reg.files_id.as_deref());
         if let Some(steps) = &reg.steps {
-            self.end_lost_steps(&name, steps);
+            self.end_lost_steps(&name, steps, now().saturating_sub(LOST_STEP_AFTER));
         }
         if self
             .nodes
@@ -4793,10 +4773,10 @@ impl Controller {
 
     /// The steps that node `node`'s agent ran and runs no more (`running`: those it runs):
     /// its agent was restarted, and their ends will never come. Each is ended, its status
-    /// unknown (berth's own 125), so that its CPUs are free for the job's next steps. (Steps begun within the
-    /// last few seconds may not be among `running` yet: they are left for the next beat.)
-    fn end_lost_steps(&mut self, node: &str, running: &[(u64, u32)]) {
-        let settled = now().saturating_sub(LOST_STEP_AFTER);
+    /// unknown (berth's own 125), so that its CPUs are free for the job's next steps. Only
+    /// those begun before `settled`: a remote agent's steps begun within the last few
+    /// seconds may not be among `running` yet, and are left for its next beat.
+    fn end_lost_steps(&mut self, node: &str, running: &[(u64, u32)], settled: u64) {
         let lost: Vec<(u64, u32)> = self
             .active
             .running()

@@ -67,10 +67,7 @@ const COUNT_OPS: [(&str, CountOp); 6] = [
 impl std::fmt::Display for ArrayCount {
     /// The comparison as LSF writes it: `>= 5`, `== *`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = COUNT_OPS
-            .iter()
-            .find(|(_, o)| *o == self.op)
-            .map_or("?", |(w, _)| w);
+        let op = word_of(&COUNT_OPS, self.op);
         match self.n {
             Some(n) => write!(f, "{op} {n}"),
             None => write!(f, "{op} *"),
@@ -81,13 +78,37 @@ impl std::fmt::Display for ArrayCount {
 impl ArrayCount {
     /// LSF's condition word for it.
     pub fn word(&self) -> &'static str {
-        match self.of {
-            Counted::Done => "numdone",
-            Counted::Exit => "numexit",
-            Counted::Ended => "numended",
-            Counted::Started => "numstart",
-        }
+        word_of(&COUNT_WORDS, self.of)
     }
+}
+
+/// LSF's conditions on a job, and what each asks of it.
+const LSF_WORDS: [(&str, DependencyKind); 4] = [
+    ("done", DependencyKind::AfterOk),
+    ("exit", DependencyKind::AfterNotOk),
+    ("ended", DependencyKind::AfterAny),
+    ("started", DependencyKind::After),
+];
+
+/// LSF's counts of an array's elements, and what each counts.
+const COUNT_WORDS: [(&str, Counted); 4] = [
+    ("numdone", Counted::Done),
+    ("numexit", Counted::Exit),
+    ("numended", Counted::Ended),
+    ("numstart", Counted::Started),
+];
+
+/// The word `table` has for `value`.
+fn word_of<T: PartialEq>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map_or("?", |(w, _)| w)
+}
+
+/// What `table` has for `word`.
+fn by_word<T: Copy>(table: &[(&str, T)], word: &str) -> Option<T> {
+    table.iter().find(|(w, _)| *w == word).map(|(_, v)| *v)
 }
 
 /// All of `jobs` must hold; `singleton`: no other job of this user with the same name may
@@ -347,22 +368,14 @@ impl Lsf<'_> {
             false => ("done", word),
         };
         let term = || format!("{word}({arg})");
-        let counted = match word {
-            "numdone" => Some(Counted::Done),
-            "numexit" => Some(Counted::Exit),
-            "numended" => Some(Counted::Ended),
-            "numstart" => Some(Counted::Started),
-            _ => None,
-        };
-        if let Some(of) = counted {
+        if let Some(of) = by_word(&COUNT_WORDS, word) {
             return self.count(of, arg, &term());
         }
-        let kind = match word {
-            "done" => DependencyKind::AfterOk,
-            "exit" => DependencyKind::AfterNotOk,
-            "ended" => DependencyKind::AfterAny,
-            "started" => DependencyKind::After,
-            "post_done" | "post_err" | "numhold" | "numpend" | "numrun" | "external" => {
+        let kind = match by_word(&LSF_WORDS, word) {
+            Some(kind) => kind,
+            None if ["post_done", "post_err", "numhold", "numpend", "numrun", "external"]
+                .contains(&word) =>
+            {
                 return Err(JobError::unsupported(
                     &term(),
                     "berth knows done, exit, ended and started, and numdone, numexit, numended and numstart for arrays",
@@ -597,10 +610,8 @@ impl Dependencies {
                 (None, false) => d.job.to_string(),
             };
             let word = match d.kind {
-                DependencyKind::After => "started",
-                DependencyKind::AfterOk | DependencyKind::AfterCorr => "done",
-                DependencyKind::AfterNotOk => "exit",
-                DependencyKind::AfterAny => "ended",
+                DependencyKind::AfterCorr => "done",
+                kind => word_of(&LSF_WORDS, kind),
             };
             match d.count {
                 Some(c) => format!("{}({}, {c})", c.word(), d.job),
