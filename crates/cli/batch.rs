@@ -1080,7 +1080,6 @@ pub fn wait_on_controller(
     until: &str,
     deadline: Option<std::time::Instant>,
 ) -> Result<Option<Vec<berth_api::JobEnd>>> {
-    let mut gone_since = None;
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|l| l.is_zero()) {
@@ -1088,9 +1087,21 @@ pub fn wait_on_controller(
         }
         let timeout = left.map_or(60, |l| l.as_secs().clamp(1, 60));
         let path = format!("/v1/jobs/{first}/wait?count={count}&until={until}&timeout={timeout}");
-        match request::<berth_api::WaitResponse>("GET", &path, None::<&()>) {
-            Ok(answer) if answer.reached => return Ok(Some(answer.jobs)),
-            Ok(_) => gone_since = None,
+        let hint = format!(": see `berth show {first}` for the job's state");
+        let answer: berth_api::WaitResponse =
+            once_reachable(&hint, || request("GET", &path, None::<&()>))?;
+        if answer.reached {
+            return Ok(Some(answer.jobs));
+        }
+    }
+}
+
+/// `call`'s answer, a controller out of reach (restarting, failing over) waited for, said
+/// once, up to [`CONTROLLER_GONE_LIMIT`]; then its error, with `hint` after what happened.
+fn once_reachable<T>(hint: &str, mut call: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut gone_since = None;
+    loop {
+        match call() {
             Err(e) if crate::client::is_unreachable(&e) => {
                 let since = *gone_since.get_or_insert_with(|| {
                     eprintln!("berth: {e:#}; waiting for the controller to be back");
@@ -1098,13 +1109,13 @@ pub fn wait_on_controller(
                 });
                 if since.elapsed() > CONTROLLER_GONE_LIMIT {
                     return Err(e.context(format!(
-                        "the controller has been out of reach for {} s: see `berth show {first}` for the job's state",
+                        "the controller has been out of reach for {} s{hint}",
                         CONTROLLER_GONE_LIMIT.as_secs()
                     )));
                 }
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
 }
@@ -2139,21 +2150,8 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 /// reach (restarting) up to [`CONTROLLER_GONE_LIMIT`].
 pub fn end_allocation(id: u64, code: i32) -> Result<()> {
     let path = format!("/v1/jobs/{id}/allocation-end?code={code}");
-    let since = std::time::Instant::now();
-    let mut told = false;
-    loop {
-        match request::<()>("POST", &path, None::<&()>) {
-            Err(e)
-                if crate::client::is_unreachable(&e) && since.elapsed() < CONTROLLER_GONE_LIMIT =>
-            {
-                if !std::mem::replace(&mut told, true) {
-                    eprintln!("berth: {e:#}; waiting for the controller to be back");
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            other => return other,
-        }
-    }
+    let hint = format!(": see `berth show {id}` for the job's state");
+    once_reachable(&hint, || request("POST", &path, None::<&()>))
 }
 
 pub fn history(args: HistoryArgs) -> Result<i32> {

@@ -843,18 +843,18 @@ pub fn run(mut request: StepRequest) -> Result<i32> {
             progress(event)
         }
     };
-    match berth_agent::step::client::run(&step_socket(), request, &mut tell) {
+    let ran = berth_agent::step::client::run(&step_socket(), request, &mut tell);
+    match (ran, allocated.get()) {
         // Its node agent went (the cluster restarting), its own allocation with it: ended,
         // not left to hold its CPUs for nobody.
-        Err(berth_agent::step::StepError::Lost) if allocated.get().is_some() => {
-            let job = allocated.get().unwrap_or_default();
+        (Err(berth_agent::step::StepError::Lost), Some(job)) => {
             eprintln!(
                 "{who}: lost the node agent; ending job allocation {job} (its tasks' status is lost)"
             );
             crate::batch::end_allocation(job, 125)?;
             bail!(berth_agent::step::StepError::Lost)
         }
-        other => Ok(other?),
+        (ran, _) => Ok(ran?),
     }
 }
 
