@@ -2950,12 +2950,17 @@ impl Controller {
                 image_env: job.image_env.clone(),
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
-                pbs_names: job.request.pbs_names.as_ref().map(|(output, error)| {
-                    // (Expanded as the files' own names, whatever directory they go in.)
-                    let name = |pattern| {
-                        let path = job_file(&job, &batch, pattern);
-                        let name = Path::new(&path).file_name().map(|n| n.to_string_lossy());
-                        name.map_or(path.clone(), |n| n.into_owned())
+                pbs_names: job.request.pbs.then(|| {
+                    let array = job.request.array.is_some();
+                    let [output, error] = ['o', 'e'].map(|stream| {
+                        let pattern =
+                            berth_core::job::pbs_default_name(&job.request.name, stream, array);
+                        job_file(&job, &batch, &pattern)
+                    });
+                    // (Their own names, whatever directory they go in.)
+                    let name = |path: String| match Path::new(&path).file_name() {
+                        Some(name) => name.to_string_lossy().into_owned(),
+                        None => path,
                     };
                     (name(output), name(error))
                 }),

@@ -1161,12 +1161,17 @@ pub fn licenses(v: &str) -> Result<Vec<(String, u32)>, JobError> {
         if name.is_empty() || !name.chars().all(named) {
             return Err(JobError::invalid("licenses", v, EXPECTED));
         }
-        match out.iter_mut().find(|(n, _)| n == name) {
-            Some((_, have)) => *have = have.saturating_add(count),
-            None => out.push((name.to_string(), count)),
-        }
+        add_license(&mut out, name, count);
     }
     Ok(out)
+}
+
+/// `count` more of license `name` in `asked`, which names each once.
+fn add_license(asked: &mut Vec<(String, u32)>, name: &str, count: u32) {
+    match asked.iter_mut().find(|(n, _)| n == name) {
+        Some((_, have)) => *have = have.saturating_add(count),
+        None => asked.push((name.to_string(), count)),
+    }
 }
 
 fn nodes(v: &str) -> Result<Vec<String>, JobError> {
@@ -1842,11 +1847,11 @@ fn lsf_resources(
                     if !["swp", "swap", "tmp", "ut", "slots"].contains(&name)
                         && value.parse::<u32>().is_ok() =>
                 {
-                    let asked = opts.licenses.take().unwrap_or_default();
-                    let all: Vec<String> = (asked.iter().map(|(n, c)| format!("{n}:{c}")))
-                        .chain([format!("{name}:{value}")])
-                        .collect();
-                    opts.licenses = Some(licenses(&all.join(","))?);
+                    let mut asked = opts.licenses.take().unwrap_or_default();
+                    for (name, n) in licenses(&format!("{name}:{value}"))? {
+                        add_license(&mut asked, &name, n);
+                    }
+                    opts.licenses = Some(asked);
                 }
                 ("order" | "select" | "same" | "affinity", _) => {
                     ignore(opts, found, line, "berth chooses and orders hosts itself");

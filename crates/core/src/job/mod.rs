@@ -521,11 +521,11 @@ pub struct JobRequest {
     /// from its start, ending by its end.
     #[serde(default)]
     pub reservation: Option<String>,
-    /// Submitted with qsub: the names PBS gives its output and error files (`NAME.o%j`),
-    /// for an `-o` or `-e` that names a directory, where PBS writes them; and the end of
-    /// its time limit said in PBS's words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pbs_names: Option<(String, String)>,
+    /// Submitted with qsub: its files named as PBS names them (also in a directory that
+    /// `-o` or `-e` names: `pbs_default_name`), and the end of its time limit said in PBS's
+    /// words.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pbs: bool,
     /// The shell the script runs with (PBS's `-S`), whatever its `#!` line says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
@@ -697,10 +697,8 @@ impl JobRequest {
         if o.error.is_some() || o.join_output != Some(true) {
             o.error = Some(file(o.error.take(), 'e'));
         }
-        let names = ['o', 'e'].map(|stream| pbs_default_name(&name, stream, array));
-        let [output, error] = names;
         Ok(JobRequest {
-            pbs_names: Some((output, error)),
+            pbs: true,
             ..JobRequest::from_options(o, default_name)?
         })
     }
@@ -869,7 +867,7 @@ impl JobRequest {
             reservation: o.reservation,
             licenses: o.licenses.unwrap_or_default(),
             shell: o.shell,
-            pbs_names: None,
+            pbs: false,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,
