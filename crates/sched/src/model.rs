@@ -242,8 +242,8 @@ pub enum Condition {
     Term(u32),
     All(Vec<Condition>),
     Any(Vec<Condition>),
-    /// Holds while the condition does not (LSF's `!`): satisfied while it waits or can
-    /// never hold, never satisfied once it has held.
+    /// Holds while the condition does not (LSF's `!`, over the jobs as they are now): for
+    /// good where the condition's standing is settled (see `deps::Truth`).
     Not(Box<Condition>),
     /// How many of the term's jobs (an array's elements) are in some state, compared
     /// (LSF's `numdone(42, >= 5)`).

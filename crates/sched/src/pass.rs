@@ -3,11 +3,12 @@
 //! Owns: the order of the checks and the bookkeeping between jobs. Pending jobs are taken
 //! in priority order ([`crate::priority::compare`]); for each, the feasibility checks run
 //! cheapest first and the first that fails is the job's reason (Nomad's feasibility chain,
-//! with Slurm's reason names): held, begin time, dependencies, singleton, partition state and limits,
-//! array `%N`, licenses, request shape against the hardware, then resources now. A job that cannot
-//! start for resources is the partition's `Resources` job if it is the first such, else it
-//! waits for `Priority`; the first `Config::reservations` of them get a backfill
-//! reservation and an expected start.
+//! with Slurm's reason names): held, begin time, dependencies, singleton, partition state
+//! and limits, array `%N`, licenses (the cluster's, free now: a job short of them waits as
+//! `Licenses` and holds back no other), request shape against the hardware, then resources
+//! now. A job that cannot start for resources is the partition's `Resources` job if it is
+//! the first such, else it waits for `Priority`; the first `Config::reservations` of them
+//! get a backfill reservation and an expected start.
 //!
 //! Cost: sorting is O(J log J). A job that starts costs O(log N) per index touched; one that
 //! cannot costs O(1) once its request shape is known not to fit: within a pass capacity only
