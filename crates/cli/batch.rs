@@ -1080,6 +1080,8 @@ pub fn wait_on_controller(
     until: &str,
     deadline: Option<std::time::Instant>,
 ) -> Result<Option<Vec<berth_api::JobEnd>>> {
+    let hint = format!(": see `berth show {first}` for the job's state");
+    let mut outage = Outage::default();
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         if left.is_some_and(|l| l.is_zero()) {
@@ -1087,36 +1089,38 @@ pub fn wait_on_controller(
         }
         let timeout = left.map_or(60, |l| l.as_secs().clamp(1, 60));
         let path = format!("/v1/jobs/{first}/wait?count={count}&until={until}&timeout={timeout}");
-        let hint = format!(": see `berth show {first}` for the job's state");
-        let answer: berth_api::WaitResponse =
-            once_reachable(&hint, || request("GET", &path, None::<&()>))?;
-        if answer.reached {
-            return Ok(Some(answer.jobs));
+        match request::<berth_api::WaitResponse>("GET", &path, None::<&()>) {
+            Ok(answer) if answer.reached => return Ok(Some(answer.jobs)),
+            Ok(_) => outage = Outage::default(),
+            Err(e) if crate::client::is_unreachable(&e) => outage.wait(e, &hint)?,
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// `call`'s answer, a controller out of reach (restarting, failing over) waited for, said
-/// once, up to [`CONTROLLER_GONE_LIMIT`]; then its error, with `hint` after what happened.
-fn once_reachable<T>(hint: &str, mut call: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut gone_since = None;
-    loop {
-        match call() {
-            Err(e) if crate::client::is_unreachable(&e) => {
-                let since = *gone_since.get_or_insert_with(|| {
-                    eprintln!("berth: {e:#}; waiting for the controller to be back");
-                    std::time::Instant::now()
-                });
-                if since.elapsed() > CONTROLLER_GONE_LIMIT {
-                    return Err(e.context(format!(
-                        "the controller has been out of reach for {} s{hint}",
-                        CONTROLLER_GONE_LIMIT.as_secs()
-                    )));
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            other => return other,
+/// A controller out of reach (restarting, failing over), waited for: said once, each try
+/// a second after the last, up to [`CONTROLLER_GONE_LIMIT`].
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    /// After `e`, the controller's being out of reach: `Ok` to try again, a second later;
+    /// its error, `hint` after what happened, once it has been gone too long.
+    fn wait(&mut self, e: anyhow::Error, hint: &str) -> Result<()> {
+        let since = *self.since.get_or_insert_with(|| {
+            eprintln!("berth: {e:#}; waiting for the controller to be back");
+            std::time::Instant::now()
+        });
+        if since.elapsed() > CONTROLLER_GONE_LIMIT {
+            return Err(e.context(format!(
+                "the controller has been out of reach for {} s{hint}",
+                CONTROLLER_GONE_LIMIT.as_secs()
+            )));
         }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        Ok(())
     }
 }
 
@@ -2151,7 +2155,13 @@ pub fn cancel_job(id: u64, signal: Option<String>, target: SignalTarget) -> Resu
 pub fn end_allocation(id: u64, code: i32) -> Result<()> {
     let path = format!("/v1/jobs/{id}/allocation-end?code={code}");
     let hint = format!(": see `berth show {id}` for the job's state");
-    once_reachable(&hint, || request("POST", &path, None::<&()>))
+    let mut outage = Outage::default();
+    loop {
+        match request("POST", &path, None::<&()>) {
+            Err(e) if crate::client::is_unreachable(&e) => outage.wait(e, &hint)?,
+            done => return done,
+        }
+    }
 }
 
 pub fn history(args: HistoryArgs) -> Result<i32> {
