@@ -528,8 +528,14 @@ fn fork_step(
         .try_into()
         .map_err(|_| "bad step request: it must carry stdin, stdout and stderr".to_string())?;
     let (ready, led) = crate::step::pipe(0).map_err(|e| e.to_string())?;
+    // The child starts with the step's end signal blocked, until it catches it.
+    crate::step::block_end(true);
     // SAFETY: this process is single-threaded; the child only runs the step and exits.
-    match unsafe { libc::fork() } {
+    let forked = unsafe { libc::fork() };
+    if forked != 0 {
+        crate::step::block_end(false);
+    }
+    match forked {
         -1 => Err(std::io::Error::last_os_error().to_string()),
         0 => {
             // SAFETY: setsid(2) in the new child (not a group leader yet, so it cannot fail

@@ -302,6 +302,7 @@ pub(crate) fn step_command(
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            block_end(true);
             Ok(())
         });
     }
@@ -1174,7 +1175,7 @@ extern "C" fn on_end(_: libc::c_int) {
     }
 }
 
-/// Catches [`end_signal`] (before it could come: the agent sends it once the part runs).
+/// Catches [`end_signal`], and unblocks it: one the agent sent already is handled then.
 /// A task's disposition of it is the default again once it execs.
 fn catch_end() -> Result<(), StepError> {
     let (read, write) = pipe(libc::O_NONBLOCK)?;
@@ -1194,7 +1195,28 @@ fn catch_end() -> Result<(), StepError> {
             ));
         }
     }
+    block_end(false);
     Ok(())
+}
+
+/// Blocks (`true`) or unblocks [`end_signal`] in this thread. A step process starts with it
+/// blocked (see `launcher` and [`step_command`]): the agent may send it as soon as the
+/// process exists, and its default action would kill the process before [`catch_end`],
+/// its tasks' usage unsaid.
+pub(crate) fn block_end(block: bool) {
+    // SAFETY: a set filled by sigemptyset and sigaddset, given to sigprocmask (a plain
+    // call, async-signal-safe: also fit for a child between fork and exec).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, end_signal());
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
 }
 
 /// Kills the tasks still running (SIGKILL), and what they started (SIGTERM to this
