@@ -811,8 +811,9 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
     Ok(0)
 }
 
-/// `berth down`: asks the controller to stop. Jobs keep running; `berth up` picks them up.
-/// Steps its own node serves do not (their clients lose it): said first.
+/// `berth down`: asks the controller to stop. Jobs keep running; `berth up` picks them up,
+/// and the steps its own node serves for clients in their jobs, whose clients wait for it;
+/// said first.
 pub fn down() -> Result<i32> {
     let steps: usize = active_jobs(None, false)
         .unwrap_or_default()
@@ -821,7 +822,7 @@ pub fn down() -> Result<i32> {
         .sum();
     if steps > 0 {
         eprintln!(
-            "berth: warning: {steps} step(s) run (srun, berth step): those this controller's own node serves end with it, their clients with an error; the jobs keep running"
+            "berth: warning: {steps} step(s) run (srun, berth step): the jobs keep running; the steps this controller's own node serves go on if they run on it alone for a client in their job, which waits up to 10 minutes for `berth up`; the others end"
         );
     }
     let _: () = request("POST", "/v1/shutdown", None::<&()>)?;

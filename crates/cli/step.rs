@@ -611,6 +611,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         // Filled in by `run`, for an allocation's image file.
         image_files: Default::default(),
         hold: false,
+        attach: None,
         image: own.image,
         binds: own.binds,
         no_home: own.no_home,

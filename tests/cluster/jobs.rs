@@ -219,11 +219,12 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
     t.wait_for_nodes(&t.hosts.names());
 }
 
-/// A step whose node's agent was restarted mid-step is ended at the agent's next heartbeat
-/// (it runs the step no more, and its end will never come), its status unknown (125): the
-/// job's next step gets its CPU instead of waiting for it for ever.
+/// A step goes on across a restart of its node's agent, which adopts its process: its
+/// client in the job asks the new agent for its end. One whose process was killed
+/// meanwhile ends with status 125 (berth's own, its end unknown), and the job's next step
+/// gets its CPU instead of waiting for it for ever.
 #[test]
-fn a_step_its_restarted_agent_lost_frees_its_cpus() {
+fn a_step_goes_on_across_its_agents_restart() {
     let config = "[batch]\nnode_timeout = 6\n";
     let Some(mut t) = TestCluster::start(23, 1, Some(config)) else {
         return;
@@ -231,19 +232,36 @@ fn a_step_its_restarted_agent_lost_frees_its_cpus() {
     let script = r#"#!/bin/sh
 #SBATCH -n 1
 #BERTH --image busybox
-srun -n 1 sh -c 'echo started; exec sleep 300' 2>/dev/null
+srun -n 1 sh -c 'echo started; while [ ! -e go ]; do sleep 0.1; done; exit 4' 2>/dev/null
+echo "srun=$?"
+srun -n 1 sh -c 'echo again; exec sleep 300' 2>/dev/null
+echo "srun=$?"
 until srun -n 1 echo second 2>/dev/null; do sleep 1; done
 "#;
     let id = t.c.submit(Mode::Rootless, "lost.sh", script, &[]);
     t.c.wait_for_output(id, "started\n");
     t.agents[0].kill();
     t.agents[0] = crate::hosts::Agent::start(&t.c, &t.hosts, 1);
+    std::fs::write(t.c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
+    t.c.wait_for_output(id, "again\n");
+    t.agents[0].kill();
+    // The step's process (as it registered in its job's directory) dies too.
+    let steps = t.agents[0].state.join(format!("jobs/{id}/steps"));
+    for entry in std::fs::read_dir(&steps).unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+            // SAFETY: kill(2) of this test's own job's step process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    t.agents[0] = crate::hosts::Agent::start(&t.c, &t.hosts, 1);
     let job =
         t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
     let out = output(&t, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
-    assert!(out.ends_with("second\n"), "{out}");
-    assert_eq!(job["steps"][0]["exit_code"], 125, "{job}");
+    assert_eq!(out, "started\nsrun=4\nagain\nsrun=125\nsecond\n");
+    assert_eq!(job["steps"][0]["exit_code"], 4, "{job}");
+    assert!(job["steps"][0]["usage"]["user_usec"].is_u64(), "{job}");
+    assert_eq!(job["steps"][1]["exit_code"], 125, "{job}");
 }
 
 /// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)

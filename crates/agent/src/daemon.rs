@@ -943,6 +943,11 @@ async fn serve(settings: Settings) -> Result<(), String> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .map_err(|e| e.to_string())?;
+    // The steps of the agent before this one that went on without it, first.
+    crate::step::server::adopt(
+        agent.node.job_dirs(),
+        &Arc::new(RemoteAuthority(agent.clone())),
+    );
     tokio::spawn(crate::step::server::serve(
         step_listener,
         Arc::new(RemoteAuthority(agent.clone())),

@@ -590,6 +590,12 @@ impl NodeAgent {
     }
 
     /// The jobs that have a directory here.
+    /// The jobs with a directory here, and their directories.
+    pub fn job_dirs(&self) -> Vec<(u64, PathBuf)> {
+        let ids = self.job_ids().into_iter();
+        ids.map(|id| (id, self.job_dir(id))).collect()
+    }
+
     pub fn job_ids(&self) -> Vec<u64> {
         std::fs::read_dir(self.jobs_dir())
             .map(|entries| {

@@ -799,6 +799,10 @@ pub struct StepRequest {
     /// alloc`, salloc) until it sends [`AllocationExit`] or goes away. `argv` names the job.
     #[serde(default)]
     pub hold: bool,
+    /// Not a new step: the client of step N of `job`, running already, back after its node
+    /// agent went away (its `berth up` restarted), for the step's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<u32>,
     /// `None`: the job's number of tasks.
     pub ntasks: Option<u32>,
     /// How many of the job's nodes the tasks spread over (`srun -N`); `None`: as many as
@@ -918,6 +922,7 @@ impl StepRequest {
             allocate_syntax: OptionSyntax::Berth,
             image_files: Default::default(),
             hold: false,
+            attach: None,
             ntasks: Some(1),
             nodes: None,
             nodelist: None,

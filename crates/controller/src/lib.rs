@@ -3714,14 +3714,15 @@ impl Controller {
                 });
             }
         }
-        // Steps this process's own agent ran before the restart: their clients' connections
-        // went with the process that served them, and nothing reports their ends now.
+        // Steps this process's own agent ran before the restart and did not adopt (see
+        // `step::server::adopt`): nothing reports their ends now.
         let local: Vec<String> = (self.nodes.iter())
             .filter(|(_, n)| matches!(n.link, Link::Local(_)))
             .map(|(name, _)| name.clone())
             .collect();
+        let adopted = berth_agent::step::server::running_steps();
         for name in local {
-            self.end_lost_steps(&name, &[], u64::MAX);
+            self.end_lost_steps(&name, &adopted, u64::MAX);
         }
         // The files of jobs that are over (left by a berth before 2026-12-02, which kept
         // them all, or by a crash between a job's end and their removal).

@@ -1264,9 +1264,15 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         Some(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
         _ => berth_agent::node::hostname(),
     };
+    let gate = std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone(), address));
+    // The steps of the process before this one that went on without it, before the
+    // reconciling below ends the others.
+    for agent in &agents {
+        berth_agent::step::server::adopt(agent.job_dirs(), &gate);
+    }
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
-        std::sync::Arc::new(crate::StepGate(shared.clone(), key.clone(), address)),
+        gate,
         launcher,
     ));
     {

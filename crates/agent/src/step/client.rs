@@ -42,6 +42,9 @@ pub fn run(
     let _raw = request.pty.then(RawTerminal::enter).flatten();
     // Signalled before the step started: an error then is the step's cancelling.
     let (mut interrupted, mut started) = (false, false);
+    // The step, once started: a client in a job's container asks the node's next agent for
+    // it if this one goes away (its `berth up` restarting), the step going on meanwhile.
+    let mut step = None;
     loop {
         let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
             .map_err(io_err("waiting for the step"))?;
@@ -56,7 +59,17 @@ pub fn run(
             continue;
         }
         if !answers.read()? {
-            return Err(StepError::Lost);
+            match step {
+                Some(step) if in_job(socket) => {
+                    let attach = StepRequest {
+                        attach: Some(step),
+                        ..request.clone()
+                    };
+                    answers = Answers::send(socket, &attach)?;
+                    continue;
+                }
+                _ => return Err(StepError::Lost),
+            }
         }
         while let Some(event) = answers.next() {
             match event? {
@@ -66,7 +79,9 @@ pub fn run(
                 }
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
                 other => {
-                    started |= matches!(other, StepEvent::Started { .. });
+                    if let StepEvent::Started { step: s, .. } = other {
+                        (started, step) = (true, Some(s).filter(|_| request.job.is_some()));
+                    }
                     tell(&other)
                 }
             }
@@ -231,6 +246,11 @@ impl Held {
 /// How long a command whose allocation ended has after SIGHUP, before SIGKILL.
 pub const HANG_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whether `socket` is the step socket of a job's container.
+fn in_job(socket: &Path) -> bool {
+    socket.starts_with(berth_api::STEP_DIR_IN_CONTAINER)
+}
+
 /// The connection to the node agent's step socket: the request sent, its answers read a
 /// JSON line each.
 struct Answers {
@@ -243,7 +263,7 @@ impl Answers {
     fn send(socket: &Path, request: &StepRequest) -> Result<Answers, StepError> {
         // In a job's container the agent may be away a while (its `berth up` restarting):
         // waited for, as a client waits for its controller.
-        let in_job = socket.starts_with(berth_api::STEP_DIR_IN_CONTAINER);
+        let in_job = in_job(socket);
         let deadline = std::time::Instant::now() + AGENT_GONE_LIMIT;
         let mut told = false;
         let stream = loop {

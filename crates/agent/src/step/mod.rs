@@ -106,6 +106,23 @@ pub struct StepLaunch {
     /// Save that container's files to this squashfs file once the tasks end (see `save`).
     #[serde(default)]
     pub save: Option<std::path::PathBuf>,
+    /// The step's own time limit, seconds (`srun -t`), which its agent enforces.
+    #[serde(default)]
+    pub time_limit: Option<u64>,
+    /// Seconds between the SIGTERM of a step cancelled or at its time limit and its end.
+    #[serde(default)]
+    pub kill_wait: u64,
+}
+
+impl StepLaunch {
+    /// Whether this part is its whole step, served by this node's agent for a client in the
+    /// job: then its tasks' output goes straight to the client, and the step goes on when
+    /// that agent goes away; the agent that follows adopts it (`server::adopt`). (Its PMI
+    /// server went with the agent: tasks that ask it for something after that, as an MPI
+    /// program's end does, fail.)
+    fn alone(&self) -> bool {
+        self.layout.len() <= 1 && self.client_pid.is_some() && !self.outside
+    }
 }
 
 /// The image of a step that runs in a container of its own (`srun --container-image`), as
@@ -340,12 +357,20 @@ pub(crate) async fn start_part(
     stdio: [OwnedFd; 3],
 ) -> Result<Part, String> {
     let (launcher, launch) = (launcher.clone(), launch.clone());
+    // Its end record is for an agent that did not start it: this one has its end.
+    let steps = launch.job_dir.join(STEPS_DIR);
+    let forget = move |pid: u32| {
+        let _ = std::fs::remove_file(steps.join(end_record(pid)));
+    };
     tokio::task::spawn_blocking(move || {
         match launcher.fork_step(&launch, stdio.each_ref().map(|fd| fd.as_raw_fd())) {
             Ok(forked) => Ok(Part {
                 group: forked.pid as libc::pid_t,
                 end: Box::pin(async move {
-                    match tokio::task::spawn_blocking(move || forked.wait()).await {
+                    let pid = forked.pid;
+                    let ended = tokio::task::spawn_blocking(move || forked.wait()).await;
+                    forget(pid);
+                    match ended {
                         Ok(Some(ended)) => PartEnd {
                             code: exit_code(std::os::unix::process::ExitStatusExt::from_raw(
                                 ended.status,
@@ -367,11 +392,14 @@ pub(crate) async fn start_part(
                     .stderr(stderr)
                     .spawn()
                     .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
+                let pid = child.id().expect("a child just spawned has a pid");
                 Ok(Part {
-                    group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
+                    group: pid as libc::pid_t,
                     // (Exec'd, it has no way to say what its tasks used.)
                     end: Box::pin(async move {
-                        PartEnd::without_usage(child.wait().await.map_or(125, exit_code))
+                        let code = child.wait().await.map_or(125, exit_code);
+                        forget(pid);
+                        PartEnd::without_usage(code)
                     }),
                 })
             }
@@ -658,8 +686,12 @@ pub fn run() -> Result<i32, StepError> {
     std::env::remove_var(LAUNCH_VAR);
     let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
-    let _registered = Registered::new(&launch.job_dir);
-    run_launch(launch)
+    let registered = Registered::new(&launch);
+    let code = run_launch(launch)?;
+    if let Some(r) = registered {
+        r.ended(code, usage());
+    }
+    Ok(code)
 }
 
 /// The step process as the node's launcher forks it (see `launcher`): `launch` is the
@@ -668,10 +700,7 @@ pub fn run() -> Result<i32, StepError> {
 pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launch: Result<StepLaunch, _> =
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
-    let registered = launch
-        .as_ref()
-        .ok()
-        .and_then(|l| Registered::new(&l.job_dir));
+    let registered = launch.as_ref().ok().and_then(Registered::new);
     let code = match launch.and_then(run_launch) {
         Ok(code) => code,
         Err(e) => {
@@ -679,11 +708,14 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
             125
         }
     };
-    if let Some(report) = report {
-        report_usage(&report);
+    let used = usage();
+    if let (Some(report), Some(used)) = (report, &used) {
+        report_usage(&report, used);
     }
     // (Once its usage is out: the job's runner waits for this.)
-    drop(registered);
+    if let Some(r) = registered {
+        r.ended(code, used);
+    }
     code
 }
 
@@ -692,42 +724,120 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
 /// `runner::end_steps`) before the job's cgroup is killed whole.
 pub(crate) const STEPS_DIR: &str = "steps";
 
+/// What a step process's entry in [`STEPS_DIR`] holds while it runs: enough for an agent
+/// that did not start it (one restarted meanwhile) to tell it from a later process with its
+/// pid, and to adopt it if it is [`StepLaunch::alone`] (`server::adopt`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Registration {
+    pub step: u32,
+    /// Its start time, as /proc/PID/stat has it.
+    pub start: u64,
+    pub adoptable: bool,
+    /// The job's cgroup, whose processes may reattach to it.
+    pub cgroup: String,
+    /// When its time limit ends it (seconds since the epoch), if it has one.
+    pub deadline: Option<u64>,
+    pub kill_wait: u64,
+}
+
+/// What a step process writes beside its entry as it ends (`PID.end`): its exit status
+/// and what its tasks used, for an agent that did not start it. The agent that did removes
+/// it (see [`start_part`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PartRecord {
+    pub step: u32,
+    pub code: i32,
+    pub usage: Option<berth_api::StepUsage>,
+    pub adoptable: bool,
+    pub cgroup: String,
+}
+
+/// The name of the end record of step process `pid` in [`STEPS_DIR`].
+pub(crate) fn end_record(pid: u32) -> String {
+    format!("{pid}.end")
+}
+
 /// This step process's entry in its job's [`STEPS_DIR`] (named by its pid), removed when it
 /// ends: through a descriptor of the directory, as the process may be in the container's
 /// mounts by then.
 struct Registered {
     dir: OwnedFd,
     name: std::ffi::CString,
+    step: u32,
+    adoptable: bool,
+    cgroup: String,
 }
 
 impl Registered {
     /// `None` where the entry cannot be made (the step runs; its usage may be lost at the
     /// job's end, as before).
-    fn new(job_dir: &std::path::Path) -> Option<Registered> {
+    fn new(launch: &StepLaunch) -> Option<Registered> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = job_dir.join(STEPS_DIR);
+        let path = launch.job_dir.join(STEPS_DIR);
         match std::fs::DirBuilder::new().mode(0o700).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(_) => return None,
         }
         let dir: OwnedFd = std::fs::File::open(&path).ok()?.into();
-        let name = std::ffi::CString::new(std::process::id().to_string()).expect("digits");
-        // SAFETY: openat(2) of a name in a directory we hold; the descriptor closed at once.
+        let pid = std::process::id();
+        let registration = Registration {
+            step: launch.step_id,
+            start: crate::launcher::start_time(pid)?,
+            adoptable: launch.alone(),
+            cgroup: launch.cgroup.clone(),
+            deadline: launch
+                .time_limit
+                .map(|limit| crate::runner::now().saturating_add(limit)),
+            kill_wait: launch.kill_wait,
+        };
+        let registered = Registered {
+            dir,
+            name: std::ffi::CString::new(pid.to_string()).expect("digits"),
+            step: launch.step_id,
+            adoptable: registration.adoptable,
+            cgroup: launch.cgroup.clone(),
+        };
+        let text = serde_json::to_vec(&registration).expect("registrations serialise");
+        registered
+            .write(&registered.name, &text)
+            .then_some(registered)
+    }
+
+    /// Writes `name` in the directory, anew; whether it could.
+    fn write(&self, name: &std::ffi::CStr, text: &[u8]) -> bool {
+        // SAFETY: openat(2) of a name in a directory we hold.
         let fd = unsafe {
             libc::openat(
-                dir.as_raw_fd(),
+                self.dir.as_raw_fd(),
                 name.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
                 0o600,
             )
         };
         if fd < 0 {
-            return None;
+            return false;
         }
-        // SAFETY: the descriptor just opened.
-        unsafe { libc::close(fd) };
-        Some(Registered { dir, name })
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor just opened, owned from here on.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        std::io::Write::write_all(&mut file, text).is_ok()
+    }
+
+    /// Records the step process's end (`PID.end`), then removes its entry.
+    fn ended(self, code: i32, usage: Option<berth_api::StepUsage>) {
+        let record = PartRecord {
+            step: self.step,
+            code,
+            usage,
+            adoptable: self.adoptable,
+            cgroup: self.cgroup.clone(),
+        };
+        let name = std::ffi::CString::new(end_record(std::process::id())).expect("no NUL");
+        self.write(
+            &name,
+            &serde_json::to_vec(&record).expect("records serialise"),
+        );
     }
 }
 
@@ -738,23 +848,32 @@ impl Drop for Registered {
     }
 }
 
-/// Says on `to` what this process's children (the tasks, and what they waited for) used:
-/// `U <pid> <user usec> <system usec> <max RSS bytes>`, as the launcher's protocol has it.
-fn report_usage(to: &OwnedFd) {
+/// What this process's children used (the tasks, and what they waited for).
+fn usage() -> Option<berth_api::StepUsage> {
     // SAFETY: a zeroed rusage is valid for getrusage(2) to fill in.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage(2) into a struct we own.
     if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) } != 0 {
-        return;
+        return None;
     }
     let usec = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some(berth_api::StepUsage {
+        user_usec: usec(r.ru_utime),
+        system_usec: usec(r.ru_stime),
+        // (In KiB.)
+        max_rss_bytes: r.ru_maxrss as u64 * 1024,
+    })
+}
+
+/// Says `used` on `to`: `U <pid> <user usec> <system usec> <max RSS bytes>`, as the
+/// launcher's protocol has it.
+fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
     let line = format!(
         "U {} {} {} {}\n",
         std::process::id(),
-        usec(r.ru_utime),
-        usec(r.ru_stime),
-        // (In KiB.)
-        r.ru_maxrss as u64 * 1024
+        used.user_usec,
+        used.system_usec,
+        used.max_rss_bytes
     );
     // One send of one short line: it cannot interleave with the launcher's own lines on the
     // socket. MSG_NOSIGNAL: an agent gone is no reason to die of SIGPIPE.

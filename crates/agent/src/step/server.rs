@@ -59,6 +59,284 @@ impl Drop for Registered {
     }
 }
 
+/// A step this process adopted ([`adopt`]): its process, the job's cgroup (whose processes
+/// may reattach to it) and its exit status once it has ended.
+struct Adopted {
+    pid: u32,
+    cgroup: String,
+    end: tokio::sync::watch::Receiver<Option<i32>>,
+}
+
+/// The steps this process adopted, by (job, step); kept once they end, for a client that
+/// reattaches late.
+static ADOPTED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(u64, u32), Adopted>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Adopts the steps that the agent before this process started on this node and left (it
+/// was restarted): the step processes registered in `jobs`' directories (id, directory).
+/// One that is its whole step ([`super::StepLaunch::alone`]) goes on: this process records
+/// its end with `authority` and tells it to a client that reattaches
+/// ([`StepRequest::attach`]); one that ended meanwhile is recorded from its end record. Any
+/// other (a part of a step across nodes, whose output went through the agents, or one whose
+/// client is outside the job, with an allocation the agent held for it) cannot go on
+/// without what went with the agent: it is ended, and the controller records its step as
+/// lost. Registered in [`RUNNING`] at once: call it before the step socket serves
+/// and the controller reconciles its steps.
+pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
+    for (job, dir) in jobs {
+        let dir = dir.join(super::STEPS_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut registered = std::collections::BTreeMap::new();
+        let mut records = std::collections::BTreeMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let text = std::fs::read(entry.path()).unwrap_or_default();
+            if let Ok(pid) = name.parse::<u32>() {
+                if let Ok(r) = serde_json::from_slice::<super::Registration>(&text) {
+                    registered.insert(pid, r);
+                }
+            } else if let Some(pid) = name.strip_suffix(".end").and_then(|p| p.parse().ok()) {
+                if let Ok(r) = serde_json::from_slice::<super::PartRecord>(&text) {
+                    records.insert(pid, r);
+                }
+            }
+        }
+        for (pid, r) in registered {
+            if crate::launcher::start_time(pid) == Some(r.start) {
+                if r.adoptable {
+                    eprintln!("berth: step {job}.{}: adopted (its process {pid} went on while the node agent restarted)", r.step);
+                    watch(authority, job, pid, dir.clone(), r);
+                } else {
+                    eprintln!("berth: step {job}.{}: ended (it cannot go on without the node agent that served it)", r.step);
+                    // SAFETY: kill(2) of the step process, its start time checked.
+                    unsafe { libc::kill(pid as libc::pid_t, super::end_signal()) };
+                }
+                continue;
+            }
+            // Killed before it could say how it ended.
+            let _ = std::fs::remove_file(dir.join(pid.to_string()));
+            if r.adoptable && !records.contains_key(&pid) {
+                report(authority, StepEnd::failed(job, r.step), r.cgroup);
+            }
+        }
+        for (pid, r) in records {
+            let _ = std::fs::remove_file(dir.join(super::end_record(pid)));
+            if r.adoptable {
+                let end = StepEnd {
+                    code: r.code,
+                    usage: r.usage,
+                    ..StepEnd::failed(job, r.step)
+                };
+                report(authority, end, r.cgroup);
+            }
+        }
+    }
+}
+
+/// Records `end`, of a step of the job with `cgroup` that ended while the node agent was
+/// away, as [`adopt`]ed.
+fn report<A: StepAuthority>(authority: &Arc<A>, end: StepEnd, cgroup: String) {
+    let (job, step) = (end.job, end.step);
+    eprintln!(
+        "berth: step {job}.{step}: ended with {} while the node agent restarted",
+        end.code
+    );
+    let (ended, end_read) = tokio::sync::watch::channel(Some(end.code));
+    adopted(job, step, 0, cgroup, end_read);
+    // Listed as running until the controller has its end, so that it is not ended as lost.
+    let (signals, _) = tokio::sync::mpsc::unbounded_channel();
+    let listed = list(job, step, signals);
+    let authority = authority.clone();
+    tokio::spawn(async move {
+        authority.end(end).await;
+        drop((listed, ended));
+    });
+}
+
+/// Puts step `step` of `job` among the [`ADOPTED`].
+fn adopted(
+    job: u64,
+    step: u32,
+    pid: u32,
+    cgroup: String,
+    end: tokio::sync::watch::Receiver<Option<i32>>,
+) {
+    let mut all = ADOPTED.lock().unwrap_or_else(|e| e.into_inner());
+    all.insert((job, step), Adopted { pid, cgroup, end });
+}
+
+/// Puts step `step` of `job` in [`RUNNING`], with `signals` the way to it, until the
+/// returned entry is dropped.
+fn list(job: u64, step: u32, signals: tokio::sync::mpsc::UnboundedSender<i32>) -> Registered {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((job, step), signals);
+    Registered((job, step))
+}
+
+/// Waits for the end of adopted step process `pid` (its entry `r` in `dir`) as
+/// [`run_step`] waits for a part here, signalling it as asked ([`signal_step`]: 0 ends it)
+/// and at its time limit; records its end.
+fn watch<A: StepAuthority>(
+    authority: &Arc<A>,
+    job: u64,
+    pid: u32,
+    dir: PathBuf,
+    r: super::Registration,
+) {
+    let step = r.step;
+    let (ended, end_read) = tokio::sync::watch::channel(None);
+    adopted(job, step, pid, r.cgroup.clone(), end_read);
+    let (signals, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let listed = list(job, step, signals);
+    let authority = authority.clone();
+    tokio::spawn(async move {
+        let group = pid as libc::pid_t;
+        let exited = berth_runtime::enter::pidfd(group).ok().and_then(|fd| {
+            // SAFETY: an owned descriptor, which the AsyncFd keeps open as long as it lives.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+            .ok()
+        });
+        // (Its pid may be another's by now: then it has ended.)
+        let exited = exited.filter(|_| crate::launcher::start_time(pid) == Some(r.start));
+        let now = tokio::time::Instant::now();
+        let limit = r.deadline.map(|at| {
+            now + std::time::Duration::from_secs(at.saturating_sub(crate::runner::now()))
+        });
+        let kill_wait = std::time::Duration::from_secs(r.kill_wait);
+        let (mut terminating, mut ending) = (None, None);
+        let (mut timed_out, mut killed) = (false, false);
+        let signal = |sig: i32| {
+            let whom = if sig == super::end_signal() {
+                group
+            } else {
+                -group
+            };
+            // SAFETY: kill(2) on the adopted step process (its start time checked), or the
+            // group it leads.
+            unsafe { libc::kill(whom, sig) };
+        };
+        if let Some(exited) = &exited {
+            loop {
+                tokio::select! {
+                    _ = exited.readable() => break,
+                    Some(sig) = asked.recv() => {
+                        if sig != 0 {
+                            signal(sig);
+                        } else if terminating.is_none() {
+                            signal(libc::SIGTERM);
+                            terminating = Some(tokio::time::Instant::now() + kill_wait);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(limit.unwrap_or(now)), if limit.is_some() && !timed_out && !killed => {
+                        timed_out = true;
+                        signal(libc::SIGTERM);
+                        terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
+                    }
+                    _ = tokio::time::sleep_until(terminating.unwrap_or(now)), if terminating.is_some() && !killed => {
+                        killed = true;
+                        signal(super::end_signal());
+                        ending = Some(tokio::time::Instant::now() + END_GRACE);
+                    }
+                    _ = tokio::time::sleep_until(ending.unwrap_or(now)), if ending.is_some() => {
+                        ending = None;
+                        signal(libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        if killed {
+            // What its tasks started, and may have left.
+            signal(libc::SIGKILL);
+        }
+        let record = dir.join(super::end_record(pid));
+        let said = std::fs::read(&record)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<super::PartRecord>(&text).ok());
+        let _ = std::fs::remove_file(&record);
+        let mut end = StepEnd::failed(job, step);
+        if let Some(said) = said {
+            end.code = said.code;
+            end.usage = said.usage;
+        }
+        if killed {
+            end.code = end.code.max(128 + libc::SIGTERM);
+        }
+        end.timed_out = timed_out;
+        let _ = ended.send(Some(end.code));
+        authority.end(end).await;
+        drop(listed);
+    });
+}
+
+/// Serves a client back for step `step` of `job` ([`StepRequest::attach`]), which this
+/// process [`adopt`]ed: passes its signals on, and tells it the step's end. A client that
+/// goes away ends the step, as at its start.
+async fn attach(
+    cred: tokio::net::unix::UCred,
+    job: u64,
+    step: u32,
+    lines: &mut Lines,
+    write: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let found = ADOPTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(job, step))
+        .map(|a| (a.pid, a.cgroup.clone(), a.end.clone()));
+    let Some((pid, cgroup, mut end)) = found else {
+        let e = format!("step {job}.{step} did not outlive its node agent's restart (a step across nodes, or one given a terminal or PMI, ends with the agent)");
+        return send(write, &StepEvent::Error(e)).await;
+    };
+    let member = cred
+        .pid()
+        .is_some_and(|p| berth_runtime::enter::is_member(p, &cgroup));
+    if cred.uid() != 0 && !member {
+        let e = format!("step {job}.{step} is not yours to attach to (its client runs in the job)");
+        return send(write, &StepEvent::Error(e)).await;
+    }
+    loop {
+        let ended = *end.borrow_and_update();
+        if let Some(code) = ended {
+            return send(write, &StepEvent::Exited { code }).await;
+        }
+        tokio::select! {
+            changed = end.changed() => {
+                if changed.is_err() {
+                    let e = format!("step {job}.{step}: its end was lost");
+                    return send(write, &StepEvent::Error(e)).await;
+                }
+            }
+            line = lines.next_line() => match line {
+                Ok(Some(l)) => {
+                    if let Ok(StepSignal { signal }) = serde_json::from_str(&l) {
+                        if (1..65).contains(&signal) {
+                            signal_step(job, step, signal);
+                        }
+                    }
+                }
+                // The client is gone: the step goes with it.
+                _ => {
+                    let running = end.borrow().is_none();
+                    if running {
+                        // SAFETY: kill(2) on the adopted step process, which has not been
+                        // waited for by this process (its end not seen yet).
+                        unsafe { libc::kill(pid as libc::pid_t, super::end_signal()) };
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// What the controller decided about a step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepGrant {
@@ -214,7 +492,7 @@ async fn handle<A: StepAuthority>(
             let stdio: [OwnedFd; STDIO_FDS] = fds.try_into().map_err(|_| {
                 "bad step request: it must carry the client's stdin, stdout and stderr".to_string()
             })?;
-            if request.argv.is_empty() {
+            if request.argv.is_empty() && request.attach.is_none() {
                 return Err(
                     "nothing to run: name a command, e.g. `berth step -n 2 hostname`".into(),
                 );
@@ -228,6 +506,9 @@ async fn handle<A: StepAuthority>(
         Ok(r) => r,
         Err(e) => return send(&mut write, &StepEvent::Error(e)).await,
     };
+    if let (Some(job), Some(step)) = (request.job, request.attach) {
+        return attach(cred, job, step, &mut lines, &mut write).await;
+    }
     let (job, allocated) = match (request.job, request.allocation(cred.uid(), cred.gid())) {
         (Some(job), None) => (job, false),
         (None, Some(mut allocation)) => {
@@ -416,11 +697,7 @@ async fn run_step<A: StepAuthority>(
 ) -> Result<i32, String> {
     let grant = begin_when_free(authority, uid, job, request, lines, write).await?;
     let (end, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
-    RUNNING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((job, grant.step), end);
-    let _registered = Registered((job, grant.step));
+    let _registered = list(job, grant.step, end);
     let layout: Vec<(String, u32)> = grant
         .parts
         .iter()
@@ -494,6 +771,8 @@ async fn run_step<A: StepAuthority>(
             image_source: part.image_source.clone(),
             container: grant.container.clone(),
             save: request.container_save.as_ref().map(PathBuf::from),
+            time_limit: request.time_limit,
+            kill_wait: grant.kill_wait,
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.
