@@ -249,7 +249,8 @@ pub struct UsageArgs {
     /// The same, each line ending in '|' too (as sstat -p)
     #[arg(short = 'p', long, conflicts_with = "parsable2")]
     parsable: bool,
-    /// Accepted as sstat takes it: berth reads the job's whole cgroup, its steps included
+    /// Each running step's lines too, after its job's (JOB.STEP names one step; JOB.batch
+    /// the job's whole cgroup, its steps included)
     #[arg(short = 'a', long)]
     allsteps: bool,
 }
@@ -2549,31 +2550,67 @@ impl Table {
     }
 }
 
-/// `berth usage` (sstat): what running jobs have used so far, a line per node.
+/// `berth usage` (sstat): what running jobs, or their steps, have used so far, a line per
+/// node.
 pub fn usage(args: UsageArgs) -> Result<i32> {
-    let mut specs: Vec<String> = args.jobs.into_iter().chain(args.listed).collect();
+    let specs: Vec<String> = args.jobs.into_iter().chain(args.listed).collect();
     if specs.is_empty() {
         bail!("name the running jobs to read (berth usage JOB..., as sstat -j JOB)");
     }
-    // JOB.batch: the job's whole usage (its batch script's container holds its processes,
-    // its steps' too), shown under that name; one step alone cannot be told apart.
-    let mut batch = Vec::new();
-    for spec in &mut specs {
-        match step_spec(spec) {
-            Some((job, "batch")) => {
-                batch.push(job.to_string());
-                *spec = job.to_string();
+    // Each job's usage, read once; what each spec asks of it: JOB (with --allsteps its
+    // steps too), JOB.batch (the job's whole usage: its batch script's container holds the
+    // processes of the steps that run in it), or JOB.STEP.
+    let mut usages: Vec<JobUsage> = Vec::new();
+    let mut rows: Vec<UsageRow> = Vec::new();
+    for spec in &specs {
+        let (job, step) = match step_spec(spec) {
+            Some((job, "batch")) => (job, Some(None)),
+            Some((job, step)) => match step.parse::<u32>() {
+                Ok(n) => (job, Some(Some(n))),
+                Err(_) => bail!("{spec}: a running job's steps are read by number (JOB.0, JOB.1, ...), or JOB.batch"),
+            },
+            None => (spec.as_str(), None),
+        };
+        for id in job_ids(&[job.to_string()], applies("usage"))? {
+            let u = match usages.iter().find(|u| u.job == id) {
+                Some(u) => u.clone(),
+                None => {
+                    let u: JobUsage = request("GET", &format!("/v1/jobs/{id}/usage"), None::<&()>)?;
+                    usages.push(u.clone());
+                    u
+                }
+            };
+            let whole = |label: String| {
+                u.nodes
+                    .iter()
+                    .map(move |n| UsageRow::of_node(label.clone(), u.elapsed_seconds, n))
+            };
+            match step {
+                None => {
+                    rows.extend(whole(id.to_string()));
+                    if args.allsteps {
+                        let mut steps: Vec<UsageRow> = u
+                            .nodes
+                            .iter()
+                            .flat_map(|n| n.steps.iter().map(|s| UsageRow::of_step(id, &n.node, s)))
+                            .collect();
+                        steps.sort_by_key(|r| r.step);
+                        rows.extend(steps);
+                    }
+                }
+                Some(None) => rows.extend(whole(format!("{id}.batch"))),
+                Some(Some(n)) => {
+                    let before = rows.len();
+                    for node in &u.nodes {
+                        let steps = node.steps.iter().filter(|s| s.step == n);
+                        rows.extend(steps.map(|s| UsageRow::of_step(id, &node.node, s)));
+                    }
+                    if rows.len() == before {
+                        bail!("job {id} runs no step {n} now (`berth history -j {id}` has what an ended step used)");
+                    }
+                }
             }
-            Some((job, _)) => bail!(
-                "{spec}: berth reads a running job's usage as a whole, from its cgroup (its steps' processes in it): ask for {job} or {job}.batch"
-            ),
-            None => {}
         }
-    }
-    let mut usages = Vec::new();
-    for id in job_ids(&specs, applies("usage"))? {
-        let usage: JobUsage = request("GET", &format!("/v1/jobs/{id}/usage"), None::<&()>)?;
-        usages.push(usage);
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -2595,31 +2632,66 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
         }
     }
     let bytes = |b: Option<u64>| b.map_or(String::new(), slurm_size);
-    let tasks = |n: &berth_api::NodeUsage| u64::from(n.tasks.max(1));
-    for u in &usages {
-        for n in &u.nodes {
-            let line = table.line(|name| match name {
-                "JobID" if batch.contains(&u.job.to_string()) => format!("{}.batch", u.job),
-                "JobID" => u.job.to_string(),
-                "Node" => n.node.clone(),
-                "Elapsed" => duration(u.elapsed_seconds),
-                "TotalCPU" => n
-                    .cpu_seconds
-                    .map_or("-".into(), |s| cpu_time((s * 1e6) as u64)),
-                // Per task there, as sstat's averages over a step's tasks.
-                "AveCPU" => n
-                    .cpu_seconds
-                    .map_or("-".into(), |s| cpu_time((s * 1e6) as u64 / tasks(n))),
-                "Memory" => bytes(n.memory_bytes),
-                "AveRSS" => bytes(n.memory_bytes.map(|b| b / tasks(n))),
-                "NTasks" => n.tasks.max(1).to_string(),
-                "MaxRSSNode" => n.node.clone(),
-                _ => bytes(n.max_memory_bytes),
-            });
-            writeln!(out, "{line}")?;
-        }
+    for r in &rows {
+        let tasks = u64::from(r.tasks.max(1));
+        let line = table.line(|name| match name {
+            "JobID" => r.id.clone(),
+            "Node" | "MaxRSSNode" => r.node.clone(),
+            "Elapsed" => duration(r.elapsed),
+            "TotalCPU" => r.cpu.map_or("-".into(), |s| cpu_time((s * 1e6) as u64)),
+            // Per task there, as sstat's averages over a step's tasks.
+            "AveCPU" => r
+                .cpu
+                .map_or("-".into(), |s| cpu_time((s * 1e6) as u64 / tasks)),
+            "Memory" => bytes(r.memory),
+            "AveRSS" => bytes(r.memory.map(|b| b / tasks)),
+            "NTasks" => tasks.to_string(),
+            _ => bytes(r.max),
+        });
+        writeln!(out, "{line}")?;
     }
     Ok(0)
+}
+
+/// A line of `berth usage`: a job's or a step's use of one node.
+struct UsageRow {
+    id: String,
+    /// The step's number (a job's line: none).
+    step: Option<u32>,
+    node: String,
+    elapsed: u64,
+    cpu: Option<f64>,
+    memory: Option<u64>,
+    max: Option<u64>,
+    tasks: u32,
+}
+
+impl UsageRow {
+    fn of_node(id: String, elapsed: u64, n: &berth_api::NodeUsage) -> UsageRow {
+        UsageRow {
+            id,
+            step: None,
+            node: n.node.clone(),
+            elapsed,
+            cpu: n.cpu_seconds,
+            memory: n.memory_bytes,
+            max: n.max_memory_bytes,
+            tasks: n.tasks,
+        }
+    }
+
+    fn of_step(job: u64, node: &str, s: &berth_api::StepNodeUsage) -> UsageRow {
+        UsageRow {
+            id: format!("{job}.{}", s.step),
+            step: Some(s.step),
+            node: node.to_string(),
+            elapsed: s.elapsed_seconds,
+            cpu: Some(s.cpu_seconds),
+            memory: Some(s.memory_bytes),
+            max: Some(s.max_memory_bytes),
+            tasks: s.tasks,
+        }
+    }
 }
 
 /// What job `j` has used so far if it runs (and it can be read: the job may just have

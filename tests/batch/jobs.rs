@@ -1458,10 +1458,12 @@ fn history_prints_as_sacct_formats() {
 #[test]
 fn a_running_jobs_usage_is_read_as_it_goes() {
     let Some(c) = Cluster::start() else { return };
-    // 24 MB held in the shell's memory, and some CPU time, before it says so.
-    let script = "#!/bin/sh\n#BERTH --image busybox\nx=$(head -c 24000000 /dev/zero | tr '\\0' a)\ni=0; while [ $i -lt 100000 ]; do i=$((i+1)); done\necho held\nsleep 60\n";
+    // 24 MB held in the shell's memory, and some CPU time, before it says so; a step holds
+    // 16 MB of its own.
+    let script = "#!/bin/sh\n#BERTH --image busybox\nsrun -n1 sh -c 'x=$(head -c 16000000 /dev/zero | tr \"\\0\" b); i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo stepheld; sleep 60; exit 0' &\nx=$(head -c 24000000 /dev/zero | tr '\\0' a)\ni=0; while [ $i -lt 100000 ]; do i=$((i+1)); done\necho held\nsleep 60\n";
     let busy = c.submit(Mode::Rootless, "busy.sh", script, &[]);
     c.wait_for_output(busy, "held");
+    c.wait_for_output(busy, "stepheld");
     let out = c.berth(Mode::Rootless, &["usage", &busy.to_string(), "--json"]);
     let usage: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
     let node = &usage[0]["nodes"][0];
@@ -1486,6 +1488,29 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     assert_eq!(
         sstat(&format!("{busy}.batch"), "JobID"),
         format!("{busy}.batch")
+    );
+    // JOB.STEP: the step's own processes (its tasks' process group, read from /proc); with
+    // --allsteps, every running step after its job.
+    let step = &node["steps"][0];
+    assert_eq!(step["step"], 0, "{usage}");
+    assert!(step["cpu_seconds"].as_f64().unwrap() > 0.0, "{usage}");
+    let rss = step["max_memory_bytes"].as_u64().unwrap();
+    let job_peak = node["max_memory_bytes"].as_u64().unwrap();
+    assert!(rss >= 16_000_000 && rss < job_peak, "{usage}");
+    assert_eq!(
+        sstat(&format!("{busy}.0"), "JobID,NTasks"),
+        format!("{busy}.0|1")
+    );
+    let all = c.berth(
+        Mode::Rootless,
+        &["as", "sstat", "-a", "-j", &job, "-n", "-P", "-o", "JobID"],
+    );
+    assert_eq!(all.ok(), format!("{busy}\n{busy}.0\n"));
+    let none = c.berth(Mode::Rootless, &["usage", &format!("{busy}.7")]);
+    assert!(
+        none.stderr.contains(&format!("job {busy} runs no step 7")),
+        "{}",
+        none.stderr
     );
     // Per task (one here), as monitoring scripts ask: sstat --format=AveCPU,AveRSS,...
     let per_task = sstat(&job, "NTasks,MaxRSSNode,AveCPU,AveRSS");

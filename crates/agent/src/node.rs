@@ -871,6 +871,7 @@ impl NodeAgent {
             memory_bytes: usage.memory_bytes,
             max_memory_bytes: usage.max_rss_bytes,
             tasks: 0,
+            steps: crate::step::running_usage(&self.job_dir(id)),
         })
     }
 

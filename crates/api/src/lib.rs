@@ -150,6 +150,27 @@ pub struct NodeUsage {
     /// The job's tasks there (sstat's averages are per task).
     #[serde(default)]
     pub tasks: u32,
+    /// Its steps running there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepNodeUsage>,
+}
+
+/// What a running step's processes on one node have used so far (`sstat -j JOB.STEP`): its
+/// tasks and their children, found by their process group, read from /proc (as Slurm's
+/// jobacct_gather/linux reads them), berth's own step process left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepNodeUsage {
+    pub step: u32,
+    /// Seconds since it started there.
+    pub elapsed_seconds: u64,
+    /// CPU time of its processes, user and system, those ended included.
+    pub cpu_seconds: f64,
+    /// Their resident memory now.
+    pub memory_bytes: u64,
+    /// The largest resident set one of them has had.
+    pub max_memory_bytes: u64,
+    /// Its tasks there.
+    pub tasks: u32,
 }
 
 /// The answer to a wait for jobs' end (`GET /v1/jobs/{id}/wait`: sbatch `--wait`, bsub

@@ -738,6 +738,9 @@ pub(crate) struct Registration {
     /// When its time limit ends it (seconds since the epoch), if it has one.
     pub deadline: Option<u64>,
     pub kill_wait: u64,
+    /// Its tasks on this node.
+    #[serde(default)]
+    pub tasks: u32,
 }
 
 /// What a step process writes beside its entry as it ends (`PID.end`): its exit status
@@ -750,6 +753,118 @@ pub(crate) struct PartRecord {
     pub usage: Option<berth_api::StepUsage>,
     pub adoptable: bool,
     pub cgroup: String,
+}
+
+/// The step processes registered in `steps` (a job's [`STEPS_DIR`]), by pid, alive or not.
+pub(crate) fn registrations(steps: &std::path::Path) -> Vec<(u32, Registration)> {
+    let Ok(entries) = std::fs::read_dir(steps) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let r: Registration = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((pid, r))
+        })
+        .collect()
+}
+
+impl Registration {
+    /// Whether process `pid` is the one registered (not a later one with its pid).
+    pub(crate) fn alive(&self, pid: u32) -> bool {
+        crate::launcher::start_time(pid) == Some(self.start)
+    }
+}
+
+/// What the steps running in the job of `job_dir` have used so far on this node: the
+/// processes of each step process's group (its tasks join it) as /proc has them, the step
+/// process's own time and memory left out but for the tasks it has reaped.
+pub fn running_usage(job_dir: &std::path::Path) -> Vec<berth_api::StepNodeUsage> {
+    let mut steps = registrations(&job_dir.join(STEPS_DIR));
+    steps.retain(|(pid, r)| r.alive(*pid));
+    if steps.is_empty() {
+        return Vec::new();
+    }
+    // SAFETY: sysconf(3) with valid names.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let mut usage: Vec<berth_api::StepNodeUsage> = steps
+        .iter()
+        .map(|(_, r)| berth_api::StepNodeUsage {
+            step: r.step,
+            elapsed_seconds: (uptime - r.start as f64 / ticks).max(0.0) as u64,
+            tasks: r.tasks,
+            ..Default::default()
+        })
+        .collect();
+    let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for entry in processes {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(stat) = ProcStat::read(pid) else {
+            continue;
+        };
+        let Some(i) = steps.iter().position(|(leader, _)| *leader == stat.group) else {
+            continue;
+        };
+        let u = &mut usage[i];
+        if pid == stat.group {
+            u.cpu_seconds += (stat.children_ticks) as f64 / ticks;
+            continue;
+        }
+        u.cpu_seconds += (stat.own_ticks + stat.children_ticks) as f64 / ticks;
+        u.memory_bytes += stat.rss_pages * page;
+        u.max_memory_bytes = u.max_memory_bytes.max(peak_rss(pid).unwrap_or(0));
+    }
+    usage
+}
+
+/// What /proc/PID/stat says of a process's group and time.
+struct ProcStat {
+    group: u32,
+    /// User and system clock ticks of its own.
+    own_ticks: u64,
+    /// Of its children it has waited for.
+    children_ticks: u64,
+    rss_pages: u64,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count from the last
+        // ')'; the first field after it is the third (the state).
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        Some(ProcStat {
+            group: field(5)? as u32,
+            own_ticks: field(14)? + field(15)?,
+            children_ticks: field(16)? + field(17)?,
+            rss_pages: field(24)?,
+        })
+    }
+}
+
+/// The largest resident set process `pid` has had (VmHWM), bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The name of the end record of step process `pid` in [`STEPS_DIR`].
@@ -790,6 +905,7 @@ impl Registered {
                 .time_limit
                 .map(|limit| crate::runner::now().saturating_add(limit)),
             kill_wait: launch.kill_wait,
+            tasks: launch.tasks.len() as u32,
         };
         let registered = Registered {
             dir,
@@ -1471,6 +1587,63 @@ pub fn hold() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_steps_usage_is_its_process_groups_but_its_leaders() {
+        // A "step process" leading a group of its own, with one "task" in it.
+        use std::os::unix::process::CommandExt;
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = leader.id();
+        let job = tempfile::tempdir().unwrap();
+        std::fs::create_dir(job.path().join(STEPS_DIR)).unwrap();
+        let registration = Registration {
+            step: 3,
+            start: crate::launcher::start_time(pid).unwrap(),
+            adoptable: true,
+            cgroup: "job".into(),
+            deadline: None,
+            kill_wait: 0,
+            tasks: 2,
+        };
+        let entry = job.path().join(STEPS_DIR).join(pid.to_string());
+        std::fs::write(&entry, serde_json::to_vec(&registration).unwrap()).unwrap();
+        // A registration whose process is gone (its pid another's, or none's) counts not.
+        let gone = Registration {
+            start: 1,
+            ..registration
+        };
+        let other = job
+            .path()
+            .join(STEPS_DIR)
+            .join(std::process::id().to_string());
+        std::fs::write(other, serde_json::to_vec(&gone).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let usage = loop {
+            let usage = running_usage(job.path());
+            if usage.first().is_some_and(|u| u.memory_bytes > 0)
+                || std::time::Instant::now() > deadline
+            {
+                break usage;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // SAFETY: kill(2) of the group this test started.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        leader.wait().unwrap();
+        assert_eq!(usage.len(), 1, "{usage:?}");
+        let u = &usage[0];
+        assert_eq!((u.step, u.tasks), (3, 2));
+        // The task's memory (sleep's; the leader's own is left out, as berth's own is).
+        assert!(
+            u.memory_bytes > 0 && u.max_memory_bytes >= u.memory_bytes,
+            "{u:?}"
+        );
+        assert!(running_usage(&job.path().join("none")).is_empty());
+    }
 
     #[test]
     fn tee_gives_each_reader_all_of_the_input_and_drops_one_gone() {

@@ -89,24 +89,22 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut registered = std::collections::BTreeMap::new();
         let mut records = std::collections::BTreeMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".end")?.parse().ok())
+            else {
+                continue;
+            };
             let text = std::fs::read(entry.path()).unwrap_or_default();
-            if let Ok(pid) = name.parse::<u32>() {
-                if let Ok(r) = serde_json::from_slice::<super::Registration>(&text) {
-                    registered.insert(pid, r);
-                }
-            } else if let Some(pid) = name.strip_suffix(".end").and_then(|p| p.parse().ok()) {
-                if let Ok(r) = serde_json::from_slice::<super::PartRecord>(&text) {
-                    records.insert(pid, r);
-                }
+            if let Ok(r) = serde_json::from_slice::<super::PartRecord>(&text) {
+                records.insert(pid, r);
             }
         }
-        for (pid, r) in registered {
-            if crate::launcher::start_time(pid) == Some(r.start) {
+        for (pid, r) in super::registrations(&dir) {
+            if r.alive(pid) {
                 if r.adoptable {
                     eprintln!("berth: step {job}.{}: adopted (its process {pid} went on while the node agent restarted)", r.step);
                     watch(authority, job, pid, dir.clone(), r);
