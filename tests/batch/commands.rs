@@ -846,6 +846,36 @@ fn pbs_commands_as_pbs_users_type_them() {
     let subjobs = run(&c, &links, "qstat", &["-t"]);
     row(subjobs.ok(), &array_id);
     row(&subjobs.stdout, &format!("{array_number}[2].{server}"));
+    // Named, the same (its subjobs with -t); -J: arrays alone; -f: its array attributes.
+    let named = run(&c, &links, "qstat", &[&array_id]);
+    assert!(
+        row(named.ok(), &array_id).contains(" H "),
+        "{}",
+        named.stdout
+    );
+    assert_eq!(named.stdout.lines().count(), 3, "{}", named.stdout);
+    let named = run(&c, &links, "qstat", &["-t", &array_id]);
+    row(named.ok(), &format!("{array_number}[1].{server}"));
+    let arrays = run(&c, &links, "qstat", &["-J"]);
+    row(arrays.ok(), &array_id);
+    assert!(!arrays.stdout.contains(&first_id), "{}", arrays.stdout);
+    let full = run(&c, &links, "qstat", &["-f", &array_id]);
+    for attr in [
+        "    array = True\n",
+        "    array_state_count = Queued:2 Running:0 Exiting:0 Expired:0\n",
+        "    array_indices_submitted = 1-2\n",
+        "    array_indices_remaining = 1-2\n",
+    ] {
+        assert!(full.ok().contains(attr), "{attr}{}", full.stdout);
+    }
+    let subjob = run(&c, &links, "qstat", &["-f", &format!("{array_number}[2]")]);
+    assert!(
+        subjob
+            .ok()
+            .contains(&format!("    array_id = {array_id}\n    array_index = 2\n")),
+        "{}",
+        subjob.stdout
+    );
 
     // Changed while held, with qsub's options (silent, as qalter is).
     let altered = run(
@@ -943,6 +973,53 @@ fn pbs_commands_as_pbs_users_type_them() {
             format!("{pro_number}[{index}].{server} {index} {pro_id} PBS_BATCH\n")
         );
     }
+    // Finished: history (35) unless -x, which shows it F and its subjobs X.
+    let over = run(&c, &links, "qstat", &[&pro_id]);
+    assert_eq!(over.code, 35, "{}", over.stderr);
+    let over = run(&c, &links, "qstat", &["-x", "-t", &pro_id]);
+    assert!(row(over.ok(), &pro_id).contains(" F "), "{}", over.stdout);
+    let second = format!("{pro_number}[2].{server}");
+    assert!(
+        row(&over.stdout, &second).contains(" X "),
+        "{}",
+        over.stdout
+    );
+    // One subjob ended, one running: begun (B), the ended one X without -x, as counted.
+    let begun = run(
+        &c,
+        &links,
+        "qsub",
+        &[
+            "-J",
+            "1-2",
+            "--",
+            "/bin/sh",
+            "-c",
+            "[ $PBS_ARRAY_INDEX = 1 ] || sleep 300",
+        ],
+    );
+    let begun_id = begun.ok().trim().to_string();
+    let begun_number: u64 = begun_id.split('[').next().unwrap().parse().unwrap();
+    c.completed(begun_number);
+    c.wait_for(begun_number + 1, &["RUNNING"]);
+    let stat = run(&c, &links, "qstat", &["-t", &begun_id]);
+    assert!(row(stat.ok(), &begun_id).contains(" B "), "{}", stat.stdout);
+    let first_sub = format!("{begun_number}[1].{server}");
+    assert!(
+        row(&stat.stdout, &first_sub).contains(" X "),
+        "{}",
+        stat.stdout
+    );
+    let full = run(&c, &links, "qstat", &["-f", &begun_id]);
+    for attr in [
+        "    job_state = B\n",
+        "    array_state_count = Queued:0 Running:1 Exiting:0 Expired:1\n",
+        "    array_indices_remaining = -\n",
+    ] {
+        assert!(full.ok().contains(attr), "{attr}{}", full.stdout);
+    }
+    run(&c, &links, "qdel", &[&begun_id]).ok();
+    c.wait_for(begun_number + 1, &["CANCELLED"]);
     // -S: the script runs with that shell, whatever its #! says; ^array_index^ names each
     // subjob's file; -r n: not rerunable.
     std::fs::write(

@@ -6,6 +6,7 @@ use super::*;
 use crate::batch::{self, Submission};
 use berth_api::{OptionSyntax, PartitionInfo};
 use berth_core::job::leading_options;
+use std::collections::BTreeSet;
 use std::io::Write;
 
 const QSUB_USAGE: &str =
@@ -36,35 +37,63 @@ fn pbs_id(j: &JobInfo, server: &str) -> String {
 /// The state qstat shows of an array job one of whose subjobs has begun (PBS's `B`).
 const BEGUN: &str = "BEGUN";
 
-/// qstat's lines of `jobs` (in id order): an array job is one line, `42[].server`, where its
-/// first subjob is, as PBS lists it: `B` once one of its subjobs has begun and some are left,
-/// else as its first subjob (`Q`, `H`, `W`; `F` with -x once all have ended); with
-/// `subjobs` (-t), its subjobs follow it.
-fn with_array_parents(jobs: Vec<JobInfo>, subjobs: bool) -> Vec<JobInfo> {
-    let mut lines = Vec::new();
+/// What PBS Pro says of an array job on its own line (`42[].server`) beyond its first
+/// subjob's attributes: its indices as submitted, those still queued, and how many of its
+/// subjobs are in each state (qstat -f's array attributes).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ArrayState {
+    submitted: String,
+    queued: Vec<u32>,
+    running: usize,
+    expired: usize,
+}
+
+/// A line of qstat: a job, or an array job's own line with its state.
+type Line = (JobInfo, Option<ArrayState>);
+
+/// qstat's lines of `jobs` (in id order): the arrays in `parents` (whose subjobs are all
+/// among `jobs`) are one line each, `42[].server`, where their first subjob is, as PBS
+/// lists them: `B` once one of its subjobs has begun and some are left, else as its first
+/// subjob (`Q`, `H`, `W`; `F` once all have ended); with `subjobs` (-t), its subjobs follow
+/// it, those ended as `X`. Other jobs, an array's subjob named alone among them, are lines
+/// of their own.
+fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool) -> Vec<Line> {
+    let mut lines: Vec<Line> = Vec::new();
     // Each array's line, and whether one of its subjobs has begun, and one is left.
-    let mut parents: std::collections::HashMap<u64, (usize, bool, bool)> = Default::default();
+    let mut at: std::collections::HashMap<u64, (usize, bool, bool)> = Default::default();
     for j in jobs {
-        let Some(array) = j.array_job_id else {
-            lines.push(j);
+        let Some(array) = j.array_job_id.filter(|a| parents.contains(a)) else {
+            lines.push((j, None));
             continue;
         };
-        let (_, begun, left) = parents.entry(array).or_insert_with(|| {
+        let (line, begun, left) = at.entry(array).or_insert_with(|| {
             let mut parent = j.clone();
             parent.id = array;
             parent.array_task_id = None;
-            lines.push(parent);
+            let submitted = j.array_spec.as_deref().unwrap_or_default();
+            let submitted = submitted.split('%').next().unwrap_or_default().to_string();
+            let state = ArrayState {
+                submitted,
+                ..Default::default()
+            };
+            lines.push((parent, Some(state)));
             (lines.len() - 1, false, false)
         });
+        let state = lines[*line].1.as_mut().expect("an array's line");
+        match j.state.as_str() {
+            "PENDING" => state.queued.extend(j.array_task_id),
+            "RUNNING" | "SUSPENDED" => state.running += 1,
+            _ => state.expired += 1,
+        }
         *begun |= j.state != "PENDING";
         *left |= matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
         if subjobs {
-            lines.push(j);
+            lines.push((j, None));
         }
     }
-    for (at, begun, left) in parents.into_values() {
+    for (line, begun, left) in at.into_values() {
         if begun && left {
-            lines[at].state = BEGUN.into();
+            lines[line].0.state = BEGUN.into();
         }
     }
     lines
@@ -149,6 +178,8 @@ fn state(j: &JobInfo) -> char {
         "RUNNING" => 'R',
         "SUSPENDED" => 'S',
         BEGUN => 'B',
+        // An array's subjob that has ended (expired), PBS Pro's X.
+        _ if j.array_task_id.is_some() => 'X',
         _ => 'F',
     }
 }
@@ -180,7 +211,7 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a] [-n [-1]] [-x] [-w] [-t] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
+const QSTAT_USAGE: &str = "qstat [-a] [-n [-1]] [-x] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
 
 pub fn qstat(words: Vec<String>) -> Result<i32> {
     // Flags together, as getopt takes them (`-fx`).
@@ -188,7 +219,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         .into_iter()
         .flat_map(|w| match w.strip_prefix('-') {
             Some(letters)
-                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaQ1".contains(c)) =>
+                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaJQ1".contains(c)) =>
             {
                 letters.chars().map(|c| format!("-{c}")).collect()
             }
@@ -214,8 +245,9 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     // -1 (with -n): the nodes on the job's own line.
     let one_line = flag(&mut words, "-1");
     let wide = flag(&mut words, "-w");
-    // An array job is one line unless its subjobs are asked for.
+    // An array job is one line unless its subjobs are asked for; -J: array jobs alone.
     let subjobs = flag(&mut words, "-t");
+    let arrays_only = flag(&mut words, "-J");
     let users = value(&mut words, "-u")?;
     let alternate = flag(&mut words, "-a") || users.is_some() || nodes;
     no_other_options("qstat", &words, QSTAT_USAGE)?;
@@ -223,34 +255,30 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         return qstat_queues(&words);
     }
     let server = crate::client::controller_host();
-    let (mut jobs, status) = if words.is_empty() {
+    // The jobs, and the arrays shown as one line each: every array among all jobs, or those
+    // named by their own id (not a subjob's).
+    let (mut jobs, parents, mut status) = if words.is_empty() {
         let mut jobs = active_jobs()?;
         if finished {
             jobs.extend(ended_since(
                 berth_controller::now().saturating_sub(HISTORY),
             )?);
         }
-        (jobs, 0)
+        let parents: BTreeSet<u64> = jobs.iter().filter_map(|j| j.array_job_id).collect();
+        (jobs, parents, 0)
     } else {
-        let (mut jobs, all_found) =
-            named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
-        let mut status = if all_found { 0 } else { UNKNOWN_JOB };
-        // A job that has finished is history, shown with -x only, as PBS Pro's (whose
-        // status, 35, ends a `while qstat $JOB` loop).
-        if !finished {
-            jobs.retain(|j| {
-                let over = !matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
-                if over {
-                    eprintln!(
-                        "qstat: {} Job has finished, use -x or -H to obtain historical job information",
-                        pbs_id(j, &server)
-                    );
-                    status = JOB_FINISHED;
-                }
-                !over
-            });
-        }
-        (jobs, status)
+        let (jobs, all_found) = named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
+        let arrays: BTreeSet<u64> = (words.iter())
+            .filter_map(|w| match batch::job_spec(w) {
+                Ok((id, None)) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let parents = (jobs.iter())
+            .filter_map(|j| j.array_job_id)
+            .filter(|a| arrays.contains(a))
+            .collect();
+        (jobs, parents, if all_found { 0 } else { UNKNOWN_JOB })
     };
     if let Some(users) = &users {
         let users: Vec<&str> = users
@@ -259,23 +287,63 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
             .collect();
         jobs.retain(|j| users.contains(&j.user.as_str()));
     }
+    // An array on one line: with all its subjobs, those ended too (their count, their X).
+    let shown: BTreeSet<u64> = (parents.iter().copied())
+        .filter(|&a| jobs.iter().any(|j| j.array_job_id == Some(a)))
+        .collect();
+    jobs.retain(|j| !j.array_job_id.is_some_and(|a| shown.contains(&a)));
+    for &array in &shown {
+        jobs.extend(batch::array_tasks(array)?);
+    }
     jobs.sort_by_key(|j| j.id);
     jobs.dedup_by_key(|j| j.id);
-    if words.is_empty() && !full {
-        jobs = with_array_parents(jobs, subjobs);
+    let mut lines = with_array_parents(jobs, &shown, subjobs);
+    // A job that has finished is history, shown with -x only, as PBS Pro's (whose status,
+    // 35, ends a `while qstat $JOB` loop); an array's ended subjobs are its own (X) while it
+    // has some left.
+    if !finished && !words.is_empty() {
+        let over = |j: &JobInfo| {
+            !matches!(
+                j.state.as_str(),
+                "PENDING" | "RUNNING" | "SUSPENDED" | BEGUN
+            )
+        };
+        let ended: BTreeSet<u64> = (lines.iter())
+            .filter(|(j, array)| array.is_some() && over(j))
+            .map(|(j, _)| j.id)
+            .collect();
+        lines.retain(|(j, array)| {
+            if let Some(a) = j
+                .array_job_id
+                .filter(|a| shown.contains(a) && array.is_none())
+            {
+                return !ended.contains(&a);
+            }
+            if over(j) {
+                eprintln!(
+                    "qstat: {} Job has finished, use -x or -H to obtain historical job information",
+                    pbs_id(j, &server)
+                );
+                status = JOB_FINISHED;
+            }
+            !over(j)
+        });
+    }
+    if arrays_only {
+        lines.retain(|(j, _)| j.array_job_id.is_some());
     }
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", full_json(&jobs, &server))?;
+        writeln!(out, "{}", full_json(&lines, &server))?;
         return Ok(status);
     }
     if full {
-        for j in &jobs {
-            full_form(&mut out, j, &server)?;
+        for (j, array) in &lines {
+            full_form(&mut out, j, array.as_ref(), &server)?;
         }
         return Ok(status);
     }
-    if jobs.is_empty() {
+    if lines.is_empty() {
         return Ok(status);
     }
     let fit = |v: String, w: usize| if wide { v } else { cut(&v, w) };
@@ -287,7 +355,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
             "", "Job ID", "Username", "Queue", "Jobname", "SessID", "NDS", "TSK", "Memory", "Time", "Time"
         )?;
         writeln!(out, "{}", "-".repeat(79))?;
-        for j in &jobs {
+        for (j, _) in &lines {
             let hm = |secs: u64| format!("{:02}:{:02}", secs / 3600, secs % 3600 / 60);
             let elapsed = match j.start_time {
                 Some(_) => hm(batch::elapsed(j)),
@@ -332,7 +400,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         "-".repeat(16),
         "-".repeat(8)
     )?;
-    for j in &jobs {
+    for (j, _) in &lines {
         writeln!(
             out,
             "{:<17} {:<16} {:<16}  {:>8} {} {}",
@@ -365,9 +433,14 @@ fn short_size(bytes: u64) -> String {
 }
 
 /// qstat -f: a job's attributes, PBS's names.
-fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
+fn full_form(
+    out: &mut impl Write,
+    j: &JobInfo,
+    array: Option<&ArrayState>,
+    server: &str,
+) -> Result<()> {
     writeln!(out, "Job Id: {}", pbs_id(j, server))?;
-    for (k, v) in full_attributes(j, server) {
+    for (k, v) in full_attributes(j, array, server) {
         writeln!(out, "    {k} = {v}")?;
     }
     writeln!(out)?;
@@ -376,11 +449,11 @@ fn full_form(out: &mut impl Write, j: &JobInfo, server: &str) -> Result<()> {
 
 /// `qstat -f -F json`: PBS Pro's document, each job's attributes under its id, an
 /// attribute `A.B` as B of object A (`Resource_List`), whole numbers as numbers.
-fn full_json(jobs: &[JobInfo], server: &str) -> String {
+fn full_json(lines: &[Line], server: &str) -> String {
     let mut all = serde_json::Map::new();
-    for j in jobs {
+    for (j, array) in lines {
         let mut attrs = serde_json::Map::new();
-        for (key, text) in full_attributes(j, server) {
+        for (key, text) in full_attributes(j, array.as_ref(), server) {
             let value = match text.parse::<i64>() {
                 Ok(n) => serde_json::Value::from(n),
                 Err(_) => serde_json::Value::from(text),
@@ -410,8 +483,12 @@ fn full_json(jobs: &[JobInfo], server: &str) -> String {
     .to_string()
 }
 
-/// `qstat -f`'s attributes of job `j`, in PBS's order.
-fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
+/// `qstat -f`'s attributes of job `j` (an array's own line with `array`), in PBS's order.
+fn full_attributes(
+    j: &JobInfo,
+    array: Option<&ArrayState>,
+    server: &str,
+) -> Vec<(&'static str, String)> {
     let mut attrs: Vec<(&str, String)> = vec![
         ("Job_Name", j.name.clone()),
         (
@@ -485,6 +562,29 @@ fn full_attributes(j: &JobInfo, server: &str) -> Vec<(&'static str, String)> {
         if let Some(reason) = &j.reason {
             attrs.push(("comment", format!("Not Running: {reason}")));
         }
+    }
+    if let Some(a) = array {
+        let remaining = match a.queued.is_empty() {
+            true => "-".to_string(),
+            false => berth_core::number_list(&a.queued),
+        };
+        attrs.extend([
+            ("array", "True".to_string()),
+            (
+                "array_state_count",
+                format!(
+                    "Queued:{} Running:{} Exiting:0 Expired:{}",
+                    a.queued.len(),
+                    a.running,
+                    a.expired
+                ),
+            ),
+            ("array_indices_submitted", a.submitted.clone()),
+            ("array_indices_remaining", remaining),
+        ]);
+    } else if let (Some(a), Some(i)) = (j.array_job_id, j.array_task_id) {
+        attrs.push(("array_id", format!("{a}[].{server}")));
+        attrs.push(("array_index", i.to_string()));
     }
     let rerunable = match j.requeue {
         Some(false) => "False",
@@ -710,10 +810,11 @@ mod tests {
             job(40, Some((40, 1)), "COMPLETED", false),
             job(41, Some((40, 2)), "FAILED", false),
         ];
+        let arrays: BTreeSet<u64> = [10, 20, 30, 40].into();
         let shown = |subjobs| -> Vec<String> {
-            with_array_parents(jobs.clone(), subjobs)
+            with_array_parents(jobs.clone(), &arrays, subjobs)
                 .iter()
-                .map(|j| format!("{} {}", pbs_id(j, "s"), state(j)))
+                .map(|(j, _)| format!("{} {}", pbs_id(j, "s"), state(j)))
                 .collect()
         };
         assert_eq!(
@@ -731,12 +832,30 @@ mod tests {
                 "20[1].s H",
                 "20[2].s H",
                 "30[].s B",
-                "30[1].s F",
+                "30[1].s X",
                 "30[2].s Q",
                 "40[].s F",
-                "40[1].s F",
-                "40[2].s F"
+                "40[1].s X",
+                "40[2].s X"
             ]
+        );
+        // The arrays' own counts (qstat -f); an array not shown as one (a subjob named
+        // alone) is its subjobs' lines.
+        let lines = with_array_parents(jobs.clone(), &[30].into(), false);
+        let thirty = lines
+            .iter()
+            .find_map(|(j, a)| (j.id == 30).then_some(a))
+            .unwrap();
+        assert_eq!(
+            thirty
+                .as_ref()
+                .map(|a| (a.queued.clone(), a.running, a.expired)),
+            Some((vec![2], 0, 1))
+        );
+        let ids: Vec<String> = lines.iter().map(|(j, _)| pbs_id(j, "s")).collect();
+        assert_eq!(
+            ids,
+            ["5.s", "10[1].s", "10[2].s", "20[1].s", "20[2].s", "30[].s", "40[1].s", "40[2].s"]
         );
     }
 
