@@ -772,6 +772,39 @@ fn a_pbs_scripts_variables_and_omp_threads() {
     );
 }
 
+/// pbsdsh in a PBS job: a program on each slot at once (PBS_VNODENUM its slot), once per
+/// node (-u), on the first N slots (-c), on one slot's or host's node (-n, -h); Torque's
+/// variables in the script itself.
+#[test]
+fn pbsdsh_runs_a_program_on_the_jobs_slots() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let script = "#!/bin/sh\n#PBS -l nodes=1:ppn=2\n#BERTH --image busybox\n\
+        echo \"script $PBS_NODENUM $PBS_TASKNUM $PBS_VNODENUM\"\n\
+        pbsdsh sh -c 'echo \"slot $PBS_VNODENUM $PBS_NODENUM\"' | sort\n\
+        pbsdsh -u sh -c 'echo \"node $(hostname)\"'\n\
+        pbsdsh -c 1 sh -c 'echo \"first $PBS_VNODENUM\"'\n\
+        pbsdsh -n 1 sh -c 'echo \"slot one on $(hostname)\"'\n\
+        pbsdsh -h \"$(hostname)\" echo on the host\n\
+        pbsdsh -c 3 true 2>&1; echo \"c=$?\"\n\
+        pbsdsh -s true 2>/dev/null || echo refused\n";
+    std::fs::write(cwd.join("dsh.sh"), script).unwrap();
+    let id = run(&c, &links, "qsub", &["-j", "oe", "-o", "dsh.out", "dsh.sh"]);
+    let id: u64 = id.ok().split('.').next().unwrap().parse().unwrap();
+    let job = c.completed(id);
+    let out = std::fs::read_to_string(cwd.join("dsh.out")).unwrap();
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
+    let host = host();
+    let expected = format!(
+        "script 0 1 0\nslot 0 0\nslot 1 0\nnode {host}\nfirst 0\nslot one on {host}\non the host\n"
+    );
+    assert!(out.starts_with(&expected), "{out}");
+    assert!(out.contains("pbsdsh -c 3: the job has 2 slots"), "{out}");
+    assert!(out.ends_with("refused\n"), "{out}");
+}
+
 #[test]
 fn pbs_commands_as_pbs_users_type_them() {
     let Some((c, links)) = cluster_with_links() else {

@@ -293,6 +293,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "qalter" => pbs::qalter(rest),
         "qsig" => pbs::qsig(rest),
         "pbsnodes" => pbs::pbsnodes(rest),
+        "pbsdsh" => pbs::pbsdsh(rest),
         "sinfo" => slurm::sinfo(rest),
         "scontrol" => slurm::scontrol(rest),
         "seff" => slurm::seff(rest),

@@ -415,6 +415,107 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     Ok(status)
 }
 
+const PBSDSH_USAGE: &str =
+    "pbsdsh [-c COPIES | -n NODE | -h HOST] [-u] [-o] [-v] PROGRAM [ARGS ...]";
+
+/// Torque's and PBS Pro's pbsdsh, in a job: PROGRAM on each of the job's slots (its
+/// PBS_NODEFILE's lines) at once, as one step of the job (`berth step`); with `-u` once on
+/// each of its nodes, `-c N` on its first N slots, `-n I` on slot I's host, `-h HOST` on
+/// that host. Each task has PBS_NODENUM (its node's index) and PBS_VNODENUM (its rank in
+/// the step: its slot, but for -n and -h, whose one task is 0). Its output is pbsdsh's
+/// (-o, which asks for that, changes nothing); -s (one slot after another) is refused.
+pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
+    let usage = |why: String| anyhow::anyhow!("pbsdsh: {why}\nusage: {PBSDSH_USAGE}");
+    let Some(job) = crate::step::job_id_from_env()? else {
+        bail!("pbsdsh runs a program on the nodes of the job it is called in: call it from a job's script");
+    };
+    let mut i = 0;
+    let (mut copies, mut slot, mut host, mut unique) = (None, None, None, false);
+    while let Some(w) = words.get(i).filter(|w| w.starts_with('-')) {
+        let mut value = || {
+            i += 1;
+            (words.get(i).cloned()).ok_or_else(|| usage(format!("{w} takes a value")))
+        };
+        let number =
+            |v: String| (v.parse::<u32>()).map_err(|_| usage(format!("{w} {v}: not a number")));
+        match w.as_str() {
+            "-c" => copies = Some(number(value()?)?),
+            "-n" => slot = Some(number(value()?)?),
+            "-h" => host = Some(value()?),
+            "-u" => unique = true,
+            "-o" | "-v" => {}
+            "-s" => bail!("pbsdsh -s: berth starts the tasks together, not one after another; run pbsdsh -n I for each slot in a loop instead"),
+            "--" => {
+                i += 1;
+                break;
+            }
+            other => return Err(usage(format!("unknown option {other}"))),
+        }
+        i += 1;
+    }
+    let argv = words[i..].to_vec();
+    if argv.is_empty() {
+        return Err(usage("name the program to run".into()));
+    }
+    if [copies.is_some(), slot.is_some(), host.is_some()]
+        .iter()
+        .filter(|&&x| x)
+        .count()
+        > 1
+    {
+        return Err(usage(
+            "-c, -n and -h are each a way to choose where: give one".into(),
+        ));
+    }
+    // The job's slots, one line (a host) each, as PBS_NODEFILE lists them.
+    let nodefile = std::env::var("PBS_NODEFILE")
+        .context("$PBS_NODEFILE is not set: pbsdsh runs in a job's script")?;
+    let slots: Vec<String> = std::fs::read_to_string(&nodefile)
+        .with_context(|| format!("reading $PBS_NODEFILE ({nodefile})"))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let mut hosts = slots.clone();
+    hosts.dedup();
+    let mut request = berth_api::StepRequest {
+        job: Some(job),
+        ntasks: None,
+        ..berth_api::StepRequest::new(
+            argv,
+            crate::step::environment(),
+            crate::step::current_dir()?,
+        )
+    };
+    if let Some(n) = copies {
+        if n == 0 || n as usize > slots.len() {
+            bail!("pbsdsh -c {n}: the job has {} slots", slots.len());
+        }
+        request.ntasks = Some(n);
+    } else if let Some(n) = slot {
+        let Some(on) = slots.get(n as usize) else {
+            bail!(
+                "pbsdsh -n {n}: the job's slots are 0 to {}",
+                slots.len().saturating_sub(1)
+            );
+        };
+        (request.ntasks, request.nodelist) = (Some(1), Some(vec![on.clone()]));
+    } else if let Some(h) = host {
+        if !hosts.contains(&h) {
+            bail!(
+                "pbsdsh -h {h}: not a host of the job (its hosts: {})",
+                hosts.join(" ")
+            );
+        }
+        (request.ntasks, request.nodelist) = (Some(1), Some(vec![h]));
+    } else if unique {
+        let n = hosts.len() as u32;
+        (request.ntasks, request.nodes) = (Some(n), Some(n));
+    }
+    crate::step::run(request)
+}
+
 /// `48:00:00`: a time as PBS writes it, hours past a day and all.
 fn walltime(seconds: u64) -> String {
     let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);

@@ -237,6 +237,15 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
             set(k, v.clone());
         }
     }
+    // Torque's: the node's index, and the batch script as the job's first task.
+    set("PBS_NODENUM", index.to_string());
+    if index == 0 {
+        set("PBS_TASKNUM", "1".into());
+        set("PBS_VNODENUM", "0".into());
+    }
+    if let Some(dir) = &job.request.workdir {
+        set("PBS_O_INITDIR", dir.clone());
+    }
     set("PBS_NUM_NODES", nnodes.clone());
     set("PBS_NP", nslots.to_string());
     set("PBS_NUM_PPN", share.tasks.max(1).to_string());

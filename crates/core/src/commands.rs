@@ -39,6 +39,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("qrerun", "queue running jobs again"),
     ("qalter", "change a pending job with qsub's options (-l walltime=, -N, -q, -W depend=, -a, ...)"),
     ("pbsnodes", "nodes, PBS's way (-a; -l: those down or offline)"),
+    ("pbsdsh", "in a job: a program on each of its slots at once (-u: each node; -c N; -n I; -h HOST)"),
     ("shifter", "run a command in an image, as Shifter's (in a job's container: in place)"),
     ("shifterimg", "the cluster's images: images, pull (by the controller), lookup"),
     ("apptainer", "exec, run, shell an image (a SIF file too; berth exec), pull, inspect"),

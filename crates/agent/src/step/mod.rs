@@ -249,7 +249,7 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     let nodelist = berth_core::job::hostlist(&nodes);
     let berth_nodelist = nodes.join(",");
     let per_node = berth_core::job::per_node(layout.iter().map(|&(_, t)| u64::from(t)));
-    let ours: [(&str, &str); 18] = [
+    let ours: [(&str, &str); 20] = [
         ("SLURM_STEP_ID", &step),
         ("SLURM_STEPID", &step),
         ("SLURM_PROCID", &rank),
@@ -268,6 +268,9 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_STEP_NTASKS", &n),
         ("BERTH_NODE", &launch.node),
         ("BERTH_STEP_NODELIST", &berth_nodelist),
+        // Torque's (pbsdsh's tasks): the node's index, the task's virtual node (its slot).
+        ("PBS_NODENUM", &node_id),
+        ("PBS_VNODENUM", &rank),
     ];
     // A PMI client uses the connection PMI_FD names (see run_tasks), its rank and size in
     // PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2; PMI_ID for PMI-1's initack),
