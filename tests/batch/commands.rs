@@ -957,6 +957,17 @@ fn pbs_commands_as_pbs_users_type_them() {
             format!("qstat: {first_id} Job has finished, use -x or -H to obtain historical job information").as_str()
         )
     );
+    // So do qdel and qsig of it.
+    for (command, args) in [("qdel", vec![]), ("qsig", vec!["-s", "USR1"])] {
+        let over = run(&c, &links, command, &[&args[..], &[&first_id]].concat());
+        assert_eq!(
+            (over.code, over.stderr.trim()),
+            (
+                35,
+                format!("{command}: Job has finished {first_id}").as_str()
+            )
+        );
+    }
     let full = run(&c, &links, "qstat", &["-x", "-f", &first_id]);
     let full = full.ok();
     assert!(

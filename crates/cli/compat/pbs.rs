@@ -797,13 +797,37 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
                 eprintln!("Unknown Job Id {spec}");
                 status = UNKNOWN_JOB;
             }
-            Err(e) => {
-                eprintln!("{spec}: {e}");
-                status = status.max(1);
-            }
+            // One that has ended: PBS Pro's "Job has finished" (PBSE_HISTJOBID, 35).
+            Err(e) => match finished(spec) {
+                Some(j) => {
+                    let command = match verb {
+                        "cancel" => "qdel",
+                        "release" => "qrls",
+                        "requeue" => "qrerun",
+                        "signal" => "qsig",
+                        _ => "qhold",
+                    };
+                    let server = crate::client::controller_host();
+                    eprintln!("{command}: Job has finished {}", pbs_id(&j, &server));
+                    status = status.max(JOB_FINISHED);
+                }
+                None => {
+                    eprintln!("{spec}: {e}");
+                    status = status.max(1);
+                }
+            },
         }
     }
     Ok(status)
+}
+
+/// Job `spec` (not an array as a whole) if it has ended.
+fn finished(spec: &str) -> Option<JobInfo> {
+    let (id, index) = batch::job_spec(spec).ok()?;
+    let job = batch::named_jobs(&[spec.to_string()]).ok()?.pop()?;
+    let whole_array = index.is_none() && job.array_job_id == Some(id);
+    let over = !matches!(job.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
+    (over && !whole_array).then_some(job)
 }
 
 /// pbsnodes [-a] [NODE...]; -l: the nodes down or offline, one a line.
