@@ -103,6 +103,7 @@ const SLURM: &[Spec] = &[
     Spec("gres", None, Required),
     Spec("gpus-per-node", None, Required),
     Spec("gpus-per-task", None, Required),
+    Spec("tres-per-task", None, Required),
     Spec("nice", None, Optional),
     Spec("account", Some('A'), Required),
     Spec("exclusive", None, Optional),
@@ -520,6 +521,7 @@ const SBATCH_ENV: &[(&str, &str, bool)] = &[
     ("SBATCH_GPUS", "gpus", true),
     ("SBATCH_GPUS_PER_NODE", "gpus-per-node", true),
     ("SBATCH_GPUS_PER_TASK", "gpus-per-task", true),
+    ("SBATCH_TRES_PER_TASK", "tres-per-task", true),
     ("SBATCH_GRES", "gres", true),
     ("SBATCH_HINT", "hint", true),
     ("SBATCH_INPUT", "input", true),
@@ -852,6 +854,14 @@ fn apply_slurm(
         "gpus" => opts.gpus = gpu_count(v, GpuScope::Job)?,
         "gpus-per-node" => opts.gpus = gpu_count(v, GpuScope::Node)?,
         "gpus-per-task" => opts.gpus = gpu_count(v, GpuScope::Task)?,
+        "tres-per-task" => {
+            for tres in v.split(',') {
+                match tres_per_task(tres)? {
+                    TresPerTask::Cpus(n) => opts.cpus_per_task = Some(n),
+                    TresPerTask::Gpus(g) => opts.gpus = g,
+                }
+            }
+        }
         "gres" => opts.gpus = gres(v)?,
         "nice" => {
             // sbatch: a bare --nice is 100.
@@ -1515,6 +1525,34 @@ fn gpus(n: &str, scope: GpuScope, model: Option<String>) -> Result<Option<GpuReq
         scope,
         model,
     }))
+}
+
+/// One of `--tres-per-task`'s resources.
+enum TresPerTask {
+    Cpus(u32),
+    Gpus(Option<GpuRequest>),
+}
+
+/// One of sbatch `--tres-per-task`'s resources, `cpu:N` (as --cpus-per-task) or
+/// `gres/gpu[:MODEL]:N` (as --gpus-per-task); `=` for the last `:` too.
+fn tres_per_task(v: &str) -> Result<TresPerTask, JobError> {
+    let (name, n) = match v.rsplit_once([':', '=']) {
+        Some((name, n)) if n.starts_with(|c: char| c.is_ascii_digit()) => (name, n),
+        _ => (v, "1"),
+    };
+    match name {
+        "cpu" => Ok(TresPerTask::Cpus(count("CPUs per task", n)?)),
+        "gres/gpu" | "gpu" => Ok(TresPerTask::Gpus(gpus(n, GpuScope::Task, None)?)),
+        model if model.starts_with("gres/gpu:") => {
+            let model = model["gres/gpu:".len()..].to_string();
+            Ok(TresPerTask::Gpus(gpus(n, GpuScope::Task, Some(model))?))
+        }
+        _ => Err(JobError::invalid(
+            "trackable resource per task",
+            v,
+            "cpu:N or gres/gpu[:MODEL]:N (berth tracks CPUs and GPUs)",
+        )),
+    }
 }
 
 /// sbatch `--gres=gpu[:MODEL][:N]`, per node (`gpu:0`: none); other generic resources are

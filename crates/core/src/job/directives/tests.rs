@@ -142,6 +142,27 @@ fn slurm_values() {
     let o = script("#SBATCH --gpus-per-task=1 --workdir=/w --no-requeue\n");
     assert_eq!(o.gpus.map(|g| g.scope), Some(GpuScope::Task));
     assert_eq!(o.requeue, Some(false));
+    // --tres-per-task: CPUs and GPUs per task, as --cpus-per-task and --gpus-per-task.
+    let o = script("#SBATCH --tres-per-task=cpu:4,gres/gpu:a100:2\n");
+    assert_eq!(o.cpus_per_task, Some(4));
+    let g = o.gpus.unwrap();
+    assert_eq!(
+        (g.count, g.scope, g.model.as_deref()),
+        (2, GpuScope::Task, Some("a100"))
+    );
+    let o = script("#SBATCH --tres-per-task=gres/gpu=1\n");
+    assert_eq!(
+        o.gpus.map(|g| (g.count, g.scope)),
+        Some((1, GpuScope::Task))
+    );
+    let e = JobRequest::from_script(
+        "#SBATCH --tres-per-task=license/x:1\n",
+        Default::default(),
+        "j",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cpu:N or gres/gpu[:MODEL]:N"), "{e}");
 }
 
 /// sbatch's "no limit" (`-t 0`, `UNLIMITED`, `INFINITE`) asks for none of the job's own and
