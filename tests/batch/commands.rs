@@ -879,6 +879,28 @@ fn pbs_commands_as_pbs_users_type_them() {
     let subjobs = run(&c, &links, "qstat", &["-t"]);
     row(subjobs.ok(), &array_id);
     row(&subjobs.stdout, &format!("{array_number}[2].{server}"));
+    // -s: each with the scheduler's comment under it; -B: the server's counts.
+    let commented = run(&c, &links, "qstat", &["-s", &first_id]);
+    assert!(
+        commented.ok().ends_with("\n   Not Running: JobHeldUser\n"),
+        "{}",
+        commented.stdout
+    );
+    let server_line = run(&c, &links, "qstat", &["-B"]);
+    let fields: Vec<&str> = server_line
+        .ok()
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields.len(), 10, "{}", server_line.stdout);
+    assert_eq!(
+        (fields[2], fields[5], fields[9]),
+        ("4", "4", "Active"),
+        "{}",
+        server_line.stdout
+    );
     // Named, the same (its subjobs with -t); -J: arrays alone; -f: its array attributes.
     let named = run(&c, &links, "qstat", &[&array_id]);
     assert!(

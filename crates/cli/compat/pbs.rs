@@ -211,7 +211,7 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a] [-n [-1]] [-x] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...]";
+const QSTAT_USAGE: &str = "qstat [-a] [-s] [-n [-1]] [-x] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...] | qstat -B";
 
 pub fn qstat(words: Vec<String>) -> Result<i32> {
     // Flags together, as getopt takes them (`-fx`).
@@ -219,7 +219,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         .into_iter()
         .flat_map(|w| match w.strip_prefix('-') {
             Some(letters)
-                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaJQ1".contains(c)) =>
+                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaJQBs1".contains(c)) =>
             {
                 letters.chars().map(|c| format!("-{c}")).collect()
             }
@@ -231,6 +231,9 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         return Ok(0);
     }
     let queues = flag(&mut words, "-Q");
+    let server = flag(&mut words, "-B");
+    // -s: the alternate form, each job with the scheduler's comment under it.
+    let comments = flag(&mut words, "-s");
     let full = flag(&mut words, "-f");
     // PBS Pro's -F json: -f's attributes as JSON.
     let json = match value(&mut words, "-F")?.as_deref() {
@@ -249,10 +252,13 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     let subjobs = flag(&mut words, "-t");
     let arrays_only = flag(&mut words, "-J");
     let users = value(&mut words, "-u")?;
-    let alternate = flag(&mut words, "-a") || users.is_some() || nodes;
+    let alternate = flag(&mut words, "-a") || users.is_some() || nodes || comments;
     no_other_options("qstat", &words, QSTAT_USAGE)?;
     if queues {
         return qstat_queues(&words);
+    }
+    if server {
+        return qstat_server();
     }
     let server = crate::client::controller_host();
     // The jobs, and the arrays shown as one line each: every array among all jobs, or those
@@ -383,6 +389,9 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
                 }
             } else {
                 writeln!(out)?;
+            }
+            if let Some(comment) = comment(j).filter(|_| comments) {
+                writeln!(out, "   {comment}")?;
             }
         }
         return Ok(status);
@@ -659,10 +668,8 @@ fn full_attributes(
         };
         attrs.push(("Exit_status", code.to_string()));
     }
-    if j.state == "PENDING" {
-        if let Some(reason) = &j.reason {
-            attrs.push(("comment", format!("Not Running: {reason}")));
-        }
+    if let Some(comment) = comment(j) {
+        attrs.push(("comment", comment));
     }
     if let Some(a) = array {
         let remaining = match a.queued.is_empty() {
@@ -694,6 +701,60 @@ fn full_attributes(
     attrs.push(("Rerunable", rerunable.to_string()));
     attrs.push(("PBS_O_WORKDIR", j.workdir.clone()));
     attrs
+}
+
+/// The scheduler's comment on job `j`, as PBS Pro's qstat -s and -f show it: why it does
+/// not run, or where and since when it does.
+fn comment(j: &JobInfo) -> Option<String> {
+    match j.state.as_str() {
+        "PENDING" => j.reason.as_ref().map(|r| format!("Not Running: {r}")),
+        "RUNNING" | "SUSPENDED" => {
+            let start = j.start_time?;
+            let per = cpus_per_node(j).unwrap_or(1);
+            let chunks: Vec<String> = j
+                .nodes
+                .iter()
+                .map(|n| format!("({n}:ncpus={per})"))
+                .collect();
+            Some(format!(
+                "Job run at {} on {}",
+                ctime(start),
+                chunks.join("+")
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// qstat -B: the server (the controller) with its jobs by state.
+fn qstat_server() -> Result<i32> {
+    let jobs = active_jobs()?;
+    let count = |s: char| jobs.iter().filter(|j| state(j) == s).count();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Status",
+        "Server", "Max", "Tot", "Que", "Run", "Hld", "Wat", "Trn", "Ext"
+    )?;
+    writeln!(
+        out,
+        "{} ----- ----- ----- ----- ----- ----- ----- ----- -----------",
+        "-".repeat(16)
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Active",
+        cut(&crate::client::controller_host(), 16),
+        0,
+        jobs.len(),
+        count('Q'),
+        count('R') + count('S'),
+        count('H'),
+        count('W'),
+        0,
+        0
+    )?;
+    Ok(0)
 }
 
 /// qstat -Q: the queues (partitions) with their jobs by state.
