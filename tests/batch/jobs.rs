@@ -3263,25 +3263,28 @@ fn steps_go_on_across_a_restart() {
     let Some(mut c) = Cluster::start_with_config(Some("[batch]\noversubscribe = 2\n")) else {
         return;
     };
-    let stepping = |c: &Cluster, name, step: &str| {
-        let script = format!("#!/bin/sh\n#BERTH --image busybox\n{step}\necho \"srun=$?\"\n");
+    let cwd = c.f.cwd(Mode::Rootless);
+    // Each step's task says it runs (its client has heard that the step started by then).
+    let stepping = |c: &Cluster, name: &str, task: &str| {
+        let script = format!(
+            "#!/bin/sh\n#BERTH --image busybox\nsrun -n1 sh -c 'touch {name}.up; {task}'\necho \"srun=$?\"\n"
+        );
         let id = c.submit(Mode::Rootless, name, &script, &["--overcommit"]);
+        let up = cwd.join(format!("{name}.up"));
         wait_until(
             20,
-            || c.show(id)["steps"][0]["start_time"].is_u64(),
+            || up.exists(),
             || format!("no step: {}\n{}", c.show(id), c.log()),
         );
         id
     };
-    let waiting =
-        |go| format!("srun -n1 sh -c 'while [ ! -e {go} ]; do sleep 0.1; done; echo {go}; exit 3'");
+    let waiting = |go| format!("while [ ! -e {go} ]; do sleep 0.1; done; echo {go}; exit 3");
     let (on, ended) = (
-        stepping(&c, "on.sh", &waiting("on.go")),
-        stepping(&c, "ended.sh", &waiting("ended.go")),
+        stepping(&c, "on", &waiting("on.go")),
+        stepping(&c, "ended", &waiting("ended.go")),
     );
-    let cut = stepping(&c, "cut.sh", "srun -n1 sleep 300");
+    let cut = stepping(&c, "cut", "exec sleep 300");
     c.kill();
-    let cwd = c.f.cwd(Mode::Rootless);
     std::fs::write(cwd.join("ended.go"), "").unwrap();
     let out =
         |id: u64| std::fs::read_to_string(cwd.join(format!("berth-{id}.out"))).unwrap_or_default();

@@ -453,7 +453,8 @@ fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
     let ours = |pid: libc::pid_t| {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&cgroup))
     };
-    let mut ending: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    let seen: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    let mut ending = seen.clone();
     // Those that end by themselves within `patience` (their tasks had a SIGTERM) are not
     // ended.
     let deadline = std::time::Instant::now() + patience;
@@ -462,15 +463,23 @@ fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
         let left = registered();
         ending.retain(|p| left.contains(p));
     }
-    if ending.is_empty() {
-        return;
+    if !ending.is_empty() {
+        for &pid in &ending {
+            // SAFETY: kill(2) of a process of this job's cgroup.
+            unsafe { libc::kill(pid, crate::step::end_signal()) };
+        }
+        let deadline = std::time::Instant::now() + STEPS_GRACE;
+        while registered().iter().any(|p| ending.contains(p))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
-    for &pid in &ending {
-        // SAFETY: kill(2) of a process of this job's cgroup.
-        unsafe { libc::kill(pid, crate::step::end_signal()) };
-    }
+    // Their ends recorded: the agent removes each one's end record once it has told the
+    // controller (a job seen ended before would show them still running).
+    let recorded = |pid: &libc::pid_t| !dir.join(crate::step::end_record(*pid as u32)).exists();
     let deadline = std::time::Instant::now() + STEPS_GRACE;
-    while registered().iter().any(|p| ending.contains(p)) && std::time::Instant::now() < deadline {
+    while !seen.iter().all(recorded) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

@@ -312,12 +312,14 @@ impl Answers {
         let _ = self.stream.write_all(&line);
     }
 
-    /// Reads what has come; `false` at the connection's end.
+    /// Reads what has come; `false` at the connection's end (its agent gone, which a
+    /// reset says as well as an end does).
     fn read(&mut self) -> Result<bool, StepError> {
         let mut buf = [0u8; 4096];
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(false),
                 Ok(n) => {
                     self.pending.extend_from_slice(&buf[..n]);
                     return Ok(true);

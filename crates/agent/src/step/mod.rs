@@ -360,20 +360,12 @@ pub(crate) async fn start_part(
     stdio: [OwnedFd; 3],
 ) -> Result<Part, String> {
     let (launcher, launch) = (launcher.clone(), launch.clone());
-    // Its end record is for an agent that did not start it: this one has its end.
-    let steps = launch.job_dir.join(STEPS_DIR);
-    let forget = move |pid: u32| {
-        let _ = std::fs::remove_file(steps.join(end_record(pid)));
-    };
     tokio::task::spawn_blocking(move || {
         match launcher.fork_step(&launch, stdio.each_ref().map(|fd| fd.as_raw_fd())) {
             Ok(forked) => Ok(Part {
                 group: forked.pid as libc::pid_t,
                 end: Box::pin(async move {
-                    let pid = forked.pid;
-                    let ended = tokio::task::spawn_blocking(move || forked.wait()).await;
-                    forget(pid);
-                    match ended {
+                    match tokio::task::spawn_blocking(move || forked.wait()).await {
                         Ok(Some(ended)) => PartEnd {
                             code: exit_code(std::os::unix::process::ExitStatusExt::from_raw(
                                 ended.status,
@@ -395,14 +387,11 @@ pub(crate) async fn start_part(
                     .stderr(stderr)
                     .spawn()
                     .map_err(|e| format!("cannot run {} internal step: {e}", berth.display()))?;
-                let pid = child.id().expect("a child just spawned has a pid");
                 Ok(Part {
-                    group: pid as libc::pid_t,
+                    group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
                     // (Exec'd, it has no way to say what its tasks used.)
                     end: Box::pin(async move {
-                        let code = child.wait().await.map_or(125, exit_code);
-                        forget(pid);
-                        PartEnd::without_usage(code)
+                        PartEnd::without_usage(child.wait().await.map_or(125, exit_code))
                     }),
                 })
             }
@@ -748,7 +737,7 @@ pub(crate) struct Registration {
 
 /// What a step process writes beside its entry as it ends (`PID.end`): its exit status
 /// and what its tasks used, for an agent that did not start it. The agent that did removes
-/// it (see [`start_part`]).
+/// it once it has recorded the step's end ([`forget_record`]).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PartRecord {
     pub step: u32,
@@ -873,6 +862,14 @@ fn peak_rss(pid: u32) -> Option<u64> {
 /// The name of the end record of step process `pid` in [`STEPS_DIR`].
 pub(crate) fn end_record(pid: u32) -> String {
     format!("{pid}.end")
+}
+
+/// Removes the end record of step process `group` (see [`PartRecord`]) from the job
+/// directory `job_dir`, once the agent that started it has its end, and has told whoever
+/// records it: the job's runner waits for that before it ends the job (`runner::end_steps`),
+/// so that no job is seen ended with a step still running.
+pub(crate) fn forget_record(job_dir: &std::path::Path, group: libc::pid_t) {
+    let _ = std::fs::remove_file(job_dir.join(STEPS_DIR).join(end_record(group as u32)));
 }
 
 /// This step process's entry in its job's [`STEPS_DIR`] (named by its pid), removed when it

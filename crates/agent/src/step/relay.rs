@@ -466,6 +466,7 @@ where
         }
     }
     reader.abort();
+    super::forget_record(&launch.job_dir, group);
     Ok(status.expect("the loop ends after the part's process"))
 }
 

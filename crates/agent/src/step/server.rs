@@ -118,26 +118,33 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
             // Killed before it could say how it ended.
             let _ = std::fs::remove_file(dir.join(pid.to_string()));
             if r.adoptable && !records.contains_key(&pid) {
-                report(authority, StepEnd::failed(job, r.step), r.cgroup);
+                report(authority, StepEnd::failed(job, r.step), r.cgroup, None);
             }
         }
         for (pid, r) in records {
-            let _ = std::fs::remove_file(dir.join(super::end_record(pid)));
-            if r.adoptable {
-                let end = StepEnd {
-                    code: r.code,
-                    usage: r.usage,
-                    ..StepEnd::failed(job, r.step)
-                };
-                report(authority, end, r.cgroup);
+            let record = dir.join(super::end_record(pid));
+            if !r.adoptable {
+                let _ = std::fs::remove_file(record);
+                continue;
             }
+            let end = StepEnd {
+                code: r.code,
+                usage: r.usage,
+                ..StepEnd::failed(job, r.step)
+            };
+            report(authority, end, r.cgroup, Some(record));
         }
     }
 }
 
 /// Records `end`, of a step of the job with `cgroup` that ended while the node agent was
-/// away, as [`adopt`]ed.
-fn report<A: StepAuthority>(authority: &Arc<A>, end: StepEnd, cgroup: String) {
+/// away, as [`adopt`]ed; then removes its `record`.
+fn report<A: StepAuthority>(
+    authority: &Arc<A>,
+    end: StepEnd,
+    cgroup: String,
+    record: Option<PathBuf>,
+) {
     let (job, step) = (end.job, end.step);
     eprintln!(
         "berth: step {job}.{step}: ended with {} while the node agent restarted",
@@ -151,6 +158,9 @@ fn report<A: StepAuthority>(authority: &Arc<A>, end: StepEnd, cgroup: String) {
     let authority = authority.clone();
     tokio::spawn(async move {
         authority.end(end).await;
+        if let Some(record) = record {
+            let _ = std::fs::remove_file(record);
+        }
         drop((listed, ended));
     });
 }
@@ -258,7 +268,6 @@ fn watch<A: StepAuthority>(
         let said = std::fs::read(&record)
             .ok()
             .and_then(|text| serde_json::from_slice::<super::PartRecord>(&text).ok());
-        let _ = std::fs::remove_file(&record);
         let mut end = StepEnd::failed(job, step);
         if let Some(said) = said {
             end.code = said.code;
@@ -268,8 +277,11 @@ fn watch<A: StepAuthority>(
             end.code = end.code.max(128 + libc::SIGTERM);
         }
         end.timed_out = timed_out;
-        let _ = ended.send(Some(end.code));
+        // Recorded before its client hears of it, as a step this process started.
+        let code = end.code;
         authority.end(end).await;
+        let _ = std::fs::remove_file(&record);
+        let _ = ended.send(Some(code));
         drop(listed);
     });
 }
@@ -961,6 +973,9 @@ async fn run_step<A: StepAuthority>(
         job_ended: false,
     };
     authority.end(end).await;
+    if let Some(g) = group {
+        super::forget_record(&grant.job_dir, g);
+    }
     Ok(worst)
 }
 
