@@ -726,10 +726,26 @@ fn comment(j: &JobInfo) -> Option<String> {
     }
 }
 
+/// qstat -B's and -Q's counts of `jobs`: Tot, Que, Run (suspended ones too), Hld, Wat.
+fn by_state<'a>(jobs: impl Iterator<Item = &'a JobInfo>) -> [usize; 5] {
+    let mut n = [0; 5];
+    for j in jobs {
+        n[0] += 1;
+        match state(j) {
+            'Q' => n[1] += 1,
+            'R' | 'S' => n[2] += 1,
+            'H' => n[3] += 1,
+            'W' => n[4] += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
 /// qstat -B: the server (the controller) with its jobs by state.
 fn qstat_server() -> Result<i32> {
     let jobs = active_jobs()?;
-    let count = |s: char| jobs.iter().filter(|j| state(j) == s).count();
+    let [tot, que, run, hld, wat] = by_state(jobs.iter());
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -741,18 +757,11 @@ fn qstat_server() -> Result<i32> {
         "{} ----- ----- ----- ----- ----- ----- ----- ----- -----------",
         "-".repeat(16)
     )?;
+    let server = cut(&crate::client::controller_host(), 16);
     writeln!(
         out,
-        "{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Active",
-        cut(&crate::client::controller_host(), 16),
-        0,
-        jobs.len(),
-        count('Q'),
-        count('R') + count('S'),
-        count('H'),
-        count('W'),
-        0,
-        0
+        "{server:<16} {:>5} {tot:>5} {que:>5} {run:>5} {hld:>5} {wat:>5} {:>5} {:>5} Active",
+        0, 0, 0
     )?;
     Ok(0)
 }
@@ -776,27 +785,12 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
         .iter()
         .filter(|p| names.is_empty() || names.contains(&p.name))
     {
-        let count = |s: char| {
-            jobs.iter()
-                .filter(|j| j.partition == p.name && state(j) == s)
-                .count()
-        };
-        let tot = jobs.iter().filter(|j| j.partition == p.name).count();
+        let [tot, que, run, hld, wat] = by_state(jobs.iter().filter(|j| j.partition == p.name));
         let up = if p.state == "up" { "yes" } else { "no" };
         writeln!(
             out,
-            "{:<16} {:>5} {:>5} {:>3} {:>3} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Exec",
-            p.name,
-            0,
-            tot,
-            up,
-            up,
-            count('Q'),
-            count('R') + count('S'),
-            count('H'),
-            count('W'),
-            0,
-            0
+            "{:<16} {:>5} {tot:>5} {up:>3} {up:>3} {que:>5} {run:>5} {hld:>5} {wat:>5} {:>5} {:>5} Exec",
+            p.name, 0, 0, 0
         )?;
     }
     Ok(0)
