@@ -789,7 +789,8 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
         pbsdsh -n 1 sh -c 'echo \"slot one on $(hostname)\"'\n\
         pbsdsh -h \"$(hostname)\" echo on the host\n\
         pbsdsh -c 3 true 2>&1; echo \"c=$?\"\n\
-        pbsdsh -s true 2>/dev/null || echo refused\n";
+        pbsdsh -s true 2>/dev/null || echo refused\n\
+        pbsdsh sh -c '[ $PBS_VNODENUM = 0 ] && exit 1; sleep 1; echo survived'; echo \"failed=$?\"\n";
     std::fs::write(cwd.join("dsh.sh"), script).unwrap();
     let id = run(&c, &links, "qsub", &["-j", "oe", "-o", "dsh.out", "dsh.sh"]);
     let id: u64 = id.ok().split('.').next().unwrap().parse().unwrap();
@@ -802,7 +803,11 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
     );
     assert!(out.starts_with(&expected), "{out}");
     assert!(out.contains("pbsdsh -c 3: the job has 2 slots"), "{out}");
-    assert!(out.ends_with("refused\n"), "{out}");
+    // One task failing ends none of the others (pbsdsh waits for them all).
+    assert!(
+        out.contains("refused\nsurvived\n") && out.ends_with("failed=1\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -980,7 +985,11 @@ fn pbs_commands_as_pbs_users_type_them() {
         )
     );
     // So do qdel and qsig of it.
-    for (command, args) in [("qdel", vec![]), ("qsig", vec!["-s", "USR1"])] {
+    for (command, args) in [
+        ("qdel", vec![]),
+        ("qsig", vec!["-s", "USR1"]),
+        ("qrerun", vec![]),
+    ] {
         let over = run(&c, &links, command, &[&args[..], &[&first_id]].concat());
         assert_eq!(
             (over.code, over.stderr.trim()),
@@ -1042,6 +1051,11 @@ fn pbs_commands_as_pbs_users_type_them() {
     // Finished: history (35) unless -x, which shows it F and its subjobs X.
     let over = run(&c, &links, "qstat", &[&pro_id]);
     assert_eq!(over.code, 35, "{}", over.stderr);
+    let over = run(&c, &links, "qdel", &[&pro_id]);
+    assert_eq!(
+        (over.code, over.stderr.trim()),
+        (35, format!("qdel: Job has finished {pro_id}").as_str())
+    );
     let over = run(&c, &links, "qstat", &["-x", "-t", &pro_id]);
     assert!(row(over.ok(), &pro_id).contains(" F "), "{}", over.stdout);
     let second = format!("{pro_number}[2].{server}");

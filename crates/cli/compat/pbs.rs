@@ -466,15 +466,10 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
     if argv.is_empty() {
         return Err(usage("name the program to run".into()));
     }
-    if [copies.is_some(), slot.is_some(), host.is_some()]
-        .iter()
-        .filter(|&&x| x)
-        .count()
-        > 1
-    {
-        return Err(usage(
-            "-c, -n and -h are each a way to choose where: give one".into(),
-        ));
+    let ways = [copies.is_some(), slot.is_some(), host.is_some(), unique];
+    if ways.iter().filter(|&&x| x).count() > 1 {
+        let e = "-c, -n, -h and -u are each a way to choose where: give one";
+        return Err(usage(e.into()));
     }
     // The job's slots, one line (a host) each, as PBS_NODEFILE lists them.
     let nodefile = std::env::var("PBS_NODEFILE")
@@ -488,9 +483,11 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
         .collect();
     let mut hosts = slots.clone();
     hosts.dedup();
+    // Each task runs to its end whatever the others do, as pbsdsh waits for them all.
     let mut request = berth_api::StepRequest {
         job: Some(job),
         ntasks: None,
+        kill_on_bad_exit: false,
         ..berth_api::StepRequest::new(
             argv,
             crate::step::environment(),
@@ -831,9 +828,11 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
 /// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.
 pub fn qsig(mut words: Vec<String>) -> Result<i32> {
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
-    act_on("signal", &words, |job| {
+    act_on("signal", &words, |job| match signal.as_str() {
+        // PBS Pro's special signals: the job's suspension and resumption.
+        "suspend" | "resume" => job.act(&signal, None),
         // (PBS signals the job's session leader, the batch shell.)
-        job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch)
+        _ => job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch),
     })
 }
 
@@ -846,7 +845,13 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
     }
     let mut status = 0;
     for spec in specs {
-        match batch::target(spec).and_then(&act) {
+        // Asked first for a requeue: berth requeues an ended job, as Slurm does; PBS
+        // refuses it.
+        let acted = match (verb, finished(spec)) {
+            ("requeue", Some(_)) => Err(anyhow::anyhow!("it has finished")),
+            _ => batch::target(spec).and_then(&act),
+        };
+        match acted {
             Ok(()) => {}
             Err(e) if crate::client::is_not_found(&e) => {
                 eprintln!("Unknown Job Id {spec}");
@@ -876,13 +881,20 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
     Ok(status)
 }
 
-/// Job `spec` (not an array as a whole) if it has ended.
+/// Job `spec` if it has ended: a job, a subjob, or an array whose subjobs all have (as
+/// its own line: `42[]`).
 fn finished(spec: &str) -> Option<JobInfo> {
     let (id, index) = batch::job_spec(spec).ok()?;
-    let job = batch::named_jobs(&[spec.to_string()]).ok()?.pop()?;
-    let whole_array = index.is_none() && job.array_job_id == Some(id);
-    let over = !matches!(job.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
-    (over && !whole_array).then_some(job)
+    let jobs = batch::named_jobs(&[spec.to_string()]).ok()?;
+    let over = |j: &JobInfo| !matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
+    if !jobs.iter().all(over) {
+        return None;
+    }
+    let mut job = jobs.into_iter().next()?;
+    if index.is_none() && job.array_job_id == Some(id) {
+        job.array_task_id = None;
+    }
+    Some(job)
 }
 
 /// pbsnodes [-a] [NODE...]; -l: the nodes down or offline, one a line.

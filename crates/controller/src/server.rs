@@ -1351,8 +1351,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let _ = std::fs::remove_file(&job_socket);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
-    // Its directory too, if nothing else is left in it (berth.step beside berth.sock).
-    let _ = std::fs::remove_dir(&step_dir);
+    // Not its directory: running jobs' containers have it bound (as /.berth/run), and
+    // their steps' clients wait there for the socket of the next `berth up`.
     shared.lock().await.release_local_node();
     served.map_err(|e| e.to_string())
 }

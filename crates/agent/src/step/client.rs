@@ -43,8 +43,9 @@ pub fn run(
     // Signalled before the step started: an error then is the step's cancelling.
     let (mut interrupted, mut started) = (false, false);
     // The step, once started: a client in a job's container asks the node's next agent for
-    // it if this one goes away (its `berth up` restarting), the step going on meanwhile.
-    let mut step = None;
+    // it if this one goes away (its `berth up` restarting), the step going on meanwhile; one
+    // still waiting for CPUs asks again.
+    let (mut step, mut waiting) = (None, false);
     loop {
         let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
             .map_err(io_err("waiting for the step"))?;
@@ -59,17 +60,21 @@ pub fn run(
             continue;
         }
         if !answers.read()? {
-            match step {
-                Some(step) if in_job(socket) => {
-                    let attach = StepRequest {
-                        attach: Some(step),
-                        ..request.clone()
-                    };
-                    answers = Answers::send(socket, &attach)?;
-                    continue;
-                }
-                _ => return Err(StepError::Lost),
+            let again = match step {
+                Some(step) => StepRequest {
+                    attach: Some(step),
+                    ..request.clone()
+                },
+                None if waiting => request.clone(),
+                None => return Err(StepError::Lost),
+            };
+            if !in_job(socket) {
+                return Err(StepError::Lost);
             }
+            // (Its end is seen before its listener goes: a moment for that.)
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            answers = Answers::send(socket, &again)?;
+            continue;
         }
         while let Some(event) = answers.next() {
             match event? {
@@ -79,8 +84,12 @@ pub fn run(
                 }
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
                 other => {
-                    if let StepEvent::Started { step: s, .. } = other {
-                        (started, step) = (true, Some(s).filter(|_| request.job.is_some()));
+                    match other {
+                        StepEvent::Started { step: s, .. } => {
+                            (started, step) = (true, Some(s).filter(|_| request.job.is_some()));
+                        }
+                        StepEvent::Busy { .. } => waiting = request.job.is_some(),
+                        _ => {}
                     }
                     tell(&other)
                 }
@@ -266,14 +275,31 @@ impl Answers {
         let in_job = in_job(socket);
         let deadline = std::time::Instant::now() + AGENT_GONE_LIMIT;
         let mut told = false;
-        let stream = loop {
-            match UnixStream::connect(socket) {
-                Ok(stream) => break stream,
+        let mut line = serde_json::to_vec(request).expect("requests serialise");
+        line.push(b'\n');
+        let stdio: [RawFd; 3] = [0, 1, 2];
+        loop {
+            // (A connection the dying agent's listener took is reset, or refuses the
+            // request: it is not there yet either.)
+            let sent = UnixStream::connect(socket).and_then(|stream| {
+                send_with_fds(&stream, &line, &stdio)?;
+                Ok(stream)
+            });
+            match sent {
+                Ok(stream) => {
+                    return Ok(Answers {
+                        stream,
+                        pending: Vec::new(),
+                    })
+                }
                 Err(e)
                     if in_job
                         && matches!(
                             e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                            std::io::ErrorKind::NotFound
+                                | std::io::ErrorKind::ConnectionRefused
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::BrokenPipe
                         )
                         && std::time::Instant::now() < deadline =>
                 {
@@ -289,15 +315,7 @@ impl Answers {
                     ))(e))
                 }
             }
-        };
-        let mut line = serde_json::to_vec(request).expect("requests serialise");
-        line.push(b'\n');
-        let stdio: [RawFd; 3] = [0, 1, 2];
-        send_with_fds(&stream, &line, &stdio).map_err(io_err("cannot send the step request"))?;
-        Ok(Answers {
-            stream,
-            pending: Vec::new(),
-        })
+        }
     }
 
     fn fd(&self) -> RawFd {
