@@ -2927,6 +2927,11 @@ pub fn elapsed(j: &JobInfo) -> u64 {
 /// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42), also as LSF and PBS
 /// write them (`42[7]`, `42[]`, `42.server`).
 pub fn job_spec(spec: &str) -> Result<(u64, Option<u32>)> {
+    // PBS's ids name their server (`42.server`); elsewhere `42.x` is a step mistyped, and
+    // must not stand for its whole job (`scancel 42.O` cancelling job 42).
+    if spec.contains('.') && !crate::compat::pbs_ids() {
+        bail!("{spec}: not a job id (JOBID or JOBID_INDEX; a step is JOBID.STEP, STEP a number or batch)");
+    }
     berth_core::job::parse_job_id(spec)
         .with_context(|| format!("{spec}: not a job id (JOBID, JOBID_INDEX or JOBID[INDEX])"))
 }

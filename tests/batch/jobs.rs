@@ -1506,6 +1506,16 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
         &["as", "sstat", "-a", "-j", &job, "-n", "-P", "-o", "JobID"],
     );
     assert_eq!(all.ok(), format!("{busy}\n{busy}.0\n"));
+    // A step mistyped is no job: nothing of the job is read, or cancelled.
+    for verb in [&["usage"][..], &["as", "scancel"]] {
+        let typo = c.berth(Mode::Rootless, &[verb, &[&format!("{busy}.O")]].concat());
+        assert!(
+            typo.code != 0 && typo.stderr.contains("not a job id"),
+            "{}",
+            typo.stderr
+        );
+    }
+    assert_eq!(c.show(busy)["state"], "RUNNING");
     let none = c.berth(Mode::Rootless, &["usage", &format!("{busy}.7")]);
     assert!(
         none.stderr.contains(&format!("job {busy} runs no step 7")),

@@ -68,6 +68,12 @@ pub fn invoked_as() -> Option<&'static str> {
     INVOKED_AS.get().map(String::as_str)
 }
 
+/// Whether berth runs as one of PBS's commands, whose job ids may name their server
+/// (`42.server`, `42[].server`).
+pub fn pbs_ids() -> bool {
+    invoked_as().is_some_and(|n| n.starts_with('q') || n.starts_with("pbs"))
+}
+
 /// Whether `args` give one of `options`: as it is, with `=VALUE`, or (a short one) with its
 /// value or other flags after it (`-oJobID`, `-lX`).
 fn given(args: &[OsString], options: &[&str]) -> bool {
