@@ -3299,6 +3299,11 @@ fn steps_go_on_across_a_restart() {
     let out =
         |id: u64| std::fs::read_to_string(cwd.join(format!("berth-{id}.out"))).unwrap_or_default();
     wait_until(20, || out(ended).contains("ended.go\n"), || out(ended));
+    let down = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::thread::sleep(std::time::Duration::from_secs(1));
     c.up();
     std::fs::write(cwd.join("on.go"), "").unwrap();
     c.berth(Mode::Rootless, &["cancel", &format!("{cut}.0")])
@@ -3317,6 +3322,9 @@ fn steps_go_on_across_a_restart() {
         assert!(out.contains("waiting for it to be back"), "{out}");
     }
     assert_eq!(c.show(cut)["steps"][0]["cancelled"], true);
+    // The one that ended while nobody served it ended then, not at the restart.
+    let end = c.show(ended)["steps"][0]["end_time"].as_u64().unwrap();
+    assert!(end <= down, "{end} {down}");
 }
 
 /// A controller killed between a job's start and its runner's (a job the store has as

@@ -180,6 +180,10 @@ pub struct StepEnd {
     /// Slurm's steps are then).
     #[serde(default)]
     pub job_ended: bool,
+    /// When it ended (seconds since the epoch), where that was before its end is recorded
+    /// (it ended while its node's agent was away); `None`: now.
+    #[serde(default)]
+    pub end_time: Option<u64>,
 }
 
 impl StepEnd {
@@ -193,6 +197,7 @@ impl StepEnd {
             usage: None,
             timed_out: false,
             job_ended: false,
+            end_time: None,
         }
     }
 

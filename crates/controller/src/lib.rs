@@ -3531,6 +3531,14 @@ impl Controller {
         }
         let end = job.end_time.unwrap_or_else(now);
         job.suspended.stop(end);
+        // Its steps end with it: one whose end is still on its way has it recorded over
+        // this when it comes; one whose process never ran (its agent went first) would
+        // otherwise run in the record for ever.
+        for step in job.steps.iter_mut().filter(|s| s.end_time.is_none()) {
+            step.end_time = Some(end);
+            step.exit_code = Some(125);
+            step.cancelled = true;
+        }
         self.finished.insert(id, state.for_scheduler());
         self.counters.ended(state);
         if let Err(e) = self.persist(&job) {
@@ -4832,7 +4840,7 @@ impl Controller {
         let Some(s) = job.steps.get_mut(step as usize) else {
             return;
         };
-        s.end_time = Some(now());
+        s.end_time = Some(end.end_time.unwrap_or_else(now));
         s.exit_code = Some(end.code);
         s.usage = end.usage;
         s.timed_out = end.timed_out;

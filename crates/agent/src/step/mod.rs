@@ -745,6 +745,9 @@ pub(crate) struct PartRecord {
     pub usage: Option<berth_api::StepUsage>,
     pub adoptable: bool,
     pub cgroup: String,
+    /// When it ended, seconds since the epoch.
+    #[serde(default)]
+    pub ended: u64,
 }
 
 /// The step processes registered in `steps` (a job's [`STEPS_DIR`]), by pid, alive or not.
@@ -948,6 +951,7 @@ impl Registered {
             usage,
             adoptable: self.adoptable,
             cgroup: self.cgroup.clone(),
+            ended: crate::runner::now(),
         };
         let name = std::ffi::CString::new(end_record(std::process::id())).expect("no NUL");
         self.write(

@@ -130,6 +130,7 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
             let end = StepEnd {
                 code: r.code,
                 usage: r.usage,
+                end_time: Some(r.ended).filter(|&t| t > 0),
                 ..StepEnd::failed(job, r.step)
             };
             report(authority, end, r.cgroup, Some(record));
@@ -971,6 +972,7 @@ async fn run_step<A: StepAuthority>(
         usage,
         timed_out,
         job_ended: false,
+        end_time: None,
     };
     authority.end(end).await;
     if let Some(g) = group {
