@@ -20,28 +20,39 @@ use tokio::net::{UnixListener, UnixStream};
 /// The longest request line taken (the client's environment travels in it).
 const REQUEST_LIMIT: usize = 4 << 20;
 
-/// The steps this process runs, by (job, step), each with the way to end it early
-/// ([`end_step`]) or signal its tasks ([`signal_step`]): 0 ends it, another number is a
-/// signal.
+/// The steps this process runs, by (job, step), each with the way to end it early or
+/// signal its tasks ([`signal_step`]): 0 ends it, another number is a signal.
 type Running = std::collections::HashMap<(u64, u32), tokio::sync::mpsc::UnboundedSender<i32>>;
 static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
     std::sync::LazyLock::new(Default::default);
 
-/// Ends step `step` of job `job`, if this process runs it (`berth cancel JOB.STEP`): its
-/// tasks on every node get the end signal, as when its client goes; the job goes on.
-/// Whether it runs here.
-pub fn end_step(job: u64, step: u32) -> bool {
-    signal_step(job, step, 0)
-}
-
-/// Sends `signal` to every task of step `step` of job `job`, if this process runs it
-/// (`scancel -s SIG JOB.STEP`; 0: ends it, as [`end_step`]). Whether it runs here.
+/// Sends `signal` to every task of step `step` of job `job`, which this process runs
+/// (`scancel -s SIG JOB.STEP`; 0 ends it, `berth cancel JOB.STEP`: SIGTERM, then the end
+/// signal, as when its client goes; the job goes on). One not running here yet (the
+/// controller granted it, and the grant is on its way here) gets it once it runs, if that
+/// is soon ([`EARLY`]). Whether it runs here, or may be about to.
 pub fn signal_step(job: u64, step: u32, signal: i32) -> bool {
     let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-    running
-        .get(&(job, step))
-        .is_some_and(|end| end.send(signal).is_ok())
+    if let Some(end) = running.get(&(job, step)) {
+        return end.send(signal).is_ok();
+    }
+    let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
+    early.retain(|_, (at, _)| at.elapsed() < EARLY_KEPT);
+    let (_, signals) = early
+        .entry((job, step))
+        .or_insert_with(|| (std::time::Instant::now(), Vec::new()));
+    signals.push(signal);
+    true
 }
+
+/// Signals for steps this process did not run yet when they came, by (job, step), with
+/// when the first came: a step's cancel may come before its grant reaches its agent.
+type Early = std::collections::HashMap<(u64, u32), (std::time::Instant, Vec<i32>)>;
+static EARLY: std::sync::LazyLock<std::sync::Mutex<Early>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How long a signal for a step not running here yet waits for it.
+const EARLY_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The steps this process runs now, `(job, step)`.
 pub fn running_steps() -> Vec<(u64, u32)> {
@@ -181,10 +192,15 @@ fn adopted(
 /// Puts step `step` of `job` in [`RUNNING`], with `signals` the way to it, until the
 /// returned entry is dropped.
 fn list(job: u64, step: u32, signals: tokio::sync::mpsc::UnboundedSender<i32>) -> Registered {
-    RUNNING
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let early = EARLY
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert((job, step), signals);
+        .remove(&(job, step));
+    for signal in early.map(|(_, s)| s).unwrap_or_default() {
+        let _ = signals.send(signal);
+    }
+    running.insert((job, step), signals);
     Registered((job, step))
 }
 
@@ -1051,6 +1067,20 @@ async fn start_here(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_for_a_step_not_running_yet_reaches_it_once_it_runs() {
+        // (A job and step no other test uses: the tables are the process's.)
+        assert!(signal_step(u64::MAX, 7, 0));
+        assert!(signal_step(u64::MAX, 7, libc::SIGUSR1));
+        let (signals, mut got) = tokio::sync::mpsc::unbounded_channel();
+        let listed = list(u64::MAX, 7, signals);
+        assert_eq!((got.try_recv(), got.try_recv()), (Ok(0), Ok(libc::SIGUSR1)));
+        assert!(signal_step(u64::MAX, 7, libc::SIGUSR2));
+        assert_eq!(got.try_recv(), Ok(libc::SIGUSR2));
+        drop(listed);
+        assert!(!running_steps().contains(&(u64::MAX, 7)));
+    }
 
     #[test]
     fn the_input_goes_to_every_part_or_to_the_one_with_its_task() {
