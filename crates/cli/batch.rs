@@ -2971,14 +2971,16 @@ pub fn task_range(first: &JobInfo, index: Option<u32>) -> Result<std::ops::Range
         .map(berth_core::job::ArraySpec::parse)
         .transpose()
         .context("the controller sent an unreadable array")?;
+    // (A task that is not there is not found, as a job that is not.)
+    let none = |i| crate::client::Failure::NotFound(format!("job {id} has no array task {i}"));
     Ok(match (index, array) {
         (None, None) => id..id + 1,
         (None, Some(array)) => id..id + array.len() as u64,
         (Some(i), Some(array)) => match array.position(i) {
             Some(n) => id + n as u64..id + n as u64 + 1,
-            None => bail!("job {id} has no array task {i}"),
+            None => return Err(none(i).into()),
         },
-        (Some(i), None) => bail!("job {id} has no array task {i}"),
+        (Some(i), None) => return Err(none(i).into()),
     })
 }
 

@@ -1098,8 +1098,25 @@ fn pbs_commands_as_pbs_users_type_them() {
     ] {
         assert!(full.ok().contains(attr), "{attr}{}", full.stdout);
     }
+    // Its own line has no subjob's end: its exit status comes once all have ended (2: one
+    // was deleted).
+    assert!(!full.stdout.contains("Exit_status"), "{}", full.stdout);
+    let alone = run(&c, &links, "qstat", &[&first_sub]);
+    assert!(
+        row(alone.ok(), &first_sub).contains(" X "),
+        "{}",
+        alone.stdout
+    );
     run(&c, &links, "qdel", &[&begun_id]).ok();
     c.wait_for(begun_number + 1, &["CANCELLED"]);
+    let over = run(&c, &links, "qstat", &["-xf", &begun_id]);
+    assert!(
+        over.ok().contains("    Exit_status = 2\n"),
+        "{}",
+        over.stdout
+    );
+    let missing = run(&c, &links, "qstat", &[&format!("{begun_number}[9]")]);
+    assert_eq!(missing.code, 153, "{}", missing.stderr);
     // -S: the script runs with that shell, whatever its #! says; ^array_index^ names each
     // subjob's file; -r n: not rerunable.
     std::fs::write(

@@ -46,6 +46,9 @@ struct ArrayState {
     queued: Vec<u32>,
     running: usize,
     expired: usize,
+    /// Once all its subjobs have ended: when the last did, and the array's exit status as
+    /// PBS Pro gives it (0: all exited 0; 1: one did not; 2: one was deleted).
+    ended: Option<(u64, i32)>,
 }
 
 /// A line of qstat: a job, or an array job's own line with its state.
@@ -61,6 +64,8 @@ fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool
     let mut lines: Vec<Line> = Vec::new();
     // Each array's line, and whether one of its subjobs has begun, and one is left.
     let mut at: std::collections::HashMap<u64, (usize, bool, bool)> = Default::default();
+    // Each array's last end and exit status so far.
+    let mut ends: std::collections::HashMap<u64, (u64, i32)> = Default::default();
     for j in jobs {
         let Some(array) = j.array_job_id.filter(|a| parents.contains(a)) else {
             lines.push((j, None));
@@ -83,7 +88,17 @@ fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool
         match j.state.as_str() {
             "PENDING" => state.queued.extend(j.array_task_id),
             "RUNNING" | "SUSPENDED" => state.running += 1,
-            _ => state.expired += 1,
+            ended => {
+                state.expired += 1;
+                let (last, status) = ends.entry(array).or_default();
+                *last = (*last).max(j.end_time.unwrap_or(0));
+                let own = match (ended, j.exit_code) {
+                    ("CANCELLED", _) => 2,
+                    ("COMPLETED", Some(0)) => 0,
+                    _ => 1,
+                };
+                *status = (*status).max(own);
+            }
         }
         *begun |= j.state != "PENDING";
         *left |= matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
@@ -91,9 +106,12 @@ fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool
             lines.push((j, None));
         }
     }
-    for (line, begun, left) in at.into_values() {
+    for (array, (line, begun, left)) in at {
         if begun && left {
             lines[line].0.state = BEGUN.into();
+        }
+        if !left {
+            lines[line].1.as_mut().expect("an array's line").ended = ends.get(&array).copied();
         }
     }
     lines
@@ -318,12 +336,24 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
             .filter(|(j, array)| array.is_some() && over(j))
             .map(|(j, _)| j.id)
             .collect();
+        // A subjob named alone that has ended is its array's (X) while the array runs.
+        let mut live = BTreeSet::new();
+        for (j, _) in lines.iter().filter(|(j, array)| array.is_none() && over(j)) {
+            if let Some(a) = j.array_job_id.filter(|a| !shown.contains(a)) {
+                if batch::array_tasks(a)?.iter().any(|t| !over(t)) {
+                    live.insert(a);
+                }
+            }
+        }
         lines.retain(|(j, array)| {
             if let Some(a) = j
                 .array_job_id
                 .filter(|a| shown.contains(a) && array.is_none())
             {
                 return !ended.contains(&a);
+            }
+            if j.array_job_id.is_some_and(|a| live.contains(&a)) {
+                return true;
             }
             if over(j) {
                 eprintln!(
@@ -669,6 +699,20 @@ fn full_attributes(
         attrs.push(("comment", comment));
     }
     if let Some(a) = array {
+        // Its own, not its first subjob's: how it ended, once all its subjobs have.
+        let own = [
+            "exec_host",
+            "resources_used.walltime",
+            "resources_used.cput",
+            "resources_used.mem",
+            "mtime",
+            "Exit_status",
+        ];
+        attrs.retain(|(k, _)| !own.contains(k));
+        if let Some((end, status)) = a.ended {
+            attrs.push(("mtime", ctime(end)));
+            attrs.push(("Exit_status", status.to_string()));
+        }
         let remaining = match a.queued.is_empty() {
             true => "-".to_string(),
             false => berth_core::number_list(&a.queued),
