@@ -1497,6 +1497,8 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
     let rss = step["max_memory_bytes"].as_u64().unwrap();
     let job_peak = node["max_memory_bytes"].as_u64().unwrap();
     assert!(rss >= 16_000_000 && rss < job_peak, "{usage}");
+    // (Its one task's peak is no less than what it holds now.)
+    assert!(rss >= step["memory_bytes"].as_u64().unwrap(), "{usage}");
     assert_eq!(
         sstat(&format!("{busy}.0"), "JobID,NTasks"),
         format!("{busy}.0|1")

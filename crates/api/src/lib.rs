@@ -167,7 +167,8 @@ pub struct StepNodeUsage {
     pub cpu_seconds: f64,
     /// Their resident memory now.
     pub memory_bytes: u64,
-    /// The largest resident set one of them has had.
+    /// The largest task's peak, as far as /proc tells it: what its processes hold now, or
+    /// the most one of them has held (a process that ended or exec'd took its own peak).
     pub max_memory_bytes: u64,
     /// Its tasks there.
     pub tasks: u32,

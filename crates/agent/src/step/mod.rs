@@ -801,6 +801,8 @@ pub fn running_usage(job_dir: &std::path::Path) -> Vec<berth_api::StepNodeUsage>
             ..Default::default()
         })
         .collect();
+    // The steps' processes, each with what /proc says of it.
+    let mut members: Vec<(usize, u32, ProcStat)> = Vec::new();
     let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
     for entry in processes {
         let Some(pid) = entry
@@ -813,23 +815,44 @@ pub fn running_usage(job_dir: &std::path::Path) -> Vec<berth_api::StepNodeUsage>
         let Some(stat) = ProcStat::read(pid) else {
             continue;
         };
-        let Some(i) = steps.iter().position(|(leader, _)| *leader == stat.group) else {
-            continue;
-        };
-        let u = &mut usage[i];
-        if pid == stat.group {
-            u.cpu_seconds += (stat.children_ticks) as f64 / ticks;
+        if let Some(i) = steps.iter().position(|(leader, _)| *leader == stat.group) {
+            members.push((i, pid, stat));
+        }
+    }
+    // Each task (a child of its step's process) with what its processes hold now and the
+    // largest one of them ever held: a task's peak is at least either, as sstat's MaxRSS
+    // (the largest task's) is.
+    let mut tasks: std::collections::HashMap<u32, (usize, u64, u64)> = Default::default();
+    let parent: std::collections::HashMap<u32, u32> =
+        members.iter().map(|(_, pid, s)| (*pid, s.parent)).collect();
+    for (i, pid, stat) in &members {
+        let u = &mut usage[*i];
+        let leader = steps[*i].0;
+        if *pid == leader {
+            u.cpu_seconds += stat.children_ticks as f64 / ticks;
             continue;
         }
         u.cpu_seconds += (stat.own_ticks + stat.children_ticks) as f64 / ticks;
-        u.memory_bytes += stat.rss_pages * page;
-        u.max_memory_bytes = u.max_memory_bytes.max(peak_rss(pid).unwrap_or(0));
+        let rss = stat.rss_pages * page;
+        u.memory_bytes += rss;
+        let mut task = *pid;
+        while let Some(&up) = parent.get(&task).filter(|&&up| up != leader) {
+            task = up;
+        }
+        let (_, now, most) = tasks.entry(task).or_insert((*i, 0, 0));
+        *now += rss;
+        *most = (*most).max(peak_rss(*pid).unwrap_or(0));
+    }
+    for (i, now, most) in tasks.into_values() {
+        let peak = now.max(most);
+        usage[i].max_memory_bytes = usage[i].max_memory_bytes.max(peak);
     }
     usage
 }
 
-/// What /proc/PID/stat says of a process's group and time.
+/// What /proc/PID/stat says of a process's parent, group and time.
 struct ProcStat {
+    parent: u32,
     group: u32,
     /// User and system clock ticks of its own.
     own_ticks: u64,
@@ -846,6 +869,7 @@ impl ProcStat {
         let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
         let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
         Some(ProcStat {
+            parent: field(4)? as u32,
             group: field(5)? as u32,
             own_ticks: field(14)? + field(15)?,
             children_ticks: field(16)? + field(17)?,
