@@ -70,8 +70,8 @@ impl Drop for Registered {
     }
 }
 
-/// A step this process adopted ([`adopt`]): its process, the job's cgroup (whose processes
-/// may reattach to it) and its exit status once it has ended.
+/// A step this process adopted ([`adopt`]): its process (0: none, it had ended), the job's
+/// cgroup (whose processes may reattach to it) and its exit status once it has ended.
 struct Adopted {
     pid: u32,
     cgroup: String,
@@ -319,7 +319,7 @@ async fn attach(
         .get(&(job, step))
         .map(|a| (a.pid, a.cgroup.clone(), a.end.clone()));
     let Some((pid, cgroup, mut end)) = found else {
-        let e = format!("step {job}.{step} did not outlive its node agent's restart (a step across nodes, or one given a terminal or PMI, ends with the agent)");
+        let e = format!("step {job}.{step} did not outlive its node agent's restart (a step across nodes, or one whose client is outside its job, ends with the agent)");
         return send(write, &StepEvent::Error(e)).await;
     };
     let member = cred
@@ -352,7 +352,7 @@ async fn attach(
                 // The client is gone: the step goes with it.
                 _ => {
                     let running = end.borrow().is_none();
-                    if running {
+                    if running && pid != 0 {
                         // SAFETY: kill(2) on the adopted step process, which has not been
                         // waited for by this process (its end not seen yet).
                         unsafe { libc::kill(pid as libc::pid_t, super::end_signal()) };
