@@ -249,7 +249,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         return Ok(0);
     }
     let queues = flag(&mut words, "-Q");
-    let server = flag(&mut words, "-B");
+    let server_status = flag(&mut words, "-B");
     // -s: the alternate form, each job with the scheduler's comment under it.
     let comments = flag(&mut words, "-s");
     let full = flag(&mut words, "-f");
@@ -275,7 +275,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     if queues {
         return qstat_queues(&words);
     }
-    if server {
+    if server_status {
         return qstat_server();
     }
     let server = crate::client::controller_host();
