@@ -3327,6 +3327,15 @@ fn steps_go_on_across_a_restart() {
     // The one that ended while nobody served it ended then, not at the restart.
     let end = c.show(ended)["steps"][0]["end_time"].as_u64().unwrap();
     assert!(end <= down, "{end} {down}");
+    // A clean stop too (berth down's, SIGTERM): the step socket's directory, which the
+    // job's container has bound, stays for the next start.
+    let again = stepping(&c, "again", &waiting("again.go"));
+    c.stop();
+    c.up();
+    std::fs::write(cwd.join("again.go"), "").unwrap();
+    let job = c.completed(again);
+    assert_eq!(job["steps"][0]["exit_code"], 3, "{job}\n{}", out(again));
+    assert!(out(again).ends_with("srun=3\n"), "{}", out(again));
 }
 
 /// A controller killed between a job's start and its runner's (a job the store has as

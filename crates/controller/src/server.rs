@@ -1351,8 +1351,11 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     let _ = std::fs::remove_file(&job_socket);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&step_socket);
-    // Not its directory: running jobs' containers have it bound (as /.berth/run), and
+    // Its directory too, unless running jobs' containers have it bound (as /.berth/run):
     // their steps' clients wait there for the socket of the next `berth up`.
+    if shared.lock().await.active.running().next().is_none() {
+        let _ = std::fs::remove_dir(&step_dir);
+    }
     shared.lock().await.release_local_node();
     served.map_err(|e| e.to_string())
 }
