@@ -1991,6 +1991,25 @@ fn a_pending_job_says_when_it_is_expected_to_start() {
         &["cancel", &running.to_string(), &waiting.to_string()],
     )
     .ok();
+    // Behind a job without a time limit, no start can be told (not one a year away).
+    let endless = c.submit(Mode::Rootless, "endless.sh", script, &["-n", &cpus]);
+    c.wait_for_output(endless, "started");
+    let after = c.submit(Mode::Rootless, "after.sh", script, &options);
+    wait_until(
+        10,
+        || c.show(after)["reason"] == "Resources",
+        || format!("{}", c.show(after)),
+    );
+    assert!(
+        c.show(after)["expected_start"].is_null(),
+        "{}",
+        c.show(after)
+    );
+    c.berth(
+        Mode::Root,
+        &["cancel", &endless.to_string(), &after.to_string()],
+    )
+    .ok();
 }
 
 /// Fair share: a user whose jobs have used the cluster waits behind one whose have not, who

@@ -268,6 +268,16 @@ const IMAGE_SHARES_PREFIX: &str = "image-shares/";
 const IMAGE_REMOVALS_PREFIX: &str = "image-removals/";
 const REMOVALS_KEPT: u64 = 30 * 86400;
 
+/// How long the scheduler takes a running job without a time limit to run (a year): a
+/// start planned after its end is no estimate to give ([`told_start`]).
+const UNLIMITED_RUN: u64 = 365 * 86400;
+
+/// A pending job's planned start as it is told (squeue --start, sbatch --test-only, qstat
+/// -f): none where it comes after a job without a time limit, whose end is not known.
+fn told_start(planned: Option<u64>) -> Option<u64> {
+    planned.filter(|&t| t < now() + UNLIMITED_RUN / 2)
+}
+
 /// How old a step must be, seconds, before a heartbeat of its node that does not list it
 /// ends it (`Controller::end_lost_steps`): one just begun may not be listed yet.
 const LOST_STEP_AFTER: u64 = 10;
@@ -606,7 +616,7 @@ impl Controller {
                         cpus: share.cpu_ids.len() as u32,
                         memory: j.memory.unwrap_or(0),
                         gpus: share.gpu_ids.len() as u32,
-                        end: j.start_time.unwrap_or(0) + j.time_limit().unwrap_or(365 * 86400),
+                        end: j.start_time.unwrap_or(0) + j.time_limit().unwrap_or(UNLIMITED_RUN),
                     });
             }
         }
@@ -2624,7 +2634,7 @@ impl Controller {
                     expected_start,
                     planned_nodes,
                     ..
-                } => (*expected_start, planned_nodes.clone()),
+                } => (told_start(*expected_start), planned_nodes.clone()),
                 sched::Outcome::Start(_) => (None, Vec::new()),
             };
             match &decision.outcome {
@@ -2888,7 +2898,7 @@ impl Controller {
                 expected_start,
                 planned_nodes,
             }) => berth_api::StartEstimate {
-                start: expected_start,
+                start: told_start(expected_start),
                 cpus: job.cpus,
                 nodes: planned_nodes,
                 reason: Some(reason.to_string()),
