@@ -2944,6 +2944,7 @@ pub fn named_jobs(specs: &[String]) -> Result<Vec<JobInfo>> {
     for spec in specs {
         let (id, index) = job_spec(spec)?;
         let first: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+        no_array_named(spec, &first)?;
         let ids = task_range(&first, index).with_context(|| spec.clone())?;
         if ids == (id..id + 1) {
             jobs.push(first);
@@ -3168,10 +3169,21 @@ pub fn target(spec: &str) -> Result<Target> {
         return Ok(Target::Job(job_ids(&[spec.to_string()], |_| true)?[0]));
     }
     let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
+    no_array_named(spec, &job)?;
     Ok(match job.array_job_id == Some(id) {
         true => Target::Array(id),
         false => Target::Job(id),
     })
+}
+
+/// Refuses PBS's `ID[]` (an array as a whole) where `job`, the one of that id, is no array
+/// (one of an array's subjobs, by its own id): not found, as PBS says of it.
+fn no_array_named(spec: &str, job: &JobInfo) -> Result<()> {
+    if spec.contains("[]") && job.array_job_id != Some(job.id) {
+        let e = format!("{spec}: job {} is no array", job.id);
+        return Err(crate::client::Failure::NotFound(e).into());
+    }
+    Ok(())
 }
 
 /// `berth controllers`: the controller that answers (which leads), and the standbys that

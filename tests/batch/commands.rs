@@ -1115,8 +1115,14 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         over.stdout
     );
-    let missing = run(&c, &links, "qstat", &[&format!("{begun_number}[9]")]);
-    assert_eq!(missing.code, 153, "{}", missing.stderr);
+    // Neither is an index the array lacks, nor a subjob's own id taken for an array's.
+    for missing in [
+        format!("{begun_number}[9]"),
+        format!("{}[]", begun_number + 1),
+    ] {
+        let missing = run(&c, &links, "qstat", &["-x", &missing]);
+        assert_eq!(missing.code, 153, "{}{}", missing.stdout, missing.stderr);
+    }
     // -S: the script runs with that shell, whatever its #! says; ^array_index^ names each
     // subjob's file; -r n: not rerunable.
     std::fs::write(
