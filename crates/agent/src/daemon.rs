@@ -949,13 +949,11 @@ async fn serve(settings: Settings) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     // The steps of the agent before this one that went on without it, first.
-    crate::step::server::adopt(
-        agent.node.job_dirs(),
-        &Arc::new(RemoteAuthority(agent.clone())),
-    );
+    let authority = Arc::new(RemoteAuthority(agent.clone()));
+    crate::step::server::adopt(agent.node.job_dirs(), &authority);
     tokio::spawn(crate::step::server::serve(
         step_listener,
-        Arc::new(RemoteAuthority(agent.clone())),
+        authority,
         agent.node.launcher(),
     ));
     // With --socket, the host's users get a step socket too, where berth looks for it

@@ -271,13 +271,25 @@ fn read_reports(socket: UnixStream, waiters: Waiters) {
 /// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists and has not
 /// ended (a zombie waiting for its parent's wait has ended).
 pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(
+        pid,
+        |state, field| if state == "Z" { None } else { field(22) },
+    )
+}
+
+/// What `read` makes of process `pid`'s /proc/PID/stat, given its state (field 3) and its
+/// numeric fields by their numbers in proc(5) (`None` for one that is not a number).
+pub(crate) fn proc_stat<T>(
+    pid: u32,
+    read: impl FnOnce(&str, &dyn Fn(usize) -> Option<u64>) -> Option<T>,
+) -> Option<T> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')';
+    // the first field after it is the third (the state).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    read(fields.first()?, &|n: usize| {
+        fields.get(n.checked_sub(3)?)?.parse().ok()
+    })
 }
 
 /// `berth internal launcher`: serves the agent on stdin until it closes. Must be called in a

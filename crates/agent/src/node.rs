@@ -589,13 +589,13 @@ impl NodeAgent {
         serde_json::from_slice::<Run>(&text).ok()?.run
     }
 
-    /// The jobs that have a directory here.
     /// The jobs with a directory here, and their directories.
     pub fn job_dirs(&self) -> Vec<(u64, PathBuf)> {
         let ids = self.job_ids().into_iter();
         ids.map(|id| (id, self.job_dir(id))).collect()
     }
 
+    /// The jobs that have a directory here.
     pub fn job_ids(&self) -> Vec<u64> {
         std::fs::read_dir(self.jobs_dir())
             .map(|entries| {

@@ -887,39 +887,45 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
     if specs.is_empty() {
         bail!("name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[])");
     }
+    let command = match verb {
+        "cancel" => "qdel",
+        "release" => "qrls",
+        "requeue" => "qrerun",
+        "signal" => "qsig",
+        _ => "qhold",
+    };
+    let server = crate::client::controller_host();
     let mut status = 0;
     for spec in specs {
-        // Asked first for a requeue: berth requeues an ended job, as Slurm does; PBS
-        // refuses it.
-        let acted = match (verb, finished(spec)) {
-            ("requeue", Some(_)) => Err(anyhow::anyhow!("it has finished")),
-            _ => batch::target(spec).and_then(&act),
+        // A requeue asks first: berth requeues an ended job, as Slurm does; PBS refuses it.
+        let ended = match verb {
+            "requeue" => finished(spec),
+            _ => None,
         };
-        match acted {
-            Ok(()) => {}
-            Err(e) if crate::client::is_not_found(&e) => {
+        let failure = match ended {
+            Some(_) => None,
+            None => batch::target(spec).and_then(&act).err(),
+        };
+        let ended = match (&failure, ended) {
+            (Some(e), _) if crate::client::is_not_found(e) => {
                 eprintln!("Unknown Job Id {spec}");
                 status = UNKNOWN_JOB;
+                continue;
             }
-            // One that has ended: PBS Pro's "Job has finished" (PBSE_HISTJOBID, 35).
-            Err(e) => match finished(spec) {
-                Some(j) => {
-                    let command = match verb {
-                        "cancel" => "qdel",
-                        "release" => "qrls",
-                        "requeue" => "qrerun",
-                        "signal" => "qsig",
-                        _ => "qhold",
-                    };
-                    let server = crate::client::controller_host();
-                    eprintln!("{command}: Job has finished {}", pbs_id(&j, &server));
-                    status = status.max(JOB_FINISHED);
-                }
-                None => {
-                    eprintln!("{spec}: {e}");
-                    status = status.max(1);
-                }
-            },
+            (Some(_), None) => finished(spec),
+            (_, ended) => ended,
+        };
+        // One that has ended: PBS Pro's "Job has finished" (PBSE_HISTJOBID, 35).
+        match (ended, failure) {
+            (Some(j), _) => {
+                eprintln!("{command}: Job has finished {}", pbs_id(&j, &server));
+                status = status.max(JOB_FINISHED);
+            }
+            (None, Some(e)) => {
+                eprintln!("{spec}: {e}");
+                status = status.max(1);
+            }
+            (None, None) => {}
         }
     }
     Ok(status)

@@ -128,23 +128,10 @@ impl State {
         !matches!(self, State::Pending | State::Running | State::Suspended)
     }
 
-    /// The state [`State::name`] calls `name` (`RUNNING`).
+    /// The state [`State::name`] calls `name` (`RUNNING`): its serialised name.
     pub fn named(name: &str) -> Option<State> {
-        use State::*;
-        [
-            Pending,
-            Running,
-            Suspended,
-            Completed,
-            Failed,
-            Cancelled,
-            Timeout,
-            OutOfMemory,
-            NodeFail,
-            Deadline,
-        ]
-        .into_iter()
-        .find(|s| s.name() == name)
+        use serde::de::{value::Error, IntoDeserializer};
+        State::deserialize(IntoDeserializer::<Error>::into_deserializer(name)).ok()
     }
 
     /// The scheduler's coarser view (dependencies only care whether it succeeded).
@@ -714,7 +701,20 @@ pub fn hold_reason(held: bool, admin: bool) -> &'static str {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{Job, Part, Stopwatch};
+    use super::{Job, Part, State, Stopwatch};
+
+    #[test]
+    fn a_state_is_found_by_its_name() {
+        for state in [
+            State::Pending,
+            State::Suspended,
+            State::OutOfMemory,
+            State::NodeFail,
+        ] {
+            assert_eq!(State::named(state.name()), Some(state));
+        }
+        assert_eq!(State::named("DONE"), None);
+    }
 
     /// A pending job of one task, `array`'s task if given.
     pub fn sample(id: u64, array: Option<u64>) -> Job {

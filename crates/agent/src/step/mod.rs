@@ -863,17 +863,14 @@ struct ProcStat {
 
 impl ProcStat {
     fn read(pid: u32) -> Option<ProcStat> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (field 2) may hold spaces and parentheses: count from the last
-        // ')'; the first field after it is the third (the state).
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-        Some(ProcStat {
-            parent: field(4)? as u32,
-            group: field(5)? as u32,
-            own_ticks: field(14)? + field(15)?,
-            children_ticks: field(16)? + field(17)?,
-            rss_pages: field(24)?,
+        crate::launcher::proc_stat(pid, |_, field| {
+            Some(ProcStat {
+                parent: field(4)? as u32,
+                group: field(5)? as u32,
+                own_ticks: field(14)? + field(15)?,
+                children_ticks: field(16)? + field(17)?,
+                rss_pages: field(24)?,
+            })
         })
     }
 }
@@ -905,9 +902,8 @@ pub(crate) fn forget_record(job_dir: &std::path::Path, group: libc::pid_t) {
 struct Registered {
     dir: OwnedFd,
     name: std::ffi::CString,
-    step: u32,
-    adoptable: bool,
-    cgroup: String,
+    /// What the entry says.
+    said: Registration,
 }
 
 impl Registered {
@@ -934,14 +930,12 @@ impl Registered {
             kill_wait: launch.kill_wait,
             tasks: launch.tasks.len() as u32,
         };
+        let text = serde_json::to_vec(&registration).expect("registrations serialise");
         let registered = Registered {
             dir,
             name: std::ffi::CString::new(pid.to_string()).expect("digits"),
-            step: launch.step_id,
-            adoptable: registration.adoptable,
-            cgroup: launch.cgroup.clone(),
+            said: registration,
         };
-        let text = serde_json::to_vec(&registration).expect("registrations serialise");
         registered
             .write(&registered.name, &text)
             .then_some(registered)
@@ -970,11 +964,11 @@ impl Registered {
     /// Records the step process's end (`PID.end`), then removes its entry.
     fn ended(self, code: i32, usage: Option<berth_api::StepUsage>) {
         let record = PartRecord {
-            step: self.step,
+            step: self.said.step,
             code,
             usage,
-            adoptable: self.adoptable,
-            cgroup: self.cgroup.clone(),
+            adoptable: self.said.adoptable,
+            cgroup: self.said.cgroup.clone(),
             ended: crate::runner::now(),
         };
         let name = std::ffi::CString::new(end_record(std::process::id())).expect("no NUL");
