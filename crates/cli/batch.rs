@@ -1059,12 +1059,19 @@ fn estimate_line(resp: &SubmitResponse, e: &berth_api::StartEstimate) -> String 
 /// the status is the highest of their exit codes (1 for one killed by a signal or ended
 /// without running, as sbatch reports them).
 pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
+    wait_for_jobs_as(first, count, false)
+}
+
+/// [`wait_for_jobs`]; with `signalled`, a job killed by signal N gives 128 + N (bsub -K's,
+/// as LSF's), not 1.
+pub fn wait_for_jobs_as(first: u64, count: u64, signalled: bool) -> Result<i32> {
     let ends = wait_on_controller(first, count, "ended", None)?.unwrap_or_default();
     // A job that did not complete is never 0 (one killed for its memory, or its time,
     // may have a status of 0 of its own).
     let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
         ("COMPLETED", _, _) => 0,
         (_, Some(code), None) if code != 0 => code,
+        (_, _, Some(signal)) if signalled => 128 + signal,
         _ => 1,
     };
     Ok(ends.iter().map(status).max().unwrap_or(0))
@@ -2387,6 +2394,7 @@ fn batch_accounting(name: &str, j: &JobInfo) -> String {
 /// A step's field as sacct names it; empty where berth records nothing of the step's own.
 fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> String {
     let time = |t: Option<u64>| t.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
+    let oom_killed = step.usage.is_some_and(|u| u.oom_kills > 0);
     match name {
         "JobID" => format!("{}.{}", job_id(j), step.id),
         "JobIDRaw" => format!("{}.{}", j.id, step.id),
@@ -2402,11 +2410,13 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             _ if step.timed_out => "TIMEOUT",
             (_, true) => "CANCELLED",
             (None, _) => "RUNNING",
+            _ if oom_killed => "OUT_OF_MEMORY",
             (Some(0), _) => "COMPLETED",
             (Some(_), _) => "FAILED",
         }
         .into(),
-        // A status of 128 + N was signal N: sacct's 0:N.
+        // A status of 128 + N was signal N: sacct's 0:N (an OOM kill's, Slurm's 0:125).
+        "ExitCode" if oom_killed => "0:125".into(),
         "ExitCode" => exit_code_of(step.exit_code),
         "Elapsed" => duration(
             step.end_time
@@ -3163,6 +3173,12 @@ impl Target {
 /// What `spec` names for a job verb: an array whole, or a job by its id; an array's
 /// pending or running task by `ID_INDEX`.
 pub fn target(spec: &str) -> Result<Target> {
+    target_as(spec, false)
+}
+
+/// [`target`]; `whole_ids`: as LSF's commands take ids, where an array's elements are
+/// `ID[INDEX]` only, not found by the ids of their own berth gives them (as Slurm does).
+pub fn target_as(spec: &str, whole_ids: bool) -> Result<Target> {
     let (id, index) = job_spec(spec)?;
     if index.is_some() {
         // (One task, or an error saying there is none such.)
@@ -3170,6 +3186,10 @@ pub fn target(spec: &str) -> Result<Target> {
     }
     let job: JobInfo = request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?;
     no_array_named(spec, &job)?;
+    if let Some(array) = job.array_job_id.filter(|a| whole_ids && *a != id) {
+        let e = format!("{spec}: an element of array {array}");
+        return Err(crate::client::Failure::NotFound(e).into());
+    }
     Ok(match job.array_job_id == Some(id) {
         true => Target::Array(id),
         false => Target::Job(id),

@@ -94,9 +94,14 @@ pub struct StepArgs {
     /// unless it is the job's
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
-    /// Outside a job: memory per node of the new allocation
+    /// Memory per node: in a job, the step's own out of the job's (its tasks are held to
+    /// it; the job's other steps wait for what it holds; 0: all of the job's, shared, as
+    /// without it); outside one, the new allocation's. Megabytes, or K, M, G, T
     #[arg(long, value_name = "SIZE")]
     mem: Option<String>,
+    /// Memory per CPU: in a job, the step's own, as --mem per CPU of the step on each node
+    #[arg(long, value_name = "SIZE", conflicts_with = "mem")]
+    mem_per_cpu: Option<String>,
     /// The step's time limit, in a job (its tasks are ended then, the job going on);
     /// outside one, the new allocation's
     #[arg(short = 't', long, value_name = "TIME")]
@@ -156,8 +161,6 @@ struct SrunAccepted {
     #[arg(long, hide = true)]
     mem_bind: Option<String>,
     #[arg(long, hide = true)]
-    mem_per_cpu: Option<String>,
-    #[arg(long, hide = true)]
     gres: Option<String>,
     #[arg(short = 'W', long, hide = true)]
     wait: Option<String>,
@@ -180,7 +183,6 @@ impl SrunAccepted {
             ("--ntasks-per-core", self.ntasks_per_core.is_some()),
             ("--threads-per-core", self.threads_per_core.is_some()),
             ("--mem-bind", self.mem_bind.is_some()),
-            ("--mem-per-cpu", self.mem_per_cpu.is_some()),
             ("--gres", self.gres.is_some()),
             ("--wait", self.wait.is_some()),
             ("--propagate", self.propagate.is_some()),
@@ -471,6 +473,7 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
     add("--cpus-per-task", args.cpus_per_task.map(|n| n.to_string()));
     add("--image", args.image.clone());
     add("--mem", args.mem.clone());
+    add("--mem-per-cpu", args.mem_per_cpu.clone());
     add("--time", args.time.clone());
     add("--partition", args.partition.clone());
     add("--licenses", args.licenses.clone());
@@ -549,7 +552,6 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         None => (Some(allocation_flags(&args)), OwnImage::default()),
         Some(id) => {
             let given = [
-                ("--mem", args.mem.is_some()),
                 ("--partition", args.partition.is_some()),
                 ("--licenses", args.licenses.is_some()),
             ];
@@ -651,6 +653,9 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         // In a job submitted with -O, its steps overcommit too (as srun reads it there).
         overcommit: args.overcommit
             || std::env::var_os("SLURM_OVERCOMMIT").is_some_and(|v| v == "1"),
+        // In a job, the step's own memory (outside one, the allocation's, above).
+        memory: step_memory(job, "--mem", args.mem.as_deref())?,
+        memory_per_cpu: step_memory(job, "--mem-per-cpu", args.mem_per_cpu.as_deref())?,
         overlap: args.overlap || std::env::var_os("SLURM_OVERLAP").is_some(),
         pty: args.pty,
         pmi,
@@ -663,6 +668,16 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         name: job.and(args.job_name.clone()),
     };
     run(request)
+}
+
+/// The step's own memory, bytes, where it runs in a job and `value` gives one for `flag`.
+fn step_memory(job: Option<u64>, flag: &str, value: Option<&str>) -> Result<Option<u64>> {
+    match (job, value) {
+        (Some(_), Some(v)) => berth_core::job::parse_slurm_size(v)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}")),
+        _ => Ok(None),
+    }
 }
 
 /// What `--mpi=TYPE` asks the agent to serve: PMI-1 and PMI-2 (`pmi1`, the default, and

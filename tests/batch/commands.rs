@@ -180,8 +180,9 @@ fn lsf_commands_as_lsf_users_type_them() {
     )
     .unwrap();
     assert_eq!(text, format!("in fromstdin on {}\n", host()));
-    // Finished jobs show with -a (EXIT: it failed), not without.
-    let all = run(&c, &links, "bjobs", &["-a", "-w"]);
+    // Finished jobs show with -a (EXIT: it failed), not without; short options together,
+    // as getopt takes them.
+    let all = run(&c, &links, "bjobs", &["-aw"]);
     assert!(
         row(all.ok(), &stdin_id.to_string()).contains(" EXIT "),
         "{}",
@@ -190,6 +191,19 @@ fn lsf_commands_as_lsf_users_type_them() {
     assert!(!run(&c, &links, "bjobs", &[])
         .ok()
         .contains(&format!("\n{stdin_id} ")));
+
+    // Named by the command line as typed (LSF's default), slashes and all.
+    let named = bsub_id(&run(&c, &links, "bsub", &["-H", "-P", "lab", "echo a/b c"]));
+    let name = run(
+        &c,
+        &links,
+        "bjobs",
+        &["-noheader", "-o", "job_name", &named.to_string()],
+    );
+    assert_eq!(name.ok(), "echo a/b c\n");
+    let long = run(&c, &links, "bjobs", &["-l", &named.to_string()]);
+    assert!(long.ok().contains("Project <lab>"), "{}", long.stdout);
+    run(&c, &links, "bkill", &["-sKILL", &named.to_string()]).ok();
 
     // Arrays by -J NAME[INDEXES]: one row per task, NAME[INDEX].
     let array = bsub_id(&run(&c, &links, "bsub", &["-J", "arr[1-3]", "-H", "true"]));
@@ -231,6 +245,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     }
     let bad = run(&c, &links, "bmod", &[&array.to_string(), "-W", "5"]);
     assert!(bad.stderr.contains("options come first"), "{}", bad.stderr);
+    // An element is ID[INDEX] only, not the id of its own berth gives it (LSF has none).
+    let own = run(&c, &links, "bkill", &[&(array + 1).to_string()]);
+    assert_eq!(
+        (own.code, own.stderr),
+        (255, format!("Job <{}>: No matching job found\n", array + 1))
+    );
     // Killed whole (the array's id), or one task.
     let kill = run(&c, &links, "bkill", &[&format!("{array}[2]")]);
     assert_eq!(kill.ok(), format!("Job <{array}[2]> is being terminated\n"));
@@ -347,7 +367,8 @@ fn lsf_commands_as_lsf_users_type_them() {
         named.stderr
     );
     let job = c.completed(bsub_id(&named));
-    assert_eq!(job["name"], "named.sh");
+    // (Named by the command as typed, LSF's default.)
+    assert_eq!(job["name"], "./named.sh");
     // The command's words are a line for the shell, as LSF runs them (and name the job).
     let piped = run(
         &c,
@@ -402,19 +423,13 @@ fn lsf_commands_as_lsf_users_type_them() {
         "{}",
         nowhere.stderr
     );
-    // An interactive job: the command's output on this terminal's streams.
+    // An interactive job: the command's output on this terminal's streams; its words read
+    // by the shell, as a batch job's.
     let interactive = run(
         &c,
         &links,
         "bsub",
-        &[
-            "-I",
-            "-n",
-            "2",
-            "sh",
-            "-c",
-            "echo \"slots $LSB_DJOB_NUMPROC\"",
-        ],
+        &["-I", "-n", "2", "echo \"slots $LSB_DJOB_NUMPROC\" | cat"],
     );
     assert_eq!(interactive.ok(), "slots 2\n");
     // LSF's words about it, on stderr.

@@ -3605,6 +3605,7 @@ fn jobs_on_pure_cgroup_v2() {
         "steps::a_steps_tasks_may_be_root_inside_and_the_user_outside",
         "steps::a_jobs_own_container_may_be_root_inside_and_the_user_outside",
         "jobs::a_running_jobs_usage_is_read_as_it_goes",
+        "steps::a_steps_own_memory_holds_its_tasks_and_is_held_against_the_others",
     ]);
 }
 

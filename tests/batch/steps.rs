@@ -97,6 +97,91 @@ srun -n 1 sh -c 'echo "alone $(grep Cpus_allowed_list /proc/self/status | cut -f
     );
 }
 
+/// A step's own memory (`srun --mem`, `--mem-per-cpu`), out of the job's: its tasks are
+/// held to it in a cgroup of the step's, where the kernel's OOM kills are the step's alone
+/// (OUT_OF_MEMORY in sacct, the job going on); more than the job has is refused; what a
+/// running step holds, the job's next steps wait for, as Slurm's do. No cgroup of a step's
+/// is left once it has ended.
+#[test]
+fn a_steps_own_memory_holds_its_tasks_and_is_held_against_the_others() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"srun -n 1 --mem=32M /bin/probe hog 128; echo "hog $?"
+srun -n 1 --mem-per-cpu=64M /bin/probe hog 16 && echo fits
+srun -n 1 --mem=1G true; echo "too much $?"
+srun -n 1 --mem=200M sh -c 'touch held; while [ ! -e release ]; do sleep 0.1; done' &
+until [ -e held ]; do sleep 0.1; done
+srun -n 1 --mem=100M sh -c 'echo "second ran"' 2> second.err &
+p=$!
+until grep -q 'temporarily disabled' second.err; do sleep 0.1; done
+srun -n 1 --overlap --mem=100M sh -c 'echo "overlapping ran"'
+srun -n 1 /bin/probe hog 16 && echo "shared ran"
+touch release
+wait $p
+wait
+cat second.err"#;
+    let id = c.submit(
+        Mode::Rootless,
+        "mem.sh",
+        &script("-n 2 --mem=256M", body),
+        &[],
+    );
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "OUT_OF_MEMORY"]);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{out}");
+    assert!(
+        out.contains(
+            "hog 137
+"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "berth step: error: Detected 1 oom_kill event in step {id}.0 on "
+        )),
+        "{out}"
+    );
+    assert!(out.contains("\nfits\n"), "{out}");
+    assert!(
+        out.contains("asks for 1024M of memory on node ") && out.contains("more than job "),
+        "{out}"
+    );
+    assert!(out.contains("too much 125\n"), "{out}");
+    assert!(
+        out.contains("overlapping ran\n") && out.contains("shared ran\n"),
+        "{out}"
+    );
+    // The second waited for the memory the first held (saying so), until it was released,
+    // after the steps that hold none.
+    let waited = format!("srun: Job {id} step creation temporarily disabled");
+    assert!(out.contains(&waited), "{out}");
+    let shared = out.find("shared ran").unwrap_or(usize::MAX);
+    assert!(
+        out.find("second ran").is_some_and(|at| at > shared),
+        "{out}"
+    );
+    let steps = sacct(&c, &id.to_string(), "JobID,State,ExitCode");
+    assert!(
+        steps.contains(&format!("{id}.0|OUT_OF_MEMORY|0:125\n")),
+        "{steps}"
+    );
+    assert!(
+        steps.contains(&format!("{id}.1|COMPLETED|0:0\n")),
+        "{steps}"
+    );
+    assert!(steps.contains(&format!("{id}|COMPLETED|0:0\n")), "{steps}");
+    // No step's cgroup is left (nor the job's).
+    let left: Vec<String> = ["/sys/fs/cgroup/memory/berth", "/sys/fs/cgroup/berth"]
+        .into_iter()
+        .flat_map(std::fs::read_dir)
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(&format!("-job{id}")))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// squeue -s: the running steps of running jobs (the batch script's as `ID.batch`), in
 /// squeue's columns or those asked for, one step or all; and sacct's NodeList of a step.
 #[test]
@@ -1264,7 +1349,7 @@ fn a_step_runs_in_an_image_of_its_own_within_the_job() {
     std::fs::write(data.join("f"), "bound\n").unwrap();
     let body = format!(
         r#"echo job > /tmp/in-job
-srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID$" /proc/self/cgroup)"'
+srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -cE "/berth/.*-job$SLURM_JOB_ID(/job)?$" /proc/self/cgroup)"'
 srun -n 1 sh -c 'echo "again $(cat /tmp/in-job) $(cat /etc/marker 2>/dev/null || echo no-marker)"'
 PATH=/opt/x:$PATH srun -n 1 --container-image=marked --container-env=PATH --no-container-mount-home sh -c 'echo "env $PATH $(test -d $HOME && echo home || echo no-home)"'
 srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?"
@@ -1671,7 +1756,7 @@ berth step -n 1 -i in.txt cat
 berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unset} job=$SLURM_JOB_ID"'
 berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
 berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
-srun -n1 --exclusive --mem=10M -J part -t 1 --hint=nomultithread -m block --cpu_bind=cores --mem-per-cpu=1G true && echo slurm-accepted
+srun -n1 --exclusive --mem=10M -J part -t 1 --hint=nomultithread -m block --cpu_bind=cores true && echo slurm-accepted
 berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused
 berth step -n 1 -o both.out sh -c 'echo o; echo e >&2'
 berth step -n 2 -o task-%t.out -e err-%N-%2t.txt sh -c 'echo out $SLURM_PROCID; echo err $SLURM_PROCID >&2'
@@ -1695,13 +1780,13 @@ srun --mpi=list | tail -1"#;
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     let out = output(&c, id);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
-    // srun's options for placement, binding and a step's own limits: accepted, said ignored.
+    // srun's options for placement and binding: accepted, said ignored (a step's own
+    // memory is its own: see a_steps_own_memory_holds_its_tasks_and_is_held_against_the_others).
     assert!(out.contains("slurm-accepted"), "{out}");
     // Each task's own pid in SLURM_TASK_PID.
     assert_eq!(out.matches("task-pid-ok\n").count(), 2, "{out}");
     assert!(
-        out.contains("ignored --hint, --distribution, --mem-per-cpu: berth places")
-            && out.contains("ignored --mem: this step runs in job"),
+        out.contains("ignored --hint, --distribution: berth places"),
         "{out}"
     );
     assert_eq!(

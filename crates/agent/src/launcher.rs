@@ -237,15 +237,20 @@ fn read_answers(socket: UnixStream, to_fork: Sender<Result<Forked, String>>, wai
                 waiters.end(pid, status);
             }
             (Some("U"), Some(pid), Some(usage)) => {
+                // (The OOM kills, the fourth, since 2026-12-06.)
                 let numbers: Result<Vec<u64>, _> = usage.split(' ').map(str::parse).collect();
-                if let (Ok(pid), Ok(&[user_usec, system_usec, max_rss_bytes])) =
-                    (pid.parse::<u32>(), numbers.as_deref())
-                {
-                    let usage = berth_api::StepUsage {
-                        user_usec,
-                        system_usec,
-                        max_rss_bytes,
-                    };
+                let usage = match numbers.as_deref() {
+                    Ok(&[user_usec, system_usec, max_rss_bytes, ref oom @ ..]) if oom.len() < 2 => {
+                        Some(berth_api::StepUsage {
+                            user_usec,
+                            system_usec,
+                            max_rss_bytes,
+                            oom_kills: oom.first().copied().unwrap_or(0),
+                        })
+                    }
+                    _ => None,
+                };
+                if let (Ok(pid), Some(usage)) = (pid.parse::<u32>(), usage) {
                     waiters.used(pid, usage);
                 }
             }
@@ -690,15 +695,20 @@ mod tests {
             .unwrap();
         let early = forks.recv().unwrap().unwrap();
         (&theirs)
-            .write_all(b"U 4444 1500 20 4096\nE 4444 0\n")
+            .write_all(b"U 4444 1500 20 4096 2\nE 4444 0\n")
             .unwrap();
         let usage = berth_api::StepUsage {
             user_usec: 1500,
             system_usec: 20,
             max_rss_bytes: 4096,
+            oom_kills: 0,
         };
         assert_eq!(step.end.recv_timeout(soon), ended(0, Some(usage)));
-        assert_eq!(early.end.recv_timeout(soon), ended(0, Some(usage)));
+        let oom = berth_api::StepUsage {
+            oom_kills: 2,
+            ..usage
+        };
+        assert_eq!(early.end.recv_timeout(soon), ended(0, Some(oom)));
         drop(theirs);
         answers.join().unwrap();
     }

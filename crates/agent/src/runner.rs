@@ -449,10 +449,8 @@ fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
         )
     };
     // (A stale entry's pid may be another process's by now: only this job's are signalled.)
-    let cgroup = format!("/{}-job{job}\n", std::process::id());
-    let ours = |pid: libc::pid_t| {
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&cgroup))
-    };
+    let cgroup = crate::node::NodeAgent::cgroup_name(job, std::process::id());
+    let ours = |pid: libc::pid_t| berth_runtime::enter::is_member(pid, &cgroup);
     let seen: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
     let mut ending = seen.clone();
     // Those that end by themselves within `patience` (their tasks had a SIGTERM) are not

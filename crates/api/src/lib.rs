@@ -406,11 +406,15 @@ pub struct StepInfo {
     pub cpu_ids: Vec<NodeCpus>,
 }
 
-/// CPUs of a job on one node.
+/// What a step holds of its job's on one node: CPUs, and memory where it asked for some.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NodeCpus {
     pub node: String,
     pub cpu_ids: Vec<u32>,
+    /// Bytes of the job's memory there (`srun --mem`, `--mem-per-cpu`), which the job's
+    /// other steps cannot have meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// What a step's tasks used, as the kernel accounts it to each node's step process for the
@@ -422,6 +426,10 @@ pub struct StepUsage {
     pub user_usec: u64,
     pub system_usec: u64,
     pub max_rss_bytes: u64,
+    /// Processes of its tasks the kernel's OOM killer killed at the step's own memory limit
+    /// (`srun --mem`): sacct's OUT_OF_MEMORY.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_kills: u64,
 }
 
 /// The usage of a step whose parts used `self` and `other`.
@@ -433,6 +441,7 @@ impl std::ops::Add for StepUsage {
             user_usec: self.user_usec + other.user_usec,
             system_usec: self.system_usec + other.system_usec,
             max_rss_bytes: self.max_rss_bytes.max(other.max_rss_bytes),
+            oom_kills: self.oom_kills + other.oom_kills,
         }
     }
 }
@@ -890,6 +899,16 @@ pub struct StepRequest {
     /// Allow more tasks than the job has CPUs for (`srun --overcommit`).
     #[serde(default)]
     pub overcommit: bool,
+    /// Memory of the step's own on each of its nodes, bytes, out of the job's (`srun
+    /// --mem` in a job): its tasks are held to it, in a cgroup of the step's below the
+    /// job's, and the job's other steps cannot have it meanwhile (they wait, as it waits
+    /// for memory they hold). 0, or `None` with no `memory_per_cpu`: all of the job's
+    /// memory, shared with the other steps, none held (Slurm's default).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// The same per CPU of the step's on each node (`srun --mem-per-cpu`).
+    #[serde(default)]
+    pub memory_per_cpu: Option<u64>,
     /// Share CPUs with the job's other steps (`srun --overlap`): the step neither waits for
     /// CPUs the others hold nor holds any of its own against them. Without it a step waits
     /// until the job has the CPUs it asks for free of its other running steps, as Slurm's
@@ -965,6 +984,8 @@ impl StepRequest {
             kill_on_bad_exit: true,
             cpu_bind: true,
             overcommit: false,
+            memory: None,
+            memory_per_cpu: None,
             overlap: false,
             time_limit: None,
             pty: false,
@@ -1009,6 +1030,10 @@ pub struct TaskFiles {
     /// Append to the output and error files instead of truncating them.
     #[serde(default)]
     pub append: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn yes() -> bool {

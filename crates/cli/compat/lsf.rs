@@ -37,7 +37,9 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         if command.is_empty() {
             bail!("bsub -{mode}: name the command to run, e.g. bsub -{mode} bash");
         }
-        return interactive_job(OptionSyntax::Bsub, args, command.to_vec(), mode != "I");
+        // Through the shell, as a batch job's words are (`bsub -I "a | b"`, `exit 4`, $VARS).
+        let line = vec!["/bin/sh".into(), "-c".into(), command.join(" ")];
+        return interactive_job(OptionSyntax::Bsub, args, line, mode != "I");
     }
     let (script, name) = match command.first() {
         None => (script_from_stdin("bsub")?, "stdin".to_string()),
@@ -74,7 +76,7 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     }
     println!("<<Waiting for dispatch ...>>");
     let _ = std::io::stdout().flush();
-    let code = batch::wait_for_jobs(resp.job_id, resp.jobs)?;
+    let code = batch::wait_for_jobs_as(resp.job_id, resp.jobs, true)?;
     println!("<<Job is finished>>");
     Ok(code)
 }
@@ -335,7 +337,8 @@ fn parse_format(text: &str) -> Result<Format> {
 
 const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-A] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
 
-pub fn bjobs(mut words: Vec<String>) -> Result<i32> {
+pub fn bjobs(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "adprsAwlh", "uqJo");
     if flag(&mut words, "-h") {
         println!("usage: {BJOBS_USAGE}");
         return Ok(0);
@@ -528,7 +531,8 @@ const BHIST_USAGE: &str = "bhist [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEU
 
 /// bhist: the time jobs spent in each state (`-l`: their history, event by event); the
 /// user's unfinished jobs, or as `-a`, `-d`, ... choose (all of berth's history).
-pub fn bhist(mut words: Vec<String>) -> Result<i32> {
+pub fn bhist(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "adprslwh", "uqJ");
     if flag(&mut words, "-h") {
         println!("usage: {BHIST_USAGE}");
         return Ok(0);
@@ -572,14 +576,20 @@ pub fn bhist(mut words: Vec<String>) -> Result<i32> {
     Ok(status)
 }
 
+/// A job's project (`bsub -P`, berth's account), LSF's `default` without one.
+fn project(j: &JobInfo) -> &str {
+    j.account.as_deref().unwrap_or("default")
+}
+
 /// bhist -l: a job's history in LSF's words, then the time it spent in each state.
 fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     writeln!(
         out,
-        "\nJob <{}>, Job Name <{}>, User <{}>, Project <default>",
+        "\nJob <{}>, Job Name <{}>, User <{}>, Project <{}>",
         lsf_spec(j),
         lsf_name(j),
-        j.user
+        j.user,
+        project(j)
     )?;
     // Its events in order of time (and, at one time, of how a job goes).
     let mut events: Vec<(u64, u8, String)> = vec![(
@@ -669,7 +679,8 @@ const BACCT_USAGE: &str =
 /// bacct: accounting of finished jobs (the user's, or `-u`'s; `-d` done, `-e` exited;
 /// `-C` ended between two times, as sacct's), summed up as LSF does: CPU time, wait,
 /// turnaround, hog factor; `-l` each job's first.
-pub fn bacct(mut words: Vec<String>) -> Result<i32> {
+pub fn bacct(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "delh", "uqC");
     if flag(&mut words, "-h") {
         println!("usage: {BACCT_USAGE}");
         return Ok(0);
@@ -741,9 +752,10 @@ pub fn bacct(mut words: Vec<String>) -> Result<i32> {
         for j in &jobs {
             writeln!(
                 out,
-                "\nJob <{}>, User <{}>, Project <default>, Status <{}>, Queue <{}>",
+                "\nJob <{}>, User <{}>, Project <{}>, Status <{}>, Queue <{}>",
                 lsf_spec(j),
                 j.user,
+                project(j),
                 stat(j),
                 j.partition
             )?;
@@ -847,10 +859,11 @@ pub fn bacct(mut words: Vec<String>) -> Result<i32> {
 fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     writeln!(
         out,
-        "\nJob <{}>, Job Name <{}>, User <{}>, Project <default>, Status <{}>, Queue <{}>",
+        "\nJob <{}>, Job Name <{}>, User <{}>, Project <{}>, Status <{}>, Queue <{}>",
         lsf_spec(j),
         j.name,
         j.user,
+        project(j),
         stat(j),
         j.partition
     )?;
@@ -955,7 +968,8 @@ fn pending_reason(reason: &str) -> String {
 const BKILL_USAGE: &str = "bkill [-s SIGNAL] [-u USER|all] JOBID|JOBID[INDEX]|0 ...";
 
 /// bkill: cancels (or signals, `-s`) jobs; `0` stands for all of the user's jobs.
-pub fn bkill(mut words: Vec<String>) -> Result<i32> {
+pub fn bkill(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "", "su");
     let signal = value(&mut words, "-s")?;
     let user = value(&mut words, "-u")?;
     no_other_options("bkill", &words, BKILL_USAGE)?;
@@ -979,7 +993,8 @@ pub fn bkill(mut words: Vec<String>) -> Result<i32> {
 
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
 /// to), `Job <42> is being PAST`.
-pub fn verb(verb: &str, past: &str, mut words: Vec<String>) -> Result<i32> {
+pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "", "u");
     let user = value(&mut words, "-u")?;
     no_other_options(verb, &words, "JOBID|JOBID[INDEX]|0 ...")?;
     if words.is_empty() {
@@ -1041,7 +1056,7 @@ fn each_job(
     };
     for spec in specs {
         if spec != "0" {
-            let acted = batch::target(spec).and_then(|job| act(job, Some(spec)));
+            let acted = batch::target_as(spec, true).and_then(|job| act(job, Some(spec)));
             if let Err(e) = acted {
                 fail(spec, e);
             }
@@ -1074,7 +1089,8 @@ const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CO
 /// waited for on the controller (one held request per job, not bjobs in a loop); 1 with
 /// LSF's words when it never can (a job `done` waits for exited) or the time runs out.
 /// Several terms open: each looked at in turn for a second.
-pub fn bwait(mut words: Vec<String>) -> Result<i32> {
+pub fn bwait(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "", "wtr");
     let condition = value(&mut words, "-w")?;
     let minutes = value(&mut words, "-t")?;
     // LSF's re-registration interval: berth's wait is one request, held until it answers.
@@ -1273,7 +1289,8 @@ fn lsf_end_state(state: &str) -> &'static str {
 
 /// bpeek [-f] JOBID: the job's output so far, from its file; `-f` follows it until the job
 /// ends, as `tail -f` would.
-pub fn bpeek(mut words: Vec<String>) -> Result<i32> {
+pub fn bpeek(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "f", "");
     let follow = flag(&mut words, "-f");
     no_other_options("bpeek", &words, "bpeek [-f] JOBID")?;
     let [spec] = words.as_slice() else {

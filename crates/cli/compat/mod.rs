@@ -413,6 +413,49 @@ fn value(words: &mut Vec<String>, name: &str) -> Result<Option<String>> {
     Ok(Some(v))
 }
 
+/// `words` with short options split as getopt(3) reads them, as LSF's commands take them:
+/// `-aw` is `-a -w`, `-uall` and `-sKILL` are `-u all` and `-s KILL`. `flags` are the
+/// command's one-letter flags, `valued` its one-letter options that take a value. A word
+/// that does not split that way wholly (`-noheader`, an option of its own) is kept, and so is
+/// the value of an option given apart (`-J -x`).
+fn getopt_words(words: Vec<String>, flags: &str, valued: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    for word in words {
+        let value_of_previous = out
+            .last()
+            .is_some_and(|p| p.len() == 2 && p.starts_with('-') && valued.contains(&p[1..]));
+        let Some(letters) = word.strip_prefix('-').filter(|l| l.len() > 1) else {
+            out.push(word);
+            continue;
+        };
+        if value_of_previous || letters.starts_with('-') {
+            out.push(word);
+            continue;
+        }
+        let mut split = Vec::new();
+        for (at, c) in letters.char_indices() {
+            if flags.contains(c) {
+                split.push(format!("-{c}"));
+            } else if valued.contains(c) {
+                split.push(format!("-{c}"));
+                let rest = &letters[at + c.len_utf8()..];
+                if !rest.is_empty() {
+                    split.push(rest.to_string());
+                }
+                break;
+            } else {
+                split.clear();
+                break;
+            }
+        }
+        match split.is_empty() {
+            true => out.push(word),
+            false => out.extend(split),
+        }
+    }
+    out
+}
+
 /// Fails on any option left in `words` (after the command took its own).
 fn no_other_options(command: &str, words: &[String], usage: &str) -> Result<()> {
     if let Some(w) = words.iter().find(|w| w.starts_with('-') && w.len() > 1) {
@@ -609,6 +652,21 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn short_options_split_as_getopt_reads_them() {
+        let split = |line: &str| {
+            let words = line.split(' ').map(String::from).collect();
+            getopt_words(words, "adlw", "uJs").join(" ")
+        };
+        assert_eq!(split("-aw 12"), "-a -w 12");
+        assert_eq!(split("-uall -al"), "-u all -a -l");
+        assert_eq!(split("-sKILL 3"), "-s KILL 3");
+        assert_eq!(split("-Jsleep* -d"), "-J sleep* -d");
+        // Options of their own, values given apart, and what does not split wholly stay.
+        assert_eq!(split("-noheader -J -aw -x -ax"), "-noheader -J -aw -x -ax");
+        assert_eq!(split("-u -w --all"), "-u -w --all");
     }
 
     #[test]

@@ -4272,9 +4272,11 @@ impl Controller {
                 ))
             }
         }
-        // The CPUs the job's running steps hold, how many steps each (but the steps begun
-        // before this controller started, whose ends it may never hear).
+        // The CPUs the job's running steps hold, how many steps each, and their memory
+        // node by node (but the steps begun before this controller started, whose ends it
+        // may never hear).
         let mut holding: HashMap<(&str, u32), usize> = HashMap::new();
+        let mut holding_memory: HashMap<&str, u64> = HashMap::new();
         let running = job
             .steps
             .iter()
@@ -4283,6 +4285,7 @@ impl Controller {
             for &cpu in &part.cpu_ids {
                 *holding.entry((&part.node, cpu)).or_default() += 1;
             }
+            *holding_memory.entry(&part.node).or_default() += part.memory_bytes.unwrap_or(0);
         }
         // Its nodes: those named (-w), the first k (-N), or as many as it has tasks.
         let shares: Vec<&job::Share> = match (&request.nodelist, request.nodes) {
@@ -4489,8 +4492,30 @@ impl Controller {
                     .filter(|cpu| held_by(cpu).is_none())
                     .collect(),
             };
+            // Memory of its own there, out of the job's (`--mem`, `--mem-per-cpu`), held
+            // as its CPUs are; none asked for (or 0): all of the job's, shared, none held.
+            let memory = match (request.memory, request.memory_per_cpu) {
+                (Some(0), _) | (None, None) => None,
+                (Some(bytes), _) => Some(bytes),
+                (None, Some(per_cpu)) => Some(per_cpu.saturating_mul(wanted)),
+            };
+            if let (Some(asked), Some(has)) = (memory, job.memory) {
+                if asked > has {
+                    return Err(format!(
+                        "the step asks for {} of memory on node {}, more than job {id}'s {} there: ask for less (--mem, --mem-per-cpu), or leave it out to share the job's",
+                        mebibytes(asked), share.node, mebibytes(has)
+                    ));
+                }
+            }
+            let memory_free = match (memory, job.memory) {
+                (Some(asked), Some(has)) if !request.overlap => {
+                    let held = holding_memory.get(share.node.as_str()).copied();
+                    asked <= has.saturating_sub(held.unwrap_or(0))
+                }
+                _ => true,
+            };
             let need = wanted.min(cpus) as usize;
-            if taken.len() < need {
+            if taken.len() < need || !memory_free {
                 return Ok(StepStart::Busy {
                     ended: self.steps_ended,
                 });
@@ -4500,6 +4525,7 @@ impl Controller {
                 held.push(berth_api::NodeCpus {
                     node: share.node.clone(),
                     cpu_ids: taken.to_vec(),
+                    memory_bytes: memory,
                 });
             }
             // Each task pinned to its own share of those CPUs, where they divide exactly
@@ -4531,6 +4557,7 @@ impl Controller {
                 tasks: cpus,
                 gpus: share.gpu_ids.clone(),
                 image_source,
+                memory,
             });
         }
         // The job's container here, if it has one here (else all of the step runs elsewhere,
@@ -5426,9 +5453,14 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
         other => parse_args_as(family_of(other), &req.args),
     }
     .map_err(|e| ApiError::bad(e.to_string()))?;
-    let default_name = Path::new(&req.script_name)
-        .file_name()
-        .map_or("job".into(), |n| n.to_string_lossy().into_owned());
+    // (bsub's is its command line as typed, LSF's default name; the others', their script's
+    // file name.)
+    let default_name = match req.syntax {
+        OptionSyntax::Bsub => req.script_name.clone(),
+        _ => Path::new(&req.script_name)
+            .file_name()
+            .map_or("job".into(), |n| n.to_string_lossy().into_owned()),
+    };
     let mut request = match req.syntax {
         OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
         _ => JobRequest::from_script(&req.script, cli, &default_name),
@@ -5450,11 +5482,13 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
 pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitRequest {
     SubmitRequest {
         script: HOLD_SCRIPT.into(),
-        script_name: request
-            .argv
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "step".into()),
+        // (bsub -I's command is `/bin/sh -c LINE`: named by the line, as LSF names it.)
+        script_name: match request.syntax {
+            berth_api::OptionSyntax::Bsub => request.argv.last(),
+            _ => request.argv.first(),
+        }
+        .cloned()
+        .unwrap_or_else(|| "step".into()),
         args: request.args,
         syntax: request.syntax,
         script_args: Vec::new(),
@@ -5502,6 +5536,11 @@ fn image_id(sqfs: &Path) -> Option<String> {
     sqfs.parent()
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// A memory size as srun takes it, in MiB (`512M`), rounded up.
+fn mebibytes(bytes: u64) -> String {
+    format!("{}M", bytes.div_ceil(1 << 20))
 }
 
 /// Whether two squashfs files of image stores are one image's: the same id, whichever

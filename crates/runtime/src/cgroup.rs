@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+mod step;
+pub use step::StepCgroup;
+
 /// CFS period in microseconds; a limit of `cpus` CPUs is a quota of `cpus * CPU_PERIOD_US`.
 const CPU_PERIOD_US: u64 = 100_000;
 /// kernel/sched/core.c rejects quotas below 1 ms (`min_cfs_quota_period`) with EINVAL.
@@ -99,6 +102,8 @@ pub enum CgroupError {
     InvalidName { value: String },
     #[error("invalid cpu limit {value}: expected a finite number of cpus of at least 0.01")]
     InvalidCpus { value: f64 },
+    #[error("cgroup {name} is gone: has its job ended?")]
+    JobGone { name: String },
     #[error("cgroup v1 controller '{controller}' is not mounted: mount it (mount -t cgroup -o {controller} cgroup /sys/fs/cgroup/{controller}) or drop the limit that needs it")]
     NotMountedV1 { controller: String },
     #[error("cgroup controller '{controller}' is not available in {}: enable it in the parent's cgroup.subtree_control or drop the limit that needs it", .path.display())]
@@ -233,6 +238,9 @@ pub(crate) fn unescape(field: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// Where a job's processes are on v2, below its cgroup (see [`Cgroup::with_leaf`]).
+pub const PROCESS_LEAF: &str = "job";
+
 /// One container's cgroup: the leaf directories it created, one per hierarchy.
 #[derive(Debug)]
 pub struct Cgroup {
@@ -240,6 +248,8 @@ pub struct Cgroup {
     /// Each leaf with the v1 controllers mounted in its hierarchy (empty on v2, where the one
     /// directory has them all).
     dirs: Vec<(PathBuf, Vec<String>)>,
+    /// On v2, where its processes are, if not in it: see [`Cgroup::with_leaf`].
+    leaf: Option<PathBuf>,
 }
 
 impl Cgroup {
@@ -271,6 +281,7 @@ impl Cgroup {
         let mut cgroup = Cgroup {
             v2: matches!(layout, Layout::V2 { .. }),
             dirs: Vec::new(),
+            leaf: None,
         };
         let mut created = Vec::new();
         let made = match layout {
@@ -285,6 +296,36 @@ impl Cgroup {
                 for dir in created.iter().rev() {
                     let _ = rmdir(dir, false);
                 }
+                Err(e)
+            }
+        }
+    }
+
+    /// A job's cgroup, which may get cgroups of its steps' own below it ([`StepCgroup`]):
+    /// on v2 its processes go in a leaf of its ([`PROCESS_LEAF`]), as a cgroup with
+    /// processes of its own cannot give its children controllers (cgroup-v2.rst, "No
+    /// Internal Process Constraint"); its limits, accounting, freezer and kill hold for the
+    /// whole tree; the leaf gets the memory controller, for its own OOM kills
+    /// ([`Cgroup::oom_killed`]). On v1 nothing changes: a v1 cgroup's processes and children
+    /// may mix. Removes the cgroup if the leaf cannot be made.
+    pub fn with_leaf(mut self) -> Result<Cgroup, CgroupError> {
+        if !self.v2 {
+            return Ok(self);
+        }
+        let dir = &self.dirs[0].0;
+        let leaf = dir.join(PROCESS_LEAF);
+        let offered = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let memory = match offered.split_whitespace().any(|c| c == "memory") {
+            true => enable_controllers(dir, &["memory"]),
+            false => Ok(()),
+        };
+        match memory.and_then(|()| make_dir(&leaf, true, &mut Vec::new())) {
+            Ok(_) => {
+                self.leaf = Some(leaf);
+                Ok(self)
+            }
+            Err(e) => {
+                let _ = self.destroy();
                 Err(e)
             }
         }
@@ -429,6 +470,7 @@ impl Cgroup {
         let Some((dir, _)) = self.dirs.first().filter(|_| self.v2) else {
             return Ok(None);
         };
+        let dir = self.leaf.as_ref().unwrap_or(dir);
         fs::File::open(dir)
             .map(|f| Some(f.into()))
             .map_err(|source| CgroupError::Read {
@@ -439,20 +481,25 @@ impl Cgroup {
 
     /// Moves `pid` (and on v2 its whole process) into the cgroup in every hierarchy.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
-        self.dirs
-            .iter()
-            .try_for_each(|(dir, _)| write(&dir.join("cgroup.procs"), &pid.to_string()))
+        self.dirs.iter().try_for_each(|(dir, _)| {
+            let dir = self.leaf.as_ref().unwrap_or(dir);
+            write(&dir.join("cgroup.procs"), &pid.to_string())
+        })
     }
 
     /// Whether the kernel's OOM killer killed a process of this cgroup ("oom_kill N" in
-    /// v2 memory.events, v1 memory.oom_control since Linux 4.13).
+    /// v2 memory.events, v1 memory.oom_control since Linux 4.13): one of its own, not of a
+    /// cgroup of a step's below it ([`StepCgroup`]), whose kills are the step's. (v1 counts
+    /// a cgroup's own; v2 counts its children's too, but its processes are in its leaf.)
     pub fn oom_killed(&self) -> bool {
         let file = if self.v2 {
             "memory.events"
         } else {
             "memory.oom_control"
         };
-        self.dir("memory")
+        self.leaf
+            .as_deref()
+            .or(self.dir("memory"))
             .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
             .and_then(|text| keyed(&text, "oom_kill"))
             .is_some_and(|n| n > 0)
@@ -497,7 +544,12 @@ impl Cgroup {
             Ok(()) => true,
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         };
-        if self.dirs.iter().all(|(dir, _)| gone(dir)) {
+        if self
+            .leaf
+            .iter()
+            .chain(self.dirs.iter().map(|(d, _)| d))
+            .all(gone)
+        {
             return Ok(());
         }
         self.kill_all();
@@ -623,6 +675,16 @@ pub fn pids_in<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> BTreeSet<libc::p
     let mut pids = BTreeSet::new();
     dirs.into_iter().for_each(|dir| tree_pids(dir, &mut pids));
     pids
+}
+
+/// Where processes join the cgroup `dir`: its [`PROCESS_LEAF`] if it has one (a job's on
+/// v2), else itself.
+pub fn joinable(dir: &Path) -> PathBuf {
+    let leaf = dir.join(PROCESS_LEAF);
+    match leaf.is_dir() {
+        true => leaf,
+        false => dir.to_path_buf(),
+    }
 }
 
 /// The directories of `<parent>/<name>`, a cgroup another process created, in every
@@ -1040,7 +1102,7 @@ mod tests {
     }
 
     /// A v1 tree with cpu and cpuacct co-mounted and a cpuset root the kernel would have filled.
-    fn v1_tree() -> (tempfile::TempDir, Layout) {
+    pub(super) fn v1_tree() -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         let mut mounts = BTreeMap::new();
         for (dir, controllers) in [
@@ -1060,7 +1122,7 @@ mod tests {
         (tmp, Layout::V1 { mounts })
     }
 
-    fn v2_tree() -> (tempfile::TempDir, Layout) {
+    pub(super) fn v2_tree() -> (tempfile::TempDir, Layout) {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(
             tmp.path().join("cgroup.controllers"),

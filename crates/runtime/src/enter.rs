@@ -67,7 +67,7 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         }
         wait();
     };
-    let first = dirs[0].clone();
+    let first = cgroup::joinable(&dirs[0]);
     let (procs, v1) = joining_files(&layout, dirs)?;
     let own_mnt = own_namespace()?;
     let needle = needle(cgroup_name);
@@ -91,7 +91,7 @@ pub fn find_namespace(
 ) -> Result<Option<Container>, RuntimeError> {
     let layout = Layout::detect()?;
     let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
-    let Some(first) = dirs.first().cloned() else {
+    let Some(first) = dirs.first().map(|d| cgroup::joinable(d)) else {
         return Ok(None);
     };
     let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
@@ -115,6 +115,7 @@ fn joining_files(layout: &Layout, dirs: Vec<std::path::PathBuf>) -> Result<Joini
     let v1 = matches!(layout, Layout::V1 { .. });
     let mut procs = Vec::with_capacity(dirs.len());
     for dir in dirs {
+        let dir = cgroup::joinable(&dir);
         let file = match v1 {
             true => cgroup::tasks_file(&dir)?,
             false => {
@@ -257,8 +258,8 @@ impl Drop for ContainerFiles {
     }
 }
 
-/// Whether process `pid` is in the cgroup `berth/<cgroup_name>` (a job's: its container's
-/// processes and its steps').
+/// Whether process `pid` is in the cgroup `berth/<cgroup_name>` or below it (a job's: its
+/// container's processes and its steps', some in cgroups of their own).
 pub fn is_member(pid: libc::pid_t, cgroup_name: &str) -> bool {
     member(&pid.to_string(), &needle(cgroup_name))
 }
@@ -271,13 +272,19 @@ fn start_time(pid: libc::pid_t) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// What a member's /proc/PID/cgroup holds, a line's end.
+/// What a member's /proc/PID/cgroup holds: the cgroup's path, then a line's end or a
+/// cgroup below it.
 fn needle(cgroup_name: &str) -> String {
-    format!("/{CGROUP_PARENT}/{cgroup_name}\n")
+    format!("/{CGROUP_PARENT}/{cgroup_name}")
 }
 
 fn member(pid: &str, needle: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(needle))
+    let Ok(lines) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    lines
+        .match_indices(needle)
+        .any(|(at, _)| matches!(lines.as_bytes().get(at + needle.len()), Some(b'\n' | b'/')))
 }
 
 /// A member of the cgroup whose container is complete: one with no_new_privs set, which

@@ -195,7 +195,12 @@ pub fn run_then(
                 .cgroup_name
                 .clone()
                 .unwrap_or_else(|| format!("{}-{nanos}", std::process::id()));
-            Some(Cgroup::create(&layout, &parent, &name, limits)?)
+            let cgroup = Cgroup::create(&layout, &parent, &name, limits)?;
+            // A job's: its steps may get cgroups of their own below it.
+            Some(match spec.cgroup_name {
+                Some(_) => cgroup.with_leaf()?,
+                None => cgroup,
+            })
         }
         None => None,
     };

@@ -212,6 +212,13 @@ pub fn unlink_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(drop)
 }
 
+/// unlinkat(2) of a directory `name` in `dir` (rmdir).
+pub fn rmdir_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: NUL-terminated name relative to a directory descriptor we own.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
+}
+
 pub fn open(path: impl AsRef<Path>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let p = cstr(path)?;
     // SAFETY: NUL-terminated path; the result is checked before it is owned.

@@ -109,6 +109,10 @@ pub struct StepLaunch {
     /// The step's own time limit, seconds (`srun -t`), which its agent enforces.
     #[serde(default)]
     pub time_limit: Option<u64>,
+    /// The step's own memory limit here, bytes (`srun --mem`): a cgroup of its own below
+    /// the job's; `None`: the job's limit alone.
+    #[serde(default)]
+    pub memory: Option<u64>,
     /// Seconds between the SIGTERM of a step cancelled or at its time limit and its end.
     #[serde(default)]
     pub kill_wait: u64,
@@ -679,9 +683,9 @@ pub fn run() -> Result<i32, StepError> {
     let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
     let registered = Registered::new(&launch);
-    let code = run_launch(launch)?;
+    let (code, oom_kills) = run_launch(launch)?;
     if let Some(r) = registered {
-        r.ended(code, usage());
+        r.ended(code, usage(oom_kills));
     }
     Ok(code)
 }
@@ -693,14 +697,14 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launch: Result<StepLaunch, _> =
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
     let registered = launch.as_ref().ok().and_then(Registered::new);
-    let code = match launch.and_then(run_launch) {
-        Ok(code) => code,
+    let (code, oom_kills) = match launch.and_then(run_launch) {
+        Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");
-            125
+            (125, 0)
         }
     };
-    let used = usage();
+    let used = usage(oom_kills);
     if let (Some(report), Some(used)) = (report, &used) {
         report_usage(&report, used);
     }
@@ -986,8 +990,9 @@ impl Drop for Registered {
     }
 }
 
-/// What this process's children used (the tasks, and what they waited for).
-fn usage() -> Option<berth_api::StepUsage> {
+/// What this process's children used (the tasks, and what they waited for); `oom_kills`
+/// of them the OOM killer killed in the step's own cgroup.
+fn usage(oom_kills: u64) -> Option<berth_api::StepUsage> {
     // SAFETY: a zeroed rusage is valid for getrusage(2) to fill in.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage(2) into a struct we own.
@@ -1000,18 +1005,20 @@ fn usage() -> Option<berth_api::StepUsage> {
         system_usec: usec(r.ru_stime),
         // (In KiB.)
         max_rss_bytes: r.ru_maxrss as u64 * 1024,
+        oom_kills,
     })
 }
 
-/// Says `used` on `to`: `U <pid> <user usec> <system usec> <max RSS bytes>`, as the
-/// launcher's protocol has it.
+/// Says `used` on `to`: `U <pid> <user usec> <system usec> <max RSS bytes> <OOM kills>`, as
+/// the launcher's protocol has it.
 fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
     let line = format!(
-        "U {} {} {} {}\n",
+        "U {} {} {} {} {}\n",
         std::process::id(),
         used.user_usec,
         used.system_usec,
-        used.max_rss_bytes
+        used.max_rss_bytes,
+        used.oom_kills
     );
     // One send of one short line: it cannot interleave with the launcher's own lines on the
     // socket. MSG_NOSIGNAL: an agent gone is no reason to die of SIGPIPE.
@@ -1026,9 +1033,16 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
     };
 }
 
-fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
+/// Runs the step's tasks here: their worst exit status, and how many of their processes the
+/// OOM killer killed at the step's own memory limit.
+fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
+    // The step's own cgroup below the job's, made on the host (see StepCgroup).
+    let own_cgroup = match launch.memory {
+        Some(bytes) => Some(OwnCgroup::create(&launch, bytes)?),
+        None => None,
+    };
     // The PMI server's address, resolved on the host too (inside, name resolution would
     // load the image's libraries into this root process). Where the server's host does not
     // resolve here, a step that did not ask for PMIx runs without PMI (an MPI program says
@@ -1069,13 +1083,15 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         let env = step_env(&launch, outside)?;
         // (A job started with --container-remap-root: its tasks are root there too.)
         let remap = container.enter()?;
-        return run_tasks(
+        let joined = own_cgroup.map(OwnCgroup::join).transpose()?;
+        let worst = run_tasks(
             &launch,
             &id,
             &env,
             remap.as_ref().map(|r| r.as_fd()),
             (pmi, pmix_env),
-        );
+        )?;
+        return Ok((worst, joined.map_or(0, OwnCgroup::finish)));
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -1161,6 +1177,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
             layer
         }
     };
+    let joined = own_cgroup.map(OwnCgroup::join).transpose()?;
     let worst = run_tasks(
         &launch,
         &id,
@@ -1168,6 +1185,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         remap.as_ref().map(|r| r.as_fd()),
         (pmi, pmix_env),
     )?;
+    let oom_kills = joined.map_or(0, OwnCgroup::finish);
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
@@ -1176,7 +1194,63 @@ fn run_launch(mut launch: StepLaunch) -> Result<i32, StepError> {
         saved?;
     }
     drop(slot);
-    Ok(worst)
+    Ok((worst, oom_kills))
+}
+
+/// The step's own cgroup on this node, below its job's (`srun --mem`): its tasks' memory
+/// limit. Made before the step's process enters the job's container, joined once it has (so
+/// that the tasks it starts are born in it), left and removed once they have ended.
+struct OwnCgroup {
+    cgroup: berth_runtime::cgroup::StepCgroup,
+    bytes: u64,
+    /// `JOB.STEP on NODE`, for its OOM kills' report.
+    step: String,
+}
+
+impl OwnCgroup {
+    fn create(launch: &StepLaunch, bytes: u64) -> Result<OwnCgroup, StepError> {
+        use berth_runtime::cgroup::{Layout, Limits, StepCgroup};
+        let limits = Limits {
+            memory: Some(bytes),
+            ..Limits::default()
+        };
+        let made = Layout::detect().and_then(|layout| {
+            StepCgroup::create(
+                &layout,
+                berth_runtime::CGROUP_PARENT,
+                &launch.cgroup,
+                launch.step_id,
+                &limits,
+            )
+        });
+        Ok(OwnCgroup {
+            cgroup: made.map_err(berth_runtime::RuntimeError::from)?,
+            bytes,
+            step: format!("{}.{} on {}", launch.job_id, launch.step_id, launch.node),
+        })
+    }
+
+    fn join(self) -> Result<OwnCgroup, StepError> {
+        self.cgroup
+            .join()
+            .map_err(berth_runtime::RuntimeError::from)?;
+        Ok(self)
+    }
+
+    /// Removes the cgroup; how many of the tasks' processes the OOM killer killed in it,
+    /// said as srun says them.
+    fn finish(self) -> u64 {
+        let kills = self.cgroup.finish();
+        if kills > 0 {
+            eprintln!(
+                "berth step: error: Detected {kills} oom_kill event{} in step {}: the step's tasks went over its memory limit ({} MiB, --mem): ask for more",
+                if kills == 1 { "" } else { "s" },
+                self.step,
+                self.bytes >> 20
+            );
+        }
+        kills
+    }
 }
 
 /// Starts the step's tasks in the container this process is in, waits for all of them,

@@ -58,7 +58,7 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
 fn exit_payload(end: PartEnd) -> Vec<u8> {
     let mut payload = end.code.to_be_bytes().to_vec();
     if let Some(u) = end.usage {
-        for n in [u.user_usec, u.system_usec, u.max_rss_bytes] {
+        for n in [u.user_usec, u.system_usec, u.max_rss_bytes, u.oom_kills] {
             payload.extend_from_slice(&n.to_be_bytes());
         }
     }
@@ -70,12 +70,14 @@ fn parse_exit(payload: &[u8]) -> Option<PartEnd> {
     let code = i32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
     let usage = match &payload[4..] {
         [] => None,
-        rest if rest.len() == 24 => {
+        // (Without the OOM kills, the fourth, before 2026-12-06.)
+        rest if rest.len() == 24 || rest.len() == 32 => {
             let n = |i: usize| u64::from_be_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8"));
             Some(berth_api::StepUsage {
                 user_usec: n(0),
                 system_usec: n(1),
                 max_rss_bytes: n(2),
+                oom_kills: if rest.len() == 32 { n(3) } else { 0 },
             })
         }
         _ => return None,
@@ -480,6 +482,7 @@ mod tests {
             user_usec: 1_500_000,
             system_usec: 20_000,
             max_rss_bytes: 41 << 20,
+            oom_kills: 1,
         };
         for end in [
             PartEnd {

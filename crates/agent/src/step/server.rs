@@ -418,6 +418,9 @@ pub struct StepPart {
     /// Where that node fetches the step's own image from, if it is not the controller's.
     #[serde(default)]
     pub image_source: Option<crate::runner::ImageSource>,
+    /// The step's own memory limit there, bytes (`srun --mem`).
+    #[serde(default)]
+    pub memory: Option<u64>,
 }
 
 /// Who may start steps in which job, and where steps are recorded: the controller.
@@ -799,6 +802,7 @@ async fn run_step<A: StepAuthority>(
             container: grant.container.clone(),
             save: request.container_save.as_ref().map(PathBuf::from),
             time_limit: request.time_limit,
+            memory: part.memory,
             kill_wait: grant.kill_wait,
         }
     };

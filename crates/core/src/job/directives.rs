@@ -746,6 +746,18 @@ fn size(value: &str, default_unit: &str) -> Result<u64, JobError> {
     parse_size(&text).map_err(|_| JobError::invalid("memory size", value, expected))
 }
 
+/// A memory size as Slurm's commands take it (`srun --mem`): a bare number is megabytes;
+/// 0 (with a unit or not) is 0.
+pub fn parse_slurm_size(value: &str) -> Result<u64, JobError> {
+    match value
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+    {
+        "0" => Ok(0),
+        _ => size(value, "M"),
+    }
+}
+
 fn ignore(opts: &mut JobOptions, found: &Found, line: Option<usize>, reason: &str) {
     ignore_text(opts, found.text.clone(), line, reason);
 }
@@ -1796,7 +1808,16 @@ fn lsf_job_name(v: &str) -> Result<(Option<String>, Option<ArraySpec>), JobError
         }
     };
     let name = Some(name.to_string()).filter(|n| !n.is_empty());
-    Ok((name, Some(ArraySpec::parse(&spec)?)))
+    let spec = ArraySpec::parse(&spec)?;
+    // LSF's indices start at 1 (LSB_JOBINDEX 0 is a job that is no array's).
+    if spec.ranges.iter().any(|r| r.start == 0) {
+        return Err(JobError::invalid(
+            "job array",
+            v,
+            "indices of 1 and more (LSF's: index 0 is no element's)",
+        ));
+    }
+    Ok((name, Some(spec)))
 }
 
 /// qsub -v's list: items joined by commas, but those inside quotes (`B='x,y'`), which

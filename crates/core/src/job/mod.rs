@@ -36,8 +36,8 @@ pub use dependency::{
 };
 pub use directives::{
     leading_options, licenses, parse_args, parse_args_as, parse_env, parse_script,
-    parse_script_with, pyxis_image, pyxis_mounts, shifter_image, shifter_volumes, ContainerName,
-    Family, NameMode, ParsedScript,
+    parse_script_with, parse_slurm_size, pyxis_image, pyxis_mounts, shifter_image, shifter_volumes,
+    ContainerName, Family, NameMode, ParsedScript,
 };
 pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;

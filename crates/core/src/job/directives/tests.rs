@@ -412,6 +412,8 @@ fn lsf_options() {
     // -Jd: the job's description, kept as its comment.
     assert_eq!(o.comment.as_deref(), Some("about"));
     assert!(error("#BSUB -J \"a[1-3\"\n").contains("invalid job array"));
+    // LSF's indices start at 1.
+    assert!(error("#BSUB -J \"a[0-3]\"\n").contains("indices of 1 and more"));
     assert!(error("#BSUB -W 1:30:00\n").contains("[HH:]MM"));
 }
 

@@ -1,0 +1,261 @@
+//! A job step's own cgroup below its job's (`srun --mem`), as Slurm gives each step one: its
+//! tasks are held to the step's limits within the job's, and the kernel's OOM kills among
+//! them are the step's alone to count.
+//!
+//! The step's process makes it on the host, then enters the job's container, where the
+//! cgroup file systems are out of reach: so everything it does with the cgroup afterwards
+//! (join it, leave it, read its OOM kills, remove it) goes through descriptors opened here.
+
+use super::{existing_dirs, joinable, keyed, sigkill, Cgroup, CgroupError, Layout, Limits};
+use crate::sys;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long [`StepCgroup::finish`] tries to remove the cgroup while what its tasks left
+/// behind dies (it is not this process's to reap); then the job's end removes it.
+const REMOVE_TRIES: u32 = 12;
+
+/// A step's cgroup, `<parent>/<job>/step_<N>`, in every hierarchy its limits need.
+#[derive(Debug)]
+pub struct StepCgroup {
+    name: String,
+    v2: bool,
+    parts: Vec<Part>,
+}
+
+/// The step's cgroup in one hierarchy.
+#[derive(Debug)]
+struct Part {
+    /// The job's directory, where the step's is removed from.
+    job: OwnedFd,
+    /// The step's directory.
+    own: OwnedFd,
+    /// Writing "0" moves the calling process into the step's cgroup (v1: its thread).
+    into: fs::File,
+    /// Writing "0" moves it back into the job's (v2: the job's [`PROCESS_LEAF`]).
+    back: fs::File,
+    /// Whether the hierarchy has the memory controller.
+    memory: bool,
+}
+
+impl StepCgroup {
+    /// Creates the cgroup of step `step` below the job's `<parent>/<job>` (which must exist:
+    /// an ended job's steps get none) with `limits`, and opens its files.
+    pub fn create(
+        layout: &Layout,
+        parent: &str,
+        job: &str,
+        step: u32,
+        limits: &Limits,
+    ) -> Result<StepCgroup, CgroupError> {
+        if existing_dirs(layout, parent, job).is_empty() {
+            return Err(CgroupError::JobGone {
+                name: format!("{parent}/{job}"),
+            });
+        }
+        let name = format!("step_{step}");
+        let cgroup = Cgroup::create(layout, &format!("{parent}/{job}"), &name, limits)?;
+        let v2 = cgroup.v2;
+        let opened: Result<Vec<Part>, CgroupError> = cgroup
+            .dirs
+            .iter()
+            .map(|(dir, cs)| Part::open(dir, cs, v2))
+            .collect();
+        match opened {
+            Ok(parts) => Ok(StepCgroup { name, v2, parts }),
+            Err(e) => {
+                let _ = cgroup.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves the calling process (single-threaded: on v1 its thread) into the step's cgroup.
+    pub fn join(&self) -> Result<(), CgroupError> {
+        self.parts.iter().try_for_each(|p| {
+            (&p.into)
+                .write_all(b"0")
+                .map_err(|source| CgroupError::Write {
+                    path: sys::fd_path(&p.into).into(),
+                    value: "0".into(),
+                    source,
+                })
+        })
+    }
+
+    /// Once the step's tasks have ended: moves the calling process back into the job's
+    /// cgroup, kills what the tasks left in the step's, and removes it. Returns how many of
+    /// its processes the kernel's OOM killer killed.
+    pub fn finish(self) -> u64 {
+        for p in &self.parts {
+            let _ = (&p.back).write_all(b"0");
+        }
+        let oom_file = match self.v2 {
+            true => "memory.events",
+            false => "memory.oom_control",
+        };
+        let oom = self
+            .parts
+            .iter()
+            .find(|p| p.memory)
+            .and_then(|p| read_at(&p.own, oom_file))
+            .and_then(|text| keyed(&text, "oom_kill"))
+            .unwrap_or(0);
+        let mut pause = Duration::from_millis(5);
+        for _ in 0..REMOVE_TRIES {
+            let mut left = 0;
+            for p in &self.parts {
+                match sys::rmdir_at(&p.job, &self.name) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {}
+                    Err(_) => {
+                        left += 1;
+                        p.kill(self.v2);
+                    }
+                }
+            }
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        oom
+    }
+}
+
+impl Part {
+    fn open(dir: &Path, controllers: &[String], v2: bool) -> Result<Part, CgroupError> {
+        let job_dir = dir.parent().expect("a step's cgroup lies below its job's");
+        let directory = |path: &Path| {
+            sys::open(path, libc::O_PATH | libc::O_DIRECTORY).map_err(|source| CgroupError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        // (v1's `tasks` moves a thread, v2's cgroup.procs a process; creating it is
+        // harmless on cgroupfs, where it exists or the open fails, and lets tests use a
+        // plain tree.)
+        let mover = |dir: &Path| {
+            let path = dir.join(if v2 { "cgroup.procs" } else { "tasks" });
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|source| CgroupError::Write {
+                    path,
+                    value: "0".into(),
+                    source,
+                })
+        };
+        Ok(Part {
+            job: directory(job_dir)?,
+            own: directory(dir)?,
+            into: mover(dir)?,
+            back: mover(&joinable(job_dir))?,
+            memory: v2 || controllers.iter().any(|c| c == "memory"),
+        })
+    }
+
+    /// Kills every process left in the step's cgroup here.
+    fn kill(&self, v2: bool) {
+        if v2 {
+            let killed = sys::open_beneath(&self.own, "cgroup.kill", libc::O_WRONLY)
+                .map(fs::File::from)
+                .and_then(|mut f| f.write_all(b"1"));
+            if killed.is_ok() {
+                return;
+            }
+        }
+        let procs = read_at(&self.own, "cgroup.procs").unwrap_or_default();
+        let pids: BTreeSet<libc::pid_t> = procs
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.into_iter().for_each(sigkill);
+    }
+}
+
+/// The text of file `name` in directory `dir`.
+fn read_at(dir: &OwnedFd, name: &str) -> Option<String> {
+    let mut text = String::new();
+    let mut file = fs::File::from(sys::open_beneath(dir, name, libc::O_RDONLY).ok()?);
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{v1_tree, v2_tree};
+    use super::super::PROCESS_LEAF;
+    use super::*;
+
+    fn text(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    #[test]
+    fn v1_step_cgroup_lies_below_the_jobs_with_its_limit() {
+        let (tmp, layout) = v1_tree();
+        let job = Cgroup::create(&layout, "berth", "7-job", &Limits::default()).unwrap();
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        };
+        let step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
+        let memory = tmp.path().join("memory/berth/7-job/step_3");
+        assert_eq!(text(&memory.join("memory.limit_in_bytes")), "67108864");
+        // The step's cpuset is the job's.
+        assert_eq!(
+            text(&tmp.path().join("cpuset/berth/7-job/step_3/cpuset.cpus")),
+            "0-1"
+        );
+        step.join().unwrap();
+        assert_eq!(text(&memory.join("tasks")), "0");
+        fs::write(
+            memory.join("memory.oom_control"),
+            "oom_kill_disable 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(step.finish(), 2);
+        assert_eq!(text(&tmp.path().join("memory/berth/7-job/tasks")), "0");
+        drop(job);
+    }
+
+    #[test]
+    fn v2_steps_and_the_jobs_processes_are_siblings() {
+        let (tmp, layout) = v2_tree();
+        let job = Cgroup::create(&layout, "berth", "7-job", &Limits::default())
+            .unwrap()
+            .with_leaf()
+            .unwrap();
+        let jobs = tmp.path().join("berth/7-job");
+        assert!(jobs.join(PROCESS_LEAF).is_dir());
+        assert_eq!(joinable(&jobs), jobs.join(PROCESS_LEAF));
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        };
+        let step = StepCgroup::create(&layout, "berth", "7-job", 0, &limits).unwrap();
+        assert_eq!(text(&jobs.join("step_0/memory.max")), "67108864");
+        assert!(text(&jobs.join("cgroup.subtree_control")).contains("memory"));
+        step.join().unwrap();
+        assert_eq!(text(&jobs.join("step_0/cgroup.procs")), "0");
+        assert_eq!(step.finish(), 0);
+        assert_eq!(text(&jobs.join("job/cgroup.procs")), "0");
+        drop(job);
+    }
+
+    #[test]
+    fn an_ended_jobs_step_gets_no_cgroup() {
+        let (tmp, layout) = v1_tree();
+        let err = StepCgroup::create(&layout, "berth", "8-job", 0, &Limits::default());
+        assert!(matches!(err, Err(CgroupError::JobGone { .. })), "{err:?}");
+        assert!(!tmp.path().join("memory/berth/8-job").exists());
+    }
+}
