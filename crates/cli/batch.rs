@@ -2590,6 +2590,11 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
                     u
                 }
             };
+            // (An array's task as sstat names it, `42_7`.)
+            let name = match (u.array_job_id, u.array_task_id) {
+                (Some(array), Some(index)) => format!("{array}_{index}"),
+                _ => id.to_string(),
+            };
             let whole = |label: String| {
                 u.nodes
                     .iter()
@@ -2597,23 +2602,25 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
             };
             match step {
                 None => {
-                    rows.extend(whole(id.to_string()));
+                    rows.extend(whole(name.clone()));
                     if args.allsteps {
                         let mut steps: Vec<UsageRow> = u
                             .nodes
                             .iter()
-                            .flat_map(|n| n.steps.iter().map(|s| UsageRow::of_step(id, &n.node, s)))
+                            .flat_map(|n| {
+                                n.steps.iter().map(|s| UsageRow::of_step(&name, &n.node, s))
+                            })
                             .collect();
                         steps.sort_by_key(|r| r.step);
                         rows.extend(steps);
                     }
                 }
-                Some(None) => rows.extend(whole(format!("{id}.batch"))),
+                Some(None) => rows.extend(whole(format!("{name}.batch"))),
                 Some(Some(n)) => {
                     let before = rows.len();
                     for node in &u.nodes {
                         let steps = node.steps.iter().filter(|s| s.step == n);
-                        rows.extend(steps.map(|s| UsageRow::of_step(id, &node.node, s)));
+                        rows.extend(steps.map(|s| UsageRow::of_step(&name, &node.node, s)));
                     }
                     if rows.len() == before {
                         bail!("job {id} runs no step {n} now (`berth history -j {id}` has what an ended step used)");
@@ -2690,7 +2697,7 @@ impl UsageRow {
         }
     }
 
-    fn of_step(job: u64, node: &str, s: &berth_api::StepNodeUsage) -> UsageRow {
+    fn of_step(job: &str, node: &str, s: &berth_api::StepNodeUsage) -> UsageRow {
         UsageRow {
             id: format!("{job}.{}", s.step),
             step: Some(s.step),
@@ -3029,9 +3036,17 @@ pub fn job_ids(specs: &[String], applies: impl Fn(&JobInfo) -> bool) -> Result<V
         };
         let tasks = jobs.iter().filter(|j| j.array_job_id == Some(id));
         match index {
+            // (One that has ended too: the verb says what it makes of that, a requeue
+            // takes it.)
             Some(i) => match tasks.clone().find(|j| j.array_task_id == Some(i)) {
                 Some(task) => ids.push(task.id),
-                None => bail!("{spec}: array job {id} has no pending or running task {i}"),
+                None => match array_tasks(id)?
+                    .into_iter()
+                    .find(|j| j.array_job_id == Some(id) && j.array_task_id == Some(i))
+                {
+                    Some(task) => ids.push(task.id),
+                    None => bail!("{spec}: array job {id} has no task {i}"),
+                },
             },
             None => {
                 let tasks: Vec<&JobInfo> = tasks.collect();

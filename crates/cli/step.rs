@@ -1103,6 +1103,18 @@ pub struct RshArgs {
     words: Vec<String>,
 }
 
+/// Makes /dev/null this process's stdin: a step's tasks then read nothing.
+pub fn input_from_null() {
+    // SAFETY: open(2) and dup2(2) onto this single-threaded process's own stdin.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+    }
+}
+
 /// `berth rsh NODE COMMAND...`: COMMAND (a shell command line, as ssh runs it) on NODE, one
 /// of the job's nodes, in the job's container there: the remote launcher that Open MPI's
 /// mpirun and MPICH's hydra use instead of ssh (OMPI_MCA_plm_rsh_agent,
@@ -1113,14 +1125,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         bail!("berth rsh runs commands on the nodes of the job it is called in: call it from a job's script or step");
     };
     if no_input {
-        // SAFETY: open(2) and dup2(2) onto this single-threaded process's own stdin.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-            if null >= 0 {
-                libc::dup2(null, 0);
-                libc::close(null);
-            }
-        }
+        input_from_null();
     }
     let argv = vec!["/bin/sh".into(), "-c".into(), command];
     let request = StepRequest {

@@ -204,6 +204,51 @@ fn lsf_commands_as_lsf_users_type_them() {
     let long = run(&c, &links, "bjobs", &["-l", &named.to_string()]);
     assert!(long.ok().contains("Project <lab>"), "{}", long.stdout);
     run(&c, &links, "bkill", &["-sKILL", &named.to_string()]).ok();
+    c.wait_for(named, &["CANCELLED"]);
+    // Why it ended, in LSF's words.
+    let history = run(&c, &links, "bhist", &["-l", &named.to_string()]);
+    assert!(
+        history
+            .ok()
+            .contains("Completed <exit>; TERM_OWNER: job killed by owner;"),
+        "{}",
+        history.stdout
+    );
+    // Killed while held: no resume in between.
+    assert!(!history.stdout.contains("Resumed"), "{}", history.stdout);
+
+    // Killed by name (-J alone: every job of that name), then none left of it.
+    let twins: Vec<u64> = (0..2)
+        .map(|_| bsub_id(&run(&c, &links, "bsub", &["-H", "-J", "twin", "true"])))
+        .collect();
+    let killed = run(&c, &links, "bkill", &["-J", "twin"]);
+    assert_eq!(killed.ok().lines().count(), 2, "{}", killed.stdout);
+    for twin in twins {
+        c.wait_for(twin, &["CANCELLED"]);
+    }
+    let none = run(&c, &links, "bkill", &["-J", "twin"]);
+    assert_eq!(
+        (none.code, none.stderr.as_str()),
+        (255, "No unfinished job found\n")
+    );
+
+    // Each file its own mode: -oo overwrites the output, -e appends to the errors.
+    for _ in 0..2 {
+        let args = [
+            "-K",
+            "-oo",
+            "o2.txt",
+            "-e",
+            "e2.txt",
+            "echo out; echo err >&2",
+        ];
+        run(&c, &links, "bsub", &args).ok();
+    }
+    let read = |f: &str| std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(f)).unwrap();
+    assert_eq!(
+        (read("o2.txt"), read("e2.txt")),
+        ("out\n".into(), "err\nerr\n".into())
+    );
 
     // Arrays by -J NAME[INDEXES]: one row per task, NAME[INDEX].
     let array = bsub_id(&run(&c, &links, "bsub", &["-J", "arr[1-3]", "-H", "true"]));
@@ -269,6 +314,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     for task in [array, array + 2] {
         c.wait_for(task, &["CANCELLED"]);
     }
+    // An element that has ended, requeued by its index.
+    let again = run(&c, &links, "brequeue", &[&format!("{array}[1]")]);
+    assert_eq!(again.ok(), format!("Job <{array}[1]> is being requeued\n"));
+    c.wait_for(array, &["PENDING"]);
+    run(&c, &links, "bkill", &[&format!("{array}[1]")]).ok();
+    c.wait_for(array, &["CANCELLED"]);
     let unknown = run(&c, &links, "bkill", &["999999"]);
     assert_eq!(unknown.code, 255);
     assert_eq!(unknown.stderr, "Job <999999>: No matching job found\n");
@@ -286,6 +337,11 @@ fn lsf_commands_as_lsf_users_type_them() {
         ("Open:Active", "1", "1"),
         "{}",
         queues.stdout
+    );
+    let nosuch = run(&c, &links, "bqueues", &["nosuch"]);
+    assert_eq!(
+        (nosuch.code, nosuch.stdout.as_str(), nosuch.stderr.as_str()),
+        (255, "", "nosuch: No such queue\n")
     );
     let node = c.show(id)["nodes"][0].as_str().unwrap().to_string();
     let hosts = run(&c, &links, "bhosts", &[]);
@@ -788,8 +844,8 @@ fn a_pbs_scripts_variables_and_omp_threads() {
 }
 
 /// pbsdsh in a PBS job: a program on each slot at once (PBS_VNODENUM its slot), once per
-/// node (-u), on the first N slots (-c), on one slot's or host's node (-n, -h); Torque's
-/// variables in the script itself.
+/// node (-u), on the first N slots (-c), on one slot's or host's node (-n, -h), none reading
+/// pbsdsh's input; Torque's variables in the script itself.
 #[test]
 fn pbsdsh_runs_a_program_on_the_jobs_slots() {
     let Some((c, links)) = cluster_with_links() else {
@@ -801,6 +857,7 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
         pbsdsh sh -c 'echo \"slot $PBS_VNODENUM $PBS_NODENUM\"' | sort\n\
         pbsdsh -u sh -c 'echo \"node $(hostname)\"'\n\
         pbsdsh -c 1 sh -c 'echo \"first $PBS_VNODENUM\"'\n\
+        echo input | pbsdsh -c 1 sh -c 'echo \"read $(wc -c)\"'\n\
         pbsdsh -n 1 sh -c 'echo \"slot one on $(hostname)\"'\n\
         pbsdsh -h \"$(hostname)\" echo on the host\n\
         pbsdsh -c 3 true 2>&1; echo \"c=$?\"\n\
@@ -814,7 +871,7 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     let host = host();
     let expected = format!(
-        "script 0 1 0\nslot 0 0\nslot 1 0\nnode {host}\nfirst 0\nslot one on {host}\non the host\n"
+        "script 0 1 0\nslot 0 0\nslot 1 0\nnode {host}\nfirst 0\nread 0\nslot one on {host}\non the host\n"
     );
     assert!(out.starts_with(&expected), "{out}");
     assert!(out.contains("pbsdsh -c 3: the job has 2 slots"), "{out}");
@@ -943,6 +1000,13 @@ fn pbs_commands_as_pbs_users_type_them() {
     ] {
         assert!(full.ok().contains(attr), "{attr}{}", full.stdout);
     }
+    // PBS_O_WORKDIR is where it was submitted from, wherever -d has it run.
+    let elsewhere = run(&c, &links, "qsub", &["-h", "-d", "/tmp", "pbs.sh"]);
+    let elsewhere = elsewhere.ok().trim().to_string();
+    let full = run(&c, &links, "qstat", &["-f", &elsewhere]);
+    let submitted = format!("    PBS_O_WORKDIR = {}\n", cwd.display());
+    assert!(full.ok().contains(&submitted), "{}", full.stdout);
+    run(&c, &links, "qdel", &[&elsewhere]).ok();
     let subjob = run(&c, &links, "qstat", &["-f", &format!("{array_number}[2]")]);
     assert!(
         subjob

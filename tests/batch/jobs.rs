@@ -919,16 +919,34 @@ fn dependencies_on_array_jobs() {
     // from an array is the same, in each of its conditions; its indices must be A's.
     let done = crate::commands::bsub_id(&bsub(format!("done({a}[*])"), "b[1-3]"));
     let exit = crate::commands::bsub_id(&bsub(format!("exit({a}[*])"), "b[1-3]"));
+    // (Slurm's job whose dependency can never be met is cancelled; LSF's stays pending,
+    // saying so, for bmod -w or bkill.)
     let wants = [
         (corr, &["COMPLETED", "CANCELLED", "COMPLETED"][..]),
-        (done, &["COMPLETED", "CANCELLED", "COMPLETED"]),
-        (exit, &["CANCELLED", "COMPLETED", "CANCELLED"]),
+        (done, &["COMPLETED", "PENDING", "COMPLETED"]),
+        (exit, &["PENDING", "COMPLETED", "PENDING"]),
         (two, &["COMPLETED"]),
-        (all, &["CANCELLED"]),
+        (all, &["PENDING"]),
     ];
     for (first, want) in wants {
         for (n, want) in want.iter().enumerate() {
-            let job = c.wait_for(first + n as u64, &["CANCELLED", "COMPLETED", "FAILED"]);
+            let id = first + n as u64;
+            if *want == "PENDING" {
+                wait_until(
+                    30,
+                    || c.show(id)["reason"] == "DependencyNeverSatisfied",
+                    || format!("{first}, task {}: {}", n + 1, c.show(id)),
+                );
+                assert_eq!(c.show(id)["state"], "PENDING");
+                // (The element alone: the first's id is its whole array's.)
+                let element = match c.show(id)["array_task_id"].as_u64() {
+                    Some(index) => format!("{first}_{index}"),
+                    None => id.to_string(),
+                };
+                c.berth(Mode::Rootless, &["cancel", &element]).ok();
+                continue;
+            }
+            let job = c.wait_for(id, &["CANCELLED", "COMPLETED", "FAILED"]);
             assert_eq!(job["state"], *want, "{first}, task {}: {job}", n + 1);
         }
     }
@@ -1508,6 +1526,17 @@ fn a_running_jobs_usage_is_read_as_it_goes() {
         &["as", "sstat", "-a", "-j", &job, "-n", "-P", "-o", "JobID"],
     );
     assert_eq!(all.ok(), format!("{busy}\n{busy}.0\n"));
+    // An array's task, as sstat names it.
+    let array = c.submit(
+        Mode::Rootless,
+        "task.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 60\n",
+        &["--array=3-3"],
+    );
+    c.wait_for(array, &["RUNNING"]);
+    assert_eq!(sstat(&format!("{array}_3"), "JobID"), format!("{array}_3"));
+    c.berth(Mode::Rootless, &["cancel", &array.to_string()])
+        .ok();
     // A step mistyped is no job: nothing of the job is read, or cancelled.
     for verb in [&["usage"][..], &["as", "scancel"]] {
         let typo = c.berth(Mode::Rootless, &[verb, &[&format!("{busy}.O")]].concat());
@@ -2264,7 +2293,7 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
     c.completed(held + 2);
     let none = c.berth(Mode::Rootless, &["cancel", &format!("{held}_9")]);
     assert!(
-        none.code != 0 && none.stderr.contains("has no pending or running task 9"),
+        none.code != 0 && none.stderr.contains("has no task 9"),
         "{}",
         none.stderr
     );
@@ -2659,8 +2688,15 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
         &bsub,
         &[("BERTH_IMAGE", "busybox")],
     ));
-    // (Cancelled, as a job whose dependency can never be met is by default.)
-    c.wait_for(never, &["CANCELLED"]);
+    // (Pending, saying so, as LSF keeps a job whose dependency can never be met.)
+    wait_until(
+        30,
+        || c.show(never)["reason"] == "DependencyNeverSatisfied",
+        || c.show(never).to_string(),
+    );
+    assert_eq!(c.show(never)["state"], "PENDING");
+    c.berth(Mode::Rootless, &["cancel", &never.to_string()])
+        .ok();
     // An LSF condition (parentheses, a mix of && and ||, !) waits for what can still make
     // it hold, shown whole with each term's state; a name of two jobs among alternatives
     // needs both.

@@ -949,15 +949,16 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
         unknown.stderr
     );
     // Inside a job, the step runs within the job's limits: allocation flags are ignored,
-    // said so.
+    // said so (its own memory, --mem, is a step's: see
+    // a_steps_own_memory_holds_its_tasks_and_is_held_against_the_others).
     let inside = c.berth(
         Mode::Rootless,
-        &["step", "--job", "1", "--mem", "1G", "true"],
+        &["step", "--job", "1", "--partition", "other", "true"],
     );
     assert!(
         inside
             .stderr
-            .contains("ignored --mem: this step runs in job 1, within its limits"),
+            .contains("ignored --partition: this step runs in job 1, within its limits"),
         "{}",
         inside.stderr
     );

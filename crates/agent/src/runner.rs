@@ -73,6 +73,9 @@ pub struct JobLaunch {
     /// Append to the output files instead of truncating them.
     #[serde(default)]
     pub append: bool,
+    /// The error file's own, where it differs (LSF's `-e` and `-eo`); `None`: `append`.
+    #[serde(default)]
+    pub error_append: Option<bool>,
     /// The file creation mask the job's processes and output files get (its submitter's);
     /// `None`: 022.
     #[serde(default)]
@@ -490,10 +493,12 @@ fn start(
 ) -> Result<berth_runtime::Outcome, (i32, String)> {
     let id =
         berth_runtime::Identity::lookup(&launch.user, true).map_err(|e| (125, e.to_string()))?;
-    let mode = if launch.append {
-        libc::O_APPEND
-    } else {
-        libc::O_TRUNC
+    let mode = |append: bool| {
+        if append {
+            libc::O_APPEND
+        } else {
+            libc::O_TRUNC
+        }
     };
     // Made as the job would make them: under its submitter's mask (the runner's own is 022).
     let perms = 0o666 & !launch.umask.unwrap_or(0o022);
@@ -505,11 +510,13 @@ fn start(
     let names = launch.pbs_names.as_ref();
     let out_path = in_dir(&launch.stdout, names.map(|(o, _)| o));
     let err_path = (launch.stderr.as_deref()).map(|p| in_dir(p, names.map(|(_, e)| e)));
-    let stdout = open_as(&id, &out_path, libc::O_WRONLY | libc::O_CREAT | mode, perms)
-        .map_err(|m| (125, m))?;
+    let write = libc::O_WRONLY | libc::O_CREAT;
+    let stdout =
+        open_as(&id, &out_path, write | mode(launch.append), perms).map_err(|m| (125, m))?;
     let stderr = match err_path {
         Some(p) if p != out_path => {
-            open_as(&id, &p, libc::O_WRONLY | libc::O_CREAT | mode, perms).map_err(|m| (125, m))?
+            let append = launch.error_append.unwrap_or(launch.append);
+            open_as(&id, &p, write | mode(append), perms).map_err(|m| (125, m))?
         }
         _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
     };

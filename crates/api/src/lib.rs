@@ -114,6 +114,11 @@ pub struct Spell {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobUsage {
     pub job: u64,
+    /// The array it is a task of, and its index there (sstat's `42_7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_job_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_task_id: Option<u32>,
     /// Seconds since it started, suspended time included.
     pub elapsed_seconds: u64,
     /// Its nodes, the batch host first.
@@ -272,6 +277,10 @@ pub struct JobInfo {
     #[serde(default)]
     pub script_path: Option<String>,
     pub workdir: String,
+    /// The directory it was submitted from, where it is not `workdir` (`--chdir`, qsub
+    /// `-d`): SLURM_SUBMIT_DIR, PBS_O_WORKDIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_dir: Option<String>,
     pub stdout: String,
     pub stderr: Option<String>,
     /// The file the script reads as its standard input (`--input`), if one; /dev/null

@@ -291,14 +291,15 @@ const FIELDS: &[&str] = &[
     "time_left",
 ];
 
-/// bjobs `-o`: the fields, each with its width if given, and what goes between them.
+/// bjobs `-o`: the fields, each with its width if given (and whether it is aligned right),
+/// and what goes between them.
 #[derive(Debug, PartialEq)]
 struct Format {
-    columns: Vec<(String, Option<usize>)>,
+    columns: Vec<(String, Option<(usize, bool)>)>,
     delimiter: String,
 }
 
-/// bjobs `-o "FIELD[:WIDTH] ... [delimiter='C']"`.
+/// bjobs `-o "FIELD[:[-]WIDTH] ... [delimiter='C']"` (`-`: aligned right).
 fn parse_format(text: &str) -> Result<Format> {
     let mut columns = Vec::new();
     let mut delimiter = " ".to_string();
@@ -309,14 +310,16 @@ fn parse_format(text: &str) -> Result<Format> {
         }
         let (name, width) = match word.split_once(':') {
             Some((n, w)) => {
-                let w = w.trim_end_matches(['-', 'S', 'M', 'H', 'D']);
-                (
-                    n,
-                    Some(
-                        w.parse::<usize>()
-                            .with_context(|| format!("-o {word}: the width is a number"))?,
-                    ),
-                )
+                let (w, right) = match w.strip_prefix('-') {
+                    Some(w) => (w, true),
+                    None => (w, false),
+                };
+                // (A unit for the time fields: S, M, H or D.)
+                let w = w.trim_end_matches(['S', 'M', 'H', 'D']);
+                let width = w.parse::<usize>().with_context(|| {
+                    format!("-o {word}: the width is a number, after a - to align it right")
+                })?;
+                (n, Some((width, right)))
             }
             None => (word, None),
         };
@@ -374,8 +377,9 @@ pub fn bjobs(words: Vec<String>) -> Result<i32> {
                 .iter()
                 .map(|(name, width)| {
                     let v = value(name);
-                    match width {
-                        Some(w) => format!("{:<w$}", cut(&v, *w)),
+                    match *width {
+                        Some((w, false)) => format!("{:<w$}", cut(&v, w)),
+                        Some((w, true)) => format!("{:>w$}", cut(&v, w)),
                         None => v,
                     }
                 })
@@ -610,7 +614,10 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
                 order,
                 "Suspended by the user or administrator;".into(),
             ));
-            if let Some(end) = spell.end {
+            // (A spell that ended as the job was cancelled was no resume: it was killed
+            // as it was.)
+            let killed = |end: u64| j.state == "CANCELLED" && Some(end) == j.end_time;
+            if let Some(end) = spell.end.filter(|&end| !killed(end)) {
                 events.push((end, order, "Resumed by the user or administrator;".into()));
             }
         }
@@ -631,6 +638,9 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             format!(" The CPU time used is {:.1} seconds;", c as f64 / 1e6)
         });
         events.push((end, 4, format!("{}{cpu}", ending(j))));
+        if let Some(why) = termination(j) {
+            events.push((end, 5, format!("Completed <exit>; {why};")));
+        }
     }
     events.sort_by_key(|(at, order, _)| (*at, *order));
     for (at, _, what) in &events {
@@ -671,6 +681,28 @@ fn ending(j: &JobInfo) -> String {
         (_, Some(code), None) => format!("Exited with exit code {code}."),
         _ => format!("Exited: {}.", j.state),
     }
+}
+
+/// Why a job that did not complete ended, LSF's TERM_ reasons where it has its own (a time
+/// or memory limit, a kill by its owner or by root), else berth's reason (a file it could
+/// not open, ...); `None` for one that ended of itself.
+fn termination(j: &JobInfo) -> Option<String> {
+    let ours = || {
+        j.reason
+            .clone()
+            .filter(|r| !r.starts_with("NonZeroExitCode") && r != "None")
+    };
+    Some(match j.state.as_str() {
+        "TIMEOUT" => "TERM_RUNLIMIT: job killed after reaching LSF run time limit".into(),
+        "OUT_OF_MEMORY" => "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit".into(),
+        "CANCELLED" => match j.cancelled_by {
+            Some(uid) if uid == j.uid => "TERM_OWNER: job killed by owner".into(),
+            Some(_) => "TERM_ADMIN: job killed by root or LSF administrator".into(),
+            None => ours()?,
+        },
+        "COMPLETED" | "RUNNING" | "PENDING" | "SUSPENDED" => return None,
+        _ => ours()?,
+    })
 }
 
 const BACCT_USAGE: &str =
@@ -931,6 +963,9 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     }
     if let Some(end) = j.end_time {
         writeln!(out, "{}: {}", ctime(end), ending(j))?;
+        if let Some(why) = termination(j) {
+            writeln!(out, "{}: Completed <exit>; {why}.", ctime(end))?;
+        }
         if let Some(cpu) = j.cpu_usec {
             writeln!(
                 out,
@@ -965,15 +1000,17 @@ fn pending_reason(reason: &str) -> String {
     .to_string()
 }
 
-const BKILL_USAGE: &str = "bkill [-s SIGNAL] [-u USER|all] JOBID|JOBID[INDEX]|0 ...";
+const BKILL_USAGE: &str =
+    "bkill [-s SIGNAL] [-u USER|all] [-J NAME] JOBID|JOBID[INDEX]|0 ...   (-J alone: every job of that name)";
 
 /// bkill: cancels (or signals, `-s`) jobs; `0` stands for all of the user's jobs.
 pub fn bkill(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "", "su");
+    let mut words = getopt_words(words, "", "suJ");
     let signal = value(&mut words, "-s")?;
     let user = value(&mut words, "-u")?;
+    let name = value(&mut words, "-J")?;
     no_other_options("bkill", &words, BKILL_USAGE)?;
-    if words.is_empty() {
+    if words.is_empty() && name.is_none() {
         bail!("bkill: name the jobs (0: all of yours)\nusage: {BKILL_USAGE}");
     }
     let what = if signal.is_some() {
@@ -981,7 +1018,8 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
     } else {
         "terminated"
     };
-    each_job(&words, user, batch::applies("cancel"), |job, shown| {
+    let (whose, applies) = ((user, name), batch::applies("cancel"));
+    each_job(&words, whose, applies, |job, shown| {
         // (LSF signals every process of the job.)
         job.cancel(signal.clone(), berth_api::SignalTarget::Full)?;
         if let Some(shown) = shown {
@@ -994,11 +1032,16 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
 /// to), `Job <42> is being PAST`.
 pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "", "u");
+    let mut words = getopt_words(words, "", "uJ");
     let user = value(&mut words, "-u")?;
-    no_other_options(verb, &words, "JOBID|JOBID[INDEX]|0 ...")?;
-    if words.is_empty() {
-        bail!("name the jobs (0: all of yours)");
+    let name = value(&mut words, "-J")?;
+    no_other_options(
+        verb,
+        &words,
+        "[-u USER|all] [-J NAME] JOBID|JOBID[INDEX]|0 ...",
+    )?;
+    if words.is_empty() && name.is_none() {
+        bail!("name the jobs (0: all of yours; -J NAME: those of that name)");
     }
     // bstop holds a pending job (PSUSP) and bresume releases it, as LSF's do: a held job
     // has no other way out with LSF's commands.
@@ -1011,7 +1054,7 @@ pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
         batch::applies(verb)(j)
             || pending.is_some_and(|(_, held)| j.state == "PENDING" && j.held == held)
     };
-    each_job(&words, user, applies, |job, shown| {
+    each_job(&words, (user, name), applies, |job, shown| {
         match (job, pending) {
             (batch::Target::Job(id), Some((instead, held))) => {
                 let j: JobInfo =
@@ -1037,12 +1080,13 @@ pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
 
 /// Calls `act` with each job that `specs` name, and the name to report: an array's id for
 /// the array whole (the verb takes its tasks it acts on in one request), `42[3]` for one
-/// task, `0` for every active job of `user` that `applies` to (yourself by default, `all`:
-/// everyone's). A spec that fails is reported and the rest go on, as LSF's commands do;
-/// the status is then 255.
+/// task, `0` (or no spec with `-J NAME`) for every active job of `user` that `applies` to
+/// (yourself by default, `all`: everyone's), of that name if one is given. A spec that
+/// fails is reported and the rest go on, as LSF's commands do; the status is then 255, as
+/// it is when `0` finds no job.
 fn each_job(
     specs: &[String],
-    user: Option<String>,
+    (user, name): (Option<String>, Option<String>),
     applies: impl Fn(&JobInfo) -> bool,
     mut act: impl FnMut(batch::Target, Option<&str>) -> Result<()>,
 ) -> Result<i32> {
@@ -1054,23 +1098,33 @@ fn each_job(
         }
         status = 255;
     };
-    for spec in specs {
-        if spec != "0" {
-            let acted = batch::target_as(spec, true).and_then(|job| act(job, Some(spec)));
-            if let Err(e) = acted {
-                fail(spec, e);
-            }
-            continue;
+    for spec in specs.iter().filter(|s| *s != "0") {
+        let acted = batch::target_as(spec, true).and_then(|job| act(job, Some(spec)));
+        if let Err(e) = acted {
+            fail(spec, e);
         }
+    }
+    if specs.iter().any(|s| s == "0") || specs.is_empty() {
         let user = whose(user.as_deref())?;
-        let mine = active_jobs()?
+        let named = |j: &JobInfo| {
+            name.as_deref().is_none_or(|n| {
+                berth_core::job::Dependencies::name_matches(n, &j.name) || lsf_name(j) == n
+            })
+        };
+        let mine: Vec<JobInfo> = active_jobs()?
             .into_iter()
-            .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j));
+            .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j) && named(j))
+            .collect();
+        let found = !mine.is_empty();
         for j in mine {
             let shown = lsf_spec(&j);
             if let Err(e) = act(batch::Target::Job(j.id), Some(&shown)) {
                 fail(&shown, e);
             }
+        }
+        if !found {
+            eprintln!("No unfinished job found");
+            status = 255;
         }
     }
     Ok(status)
@@ -1348,6 +1402,17 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
     flag(&mut words, "-w");
     no_other_options("bqueues", &words, "bqueues [-w] [QUEUE ...]")?;
     let parts: Vec<PartitionInfo> = crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+    // (Those it does not know are said first, as LSF says them; none known, no table.)
+    let unknown: Vec<&String> = words
+        .iter()
+        .filter(|w| !parts.iter().any(|p| p.name == **w))
+        .collect();
+    for queue in &unknown {
+        eprintln!("{queue}: No such queue");
+    }
+    if !words.is_empty() && unknown.len() == words.len() {
+        return Ok(255);
+    }
     let jobs = active_jobs()?;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -1365,12 +1430,10 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
         "RUN",
         "SUSP"
     )?;
-    let mut found = 0;
     for p in parts
         .iter()
         .filter(|p| words.is_empty() || words.contains(&p.name))
     {
-        found += 1;
         let slots = |state: &str| -> u64 {
             jobs.iter()
                 .filter(|j| j.partition == p.name && j.state == state)
@@ -1399,11 +1462,7 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
             susp
         )?;
     }
-    if found < words.len() {
-        eprintln!("bqueues: no such queue among {}", words.join(" "));
-        return Ok(255);
-    }
-    Ok(0)
+    Ok(if unknown.is_empty() { 0 } else { 255 })
 }
 
 pub fn bhosts(mut words: Vec<String>) -> Result<i32> {
@@ -1553,13 +1612,13 @@ mod tests {
 
     #[test]
     fn output_formats() {
-        let format = parse_format("jobid stat:5 JOB_NAME delimiter=','").unwrap();
+        let format = parse_format("jobid:-7 stat:5 JOB_NAME delimiter=','").unwrap();
         assert_eq!(format.delimiter, ",");
         assert_eq!(
             format.columns,
             vec![
-                ("jobid".to_string(), None),
-                ("stat".to_string(), Some(5)),
+                ("jobid".to_string(), Some((7, true))),
+                ("stat".to_string(), Some((5, false))),
                 ("job_name".to_string(), None)
             ]
         );

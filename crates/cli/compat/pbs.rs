@@ -58,9 +58,14 @@ type Line = (JobInfo, Option<ArrayState>);
 /// among `jobs`) are one line each, `42[].server`, where their first subjob is, as PBS
 /// lists them: `B` once one of its subjobs has begun and some are left, else as its first
 /// subjob (`Q`, `H`, `W`; `F` once all have ended); with `subjobs` (-t), its subjobs follow
-/// it, those ended as `X`. Other jobs, an array's subjob named alone among them, are lines
-/// of their own.
-fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool) -> Vec<Line> {
+/// it, those ended as `X`, as do those in `named` (`qstat 42[] 42[2]`). Other jobs, an
+/// array's subjob named alone among them, are lines of their own.
+fn with_array_parents(
+    jobs: Vec<JobInfo>,
+    parents: &BTreeSet<u64>,
+    subjobs: bool,
+    named: &BTreeSet<u64>,
+) -> Vec<Line> {
     let mut lines: Vec<Line> = Vec::new();
     // Each array's line, and whether one of its subjobs has begun, and one is left.
     let mut at: std::collections::HashMap<u64, (usize, bool, bool)> = Default::default();
@@ -102,7 +107,7 @@ fn with_array_parents(jobs: Vec<JobInfo>, parents: &BTreeSet<u64>, subjobs: bool
         }
         *begun |= j.state != "PENDING";
         *left |= matches!(j.state.as_str(), "PENDING" | "RUNNING" | "SUSPENDED");
-        if subjobs {
+        if subjobs || named.contains(&j.id) {
             lines.push((j, None));
         }
     }
@@ -321,7 +326,17 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     }
     jobs.sort_by_key(|j| j.id);
     jobs.dedup_by_key(|j| j.id);
-    let mut lines = with_array_parents(jobs, &shown, subjobs);
+    // (Its subjobs named too, each on its line under the array's.)
+    let named_subjobs: BTreeSet<u64> = (words.iter())
+        .filter_map(|w| match batch::job_spec(w) {
+            Ok((array, Some(index))) => jobs
+                .iter()
+                .find(|j| j.array_job_id == Some(array) && j.array_task_id == Some(index))
+                .map(|j| j.id),
+            _ => None,
+        })
+        .collect();
+    let mut lines = with_array_parents(jobs, &shown, subjobs, &named_subjobs);
     // A job that has finished is history, shown with -x only, as PBS Pro's (whose status,
     // 35, ends a `while qstat $JOB` loop); an array's ended subjobs are its own (X) while it
     // has some left.
@@ -461,7 +476,8 @@ const PBSDSH_USAGE: &str =
 /// PBS_NODEFILE's lines) at once, as one step of the job (`berth step`); with `-u` once on
 /// each of its nodes, `-c N` on its first N slots, `-n I` on slot I's host, `-h HOST` on
 /// that host. Each task has PBS_NODENUM (its node's index) and PBS_VNODENUM (its rank in
-/// the step: its slot, but for -n and -h, whose one task is 0). Its output is pbsdsh's
+/// the step: its slot, but for -n and -h, whose one task is 0); none reads pbsdsh's input.
+/// Its output is pbsdsh's
 /// (-o, which asks for that, changes nothing); -s (one slot after another) is refused.
 pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
     let usage = |why: String| anyhow::anyhow!("pbsdsh: {why}\nusage: {PBSDSH_USAGE}");
@@ -549,6 +565,8 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
         let n = hosts.len() as u32;
         (request.ntasks, request.nodes) = (Some(n), Some(n));
     }
+    // Its tasks read no input, as those Torque's pbsdsh spawns (not the script's).
+    crate::step::input_from_null();
     crate::step::run(request)
 }
 
@@ -740,7 +758,10 @@ fn full_attributes(
         _ => "True",
     };
     attrs.push(("Rerunable", rerunable.to_string()));
-    attrs.push(("PBS_O_WORKDIR", j.workdir.clone()));
+    attrs.push((
+        "PBS_O_WORKDIR",
+        j.submit_dir.clone().unwrap_or_else(|| j.workdir.clone()),
+    ));
     attrs
 }
 
@@ -1054,7 +1075,7 @@ mod tests {
         ];
         let arrays: BTreeSet<u64> = [10, 20, 30, 40].into();
         let shown = |subjobs| -> Vec<String> {
-            with_array_parents(jobs.clone(), &arrays, subjobs)
+            with_array_parents(jobs.clone(), &arrays, subjobs, &BTreeSet::new())
                 .iter()
                 .map(|(j, _)| format!("{} {}", pbs_id(j, "s"), state(j)))
                 .collect()
@@ -1083,7 +1104,15 @@ mod tests {
         );
         // The arrays' own counts (qstat -f); an array not shown as one (a subjob named
         // alone) is its subjobs' lines.
-        let lines = with_array_parents(jobs.clone(), &[30].into(), false);
+        // A subjob named beside its array: its line under the array's.
+        let named: Vec<String> =
+            with_array_parents(jobs.clone(), &[30].into(), false, &[31].into())
+                .iter()
+                .map(|(j, _)| format!("{} {}", pbs_id(j, "s"), state(j)))
+                .collect();
+        let pair = ["30[].s B".to_string(), "30[2].s Q".to_string()];
+        assert!(named.windows(2).any(|w| w == pair), "{named:?}");
+        let lines = with_array_parents(jobs.clone(), &[30].into(), false, &BTreeSet::new());
         let thirty = lines
             .iter()
             .find_map(|(j, a)| (j.id == 30).then_some(a))

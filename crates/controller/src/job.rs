@@ -588,6 +588,7 @@ impl Job {
             script_args: self.script_args.clone(),
             script_path: self.script_path.clone(),
             workdir: self.workdir.clone(),
+            submit_dir: self.submit_dir.clone().filter(|d| *d != self.workdir),
             stdout: self.stdout.clone(),
             stderr: self.stderr.clone(),
             stdin: self.request.input.as_deref().map(|pattern| {

@@ -3004,6 +3004,10 @@ impl Controller {
                     .filter(|_| batch_host)
                     .map(|i| PathBuf::from(job_file(&job, &batch, i))),
                 append: job.request.open_mode == berth_core::job::OpenMode::Append,
+                error_append: job
+                    .request
+                    .error_open_mode
+                    .map(|m| m == berth_core::job::OpenMode::Append),
                 umask: job.umask,
                 env: env::job_environment(&job, index, &self.settings.cluster_name),
                 binds: job.request.binds.clone(),
@@ -5708,6 +5712,8 @@ impl UsageQuery {
             )?;
             Ok(berth_api::JobUsage {
                 job: id,
+                array_job_id: self.job.array_job_id,
+                array_task_id: self.job.array_task_id,
                 elapsed_seconds: now().saturating_sub(self.job.start_time.unwrap_or_else(now)),
                 nodes: self
                     .job

@@ -423,7 +423,8 @@ impl Lsf<'_> {
         Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
     }
 
-    /// `numdone(ARRAY, OP N)`'s `ARRAY, OP N` (`N`: a number, or `*` for all elements).
+    /// `numdone(ARRAY, OP N)`'s `ARRAY, OP N` (`N`: a number, or `*` for all elements; `*`
+    /// alone, as LSF writes it too, is `== *`).
     fn count(&mut self, of: Counted, arg: &str, term: &str) -> Result<Condition, JobError> {
         const EXPECTED: &str =
             "an array job's id, a comparison (==, !=, <, <=, >, >=) and a number or *, as numdone(42, >= 5)";
@@ -434,7 +435,10 @@ impl Lsf<'_> {
             Ok(job) if job > 0 && digits(id.trim()) => job,
             _ => return Err(bad()),
         };
-        let test = test.trim();
+        let test = match test.trim() {
+            "*" => "== *",
+            test => test,
+        };
         let (word, op) = COUNT_OPS
             .iter()
             .find(|(w, _)| test.starts_with(w))
@@ -835,6 +839,10 @@ mod tests {
         assert_eq!(Dependencies::default().lsf_text(), None);
         // Counts of an array's elements: a condition even alone.
         let d = Dependencies::parse_lsf("numdone(42, >= 5) && numended(43,==*)").unwrap();
+        assert_eq!(
+            Dependencies::parse_lsf("numended(43, *)").unwrap().jobs[0].count,
+            d.jobs[1].count
+        );
         assert_eq!(d.condition, Some(All(vec![Term(0), Term(1)])));
         let counts: Vec<_> = d.jobs.iter().map(|j| (j.job, j.count.unwrap())).collect();
         let count = |of, op, n| ArrayCount { of, op, n };

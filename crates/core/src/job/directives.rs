@@ -132,6 +132,7 @@ const SLURM: &[Spec] = &[
     Spec("ntasks-per-socket", None, Required),
     Spec("cores-per-socket", None, Required),
     Spec("sockets-per-node", None, Required),
+    Spec("extra-node-info", Some('B'), Required),
     Spec("mem-bind", None, Required),
     Spec("gpu-bind", None, Required),
     Spec("cpu-freq", None, Required),
@@ -361,7 +362,13 @@ fn next_option(
     };
     let specs: Vec<&Spec> = match family {
         Family::Slurm => SLURM.iter().collect(),
-        Family::Berth => SLURM.iter().chain(BERTH_ONLY).collect(),
+        // (berth's own letters over Slurm's: -B is a bind, as Apptainer's, not sbatch's
+        // --extra-node-info.)
+        Family::Berth => SLURM
+            .iter()
+            .filter(|s| s.1.is_none() || !BERTH_ONLY.iter().any(|b| b.1 == s.1))
+            .chain(BERTH_ONLY)
+            .collect(),
         Family::Lsf => LSF.iter().collect(),
         Family::Pbs => PBS.iter().collect(),
     };
@@ -945,7 +952,8 @@ fn apply_slurm(
         "deadline" => opts.deadline = Some(parse_slurm_deadline(v)?),
         "wait" => opts.wait = Some(true),
         "hint" | "distribution" | "threads-per-core" | "ntasks-per-core" | "ntasks-per-socket"
-        | "cores-per-socket" | "sockets-per-node" | "mem-bind" | "gpu-bind" => ignore(
+        | "cores-per-socket" | "sockets-per-node" | "extra-node-info" | "mem-bind"
+        | "gpu-bind" => ignore(
             opts,
             found,
             line,
@@ -1679,19 +1687,31 @@ fn apply_lsf(
         "M" => opts.memory = Some(Memory::PerCpu(size(v, "M")?)),
         // (`-W 10/host`: a normalised time, which berth's hosts all share.)
         "W" => opts.time_limit = Some(parse_lsf_time(v.split('/').next().unwrap_or(v))?),
-        // bsub -o/-e append to an existing file; -oo/-eo overwrite it.
-        "o" | "oo" => {
-            opts.output = Some(path("output file", &lsf_file(v, "out"))?);
-            opts.open_mode = Some(if found.name == "oo" {
-                OpenMode::Truncate
-            } else {
-                OpenMode::Append
-            });
+        // bsub -o/-e append to an existing file; -oo/-eo overwrite it; each its own.
+        "o" | "oo" | "e" | "eo" => {
+            let mode = match found.name.len() {
+                2 => OpenMode::Truncate,
+                _ => OpenMode::Append,
+            };
+            match found.name.starts_with('o') {
+                true => {
+                    opts.output = Some(path("output file", &lsf_file(v, "out"))?);
+                    opts.open_mode = Some(mode);
+                }
+                false => {
+                    opts.error = Some(path("error file", &lsf_file(v, "err"))?);
+                    opts.error_open_mode = Some(mode);
+                }
+            }
         }
-        "e" | "eo" => opts.error = Some(path("error file", &lsf_file(v, "err"))?),
         "i" => opts.input = Some(path("input file", v)?),
         "q" => opts.partition = Some(word("queue", v)?),
-        "w" => opts.dependencies = Some(Dependencies::parse_lsf(v)?),
+        "w" => {
+            opts.dependencies = Some(Dependencies::parse_lsf(v)?);
+            // LSF's job whose condition can never be met stays pending, saying so, for
+            // bmod -w or bkill (Slurm's is cancelled unless it asks to stay).
+            opts.kill_on_invalid_dep.get_or_insert(false);
+        }
         "H" => opts.hold = Some(true),
         "cwd" => opts.workdir = Some(path("working directory", v)?),
         "gpu" => opts.gpus = Some(lsf_gpu(v)?),
@@ -1768,9 +1788,19 @@ fn apply_lsf(
 /// bsub's `-o`/`-e` file: a path ending in `/` names a directory, where the file is
 /// `JOBID.out` (`.err`), as LSF names it.
 fn lsf_file(v: &str, extension: &str) -> String {
+    // As a pattern of berth's: LSF's %J and %I kept, any other % as written (Slurm's %j,
+    // %x, ... are no symbols of LSF's).
+    let mut pattern = String::with_capacity(v.len() + 8);
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        pattern.push(c);
+        if c == '%' && !matches!(chars.peek(), Some('J' | 'I')) {
+            pattern.push('%');
+        }
+    }
     match v.ends_with('/') {
-        true => format!("{v}%J.{extension}"),
-        false => v.to_string(),
+        true => format!("{pattern}%J.{extension}"),
+        false => pattern,
     }
 }
 

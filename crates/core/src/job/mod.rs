@@ -334,6 +334,8 @@ pub struct JobOptions {
     pub error: Option<String>,
     pub input: Option<String>,
     pub open_mode: Option<OpenMode>,
+    /// The error file's own (LSF's `-e` appends, `-eo` overwrites, whatever `-o` does).
+    pub error_open_mode: Option<OpenMode>,
     /// PBS `-j oe`: stderr goes to the output file.
     pub join_output: Option<bool>,
     pub partition: Option<String>,
@@ -436,6 +438,7 @@ impl JobOptions {
             error: c.error.or(d.error),
             input: c.input.or(d.input),
             open_mode: c.open_mode.or(d.open_mode),
+            error_open_mode: c.error_open_mode.or(d.error_open_mode),
             join_output: c.join_output.or(d.join_output),
             partition: c.partition.or(d.partition),
             array: c.array.or(d.array),
@@ -513,6 +516,10 @@ pub struct JobRequest {
     pub error: Option<String>,
     pub input: Option<String>,
     pub open_mode: OpenMode,
+    /// The error file's, where it has one of its own (LSF's `-e`, `-eo`); `None`:
+    /// `open_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_open_mode: Option<OpenMode>,
     pub partition: Option<String>,
     pub array: Option<ArraySpec>,
     pub dependencies: Dependencies,
@@ -860,6 +867,7 @@ impl JobRequest {
             error: if join { None } else { o.error },
             input: o.input,
             open_mode: o.open_mode.unwrap_or(OpenMode::Truncate),
+            error_open_mode: o.error_open_mode,
             partition: o.partition,
             array: o.array,
             dependencies,

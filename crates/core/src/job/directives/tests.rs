@@ -369,6 +369,17 @@ fn lsf_options() {
     assert_eq!(o.account.as_deref(), Some("physics"));
     assert_eq!(o.open_mode, Some(OpenMode::Truncate));
     assert_eq!(o.error.as_deref(), Some("err.%J.%I"));
+    assert_eq!(o.error_open_mode, Some(OpenMode::Truncate));
+    // LSF's symbols are %J and %I alone: any other % is as written.
+    let literal = script("#BSUB -o p_%J_%I_%j_%x.out -e 100%\n");
+    assert_eq!(literal.output.as_deref(), Some("p_%J_%I_%%j_%%x.out"));
+    assert_eq!(literal.error.as_deref(), Some("100%%"));
+    // Each file its own: -oo overwrites the output, -e appends to the errors.
+    let each = script("#BSUB -oo o -e e\n");
+    assert_eq!(
+        (each.open_mode, each.error_open_mode),
+        (Some(OpenMode::Truncate), Some(OpenMode::Append))
+    );
     assert_eq!(o.dependencies.as_ref().map(|d| d.jobs.len()), Some(2));
     assert_eq!(
         (o.hold, o.exclusive, o.requeue),
@@ -697,10 +708,10 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
         "#SBATCH --hint=nomultithread -m block:cyclic --threads-per-core=1 --wckey=x\n\
          #SBATCH --cpu-freq=high --profile=task --acctg-freq=30 --switches=1 --time-min=10\n\
          #SBATCH --get-user-env --propagate=STACK -k --spread-job --contiguous -s -Q\n\
-         #SBATCH --kill-on-invalid-dep=yes --kill-on-invalid-dep=no --exclusive=user\n",
+         #SBATCH --kill-on-invalid-dep=yes --kill-on-invalid-dep=no --exclusive=user -B 2:8:1\n",
     );
     let ignored: Vec<&str> = o.ignored.iter().map(|i| i.option.as_str()).collect();
-    assert_eq!(ignored.len(), 17, "{ignored:?}");
+    assert_eq!(ignored.len(), 18, "{ignored:?}");
     // --exclusive=user: the nodes whole, which is more than it asks.
     assert_eq!(o.exclusive, Some(true));
     // bmod -wn: no dependency condition.
