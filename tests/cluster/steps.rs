@@ -38,6 +38,7 @@ pbsdsh -u sh -c 'echo "dsh $PBS_NODENUM $(hostname)"' | sort
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
 berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; exit 0'
+berth step -l -N 3 -n 3 --mem=40M sh -c 'echo "memstep $(grep -c "/step_[0-9]*$" /proc/self/cgroup)"' | sort
 berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 1 ] && dd if=/dev/zero of=/dev/null bs=20M count=1 2>/dev/null; touch "left-$SLURM_NODEID"; exec sleep 60' 2>/dev/null &
 while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
 "#;
@@ -58,6 +59,10 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     );
     assert!(out.starts_with(&expected), "{out}");
     assert!(out.contains("\ncode=3\n"), "{out}");
+    // A step's own memory on every node: its tasks in a cgroup of the step's there.
+    let in_step: Vec<&str> = out.lines().filter(|l| l.contains(": memstep ")).collect();
+    assert_eq!(in_step.len(), 3, "{out}");
+    assert!(in_step.iter().all(|l| !l.ends_with(" 0")), "{out}");
     assert!(
         out.contains("\nbad=7\n"),
         "with --kill-on-bad-exit, a failing task ends the others: {out}"
@@ -80,7 +85,7 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
         "{out}"
     );
     assert!(
-        out.ends_with("/.berth/bin/berth-rsh /.berth/bin/berth-rsh\n"),
+        out.contains("\n/.berth/bin/berth-rsh /.berth/bin/berth-rsh\n"),
         "{out}"
     );
     // Files of each task, opened on its node (%n its index, %N its name).

@@ -1230,7 +1230,7 @@ impl OwnCgroup {
         })
     }
 
-    fn join(self) -> Result<OwnCgroup, StepError> {
+    fn join(mut self) -> Result<OwnCgroup, StepError> {
         self.cgroup
             .join()
             .map_err(berth_runtime::RuntimeError::from)?;

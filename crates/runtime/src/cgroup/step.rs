@@ -25,6 +25,8 @@ pub struct StepCgroup {
     name: String,
     v2: bool,
     parts: Vec<Part>,
+    /// The calling process has joined it (and leaves it before it is removed).
+    joined: bool,
 }
 
 /// The step's cgroup in one hierarchy.
@@ -66,7 +68,12 @@ impl StepCgroup {
             .map(|(dir, cs)| Part::open(dir, cs, v2))
             .collect();
         match opened {
-            Ok(parts) => Ok(StepCgroup { name, v2, parts }),
+            Ok(parts) => Ok(StepCgroup {
+                name,
+                v2,
+                parts,
+                joined: false,
+            }),
             Err(e) => {
                 let _ = cgroup.destroy();
                 Err(e)
@@ -75,7 +82,8 @@ impl StepCgroup {
     }
 
     /// Moves the calling process (single-threaded: on v1 its thread) into the step's cgroup.
-    pub fn join(&self) -> Result<(), CgroupError> {
+    pub fn join(&mut self) -> Result<(), CgroupError> {
+        self.joined = true;
         self.parts.iter().try_for_each(|p| {
             (&p.into)
                 .write_all(b"0")
@@ -88,12 +96,10 @@ impl StepCgroup {
     }
 
     /// Once the step's tasks have ended: moves the calling process back into the job's
-    /// cgroup, kills what the tasks left in the step's, and removes it. Returns how many of
-    /// its processes the kernel's OOM killer killed.
-    pub fn finish(self) -> u64 {
-        for p in &self.parts {
-            let _ = (&p.back).write_all(b"0");
-        }
+    /// cgroup, kills what the tasks left in the step's, and removes it (as dropping it
+    /// does, where the tasks could not be started). Returns how many of its processes the
+    /// kernel's OOM killer killed.
+    pub fn finish(mut self) -> u64 {
         let oom_file = match self.v2 {
             true => "memory.events",
             false => "memory.oom_control",
@@ -105,10 +111,21 @@ impl StepCgroup {
             .and_then(|p| read_at(&p.own, oom_file))
             .and_then(|text| keyed(&text, "oom_kill"))
             .unwrap_or(0);
+        self.remove();
+        oom
+    }
+
+    /// Moves the calling process back into the job's cgroup if it joined the step's, and
+    /// removes the step's, what is left in it killed; once.
+    fn remove(&mut self) {
+        let parts = std::mem::take(&mut self.parts);
+        for p in parts.iter().filter(|_| self.joined) {
+            let _ = (&p.back).write_all(b"0");
+        }
         let mut pause = Duration::from_millis(5);
         for _ in 0..REMOVE_TRIES {
             let mut left = 0;
-            for p in &self.parts {
+            for p in &parts {
                 match sys::rmdir_at(&p.job, &self.name) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {}
@@ -124,7 +141,12 @@ impl StepCgroup {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
         }
-        oom
+    }
+}
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -207,7 +229,7 @@ mod tests {
             memory: Some(64 << 20),
             ..Limits::default()
         };
-        let step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
+        let mut step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
         let memory = tmp.path().join("memory/berth/7-job/step_3");
         assert_eq!(text(&memory.join("memory.limit_in_bytes")), "67108864");
         // The step's cpuset is the job's.
@@ -241,7 +263,7 @@ mod tests {
             memory: Some(64 << 20),
             ..Limits::default()
         };
-        let step = StepCgroup::create(&layout, "berth", "7-job", 0, &limits).unwrap();
+        let mut step = StepCgroup::create(&layout, "berth", "7-job", 0, &limits).unwrap();
         assert_eq!(text(&jobs.join("step_0/memory.max")), "67108864");
         assert!(text(&jobs.join("cgroup.subtree_control")).contains("memory"));
         step.join().unwrap();
@@ -249,6 +271,14 @@ mod tests {
         assert_eq!(step.finish(), 0);
         assert_eq!(text(&jobs.join("job/cgroup.procs")), "0");
         drop(job);
+    }
+
+    #[test]
+    fn a_step_cgroup_never_joined_moves_nothing_back() {
+        let (tmp, layout) = v1_tree();
+        let _job = Cgroup::create(&layout, "berth", "9-job", &Limits::default()).unwrap();
+        drop(StepCgroup::create(&layout, "berth", "9-job", 1, &Limits::default()).unwrap());
+        assert_eq!(text(&tmp.path().join("memory/berth/9-job/tasks")), "");
     }
 
     #[test]
