@@ -790,6 +790,26 @@ fn lsf_history_and_accounting() {
         events(held),
         [&submitted[..], &suspended, &started, &done].concat()
     );
+    // Requeued once it failed: both runs, the requeue between them.
+    run(&c, &links, "brequeue", &[&failed.to_string()]).ok();
+    wait_until(
+        30,
+        || c.show(failed)["restarts"] == 1 && c.show(failed)["state"] == "FAILED",
+        || c.show(failed).to_string(),
+    );
+    let exited = ["Exited with exit code 3"];
+    assert_eq!(
+        events(failed),
+        [
+            &submitted[..],
+            &started,
+            &exited,
+            &["Pending: Job has been requeued;"],
+            &started,
+            &exited
+        ]
+        .concat()
+    );
     let missing = run(&c, &links, "bhist", &["99999"]);
     assert_eq!(missing.code, 255);
     assert!(missing.stderr.contains("Job <99999> is not found"));

@@ -128,7 +128,8 @@ pub struct JobUsage {
 impl JobUsage {
     /// CPU seconds on all its nodes.
     pub fn cpu_seconds(&self) -> f64 {
-        self.nodes.iter().filter_map(|n| n.cpu_seconds).sum()
+        // (+ 0.0: an empty sum is -0.0.)
+        self.nodes.iter().filter_map(|n| n.cpu_seconds).sum::<f64>() + 0.0
     }
 
     /// Memory charged now on all its nodes.

@@ -528,7 +528,19 @@ fn state_times(j: &JobInfo) -> [u64; 6] {
     let run = j.start_time.map_or(0, |s| {
         until.saturating_sub(s).saturating_sub(j.suspended_seconds)
     });
-    [pend, j.held_seconds, run, j.suspended_seconds, 0, 0]
+    // A requeued job's earlier runs ran, in the time before its last start.
+    let earlier: u64 = (j.earlier_runs.iter())
+        .map(|r| r.end_time.saturating_sub(r.start_time))
+        .sum();
+    let pend = pend.saturating_sub(earlier);
+    [
+        pend,
+        j.held_seconds,
+        run + earlier,
+        j.suspended_seconds,
+        0,
+        0,
+    ]
 }
 
 const BHIST_USAGE: &str = "bhist [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-l] [-w] [JOBID|JOBID[INDEX] ...]";
@@ -624,6 +636,19 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     };
     spells(&j.holds, 1);
     spells(&j.suspensions, 3);
+    // A requeued job's earlier runs, each from its dispatch to its requeue.
+    for run in &j.earlier_runs {
+        let hosts = bracketed(&run.nodes);
+        let dispatched = format!("Dispatched {} Task(s) on Host(s) {hosts};", run.cpus);
+        events.push((run.start_time, 2, dispatched));
+        events.push((run.start_time, 2, "Starting;".into()));
+        let done = run.state == "COMPLETED";
+        let ended = ended_as(done, run.exit_code, run.signal, &run.state);
+        // (Before the next run's dispatch in the same second: a stable sort keeps this
+        // order among events of one kind and time.)
+        events.push((run.end_time, 2, ended));
+        events.push((run.end_time, 2, "Pending: Job has been requeued;".into()));
+    }
     if let Some(start) = j.start_time {
         let hosts = bracketed(&exec_hosts(j));
         events.push((
@@ -675,11 +700,17 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
 
 /// How job `j` ended, in LSF's words.
 fn ending(j: &JobInfo) -> String {
-    match (stat(j), j.exit_code, j.signal) {
-        ("DONE", _, _) => "Done successfully.".to_string(),
+    ended_as(stat(j) == "DONE", j.exit_code, j.signal, &j.state)
+}
+
+/// How a job, or a run of one, ended in LSF's words: done, or exited by a signal or with a
+/// status, or else berth's state.
+fn ended_as(done: bool, code: Option<i32>, signal: Option<i32>, state: &str) -> String {
+    match (done, code, signal) {
+        (true, _, _) => "Done successfully.".to_string(),
         (_, _, Some(sig)) => format!("Exited by signal {sig}."),
         (_, Some(code), None) => format!("Exited with exit code {code}."),
-        _ => format!("Exited: {}.", j.state),
+        _ => format!("Exited: {state}."),
     }
 }
 
@@ -828,7 +859,8 @@ pub fn bacct(words: Vec<String>) -> Result<i32> {
     let n = jobs.len();
     let count = |s: &str| jobs.iter().filter(|j| stat(j) == s).count();
     let stats = |values: Vec<f64>| -> (f64, f64, f64, f64) {
-        let total: f64 = values.iter().sum();
+        // (+ 0.0: an empty sum is -0.0, which would print as such.)
+        let total: f64 = values.iter().sum::<f64>() + 0.0;
         let max = values.iter().copied().fold(0.0, f64::max);
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let avg = if values.is_empty() {
