@@ -151,6 +151,9 @@ fn lsf_commands_as_lsf_users_type_them() {
     // Its output so far.
     let peek = run(&c, &links, "bpeek", &[&id.to_string()]);
     assert_eq!(peek.ok(), "<< output from stdout >>\nup\n");
+    // By its name: the newest of the user's jobs so named.
+    let by_name = run(&c, &links, "bpeek", &["-J", "holder"]);
+    assert_eq!(by_name.ok(), "<< output from stdout >>\nup\n");
 
     // A script on standard input: its #BSUB lines are read, the command line wins.
     let script = "#!/bin/sh\n#BSUB -J fromstdin\n#BSUB -q nosuchqueue\necho \"in $LSB_JOBNAME on $LSB_SUB_HOST\"\nexit 3\n";
@@ -288,6 +291,15 @@ fn lsf_commands_as_lsf_users_type_them() {
             (Some(2700), &"renamed".into())
         );
     }
+    // Elements by a list of indices in one id, as LSF takes them.
+    let listed = format!("{array}[1-2]");
+    let two = run(
+        &c,
+        &links,
+        "bjobs",
+        &["-noheader", "-o", "job_name", &listed],
+    );
+    assert_eq!(two.ok(), "renamed[1]\nrenamed[2]\n");
     let bad = run(&c, &links, "bmod", &[&array.to_string(), "-W", "5"]);
     assert!(bad.stderr.contains("options come first"), "{}", bad.stderr);
     // An element is ID[INDEX] only, not the id of its own berth gives it (LSF has none).

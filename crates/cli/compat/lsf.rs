@@ -356,7 +356,7 @@ pub fn bjobs(words: Vec<String>) -> Result<i32> {
         .transpose()?;
     no_other_options("bjobs", &words, BJOBS_USAGE)?;
     let since = berth_controller::now().saturating_sub(CLEAN_PERIOD);
-    let (jobs, status) = select.jobs(&words, since)?;
+    let (jobs, status) = select.jobs(&element_lists(words)?, since)?;
     if jobs.is_empty() {
         return Ok(status);
     }
@@ -557,7 +557,7 @@ pub fn bhist(words: Vec<String>) -> Result<i32> {
     let long = flag(&mut words, "-l");
     let wide = flag(&mut words, "-w");
     no_other_options("bhist", &words, BHIST_USAGE)?;
-    let (jobs, status) = select.jobs(&words, 0)?;
+    let (jobs, status) = select.jobs(&element_lists(words)?, 0)?;
     if jobs.is_empty() {
         return Ok(status);
     }
@@ -1061,6 +1061,30 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
     })
 }
 
+/// LSF's lists of an array's elements in one id (`42[1-3,7]`), each element on its own
+/// (`42[1]`, `42[2]`, ...); other words as they are.
+fn element_lists(words: Vec<String>) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(words.len());
+    for word in words {
+        let list = word
+            .strip_suffix(']')
+            .and_then(|w| w.split_once('['))
+            .filter(|(id, list)| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && list.contains([',', '-'])
+            });
+        let Some((id, list)) = list else {
+            out.push(word);
+            continue;
+        };
+        let spec =
+            berth_core::job::ArraySpec::parse(list).map_err(|e| anyhow::anyhow!("{word}: {e}"))?;
+        out.extend(spec.indices().into_iter().map(|i| format!("{id}[{i}]")));
+    }
+    Ok(out)
+}
+
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
 /// to), `Job <42> is being PAST`.
 pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
@@ -1130,7 +1154,7 @@ fn each_job(
         }
         status = 255;
     };
-    for spec in specs.iter().filter(|s| *s != "0") {
+    for spec in element_lists(specs.to_vec())?.iter().filter(|s| *s != "0") {
         let acted = batch::target_as(spec, true).and_then(|job| act(job, Some(spec)));
         if let Err(e) = acted {
             fail(spec, e);
@@ -1376,11 +1400,31 @@ fn lsf_end_state(state: &str) -> &'static str {
 /// bpeek [-f] JOBID: the job's output so far, from its file; `-f` follows it until the job
 /// ends, as `tail -f` would.
 pub fn bpeek(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "f", "");
+    const USAGE: &str = "bpeek [-f] JOBID | bpeek [-f] -J NAME";
+    let mut words = getopt_words(words, "f", "J");
     let follow = flag(&mut words, "-f");
-    no_other_options("bpeek", &words, "bpeek [-f] JOBID")?;
-    let [spec] = words.as_slice() else {
-        bail!("bpeek: name one job: bpeek [-f] JOBID");
+    let name = value(&mut words, "-J")?;
+    no_other_options("bpeek", &words, USAGE)?;
+    // -J: the newest of the user's unfinished jobs of that name, as LSF's.
+    let newest = match (&name, words.as_slice()) {
+        (Some(name), []) => {
+            let me = whose(None)?;
+            let named = active_jobs()?.into_iter().filter(|j| {
+                me.as_ref().is_none_or(|u| *u == j.user)
+                    && (berth_core::job::Dependencies::name_matches(name, &j.name)
+                        || lsf_name(j) == *name)
+            });
+            match named.max_by_key(|j| (j.submit_time, j.id)) {
+                Some(j) => lsf_spec(&j),
+                None => bail!("bpeek: no unfinished job of yours is named {name}"),
+            }
+        }
+        _ => String::new(),
+    };
+    let spec = match (words.as_slice(), name.is_some()) {
+        ([], true) => &newest,
+        ([spec], false) => spec,
+        _ => bail!("bpeek: name one job: {USAGE}"),
     };
     let (mut jobs, found) = named(std::slice::from_ref(spec), |_| {})?;
     let first = match (found, jobs.len()) {
@@ -1640,6 +1684,16 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
         assert_eq!(cut("a_long_job_name", 10), "*_job_name");
         assert_eq!(cut("a_long_job_name", 10).chars().count(), 10);
+    }
+
+    #[test]
+    fn lists_of_elements_are_each_element() {
+        let words = ["42[1-3,7]", "5", "6[2]", "0"].map(String::from).to_vec();
+        assert_eq!(
+            element_lists(words).unwrap(),
+            ["42[1]", "42[2]", "42[3]", "42[7]", "5", "6[2]", "0"]
+        );
+        assert!(element_lists(vec!["42[x-y]".into()]).is_err());
     }
 
     #[test]

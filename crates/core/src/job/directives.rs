@@ -219,8 +219,9 @@ const LSF: &[Spec] = &[
     Spec("u", None, Required),
     Spec("B", None, No),
     Spec("N", None, No),
-    // bmod -wn: the job's dependency condition removed.
+    // bmod -wn: the job's dependency condition removed; -Wn: its run limit.
     Spec("wn", None, No),
+    Spec("Wn", None, No),
     Spec("wa", None, Required),
     Spec("wt", None, Required),
     Spec("b", None, Required),
@@ -1737,6 +1738,7 @@ fn apply_lsf(
         }
         "wt" => opts.signal_before = Some(parse_lsf_time(v)?),
         "wn" => opts.dependencies = Some(Dependencies::default()),
+        "Wn" => opts.time_limit = Some(super::UNLIMITED_TIME),
         "b" => opts.begin = Some(parse_lsf_begin(v)?),
         "K" => opts.wait = Some(true),
         // bsub -m "host1+2 host2 others": the job runs on some of those hosts (each may be

@@ -717,6 +717,11 @@ fn hints_berth_does_not_need_are_ignored_and_requirements_it_cannot_meet_refused
     // bmod -wn: no dependency condition.
     let none = script("#BSUB -wn\n").dependencies.unwrap();
     assert!(none.is_empty());
+    // bmod -Wn: no run limit.
+    assert_eq!(
+        script("#BSUB -Wn\n").time_limit,
+        Some(crate::job::UNLIMITED_TIME)
+    );
     // LSF's shared resources (rusage) are licenses too.
     let lsf = request("#BSUB -R \"rusage[mem=100:matlab=2]\"\n");
     assert_eq!(lsf.licenses, [("matlab".to_string(), 2)]);
