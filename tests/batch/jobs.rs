@@ -2697,6 +2697,25 @@ fn a_job_may_wait_for_any_one_of_its_dependencies() {
     assert_eq!(c.show(never)["state"], "PENDING");
     c.berth(Mode::Rootless, &["cancel", &never.to_string()])
         .ok();
+    // An exit status asked for (LSF's exit(ID, [OP] CODE)): 3 it was; more than 3, never.
+    let bsub_w = |condition: String, name: &str| {
+        let args = ["as", "bsub", "-w", &condition, "-J", name, "true"];
+        let out = c.berth_with(Mode::Rootless, &args, &[("BERTH_IMAGE", "busybox")]);
+        crate::commands::bsub_id(&out)
+    };
+    let three = bsub_w(format!("exit({fails}, 3)"), "three");
+    c.completed(three);
+    let more = bsub_w(format!("exit({fails}, > 3)"), "more");
+    wait_until(
+        30,
+        || c.show(more)["reason"] == "DependencyNeverSatisfied",
+        || c.show(more).to_string(),
+    );
+    assert_eq!(
+        c.show(more)["dependency_condition"],
+        format!("exit({fails}, > 3)")
+    );
+    c.berth(Mode::Rootless, &["cancel", &more.to_string()]).ok();
     // An LSF condition (parentheses, a mix of && and ||, !) waits for what can still make
     // it hold, shown whole with each term's state; a name of two jobs among alternatives
     // needs both.

@@ -1286,9 +1286,11 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
         }
         for &t in &open {
             let (kind, ids) = &terms[t as usize];
+            let exit = deps.jobs.get(t as usize).and_then(|j| j.exit_code);
             if counts[t as usize] {
                 let tasks = batch::array_tasks(ids.start)?;
-                status.insert(t, term_of(*kind, tasks.iter().map(|j| (j.id, &j.state))).0);
+                let tasks = tasks.iter().map(|j| (j.id, &j.state, j.exit_code));
+                status.insert(t, term_of(*kind, exit, tasks).0);
                 continue;
             }
             let until = match kind {
@@ -1308,7 +1310,8 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
                 status.insert(t, TermState::of(DepStatus::Waiting));
                 continue;
             };
-            let (term, failed) = term_of(*kind, ends.iter().map(|j| (j.id, &j.state)));
+            let ended = ends.iter().map(|j| (j.id, &j.state, j.exit_code));
+            let (term, failed) = term_of(*kind, exit, ended);
             status.insert(t, term);
             decided = failed.or(ends.last().map(|j| j.id));
             // Decided now, perhaps.
@@ -1328,24 +1331,26 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
     }
 }
 
-/// Where a term that asks `kind` of the jobs `jobs` (id, state) stands, as the scheduler
-/// takes it (their states counted too, for LSF's `numdone` and its kin), and one of them
-/// that keeps it from holding, if any.
+/// Where a term that asks `kind` (and `exit`, an exit status) of the jobs `jobs` (id,
+/// state, exit status) stands, as the scheduler takes it (their states counted too, for
+/// LSF's `numdone` and its kin), and one of them that keeps it from holding, if any.
 fn term_of<'a>(
     kind: DependencyKind,
-    jobs: impl Iterator<Item = (u64, &'a String)>,
+    exit: Option<berth_sched::ExitTest>,
+    jobs: impl Iterator<Item = (u64, &'a String, Option<i32>)>,
 ) -> (TermState, Option<u64>) {
     use berth_controller::job::State;
     let states: std::collections::BTreeMap<u64, berth_sched::JobState> = jobs
-        .map(|(id, name)| {
-            let state = State::named(name).unwrap_or(State::Failed);
-            (id, state.for_scheduler())
+        .map(|(id, name, code)| {
+            let state = State::named(name).unwrap_or(State::Failed).for_scheduler();
+            (id, state.with_exit_code(code))
         })
         .collect();
     let dep = |job| berth_sched::Dependency {
         kind: berth_controller::sched_kind(kind),
         job,
         term: 0,
+        exit,
     };
     let failed = (states.iter())
         .find(|(id, s)| {

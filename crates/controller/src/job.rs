@@ -526,6 +526,19 @@ impl Job {
         resolved.chain(before.into_iter().flatten())
     }
 
+    /// Its state as dependencies on it weigh it: one that failed with an exit status of its
+    /// own carries it (LSF's `exit(42, > 1)`).
+    pub fn scheduler_state(&self) -> berth_sched::JobState {
+        self.state.for_scheduler().with_exit_code(self.exit_code)
+    }
+
+    /// The exit status asked of the job of dependency term `term` (see
+    /// [`Job::dependency_ranges`]), if any.
+    pub fn exit_test(&self, term: u32) -> Option<berth_sched::ExitTest> {
+        let jobs = &self.request.dependencies.jobs;
+        jobs.get(term as usize).and_then(|d| d.exit_code)
+    }
+
     pub fn info(&self) -> JobInfo {
         JobInfo {
             id: self.id,

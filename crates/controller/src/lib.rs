@@ -637,7 +637,7 @@ impl Controller {
                 .depended()
                 .flat_map(|(first, last)| first..=last)
                 .filter_map(|id| match self.active.get(&id) {
-                    Some(job) => Some((id, job.state.for_scheduler())),
+                    Some(job) => Some((id, job.scheduler_state())),
                     None => Some((id, *self.finished.get(&id)?)),
                 })
                 .collect(),
@@ -864,7 +864,7 @@ impl Controller {
             }
             if let Ok(Some(row)) = self.store.get_job(id) {
                 if let Ok(job) = serde_json::from_slice::<Job>(&row.doc) {
-                    self.finished.insert(id, job.state.for_scheduler());
+                    self.finished.insert(id, job.scheduler_state());
                 }
             }
         }
@@ -914,18 +914,21 @@ impl Controller {
     /// an LSF condition whole, each term with its state, until it holds.
     fn unmet_dependencies(&self, job: &Job) -> Option<String> {
         let state_of = |id: u64| match self.active.get(&id) {
-            Some(other) => Some(other.state.for_scheduler()),
+            Some(other) => Some(other.scheduler_state()),
             None => self.finished.get(&id).copied(),
         };
         let deps = &job.request.dependencies;
         // Each term: what it asks, of which job (or array), and where it stands.
         let terms: Vec<(berth_core::job::DependencyKind, String, sched::TermState)> = job
             .dependency_ranges()
-            .map(|(kind, first, last)| {
+            .zip(0..)
+            .map(|((kind, first, last), term)| {
+                let exit = job.exit_test(term);
                 let range = (first..=last).map(|id| sched::Dependency {
                     kind: sched_kind(kind),
                     job: id,
                     term: 0,
+                    exit,
                 });
                 let state = sched::term_statuses(range, state_of)
                     .remove(&0)
@@ -1000,7 +1003,7 @@ impl Controller {
             id: job.id,
             name: job.request.name.clone(),
             user: job.user.clone(),
-            state: job.state.for_scheduler(),
+            state: job.scheduler_state(),
             submit_time: job.submit_time,
             request: self.sched_request(&job.partition, &job.request),
             nice: job.request.nice,
@@ -1012,8 +1015,13 @@ impl Controller {
                 .dependency_ranges()
                 .zip(0..)
                 .flat_map(|((kind, first, last), term)| {
-                    let kind = sched_kind(kind);
-                    (first..=last).map(move |job| sched::Dependency { kind, job, term })
+                    let (kind, exit) = (sched_kind(kind), job.exit_test(term));
+                    (first..=last).map(move |job| sched::Dependency {
+                        kind,
+                        job,
+                        term,
+                        exit,
+                    })
                 })
                 .collect(),
             dependencies_any: job.request.dependencies.any,
@@ -1570,6 +1578,7 @@ impl Controller {
                 array_index,
                 each: named.ends_with("[*]"),
                 count: None,
+                exit_code: None,
             }));
             terms.push((first..deps.jobs.len() as u32).collect());
         }
@@ -3553,7 +3562,7 @@ impl Controller {
             step.exit_code = Some(125);
             step.cancelled = true;
         }
-        self.finished.insert(id, state.for_scheduler());
+        self.finished.insert(id, job.scheduler_state());
         self.counters.ended(state);
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);

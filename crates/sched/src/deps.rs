@@ -40,6 +40,16 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
     };
     match (dep.kind, state) {
         (_, JobState::Pending) => Waiting,
+        // An exit status asked for: the job failed with one that passes the test.
+        (DepKind::AfterNotOk, JobState::Exited(code)) if dep.exit.is_some() => {
+            match dep.exit.is_some_and(|test| test.holds(code)) {
+                true => Satisfied,
+                false => NeverSatisfied,
+            }
+        }
+        (DepKind::AfterNotOk, JobState::Failed | JobState::Cancelled) if dep.exit.is_some() => {
+            NeverSatisfied
+        }
         // `after`: "begun execution or been cancelled".
         (DepKind::After, _) => Satisfied,
         (_, JobState::Running) => Waiting,
@@ -190,7 +200,7 @@ pub fn term_statuses(
             Some(JobState::Pending) => &mut term.pending,
             Some(JobState::Running) => &mut term.running,
             Some(JobState::Completed) => &mut term.done,
-            Some(JobState::Failed | JobState::Cancelled) => &mut term.exit,
+            Some(JobState::Failed | JobState::Exited(_) | JobState::Cancelled) => &mut term.exit,
             None => &mut term.gone,
         } += 1;
     }
@@ -307,9 +317,36 @@ mod tests {
                 kind,
                 job: 1,
                 term: 0,
+                exit: None,
             },
             s,
         )
+    }
+
+    /// LSF's `exit(1, > 1)`: a failure with a status that passes the test, and no other end.
+    #[test]
+    fn an_exit_status_asked_for_is_one_failure_only() {
+        use crate::model::ExitTest;
+        let exit = |test: Option<ExitTest>, s| {
+            let dep = Dependency {
+                kind: DepKind::AfterNotOk,
+                job: 1,
+                term: 0,
+                exit: test,
+            };
+            dependency_status_of(&dep, Some(s))
+        };
+        let above_one = Some(ExitTest {
+            op: CountOp::Gt,
+            code: 1,
+        });
+        assert_eq!(exit(above_one, JobState::Exited(3)), Satisfied);
+        for never in [JobState::Exited(1), Completed, Failed, Cancelled] {
+            assert_eq!(exit(above_one, never), NeverSatisfied, "{never:?}");
+        }
+        assert_eq!(exit(above_one, Running), Waiting);
+        // Without one, any failure.
+        assert_eq!(exit(None, JobState::Exited(1)), Satisfied);
     }
 
     #[test]
@@ -347,11 +384,13 @@ mod tests {
                 kind: DepKind::AfterOk,
                 job: 1,
                 term: 0,
+                exit: None,
             },
             Dependency {
                 kind: DepKind::AfterOk,
                 job: 2,
                 term: 1,
+                exit: None,
             },
         ];
         let states = |a, b| move |id| Some(if id == 1 { a } else { b });
@@ -382,6 +421,7 @@ mod tests {
             kind: DepKind::AfterOk,
             job,
             term,
+            exit: None,
         };
         // Term 0: array tasks 10 and 11; term 1: job 20.
         let deps = [dep(10, 0), dep(11, 0), dep(20, 1)];
@@ -410,6 +450,7 @@ mod tests {
             kind: DepKind::AfterOk,
             job,
             term,
+            exit: None,
         };
         // done(1) && (done(2) || !done(3)), job 1 being an array of tasks 1 and 11.
         let deps = [dep(1, 0), dep(11, 0), dep(2, 1), dep(3, 2)];
@@ -502,6 +543,7 @@ mod tests {
                 kind: DepKind::AfterAny,
                 job,
                 term: 0,
+                exit: None,
             })
             .collect();
         let states = [Pending, Running, Completed, Completed, Failed];

@@ -48,8 +48,8 @@ pub use fairshare::Share;
 pub use feasible::fits_ever;
 pub use model::{
     node_state, AdminState, Allocation, ArrayTask, ClusterView, Condition, Count, CountOp, Counted,
-    DepKind, Dependency, JobId, JobRequest, JobState, JobView, NodeChoice, NodeState, NodeView,
-    PartitionView, ReservationView,
+    DepKind, Dependency, ExitTest, JobId, JobRequest, JobState, JobView, NodeChoice, NodeState,
+    NodeView, PartitionView, ReservationView,
 };
 pub use pass::{planned_time, schedule};
 pub use plan::{Decision, NodeAlloc, Outcome, Plan, Start};

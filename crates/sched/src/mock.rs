@@ -345,7 +345,12 @@ impl JobView {
     /// A dependency term.
     pub fn dep(mut self, kind: DepKind, job: JobId) -> Self {
         let term = self.dependencies.len() as u32;
-        self.dependencies.push(Dependency { kind, job, term });
+        self.dependencies.push(Dependency {
+            kind,
+            job,
+            term,
+            exit: None,
+        });
         self
     }
 

@@ -210,14 +210,28 @@ pub enum JobState {
     Completed,
     /// Finished otherwise: non-zero exit, signal, time limit, out of memory, node failure.
     Failed,
+    /// [`JobState::Failed`] with the exit status it ended with (LSF's `exit(42, > 1)` asks
+    /// about it).
+    Exited(i32),
     /// Cancelled by a user or administrator (whether or not it had started).
     Cancelled,
 }
 
 impl JobState {
+    /// A failure with the exit status `code` the job ended with, where it has one.
+    pub fn with_exit_code(self, code: Option<i32>) -> JobState {
+        match (self, code) {
+            (JobState::Failed, Some(code)) => JobState::Exited(code),
+            (state, _) => state,
+        }
+    }
+
     /// Whether the job has terminated, one way or another.
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Exited(_) | Self::Cancelled
+        )
     }
 }
 
@@ -296,7 +310,7 @@ pub enum CountOp {
 }
 
 impl CountOp {
-    pub fn holds(self, value: u32, n: u32) -> bool {
+    pub fn holds<T: Ord>(self, value: T, n: T) -> bool {
         match self {
             CountOp::Eq => value == n,
             CountOp::Ne => value != n,
@@ -320,6 +334,24 @@ pub struct Dependency {
     /// dependency names a whole array) are consecutive and all required for it.
     #[serde(default)]
     pub term: u32,
+    /// With [`DepKind::AfterNotOk`]: the exit status it must have ended with, compared
+    /// (LSF's `exit(42, > 1)`, `exit(42, 3)`); `None`: any failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitTest>,
+}
+
+/// A comparison of a job's exit status: LSF's `exit(42, OP CODE)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExitTest {
+    pub op: CountOp,
+    pub code: i32,
+}
+
+impl ExitTest {
+    /// Whether a job that ended with status `code` passes.
+    pub fn holds(self, code: i32) -> bool {
+        self.op.holds(code, self.code)
+    }
 }
 
 /// A job's place in an array (`--array=0-99%8`): tasks are separate jobs sharing a master id.

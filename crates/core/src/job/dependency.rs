@@ -9,7 +9,7 @@
 //! their shape as a [`Condition`] over the terms.
 
 use super::JobError;
-pub use berth_sched::{CountOp, Counted};
+pub use berth_sched::{CountOp, Counted, ExitTest};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,9 @@ pub struct JobDependency {
     /// each of them required (only ever in a [`Condition`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<ArrayCount>,
+    /// LSF's `exit(42, > 1)`: the exit status the job must have failed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<ExitTest>,
 }
 
 /// LSF's count of an array's elements in a state, compared: `numended(42, >= 5)` (the
@@ -63,6 +66,25 @@ const COUNT_OPS: [(&str, CountOp); 6] = [
     (">", CountOp::Gt),
     ("<", CountOp::Lt),
 ];
+
+/// `exit(42, OP CODE)`'s `OP CODE` (`CODE` alone: `== CODE`), from the `term` it is part of.
+fn exit_test(text: &str, term: &str) -> Result<ExitTest, JobError> {
+    let text = text.trim();
+    let (op, rest) = match COUNT_OPS.iter().find(|(w, _)| text.starts_with(w)) {
+        Some((word, op)) => (*op, text[word.len()..].trim()),
+        None => (CountOp::Eq, text),
+    };
+    match rest.parse::<i32>() {
+        Ok(code) if (0..=255).contains(&code) && rest.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(ExitTest { op, code })
+        }
+        _ => Err(JobError::invalid(
+            "dependency",
+            term,
+            "an exit status of 0 to 255, after a comparison (==, !=, <, <=, >, >=) or alone (==), as exit(42, > 1)",
+        )),
+    }
+}
 
 impl std::fmt::Display for ArrayCount {
     /// The comparison as LSF writes it: `>= 5`, `== *`.
@@ -383,10 +405,18 @@ impl Lsf<'_> {
             }
             _ => return Err(self.bad()),
         };
-        if arg.contains(',') {
+        // exit(42, [OP] CODE): a failure with that exit status (`==` without an operator).
+        let (arg, exit_code) = match arg.split_once(',') {
+            Some((job, test)) if kind == DependencyKind::AfterNotOk => {
+                (job.trim(), Some(exit_test(test, &term())?))
+            }
+            Some(_) => return Err(self.bad()),
+            None => (arg, None),
+        };
+        if exit_code.is_some() && !arg.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(JobError::unsupported(
                 &term(),
-                "exit code conditions such as exit(42, ==1)",
+                "an exit status asked of jobs by name: name the job by its id, exit(42, > 1)",
             ));
         }
         // A name (quoted where it starts with a digit, as LSF has it): the user's jobs
@@ -419,6 +449,7 @@ impl Lsf<'_> {
             array_index,
             each: arg.ends_with("[*]"),
             count: None,
+            exit_code,
         });
         Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
     }
@@ -454,6 +485,7 @@ impl Lsf<'_> {
             array_index: None,
             each: false,
             count: Some(ArrayCount { of, op: *op, n }),
+            exit_code: None,
         });
         self.counts = true;
         Ok(Condition::Term(self.deps.jobs.len() as u32 - 1))
@@ -519,6 +551,7 @@ impl Dependencies {
                     array_index,
                     each: false,
                     count: None,
+                    exit_code: None,
                 });
                 any = true;
             }
@@ -617,9 +650,16 @@ impl Dependencies {
                 DependencyKind::AfterCorr => "done",
                 kind => word_of(&LSF_WORDS, kind),
             };
-            match d.count {
-                Some(c) => format!("{}({}, {c})", c.word(), d.job),
-                None => format!("{word}({id})"),
+            match (d.count, d.exit_code) {
+                (Some(c), _) => format!("{}({}, {c})", c.word(), d.job),
+                (None, Some(test)) => {
+                    format!(
+                        "{word}({id}, {} {})",
+                        word_of(&COUNT_OPS, test.op),
+                        test.code
+                    )
+                }
+                (None, None) => format!("{word}({id})"),
             }
         };
         let condition = self.combined(self.jobs.len() as u32);
@@ -676,6 +716,7 @@ mod tests {
             array_index: None,
             each: false,
             count: None,
+            exit_code: None,
         }
     }
 
@@ -905,7 +946,26 @@ mod tests {
                 "{empty}"
             );
         }
-        assert!(e("exit(4, ==1)").contains("exit code"));
+        // exit(ID, [OP] CODE): a failure with that exit status (== without an operator),
+        // written back as LSF writes it.
+        for (text, op, code, back) in [
+            ("exit(4, ==1)", CountOp::Eq, 1, "exit(4, == 1)"),
+            ("exit(4,3)", CountOp::Eq, 3, "exit(4, == 3)"),
+            ("exit( 4 , > 127 )", CountOp::Gt, 127, "exit(4, > 127)"),
+        ] {
+            let d = Dependencies::parse_lsf(text).unwrap();
+            assert_eq!(d.jobs[0].exit_code, Some(ExitTest { op, code }), "{text}");
+            assert_eq!(d.lsf_text().as_deref(), Some(back), "{text}");
+        }
+        for bad in ["exit(4, 256)", "exit(4, > x)", "exit(4, -1)"] {
+            assert!(
+                e(bad).contains("an exit status of 0 to 255"),
+                "{bad}: {}",
+                e(bad)
+            );
+        }
+        assert!(e("exit(prep, 1)").contains("name the job by its id"));
+        assert!(e("done(4, 1)").contains("expected CONDITION(JOBID or NAME)"));
         assert!(e("post_done(4)").contains("is not supported"));
         assert!(e("finished(4)").contains("expected CONDITION(JOBID or NAME)"));
         assert!(e("done(4").contains("expected CONDITION(JOBID or NAME)"));

@@ -1210,6 +1210,7 @@ mod tests {
                         array_index: None,
                         each: false,
                         count: None,
+                        exit_code: None,
                     }],
                     ..Default::default()
                 }),
