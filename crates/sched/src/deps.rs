@@ -139,7 +139,8 @@ impl TermState {
                 let ended = self.done + self.exit + self.gone;
                 (ended, ended..=ended + open)
             }
-            Counted::Started => (self.running, 0..=open),
+            Counted::Started | Counted::Running => (self.running, 0..=open),
+            Counted::Pending => (self.pending, 0..=self.pending),
         };
         // (A comparison holds alike over a range of counts where it does at both ends, and
         // for == and !=, where the range is one count or does not hold n.)
@@ -569,6 +570,11 @@ mod tests {
         assert_eq!(count(Started, Eq, Some(1)), Satisfied);
         assert_eq!(count(Started, Ge, Some(2)), Waiting);
         assert_eq!(count(Started, Ge, Some(3)), NeverSatisfied);
+        // numrun as numstart; numpend: one pending now, none some day, never more.
+        assert_eq!(count(Counted::Running, Eq, Some(1)), Satisfied);
+        assert_eq!(count(Counted::Pending, Eq, Some(1)), Satisfied);
+        assert_eq!(count(Counted::Pending, Eq, Some(0)), Waiting);
+        assert_eq!(count(Counted::Pending, Gt, Some(1)), NeverSatisfied);
         // All ended: what is counted now is final.
         let ended = term_statuses(&deps, |id| Some([Completed, Failed][id as usize % 2]));
         let count = |of, op, n| condition_status(&Condition::Count(0, Count { of, op, n }), &ended);

@@ -296,6 +296,11 @@ pub enum Counted {
     Ended,
     /// Running, suspended or not (LSF's RUN, SSUSP and USUSP: `numstart`).
     Started,
+    /// Running (LSF's `numrun`: RUN; a suspended element counts too, as the scheduler
+    /// sees it running).
+    Running,
+    /// Waiting to start (LSF's `numpend`: PEND and PSUSP).
+    Pending,
 }
 
 /// A [`Count`]'s comparison.

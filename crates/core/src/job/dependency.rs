@@ -113,11 +113,13 @@ const LSF_WORDS: [(&str, DependencyKind); 4] = [
 ];
 
 /// LSF's counts of an array's elements, and what each counts.
-const COUNT_WORDS: [(&str, Counted); 4] = [
+const COUNT_WORDS: [(&str, Counted); 6] = [
     ("numdone", Counted::Done),
     ("numexit", Counted::Exit),
     ("numended", Counted::Ended),
     ("numstart", Counted::Started),
+    ("numrun", Counted::Running),
+    ("numpend", Counted::Pending),
 ];
 
 /// The word `table` has for `value`.
@@ -395,12 +397,10 @@ impl Lsf<'_> {
         }
         let kind = match by_word(&LSF_WORDS, word) {
             Some(kind) => kind,
-            None if ["post_done", "post_err", "numhold", "numpend", "numrun", "external"]
-                .contains(&word) =>
-            {
+            None if ["post_done", "post_err", "numhold", "external"].contains(&word) => {
                 return Err(JobError::unsupported(
                     &term(),
-                    "berth knows done, exit, ended and started, and numdone, numexit, numended and numstart for arrays",
+                    "berth knows done, exit, ended and started, and numdone, numexit, numended, numstart, numrun and numpend for arrays (it runs no post-execution, and its scheduler does not count held elements apart)",
                 ))
             }
             _ => return Err(self.bad()),
@@ -908,7 +908,12 @@ mod tests {
         ] {
             assert!(e(bad).contains("as numdone(42, >= 5)"), "{bad}: {}", e(bad));
         }
-        assert!(e("numrun(4, > 1)").contains("is not supported"));
+        assert!(e("numhold(4, > 1)").contains("is not supported"));
+        // numrun and numpend: running and pending elements, written back as they were.
+        for text in ["numrun(4, > 1)", "numpend(4, == 0)"] {
+            let d = Dependencies::parse_lsf(text).unwrap();
+            assert_eq!(d.lsf_text().as_deref(), Some(text));
+        }
         for bad in [
             "done(1) & done(2)",
             "done(1) || (done(2)",
