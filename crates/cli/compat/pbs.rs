@@ -570,6 +570,37 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
     crate::step::run(request)
 }
 
+/// An array's indices as PBS Pro writes a range list: runs of one step as `A-B:S` (`:1`
+/// left out), the rest one by one (`3-9:2,12`).
+fn stepped_list(indices: &[u32]) -> String {
+    let mut v = indices.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        // The longest run of one step from here; two indices more than one apart are two.
+        let mut end = i;
+        if let Some(step) = v.get(i + 1).map(|next| next - v[i]) {
+            while v.get(end + 1).is_some_and(|&next| next - v[end] == step) {
+                end += 1;
+            }
+            if end == i + 1 && step > 1 {
+                end = i;
+            }
+        }
+        parts.push(match end - i {
+            0 => v[i].to_string(),
+            _ => match v[i + 1] - v[i] {
+                1 => format!("{}-{}", v[i], v[end]),
+                step => format!("{}-{}:{step}", v[i], v[end]),
+            },
+        });
+        i = end + 1;
+    }
+    parts.join(",")
+}
+
 /// `48:00:00`: a time as PBS writes it, hours past a day and all.
 fn walltime(seconds: u64) -> String {
     let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
@@ -733,7 +764,7 @@ fn full_attributes(
         }
         let remaining = match a.queued.is_empty() {
             true => "-".to_string(),
-            false => berth_core::number_list(&a.queued),
+            false => stepped_list(&a.queued),
         };
         attrs.extend([
             ("array", "True".to_string()),
@@ -1047,6 +1078,16 @@ mod tests {
         assert_eq!(short_size(1000), "1kb");
         assert_eq!(cut("a_long_job_name_here", 16), "a_long_job_name*");
         assert_eq!(cut("short", 16), "short");
+    }
+
+    #[test]
+    fn remaining_indices_are_written_as_pbs_ranges() {
+        assert_eq!(stepped_list(&[3, 5, 7, 9]), "3-9:2");
+        assert_eq!(stepped_list(&[1, 2, 3, 7]), "1-3,7");
+        assert_eq!(stepped_list(&[2, 9]), "2,9");
+        assert_eq!(stepped_list(&[4, 5]), "4-5");
+        assert_eq!(stepped_list(&[1, 3, 5, 6, 7, 20]), "1-5:2,6-7,20");
+        assert_eq!(stepped_list(&[8]), "8");
     }
 
     #[test]
