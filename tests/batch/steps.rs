@@ -100,8 +100,8 @@ srun -n 1 sh -c 'echo "alone $(grep Cpus_allowed_list /proc/self/status | cut -f
 /// A step's own memory (`srun --mem`, `--mem-per-cpu`), out of the job's: its tasks are
 /// held to it in a cgroup of the step's, where the kernel's OOM kills are the step's alone
 /// (OUT_OF_MEMORY in sacct, the job going on); more than the job has is refused; what a
-/// running step holds, the job's next steps wait for, as Slurm's do. No cgroup of a step's
-/// is left once it has ended.
+/// running step holds, the job's next steps wait for, as Slurm's do. Every step has a
+/// cgroup of its own, which goes with what its tasks left in it when it ends.
 #[test]
 fn a_steps_own_memory_holds_its_tasks_and_is_held_against_the_others() {
     let Some(c) = Cluster::start() else { return };
@@ -118,6 +118,23 @@ srun -n 1 /bin/probe hog 16 && echo "shared ran"
 touch release
 wait $p
 wait
+srun -n 1 sh -c 'setsid sleep 300 & echo $! > left.pid'
+# (Gone, or a zombie its new parent has not reaped.)
+case "$(grep State: "/proc/$(cat left.pid)/status" 2>/dev/null)" in
+  ""|*zombie*) echo "left gone";;
+  *) echo "left alive";;
+esac
+srun -n 1 /bin/probe hog 512; echo "over the job's $?"
+srun -n 1 --mem-per-cpu=0 /bin/probe hog 16 && echo "per-cpu 0 shares"
+# The job's cgroup (v1's memory hierarchy, or v2's, above the job's own leaf): no step's left.
+cg=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/self/cgroup)
+case "$cg" in
+  "") dir=/sys/fs/cgroup$(sed -n 's/^0::\(.*\)\/job$/\1/p' /proc/self/cgroup);;
+  *) dir=/sys/fs/cgroup/memory$cg;;
+esac
+[ -d "$dir" ] || echo "no cgroup at $dir"
+echo "steps while one runs $(srun -n 1 ls "$dir" | grep -c '^step_')"
+echo "steps left $(ls "$dir" | grep -c '^step_')"
 cat second.err"#;
     let id = c.submit(
         Mode::Rootless,
@@ -128,13 +145,7 @@ cat second.err"#;
     let job = c.wait_for(id, &["COMPLETED", "FAILED", "OUT_OF_MEMORY"]);
     let out = output(&c, id);
     assert_eq!(job["state"], "COMPLETED", "{out}");
-    assert!(
-        out.contains(
-            "hog 137
-"
-        ),
-        "{out}"
-    );
+    assert!(out.contains("hog 137\n"), "{out}");
     assert!(
         out.contains(&format!(
             "berth step: error: Detected 1 oom_kill event in step {id}.0 on "
@@ -170,16 +181,19 @@ cat second.err"#;
         "{steps}"
     );
     assert!(steps.contains(&format!("{id}|COMPLETED|0:0\n")), "{steps}");
-    // No step's cgroup is left (nor the job's).
-    let left: Vec<String> = ["/sys/fs/cgroup/memory/berth", "/sys/fs/cgroup/berth"]
-        .into_iter()
-        .flat_map(std::fs::read_dir)
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(&format!("-job{id}")))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // What a step leaves behind (a process in a session of its own) goes with it; a step
+    // over the job's memory, without a limit of its own, is that step's OOM kill too, not
+    // the job's; --mem-per-cpu=0 shares the job's memory, as --mem=0 does.
+    assert!(out.contains("left gone\n"), "{out}");
+    assert!(out.contains("over the job's 137\n"), "{out}");
+    assert!(out.contains("went over its job's memory limit"), "{out}");
+    assert!(out.contains("per-cpu 0 shares\n"), "{out}");
+    assert_eq!(steps.matches("|OUT_OF_MEMORY|0:125").count(), 2, "{steps}");
+    // No step's cgroup is left once the steps have ended.
+    assert!(
+        out.contains("steps while one runs 1\nsteps left 0\n"),
+        "{out}"
+    );
 }
 
 /// squeue -s: the running steps of running jobs (the batch script's as `ID.batch`), in
@@ -1350,7 +1364,7 @@ fn a_step_runs_in_an_image_of_its_own_within_the_job() {
     std::fs::write(data.join("f"), "bound\n").unwrap();
     let body = format!(
         r#"echo job > /tmp/in-job
-srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -cE "/berth/.*-job$SLURM_JOB_ID(/job)?$" /proc/self/cgroup)"'
+srun --container-image=marked --container-mounts={}:/d:ro sh -c 'echo "$SLURM_PROCID $(cat /etc/marker) $(cat /d/f) $(id -un) $(cat /tmp/in-job 2>/dev/null || echo own-tmp) cgroup=$(grep -cE "/berth/.*-job$SLURM_JOB_ID(/job|/step_[0-9]+)?$" /proc/self/cgroup)"'
 srun -n 1 sh -c 'echo "again $(cat /tmp/in-job) $(cat /etc/marker 2>/dev/null || echo no-marker)"'
 PATH=/opt/x:$PATH srun -n 1 --container-image=marked --container-env=PATH --no-container-mount-home sh -c 'echo "env $PATH $(test -d $HOME && echo home || echo no-home)"'
 srun -n 1 --container-image=marked --container-mounts=/no/such:/x true 2>&1 || echo "refused: $?"

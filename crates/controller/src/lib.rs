@@ -4508,14 +4508,20 @@ impl Controller {
             // Memory of its own there, out of the job's (`--mem`, `--mem-per-cpu`), held
             // as its CPUs are; none asked for (or 0): all of the job's, shared, none held.
             let memory = match (request.memory, request.memory_per_cpu) {
-                (Some(0), _) | (None, None) => None,
+                (Some(0), _) | (None, None) | (None, Some(0)) => None,
                 (Some(bytes), _) => Some(bytes),
                 (None, Some(per_cpu)) => Some(per_cpu.saturating_mul(wanted)),
             };
-            if let (Some(asked), Some(has)) = (memory, job.memory) {
+            // (A job without a limit of its own has its node's memory.)
+            let node_memory = self.nodes.get(&share.node).map(|n| n.res.memory);
+            if let (Some(asked), Some(has)) = (memory, job.memory.or(node_memory)) {
                 if asked > has {
+                    let whose = match job.memory {
+                        Some(_) => format!("job {id}'s"),
+                        None => format!("the node's (job {id} asked for no memory)"),
+                    };
                     return Err(format!(
-                        "the step asks for {} of memory on node {}, more than job {id}'s {} there: ask for less (--mem, --mem-per-cpu), or leave it out to share the job's",
+                        "the step asks for {} of memory on node {}, more than {whose} {} there: ask for less (--mem, --mem-per-cpu), or leave it out to share the job's",
                         mebibytes(asked), share.node, mebibytes(has)
                     ));
                 }

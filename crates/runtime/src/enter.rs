@@ -84,17 +84,21 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
 }
 
 /// The container whose mount namespace is `mnt` (a named container a step built with
-/// [`new`]), if a process of the cgroup `berth/<cgroup_name>` is still in it.
+/// [`new`]), if a process of the cgroup `berth/<cgroup_name>` or one below it (a step's
+/// tasks are in their step's) is still in it.
 pub fn find_namespace(
     cgroup_name: &str,
     mnt: (u64, u64),
 ) -> Result<Option<Container>, RuntimeError> {
     let layout = Layout::detect()?;
     let dirs = cgroup::existing_dirs(&layout, CGROUP_PARENT, cgroup_name);
-    let Some(first) = dirs.first().map(|d| cgroup::joinable(d)) else {
+    let Some(first) = dirs.first() else {
         return Ok(None);
     };
-    let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
+    let members = cgroup::pids_in([first.as_path()])
+        .iter()
+        .map(|pid| format!("{pid}\n"))
+        .collect::<String>();
     let Some(member) = ready_member(&members, &needle(cgroup_name), own_namespace()?, Some(mnt))
     else {
         return Ok(None);
@@ -439,6 +443,9 @@ pub struct Task<'a> {
     /// A descriptor the task keeps open across its exec (its PMI connection, named in
     /// its PMI_FD); the caller's others close.
     pub inherit: Option<RawFd>,
+    /// Files the task writes "0" to first, joining its step's own cgroup (v1 `tasks`, v2
+    /// cgroup.procs: [`crate::cgroup::StepCgroup::task_files`]); the caller stays out of it.
+    pub cgroup: &'a [RawFd],
 }
 
 /// The user namespace of a remapped root's tasks: root in it is `identity` outside.
@@ -479,6 +486,14 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
                 message: format!("cannot start the task: {what}: {e}"),
             }
         };
+        for &fd in task.cgroup {
+            // SAFETY: write(2) of a live one-byte buffer to a descriptor the caller holds.
+            if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io("joining its step's cgroup")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
         if let Some(fd) = task.pty {
             // SAFETY: setsid and the TIOCSCTTY ioctl on a terminal descriptor we hold.
             let ctty = unsafe { libc::setsid() >= 0 && libc::ioctl(fd, libc::TIOCSCTTY, 0) == 0 };

@@ -1038,11 +1038,12 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
 fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
-    // The step's own cgroup below the job's, made on the host (see StepCgroup).
-    let own_cgroup = match launch.memory {
-        Some(bytes) => Some(OwnCgroup::create(&launch, bytes)?),
-        None => None,
-    };
+    // The step's own cgroup below the job's, made on the host (see StepCgroup), which
+    // its tasks join.
+    let own_cgroup = OwnCgroup::create(&launch)?;
+    let cgroup_files = own_cgroup
+        .as_ref()
+        .map_or_else(Vec::new, |c| c.cgroup.task_files());
     // The PMI server's address, resolved on the host too (inside, name resolution would
     // load the image's libraries into this root process). Where the server's host does not
     // resolve here, a step that did not ask for PMIx runs without PMI (an MPI program says
@@ -1083,15 +1084,15 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
         let env = step_env(&launch, outside)?;
         // (A job started with --container-remap-root: its tasks are root there too.)
         let remap = container.enter()?;
-        let joined = own_cgroup.map(OwnCgroup::join).transpose()?;
         let worst = run_tasks(
             &launch,
             &id,
             &env,
             remap.as_ref().map(|r| r.as_fd()),
             (pmi, pmix_env),
+            &cgroup_files,
         )?;
-        return Ok((worst, joined.map_or(0, OwnCgroup::finish)));
+        return Ok((worst, own_cgroup.map_or(0, OwnCgroup::finish)));
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -1177,15 +1178,15 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
             layer
         }
     };
-    let joined = own_cgroup.map(OwnCgroup::join).transpose()?;
     let worst = run_tasks(
         &launch,
         &id,
         &spec.env,
         remap.as_ref().map(|r| r.as_fd()),
         (pmi, pmix_env),
+        &cgroup_files,
     )?;
-    let oom_kills = joined.map_or(0, OwnCgroup::finish);
+    let oom_kills = own_cgroup.map_or(0, OwnCgroup::finish);
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
@@ -1197,21 +1198,25 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
     Ok((worst, oom_kills))
 }
 
-/// The step's own cgroup on this node, below its job's (`srun --mem`): its tasks' memory
-/// limit. Made before the step's process enters the job's container, joined once it has (so
-/// that the tasks it starts are born in it), left and removed once they have ended.
+/// The step's own cgroup on this node, below its job's, as Slurm gives each step one: its
+/// tasks' memory limit where it asks for one (`srun --mem`), the OOM kills among them, and
+/// what they leave behind, killed at its end. Made before the step's process enters the
+/// job's container; its tasks join it as they start (the step's process stays in the
+/// job's); removed once they have ended.
 struct OwnCgroup {
     cgroup: berth_runtime::cgroup::StepCgroup,
-    bytes: u64,
+    bytes: Option<u64>,
     /// `JOB.STEP on NODE`, for its OOM kills' report.
     step: String,
 }
 
 impl OwnCgroup {
-    fn create(launch: &StepLaunch, bytes: u64) -> Result<OwnCgroup, StepError> {
+    /// `None` where it cannot be made and the step asks for no memory of its own: it runs
+    /// in its job's cgroup then, as steps did before they had their own.
+    fn create(launch: &StepLaunch) -> Result<Option<OwnCgroup>, StepError> {
         use berth_runtime::cgroup::{Layout, Limits, StepCgroup};
         let limits = Limits {
-            memory: Some(bytes),
+            memory: launch.memory,
             ..Limits::default()
         };
         let made = Layout::detect().and_then(|layout| {
@@ -1223,18 +1228,15 @@ impl OwnCgroup {
                 &limits,
             )
         });
-        Ok(OwnCgroup {
-            cgroup: made.map_err(berth_runtime::RuntimeError::from)?,
-            bytes,
-            step: format!("{}.{} on {}", launch.job_id, launch.step_id, launch.node),
-        })
-    }
-
-    fn join(mut self) -> Result<OwnCgroup, StepError> {
-        self.cgroup
-            .join()
-            .map_err(berth_runtime::RuntimeError::from)?;
-        Ok(self)
+        match (made, launch.memory) {
+            (Ok(cgroup), bytes) => Ok(Some(OwnCgroup {
+                cgroup,
+                bytes,
+                step: format!("{}.{} on {}", launch.job_id, launch.step_id, launch.node),
+            })),
+            (Err(_), None) => Ok(None),
+            (Err(e), Some(_)) => Err(berth_runtime::RuntimeError::from(e).into()),
+        }
     }
 
     /// Removes the cgroup; how many of the tasks' processes the OOM killer killed in it,
@@ -1242,11 +1244,14 @@ impl OwnCgroup {
     fn finish(self) -> u64 {
         let kills = self.cgroup.finish();
         if kills > 0 {
+            let limit = match self.bytes {
+                Some(bytes) => format!("its memory limit ({} MiB, --mem)", bytes >> 20),
+                None => "its job's memory limit".into(),
+            };
             eprintln!(
-                "berth step: error: Detected {kills} oom_kill event{} in step {}: the step's tasks went over its memory limit ({} MiB, --mem): ask for more",
+                "berth step: error: Detected {kills} oom_kill event{} in step {}: the step's tasks went over {limit}: ask for more",
                 if kills == 1 { "" } else { "s" },
                 self.step,
-                self.bytes >> 20
             );
         }
         kills
@@ -1262,6 +1267,7 @@ fn run_tasks(
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
     (pmi, pmix_env): (Option<pmi::Coordinator>, &[Vec<String>]),
+    cgroup: &[std::os::fd::RawFd],
 ) -> Result<i32, StepError> {
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -1362,6 +1368,7 @@ fn run_tasks(
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
             remap,
             inherit: pmi_connection.as_ref().map(|c| c.as_raw_fd()),
+            cgroup,
         };
         let pid = berth_runtime::enter::spawn(&task, id)?;
         // (The task has its copy.)

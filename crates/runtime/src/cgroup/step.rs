@@ -1,12 +1,16 @@
-//! A job step's own cgroup below its job's (`srun --mem`), as Slurm gives each step one: its
-//! tasks are held to the step's limits within the job's, and the kernel's OOM kills among
-//! them are the step's alone to count.
+//! A job step's own cgroup below its job's, as Slurm gives each step one: its tasks are held
+//! to the step's limits within the job's (`srun --mem`), the kernel's OOM kills among them
+//! are the step's alone to count, and what they leave behind is found and killed when the
+//! step ends.
 //!
 //! The step's process makes it on the host, then enters the job's container, where the
-//! cgroup file systems are out of reach: so everything it does with the cgroup afterwards
-//! (join it, leave it, read its OOM kills, remove it) goes through descriptors opened here.
+//! cgroup file systems are out of reach: so everything done with the cgroup afterwards (its
+//! tasks join it, the step's process reads its OOM kills and removes it) goes through
+//! descriptors opened here. The step's process itself stays in the job's cgroup: in the
+//! step's, the OOM killer could pick it (it is bigger than a small task) and leave its
+//! tasks unwatched.
 
-use super::{existing_dirs, joinable, keyed, sigkill, Cgroup, CgroupError, Layout, Limits};
+use super::{existing_dirs, keyed, sigkill, Cgroup, CgroupError, Layout, Limits};
 use crate::sys;
 use std::collections::BTreeSet;
 use std::fs;
@@ -25,8 +29,6 @@ pub struct StepCgroup {
     name: String,
     v2: bool,
     parts: Vec<Part>,
-    /// The calling process has joined it (and leaves it before it is removed).
-    joined: bool,
 }
 
 /// The step's cgroup in one hierarchy.
@@ -36,10 +38,8 @@ struct Part {
     job: OwnedFd,
     /// The step's directory.
     own: OwnedFd,
-    /// Writing "0" moves the calling process into the step's cgroup (v1: its thread).
+    /// Writing "0" moves the writing process into the step's cgroup (v1: its thread).
     into: fs::File,
-    /// Writing "0" moves it back into the job's (v2: the job's [`PROCESS_LEAF`]).
-    back: fs::File,
     /// Whether the hierarchy has the memory controller.
     memory: bool,
 }
@@ -68,12 +68,7 @@ impl StepCgroup {
             .map(|(dir, cs)| Part::open(dir, cs, v2))
             .collect();
         match opened {
-            Ok(parts) => Ok(StepCgroup {
-                name,
-                v2,
-                parts,
-                joined: false,
-            }),
+            Ok(parts) => Ok(StepCgroup { name, v2, parts }),
             Err(e) => {
                 let _ = cgroup.destroy();
                 Err(e)
@@ -81,24 +76,16 @@ impl StepCgroup {
         }
     }
 
-    /// Moves the calling process (single-threaded: on v1 its thread) into the step's cgroup.
-    pub fn join(&mut self) -> Result<(), CgroupError> {
-        self.joined = true;
-        self.parts.iter().try_for_each(|p| {
-            (&p.into)
-                .write_all(b"0")
-                .map_err(|source| CgroupError::Write {
-                    path: sys::fd_path(&p.into).into(),
-                    value: "0".into(),
-                    source,
-                })
-        })
+    /// The files a task writes "0" to, as its first act after its fork, to join the step's
+    /// cgroup (`enter::Task::cgroup`): kept open across the fork, closed at its exec.
+    pub fn task_files(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.parts.iter().map(|p| p.into.as_raw_fd()).collect()
     }
 
-    /// Once the step's tasks have ended: moves the calling process back into the job's
-    /// cgroup, kills what the tasks left in the step's, and removes it (as dropping it
-    /// does, where the tasks could not be started). Returns how many of its processes the
-    /// kernel's OOM killer killed.
+    /// Once the step's tasks have ended: kills what they left in the step's cgroup and
+    /// removes it (as dropping it does, where the tasks could not be started). Returns how
+    /// many of its processes the kernel's OOM killer killed.
     pub fn finish(mut self) -> u64 {
         let oom_file = match self.v2 {
             true => "memory.events",
@@ -115,13 +102,9 @@ impl StepCgroup {
         oom
     }
 
-    /// Moves the calling process back into the job's cgroup if it joined the step's, and
-    /// removes the step's, what is left in it killed; once.
+    /// Removes the cgroup, what is left in it killed; once.
     fn remove(&mut self) {
         let parts = std::mem::take(&mut self.parts);
-        for p in parts.iter().filter(|_| self.joined) {
-            let _ = (&p.back).write_all(b"0");
-        }
         let mut pause = Duration::from_millis(5);
         for _ in 0..REMOVE_TRIES {
             let mut left = 0;
@@ -162,7 +145,7 @@ impl Part {
         // (v1's `tasks` moves a thread, v2's cgroup.procs a process; creating it is
         // harmless on cgroupfs, where it exists or the open fails, and lets tests use a
         // plain tree.)
-        let mover = |dir: &Path| {
+        let mover = |dir: &Path| -> Result<fs::File, CgroupError> {
             let path = dir.join(if v2 { "cgroup.procs" } else { "tasks" });
             fs::OpenOptions::new()
                 .write(true)
@@ -179,7 +162,6 @@ impl Part {
             job: directory(job_dir)?,
             own: directory(dir)?,
             into: mover(dir)?,
-            back: mover(&joinable(job_dir))?,
             memory: v2 || controllers.iter().any(|c| c == "memory"),
         })
     }
@@ -214,7 +196,7 @@ fn read_at(dir: &OwnedFd, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{v1_tree, v2_tree};
-    use super::super::PROCESS_LEAF;
+    use super::super::{joinable, PROCESS_LEAF};
     use super::*;
 
     fn text(path: &Path) -> String {
@@ -229,7 +211,7 @@ mod tests {
             memory: Some(64 << 20),
             ..Limits::default()
         };
-        let mut step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
+        let step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
         let memory = tmp.path().join("memory/berth/7-job/step_3");
         assert_eq!(text(&memory.join("memory.limit_in_bytes")), "67108864");
         // The step's cpuset is the job's.
@@ -237,7 +219,11 @@ mod tests {
             text(&tmp.path().join("cpuset/berth/7-job/step_3/cpuset.cpus")),
             "0-1"
         );
-        step.join().unwrap();
+        // A task joins it by its own write (as here, this test's process).
+        for fd in step.task_files() {
+            // SAFETY: write(2) of a live one-byte buffer to a descriptor the step holds.
+            assert_eq!(unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) }, 1);
+        }
         assert_eq!(text(&memory.join("tasks")), "0");
         fs::write(
             memory.join("memory.oom_control"),
@@ -245,7 +231,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(step.finish(), 2);
-        assert_eq!(text(&tmp.path().join("memory/berth/7-job/tasks")), "0");
         drop(job);
     }
 
@@ -263,22 +248,12 @@ mod tests {
             memory: Some(64 << 20),
             ..Limits::default()
         };
-        let mut step = StepCgroup::create(&layout, "berth", "7-job", 0, &limits).unwrap();
+        let step = StepCgroup::create(&layout, "berth", "7-job", 0, &limits).unwrap();
         assert_eq!(text(&jobs.join("step_0/memory.max")), "67108864");
         assert!(text(&jobs.join("cgroup.subtree_control")).contains("memory"));
-        step.join().unwrap();
-        assert_eq!(text(&jobs.join("step_0/cgroup.procs")), "0");
+        assert_eq!(step.task_files().len(), 1);
         assert_eq!(step.finish(), 0);
-        assert_eq!(text(&jobs.join("job/cgroup.procs")), "0");
         drop(job);
-    }
-
-    #[test]
-    fn a_step_cgroup_never_joined_moves_nothing_back() {
-        let (tmp, layout) = v1_tree();
-        let _job = Cgroup::create(&layout, "berth", "9-job", &Limits::default()).unwrap();
-        drop(StepCgroup::create(&layout, "berth", "9-job", 1, &Limits::default()).unwrap());
-        assert_eq!(text(&tmp.path().join("memory/berth/9-job/tasks")), "");
     }
 
     #[test]
