@@ -338,10 +338,16 @@ fn parse_format(text: &str) -> Result<Format> {
     Ok(Format { columns, delimiter })
 }
 
+/// LSF's longer options that a command's one-letter ones would spell (`-sum`, `-app`,
+/// `-stat`): kept whole, and refused as unknown, rather than split (see `getopt_words`).
+const LONGER: &[&str] = &[
+    "-sum", "-psum", "-sla", "-ss", "-app", "-aps", "-rusage", "-stat",
+];
+
 const BJOBS_USAGE: &str = "bjobs [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEUE] [-J NAME] [-A] [-w] [-l] [-noheader] [-o \"FIELDS\"] [JOBID|JOBID[INDEX] ...]";
 
 pub fn bjobs(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "adprsAwlh", "uqJo");
+    let mut words = getopt_words(words, "adprsAwlh", "uqJo", LONGER);
     if flag(&mut words, "-h") {
         println!("usage: {BJOBS_USAGE}");
         return Ok(0);
@@ -548,7 +554,7 @@ const BHIST_USAGE: &str = "bhist [-a] [-d] [-p] [-r] [-s] [-u USER|all] [-q QUEU
 /// bhist: the time jobs spent in each state (`-l`: their history, event by event); the
 /// user's unfinished jobs, or as `-a`, `-d`, ... choose (all of berth's history).
 pub fn bhist(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "adprslwh", "uqJ");
+    let mut words = getopt_words(words, "adprslwh", "uqJ", LONGER);
     if flag(&mut words, "-h") {
         println!("usage: {BHIST_USAGE}");
         return Ok(0);
@@ -743,7 +749,7 @@ const BACCT_USAGE: &str =
 /// `-C` ended between two times, as sacct's), summed up as LSF does: CPU time, wait,
 /// turnaround, hog factor; `-l` each job's first.
 pub fn bacct(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "delh", "uqC");
+    let mut words = getopt_words(words, "delh", "uqC", LONGER);
     if flag(&mut words, "-h") {
         println!("usage: {BACCT_USAGE}");
         return Ok(0);
@@ -1037,7 +1043,7 @@ const BKILL_USAGE: &str =
 
 /// bkill: cancels (or signals, `-s`) jobs; `0` stands for all of the user's jobs.
 pub fn bkill(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "", "suJ");
+    let mut words = getopt_words(words, "", "suJ", LONGER);
     let signal = value(&mut words, "-s")?;
     let user = value(&mut words, "-u")?;
     let name = value(&mut words, "-J")?;
@@ -1088,7 +1094,7 @@ fn element_lists(words: Vec<String>) -> Result<Vec<String>> {
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
 /// to), `Job <42> is being PAST`.
 pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "", "uJ");
+    let mut words = getopt_words(words, "", "uJ", LONGER);
     let user = value(&mut words, "-u")?;
     let name = value(&mut words, "-J")?;
     no_other_options(
@@ -1200,7 +1206,7 @@ const BWAIT_USAGE: &str = "bwait -w 'CONDITION(JOBID) && ...' [-t MINUTES]   (CO
 /// LSF's words when it never can (a job `done` waits for exited) or the time runs out.
 /// Several terms open: each looked at in turn for a second.
 pub fn bwait(words: Vec<String>) -> Result<i32> {
-    let mut words = getopt_words(words, "", "wtr");
+    let mut words = getopt_words(words, "", "wtr", LONGER);
     let condition = value(&mut words, "-w")?;
     let minutes = value(&mut words, "-t")?;
     // LSF's re-registration interval: berth's wait is one request, held until it answers.
@@ -1406,7 +1412,7 @@ fn lsf_end_state(state: &str) -> &'static str {
 /// ends, as `tail -f` would.
 pub fn bpeek(words: Vec<String>) -> Result<i32> {
     const USAGE: &str = "bpeek [-f] JOBID | bpeek [-f] -J NAME";
-    let mut words = getopt_words(words, "f", "J");
+    let mut words = getopt_words(words, "f", "J", LONGER);
     let follow = flag(&mut words, "-f");
     let name = value(&mut words, "-J")?;
     no_other_options("bpeek", &words, USAGE)?;

@@ -416,11 +416,16 @@ fn value(words: &mut Vec<String>, name: &str) -> Result<Option<String>> {
 /// `words` with short options split as getopt(3) reads them, as LSF's commands take them:
 /// `-aw` is `-a -w`, `-uall` and `-sKILL` are `-u all` and `-s KILL`. `flags` are the
 /// command's one-letter flags, `valued` its one-letter options that take a value. A word
-/// that does not split that way wholly (`-noheader`, an option of its own) is kept, and so is
-/// the value of an option given apart (`-J -x`).
-fn getopt_words(words: Vec<String>, flags: &str, valued: &str) -> Vec<String> {
+/// that does not split that way wholly (`-noheader`, an option of its own) is kept, as are
+/// `whole`'s (LSF's longer options that would split into letters the command knows: bjobs
+/// `-sum` is no `-s -u m`), and the value of an option given apart (`-J -x`).
+fn getopt_words(words: Vec<String>, flags: &str, valued: &str, whole: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     for word in words {
+        if whole.contains(&word.as_str()) {
+            out.push(word);
+            continue;
+        }
         let value_of_previous = out
             .last()
             .is_some_and(|p| p.len() == 2 && p.starts_with('-') && valued.contains(&p[1..]));
@@ -658,7 +663,7 @@ mod tests {
     fn short_options_split_as_getopt_reads_them() {
         let split = |line: &str| {
             let words = line.split(' ').map(String::from).collect();
-            getopt_words(words, "adlw", "uJs").join(" ")
+            getopt_words(words, "adlw", "uJs", &["-sum"]).join(" ")
         };
         assert_eq!(split("-aw 12"), "-a -w 12");
         assert_eq!(split("-uall -al"), "-u all -a -l");
@@ -667,6 +672,7 @@ mod tests {
         // Options of their own, values given apart, and what does not split wholly stay.
         assert_eq!(split("-noheader -J -aw -x -ax"), "-noheader -J -aw -x -ax");
         assert_eq!(split("-u -w --all"), "-u -w --all");
+        assert_eq!(split("-sum -al"), "-sum -a -l");
     }
 
     #[test]
