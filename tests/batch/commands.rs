@@ -697,6 +697,9 @@ fn bwait_returns_once_the_condition_holds() {
         ),
         (format!("numexit({array}, >= 2)"), 1),
         (format!("numstart({array}, > 0) || done({ok})"), 0),
+        // None runs or waits any more: numrun never reaches one; numpend is none for good.
+        (format!("numrun({array}, >= 1)"), 1),
+        (format!("numpend({array}, == 0)"), 0),
         // An element by name; ! of what waits holds at once.
         ("ended(pair[2]) && exit(pair[*])".to_string(), 1),
         ("done(pair[1]) && exit(pair[2])".to_string(), 0),
@@ -706,7 +709,7 @@ fn bwait_returns_once_the_condition_holds() {
         assert_eq!(out.code, code, "{condition}: {}", out.stderr);
     }
     // What berth cannot wait for is refused with the reason.
-    let numbered = bwait(&["-w", &format!("numrun({array}, >= 1)")]);
+    let numbered = bwait(&["-w", &format!("numhold({array}, >= 1)")]);
     assert!(
         numbered.stderr.contains("is not supported"),
         "{}",
