@@ -1038,12 +1038,6 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
 fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
-    // The step's own cgroup below the job's, made on the host (see StepCgroup), which
-    // its tasks join.
-    let own_cgroup = OwnCgroup::create(&launch)?;
-    let cgroup_files = own_cgroup
-        .as_ref()
-        .map_or_else(Vec::new, |c| c.cgroup.task_files());
     // The PMI server's address, resolved on the host too (inside, name resolution would
     // load the image's libraries into this root process). Where the server's host does not
     // resolve here, a step that did not ask for PMIx runs without PMI (an MPI program says
@@ -1077,6 +1071,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
     // with its own variables on top but for the host's PATH, meaningless in the image.
     let Some(image) = &launch.image else {
         let container = berth_runtime::enter::find(&launch.cgroup)?;
+        let (own_cgroup, cgroup_files) = OwnCgroup::create(&launch)?;
         let outside = match launch.client_pid {
             Some(pid) => !container.holds(pid),
             None => launch.outside,
@@ -1114,6 +1109,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
         // may come as soon as the job runs): waited for, as a step in it waits.
         berth_runtime::enter::find(&launch.cgroup)?;
     }
+    let (own_cgroup, cgroup_files) = OwnCgroup::create(&launch)?;
     let env = step_env(&launch, outside)?;
     // Where a saved container's files are read from once its tasks end.
     let host = match launch.save {
@@ -1211,9 +1207,21 @@ struct OwnCgroup {
 }
 
 impl OwnCgroup {
-    /// `None` where it cannot be made and the step asks for no memory of its own: it runs
-    /// in its job's cgroup then, as steps did before they had their own.
-    fn create(launch: &StepLaunch) -> Result<Option<OwnCgroup>, StepError> {
+    /// Made once the job's container is (so that its cgroup is complete), on the host; with
+    /// the files its tasks join it by. `None` where it cannot be made and the step asks for
+    /// no memory of its own: it runs in its job's cgroup then, as steps did before they
+    /// had their own.
+    fn create(
+        launch: &StepLaunch,
+    ) -> Result<(Option<OwnCgroup>, Vec<std::os::fd::RawFd>), StepError> {
+        let own = Self::make(launch)?;
+        let files = own
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.cgroup.task_files());
+        Ok((own, files))
+    }
+
+    fn make(launch: &StepLaunch) -> Result<Option<OwnCgroup>, StepError> {
         use berth_runtime::cgroup::{Layout, Limits, StepCgroup};
         let limits = Limits {
             memory: launch.memory,

@@ -54,13 +54,29 @@ impl StepCgroup {
         step: u32,
         limits: &Limits,
     ) -> Result<StepCgroup, CgroupError> {
-        if existing_dirs(layout, parent, job).is_empty() {
-            return Err(CgroupError::JobGone {
-                name: format!("{parent}/{job}"),
-            });
+        let gone = || CgroupError::JobGone {
+            name: format!("{parent}/{job}"),
+        };
+        let jobs = existing_dirs(layout, parent, job);
+        if jobs.is_empty() {
+            return Err(gone());
         }
         let name = format!("step_{step}");
         let cgroup = Cgroup::create(layout, &format!("{parent}/{job}"), &name, limits)?;
+        // In a hierarchy the job's cgroup is not in (yet: its runner makes it), the step's
+        // would have made it, and the job could not: both go.
+        let strays: Vec<&Path> = (cgroup.dirs.iter())
+            .filter_map(|(dir, _)| dir.parent())
+            .filter(|job_dir| !jobs.iter().any(|j| j == job_dir))
+            .collect();
+        if !strays.is_empty() {
+            let strays: Vec<std::path::PathBuf> = strays.iter().map(|p| p.to_path_buf()).collect();
+            let _ = cgroup.destroy();
+            for stray in strays {
+                let _ = fs::remove_dir(stray);
+            }
+            return Err(gone());
+        }
         let v2 = cgroup.v2;
         let opened: Result<Vec<Part>, CgroupError> = cgroup
             .dirs
@@ -254,6 +270,17 @@ mod tests {
         assert_eq!(step.task_files().len(), 1);
         assert_eq!(step.finish(), 0);
         drop(job);
+    }
+
+    #[test]
+    fn a_step_never_makes_its_jobs_cgroup() {
+        let (tmp, layout) = v1_tree();
+        // The job's runner has made its cgroup in one hierarchy so far.
+        fs::create_dir_all(tmp.path().join("memory/berth/9-job")).unwrap();
+        let err = StepCgroup::create(&layout, "berth", "9-job", 0, &Limits::default());
+        assert!(matches!(err, Err(CgroupError::JobGone { .. })), "{err:?}");
+        assert!(!tmp.path().join("freezer/berth/9-job").exists());
+        assert!(tmp.path().join("memory/berth/9-job").exists());
     }
 
     #[test]
