@@ -67,16 +67,17 @@ pub fn find(cgroup_name: &str) -> Result<Container, RuntimeError> {
         }
         wait();
     };
-    let first = cgroup::joinable(&dirs[0]);
-    let (procs, v1) = joining_files(&layout, dirs)?;
     let own_mnt = own_namespace()?;
     let needle = needle(cgroup_name);
     loop {
+        // (Where its processes are, looked up each time: on v2 a leaf its runner makes
+        // just after the cgroup.)
+        let first = cgroup::joinable(&dirs[0]);
         let members = std::fs::read_to_string(first.join("cgroup.procs")).unwrap_or_default();
         if let Some(member) = ready_member(&members, &needle, own_mnt, None) {
-            return Ok(Container::of(member, (procs, v1)));
+            return Ok(Container::of(member, joining_files(&layout, dirs)?));
         }
-        if std::time::Instant::now() > deadline || !first.is_dir() {
+        if std::time::Instant::now() > deadline || !dirs[0].is_dir() {
             return Err(gone());
         }
         wait();
