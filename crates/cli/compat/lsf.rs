@@ -494,13 +494,7 @@ impl Selection {
             };
             wanted
                 && self.queue.as_ref().is_none_or(|q| *q == j.partition)
-                && self
-                    .name
-                    .as_ref()
-                    .is_none_or(|n| match n.strip_suffix('*') {
-                        Some(prefix) => j.name.starts_with(prefix),
-                        None => j.name == *n || lsf_name(j) == *n,
-                    })
+                && self.name.as_ref().is_none_or(|n| named_as(j, n))
         });
         let rank = |j: &JobInfo| match stat(j) {
             "RUN" => 0,
@@ -1056,8 +1050,8 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
     } else {
         "terminated"
     };
-    let (whose, applies) = ((user, name), batch::applies("cancel"));
-    each_job(&words, whose, applies, |job, shown| {
+    let applies = batch::applies("cancel");
+    each_job(&words, (user, name), applies, |job, shown| {
         // (LSF signals every process of the job.)
         job.cancel(signal.clone(), berth_api::SignalTarget::Full)?;
         if let Some(shown) = shown {
@@ -1065,6 +1059,12 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
         }
         Ok(())
     })
+}
+
+/// Whether job `j` is named `pattern` as LSF's `-J` takes a name: the job's name (`run*`:
+/// any that starts so), or an element's `name[INDEX]`.
+fn named_as(j: &JobInfo, pattern: &str) -> bool {
+    berth_core::job::Dependencies::name_matches(pattern, &j.name) || lsf_name(j) == pattern
 }
 
 /// LSF's lists of an array's elements in one id (`42[1-3,7]`), each element on its own
@@ -1168,11 +1168,7 @@ fn each_job(
     }
     if specs.iter().any(|s| s == "0") || specs.is_empty() {
         let user = whose(user.as_deref())?;
-        let named = |j: &JobInfo| {
-            name.as_deref().is_none_or(|n| {
-                berth_core::job::Dependencies::name_matches(n, &j.name) || lsf_name(j) == n
-            })
-        };
+        let named = |j: &JobInfo| name.as_deref().is_none_or(|n| named_as(j, n));
         let mine: Vec<JobInfo> = active_jobs()?
             .into_iter()
             .filter(|j| user.as_ref().is_none_or(|u| *u == j.user) && applies(j) && named(j))
@@ -1420,11 +1416,9 @@ pub fn bpeek(words: Vec<String>) -> Result<i32> {
     let newest = match (&name, words.as_slice()) {
         (Some(name), []) => {
             let me = whose(None)?;
-            let named = active_jobs()?.into_iter().filter(|j| {
-                me.as_ref().is_none_or(|u| *u == j.user)
-                    && (berth_core::job::Dependencies::name_matches(name, &j.name)
-                        || lsf_name(j) == *name)
-            });
+            let named = active_jobs()?
+                .into_iter()
+                .filter(|j| me.as_ref().is_none_or(|u| *u == j.user) && named_as(j, name));
             match named.max_by_key(|j| (j.submit_time, j.id)) {
                 Some(j) => lsf_spec(&j),
                 None => bail!("bpeek: no unfinished job of yours is named {name}"),
