@@ -1316,13 +1316,22 @@ pub(crate) struct RunningStep<'a> {
     pub cpus: u64,
     /// Its own, else its job's.
     pub time_limit: Option<u64>,
+    /// Seconds it has run, its job's suspended time left out.
+    pub elapsed: u64,
+    /// RUNNING, or SUSPENDED with its job.
+    pub state: &'static str,
 }
 
-/// The running steps of job `j` if it runs: its batch script's first, then its steps'.
+/// The running steps of job `j` if it runs (or is suspended): its batch script's first,
+/// then its steps'.
 pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
-    if j.state != "RUNNING" {
+    if j.state != "RUNNING" && j.state != "SUSPENDED" {
         return Vec::new();
     }
+    let state = match j.state.as_str() {
+        "RUNNING" => "RUNNING",
+        _ => "SUSPENDED",
+    };
     let batch = RunningStep {
         id: "batch".into(),
         name: "batch".into(),
@@ -1331,7 +1340,10 @@ pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
         tasks: 1,
         cpus: j.cpus / j.nodes.len().max(1) as u64,
         time_limit: None,
+        elapsed: elapsed(j),
+        state,
     };
+    let now = berth_controller::now();
     let steps = j.steps.iter().filter(|s| s.end_time.is_none());
     let steps = steps.map(|s| RunningStep {
         id: s.id.to_string(),
@@ -1341,6 +1353,8 @@ pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
         tasks: s.ntasks,
         cpus: step_cpus(s) as u64,
         time_limit: s.time_limit.or(j.time_limit),
+        elapsed: step_elapsed(j, s, now),
+        state,
     });
     std::iter::once(batch).chain(steps).collect()
 }
@@ -1374,7 +1388,6 @@ fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
         };
         writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
     }
-    let now = berth_controller::now();
     for j in jobs {
         for s in running_steps(j) {
             let id = format!("{}.{}", job_id(j), s.id);
@@ -1387,7 +1400,7 @@ fn queue_steps(args: &QueueArgs, jobs: &[JobInfo], only: &str) -> Result<i32> {
                 'P' => j.partition.clone(),
                 'u' => j.user.clone(),
                 'U' => j.uid.to_string(),
-                'M' => slurm_time(now.saturating_sub(s.start)),
+                'M' => slurm_time(s.elapsed),
                 'l' => s.time_limit.map_or("UNLIMITED".into(), slurm_time),
                 'N' => berth_core::job::hostlist(s.nodes),
                 'D' => s.nodes.len().to_string(),
@@ -2042,9 +2055,11 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             step.id,
             step.ntasks,
             step.exit_code.map_or("-".into(), |c| c.to_string()),
-            step.end_time.map_or("-".into(), |end| duration(
-                end.saturating_sub(step.start_time)
-            )),
+            step.end_time.map_or("-".into(), |_| duration(step_elapsed(
+                j,
+                step,
+                berth_controller::now()
+            ))),
             step.command
         )?;
     }
@@ -2409,6 +2424,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         "State" => match (step.exit_code, step.cancelled) {
             _ if step.timed_out => "TIMEOUT",
             (_, true) => "CANCELLED",
+            (None, _) if j.state == "SUSPENDED" => "SUSPENDED",
             (None, _) => "RUNNING",
             _ if oom_killed => "OUT_OF_MEMORY",
             (Some(0), _) => "COMPLETED",
@@ -2418,11 +2434,8 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         // A status of 128 + N was signal N: sacct's 0:N (an OOM kill's, Slurm's 0:125).
         "ExitCode" if oom_killed => "0:125".into(),
         "ExitCode" => exit_code_of(step.exit_code),
-        "Elapsed" => duration(
-            step.end_time
-                .unwrap_or_else(berth_controller::now)
-                .saturating_sub(step.start_time),
-        ),
+        "Elapsed" => duration(step_elapsed(j, step, berth_controller::now())),
+        "ElapsedRaw" => step_elapsed(j, step, berth_controller::now()).to_string(),
         "Submit" | "Start" => time(Some(step.start_time)),
         "End" => time(step.end_time),
         "TotalCPU" => step
@@ -2939,6 +2952,19 @@ pub fn elapsed(j: &JobInfo) -> u64 {
         _ => 0,
     };
     span.saturating_sub(j.suspended_seconds)
+}
+
+/// Seconds step `s` of job `j` has run, to its end or to `now`: its job's suspended time
+/// does not count, as Slurm counts a step's.
+pub fn step_elapsed(j: &JobInfo, s: &berth_api::StepInfo, now: u64) -> u64 {
+    let end = s.end_time.unwrap_or(now);
+    let suspended: u64 = (j.suspensions.iter())
+        .map(|spell| {
+            let to = spell.end.unwrap_or(now).min(end);
+            to.saturating_sub(spell.start.max(s.start_time))
+        })
+        .sum();
+    end.saturating_sub(s.start_time).saturating_sub(suspended)
 }
 
 /// `42` (a job, or an array job whole) or `42_7` (task 7 of array 42), also as LSF and PBS
@@ -3475,9 +3501,36 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::{
-        array_ranges, cpu_time, in_unit, named_format, parse_time, slurm_size, wait_on_controller,
-        wrapped,
+        array_ranges, cpu_time, in_unit, named_format, parse_time, slurm_size, step_elapsed,
+        wait_on_controller, wrapped,
     };
+
+    /// A step's time leaves out its job's suspensions while it ran, and only those.
+    #[test]
+    fn a_steps_elapsed_time_leaves_out_its_jobs_suspensions() {
+        let j: berth_api::JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "sim", "user": "u", "partition": "batch", "state": "SUSPENDED",
+            "submit_time": 100, "start_time": 100, "nodes": ["n1"], "cpus": 1,
+            "workdir": "/w", "stdout": "/w/o", "held": false, "suspended_seconds": 80,
+            "suspensions": [{"start": 110, "end": 130}, {"start": 200, "end": null}],
+        }))
+        .unwrap();
+        let step = |start: u64, end: Option<u64>| -> berth_api::StepInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": 0, "ntasks": 1, "command": "x", "start_time": start, "end_time": end,
+                "exit_code": null,
+            }))
+            .unwrap()
+        };
+        // Ran 100-150, the job suspended 110-130: 30 s.
+        assert_eq!(step_elapsed(&j, &step(100, Some(150)), 300), 30);
+        // Started while the job was suspended (120), ended at 125: none.
+        assert_eq!(step_elapsed(&j, &step(120, Some(125)), 300), 0);
+        // Runs from 140, the job suspended since 200: 60 s at 260.
+        assert_eq!(step_elapsed(&j, &step(140, None), 260), 60);
+        // Ran 140-190, before the second suspension: all of it.
+        assert_eq!(step_elapsed(&j, &step(140, Some(190)), 300), 50);
+    }
 
     #[test]
     fn squeues_named_fields_are_its_letters() {

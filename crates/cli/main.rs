@@ -318,12 +318,10 @@ fn report(err: &anyhow::Error) -> i32 {
     let code = err
         .downcast_ref::<berth_runtime::RuntimeError>()
         .map_or(125, |e| e.exit_code());
-    // A step interrupted while it waited to start (Ctrl-C): srun's status 1 for it.
-    let cancelled = matches!(
-        err.downcast_ref::<berth_agent::step::StepError>(),
-        Some(berth_agent::step::StepError::Cancelled(_))
-    ) && compat::invoked_as() == Some("srun");
-    match code == 125 && (compat::as_slurm() || cancelled) {
+    // srun's and salloc's own failures (a step refused, or interrupted while it waited to
+    // start) are status 1 too; their commands' statuses are not errors here.
+    let client = matches!(compat::invoked_as(), Some("srun" | "salloc"));
+    match code == 125 && (compat::as_slurm() || client) {
         true => 1,
         false => code,
     }

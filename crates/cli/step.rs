@@ -889,9 +889,13 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
     let mut busy = None;
     move |event| match (syntax, event) {
         (_, StepEvent::Notice(text)) => eprintln!("{text}"),
-        (_, StepEvent::Busy { job }) => {
+        (_, StepEvent::Busy { job, reason }) => {
             busy = Some(*job);
-            eprintln!("{who}: Job {job} step creation temporarily disabled, retrying (Requested nodes are busy)")
+            let reason = match reason.is_empty() {
+                true => berth_agent::step::server::NODES_BUSY,
+                false => reason,
+            };
+            eprintln!("{who}: Job {job} step creation temporarily disabled, retrying ({reason})")
         }
         (_, StepEvent::Started { step, .. }) if busy.is_some() => {
             let job = busy.take().unwrap_or_default();

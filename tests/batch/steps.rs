@@ -157,14 +157,14 @@ cat second.err"#;
         out.contains("asks for 1024M of memory on node ") && out.contains("more than job "),
         "{out}"
     );
-    assert!(out.contains("too much 125\n"), "{out}");
+    assert!(out.contains("too much 1\n"), "{out}");
     assert!(
         out.contains("overlapping ran\n") && out.contains("shared ran\n"),
         "{out}"
     );
     // The second waited for the memory the first held (saying so), until it was released,
     // after the steps that hold none.
-    let waited = format!("srun: Job {id} step creation temporarily disabled");
+    let waited = format!("srun: Job {id} step creation temporarily disabled, retrying (Memory required by task is not available)");
     assert!(out.contains(&waited), "{out}");
     let shared = out.find("shared ran").unwrap_or(usize::MAX);
     assert!(
@@ -295,8 +295,25 @@ fn squeue_lists_running_steps() {
     }
     let bad = c.berth(Mode::Rootless, &["as", "squeue", "--steps=42"]);
     assert!(bad.stderr.contains("expected JOB.STEP"), "{}", bad.stderr);
+    // A suspended job's steps are listed, suspended with it; its time suspended is not
+    // theirs.
+    c.berth(Mode::Root, &["suspend", &id.to_string()]).ok();
+    assert_eq!(ask(&["as", "squeue", "-s", "-h"]).lines().count(), 2);
+    let shown = ask(&["as", "scontrol", "show", "step", &step]);
+    assert!(shown.contains("\n   State=SUSPENDED "), "{shown}");
+    let states = sacct(&c, &step, "JobID,State");
+    assert_eq!(states, format!("{step}|SUSPENDED\n"));
+    std::thread::sleep(Duration::from_secs(3));
+    c.berth(Mode::Root, &["resume", &id.to_string()]).ok();
     std::fs::write(c.f.cwd(Mode::Rootless).join("stop"), "").unwrap();
     c.completed(id);
+    let times = sacct(&c, &id.to_string(), "JobID,ElapsedRaw");
+    let seconds = |which: &str| -> u64 {
+        let line = times.lines().find(|l| l.starts_with(&format!("{which}|")));
+        line.and_then(|l| l.split('|').nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("{which}: {times}"))
+    };
+    assert!(seconds(&step) <= seconds(&id.to_string()), "{times}");
     assert_eq!(ask(&["as", "squeue", "-s", "-h"]), "");
     assert_eq!(
         ask(&["as", "scontrol", "show", "step"]),
@@ -1445,7 +1462,7 @@ srun -n 1 --container-name=main:no_exec true 2>&1 || echo "own no_exec: $?""#;
         "no_exec: 125",
         // The job's own container, by the name it was given.
         "own job",
-        "own no_exec: 125",
+        "own no_exec: 1",
     ] {
         assert_eq!(lines_with(&out, expected), [expected], "{out}");
     }
@@ -1510,7 +1527,7 @@ ls -a"#;
         out.contains("leaves out 1 file(s) berthtest may not read: /etc/secret"),
         "{out}"
     );
-    assert_eq!(lines_with(&out, "the job's"), ["the job's: 125"], "{out}");
+    assert_eq!(lines_with(&out, "the job's"), ["the job's: 1"], "{out}");
     assert!(
         out.contains("--container-save: for a step's own container"),
         "{out}"
@@ -1669,7 +1686,7 @@ srun -n 1 --container-entrypoint true 2>&1 || echo "the job's: $?""#;
         ],
         "{through}"
     );
-    assert_eq!(lines_with(&through, "the job's"), ["the job's: 125"]);
+    assert_eq!(lines_with(&through, "the job's"), ["the job's: 1"]);
     let alone = job("");
     assert_eq!(alone.lines().next(), Some("script"), "{alone}");
     // From outside a job: srun's own allocation, its step through the entrypoint.

@@ -1127,9 +1127,14 @@ pub enum StepEvent {
     /// Something for the user, said on the client's stderr as it is (a step's end at its
     /// time limit, in slurmstepd's words).
     Notice(String),
-    /// The step waits for CPUs the job's other steps hold (said once, as srun says "step
-    /// creation temporarily disabled, retrying").
-    Busy { job: u64 },
+    /// The step waits for CPUs or memory the job's other steps hold, or for its job's
+    /// resume (said once, as srun says "step creation temporarily disabled, retrying"):
+    /// `reason` in srun's words.
+    Busy {
+        job: u64,
+        #[serde(default)]
+        reason: String,
+    },
     /// The tasks are starting.
     Started { step: u32, ntasks: u32 },
     /// Every task has ended; `code` is the worst of their exit statuses.

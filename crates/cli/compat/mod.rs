@@ -44,8 +44,9 @@ pub struct AsArgs {
     command: Vec<String>,
 }
 
-/// Slurm's commands whose failures exit with status 1 (berth's own, 125); not srun's and
-/// salloc's, whose statuses are their programs' (a container's 125 to 127 among them).
+/// Slurm's commands whose failures exit with status 1 (berth's own, 125); srun's and
+/// salloc's do too, but their other statuses are their programs' (a container's 125 to 127
+/// among them).
 const SLURM_COMMANDS: &[&str] = &[
     "sbatch", "squeue", "scancel", "sacct", "sstat", "sinfo", "scontrol", "seff", "sprio",
     "sshare", "sbcast",

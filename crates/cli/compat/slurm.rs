@@ -602,12 +602,13 @@ fn steps_shown(specs: &[&str]) -> Result<Vec<String>> {
         let steps = crate::batch::running_steps(j).into_iter();
         for s in steps.filter(|s| step.is_none_or(|n| n == s.id)) {
             shown.push(format!(
-                "StepId={}.{} UserId={} StartTime={} TimeLimit={}\n   State=RUNNING Partition={} NodeList={}\n   Nodes={} CPUs={} Tasks={} Name={} Network=(null)\n   TRES=cpu={},node={}\n",
+                "StepId={}.{} UserId={} StartTime={} TimeLimit={}\n   State={} Partition={} NodeList={}\n   Nodes={} CPUs={} Tasks={} Name={} Network=(null)\n   TRES=cpu={},node={}\n",
                 crate::batch::job_id(j),
                 s.id,
                 j.uid,
                 crate::compat::slurm_timestamp(s.start),
                 scontrol_time(s.time_limit),
+                s.state,
                 j.partition,
                 berth_core::job::hostlist(s.nodes),
                 s.nodes.len(),

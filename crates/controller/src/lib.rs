@@ -4276,6 +4276,7 @@ impl Controller {
             State::Suspended => {
                 return Ok(StepStart::Busy {
                     ended: self.steps_ended,
+                    reason: berth_agent::step::server::JOB_SUSPENDED.into(),
                 })
             }
             state => {
@@ -4535,8 +4536,14 @@ impl Controller {
             };
             let need = wanted.min(cpus) as usize;
             if taken.len() < need || !memory_free {
+                use berth_agent::step::server::{MEMORY_BUSY, NODES_BUSY};
                 return Ok(StepStart::Busy {
                     ended: self.steps_ended,
+                    reason: match memory_free {
+                        true => NODES_BUSY,
+                        false => MEMORY_BUSY,
+                    }
+                    .into(),
                 });
             }
             let taken = &taken[..need];

@@ -392,6 +392,13 @@ pub struct StepGrant {
     pub kill_wait: u64,
 }
 
+/// Why a step waits, in srun's words: CPUs the job's other steps hold.
+pub const NODES_BUSY: &str = "Requested nodes are busy";
+/// Why a step waits: memory the job's other steps hold.
+pub const MEMORY_BUSY: &str = "Memory required by task is not available";
+/// Why a step waits: its job is suspended.
+pub const JOB_SUSPENDED: &str = "Requested operation is presently disabled";
+
 /// The controller's answer to a step: granted, or to wait for CPUs the job's other running
 /// steps hold.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -401,6 +408,10 @@ pub enum StepStart {
     /// ([`StepAuthority::room`]).
     Busy {
         ended: u64,
+        /// Why, in srun's words ("Requested nodes are busy", "Memory required by task is
+        /// not available").
+        #[serde(default)]
+        reason: String,
     },
 }
 
@@ -688,13 +699,13 @@ async fn begin_when_free<A: StepAuthority>(
 ) -> Result<StepGrant, String> {
     let mut told = false;
     loop {
-        let ended = match authority.begin(uid, job, request).await? {
+        let (ended, reason) = match authority.begin(uid, job, request).await? {
             StepStart::Granted(grant) => return Ok(*grant),
-            StepStart::Busy { ended } => ended,
+            StepStart::Busy { ended, reason } => (ended, reason),
         };
         if !told {
             told = true;
-            let _ = send(write, &StepEvent::Busy { job }).await;
+            let _ = send(write, &StepEvent::Busy { job, reason }).await;
         }
         tokio::select! {
             () = authority.room(ended) => {}
