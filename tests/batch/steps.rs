@@ -480,7 +480,8 @@ berth step -n 1 dd if=/dev/zero of=/dev/null bs=32M count=1
 berth step -n 1 true
 berth step -n 1 sh -c 'dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; touch running; exec sleep 60' &
 berth step --pty sh -c 'dd if=/dev/zero of=/dev/null bs=20M count=1 2>/dev/null; touch pty; exec sleep 60' < /dev/null > /dev/null &
-while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
+while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done
+berth step -n 1 --overlap sh -c '(setsid sh -c "i=0; while [ \$i -lt 200000 ]; do i=\$((i+1)); done; touch looped" &); while [ ! -e looped ]; do sleep 0.1; done'"#;
     let id = c.submit(Mode::Rootless, "used.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", output(&c, id));
@@ -490,7 +491,7 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
         .iter()
         .map(|s| serde_json::from_value(s["usage"].clone()).unwrap_or_else(|_| panic!("{job}")))
         .collect();
-    let [busy, big, idle, left, pty] = usage[..] else {
+    let [busy, big, idle, left, pty, orphan] = usage[..] else {
         panic!("{job}")
     };
     // The steps left running (one on a terminal): the job's end had their step processes
@@ -507,6 +508,9 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
     // The loop's two tasks used more CPU than `true`, and less than the job, whose cgroup
     // they were in; dd's 32 MiB buffer is its peak, which the others never reach.
     assert!(cpu(busy) > cpu(idle), "{job}");
+    // The loop a task left to itself (setsid, not waited for) is its step's, as its
+    // cgroup counts it: about half the two tasks' loops, where their waits saw none.
+    assert!(cpu(orphan) * 4 > cpu(busy), "{job}");
     assert!(
         cpu(busy) + cpu(big) + cpu(idle) <= job["cpu_usec"].as_u64().unwrap(),
         "{job}"
@@ -529,7 +533,7 @@ while [ ! -e running ] || [ ! -e pty ]; do sleep 0.1; done"#;
     );
     let lines: Vec<Vec<&str>> = sacct.lines().map(|l| l.split('|').collect()).collect();
     // The job's, its batch step's, then its steps'.
-    assert_eq!(lines.len(), 7, "{sacct}");
+    assert_eq!(lines.len(), 8, "{sacct}");
     assert_eq!(lines[0][..2], [id.to_string().as_str(), "2"], "{sacct}");
     assert_eq!(
         lines[1][..2],

@@ -22,6 +22,7 @@ pub(crate) mod save;
 pub mod server;
 pub mod wire;
 
+use berth_runtime::cgroup::StepEnd;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -683,9 +684,9 @@ pub fn run() -> Result<i32, StepError> {
     let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
     let registered = Registered::new(&launch);
-    let (code, oom_kills) = run_launch(launch)?;
+    let (code, cgroup) = run_launch(launch)?;
     if let Some(r) = registered {
-        r.ended(code, usage(oom_kills));
+        r.ended(code, usage(cgroup));
     }
     Ok(code)
 }
@@ -697,14 +698,14 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launch: Result<StepLaunch, _> =
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
     let registered = launch.as_ref().ok().and_then(Registered::new);
-    let (code, oom_kills) = match launch.and_then(run_launch) {
+    let (code, cgroup) = match launch.and_then(run_launch) {
         Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");
-            (125, 0)
+            (125, StepEnd::default())
         }
     };
-    let used = usage(oom_kills);
+    let used = usage(cgroup);
     if let (Some(report), Some(used)) = (report, &used) {
         report_usage(&report, used);
     }
@@ -778,7 +779,8 @@ impl Registration {
 
 /// What the steps running in the job of `job_dir` have used so far on this node: the
 /// processes of each step process's group (its tasks join it) as /proc has them, the step
-/// process's own time and memory left out but for the tasks it has reaped.
+/// process's own time and memory left out but for the tasks it has reaped; the CPU time the
+/// step's own cgroup accounted instead where it has one.
 pub fn running_usage(job_dir: &std::path::Path) -> Vec<berth_api::StepNodeUsage> {
     let mut steps = registrations(&job_dir.join(STEPS_DIR));
     steps.retain(|(pid, r)| r.alive(*pid));
@@ -850,6 +852,18 @@ pub fn running_usage(job_dir: &std::path::Path) -> Vec<berth_api::StepNodeUsage>
     for (i, now, most) in tasks.into_values() {
         let peak = now.max(most);
         usage[i].max_memory_bytes = usage[i].max_memory_bytes.max(peak);
+    }
+    // CPU time as the step's own cgroup has it, where it has one: every process that was in
+    // it, those that left the step's process group (setsid) and those that have ended too.
+    if let Ok(layout) = berth_runtime::cgroup::Layout::detect() {
+        for ((_, r), u) in steps.iter().zip(&mut usage) {
+            let name = format!("{}/{}", r.cgroup, berth_runtime::cgroup::step_name(r.step));
+            let used =
+                berth_runtime::cgroup::usage_existing(&layout, berth_runtime::CGROUP_PARENT, &name);
+            if let Some(usec) = used.and_then(|used| used.cpu_usec) {
+                u.cpu_seconds = usec as f64 / 1e6;
+            }
+        }
     }
     usage
 }
@@ -990,9 +1004,11 @@ impl Drop for Registered {
     }
 }
 
-/// What this process's children used (the tasks, and what they waited for); `oom_kills`
-/// of them the OOM killer killed in the step's own cgroup.
-fn usage(oom_kills: u64) -> Option<berth_api::StepUsage> {
+/// What the step's tasks used: the CPU time of every process in the step's own cgroup
+/// (`cgroup`, with its OOM kills), else of this process's children (the tasks, and what
+/// they waited for); the largest peak of any one of them (as Slurm's MaxRSS is the largest
+/// task's, not the step's sum; the cgroup's peak counts page cache too).
+fn usage(cgroup: StepEnd) -> Option<berth_api::StepUsage> {
     // SAFETY: a zeroed rusage is valid for getrusage(2) to fill in.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage(2) into a struct we own.
@@ -1001,11 +1017,11 @@ fn usage(oom_kills: u64) -> Option<berth_api::StepUsage> {
     }
     let usec = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Some(berth_api::StepUsage {
-        user_usec: usec(r.ru_utime),
-        system_usec: usec(r.ru_stime),
+        user_usec: cgroup.user_usec.unwrap_or_else(|| usec(r.ru_utime)),
+        system_usec: cgroup.system_usec.unwrap_or_else(|| usec(r.ru_stime)),
         // (In KiB.)
         max_rss_bytes: r.ru_maxrss as u64 * 1024,
-        oom_kills,
+        oom_kills: cgroup.oom_kills,
     })
 }
 
@@ -1033,9 +1049,9 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
     };
 }
 
-/// Runs the step's tasks here: their worst exit status, and how many of their processes the
-/// OOM killer killed at the step's own memory limit.
-fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
+/// Runs the step's tasks here: their worst exit status, and what their cgroup accounted
+/// (OOM kills at the step's own memory limit, CPU time).
+fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The PMI server's address, resolved on the host too (inside, name resolution would
@@ -1087,7 +1103,10 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
             (pmi, pmix_env),
             &cgroup_files,
         )?;
-        return Ok((worst, own_cgroup.map_or(0, OwnCgroup::finish)));
+        return Ok((
+            worst,
+            own_cgroup.map_or_else(StepEnd::default, OwnCgroup::finish),
+        ));
     };
     // A container of its own, in the job's cgroup (the client is outside that container
     // whatever it is: inside the job's, or in none); the command through the image's
@@ -1182,7 +1201,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
         (pmi, pmix_env),
         &cgroup_files,
     )?;
-    let oom_kills = own_cgroup.map_or(0, OwnCgroup::finish);
+    let ended = own_cgroup.map_or_else(StepEnd::default, OwnCgroup::finish);
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
@@ -1191,7 +1210,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, u64), StepError> {
         saved?;
     }
     drop(slot);
-    Ok((worst, oom_kills))
+    Ok((worst, ended))
 }
 
 /// The step's own cgroup on this node, below its job's, as Slurm gives each step one: its
@@ -1247,10 +1266,10 @@ impl OwnCgroup {
         }
     }
 
-    /// Removes the cgroup; how many of the tasks' processes the OOM killer killed in it,
-    /// said as srun says them.
-    fn finish(self) -> u64 {
-        let kills = self.cgroup.finish();
+    /// Removes the cgroup; what it accounted, its OOM kills said as srun says them.
+    fn finish(self) -> StepEnd {
+        let end = self.cgroup.finish();
+        let kills = end.oom_kills;
         if kills > 0 {
             let limit = match self.bytes {
                 Some(bytes) => format!("its memory limit ({} MiB, --mem)", bytes >> 20),
@@ -1262,7 +1281,7 @@ impl OwnCgroup {
                 self.step,
             );
         }
-        kills
+        end
     }
 }
 

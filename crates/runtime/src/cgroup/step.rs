@@ -23,6 +23,15 @@ use std::time::Duration;
 /// behind dies (it is not this process's to reap); then the job's end removes it.
 const REMOVE_TRIES: u32 = 12;
 
+/// What the kernel accounted to a step's cgroup by its end: its OOM kills, and the CPU time
+/// of every process that was in it (those its tasks left behind and did not wait for too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepEnd {
+    pub oom_kills: u64,
+    pub user_usec: Option<u64>,
+    pub system_usec: Option<u64>,
+}
+
 /// A step's cgroup, `<parent>/<job>/step_<N>`, in every hierarchy its limits need.
 #[derive(Debug)]
 pub struct StepCgroup {
@@ -42,6 +51,8 @@ struct Part {
     into: fs::File,
     /// Whether the hierarchy has the memory controller.
     memory: bool,
+    /// Whether it accounts CPU time (v1's cpuacct; every v2 cgroup's cpu.stat).
+    cpu: bool,
 }
 
 impl StepCgroup {
@@ -61,7 +72,7 @@ impl StepCgroup {
         if jobs.is_empty() {
             return Err(gone());
         }
-        let name = format!("step_{step}");
+        let name = step_name(step);
         let cgroup = Cgroup::create(layout, &format!("{parent}/{job}"), &name, limits)?;
         // In a hierarchy the job's cgroup is not in (yet: its runner makes it), the step's
         // would have made it, and the job could not: both go.
@@ -101,30 +112,38 @@ impl StepCgroup {
 
     /// Once the step's tasks have ended: kills what they left in the step's cgroup and
     /// removes it (as dropping it does, where the tasks could not be started). Returns how
-    /// many of its processes the kernel's OOM killer killed.
-    pub fn finish(mut self) -> u64 {
+    /// many of its processes the kernel's OOM killer killed, and their CPU time.
+    pub fn finish(mut self) -> StepEnd {
         let oom_file = match self.v2 {
             true => "memory.events",
             false => "memory.oom_control",
         };
-        let oom = self
+        let oom_kills = self
             .parts
             .iter()
             .find(|p| p.memory)
             .and_then(|p| read_at(&p.own, oom_file))
             .and_then(|text| keyed(&text, "oom_kill"))
             .unwrap_or(0);
-        self.remove();
-        oom
+        let mut end = StepEnd {
+            oom_kills,
+            ..StepEnd::default()
+        };
+        self.remove(&mut end);
+        end
     }
 
-    /// Removes the cgroup, what is left in it killed; once.
-    fn remove(&mut self) {
+    /// Removes the cgroup, what is left in it killed; once. Its CPU time goes in `end`, as
+    /// read last before it went (once what was left in it had ended).
+    fn remove(&mut self, end: &mut StepEnd) {
         let parts = std::mem::take(&mut self.parts);
         let mut pause = Duration::from_millis(5);
         for _ in 0..REMOVE_TRIES {
             let mut left = 0;
             for p in &parts {
+                if p.cpu {
+                    (end.user_usec, end.system_usec) = p.cpu_time(self.v2);
+                }
                 match sys::rmdir_at(&p.job, &self.name) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {}
@@ -143,9 +162,14 @@ impl StepCgroup {
     }
 }
 
+/// The name of step `step`'s cgroup in its job's.
+pub fn step_name(step: u32) -> String {
+    format!("step_{step}")
+}
+
 impl Drop for StepCgroup {
     fn drop(&mut self) {
-        self.remove();
+        self.remove(&mut StepEnd::default());
     }
 }
 
@@ -179,7 +203,25 @@ impl Part {
             own: directory(dir)?,
             into: mover(dir)?,
             memory: v2 || controllers.iter().any(|c| c == "memory"),
+            cpu: v2 || controllers.iter().any(|c| c == "cpuacct"),
         })
+    }
+
+    /// The CPU time accounted to the cgroup so far, user and system, microseconds.
+    fn cpu_time(&self, v2: bool) -> (Option<u64>, Option<u64>) {
+        if v2 {
+            let stat = read_at(&self.own, "cpu.stat");
+            let stat = |key| stat.as_deref().and_then(|t| keyed(t, key));
+            return (stat("user_usec"), stat("system_usec"));
+        }
+        let usec = |file| {
+            read_at(&self.own, file)?
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|ns| ns / 1000)
+        };
+        (usec("cpuacct.usage_user"), usec("cpuacct.usage_sys"))
     }
 
     /// Kills every process left in the step's cgroup here.
@@ -246,7 +288,18 @@ mod tests {
             "oom_kill_disable 0\noom_kill 2\n",
         )
         .unwrap();
-        assert_eq!(step.finish(), 2);
+        let cpuacct = tmp.path().join("cpu,cpuacct/berth/7-job/step_3");
+        fs::write(cpuacct.join("cpuacct.usage_user"), "3000000\n").unwrap();
+        fs::write(cpuacct.join("cpuacct.usage_sys"), "1500000\n").unwrap();
+        let end = step.finish();
+        assert_eq!(
+            end,
+            StepEnd {
+                oom_kills: 2,
+                user_usec: Some(3000),
+                system_usec: Some(1500)
+            }
+        );
         drop(job);
     }
 
@@ -268,7 +321,16 @@ mod tests {
         assert_eq!(text(&jobs.join("step_0/memory.max")), "67108864");
         assert!(text(&jobs.join("cgroup.subtree_control")).contains("memory"));
         assert_eq!(step.task_files().len(), 1);
-        assert_eq!(step.finish(), 0);
+        fs::write(
+            jobs.join("step_0/cpu.stat"),
+            "usage_usec 70\nuser_usec 50\nsystem_usec 20\n",
+        )
+        .unwrap();
+        let end = step.finish();
+        assert_eq!(
+            (end.oom_kills, end.user_usec, end.system_usec),
+            (0, Some(50), Some(20))
+        );
         drop(job);
     }
 
