@@ -141,10 +141,12 @@ pub fn text(path: &str) -> Result<String> {
     }
 }
 
-/// The error of a failed answer: its message (a 404's as [`Failure::NotFound`]).
+/// The error of a failed answer: its message (a 404's as [`Failure::NotFound`], a 403's as
+/// [`Failure::Forbidden`]).
 fn failure(answer: &berth_agent::http::Answer, message: String) -> anyhow::Error {
     match answer.status {
         404 => anyhow::Error::new(Failure::NotFound(message)),
+        403 => anyhow::Error::new(Failure::Forbidden(message)),
         _ => anyhow!("{message}"),
     }
 }
@@ -170,6 +172,8 @@ fn exchange(method: &str, path: &str, body: Body) -> Result<berth_agent::http::A
 pub enum Failure {
     /// The controller's answer to a request for something it does not have (HTTP 404).
     NotFound(String),
+    /// Its answer to a request the caller may not make (HTTP 403: another's job).
+    Forbidden(String),
     /// The controller could not be reached, or the connection to it broke before its
     /// answer (it may be restarting): nothing was said about the request.
     Unreachable(String),
@@ -178,7 +182,9 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::NotFound(message) | Failure::Unreachable(message) => f.write_str(message),
+            Failure::NotFound(message)
+            | Failure::Forbidden(message)
+            | Failure::Unreachable(message) => f.write_str(message),
         }
     }
 }
@@ -188,6 +194,11 @@ impl std::error::Error for Failure {}
 /// Whether `e` is the controller saying it has no such thing.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<Failure>(), Some(Failure::NotFound(_)))
+}
+
+/// Whether `e` is the controller refusing the caller ([`Failure::Forbidden`]).
+pub fn is_forbidden(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<Failure>(), Some(Failure::Forbidden(_)))
 }
 
 /// Whether `e` is the controller out of reach ([`Failure::Unreachable`]).

@@ -1298,10 +1298,9 @@ fn pbs_commands_as_pbs_users_type_them() {
     c.berth(Mode::Root, &["as", "qhold", "-h", "o", &later])
         .ok();
     let refused = run(&c, &links, "qrls", &[&later]);
-    assert!(
-        refused.stderr.contains("only root may release it"),
-        "{}",
-        refused.stderr
+    assert_eq!(
+        (refused.code, refused.stderr.trim()),
+        (159, format!("qrls: Unauthorized Request  {later}").as_str())
     );
     run(&c, &links, "qdel", &["-W", "force", &later]).ok();
     let unknown = run(&c, &links, "qdel", &[&format!("999999.{server}")]);
@@ -1351,6 +1350,96 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         out.stdout
     );
+    let server = host();
+    // A job starts in its user's home, its submission directory PBS_O_WORKDIR; -j eo: both
+    // streams into the error file; Torque's PBS_WALLTIME and PBS_SERVER.
+    std::fs::write(
+        cwd.join("where.sh"),
+        "#!/bin/sh\n#PBS -N where -j eo -l walltime=00:05:00\necho \"W=$PBS_WALLTIME S=$PBS_SERVER\"\n[ \"$(pwd)\" = \"$(cd && pwd)\" ] && echo home\ncd \"$PBS_O_WORKDIR\" && [ -e where.sh ] && echo back\necho err >&2\n",
+    )
+    .unwrap();
+    let job = run(&c, &links, "qsub", &["where.sh"]);
+    let job: u64 = job.ok().split('.').next().unwrap().parse().unwrap();
+    c.completed(job);
+    assert_eq!(
+        std::fs::read_to_string(cwd.join(format!("where.e{job}"))).unwrap(),
+        format!("W=300 S={server}\nhome\nback\nerr\n")
+    );
+    assert!(!cwd.join(format!("where.o{job}")).exists());
+    let full = run(&c, &links, "qstat", &["-fx", &job.to_string()]);
+    assert!(
+        full.ok().contains(&format!(
+            "    Output_Path = {server}:{}/where.e{job}\n",
+            cwd.display()
+        )),
+        "{}",
+        full.stdout
+    );
+    // Options together as getopt takes them, subjobs in a range, Torque's -t; an array of
+    // one index is an array; PBS's words for what is refused.
+    let three = run(&c, &links, "qsub", &["-h", "-J", "1-3", "pbs.sh"]);
+    let three = three.ok().trim().to_string();
+    let users = run(&c, &links, "qstat", &["-nu", TEST_USER]);
+    assert!(row(users.ok(), &three).contains(" H "), "{}", users.stdout);
+    let number = three.split('[').next().unwrap();
+    let ranged = run(&c, &links, "qstat", &["-t", &format!("{number}[2-3]")]);
+    assert_eq!(ranged.ok().lines().count(), 4, "{}", ranged.stdout);
+    run(&c, &links, "qdel", &[&format!("{number}[1-2].{server}")]).ok();
+    run(&c, &links, "qrls", &["-t", "3", &three]).ok();
+    let first: u64 = number.parse().unwrap();
+    c.wait_for(first, &["CANCELLED"]);
+    c.wait_for(first + 1, &["CANCELLED"]);
+    c.completed(first + 2);
+    let one = run(&c, &links, "qsub", &["-h", "-J", "5", "pbs.sh"]);
+    let one = one.ok().trim().to_string();
+    assert!(one.ends_with(&format!("[].{server}")), "{one}");
+    let operator = run(&c, &links, "qhold", &["-h", "o", &one]);
+    assert_eq!(
+        (operator.code, operator.stderr.trim()),
+        (159, format!("qhold: Unauthorized Request  {one}").as_str())
+    );
+    let unknown = run(&c, &links, "qalter", &["-N", "x", "999999"]);
+    assert_eq!(
+        (unknown.code, unknown.stderr.trim()),
+        (
+            153,
+            format!("qalter: Unknown Job Id 999999.{server}").as_str()
+        )
+    );
+    run(&c, &links, "qalter", &["-h", "n", &one]).ok();
+    c.completed(one.split('[').next().unwrap().parse().unwrap());
+    let slash = run(&c, &links, "qsub", &["-N", "a/b", "pbs.sh"]);
+    assert!(slash.stderr.contains("without '/'"), "{}", slash.stderr);
+    let queue = run(&c, &links, "qstat", &["-Q", "nosuch"]);
+    assert_eq!(
+        (queue.code, queue.stderr.trim()),
+        (170, "qstat: Unknown queue nosuch")
+    );
+    let queue = run(&c, &links, "qstat", &["-Qf", "normal"]);
+    assert!(
+        queue
+            .ok()
+            .starts_with("Queue: normal\n    queue_type = Execution\n"),
+        "{}",
+        queue.stdout
+    );
+    // Offline and back (root's).
+    let node = dep_job["nodes"][0].as_str().unwrap();
+    c.berth(Mode::Root, &["as", "pbsnodes", "-o", node, "-N", "disk"])
+        .ok();
+    let offline = run(&c, &links, "pbsnodes", &["-l"]);
+    assert!(
+        offline.ok().starts_with(&format!("{node} ")),
+        "{}",
+        offline.stdout
+    );
+    assert!(
+        offline.stdout.contains(" offline ") && offline.stdout.contains("disk"),
+        "{}",
+        offline.stdout
+    );
+    c.berth(Mode::Root, &["as", "pbsnodes", "-c", node]).ok();
+    assert_eq!(run(&c, &links, "pbsnodes", &["-l"]).ok(), "");
     // Two scripts are one too many.
     let two = run(&c, &links, "qsub", &["pbs.sh", "pbs.sh"]);
     assert!(

@@ -90,6 +90,10 @@ pub struct JobLaunch {
     /// Where the script starts in the image; `None`: `workdir`, bound in.
     #[serde(default)]
     pub container_workdir: Option<String>,
+    /// The script starts in its user's home (PBS's jobs without `qsub -d`), its working
+    /// directory still bound in (PBS_O_WORKDIR), unless the home is left out.
+    #[serde(default)]
+    pub start_in_home: bool,
     /// Leave the user's home out of the container.
     #[serde(default)]
     pub no_home: bool,
@@ -639,9 +643,8 @@ fn in_container(
         env,
         cleanenv: true,
         pwd: Some(
-            launch
-                .container_workdir
-                .clone()
+            (launch.container_workdir.clone())
+                .or_else(|| (launch.start_in_home && !launch.no_home).then(|| id.home.clone()))
                 .unwrap_or_else(|| workdir.to_string_lossy().into_owned()),
         ),
         no_home: launch.no_home,

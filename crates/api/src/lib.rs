@@ -75,6 +75,9 @@ pub struct SubmitResponse {
     pub default_partition: bool,
     /// Number of jobs created (array tasks), 1 for a plain job.
     pub jobs: u64,
+    /// It is an array job (of one task, or more).
+    #[serde(default)]
+    pub array: bool,
     /// Directives accepted but ignored, and other things the user should know.
     #[serde(default)]
     pub warnings: Vec<String>,

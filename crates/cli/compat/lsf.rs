@@ -1067,30 +1067,6 @@ fn named_as(j: &JobInfo, pattern: &str) -> bool {
     berth_core::job::Dependencies::name_matches(pattern, &j.name) || lsf_name(j) == pattern
 }
 
-/// LSF's lists of an array's elements in one id (`42[1-3,7]`), each element on its own
-/// (`42[1]`, `42[2]`, ...); other words as they are.
-fn element_lists(words: Vec<String>) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(words.len());
-    for word in words {
-        let list = word
-            .strip_suffix(']')
-            .and_then(|w| w.split_once('['))
-            .filter(|(id, list)| {
-                !id.is_empty()
-                    && id.bytes().all(|b| b.is_ascii_digit())
-                    && list.contains([',', '-'])
-            });
-        let Some((id, list)) = list else {
-            out.push(word);
-            continue;
-        };
-        let spec =
-            berth_core::job::ArraySpec::parse(list).map_err(|e| anyhow::anyhow!("{word}: {e}"))?;
-        out.extend(spec.indices().into_iter().map(|i| format!("{id}[{i}]")));
-    }
-    Ok(out)
-}
-
 /// bstop, bresume, brequeue: berth's `verb` on each job named (an array's tasks it applies
 /// to), `Job <42> is being PAST`.
 pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
@@ -1689,16 +1665,6 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
         assert_eq!(cut("a_long_job_name", 10), "*_job_name");
         assert_eq!(cut("a_long_job_name", 10).chars().count(), 10);
-    }
-
-    #[test]
-    fn lists_of_elements_are_each_element() {
-        let words = ["42[1-3,7]", "5", "6[2]", "0"].map(String::from).to_vec();
-        assert_eq!(
-            element_lists(words).unwrap(),
-            ["42[1]", "42[2]", "42[3]", "42[7]", "5", "6[2]", "0"]
-        );
-        assert!(element_lists(vec!["42[x-y]".into()]).is_err());
     }
 
     #[test]

@@ -462,6 +462,32 @@ fn getopt_words(words: Vec<String>, flags: &str, valued: &str, whole: &[&str]) -
     out
 }
 
+/// Lists of an array's elements in one id, as LSF and PBS Pro write them (`42[1-3,7]`,
+/// `42[2-10:2].server`), each element on its own (`42[1]`, `42[2]`, ...; the server kept
+/// on each); other words as they are.
+fn element_lists(words: Vec<String>) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(words.len());
+    for word in words {
+        let list = word
+            .split_once('[')
+            .and_then(|(id, rest)| Some((id, rest.split_once(']')?)))
+            .filter(|(id, (list, suffix))| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && list.contains([',', '-'])
+                    && (suffix.is_empty() || suffix.starts_with('.'))
+            });
+        let Some((id, (list, suffix))) = list else {
+            out.push(word);
+            continue;
+        };
+        let spec =
+            berth_core::job::ArraySpec::parse(list).map_err(|e| anyhow::anyhow!("{word}: {e}"))?;
+        out.extend((spec.indices().into_iter()).map(|i| format!("{id}[{i}]{suffix}")));
+    }
+    Ok(out)
+}
+
 /// Fails on any option left in `words` (after the command took its own).
 fn no_other_options(command: &str, words: &[String], usage: &str) -> Result<()> {
     if let Some(w) = words.iter().find(|w| w.starts_with('-') && w.len() > 1) {
@@ -650,6 +676,19 @@ fn cpus_per_node(j: &JobInfo) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_of_elements_are_each_element() {
+        let words = ["42[1-3,7]", "5", "6[2]", "0", "9[2-6:2].srv", "8[]"];
+        assert_eq!(
+            element_lists(words.map(String::from).to_vec()).unwrap(),
+            [
+                "42[1]", "42[2]", "42[3]", "42[7]", "5", "6[2]", "0", "9[2].srv", "9[4].srv",
+                "9[6].srv", "8[]"
+            ]
+        );
+        assert!(element_lists(vec!["42[x-y]".into()]).is_err());
+    }
 
     fn translated(line: &str) -> String {
         let args = line.split(' ').map(OsString::from).collect();

@@ -179,7 +179,7 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         path,
     })?;
     if !quiet {
-        let array = if resp.jobs > 1 { "[]" } else { "" };
+        let array = if resp.array { "[]" } else { "" };
         println!(
             "{}{array}.{}",
             resp.job_id,
@@ -234,26 +234,20 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a] [-s] [-n [-1]] [-x] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x] [JOBID ...] | qstat -Q [QUEUE ...] | qstat -B";
+const QSTAT_USAGE: &str = "qstat [-a|-r|-i] [-s] [-n [-1]] [-x|-H] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x|-H] [JOBID ...] | qstat -Q [-f] [QUEUE ...] | qstat -q | qstat -B";
 
 pub fn qstat(words: Vec<String>) -> Result<i32> {
-    // Flags together, as getopt takes them (`-fx`).
-    let mut words: Vec<String> = words
-        .into_iter()
-        .flat_map(|w| match w.strip_prefix('-') {
-            Some(letters)
-                if letters.len() > 1 && letters.chars().all(|c| "fxnwtaJQBs1".contains(c)) =>
-            {
-                letters.chars().map(|c| format!("-{c}")).collect()
-            }
-            _ => vec![w],
-        })
-        .collect();
+    // Options together, as getopt takes them (`-fx`, `-nu USER`, `-uUSER`, `-fFjson`); an
+    // array's subjobs in a range (`42[1-3]`) each.
+    let words = getopt_words(words, "fxHnwtaJQqBsri1", "uF", &[]);
+    let mut words = element_lists(words)?;
     if flag(&mut words, "--help") {
         println!("usage: {QSTAT_USAGE}");
         return Ok(0);
     }
     let queues = flag(&mut words, "-Q");
+    // Torque's -q: the queues' limits.
+    let queue_limits = flag(&mut words, "-q");
     let server_status = flag(&mut words, "-B");
     // -s: the alternate form, each job with the scheduler's comment under it.
     let comments = flag(&mut words, "-s");
@@ -266,7 +260,12 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
             bail!("qstat -F {other}: berth writes -f's attributes as json (-f -F json) only")
         }
     };
-    let finished = flag(&mut words, "-x");
+    // -x: finished jobs too; -H: those alone; -r: running (and suspended) jobs alone, -i:
+    // those not running (queued, held, waiting), each in the alternate form.
+    let history = flag(&mut words, "-H");
+    let finished = flag(&mut words, "-x") || history;
+    let running_only = flag(&mut words, "-r");
+    let waiting_only = flag(&mut words, "-i");
     let nodes = flag(&mut words, "-n");
     // -1 (with -n): the nodes on the job's own line.
     let one_line = flag(&mut words, "-1");
@@ -275,10 +274,15 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     let subjobs = flag(&mut words, "-t");
     let arrays_only = flag(&mut words, "-J");
     let users = value(&mut words, "-u")?;
-    let alternate = flag(&mut words, "-a") || users.is_some() || nodes || comments;
+    let alternate = flag(&mut words, "-a")
+        || users.is_some()
+        || nodes
+        || comments
+        || running_only
+        || waiting_only;
     no_other_options("qstat", &words, QSTAT_USAGE)?;
-    if queues {
-        return qstat_queues(&words);
+    if queues || queue_limits {
+        return qstat_queues(&words, full, queue_limits);
     }
     if server_status {
         return qstat_server();
@@ -382,6 +386,21 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
     }
     if arrays_only {
         lines.retain(|(j, _)| j.array_job_id.is_some());
+    }
+    let live = |j: &JobInfo| {
+        matches!(
+            j.state.as_str(),
+            "PENDING" | "RUNNING" | "SUSPENDED" | BEGUN
+        )
+    };
+    if history {
+        lines.retain(|(j, _)| !live(j));
+    }
+    if running_only {
+        lines.retain(|(j, _)| matches!(j.state.as_str(), "RUNNING" | "SUSPENDED" | BEGUN));
+    }
+    if waiting_only {
+        lines.retain(|(j, _)| j.state == "PENDING");
     }
     let mut out = std::io::stdout().lock();
     if json {
@@ -675,6 +694,10 @@ fn full_attributes(
     array: Option<&ArrayState>,
     server: &str,
 ) -> Vec<(&'static str, String)> {
+    let host = match j.submit_host.as_str() {
+        "" => server,
+        h => h,
+    };
     let mut attrs: Vec<(&str, String)> = vec![
         ("Job_Name", j.name.clone()),
         (
@@ -689,14 +712,24 @@ fn full_attributes(
         ("server", server.to_string()),
         ("ctime", ctime(j.submit_time)),
         ("qtime", ctime(j.submit_time)),
-        ("Output_Path", j.stdout.clone()),
+        // (On the host it was submitted from, as PBS writes them.)
+        ("Output_Path", format!("{host}:{}", j.stdout)),
         (
             "Error_Path",
-            j.stderr.clone().unwrap_or_else(|| j.stdout.clone()),
+            format!("{host}:{}", j.stderr.as_ref().unwrap_or(&j.stdout)),
         ),
         (
             "Join_Path",
             if j.stderr.is_none() { "oe" } else { "n" }.to_string(),
+        ),
+        (
+            "Hold_Types",
+            match (j.held, j.reason.as_deref()) {
+                (false, _) => "n",
+                (true, Some("JobHeldAdmin")) => "o",
+                (true, _) => "u",
+            }
+            .to_string(),
         ),
         ("Resource_List.ncpus", j.cpus.to_string()),
         ("Resource_List.nodect", j.nodes.len().max(1).to_string()),
@@ -709,6 +742,9 @@ fn full_attributes(
     }
     if let Some(t) = j.begin_time {
         attrs.push(("Execution_Time", ctime(t)));
+    }
+    if let Some(dependency) = &j.dependency {
+        attrs.push(("depend", pbs_dependency(dependency, server)));
     }
     // Where the scheduler holds a place for it (PBS Pro's estimates).
     if let Some(t) = j.expected_start {
@@ -796,26 +832,57 @@ fn full_attributes(
     attrs
 }
 
+/// A job's dependency (Slurm's `afterok:42:43,afterany:44`, berth's form) as PBS writes
+/// it: each job id with its server (`afterok:42.server:43.server`).
+fn pbs_dependency(dependency: &str, server: &str) -> String {
+    let term = |term: &str| -> String {
+        // (Without Slurm's `(unfulfilled)`.)
+        let term = term.split('(').next().unwrap_or(term);
+        let with_server = |id: &str| match !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
+        {
+            true => format!("{id}.{server}"),
+            false => id.to_string(),
+        };
+        term.split(':')
+            .map(with_server)
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    dependency
+        .split([',', '?'])
+        .map(term)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The scheduler's comment on job `j`, as PBS Pro's qstat -s and -f show it: why it does
 /// not run, or where and since when it does.
 fn comment(j: &JobInfo) -> Option<String> {
     match j.state.as_str() {
         "PENDING" => j.reason.as_ref().map(|r| format!("Not Running: {r}")),
-        "RUNNING" | "SUSPENDED" => {
-            let start = j.start_time?;
-            let per = cpus_per_node(j).unwrap_or(1);
-            let chunks: Vec<String> = j
-                .nodes
-                .iter()
-                .map(|n| format!("({n}:ncpus={per})"))
-                .collect();
-            Some(format!(
-                "Job run at {} on {}",
-                ctime(start),
-                chunks.join("+")
-            ))
+        _ => {
+            let ran = || {
+                let start = j.start_time?;
+                let per = cpus_per_node(j).unwrap_or(1);
+                let chunks: Vec<String> = (j.nodes.iter())
+                    .map(|n| format!("({n}:ncpus={per})"))
+                    .collect();
+                Some(format!(
+                    "Job run at {} on {}",
+                    ctime(start),
+                    chunks.join("+")
+                ))
+            };
+            match j.state.as_str() {
+                "RUNNING" | "SUSPENDED" => ran(),
+                // Why it ended where berth knows (a file it could not open), as PBS's
+                // comment says why a job did not run.
+                _ => match &j.reason {
+                    Some(why) => Some(format!("Job failed: {why}")),
+                    None => ran().map(|ran| format!("{ran} and finished")),
+                },
+            }
         }
-        _ => None,
     }
 }
 
@@ -859,11 +926,84 @@ fn qstat_server() -> Result<i32> {
     Ok(0)
 }
 
-/// qstat -Q: the queues (partitions) with their jobs by state.
-fn qstat_queues(names: &[String]) -> Result<i32> {
+/// PBS's exit status for an unknown queue (PBSE_UNKQUE).
+const UNKNOWN_QUEUE: i32 = 170;
+
+/// qstat -Q: the queues (partitions) with their jobs by state; -Qf each queue's attributes;
+/// Torque's -q their limits. A queue not there is said, as PBS says it.
+fn qstat_queues(names: &[String], full: bool, limits: bool) -> Result<i32> {
     let parts: Vec<PartitionInfo> = crate::client::request("GET", "/v1/partitions", None::<&()>)?;
     let jobs = active_jobs()?;
+    let mut status = 0;
+    for name in names
+        .iter()
+        .filter(|n| !parts.iter().any(|p| &p.name == *n))
+    {
+        eprintln!("qstat: Unknown queue {name}");
+        status = UNKNOWN_QUEUE;
+    }
+    let shown: Vec<&PartitionInfo> = (parts.iter())
+        .filter(|p| names.is_empty() || names.contains(&p.name))
+        .collect();
     let mut out = std::io::stdout().lock();
+    let hms = |t: Option<u64>| t.map_or("--".into(), walltime);
+    if limits {
+        let server = crate::client::controller_host();
+        writeln!(out, "\nserver: {server}\n")?;
+        writeln!(
+            out,
+            "Queue            Memory CPU Time Walltime Node  Run Que Lm  State"
+        )?;
+        writeln!(
+            out,
+            "---------------- ------ -------- -------- ----  --- --- --  -----"
+        )?;
+        let (mut runs, mut queued) = (0, 0);
+        for p in &shown {
+            let [_, que, run, hld, wat] = by_state(jobs.iter().filter(|j| j.partition == p.name));
+            let (que, up) = (que + hld + wat, if p.state == "up" { "E R" } else { "D S" });
+            runs += run;
+            queued += que;
+            writeln!(
+                out,
+                "{:<16}   --      --   {:>8}   --  {run:>4} {que:>3} --   {up}",
+                cut(&p.name, 16),
+                hms(p.max_time),
+            )?;
+        }
+        writeln!(out, "{:>52}\n{runs:>48} {queued:>5}", "----- -----")?;
+        return Ok(status);
+    }
+    if full {
+        for p in &shown {
+            let [tot, que, run, hld, wat] = by_state(jobs.iter().filter(|j| j.partition == p.name));
+            let up = if p.state == "up" { "True" } else { "False" };
+            writeln!(out, "Queue: {}", p.name)?;
+            writeln!(out, "    queue_type = Execution")?;
+            writeln!(out, "    Priority = {}", p.priority)?;
+            writeln!(out, "    total_jobs = {tot}")?;
+            writeln!(
+                out,
+                "    state_count = Transit:0 Queued:{que} Held:{hld} Waiting:{wat} Running:{run} Exiting:0 Begun:0"
+            )?;
+            if let Some(max) = p.max_time {
+                writeln!(out, "    resources_max.walltime = {}", walltime(max))?;
+            }
+            if let Some(default) = p.default_time {
+                writeln!(
+                    out,
+                    "    resources_default.walltime = {}",
+                    walltime(default)
+                )?;
+            }
+            if let Some(n) = p.max_jobs_per_user {
+                writeln!(out, "    max_run = [u:PBS_GENERIC={n}]")?;
+            }
+            writeln!(out, "    enabled = {up}")?;
+            writeln!(out, "    started = {up}\n")?;
+        }
+        return Ok(status);
+    }
     writeln!(
         out,
         "{:<16} {:>5} {:>5} {:>3} {:>3} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Type",
@@ -874,10 +1014,7 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
         "{} ----- ----- --- --- ----- ----- ----- ----- ----- ----- ----",
         "-".repeat(16)
     )?;
-    for p in parts
-        .iter()
-        .filter(|p| names.is_empty() || names.contains(&p.name))
-    {
+    for p in &shown {
         let [tot, que, run, hld, wat] = by_state(jobs.iter().filter(|j| j.partition == p.name));
         let up = if p.state == "up" { "yes" } else { "no" };
         writeln!(
@@ -886,67 +1023,131 @@ fn qstat_queues(names: &[String]) -> Result<i32> {
             p.name, 0, 0, 0
         )?;
     }
-    Ok(0)
+    Ok(status)
+}
+
+/// PBS's exit status for a request the caller may not make (PBSE_PERM).
+const UNAUTHORIZED: i32 = 159;
+
+/// The PBS command standing for berth's `verb`.
+fn command_of(verb: &str) -> &'static str {
+    match verb {
+        "cancel" => "qdel",
+        "release" => "qrls",
+        "requeue" => "qrerun",
+        "signal" => "qsig",
+        "alter" => "qalter",
+        _ => "qhold",
+    }
 }
 
 /// qdel, qhold, qrls, qrerun: berth's `verb` on each job (an array's id, or `42[]`: each of
-/// its tasks the verb applies to); silent, as PBS's are.
-pub fn verb(verb: &str, mut words: Vec<String>) -> Result<i32> {
+/// its tasks the verb applies to; `42[2-4]`, or Torque's `-t 2-4 42[]`, those subjobs);
+/// silent, as PBS's are.
+pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
+    let command = command_of(verb);
+    let mut words = getopt_words(words, "", "Wht", &[]);
     // qdel -W force: ended however it goes (berth's cancel is that already).
-    if verb == "cancel" {
+    if matches!(verb, "cancel" | "requeue") {
         match value(&mut words, "-W")?.as_deref() {
             None | Some("force") => {}
-            Some(other) => bail!("qdel -W {other}: berth takes -W force"),
+            Some(other) => bail!("{command} -W {other}: berth takes -W force"),
         }
     }
     // qhold/qrls -h: u (the default), the owner's hold, which the owner lifts; o or s, an
-    // operator's or the system's, which only root lifts (berth's hold by root).
+    // operator's or the system's, which only root gives and lifts (berth's hold by root).
     let owners = match verb {
         "hold" | "release" => match value(&mut words, "-h")?.as_deref() {
             None | Some("u") => true,
             Some("o" | "s" | "os" | "so") => false,
-            Some(other) => bail!("q{verb} -h {other}: hold types are u, o and s"),
+            Some(other) => bail!("{command} -h {other}: hold types are u, o and s"),
         },
         _ => false,
     };
-    act_on(verb, &words, |job| match verb {
+    // Torque's -t RANGE: those subjobs of each array named.
+    let words = match value(&mut words, "-t")? {
+        Some(range) if verb != "requeue" => (words.iter())
+            .map(|w| {
+                let (id, server) = w.split_once('.').unwrap_or((w, ""));
+                let id = id.strip_suffix("[]").unwrap_or(id);
+                let server = if server.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{server}")
+                };
+                format!("{id}[{range}]{server}")
+            })
+            .collect(),
+        Some(_) => bail!("{command}: berth does not know the option -t"),
+        None => words,
+    };
+    act_on(verb, &element_lists(words)?, |job| match verb {
         "cancel" => job.cancel(None, Default::default()),
         "hold" if owners => job.act(verb, Some("owners=true")),
+        "hold" => job.act(verb, Some("admin=true")),
         _ => job.act(verb, None),
     })
 }
 
-/// qalter: `[options] JOBID` in qsub's words; silent, as PBS's.
+/// qalter: `[options] JOBID` in qsub's words (but -h, which takes hold types, as qhold's:
+/// `u`, `o`, `s`, or `n` to release it); silent, as PBS's. An unknown or finished job is
+/// said as the other commands say it.
 pub fn qalter(words: Vec<String>) -> Result<i32> {
-    alter(Family::Pbs, words).map(|_| 0)
+    let mut words = getopt_words(words, "", "h", &[]);
+    let hold = value(&mut words, "-h")?;
+    if let Some(types) = &hold {
+        if types.is_empty() || !types.chars().all(|c| "uosn".contains(c)) {
+            bail!("qalter -h {types}: hold types are u, o, s and n (none)");
+        }
+    }
+    let Some(spec) = words.last().cloned() else {
+        bail!("qalter: name the job: [options] JOBID");
+    };
+    let status = match words.len() {
+        1 => 0,
+        _ => act_on("alter", std::slice::from_ref(&spec), |_| {
+            alter(Family::Pbs, words.clone()).map(|_| ())
+        })?,
+    };
+    let Some(types) = hold.filter(|_| status == 0) else {
+        return Ok(status);
+    };
+    let owners = types.chars().all(|c| c == 'u');
+    act_on("alter", &[spec], |job| match types.as_str() {
+        "n" => job.act("release", None),
+        _ if owners => job.act("hold", Some("owners=true")),
+        _ => job.act("hold", Some("admin=true")),
+    })
 }
 
 /// qsig [-s SIGNAL] JOBID...: the signal (SIGTERM by default) to each job.
-pub fn qsig(mut words: Vec<String>) -> Result<i32> {
+pub fn qsig(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "", "s", &[]);
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
-    act_on("signal", &words, |job| match signal.as_str() {
-        // PBS Pro's special signals: the job's suspension and resumption.
-        "suspend" | "resume" => job.act(&signal, None),
-        // (PBS signals the job's session leader, the batch shell.)
-        _ => job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch),
+    act_on("signal", &element_lists(words)?, |job| {
+        match signal.as_str() {
+            // PBS Pro's special signals: the job's suspension and resumption.
+            "suspend" | "resume" => job.act(&signal, None),
+            // (PBS signals the job's session leader, the batch shell.)
+            _ => job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch),
+        }
     })
 }
 
 /// Calls `act` with each job `specs` name; an unknown or refused one is reported as PBS
 /// reports it, and the others go on.
 fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()>) -> Result<i32> {
-    no_other_options(verb, specs, "JOBID[.SERVER] ...")?;
+    let command = command_of(verb);
+    no_other_options(command, specs, "JOBID[.SERVER] ...")?;
     if specs.is_empty() {
-        bail!("name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[])");
+        bail!("{command}: name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[], JOBID[RANGE])");
     }
-    let command = match verb {
-        "cancel" => "qdel",
-        "release" => "qrls",
-        "requeue" => "qrerun",
-        "signal" => "qsig",
-        _ => "qhold",
-    };
     let server = crate::client::controller_host();
+    // The id as PBS says it back: with its server.
+    let full = |spec: &str| match spec.contains('.') {
+        true => spec.to_string(),
+        false => format!("{spec}.{server}"),
+    };
     let mut status = 0;
     for spec in specs {
         // A requeue asks first: berth requeues an ended job, as Slurm does; PBS refuses it.
@@ -960,8 +1161,13 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
         };
         let ended = match (&failure, ended) {
             (Some(e), _) if crate::client::is_not_found(e) => {
-                eprintln!("Unknown Job Id {spec}");
-                status = UNKNOWN_JOB;
+                eprintln!("{command}: Unknown Job Id {}", full(spec));
+                status = status.max(UNKNOWN_JOB);
+                continue;
+            }
+            (Some(e), _) if crate::client::is_forbidden(e) => {
+                eprintln!("{command}: Unauthorized Request  {}", full(spec));
+                status = status.max(UNAUTHORIZED);
                 continue;
             }
             (Some(_), None) => finished(spec),
@@ -974,7 +1180,7 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
                 status = status.max(JOB_FINISHED);
             }
             (None, Some(e)) => {
-                eprintln!("{spec}: {e}");
+                eprintln!("{command}: {}: {e}", full(spec));
                 status = status.max(1);
             }
             (None, None) => {}
@@ -1000,10 +1206,39 @@ fn finished(spec: &str) -> Option<JobInfo> {
 }
 
 /// pbsnodes [-a] [NODE...]; -l: the nodes down or offline, one a line.
-pub fn pbsnodes(mut words: Vec<String>) -> Result<i32> {
+/// pbsnodes -o NODE... [-N NOTE]: the nodes offline (drained: their jobs finish, no new ones
+/// start); -c (Torque's -r too): back in service.
+pub fn pbsnodes(words: Vec<String>) -> Result<i32> {
+    let mut words = getopt_words(words, "alvocr", "N", &[]);
     flag(&mut words, "-a");
+    // -v (Torque's verbose -a): the same attributes.
+    flag(&mut words, "-v");
     let list = flag(&mut words, "-l");
-    no_other_options("pbsnodes", &words, "pbsnodes [-a] [NODE ...] | pbsnodes -l")?;
+    let offline = flag(&mut words, "-o");
+    let clear = flag(&mut words, "-c") | flag(&mut words, "-r");
+    let note = value(&mut words, "-N")?;
+    const USAGE: &str =
+        "pbsnodes [-a] [NODE ...] | pbsnodes -l | pbsnodes -o NODE ... [-N NOTE] | pbsnodes -c NODE ...";
+    no_other_options("pbsnodes", &words, USAGE)?;
+    if offline || clear {
+        use crate::batch::NodeCommand;
+        if words.is_empty() || (offline && clear) {
+            bail!("pbsnodes: name the nodes to take offline (-o) or back (-c)\nusage: {USAGE}");
+        }
+        nodes_named(&words)?;
+        for node in words {
+            crate::batch::node(match offline {
+                true => NodeCommand::Drain {
+                    node,
+                    reason: note
+                        .clone()
+                        .unwrap_or_else(|| "offline (pbsnodes -o)".into()),
+                },
+                false => NodeCommand::Resume { node },
+            })?;
+        }
+        return Ok(0);
+    }
     let nodes = nodes_named(&words)?;
     let jobs = active_jobs()?;
     let server = crate::client::controller_host();
@@ -1070,6 +1305,15 @@ fn torque_status(n: &berth_api::NodeInfo, now: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dependencies_name_their_jobs_with_the_server() {
+        assert_eq!(
+            pbs_dependency("afterok:42:43,afterany:44_2(unfulfilled)", "srv"),
+            "afterok:42.srv:43.srv,afterany:44_2"
+        );
+        assert_eq!(pbs_dependency("singleton", "srv"), "singleton");
+    }
 
     #[test]
     fn sizes_and_columns_as_pbs_writes_them() {

@@ -226,12 +226,20 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
     }
     set("PBS_QUEUE", job.partition.clone());
     set("PBS_O_QUEUE", job.partition.clone());
+    set("PBS_SERVER", server.clone());
+    // Torque's: the job's time limit, seconds.
+    if let Some(limit) = job.time_limit() {
+        set("PBS_WALLTIME", limit.to_string());
+    }
     // The submitter's, as qsub passes them.
     for (k, from) in [
         ("PBS_O_HOME", "HOME"),
         ("PBS_O_PATH", "PATH"),
         ("PBS_O_SHELL", "SHELL"),
         ("PBS_O_LOGNAME", "LOGNAME"),
+        ("PBS_O_LANG", "LANG"),
+        ("PBS_O_MAIL", "MAIL"),
+        ("PBS_O_TZ", "TZ"),
     ] {
         if let Some((_, v)) = job.submit_env.iter().find(|(name, _)| name == from) {
             set(k, v.clone());

@@ -1404,6 +1404,7 @@ impl Controller {
         let mut response = SubmitResponse {
             job_id: first,
             jobs: indices.len() as u64,
+            array: request.array.is_some(),
             partition,
             default_partition: request.partition.is_none(),
             warnings,
@@ -3022,6 +3023,8 @@ impl Controller {
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
                 container_workdir: job.request.container_workdir.clone(),
+                // (PBS starts a job in its user's home unless qsub -d says where.)
+                start_in_home: job.request.pbs && job.request.workdir.is_none(),
                 no_home: job.request.no_home,
                 remap_root: job.request.container_remap_root,
                 // The script's container, saved where it runs.

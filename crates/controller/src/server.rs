@@ -651,6 +651,14 @@ async fn hold(
     query: QueryParam<HoldQuery>,
 ) -> ApiResult<()> {
     let q = query_of(query)?;
+    if q.admin && (caller.uid != 0 || q.owners) {
+        return Err(match q.owners {
+            true => ApiError::bad("a hold is the owner's or an administrator's, not both"),
+            false => ApiError::forbidden(format!(
+                "only root may hold job {id} as an administrator (JobHeldAdmin; PBS's -h o, -h s)"
+            )),
+        });
+    }
     let mut c = c.lock().await;
     match q.array {
         true => c.hold_array(caller, id, true, q.owners),
@@ -670,6 +678,10 @@ struct HoldQuery {
     /// (scontrol uhold).
     #[serde(default)]
     owners: bool,
+    /// An administrator's hold, as root's is, refused (403) to anyone else rather than
+    /// given as theirs (PBS's operator and system holds, `qhold -h o`).
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

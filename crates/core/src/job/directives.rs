@@ -1994,6 +1994,14 @@ fn apply_pbs(
     line: Option<usize>,
 ) -> Result<(), JobError> {
     match found.name {
+        // (PBS names the output files after it: no directories in it.)
+        "N" if v.contains('/') || v.contains(char::is_whitespace) => {
+            return Err(JobError::invalid(
+                "-N",
+                v,
+                "a job name without '/' or white space (PBS names its output files after it)",
+            ))
+        }
         "N" => opts.name = Some(v.to_string()),
         "l" => {
             for item in v.split(',') {
@@ -2010,18 +2018,17 @@ fn apply_pbs(
             opts.error = Some(path("error file", &v)?)
         }
         "j" => {
-            opts.join_output = Some(match v {
-                // (eo: into the error file, in PBS; one file all the same.)
-                "oe" | "eo" => true,
-                "n" => false,
-                _ => {
-                    return Err(JobError::invalid(
+            opts.join =
+                Some(match v {
+                    "oe" => Join::IntoOutput,
+                    "eo" => Join::IntoError,
+                    "n" => Join::Apart,
+                    _ => return Err(JobError::invalid(
                         "join",
                         v,
-                        "oe (stderr into the output file) or n",
-                    ))
-                }
-            })
+                        "oe (stderr into the output file), eo (stdout into the error file) or n",
+                    )),
+                })
         }
         // QUEUE@SERVER: the queue (berth is the one server); @SERVER alone, the default.
         "q" => match v.split_once('@').map_or(v, |(queue, _)| queue) {

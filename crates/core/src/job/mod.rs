@@ -321,6 +321,17 @@ pub const UNLIMITED_TIME: u64 = u64::MAX;
 
 /// Submit options as written, each optional so that flags can override directives field by
 /// field. Sizes are bytes and times seconds, whatever unit the family used.
+/// PBS's `-j`: the job's two streams joined into one file, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Join {
+    /// `n`: each to its own file.
+    Apart,
+    /// `oe`: stderr into the output file.
+    IntoOutput,
+    /// `eo`: stdout into the error file.
+    IntoError,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOptions {
     pub name: Option<String>,
@@ -336,8 +347,9 @@ pub struct JobOptions {
     pub open_mode: Option<OpenMode>,
     /// The error file's own (LSF's `-e` appends, `-eo` overwrites, whatever `-o` does).
     pub error_open_mode: Option<OpenMode>,
-    /// PBS `-j oe`: stderr goes to the output file.
-    pub join_output: Option<bool>,
+    /// PBS `-j oe`: stderr goes to the output file; `-j eo`: stdout to the error file;
+    /// `-j n`: each to its own.
+    pub join: Option<Join>,
     pub partition: Option<String>,
     pub array: Option<ArraySpec>,
     pub dependencies: Option<Dependencies>,
@@ -439,7 +451,7 @@ impl JobOptions {
             input: c.input.or(d.input),
             open_mode: c.open_mode.or(d.open_mode),
             error_open_mode: c.error_open_mode.or(d.error_open_mode),
-            join_output: c.join_output.or(d.join_output),
+            join: c.join.or(d.join),
             partition: c.partition.or(d.partition),
             array: c.array.or(d.array),
             dependencies: c.dependencies.or(d.dependencies),
@@ -700,9 +712,14 @@ impl JobRequest {
             Some(p) if !p.ends_with('/') => p,
             dir => dir.unwrap_or_default() + &pbs_default_name(&name, stream, array),
         };
-        o.output = Some(file(o.output.take(), 'o'));
-        if o.error.is_some() || o.join_output != Some(true) {
-            o.error = Some(file(o.error.take(), 'e'));
+        match o.join {
+            // Both streams into the error file, which the job's output then is.
+            Some(Join::IntoError) => o.output = Some(file(o.error.take(), 'e')),
+            Some(Join::IntoOutput) => o.output = Some(file(o.output.take(), 'o')),
+            _ => {
+                o.output = Some(file(o.output.take(), 'o'));
+                o.error = Some(file(o.error.take(), 'e'));
+            }
         }
         Ok(JobRequest {
             pbs: true,
@@ -851,7 +868,7 @@ impl JobRequest {
                 ))
             }
         };
-        let join = o.join_output.unwrap_or(false);
+        let join = matches!(o.join, Some(Join::IntoOutput | Join::IntoError));
         let mut request = JobRequest {
             name,
             nodes,

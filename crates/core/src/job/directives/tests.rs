@@ -549,7 +549,7 @@ fn pbs_as_sites_write_it() {
     );
     assert_eq!(o.account.as_deref(), Some("n74"));
     assert_eq!(o.partition.as_deref(), Some("normal"));
-    assert_eq!(o.join_output, Some(true));
+    assert_eq!(o.join, Some(Join::IntoError));
     assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 2 }));
     assert_eq!(
         o.constraint,
