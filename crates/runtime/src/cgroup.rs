@@ -264,6 +264,20 @@ impl Cgroup {
         name: &str,
         limits: &Limits,
     ) -> Result<Cgroup, CgroupError> {
+        Cgroup::make(layout, parent, name, limits, true)
+    }
+
+    /// As [`Cgroup::create`]; `whole`: a container's, in the hierarchies above; else a job
+    /// step's within its job's, whose cpuset and freezer are its job's (v1: where the
+    /// step's processes stay, frozen and pinned with the job's), so in v1's cpuacct and
+    /// memory (its accounting and OOM kills) and those its limits need alone.
+    fn make(
+        layout: &Layout,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+        whole: bool,
+    ) -> Result<Cgroup, CgroupError> {
         let mut parts: Vec<&str> = parent.split('/').collect();
         parts.push(name);
         if name.contains('/')
@@ -285,7 +299,7 @@ impl Cgroup {
         };
         let mut created = Vec::new();
         let made = match layout {
-            Layout::V1 { mounts } => cgroup.make_v1(mounts, &parts, limits, &mut created),
+            Layout::V1 { mounts } => cgroup.make_v1(mounts, &parts, limits, whole, &mut created),
             Layout::V2 { root } => cgroup.make_v2(root, &parts, limits, &mut created),
         };
         match made.and_then(|()| cgroup.apply(limits)) {
@@ -336,13 +350,18 @@ impl Cgroup {
         mounts: &BTreeMap<String, PathBuf>,
         parts: &[&str],
         limits: &Limits,
+        whole: bool,
         created: &mut Vec<PathBuf>,
     ) -> Result<(), CgroupError> {
         let wanted = [
             ("cpu", limits.cpus.is_some(), limits.cpus.is_some()),
             ("cpuacct", false, true),
-            ("cpuset", limits.cpuset.is_some(), true),
-            ("freezer", false, true),
+            (
+                "cpuset",
+                limits.cpuset.is_some(),
+                whole || limits.cpuset.is_some(),
+            ),
+            ("freezer", false, whole),
             ("memory", limits.memory.is_some(), true),
             ("pids", limits.pids.is_some(), limits.pids.is_some()),
         ];

@@ -73,7 +73,7 @@ impl StepCgroup {
             return Err(gone());
         }
         let name = step_name(step);
-        let cgroup = Cgroup::create(layout, &format!("{parent}/{job}"), &name, limits)?;
+        let cgroup = Cgroup::make(layout, &format!("{parent}/{job}"), &name, limits, false)?;
         // In a hierarchy the job's cgroup is not in (yet: its runner makes it), the step's
         // would have made it, and the job could not: both go.
         let strays: Vec<&Path> = (cgroup.dirs.iter())
@@ -272,11 +272,11 @@ mod tests {
         let step = StepCgroup::create(&layout, "berth", "7-job", 3, &limits).unwrap();
         let memory = tmp.path().join("memory/berth/7-job/step_3");
         assert_eq!(text(&memory.join("memory.limit_in_bytes")), "67108864");
-        // The step's cpuset is the job's.
-        assert_eq!(
-            text(&tmp.path().join("cpuset/berth/7-job/step_3/cpuset.cpus")),
-            "0-1"
-        );
+        // Its tasks stay in the job's cpuset and freezer cgroups.
+        for hierarchy in ["cpuset", "freezer"] {
+            let job = tmp.path().join(hierarchy).join("berth/7-job");
+            assert!(job.is_dir() && !job.join("step_3").exists());
+        }
         // A task joins it by its own write (as here, this test's process).
         for fd in step.task_files() {
             // SAFETY: write(2) of a live one-byte buffer to a descriptor the step holds.
