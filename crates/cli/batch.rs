@@ -104,9 +104,10 @@ pub struct QueueArgs {
     /// Only your own jobs
     #[arg(long)]
     me: bool,
-    /// Only these jobs (comma-separated ids; an array's id lists its tasks)
+    /// Only these jobs (comma-separated ids; an array's id lists its tasks, 42_7 and
+    /// 42_[1-3] some of them)
     #[arg(short, long, value_delimiter = ',')]
-    jobs: Vec<u64>,
+    jobs: Vec<String>,
     /// No header line (as squeue -h)
     #[arg(short = 'h', long)]
     noheader: bool,
@@ -950,7 +951,7 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
     req.image_files = image_files(&req)?;
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
     for w in &resp.warnings {
-        eprintln!("berth: warning: {w}");
+        eprintln!("{}: warning: {w}", crate::compat::name());
     }
     Ok(resp)
 }
@@ -1014,7 +1015,11 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         path,
     })?;
     if let Some(estimate) = &resp.estimate {
-        eprintln!("berth: {}", estimate_line(&resp, estimate));
+        eprintln!(
+            "{}: {}",
+            crate::compat::name(),
+            estimate_line(&resp, estimate)
+        );
         return Ok(0);
     }
     let mut out = std::io::stdout().lock();
@@ -1206,7 +1211,7 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
 const QOS: &str = "normal";
 
 /// squeue's --format letters berth knows.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQeZBcfokEyvUgGnxqW";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqW";
 
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
@@ -1239,7 +1244,9 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("command", 'o'),
     ("account", 'a'),
     ("comment", 'k'),
-    ("priority", 'Q'),
+    ("priority", 'p'),
+    ("prioritylong", 'Q'),
+    ("mincpus", 'c'),
     ("feature", 'f'),
     ("dependency", 'E'),
     ("nice", 'y'),
@@ -1271,13 +1278,22 @@ fn named_format(text: &str) -> Result<String> {
                 Some(rest) => (".", rest),
                 None => ("", size),
             };
+            // The size's digits, then what follows the field (a space where nothing does).
+            let digits = size
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(size.len());
+            let (size, suffix) = size.split_at(digits);
             let size: usize = match size {
                 "" => 20,
                 s => s
                     .parse()
                     .with_context(|| format!("--Format {field}: a size is a number"))?,
             };
-            Ok(format!("%{right}{size}{letter} "))
+            let suffix = match suffix {
+                "" => " ".to_string(),
+                s => s.replace('%', "%%"),
+            };
+            Ok(format!("%{right}{size}{letter}{suffix}"))
         })
         .collect()
 }
@@ -1424,30 +1440,34 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     if args.jobs.is_empty() {
         jobs = active_jobs(None, collapse)?;
     }
+    args.jobs = array_ranges(&args.jobs)?;
     args.jobs.sort_unstable();
     args.jobs.dedup();
-    for &id in &args.jobs {
-        let active = active_jobs(Some(id), collapse)?;
-        if !active.is_empty() {
-            jobs.extend(active);
-            continue;
+    let now = berth_controller::now();
+    for spec in &args.jobs {
+        let (id, index) = job_spec(spec)?;
+        // A job or an array's tasks, as they wait (alike ones as one line) or run.
+        if index.is_none() {
+            jobs.extend(active_jobs(Some(id), collapse)?);
         }
         // Ended: shown for MinJobAge (five minutes) after, as squeue shows it; never was:
         // an error, as squeue's.
-        match request::<JobInfo>("GET", &format!("/v1/jobs/{id}"), None::<&()>) {
-            Ok(j)
-                if j.end_time
-                    .is_some_and(|e| berth_controller::now() < e + MIN_JOB_AGE) =>
-            {
-                jobs.push(j)
-            }
-            Ok(_) => {}
+        let named = match named_jobs(std::slice::from_ref(spec)) {
+            Ok(named) => named,
             Err(e) if crate::client::is_not_found(&e) => {
-                eprintln!("berth: job {id}: Invalid job id specified");
+                eprintln!(
+                    "{}: error: Invalid job id specified: {spec}",
+                    crate::compat::name()
+                );
                 return Ok(1);
             }
             Err(e) => return Err(e),
-        }
+        };
+        let shown = |j: &JobInfo| match j.end_time {
+            Some(end) => now < end + MIN_JOB_AGE,
+            None => index.is_some(),
+        };
+        jobs.extend(named.into_iter().filter(shown));
     }
     if args.start && args.steps.is_none() {
         // squeue --start's columns, of pending jobs.
@@ -1501,7 +1521,10 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         (Some(tasks), 'K') => tasks.clone(),
         _ => field(letter, job),
     };
-    if let Some(keys) = &args.sort {
+    // squeue's own order unless told another: by partition, state, then priority, highest
+    // first (its steps by id).
+    let keys = args.sort.as_deref().unwrap_or("P,t,-p");
+    {
         // squeue -S: fields by their letters, each ascending or (-) descending, numbers as
         // numbers, the first that differs deciding.
         let keys: Vec<(char, bool)> = keys
@@ -1521,7 +1544,10 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
             .collect::<Result<_>>()?;
         let number = |job: &JobInfo, l: char| match l {
             'i' | 'A' => Some(job.id as f64),
-            'Q' => job.priority,
+            'Q' | 'p' => job.priority,
+            // (Times as seconds.)
+            'M' => Some(elapsed(job) as f64),
+            'l' => job.time_limit.map(|t| t as f64),
             _ => field(l, job).parse::<f64>().ok(),
         };
         jobs.sort_by(|a, b| {
@@ -1652,6 +1678,11 @@ pub fn parse_format(format: &str, letters: &str) -> Result<Vec<Column>, anyhow::
     while let Some(c) = chars.next() {
         if c != '%' {
             text.push(c);
+            continue;
+        }
+        // (`%%`: a `%`.)
+        if chars.next_if_eq(&'%').is_some() {
+            text.push('%');
             continue;
         }
         if !text.is_empty() {
@@ -1805,6 +1836,8 @@ fn field(letter: char, j: &JobInfo) -> String {
         'n' => berth_core::job::hostlist(&j.required_nodes),
         'x' => berth_core::job::hostlist(&j.excluded_nodes),
         'q' => QOS.into(),
+        // A fraction of the largest priority there is, as squeue's %p.
+        'p' => format!("{:.8}", j.priority.unwrap_or(0.0) / f64::from(u32::MAX)),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
     }
 }
@@ -1840,14 +1873,25 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         }
         return Ok(0);
     };
-    let j: JobInfo = match job_spec(spec)? {
-        (_, Some(_)) => named_jobs(std::slice::from_ref(spec))?.remove(0),
-        (id, None) => request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?,
+    let (id, index) = job_spec(spec)?;
+    let j: JobInfo = match index {
+        Some(_) => named_jobs(std::slice::from_ref(spec))?.remove(0),
+        None => request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?,
     };
     if args.json {
         return print_json(&mut out, &j);
     }
-    show_job(&mut out, &j, args.oneliner)?;
+    // An array's id: each of its tasks, as scontrol shows them.
+    let tasks = match index.is_none() && j.array_job_id == Some(id) {
+        true => named_jobs(std::slice::from_ref(spec))?,
+        false => vec![j],
+    };
+    for (n, j) in tasks.iter().enumerate() {
+        if n > 0 && !args.oneliner {
+            writeln!(out)?;
+        }
+        show_job(&mut out, j, args.oneliner)?;
+    }
     Ok(0)
 }
 
@@ -2484,7 +2528,8 @@ fn step_nodes<'a>(j: &'a JobInfo, step: &'a berth_api::StepInfo) -> &'a [String]
 /// names with their default widths), right-aligned and cut to width, or (`parsable`) as
 /// they are, separated by '|'. (sshare's too.)
 pub(crate) struct Table {
-    columns: Vec<(&'static str, usize)>,
+    /// Each column's field, width, and whether it is left-justified (`%-10`).
+    columns: Vec<(&'static str, usize, bool)>,
     parsable: bool,
     /// What separates parsable fields: `|`, or sacct's --delimiter.
     delimiter: String,
@@ -2512,12 +2557,17 @@ impl Table {
             .iter()
             .map(|f| {
                 let (name, width) = f.split_once('%').unwrap_or((f, ""));
+                // (`%-10`: left-justified.)
+                let (left, width) = match width.strip_prefix('-') {
+                    Some(w) => (true, w),
+                    None => (false, width),
+                };
                 let found = known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
                 match (found, width.parse::<usize>()) {
-                    (Some((name, _)), Ok(width)) => Ok((*name, width.clamp(1, 256))),
-                    (Some((name, w)), Err(_)) if width.is_empty() => Ok((*name, *w)),
+                    (Some((name, _)), Ok(width)) => Ok((*name, width.clamp(1, 256), left)),
+                    (Some((name, w)), Err(_)) if width.is_empty() => Ok((*name, *w, left)),
                     _ => Err(anyhow::anyhow!(
-                        "--format {f:?}: berth knows {}, each with an optional %WIDTH",
+                        "--format {f:?}: berth knows {}, each with an optional %WIDTH (%-WIDTH: left-justified)",
                         known.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                     )),
                 }
@@ -2547,10 +2597,11 @@ impl Table {
     /// One line, `value` giving each column's by its name: padded to the column's width,
     /// and a longer value cut with a `+` at its end, as Slurm's tools cut them.
     pub(crate) fn line(&self, value: impl Fn(&str) -> String) -> String {
-        let cells = self.columns.iter().map(|(name, width)| {
+        let cells = self.columns.iter().map(|(name, width, left)| {
             let v = value(name);
             match (self.parsable, v.chars().count() > *width) {
                 (true, _) => v,
+                (false, false) if *left => format!("{v:<width$}"),
                 (false, false) => format!("{v:>width$}"),
                 (false, true) => format!("{}+", truncate(&v, width - 1)),
             }
@@ -2568,7 +2619,7 @@ impl Table {
     /// The line of dashes under the header, each column's as wide as it (none where
     /// parsable).
     pub(crate) fn dashes(&self) -> Option<String> {
-        let dashes = self.columns.iter().map(|(_, width)| "-".repeat(*width));
+        let dashes = self.columns.iter().map(|(_, width, _)| "-".repeat(*width));
         (!self.parsable).then(|| dashes.collect::<Vec<_>>().join(" "))
     }
 }
@@ -2792,6 +2843,30 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("Comment", 20),
     ("Suspended", 10),
     ("QOS", 10),
+    ("TimelimitRaw", 12),
+    ("ReqTRES", 30),
+    ("Reserved", 10),
+    ("Planned", 10),
+    // Slurm's, which berth does not record: empty, so that a SACCT_FORMAT naming them
+    // still gives the rest.
+    ("MaxVMSize", 10),
+    ("MaxVMSizeNode", 13),
+    ("MaxVMSizeTask", 13),
+    ("AveVMSize", 10),
+    ("MaxRSSNode", 10),
+    ("MaxRSSTask", 10),
+    ("MaxPages", 8),
+    ("AvePages", 8),
+    ("MaxDiskRead", 12),
+    ("MaxDiskWrite", 12),
+    ("AveDiskRead", 12),
+    ("AveDiskWrite", 12),
+    ("ConsumedEnergy", 14),
+    ("Cluster", 10),
+    ("Layout", 10),
+    ("AssocID", 10),
+    ("Flags", 10),
+    ("SubmitLine", 20),
 ];
 
 fn accounting(name: &str, j: &JobInfo) -> String {
@@ -2875,7 +2950,24 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             Ok(id) => id.gid.to_string(),
             Err(_) => String::new(),
         },
-        _ => j.reason.clone().unwrap_or_else(|| "None".into()),
+        "Reason" => j.reason.clone().unwrap_or_else(|| "None".into()),
+        // Its limit in minutes.
+        "TimelimitRaw" => j
+            .time_limit
+            .map_or("UNLIMITED".into(), |t| t.div_ceil(60).to_string()),
+        "ReqTRES" => {
+            let cpus = j.ntasks.max(1) * j.cpus_per_task.max(1);
+            let nodes = j.min_nodes.max(1);
+            let mem = j.memory.map_or(String::new(), |m| {
+                format!(",mem={}", slurm_size(m * nodes as u64))
+            });
+            format!("billing={cpus},cpu={cpus}{mem},node={nodes}")
+        }
+        // How long it waited once eligible.
+        "Reserved" | "Planned" => j.start_time.map_or(String::new(), |start| {
+            duration(start.saturating_sub(j.begin_time.unwrap_or(j.submit_time).max(j.submit_time)))
+        }),
+        _ => String::new(),
     }
 }
 
@@ -3538,9 +3630,11 @@ mod tests {
             named_format("JobID:10,state,TimeLimit:.8").unwrap(),
             "%10i %20T %.8l "
         );
+        assert_eq!(named_format("JobID:10|,Name:.8 ").unwrap(), "%10i|%.8j ");
         let e = named_format("JobID,Colour").unwrap_err().to_string();
         assert!(e.contains("--Format Colour: berth knows jobid"), "{e}");
-        assert!(named_format("JobID:x").is_err());
+        // (A suffix alone: the default size.)
+        assert_eq!(named_format("JobID:x").unwrap(), "%20ix");
     }
 
     #[test]

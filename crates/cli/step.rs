@@ -1011,7 +1011,10 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
         ..StepRequest::new(argv.clone(), environment(), current_dir()?)
     };
     upload_image_file(&mut request)?;
-    let who = "berth alloc";
+    let who = match crate::compat::invoked_as() {
+        Some("salloc") => "salloc",
+        _ => "berth alloc",
+    };
     let mut tell = progress(who, OptionSyntax::Berth);
     let held = berth_agent::step::client::allocate(&step_socket(), &request, who, &mut tell)?;
     let job = held.job;
@@ -1055,7 +1058,10 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
 /// limit or `berth cancel`; steps reach it with `berth step --job` (srun --jobid). Returns
 /// once it runs.
 fn allocate_only(options: Vec<String>) -> Result<i32> {
-    let who = "berth alloc";
+    let who = match crate::compat::invoked_as() {
+        Some("salloc") => "salloc",
+        _ => "berth alloc",
+    };
     let submitted = crate::batch::send(crate::batch::Submission {
         script: berth_controller::HOLD_SCRIPT.into(),
         name: "allocation".into(),

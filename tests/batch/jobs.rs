@@ -1057,6 +1057,32 @@ fn the_queue_prints_as_squeue_formats() {
             array + 1
         )
     );
+    // A task by its index, or a range of them; --Format's sizes with what follows them.
+    assert_eq!(
+        q(&["-h", "-o", "%i %K", "-j", &format!("{array}_5")]),
+        format!("{array}_5 5\n")
+    );
+    assert_eq!(
+        q(&[
+            "-h",
+            "-r",
+            "-O",
+            "ArrayTaskID:3|,Account:.6",
+            "-j",
+            &format!("{array}_[4-5]")
+        ]),
+        "4  | proj1\n5  | proj1\n"
+    );
+    // scontrol shows each of an array's tasks.
+    let shown = c
+        .berth(
+            Mode::Rootless,
+            &["as", "scontrol", "show", "job", &array.to_string()],
+        )
+        .ok()
+        .to_string();
+    let tasks: Vec<&str> = shown.lines().filter(|l| l.starts_with("JobId=")).collect();
+    assert_eq!(tasks.len(), 2, "{shown}");
     // The controller sends them as one entry (a long array's listing is not one entry per
     // task); -j with a task's own id shows that task.
     let entries = |args: &[&str]| -> serde_json::Value {
@@ -1320,6 +1346,11 @@ fn history_prints_as_sacct_formats() {
     c.wait_for(killed, &["FAILED", "COMPLETED"]);
     let k = killed.to_string();
     assert_eq!(h(&["-j", &k, "-n", "-P", "-o", "ExitCode"]), "0:9\n");
+    // Left-justified widths; Slurm's fields berth does not record are empty, not refused.
+    assert_eq!(
+        h(&["-j", &k, "-n", "-o", "ExitCode%-6,MaxVMSize%4,TimelimitRaw"]),
+        format!("0:9{}UNLIMITED\n", " ".repeat(12))
+    );
     // The job's line, then its batch step's (the script's, the same).
     let both = ["history", "-j", &k, "-nP", "-o", "JobID,ExitCode"];
     let both = c.berth(Mode::Rootless, &both);
@@ -2901,7 +2932,7 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
     assert_eq!(
         out.unwrap(),
         format!(
-            "account=physics mem=64 tpn=2 cpt=1 uid={} gpus=0 limit=300\npbs=2/2/2 lsf=2 restarts=none gid={}/{}\n",
+            "account=physics mem=64 tpn=2 cpt= uid={} gpus=0 limit=300\npbs=2/2/2 lsf=2 restarts=none gid={}/{}\n",
             c.f.user.uid,
             c.f.user.gid,
             String::from_utf8(

@@ -425,7 +425,7 @@ fn steps_run_their_tasks_in_the_jobs_own_container_as_the_user() {
     // The script writes into its container's private /tmp; the tasks must see it there, in
     // the job's cgroup, each pinned to its own core.
     let body = r#"echo mine > /tmp/marker
-berth step sh -c 'echo "task $SLURM_PROCID/$SLURM_NTASKS step $SLURM_STEP_ID $(cat /tmp/marker) $(id -un) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID" /proc/self/cgroup) cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"'
+berth step sh -c 'echo "task $SLURM_PROCID/$SLURM_NTASKS ($SLURM_GTIDS) step $SLURM_STEP_ID $(cat /tmp/marker) $(id -un) cgroup=$(grep -c "/berth/.*-job$SLURM_JOB_ID" /proc/self/cgroup) cpus=$(grep Cpus_allowed_list /proc/self/status | cut -f2)"'
 echo "first step: $?"
 srun_like=$(berth srun -n 1 sh -c 'echo $SLURM_STEP_ID')
 echo "second step: $srun_like""#;
@@ -437,7 +437,9 @@ echo "second step: $srun_like""#;
     assert_eq!(tasks.len(), 2, "{out}");
     for (rank, line) in tasks.iter().enumerate() {
         assert!(
-            line.starts_with(&format!("task {rank}/2 step 0 mine {TEST_USER} cgroup=")),
+            line.starts_with(&format!(
+                "task {rank}/2 (0,1) step 0 mine {TEST_USER} cgroup="
+            )),
             "{line}"
         );
         assert!(

@@ -69,6 +69,12 @@ pub fn invoked_as() -> Option<&'static str> {
     INVOKED_AS.get().map(String::as_str)
 }
 
+/// The name berth says things under: the command it runs as (`sbatch: warning: ...`), else
+/// its own.
+pub fn name() -> &'static str {
+    invoked_as().unwrap_or("berth")
+}
+
 /// Whether berth runs as one of PBS's commands, whose job ids may name their server
 /// (`42.server`, `42[].server`).
 pub fn pbs_ids() -> bool {

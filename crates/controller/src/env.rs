@@ -127,9 +127,14 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
         // The batch script is the batch step's one task, as Slurm numbers it.
         set("SLURM_PROCID", "0".into());
         set("SLURM_LOCALID", "0".into());
+        set("SLURM_GTIDS", "0".into());
     }
     set("SLURMD_NODENAME", node.to_string());
-    set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
+    // Where more than one CPU per task was asked for (sbatch sets it only with -c; one is
+    // what a script takes it to be without).
+    if job.request.cpus_per_task > 1 {
+        set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
+    }
     if job.request.overcommit {
         set("SLURM_OVERCOMMIT", "1".to_string());
     }
@@ -179,7 +184,8 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
         (Some(berth_core::job::Memory::PerGpu(b)), _) => {
             set("SLURM_MEM_PER_GPU", (b >> 20).to_string())
         }
-        (_, Some(b)) => set("SLURM_MEM_PER_NODE", (b >> 20).to_string()),
+        // (As asked for: not the node's whole memory an --exclusive job has.)
+        (Some(_), Some(b)) => set("SLURM_MEM_PER_NODE", (b >> 20).to_string()),
         _ => {}
     }
     if let Some(start) = job.start_time {

@@ -254,7 +254,13 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     let nodelist = berth_core::job::hostlist(&nodes);
     let berth_nodelist = nodes.join(",");
     let per_node = berth_core::job::per_node(layout.iter().map(|&(_, t)| u64::from(t)));
-    let ours: [(&str, &str); 20] = [
+    // The ranks of this node's tasks.
+    let first = launch.first_rank();
+    let gtids = (first..first + launch.tasks.len())
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ours: [(&str, &str); 21] = [
         ("SLURM_STEP_ID", &step),
         ("SLURM_STEPID", &step),
         ("SLURM_PROCID", &rank),
@@ -268,6 +274,7 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("SLURM_STEP_NODELIST", &nodelist),
         ("SLURM_STEP_TASKS_PER_NODE", &per_node),
         ("SLURM_TASKS_PER_NODE", &per_node),
+        ("SLURM_GTIDS", &gtids),
         ("BERTH_STEP_ID", &step),
         ("BERTH_TASK_RANK", &rank),
         ("BERTH_STEP_NTASKS", &n),
