@@ -1524,49 +1524,47 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     // squeue's own order unless told another: by partition, state, then priority, highest
     // first (its steps by id).
     let keys = args.sort.as_deref().unwrap_or("P,t,-p");
-    {
-        // squeue -S: fields by their letters, each ascending or (-) descending, numbers as
-        // numbers, the first that differs deciding.
-        let keys: Vec<(char, bool)> = keys
-            .split(',')
-            .map(|k| {
-                let (descending, letter) = match k.strip_prefix('-') {
-                    Some(rest) => (true, rest),
-                    None => (false, k.trim_start_matches('+')),
+    // squeue -S: fields by their letters, each ascending or (-) descending, numbers as
+    // numbers, the first that differs deciding.
+    let keys: Vec<(char, bool)> = keys
+        .split(',')
+        .map(|k| {
+            let (descending, letter) = match k.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, k.trim_start_matches('+')),
+            };
+            match letter.chars().collect::<Vec<_>>()[..] {
+                [l] if QUEUE_FIELDS.contains(l) => Ok((l, descending)),
+                _ => Err(anyhow::anyhow!(
+                    "--sort {keys}: {k}: expected a field's letter ({QUEUE_FIELDS}), - before it to sort down"
+                )),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let number = |job: &JobInfo, l: char| match l {
+        'i' | 'A' => Some(job.id as f64),
+        'Q' | 'p' => job.priority,
+        // (Times as seconds.)
+        'M' => Some(elapsed(job) as f64),
+        'l' => job.time_limit.map(|t| t as f64),
+        _ => field(l, job).parse::<f64>().ok(),
+    };
+    jobs.sort_by(|a, b| {
+        keys.iter()
+            .map(|&(l, descending)| {
+                let order = match (number(a, l), number(b, l)) {
+                    (Some(x), Some(y)) => x.total_cmp(&y),
+                    _ => field(l, a).cmp(&field(l, b)),
                 };
-                match letter.chars().collect::<Vec<_>>()[..] {
-                    [l] if QUEUE_FIELDS.contains(l) => Ok((l, descending)),
-                    _ => Err(anyhow::anyhow!(
-                        "--sort {keys}: {k}: expected a field's letter ({QUEUE_FIELDS}), - before it to sort down"
-                    )),
+                if descending {
+                    order.reverse()
+                } else {
+                    order
                 }
             })
-            .collect::<Result<_>>()?;
-        let number = |job: &JobInfo, l: char| match l {
-            'i' | 'A' => Some(job.id as f64),
-            'Q' | 'p' => job.priority,
-            // (Times as seconds.)
-            'M' => Some(elapsed(job) as f64),
-            'l' => job.time_limit.map(|t| t as f64),
-            _ => field(l, job).parse::<f64>().ok(),
-        };
-        jobs.sort_by(|a, b| {
-            keys.iter()
-                .map(|&(l, descending)| {
-                    let order = match (number(a, l), number(b, l)) {
-                        (Some(x), Some(y)) => x.total_cmp(&y),
-                        _ => field(l, a).cmp(&field(l, b)),
-                    };
-                    if descending {
-                        order.reverse()
-                    } else {
-                        order
-                    }
-                })
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-    }
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     if let Some(format) = &args.format {
         let columns = parse_format(format, QUEUE_FIELDS)?;
         if !args.noheader {

@@ -875,11 +875,13 @@ fn comment(j: &JobInfo) -> Option<String> {
             };
             match j.state.as_str() {
                 "RUNNING" | "SUSPENDED" => ran(),
-                // Why it ended where berth knows (a file it could not open), as PBS's
-                // comment says why a job did not run.
+                // Why it ended where berth knows more than its status (a file it could not
+                // open), as PBS's comment says why a job did not run.
                 _ => match &j.reason {
-                    Some(why) => Some(format!("Job failed: {why}")),
-                    None => ran().map(|ran| format!("{ran} and finished")),
+                    Some(why) if !why.starts_with("NonZeroExitCode") => {
+                        Some(format!("Job failed: {why}"))
+                    }
+                    _ => ran().map(|ran| format!("{ran} and finished")),
                 },
             }
         }
