@@ -422,6 +422,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     let mut flags = Vec::new();
     // scontrol's TimeLimit=+TIME or -TIME: more or less than the job has.
     let mut relative = None;
+    let mut throttle = None;
     for word in &args.words {
         match word.split_once('=') {
             _ if word.starts_with('-') => flags.push(word.clone()),
@@ -431,6 +432,12 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
                     job = Some(value.to_string());
                 } else if key == "timelimit" && (value.starts_with('+') || value.starts_with('-')) {
                     relative = Some(value.to_string());
+                } else if key == "arraytaskthrottle" {
+                    throttle = Some(
+                        value
+                            .parse::<u32>()
+                            .with_context(|| format!("{word}: a number of tasks (0: no limit)"))?,
+                    );
                 } else if key == "requeue" {
                     flags.push(
                         if value == "0" {
@@ -444,7 +451,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
                     let flag = UPDATE_KEYS.iter().find(|(k, _)| *k == key).map(|(_, f)| f);
                     let flag = flag.with_context(|| {
                         format!(
-                            "{word}: berth update takes {}, Requeue (or berth submit's flags)",
+                            "{word}: berth update takes {}, Requeue, ArrayTaskThrottle (or berth submit's flags)",
                             UPDATE_KEYS
                                 .iter()
                                 .map(|(k, _)| *k)
@@ -487,7 +494,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
             berth_core::job::format_duration(limit)
         ));
     }
-    let n = update_job(&job, flags, OptionSyntax::Berth)?;
+    let n = update_job(&job, flags, OptionSyntax::Berth, throttle)?;
     if n > 1 {
         eprintln!("berth: updated {n} tasks of array job {job}");
     }
@@ -497,12 +504,21 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
 /// Sends job `job`'s new values (`JOBID` or `JOBID_INDEX`), `args` in `syntax`'s words; how
 /// many jobs changed. An array job's id goes as it is: the controller updates its pending
 /// tasks.
-pub fn update_job(job: &str, args: Vec<String>, syntax: OptionSyntax) -> Result<u64> {
+pub fn update_job(
+    job: &str,
+    args: Vec<String>,
+    syntax: OptionSyntax,
+    array_throttle: Option<u32>,
+) -> Result<u64> {
     let id = match job_spec(job)? {
         (_, Some(_)) => job_ids(&[job.to_string()], |_| true)?[0],
         (id, None) => id,
     };
-    let body = berth_api::UpdateRequest { args, syntax };
+    let body = berth_api::UpdateRequest {
+        args,
+        syntax,
+        array_throttle,
+    };
     request("POST", &format!("/v1/jobs/{id}/update"), Some(&body))
 }
 
@@ -1949,16 +1965,17 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     }
     writeln!(
         out,
-        "   Restarts={} ExitCode={}",
+        "   Requeue={} Restarts={} Reboot=0 ExitCode={}",
+        u8::from(j.requeue != Some(false)),
         j.restarts,
         job_exit_code(j)
     )?;
+    // (Eligible from its submission, or its --begin.)
     writeln!(
         out,
-        "   SubmitTime={}{}{} StartTime={} EndTime={}",
+        "   SubmitTime={} EligibleTime={}{} StartTime={} EndTime={}",
         opt(Some(j.submit_time)),
-        j.begin_time
-            .map_or(String::new(), |t| format!(" BeginTime={}", opt(Some(t)))),
+        opt(Some(j.begin_time.unwrap_or(0).max(j.submit_time))),
         j.deadline
             .map_or(String::new(), |t| format!(" Deadline={}", opt(Some(t)))),
         // A pending job's expected start, and a running one's end at its limit, as

@@ -668,7 +668,12 @@ fn a_job_waits_for_its_begin_time() {
         (&"PENDING".into(), &"BeginTime".into())
     );
     let text = c.berth(Mode::Rootless, &["show", &id.to_string()]);
-    assert!(text.ok().contains(" BeginTime="), "{}", text.stdout);
+    // Eligible at its begin time, five seconds after its submission.
+    let times: Vec<&str> = (text.ok().split_whitespace())
+        .filter(|w| w.starts_with("SubmitTime=") || w.starts_with("EligibleTime="))
+        .map(|w| w.split_once('=').unwrap().1)
+        .collect();
+    assert!(times.len() == 2 && times[0] < times[1], "{}", text.stdout);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert!(job["start_time"].as_u64().unwrap() >= begin, "{job}");
@@ -2876,6 +2881,29 @@ fn dependencies_and_arrays() {
         array + 1
     );
     assert!(shown.ok().starts_with(&head), "{}", shown.stdout);
+    // scontrol update's ArrayTaskThrottle: the tasks yet to start get the new limit (0: none).
+    let held = c.submit(
+        Mode::Rootless,
+        "held.sh",
+        "#!/bin/sh\n#SBATCH --array=1-4%1\n#BERTH --image busybox\ntrue\n",
+        &["--hold"],
+    );
+    let throttle = |n: &str| {
+        let setting = format!("ArrayTaskThrottle={n}");
+        let update = [
+            "as",
+            "scontrol",
+            "update",
+            &format!("JobId={held}"),
+            &setting,
+        ];
+        c.berth(Mode::Rootless, &update).ok();
+        let shown = c.berth(Mode::Rootless, &["show", &format!("{held}_3")]);
+        shown.ok().lines().next().unwrap_or_default().to_string()
+    };
+    assert!(throttle("2").contains(" ArrayTaskThrottle=2 "));
+    assert!(!throttle("0").contains("ArrayTaskThrottle"));
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
 }
 
 /// SLURM_CLUSTER_NAME ([batch] cluster_name, "berth" by default), and SLURM_EXPORT_ENV and

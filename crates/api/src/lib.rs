@@ -500,6 +500,10 @@ pub struct UpdateRequest {
     /// Whose options `args` are (bsub's for bmod, qsub's for qalter).
     #[serde(default)]
     pub syntax: OptionSyntax,
+    /// An array's new limit of tasks running at once (scontrol's ArrayTaskThrottle; 0: none),
+    /// for its tasks still pending.
+    #[serde(default)]
+    pub array_throttle: Option<u32>,
 }
 
 /// A controller as `berth controllers` (and `scontrol ping`) reports it: the one that

@@ -606,7 +606,7 @@ fn alter(family: Family, words: Vec<String>) -> Result<String> {
         Family::Lsf => berth_api::OptionSyntax::Bsub,
         _ => berth_api::OptionSyntax::Qsub,
     };
-    crate::batch::update_job(spec, options.to_vec(), syntax)?;
+    crate::batch::update_job(spec, options.to_vec(), syntax, None)?;
     Ok(spec.clone())
 }
 

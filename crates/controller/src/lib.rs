@@ -2116,6 +2116,7 @@ impl Controller {
         id: u64,
         args: &[String],
         syntax: berth_api::OptionSyntax,
+        throttle: Option<u32>,
     ) -> Result<u64, ApiError> {
         let o = parse_args_as(family_of(syntax), args).map_err(|e| ApiError::bad(e.to_string()))?;
         let running = self
@@ -2127,6 +2128,11 @@ impl Controller {
             .values()
             .any(|j| j.array_job_id == Some(id) && j.state == State::Pending);
         if running && !pending_tasks {
+            if throttle.is_some() {
+                return Err(ApiError::bad(format!(
+                    "job {id} has no pending tasks: an array's throttle holds its tasks yet to start"
+                )));
+            }
             return self.update_running(caller, id, o);
         }
         // What may change; the rest is the job's shape, fixed at submission.
@@ -2149,9 +2155,9 @@ impl Controller {
             ignored: Vec::new(),
             ..o.clone()
         };
-        if rest != JobOptions::default() || o == JobOptions::default() {
+        if rest != JobOptions::default() || (o == JobOptions::default() && throttle.is_none()) {
             return Err(ApiError::bad(
-                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue, --licenses and bsub's -m; for anything else, cancel it and submit again",
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue, --licenses and bsub's -m, and an array's throttle (ArrayTaskThrottle); for anything else, cancel it and submit again",
             ));
         }
         let tasks: Vec<u64> = self
@@ -2202,6 +2208,14 @@ impl Controller {
             r.candidates = o.candidates.unwrap_or(std::mem::take(&mut r.candidates));
             r.preferred = o.preferred.unwrap_or(std::mem::take(&mut r.preferred));
             r.requeue = o.requeue.or(r.requeue);
+            if let Some(n) = throttle {
+                let Some(array) = r.array.as_mut() else {
+                    return Err(ApiError::bad(format!(
+                        "job {id} is not an array's task: it has no throttle (ArrayTaskThrottle)"
+                    )));
+                };
+                array.max_running = (n > 0).then_some(n);
+            }
             r.check_nodelist()
                 .map_err(|e| ApiError::bad(format!("job {id}: {e}")))?;
             if let Some(p) = o.partition {

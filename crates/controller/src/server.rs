@@ -639,7 +639,7 @@ async fn update(
 ) -> ApiResult<u64> {
     c.lock()
         .await
-        .update(caller, id, &body.args, body.syntax)
+        .update(caller, id, &body.args, body.syntax, body.array_throttle)
         .map(Json)
 }
 
