@@ -1093,6 +1093,10 @@ fn constraints_and_node_lists_choose_the_node() {
             &["-w", "node-a", "-C", "amd"],
             "node node-a is named (--nodelist) but",
         ),
+        (
+            &["-x", "node-z"],
+            "node node-z (--exclude) is no node of this cluster",
+        ),
     ] {
         let out = c.try_submit(Mode::Rootless, "never.sh", hello, args);
         assert_eq!(out.code, 125, "{args:?}: {}", out.stdout);

@@ -5407,6 +5407,16 @@ fn choice_in(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // (Slurm's "Invalid node name specified": a name no node has is a typo.)
+    if let Some(name) =
+        (choice.excluded.iter()).find(|x| !cluster.nodes.iter().any(|n| n.name == **x))
+    {
+        let nodes: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+        return Err(ApiError::bad(format!(
+            "node {name} (--exclude) is no node of this cluster, whose nodes are {}",
+            nodes.join(", ")
+        )));
+    }
     for name in &choice.required {
         match members.iter().find(|n| n.name == *name) {
             None => {
