@@ -2145,6 +2145,35 @@ fn fair_share_puts_a_user_who_has_used_less_first() {
         "{}",
         sprio.stdout
     );
+    // -l: the user too, and ASSOC (none of berth's) after AGE.
+    let long = c.berth(
+        Mode::Rootless,
+        &["as", "sprio", "-l", "-j", &theirs.to_string()],
+    );
+    let long: Vec<Vec<&str>> = (long.ok().lines())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        long[0][..6],
+        ["JOBID", "PARTITION", "USER", "PRIORITY", "SITE", "AGE"]
+    );
+    assert_eq!(
+        long[0][6..],
+        [
+            "ASSOC",
+            "FAIRSHARE",
+            "JOBSIZE",
+            "PARTITION",
+            "QOS",
+            "NICE",
+            "TRES"
+        ]
+    );
+    // (The user cut to sprio's eight characters.)
+    assert_eq!(
+        long[1][..3],
+        [theirs.to_string().as_str(), "normal", &TEST_USER[..8]]
+    );
     let sshare = c.berth(Mode::Rootless, &["as", "sshare", "-n", "-P"]);
     let fields: Vec<&str> = sshare.ok().trim_end().split('|').collect();
     assert_eq!(fields.len(), 6, "{}", sshare.stdout);

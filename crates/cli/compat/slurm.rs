@@ -841,13 +841,15 @@ fn partition_block(p: &PartitionInfo, nodes: &[NodeInfo]) -> String {
 /// `sprio`: pending jobs' priorities, factor by factor (weighted), in sprio's columns.
 pub fn sprio(mut words: Vec<String>) -> Result<i32> {
     let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
+    // -l: the user's name too, and the factors berth has none of (ASSOC, TRES).
+    let long = flag(&mut words, "-l") | flag(&mut words, "--long");
     let jobs = option(&mut words, "-j", "--jobs")?;
     let users = option(&mut words, "-u", "--user")?;
     let partitions = option(&mut words, "-p", "--partition")?;
     no_other_options(
         "sprio",
         &words,
-        "sprio [-h] [-j JOBS] [-u USERS] [-p PARTITIONS]",
+        "sprio [-h] [-l] [-j JOBS] [-u USERS] [-p PARTITIONS]",
     )?;
     let list = |v: &Option<String>| -> Vec<String> {
         v.iter()
@@ -864,6 +866,7 @@ pub fn sprio(mut words: Vec<String>) -> Result<i32> {
             sprio_line(
                 "JOBID",
                 "PARTITION",
+                long.then_some(["USER", "ASSOC", "TRES"]),
                 [
                     "PRIORITY",
                     "SITE",
@@ -898,16 +901,26 @@ pub fn sprio(mut words: Vec<String>) -> Result<i32> {
             "0".into(),
             f.nice.to_string(),
         ];
-        writeln!(out, "{}", sprio_line(&id, &j.partition, columns))?;
+        let long = long.then_some([j.user.as_str(), "0", ""]);
+        writeln!(out, "{}", sprio_line(&id, &j.partition, long, columns))?;
     }
     Ok(0)
 }
 
 /// One line of sprio: the job id right-aligned in 15, the partition left in 9, the
-/// numbers right in 10.
-fn sprio_line(id: &str, partition: &str, numbers: [String; 8]) -> String {
-    let numbers: Vec<String> = numbers.iter().map(|n| format!("{n:>10}")).collect();
-    format!("{id:>15} {partition:<9} {}", numbers.join(" "))
+/// numbers right in 10; -l's (`long`: the user, ASSOC and TRES): the user right in 8 after
+/// the partition, ASSOC after AGE and TRES at the end, as sprio -l has them.
+fn sprio_line(id: &str, partition: &str, long: Option<[&str; 3]>, numbers: [String; 8]) -> String {
+    let mut numbers: Vec<String> = numbers.iter().map(|n| format!("{n:>10}")).collect();
+    let Some([user, assoc, tres]) = long else {
+        return format!("{id:>15} {partition:<9} {}", numbers.join(" "));
+    };
+    numbers.insert(3, format!("{assoc:>10}"));
+    let user = crate::batch::truncate(user, 8);
+    format!(
+        "{id:>15} {partition:<9} {user:>8} {} {tres:>20}",
+        numbers.join(" ")
+    )
 }
 
 /// sshare's fields berth reports, and their default widths.
