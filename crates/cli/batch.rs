@@ -2032,10 +2032,12 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     if let Some(host) = j.nodes.first() {
         writeln!(out, "   BatchHost={host}")?;
     }
-    let tres = accounting("AllocTRES", j);
-    if !tres.is_empty() {
-        writeln!(out, "   AllocTRES={tres}")?;
-    }
+    // What it has, else (pending) what it asks for, as scontrol's TRES=.
+    let tres = match j.start_time {
+        Some(_) => accounting("AllocTRES", j),
+        None => accounting("ReqTRES", j),
+    };
+    writeln!(out, "   TRES={tres}")?;
     let chosen = [
         &j.required_nodes,
         &j.excluded_nodes,

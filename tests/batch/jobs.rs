@@ -1088,6 +1088,11 @@ fn the_queue_prints_as_squeue_formats() {
         .to_string();
     let tasks: Vec<&str> = shown.lines().filter(|l| l.starts_with("JobId=")).collect();
     assert_eq!(tasks.len(), 2, "{shown}");
+    // (What a pending job asks for.)
+    assert!(
+        shown.contains("\n   TRES=billing=1,cpu=1,node=1\n"),
+        "{shown}"
+    );
     // The controller sends them as one entry (a long array's listing is not one entry per
     // task); -j with a task's own id shows that task.
     let entries = |args: &[&str]| -> serde_json::Value {

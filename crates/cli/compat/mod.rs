@@ -246,6 +246,13 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                         "uhold" => ["berth", "hold", "--owner"],
                         _ => ["berth", "requeue", "--hold"],
                     };
+                    // requeuehold's State=SpecialExit: held all the same (berth has no
+                    // SPECIAL_EXIT state of its own).
+                    let special = |a: &OsString| {
+                        a.to_str()
+                            .is_some_and(|a| a.eq_ignore_ascii_case("state=specialexit"))
+                    };
+                    rest.retain(|a| !special(a));
                     return words(&flagged).into_iter().chain(rest.drain(1..)).collect();
                 }
                 ("hold" | "release" | "requeue" | "suspend" | "resume" | "update", _) => {
@@ -751,6 +758,10 @@ mod tests {
             ("scontrol ping", "berth as scontrol ping"),
             ("scontrol -o show job 4 -d", "berth show --oneliner 4"),
             ("scontrol -o hold 4", "berth hold 4"),
+            (
+                "scontrol requeuehold State=SpecialExit 4",
+                "berth requeue --hold 4",
+            ),
             (
                 "scontrol -o show node",
                 "berth as scontrol show node --oneliner",
