@@ -644,7 +644,11 @@ fn in_container(
         cleanenv: true,
         pwd: Some(
             (launch.container_workdir.clone())
-                .or_else(|| (launch.start_in_home && !launch.no_home).then(|| id.home.clone()))
+                // (A home this node lacks: the working directory, as without.)
+                .or_else(|| {
+                    let home = launch.start_in_home && !launch.no_home;
+                    (home && Path::new(&id.home).is_dir()).then(|| id.home.clone())
+                })
                 .unwrap_or_else(|| workdir.to_string_lossy().into_owned()),
         ),
         no_home: launch.no_home,
