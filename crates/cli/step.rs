@@ -648,6 +648,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         .to_string_lossy()
         .into_owned(),
         label: args.label,
+        srun: crate::compat::invoked_as() == Some("srun"),
         kill_on_bad_exit,
         cpu_bind,
         // In a job submitted with -O, its steps overcommit too (as srun reads it there).

@@ -1813,6 +1813,7 @@ sbcast src.txt /tmp/copy.txt || echo sbcast-refused
 sbcast src.txt /tmp/nodir/ || echo nodir-refused
 ls -A /tmp | grep -c sbcast || true
 srun -n 2 sh -c '[ "$SLURM_TASK_PID" = "$$" ] && echo "task-pid-ok"'
+srun -n 1 sh -c 'exit 5' || srun -n 1 sh -c 'kill -9 $$' || true
 srun --mpi=list | tail -1"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
@@ -1823,6 +1824,17 @@ srun --mpi=list | tail -1"#;
     assert!(out.contains("slurm-accepted"), "{out}");
     // Each task's own pid in SLURM_TASK_PID.
     assert_eq!(out.matches("task-pid-ok\n").count(), 2, "{out}");
+    // Its tasks' failures in srun's words.
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("srun: error: "))
+        .collect();
+    assert!(
+        failed.len() == 2
+            && failed[0].ends_with(": task 0: Exited with exit code 5")
+            && failed[1].ends_with(": task 0: Killed"),
+        "{out}"
+    );
     assert!(
         out.contains("ignored --hint, --distribution: berth places"),
         "{out}"

@@ -907,6 +907,10 @@ pub struct StepRequest {
     /// Prefix every line of output with the task's rank (`srun --label`).
     #[serde(default)]
     pub label: bool,
+    /// The client is srun: the tasks' failures are said in its words (`srun: error: NODE:
+    /// task 0: Exited with exit code 7`).
+    #[serde(default)]
+    pub srun: bool,
     /// Kill the other tasks as soon as one exits non-zero (`srun --kill-on-bad-exit`).
     #[serde(default = "yes")]
     pub kill_on_bad_exit: bool,
@@ -998,6 +1002,7 @@ impl StepRequest {
             container_entrypoint: false,
             container_remap_root: false,
             label: false,
+            srun: false,
             kill_on_bad_exit: true,
             cpu_bind: true,
             overcommit: false,

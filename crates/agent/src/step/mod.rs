@@ -68,6 +68,9 @@ pub struct StepLaunch {
     #[serde(default)]
     pub outside: bool,
     pub label: bool,
+    /// Its client is srun, whose words its tasks' failures are said in.
+    #[serde(default)]
+    pub srun: bool,
     pub kill_on_bad_exit: bool,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
     #[serde(default)]
@@ -721,6 +724,33 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
         r.ended(code, used);
     }
     code
+}
+
+/// What a step's client says of a task that failed with `status` (128 + N: signal N): in
+/// srun's words (`srun: error: n1: task 0: Exited with exit code 7`, `...: Killed`) where
+/// it is srun, else berth's.
+fn task_failed(srun: bool, node: &str, rank: usize, status: i32) -> String {
+    let signal = (status > 128).then_some(status - 128);
+    match (srun, signal) {
+        (false, Some(n)) => format!("berth step: {node}: task {rank}: killed by signal {n}"),
+        (false, None) => format!("berth step: {node}: task {rank}: exited with exit code {status}"),
+        (true, Some(n)) => format!("srun: error: {node}: task {rank}: {}", signal_words(n)),
+        (true, None) => format!("srun: error: {node}: task {rank}: Exited with exit code {status}"),
+    }
+}
+
+/// A signal's description, as strsignal(3) gives it (`Killed`, `Terminated`).
+fn signal_words(n: i32) -> String {
+    // SAFETY: strsignal(3) returns a string that stays valid until its next call, which no
+    // other thread of the step process makes; it is copied at once.
+    let text = unsafe { libc::strsignal(n) };
+    match text.is_null() {
+        true => format!("Signal {n}"),
+        // SAFETY: a NUL-terminated string strsignal(3) returned.
+        false => unsafe { std::ffi::CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned(),
+    }
 }
 
 /// The directory of a job's directory where its step processes on the node say they run,
@@ -1463,12 +1493,7 @@ fn run_tasks(
             continue;
         }
         if status != 0 {
-            let how = if status > 128 {
-                format!("killed by signal {}", status - 128)
-            } else {
-                format!("exited with exit code {status}")
-            };
-            eprintln!("berth step: {}: task {}: {how}", launch.node, t.rank);
+            eprintln!("{}", task_failed(launch.srun, &launch.node, t.rank, status));
         }
         worst = worst.max(status);
     }
@@ -1724,6 +1749,22 @@ pub fn hold() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_task_is_said_in_its_clients_words() {
+        assert_eq!(
+            task_failed(true, "n1", 0, 7),
+            "srun: error: n1: task 0: Exited with exit code 7"
+        );
+        assert_eq!(
+            task_failed(true, "n1", 2, 137),
+            "srun: error: n1: task 2: Killed"
+        );
+        assert_eq!(
+            task_failed(false, "n1", 1, 143),
+            "berth step: n1: task 1: killed by signal 15"
+        );
+    }
 
     #[test]
     fn a_running_steps_usage_is_its_process_groups_but_its_leaders() {

@@ -799,6 +799,7 @@ async fn run_step<A: StepAuthority>(
             pmix: request.pmix,
             outside: !in_job,
             label: request.label,
+            srun: request.srun,
             kill_on_bad_exit: request.kill_on_bad_exit,
             pty: request.pty,
             client_pid,
