@@ -1279,15 +1279,22 @@ const FORMAT_NAMES: &[(&str, char)] = &[
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
 /// wide as its size (20 when none), right-aligned with `.`, a space after it.
 fn named_format(text: &str) -> Result<String> {
+    named_as_format(text, FORMAT_NAMES)
+}
+
+/// Slurm's `--Format NAME[:[.][SIZE][SUFFIX]],...` (squeue's, sinfo's) as the `--format` it
+/// stands for, `names` giving each name's letter: each field as wide as its size (20 when
+/// none), right-aligned with `.`, what follows the size after it (a space where nothing does).
+pub(crate) fn named_as_format(text: &str, names: &[(&str, char)]) -> Result<String> {
     text.split(',')
         .map(|field| {
             let (name, size) = field.split_once(':').unwrap_or((field, ""));
-            let letter = FORMAT_NAMES
+            let letter = names
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
                 .map(|(_, l)| *l)
                 .with_context(|| {
-                    let names: Vec<&str> = FORMAT_NAMES.iter().map(|(n, _)| *n).collect();
+                    let names: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
                     format!("--Format {field}: berth knows {}", names.join(", "))
                 })?;
             let (right, size) = match size.strip_prefix('.') {

@@ -1702,6 +1702,9 @@ fn reservations_keep_their_nodes_for_their_jobs() {
     // Its idle node is reserved to sinfo.
     let states = c.berth(Mode::Rootless, &["as", "sinfo", "-h", "-o", "%t"]);
     assert_eq!(states.ok(), "resv\n");
+    // The same by --Format's names.
+    let named = ["as", "sinfo", "-h", "-O", "Partition:8|,StateCompact:.6"];
+    assert_eq!(c.berth(Mode::Rootless, &named).ok(), "normal* |  resv\n");
     let theirs = c.submit(
         Mode::Rootless,
         "theirs.sh",

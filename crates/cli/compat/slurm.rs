@@ -9,10 +9,39 @@ use berth_api::{NodeInfo, PartitionInfo};
 use std::io::Write;
 
 const SINFO_USAGE: &str =
-    "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
+    "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT | -O NAME[:SIZE],...] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
 const FIELDS: &str = "PRalLtTDNncCmeOGfEFswdrhg";
+
+/// sinfo's `--Format` names, and the `-o` letter each stands for.
+const FORMAT_NAMES: &[(&str, char)] = &[
+    ("partition", 'P'),
+    ("partitionname", 'R'),
+    ("available", 'a'),
+    ("time", 'l'),
+    ("defaulttime", 'L'),
+    ("statecompact", 't'),
+    ("statelong", 'T'),
+    ("nodes", 'D'),
+    ("nodelist", 'N'),
+    ("nodehost", 'n'),
+    ("cpus", 'c'),
+    ("cpusstate", 'C'),
+    ("memory", 'm'),
+    ("freemem", 'e'),
+    ("cpusload", 'O'),
+    ("gres", 'G'),
+    ("features", 'f'),
+    ("reason", 'E'),
+    ("nodeaiot", 'F'),
+    ("size", 's'),
+    ("weight", 'w'),
+    ("disk", 'd'),
+    ("root", 'r'),
+    ("oversubscribe", 'h'),
+    ("groups", 'g'),
+];
 
 /// One line of sinfo: a partition and a set of its nodes (all of one state, or one node).
 struct Row<'a> {
@@ -34,7 +63,14 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     for same in ["-a", "--all", "-e", "--exact"] {
         flag(&mut words, same);
     }
-    let format = option(&mut words, "-o", "--format")?;
+    let format = match option(&mut words, "-O", "--Format")? {
+        Some(named) => Some(
+            crate::batch::named_as_format(&named, FORMAT_NAMES)?
+                .trim_end()
+                .to_string(),
+        ),
+        None => option(&mut words, "-o", "--format")?,
+    };
     let partitions = option(&mut words, "-p", "--partition")?;
     let node_names = option(&mut words, "-n", "--nodes")?;
     let states = option(&mut words, "-t", "--states")?;
