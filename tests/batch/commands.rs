@@ -273,6 +273,13 @@ fn lsf_commands_as_lsf_users_type_them() {
         rows.ok(),
         format!("{array} PSUSP arr[1]\n{array} PSUSP arr[2]\n{array} PSUSP arr[3]\n")
     );
+    let long = run(&c, &links, "bjobs", &["-l", &format!("{array}[2]")]);
+    assert!(
+        long.ok()
+            .contains(&format!("Job <{array}[2]>, Job Name <arr[2]>, ")),
+        "{}",
+        long.stdout
+    );
     // Changed while pending (each task), with bsub's options.
     let changed = run(
         &c,

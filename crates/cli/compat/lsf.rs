@@ -925,7 +925,7 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         out,
         "\nJob <{}>, Job Name <{}>, User <{}>, Project <{}>, Status <{}>, Queue <{}>",
         lsf_spec(j),
-        j.name,
+        lsf_name(j),
         j.user,
         project(j),
         stat(j),
