@@ -141,8 +141,11 @@ impl StepCgroup {
         for _ in 0..REMOVE_TRIES {
             let mut left = 0;
             for p in &parts {
+                // (Once it is gone, what was read before stays.)
                 if p.cpu {
-                    (end.user_usec, end.system_usec) = p.cpu_time(self.v2);
+                    if let (Some(user), Some(system)) = p.cpu_time(self.v2) {
+                        (end.user_usec, end.system_usec) = (Some(user), Some(system));
+                    }
                 }
                 match sys::rmdir_at(&p.job, &self.name) {
                     Ok(()) => {}
