@@ -3037,8 +3037,7 @@ impl Controller {
                 binds: job.request.binds.clone(),
                 bind_policy: self.settings.binds.clone(),
                 container_workdir: job.request.container_workdir.clone(),
-                // (PBS starts a job in its user's home unless qsub -d says where.)
-                start_in_home: job.request.pbs && job.request.workdir.is_none(),
+                start_in_home: job.request.start_in_home,
                 no_home: job.request.no_home,
                 remap_root: job.request.container_remap_root,
                 // The script's container, saved where it runs.

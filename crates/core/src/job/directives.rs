@@ -2129,8 +2129,9 @@ fn apply_pbs(
 /// `JobRequest::from_options`), mpiprocs as its tasks and ncpus/mpiprocs as CPUs per task. `vmem`/`pvmem` are ignored: cgroups limit resident memory, not
 /// address space, so mapping them onto `mem` would kill jobs that map large files.
 fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Result<(), JobError> {
-    // NCI's: start in the submission directory (where berth starts every job).
+    // NCI's: start in the submission directory (not the user's home).
     if item == "wd" {
+        opts.start_in_submit_dir = Some(true);
         return Ok(());
     }
     let Some((key, value)) = item.split_once('=') else {

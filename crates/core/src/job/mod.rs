@@ -395,6 +395,9 @@ pub struct JobOptions {
     pub min_cpus: Option<u32>,
     /// PBS Pro's OMP_NUM_THREADS for the job (`ompthreads`, else each rank's CPUs).
     pub omp_threads: Option<u32>,
+    /// NCI's `-l wd`: a PBS job starts in its submission directory (PBS's start in their
+    /// user's home).
+    pub start_in_submit_dir: Option<bool>,
     /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
     pub pack: Option<bool>,
     /// PBS's `-S SHELL`: the shell the script runs with.
@@ -480,6 +483,7 @@ impl JobOptions {
             overcommit: c.overcommit.or(d.overcommit),
             min_cpus: c.min_cpus.or(d.min_cpus),
             omp_threads: c.omp_threads.or(d.omp_threads),
+            start_in_submit_dir: c.start_in_submit_dir.or(d.start_in_submit_dir),
             pack: c.pack.or(d.pack),
             shell: c.shell.or(d.shell),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
@@ -545,6 +549,10 @@ pub struct JobRequest {
     /// words.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pbs: bool,
+    /// Its script starts in its user's home, as PBS's do without `qsub -d` (or NCI's `-l
+    /// wd`); else in its working directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_in_home: bool,
     /// The shell the script runs with (PBS's `-S`), whatever its `#!` line says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
@@ -721,8 +729,10 @@ impl JobRequest {
                 o.error = Some(file(o.error.take(), 'e'));
             }
         }
+        let start_in_home = o.workdir.is_none() && o.start_in_submit_dir != Some(true);
         Ok(JobRequest {
             pbs: true,
+            start_in_home,
             ..JobRequest::from_options(o, default_name)?
         })
     }
@@ -893,6 +903,7 @@ impl JobRequest {
             licenses: o.licenses.unwrap_or_default(),
             shell: o.shell,
             pbs: false,
+            start_in_home: false,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
             workdir: o.workdir,
@@ -1036,6 +1047,21 @@ mod tests {
         let r = JobRequest::from_qsub_script(script, JobOptions::default(), "x.sh").unwrap();
         assert!(!r.export.all);
         assert_eq!(r.export.vars.len(), 2);
+    }
+
+    /// A PBS job starts in its user's home, unless -d says where or NCI's -l wd has it
+    /// start where it was submitted; -j eo joins both streams into the error file.
+    #[test]
+    fn qsubs_jobs_start_in_home_and_join_as_asked() {
+        let qsub = |script: &str, args: &[&str]| {
+            let cli = parse_args_as(Family::Pbs, args).unwrap();
+            JobRequest::from_qsub_script(script, cli, "x.sh").unwrap()
+        };
+        assert!(qsub("#PBS -N run\n", &[]).start_in_home);
+        assert!(!qsub("#PBS -l wd\n", &[]).start_in_home);
+        assert!(!qsub("", &["-d", "/scratch"]).start_in_home);
+        let joined = qsub("#PBS -N run -j eo\n", &[]);
+        assert_eq!((joined.output.as_str(), joined.error), ("run.e%j", None));
     }
 
     #[test]
