@@ -65,29 +65,52 @@ pub struct Usage {
 impl Usage {
     /// Read from a cgroup's files, `at(controller, file)` their paths.
     fn read(v2: bool, at: impl Fn(&str, &str) -> Option<PathBuf>) -> Usage {
+        let read = |controller: &str, file: &str| fs::read_to_string(at(controller, file)?).ok();
+        let number = |controller, file| read(controller, file)?.trim().parse().ok();
+        let cpu = CpuTime::read(v2, read);
+        let (peak, now) = match v2 {
+            true => ("memory.peak", "memory.current"),
+            false => ("memory.max_usage_in_bytes", "memory.usage_in_bytes"),
+        };
+        Usage {
+            cpu_usec: cpu.total_usec,
+            user_usec: cpu.user_usec,
+            system_usec: cpu.system_usec,
+            max_rss_bytes: number("memory", peak),
+            memory_bytes: number("memory", now),
+        }
+    }
+}
+
+/// The CPU time a cgroup accounted, microseconds: in all, in user and in kernel mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CpuTime {
+    pub total_usec: Option<u64>,
+    pub user_usec: Option<u64>,
+    pub system_usec: Option<u64>,
+}
+
+impl CpuTime {
+    /// From a cgroup's files, `read(controller, file)` their text: v2's cpu.stat, v1's
+    /// cpuacct counters (nanoseconds).
+    pub(crate) fn read(v2: bool, read: impl Fn(&str, &str) -> Option<String>) -> CpuTime {
         if v2 {
-            let stat = at("cpu", "cpu.stat").and_then(|p| fs::read_to_string(p).ok());
+            let stat = read("cpu", "cpu.stat");
             let stat = |key| stat.as_deref().and_then(|t| keyed(t, key));
-            Usage {
-                cpu_usec: stat("usage_usec"),
+            return CpuTime {
+                total_usec: stat("usage_usec"),
                 user_usec: stat("user_usec"),
                 system_usec: stat("system_usec"),
-                max_rss_bytes: at("memory", "memory.peak").and_then(|p| read_u64(&p)),
-                memory_bytes: at("memory", "memory.current").and_then(|p| read_u64(&p)),
-            }
-        } else {
-            let usec = |file| {
-                at("cpuacct", file)
-                    .and_then(|p| read_u64(&p))
-                    .map(|ns| ns / 1000)
             };
-            Usage {
-                cpu_usec: usec("cpuacct.usage"),
-                user_usec: usec("cpuacct.usage_user"),
-                system_usec: usec("cpuacct.usage_sys"),
-                max_rss_bytes: at("memory", "memory.max_usage_in_bytes").and_then(|p| read_u64(&p)),
-                memory_bytes: at("memory", "memory.usage_in_bytes").and_then(|p| read_u64(&p)),
-            }
+        }
+        let usec = |file| {
+            let ns: u64 = read("cpuacct", file)?.trim().parse().ok()?;
+            Some(ns / 1000)
+        };
+        CpuTime {
+            total_usec: usec("cpuacct.usage"),
+            user_usec: usec("cpuacct.usage_user"),
+            system_usec: usec("cpuacct.usage_sys"),
         }
     }
 }
@@ -954,10 +977,6 @@ fn read(path: &Path) -> Result<String, CgroupError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The value of `key` in a "key value" per line file (memory.events, cpu.stat, ...).

@@ -40,14 +40,16 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
     };
     match (dep.kind, state) {
         (_, JobState::Pending) => Waiting,
-        // An exit status asked for: the job failed with one that passes the test.
-        (DepKind::AfterNotOk, JobState::Exited(code)) if dep.exit.is_some() => {
-            match dep.exit.is_some_and(|test| test.holds(code)) {
-                true => Satisfied,
-                false => NeverSatisfied,
-            }
+        // An exit status asked for: the job failed with one that passes the test, and no
+        // other end of it will do.
+        (DepKind::AfterNotOk, JobState::Exited(code))
+            if dep.exit.is_some_and(|test| test.holds(code)) =>
+        {
+            Satisfied
         }
-        (DepKind::AfterNotOk, JobState::Failed | JobState::Cancelled) if dep.exit.is_some() => {
+        (DepKind::AfterNotOk, JobState::Exited(_) | JobState::Failed | JobState::Cancelled)
+            if dep.exit.is_some() =>
+        {
             NeverSatisfied
         }
         // `after`: "begun execution or been cancelled".

@@ -1124,7 +1124,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
     // with its own variables on top but for the host's PATH, meaningless in the image.
     let Some(image) = &launch.image else {
         let container = berth_runtime::enter::find(&launch.cgroup)?;
-        let (own_cgroup, cgroup_files) = OwnCgroup::create(&launch)?;
+        let own_cgroup = OwnCgroup::create(&launch)?;
         let outside = match launch.client_pid {
             Some(pid) => !container.holds(pid),
             None => launch.outside,
@@ -1138,7 +1138,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
             &env,
             remap.as_ref().map(|r| r.as_fd()),
             (pmi, pmix_env),
-            &cgroup_files,
+            own_cgroup.as_ref(),
         )?;
         return Ok((
             worst,
@@ -1165,7 +1165,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
         // may come as soon as the job runs): waited for, as a step in it waits.
         berth_runtime::enter::find(&launch.cgroup)?;
     }
-    let (own_cgroup, cgroup_files) = OwnCgroup::create(&launch)?;
+    let own_cgroup = OwnCgroup::create(&launch)?;
     let env = step_env(&launch, outside)?;
     // Where a saved container's files are read from once its tasks end.
     let host = match launch.save {
@@ -1236,7 +1236,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
         &spec.env,
         remap.as_ref().map(|r| r.as_fd()),
         (pmi, pmix_env),
-        &cgroup_files,
+        own_cgroup.as_ref(),
     )?;
     let ended = own_cgroup.map_or_else(StepEnd::default, OwnCgroup::finish);
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
@@ -1263,21 +1263,10 @@ struct OwnCgroup {
 }
 
 impl OwnCgroup {
-    /// Made once the job's container is (so that its cgroup is complete), on the host; with
-    /// the files its tasks join it by. `None` where it cannot be made and the step asks for
-    /// no memory of its own: it runs in its job's cgroup then, as steps did before they
-    /// had their own.
-    fn create(
-        launch: &StepLaunch,
-    ) -> Result<(Option<OwnCgroup>, Vec<std::os::fd::RawFd>), StepError> {
-        let own = Self::make(launch)?;
-        let files = own
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.cgroup.task_files());
-        Ok((own, files))
-    }
-
-    fn make(launch: &StepLaunch) -> Result<Option<OwnCgroup>, StepError> {
+    /// Made once the job's container is (so that its cgroup is complete), on the host.
+    /// `None` where it cannot be made and the step asks for no memory of its own: it runs
+    /// in its job's cgroup then, as steps did before they had their own.
+    fn create(launch: &StepLaunch) -> Result<Option<OwnCgroup>, StepError> {
         use berth_runtime::cgroup::{Layout, Limits, StepCgroup};
         let limits = Limits {
             memory: launch.memory,
@@ -1324,15 +1313,17 @@ impl OwnCgroup {
 
 /// Starts the step's tasks in the container this process is in, waits for all of them,
 /// and returns the worst exit status. `pmi`: the PMI server each task gets a connection to
-/// (PMI_FD); `pmix_env`: each task's PMIx variables.
+/// (PMI_FD); `pmix_env`: each task's PMIx variables; `own_cgroup`: the step's cgroup, which
+/// each task joins as it starts.
 fn run_tasks(
     launch: &StepLaunch,
     id: &berth_runtime::Identity,
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
     (pmi, pmix_env): (Option<pmi::Coordinator>, &[Vec<String>]),
-    cgroup: &[std::os::fd::RawFd],
+    own_cgroup: Option<&OwnCgroup>,
 ) -> Result<i32, StepError> {
+    let cgroup = own_cgroup.map_or_else(Vec::new, |c| c.cgroup.task_files());
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
         if need > have {
@@ -1432,7 +1423,7 @@ fn run_tasks(
             pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
             remap,
             inherit: pmi_connection.as_ref().map(|c| c.as_raw_fd()),
-            cgroup,
+            cgroup: &cgroup,
         };
         let pid = berth_runtime::enter::spawn(&task, id)?;
         // (The task has its copy.)

@@ -10,7 +10,7 @@
 //! step's, the OOM killer could pick it (it is bigger than a small task) and leave its
 //! tasks unwatched.
 
-use super::{existing_dirs, keyed, sigkill, Cgroup, CgroupError, Layout, Limits};
+use super::{existing_dirs, keyed, sigkill, Cgroup, CgroupError, CpuTime, Layout, Limits};
 use crate::sys;
 use std::collections::BTreeSet;
 use std::fs;
@@ -76,12 +76,12 @@ impl StepCgroup {
         let cgroup = Cgroup::make(layout, &format!("{parent}/{job}"), &name, limits, false)?;
         // In a hierarchy the job's cgroup is not in (yet: its runner makes it), the step's
         // would have made it, and the job could not: both go.
-        let strays: Vec<&Path> = (cgroup.dirs.iter())
+        let strays: Vec<std::path::PathBuf> = (cgroup.dirs.iter())
             .filter_map(|(dir, _)| dir.parent())
             .filter(|job_dir| !jobs.iter().any(|j| j == job_dir))
+            .map(Path::to_path_buf)
             .collect();
         if !strays.is_empty() {
-            let strays: Vec<std::path::PathBuf> = strays.iter().map(|p| p.to_path_buf()).collect();
             let _ = cgroup.destroy();
             for stray in strays {
                 let _ = fs::remove_dir(stray);
@@ -212,19 +212,8 @@ impl Part {
 
     /// The CPU time accounted to the cgroup so far, user and system, microseconds.
     fn cpu_time(&self, v2: bool) -> (Option<u64>, Option<u64>) {
-        if v2 {
-            let stat = read_at(&self.own, "cpu.stat");
-            let stat = |key| stat.as_deref().and_then(|t| keyed(t, key));
-            return (stat("user_usec"), stat("system_usec"));
-        }
-        let usec = |file| {
-            read_at(&self.own, file)?
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|ns| ns / 1000)
-        };
-        (usec("cpuacct.usage_user"), usec("cpuacct.usage_sys"))
+        let cpu = CpuTime::read(v2, |_, file| read_at(&self.own, file));
+        (cpu.user_usec, cpu.system_usec)
     }
 
     /// Kills every process left in the step's cgroup here.
