@@ -1904,7 +1904,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     }
     // An array's id: each of its tasks, as scontrol shows them.
     let tasks = match index.is_none() && j.array_job_id == Some(id) {
-        true => named_jobs(std::slice::from_ref(spec))?,
+        true => array_tasks(id)?,
         false => vec![j],
     };
     for (n, j) in tasks.iter().enumerate() {

@@ -1415,6 +1415,25 @@ fn pbs_commands_as_pbs_users_type_them() {
     );
     run(&c, &links, "qalter", &["-h", "n", &one]).ok();
     c.completed(one.split('[').next().unwrap().parse().unwrap());
+    // A job whose output file cannot be opened: why, in its comment.
+    let lost = run(
+        &c,
+        &links,
+        "qsub",
+        &["-o", "/nonexistent/x.out", "--", "/bin/true"],
+    );
+    let lost = lost.ok().trim().to_string();
+    c.wait_for(
+        lost.split('.').next().unwrap().parse().unwrap(),
+        &["FAILED"],
+    );
+    let full = run(&c, &links, "qstat", &["-fx", &lost]);
+    assert!(
+        full.ok()
+            .contains("    comment = Job failed: cannot open /nonexistent/x.out"),
+        "{}",
+        full.stdout
+    );
     let slash = run(&c, &links, "qsub", &["-N", "a/b", "pbs.sh"]);
     assert!(slash.stderr.contains("without '/'"), "{}", slash.stderr);
     let queue = run(&c, &links, "qstat", &["-Q", "nosuch"]);

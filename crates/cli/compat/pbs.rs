@@ -858,33 +858,25 @@ fn pbs_dependency(dependency: &str, server: &str) -> String {
 /// The scheduler's comment on job `j`, as PBS Pro's qstat -s and -f show it: why it does
 /// not run, or where and since when it does.
 fn comment(j: &JobInfo) -> Option<String> {
-    match j.state.as_str() {
-        "PENDING" => j.reason.as_ref().map(|r| format!("Not Running: {r}")),
-        _ => {
-            let ran = || {
-                let start = j.start_time?;
-                let per = cpus_per_node(j).unwrap_or(1);
-                let chunks: Vec<String> = (j.nodes.iter())
-                    .map(|n| format!("({n}:ncpus={per})"))
-                    .collect();
-                Some(format!(
-                    "Job run at {} on {}",
-                    ctime(start),
-                    chunks.join("+")
-                ))
-            };
-            match j.state.as_str() {
-                "RUNNING" | "SUSPENDED" => ran(),
-                // Why it ended where berth knows more than its status (a file it could not
-                // open), as PBS's comment says why a job did not run.
-                _ => match &j.reason {
-                    Some(why) if !why.starts_with("NonZeroExitCode") => {
-                        Some(format!("Job failed: {why}"))
-                    }
-                    _ => ran().map(|ran| format!("{ran} and finished")),
-                },
-            }
-        }
+    let ran = || {
+        let start = j.start_time?;
+        let per = cpus_per_node(j).unwrap_or(1);
+        let chunks: Vec<String> = (j.nodes.iter())
+            .map(|n| format!("({n}:ncpus={per})"))
+            .collect();
+        Some(format!(
+            "Job run at {} on {}",
+            ctime(start),
+            chunks.join("+")
+        ))
+    };
+    match (j.state.as_str(), &j.reason) {
+        ("PENDING", reason) => reason.as_ref().map(|r| format!("Not Running: {r}")),
+        ("RUNNING" | "SUSPENDED", _) => ran(),
+        // Why it ended where berth knows more than its status (a file it could not open),
+        // as PBS's comment says why a job did not run.
+        (_, Some(why)) if !why.starts_with("NonZeroExitCode") => Some(format!("Job failed: {why}")),
+        _ => ran().map(|ran| format!("{ran} and finished")),
     }
 }
 
