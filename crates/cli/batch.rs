@@ -1572,12 +1572,25 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         'l' => job.time_limit.map(|t| t as f64),
         _ => field(l, job).parse::<f64>().ok(),
     };
-    jobs.sort_by(|a, b| {
-        keys.iter()
-            .map(|&(l, descending)| {
-                let order = match (number(a, l), number(b, l)) {
+    // Each job's keys worked out once (a long queue's sort compares each job many times):
+    // each field's number where it is one, and its text.
+    type Key = (Option<f64>, String);
+    let mut keyed: Vec<(Vec<Key>, JobInfo)> = (jobs.into_iter())
+        .map(|j| {
+            (
+                keys.iter()
+                    .map(|&(l, _)| (number(&j, l), field(l, &j)))
+                    .collect(),
+                j,
+            )
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        (a.iter().zip(b).zip(&keys))
+            .map(|((x, y), &(_, descending))| {
+                let order = match (x.0, y.0) {
                     (Some(x), Some(y)) => x.total_cmp(&y),
-                    _ => field(l, a).cmp(&field(l, b)),
+                    _ => x.1.cmp(&y.1),
                 };
                 if descending {
                     order.reverse()
@@ -1588,6 +1601,7 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
+    let jobs: Vec<JobInfo> = keyed.into_iter().map(|(_, j)| j).collect();
     if let Some(format) = &args.format {
         let columns = parse_format(format, QUEUE_FIELDS)?;
         if !args.noheader {
