@@ -18,7 +18,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod step;
-pub use step::{step_name, StepCgroup, StepEnd};
+pub use step::{step_name, StepAccounting, StepCgroup};
 
 /// CFS period in microseconds; a limit of `cpus` CPUs is a quota of `cpus * CPU_PERIOD_US`.
 const CPU_PERIOD_US: u64 = 100_000;

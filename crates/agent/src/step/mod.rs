@@ -22,7 +22,7 @@ pub(crate) mod save;
 pub mod server;
 pub mod wire;
 
-use berth_runtime::cgroup::StepEnd;
+use berth_runtime::cgroup::StepAccounting;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -712,7 +712,7 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
         Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");
-            (125, StepEnd::default())
+            (125, StepAccounting::default())
         }
     };
     let used = usage(cgroup);
@@ -1045,7 +1045,7 @@ impl Drop for Registered {
 /// (`cgroup`, with its OOM kills), else of this process's children (the tasks, and what
 /// they waited for); the largest peak of any one of them (as Slurm's MaxRSS is the largest
 /// task's, not the step's sum; the cgroup's peak counts page cache too).
-fn usage(cgroup: StepEnd) -> Option<berth_api::StepUsage> {
+fn usage(cgroup: StepAccounting) -> Option<berth_api::StepUsage> {
     // SAFETY: a zeroed rusage is valid for getrusage(2) to fill in.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage(2) into a struct we own.
@@ -1088,7 +1088,7 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
 
 /// Runs the step's tasks here: their worst exit status, and what their cgroup accounted
 /// (OOM kills at the step's own memory limit, CPU time).
-fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
+fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The PMI server's address, resolved on the host too (inside, name resolution would
@@ -1142,7 +1142,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
         )?;
         return Ok((
             worst,
-            own_cgroup.map_or_else(StepEnd::default, OwnCgroup::finish),
+            own_cgroup.map_or_else(StepAccounting::default, OwnCgroup::finish),
         ));
     };
     // A container of its own, in the job's cgroup (the client is outside that container
@@ -1238,7 +1238,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepEnd), StepError> {
         (pmi, pmix_env),
         own_cgroup.as_ref(),
     )?;
-    let ended = own_cgroup.map_or_else(StepEnd::default, OwnCgroup::finish);
+    let ended = own_cgroup.map_or_else(StepAccounting::default, OwnCgroup::finish);
     if let (Some(path), Some(host), Some(layer)) = (&launch.save, &host, &layer) {
         let saved = save::save(host, layer, &mounted.path, &id, path, "berth step");
         if slot.is_none() {
@@ -1293,7 +1293,7 @@ impl OwnCgroup {
     }
 
     /// Removes the cgroup; what it accounted, its OOM kills said as srun says them.
-    fn finish(self) -> StepEnd {
+    fn finish(self) -> StepAccounting {
         let end = self.cgroup.finish();
         let kills = end.oom_kills;
         if kills > 0 {

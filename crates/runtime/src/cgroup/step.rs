@@ -26,7 +26,7 @@ const REMOVE_TRIES: u32 = 12;
 /// What the kernel accounted to a step's cgroup by its end: its OOM kills, and the CPU time
 /// of every process that was in it (those its tasks left behind and did not wait for too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StepEnd {
+pub struct StepAccounting {
     pub oom_kills: u64,
     pub user_usec: Option<u64>,
     pub system_usec: Option<u64>,
@@ -113,7 +113,7 @@ impl StepCgroup {
     /// Once the step's tasks have ended: kills what they left in the step's cgroup and
     /// removes it (as dropping it does, where the tasks could not be started). Returns how
     /// many of its processes the kernel's OOM killer killed, and their CPU time.
-    pub fn finish(mut self) -> StepEnd {
+    pub fn finish(mut self) -> StepAccounting {
         let oom_file = match self.v2 {
             true => "memory.events",
             false => "memory.oom_control",
@@ -125,9 +125,9 @@ impl StepCgroup {
             .and_then(|p| read_at(&p.own, oom_file))
             .and_then(|text| keyed(&text, "oom_kill"))
             .unwrap_or(0);
-        let mut end = StepEnd {
+        let mut end = StepAccounting {
             oom_kills,
-            ..StepEnd::default()
+            ..StepAccounting::default()
         };
         self.remove(&mut end);
         end
@@ -135,7 +135,7 @@ impl StepCgroup {
 
     /// Removes the cgroup, what is left in it killed; once. Its CPU time goes in `end`, as
     /// read last before it went (once what was left in it had ended).
-    fn remove(&mut self, end: &mut StepEnd) {
+    fn remove(&mut self, end: &mut StepAccounting) {
         let parts = std::mem::take(&mut self.parts);
         let mut pause = Duration::from_millis(5);
         for _ in 0..REMOVE_TRIES {
@@ -172,7 +172,7 @@ pub fn step_name(step: u32) -> String {
 
 impl Drop for StepCgroup {
     fn drop(&mut self) {
-        self.remove(&mut StepEnd::default());
+        self.remove(&mut StepAccounting::default());
     }
 }
 
@@ -286,7 +286,7 @@ mod tests {
         let end = step.finish();
         assert_eq!(
             end,
-            StepEnd {
+            StepAccounting {
                 oom_kills: 2,
                 user_usec: Some(3000),
                 system_usec: Some(1500)
