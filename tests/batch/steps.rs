@@ -2118,3 +2118,61 @@ fn pmi2_and_pmix_clients_talk_to_berths_servers() {
         "{out}"
     );
 }
+
+/// An MPI step goes on across a restart of the all-in-one cluster (`kill -9`): a step on
+/// one node has its PMI server in its own step process, so its tasks' barrier after the
+/// restart is answered, their key-value space kept. And a task's abort ends such a step at
+/// once with its code. The tasks are PMI-1 clients in sh, on the connection in PMI_FD.
+#[test]
+fn an_mpi_steps_pmi_server_outlives_a_restart() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let client = r#"fd=$PMI_FD
+say() { eval "echo \"\$*\" >&$fd"; }
+hear() { eval "read -r heard <&$fd"; }
+say "cmd=init pmi_version=1 pmi_subversion=1"; hear
+say "cmd=get_my_kvsname"; hear; kvs=${heard#*kvsname=}
+say "cmd=put kvsname=$kvs key=r$PMI_RANK value=from-$PMI_RANK"; hear
+say "cmd=barrier_in"; hear
+touch "up.$PMI_RANK"
+while [ ! -e go ]; do sleep 0.1; done
+say "cmd=get kvsname=$kvs key=r$((1 - PMI_RANK))"; hear; got=${heard##*value=}
+say "cmd=barrier_in"; hear; after=$heard
+say "cmd=finalize"; hear
+echo "rank $PMI_RANK of $PMI_SIZE: $got, $after, $heard"
+"#;
+    std::fs::write(cwd.join("pmi.sh"), client).unwrap();
+    let body = r#"srun sh pmi.sh
+echo "srun=$?"
+srun sh -c 'if [ $PMI_RANK = 1 ]; then echo "cmd=abort exitcode=7" >&$PMI_FD; fi; exec sleep 60'
+echo "abort=$?""#;
+    let id = c.submit(Mode::Rootless, "mpi.sh", &script("-n 2", body), &[]);
+    wait_until(
+        20,
+        || cwd.join("up.0").exists() && cwd.join("up.1").exists(),
+        || format!("no barrier: {}\n{}", c.show(id), c.log()),
+    );
+    c.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.up();
+    std::fs::write(cwd.join("go"), "").unwrap();
+    let job = c.completed(id);
+    let out = output(&c, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", c.log());
+    assert_eq!(
+        lines_with(&out, "rank "),
+        [
+            "rank 0 of 2: from-1, cmd=barrier_out, cmd=finalize_ack",
+            "rank 1 of 2: from-0, cmd=barrier_out, cmd=finalize_ack",
+        ],
+        "{out}"
+    );
+    assert!(out.contains("srun=0\n"), "{out}");
+    assert!(
+        out.contains("a task aborted the step with exit code 7\nabort=7\n"),
+        "{out}"
+    );
+    assert_eq!(job["steps"][1]["exit_code"], 7, "{job}");
+}

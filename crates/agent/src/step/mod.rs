@@ -59,6 +59,10 @@ pub struct StepLaunch {
     /// The step's PMI server, if it has one: each task gets a connection to it (PMI_FD).
     #[serde(default)]
     pub pmi: Option<pmi::Contact>,
+    /// The whole step runs here: its PMI server is this node's step process's own
+    /// ([`pmi::Helper`]), not the agent's (`pmi` is `None`).
+    #[serde(default)]
+    pub pmi_here: bool,
     /// Serve the tasks PMIx (`--mpi=pmix`) from this node, the PMI server above gathering
     /// fences across nodes.
     #[serde(default)]
@@ -292,9 +296,9 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     // as hydra and slurmstepd give them. No PMI_PORT: only the step's own processes, which
     // know its secret, may connect.
     // (A PMIx step's tasks find its server in the PMIX_* variables instead.)
-    let pmi: Vec<(&str, &str)> = match launch.pmi.as_ref().filter(|_| !launch.pmix) {
-        Some(_) => vec![("PMI_ID", &rank), ("PMI_RANK", &rank), ("PMI_SIZE", &n)],
-        None => Vec::new(),
+    let pmi: Vec<(&str, &str)> = match (launch.pmi.is_some() || launch.pmi_here) && !launch.pmix {
+        true => vec![("PMI_ID", &rank), ("PMI_RANK", &rank), ("PMI_SIZE", &n)],
+        false => Vec::new(),
     };
     let pmi_vars = ["PMI_PORT", "PMI_ID", "PMI_FD", "PMI_RANK", "PMI_SIZE"];
     let gpu: Vec<(&str, &str)> = match &gpus {
@@ -582,6 +586,57 @@ impl Labelled {
                 std::io::stdout().write_all(&out)
             };
         }
+    }
+}
+
+/// Drops root for the job's user in a helper the step process forked (`helper` names it in
+/// the error; nothing to do where berth runs as that user), then has the helper killed when
+/// the step process dies.
+fn become_user(id: &berth_runtime::Identity, helper: &str) -> Result<(), String> {
+    // SAFETY: plain system calls with integer arguments and a live slice.
+    unsafe {
+        if libc::geteuid() == 0 {
+            let groups = match id.groups.is_empty() {
+                true => vec![id.gid],
+                false => id.groups.clone(),
+            };
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(id.gid, id.gid, id.gid) != 0
+                || libc::setresuid(id.uid, id.uid, id.uid) != 0
+            {
+                return Err(format!(
+                    "{helper} cannot become {}: {}",
+                    id.user,
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // (After the change of credentials, which clears it.)
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// Waits for a helper the step process forked, told to end (its link closed), and kills it
+/// if it has not ended within 5 s.
+fn reap_helper(pid: libc::pid_t) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != 0 {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -1091,10 +1146,10 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
 fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
-    // The PMI server's address, resolved on the host too (inside, name resolution would
-    // load the image's libraries into this root process). Where the server's host does not
-    // resolve here, a step that did not ask for PMIx runs without PMI (an MPI program says
-    // so at its start; anything else runs as it would).
+    // The agent's PMI server's address (a step across nodes), resolved on the host too
+    // (inside, name resolution would load the image's libraries into this root process).
+    // Where the server's host does not resolve here, a step that did not ask for PMIx runs
+    // without PMI (an MPI program says so at its start; anything else runs as it would).
     let pmi = match launch.pmi.as_ref().map(|c| c.resolve(&launch.node)) {
         Some(Ok(server)) => Some(server),
         Some(Err(e)) if !launch.pmix => {
@@ -1111,14 +1166,22 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     catch_end()?;
-    // PMIx's server, in a helper forked now: this process is still single-threaded and on
-    // the host (see pmix).
+    // The step's own PMI server where it is all here, then PMIx's, each in a helper forked
+    // now: this process is still single-threaded and on the host (see pmi and pmix).
+    let helper = match launch.pmi_here {
+        true => Some(pmi::Helper::start(&launch, &id)?),
+        false => None,
+    };
+    let pmi = pmi.or_else(|| Some(helper.as_ref()?.coordinator.clone()));
     let pmix = match launch.pmix {
         true => Some(pmix::Server::start(&launch, &id, pmi.clone())?),
         false => None,
     };
-    let pmix_env = pmix.as_ref().map_or(&[][..], |p| &p.env[..]);
-    let pmi = pmi.filter(|_| !launch.pmix);
+    let pmi = Pmi {
+        server: pmi.filter(|_| !launch.pmix),
+        pmix_env: pmix.as_ref().map_or(&[][..], |p| &p.env[..]),
+        aborts: helper.as_ref(),
+    };
     // A client inside the job's container passes on its own environment (the script's, as
     // srun does); one outside (on the host, or with an allocation of its own) gets the job's,
     // with its own variables on top but for the host's PATH, meaningless in the image.
@@ -1137,7 +1200,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError
             &id,
             &env,
             remap.as_ref().map(|r| r.as_fd()),
-            (pmi, pmix_env),
+            &pmi,
             own_cgroup.as_ref(),
         )?;
         return Ok((
@@ -1235,7 +1298,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError
         &id,
         &spec.env,
         remap.as_ref().map(|r| r.as_fd()),
-        (pmi, pmix_env),
+        &pmi,
         own_cgroup.as_ref(),
     )?;
     let ended = own_cgroup.map_or_else(StepAccounting::default, OwnCgroup::finish);
@@ -1311,16 +1374,25 @@ impl OwnCgroup {
     }
 }
 
+/// What a step's tasks get of MPI's process managers.
+struct Pmi<'a> {
+    /// The PMI server each task gets a connection to (PMI_FD).
+    server: Option<pmi::Coordinator>,
+    /// Each task's PMIx variables.
+    pmix_env: &'a [Vec<String>],
+    /// The step's own PMI server, which says when a task aborts the step.
+    aborts: Option<&'a pmi::Helper>,
+}
+
 /// Starts the step's tasks in the container this process is in, waits for all of them,
-/// and returns the worst exit status. `pmi`: the PMI server each task gets a connection to
-/// (PMI_FD); `pmix_env`: each task's PMIx variables; `own_cgroup`: the step's cgroup, which
-/// each task joins as it starts.
+/// and returns the worst exit status (a task's abort's code, where one aborted the step).
+/// `own_cgroup`: the step's cgroup, which each task joins as it starts.
 fn run_tasks(
     launch: &StepLaunch,
     id: &berth_runtime::Identity,
     env: &[String],
     remap: Option<std::os::fd::BorrowedFd>,
-    (pmi, pmix_env): (Option<pmi::Coordinator>, &[Vec<String>]),
+    pmi: &Pmi,
     own_cgroup: Option<&OwnCgroup>,
 ) -> Result<i32, StepError> {
     let cgroup = own_cgroup.map_or_else(Vec::new, |c| c.cgroup.task_files());
@@ -1370,7 +1442,7 @@ fn run_tasks(
     };
     for (local, cpus) in launch.tasks.iter().enumerate() {
         let mut env = task_env(launch, env, local);
-        if let Some(vars) = pmix_env.get(local) {
+        if let Some(vars) = pmi.pmix_env.get(local) {
             env.retain(|kv| !vars.iter().any(|v| name_of(v) == name_of(kv)));
             env.extend(vars.iter().cloned());
         }
@@ -1383,7 +1455,7 @@ fn run_tasks(
         };
         // The task's own connection to the PMI server, named in PMI_FD (as slurmstepd and
         // hydra give one), its secret sent already.
-        let pmi_connection = match &pmi {
+        let pmi_connection = match &pmi.server {
             Some(server) => {
                 let connection = server.connect().map_err(io_err(format!(
                     "connecting to the PMI server {}",
@@ -1474,7 +1546,12 @@ fn run_tasks(
                 task.pidfd.take().expect("watched"),
             )?);
         }
-        None => watch(launch, &mut running, &mut labelled)?,
+        None => {
+            if let Some(code) = watch(launch, &mut running, &mut labelled, pmi.aborts)? {
+                eprintln!("berth step: a task aborted the step with exit code {code}");
+                return Ok(code);
+            }
+        }
     }
 
     let mut worst = 0;
@@ -1625,13 +1702,15 @@ fn kill_tasks(running: &mut [Running], excused: bool, say: impl Fn(usize)) {
 }
 
 /// Waits until every task has ended and, with `--label`, all their output is printed; ends
-/// them all on [`end_signal`].
+/// them all on [`end_signal`], or when one aborts the step through `aborts`: its code then.
 fn watch(
     launch: &StepLaunch,
     running: &mut [Running],
     labelled: &mut [Labelled],
-) -> Result<(), StepError> {
+    aborts: Option<&pmi::Helper>,
+) -> Result<Option<i32>, StepError> {
     let mut buf = vec![0u8; 64 * 1024];
+    let (mut aborts, mut aborted) = (aborts, None);
     loop {
         // (is a task's pidfd, index) of each descriptor polled: the tasks' pidfds, then the
         // --label pipes still open.
@@ -1655,12 +1734,15 @@ fn watch(
             })
             .unzip();
         if polled.is_empty() {
-            return Ok(());
+            return Ok(aborted);
         }
         let end = END_READ.get();
-        if let Some(read) = end {
+        for fd in [end.map(|r| r.as_fd()), aborts.map(|h| h.aborts())]
+            .into_iter()
+            .flatten()
+        {
             polled.push(libc::pollfd {
-                fd: read.as_raw_fd(),
+                fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -1673,6 +1755,14 @@ fn watch(
                 continue;
             }
             return Err(io_err("waiting for the tasks")(e));
+        }
+        if let Some(h) = aborts.filter(|_| polled.pop().is_some_and(|p| p.revents != 0)) {
+            // Heard once: an abort, or the helper gone (the tasks go on without it).
+            aborts = None;
+            aborted = h.aborted();
+            if aborted.is_some() {
+                kill_tasks(running, true, |_| {});
+            }
         }
         if let Some(read) = end.filter(|_| polled.last().is_some_and(|p| p.revents != 0)) {
             let mut drained = [0u8; 16];

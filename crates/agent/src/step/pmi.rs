@@ -3,7 +3,9 @@
 //! does with --mpi=pmi1 (here the default) or --mpi=pmi2. Each connection speaks the wire
 //! protocol it starts with; both share the key-value space and the barriers.
 //!
-//! The agent that takes a step listens on TCP. Each task gets its own connection to it in
+//! A step on one node has its server in a helper of its step process ([`Helper`]), on
+//! loopback, so that it goes on while the node's agent restarts; for a step across nodes, the
+//! agent that takes it listens on TCP. Each task gets its own connection to it in
 //! `PMI_FD` (as hydra and slurmstepd give one), opened by the node's step process, which first
 //! sends the step's secret (`cmd=berth_secret secret=S`, [`Contact`]): the server closes any
 //! connection that does not begin so, so that nobody else on the network can abort a step,
@@ -245,8 +247,18 @@ impl Server {
     /// `counts` tasks per node, whose key-value space is named `kvsname`.
     pub async fn start(counts: &[u32], kvsname: String) -> std::io::Result<Server> {
         let listener = TcpListener::bind(("0.0.0.0", 0)).await?;
-        let port = listener.local_addr()?.port();
         let secret = crate::runner::random_hex().map_err(std::io::Error::other)?;
+        Server::serve(listener, counts, kvsname, secret)
+    }
+
+    /// Serves the step on `listener`, each connection beginning with `secret`.
+    fn serve(
+        listener: TcpListener,
+        counts: &[u32],
+        kvsname: String,
+        secret: String,
+    ) -> std::io::Result<Server> {
+        let port = listener.local_addr()?.port();
         let expected: Arc<str> = secret.as_str().into();
         let size: u32 = counts.iter().sum();
         let mut kvs = HashMap::new();
@@ -277,6 +289,111 @@ impl Server {
             accept,
         })
     }
+}
+
+/// The PMI server of a step whose tasks all run on one node, served by a helper process
+/// that the node's step process forks (as the PMIx helper, see `pmix`): it lives as long as
+/// the step's tasks do, not as long as the agent that took the step, so that an MPI step goes
+/// on across a restart of its agent (the next one adopts its step process). The helper
+/// becomes the job's user, listens on loopback and writes each task's `cmd=abort
+/// exitcode=E` to its link, as E in four bytes; it ends when the step process closes its end.
+pub struct Helper {
+    pid: libc::pid_t,
+    link: std::os::unix::net::UnixStream,
+    /// How the step process reaches it (each task's connection, the PMIx helper's).
+    pub coordinator: Coordinator,
+}
+
+impl Helper {
+    /// Forks the helper for `launch`'s tasks (this node's, the whole step). The calling
+    /// process must be single-threaded.
+    pub fn start(
+        launch: &super::StepLaunch,
+        id: &berth_runtime::Identity,
+    ) -> Result<Helper, super::StepError> {
+        use super::io_err;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .map_err(io_err("listening for the step's PMI connections"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io_err("listening for the step's PMI connections"))?;
+        let secret = crate::runner::random_hex().map_err(super::StepError::Launch)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(io_err("creating the PMI helper's socket"))?;
+        let counts = [launch.tasks.len() as u32];
+        let kvsname = format!("kvs_{}_{}", launch.job_id, launch.step_id);
+        // SAFETY: this process is single-threaded: the child may run anything.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            drop(ours);
+            let served = super::become_user(id, "the PMI helper").and_then(|()| {
+                helper(listener, theirs, &counts, kvsname, secret.clone())
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = served {
+                eprintln!("berth step: {e}");
+            }
+            // SAFETY: the child ends here without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            return Err(io_err("forking the PMI helper")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        ours.set_nonblocking(true)
+            .map_err(io_err("creating the PMI helper's socket"))?;
+        Ok(Helper {
+            pid,
+            link: ours,
+            coordinator: Coordinator { addr, secret },
+        })
+    }
+
+    /// Where the helper says a task aborted the step: readable then.
+    pub fn aborts(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.link)
+    }
+
+    /// The exit code a task aborted the step with, once [`Helper::aborts`] is readable.
+    pub fn aborted(&self) -> Option<i32> {
+        let mut code = [0u8; 4];
+        std::io::Read::read_exact(&mut &self.link, &mut code).ok()?;
+        Some(i32::from_le_bytes(code))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.link.shutdown(std::net::Shutdown::Both);
+        super::reap_helper(self.pid);
+    }
+}
+
+/// The helper's server on `listener` until `link` ends, each abort written to it.
+fn helper(
+    listener: std::net::TcpListener,
+    link: std::os::unix::net::UnixStream,
+    counts: &[u32],
+    kvsname: String,
+    secret: String,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    link.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let mut server = Server::serve(TcpListener::from_std(listener)?, counts, kvsname, secret)?;
+        let mut link = tokio::net::UnixStream::from_std(link)?;
+        let mut byte = [0u8; 1];
+        loop {
+            tokio::select! {
+                Some(code) = server.aborts.recv() => link.write_all(&code.to_le_bytes()).await?,
+                _ = link.read(&mut byte) => return Ok(()),
+            }
+        }
+    })
 }
 
 /// What every connection of a step shares.

@@ -911,24 +911,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         drop(self.link.take());
         if self.helper > 0 {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            loop {
-                let mut status = 0;
-                // SAFETY: waitpid on our own child.
-                let r = unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) };
-                if r != 0 {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    // SAFETY: kill and reap our own child.
-                    unsafe {
-                        libc::kill(self.helper, libc::SIGKILL);
-                        libc::waitpid(self.helper, &mut status, 0);
-                    }
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            super::reap_helper(self.helper);
         }
         // SAFETY: unlinkat(2) of a name in a directory we hold.
         unsafe { libc::unlinkat(self.tmp.as_raw_fd(), self.name.as_ptr(), libc::AT_REMOVEDIR) };
@@ -945,7 +928,8 @@ fn helper(
     coordinator: Option<super::pmi::Coordinator>,
 ) -> c_int {
     let mut link = link;
-    let started = become_user(id).and_then(|()| serve(layout, id, dir, coordinator));
+    let started = super::become_user(id, "--mpi=pmix: the PMIx helper")
+        .and_then(|()| serve(layout, id, dir, coordinator));
     let (lib, envs) = match started {
         Ok(started) => started,
         Err(why) => {
@@ -963,33 +947,6 @@ fn helper(
     // (Here, on the host: the step process may be in the container's mounts by now.)
     let _ = std::fs::remove_dir_all(dir);
     0
-}
-
-/// Drops root for the job's user (nothing to do where berth runs as that user), keeping
-/// the parent-death signal.
-fn become_user(id: &berth_runtime::Identity) -> Result<(), String> {
-    // SAFETY: plain system calls with integer arguments and a live slice.
-    unsafe {
-        if libc::geteuid() == 0 {
-            let groups = match id.groups.is_empty() {
-                true => vec![id.gid],
-                false => id.groups.clone(),
-            };
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setresgid(id.gid, id.gid, id.gid) != 0
-                || libc::setresuid(id.uid, id.uid, id.uid) != 0
-            {
-                return Err(format!(
-                    "--mpi=pmix: the PMIx helper cannot become {}: {}",
-                    id.user,
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    }
-    Ok(())
 }
 
 /// Starts the library's server with the step's namespace and this node's tasks; the

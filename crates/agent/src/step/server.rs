@@ -751,10 +751,13 @@ async fn run_step<A: StepAuthority>(
             return Err(e);
         }
     };
-    // The tasks' PMI-1 process manager, here; the other nodes' tasks reach it by this
-    // node's name.
+    // The tasks' PMI-1 process manager: a step on one node has its own (its step
+    // process's, which outlives this agent); one across nodes has it here, where the other
+    // nodes' tasks reach it by this node's name.
     // (A PMIx step's servers, one on each node, gather their fences through it.)
-    let mut pmi = match (request.pmi || request.pmix) && !request.pty {
+    let wants_pmi = (request.pmi || request.pmix) && !request.pty;
+    let pmi_here = wants_pmi && layout.len() == 1;
+    let mut pmi = match wants_pmi && !pmi_here {
         true => {
             let counts: Vec<u32> = layout.iter().map(|(_, n)| *n).collect();
             let kvsname = format!("kvs_{job}_{}", grant.step);
@@ -796,6 +799,7 @@ async fn run_step<A: StepAuthority>(
                 port: p.port,
                 secret: p.secret.clone(),
             }),
+            pmi_here,
             pmix: request.pmix,
             outside: !in_job,
             label: request.label,
