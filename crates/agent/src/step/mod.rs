@@ -618,28 +618,6 @@ fn become_user(id: &berth_runtime::Identity, helper: &str) -> Result<(), String>
     Ok(())
 }
 
-/// Waits for a helper the step process forked, told to end (its link closed), and kills it
-/// if it has not ended within 5 s.
-fn reap_helper(pid: libc::pid_t) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != 0 {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            // SAFETY: kill and reap our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 /// A pipe, close-on-exec, with `flags` (O_NONBLOCK) besides.
 pub(crate) fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), StepError> {
     let mut fds = [0; 2];

@@ -911,10 +911,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         drop(self.link.take());
         if self.helper > 0 {
-            super::reap_helper(self.helper);
+            reap(self.helper);
         }
         // SAFETY: unlinkat(2) of a name in a directory we hold.
         unsafe { libc::unlinkat(self.tmp.as_raw_fd(), self.name.as_ptr(), libc::AT_REMOVEDIR) };
+    }
+}
+
+/// Waits for the helper, told to end (its link closed), and kills it if it has not ended
+/// within 5 s.
+fn reap(pid: libc::pid_t) {
+    let ended = berth_runtime::enter::pidfd(pid).is_ok_and(|fd| {
+        let mut polled = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one descriptor we own (readable once the process has ended).
+        unsafe { libc::poll(&mut polled, 1, 5000) > 0 }
+    });
+    let mut status = 0;
+    // SAFETY: kill (where it has not ended) and reap our own child.
+    unsafe {
+        if !ended {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        libc::waitpid(pid, &mut status, 0);
     }
 }
 
