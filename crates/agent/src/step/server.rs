@@ -855,6 +855,18 @@ async fn run_step<A: StepAuthority>(
             let _ = done.send(part.relay(input, out, err));
         });
     }
+    // Said before this node's part starts: a client whose agent goes away from here on
+    // knows its step, and asks the next agent for its end (the step process it forks is
+    // adopted; one that never forked is ended by the controller's reconciling).
+    let ntasks = layout.iter().map(|(_, t)| t).sum();
+    let _ = send(
+        write,
+        &StepEvent::Started {
+            step: grant.step,
+            ntasks,
+        },
+    )
+    .await;
     let mut local = match here {
         Some(i) => match start_here(launcher, &launch(i), inputs[i].take(), stdout, stderr).await {
             Ok(part) => Some(part),
@@ -869,15 +881,6 @@ async fn run_step<A: StepAuthority>(
         None => None,
     };
     let group = local.as_ref().map(|part| part.group);
-    let ntasks = layout.iter().map(|(_, t)| t).sum();
-    let _ = send(
-        write,
-        &StepEvent::Started {
-            step: grant.step,
-            ntasks,
-        },
-    )
-    .await;
     // A signal for every part: for its whole process group, but the step's end signal,
     // which is for the step's process alone (each part's relay does the same).
     let mut signal_all = |sig: i32| {
