@@ -1984,19 +1984,29 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     if let Some(reservation) = &j.reservation {
         writeln!(out, "   Reservation={reservation}")?;
     }
+    // (BatchFlag: a batch script runs, not an allocation's command.)
     writeln!(
         out,
-        "   Requeue={} Restarts={} Reboot=0 ExitCode={}",
+        "   Requeue={} Restarts={} BatchFlag={} Reboot=0 ExitCode={}",
         u8::from(j.requeue != Some(false)),
         j.restarts,
+        u8::from(!j.allocation),
         job_exit_code(j)
     )?;
-    // (Eligible from its submission, or its --begin.)
+    // (Eligible from its submission, or its --begin; its age accrues from then, but while
+    // it is held or waits for a dependency.)
+    let eligible = j.begin_time.unwrap_or(0).max(j.submit_time);
+    let accrues = j.start_time.is_some()
+        || !(j.held
+            || j.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Dependency")));
     writeln!(
         out,
-        "   SubmitTime={} EligibleTime={}{} StartTime={} EndTime={}",
+        "   SubmitTime={} EligibleTime={} AccrueTime={}{} StartTime={} EndTime={}",
         opt(Some(j.submit_time)),
-        opt(Some(j.begin_time.unwrap_or(0).max(j.submit_time))),
+        opt(Some(eligible)),
+        opt(Some(eligible).filter(|_| accrues)),
         j.deadline
             .map_or(String::new(), |t| format!(" Deadline={}", opt(Some(t)))),
         // A pending job's expected start, and a running one's end at its limit, as
@@ -2013,7 +2023,7 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     }
     writeln!(
         out,
-        "   RunTime={} TimeLimit={} NodeList={} NumCPUs={} Memory={}",
+        "   RunTime={} TimeLimit={} TimeMin=N/A NodeList={} NumCPUs={} Memory={}",
         duration(elapsed(j)),
         j.time_limit.map_or("UNLIMITED".into(), duration),
         if j.nodes.is_empty() {
@@ -2085,9 +2095,13 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             }
         )?;
     }
-    if let Some(licenses) = &j.licenses {
-        writeln!(out, "   Licenses={licenses}")?;
-    }
+    // (OverSubscribe: OK, its nodes may be shared; NO, they are its alone.)
+    writeln!(
+        out,
+        "   OverSubscribe={} Contiguous=0 Licenses={} Network=(null)",
+        if j.exclusive { "NO" } else { "OK" },
+        j.licenses.as_deref().unwrap_or("(null)")
+    )?;
     // On a line of its own, as scripts read it (`awk -F= '/Command=/{print $2}'`: a job's
     // script runs from a copy, so $0 does not name it); (null) for one from standard input
     // or --wrap, as Slurm has it.
@@ -2422,7 +2436,7 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             Some(named) => named.contains(&"batch"),
             None => !args.allocations,
         };
-        if batch && j.start_time.is_some() {
+        if batch && j.start_time.is_some() && !j.allocation {
             let line = table.line(|name| sized(name, batch_accounting(name, j)));
             writeln!(out, "{line}")?;
         }

@@ -668,12 +668,31 @@ fn a_job_waits_for_its_begin_time() {
         (&"PENDING".into(), &"BeginTime".into())
     );
     let text = c.berth(Mode::Rootless, &["show", &id.to_string()]);
-    // Eligible at its begin time, five seconds after its submission.
+    // Eligible at its begin time, five seconds after its submission, its age accruing
+    // from then; a batch job (scontrol's BatchFlag).
     let times: Vec<&str> = (text.ok().split_whitespace())
-        .filter(|w| w.starts_with("SubmitTime=") || w.starts_with("EligibleTime="))
+        .filter(|w| {
+            ["Submit", "Eligible", "Accrue"]
+                .iter()
+                .any(|t| w.starts_with(&format!("{t}Time=")))
+        })
         .map(|w| w.split_once('=').unwrap().1)
         .collect();
-    assert!(times.len() == 2 && times[0] < times[1], "{}", text.stdout);
+    assert!(
+        times.len() == 3 && times[0] < times[1] && times[1] == times[2],
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains(" BatchFlag=1 "), "{}", text.stdout);
+    // A held job's age does not accrue.
+    let held = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);
+    let text = c.berth(Mode::Rootless, &["show", &held.to_string()]);
+    assert!(
+        text.ok().contains(" AccrueTime=Unknown "),
+        "{}",
+        text.stdout
+    );
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert!(job["start_time"].as_u64().unwrap() >= begin, "{job}");
@@ -4151,7 +4170,7 @@ fn licenses_are_held_while_jobs_run() {
     );
     let shown = c.berth(Mode::Rootless, &["show", &holder.to_string()]);
     assert!(
-        shown.ok().contains("\n   Licenses=matlab:2\n"),
+        shown.ok().contains(" Licenses=matlab:2 Network=(null)\n"),
         "{}",
         shown.stdout
     );

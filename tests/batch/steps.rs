@@ -1050,6 +1050,21 @@ exit 3"#
     assert_eq!(job["state"], "FAILED", "{job}");
     assert_eq!(job["exit_code"], 3, "{job}");
     assert_eq!(job["name"], "probe", "{job}");
+    // In Slurm's words an allocation has no batch script: BatchFlag=0, and no ID.batch
+    // among its steps.
+    let shown = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "show", "job", &id.to_string()],
+    );
+    assert!(
+        shown.ok().contains(" BatchFlag=0 ") && shown.stdout.contains(" OverSubscribe=OK "),
+        "{}",
+        shown.stdout
+    );
+    assert_eq!(
+        sacct(&c, &id.to_string(), "JobID"),
+        format!("{id}\n{id}.0\n")
+    );
 
     // A command that cannot run ends the allocation as a shell would say it.
     let missing = c.berth(

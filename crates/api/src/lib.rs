@@ -361,6 +361,12 @@ pub struct JobInfo {
     /// Its nice value (`--nice`): subtracted from its priority.
     #[serde(default)]
     pub nice: i32,
+    /// An allocation (salloc's, srun's own, an interactive job): no batch script runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allocation: bool,
+    /// Its nodes are its alone (`--exclusive`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
 }
 
 /// One of a requeued job's earlier runs, as sacct -D lists them.

@@ -638,6 +638,8 @@ impl Job {
             licenses: self.request.licenses_text(),
             reservation: self.request.reservation.clone(),
             nice: self.request.nice,
+            allocation: self.allocation,
+            exclusive: self.request.exclusive,
         }
     }
 
