@@ -883,6 +883,15 @@ fn a_pbs_scripts_variables_and_omp_threads() {
         read(&["-v", "OMP_NUM_THREADS=4"], "own.out"),
         "OMP=4 FOO=bar\n"
     );
+    // -W umask=: the job's own umask, its output file's too.
+    let masked = read(&["-W", "umask=077"], "masked.out");
+    assert_eq!(masked, "OMP=2 FOO=bar\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cwd.join("masked.out"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 /// pbsdsh in a PBS job: a program on each slot at once (PBS_VNODENUM its slot), once per

@@ -1333,7 +1333,7 @@ impl Controller {
                 },
                 submit_host: req.host.clone(),
                 submit_dir: Some(req.cwd.clone()),
-                umask: req.umask.map(|m| m & 0o777),
+                umask: request.umask.or(req.umask).map(|m| m & 0o777),
                 image: image.clone(),
                 image_squashfs: image_squashfs.clone(),
                 image_env: image_env.clone(),

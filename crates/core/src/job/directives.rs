@@ -730,6 +730,18 @@ fn application_line(text: &str, line: usize) -> Result<Option<String>, JobError>
     Ok(Some(value.to_string()))
 }
 
+/// A umask in octal (PBS's `-W umask=077`).
+fn umask(value: &str) -> Result<u32, JobError> {
+    match u32::from_str_radix(value.trim(), 8) {
+        Ok(mask) if mask <= 0o777 => Ok(mask),
+        _ => Err(JobError::invalid(
+            "umask",
+            value,
+            "an octal mask such as 022 or 077",
+        )),
+    }
+}
+
 fn count(what: &'static str, value: &str) -> Result<u32, JobError> {
     match value.trim().parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
@@ -2055,13 +2067,9 @@ fn apply_pbs(
             Some(("depend", list)) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
             Some(("block", "true")) => opts.wait = Some(true),
             Some(("block", "false")) => opts.wait = Some(false),
+            Some(("umask", mask)) => opts.umask = Some(umask(mask)?),
             Some((
-                "umask"
-                | "group_list"
-                | "x"
-                | "sandbox"
-                | "run_count"
-                | "release_nodes_on_stageout",
+                "group_list" | "x" | "sandbox" | "run_count" | "release_nodes_on_stageout",
                 _,
             )) => ignore(opts, found, line, "berth has no counterpart of it"),
             _ => {

@@ -398,6 +398,8 @@ pub struct JobOptions {
     /// NCI's `-l wd`: a PBS job starts in its submission directory (PBS's start in their
     /// user's home).
     pub start_in_submit_dir: Option<bool>,
+    /// The job's umask (PBS's `-W umask=077`), instead of its submitter's.
+    pub umask: Option<u32>,
     /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
     pub pack: Option<bool>,
     /// PBS's `-S SHELL`: the shell the script runs with.
@@ -484,6 +486,7 @@ impl JobOptions {
             min_cpus: c.min_cpus.or(d.min_cpus),
             omp_threads: c.omp_threads.or(d.omp_threads),
             start_in_submit_dir: c.start_in_submit_dir.or(d.start_in_submit_dir),
+            umask: c.umask.or(d.umask),
             pack: c.pack.or(d.pack),
             shell: c.shell.or(d.shell),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
@@ -556,6 +559,9 @@ pub struct JobRequest {
     /// The shell the script runs with (PBS's `-S`), whatever its `#!` line says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
+    /// Its umask (PBS's `-W umask=`); `None`: its submitter's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
     /// The cluster's licenses it holds while it runs (`-L matlab:2,ansys`), each name
     /// once: it starts only when that many of each are free ([licenses] in the config).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -902,6 +908,7 @@ impl JobRequest {
             reservation: o.reservation,
             licenses: o.licenses.unwrap_or_default(),
             shell: o.shell,
+            umask: o.umask,
             pbs: false,
             start_in_home: false,
             test_only: o.test_only.unwrap_or(false),
@@ -1062,6 +1069,15 @@ mod tests {
         assert!(!qsub("", &["-d", "/scratch"]).start_in_home);
         let joined = qsub("#PBS -N run -j eo\n", &[]);
         assert_eq!((joined.output.as_str(), joined.error), ("run.e%j", None));
+        // -W umask=: the job's own, the command line's over the script's.
+        assert_eq!(qsub("#PBS -W umask=077\n", &[]).umask, Some(0o77));
+        assert_eq!(
+            qsub("#PBS -W umask=077\n", &["-W", "umask=027"]).umask,
+            Some(0o27)
+        );
+        assert_eq!(qsub("", &[]).umask, None);
+        let bad = parse_args_as(Family::Pbs, &["-W", "umask=0999"]).unwrap_err();
+        assert!(bad.to_string().contains("an octal mask"), "{bad}");
     }
 
     #[test]
