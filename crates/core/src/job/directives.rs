@@ -2279,6 +2279,7 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         min: chunks,
         max: chunks,
     });
+    opts.chunks = Some(true);
     opts.ntasks_per_node = Some(tasks);
     opts.ntasks = Some(chunks.saturating_mul(tasks));
     opts.cpus_per_task = Some(cpus / tasks);

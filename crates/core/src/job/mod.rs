@@ -400,6 +400,8 @@ pub struct JobOptions {
     pub start_in_submit_dir: Option<bool>,
     /// The job's umask (PBS's `-W umask=077`), instead of its submitter's.
     pub umask: Option<u32>,
+    /// Its nodes were asked for as PBS's chunks (`-l select=...`, Torque's `-l nodes=...`).
+    pub chunks: Option<bool>,
     /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
     pub pack: Option<bool>,
     /// PBS's `-S SHELL`: the shell the script runs with.
@@ -487,6 +489,7 @@ impl JobOptions {
             omp_threads: c.omp_threads.or(d.omp_threads),
             start_in_submit_dir: c.start_in_submit_dir.or(d.start_in_submit_dir),
             umask: c.umask.or(d.umask),
+            chunks: c.chunks.or(d.chunks),
             pack: c.pack.or(d.pack),
             shell: c.shell.or(d.shell),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
@@ -716,6 +719,20 @@ impl JobRequest {
                 let named: Vec<String> = line.vars.iter().map(|v| v.name.clone()).collect();
                 line.vars
                     .extend(script.vars.into_iter().filter(|v| !named.contains(&v.name)));
+            }
+        }
+        // qsub's -l select= (or nodes=) replaces the script's whole chunk statement: what
+        // only a chunk says (its memory and GPUs per node) is not kept from the script's.
+        if cli.chunks == Some(true) && script.chunks == Some(true) {
+            if matches!(script.memory, Some(Memory::PerNode(_))) {
+                script.memory = None;
+            }
+            if script
+                .gpus
+                .as_ref()
+                .is_some_and(|g| g.scope == GpuScope::Node)
+            {
+                script.gpus = None;
             }
         }
         let mut o = JobOptions::merge(script, cli);
@@ -1069,6 +1086,18 @@ mod tests {
         assert!(!qsub("", &["-d", "/scratch"]).start_in_home);
         let joined = qsub("#PBS -N run -j eo\n", &[]);
         assert_eq!((joined.output.as_str(), joined.error), ("run.e%j", None));
+        let bad = parse_args_as(Family::Pbs, &["-W", "umask=0999"]).unwrap_err();
+        assert!(bad.to_string().contains("an octal mask"), "{bad}");
+    }
+
+    /// qsub's line over its script: its umask, and its select, which replaces the script's
+    /// whole select.
+    #[test]
+    fn qsubs_line_wins_over_its_script() {
+        let qsub = |script: &str, args: &[&str]| {
+            let cli = parse_args_as(Family::Pbs, args).unwrap();
+            JobRequest::from_qsub_script(script, cli, "x.sh").unwrap()
+        };
         // -W umask=: the job's own, the command line's over the script's.
         assert_eq!(qsub("#PBS -W umask=077\n", &[]).umask, Some(0o77));
         assert_eq!(
@@ -1076,8 +1105,18 @@ mod tests {
             Some(0o27)
         );
         assert_eq!(qsub("", &[]).umask, None);
-        let bad = parse_args_as(Family::Pbs, &["-W", "umask=0999"]).unwrap_err();
-        assert!(bad.to_string().contains("an octal mask"), "{bad}");
+        // The line's select replaces the script's whole select, its memory and GPUs too;
+        // a job-wide -l mem stays.
+        let script = "#PBS -l select=2:ncpus=4:mem=8gb:ngpus=1\n";
+        let line = qsub(script, &["-l", "select=1:ncpus=2"]);
+        assert_eq!(
+            (line.nodes.min, line.ntasks, line.memory, line.gpus),
+            (1, 1, None, None)
+        );
+        let kept = qsub("#PBS -l mem=2gb\n", &["-l", "select=1:ncpus=2"]);
+        assert_eq!(kept.memory, Some(Memory::PerJob(2 << 30)));
+        let own = qsub(script, &["-l", "select=1:ncpus=2:mem=1gb"]);
+        assert_eq!(own.memory, Some(Memory::PerNode(1 << 30)));
     }
 
     #[test]
