@@ -550,6 +550,7 @@ fn pbs_as_sites_write_it() {
     assert_eq!(o.account.as_deref(), Some("n74"));
     assert_eq!(o.partition.as_deref(), Some("normal"));
     assert_eq!(o.join, Some(Join::IntoError));
+    assert_eq!(o.umask, Some(0o22));
     assert_eq!(o.nodes, Some(NodeRange { min: 2, max: 2 }));
     assert_eq!(
         o.constraint,
@@ -562,7 +563,6 @@ fn pbs_as_sites_write_it() {
             "-l jobfs=1GB",
             "-l storage=scratch/y57",
             "-k oe",
-            "-W umask=022",
             "-W group_list=grp",
             "-p 10"
         ]
