@@ -2700,6 +2700,43 @@ fn the_script_may_come_on_standard_input() {
     );
 }
 
+/// Slurm's `after:JOB+MINUTES`: the job waits while the other one is pending and, once it
+/// runs, for the minutes after its start, saying so.
+#[test]
+fn a_delayed_after_waits_past_the_other_jobs_start() {
+    let Some(c) = Cluster::start() else { return };
+    let first = c.submit(
+        Mode::Rootless,
+        "first.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 60\n",
+        &["--hold"],
+    );
+    let dep = format!("--dependency=after:{first}+1");
+    let after = c.submit(Mode::Rootless, "after.sh", HELLO, &[&dep]);
+    let waits = |c: &Cluster| {
+        let job = c.show(after);
+        assert!(
+            job["state"] == "PENDING" && job["reason"] == "Dependency",
+            "{job}"
+        );
+        assert_eq!(
+            job["dependency"],
+            format!("after:{first}+1(unfulfilled)"),
+            "{job}"
+        );
+    };
+    waits(&c);
+    c.berth(Mode::Rootless, &["release", &first.to_string()])
+        .ok();
+    c.wait_for(first, &["RUNNING"]);
+    // Through a few passes (one a second at least): still a minute to go.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    waits(&c);
+    for id in [after, first] {
+        c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    }
+}
+
 #[test]
 fn a_job_waits_for_a_held_one_it_depends_on() {
     let Some(c) = Cluster::start() else { return };

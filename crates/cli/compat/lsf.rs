@@ -1325,6 +1325,7 @@ fn term_of<'a>(
         })
         .collect();
     let dep = |job| berth_sched::Dependency {
+        delay: 0,
         kind: berth_controller::sched_kind(kind),
         job,
         term: 0,
@@ -1335,8 +1336,8 @@ fn term_of<'a>(
             berth_sched::dependency_status_of(&dep(**id), Some(**s)) != DepStatus::Satisfied
         })
         .map(|(id, _)| *id);
-    let state = berth_sched::term_statuses(states.keys().map(|&id| dep(id)), |id| {
-        states.get(&id).copied()
+    let state = berth_sched::term_statuses(states.keys().map(|&id| dep(id)), |d| {
+        states.get(&d.job).copied()
     })
     .remove(&0)
     .unwrap_or(TermState::of(DepStatus::Satisfied));

@@ -532,6 +532,20 @@ impl Job {
         self.state.for_scheduler().with_exit_code(self.exit_code)
     }
 
+    /// When a delayed `after` on it counts from (Slurm's `after:42+5`): its start, or its
+    /// end where it ended without one (cancelled while it waited).
+    pub fn began(&self) -> Option<u64> {
+        self.start_time.or(self.end_time)
+    }
+
+    /// The seconds dependency term `term` waits once its job began (`after:42+5`), if any.
+    pub fn delay(&self, term: u32) -> u64 {
+        let jobs = &self.request.dependencies.jobs;
+        jobs.get(term as usize)
+            .and_then(|d| d.delay)
+            .map_or(0, |minutes| u64::from(minutes) * 60)
+    }
+
     /// The exit status asked of the job of dependency term `term` (see
     /// [`Job::dependency_ranges`]), if any.
     pub fn exit_test(&self, term: u32) -> Option<berth_sched::ExitTest> {

@@ -147,8 +147,9 @@ pub struct Controller {
     key: Arc<auth::Key>,
     /// Unfinished jobs (finished ones live in the store only).
     active: active::Jobs,
-    /// States of finished jobs that dependencies of active jobs refer to.
-    finished: BTreeMap<u64, sched::JobState>,
+    /// States of finished jobs that dependencies of active jobs refer to, each with when it
+    /// began (see [`Job::began`]).
+    finished: BTreeMap<u64, (sched::JobState, u64)>,
     pub wake: Arc<Notify>,
     /// Something a scheduling pass must see happened since the last pass (set with every
     /// `wake`): a pass made meanwhile (by the thread that saw a job's end) makes the
@@ -633,13 +634,12 @@ impl Controller {
             // Also those still waiting that a pass is not given (an array's tasks past those
             // it looks at, see `views`): a dependency on them waits.
             history: self
-                .active
-                .depended()
-                .flat_map(|(first, last)| first..=last)
-                .filter_map(|id| match self.active.get(&id) {
-                    Some(job) => Some((id, job.scheduler_state())),
-                    None => Some((id, *self.finished.get(&id)?)),
-                })
+                .depended_states()
+                .map(|(id, state, _)| (id, state))
+                .collect(),
+            since: self
+                .depended_states()
+                .filter_map(|(id, _, since)| Some((id, since?)))
                 .collect(),
             // (Only a pass reads them: see `scheduling_view`.)
             usage: BTreeMap::new(),
@@ -844,6 +844,29 @@ impl Controller {
         sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares)
     }
 
+    /// Each job that active jobs depend on, as far as it is known: its state, and when it
+    /// began (see [`Job::began`]).
+    fn depended_states(&self) -> impl Iterator<Item = (u64, sched::JobState, Option<u64>)> + '_ {
+        self.active
+            .depended()
+            .flat_map(|(first, last)| first..=last)
+            .filter_map(|id| {
+                let (state, since) = self.dependency_state(id)?;
+                Some((id, state, since))
+            })
+    }
+
+    /// Job `id`'s state as dependencies on it see it, and when it began, where it is known.
+    fn dependency_state(&self, id: u64) -> Option<(sched::JobState, Option<u64>)> {
+        match self.active.get(&id) {
+            Some(job) => Some((job.scheduler_state(), job.began())),
+            None => self
+                .finished
+                .get(&id)
+                .map(|&(state, since)| (state, Some(since))),
+        }
+    }
+
     /// Ids of jobs that active jobs depend on and that are no longer active.
     fn referenced_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.active
@@ -864,7 +887,8 @@ impl Controller {
             }
             if let Ok(Some(row)) = self.store.get_job(id) {
                 if let Ok(job) = serde_json::from_slice::<Job>(&row.doc) {
-                    self.finished.insert(id, job.scheduler_state());
+                    self.finished
+                        .insert(id, (job.scheduler_state(), job.began().unwrap_or(0)));
                 }
             }
         }
@@ -913,9 +937,10 @@ impl Controller {
     /// it names as this controller knows it; of alternatives (`?`), none once one holds;
     /// an LSF condition whole, each term with its state, until it holds.
     fn unmet_dependencies(&self, job: &Job) -> Option<String> {
-        let state_of = |id: u64| match self.active.get(&id) {
-            Some(other) => Some(other.scheduler_state()),
-            None => self.finished.get(&id).copied(),
+        let now = now();
+        let state_of = |d: &sched::Dependency| {
+            let (state, since) = self.dependency_state(d.job).unzip();
+            sched::delayed(d, state, since.flatten(), now)
         };
         let deps = &job.request.dependencies;
         // Each term: what it asks, of which job (or array), and where it stands.
@@ -923,8 +948,9 @@ impl Controller {
             .dependency_ranges()
             .zip(0..)
             .map(|((kind, first, last), term)| {
-                let exit = job.exit_test(term);
+                let (exit, delay) = (job.exit_test(term), job.delay(term));
                 let range = (first..=last).map(|id| sched::Dependency {
+                    delay,
                     kind: sched_kind(kind),
                     job: id,
                     term: 0,
@@ -943,6 +969,11 @@ impl Controller {
                     (true, Some((array, index))) => format!("{array}_{index}"),
                     (true, None) => first.to_string(),
                     (false, _) => format!("{first}_*"),
+                };
+                // Its delay as it was asked for (`after:7+5`).
+                let named = match delay {
+                    0 => named,
+                    seconds => format!("{named}+{}", seconds / 60),
                 };
                 (kind, named, state)
             })
@@ -1015,8 +1046,10 @@ impl Controller {
                 .dependency_ranges()
                 .zip(0..)
                 .flat_map(|((kind, first, last), term)| {
-                    let (kind, exit) = (sched_kind(kind), job.exit_test(term));
+                    let (kind, exit, delay) =
+                        (sched_kind(kind), job.exit_test(term), job.delay(term));
                     (first..=last).map(move |job| sched::Dependency {
+                        delay,
                         kind,
                         job,
                         term,
@@ -1574,6 +1607,7 @@ impl Controller {
             }
             let first = deps.jobs.len() as u32;
             deps.jobs.extend(ids.into_iter().map(|job| JobDependency {
+                delay: None,
                 kind,
                 job,
                 array_index,
@@ -1889,7 +1923,8 @@ impl Controller {
                 let job = self.active.remove(&id).expect("present");
                 self.persist(&job)?;
                 self.counters.ended(State::Cancelled);
-                self.finished.insert(id, sched::JobState::Cancelled);
+                self.finished
+                    .insert(id, (sched::JobState::Cancelled, now()));
                 self.mail_end(&job);
             }
             (State::Running | State::Suspended, sig) => {
@@ -3578,7 +3613,8 @@ impl Controller {
             step.exit_code = Some(125);
             step.cancelled = true;
         }
-        self.finished.insert(id, job.scheduler_state());
+        self.finished
+            .insert(id, (job.scheduler_state(), job.began().unwrap_or(end)));
         self.counters.ended(state);
         if let Err(e) = self.persist(&job) {
             eprintln!("berth: cannot record the end of job {id}: {}", e.message);

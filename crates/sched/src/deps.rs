@@ -63,13 +63,32 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
     }
 }
 
+/// The state `dep` sees of its job, `state` (`None`: not known), where it asks for a delay
+/// once that job began (`after:42+5`): still pending to it until `since` (when the job
+/// started, or ended without starting) plus the delay has come, at `now`.
+pub fn delayed(
+    dep: &Dependency,
+    state: Option<JobState>,
+    since: Option<u64>,
+    now: u64,
+) -> Option<JobState> {
+    match (state, since) {
+        (Some(s), Some(t))
+            if dep.delay > 0 && s != JobState::Pending && now < t.saturating_add(dep.delay) =>
+        {
+            Some(JobState::Pending)
+        }
+        _ => state,
+    }
+}
+
 /// Evaluates a job's dependencies: all of them (`any` false; never satisfied if one is
 /// not, else waiting if one waits), or any one term of them (`any`: satisfied once one term
 /// is, each term's dependencies all required; never satisfied once none can be).
 pub fn dependency_status(
     deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
     any: bool,
-    state_of: impl Fn(JobId) -> Option<JobState>,
+    state_of: impl Fn(&Dependency) -> Option<JobState>,
 ) -> DepStatus {
     use DepStatus::{NeverSatisfied, Satisfied};
     // Each term's dependencies all required (a term's are consecutive); the terms all, or
@@ -79,7 +98,7 @@ pub fn dependency_status(
     let mut term: Option<(u32, DepStatus)> = None;
     for dep in deps {
         let dep = dep.borrow();
-        let status = dependency_status_of(dep, state_of(dep.job));
+        let status = dependency_status_of(dep, state_of(dep));
         if !any && status == NeverSatisfied {
             return NeverSatisfied;
         }
@@ -188,12 +207,12 @@ impl Truth {
 /// Each term's state, by its number: its dependencies all required (an array's tasks).
 pub fn term_statuses(
     deps: impl IntoIterator<Item = impl std::borrow::Borrow<Dependency>>,
-    state_of: impl Fn(JobId) -> Option<JobState>,
+    state_of: impl Fn(&Dependency) -> Option<JobState>,
 ) -> BTreeMap<u32, TermState> {
     let mut terms = BTreeMap::new();
     for dep in deps {
         let dep = dep.borrow();
-        let state = state_of(dep.job);
+        let state = state_of(dep);
         let status = dependency_status_of(dep, state);
         let term = terms
             .entry(dep.term)
@@ -258,7 +277,7 @@ fn truth(condition: &Condition, terms: &BTreeMap<u32, TermState>) -> Truth {
 /// terms' all together or any one (see [`dependency_status`]).
 pub fn job_dependency_status(
     job: &JobView,
-    state_of: impl Fn(JobId) -> Option<JobState>,
+    state_of: impl Fn(&Dependency) -> Option<JobState>,
 ) -> DepStatus {
     match &job.dependency_condition {
         Some(c) => condition_status(c, &term_statuses(&job.dependencies, state_of)),
@@ -317,6 +336,7 @@ mod tests {
     fn st(kind: DepKind, s: Option<JobState>) -> DepStatus {
         dependency_status_of(
             &Dependency {
+                delay: 0,
                 kind,
                 job: 1,
                 term: 0,
@@ -332,6 +352,7 @@ mod tests {
         use crate::model::ExitTest;
         let exit = |test: Option<ExitTest>, s| {
             let dep = Dependency {
+                delay: 0,
                 kind: DepKind::AfterNotOk,
                 job: 1,
                 term: 0,
@@ -384,19 +405,21 @@ mod tests {
     fn terms_are_anded_and_never_wins() {
         let deps = [
             Dependency {
+                delay: 0,
                 kind: DepKind::AfterOk,
                 job: 1,
                 term: 0,
                 exit: None,
             },
             Dependency {
+                delay: 0,
                 kind: DepKind::AfterOk,
                 job: 2,
                 term: 1,
                 exit: None,
             },
         ];
-        let states = |a, b| move |id| Some(if id == 1 { a } else { b });
+        let states = |a, b| move |d: &Dependency| Some(if d.job == 1 { a } else { b });
         let all = |a, b| dependency_status(deps.iter(), false, states(a, b));
         assert_eq!(all(Completed, Completed), Satisfied);
         assert_eq!(all(Completed, Running), Waiting);
@@ -421,6 +444,7 @@ mod tests {
     #[test]
     fn an_arrays_term_needs_all_its_tasks() {
         let dep = |job, term| Dependency {
+            delay: 0,
             kind: DepKind::AfterOk,
             job,
             term,
@@ -429,8 +453,8 @@ mod tests {
         // Term 0: array tasks 10 and 11; term 1: job 20.
         let deps = [dep(10, 0), dep(11, 0), dep(20, 1)];
         let states = |t10, t11, j20| {
-            move |id| {
-                Some(match id {
+            move |d: &Dependency| {
+                Some(match d.job {
                     10 => t10,
                     11 => t11,
                     _ => j20,
@@ -450,6 +474,7 @@ mod tests {
     fn conditions_combine_terms() {
         use Condition::{All, Any, Not, Term};
         let dep = |job, term| Dependency {
+            delay: 0,
             kind: DepKind::AfterOk,
             job,
             term,
@@ -459,8 +484,8 @@ mod tests {
         let deps = [dep(1, 0), dep(11, 0), dep(2, 1), dep(3, 2)];
         let condition = All(vec![Term(0), Any(vec![Term(1), Not(Box::new(Term(2)))])]);
         let status = |s1, s11, s2, s3| {
-            let state_of = move |id| {
-                Some(match id {
+            let state_of = move |d: &Dependency| {
+                Some(match d.job {
                     1 => s1,
                     11 => s11,
                     2 => s2,
@@ -512,7 +537,7 @@ mod tests {
             ([Completed, Completed], [Satisfied, Satisfied]),
             ([Completed, Failed], [NeverSatisfied, Satisfied]),
         ] {
-            let terms = term_statuses(&deps[..2], |id| Some(states[(id != 1) as usize]));
+            let terms = term_statuses(&deps[..2], |d| Some(states[(d.job != 1) as usize]));
             let got = [&twice, &idle].map(|c| condition_status(c, &terms));
             assert_eq!(got, want, "{states:?}");
         }
@@ -543,6 +568,7 @@ mod tests {
         // Five elements: one pending, one running, two done, one exited.
         let deps: Vec<Dependency> = (1..=5)
             .map(|job| Dependency {
+                delay: 0,
                 kind: DepKind::AfterAny,
                 job,
                 term: 0,
@@ -550,7 +576,7 @@ mod tests {
             })
             .collect();
         let states = [Pending, Running, Completed, Completed, Failed];
-        let terms = term_statuses(&deps, |id| Some(states[id as usize - 1]));
+        let terms = term_statuses(&deps, |d| Some(states[d.job as usize - 1]));
         let t = terms[&0];
         assert_eq!(
             (t.status, t.pending, t.running, t.done, t.exit, t.gone),
@@ -578,7 +604,7 @@ mod tests {
         assert_eq!(count(Counted::Pending, Eq, Some(0)), Waiting);
         assert_eq!(count(Counted::Pending, Gt, Some(1)), NeverSatisfied);
         // All ended: what is counted now is final.
-        let ended = term_statuses(&deps, |id| Some([Completed, Failed][id as usize % 2]));
+        let ended = term_statuses(&deps, |d| Some([Completed, Failed][d.job as usize % 2]));
         let count = |of, op, n| condition_status(&Condition::Count(0, Count { of, op, n }), &ended);
         assert_eq!(count(Ended, Eq, None), Satisfied);
         assert_eq!(count(Started, Gt, Some(0)), NeverSatisfied);

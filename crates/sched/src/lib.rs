@@ -41,7 +41,7 @@ mod state;
 mod tests;
 
 pub use deps::{
-    condition_status, dependency_status, dependency_status_of, job_dependency_status,
+    condition_status, delayed, dependency_status, dependency_status_of, job_dependency_status,
     running_array_tasks, running_names, term_statuses, DepStatus, TermState, Truth,
 };
 pub use fairshare::Share;

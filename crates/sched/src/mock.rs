@@ -346,6 +346,7 @@ impl JobView {
     pub fn dep(mut self, kind: DepKind, job: JobId) -> Self {
         let term = self.dependencies.len() as u32;
         self.dependencies.push(Dependency {
+            delay: 0,
             kind,
             job,
             term,

@@ -157,6 +157,10 @@ pub struct ClusterView {
     /// (finished ones, and those waiting that a pass is not given: an array's tasks beyond
     /// those it looks at). Jobs in the list passed to [`crate::schedule`] take precedence.
     pub history: BTreeMap<JobId, JobState>,
+    /// When each job that dependencies refer to began to count for a delayed `after`
+    /// ([`Dependency::delay`]): its start, or its end where it ended without one.
+    #[serde(default)]
+    pub since: BTreeMap<JobId, u64>,
     /// Each user's recent usage, CPU-seconds decayed with the controller's half-life, for
     /// the fair-share factor ([`crate::fairshare`]).
     #[serde(default)]
@@ -343,6 +347,14 @@ pub struct Dependency {
     /// (LSF's `exit(42, > 1)`, `exit(42, 3)`); `None`: any failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitTest>,
+    /// With [`DepKind::After`]: seconds to wait once the other job started, or was
+    /// cancelled (Slurm's `after:42+5`, in minutes there); see [`ClusterView::since`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A comparison of a job's exit status: LSF's `exit(42, OP CODE)`.

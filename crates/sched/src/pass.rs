@@ -17,12 +17,14 @@
 //! kind of per-pass cache of failed request shapes). The other checks are hash look-ups.
 
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
-use crate::deps::{job_dependency_status, DepStatus};
+use crate::deps::{delayed, job_dependency_status, DepStatus};
 use crate::feasible::{partition_limits, Classes, Shape};
 use crate::hash::{FxMap, FxSet};
 use crate::model::{
-    ClusterView, JobId, JobRequest, JobState, JobView, NodeChoice, PartitionView, ReservationView,
+    ClusterView, Dependency, JobId, JobRequest, JobState, JobView, NodeChoice, PartitionView,
+    ReservationView,
 };
 use crate::plan::{Decision, Outcome, Plan, Start};
 use crate::priority::{Config, PriorityContext};
@@ -107,6 +109,8 @@ struct Pass<'a> {
     state: State<'a>,
     /// States of the jobs some pending job depends on (the job list wins over history).
     dep_states: FxMap<JobId, JobState>,
+    /// When each of them began, for a delayed `after` ([`ClusterView::since`]).
+    since: &'a BTreeMap<JobId, u64>,
     /// (user, name) of singleton jobs that already have a job running.
     singleton_running: FxSet<(&'a str, &'a str)>,
     /// (user, name) pairs some pending singleton job has: starting any job with one of them
@@ -171,6 +175,7 @@ impl<'a> Pass<'a> {
             config,
             state: State::new(cluster, now),
             dep_states,
+            since: &cluster.since,
             singleton_running,
             singleton_names,
             array_running,
@@ -203,7 +208,15 @@ impl<'a> Pass<'a> {
             return wait(Reason::BeginTime);
         }
         if !job.dependencies.is_empty() {
-            let state_of = |id| self.dep_states.get(&id).copied();
+            let state_of = |d: &Dependency| {
+                let since = self.since.get(&d.job).copied();
+                delayed(
+                    d,
+                    self.dep_states.get(&d.job).copied(),
+                    since,
+                    self.state.now,
+                )
+            };
             match job_dependency_status(job, state_of) {
                 DepStatus::Satisfied => {}
                 DepStatus::Waiting => return wait(Reason::Dependency),

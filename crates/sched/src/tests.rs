@@ -490,6 +490,30 @@ fn every_pre_resource_reason() {
     assert!(p.get(12).is_none());
 }
 
+/// `after:JOB+MINUTES`: a job waits until that long after the other job began (started,
+/// or was cancelled before it did), and not while it is pending.
+#[test]
+fn a_delayed_after_waits_from_the_other_jobs_start() {
+    let mut c = cluster(vec![node("a", 4, GIB)])
+        .finished(50, JobState::Completed)
+        .finished(51, JobState::Cancelled);
+    c.since.insert(50, NOW - 300);
+    c.since.insert(51, NOW - 30);
+    let delayed = |id, on: JobId| {
+        let mut j = job(id).dep(DepKind::After, on);
+        j.dependencies[0].delay = 60;
+        j
+    };
+    let p = run(&c, &[delayed(1, 50), delayed(2, 51), delayed(3, 4), job(4)]);
+    // Job 50 began five minutes ago; 51 half a minute ago; 4 not at all (it starts in
+    // this pass, but only now).
+    assert_eq!(started(&p), [1, 4]);
+    assert_eq!(reason(&p, 2), Some(Reason::Dependency));
+    assert_eq!(reason(&p, 3), Some(Reason::Dependency));
+    c.since.insert(51, NOW - 60);
+    assert_eq!(started(&run(&c, &[delayed(2, 51)])), [2]);
+}
+
 #[test]
 fn resources_for_the_first_blocked_job_priority_for_the_rest() {
     let c =

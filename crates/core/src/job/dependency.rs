@@ -46,6 +46,9 @@ pub struct JobDependency {
     /// LSF's `exit(42, > 1)`: the exit status the job must have failed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<ExitTest>,
+    /// Slurm's `after:42+5`: minutes to wait once the job started (or was cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<u32>,
 }
 
 /// LSF's count of an array's elements in a state, compared: `numended(42, >= 5)` (the
@@ -444,6 +447,7 @@ impl Lsf<'_> {
         }
         let (job, array_index) = job_ref(arg, self.whole, LSF_EXPECTED)?;
         self.deps.jobs.push(JobDependency {
+            delay: None,
             kind,
             job,
             array_index,
@@ -480,6 +484,7 @@ impl Lsf<'_> {
             _ => return Err(bad()),
         };
         self.deps.jobs.push(JobDependency {
+            delay: None,
             kind: DependencyKind::AfterAny,
             job,
             array_index: None,
@@ -538,14 +543,23 @@ impl Dependencies {
             };
             let mut any = false;
             for id in parts {
-                if id.contains('+') {
-                    return Err(JobError::unsupported(
-                        item,
-                        "a delay after a job starts (+MINUTES)",
-                    ));
-                }
+                // `after:42+5`: five minutes after job 42 started (or was cancelled).
+                let (id, delay) = match id.split_once('+') {
+                    Some(_) if kind != DependencyKind::After => {
+                        return Err(invalid(
+                            item,
+                            "a delay (+MINUTES) only after `after:`, as after:42+5",
+                        ))
+                    }
+                    Some((id, minutes)) => match minutes.parse::<u32>() {
+                        Ok(m) => (id, Some(m).filter(|&m| m > 0)),
+                        Err(_) => return Err(invalid(item, "after:JOB+MINUTES, as after:42+5")),
+                    },
+                    None => (id, None),
+                };
                 let (job, array_index) = job_ref(id, text, SLURM_EXPECTED)?;
                 deps.jobs.push(JobDependency {
+                    delay,
                     kind,
                     job,
                     array_index,
@@ -711,6 +725,7 @@ mod tests {
 
     fn dep(kind: DependencyKind, job: u64) -> JobDependency {
         JobDependency {
+            delay: None,
             kind,
             job,
             array_index: None,
@@ -736,6 +751,10 @@ mod tests {
             .unwrap()
             .jobs
             .is_empty());
+        // `after` with a delay in minutes, each job its own; +0 is none.
+        let d = Dependencies::parse_slurm("after:7+5:8:9+0").unwrap();
+        let delays: Vec<_> = d.jobs.iter().map(|j| (j.job, j.delay)).collect();
+        assert_eq!(delays, [(7, Some(5)), (8, None), (9, None)]);
     }
 
     #[test]
@@ -760,12 +779,13 @@ mod tests {
         assert!(e("afterok").contains("expected TYPE:JOBID"));
         assert!(e("afterok:").contains("expected TYPE:JOBID"));
         assert!(e("beforeok:3").contains("is not supported"));
+        assert!(e("afterok:3+5").contains("only after `after:`"));
+        assert!(e("after:3+soon").contains("after:JOB+MINUTES"));
         assert!(e("afterburstbuffer:3").contains("is not supported"));
         assert_eq!(
             Dependencies::parse_slurm("aftercorr:3").unwrap().jobs[0].kind,
             DependencyKind::AfterCorr
         );
-        assert!(e("after:3+10").contains("delay"));
         assert!(e("whenever:3").contains("expected TYPE:JOBID"));
     }
 
@@ -782,6 +802,7 @@ mod tests {
         // whole), by id or by name; one element by name.
         let d = Dependencies::parse_lsf("ended(58[*]) && ended(la[*]) && done(la[3])").unwrap();
         let each = JobDependency {
+            delay: None,
             each: true,
             ..dep(AfterAny, 58)
         };
@@ -867,6 +888,7 @@ mod tests {
         let mut d =
             Dependencies::parse_lsf("(done(4[2]) || !exit(prep)) && numexit(5, > 1)").unwrap();
         d.jobs.push(JobDependency {
+            delay: None,
             each: true,
             ..dep(AfterAny, 9)
         });

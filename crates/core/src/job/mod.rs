@@ -1303,6 +1303,7 @@ mod tests {
             JobOptions {
                 dependencies: Some(Dependencies {
                     jobs: vec![JobDependency {
+                        delay: None,
                         kind: DependencyKind::AfterOk,
                         job: 0,
                         array_index: None,
