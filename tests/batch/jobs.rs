@@ -4510,7 +4510,7 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         return;
     };
     // The launch file beside the script holds the submitter's environment: root's alone.
-    let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\nlaunch=\"$(dirname \"$0\")/launch.json\"\nstat -c %a \"$launch\"\ncat \"$launch\" >/dev/null 2>&1 || echo unreadable\necho \"$PATH\" | cut -d: -f1,2\n";
+    let script = "#!/bin/sh\n#SBATCH -J onhost\necho \"$(id -un) $SLURM_JOB_ID $(cat /etc/debian_version | cut -c1-2)\"\nwc -l < $LSB_DJOB_HOSTFILE\nlaunch=\"$(dirname \"$0\")/launch.json\"\nstat -c %a \"$launch\"\ncat \"$launch\" >/dev/null 2>&1 || echo unreadable\necho \"$PATH\" | cut -d: -f1,2\ntouch \"$TMPDIR/scratch\"\nstat -c '%U %a' \"$TMPDIR\"\necho \"$TMPDIR\"\n";
     let id = c.submit(Mode::Rootless, "host.sh", script, &[]);
     let job = c.completed(id);
     assert_eq!(job["image"], serde_json::Value::Null);
@@ -4521,10 +4521,21 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         .collect();
     let out =
         std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"))).unwrap();
+    // (The submitter's PATH, on the host: no image's to give way to; a directory of its
+    // own for its temporary files, the user's alone, which goes with the job.)
+    let (out, tmpdir) = out.trim_end().rsplit_once('\n').unwrap();
     assert_eq!(
         out,
-        // (The submitter's PATH, on the host: no image's to give way to.)
-        format!("{TEST_USER} {id} {host_release}\n1\n600\nunreadable\n/usr/bin:/bin\n")
+        format!(
+            "{TEST_USER} {id} {host_release}\n1\n600\nunreadable\n/usr/bin:/bin\n{TEST_USER} 700"
+        )
+    );
+    let scratch = std::path::Path::new(tmpdir).join("scratch");
+    assert!(tmpdir.starts_with('/') && tmpdir != "/tmp", "{tmpdir}");
+    wait_until(
+        20,
+        || !scratch.exists(),
+        || format!("{} is left", scratch.display()),
     );
     // What only a container has is refused at submission.
     for option in ["--bind=/tmp:/x", "--container-workdir=/x"] {

@@ -494,18 +494,23 @@ impl NodeAgent {
         // Others may reach the files they know (the script, the hostfile), not list them.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(at(&dir))?;
         let mut launch = job.launch;
-        // A job in an image gets a /tmp of its own on the node's disk (as Slurm's
-        // job_container/tmpfs makes one): what it writes there is not held in its memory,
-        // and goes when the job is forgotten. Everyone's, sticky, as /tmp is.
-        if launch.image.is_some() || launch.image_source.is_some() {
-            let tmp = self.tmp_dir(id);
-            NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs())
-                .and_then(|()| {
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
-                })
-                .map_err(at(&tmp))?;
-            launch.tmp = Some(tmp);
-        }
+        // A job gets a directory for its temporary files on the node's disk, which goes when
+        // the job is forgotten: in an image, its /tmp (as Slurm's job_container/tmpfs makes
+        // one: what it writes there is not held in its memory), everyone's, sticky, as /tmp
+        // is; on the host, its user's alone, in TMPDIR (as PBS's and LSF's jobs get one).
+        let tmp = self.tmp_dir(id);
+        let in_image = launch.image.is_some() || launch.image_source.is_some();
+        NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs())
+            .and_then(|()| match in_image {
+                true => std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)),
+                false => {
+                    std::os::unix::fs::chown(&tmp, Some(job.uid), Some(job.gid)).and_then(|()| {
+                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+                    })
+                }
+            })
+            .map_err(at(&tmp))?;
+        launch.tmp = Some(tmp);
         let script = dir.join("script");
         std::fs::write(&script, &job.script).map_err(at(&script))?;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700))

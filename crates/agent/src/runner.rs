@@ -104,9 +104,10 @@ pub struct JobLaunch {
     /// (pyxis's `--container-save`), before the job's end is recorded.
     #[serde(default)]
     pub save: Option<PathBuf>,
-    /// The job's own /tmp on this node's disk, which its container gets at /tmp (the node
-    /// makes it, and empties it when it forgets the job: [`crate::node::NodeAgent::start`]);
-    /// `None`: a tmpfs.
+    /// The job's own directory for temporary files on this node's disk, which its
+    /// container gets at /tmp, or a job on the host in TMPDIR (the node makes it, and
+    /// empties it when it forgets the job: [`crate::node::NodeAgent::start`]); `None`: a
+    /// tmpfs.
     #[serde(default)]
     pub tmp: Option<PathBuf>,
     pub cpuset: Option<String>,
@@ -598,9 +599,16 @@ fn in_container(
     };
     let mut env: Vec<String> = launch.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // Where temporary files go, as LSF and PBS say it, unless the submitter's says: the
-    // job's own /tmp.
-    if launch.tmp.is_some() && !launch.env.iter().any(|(k, _)| k == "TMPDIR") {
-        env.push("TMPDIR=/tmp".into());
+    // job's own /tmp in its image, its own directory on the host.
+    if let Some(tmp) = launch
+        .tmp
+        .as_ref()
+        .filter(|_| !launch.env.iter().any(|(k, _)| k == "TMPDIR"))
+    {
+        match &launch.image {
+            Some(_) => env.push("TMPDIR=/tmp".into()),
+            None => env.push(format!("TMPDIR={}", tmp.display())),
+        }
     }
     // The job's group, as this node knows its user (the controller knows the uid alone).
     env.push(format!("SLURM_JOB_GID={}", id.gid));
