@@ -500,15 +500,15 @@ impl NodeAgent {
         // is; on the host, its user's alone, in TMPDIR (as PBS's and LSF's jobs get one).
         let tmp = self.tmp_dir(id);
         let in_image = launch.image.is_some() || launch.image_source.is_some();
+        // (A spare directory may have been another user's: the daemon's, or the job's user's.)
+        let (owner, mode) = match in_image {
+            // SAFETY: geteuid and getegid cannot fail.
+            true => (unsafe { (libc::geteuid(), libc::getegid()) }, 0o1777),
+            false => ((job.uid, job.gid), 0o700),
+        };
         NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs())
-            .and_then(|()| match in_image {
-                true => std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)),
-                false => {
-                    std::os::unix::fs::chown(&tmp, Some(job.uid), Some(job.gid)).and_then(|()| {
-                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
-                    })
-                }
-            })
+            .and_then(|()| std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)))
+            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
             .map_err(at(&tmp))?;
         launch.tmp = Some(tmp);
         let script = dir.join("script");
