@@ -296,7 +296,8 @@ impl Server {
 /// the step's tasks do, not as long as the agent that took the step, so that an MPI step goes
 /// on across a restart of its agent (the next one adopts its step process). The helper
 /// becomes the job's user, listens on loopback and writes each task's `cmd=abort
-/// exitcode=E` to its link, as E in four bytes; it ends when the step process closes its end.
+/// exitcode=E` to its link, as E in four bytes; it is killed once the tasks have ended (and
+/// ends by itself if the step process goes first).
 pub struct Helper {
     pid: libc::pid_t,
     link: std::os::unix::net::UnixStream,
