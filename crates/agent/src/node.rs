@@ -43,21 +43,66 @@ pub struct Resources {
 }
 
 /// What kind of machine a node is (LSF's lshosts shows it): its architecture (uname's),
-/// its CPUs' model and its swap space.
+/// its CPUs' model, its swap space, and how its CPUs are laid out.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Machine {
     pub arch: String,
     pub model: String,
     pub swap: u64,
+    #[serde(default)]
+    pub topology: Topology,
 }
 
 impl Machine {
-    pub fn discover() -> Machine {
+    /// This machine, its topology that of `cpus` (the node's).
+    pub fn discover(cpus: &[u32]) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         Machine {
             arch: std::env::consts::ARCH.to_string(),
             model: proc_field(&cpuinfo, "model name").unwrap_or_default(),
             swap: meminfo("SwapTotal"),
+            topology: Topology::discover(cpus),
+        }
+    }
+}
+
+/// How a node's CPUs are laid out, as Slurm describes a node (sinfo's S:C:T): sockets,
+/// cores in each, hardware threads in each core. All 0: not known (a record from before).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Topology {
+    pub sockets: u32,
+    pub cores_per_socket: u32,
+    pub threads_per_core: u32,
+}
+
+impl Topology {
+    /// The layout of `cpus`, from the kernel's topology files; where it has none, each
+    /// CPU a core of one socket.
+    fn discover(cpus: &[u32]) -> Topology {
+        let read = |cpu: u32, name: &str| {
+            let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/{name}");
+            std::fs::read_to_string(path)
+                .ok()?
+                .trim()
+                .parse::<i64>()
+                .ok()
+        };
+        let places: Option<Vec<(i64, i64)>> = cpus
+            .iter()
+            .map(|&c| Some((read(c, "physical_package_id")?, read(c, "core_id")?)))
+            .collect();
+        Topology::of(&places.unwrap_or_else(|| (0..cpus.len() as i64).map(|c| (0, c)).collect()))
+    }
+
+    /// The layout of CPUs at these (socket, core) places.
+    fn of(places: &[(i64, i64)]) -> Topology {
+        let sockets: BTreeSet<i64> = places.iter().map(|(s, _)| *s).collect();
+        let cores: BTreeSet<(i64, i64)> = places.iter().copied().collect();
+        let (n_sockets, n_cores) = (sockets.len().max(1) as u32, cores.len().max(1) as u32);
+        Topology {
+            sockets: n_sockets,
+            cores_per_socket: n_cores.div_ceil(n_sockets),
+            threads_per_core: (places.len().max(1) as u32).div_ceil(n_cores),
         }
     }
 }
@@ -151,13 +196,14 @@ impl Resources {
                     .collect()
             },
         );
+        let cpus = usable_cpus();
         Resources {
             name,
-            cpus: usable_cpus(),
+            machine: Machine::discover(&cpus),
+            cpus,
             memory,
             gpus: gpus.into_iter().collect(),
             features: Vec::new(),
-            machine: Machine::discover(),
         }
     }
 }
@@ -923,7 +969,34 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::Health;
+    use super::{usable_cpus, Health, Topology};
+
+    #[test]
+    fn a_machines_layout_is_counted_from_its_cpus_places() {
+        let t = |places: &[(i64, i64)]| {
+            let t = Topology::of(places);
+            [t.sockets, t.cores_per_socket, t.threads_per_core]
+        };
+        // Two sockets of two cores with two threads each; one core of one socket alone;
+        // none known.
+        let eight = [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+        ];
+        assert_eq!(t(&eight), [2, 2, 2]);
+        assert_eq!(t(&[(0, 3)]), [1, 1, 1]);
+        assert_eq!(t(&[]), [1, 1, 1]);
+        // This machine's CPUs: room for all of them in its layout.
+        let cpus = usable_cpus();
+        let here = Topology::discover(&cpus);
+        assert!(here.sockets * here.cores_per_socket * here.threads_per_core >= cpus.len() as u32);
+    }
 
     #[test]
     fn health_is_read_from_loadavg_and_meminfo() {

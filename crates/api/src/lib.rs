@@ -565,6 +565,14 @@ pub struct NodeInfo {
     pub cpu_model: String,
     #[serde(default)]
     pub swap: u64,
+    /// How its CPUs are laid out, as its agent found them (sinfo's S:C:T): sockets, cores
+    /// in each, threads in each core; 0 where its agent did not say.
+    #[serde(default)]
+    pub sockets: u32,
+    #[serde(default)]
+    pub cores_per_socket: u32,
+    #[serde(default)]
+    pub threads_per_core: u32,
     /// Its load averages over 1, 5 and 15 minutes, as its agent last reported them (the
     /// controller's own node: now); none before its first report.
     #[serde(default)]
@@ -587,6 +595,15 @@ impl NodeInfo {
     /// calls its CPU load.
     pub fn cpu_load(&self) -> Option<f64> {
         self.load.as_ref()?.first().copied()
+    }
+
+    /// Its sockets, cores per socket and threads per core; where its agent did not say,
+    /// each CPU a core of one socket.
+    pub fn topology(&self) -> [u32; 3] {
+        match self.sockets {
+            0 => [1, self.cpus, 1],
+            s => [s, self.cores_per_socket, self.threads_per_core],
+        }
     }
 }
 

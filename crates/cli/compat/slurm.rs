@@ -12,7 +12,7 @@ const SINFO_USAGE: &str =
     "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT | -O NAME[:SIZE],...] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
-const FIELDS: &str = "PRalLtTDNncCmeOGfEFswdrhg";
+const FIELDS: &str = "PRalLtTDNncCmeOGfEFswdrhgzXYZ";
 
 /// sinfo's `--Format` names, and the `-o` letter each stands for.
 const FORMAT_NAMES: &[(&str, char)] = &[
@@ -41,6 +41,10 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("root", 'r'),
     ("oversubscribe", 'h'),
     ("groups", 'g'),
+    ("socketcorethread", 'z'),
+    ("sockets", 'X'),
+    ("cores", 'Y'),
+    ("threads", 'Z'),
 ];
 
 /// One line of sinfo: a partition and a set of its nodes (all of one state, or one node).
@@ -308,6 +312,10 @@ fn header(letter: char) -> &'static str {
         'd' => "TMP_DISK",
         'r' => "ROOT",
         'h' => "OVERSUBS",
+        'z' => "S:C:T",
+        'X' => "SOCKETS",
+        'Y' => "CORES",
+        'Z' => "THREADS",
         _ => "GROUPS",
     }
 }
@@ -387,6 +395,11 @@ fn field(letter: char, row: &Row) -> String {
         'r' => "no".into(),
         'h' => "NO".into(),
         'g' => "all".into(),
+        // The nodes' layout: sockets, cores per socket, threads per core.
+        'X' => least(&|n| u64::from(n.topology()[0])),
+        'Y' => least(&|n| u64::from(n.topology()[1])),
+        'Z' => least(&|n| u64::from(n.topology()[2])),
+        'z' => ['X', 'Y', 'Z'].map(|l| field(l, row)).join(":"),
         _ => String::new(),
     }
 }
@@ -834,8 +847,9 @@ fn node_block(n: &NodeInfo) -> String {
     };
     let load = span(std::iter::once(n.cpu_load()), 2);
     let free = span(std::iter::once(free_mib(n)), 0);
+    let [sockets, cores, threads] = n.topology();
     let mut block = format!(
-        "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={} CPULoad={load}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem={free}\n   State={state}\n   Partitions={}\n",
+        "NodeName={} Arch={} CoresPerSocket={cores}\n   CPUAlloc={} CPUTot={} CPULoad={load}\n   AvailableFeatures={features}\n   ActiveFeatures={features}\n   Gres={}\n   NodeAddr={} NodeHostName={}\n   RealMemory={} AllocMem={} FreeMem={free} Sockets={sockets} Boards=1\n   State={state} ThreadsPerCore={threads}\n   Partitions={}\n",
         n.name,
         null(n.arch.clone()),
         n.cpus_allocated,
@@ -1179,6 +1193,9 @@ mod tests {
             arch: "x86_64".into(),
             cpu_model: String::new(),
             swap: 0,
+            sockets: 0,
+            cores_per_socket: 0,
+            threads_per_core: 0,
             load: Some(vec![0.5, 0.25, 0.125]),
             memory_available: Some(3 << 30),
             heard: Some(2),
@@ -1308,6 +1325,21 @@ mod tests {
         let loads = [Some(1.5), None, Some(0.25)].into_iter();
         assert_eq!(span(loads, 2), "0.25-1.50");
         assert_eq!(span([None, None].into_iter(), 0), "N/A");
+        // The nodes' layout (S:C:T): where an agent did not say, each CPU a core; the
+        // least where they differ.
+        assert_eq!(field('z', &all[0]), "1:4:1");
+        let mut laid_out = nodes.clone();
+        (
+            laid_out[0].sockets,
+            laid_out[0].cores_per_socket,
+            laid_out[0].threads_per_core,
+        ) = (2, 1, 2);
+        let all = rows(&parts[..1], &laid_out, false, true);
+        assert_eq!(field('z', &all[0]), "1+:1+:1+");
+        assert_eq!(
+            lines(&parts[..1], &laid_out, true, "%N %z %X %Y %Z")[0],
+            "n1 2:1:2 2 1 2"
+        );
     }
 
     #[test]
@@ -1325,11 +1357,16 @@ mod tests {
         let n = NodeInfo {
             reason: Some("maintenance".into()),
             gpus: 2,
+            sockets: 2,
+            cores_per_socket: 1,
+            threads_per_core: 2,
             ..node("n4", "drain", 4, 0)
         };
         let block = node_block(&n);
         for part in [
-            "NodeName=n4 Arch=x86_64",
+            "NodeName=n4 Arch=x86_64 CoresPerSocket=1",
+            "Sockets=2 Boards=1",
+            "ThreadsPerCore=2",
             "CPUAlloc=0 CPUTot=4 CPULoad=0.50",
             "FreeMem=3072",
             "Gres=gpu:2",
