@@ -1361,8 +1361,8 @@ pub(crate) struct RunningStep<'a> {
     pub state: &'static str,
 }
 
-/// The running steps of job `j` if it runs (or is suspended): its batch script's first,
-/// then its steps'.
+/// The running steps of job `j` if it runs (or is suspended): its batch script's first
+/// (an allocation has none), then its steps'.
 pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
     if j.state != "RUNNING" && j.state != "SUSPENDED" {
         return Vec::new();
@@ -1395,7 +1395,8 @@ pub(crate) fn running_steps(j: &JobInfo) -> Vec<RunningStep<'_>> {
         elapsed: step_elapsed(j, s, now),
         state,
     });
-    std::iter::once(batch).chain(steps).collect()
+    let batch = (!j.allocation).then_some(batch);
+    batch.into_iter().chain(steps).collect()
 }
 
 /// What `squeue -s` prints: the running steps of `jobs` (each running job's batch script

@@ -1107,8 +1107,24 @@ exit 3"#
         ],
     );
     assert_eq!(step.ok(), format!("in {id}\n"));
+    // An allocation too: no batch step running, none in its accounting.
+    let shown = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "show", "job", &id.to_string()],
+    );
+    assert!(shown.ok().contains(" BatchFlag=0 "), "{}", shown.stdout);
+    let running = c.berth(Mode::Rootless, &["as", "squeue", "-s", "-h", "-o", "%i"]);
+    assert!(
+        !running.ok().contains(&format!("{id}.batch")),
+        "{}",
+        running.stdout
+    );
     c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
     assert_eq!(c.wait_for(id, &["CANCELLED"])["state"], "CANCELLED");
+    assert_eq!(
+        sacct(&c, &id.to_string(), "JobID"),
+        format!("{id}\n{id}.0\n")
+    );
 
     // Refused as a submission would be, with the reason.
     let unknown = c.berth(

@@ -274,8 +274,8 @@ pub struct Job {
     /// created of, for the steps that name it again; they end with the run.
     #[serde(default)]
     pub containers: std::collections::BTreeMap<String, String>,
-    /// A job that only holds an allocation for one `berth step` from outside a job (srun's
-    /// own allocation): it ends with that step.
+    /// An allocation: a job whose script only holds its nodes ([`crate::HOLD_SCRIPT`]) for
+    /// commands from outside it (salloc's; srun's own, which ends with its one step).
     #[serde(default)]
     pub allocation: bool,
     /// The exit status of an allocation's step, once it ended: the job's own.

@@ -1327,6 +1327,8 @@ impl Controller {
         }
         .map_err(ApiError::internal)?;
         // One copy for all of an array's tasks (see `job::Part`).
+        // (An allocation's client submits the script that holds it: salloc's, srun's own.)
+        let allocation = req.script == HOLD_SCRIPT;
         let (script, submit_env) = (job::Part::new(req.script), job::Part::new(req.env));
         let shared = job::Part::new(request.clone());
         let mut jobs = Vec::with_capacity(indices.len());
@@ -1406,7 +1408,7 @@ impl Controller {
                 steps: Vec::new(),
                 earlier_runs: Vec::new(),
                 containers: BTreeMap::new(),
-                allocation: false,
+                allocation,
                 allocation_exit: None,
                 suspended: job::Stopwatch::default(),
                 expected_start: None,
@@ -5000,10 +5002,6 @@ impl Controller {
                 "an allocation for a step is one job: job arrays are for `berth submit`".into(),
             );
         }
-        let mut job = self.active.get_mut(&id).expect("just submitted");
-        job.allocation = true;
-        let job = job.cloned();
-        self.persist(&job).map_err(|e| e.message)?;
         Ok(submitted)
     }
 
