@@ -2207,3 +2207,24 @@ echo "abort=$?""#;
     );
     assert_eq!(job["steps"][1]["exit_code"], 7, "{job}");
 }
+
+/// A job cancelled (scancel JOB) or whose script ends while steps run: the steps' tasks get
+/// a SIGTERM and the job's KillWait to end on their own, as Slurm's, before they are killed.
+#[test]
+fn a_cancelled_jobs_steps_get_a_sigterm_first() {
+    let Some(c) = Cluster::start() else { return };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let body = "srun sh -c 'trap \"echo step got TERM; exit 7\" TERM; touch up; while :; do sleep 0.1; done'";
+    let id = c.submit(Mode::Rootless, "trap.sh", &script("-n 1", body), &[]);
+    wait_until(
+        20,
+        || cwd.join("up").exists(),
+        || format!("no step: {}\n{}", c.show(id), c.log()),
+    );
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    let job = c.wait_for(id, &["CANCELLED", "COMPLETED", "FAILED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+    let out = output(&c, id);
+    assert!(out.contains("step got TERM\n"), "{out}");
+    assert_eq!(job["steps"][0]["exit_code"], 7, "{job}");
+}

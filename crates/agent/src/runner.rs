@@ -399,16 +399,13 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                 launch.time_limit.unwrap_or(0)
             ),
         }
-        // At the time limit the steps' tasks had its SIGTERM: they have the grace the
-        // script had to end on their own, as Slurm's KillWait.
-        let patience = std::time::Duration::from_secs(match outcome.timed_out {
-            true => launch.grace,
-            false => 0,
-        });
         // No new step starts in a job whose script has ended (the steps' ends below free
         // CPUs that waiting steps would otherwise get): `NodeAgent::script_ended`.
         let _ = std::fs::write(script_ended_path(job_dir, std::process::id()), b"");
-        end_steps(job_dir, launch.job_id, patience);
+        // The steps' tasks get a SIGTERM (those of a job at its time limit had its own) and
+        // the grace the script had to end on their own, as Slurm's KillWait.
+        let grace = std::time::Duration::from_secs(launch.grace);
+        end_steps(job_dir, launch.job_id, !outcome.timed_out, grace);
         recorded = Some(record(of(outcome)))
     });
     match (recorded, outcome) {
@@ -437,13 +434,13 @@ pub fn script_ended_path(job_dir: &Path, pid: u32) -> PathBuf {
 const STEPS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ends the steps of job `job` still running on this node when its script has ended (or
-/// was killed): each step process registered in the job's directory (`step::STEPS_DIR`) and
-/// in this runner's cgroup gets the step's end signal, kills its tasks, reaps them and
-/// reports what they used, as a step ended early does; waited for up to [`STEPS_GRACE`].
-/// Those that end by themselves within `patience` first (the time limit's grace) are left
-/// to.
+/// was killed, cancelled): the tasks of each step process registered in the job's directory
+/// (`step::STEPS_DIR`) and in this runner's cgroup get a SIGTERM (`term`) and `patience` to
+/// end (Slurm's KillWait); then each step process still there gets the step's end signal,
+/// kills its tasks, reaps them and reports what they used, as a step ended early does;
+/// waited for up to [`STEPS_GRACE`].
 /// Without this, the cgroup's kill took them with their usage.
-fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
+fn end_steps(job_dir: &Path, job: u64, term: bool, patience: std::time::Duration) {
     let dir = job_dir.join(crate::step::STEPS_DIR);
     let registered = || -> Vec<libc::pid_t> {
         std::fs::read_dir(&dir).map_or_else(
@@ -461,6 +458,13 @@ fn end_steps(job_dir: &Path, job: u64, patience: std::time::Duration) {
     let ours = |pid: libc::pid_t| berth_runtime::enter::is_member(pid, &cgroup);
     let seen: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
     let mut ending = seen.clone();
+    if term {
+        for &pid in &ending {
+            // SAFETY: kill(2) of the process group a step process of this job's cgroup
+            // leads, its tasks' (the step process itself ignores SIGTERM).
+            unsafe { libc::kill(-pid, libc::SIGTERM) };
+        }
+    }
     // Those that end by themselves within `patience` (their tasks had a SIGTERM) are not
     // ended.
     let deadline = std::time::Instant::now() + patience;
