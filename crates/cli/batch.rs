@@ -2993,7 +2993,14 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "CPUTimeRAW" => (j.cpus * elapsed(j)).to_string(),
         "ElapsedRaw" => elapsed(j).to_string(),
         // The highest exit status of its steps (sacct's CODE:SIGNAL), or the job's own.
-        "DerivedExitCode" => exit_code_of(j.steps.iter().filter_map(|s| s.exit_code).max()),
+        // The worst of its steps' as wait(2) orders them (Slurm's): any exit status over
+        // any signal.
+        "DerivedExitCode" => exit_code_of((j.steps.iter().filter_map(|s| s.exit_code)).max_by_key(
+            |&c| match step_signal(c) {
+                Some(signal) => signal,
+                None => c << 8,
+            },
+        )),
         "Priority" => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
         "WorkDir" => j.workdir.clone(),
         "Constraints" => j.constraint.clone().unwrap_or_default(),
@@ -3026,8 +3033,13 @@ fn accounting(name: &str, j: &JobInfo) -> String {
 
 /// A step's exit status as sacct's CODE:SIGNAL (a status of 128 + N was signal N: `0:N`).
 fn exit_code_of(status: Option<i32>) -> String {
-    let signal = status.filter(|c| *c > 128).map(|c| c - 128);
-    slurm_exit_code(status, signal)
+    slurm_exit_code(status, status.and_then(step_signal))
+}
+
+/// The signal a step's exit status of 128 + N says killed it (one past the last signal's
+/// is an exit status).
+fn step_signal(status: i32) -> Option<i32> {
+    (129..=128 + 64).contains(&status).then(|| status - 128)
 }
 
 /// A job's ExitCode as sacct and scontrol show it: [`slurm_exit_code`], and `0:125` for
@@ -3646,9 +3658,31 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::{
-        array_ranges, cpu_time, in_unit, named_format, parse_time, slurm_size, step_elapsed,
-        wait_on_controller, wrapped,
+        accounting, array_ranges, cpu_time, exit_code_of, in_unit, named_format, parse_time,
+        slurm_size, step_elapsed, wait_on_controller, wrapped,
     };
+
+    /// A step's status of 128 + N is signal N, one past the last signal's an exit status; a
+    /// job's DerivedExitCode is its worst step's as wait(2) orders them: an exit status over
+    /// any signal.
+    #[test]
+    fn steps_exit_codes_read_as_sacct_shows_them() {
+        assert_eq!(exit_code_of(Some(7)), "7:0");
+        assert_eq!(exit_code_of(Some(137)), "0:9");
+        assert_eq!(exit_code_of(Some(200)), "200:0");
+        let steps = [3, 137, 5].map(|code| {
+            serde_json::json!({
+                "id": 0, "ntasks": 1, "command": "x", "start_time": 100, "exit_code": code,
+            })
+        });
+        let j: berth_api::JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "sim", "user": "u", "partition": "batch", "state": "COMPLETED",
+            "submit_time": 100, "nodes": ["n1"], "cpus": 1, "workdir": "/w", "stdout": "/w/o",
+            "held": false, "steps": steps,
+        }))
+        .unwrap();
+        assert_eq!(accounting("DerivedExitCode", &j), "5:0");
+    }
 
     /// A step's time leaves out its job's suspensions while it ran, and only those.
     #[test]

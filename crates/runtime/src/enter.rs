@@ -632,5 +632,13 @@ pub fn pidfd(pid: libc::pid_t) -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// Reaps an ended task; its exit status as a shell reports it (128 + N for signal N).
 pub fn wait(pid: libc::pid_t) -> std::io::Result<i32> {
-    sys::wait(pid).map(sys::exit_code)
+    wait_signalled(pid).map(|(code, _)| code)
+}
+
+/// Reaps an ended task: its exit status as a shell reports it, and the signal that killed
+/// it, if one did (which tells a status of 130 from SIGINT's).
+pub fn wait_signalled(pid: libc::pid_t) -> std::io::Result<(i32, Option<i32>)> {
+    let status = sys::wait(pid)?;
+    let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    Ok((sys::exit_code(status), signal))
 }

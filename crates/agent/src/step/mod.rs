@@ -553,6 +553,8 @@ struct Running {
     pid: libc::pid_t,
     pidfd: Option<OwnedFd>,
     status: Option<i32>,
+    /// The signal that killed it, if one did.
+    signal: Option<i32>,
     /// Killed by berth (--kill-on-bad-exit), so its status says nothing about the program.
     killed: bool,
 }
@@ -759,11 +761,10 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     code
 }
 
-/// What a step's client says of a task that failed with `status` (128 + N: signal N): in
-/// srun's words (`srun: error: n1: task 0: Exited with exit code 7`, `...: Killed`) where
-/// it is srun, else berth's.
-fn task_failed(srun: bool, node: &str, rank: usize, status: i32) -> String {
-    let signal = (status > 128).then_some(status - 128);
+/// What a step's client says of a task that failed with `status`, or was killed by
+/// `signal`: in srun's words (`srun: error: n1: task 0: Exited with exit code 7`, `...:
+/// Killed`) where it is srun, else berth's.
+fn task_failed(srun: bool, node: &str, rank: usize, status: i32, signal: Option<i32>) -> String {
     match (srun, signal) {
         (false, Some(n)) => format!("berth step: {node}: task {rank}: killed by signal {n}"),
         (false, None) => format!("berth step: {node}: task {rank}: exited with exit code {status}"),
@@ -1501,6 +1502,7 @@ fn run_tasks(
                 berth_runtime::enter::pidfd(pid).map_err(io_err("watching a task (pidfd)"))?,
             ),
             status: None,
+            signal: None,
             killed: false,
         });
     }
@@ -1518,11 +1520,9 @@ fn run_tasks(
         Some(t) => {
             drop(t.slave);
             let task = &mut running[0];
-            task.status = Some(pty::relay(
-                &t.master,
-                task.pid,
-                task.pidfd.take().expect("watched"),
-            )?);
+            let (status, signal) =
+                pty::relay(&t.master, task.pid, task.pidfd.take().expect("watched"))?;
+            (task.status, task.signal) = (Some(status), signal);
         }
         None => {
             if let Some(code) = watch(launch, &mut running, &mut labelled, pmi.aborts)? {
@@ -1539,7 +1539,8 @@ fn run_tasks(
             continue;
         }
         if status != 0 {
-            eprintln!("{}", task_failed(launch.srun, &launch.node, t.rank, status));
+            let said = task_failed(launch.srun, &launch.node, t.rank, status, t.signal);
+            eprintln!("{said}");
         }
         worst = worst.max(status);
     }
@@ -1770,8 +1771,9 @@ fn watch(
                 continue;
             }
             let t = &mut running[i];
-            t.status =
-                Some(berth_runtime::enter::wait(t.pid).map_err(io_err("waiting for a task"))?);
+            let (status, signal) = berth_runtime::enter::wait_signalled(t.pid)
+                .map_err(io_err("waiting for a task"))?;
+            (t.status, t.signal) = (Some(status), signal);
             t.pidfd = None;
             let failed = t.status != Some(0);
             let rank = t.rank;
@@ -1812,16 +1814,21 @@ mod tests {
     #[test]
     fn a_failed_task_is_said_in_its_clients_words() {
         assert_eq!(
-            task_failed(true, "n1", 0, 7),
+            task_failed(true, "n1", 0, 7, None),
             "srun: error: n1: task 0: Exited with exit code 7"
         );
         assert_eq!(
-            task_failed(true, "n1", 2, 137),
+            task_failed(true, "n1", 2, 137, Some(9)),
             "srun: error: n1: task 2: Killed"
         );
         assert_eq!(
-            task_failed(false, "n1", 1, 143),
+            task_failed(false, "n1", 1, 143, Some(15)),
             "berth step: n1: task 1: killed by signal 15"
+        );
+        // An exit status past 128 that no signal gave is an exit status.
+        assert_eq!(
+            task_failed(true, "n1", 0, 200, None),
+            "srun: error: n1: task 0: Exited with exit code 200"
         );
     }
 

@@ -141,9 +141,14 @@ fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Relays between this process's stdin/stdout (the client's terminal) and `master` until the
-/// task `pid` ends; returns its exit status. The step's end signal (the job's end, the
+/// task `pid` ends; returns its exit status and the signal that killed it, if one did. The
+/// step's end signal (the job's end, the
 /// client gone) kills the task.
-pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, StepError> {
+pub fn relay(
+    master: &OwnedFd,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+) -> Result<(i32, Option<i32>), StepError> {
     TASK.store(pid, Ordering::SeqCst);
     handle(libc::SIGWINCH, on_winch);
     for sig in berth_runtime::FORWARDED {
@@ -210,7 +215,8 @@ pub fn relay(master: &OwnedFd, pid: libc::pid_t, pidfd: OwnedFd) -> Result<i32, 
             let _ = read(fds[3].fd, &mut buf);
         }
         if fds[0].revents != 0 {
-            let status = berth_runtime::enter::wait(pid).map_err(io_err("waiting for the task"))?;
+            let status = berth_runtime::enter::wait_signalled(pid)
+                .map_err(io_err("waiting for the task"))?;
             // What the task wrote last may still be in the terminal: pass it on.
             // SAFETY: makes our own master descriptor non-blocking.
             unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
