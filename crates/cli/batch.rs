@@ -2347,8 +2347,11 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         named_jobs(&specs)?
     };
     let on_nodes = args.nodelist.as_deref().map(node_names).transpose()?;
+    // Each job once, where the specs overlap (`-j 26,26_2`), as sacct lists them.
+    let mut seen = std::collections::HashSet::new();
     jobs.retain(|j| {
-        (args.names.is_empty() || args.names.contains(&j.name))
+        seen.insert(j.id)
+            && (args.names.is_empty() || args.names.contains(&j.name))
             && ran_on(j, on_nodes.as_deref())
             && charged_to(j, &args.accounts)
             && (args.partitions.is_empty() || args.partitions.contains(&j.partition))

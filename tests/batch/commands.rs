@@ -874,18 +874,20 @@ fn a_pbs_scripts_variables_and_omp_threads() {
             "qsub",
             &[&["-j", "oe", "-o", out][..], args, &["omp.sh"]].concat(),
         );
-        let id: u64 = id.ok().split('.').next().unwrap().parse().unwrap();
-        c.completed(id);
-        std::fs::read_to_string(cwd.join(out)).unwrap()
+        let id = id.ok().trim().to_string();
+        c.completed(id.split('.').next().unwrap().parse().unwrap());
+        (std::fs::read_to_string(cwd.join(out)).unwrap(), id)
     };
-    assert_eq!(read(&[], "plain.out"), "OMP=2 FOO=bar\n");
+    assert_eq!(read(&[], "plain.out").0, "OMP=2 FOO=bar\n");
     assert_eq!(
-        read(&["-v", "OMP_NUM_THREADS=4"], "own.out"),
+        read(&["-v", "OMP_NUM_THREADS=4"], "own.out").0,
         "OMP=4 FOO=bar\n"
     );
-    // -W umask=: the job's own umask, its output file's too.
-    let masked = read(&["-W", "umask=077"], "masked.out");
+    // -W umask=: the job's own umask, its output file's too, and among its attributes.
+    let (masked, id) = read(&["-W", "umask=077"], "masked.out");
     assert_eq!(masked, "OMP=2 FOO=bar\n");
+    let full = run(&c, &links, "qstat", &["-x", "-f", &id]);
+    assert!(full.ok().contains("\n    umask = 77\n"), "{}", full.stdout);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(cwd.join("masked.out"))
         .unwrap()
@@ -1139,6 +1141,7 @@ fn pbs_commands_as_pbs_users_type_them() {
         "    job_state = F\n",
         "    Exit_status = 0\n",
         "    Resource_List.walltime = 00:20:00\n",
+        "    Resource_List.select = 1:ncpus=1:mpiprocs=1\n",
         "    Rerunable = True\n",
         &format!("    Job_Owner = {TEST_USER}@{server}\n"),
     ] {

@@ -1278,7 +1278,8 @@ fn the_queue_prints_as_squeue_formats() {
             "-o",
             "JobID,Account",
             "-j",
-            &format!("{held},{array}"),
+            // (A task named twice, as itself and in its array, is listed once.)
+            &format!("{held},{array},{array}_5"),
         ],
     );
     assert_eq!(sacct.ok(), format!("{array}_4|proj1\n{array}_5|proj1\n"));

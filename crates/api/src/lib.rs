@@ -367,6 +367,9 @@ pub struct JobInfo {
     /// Its nodes are its alone (`--exclusive`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive: bool,
+    /// The umask it asked for (PBS's `-W umask=077`), where it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 /// One of a requeued job's earlier runs, as sacct -D lists them.

@@ -737,6 +737,10 @@ fn full_attributes(
     if let Some(m) = j.memory {
         attrs.push(("Resource_List.mem", short_size(m)));
     }
+    attrs.push(("Resource_List.select", select(j)));
+    if let Some(mask) = j.umask {
+        attrs.push(("umask", format!("{mask:o}")));
+    }
     if let Some(t) = j.time_limit {
         attrs.push(("Resource_List.walltime", walltime(t)));
     }
@@ -830,6 +834,24 @@ fn full_attributes(
         j.submit_dir.clone().unwrap_or_else(|| j.workdir.clone()),
     ));
     attrs
+}
+
+/// A job's chunks as PBS Pro's Resource_List.select says them: each node's CPUs, ranks and
+/// memory (`2:ncpus=4:mpiprocs=4:mem=8gb`).
+fn select(j: &JobInfo) -> String {
+    let chunks = match j.nodes.len() {
+        0 => j.min_nodes.max(1) as u64,
+        n => n as u64,
+    };
+    let mut select = format!(
+        "{chunks}:ncpus={}:mpiprocs={}",
+        j.cpus / chunks,
+        (u64::from(j.ntasks) / chunks).max(1)
+    );
+    if let Some(m) = j.memory {
+        select += &format!(":mem={}", short_size(m));
+    }
+    select
 }
 
 /// A job's dependency (Slurm's `afterok:42:43,afterany:44`, berth's form) as PBS writes

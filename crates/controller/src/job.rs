@@ -654,6 +654,7 @@ impl Job {
             nice: self.request.nice,
             allocation: self.allocation,
             exclusive: self.request.exclusive,
+            umask: self.request.umask,
         }
     }
 

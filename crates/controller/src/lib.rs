@@ -3529,10 +3529,7 @@ impl Controller {
             Some(r) if r.timed_out => (State::Timeout, None),
             Some(r) if r.oom_killed => (State::OutOfMemory, None),
             Some(r) if r.exit_code == 0 => (State::Completed, None),
-            Some(r) => (
-                State::Failed,
-                Some(format!("NonZeroExitCode ({})", r.exit_code)),
-            ),
+            Some(_) => (State::Failed, Some("NonZeroExitCode".into())),
         };
         self.finish(id, state, reason, result);
     }
