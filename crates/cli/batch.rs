@@ -2560,6 +2560,24 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
             .map_or("UNLIMITED".into(), duration),
         "AllocCPUS" | "NCPUS" => step_cpus(step).to_string(),
         "NodeList" => berth_core::job::hostlist(step_nodes(j, step)),
+        // What it held: its CPUs, its own memory (else its job's on its nodes), its nodes.
+        "AllocTRES" => {
+            let nodes = step_nodes(j, step).len().max(1);
+            let own: u64 = step.cpu_ids.iter().filter_map(|n| n.memory_bytes).sum();
+            let memory = match own {
+                0 => j.memory.map(|m| m * nodes as u64),
+                own => Some(own),
+            };
+            let mem = memory.map_or(String::new(), |m| format!(",mem={}", slurm_size(m)));
+            format!("cpu={}{mem},node={nodes}", step_cpus(step))
+        }
+        // Its CPUs times the time it ran.
+        "CPUTime" => {
+            duration(step_cpus(step) as u64 * step_elapsed(j, step, berth_controller::now()))
+        }
+        "CPUTimeRAW" => {
+            (step_cpus(step) as u64 * step_elapsed(j, step, berth_controller::now())).to_string()
+        }
         _ => String::new(),
     }
 }
@@ -2995,7 +3013,6 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "CPUTime" => duration(j.cpus * elapsed(j)),
         "CPUTimeRAW" => (j.cpus * elapsed(j)).to_string(),
         "ElapsedRaw" => elapsed(j).to_string(),
-        // The highest exit status of its steps (sacct's CODE:SIGNAL), or the job's own.
         // The worst of its steps' as wait(2) orders them (Slurm's): any exit status over
         // any signal.
         "DerivedExitCode" => exit_code_of((j.steps.iter().filter_map(|s| s.exit_code)).max_by_key(

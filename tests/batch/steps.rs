@@ -2230,4 +2230,7 @@ fn a_cancelled_jobs_steps_get_a_sigterm_first() {
     let out = output(&c, id);
     assert!(out.contains("step got TERM\n"), "{out}");
     assert_eq!(job["steps"][0]["exit_code"], 7, "{job}");
+    // What the step held, as sacct says it of a step.
+    let held = sacct(&c, &format!("{id}.0"), "AllocTRES,AllocCPUS");
+    assert_eq!(held, "cpu=1,node=1|1\n");
 }
