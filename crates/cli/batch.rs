@@ -1226,8 +1226,14 @@ pub fn active_jobs(array: Option<u64>, collapse: bool) -> Result<Vec<JobInfo>> {
 /// job's --qos is warned of and left).
 const QOS: &str = "normal";
 
-/// squeue's --format letters berth knows.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqW";
+/// squeue's --format letters berth knows, and (from the Unicode private use area) the
+/// fields only --Format names.
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqW\u{E000}\u{E001}\u{E002}";
+
+/// --Format's NumTasks, cpus-per-task and tres-alloc, which have no --format letter.
+const NUM_TASKS: char = '\u{E000}';
+const CPUS_PER_TASK: char = '\u{E001}';
+const TRES_ALLOC: char = '\u{E002}';
 
 /// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
 const MIN_JOB_AGE: u64 = 300;
@@ -1274,6 +1280,9 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("excnodes", 'x'),
     ("qos", 'q'),
     ("licenses", 'W'),
+    ("numtasks", NUM_TASKS),
+    ("cpus-per-task", CPUS_PER_TASK),
+    ("tres-alloc", TRES_ALLOC),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
@@ -1558,9 +1567,10 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
                 None => (false, k.trim_start_matches('+')),
             };
             match letter.chars().collect::<Vec<_>>()[..] {
-                [l] if QUEUE_FIELDS.contains(l) => Ok((l, descending)),
+                [l] if l.is_ascii_alphabetic() && QUEUE_FIELDS.contains(l) => Ok((l, descending)),
                 _ => Err(anyhow::anyhow!(
-                    "--sort {keys}: {k}: expected a field's letter ({QUEUE_FIELDS}), - before it to sort down"
+                    "--sort {keys}: {k}: expected a field's letter ({}), - before it to sort down",
+                    QUEUE_FIELDS.trim_end_matches(|c: char| !c.is_ascii_alphabetic())
                 )),
             }
         })
@@ -1739,6 +1749,7 @@ pub fn parse_format(format: &str, letters: &str) -> Result<Vec<Column>, anyhow::
                 other.map_or(String::new(), String::from),
                 letters
                     .chars()
+                    .filter(char::is_ascii_alphabetic)
                     .map(|l| format!("%{l}"))
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -1812,6 +1823,9 @@ fn header(letter: char) -> &'static str {
         'x' => "EXC_NODES",
         'q' => "QOS",
         'W' => "LICENSES",
+        NUM_TASKS => "TASKS",
+        CPUS_PER_TASK => "CPUS_PER_TASK",
+        TRES_ALLOC => "TRES_ALLOC",
         _ => "PRIORITY",
     }
 }
@@ -1872,6 +1886,9 @@ fn field(letter: char, j: &JobInfo) -> String {
         'n' => berth_core::job::hostlist(&j.required_nodes),
         'x' => berth_core::job::hostlist(&j.excluded_nodes),
         'q' => QOS.into(),
+        NUM_TASKS => j.ntasks.max(1).to_string(),
+        CPUS_PER_TASK => j.cpus_per_task.max(1).to_string(),
+        TRES_ALLOC => accounting("AllocTRES", j),
         // A fraction of the largest priority there is, as squeue's %p.
         'p' => format!("{:.8}", j.priority.unwrap_or(0.0) / f64::from(u32::MAX)),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),

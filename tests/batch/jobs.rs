@@ -1184,6 +1184,11 @@ fn the_queue_prints_as_squeue_formats() {
         q(&["-h", "-O", "JobID:8,State:.8", "-j", &id]),
         format!("{held:<8}  PENDING\n")
     );
+    // Names with no --format letter.
+    assert_eq!(
+        q(&["-O", "NumTasks:6,cpus-per-task:14|", "-j", &id]),
+        "TASKS  CPUS_PER_TASK |\n1      1             |\n"
+    );
     // A job that never was: an error, as squeue's (one that ended: shown for a while).
     let never = c.berth(Mode::Rootless, &["queue", "-j", "99999"]);
     assert!(

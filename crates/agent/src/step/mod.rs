@@ -591,12 +591,14 @@ impl Labelled {
     }
 }
 
-/// Drops root for the job's user in a helper the step process forked (`helper` names it in
-/// the error; nothing to do where berth runs as that user), then has the helper killed when
-/// the step process dies.
+/// Makes a helper the step process forked (the PMI server, PMIx's) its own: out of the
+/// step's process group, whose processes are its tasks (their usage, the signals they are
+/// given), as the job's user (`helper` names it in the error; nothing to do where berth runs
+/// as that user), killed when the step process dies.
 fn become_user(id: &berth_runtime::Identity, helper: &str) -> Result<(), String> {
     // SAFETY: plain system calls with integer arguments and a live slice.
     unsafe {
+        libc::setpgid(0, 0);
         if libc::geteuid() == 0 {
             let groups = match id.groups.is_empty() {
                 true => vec![id.gid],
