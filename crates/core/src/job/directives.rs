@@ -2262,15 +2262,20 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         }
     }
     // Torque: ppn processes of one CPU each. PBS Pro: mpiprocs ranks (default 1) sharing
-    // ncpus CPUs (default 1).
+    // ncpus CPUs (default 1): each rank as many whole CPUs as it can have alike, the
+    // chunk's node all of them (`select=1:ncpus=6:mpiprocs=4`: four ranks of one CPU, six
+    // CPUs, as --mincpus).
     let tasks = mpiprocs.unwrap_or(1);
     let cpus = per_chunk_cpus.unwrap_or(tasks);
-    if cpus % tasks != 0 {
+    if cpus < tasks {
         return Err(JobError::invalid(
             "chunk",
             &item,
-            "ncpus that is a multiple of mpiprocs (each rank gets the same CPUs)",
+            "ncpus of at least mpiprocs (each rank a CPU of its own)",
         ));
+    }
+    if cpus % tasks != 0 {
+        opts.min_cpus = Some(cpus);
     }
     if !features.is_empty() {
         opts.constraint = Some(vec![features]);

@@ -722,8 +722,9 @@ impl JobRequest {
             }
         }
         // qsub's -l select= (or nodes=) replaces the script's whole chunk statement: what
-        // only a chunk says (its memory and GPUs per node) is not kept from the script's.
+        // only a chunk says (its node's CPUs, memory and GPUs) is not kept from the script's.
         if cli.chunks == Some(true) && script.chunks == Some(true) {
+            script.min_cpus = None;
             if matches!(script.memory, Some(Memory::PerNode(_))) {
                 script.memory = None;
             }
@@ -1117,6 +1118,8 @@ mod tests {
         assert_eq!(kept.memory, Some(Memory::PerJob(2 << 30)));
         let own = qsub(script, &["-l", "select=1:ncpus=2:mem=1gb"]);
         assert_eq!(own.memory, Some(Memory::PerNode(1 << 30)));
+        let uneven = "#PBS -l select=1:ncpus=3:mpiprocs=2\n";
+        assert_eq!(qsub(uneven, &["-l", "select=1:ncpus=2"]).min_cpus, None);
     }
 
     #[test]

@@ -512,7 +512,13 @@ fn pbs_pro() {
     // -v alone exports only what it names, as qsub.
     assert_eq!(script("#PBS -v A\n").export.map(|e| e.all), Some(false));
 
-    assert!(error("#PBS -l select=2:ncpus=3:mpiprocs=2\n").contains("multiple of mpiprocs"));
+    // Ranks that cannot share a chunk's CPUs alike: one CPU each, the node all of them.
+    let o = script("#PBS -l select=2:ncpus=3:mpiprocs=2\n");
+    assert_eq!(
+        (o.ntasks, o.ntasks_per_node, o.cpus_per_task, o.min_cpus),
+        (Some(4), Some(2), Some(1), Some(3))
+    );
+    assert!(error("#PBS -l select=1:ncpus=2:mpiprocs=4\n").contains("ncpus of at least mpiprocs"));
     assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
     // -v's values may hold commas, quoted.
     let o = script("#PBS -v \"A=1,B='x,y',C=3\"\n");
