@@ -654,6 +654,22 @@ fn a_script_that_cannot_start_says_why_in_its_output_file() {
     assert!(out.starts_with(&format!("berth: {why}")), "{out}");
 }
 
+/// A job asking for less memory than a job runs with (its cgroup's least) runs with that
+/// least, as Slurm raises a limit to its MinRAMSpace, and its submission says so.
+#[test]
+fn too_little_memory_is_raised_and_said() {
+    let Some(c) = Cluster::start() else { return };
+    let out = c.try_submit(Mode::Rootless, "tiny.sh", HELLO, &["--mem=1M"]);
+    assert!(
+        out.stderr
+            .contains("1024 KiB of memory on a node is raised to 6 MiB"),
+        "{}",
+        out.stderr
+    );
+    let id: u64 = out.ok().trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(c.completed(id)["state"], "COMPLETED");
+}
+
 /// `--begin`: the job waits with reason BeginTime until then, and starts no earlier; the
 /// text form shows the time.
 #[test]

@@ -1424,6 +1424,17 @@ impl Controller {
             .iter()
             .map(|i| format!("ignored {}: {}", i.option, i.reason))
             .collect();
+        // Raised to what a job's cgroup can start under, as Slurm raises one to its
+        // MinRAMSpace: said, so that nobody wonders.
+        let asked = self.sched_request(&partition, &request).memory_per_node;
+        let least = berth_runtime::cgroup::MIN_MEMORY;
+        if (1..least).contains(&asked) {
+            warnings.push(format!(
+                "{} KiB of memory on a node is raised to {} MiB, the least a job runs with",
+                asked.div_ceil(1024),
+                least >> 20
+            ));
+        }
         if request.mail.any() {
             match &self.settings.mail_program {
                 Some(p) if p.is_file() => {}
