@@ -102,6 +102,16 @@ fn lsf_commands_as_lsf_users_type_them() {
         out.stdout
     );
     let id = bsub_id(&out);
+    // An input file that is not there: not submitted, as bsub says it.
+    let missing = run(&c, &links, "bsub", &["-i", "no-such-input", "cat"]);
+    assert!(
+        missing.code != 0
+            && missing
+                .stderr
+                .contains("no-such-input: No such file or directory. Job not submitted."),
+        "{}",
+        missing.stderr
+    );
     let file = c.f.cwd(Mode::Rootless).join("holder.out");
     c.wait_for(id, &["RUNNING"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

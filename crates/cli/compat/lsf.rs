@@ -29,6 +29,19 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     for (name, taken) in options {
         match name {
             "I" | "Is" | "Ip" => interactive = Some(name),
+            // The input file must be there, as bsub checks (one named by %J or %I is a
+            // file per job or element, there by the time each starts).
+            "i" => {
+                let file = match &taken[..] {
+                    [_, file] => file.clone(),
+                    [joined] => joined.trim_start_matches("-i").into(),
+                    _ => String::new(),
+                };
+                if !file.contains('%') && !std::path::Path::new(&file).exists() {
+                    bail!("{file}: No such file or directory. Job not submitted.");
+                }
+                args.extend(taken)
+            }
             _ => args.extend(taken),
         }
     }
