@@ -4559,6 +4559,17 @@ fn jobs_without_an_image_run_on_the_host_where_allowed() {
         || !scratch.exists(),
         || format!("{} is left", scratch.display()),
     );
+    // The next job's /tmp (in an image: everyone's, sticky) is not the host job's user's,
+    // though it may be the same directory, kept for it.
+    let next = c.submit(
+        Mode::Rootless,
+        "next.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nstat -c '%u %a' /tmp\n",
+        &[],
+    );
+    c.completed(next);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{next}.out")));
+    assert_eq!(out.unwrap(), "0 1777\n");
     // What only a container has is refused at submission.
     for option in ["--bind=/tmp:/x", "--container-workdir=/x"] {
         let out = c.try_submit(Mode::Rootless, "hostbind.sh", script, &[option]);
