@@ -2229,6 +2229,16 @@ fn a_cancelled_jobs_steps_get_a_sigterm_first() {
     assert_eq!(job["state"], "CANCELLED", "{job}");
     let out = output(&c, id);
     assert!(out.contains("step got TERM\n"), "{out}");
+    // In slurmstepd's words, as scripts and users look for it.
+    let said = format!("slurmstepd: error: *** JOB {id} ON ");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&said))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" CANCELLED AT ") && line.ends_with(" ***"),
+        "{out}"
+    );
     assert_eq!(job["steps"][0]["exit_code"], 7, "{job}");
     // What the step held, as sacct says it of a step.
     let held = sacct(&c, &format!("{id}.0"), "AllocTRES,AllocCPUS");

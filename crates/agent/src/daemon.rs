@@ -115,6 +115,11 @@ pub struct RunnerSignal {
     /// batch shell).
     #[serde(default)]
     pub target: Option<berth_api::SignalTarget>,
+    /// The job is being cancelled (`Some`), and why, after slurmstepd's `CANCELLED AT
+    /// TIME` (`""`, or ` DUE TO JOB REQUEUE`): its runner says so in the job's error file
+    /// ([`NodeAgent::cancel`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<String>,
 }
 
 /// `POST /v1/agent/steps/cancel`: one step this node's agent runs, to end (`berth cancel
@@ -713,7 +718,10 @@ impl Agent {
 }
 
 async fn signal(State(a): State<Shared>, Json(s): Json<RunnerSignal>) -> Response {
-    a.node.signal_to(s.job, s.runner, s.signal, s.target);
+    match &s.cancel {
+        Some(why) => a.node.cancel(s.job, s.runner, why),
+        None => a.node.signal_to(s.job, s.runner, s.signal, s.target),
+    }
     Json(()).into_response()
 }
 

@@ -843,6 +843,16 @@ impl NodeAgent {
         }
     }
 
+    /// Cancels job `id` here: its runner gets SIGTERM, which it passes on to the batch
+    /// shell, and says in the job's error file, once the shell has ended, that the job was
+    /// cancelled now, `why` after that (slurmstepd's `*** JOB 42 ON n1 CANCELLED AT TIME
+    /// ***`), from what this leaves in the job's directory ([`runner::CANCELLED_FILE`]).
+    pub fn cancel(&self, id: u64, runner: u32, why: &str) {
+        let said = format!("{}\n{why}", runner::now());
+        let _ = std::fs::write(self.job_dir(id).join(runner::CANCELLED_FILE), said);
+        self.signal(id, runner, libc::SIGTERM);
+    }
+
     /// Sends `sig` to job `id`'s processes here that `target` names: the batch shell (its
     /// runner passes it on; also `None`), its steps' (those outside the batch shell's process
     /// group, or the container's holder's on another node), or all of them (`Full`);

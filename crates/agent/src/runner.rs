@@ -386,7 +386,21 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let outcome = start(&launch, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
         match (outcome.timed_out, &launch.pbs_names) {
-            (false, _) => {}
+            (false, None) => {
+                // (Gone once said: a job requeued may run here again.)
+                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE));
+                let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
+                if let Some((at, why)) = cancelled.as_deref().ok().and_then(|c| c.split_once('\n'))
+                {
+                    eprintln!(
+                        "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
+                        launch.job_id,
+                        crate::node::hostname(),
+                        slurm_timestamp(at.parse().unwrap_or_else(|_| now()))
+                    );
+                }
+            }
+            (false, Some(_)) => {}
             (true, None) => eprintln!(
                 "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
                 launch.job_id,
@@ -423,6 +437,10 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         }),
     }
 }
+
+/// The file a node's agent leaves in a job's directory when the job is cancelled: when
+/// (seconds), a newline, and why (see [`crate::node::NodeAgent::cancel`]).
+pub const CANCELLED_FILE: &str = "cancelled";
 
 /// The file runner `pid` makes in its job's directory once the job's script has ended.
 pub fn script_ended_path(job_dir: &Path, pid: u32) -> PathBuf {

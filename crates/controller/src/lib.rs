@@ -1945,7 +1945,7 @@ impl Controller {
                     None => {
                         job.cancel_requested = true;
                         job.cancelled_by = Some(caller.uid);
-                        signal_runner(&links, &mut job, libc::SIGTERM, &key);
+                        cancel_runner(&links, &mut job, "", &key);
                     }
                     Some(sig) => signal_job(&links, &mut job, sig, Some(target), &key),
                 }
@@ -2554,7 +2554,7 @@ impl Controller {
         no_requeue(&job)?;
         job.requeue_requested = true;
         job.requeue_held = held;
-        signal_runner(&links, &mut job, libc::SIGTERM, &key);
+        cancel_runner(&links, &mut job, " DUE TO JOB REQUEUE", &key);
         let job = job.cloned();
         self.persist(&job)
     }
@@ -5654,6 +5654,25 @@ fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &Arc<auth::Key>) {
     signal_job(links, job, sig, None, key)
 }
 
+/// Cancels running job `job`: SIGTERM to its batch shell through the batch host's runner,
+/// which says in the job's error file that the job was cancelled, `why` after slurmstepd's
+/// `CANCELLED AT TIME` (see [`NodeAgent::cancel`]). A suspended job is thawed first.
+fn cancel_runner(links: &Links, job: &mut Job, why: &str, key: &Arc<auth::Key>) {
+    thaw_to_signal(links, job, key);
+    let batch = job.shares.first();
+    if let Some((link, runner)) = batch.and_then(|s| Some((links.get(&s.node)?, s.runner?))) {
+        signal_on(link, job.id, runner, libc::SIGTERM, None, Some(why), key);
+    }
+}
+
+/// A suspended job is thawed before it is signalled (its processes act on it then).
+fn thaw_to_signal(links: &Links, job: &mut Job, key: &Arc<auth::Key>) {
+    if job.state == State::Suspended {
+        let _ = freeze(links, job, false, key);
+        job.state = State::Running;
+    }
+}
+
 /// Sends `sig` to the processes of running job `job` that `target` names (see
 /// [`NodeAgent::signal_to`]): the batch shell's, through the batch host's runner (`None`,
 /// `Batch`), or its steps' or all on every node. A suspended job is thawed first.
@@ -5664,10 +5683,7 @@ fn signal_job(
     target: Option<SignalTarget>,
     key: &Arc<auth::Key>,
 ) {
-    if job.state == State::Suspended {
-        let _ = freeze(links, job, false, key);
-        job.state = State::Running;
-    }
+    thaw_to_signal(links, job, key);
     let on_every_node = !matches!(target, None | Some(SignalTarget::Batch));
     let shares = match on_every_node {
         true => &job.shares[..],
@@ -5675,34 +5691,38 @@ fn signal_job(
     };
     for share in shares {
         if let (Some(link), Some(runner)) = (links.get(&share.node), share.runner) {
-            signal_on(link, job.id, runner, sig, target, key);
+            signal_on(link, job.id, runner, sig, target, None, key);
         }
     }
 }
 
 /// Sends `sig` to job `id`'s runner on one node.
 fn signal_one(link: &Link, id: u64, runner: u32, sig: i32, key: &Arc<auth::Key>) {
-    signal_on(link, id, runner, sig, None, key)
+    signal_on(link, id, runner, sig, None, None, key)
 }
 
 /// Sends `sig` to job `id`'s processes on one node that `target` names (`None`: to its
-/// runner, which passes it to the batch shell).
+/// runner, which passes it to the batch shell); `cancel`: SIGTERM to its runner, cancelling
+/// the job, and why (see [`cancel_runner`]).
 fn signal_on(
     link: &Link,
     id: u64,
     runner: u32,
     sig: i32,
     target: Option<SignalTarget>,
+    cancel: Option<&str>,
     key: &Arc<auth::Key>,
 ) {
-    match link {
-        Link::Local(agent) => agent.signal_to(id, runner, sig, target),
-        Link::Remote(url) => {
+    match (link, cancel) {
+        (Link::Local(agent), Some(why)) => agent.cancel(id, runner, why),
+        (Link::Local(agent), None) => agent.signal_to(id, runner, sig, target),
+        (Link::Remote(url), _) => {
             let request = berth_agent::daemon::RunnerSignal {
                 job: id,
                 runner,
                 signal: sig,
                 target,
+                cancel: cancel.map(String::from),
             };
             // (The job's end comes back through the agent's report.)
             let what = format!("signal job {id}");
