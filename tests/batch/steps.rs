@@ -2244,3 +2244,29 @@ fn a_cancelled_jobs_steps_get_a_sigterm_first() {
     let held = sacct(&c, &format!("{id}.0"), "AllocTRES,AllocCPUS");
     assert_eq!(held, "cpu=1,node=1|1\n");
 }
+
+/// A step in a job on the host goes on across a restart of the all-in-one cluster, as one in
+/// a container does: its client, in the job, waits for the next agent and asks it for the
+/// step's end.
+#[test]
+fn a_host_jobs_step_goes_on_across_a_restart() {
+    let Some(mut c) = Cluster::start_with_config(Some("[batch]\nhost_jobs = true\n")) else {
+        return;
+    };
+    let cwd = c.f.cwd(Mode::Rootless);
+    let script = "#!/bin/sh\nberth step -n1 sh -c 'touch up; while [ ! -e go ]; do sleep 0.1; done; exit 3'\necho \"step=$?\"\n";
+    let id = c.submit(Mode::Rootless, "host.sh", script, &[]);
+    wait_until(
+        20,
+        || cwd.join("up").exists(),
+        || format!("no step: {}\n{}", c.show(id), c.log()),
+    );
+    c.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.up();
+    std::fs::write(cwd.join("go"), "").unwrap();
+    let job = c.completed(id);
+    let out = output(&c, id);
+    assert!(out.ends_with("step=3\n"), "{out}\n{}", c.log());
+    assert_eq!(job["steps"][0]["exit_code"], 3, "{job}");
+}

@@ -387,11 +387,12 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
         match (outcome.timed_out, &launch.pbs_names) {
             (false, None) => {
-                // (Gone once said: a job requeued may run here again.)
-                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE));
-                let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
-                if let Some((at, why)) = cancelled.as_deref().ok().and_then(|c| c.split_once('\n'))
-                {
+                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
+                if cancelled.is_some() {
+                    // (Gone once said: a job requeued may run here again.)
+                    let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
+                }
+                if let Some((at, why)) = cancelled.as_deref().and_then(|c| c.split_once('\n')) {
                     eprintln!(
                         "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
                         launch.job_id,

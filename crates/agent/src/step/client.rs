@@ -255,9 +255,12 @@ impl Held {
 /// How long a command whose allocation ended has after SIGHUP, before SIGKILL.
 pub const HANG_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Whether `socket` is the step socket of a job's container.
+/// Whether `socket` is the step socket of the job this client runs in: its container's, or
+/// the one a job on the host is given (BERTH_STEP_SOCKET, with the job's id).
 fn in_job(socket: &Path) -> bool {
-    socket.starts_with(berth_api::STEP_DIR_IN_CONTAINER)
+    let given = std::env::var_os("BERTH_STEP_SOCKET")
+        .filter(|_| std::env::var_os("BERTH_JOB_ID").is_some());
+    socket.starts_with(berth_api::STEP_DIR_IN_CONTAINER) || given.is_some_and(|s| socket == s)
 }
 
 /// The connection to the node agent's step socket: the request sent, its answers read a
