@@ -1942,8 +1942,16 @@ fn a_jobs_tmp_is_its_own_on_disk() {
         || !tmp.join(id.to_string()).exists(),
         || format!("{:?}", std::fs::read_dir(&tmp).map(|d| d.count())),
     );
+    // No other user reaches into a job's /tmp from the host, nor into a spare one (root's
+    // alone, emptied), which the next job gets.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&tmp), 0o700);
+    assert_eq!(mode(&c.state.join("host-tmp")), 0o711);
     for spare in std::fs::read_dir(tmp.join(".spare")).unwrap().flatten() {
         assert_eq!(std::fs::read_dir(spare.path()).unwrap().count(), 0);
+        let meta = std::fs::metadata(spare.path()).unwrap();
+        assert_eq!((mode(&spare.path()), meta.uid()), (0o700, 0));
     }
 }
 

@@ -924,6 +924,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // Image mounts an earlier process left (it was killed): mounted again as needed.
     node.release_images();
     node.mount_jobs();
+    node.tmp_roots();
     let files_id = node.files_id()?;
     let agent = Arc::new(Agent {
         node,

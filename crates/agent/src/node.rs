@@ -25,6 +25,11 @@ pub struct JobStart {
     pub launch: JobLaunch,
 }
 
+/// Under the state directory: the temporary directories of jobs in containers (their
+/// /tmp), and of jobs on the host (their TMPDIR); see [`NodeAgent::tmp_roots`].
+const TMP_DIRS: &str = "tmp";
+const HOST_TMP_DIRS: &str = "host-tmp";
+
 /// What a node has for jobs: its CPUs (this process's affinity), memory and NVIDIA GPUs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -544,15 +549,20 @@ impl NodeAgent {
         // the job is forgotten: in an image, its /tmp (as Slurm's job_container/tmpfs makes
         // one: what it writes there is not held in its memory), everyone's, sticky, as /tmp
         // is; on the host, its user's alone, in TMPDIR (as PBS's and LSF's jobs get one).
-        let tmp = self.tmp_dir(id);
+        // Either kind under a root of its own that no other user can reach into or list
+        // (`Self::tmp_roots`); a spare one (root's, empty: `Self::forget`) given to its owner.
         let in_image = launch.image.is_some() || launch.image_source.is_some();
-        // (A spare directory may have been another user's: the daemon's, or the job's user's.)
-        let (owner, mode) = match in_image {
+        let (root, owner, mode) = match in_image {
             // SAFETY: geteuid and getegid cannot fail.
-            true => (unsafe { (libc::geteuid(), libc::getegid()) }, 0o1777),
-            false => ((job.uid, job.gid), 0o700),
+            true => (
+                TMP_DIRS,
+                unsafe { (libc::geteuid(), libc::getegid()) },
+                0o1777,
+            ),
+            false => (HOST_TMP_DIRS, (job.uid, job.gid), 0o700),
         };
-        NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs())
+        let tmp = self.tmp_dir(root, id);
+        NodeAgent::new_dir(&tmp, &self.spare_tmp_dirs(root))
             .and_then(|()| std::os::unix::fs::chown(&tmp, Some(owner.0), Some(owner.1)))
             .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
             .map_err(at(&tmp))?;
@@ -749,8 +759,23 @@ impl NodeAgent {
     pub fn forget(&self, id: u64) {
         for (dir, spare) in [
             (self.job_dir(id), self.spare_dirs()),
-            (self.tmp_dir(id), self.spare_tmp_dirs()),
+            (self.tmp_dir(TMP_DIRS, id), self.spare_tmp_dirs(TMP_DIRS)),
+            (
+                self.tmp_dir(HOST_TMP_DIRS, id),
+                self.spare_tmp_dirs(HOST_TMP_DIRS),
+            ),
         ] {
+            // A job's temporary directory is root's alone before it is emptied: nothing
+            // another process of its user's adds meanwhile reaches the next job.
+            if dir != self.job_dir(id) {
+                // SAFETY: geteuid and getegid cannot fail.
+                let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+                let locked = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .and_then(|()| std::os::unix::fs::chown(&dir, Some(uid), Some(gid)));
+                if locked.is_err() {
+                    continue;
+                }
+            }
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
                 let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
@@ -785,15 +810,44 @@ impl NodeAgent {
         std::fs::create_dir_all(dir)
     }
 
-    /// A job's own /tmp: in the state directory, on its disk (the jobs' directories are on a
-    /// tmpfs, whose files would be held in memory: [`Self::mount_jobs`]).
-    fn tmp_dir(&self, id: u64) -> PathBuf {
-        self.state_dir.join("tmp").join(id.to_string())
+    /// A job's own directory for temporary files under `root` ([`TMP_DIRS`] or
+    /// [`HOST_TMP_DIRS`]): in the state directory, on its disk (the jobs' directories are on
+    /// a tmpfs, whose files would be held in memory: [`Self::mount_jobs`]).
+    fn tmp_dir(&self, root: &str, id: u64) -> PathBuf {
+        self.state_dir.join(root).join(id.to_string())
     }
 
-    /// The emptied /tmp directories of finished jobs, kept for the next ones.
-    fn spare_tmp_dirs(&self) -> PathBuf {
-        self.state_dir.join("tmp").join(".spare")
+    /// The emptied temporary directories of finished jobs under `root`, kept for the next
+    /// ones.
+    fn spare_tmp_dirs(&self, root: &str) -> PathBuf {
+        self.state_dir.join(root).join(".spare")
+    }
+
+    /// Makes the roots of jobs' temporary directories (at the daemon's start), so that no
+    /// other user reaches one: containers' (bound at /tmp, sticky and everyone's inside)
+    /// under a root only root may enter; host jobs' (each its user's alone, named in
+    /// TMPDIR) under one anybody may pass through but not list; the spare ones root's
+    /// alone.
+    pub fn tmp_roots(&self) {
+        for (root, mode) in [(TMP_DIRS, 0o700), (HOST_TMP_DIRS, 0o711)] {
+            let spare = self.spare_tmp_dirs(root);
+            let made = std::fs::create_dir_all(&spare)
+                .and_then(|()| {
+                    std::fs::set_permissions(&spare, std::fs::Permissions::from_mode(0o700))
+                })
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        self.state_dir.join(root),
+                        std::fs::Permissions::from_mode(mode),
+                    )
+                });
+            if let Err(e) = made {
+                eprintln!(
+                    "berth: cannot prepare {}: {e}",
+                    self.state_dir.join(root).display()
+                );
+            }
+        }
     }
 
     /// How the job ended, as its runner wrote it; `None` if it wrote nothing (it was killed,

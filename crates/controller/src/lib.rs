@@ -372,6 +372,7 @@ impl Controller {
             // Image mounts an earlier process left (it was killed): mounted again as needed.
             agent.release_images();
             agent.mount_jobs();
+            agent.tmp_roots();
             let res = LocalNode::discover(settings.oversubscribe, settings.features.clone());
             nodes.insert(res.name.clone(), NodeEntry::new(res, Link::Local(agent)));
         }
