@@ -898,6 +898,9 @@ fn a_pbs_scripts_variables_and_omp_threads() {
     assert_eq!(masked, "OMP=2 FOO=bar\n");
     let full = run(&c, &links, "qstat", &["-x", "-f", &id]);
     assert!(full.ok().contains("\n    umask = 77\n"), "{}", full.stdout);
+    // More ranks than CPUs in a chunk: they share its CPU, each a slot in the node file.
+    let (shared, _) = read(&["-l", "select=1:ncpus=1:mpiprocs=2"], "shared.out");
+    assert_eq!(shared, "OMP=1 FOO=bar\n");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(cwd.join("masked.out"))
         .unwrap()

@@ -2264,18 +2264,14 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
     // Torque: ppn processes of one CPU each. PBS Pro: mpiprocs ranks (default 1) sharing
     // ncpus CPUs (default 1): each rank as many whole CPUs as it can have alike, the
     // chunk's node all of them (`select=1:ncpus=6:mpiprocs=4`: four ranks of one CPU, six
-    // CPUs, as --mincpus).
+    // CPUs, as --mincpus); more ranks than CPUs share them (overcommitted, as -O).
     let tasks = mpiprocs.unwrap_or(1);
     let cpus = per_chunk_cpus.unwrap_or(tasks);
-    if cpus < tasks {
-        return Err(JobError::invalid(
-            "chunk",
-            &item,
-            "ncpus of at least mpiprocs (each rank a CPU of its own)",
-        ));
-    }
     if cpus % tasks != 0 {
         opts.min_cpus = Some(cpus);
+    }
+    if cpus < tasks {
+        opts.overcommit = Some(true);
     }
     if !features.is_empty() {
         opts.constraint = Some(vec![features]);
@@ -2287,11 +2283,11 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
     opts.chunks = Some(true);
     opts.ntasks_per_node = Some(tasks);
     opts.ntasks = Some(chunks.saturating_mul(tasks));
-    opts.cpus_per_task = Some(cpus / tasks);
+    opts.cpus_per_task = Some((cpus / tasks).max(1));
     // PBS Pro's OMP_NUM_THREADS: ompthreads, by default each rank's CPUs (Torque's nodes=
     // sets none).
     if key == "select" {
-        opts.omp_threads = Some(ompthreads.unwrap_or(cpus / tasks));
+        opts.omp_threads = Some(ompthreads.unwrap_or((cpus / tasks).max(1)));
     }
     Ok(())
 }

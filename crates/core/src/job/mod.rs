@@ -724,7 +724,7 @@ impl JobRequest {
         // qsub's -l select= (or nodes=) replaces the script's whole chunk statement: what
         // only a chunk says (its node's CPUs, memory and GPUs) is not kept from the script's.
         if cli.chunks == Some(true) && script.chunks == Some(true) {
-            script.min_cpus = None;
+            (script.min_cpus, script.overcommit) = (None, None);
             if matches!(script.memory, Some(Memory::PerNode(_))) {
                 script.memory = None;
             }

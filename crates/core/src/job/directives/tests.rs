@@ -518,7 +518,12 @@ fn pbs_pro() {
         (o.ntasks, o.ntasks_per_node, o.cpus_per_task, o.min_cpus),
         (Some(4), Some(2), Some(1), Some(3))
     );
-    assert!(error("#PBS -l select=1:ncpus=2:mpiprocs=4\n").contains("ncpus of at least mpiprocs"));
+    // More ranks than CPUs: they share the chunk's CPUs, overcommitted.
+    let o = script("#PBS -l select=1:ncpus=2:mpiprocs=4\n");
+    assert_eq!(
+        (o.ntasks, o.cpus_per_task, o.min_cpus, o.overcommit),
+        (Some(4), Some(1), Some(2), Some(true))
+    );
     assert!(error("#PBS -l select=1:ncpus=2+1:ncpus=4\n").contains("not supported"));
     // -v's values may hold commas, quoted.
     let o = script("#PBS -v \"A=1,B='x,y',C=3\"\n");
