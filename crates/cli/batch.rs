@@ -2011,20 +2011,18 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         u8::from(!j.allocation),
         job_exit_code(j)
     )?;
-    // (Eligible from its submission, or its --begin; its age accrues from then, but while
-    // it is held or waits for a dependency.)
-    let eligible = j.begin_time.unwrap_or(0).max(j.submit_time);
-    let accrues = j.start_time.is_some()
-        || !(j.held
-            || j.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("Dependency")));
+    // (Eligible from its submission, or its --begin, but not yet while it waits for a
+    // dependency; its age accrues from then, but while it is held.)
+    let dependent = j.start_time.is_none()
+        && (j.reason.as_deref()).is_some_and(|r| r.starts_with("Dependency"));
+    let eligible = Some(j.begin_time.unwrap_or(0).max(j.submit_time)).filter(|_| !dependent);
+    let accrues = !(dependent || j.start_time.is_none() && j.held);
     writeln!(
         out,
         "   SubmitTime={} EligibleTime={} AccrueTime={}{} StartTime={} EndTime={}",
         opt(Some(j.submit_time)),
-        opt(Some(eligible)),
-        opt(Some(eligible).filter(|_| accrues)),
+        opt(eligible),
+        opt(eligible.filter(|_| accrues)),
         j.deadline
             .map_or(String::new(), |t| format!(" Deadline={}", opt(Some(t)))),
         // A pending job's expected start, and a running one's end at its limit, as

@@ -904,7 +904,7 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
         }
         (_, StepEvent::Submitted(submitted)) => {
             for w in &submitted.warnings {
-                eprintln!("berth: warning: {w}");
+                eprintln!("{who}: warning: {w}");
             }
             let job = submitted.job_id;
             match syntax {

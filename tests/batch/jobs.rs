@@ -2754,6 +2754,15 @@ fn a_delayed_after_waits_past_the_other_jobs_start() {
             format!("after:{first}+1(unfulfilled)"),
             "{job}"
         );
+        // Not eligible yet, as scontrol says it.
+        let shown = c.berth(Mode::Rootless, &["show", &after.to_string()]);
+        assert!(
+            shown
+                .ok()
+                .contains(" EligibleTime=Unknown AccrueTime=Unknown "),
+            "{}",
+            shown.stdout
+        );
     };
     waits(&c);
     c.berth(Mode::Rootless, &["release", &first.to_string()])

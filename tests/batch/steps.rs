@@ -1845,7 +1845,7 @@ sbcast src.txt /tmp/copy.txt || echo sbcast-refused
 sbcast src.txt /tmp/nodir/ || echo nodir-refused
 ls -A /tmp | grep -c sbcast || true
 srun -n 2 sh -c '[ "$SLURM_TASK_PID" = "$$" ] && echo "task-pid-ok"'
-srun -n 1 sh -c 'exit 5' || srun -n 1 sh -c 'kill -9 $$' || srun -n 1 sh -c 'exit 130' || true
+srun -n 1 sh -c 'exit 5' || srun -n 1 sh -c 'kill -9 $$' || srun -n 1 sh -c 'exit 130' || srun -n 2 sh -c 'exit 4' || true
 srun --mpi=list | tail -1"#;
     let id = c.submit(Mode::Rootless, "srun.sh", &script("-n 2", body), &[]);
     let job = c.wait_for(id, &["COMPLETED", "FAILED"]);
@@ -1861,12 +1861,14 @@ srun --mpi=list | tail -1"#;
         .lines()
         .filter(|l| l.starts_with("srun: error: "))
         .collect();
-    // (A status of 130 that no signal gave is an exit status.)
+    // (A status of 130 that no signal gave is an exit status; tasks that failed alike are
+    // said together.)
     assert!(
-        failed.len() == 3
+        failed.len() == 4
             && failed[0].ends_with(": task 0: Exited with exit code 5")
             && failed[1].ends_with(": task 0: Killed")
-            && failed[2].ends_with(": task 0: Exited with exit code 130"),
+            && failed[2].ends_with(": task 0: Exited with exit code 130")
+            && failed[3].ends_with(": tasks 0-1: Exited with exit code 4"),
         "{out}"
     );
     assert!(

@@ -763,15 +763,19 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     code
 }
 
-/// What a step's client says of a task that failed with `status`, or was killed by
-/// `signal`: in srun's words (`srun: error: n1: task 0: Exited with exit code 7`, `...:
-/// Killed`) where it is srun, else berth's.
-fn task_failed(srun: bool, node: &str, rank: usize, status: i32, signal: Option<i32>) -> String {
+/// What a step's client says of its tasks of `ranks` that failed with `status`, or were
+/// killed by `signal`: in srun's words (`srun: error: n1: task 0: Exited with exit code 7`,
+/// `...: tasks 0-3: Killed`) where it is srun, else berth's.
+fn task_failed(srun: bool, node: &str, ranks: &[u32], status: i32, signal: Option<i32>) -> String {
+    let tasks = match ranks {
+        [one] => format!("task {one}"),
+        _ => format!("tasks {}", berth_core::quantity::number_list(ranks)),
+    };
     match (srun, signal) {
-        (false, Some(n)) => format!("berth step: {node}: task {rank}: killed by signal {n}"),
-        (false, None) => format!("berth step: {node}: task {rank}: exited with exit code {status}"),
-        (true, Some(n)) => format!("srun: error: {node}: task {rank}: {}", signal_words(n)),
-        (true, None) => format!("srun: error: {node}: task {rank}: Exited with exit code {status}"),
+        (false, Some(n)) => format!("berth step: {node}: {tasks}: killed by signal {n}"),
+        (false, None) => format!("berth step: {node}: {tasks}: exited with exit code {status}"),
+        (true, Some(n)) => format!("srun: error: {node}: {tasks}: {}", signal_words(n)),
+        (true, None) => format!("srun: error: {node}: {tasks}: Exited with exit code {status}"),
     }
 }
 
@@ -1535,16 +1539,24 @@ fn run_tasks(
     }
 
     let mut worst = 0;
-    for t in &running {
+    // The tasks that failed alike, said together (`tasks 0-3: Exited with exit code 1`).
+    let mut failed: Vec<((i32, Option<i32>), Vec<u32>)> = Vec::new();
+    for t in running.iter().filter(|t| !t.killed) {
         let status = t.status.unwrap_or(125);
-        if t.killed {
-            continue;
-        }
         if status != 0 {
-            let said = task_failed(launch.srun, &launch.node, t.rank, status, t.signal);
-            eprintln!("{said}");
+            let how = (status, t.signal);
+            match failed.iter_mut().find(|(h, _)| *h == how) {
+                Some((_, ranks)) => ranks.push(t.rank as u32),
+                None => failed.push((how, vec![t.rank as u32])),
+            }
         }
         worst = worst.max(status);
+    }
+    for ((status, signal), ranks) in failed {
+        eprintln!(
+            "{}",
+            task_failed(launch.srun, &launch.node, &ranks, status, signal)
+        );
     }
     Ok(worst)
 }
@@ -1816,20 +1828,25 @@ mod tests {
     #[test]
     fn a_failed_task_is_said_in_its_clients_words() {
         assert_eq!(
-            task_failed(true, "n1", 0, 7, None),
+            task_failed(true, "n1", &[0], 7, None),
             "srun: error: n1: task 0: Exited with exit code 7"
         );
         assert_eq!(
-            task_failed(true, "n1", 2, 137, Some(9)),
+            task_failed(true, "n1", &[2], 137, Some(9)),
             "srun: error: n1: task 2: Killed"
         );
         assert_eq!(
-            task_failed(false, "n1", 1, 143, Some(15)),
+            task_failed(false, "n1", &[1], 143, Some(15)),
             "berth step: n1: task 1: killed by signal 15"
+        );
+        // Tasks that failed alike, together.
+        assert_eq!(
+            task_failed(true, "n1", &[0, 1, 3], 3, None),
+            "srun: error: n1: tasks 0-1,3: Exited with exit code 3"
         );
         // An exit status past 128 that no signal gave is an exit status.
         assert_eq!(
-            task_failed(true, "n1", 0, 200, None),
+            task_failed(true, "n1", &[0], 200, None),
             "srun: error: n1: task 0: Exited with exit code 200"
         );
     }
