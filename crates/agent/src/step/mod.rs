@@ -1540,7 +1540,8 @@ fn run_tasks(
 
     let mut worst = 0;
     // The tasks that failed alike, said together (`tasks 0-3: Exited with exit code 1`).
-    let mut failed: Vec<((i32, Option<i32>), Vec<u32>)> = Vec::new();
+    type How = (i32, Option<i32>);
+    let mut failed: Vec<(How, Vec<u32>)> = Vec::new();
     for t in running.iter().filter(|t| !t.killed) {
         let status = t.status.unwrap_or(125);
         if status != 0 {
