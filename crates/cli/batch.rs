@@ -2132,17 +2132,20 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     if let Some(comment) = &j.comment {
         writeln!(out, "   Comment={comment}")?;
     }
-    writeln!(
-        out,
-        "   StdErr={}",
-        j.stderr.as_deref().unwrap_or(&j.stdout)
-    )?;
-    writeln!(
-        out,
-        "   StdIn={}",
-        j.stdin.as_deref().unwrap_or("/dev/null")
-    )?;
-    writeln!(out, "   StdOut={}", j.stdout)?;
+    // A batch script's files (an allocation has none: Slurm shows them for batch jobs).
+    if !j.allocation {
+        writeln!(
+            out,
+            "   StdErr={}",
+            j.stderr.as_deref().unwrap_or(&j.stdout)
+        )?;
+        writeln!(
+            out,
+            "   StdIn={}",
+            j.stdin.as_deref().unwrap_or("/dev/null")
+        )?;
+        writeln!(out, "   StdOut={}", j.stdout)?;
+    }
     if let (Some(cpu), Some(rss)) = (j.cpu_usec, j.max_rss_bytes) {
         writeln!(
             out,

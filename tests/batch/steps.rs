@@ -1114,6 +1114,8 @@ exit 3"#
         &["as", "scontrol", "show", "job", &id.to_string()],
     );
     assert!(shown.ok().contains(" BatchFlag=0 "), "{}", shown.stdout);
+    // (No batch script, none of its files: Slurm shows them for batch jobs.)
+    assert!(!shown.stdout.contains("StdOut="), "{}", shown.stdout);
     let running = c.berth(Mode::Rootless, &["as", "squeue", "-s", "-h", "-o", "%i"]);
     assert!(
         !running.ok().contains(&format!("{id}.batch")),
