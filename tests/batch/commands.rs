@@ -244,6 +244,22 @@ fn lsf_commands_as_lsf_users_type_them() {
         (none.code, none.stderr.as_str()),
         (255, "No unfinished job found\n")
     );
+    // A running job killed: nothing of slurmstepd's in its output, as LSF's.
+    let running = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &["-o", "killed.out", "echo up; sleep 60"],
+    ));
+    let killed_out = c.f.cwd(Mode::Rootless).join("killed.out");
+    wait_until(
+        20,
+        || std::fs::read_to_string(&killed_out).is_ok_and(|o| o == "up\n"),
+        || c.show(running).to_string(),
+    );
+    run(&c, &links, "bkill", &[&running.to_string()]).ok();
+    c.wait_for(running, &["CANCELLED"]);
+    assert_eq!(std::fs::read_to_string(&killed_out).unwrap(), "up\n");
 
     // Each file its own mode: -oo overwrites the output, -e appends to the errors.
     for _ in 0..2 {

@@ -5566,6 +5566,7 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
     .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
     // Typed as sbatch: Slurm's file where neither the script nor the line names one (a
     // script naming berth's own by hand gets Slurm's as well).
+    request.lsf = req.syntax == OptionSyntax::Bsub;
     let array = request.array.is_some();
     if req.syntax == OptionSyntax::Sbatch
         && request.output == berth_core::job::default_output(array)
@@ -5657,8 +5658,12 @@ fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &Arc<auth::Key>) {
 
 /// Cancels running job `job`: SIGTERM to its batch shell through the batch host's runner,
 /// which says in the job's error file that the job was cancelled, `why` after slurmstepd's
-/// `CANCELLED AT TIME` (see [`NodeAgent::cancel`]). A suspended job is thawed first.
+/// `CANCELLED AT TIME` (see [`NodeAgent::cancel`]): not a PBS or LSF job's, whose systems
+/// say nothing there. A suspended job is thawed first.
 fn cancel_runner(links: &Links, job: &mut Job, why: &str, key: &Arc<auth::Key>) {
+    if job.request.pbs || job.request.lsf {
+        return signal_runner(links, job, libc::SIGTERM, key);
+    }
     thaw_to_signal(links, job, key);
     let batch = job.shares.first();
     if let Some((link, runner)) = batch.and_then(|s| Some((links.get(&s.node)?, s.runner?))) {

@@ -555,6 +555,10 @@ pub struct JobRequest {
     /// words.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pbs: bool,
+    /// Submitted with bsub: its end said in LSF's words (no slurmstepd line when it is
+    /// killed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lsf: bool,
     /// Its script starts in its user's home, as PBS's do without `qsub -d` (or NCI's `-l
     /// wd`); else in its working directory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -928,6 +932,7 @@ impl JobRequest {
             shell: o.shell,
             umask: o.umask,
             pbs: false,
+            lsf: false,
             start_in_home: false,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
