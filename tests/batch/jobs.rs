@@ -1406,6 +1406,9 @@ fn history_prints_as_sacct_formats() {
     let both = ["history", "-j", &k, "-nP", "-o", "JobID,ExitCode"];
     let both = c.berth(Mode::Rootless, &both);
     assert_eq!(both.ok(), format!("{k}|0:9\n{k}.batch|0:9\n"));
+    // A job there is no record of: none listed, no error, as sacct's.
+    let unknown = ["as", "sacct", "-j", "99999", "-nP", "-o", "JobID"];
+    assert_eq!(c.berth(Mode::Rootless, &unknown).ok(), "");
     assert_eq!(
         h(&[
             "-j",

@@ -1077,7 +1077,8 @@ fn efficiency(
     let group = berth_runtime::Identity::lookup(&j.user, false)
         .map_or_else(|_| j.user.clone(), |i| i.group);
     let _ = writeln!(text, "User/Group: {}/{group}", j.user);
-    let state = match (j.state.as_str(), j.exit_code) {
+    // (The exit status, as sacct's ExitCode's first half: 0 for a job a signal ended.)
+    let state = match (j.state.as_str(), j.exit_code.filter(|_| j.signal.is_none())) {
         ("PENDING" | "RUNNING" | "SUSPENDED", _) => j.state.clone(),
         (state, code) => format!("{state} (exit code {})", code.unwrap_or(0)),
     };
@@ -1234,6 +1235,10 @@ mod tests {
             text.ends_with("Memory Efficiency: 0.45% of 8.00 GB\n"),
             "{text}"
         );
+        // One a signal ended: exit code 0, as sacct's 0:9.
+        let killed = job(serde_json::json!({"state": "FAILED", "exit_code": 137, "signal": 9}));
+        let text = efficiency(&killed, None, &nodes);
+        assert!(text.contains("State: FAILED (exit code 0)\n"), "{text}");
         let pending = job(serde_json::json!({"state": "PENDING", "nodes": [], "cpus": 1}));
         assert!(efficiency(&pending, None, &nodes).ends_with(
             "State: PENDING\nCores: 1\nEfficiency not available for jobs in the PENDING state.\n"
