@@ -905,6 +905,8 @@ fn dependencies_on_array_jobs() {
     let all_end = id(after(format!("afterany:{a}"), &[]));
     let third = id(after(format!("afterok:{a}_3"), &[]));
     let corr = id(after(format!("aftercorr:{a}"), &["--array=1-3"]));
+    // afternotok on the whole array: once all its tasks ended, one failing is enough.
+    let not_ok = id(after(format!("afternotok:{a}"), &[]));
     let bsub = |condition: String, array: &str| {
         let args = [
             "as",
@@ -967,6 +969,7 @@ fn dependencies_on_array_jobs() {
         (exit, &["PENDING", "COMPLETED", "PENDING"]),
         (two, &["COMPLETED"]),
         (all, &["PENDING"]),
+        (not_ok, &["COMPLETED"]),
     ];
     for (first, want) in wants {
         for (n, want) in want.iter().enumerate() {

@@ -1339,6 +1339,7 @@ fn term_of<'a>(
         .collect();
     let dep = |job| berth_sched::Dependency {
         delay: 0,
+        any_failed: false,
         kind: berth_controller::sched_kind(kind),
         job,
         term: 0,

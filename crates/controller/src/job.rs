@@ -538,6 +538,13 @@ impl Job {
         self.start_time.or(self.end_time)
     }
 
+    /// Whether a dependency term of `kind` on jobs `first..=last` (an array's tasks) holds
+    /// once they have all ended and any one of them failed: Slurm's and PBS's afternotok on
+    /// a whole array (LSF's `exit(array)` needs every element to have failed).
+    pub fn any_failed(&self, kind: DependencyKind, first: u64, last: u64) -> bool {
+        kind == DependencyKind::AfterNotOk && last > first && !self.request.lsf
+    }
+
     /// The seconds dependency term `term` waits once its job began (`after:42+5`), if any.
     pub fn delay(&self, term: u32) -> u64 {
         let jobs = &self.request.dependencies.jobs;

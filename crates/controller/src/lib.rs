@@ -950,8 +950,10 @@ impl Controller {
             .zip(0..)
             .map(|((kind, first, last), term)| {
                 let (exit, delay) = (job.exit_test(term), job.delay(term));
+                let any_failed = job.any_failed(kind, first, last);
                 let range = (first..=last).map(|id| sched::Dependency {
                     delay,
+                    any_failed,
                     kind: sched_kind(kind),
                     job: id,
                     term: 0,
@@ -1047,10 +1049,12 @@ impl Controller {
                 .dependency_ranges()
                 .zip(0..)
                 .flat_map(|((kind, first, last), term)| {
+                    let any_failed = job.any_failed(kind, first, last);
                     let (kind, exit, delay) =
                         (sched_kind(kind), job.exit_test(term), job.delay(term));
                     (first..=last).map(move |job| sched::Dependency {
                         delay,
+                        any_failed,
                         kind,
                         job,
                         term,

@@ -99,11 +99,11 @@ pub fn dependency_status(
     for dep in deps {
         let dep = dep.borrow();
         let status = dependency_status_of(dep, state_of(dep));
-        if !any && status == NeverSatisfied {
+        if !any && !dep.any_failed && status == NeverSatisfied {
             return NeverSatisfied;
         }
         term = match term {
-            Some((t, so_far)) if t == dep.term => Some((t, both(so_far, status))),
+            Some((t, so_far)) if t == dep.term => Some((t, within(dep)(so_far, status))),
             done => {
                 if let Some((_, of_term)) = done {
                     overall = Some(overall.map_or(of_term, |o| combine(o, of_term)));
@@ -214,10 +214,14 @@ pub fn term_statuses(
         let dep = dep.borrow();
         let state = state_of(dep);
         let status = dependency_status_of(dep, state);
-        let term = terms
-            .entry(dep.term)
-            .or_insert_with(|| TermState::of(DepStatus::Satisfied));
-        term.status = both(term.status, status);
+        // (Each term starts from what its combination leaves as it is.)
+        let term = terms.entry(dep.term).or_insert_with(|| {
+            TermState::of(match dep.any_failed {
+                true => DepStatus::NeverSatisfied,
+                false => DepStatus::Satisfied,
+            })
+        });
+        term.status = within(dep)(term.status, status);
         *match state {
             Some(JobState::Pending) => &mut term.pending,
             Some(JobState::Running) => &mut term.running,
@@ -285,6 +289,25 @@ pub fn job_dependency_status(
     }
 }
 
+/// How the statuses of a term's dependencies combine: all must hold ([`both`]), or, where
+/// the term asks that any one of them failed ([`Dependency::any_failed`]), [`settled_any`].
+fn within(dep: &Dependency) -> fn(DepStatus, DepStatus) -> DepStatus {
+    match dep.any_failed {
+        true => settled_any,
+        false => both,
+    }
+}
+
+/// Once none waits, one is enough: waiting while one waits, else satisfied once one is.
+fn settled_any(a: DepStatus, b: DepStatus) -> DepStatus {
+    use DepStatus::{NeverSatisfied, Satisfied, Waiting};
+    match (a, b) {
+        (Waiting, _) | (_, Waiting) => Waiting,
+        (Satisfied, _) | (_, Satisfied) => Satisfied,
+        _ => NeverSatisfied,
+    }
+}
+
 /// Both must hold: never once one cannot, else waiting while one waits.
 fn both(a: DepStatus, b: DepStatus) -> DepStatus {
     use DepStatus::{NeverSatisfied, Satisfied, Waiting};
@@ -337,6 +360,7 @@ mod tests {
         dependency_status_of(
             &Dependency {
                 delay: 0,
+                any_failed: false,
                 kind,
                 job: 1,
                 term: 0,
@@ -353,6 +377,7 @@ mod tests {
         let exit = |test: Option<ExitTest>, s| {
             let dep = Dependency {
                 delay: 0,
+                any_failed: false,
                 kind: DepKind::AfterNotOk,
                 job: 1,
                 term: 0,
@@ -406,6 +431,7 @@ mod tests {
         let deps = [
             Dependency {
                 delay: 0,
+                any_failed: false,
                 kind: DepKind::AfterOk,
                 job: 1,
                 term: 0,
@@ -413,6 +439,7 @@ mod tests {
             },
             Dependency {
                 delay: 0,
+                any_failed: false,
                 kind: DepKind::AfterOk,
                 job: 2,
                 term: 1,
@@ -439,12 +466,40 @@ mod tests {
         );
     }
 
+    /// Slurm's afternotok on a whole array: its term holds once all its tasks have ended
+    /// and any one failed, never once all completed; waiting while one has not ended.
+    #[test]
+    fn an_arrays_afternotok_holds_once_all_ended_and_one_failed() {
+        let deps: Vec<Dependency> = (1..=3)
+            .map(|job| Dependency {
+                delay: 0,
+                any_failed: true,
+                kind: DepKind::AfterNotOk,
+                job,
+                term: 0,
+                exit: None,
+            })
+            .collect();
+        let status = |states: [JobState; 3]| {
+            let state_of = |d: &Dependency| Some(states[d.job as usize - 1]);
+            let terms = term_statuses(&deps, state_of);
+            let status = dependency_status(&deps, false, state_of);
+            assert_eq!(terms[&0].status, status);
+            status
+        };
+        assert_eq!(status([Completed, Failed, Completed]), Satisfied);
+        assert_eq!(status([Completed, Running, Failed]), Waiting);
+        assert_eq!(status([Completed, Completed, Completed]), NeverSatisfied);
+        assert_eq!(status([Cancelled, Completed, Completed]), Satisfied);
+    }
+
     /// A term that names a whole array holds once all its tasks do, also among
     /// alternatives.
     #[test]
     fn an_arrays_term_needs_all_its_tasks() {
         let dep = |job, term| Dependency {
             delay: 0,
+            any_failed: false,
             kind: DepKind::AfterOk,
             job,
             term,
@@ -475,6 +530,7 @@ mod tests {
         use Condition::{All, Any, Not, Term};
         let dep = |job, term| Dependency {
             delay: 0,
+            any_failed: false,
             kind: DepKind::AfterOk,
             job,
             term,
@@ -569,6 +625,7 @@ mod tests {
         let deps: Vec<Dependency> = (1..=5)
             .map(|job| Dependency {
                 delay: 0,
+                any_failed: false,
                 kind: DepKind::AfterAny,
                 job,
                 term: 0,

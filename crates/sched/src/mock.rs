@@ -347,6 +347,7 @@ impl JobView {
         let term = self.dependencies.len() as u32;
         self.dependencies.push(Dependency {
             delay: 0,
+            any_failed: false,
             kind,
             job,
             term,

@@ -351,6 +351,10 @@ pub struct Dependency {
     /// cancelled (Slurm's `after:42+5`, in minutes there); see [`ClusterView::since`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub delay: u64,
+    /// Its term (an array's tasks, all with this set) holds once they have all ended and
+    /// any one failed, instead of each failing (Slurm's afternotok on a whole array).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_failed: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
