@@ -1927,9 +1927,20 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         return Ok(0);
     };
     let (id, index) = job_spec(spec)?;
-    let j: JobInfo = match index {
-        Some(_) => named_jobs(std::slice::from_ref(spec))?.remove(0),
-        None => request("GET", &format!("/v1/jobs/{id}"), None::<&()>)?,
+    let found = match index {
+        Some(_) => named_jobs(std::slice::from_ref(spec)).map(|mut j| j.remove(0)),
+        None => request("GET", &format!("/v1/jobs/{id}"), None::<&()>),
+    };
+    let j: JobInfo = match found {
+        // scontrol's words for a job it does not know.
+        Err(e)
+            if crate::compat::invoked_as() == Some("scontrol")
+                && crate::client::is_not_found(&e) =>
+        {
+            eprintln!("slurm_load_jobs error: Invalid job id specified");
+            return Ok(1);
+        }
+        found => found?,
     };
     if args.json {
         return print_json(&mut out, &j);
@@ -2205,7 +2216,13 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
                 None => self::target(spec).and_then(|t| t.cancel(args.signal.clone(), target)),
             };
             if let Err(e) = cancelled {
-                eprintln!("berth: {spec}: {e:#}");
+                // scancel's words for a job it does not know.
+                match crate::compat::invoked_as() {
+                    Some("scancel") if crate::client::is_not_found(&e) => eprintln!(
+                        "scancel: error: Kill job error on job id {spec}: Invalid job id specified"
+                    ),
+                    _ => eprintln!("berth: {spec}: {e:#}"),
+                }
                 status = 1;
             }
         }

@@ -1412,6 +1412,20 @@ fn history_prints_as_sacct_formats() {
     // A job there is no record of: none listed, no error, as sacct's.
     let unknown = ["as", "sacct", "-j", "99999", "-nP", "-o", "JobID"];
     assert_eq!(c.berth(Mode::Rootless, &unknown).ok(), "");
+    // scontrol's and scancel's words for it (status 1).
+    let shown = c.berth(Mode::Rootless, &["as", "scontrol", "show", "job", "99999"]);
+    assert_eq!(
+        (shown.code, shown.stderr.as_str()),
+        (1, "slurm_load_jobs error: Invalid job id specified\n")
+    );
+    let cancelled = c.berth(Mode::Rootless, &["as", "scancel", "99999"]);
+    assert_eq!(
+        (cancelled.code, cancelled.stderr.as_str()),
+        (
+            1,
+            "scancel: error: Kill job error on job id 99999: Invalid job id specified\n"
+        )
+    );
     assert_eq!(
         h(&[
             "-j",
