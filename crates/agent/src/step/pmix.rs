@@ -921,14 +921,10 @@ impl Drop for Server {
 /// Waits for the helper, told to end (its link closed), and kills it if it has not ended
 /// within 5 s.
 fn reap(pid: libc::pid_t) {
+    // (A pidfd is readable once its process has ended.)
+    let within = Some(std::time::Duration::from_secs(5));
     let ended = berth_runtime::enter::pidfd(pid).is_ok_and(|fd| {
-        let mut polled = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one descriptor we own (readable once the process has ended).
-        unsafe { libc::poll(&mut polled, 1, 5000) > 0 }
+        crate::launcher::readable_within([fd.as_raw_fd()], within).is_ok_and(|[ended]| ended)
     });
     let mut status = 0;
     // SAFETY: kill (where it has not ended) and reap our own child.
