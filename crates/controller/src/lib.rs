@@ -622,6 +622,20 @@ impl Controller {
                     });
             }
         }
+        // Also those still waiting that a pass is not given (an array's tasks past those it
+        // looks at, see `views`): a dependency on them waits. With when each began, for a
+        // delayed `after`.
+        let (mut history, mut since) = (BTreeMap::new(), BTreeMap::new());
+        for id in self
+            .active
+            .depended()
+            .flat_map(|(first, last)| first..=last)
+        {
+            if let Some((state, began)) = self.dependency_state(id) {
+                history.insert(id, state);
+                since.extend(began.map(|t| (id, t)));
+            }
+        }
         sched::ClusterView {
             nodes: self
                 .nodes
@@ -632,16 +646,8 @@ impl Controller {
                 })
                 .collect(),
             partitions: self.partition_views(),
-            // Also those still waiting that a pass is not given (an array's tasks past those
-            // it looks at, see `views`): a dependency on them waits.
-            history: self
-                .depended_states()
-                .map(|(id, state, _)| (id, state))
-                .collect(),
-            since: self
-                .depended_states()
-                .filter_map(|(id, _, since)| Some((id, since?)))
-                .collect(),
+            history,
+            since,
             // (Only a pass reads them: see `scheduling_view`.)
             usage: BTreeMap::new(),
             shares: BTreeMap::new(),
@@ -845,18 +851,6 @@ impl Controller {
         sched::fairshare::shares(&self.usage_now(), &self.settings.priority.shares)
     }
 
-    /// Each job that active jobs depend on, as far as it is known: its state, and when it
-    /// began (see [`Job::began`]).
-    fn depended_states(&self) -> impl Iterator<Item = (u64, sched::JobState, Option<u64>)> + '_ {
-        self.active
-            .depended()
-            .flat_map(|(first, last)| first..=last)
-            .filter_map(|id| {
-                let (state, since) = self.dependency_state(id)?;
-                Some((id, state, since))
-            })
-    }
-
     /// Job `id`'s state as dependencies on it see it, and when it began, where it is known.
     fn dependency_state(&self, id: u64) -> Option<(sched::JobState, Option<u64>)> {
         match self.active.get(&id) {
@@ -941,7 +935,7 @@ impl Controller {
         let now = now();
         let state_of = |d: &sched::Dependency| {
             let (state, since) = self.dependency_state(d.job).unzip();
-            sched::delayed(d, state, since.flatten(), now)
+            sched::delayed(d, state, || since.flatten(), now)
         };
         let deps = &job.request.dependencies;
         // Each term: what it asks, of which job (or array), and where it stands.

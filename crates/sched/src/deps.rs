@@ -65,20 +65,18 @@ pub fn dependency_status_of(dep: &Dependency, state: Option<JobState>) -> DepSta
 
 /// The state `dep` sees of its job, `state` (`None`: not known), where it asks for a delay
 /// once that job began (`after:42+5`): still pending to it until `since` (when the job
-/// started, or ended without starting) plus the delay has come, at `now`.
+/// started, or ended without starting; looked up only for such a dependency) plus the
+/// delay has come, at `now`.
 pub fn delayed(
     dep: &Dependency,
     state: Option<JobState>,
-    since: Option<u64>,
+    since: impl FnOnce() -> Option<u64>,
     now: u64,
 ) -> Option<JobState> {
-    match (state, since) {
-        (Some(s), Some(t))
-            if dep.delay > 0 && s != JobState::Pending && now < t.saturating_add(dep.delay) =>
-        {
-            Some(JobState::Pending)
-        }
-        _ => state,
+    let begun = state.filter(|&s| dep.delay > 0 && s != JobState::Pending);
+    match begun.is_some() && since().is_some_and(|t| now < t.saturating_add(dep.delay)) {
+        true => Some(JobState::Pending),
+        false => state,
     }
 }
 

@@ -209,7 +209,7 @@ impl<'a> Pass<'a> {
         }
         if !job.dependencies.is_empty() {
             let state_of = |d: &Dependency| {
-                let since = self.since.get(&d.job).copied();
+                let since = || self.since.get(&d.job).copied();
                 delayed(
                     d,
                     self.dep_states.get(&d.job).copied(),
