@@ -893,13 +893,7 @@ impl Controller {
         use berth_core::job::Memory;
         let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
         let gpus_per_node = r.gpus_on_node(per_node_tasks, r.nodes.min);
-        let memory_per_node = match r.memory {
-            Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
-            Some(Memory::PerCpu(b)) => b * r.cpus_on_node(per_node_tasks),
-            Some(Memory::PerGpu(b)) => b * u64::from(gpus_per_node),
-            // (The pass gives it each node's whole memory.)
-            Some(Memory::WholeNode) | None => 0,
-        };
+        let memory_per_node = memory_per_node(r);
         sched::JobRequest {
             partition: partition.to_string(),
             nodes_min: r.nodes.min,
@@ -1425,7 +1419,7 @@ impl Controller {
             .collect();
         // Raised to what a job's cgroup can start under, as Slurm raises one to its
         // MinRAMSpace: said, so that nobody wonders.
-        let asked = self.sched_request(&partition, &request).memory_per_node;
+        let asked = memory_per_node(&request);
         let least = berth_runtime::cgroup::MIN_MEMORY;
         if (1..least).contains(&asked) {
             warnings.push(format!(
@@ -5644,6 +5638,19 @@ fn mebibytes(bytes: u64) -> String {
 /// controller's store a job's path was made in (they fail over).
 fn same_image(a: &Path, b: &Path) -> bool {
     image_id(a) == image_id(b)
+}
+
+/// The memory `r` asks for on each of its nodes, bytes (0: the node's whole memory, which the
+/// pass gives it).
+fn memory_per_node(r: &JobRequest) -> u64 {
+    use berth_core::job::Memory;
+    let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
+    match r.memory {
+        Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
+        Some(Memory::PerCpu(b)) => b * r.cpus_on_node(per_node_tasks),
+        Some(Memory::PerGpu(b)) => b * u64::from(r.gpus_on_node(per_node_tasks, r.nodes.min)),
+        Some(Memory::WholeNode) | None => 0,
+    }
 }
 
 /// Sends `sig` to a running job's script through its runner on the batch host, which
