@@ -25,6 +25,13 @@ pub struct JobStart {
     pub launch: JobLaunch,
 }
 
+/// The user and group this daemon runs as (root, usually), who owns what no job's user may
+/// touch.
+fn daemon_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
 /// Under the state directory: the temporary directories of jobs in containers (their
 /// /tmp), and of jobs on the host (their TMPDIR); see [`NodeAgent::tmp_roots`].
 const TMP_DIRS: &str = "tmp";
@@ -553,12 +560,7 @@ impl NodeAgent {
         // (`Self::tmp_roots`); a spare one (root's, empty: `Self::forget`) given to its owner.
         let in_image = launch.image.is_some() || launch.image_source.is_some();
         let (root, owner, mode) = match in_image {
-            // SAFETY: geteuid and getegid cannot fail.
-            true => (
-                TMP_DIRS,
-                unsafe { (libc::geteuid(), libc::getegid()) },
-                0o1777,
-            ),
+            true => (TMP_DIRS, daemon_ids(), 0o1777),
             false => (HOST_TMP_DIRS, (job.uid, job.gid), 0o700),
         };
         let tmp = self.tmp_dir(root, id);
@@ -757,24 +759,21 @@ impl NodeAgent {
     /// Forgets a job whose end the controller has: its files go (its output files are the
     /// user's, elsewhere), and its directory and its /tmp, emptied, are kept for next jobs.
     pub fn forget(&self, id: u64) {
-        for (dir, spare) in [
-            (self.job_dir(id), self.spare_dirs()),
-            (self.tmp_dir(TMP_DIRS, id), self.spare_tmp_dirs(TMP_DIRS)),
-            (
-                self.tmp_dir(HOST_TMP_DIRS, id),
-                self.spare_tmp_dirs(HOST_TMP_DIRS),
-            ),
+        let tmp = |root| (self.tmp_dir(root, id), self.spare_tmp_dirs(root), true);
+        let (uid, gid) = daemon_ids();
+        for (dir, spare, locked) in [
+            (self.job_dir(id), self.spare_dirs(), false),
+            tmp(TMP_DIRS),
+            tmp(HOST_TMP_DIRS),
         ] {
-            // A job's temporary directory is root's alone before it is emptied: nothing
-            // another process of its user's adds meanwhile reaches the next job.
-            if dir != self.job_dir(id) {
-                // SAFETY: geteuid and getegid cannot fail.
-                let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-                let locked = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                    .and_then(|()| std::os::unix::fs::chown(&dir, Some(uid), Some(gid)));
-                if locked.is_err() {
-                    continue;
-                }
+            // A job's temporary directory is made the daemon's alone before it is emptied:
+            // nothing another process of its user's adds meanwhile reaches the next job.
+            let lock = || {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .and_then(|()| std::os::unix::fs::chown(&dir, Some(uid), Some(gid)))
+            };
+            if locked && lock().is_err() {
+                continue;
             }
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();

@@ -385,29 +385,25 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
     let outcome = start(&launch, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
-        match (outcome.timed_out, &launch.pbs_names) {
-            (false, None) => {
-                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
-                if cancelled.is_some() {
-                    // (Gone once said: a job requeued may run here again.)
-                    let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
-                }
-                if let Some((at, why)) = cancelled.as_deref().and_then(|c| c.split_once('\n')) {
-                    eprintln!(
-                        "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
-                        launch.job_id,
-                        crate::node::hostname(),
-                        slurm_timestamp(at.parse().unwrap_or_else(|_| now()))
-                    );
-                }
-            }
-            (false, Some(_)) => {}
-            (true, None) => eprintln!(
-                "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {} DUE TO TIME LIMIT ***",
+        let stepd = |at: u64, why: &str| {
+            eprintln!(
+                "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
                 launch.job_id,
                 crate::node::hostname(),
-                slurm_timestamp(now())
-            ),
+                slurm_timestamp(at)
+            )
+        };
+        match (outcome.timed_out, &launch.pbs_names) {
+            // Cancelled, where the agent left the record of it (a job of sbatch's dialect:
+            // the controller's choice); gone once said, as a job requeued may run here again.
+            (false, _) => {
+                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
+                if let Some((at, why)) = cancelled.as_deref().and_then(|c| c.split_once('\n')) {
+                    let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
+                    stepd(at.parse().unwrap_or_else(|_| now()), why);
+                }
+            }
+            (true, None) => stepd(now(), " DUE TO TIME LIMIT"),
             (true, Some(_)) => eprintln!(
                 "=>> PBS: job killed: walltime {} exceeded limit {}",
                 now().saturating_sub(started),
