@@ -22,6 +22,14 @@ fn sacct(c: &Cluster, jobs: &str, fields: &str) -> String {
     c.berth(Mode::Rootless, &args).ok().to_string()
 }
 
+/// Kills the all-in-one cluster (`kill -9`) and starts it again on its state, its jobs and
+/// steps going on meanwhile.
+fn restart(c: &mut Cluster) {
+    c.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.up();
+}
+
 /// The lines of `text` that start with `prefix`, sorted (tasks print in any order).
 fn lines_with(text: &str, prefix: &str) -> Vec<String> {
     let mut l: Vec<String> = text
@@ -2192,9 +2200,7 @@ echo "abort=$?""#;
         || cwd.join("up.0").exists() && cwd.join("up.1").exists(),
         || format!("no barrier: {}\n{}", c.show(id), c.log()),
     );
-    c.kill();
-    std::thread::sleep(Duration::from_millis(500));
-    c.up();
+    restart(&mut c);
     std::fs::write(cwd.join("go"), "").unwrap();
     let job = c.completed(id);
     let out = output(&c, id);
@@ -2265,9 +2271,7 @@ fn a_host_jobs_step_goes_on_across_a_restart() {
         || cwd.join("up").exists(),
         || format!("no step: {}\n{}", c.show(id), c.log()),
     );
-    c.kill();
-    std::thread::sleep(Duration::from_millis(500));
-    c.up();
+    restart(&mut c);
     std::fs::write(cwd.join("go"), "").unwrap();
     let job = c.completed(id);
     let out = output(&c, id);
