@@ -2180,7 +2180,7 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             j.id,
             step.id,
             step.ntasks,
-            step.exit_code.map_or("-".into(), |c| c.to_string()),
+            step.exit_code.map_or("-".into(), |_| exit_code_of(step)),
             step.end_time.map_or("-".into(), |_| duration(step_elapsed(
                 j,
                 step,
@@ -2578,7 +2578,7 @@ fn step_accounting(name: &str, j: &JobInfo, step: &berth_api::StepInfo) -> Strin
         .into(),
         // A status of 128 + N was signal N: sacct's 0:N (an OOM kill's, Slurm's 0:125).
         "ExitCode" if oom_killed => "0:125".into(),
-        "ExitCode" => exit_code_of(step.exit_code),
+        "ExitCode" => exit_code_of(step),
         "Elapsed" => duration(step_elapsed(j, step, berth_controller::now())),
         "ElapsedRaw" => step_elapsed(j, step, berth_controller::now()).to_string(),
         "Submit" | "Start" => time(Some(step.start_time)),
@@ -3060,12 +3060,15 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         "ElapsedRaw" => elapsed(j).to_string(),
         // The worst of its steps' as wait(2) orders them (Slurm's): any exit status over
         // any signal.
-        "DerivedExitCode" => exit_code_of((j.steps.iter().filter_map(|s| s.exit_code)).max_by_key(
-            |&c| match step_signal(c) {
-                Some(signal) => signal,
-                None => c << 8,
-            },
-        )),
+        "DerivedExitCode" => j
+            .steps
+            .iter()
+            .filter(|s| s.exit_code.is_some())
+            .max_by_key(|s| match (s.signal, s.exit_code) {
+                (Some(signal), _) => signal,
+                (None, code) => code.unwrap_or(0) << 8,
+            })
+            .map_or_else(|| slurm_exit_code(None, None), exit_code_of),
         "Priority" => j.priority.map_or("0".into(), |p| format!("{p:.0}")),
         "WorkDir" => j.workdir.clone(),
         "Constraints" => j.constraint.clone().unwrap_or_default(),
@@ -3096,15 +3099,9 @@ fn accounting(name: &str, j: &JobInfo) -> String {
     }
 }
 
-/// A step's exit status as sacct's CODE:SIGNAL (a status of 128 + N was signal N: `0:N`).
-fn exit_code_of(status: Option<i32>) -> String {
-    slurm_exit_code(status, status.and_then(step_signal))
-}
-
-/// The signal a step's exit status of 128 + N says killed it (one past the last signal's
-/// is an exit status).
-fn step_signal(status: i32) -> Option<i32> {
-    (129..=128 + 64).contains(&status).then(|| status - 128)
+/// A step's exit status as sacct's CODE:SIGNAL (`0:N` where signal N killed its worst task).
+fn exit_code_of(step: &berth_api::StepInfo) -> String {
+    slurm_exit_code(step.exit_code, step.signal)
 }
 
 /// A job's ExitCode as sacct and scontrol show it: [`slurm_exit_code`], and `0:125` for
@@ -3727,26 +3724,31 @@ mod tests {
         slurm_size, step_elapsed, wait_on_controller, wrapped,
     };
 
-    /// A step's status of 128 + N is signal N, one past the last signal's an exit status; a
+    /// A step's status is its signal's where one gave it, else an exit status (130 too); a
     /// job's DerivedExitCode is its worst step's as wait(2) orders them: an exit status over
     /// any signal.
     #[test]
     fn steps_exit_codes_read_as_sacct_shows_them() {
-        assert_eq!(exit_code_of(Some(7)), "7:0");
-        assert_eq!(exit_code_of(Some(137)), "0:9");
-        assert_eq!(exit_code_of(Some(200)), "200:0");
-        let steps = [3, 137, 5].map(|code| {
-            serde_json::json!({
+        let step = |code: i32, signal: Option<i32>| -> berth_api::StepInfo {
+            serde_json::from_value(serde_json::json!({
                 "id": 0, "ntasks": 1, "command": "x", "start_time": 100, "exit_code": code,
-            })
-        });
+                "signal": signal,
+            }))
+            .unwrap()
+        };
+        assert_eq!(exit_code_of(&step(7, None)), "7:0");
+        assert_eq!(exit_code_of(&step(137, Some(9))), "0:9");
+        assert_eq!(exit_code_of(&step(130, None)), "130:0");
+        assert_eq!(exit_code_of(&step(130, Some(2))), "0:2");
+        let steps = [(3, None), (137, Some(9)), (5, None), (200, None)]
+            .map(|(code, signal)| serde_json::to_value(step(code, signal)).unwrap());
         let j: berth_api::JobInfo = serde_json::from_value(serde_json::json!({
             "id": 7, "name": "sim", "user": "u", "partition": "batch", "state": "COMPLETED",
             "submit_time": 100, "nodes": ["n1"], "cpus": 1, "workdir": "/w", "stdout": "/w/o",
             "held": false, "steps": steps,
         }))
         .unwrap();
-        assert_eq!(accounting("DerivedExitCode", &j), "5:0");
+        assert_eq!(accounting("DerivedExitCode", &j), "200:0");
     }
 
     /// A step's time leaves out its job's suspensions while it ran, and only those.

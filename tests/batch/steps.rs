@@ -473,7 +473,7 @@ echo "second step: $srun_like""#;
     assert!(
         shown
             .ok()
-            .contains(&format!("Step={id}.0 NumTasks=2 ExitCode=0")),
+            .contains(&format!("Step={id}.0 NumTasks=2 ExitCode=0:0")),
         "{}",
         shown.stdout
     );
@@ -571,7 +571,7 @@ berth step -n 1 --overlap sh -c '(setsid sh -c "i=0; while [ \$i -lt 200000 ]; d
         .ok()
         .to_string();
     assert!(
-        shown.contains(&format!("Step={id}.1 NumTasks=1 ExitCode=0 Elapsed=")),
+        shown.contains(&format!("Step={id}.1 NumTasks=1 ExitCode=0:0 Elapsed=")),
         "{shown}"
     );
     assert!(
@@ -1880,6 +1880,23 @@ srun --mpi=list | tail -1"#;
             && failed[2].ends_with(": task 0: Exited with exit code 130")
             && failed[3].ends_with(": tasks 0-1: Exited with exit code 4"),
         "{out}"
+    );
+    // ... and recorded so: the signal apart from an exit status of 128 + N (sacct's 0:9 and
+    // 130:0).
+    let steps = job["steps"].as_array().expect("steps").clone();
+    let ended = |command: &str| {
+        let s = steps.iter().find(|s| s["command"] == command);
+        s.map(|s| (s["exit_code"].clone(), s["signal"].clone()))
+    };
+    assert_eq!(
+        ended("sh -c kill -9 $$"),
+        Some((137.into(), 9.into())),
+        "{job}"
+    );
+    assert_eq!(
+        ended("sh -c exit 130"),
+        Some((130.into(), serde_json::Value::Null)),
+        "{job}"
     );
     assert!(
         out.contains("ignored --hint, --distribution: berth places"),

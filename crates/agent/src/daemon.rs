@@ -176,6 +176,9 @@ pub struct StepEnd {
     pub job: u64,
     pub step: u32,
     pub code: i32,
+    /// The signal that gave `code` (128 + N), where one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
     #[serde(default)]
     pub usage: Option<berth_api::StepUsage>,
     /// It was ended at its time limit.
@@ -199,6 +202,7 @@ impl StepEnd {
             job,
             step,
             code: 125,
+            signal: None,
             usage: None,
             timed_out: false,
             job_ended: false,
@@ -214,7 +218,7 @@ impl StepEnd {
         let deadline = tokio::time::Instant::now() + SCRIPT_END_MARK_WAIT;
         self.job_ended = loop {
             let seen = self.code != 0 && node.script_ended(self.job);
-            if seen || self.code <= 128 || tokio::time::Instant::now() >= deadline {
+            if seen || self.signal.is_none() || tokio::time::Instant::now() >= deadline {
                 break seen;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -400,6 +400,10 @@ pub struct StepInfo {
     pub end_time: Option<u64>,
     /// The worst of the tasks' exit statuses (128 + N for a signal).
     pub exit_code: Option<i32>,
+    /// The signal that gave `exit_code` (128 + N), where one did: a task killed by it, not
+    /// one that exited with that status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     /// What its tasks used, once it has ended (none where a node could not say).
     #[serde(default)]
     pub usage: Option<StepUsage>,

@@ -4669,6 +4669,7 @@ impl Controller {
             start_time: now(),
             end_time: None,
             exit_code: None,
+            signal: None,
             usage: None,
             node: here.clone(),
             cancelled: false,
@@ -4963,6 +4964,7 @@ impl Controller {
         };
         s.end_time = Some(end.end_time.unwrap_or_else(now));
         s.exit_code = Some(end.code);
+        s.signal = end.signal;
         s.usage = end.usage;
         s.timed_out = end.timed_out;
         s.cancelled |= end.job_ended;

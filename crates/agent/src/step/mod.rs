@@ -361,13 +361,40 @@ pub(crate) struct Part {
 pub struct PartEnd {
     /// The worst of its tasks' exit statuses (125: berth's own failure).
     pub code: i32,
+    /// The signal that gave `code` (128 + N), where one did.
+    pub signal: Option<i32>,
     pub usage: Option<berth_api::StepUsage>,
 }
 
 impl PartEnd {
     /// An end without usage (the part did not run, or its process could not say).
     pub fn without_usage(code: i32) -> PartEnd {
-        PartEnd { code, usage: None }
+        PartEnd {
+            code,
+            signal: None,
+            usage: None,
+        }
+    }
+
+    /// The end of a part's process whose wait(2) status is `status`.
+    fn of(status: std::process::ExitStatus, usage: Option<berth_api::StepUsage>) -> PartEnd {
+        PartEnd {
+            code: exit_code(status),
+            signal: std::os::unix::process::ExitStatusExt::signal(&status),
+            usage,
+        }
+    }
+}
+
+/// The worse of two ends, each an exit status as a shell has it (128 + N for signal N) and
+/// the signal that gave it, where one did: the higher status; a signal over an exit status
+/// of the same number.
+pub(crate) fn worse(a: (i32, Option<i32>), b: (i32, Option<i32>)) -> (i32, Option<i32>) {
+    match a.0.cmp(&b.0) {
+        std::cmp::Ordering::Greater => a,
+        std::cmp::Ordering::Less => b,
+        std::cmp::Ordering::Equal if a.1.is_some() => a,
+        std::cmp::Ordering::Equal => b,
     }
 }
 
@@ -385,12 +412,10 @@ pub(crate) async fn start_part(
                 group: forked.pid as libc::pid_t,
                 end: Box::pin(async move {
                     match tokio::task::spawn_blocking(move || forked.wait()).await {
-                        Ok(Some(ended)) => PartEnd {
-                            code: exit_code(std::os::unix::process::ExitStatusExt::from_raw(
-                                ended.status,
-                            )),
-                            usage: ended.usage,
-                        },
+                        Ok(Some(ended)) => PartEnd::of(
+                            std::os::unix::process::ExitStatusExt::from_raw(ended.status),
+                            ended.usage,
+                        ),
                         // Its status went with the launcher.
                         _ => PartEnd::without_usage(125),
                     }
@@ -410,7 +435,10 @@ pub(crate) async fn start_part(
                     group: child.id().expect("a child just spawned has a pid") as libc::pid_t,
                     // (Exec'd, it has no way to say what its tasks used.)
                     end: Box::pin(async move {
-                        PartEnd::without_usage(child.wait().await.map_or(125, exit_code))
+                        match child.wait().await {
+                            Ok(status) => PartEnd::of(status, None),
+                            Err(_) => PartEnd::without_usage(125),
+                        }
                     }),
                 })
             }
@@ -731,11 +759,11 @@ pub fn run() -> Result<i32, StepError> {
     let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
     let registered = Registered::new(&launch);
-    let (code, cgroup) = run_launch(launch)?;
+    let ((code, signal), cgroup) = run_launch(launch)?;
     if let Some(r) = registered {
-        r.ended(code, usage(cgroup));
+        r.ended((code, signal), usage(cgroup));
     }
-    Ok(code)
+    Ok(end_as(code, signal))
 }
 
 /// The step process as the node's launcher forks it (see `launcher`): `launch` is the
@@ -745,11 +773,11 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launch: Result<StepLaunch, _> =
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
     let registered = launch.as_ref().ok().and_then(Registered::new);
-    let (code, cgroup) = match launch.and_then(run_launch) {
+    let ((code, signal), cgroup) = match launch.and_then(run_launch) {
         Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");
-            (125, StepAccounting::default())
+            ((125, None), StepAccounting::default())
         }
     };
     let used = usage(cgroup);
@@ -758,7 +786,34 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     }
     // (Once its usage is out: the job's runner waits for this.)
     if let Some(r) = registered {
-        r.ended(code, used);
+        r.ended((code, signal), used);
+    }
+    end_as(code, signal)
+}
+
+/// Ends this step process as its worst task ended where a signal killed that task: by the
+/// same signal (without a core dump), so that whoever waits for it tells the signal from
+/// an exit status of 128 + N. Else (or where the signal does not end it) returns `code`,
+/// the status to exit with.
+fn end_as(code: i32, signal: Option<i32>) -> i32 {
+    let Some(signal) = signal else {
+        return code;
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: setrlimit(2) of a struct we own; the signal's default action restored and
+    // the signal unblocked (plain calls), then raised at this process, which it ends.
+    unsafe {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
     }
     code
 }
@@ -824,6 +879,9 @@ pub(crate) struct Registration {
 pub(crate) struct PartRecord {
     pub step: u32,
     pub code: i32,
+    /// The signal that gave `code`, where one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     pub usage: Option<berth_api::StepUsage>,
     pub adoptable: bool,
     pub cgroup: String,
@@ -1057,10 +1115,11 @@ impl Registered {
     }
 
     /// Records the step process's end (`PID.end`), then removes its entry.
-    fn ended(self, code: i32, usage: Option<berth_api::StepUsage>) {
+    fn ended(self, (code, signal): (i32, Option<i32>), usage: Option<berth_api::StepUsage>) {
         let record = PartRecord {
             step: self.said.step,
             code,
+            signal,
             usage,
             adoptable: self.said.adoptable,
             cgroup: self.said.cgroup.clone(),
@@ -1128,7 +1187,7 @@ fn report_usage(to: &OwnedFd, used: &berth_api::StepUsage) {
 
 /// Runs the step's tasks here: their worst exit status, and what their cgroup accounted
 /// (OOM kills at the step's own memory limit, CPU time).
-fn run_launch(mut launch: StepLaunch) -> Result<(i32, StepAccounting), StepError> {
+fn run_launch(mut launch: StepLaunch) -> Result<((i32, Option<i32>), StepAccounting), StepError> {
     // Looked up on the host, before entering the container, whose passwd berth wrote.
     let id = berth_runtime::Identity::lookup(&launch.user, true)?;
     // The agent's PMI server's address (a step across nodes), resolved on the host too
@@ -1370,7 +1429,8 @@ struct Pmi<'a> {
 }
 
 /// Starts the step's tasks in the container this process is in, waits for all of them,
-/// and returns the worst exit status (a task's abort's code, where one aborted the step).
+/// and returns the worst exit status and the signal that gave it, where one did (a task's
+/// abort's code, where one aborted the step).
 /// `own_cgroup`: the step's cgroup, which each task joins as it starts.
 fn run_tasks(
     launch: &StepLaunch,
@@ -1379,7 +1439,7 @@ fn run_tasks(
     remap: Option<std::os::fd::BorrowedFd>,
     pmi: &Pmi,
     own_cgroup: Option<&OwnCgroup>,
-) -> Result<i32, StepError> {
+) -> Result<(i32, Option<i32>), StepError> {
     let cgroup = own_cgroup.map_or_else(Vec::new, |c| c.cgroup.task_files());
     if let Some(per_task) = launch.gpus_per_task {
         let (need, have) = (launch.tasks.len() * per_task as usize, gpus_in_container());
@@ -1533,12 +1593,12 @@ fn run_tasks(
         None => {
             if let Some(code) = watch(launch, &mut running, &mut labelled, pmi.aborts)? {
                 eprintln!("berth step: a task aborted the step with exit code {code}");
-                return Ok(code);
+                return Ok((code, None));
             }
         }
     }
 
-    let mut worst = 0;
+    let mut worst = (0, None);
     // The tasks that failed alike, said together (`tasks 0-3: Exited with exit code 1`).
     type How = (i32, Option<i32>);
     let mut failed: Vec<(How, Vec<u32>)> = Vec::new();
@@ -1551,7 +1611,7 @@ fn run_tasks(
                 None => failed.push((how, vec![t.rank as u32])),
             }
         }
-        worst = worst.max(status);
+        worst = worse(worst, (status, t.signal));
     }
     for ((status, signal), ranks) in failed {
         eprintln!(

@@ -54,7 +54,8 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The exit frame's payload for `end`.
+/// The exit frame's payload for `end`: its status, what it used (four numbers) if it can
+/// say, the signal that gave the status if one did.
 fn exit_payload(end: PartEnd) -> Vec<u8> {
     let mut payload = end.code.to_be_bytes().to_vec();
     if let Some(u) = end.usage {
@@ -62,13 +63,24 @@ fn exit_payload(end: PartEnd) -> Vec<u8> {
             payload.extend_from_slice(&n.to_be_bytes());
         }
     }
+    if let Some(signal) = end.signal {
+        payload.extend_from_slice(&signal.to_be_bytes());
+    }
     payload
 }
 
 /// The part's end from an exit frame's payload; `None` if it is not one.
 fn parse_exit(payload: &[u8]) -> Option<PartEnd> {
     let code = i32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
-    let usage = match &payload[4..] {
+    // (The signal, last, since 2026-12-07: 4 bytes past no usage or a whole usage.)
+    let (rest, signal) = match &payload[4..] {
+        rest if rest.len() == 4 || rest.len() == 36 => {
+            let (rest, signal) = rest.split_at(rest.len() - 4);
+            (rest, Some(i32::from_be_bytes(signal.try_into().ok()?)))
+        }
+        rest => (rest, None),
+    };
+    let usage = match rest {
         [] => None,
         // (Without the OOM kills, the fourth, before 2026-12-06.)
         rest if rest.len() == 24 || rest.len() == 32 => {
@@ -82,7 +94,11 @@ fn parse_exit(payload: &[u8]) -> Option<PartEnd> {
         }
         _ => return None,
     };
-    Some(PartEnd { code, usage })
+    Some(PartEnd {
+        code,
+        signal,
+        usage,
+    })
 }
 
 /// A frame's kind and an empty payload of its length, from its head.
@@ -487,7 +503,18 @@ mod tests {
         for end in [
             PartEnd {
                 code: 137,
+                signal: Some(9),
                 usage: Some(usage),
+            },
+            PartEnd {
+                code: 130,
+                signal: None,
+                usage: Some(usage),
+            },
+            PartEnd {
+                code: 130,
+                signal: Some(2),
+                usage: None,
             },
             PartEnd::without_usage(3),
         ] {
@@ -498,7 +525,7 @@ mod tests {
             parse_exit(&7i32.to_be_bytes()),
             Some(PartEnd::without_usage(7))
         );
-        for bad in [&[0u8, 0, 1][..], &[0; 12], &[0; 29]] {
+        for bad in [&[0u8, 0, 1][..], &[0; 12], &[0; 29], &[0; 44]] {
             assert_eq!(parse_exit(bad), None, "{bad:?}");
         }
     }

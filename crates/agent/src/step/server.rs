@@ -140,6 +140,7 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
             }
             let end = StepEnd {
                 code: r.code,
+                signal: r.signal,
                 usage: r.usage,
                 end_time: Some(r.ended).filter(|&t| t > 0),
                 ..StepEnd::failed(job, r.step)
@@ -287,11 +288,12 @@ fn watch<A: StepAuthority>(
             .and_then(|text| serde_json::from_slice::<super::PartRecord>(&text).ok());
         let mut end = StepEnd::failed(job, step);
         if let Some(said) = said {
-            end.code = said.code;
+            (end.code, end.signal) = (said.code, said.signal);
             end.usage = said.usage;
         }
         if killed {
-            end.code = end.code.max(128 + libc::SIGTERM);
+            (end.code, end.signal) =
+                super::worse((end.code, end.signal), (128 + libc::SIGTERM, Some(libc::SIGTERM)));
         }
         end.timed_out = timed_out;
         // Recorded before its client hears of it, as a step this process started.
@@ -914,7 +916,7 @@ async fn run_step<A: StepAuthority>(
         )
     };
     let mut left = grant.parts.len();
-    let (mut worst, mut killed, mut client) = (0, false, true);
+    let (mut worst, mut killed, mut client) = ((0, None), false, true);
     // What the parts used, summed, while every part says.
     let mut usage = Some(berth_api::StepUsage::default());
     while left > 0 {
@@ -928,7 +930,7 @@ async fn run_step<A: StepAuthority>(
             Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
                 eprintln!("berth step: a task aborted the step with exit code {code}");
                 if !killed {
-                    worst = worst.max(code);
+                    worst = super::worse(worst, (code, None));
                     killed = true;
                     signal_all(super::end_signal());
                     ending = Some(tokio::time::Instant::now() + END_GRACE);
@@ -956,7 +958,7 @@ async fn run_step<A: StepAuthority>(
             }
             _ = tokio::time::sleep_until(terminating.unwrap_or_else(tokio::time::Instant::now)), if terminating.is_some() && !killed => {
                 killed = true;
-                worst = worst.max(128 + libc::SIGTERM);
+                worst = super::worse(worst, (128 + libc::SIGTERM, Some(libc::SIGTERM)));
                 signal_all(super::end_signal());
                 ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
                 continue;
@@ -991,7 +993,7 @@ async fn run_step<A: StepAuthority>(
         let code = end.code;
         // Parts killed because another failed say nothing about their programs.
         if !killed {
-            worst = worst.max(code);
+            worst = super::worse(worst, (code, end.signal));
         }
         if code != 0 && request.kill_on_bad_exit && left > 0 && !killed {
             killed = true;
@@ -1007,7 +1009,8 @@ async fn run_step<A: StepAuthority>(
     let end = StepEnd {
         job,
         step: grant.step,
-        code: worst,
+        code: worst.0,
+        signal: worst.1,
         usage,
         timed_out,
         job_ended: false,
@@ -1017,7 +1020,7 @@ async fn run_step<A: StepAuthority>(
     if let Some(g) = group {
         super::forget_record(&grant.job_dir, g);
     }
-    Ok(worst)
+    Ok(worst.0)
 }
 
 /// How long a step's parts have to end their tasks and say what they used, once it is
