@@ -59,6 +59,10 @@ impl Cli {
                 let container = args
                     .get(1)
                     .is_some_and(|a| ["exec", "run", "shell"].iter().any(|c| a == *c));
+                if let Some(said) = compat::unknown_option(&e) {
+                    eprintln!("{said}");
+                    std::process::exit(1);
+                }
                 let _ = e.print();
                 std::process::exit(match (e.use_stderr(), container, compat::as_slurm()) {
                     (true, true, _) => 125,
@@ -315,6 +319,9 @@ fn report(err: &anyhow::Error) -> i32 {
         }
     }
     eprintln!("{line}");
+    if err.downcast_ref::<compat::UsageError>().is_some() {
+        return compat::usage_status();
+    }
     let code = err
         .downcast_ref::<berth_runtime::RuntimeError>()
         .map_or(125, |e| e.exit_code());

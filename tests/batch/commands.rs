@@ -82,6 +82,14 @@ fn lsf_commands_as_lsf_users_type_them() {
     let Some((c, links)) = cluster_with_links() else {
         return;
     };
+    // A command line it cannot take: its usage, and LSF's status for a failure (255).
+    let bad = run(&c, &links, "bjobs", &["-Z"]);
+    assert!(
+        bad.code == 255 && bad.stderr.contains("\nusage: bjobs "),
+        "{}: {}",
+        bad.code,
+        bad.stderr
+    );
     // A command as the job (its output where -o says), named, waiting for a file.
     let out = run(
         &c,
@@ -582,6 +590,22 @@ fn slurm_commands_as_slurm_users_type_them() {
     c.completed(id);
     let out = std::fs::read_to_string(cwd.join(format!("slurm-{id}.out")));
     assert_eq!(out.unwrap(), "from sbatch\n");
+    // An option it does not know, in getopt's words, as Slurm's commands say it: status 1.
+    let bad = run(&c, &links, "squeue", &["--colour"]);
+    assert_eq!(
+        (bad.code, bad.stderr.as_str()),
+        (
+            1,
+            "squeue: unrecognized option '--colour'\nTry \"squeue --help\" for more information\n"
+        )
+    );
+    let bad = run(&c, &links, "sacct", &["-Z"]);
+    assert!(
+        bad.code == 1 && bad.stderr.starts_with("sacct: invalid option -- 'Z'\n"),
+        "{}: {}",
+        bad.code,
+        bad.stderr
+    );
     let array: u64 = run(&c, &links, "sbatch", &["--parsable", "--array=2", "s.sh"])
         .ok()
         .trim()
@@ -976,6 +1000,29 @@ fn pbs_commands_as_pbs_users_type_them() {
         "#!/bin/sh\n#PBS -N pbsjob\n#PBS -l nodes=1:ppn=1,walltime=00:10:00\necho \"$PBS_JOBNAME $1 $2 from $PBS_O_HOST\"\necho oops >&2\n",
     )
     .unwrap();
+    // A command line it cannot take: its usage, and PBS's status for one (2).
+    let bad = run(&c, &links, "qstat", &["--bogus"]);
+    assert!(
+        bad.code == 2 && bad.stderr.contains("\nusage: qstat "),
+        "{}: {}",
+        bad.code,
+        bad.stderr
+    );
+    let bad = run(&c, &links, "qdel", &[]);
+    assert!(
+        bad.code == 2 && bad.stderr.contains("usage: qdel "),
+        "{}: {}",
+        bad.code,
+        bad.stderr
+    );
+    // PBS Pro's -J is a range: one index is refused.
+    let bad = run(&c, &links, "qsub", &["-J", "5", "pbs.sh"]);
+    assert!(
+        bad.code != 0 && bad.stderr.contains("-J") && bad.stderr.contains("X-Y[:STEP][%MAX]"),
+        "{}: {}",
+        bad.code,
+        bad.stderr
+    );
     // qsub prints ID.SERVER; a dependency takes that form back.
     let first = run(&c, &links, "qsub", &["-h", "-F", "one two", "pbs.sh"]);
     let first_id = first.ok().trim().to_string();
@@ -1423,8 +1470,8 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         full.stdout
     );
-    // Options together as getopt takes them, subjobs in a range, Torque's -t; an array of
-    // one index is an array; PBS's words for what is refused.
+    // Options together as getopt takes them, subjobs in a range, Torque's -t; PBS's words
+    // for what is refused.
     let three = run(&c, &links, "qsub", &["-h", "-J", "1-3", "pbs.sh"]);
     let three = three.ok().trim().to_string();
     let users = run(&c, &links, "qstat", &["-nu", TEST_USER]);
@@ -1438,7 +1485,7 @@ fn pbs_commands_as_pbs_users_type_them() {
     c.wait_for(first, &["CANCELLED"]);
     c.wait_for(first + 1, &["CANCELLED"]);
     c.completed(first + 2);
-    let one = run(&c, &links, "qsub", &["-h", "-J", "5", "pbs.sh"]);
+    let one = run(&c, &links, "qsub", &["-h", "-J", "5-6", "pbs.sh"]);
     let one = one.ok().trim().to_string();
     assert!(one.ends_with(&format!("[].{server}")), "{one}");
     let operator = run(&c, &links, "qhold", &["-h", "o", &one]);
@@ -1455,7 +1502,9 @@ fn pbs_commands_as_pbs_users_type_them() {
         )
     );
     run(&c, &links, "qalter", &["-h", "n", &one]).ok();
-    c.completed(one.split('[').next().unwrap().parse().unwrap());
+    let number: u64 = one.split('[').next().unwrap().parse().unwrap();
+    c.completed(number);
+    c.completed(number + 1);
     // A job whose output file cannot be opened: why, in its comment.
     let lost = run(
         &c,

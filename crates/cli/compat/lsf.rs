@@ -22,8 +22,8 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         println!("usage: {BSUB_USAGE}");
         return Ok(0);
     }
-    let (options, end) = leading_options(Family::Lsf, &words)
-        .map_err(|e| anyhow::anyhow!("{e}\nusage: {BSUB_USAGE}"))?;
+    let (options, end) =
+        leading_options(Family::Lsf, &words).map_err(|e| super::usage_error(e, BSUB_USAGE))?;
     let mut interactive = None;
     let mut args = Vec::new();
     for (name, taken) in options {
@@ -1056,7 +1056,10 @@ pub fn bkill(words: Vec<String>) -> Result<i32> {
     let name = value(&mut words, "-J")?;
     no_other_options("bkill", &words, BKILL_USAGE)?;
     if words.is_empty() && name.is_none() {
-        bail!("bkill: name the jobs (0: all of yours)\nusage: {BKILL_USAGE}");
+        return Err(super::usage_error(
+            "bkill: name the jobs (0: all of yours)",
+            BKILL_USAGE,
+        ));
     }
     let what = if signal.is_some() {
         "signaled"
@@ -1198,7 +1201,10 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
     value(&mut words, "-r")?;
     no_other_options("bwait", &words, BWAIT_USAGE)?;
     let (Some(condition), []) = (condition, words.as_slice()) else {
-        bail!("bwait: give the wait condition, and nothing else\nusage: {BWAIT_USAGE}");
+        return Err(super::usage_error(
+            "bwait: give the wait condition, and nothing else",
+            BWAIT_USAGE,
+        ));
     };
     let deps = berth_core::job::Dependencies::parse_lsf(&condition)
         .map_err(|e| anyhow::anyhow!("bwait: {e}"))?;

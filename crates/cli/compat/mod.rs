@@ -75,6 +75,60 @@ pub fn name() -> &'static str {
     invoked_as().unwrap_or("berth")
 }
 
+/// What a Slurm command berth runs as says of an option it does not know, in getopt's
+/// words as Slurm's commands say it (`squeue: unrecognized option '--colour'`, `...: invalid
+/// option -- 'Z'`), rather than berth's own subcommand's usage; `None` for another error,
+/// or where berth does not run as one.
+pub fn unknown_option(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let name =
+        invoked_as().filter(|n| SLURM_COMMANDS.contains(n) || ["srun", "salloc"].contains(n))?;
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(option)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let said = match option.strip_prefix("--") {
+        Some(_) => format!("{name}: unrecognized option '{option}'"),
+        None => {
+            let letter = option.trim_start_matches('-').chars().next()?;
+            format!("{name}: invalid option -- '{letter}'")
+        }
+    };
+    Some(format!(
+        "{said}\nTry \"{name} --help\" for more information"
+    ))
+}
+
+/// A command line that the batch system's command berth runs as cannot take, said with
+/// that command's usage: it exits with that command's status for one ([`usage_status`]),
+/// not berth's 125.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A [`UsageError`]: `why`, then the command's `usage`.
+pub(crate) fn usage_error(why: impl std::fmt::Display, usage: &str) -> anyhow::Error {
+    anyhow::Error::new(UsageError(format!("{why}\nusage: {usage}")))
+}
+
+/// The status a [`UsageError`] exits with: PBS's commands' 2, LSF's 255, Slurm's 1.
+pub fn usage_status() -> i32 {
+    match invoked_as() {
+        _ if pbs_ids() => 2,
+        Some(n) if n.starts_with('b') || n == "lshosts" => 255,
+        _ => 1,
+    }
+}
+
 /// Whether berth runs as one of PBS's commands, whose job ids may name their server
 /// (`42.server`, `42[].server`).
 pub fn pbs_ids() -> bool {
@@ -504,7 +558,10 @@ fn element_lists(words: Vec<String>) -> Result<Vec<String>> {
 /// Fails on any option left in `words` (after the command took its own).
 fn no_other_options(command: &str, words: &[String], usage: &str) -> Result<()> {
     if let Some(w) = words.iter().find(|w| w.starts_with('-') && w.len() > 1) {
-        bail!("{command}: berth does not know the option {w}\nusage: {usage}");
+        return Err(usage_error(
+            format!("{command}: berth does not know the option {w}"),
+            usage,
+        ));
     }
     Ok(())
 }

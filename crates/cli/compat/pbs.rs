@@ -127,8 +127,8 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         println!("usage: {QSUB_USAGE}");
         return Ok(0);
     }
-    let (options, end) = leading_options(Family::Pbs, &words)
-        .map_err(|e| anyhow::anyhow!("{e}\nusage: {QSUB_USAGE}"))?;
+    let (options, end) =
+        leading_options(Family::Pbs, &words).map_err(|e| super::usage_error(e, QSUB_USAGE))?;
     let command_mode = end > 0 && words[end - 1] == "--";
     let (mut interactive, mut quiet) = (false, false);
     let (mut args, mut script_args) = (Vec::new(), Vec::new());
@@ -499,7 +499,7 @@ const PBSDSH_USAGE: &str =
 /// Its output is pbsdsh's
 /// (-o, which asks for that, changes nothing); -s (one slot after another) is refused.
 pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
-    let usage = |why: String| anyhow::anyhow!("pbsdsh: {why}\nusage: {PBSDSH_USAGE}");
+    let usage = |why: String| super::usage_error(format!("pbsdsh: {why}"), PBSDSH_USAGE);
     let Some(job) = crate::step::job_id_from_env()? else {
         bail!("pbsdsh runs a program on the nodes of the job it is called in: call it from a job's script");
     };
@@ -1117,7 +1117,10 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
         }
     }
     let Some(spec) = words.last().cloned() else {
-        bail!("qalter: name the job: [options] JOBID");
+        return Err(super::usage_error(
+            "qalter: name the job",
+            "qalter [options] JOBID",
+        ));
     };
     let status = match words.len() {
         1 => 0,
@@ -1156,7 +1159,10 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
     let command = command_of(verb);
     no_other_options(command, specs, "JOBID[.SERVER] ...")?;
     if specs.is_empty() {
-        bail!("{command}: name the jobs (JOBID[.SERVER], JOBID[INDEX], JOBID[], JOBID[RANGE])");
+        return Err(super::usage_error(
+            format!("{command}: name the jobs"),
+            &format!("{command} JOBID[.SERVER]|JOBID[INDEX]|JOBID[]|JOBID[RANGE] ..."),
+        ));
     }
     let server = crate::client::controller_host();
     // The id as PBS says it back: with its server.
@@ -1239,7 +1245,10 @@ pub fn pbsnodes(words: Vec<String>) -> Result<i32> {
     if offline || clear {
         use crate::batch::NodeCommand;
         if words.is_empty() || (offline && clear) {
-            bail!("pbsnodes: name the nodes to take offline (-o) or back (-c)\nusage: {USAGE}");
+            return Err(super::usage_error(
+                "pbsnodes: name the nodes to take offline (-o) or back (-c)",
+                USAGE,
+            ));
         }
         nodes_named(&words)?;
         for node in words {

@@ -292,8 +292,10 @@ fn watch<A: StepAuthority>(
             end.usage = said.usage;
         }
         if killed {
-            (end.code, end.signal) =
-                super::worse((end.code, end.signal), (128 + libc::SIGTERM, Some(libc::SIGTERM)));
+            (end.code, end.signal) = super::worse(
+                (end.code, end.signal),
+                (128 + libc::SIGTERM, Some(libc::SIGTERM)),
+            );
         }
         end.timed_out = timed_out;
         // Recorded before its client hears of it, as a step this process started.

@@ -2061,7 +2061,15 @@ fn apply_pbs(
             "berth orders jobs by their priority factors (use sbatch's --nice)",
         ),
         "c" => ignore(opts, found, line, "berth does not checkpoint jobs"),
-        // PBS Pro -J and Torque -t both take berth's (and Slurm's) array syntax.
+        // PBS Pro -J and Torque -t both take berth's (and Slurm's) array syntax; PBS Pro's
+        // is a range (X-Y[:Z][%N]), one index no array.
+        "J" if !v.contains('-') => {
+            return Err(JobError::Invalid {
+                what: "array range",
+                value: v.into(),
+                expected: "X-Y[:STEP][%MAX], as PBS Pro's -J (Torque's -t takes lists)".into(),
+            })
+        }
         "J" | "t" => opts.array = Some(ArraySpec::parse(v)?),
         "W" => match v.split_once('=') {
             Some(("depend", list)) => opts.dependencies = Some(Dependencies::parse_pbs(list)?),
