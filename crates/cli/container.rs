@@ -139,7 +139,9 @@ pub struct ShellArgs {
 }
 
 impl ContainerArgs {
-    fn options(self) -> Result<Options> {
+    /// The options, `-u`'s user looked up in the image whose tree is `image` first, where
+    /// there is one.
+    fn options(self, image: Option<&std::path::Path>) -> Result<Options> {
         let pids = match self.pids_limit {
             Some(-1) | None => None,
             Some(n) => Some(u64::try_from(n).map_err(|_| {
@@ -165,7 +167,7 @@ impl ContainerArgs {
             anyhow::bail!("--fakeroot is for users: root is root in its containers already");
         }
         let (user, as_root) = match &self.user {
-            Some(user) => run_as(user)?,
+            Some(user) => run_as(user, image)?,
             None => (None, false),
         };
         if let Some(name) = &self.hostname {
@@ -245,10 +247,14 @@ impl ContainerArgs {
 }
 
 /// Whom `-u USER[:GROUP]` runs the container as: root runs it as anyone (a uid without an
-/// entry in the user database too, as Docker's); a user, as themselves (no identity to
-/// switch to), or as root inside a user namespace that is them outside (true: --fakeroot's
-/// remapped root), as rootless Docker and Podman do.
-fn run_as(value: &str) -> Result<(Option<berth_runtime::Identity>, bool)> {
+/// entry in the user database too, as Docker's), looked up in the user database of the
+/// image whose tree is `image` first, as Docker looks users up, then in the host's; a user,
+/// as themselves (no identity to switch to), or as root inside a user namespace that is
+/// them outside (true: --fakeroot's remapped root), as rootless Docker and Podman do.
+fn run_as(
+    value: &str,
+    image: Option<&std::path::Path>,
+) -> Result<(Option<berth_runtime::Identity>, bool)> {
     use berth_runtime::Identity;
     let (user, group) = match value.split_once(':') {
         Some((user, group)) => (user, Some(group)),
@@ -257,11 +263,18 @@ fn run_as(value: &str) -> Result<(Option<berth_runtime::Identity>, bool)> {
     if user.is_empty() || group == Some("") {
         anyhow::bail!("-u {value}: give USER or USER:GROUP, each a name or a number");
     }
-    let mut id = Identity::lookup(user, true)?;
+    let image = image.filter(|_| is_root());
+    let mut id = match image.and_then(|root| Identity::in_image(root, user)) {
+        Some(id) => id,
+        None => Identity::lookup(user, true)?,
+    };
     if let Some(group) = group {
-        let (gid, name) = Identity::group(group).with_context(|| {
-            format!("-u {value}: no group {group} in this host's group database")
-        })?;
+        let in_image = image.and_then(|root| Identity::group_in_image(root, group));
+        let (gid, name) = in_image
+            .or_else(|| Identity::group(group))
+            .with_context(|| {
+                format!("-u {value}: no group {group} in the image's or this host's group database")
+            })?;
         id.gid = gid;
         id.group = name.clone();
         id.groups = vec![gid];
@@ -548,7 +561,6 @@ fn start(
     args: ContainerArgs,
     entrypoint: Option<String>,
 ) -> Result<i32> {
-    let options = args.options()?;
     let store = settings.store()?;
     let mut foreign = None;
     let (rootfs, mut defaults) = match named(settings, &store, image)? {
@@ -594,6 +606,10 @@ fn start(
             (Rootfs::Directory(dir), defaults)
         }
     };
+    let options = args.options(match &rootfs {
+        Rootfs::Directory(dir) => Some(dir),
+        _ => None,
+    })?;
     // Docker's --entrypoint replaces the image's, and its CMD goes with it.
     if let Some(program) = entrypoint {
         defaults.entrypoint = Some(Vec::from_iter((!program.is_empty()).then_some(program)));

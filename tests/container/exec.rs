@@ -119,6 +119,45 @@ fn same_identity_inside_as_outside() {
         as_user(Mode::Root, "4321:4322").ok().trim(),
         "uid=4321(4321) gid=4322(4322) groups=4322(4322)"
     );
+    // A user of the image's own database, by name or uid, as Docker looks them up: its
+    // groups, its home, its entries kept as the image has them.
+    let users = f.path("users");
+    for sub in ["bin", "etc"] {
+        std::fs::create_dir_all(users.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", users.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "cat"] {
+        std::os::unix::fs::symlink("busybox", users.join("bin").join(applet)).unwrap();
+    }
+    let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:4500:4500:The App:/home/app:/bin/sh\n";
+    let group = "root:x:0:\napp:x:4500:\ndata:x:4501:other,app\nstaff:x:4502:other\n";
+    std::fs::write(users.join("etc/passwd"), passwd).unwrap();
+    std::fs::write(users.join("etc/group"), group).unwrap();
+    let tree = users.to_str().unwrap();
+    f.berth(Mode::Root, &["image", "import", tree, "--name", "users"])
+        .ok();
+    let show = "id; echo $HOME; cat /etc/passwd /etc/group";
+    for (user, id) in [
+        (
+            "app",
+            "uid=4500(app) gid=4500(app) groups=4500(app),4501(data)",
+        ),
+        (
+            "4500",
+            "uid=4500(app) gid=4500(app) groups=4500(app),4501(data)",
+        ),
+        (
+            "app:staff",
+            "uid=4500(app) gid=4502(staff) groups=4502(staff)",
+        ),
+    ] {
+        let out = f.berth(Mode::Root, &["exec", "-u", user, "users", "sh", "-c", show]);
+        assert_eq!(
+            out.ok(),
+            format!("{id}\n/home/app\n{passwd}{group}"),
+            "-u {user}"
+        );
+    }
     // A user names themselves, or root: theirs, through a user namespace (--fakeroot's).
     let me = format!("{}:{}", f.user.uid, f.user.gid);
     assert!(as_user(Mode::Rootless, &me).ok().starts_with(&expected));

@@ -1,5 +1,6 @@
-//! Who the container runs as, looked up in the host's user database, and the /etc/passwd and
-//! /etc/group lines that make `id` and `whoami` work inside the image.
+//! Who the container runs as, looked up in the host's user database (or, for root's `-u`,
+//! the image's first), and the /etc/passwd and /etc/group lines that make `id` and `whoami`
+//! work inside the image.
 
 use crate::RuntimeError;
 use std::ffi::CStr;
@@ -160,6 +161,21 @@ impl Identity {
         })
     }
 
+    /// User `user` (a name or uid) as the user database of the image whose tree is `root`
+    /// has it (its /etc/passwd and /etc/group, as Docker's `-u` looks users up); `None`
+    /// where the image has no such user, or no database berth can read (a symlink there).
+    pub fn in_image(root: &std::path::Path, user: &str) -> Option<Identity> {
+        let (passwd, group) = image_db(root)?;
+        from_db(&passwd, &group, user)
+    }
+
+    /// Group `group` (a name or gid) as the image whose tree is `root` has it: its gid and
+    /// name.
+    pub fn group_in_image(root: &std::path::Path, group: &str) -> Option<(u32, String)> {
+        let (_, db) = image_db(root)?;
+        group_in_db(&db, group).map(|(gid, name, _)| (gid, name.to_string()))
+    }
+
     /// The caller of this process: its real uid and gid.
     pub fn current() -> Result<Identity, RuntimeError> {
         // SAFETY: getuid/getgid cannot fail.
@@ -169,6 +185,75 @@ impl Identity {
         id.group = group_name(gid);
         Ok(id)
     }
+}
+
+/// The image's /etc/passwd and /etc/group (each empty where it has none), read beneath its
+/// tree `root` without following a symlink.
+fn image_db(root: &std::path::Path) -> Option<(String, String)> {
+    use std::io::Read;
+    let root: std::os::fd::OwnedFd = std::fs::File::open(root).ok()?.into();
+    let etc = crate::sys::open_beneath(&root, "etc", libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+    let read = |name: &str| -> Option<String> {
+        // Non-blocking: a FIFO in its place must not hang the lookup.
+        match crate::sys::open_beneath(&etc, name, libc::O_RDONLY | libc::O_NONBLOCK) {
+            Ok(fd) => {
+                let file = std::fs::File::from(fd);
+                if !file.metadata().ok()?.is_file() {
+                    return None;
+                }
+                let mut text = String::new();
+                file.take(1 << 20).read_to_string(&mut text).ok()?;
+                Some(text)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Some(String::new()),
+            Err(_) => None,
+        }
+    };
+    Some((read("passwd")?, read("group")?))
+}
+
+/// The entry of group `group` (a name or gid) in the group database `db`: its gid, name
+/// and members.
+fn group_in_db<'a>(db: &'a str, group: &str) -> Option<(u32, &'a str, &'a str)> {
+    db.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let gid = f.get(2)?.parse().ok()?;
+        (f[0] == group || group.parse() == Ok(gid))
+            .then(|| (gid, f[0], f.get(3).copied().unwrap_or("")))
+    })
+}
+
+/// User `user` (a name or uid) as the databases `passwd` and `group` have it: its primary
+/// group, and the groups that list it as a member.
+fn from_db(passwd: &str, group: &str, user: &str) -> Option<Identity> {
+    let f: Vec<&str> = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let uid: u32 = f.get(2)?.parse().ok()?;
+        (f.len() >= 6 && (f[0] == user || user.parse() == Ok(uid))).then_some(f)
+    })?;
+    let (uid, gid): (u32, u32) = (f[2].parse().ok()?, f[3].parse().ok()?);
+    let primary =
+        group_in_db(group, &gid.to_string()).map_or(gid.to_string(), |(_, n, _)| n.into());
+    let mut groups = vec![(gid, primary.clone())];
+    for l in group.lines() {
+        let g: Vec<&str> = l.split(':').collect();
+        let Some(id) = g.get(2).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let member = g.get(3).is_some_and(|m| m.split(',').any(|m| m == f[0]));
+        if member && !groups.iter().any(|(g, _)| *g == id) {
+            groups.push((id, g[0].to_string()));
+        }
+    }
+    Some(Identity {
+        uid,
+        gid,
+        groups: groups.iter().map(|(g, _)| *g).collect(),
+        group_names: groups.into_iter().map(|(_, n)| n).collect(),
+        user: f[0].into(),
+        group: primary,
+        home: f[5].into(),
+    })
 }
 
 fn merge(existing: &str, ours: &[String], clashes: impl Fn(&[&str]) -> bool) -> String {
@@ -188,8 +273,17 @@ fn merge(existing: &str, ours: &[String], clashes: impl Fn(&[&str]) -> bool) -> 
 }
 
 /// The image's /etc/passwd with the container user's line in place of any entry with the
-/// same name or uid (as Apptainer does), and a root line if the image has none.
+/// same name or uid (as Apptainer does), and a root line if the image has none; as it is
+/// where the image's own entry is the user's (the same name and uid: root's `-u` naming one
+/// of the image's users).
 pub fn passwd(existing: &str, id: &Identity) -> String {
+    let own = existing.lines().any(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        f.len() >= 3 && f[0] == id.user && f[2] == id.uid.to_string()
+    });
+    if own {
+        return merge(existing, &[], |_| false);
+    }
     let mut ours = Vec::new();
     let has_root = existing.lines().any(|l| l.split(':').nth(2) == Some("0"));
     if !has_root && id.uid != 0 {
@@ -204,7 +298,9 @@ pub fn passwd(existing: &str, id: &Identity) -> String {
     })
 }
 
-/// The image's /etc/group with the user's primary and supplementary groups.
+/// The image's /etc/group with the user's primary and supplementary groups in place of
+/// any entry with the same name or gid; an entry with both the same is kept, the user added
+/// to its members where it is one of the supplementary groups.
 pub fn group(existing: &str, id: &Identity) -> String {
     let mut groups: Vec<(u32, &str)> = vec![(id.gid, &id.group)];
     for (g, n) in id.groups.iter().zip(&id.group_names) {
@@ -212,21 +308,41 @@ pub fn group(existing: &str, id: &Identity) -> String {
             groups.push((*g, n));
         }
     }
-    let ours: Vec<String> = groups
-        .iter()
-        .map(|(g, n)| {
-            if *g == id.gid {
-                format!("{n}:x:{g}:")
-            } else {
-                format!("{n}:x:{g}:{}", id.user)
+    let mut out = String::new();
+    let mut kept = Vec::new();
+    for line in existing.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let ours = (f.len() >= 3)
+            .then(|| {
+                groups
+                    .iter()
+                    .find(|(g, n)| f[0] == *n || f[2] == g.to_string())
+            })
+            .flatten();
+        match ours {
+            None => out.push_str(line),
+            Some((g, n)) if f[0] == *n && f[2] == g.to_string() => {
+                kept.push(*g);
+                let members = f.get(3).copied().unwrap_or("");
+                if *g == id.gid || members.split(',').any(|m| m == id.user) {
+                    out.push_str(line);
+                } else {
+                    let sep = if members.is_empty() { "" } else { "," };
+                    out.push_str(&format!("{}:{}:{g}:{members}{sep}{}", f[0], f[1], id.user));
+                }
             }
-        })
-        .collect();
-    merge(existing, &ours, |f| {
-        groups
-            .iter()
-            .any(|(g, n)| f[0] == *n || f[2] == g.to_string())
-    })
+            // Another's name or gid: replaced by ours.
+            Some(_) => continue,
+        }
+        out.push('\n');
+    }
+    for (g, n) in groups.iter().filter(|(g, _)| !kept.contains(g)) {
+        match *g == id.gid {
+            true => out.push_str(&format!("{n}:x:{g}:\n")),
+            false => out.push_str(&format!("{n}:x:{g}:{}\n", id.user)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -269,6 +385,36 @@ pub(crate) mod tests {
         assert!(out.contains("ann:x:1000:\n"));
         assert!(out.contains("sudo:x:27:ann\n"));
         assert_eq!(out.matches("sudo").count(), 1);
+    }
+
+    #[test]
+    fn a_user_of_the_images_own_database_is_its_entry_and_its_groups() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:App:/home/app:/bin/bash\n";
+        let group = "root:x:0:\napp:x:1234:\ndata:x:500:ann,app\nother:x:501:ann\n";
+        let app = from_db(passwd, group, "app").unwrap();
+        assert_eq!(
+            (
+                app.uid,
+                app.gid,
+                app.user.as_str(),
+                app.group.as_str(),
+                app.home.as_str()
+            ),
+            (1234, 1234, "app", "app", "/home/app")
+        );
+        assert_eq!(
+            (app.groups, app.group_names),
+            (vec![1234, 500], vec!["app".to_string(), "data".into()])
+        );
+        assert_eq!(from_db(passwd, group, "1234").unwrap().user, "app");
+        assert_eq!(from_db(passwd, group, "ann"), None);
+        assert_eq!(from_db(passwd, group, "99"), None);
+        assert_eq!(group_in_db(group, "data"), Some((500, "data", "ann,app")));
+        assert_eq!(group_in_db(group, "501").map(|g| g.1), Some("other"));
+        // Its own entries stay as the image has them.
+        let app = from_db(passwd, group, "app").unwrap();
+        assert_eq!(self::passwd(passwd, &app), passwd);
+        assert_eq!(self::group(group, &app), group);
     }
 
     #[test]
