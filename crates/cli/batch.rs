@@ -428,17 +428,19 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
             _ if word.starts_with('-') => flags.push(word.clone()),
             Some((key, value)) => {
                 let key = key.to_ascii_lowercase();
-                if key == "jobid" {
+                // Keys shortened as scontrol takes them (`Job=`, `TimeLim=`), JobId first.
+                let is = |full: &str| full.starts_with(&key) && key.len() >= full.len().min(3);
+                if is("jobid") {
                     job = Some(value.to_string());
-                } else if key == "timelimit" && (value.starts_with('+') || value.starts_with('-')) {
+                } else if is("timelimit") && (value.starts_with('+') || value.starts_with('-')) {
                     relative = Some(value.to_string());
-                } else if key == "arraytaskthrottle" {
+                } else if is("arraytaskthrottle") {
                     throttle = Some(
                         value
                             .parse::<u32>()
                             .with_context(|| format!("{word}: a number of tasks (0: no limit)"))?,
                     );
-                } else if key == "requeue" {
+                } else if is("requeue") {
                     flags.push(
                         if value == "0" {
                             "--no-requeue"
@@ -448,7 +450,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
                         .into(),
                     );
                 } else {
-                    let flag = UPDATE_KEYS.iter().find(|(k, _)| *k == key).map(|(_, f)| f);
+                    let flag = UPDATE_KEYS.iter().find(|(k, _)| is(k)).map(|(_, f)| f);
                     let flag = flag.with_context(|| {
                         format!(
                             "{word}: berth update takes {}, Requeue, ArrayTaskThrottle (or berth submit's flags)",
@@ -829,10 +831,22 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
     Ok(0)
 }
 
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// The API socket of the `berth up` to stop, as it was started with [default:
+    /// $BERTH_SOCKET, else /run/berth/berth.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
 /// `berth down`: asks the controller to stop. Jobs keep running; `berth up` picks them up,
 /// and the steps its own node serves for clients in their jobs, whose clients wait for it;
 /// said first.
-pub fn down() -> Result<i32> {
+pub fn down(args: DownArgs) -> Result<i32> {
+    if let Some(socket) = args.socket {
+        // (Before any thread: every request of this process goes there.)
+        std::env::set_var("BERTH_SOCKET", socket);
+    }
     let steps: usize = active_jobs(None, false)
         .unwrap_or_default()
         .iter()
@@ -1614,7 +1628,19 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     });
     let jobs: Vec<JobInfo> = keyed.into_iter().map(|(_, j)| j).collect();
     if let Some(format) = &args.format {
-        let columns = parse_format(format, QUEUE_FIELDS)?;
+        // squeue's `%all`: every field it has, a to z then A to Z, each with a bar after it.
+        let all = || {
+            let letters = ('a'..='z').chain('A'..='Z');
+            letters
+                .filter(|l| QUEUE_FIELDS.contains(*l))
+                .map(|l| format!("%{l}|"))
+                .collect()
+        };
+        let format = match format.eq_ignore_ascii_case("%all") {
+            true => all(),
+            false => format.clone(),
+        };
+        let columns = parse_format(&format, QUEUE_FIELDS)?;
         if !args.noheader {
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }

@@ -118,7 +118,7 @@ enum Command {
     Agent(batch::AgentArgs),
     /// Stop the controller started by `berth up` (running jobs keep running; the steps its
     /// own node serves end, their clients with an error)
-    Down,
+    Down(batch::DownArgs),
     /// Make a token for the API over TCP (berth up --listen), like scontrol token
     Token(batch::TokenArgs),
     /// Submit a batch script (#SBATCH, #BSUB, #PBS or #BERTH directives)
@@ -246,7 +246,7 @@ fn run() -> i32 {
         Command::Internal(Internal::RunJob { launch }) => berth_agent::runner::run(&launch, None)
             .map(|_| 0)
             .map_err(Into::into),
-        Command::Down => batch::down(),
+        Command::Down(args) => batch::down(args),
         Command::Token(args) => batch::token(args),
         Command::Submit(args) => batch::submit(args),
         Command::Queue(args) => batch::queue(args),

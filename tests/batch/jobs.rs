@@ -1105,6 +1105,13 @@ fn the_queue_prints_as_squeue_formats() {
         q(&["-h", "-o", "%i %K", "-j", &format!("{array}_5")]),
         format!("{array}_5 5\n")
     );
+    // %all: every field, a to z then A to Z, a bar after each.
+    let all = q(&["-o", "%all", "-j", &format!("{array}_5")]);
+    let (head, row) = all.split_once('\n').unwrap();
+    assert!(head.starts_with("ACCOUNT|") && head.ends_with('|'), "{all}");
+    let fields: Vec<&str> = row.trim_end().split('|').collect();
+    assert_eq!(fields.len(), head.split('|').count(), "{all}");
+    assert!(fields.contains(&format!("{array}_5").as_str()), "{all}");
     assert_eq!(
         q(&[
             "-h",
@@ -2611,6 +2618,15 @@ fn pending_jobs_can_be_changed() {
     );
     u(&[&format!("JobId={held}"), "TimeLimit=6", "Partition=normal"]).ok();
     assert_eq!(c.show(held)["time_limit"], 360);
+    // Keys shortened as scontrol takes them: JobId first.
+    u(&[&format!("job={held}"), "TimeLim=5", "nice=3"]).ok();
+    assert_eq!(
+        (
+            c.show(held)["time_limit"].as_u64(),
+            c.show(held)["nice"].as_i64()
+        ),
+        (Some(300), Some(3))
+    );
     for (args, code, why) in [
         (
             &[&h, "--nice=-5"][..],
@@ -2620,7 +2636,7 @@ fn pending_jobs_can_be_changed() {
         (
             &[&h, "--time=30"][..],
             125,
-            "time limit is 00:06:00: only root may raise it",
+            "time limit is 00:05:00: only root may raise it",
         ),
         (
             &[&h, "--ntasks=4"],
@@ -4105,7 +4121,16 @@ fn detached_controller_and_down() {
         "{}",
         refused.stderr
     );
-    down(Mode::Root).ok();
+    // Root names the socket (as `berth up --socket` did), $BERTH_SOCKET elsewhere.
+    let mut root_down =
+        c.f.cmd(Mode::Root, &["down", "--socket", socket.to_str().unwrap()]);
+    Out::from_output(
+        root_down
+            .env("BERTH_SOCKET", "/nonexistent")
+            .output()
+            .unwrap(),
+    )
+    .ok();
     assert!(
         !socket.exists(),
         "`berth down` returns once the socket is gone"
