@@ -977,8 +977,14 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
         env,
         image_files: Default::default(),
         umask: Some(umask()),
+        export_env: None,
     };
-    req.image_files = image_files(&req)?;
+    // (A submission the controller would refuse is left for it to say why.)
+    let parsed = berth_controller::parse_submission(&req).ok();
+    if let Some(file) = parsed.as_ref().and_then(|r| r.export_file.as_deref()) {
+        req.export_env = Some(export_file(file, &cwd)?);
+    }
+    req.image_files = image_files(parsed.as_ref())?;
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
     for w in &resp.warnings {
         eprintln!("{}: warning: {w}", crate::compat::name());
@@ -986,13 +992,38 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
     Ok(resp)
 }
 
-/// The image file a submission names, uploaded into the cluster's store first, with the
-/// name of its upload: the request's `image_files` (empty where it names none; a submission
-/// the controller would refuse is left for it to say why).
-pub fn image_files(req: &SubmitRequest) -> Result<std::collections::BTreeMap<String, String>> {
-    let image = berth_controller::parse_submission(req)
-        .ok()
-        .and_then(|r| r.image)
+/// The variables of sbatch's `--export-file`: `file` (relative to `cwd`), or the descriptor
+/// of that number (3 and up), whose entries are NAME=VALUE each ended by a NUL (or, in a
+/// file without one, by a line break), as sbatch reads them.
+fn export_file(file: &str, cwd: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let path = match file.parse::<u32>() {
+        Ok(fd) if fd >= 3 => PathBuf::from(format!("/proc/self/fd/{fd}")),
+        Ok(_) => anyhow::bail!("--export-file={file}: a file, or a descriptor from 3 up (not standard input, output or error)"),
+        Err(_) => cwd.join(file),
+    };
+    let text =
+        std::fs::read(&path).with_context(|| format!("--export-file={file}: cannot read it"))?;
+    let text = String::from_utf8(text).with_context(|| format!("--export-file={file}"))?;
+    let end = if text.contains('\0') { '\0' } else { '\n' };
+    let mut vars = Vec::new();
+    for entry in text.split(end).filter(|e| !e.is_empty()) {
+        let (name, value) = entry
+            .split_once('=')
+            .filter(|(n, _)| berth_core::shell::is_name(n))
+            .with_context(|| format!("--export-file={file}: {entry:?} is not NAME=VALUE"))?;
+        vars.push((name.to_string(), value.to_string()));
+    }
+    Ok(vars)
+}
+
+/// The image file a submission (its request, `parsed`) names, uploaded into the cluster's
+/// store first, with the name of its upload: the request's `image_files` (empty where it
+/// names none).
+pub fn image_files(
+    parsed: Option<&berth_core::job::JobRequest>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let image = parsed
+        .and_then(|r| r.image.clone())
         .filter(|i| berth_core::job::image_is_file(&i.name));
     let mut files = std::collections::BTreeMap::new();
     if let Some(image) = image {

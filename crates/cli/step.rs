@@ -837,7 +837,8 @@ fn exported(env: Vec<(String, String)>, export: Option<&str>) -> Result<Vec<(Str
 fn upload_image_file(request: &mut StepRequest) -> Result<()> {
     if let Some(allocation) = request.allocation(0, 0) {
         let submission = berth_controller::allocation_submission(allocation);
-        request.image_files = crate::batch::image_files(&submission)?;
+        let parsed = berth_controller::parse_submission(&submission).ok();
+        request.image_files = crate::batch::image_files(parsed.as_ref())?;
     }
     Ok(())
 }

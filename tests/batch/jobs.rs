@@ -3082,6 +3082,7 @@ fn the_cluster_export_and_open_mode_variables() {
                   echo \"$LS_SUBCWD $LSB_OUTPUTFILE ${PBS_ACCOUNT:-}\"\n";
     let cwd = c.f.cwd(Mode::Rootless);
     let out = cwd.join("vars.out");
+    std::fs::write(cwd.join("vars.env"), "X=a,b c\nd\0Y=2\0").unwrap();
     for (args, expected) in [
         (&[][..], "berth unset unset \n"),
         (
@@ -3089,6 +3090,12 @@ fn the_cluster_export_and_open_mode_variables() {
             "berth ALL,X=1 a 1\n",
         ),
         (&["--export=NONE"][..], "berth NONE unset \n"),
+        // sbatch's --export-file: NUL-ended NAME=VALUE entries (a comma, a space and a line
+        // break in them), the job's whatever --export says.
+        (
+            &["--export=NONE", "--export-file=vars.env"][..],
+            "berth NONE unset a,b c\nd\n",
+        ),
     ] {
         let _ = std::fs::remove_file(&out);
         let output = format!("--output={}", out.display());
@@ -3106,6 +3113,20 @@ fn the_cluster_export_and_open_mode_variables() {
             std::fs::read_to_string(&out).unwrap(),
             format!("{expected}{lsf}"),
             "{args:?}"
+        );
+    }
+    // A file it cannot read, or an entry that is no NAME=VALUE: refused at submission.
+    std::fs::write(cwd.join("bad.env"), "X=1\0not a variable\0").unwrap();
+    for (file, why) in [
+        ("missing.env", "--export-file=missing.env: cannot read it"),
+        ("bad.env", "\"not a variable\" is not NAME=VALUE"),
+    ] {
+        let option = format!("--export-file={file}");
+        let refused = c.try_submit(Mode::Rootless, "vars.sh", script, &[&option]);
+        assert!(
+            refused.code == 125 && refused.stderr.contains(why),
+            "{}",
+            refused.stderr
         );
     }
 }

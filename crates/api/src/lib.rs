@@ -46,6 +46,12 @@ pub struct SubmitRequest {
     /// its output's first, under it. `None`: the node's (022).
     #[serde(default)]
     pub umask: Option<u32>,
+    /// The variables of the file sbatch's `--export-file` names (a file on the submitting
+    /// machine, which its client reads), NAME, VALUE pairs: the job gets them whatever
+    /// `--export` says. Required where the options name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    pub export_env: Option<Vec<(String, String)>>,
 }
 
 /// The words a submission's options are in.

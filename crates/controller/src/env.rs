@@ -45,6 +45,11 @@ pub fn allocation_environment(job: &Job, cluster: &str) -> Vec<(String, String)>
 /// cluster `cluster`.
 pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, String)> {
     let mut env = job.request.export.select(&job.submit_env, |_| false);
+    // --export-file's variables, whatever --export says.
+    for (name, value) in &job.request.export_file_env {
+        env.retain(|(k, _)| k != name);
+        env.push((name.clone(), value.clone()));
+    }
     // PBS Pro's OMP_NUM_THREADS, unless the job's environment has its own (-v, -V).
     if let Some(n) = job.request.omp_threads {
         if !env.iter().any(|(k, _)| k == "OMP_NUM_THREADS") {

@@ -1135,6 +1135,11 @@ impl Controller {
             )));
         }
         let mut request = parse_submission(&req)?;
+        if let (Some(file), None) = (&request.export_file, &req.export_env) {
+            return Err(ApiError::bad(format!(
+                "--export-file={file} names a file on the submitting machine: its client reads it (berth submit, sbatch); send its variables as export_env"
+            )));
+        }
         if with_sh {
             // (Added once its directives were read, so that their line numbers are as typed.)
             req.script.insert_str(0, "#!/bin/sh\n");
@@ -5567,6 +5572,7 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
     {
         request.output = berth_core::job::slurm_default_output(array).into();
     }
+    request.export_file_env = req.export_env.clone().unwrap_or_default();
     Ok(request)
 }
 
@@ -5591,6 +5597,7 @@ pub fn allocation_submission(request: berth_api::AllocationRequest) -> SubmitReq
         env: request.env,
         image_files: request.image_files,
         umask: None,
+        export_env: None,
     }
 }
 

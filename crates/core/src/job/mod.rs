@@ -361,6 +361,9 @@ pub struct JobOptions {
     /// sbatch `--test-only`: the submission is checked and its start estimated, not queued.
     pub test_only: Option<bool>,
     pub export: Option<Export>,
+    /// sbatch `--export-file`: a file (or a descriptor's number) on the submitting machine
+    /// whose variables the job gets, read by the submitting client.
+    pub export_file: Option<String>,
     pub workdir: Option<String>,
     pub gpus: Option<GpuRequest>,
     pub image: Option<ImageRef>,
@@ -467,6 +470,7 @@ impl JobOptions {
             licenses: c.licenses.or(d.licenses),
             test_only: c.test_only.or(d.test_only),
             export: c.export.or(d.export),
+            export_file: c.export_file.or(d.export_file),
             workdir: c.workdir.or(d.workdir),
             gpus: c.gpus.or(d.gpus),
             image: c.image.or(d.image),
@@ -577,6 +581,13 @@ pub struct JobRequest {
     #[serde(default)]
     pub test_only: bool,
     pub export: Export,
+    /// See [`JobOptions::export_file`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_file: Option<String>,
+    /// Its variables, as the submitting client read them: the job's over what `export`
+    /// gives it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_file_env: Vec<(String, String)>,
     /// `None`: the directory `berth submit` ran in (the caller resolves it).
     pub workdir: Option<String>,
     pub gpus: Option<GpuRequest>,
@@ -936,6 +947,8 @@ impl JobRequest {
             start_in_home: false,
             test_only: o.test_only.unwrap_or(false),
             export: o.export.unwrap_or_default(),
+            export_file: o.export_file,
+            export_file_env: Vec::new(),
             workdir: o.workdir,
             gpus: o.gpus,
             image: o.image,
