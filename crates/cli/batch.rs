@@ -1273,7 +1273,7 @@ const QOS: &str = "normal";
 
 /// squeue's --format letters berth knows, and (from the Unicode private use area) the
 /// fields only --Format names.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqW\u{E000}\u{E001}\u{E002}";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqWb\u{E000}\u{E001}\u{E002}";
 
 /// --Format's NumTasks, cpus-per-task and tres-alloc, which have no --format letter.
 const NUM_TASKS: char = '\u{E000}';
@@ -1328,6 +1328,7 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("numtasks", NUM_TASKS),
     ("cpus-per-task", CPUS_PER_TASK),
     ("tres-alloc", TRES_ALLOC),
+    ("tres-per-node", 'b'),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
@@ -1846,6 +1847,7 @@ fn header(letter: char) -> &'static str {
         'F' => "ARRAY_JOB_ID",
         'K' => "ARRAY_TASK_ID",
         'a' => "ACCOUNT",
+        'b' => "TRES_PER_NODE",
         'k' => "COMMENT",
         'j' => "NAME",
         'u' => "USER",
@@ -1898,6 +1900,9 @@ fn field(letter: char, j: &JobInfo) -> String {
         'F' => j.array_job_id.unwrap_or(j.id).to_string(),
         'K' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
         'a' => j.account.clone().unwrap_or_else(|| "(null)".into()),
+        'b' => (j.gpus_asked.as_ref())
+            .filter(|g| g.per == "node")
+            .map_or("N/A".into(), berth_api::GpuAsk::tres),
         'k' => j.comment.clone().unwrap_or_else(|| "(null)".into()),
         'j' => j.name.clone(),
         'u' => j.user.clone(),
@@ -2213,6 +2218,16 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
             j.stdin.as_deref().unwrap_or("/dev/null")
         )?;
         writeln!(out, "   StdOut={}", j.stdout)?;
+    }
+    // Its GPUs as asked for, per what, as Slurm's TresPerNode=gres:gpu:2 (TresPerJob=,
+    // TresPerTask=).
+    if let Some(gpus) = &j.gpus_asked {
+        let per = match gpus.per.as_str() {
+            "node" => "Node",
+            "task" => "Task",
+            _ => "Job",
+        };
+        writeln!(out, "   TresPer{per}={}", gpus.tres())?;
     }
     if let (Some(cpu), Some(rss)) = (j.cpu_usec, j.max_rss_bytes) {
         writeln!(
@@ -3104,8 +3119,9 @@ fn accounting(name: &str, j: &JobInfo) -> String {
                     format!(",mem={}", slurm_size(m * j.nodes.len().max(1) as u64))
                 });
                 format!(
-                    "billing={0},cpu={0}{mem},node={1}",
+                    "billing={0},cpu={0}{1}{mem},node={2}",
                     j.cpus,
+                    gpu_tres(j.gpus),
                     j.nodes.len().max(1)
                 )
             }
@@ -3146,13 +3162,30 @@ fn accounting(name: &str, j: &JobInfo) -> String {
             let mem = j.memory.map_or(String::new(), |m| {
                 format!(",mem={}", slurm_size(m * nodes as u64))
             });
-            format!("billing={cpus},cpu={cpus}{mem},node={nodes}")
+            // The GPUs it asks for, all its tasks' or nodes' together.
+            let gpus = j.gpus_asked.as_ref().map_or(0, |g| match g.per.as_str() {
+                "node" => g.count * nodes,
+                "task" => g.count * j.ntasks.max(1),
+                _ => g.count,
+            });
+            format!(
+                "billing={cpus},cpu={cpus}{}{mem},node={nodes}",
+                gpu_tres(gpus)
+            )
         }
         // How long it waited once eligible.
         "Reserved" | "Planned" => j.start_time.map_or(String::new(), |start| {
             duration(start.saturating_sub(j.begin_time.unwrap_or(j.submit_time).max(j.submit_time)))
         }),
         _ => String::new(),
+    }
+}
+
+/// `,gres/gpu=N` in a TRES list, where there are GPUs.
+fn gpu_tres(gpus: u32) -> String {
+    match gpus {
+        0 => String::new(),
+        n => format!(",gres/gpu={n}"),
     }
 }
 

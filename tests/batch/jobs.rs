@@ -1112,6 +1112,9 @@ fn the_queue_prints_as_squeue_formats() {
     let fields: Vec<&str> = row.trim_end().split('|').collect();
     assert_eq!(fields.len(), head.split('|').count(), "{all}");
     assert!(fields.contains(&format!("{array}_5").as_str()), "{all}");
+    // No GPUs asked for per node: N/A, as squeue says it.
+    let tres = q(&["-h", "-O", "tres-per-node", "-j", &format!("{array}_5")]);
+    assert_eq!(tres.trim_end(), "N/A");
     assert_eq!(
         q(&[
             "-h",
@@ -3933,6 +3936,31 @@ fn gpu_jobs_on_a_stand_in_gpu_node_in_a_vm() {
     assert_eq!(
         std::fs::read_to_string(out).unwrap(),
         "/.berth/gpu/bin/nvidia-smi\n/.berth/gpu/lib/libcuda.so.1\n/dev/nvidia0\nGPUs 0 1, 64 MB each\n"
+    );
+    // Its GPUs as Slurm's commands show them: asked for per node, and had.
+    assert_eq!(job["gpus"], 1, "{job}");
+    let shown = c.berth(Mode::Rootless, &["show", &id.to_string()]);
+    assert!(
+        shown.ok().contains("\n   TresPerNode=gres:gpu:1\n"),
+        "{}",
+        shown.stdout
+    );
+    let tres = c.berth(
+        Mode::Rootless,
+        &[
+            "history",
+            "-X",
+            "-n",
+            "-P",
+            "-o",
+            "AllocTRES,ReqTRES",
+            "-j",
+            &id.to_string(),
+        ],
+    );
+    assert_eq!(
+        tres.ok(),
+        "billing=1,cpu=1,gres/gpu=1,mem=64M,node=1|billing=1,cpu=1,gres/gpu=1,mem=64M,node=1\n"
     );
     let three = c.try_submit(Mode::Rootless, "three.sh", script, &["--gpus-per-node=3"]);
     assert_eq!(three.code, 125, "{}", three.stderr);

@@ -376,6 +376,36 @@ pub struct JobInfo {
     /// The umask it asked for (PBS's `-W umask=077`), where it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,
+    /// The GPUs it asked for (`--gpus`, `--gres=gpu:N`, `--gpus-per-task`, ...), where it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_asked: Option<GpuAsk>,
+    /// The GPUs it has (had), all its nodes' together: a job that ran's.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub gpus: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// GPUs as a job asks for them: `count` for each `per` (`job`: all its nodes', `node`: each
+/// node's, `task`: each task's), of one `model` where it names one (`--gres=gpu:a100:2`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct GpuAsk {
+    pub count: u32,
+    pub per: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl GpuAsk {
+    /// As Slurm writes a TRES of GPUs per something: `gres:gpu:2`, `gres:gpu:a100:2`.
+    pub fn tres(&self) -> String {
+        match &self.model {
+            Some(model) => format!("gres:gpu:{model}:{}", self.count),
+            None => format!("gres:gpu:{}", self.count),
+        }
+    }
 }
 
 /// One of a requeued job's earlier runs, as sacct -D lists them.

@@ -662,6 +662,17 @@ impl Job {
             allocation: self.allocation,
             exclusive: self.request.exclusive,
             umask: self.request.umask,
+            gpus_asked: self.request.gpus.as_ref().map(|g| berth_api::GpuAsk {
+                count: g.count,
+                per: match g.scope {
+                    berth_core::job::GpuScope::Job => "job",
+                    berth_core::job::GpuScope::Node => "node",
+                    berth_core::job::GpuScope::Task => "task",
+                }
+                .into(),
+                model: g.model.clone(),
+            }),
+            gpus: self.shares.iter().map(|s| s.gpu_ids.len() as u32).sum(),
         }
     }
 
