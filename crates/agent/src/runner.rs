@@ -404,11 +404,14 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                 }
             }
             (true, None) => stepd(now(), " DUE TO TIME LIMIT"),
-            (true, Some(_)) => eprintln!(
-                "=>> PBS: job killed: walltime {} exceeded limit {}",
-                now().saturating_sub(started),
-                launch.time_limit.unwrap_or(0)
-            ),
+            // (Past the limit, as PBS's check finds it: its first second over it at least.)
+            (true, Some(_)) => {
+                let limit = launch.time_limit.unwrap_or(0);
+                eprintln!(
+                    "=>> PBS: job killed: walltime {} exceeded limit {limit}",
+                    now().saturating_sub(started).max(limit + 1),
+                )
+            }
         }
         // No new step starts in a job whose script has ended (the steps' ends below free
         // CPUs that waiting steps would otherwise get): `NodeAgent::script_ended`.
