@@ -1385,6 +1385,19 @@ fn pbs_commands_as_pbs_users_type_them() {
         .strip_prefix("err\n=>> PBS: job killed: walltime ")
         .and_then(|rest| rest.strip_suffix(" exceeded limit 2\n"));
     assert!(used.is_some_and(|u| u.parse::<u64>().unwrap() > 2), "{err}");
+    // An executable job's program gets qdel's SIGTERM itself: its handler runs.
+    let trap = "trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
+    let args = ["-o", "trap.out", "-j", "oe", "--", "/bin/sh", "-c", trap];
+    let trapped = run(&c, &links, "qsub", &args).ok().trim().to_string();
+    let ready = || std::fs::read_to_string(cwd.join("trap.out")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready().contains("ready") {
+        assert!(std::time::Instant::now() < deadline, "{trapped} never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run(&c, &links, "qdel", &[&trapped]).ok();
+    c.wait_for(trapped.split('.').next().unwrap().parse().unwrap(), &["CANCELLED"]);
+    assert_eq!(ready(), "ready\nterm\n");
     // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone.
     let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);
     let later = later.ok().trim().to_string();

@@ -583,7 +583,9 @@ fn script_from_stdin(command: &str) -> Result<String> {
     Ok(script)
 }
 
-/// A script running `command` as the shell would run it typed (each word quoted).
+/// A script running `command` as the shell would run it typed (each word quoted), in the
+/// shell's place (`exec`): the job's signals (qdel's SIGTERM, qsig's) are the program's, as
+/// an executable job's are in PBS.
 fn command_script(command: &[String]) -> String {
     let quoted: Vec<String> = command
         .iter()
@@ -597,7 +599,7 @@ fn command_script(command: &[String]) -> String {
             }
         })
         .collect();
-    format!("#!/bin/sh\n{}\n", quoted.join(" "))
+    format!("#!/bin/sh\nexec {}\n", quoted.join(" "))
 }
 
 /// The jobs the controller has now (pending, running, suspended).
@@ -864,7 +866,7 @@ mod tests {
             .collect();
         assert_eq!(
             command_script(&words),
-            "#!/bin/sh\necho 'a b' 'it'\\''s' '$HOME' x=1\n"
+            "#!/bin/sh\nexec echo 'a b' 'it'\\''s' '$HOME' x=1\n"
         );
     }
 }
