@@ -566,6 +566,25 @@ fn lsf_commands_as_lsf_users_type_them() {
         "{}",
         bad.stderr
     );
+    // A job ended at its run limit says so in LSF's words (not slurmstepd's).
+    let cwd = c.f.cwd(Mode::Rootless);
+    let script = cwd.join("limited.lsf");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n#BSUB -o limited.out\n#BERTH --time=0:02\necho started\nexec sleep 600\n",
+    )
+    .unwrap();
+    let mut bsub = command(&c, &links, "bsub", &[]);
+    let limited = bsub
+        .stdin(std::fs::File::open(&script).unwrap())
+        .output()
+        .unwrap();
+    let limited = bsub_id(&Out::from_output(limited));
+    assert_eq!(c.wait_for(limited, &["TIMEOUT"])["state"], "TIMEOUT");
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("limited.out")).unwrap(),
+        "started\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\n"
+    );
 }
 
 /// bhist (the seconds each job spent in LSF's states, its history) and bacct (finished
@@ -1392,11 +1411,17 @@ fn pbs_commands_as_pbs_users_type_them() {
     let ready = || std::fs::read_to_string(cwd.join("trap.out")).unwrap_or_default();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !ready().contains("ready") {
-        assert!(std::time::Instant::now() < deadline, "{trapped} never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{trapped} never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     run(&c, &links, "qdel", &[&trapped]).ok();
-    c.wait_for(trapped.split('.').next().unwrap().parse().unwrap(), &["CANCELLED"]);
+    c.wait_for(
+        trapped.split('.').next().unwrap().parse().unwrap(),
+        &["CANCELLED"],
+    );
     assert_eq!(ready(), "ready\nterm\n");
     // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone.
     let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);

@@ -54,6 +54,9 @@ pub struct JobLaunch {
     /// end is said in PBS's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pbs_names: Option<(String, String)>,
+    /// A job submitted with bsub: its run limit's end is said in LSF's words.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lsf: bool,
     /// Where to fetch the image's squashfs file from when `image` is not on this node yet
     /// (a node with a store of its own: the controller serves its images to its nodes).
     #[serde(default)]
@@ -402,6 +405,9 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                     let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
                     stepd(at.parse().unwrap_or_else(|_| now()), why);
                 }
+            }
+            (true, None) if launch.lsf => {
+                eprintln!("TERM_RUNLIMIT: job killed after reaching LSF run time limit.")
             }
             (true, None) => stepd(now(), " DUE TO TIME LIMIT"),
             // (Past the limit, as PBS's check finds it: its first second over it at least.)

@@ -3033,6 +3033,7 @@ impl Controller {
                 image_env: job.image_env.clone(),
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
+                lsf: job.request.lsf,
                 pbs_names: job.request.pbs.then(|| {
                     let array = job.request.array.is_some();
                     let [output, error] = ['o', 'e'].map(|stream| {
