@@ -224,6 +224,16 @@ fn lsf_commands_as_lsf_users_type_them() {
     assert_eq!(name.ok(), "echo a/b c\n");
     let long = run(&c, &links, "bjobs", &["-l", &named.to_string()]);
     assert!(long.ok().contains("Project <lab>"), "{}", long.stdout);
+    // -p: each pending job with why it waits, under it.
+    let pending = run(&c, &links, "bjobs", &["-p", &named.to_string()]);
+    let lines: Vec<&str> = pending.ok().lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[1].starts_with(&format!("{named} "))
+            && lines[2] == " The job was suspended by the user while pending;",
+        "{}",
+        pending.stdout
+    );
     run(&c, &links, "bkill", &["-sKILL", &named.to_string()]).ok();
     c.wait_for(named, &["CANCELLED"]);
     // Why it ended, in LSF's words.

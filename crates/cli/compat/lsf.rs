@@ -440,6 +440,11 @@ pub fn bjobs(words: Vec<String>) -> Result<i32> {
         for host in hosts.iter().skip(1) {
             writeln!(out, "{:44}{}", "", fit(host.clone(), 11))?;
         }
+        // -p: why a pending job waits, under it.
+        if select.pending && matches!(f("stat").as_str(), "PEND" | "PSUSP") {
+            let reason = j.reason.as_deref().map_or("None".into(), pending_reason);
+            writeln!(out, " {reason};")?;
+        }
     }
     Ok(status)
 }
@@ -518,10 +523,18 @@ impl Selection {
         jobs.sort_by_key(|j| (rank(j), j.id));
         jobs.dedup_by_key(|j| j.id);
         if jobs.is_empty() && ids.is_empty() {
-            let what = if self.all || self.done {
-                "job"
-            } else {
-                "unfinished job"
+            // In the words of the one state asked for (`-p`: No pending job found).
+            let one = match (self.done, self.pending, self.running, self.suspended) {
+                (true, false, false, false) => Some("done"),
+                (false, true, false, false) => Some("pending"),
+                (false, false, true, false) => Some("running"),
+                (false, false, false, true) => Some("suspended"),
+                _ => None,
+            };
+            let what = match one {
+                Some(state) => format!("{state} job"),
+                None if self.all || self.done => "job".into(),
+                None => "unfinished job".into(),
             };
             eprintln!("No {what} found");
         }
