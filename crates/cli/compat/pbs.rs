@@ -860,10 +860,13 @@ fn pbs_dependency(dependency: &str, server: &str) -> String {
     let term = |term: &str| -> String {
         // (Without Slurm's `(unfulfilled)`.)
         let term = term.split('(').next().unwrap_or(term);
-        let with_server = |id: &str| match !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
-        {
-            true => format!("{id}.{server}"),
-            false => id.to_string(),
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // (An array's whole, Slurm's 42_*, is PBS's 42[]; its subjob 42_3, 42[3].)
+        let with_server = |id: &str| match id.split_once('_') {
+            _ if digits(id) => format!("{id}.{server}"),
+            Some((array, "*")) if digits(array) => format!("{array}[].{server}"),
+            Some((array, i)) if digits(array) && digits(i) => format!("{array}[{i}].{server}"),
+            _ => id.to_string(),
         };
         term.split(':')
             .map(with_server)
@@ -895,6 +898,10 @@ fn comment(j: &JobInfo) -> Option<String> {
     match (j.state.as_str(), &j.reason) {
         ("PENDING", reason) => reason.as_ref().map(|r| format!("Not Running: {r}")),
         ("RUNNING" | "SUSPENDED", _) => ran(),
+        // An array some of whose subjobs have run and some not yet.
+        (BEGUN, _) => j
+            .start_time
+            .map(|start| format!("Job Array Began at {}", ctime(start))),
         // Why it ended where berth knows more than its status (a file it could not open),
         // as PBS's comment says why a job did not run.
         (_, Some(why)) if !why.starts_with("NonZeroExitCode") => Some(format!("Job failed: {why}")),
@@ -1334,10 +1341,28 @@ mod tests {
     #[test]
     fn dependencies_name_their_jobs_with_the_server() {
         assert_eq!(
-            pbs_dependency("afterok:42:43,afterany:44_2(unfulfilled)", "srv"),
-            "afterok:42.srv:43.srv,afterany:44_2"
+            pbs_dependency(
+                "afterok:42:43,afterany:44_2(unfulfilled),afterok:38_*",
+                "srv"
+            ),
+            "afterok:42.srv:43.srv,afterany:44[2].srv,afterok:38[].srv"
         );
         assert_eq!(pbs_dependency("singleton", "srv"), "singleton");
+    }
+
+    /// An array some of whose subjobs have run: begun, not finished.
+    #[test]
+    fn a_begun_arrays_comment_says_it_began() {
+        let j: JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "a", "user": "u", "partition": "batch", "state": BEGUN,
+            "submit_time": 100, "start_time": 100, "end_time": 200, "nodes": ["n1"],
+            "cpus": 1, "workdir": "/w", "stdout": "/w/o", "held": false,
+        }))
+        .unwrap();
+        assert_eq!(
+            comment(&j),
+            Some(format!("Job Array Began at {}", ctime(100)))
+        );
     }
 
     #[test]
