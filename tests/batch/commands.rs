@@ -595,6 +595,25 @@ fn lsf_commands_as_lsf_users_type_them() {
         std::fs::read_to_string(cwd.join("limited.out")).unwrap(),
         "started\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\n"
     );
+    // -cwd with LSF's patterns: each job's own directory, made at its start; -o DIR/: the
+    // directory made too, the file named by the job.
+    let dir = format!("{}/cw%J_%U", cwd.display());
+    let placed = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &["-cwd", &dir, "-o", "here.out", "pwd"],
+    ));
+    c.completed(placed);
+    let made = cwd.join(format!("cw{placed}_{TEST_USER}"));
+    assert_eq!(
+        std::fs::read_to_string(made.join("here.out")).unwrap(),
+        format!("{}\n", made.display())
+    );
+    let into = bsub_id(&run(&c, &links, "bsub", &["-o", "newdir/", "echo x"]));
+    c.completed(into);
+    let file = cwd.join("newdir").join(format!("{into}.out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "x\n");
 }
 
 /// bhist (the seconds each job spent in LSF's states, its history) and bacct (finished

@@ -54,9 +54,14 @@ pub struct JobLaunch {
     /// end is said in PBS's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pbs_names: Option<(String, String)>,
-    /// A job submitted with bsub: its run limit's end is said in LSF's words.
+    /// A job submitted with bsub: its run limit's end is said in LSF's words, and its
+    /// output and error files' directories are made where missing (`-o DIR/`), as LSF does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lsf: bool,
+    /// Make `workdir` (and the directories above it) where missing, as the user (bsub -cwd
+    /// with a pattern, as LSF makes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_workdir: bool,
     /// Where to fetch the image's squashfs file from when `image` is not on this node yet
     /// (a node with a store of its own: the controller serves its images to its nodes).
     #[serde(default)]
@@ -281,23 +286,19 @@ pub fn record_runner(launch: &Path, pid: u32, start: Option<u64>) -> std::io::Re
     std::fs::rename(&partial, &record)
 }
 
-/// Opens `path` with the file-system identity of `id` (so permission checks, and who owns a
-/// created file, are the user's), then returns to root.
-fn open_as(
+/// Runs `f` with the file-system identity of `id` (so permission checks, and who owns what
+/// it creates, are the user's), then returns to root.
+fn as_user<T>(
     id: &berth_runtime::Identity,
-    path: &Path,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> Result<OwnedFd, String> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: bad path", path.display()))?;
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> Result<std::io::Result<T>, String> {
     let groups: Vec<libc::gid_t> = if id.groups.is_empty() {
         vec![id.gid]
     } else {
         id.groups.clone()
     };
     // SAFETY: the runner is single-threaded, so changing the process's groups and file-system
-    // ids affects only this open; every call is checked or restored below.
+    // ids affects only `f`; every call is checked or restored below.
     unsafe {
         if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
             return Err(format!(
@@ -308,20 +309,46 @@ fn open_as(
         }
         libc::setfsgid(id.gid);
         libc::setfsuid(id.uid);
-        let fd = libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode);
-        let err = std::io::Error::last_os_error();
+        let done = f();
         libc::setfsuid(0);
         libc::setfsgid(0);
         libc::setgroups(1, [0].as_ptr());
-        if fd < 0 {
-            return Err(format!(
-                "cannot open {} as {}: {err}",
-                path.display(),
-                id.user
-            ));
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
+        Ok(done)
     }
+}
+
+/// Opens `path` as the user `id` ([`as_user`]).
+fn open_as(
+    id: &berth_runtime::Identity,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> Result<OwnedFd, String> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: bad path", path.display()))?;
+    let opened = as_user(id, || {
+        // SAFETY: open(2) of a NUL-terminated path; the descriptor, if any, owned at once.
+        unsafe {
+            match libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode) {
+                fd if fd >= 0 => Ok(OwnedFd::from_raw_fd(fd)),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }
+    })?;
+    opened.map_err(|err| format!("cannot open {} as {}: {err}", path.display(), id.user))
+}
+
+/// Makes directory `dir` and those above it that are missing, as the user `id`
+/// ([`as_user`]), under the job's file creation mask `umask`.
+fn mkdir_as(id: &berth_runtime::Identity, dir: &Path, umask: u32) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let made = as_user(id, || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o777 & !umask)
+            .create(dir)
+    })?;
+    made.map_err(|err| format!("cannot make {} as {}: {err}", dir.display(), id.user))
 }
 
 fn dup_onto(fd: &OwnedFd, target: libc::c_int) -> Result<(), String> {
@@ -543,6 +570,18 @@ fn start(
     let names = launch.pbs_names.as_ref();
     let out_path = in_dir(&launch.stdout, names.map(|(o, _)| o));
     let err_path = (launch.stderr.as_deref()).map(|p| in_dir(p, names.map(|(_, e)| e)));
+    let umask = launch.umask.unwrap_or(0o022);
+    if launch.create_workdir {
+        mkdir_as(&id, &launch.workdir, umask).map_err(|m| (125, m))?;
+    }
+    if launch.lsf {
+        for dir in std::iter::once(&out_path)
+            .chain(&err_path)
+            .filter_map(|p| p.parent())
+        {
+            mkdir_as(&id, dir, umask).map_err(|m| (125, m))?;
+        }
+    }
     let write = libc::O_WRONLY | libc::O_CREAT;
     let stdout =
         open_as(&id, &out_path, write | mode(launch.append), perms).map_err(|m| (125, m))?;

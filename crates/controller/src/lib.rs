@@ -1359,7 +1359,21 @@ impl Controller {
                 },
                 script_args: req.script_args.clone(),
                 script_path: req.script_path.clone(),
-                workdir: workdir.clone(),
+                // (bsub -cwd's %J, %I, %U: each job's own.)
+                workdir: match request.workdir_pattern {
+                    true => berth_core::job::expand_pattern(
+                        &workdir,
+                        &berth_core::job::PatternContext {
+                            job_id: id,
+                            array_job_id,
+                            array_index: *index,
+                            job_name: &request.name,
+                            user: &user,
+                            first_node: "",
+                        },
+                    ),
+                    false => workdir.clone(),
+                },
                 submit_env: match n {
                     0 => submit_env.clone(),
                     _ => submit_env.kept_elsewhere(),
@@ -3034,6 +3048,7 @@ impl Controller {
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
                 lsf: job.request.lsf,
+                create_workdir: job.request.workdir_pattern,
                 pbs_names: job.request.pbs.then(|| {
                     let array = job.request.array.is_some();
                     let [output, error] = ['o', 'e'].map(|stream| {

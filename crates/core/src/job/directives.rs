@@ -1728,7 +1728,11 @@ fn apply_lsf(
             opts.kill_on_invalid_dep.get_or_insert(false);
         }
         "H" => opts.hold = Some(true),
-        "cwd" => opts.workdir = Some(path("working directory", v)?),
+        "cwd" => {
+            let (dir, pattern) = lsf_dir(v);
+            opts.workdir = Some(path("working directory", &dir)?);
+            opts.workdir_pattern = Some(pattern);
+        }
         "gpu" => opts.gpus = Some(lsf_gpu(v)?),
         "P" => opts.account = Some(word("project", v)?),
         "x" => opts.exclusive = Some(true),
@@ -1818,6 +1822,30 @@ fn lsf_file(v: &str, extension: &str) -> String {
         true => format!("{pattern}%J.{extension}"),
         false => pattern,
     }
+}
+
+/// bsub -cwd's directory as a pattern of berth's (LSF's %J and %I kept, %U its user, %%
+/// for any other %), and whether it has any of those symbols (LSF then makes the directory).
+fn lsf_dir(v: &str) -> (String, bool) {
+    let mut pattern = String::with_capacity(v.len() + 8);
+    let mut symbols = false;
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        pattern.push(c);
+        if c != '%' {
+            continue;
+        }
+        match chars.peek() {
+            Some('J' | 'I') => symbols = true,
+            Some('U') => {
+                chars.next();
+                pattern.push('u');
+                symbols = true;
+            }
+            _ => pattern.push('%'),
+        }
+    }
+    (pattern, symbols)
 }
 
 /// The path of qsub's `[HOST:]PATH` (the host the file goes to: here, where the job's

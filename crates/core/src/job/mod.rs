@@ -365,6 +365,8 @@ pub struct JobOptions {
     /// whose variables the job gets, read by the submitting client.
     pub export_file: Option<String>,
     pub workdir: Option<String>,
+    /// bsub -cwd with LSF's patterns (%J, %I, %U): each job's own, made at its start.
+    pub workdir_pattern: Option<bool>,
     pub gpus: Option<GpuRequest>,
     pub image: Option<ImageRef>,
     /// `SRC[:DST[:ro|rw]]`, checked for syntax here and against the policy by the runtime.
@@ -472,6 +474,7 @@ impl JobOptions {
             export: c.export.or(d.export),
             export_file: c.export_file.or(d.export_file),
             workdir: c.workdir.or(d.workdir),
+            workdir_pattern: c.workdir_pattern.or(d.workdir_pattern),
             gpus: c.gpus.or(d.gpus),
             image: c.image.or(d.image),
             binds: d.binds.into_iter().chain(c.binds).collect(),
@@ -590,6 +593,10 @@ pub struct JobRequest {
     pub export_file_env: Vec<(String, String)>,
     /// `None`: the directory `berth submit` ran in (the caller resolves it).
     pub workdir: Option<String>,
+    /// `workdir` is a pattern (bsub -cwd's %J, %I, %U): expanded for each job, and the
+    /// directory made at its start, as LSF does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workdir_pattern: bool,
     pub gpus: Option<GpuRequest>,
     /// `None`: no image named; the controller applies its policy (refuse, or a default).
     pub image: Option<ImageRef>,
@@ -950,6 +957,7 @@ impl JobRequest {
             export_file: o.export_file,
             export_file_env: Vec::new(),
             workdir: o.workdir,
+            workdir_pattern: o.workdir_pattern.unwrap_or(false),
             gpus: o.gpus,
             image: o.image,
             binds: o.binds,
