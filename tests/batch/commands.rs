@@ -1433,6 +1433,17 @@ fn pbs_commands_as_pbs_users_type_them() {
         .strip_prefix("err\n=>> PBS: job killed: walltime ")
         .and_then(|rest| rest.strip_suffix(" exceeded limit 2\n"));
     assert!(used.is_some_and(|u| u.parse::<u64>().unwrap() > 2), "{err}");
+    // Its account, and how many times it ran, as qstat -f has them.
+    let charged = run(&c, &links, "qsub", &["-A", "lab", "--", "/bin/true"]);
+    let charged = charged.ok().trim().to_string();
+    c.completed(charged.split('.').next().unwrap().parse().unwrap());
+    let full = run(&c, &links, "qstat", &["-fx", &charged]);
+    assert!(
+        full.ok().contains("    Account_Name = lab\n")
+            && full.stdout.contains("    run_count = 1\n"),
+        "{}",
+        full.stdout
+    );
     // An executable job's program gets qdel's SIGTERM itself: its handler runs.
     let trap = "trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
     let args = ["-o", "trap.out", "-j", "oe", "--", "/bin/sh", "-c", trap];

@@ -1102,13 +1102,15 @@ pub fn verb(verb: &str, past: &str, words: Vec<String>) -> Result<i32> {
     let mut words = getopt_words(words, "", "uJ", LONGER);
     let user = value(&mut words, "-u")?;
     let name = value(&mut words, "-J")?;
-    no_other_options(
-        verb,
-        &words,
-        "[-u USER|all] [-J NAME] JOBID|JOBID[INDEX]|0 ...",
-    )?;
+    // (bstop, bresume, brequeue: the command's own name.)
+    let command = super::name();
+    let usage = format!("{command} [-u USER|all] [-J NAME] JOBID|JOBID[INDEX]|0 ...");
+    no_other_options(command, &words, &usage)?;
     if words.is_empty() && name.is_none() {
-        bail!("name the jobs (0: all of yours; -J NAME: those of that name)");
+        return Err(super::usage_error(
+            format!("{command}: name the jobs (0: all of yours; -J NAME: those of that name)"),
+            &usage,
+        ));
     }
     // bstop holds a pending job (PSUSP) and bresume releases it, as LSF's do: a held job
     // has no other way out with LSF's commands.

@@ -750,6 +750,14 @@ fn full_attributes(
     if let Some(dependency) = &j.dependency {
         attrs.push(("depend", pbs_dependency(dependency, server)));
     }
+    if let Some(account) = &j.account {
+        attrs.push(("Account_Name", account.clone()));
+    }
+    // How many times it has run (its runs before a qrerun too).
+    let runs = j.restarts + u32::from(j.start_time.is_some());
+    if runs > 0 {
+        attrs.push(("run_count", runs.to_string()));
+    }
     // Where the scheduler holds a place for it (PBS Pro's estimates).
     if let Some(t) = j.expected_start {
         attrs.push(("estimated.start_time", ctime(t)));
