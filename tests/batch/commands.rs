@@ -536,6 +536,15 @@ fn lsf_commands_as_lsf_users_type_them() {
         "{}",
         long.stdout
     );
+    // Refusals in a queue's words, as LSF's users name them.
+    let queue = run(&c, &links, "bsub", &["-q", "nosuch", "true"]);
+    assert!(
+        queue
+            .stderr
+            .contains("unknown queue 'nosuch': the queues are "),
+        "{}",
+        queue.stderr
+    );
     let nowhere = run(&c, &links, "bsub", &["-m", "nosuch", "true"]);
     assert!(
         nowhere.code != 0 && nowhere.stderr.contains("nosuch"),
@@ -1062,6 +1071,12 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}: {}",
         bad.code,
         bad.stderr
+    );
+    let queue = run(&c, &links, "qsub", &["-q", "nosuch", "pbs.sh"]);
+    assert!(
+        queue.stderr.contains("unknown queue 'nosuch'"),
+        "{}",
+        queue.stderr
     );
     // PBS Pro's -J is a range: one index is refused.
     let bad = run(&c, &links, "qsub", &["-J", "5", "pbs.sh"]);

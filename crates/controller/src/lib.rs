@@ -1205,8 +1205,13 @@ impl Controller {
         }
         let partition = match &request.partition {
             Some(p) => cluster.partition(p).ok_or_else(|| {
+                // (LSF's and PBS's users name queues.)
+                let place = match request.lsf || request.pbs {
+                    true => "queue",
+                    false => "partition",
+                };
                 ApiError::bad(format!(
-                    "unknown partition '{p}': the partitions are {}",
+                    "unknown {place} '{p}': the {place}s are {}",
                     cluster
                         .partitions
                         .iter()
@@ -1551,7 +1556,7 @@ impl Controller {
             choice_in(cluster, partition, choice)?;
         }
         sched::fits_ever(cluster, &sreq)
-            .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason)))
+            .map_err(|reason| ApiError::bad(never_fits(cluster, partition, &sreq, reason, request)))
     }
 
     /// A license `request` asks for more of than the cluster has (none, where it has none
@@ -5394,12 +5399,20 @@ fn depends_on(
 /// Why a job can never run in `partition`, in words: what it asks of each node and the most
 /// that any node of the partition has, e.g. "it asks for 1 node with 1 CPU, 2 GPUs each;
 /// partition normal has 1 node, with at most 16 CPUs, 135.1 GB of memory and 1 GPU".
+/// In the words of the submission's command (`submitted`): a queue and bsub's -W or qsub's
+/// walltime for LSF's and PBS's users.
 fn never_fits(
     cluster: &sched::ClusterView,
     partition: &str,
     request: &sched::JobRequest,
     reason: sched::Reason,
+    submitted: &JobRequest,
 ) -> String {
+    let (place, time) = match (submitted.lsf, submitted.pbs) {
+        (true, _) => ("queue", "-W"),
+        (_, true) => ("queue", "-l walltime="),
+        _ => ("partition", "--time"),
+    };
     // Its time, where that is what does not fit.
     if reason == sched::Reason::PartitionTimeLimit {
         let max = cluster.partition(partition).and_then(|p| p.max_time);
@@ -5407,7 +5420,7 @@ fn never_fits(
             berth_core::job::format_duration(t)
         });
         return format!(
-            "the job can never run here (PartitionTimeLimit): it asks for {asks}; partition {partition} allows {}: give a shorter --time, or another partition",
+            "the job can never run here (PartitionTimeLimit): it asks for {asks}; {place} {partition} allows {}: give a shorter {time}, or another {place}",
             max.map_or("less".into(), berth_core::job::format_duration)
         );
     }
@@ -5434,7 +5447,7 @@ fn never_fits(
     });
     let most = |f: fn(&sched::NodeView) -> u64| nodes.iter().map(|n| f(n)).max().unwrap_or(0);
     format!(
-        "the job can never run here ({reason}): it asks for {} with {asks} each; partition \
+        "the job can never run here ({reason}): it asks for {} with {asks} each; {place} \
          {partition} has {}, with at most {}, {} of memory and {}",
         count(request.nodes_min.into(), "node"),
         count(nodes.len() as u64, "node"),
