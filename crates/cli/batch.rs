@@ -1917,7 +1917,11 @@ fn field(letter: char, j: &JobInfo) -> String {
         'L' => j
             .time_limit
             .map_or("UNLIMITED".into(), |l| slurm_time(l.saturating_sub(used))),
-        'D' => j.nodes.len().max(1).to_string(),
+        // A pending job's, the nodes it asks for.
+        'D' => match j.nodes.len() {
+            0 => j.min_nodes.max(1).to_string(),
+            n => n.to_string(),
+        },
         'C' => j.cpus.to_string(),
         'm' => j.memory.map_or("0".into(), slurm_size),
         'R' if j.state == "PENDING" => format!("({})", j.reason.as_deref().unwrap_or("None")),
@@ -3839,6 +3843,21 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(accounting("DerivedExitCode", &j), "200:0");
+    }
+
+    /// squeue's %D: a pending job's, the nodes it asks for; a running one's, those it has.
+    #[test]
+    fn a_pending_jobs_node_count_is_what_it_asks_for() {
+        let job = |nodes: &[&str]| -> berth_api::JobInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": 7, "name": "sim", "user": "u", "partition": "batch", "state": "PENDING",
+                "submit_time": 100, "nodes": nodes, "min_nodes": 3, "cpus": 3,
+                "workdir": "/w", "stdout": "/w/o", "held": false,
+            }))
+            .unwrap()
+        };
+        assert_eq!(super::field('D', &job(&[])), "3");
+        assert_eq!(super::field('D', &job(&["n1", "n2"])), "2");
     }
 
     /// A step's time leaves out its job's suspensions while it ran, and only those.
