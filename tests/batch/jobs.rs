@@ -4119,6 +4119,14 @@ fn detached_controller_and_down() {
         .trim()
         .parse()
         .unwrap();
+    // A request whose header never ends: the daemon closes its connection (hyper's header
+    // timeout), and a second one, open when it is stopped, does not hold up its stop.
+    let half_sent = |socket: &std::path::Path| {
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        std::io::Write::write_all(&mut stream, b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n").unwrap();
+        stream
+    };
+    let mut dropped = half_sent(&socket);
     // A second daemon on its state directory, or on its socket, is refused before it sets
     // anything up (no tmpfs left on a job files' directory).
     let other_state = c.f.path("other-state");
@@ -4170,6 +4178,16 @@ fn detached_controller_and_down() {
         "{}",
         refused.stderr
     );
+    dropped
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut dropped, &mut rest);
+    assert!(
+        closed.is_ok(),
+        "the half-sent request's connection stayed open: {closed:?}"
+    );
+    let _open = half_sent(&socket);
     // Root names the socket (as `berth up --socket` did), $BERTH_SOCKET elsewhere.
     let mut root_down =
         c.f.cmd(Mode::Root, &["down", "--socket", socket.to_str().unwrap()]);

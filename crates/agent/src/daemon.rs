@@ -1052,10 +1052,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     eprintln!("berth agent: node {name} serving {}", settings.listen);
     let stop = termination()?;
     let listener = crate::tls::Listener::new(listener, agent.key.tls());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| e.to_string());
+    let no_tag = |_: &_| None::<()>;
+    crate::serve::serve(listener, app, no_tag, crate::serve::stop_on(stop)).await;
     agent.node.release_images();
     agent.node.unmount_jobs();
     // The host's sockets go with it (those in its state directory are its jobs', which
@@ -1065,5 +1063,5 @@ async fn serve(settings: Settings) -> Result<(), String> {
         let _ = std::fs::remove_file(berth_api::step_socket(socket));
         let _ = std::fs::remove_dir(berth_api::step_dir(socket));
     }
-    served
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod launcher;
 pub mod node;
 pub mod runner;
 pub mod runs;
+pub mod serve;
 pub mod step;
 pub mod tls;
 

@@ -850,11 +850,27 @@ impl NodeAgent {
     }
 
     /// How the job ended, as its runner wrote it; `None` if it wrote nothing (it was killed,
-    /// or never started the job).
+    /// or never started the job). A file that is there but cannot be read for now (the
+    /// process out of descriptors) is tried again for a second: a job's result is not to be
+    /// lost to a passing shortage.
     pub fn result(&self, id: u64) -> Option<JobResult> {
-        std::fs::read(runner::result_path(&self.launch_path(id)))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let path = runner::result_path(&self.launch_path(id));
+        let mut tries = 0;
+        let text = loop {
+            match std::fs::read(&path) {
+                Ok(text) => break text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    eprintln!("berth: cannot read {}: {e}", path.display());
+                    return None;
+                }
+            }
+        };
+        serde_json::from_slice(&text).ok()
     }
 
     /// Whether `pid` is still job `id`'s runner (not a reused pid).

@@ -132,11 +132,12 @@ fn array_summary(out: &mut impl Write, jobs: &[JobInfo], wide: bool, noheader: b
             continue;
         };
         let elements = batch::array_tasks(array)?;
-        let spec = format!(
-            "{}[{}]",
-            j.name,
-            j.array_spec.as_deref().unwrap_or_default()
-        );
+        // As bsub -J took it: NAME[INDICES]%LIMIT.
+        let submitted = j.array_spec.as_deref().unwrap_or_default();
+        let spec = match submitted.split_once('%') {
+            Some((indices, limit)) => format!("{}[{indices}]%{limit}", j.name),
+            None => format!("{}[{submitted}]", j.name),
+        };
         let mut values = vec![
             array.to_string(),
             fit(spec, 11),
@@ -992,6 +993,14 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     }
     if let Some(limit) = j.time_limit {
         writeln!(out, " RUNLIMIT\n {:.1} min", limit as f64 / 60.0)?;
+    }
+    // bsub -M's, each slot's (a process's), in MB as LSF_UNIT_FOR_LIMITS=MB says it.
+    if let Some(bytes) = j.memory_per_cpu {
+        let mb = bytes as f64 / f64::from(1 << 20);
+        match mb.fract() == 0.0 {
+            true => writeln!(out, " MEMLIMIT\n    {mb:.0} M")?,
+            false => writeln!(out, " MEMLIMIT\n    {mb:.1} M")?,
+        }
     }
     if let Some(start) = j.start_time {
         let hosts = bracketed(&exec_hosts(j));

@@ -3,7 +3,7 @@
 //! Handlers only translate between HTTP and [`Controller`] calls (as Firecracker's API does).
 
 use crate::{ApiError, Caller, Shared};
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -18,14 +18,15 @@ use tokio::net::{TcpListener, UnixListener};
 #[derive(Debug, Clone, Copy)]
 struct Peer(Caller);
 
-impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
-        // A connection whose credentials cannot be read is treated as nobody (65534).
-        let cred = stream.io().peer_cred().ok();
-        Peer(Caller {
+impl Peer {
+    /// The peer of a connection to a Unix socket; one whose credentials cannot be read is
+    /// nobody (65534).
+    fn of(stream: &tokio::net::UnixStream) -> Option<Peer> {
+        let cred = stream.peer_cred().ok();
+        Some(Peer(Caller {
             uid: cred.as_ref().map_or(65534, |c| c.uid()),
             gid: cred.as_ref().map_or(65534, |c| c.gid()),
-        })
+        }))
     }
 }
 
@@ -1323,6 +1324,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         terminated.await;
         on_signal.notify_one();
     });
+    let stopping = berth_agent::serve::stop_on(async move { stop.notified().await });
+    use berth_agent::serve::serve as serve_api;
     // TCP, where asked for: the same API over TLS, each request with a token.
     let tcp = match listen {
         Some(addr) => {
@@ -1332,7 +1335,8 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             let tcp = berth_agent::tls::Listener::new(tcp, key.tls());
             let app = router(shared.clone())
                 .layer(axum::middleware::from_fn_with_state(key, token_caller));
-            Some(tokio::spawn(async move { axum::serve(tcp, app).await }))
+            let no_tag = |_: &_| None::<()>;
+            Some(tokio::spawn(serve_api(tcp, app, no_tag, stopping.clone())))
         }
         None => None,
     };
@@ -1346,16 +1350,15 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         std::fs::set_permissions(&job_socket, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| e.to_string())?;
     }
-    let local = |shared: Shared| {
-        router(shared)
-            .layer(axum::middleware::from_fn(local_caller))
-            .into_make_service_with_connect_info::<Peer>()
-    };
+    let local = |shared: Shared| router(shared).layer(axum::middleware::from_fn(local_caller));
     let jobs_app = local(shared.clone());
-    let jobs_api = tokio::spawn(async move { axum::serve(jobs_listener, jobs_app).await });
-    let served = axum::serve(listener, local(shared.clone()))
-        .with_graceful_shutdown(async move { stop.notified().await })
-        .await;
+    let jobs_api = tokio::spawn(serve_api(
+        jobs_listener,
+        jobs_app,
+        Peer::of,
+        stopping.clone(),
+    ));
+    serve_api(listener, local(shared.clone()), Peer::of, stopping).await;
     jobs_api.abort();
     if let Some(tcp) = tcp {
         tcp.abort();
@@ -1369,7 +1372,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         let _ = std::fs::remove_dir(&step_dir);
     }
     shared.lock().await.release_local_node();
-    served.map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Runs the controller on a fresh multi-threaded runtime until it stops.
