@@ -1053,7 +1053,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let stop = termination()?;
     let listener = crate::tls::Listener::new(listener, agent.key.tls());
     let no_tag = |_: &_| None::<()>;
-    crate::serve::serve(listener, app, no_tag, crate::serve::stop_on(stop)).await;
+    let stop = crate::serve::stop_on(stop);
+    let timeout = crate::serve::AGENT_HEADER_TIMEOUT;
+    crate::serve::serve(listener, app, no_tag, timeout, stop).await;
     agent.node.release_images();
     agent.node.unmount_jobs();
     // The host's sockets go with it (those in its state directory are its jobs', which

@@ -5,9 +5,15 @@
 //!
 //! - At most [`MAX_CONNECTIONS`] connections at once on a listener: more wait in its
 //!   backlog, leaving the process's descriptors to its jobs.
-//! - A request's header must arrive within [`HEADER_TIMEOUT`] (hyper's own timer), or the
+//! - A request's header must arrive within the time its server gives (hyper's own timer:
+//!   [`HEADER_TIMEOUT`] on the controller's sockets, where any user may connect), or the
 //!   connection is closed; so must the next one on a kept-alive connection.
-//! - A stop lets open requests finish for at most [`STOP_GRACE`], then drops them.
+//! - A stop lets open requests finish for at most [`STOP_GRACE`], then returns (the
+//!   connections' tasks go with the daemon's runtime).
+//!
+//! Each connection is a task of its own, as axum's are (a `JoinSet` of them, polled by the
+//! accept loop, slowed the controller's answers to its agents by seconds while its store was
+//! locked: measured, not kept).
 
 use axum::extract::connect_info::ConnectInfo;
 use hyper::body::Incoming;
@@ -18,27 +24,33 @@ use tokio::sync::watch;
 /// Connections a listener serves at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// How long a request's header may take to arrive (the whole of it: berth's clients send it
-/// at once).
+/// How long a request's header may take to arrive at the controller (the whole of it:
+/// berth's clients send it at once).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The same at a node agent, whose callers are controllers (a start held up on its way must
+/// still reach it, to be refused as late, not lost).
+pub const AGENT_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long a stop waits for open requests (a long poll's, a half-sent one) before it drops
 /// them.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `stop` turns true; each request carries
-/// `ConnectInfo(tag(io))` where `tag` gives one (a Unix socket's peer credentials).
+/// Serves `app` on `listener` until `stop` turns true, each request's header within
+/// `header_timeout`; each request carries `ConnectInfo(tag(io))` where `tag` gives one (a
+/// Unix socket's peer credentials).
 pub async fn serve<L, T>(
     mut listener: L,
     app: axum::Router,
     tag: impl Fn(&L::Io) -> Option<T> + Send + 'static,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     L: axum::serve::Listener,
     T: Clone + Send + Sync + 'static,
 {
+    // (Each connection holds a permit: when all are back, no connection is left.)
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = async {
@@ -46,8 +58,6 @@ pub async fn serve<L, T>(
                 (permit, listener.accept().await)
             } => accepted,
             () = stopped(&mut stop) => break,
-            // (Ended connections' tasks, collected as they go.)
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (permit, (io, _)) = accepted;
         let tag = tag(&io);
@@ -61,12 +71,12 @@ pub async fn serve<L, T>(
             tower_service::Service::call(&mut app.clone(), request)
         });
         let mut stop = stop.clone();
-        connections.spawn(async move {
+        tokio::spawn(async move {
             let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
+                .header_read_timeout(header_timeout);
             let connection = builder
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
@@ -80,8 +90,8 @@ pub async fn serve<L, T>(
             }
         });
     }
-    // Stopped: open requests get their grace, then go with their tasks.
-    let drained = async { while connections.join_next().await.is_some() {} };
+    // Stopped: open requests get their grace, then go with the runtime.
+    let drained = permits.acquire_many(MAX_CONNECTIONS as u32);
     let _ = tokio::time::timeout(STOP_GRACE, drained).await;
 }
 

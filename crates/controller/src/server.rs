@@ -1336,7 +1336,14 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             let app = router(shared.clone())
                 .layer(axum::middleware::from_fn_with_state(key, token_caller));
             let no_tag = |_: &_| None::<()>;
-            Some(tokio::spawn(serve_api(tcp, app, no_tag, stopping.clone())))
+            let timeout = berth_agent::serve::HEADER_TIMEOUT;
+            Some(tokio::spawn(serve_api(
+                tcp,
+                app,
+                no_tag,
+                timeout,
+                stopping.clone(),
+            )))
         }
         None => None,
     };
@@ -1352,13 +1359,15 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     }
     let local = |shared: Shared| router(shared).layer(axum::middleware::from_fn(local_caller));
     let jobs_app = local(shared.clone());
+    let timeout = berth_agent::serve::HEADER_TIMEOUT;
     let jobs_api = tokio::spawn(serve_api(
         jobs_listener,
         jobs_app,
         Peer::of,
+        timeout,
         stopping.clone(),
     ));
-    serve_api(listener, local(shared.clone()), Peer::of, stopping).await;
+    serve_api(listener, local(shared.clone()), Peer::of, timeout, stopping).await;
     jobs_api.abort();
     if let Some(tcp) = tcp {
         tcp.abort();
