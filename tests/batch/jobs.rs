@@ -4508,6 +4508,16 @@ images = ["cuda/*"]
     let out = c.try_submit(Mode::Rootless, "s4.sh", sleeper, &[]);
     assert_eq!(out.code, 125);
     assert!(out.stderr.contains("max_jobs_per_user"), "{}", out.stderr);
+    // A finished job queued again is one more of them: refused alike (while the first of
+    // them runs, as it almost always still does).
+    let requeued = c.berth(Mode::Rootless, &["requeue", &held.to_string()]);
+    if c.show(first)["state"] == "RUNNING" {
+        assert!(
+            requeued.code == 125 && requeued.stderr.contains("max_jobs_per_user"),
+            "{}",
+            requeued.stderr
+        );
+    }
     // The site's limits, whoever submits: array indices below 11, 5 unfinished jobs (2 or
     // 3 of the user's are: the first may have ended).
     for (array, refusal, rule) in [

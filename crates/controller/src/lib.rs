@@ -2554,6 +2554,15 @@ impl Controller {
                 )));
             }
             no_requeue(&job)?;
+            // Back among the user's jobs in its partition: its rules hold, as a submission's.
+            let image = job.image.clone();
+            self.partition_rules(
+                &job.user,
+                &job.partition,
+                image.as_deref(),
+                1,
+                job.request.total_cpus(),
+            )?;
             job.requeue_held = held;
             job.restart();
             self.persist(&job)?;
