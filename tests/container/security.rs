@@ -208,6 +208,24 @@ fn binds_outside_the_allowed_paths_are_refused_and_say_why() {
         "{}",
         out.stderr
     );
+    // A working directory the program must start in, which the policy keeps out (here
+    // without $PWD): refused with the rule, not as a directory the container lacks.
+    f.write_config("[binds]\nallow = [\"$HOME\"]\n");
+    let cwd = f.cwd(Mode::Rootless);
+    let out = f.berth(
+        Mode::Rootless,
+        &["exec", "--pwd", cwd.to_str().unwrap(), "busybox", "true"],
+    );
+    assert!(
+        out.code == 125
+            && out.stderr.contains(&format!(
+                "bind of {} refused: it is the working directory",
+                cwd.display()
+            ))
+            && out.stderr.contains("[binds] allow: $HOME"),
+        "{}",
+        out.stderr
+    );
     // Root, the administrator, is not bound by the policy.
     f.import(Mode::Root);
     assert_eq!(

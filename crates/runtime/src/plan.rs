@@ -356,6 +356,18 @@ pub fn plan(
         && !options.no_cwd
         && !is_system_dir(cwd)
         && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
+    // The working directory a program must start in (a batch job's, --pwd's) that the policy
+    // keeps out of the container: said with its rule, rather than as a directory the
+    // container lacks once it runs.
+    let required = options.pwd.as_deref().map(Path::new) == Some(cwd);
+    if required && !cwd_bound && !host && !options.no_cwd && !is_system_dir(cwd) {
+        if let Err(why) = policy.check(cwd, &home, cwd) {
+            return Err(RuntimeError::BindRefused {
+                path: cwd.to_path_buf(),
+                why: format!("it is the working directory, and {why}"),
+            });
+        }
+    }
     if cwd_bound && !cwd_covered {
         if let Some(target) = cwd.to_str() {
             binds.push(open_bind(cwd, target.to_string(), false, policy_args)?);
