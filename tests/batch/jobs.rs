@@ -566,6 +566,21 @@ fn bad_submissions_are_refused_with_the_reason() {
     );
     let answer = c.raw(b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // axum's own refusals are JSON too: an id that is no number, a body that is not the
+    // request's, a method the endpoint has not.
+    for (request, status) in [
+        (&b"GET /v1/jobs/abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..], "400"),
+        (b"POST /v1/jobs/1/cancel HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\ngarbage", "400"),
+        (b"DELETE /v1/jobs/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "405"),
+    ] {
+        let answer = c.raw(request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}"))
+                && answer.contains("content-type: application/json")
+                && answer.contains("{\"error\":\""),
+            "{answer}"
+        );
+    }
     assert_eq!(c.berth(Mode::Root, &["queue", "--json"]).ok().trim(), "[]");
 }
 

@@ -1216,7 +1216,42 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/agents/allocations/state", post(agent_allocation_state))
         .route("/v1/agents/allocations/release", post(agent_release))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(shared)
+}
+
+/// axum's own refusals (a path's id that is no number, a body that is no JSON or not the
+/// request's, a method the endpoint has not) come as plain text, or nothing: the API's
+/// errors are JSON ([`ErrorBody`]), those too, their status kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = (response.headers().get(axum::http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let mut error = String::from_utf8_lossy(&text).trim().to_string();
+    if error.is_empty() {
+        let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+        error = match parts.headers.get(axum::http::header::ALLOW) {
+            Some(allow) => format!(
+                "{reason}: the endpoint takes {}",
+                allow.to_str().unwrap_or("")
+            ),
+            None => reason,
+        };
+    }
+    let mut answer = (status, Json(ErrorBody { error })).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// Serves the API until the process is stopped; runs the scheduler loop beside it.
