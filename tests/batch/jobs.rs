@@ -566,6 +566,28 @@ fn bad_submissions_are_refused_with_the_reason() {
     );
     let answer = c.raw(b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // A submission with a working directory that is no absolute path, or a variable
+    // without a name: refused, not failed at the job's start.
+    for (body, why) in [
+        (
+            r##"{"script":"#!/bin/sh\ntrue\n","script_name":"x","cwd":""}"##,
+            "as an absolute path",
+        ),
+        (
+            r##"{"script":"#!/bin/sh\ntrue\n","script_name":"x","cwd":"/","env":[["","x"]]}"##,
+            "a name is not empty",
+        ),
+    ] {
+        let request = format!(
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = c.raw(request.as_bytes());
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains(why),
+            "{answer}"
+        );
+    }
     // axum's own refusals are JSON too: an id that is no number, a body that is not the
     // request's, a method the endpoint has not.
     for (request, status) in [

@@ -1134,6 +1134,21 @@ impl Controller {
                 req.script[..at].lines().count()
             )));
         }
+        // What berth's clients always send right: refused as the API's caller's mistake,
+        // not found out as a job's failure.
+        if !req.cwd.starts_with('/') {
+            return Err(ApiError::bad(format!(
+                "cwd {:?}: the directory the job was submitted from, as an absolute path",
+                req.cwd
+            )));
+        }
+        let bad_name = |name: &String| name.is_empty() || name.contains(['=', '\0']);
+        let vars = req.env.iter().chain(req.export_env.iter().flatten());
+        if let Some((name, _)) = vars.into_iter().find(|(name, _)| bad_name(name)) {
+            return Err(ApiError::bad(format!(
+                "environment variable {name:?}: a name is not empty and has no '=' in it"
+            )));
+        }
         let mut request = parse_submission(&req)?;
         if let (Some(file), None) = (&request.export_file, &req.export_env) {
             return Err(ApiError::bad(format!(
