@@ -1329,11 +1329,11 @@ impl Controller {
                 ));
             }
         }
-        let workdir = match &request.workdir {
-            Some(w) if w.starts_with('/') => w.clone(),
-            Some(w) => format!("{}/{w}", req.cwd),
-            None => req.cwd.clone(),
+        let in_cwd = |w: &str| match w.starts_with('/') {
+            true => w.to_string(),
+            false => format!("{}/{w}", req.cwd),
         };
+        let workdir = request.workdir.as_deref().map_or(req.cwd.clone(), in_cwd);
         let indices: Vec<Option<u32>> = match &request.array {
             Some(a) => a.indices().into_iter().map(Some).collect(),
             None => vec![None],
@@ -1379,10 +1379,11 @@ impl Controller {
                 },
                 script_args: req.script_args.clone(),
                 script_path: req.script_path.clone(),
-                // (bsub -cwd's %J, %I, %U: each job's own.)
-                workdir: match request.workdir_pattern {
-                    true => berth_core::job::expand_pattern(
-                        &workdir,
+                // (bsub -cwd's %J, %I, %U: each job's own; the submission's directory as
+                // it is, whatever % it has.)
+                workdir: match (&request.workdir, request.workdir_pattern) {
+                    (Some(pattern), true) => in_cwd(&berth_core::job::expand_pattern(
+                        pattern,
                         &berth_core::job::PatternContext {
                             job_id: id,
                             array_job_id,
@@ -1391,8 +1392,8 @@ impl Controller {
                             user: &user,
                             first_node: "",
                         },
-                    ),
-                    false => workdir.clone(),
+                    )),
+                    _ => workdir.clone(),
                 },
                 submit_env: match n {
                     0 => submit_env.clone(),
