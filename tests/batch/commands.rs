@@ -1170,6 +1170,15 @@ fn pbs_commands_as_pbs_users_type_them() {
         "{}",
         server_line.stdout
     );
+    // -Bf: the server's attributes, as PBS lists them.
+    let attributes = run(&c, &links, "qstat", &["-Bf"]);
+    let text = attributes.ok();
+    assert!(
+        text.starts_with(&format!("Server: {server}\n    server_state = Active\n"))
+            && text.contains("    total_jobs = 4\n")
+            && text.contains(" Held:4 "),
+        "{text}"
+    );
     // Named, the same (its subjobs with -t); -J: arrays alone; -f: its array attributes.
     let named = run(&c, &links, "qstat", &[&array_id]);
     assert!(

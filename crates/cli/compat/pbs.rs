@@ -234,7 +234,7 @@ fn exec_host(j: &JobInfo) -> String {
         .join("+")
 }
 
-const QSTAT_USAGE: &str = "qstat [-a|-r|-i] [-s] [-n [-1]] [-x|-H] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x|-H] [JOBID ...] | qstat -Q [-f] [QUEUE ...] | qstat -q | qstat -B";
+const QSTAT_USAGE: &str = "qstat [-a|-r|-i] [-s] [-n [-1]] [-x|-H] [-w] [-t] [-J] [-u USER[,USER]] [JOBID ...] | qstat -f [-F json] [-x|-H] [JOBID ...] | qstat -Q [-f] [QUEUE ...] | qstat -q | qstat -B [-f]";
 
 pub fn qstat(words: Vec<String>) -> Result<i32> {
     // Options together, as getopt takes them (`-fx`, `-nu USER`, `-uUSER`, `-fFjson`); an
@@ -285,7 +285,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         return qstat_queues(&words, full, queue_limits);
     }
     if server_status {
-        return qstat_server();
+        return qstat_server(full);
     }
     let server = crate::client::controller_host();
     // The jobs, and the arrays shown as one line each: every array among all jobs, or those
@@ -933,11 +933,32 @@ fn by_state<'a>(jobs: impl Iterator<Item = &'a JobInfo>) -> [usize; 5] {
     n
 }
 
-/// qstat -B: the server (the controller) with its jobs by state.
-fn qstat_server() -> Result<i32> {
+/// qstat -B: the server (the controller) with its jobs by state; -Bf its attributes, as
+/// PBS lists a server's.
+fn qstat_server(full: bool) -> Result<i32> {
     let jobs = active_jobs()?;
     let [tot, que, run, hld, wat] = by_state(jobs.iter());
     let mut out = std::io::stdout().lock();
+    if full {
+        let parts: Vec<PartitionInfo> =
+            crate::client::request("GET", "/v1/partitions", None::<&()>)?;
+        let server = crate::client::controller_host();
+        writeln!(out, "Server: {server}")?;
+        writeln!(out, "    server_state = Active")?;
+        writeln!(out, "    server_host = {server}")?;
+        writeln!(out, "    scheduling = True")?;
+        writeln!(out, "    total_jobs = {tot}")?;
+        writeln!(
+            out,
+            "    state_count = Transit:0 Queued:{que} Held:{hld} Waiting:{wat} Running:{run} Exiting:0 Begun:0"
+        )?;
+        if let Some(default) = parts.iter().find(|p| p.default) {
+            writeln!(out, "    default_queue = {}", default.name)?;
+        }
+        writeln!(out, "    pbs_version = berth {}", env!("CARGO_PKG_VERSION"))?;
+        writeln!(out)?;
+        return Ok(0);
+    }
     writeln!(
         out,
         "{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Status",
