@@ -933,11 +933,18 @@ fn by_state<'a>(jobs: impl Iterator<Item = &'a JobInfo>) -> [usize; 5] {
     n
 }
 
+/// The `total_jobs` and `state_count` attributes of a queue's or the server's jobs, counted
+/// by [`by_state`], as qstat -Qf and -Bf list them.
+fn counts([tot, que, run, hld, wat]: [usize; 5]) -> String {
+    format!(
+        "    total_jobs = {tot}\n    state_count = Transit:0 Queued:{que} Held:{hld} Waiting:{wat} Running:{run} Exiting:0 Begun:0"
+    )
+}
+
 /// qstat -B: the server (the controller) with its jobs by state; -Bf its attributes, as
 /// PBS lists a server's.
 fn qstat_server(full: bool) -> Result<i32> {
-    let jobs = active_jobs()?;
-    let [tot, que, run, hld, wat] = by_state(jobs.iter());
+    let counted = by_state(active_jobs()?.iter());
     let mut out = std::io::stdout().lock();
     if full {
         let parts: Vec<PartitionInfo> =
@@ -947,11 +954,7 @@ fn qstat_server(full: bool) -> Result<i32> {
         writeln!(out, "    server_state = Active")?;
         writeln!(out, "    server_host = {server}")?;
         writeln!(out, "    scheduling = True")?;
-        writeln!(out, "    total_jobs = {tot}")?;
-        writeln!(
-            out,
-            "    state_count = Transit:0 Queued:{que} Held:{hld} Waiting:{wat} Running:{run} Exiting:0 Begun:0"
-        )?;
+        writeln!(out, "{}", counts(counted))?;
         if let Some(default) = parts.iter().find(|p| p.default) {
             writeln!(out, "    default_queue = {}", default.name)?;
         }
@@ -959,6 +962,7 @@ fn qstat_server(full: bool) -> Result<i32> {
         writeln!(out)?;
         return Ok(0);
     }
+    let [tot, que, run, hld, wat] = counted;
     writeln!(
         out,
         "{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} Status",
@@ -1028,16 +1032,12 @@ fn qstat_queues(names: &[String], full: bool, limits: bool) -> Result<i32> {
     }
     if full {
         for p in &shown {
-            let [tot, que, run, hld, wat] = by_state(jobs.iter().filter(|j| j.partition == p.name));
             let up = if p.state == "up" { "True" } else { "False" };
             writeln!(out, "Queue: {}", p.name)?;
             writeln!(out, "    queue_type = Execution")?;
             writeln!(out, "    Priority = {}", p.priority)?;
-            writeln!(out, "    total_jobs = {tot}")?;
-            writeln!(
-                out,
-                "    state_count = Transit:0 Queued:{que} Held:{hld} Waiting:{wat} Running:{run} Exiting:0 Begun:0"
-            )?;
+            let here = by_state(jobs.iter().filter(|j| j.partition == p.name));
+            writeln!(out, "{}", counts(here))?;
             if let Some(max) = p.max_time {
                 writeln!(out, "    resources_max.walltime = {}", walltime(max))?;
             }
