@@ -1220,11 +1220,7 @@ impl Controller {
         }
         let partition = match &request.partition {
             Some(p) => cluster.partition(p).ok_or_else(|| {
-                // (LSF's and PBS's users name queues.)
-                let place = match request.lsf || request.pbs {
-                    true => "queue",
-                    false => "partition",
-                };
+                let (place, _) = words_of(&request);
                 ApiError::bad(format!(
                     "unknown {place} '{p}': the {place}s are {}",
                     cluster
@@ -2571,14 +2567,8 @@ impl Controller {
             }
             no_requeue(&job)?;
             // Back among the user's jobs in its partition: its rules hold, as a submission's.
-            let image = job.image.clone();
-            self.partition_rules(
-                &job.user,
-                &job.partition,
-                image.as_deref(),
-                1,
-                job.request.total_cpus(),
-            )?;
+            let (user, partition, image) = (&job.user, &job.partition, job.image.as_deref());
+            self.partition_rules(user, partition, image, 1, job.request.total_cpus())?;
             job.requeue_held = held;
             job.restart();
             self.persist(&job)?;
@@ -5421,6 +5411,16 @@ fn depends_on(
     }
 }
 
+/// What a submission's command calls a partition and a time limit's option: LSF's and PBS's
+/// users name queues, and bsub's -W or qsub's walltime.
+fn words_of(request: &JobRequest) -> (&'static str, &'static str) {
+    match (request.lsf, request.pbs) {
+        (true, _) => ("queue", "-W"),
+        (_, true) => ("queue", "-l walltime="),
+        _ => ("partition", "--time"),
+    }
+}
+
 /// Why a job can never run in `partition`, in words: what it asks of each node and the most
 /// that any node of the partition has, e.g. "it asks for 1 node with 1 CPU, 2 GPUs each;
 /// partition normal has 1 node, with at most 16 CPUs, 135.1 GB of memory and 1 GPU".
@@ -5433,11 +5433,7 @@ fn never_fits(
     reason: sched::Reason,
     submitted: &JobRequest,
 ) -> String {
-    let (place, time) = match (submitted.lsf, submitted.pbs) {
-        (true, _) => ("queue", "-W"),
-        (_, true) => ("queue", "-l walltime="),
-        _ => ("partition", "--time"),
-    };
+    let (place, time) = words_of(submitted);
     // Its time, where that is what does not fit.
     if reason == sched::Reason::PartitionTimeLimit {
         let max = cluster.partition(partition).and_then(|p| p.max_time);
