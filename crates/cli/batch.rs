@@ -1901,7 +1901,7 @@ fn field(letter: char, j: &JobInfo) -> String {
         'K' => j.array_task_id.map_or("N/A".into(), |t| t.to_string()),
         'a' => j.account.clone().unwrap_or_else(|| "(null)".into()),
         'b' => (j.gpus_asked.as_ref())
-            .filter(|g| g.per == "node")
+            .filter(|g| g.per == berth_api::GpuPer::Node)
             .map_or("N/A".into(), berth_api::GpuAsk::tres),
         'k' => j.comment.clone().unwrap_or_else(|| "(null)".into()),
         'j' => j.name.clone(),
@@ -2226,10 +2226,10 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     // Its GPUs as asked for, per what, as Slurm's TresPerNode=gres:gpu:2 (TresPerJob=,
     // TresPerTask=).
     if let Some(gpus) = &j.gpus_asked {
-        let per = match gpus.per.as_str() {
-            "node" => "Node",
-            "task" => "Task",
-            _ => "Job",
+        let per = match gpus.per {
+            berth_api::GpuPer::Node => "Node",
+            berth_api::GpuPer::Task => "Task",
+            berth_api::GpuPer::Job => "Job",
         };
         writeln!(out, "   TresPer{per}={}", gpus.tres())?;
     }
@@ -3167,10 +3167,10 @@ fn accounting(name: &str, j: &JobInfo) -> String {
                 format!(",mem={}", slurm_size(m * nodes as u64))
             });
             // The GPUs it asks for, all its tasks' or nodes' together.
-            let gpus = j.gpus_asked.as_ref().map_or(0, |g| match g.per.as_str() {
-                "node" => g.count * nodes,
-                "task" => g.count * j.ntasks.max(1),
-                _ => g.count,
+            let gpus = j.gpus_asked.as_ref().map_or(0, |g| match g.per {
+                berth_api::GpuPer::Node => g.count * nodes,
+                berth_api::GpuPer::Task => g.count * j.ntasks.max(1),
+                berth_api::GpuPer::Job => g.count,
             });
             format!(
                 "billing={cpus},cpu={cpus}{}{mem},node={nodes}",

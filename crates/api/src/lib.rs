@@ -388,14 +388,23 @@ fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
-/// GPUs as a job asks for them: `count` for each `per` (`job`: all its nodes', `node`: each
-/// node's, `task`: each task's), of one `model` where it names one (`--gres=gpu:a100:2`).
+/// GPUs as a job asks for them: `count` for each `per`, of one `model` where it names one
+/// (`--gres=gpu:a100:2`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct GpuAsk {
     pub count: u32,
-    pub per: String,
+    pub per: GpuPer,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+/// What a job's GPU count is for: all its nodes together, each node, each task.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuPer {
+    Job,
+    Node,
+    Task,
 }
 
 impl GpuAsk {

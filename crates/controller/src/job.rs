@@ -665,11 +665,10 @@ impl Job {
             gpus_asked: self.request.gpus.as_ref().map(|g| berth_api::GpuAsk {
                 count: g.count,
                 per: match g.scope {
-                    berth_core::job::GpuScope::Job => "job",
-                    berth_core::job::GpuScope::Node => "node",
-                    berth_core::job::GpuScope::Task => "task",
-                }
-                .into(),
+                    berth_core::job::GpuScope::Job => berth_api::GpuPer::Job,
+                    berth_core::job::GpuScope::Node => berth_api::GpuPer::Node,
+                    berth_core::job::GpuScope::Task => berth_api::GpuPer::Task,
+                },
                 model: g.model.clone(),
             }),
             gpus: self.shares.iter().map(|s| s.gpu_ids.len() as u32).sum(),
