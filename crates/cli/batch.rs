@@ -414,6 +414,20 @@ const UPDATE_KEYS: &[(&str, &str)] = &[
     ("reqnodelist", "--nodelist"),
     ("excnodelist", "--exclude"),
     ("licenses", "--licenses"),
+    ("numtasks", "--ntasks"),
+    ("numnodes", "--nodes"),
+    ("taskspernode", "--ntasks-per-node"),
+    ("cpuspertask", "--cpus-per-task"),
+    ("mincpusnode", "--mincpus"),
+    ("minmemorynode", "--mem"),
+    ("minmemorycpu", "--mem-per-cpu"),
+    ("gres", "--gres"),
+    ("nodelist", "--nodelist"),
+    ("stdout", "--output"),
+    ("stderr", "--error"),
+    ("stdin", "--input"),
+    ("mailtype", "--mail-type"),
+    ("mailuser", "--mail-user"),
 ];
 
 /// `berth update JOB VALUES...` (or scontrol's `JobId=JOB KEY=VALUE...`).

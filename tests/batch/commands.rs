@@ -1226,6 +1226,22 @@ fn pbs_commands_as_pbs_users_type_them() {
     );
     assert_eq!(altered.ok(), "");
     assert_eq!(c.show(id)["time_limit"], 1200);
+    // Its chunks and its error file's directory too (PBS's name for it there).
+    std::fs::create_dir_all(cwd.join("errs")).unwrap();
+    std::os::unix::fs::chown(cwd.join("errs"), Some(c.f.user.uid), None).unwrap();
+    let select = "select=1:ncpus=2:mpiprocs=2";
+    let altered = run(
+        &c,
+        &links,
+        "qalter",
+        &["-l", select, "-e", "errs/", &first_id],
+    );
+    assert_eq!(altered.ok(), "");
+    let shown = c.show(id);
+    assert_eq!((&shown["ntasks"], &shown["cpus"]), (&2.into(), &2.into()));
+    let full = run(&c, &links, "qstat", &["-f", &first_id]);
+    let select_line = "    Resource_List.select = 1:ncpus=2:mpiprocs=2\n";
+    assert!(full.ok().contains(select_line), "{}", full.stdout);
     // Released: it runs, then the job after it; its output and errors as PBS names them.
     run(&c, &links, "qrls", &[&first_id]).ok();
     c.completed(id);
@@ -1235,7 +1251,7 @@ fn pbs_commands_as_pbs_users_type_them() {
         format!("pbsjob one two from {server}\n")
     );
     assert_eq!(
-        std::fs::read_to_string(cwd.join(format!("pbsjob.e{id}"))).unwrap(),
+        std::fs::read_to_string(cwd.join(format!("errs/pbsjob.e{id}"))).unwrap(),
         "oops\n"
     );
     let dep_number = dep_job["id"].as_u64().unwrap();
@@ -1289,7 +1305,7 @@ fn pbs_commands_as_pbs_users_type_them() {
         "    job_state = F\n",
         "    Exit_status = 0\n",
         "    Resource_List.walltime = 00:20:00\n",
-        "    Resource_List.select = 1:ncpus=1:mpiprocs=1\n",
+        "    Resource_List.select = 1:ncpus=2:mpiprocs=2\n",
         "    Rerunable = True\n",
         &format!("    Job_Owner = {TEST_USER}@{server}\n"),
     ] {

@@ -1239,6 +1239,44 @@ fn the_queue_prints_as_squeue_formats() {
     );
     assert_eq!(sacct.ok(), "run 8\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
+    // Its size and files, while it waits (scontrol update NumTasks=, MinMemoryNode=,
+    // StdOut=); a size no node has is refused, as is what cannot change.
+    let update = [
+        "as",
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "NumTasks=2",
+        "MinMemoryNode=100M",
+        "StdOut=/tmp/%x-%j.out",
+    ];
+    c.berth(Mode::Rootless, &update).ok();
+    assert_eq!(q(&["-h", "-o", "%C %D %m", "-j", &id]), "2 1 100M\n");
+    let shown = c.berth(Mode::Rootless, &["show", &id]);
+    let stdout = format!("\n   StdOut=/tmp/hello-{id}.out\n");
+    assert!(shown.ok().contains(&stdout), "{}", shown.stdout);
+    for (value, says) in [
+        ("NumTasks=999", "can never run here"),
+        ("NumTasks=0", "invalid task count '0'"),
+        ("Image=other", "berth update takes"),
+    ] {
+        let update = ["as", "scontrol", "update", &format!("JobId={id}"), value];
+        let refused = c.berth(Mode::Rootless, &update);
+        assert!(
+            refused.code == 1 && refused.stderr.contains(says),
+            "{value}: {}",
+            refused.stderr
+        );
+    }
+    let back = [
+        "as",
+        "scontrol",
+        "update",
+        &format!("JobId={id}"),
+        "NumTasks=1",
+    ];
+    c.berth(Mode::Rootless, &back).ok();
+    assert_eq!(q(&["-h", "-o", "%C %D", "-j", &id]), "1 1\n");
     // Sorted (squeue -S): by id, down.
     let both = format!("{held},{array}");
     assert_eq!(

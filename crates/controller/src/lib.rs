@@ -2230,11 +2230,33 @@ impl Controller {
             requeue: None,
             licenses: None,
             ignored: Vec::new(),
+            // Its shape and files (JobRequest::reshape).
+            ntasks: None,
+            ntasks_per_node: None,
+            cpus_per_task: None,
+            nodes: None,
+            memory: None,
+            gpus: None,
+            min_cpus: None,
+            omp_threads: None,
+            overcommit: None,
+            exclusive: None,
+            chunks: None,
+            pack: None,
+            output: None,
+            error: None,
+            join: None,
+            input: None,
+            open_mode: None,
+            error_open_mode: None,
+            mail: None,
+            mail_to: None,
+            shell: None,
             ..o.clone()
         };
         if rest != JobOptions::default() || (o == JobOptions::default() && throttle.is_none()) {
             return Err(ApiError::bad(
-                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue, --licenses and bsub's -m, and an array's throttle (ArrayTaskThrottle); for anything else, cancel it and submit again",
+                "berth update changes a pending job's --time, --partition, --job-name, --nice, --begin, --dependency, --account, --comment, --constraint, --nodelist, --exclude, --requeue, --licenses and bsub's -m, its size (--ntasks, --nodes, --ntasks-per-node, --cpus-per-task, --mem, --gpus, --mincpus, --exclusive, -O), its files (--output, --error, --input, --open-mode, PBS's -j), its mail (--mail-type, --mail-user) and PBS's -S, and an array's throttle (ArrayTaskThrottle); for anything else (its image, binds, environment, array), cancel it and submit again",
             ));
         }
         let tasks: Vec<u64> = self
@@ -2261,6 +2283,8 @@ impl Controller {
             // Changed on a copy: a task whose request stays as it was keeps sharing its
             // array's; tasks whose shared one changes alike share the changed one.
             let mut r = JobRequest::clone(&job.request);
+            r.reshape(&o)
+                .map_err(|e| ApiError::bad(format!("job {id}: {e}")))?;
             // Only what was given changes (a nice root gave stays, whoever updates).
             if let Some(nice) = o.nice {
                 refuse_negative_nice(&caller, nice)?;
@@ -2308,6 +2332,9 @@ impl Controller {
                 }
                 r.partition = Some(p.clone());
                 job.partition = p;
+            } else if r.total_cpus() != job.request.total_cpus() {
+                // Its partition's limits on its new size.
+                self.partition_rules(&job.user, &job.partition, None, 0, r.total_cpus())?;
             }
             if let Some(b) = o.begin {
                 let now = now();
@@ -2342,6 +2369,10 @@ impl Controller {
                     }
                 };
                 job.set_request(request);
+                job.cpus = job.request.total_cpus();
+                // Its files' names as they now are (%x of a new name too).
+                let first_node = self.nodes.keys().next().cloned().unwrap_or_default();
+                (job.stdout, job.stderr) = outputs(&job, &first_node);
             }
             updated.push(job);
         }

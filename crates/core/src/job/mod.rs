@@ -693,6 +693,88 @@ fn request_err(msg: String) -> JobError {
     JobError::Request(msg)
 }
 
+/// Refuses a count of 0 (`what`: the count's name in the message).
+fn positive(what: &str, v: Option<u32>) -> Result<(), JobError> {
+    match v {
+        Some(0) => Err(request_err(format!("{what} must be at least 1"))),
+        _ => Ok(()),
+    }
+}
+
+/// The task count and node range that these options ask for, with sbatch's defaults for
+/// what they leave out (one task per node, or ntasks-per-node on each of the nodes; as
+/// few nodes as fit), checked to make sense together.
+fn task_shape(
+    ntasks: Option<u32>,
+    tpn: Option<u32>,
+    nodes: Option<NodeRange>,
+) -> Result<(u32, NodeRange), JobError> {
+    positive("the task count", ntasks)?;
+    positive("the tasks per node", tpn)?;
+    if let Some(r) = nodes {
+        positive("the node count", Some(r.min))?;
+        if r.max < r.min {
+            return Err(request_err(format!(
+                "the node range {}-{} goes down",
+                r.min, r.max
+            )));
+        }
+    }
+    let ntasks = match (ntasks, tpn, nodes) {
+        (Some(n), _, _) => n,
+        (None, Some(t), Some(r)) => t.checked_mul(r.min).ok_or_else(|| {
+            request_err(format!("{} nodes of {t} tasks are too many tasks", r.min))
+        })?,
+        (None, Some(t), None) => t,
+        (None, None, Some(r)) => r.min,
+        (None, None, None) => 1,
+    };
+    let nodes = match (nodes, tpn) {
+        (Some(r), _) => r,
+        (None, Some(t)) => {
+            let n = ntasks.div_ceil(t);
+            NodeRange { min: n, max: n }
+        }
+        (None, None) => NodeRange {
+            min: 1,
+            max: ntasks,
+        },
+    };
+    if ntasks < nodes.min {
+        return Err(request_err(format!(
+            "{ntasks} task(s) cannot fill {} nodes: each node runs at least one task (ask for more tasks or fewer nodes)",
+            nodes.min
+        )));
+    }
+    if let Some(t) = tpn {
+        if u64::from(ntasks) > u64::from(t) * u64::from(nodes.max) {
+            return Err(request_err(format!(
+                "{ntasks} tasks do not fit on {} node(s) at {t} tasks per node",
+                nodes.max
+            )));
+        }
+    }
+    Ok((ntasks, nodes))
+}
+
+/// Refuses a memory size of 0, memory per GPU without GPUs, and a GPU count of 0.
+fn check_memory(memory: Option<Memory>, gpus: Option<&GpuRequest>) -> Result<(), JobError> {
+    if let Some(Memory::PerNode(0) | Memory::PerCpu(0) | Memory::PerJob(0) | Memory::PerGpu(0)) =
+        memory
+    {
+        return Err(request_err("the memory size must be positive".into()));
+    }
+    if matches!(memory, Some(Memory::PerGpu(_))) && gpus.is_none() {
+        return Err(request_err(
+            "--mem-per-gpu needs GPUs: ask for them with --gpus, --gpus-per-node, --gpus-per-task or --gres=gpu:N".into(),
+        ));
+    }
+    if gpus.is_some_and(|g| g.count == 0) {
+        return Err(request_err("the GPU count must be at least 1".into()));
+    }
+    Ok(())
+}
+
 impl JobRequest {
     /// Its licenses as Slurm writes them (`matlab:2,ansys:1`); `None` without any.
     pub fn licenses_text(&self) -> Option<String> {
@@ -707,6 +789,91 @@ impl JobRequest {
     pub fn ask_time_limit(&mut self, asked: Option<u64>) {
         self.no_time_limit = asked == Some(UNLIMITED_TIME);
         self.time_limit = asked.filter(|_| !self.no_time_limit);
+    }
+
+    /// A pending job's new shape and files (`scontrol update NumTasks=8`, `qalter -l
+    /// select=2:ncpus=4`, `bmod -n 4 -o out`): what `o` names replaces the request's, and
+    /// what follows from it is derived again as at a submission. Node counts the request
+    /// had by default, and a task count it had from its nodes, follow the new counts
+    /// (`-N 2` updated to 4 nodes runs 4 tasks); a new PBS chunk statement replaces the old
+    /// one whole. Only these fields are read; the caller refuses the others.
+    pub fn reshape(&mut self, o: &JobOptions) -> Result<(), JobError> {
+        if o.pack.is_some() {
+            return Err(request_err(
+                "a job's placement (place=pack, scatter) is fixed at its submission: cancel it and submit it again".into(),
+            ));
+        }
+        if o.chunks == Some(true) {
+            self.min_cpus = None;
+            self.overcommit = false;
+            self.omp_threads = None;
+            if matches!(self.memory, Some(Memory::PerNode(_))) {
+                self.memory = None;
+            }
+            if self
+                .gpus
+                .as_ref()
+                .is_some_and(|g| g.scope == GpuScope::Node)
+            {
+                self.gpus = None;
+            }
+        }
+        if o.ntasks.is_some() || o.ntasks_per_node.is_some() || o.nodes.is_some() {
+            let tpn = o.ntasks_per_node.or(self.ntasks_per_node);
+            let defaults = |ntasks, nodes| task_shape(ntasks, self.ntasks_per_node, nodes).ok();
+            // What the request had of its own, as against what followed from the rest.
+            let nodes = match defaults(Some(self.ntasks), None) {
+                Some((_, derived)) if derived == self.nodes => None,
+                _ => Some(self.nodes),
+            };
+            let ntasks = match defaults(None, Some(self.nodes)) {
+                Some((derived, _)) if derived == self.ntasks => None,
+                _ => Some(self.ntasks),
+            };
+            (self.ntasks, self.nodes) = task_shape(o.ntasks.or(ntasks), tpn, o.nodes.or(nodes))?;
+            self.ntasks_per_node = tpn;
+        }
+        positive("the CPUs per task", o.cpus_per_task)?;
+        self.cpus_per_task = o.cpus_per_task.unwrap_or(self.cpus_per_task);
+        self.memory = o.memory.or(self.memory);
+        self.gpus = o.gpus.clone().or(self.gpus.take());
+        check_memory(self.memory, self.gpus.as_ref())?;
+        self.min_cpus = o.min_cpus.or(self.min_cpus);
+        self.omp_threads = o.omp_threads.or(self.omp_threads);
+        self.overcommit = o.overcommit.unwrap_or(self.overcommit);
+        self.exclusive = o.exclusive.unwrap_or(self.exclusive);
+        // Its files: PBS's default names where a directory is named (`-o logs/`).
+        let array = self.array.is_some();
+        let pbs_file = |path: &str, stream| match path.ends_with('/') && self.pbs {
+            true => path.to_string() + &pattern::pbs_default_name(&self.name, stream, array),
+            false => path.to_string(),
+        };
+        let output = o.output.as_deref().map(|p| pbs_file(p, 'o'));
+        let error = o.error.as_deref().map(|p| pbs_file(p, 'e'));
+        let default_error = || pattern::pbs_default_name(&self.name, 'e', array);
+        self.output = output.unwrap_or(std::mem::take(&mut self.output));
+        self.error = error.or(self.error.take());
+        match o.join {
+            Some(Join::IntoOutput) => self.error = None,
+            // Both into the error file, which is then the job's only one.
+            Some(Join::IntoError) => {
+                self.output = self.error.take().unwrap_or_else(default_error);
+            }
+            Some(Join::Apart) if self.error.is_none() && self.pbs => {
+                self.error = Some(default_error());
+            }
+            _ => {}
+        }
+        self.input = o.input.clone().or(self.input.take());
+        self.open_mode = o.open_mode.unwrap_or(self.open_mode);
+        self.error_open_mode = o.error_open_mode.or(self.error_open_mode);
+        self.mail = o.mail.clone().unwrap_or(std::mem::take(&mut self.mail));
+        self.mail_to = o
+            .mail_to
+            .clone()
+            .unwrap_or(std::mem::take(&mut self.mail_to));
+        self.shell = o.shell.clone().or(self.shell.take());
+        Ok(())
     }
 
     /// Parses `script`, lays the command-line options over its directives and validates.
@@ -799,70 +966,11 @@ impl JobRequest {
             }
             o.nodes = Some(NodeRange { min: 1, max: 1 });
         }
-        let positive = |what: &str, v: Option<u32>| match v {
-            Some(0) => Err(request_err(format!("{what} must be at least 1"))),
-            _ => Ok(()),
-        };
-        positive("the task count", o.ntasks)?;
-        positive("the tasks per node", o.ntasks_per_node)?;
-        positive("the CPUs per task", o.cpus_per_task)?;
-        if let Some(r) = o.nodes {
-            positive("the node count", Some(r.min))?;
-            if r.max < r.min {
-                return Err(request_err(format!(
-                    "the node range {}-{} goes down",
-                    r.min, r.max
-                )));
-            }
-        }
-        let cpus_per_task = o.cpus_per_task.unwrap_or(1);
         let tpn = o.ntasks_per_node;
-        // sbatch's defaults: one task per node, or ntasks-per-node on each of the nodes.
-        let ntasks = match (o.ntasks, tpn, o.nodes) {
-            (Some(n), _, _) => n,
-            (None, Some(t), Some(r)) => t.checked_mul(r.min).ok_or_else(|| {
-                request_err(format!("{} nodes of {t} tasks are too many tasks", r.min))
-            })?,
-            (None, Some(t), None) => t,
-            (None, None, Some(r)) => r.min,
-            (None, None, None) => 1,
-        };
-        let nodes = match (o.nodes, tpn) {
-            (Some(r), _) => r,
-            (None, Some(t)) => {
-                let n = ntasks.div_ceil(t);
-                NodeRange { min: n, max: n }
-            }
-            (None, None) => NodeRange {
-                min: 1,
-                max: ntasks,
-            },
-        };
-        if ntasks < nodes.min {
-            return Err(request_err(format!(
-                "{ntasks} task(s) cannot fill {} nodes: each node runs at least one task (ask for more tasks or fewer nodes)",
-                nodes.min
-            )));
-        }
-        if let Some(t) = tpn {
-            if u64::from(ntasks) > u64::from(t) * u64::from(nodes.max) {
-                return Err(request_err(format!(
-                    "{ntasks} tasks do not fit on {} node(s) at {t} tasks per node",
-                    nodes.max
-                )));
-            }
-        }
-        if let Some(
-            Memory::PerNode(0) | Memory::PerCpu(0) | Memory::PerJob(0) | Memory::PerGpu(0),
-        ) = o.memory
-        {
-            return Err(request_err("the memory size must be positive".into()));
-        }
-        if matches!(o.memory, Some(Memory::PerGpu(_))) && o.gpus.is_none() {
-            return Err(request_err(
-                "--mem-per-gpu needs GPUs: ask for them with --gpus, --gpus-per-node, --gpus-per-task or --gres=gpu:N".into(),
-            ));
-        }
+        let (ntasks, nodes) = task_shape(o.ntasks, tpn, o.nodes)?;
+        positive("the CPUs per task", o.cpus_per_task)?;
+        let cpus_per_task = o.cpus_per_task.unwrap_or(1);
+        check_memory(o.memory, o.gpus.as_ref())?;
         if o.time_limit == Some(0) {
             return Err(request_err("the time limit must be positive".into()));
         }
@@ -890,9 +998,6 @@ impl JobRequest {
                 }
                 _ => {}
             }
-        }
-        if o.gpus.as_ref().is_some_and(|g| g.count == 0) {
-            return Err(request_err("the GPU count must be at least 1".into()));
         }
         let name = o
             .name
@@ -1080,6 +1185,110 @@ impl JobRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request submitted with `args` (sbatch's), then updated with `update` in `family`'s words.
+    fn reshaped(args: &[&str], family: Family, update: &[&str]) -> Result<JobRequest, JobError> {
+        let mut r = JobRequest::from_options(parse_args(args).unwrap(), "job").unwrap();
+        r.reshape(&parse_args_as(family, update).unwrap())?;
+        Ok(r)
+    }
+
+    #[test]
+    fn a_pending_jobs_shape_changes_as_a_submission_would_have_it() {
+        let shape = |r: JobRequest| (r.ntasks, r.nodes.min, r.nodes.max, r.cpus_per_task);
+        let slurm = |args: &[&str], update: &[&str]| reshaped(args, Family::Slurm, update);
+        // Nodes it had by default follow the new task count; its own stay.
+        assert_eq!(
+            shape(slurm(&["-n", "2"], &["-n", "8"]).unwrap()),
+            (8, 1, 8, 1)
+        );
+        assert_eq!(
+            shape(slurm(&["-n", "4", "-N", "2"], &["-n", "8"]).unwrap()),
+            (8, 2, 2, 1)
+        );
+        // A task count it had from its nodes follows them (sbatch -N 2: two tasks).
+        assert_eq!(
+            shape(slurm(&["-N", "2"], &["-N", "3"]).unwrap()),
+            (3, 3, 3, 1)
+        );
+        assert_eq!(
+            shape(slurm(&["-n", "1"], &["-N", "2"]).unwrap()),
+            (2, 2, 2, 1)
+        );
+        assert_eq!(
+            shape(slurm(&["-n", "4", "--ntasks-per-node", "2"], &["-n", "6"]).unwrap()),
+            (6, 3, 3, 1)
+        );
+        assert_eq!(
+            shape(slurm(&["-n", "2"], &["-c", "4"]).unwrap()),
+            (2, 1, 2, 4)
+        );
+        // Refused as at a submission.
+        let refused = |args: &[&str], update: &[&str]| slurm(args, update).unwrap_err().to_string();
+        assert!(refused(&["-n", "4"], &["-N", "5"]).contains("4 task(s) cannot fill 5 nodes"));
+        assert!(refused(&[], &["--mem-per-gpu", "1G"]).contains("needs GPUs"));
+        // Its memory and GPUs replace the old; what was not named stays.
+        let r = slurm(
+            &["--mem", "1G", "--gpus-per-node", "1"],
+            &["--mem-per-cpu", "2G"],
+        )
+        .unwrap();
+        assert_eq!(r.memory, Some(Memory::PerCpu(2 << 30)));
+        assert_eq!(r.gpus.map(|g| g.count), Some(1));
+    }
+
+    #[test]
+    fn a_new_pbs_chunk_statement_replaces_the_old_one_whole() {
+        let mut r = JobRequest::from_qsub_script(
+            "#!/bin/sh\n#PBS -l select=2:ncpus=6:mpiprocs=4:mem=2gb:ngpus=1\n",
+            JobOptions::default(),
+            "job",
+        )
+        .unwrap();
+        assert_eq!((r.ntasks, r.min_cpus, r.overcommit), (8, Some(6), false));
+        let update = parse_args_as(Family::Pbs, &["-l", "select=3:ncpus=2:mpiprocs=2"]).unwrap();
+        r.reshape(&update).unwrap();
+        assert_eq!(
+            (r.ntasks, r.nodes.min, r.nodes.max, r.cpus_per_task),
+            (6, 3, 3, 1)
+        );
+        assert_eq!((r.min_cpus, r.memory, &r.gpus), (None, None, &None));
+        let pack = parse_args_as(Family::Pbs, &["-l", "place=pack"]).unwrap();
+        assert!(r
+            .reshape(&pack)
+            .unwrap_err()
+            .to_string()
+            .contains("fixed at its submission"));
+    }
+
+    #[test]
+    fn a_pending_jobs_files_change_with_pbs_names_in_a_directory() {
+        let mut r = JobRequest::from_qsub_script(
+            "#!/bin/sh\n#PBS -N sim\n#PBS -j oe\n",
+            JobOptions::default(),
+            "job",
+        )
+        .unwrap();
+        assert_eq!((r.output.as_str(), r.error.as_deref()), ("sim.o%j", None));
+        // Apart again: the error file gets PBS's name; a directory gets the name in it.
+        let update = parse_args_as(Family::Pbs, &["-j", "n", "-o", "logs/"]).unwrap();
+        r.reshape(&update).unwrap();
+        assert_eq!(
+            (r.output.as_str(), r.error.as_deref()),
+            ("logs/sim.o%j", Some("sim.e%j"))
+        );
+        // Both into the error file.
+        r.reshape(&parse_args_as(Family::Pbs, &["-j", "eo"]).unwrap())
+            .unwrap();
+        assert_eq!((r.output.as_str(), r.error.as_deref()), ("sim.e%j", None));
+        // sbatch's words: a file of its own for the errors, and mail.
+        let r = reshaped(&[], Family::Slurm, &["-e", "err-%j", "--mail-user", "a@b"]).unwrap();
+        assert_eq!(
+            (r.output.as_str(), r.error.as_deref()),
+            ("berth-%j.out", Some("err-%j"))
+        );
+        assert_eq!(r.mail_to, ["a@b"]);
+    }
 
     #[test]
     fn qsubs_v_and_capital_v_add_up() {
