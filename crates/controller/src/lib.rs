@@ -891,7 +891,8 @@ impl Controller {
 
     fn sched_request(&self, partition: &str, r: &JobRequest) -> sched::JobRequest {
         use berth_core::job::Memory;
-        let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
+        // The most on a node, on its fewest nodes.
+        let per_node_tasks = r.ntasks.div_ceil(r.nodes.min.max(1));
         let gpus_per_node = r.gpus_on_node(per_node_tasks, r.nodes.min);
         let memory_per_node = memory_per_node(r);
         sched::JobRequest {
@@ -2242,7 +2243,7 @@ impl Controller {
             overcommit: None,
             exclusive: None,
             chunks: None,
-            pack: None,
+            place: None,
             output: None,
             error: None,
             join: None,
@@ -5734,7 +5735,8 @@ fn same_image(a: &Path, b: &Path) -> bool {
 /// pass gives it).
 fn memory_per_node(r: &JobRequest) -> u64 {
     use berth_core::job::Memory;
-    let per_node_tasks = r.ntasks_per_node.unwrap_or(r.ntasks);
+    // The most on a node, on its fewest nodes.
+    let per_node_tasks = r.ntasks.div_ceil(r.nodes.min.max(1));
     match r.memory {
         Some(Memory::PerNode(b)) | Some(Memory::PerJob(b)) => b,
         Some(Memory::PerCpu(b)) => b * r.cpus_on_node(per_node_tasks),

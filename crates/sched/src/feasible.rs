@@ -33,22 +33,30 @@ impl Shape {
             || req.nodes_max < req.nodes_min
             || req.cpus_per_task == 0
             || req.tasks_per_node == Some(0)
-            || (req.tasks_per_node.is_none() && req.tasks.is_some_and(|t| t < req.nodes_min));
+            || req.tasks.is_some_and(|t| t < req.nodes_min);
         if malformed {
             return Err(Reason::BadConstraints);
         }
-        let k_max = match (req.tasks_per_node, req.tasks) {
-            (None, Some(t)) => req.nodes_max.min(t),
-            _ => req.nodes_max,
+        let k_max = match req.tasks {
+            Some(t) => req.nodes_max.min(t),
+            None => req.nodes_max,
         };
-        let (most, _) = req.layout(req.nodes_min);
+        // No node with more tasks than `tasks_per_node` allows.
+        let k_min = match (req.tasks_per_node, req.tasks) {
+            (Some(per), Some(t)) => req.nodes_min.max(t.div_ceil(per)),
+            _ => req.nodes_min,
+        };
+        if k_min > k_max {
+            return Err(Reason::BadConstraints);
+        }
+        let (most, _) = req.layout(k_min);
         Ok(Self {
             need: Res {
                 cpus: req.cpus_for(most),
                 mem: req.memory_per_node,
                 gpus: u64::from(req.gpus_per_node),
             },
-            k_min: req.nodes_min,
+            k_min,
             k_max,
             exclusive: req.exclusive,
             whole_memory: req.whole_memory,

@@ -399,7 +399,8 @@ pub struct JobRequest {
     /// `-n`: total tasks, spread over the nodes as evenly as possible (block distribution:
     /// the first nodes get one more). `None`: one task per node.
     pub tasks: Option<u32>,
-    /// `--ntasks-per-node`; wins over `tasks` for the layout.
+    /// `--ntasks-per-node`: with `tasks`, the most on any node (as sbatch's `-n` wins over
+    /// it, and LSF's `span[ptile=P]` spreads `-n` slots P to a host); without, each node's.
     pub tasks_per_node: Option<u32>,
     /// `-c`: CPUs per task.
     pub cpus_per_task: u32,
@@ -457,15 +458,16 @@ impl Default for JobRequest {
 }
 
 impl JobRequest {
-    /// Tasks on each of `k` nodes: `(most, how_many_get_most)`. With `tasks_per_node` every
-    /// node gets that many; with `tasks`, `q = tasks / k` each and the first `tasks % k`
-    /// nodes one more (Slurm's block distribution); otherwise one per node.
+    /// Tasks on each of `k` nodes: `(most, how_many_get_most)`. With `tasks`, `q = tasks /
+    /// k` each and the first `tasks % k` nodes one more (Slurm's block distribution;
+    /// `tasks_per_node` bounds `k` from below, see [`crate::feasible::Shape`]); without,
+    /// `tasks_per_node` on every node, or one.
     pub fn layout(&self, k: u32) -> (u32, u32) {
         let k = k.max(1);
         match (self.tasks_per_node, self.tasks) {
-            (Some(t), _) => (t, k),
-            (None, Some(n)) if n % k == 0 => (n / k, k),
-            (None, Some(n)) => (n / k + 1, n % k),
+            (_, Some(n)) if n % k == 0 => (n / k, k),
+            (_, Some(n)) => (n / k + 1, n % k),
+            (Some(t), None) => (t, k),
             (None, None) => (1, k),
         }
     }
@@ -608,6 +610,10 @@ mod tests {
         assert_eq!((r.tasks_on(2, 0), r.tasks_on(2, 1)), (2, 2));
         let r = job(1).per_node(3).nodes(2).request;
         assert_eq!(r.layout(2), (3, 2));
+        // With a task count, the most per node: the tasks spread as without it.
+        let r = job(1).tasks(3).per_node(2).nodes(2).request;
+        assert_eq!((r.tasks_on(2, 0), r.tasks_on(2, 1)), (2, 1));
+        assert_eq!(job(1).tasks(1).per_node(2).request.total_cpus(), 1);
         assert_eq!(job(1).nodes(3).request.layout(3), (1, 3));
         assert_eq!(job(1).tasks(5).nodes(2).cpus(2).request.total_cpus(), 10);
     }

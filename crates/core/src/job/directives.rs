@@ -2228,9 +2228,10 @@ fn pbs_resource(opts: &mut JobOptions, item: &str, line: Option<usize>) -> Resul
             for p in value.split(':') {
                 match p {
                     "excl" | "exclhost" => opts.exclusive = Some(true),
-                    "pack" => opts.pack = Some(true),
-                    "scatter" | "vscatter" => opts.pack = Some(false),
-                    "free" | "shared" => {}
+                    "pack" => opts.place = Some(Place::Pack),
+                    "scatter" | "vscatter" => opts.place = Some(Place::Scatter),
+                    "free" => opts.place = Some(Place::Free),
+                    "shared" => {}
                     _ => return Err(JobError::invalid("place", item, "place=pack, scatter, vscatter or free, optionally :excl, :exclhost or :shared")),
                 }
             }
@@ -2319,6 +2320,10 @@ fn pbs_chunks(opts: &mut JobOptions, key: &str, value: &str) -> Result<(), JobEr
         max: chunks,
     });
     opts.chunks = Some(true);
+    // Torque's nodes are hosts of their own.
+    if key == "nodes" {
+        opts.place.get_or_insert(Place::Scatter);
+    }
     opts.ntasks_per_node = Some(tasks);
     opts.ntasks = Some(chunks.saturating_mul(tasks));
     opts.cpus_per_task = Some((cpus / tasks).max(1));

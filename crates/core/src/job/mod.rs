@@ -319,9 +319,19 @@ pub struct IgnoredOption {
 /// its `default_time`, which would end it sooner than asked ([`JobRequest::no_time_limit`]).
 pub const UNLIMITED_TIME: u64 = u64::MAX;
 
-/// Submit options as written, each optional so that flags can override directives field by
-/// field. Sizes are bytes and times seconds, whatever unit the family used.
-/// PBS's `-j`: the job's two streams joined into one file, or not.
+/// PBS's `place`: where a job's chunks go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Place {
+    /// `pack`: all on one node.
+    Pack,
+    /// `scatter`: each on a node of its own (Torque's `nodes=`, unless `place` says else).
+    Scatter,
+    /// `free` (PBS Pro's `select`, unless `place` says else): anywhere, several on one
+    /// node where they fit.
+    Free,
+}
+
+/// PBS's `-j`: the job's output and error streams, joined or apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Join {
     /// `n`: each to its own file.
@@ -332,6 +342,8 @@ pub enum Join {
     IntoError,
 }
 
+/// Submit options as written, each optional so that flags can override directives field by
+/// field. Sizes are bytes and times seconds, whatever unit the family used.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOptions {
     pub name: Option<String>,
@@ -407,8 +419,8 @@ pub struct JobOptions {
     pub umask: Option<u32>,
     /// Its nodes were asked for as PBS's chunks (`-l select=...`, Torque's `-l nodes=...`).
     pub chunks: Option<bool>,
-    /// PBS's `place=pack` (all the chunks on one node), or `scatter` (each on its own).
-    pub pack: Option<bool>,
+    /// PBS's `place`: where the chunks go.
+    pub place: Option<Place>,
     /// PBS's `-S SHELL`: the shell the script runs with.
     pub shell: Option<String>,
     /// sbatch `--ignore-pbs` on its command line (a script's own is read with it).
@@ -497,7 +509,7 @@ impl JobOptions {
             start_in_submit_dir: c.start_in_submit_dir.or(d.start_in_submit_dir),
             umask: c.umask.or(d.umask),
             chunks: c.chunks.or(d.chunks),
-            pack: c.pack.or(d.pack),
+            place: c.place.or(d.place),
             shell: c.shell.or(d.shell),
             ignore_pbs: c.ignore_pbs.or(d.ignore_pbs),
             uid: c.uid.or(d.uid),
@@ -693,6 +705,58 @@ fn request_err(msg: String) -> JobError {
     JobError::Request(msg)
 }
 
+/// PBS's chunks where `place` puts them (see [`Place`]).
+fn place_chunks(o: &mut JobOptions) {
+    match o.place {
+        Some(Place::Free) | None if o.chunks == Some(true) => free_chunks(o),
+        // The chunks all on one node, with what each asked of its node.
+        Some(Place::Pack) => {
+            let chunks = o.nodes.map_or(1, |r| r.min);
+            if let Some(t) = o.ntasks_per_node.take() {
+                o.ntasks = Some(o.ntasks.unwrap_or(t.saturating_mul(chunks)));
+            }
+            if let Some(Memory::PerNode(m)) = o.memory {
+                o.memory = Some(Memory::PerNode(m.saturating_mul(u64::from(chunks))));
+            }
+            if let Some(g) = o.gpus.as_mut().filter(|g| g.scope == GpuScope::Node) {
+                g.count = g.count.saturating_mul(chunks);
+            }
+            o.nodes = Some(NodeRange { min: 1, max: 1 });
+        }
+        _ => {}
+    }
+}
+
+/// PBS's chunks placed freely (PBS Pro's default for `select`): several on one node where
+/// they fit, so the job asks for 1 to N nodes and what a chunk asked of its node is asked
+/// per CPU (memory) or per rank (GPUs). Chunks whose CPUs do not divide among their ranks
+/// (`--mincpus`, overcommitted), or whose GPUs do not, keep a node each.
+fn free_chunks(o: &mut JobOptions) {
+    let (Some(chunks), Some(ranks)) = (o.nodes.map(|r| r.min), o.ntasks_per_node) else {
+        return;
+    };
+    let node_gpus = o.gpus.as_ref().filter(|g| g.scope == GpuScope::Node);
+    if chunks == 1
+        || o.min_cpus.is_some()
+        || o.overcommit == Some(true)
+        || node_gpus.is_some_and(|g| g.count % ranks != 0)
+    {
+        return;
+    }
+    if let Some(g) = o.gpus.as_mut().filter(|g| g.scope == GpuScope::Node) {
+        (g.count, g.scope) = (g.count / ranks, GpuScope::Task);
+    }
+    if let Some(Memory::PerNode(m)) = o.memory {
+        let cpus = u64::from(ranks) * u64::from(o.cpus_per_task.unwrap_or(1));
+        o.memory = Some(Memory::PerCpu(m.div_ceil(cpus)));
+    }
+    o.ntasks_per_node = None;
+    o.nodes = Some(NodeRange {
+        min: 1,
+        max: chunks,
+    });
+}
+
 /// Refuses a count of 0 (`what`: the count's name in the message).
 fn positive(what: &str, v: Option<u32>) -> Result<(), JobError> {
     match v {
@@ -798,11 +862,13 @@ impl JobRequest {
     /// (`-N 2` updated to 4 nodes runs 4 tasks); a new PBS chunk statement replaces the old
     /// one whole. Only these fields are read; the caller refuses the others.
     pub fn reshape(&mut self, o: &JobOptions) -> Result<(), JobError> {
-        if o.pack.is_some() {
+        if o.place.is_some() && o.chunks.is_none() {
             return Err(request_err(
-                "a job's placement (place=pack, scatter) is fixed at its submission: cancel it and submit it again".into(),
+                "a job's chunks are placed as they were asked for (place=pack, scatter, free): change its placement with its chunks (-l select=...)".into(),
             ));
         }
+        let mut o = o.clone();
+        place_chunks(&mut o);
         if o.chunks == Some(true) {
             self.min_cpus = None;
             self.overcommit = false;
@@ -952,20 +1018,7 @@ impl JobRequest {
 
     /// Resolves defaults and checks the options make sense together.
     pub fn from_options(mut o: JobOptions, default_name: &str) -> Result<JobRequest, JobError> {
-        // PBS's place=pack: the chunks all on one node, with what each asked of its node.
-        if o.pack == Some(true) {
-            let chunks = o.nodes.map_or(1, |r| r.min);
-            if let Some(t) = o.ntasks_per_node.take() {
-                o.ntasks = Some(o.ntasks.unwrap_or(t.saturating_mul(chunks)));
-            }
-            if let Some(Memory::PerNode(m)) = o.memory {
-                o.memory = Some(Memory::PerNode(m.saturating_mul(u64::from(chunks))));
-            }
-            if let Some(g) = o.gpus.as_mut().filter(|g| g.scope == GpuScope::Node) {
-                g.count = g.count.saturating_mul(chunks);
-            }
-            o.nodes = Some(NodeRange { min: 1, max: 1 });
-        }
+        place_chunks(&mut o);
         let tpn = o.ntasks_per_node;
         let (ntasks, nodes) = task_shape(o.ntasks, tpn, o.nodes)?;
         positive("the CPUs per task", o.cpus_per_task)?;
@@ -1248,17 +1301,18 @@ mod tests {
         assert_eq!((r.ntasks, r.min_cpus, r.overcommit), (8, Some(6), false));
         let update = parse_args_as(Family::Pbs, &["-l", "select=3:ncpus=2:mpiprocs=2"]).unwrap();
         r.reshape(&update).unwrap();
+        // (Placed freely, as PBS Pro's select is by default.)
         assert_eq!(
             (r.ntasks, r.nodes.min, r.nodes.max, r.cpus_per_task),
-            (6, 3, 3, 1)
+            (6, 1, 3, 1)
         );
         assert_eq!((r.min_cpus, r.memory, &r.gpus), (None, None, &None));
         let pack = parse_args_as(Family::Pbs, &["-l", "place=pack"]).unwrap();
-        assert!(r
-            .reshape(&pack)
-            .unwrap_err()
-            .to_string()
-            .contains("fixed at its submission"));
+        let refused = r.reshape(&pack).unwrap_err().to_string();
+        assert!(refused.contains("with its chunks"), "{refused}");
+        let pack = parse_args_as(Family::Pbs, &["-l", "select=2:ncpus=1,place=pack"]).unwrap();
+        r.reshape(&pack).unwrap();
+        assert_eq!((r.ntasks, r.nodes.min, r.nodes.max), (2, 1, 1));
     }
 
     #[test]

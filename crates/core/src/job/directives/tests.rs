@@ -546,6 +546,37 @@ fn pbs_pro() {
     assert_eq!(packed.memory, Some(Memory::PerNode(3 << 30)));
     assert_eq!(packed.gpus.map(|g| g.count), Some(3));
     assert!(error("#PBS -l place=frob\n").contains("place=pack, scatter"));
+    // PBS Pro's default for select, place=free: several chunks on a node where they fit,
+    // what a chunk asked of its node asked per CPU and per rank.
+    let free = request("#PBS -l select=4:ncpus=2:mpiprocs=2:mem=2gb:ngpus=2\n");
+    assert_eq!(
+        (
+            free.nodes,
+            free.ntasks,
+            free.ntasks_per_node,
+            free.cpus_per_task
+        ),
+        (NodeRange { min: 1, max: 4 }, 8, None, 1)
+    );
+    assert_eq!(free.memory, Some(Memory::PerCpu(1 << 30)));
+    assert_eq!(
+        free.gpus.map(|g| (g.count, g.scope)),
+        Some((1, GpuScope::Task))
+    );
+    // Scattered where asked, for Torque's nodes=, and where a chunk's CPUs do not divide
+    // among its ranks: a node each.
+    for scattered in [
+        "#PBS -l select=4:ncpus=2:mpiprocs=2\n#PBS -l place=scatter\n",
+        "#PBS -l nodes=4:ppn=2\n",
+        "#PBS -l select=4:ncpus=3:mpiprocs=2\n",
+    ] {
+        let r = request(scattered);
+        assert_eq!(
+            (r.nodes, r.ntasks_per_node),
+            (NodeRange { min: 4, max: 4 }, Some(2)),
+            "{scattered}"
+        );
+    }
     assert!(error("#PBS -W frob=x\n").contains("depend="));
 }
 
