@@ -1398,12 +1398,14 @@ pub fn queue(mut args: QueueArgs) -> Result<i32> {
         bail!("--iterate 0: expected how many seconds apart, 1 at least");
     }
     loop {
-        println!("{}", crate::compat::ctime(berth_controller::now()));
+        // (A closed stdout ends it: `squeue -i 5 | head`.)
+        let now = crate::compat::ctime(berth_controller::now());
+        writeln!(std::io::stdout(), "{now}")?;
         let code = queue_once(&mut args)?;
         if code != 0 {
             return Ok(code);
         }
-        println!();
+        writeln!(std::io::stdout())?;
         std::thread::sleep(std::time::Duration::from_secs(every));
     }
 }
@@ -2936,7 +2938,8 @@ pub fn usage(args: UsageArgs) -> Result<i32> {
             "Memory" => bytes(r.memory),
             "AveRSS" => bytes(r.memory.map(|b| b / tasks)),
             "NTasks" => tasks.to_string(),
-            _ => bytes(r.max),
+            "MaxRSS" => bytes(r.max),
+            _ => String::new(),
         });
         writeln!(out, "{line}")?;
     }
@@ -3004,6 +3007,26 @@ const USAGE: &[(&str, usize)] = &[
     ("MaxRSS", 10),
     ("MaxRSSNode", 10),
     ("NTasks", 8),
+    // sstat's, which berth does not measure: empty, so that a format naming them still
+    // gives the rest.
+    ("AveVMSize", 10),
+    ("MaxVMSize", 10),
+    ("MaxVMSizeNode", 13),
+    ("MaxVMSizeTask", 13),
+    ("MaxRSSTask", 10),
+    ("AvePages", 8),
+    ("MaxPages", 8),
+    ("MaxPagesNode", 12),
+    ("MaxPagesTask", 12),
+    ("MinCPU", 10),
+    ("MinCPUNode", 10),
+    ("MinCPUTask", 10),
+    ("AveCPUFreq", 10),
+    ("AveDiskRead", 12),
+    ("AveDiskWrite", 12),
+    ("MaxDiskRead", 12),
+    ("MaxDiskWrite", 12),
+    ("ConsumedEnergy", 14),
 ];
 
 /// sacct's field names berth reports, and their default widths.

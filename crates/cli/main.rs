@@ -21,6 +21,9 @@ use std::path::PathBuf;
 #[command(
     name = "berth",
     version,
+    // A repeated option: its last value, as getopt's commands take it (wrappers add flags
+    // their users may give too).
+    args_override_self = true,
     about = "Container-native HPC batch system: run Docker/OCI images as yourself"
 )]
 struct Cli {
@@ -87,7 +90,9 @@ impl Cli {
     /// Parses `args[1..]` (the subcommand's name and its arguments) with a parser of `A`'s
     /// arguments and the global options.
     fn one<A: Args + FromArgMatches>(args: &[OsString], wrap: fn(A) -> Command) -> Option<Cli> {
-        let parser = Globals::augment_args(A::augment_args(clap::Command::new("berth")));
+        let parser = Globals::augment_args(A::augment_args(
+            clap::Command::new("berth").args_override_self(true),
+        ));
         let mut matches = parser.try_get_matches_from(&args[1..]).ok()?;
         let globals = Globals::from_arg_matches_mut(&mut matches).ok()?;
         let args = A::from_arg_matches_mut(&mut matches).ok()?;
@@ -227,7 +232,27 @@ extern "C" fn entry(_argc: libc::c_int, _argv: *const *const libc::c_char) -> li
             debug_assert!(opened == -1 || opened == fd.fd);
         }
     }
-    std::panic::catch_unwind(run).unwrap_or(101)
+    // A println! to a stdout closed early (`squeue -i 5 | head`) panics: quietly ends berth
+    // instead, as a write that fails with EPIPE does (see `report`).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !printing_to_closed_stdout(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+        match printing_to_closed_stdout(payload.as_ref()) {
+            true => 0,
+            false => 101,
+        }
+    })
+}
+
+/// Whether a panic is print!'s failure to write to a stdout that is closed.
+fn printing_to_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = (payload.downcast_ref::<String>().map(String::as_str))
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    message.is_some_and(|m| m.starts_with("failed printing to stdout")) && stdout_closed()
 }
 
 fn run() -> i32 {
@@ -382,6 +407,8 @@ mod tests {
             "berth step -n 2 -N 1 -w a,b -c 2 --job 7 -l -K --cpu-bind none -O --mpi none hostname",
             "berth step --jobid=7 -K=0 --pty bash",
             "berth step -K 1 true",
+            // A repeated option takes its last value, as getopt's commands do.
+            "berth step -n1 -n 2 -l -l true",
             "berth srun --image busybox --mem 1g -t 10 -p debug -J name --bind /tmp ls -la",
         ] {
             let args = argv(line);
@@ -405,5 +432,13 @@ mod tests {
         ] {
             assert!(Cli::quick(&argv(line)).is_none(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_repeated_option_takes_its_last_value() {
+        let queue = Cli::try_parse_from(argv("berth queue -h -h")).unwrap();
+        assert!(format!("{queue:?}").contains("noheader: true"), "{queue:?}");
+        let step = Cli::quick(&argv("berth step -n1 -n2 true")).unwrap();
+        assert!(format!("{step:?}").contains("ntasks: Some(2)"), "{step:?}");
     }
 }

@@ -171,7 +171,15 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     let words = |w: &[&str]| -> Vec<OsString> { w.iter().map(OsString::from).collect() };
     let head = match name {
         "sbatch" => words(&["berth", "submit", "--sbatch"]),
-        "srun" => words(&["berth", "step"]),
+        "srun" => {
+            // -K's value attached, as getopt takes an optional one (-K0, -K1).
+            for word in rest.iter_mut() {
+                if let Some(v @ ("0" | "1")) = word.to_str().and_then(|w| w.strip_prefix("-K")) {
+                    *word = format!("--kill-on-bad-exit={v}").into();
+                }
+            }
+            words(&["berth", "step"])
+        }
         "salloc" => words(&["berth", "alloc"]),
         "squeue" => {
             // squeue's own columns unless it was told others ($SQUEUE_FORMAT, as squeue
@@ -795,6 +803,10 @@ mod tests {
                 "berth submit --sbatch -n 2 job.sh",
             ),
             ("srun -n1 true", "berth step -n1 true"),
+            (
+                "srun -K0 -n2 true",
+                "berth step --kill-on-bad-exit=0 -n2 true",
+            ),
             ("salloc -N 2 bash", "berth alloc -N 2 bash"),
             ("sstat -j 42 -P", "berth usage -j 42 -P"),
             (

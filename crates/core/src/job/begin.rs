@@ -10,11 +10,13 @@ use super::JobError;
 use serde::{Deserialize, Serialize};
 
 /// The formats `sbatch --begin` accepts, quoted in errors.
-const SLURM_FORMATS: &str = "HH:MM[:SS][AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], \
+const SLURM_FORMATS: &str =
+    "HH:MM[:SS][AM|PM], MMDD[YY][-HH:MM[:SS]], MM/DD[/YY][-HH:MM[:SS]], MM.DD[.YY][-HH:MM[:SS]], \
      YYYY-MM-DD[THH:MM[:SS]], now[+COUNT[seconds|minutes|hours|days|weeks]], midnight, noon, \
      fika, teatime, today or tomorrow";
 /// The formats sacct's `--starttime` and `--endtime` accept, quoted in errors.
-const REPORT_FORMATS: &str = "HH:MM[:SS][AM|PM], MMDD[YY], MM/DD[/YY], MM.DD[.YY], \
+const REPORT_FORMATS: &str =
+    "HH:MM[:SS][AM|PM], MMDD[YY][-HH:MM[:SS]], MM/DD[/YY][-HH:MM[:SS]], MM.DD[.YY][-HH:MM[:SS]], \
      YYYY-MM-DD[THH:MM[:SS]], now[{+|-}COUNT[seconds|minutes|hours|days|weeks]], midnight, \
      noon, fika, teatime or today";
 const LSF_FORMATS: &str = "[[YEAR:][MONTH:]DAY:]HOUR:MINUTE";
@@ -360,6 +362,11 @@ fn parse_slurm_time_of_day(
         let date = calendar(d).filter(|d| d.0.is_some()).ok_or_else(bad)?;
         return Ok(at(Some(date), clock(t).ok_or_else(bad)?));
     }
+    // A date with its time after a dash (`12/24/26-08:00`, `1224-08:00`).
+    if let Some((d, t)) = s.rsplit_once('-').filter(|(_, t)| t.contains(':')) {
+        let date = calendar(d).ok_or_else(bad)?;
+        return Ok(at(Some(date), clock(t).ok_or_else(bad)?));
+    }
     if s.contains(':') {
         return clock(&s).map(|c| at(None, c)).ok_or_else(bad);
     }
@@ -474,6 +481,10 @@ mod tests {
         assert_eq!(report("1224"), utc(2025, 12, 24, 0, 0, 0));
         assert_eq!(report("12.24.26"), utc(2026, 12, 24, 0, 0, 0));
         assert_eq!(report("2026-11-30T23:59:59"), utc(2026, 11, 30, 23, 59, 59));
+        // A date with its time after a dash (`date +%D-%R`).
+        assert_eq!(report("12/01/26-05:50"), utc(2026, 12, 1, 5, 50, 0));
+        assert_eq!(report("1201-05:50:30"), utc(2026, 12, 1, 5, 50, 30));
+        assert_eq!(report("12.01.26-23:00"), utc(2026, 12, 1, 23, 0, 0));
         // In a zone ahead of UTC: 08:00 local is 07:00 UTC.
         assert_eq!(
             slurm_report_time("08:00", NOW, |_| 3600).unwrap(),
@@ -508,6 +519,8 @@ mod tests {
         assert_eq!(slurm("1224"), utc(2026, 12, 24, 0, 0, 0));
         assert_eq!(slurm("01.15"), utc(2027, 1, 15, 0, 0, 0));
         assert_eq!(slurm("011527"), utc(2027, 1, 15, 0, 0, 0));
+        assert_eq!(slurm("12/08/26-05:50"), utc(2026, 12, 8, 5, 50, 0));
+        assert_eq!(slurm("1208-10:00"), utc(2026, 12, 8, 10, 0, 0));
         assert_eq!(slurm("1/15/28"), utc(2028, 1, 15, 0, 0, 0));
         assert_eq!(slurm("2027-03-01"), utc(2027, 3, 1, 0, 0, 0));
         assert_eq!(slurm("2027-03-01T08:05"), utc(2027, 3, 1, 8, 5, 0));
