@@ -165,6 +165,49 @@ echo "step ended $?"
     assert_eq!(job["steps"][2]["cancelled"], true, "{job}");
 }
 
+/// A signal to all of a job's processes on two nodes (`scancel -f -s USR1`) reaches the
+/// batch shell and every task, and the job goes on (the container holding its place on
+/// the second node, and berth's own step processes, are spared); its cancel then gives
+/// every task a SIGTERM, the second node's too, before anything is killed.
+#[test]
+fn signals_reach_every_task_of_a_job_across_nodes() {
+    let Some(t) = TestCluster::start(24, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+trap 'echo batch USR1' USR1
+berth step -N 2 -n 2 sh -c 'trap "echo task $SLURM_PROCID USR1" USR1; trap "echo task $SLURM_PROCID TERM; exit 0" TERM; touch ready.$SLURM_PROCID; while :; do sleep 1; done' &
+while :; do sleep 1; done
+"#;
+    let id = c.submit(Mode::Rootless, "signals.sh", script, &[]);
+    let cwd = c.f.cwd(Mode::Rootless);
+    wait_until(
+        60,
+        || cwd.join("ready.0").exists() && cwd.join("ready.1").exists(),
+        || format!("no step started: {}\n{}", c.show(id), t.logs()),
+    );
+    let usr1 = ["cancel", "--signal", "USR1", "-f", &id.to_string()];
+    c.berth(Mode::Rootless, &usr1).ok();
+    let said = |what: &[&str]| {
+        let out = output(&t, id);
+        what.iter().all(|line| out.lines().any(|l| l == *line))
+    };
+    wait_until(
+        30,
+        || said(&["batch USR1", "task 0 USR1", "task 1 USR1"]),
+        || format!("{}\n{}", output(&t, id), c.show(id)),
+    );
+    assert_eq!(c.show(id)["state"], "RUNNING", "{}", output(&t, id));
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+    let out = output(&t, id);
+    assert!(said(&["task 0 TERM", "task 1 TERM"]), "{out}");
+}
+
 #[test]
 fn berth_works_in_a_job_on_any_node_and_on_a_node_through_its_agent() {
     let Some(t) = TestCluster::start(14, 2, None) else {

@@ -423,16 +423,20 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                 slurm_timestamp(at)
             )
         };
+        // Cancelled, where the agent left the record of it (a job of sbatch's dialect: the
+        // controller's choice); gone once said, as a job requeued may run here again.
+        let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
+        if cancelled.is_some() {
+            let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
+        }
         match (outcome.timed_out, &launch.pbs_names) {
-            // Cancelled, where the agent left the record of it (a job of sbatch's dialect:
-            // the controller's choice); gone once said, as a job requeued may run here again.
-            (false, _) => {
-                let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
+            // (LSF and PBS say nothing of it.)
+            (false, None) if !launch.lsf => {
                 if let Some((at, why)) = cancelled.as_deref().and_then(|c| c.split_once('\n')) {
-                    let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
                     stepd(at.parse().unwrap_or_else(|_| now()), why);
                 }
             }
+            (false, _) => {}
             (true, None) if launch.lsf => {
                 eprintln!("TERM_RUNLIMIT: job killed after reaching LSF run time limit.")
             }
@@ -449,10 +453,11 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         // No new step starts in a job whose script has ended (the steps' ends below free
         // CPUs that waiting steps would otherwise get): `NodeAgent::script_ended`.
         let _ = std::fs::write(script_ended_path(job_dir, std::process::id()), b"");
-        // The steps' tasks get a SIGTERM (those of a job at its time limit had its own) and
-        // the grace the script had to end on their own, as Slurm's KillWait.
+        // The steps' tasks get a SIGTERM (those of a job at its time limit or cancelled had
+        // theirs) and the grace the script had to end on their own, as Slurm's KillWait.
         let grace = std::time::Duration::from_secs(launch.grace);
-        end_steps(job_dir, launch.job_id, !outcome.timed_out, grace);
+        let termed = outcome.timed_out || cancelled.is_some();
+        end_steps(job_dir, launch.job_id, !termed, grace);
         recorded = Some(record(of(outcome)))
     });
     match (recorded, outcome) {

@@ -5753,15 +5753,14 @@ fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &Arc<auth::Key>) {
     signal_job(links, job, sig, None, key)
 }
 
-/// Cancels running job `job`: SIGTERM to its batch shell through the batch host's runner,
-/// which says in the job's error file that the job was cancelled, `why` after slurmstepd's
-/// `CANCELLED AT TIME` (see [`NodeAgent::cancel`]): not a PBS or LSF job's, whose systems
-/// say nothing there. A suspended job is thawed first.
+/// Cancels running job `job`: SIGTERM to its steps' tasks on every node and to its batch
+/// shell through the batch host's runner, which says in the job's error file that the job
+/// was cancelled, `why` after slurmstepd's `CANCELLED AT TIME` (see [`NodeAgent::cancel`]):
+/// not a PBS or LSF job's, whose systems say nothing there. A suspended job is thawed first.
 fn cancel_runner(links: &Links, job: &mut Job, why: &str, key: &Arc<auth::Key>) {
-    if job.request.pbs || job.request.lsf {
-        return signal_runner(links, job, libc::SIGTERM, key);
-    }
-    thaw_to_signal(links, job, key);
+    // Its steps' tasks get theirs now, on every node at once, as Slurm's do (not once the
+    // batch shell has ended, or the step they belong to was ended for it).
+    signal_job(links, job, libc::SIGTERM, Some(SignalTarget::Steps), key);
     let batch = job.shares.first();
     if let Some((link, runner)) = batch.and_then(|s| Some((links.get(&s.node)?, s.runner?))) {
         signal_on(link, job.id, runner, libc::SIGTERM, None, Some(why), key);

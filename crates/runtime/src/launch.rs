@@ -743,7 +743,8 @@ fn warn_cgroup(cgroup: Option<&Cgroup>, program: libc::pid_t, w: crate::spec::Wa
 /// Sends `signal` to those of a container's processes `pids` (its cgroup's) that `to`
 /// names: all of them, or those outside the process group of its program (whose pid is
 /// `program`: its steps). Processes running berth's own executable (a job step's leader,
-/// which leaves signals to its tasks) are skipped. [`WarnTo::Program`] is the caller's.
+/// which leaves signals to its tasks; the holder of a job's container on a node other than
+/// its script's), here or in a container, are skipped. [`WarnTo::Program`] is the caller's.
 pub fn signal_processes(
     pids: impl IntoIterator<Item = libc::pid_t>,
     program: libc::pid_t,
@@ -758,13 +759,32 @@ pub fn signal_processes(
         if to == WarnTo::OthersInCgroup && unsafe { libc::getpgid(pid) } == program {
             continue;
         }
-        if ours.is_some() && file(&format!("/proc/{pid}/exe")) == ours {
+        if ours.is_some() && file(&format!("/proc/{pid}/exe")) == ours || berth_in_container(pid) {
             continue;
         }
         // SAFETY: kill(2) on a process of the container's cgroup.
         unsafe { libc::kill(pid, signal) };
     }
 }
+
+/// Whether process `pid` is berth in a job's container: the host's berth run by the host's
+/// loader bound in at /.berth/lib (see berth-agent's runner), whose executable is that
+/// loader's.
+fn berth_in_container(pid: libc::pid_t) -> bool {
+    let loader = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.starts_with(BERTH_LOADERS));
+    loader
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            c.split(|b| *b == 0)
+                .any(|arg| arg == BERTH_IN_CONTAINER.as_bytes())
+        })
+}
+
+/// Where a job's container has the host's loaders and libraries that berth runs with (the
+/// runner of berth-agent binds them there).
+const BERTH_LOADERS: &str = "/.berth/lib";
+/// Where a job's container has berth's executable.
+const BERTH_IN_CONTAINER: &str = "/.berth/libexec/berth";
 
 #[cfg(test)]
 mod tests {
