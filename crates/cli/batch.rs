@@ -671,6 +671,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         listen: args.listen,
         local_node,
         node_timeout: settings.config.batch.node_timeout,
+        requeue: settings.config.batch.requeue,
         oversubscribe: settings.config.batch.oversubscribe,
         features: args.features,
         priority: settings.config.priority.clone(),

@@ -188,7 +188,7 @@ fn cancelling_a_job_on_two_nodes_ends_both_containers() {
 
 #[test]
 fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
-    let config = "[batch]\nnode_timeout = 6\n";
+    let config = "[batch]\nnode_timeout = 6\nrequeue = false\n";
     let Some(mut t) = TestCluster::start(3, 2, Some(config)) else {
         return;
     };
@@ -217,6 +217,39 @@ fn a_node_lost_mid_job_fails_it_and_the_other_nodes_containers_go() {
         || job_cgroups(id, &runners).is_empty(),
     );
     t.wait_for_nodes(&t.hosts.names());
+}
+
+/// A batch job whose node is lost goes back to the queue by default, as Slurm's
+/// (JobRequeue=1), and runs again once a node can take it: its first run NODE_FAIL in its
+/// record (sacct -D), the second with SLURM_RESTART_COUNT; one submitted with
+/// --no-requeue ends NODE_FAIL.
+#[test]
+fn a_batch_job_whose_node_is_lost_is_queued_again() {
+    let config = "[batch]\nnode_timeout = 6\n";
+    let Some(mut t) = TestCluster::start(25, 1, Some(config)) else {
+        return;
+    };
+    let script = "#!/bin/sh\n#BERTH --image busybox\necho \"run ${SLURM_RESTART_COUNT:-0}\"\nwhile [ ! -e go ]; do sleep 0.2; done\n";
+    let id = t.c.submit(Mode::Rootless, "again.sh", script, &[]);
+    let once =
+        t.c.submit(Mode::Rootless, "once.sh", script, &["--no-requeue"]);
+    t.c.wait_for_output(id, "run 0\n");
+    t.c.wait_for_output(once, "run 0\n");
+    t.agents[0].kill();
+    let job = t.c.wait_for(once, &["NODE_FAIL", "FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "NODE_FAIL", "{job}");
+    assert_eq!(t.c.show(id)["state"], "PENDING");
+    t.agents[0] = crate::hosts::Agent::start(&t.c, &t.hosts, 1);
+    // (Its output file begun anew, as at a first run.)
+    t.c.wait_for_output(id, "run 1\n");
+    std::fs::write(t.c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
+    let job = t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(
+        (&job["state"], &job["restarts"]),
+        (&"COMPLETED".into(), &1.into()),
+        "{job}"
+    );
+    assert_eq!(job["earlier_runs"][0]["state"], "NODE_FAIL", "{job}");
 }
 
 /// A step goes on across a restart of its node's agent, which adopts its process: its
@@ -269,7 +302,7 @@ until srun -n 1 echo second 2>/dev/null; do sleep 1; done
 /// controller end those jobs NODE_FAIL at once, instead of leaving them running for ever.
 #[test]
 fn a_node_back_without_its_job_files_ends_their_jobs() {
-    let config = "[batch]\nnode_timeout = 600\n";
+    let config = "[batch]\nnode_timeout = 600\nrequeue = false\n";
     let Some(mut t) = TestCluster::start(6, 1, Some(config)) else {
         return;
     };
@@ -297,7 +330,7 @@ fn a_node_back_without_its_job_files_ends_their_jobs() {
 
 #[test]
 fn a_host_cut_off_the_network_is_down_and_stops_its_container_when_back() {
-    let config = "[batch]\nnode_timeout = 6\n";
+    let config = "[batch]\nnode_timeout = 6\nrequeue = false\n";
     let Some(t) = TestCluster::start(4, 2, Some(config)) else {
         return;
     };

@@ -63,6 +63,8 @@ pub struct Settings {
     pub local_node: bool,
     /// Seconds without a heartbeat after which a remote node is down.
     pub node_timeout: u64,
+    /// Batch jobs a node failed go back to the queue unless --no-requeue (`[batch] requeue`).
+    pub requeue: bool,
     /// How many jobs may share each core of every node (`[batch] oversubscribe`).
     pub oversubscribe: u32,
     /// This machine's node features (`berth up --features`), for jobs' `--constraint`.
@@ -3653,6 +3655,10 @@ impl Controller {
             if job.request.mail.requeue {
                 self.mail(&job, mail::Event::Requeued);
             }
+            // The run its node failed is NODE_FAIL in its record (sacct -D), as Slurm's.
+            if state == State::NodeFail {
+                (job.state, job.requeue_requested) = (state, false);
+            }
             job.restart();
             if let Err(e) = self.persist(&job) {
                 eprintln!(
@@ -4120,11 +4126,12 @@ impl Controller {
         }
     }
 
-    /// Ends job `id`, whose node failed it: NODE_FAIL, or pending again if it was submitted
-    /// with --requeue.
+    /// Ends job `id`, whose node failed it: NODE_FAIL, or pending again (see
+    /// [`Settings::requeue`]).
     fn fail_on_node(&mut self, id: u64, reason: String) {
+        let by_default = self.settings.requeue;
         if let Some(mut job) = self.active.get_mut(&id) {
-            if job.request.requeue == Some(true) {
+            if job.request.requeue.unwrap_or(by_default) && !job.allocation {
                 job.requeue_requested = true;
             }
         }

@@ -70,9 +70,14 @@ pub struct BatchConfig {
     #[serde(default)]
     pub host_jobs: bool,
     /// Seconds without a heartbeat after which a remote node is down and its jobs end
-    /// NODE_FAIL (or go back to the queue, if submitted with --requeue); Slurm's SlurmdTimeout.
+    /// NODE_FAIL, or go back to the queue (see `requeue`); Slurm's SlurmdTimeout.
     #[serde(default = "default_node_timeout")]
     pub node_timeout: u64,
+    /// Batch jobs whose node fails them go back to the queue unless submitted with
+    /// --no-requeue (Slurm's JobRequeue=1, the default); `false`: only those submitted
+    /// with --requeue. Allocations (salloc, interactive jobs) never do.
+    #[serde(default = "yes")]
+    pub requeue: bool,
     /// How many jobs may share each core at once (Slurm's OverSubscribe=FORCE:N, for every
     /// node): each core counts as this many CPUs, and a job is pinned to the cores under the
     /// CPUs it holds, distinct cores first. 1 (the default): every job has cores of its own.
@@ -168,6 +173,7 @@ impl Default for BatchConfig {
         BatchConfig {
             host_jobs: false,
             node_timeout: default_node_timeout(),
+            requeue: true,
             oversubscribe: 1,
             mail_program: default_mail_program(),
             max_array_size: None,
