@@ -208,6 +208,30 @@ fn binds_outside_the_allowed_paths_are_refused_and_say_why() {
         "{}",
         out.stderr
     );
+    // Below a directory the user may bind (a parent of it, the working directory bound by
+    // default), the denied one is hidden: empty and closed to all.
+    std::fs::write(denied.join("key"), "secret\n").unwrap();
+    let parent = denied.parent().unwrap().display().to_string();
+    let look = "ls /p/secret; cat /p/secret/key; ls -d /p/secret; cat ./secret/key; echo end";
+    let out = f.berth(
+        Mode::Rootless,
+        &[
+            "exec",
+            "--bind",
+            &format!("{parent}:/p"),
+            "busybox",
+            "sh",
+            "-c",
+            look,
+        ],
+    );
+    assert_eq!(out.stdout, "/p/secret\nend\n", "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("Permission denied").count(),
+        3,
+        "{}",
+        out.stderr
+    );
     // A working directory the program must start in, which the policy keeps out (here
     // without $PWD): refused with the rule, not as a directory the container lacks.
     f.write_config("[binds]\nallow = [\"$HOME\"]\n");

@@ -498,21 +498,7 @@ impl BindPolicy {
     /// Checks a bind source, already resolved to a canonical absolute path without symlinks,
     /// against the policy. `home` and `cwd` expand `$HOME` and `$PWD`.
     pub fn check(&self, source: &Path, home: &Path, cwd: &Path) -> Result<(), BindRefusal> {
-        let expand = |rule: &str| -> PathBuf {
-            let (base, rest) = if let Some(rest) = rule.strip_prefix("$HOME") {
-                (home, rest)
-            } else if let Some(rest) = rule.strip_prefix("$PWD") {
-                (cwd, rest)
-            } else {
-                return PathBuf::from(rule);
-            };
-            let rest = rest.trim_start_matches('/');
-            if rest.is_empty() {
-                base.to_path_buf()
-            } else {
-                base.join(rest)
-            }
-        };
+        let expand = |rule: &str| expand_rule(rule, home, cwd);
         // A `$VAR` rule that expands to `/` (for example `$PWD` when started from `/`) would
         // allow everything, so it matches nothing: an administrator who means that writes "/".
         let under = |rule: &str| {
@@ -531,6 +517,36 @@ impl BindPolicy {
         Err(BindRefusal::NotAllowed {
             allowed: self.allow.iter().map(|r| describe(r, &expand(r))).collect(),
         })
+    }
+}
+
+impl BindPolicy {
+    /// The denied paths that lie strictly below `source` (a canonical bind source the
+    /// policy allowed: a home, a working directory, a parent of a denied path), each as it
+    /// lies below it: what a container binding it must hide.
+    pub fn denied_below(&self, source: &Path, home: &Path, cwd: &Path) -> Vec<PathBuf> {
+        (self.deny.iter())
+            .map(|rule| expand_rule(rule, home, cwd))
+            .filter(|denied| denied != source && lexically_under(denied, source))
+            .filter_map(|denied| Some(denied.strip_prefix(source).ok()?.to_path_buf()))
+            .collect()
+    }
+}
+
+/// A rule's path: `$HOME` and `$PWD` expanded to `home` and `cwd`.
+fn expand_rule(rule: &str, home: &Path, cwd: &Path) -> PathBuf {
+    let (base, rest) = if let Some(rest) = rule.strip_prefix("$HOME") {
+        (home, rest)
+    } else if let Some(rest) = rule.strip_prefix("$PWD") {
+        (cwd, rest)
+    } else {
+        return PathBuf::from(rule);
+    };
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty() {
+        base.to_path_buf()
+    } else {
+        base.join(rest)
     }
 }
 

@@ -625,6 +625,23 @@ pub(crate) fn build_root(
             Some(&own),
         )?;
     }
+    for (path, dir) in &spec.masks {
+        let hidden = format!("{path} (denied by the bind policy)");
+        match dir {
+            true => {
+                let target = ensure(&rootfd, path, true, Some(&own))?;
+                sys::mount(
+                    Some("tmpfs"),
+                    &fd_path(&target),
+                    Some("tmpfs"),
+                    SAFE | libc::MS_RDONLY,
+                    Some("mode=0000,size=4k"),
+                )
+                .map_err(fail(format!("hiding {hidden}")))?;
+            }
+            false => bind(&rootfd, "/dev/null", path, false, Access::ReadOnly, &hidden)?,
+        }
+    }
     if let Some(gpu) = &spec.gpu {
         for (file, name) in &gpu.libraries {
             let p = file.to_string_lossy();

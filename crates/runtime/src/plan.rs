@@ -382,6 +382,24 @@ pub fn plan(
         };
         binds.push(open_bind(&src, dst, ro, policy_args)?);
     }
+    // What the policy denies below a directory it lets the user bind (a parent of a denied
+    // one, the home, the working directory) is hidden in the container.
+    let masks: Vec<(String, bool)> = match enforce {
+        true => (binds.iter())
+            .flat_map(|b| {
+                (policy.denied_below(&b.source, &home, cwd).into_iter())
+                    .filter_map(|below| {
+                        let dir = std::fs::symlink_metadata(b.source.join(&below))
+                            .ok()?
+                            .is_dir();
+                        let target = Path::new(&b.target).join(below);
+                        Some((target.to_str()?.to_string(), dir))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        false => Vec::new(),
+    };
     for (source, target, ro) in options.system_binds.iter().filter(|_| !host) {
         binds.push(open_bind(source, target.clone(), *ro, None)?);
     }
@@ -435,6 +453,7 @@ pub fn plan(
         cwd: cwd_in,
         cwd_required,
         binds,
+        masks,
         identity,
         rootless,
         pid_namespace: options.pid_namespace,

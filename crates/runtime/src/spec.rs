@@ -65,6 +65,10 @@ pub struct ContainerSpec {
     /// Fail if `cwd` does not exist (it was asked for with --pwd), rather than fall back to `/`.
     pub cwd_required: bool,
     pub binds: Vec<Bind>,
+    /// Paths in the container, below a bound directory, that the bind policy denies: each
+    /// hidden under an empty read-only directory, or an unreadable file (`true`: a
+    /// directory).
+    pub masks: Vec<(String, bool)>,
     pub identity: Identity,
     /// Run in a user namespace mapping the caller to itself (the unprivileged path); otherwise
     /// berth is root and switches to `identity` after setting the container up.
