@@ -1055,7 +1055,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let no_tag = |_: &_| None::<()>;
     let stop = crate::serve::stop_on(stop);
     let timeout = crate::serve::AGENT_HEADER_TIMEOUT;
-    crate::serve::serve(listener, app, no_tag, timeout, stop).await;
+    let peer = |_: &_, addr: &_| crate::serve::ip_peer(addr);
+    crate::serve::serve(listener, app, no_tag, peer, timeout, stop).await;
     agent.node.release_images();
     agent.node.unmount_jobs();
     // The host's sockets go with it (those in its state directory are its jobs', which

@@ -28,6 +28,12 @@ impl Peer {
             gid: cred.as_ref().map_or(65534, |c| c.gid()),
         }))
     }
+
+    /// Whose a connection to a Unix socket is, for the server's limit on one user's idle
+    /// connections: its user's.
+    fn key(stream: &tokio::net::UnixStream, _: &tokio::net::unix::SocketAddr) -> Option<u128> {
+        Peer::of(stream).map(|p| u128::from(p.0.uid))
+    }
 }
 
 /// How a request reached the API: the Unix socket (the caller is its peer) or TCP (the
@@ -1371,11 +1377,13 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             let app = router(shared.clone())
                 .layer(axum::middleware::from_fn_with_state(key, token_caller));
             let no_tag = |_: &_| None::<()>;
+            let peer = |_: &_, addr: &_| berth_agent::serve::ip_peer(addr);
             let timeout = berth_agent::serve::HEADER_TIMEOUT;
             Some(tokio::spawn(serve_api(
                 tcp,
                 app,
                 no_tag,
+                peer,
                 timeout,
                 stopping.clone(),
             )))
@@ -1399,10 +1407,12 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
         jobs_listener,
         jobs_app,
         Peer::of,
+        Peer::key,
         timeout,
         stopping.clone(),
     ));
-    serve_api(listener, local(shared.clone()), Peer::of, timeout, stopping).await;
+    let app = local(shared.clone());
+    serve_api(listener, app, Peer::of, Peer::key, timeout, stopping).await;
     jobs_api.abort();
     if let Some(tcp) = tcp {
         tcp.abort();
