@@ -649,6 +649,11 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
             socket.display()
         );
     }
+    // Written once this process holds the state directory: a daemon refused here leaves
+    // the running one's pid file as it is.
+    let pid_path = state_dir.join("berth.pid");
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_path.display()))?;
     let store: Box<dyn berth_store::Store> = match &settings.state_store {
         None => Box::new(berth_store::SqliteStore::open(state_dir.join("state.db"))?),
         Some(_) if local_node => bail!(
@@ -695,7 +700,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
     let controller = berth_controller::Controller::open(controller_settings, store)
         .map_err(anyhow::Error::msg)?;
     let result = berth_controller::run(controller).map_err(anyhow::Error::msg);
-    // The pid file `--detach` wrote for this process.
+    // The pid file this process wrote.
     if std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string())
     {
         let _ = std::fs::remove_file(&pid_file);
@@ -817,13 +822,17 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
         });
     }
     let mut child = cmd.spawn().context("cannot start the controller")?;
-    let pid_path = state_dir.join("berth.pid");
-    std::fs::write(&pid_path, format!("{}\n", child.id()))
-        .with_context(|| format!("cannot write {}", pid_path.display()))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+    // Until it serves the socket itself (another daemon answering there is not it).
+    let pid = child.id();
+    let serving = || {
+        let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+            return false;
+        };
+        peer_pid(&stream) == Some(pid)
+    };
+    while !serving() {
         if let Some(status) = child.try_wait()? {
-            let _ = std::fs::remove_file(&pid_path);
             bail!(
                 "the controller stopped ({status}); see {}",
                 log_path.display()
@@ -844,6 +853,28 @@ fn detach(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<i32> 
         log_path.display()
     );
     Ok(0)
+}
+
+/// The process at the other end of a Unix socket's connection (SO_PEERCRED).
+fn peer_pid(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) fills `cred`, of the size `len` says, on a socket we own.
+    let got = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    (got == 0).then_some(cred.pid as u32)
 }
 
 #[derive(Args, Debug)]

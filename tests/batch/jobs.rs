@@ -4233,6 +4233,21 @@ fn detached_controller_and_down() {
             again.status.code() == Some(125) && stderr.contains(why),
             "{stderr}"
         );
+        // Detached, it says it stopped (another daemon answering on the socket is not
+        // it), and leaves the running one's pid file.
+        let detached = std::process::Command::new(&c.f.bin)
+            .args(["up", "--detach", "--state-dir", dir.to_str().unwrap()])
+            .args(["--socket", sock.to_str().unwrap()])
+            .env("BERTH_STORE", c.f.path("store-root"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&detached.stderr);
+        assert!(
+            detached.status.code() == Some(125) && stderr.contains("the controller stopped"),
+            "{stderr}"
+        );
+        let pid_file = std::fs::read_to_string(state.join("berth.pid")).unwrap();
+        assert_eq!(pid_file.trim(), pid.to_string());
     }
     assert_eq!(
         host_mounts_with(other_state.to_str().unwrap()),
