@@ -263,10 +263,25 @@ fn run_as(
     if user.is_empty() || group == Some("") {
         anyhow::bail!("-u {value}: give USER or USER:GROUP, each a name or a number");
     }
+    let only_root = || {
+        let me = Identity::current()?;
+        anyhow::bail!(
+            "-u {value}: only root may run a container as another user or group; you may give yours ({}:{}) or 0 (root inside, you outside, as --fakeroot)",
+            me.uid,
+            me.gid
+        )
+    };
+    // (A user only the image knows is not the caller, whoever it is.)
+    let image_only =
+        !is_root() && image.is_some_and(|root| Identity::in_image(root, user).is_some());
     let image = image.filter(|_| is_root());
     let mut id = match image.and_then(|root| Identity::in_image(root, user)) {
         Some(id) => id,
-        None => Identity::lookup(user, true)?,
+        None => match Identity::lookup(user, true) {
+            Ok(id) => id,
+            Err(_) if image_only => return only_root(),
+            Err(e) => return Err(e.into()),
+        },
     };
     if let Some(group) = group {
         let in_image = image.and_then(|root| Identity::group_in_image(root, group));
@@ -290,11 +305,7 @@ fn run_as(
     } else if root {
         Ok((None, true))
     } else {
-        anyhow::bail!(
-            "-u {value}: only root may run a container as another user or group; you may give yours ({}:{}) or 0 (root inside, you outside, as --fakeroot)",
-            me.uid,
-            me.gid
-        )
+        only_root()
     }
 }
 
@@ -644,14 +655,34 @@ fn start(
         (e, _) => e,
     })?;
     if outcome.oom_killed {
-        let limit = options.limits.memory.map_or(String::new(), |m| {
-            format!(" (limit {})", crate::image::human_size(m))
-        });
-        eprintln!(
-            "berth: the container ran out of memory{limit} and the kernel's OOM killer ended it"
-        );
+        // (In the units --memory takes: 20m is 20 MiB.)
+        let limit = (options.limits.memory)
+            .map_or(String::new(), |m| format!(" (limit {})", binary_size(m)));
+        match outcome.signal == Some(libc::SIGKILL) {
+            true => eprintln!(
+                "berth: the container ran out of memory{limit} and the kernel's OOM killer ended it"
+            ),
+            false => eprintln!(
+                "berth: a process in the container ran out of memory{limit} and the kernel's OOM killer killed it"
+            ),
+        }
     }
     Ok(outcome.code)
+}
+
+/// A size in binary units, as docker's --memory counts them (`20.0 MiB`).
+fn binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", units[unit]),
+    }
 }
 
 pub fn run(settings: &Settings, mut a: RunArgs) -> Result<i32> {

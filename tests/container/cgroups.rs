@@ -9,6 +9,26 @@ fn memory_overrun_is_oom_killed_and_reported() {
     let Some(f) = Fixture::new() else { return };
     f.import(Mode::RootAsUser);
     assert_oom_killed(&f.berth(Mode::RootAsUser, &MEMORY_HOG));
+    // A hog the container's program outlives: said as a process's end, not the container's.
+    let out = f.berth(
+        Mode::RootAsUser,
+        &[
+            "exec",
+            "--memory",
+            "32m",
+            "busybox",
+            "sh",
+            "-c",
+            "/bin/probe hog 256; echo $?",
+        ],
+    );
+    assert_eq!(out.ok(), "137\n");
+    assert!(
+        out.stderr
+            .contains("a process in the container ran out of memory (limit 32.0 MiB)"),
+        "{}",
+        out.stderr
+    );
     // Under the limit it runs.
     assert_eq!(
         f.berth(
@@ -43,7 +63,9 @@ const MEMORY_HOG: [&str; 7] = [
 fn assert_oom_killed(out: &Out) {
     assert_eq!(out.code, 128 + 9, "{}", out.stderr);
     assert!(
-        out.stderr.contains("ran out of memory (limit 33.6 MB)"),
+        out.stderr.contains(
+            "the container ran out of memory (limit 32.0 MiB) and the kernel's OOM killer ended it"
+        ),
         "{}",
         out.stderr
     );

@@ -174,6 +174,21 @@ fn same_identity_inside_as_outside() {
         };
         assert!(out.stderr.contains(said), "{user}: {}", out.stderr);
     }
+    // Nor a user only the image knows: not them, whoever it is.
+    f.berth(
+        Mode::Rootless,
+        &["image", "import", tree, "--name", "users"],
+    )
+    .ok();
+    let out = f.berth(Mode::Rootless, &["exec", "-u", "app", "users", "id"]);
+    assert!(
+        out.code == 125
+            && out
+                .stderr
+                .contains("only root may run a container as another user"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -121,7 +121,7 @@ controller=
 
 # Limits: the machines with GPUs lent here boot with pure cgroup v2, which CI's does not.
 hog='v=$(yes | head -c 200000000); echo survived'
-expect 137 "--memory 32m: a hog is OOM-killed and berth says so" "ran out of memory \(limit 33.6 MB\)" \
+expect 137 "--memory 32m: a hog is OOM-killed and berth says so" "ran out of memory \(limit 32.0 MiB\)" \
   "$berth" exec --memory 32m glibc:1 sh -c "$hog"
 expect 2 "--pids-limit 12 holds a fork bomb (the shell's fork fails: 2)" "can't fork" \
   "$berth" exec --pids-limit 12 glibc:1 sh -c 'for i in $(seq 40); do sleep 1 & done; wait'
@@ -130,7 +130,7 @@ if [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs ]]; then
   scope=/sys/fs/cgroup/berth-gpu-test.scope
   mkdir "$scope"
   chown "$user:" "$scope" "$scope"/cgroup.{procs,subtree_control,threads}
-  expect 137 "--memory 32m unprivileged, in a delegated cgroup" "ran out of memory \(limit 33.6 MB\)" \
+  expect 137 "--memory 32m unprivileged, in a delegated cgroup" "ran out of memory \(limit 32.0 MiB\)" \
     sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$scope" \
     setpriv --reuid="$user" --regid="$user" --init-groups env -u BERTH_STORE HOME="$home" \
     "$berth" exec --memory 32m glibc:1 sh -c "$hog"

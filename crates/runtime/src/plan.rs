@@ -208,7 +208,9 @@ fn split_env(kv: &str) -> Option<(&str, &str)> {
 
 /// Builds the environment: host (unless `cleanenv`), then the image's ENV, then berth's
 /// own variables, then `--env`. PATH comes from the image, never from the host: host PATH
-/// entries mean nothing inside the image.
+/// entries mean nothing inside the image; nor do the host's LD_LIBRARY_PATH and LD_PRELOAD
+/// (a login node's modules), which would load host libraries wherever their directories
+/// are bound (as Apptainer, which leaves them out too; `--env` sets them).
 pub fn environment(
     host: &[(String, String)],
     image: &ImageDefaults,
@@ -220,7 +222,7 @@ pub fn environment(
         let keep = if options.cleanenv {
             matches!(k.as_str(), "TERM" | "LANG")
         } else {
-            k != "PATH"
+            !matches!(k.as_str(), "PATH" | "LD_LIBRARY_PATH" | "LD_PRELOAD")
         };
         if keep {
             set(&mut env, k, v.clone());
@@ -514,6 +516,8 @@ mod tests {
             ("PATH".into(), "/home/ann/.cargo/bin".into()),
             ("FOO".into(), "host".into()),
             ("TERM".into(), "xterm".into()),
+            ("LD_LIBRARY_PATH".into(), "/apps/gcc/lib".into()),
+            ("LD_PRELOAD".into(), "/apps/x.so".into()),
         ];
         let image = ImageDefaults {
             name: "img".into(),
@@ -549,6 +553,7 @@ mod tests {
         assert!(env.contains(&"APPTAINER_CONTAINER=img".to_string()));
         assert!(env.contains(&"SINGULARITY_NAME=img".to_string()));
         assert!(env.contains(&"TERM=xterm".to_string()));
+        assert!(!env.iter().any(|kv| kv.starts_with("LD_")), "{env:?}");
 
         let clean = Options {
             cleanenv: true,
