@@ -871,8 +871,11 @@ fn v2_controllers<'a>(limits: &Limits, offered: &BTreeSet<&str>) -> Vec<&'a str>
 }
 
 /// Removes leftovers of crashed runs: each directory directly under `<parent>` in every
-/// hierarchy whose name is "<pid>-<suffix>" with `pid` no longer alive and no processes inside.
-/// Errors are ignored: a sweep is best effort and must not stop a new run.
+/// hierarchy whose name is "<pid>-<suffix>" with `pid` no longer alive. The processes still
+/// inside (a killed `berth exec`'s container without a pid namespace of its own: only its
+/// first process dies with berth) are killed first, and waited for a little; a cgroup they
+/// still hold then goes at the next sweep. Errors are ignored: a sweep is best effort and
+/// must not stop a new run.
 pub fn sweep_stale(layout: &Layout, parent: &str) {
     for base in layout.hierarchies() {
         let Ok(entries) = fs::read_dir(base.join(parent)) else {
@@ -887,11 +890,20 @@ pub fn sweep_stale(layout: &Layout, parent: &str) {
             let Some(pid) = pid.filter(|p| *p > 0) else {
                 continue;
             };
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || alive(pid) {
+                continue;
+            }
             let mut pids = BTreeSet::new();
             tree_pids(&entry.path(), &mut pids);
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && !alive(pid) && pids.is_empty() {
-                let _ = remove_tree(&entry.path(), false);
+            for &p in &pids {
+                // SAFETY: kill(2) of a process left in a berth cgroup whose owner is dead.
+                unsafe { libc::kill(p, libc::SIGKILL) };
             }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+            while pids.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let _ = remove_tree(&entry.path(), false);
         }
     }
 }
@@ -1439,7 +1451,7 @@ mod tests {
     }
 
     #[test]
-    fn sweep_removes_only_dead_and_empty_cgroups() {
+    fn sweep_removes_dead_owners_cgroups_and_kills_what_is_left_in_them() {
         let dead = 4_194_300;
         if Path::new(&format!("/proc/{dead}")).exists() {
             eprintln!("note: pid {dead} exists here, skipping");
@@ -1457,14 +1469,26 @@ mod tests {
             fs::create_dir_all(berth.join(&name).join("child")).unwrap();
             fs::write(berth.join(&name).join("cgroup.procs"), "").unwrap();
         }
+        // A process its dead owner left there: killed, its cgroup removed.
+        let mut left = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         fs::write(
             berth.join(format!("{dead}-busy/child/cgroup.procs")),
+            format!("{}\n", left.id()),
+        )
+        .unwrap();
+        fs::write(
+            berth.join(format!("{me}-b/cgroup.procs")),
             format!("{me}\n"),
         )
         .unwrap();
         sweep_stale(&layout, "berth");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(left.wait().unwrap().signal(), Some(libc::SIGKILL));
         assert!(!berth.join(format!("{dead}-a")).exists());
-        assert!(berth.join(format!("{dead}-busy")).exists());
+        assert!(!berth.join(format!("{dead}-busy")).exists());
         assert!(berth.join(format!("{me}-b")).exists());
         assert!(berth.join("notapid").exists());
     }
