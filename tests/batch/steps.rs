@@ -1821,6 +1821,28 @@ echo "step ended: $?""#,
     assert_eq!(out, "step-warned\nstep ended: 0\n");
 }
 
+/// sbcast -j from outside the job: into the job's container, whatever this client's host
+/// has at the path of its berth.
+#[test]
+fn sbcast_from_outside_a_job_copies_into_its_container() {
+    let Some(c) = Cluster::start() else { return };
+    let id = c.submit_holding("held.sh", "", &[]).to_string();
+    let src = c.f.cwd(Mode::Rootless).join("outside.txt");
+    std::fs::write(&src, "from outside\n").unwrap();
+    let src = src.to_str().unwrap();
+    c.berth(
+        Mode::Rootless,
+        &["as", "sbcast", "-j", &id, src, "/tmp/copied.txt"],
+    )
+    .ok();
+    let copied = c.berth(
+        Mode::Rootless,
+        &["step", "--job", &id, "cat", "/tmp/copied.txt"],
+    );
+    assert_eq!(copied.ok(), "from outside\n");
+    c.berth(Mode::Rootless, &["cancel", &id]).ok();
+}
+
 /// srun's options as job scripts use them: --ntasks-per-node, --export, -D, -o/-e/-i (one
 /// file for the step, or files of each task: %t, %n, %N; -i all, none or a task's rank),
 /// and the ones berth accepts for what it does anyway (-u, --exact, --overlap,

@@ -92,8 +92,13 @@ pub fn sbcast(words: Vec<String>) -> Result<i32> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Run in the job's container where it has one, wherever this client runs.
+    let berth = match info.image {
+        Some(_) => format!("{}/berth", berth_agent::runner::TOOLS_IN_CONTAINER),
+        None => own_berth(),
+    };
     let mut argv = vec![
-        own_berth(),
+        berth,
         "internal".to_string(),
         "receive-file".to_string(),
         "--size".to_string(),
