@@ -2170,10 +2170,10 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         if j.nodes.is_empty() {
             "-".into()
         } else {
-            j.nodes.join(",")
+            berth_core::job::hostlist(&j.nodes)
         },
         j.cpus,
-        j.memory.map_or("-".into(), crate::image::human_size)
+        j.memory.map_or("-".into(), slurm_size)
     )?;
     // As scontrol words them, which scripts read (NumNodes: the nodes it has, or asked for).
     writeln!(

@@ -2812,11 +2812,15 @@ impl Controller {
                         again |= before + cpus <= u64::from(cap);
                         continue;
                     }
-                    let Some(shares) = take_shares(&mut self.nodes, &start.nodes) else {
+                    // Its nodes in Slurm's order: the first (the batch host) and the job's
+                    // node list as Slurm's would be.
+                    let mut nodes = start.nodes.clone();
+                    nodes.sort_by(|a, b| berth_core::job::node_order(&a.node, &b.node));
+                    let Some(shares) = take_shares(&mut self.nodes, &nodes) else {
                         continue;
                     };
                     *held.entry(key).or_default() += cpus;
-                    let first = &start.nodes[0];
+                    let first = &nodes[0];
                     job.shares = shares;
                     job.cpus = cpus;
                     job.memory = (first.memory > 0).then_some(first.memory);

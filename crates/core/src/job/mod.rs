@@ -45,7 +45,7 @@ pub use pattern::{
     default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
     pbs_default_name, slurm_default_output, PatternContext, TaskContext,
 };
-pub use tasks::{block_layout, expand_hostlist, hostlist, per_node};
+pub use tasks::{block_layout, expand_hostlist, hostlist, node_order, per_node};
 pub use time::{format_duration, parse_lsf_time, parse_pbs_time, parse_slurm_time};
 
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,17 @@ pub fn per_node(counts: impl IntoIterator<Item = u64>) -> String {
         .join(",")
 }
 
+/// Node names in Slurm's order: by the name before their number, then by the number
+/// (`n2` before `n10`), as its node lists are sorted.
+pub fn node_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |name: &str| {
+        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (prefix, number) = name.split_at(name.len() - digits);
+        (prefix.to_string(), number.parse::<u64>().ok())
+    };
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
+}
+
 /// A list of node names in Slurm's hostlist form, as SLURM_JOB_NODELIST has it and the
 /// programs that read it (MPI launchers among them) expect: names that differ only in a
 /// number at their end share brackets, consecutive numbers a range (`n[1-3,5]`, zero padding
@@ -143,6 +154,13 @@ fn expand_name(item: &str, out: &mut Vec<String>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_sort_by_name_then_number() {
+        let mut nodes = ["n10", "gpu1", "n2", "n02", "n1", "login"];
+        nodes.sort_by(|a, b| node_order(a, b));
+        assert_eq!(nodes, ["gpu1", "login", "n1", "n02", "n2", "n10"]);
+    }
 
     #[test]
     fn counts_per_node_in_slurms_compact_form() {
