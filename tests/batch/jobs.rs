@@ -2639,7 +2639,18 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
                 "{verb}: {job}"
             );
         }
+        // Held, its priority is 0, as Slurm's.
+        if held {
+            assert_eq!(c.show(later)["priority"], 0.0);
+        }
     }
+    // A whole array that waits is not queued again: it is already.
+    let requeued = c.berth(Mode::Rootless, &["requeue", &later.to_string()]);
+    assert!(
+        requeued.stderr.contains("is already pending"),
+        "{}",
+        requeued.stderr
+    );
     c.berth(Mode::Rootless, &["cancel", &later.to_string()])
         .ok();
     let ended = c.berth(Mode::Rootless, &["cancel", &held.to_string()]);

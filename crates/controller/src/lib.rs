@@ -2097,6 +2097,14 @@ impl Controller {
         hold: bool,
     ) -> Result<(), ApiError> {
         let tasks = self.array_tasks_for(caller, array, "requeue")?;
+        // (An array whose tasks all wait is refused as a job that waits is.)
+        let ended = self
+            .array_ids(array)?
+            .iter()
+            .any(|id| !self.active.contains_key(id));
+        if tasks.is_empty() && !ended {
+            return Err(ApiError::bad(format!("job {array} is already pending")));
+        }
         self.each_in_one_write(tasks, |c, id| c.requeue(caller, id, hold))
     }
 
@@ -2481,6 +2489,9 @@ impl Controller {
         }
         if held && !job.held {
             job.held_time.start(now());
+            // A held job's priority is 0, as Slurm's (made anew at the pass after its
+            // release).
+            (job.priority, job.priority_factors) = (Some(0.0), None);
         }
         if !held && job.held {
             job.held_time.stop(now());
