@@ -649,6 +649,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         .into_owned(),
         label: args.label,
         srun: crate::compat::invoked_as() == Some("srun"),
+        quiet: false,
         kill_on_bad_exit,
         cpu_bind,
         // In a job submitted with -O, its steps overcommit too (as srun reads it there).
@@ -1149,6 +1150,7 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         cpu_bind: false,
         overcommit: true,
         overlap: true,
+        quiet: true,
         ..StepRequest::new(argv, environment(), current_dir()?)
     };
     run(request)

@@ -578,6 +578,10 @@ fn lsf_commands_as_lsf_users_type_them() {
         "{}",
         interactive.stderr
     );
+    // Its command's status is bsub's, said by nothing else (LSF adds no line of its own).
+    let failed = run(&c, &links, "bsub", &["-I", "exit 5"]);
+    assert_eq!(failed.code, 5, "{}", failed.stderr);
+    assert_eq!(failed.stderr.lines().count(), 3, "{}", failed.stderr);
     // bsub's own errors.
     let bad = run(&c, &links, "bsub", &["-frob", "true"]);
     assert!(

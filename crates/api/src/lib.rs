@@ -986,6 +986,10 @@ pub struct StepRequest {
     /// task 0: Exited with exit code 7`).
     #[serde(default)]
     pub srun: bool,
+    /// Its tasks' failures are not said, only the status (`berth rsh`, as ssh; an
+    /// interactive job's command, as bsub -I and qsub -I).
+    #[serde(default)]
+    pub quiet: bool,
     /// Kill the other tasks as soon as one exits non-zero (`srun --kill-on-bad-exit`).
     #[serde(default = "yes")]
     pub kill_on_bad_exit: bool,
@@ -1078,6 +1082,7 @@ impl StepRequest {
             container_remap_root: false,
             label: false,
             srun: false,
+            quiet: false,
             kill_on_bad_exit: true,
             cpu_bind: true,
             overcommit: false,

@@ -717,6 +717,7 @@ fn interactive_job(
         allocate_syntax: syntax,
         cpu_bind: false,
         pty,
+        quiet: true,
         ..berth_api::StepRequest::new(
             argv,
             crate::step::environment(),

@@ -75,6 +75,9 @@ pub struct StepLaunch {
     /// Its client is srun, whose words its tasks' failures are said in.
     #[serde(default)]
     pub srun: bool,
+    /// Its tasks' failures are not said ([`berth_api::StepRequest::quiet`]).
+    #[serde(default)]
+    pub quiet: bool,
     pub kill_on_bad_exit: bool,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
     #[serde(default)]
@@ -1613,7 +1616,7 @@ fn run_tasks(
         }
         worst = worse(worst, (status, t.signal));
     }
-    for ((status, signal), ranks) in failed {
+    for ((status, signal), ranks) in failed.into_iter().filter(|_| !launch.quiet) {
         eprintln!(
             "{}",
             task_failed(launch.srun, &launch.node, &ranks, status, signal)

@@ -808,6 +808,7 @@ async fn run_step<A: StepAuthority>(
             outside: !in_job,
             label: request.label,
             srun: request.srun,
+            quiet: request.quiet,
             kill_on_bad_exit: request.kill_on_bad_exit,
             pty: request.pty,
             client_pid,
