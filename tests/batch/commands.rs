@@ -363,6 +363,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     let kill = run(&c, &links, "bkill", &[&format!("{array}[2]")]);
     assert_eq!(kill.ok(), format!("Job <{array}[2]> is being terminated\n"));
     assert_eq!(c.wait_for(array + 1, &["CANCELLED"])["state"], "CANCELLED");
+    // bmod -J "%N": the limit of its elements running at once, not its name.
+    let limited = run(&c, &links, "bmod", &["-J", "%2", &array.to_string()]);
+    assert_eq!(
+        limited.ok(),
+        format!("Parameters of job <{array}> are being changed\n")
+    );
     // bjobs -A: the array's elements by state, the killed one among them.
     let summary = run(&c, &links, "bjobs", &["-A", "-w", &array.to_string()]);
     assert_eq!(
@@ -370,7 +376,7 @@ fn lsf_commands_as_lsf_users_type_them() {
         "JOBID   ARRAY_SPEC  OWNER   NJOBS PEND DONE  RUN EXIT SSUSP USUSP PSUSP\n".to_string()
             + &format!(
                 "{array:<7} {:<11} {TEST_USER:<7} {:>5} {:>4} {:>4} {:>4} {:>4} {:>5} {:>5} {:>5}\n",
-                "renamed[1-3]", 3, 0, 0, 0, 1, 0, 0, 2
+                "renamed[1-3]%2", 3, 0, 0, 0, 1, 0, 0, 2
             )
     );
     run(&c, &links, "bkill", &[&array.to_string()]).ok();

@@ -1205,8 +1205,24 @@ fn each_job(
 }
 
 /// bmod: `[options] JOBID` in bsub's words.
-pub fn bmod(words: Vec<String>) -> Result<i32> {
-    let job = alter(Family::Lsf, words)?;
+pub fn bmod(mut words: Vec<String>) -> Result<i32> {
+    // -J "%N" changes an array's limit of elements running at once, not its name (0: none).
+    let limit = (words.iter().position(|w| w == "-J")).and_then(|at| {
+        let n = words.get(at + 1)?.strip_prefix('%')?.parse::<u32>().ok()?;
+        Some((at, n))
+    });
+    let job = match limit {
+        Some((at, n)) => {
+            words.drain(at..at + 2);
+            let Some(job) = words.last().cloned() else {
+                bail!("bmod: name the job: bmod -J \"%LIMIT\" JOBID");
+            };
+            let options = words[..words.len() - 1].to_vec();
+            crate::batch::update_job(&job, options, berth_api::OptionSyntax::Bsub, Some(n))?;
+            job
+        }
+        None => alter(Family::Lsf, words)?,
+    };
     println!("Parameters of job <{job}> are being changed");
     Ok(0)
 }
