@@ -1289,9 +1289,14 @@ impl Controller {
                 (None, None, Vec::new(), Vec::new())
             }
             None => {
-                return Err(ApiError::bad(
-                    "the job names no image: add `#BERTH --image IMAGE` (or --image, or `export APPLICATION=IMAGE`) to the script; jobs without an image run on the host only where the administrator allows it ([batch] host_jobs)",
-                ))
+                // (bsub and qsub have no --image of their own.)
+                let option = match req.syntax {
+                    berth_api::OptionSyntax::Bsub | berth_api::OptionSyntax::Qsub => "",
+                    _ => "--image IMAGE, ",
+                };
+                return Err(ApiError::bad(format!(
+                    "the job names no image: add `#BERTH --image IMAGE` or `export APPLICATION=IMAGE` to the script, or submit it with {option}BERTH_IMAGE=IMAGE in the environment; jobs without an image run on the host only where the administrator allows it ([batch] host_jobs)"
+                )));
             }
         };
         self.within_site_limits(&request)?;
