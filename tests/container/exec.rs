@@ -191,6 +191,29 @@ fn same_identity_inside_as_outside() {
     );
 }
 
+/// An image whose /etc/passwd is a symlink that leads nowhere runs: the user's entry goes
+/// into a file of the container's own in its place (Docker's runs too).
+#[test]
+fn an_image_with_a_dangling_passwd_link_runs() {
+    let Some(f) = Fixture::new() else { return };
+    let tree = f.path("dangling");
+    for sub in ["bin", "etc"] {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    std::os::unix::fs::symlink("/nowhere/passwd", tree.join("etc/passwd")).unwrap();
+    for mode in [Mode::Rootless, Mode::RootAsUser] {
+        let tree = tree.to_str().unwrap();
+        f.berth(mode, &["image", "import", tree, "--name", "dangling"])
+            .ok();
+        let id = f.berth(mode, &["exec", "dangling", "id", "-un"]);
+        assert_eq!(id.ok(), format!("{TEST_USER}\n"), "{mode:?}");
+    }
+}
+
 #[test]
 fn home_and_current_directory_are_bound() {
     let Some(f) = Fixture::new() else { return };

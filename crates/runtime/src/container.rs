@@ -261,7 +261,16 @@ fn user_db_in_upper(lower: &OwnedFd, upper: &str, id: &Identity) -> Result<bool,
     let mut files = Vec::new();
     for (name, add) in USER_DB {
         // Non-blocking: an image's FIFO in its place must not hang the start.
-        let (text, meta) = match sys::open_beneath(&etc, name, libc::O_RDONLY | libc::O_NONBLOCK) {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+        // A symlink in its place is followed within the image's root; one that leads
+        // nowhere is as no file (the one written replaces it in the upper layer).
+        let opened = match sys::open_beneath(&etc, name, flags) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                sys::open_in_root(lower, &format!("/etc/{name}"), flags, 0)
+            }
+            opened => opened,
+        };
+        let (text, meta) = match opened {
             Ok(fd) => {
                 let mut file = std::fs::File::from(fd);
                 let meta = file
