@@ -141,7 +141,7 @@ pub struct ShellArgs {
 impl ContainerArgs {
     /// The options, `-u`'s user looked up in the image whose tree is `image` first, where
     /// there is one.
-    fn options(self, image: Option<&std::path::Path>) -> Result<Options> {
+    fn options(self, image: Option<&std::path::Path>, image_env: &[String]) -> Result<Options> {
         let pids = match self.pids_limit {
             Some(-1) | None => None,
             Some(n) => Some(u64::try_from(n).map_err(|_| {
@@ -192,7 +192,7 @@ impl ContainerArgs {
             .filter_map(|(k, v)| Some(format!("{}={v}", prefixed_env(&k)?)))
             .collect();
         for file in &self.env_file {
-            env.extend(env_file(file)?);
+            env.extend(env_file(file, image_env)?);
         }
         if let Some(home) = &self.home {
             let (src, dst) = home.split_once(':').unwrap_or((home, home));
@@ -377,19 +377,29 @@ fn own_network(net: Option<&str>, network: Option<&str>) -> Result<bool> {
     }
 }
 
-/// The variables an --env-file sets, as Apptainer's sourcing it in a shell would: its
+/// The variables an --env-file sets, as Apptainer's sourcing it in the container would: its
 /// `NAME=VALUE` lines (`export ` before them allowed; blank lines and `#` comments skipped),
 /// values quoted and with `$NAME`, `${NAME:-word}` expanded from the variables before and
-/// the caller's environment ([`berth_core::shell`]).
-fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
+/// the container's environment ([`berth_core::shell`]): the caller's, but the image's PATH,
+/// LD_LIBRARY_PATH and LD_PRELOAD (`image_env`), which the host's do not reach.
+fn env_file(path: &std::path::Path, image_env: &[String]) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--env-file {}: cannot read it", path.display()))?;
     let mut vars: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let known = |name: &str| {
             let set = vars.iter().rev().find(|(k, _)| k == name);
-            set.map(|(_, v)| v.clone())
-                .or_else(|| std::env::var(name).ok())
+            let image = || {
+                let prefix = format!("{name}=");
+                let value = image_env.iter().find_map(|kv| kv.strip_prefix(&prefix));
+                value
+                    .map(str::to_string)
+                    .or_else(|| (name == "PATH").then(|| berth_runtime::DEFAULT_PATH.to_string()))
+            };
+            set.map(|(_, v)| v.clone()).or_else(|| match name {
+                "PATH" | "LD_LIBRARY_PATH" | "LD_PRELOAD" => image(),
+                _ => std::env::var(name).ok(),
+            })
         };
         let what = match berth_core::shell::assignment(line, &known) {
             Some(Ok(var)) => {
@@ -617,10 +627,11 @@ fn start(
             (Rootfs::Directory(dir), defaults)
         }
     };
-    let options = args.options(match &rootfs {
-        Rootfs::Directory(dir) => Some(dir),
+    let dir = match &rootfs {
+        Rootfs::Directory(dir) => Some(dir.as_path()),
         _ => None,
-    })?;
+    };
+    let options = args.options(dir, &defaults.env)?;
     // Docker's --entrypoint replaces the image's, and its CMD goes with it.
     if let Some(program) = entrypoint {
         defaults.entrypoint = Some(Vec::from_iter((!program.is_empty()).then_some(program)));

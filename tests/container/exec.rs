@@ -746,7 +746,7 @@ fn apptainers_options_do_what_apptainer_does() {
     let cwd = f.cwd(mode);
     std::fs::write(
         cwd.join("vars.env"),
-        "# set by the file\nA=1\nexport B=\"two words\"\nC=$A-${FROM_HOST:-x}\n\n",
+        "# set by the file\nA=1\nexport B=\"two words\"\nC=$A-${FROM_HOST:-x}\nPATH=/custom:$PATH\n\n",
     )
     .unwrap();
     let vars = f.berth(
@@ -760,11 +760,13 @@ fn apptainers_options_do_what_apptainer_does() {
             "busybox",
             "sh",
             "-c",
-            "echo $A, $B, $C",
+            "echo $A, $B, $C, $PATH",
         ],
     );
-    // Evaluated as a shell sourcing it would (Apptainer's way): --env wins afterwards.
-    assert_eq!(vars.ok(), "flag, two words, 1-x\n");
+    // Evaluated as a shell sourcing it would in the container (Apptainer's way): its PATH
+    // the image's, not the host's; --env wins afterwards.
+    let path = berth_runtime::DEFAULT_PATH;
+    assert_eq!(vars.ok(), format!("flag, two words, 1-x, /custom:{path}\n"));
     std::fs::write(cwd.join("bad.env"), "A=1\nnot a variable\n").unwrap();
     let bad = f.berth(mode, &["exec", "--env-file", "bad.env", "busybox", "true"]);
     assert!(

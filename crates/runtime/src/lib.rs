@@ -30,5 +30,5 @@ pub use launch::{
     catch_limit_updates, follow_limit_file, limit_signal, run, run_then, signal_processes, Outcome,
     CGROUP_PARENT, FORWARDED,
 };
-pub use plan::{plan, Action, ImageDefaults, Options};
+pub use plan::{plan, Action, ImageDefaults, Options, DEFAULT_PATH};
 pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit, WarnTo, Warning};
