@@ -198,6 +198,10 @@ fn classify(layer: usize, kind: EntryType, raw: &[u8]) -> Result<Action, ImageEr
 }
 
 fn subtree_keys(tree: &BTreeMap<Vec<u8>, Node>, path: &[u8]) -> Vec<Vec<u8>> {
+    // (The root's subtree: every entry.)
+    if path.is_empty() {
+        return tree.keys().cloned().collect();
+    }
     let mut prefix = path.to_vec();
     prefix.push(b'/');
     tree.range(prefix.clone()..)
@@ -348,11 +352,16 @@ impl Model {
             Action::Skip => {}
             Action::Device => self.devices_dropped += 1,
             Action::Opaque(dir) => {
+                // (A name in the directory, resolved as one: the directory it is in.)
                 let mut marker = dir.clone();
-                marker.extend_from_slice(b"/x");
+                if !marker.is_empty() {
+                    marker.push(b'/');
+                }
+                marker.push(b'x');
                 let marker = resolve(self, &marker)?;
                 self.ensure_ancestors(&marker, l);
-                self.remove_lower(&marker[..marker.len().saturating_sub(2)], l, false);
+                let dir_len = marker.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                self.remove_lower(&marker[..dir_len], l, false);
             }
             Action::Whiteout(target) => {
                 let target = resolve(self, &target)?;

@@ -238,6 +238,20 @@ fn the_mount_points_an_image_lacks_are_added_and_its_own_kept() {
 }
 
 #[test]
+fn an_opaque_root_hides_every_lower_layer() {
+    let (tree, _) = run(&[
+        &[E::Dir("bin/"), E::File("bin/sh", "s"), E::File("top", "t")],
+        &[E::File(".wh..wh..opq", ""), E::File("new", "n")],
+    ])
+    .unwrap();
+    assert_eq!(tree.get("new"), Some(&file("n")));
+    // (The mount points berth adds to every image are there again.)
+    for hidden in ["bin", "bin/sh", "top"] {
+        assert!(!tree.contains_key(hidden), "{hidden}");
+    }
+}
+
+#[test]
 fn opaque_directory_hides_lower_content_only() {
     let (tree, _) = run(&[
         &[
