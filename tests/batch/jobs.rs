@@ -1311,6 +1311,19 @@ fn the_queue_prints_as_squeue_formats() {
         let out = c.berth(Mode::Rootless, args);
         assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
     }
+    // The Slurm they are, as scripts that check it read it.
+    for args in [
+        &["as", "sinfo", "--version"][..],
+        &["as", "srun", "-V"],
+        &["as", "scontrol", "version"],
+    ] {
+        let version = c.berth(Mode::Rootless, args);
+        assert!(
+            version.ok().starts_with("slurm 22.05."),
+            "{args:?}: {}",
+            version.stdout
+        );
+    }
     // What a pending job asks of a node, before it has any (squeue's %m, sacct's ReqMem).
     let asks = c.submit(Mode::Rootless, "mem.sh", HELLO, &["--hold", "--mem=300M"]);
     assert_eq!(q(&["-h", "-o", "%m", "-j", &asks.to_string()]), "300M\n");

@@ -47,6 +47,9 @@ pub struct AsArgs {
 /// Slurm's commands whose failures exit with status 1 (berth's own, 125); srun's and
 /// salloc's do too, but their other statuses are their programs' (a container's 125 to 127
 /// among them).
+/// The Slurm release berth's commands behave as (its words, columns and states).
+const SLURM_VERSION: &str = "22.05.8";
+
 const SLURM_COMMANDS: &[&str] = &[
     "sbatch", "squeue", "scancel", "sacct", "sstat", "sinfo", "scontrol", "seff", "sprio",
     "sshare", "sbcast",
@@ -165,6 +168,17 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
     };
     if SLURM_COMMANDS.contains(&name) {
         AS_SLURM.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // The Slurm whose commands berth's are (scripts that check it read `slurm X.Y.Z`).
+    let slurm = SLURM_COMMANDS.contains(&name) || ["srun", "salloc"].contains(&name);
+    let version =
+        |a: &str| ["--version", "-V"].contains(&a) || (name, a) == ("scontrol", "version");
+    if slurm && rest.len() == 1 && rest[0].to_str().is_some_and(version) {
+        println!(
+            "slurm {SLURM_VERSION} (berth {})",
+            env!("CARGO_PKG_VERSION")
+        );
+        std::process::exit(0);
     }
     let _ = INVOKED_AS.set(name.to_string());
     let mut rest = rest.to_vec();
