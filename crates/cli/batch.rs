@@ -2668,11 +2668,36 @@ fn batch_accounting(name: &str, j: &JobInfo) -> String {
         "Partition" | "Account" | "User" | "Timelimit" | "Reason" | "ReqMem" | "ReqCPUS" => {
             String::new()
         }
-        // One task: its own.
-        "AveCPU" => accounting("TotalCPU", j),
+        // The batch shell's own: what the job used on its batch host, less its steps' there
+        // (the job's line is their sum, as sacct's). One task: its own on average.
+        "TotalCPU" | "UserCPU" | "SystemCPU" | "AveCPU" => match batch_cpu(j) {
+            Some((user, system)) => cpu_time(match name {
+                "UserCPU" => user,
+                "SystemCPU" => system,
+                _ => user + system,
+            }),
+            None => accounting(if name == "AveCPU" { "TotalCPU" } else { name }, j),
+        },
         "AveRSS" => accounting("MaxRSS", j),
         _ => accounting(name, j),
     }
+}
+
+/// The batch shell's own user and system CPU time: the job's on its batch host less its
+/// steps' that ran there alone; `None` where the job's are not known apart.
+fn batch_cpu(j: &JobInfo) -> Option<(u64, u64)> {
+    let (user, system) = (j.user_cpu_usec?, j.system_cpu_usec?);
+    let batch = j.nodes.first()?;
+    let (steps_user, steps_system) = (j.steps.iter())
+        .filter(|s| s.nodes.iter().all(|n| n == batch) && (!s.nodes.is_empty() || s.node == *batch))
+        .filter_map(|s| s.usage)
+        .fold((0, 0), |(u, sy), usage| {
+            (u + usage.user_usec, sy + usage.system_usec)
+        });
+    Some((
+        user.saturating_sub(steps_user),
+        system.saturating_sub(steps_system),
+    ))
 }
 
 /// A step's field as sacct names it; empty where berth records nothing of the step's own.

@@ -557,6 +557,19 @@ berth step -n 1 --overlap sh -c '(setsid sh -c "i=0; while [ \$i -lt 200000 ]; d
     for line in &lines {
         assert!(line[2] != "-" && line[3] != "-", "{sacct}");
     }
+    // The batch step's CPU time is the batch shell's own: the job's, less its steps'.
+    let seconds = |t: &str| -> f64 {
+        let (days, clock) = t.split_once('-').unwrap_or(("0", t));
+        let days: f64 = days.parse().unwrap();
+        let clock = (clock.split(':').map(|p| p.parse::<f64>().unwrap()))
+            .fold(0.0, |total, part| total * 60.0 + part);
+        days * 86_400.0 + clock
+    };
+    let steps_cpu = (cpu(busy) + cpu(big) + cpu(idle)) as f64 / 1e6;
+    assert!(
+        seconds(lines[1][2]) <= seconds(lines[0][2]) - steps_cpu + 0.01,
+        "{sacct}"
+    );
     // Averages over each line's tasks: none on the job's own; a task's own where there is
     // one; CPU only where there are more (their sizes are not known apart).
     assert_eq!(lines[0][5..], ["", ""], "{sacct}");
