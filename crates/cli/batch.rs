@@ -3509,6 +3509,11 @@ pub fn applies(verb: &str) -> fn(&JobInfo) -> bool {
 /// `berth hold|release|suspend|resume|requeue JOB...`: one API call per job, and one for a
 /// whole array, however many tasks it has.
 pub fn act(verb: &str, args: JobsArgs) -> Result<i32> {
+    // Under Slurm's name (scontrol suspend), as Slurm: an administrator's alone, since a
+    // suspended job holds its CPUs and its time limit stops (berth's own: the owner's too).
+    if matches!(verb, "suspend" | "resume") && crate::compat::as_slurm() && !is_root() {
+        bail!("Access/permission denied: only root suspends and resumes jobs (berth {verb} acts on your own)");
+    }
     act_with(verb, args, None)
 }
 

@@ -1181,7 +1181,11 @@ pub fn qsig(words: Vec<String>) -> Result<i32> {
     let signal = value(&mut words, "-s")?.unwrap_or_else(|| "TERM".into());
     act_on("signal", &element_lists(words)?, |job| {
         match signal.as_str() {
-            // PBS Pro's special signals: the job's suspension and resumption.
+            // PBS Pro's special signals: the job's suspension and resumption, a manager's
+            // or an operator's alone (berth's own suspend acts on the user's).
+            "suspend" | "resume" if !crate::settings::is_root() => bail!(
+                "qsig -s {signal}: Unauthorized Request: only root suspends and resumes jobs (berth {signal} acts on your own)"
+            ),
             "suspend" | "resume" => job.act(&signal, None),
             // (PBS signals the job's session leader, the batch shell.)
             _ => job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch),
