@@ -200,7 +200,19 @@ fn lsf_commands_as_lsf_users_type_them() {
             .join(format!("stdin-{stdin_id}.out")),
     )
     .unwrap();
-    assert_eq!(text, format!("in fromstdin on {}\n", host()));
+    let (output, report) = lsf_output(&text);
+    assert_eq!(output, format!("in fromstdin on {}\n", host()));
+    // LSF's job report after it, as LSF appends it: the job, how it ended, what it used.
+    let subject = format!("Subject: Job {stdin_id}: <fromstdin> in cluster <");
+    for said in [
+        subject.as_str(),
+        "\n\nExited with exit code ",
+        "\n# LSBATCH: User input\n",
+        "\n    CPU time :",
+        "\nThe output (if any) is above this job summary.\n",
+    ] {
+        assert!(report.contains(said), "{said}: {report}");
+    }
     // Finished jobs show with -a (EXIT: it failed), not without; short options together,
     // as getopt takes them.
     let all = run(&c, &links, "bjobs", &["-aw"]);
@@ -277,7 +289,13 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
     run(&c, &links, "bkill", &[&running.to_string()]).ok();
     c.wait_for(running, &["CANCELLED"]);
-    assert_eq!(std::fs::read_to_string(&killed_out).unwrap(), "up\n");
+    let killed = std::fs::read_to_string(&killed_out).unwrap();
+    let (output, report) = lsf_output(&killed);
+    assert_eq!(output, "up\n");
+    assert!(
+        report.contains("\n\nTERM_OWNER: job killed by owner.\n"),
+        "{report}"
+    );
 
     // Each file its own mode: -oo overwrites the output, -e appends to the errors.
     for _ in 0..2 {
@@ -292,9 +310,10 @@ fn lsf_commands_as_lsf_users_type_them() {
         run(&c, &links, "bsub", &args).ok();
     }
     let read = |f: &str| std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(f)).unwrap();
+    let o2 = read("o2.txt");
     assert_eq!(
-        (read("o2.txt"), read("e2.txt")),
-        ("out\n".into(), "err\nerr\n".into())
+        (lsf_output(&o2).0, read("e2.txt").as_str()),
+        ("out\n", "err\nerr\n")
     );
 
     // Arrays by -J NAME[INDEXES]: one row per task, NAME[INDEX].
@@ -610,10 +629,13 @@ fn lsf_commands_as_lsf_users_type_them() {
         .unwrap();
     let limited = bsub_id(&Out::from_output(limited));
     assert_eq!(c.wait_for(limited, &["TIMEOUT"])["state"], "TIMEOUT");
+    let limited = std::fs::read_to_string(cwd.join("limited.out")).unwrap();
+    let (output, report) = lsf_output(&limited);
     assert_eq!(
-        std::fs::read_to_string(cwd.join("limited.out")).unwrap(),
+        output,
         "started\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\n"
     );
+    assert!(report.contains("\n\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code "), "{report}");
     // -cwd with LSF's patterns: each job's own directory, made at its start; -o DIR/: the
     // directory made too, the file named by the job.
     let dir = format!("{}/cw%J_%U", cwd.display());
@@ -625,14 +647,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     ));
     c.completed(placed);
     let made = cwd.join(format!("cw{placed}_{TEST_USER}"));
-    assert_eq!(
-        std::fs::read_to_string(made.join("here.out")).unwrap(),
-        format!("{}\n", made.display())
-    );
+    let here = std::fs::read_to_string(made.join("here.out")).unwrap();
+    assert_eq!(lsf_output(&here).0, format!("{}\n", made.display()));
     let into = bsub_id(&run(&c, &links, "bsub", &["-o", "newdir/", "echo x"]));
     c.completed(into);
     let file = cwd.join("newdir").join(format!("{into}.out"));
-    assert_eq!(std::fs::read_to_string(file).unwrap(), "x\n");
+    assert_eq!(lsf_output(&std::fs::read_to_string(file).unwrap()).0, "x\n");
 }
 
 /// bhist (the seconds each job spent in LSF's states, its history) and bacct (finished
@@ -1722,7 +1742,17 @@ echo "submitted from $SLURM_SUBMIT_HOST $PBS_O_HOST $LSB_SUB_HOST"
     );
     c.completed(inner);
     let text = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("inner.out")).unwrap();
-    assert_eq!(text, "nested\n");
+    let (output, report) = lsf_output(&text);
+    assert_eq!(output, "nested\n");
+    assert!(report.contains("\n\nSuccessfully completed.\n"), "{report}");
+}
+
+/// A bsub job's output file: its output, and the job report LSF appends to it.
+fn lsf_output(text: &str) -> (&str, &str) {
+    let report =
+        "\n------------------------------------------------------------\nSender: LSF System";
+    text.split_once(report)
+        .unwrap_or_else(|| panic!("no LSF job report: {text}"))
 }
 
 /// An administrator drains a node as Slurm's take it (`scontrol update NodeName=... State=DRAIN

@@ -58,6 +58,9 @@ pub struct JobLaunch {
     /// output and error files' directories are made where missing (`-o DIR/`), as LSF does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lsf: bool,
+    /// When the job was submitted (LSF's job report says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_time: Option<u64>,
     /// Make `workdir` (and the directories above it) where missing, as the user (bsub -cwd
     /// with a pattern, as LSF makes it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -251,6 +254,138 @@ pub fn local(t: u64) -> (i32, u32, u32, u32, u32, u32, u32) {
         tm.tm_sec as u32,
         tm.tm_wday as u32,
     )
+}
+
+/// The months' names as C's time functions and the batch systems write them.
+pub const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Wed Dec  3 10:00:00 2026`, local time, as ctime(3), LSF's job report and PBS's qstat -f
+/// print times.
+pub fn ctime(t: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    let (y, mo, d, h, mi, s, wd) = local(t);
+    format!(
+        "{} {} {d:>2} {h:02}:{mi:02}:{s:02} {y}",
+        DAYS[wd as usize],
+        MONTHS[mo as usize - 1]
+    )
+}
+
+/// The job report LSF appends to a job's output file at its end (with its output written
+/// there directly, LSB_STDOUT_DIRECT's way): who ran what where and when, how it ended in
+/// LSF's words, and what it used. `env` is the job's (LSB_JOBNAME, LSB_QUEUE, ...).
+fn lsf_report(
+    launch: &JobLaunch,
+    outcome: &berth_runtime::Outcome,
+    (started, ended): (u64, u64),
+    home: &str,
+    cancelled: Option<&str>,
+) -> String {
+    let var = |name: &str| {
+        (launch.env.iter())
+            .find(|(k, _)| k == name)
+            .map_or(String::new(), |(_, v)| v.clone())
+    };
+    let (name, queue, cluster) = (
+        var("LSB_JOBNAME"),
+        var("LSB_QUEUE"),
+        var("SLURM_CLUSTER_NAME"),
+    );
+    let (user, host, id) = (&launch.user, crate::node::hostname(), var("LSB_JOBID"));
+    let id = match var("LSB_JOBINDEX").as_str() {
+        "" | "0" => id,
+        index => format!("{id}[{index}]"),
+    };
+    let submitted = launch.submit_time.unwrap_or(started);
+    let done = outcome.code == 0 && !outcome.timed_out;
+    let ending = match (outcome.timed_out, outcome.oom_killed, outcome.signal) {
+        _ if done => "Successfully completed.".to_string(),
+        _ if cancelled.is_some() => format!(
+            "{}\n{}",
+            match cancelled.is_some_and(|why| why.contains("REQUEUE")) {
+                true => "TERM_REQUEUE_OWNER: job killed and requeued by owner.",
+                false => "TERM_OWNER: job killed by owner.",
+            },
+            match outcome.signal {
+                Some(sig) => format!("Exited with signal termination: {}.", crate::step::signal_words(sig)),
+                None => format!("Exited with exit code {}.", outcome.code),
+            }
+        ),
+        (true, ..) => format!(
+            "TERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code {}.",
+            outcome.code
+        ),
+        (_, true, _) => format!(
+            "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit.\nExited with exit code {}.",
+            outcome.code
+        ),
+        (_, _, Some(sig)) => format!(
+            "Exited with signal termination: {}.",
+            crate::step::signal_words(sig)
+        ),
+        _ => format!("Exited with exit code {}.", outcome.code),
+    };
+    let script = std::fs::read_to_string(&launch.script).unwrap_or_default();
+    let line = "-".repeat(60);
+    let usage = |what: &str, value: String| format!("    {what:<45}{value}\n");
+    let cpu = outcome
+        .usage
+        .cpu_usec
+        .map_or("-".into(), |us| format!("{:.2} sec.", us as f64 / 1e6));
+    let memory =
+        (outcome.usage.max_rss_bytes).map_or("-".into(), |b| format!("{} MB", b.div_ceil(1 << 20)));
+    let mut report = format!(
+        "\n{line}\nSender: LSF System <lsfadmin@{host}>\nSubject: Job {id}: <{name}> in cluster <{cluster}> {}\n\n",
+        if done { "Done" } else { "Exited" }
+    );
+    report += &format!(
+        "Job <{name}> was submitted from host <{}> by user <{user}> in cluster <{cluster}> at {}\n",
+        var("LSB_SUB_HOST"),
+        ctime(submitted)
+    );
+    report += &format!(
+        "Job was executed on host(s) <{host}>, in queue <{queue}>, as user <{user}> in cluster <{cluster}> at {}\n",
+        ctime(started)
+    );
+    report += &format!("<{home}> was used as the home directory.\n");
+    report += &format!(
+        "<{}> was used as the working directory.\n",
+        launch.workdir.display()
+    );
+    report += &format!(
+        "Started at {}\nTerminated at {}\nResults reported at {}\n\n",
+        ctime(started),
+        ctime(ended),
+        ctime(ended)
+    );
+    report += &format!(
+        "Your job looked like:\n\n{line}\n# LSBATCH: User input\n{}",
+        script
+    );
+    if !script.ends_with('\n') {
+        report.push('\n');
+    }
+    report += &format!("{line}\n\n{ending}\n\nResource usage summary:\n\n");
+    report += &usage("CPU time :", cpu);
+    report += &usage("Max Memory :", memory);
+    report += &usage(
+        "Run time :",
+        format!("{} sec.", ended.saturating_sub(started)),
+    );
+    report += &usage(
+        "Turnaround time :",
+        format!("{} sec.", ended.saturating_sub(submitted)),
+    );
+    report += "\nThe output (if any) is above this job summary.\n\n";
+    if let Some(err) = launch.stderr.as_ref().filter(|e| **e != launch.stdout) {
+        report += &format!(
+            "\n\nPS:\n\nRead file <{}> for stderr output of this job.\n\n",
+            err.display()
+        );
+    }
+    report
 }
 
 /// `2026-12-03T10:00:00`, local time, as Slurm's commands print times (its "standard"
@@ -449,6 +584,16 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                     now().saturating_sub(started).max(limit + 1),
                 )
             }
+        }
+        // LSF's job report, after the output (flushed: the runner ends with _exit).
+        if launch.lsf {
+            let home = berth_runtime::Identity::lookup(&launch.user, false)
+                .map_or(String::new(), |id| id.home);
+            let ended = (started, now());
+            let report = lsf_report(&launch, outcome, ended, &home, cancelled.as_deref());
+            let mut stdout = std::io::stdout();
+            let _ = std::io::Write::write_all(&mut stdout, report.as_bytes());
+            let _ = std::io::Write::flush(&mut stdout);
         }
         // No new step starts in a job whose script has ended (the steps' ends below free
         // CPUs that waiting steps would otherwise get): `NodeAgent::script_ended`.

@@ -640,27 +640,14 @@ fn me() -> Result<String> {
     Ok(berth_runtime::Identity::current()?.user)
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-
-pub(crate) use berth_agent::runner::{local, slurm_timestamp};
+pub(crate) use berth_agent::runner::{local, slurm_timestamp, MONTHS};
 
 /// A record of `Key=Value` lines on one line, as scontrol -o prints it.
 pub(crate) fn one_line(block: &str) -> String {
     block.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `Wed Dec  3 10:00:00 2026`, as ctime(3) and PBS's qstat -f print times.
-pub(crate) fn ctime(t: u64) -> String {
-    let (y, mo, d, h, mi, s, wd) = local(t);
-    format!(
-        "{} {} {d:>2} {h:02}:{mi:02}:{s:02} {y}",
-        DAYS[wd as usize],
-        MONTHS[mo as usize - 1]
-    )
-}
+pub(crate) use berth_agent::runner::ctime;
 
 /// The jobs `specs` name (ids as LSF and PBS write them: an array's id for all its tasks),
 /// ended or not; `unknown` reports each the controller never had. Also whether it had all.

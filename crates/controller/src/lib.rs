@@ -3122,6 +3122,7 @@ impl Controller {
                 // The script runs through it; a holder (another node's, an allocation's)
                 // does not.
                 lsf: job.request.lsf,
+                submit_time: Some(job.submit_time),
                 create_workdir: job.request.workdir_pattern,
                 pbs_names: job.request.pbs.then(|| {
                     let array = job.request.array.is_some();

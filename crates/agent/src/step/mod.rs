@@ -838,7 +838,7 @@ fn task_failed(srun: bool, node: &str, ranks: &[u32], status: i32, signal: Optio
 }
 
 /// A signal's description, as strsignal(3) gives it (`Killed`, `Terminated`).
-fn signal_words(n: i32) -> String {
+pub(crate) fn signal_words(n: i32) -> String {
     // SAFETY: strsignal(3) returns a string that stays valid until its next call, which no
     // other thread of the step process makes; it is copied at once.
     let text = unsafe { libc::strsignal(n) };
