@@ -1820,7 +1820,16 @@ fn a_drain_with_its_reason_outlives_the_controller() {
         nodes[0]["state"].as_str().unwrap().to_string()
     };
     assert_eq!(state(&c), "drained");
+    // A job that must have it waits, saying so, as Slurm's.
+    let waits = c.submit(Mode::Rootless, "waits.sh", TRUE_JOB, &["-w", &node]);
+    let said = format!("ReqNodeNotAvail, UnavailableNodes:{node}");
+    wait_until(
+        10,
+        || c.show(waits)["reason"] == said.as_str(),
+        || c.show(waits).to_string(),
+    );
     scontrol(&c, Mode::Root, &[&name, "State=RESUME"]).ok();
+    c.completed(waits);
     assert_eq!(reasons(&c).lines().count(), 1);
     assert_eq!(state(&c), "idle");
 }

@@ -2865,7 +2865,24 @@ impl Controller {
                     }
                 }
                 sched::Outcome::Wait { reason, .. } => {
-                    let reason = reason.to_string();
+                    let mut reason = reason.to_string();
+                    // A node it must have (-w) out of service: Slurm's reason names it.
+                    if matches!(
+                        reason.as_str(),
+                        "Resources" | "Priority" | "ReqNodeNotAvail"
+                    ) {
+                        let out: Vec<&str> = (job.request.nodelist.iter())
+                            .filter(|n| {
+                                let node = self.nodes.get(*n);
+                                node.is_none_or(|e| e.down.is_some() || e.drain.is_some())
+                            })
+                            .map(String::as_str)
+                            .collect();
+                        if !out.is_empty() {
+                            let out = berth_core::job::hostlist(&out);
+                            reason = format!("ReqNodeNotAvail, UnavailableNodes:{out}");
+                        }
+                    }
                     // (A held job keeps the reason its hold gave: whose hold it is.)
                     if !job.held && job.reason.as_deref() != Some(&reason) {
                         job.reason = Some(reason);
