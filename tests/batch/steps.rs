@@ -2019,7 +2019,8 @@ srun --mpi=list | tail -1"#;
         out.contains("/tmp/copy.txt exists already (sbcast -f replaces it)")
             && out.contains("/tmp/nodir/: no such directory")
             && out.contains("\nsbcast-refused\n")
-            && out.contains("\nnodir-refused\n0\n"),
+            && out.contains("\nnodir-refused\n0\n")
+            && !out.contains("task 0: exited"),
         "{out}"
     );
 }

@@ -144,7 +144,12 @@ pub fn sbcast(words: Vec<String>) -> Result<i32> {
     request.overcommit = true;
     request.overlap = true;
     request.kill_on_bad_exit = false;
-    crate::step::run(request)
+    // Each node's end says what failed there; sbcast fails with 1, as Slurm's.
+    request.quiet = true;
+    Ok(match crate::step::run(request)? {
+        0 => 0,
+        _ => 1,
+    })
 }
 
 /// This berth as a job's tasks reach it: inside a container, the node's wrapper at
