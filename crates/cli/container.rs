@@ -667,8 +667,9 @@ fn start(
     })?;
     if outcome.oom_killed {
         // (In the units --memory takes: 20m is 20 MiB.)
-        let limit = (options.limits.memory)
-            .map_or(String::new(), |m| format!(" (limit {})", binary_size(m)));
+        let limit = (options.limits.memory).map_or(String::new(), |m| {
+            format!(" (limit {})", berth_core::quantity::binary_size(m))
+        });
         match outcome.signal == Some(libc::SIGKILL) {
             true => eprintln!(
                 "berth: the container ran out of memory{limit} and the kernel's OOM killer ended it"
@@ -679,21 +680,6 @@ fn start(
         }
     }
     Ok(outcome.code)
-}
-
-/// A size in binary units, as docker's --memory counts them (`20.0 MiB`).
-fn binary_size(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} B"),
-        _ => format!("{value:.1} {}", units[unit]),
-    }
 }
 
 pub fn run(settings: &Settings, mut a: RunArgs) -> Result<i32> {

@@ -13,11 +13,19 @@ pub enum QuantityError {
 /// `bytes` for people: decimal units with one decimal, as `berth image ls` and `berth nodes`
 /// show sizes (`8.0 MB`, `135.1 GB`; below 1000, `512 B`).
 pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    scaled(bytes, 1000.0, ["B", "kB", "MB", "GB", "TB"])
+}
+
+/// A size in binary units, as docker's --memory counts them (`20.0 MiB`).
+pub fn binary_size(bytes: u64) -> String {
+    scaled(bytes, 1024.0, ["B", "KiB", "MiB", "GiB", "TiB"])
+}
+
+fn scaled(bytes: u64, base: f64, units: [&str; 5]) -> String {
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
+    while value >= base && unit + 1 < units.len() {
+        value /= base;
         unit += 1;
     }
     if unit == 0 {
@@ -107,6 +115,8 @@ mod tests {
         assert_eq!(human_size(12_300_000), "12.3 MB");
         assert_eq!(human_size(100 << 40), "110.0 TB");
         assert_eq!(human_size(u64::MAX), "18446744.1 TB");
+        assert_eq!(binary_size(20 << 20), "20.0 MiB");
+        assert_eq!(binary_size(1023), "1023 B");
     }
 
     #[test]
