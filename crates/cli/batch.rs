@@ -1644,7 +1644,12 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         return print_json(&mut out, &jobs);
     }
     let field = |letter, job: &JobInfo| match (&job.array_tasks, letter) {
-        (Some(tasks), 'i') => format!("{}_[{tasks}]", job.array_job_id.unwrap_or(0)),
+        // (With its throttle, as squeue's `22_[5-9%2]`.)
+        (Some(tasks), 'i') => {
+            let spec = job.array_spec.as_deref().unwrap_or_default();
+            let throttle = spec.find('%').map_or("", |at| &spec[at..]);
+            format!("{}_[{tasks}{throttle}]", job.array_job_id.unwrap_or(0))
+        }
         (Some(tasks), 'K') => tasks.clone(),
         _ => field(letter, job),
     };

@@ -546,7 +546,10 @@ fn a_start_its_node_does_not_answer_is_voided_and_its_job_queued_again() {
 /// it), not queued again: its script ran once.
 #[test]
 fn a_start_not_answered_beside_a_running_batch_script_fails_the_job() {
-    let Some((c, _relayed, relay)) = relayed("node-l", Some("[batch]\nnode_timeout = 3\nrequeue = false\n")) else {
+    let Some((c, _relayed, relay)) = relayed(
+        "node-l",
+        Some("[batch]\nnode_timeout = 3\nrequeue = false\n"),
+    ) else {
         return;
     };
     // The controller's port, from its --listen.
@@ -582,7 +585,10 @@ fn a_start_not_answered_beside_a_running_batch_script_fails_the_job() {
 /// NODE_FAIL): back, the node voids that run, and the start is refused when it comes.
 #[test]
 fn a_start_held_up_while_its_node_was_down_never_runs() {
-    let Some((c, agent, relay)) = relayed("node-g", Some("[batch]\nnode_timeout = 3\nrequeue = false\n")) else {
+    let Some((c, agent, relay)) = relayed(
+        "node-g",
+        Some("[batch]\nnode_timeout = 3\nrequeue = false\n"),
+    ) else {
         return;
     };
     let ran = c.f.cwd(Mode::Rootless).join("ran-g");
@@ -616,7 +622,10 @@ fn a_start_held_up_while_its_node_was_down_never_runs() {
 /// takes a start; it cannot, and refuses it. Back in touch, it voids the run.
 #[test]
 fn a_start_that_reaches_a_node_cut_off_from_its_controller_never_runs() {
-    let Some((c, agent, relay)) = relayed("node-h", Some("[batch]\nnode_timeout = 3\nrequeue = false\n")) else {
+    let Some((c, agent, relay)) = relayed(
+        "node-h",
+        Some("[batch]\nnode_timeout = 3\nrequeue = false\n"),
+    ) else {
         return;
     };
     let ran = c.f.cwd(Mode::Rootless).join("ran-h");

@@ -2741,10 +2741,11 @@ fn pending_jobs_can_be_changed() {
             "time limit is 00:05:00: only root may raise it",
         ),
         (
-            &[&h, "--ntasks=4"],
+            &[&h, "--image=other"],
             125,
-            "for anything else, cancel it and submit again",
+            "for anything else (its image, binds, environment, array), cancel it and submit again",
         ),
+        (&[&h, "--ntasks=400"], 125, "can never run here"),
         (&[&h, "-p", "nope"], 125, "unknown partition 'nope'"),
         (&[&h, "Colour=blue"], 125, "berth update takes timelimit"),
     ] {
@@ -3169,6 +3170,12 @@ fn dependencies_and_arrays() {
         shown.ok().lines().next().unwrap_or_default().to_string()
     };
     assert!(throttle("2").contains(" ArrayTaskThrottle=2 "));
+    // squeue's line of its waiting tasks says it too.
+    let listed = c.berth(
+        Mode::Rootless,
+        &["queue", "-h", "-o", "%i", "-j", &held.to_string()],
+    );
+    assert_eq!(listed.ok(), format!("{held}_[1-4%2]\n"));
     assert!(!throttle("0").contains("ArrayTaskThrottle"));
     c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
 }

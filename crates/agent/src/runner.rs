@@ -657,8 +657,19 @@ fn end_steps(job_dir: &Path, job: u64, term: bool, patience: std::time::Duration
     // (A stale entry's pid may be another process's by now: only this job's are signalled.)
     let cgroup = crate::node::NodeAgent::cgroup_name(job, std::process::id());
     let ours = |pid: libc::pid_t| berth_runtime::enter::is_member(pid, &cgroup);
-    let seen: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
-    let mut ending = seen.clone();
+    let running: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
+    let mut ending = running.clone();
+    // Those whose end is recorded but not yet told (ended already: their tasks had the
+    // cancel's SIGTERM), waited for below as the others are.
+    let told_pending = std::fs::read_dir(&dir).map_or_else(
+        |_| Vec::new(),
+        |entries| {
+            (entries.flatten())
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".end")?.parse().ok())
+                .collect::<Vec<libc::pid_t>>()
+        },
+    );
+    let seen: Vec<libc::pid_t> = running.into_iter().chain(told_pending).collect();
     if term {
         for &pid in &ending {
             // SAFETY: kill(2) of the process group a step process of this job's cgroup
