@@ -296,7 +296,7 @@ impl Cluster {
 
     /// Waits until job `id` is in one of `states`; returns its record.
     pub fn wait_for(&self, id: u64, states: &[&str]) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(30);
         loop {
             let job = self.show(id);
             if states.contains(&job["state"].as_str().unwrap()) {
@@ -337,7 +337,7 @@ impl Cluster {
     /// the script runs, not just its container being set up.
     pub fn wait_for_output(&self, id: u64, text: &str) {
         let out = self.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience(30);
         while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains(text)) {
             assert!(Instant::now() < deadline, "{}", self.show(id));
             std::thread::sleep(Duration::from_millis(20));

@@ -452,6 +452,16 @@ pub fn with_env_and_dir_of(wrapper: &mut Command, cmd: &Command) {
 /// Set in the machine tests/vm/run.sh boots, where tests run again on pure cgroup v2.
 const IN_VM: &str = "BERTH_TEST_IN_VM";
 
+/// How long to wait for what takes `secs` on this machine: four times as long in the test
+/// VM, whose CPUs are emulated (TCG) and shared by its two test threads.
+pub fn patience(secs: u64) -> std::time::Duration {
+    let factor = match std::env::var_os(IN_VM) {
+        Some(_) => 4,
+        None => 1,
+    };
+    std::time::Duration::from_secs(secs * factor)
+}
+
 /// Runs this test binary's `tests` (full names, this one among them) again in a machine
 /// whose cgroup hierarchy is pure v2, as current distributions have it (this one's is v1):
 /// tests/vm/run.sh boots Debian's kernel under qemu with this machine's files as its own.
