@@ -339,7 +339,12 @@ impl Cluster {
         let out = self.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
         let deadline = Instant::now() + patience(30);
         while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains(text)) {
-            assert!(Instant::now() < deadline, "{}", self.show(id));
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in its output: {:?}\n{}",
+                std::fs::read_to_string(&out),
+                self.show(id)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
