@@ -396,9 +396,11 @@ fn env_file(path: &std::path::Path, image_env: &[String]) -> Result<Vec<String>>
                     .map(str::to_string)
                     .or_else(|| (name == "PATH").then(|| berth_runtime::DEFAULT_PATH.to_string()))
             };
-            set.map(|(_, v)| v.clone()).or_else(|| match name {
-                "PATH" | "LD_LIBRARY_PATH" | "LD_PRELOAD" => image(),
-                _ => std::env::var(name).ok(),
+            set.map(|(_, v)| v.clone()).or_else(|| {
+                match berth_runtime::NOT_FROM_HOST.contains(&name) {
+                    true => image(),
+                    false => std::env::var(name).ok(),
+                }
             })
         };
         let what = match berth_core::shell::assignment(line, &known) {

@@ -15,7 +15,9 @@
 
 use berth_core::job::SignalTarget;
 use berth_runtime::cgroup::Limits;
-use berth_runtime::{Action, ImageDefaults, Options, Rootfs, TimeLimit};
+use berth_runtime::{
+    Action, ImageDefaults, Options, Rootfs, TimeLimit, BERTH_IN_CONTAINER, BERTH_LOADERS,
+};
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -657,18 +659,22 @@ fn end_steps(job_dir: &Path, job: u64, term: bool, patience: std::time::Duration
     // (A stale entry's pid may be another process's by now: only this job's are signalled.)
     let cgroup = crate::node::NodeAgent::cgroup_name(job, std::process::id());
     let ours = |pid: libc::pid_t| berth_runtime::enter::is_member(pid, &cgroup);
-    let running: Vec<libc::pid_t> = registered().into_iter().filter(|&p| ours(p)).collect();
-    let mut ending = running.clone();
     // Those whose end is recorded but not yet told (ended already: their tasks had the
-    // cancel's SIGTERM), waited for below as the others are.
-    let told_pending = std::fs::read_dir(&dir).map_or_else(
+    // cancel's SIGTERM) are waited for below as the others are: one listing for both.
+    let names: Vec<String> = std::fs::read_dir(&dir).map_or_else(
         |_| Vec::new(),
         |entries| {
             (entries.flatten())
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".end")?.parse().ok())
-                .collect::<Vec<libc::pid_t>>()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
         },
     );
+    let running: Vec<libc::pid_t> = (names.iter())
+        .filter_map(|n| n.parse().ok())
+        .filter(|&p| ours(p))
+        .collect();
+    let told_pending = (names.iter()).filter_map(|n| n.strip_suffix(".end")?.parse().ok());
+    let mut ending = running.clone();
     let seen: Vec<libc::pid_t> = running.into_iter().chain(told_pending).collect();
     if term {
         for &pid in &ending {
@@ -1285,16 +1291,16 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
     let index = |dir: &Path| dirs.iter().position(|d| *d == dir).expect("listed");
     let loader_dir = loader.parent().unwrap_or(Path::new("/"));
     let loader_in = format!(
-        "/.berth/lib/{}/{}",
+        "{BERTH_LOADERS}/{}/{}",
         index(loader_dir),
         loader.file_name().expect("a file").to_string_lossy()
     );
     let search: Vec<String> = (0..dirs.len())
-        .map(|i| format!("/.berth/lib/{i}"))
+        .map(|i| format!("{BERTH_LOADERS}/{i}"))
         .collect();
     let mut scripts = vec![
         ("berth", format!(
-            "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} /.berth/libexec/berth \"$@\"\n",
+            "#!/bin/sh\n# berth in a job's container: the host's berth, with the host's loader and C library.\nexec {loader_in} --library-path {} {BERTH_IN_CONTAINER} \"$@\"\n",
             search.join(":")
         )),
         ("berth-rsh", format!("#!/bin/sh\nexec {TOOLS_IN_CONTAINER}/berth rsh \"$@\"\n")),
@@ -1338,13 +1344,9 @@ fn node_tools(berth: &Path, base: &Path) -> Result<(PathBuf, Vec<SystemBind>), S
         write_scripts(base, &dir, &scripts, &copies)
             .map_err(|e| format!("cannot write berth's wrappers into {}: {e}", dir.display()))?;
     }
-    let mut binds = vec![(
-        berth.to_path_buf(),
-        "/.berth/libexec/berth".to_string(),
-        true,
-    )];
+    let mut binds = vec![(berth.to_path_buf(), BERTH_IN_CONTAINER.to_string(), true)];
     for (i, dir) in dirs.iter().enumerate() {
-        binds.push((dir.to_path_buf(), format!("/.berth/lib/{i}"), true));
+        binds.push((dir.to_path_buf(), format!("{BERTH_LOADERS}/{i}"), true));
     }
     binds.push((dir.clone(), TOOLS_IN_CONTAINER.to_string(), true));
     Ok((dir, binds))

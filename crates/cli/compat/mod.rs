@@ -55,6 +55,11 @@ const SLURM_COMMANDS: &[&str] = &[
     "sshare", "sbcast",
 ];
 
+/// Whether `name` is one of Slurm's commands, its client ones (srun, salloc) too.
+fn is_slurms(name: &str) -> bool {
+    SLURM_COMMANDS.contains(&name) || ["srun", "salloc"].contains(&name)
+}
+
 /// Whether berth runs as one of Slurm's commands (set by [`translate`]).
 static AS_SLURM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -84,8 +89,7 @@ pub fn name() -> &'static str {
 /// or where berth does not run as one.
 pub fn unknown_option(e: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let name =
-        invoked_as().filter(|n| SLURM_COMMANDS.contains(n) || ["srun", "salloc"].contains(n))?;
+    let name = invoked_as().filter(|n| is_slurms(n))?;
     if e.kind() != ErrorKind::UnknownArgument {
         return None;
     }
@@ -170,7 +174,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         AS_SLURM.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     // The Slurm whose commands berth's are (scripts that check it read `slurm X.Y.Z`).
-    let slurm = SLURM_COMMANDS.contains(&name) || ["srun", "salloc"].contains(&name);
+    let slurm = is_slurms(name);
     let version =
         |a: &str| ["--version", "-V"].contains(&a) || (name, a) == ("scontrol", "version");
     if slurm && rest.len() == 1 && rest[0].to_str().is_some_and(version) {

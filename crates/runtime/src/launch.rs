@@ -781,10 +781,10 @@ fn berth_in_container(pid: libc::pid_t) -> bool {
 }
 
 /// Where a job's container has the host's loaders and libraries that berth runs with (the
-/// runner of berth-agent binds them there).
-const BERTH_LOADERS: &str = "/.berth/lib";
+/// runner of berth-agent binds them there, one directory each: `/.berth/lib/0`, ...).
+pub const BERTH_LOADERS: &str = "/.berth/lib";
 /// Where a job's container has berth's executable.
-const BERTH_IN_CONTAINER: &str = "/.berth/libexec/berth";
+pub const BERTH_IN_CONTAINER: &str = "/.berth/libexec/berth";
 
 #[cfg(test)]
 mod tests {

@@ -206,6 +206,11 @@ fn split_env(kv: &str) -> Option<(&str, &str)> {
     kv.split_once('=').filter(|(k, _)| !k.is_empty())
 }
 
+/// The host's variables a container never gets from it: they name the host's files (its
+/// PATH, and a login node's modules' libraries, which would load wherever their
+/// directories are bound); the image's apply, or `--env`'s.
+pub const NOT_FROM_HOST: [&str; 3] = ["PATH", "LD_LIBRARY_PATH", "LD_PRELOAD"];
+
 /// Builds the environment: host (unless `cleanenv`), then the image's ENV, then berth's
 /// own variables, then `--env`. PATH comes from the image, never from the host: host PATH
 /// entries mean nothing inside the image; nor do the host's LD_LIBRARY_PATH and LD_PRELOAD
@@ -222,7 +227,7 @@ pub fn environment(
         let keep = if options.cleanenv {
             matches!(k.as_str(), "TERM" | "LANG")
         } else {
-            !matches!(k.as_str(), "PATH" | "LD_LIBRARY_PATH" | "LD_PRELOAD")
+            !NOT_FROM_HOST.contains(&k.as_str())
         };
         if keep {
             set(&mut env, k, v.clone());
