@@ -165,6 +165,50 @@ echo "step ended $?"
     assert_eq!(job["steps"][2]["cancelled"], true, "{job}");
 }
 
+/// Tasks that do not divide evenly over the nodes: `-N 2 -n 3` starts beside a job that
+/// holds one of the first node's two CPUs (two tasks on the second node, one on the
+/// first), and a step of the job's tasks runs them where the job has them.
+#[test]
+fn uneven_tasks_start_where_each_node_has_room() {
+    let Some(t) = TestCluster::start(26, 2, None) else {
+        return;
+    };
+    let c = &t.c;
+    let names = t.hosts.names();
+    let busy = c.submit_holding("one.sh", &format!("-n 1 -w {}", names[0]), &[]);
+    let script = r#"#!/bin/sh
+#SBATCH -N 2 -n 3
+#BERTH --image busybox
+echo "tasks=$SLURM_TASKS_PER_NODE cpus=$SLURM_JOB_CPUS_PER_NODE"
+berth step -l sh -c 'echo "$(hostname) $SLURM_STEP_TASKS_PER_NODE"' | sort
+"#;
+    let id = c.submit(Mode::Rootless, "uneven.sh", script, &[]);
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(&t, id);
+    assert_eq!(
+        job["state"],
+        "COMPLETED",
+        "{job}
+{out}
+{}",
+        t.logs()
+    );
+    assert_eq!(nodes_of(&job), names, "{job}");
+    let (a, b) = (&names[0], &names[1]);
+    assert_eq!(
+        out,
+        format!(
+            "tasks=1,2 cpus=1,2
+0: {a} 1,2
+1: {b} 1,2
+2: {b} 1,2
+"
+        ),
+        "{job}"
+    );
+    c.berth(Mode::Rootless, &["cancel", &busy.to_string()]).ok();
+}
+
 /// A signal to all of a job's processes on two nodes (`scancel -f -s USR1`) reaches the
 /// batch shell and every task, and the job goes on (the container holding its place on
 /// the second node, and berth's own step processes, are spared); its cancel then gives

@@ -4537,7 +4537,14 @@ impl Controller {
         let ntasks = request
             .ntasks
             .unwrap_or_else(|| shares.iter().map(|s| s.tasks.max(1)).sum());
-        let per_node = berth_core::job::block_layout(ntasks, shares.len() as u32);
+        // The job's own tasks per node where the step has as many on the same nodes (the
+        // job's layout may be uneven the other way round: `-N 2 -n 3` two on its second
+        // node), else Slurm's block distribution.
+        let as_job = shares.iter().map(|s| s.tasks).sum::<u32>() == ntasks;
+        let per_node = match as_job {
+            true => shares.iter().map(|s| s.tasks).collect(),
+            false => berth_core::job::block_layout(ntasks, shares.len() as u32),
+        };
         if per_node.contains(&0) {
             return Err(format!(
                 "the step asks for {ntasks} task(s) on {} node(s): give each node one at least (-n, -N)",

@@ -21,7 +21,7 @@
 
 use crate::feasible::Shape;
 use crate::model::Res;
-use crate::state::{Eligible, NodeRt, Slot, State};
+use crate::state::{pick, Eligible, NodeRt, Slot, State};
 
 /// Whether `node` could give `want` from `t` for `d` seconds, given `free` (its free capacity
 /// at `t`) and the reservations already on it (but `member`'s, which the job runs in).
@@ -59,11 +59,14 @@ impl State<'_> {
     ) -> Option<(u64, Vec<usize>)> {
         let now = self.now;
         let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
+        let first = usize::try_from(shape.most_nodes).unwrap_or(usize::MAX);
+        // Nodes for one task fewer than the most, where some of its nodes may have fewer.
+        let lesser = shape.lesser();
         let members: Vec<usize> = self.parts[p]
             .members
             .iter()
             .copied()
-            .filter(|&n| self.nodes[n].up && self.nodes[n].total.covers(&shape.need))
+            .filter(|&n| self.nodes[n].up && self.nodes[n].total.covers(&lesser.need))
             .filter(|&n| among.is_none_or(|a| a.ok[n]))
             .collect();
         if members.len() < k {
@@ -78,9 +81,14 @@ impl State<'_> {
         if must < among.map_or(0, |a| a.required.len()) {
             return None;
         }
+        // What each member gives for the most tasks (if it can), and for fewer.
+        let want_most: Vec<Option<Res>> = members
+            .iter()
+            .map(|&n| shape.want(&self.nodes[n].total))
+            .collect();
         let want: Vec<Res> = members
             .iter()
-            .map(|&n| shape.want(&self.nodes[n].total).unwrap_or(shape.need))
+            .map(|&n| lesser.want(&self.nodes[n].total).unwrap_or(lesser.need))
             .collect();
         let mut free: Vec<Res> = members.iter().map(|&n| self.nodes[n].free).collect();
 
@@ -103,16 +111,23 @@ impl State<'_> {
         events.sort_unstable_by_key(|&(t, m, _)| (t, m));
 
         let member = among.and_then(|a| a.member);
-        let mut fit: Vec<bool> = members
-            .iter()
-            .enumerate()
-            .map(|(m, &n)| fits_at(&self.nodes[n], free[m], &want[m], (now, d), member))
-            .collect();
+        // Whether member m fits at t: for fewer tasks, and for the most.
+        let fits = |m: usize, free: Res, t: u64| {
+            let node = &self.nodes[members[m]];
+            let most = want_most[m].is_some_and(|w| fits_at(node, free, &w, (t, d), member));
+            (fits_at(node, free, &want[m], (t, d), member), most)
+        };
+        let (mut fit, mut fit_most): (Vec<bool>, Vec<bool>) =
+            (0..members.len()).map(|m| fits(m, free[m], now)).unzip();
         let mut count = fit.iter().filter(|&&f| f).count();
+        let mut count_most = fit_most.iter().filter(|&&f| f).count();
         let mut count_required = (0..members.len())
             .filter(|&m| fit[m] && required[m])
             .count();
-        let mut start = (count >= k && count_required == must).then_some(now);
+        let enough = |count: usize, count_most: usize, count_required: usize| {
+            count >= k && count_most >= first && count_required == must
+        };
+        let mut start = enough(count, count_most, count_required).then_some(now);
         let mut i = 0;
         while start.is_none() && i < events.len() {
             let t = events[i].0;
@@ -121,7 +136,14 @@ impl State<'_> {
                 if let Some(r) = released {
                     free[m] = free[m].add(&r);
                 }
-                let f = fits_at(&self.nodes[members[m]], free[m], &want[m], (t, d), member);
+                let (f, most) = fits(m, free[m], t);
+                if most != fit_most[m] {
+                    fit_most[m] = most;
+                    match most {
+                        true => count_most += 1,
+                        false => count_most -= 1,
+                    }
+                }
                 if f != fit[m] {
                     fit[m] = f;
                     let r = usize::from(required[m]);
@@ -135,7 +157,7 @@ impl State<'_> {
                 }
                 i += 1;
             }
-            if count >= k && count_required == must {
+            if enough(count, count_most, count_required) {
                 start = Some(t);
             }
         }
@@ -144,14 +166,18 @@ impl State<'_> {
 
         // Best fit at the reservation's start, ties by name, as for a start now; the
         // required members first.
-        let mut chosen: Vec<usize> = (0..members.len()).filter(|&m| fit[m]).collect();
-        chosen.sort_by_key(|&m| (!required[m], free[m].cpus, members[m]));
-        chosen.truncate(k.max(must));
+        let mut order: Vec<usize> = (0..members.len()).filter(|&m| fit[m]).collect();
+        order.sort_by_key(|&m| (!required[m], free[m].cpus, members[m]));
+        let fitting: Vec<(usize, bool)> = order.iter().map(|&m| (m, fit_most[m])).collect();
+        let chosen = pick(&fitting, must, shape)?;
         let mut nodes = Vec::with_capacity(k);
-        for m in chosen {
+        for (i, m) in chosen.into_iter().enumerate() {
             nodes.push(members[m]);
             let node = &mut self.nodes[members[m]];
-            let amount = want[m];
+            let amount = match (i < first, want_most[m]) {
+                (true, Some(most)) => most,
+                _ => want[m],
+            };
             let mut overlapping = Res::default();
             for s in node.slots.iter_mut().filter(|s| s.overlaps(start, end)) {
                 overlapping = overlapping.add(&s.amount);

@@ -24,6 +24,11 @@ pub(crate) struct Shape {
     pub exclusive: bool,
     /// All of each node's memory (`--mem=0`), whatever `need` says.
     pub whole_memory: bool,
+    /// How many of the `k_min` nodes get the most tasks, and the CPUs each of the others
+    /// must give (one task fewer): `-N 2 -n 3` needs one node with two tasks' CPUs and one
+    /// with one task's, not two of the first (Slurm places it so).
+    pub most_nodes: u32,
+    pub lesser_cpus: u64,
 }
 
 impl Shape {
@@ -49,7 +54,11 @@ impl Shape {
         if k_min > k_max {
             return Err(Reason::BadConstraints);
         }
-        let (most, _) = req.layout(k_min);
+        let (most, most_nodes) = req.layout(k_min);
+        let lesser_cpus = match most_nodes < k_min {
+            true => req.cpus_for(most - 1),
+            false => req.cpus_for(most),
+        };
         Ok(Self {
             need: Res {
                 cpus: req.cpus_for(most),
@@ -60,7 +69,26 @@ impl Shape {
             k_max,
             exclusive: req.exclusive,
             whole_memory: req.whole_memory,
+            most_nodes,
+            lesser_cpus,
         })
+    }
+
+    /// Whether some of its `k_min` nodes need fewer CPUs than the others.
+    pub fn uneven(&self) -> bool {
+        self.lesser_cpus < self.need.cpus
+    }
+
+    /// The shape the nodes with fewer tasks must fit (itself where all get as many).
+    pub fn lesser(&self) -> Shape {
+        Shape {
+            need: Res {
+                cpus: self.lesser_cpus,
+                ..self.need
+            },
+            most_nodes: self.k_min,
+            ..*self
+        }
     }
 
     /// What the job takes of a node of `total` resources: the whole node (exclusive), its
@@ -122,19 +150,27 @@ impl Classes {
         }
     }
 
-    /// `Ok` if at least `shape.k_min` nodes (up ones only, when `up_only`) are big enough.
+    /// `Ok` if at least `shape.k_min` nodes (up ones only, when `up_only`) are big enough:
+    /// `shape.most_nodes` of them for its most tasks, the others for one fewer.
     pub fn fit(&self, shape: &Shape) -> Result<(), Reason> {
-        let (mut all, mut up) = (0usize, 0usize);
+        let lesser = shape.lesser();
+        // (nodes big enough for the most tasks, of which up; for fewer, of which up)
+        let (mut most, mut most_up, mut all, mut up) = (0usize, 0usize, 0usize, 0usize);
         for (hw, n, u) in &self.classes {
             if hw.covers(&shape.need) {
+                most += n;
+                most_up += u;
+            }
+            if hw.covers(&lesser.need) {
                 all += n;
                 up += u;
             }
         }
         let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
-        if all < k {
+        let first = usize::try_from(shape.most_nodes).unwrap_or(usize::MAX);
+        if all < k || most < first {
             Err(Reason::BadConstraints)
-        } else if up < k {
+        } else if up < k || most_up < first {
             Err(Reason::ReqNodeNotAvail)
         } else {
             Ok(())

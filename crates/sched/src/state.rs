@@ -245,7 +245,25 @@ impl<'a> State<'a> {
                 }
             }
         }
-        (chosen.len() >= k_min).then_some(chosen)
+        if chosen.len() >= k_min || !shape.uneven() {
+            return (chosen.len() >= k_min).then_some(chosen);
+        }
+        // Too few nodes for the most tasks on each: `k_min` nodes, some of them for fewer.
+        let lesser = shape.lesser();
+        let mut fitting = Vec::new();
+        for &(_, n) in index.range((lesser.need.cpus, 0)..) {
+            let node = &self.nodes[n];
+            let fits = |s: &Shape| {
+                s.want(&node.total)
+                    .is_some_and(|w| node.allows(&w, end, None))
+            };
+            if fits(shape) {
+                fitting.push((n, true));
+            } else if fits(&lesser) {
+                fitting.push((n, false));
+            }
+        }
+        pick(&fitting, 0, shape)
     }
 
     /// The members of partition `p` a job with this `choice` may have, and the ones it must:
@@ -295,19 +313,63 @@ impl<'a> State<'a> {
         among: &Eligible,
     ) -> Option<Vec<usize>> {
         let part = &self.parts[p];
-        let k_max = usize::try_from(shape.k_max).unwrap_or(usize::MAX);
-        let k_min = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
-        let want = |n: usize| -> Option<Res> {
+        let fits = |shape: &Shape, n: usize| -> bool {
             let node = &self.nodes[n];
             if shape.exclusive && node.busy {
+                return false;
+            }
+            let Some(want) = shape.want(&node.total) else {
+                return false;
+            };
+            node.up && node.allows(&want, end, among.member)
+        };
+        let first_try = self.find_among_even(p, shape, among, |n| fits(shape, n));
+        if first_try.is_some() || !shape.uneven() {
+            return first_try;
+        }
+        // Too few nodes for the most tasks on each: `k_min` nodes, some of them for fewer.
+        let lesser = shape.lesser();
+        let mut fitting = Vec::new();
+        let index = match shape.exclusive {
+            true => &part.idle_index,
+            false => &part.free_index,
+        };
+        let others = index
+            .range((lesser.need.cpus, 0)..)
+            .map(|&(_, n)| n)
+            .filter(|&n| among.ok[n] && !among.required.contains(&n));
+        let mut others: Vec<usize> = others.collect();
+        if !among.preference.is_empty() {
+            others.sort_by_key(|&n| std::cmp::Reverse(among.preference[n]));
+        }
+        for n in among.required.iter().copied().chain(others) {
+            if fits(shape, n) {
+                fitting.push((n, true));
+            } else if fits(&lesser, n) {
+                fitting.push((n, false));
+            } else if among.required.contains(&n) {
                 return None;
             }
-            let want = shape.want(&node.total)?;
-            (node.up && node.allows(&want, end, among.member)).then_some(want)
-        };
+        }
+        pick(&fitting, among.required.len(), shape)
+    }
+
+    /// [`Self::find_among`] with the most tasks' CPUs on every node (`fits`).
+    fn find_among_even(
+        &self,
+        p: usize,
+        shape: &Shape,
+        among: &Eligible,
+        fits: impl Fn(usize) -> bool,
+    ) -> Option<Vec<usize>> {
+        let part = &self.parts[p];
+        let k_max = usize::try_from(shape.k_max).unwrap_or(usize::MAX);
+        let k_min = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
         let mut chosen = Vec::new();
         for &n in &among.required {
-            want(n)?;
+            if !fits(n) {
+                return None;
+            }
             chosen.push(n);
         }
         let index = if shape.exclusive {
@@ -323,7 +385,7 @@ impl<'a> State<'a> {
             if chosen.len() + fitting.len() >= k_max && !preferring {
                 break;
             }
-            if among.ok[n] && !among.required.contains(&n) && want(n).is_some() {
+            if among.ok[n] && !among.required.contains(&n) && fits(n) {
                 fitting.push(n);
             }
         }
@@ -386,4 +448,42 @@ impl<'a> State<'a> {
             }
         }
     }
+}
+
+/// `shape.k_min` nodes out of `fitting` (in order of preference, the `required` first: each
+/// with whether it can take the most tasks, or only one fewer): the required ones, the first
+/// others that can take the most tasks until `shape.most_nodes` of them are, then the first
+/// of the rest. Those for the most tasks come first in the answer, as
+/// [`State::commit`] gives the first nodes the most; `None` if there are too few.
+pub(crate) fn pick(
+    fitting: &[(usize, bool)],
+    required: usize,
+    shape: &Shape,
+) -> Option<Vec<usize>> {
+    let k = usize::try_from(shape.k_min).unwrap_or(usize::MAX);
+    let first = usize::try_from(shape.most_nodes).unwrap_or(usize::MAX);
+    let (must, others) = fitting.split_at(required.min(fitting.len()));
+    let mut taken: Vec<(usize, bool)> = must.to_vec();
+    let mut most = taken.iter().filter(|(_, m)| *m).count();
+    let mut rest = Vec::new();
+    for &(n, m) in others {
+        if m && most < first && taken.len() < k {
+            taken.push((n, m));
+            most += 1;
+        } else {
+            rest.push((n, m));
+        }
+    }
+    for &(n, m) in &rest {
+        if taken.len() >= k {
+            break;
+        }
+        taken.push((n, m));
+        most += usize::from(m);
+    }
+    if taken.len() < k || most < first {
+        return None;
+    }
+    taken.sort_by_key(|&(_, m)| !m);
+    Some(taken.into_iter().map(|(n, _)| n).collect())
 }

@@ -284,6 +284,58 @@ fn multi_node_jobs_spread_tasks_block_wise() {
     assert_eq!(nodes_of(&p, 2), ["b", "c"]);
 }
 
+/// Tasks that do not divide evenly over a job's nodes need the most tasks' CPUs on some of
+/// them only: `-N 2 -n 3` starts on a node with two CPUs free and one with one, the fuller
+/// share on the node that has room for it, as Slurm places it.
+#[test]
+fn uneven_tasks_need_their_most_cpus_on_some_nodes_only() {
+    let c = cluster(vec![
+        node("a", 2, GIB).running(9, 1, 0, 5000),
+        node("b", 2, GIB),
+    ]);
+    let p = run(&c, &[job(1).tasks(3).nodes(2)]);
+    let s = p.get(1).and_then(|d| d.start()).expect("started");
+    let layout: Vec<(&str, u32, u32)> = s
+        .nodes
+        .iter()
+        .map(|a| (a.node.as_str(), a.tasks, a.cpus))
+        .collect();
+    assert_eq!(layout, [("b", 2, 2), ("a", 1, 1)]);
+
+    // With a say in its nodes too (the one it must have is the smaller), and exclusive
+    // nodes of two sizes.
+    let p = run(&c, &[job(1).tasks(3).nodes(2).nodelist(&["a"])]);
+    assert_eq!(nodes_of(&p, 1), ["b", "a"]);
+    let mixed = cluster(vec![node("a", 1, GIB), node("b", 2, GIB)]);
+    let p = run(&mixed, &[job(1).tasks(3).nodes(2).exclusive()]);
+    assert_eq!(nodes_of(&p, 1), ["b", "a"]);
+    // Five tasks on three nodes: two nodes need two CPUs; one node has them.
+    let c = cluster(vec![
+        node("a", 2, GIB).running(9, 1, 0, 5000),
+        node("b", 2, GIB).running(8, 1, 0, 5000),
+        node("c", 2, GIB),
+    ]);
+    let p = run(&c, &[job(1).tasks(5).nodes(3)]);
+    assert_eq!(reason(&p, 1), Some(Reason::Resources));
+    // ... and its reservation is for when b's job ends (b and c for two tasks, a for one).
+    assert_eq!(expected(&p, 1), Some(5000));
+}
+
+/// A cluster whose nodes are of two sizes takes at submission a job whose fuller share
+/// fits the larger ones alone.
+#[test]
+fn uneven_tasks_fit_nodes_of_two_sizes() {
+    let c = cluster(vec![
+        node("a", 1, GIB),
+        node("b", 2, GIB),
+        node("c", 1, GIB),
+    ]);
+    let ok = |j: JobView| crate::fits_ever(&c, &j.request);
+    assert_eq!(ok(job(1).tasks(3).nodes(2)), Ok(()));
+    assert_eq!(ok(job(1).tasks(5).nodes(3)), Err(Reason::BadConstraints));
+    assert_eq!(ok(job(1).tasks(4).nodes(3)), Ok(()));
+}
+
 #[test]
 fn node_ranges_take_as_many_nodes_as_are_free() {
     let c = cluster(vec![
@@ -934,16 +986,16 @@ fn backfill_never_delays_a_reservation() {
                 else {
                     continue;
                 };
-                if !planned_nodes.contains(&n.name) {
+                // The first planned nodes hold the most tasks' CPUs, the others fewer.
+                let Some(i) = planned_nodes.iter().position(|p| *p == n.name) else {
                     continue;
-                }
+                };
                 let r = &j.request;
                 let end = t + r.time_limit.expect("test jobs have limits");
                 uses.push(if r.exclusive {
                     (*t, end, u64::from(n.cpus), n.memory, u64::from(n.gpus))
                 } else {
-                    let most = u64::from(r.layout(r.nodes_min).0);
-                    let cpus = most * u64::from(r.cpus_per_task);
+                    let cpus = r.cpus_for(r.tasks_on(r.nodes_min, i as u32));
                     (*t, end, cpus, r.memory_per_node, u64::from(r.gpus_per_node))
                 });
             }
