@@ -918,6 +918,91 @@ fn an_end_the_store_refused_is_recorded_once_it_takes_writes() {
     assert_eq!(job["restarts"], 0, "{job}");
 }
 
+/// A small tmpfs mounted on a directory for a test; unmounted (lazily: mounts a test left
+/// inside go with it) when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let options = format!("size={size},mode=0755");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "berth-test-disk"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Writes zeros to `name` on it until it is full.
+    fn fill(&self, name: &str) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.join(name)).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while file.write_all(&chunk).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A job that ends while its node's disk (the state directory's) is full is recorded as it
+/// ended, not NODE_FAIL: its runner wrote its result over room it took at the start; the
+/// store cannot take the end, which the controller holds (shown, in the history too) and
+/// writes once it can, so a restart finds it.
+#[test]
+fn a_job_ends_as_it_did_while_the_disk_is_full() {
+    let Some(mut c) = Cluster::prepare(None, &[]) else {
+        return;
+    };
+    let disk = SmallDisk::mount(&c.state, "32m");
+    c.up();
+    let go = c.f.cwd(Mode::Rootless).join("go-full");
+    let script = format!(
+        "#!/bin/sh\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\necho done\n",
+        go.display()
+    );
+    let id = c.submit(Mode::Rootless, "full.sh", &script, &[]);
+    c.wait_for_output(id, "started");
+    disk.fill("filler");
+    std::fs::write(&go, "").unwrap();
+    let job = c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", c.log());
+    assert!(
+        c.log()
+            .contains(&format!("cannot record the jobs [{id}] (yet)")),
+        "{}",
+        c.log()
+    );
+    let history = c.berth(
+        Mode::Rootless,
+        &[
+            "history",
+            "-j",
+            &id.to_string(),
+            "-n",
+            "-P",
+            "-X",
+            "-o",
+            "State",
+        ],
+    );
+    assert_eq!(history.ok(), "COMPLETED\n");
+    std::fs::remove_file(c.state.join("filler")).unwrap();
+    eventually("the held-back end written", || {
+        c.log().contains("takes writes again")
+    });
+    c.kill();
+    c.up();
+    assert_eq!(c.show(id)["state"], "COMPLETED", "{}", c.log());
+    c.stop();
+    drop(disk);
+}
+
 /// Waits until `what` holds, for up to 30 s.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -68,8 +68,8 @@ impl Cluster {
         Some(c)
     }
 
-    /// A cluster's files and image, its controller not started yet.
-    fn prepare(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
+    /// A cluster's files and image, its controller not started yet ([`Cluster::up`]).
+    pub fn prepare(config: Option<&str>, up_args: &[&str]) -> Option<Cluster> {
         let mut f = Fixture::new()?;
         if let Some(text) = config {
             f.write_config(text);

@@ -514,17 +514,14 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let launch: JobLaunch = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let started = now();
     let out = result_path(launch_path);
+    let tmp = out.with_extension("tmp");
+    // Room for the result, taken now: a job that fills its node's disk still has its end
+    // recorded (written over these bytes, which needs no more of it).
+    let _ = std::fs::write(&tmp, [b' '; RESULT_ROOM]);
     let report = report.map(std::os::unix::net::UnixStream::from);
     let record = |result: JobResult| -> Result<JobResult, RunnerError> {
-        let tmp = out.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec_pretty(&result).expect("result serialises"),
-            )?;
-            std::fs::rename(&tmp, &out)
-        };
-        write().map_err(|source| RunnerError::Result {
+        let text = serde_json::to_vec_pretty(&result).expect("result serialises");
+        write_result(&tmp, &out, &text).map_err(|source| RunnerError::Result {
             path: out.clone(),
             source,
         })?;
@@ -620,6 +617,46 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             error: Some(message),
             ..Default::default()
         }),
+    }
+}
+
+/// The bytes a runner takes for its job's result as it starts (a result is a few hundred).
+const RESULT_ROOM: usize = 4096;
+
+/// Writes a job's result `text` to `out`, through `tmp` (over the room taken there at the
+/// job's start, if it still has it). Where the disk is full (or the user's quota over), it
+/// says so in the job's error file once and tries again, a little less often each time,
+/// until there is room: the job keeps its cgroup and its CPUs meanwhile, and its end is
+/// recorded as it was, not lost (it would be NODE_FAIL, "ended without a result").
+fn write_result(tmp: &Path, out: &Path, text: &[u8]) -> std::io::Result<()> {
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(tmp)?;
+        file.write_all_at(text, 0)?;
+        file.set_len(text.len() as u64)?;
+        std::fs::rename(tmp, out)
+    };
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut said = false;
+    loop {
+        match write() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                if !said {
+                    eprintln!(
+                        "berth: cannot write the job's result {}: {e}; trying again until there is room",
+                        out.display()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            done => return done,
+        }
     }
 }
 

@@ -522,6 +522,7 @@ impl Controller {
     /// they replace, by id); where it fails, all of them wait for the next write.
     fn write_rows(&self, rows: Vec<berth_store::JobRow>) -> Result<(), berth_store::StoreError> {
         let mut unwritten = self.unwritten.borrow_mut();
+        let held_back = unwritten.len();
         let rows = if unwritten.is_empty() {
             rows
         } else {
@@ -529,9 +530,44 @@ impl Controller {
             all.extend(rows.into_iter().map(|r| (r.id, r)));
             all.into_values().collect()
         };
-        self.store.put_jobs(&rows).inspect_err(|_| {
-            unwritten.extend(rows.into_iter().map(|r| (r.id, r)));
-        })
+        match self.store.put_jobs(&rows) {
+            Ok(()) if held_back > 0 => {
+                eprintln!("berth: the state database takes writes again: the {held_back} job record(s) held back are in it");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) => {
+                unwritten.extend(rows.into_iter().map(|r| (r.id, r)));
+                Err(e)
+            }
+        }
+    }
+
+    /// The store's job records that `filter` selects, each as this controller last made it:
+    /// one whose write is held back (for one write, or because the store failed it) is read
+    /// from memory, and with `filter.ids`, those of them the store has no row of yet too.
+    fn query_rows(&self, filter: &JobFilter) -> Result<Vec<berth_store::JobRow>, ApiError> {
+        let mut rows = self.store.query_jobs(filter).map_err(ApiError::internal)?;
+        let (unwritten, deferred) = (self.unwritten.borrow(), self.deferred.borrow());
+        let newer = |id: &u64| {
+            let held = deferred.as_ref().and_then(|d| d.get(id));
+            held.or_else(|| unwritten.get(id))
+        };
+        if unwritten.is_empty() && deferred.as_ref().is_none_or(|d| d.is_empty()) {
+            return Ok(rows);
+        }
+        for row in &mut rows {
+            if let Some(newer) = newer(&row.id) {
+                *row = newer.clone();
+            }
+        }
+        let missing: Vec<u64> = (filter.ids.iter())
+            .filter(|id| !rows.iter().any(|r| r.id == **id))
+            .copied()
+            .collect();
+        rows.extend(missing.iter().filter_map(|id| newer(id).cloned()));
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
     }
 
     /// [`Controller::persist`], now, with what is held back (in one transaction): for a
@@ -564,8 +600,12 @@ impl Controller {
     fn write_deferred(&self) -> bool {
         let held = self.deferred.borrow_mut().take().unwrap_or_default();
         let ids: Vec<u64> = held.keys().copied().collect();
+        let failing = !self.unwritten.borrow().is_empty();
         match self.write_rows(held.into_values().collect()) {
             Ok(()) => true,
+            // Said once as the store fails, then for each job whose change it holds back
+            // (what is held back is tried again at each write, a pass a second at least).
+            Err(_) if ids.is_empty() && failing => false,
             Err(e) => {
                 eprintln!("berth: cannot record the jobs {ids:?} (yet): {e}");
                 false
@@ -882,11 +922,9 @@ impl Controller {
             if self.finished.contains_key(&id) {
                 continue;
             }
-            if let Ok(Some(row)) = self.store.get_job(id) {
-                if let Ok(job) = serde_json::from_slice::<Job>(&row.doc) {
-                    self.finished
-                        .insert(id, (job.scheduler_state(), job.began().unwrap_or(0)));
-                }
+            if let Ok(job) = self.job(id) {
+                self.finished
+                    .insert(id, (job.scheduler_state(), job.began().unwrap_or(0)));
             }
         }
     }
@@ -1628,7 +1666,7 @@ impl Controller {
             active_after: Some(now().saturating_sub(3600)),
             ..Default::default()
         };
-        let rows = self.store.query_jobs(&recent).map_err(ApiError::internal)?;
+        let rows = self.query_rows(&recent)?;
         let mut firsts = BTreeMap::new();
         let mut theirs = Vec::new();
         for row in &rows {
@@ -1750,10 +1788,11 @@ impl Controller {
         if let Some(j) = self.active.get(&id) {
             return Ok(j.clone());
         }
-        let row = self
-            .store
-            .get_job(id)
-            .map_err(ApiError::internal)?
+        let filter = JobFilter {
+            ids: vec![id],
+            ..Default::default()
+        };
+        let row = (self.query_rows(&filter)?.into_iter().next())
             .ok_or_else(|| ApiError::not_found(id))?;
         self.read_record(&row, &mut BTreeMap::new())
     }
@@ -1881,7 +1920,7 @@ impl Controller {
     }
 
     pub fn history(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ApiError> {
-        let rows = self.store.query_jobs(filter).map_err(ApiError::internal)?;
+        let rows = self.query_rows(filter)?;
         let mut firsts = BTreeMap::new();
         rows.iter()
             .map(|r| self.read_record(r, &mut firsts).map(|j| self.info(&j)))
@@ -1923,7 +1962,7 @@ impl Controller {
             exit_code: Option<i32>,
             signal: Option<i32>,
         }
-        let rows = self.store.query_jobs(&filter).map_err(ApiError::internal)?;
+        let rows = self.query_rows(&filter)?;
         rows.iter()
             .filter(|r| r.id <= last)
             .map(|r| {
@@ -3834,15 +3873,7 @@ impl Controller {
             ids: (array..array + tasks as u64).collect(),
             ..Default::default()
         };
-        // (Records not written yet are held back for one write: those win.)
-        let mut rows = self.store.query_jobs(&filter).unwrap_or_default();
-        if let Some(held) = self.deferred.borrow().as_ref() {
-            rows.retain(|r| !held.contains_key(&r.id));
-            rows.extend(
-                held.range(array..array + tasks as u64)
-                    .map(|(_, r)| r.clone()),
-            );
-        }
+        let rows = self.query_rows(&filter).unwrap_or_default();
         let tasks: Vec<(State, i32)> = rows
             .iter()
             .filter_map(|row| serde_json::from_slice::<Job>(&row.doc).ok())
