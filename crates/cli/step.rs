@@ -759,7 +759,9 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
     let mut opened: Option<(&String, std::fs::File)> = None;
     for (pattern, fd) in [(args.output.as_ref(), 1), (error, 2)] {
         let Some(pattern) = pattern else { continue };
-        if berth_core::job::is_per_task(pattern) {
+        // Outside a job the allocation's id is known on its nodes only.
+        let no_id_yet = ctx.job_id == 0 && berth_core::job::has_job_id(pattern);
+        if berth_core::job::is_per_task(pattern) || no_id_yet {
             let names = berth_core::job::expand_job_part(pattern, &ctx);
             match fd {
                 1 => per_task.output = Some(names),
@@ -794,7 +796,10 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
     match args.input.as_deref() {
         None | Some("all") => {}
         Some(n) if n.parse::<u32>().is_ok() => {}
-        Some(p) if berth_core::job::is_per_task(p) => {
+        Some(p)
+            if berth_core::job::is_per_task(p)
+                || (ctx.job_id == 0 && berth_core::job::has_job_id(p)) =>
+        {
             per_task.input = Some(berth_core::job::expand_job_part(p, &ctx));
         }
         Some(p) => {
@@ -810,7 +815,7 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
     }
     let any = per_task.output.is_some() || per_task.error.is_some() || per_task.input.is_some();
     if any && (args.label || args.pty) {
-        bail!("files of each task (%t, %n, %s, %N) do not go with --label or --pty, whose output is this command's");
+        bail!("files of each task (%t, %n, %s, %N; outside a job, names with the new job's id, %j, %A) do not go with --label or --pty, whose output is this command's");
     }
     Ok(any.then_some(per_task))
 }

@@ -969,6 +969,28 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
     assert_eq!(job["user"], TEST_USER);
     assert_eq!(job["steps"][0]["exit_code"], 0, "{job}");
 
+    // Its output file named with its id (known on its node only, once it has one).
+    let named = c.berth(
+        Mode::Rootless,
+        &[
+            "step",
+            "--image",
+            "busybox",
+            "-n",
+            "2",
+            "-o",
+            "out-%j-%4A.txt",
+            "echo",
+            "hi",
+        ],
+    );
+    assert_eq!(named.ok(), "");
+    let id = newest_job(&c)["id"].as_u64().unwrap();
+    let file =
+        c.f.cwd(Mode::Rootless)
+            .join(format!("out-{id}-{id:04}.txt"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "hi\nhi\n");
+
     // The job's status is its step's.
     let failed = c.berth(
         Mode::Rootless,

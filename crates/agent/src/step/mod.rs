@@ -1645,6 +1645,7 @@ impl OpenTaskFiles {
             return Ok([None; 3]);
         };
         let task = berth_core::job::TaskContext {
+            job_id: launch.job_id,
             step_id: launch.step_id,
             rank: rank as u32,
             node_index: launch.node_index as u32,

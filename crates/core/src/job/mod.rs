@@ -42,7 +42,7 @@ pub use directives::{
 pub use mail::{parse_addresses, MailEvents};
 pub use multiprog::MultiProg;
 pub use pattern::{
-    default_output, expand_job_part, expand_pattern, expand_task_pattern, is_per_task,
+    default_output, expand_job_part, expand_pattern, expand_task_pattern, has_job_id, is_per_task,
     pbs_default_name, slurm_default_output, PatternContext, TaskContext,
 };
 pub use tasks::{block_layout, expand_hostlist, hostlist, node_order, per_node};

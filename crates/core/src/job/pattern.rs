@@ -97,6 +97,7 @@ fn job_symbol(
 /// One task of a step, for the names of its own files (`srun -o out-%t`).
 #[derive(Debug, Clone, Copy)]
 pub struct TaskContext<'a> {
+    pub job_id: u64,
     pub step_id: u32,
     /// Its rank in the step (`%t`).
     pub rank: u32,
@@ -122,17 +123,35 @@ pub fn is_per_task(pattern: &str) -> bool {
 
 /// A step's file pattern with the job's symbols expanded and the tasks' kept, for
 /// [`expand_task_pattern`] on each task's node: itself a pattern (a `%` of a value is
-/// written `%%`).
+/// written `%%`). `ctx.job_id` 0 (a step outside a job, whose allocation has no id yet):
+/// the job id's symbols are kept too.
 pub fn expand_job_part(pattern: &str, ctx: &PatternContext) -> String {
     expand(pattern, true, |symbol, number| {
-        match TASK_SYMBOLS.contains(&symbol) {
+        let kept = TASK_SYMBOLS.contains(&symbol) || (ctx.job_id == 0 && is_id_symbol(symbol));
+        match kept {
             true => None,
             false => job_symbol(ctx, symbol, number),
         }
     })
 }
 
-/// A task's file name from what [`expand_job_part`] left.
+/// The symbols of a job's id: what a step outside a job leaves to the nodes.
+fn is_id_symbol(symbol: char) -> bool {
+    matches!(symbol, 'j' | 'J' | 'A' | 'a')
+}
+
+/// Whether `pattern` has a symbol of the job's id.
+pub fn has_job_id(pattern: &str) -> bool {
+    let mut found = false;
+    expand(pattern, false, |symbol, _| {
+        found |= is_id_symbol(symbol);
+        None
+    });
+    found
+}
+
+/// A task's file name from what [`expand_job_part`] left (the job id's symbols of a step
+/// outside a job, which is no array, among them).
 pub fn expand_task_pattern(pattern: &str, task: &TaskContext) -> String {
     expand(pattern, false, |symbol, number| {
         Some(match symbol {
@@ -140,6 +159,8 @@ pub fn expand_task_pattern(pattern: &str, task: &TaskContext) -> String {
             'n' => number(u64::from(task.node_index)),
             's' => number(u64::from(task.step_id)),
             'N' => task.node.to_string(),
+            'j' | 'J' | 'A' => number(task.job_id),
+            'a' => number(u64::from(u32::MAX - 1)),
             _ => return None,
         })
     })
@@ -267,6 +288,7 @@ mod tests {
         let half = expand_job_part("%x-%j.%3t.%n.%s.%N.%%", &job);
         assert_eq!(half, "50%%off-1234.%3t.%n.%s.%N.%%");
         let task = TaskContext {
+            job_id: 1234,
             step_id: 2,
             rank: 7,
             node_index: 1,
@@ -278,5 +300,14 @@ mod tests {
         );
         // The job's %N is the first node's, a task's its own.
         assert_eq!(expand_pattern("%N", &job), "node01");
+        // Outside a job (no id yet), the nodes know the allocation's id.
+        let outside = PatternContext { job_id: 0, ..job };
+        assert!(has_job_id("out-%5j") && has_job_id("%A_%a") && !has_job_id("%x%%j"));
+        let half = expand_job_part("%x-%5j-%A_%a.%t", &outside);
+        assert_eq!(half, "50%%off-%5j-%A_%a.%t");
+        assert_eq!(
+            expand_task_pattern(&half, &TaskContext { job_id: 77, ..task }),
+            "50%off-00077-77_4294967294.7"
+        );
     }
 }
