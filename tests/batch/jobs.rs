@@ -3282,6 +3282,12 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
             format!("{index} of 3: 3-9:3 10\n")
         );
     }
+    // -c 1 said so is SLURM_CPUS_PER_TASK=1 (unset without -c, above).
+    let one = "#!/bin/sh\n#SBATCH -c 1\n#BERTH --image busybox\necho \"cpt=$SLURM_CPUS_PER_TASK\"\n";
+    let id = c.submit(Mode::Rootless, "one.sh", one, &[]);
+    c.completed(id);
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));
+    assert_eq!(out.unwrap(), "cpt=1\n");
     // The script's own pid, as slurmstepd gives the batch step's task.
     let pid = "#!/bin/sh\n#BERTH --image busybox\n[ \"$SLURM_TASK_PID\" = $$ ] && echo same\n";
     let id = c.submit(Mode::Rootless, "pid.sh", pid, &[]);

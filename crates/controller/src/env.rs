@@ -135,9 +135,9 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
         set("SLURM_GTIDS", "0".into());
     }
     set("SLURMD_NODENAME", node.to_string());
-    // Where more than one CPU per task was asked for (sbatch sets it only with -c; one is
+    // Where CPUs per task were asked for (sbatch sets it only with -c, `-c 1` too; one is
     // what a script takes it to be without).
-    if job.request.cpus_per_task > 1 {
+    if job.request.cpus_per_task > 1 || job.request.cpus_per_task_given {
         set("SLURM_CPUS_PER_TASK", job.request.cpus_per_task.to_string());
     }
     if job.request.overcommit {

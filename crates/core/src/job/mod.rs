@@ -544,6 +544,9 @@ pub struct JobRequest {
     /// At most this many tasks per node.
     pub ntasks_per_node: Option<u32>,
     pub cpus_per_task: u32,
+    /// `-c` was given (SLURM_CPUS_PER_TASK is set then, 1 too, as sbatch sets it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpus_per_task_given: bool,
     pub memory: Option<Memory>,
     /// Seconds; `None` means the partition's default.
     pub time_limit: Option<u64>,
@@ -901,6 +904,7 @@ impl JobRequest {
         }
         positive("the CPUs per task", o.cpus_per_task)?;
         self.cpus_per_task = o.cpus_per_task.unwrap_or(self.cpus_per_task);
+        self.cpus_per_task_given |= o.cpus_per_task.is_some();
         self.memory = o.memory.or(self.memory);
         self.gpus = o.gpus.clone().or(self.gpus.take());
         check_memory(self.memory, self.gpus.as_ref())?;
@@ -1089,6 +1093,7 @@ impl JobRequest {
             ntasks,
             ntasks_per_node: tpn,
             cpus_per_task,
+            cpus_per_task_given: o.cpus_per_task.is_some(),
             memory: o.memory,
             time_limit: None,
             no_time_limit: false,
