@@ -1571,8 +1571,16 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     args.jobs.sort_unstable();
     args.jobs.dedup();
     let now = berth_controller::now();
+    let invalid = |spec: &str| {
+        eprintln!(
+            "{}: error: Invalid job id specified: {spec}",
+            crate::compat::name()
+        );
+        Ok(1)
+    };
     for spec in &args.jobs {
         let (id, index) = job_spec(spec)?;
+        let before = jobs.len();
         // A job or an array's tasks, as they wait (alike ones as one line) or run.
         if index.is_none() {
             jobs.extend(active_jobs(Some(id), collapse)?);
@@ -1581,20 +1589,19 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         // an error, as squeue's.
         let named = match named_jobs(std::slice::from_ref(spec)) {
             Ok(named) => named,
-            Err(e) if crate::client::is_not_found(&e) => {
-                eprintln!(
-                    "{}: error: Invalid job id specified: {spec}",
-                    crate::compat::name()
-                );
-                return Ok(1);
-            }
+            Err(e) if crate::client::is_not_found(&e) => return invalid(spec),
             Err(e) => return Err(e),
         };
         let shown = |j: &JobInfo| match j.end_time {
             Some(end) => now < end + MIN_JOB_AGE,
             None => index.is_some(),
         };
+        let gone = named.iter().all(|j| j.end_time.is_some() && !shown(j));
         jobs.extend(named.into_iter().filter(shown));
+        // One job asked for that ended longer ago: squeue has purged it, and says so.
+        if args.jobs.len() == 1 && gone && jobs.len() == before {
+            return invalid(spec);
+        }
     }
     if args.start && args.steps.is_none() {
         // squeue --start's columns, of pending jobs.

@@ -2014,4 +2014,43 @@ fn reservations_keep_their_nodes_for_their_jobs() {
         scontrol(Mode::Root, &["show", "res"]).ok(),
         "No reservations in the system\n"
     );
+    // Unnamed: named after its first user; UNLIMITED: a year; an unknown user or an end
+    // past any date: refused, saying which.
+    let year = [
+        "create",
+        "res",
+        "StartTime=now+1day",
+        "Duration=UNLIMITED",
+        &format!("Users={TEST_USER}"),
+    ];
+    assert_eq!(
+        scontrol(Mode::Root, &year).ok(),
+        format!("Reservation created: {TEST_USER}_1\n")
+    );
+    let shown = scontrol(Mode::Root, &["show", "res"]);
+    assert!(
+        shown.ok().contains(" Duration=365-00:00:00\n"),
+        "{}",
+        shown.stdout
+    );
+    for (users, duration, says) in [
+        ("nosuch", "10", "Users=nosuch: no such user"),
+        ("root", "99999999999", "after the year 3000"),
+    ] {
+        let users = format!("Users={users}");
+        let duration = format!("Duration={duration}");
+        let args = [
+            "create",
+            "res",
+            "StartTime=now+100weeks",
+            duration.as_str(),
+            users.as_str(),
+        ];
+        let refused = scontrol(Mode::Root, &args);
+        assert!(
+            refused.code == 1 && refused.stderr.contains(says),
+            "{}",
+            refused.stderr
+        );
+    }
 }

@@ -3283,7 +3283,8 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
         );
     }
     // -c 1 said so is SLURM_CPUS_PER_TASK=1 (unset without -c, above).
-    let one = "#!/bin/sh\n#SBATCH -c 1\n#BERTH --image busybox\necho \"cpt=$SLURM_CPUS_PER_TASK\"\n";
+    let one =
+        "#!/bin/sh\n#SBATCH -c 1\n#BERTH --image busybox\necho \"cpt=$SLURM_CPUS_PER_TASK\"\n";
     let id = c.submit(Mode::Rootless, "one.sh", one, &[]);
     c.completed(id);
     let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out")));

@@ -742,6 +742,10 @@ fn create_reservation(settings: &[&str]) -> Result<String> {
             "reservationname" | "reservation" => r.name = value.to_string(),
             "starttime" => r.start_time = time(value)?,
             "endtime" => r.end_time = time(value)?,
+            // (UNLIMITED: a year, as Slurm makes it.)
+            "duration" if ["UNLIMITED", "INFINITE"].contains(&value.to_ascii_uppercase().as_str()) => {
+                duration = Some(365 * 86_400)
+            }
             "duration" => duration = Some(berth_core::job::parse_slurm_time(value)?),
             "nodes" if value.eq_ignore_ascii_case("all") => r.nodes.clear(),
             "nodes" => {
@@ -765,8 +769,18 @@ fn create_reservation(settings: &[&str]) -> Result<String> {
             ),
         }
     }
+    // Unnamed: its first user's name and a number, as Slurm names it (`alice_1`).
     if r.name.is_empty() {
-        bail!("scontrol create reservation: name it (ReservationName=)");
+        let Some(user) = r.users.first() else {
+            bail!("scontrol create reservation: name the users whose jobs may run in it (Users=)");
+        };
+        let all: Vec<berth_api::Reservation> =
+            crate::client::request("GET", "/v1/reservations", None::<&()>)?;
+        let taken = |name: &str| all.iter().any(|r| r.name == name);
+        let n = (1..)
+            .find(|n| !taken(&format!("{user}_{n}")))
+            .expect("a free number");
+        r.name = format!("{user}_{n}");
     }
     r.end_time = match (r.end_time, duration) {
         (0, Some(d)) => r.start_time.saturating_add(d),

@@ -745,9 +745,24 @@ impl Controller {
                 r.name
             )));
         }
+        // (The year 3000: later is no date anyone means, nor one a date shows.)
+        if r.end_time > 32_503_680_000 {
+            return Err(ApiError::bad(format!(
+                "reservation {}: it ends after the year 3000: give an earlier EndTime or a shorter Duration (UNLIMITED is a year)",
+                r.name
+            )));
+        }
         if r.users.is_empty() {
             return Err(ApiError::bad(format!(
                 "reservation {}: name the users whose jobs may run in it (Users=)",
+                r.name
+            )));
+        }
+        if let Some(unknown) =
+            (r.users.iter()).find(|u| berth_runtime::Identity::lookup(u, false).is_err())
+        {
+            return Err(ApiError::bad(format!(
+                "reservation {}: Users={unknown}: no such user here",
                 r.name
             )));
         }
