@@ -603,6 +603,19 @@ fn bad_submissions_are_refused_with_the_reason() {
             "{answer}"
         );
     }
+    // A body over what the API reads: 413, said in JSON (the rest of it unread).
+    let big = 3 << 20;
+    let mut s = std::os::unix::net::UnixStream::connect(&c.socket).unwrap();
+    let head = format!("POST /v1/jobs/1/cancel HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {big}\r\nConnection: close\r\n\r\n");
+    let mut request = head.into_bytes();
+    request.resize(request.len() + big, b' ');
+    let _ = std::io::Write::write_all(&mut s, &request);
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("{\"error\":\""),
+        "{answer}"
+    );
     assert_eq!(c.berth(Mode::Root, &["queue", "--json"]).ok().trim(), "[]");
 }
 

@@ -335,7 +335,7 @@ async fn drain(
     Path(name): Path<String>,
     body: Result<Json<berth_api::DrainRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<()> {
-    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(req) = body.map_err(rejected)?;
     c.lock()
         .await
         .drain(caller, &name, Some(req.reason))
@@ -375,7 +375,7 @@ async fn token(
             "tokens are made on the controller's machine only: run `berth token` there",
         ));
     }
-    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(req) = body.map_err(rejected)?;
     c.lock().await.token(caller, req).map(Json)
 }
 
@@ -400,7 +400,7 @@ async fn submit(
     Extension(caller): Extension<Caller>,
     body: Result<Json<SubmitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::SubmitResponse> {
-    let Json(req) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(req) = body.map_err(rejected)?;
     c.lock().await.submit(caller, req).map(Json)
 }
 
@@ -905,7 +905,7 @@ async fn create_reservation(
     Extension(caller): Extension<Caller>,
     body: Result<Json<berth_api::Reservation>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<()> {
-    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(r) = body.map_err(rejected)?;
     c.lock().await.create_reservation(caller, r).map(Json)
 }
 
@@ -938,7 +938,7 @@ async fn pull_image(
     Extension(caller): Extension<Caller>,
     body: Result<Json<berth_api::PullRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::ImageInfo> {
-    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(r) = body.map_err(rejected)?;
     let gateway = c.lock().await.gateway();
     let pulled = blocking(move || gateway.pull(caller, &r.reference, None, false)).await?;
     on_standbys(&c, pulled.0).await
@@ -969,7 +969,7 @@ async fn pull_private_image(
     Extension(caller): Extension<Caller>,
     body: Result<Json<berth_api::PrivatePullRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::ImageInfo> {
-    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(r) = body.map_err(rejected)?;
     let gateway = c.lock().await.gateway();
     let pulled = blocking(move || gateway.pull(caller, &r.reference, r.credentials, true)).await?;
     on_standbys(&c, pulled.0).await
@@ -981,7 +981,7 @@ async fn share_image(
     Extension(caller): Extension<Caller>,
     body: Result<Json<berth_api::ShareRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::ImageShare> {
-    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(r) = body.map_err(rejected)?;
     c.lock().await.share_image(caller, r).map(Json)
 }
 
@@ -991,7 +991,7 @@ async fn remove_image(
     Extension(caller): Extension<Caller>,
     body: Result<Json<berth_api::RemoveImageRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<berth_api::RemovedImage> {
-    let Json(r) = body.map_err(|e| ApiError::bad(format!("invalid request: {e}")))?;
+    let Json(r) = body.map_err(rejected)?;
     let mut c = c.lock().await;
     let removed = c.remove_image(caller, &r.reference)?;
     c.standbys().changed();
@@ -1229,6 +1229,19 @@ pub fn router(shared: Shared) -> Router {
 /// axum's own refusals (a path's id that is no number, a body that is no JSON or not the
 /// request's, a method the endpoint has not) come as plain text, or nothing: the API's
 /// errors are JSON ([`ErrorBody`]), those too, their status kept.
+/// A request body the API could not take: 413 where it is over the size the API reads
+/// (2 MiB), else 400.
+fn rejected(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    let status = match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => 413,
+        _ => 400,
+    };
+    ApiError {
+        status,
+        message: format!("invalid request: {e}"),
+    }
+}
+
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let json = (response.headers().get(axum::http::header::CONTENT_TYPE))
