@@ -22,8 +22,10 @@ pub enum ImageCommand {
         #[arg(long, requires = "name")]
         cluster: bool,
     },
-    /// Pull an image from an OCI distribution registry (HOST[:PORT]/REPO[:TAG|@DIGEST])
+    /// Pull an image from an OCI distribution registry (HOST[:PORT]/REPO[:TAG|@DIGEST],
+    /// or Apptainer's docker://HOST[:PORT]/REPO[:TAG])
     Pull {
+        #[arg(value_parser = without_scheme)]
         reference: String,
         /// Credentials for the registry, overriding those saved by `berth image login`
         #[arg(long, value_name = "USER:PASSWORD")]
@@ -405,6 +407,11 @@ fn list<'a, T: serde::Serialize>(
         )?;
     }
     Ok(())
+}
+
+/// An image reference with Apptainer's `docker://` before it taken as it is without.
+fn without_scheme(reference: &str) -> Result<String, std::convert::Infallible> {
+    Ok(reference.trim_start_matches("docker://").to_string())
 }
 
 pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {

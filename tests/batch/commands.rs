@@ -20,6 +20,14 @@ fn cluster_with_links() -> Option<(Cluster, PathBuf)> {
             "{made}"
         );
     }
+    // A directory that is not there: said, nothing made.
+    let missing = c.f.path("no-such-dir");
+    let refused = c.berth(Mode::Root, &["as", "--link", missing.to_str().unwrap()]);
+    assert!(
+        refused.code != 0 && refused.stderr.contains("name a directory that exists"),
+        "{}",
+        refused.stderr
+    );
     // Linking again leaves the links as they are.
     assert_eq!(
         c.berth(Mode::Root, &["as", "--link", links.to_str().unwrap()])

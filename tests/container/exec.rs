@@ -119,6 +119,13 @@ fn same_identity_inside_as_outside() {
         as_user(Mode::Root, "4321:4322").ok().trim(),
         "uid=4321(4321) gid=4322(4322) groups=4322(4322)"
     );
+    // -1 is no user (the kernel's "unchanged"): said before anything is set up.
+    let minus_one = as_user(Mode::Root, "4294967295");
+    assert!(
+        minus_one.code == 125 && minus_one.stderr.contains("unknown user '4294967295'"),
+        "{}",
+        minus_one.stderr
+    );
     // A user of the image's own database, by name or uid, as Docker looks them up: its
     // groups, its home, its entries kept as the image has them.
     let users = f.path("users");
@@ -656,6 +663,21 @@ fn working_directory_on_request() {
             out.stderr
         );
     }
+    // Started in a directory the user may not enter: the program starts in /, and says so.
+    let locked = f.path("private");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut cmd = f.cmd(Mode::Rootless, &["exec", "busybox", "pwd"]);
+    let out = Out::from_output(cmd.current_dir(&locked).output().unwrap());
+    assert_eq!(out.ok(), "/\n");
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: cannot enter the working directory {} in the container",
+            locked.display()
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `--gpus` end to end on a machine made to look like an NVIDIA GPU node (the test machine,

@@ -800,6 +800,13 @@ fn anonymous_pull_over_plain_http_then_run_and_exec() {
         );
         assert_eq!(out.ok(), "42\n/bin/probe\n", "{mode:?}");
     }
+    // Apptainer's docker:// before it: the same pull.
+    let out = pull(&f, Mode::Root, &[&format!("docker://{name}")]);
+    assert!(
+        out.ok().starts_with(&format!("Pulled {name} ")),
+        "{}",
+        out.stdout
+    );
     // Root acting for the user runs the image root pulled.
     assert_eq!(berth(&f, Mode::RootAsUser, &["run", &name]).ok(), "hi\n");
     let id = berth(&f, Mode::RootAsUser, &["exec", &name, "id", "-u"]);

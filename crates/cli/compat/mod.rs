@@ -464,6 +464,14 @@ fn apptainer(name: &str, words: Vec<String>) -> Result<i32> {
 /// `berth as --link DIR`: DIR/NAME -> this berth for each command, as `ln -s` would.
 fn link(dir: &Path) -> Result<i32> {
     let berth = std::env::current_exe().context("cannot find this berth's own path")?;
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("--link {}: not a directory", dir.display()),
+        Err(e) => anyhow::bail!(
+            "--link {}: {e}: name a directory that exists (one on the users' PATH, /usr/local/bin say)",
+            dir.display()
+        ),
+    }
     let mut skipped = 0;
     for (name, _) in COMMANDS {
         let path = dir.join(name);

@@ -835,7 +835,13 @@ fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
                 spec.cwd
             ),
         }),
-        Err(_) => sys::chdir("/").map_err(fail("entering /")),
+        Err(e) => {
+            eprintln!(
+                "berth: warning: cannot enter the working directory {} in the container ({e}): the program starts in /",
+                spec.cwd
+            );
+            sys::chdir("/").map_err(fail("entering /"))
+        }
     }
 }
 

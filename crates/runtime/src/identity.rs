@@ -103,8 +103,9 @@ impl Identity {
             }
         };
         if r != 0 || out.is_null() {
-            // A uid with no passwd entry still runs, like `docker run -u 1234`.
-            let Ok(uid) = user.parse::<u32>() else {
+            // A uid with no passwd entry still runs, like `docker run -u 1234` (but for -1,
+            // which names no user: the kernel's "unchanged").
+            let Some(uid) = user.parse::<u32>().ok().filter(|&u| u != u32::MAX) else {
                 return Err(RuntimeError::UnknownUser(user.into()));
             };
             return Ok(Identity {
