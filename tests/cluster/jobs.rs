@@ -297,6 +297,58 @@ until srun -n 1 echo second 2>/dev/null; do sleep 1; done
     assert_eq!(job["steps"][1]["exit_code"], 125, "{job}");
 }
 
+/// A step across two nodes goes on while the second node's agent restarts: its tasks there
+/// write on (into the part's FIFOs, which its step process holds), the next agent adopts
+/// the part, and the agent that took the step takes it back, with the rest of its output
+/// and its status.
+#[test]
+fn a_step_across_nodes_goes_on_across_another_nodes_agent_restart() {
+    let Some(mut t) = TestCluster::start(27, 2, None) else {
+        return;
+    };
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+srun -N 2 -n 2 sh -c 'echo "$SLURM_NODEID before"; while [ ! -e go ]; do sleep 0.1; done; seq 1 20000 | wc -l; echo "$SLURM_NODEID after"; exit $((SLURM_NODEID * 3))'
+echo "srun=$?"
+"#;
+    let id = t.c.submit(Mode::Rootless, "across.sh", script, &[]);
+    t.c.wait_for_output(id, "1 before\n");
+    t.c.wait_for_output(id, "0 before\n");
+    let second = nodes_of(&t.c.show(id))[1].clone();
+    let i = t.agents.iter().position(|a| a.name == second).unwrap();
+    t.agents[i].kill();
+    t.agents[i] = crate::hosts::Agent::start(&t.c, &t.hosts, i + 1);
+    std::fs::write(t.c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
+    let job =
+        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "0 after",
+            "0 before",
+            "1 after",
+            "1 before",
+            "20000",
+            "20000",
+            &format!("srun: error: {second}: task 1: Exited with exit code 3"),
+            "srun=3"
+        ],
+        "{out}\n{}",
+        t.logs()
+    );
+    assert_eq!(job["steps"][0]["exit_code"], 3, "{job}");
+    assert!(
+        t.agents[i].log().contains("its part here adopted"),
+        "{}",
+        t.logs()
+    );
+}
+
 /// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)
 /// and the jobs' processes: its agent, back with job files of another id, has the
 /// controller end those jobs NODE_FAIL at once, instead of leaving them running for ever.

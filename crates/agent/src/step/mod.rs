@@ -127,6 +127,63 @@ pub struct StepLaunch {
     /// Seconds between the SIGTERM of a step cancelled or at its time limit and its end.
     #[serde(default)]
     pub kill_wait: u64,
+    /// A part relayed for the agent of another node: its output goes through the FIFOs
+    /// `SPOOL.out` and `SPOOL.err` ([`spool_fifo`]), which this node's agent reads and the
+    /// step process holds open too, so that the tasks go on writing while that agent
+    /// restarts (the next one takes the part back: `server::adopt`, `relay::serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<std::path::PathBuf>,
+}
+
+/// The FIFO of a relayed part's stream `which` (`out`, `err`), by its spool prefix.
+pub(crate) fn spool_fifo(spool: &std::path::Path, which: &str) -> std::path::PathBuf {
+    let mut name = spool.as_os_str().to_owned();
+    name.push(".");
+    name.push(which);
+    std::path::PathBuf::from(name)
+}
+
+/// How long a relayed part's step process waits, its tasks ended, for an agent to read
+/// what they wrote (one restarting, and the agent that took the step to take the part back).
+const SPOOL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until nothing is left unread in the FIFOs `held` (see [`hold_spool`]), or for
+/// [`SPOOL_DRAIN_LIMIT`]: a FIFO's content goes when its last descriptor closes, and this
+/// process's are the last once its tasks have ended.
+fn drain_spool(held: &[std::fs::File]) {
+    let deadline = std::time::Instant::now() + SPOOL_DRAIN_LIMIT;
+    for file in held {
+        loop {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int, the bytes the pipe holds, into ours.
+            let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::FIONREAD, &mut unread) };
+            if r != 0 || unread == 0 || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// The step process's own hold on its spool's FIFOs (a reader of each, which never reads):
+/// with it, a task's write while no agent reads them waits for the next agent instead of
+/// failing (EPIPE, SIGPIPE). Closed as the step process exits, once they are read
+/// ([`drain_spool`]).
+fn hold_spool(launch: &StepLaunch) -> Vec<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(spool) = &launch.spool else {
+        return Vec::new();
+    };
+    ["out", "err"]
+        .iter()
+        .filter_map(|which| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(spool_fifo(spool, which))
+                .ok()
+        })
+        .collect()
 }
 
 impl StepLaunch {
@@ -761,8 +818,10 @@ pub fn run() -> Result<i32, StepError> {
     std::env::remove_var(LAUNCH_VAR);
     let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
+    let held = hold_spool(&launch);
     let registered = Registered::new(&launch);
     let ((code, signal), cgroup) = run_launch(launch)?;
+    drain_spool(&held);
     if let Some(r) = registered {
         r.ended((code, signal), usage(cgroup));
     }
@@ -775,6 +834,7 @@ pub fn run() -> Result<i32, StepError> {
 pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let launch: Result<StepLaunch, _> =
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
+    let held = launch.as_ref().map(hold_spool).unwrap_or_default();
     let registered = launch.as_ref().ok().and_then(Registered::new);
     let ((code, signal), cgroup) = match launch.and_then(run_launch) {
         Ok(ended) => ended,
@@ -783,6 +843,7 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
             ((125, None), StepAccounting::default())
         }
     };
+    drain_spool(&held);
     let used = usage(cgroup);
     if let (Some(report), Some(used)) = (report, &used) {
         report_usage(&report, used);
@@ -873,6 +934,10 @@ pub(crate) struct Registration {
     /// Its tasks on this node.
     #[serde(default)]
     pub tasks: u32,
+    /// A part relayed for another node's agent, with its spool ([`StepLaunch::spool`]):
+    /// the agent that follows keeps it for that agent to take back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<std::path::PathBuf>,
 }
 
 /// What a step process writes beside its entry as it ends (`PID.end`): its exit status
@@ -891,6 +956,9 @@ pub(crate) struct PartRecord {
     /// When it ended, seconds since the epoch.
     #[serde(default)]
     pub ended: u64,
+    /// See [`Registration::spool`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<std::path::PathBuf>,
 }
 
 /// The step processes registered in `steps` (a job's [`STEPS_DIR`]), by pid, alive or not.
@@ -1085,6 +1153,7 @@ impl Registered {
                 .map(|limit| crate::runner::now().saturating_add(limit)),
             kill_wait: launch.kill_wait,
             tasks: launch.tasks.len() as u32,
+            spool: launch.spool.clone(),
         };
         let text = serde_json::to_vec(&registration).expect("registrations serialise");
         let registered = Registered {
@@ -1127,6 +1196,7 @@ impl Registered {
             adoptable: self.said.adoptable,
             cgroup: self.said.cgroup.clone(),
             ended: crate::runner::now(),
+            spool: self.said.spool.clone(),
         };
         let name = std::ffi::CString::new(end_record(std::process::id())).expect("no NUL");
         self.write(
@@ -1936,6 +2006,7 @@ mod tests {
             deadline: None,
             kill_wait: 0,
             tasks: 2,
+            spool: None,
         };
         let entry = job.path().join(STEPS_DIR).join(pid.to_string());
         std::fs::write(&entry, serde_json::to_vec(&registration).unwrap()).unwrap();

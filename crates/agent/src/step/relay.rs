@@ -13,9 +13,11 @@
 //! A frame is a kind byte, a big-endian u32 length and that many bytes (the exit frame: the
 //! status as an i32, then, where the part's process said, its tasks' user and system CPU
 //! microseconds and largest peak RSS in bytes as three u64s). B runs its part as
-//! A runs its own (`berth internal step` in the job's container on B, its own process group)
-//! with pipes for its stdio; a connection that breaks kills the part, as a client that goes
-//! away kills its step.
+//! A runs its own (`berth internal step` in the job's container on B, its own process group),
+//! its input a pipe, its output FIFOs that outlive B's agent (`StepLaunch::spool`). A
+//! connection that A's side breaks kills the part, as a client that goes away kills its
+//! step; one that B's side breaks (its agent restarting) has A take the part back from B's
+//! next agent (`RemotePart::take_back`), which kept it (`server::keep_part`).
 
 use super::{PartEnd, StepLaunch};
 use crate::launcher::Launcher;
@@ -146,80 +148,176 @@ impl Caller {
     }
 }
 
+/// Makes the credentials this agent shows the others (each lives a minute: a part taken
+/// back later needs a fresh one).
+pub type Callers = Arc<dyn Fn() -> Caller + Send + Sync>;
+
+/// The first line of a connection that takes back a part the node's agent adopted (it was
+/// restarted while the part ran), instead of a [`StepLaunch`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TakeBack {
+    take_back: (u64, u32),
+}
+
+/// How long the agent that took a step tries to take back a part whose node's agent went
+/// away (restarted), as long as a client waits for an agent that went away.
+const PART_GONE_LIMIT: Duration = Duration::from_secs(600);
+
+/// A remote part's connection, which signals and input go through: replaced when the
+/// part is taken back from its node's next agent.
+#[derive(Clone)]
+struct Link(Arc<std::sync::Mutex<Duplex>>);
+
+impl Link {
+    fn current(&self) -> Duplex {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.current().write_all(frame)
+    }
+}
+
 /// A part of a step running on another node, as the agent that took the step sees it.
 pub struct RemotePart {
     node: String,
-    stream: Duplex,
+    link: Link,
+    /// Its agent's address, and the step's (job, step): to take it back from there.
+    url: String,
+    id: (u64, u32),
+    callers: Callers,
+}
+
+/// Why a connection to a node's agent for a part failed.
+enum Dialed {
+    /// It did not answer (restarting, or down).
+    Unreachable(String),
+    /// It answered, and refused.
+    Refused(String),
+}
+
+impl Dialed {
+    fn message(self) -> String {
+        match self {
+            Dialed::Unreachable(m) | Dialed::Refused(m) => m,
+        }
+    }
 }
 
 impl RemotePart {
     /// Connects to the agent at `url` (`https://HOST:PORT`) and hands it `launch`. Blocking.
-    pub fn start(url: &str, caller: &Caller, launch: &StepLaunch) -> Result<RemotePart, String> {
-        let node = launch.node.clone();
-        let fail = |e: std::io::Error| format!("node {node}: {e}");
-        // The answer's head is read within 10 s; what follows it is the part's frames.
-        let tcp = crate::tls::dial(url, Duration::from_secs(5), Duration::from_secs(10))
-            .map_err(|e| format!("node {node}: {e}"))?;
-        let mut stream = Duplex::connect(tcp, &caller.tls).map_err(fail)?;
-        let head = format!(
+    pub fn start(url: &str, callers: Callers, launch: &StepLaunch) -> Result<RemotePart, String> {
+        let mut line = serde_json::to_vec(launch).expect("launches serialise");
+        line.push(b'\n');
+        let stream = dial(url, &callers(), &launch.node, &line).map_err(Dialed::message)?;
+        Ok(RemotePart {
+            node: launch.node.clone(),
+            link: Link(Arc::new(std::sync::Mutex::new(stream))),
+            url: url.to_string(),
+            id: (launch.job_id, launch.step_id),
+            callers,
+        })
+    }
+
+    /// Takes the part back from its node's agent, which went away while it ran: tries
+    /// again as long as that agent does not answer, for [`PART_GONE_LIMIT`]. The new
+    /// connection (also the [`Link`]'s), or why not.
+    fn take_back(&self, broke: &std::io::Error) -> Result<Duplex, String> {
+        let mut line = serde_json::to_vec(&TakeBack { take_back: self.id }).expect("serialises");
+        line.push(b'\n');
+        let deadline = std::time::Instant::now() + PART_GONE_LIMIT;
+        let mut pause = Duration::from_millis(200);
+        loop {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+            match dial(&self.url, &(self.callers)(), &self.node, &line) {
+                Ok(stream) => {
+                    *self.link.0.lock().unwrap_or_else(|e| e.into_inner()) = stream.clone();
+                    return Ok(stream);
+                }
+                Err(Dialed::Refused(why)) => return Err(why),
+                Err(Dialed::Unreachable(_)) if std::time::Instant::now() < deadline => {}
+                Err(Dialed::Unreachable(why)) => {
+                    return Err(format!(
+                        "the connection to its agent broke ({broke}), which did not come back in {} minutes: {why}",
+                        PART_GONE_LIMIT.as_secs() / 60
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Opens the part's connection to the agent at `url`: the upgrade, then `line` (a launch, or
+/// a part to take back). Blocking.
+fn dial(url: &str, caller: &Caller, node: &str, line: &[u8]) -> Result<Duplex, Dialed> {
+    let fail = |e: std::io::Error| Dialed::Unreachable(format!("node {node}: {e}"));
+    // The answer's head is read within 10 s; what follows it is the part's frames.
+    let tcp = crate::tls::dial(url, Duration::from_secs(5), Duration::from_secs(10))
+        .map_err(|e| Dialed::Unreachable(format!("node {node}: {e}")))?;
+    let mut stream = Duplex::connect(tcp, &caller.tls).map_err(fail)?;
+    let head = format!(
             "POST {PATH} HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n",
             caller.credential
         );
-        stream.write_all(head.as_bytes()).map_err(fail)?;
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while !answer.ends_with(b"\r\n\r\n") {
-            if answer.len() > 64 * 1024 || stream.read(&mut byte).map_err(fail)? == 0 {
-                return Err(format!("node {node}: the agent's answer broke off"));
-            }
-            answer.push(byte[0]);
+    stream.write_all(head.as_bytes()).map_err(fail)?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() > 64 * 1024 || stream.read(&mut byte).map_err(fail)? == 0 {
+            return Err(Dialed::Unreachable(format!(
+                "node {node}: the agent's answer broke off"
+            )));
         }
-        let answer = String::from_utf8_lossy(&answer);
-        if answer.split_whitespace().nth(1) != Some("101") {
-            // A refusal: its body, as long as it says (the connection may stay open).
-            let length = answer
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            let mut body = vec![0u8; length.min(64 * 1024)];
-            let _ = stream.read_exact(&mut body);
-            let why = serde_json::from_slice::<berth_api::ErrorBody>(&body).map_or_else(
-                |_| answer.lines().next().unwrap_or("").to_string(),
-                |e| e.error,
-            );
-            return Err(format!("node {node}: {why}"));
-        }
-        stream.tcp().set_read_timeout(None).map_err(fail)?;
-        let mut line = serde_json::to_vec(launch).expect("launches serialise");
-        line.push(b'\n');
-        stream.write_all(&line).map_err(fail)?;
-        Ok(RemotePart { node, stream })
+        answer.push(byte[0]);
     }
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.split_whitespace().nth(1) != Some("101") {
+        // A refusal: its body, as long as it says (the connection may stay open).
+        let length = answer
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length.min(64 * 1024)];
+        let _ = stream.read_exact(&mut body);
+        let why = serde_json::from_slice::<berth_api::ErrorBody>(&body).map_or_else(
+            |_| answer.lines().next().unwrap_or("").to_string(),
+            |e| e.error,
+        );
+        return Err(Dialed::Refused(format!("node {node}: {why}")));
+    }
+    stream.tcp().set_read_timeout(None).map_err(fail)?;
+    stream.write_all(line).map_err(fail)?;
+    Ok(stream)
+}
 
+impl RemotePart {
     /// Something to signal the part with while [`RemotePart::relay`] runs.
     pub fn signaller(&self) -> Signaller {
-        Signaller(self.stream.clone())
+        Signaller(self.link.clone())
     }
 
     /// Relays the part's output to `stdout` and `stderr` (and, with `stdin`, the client's
     /// input to the part) until it ends; returns how (the worst of its tasks' statuses).
     /// Blocking.
-    pub fn relay(mut self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> PartEnd {
+    pub fn relay(self, stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd) -> PartEnd {
         let (mut out, mut err) = (std::fs::File::from(stdout), std::fs::File::from(stderr));
         let done = Arc::new(AtomicBool::new(false));
         let feeding = match stdin {
-            Some(fd) => Some(feed_stdin(fd, self.stream.clone(), done.clone())),
+            Some(fd) => Some(feed_stdin(fd, self.link.clone(), done.clone())),
             None => {
-                let _ = self.stream.write_all(&frame(STDIN_END, &[]));
+                let _ = self.link.send(&frame(STDIN_END, &[]));
                 None
             }
         };
+        let mut stream = self.link.current();
         let end = loop {
-            match read_frame(&mut self.stream) {
+            match read_frame(&mut stream) {
                 Ok((STDOUT, data)) => {
                     let _ = out.write_all(&data);
                 }
@@ -247,18 +345,19 @@ impl RemotePart {
                     break PartEnd::without_usage(125);
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    let _ = writeln!(
-                        err,
-                        "berth step: node {}: the connection to its agent broke: {e}",
-                        self.node
-                    );
-                    break PartEnd::without_usage(125);
-                }
+                // Its agent went away (restarted?): the part goes on there, and is taken
+                // back from the next one, its output from where it was.
+                Err(e) => match self.take_back(&e) {
+                    Ok(again) => stream = again,
+                    Err(why) => {
+                        let _ = writeln!(err, "berth step: node {}: {why}", self.node);
+                        break PartEnd::without_usage(125);
+                    }
+                },
             }
         };
         done.store(true, Ordering::Relaxed);
-        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
+        let _ = stream.tcp().shutdown(std::net::Shutdown::Both);
         if let Some(f) = feeding {
             let _ = f.join();
         }
@@ -266,17 +365,17 @@ impl RemotePart {
     }
 }
 
-/// Signals a remote part (a clone of its connection).
-pub struct Signaller(Duplex);
+/// Signals a remote part (through its connection, whichever it is by then).
+pub struct Signaller(Link);
 
 impl Signaller {
     pub fn signal(&mut self, sig: i32) {
-        let _ = self.0.write_all(&frame(SIGNAL, &sig.to_be_bytes()));
+        let _ = self.0.send(&frame(SIGNAL, &sig.to_be_bytes()));
     }
 }
 
 /// Passes the client's input on to a part until it ends, or the part does (`done`).
-fn feed_stdin(fd: OwnedFd, mut to: Duplex, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn feed_stdin(fd: OwnedFd, to: Link, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         let mut from = std::fs::File::from(fd);
@@ -295,11 +394,11 @@ fn feed_stdin(fd: OwnedFd, mut to: Duplex, done: Arc<AtomicBool>) -> std::thread
             }
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    let _ = to.write_all(&frame(STDIN_END, &[]));
+                    let _ = to.send(&frame(STDIN_END, &[]));
                     return;
                 }
                 Ok(n) => {
-                    if to.write_all(&frame(STDIN, &buf[..n])).is_err() {
+                    if to.send(&frame(STDIN, &buf[..n])).is_err() {
                         return;
                     }
                 }
@@ -324,6 +423,22 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(
         .take(LAUNCH_LIMIT as u64)
         .read_until(b'\n', &mut line)
         .await;
+    if let Ok(TakeBack {
+        take_back: (job, step),
+    }) = serde_json::from_slice(&line)
+    {
+        let end = match super::server::take_part(job, step) {
+            Some(part) => relay_adopted(part, read, &mut write).await,
+            None => Err(format!("step {job}.{step} has no part here to take back: it ended with the node's agent, which was restarted")),
+        };
+        let last = match end {
+            Ok(end) => frame(EXIT, &exit_payload(end)),
+            Err(e) => frame(ERROR, e.as_bytes()),
+        };
+        let _ = write.write_all(&last).await;
+        let _ = write.shutdown().await;
+        return;
+    }
     let launch = match got {
         Ok(_) => serde_json::from_slice::<StepLaunch>(&line).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -367,6 +482,11 @@ async fn prepare(
         .ok_or_else(|| format!("job {id} does not run on this node"))?;
     launch.job_dir = node.job_dir(id);
     launch.cgroup = NodeAgent::cgroup_name(id, runner);
+    let spool = launch
+        .job_dir
+        .join(SPOOL_DIR)
+        .join(launch.step_id.to_string());
+    launch.spool = Some(spool);
     if let Some(image) = launch.image.as_mut() {
         launch.tools = Some(node.tools());
         // An image the controller serves: this node's copy, fetched if it is not there yet.
@@ -380,10 +500,139 @@ async fn prepare(
     Ok(launch)
 }
 
-/// Runs the part (its stdio pipes to this process) and relays until it ends; how it ended.
+/// Where a node keeps the FIFOs of the parts it runs for other nodes' agents, in a job's
+/// directory (see [`StepLaunch::spool`]).
+const SPOOL_DIR: &str = "spool";
+
+/// Makes the FIFO of a part's stream `which` and opens both its ends: this agent's reader
+/// (non-blocking) and the part's writer (blocking: the tasks' stdio, which programs expect
+/// to block).
+fn make_fifo(spool: &std::path::Path, which: &str) -> Result<(OwnedFd, OwnedFd), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = super::spool_fifo(spool, which);
+    let fail = |e: std::io::Error| format!("the part's FIFO {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(dir)
+            .map_err(fail)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let name =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: mkfifo(3) of a NUL-terminated path.
+    if unsafe { libc::mkfifo(name.as_ptr(), 0o600) } != 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    let reader = open_fifo(&path)?;
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(fail)?;
+    Ok((reader, writer.into()))
+}
+
+/// This agent's reader of a part's FIFO.
+fn open_fifo(path: &std::path::Path) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("the part's FIFO {}: {e}", path.display()))
+}
+
+fn remove_spool(spool: &std::path::Path) {
+    for which in ["out", "err"] {
+        let _ = std::fs::remove_file(super::spool_fifo(spool, which));
+    }
+}
+
+/// Runs the part (its input a pipe from this process, its output FIFOs it reads: see
+/// [`StepLaunch::spool`]) and relays until it ends; how it ended.
 async fn run_part<R, W>(
     launcher: &Arc<Launcher>,
     launch: &StepLaunch,
+    read: R,
+    write: &mut W,
+) -> Result<PartEnd, String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::net::unix::pipe;
+    let spool = launch.spool.as_deref().ok_or("the part has no spool")?;
+    // Blocking: the part's end is its tasks' stdin, which programs expect to block (tokio
+    // makes this process's end non-blocking, each end being a file of its own).
+    let (stdin_read, stdin_write) = super::pipe(0).map_err(|e| format!("a pipe: {e}"))?;
+    let (stdout_read, stdout_write) = make_fifo(spool, "out")?;
+    let (stderr_read, stderr_write) = make_fifo(spool, "err")?;
+    let part = super::start_part(launcher, launch, [stdin_read, stdout_write, stderr_write]).await;
+    let part = part.inspect_err(|_| remove_spool(spool))?;
+    let stdin = pipe::Sender::from_owned_fd(stdin_write).map_err(|e| format!("a pipe: {e}"))?;
+    let group = part.group;
+    let end = relay_part(
+        group,
+        part.end,
+        Some(stdin),
+        [stdout_read, stderr_read],
+        read,
+        write,
+    )
+    .await;
+    super::forget_record(&launch.job_dir, group);
+    remove_spool(spool);
+    end
+}
+
+/// Relays part `adopted`, which this agent's predecessor started, from where that one left
+/// it: its output from its FIFOs, until it ends; how it ended.
+async fn relay_adopted<R, W>(
+    adopted: super::server::AdoptedPart,
+    read: R,
+    write: &mut W,
+) -> Result<PartEnd, String>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let mut adopted = adopted;
+    let output = match adopted.output.take() {
+        Some(output) => output,
+        None => [
+            open_fifo(&super::spool_fifo(&adopted.spool, "out"))?,
+            open_fifo(&super::spool_fifo(&adopted.spool, "err"))?,
+        ],
+    };
+    let mut ended = adopted.end.clone();
+    let end = Box::pin(async move {
+        loop {
+            if let Some(end) = *ended.borrow_and_update() {
+                return end;
+            }
+            if ended.changed().await.is_err() {
+                return PartEnd::without_usage(125);
+            }
+        }
+    });
+    let group = adopted.pid as libc::pid_t;
+    let relayed = relay_part(group, end, None, output, read, write).await;
+    let _ = std::fs::remove_file(&adopted.record);
+    remove_spool(&adopted.spool);
+    relayed
+}
+
+/// Relays a part of process group `group` until `end` and its output (`[stdout, stderr]`,
+/// this agent's readers) have ended: its output to the peer, the peer's input (to `stdin`)
+/// and signals to it.
+async fn relay_part<R, W>(
+    group: libc::pid_t,
+    mut end: std::pin::Pin<Box<dyn std::future::Future<Output = PartEnd> + Send>>,
+    mut stdin: Option<tokio::net::unix::pipe::Sender>,
+    [stdout, stderr]: [OwnedFd; 2],
     mut read: R,
     write: &mut W,
 ) -> Result<PartEnd, String>
@@ -392,22 +641,13 @@ where
     W: AsyncWrite + Unpin,
 {
     use tokio::net::unix::pipe;
-    // Blocking: the part's ends are its tasks' stdio, which programs expect to block (tokio
-    // makes this process's ends non-blocking, each end being a file of its own).
-    let pipes = || super::pipe(0).map_err(|e| format!("a pipe: {e}"));
-    let ((stdin_read, stdin_write), (stdout_read, stdout_write), (stderr_read, stderr_write)) =
-        (pipes()?, pipes()?, pipes()?);
-    let mut part =
-        super::start_part(launcher, launch, [stdin_read, stdout_write, stderr_write]).await?;
-    let group = part.group;
     let signal_group = |sig: i32| {
         // SAFETY: kill(2) on the process group led by the part's process.
         unsafe { libc::kill(-group, sig) };
     };
-    let piped = |e: std::io::Error| format!("the part's pipes: {e}");
-    let mut stdin = Some(pipe::Sender::from_owned_fd(stdin_write).map_err(piped)?);
-    let mut stdout = pipe::Receiver::from_owned_fd(stdout_read).map_err(piped)?;
-    let mut stderr = pipe::Receiver::from_owned_fd(stderr_read).map_err(piped)?;
+    let piped = |e: std::io::Error| format!("the part's output: {e}");
+    let mut stdout = pipe::Receiver::from_owned_fd(stdout).map_err(piped)?;
+    let mut stderr = pipe::Receiver::from_owned_fd(stderr).map_err(piped)?;
     // The peer's frames, read by a task of their own (a frame half read must not be lost
     // when another event wins the select).
     let (tx, mut frames) = tokio::sync::mpsc::channel::<Option<(u8, Vec<u8>)>>(16);
@@ -470,7 +710,7 @@ where
                 }
                 _ => err_open = false,
             },
-            code = &mut part.end, if status.is_none() => {
+            code = &mut end, if status.is_none() => {
                 status = Some(code);
                 drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
             },
@@ -484,7 +724,6 @@ where
         }
     }
     reader.abort();
-    super::forget_record(&launch.job_dir, group);
     Ok(status.expect("the loop ends after the part's process"))
 }
 

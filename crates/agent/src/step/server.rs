@@ -88,11 +88,12 @@ static ADOPTED: std::sync::LazyLock<
 /// was restarted): the step processes registered in `jobs`' directories (id, directory).
 /// One that is its whole step ([`super::StepLaunch::alone`]) goes on: this process records
 /// its end with `authority` and tells it to a client that reattaches
-/// ([`StepRequest::attach`]); one that ended meanwhile is recorded from its end record. Any
-/// other (a part of a step across nodes, whose output went through the agents, or one whose
-/// client is outside the job, with an allocation the agent held for it) cannot go on
-/// without what went with the agent: it is ended, and the controller records its step as
-/// lost. Registered in [`RUNNING`] at once: call it before the step socket serves
+/// ([`StepRequest::attach`]); one that ended meanwhile is recorded from its end record. A
+/// part this node ran for another node's agent is kept for that agent to take back
+/// ([`keep_part`]). Any other (the local part of a step across nodes, whose relays went
+/// with the agent, or one whose client is outside the job, with an allocation the agent
+/// held for it) cannot go on without what went with the agent: it is ended, and the
+/// controller records its step as lost. Registered in [`RUNNING`] at once: call it before the step socket serves
 /// and the controller reconciles its steps.
 pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
     for (job, dir) in jobs {
@@ -119,6 +120,9 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
                 if r.adoptable {
                     eprintln!("berth: step {job}.{}: adopted (its process {pid} went on while the node agent restarted)", r.step);
                     watch(authority, job, pid, dir.clone(), r);
+                } else if let Some(spool) = r.spool.clone() {
+                    eprintln!("berth: step {job}.{}: its part here adopted (its process {pid} went on while the node agent restarted), for the node that runs the step to take back", r.step);
+                    keep_part(job, pid, dir.join(super::end_record(pid)), r, spool, None);
                 } else {
                     eprintln!("berth: step {job}.{}: ended (it cannot go on without the node agent that served it)", r.step);
                     // SAFETY: kill(2) of the step process, its start time checked.
@@ -134,6 +138,25 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
         }
         for (pid, r) in records {
             let record = dir.join(super::end_record(pid));
+            if let (false, Some(spool)) = (r.adoptable, r.spool.clone()) {
+                let end = PartEnd {
+                    code: r.code,
+                    signal: r.signal,
+                    usage: r.usage,
+                };
+                let kept = super::Registration {
+                    step: r.step,
+                    start: 0,
+                    adoptable: false,
+                    cgroup: r.cgroup,
+                    deadline: None,
+                    kill_wait: 0,
+                    tasks: 0,
+                    spool: None,
+                };
+                keep_part(job, 0, record, kept, spool, Some(end));
+                continue;
+            }
             if !r.adoptable {
                 let _ = std::fs::remove_file(record);
                 continue;
@@ -205,24 +228,136 @@ fn list(job: u64, step: u32, signals: tokio::sync::mpsc::UnboundedSender<i32>) -
     Registered((job, step))
 }
 
-/// Waits for the end of adopted step process `pid` (its entry `r` in `dir`) as
-/// [`run_step`] waits for a part here, signalling it as asked ([`signal_step`]: 0 ends it)
-/// and at its time limit; records its end.
-fn watch<A: StepAuthority>(
-    authority: &Arc<A>,
+/// A part of a step across nodes that this process adopted ([`adopt`]): its process went
+/// on while the node's agent restarted, its output held in its spool's FIFOs, for the agent
+/// that took the step to take it back ([`take_part`]) and relay the rest and its end.
+pub(crate) struct AdoptedPart {
+    /// Its step process (0: it had ended).
+    pub pid: u32,
+    pub spool: PathBuf,
+    /// Its end, once it has ended.
+    pub end: tokio::sync::watch::Receiver<Option<PartEnd>>,
+    /// Its end record, for whoever relays its end to remove.
+    pub record: PathBuf,
+    /// Readers of its FIFOs (`out`, `err`), opened as it was adopted: what its tasks wrote
+    /// stays in them until it is taken back.
+    pub output: Option<[OwnedFd; 2]>,
+    /// Among the [`RUNNING`] steps (signals reach it) until it goes.
+    _listed: Registered,
+}
+
+/// The parts this process adopted and no agent has taken back yet, by (job, step).
+static ADOPTED_PARTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(u64, u32), AdoptedPart>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// How long an adopted part waits to be taken back: then it is ended (the step's client
+/// and its agent have stopped waiting for it by then).
+const TAKE_BACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Part `step` of `job` that this process adopted, for the agent that took the step to
+/// relay the rest of: taken out of [`ADOPTED_PARTS`] (once).
+pub(crate) fn take_part(job: u64, step: u32) -> Option<AdoptedPart> {
+    let mut parts = ADOPTED_PARTS.lock().unwrap_or_else(|e| e.into_inner());
+    parts.remove(&(job, step))
+}
+
+/// Keeps part `r` (of step process `pid`, 0 where it has ended: then with its `ended`) of
+/// `job`, whose end `record` its process writes, among the [`ADOPTED_PARTS`]: waits for its
+/// end (signalled as asked, at its time limit, and ended if nobody took it back within
+/// [`TAKE_BACK_LIMIT`]), then forgets it if still nobody did.
+fn keep_part(
     job: u64,
     pid: u32,
-    dir: PathBuf,
+    record: PathBuf,
     r: super::Registration,
+    spool: PathBuf,
+    ended: Option<PartEnd>,
 ) {
     let step = r.step;
-    let (ended, end_read) = tokio::sync::watch::channel(None);
-    adopted(job, step, pid, r.cgroup.clone(), end_read);
-    let (signals, mut asked) = tokio::sync::mpsc::unbounded_channel();
-    let listed = list(job, step, signals);
-    let authority = authority.clone();
+    let (tell, end) = tokio::sync::watch::channel(ended);
+    let (signals, asked) = tokio::sync::mpsc::unbounded_channel();
+    let reader = |which| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(super::spool_fifo(&spool, which))
+            .ok()
+            .map(OwnedFd::from)
+    };
+    let part = AdoptedPart {
+        pid,
+        spool: spool.clone(),
+        end,
+        record: record.clone(),
+        output: reader("out").zip(reader("err")).map(|(o, e)| [o, e]),
+        _listed: list(job, step, signals),
+    };
+    let kept = move || {
+        let parts = ADOPTED_PARTS.lock().unwrap_or_else(|e| e.into_inner());
+        parts.contains_key(&(job, step))
+    };
+    ADOPTED_PARTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((job, step), part);
+    let give_up = tokio::time::Instant::now() + TAKE_BACK_LIMIT;
     tokio::spawn(async move {
-        let group = pid as libc::pid_t;
+        if ended.is_none() {
+            let waited = wait_adopted(pid, &r, asked, Some((give_up, Box::new(kept)))).await;
+            let mut end = PartEnd::without_usage(125);
+            if let Some(said) = read_record(&record) {
+                end = PartEnd {
+                    code: said.code,
+                    signal: said.signal,
+                    usage: said.usage,
+                };
+            }
+            if waited.killed {
+                (end.code, end.signal) = super::worse(
+                    (end.code, end.signal),
+                    (128 + libc::SIGTERM, Some(libc::SIGTERM)),
+                );
+            }
+            let _ = tell.send(Some(end));
+        }
+        tokio::time::sleep_until(give_up).await;
+        if take_part(job, step).is_some() {
+            eprintln!("berth: step {job}.{step}: its part here was not taken back: forgotten");
+            let _ = std::fs::remove_file(&record);
+            for which in ["out", "err"] {
+                let _ = std::fs::remove_file(super::spool_fifo(&spool, which));
+            }
+        }
+    });
+}
+
+/// A step process's end record, if it wrote one.
+fn read_record(record: &std::path::Path) -> Option<super::PartRecord> {
+    let text = std::fs::read(record).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// How [`wait_adopted`] saw an adopted step process end.
+struct Waited {
+    /// Its time limit ended it.
+    timed_out: bool,
+    /// It was ended with the step's end signal (after a SIGTERM), not on its own.
+    killed: bool,
+}
+
+/// Waits for the end of adopted step process `pid` (registered as `r`) as [`run_step`]
+/// waits for a part here, signalling it as asked ([`signal_step`]: 0 ends it) and at its
+/// time limit; with `give_up`, also at that time if the check still says so.
+async fn wait_adopted(
+    pid: u32,
+    r: &super::Registration,
+    mut asked: tokio::sync::mpsc::UnboundedReceiver<i32>,
+    give_up: Option<(tokio::time::Instant, Box<dyn Fn() -> bool + Send>)>,
+) -> Waited {
+    let group = pid as libc::pid_t;
+    {
         let exited = berth_runtime::enter::pidfd(group).ok().and_then(|fd| {
             // SAFETY: an owned descriptor, which the AsyncFd keeps open as long as it lives.
             unsafe {
@@ -249,6 +384,10 @@ fn watch<A: StepAuthority>(
             // group it leads.
             unsafe { libc::kill(whom, sig) };
         };
+        let (mut give_up_at, still) = match give_up {
+            Some((at, check)) => (Some(at), check),
+            None => (None, Box::new(|| false) as Box<dyn Fn() -> bool + Send>),
+        };
         if let Some(exited) = &exited {
             loop {
                 tokio::select! {
@@ -257,6 +396,13 @@ fn watch<A: StepAuthority>(
                         if sig != 0 {
                             signal(sig);
                         } else if terminating.is_none() {
+                            signal(libc::SIGTERM);
+                            terminating = Some(tokio::time::Instant::now() + kill_wait);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(give_up_at.unwrap_or(now)), if give_up_at.is_some() => {
+                        give_up_at = None;
+                        if still() && terminating.is_none() {
                             signal(libc::SIGTERM);
                             terminating = Some(tokio::time::Instant::now() + kill_wait);
                         }
@@ -282,22 +428,40 @@ fn watch<A: StepAuthority>(
             // What its tasks started, and may have left.
             signal(libc::SIGKILL);
         }
+        Waited { timed_out, killed }
+    }
+}
+
+/// Waits for the end of adopted step process `pid` (its entry `r` in `dir`) as
+/// [`run_step`] waits for a part here ([`wait_adopted`]); records its end.
+fn watch<A: StepAuthority>(
+    authority: &Arc<A>,
+    job: u64,
+    pid: u32,
+    dir: PathBuf,
+    r: super::Registration,
+) {
+    let step = r.step;
+    let (ended, end_read) = tokio::sync::watch::channel(None);
+    adopted(job, step, pid, r.cgroup.clone(), end_read);
+    let (signals, asked) = tokio::sync::mpsc::unbounded_channel();
+    let listed = list(job, step, signals);
+    let authority = authority.clone();
+    tokio::spawn(async move {
+        let waited = wait_adopted(pid, &r, asked, None).await;
         let record = dir.join(super::end_record(pid));
-        let said = std::fs::read(&record)
-            .ok()
-            .and_then(|text| serde_json::from_slice::<super::PartRecord>(&text).ok());
         let mut end = StepEnd::failed(job, step);
-        if let Some(said) = said {
+        if let Some(said) = read_record(&record) {
             (end.code, end.signal) = (said.code, said.signal);
             end.usage = said.usage;
         }
-        if killed {
+        if waited.killed {
             (end.code, end.signal) = super::worse(
                 (end.code, end.signal),
                 (128 + libc::SIGTERM, Some(libc::SIGTERM)),
             );
         }
-        end.timed_out = timed_out;
+        end.timed_out = waited.timed_out;
         // Recorded before its client hears of it, as a step this process started.
         let code = end.code;
         authority.end(end).await;
@@ -493,7 +657,7 @@ pub async fn serve<A: StepAuthority>(
         };
         let (authority, launcher) = (authority.clone(), launcher.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &*authority, &launcher).await {
+            if let Err(e) = handle(stream, &authority, &launcher).await {
                 eprintln!("berth: step socket: {e}");
             }
         });
@@ -510,9 +674,10 @@ type Lines = tokio::io::Lines<BufReader<OwnedReadHalf>>;
 
 async fn handle<A: StepAuthority>(
     stream: UnixStream,
-    authority: &A,
+    shared: &Arc<A>,
     launcher: &Arc<Launcher>,
 ) -> std::io::Result<()> {
+    let authority: &A = shared;
     let cred = stream.peer_cred()?;
     // recvmsg(2) with descriptors is a blocking call here: done on a blocking thread, with a
     // time limit so that a client that never finishes its request cannot hold one.
@@ -595,7 +760,7 @@ async fn handle<A: StepAuthority>(
         }
     };
     let code = run_step(
-        authority,
+        shared,
         launcher,
         (cred.uid(), cred.pid()),
         job,
@@ -731,7 +896,7 @@ async fn begin_when_free<A: StepAuthority>(
 /// the step could not start.
 #[allow(clippy::too_many_arguments)]
 async fn run_step<A: StepAuthority>(
-    authority: &A,
+    shared: &Arc<A>,
     launcher: &Arc<Launcher>,
     (uid, client_pid): (u32, Option<i32>),
     job: u64,
@@ -740,6 +905,7 @@ async fn run_step<A: StepAuthority>(
     lines: &mut Lines,
     write: &mut OwnedWriteHalf,
 ) -> Result<i32, String> {
+    let authority: &A = shared;
     let grant = begin_when_free(authority, uid, job, request, lines, write).await?;
     let (end, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
     let _registered = list(job, grant.step, end);
@@ -825,6 +991,7 @@ async fn run_step<A: StepAuthority>(
             time_limit: request.time_limit,
             memory: part.memory,
             kill_wait: grant.kill_wait,
+            spool: None,
         }
     };
     // The other nodes' parts first: if one cannot start, nothing has run.
@@ -833,9 +1000,11 @@ async fn run_step<A: StepAuthority>(
         let Some(url) = part.url.clone() else {
             continue;
         };
-        let (launch, caller) = (launch(i), authority.caller());
+        let shared = shared.clone();
+        let callers: relay::Callers = Arc::new(move || shared.caller());
+        let launch = launch(i);
         let started =
-            tokio::task::spawn_blocking(move || relay::RemotePart::start(&url, &caller, &launch))
+            tokio::task::spawn_blocking(move || relay::RemotePart::start(&url, callers, &launch))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
