@@ -1826,13 +1826,39 @@ fn a_job_held_back_by_its_users_cap_leaves_the_cpus_to_others() {
     c.berth(Mode::Rootless, &["cancel", &first.to_string()])
         .ok();
     c.completed(capped);
-    // One that asks for more than the cap would never start: refused.
-    let over = c.try_submit(Mode::Rootless, "cap3.sh", HELLO, &["-c", "2"]);
-    assert!(
-        over.code == 125 && over.stderr.contains("gives a user at most 1 at once"),
-        "{}",
-        over.stderr
+    // One that asks for more than the cap would never start: refused; whole nodes too.
+    for flags in [&["-c", "2"][..], &["--exclusive"]] {
+        let over = c.try_submit(Mode::Rootless, "cap3.sh", HELLO, flags);
+        assert!(
+            over.code == 125 && over.stderr.contains("gives a user at most 1 CPUs at once"),
+            "{flags:?}: {}",
+            over.stderr
+        );
+    }
+    // Eight tasks on one CPU (-O) hold one: it runs. Held back, a job waits for its
+    // dependency first, as Slurm's reasons go.
+    let first = c.submit_holding("cap4.sh", "", &[]);
+    let after = c.submit(
+        Mode::Rootless,
+        "cap5.sh",
+        HELLO,
+        &["-d", &format!("afterok:{first}")],
     );
+    let capped = c.submit(Mode::Rootless, "cap6.sh", HELLO, &[]);
+    let waiting = |id: u64, why: &str| {
+        crate::support::wait_until(
+            30,
+            || c.show(id)["reason"] == why,
+            || c.show(id).to_string(),
+        )
+    };
+    waiting(after, "Dependency");
+    waiting(capped, "QOSMaxCpuPerUserLimit");
+    c.berth(Mode::Rootless, &["cancel", &first.to_string()])
+        .ok();
+    c.completed(capped);
+    let over = c.submit(Mode::Rootless, "cap7.sh", HELLO, &["-n", "8", "-O"]);
+    c.completed(over);
 }
 
 /// A job works under its submitter's file creation mask (sbatch's SLURM_UMASK): its output

@@ -628,6 +628,7 @@ impl Controller {
                 default: p.default,
                 max_nodes: None,
                 down: false,
+                max_cpus_per_user: p.max_cpus_per_user.map(u64::from),
             })
             .collect();
         if parts.is_empty() {
@@ -641,6 +642,7 @@ impl Controller {
                 default: true,
                 max_nodes: None,
                 down: false,
+                max_cpus_per_user: None,
             });
         }
         parts
@@ -1132,14 +1134,34 @@ impl Controller {
         partition: &str,
         image: Option<&str>,
         adding: usize,
-        cpus: u64,
+        request: &JobRequest,
     ) -> Result<(), ApiError> {
+        // The fewest CPUs it takes: an exclusive job's nodes whole, the smallest ones.
+        let (cpus, exclusive) = match request.exclusive {
+            true => {
+                let mut sizes: Vec<u64> = (self.nodes.values())
+                    .map(|n| u64::from(n.res.cpus.count()))
+                    .collect();
+                sizes.sort_unstable();
+                let k = request.nodes.min as usize;
+                let least: u64 = sizes.iter().take(k).sum();
+                (
+                    least.max(request.total_cpus()),
+                    Some(format!("{k} node(s)")),
+                )
+            }
+            false => (request.total_cpus(), None),
+        };
         let Some(rules) = self.settings.partition(partition) else {
             return Ok(());
         };
         if let Some(max) = rules.max_cpus_per_user.filter(|&m| cpus > u64::from(m)) {
+            let cpus = match exclusive {
+                Some(nodes) => format!("whole nodes ({cpus} CPUs at least on {nodes})"),
+                None => format!("{cpus} CPUs"),
+            };
             return Err(ApiError::forbidden(format!(
-                "the job asks for {cpus} CPUs; partition {partition} gives a user at most {max} at once (max_cpus_per_user): ask for fewer, or another partition"
+                "the job asks for {cpus}; partition {partition} gives a user at most {max} CPUs at once (max_cpus_per_user): ask for fewer, or another partition"
             )));
         }
         if let Some(name) = image {
@@ -1354,13 +1376,7 @@ impl Controller {
         };
         self.within_site_limits(&request)?;
         let adding = request.array.as_ref().map_or(1, |a| a.len());
-        self.partition_rules(
-            &user,
-            &partition,
-            image.as_deref(),
-            adding,
-            request.total_cpus(),
-        )?;
+        self.partition_rules(&user, &partition, image.as_deref(), adding, &request)?;
         // Its deadline, resolved once (the job's own is this), needs a time limit to plan
         // with and a begin before it.
         let submit_time = now();
@@ -2398,13 +2414,13 @@ impl Controller {
                 if job.partition != p {
                     let moved = updated.iter().filter(|j| j.partition == p).count();
                     let image = job.image.as_deref();
-                    self.partition_rules(&job.user, &p, image, 1 + moved, r.total_cpus())?;
+                    self.partition_rules(&job.user, &p, image, 1 + moved, &r)?;
                 }
                 r.partition = Some(p.clone());
                 job.partition = p;
             } else if r.total_cpus() != job.request.total_cpus() {
                 // Its partition's limits on its new size.
-                self.partition_rules(&job.user, &job.partition, None, 0, r.total_cpus())?;
+                self.partition_rules(&job.user, &job.partition, None, 0, &r)?;
             }
             if let Some(b) = o.begin {
                 let now = now();
@@ -2549,8 +2565,9 @@ impl Controller {
         if held && !job.held {
             job.held_time.start(now());
             // A held job's priority is 0, as Slurm's (made anew at the pass after its
-            // release).
+            // release), and it has no expected start.
             (job.priority, job.priority_factors) = (Some(0.0), None);
+            (job.expected_start, job.planned_nodes) = (None, Vec::new());
         }
         if !held && job.held {
             job.held_time.stop(now());
@@ -2672,7 +2689,7 @@ impl Controller {
             no_requeue(&job)?;
             // Back among the user's jobs in its partition: its rules hold, as a submission's.
             let (user, partition, image) = (&job.user, &job.partition, job.image.as_deref());
-            self.partition_rules(user, partition, image, 1, job.request.total_cpus())?;
+            self.partition_rules(user, partition, image, 1, &job.request)?;
             job.requeue_held = held;
             job.restart();
             self.persist(&job)?;
@@ -2819,21 +2836,11 @@ impl Controller {
         self.mail_time_limits();
         self.expire_reservations();
         let cluster = self.scheduling_view();
-        let (mut views, last) = self.views(&cluster);
-        // CPUs each user's running jobs hold per partition, for `max_cpus_per_user`.
-        let mut held: BTreeMap<(String, String), u64> = BTreeMap::new();
-        for j in self.active.running() {
-            *held
-                .entry((j.user.clone(), j.partition.clone()))
-                .or_default() += j.cpus;
-        }
-        self.hold_back_capped(&mut views, &held);
-        let held_before = held.clone();
+        let (views, last) = self.views(&cluster);
         let plan = sched::schedule(&cluster, &views, now(), &self.sched_config());
         self.follow(&plan, &last);
         // Started jobs that asked for mail at their start.
         let mut began = Vec::new();
-        let mut again = false;
         for decision in &plan.decisions {
             let Some(mut job) = self.active.get_mut(&decision.job) else {
                 continue;
@@ -2868,20 +2875,7 @@ impl Controller {
                         let _ = self.persist(&job);
                         continue;
                     }
-                    let key = (job.user.clone(), job.partition.clone());
-                    let part = self.settings.partition(&job.partition);
-                    let cap = part.and_then(|p| p.max_cpus_per_user);
-                    let used = held.get(&key).copied().unwrap_or(0);
                     let cpus: u64 = start.nodes.iter().map(|a| u64::from(a.cpus)).sum();
-                    if let Some(cap) = cap.filter(|&cap| used + cpus > u64::from(cap)) {
-                        // Slurm's reason for a per-user CPU limit. Where another of the
-                        // user's started in this pass, the next pass holds it back before it
-                        // plans, so that others may have the CPUs this plan gave it.
-                        job.reason = Some("QOSMaxCpuPerUserLimit".into());
-                        let before = held_before.get(&key).copied().unwrap_or(0);
-                        again |= before + cpus <= u64::from(cap);
-                        continue;
-                    }
                     // Its nodes in Slurm's order: the first (the batch host) and the job's
                     // node list as Slurm's would be.
                     let mut nodes = start.nodes.clone();
@@ -2889,7 +2883,6 @@ impl Controller {
                     let Some(shares) = take_shares(&mut self.nodes, &nodes) else {
                         continue;
                     };
-                    *held.entry(key).or_default() += cpus;
                     let first = &nodes[0];
                     job.shares = shares;
                     job.cpus = cpus;
@@ -2901,8 +2894,8 @@ impl Controller {
                     // A job that named no time limit runs under its partition's (DefaultTime,
                     // else MaxTime), as in Slurm: enforced like its own, and shown.
                     if job.request.time_limit.is_none() {
-                        job.default_limit =
-                            part.and_then(|p| p.time_limit_for(job.request.no_time_limit));
+                        job.default_limit = (self.settings.partition(&job.partition))
+                            .and_then(|p| p.time_limit_for(job.request.no_time_limit));
                     }
                     let id = job.id;
                     if job.request.mail.begin {
@@ -2946,9 +2939,6 @@ impl Controller {
                 }
             }
         }
-        if again {
-            self.wake();
-        }
         for id in began {
             // (One whose start the store refused waits again.)
             if let Some(job) = self.active.get(&id).filter(|j| j.state == State::Running) {
@@ -2972,58 +2962,6 @@ impl Controller {
         }
         for id in plan.past_deadline() {
             self.finish(id, State::Deadline, Some("DeadLine".into()), None);
-        }
-    }
-
-    /// Takes out of a pass's `views` the waiting jobs their users' CPU caps in their
-    /// partitions (`max_cpus_per_user`) hold back, given the CPUs their running jobs `held`:
-    /// planned, such a job would keep the CPUs it cannot use from the jobs after it. They
-    /// wait as QOSMaxCpuPerUserLimit.
-    fn hold_back_capped(
-        &mut self,
-        views: &mut Vec<sched::JobView>,
-        held: &BTreeMap<(String, String), u64>,
-    ) {
-        if self
-            .settings
-            .partitions
-            .iter()
-            .all(|p| p.max_cpus_per_user.is_none())
-        {
-            return;
-        }
-        let mut capped = Vec::new();
-        views.retain(|v| {
-            let cap = self
-                .settings
-                .partition(&v.request.partition)
-                .and_then(|p| p.max_cpus_per_user);
-            let (Some(cap), sched::JobState::Pending) = (cap, v.state) else {
-                return true;
-            };
-            let need = u64::from(v.request.tasks.unwrap_or(1).max(1))
-                * u64::from(v.request.cpus_per_task.max(1));
-            let used = held
-                .get(&(v.user.clone(), v.request.partition.clone()))
-                .copied()
-                .unwrap_or(0);
-            let fits = used + need <= u64::from(cap);
-            if !fits {
-                capped.push(v.id);
-            }
-            fits
-        });
-        for id in capped {
-            let changed = self.active.get_mut(&id).and_then(|mut job| {
-                let new = !job.held && job.reason.as_deref() != Some("QOSMaxCpuPerUserLimit");
-                new.then(|| {
-                    job.reason = Some("QOSMaxCpuPerUserLimit".into());
-                    job.cloned()
-                })
-            });
-            if let Some(job) = changed {
-                let _ = self.persist(&job);
-            }
         }
     }
 

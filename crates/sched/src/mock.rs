@@ -86,6 +86,7 @@ pub fn partition(name: &str, nodes: &[&str]) -> PartitionView {
         default: false,
         max_nodes: None,
         down: false,
+        max_cpus_per_user: None,
     }
 }
 
@@ -111,6 +112,12 @@ impl PartitionView {
     /// `DefaultTime`, seconds.
     pub fn default_time(mut self, s: u64) -> Self {
         self.default_time = Some(s);
+        self
+    }
+
+    /// The most CPUs one user's jobs hold at once.
+    pub fn max_cpus_per_user(mut self, n: u64) -> Self {
+        self.max_cpus_per_user = Some(n);
         self
     }
 

@@ -144,6 +144,11 @@ pub struct PartitionView {
     pub max_nodes: Option<u32>,
     /// `State=DOWN`: jobs may queue but none start.
     pub down: bool,
+    /// The most CPUs one user's running jobs of the partition hold at once (a QOS's
+    /// `MaxTRESPerUser=cpu=N`): a job that would pass it waits as `QOSMaxCpuPerUserLimit`,
+    /// holding nothing back.
+    #[serde(default)]
+    pub max_cpus_per_user: Option<u64>,
 }
 
 /// What the scheduler may read about the cluster.

@@ -127,6 +127,9 @@ struct Pass<'a> {
     /// How many of each license are free: the cluster's less those running jobs and this
     /// pass's starts hold.
     licenses_free: FxMap<&'a str, u32>,
+    /// CPUs each (user, partition) holds, running jobs' and this pass's starts', where a
+    /// partition limits them (`max_cpus_per_user`).
+    user_cpus: FxMap<(&'a str, &'a str), u64>,
 }
 
 impl<'a> Pass<'a> {
@@ -171,6 +174,23 @@ impl<'a> Pass<'a> {
                 *array_running.entry(a.master).or_insert(0) += 1;
             }
         }
+        let mut user_cpus = FxMap::default();
+        if cluster
+            .partitions
+            .iter()
+            .any(|p| p.max_cpus_per_user.is_some())
+        {
+            let owners: FxMap<JobId, (&str, &str)> = jobs
+                .iter()
+                .map(|j| (j.id, (j.user.as_str(), j.request.partition.as_str())))
+                .collect();
+            let held = cluster.nodes.iter().flat_map(|n| &n.allocations);
+            for a in held {
+                if let Some(&owner) = owners.get(&a.job) {
+                    *user_cpus.entry(owner).or_default() += u64::from(a.cpus);
+                }
+            }
+        }
         Self {
             config,
             state: State::new(cluster, now),
@@ -183,6 +203,7 @@ impl<'a> Pass<'a> {
             reservations: 0,
             admin: &cluster.reservations,
             licenses_free,
+            user_cpus,
         }
     }
 
@@ -311,6 +332,17 @@ impl<'a> Pass<'a> {
             Ok(s) => s,
             Err(r) => return wait(r),
         };
+        // Its user's CPUs in the partition, with the fewest it could take: past its limit,
+        // it waits, planned nowhere (as Slurm's limits are checked before resources).
+        let capped = |pass: &Self, cpus: u64| {
+            let view = pass.state.parts[p].view;
+            let held = || pass.user_cpus.get(&(job.user.as_str(), view.name.as_str()));
+            view.max_cpus_per_user
+                .is_some_and(|cap| held().copied().unwrap_or(0) + cpus > cap)
+        };
+        if capped(self, self.state.least_cpus(p, req)) {
+            return wait(Reason::QOSMaxCpuPerUserLimit);
+        }
         let d = planned_time(req, part.view, self.config);
         let end = self.state.now.saturating_add(d);
         // It must end by its reservation's end.
@@ -345,6 +377,17 @@ impl<'a> Pass<'a> {
             (Some(a), false) => self.state.find_among(p, &shape, end, a),
         };
         if let Some(chosen) = chosen {
+            // ... and with those it would take there (more nodes, or larger ones, than the
+            // fewest): past its limit, it waits and holds nothing back.
+            let view = self.state.parts[p].view;
+            if view.max_cpus_per_user.is_some() {
+                let cpus = self.state.cpus_of(req, &chosen);
+                if capped(self, cpus) {
+                    return wait(Reason::QOSMaxCpuPerUserLimit);
+                }
+                let key = (job.user.as_str(), view.name.as_str());
+                *self.user_cpus.entry(key).or_default() += cpus;
+            }
             let nodes = self.state.commit(req, &chosen, end);
             if self.singleton_names.contains(&name) {
                 self.singleton_running.insert(name);

@@ -46,6 +46,9 @@ pub enum Reason {
     DeadLine,
     /// Not enough of the licenses it asks for (`-L`) are free.
     Licenses,
+    /// Its user's running jobs of the partition hold as many CPUs as it lets one user
+    /// have, or would with it (`PartitionView::max_cpus_per_user`).
+    QOSMaxCpuPerUserLimit,
 }
 
 impl Reason {
@@ -68,6 +71,7 @@ impl Reason {
             Self::Reservation => "Reservation",
             Self::ReservationDeleted => "ReservationDeleted",
             Self::Licenses => "Licenses",
+            Self::QOSMaxCpuPerUserLimit => "QOSMaxCpuPerUserLimit",
         }
     }
 }

@@ -396,6 +396,33 @@ impl<'a> State<'a> {
         (chosen.len() >= k_min).then_some(chosen)
     }
 
+    /// The fewest CPUs a job could take in partition `p`: its fewest nodes' tasks', or for
+    /// an exclusive job the smallest of its members, whole.
+    pub fn least_cpus(&self, p: usize, req: &JobRequest) -> u64 {
+        let k = req.nodes_min.max(1);
+        match req.exclusive {
+            true => {
+                let mut sizes: Vec<u64> = (self.parts[p].members.iter())
+                    .map(|&n| self.nodes[n].total.cpus)
+                    .collect();
+                sizes.sort_unstable();
+                sizes.iter().take(k as usize).sum()
+            }
+            false => (0..k).map(|i| req.cpus_for(req.tasks_on(k, i))).sum(),
+        }
+    }
+
+    /// The CPUs a job would take on `chosen` ([`Self::commit`] takes them).
+    pub fn cpus_of(&self, req: &JobRequest, chosen: &[usize]) -> u64 {
+        let k = u32::try_from(chosen.len()).unwrap_or(u32::MAX);
+        (chosen.iter().enumerate())
+            .map(|(i, &n)| match req.exclusive {
+                true => self.nodes[n].total.cpus,
+                false => req.cpus_for(req.tasks_on(k, u32::try_from(i).unwrap_or(u32::MAX))),
+            })
+            .sum()
+    }
+
     /// Starts a job on `chosen` (from [`Self::find_now`]) until `end`: takes the resources,
     /// charges the reservations it overlaps, and says what it got where.
     pub fn commit(&mut self, req: &JobRequest, chosen: &[usize], end: u64) -> Vec<NodeAlloc> {

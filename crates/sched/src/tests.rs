@@ -336,6 +336,30 @@ fn uneven_tasks_fit_nodes_of_two_sizes() {
     assert_eq!(ok(job(1).tasks(4).nodes(3)), Ok(()));
 }
 
+/// A partition's CPUs per user count what each job holds (whole nodes for an exclusive
+/// one, one task's for an overcommitted one); a job past its user's holds nothing back
+/// from the others' behind it.
+#[test]
+fn a_users_cpu_cap_holds_their_jobs_back_and_no_one_elses() {
+    let mut c = cluster(vec![node("a", 12, GIB).running(9, 2, 0, 5000)]);
+    c.partitions[0] = c.partitions[0].clone().max_cpus_per_user(4);
+    let jobs = [
+        job(9).user("u").running(),
+        job(1).user("u").submit(10).exclusive(),
+        job(2).user("v").submit(20).cpus(4),
+        job(3).user("u").submit(30).cpus(2),
+        job(4).user("u").submit(40),
+        job(5).user("u").submit(50).tasks(8).overcommit(),
+        job(6).user("w").submit(60).cpus(2),
+    ];
+    let p = run(&c, &jobs);
+    assert_eq!(reason(&p, 1), Some(Reason::QOSMaxCpuPerUserLimit));
+    // 2 held + 2 = 4: starts; then 4 + 1 > 4 (twice); the others' start beside them.
+    assert_eq!(started(&p), [2, 3, 6]);
+    assert_eq!(reason(&p, 4), Some(Reason::QOSMaxCpuPerUserLimit));
+    assert_eq!(reason(&p, 5), Some(Reason::QOSMaxCpuPerUserLimit));
+}
+
 #[test]
 fn node_ranges_take_as_many_nodes_as_are_free() {
     let c = cluster(vec![
