@@ -511,7 +511,8 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
         ));
     }
     let n = update_job(&job, flags, OptionSyntax::Berth, throttle)?;
-    if n > 1 {
+    // (scontrol says nothing of it.)
+    if n > 1 && crate::compat::invoked_as().is_none() {
         eprintln!("berth: updated {n} tasks of array job {job}");
     }
     Ok(0)

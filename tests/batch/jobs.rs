@@ -733,6 +733,8 @@ fn a_job_waits_for_its_begin_time() {
         (&job["state"], &job["reason"]),
         (&"PENDING".into(), &"BeginTime".into())
     );
+    // Expected to start then, as squeue --start shows it.
+    assert_eq!(job["expected_start"], begin, "{job}");
     let text = c.berth(Mode::Rootless, &["show", &id.to_string()]);
     // Eligible at its begin time, five seconds after its submission, its age accruing
     // from then; a batch job (scontrol's BatchFlag).

@@ -225,8 +225,14 @@ impl<'a> Pass<'a> {
         if job.held {
             return wait(Reason::JobHeld);
         }
-        if job.begin.is_some_and(|t| t > self.state.now) {
-            return wait(Reason::BeginTime);
+        // (Expected to start then at the earliest, as Slurm shows it.)
+        let wait_until = |reason, t: u64| Outcome::Wait {
+            reason,
+            expected_start: Some(t),
+            planned_nodes: Vec::new(),
+        };
+        if let Some(t) = job.begin.filter(|&t| t > self.state.now) {
+            return wait_until(Reason::BeginTime, t);
         }
         if !job.dependencies.is_empty() {
             let state_of = |d: &Dependency| {
@@ -257,7 +263,7 @@ impl<'a> Pass<'a> {
             Some(name) => match self.admin.iter().position(|r| r.name == name) {
                 None => return wait(Reason::ReservationDeleted),
                 Some(i) if self.admin[i].start > self.state.now => {
-                    return wait(Reason::Reservation)
+                    return wait_until(Reason::Reservation, self.admin[i].start)
                 }
                 Some(i) => Some(i),
             },
