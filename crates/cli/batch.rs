@@ -1327,8 +1327,7 @@ const NUM_TASKS: char = '\u{E000}';
 const CPUS_PER_TASK: char = '\u{E001}';
 const TRES_ALLOC: char = '\u{E002}';
 
-/// How long squeue -j still shows a job that ended (Slurm's MinJobAge default), seconds.
-const MIN_JOB_AGE: u64 = 300;
+use berth_controller::MIN_JOB_AGE;
 
 /// squeue's --Format names, and the --format letter each stands for.
 const FORMAT_NAMES: &[(&str, char)] = &[

@@ -2387,6 +2387,28 @@ fn fair_share_puts_a_user_who_has_used_less_first() {
         long[1][..3],
         [theirs.to_string().as_str(), "normal", &TEST_USER[..8]]
     );
+    // -w: the weights, as configured (scontrol show config has them too).
+    let weights = c.berth(Mode::Rootless, &["as", "sprio", "-w", "-h"]);
+    let weights: Vec<&str> = weights.ok().split_whitespace().collect();
+    assert_eq!(weights, ["Weights", "1", "0", "1000", "0", "0", "0"]);
+    let config = c.berth(Mode::Rootless, &["as", "scontrol", "show", "config"]);
+    for line in [
+        "PriorityWeightFairShare = 1000\n",
+        "PriorityWeightAge       = 0\n",
+        "PriorityType            = priority/multifactor\n",
+    ] {
+        assert!(config.ok().contains(line), "{line}: {}", config.stdout);
+    }
+    // scontrol's other way of naming a job.
+    let shown = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "show", &format!("jobid={theirs}")],
+    );
+    assert!(
+        shown.ok().starts_with(&format!("JobId={theirs} ")),
+        "{}",
+        shown.stdout
+    );
     let sshare = c.berth(Mode::Rootless, &["as", "sshare", "-n", "-P"]);
     let fields: Vec<&str> = sshare.ok().trim_end().split('|').collect();
     assert_eq!(fields.len(), 6, "{}", sshare.stdout);

@@ -823,6 +823,57 @@ pub struct ShareInfo {
     pub fairshare: f64,
 }
 
+/// The controller's settings that users and administrators ask about (`GET /v1/config`:
+/// scontrol show config, sprio -w).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ConfigInfo {
+    /// `[batch] cluster_name`: ClusterName.
+    pub cluster_name: String,
+    /// berth's version.
+    pub version: String,
+    /// The controller's state directory: StateSaveLocation.
+    pub state_dir: String,
+    /// Seconds between SIGTERM and SIGKILL at a job's end: KillWait.
+    pub kill_wait: u64,
+    /// Seconds without a heartbeat before a node is down: SlurmdTimeout.
+    pub node_timeout: u64,
+    /// Batch jobs a node failed go back to the queue: JobRequeue.
+    pub requeue: bool,
+    /// Jobs per core of every node: OverSubscribe=FORCE:N (1: none).
+    pub oversubscribe: u32,
+    /// Jobs without an image may run on the host (`[batch] host_jobs`).
+    pub host_jobs: bool,
+    /// Array indices below it: MaxArraySize.
+    pub max_array_size: Option<u32>,
+    /// The most unfinished jobs: MaxJobCount.
+    pub max_job_count: Option<u64>,
+    /// Seconds an ended job stays in squeue: MinJobAge.
+    pub min_job_age: u64,
+    /// What jobs' mail goes through: MailProg.
+    pub mail_program: Option<String>,
+    /// The cluster's licenses, how many of each: Licenses.
+    pub licenses: std::collections::BTreeMap<String, u32>,
+    /// How pending jobs are ordered: PriorityWeight* and the rest.
+    pub priority: PriorityWeights,
+    /// How many blocked jobs get a backfill reservation each pass: bf_max_job_test's part.
+    pub backfill_reservations: usize,
+}
+
+/// The multifactor priority's settings (`[priority]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PriorityWeights {
+    pub weight_age: u32,
+    pub weight_job_size: u32,
+    pub weight_partition: u32,
+    pub weight_fairshare: u32,
+    /// Seconds: PriorityMaxAge.
+    pub max_age: u64,
+    /// Seconds: PriorityDecayHalfLife.
+    pub decay_half_life: u64,
+    /// PriorityFavorSmall.
+    pub favor_small: bool,
+}
+
 /// One of the cluster's licenses (`[licenses]`), as scontrol show licenses reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LicenseInfo {

@@ -307,7 +307,16 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                     .unwrap_or("")
                     .to_string()
             };
-            let (first, second) = (word(0), word(1));
+            let (first, mut second) = (word(0), word(1));
+            // `show job=ID` (or jobid=ID): `show job ID`.
+            let lower = second.to_ascii_lowercase();
+            if let (true, Some(id)) = (
+                first == "show",
+                lower.strip_prefix("job=").or(lower.strip_prefix("jobid=")),
+            ) {
+                rest.splice(1..2, [OsString::from("job"), OsString::from(id)]);
+                second = "job".into();
+            }
             // `update NodeName=...`: a node's state, scontrol's own (below), not a job's.
             let node = second.to_ascii_lowercase().starts_with("nodename=");
             let (sub, drop) = match (first.as_str(), second.as_str()) {

@@ -585,6 +585,11 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
             let name = create_reservation(settings)?;
             writeln!(out, "Reservation created: {name}")?;
         }
+        ["show", "config" | "conf" | "configuration"] => {
+            let config: berth_api::ConfigInfo =
+                crate::client::request("GET", "/v1/config", None::<&()>)?;
+            write!(out, "{}", config_block(&config))?;
+        }
         ["show", "reservation" | "reservations" | "res", names @ ..] => {
             let all: Vec<berth_api::Reservation> =
                 crate::client::request("GET", "/v1/reservations", None::<&()>)?;
@@ -608,11 +613,72 @@ pub fn scontrol(mut words: Vec<String>) -> Result<i32> {
             crate::client::request::<()>("DELETE", &format!("/v1/reservations/{name}"), None::<&()>)?;
         }
         _ => bail!(
-            "scontrol {}: berth answers show job|step|node|partition|reservation|licenses|hostnames|hostlist, write batch_script, hold, release, requeue, suspend, resume, update, create/delete reservation and ping",
+            "scontrol {}: berth answers show job|step|node|partition|reservation|licenses|config|hostnames|hostlist, write batch_script, hold, release, requeue, suspend, resume, update, create/delete reservation and ping",
             words.join(" ")
         ),
     }
     Ok(0)
+}
+
+/// `scontrol show config`: the settings berth has of Slurm's, by Slurm's names, as scontrol
+/// lists them (`Name = value`, the names padded to 23), after its date line.
+fn config_block(c: &berth_api::ConfigInfo) -> String {
+    let secs = |s: u64| format!("{s} sec");
+    let duration = |s: u64| berth_core::job::format_duration(s);
+    let p = &c.priority;
+    let licenses: Vec<String> = c.licenses.iter().map(|(n, k)| format!("{n}:{k}")).collect();
+    let or_null = |v: Option<String>| v.unwrap_or_else(|| "(null)".into());
+    let settings: Vec<(&str, String)> = vec![
+        ("ClusterName", c.cluster_name.clone()),
+        ("JobRequeue", u8::from(c.requeue).to_string()),
+        ("KillWait", secs(c.kill_wait)),
+        (
+            "Licenses",
+            or_null((!licenses.is_empty()).then(|| licenses.join(","))),
+        ),
+        ("MailProg", or_null(c.mail_program.clone())),
+        (
+            "MaxArraySize",
+            c.max_array_size.map_or("1001".into(), |m| m.to_string()),
+        ),
+        (
+            "MaxJobCount",
+            c.max_job_count.map_or("10000".into(), |m| m.to_string()),
+        ),
+        ("MinJobAge", secs(c.min_job_age)),
+        ("PriorityDecayHalfLife", duration(p.decay_half_life)),
+        (
+            "PriorityFavorSmall",
+            if p.favor_small { "Yes" } else { "No" }.into(),
+        ),
+        ("PriorityMaxAge", duration(p.max_age)),
+        ("PriorityType", "priority/multifactor".into()),
+        ("PriorityWeightAge", p.weight_age.to_string()),
+        ("PriorityWeightFairShare", p.weight_fairshare.to_string()),
+        ("PriorityWeightJobSize", p.weight_job_size.to_string()),
+        ("PriorityWeightPartition", p.weight_partition.to_string()),
+        (
+            "SchedulerParameters",
+            format!("bf_max_job_test={}", c.backfill_reservations),
+        ),
+        ("SchedulerType", "sched/backfill".into()),
+        ("SelectType", "select/cons_tres".into()),
+        ("SelectTypeParameters", "CR_CORE_MEMORY".into()),
+        (
+            "SLURM_VERSION",
+            format!("{} (berth {})", crate::compat::SLURM_VERSION, c.version),
+        ),
+        ("SlurmdTimeout", secs(c.node_timeout)),
+        ("StateSaveLocation", c.state_dir.clone()),
+    ];
+    let mut text = format!(
+        "Configuration data as of {}\n",
+        crate::compat::slurm_timestamp(berth_controller::now())
+    );
+    for (name, value) in settings {
+        text += &format!("{name:<23} = {value}\n");
+    }
+    text
 }
 
 /// Of `all` (each named by `name`), those `names` names (all where it names none), in
@@ -907,13 +973,14 @@ pub fn sprio(mut words: Vec<String>) -> Result<i32> {
     let no_header = flag(&mut words, "-h") | flag(&mut words, "--noheader");
     // -l: the user's name too, and the factors berth has none of (ASSOC, TRES).
     let long = flag(&mut words, "-l") | flag(&mut words, "--long");
+    let weights = flag(&mut words, "-w") | flag(&mut words, "--weights");
     let jobs = option(&mut words, "-j", "--jobs")?;
     let users = option(&mut words, "-u", "--user")?;
     let partitions = option(&mut words, "-p", "--partition")?;
     no_other_options(
         "sprio",
         &words,
-        "sprio [-h] [-l] [-j JOBS] [-u USERS] [-p PARTITIONS]",
+        "sprio [-h] [-l] [-w] [-j JOBS] [-u USERS] [-p PARTITIONS]",
     )?;
     let list = |v: &Option<String>| -> Vec<String> {
         v.iter()
@@ -944,6 +1011,29 @@ pub fn sprio(mut words: Vec<String>) -> Result<i32> {
                 .map(String::from)
             )
         )?;
+    }
+    // -w: the weights alone, in their columns (the site factor is 1; berth has no QOS).
+    if weights {
+        let config: berth_api::ConfigInfo =
+            crate::client::request("GET", "/v1/config", None::<&()>)?;
+        let p = &config.priority;
+        let columns = [
+            String::new(),
+            "1".into(),
+            p.weight_age.to_string(),
+            p.weight_fairshare.to_string(),
+            p.weight_job_size.to_string(),
+            p.weight_partition.to_string(),
+            "0".into(),
+            String::new(),
+        ];
+        let user = long.then_some(["", "", ""]);
+        writeln!(
+            out,
+            "{}",
+            sprio_line("Weights", "", user, columns).trim_end()
+        )?;
+        return Ok(0);
     }
     let active = crate::batch::active_jobs(None, false)?;
     for j in active.iter().filter(|j| j.state == "PENDING") {

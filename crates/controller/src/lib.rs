@@ -281,6 +281,9 @@ fn told_start(planned: Option<u64>) -> Option<u64> {
     planned.filter(|&t| t < now() + UNLIMITED_RUN / 2)
 }
 
+/// How long squeue still shows a job that ended (Slurm's MinJobAge default), seconds.
+pub const MIN_JOB_AGE: u64 = 300;
+
 /// How old a step must be, seconds, before a heartbeat of its node that does not list it
 /// ends it (`Controller::end_lost_steps`): one just begun may not be listed yet.
 const LOST_STEP_AFTER: u64 = 10;
@@ -902,6 +905,36 @@ impl Controller {
             max_age: p.max_age,
             favor_small: p.favor_small,
             ..sched::Config::default()
+        }
+    }
+
+    /// `GET /v1/config` (scontrol show config, sprio -w): the settings users ask about.
+    pub fn config(&self) -> berth_api::ConfigInfo {
+        let (s, p) = (&self.settings, &self.settings.priority);
+        berth_api::ConfigInfo {
+            cluster_name: s.cluster_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state_dir: s.state_dir.display().to_string(),
+            kill_wait: s.kill_wait,
+            node_timeout: s.node_timeout,
+            requeue: s.requeue,
+            oversubscribe: s.oversubscribe,
+            host_jobs: s.host_jobs,
+            max_array_size: s.max_array_size,
+            max_job_count: s.max_job_count,
+            min_job_age: MIN_JOB_AGE,
+            mail_program: s.mail_program.as_ref().map(|m| m.display().to_string()),
+            licenses: s.licenses.clone(),
+            priority: berth_api::PriorityWeights {
+                weight_age: p.weight_age,
+                weight_job_size: p.weight_job_size,
+                weight_partition: p.weight_partition,
+                weight_fairshare: p.weight_fairshare,
+                max_age: p.max_age,
+                decay_half_life: p.decay_half_life,
+                favor_small: p.favor_small,
+            },
+            backfill_reservations: self.sched_config().reservations,
         }
     }
 

@@ -881,6 +881,11 @@ async fn licenses(State(c): State<Shared>) -> ApiResult<Vec<berth_api::LicenseIn
     Ok(Json(c.lock().await.licenses()))
 }
 
+#[utoipa::path(get, path = "/v1/config", tag = "cluster", responses((status = 200, description = "the controller's settings users ask about (scontrol show config, sprio -w)", body = berth_api::ConfigInfo), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+async fn config(State(c): State<Shared>) -> ApiResult<berth_api::ConfigInfo> {
+    Ok(Json(c.lock().await.config()))
+}
+
 #[utoipa::path(get, path = "/v1/shares", tag = "cluster", responses((status = 200, description = "each user's shares, usage and fair-share factor (sshare)", body = Vec<berth_api::ShareInfo>), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn shares(State(c): State<Shared>) -> ApiResult<Vec<berth_api::ShareInfo>> {
     let shares = c.lock().await.shares();
@@ -1118,6 +1123,7 @@ async fn not_found() -> ApiError {
         controllers,
         partitions,
         licenses,
+        config,
         shares,
         create_reservation,
         reservations,
@@ -1188,6 +1194,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/partitions", get(partitions))
         .route("/v1/licenses", get(licenses))
+        .route("/v1/config", get(config))
         .route("/v1/shares", get(shares))
         .route(
             "/v1/reservations",
