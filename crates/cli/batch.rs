@@ -219,6 +219,9 @@ pub struct CancelArgs {
         value_delimiter = ','
     )]
     partitions: Vec<String>,
+    /// Say each job as it is cancelled or signalled (scancel -v)
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 #[derive(Args, Debug)]
@@ -1320,7 +1323,7 @@ const QOS: &str = "normal";
 
 /// squeue's --format letters berth knows, and (from the Unicode private use area) the
 /// fields only --Format names.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqWb\u{E000}\u{E001}\u{E002}";
+const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqWbh\u{E000}\u{E001}\u{E002}";
 
 /// --Format's NumTasks, cpus-per-task and tres-alloc, which have no --format letter.
 const NUM_TASKS: char = '\u{E000}';
@@ -1331,6 +1334,8 @@ use berth_controller::MIN_JOB_AGE;
 
 /// squeue's --Format names, and the --format letter each stands for.
 const FORMAT_NAMES: &[(&str, char)] = &[
+    ("oversubscribe", 'h'),
+    ("shared", 'h'),
     ("jobid", 'i'),
     ("jobarrayid", 'i'),
     ("arrayjobid", 'F'),
@@ -1734,6 +1739,14 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
         };
         let columns = parse_format(&format, QUEUE_FIELDS)?;
         if !args.noheader {
+            // (-l: the date first, as squeue's long listing has it.)
+            if args.long {
+                writeln!(
+                    out,
+                    "{}",
+                    berth_agent::runner::ctime(berth_controller::now())
+                )?;
+            }
             writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
         }
         for job in &jobs {
@@ -1942,6 +1955,7 @@ fn header(letter: char) -> &'static str {
         'x' => "EXC_NODES",
         'q' => "QOS",
         'W' => "LICENSES",
+        'h' => "OVER_SUBSCRIBE",
         NUM_TASKS => "TASKS",
         CPUS_PER_TASK => "CPUS_PER_TASK",
         TRES_ALLOC => "TRES_ALLOC",
@@ -2012,6 +2026,11 @@ fn field(letter: char, j: &JobInfo) -> String {
         'n' => berth_core::job::hostlist(&j.required_nodes),
         'x' => berth_core::job::hostlist(&j.excluded_nodes),
         'q' => QOS.into(),
+        // May others' jobs share its nodes: squeue's OK, or NO for an exclusive one.
+        'h' => match j.exclusive {
+            true => "NO".into(),
+            false => "OK".into(),
+        },
         NUM_TASKS => j.ntasks.max(1).to_string(),
         CPUS_PER_TASK => j.cpus_per_task.max(1).to_string(),
         TRES_ALLOC => accounting("AllocTRES", j),
@@ -2329,6 +2348,15 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<i32> {
+    // scancel -v's words, before each.
+    let say = |job: &str| {
+        if args.verbose {
+            match &args.signal {
+                Some(sig) => eprintln!("{}: Signal {sig} to job {job}", crate::compat::name()),
+                None => eprintln!("{}: Terminating job {job}", crate::compat::name()),
+            }
+        }
+    };
     let target = match (args.batch, args.full) {
         (true, _) => SignalTarget::Batch,
         (_, true) => SignalTarget::Full,
@@ -2346,6 +2374,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
         // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
         let mut status = 0;
         for spec in &array_ranges(&args.jobs)? {
+            say(spec);
             let cancelled = match step_spec(spec) {
                 // One step (JOB.STEP), its job going on.
                 Some((job, step)) => cancel_step(job, step, args.signal.clone()),
@@ -2387,6 +2416,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     // Each on its own: one that ended meanwhile, or another's, does not spare the rest.
     let mut status = 0;
     for j in jobs {
+        say(&job_id(&j));
         if let Err(e) = cancel_job(j.id, args.signal.clone(), target) {
             eprintln!("berth: job {}: {e:#}", job_id(&j));
             status = 1;

@@ -1399,9 +1399,19 @@ fn the_queue_prints_as_squeue_formats() {
         format!("{held}\n{array}_[4-5]\n")
     );
     assert_eq!(q(&["-h", "-w", "node[1-2]"]), "");
-    assert!(q(&["-l"]).starts_with(
+    // -l: the date first (`Mon Dec  7 10:04:08 2026`), then the long columns.
+    let long = q(&["-l"]);
+    let (date, rest) = long.split_once('\n').unwrap();
+    let year = &date[date.len().saturating_sub(5)..];
+    assert!(
+        date.len() == 24 && year.trim().parse::<u32>().is_ok(),
+        "{long}"
+    );
+    assert!(rest.starts_with(
         "             JOBID PARTITION     NAME     USER    STATE       TIME TIME_LIMI  NODES NODELIST(REASON)\n"
-    ));
+    ), "{long}");
+    // The job's nodes are its own (exclusive) or not: %h.
+    assert_eq!(q(&["-h", "-o", "%h", "-j", &held.to_string()]), "OK\n");
     assert_eq!(q(&["-h", "-A", "other", "-o", "%i"]), "");
     let sacct = c.berth(
         Mode::Rootless,
@@ -2745,8 +2755,12 @@ fn cancel_and_release_act_on_whole_arrays_or_one_task() {
         (c.show(x)["state"].clone(), c.show(y)["state"].clone()),
         ("CANCELLED".into(), "PENDING".into())
     );
-    c.berth(Mode::Rootless, &["as", "scancel", "-t", "PD", "-n", "y"])
-        .ok();
+    let verbose = c.berth(
+        Mode::Rootless,
+        &["as", "scancel", "-v", "-t", "PD", "-n", "y"],
+    );
+    assert_eq!(verbose.ok(), "");
+    assert_eq!(verbose.stderr, format!("scancel: Terminating job {y}\n"));
     assert_eq!(
         (c.show(y)["state"].clone(), c.show(roots)["state"].clone()),
         ("CANCELLED".into(), "PENDING".into())

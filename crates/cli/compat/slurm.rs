@@ -136,6 +136,14 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     };
     let columns = parse_format(&format, FIELDS)?;
     if !no_header {
+        // (-l: the date first, as sinfo's long listing has it.)
+        if long {
+            writeln!(
+                out,
+                "{}",
+                berth_agent::runner::ctime(berth_controller::now())
+            )?;
+        }
         writeln!(out, "{}", render(&columns, |c| header(c).to_string()))?;
     }
     for row in &rows {
