@@ -471,6 +471,41 @@ fn jobs_outlive_a_restart_of_the_controller_or_of_their_agent() {
     );
 }
 
+/// A cancel sent while the job's node agent is down is sent again when the agent is back
+/// (its first heartbeat), as slurmctld repeats its terminate requests: the job does not run
+/// on.
+#[test]
+fn a_cancel_while_the_agent_is_down_reaches_the_job_when_it_is_back() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(c) = Cluster::start_controller(None, &["--listen", &listen]) else {
+        return;
+    };
+    let agent = Agent::start(&c, "node-c", port, &c.state.join("cluster.key"));
+    eventually("the node registers", || node_names(&c) == ["node-c"]);
+    let id = c.submit_holding("cancelled.sh", "", &[]);
+    agent.kill();
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    eventually("the cancel refused by the agent's absence", || {
+        c.log().contains(&format!("cannot signal job {id}"))
+    });
+    let agent = Agent::start(&c, "node-c", port, &c.state.join("cluster.key"));
+    let job = c.wait_for(id, &["CANCELLED", "COMPLETED", "FAILED", "NODE_FAIL"]);
+    assert_eq!(
+        job["state"],
+        "CANCELLED",
+        "{job}\n{}\n{}",
+        c.log(),
+        agent.log()
+    );
+    assert!(
+        c.log()
+            .contains(&format!("job {id}: sending its cancel again")),
+        "{}",
+        c.log()
+    );
+}
+
 /// A start request held up on its way to the node until after the controller that sent it
 /// was restarted (as by a stalled agent, or a network cut off): the restarted controller has
 /// the agent void that run before it queues the job again, and the late start is refused

@@ -603,6 +603,50 @@ fn bad_submissions_are_refused_with_the_reason() {
             "{answer}"
         );
     }
+    // One user's half-sent bodies (or long polls) hold 256 connections at most: the next
+    // ones are closed as they are accepted, and root's requests go on.
+    let hog = r#"
+import socket, sys, time
+held, closed = [], 0
+for i in range(300):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    try:
+        s.sendall(b'POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"scr')
+    except OSError:
+        closed += 1
+        continue
+    held.append(s)
+time.sleep(1)
+for s in held:
+    s.settimeout(0.01)
+    try:
+        if s.recv(1) == b'':
+            closed += 1
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print(closed, flush=True)
+sys.stdin.read()
+"#;
+    let mut hogging = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", c.f.user.uid),
+            "--regid=0",
+            "--clear-groups",
+        ])
+        .args(["/usr/bin/python3", "-c", hog])
+        .arg(&c.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let closed = crate::cluster::first_line(&mut hogging);
+    assert_eq!(closed.trim(), "44", "all but 256 closed");
+    assert_eq!(c.berth(Mode::Root, &["queue", "--json"]).ok().trim(), "[]");
+    drop(hogging.stdin.take());
+    hogging.wait().unwrap();
     // A body over what the API reads: 413, said in JSON (the rest of it unread).
     let big = 3 << 20;
     let mut s = std::os::unix::net::UnixStream::connect(&c.socket).unwrap();

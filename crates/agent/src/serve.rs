@@ -3,15 +3,20 @@
 //! descriptors until a job's result file could not be opened (its job was recorded lost),
 //! and held `berth down` for as long as they stayed open.
 //!
-//! - At most [`MAX_CONNECTIONS`] connections at once on a listener: more wait in its
-//!   backlog, leaving the process's descriptors to its jobs.
-//! - At most [`MAX_IDLE_PER_PEER`] of them from one peer (a Unix socket's user, a TCP
-//!   address) outside a request (before its first, or between two): more are closed as they
-//!   are accepted. Without it one user's half-sent requests held every permit and kept
-//!   everyone else's requests in the backlog for as long as they went on.
+//! - At most [`MAX_CONNECTIONS`] connections at once on a listener, and [`ROOT_RESERVE`]
+//!   more for root (a Unix socket's peer of uid 0), so that an administrator's `berth
+//!   queue` or `berth down` still gets in while users hold every other: once all are taken,
+//!   others' new connections are closed as they are accepted (their clients fail at once
+//!   instead of waiting unseen), leaving the process's descriptors to its jobs.
+//! - At most [`MAX_PER_PEER`] of them from one peer (a Unix socket's user, a TCP address),
+//!   in a request or not (a long poll's, a half-sent one's): more are closed as they are
+//!   accepted. Without it one user's half-sent requests held every permit and kept
+//!   everyone else's requests waiting for as long as they went on.
 //! - A request's header must arrive within the time its server gives (hyper's own timer:
 //!   [`HEADER_TIMEOUT`] on the controller's sockets, where any user may connect), or the
-//!   connection is closed; so must the next one on a kept-alive connection.
+//!   connection is closed; so must the next one on a kept-alive connection. Its body must
+//!   keep coming: nothing of it for [`BODY_IDLE`] once the handler reads it ends the request
+//!   (`Paced`).
 //! - A stop lets open requests finish for at most [`STOP_GRACE`], then returns (the
 //!   connections' tasks go with the daemon's runtime).
 //!
@@ -22,15 +27,23 @@
 use axum::extract::connect_info::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Connections a listener serves at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// Connections from one peer a listener holds at once outside a request.
-pub const MAX_IDLE_PER_PEER: usize = 256;
+/// Connections a listener serves at once for root beyond [`MAX_CONNECTIONS`].
+pub const ROOT_RESERVE: usize = 64;
+
+/// The peer (see [`serve`]) that is root: a Unix socket's peer of uid 0 (no TCP address is 0).
+pub const ROOT_PEER: u128 = 0;
+
+/// Connections from one peer a listener holds at once.
+pub const MAX_PER_PEER: usize = 256;
+
+/// How long a request's body may send nothing, once its handler reads it.
+pub const BODY_IDLE: Duration = Duration::from_secs(60);
 
 /// How long a request's header may take to arrive at the controller (the whole of it:
 /// berth's clients send it at once).
@@ -61,56 +74,39 @@ pub async fn serve<L, T>(
 {
     // (Each connection holds a permit: when all are back, no connection is left.)
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let idle = std::sync::Arc::new(Idle::default());
+    let reserve = std::sync::Arc::new(tokio::sync::Semaphore::new(ROOT_RESERVE));
+    let peers = std::sync::Arc::new(Peers::default());
     loop {
         let accepted = tokio::select! {
-            accepted = async {
-                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                (permit, listener.accept().await)
-            } => accepted,
+            accepted = listener.accept() => accepted,
             () = stopped(&mut stop) => break,
         };
-        let (permit, (io, addr)) = accepted;
+        let (io, addr) = accepted;
         let peer = peer(&io, &addr);
-        if peer.is_some_and(|p| !idle.enter(p, false)) {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if peer == Some(ROOT_PEER) => match reserve.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        let Some(counted) = Counted::enter(&peers, peer) else {
             continue;
-        }
-        // This connection outside a request: counted in `idle` for its peer.
-        let outside = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        };
         let tag = tag(&io);
         let app = app.clone();
-        let (idle_now, outside_now) = (idle.clone(), outside.clone());
-        let idle_at_close = idle.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(axum::body::Body::new);
+            let mut request = request.map(|body| axum::body::Body::new(Paced::new(body)));
             if let Some(tag) = &tag {
                 request.extensions_mut().insert(ConnectInfo(tag.clone()));
             }
-            let peer = peer.filter(|_| outside_now.swap(false, Ordering::SeqCst));
-            if let Some(p) = peer {
-                idle_now.leave(p);
-            }
             // (A Router is always ready: no poll_ready needed.)
-            let answer = tower_service::Service::call(&mut app.clone(), request);
-            let (idle, outside) = (idle_now.clone(), outside_now.clone());
-            async move {
-                let answered = answer.await;
-                // Between requests again, kept alive.
-                if let Some(p) = peer {
-                    idle.enter(p, true);
-                    outside.store(true, Ordering::SeqCst);
-                }
-                answered
-            }
+            tower_service::Service::call(&mut app.clone(), request)
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _counted = Counted {
-                idle: idle_at_close,
-                outside,
-                peer,
-            };
+            let _held = (permit, counted);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -129,21 +125,23 @@ pub async fn serve<L, T>(
         });
     }
     // Stopped: open requests get their grace, then go with the runtime.
-    let drained = permits.acquire_many(MAX_CONNECTIONS as u32);
+    let drained = async {
+        let _all = permits.acquire_many(MAX_CONNECTIONS as u32).await;
+        let _reserve = reserve.acquire_many(ROOT_RESERVE as u32).await;
+    };
     let _ = tokio::time::timeout(STOP_GRACE, drained).await;
 }
 
-/// Connections outside a request, by peer.
+/// Open connections, by peer.
 #[derive(Default)]
-struct Idle(std::sync::Mutex<std::collections::HashMap<u128, usize>>);
+struct Peers(std::sync::Mutex<std::collections::HashMap<u128, usize>>);
 
-impl Idle {
-    /// Counts one more of `peer`'s; `false` (and not counted) where it has its most, unless
-    /// `always`.
-    fn enter(&self, peer: u128, always: bool) -> bool {
+impl Peers {
+    /// Counts one more of `peer`'s; `false` (and not counted) where it has its most.
+    fn enter(&self, peer: u128) -> bool {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(peer).or_default();
-        if *n >= MAX_IDLE_PER_PEER && !always {
+        if *n >= MAX_PER_PEER {
             return false;
         }
         *n += 1;
@@ -161,21 +159,89 @@ impl Idle {
     }
 }
 
-/// A connection's place in [`Idle`], given up when it closes outside a request.
+/// A connection's place in [`Peers`], given up when it closes.
 struct Counted {
-    idle: std::sync::Arc<Idle>,
-    outside: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peers: std::sync::Arc<Peers>,
     peer: Option<u128>,
+}
+
+impl Counted {
+    /// `peer`'s connection counted, or `None` where it has its most already.
+    fn enter(peers: &std::sync::Arc<Peers>, peer: Option<u128>) -> Option<Counted> {
+        if peer.is_some_and(|p| !peers.enter(p)) {
+            return None;
+        }
+        Some(Counted {
+            peers: peers.clone(),
+            peer,
+        })
+    }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if let Some(p) = self
-            .peer
-            .filter(|_| self.outside.swap(false, Ordering::SeqCst))
-        {
-            self.idle.leave(p);
+        if let Some(p) = self.peer {
+            self.peers.leave(p);
         }
+    }
+}
+
+/// A request's body that must keep coming: once its handler reads it, nothing of it for
+/// [`BODY_IDLE`] is an error (the request fails, its connection closes), so that a
+/// half-sent request does not hold its connection for ever.
+struct Paced {
+    inner: Incoming,
+    idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Paced {
+    fn new(inner: Incoming) -> Paced {
+        Paced { inner, idle: None }
+    }
+}
+
+impl hyper::body::Body for Paced {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let deadline = tokio::time::Instant::now() + BODY_IDLE;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                match &mut this.idle {
+                    Some(idle) => idle.as_mut().reset(deadline),
+                    None => this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                        "the request's body sent nothing for {} s",
+                        BODY_IDLE.as_secs()
+                    )
+                    .into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -210,17 +276,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_holds_at_most_its_share_of_idle_connections() {
-        let idle = Idle::default();
-        for _ in 0..MAX_IDLE_PER_PEER {
-            assert!(idle.enter(1000, false));
-        }
-        assert!(!idle.enter(1000, false), "one too many");
-        assert!(idle.enter(1001, false), "another user's");
-        // One back in a request, another may come; one done with its request always counts.
-        idle.leave(1000);
-        assert!(idle.enter(1000, false));
-        assert!(idle.enter(1000, true));
-        assert_eq!(idle.0.lock().unwrap()[&1000], MAX_IDLE_PER_PEER + 1);
+    fn a_peer_holds_at_most_its_share_of_connections() {
+        let peers = std::sync::Arc::new(Peers::default());
+        let mut held: Vec<Counted> = (0..MAX_PER_PEER)
+            .map(|_| Counted::enter(&peers, Some(1000)).expect("room"))
+            .collect();
+        assert!(Counted::enter(&peers, Some(1000)).is_none(), "one too many");
+        assert!(
+            Counted::enter(&peers, Some(1001)).is_some(),
+            "another user's"
+        );
+        assert!(Counted::enter(&peers, None).is_some(), "nobody's");
+        // One closed, another may come.
+        held.pop();
+        assert!(Counted::enter(&peers, Some(1000)).is_some());
+        assert!(
+            Counted::enter(&peers, Some(1000)).is_some(),
+            "(the one before it closed)"
+        );
+        held.push(Counted::enter(&peers, Some(1000)).expect("room"));
+        assert!(Counted::enter(&peers, Some(1000)).is_none());
+        assert!(peers.0.lock().unwrap().get(&1001).is_none());
     }
 }

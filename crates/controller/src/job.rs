@@ -251,6 +251,10 @@ pub struct Job {
     pub priority_factors: Option<berth_api::PriorityFactors>,
     /// Set by `berth cancel`: when the runner ends, the job is CANCELLED, whatever its status.
     pub cancel_requested: bool,
+    /// When this controller last sent its cancel or requeue to its nodes (not kept: a
+    /// restarted controller sends it again at the nodes' next heartbeats).
+    #[serde(skip)]
+    pub stop_sent: Option<std::time::Instant>,
     /// Who cancelled it (sacct's `CANCELLED by UID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<u32>,

@@ -473,9 +473,14 @@ impl Controller {
             .query_jobs(&filter)
             .map_err(|e| e.to_string())?
         {
-            let job = controller
+            let mut job = controller
                 .read_record(&row, &mut firsts)
                 .map_err(|e| e.message)?;
+            // A stop asked before the restart: sent again if it has not worked by its kill
+            // wait from now (`stop_again`).
+            if job.cancel_requested || job.requeue_requested {
+                job.stop_sent = Some(std::time::Instant::now());
+            }
             controller.active.insert(job.id, job);
         }
         controller.fail_unrunnable();
@@ -1540,6 +1545,7 @@ impl Controller {
                 priority_factors: None,
                 mailed_limits: Vec::new(),
                 cancel_requested: false,
+                stop_sent: None,
                 cancelled_by: None,
                 requeue_requested: false,
                 requeue_held: None,
@@ -4007,6 +4013,7 @@ impl Controller {
             ..Default::default()
         };
         self.reconcile_runners(&name, &reg, &mut answer);
+        self.stop_again(&name);
         self.end_lost_runs(&name, reg.files_id.as_deref());
         if let Some(steps) = &reg.steps {
             self.end_lost_steps(&name, steps, now().saturating_sub(LOST_STEP_AFTER));
@@ -4052,6 +4059,38 @@ impl Controller {
         self.nodes.insert(name.clone(), entry);
         self.wake();
         self.save_node(&name).map(|()| answer)
+    }
+
+    /// Sends again the cancel (or requeue) of each running job of `node` that did not reach
+    /// it ([`UNSENT_STOPS`]), or that it has not ended within its kill wait and ten seconds
+    /// more (since it was sent, or since this controller started): one whose node's agent
+    /// could not be reached when it was sent would otherwise run on (slurmctld repeats its
+    /// terminate requests the same way).
+    fn stop_again(&mut self, node: &str) {
+        let due = std::time::Duration::from_secs(self.settings.kill_wait + 10);
+        let mut unsent = lock(&UNSENT_STOPS);
+        let owed: Vec<u64> = (self.active.running())
+            .filter(|j| j.cancel_requested || j.requeue_requested)
+            .filter(|j| {
+                j.share(node)
+                    .is_some_and(|s| s.runner.is_some() && !s.ended)
+            })
+            .filter(|j| unsent.remove(&j.id) || j.stop_sent.is_none_or(|t| t.elapsed() >= due))
+            .map(|j| j.id)
+            .collect();
+        drop(unsent);
+        for id in owed {
+            let (links, key) = (self.links_of(id), self.key.clone());
+            let Some(mut job) = self.active.get_mut(&id) else {
+                continue;
+            };
+            eprintln!("berth: job {id}: sending its cancel again (node {node} has not ended it)");
+            let why = match job.requeue_requested {
+                true => " DUE TO JOB REQUEUE",
+                false => "",
+            };
+            cancel_runner(&links, &mut job, why, &key);
+        }
     }
 
     /// Matches the runners a node's agent has (`(job, runner)`) with the jobs the controller
@@ -5827,6 +5866,7 @@ fn signal_runner(links: &Links, job: &mut Job, sig: i32, key: &Arc<auth::Key>) {
 /// was cancelled, `why` after slurmstepd's `CANCELLED AT TIME` (see [`NodeAgent::cancel`]):
 /// not a PBS or LSF job's, whose systems say nothing there. A suspended job is thawed first.
 fn cancel_runner(links: &Links, job: &mut Job, why: &str, key: &Arc<auth::Key>) {
+    job.stop_sent = Some(std::time::Instant::now());
     // Its steps' tasks get theirs now, on every node at once, as Slurm's do (not once the
     // batch shell has ended, or the step they belong to was ended for it).
     signal_job(links, job, libc::SIGTERM, Some(SignalTarget::Steps), key);
@@ -5897,13 +5937,22 @@ fn signal_on(
             };
             // (The job's end comes back through the agent's report.)
             let what = format!("signal job {id}");
-            post_unawaited(
+            let stop = cancel.is_some();
+            let sent = post_unawaited(
                 url.clone(),
                 "/v1/agent/signal",
                 Arc::clone(key),
                 request,
                 what,
             );
+            // A cancel that did not reach the node goes again at its next heartbeat.
+            if stop {
+                tokio::spawn(async move {
+                    if !sent.await.unwrap_or(false) {
+                        lock(&UNSENT_STOPS).insert(id);
+                    }
+                });
+            }
         }
     }
 }
@@ -5917,7 +5966,7 @@ fn post_unawaited<T: serde::Serialize + Send + 'static>(
     key: Arc<auth::Key>,
     request: T,
     what: String,
-) {
+) -> tokio::task::JoinHandle<bool> {
     tokio::task::spawn_blocking(move || {
         let sent: Result<(), String> = berth_agent::http::post(
             &url,
@@ -5926,10 +5975,19 @@ fn post_unawaited<T: serde::Serialize + Send + 'static>(
             &request,
             AGENT_TIMEOUT,
         );
-        if let Err(e) = sent {
+        if let Err(e) = &sent {
             eprintln!("berth: cannot {what}: {e}");
         }
-    });
+        sent.is_ok()
+    })
+}
+
+/// Jobs whose cancel (or requeue) did not reach a node's agent: [`Controller::stop_again`]
+/// sends it again at the node's next heartbeat.
+static UNSENT_STOPS: std::sync::Mutex<BTreeSet<u64>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running job's usage, to be read from its nodes' agents outside the controller's lock.

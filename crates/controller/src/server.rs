@@ -456,12 +456,15 @@ async fn wait(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<berth_api::WaitResponse> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("invalid query: {e}")))?;
-    let last = q
-        .count
-        .unwrap_or(1)
-        .checked_sub(1)
-        .and_then(|n| id.checked_add(n))
-        .ok_or_else(|| ApiError::bad("count must be at least 1"))?;
+    let count = q.count.unwrap_or(1);
+    let last = (count.checked_sub(1))
+        .ok_or_else(|| ApiError::bad("count must be at least 1"))?
+        .checked_add(id)
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "count={count} from job {id} goes past the last job id there can be"
+            ))
+        })?;
     let timeout = std::time::Duration::from_secs(q.timeout.unwrap_or(60).min(3600));
     let deadline = Some(tokio::time::Instant::now() + timeout);
     let started = match q.until.as_deref() {
