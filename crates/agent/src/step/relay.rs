@@ -165,9 +165,10 @@ struct TakeBack {
 const PART_GONE_LIMIT: Duration = Duration::from_secs(600);
 
 /// A remote part's connection, which signals and input go through: replaced when the
-/// part is taken back from its node's next agent.
+/// part is taken back from its node's next agent; and whether the step was ended since
+/// (then it is not taken back).
 #[derive(Clone)]
-struct Link(Arc<std::sync::Mutex<Duplex>>);
+struct Link(Arc<std::sync::Mutex<Duplex>>, Arc<AtomicBool>);
 
 impl Link {
     fn current(&self) -> Duplex {
@@ -176,6 +177,10 @@ impl Link {
 
     fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         self.current().write_all(frame)
+    }
+
+    fn ended(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -213,7 +218,7 @@ impl RemotePart {
         let stream = dial(url, &callers(), &launch.node, &line).map_err(Dialed::message)?;
         Ok(RemotePart {
             node: launch.node.clone(),
-            link: Link(Arc::new(std::sync::Mutex::new(stream))),
+            link: Link(Arc::new(std::sync::Mutex::new(stream)), Arc::default()),
             url: url.to_string(),
             id: (launch.job_id, launch.step_id),
             callers,
@@ -231,6 +236,11 @@ impl RemotePart {
         loop {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(5));
+            if self.link.ended() {
+                return Err(format!(
+                    "the connection to its agent broke ({broke}), and the step ended before it came back"
+                ));
+            }
             match dial(&self.url, &(self.callers)(), &self.node, &line) {
                 Ok(stream) => {
                     *self.link.0.lock().unwrap_or_else(|e| e.into_inner()) = stream.clone();
@@ -370,6 +380,10 @@ pub struct Signaller(Link);
 
 impl Signaller {
     pub fn signal(&mut self, sig: i32) {
+        // (Ending the part: not taken back if its agent is away.)
+        if sig == super::end_signal() || sig == libc::SIGKILL {
+            self.0 .1.store(true, Ordering::Relaxed);
+        }
         let _ = self.0.send(&frame(SIGNAL, &sig.to_be_bytes()));
     }
 }
@@ -642,8 +656,11 @@ where
 {
     use tokio::net::unix::pipe;
     let signal_group = |sig: i32| {
-        // SAFETY: kill(2) on the process group led by the part's process.
-        unsafe { libc::kill(-group, sig) };
+        // (None for a part that ended before it was taken back: -0 would be this agent's.)
+        if group > 0 {
+            // SAFETY: kill(2) on the process group led by the part's process.
+            unsafe { libc::kill(-group, sig) };
+        }
     };
     let piped = |e: std::io::Error| format!("the part's output: {e}");
     let mut stdout = pipe::Receiver::from_owned_fd(stdout).map_err(piped)?;
@@ -679,7 +696,7 @@ where
                 Some((STDIN_END, _)) => stdin = None,
                 Some((SIGNAL, data)) if data.len() == 4 => {
                     let sig = i32::from_be_bytes(data.try_into().expect("four bytes"));
-                    if sig == super::end_signal() {
+                    if sig == super::end_signal() && group > 0 {
                         // For the step's process alone, which ends its tasks.
                         // SAFETY: kill(2) on the part's process.
                         unsafe { libc::kill(group, sig) };

@@ -93,8 +93,8 @@ static ADOPTED: std::sync::LazyLock<
 /// ([`keep_part`]). Any other (the local part of a step across nodes, whose relays went
 /// with the agent, or one whose client is outside the job, with an allocation the agent
 /// held for it) cannot go on without what went with the agent: it is ended, and the
-/// controller records its step as lost. Registered in [`RUNNING`] at once: call it before the step socket serves
-/// and the controller reconciles its steps.
+/// controller records its step as lost. Registered in [`RUNNING`] at once: call it before
+/// the step socket serves and the controller reconciles its steps.
 pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
     for (job, dir) in jobs {
         let dir = dir.join(super::STEPS_DIR);
@@ -357,79 +357,77 @@ async fn wait_adopted(
     give_up: Option<(tokio::time::Instant, Box<dyn Fn() -> bool + Send>)>,
 ) -> Waited {
     let group = pid as libc::pid_t;
-    {
-        let exited = berth_runtime::enter::pidfd(group).ok().and_then(|fd| {
-            // SAFETY: an owned descriptor, which the AsyncFd keeps open as long as it lives.
-            unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            }
-            .ok()
-        });
-        // (Its pid may be another's by now: then it has ended.)
-        let exited = exited.filter(|_| crate::launcher::start_time(pid) == Some(r.start));
-        let now = tokio::time::Instant::now();
-        let limit = r.deadline.map(|at| {
-            now + std::time::Duration::from_secs(at.saturating_sub(crate::runner::now()))
-        });
-        let kill_wait = std::time::Duration::from_secs(r.kill_wait);
-        let (mut terminating, mut ending) = (None, None);
-        let (mut timed_out, mut killed) = (false, false);
-        let signal = |sig: i32| {
-            let whom = if sig == super::end_signal() {
-                group
-            } else {
-                -group
-            };
-            // SAFETY: kill(2) on the adopted step process (its start time checked), or the
-            // group it leads.
-            unsafe { libc::kill(whom, sig) };
+    let exited = berth_runtime::enter::pidfd(group).ok().and_then(|fd| {
+        // SAFETY: an owned descriptor, which the AsyncFd keeps open as long as it lives.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .ok()
+    });
+    // (Its pid may be another's by now: then it has ended.)
+    let exited = exited.filter(|_| crate::launcher::start_time(pid) == Some(r.start));
+    let now = tokio::time::Instant::now();
+    let limit = r
+        .deadline
+        .map(|at| now + std::time::Duration::from_secs(at.saturating_sub(crate::runner::now())));
+    let kill_wait = std::time::Duration::from_secs(r.kill_wait);
+    let (mut terminating, mut ending) = (None, None);
+    let (mut timed_out, mut killed) = (false, false);
+    let signal = |sig: i32| {
+        let whom = if sig == super::end_signal() {
+            group
+        } else {
+            -group
         };
-        let (mut give_up_at, still) = match give_up {
-            Some((at, check)) => (Some(at), check),
-            None => (None, Box::new(|| false) as Box<dyn Fn() -> bool + Send>),
-        };
-        if let Some(exited) = &exited {
-            loop {
-                tokio::select! {
-                    _ = exited.readable() => break,
-                    Some(sig) = asked.recv() => {
-                        if sig != 0 {
-                            signal(sig);
-                        } else if terminating.is_none() {
-                            signal(libc::SIGTERM);
-                            terminating = Some(tokio::time::Instant::now() + kill_wait);
-                        }
-                    }
-                    _ = tokio::time::sleep_until(give_up_at.unwrap_or(now)), if give_up_at.is_some() => {
-                        give_up_at = None;
-                        if still() && terminating.is_none() {
-                            signal(libc::SIGTERM);
-                            terminating = Some(tokio::time::Instant::now() + kill_wait);
-                        }
-                    }
-                    _ = tokio::time::sleep_until(limit.unwrap_or(now)), if limit.is_some() && !timed_out && !killed => {
-                        timed_out = true;
+        // SAFETY: kill(2) on the adopted step process (its start time checked), or the
+        // group it leads.
+        unsafe { libc::kill(whom, sig) };
+    };
+    let (mut give_up_at, still) = match give_up {
+        Some((at, check)) => (Some(at), check),
+        None => (None, Box::new(|| false) as Box<dyn Fn() -> bool + Send>),
+    };
+    if let Some(exited) = &exited {
+        loop {
+            tokio::select! {
+                _ = exited.readable() => break,
+                Some(sig) = asked.recv() => {
+                    if sig != 0 {
+                        signal(sig);
+                    } else if terminating.is_none() {
                         signal(libc::SIGTERM);
-                        terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
+                        terminating = Some(tokio::time::Instant::now() + kill_wait);
                     }
-                    _ = tokio::time::sleep_until(terminating.unwrap_or(now)), if terminating.is_some() && !killed => {
-                        killed = true;
-                        signal(super::end_signal());
-                        ending = Some(tokio::time::Instant::now() + END_GRACE);
+                }
+                _ = tokio::time::sleep_until(give_up_at.unwrap_or(now)), if give_up_at.is_some() => {
+                    give_up_at = None;
+                    if still() && terminating.is_none() {
+                        signal(libc::SIGTERM);
+                        terminating = Some(tokio::time::Instant::now() + kill_wait);
                     }
-                    _ = tokio::time::sleep_until(ending.unwrap_or(now)), if ending.is_some() => {
-                        ending = None;
-                        signal(libc::SIGKILL);
-                    }
+                }
+                _ = tokio::time::sleep_until(limit.unwrap_or(now)), if limit.is_some() && !timed_out && !killed => {
+                    timed_out = true;
+                    signal(libc::SIGTERM);
+                    terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
+                }
+                _ = tokio::time::sleep_until(terminating.unwrap_or(now)), if terminating.is_some() && !killed => {
+                    killed = true;
+                    signal(super::end_signal());
+                    ending = Some(tokio::time::Instant::now() + END_GRACE);
+                }
+                _ = tokio::time::sleep_until(ending.unwrap_or(now)), if ending.is_some() => {
+                    ending = None;
+                    signal(libc::SIGKILL);
                 }
             }
         }
-        if killed {
-            // What its tasks started, and may have left.
-            signal(libc::SIGKILL);
-        }
-        Waited { timed_out, killed }
     }
+    if killed {
+        // What its tasks started, and may have left.
+        signal(libc::SIGKILL);
+    }
+    Waited { timed_out, killed }
 }
 
 /// Waits for the end of adopted step process `pid` (its entry `r` in `dir`) as
