@@ -81,6 +81,13 @@ fn nodes_of(p: &Plan, id: JobId) -> Vec<String> {
     s.nodes.iter().map(|a| a.node.clone()).collect()
 }
 
+/// A started job's (node, tasks, CPUs), in the order it got them.
+fn layout_of(p: &Plan, id: JobId) -> Vec<(&str, u32, u32)> {
+    let s = p.get(id).and_then(|d| d.start()).expect("job started");
+    let nodes = s.nodes.iter();
+    nodes.map(|a| (a.node.as_str(), a.tasks, a.cpus)).collect()
+}
+
 fn reason(p: &Plan, id: JobId) -> Option<Reason> {
     p.get(id).and_then(|d| d.reason())
 }
@@ -273,13 +280,7 @@ fn multi_node_jobs_spread_tasks_block_wise() {
             job(2).per_node(2).nodes(2),
         ],
     );
-    let s = p.get(1).and_then(|d| d.start()).expect("started");
-    let layout: Vec<(&str, u32, u32)> = s
-        .nodes
-        .iter()
-        .map(|a| (a.node.as_str(), a.tasks, a.cpus))
-        .collect();
-    assert_eq!(layout, [("a", 3, 3), ("b", 2, 2)]);
+    assert_eq!(layout_of(&p, 1), [("a", 3, 3), ("b", 2, 2)]);
     // Job 2 needs 2 CPUs on 2 nodes: b has 2 left (best fit) and c 4; a has 1.
     assert_eq!(nodes_of(&p, 2), ["b", "c"]);
 }
@@ -294,13 +295,7 @@ fn uneven_tasks_need_their_most_cpus_on_some_nodes_only() {
         node("b", 2, GIB),
     ]);
     let p = run(&c, &[job(1).tasks(3).nodes(2)]);
-    let s = p.get(1).and_then(|d| d.start()).expect("started");
-    let layout: Vec<(&str, u32, u32)> = s
-        .nodes
-        .iter()
-        .map(|a| (a.node.as_str(), a.tasks, a.cpus))
-        .collect();
-    assert_eq!(layout, [("b", 2, 2), ("a", 1, 1)]);
+    assert_eq!(layout_of(&p, 1), [("b", 2, 2), ("a", 1, 1)]);
 
     // With a say in its nodes too (the one it must have is the smaller), and exclusive
     // nodes of two sizes.
