@@ -1334,8 +1334,6 @@ use berth_controller::MIN_JOB_AGE;
 
 /// squeue's --Format names, and the --format letter each stands for.
 const FORMAT_NAMES: &[(&str, char)] = &[
-    ("oversubscribe", 'h'),
-    ("shared", 'h'),
     ("jobid", 'i'),
     ("jobarrayid", 'i'),
     ("arrayjobid", 'F'),
@@ -1380,6 +1378,8 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("cpus-per-task", CPUS_PER_TASK),
     ("tres-alloc", TRES_ALLOC),
     ("tres-per-node", 'b'),
+    ("oversubscribe", 'h'),
+    ("shared", 'h'),
 ];
 
 /// squeue's `--Format NAME[:[.]SIZE],...` as the `--format` it stands for: each field as
