@@ -1839,7 +1839,8 @@ echo not-warned"#,
         Mode::Rootless,
         "steps.sh",
         &script(
-            "--time=0:12 --signal=USR2@8",
+            // (The step must have started by the warning: 16 s for it, in a slow VM too.)
+            "--time=0:24 --signal=USR2@8",
             r#"trap 'echo batch-warned' USR2
 berth step sh -c 'trap "echo step-warned; exit 0" USR2; sleep 30 & wait'
 echo "step ended: $?""#,
