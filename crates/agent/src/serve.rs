@@ -60,7 +60,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Serves `app` on `listener` until `stop` turns true, each request's header within
 /// `header_timeout`; each request carries `ConnectInfo(tag(io))` where `tag` gives one (a
 /// Unix socket's peer credentials); `peer` says whose a connection is (see
-/// [`MAX_IDLE_PER_PEER`]).
+/// [`MAX_PER_PEER`]).
 pub async fn serve<L, T>(
     mut listener: L,
     app: axum::Router,

@@ -412,39 +412,45 @@ impl<'a> State<'a> {
         }
     }
 
+    /// What a job takes of the `i`-th of its `k` nodes, node `n`, and its tasks there: the
+    /// whole node (exclusive), or its tasks' CPUs, its memory (all of it with `--mem=0`)
+    /// and GPUs.
+    fn share_of(&self, req: &JobRequest, n: usize, (k, i): (usize, usize)) -> (Res, u32) {
+        let tasks = req.tasks_on(
+            u32::try_from(k).unwrap_or(u32::MAX),
+            u32::try_from(i).unwrap_or(u32::MAX),
+        );
+        let node = &self.nodes[n];
+        let take = match req.exclusive {
+            true => node.total,
+            false => Res {
+                cpus: req.cpus_for(tasks),
+                mem: match req.whole_memory {
+                    true => node.total.mem,
+                    false => req.memory_per_node,
+                },
+                gpus: u64::from(req.gpus_per_node),
+            },
+        };
+        (take, tasks)
+    }
+
     /// The CPUs a job would take on `chosen` ([`Self::commit`] takes them).
     pub fn cpus_of(&self, req: &JobRequest, chosen: &[usize]) -> u64 {
-        let k = u32::try_from(chosen.len()).unwrap_or(u32::MAX);
+        let k = chosen.len();
         (chosen.iter().enumerate())
-            .map(|(i, &n)| match req.exclusive {
-                true => self.nodes[n].total.cpus,
-                false => req.cpus_for(req.tasks_on(k, u32::try_from(i).unwrap_or(u32::MAX))),
-            })
+            .map(|(i, &n)| self.share_of(req, n, (k, i)).0.cpus)
             .sum()
     }
 
     /// Starts a job on `chosen` (from [`Self::find_now`]) until `end`: takes the resources,
     /// charges the reservations it overlaps, and says what it got where.
     pub fn commit(&mut self, req: &JobRequest, chosen: &[usize], end: u64) -> Vec<NodeAlloc> {
-        let k = u32::try_from(chosen.len()).unwrap_or(u32::MAX);
         let mut allocs = Vec::with_capacity(chosen.len());
         for (i, &n) in chosen.iter().enumerate() {
-            let tasks = req.tasks_on(k, u32::try_from(i).unwrap_or(u32::MAX));
-            let node = &self.nodes[n];
-            let take = if req.exclusive {
-                node.total
-            } else {
-                Res {
-                    cpus: req.cpus_for(tasks),
-                    mem: match req.whole_memory {
-                        true => node.total.mem,
-                        false => req.memory_per_node,
-                    },
-                    gpus: u64::from(req.gpus_per_node),
-                }
-            };
+            let (take, tasks) = self.share_of(req, n, (chosen.len(), i));
             allocs.push(NodeAlloc {
-                node: node.name.to_owned(),
+                node: self.nodes[n].name.to_owned(),
                 cpus: u32::try_from(take.cpus).unwrap_or(u32::MAX),
                 memory: take.mem,
                 gpus: u32::try_from(take.gpus).unwrap_or(u32::MAX),

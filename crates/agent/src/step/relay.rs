@@ -605,7 +605,7 @@ where
 /// Relays part `adopted`, which this agent's predecessor started, from where that one left
 /// it: its output from its FIFOs, until it ends; how it ended.
 async fn relay_adopted<R, W>(
-    adopted: super::server::AdoptedPart,
+    mut adopted: super::server::AdoptedPart,
     read: R,
     write: &mut W,
 ) -> Result<PartEnd, String>
@@ -613,7 +613,6 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let mut adopted = adopted;
     let output = match adopted.output.take() {
         Some(output) => output,
         None => [

@@ -122,7 +122,8 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
                     watch(authority, job, pid, dir.clone(), r);
                 } else if let Some(spool) = r.spool.clone() {
                     eprintln!("berth: step {job}.{}: its part here adopted (its process {pid} went on while the node agent restarted), for the node that runs the step to take back", r.step);
-                    keep_part(job, pid, dir.join(super::end_record(pid)), r, spool, None);
+                    let record = dir.join(super::end_record(pid));
+                    keep_part(job, r.step, record, spool, Kept::Running(pid, r));
                 } else {
                     eprintln!("berth: step {job}.{}: ended (it cannot go on without the node agent that served it)", r.step);
                     // SAFETY: kill(2) of the step process, its start time checked.
@@ -144,17 +145,7 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
                     signal: r.signal,
                     usage: r.usage,
                 };
-                let kept = super::Registration {
-                    step: r.step,
-                    start: 0,
-                    adoptable: false,
-                    cgroup: r.cgroup,
-                    deadline: None,
-                    kill_wait: 0,
-                    tasks: 0,
-                    spool: None,
-                };
-                keep_part(job, 0, record, kept, spool, Some(end));
+                keep_part(job, r.step, record, spool, Kept::Ended(end));
                 continue;
             }
             if !r.adoptable {
@@ -262,19 +253,23 @@ pub(crate) fn take_part(job: u64, step: u32) -> Option<AdoptedPart> {
     parts.remove(&(job, step))
 }
 
-/// Keeps part `r` (of step process `pid`, 0 where it has ended: then with its `ended`) of
-/// `job`, whose end `record` its process writes, among the [`ADOPTED_PARTS`]: waits for its
-/// end (signalled as asked, at its time limit, and ended if nobody took it back within
-/// [`TAKE_BACK_LIMIT`]), then forgets it if still nobody did.
-fn keep_part(
-    job: u64,
-    pid: u32,
-    record: PathBuf,
-    r: super::Registration,
-    spool: PathBuf,
-    ended: Option<PartEnd>,
-) {
-    let step = r.step;
+/// An adopted part, as [`keep_part`] finds it.
+enum Kept {
+    /// Its step process still runs (pid, its registration).
+    Running(u32, super::Registration),
+    /// It ended while no agent was there.
+    Ended(PartEnd),
+}
+
+/// Keeps part `step` of `job`, whose end `record` its process writes, among the
+/// [`ADOPTED_PARTS`]: waits for its end if it runs (signalled as asked, at its time limit,
+/// and ended if nobody took it back within [`TAKE_BACK_LIMIT`]), then forgets it if still
+/// nobody did.
+fn keep_part(job: u64, step: u32, record: PathBuf, spool: PathBuf, kept: Kept) {
+    let (pid, running, ended) = match kept {
+        Kept::Running(pid, r) => (pid, Some(r), None),
+        Kept::Ended(end) => (0, None, Some(end)),
+    };
     let (tell, end) = tokio::sync::watch::channel(ended);
     let (signals, asked) = tokio::sync::mpsc::unbounded_channel();
     let reader = |which| {
@@ -304,7 +299,7 @@ fn keep_part(
         .insert((job, step), part);
     let give_up = tokio::time::Instant::now() + TAKE_BACK_LIMIT;
     tokio::spawn(async move {
-        if ended.is_none() {
+        if let Some(r) = running {
             let waited = wait_adopted(pid, &r, asked, Some((give_up, Box::new(kept)))).await;
             let mut end = PartEnd::without_usage(125);
             if let Some(said) = read_record(&record) {
