@@ -349,6 +349,79 @@ echo "srun=$?"
     );
 }
 
+/// A step across two nodes goes on while the agent that took it restarts (the first
+/// node's, where the job's script runs), and the second node's after it: the step's
+/// leader, a process of its own on the first node, keeps relaying the second node's part
+/// and serving the tasks' PMI (their barrier and key-value space after both restarts are
+/// answered), the next agent adopts it, and the client learns its end from that agent. A
+/// task's abort of a step across nodes ends it with its code.
+#[test]
+fn a_step_across_nodes_goes_on_across_its_own_agents_restart() {
+    let Some(mut t) = TestCluster::start(28, 2, None) else {
+        return;
+    };
+    let cwd = t.c.f.cwd(Mode::Rootless);
+    let client = r#"fd=$PMI_FD
+say() { eval "echo \"\$*\" >&$fd"; }
+hear() { eval "read -r heard <&$fd"; }
+say "cmd=init pmi_version=1 pmi_subversion=1"; hear
+say "cmd=get_my_kvsname"; hear; kvs=${heard#*kvsname=}
+say "cmd=put kvsname=$kvs key=r$PMI_RANK value=from-$PMI_RANK"; hear
+say "cmd=barrier_in"; hear
+touch "up.$PMI_RANK"
+while [ ! -e go ]; do sleep 0.1; done
+say "cmd=get kvsname=$kvs key=r$((1 - PMI_RANK))"; hear; got=${heard##*value=}
+say "cmd=barrier_in"; hear; after=$heard
+say "cmd=finalize"; hear
+echo "rank $PMI_RANK of $PMI_SIZE: $got, $after, $heard"
+exit $((PMI_RANK * 3))
+"#;
+    std::fs::write(cwd.join("pmi.sh"), client).unwrap();
+    let script = r#"#!/bin/sh
+#SBATCH -N 2
+#BERTH --image busybox
+srun -N 2 -n 2 sh pmi.sh
+echo "srun=$?"
+srun -N 2 -n 2 sh -c 'if [ $PMI_RANK = 1 ]; then echo "cmd=abort exitcode=7" >&$PMI_FD; fi; exec sleep 60'
+echo "abort=$?"
+"#;
+    let id = t.c.submit(Mode::Rootless, "lead.sh", script, &[]);
+    wait_until("both tasks past their barrier", || {
+        cwd.join("up.0").exists() && cwd.join("up.1").exists()
+    });
+    let nodes = nodes_of(&t.c.show(id));
+    for node in &nodes {
+        let i = t.agents.iter().position(|a| &a.name == node).unwrap();
+        t.agents[i].kill();
+        t.agents[i] = crate::hosts::Agent::start(&t.c, &t.hosts, i + 1);
+    }
+    std::fs::write(cwd.join("go"), "").unwrap();
+    let job =
+        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(&t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    let mut expected = vec![
+        "rank 0 of 2: from-1, cmd=barrier_out, cmd=finalize_ack".to_string(),
+        "rank 1 of 2: from-0, cmd=barrier_out, cmd=finalize_ack".into(),
+        format!("srun: error: {}: task 1: Exited with exit code 3", nodes[1]),
+        "srun=3".into(),
+        // The abort: the other tasks are killed, as srun says.
+        "berth step: a task aborted the step with exit code 7".into(),
+        format!("srun: error: {}: task 0: Killed", nodes[0]),
+        format!("srun: error: {}: task 1: Killed", nodes[1]),
+        "abort=7".into(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "{out}\n{}", t.logs());
+    assert_eq!(job["steps"][0]["exit_code"], 3, "{job}");
+    assert!(job["steps"][0]["usage"]["user_usec"].is_u64(), "{job}");
+    assert_eq!(job["steps"][1]["exit_code"], 7, "{job}");
+    let first = t.agents.iter().find(|a| a.name == nodes[0]).unwrap();
+    assert!(first.log().contains("adopted"), "{}", t.logs());
+}
+
 /// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)
 /// and the jobs' processes: its agent, back with job files of another id, has the
 /// controller end those jobs NODE_FAIL at once, instead of leaving them running for ever.

@@ -73,6 +73,9 @@ impl Claims {
 pub struct Key {
     mac: hmac::Key,
     tls: crate::tls::Tls,
+    /// The key itself, for a step's leader to make its own credentials with
+    /// (`relay::Signer`).
+    bytes: Vec<u8>,
 }
 
 impl Key {
@@ -86,7 +89,13 @@ impl Key {
         Key {
             tls: crate::tls::Tls::from_seed(seed),
             mac,
+            bytes: bytes.to_vec(),
         }
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The cluster's TLS identity.

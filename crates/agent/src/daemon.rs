@@ -347,8 +347,8 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         }
     }
 
-    fn caller(&self) -> crate::step::relay::Caller {
-        crate::step::relay::Caller::new(&self.0.key, &auth::node_principal(&self.0.name))
+    fn signer(&self) -> crate::step::relay::Signer {
+        crate::step::relay::Signer::new(&self.0.key, &auth::node_principal(&self.0.name))
     }
 
     /// The host of the address the controller reaches this agent at.

@@ -5362,8 +5362,8 @@ impl berth_agent::step::server::StepAuthority for StepGate {
         ended.await.expect("no deadline")
     }
 
-    fn caller(&self) -> berth_agent::step::relay::Caller {
-        berth_agent::step::relay::Caller::new(&self.1, auth::CONTROLLER)
+    fn signer(&self) -> berth_agent::step::relay::Signer {
+        berth_agent::step::relay::Signer::new(&self.1, auth::CONTROLLER)
     }
 
     fn address(&self) -> String {

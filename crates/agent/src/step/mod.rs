@@ -13,6 +13,7 @@
 //! the agent passes a signal on to every task, and their children, with one kill(2).
 
 pub mod client;
+pub(crate) mod lead;
 mod named;
 pub mod pmi;
 mod pmix;
@@ -133,6 +134,10 @@ pub struct StepLaunch {
     /// restarts (the next one takes the part back: `server::adopt`, `relay::serve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<std::path::PathBuf>,
+    /// This process leads a step across nodes (see `lead`): this node's part is the
+    /// launch's (if [`lead::Lead::here`]), the others are the lead's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead: Option<lead::Lead>,
 }
 
 /// The FIFO of a relayed part's stream `which` (`out`, `err`), by its spool prefix.
@@ -187,13 +192,13 @@ fn hold_spool(launch: &StepLaunch) -> Vec<std::fs::File> {
 }
 
 impl StepLaunch {
-    /// Whether this part is its whole step, served by this node's agent for a client in the
-    /// job: then its tasks' output goes straight to the client, and the step goes on when
-    /// that agent goes away; the agent that follows adopts it (`server::adopt`). (Its PMI
-    /// server went with the agent: tasks that ask it for something after that, as an MPI
-    /// program's end does, fail.)
+    /// Whether this process is its whole step, or leads it, for a client in the job: then
+    /// the step goes on when the agent that served it goes away; the agent that follows
+    /// adopts it (`server::adopt`).
     fn alone(&self) -> bool {
-        self.layout.len() <= 1 && self.client_pid.is_some() && !self.outside
+        (self.layout.len() <= 1 || self.lead.is_some())
+            && self.client_pid.is_some()
+            && !self.outside
     }
 }
 
@@ -816,14 +821,20 @@ pub(crate) fn tee(from: OwnedFd, to: Vec<OwnedFd>) -> std::thread::JoinHandle<()
 pub fn run() -> Result<i32, StepError> {
     let text = std::env::var(LAUNCH_VAR).map_err(|e| StepError::Launch(e.to_string()))?;
     std::env::remove_var(LAUNCH_VAR);
-    let launch: StepLaunch =
+    let mut launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
     let held = hold_spool(&launch);
     let registered = Registered::new(&launch);
-    let ((code, signal), cgroup) = run_launch(launch)?;
+    let ((code, signal), used) = match launch.lead.take() {
+        Some(lead) => lead::lead(launch, lead),
+        None => {
+            let (worst, cgroup) = run_launch(launch)?;
+            (worst, usage(cgroup))
+        }
+    };
     drain_spool(&held);
     if let Some(r) = registered {
-        r.ended((code, signal), usage(cgroup));
+        r.ended((code, signal), used);
     }
     Ok(end_as(code, signal))
 }
@@ -836,15 +847,18 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
     let held = launch.as_ref().map(hold_spool).unwrap_or_default();
     let registered = launch.as_ref().ok().and_then(Registered::new);
-    let ((code, signal), cgroup) = match launch.and_then(run_launch) {
+    let ran = launch.and_then(|mut launch| match launch.lead.take() {
+        Some(lead) => Ok(lead::lead(launch, lead)),
+        None => run_launch(launch).map(|(worst, cgroup)| (worst, usage(cgroup))),
+    });
+    let ((code, signal), used) = match ran {
         Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");
-            ((125, None), StepAccounting::default())
+            ((125, None), usage(StepAccounting::default()))
         }
     };
     drain_spool(&held);
-    let used = usage(cgroup);
     if let (Some(report), Some(used)) = (report, &used) {
         report_usage(&report, used);
     }

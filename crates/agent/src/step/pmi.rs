@@ -252,7 +252,7 @@ impl Server {
     }
 
     /// Serves the step on `listener`, each connection beginning with `secret`.
-    fn serve(
+    pub(super) fn serve(
         listener: TcpListener,
         counts: &[u32],
         kvsname: String,

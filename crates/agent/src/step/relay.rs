@@ -152,6 +152,42 @@ impl Caller {
 /// back later needs a fresh one).
 pub type Callers = Arc<dyn Fn() -> Caller + Send + Sync>;
 
+/// What a step's leader (`lead`) makes its credentials with: the cluster key and whom it
+/// calls as (the node of the agent that took the step, or the controller). It travels in
+/// the leader's launch, which only root's processes see (the launcher's socket, or root's
+/// environment), as the key itself is root's on every node.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signer {
+    key: Vec<u8>,
+    principal: String,
+}
+
+impl std::fmt::Debug for Signer {
+    /// Without the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.principal)
+    }
+}
+
+impl Signer {
+    pub fn new(key: &crate::auth::Key, principal: &str) -> Signer {
+        Signer {
+            key: key.bytes().to_vec(),
+            principal: principal.to_string(),
+        }
+    }
+
+    /// Fresh credentials of its principal, on each call.
+    pub fn callers(&self) -> Callers {
+        let (key, principal) = (
+            crate::auth::Key::from_bytes(&self.key),
+            self.principal.clone(),
+        );
+        Arc::new(move || Caller::new(&key, &principal))
+    }
+}
+
 /// The first line of a connection that takes back a part the node's agent adopted (it was
 /// restarted while the part ran), instead of a [`StepLaunch`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

@@ -5,7 +5,7 @@
 //! group if the client goes away (as srun's death ends its step).
 
 use super::wire::{recv_line_with_fds, STDIO_FDS};
-use super::{pmi, relay, Part, PartEnd, StepLaunch};
+use super::{relay, PartEnd, StepLaunch};
 use crate::daemon::StepEnd;
 use crate::launcher::Launcher;
 use berth_api::{AllocationExit, StepEvent, StepRequest, StepSignal};
@@ -629,11 +629,11 @@ pub trait StepAuthority: Send + Sync + 'static {
     /// Records the step's end with the worst of its tasks' exit statuses and, where every
     /// node's part could say, what they used.
     fn end(&self, end: StepEnd) -> impl Future<Output = ()> + Send;
-    /// How to ask other nodes' agents for the parts of a step: a credential they take
-    /// (signed with the cluster key) and the cluster's TLS.
-    fn caller(&self) -> relay::Caller;
-    /// The host name or address at which the other nodes' tasks reach this process (its
-    /// PMI server).
+    /// What a step's leader makes the credentials it asks other nodes' agents for the
+    /// step's parts with (the cluster key, and this process's principal).
+    fn signer(&self) -> relay::Signer;
+    /// The host name or address at which the other nodes' tasks reach this node (a step
+    /// leader's PMI server).
     fn address(&self) -> String;
 }
 
@@ -907,33 +907,20 @@ async fn run_step<A: StepAuthority>(
         .iter()
         .map(|p| (p.node.clone(), p.tasks.len() as u32))
         .collect();
-    let mut inputs = match distribute(stdin, &layout, request.input_task) {
-        Ok(inputs) => inputs,
-        Err(e) => {
-            authority.end(StepEnd::failed(job, grant.step)).await;
-            return Err(e);
-        }
-    };
-    // The tasks' PMI-1 process manager: a step on one node has its own (its step
-    // process's, which outlives this agent); one across nodes has it here, where the other
-    // nodes' tasks reach it by this node's name.
-    // (A PMIx step's servers, one on each node, gather their fences through it.)
+    let ntasks: u32 = layout.iter().map(|(_, t)| t).sum();
+    if let Some(n) = request.input_task.filter(|&n| n >= ntasks) {
+        authority.end(StepEnd::failed(job, grant.step)).await;
+        return Err(format!(
+            "--input={n}: the step's tasks are 0 to {}",
+            ntasks.saturating_sub(1)
+        ));
+    }
+    // A step across nodes is led by a process of this node's (`lead`): it starts the other
+    // nodes' parts and relays them, runs this node's part, and serves the tasks' PMI
+    // (PMIx's servers, one on each node, gather their fences through it); a step on one
+    // node has its PMI server in its step process's helper. Either outlives this agent.
+    let across = grant.parts.len() > 1 || grant.parts.iter().any(|p| p.url.is_some());
     let wants_pmi = (request.pmi || request.pmix) && !request.pty;
-    let pmi_here = wants_pmi && layout.len() == 1;
-    let mut pmi = match wants_pmi && !pmi_here {
-        true => {
-            let counts: Vec<u32> = layout.iter().map(|(_, n)| *n).collect();
-            let kvsname = format!("kvs_{job}_{}", grant.step);
-            match pmi::Server::start(&counts, kvsname).await {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    authority.end(StepEnd::failed(job, grant.step)).await;
-                    return Err(format!("cannot serve PMI to the step's tasks: {e}"));
-                }
-            }
-        }
-        false => None,
-    };
     // A client in the job (a process of its cgroup) passes the job's variables on (its own
     // environment is the script's); one on a host, even with the job's variables (`berth
     // alloc`'s command), gets the job's environment under its own, on every node.
@@ -956,13 +943,8 @@ async fn run_step<A: StepAuthority>(
             tasks: part.tasks.clone(),
             layout: layout.clone(),
             node_index,
-            pmi: pmi.as_ref().map(|p| pmi::Contact {
-                node: grant.node.clone(),
-                host: authority.address(),
-                port: p.port,
-                secret: p.secret.clone(),
-            }),
-            pmi_here,
+            pmi: None,
+            pmi_here: wants_pmi && !across,
             pmix: request.pmix,
             outside: !in_job,
             label: request.label,
@@ -985,47 +967,30 @@ async fn run_step<A: StepAuthority>(
             memory: part.memory,
             kill_wait: grant.kill_wait,
             spool: None,
+            lead: None,
         }
     };
-    // The other nodes' parts first: if one cannot start, nothing has run.
-    let mut remote = Vec::new();
-    for (i, part) in grant.parts.iter().enumerate() {
-        let Some(url) = part.url.clone() else {
-            continue;
-        };
-        let shared = shared.clone();
-        let callers: relay::Callers = Arc::new(move || shared.caller());
-        let launch = launch(i);
-        let started =
-            tokio::task::spawn_blocking(move || relay::RemotePart::start(&url, callers, &launch))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-        match started {
-            Ok(p) => remote.push((i, p)),
-            Err(e) => {
-                authority.end(StepEnd::failed(job, grant.step)).await;
-                return Err(e);
-            }
-        }
-    }
     let here = grant.parts.iter().position(|p| p.url.is_none());
-    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| e.to_string());
-    let mut signallers = Vec::new();
-    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<PartEnd>();
-    for (i, part) in remote {
-        let input = inputs[i].take();
-        let (out, err) = (dup(&stdout)?, dup(&stderr)?);
-        signallers.push(part.signaller());
-        let done = done.clone();
-        tokio::task::spawn_blocking(move || {
-            let _ = done.send(part.relay(input, out, err));
+    let mut first = launch(here.unwrap_or(0));
+    if across {
+        if here.is_none() {
+            // Led from here, run elsewhere: no tasks here.
+            (first.node, first.tasks, first.gpu_ids) = (grant.node.clone(), Vec::new(), Vec::new());
+        }
+        let parts = (grant.parts.iter().enumerate())
+            .filter_map(|(i, p)| Some((p.url.clone()?, launch(i))))
+            .collect();
+        first.lead = Some(super::lead::Lead {
+            parts,
+            signer: authority.signer(),
+            node: grant.node.clone(),
+            pmi_host: wants_pmi.then(|| authority.address()),
+            here: here.is_some(),
         });
     }
-    // Said before this node's part starts: a client whose agent goes away from here on
+    // Said before the step's process starts: a client whose agent goes away from here on
     // knows its step, and asks the next agent for its end (the step process it forks is
     // adopted; one that never forked is ended by the controller's reconciling).
-    let ntasks = layout.iter().map(|(_, t)| t).sum();
     let _ = send(
         write,
         &StepEvent::Started {
@@ -1034,34 +999,27 @@ async fn run_step<A: StepAuthority>(
         },
     )
     .await;
-    let mut local = match here {
-        Some(i) => match start_here(launcher, &launch(i), inputs[i].take(), stdout, stderr).await {
-            Ok(part) => Some(part),
-            Err(e) => {
-                for s in &mut signallers {
-                    s.signal(libc::SIGKILL);
-                }
-                authority.end(StepEnd::failed(job, grant.step)).await;
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    let group = local.as_ref().map(|part| part.group);
-    // A signal for every part: for its whole process group, but the step's end signal,
-    // which is for the step's process alone (each part's relay does the same).
-    let mut signal_all = |sig: i32| {
-        if let Some(g) = group {
-            let whom = if sig == super::end_signal() { g } else { -g };
-            // SAFETY: kill(2) on the step process we started, or the group it leads.
-            unsafe { libc::kill(whom, sig) };
-        }
-        for s in &mut signallers {
-            s.signal(sig);
+    let mut part = match super::start_part(launcher, &first, [stdin, stdout, stderr]).await {
+        Ok(part) => part,
+        Err(e) => {
+            authority.end(StepEnd::failed(job, grant.step)).await;
+            return Err(e);
         }
     };
-    // Ending the step early: each part's process kills its tasks and says what they used
-    // (`end_signal`); a part still there after END_GRACE is killed whole.
+    let group = part.group;
+    // A signal for the step: for its process's whole group, but the step's end signal,
+    // which is for the step's process alone (a leader passes each on to the other nodes).
+    let signal = |sig: i32| {
+        let whom = if sig == super::end_signal() {
+            group
+        } else {
+            -group
+        };
+        // SAFETY: kill(2) on the step process we started, or the group it leads.
+        unsafe { libc::kill(whom, sig) };
+    };
+    // Ending the step early: its process kills its tasks and says what they used
+    // (`end_signal`); one still there after END_GRACE is killed whole.
     let mut ending: Option<tokio::time::Instant> = None;
     // Its own time limit (`srun -t`): then it is ended as a cancelled one is.
     let limit = request
@@ -1080,111 +1038,77 @@ async fn run_step<A: StepAuthority>(
             crate::runner::slurm_timestamp(crate::runner::now())
         )
     };
-    let mut left = grant.parts.len();
-    let (mut worst, mut killed, mut client) = ((0, None), false, true);
-    // What the parts used, summed, while every part says.
-    let mut usage = Some(berth_api::StepUsage::default());
-    while left > 0 {
-        let end = tokio::select! {
-            end = async { (&mut local.as_mut().expect("checked").end).await }, if local.is_some() => {
-                local = None;
-                end
-            }
-            Some(end) = ended.recv() => end,
-            // A task gave up (MPI_Abort): the step ends with its code, every task killed.
-            Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
-                eprintln!("berth step: a task aborted the step with exit code {code}");
-                if !killed {
-                    worst = super::worse(worst, (code, None));
-                    killed = true;
-                    signal_all(super::end_signal());
-                    ending = Some(tokio::time::Instant::now() + END_GRACE);
-                }
-                continue;
-            }
+    let (mut killed, mut client) = (false, true);
+    let end = loop {
+        tokio::select! {
+            end = &mut part.end => break end,
             // A signal for its tasks (`scancel -s SIG JOB.STEP`), or (0) cancelled (`berth
             // cancel JOB.STEP`): SIGTERM, then ended as its client's going ends it.
-            Some(signal) = cancelled.recv(), if !killed => {
-                if signal != 0 {
-                    signal_all(signal);
+            Some(sig) = cancelled.recv(), if !killed => {
+                if sig != 0 {
+                    signal(sig);
                 } else if terminating.is_none() {
                     let _ = send(write, &StepEvent::Notice(said(""))).await;
-                    signal_all(libc::SIGTERM);
+                    signal(libc::SIGTERM);
                     terminating = Some(tokio::time::Instant::now() + kill_wait);
                 }
-                continue;
             }
             _ = tokio::time::sleep_until(limit.unwrap_or_else(tokio::time::Instant::now)), if limit.is_some() && !timed_out && !killed => {
                 let _ = send(write, &StepEvent::Notice(said(" DUE TO TIME LIMIT"))).await;
                 timed_out = true;
-                signal_all(libc::SIGTERM);
+                signal(libc::SIGTERM);
                 terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
-                continue;
             }
             _ = tokio::time::sleep_until(terminating.unwrap_or_else(tokio::time::Instant::now)), if terminating.is_some() && !killed => {
                 killed = true;
-                worst = super::worse(worst, (128 + libc::SIGTERM, Some(libc::SIGTERM)));
-                signal_all(super::end_signal());
+                signal(super::end_signal());
                 ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
-                continue;
             }
             _ = tokio::time::sleep_until(ending.unwrap_or_else(tokio::time::Instant::now)), if ending.is_some() => {
                 ending = None;
-                signal_all(libc::SIGKILL);
-                continue;
+                signal(libc::SIGKILL);
             }
             line = lines.next_line(), if client => {
                 match line {
                     Ok(Some(l)) => {
-                        if let Ok(StepSignal { signal }) = serde_json::from_str(&l) {
-                            if (1..65).contains(&signal) {
-                                signal_all(signal);
+                        if let Ok(StepSignal { signal: sig }) = serde_json::from_str(&l) {
+                            if (1..65).contains(&sig) {
+                                signal(sig);
                             }
                         }
                     }
                     // The client is gone: the step goes with it (a terminal's too: its
-                    // process kills the task at the end signal, as any part's does).
+                    // process kills the task at the end signal).
                     _ => {
                         client = false;
-                        signal_all(super::end_signal());
+                        signal(super::end_signal());
                         ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
                     }
                 }
-                continue;
             }
-        };
-        left -= 1;
-        usage = usage.zip(end.usage).map(|(a, b)| a + b);
-        let code = end.code;
-        // Parts killed because another failed say nothing about their programs.
-        if !killed {
-            worst = super::worse(worst, (code, end.signal));
         }
-        if code != 0 && request.kill_on_bad_exit && left > 0 && !killed {
-            killed = true;
-            signal_all(super::end_signal());
-            ending = Some(tokio::time::Instant::now() + END_GRACE);
-        }
-    }
+    };
+    // A step killed at the end of its KillWait says nothing of its programs.
+    let worst = match killed {
+        true => (128 + libc::SIGTERM, Some(libc::SIGTERM)),
+        false => (end.code, end.signal),
+    };
     // What the tasks of a step ended early started, and may have left here.
-    if let (Some(g), true) = (group, killed || !client) {
-        // SAFETY: kill(2) on the process group the step's process led.
-        unsafe { libc::kill(-g, libc::SIGKILL) };
+    if killed || !client {
+        signal(libc::SIGKILL);
     }
     let end = StepEnd {
         job,
         step: grant.step,
         code: worst.0,
         signal: worst.1,
-        usage,
+        usage: end.usage,
         timed_out,
         job_ended: false,
         end_time: None,
     };
     authority.end(end).await;
-    if let Some(g) = group {
-        super::forget_record(&grant.job_dir, g);
-    }
+    super::forget_record(&grant.job_dir, group);
     Ok(worst.0)
 }
 
@@ -1192,68 +1116,6 @@ async fn run_step<A: StepAuthority>(
 /// ended early, before each is killed whole (its usage then unknown). Generous, as
 /// Slurm's KillWait (30 s): a part on a loaded node took more than 5 s to say.
 const END_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The client's input for each part of a step laid out as `layout` (node, tasks): all of it
-/// for each part (copied, see [`super::tee`]), or, with `--input=N`, for the part with task
-/// N alone; `None`: no input.
-fn distribute(
-    stdin: OwnedFd,
-    layout: &[(String, u32)],
-    input_task: Option<u32>,
-) -> Result<Vec<Option<OwnedFd>>, String> {
-    let ntasks: u32 = layout.iter().map(|(_, t)| t).sum();
-    let mut first = 0;
-    let reads: Vec<bool> = layout
-        .iter()
-        .map(|(_, tasks)| {
-            let ranks = first..first + tasks;
-            first += tasks;
-            input_task.is_none_or(|n| ranks.contains(&n))
-        })
-        .collect();
-    match input_task {
-        Some(n) if n >= ntasks => {
-            return Err(format!(
-                "--input={n}: the step's tasks are 0 to {}",
-                ntasks.saturating_sub(1)
-            ))
-        }
-        _ => {}
-    }
-    let mut inputs: Vec<Option<OwnedFd>> = layout.iter().map(|_| None).collect();
-    let readers: Vec<usize> = (0..layout.len()).filter(|&i| reads[i]).collect();
-    match readers.as_slice() {
-        [one] => inputs[*one] = Some(stdin),
-        many => {
-            let mut feeds = Vec::new();
-            for &i in many {
-                let (read, write) = super::pipe(0).map_err(|e| e.to_string())?;
-                inputs[i] = Some(read);
-                feeds.push(write);
-            }
-            super::tee(stdin, feeds);
-        }
-    }
-    Ok(inputs)
-}
-
-/// Starts this node's part of the step with `stdin` (none: /dev/null) and the client's
-/// stdout and stderr.
-async fn start_here(
-    launcher: &Arc<Launcher>,
-    launch: &StepLaunch,
-    stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> Result<Part, String> {
-    let stdin = match stdin {
-        Some(fd) => fd,
-        None => std::fs::File::open("/dev/null")
-            .map_err(|e| format!("/dev/null: {e}"))?
-            .into(),
-    };
-    super::start_part(launcher, launch, [stdin, stdout, stderr]).await
-}
 
 #[cfg(test)]
 mod tests {
@@ -1271,22 +1133,5 @@ mod tests {
         assert_eq!(got.try_recv(), Ok(libc::SIGUSR2));
         drop(listed);
         assert!(!running_steps().contains(&(u64::MAX, 7)));
-    }
-
-    #[test]
-    fn the_input_goes_to_every_part_or_to_the_one_with_its_task() {
-        let layout = vec![("a".to_string(), 2), ("b".to_string(), 3)];
-        let input = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-        let given =
-            |inputs: Vec<Option<OwnedFd>>| inputs.iter().map(Option::is_some).collect::<Vec<_>>();
-        let to = |input_task, layout: &[(String, u32)]| {
-            given(distribute(input(), layout, input_task).unwrap())
-        };
-        assert_eq!(to(None, &layout), [true, true]);
-        assert_eq!(to(Some(1), &layout), [true, false]);
-        assert_eq!(to(Some(2), &layout), [false, true]);
-        assert_eq!(to(None, &layout[..1]), [true]);
-        let e = distribute(input(), &layout, Some(5)).unwrap_err();
-        assert!(e.contains("--input=5: the step's tasks are 0 to 4"), "{e}");
     }
 }
