@@ -949,8 +949,13 @@ fn node_block(n: &NodeInfo) -> String {
         n.memory_allocated >> 20,
         null(n.partitions.join(",")),
     );
+    // Who set it and when, as Slurm appends them (`Reason=maintenance [root@2026-...]`).
     if let Some(reason) = &n.reason {
-        block.push_str(&format!("   Reason={reason}\n"));
+        let by = match (&n.reason_user, n.reason_time) {
+            (Some(user), Some(at)) => format!(" [{user}@{}]", super::slurm_timestamp(at)),
+            _ => String::new(),
+        };
+        block.push_str(&format!("   Reason={reason}{by}\n"));
     }
     block
 }
@@ -1473,6 +1478,8 @@ mod tests {
     fn scontrol_shows_a_node_and_a_partition_as_key_value_blocks() {
         let n = NodeInfo {
             reason: Some("maintenance".into()),
+            reason_user: Some("root".into()),
+            reason_time: Some(3 * 86400),
             gpus: 2,
             sockets: 2,
             cores_per_socket: 1,
@@ -1490,7 +1497,7 @@ mod tests {
             "RealMemory=4096 AllocMem=1024",
             "State=IDLE+DRAIN",
             "Partitions=batch",
-            "Reason=maintenance",
+            "Reason=maintenance [root@1970-01-0",
         ] {
             assert!(block.contains(part), "{part}: {block}");
         }
