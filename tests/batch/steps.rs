@@ -2241,6 +2241,59 @@ fn pmi2_and_pmix_clients_talk_to_berths_servers() {
     );
 }
 
+/// A step cancelled before its tasks run (its process still opening its task's output
+/// file, `-o out-%t.fifo`, a FIFO nobody reads yet) holds the cancel's SIGTERM for them, pending, instead of losing
+/// it: once the file opens, the task starts and gets it at once (not the end of the
+/// job's KillWait).
+#[test]
+fn a_signal_that_comes_before_a_steps_tasks_run_reaches_them() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let body = r#"mkfifo out-0.fifo
+srun -o out-%t.fifo sleep 60
+echo "srun=$?""#;
+    let id = c.submit(Mode::Rootless, "early.sh", &script("-n 1", body), &[]);
+    // The step's process, as it registers in the job's directory.
+    let steps = c.state.join("jobs").join(id.to_string()).join("steps");
+    let mut pid = None;
+    wait_until(
+        20,
+        || {
+            pid = std::fs::read_dir(&steps).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .find_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            });
+            pid.is_some()
+        },
+        || format!("no step process: {}\n{}", c.show(id), c.log()),
+    );
+    let pid = pid.unwrap();
+    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")]).ok();
+    // Held pending by the step process, blocked opening the FIFO.
+    let pending = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|l| {
+            l.strip_prefix("ShdPnd:")
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+        })
+    };
+    wait_until(20, pending, || {
+        format!("the cancel's SIGTERM is not held for the tasks: {}", c.log())
+    });
+    let fifo = c.f.cwd(Mode::Rootless).join("out-0.fifo");
+    assert_eq!(std::fs::read_to_string(fifo).unwrap(), "");
+    let job = c.completed(id);
+    assert_eq!(
+        (&job["steps"][0]["exit_code"], &job["steps"][0]["signal"]),
+        (&143.into(), &libc::SIGTERM.into()),
+        "{job}"
+    );
+    assert!(output(&c, id).ends_with("srun=143\n"), "{}", output(&c, id));
+}
+
 /// An MPI step goes on across a restart of the all-in-one cluster (`kill -9`): a step on
 /// one node has its PMI server in its own step process, so its tasks' barrier after the
 /// restart is answered, their key-value space kept. And a task's abort ends such a step at

@@ -478,9 +478,16 @@ pub fn spawn(task: &Task, identity: &Identity) -> Result<libc::pid_t, RuntimeErr
         return forked;
     }
     let failure = (|| -> Result<Failure, Failure> {
-        // Dispositions the caller set (ignored signals survive exec) are not the program's.
+        // Dispositions the caller set (ignored signals survive exec) are not the program's,
+        // nor its blocked signals (a step's process holds the forwarded ones until its
+        // tasks run).
         crate::launch::default_dispositions();
         crate::launch::set_mask(&mask);
+        // SAFETY: sigprocmask(2) with a filled set.
+        unsafe {
+            let forwarded = crate::launch::forwarded_set();
+            libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut())
+        };
         let io = |what: &'static str| {
             move |e: std::io::Error| Failure {
                 code: 125,

@@ -71,17 +71,25 @@ pub(crate) fn install_forwarding() {
     }
 }
 
-/// Blocks the signals in [`FORWARDED`]; the mask there was before.
-pub(crate) fn block_forwarded() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use; the old
-    // mask is written by sigprocmask.
+/// The signals in [`FORWARDED`], as a set.
+pub fn forwarded_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset before use.
     unsafe {
-        let (mut set, mut old): (libc::sigset_t, libc::sigset_t) =
-            (std::mem::zeroed(), std::mem::zeroed());
+        let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for sig in FORWARDED {
             libc::sigaddset(&mut set, sig);
         }
+        set
+    }
+}
+
+/// Blocks the signals in [`FORWARDED`]; the mask there was before.
+pub(crate) fn block_forwarded() -> libc::sigset_t {
+    let set = forwarded_set();
+    // SAFETY: the old mask is written by sigprocmask into a struct we own.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
         old
     }

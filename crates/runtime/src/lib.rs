@@ -27,8 +27,8 @@ pub use error::RuntimeError;
 pub use identity::Identity;
 pub use in_use::users_of;
 pub use launch::{
-    catch_limit_updates, follow_limit_file, limit_signal, run, run_then, signal_processes, Outcome,
-    BERTH_IN_CONTAINER, BERTH_LOADERS, CGROUP_PARENT, FORWARDED,
+    catch_limit_updates, follow_limit_file, forwarded_set, limit_signal, run, run_then,
+    signal_processes, Outcome, BERTH_IN_CONTAINER, BERTH_LOADERS, CGROUP_PARENT, FORWARDED,
 };
 pub use plan::{plan, Action, ImageDefaults, Options, DEFAULT_PATH, NOT_FROM_HOST};
 pub use spec::{Bind, ContainerSpec, Program, Rootfs, TimeLimit, WarnTo, Warning};

@@ -1291,10 +1291,16 @@ fn run_launch(mut launch: StepLaunch) -> Result<((i32, Option<i32>), StepAccount
         None => None,
     };
     // The agent signals the whole group: the tasks act on it, this process carries on
-    // collecting their statuses. (spawn restores the defaults in each task.)
-    for sig in berth_runtime::FORWARDED {
-        // SAFETY: ignoring a signal runs no handler code.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    // collecting their statuses. (spawn restores the defaults in each task.) Blocked too
+    // until the tasks run: one that comes before (a cancel as the step starts) waits for
+    // them ([`pass_on_early_signals`]); ignored, it would be lost.
+    let forwarded = berth_runtime::forwarded_set();
+    // SAFETY: sigprocmask(2) with a filled set; ignoring a signal runs no handler code.
+    unsafe {
+        libc::sigprocmask(libc::SIG_BLOCK, &forwarded, std::ptr::null_mut());
+        for sig in berth_runtime::FORWARDED {
+            libc::signal(sig, libc::SIG_IGN);
+        }
     }
     catch_end()?;
     // The step's own PMI server where it is all here, then PMIx's, each in a helper forked
@@ -1659,6 +1665,7 @@ fn run_tasks(
             killed: false,
         });
     }
+    pass_on_early_signals();
     // (The tasks have theirs; this thread is started only now, as the tasks had to be
     // started by a single-threaded process.)
     drop(readers);
@@ -1707,6 +1714,34 @@ fn run_tasks(
         );
     }
     Ok(worst)
+}
+
+/// Passes on to the tasks, all running now, the signals for them that came before (held
+/// pending: see `run_launch`), and from now on lets this process ignore them as they come:
+/// to its process group, the tasks' (a step's leader, in it too, knows them by their
+/// sender).
+fn pass_on_early_signals() {
+    let forwarded = berth_runtime::forwarded_set();
+    let mut early = Vec::new();
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: sigtimedwait(2) of a filled set, without waiting, no siginfo asked for.
+        match unsafe { libc::sigtimedwait(&forwarded, std::ptr::null_mut(), &now) } {
+            sig if sig > 0 => early.push(sig),
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    // SAFETY: sigprocmask(2) with a filled set; kill(2) of our own process group.
+    unsafe {
+        libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
+        for sig in early {
+            libc::kill(0, sig);
+        }
+    }
 }
 
 /// The files of this node's tasks (`srun -o out-%t`), each name opened once, as the user,
