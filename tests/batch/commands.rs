@@ -1083,6 +1083,72 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
     );
 }
 
+/// qsig's STOP and KILL, which no process can catch, reach the job's script itself (PBS
+/// signals the job's session leader), not berth's runner, which passes the others on: the
+/// script stops and goes on, and killed, the job ends with PBS's 256 + the signal.
+#[test]
+fn qsig_stop_and_kill_reach_the_jobs_script() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    std::fs::write(
+        c.f.cwd(Mode::Rootless).join("sleeper.sh"),
+        "#!/bin/sh\nsleep 300\n",
+    )
+    .unwrap();
+    let id = run(&c, &links, "qsub", &["sleeper.sh"])
+        .ok()
+        .trim()
+        .to_string();
+    let number: u64 = id.split('.').next().unwrap().parse().unwrap();
+    c.wait_for(number, &["RUNNING"]);
+    // The job's runner (as it is recorded) and its child, the container's program.
+    let recorded = c
+        .state
+        .join("jobs")
+        .join(number.to_string())
+        .join("runner.pid");
+    let first_number = |text: String| text.split_whitespace().next()?.parse::<u32>().ok();
+    let (mut runner, mut script) = (0, 0);
+    wait_until(
+        10,
+        || {
+            let read = std::fs::read_to_string(&recorded)
+                .ok()
+                .and_then(first_number);
+            runner = read.unwrap_or(0);
+            let children = format!("/proc/{runner}/task/{runner}/children");
+            script = std::fs::read_to_string(children)
+                .ok()
+                .and_then(first_number)
+                .unwrap_or(0);
+            script != 0
+        },
+        || format!("no runner with a child: {}", c.show(number)),
+    );
+    let state = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .map_or(' ', |(_, rest)| rest.chars().next().unwrap())
+    };
+    for (signal, expected) in [("STOP", 'T'), ("CONT", 'S')] {
+        run(&c, &links, "qsig", &["-s", signal, &id]).ok();
+        wait_until(
+            10,
+            || state(script) == expected,
+            || format!("{signal}: the script is {}", state(script)),
+        );
+        assert_ne!(state(runner), 'T', "{signal}: the runner was stopped");
+    }
+    run(&c, &links, "qsig", &["-s", "KILL", &id]).ok();
+    let job = c.wait_for(number, &["COMPLETED", "FAILED", "CANCELLED"]);
+    assert_eq!(job["signal"], 9, "{job}");
+    let full = run(&c, &links, "qstat", &["-x", "-f", &id])
+        .ok()
+        .to_string();
+    assert!(full.contains("Exit_status = 265\n"), "{full}");
+}
+
 #[test]
 fn pbs_commands_as_pbs_users_type_them() {
     let Some((c, links)) = cluster_with_links() else {

@@ -935,14 +935,33 @@ impl NodeAgent {
     ) {
         use berth_api::SignalTarget;
         use berth_runtime::{cgroup, WarnTo};
+        let uncatchable = matches!(sig, libc::SIGSTOP | libc::SIGKILL);
         let to = match target {
-            None | Some(SignalTarget::Batch) => return self.signal(id, runner, sig),
-            Some(SignalTarget::Steps) => WarnTo::OthersInCgroup,
-            Some(SignalTarget::Full) => WarnTo::Cgroup,
+            // The runner passes a signal on to the batch shell; one it cannot catch goes
+            // to the shell itself (else it would stop or kill the runner, not the job).
+            None | Some(SignalTarget::Batch) if !uncatchable => {
+                return self.signal(id, runner, sig)
+            }
+            None | Some(SignalTarget::Batch) => None,
+            Some(SignalTarget::Steps) => Some(WarnTo::OthersInCgroup),
+            Some(SignalTarget::Full) => Some(WarnTo::Cgroup),
         };
         if !self.runner_alive(id, runner) {
             return;
         }
+        // The container's program (the batch shell) is the runner's child.
+        let program: libc::pid_t =
+            std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+        let Some(to) = to else {
+            if program > 0 {
+                // SAFETY: kill(2) of the runner's child, not reaped while the runner lives.
+                unsafe { libc::kill(program, sig) };
+            }
+            return;
+        };
         let Ok(layout) = cgroup::Layout::detect() else {
             return;
         };
@@ -951,11 +970,6 @@ impl NodeAgent {
             berth_runtime::CGROUP_PARENT,
             &NodeAgent::cgroup_name(id, runner),
         );
-        // The container's program (the batch shell) is the runner's child.
-        let program = std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
         berth_runtime::signal_processes(
             cgroup::pids_in(dirs.iter().map(PathBuf::as_path)),
             program,
