@@ -633,7 +633,16 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
-        env: exported(environment(), args.export.as_deref())?,
+        env: {
+            let mut env = exported(environment(), args.export.as_deref())?;
+            // srun's own -c is its tasks' SLURM_CPUS_PER_TASK (else the job's), as srun
+            // sets it.
+            if let Some(n) = args.cpus_per_task {
+                env.retain(|(k, _)| k != "SLURM_CPUS_PER_TASK");
+                env.push(("SLURM_CPUS_PER_TASK".into(), n.to_string()));
+            }
+            env
+        },
         container_workdir: match (&args.chdir, args.pyxis.container_workdir) {
             (None, Some(dir)) if !dir.starts_with('/') => {
                 bail!("--container-workdir={dir}: expected an absolute path in the image")
@@ -814,8 +823,8 @@ fn redirect(args: &StepArgs) -> Result<Option<TaskFiles>> {
         }
     }
     let any = per_task.output.is_some() || per_task.error.is_some() || per_task.input.is_some();
-    if any && (args.label || args.pty) {
-        bail!("files of each task (%t, %n, %s, %N; outside a job, names with the new job's id, %j, %A) do not go with --label or --pty, whose output is this command's");
+    if any && args.pty {
+        bail!("files of each task (%t, %n, %s, %N; outside a job, names with the new job's id, %j, %A) do not go with --pty, whose terminal is this command's");
     }
     Ok(any.then_some(per_task))
 }

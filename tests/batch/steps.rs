@@ -1893,6 +1893,7 @@ echo from-input > in.txt
 berth step -n 1 -i in.txt cat
 berth step -n 1 --export=NONE,KEEP=yes sh -c 'echo "keep=$KEEP drop=${DROP:-unset} job=$SLURM_JOB_ID"'
 berth step -n 1 -D /tmp sh -c 'echo "in $(pwd)"'
+srun -n 1 -c 2 sh -c 'echo "cpt=$SLURM_CPUS_PER_TASK"'
 berth step -n 1 -u --exact --overlap --cpu-bind=verbose,cores true && echo accepted
 srun -n1 --exclusive --mem=10M -J part -t 1 --hint=nomultithread -m block --cpu_bind=cores true && echo slurm-accepted
 berth step -n 1 --cpu-bind=map_cpu:1 true || echo refused
@@ -1900,7 +1901,7 @@ berth step -n 1 -o both.out sh -c 'echo o; echo e >&2'
 berth step -n 2 -o task-%t.out -e err-%N-%2t.txt sh -c 'echo out $SLURM_PROCID; echo err $SLURM_PROCID >&2'
 echo in0 > in-0.txt; echo in1 > in-1.txt
 berth step -n 2 -i in-%t.txt -o echoed-%n.out cat
-berth step -n 1 -l -o x-%t.out true || echo label-refused
+berth step -n 2 -l -i in-%t.txt -o lab-%t.out cat
 printf 'a\nb\n' | berth step -l sh -c 'echo "all $(wc -l)"'
 printf 'a\nb\n' | berth step -i 1 -l sh -c 'echo "one $(wc -l)"'
 printf 'a\nb\n' | berth step -i none -l sh -c 'echo "none $(wc -l)"'
@@ -1982,14 +1983,17 @@ srun --mpi=list | tail -1"#;
         out.contains("in /tmp\n") && out.contains("accepted\n"),
         "{out}"
     );
-    assert!(
-        out.contains("label-refused\n") && out.contains("do not go with --label"),
-        "{out}"
-    );
+    // srun's own -c, not the job's (unset here).
+    assert!(out.contains("\ncpt=2\n"), "{out}");
     let cwd = c.f.cwd(Mode::Rootless);
     let read = |name: &str| {
         std::fs::read_to_string(cwd.join(name)).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"))
     };
+    // Labels with each task's own files: its lines in its file, labelled (as srun -l -o).
+    assert_eq!(
+        (read("lab-0.out"), read("lab-1.out")),
+        ("0: in0\n".into(), "1: in1\n".into())
+    );
     // Errors go with the output unless -e says otherwise.
     assert_eq!(read("both.out"), "o\ne\n");
     let node = job["nodes"][0].as_str().unwrap();
@@ -2241,6 +2245,33 @@ fn pmi2_and_pmix_clients_talk_to_berths_servers() {
     );
 }
 
+/// A step whose task ignores the SIGTERM of its time limit is killed at the end of the
+/// job's KillWait (30 s): its status is the SIGKILL its task died of (137, 0:9 in sacct),
+/// as srun says, not the SIGTERM it ignored.
+#[test]
+fn a_step_killed_after_its_killwait_ends_with_sigkill() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let body = r#"srun -t 0:01 sh -c 'trap "" TERM; exec sleep 100'
+echo "srun=$?""#;
+    let id = c.submit(Mode::Rootless, "stubborn.sh", &script("-n 1", body), &[]);
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    let said = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_until(60, || said().contains("srun="), || said());
+    let job = c.completed(id);
+    let out = output(&c, id);
+    assert!(out.ends_with("srun=137\n"), "{out}");
+    assert!(out.contains(": task 0: Killed\n"), "{out}");
+    let step = &job["steps"][0];
+    assert_eq!(
+        (&step["exit_code"], &step["signal"]),
+        (&137.into(), &9.into()),
+        "{job}"
+    );
+    assert_eq!(step["timed_out"], true, "{job}");
+}
+
 /// A step cancelled before its tasks run (its process still opening its task's output
 /// file, `-o out-%t.fifo`, a FIFO nobody reads yet) holds the cancel's SIGTERM for them, pending, instead of losing
 /// it: once the file opens, the task starts and gets it at once (not the end of the
@@ -2270,7 +2301,8 @@ echo "srun=$?""#;
         || format!("no step process: {}\n{}", c.show(id), c.log()),
     );
     let pid = pid.unwrap();
-    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")]).ok();
+    c.berth(Mode::Rootless, &["cancel", &format!("{id}.0")])
+        .ok();
     // Held pending by the step process, blocked opening the FIFO.
     let pending = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -2281,7 +2313,10 @@ echo "srun=$?""#;
         })
     };
     wait_until(20, pending, || {
-        format!("the cancel's SIGTERM is not held for the tasks: {}", c.log())
+        format!(
+            "the cancel's SIGTERM is not held for the tasks: {}",
+            c.log()
+        )
     });
     let fifo = c.f.cwd(Mode::Rootless).join("out-0.fifo");
     assert_eq!(std::fs::read_to_string(fifo).unwrap(), "");

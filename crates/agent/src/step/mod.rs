@@ -652,11 +652,13 @@ struct Running {
     killed: bool,
 }
 
-/// `--label`: one task's output pipe and the part of a line not yet printed.
+/// `--label`: one task's output pipe, where its labelled lines go (this process's stdout
+/// or stderr, the client's; or the task's own file, `-o out-%t`), and the part of a line not
+/// yet written.
 struct Labelled {
     rank: usize,
     read: Option<OwnedFd>,
-    to_stderr: bool,
+    to: std::os::fd::RawFd,
     partial: Vec<u8>,
 }
 
@@ -675,11 +677,12 @@ impl Labelled {
             out.push(b'\n');
         }
         if !out.is_empty() {
-            let _ = if self.to_stderr {
-                std::io::stderr().write_all(&out)
-            } else {
-                std::io::stdout().write_all(&out)
-            };
+            use std::os::fd::FromRawFd;
+            // SAFETY: a descriptor open for the life of the step's tasks (this process's
+            // own, or a task file `OpenTaskFiles` holds), borrowed: never closed here.
+            let mut to =
+                std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.to) });
+            let _ = to.write_all(&out);
         }
     }
 }
@@ -1642,13 +1645,13 @@ fn run_tasks(
             labelled.push(Labelled {
                 rank,
                 read: Some(out),
-                to_stderr: false,
+                to: stdout.unwrap_or(1),
                 partial: Vec::new(),
             });
             labelled.push(Labelled {
                 rank,
                 read: Some(err),
-                to_stderr: true,
+                to: stderr.unwrap_or(2),
                 partial: Vec::new(),
             });
         }

@@ -301,20 +301,21 @@ fn keep_part(job: u64, step: u32, record: PathBuf, spool: PathBuf, kept: Kept) {
     tokio::spawn(async move {
         if let Some(r) = running {
             let waited = wait_adopted(pid, &r, asked, Some((give_up, Box::new(kept)))).await;
-            let mut end = PartEnd::without_usage(125);
-            if let Some(said) = read_record(&record) {
-                end = PartEnd {
+            let end = match read_record(&record) {
+                Some(said) => PartEnd {
                     code: said.code,
                     signal: said.signal,
                     usage: said.usage,
-                };
-            }
-            if waited.killed {
-                (end.code, end.signal) = super::worse(
-                    (end.code, end.signal),
-                    (128 + libc::SIGTERM, Some(libc::SIGTERM)),
-                );
-            }
+                },
+                None => {
+                    let (code, signal) = waited.unsaid();
+                    PartEnd {
+                        code,
+                        signal,
+                        usage: None,
+                    }
+                }
+            };
             let _ = tell.send(Some(end));
         }
         tokio::time::sleep_until(give_up).await;
@@ -340,6 +341,17 @@ struct Waited {
     timed_out: bool,
     /// It was ended with the step's end signal (after a SIGTERM), not on its own.
     killed: bool,
+}
+
+impl Waited {
+    /// How a step process that left no end record ended, as far as is known: killed at the
+    /// end of its KillWait (SIGKILL), else not known (125).
+    fn unsaid(&self) -> (i32, Option<i32>) {
+        match self.killed {
+            true => (128 + libc::SIGKILL, Some(libc::SIGKILL)),
+            false => (125, None),
+        }
+    }
 }
 
 /// Waits for the end of adopted step process `pid` (registered as `r`) as [`run_step`]
@@ -444,15 +456,12 @@ fn watch<A: StepAuthority>(
         let waited = wait_adopted(pid, &r, asked, None).await;
         let record = dir.join(super::end_record(pid));
         let mut end = StepEnd::failed(job, step);
-        if let Some(said) = read_record(&record) {
-            (end.code, end.signal) = (said.code, said.signal);
-            end.usage = said.usage;
-        }
-        if waited.killed {
-            (end.code, end.signal) = super::worse(
-                (end.code, end.signal),
-                (128 + libc::SIGTERM, Some(libc::SIGTERM)),
-            );
+        match read_record(&record) {
+            Some(said) => {
+                (end.code, end.signal) = (said.code, said.signal);
+                end.usage = said.usage;
+            }
+            None => (end.code, end.signal) = waited.unsaid(),
         }
         end.timed_out = waited.timed_out;
         // Recorded before its client hears of it, as a step this process started.
@@ -1088,11 +1097,8 @@ async fn run_step<A: StepAuthority>(
             }
         }
     };
-    // A step killed at the end of its KillWait says nothing of its programs.
-    let worst = match killed {
-        true => (128 + libc::SIGTERM, Some(libc::SIGTERM)),
-        false => (end.code, end.signal),
-    };
+    // (Killed at the end of its KillWait: its tasks' SIGKILL, as they ended.)
+    let worst = (end.code, end.signal);
     // What the tasks of a step ended early started, and may have left here.
     if killed || !client {
         signal(libc::SIGKILL);
