@@ -369,6 +369,19 @@ fn lsf_commands_as_lsf_users_type_them() {
             (Some(2700), &"renamed".into())
         );
     }
+    // A new dependency (bmod -w, LSF's condition), on the job killed above.
+    let after = format!("ended({running})");
+    let changed = run(&c, &links, "bmod", &["-w", &after, &array.to_string()]);
+    assert_eq!(
+        changed.ok(),
+        format!("Parameters of job <{array}> are being changed\n")
+    );
+    assert_eq!(
+        c.show(array)["dependency_condition"],
+        after,
+        "{}",
+        c.show(array)
+    );
     // Elements by a list of indices in one id, as LSF takes them.
     let listed = format!("{array}[1-2]");
     let two = run(

@@ -2345,6 +2345,7 @@ impl Controller {
             nice: None,
             begin: None,
             dependencies: None,
+            kill_on_invalid_dep: None,
             account: None,
             comment: None,
             constraint: None,
@@ -2464,6 +2465,10 @@ impl Controller {
             if let Some(b) = o.begin {
                 let now = now();
                 job.begin_time = Some(b.resolve_in(now, utc_offset));
+            }
+            // (bsub's -w keeps a job whose dependency can never be met, as LSF does.)
+            if let Some(kill) = o.kill_on_invalid_dep {
+                r.keep_invalid_dep = !kill;
             }
             if let Some(mut deps) = o.dependencies {
                 self.resolve_named(&mut deps, &job.user)?;
