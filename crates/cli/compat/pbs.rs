@@ -725,6 +725,8 @@ fn full_attributes(
         (
             "Hold_Types",
             match (j.held, j.reason.as_deref()) {
+                // A dependency's wait is PBS's system hold.
+                (false, Some(r)) if r.starts_with("Dependency") && j.start_time.is_none() => "s",
                 (false, _) => "n",
                 (true, Some("JobHeldAdmin")) => "o",
                 (true, _) => "u",
@@ -1396,6 +1398,25 @@ mod tests {
             comment(&j),
             Some(format!("Job Array Began at {}", ctime(100)))
         );
+    }
+
+    /// A job waiting for a dependency is on PBS's system hold; one a user holds, a user's.
+    #[test]
+    fn hold_types_tell_a_dependency_from_a_users_hold() {
+        let hold = |held: bool, reason: &str| {
+            let j: JobInfo = serde_json::from_value(serde_json::json!({
+                "id": 7, "name": "a", "user": "u", "partition": "batch", "state": "PENDING",
+                "submit_time": 100, "nodes": [], "cpus": 1, "workdir": "/w", "stdout": "/w/o",
+                "held": held, "reason": reason,
+            }))
+            .unwrap();
+            let attrs = full_attributes(&j, None, "srv");
+            attrs.into_iter().find(|(k, _)| *k == "Hold_Types").unwrap().1
+        };
+        assert_eq!(hold(false, "Dependency"), "s");
+        assert_eq!(hold(false, "Priority"), "n");
+        assert_eq!(hold(true, "JobHeldUser"), "u");
+        assert_eq!(hold(true, "JobHeldAdmin"), "o");
     }
 
     #[test]
