@@ -122,6 +122,10 @@ pub struct StepArgs {
     /// `RANKS PROGRAM ARGS...`, RANKS as 0,2-3 or * (the rest), %t the rank, %o its offset
     #[arg(long)]
     multi_prog: bool,
+    /// srun's: a first SIGINT (Ctrl-C) ends the step's tasks at once, instead of saying how
+    /// they are (a second within a second passes it on)
+    #[arg(short = 'q', long)]
+    quit_on_interrupt: bool,
     #[command(flatten)]
     pyxis: PyxisArgs,
     #[command(flatten)]
@@ -678,7 +682,10 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         // In a job, the step's name (outside one, the allocation's, above).
         name: job.and(args.job_name.clone()),
     };
-    run(request)
+    // srun's Ctrl-C: the first says how the tasks are, a second within a second passes it
+    // on (-q: the first does).
+    let srun = crate::compat::invoked_as() == Some("srun");
+    run_with(request, srun && !args.quit_on_interrupt && !args.pty)
 }
 
 /// The step's own memory, bytes, where it runs in a job and `value` gives one for `flag`.
@@ -859,7 +866,13 @@ fn upload_image_file(request: &mut StepRequest) -> Result<()> {
 }
 
 /// Sends `request` to the node agent's step socket and waits for the step.
-pub fn run(mut request: StepRequest) -> Result<i32> {
+pub fn run(request: StepRequest) -> Result<i32> {
+    run_with(request, false)
+}
+
+/// [`run`]; `sigint_twice`: a first SIGINT to this process says how the step's tasks are,
+/// a second within a second is passed on, as srun's Ctrl-C.
+fn run_with(mut request: StepRequest, sigint_twice: bool) -> Result<i32> {
     upload_image_file(&mut request)?;
     let request = &request;
     let who = crate::compat::invoked_as().filter(|n| *n == "srun");
@@ -876,7 +889,7 @@ pub fn run(mut request: StepRequest) -> Result<i32> {
             progress(event)
         }
     };
-    let ran = berth_agent::step::client::run(&step_socket(), request, &mut tell);
+    let ran = berth_agent::step::client::run(&step_socket(), request, &mut tell, sigint_twice);
     match (ran, allocated.get()) {
         // Its node agent went (the cluster restarting), its own allocation with it: ended,
         // not left to hold its CPUs for nobody.

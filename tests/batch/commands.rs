@@ -1620,12 +1620,13 @@ fn pbs_commands_as_pbs_users_type_them() {
         &["CANCELLED"],
     );
     assert_eq!(ready(), "ready\nterm\n");
-    // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone.
+    // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone
+    // (hold types in any combination: -h uo has root's).
     let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);
     let later = later.ok().trim().to_string();
     c.berth(Mode::Root, &["as", "qhold", &later]).ok();
     run(&c, &links, "qrls", &[&later]).ok();
-    c.berth(Mode::Root, &["as", "qhold", "-h", "o", &later])
+    c.berth(Mode::Root, &["as", "qhold", "-h", "uo", &later])
         .ok();
     let refused = run(&c, &links, "qrls", &[&later]);
     assert_eq!(

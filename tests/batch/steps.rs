@@ -2245,6 +2245,45 @@ fn pmi2_and_pmix_clients_talk_to_berths_servers() {
     );
 }
 
+/// srun's Ctrl-C: a first SIGINT says how the tasks are and leaves them be; a second within
+/// a second is passed on to them (srun -q: the first is).
+#[test]
+fn srun_passes_on_a_second_sigint_within_a_second() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let body = r#"srun sh -c 'trap "echo task got INT; exit 8" INT; touch up; while :; do sleep 0.1; done' 2> srun.err &
+P=$!
+until [ -e up ]; do sleep 0.1; done
+kill -INT $P
+until grep -q "one more" srun.err; do sleep 0.1; done
+until grep -q "sending Ctrl-C" srun.err; do kill -INT $P; sleep 0.3; done
+wait $P
+echo "srun=$?"
+srun -q sh -c 'trap "echo quit got INT; exit 9" INT; touch up-q; while :; do sleep 0.1; done' &
+P=$!
+until [ -e up-q ]; do sleep 0.1; done
+kill -INT $P
+wait $P
+echo "quit=$?""#;
+    let id = c.submit(Mode::Rootless, "intr.sh", &script("-n 1", body), &[]);
+    let job = c.completed(id);
+    let out = output(&c, id);
+    let node = job["nodes"][0].as_str().unwrap();
+    assert_eq!(
+        out,
+        format!("task got INT\nsrun=8\nquit got INT\nsrun: error: {node}: task 0: Exited with exit code 9\nquit=9\n"),
+        "{job}"
+    );
+    let err = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("srun.err")).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "srun: interrupt (one more within 1 sec to abort)\nsrun: StepId={id}.0 task 0: running\n"
+        )) && err.contains(&format!("srun: sending Ctrl-C to StepId={id}.0\n")),
+        "{err}"
+    );
+}
+
 /// A step whose task ignores the SIGTERM of its time limit is killed at the end of the
 /// job's KillWait (30 s): its status is the SIGKILL its task died of (137, 0:9 in sacct),
 /// as srun says, not the SIGTERM it ignored.
@@ -2258,7 +2297,7 @@ echo "srun=$?""#;
     let id = c.submit(Mode::Rootless, "stubborn.sh", &script("-n 1", body), &[]);
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
     let said = || std::fs::read_to_string(&out).unwrap_or_default();
-    wait_until(60, || said().contains("srun="), || said());
+    wait_until(60, || said().contains("srun="), said);
     let job = c.completed(id);
     let out = output(&c, id);
     assert!(out.ends_with("srun=137\n"), "{out}");

@@ -1109,11 +1109,15 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
         }
     }
     // qhold/qrls -h: u (the default), the owner's hold, which the owner lifts; o or s, an
-    // operator's or the system's, which only root gives and lifts (berth's hold by root).
+    // operator's or the system's, which only root gives and lifts (berth's hold by root),
+    // in any combination (`-h uos`: berth's job has one hold, an administrator's with o or
+    // s among them).
     let owners = match verb {
-        "hold" | "release" => match value(&mut words, "-h")?.as_deref() {
-            None | Some("u") => true,
-            Some("o" | "s" | "os" | "so") => false,
+        "hold" | "release" => match value(&mut words, "-h")? {
+            None => true,
+            Some(t) if !t.is_empty() && t.chars().all(|c| "uos".contains(c)) => {
+                t.chars().all(|c| c == 'u')
+            }
             Some(other) => bail!("{command} -h {other}: hold types are u, o and s"),
         },
         _ => false,
@@ -1411,7 +1415,11 @@ mod tests {
             }))
             .unwrap();
             let attrs = full_attributes(&j, None, "srv");
-            attrs.into_iter().find(|(k, _)| *k == "Hold_Types").unwrap().1
+            attrs
+                .into_iter()
+                .find(|(k, _)| *k == "Hold_Types")
+                .unwrap()
+                .1
         };
         assert_eq!(hold(false, "Dependency"), "s");
         assert_eq!(hold(false, "Priority"), "n");

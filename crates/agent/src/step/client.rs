@@ -30,10 +30,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Runs the step and returns the worst of its tasks' exit statuses. A new allocation's
 /// progress (submitted, queued, running) goes to `tell`, which says it to the user.
+/// `sigint_twice`: once the step runs, a SIGINT to this process says how its tasks are
+/// (srun's `interrupt (one more within 1 sec to abort)`), and only a second within a
+/// second is passed on, as srun's Ctrl-C.
 pub fn run(
     socket: &Path,
     request: &StepRequest,
     tell: &mut dyn FnMut(&StepEvent),
+    sigint_twice: bool,
 ) -> Result<i32, StepError> {
     let mut answers = Answers::send(socket, request)?;
     let signals = Signals::catch(request.pty)?;
@@ -46,11 +50,29 @@ pub fn run(
     // it if this one goes away (its `berth up` restarting), the step going on meanwhile; one
     // still waiting for CPUs asks again.
     let (mut step, mut waiting) = (None, false);
+    // The step's job, step and tasks once it runs; the last SIGINT that was not passed on.
+    let (mut running, mut job) = (None, request.job);
+    let mut interrupt: Option<std::time::Instant> = None;
     loop {
         let [answer, signalled] = crate::launcher::readable([answers.fd(), signals.fd()])
             .map_err(io_err("waiting for the step"))?;
         if signalled {
             for sig in signals.take() {
+                if let (libc::SIGINT, true, Some((step, ntasks))) = (sig, sigint_twice, running) {
+                    let id = job.map_or(format!("step {step}"), |j| format!("StepId={j}.{step}"));
+                    let again = interrupt.is_some_and(|at| at.elapsed().as_secs_f64() < 1.0);
+                    if !again {
+                        interrupt = Some(std::time::Instant::now());
+                        let tasks = match ntasks {
+                            1 => "task 0".to_string(),
+                            n => format!("tasks 0-{}", n - 1),
+                        };
+                        eprintln!("srun: interrupt (one more within 1 sec to abort)");
+                        eprintln!("srun: {id} {tasks}: running");
+                        continue;
+                    }
+                    eprintln!("srun: sending Ctrl-C to {id}");
+                }
                 // The agent may have finished already; its last answer is still to come.
                 answers.say(&StepSignal { signal: sig });
                 interrupted |= !started;
@@ -85,9 +107,11 @@ pub fn run(
                 StepEvent::Error(message) => return Err(StepError::Refused(message)),
                 other => {
                     match other {
-                        StepEvent::Started { step: s, .. } => {
+                        StepEvent::Started { step: s, ntasks } => {
                             (started, step) = (true, Some(s).filter(|_| request.job.is_some()));
+                            running = Some((s, ntasks));
                         }
+                        StepEvent::Submitted(ref submitted) => job = Some(submitted.job_id),
                         StepEvent::Busy { .. } => waiting = request.job.is_some(),
                         _ => {}
                     }
