@@ -188,7 +188,6 @@ impl SrunAccepted {
             ("--threads-per-core", self.threads_per_core.is_some()),
             ("--mem-bind", self.mem_bind.is_some()),
             ("--gres", self.gres.is_some()),
-            ("--wait", self.wait.is_some()),
             ("--propagate", self.propagate.is_some()),
             ("--acctg-freq", self.acctg_freq.is_some()),
             ("--network", self.network.is_some()),
@@ -542,6 +541,9 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
             "berth step: ignored {}: berth places and binds each task itself",
             accepted.join(", ")
         );
+    }
+    if args.accepted.wait.is_some() && !args.accepted.quiet {
+        eprintln!("berth step: ignored --wait: the other tasks run on when one ends (-K ends them when one fails)");
     }
     let mut args = args;
     tasks_per_node(&mut args)?;

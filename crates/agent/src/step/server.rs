@@ -659,8 +659,15 @@ pub async fn serve<A: StepAuthority>(
         };
         let (authority, launcher) = (authority.clone(), launcher.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &authority, &launcher).await {
-                eprintln!("berth: step socket: {e}");
+            match handle(stream, &authority, &launcher).await {
+                // (A client gone before its answer: nothing to tell anyone.)
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => eprintln!("berth: step socket: {e}"),
+                Ok(()) => {}
             }
         });
     }
