@@ -331,9 +331,13 @@ fn report(err: &anyhow::Error) -> i32 {
     if broken_pipe && stdout_closed() {
         return 0;
     }
-    // In the words of the Slurm command berth runs as, where that one says `NAME: error:`.
+    // In the words of the Slurm command berth runs as, where that one says `NAME: error:`;
+    // under LSF's and PBS's, their names (bsub's refusal ends as LSF's: `Job not
+    // submitted.`).
+    let lsf = compat::usage_status() == 255;
     let mut line = match compat::invoked_as() {
         Some(name @ ("srun" | "salloc" | "sbatch")) => format!("{name}: error: {err}"),
+        Some(name) if lsf || compat::pbs_ids() => format!("{name}: {err}"),
         _ => format!("berth: {err}"),
     };
     for cause in err.chain().skip(1) {
@@ -342,6 +346,9 @@ fn report(err: &anyhow::Error) -> i32 {
             line.push_str(": ");
             line.push_str(&text);
         }
+    }
+    if compat::invoked_as() == Some("bsub") {
+        line.push_str(". Job not submitted.");
     }
     eprintln!("{line}");
     if err.downcast_ref::<compat::UsageError>().is_some() {
@@ -352,10 +359,12 @@ fn report(err: &anyhow::Error) -> i32 {
         .map_or(125, |e| e.exit_code());
     // srun's and salloc's own failures (a step refused, or interrupted while it waited to
     // start) are status 1 too; their commands' statuses are not errors here.
+    // LSF's commands fail with 255.
     let client = matches!(compat::invoked_as(), Some("srun" | "salloc"));
-    match code == 125 && (compat::as_slurm() || client) {
-        true => 1,
-        false => code,
+    match code == 125 {
+        true if compat::as_slurm() || client => 1,
+        true if lsf => 255,
+        _ => code,
     }
 }
 

@@ -120,13 +120,12 @@ fn lsf_commands_as_lsf_users_type_them() {
     let id = bsub_id(&out);
     // An input file that is not there: not submitted, as bsub says it.
     let missing = run(&c, &links, "bsub", &["-i", "no-such-input", "cat"]);
-    assert!(
-        missing.code != 0
-            && missing
-                .stderr
-                .contains("no-such-input: No such file or directory. Job not submitted."),
-        "{}",
-        missing.stderr
+    assert_eq!(
+        (missing.code, missing.stderr.as_str()),
+        (
+            255,
+            "bsub: no-such-input: No such file or directory. Job not submitted.\n"
+        )
     );
     let file = c.f.cwd(Mode::Rootless).join("holder.out");
     c.wait_for(id, &["RUNNING"]);
@@ -1191,7 +1190,7 @@ fn pbs_commands_as_pbs_users_type_them() {
     );
     let queue = run(&c, &links, "qsub", &["-q", "nosuch", "pbs.sh"]);
     assert!(
-        queue.stderr.contains("unknown queue 'nosuch'"),
+        queue.code != 0 && queue.stderr.starts_with("qsub: unknown queue 'nosuch'"),
         "{}",
         queue.stderr
     );

@@ -38,7 +38,7 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
                     _ => String::new(),
                 };
                 if !file.contains('%') && !std::path::Path::new(&file).exists() {
-                    bail!("{file}: No such file or directory. Job not submitted.");
+                    bail!("{file}: No such file or directory");
                 }
                 args.extend(taken)
             }
