@@ -275,6 +275,20 @@ pub fn ctime(t: u64) -> String {
     )
 }
 
+/// The hosts of LSB_MCPU_HOSTS (`n1 2 n2 1`) as LSF's job report names them: `<2*n1>`,
+/// `<n2>`.
+fn executed_on(mcpu_hosts: &str) -> Vec<String> {
+    let words: Vec<&str> = mcpu_hosts.split_whitespace().collect();
+    words
+        .chunks(2)
+        .map(|pair| match pair {
+            [host, "1"] | [host] => format!("<{host}>"),
+            [host, slots, ..] => format!("<{slots}*{host}>"),
+            [] => String::new(),
+        })
+        .collect()
+}
+
 /// The job report LSF appends to a job's output file at its end (with its output written
 /// there directly, LSB_STDOUT_DIRECT's way): who ran what where and when, how it ended in
 /// LSF's words, and what it used. `env` is the job's (LSB_JOBNAME, LSB_QUEUE, ...).
@@ -347,10 +361,15 @@ fn lsf_report(
         var("LSB_SUB_HOST"),
         ctime(submitted)
     );
+    let mut hosts = executed_on(&var("LSB_MCPU_HOSTS")).into_iter();
     report += &format!(
-        "Job was executed on host(s) <{host}>, in queue <{queue}>, as user <{user}> in cluster <{cluster}> at {}\n",
+        "Job was executed on host(s) {}, in queue <{queue}>, as user <{user}> in cluster <{cluster}> at {}\n",
+        hosts.next().unwrap_or_else(|| format!("<{host}>")),
         ctime(started)
     );
+    for other in hosts {
+        report += &format!("{:28}{other}\n", "");
+    }
     report += &format!("<{home}> was used as the home directory.\n");
     report += &format!(
         "<{}> was used as the working directory.\n",
@@ -1451,6 +1470,13 @@ fn dev_null() -> Result<OwnedFd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lsf_reports_name_the_hosts_with_their_slots() {
+        assert_eq!(executed_on("vm 2"), ["<2*vm>"]);
+        assert_eq!(executed_on("n1 4 n2 1"), ["<4*n1>", "<n2>"]);
+        assert!(executed_on("").is_empty());
+    }
 
     #[test]
     fn partial_fetches_of_gone_processes_are_swept_and_nothing_else() {
