@@ -3702,18 +3702,26 @@ fn killing_the_controller_loses_nothing() {
     let (long, frozen) = (sleeper("long.sh", 300), sleeper("frozen.sh", 6));
     c.wait_for(long, &["RUNNING"]);
     c.wait_for(frozen, &["RUNNING"]);
-    // Under Slurm's and PBS's names, root's alone (berth's own: the owner's too).
-    for args in [
-        &["as", "scontrol", "suspend", &frozen.to_string()][..],
+    // Under Slurm's and PBS's names, root's alone (berth's own: the owner's too), refused
+    // as each refuses it.
+    let refused = c.berth(
+        Mode::Rootless,
+        &["as", "scontrol", "suspend", &frozen.to_string()],
+    );
+    assert!(
+        refused.code != 0 && refused.stderr.contains("only root suspends"),
+        "{}",
+        refused.stderr
+    );
+    let refused = c.berth(
+        Mode::Rootless,
         &["as", "qsig", "-s", "suspend", &frozen.to_string()],
-    ] {
-        let refused = c.berth(Mode::Rootless, args);
-        assert!(
-            refused.code != 0 && refused.stderr.contains("only root suspends"),
-            "{args:?}: {}",
-            refused.stderr
-        );
-    }
+    );
+    assert!(
+        refused.code == 159 && refused.stderr.starts_with("qsig: Unauthorized Request  "),
+        "{}",
+        refused.stderr
+    );
     c.berth(Mode::Rootless, &["suspend", &frozen.to_string()])
         .ok();
     c.wait_for(frozen, &["SUSPENDED"]);

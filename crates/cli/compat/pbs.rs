@@ -1189,9 +1189,13 @@ pub fn qsig(words: Vec<String>) -> Result<i32> {
         match signal.as_str() {
             // PBS Pro's special signals: the job's suspension and resumption, a manager's
             // or an operator's alone (berth's own suspend acts on the user's).
-            "suspend" | "resume" if !crate::settings::is_root() => bail!(
-                "qsig -s {signal}: Unauthorized Request: only root suspends and resumes jobs (berth {signal} acts on your own)"
-            ),
+            // (Said as PBS says a refusal: Unauthorized Request, 159.)
+            "suspend" | "resume" if !crate::settings::is_root() => {
+                Err(crate::client::Failure::Forbidden(format!(
+                    "only root suspends and resumes jobs (berth {signal} acts on your own)"
+                ))
+                .into())
+            }
             "suspend" | "resume" => job.act(&signal, None),
             // (PBS signals the job's session leader, the batch shell.)
             _ => job.cancel(Some(signal.clone()), berth_api::SignalTarget::Batch),
