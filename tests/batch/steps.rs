@@ -2378,21 +2378,7 @@ fn an_mpi_steps_pmi_server_outlives_a_restart() {
         return;
     };
     let cwd = c.f.cwd(Mode::Rootless);
-    let client = r#"fd=$PMI_FD
-say() { eval "echo \"\$*\" >&$fd"; }
-hear() { eval "read -r heard <&$fd"; }
-say "cmd=init pmi_version=1 pmi_subversion=1"; hear
-say "cmd=get_my_kvsname"; hear; kvs=${heard#*kvsname=}
-say "cmd=put kvsname=$kvs key=r$PMI_RANK value=from-$PMI_RANK"; hear
-say "cmd=barrier_in"; hear
-touch "up.$PMI_RANK"
-while [ ! -e go ]; do sleep 0.1; done
-say "cmd=get kvsname=$kvs key=r$((1 - PMI_RANK))"; hear; got=${heard##*value=}
-say "cmd=barrier_in"; hear; after=$heard
-say "cmd=finalize"; hear
-echo "rank $PMI_RANK of $PMI_SIZE: $got, $after, $heard"
-"#;
-    std::fs::write(cwd.join("pmi.sh"), client).unwrap();
+    std::fs::write(cwd.join("pmi.sh"), PMI_SHELL_CLIENT).unwrap();
     let body = r#"srun sh pmi.sh
 echo "srun=$?"
 srun sh -c 'if [ $PMI_RANK = 1 ]; then echo "cmd=abort exitcode=7" >&$PMI_FD; fi; exec sleep 60'

@@ -219,15 +219,20 @@ fn signals_reach_every_task_of_a_job_across_nodes() {
         return;
     };
     let c = &t.c;
-    let script = r#"#!/bin/sh
+    let cwd = c.f.cwd(Mode::Rootless);
+    // (The step's tasks carry this test's mark, to be told from other tests' on this host.)
+    let mark = format!("STOPMARK={}", cwd.display());
+    let script = format!(
+        r#"#!/bin/sh
 #SBATCH -N 2
 #BERTH --image busybox
 trap 'echo batch USR1' USR1
+export {mark}
 berth step -N 2 -n 2 sh -c 'trap "echo task $SLURM_PROCID USR1" USR1; trap "echo task $SLURM_PROCID TERM; exit 0" TERM; touch ready.$SLURM_PROCID; while :; do sleep 1; done' &
 while :; do sleep 1; done
-"#;
-    let id = c.submit(Mode::Rootless, "signals.sh", script, &[]);
-    let cwd = c.f.cwd(Mode::Rootless);
+"#
+    );
+    let id = c.submit(Mode::Rootless, "signals.sh", &script, &[]);
     wait_until(
         60,
         || cwd.join("ready.0").exists() && cwd.join("ready.1").exists(),
@@ -245,6 +250,45 @@ while :; do sleep 1; done
         || format!("{}\n{}", output(&t, id), c.show(id)),
     );
     assert_eq!(c.show(id)["state"], "RUNNING", "{}", output(&t, id));
+    // The step's SIGSTOP stops its tasks on both nodes (its leader on the first passes it on
+    // before it stops), and SIGCONT has them go on.
+    let states = || {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+            if !vars.contains(&mark.as_bytes()) || !vars.contains(&&b"SLURM_STEP_ID=0"[..]) {
+                continue;
+            }
+            let rank = vars
+                .iter()
+                .find_map(|v| v.strip_prefix(b"SLURM_PROCID="))
+                .map(<[u8]>::to_vec);
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if let (Some(rank), Some((_, rest))) = (rank, stat.rsplit_once(") ")) {
+                found.push((rank, rest.chars().next().unwrap_or(' ')));
+            }
+        }
+        found
+    };
+    let all = |state: char| {
+        let found = states();
+        let ranks: std::collections::BTreeSet<_> = found.iter().map(|(r, _)| r.clone()).collect();
+        ranks.len() == 2 && found.iter().all(|(_, s)| (*s == 'T') == (state == 'T'))
+    };
+    let step = format!("{id}.0");
+    for (signal, state) in [("STOP", 'T'), ("CONT", 'S')] {
+        c.berth(Mode::Rootless, &["cancel", "--signal", signal, &step])
+            .ok();
+        wait_until(
+            30,
+            || all(state),
+            || format!("{signal}: {:?}\n{}", states(), t.logs()),
+        );
+    }
     c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
     let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED"]);
     assert_eq!(job["state"], "CANCELLED", "{job}");

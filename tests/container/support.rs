@@ -8,6 +8,26 @@ use std::process::{Command, Output, Stdio};
 
 pub const TEST_USER: &str = "berthtest";
 
+/// Two tasks of a step as PMI-1 clients in sh, on the connection in PMI_FD: each puts a key,
+/// meets the other at a barrier, says it is up (`up.RANK`), waits for `go`, then gets the
+/// other's key, meets it again and finalizes, and says what it heard
+/// (`rank R of N: from-OTHER, cmd=barrier_out, cmd=finalize_ack`).
+#[allow(dead_code)]
+pub const PMI_SHELL_CLIENT: &str = r#"fd=$PMI_FD
+say() { eval "echo \"\$*\" >&$fd"; }
+hear() { eval "read -r heard <&$fd"; }
+say "cmd=init pmi_version=1 pmi_subversion=1"; hear
+say "cmd=get_my_kvsname"; hear; kvs=${heard#*kvsname=}
+say "cmd=put kvsname=$kvs key=r$PMI_RANK value=from-$PMI_RANK"; hear
+say "cmd=barrier_in"; hear
+touch "up.$PMI_RANK"
+while [ ! -e go ]; do sleep 0.1; done
+say "cmd=get kvsname=$kvs key=r$((1 - PMI_RANK))"; hear; got=${heard##*value=}
+say "cmd=barrier_in"; hear; after=$heard
+say "cmd=finalize"; hear
+echo "rank $PMI_RANK of $PMI_SIZE: $got, $after, $heard"
+"#;
+
 /// Who runs the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

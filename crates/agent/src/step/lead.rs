@@ -349,7 +349,8 @@ async fn follow(
     caught: &libc::sigset_t,
 ) -> Ended {
     let signals = read_signals(caught);
-    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<PartEnd>();
+    // Each part's end, this node's said so.
+    let (done, mut ended) = tokio::sync::mpsc::unbounded_channel::<(bool, PartEnd)>();
     let mut signallers = Vec::new();
     let out = |fd: RawFd| {
         // SAFETY: borrowing this process's stdout or stderr, open for its life.
@@ -360,14 +361,14 @@ async fn follow(
         let input = inputs.get_mut(i).and_then(Option::take);
         let (Ok(stdout), Ok(stderr)) = (out(1), out(2)) else {
             part.signaller().signal(libc::SIGKILL);
-            let _ = done.send(PartEnd::without_usage(125));
+            let _ = done.send((false, PartEnd::without_usage(125)));
             left += 1;
             continue;
         };
         signallers.push(part.signaller());
         let done = done.clone();
         std::thread::spawn(move || {
-            let _ = done.send(part.relay(input, stdout, stderr));
+            let _ = done.send((false, part.relay(input, stdout, stderr)));
         });
         left += 1;
     }
@@ -378,18 +379,24 @@ async fn follow(
         child = Some(local.pid);
         let done = done.clone();
         std::thread::spawn(move || {
-            let _ = done.send(local.wait());
+            let _ = done.send((true, local.wait()));
         });
         left += 1;
     }
     drop(done);
+    // (Its pid, for the signals it sends, also after its end.)
+    let part_here = child;
     let mut signals = signals;
-    let mut signal_all = |sig: i32, here: bool| {
+    // A signal for the other nodes' parts, and with `here` this node's (while it runs).
+    let signal_all = |child: Option<libc::pid_t>,
+                      signallers: &mut Vec<relay::Signaller>,
+                      sig: i32,
+                      here: bool| {
         if let (Some(pid), true) = (child, here) {
             // SAFETY: kill(2) of our own child, not reaped yet (its end not in yet).
             unsafe { libc::kill(pid, sig) };
         }
-        for s in &mut signallers {
+        for s in signallers {
             s.signal(sig);
         }
     };
@@ -399,14 +406,19 @@ async fn follow(
     let now = tokio::time::Instant::now;
     while left > 0 {
         let end = tokio::select! {
-            Some(end) = ended.recv() => end,
+            Some((here, end)) = ended.recv() => {
+                if here {
+                    child = None;
+                }
+                end
+            }
             // A task gave up (MPI_Abort): the step ends with its code, every task killed.
             Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
                 eprintln!("berth step: a task aborted the step with exit code {code}");
                 if !killed {
                     worst = super::worse(worst, (code, None));
                     killed = true;
-                    signal_all(super::end_signal(), true);
+                    signal_all(child, &mut signallers, super::end_signal(), true);
                     ending = Some(now() + LEAD_GRACE);
                 }
                 continue;
@@ -414,22 +426,28 @@ async fn follow(
             Some((sig, from)) = signals.recv() => {
                 // (This node's part signals its own group, the leader's, as it ends its
                 // tasks: not the step's signal.)
-                if child.is_some_and(|pid| pid as u32 == from) {
+                if part_here.is_some_and(|pid| pid as u32 == from) {
                     continue;
                 }
                 if sig == super::end_signal() {
                     killed = true;
-                    signal_all(sig, true);
+                    signal_all(child, &mut signallers, sig, true);
                     ending.get_or_insert(now() + LEAD_GRACE);
+                } else if sig == super::stop_signal() {
+                    // The step's SIGSTOP: the other nodes' first, then this group, the
+                    // leader with it.
+                    signal_all(child, &mut signallers, libc::SIGSTOP, false);
+                    // SAFETY: kill(2) of our own process group.
+                    unsafe { libc::kill(0, libc::SIGSTOP) };
                 } else {
                     // This node's part has it already: it was sent to the whole group.
-                    signal_all(sig, false);
+                    signal_all(child, &mut signallers, sig, false);
                 }
                 continue;
             }
             _ = tokio::time::sleep_until(ending.unwrap_or_else(now)), if ending.is_some() => {
                 ending = None;
-                signal_all(libc::SIGKILL, true);
+                signal_all(child, &mut signallers, libc::SIGKILL, true);
                 continue;
             }
         };
@@ -441,7 +459,7 @@ async fn follow(
         }
         if end.code != 0 && launch.kill_on_bad_exit && left > 0 && !killed {
             killed = true;
-            signal_all(super::end_signal(), true);
+            signal_all(child, &mut signallers, super::end_signal(), true);
             ending = Some(now() + LEAD_GRACE);
         }
     }

@@ -955,6 +955,9 @@ pub(crate) struct Registration {
     /// the agent that follows keeps it for that agent to take back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool: Option<std::path::PathBuf>,
+    /// It leads a step across nodes (`lead`): a SIGSTOP for the step is [`stop_signal`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leads: bool,
 }
 
 /// What a step process writes beside its entry as it ends (`PID.end`): its exit status
@@ -1171,6 +1174,7 @@ impl Registered {
             kill_wait: launch.kill_wait,
             tasks: launch.tasks.len() as u32,
             spool: launch.spool.clone(),
+            leads: launch.lead.is_some(),
         };
         let text = serde_json::to_vec(&registration).expect("registrations serialise");
         let registered = Registered {
@@ -1803,6 +1807,14 @@ pub(crate) fn end_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
 
+/// The signal the agent sends a step's leader (`lead`), not its group, for a SIGSTOP of the
+/// step, which the leader could not pass on once stopped: it passes SIGSTOP on to the other
+/// nodes' parts, then stops its own group, itself with it (SIGCONT resumes it, and it passes
+/// that on as any signal).
+pub(crate) fn stop_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 3
+}
+
 /// The read end of the pipe [`end_signal`]'s handler writes a byte into, which [`watch`]
 /// polls.
 static END_READ: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
@@ -2059,6 +2071,7 @@ mod tests {
             kill_wait: 0,
             tasks: 2,
             spool: None,
+            leads: false,
         };
         let entry = job.path().join(STEPS_DIR).join(pid.to_string());
         std::fs::write(&entry, serde_json::to_vec(&registration).unwrap()).unwrap();

@@ -354,6 +354,21 @@ impl Waited {
     }
 }
 
+/// A signal for a step: for its process's whole `group`, but the step's end signal, which
+/// is for the step's process alone (a leader passes each on to the other nodes), and a
+/// SIGSTOP for a step that process `leads` across nodes, which it gets as
+/// [`super::stop_signal`] (stopped, it could not pass SIGSTOP on).
+fn signal_group(group: libc::pid_t, sig: i32, leads: bool) {
+    let (whom, sig) = match sig {
+        libc::SIGSTOP if leads => (group, super::stop_signal()),
+        _ if sig == super::end_signal() => (group, sig),
+        _ => (-group, sig),
+    };
+    // SAFETY: kill(2) on a step process this process started or adopted (not reaped by
+    // it), or the group it leads.
+    unsafe { libc::kill(whom, sig) };
+}
+
 /// Waits for the end of adopted step process `pid` (registered as `r`) as [`run_step`]
 /// waits for a part here, signalling it as asked ([`signal_step`]: 0 ends it) and at its
 /// time limit; with `give_up`, also at that time if the check still says so.
@@ -380,16 +395,8 @@ async fn wait_adopted(
     let kill_wait = std::time::Duration::from_secs(r.kill_wait);
     let (mut terminating, mut ending) = (None, None);
     let (mut timed_out, mut killed) = (false, false);
-    let signal = |sig: i32| {
-        let whom = if sig == super::end_signal() {
-            group
-        } else {
-            -group
-        };
-        // SAFETY: kill(2) on the adopted step process (its start time checked), or the
-        // group it leads.
-        unsafe { libc::kill(whom, sig) };
-    };
+    // (Its start time checked above: still the adopted step process, or ended.)
+    let signal = |sig: i32| signal_group(group, sig, r.leads);
     let (mut give_up_at, still) = match give_up {
         Some((at, check)) => (Some(at), check),
         None => (None, Box::new(|| false) as Box<dyn Fn() -> bool + Send>),
@@ -1023,17 +1030,7 @@ async fn run_step<A: StepAuthority>(
         }
     };
     let group = part.group;
-    // A signal for the step: for its process's whole group, but the step's end signal,
-    // which is for the step's process alone (a leader passes each on to the other nodes).
-    let signal = |sig: i32| {
-        let whom = if sig == super::end_signal() {
-            group
-        } else {
-            -group
-        };
-        // SAFETY: kill(2) on the step process we started, or the group it leads.
-        unsafe { libc::kill(whom, sig) };
-    };
+    let signal = |sig: i32| signal_group(group, sig, across);
     // Ending the step early: its process kills its tasks and says what they used
     // (`end_signal`); one still there after END_GRACE is killed whole.
     let mut ending: Option<tokio::time::Instant> = None;
