@@ -307,6 +307,14 @@ impl TestCluster {
             .collect()
     }
 
+    /// Kills the agent of `node` (`kill -9`) and starts it again.
+    pub fn restart_agent(&mut self, node: &str) {
+        let i = (self.agents.iter().position(|a| a.name == node))
+            .unwrap_or_else(|| panic!("no agent on {node}"));
+        self.agents[i].kill();
+        self.agents[i] = Agent::start(&self.c, &self.hosts, i + 1);
+    }
+
     pub fn agent(&self, node: &str) -> &Agent {
         self.agents
             .iter()

@@ -297,6 +297,17 @@ until srun -n 1 echo second 2>/dev/null; do sleep 1; done
     assert_eq!(job["steps"][1]["exit_code"], 125, "{job}");
 }
 
+/// Lets job `id`'s tasks go on (the `go` file they wait for) and waits for it to complete:
+/// its record and output.
+fn go_and_complete(t: &TestCluster, id: u64) -> (serde_json::Value, String) {
+    std::fs::write(t.c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
+    let job =
+        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
+    let out = output(t, id);
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    (job, out)
+}
+
 /// A step across two nodes goes on while the second node's agent restarts: its tasks there
 /// write on (into the part's FIFOs, which its step process holds), the next agent adopts
 /// the part, and the agent that took the step takes it back, with the rest of its output
@@ -316,14 +327,8 @@ echo "srun=$?"
     t.c.wait_for_output(id, "1 before\n");
     t.c.wait_for_output(id, "0 before\n");
     let second = nodes_of(&t.c.show(id))[1].clone();
-    let i = t.agents.iter().position(|a| a.name == second).unwrap();
-    t.agents[i].kill();
-    t.agents[i] = crate::hosts::Agent::start(&t.c, &t.hosts, i + 1);
-    std::fs::write(t.c.f.cwd(Mode::Rootless).join("go"), "").unwrap();
-    let job =
-        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
-    let out = output(&t, id);
-    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    t.restart_agent(&second);
+    let (job, out) = go_and_complete(&t, id);
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();
     assert_eq!(
@@ -343,7 +348,7 @@ echo "srun=$?"
     );
     assert_eq!(job["steps"][0]["exit_code"], 3, "{job}");
     assert!(
-        t.agents[i].log().contains("its part here adopted"),
+        t.agent(&second).log().contains("its part here adopted"),
         "{}",
         t.logs()
     );
@@ -377,15 +382,9 @@ echo "abort=$?"
     });
     let nodes = nodes_of(&t.c.show(id));
     for node in &nodes {
-        let i = t.agents.iter().position(|a| &a.name == node).unwrap();
-        t.agents[i].kill();
-        t.agents[i] = crate::hosts::Agent::start(&t.c, &t.hosts, i + 1);
+        t.restart_agent(node);
     }
-    std::fs::write(cwd.join("go"), "").unwrap();
-    let job =
-        t.c.wait_for(id, &["COMPLETED", "FAILED", "NODE_FAIL", "CANCELLED"]);
-    let out = output(&t, id);
-    assert_eq!(job["state"], "COMPLETED", "{job}\n{out}\n{}", t.logs());
+    let (job, out) = go_and_complete(&t, id);
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();
     let mut expected = vec![
@@ -404,8 +403,7 @@ echo "abort=$?"
     assert_eq!(job["steps"][0]["exit_code"], 3, "{job}");
     assert!(job["steps"][0]["usage"]["user_usec"].is_u64(), "{job}");
     assert_eq!(job["steps"][1]["exit_code"], 7, "{job}");
-    let first = t.agents.iter().find(|a| a.name == nodes[0]).unwrap();
-    assert!(first.log().contains("adopted"), "{}", t.logs());
+    assert!(t.agent(&nodes[0]).log().contains("adopted"), "{}", t.logs());
 }
 
 /// A machine that restarts faster than the node timeout loses its job files (on a tmpfs)
