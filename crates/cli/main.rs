@@ -332,8 +332,7 @@ fn report(err: &anyhow::Error) -> i32 {
         return 0;
     }
     // In the words of the Slurm command berth runs as, where that one says `NAME: error:`;
-    // under LSF's and PBS's, their names (bsub's refusal ends as LSF's: `Job not
-    // submitted.`).
+    // under LSF's and PBS's, their names.
     let lsf = compat::usage_status() == 255;
     let mut line = match compat::invoked_as() {
         Some(name @ ("srun" | "salloc" | "sbatch")) => format!("{name}: error: {err}"),
@@ -346,9 +345,6 @@ fn report(err: &anyhow::Error) -> i32 {
             line.push_str(": ");
             line.push_str(&text);
         }
-    }
-    if compat::invoked_as() == Some("bsub") {
-        line.push_str(". Job not submitted.");
     }
     eprintln!("{line}");
     if err.downcast_ref::<compat::UsageError>().is_some() {

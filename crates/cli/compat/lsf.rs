@@ -38,7 +38,9 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
                     _ => String::new(),
                 };
                 if !file.contains('%') && !std::path::Path::new(&file).exists() {
-                    bail!("{file}: No such file or directory");
+                    return Err(not_submitted(anyhow::anyhow!(
+                        "{file}: No such file or directory"
+                    )));
                 }
                 args.extend(taken)
             }
@@ -75,7 +77,8 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         syntax: OptionSyntax::Bsub,
         script_args: Vec::new(),
         path: None,
-    })?;
+    })
+    .map_err(not_submitted)?;
     let queue = match resp.default_partition {
         true => "default queue",
         false => "queue",
@@ -92,6 +95,14 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
     let code = batch::wait_for_jobs_as(resp.job_id, resp.jobs, true)?;
     println!("<<Job is finished>>");
     Ok(code)
+}
+
+/// A submission refused, as bsub says it: `WHY. Job not submitted.`
+fn not_submitted(e: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}. Job not submitted.",
+        format!("{e:#}").trim_end_matches('.')
+    )
 }
 
 /// bjobs -A: a line for each array among `jobs`, how many of its elements are in each
