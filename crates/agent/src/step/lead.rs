@@ -25,8 +25,6 @@ pub struct Lead {
     pub parts: Vec<(String, StepLaunch)>,
     /// What it makes its credentials for those agents with.
     pub signer: relay::Signer,
-    /// This node's name.
-    pub node: String,
     /// Serve the tasks PMI, at this host of this node's (the other nodes' tasks connect to
     /// it); `None`: no PMI.
     pub pmi_host: Option<String>,
@@ -41,7 +39,7 @@ const LEAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a step ended: the worst of its tasks' statuses and the signal that gave it, where
 /// one did; what its tasks used, where all could say.
-type Ended = ((i32, Option<i32>), Option<berth_api::StepUsage>);
+pub(super) type Ended = ((i32, Option<i32>), Option<berth_api::StepUsage>);
 
 /// Leads the step of `launch` (its [`Lead`] taken out): how it ended. One that could not
 /// start (a part refused, or its node unreachable) ends 125, having said why on the
@@ -79,7 +77,7 @@ fn try_lead(mut launch: StepLaunch, lead: Lead) -> Result<Ended, String> {
                 .port();
             let secret = crate::runner::random_hex()?;
             let contact = pmi::Contact {
-                node: lead.node.clone(),
+                node: launch.node.clone(),
                 host: host.clone(),
                 port,
                 secret: secret.clone(),

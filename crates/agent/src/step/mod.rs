@@ -824,22 +824,25 @@ pub(crate) fn tee(from: OwnedFd, to: Vec<OwnedFd>) -> std::thread::JoinHandle<()
 pub fn run() -> Result<i32, StepError> {
     let text = std::env::var(LAUNCH_VAR).map_err(|e| StepError::Launch(e.to_string()))?;
     std::env::remove_var(LAUNCH_VAR);
-    let mut launch: StepLaunch =
+    let launch: StepLaunch =
         serde_json::from_str(&text).map_err(|e| StepError::Launch(e.to_string()))?;
     let held = hold_spool(&launch);
     let registered = Registered::new(&launch);
-    let ((code, signal), used) = match launch.lead.take() {
-        Some(lead) => lead::lead(launch, lead),
-        None => {
-            let (worst, cgroup) = run_launch(launch)?;
-            (worst, usage(cgroup))
-        }
-    };
+    let ((code, signal), used) = run_part(launch)?;
     drain_spool(&held);
     if let Some(r) = registered {
         r.ended((code, signal), used);
     }
     Ok(end_as(code, signal))
+}
+
+/// Runs `launch` here: as the leader of its step where it leads one across nodes (`lead`),
+/// else its tasks. How they ended and what they used.
+fn run_part(mut launch: StepLaunch) -> Result<lead::Ended, StepError> {
+    match launch.lead.take() {
+        Some(lead) => Ok(lead::lead(launch, lead)),
+        None => run_launch(launch).map(|(worst, cgroup)| (worst, usage(cgroup))),
+    }
 }
 
 /// The step process as the node's launcher forks it (see `launcher`): `launch` is the
@@ -850,11 +853,7 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
         serde_json::from_slice(launch).map_err(|e| StepError::Launch(e.to_string()));
     let held = launch.as_ref().map(hold_spool).unwrap_or_default();
     let registered = launch.as_ref().ok().and_then(Registered::new);
-    let ran = launch.and_then(|mut launch| match launch.lead.take() {
-        Some(lead) => Ok(lead::lead(launch, lead)),
-        None => run_launch(launch).map(|(worst, cgroup)| (worst, usage(cgroup))),
-    });
-    let ((code, signal), used) = match ran {
+    let ((code, signal), used) = match launch.and_then(run_part) {
         Ok(ended) => ended,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -1006,7 +1006,6 @@ async fn run_step<A: StepAuthority>(
         first.lead = Some(super::lead::Lead {
             parts,
             signer: authority.signer(),
-            node: grant.node.clone(),
             pmi_host: wants_pmi.then(|| authority.address()),
             here: here.is_some(),
         });
