@@ -369,9 +369,91 @@ fn signal_group(group: libc::pid_t, sig: i32, leads: bool) {
     unsafe { libc::kill(whom, sig) };
 }
 
+/// How a step process is ended early, by [`run_step`] and [`wait_adopted`] alike: cancelled
+/// or at its time limit, its tasks get SIGTERM, and at the end of the job's KillWait the
+/// step's end signal (its process kills its tasks and says what they used); one still there
+/// [`END_GRACE`] later is killed whole.
+struct Ending<S: Fn(i32)> {
+    /// Signals the step process (see [`signal_group`]).
+    signal: S,
+    kill_wait: std::time::Duration,
+    /// Its time limit.
+    limit: Option<tokio::time::Instant>,
+    /// When a step that had SIGTERM gets its end signal.
+    terminating: Option<tokio::time::Instant>,
+    /// When a step that had its end signal is killed whole.
+    grace: Option<tokio::time::Instant>,
+    /// Its time limit came.
+    timed_out: bool,
+    /// It had its end signal at the end of its KillWait.
+    killed: bool,
+}
+
+/// What came at [`Ending::next_due`].
+#[derive(PartialEq)]
+enum Due {
+    TimeLimit,
+    Other,
+}
+
+impl<S: Fn(i32)> Ending<S> {
+    fn new(signal: S, kill_wait: u64, limit: Option<tokio::time::Instant>) -> Self {
+        Ending {
+            signal,
+            kill_wait: std::time::Duration::from_secs(kill_wait),
+            limit,
+            terminating: None,
+            grace: None,
+            timed_out: false,
+            killed: false,
+        }
+    }
+
+    /// Ends it as a cancelled step: SIGTERM now, the end signal at the end of its KillWait.
+    /// False (and nothing done) when it is being ended so already.
+    fn terminate(&mut self) -> bool {
+        if self.terminating.is_some() {
+            return false;
+        }
+        (self.signal)(libc::SIGTERM);
+        self.terminating = Some(tokio::time::Instant::now() + self.kill_wait);
+        true
+    }
+
+    /// Ends it now (its client gone): the end signal, and killed whole if still there later.
+    fn end_now(&mut self) {
+        (self.signal)(super::end_signal());
+        self.grace
+            .get_or_insert(tokio::time::Instant::now() + END_GRACE);
+    }
+
+    /// Waits for the next of its times (forever without one) and does what is due then.
+    async fn next_due(&mut self) -> Due {
+        let limit = self.limit.filter(|_| !self.timed_out && !self.killed);
+        let terminating = self.terminating.filter(|_| !self.killed);
+        let Some(at) = [limit, terminating, self.grace].into_iter().flatten().min() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(at).await;
+        if limit == Some(at) {
+            self.timed_out = true;
+            self.terminate();
+            return Due::TimeLimit;
+        }
+        if terminating == Some(at) {
+            self.killed = true;
+            self.end_now();
+        } else {
+            self.grace = None;
+            (self.signal)(libc::SIGKILL);
+        }
+        Due::Other
+    }
+}
+
 /// Waits for the end of adopted step process `pid` (registered as `r`) as [`run_step`]
-/// waits for a part here, signalling it as asked ([`signal_step`]: 0 ends it) and at its
-/// time limit; with `give_up`, also at that time if the check still says so.
+/// waits for a part here ([`Ending`]), signalling it as asked ([`signal_step`]: 0 ends it)
+/// and at its time limit; with `give_up`, also at that time if the check still says so.
 async fn wait_adopted(
     pid: u32,
     r: &super::Registration,
@@ -392,11 +474,8 @@ async fn wait_adopted(
     let limit = r
         .deadline
         .map(|at| now + std::time::Duration::from_secs(at.saturating_sub(crate::runner::now())));
-    let kill_wait = std::time::Duration::from_secs(r.kill_wait);
-    let (mut terminating, mut ending) = (None, None);
-    let (mut timed_out, mut killed) = (false, false);
     // (Its start time checked above: still the adopted step process, or ended.)
-    let signal = |sig: i32| signal_group(group, sig, r.leads);
+    let mut ending = Ending::new(|sig| signal_group(group, sig, r.leads), r.kill_wait, limit);
     let (mut give_up_at, still) = match give_up {
         Some((at, check)) => (Some(at), check),
         None => (None, Box::new(|| false) as Box<dyn Fn() -> bool + Send>),
@@ -405,43 +484,28 @@ async fn wait_adopted(
         loop {
             tokio::select! {
                 _ = exited.readable() => break,
-                Some(sig) = asked.recv() => {
-                    if sig != 0 {
-                        signal(sig);
-                    } else if terminating.is_none() {
-                        signal(libc::SIGTERM);
-                        terminating = Some(tokio::time::Instant::now() + kill_wait);
-                    }
-                }
+                Some(sig) = asked.recv() => match sig {
+                    0 => _ = ending.terminate(),
+                    _ => (ending.signal)(sig),
+                },
                 _ = tokio::time::sleep_until(give_up_at.unwrap_or(now)), if give_up_at.is_some() => {
                     give_up_at = None;
-                    if still() && terminating.is_none() {
-                        signal(libc::SIGTERM);
-                        terminating = Some(tokio::time::Instant::now() + kill_wait);
+                    if still() {
+                        ending.terminate();
                     }
                 }
-                _ = tokio::time::sleep_until(limit.unwrap_or(now)), if limit.is_some() && !timed_out && !killed => {
-                    timed_out = true;
-                    signal(libc::SIGTERM);
-                    terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
-                }
-                _ = tokio::time::sleep_until(terminating.unwrap_or(now)), if terminating.is_some() && !killed => {
-                    killed = true;
-                    signal(super::end_signal());
-                    ending = Some(tokio::time::Instant::now() + END_GRACE);
-                }
-                _ = tokio::time::sleep_until(ending.unwrap_or(now)), if ending.is_some() => {
-                    ending = None;
-                    signal(libc::SIGKILL);
-                }
+                _ = ending.next_due() => {}
             }
         }
     }
-    if killed {
+    if ending.killed {
         // What its tasks started, and may have left.
-        signal(libc::SIGKILL);
+        (ending.signal)(libc::SIGKILL);
     }
-    Waited { timed_out, killed }
+    Waited {
+        timed_out: ending.timed_out,
+        killed: ending.killed,
+    }
 }
 
 /// Waits for the end of adopted step process `pid` (its entry `r` in `dir`) as
@@ -1029,19 +1093,15 @@ async fn run_step<A: StepAuthority>(
         }
     };
     let group = part.group;
-    let signal = |sig: i32| signal_group(group, sig, across);
-    // Ending the step early: its process kills its tasks and says what they used
-    // (`end_signal`); one still there after END_GRACE is killed whole.
-    let mut ending: Option<tokio::time::Instant> = None;
     // Its own time limit (`srun -t`): then it is ended as a cancelled one is.
     let limit = request
         .time_limit
         .map(|secs| tokio::time::Instant::now() + std::time::Duration::from_secs(secs));
-    let mut timed_out = false;
-    // Cancelled or at its limit: its tasks had SIGTERM, and are ended at this time (the
-    // job's KillWait) if they have not ended by then.
-    let mut terminating: Option<tokio::time::Instant> = None;
-    let kill_wait = std::time::Duration::from_secs(grant.kill_wait);
+    let mut ending = Ending::new(
+        |sig| signal_group(group, sig, across),
+        grant.kill_wait,
+        limit,
+    );
     let said = |why: &str| {
         format!(
             "slurmstepd: error: *** STEP {job}.{} ON {} CANCELLED AT {}{why} ***",
@@ -1050,42 +1110,30 @@ async fn run_step<A: StepAuthority>(
             crate::runner::slurm_timestamp(crate::runner::now())
         )
     };
-    let (mut killed, mut client) = (false, true);
+    let mut client = true;
     let end = loop {
         tokio::select! {
             end = &mut part.end => break end,
             // A signal for its tasks (`scancel -s SIG JOB.STEP`), or (0) cancelled (`berth
-            // cancel JOB.STEP`): SIGTERM, then ended as its client's going ends it.
-            Some(sig) = cancelled.recv(), if !killed => {
+            // cancel JOB.STEP`).
+            Some(sig) = cancelled.recv() => {
                 if sig != 0 {
-                    signal(sig);
-                } else if terminating.is_none() {
+                    (ending.signal)(sig);
+                } else if ending.terminate() {
                     let _ = send(write, &StepEvent::Notice(said(""))).await;
-                    signal(libc::SIGTERM);
-                    terminating = Some(tokio::time::Instant::now() + kill_wait);
                 }
             }
-            _ = tokio::time::sleep_until(limit.unwrap_or_else(tokio::time::Instant::now)), if limit.is_some() && !timed_out && !killed => {
-                let _ = send(write, &StepEvent::Notice(said(" DUE TO TIME LIMIT"))).await;
-                timed_out = true;
-                signal(libc::SIGTERM);
-                terminating.get_or_insert(tokio::time::Instant::now() + kill_wait);
-            }
-            _ = tokio::time::sleep_until(terminating.unwrap_or_else(tokio::time::Instant::now)), if terminating.is_some() && !killed => {
-                killed = true;
-                signal(super::end_signal());
-                ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
-            }
-            _ = tokio::time::sleep_until(ending.unwrap_or_else(tokio::time::Instant::now)), if ending.is_some() => {
-                ending = None;
-                signal(libc::SIGKILL);
+            due = ending.next_due() => {
+                if due == Due::TimeLimit {
+                    let _ = send(write, &StepEvent::Notice(said(" DUE TO TIME LIMIT"))).await;
+                }
             }
             line = lines.next_line(), if client => {
                 match line {
                     Ok(Some(l)) => {
                         if let Ok(StepSignal { signal: sig }) = serde_json::from_str(&l) {
                             if (1..65).contains(&sig) {
-                                signal(sig);
+                                (ending.signal)(sig);
                             }
                         }
                     }
@@ -1093,8 +1141,7 @@ async fn run_step<A: StepAuthority>(
                     // process kills the task at the end signal).
                     _ => {
                         client = false;
-                        signal(super::end_signal());
-                        ending.get_or_insert(tokio::time::Instant::now() + END_GRACE);
+                        ending.end_now();
                     }
                 }
             }
@@ -1103,8 +1150,8 @@ async fn run_step<A: StepAuthority>(
     // (Killed at the end of its KillWait: its tasks' SIGKILL, as they ended.)
     let worst = (end.code, end.signal);
     // What the tasks of a step ended early started, and may have left here.
-    if killed || !client {
-        signal(libc::SIGKILL);
+    if ending.killed || !client {
+        (ending.signal)(libc::SIGKILL);
     }
     let end = StepEnd {
         job,
@@ -1112,7 +1159,7 @@ async fn run_step<A: StepAuthority>(
         code: worst.0,
         signal: worst.1,
         usage: end.usage,
-        timed_out,
+        timed_out: ending.timed_out,
         job_ended: false,
         end_time: None,
     };
