@@ -167,6 +167,9 @@ pub struct ShowArgs {
     /// Each job on one line (scontrol -o)
     #[arg(short = 'o', long)]
     oneliner: bool,
+    /// What each job holds on each of its nodes: CPUs by id, memory and GPUs (scontrol -d)
+    #[arg(short = 'd', long)]
+    details: bool,
 }
 
 #[derive(Args, Debug)]
@@ -2064,7 +2067,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             writeln!(out, "No jobs in the system")?;
         }
         for j in &jobs {
-            show_job(&mut out, j, args.oneliner)?;
+            show_job(&mut out, j, &args)?;
             if !args.oneliner {
                 writeln!(out)?;
             }
@@ -2099,25 +2102,55 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         if n > 0 && !args.oneliner {
             writeln!(out)?;
         }
-        show_job(&mut out, j, args.oneliner)?;
+        show_job(&mut out, j, &args)?;
     }
     Ok(0)
 }
 
-/// One job as scontrol shows it, in its `Key=Value` lines, or on one (`oneliner`).
-fn show_job(out: &mut impl Write, j: &JobInfo, oneliner: bool) -> Result<()> {
+/// One job as scontrol shows it, in its `Key=Value` lines, or on one (`oneliner`), with
+/// what it holds node by node where asked (`details`).
+fn show_job(out: &mut impl Write, j: &JobInfo, args: &ShowArgs) -> Result<()> {
     let mut block = Vec::new();
-    job_block(&mut block, j)?;
+    job_block(&mut block, j, args.details)?;
     let block = String::from_utf8_lossy(&block);
-    match oneliner {
+    match args.oneliner {
         true => writeln!(out, "{}", crate::compat::one_line(&block))?,
         false => write!(out, "{block}")?,
     }
     Ok(())
 }
 
+/// What job `j` holds on each node, as `scontrol -d show job` says it: its GPUs in all,
+/// then a line a node with its CPUs' ids, memory (MiB) and GPUs' indices.
+fn held_on_nodes(out: &mut impl Write, j: &JobInfo) -> Result<()> {
+    let gres = |gpus: usize| format!("gpu:{gpus}");
+    let gpus: usize = j.cpu_ids.iter().map(|n| n.gpu_ids.len()).sum();
+    match gpus {
+        0 => writeln!(out, "   JOB_GRES=(null)")?,
+        n => writeln!(out, "   JOB_GRES={}", gres(n))?,
+    }
+    for n in &j.cpu_ids {
+        writeln!(
+            out,
+            "     Nodes={} CPU_IDs={} Mem={} GRES={}",
+            n.node,
+            berth_core::quantity::number_list(&n.cpu_ids),
+            n.memory_bytes.unwrap_or(0) >> 20,
+            match n.gpu_ids.as_slice() {
+                [] => String::new(),
+                ids => format!(
+                    "{}(IDX:{})",
+                    gres(ids.len()),
+                    berth_core::quantity::number_list(ids)
+                ),
+            }
+        )?;
+    }
+    Ok(())
+}
+
 /// [`show_job`]'s lines.
-fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
+fn job_block(out: &mut impl Write, j: &JobInfo, details: bool) -> Result<()> {
     let opt = |v: Option<u64>| v.map_or("Unknown".to_string(), crate::compat::slurm_timestamp);
     // An array's task by its own id then its array's, as scontrol shows it, with the
     // array's limit of running tasks where it has one.
@@ -2241,6 +2274,9 @@ fn job_block(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         None => accounting("ReqTRES", j),
     };
     writeln!(out, "   TRES={tres}")?;
+    if details {
+        held_on_nodes(out, j)?;
+    }
     let chosen = [
         &j.required_nodes,
         &j.excluded_nodes,
@@ -2675,6 +2711,7 @@ fn earlier_run(j: &JobInfo, run: &berth_api::JobRun) -> JobInfo {
         start_time: Some(run.start_time),
         end_time: Some(run.end_time),
         nodes: run.nodes.clone(),
+        cpu_ids: Vec::new(),
         cpus: run.cpus,
         exit_code: run.exit_code,
         signal: run.signal,
@@ -3955,9 +3992,30 @@ pub fn node(cmd: NodeCommand) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::{
-        accounting, array_ranges, cpu_time, exit_code_of, in_unit, named_format, parse_time,
-        slurm_size, step_elapsed, wait_on_controller, wrapped,
+        accounting, array_ranges, cpu_time, exit_code_of, held_on_nodes, in_unit, named_format,
+        parse_time, slurm_size, step_elapsed, wait_on_controller, wrapped,
     };
+
+    /// scontrol -d's lines: GPUs in all, then each node's CPUs, memory (MiB) and GPUs.
+    #[test]
+    fn what_a_job_holds_reads_as_scontrol_details() {
+        let job: berth_api::JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 7, "name": "sim", "user": "u", "partition": "batch", "state": "RUNNING",
+            "submit_time": 100, "nodes": ["n1", "n2"], "cpus": 6, "workdir": "/w",
+            "stdout": "/w/o", "held": false,
+            "cpu_ids": [
+                {"node": "n1", "cpu_ids": [5, 0, 1, 2], "memory_bytes": 2u64 << 30, "gpu_ids": [3, 1]},
+                {"node": "n2", "cpu_ids": [8, 9]},
+            ],
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        held_on_nodes(&mut out, &job).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "   JOB_GRES=gpu:2\n     Nodes=n1 CPU_IDs=0-2,5 Mem=2048 GRES=gpu:2(IDX:1,3)\n     Nodes=n2 CPU_IDs=8-9 Mem=0 GRES=\n"
+        );
+    }
 
     /// A step's status is its signal's where one gave it, else an exit status (130 too); a
     /// job's DerivedExitCode is its worst step's as wait(2) orders them: an exit status over

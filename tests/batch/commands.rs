@@ -747,7 +747,45 @@ fn slurm_commands_as_slurm_users_type_them() {
         "{}",
         all.stdout
     );
-    // -o: a record a line (-d: what berth shows anyway).
+    // -d: what a running job holds node by node, its cpuset's CPUs (as pbsnodes' slots).
+    let script = "#!/bin/sh\n#BERTH --image busybox\ngrep Cpus_allowed_list /proc/self/status\necho started\nexec sleep 300\n";
+    let pinned = c.submit(Mode::Rootless, "pinned.sh", script, &[]);
+    c.wait_for_output(pinned, "started");
+    let text = std::fs::read_to_string(cwd.join(format!("berth-{pinned}.out"))).unwrap();
+    let cpus = text.split_whitespace().nth(1).unwrap();
+    let node = c.show(pinned)["nodes"][0].as_str().unwrap().to_string();
+    let detail = run(
+        &c,
+        &links,
+        "scontrol",
+        &["-d", "show", "job", &pinned.to_string()],
+    );
+    assert!(
+        (detail.ok()).contains(&format!(
+            "\n   JOB_GRES=(null)\n     Nodes={node} CPU_IDs={cpus} Mem="
+        )),
+        "{}",
+        detail.stdout
+    );
+    let plain = run(
+        &c,
+        &links,
+        "scontrol",
+        &["show", "job", &pinned.to_string()],
+    );
+    assert!(!plain.ok().contains("CPU_IDs="), "{}", plain.stdout);
+    let slots: Vec<String> = (cpus.split(','))
+        .map(|range| format!("{range}/{pinned}.{}", host()))
+        .collect();
+    let pbs = run(&c, &links, "pbsnodes", &[&node]);
+    assert!(
+        pbs.ok()
+            .contains(&format!("\n     jobs = {}\n", slots.join(", "))),
+        "{}",
+        pbs.stdout
+    );
+    run(&c, &links, "scancel", &[&pinned.to_string()]).ok();
+    // -o: a record a line (-d: a pending job holds nothing yet).
     let one = run(
         &c,
         &links,

@@ -257,6 +257,10 @@ pub struct JobInfo {
     /// Seconds; `None` is the partition's limit.
     pub time_limit: Option<u64>,
     pub nodes: Vec<String>,
+    /// What it holds on each of its nodes, in their order: CPUs (its cpuset's), memory and
+    /// GPUs (`scontrol show job -d`'s CPU_IDs, pbsnodes' jobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_ids: Vec<NodeCpus>,
     /// The nodes it asked for (at least), its tasks and CPUs per task.
     #[serde(default)]
     pub min_nodes: u32,
@@ -477,15 +481,21 @@ pub struct StepInfo {
     pub cpu_ids: Vec<NodeCpus>,
 }
 
-/// What a step holds of its job's on one node: CPUs, and memory where it asked for some.
+/// What a job holds on one node, or a step of its job's there: CPUs, memory where it asked
+/// for some, and (a job's) GPUs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NodeCpus {
     pub node: String,
+    /// A job's: its cpuset there; a step's: the job's CPUs (slots, see `[batch]
+    /// oversubscribe`) it holds.
     pub cpu_ids: Vec<u32>,
     /// Bytes of the job's memory there (`srun --mem`, `--mem-per-cpu`), which the job's
     /// other steps cannot have meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// A job's GPUs there, by device minor (/dev/nvidiaN).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<u32>,
 }
 
 /// What a step's tasks used, as the kernel accounts it to each node's step process for the

@@ -287,19 +287,30 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
         }
         "scontrol" => {
             // Its options, wherever they are: -o (a line per record) is berth's
-            // --oneliner; -d (details) shows what berth always shows.
-            let mut oneliner = false;
+            // --oneliner; -d (details) its --details, for a job (berth shows the rest of
+            // what it adds anyway).
+            let (mut oneliner, mut details) = (false, false);
             rest.retain(|a| match a.to_str() {
                 Some("-o" | "--oneliner") => {
                     oneliner = true;
                     false
                 }
-                Some("-d" | "--details" | "-dd") => false,
+                Some("-d" | "--details" | "-dd") => {
+                    details = true;
+                    false
+                }
                 _ => true,
             });
             // (Only what shows records has lines to join.)
             if oneliner && rest.first().is_some_and(|w| w == "show") {
                 rest.insert(rest.len().min(2), "--oneliner".into());
+            }
+            let job = |w: &OsString| {
+                (w.to_str()).is_some_and(|w| w.to_ascii_lowercase().starts_with("job"))
+            };
+            if details && rest.first().is_some_and(|w| w == "show") && rest.get(1).is_some_and(job)
+            {
+                rest.insert(2, "--details".into());
             }
             let word = |i: usize| {
                 rest.get(i)
@@ -850,7 +861,12 @@ mod tests {
                 "berth update JobId=4 TimeLimit=5",
             ),
             ("scontrol ping", "berth as scontrol ping"),
-            ("scontrol -o show job 4 -d", "berth show --oneliner 4"),
+            (
+                "scontrol -o show job 4 -d",
+                "berth show --details --oneliner 4",
+            ),
+            ("scontrol -d show JobId=4", "berth show 4 --details"),
+            ("scontrol -d show node n1", "berth as scontrol show node n1"),
             ("scontrol -o hold 4", "berth hold 4"),
             (
                 "scontrol requeuehold State=SpecialExit 4",

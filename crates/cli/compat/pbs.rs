@@ -1338,10 +1338,17 @@ pub fn pbsnodes(words: Vec<String>) -> Result<i32> {
             }
             continue;
         }
-        let here: Vec<String> = jobs
-            .iter()
-            .filter(|j| j.nodes.contains(&n.name))
-            .map(|j| pbs_id(j, &server))
+        // Each job's CPUs here as Torque's slots: `0-3/12.server, 5/13.server`.
+        let here: Vec<String> = (jobs.iter())
+            .filter_map(|j| Some((j, j.cpu_ids.iter().find(|c| c.node == n.name)?)))
+            .flat_map(|(j, held)| {
+                let id = pbs_id(j, &server);
+                let slots = berth_core::quantity::number_list(&held.cpu_ids);
+                slots
+                    .split(',')
+                    .map(|s| format!("{s}/{id}"))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         writeln!(out, "{}", n.name)?;
         writeln!(out, "     state = {st}")?;

@@ -590,6 +590,15 @@ impl Job {
             end_time: self.end_time,
             time_limit: self.time_limit(),
             nodes: self.nodes().map(str::to_string).collect(),
+            cpu_ids: (self.shares.iter())
+                .map(|s| berth_api::NodeCpus {
+                    node: s.node.clone(),
+                    // (Its cpuset: slots' cores.)
+                    cpu_ids: crate::node::cores(&s.cpu_ids),
+                    memory_bytes: self.memory,
+                    gpu_ids: s.gpu_ids.clone(),
+                })
+                .collect(),
             min_nodes: self.request.nodes.min,
             ntasks: self.request.ntasks,
             cpus_per_task: self.request.cpus_per_task,

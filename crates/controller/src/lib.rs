@@ -4796,6 +4796,7 @@ impl Controller {
                     node: share.node.clone(),
                     cpu_ids: taken.to_vec(),
                     memory_bytes: memory,
+                    gpu_ids: Vec::new(),
                 });
             }
             // Each task pinned to its own share of those CPUs, where they divide exactly
