@@ -5756,18 +5756,11 @@ pub fn parse_submission(req: &SubmitRequest) -> Result<JobRequest, ApiError> {
     };
     let mut request = match req.syntax {
         OptionSyntax::Qsub => JobRequest::from_qsub_script(&req.script, cli, &default_name),
+        OptionSyntax::Sbatch => JobRequest::from_sbatch_script(&req.script, cli, &default_name),
         _ => JobRequest::from_script(&req.script, cli, &default_name),
     }
     .map_err(|e| ApiError::bad(format!("{}: {e}", req.script_name)))?;
-    // Typed as sbatch: Slurm's file where neither the script nor the line names one (a
-    // script naming berth's own by hand gets Slurm's as well).
     request.lsf = req.syntax == OptionSyntax::Bsub;
-    let array = request.array.is_some();
-    if req.syntax == OptionSyntax::Sbatch
-        && request.output == berth_core::job::default_output(array)
-    {
-        request.output = berth_core::job::slurm_default_output(array).into();
-    }
     request.export_file_env = req.export_env.clone().unwrap_or_default();
     Ok(request)
 }

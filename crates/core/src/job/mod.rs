@@ -957,6 +957,21 @@ impl JobRequest {
         JobRequest::from_options(JobOptions::merge(parsed.options, cli), default_name)
     }
 
+    /// As [`JobRequest::from_script`], with sbatch's own output file where neither names
+    /// one ([`slurm_default_output`]): a job typed as sbatch.
+    pub fn from_sbatch_script(
+        script: &str,
+        cli: JobOptions,
+        default_name: &str,
+    ) -> Result<JobRequest, JobError> {
+        let parsed = parse_script_with(script, cli.ignore_pbs == Some(true))?;
+        let mut o = JobOptions::merge(parsed.options, cli);
+        let array = o.array.is_some();
+        o.output
+            .get_or_insert_with(|| slurm_default_output(array).into());
+        JobRequest::from_options(o, default_name)
+    }
+
     /// As [`JobRequest::from_script`], with qsub's defaults for what neither names: the
     /// output in `NAME.oJOBID` and the errors in `NAME.eJOBID` (unless `-j oe` joins them),
     /// where sbatch's would put both into `berth-JOBID.out`; those names too in a directory
@@ -1479,6 +1494,28 @@ mod tests {
         assert_eq!(r.total_cpus(), 1);
         assert_eq!(r.array_len(), 1);
         assert_eq!(JobRequest::from_options(opts(), "").unwrap().name, "berth");
+    }
+
+    /// Typed as sbatch: Slurm's own file, but one the script or the line names, berth's
+    /// default name included.
+    #[test]
+    fn sbatch_names_its_own_output_file() {
+        let sbatch = |script: &str, line: &[&str]| {
+            let cli = parse_args(line).unwrap();
+            JobRequest::from_sbatch_script(script, cli, "j")
+                .unwrap()
+                .output
+        };
+        assert_eq!(sbatch("#!/bin/sh\n", &[]), "slurm-%j.out");
+        assert_eq!(sbatch("#!/bin/sh\n", &["--array=1-2"]), "slurm-%A_%a.out");
+        assert_eq!(
+            sbatch("#!/bin/sh\n#SBATCH -o berth-%j.out\n", &[]),
+            "berth-%j.out"
+        );
+        assert_eq!(
+            sbatch("#!/bin/sh\n", &["-o", "berth-%j.out"]),
+            "berth-%j.out"
+        );
     }
 
     #[test]
