@@ -1657,19 +1657,39 @@ fn pbs_commands_as_pbs_users_type_them() {
         &["CANCELLED"],
     );
     assert_eq!(ready(), "ready\nterm\n");
-    // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone
-    // (hold types in any combination: -h uo has root's).
+    // qhold's default hold is the owner's (-h u), whoever holds it; -h o is root's alone;
+    // the two are given and lifted apart (-h uo: both).
     let later = run(&c, &links, "qsub", &["-a", "2359", "--", "/bin/true"]);
     let later = later.ok().trim().to_string();
+    let hold_types = || {
+        let full = run(&c, &links, "qstat", &["-f", &later]);
+        let line = full.ok().lines().find(|l| l.contains(" Hold_Types = "));
+        line.unwrap().split(" = ").nth(1).unwrap().to_string()
+    };
     c.berth(Mode::Root, &["as", "qhold", &later]).ok();
     run(&c, &links, "qrls", &[&later]).ok();
+    assert_eq!(hold_types(), "n");
     c.berth(Mode::Root, &["as", "qhold", "-h", "uo", &later])
         .ok();
+    assert_eq!(hold_types(), "uo");
+    // The owner lifts their own; root's stays, which they may not lift.
+    run(&c, &links, "qrls", &[&later]).ok();
+    assert_eq!(hold_types(), "o");
     let refused = run(&c, &links, "qrls", &[&later]);
     assert_eq!(
         (refused.code, refused.stderr.trim()),
         (159, format!("qrls: Unauthorized Request  {later}").as_str())
     );
+    // Root lifts those it names: u by default, as PBS's qrls.
+    c.berth(Mode::Root, &["as", "qhold", "-h", "u", &later])
+        .ok();
+    c.berth(Mode::Root, &["as", "qrls", &later]).ok();
+    assert_eq!(hold_types(), "o");
+    c.berth(Mode::Root, &["as", "qhold", "-h", "u", &later])
+        .ok();
+    c.berth(Mode::Root, &["as", "qrls", "-h", "ou", &later])
+        .ok();
+    assert_eq!(hold_types(), "n");
     run(&c, &links, "qdel", &["-W", "force", &later]).ok();
     let unknown = run(&c, &links, "qdel", &[&format!("999999.{server}")]);
     assert_eq!(unknown.code, 153, "{}", unknown.stderr);

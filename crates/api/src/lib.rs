@@ -306,6 +306,10 @@ pub struct JobInfo {
     #[serde(default)]
     pub priority_factors: Option<PriorityFactors>,
     pub held: bool,
+    /// Its owner's hold is among its holds (JobHeldUser; with the reason JobHeldAdmin, it
+    /// has both: PBS's `uo`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_hold: bool,
     /// Seconds it has spent suspended (`berth suspend`), and held while pending.
     #[serde(default)]
     pub suspended_seconds: u64,

@@ -728,6 +728,7 @@ fn full_attributes(
                 // A dependency's wait is PBS's system hold.
                 (false, Some(r)) if r.starts_with("Dependency") && j.start_time.is_none() => "s",
                 (false, _) => "n",
+                (true, Some("JobHeldAdmin")) if j.owner_hold => "uo",
                 (true, Some("JobHeldAdmin")) => "o",
                 (true, _) => "u",
             }
@@ -1108,19 +1109,18 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
             Some(other) => bail!("{command} -W {other}: berth takes -W force"),
         }
     }
-    // qhold/qrls -h: u (the default), the owner's hold, which the owner lifts; o or s, an
-    // operator's or the system's, which only root gives and lifts (berth's hold by root),
-    // in any combination (`-h uos`: berth's job has one hold, an administrator's with o or
-    // s among them).
-    let owners = match verb {
+    // qhold/qrls -h: u (the default), the owner's hold, which the owner gives and lifts;
+    // o or s, an operator's or the system's, which only root gives and lifts (berth's
+    // administrator's hold: one for both), in any combination.
+    let holds = match verb {
         "hold" | "release" => match value(&mut words, "-h")? {
-            None => true,
+            None => Some(hold_query("u")),
             Some(t) if !t.is_empty() && t.chars().all(|c| "uos".contains(c)) => {
-                t.chars().all(|c| c == 'u')
+                Some(hold_query(&t))
             }
             Some(other) => bail!("{command} -h {other}: hold types are u, o and s"),
         },
-        _ => false,
+        _ => None,
     };
     // Torque's -t RANGE: those subjobs of each array named.
     let words = match value(&mut words, "-t")? {
@@ -1141,10 +1141,18 @@ pub fn verb(verb: &str, words: Vec<String>) -> Result<i32> {
     };
     act_on(verb, &element_lists(words)?, |job| match verb {
         "cancel" => job.cancel(None, Default::default()),
-        "hold" if owners => job.act(verb, Some("owners=true")),
-        "hold" => job.act(verb, Some("admin=true")),
-        _ => job.act(verb, None),
+        _ => job.act(verb, holds),
     })
+}
+
+/// The holds PBS's hold types name (`u`, `o`, `s`), as the API's query: the owner's, an
+/// administrator's, or both.
+fn hold_query(types: &str) -> &'static str {
+    match (types.contains('u'), types.contains(['o', 's'])) {
+        (true, false) => "owners=true",
+        (false, _) => "admin=true",
+        (true, true) => "owners=true&admin=true",
+    }
 }
 
 /// qalter: `[options] JOBID` in qsub's words (but -h, which takes hold types, as qhold's:
@@ -1173,11 +1181,9 @@ pub fn qalter(words: Vec<String>) -> Result<i32> {
     let Some(types) = hold.filter(|_| status == 0) else {
         return Ok(status);
     };
-    let owners = types.chars().all(|c| c == 'u');
     act_on("alter", &[spec], |job| match types.as_str() {
         "n" => job.act("release", None),
-        _ if owners => job.act("hold", Some("owners=true")),
-        _ => job.act("hold", Some("admin=true")),
+        _ => job.act("hold", Some(hold_query(&types))),
     })
 }
 

@@ -204,10 +204,15 @@ pub struct Job {
     pub image_entrypoint: Vec<String>,
     pub state: State,
     pub reason: Option<String>,
+    /// Held: by its owner, or an administrator, or both (see [`Job::holds`]).
     pub held: bool,
     /// Held by root (Slurm's JobHeldAdmin): only root releases it.
     #[serde(default)]
     pub admin_hold: bool,
+    /// Held by its owner (JobHeldUser), which they may release, also under root's hold
+    /// (PBS's `u` and `o` holds, lifted one at a time).
+    #[serde(default)]
+    pub owner_hold: bool,
     /// Suspended by root: only root resumes it.
     #[serde(default)]
     pub admin_suspend: bool,
@@ -511,11 +516,25 @@ impl Job {
         self.restarts += 1;
         self.default_limit = None;
         if let Some(admin) = self.requeue_held.take() {
-            self.held = true;
-            self.admin_hold = admin;
+            self.set_holds(!admin, admin);
             self.held_time.start(crate::now());
-            self.reason = Some(hold_reason(true, admin).into());
         }
+    }
+
+    /// Its holds: its owner's and an administrator's. (A record from before `owner_hold`,
+    /// or a job held at its submission or its launch's failure: held, not by root, is held
+    /// by its owner.)
+    pub fn holds(&self) -> (bool, bool) {
+        (
+            self.owner_hold || (self.held && !self.admin_hold),
+            self.admin_hold,
+        )
+    }
+
+    /// Gives it these holds, its owner's and an administrator's, and their reason.
+    pub fn set_holds(&mut self, owner: bool, admin: bool) {
+        (self.owner_hold, self.admin_hold, self.held) = (owner, admin, owner || admin);
+        self.reason = Some(hold_reason(self.held, admin).into());
     }
 
     /// The jobs it waits for, and how, as ranges of ids (see `depends_on`): a whole array
@@ -644,6 +663,7 @@ impl Job {
             priority: self.priority,
             priority_factors: self.priority_factors,
             held: self.held,
+            owner_hold: self.holds().0,
             restarts: self.restarts,
             steps: self.steps.clone(),
             earlier_runs: self.earlier_runs.clone(),

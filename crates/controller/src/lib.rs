@@ -138,6 +138,14 @@ pub struct Caller {
     pub gid: u32,
 }
 
+/// Which of a job's holds a hold or release is for (see [`Controller::hold`]): its owner's,
+/// an administrator's, both; neither named: the caller's own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Holds {
+    pub owner: bool,
+    pub admin: bool,
+}
+
 pub struct Controller {
     settings: Settings,
     store: Box<dyn Store>,
@@ -1525,6 +1533,7 @@ impl Controller {
                 }),
                 held: request.hold,
                 admin_hold: false,
+                owner_hold: false,
                 admin_suspend: false,
                 submit_time,
                 begin_time: request.begin.map(|b| b.resolve_in(submit_time, utc_offset)),
@@ -2195,11 +2204,11 @@ impl Controller {
         caller: Caller,
         array: u64,
         held: bool,
-        owners: bool,
+        which: Holds,
     ) -> Result<(), ApiError> {
         let verb = if held { "hold" } else { "release" };
         let tasks = self.array_tasks_for(caller, array, verb)?;
-        self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held, owners))
+        self.each_in_one_write(tasks, |c, id| c.hold(caller, id, held, which))
     }
 
     /// `berth requeue ARRAY`: each of its running or suspended tasks, in one store
@@ -2582,17 +2591,18 @@ impl Controller {
         Ok(job)
     }
 
-    /// `berth hold` / `release`: a held job stays pending until released. Root's hold is an
-    /// administrator's (Slurm's JobHeldAdmin), which only root releases; its owner's is theirs
-    /// (JobHeldUser).
-    /// `owners`: the owner's hold even when root asks (scontrol uhold), which they may
-    /// release; never one that lessens an administrator's hold the job has.
+    /// `berth hold` / `release`: a held job stays pending until released. A job has two
+    /// holds, given and lifted apart (PBS's `u` and `o`): its owner's (JobHeldUser), which
+    /// they give and lift, and an administrator's (JobHeldAdmin), root's alone. Those asked
+    /// (`which`, which the API lets root alone name an administrator's in), else the
+    /// caller's: a user's hold is the owner's; root's is an administrator's in place of
+    /// the owner's (as Slurm's one hold), and root's release lifts both.
     pub fn hold(
         &mut self,
         caller: Caller,
         id: u64,
         held: bool,
-        owners: bool,
+        which: Holds,
     ) -> Result<(), ApiError> {
         let mut job = self.owned(caller, id, if held { "hold" } else { "release" })?;
         if job.state != State::Pending {
@@ -2601,11 +2611,26 @@ impl Controller {
                 job.state.name()
             )));
         }
-        if !held && job.admin_hold && caller.uid != 0 {
+        let (owner, admin) = job.holds();
+        // (A user's release of a job that has only root's hold: refused, as Slurm's.)
+        if !held && admin && !owner && caller.uid != 0 {
             return Err(ApiError::forbidden(format!(
                 "job {id} was held by root (JobHeldAdmin): only root may release it"
             )));
         }
+        let (owner, admin) = match (held, which.owner, which.admin, caller.uid == 0) {
+            // Root's own hold: an administrator's, in place of the owner's (Slurm's one
+            // hold); root's release lifts both.
+            (true, false, false, true) => (false, true),
+            (false, false, false, true) => (false, false),
+            // A user's own: their hold, under any of root's.
+            (_, false, false, false) => (held, admin),
+            (_, asked_owner, asked_admin, _) => (
+                if asked_owner { held } else { owner },
+                if asked_admin { held } else { admin },
+            ),
+        };
+        let held = owner || admin;
         if held && !job.held {
             job.held_time.start(now());
             // A held job's priority is 0, as Slurm's (made anew at the pass after its
@@ -2616,9 +2641,7 @@ impl Controller {
         if !held && job.held {
             job.held_time.stop(now());
         }
-        job.admin_hold = held && (job.admin_hold || (caller.uid == 0 && !owners));
-        job.held = held;
-        job.reason = Some(job::hold_reason(held, job.admin_hold).into());
+        job.set_holds(owner, admin);
         let job = job.cloned();
         self.persist(&job)?;
         self.wake();

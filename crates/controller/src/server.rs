@@ -660,19 +660,33 @@ async fn hold(
     Path(id): Path<u64>,
     query: QueryParam<HoldQuery>,
 ) -> ApiResult<()> {
+    hold_or_release(c, caller, id, query, true).await
+}
+
+/// [`hold`] and [`release`]: the holds the query names, root's alone for an
+/// administrator's.
+async fn hold_or_release(
+    c: Shared,
+    caller: Caller,
+    id: u64,
+    query: QueryParam<HoldQuery>,
+    held: bool,
+) -> ApiResult<()> {
     let q = query_of(query)?;
-    if q.admin && (caller.uid != 0 || q.owners) {
-        return Err(match q.owners {
-            true => ApiError::bad("a hold is the owner's or an administrator's, not both"),
-            false => ApiError::forbidden(format!(
-                "only root may hold job {id} as an administrator (JobHeldAdmin; PBS's -h o, -h s)"
-            )),
-        });
+    if q.admin && caller.uid != 0 {
+        let verb = if held { "hold" } else { "release" };
+        return Err(ApiError::forbidden(format!(
+            "only root may {verb} job {id} as an administrator (JobHeldAdmin; PBS's -h o, -h s)"
+        )));
     }
+    let which = crate::Holds {
+        owner: q.owners,
+        admin: q.admin,
+    };
     let mut c = c.lock().await;
     match q.array {
-        true => c.hold_array(caller, id, true, q.owners),
-        false => c.hold(caller, id, true, q.owners),
+        true => c.hold_array(caller, id, held, which),
+        false => c.hold(caller, id, held, which),
     }
     .map(Json)
 }
@@ -681,15 +695,16 @@ async fn hold(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct HoldQuery {
-    /// The id is an array job's: each of its pending tasks is held.
+    /// The id is an array job's: each of its pending tasks.
     #[serde(default)]
     array: bool,
-    /// The owner's hold (JobHeldUser, which they may release) even when root asks
+    /// The owner's hold (JobHeldUser, which they may release), also when root asks
     /// (scontrol uhold).
     #[serde(default)]
     owners: bool,
-    /// An administrator's hold, as root's is, refused (403) to anyone else rather than
-    /// given as theirs (PBS's operator and system holds, `qhold -h o`).
+    /// An administrator's hold (JobHeldAdmin), root's alone: refused (403) to anyone else
+    /// (PBS's operator and system holds, `qhold -h o`). With `owners`: both holds. Neither:
+    /// the caller's (root's release: both).
     #[serde(default)]
     admin: bool,
 }
@@ -706,20 +721,14 @@ struct RequeueQuery {
     hold: bool,
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", params(("id" = u64, Path, description = "job id"), HoldQuery), tag = "jobs", responses((status = 200, description = "released"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
 async fn release(
     State(c): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
-    query: ArrayParam,
+    query: QueryParam<HoldQuery>,
 ) -> ApiResult<()> {
-    let array = array_query(query)?;
-    let mut c = c.lock().await;
-    match array {
-        true => c.hold_array(caller, id, false, false),
-        false => c.hold(caller, id, false, false),
-    }
-    .map(Json)
+    hold_or_release(c, caller, id, query, false).await
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/suspend", params(("id" = u64, Path, description = "job id"), ArrayQuery), tag = "jobs", responses((status = 200, description = "frozen"), (status = 403, description = "not the owner", body = ErrorBody), (status = 400, description = "invalid request", body = ErrorBody), (status = 401, description = "no valid token (TCP)", body = ErrorBody)))]
