@@ -677,7 +677,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         image_store: settings.store.clone(),
         partitions: settings.config.partitions.clone(),
         berth: std::env::current_exe().context("cannot find the berth executable")?,
-        kill_wait: 30,
+        kill_wait: settings.config.batch.kill_wait,
         binds: settings.config.binds.clone(),
         host_jobs: settings.config.batch.host_jobs,
         listen: args.listen,

@@ -663,6 +663,37 @@ sys.stdin.read()
     assert_eq!(c.berth(Mode::Root, &["queue", "--json"]).ok().trim(), "[]");
 }
 
+/// A job whose script traps or ignores the cancel's SIGTERM is killed at the end of the
+/// cluster's KillWait (`[batch] kill_wait`), as Slurm's; `scancel -s KILL` is a cancel.
+#[test]
+fn a_cancelled_job_that_ignores_sigterm_is_killed_after_killwait() {
+    let Some(c) = Cluster::start_with_config(Some("[batch]\nkill_wait = 2\n")) else {
+        return;
+    };
+    let stubborn = "#!/bin/sh\n#BERTH --image busybox\ntrap 'echo term' TERM\necho started\nwhile true; do sleep 1; done\n";
+    let id = c.submit(Mode::Rootless, "stubborn.sh", stubborn, &[]);
+    c.wait_for_output(id, "started");
+    c.berth(Mode::Rootless, &["cancel", &id.to_string()]).ok();
+    let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    let out = std::fs::read_to_string(out).unwrap();
+    assert!(out.contains("started\nterm\n"), "{out}");
+    let config = c.berth(Mode::Rootless, &["as", "scontrol", "show", "config"]);
+    assert!(config.ok().contains("KillWait"), "{}", config.stdout);
+
+    let ignoring = "#!/bin/sh\n#BERTH --image busybox\ntrap '' TERM\necho started\nwhile true; do sleep 1; done\n";
+    let id = c.submit(Mode::Rootless, "ignoring.sh", ignoring, &[]);
+    c.wait_for_output(id, "started");
+    c.berth(
+        Mode::Rootless,
+        &["cancel", "--signal", "KILL", &id.to_string()],
+    )
+    .ok();
+    let job = c.wait_for(id, &["CANCELLED", "FAILED", "COMPLETED"]);
+    assert_eq!(job["state"], "CANCELLED", "{job}");
+}
+
 #[test]
 fn cancel_time_limit_and_memory_end_jobs_in_their_states() {
     let Some(c) = Cluster::start() else { return };

@@ -916,10 +916,31 @@ impl NodeAgent {
     /// shell, and says in the job's error file, once the shell has ended, that the job was
     /// cancelled now, `why` after that (slurmstepd's `*** JOB 42 ON n1 CANCELLED AT TIME
     /// ***`), from what this leaves in the job's directory ([`runner::CANCELLED_FILE`]).
+    /// A batch shell still there at the end of the job's KillWait is killed (SIGKILL, as
+    /// Slurm's): one that ignores or traps SIGTERM does not keep the job running; its
+    /// runner then ends the job's steps and what is left in its cgroup.
     pub fn cancel(&self, id: u64, runner: u32, why: &str) {
         let said = format!("{}\n{why}", runner::now());
         let _ = std::fs::write(self.job_dir(id).join(runner::CANCELLED_FILE), said);
         self.signal(id, runner, libc::SIGTERM);
+        let alive = self.liveness(id, runner);
+        let kill_wait = std::time::Duration::from_secs(self.kill_wait_of(id));
+        std::thread::spawn(move || {
+            std::thread::sleep(kill_wait);
+            if alive() {
+                kill_batch_shell(runner, libc::SIGKILL);
+            }
+        });
+    }
+
+    /// Job `id`'s KillWait, seconds, as its launch file says.
+    fn kill_wait_of(&self, id: u64) -> u64 {
+        #[derive(Deserialize)]
+        struct Grace {
+            grace: u64,
+        }
+        let text = std::fs::read(self.launch_path(id)).unwrap_or_default();
+        serde_json::from_slice::<Grace>(&text).map_or(runner::DEFAULT_KILL_WAIT, |g| g.grace)
     }
 
     /// Sends `sig` to job `id`'s processes here that `target` names: the batch shell (its
@@ -949,18 +970,9 @@ impl NodeAgent {
         if !self.runner_alive(id, runner) {
             return;
         }
-        // The container's program (the batch shell) is the runner's child.
-        let program: libc::pid_t =
-            std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
-                .ok()
-                .and_then(|c| c.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0);
+        let program = batch_shell(runner);
         let Some(to) = to else {
-            if program > 0 {
-                // SAFETY: kill(2) of the runner's child, not reaped while the runner lives.
-                unsafe { libc::kill(program, sig) };
-            }
-            return;
+            return kill_batch_shell(runner, sig);
         };
         let Ok(layout) = cgroup::Layout::detect() else {
             return;
@@ -1058,6 +1070,24 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     private_file(path)?
         .write_all(bytes)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The batch shell of job runner `runner` (the container's program, its child), or 0.
+fn batch_shell(runner: u32) -> libc::pid_t {
+    std::fs::read_to_string(format!("/proc/{runner}/task/{runner}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `sig` to the batch shell of job runner `runner` itself (one the runner would not
+/// pass on: it cannot catch it), which the caller knows to be alive.
+fn kill_batch_shell(runner: u32, sig: i32) {
+    let program = batch_shell(runner);
+    if program > 0 {
+        // SAFETY: kill(2) of the runner's child, not reaped while the runner lives.
+        unsafe { libc::kill(program, sig) };
+    }
 }
 
 #[cfg(test)]

@@ -196,8 +196,12 @@ pub struct JobTools {
 }
 
 fn default_grace() -> u64 {
-    30
+    DEFAULT_KILL_WAIT
 }
+
+/// Seconds between a job's SIGTERM and its SIGKILL where its launch does not say (Slurm's
+/// KillWait's default).
+pub const DEFAULT_KILL_WAIT: u64 = 30;
 
 /// How a job ended, as the agent reports it to the controller.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -2096,7 +2096,10 @@ impl Controller {
                 self.mail_end(&job);
             }
             (State::Running | State::Suspended, sig) => {
-                match sig {
+                // A SIGKILL for the job (not for its batch shell alone, or every process
+                // at once) is its cancel, as scancel's (`scancel -s KILL` is scancel).
+                let kill = sig == Some(libc::SIGKILL) && matches!(target, SignalTarget::Steps);
+                match sig.filter(|_| !kill) {
                     None => {
                         job.cancel_requested = true;
                         job.cancelled_by = Some(caller.uid);

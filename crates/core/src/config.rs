@@ -99,6 +99,14 @@ pub struct BatchConfig {
     /// The cluster's name (Slurm's ClusterName): jobs' SLURM_CLUSTER_NAME.
     #[serde(default = "default_cluster_name")]
     pub cluster_name: String,
+    /// Seconds a job's processes have between the SIGTERM of its cancel or time limit and
+    /// their SIGKILL (Slurm's KillWait, 30 by default); a cancelled step's too.
+    #[serde(default = "default_kill_wait")]
+    pub kill_wait: u64,
+}
+
+fn default_kill_wait() -> u64 {
+    30
 }
 
 fn default_cluster_name() -> String {
@@ -179,6 +187,7 @@ impl Default for BatchConfig {
             max_array_size: None,
             max_job_count: None,
             cluster_name: default_cluster_name(),
+            kill_wait: default_kill_wait(),
         }
     }
 }
