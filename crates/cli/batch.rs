@@ -519,7 +519,7 @@ pub fn update(args: UpdateArgs) -> Result<i32> {
     let n = update_job(&job, flags, OptionSyntax::Berth, throttle)?;
     // (scontrol says nothing of it.)
     if n > 1 && crate::compat::invoked_as().is_none() {
-        eprintln!("berth: updated {n} tasks of array job {job}");
+        berth_core::say!("berth: updated {n} tasks of array job {job}");
     }
     Ok(0)
 }
@@ -698,7 +698,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         registry_auth_file: Some(crate::settings::auth_file()),
         state_dir,
     };
-    eprintln!(
+    berth_core::say!(
         "berth: controller{} serving {}",
         if local_node { " and local agent" } else { "" },
         controller_settings.socket.display()
@@ -772,12 +772,12 @@ fn lead(
             berth_controller::mirror::run(&images, &key, &standby, leader, &leading)
         })
     };
-    eprintln!("berth: campaigning to lead the controllers of {url}");
+    berth_core::say!("berth: campaigning to lead the controllers of {url}");
     let lease = store.campaign(&who, LEADER_TTL)?;
     leading.store(true, std::sync::atomic::Ordering::Relaxed);
     // Not joined: a copy under way ends with its transfer (the old leader is gone).
     drop(mirror);
-    eprintln!("berth: leading the controllers of {url} as {who}");
+    berth_core::say!("berth: leading the controllers of {url} as {who}");
     std::thread::spawn(move || {
         let mut renewed = std::time::Instant::now();
         loop {
@@ -785,14 +785,16 @@ fn lead(
             match renewer.renew(lease) {
                 Ok(true) => renewed = std::time::Instant::now(),
                 Ok(false) => {
-                    eprintln!("berth: this controller's lease ended: another leads now; exiting");
+                    berth_core::say!(
+                        "berth: this controller's lease ended: another leads now; exiting"
+                    );
                     std::process::exit(1);
                 }
                 Err(e) if renewed.elapsed().as_secs() >= LEADER_TTL => {
-                    eprintln!("berth: cannot renew this controller's lease ({e}): exiting");
+                    berth_core::say!("berth: cannot renew this controller's lease ({e}): exiting");
                     std::process::exit(1);
                 }
-                Err(e) => eprintln!("berth: cannot renew this controller's lease yet: {e}"),
+                Err(e) => berth_core::say!("berth: cannot renew this controller's lease yet: {e}"),
             }
         }
     });
@@ -906,7 +908,7 @@ pub fn down(args: DownArgs) -> Result<i32> {
         .map(|j| j.steps.iter().filter(|s| s.end_time.is_none()).count())
         .sum();
     if steps > 0 {
-        eprintln!(
+        berth_core::say!(
             "berth: warning: {steps} step(s) run (srun, berth step): the jobs keep running; the steps this controller's own node serves go on if they run on it alone for a client in their job, which waits up to 10 minutes for `berth up`; the others end"
         );
     }
@@ -1040,7 +1042,7 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
     req.image_files = image_files(parsed.as_ref())?;
     let resp: SubmitResponse = request("POST", "/v1/jobs", Some(&req))?;
     for w in &resp.warnings {
-        eprintln!("{}: warning: {w}", crate::compat::name());
+        berth_core::say!("{}: warning: {w}", crate::compat::name());
     }
     Ok(resp)
 }
@@ -1129,7 +1131,7 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         path,
     })?;
     if let Some(estimate) = &resp.estimate {
-        eprintln!(
+        berth_core::say!(
             "{}: {}",
             crate::compat::name(),
             estimate_line(&resp, estimate)
@@ -1238,7 +1240,7 @@ impl Outage {
     /// its error, `hint` after what happened, once it has been gone too long.
     fn wait(&mut self, e: anyhow::Error, hint: &str) -> Result<()> {
         let since = *self.since.get_or_insert_with(|| {
-            eprintln!("berth: {e:#}; waiting for the controller to be back");
+            berth_core::say!("berth: {e:#}; waiting for the controller to be back");
             std::time::Instant::now()
         });
         if since.elapsed() > CONTROLLER_GONE_LIMIT {
@@ -1580,7 +1582,7 @@ fn queue_once(args: &mut QueueArgs) -> Result<i32> {
     args.jobs.dedup();
     let now = berth_controller::now();
     let invalid = |spec: &str| {
-        eprintln!(
+        berth_core::say!(
             "{}: error: Invalid job id specified: {spec}",
             crate::compat::name()
         );
@@ -2085,7 +2087,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             if crate::compat::invoked_as() == Some("scontrol")
                 && crate::client::is_not_found(&e) =>
         {
-            eprintln!("slurm_load_jobs error: Invalid job id specified");
+            berth_core::say!("slurm_load_jobs error: Invalid job id specified");
             return Ok(1);
         }
         found => found?,
@@ -2388,8 +2390,10 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     let say = |job: &str| {
         if args.verbose {
             match &args.signal {
-                Some(sig) => eprintln!("{}: Signal {sig} to job {job}", crate::compat::name()),
-                None => eprintln!("{}: Terminating job {job}", crate::compat::name()),
+                Some(sig) => {
+                    berth_core::say!("{}: Signal {sig} to job {job}", crate::compat::name())
+                }
+                None => berth_core::say!("{}: Terminating job {job}", crate::compat::name()),
             }
         }
     };
@@ -2419,10 +2423,10 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
             if let Err(e) = cancelled {
                 // scancel's words for a job it does not know.
                 match crate::compat::invoked_as() {
-                    Some("scancel") if crate::client::is_not_found(&e) => eprintln!(
+                    Some("scancel") if crate::client::is_not_found(&e) => berth_core::say!(
                         "scancel: error: Kill job error on job id {spec}: Invalid job id specified"
                     ),
-                    _ => eprintln!("berth: {spec}: {e:#}"),
+                    _ => berth_core::say!("berth: {spec}: {e:#}"),
                 }
                 status = 1;
             }
@@ -2454,7 +2458,7 @@ pub fn cancel(args: CancelArgs) -> Result<i32> {
     for j in jobs {
         say(&job_id(&j));
         if let Err(e) = cancel_job(j.id, args.signal.clone(), target) {
-            eprintln!("berth: job {}: {e:#}", job_id(&j));
+            berth_core::say!("berth: job {}: {e:#}", job_id(&j));
             status = 1;
         }
     }

@@ -216,7 +216,7 @@ impl ContainerArgs {
         // insists, as docker's does.
         let gpus = match self.nv {
             true if !std::path::Path::new("/dev/nvidiactl").exists() => {
-                eprintln!("berth: --nv: this machine has no NVIDIA GPU (no /dev/nvidiactl): running without one");
+                berth_core::say!("berth: --nv: this machine has no NVIDIA GPU (no /dev/nvidiactl): running without one");
                 None
             }
             true => Some("all"),
@@ -468,7 +468,7 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
     if let Some(name) = image.strip_prefix("docker://") {
         return match store.resolve(name) {
             Err(berth_image::ImageError::NotFound(_)) => {
-                eprintln!("berth: {name} is not in the store: pulling it");
+                berth_core::say!("berth: {name} is not in the store: pulling it");
                 let record = store.pull(name, &settings.registry(None))?;
                 crate::image::warn_if_foreign(name, &record);
                 Ok(Named::Stored(Box::new(record)))
@@ -555,7 +555,7 @@ fn file_image(
     let options = berth_image::ImportOptions {
         name: Some(name.clone()),
     };
-    eprintln!(
+    berth_core::say!(
         "berth: importing {} into the store (once, and again if it changes)",
         path.display()
     );
@@ -597,7 +597,7 @@ fn start(
             let rootfs = match store.rootfs_dir(&record) {
                 Ok(dir) => Rootfs::Directory(dir),
                 Err(e @ berth_image::ImageError::NoSpace(_)) if is_root() => {
-                    eprintln!(
+                    berth_core::say!(
                         "berth: warning: the image's unpacked copy cannot be made ({e}); mounting its squashfs file instead"
                     );
                     Rootfs::Squashfs(store.squashfs(&record))
@@ -673,10 +673,10 @@ fn start(
             format!(" (limit {})", berth_core::quantity::binary_size(m))
         });
         match outcome.signal == Some(libc::SIGKILL) {
-            true => eprintln!(
+            true => berth_core::say!(
                 "berth: the container ran out of memory{limit} and the kernel's OOM killer ended it"
             ),
-            false => eprintln!(
+            false => berth_core::say!(
                 "berth: a process in the container ran out of memory{limit} and the kernel's OOM killer killed it"
             ),
         }

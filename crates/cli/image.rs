@@ -133,7 +133,7 @@ pub fn utc(secs: u64) -> String {
 /// of a platform that is not the host's).
 pub fn warn_if_foreign(name: &str, record: &ImageRecord) {
     if let Some(arch) = record.foreign_architecture() {
-        eprintln!(
+        berth_core::say!(
             "berth: warning: {name} is an image for linux/{arch}, and this machine is linux/{}: its programs run here only through an emulator (qemu-user with binfmt_misc)",
             berth_image::host_arch()
         );
@@ -147,7 +147,7 @@ fn each_of(items: &[String], mut what: impl FnMut(&str) -> Result<()>) -> Result
     for item in items {
         if let Err(e) = what(item) {
             if let Some(earlier) = failed.replace(e) {
-                eprintln!("berth: {earlier:#}");
+                berth_core::say!("berth: {earlier:#}");
             }
         }
     }
@@ -205,7 +205,7 @@ pub fn uploaded(image: &str) -> Result<String> {
     if let Some(found) = all().find(|n| names(&name, n)) {
         return Ok(found.clone());
     }
-    eprintln!(
+    berth_core::say!(
         "berth: uploading {} into the cluster's store (once, and again if it changes)",
         path.display()
     );
@@ -269,7 +269,7 @@ pub fn cluster_pull(
 /// it is said.
 fn warned(image: berth_api::ImageInfo) -> berth_api::ImageInfo {
     for w in &image.warnings {
-        eprintln!("berth: warning: {w}");
+        berth_core::say!("berth: warning: {w}");
     }
     image
 }
@@ -498,7 +498,7 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Import { path, name, .. } => {
             for record in store.import_all(&path, &ImportOptions { name })? {
                 if record.devices_dropped > 0 {
-                    eprintln!(
+                    berth_core::say!(
                         "berth: left out {} device node(s): containers get their own /dev",
                         record.devices_dropped
                     );

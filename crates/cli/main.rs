@@ -63,7 +63,7 @@ impl Cli {
                     .get(1)
                     .is_some_and(|a| ["exec", "run", "shell"].iter().any(|c| a == *c));
                 if let Some(said) = compat::unknown_option(&e) {
-                    eprintln!("{said}");
+                    berth_core::say!("{said}");
                     std::process::exit(1);
                 }
                 let _ = e.print();
@@ -346,7 +346,7 @@ fn report(err: &anyhow::Error) -> i32 {
             line.push_str(&text);
         }
     }
-    eprintln!("{line}");
+    berth_core::say!("{line}");
     if err.downcast_ref::<compat::UsageError>().is_some() {
         return compat::usage_status();
     }

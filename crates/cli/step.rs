@@ -537,13 +537,13 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
     }
     let accepted = args.accepted.given();
     if !accepted.is_empty() && !args.accepted.quiet {
-        eprintln!(
+        berth_core::say!(
             "berth step: ignored {}: berth places and binds each task itself",
             accepted.join(", ")
         );
     }
     if args.accepted.wait.is_some() && !args.accepted.quiet {
-        eprintln!("berth step: ignored --wait: the other tasks run on when one ends (-K ends them when one fails)");
+        berth_core::say!("berth step: ignored --wait: the other tasks run on when one ends (-K ends them when one fails)");
     }
     let mut args = args;
     tasks_per_node(&mut args)?;
@@ -571,7 +571,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
                 .filter_map(|(flag, set)| set.then_some(*flag))
                 .collect();
             if !within.is_empty() {
-                eprintln!(
+                berth_core::say!(
                     "berth step: ignored {}: this step runs in job {id}, within its limits",
                     within.join(", ")
                 );
@@ -896,7 +896,7 @@ fn run_with(mut request: StepRequest, sigint_twice: bool) -> Result<i32> {
         // Its node agent went (the cluster restarting), its own allocation with it: ended,
         // not left to hold its CPUs for nobody.
         (Err(berth_agent::step::StepError::Lost), Some(job)) => {
-            eprintln!(
+            berth_core::say!(
                 "{who}: lost the node agent; ending job allocation {job} (its tasks' status is lost)"
             );
             crate::batch::end_allocation(job, 125)?;
@@ -920,22 +920,24 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
     let mut queued = false;
     let mut busy = None;
     move |event| match (syntax, event) {
-        (_, StepEvent::Notice(text)) => eprintln!("{text}"),
+        (_, StepEvent::Notice(text)) => berth_core::say!("{text}"),
         (_, StepEvent::Busy { job, reason }) => {
             busy = Some(*job);
             let reason = match reason.is_empty() {
                 true => berth_agent::step::server::NODES_BUSY,
                 false => reason,
             };
-            eprintln!("{who}: Job {job} step creation temporarily disabled, retrying ({reason})")
+            berth_core::say!(
+                "{who}: Job {job} step creation temporarily disabled, retrying ({reason})"
+            )
         }
         (_, StepEvent::Started { step, .. }) if busy.is_some() => {
             let job = busy.take().unwrap_or_default();
-            eprintln!("{who}: Step created for StepId={job}.{step}")
+            berth_core::say!("{who}: Step created for StepId={job}.{step}")
         }
         (_, StepEvent::Submitted(submitted)) => {
             for w in &submitted.warnings {
-                eprintln!("{who}: warning: {w}");
+                berth_core::say!("{who}: warning: {w}");
             }
             let job = submitted.job_id;
             match syntax {
@@ -945,30 +947,32 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
                     } else {
                         ""
                     };
-                    eprintln!(
+                    berth_core::say!(
                         "Job <{job}> is submitted to {default}queue <{}>.",
                         submitted.partition
                     );
-                    eprintln!("<<Waiting for dispatch ...>>");
+                    berth_core::say!("<<Waiting for dispatch ...>>");
                 }
-                OptionSyntax::Qsub => eprintln!("qsub: waiting for job {job}.{server} to start"),
+                OptionSyntax::Qsub => {
+                    berth_core::say!("qsub: waiting for job {job}.{server} to start")
+                }
                 OptionSyntax::Berth | OptionSyntax::Sbatch => {}
             }
         }
         (OptionSyntax::Bsub, StepEvent::Allocated { host, .. }) => {
-            eprintln!("<<Starting on {host}>>")
+            berth_core::say!("<<Starting on {host}>>")
         }
         (OptionSyntax::Qsub, StepEvent::Allocated { job, .. }) => {
-            eprintln!("qsub: job {job}.{server} ready")
+            berth_core::say!("qsub: job {job}.{server} ready")
         }
         (OptionSyntax::Berth | OptionSyntax::Sbatch, StepEvent::Queued { job }) => {
             queued = true;
-            eprintln!("{who}: job {job} queued and waiting for resources")
+            berth_core::say!("{who}: job {job} queued and waiting for resources")
         }
         (OptionSyntax::Berth | OptionSyntax::Sbatch, StepEvent::Allocated { job, .. })
             if queued =>
         {
-            eprintln!("{who}: job {job} has been allocated resources")
+            berth_core::say!("{who}: job {job} has been allocated resources")
         }
         _ => {}
     }
@@ -1050,7 +1054,7 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
     let mut tell = progress(who, OptionSyntax::Berth);
     let held = berth_agent::step::client::allocate(&step_socket(), &request, who, &mut tell)?;
     let job = held.job;
-    eprintln!("{who}: Granted job allocation {job}");
+    berth_core::say!("{who}: Granted job allocation {job}");
     let spawned = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .envs(held.env.iter().map(|(k, v)| (k, v)))
@@ -1059,7 +1063,7 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
     let release = match spawned {
         Ok(mut command) => held.wait(&mut command)?,
         Err(e) => {
-            eprintln!("{who}: cannot run {}: {e}", argv[0]);
+            berth_core::say!("{who}: cannot run {}: {e}", argv[0]);
             held.end(if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -1069,7 +1073,7 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
     };
     Ok(match release {
         Release::Ended(code) => {
-            eprintln!("{who}: Relinquishing job allocation {job}");
+            berth_core::say!("{who}: Relinquishing job allocation {job}");
             code
         }
         Release::Revoked(_, code) => code,
@@ -1077,9 +1081,9 @@ pub fn alloc(mut args: AllocArgs) -> Result<i32> {
             // Its node agent's end of the connection went (the cluster restarted): the job
             // is no longer held by it, and is ended here with the command's status, once
             // the controller answers (waited for, as `--wait` waits).
-            eprintln!("{who}: lost the node agent; ending job allocation {job}");
+            berth_core::say!("{who}: lost the node agent; ending job allocation {job}");
             if let Err(e) = crate::batch::end_allocation(job, code) {
-                eprintln!("{who}: cannot end job {job}: {e:#}");
+                berth_core::say!("{who}: cannot end job {job}: {e:#}");
             }
             code
         }
@@ -1109,7 +1113,7 @@ fn allocate_only(options: Vec<String>) -> Result<i32> {
         }
         bail!("an allocation is one job: job arrays are for `berth submit`");
     }
-    eprintln!("{who}: Pending job allocation {job}");
+    berth_core::say!("{who}: Pending job allocation {job}");
     let mut pause = std::time::Duration::from_millis(10);
     loop {
         let info: berth_api::JobInfo =
@@ -1124,7 +1128,7 @@ fn allocate_only(options: Vec<String>) -> Result<i32> {
         }
         pause = (pause * 2).min(std::time::Duration::from_millis(500));
     }
-    eprintln!("{who}: Granted job allocation {job}");
+    berth_core::say!("{who}: Granted job allocation {job}");
     Ok(0)
 }
 

@@ -297,7 +297,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
         let (job, step) = (end.job, end.step);
         let end = end.seen_from(&self.0.node).await;
         if let Err(e) = self.post::<_, ()>("/v1/agents/steps/end", end).await {
-            eprintln!("berth agent: cannot record the end of step {job}.{step}: {e}");
+            berth_core::say!("berth agent: cannot record the end of step {job}.{step}: {e}");
         }
     }
 
@@ -343,7 +343,7 @@ impl crate::step::server::StepAuthority for RemoteAuthority {
             .post::<_, ()>("/v1/agents/allocations/release", update)
             .await
         {
-            eprintln!("berth agent: cannot end allocation {job}: {e}");
+            berth_core::say!("berth agent: cannot end allocation {job}: {e}");
         }
     }
 
@@ -460,7 +460,7 @@ async fn cached_image(State(a): State<Shared>, Path(sha256): Path<String>) -> Re
     if !path.exists() {
         return error(404, format!("no image file {sha256} on node {}", a.name));
     }
-    eprintln!(
+    berth_core::say!(
         "berth agent: serving the image file {} to another node",
         &sha256[..12]
     );
@@ -509,7 +509,7 @@ async fn step_part(State(a): State<Shared>, mut request: Request) -> Response {
             Ok(io) => {
                 crate::step::relay::serve(hyper_util::rt::TokioIo::new(io), node, controllers).await
             }
-            Err(e) => eprintln!("berth agent: a step's connection failed: {e}"),
+            Err(e) => berth_core::say!("berth agent: a step's connection failed: {e}"),
         }
     });
     Response::builder()
@@ -541,7 +541,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
                 "job {id}'s run {run} does not start: {}, and cannot reach it now: {e}",
                 Refused::Unheard
             );
-            eprintln!("berth agent: {e}");
+            berth_core::say!("berth agent: {e}");
             return error(503, e);
         }
         taken = take(&a);
@@ -551,7 +551,7 @@ async fn start(State(a): State<Shared>, Json(mut job): Json<JobStart>) -> Respon
             Refused::Unheard => (503, format!("job {id}'s run {run} does not start: {e}")),
             Refused::Late(e) => (409, e),
         };
-        eprintln!("berth agent: {e}");
+        berth_core::say!("berth agent: {e}");
         return error(status, e);
     }
     // The image comes from a controller: the one this agent talks to, else the others.
@@ -645,7 +645,7 @@ impl Agent {
         let (mut runs, now) = (self.runs.lock().expect("not poisoned"), Instant::now());
         for &(job, run) in &answer.void {
             if runs.void(job, run, now) {
-                eprintln!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
+                berth_core::say!("berth agent: job {job}'s run {run} voided: the controller gave it up, and its start had not come");
                 // Told at once: the job waits for it to run again.
                 self.beat_now.notify_one();
             }
@@ -662,7 +662,7 @@ impl Agent {
     /// passes on to the job before removing the job's container and cgroup, and SIGKILL if it
     /// is still there after a while.
     fn stop(&self, job: u64, runner: u32) {
-        eprintln!(
+        berth_core::say!(
             "berth agent: stopping job {job}: the controller ended it while this node was silent"
         );
         let node = self.node.clone();
@@ -691,7 +691,7 @@ impl Agent {
                     return self.node.forget_run(id, runner);
                 }
                 Err(e) => {
-                    eprintln!("berth agent: cannot report the end of job {id}: {e}");
+                    berth_core::say!("berth agent: cannot report the end of job {id}: {e}");
                     std::thread::sleep(BEAT);
                 }
             }
@@ -708,7 +708,7 @@ impl Agent {
                 .expect("not poisoned")
                 .insert(id, runner);
             let agent = self.clone();
-            eprintln!("berth agent: taking up job {id} (runner {runner})");
+            berth_core::say!("berth agent: taking up job {id} (runner {runner})");
             std::thread::spawn(move || {
                 if alive {
                     while agent.node.runner_alive(id, runner) {
@@ -1028,15 +1028,16 @@ async fn serve(settings: Settings) -> Result<(), String> {
             match sent {
                 Ok(_) if !told => {
                     let at = beat.leader.load(std::sync::atomic::Ordering::Relaxed);
-                    eprintln!(
+                    berth_core::say!(
                         "berth agent: node {} registered with {}",
-                        beat.name, beat.controllers[at]
+                        beat.name,
+                        beat.controllers[at]
                     );
                     told = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!(
+                    berth_core::say!(
                         "berth agent: cannot register with {}: {e}",
                         beat.controllers.join(" or ")
                     );
@@ -1049,7 +1050,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
             }
         }
     });
-    eprintln!("berth agent: node {name} serving {}", settings.listen);
+    berth_core::say!("berth agent: node {name} serving {}", settings.listen);
     let stop = termination()?;
     let listener = crate::tls::Listener::new(listener, agent.key.tls());
     let no_tag = |_: &_| None::<()>;

@@ -307,7 +307,7 @@ pub fn serve() -> i32 {
     match serve_on(&socket) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("berth: the runner launcher: {e}");
+            berth_core::say!("berth: the runner launcher: {e}");
             1
         }
     }
@@ -633,7 +633,7 @@ fn spare_runner(wait: OwnedFd, report: Option<OwnedFd>) -> i32 {
     {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("berth: /dev/null: {e}");
+            berth_core::say!("berth: /dev/null: {e}");
             return 125;
         }
     };
@@ -652,7 +652,7 @@ fn spare_runner(wait: OwnedFd, report: Option<OwnedFd>) -> i32 {
     match crate::runner::run(Path::new(&launch), report) {
         Ok(_) => 0,
         Err(e) => {
-            eprintln!("berth: {e}");
+            berth_core::say!("berth: {e}");
             125
         }
     }

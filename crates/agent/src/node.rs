@@ -377,12 +377,12 @@ impl NodeAgent {
             return;
         }
         match std::fs::remove_file(self.image_cache(sha256)) {
-            Ok(()) => eprintln!(
+            Ok(()) => berth_core::say!(
                 "berth agent: removed the image file {} from this node's cache: the cluster's store no longer has it",
                 &sha256[..12]
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!("berth agent: cannot remove the image file {sha256}: {e}"),
+            Err(e) => berth_core::say!("berth agent: cannot remove the image file {sha256}: {e}"),
         }
     }
 
@@ -458,7 +458,7 @@ impl NodeAgent {
         // Where finished jobs' directories were kept before they moved beside them.
         let _ = std::fs::remove_dir_all(self.state_dir.join("spare"));
         if let Err(e) = std::fs::create_dir_all(&jobs) {
-            eprintln!("berth: cannot create {}: {e}", jobs.display());
+            berth_core::say!("berth: cannot create {}: {e}", jobs.display());
             return;
         }
         use berth_runtime::tmpfs;
@@ -466,7 +466,7 @@ impl NodeAgent {
             return;
         }
         if !self.job_ids().is_empty() {
-            eprintln!(
+            berth_core::say!(
                 "berth: the files of jobs started by an earlier berth are in {}: they stay on disk until none is left there",
                 jobs.display()
             );
@@ -474,7 +474,7 @@ impl NodeAgent {
         }
         let _ = std::fs::remove_dir_all(self.spare_dirs());
         if let Err(e) = tmpfs::mount(&jobs, JOBS_TMPFS) {
-            eprintln!(
+            berth_core::say!(
                 "berth: cannot mount a tmpfs on {} ({e}): the jobs' files stay on disk",
                 jobs.display()
             );
@@ -513,12 +513,12 @@ impl NodeAgent {
         }
         let left = self.job_ids().len();
         if left > 0 {
-            eprintln!(
+            berth_core::say!(
                 "berth: {} stays mounted: it holds the files of {left} job(s), for the next berth",
                 jobs.display()
             );
         } else if let Err(e) = berth_runtime::tmpfs::unmount(&jobs) {
-            eprintln!("berth: cannot unmount {}: {e}", jobs.display());
+            berth_core::say!("berth: cannot unmount {}: {e}", jobs.display());
         }
     }
 
@@ -540,7 +540,9 @@ impl NodeAgent {
         // A runner of an earlier run of this job, still here (its node was cut off and the
         // job requeued meanwhile): it must not outlive its run, nor share the new one's files.
         if let Some(old) = self.runner_of(id) {
-            eprintln!("berth agent: stopping job {id}'s runner {old}, of an earlier run of it");
+            berth_core::say!(
+                "berth agent: stopping job {id}'s runner {old}, of an earlier run of it"
+            );
             // Known by what its directory says now, before the new run's runner replaces it.
             let alive = self.liveness(id, old);
             std::thread::spawn(move || stop(old, alive));
@@ -598,7 +600,9 @@ impl NodeAgent {
         let (pid, start, ended) = match self.launcher.fork(&launch_path) {
             Ok(forked) => (forked.pid, Some(forked.start), Ended::Forked(forked)),
             Err(e) => {
-                eprintln!("berth agent: {e}: starting job {id}'s runner without the launcher");
+                berth_core::say!(
+                    "berth agent: {e}: starting job {id}'s runner without the launcher"
+                );
                 let child = std::process::Command::new(&self.berth)
                     .args(["internal", "run-job"])
                     .arg(&launch_path)
@@ -617,7 +621,9 @@ impl NodeAgent {
         // launcher recorded it), one the agent exec'd by its command line.
         if start.is_none() {
             if let Err(e) = runner::record_runner(&launch_path, pid, None) {
-                eprintln!("berth agent: job {id}: {e}: a restarted agent will not find its runner");
+                berth_core::say!(
+                    "berth agent: job {id}: {e}: a restarted agent will not find its runner"
+                );
             }
         }
         self.started.notify_waiters();
@@ -841,7 +847,7 @@ impl NodeAgent {
                     )
                 });
             if let Err(e) = made {
-                eprintln!(
+                berth_core::say!(
                     "berth: cannot prepare {}: {e}",
                     self.state_dir.join(root).display()
                 );
@@ -865,7 +871,7 @@ impl NodeAgent {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(e) => {
-                    eprintln!("berth: cannot read {}: {e}", path.display());
+                    berth_core::say!("berth: cannot read {}: {e}", path.display());
                     return None;
                 }
             }

@@ -573,7 +573,7 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let outcome = start(&launch, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
         let stepd = |at: u64, why: &str| {
-            eprintln!(
+            berth_core::say!(
                 "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
                 launch.job_id,
                 crate::node::hostname(),
@@ -595,13 +595,13 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             }
             (false, _) => {}
             (true, None) if launch.lsf => {
-                eprintln!("TERM_RUNLIMIT: job killed after reaching LSF run time limit.")
+                berth_core::say!("TERM_RUNLIMIT: job killed after reaching LSF run time limit.")
             }
             (true, None) => stepd(now(), " DUE TO TIME LIMIT"),
             // (Past the limit, as PBS's check finds it: its first second over it at least.)
             (true, Some(_)) => {
                 let limit = launch.time_limit.unwrap_or(0);
-                eprintln!(
+                berth_core::say!(
                     "=>> PBS: job killed: walltime {} exceeded limit {limit}",
                     now().saturating_sub(started).max(limit + 1),
                 )
@@ -669,7 +669,7 @@ fn write_result(tmp: &Path, out: &Path, text: &[u8]) -> std::io::Result<()> {
         match write() {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
                 if !said {
-                    eprintln!(
+                    berth_core::say!(
                         "berth: cannot write the job's result {}: {e}; trying again until there is room",
                         out.display()
                     );
@@ -830,7 +830,7 @@ fn start(
     drop((stdin, stdout, stderr));
     // What keeps the script from running is said in its error file too, where its user
     // looks first (as slurmstepd's errors are), besides the job's reason.
-    in_container(launch, id, ended).inspect_err(|(_, message)| eprintln!("berth: {message}"))
+    in_container(launch, id, ended).inspect_err(|(_, message)| berth_core::say!("berth: {message}"))
 }
 
 /// [`start`] once the job's files are its stdin, stdout and stderr.
@@ -884,7 +884,7 @@ fn in_container(
     let workdir = match launch.workdir.is_dir() {
         true => launch.workdir.clone(),
         false => {
-            eprintln!(
+            berth_core::say!(
                 "berth: error: couldn't chdir to `{}': No such file or directory: going to /tmp instead",
                 launch.workdir.display()
             );

@@ -62,7 +62,7 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
             let directives = std::fs::read_to_string(program)
                 .is_ok_and(|t| t.lines().any(|l| l.starts_with("#BSUB")));
             if directives {
-                eprintln!("bsub: warning: {program} runs as the job's command, so its #BSUB lines are not read; bsub reads them from a script on standard input (bsub < {program})");
+                berth_core::say!("bsub: warning: {program} runs as the job's command, so its #BSUB lines are not read; bsub reads them from a script on standard input (bsub < {program})");
             }
             // LSF's way: the words joined, for the shell to read (`bsub "a | b"`, `bsub a \|
             // b`); the job named by the whole line.
@@ -503,7 +503,8 @@ impl Selection {
             jobs.retain(|j| user.as_ref().is_none_or(|u| *u == j.user));
             (jobs, 0)
         } else {
-            let (mut jobs, all_found) = named(ids, |spec| eprintln!("Job <{spec}> is not found"))?;
+            let (mut jobs, all_found) =
+                named(ids, |spec| berth_core::say!("Job <{spec}> is not found"))?;
             if let Some(u) = self.user.as_deref().filter(|u| *u != "all") {
                 jobs.retain(|j| j.user == u);
             }
@@ -548,7 +549,7 @@ impl Selection {
                 None if self.all || self.done => "job".into(),
                 None => "unfinished job".into(),
             };
-            eprintln!("No {what} found");
+            berth_core::say!("No {what} found");
         }
         Ok((jobs, status))
     }
@@ -802,7 +803,7 @@ pub fn bacct(words: Vec<String>) -> Result<i32> {
     no_other_options("bacct", &words, BACCT_USAGE)?;
     let mut jobs = match words.is_empty() {
         true => ended_since(window.map_or(0, |(from, _)| from))?,
-        false => named(&words, |spec| eprintln!("Job <{spec}> is not found"))?.0,
+        false => named(&words, |spec| berth_core::say!("Job <{spec}> is not found"))?.0,
     };
     let who = match words.is_empty() {
         true => whose(user.as_deref())?,
@@ -952,7 +953,7 @@ pub fn bacct(words: Vec<String>) -> Result<i32> {
         " Maximum hog factor of a job: {hog_max:>5.2}      Minimum hog factor of a job: {hog_min:>5.2}"
     )?;
     if n == 0 {
-        eprintln!("No matching job found");
+        berth_core::say!("No matching job found");
     }
     Ok(0)
 }
@@ -1182,8 +1183,8 @@ fn each_job(
     let mut status = 0;
     let mut fail = |shown: &str, e: anyhow::Error| {
         match crate::client::is_not_found(&e) {
-            true => eprintln!("Job <{shown}>: No matching job found"),
-            false => eprintln!("Job <{shown}>: {e}"),
+            true => berth_core::say!("Job <{shown}>: No matching job found"),
+            false => berth_core::say!("Job <{shown}>: {e}"),
         }
         status = 255;
     };
@@ -1208,7 +1209,7 @@ fn each_job(
             }
         }
         if !found {
-            eprintln!("No unfinished job found");
+            berth_core::say!("No unfinished job found");
             status = 255;
         }
     }
@@ -1314,7 +1315,7 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
                 let why = job.map_or(String::new(), |j| {
                     format!(": job <{}> is {}", lsf_spec(&j), lsf_end_state(&j.state))
                 });
-                eprintln!("bwait: the wait condition is never satisfied{why}");
+                berth_core::say!("bwait: the wait condition is never satisfied{why}");
                 return Ok(1);
             }
             DepStatus::Waiting => {}
@@ -1370,7 +1371,7 @@ pub fn bwait(words: Vec<String>) -> Result<i32> {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d)
             && overall(&status) == DepStatus::Waiting
         {
-            eprintln!(
+            berth_core::say!(
                 "bwait: the wait condition was not satisfied in {} minute(s)",
                 minutes.as_deref().unwrap_or("?")
             );
@@ -1486,7 +1487,7 @@ pub fn bpeek(words: Vec<String>) -> Result<i32> {
         (false, _) => bail!("Job <{spec}> is not found"),
     };
     if first.start_time.is_none() {
-        eprintln!("Job <{spec}> : Not yet started.");
+        berth_core::say!("Job <{spec}> : Not yet started.");
         return Ok(255);
     }
     println!("<< output from stdout >>");
@@ -1537,7 +1538,7 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
         .filter(|w| !parts.iter().any(|p| p.name == **w))
         .collect();
     for queue in &unknown {
-        eprintln!("{queue}: No such queue");
+        berth_core::say!("{queue}: No such queue");
     }
     if !words.is_empty() && unknown.len() == words.len() {
         return Ok(255);

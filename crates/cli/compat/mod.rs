@@ -498,7 +498,7 @@ fn link(dir: &Path) -> Result<i32> {
         match std::fs::read_link(&path) {
             Ok(target) if target == berth => continue,
             Ok(_) | Err(_) if path.symlink_metadata().is_ok() => {
-                eprintln!(
+                berth_core::say!(
                     "berth: {} exists and is not a link to {}: left alone",
                     path.display(),
                     berth.display()

@@ -300,7 +300,9 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
         let parents: BTreeSet<u64> = jobs.iter().filter_map(|j| j.array_job_id).collect();
         (jobs, parents, 0)
     } else {
-        let (jobs, all_found) = named(&words, |spec| eprintln!("qstat: Unknown Job Id {spec}"))?;
+        let (jobs, all_found) = named(&words, |spec| {
+            berth_core::say!("qstat: Unknown Job Id {spec}")
+        })?;
         let arrays: BTreeSet<u64> = (words.iter())
             .filter_map(|w| match batch::job_spec(w) {
                 Ok((id, None)) => Some(id),
@@ -375,7 +377,7 @@ pub fn qstat(words: Vec<String>) -> Result<i32> {
                 return true;
             }
             if over(j) {
-                eprintln!(
+                berth_core::say!(
                     "qstat: {} Job has finished, use -x or -H to obtain historical job information",
                     pbs_id(j, &server)
                 );
@@ -998,7 +1000,7 @@ fn qstat_queues(names: &[String], full: bool, limits: bool) -> Result<i32> {
         .iter()
         .filter(|n| !parts.iter().any(|p| &p.name == *n))
     {
-        eprintln!("qstat: Unknown queue {name}");
+        berth_core::say!("qstat: Unknown queue {name}");
         status = UNKNOWN_QUEUE;
     }
     let shown: Vec<&PartitionInfo> = (parts.iter())
@@ -1239,12 +1241,12 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
         };
         let ended = match (&failure, ended) {
             (Some(e), _) if crate::client::is_not_found(e) => {
-                eprintln!("{command}: Unknown Job Id {}", full(spec));
+                berth_core::say!("{command}: Unknown Job Id {}", full(spec));
                 status = status.max(UNKNOWN_JOB);
                 continue;
             }
             (Some(e), _) if crate::client::is_forbidden(e) => {
-                eprintln!("{command}: Unauthorized Request  {}", full(spec));
+                berth_core::say!("{command}: Unauthorized Request  {}", full(spec));
                 status = status.max(UNAUTHORIZED);
                 continue;
             }
@@ -1254,11 +1256,11 @@ fn act_on(verb: &str, specs: &[String], act: impl Fn(batch::Target) -> Result<()
         // One that has ended: PBS Pro's "Job has finished" (PBSE_HISTJOBID, 35).
         match (ended, failure) {
             (Some(j), _) => {
-                eprintln!("{command}: Job has finished {}", pbs_id(&j, &server));
+                berth_core::say!("{command}: Job has finished {}", pbs_id(&j, &server));
                 status = status.max(JOB_FINISHED);
             }
             (None, Some(e)) => {
-                eprintln!("{command}: {}: {e}", full(spec));
+                berth_core::say!("{command}: {}: {e}", full(spec));
                 status = status.max(1);
             }
             (None, None) => {}

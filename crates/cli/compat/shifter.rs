@@ -89,7 +89,7 @@ pub fn shifter(words: Vec<String>) -> Result<i32> {
         .iter()
         .filter(|m| !matches!(m.as_str(), "none" | ""))
     {
-        eprintln!("shifter: warning: --module={m} ignored: Shifter's modules are a site's own additions to images, and berth has none (a job's GPUs bring their driver's libraries)");
+        berth_core::say!("shifter: warning: --module={m} ignored: Shifter's modules are a site's own additions to images, and berth has none (a job's GPUs bring their driver's libraries)");
     }
     // A job's container: berth's tools are bound at /.berth/bin in it, and nowhere else.
     let in_container = var("BERTH_JOB_ID").is_some()
@@ -136,7 +136,7 @@ fn in_place(args: &Shifter, image: Option<String>, binds: &[String]) -> Result<i
         command.current_dir(dir);
     }
     let e = command.exec();
-    eprintln!("shifter: {program}: {e}");
+    berth_core::say!("shifter: {program}: {e}");
     Ok(match e.kind() {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,
@@ -266,7 +266,7 @@ pub fn shifterimg(words: Vec<String>) -> Result<i32> {
                     Ok(0)
                 }
                 None => {
-                    eprintln!("shifterimg: {wanted} is not in the cluster's store: shifterimg pull docker:{wanted}");
+                    berth_core::say!("shifterimg: {wanted} is not in the cluster's store: shifterimg pull docker:{wanted}");
                     Ok(1)
                 }
             }

@@ -107,7 +107,7 @@ impl Gateway {
                 status: 502,
                 message: format!("the controller could not pull {reference}: {e}"),
             })?;
-        eprintln!(
+        berth_core::say!(
             "berth: uid {} pulled {} into the cluster's store (id {})",
             caller.uid,
             own.as_deref().unwrap_or(&name),
@@ -234,7 +234,7 @@ impl Gateway {
             .open()?
             .import_upload(input, file, &origin, &options)
             .map_err(|e| ApiError::bad(format!("the controller could not import it: {e}")))?;
-        eprintln!(
+        berth_core::say!(
             "berth: uid {} uploaded {name} into the cluster's store (id {})",
             caller.uid,
             record.id.short()

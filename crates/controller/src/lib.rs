@@ -521,7 +521,7 @@ impl Controller {
             })
             .collect();
         for (id, why) in orphans {
-            eprintln!("berth: job {id} fails: {why}");
+            berth_core::say!("berth: job {id} fails: {why}");
             self.finish(id, State::Failed, Some(why), None);
         }
     }
@@ -548,7 +548,7 @@ impl Controller {
         };
         match self.store.put_jobs(&rows) {
             Ok(()) if held_back > 0 => {
-                eprintln!("berth: the state database takes writes again: the {held_back} job record(s) held back are in it");
+                berth_core::say!("berth: the state database takes writes again: the {held_back} job record(s) held back are in it");
                 Ok(())
             }
             Ok(()) => Ok(()),
@@ -623,7 +623,7 @@ impl Controller {
             // (what is held back is tried again at each write, a pass a second at least).
             Err(_) if ids.is_empty() && failing => false,
             Err(e) => {
-                eprintln!("berth: cannot record the jobs {ids:?} (yet): {e}");
+                berth_core::say!("berth: cannot record the jobs {ids:?} (yet): {e}");
                 false
             }
         }
@@ -3316,7 +3316,7 @@ impl Controller {
     /// is free again, and a later pass starts it (not this one's wake: the store is tried
     /// again at the next pass, a second later at most).
     fn unstart(&mut self, id: u64, why: &str) {
-        eprintln!("berth: job {id}: cannot record its start in the store ({why}); it waits");
+        berth_core::say!("berth: job {id}: cannot record its start in the store ({why}); it waits");
         let Some(mut job) = self.active.get_mut(&id) else {
             return;
         };
@@ -3404,7 +3404,7 @@ impl Controller {
             }));
         for result in written {
             if let Err(e) = result {
-                eprintln!("berth: cannot record an image's removal in the store: {e}");
+                berth_core::say!("berth: cannot record an image's removal in the store: {e}");
             }
         }
     }
@@ -3444,7 +3444,7 @@ impl Controller {
         let records = match self.images.list() {
             Ok(records) => records,
             Err(e) => {
-                eprintln!("berth: cannot list the image store: {e}");
+                berth_core::say!("berth: cannot list the image store: {e}");
                 return Vec::new();
             }
         };
@@ -3581,7 +3581,7 @@ impl Controller {
                 (share.runner.is_none() && share.starting).then(|| share.starting = false)
             });
         if failure.unanswered && share.is_some() {
-            eprintln!(
+            berth_core::say!(
                 "berth: job {id}: node {node} did not answer its start ({}); its next registration says whether it took it",
                 failure.message
             );
@@ -3634,7 +3634,7 @@ impl Controller {
         }
         let job = job.cloned();
         if let Err(e) = self.persist(&job) {
-            eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
+            berth_core::say!("berth: cannot record the runner of job {id}: {}", e.message);
         }
     }
 
@@ -3761,7 +3761,7 @@ impl Controller {
             }
             job.restart();
             if let Err(e) = self.persist(&job) {
-                eprintln!(
+                berth_core::say!(
                     "berth: cannot record the requeue of job {id}: {}",
                     e.message
                 );
@@ -3802,7 +3802,7 @@ impl Controller {
             .insert(id, (job.scheduler_state(), job.began().unwrap_or(end)));
         self.counters.ended(state);
         if let Err(e) = self.persist(&job) {
-            eprintln!("berth: cannot record the end of job {id}: {}", e.message);
+            berth_core::say!("berth: cannot record the end of job {id}: {}", e.message);
         }
         self.mail_end(&job);
         self.wake();
@@ -4034,7 +4034,7 @@ impl Controller {
             self.store
                 .heartbeat(&format!("alive/{name}"), &alive, self.settings.node_timeout)
         {
-            eprintln!("berth: cannot record node {name}'s heartbeat in the store: {e}");
+            berth_core::say!("berth: cannot record node {name}'s heartbeat in the store: {e}");
         }
         let mut answer = berth_agent::daemon::RegistrationAnswer {
             forget: self.unknown_images(&reg.images),
@@ -4054,7 +4054,7 @@ impl Controller {
             .get_mut(&name)
             .is_some_and(|node| node.down.take().is_some())
         {
-            eprintln!("berth: node {name} is back");
+            berth_core::say!("berth: node {name} is back");
             self.wake();
         }
         if let Some(node) = self.nodes.get_mut(&name) {
@@ -4077,7 +4077,7 @@ impl Controller {
             res.cpus.reserve(&share.cpu_ids);
             res.gpus.reserve(&share.gpu_ids);
         }
-        eprintln!("berth: node {name} registered from {}", reg.url);
+        berth_core::say!("berth: node {name} registered from {}", reg.url);
         let mut entry = NodeEntry::new(res, Link::Remote(reg.url));
         entry.health = reg.health;
         entry.images = reg.images.into_iter().collect();
@@ -4115,7 +4115,9 @@ impl Controller {
             let Some(mut job) = self.active.get_mut(&id) else {
                 continue;
             };
-            eprintln!("berth: job {id}: sending its cancel again (node {node} has not ended it)");
+            berth_core::say!(
+                "berth: job {id}: sending its cancel again (node {node} has not ended it)"
+            );
             let why = match job.requeue_requested {
                 true => " DUE TO JOB REQUEUE",
                 false => "",
@@ -4151,7 +4153,10 @@ impl Controller {
                     share.files_id = files_id.map(str::to_string);
                     let job = self.active[&id].clone();
                     if let Err(e) = self.persist(&job) {
-                        eprintln!("berth: cannot record the runner of job {id}: {}", e.message);
+                        berth_core::say!(
+                            "berth: cannot record the runner of job {id}: {}",
+                            e.message
+                        );
                     }
                 }
                 _ => answer.stop.push((id, runner)),
@@ -4214,7 +4219,7 @@ impl Controller {
             let reason = format!("its start on node {node} never reached the node");
             return self.fail_on_node(id, reason);
         }
-        eprintln!(
+        berth_core::say!(
             "berth: job {id}: its start on node {node} never reached the node; it is queued again"
         );
         if let Some(mut job) = self.active.get_mut(&id) {
@@ -4282,7 +4287,7 @@ impl Controller {
             })
             .collect();
         for name in silent {
-            eprintln!("berth: node {name} is down (no heartbeat)");
+            berth_core::say!("berth: node {name} is down (no heartbeat)");
             let lost: Vec<u64> = self
                 .active
                 .running()
@@ -4387,7 +4392,7 @@ impl Controller {
         // current run's, it would have ended a run that had not even started, if its start
         // was on its way.)
         if job.share(node).is_none() || end.run.is_some_and(|run| run != job.restarts) {
-            eprintln!(
+            berth_core::say!(
                 "berth: node {node} reported the end of an earlier run of job {id} (runner {}): nothing to do",
                 end.runner
             );
@@ -4958,7 +4963,7 @@ impl Controller {
             .images
             .remove(reference, |_| None)
             .map_err(ApiError::internal)?;
-        eprintln!(
+        berth_core::say!(
             "berth: uid {} removed {reference} from the cluster's store",
             caller.uid
         );
@@ -4975,7 +4980,7 @@ impl Controller {
                     ..Default::default()
                 };
                 if let Err(e) = self.keep_share(unshared) {
-                    eprintln!("berth: {}", e.message);
+                    berth_core::say!("berth: {}", e.message);
                 }
             }
         }
@@ -5047,7 +5052,7 @@ impl Controller {
             list.dedup();
         }
         self.keep_share(share.clone())?;
-        eprintln!(
+        berth_core::say!(
             "berth: uid {} shares {name} with users [{}] and groups [{}]",
             caller.uid,
             share.users.join(", "),
@@ -5139,7 +5144,7 @@ impl Controller {
             .map(|(id, s)| (id, s.id))
             .collect();
         for (id, step) in lost {
-            eprintln!("berth: step {id}.{step}: node {node}'s agent runs it no more (it was restarted): ended");
+            berth_core::say!("berth: step {id}.{step}: node {node}'s agent runs it no more (it was restarted): ended");
             self.end_step(berth_agent::daemon::StepEnd::failed(id, step));
         }
     }
@@ -5184,7 +5189,7 @@ impl Controller {
         self.steps_ended += 1;
         self.step_ended.notify_waiters();
         if let Err(e) = self.persist(&job) {
-            eprintln!(
+            berth_core::say!(
                 "berth: cannot record the end of step {id}.{step}: {}",
                 e.message
             );
@@ -6001,7 +6006,7 @@ fn post_unawaited<T: serde::Serialize + Send + 'static>(
             AGENT_TIMEOUT,
         );
         if let Err(e) = &sent {
-            eprintln!("berth: cannot {what}: {e}");
+            berth_core::say!("berth: cannot {what}: {e}");
         }
         sent.is_ok()
     })

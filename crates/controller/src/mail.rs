@@ -121,7 +121,7 @@ pub fn send(program: &Path, job: &Job, event: Event, subject: String) {
     let id = match berth_runtime::Identity::lookup(&job.user, false) {
         Ok(id) => id,
         Err(e) => {
-            eprintln!("berth: job {}: no mail sent: {e}", job.id);
+            berth_core::say!("berth: job {}: no mail sent: {e}", job.id);
             return;
         }
     };
@@ -153,11 +153,11 @@ pub fn send(program: &Path, job: &Job, event: Event, subject: String) {
             let (job_id, program) = (job.id, program.display().to_string());
             std::thread::spawn(move || match child.wait() {
                 Ok(s) if s.success() => {}
-                Ok(s) => eprintln!("berth: job {job_id}: {program} {s} sending its mail"),
-                Err(e) => eprintln!("berth: job {job_id}: {program}: {e}"),
+                Ok(s) => berth_core::say!("berth: job {job_id}: {program} {s} sending its mail"),
+                Err(e) => berth_core::say!("berth: job {job_id}: {program}: {e}"),
             });
         }
-        Err(e) => eprintln!(
+        Err(e) => berth_core::say!(
             "berth: job {}: cannot run the mail program {}: {e} ([batch] mail_program)",
             job.id,
             program.display()

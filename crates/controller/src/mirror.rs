@@ -117,7 +117,7 @@ pub fn run(
             Ok(()) => said.clear(),
             Err(e) => {
                 if e != said && !e.is_empty() {
-                    eprintln!("berth: cannot copy the leader's images yet: {e}");
+                    berth_core::say!("berth: cannot copy the leader's images yet: {e}");
                 }
                 said = e;
                 look.copied = None;
@@ -168,7 +168,7 @@ fn once(
         .mirror_names(&names, &listing.removed)
         .map_err(|e| e.to_string())?;
     for gone in gone {
-        eprintln!(
+        berth_core::say!(
             "berth: image {} is gone from the leader's store: deleted here too",
             gone.short()
         );
@@ -221,7 +221,7 @@ fn copy(store: &Store, key: &Key, leader: &str, record: &ImageRecord) -> Result<
             berth_agent::runner::fetch_from(leader, &source, dest)
         })
         .map_err(|e| e.to_string())?;
-    eprintln!(
+    berth_core::say!(
         "berth: copied image {} ({}) from the leader {leader}",
         record.id.short(),
         record.names.join(", ")

@@ -975,7 +975,7 @@ async fn on_standbys(
     let hex = image.id.trim_start_matches("sha256:");
     image.warnings = standbys.copied(hex, STANDBY_COPY_WAIT).await;
     for warning in &image.warnings {
-        eprintln!("berth: image {}: {warning}", &hex[..12.min(hex.len())]);
+        berth_core::say!("berth: image {}: {warning}", &hex[..12.min(hex.len())]);
     }
     Ok(Json(image))
 }

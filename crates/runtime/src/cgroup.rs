@@ -1454,7 +1454,7 @@ mod tests {
     fn sweep_removes_dead_owners_cgroups_and_kills_what_is_left_in_them() {
         let dead = 4_194_300;
         if Path::new(&format!("/proc/{dead}")).exists() {
-            eprintln!("note: pid {dead} exists here, skipping");
+            berth_core::say!("note: pid {dead} exists here, skipping");
             return;
         }
         let (tmp, layout) = v2_tree();
@@ -1498,12 +1498,12 @@ mod tests {
     fn real_kernel_round_trip() {
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("note: not root, skipping the real cgroup test");
+            berth_core::say!("note: not root, skipping the real cgroup test");
             return;
         }
         let layout = match Layout::detect() {
             Ok(layout) => layout,
-            Err(e) => return eprintln!("note: {e}, skipping the real cgroup test"),
+            Err(e) => return berth_core::say!("note: {e}, skipping the real cgroup test"),
         };
         let limits = Limits {
             memory: Some(64 << 20),
@@ -1515,7 +1515,7 @@ mod tests {
             Err(CgroupError::Create { source, .. })
                 if source.raw_os_error() == Some(libc::EROFS) =>
             {
-                return eprintln!(
+                return berth_core::say!(
                     "note: cgroup filesystem is read-only, skipping the real cgroup test"
                 );
             }

@@ -836,7 +836,7 @@ fn enter_cwd(spec: &ContainerSpec) -> Result<(), Failure> {
             ),
         }),
         Err(e) => {
-            eprintln!(
+            berth_core::say!(
                 "berth: warning: cannot enter the working directory {} in the container ({e}): the program starts in /",
                 spec.cwd
             );

@@ -877,7 +877,7 @@ mod tests {
     fn a_child_is_born_in_a_v2_cgroup() {
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            return eprintln!("note: not root, skipping the CLONE_INTO_CGROUP test");
+            return berth_core::say!("note: not root, skipping the CLONE_INTO_CGROUP test");
         }
         // The v2 hierarchy: /sys/fs/cgroup itself, or a hybrid layout's unified mount.
         let Some(root) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
@@ -885,12 +885,14 @@ mod tests {
             .map(Path::new)
             .find(|p| p.join("cgroup.controllers").exists())
         else {
-            return eprintln!("note: no cgroup v2 hierarchy, skipping the CLONE_INTO_CGROUP test");
+            return berth_core::say!(
+                "note: no cgroup v2 hierarchy, skipping the CLONE_INTO_CGROUP test"
+            );
         };
         let name = format!("berth-clone-test-{}", std::process::id());
         let dir = root.join(&name);
         if let Err(e) = std::fs::create_dir(&dir) {
-            return eprintln!(
+            return berth_core::say!(
                 "note: {}: {e}, skipping the CLONE_INTO_CGROUP test",
                 dir.display()
             );
@@ -906,7 +908,7 @@ mod tests {
             Some(pid) => pid,
             None => {
                 std::fs::remove_dir(&dir).unwrap();
-                return eprintln!("note: the kernel has no CLONE_INTO_CGROUP, skipping");
+                return berth_core::say!("note: the kernel has no CLONE_INTO_CGROUP, skipping");
             }
         };
         let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();

@@ -427,7 +427,7 @@ impl EtcdStore {
             );
             if !announced {
                 let holder = self.leader()?.unwrap_or_default();
-                eprintln!("berth: standing by: {holder} leads");
+                berth_core::say!("berth: standing by: {holder} leads");
                 announced = true;
             }
             std::thread::sleep(Duration::from_millis(500));

@@ -67,11 +67,11 @@ pub fn run(
                             1 => "task 0".to_string(),
                             n => format!("tasks 0-{}", n - 1),
                         };
-                        eprintln!("srun: interrupt (one more within 1 sec to abort)");
-                        eprintln!("srun: {id} {tasks}: running");
+                        berth_core::say!("srun: interrupt (one more within 1 sec to abort)");
+                        berth_core::say!("srun: {id} {tasks}: running");
                         continue;
                     }
-                    eprintln!("srun: sending Ctrl-C to {id}");
+                    berth_core::say!("srun: sending Ctrl-C to {id}");
                 }
                 // The agent may have finished already; its last answer is still to come.
                 answers.say(&StepSignal { signal: sig });
@@ -235,9 +235,10 @@ impl Held {
             }
             while let Some(event) = self.answers.next() {
                 if let StepEvent::Error(why) = event? {
-                    eprintln!(
+                    berth_core::say!(
                         "{}: job allocation {} has been revoked: {why}",
-                        self.who, self.job
+                        self.who,
+                        self.job
                     );
                     revoked = Some(why);
                     // SAFETY: as above.
@@ -331,7 +332,7 @@ impl Answers {
                         && std::time::Instant::now() < deadline =>
                 {
                     if !std::mem::replace(&mut told, true) {
-                        eprintln!("berth: the node agent does not answer ({e}); waiting for it to be back");
+                        berth_core::say!("berth: the node agent does not answer ({e}); waiting for it to be back");
                     }
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }

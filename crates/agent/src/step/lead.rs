@@ -52,7 +52,7 @@ pub(super) fn lead(launch: StepLaunch, lead: Lead) -> Ended {
         "berth step"
     };
     try_lead(launch, lead).unwrap_or_else(|e| {
-        eprintln!("{who}: {e}");
+        berth_core::say!("{who}: {e}");
         ((125, None), None)
     })
 }
@@ -285,7 +285,7 @@ impl Local {
         let ((code, signal), cgroup) = match super::run_launch(part) {
             Ok(ended) => ended,
             Err(e) => {
-                eprintln!("berth: {e}");
+                berth_core::say!("berth: {e}");
                 ((125, None), Default::default())
             }
         };
@@ -412,7 +412,7 @@ async fn follow(
             }
             // A task gave up (MPI_Abort): the step ends with its code, every task killed.
             Some(code) = async { pmi.as_mut().expect("checked").aborts.recv().await }, if pmi.is_some() => {
-                eprintln!("berth step: a task aborted the step with exit code {code}");
+                berth_core::say!("berth step: a task aborted the step with exit code {code}");
                 if !killed {
                     worst = super::worse(worst, (code, None));
                     killed = true;
@@ -471,7 +471,7 @@ fn read_signals(caught: &libc::sigset_t) -> tokio::sync::mpsc::UnboundedReceiver
     // SAFETY: signalfd(2) of a set we filled; the descriptor is owned at once.
     let fd = unsafe { libc::signalfd(-1, caught, libc::SFD_CLOEXEC) };
     if fd < 0 {
-        eprintln!(
+        berth_core::say!(
             "berth step: cannot take the step's signals: {}",
             std::io::Error::last_os_error()
         );

@@ -487,7 +487,9 @@ pub(crate) async fn start_part(
                 }),
             }),
             Err(e) => {
-                eprintln!("berth agent: {e}: starting the step's process without the launcher");
+                berth_core::say!(
+                    "berth agent: {e}: starting the step's process without the launcher"
+                );
                 let berth = launcher.berth();
                 let [stdin, stdout, stderr] = stdio;
                 let mut child = step_command(berth, &launch)
@@ -856,7 +858,7 @@ pub fn run_forked(launch: &[u8], report: Option<OwnedFd>) -> i32 {
     let ((code, signal), used) = match launch.and_then(run_part) {
         Ok(ended) => ended,
         Err(e) => {
-            eprintln!("berth: {e}");
+            berth_core::say!("berth: {e}");
             ((125, None), usage(StepAccounting::default()))
         }
     };
@@ -1290,7 +1292,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<((i32, Option<i32>), StepAccount
     let pmi = match launch.pmi.as_ref().map(|c| c.resolve(&launch.node)) {
         Some(Ok(server)) => Some(server),
         Some(Err(e)) if !launch.pmix => {
-            eprintln!("berth step: the tasks on {} get no PMI: {e}", launch.node);
+            berth_core::say!("berth step: the tasks on {} get no PMI: {e}", launch.node);
             None
         }
         Some(Err(e)) => return Err(io_err("resolving the step's PMI server")(e)),
@@ -1401,7 +1403,7 @@ fn run_launch(mut launch: StepLaunch) -> Result<((i32, Option<i32>), StepAccount
                 }
                 named::Plan::Join(container) => {
                     if !image.binds.is_empty() || image.no_home {
-                        eprintln!(
+                        berth_core::say!(
                             "berth step: container {} runs already: it keeps the binds and home it was started with, not this step's",
                             named.name
                         );
@@ -1507,7 +1509,7 @@ impl OwnCgroup {
                 Some(bytes) => format!("its memory limit ({} MiB, --mem)", bytes >> 20),
                 None => "its job's memory limit".into(),
             };
-            eprintln!(
+            berth_core::say!(
                 "berth step: error: Detected {kills} oom_kill event{} in step {}: the step's tasks went over {limit}: ask for more",
                 if kills == 1 { "" } else { "s" },
                 self.step,
@@ -1692,7 +1694,7 @@ fn run_tasks(
         }
         None => {
             if let Some(code) = watch(launch, &mut running, &mut labelled, pmi.aborts)? {
-                eprintln!("berth step: a task aborted the step with exit code {code}");
+                berth_core::say!("berth step: a task aborted the step with exit code {code}");
                 return Ok((code, None));
             }
         }
@@ -1714,7 +1716,7 @@ fn run_tasks(
         worst = worse(worst, (status, t.signal));
     }
     for ((status, signal), ranks) in failed.into_iter().filter(|_| !launch.quiet) {
-        eprintln!(
+        berth_core::say!(
             "{}",
             task_failed(launch.srun, &launch.node, &ranks, status, signal)
         );
@@ -1991,7 +1993,7 @@ fn watch(
             let rank = t.rank;
             if failed && launch.kill_on_bad_exit {
                 kill_tasks(running, true, |other| {
-                    eprintln!(
+                    berth_core::say!(
                         "berth step: task {rank} failed: killing task {other} (--kill-on-bad-exit)"
                     )
                 });

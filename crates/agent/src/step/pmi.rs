@@ -332,7 +332,7 @@ impl Helper {
                     .map_err(|e| e.to_string())
             });
             if let Err(e) = served {
-                eprintln!("berth step: {e}");
+                berth_core::say!("berth step: {e}");
             }
             // SAFETY: the child ends here without running the parent's exit handlers.
             unsafe { libc::_exit(0) };

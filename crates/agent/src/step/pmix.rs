@@ -552,7 +552,7 @@ unsafe extern "C" fn abort_upcall(
         // SAFETY: the library's NUL-terminated message.
         let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
         if !msg.is_empty() {
-            eprintln!("berth step: a task aborted (PMIx): {msg}");
+            berth_core::say!("berth step: a task aborted (PMIx): {msg}");
         }
     }
     // The step's PMI server ends the step with the task's status, on every node.
@@ -802,7 +802,7 @@ fn serve_fences(
         match gathered {
             Ok(data) => give(cbfunc, PMIX_SUCCESS, data, fence.cbdata),
             Err(e) => {
-                eprintln!("berth step: PMIx fence across the step's nodes: {e}");
+                berth_core::say!("berth step: PMIx fence across the step's nodes: {e}");
                 give(cbfunc, PMIX_ERROR, Vec::new(), fence.cbdata);
             }
         }

@@ -111,7 +111,7 @@ pub(crate) fn save(
             .take(5)
             .map(|p| format!("/{}", p.display()))
             .collect();
-        eprintln!(
+        berth_core::say!(
             "{tool}: the container saved to {} leaves out {} file(s) {} may not read: {}{}",
             path.display(),
             unreadable.len(),

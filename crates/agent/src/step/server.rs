@@ -118,14 +118,14 @@ pub fn adopt<A: StepAuthority>(jobs: Vec<(u64, PathBuf)>, authority: &Arc<A>) {
         for (pid, r) in super::registrations(&dir) {
             if r.alive(pid) {
                 if r.adoptable {
-                    eprintln!("berth: step {job}.{}: adopted (its process {pid} went on while the node agent restarted)", r.step);
+                    berth_core::say!("berth: step {job}.{}: adopted (its process {pid} went on while the node agent restarted)", r.step);
                     watch(authority, job, pid, dir.clone(), r);
                 } else if let Some(spool) = r.spool.clone() {
-                    eprintln!("berth: step {job}.{}: its part here adopted (its process {pid} went on while the node agent restarted), for the node that runs the step to take back", r.step);
+                    berth_core::say!("berth: step {job}.{}: its part here adopted (its process {pid} went on while the node agent restarted), for the node that runs the step to take back", r.step);
                     let record = dir.join(super::end_record(pid));
                     keep_part(job, r.step, record, spool, Kept::Running(pid, r));
                 } else {
-                    eprintln!("berth: step {job}.{}: ended (it cannot go on without the node agent that served it)", r.step);
+                    berth_core::say!("berth: step {job}.{}: ended (it cannot go on without the node agent that served it)", r.step);
                     // SAFETY: kill(2) of the step process, its start time checked.
                     unsafe { libc::kill(pid as libc::pid_t, super::end_signal()) };
                 }
@@ -173,7 +173,7 @@ fn report<A: StepAuthority>(
     record: Option<PathBuf>,
 ) {
     let (job, step) = (end.job, end.step);
-    eprintln!(
+    berth_core::say!(
         "berth: step {job}.{step}: ended with {} while the node agent restarted",
         end.code
     );
@@ -320,7 +320,9 @@ fn keep_part(job: u64, step: u32, record: PathBuf, spool: PathBuf, kept: Kept) {
         }
         tokio::time::sleep_until(give_up).await;
         if take_part(job, step).is_some() {
-            eprintln!("berth: step {job}.{step}: its part here was not taken back: forgotten");
+            berth_core::say!(
+                "berth: step {job}.{step}: its part here was not taken back: forgotten"
+            );
             let _ = std::fs::remove_file(&record);
             for which in ["out", "err"] {
                 let _ = std::fs::remove_file(super::spool_fifo(&spool, which));
@@ -737,7 +739,7 @@ pub async fn serve<A: StepAuthority>(
                         e.kind(),
                         std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
                     ) => {}
-                Err(e) => eprintln!("berth: step socket: {e}"),
+                Err(e) => berth_core::say!("berth: step socket: {e}"),
                 Ok(()) => {}
             }
         });
