@@ -926,6 +926,38 @@ fn bwait_returns_once_the_condition_holds() {
     c.berth(Mode::Root, &["cancel", &long.to_string()]).ok();
 }
 
+/// An LSF job at its run limit (bsub -W) gets SIGUSR2 first, as LSF's, which a script
+/// traps to save its state (it has ten minutes before it is killed).
+#[test]
+fn an_lsf_jobs_run_limit_sends_sigusr2() {
+    let Some((c, links)) = cluster_with_links() else {
+        return;
+    };
+    let line = "trap 'echo usr2; exit 3' USR2; trap 'echo term; exit 4' TERM; echo started; while true; do sleep 1; done";
+    let id = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &["-H", "-W", "10", "-o", "limited.out", line],
+    ));
+    // (A limit of seconds, for the test: bsub -W takes minutes.)
+    c.berth(Mode::Rootless, &["update", &id.to_string(), "--time=0:02"])
+        .ok();
+    run(&c, &links, "bresume", &[&id.to_string()]).ok();
+    let job = c.wait_for(id, &["TIMEOUT", "FAILED", "COMPLETED", "CANCELLED"]);
+    assert_eq!(
+        (&job["state"], &job["exit_code"]),
+        (&"TIMEOUT".into(), &3.into()),
+        "{job}"
+    );
+    let out = std::fs::read_to_string(c.f.cwd(Mode::Rootless).join("limited.out")).unwrap();
+    // (Its whole process group has it: the shell's `sleep` too, as the shell says.)
+    assert!(
+        out.starts_with("started\n") && out.contains("usr2\n") && !out.contains("\nterm\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn lsf_history_and_accounting() {
     let Some((c, links)) = cluster_with_links() else {

@@ -203,6 +203,16 @@ fn default_grace() -> u64 {
 /// KillWait's default).
 pub const DEFAULT_KILL_WAIT: u64 = 30;
 
+/// Seconds a job has to end once its time limit's signal came, before it is killed: the
+/// cluster's KillWait (`kill_wait`), or LSF's ten minutes after its run limit's SIGUSR2
+/// for a job submitted through bsub (`lsf`).
+pub fn limit_grace(lsf: bool, kill_wait: u64) -> u64 {
+    match lsf {
+        true => 600,
+        false => kill_wait,
+    }
+}
+
 /// How a job ended, as the agent reports it to the controller.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobResult {
@@ -974,7 +984,12 @@ fn in_container(
         // set while it runs (`berth update --time`) is followed.
         time_limit: Some(TimeLimit {
             limit: Duration::from_secs(launch.time_limit.unwrap_or(NO_LIMIT)),
-            grace: Duration::from_secs(launch.grace),
+            // LSF's run limit: SIGUSR2, and ten minutes to end (bsub -W).
+            signal: match launch.lsf {
+                true => libc::SIGUSR2,
+                false => libc::SIGTERM,
+            },
+            grace: Duration::from_secs(limit_grace(launch.lsf, launch.grace)),
             warning: launch.warning.map(|w| berth_runtime::Warning {
                 after: Duration::from_secs(w.after),
                 signal: w.signal,

@@ -3281,7 +3281,7 @@ impl Controller {
                 gpu_ids: share.gpu_ids.clone(),
                 time_limit: job
                     .time_limit()
-                    .map(|t| node_limit(t, batch_host, self.settings.kill_wait)),
+                    .map(|t| node_limit(t, batch_host, &job, self.settings.kill_wait)),
                 grace: self.settings.kill_wait,
                 // Counted from the job's own limit on every node (the others' runners have
                 // a longer one); the batch shell is only on the batch host.
@@ -6147,13 +6147,13 @@ impl Freeze {
     }
 }
 
-/// The time limit of a job's runner on a node: the job's on its batch host; on the others,
-/// whose containers end with the script (the controller stops them), a minute after its
-/// end, for a controller that is gone.
-fn node_limit(limit: u64, batch_host: bool, kill_wait: u64) -> u64 {
+/// The time limit of job `job`'s runner on a node: the job's on its batch host; on the
+/// others, whose containers end with the script (the controller stops them), a minute after
+/// its end (its grace after its limit's signal), for a controller that is gone.
+fn node_limit(limit: u64, batch_host: bool, job: &Job, kill_wait: u64) -> u64 {
     match batch_host {
         true => limit,
-        false => limit + kill_wait + 60,
+        false => limit + berth_agent::runner::limit_grace(job.request.lsf, kill_wait) + 60,
     }
 }
 
@@ -6171,13 +6171,17 @@ fn set_limit(
         job,
         key,
         |agent, runner, batch_host| {
-            agent.set_limit(job.id, runner, node_limit(limit, batch_host, kill_wait))
+            agent.set_limit(
+                job.id,
+                runner,
+                node_limit(limit, batch_host, job, kill_wait),
+            )
         },
         "/v1/agent/limit",
         |runner, batch_host| berth_agent::daemon::RunnerLimit {
             job: job.id,
             runner,
-            seconds: node_limit(limit, batch_host, kill_wait),
+            seconds: node_limit(limit, batch_host, job, kill_wait),
         },
     )
     .map(drop)

@@ -454,7 +454,8 @@ fn wait_program(
     // grace is the program's: see the runner's end of a job's steps).
     let term_steps = || {
         if let (Some(cgroup), true) = (cgroup, TERM_DUE.swap(false, Ordering::SeqCst)) {
-            signal_processes(cgroup.pids(), pid, libc::SIGTERM, WarnTo::OthersInCgroup);
+            let sig = LIMIT_SIGNAL.load(Ordering::SeqCst);
+            signal_processes(cgroup.pids(), pid, sig, WarnTo::OthersInCgroup);
         }
     };
     let status = loop {
@@ -490,8 +491,11 @@ fn wait_program(
     Ok(status)
 }
 
-/// 0: running; 1: SIGTERM sent at the time limit; 2: SIGKILL sent after the grace period.
+/// 0: running; 1: the limit's signal sent at the time limit; 2: SIGKILL sent after the
+/// grace period.
 static TIMEOUT_STAGE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// The signal sent at the time limit ([`crate::TimeLimit::signal`]).
+static LIMIT_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGTERM);
 static GRACE_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// Seconds of the time limit still to run, counted down once a second while the cgroup is
 /// not frozen: time spent suspended (`berth suspend`) does not count, as in Slurm.
@@ -510,7 +514,7 @@ static WARN_AFTER_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::Atomic
 /// [`WARN_DUE`] for the waiting thread, which looks through the cgroup.
 static WARN_PROGRAM_ONLY: AtomicBool = AtomicBool::new(false);
 static WARN_DUE: AtomicBool = AtomicBool::new(false);
-/// The time limit's SIGTERM went to the program: the waiting thread sends it to the rest of
+/// The time limit's signal went to the program: the waiting thread sends it to the rest of
 /// the cgroup (a job's steps).
 static TERM_DUE: AtomicBool = AtomicBool::new(false);
 
@@ -557,7 +561,7 @@ extern "C" fn on_alarm(_: libc::c_int) {
         }
     }
     let (sig, next) = match TIMEOUT_STAGE.load(Ordering::SeqCst) {
-        0 => (libc::SIGTERM, 1),
+        0 => (LIMIT_SIGNAL.load(Ordering::SeqCst), 1),
         _ => (libc::SIGKILL, 2),
     };
     TIMEOUT_STAGE.store(next, Ordering::SeqCst);
@@ -579,6 +583,7 @@ extern "C" fn on_alarm(_: libc::c_int) {
 /// limit already in the file [`follow_limit_file`] named counts instead of `t`'s.
 fn arm_time_limit(t: crate::TimeLimit, freezer: Option<&std::fs::File>) {
     TIMEOUT_STAGE.store(0, Ordering::SeqCst);
+    LIMIT_SIGNAL.store(t.signal, Ordering::SeqCst);
     GRACE_SECS.store(
         t.grace.as_secs().min(u32::MAX as u64) as u32,
         Ordering::SeqCst,

@@ -106,12 +106,14 @@ pub struct ContainerSpec {
     pub umask: Option<u32>,
 }
 
-/// Stop the program after `limit`: SIGTERM to its process group, SIGKILL `grace` later (as
-/// Slurm does at a job's time limit, with KillWait as the grace). The program then runs in
-/// a process group of its own, so the signals reach everything it started.
+/// Stop the program after `limit`: `signal` (SIGTERM; LSF's run limit, SIGUSR2) to its
+/// process group, SIGKILL `grace` later (as Slurm does at a job's time limit, with KillWait
+/// as the grace). The program then runs in a process group of its own, so the signals
+/// reach everything it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimit {
     pub limit: std::time::Duration,
+    pub signal: libc::c_int,
     pub grace: std::time::Duration,
     pub warning: Option<Warning>,
 }
