@@ -1328,12 +1328,17 @@ const QOS: &str = "normal";
 
 /// squeue's --format letters berth knows, and (from the Unicode private use area) the
 /// fields only --Format names.
-const QUEUE_FIELDS: &str = "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqWbh\u{E000}\u{E001}\u{E002}";
+const QUEUE_FIELDS: &str =
+    "iAFKajuPTtMlLDCmRrNVSYQpeZBcfokEyvUgGnxqWbh\u{E000}\u{E001}\u{E002}\u{E003}\u{E004}\u{E005}";
 
-/// --Format's NumTasks, cpus-per-task and tres-alloc, which have no --format letter.
+/// --Format's NumTasks, cpus-per-task, tres-alloc, STDOUT, STDERR and STDIN, which have no
+/// --format letter.
 const NUM_TASKS: char = '\u{E000}';
 const CPUS_PER_TASK: char = '\u{E001}';
 const TRES_ALLOC: char = '\u{E002}';
+const STDOUT: char = '\u{E003}';
+const STDERR: char = '\u{E004}';
+const STDIN: char = '\u{E005}';
 
 use berth_controller::MIN_JOB_AGE;
 
@@ -1382,6 +1387,9 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("numtasks", NUM_TASKS),
     ("cpus-per-task", CPUS_PER_TASK),
     ("tres-alloc", TRES_ALLOC),
+    ("stdout", STDOUT),
+    ("stderr", STDERR),
+    ("stdin", STDIN),
     ("tres-per-node", 'b'),
     ("oversubscribe", 'h'),
     ("shared", 'h'),
@@ -1964,6 +1972,9 @@ fn header(letter: char) -> &'static str {
         NUM_TASKS => "TASKS",
         CPUS_PER_TASK => "CPUS_PER_TASK",
         TRES_ALLOC => "TRES_ALLOC",
+        STDOUT => "STDOUT",
+        STDERR => "STDERR",
+        STDIN => "STDIN",
         _ => "PRIORITY",
     }
 }
@@ -2039,6 +2050,10 @@ fn field(letter: char, j: &JobInfo) -> String {
         NUM_TASKS => j.ntasks.max(1).to_string(),
         CPUS_PER_TASK => j.cpus_per_task.max(1).to_string(),
         TRES_ALLOC => accounting("AllocTRES", j),
+        // Its files, as scontrol's StdOut=, StdErr=, StdIn= (the output's where joined).
+        STDOUT => j.stdout.clone(),
+        STDERR => j.stderr.clone().unwrap_or_else(|| j.stdout.clone()),
+        STDIN => j.stdin.clone().unwrap_or_else(|| "/dev/null".into()),
         // A fraction of the largest priority there is, as squeue's %p.
         'p' => format!("{:.8}", j.priority.unwrap_or(0.0) / f64::from(u32::MAX)),
         _ => j.priority.map_or("0".into(), |p| format!("{p:.0}")),

@@ -784,6 +784,18 @@ fn slurm_commands_as_slurm_users_type_them() {
         "{}",
         pbs.stdout
     );
+    // Its files, as squeue -O names them.
+    let files = run(
+        &c,
+        &links,
+        "squeue",
+        &["-h", "-j", &pinned.to_string(), "-O", "STDOUT:200,STDIN:20"],
+    );
+    let stdout = cwd.join(format!("berth-{pinned}.out"));
+    assert_eq!(
+        files.ok().split_whitespace().collect::<Vec<_>>(),
+        [stdout.to_str().unwrap(), "/dev/null"]
+    );
     run(&c, &links, "scancel", &[&pinned.to_string()]).ok();
     // -o: a record a line (-d: a pending job holds nothing yet).
     let one = run(
