@@ -607,13 +607,17 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
             (true, None) if launch.lsf => {
                 berth_core::say!("TERM_RUNLIMIT: job killed after reaching LSF run time limit.")
             }
-            (true, None) => stepd(now(), " DUE TO TIME LIMIT"),
+            (true, None) => stepd(
+                outcome.timed_out_at.unwrap_or_else(now),
+                " DUE TO TIME LIMIT",
+            ),
             // (Past the limit, as PBS's check finds it: its first second over it at least.)
             (true, Some(_)) => {
                 let limit = launch.time_limit.unwrap_or(0);
+                let at = outcome.timed_out_at.unwrap_or_else(now);
                 berth_core::say!(
                     "=>> PBS: job killed: walltime {} exceeded limit {limit}",
-                    now().saturating_sub(started).max(limit + 1),
+                    at.saturating_sub(started).max(limit + 1),
                 )
             }
         }

@@ -127,6 +127,8 @@ pub struct Outcome {
     pub signal: Option<i32>,
     /// The time limit ran out and berth stopped the program.
     pub timed_out: bool,
+    /// When the time limit ran out (seconds since the epoch), if it did.
+    pub timed_out_at: Option<u64>,
     /// The kernel's OOM killer killed a process of the container.
     pub oom_killed: bool,
     pub usage: cgroup::Usage,
@@ -216,12 +218,14 @@ pub fn run_then(
     let mut mounts = None;
     let result = run_in(spec, &image, cgroup.as_ref(), &mut mounts);
     let timed_out = TIMEOUT_STAGE.swap(0, Ordering::SeqCst) > 0;
+    let timed_out_at = Some(LIMIT_REACHED.load(Ordering::SeqCst) as u64).filter(|_| timed_out);
     let usage = cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
     let oom = cgroup.as_ref().is_some_and(|c| c.oom_killed());
     let outcome = result.map(|status| Outcome {
         code: sys::exit_code(status),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         timed_out,
+        timed_out_at,
         oom_killed: oom,
         usage,
     });
@@ -496,6 +500,8 @@ fn wait_program(
 static TIMEOUT_STAGE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 /// The signal sent at the time limit ([`crate::TimeLimit::signal`]).
 static LIMIT_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGTERM);
+/// When it was sent, seconds since the epoch.
+static LIMIT_REACHED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 static GRACE_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// Seconds of the time limit still to run, counted down once a second while the cgroup is
 /// not frozen: time spent suspended (`berth suspend`) does not count, as in Slurm.
@@ -572,6 +578,8 @@ extern "C" fn on_alarm(_: libc::c_int) {
             libc::kill(pid, sig);
         }
         if next == 1 {
+            // (time(2) is async-signal-safe.)
+            LIMIT_REACHED.store(libc::time(std::ptr::null_mut()), Ordering::SeqCst);
             TERM_DUE.store(true, Ordering::SeqCst);
             libc::alarm(GRACE_SECS.load(Ordering::SeqCst).max(1));
         }
