@@ -3422,7 +3422,8 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
         )
     );
     let array = "#!/bin/sh\n#SBATCH --array=3-9:3 --mem-per-cpu=10M\n#BERTH --image busybox\n\
-                 echo \"$SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT: $SLURM_ARRAY_TASK_MIN-$SLURM_ARRAY_TASK_MAX:$SLURM_ARRAY_TASK_STEP $SLURM_MEM_PER_CPU\"\n";
+                 echo \"$SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT: $SLURM_ARRAY_TASK_MIN-$SLURM_ARRAY_TASK_MAX:$SLURM_ARRAY_TASK_STEP $SLURM_MEM_PER_CPU\"\n\
+                 echo \"$LSB_BATCH_JID $LSB_JOBINDEX_END:$LSB_JOBINDEX_STEP\"\n";
     let first = c.submit(Mode::Rootless, "tasks.sh", array, &[]);
     for (n, index) in [3, 6, 9].iter().enumerate() {
         c.completed(first + n as u64);
@@ -3431,7 +3432,7 @@ echo "pbs=$PBS_NP/$PBS_NUM_PPN/$NCPUS lsf=$LSB_MAX_NUM_PROCESSORS restarts=${SLU
                 .join(format!("berth-{first}_{index}.out"));
         assert_eq!(
             std::fs::read_to_string(out).unwrap(),
-            format!("{index} of 3: 3-9:3 10\n")
+            format!("{index} of 3: 3-9:3 10\n{first}[{index}] 9:3\n")
         );
     }
     // -c 1 said so is SLURM_CPUS_PER_TASK=1 (unset without -c, above).

@@ -105,6 +105,14 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
     ] {
         set(prefix, value.clone());
     }
+    // LSF's batch job id: an array's element's `ID[INDEX]`.
+    set(
+        "LSB_BATCH_JID",
+        match (job.array_job_id, job.array_task_id) {
+            (Some(master), Some(index)) => format!("{master}[{index}]"),
+            _ => id.clone(),
+        },
+    );
     if job.array_job_id.is_none() {
         set("LSB_JOBINDEX", "0".into());
     }
@@ -297,6 +305,11 @@ pub fn job_environment(job: &Job, index: usize, cluster: &str) -> Vec<(String, S
             if let Some(step) = shape.step {
                 set("SLURM_ARRAY_TASK_STEP", step.to_string());
             }
+            // LSF's: the array's last index, and its step.
+            if let Some(max) = shape.max {
+                set("LSB_JOBINDEX_END", max.to_string());
+            }
+            set("LSB_JOBINDEX_STEP", array.step().to_string());
         }
         for k in [
             "SLURM_ARRAY_TASK_ID",
