@@ -1174,19 +1174,30 @@ pub fn rsh(args: RshArgs) -> Result<i32> {
         input_from_null();
     }
     let argv = vec!["/bin/sh".into(), "-c".into(), command];
-    let request = StepRequest {
+    run(launcher_step(job, vec![node], 1, argv)?)
+}
+
+/// A step of `job` that starts an MPI launcher's daemons (`berth rsh`, LSF's blaunch), the
+/// `ntasks` tasks spread over `nodes` in order: each gets all the job's CPUs of its node
+/// and is not counted against them (it starts the ranks there), and its failures are not
+/// said (its status is, as ssh's).
+pub(crate) fn launcher_step(
+    job: u64,
+    nodes: Vec<String>,
+    ntasks: u32,
+    argv: Vec<String>,
+) -> Result<StepRequest> {
+    Ok(StepRequest {
         job: Some(job),
-        nodelist: Some(vec![node]),
+        ntasks: Some(ntasks),
+        nodelist: Some(nodes),
         cpus_per_task: Some(1),
-        // An MPI launcher's daemon starts the ranks of its node: it gets all the job's CPUs
-        // there, and is not counted against them.
         cpu_bind: false,
         overcommit: true,
         overlap: true,
         quiet: true,
         ..StepRequest::new(argv, environment(), current_dir()?)
-    };
-    run(request)
+    })
 }
 
 /// The node and command line of `berth rsh`'s words, after any ssh options; and whether

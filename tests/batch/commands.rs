@@ -1936,6 +1936,34 @@ echo "submitted from $SLURM_SUBMIT_HOST $PBS_O_HOST $LSB_SUB_HOST"
     assert!(report.contains("\n\nSuccessfully completed.\n"), "{report}");
 }
 
+/// blaunch in an LSF job: a command on each of its slots, or on the hosts named (rsh's
+/// form, -z), its status the worst task's; a host not the job's is refused.
+#[test]
+fn blaunch_starts_tasks_on_the_jobs_hosts() {
+    let Some(c) = Cluster::start() else { return };
+    let body = r#"#!/bin/sh
+#BSUB -n 2
+#BERTH --image busybox
+h=${LSB_HOSTS%% *}
+blaunch -n 'echo "slot $SLURM_PROCID"' | sort
+blaunch $h 'echo "one on $(hostname)"'
+blaunch -z "$h $h" echo two
+blaunch -no-shell $h sh -c 'exit 3'
+echo "status=$?"
+blaunch -z nosuchhost echo x 2>&1 | head -1
+"#;
+    let id = c.submit(Mode::Rootless, "launch.sh", body, &[]);
+    let job = c.completed(id);
+    let node = job["nodes"][0].as_str().unwrap();
+    let out = c.f.cwd(Mode::Rootless).join(format!("berth-{id}.out"));
+    assert_eq!(
+        std::fs::read_to_string(out).unwrap(),
+        format!(
+            "slot 0\nslot 1\none on {node}\ntwo\ntwo\nstatus=3\nblaunch: -z takes the hosts of the job to run on\n"
+        )
+    );
+}
+
 /// A bsub job's output file: its output, and the job report LSF appends to it.
 fn lsf_output(text: &str) -> (&str, &str) {
     let report =

@@ -1710,6 +1710,122 @@ fn host_model(name: &str) -> String {
     }
 }
 
+const BLAUNCH_USAGE: &str =
+    "blaunch [-n] [-u HOST_FILE | -z HOST ... | HOST] [-use-login-shell | -no-shell] COMMAND [ARGUMENT ...]";
+
+/// LSF's blaunch, in a job: COMMAND, through a shell as rsh and ssh run it (not with
+/// -no-shell), as the tasks of a step of the job: one on each host named (`-z HOST ...`,
+/// a host file's lines, or one HOST as rsh takes it; a host named twice gets two), each
+/// with all the job's CPUs there, as the MPI launchers' daemons it starts are; without a
+/// host, one on each of the job's slots ($LSB_HOSTS), as its tasks. -n: they read no
+/// input. Its status is the worst task's.
+pub fn blaunch(words: Vec<String>) -> Result<i32> {
+    let usage = |why: String| super::usage_error(why, BLAUNCH_USAGE);
+    let Some(job) = crate::step::job_id_from_env()? else {
+        bail!("tasks start in the LSF job blaunch is called in: call it from a job's script");
+    };
+    // The job's slots, a host each, as LSF lists them.
+    let slots: Vec<String> = std::env::var("LSB_HOSTS")
+        .context("$LSB_HOSTS is not set: blaunch runs in a job's script")?
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let of_job = |h: &str| slots.iter().any(|s| s == h);
+    let (mut i, mut no_input, mut shell) = (0, false, true);
+    let mut hosts: Option<Vec<String>> = None;
+    while let Some(w) = words.get(i).filter(|w| w.starts_with('-')) {
+        match w.as_str() {
+            "-n" => no_input = true,
+            "-no-shell" => shell = false,
+            "-use-login-shell" => {}
+            "-u" => {
+                i += 1;
+                let file = (words.get(i)).ok_or_else(|| usage("-u takes a host file".into()))?;
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("-u {file}: cannot read the host file"))?;
+                hosts = Some(text.split_whitespace().map(String::from).collect());
+            }
+            // The hosts, one word each or several in one: up to the first that is none of
+            // the job's (the command).
+            "-z" => {
+                let mut named = Vec::new();
+                while let Some(next) = words.get(i + 1) {
+                    let list: Vec<&str> = next.split_whitespace().collect();
+                    if list.is_empty() || !list.iter().all(|h| of_job(h)) {
+                        break;
+                    }
+                    named.extend(list.into_iter().map(String::from));
+                    i += 1;
+                }
+                if named.is_empty() {
+                    return Err(usage("-z takes the hosts of the job to run on".into()));
+                }
+                hosts = Some(named);
+            }
+            other => return Err(usage(format!("unknown option {other}"))),
+        }
+        i += 1;
+    }
+    // rsh's and ssh's form: a host, then the command.
+    if hosts.is_none() && words.len() > i + 1 && of_job(&words[i]) {
+        hosts = Some(vec![words[i].clone()]);
+        i += 1;
+    }
+    let command = words[i..].to_vec();
+    if command.is_empty() {
+        return Err(usage("name the command to run".into()));
+    }
+    if let Some(stranger) = hosts.iter().flatten().find(|h| !of_job(h)) {
+        let mut own = slots.clone();
+        own.dedup();
+        bail!(
+            "{stranger} is not a host of job {job} (its hosts: {})",
+            own.join(" ")
+        );
+    }
+    let argv = match shell {
+        true => vec!["/bin/sh".into(), "-c".into(), command.join(" ")],
+        false => command,
+    };
+    if no_input {
+        crate::step::input_from_null();
+    }
+    let request = match hosts {
+        Some(hosts) => {
+            // Each host's tasks, hosts in the order first named: a step's tasks lie on its
+            // nodes in blocks, the first nodes taking one more where they do not divide.
+            let mut nodes: Vec<(String, u32)> = Vec::new();
+            for h in &hosts {
+                match nodes.iter_mut().find(|(n, _)| n == h) {
+                    Some((_, count)) => *count += 1,
+                    None => nodes.push((h.clone(), 1)),
+                }
+            }
+            let ntasks = hosts.len() as u32;
+            let counts: Vec<u32> = nodes.iter().map(|(_, c)| *c).collect();
+            if counts != berth_core::job::block_layout(ntasks, counts.len() as u32) {
+                bail!(
+                    "{ntasks} tasks on {} hosts go in blocks, the first hosts named taking one more where they do not divide evenly; name the hosts so (each as often, or the first more often)",
+                    counts.len()
+                );
+            }
+            let nodes = nodes.into_iter().map(|(n, _)| n).collect();
+            crate::step::launcher_step(job, nodes, ntasks, argv)?
+        }
+        None => berth_api::StepRequest {
+            job: Some(job),
+            ntasks: Some(slots.len() as u32),
+            quiet: true,
+            ..berth_api::StepRequest::new(
+                argv,
+                crate::step::environment(),
+                crate::step::current_dir()?,
+            )
+        },
+    };
+    crate::step::run(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

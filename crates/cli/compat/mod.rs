@@ -404,6 +404,7 @@ pub fn run(args: AsArgs) -> Result<i32> {
         "bqueues" => lsf::bqueues(rest),
         "bhosts" => lsf::bhosts(rest),
         "lshosts" => lsf::lshosts(rest),
+        "blaunch" => lsf::blaunch(rest),
         "qsub" => pbs::qsub(rest),
         "qstat" => pbs::qstat(rest),
         "qdel" => pbs::verb("cancel", rest),

@@ -30,6 +30,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("bqueues", "queues (partitions) with their job counts"),
     ("bhosts", "hosts (nodes) with their job slots"),
     ("lshosts", "hosts (nodes) with their CPUs, memory and resources"),
+    ("blaunch", "in a job: a command on hosts of the job (-z HOST..., -u FILE, HOST), or on each of its slots"),
     ("qsub", "submit a script, a command (-- CMD) or an interactive job (-I)"),
     ("qstat", "jobs, PBS's columns and states (-a -f -x -n -u; -Q: queues)"),
     ("qdel", "cancel jobs"),
