@@ -524,14 +524,31 @@ fn tag_remove_several_and_names_like_files() {
     assert_eq!(out.stdout, "Untagged: lab/tools:v1.tar\n");
     assert_eq!(out.stderr.lines().count(), 2, "{}", out.stderr);
     assert!(out.stderr.contains("'nosuch:1'") && out.stderr.contains("'nosuch:2'"));
-    // A store berth makes for a user is theirs alone.
+    // A store berth makes for a user is theirs alone, made by the first write into it (a
+    // look into one not there makes nothing).
     let fresh = f.cwd(mode).join("new/store");
     let listed = f
         .cmd(mode, &["image", "ls"])
         .env("BERTH_STORE", &fresh)
         .status()
         .unwrap();
-    assert!(listed.success());
+    assert!(listed.success() && !fresh.exists());
+    let small = copy_of_rootfs(&f, "small");
+    let imported = f
+        .cmd(
+            mode,
+            &[
+                "image",
+                "import",
+                small.to_str().unwrap(),
+                "--name",
+                "small",
+            ],
+        )
+        .env("BERTH_STORE", &fresh)
+        .status()
+        .unwrap();
+    assert!(imported.success());
     let made = std::fs::metadata(&fresh).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&made.permissions()) & 0o777,

@@ -182,9 +182,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens the store at `root`. Nothing is made on disk until something is written to it
+    /// ([`Store::made`]): a command that only reads it (a `berth exec` of an image it does
+    /// not have) leaves no empty store behind.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, ImageError> {
-        let root = root.into();
+        Ok(Store { root: root.into() })
+    }
+
+    /// Makes the store's directories where they are missing, before anything is written.
+    fn made(&self) -> Result<(), ImageError> {
+        let root = &self.root;
         // A user's own store is theirs alone (as podman's): made so, where berth makes it.
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } != 0 && !root.exists() {
@@ -192,10 +199,10 @@ impl Store {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&root)
+                .create(root)
                 .map_err(ImageError::io(
                     "cannot create the image store directory",
-                    &root,
+                    root,
                 ))?;
         }
         for dir in ["images", "tmp", "rootfs"] {
@@ -205,7 +212,13 @@ impl Store {
                 &path,
             ))?;
         }
-        Ok(Store { root })
+        Ok(())
+    }
+
+    /// The store's lock, taken (the store made first).
+    fn lock(&self) -> Result<Lock, ImageError> {
+        self.made()?;
+        Lock::take(&self.root.join("lock"))
     }
 
     pub fn root(&self) -> &Path {
@@ -232,6 +245,7 @@ impl Store {
 
     /// A fresh staging directory, after removing any left by processes that died.
     fn staging(&self) -> Result<PathBuf, ImageError> {
+        self.made()?;
         let tmp = self.root.join("tmp");
         if let Ok(entries) = fs::read_dir(&tmp) {
             for e in entries.flatten() {
@@ -289,7 +303,7 @@ impl Store {
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Digest>) -> T,
     ) -> Result<T, ImageError> {
-        let _lock = Lock::take(&self.root.join("lock"))?;
+        let _lock = self.lock()?;
         let mut refs = self.read_refs()?;
         let out = change(&mut refs);
         let path = self.root.join("refs.json");
@@ -629,7 +643,7 @@ impl Store {
         let digest = File::open(&sqfs)
             .and_then(|f| HashingReader::new(f).finish())
             .map_err(ImageError::io("cannot read", &sqfs))?;
-        let _lock = Lock::take(&self.root.join("lock"))?;
+        let _lock = self.lock()?;
         let meta = self.image_dir(&record.id).join("meta.json");
         let tmp = meta.with_extension("json.tmp");
         let kept = ImageRecord {
@@ -667,7 +681,12 @@ impl Store {
         let refs = self.read_refs()?;
         let dir = self.root.join("images");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(ImageError::io("cannot read", &dir))? {
+        let entries = match fs::read_dir(&dir) {
+            // A store nothing was written to yet.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            entries => entries.map_err(ImageError::io("cannot read", &dir))?,
+        };
+        for e in entries {
             let e = e.map_err(ImageError::io("cannot read", &dir))?;
             let Ok(id) = Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy()))
             else {
@@ -755,7 +774,10 @@ impl Store {
         &self,
         busy: impl Fn(&ImageRecord) -> Option<String>,
     ) -> Result<Vec<Digest>, ImageError> {
-        let _ = self.staging().map(|d| remove_tree(&d));
+        // (Nothing to sweep in a store nothing was written to.)
+        if self.root.exists() {
+            let _ = self.staging().map(|d| remove_tree(&d));
+        }
         let mut deleted = Vec::new();
         for record in self.list()? {
             if record.names.is_empty() && busy(&record).is_none() {
@@ -795,6 +817,7 @@ impl Store {
         if target.exists() {
             return Ok(target);
         }
+        self.made()?;
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         if root {

@@ -104,6 +104,20 @@ fn staging_is_empty(store: &Store) -> bool {
         .is_none()
 }
 
+/// A store is made on disk by the first write to it, not by a look into it that finds
+/// nothing (a failed `berth exec` leaves no empty store behind).
+#[test]
+fn a_store_is_made_by_its_first_write() {
+    let (dir, store) = store();
+    assert!(store.resolve("lab/app:1").is_err());
+    assert!(store.list().unwrap().is_empty());
+    assert!(store.prune(|_| None).unwrap().is_empty());
+    assert!(!store.root().exists());
+    let (path, _) = docker_archive(dir.path());
+    store.import(&path, &ImportOptions::default()).unwrap();
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
 #[test]
 fn docker_archive_imports_flattened_and_runs_from_a_directory() {
     let (dir, store) = store();
