@@ -1183,16 +1183,17 @@ pub fn wait_for_jobs(first: u64, count: u64) -> Result<i32> {
     wait_for_jobs_as(first, count, false)
 }
 
-/// [`wait_for_jobs`]; with `signalled`, a job killed by signal N gives 128 + N (bsub -K's,
-/// as LSF's), not 1.
-pub fn wait_for_jobs_as(first: u64, count: u64, signalled: bool) -> Result<i32> {
+/// [`wait_for_jobs`]; with `lsf`, bsub -K's statuses, LSF's: a job killed by signal N
+/// gives 128 + N, not 1, and one ended before it ran (killed while pending) 126.
+pub fn wait_for_jobs_as(first: u64, count: u64, lsf: bool) -> Result<i32> {
     let ends = wait_on_controller(first, count, "ended", None)?.unwrap_or_default();
     // A job that did not complete is never 0 (one killed for its memory, or its time,
     // may have a status of 0 of its own).
     let status = |j: &berth_api::JobEnd| match (j.state.as_str(), j.exit_code, j.signal) {
         ("COMPLETED", _, _) => 0,
+        _ if lsf && j.never_ran => 126,
         (_, Some(code), None) if code != 0 => code,
-        (_, _, Some(signal)) if signalled => 128 + signal,
+        (_, _, Some(signal)) if lsf => 128 + signal,
         _ => 1,
     };
     Ok(ends.iter().map(status).max().unwrap_or(0))

@@ -202,6 +202,17 @@ fn lsf_commands_as_lsf_users_type_them() {
         waited.stdout
     );
     let stdin_id = bsub_id(&Out { code: 0, ..waited });
+    // A job killed while pending: bsub -K ends 126, as LSF's (not the status of a job that
+    // ran and failed).
+    let mut waiting = command(&c, &links, "bsub", &["-K", "-H", "-J", "pended", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let queued = || run(&c, &links, "bjobs", &["-J", "pended", "-noheader"]).stdout;
+    wait_until(30, || queued().contains("pended"), || "never queued".into());
+    run(&c, &links, "bkill", &["-J", "pended"]).ok();
+    assert_eq!(waiting.wait().unwrap().code(), Some(126));
     let text = std::fs::read_to_string(
         c.f.cwd(Mode::Rootless)
             .join(format!("stdin-{stdin_id}.out")),

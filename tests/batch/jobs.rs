@@ -3842,6 +3842,15 @@ fn killing_the_controller_loses_nothing() {
     );
     let job = c.wait_for(cut, &["FAILED", "CANCELLED", "COMPLETED"]);
     assert_eq!(job["state"], "FAILED", "{job}");
+    let late_out = c.f.cwd(Mode::Rootless).join(format!("berth-{late}.out"));
+    let ended = c.wait_for(late, &["FAILED", "CANCELLED", "COMPLETED"]);
+    assert_eq!(
+        ended["state"],
+        "COMPLETED",
+        "{:?}\n{}",
+        std::fs::read_to_string(&late_out),
+        c.log()
+    );
     c.completed(late);
     let out = c.f.cwd(Mode::Rootless).join(format!("berth-{late}.out"));
     let out = std::fs::read_to_string(out).unwrap();

@@ -208,6 +208,9 @@ pub struct JobEnd {
     pub state: String,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// It ended before it ran (cancelled while pending, its dependency never met).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub never_ran: bool,
 }
 
 /// A job as `berth queue`, `show` and `history` report it.

@@ -2040,6 +2040,7 @@ impl Controller {
             state: State,
             exit_code: Option<i32>,
             signal: Option<i32>,
+            start_time: Option<u64>,
         }
         let rows = self.query_rows(&filter)?;
         rows.iter()
@@ -2056,6 +2057,7 @@ impl Controller {
                     state: end.state.name().to_string(),
                     exit_code: end.exit_code,
                     signal: end.signal,
+                    never_ran: end.start_time.is_none(),
                 })
             })
             .collect()
