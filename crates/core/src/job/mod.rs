@@ -842,6 +842,12 @@ fn check_memory(memory: Option<Memory>, gpus: Option<&GpuRequest>) -> Result<(),
     Ok(())
 }
 
+/// A script's directives with the command line's options over them (`cli` wins).
+fn merged(script: &str, cli: JobOptions) -> Result<JobOptions, JobError> {
+    let parsed = parse_script_with(script, cli.ignore_pbs == Some(true))?;
+    Ok(JobOptions::merge(parsed.options, cli))
+}
+
 impl JobRequest {
     /// Its licenses as Slurm writes them (`matlab:2,ansys:1`); `None` without any.
     pub fn licenses_text(&self) -> Option<String> {
@@ -953,8 +959,7 @@ impl JobRequest {
         cli: JobOptions,
         default_name: &str,
     ) -> Result<JobRequest, JobError> {
-        let parsed = parse_script_with(script, cli.ignore_pbs == Some(true))?;
-        JobRequest::from_options(JobOptions::merge(parsed.options, cli), default_name)
+        JobRequest::from_options(merged(script, cli)?, default_name)
     }
 
     /// As [`JobRequest::from_script`], with sbatch's own output file where neither names
@@ -964,8 +969,7 @@ impl JobRequest {
         cli: JobOptions,
         default_name: &str,
     ) -> Result<JobRequest, JobError> {
-        let parsed = parse_script_with(script, cli.ignore_pbs == Some(true))?;
-        let mut o = JobOptions::merge(parsed.options, cli);
+        let mut o = merged(script, cli)?;
         let array = o.array.is_some();
         o.output
             .get_or_insert_with(|| slurm_default_output(array).into());
