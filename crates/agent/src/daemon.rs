@@ -774,18 +774,28 @@ fn host_of(url: &str) -> String {
 }
 
 /// A Unix socket everyone may connect to (its server checks each caller's peer credentials),
-/// its directory made if need be.
-fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+/// its directory made if need be. It is bound under a name of its own and renamed into
+/// place once open to all: a client retrying its connection (a job's `srun` while `berth up`
+/// restarts) never meets it bound but not yet writable by others, which would refuse it
+/// (EACCES) for good rather than for a moment.
+pub fn listen_for_everyone(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = std::path::PathBuf::from(fresh);
+    let _ = std::fs::remove_file(&fresh);
+    let listener = tokio::net::UnixListener::bind(&fresh)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))
+        .and_then(|_| std::fs::rename(&fresh, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&fresh);
+            format!("cannot listen on {}: {e}", path.display())
+        })?;
     Ok(listener)
 }
 

@@ -13,7 +13,7 @@ use axum::{Extension, Json, Router};
 use berth_api::{CancelRequest, ErrorBody, SubmitRequest, UpdateRequest};
 use berth_store::JobFilter;
 use serde::Deserialize;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy)]
 struct Peer(Caller);
@@ -1306,32 +1306,20 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
             socket.display()
         ));
     }
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Everyone may connect: the peer credentials decide what each caller may do.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| e.to_string())?;
-    }
+    // Everyone may connect: the peer credentials decide what each caller may do.
+    let listener = berth_agent::daemon::listen_for_everyone(&socket)?;
     // The step socket, alone in a directory that every job's container gets (berth-api).
     let step_dir = shared.lock().await.step_dir();
     let step_socket = berth_api::step_socket(&socket);
     std::fs::create_dir_all(&step_dir)
         .map_err(|e| format!("cannot create {}: {e}", step_dir.display()))?;
-    let _ = std::fs::remove_file(&step_socket);
-    let step_listener = UnixListener::bind(&step_socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", step_socket.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        // Everyone may connect: the agent checks each caller's peer credentials.
         std::fs::set_permissions(&step_dir, std::fs::Permissions::from_mode(0o755))
-            .and_then(|_| {
-                std::fs::set_permissions(&step_socket, std::fs::Permissions::from_mode(0o666))
-            })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: {e}", step_dir.display()))?;
     }
+    // Everyone may connect: the agent checks each caller's peer credentials.
+    let step_listener = berth_agent::daemon::listen_for_everyone(&step_socket)?;
     // This host's node forks the steps' processes (a controller alone has no node here,
     // so its steps have no part here: its launcher never starts).
     let (agents, berth) = {
@@ -1356,15 +1344,14 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     for agent in &agents {
         berth_agent::step::server::adopt(agent.job_dirs(), &gate);
     }
+    shared.lock().await.reconcile(&shared);
+    // Steps are served once the jobs found are in hand (a job's `srun` that waited for
+    // this process connects as soon as the socket is there: it waits in the backlog).
     tokio::spawn(berth_agent::step::server::serve(
         step_listener,
         gate,
         launcher,
     ));
-    {
-        let mut c = shared.lock().await;
-        c.reconcile(&shared);
-    }
     let scheduler = shared.clone();
     let wake = shared.lock().await.wake.clone();
     for agent in &agents {
@@ -1424,14 +1411,7 @@ pub async fn serve(shared: Shared) -> Result<(), String> {
     };
     // The same API for processes in jobs, in the directory their containers get.
     let job_socket = berth_api::job_api_socket(&socket);
-    let _ = std::fs::remove_file(&job_socket);
-    let jobs_listener = UnixListener::bind(&job_socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", job_socket.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&job_socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| e.to_string())?;
-    }
+    let jobs_listener = berth_agent::daemon::listen_for_everyone(&job_socket)?;
     let local = |shared: Shared| router(shared).layer(axum::middleware::from_fn(local_caller));
     let jobs_app = local(shared.clone());
     let timeout = berth_agent::serve::HEADER_TIMEOUT;
