@@ -666,6 +666,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         srun: crate::compat::invoked_as() == Some("srun"),
         quiet: false,
         kill_on_bad_exit,
+        pbs_slots: Vec::new(),
         cpu_bind,
         // In a job submitted with -O, its steps overcommit too (as srun reads it there).
         overcommit: args.overcommit

@@ -1150,7 +1150,8 @@ fn a_pbs_scripts_variables_and_omp_threads() {
 }
 
 /// pbsdsh in a PBS job: a program on each slot at once (PBS_VNODENUM its slot), once per
-/// node (-u), on the first N slots (-c), on one slot's or host's node (-n, -h), none reading
+/// node (-u), on the first N slots (-c), on one slot or host (-n, -h: PBS_VNODENUM that
+/// slot, the host's first), none reading
 /// pbsdsh's input; Torque's variables in the script itself.
 #[test]
 fn pbsdsh_runs_a_program_on_the_jobs_slots() {
@@ -1164,8 +1165,8 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
         pbsdsh -u sh -c 'echo \"node $(hostname)\"'\n\
         pbsdsh -c 1 sh -c 'echo \"first $PBS_VNODENUM\"'\n\
         echo input | pbsdsh -c 1 sh -c 'echo \"read $(wc -c)\"'\n\
-        pbsdsh -n 1 sh -c 'echo \"slot one on $(hostname)\"'\n\
-        pbsdsh -h \"$(hostname)\" echo on the host\n\
+        pbsdsh -n 1 sh -c 'echo \"slot $PBS_VNODENUM on $(hostname)\"'\n\
+        pbsdsh -h \"$(hostname)\" sh -c 'echo \"on the host $PBS_VNODENUM\"'\n\
         pbsdsh -c 3 true 2>&1; echo \"c=$?\"\n\
         pbsdsh -s true 2>/dev/null || echo refused\n\
         pbsdsh sh -c '[ $PBS_VNODENUM = 0 ] && exit 1; sleep 1; echo survived'; echo \"failed=$?\"\n";
@@ -1177,7 +1178,7 @@ fn pbsdsh_runs_a_program_on_the_jobs_slots() {
     assert_eq!(job["state"], "COMPLETED", "{job}\n{out}");
     let host = host();
     let expected = format!(
-        "script 0 1 0\nslot 0 0\nslot 1 0\nnode {host}\nfirst 0\nread 0\nslot one on {host}\non the host\n"
+        "script 0 1 0\nslot 0 0\nslot 1 0\nnode {host}\nfirst 0\nread 0\nslot 1 on {host}\non the host 0\n"
     );
     assert!(out.starts_with(&expected), "{out}");
     assert!(out.contains("pbsdsh -c 3: the job has 2 slots"), "{out}");

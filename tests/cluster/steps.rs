@@ -34,7 +34,8 @@ printf 'x\ny\nz\n' | berth step -l -N 3 -n 3 sh -c 'echo "$(hostname) $(wc -l)"'
 printf 'x\n' | berth step -l -N 3 -n 3 -i 2 sh -c 'wc -l' | sort
 head -c 3000000 /dev/urandom > big.bin
 sbcast big.bin /tmp/big.bin && berth step -l -N 3 -n 3 sh -c 'cmp /tmp/big.bin big.bin && echo same' | sort
-pbsdsh -u sh -c 'echo "dsh $PBS_NODENUM $(hostname)"' | sort
+pbsdsh -u sh -c 'echo "dsh $PBS_NODENUM $PBS_VNODENUM $(hostname)"' | sort
+pbsdsh -n 3 sh -c 'echo "vnode $PBS_VNODENUM $PBS_NODENUM $(hostname)"'
 echo "$OMPI_MCA_plm_rsh_agent $HYDRA_LAUNCHER_EXEC"
 berth step -o 'task-%n-%N-%t.out' sh -c 'echo "$SLURM_PROCID on $(hostname)"'
 berth step -N 3 -n 3 sh -c '[ $SLURM_NODEID = 2 ] && dd if=/dev/zero of=/dev/null bs=24M count=1 2>/dev/null; exit 0'
@@ -80,7 +81,7 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     assert!(
         out.contains(&format!(
             "input:\n0: {a} 3\n1: {b} 3\n2: {c3} 3\n0: 0\n1: 0\n2: 1\n0: same\n1: same\n2: same\n\
-             dsh 0 {a}\ndsh 1 {b}\ndsh 2 {c3}\n"
+             dsh 0 0 {a}\ndsh 1 2 {b}\ndsh 2 4 {c3}\nvnode 3 1 {b}\n"
         )),
         "{out}"
     );

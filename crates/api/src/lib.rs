@@ -967,6 +967,15 @@ pub fn job_api_socket(api: &std::path::Path) -> std::path::PathBuf {
 /// Where a job's container sees the step socket's directory.
 pub const STEP_DIR_IN_CONTAINER: &str = "/.berth/run";
 
+/// A task's place among a PBS job's slots (Torque's task manager's numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PbsSlot {
+    /// Its host's index among the job's (PBS_NODENUM).
+    pub node: u32,
+    /// Its line of PBS_NODEFILE (PBS_VNODENUM).
+    pub vnode: u32,
+}
+
 /// `berth step` asking the node agent to start a step: one JSON line on the step socket, sent
 /// with the client's stdin, stdout and stderr as SCM_RIGHTS descriptors, which the tasks
 /// inherit (their output goes straight to the client's files or terminal).
@@ -1061,6 +1070,10 @@ pub struct StepRequest {
     /// Kill the other tasks as soon as one exits non-zero (`srun --kill-on-bad-exit`).
     #[serde(default = "yes")]
     pub kill_on_bad_exit: bool,
+    /// Torque's slot of each task, by rank (pbsdsh -n, -h and -u name the slots they run
+    /// on); empty: its rank's slot, on its node of the step.
+    #[serde(default)]
+    pub pbs_slots: Vec<PbsSlot>,
     /// Pin each task to its own share of the job's CPUs (`srun --cpu-bind=cores`).
     #[serde(default = "yes")]
     pub cpu_bind: bool,
@@ -1152,6 +1165,7 @@ impl StepRequest {
             srun: false,
             quiet: false,
             kill_on_bad_exit: true,
+            pbs_slots: Vec::new(),
             cpu_bind: true,
             overcommit: false,
             memory: None,

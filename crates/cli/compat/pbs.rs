@@ -496,8 +496,8 @@ const PBSDSH_USAGE: &str =
 /// Torque's and PBS Pro's pbsdsh, in a job: PROGRAM on each of the job's slots (its
 /// PBS_NODEFILE's lines) at once, as one step of the job (`berth step`); with `-u` once on
 /// each of its nodes, `-c N` on its first N slots, `-n I` on slot I's host, `-h HOST` on
-/// that host. Each task has PBS_NODENUM (its node's index) and PBS_VNODENUM (its rank in
-/// the step: its slot, but for -n and -h, whose one task is 0); none reads pbsdsh's input.
+/// that host. Each task has PBS_NODENUM (its node's index) and PBS_VNODENUM (its slot: with
+/// -u and -h its host's first); none reads pbsdsh's input.
 /// Its output is pbsdsh's
 /// (-o, which asks for that, changes nothing); -s (one slot after another) is refused.
 pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
@@ -550,6 +550,12 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
         .collect();
     let mut hosts = slots.clone();
     hosts.dedup();
+    // A slot's host's index and its own, as Torque numbers them.
+    let slot_of = |vnode: u32| berth_api::PbsSlot {
+        node: (hosts.iter().position(|h| *h == slots[vnode as usize])).unwrap_or(0) as u32,
+        vnode,
+    };
+    let first_slot = |host: &str| slot_of(slots.iter().position(|s| s == host).unwrap_or(0) as u32);
     // Each task runs to its end whatever the others do, as pbsdsh waits for them all.
     let mut request = berth_api::StepRequest {
         job: Some(job),
@@ -574,6 +580,7 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
             );
         };
         (request.ntasks, request.nodelist) = (Some(1), Some(vec![on.clone()]));
+        request.pbs_slots = vec![slot_of(n)];
     } else if let Some(h) = host {
         if !hosts.contains(&h) {
             bail!(
@@ -581,10 +588,12 @@ pub fn pbsdsh(words: Vec<String>) -> Result<i32> {
                 hosts.join(" ")
             );
         }
+        request.pbs_slots = vec![first_slot(&h)];
         (request.ntasks, request.nodelist) = (Some(1), Some(vec![h]));
     } else if unique {
         let n = hosts.len() as u32;
         (request.ntasks, request.nodes) = (Some(n), Some(n));
+        request.pbs_slots = hosts.iter().map(|h| first_slot(h)).collect();
     }
     // Its tasks read no input, as those Torque's pbsdsh spawns (not the script's).
     crate::step::input_from_null();

@@ -80,6 +80,9 @@ pub struct StepLaunch {
     #[serde(default)]
     pub quiet: bool,
     pub kill_on_bad_exit: bool,
+    /// Each task's PBS slot, by rank ([`berth_api::StepRequest::pbs_slots`]).
+    #[serde(default)]
+    pub pbs_slots: Vec<berth_api::PbsSlot>,
     /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
     #[serde(default)]
     pub pty: bool,
@@ -317,7 +320,13 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     let gpus = launch.gpus_per_task.map(|n| task_gpus(n, local));
     let layout = launch.layout();
     let n = layout.iter().map(|(_, t)| t).sum::<u32>().to_string();
-    let rank = (launch.first_rank() + local).to_string();
+    let rank = launch.first_rank() + local;
+    let slot = launch.pbs_slots.get(rank).copied().unwrap_or(berth_api::PbsSlot {
+        node: launch.node_index as u32,
+        vnode: rank as u32,
+    });
+    let (pbs_node, vnode) = (slot.node.to_string(), slot.vnode.to_string());
+    let rank = rank.to_string();
     let local = local.to_string();
     let step = launch.step_id.to_string();
     let node_id = launch.node_index.to_string();
@@ -353,8 +362,8 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
         ("BERTH_NODE", &launch.node),
         ("BERTH_STEP_NODELIST", &berth_nodelist),
         // Torque's (pbsdsh's tasks): the node's index, the task's virtual node (its slot).
-        ("PBS_NODENUM", &node_id),
-        ("PBS_VNODENUM", &rank),
+        ("PBS_NODENUM", &pbs_node),
+        ("PBS_VNODENUM", &vnode),
     ];
     // A PMI client uses the connection PMI_FD names (see run_tasks), its rank and size in
     // PMI_RANK and PMI_SIZE (MPICH's clients, Slurm's libpmi2; PMI_ID for PMI-1's initack),

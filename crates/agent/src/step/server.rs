@@ -1040,6 +1040,7 @@ async fn run_step<A: StepAuthority>(
             srun: request.srun,
             quiet: request.quiet,
             kill_on_bad_exit: request.kill_on_bad_exit,
+            pbs_slots: request.pbs_slots.clone(),
             pty: request.pty,
             client_pid,
             task_files: request.task_files.clone(),
