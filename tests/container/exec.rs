@@ -263,6 +263,42 @@ fn home_and_current_directory_are_bound() {
     assert_eq!(out.ok().trim(), "absent");
 }
 
+/// A bind of the user's over the working directory (or the home) decides what is there:
+/// berth binds neither on top of it, which would make mount points in the user's directory
+/// (or fail on a read-only one) and undo its `ro`.
+#[test]
+fn a_users_bind_over_the_working_directory_is_left_as_it_is() {
+    let Some(f) = Fixture::new() else { return };
+    for mode in ALL_MODES {
+        f.import(mode);
+        let cwd = f.cwd(mode);
+        let parent = cwd.parent().unwrap().display().to_string();
+        let over = cwd.join("over");
+        std::fs::create_dir_all(&over).unwrap();
+        for bind in [format!("over:{parent}"), format!("over:{parent}:ro")] {
+            let out = f.berth(mode, &["exec", "-B", &bind, "busybox", "ls", "-A", &parent]);
+            assert_eq!(out.ok(), "", "{mode:?} {bind}");
+            let left: Vec<_> = std::fs::read_dir(&over).unwrap().collect();
+            assert!(left.is_empty(), "{mode:?} {bind}: {left:?}");
+        }
+        // The working directory the bind has: started in, as read-only as bound.
+        let bind = format!("{parent}:{parent}:ro");
+        let out = f.berth(
+            mode,
+            &[
+                "exec",
+                "-B",
+                &bind,
+                "busybox",
+                "sh",
+                "-c",
+                "pwd; touch x 2>/dev/null || echo ro",
+            ],
+        );
+        assert_eq!(out.ok(), format!("{}\nro\n", cwd.display()), "{mode:?}");
+    }
+}
+
 /// /tmp is a tmpfs of the container's own: empty even where the image's /tmp holds files,
 /// everyone's (1777) whatever the image's mode, and gone with the container.
 #[test]

@@ -968,7 +968,7 @@ pub fn job_api_socket(api: &std::path::Path) -> std::path::PathBuf {
 pub const STEP_DIR_IN_CONTAINER: &str = "/.berth/run";
 
 /// A task's place among a PBS job's slots (Torque's task manager's numbers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PbsSlot {
     /// Its host's index among the job's (PBS_NODENUM).
     pub node: u32,

@@ -350,8 +350,15 @@ pub fn plan(
         });
     }
     let mut binds: Vec<Bind> = Vec::new();
+    // The user's binds decide what is at and below their targets: the home and the working
+    // directory are not bound there too (which would make mount points in the user's
+    // directory, or fail on a read-only one, and undo its `ro`).
+    let user_binds =
+        (options.binds.iter().map(|spec| parse_bind(spec))).collect::<Result<Vec<_>, _>>()?;
+    let user_bound = |path: &Path| (user_binds.iter()).any(|(_, dst, _)| path.starts_with(dst));
     let home_bound = !host
         && !options.no_home
+        && !user_bound(&home)
         && home.is_dir()
         && !is_system_dir(&home)
         && policy.check(&home, &home, cwd).is_ok();
@@ -361,13 +368,15 @@ pub fn plan(
     let cwd_covered = home_bound && cwd.starts_with(&home);
     let cwd_bound = !host
         && !options.no_cwd
+        && !user_bound(cwd)
         && !is_system_dir(cwd)
         && (cwd_covered || (!enforce || policy.check(cwd, &home, cwd).is_ok()));
     // The working directory a program must start in (a batch job's, --pwd's) that the policy
     // keeps out of the container: said with its rule, rather than as a directory the
     // container lacks once it runs.
     let required = options.pwd.as_deref().map(Path::new) == Some(cwd);
-    if required && !cwd_bound && !host && !options.no_cwd && !is_system_dir(cwd) {
+    let required_refused = required && !cwd_bound && !host && !options.no_cwd;
+    if required_refused && !user_bound(cwd) && !is_system_dir(cwd) {
         if let Err(why) = policy.check(cwd, &home, cwd) {
             return Err(RuntimeError::BindRefused {
                 path: cwd.to_path_buf(),
@@ -380,14 +389,8 @@ pub fn plan(
             binds.push(open_bind(cwd, target.to_string(), false, policy_args)?);
         }
     }
-    for spec in &options.binds {
-        let (src, dst, ro) = parse_bind(spec)?;
-        let src = if src.is_relative() {
-            cwd.join(src)
-        } else {
-            src
-        };
-        binds.push(open_bind(&src, dst, ro, policy_args)?);
+    for (src, dst, ro) in &user_binds {
+        binds.push(open_bind(&cwd.join(src), dst.clone(), *ro, policy_args)?);
     }
     // What the policy denies below a directory it lets the user bind (a parent of a denied
     // one, the home, the working directory) is hidden in the container.
@@ -447,7 +450,9 @@ pub fn plan(
         append_path(&mut env, "PATH", dir);
     }
 
-    let (cwd_in, cwd_required) = match (&options.pwd, cwd_bound, &image.working_dir) {
+    // (Under a user's bind the working directory is there if the bind has it.)
+    let cwd_seen = cwd_bound || (!host && user_bound(cwd));
+    let (cwd_in, cwd_required) = match (&options.pwd, cwd_seen, &image.working_dir) {
         (Some(p), _, _) => (p.clone(), true),
         (None, true, _) => (cwd.to_string_lossy().into_owned(), false),
         (None, false, Some(w)) if !w.is_empty() => (w.clone(), false),
