@@ -403,9 +403,9 @@ fn env_file(path: &std::path::Path, image_env: &[String]) -> Result<Vec<String>>
                 }
             })
         };
-        let what = match berth_core::shell::assignment(line, &known) {
-            Some(Ok(var)) => {
-                vars.push(var);
+        let what = match berth_core::shell::assignments(line, &known) {
+            Some(Ok(set)) => {
+                vars.extend(set);
                 continue;
             }
             None if line.trim().is_empty() || line.trim_start().starts_with('#') => continue,

@@ -804,7 +804,7 @@ fn apptainers_options_do_what_apptainer_does() {
     let cwd = f.cwd(mode);
     std::fs::write(
         cwd.join("vars.env"),
-        "# set by the file\nA=1\nexport B=\"two words\"\nC=$A-${FROM_HOST:-x}\nPATH=/custom:$PATH\n\n",
+        "# set by the file\nA=1\nexport B=\"two words\"\nC=$A-${FROM_HOST:-x}\nPATH=/custom:$PATH\n\nD=d E=$D-e\n",
     )
     .unwrap();
     let vars = f.berth(
@@ -818,13 +818,16 @@ fn apptainers_options_do_what_apptainer_does() {
             "busybox",
             "sh",
             "-c",
-            "echo $A, $B, $C, $PATH",
+            "echo $A, $B, $C, $PATH, $E",
         ],
     );
     // Evaluated as a shell sourcing it would in the container (Apptainer's way): its PATH
     // the image's, not the host's; --env wins afterwards.
     let path = berth_runtime::DEFAULT_PATH;
-    assert_eq!(vars.ok(), format!("flag, two words, 1-x, /custom:{path}\n"));
+    assert_eq!(
+        vars.ok(),
+        format!("flag, two words, 1-x, /custom:{path}, d-e\n")
+    );
     std::fs::write(cwd.join("bad.env"), "A=1\nnot a variable\n").unwrap();
     let bad = f.berth(mode, &["exec", "--env-file", "bad.env", "busybox", "true"]);
     assert!(
@@ -979,10 +982,11 @@ fn apptainers_options_do_what_apptainer_does() {
             "busybox",
             "sh",
             "-c",
-            "id -u; echo made > made-as-root",
+            "id -u; echo $HOME $USER $LOGNAME; echo made > made-as-root",
         ],
     );
-    assert_eq!(out.ok(), "0\n");
+    // (Root's variables too, as Docker's `-u 0` has them.)
+    assert_eq!(out.ok(), "0\n/root root root\n");
     let made = std::fs::metadata(cwd.join("made-as-root")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), f.user.uid);
     f.import(Mode::Root);

@@ -281,7 +281,7 @@ pub fn translate(args: Vec<OsString>) -> Vec<OsString> {
                 rest = vec![only];
             }
             if head.len() == 1 {
-                apptainer_options(&mut rest[1..]);
+                apptainer_options(&mut rest, 1);
             }
             head
         }
@@ -435,10 +435,11 @@ pub fn run(args: AsArgs) -> Result<i32> {
     }
 }
 
-/// Apptainer's short options where berth's differ, before the image: `-e` is its
-/// --cleanenv (berth's --env, docker's), `-H` its --home.
-fn apptainer_options(words: &mut [OsString]) {
-    const VALUED: [&str; 13] = [
+/// Apptainer's short options where berth's differ, before the image (from `words[from]`):
+/// `-e` is its --cleanenv (berth's --env, docker's), `-H` its --home, and `-u` its
+/// --userns, which berth's containers always have (dropped).
+fn apptainer_options(words: &mut Vec<OsString>, from: usize) {
+    const VALUED: [&str; 17] = [
         "-B",
         "--bind",
         "--env",
@@ -452,12 +453,20 @@ fn apptainer_options(words: &mut [OsString]) {
         "--gpus",
         "--network",
         "--user",
+        "--hostname",
+        "--cwd",
+        "--shell",
+        "-s",
     ];
-    let mut i = 0;
+    let mut i = from;
     while let Some(word) = words.get_mut(i) {
         match word.to_str() {
             Some("-e") => *word = "--cleanenv".into(),
             Some("-H") => *word = "--home".into(),
+            Some("-u" | "--userns") => {
+                words.remove(i);
+                continue;
+            }
             Some(w) if VALUED.contains(&w) => i += 1,
             Some(w) if w.starts_with('-') => {}
             // The image.
@@ -895,6 +904,14 @@ mod tests {
             (
                 "apptainer shell --env A=1 -e x",
                 "berth shell --env A=1 --cleanenv x",
+            ),
+            (
+                "apptainer exec -u --hostname h --cwd /etc -e --userns x -u",
+                "berth exec --hostname h --cwd /etc --cleanenv x -u",
+            ),
+            (
+                "apptainer shell -s /bin/sh -e x",
+                "berth shell -s /bin/sh --cleanenv x",
             ),
             ("berth as apptainer --debug shell x", "berth shell x"),
             (

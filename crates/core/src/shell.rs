@@ -21,6 +21,8 @@ pub enum ShellError {
     Unclosed,
     /// A `${...}` form other than those above.
     Unsupported(String),
+    /// A word after the assignments that is none (`A=1 cmd`: a command run with A set).
+    Trailing(String),
 }
 
 impl fmt::Display for ShellError {
@@ -34,18 +36,23 @@ impl fmt::Display for ShellError {
                 f,
                 "${{{form}}}: berth knows $NAME, ${{NAME}}, ${{NAME:-word}}, ${{NAME-word}}, ${{NAME:+word}} and ${{NAME+word}}"
             ),
+            ShellError::Trailing(word) => write!(
+                f,
+                "{word:?} after the assignments would be a command, which berth does not run (a value with blanks is quoted: A=\"x y\")"
+            ),
         }
     }
 }
 
-/// The assignment on `line` (`NAME=value`, `export ` before it allowed), its value evaluated
-/// with `lookup` for the variables it names. `None` for a line that assigns nothing: blank,
-/// a comment, or another command (`unset X`, `if ...`), which files sourced by a shell may
+/// The assignments on `line` (`NAME=value`, several apart as a shell has them: `A=1 B=$A`;
+/// `export ` before them allowed), each value evaluated with `lookup` and the assignments
+/// before it for the variables it names. `None` for a line that assigns nothing: blank, a
+/// comment, or another command (`unset X`, `if ...`), which files sourced by a shell may
 /// hold and which berth leaves out.
-pub fn assignment(
+pub fn assignments(
     line: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Option<Result<(String, String), ShellError>> {
+) -> Option<Result<Vec<(String, String)>, ShellError>> {
     let line = line.trim();
     let line = line.strip_prefix("export").map_or(line, |rest| {
         if rest.starts_with([' ', '\t']) {
@@ -54,18 +61,39 @@ pub fn assignment(
             line
         }
     });
-    let (name, value) = line.split_once('=')?;
+    let (name, mut rest) = line.split_once('=')?;
     if !is_name(name) {
         return None;
     }
-    Some(
-        Parser {
-            rest: value,
-            lookup,
+    let mut set: Vec<(String, String)> = Vec::new();
+    let mut name = name.to_string();
+    loop {
+        let known = |n: &str| {
+            (set.iter().rev().find(|(k, _)| k == n))
+                .map(|(_, v)| v.clone())
+                .or_else(|| lookup(n))
+        };
+        let mut parser = Parser {
+            rest,
+            lookup: &known,
+        };
+        let value = match parser.word(None) {
+            Ok(value) => value,
+            Err(e) => return Some(Err(e)),
+        };
+        let after = parser.rest.trim_start();
+        set.push((name, value));
+        if after.is_empty() || after.starts_with('#') {
+            return Some(Ok(set));
         }
-        .word(None)
-        .map(|v| (name.to_string(), v)),
-    )
+        match after.split_once('=').filter(|(n, _)| is_name(n)) {
+            Some((next, value)) => (name, rest) = (next.to_string(), value),
+            None => {
+                let word = after.split_whitespace().next().unwrap_or(after);
+                return Some(Err(ShellError::Trailing(word.to_string())));
+            }
+        }
+    }
 }
 
 /// Whether `name` is a shell variable's name.
@@ -214,13 +242,18 @@ mod tests {
     use super::*;
 
     fn eval(line: &str) -> Option<Result<(String, String), ShellError>> {
+        let one = |set: Vec<(String, String)>| set.into_iter().next().unwrap();
+        assignments_of(line).map(|r| r.map(one))
+    }
+
+    fn assignments_of(line: &str) -> Option<Result<Vec<(String, String)>, ShellError>> {
         let known = |name: &str| match name {
             "PATH" => Some("/usr/bin:/bin".to_string()),
             "EMPTY" => Some(String::new()),
             "HOME" => Some("/home/ann".to_string()),
             _ => None,
         };
-        assignment(line, &known)
+        assignments(line, &known)
     }
 
     fn value(line: &str) -> String {
@@ -270,6 +303,21 @@ mod tests {
         assert_eq!(value("A=$1x"), "$1x");
         assert_eq!(value("A="), "");
         assert_eq!(value("export\tA=1"), "1");
+        // Several on a line, each seeing those before it.
+        let pairs = |p: &[(&str, &str)]| {
+            Some(Ok(p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()))
+        };
+        assert_eq!(
+            assignments_of("export A=1 B=\"$A 2\"\tC=$HOME # x"),
+            pairs(&[("A", "1"), ("B", "1 2"), ("C", "/home/ann")])
+        );
+        assert_eq!(
+            assignments_of("A=1 B=2 cmd arg"),
+            Some(Err(ShellError::Trailing("cmd".into())))
+        );
     }
 
     #[test]

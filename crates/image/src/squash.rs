@@ -331,11 +331,13 @@ pub fn read_environment(text: &str, env: &mut Vec<String>) {
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_string));
             value.or_else(|| (name == "PATH").then(|| shell::DEFAULT_PATH.to_string()))
         };
-        let Some(Ok((name, value))) = shell::assignment(line, &known) else {
+        let Some(Ok(set)) = shell::assignments(line, &known) else {
             continue;
         };
-        env.retain(|kv| kv.split('=').next() != Some(name.as_str()));
-        env.push(format!("{name}={value}"));
+        for (name, value) in set {
+            env.retain(|kv| kv.split('=').next() != Some(name.as_str()));
+            env.push(format!("{name}={value}"));
+        }
     }
 }
 

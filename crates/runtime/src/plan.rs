@@ -427,7 +427,17 @@ pub fn plan(
         None => identity,
     };
 
-    let mut env = environment(host_env, image, options, &identity)?;
+    // Root inside (--fakeroot, a user's `-u 0`) is root to the programs too, as Docker's
+    // `-u 0` and Apptainer's --fakeroot have it: HOME, USER and LOGNAME are root's.
+    let as_seen = match options.remap_root {
+        true => Identity {
+            user: "root".into(),
+            home: "/root".into(),
+            ..identity.clone()
+        },
+        false => identity.clone(),
+    };
+    let mut env = environment(host_env, image, options, &as_seen)?;
     let gpu = match &options.gpus {
         Some(request) => {
             let injection = gpu::discover(Path::new("/"), request)?;

@@ -321,10 +321,14 @@ fn task_env(launch: &StepLaunch, base: &[String], local: usize) -> Vec<String> {
     let layout = launch.layout();
     let n = layout.iter().map(|(_, t)| t).sum::<u32>().to_string();
     let rank = launch.first_rank() + local;
-    let slot = launch.pbs_slots.get(rank).copied().unwrap_or(berth_api::PbsSlot {
-        node: launch.node_index as u32,
-        vnode: rank as u32,
-    });
+    let slot = launch
+        .pbs_slots
+        .get(rank)
+        .copied()
+        .unwrap_or(berth_api::PbsSlot {
+            node: launch.node_index as u32,
+            vnode: rank as u32,
+        });
     let (pbs_node, vnode) = (slot.node.to_string(), slot.vnode.to_string());
     let rank = rank.to_string();
     let local = local.to_string();
