@@ -2676,8 +2676,17 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         (None, true) => Some('K'),
         (None, false) => None,
     };
+    // The cluster's name, asked for once if a line shows it.
+    let cluster = std::cell::OnceCell::new();
     let sized = |name: &str, value: String| match (unit, name) {
         (Some(unit), "MaxRSS" | "ReqMem") => in_unit(&value, unit, !args.noconvert),
+        (_, "Cluster") => cluster
+            .get_or_init(|| {
+                let config: Result<berth_api::ConfigInfo> =
+                    crate::client::request("GET", "/v1/config", None::<&()>);
+                config.map_or(String::new(), |c| c.cluster_name)
+            })
+            .clone(),
         _ => value,
     };
     let _ = &args.clusters;
@@ -3235,6 +3244,7 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("ReqTRES", 30),
     ("Reserved", 10),
     ("Planned", 10),
+    ("Cluster", 10),
     // Slurm's, which berth does not record: empty, so that a SACCT_FORMAT naming them
     // still gives the rest.
     ("MaxVMSize", 10),
@@ -3250,7 +3260,6 @@ const ACCOUNTING: &[(&str, usize)] = &[
     ("AveDiskRead", 12),
     ("AveDiskWrite", 12),
     ("ConsumedEnergy", 14),
-    ("Cluster", 10),
     ("Layout", 10),
     ("AssocID", 10),
     ("Flags", 10),

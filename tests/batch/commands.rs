@@ -2021,7 +2021,29 @@ fn a_drain_with_its_reason_outlives_the_controller() {
             out.stderr
         );
     }
+    // A node with a job on it drains (sinfo -t drain: draining or drained), then is drained.
+    let sleeper = c.submit(
+        Mode::Rootless,
+        "busy.sh",
+        "#!/bin/sh\n#BERTH --image busybox\nsleep 300\n",
+        &[],
+    );
+    c.wait_for(sleeper, &["RUNNING"]);
     scontrol(&c, Mode::Root, &[&name, "State=DRAIN", "Reason=new disks"]).ok();
+    let in_state = |c: &Cluster, state: &str| {
+        let sinfo = ["as", "sinfo", "-N", "-h", "-t", state, "-o", "%T %N"];
+        c.berth(Mode::Rootless, &sinfo).ok().trim().to_string()
+    };
+    assert_eq!(in_state(&c, "drain"), format!("draining {node}"));
+    assert_eq!(in_state(&c, "drained"), "");
+    c.berth(Mode::Rootless, &["cancel", &sleeper.to_string()])
+        .ok();
+    c.wait_for(sleeper, &["CANCELLED"]);
+    wait_until(
+        20,
+        || in_state(&c, "DRAIN") == format!("drained {node}"),
+        || format!("not drained: {}", in_state(&c, "drain")),
+    );
     let reasons = |c: &Cluster| {
         c.berth(Mode::Rootless, &["as", "sinfo", "-R"])
             .ok()

@@ -1331,9 +1331,9 @@ fn the_queue_prints_as_squeue_formats() {
     );
     let sacct = c.berth(
         Mode::Rootless,
-        &["history", "-j", &id, "-nP", "-o", "Comment"],
+        &["history", "-j", &id, "-nP", "-o", "Comment,Cluster"],
     );
-    assert_eq!(sacct.ok(), "run 8\n");
+    assert_eq!(sacct.ok(), "run 8|berth\n");
     assert_eq!(q(&["-h", "-o", "%k", "-j", &array.to_string()]), "(null)\n");
     // Its size and files, while it waits (scontrol update NumTasks=, MinMemoryNode=,
     // StdOut=); a size no node has is refused, as is what cannot change.

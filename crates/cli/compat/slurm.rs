@@ -92,19 +92,25 @@ pub fn sinfo(mut words: Vec<String>) -> Result<i32> {
     let all: Vec<berth_api::Reservation> =
         crate::client::request("GET", "/v1/reservations", None::<&()>)?;
     mark_reserved(&mut nodes, &all, berth_controller::now());
+    // (`drain` is either drained or draining, as sinfo's -t has it.)
     let wanted_states: Vec<String> = states
         .iter()
         .flat_map(|s| s.split(','))
-        .map(|s| long_state(&s.to_ascii_lowercase()).to_string())
+        .map(|s| match s.to_ascii_lowercase().as_str() {
+            "drain" => "drain".to_string(),
+            s => long_state(s).to_string(),
+        })
         .collect();
     if let Some(unknown) = wanted_states
         .iter()
-        .find(|s| !LONG_STATES.contains(&s.as_str()))
+        .find(|s| !LONG_STATES.contains(&s.as_str()) && *s != "drain")
     {
         bail!("-t {unknown}: berth's node states are idle, reserved, mixed, allocated, down, drained and draining (or idle, resv, mix, alloc, down, drain, drng)");
     }
     nodes.retain(|n| {
-        wanted_states.is_empty() || wanted_states.contains(&long_state_of(n).to_string())
+        let state = long_state_of(n).to_string();
+        let drain = drained(n) && wanted_states.iter().any(|s| s == "drain");
+        wanted_states.is_empty() || wanted_states.contains(&state) || drain
     });
     let mut parts: Vec<PartitionInfo> =
         crate::client::request("GET", "/v1/partitions", None::<&()>)?;

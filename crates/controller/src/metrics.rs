@@ -223,7 +223,7 @@ impl Controller {
         out.family(
             "berth_node_state",
             "gauge",
-            "Each node's state (idle, mixed, allocated, down, drain): 1 for the state it is in.",
+            "Each node's state (idle, mixed, allocated, down, draining, drained): 1 for the state it is in.",
             nodes.iter().map(|n| {
                 (
                     vec![("node", n.name.clone()), ("state", n.state.clone())],
