@@ -4785,6 +4785,25 @@ images = ["cuda/*"]
     let Some(c) = Cluster::start_with_config(Some(config)) else {
         return;
     };
+    // The per-user limits as PBS's and LSF's queues show them.
+    let queue = c.berth(Mode::Rootless, &["as", "qstat", "-Q", "-f", "normal"]);
+    assert!(
+        queue.ok().contains("    max_queued = [u:PBS_GENERIC=3]\n")
+            && queue
+                .stdout
+                .contains("    max_run_res.ncpus = [u:PBS_GENERIC=1]\n"),
+        "{}",
+        queue.stdout
+    );
+    let queue = c.berth(Mode::Rootless, &["as", "bqueues", "normal"]);
+    let row: Vec<&str> = queue
+        .ok()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[4], "1", "JL/U: {}", queue.stdout);
     let out = c.try_submit(Mode::Rootless, "gpu.sh", HELLO, &["-p", "gpu"]);
     assert_eq!(out.code, 125);
     assert!(

@@ -916,9 +916,12 @@ pub struct PartitionInfo {
     /// Its priority in the configuration (bqueues' PRIO).
     #[serde(default)]
     pub priority: u32,
-    /// How many jobs one user may have in it (`max_jobs_per_user`).
+    /// How many jobs one user may have in it, waiting or running (`max_jobs_per_user`).
     #[serde(default)]
     pub max_jobs_per_user: Option<u32>,
+    /// How many CPUs one user's running jobs may hold in it at once (`max_cpus_per_user`).
+    #[serde(default)]
+    pub max_cpus_per_user: Option<u32>,
 }
 
 /// `POST /v1/tokens` (Unix socket only): a token for the API over TCP.

@@ -1583,7 +1583,8 @@ pub fn bqueues(mut words: Vec<String>) -> Result<i32> {
             p.priority,
             status,
             "-",
-            number_or_dash(p.max_jobs_per_user),
+            // (JL/U: the slots one user's running jobs may hold.)
+            number_or_dash(p.max_cpus_per_user),
             "-",
             "-",
             pend + run + susp,

@@ -1062,8 +1062,12 @@ fn qstat_queues(names: &[String], full: bool, limits: bool) -> Result<i32> {
                     walltime(default)
                 )?;
             }
+            // PBS's per-user limits: jobs queued (waiting or running), CPUs running.
             if let Some(n) = p.max_jobs_per_user {
-                writeln!(out, "    max_run = [u:PBS_GENERIC={n}]")?;
+                writeln!(out, "    max_queued = [u:PBS_GENERIC={n}]")?;
+            }
+            if let Some(n) = p.max_cpus_per_user {
+                writeln!(out, "    max_run_res.ncpus = [u:PBS_GENERIC={n}]")?;
             }
             writeln!(out, "    enabled = {up}")?;
             writeln!(out, "    started = {up}\n")?;

@@ -1380,6 +1380,7 @@ mod tests {
             state: "up".into(),
             priority: 1,
             max_jobs_per_user: None,
+            max_cpus_per_user: None,
         }
     }
 

@@ -2869,13 +2869,13 @@ impl Controller {
     pub fn partitions(&self) -> Vec<berth_api::PartitionInfo> {
         self.partition_views()
             .into_iter()
-            .map(|p| berth_api::PartitionInfo {
-                max_jobs_per_user: self
-                    .settings
-                    .partitions
-                    .iter()
-                    .find(|rules| rules.name == p.name)
-                    .and_then(|rules| rules.max_jobs_per_user),
+            .map(|p| {
+                let rules = (self.settings.partitions.iter()).find(|rules| rules.name == p.name);
+                (p, rules)
+            })
+            .map(|(p, rules)| berth_api::PartitionInfo {
+                max_jobs_per_user: rules.and_then(|r| r.max_jobs_per_user),
+                max_cpus_per_user: rules.and_then(|r| r.max_cpus_per_user),
                 name: p.name,
                 default: p.default,
                 nodes: p.nodes,
