@@ -2061,6 +2061,13 @@ fn a_drain_with_its_reason_outlives_the_controller() {
         "{before}"
     );
     assert!(lines[1].ends_with(&format!(" {node}")), "{before}");
+    // The same from sinfo's own fields (-R is `%E %u %H %N`); %A counts no node in use.
+    let stamp = &lines[1][31..50];
+    let fields = ["as", "sinfo", "-h", "-o", "%E|%u|%H|%A|%N"];
+    assert_eq!(
+        c.berth(Mode::Rootless, &fields).ok(),
+        format!("new disks|root|{stamp}|0/0|{node}\n")
+    );
     // Killed and started again: still drained, for the same reason, by the same hand.
     c.kill();
     c.up();

@@ -12,7 +12,7 @@ const SINFO_USAGE: &str =
     "sinfo [-N] [-l] [-s] [-R] [-T] [-h] [-o FORMAT | -O NAME[:SIZE],...] [-p PARTITION,...] [-n NODES] [-t STATES,...] [--json]";
 
 /// The fields `sinfo -o` knows.
-const FIELDS: &str = "PRalLtTDNncCmeOGfEFswdrhgzXYZ";
+const FIELDS: &str = "PRalLtTDNncCmeOGfEuHAFswdrhgzXYZ";
 
 /// sinfo's `--Format` names, and the `-o` letter each stands for.
 const FORMAT_NAMES: &[(&str, char)] = &[
@@ -35,6 +35,9 @@ const FORMAT_NAMES: &[(&str, char)] = &[
     ("features", 'f'),
     ("reason", 'E'),
     ("nodeaiot", 'F'),
+    ("nodeai", 'A'),
+    ("user", 'u'),
+    ("timestamp", 'H'),
     ("size", 's'),
     ("weight", 'w'),
     ("disk", 'd'),
@@ -321,6 +324,9 @@ fn header(letter: char) -> &'static str {
         'f' => "AVAIL_FEATURES",
         'E' => "REASON",
         'F' => "NODES(A/I/O/T)",
+        'A' => "NODES(A/I)",
+        'u' => "USER",
+        'H' => "TIMESTAMP",
         's' => "JOB_SIZE",
         'w' => "WEIGHT",
         'd' => "TMP_DISK",
@@ -396,6 +402,21 @@ fn field(letter: char, row: &Row) -> String {
         ),
         'f' => listed(&|n| n.features.join(","), "(null)"),
         'E' => listed(&|n| n.reason.clone().unwrap_or_default(), "none"),
+        // Who gave the reason, and when (sinfo -R's columns).
+        'u' => listed(&|n| n.reason_user.clone().unwrap_or_default(), "Unknown"),
+        'H' => listed(
+            &|n| {
+                n.reason_time
+                    .map(super::slurm_timestamp)
+                    .unwrap_or_default()
+            },
+            "Unknown",
+        ),
+        'A' => format!(
+            "{}/{}",
+            count("alloc") + count("mix") + count("drng"),
+            count("idle")
+        ),
         'F' => format!(
             "{}/{}/{}/{}",
             count("alloc") + count("mix") + count("drng"),
