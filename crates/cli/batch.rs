@@ -309,7 +309,9 @@ pub struct HistoryArgs {
     /// Every user's jobs, not only your own (as sacct -a)
     #[arg(short = 'a', long = "allusers")]
     all_users: bool,
-    /// Only jobs that ended in these states (comma-separated)
+    /// Only jobs in these states (comma-separated) during the window -S and -E give (as
+    /// sacct's: from now to now unless they say; running or suspended at some time in it,
+    /// pending at some time in it, or having ended in it so); with -j, their states now
     #[arg(short = 's', short_alias = 't', long)]
     state: Option<String>,
     /// Only jobs of these names (comma-separated), as sacct's --name
@@ -2564,11 +2566,17 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         query.push("mine=true".into());
     }
     let states = long_states(&args.state)?;
-    if !states.is_empty() {
+    // States are those the jobs were in during the window (sacct's -s), not their last:
+    // all jobs of the window are asked for, and looked at here.
+    let windowed = !states.is_empty() && args.jobs.is_empty();
+    if !states.is_empty() && !windowed {
         query.push(format!("state={}", states.join(",")));
     }
-    // As sacct: from today's midnight unless a start or the jobs are given.
+    // As sacct: from today's midnight (with states, from now) unless a start or the jobs
+    // are given.
+    let now = berth_controller::now();
     let since = match (args.since, args.jobs.is_empty()) {
+        (None, true) if windowed => Some(now),
         (None, true) => Some(midnight()),
         (since, _) => since,
     };
@@ -2576,7 +2584,8 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         query.push(format!("since={s}"));
     }
     if let Some(u) = args.until {
-        query.push(format!("until={u}"));
+        // (In a window of states its end is in it: a job submitted then may have run then.)
+        query.push(format!("until={}", u + u64::from(windowed)));
     }
     let path = if query.is_empty() {
         "/v1/history".to_string()
@@ -2622,7 +2631,11 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
             && ran_on(j, on_nodes.as_deref())
             && charged_to(j, &args.accounts)
             && (args.partitions.is_empty() || args.partitions.contains(&j.partition))
-            && (states.is_empty() || states.contains(&j.state))
+            && match windowed {
+                true => (states.iter())
+                    .any(|s| was_in(j, s, since.unwrap_or(0), args.until.unwrap_or(now))),
+                false => states.is_empty() || states.contains(&j.state),
+            }
     });
     if args.truncate {
         for j in jobs.iter_mut().filter(|j| j.start_time.is_some()) {
@@ -2731,6 +2744,18 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Whether job `j` was in `state` at some time in `[from, to]`, as sacct's -s with a window
+/// asks: running or suspended in it, waiting in it, or having ended in it so.
+fn was_in(j: &JobInfo, state: &str, from: u64, to: u64) -> bool {
+    let overlaps = |start: u64, end: Option<u64>| start <= to && end.is_none_or(|e| e >= from);
+    match state {
+        "RUNNING" => j.start_time.is_some_and(|s| overlaps(s, j.end_time)),
+        "SUSPENDED" => (j.suspensions.iter()).any(|s| overlaps(s.start, s.end)),
+        "PENDING" => overlaps(j.submit_time, j.start_time.or(j.end_time)),
+        ended => j.state == ended && j.end_time.is_some_and(|e| from <= e && e <= to),
+    }
 }
 
 /// Job `j` as it was in an earlier run of its own (before a requeue), for its line.

@@ -1656,11 +1656,26 @@ fn history_prints_as_sacct_formats() {
             array
         )
     );
-    // States in sacct's compact forms too, with -j or without.
+    // States in sacct's compact forms too, with -j or without. Without -j they are those
+    // of the window (-S, -E; from now to now without them, as sacct's): a job that ran in
+    // it, whatever it became; one that ended in it so.
     assert_eq!(
-        h(&["-s", "f", "-n", "-P", "-o", "JobID,State"]),
+        h(&["-s", "f", "-S", "0", "-n", "-P", "-o", "JobID,State"]),
         format!("{failed}|FAILED\n{killed}|FAILED\n")
     );
+    let ran = c.show(failed);
+    let (start, end) = (ran["start_time"].to_string(), ran["end_time"].to_string());
+    let before = (ran["start_time"].as_u64().unwrap() - 1).to_string();
+    let window = |states: &str, from: &str, to: &str| {
+        let ids = h(&[
+            "-s", states, "-S", from, "-E", to, "-n", "-X", "-P", "-o", "JobID",
+        ]);
+        ids.lines().any(|id| id == failed.to_string())
+    };
+    assert!(window("R", &start, &start), "running at its start");
+    assert!(!window("F", "0", &before), "failed before its end");
+    assert!(window("F", &end, &end), "failed at its end");
+    assert!(!window("CD,CA", &end, &end), "neither");
     assert_eq!(
         h(&["-j", &ids, "-s", "CD,f", "-n", "-P", "-o", "JobID"]),
         format!("{failed}\n{array}_1\n{}_2\n", array)
@@ -1719,7 +1734,9 @@ fn history_prints_as_sacct_formats() {
             "--name",
             "fail.sh,other",
             "-s",
-            "FAILED"
+            "FAILED",
+            "--starttime",
+            "now-1hour"
         ]),
         format!("{failed}|FAILED\n")
     );
