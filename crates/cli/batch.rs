@@ -2746,6 +2746,13 @@ pub fn history(args: HistoryArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The most memory job `j` used: its cgroup's peak, or a step's if that says more (a step's
+/// tasks' resident sets count the pages they share, which the cgroup charges elsewhere).
+pub fn peak_memory(j: &JobInfo) -> Option<u64> {
+    let steps = (j.steps.iter()).filter_map(|s| s.usage.map(|u| u.max_rss_bytes));
+    j.max_rss_bytes.into_iter().chain(steps).max()
+}
+
 /// Whether job `j` was in `state` at some time in `[from, to]`, as sacct's -s with a window
 /// asks: running or suspended in it, waiting in it, or having ended in it so.
 fn was_in(j: &JobInfo, state: &str, from: u64, to: u64) -> bool {
@@ -3318,7 +3325,7 @@ fn accounting(name: &str, j: &JobInfo) -> String {
         },
         "UserCPU" => j.user_cpu_usec.map_or("-".into(), cpu_time),
         "SystemCPU" => j.system_cpu_usec.map_or("-".into(), cpu_time),
-        "MaxRSS" => j.max_rss_bytes.map_or(String::new(), slurm_size),
+        "MaxRSS" => peak_memory(j).map_or(String::new(), slurm_size),
         // The allocation's line has no tasks of its own to average over, as sacct's.
         "AveCPU" | "AveRSS" => String::new(),
         "NNodes" => j.nodes.len().max(1).to_string(),

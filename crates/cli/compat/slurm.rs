@@ -1274,7 +1274,7 @@ fn efficiency(
     );
     let used = match usage {
         Some(u) => u.max_memory_bytes(),
-        None => j.max_rss_bytes.unwrap_or(0),
+        None => crate::batch::peak_memory(j).unwrap_or(0),
     };
     // What it was given: its limit on each node, or without one each node's memory.
     let given: u64 = match j.memory {
@@ -1379,6 +1379,14 @@ mod tests {
             text.ends_with("Memory Efficiency: 0.45% of 8.00 GB\n"),
             "{text}"
         );
+        // A step's tasks that held more than the job's cgroup tells (pages they share): theirs.
+        let step = serde_json::json!({
+            "id": 0, "ntasks": 1, "command": "sim", "start_time": 100, "node": "n1",
+            "usage": {"user_usec": 1, "system_usec": 1, "max_rss_bytes": 50u64 << 20},
+        });
+        let stepped = job(serde_json::json!({"steps": [step]}));
+        let text = efficiency(&stepped, None, &nodes);
+        assert!(text.contains("Memory Utilized: 50.00 MB\n"), "{text}");
         // One a signal ended: exit code 0, as sacct's 0:9.
         let killed = job(serde_json::json!({"state": "FAILED", "exit_code": 137, "signal": 9}));
         let text = efficiency(&killed, None, &nodes);
