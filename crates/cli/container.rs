@@ -480,7 +480,18 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
         anyhow::bail!("{image}: berth runs images from its store, image files and directories, and docker:// (OCI registries); {scheme}:// is not one of them");
     }
     if !berth_core::job::image_is_file(image) {
-        return Ok(Named::Stored(Box::new(store.resolve(image)?)));
+        // A name the store lacks that is a file or directory here (`sandbox`): that, as
+        // Apptainer takes it; one that is both is the store's, said so.
+        let here = std::path::Path::new(image).exists();
+        return match store.resolve(image) {
+            Err(_) if here => named(settings, store, &format!("./{image}")),
+            found => {
+                if here && found.is_ok() {
+                    berth_core::say!("berth: {image} is an image in the store and a file here: running the store's (./{image} runs the file)");
+                }
+                Ok(Named::Stored(Box::new(found?)))
+            }
+        };
     }
     let path = match std::fs::canonicalize(image) {
         Ok(path) => path,

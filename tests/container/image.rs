@@ -472,6 +472,25 @@ fn image_files_and_directories_run_as_apptainer_runs_them() {
             "{mode:?}"
         );
     }
+    // Named as Apptainer's users name one here: `sbx/`, or `sbx` where the store has none
+    // of that name (one that has it runs its own, saying so).
+    std::os::unix::fs::symlink(&tree, f.cwd(Mode::Rootless).join("sbx")).unwrap();
+    for name in ["sbx/", "sbx"] {
+        let dir = f.berth(Mode::Rootless, &["exec", name, "ls", "/.singularity.d"]);
+        assert_eq!(dir.ok(), "runscript\n", "{name}");
+    }
+    f.import(Mode::Rootless);
+    f.berth(Mode::Rootless, &["image", "tag", "busybox", "sbx"])
+        .ok();
+    let both = f.berth(Mode::Rootless, &["exec", "sbx", "ls", "/.singularity.d"]);
+    assert!(
+        both.code != 0
+            && both
+                .stderr
+                .contains("running the store's (./sbx runs the file)"),
+        "{}",
+        both.stderr
+    );
     // The file changes: imported again, in place of the first.
     std::fs::write(&runscript, "#!/bin/sh\necho changed\n").unwrap();
     let squashfs = std::fs::read(f.squashfs_of(&tree, "app2.sqsh")).unwrap();

@@ -258,8 +258,8 @@ pub enum ImageOrigin {
 }
 
 /// Whether an image a job or container names is meant as an image file (or directory): it
-/// starts like a path, or ends like an image file (no image name in a store or registry
-/// does either).
+/// starts like a path, ends like an image file, or ends with `/` (a directory: `sandbox/`);
+/// no image name in a store or registry does any of these.
 pub fn image_is_file(image: &str) -> bool {
     const FILES: [&str; 16] = [
         ".sif",
@@ -279,7 +279,9 @@ pub fn image_is_file(image: &str) -> bool {
         ".tbz",
         ".oci",
     ];
-    image.starts_with(['/', '.']) || FILES.iter().any(|x| image.ends_with(x))
+    image.starts_with(['/', '.'])
+        || image.ends_with('/')
+        || FILES.iter().any(|x| image.ends_with(x))
 }
 
 /// Who gets a job's warning signal.
