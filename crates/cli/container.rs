@@ -520,16 +520,9 @@ fn named(settings: &Settings, store: &berth_image::Store, image: &str) -> Result
 pub fn file_image_name(path: &std::path::Path, meta: &std::fs::Metadata) -> (String, String) {
     use std::os::unix::fs::MetadataExt;
     let hash = |text: String| berth_image::Digest::of(text.as_bytes()).hex()[..16].to_string();
-    let stem: String = path
-        .file_stem()
-        .map_or(String::new(), |s| s.to_string_lossy().to_lowercase())
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '-',
-        })
-        .collect();
-    let stem = stem.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let stem = (path.file_stem()).map_or(String::new(), |s| {
+        berth_image::component_of(&s.to_string_lossy())
+    });
     let repository = format!(
         "file/{}{}",
         if stem.is_empty() {

@@ -25,7 +25,7 @@ pub use archive::{host_arch, tar_directory};
 pub use digest::{is_sha256_hex, Digest};
 pub use error::ImageError;
 pub use flatten::{FlattenStats, Layer};
-pub use reference::Reference;
+pub use reference::{component_of, Reference};
 pub use registry::{credentials_from, login, remove_credentials, PullReference, RegistryOptions};
 pub use squash::{build as build_squashfs, Owner, MOUNT_POINTS};
 pub use store::{ImageConfig, ImageRecord, ImportOptions, Store};

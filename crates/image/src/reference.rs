@@ -36,31 +36,32 @@ impl Reference {
         if repository.is_empty() {
             return Err(invalid("the name is empty"));
         }
-        if tag.is_empty()
-            || tag.len() > 128
-            || !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        if tag.len() > 128
+            || !tag.bytes().next().is_some_and(word)
+            || !tag.bytes().all(|b| word(b) || b".-".contains(&b))
         {
             return Err(invalid(
-                "a tag is 1 to 128 letters, digits, '_', '.' or '-'",
+                "a tag is 1 to 128 letters, digits, '_', '.' or '-', and starts with none of '.' and '-'",
             ));
         }
+        if repository.len() > 255 {
+            return Err(invalid("a name is at most 255 characters"));
+        }
+        // Docker's grammar: a registry host first where the name has one (`HOST[:PORT]/`),
+        // then components of lower-case letters and digits, each part of one joined to the
+        // next by '.', '_', '__' or dashes.
         let components_ok = repository.split('/').enumerate().all(|(i, c)| {
             let host = i == 0
                 && repository.contains('/')
                 && (c.contains('.') || c.contains(':') || c == "localhost");
-            !c.is_empty()
-                && c.bytes().all(|b| {
-                    b.is_ascii_lowercase()
-                        || b.is_ascii_digit()
-                        || b"._-".contains(&b)
-                        || (host && (b == b':' || b.is_ascii_uppercase()))
-                })
-                && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            match host {
+                true => is_host(c),
+                false => is_component(c),
+            }
         });
         if !components_ok {
-            return Err(invalid("use lower-case letters, digits and '.', '_', '-' separated by '/', e.g. lab/openfoam:2.3.0"));
+            return Err(invalid("use lower-case letters and digits, joined by '.', '_', '__' or '-' and separated by '/' (after a registry HOST[:PORT]/), e.g. lab/openfoam:2.3.0"));
         }
         // Docker Hub's names in their familiar form.
         let hub = ["docker.io/", "index.docker.io/"]
@@ -85,6 +86,57 @@ impl Reference {
             None => format!(":{}", self.tag),
         }
     }
+}
+
+/// A path component of Docker's grammar: lower-case letters and digits, runs of them joined
+/// by one separator ('.', '_', '__' or any number of '-').
+pub fn is_component(c: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = c.as_bytes();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    (bytes.split(alnum).filter(|s| !s.is_empty()))
+        .all(|sep| matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&b| b == b'-'))
+}
+
+/// A registry host of Docker's grammar: dot-separated labels of letters, digits and inner
+/// dashes, and a port of digits after a ':'.
+fn is_host(c: &str) -> bool {
+    let (host, port) = match c.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (c, None),
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.split('.').all(label)
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A path component made of `text` (a file's name, say): each run of characters no
+/// component has, or of separators no component has together, becomes one '-'; empty where
+/// `text` has no letter or digit.
+pub fn component_of(text: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in text.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if !run.is_empty() && !out.is_empty() {
+                let kept =
+                    matches!(run.as_str(), "." | "_" | "__") || run.chars().all(|c| c == '-');
+                out.push_str(if kept { &run } else { "-" });
+            }
+            run.clear();
+            out.push(c);
+        } else {
+            run.push(c);
+        }
+    }
+    out
 }
 
 impl Reference {
@@ -126,9 +178,27 @@ mod tests {
             "a:ta g",
             "a@sha256:12",
             "docker.io/",
+            // Docker's grammar refuses these too.
+            "x:-tag",
+            "x:.tag",
+            "a___b:1",
+            "a.-b:1",
+            "ab-:1",
+            "ab.:1",
+            "a:b:c/x:1",
+            "-host.io/x",
+            "host.io:/x",
+            "host-1.io:5000/A/b",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
+        for good in ["a__b", "a--b_c.d", "x:_tag", "Host.IO:5000/a/b-c:V_1"] {
+            assert!(Reference::parse(good).is_ok(), "{good}");
+        }
+        assert_eq!(component_of("My App..v2 (final)"), "my-app-v2-final");
+        assert_eq!(component_of("a__b.c--d"), "a__b.c--d");
+        assert_eq!(component_of("...x"), "x");
+        assert!(is_component(&component_of("a._b")));
         // Docker Hub's spellings of one name are one.
         for hub in [
             "busybox",
