@@ -74,7 +74,8 @@ pub enum ImageCommand {
         /// From the cluster's store (users: their own uploads, users/USER/...)
         #[arg(long)]
         cluster: bool,
-        /// Remove an image named by its id with all its names (as docker rmi -f)
+        /// Remove an image named by its id with all its names, and a name of an image in use
+        /// (which stays, nameless, until pruned), as docker rmi -f
         #[arg(short, long)]
         force: bool,
     },
@@ -660,7 +661,16 @@ pub fn run(settings: &Settings, cmd: ImageCommand) -> Result<()> {
                         before.names.join(", ")
                     );
                 }
-                let deleted = store.remove(image, |r| in_use(&store, r))?;
+                let deleted = match store.remove(image, |r| in_use(&store, r)) {
+                    // Forced, a name goes all the same (docker rmi -f's way): the image
+                    // stays, nameless, while in use.
+                    Err(berth_image::ImageError::InUse { by, .. }) if force && name.is_some() => {
+                        store.untag(image)?;
+                        berth_core::say!("berth: the image stays while in use by a running container ({by}): berth image prune removes it afterwards");
+                        Vec::new()
+                    }
+                    removed => removed?,
+                };
                 for untagged in name
                     .as_ref()
                     .map_or(&before.names[..], std::slice::from_ref)

@@ -768,6 +768,18 @@ impl Store {
         Ok(vec![record.id])
     }
 
+    /// Takes the name `name` off its image whatever uses it: the image stays, nameless, and
+    /// goes with a prune once nothing uses it (as `docker rmi -f NAME` leaves the image of a
+    /// container).
+    pub fn untag(&self, name: &str) -> Result<(), ImageError> {
+        let name = Reference::parse(name)?.to_string();
+        let found = self.update_refs(|refs| refs.remove(&name).is_some())?;
+        match found {
+            true => Ok(()),
+            false => Err(ImageError::NotFound(name)),
+        }
+    }
+
     /// Deletes images without a name, but those that `busy` says a running container uses,
     /// and leftovers of interrupted imports.
     pub fn prune(

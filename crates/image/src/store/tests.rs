@@ -440,6 +440,11 @@ fn remove_and_prune() {
         "{e}"
     );
     assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
+    // Untagged all the same (rm --force): the image stays, nameless, until pruned.
+    store.tag("lab/app:1", "used:1").unwrap();
+    store.untag("used:1").unwrap();
+    assert!(store.untag("used:1").is_err());
+    assert_eq!(store.resolve(id.short()).unwrap().names, vec!["lab/app:1"]);
     // Removing the last name deletes it, unpacked copy included.
     assert_eq!(
         store.remove("lab/app:1", |_| None).unwrap(),
