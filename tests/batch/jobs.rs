@@ -558,6 +558,23 @@ fn bad_submissions_are_refused_with_the_reason() {
         );
     }
     assert_eq!(c.berth(Mode::Root, &["queue", "--json"]).ok().trim(), "[]");
+    // Scripts up to 4 MiB, as Slurm's (its quotes written twice as long in the request);
+    // past that, refused with the size and the limit.
+    let big = |lines: usize| {
+        let line = ": \"padding\" \"padding\" \"padding\" \"padding\" \"padding\"\n";
+        format!("#!/bin/sh\n#BERTH --image busybox\n{}", line.repeat(lines))
+    };
+    let held = c.submit(Mode::Rootless, "big.sh", &big(60_000), &["--hold"]);
+    c.berth(Mode::Rootless, &["cancel", &held.to_string()]).ok();
+    let out = c.try_submit(Mode::Rootless, "big.sh", &big(90_000), &["--hold"]);
+    assert!(
+        out.code == 125
+            && out
+                .stderr
+                .contains("big.sh: 4680033 bytes: berth takes batch scripts of up to 4 MiB"),
+        "{}",
+        out.stderr
+    );
     // Malformed API requests get a JSON 4xx, and the controller stays up.
     let answer = c.raw(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{\"nope\":1");
     assert!(

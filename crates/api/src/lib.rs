@@ -979,6 +979,9 @@ pub struct PbsSlot {
     pub vnode: u32,
 }
 
+/// The largest batch script berth takes, bytes (Slurm's default max_script_size).
+pub const MAX_SCRIPT_BYTES: usize = 4 << 20;
+
 /// `berth step` asking the node agent to start a step: one JSON line on the step socket, sent
 /// with the client's stdin, stdout and stderr as SCM_RIGHTS descriptors, which the tasks
 /// inherit (their output goes straight to the client's files or terminal).

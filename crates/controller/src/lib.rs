@@ -1249,6 +1249,14 @@ impl Controller {
                 req.script_name
             )));
         }
+        if req.script.len() > berth_api::MAX_SCRIPT_BYTES {
+            return Err(ApiError::bad(format!(
+                "{}: {} bytes: berth takes batch scripts of up to {} MiB (as Slurm's max_script_size): have the script read its data from a file",
+                req.script_name,
+                req.script.len(),
+                berth_api::MAX_SCRIPT_BYTES >> 20
+            )));
+        }
         // The interpreter would be "/bin/sh\r": refused here, as sbatch refuses it, rather
         // than failing at the start with "not found".
         if let Some(at) = req.script.find("\r\n") {

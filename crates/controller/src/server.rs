@@ -1187,9 +1187,19 @@ pub fn openapi_json() -> String {
     text
 }
 
+/// The largest submission the API reads, bytes (see [`berth_api::MAX_SCRIPT_BYTES`]).
+const SUBMIT_LIMIT: usize = 6 * berth_api::MAX_SCRIPT_BYTES + (8 << 20);
+
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/v1/jobs", post(submit).get(queue))
+        // A submission carries its script (up to MAX_SCRIPT_BYTES, which JSON may write six
+        // times longer) and its submitter's environment.
+        .route(
+            "/v1/jobs",
+            post(submit)
+                .get(queue)
+                .layer(axum::extract::DefaultBodyLimit::max(SUBMIT_LIMIT)),
+        )
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/hold", post(hold))
