@@ -944,6 +944,10 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
         bail!("no batch script: name one, or give it on standard input (berth submit < job.sh)");
     };
     match std::fs::read(last) {
+        // (Its byte-order mark said as such.)
+        Ok(bytes) if bytes.starts_with(b"\xef\xbb\xbf") => Err(script_text(bytes, last)
+            .err()
+            .expect("a byte-order mark is refused")),
         Ok(_) => bail!("{last}: not a batch script: its first line must be #! and an interpreter, e.g. #!/bin/sh"),
         Err(e) => bail!("cannot read the batch script {last}: {e}"),
     }
@@ -951,15 +955,35 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
 
 /// A batch script on standard input (`berth submit < job.sh`): `None` if standard input is
 /// a terminal or holds no script.
-pub fn script_on_stdin() -> Option<String> {
+fn script_on_stdin() -> Result<Option<String>> {
     use std::io::{IsTerminal, Read};
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return None;
+        return Ok(None);
     }
-    let mut script = String::new();
-    stdin.read_to_string(&mut script).ok()?;
-    script.starts_with("#!").then_some(script)
+    let mut bytes = Vec::new();
+    if stdin.read_to_end(&mut bytes).is_err() || bytes.is_empty() {
+        return Ok(None);
+    }
+    let script = script_text(bytes, "stdin")?;
+    Ok(script.starts_with("#!").then_some(script))
+}
+
+/// A script's bytes as the text berth sends: refused, saying where and what to do, where
+/// it is no UTF-8 (a Latin-1 comment) or hides its first line behind a byte-order mark.
+pub fn script_text(bytes: Vec<u8>, name: &str) -> Result<String> {
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        bail!("{name}: it starts with a byte-order mark (EF BB BF), which hides its first line: remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' {name}) and submit it again");
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{name}: line {line} is not UTF-8 text (byte 0x{:02x}): berth takes scripts in UTF-8: convert it (iconv -f latin1 -t utf-8) and submit that",
+            bytes[at]
+        )
+    })
 }
 
 /// sbatch `--wrap=COMMAND` (or `--wrap COMMAND`) among `words`: the command, and the other
@@ -1102,12 +1126,13 @@ pub fn submit(args: SubmitArgs) -> Result<i32> {
         ),
         None => match split_script(&args.words) {
             Ok((path, options, script_args)) => {
-                let script = std::fs::read_to_string(&path)
+                let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
+                let script = script_text(bytes, &path.display().to_string())?;
                 ((path.clone(), Some(path)), options, script_args, script)
             }
             // No file names the script: it may be on standard input, every word an option.
-            Err(e) => match script_on_stdin() {
+            Err(e) => match script_on_stdin()? {
                 Some(script) => (
                     (PathBuf::from("stdin"), None),
                     args.words.clone(),

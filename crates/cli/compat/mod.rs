@@ -637,12 +637,13 @@ fn script_from_stdin(command: &str) -> Result<String> {
     if stdin.is_terminal() {
         bail!("{command}: no job: name a script or command, or give a script on standard input ({command} < job.sh)");
     }
-    let mut script = String::new();
+    let mut bytes = Vec::new();
     stdin
-        .read_to_string(&mut script)
+        .read_to_end(&mut bytes)
         .context("cannot read the job script from standard input")?;
+    let script = crate::batch::script_text(bytes, "stdin")?;
     if script.trim().is_empty() {
-        bail!("{command}: standard input holds no job script");
+        bail!("standard input holds no job script");
     }
     Ok(script)
 }

@@ -162,7 +162,10 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         (true, command) => (command_script(command), base_name(&command[0]), None),
         (false, []) => (script_from_stdin("qsub")?, "STDIN".to_string(), None),
         (false, [path]) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+            batch::script_text(
+                std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+                path,
+            )?,
             base_name(path),
             Some(path.into()),
         ),
