@@ -269,15 +269,23 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// How long a registry may keep berth waiting for its next bytes.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// How long its first answer (`/v2/`, over HTTPS, then HTTP where allowed) may take.
+const PING_LIMIT: Duration = Duration::from_secs(15);
+
 impl Client {
     /// Connects to the registry of `reference` (pinging `/v2/`), choosing the scheme.
     pub(crate) fn connect(
         reference: &PullReference,
         options: &RegistryOptions,
     ) -> Result<Client, ImageError> {
-        let mut builder = reqwest::blocking::Client::builder()
+        // No limit on a whole transfer (a large layer takes what it takes), but on each wait
+        // for the registry's next bytes: one that stops answering is given up.
+        let stalled = reqwest::ClientBuilder::new().read_timeout(STALL_LIMIT);
+        let mut builder = reqwest::blocking::ClientBuilder::from(stalled)
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(3600))
+            .timeout(None)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
         let tls = crate::tls::client_config(&options.ca_certs).map_err(|message| {
             ImageError::Registry {
@@ -308,7 +316,12 @@ impl Client {
         };
         let may_use_http =
             loopback(&reference.registry) || options.insecure.contains(&reference.registry);
-        match client.http.get(format!("{}/v2/", client.base)).send() {
+        match client
+            .http
+            .get(format!("{}/v2/", client.base))
+            .timeout(PING_LIMIT)
+            .send()
+        {
             Ok(_) => Ok(client),
             // A server that answered TLS with a certificate we do not trust does speak HTTPS:
             // falling back to plain HTTP would only hide the real problem.
@@ -318,7 +331,12 @@ impl Client {
                     && !crate::tls::is_certificate_error(&https_err) =>
             {
                 client.base = format!("http://{}", client.host);
-                match client.http.get(format!("{}/v2/", client.base)).send() {
+                match client
+                    .http
+                    .get(format!("{}/v2/", client.base))
+                    .timeout(PING_LIMIT)
+                    .send()
+                {
                     Ok(_) => Ok(client),
                     Err(e) => Err(client.unreachable(&format!(
                         "over HTTPS: {}; over HTTP: {}",
@@ -685,6 +703,29 @@ mod tests {
             Some(Challenge::Basic)
         ));
         assert!(parse_challenge("Negotiate").is_none());
+    }
+
+    /// A registry that takes the connection and never answers is given up (a pull hung for
+    /// hours on one), over HTTPS and then over HTTP.
+    #[test]
+    fn a_registry_that_never_answers_is_given_up() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepted and held, never answered.
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(2).collect();
+            std::thread::sleep(Duration::from_secs(600));
+            drop(held);
+        });
+        let reference = PullReference::parse(&format!("127.0.0.1:{port}/lab/app:1")).unwrap();
+        let e = match Client::connect(&reference, &RegistryOptions::default()) {
+            Ok(_) => panic!("a silent registry was taken"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("cannot reach the registry") && e.contains("over HTTP"),
+            "{e}"
+        );
     }
 
     #[test]
