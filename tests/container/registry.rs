@@ -1786,6 +1786,32 @@ fn users_pull_private_images_with_their_own_credentials() {
         &["401"],
         "root, after the user's pull",
     );
+    // Root's own with credentials is root's alone too, not everyone's.
+    let creds = format!("{USER}:{PASSWORD}");
+    let roots = [
+        "image",
+        "pull",
+        "--cluster",
+        "--creds",
+        &creds,
+        name.as_str(),
+    ];
+    let pulled = on_cluster(Mode::Root, &roots, None);
+    let root_private = private.replace(&format!("users/{TEST_USER}/"), "users/root/");
+    assert!(
+        pulled.ok().starts_with(&format!("Pulled {root_private} ")),
+        "{}",
+        pulled.stdout
+    );
+    // Nobody names an image into users/ but privately (a Docker Hub name there, say).
+    let into_users = ["image", "pull", "--cluster", "users/nobody/tools:1"];
+    for mode in [Mode::Root, Mode::Rootless] {
+        assert_error(
+            &on_cluster(mode, &into_users, None),
+            &["names under users/ are users' private images"],
+            "a name under users/",
+        );
+    }
     // Shifter's pull with ACLs: the image is the user's own (with their saved login), shared
     // with those named at once; nobody sees it.
     let shifter_name = format!("docker:{name}");

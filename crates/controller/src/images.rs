@@ -64,7 +64,8 @@ impl Gateway {
     /// the administrator allows, with `credentials` (the caller's own for the registry) or
     /// the controller's. A user's `private` pull (with their own credentials, or anonymous)
     /// is theirs alone: named `users/USER/HOST[-PORT]/REPO:TAG` ([`under_user`],
-    /// [`Viewer`]); root's pulls are everyone's.
+    /// [`Viewer`]), root's too; other pulls are everyone's, and none is named under
+    /// `users/` (whose names are private).
     pub fn pull(
         &self,
         caller: Caller,
@@ -75,24 +76,26 @@ impl Gateway {
         let target = PullReference::parse(reference).map_err(|e| ApiError::bad(e.to_string()))?;
         let name = target.name();
         let user = crate::user_of(caller.uid)?.user;
-        let own = match caller.uid {
-            0 => None,
-            _ => {
-                // (By the name as it is kept, or with its registry written out.)
-                self.registry
-                    .allows_user_pull(&name)
-                    .or_else(|e| {
-                        self.registry
-                            .allows_user_pull(&target.qualified())
-                            .map_err(|_| e)
-                    })
-                    .map_err(ApiError::forbidden)?;
-                let public = Reference::parse(&name).map_err(|e| ApiError::bad(e.to_string()))?;
-                private
-                    .then(|| under_user(&user, &public, "pull"))
-                    .transpose()?
-            }
-        };
+        if caller.uid != 0 {
+            // (By the name as it is kept, or with its registry written out.)
+            self.registry
+                .allows_user_pull(&name)
+                .or_else(|e| {
+                    self.registry
+                        .allows_user_pull(&target.qualified())
+                        .map_err(|_| e)
+                })
+                .map_err(ApiError::forbidden)?;
+        }
+        let public = Reference::parse(&name).map_err(|e| ApiError::bad(e.to_string()))?;
+        if !private && public.repository.starts_with("users/") {
+            return Err(ApiError::forbidden(format!(
+                "{name}: names under users/ are users' private images: pull it with --private (it is then users/{user}/...), or from a registry that names it otherwise"
+            )));
+        }
+        let own = private
+            .then(|| under_user(&user, &public, "pull"))
+            .transpose()?;
         let options = RegistryOptions {
             ca_certs: self.registry.ca_certs.clone(),
             insecure: self.registry.insecure.clone(),
