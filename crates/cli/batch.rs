@@ -1038,7 +1038,7 @@ fn umask() -> u32 {
 
 /// Submits from this directory with this environment; prints the controller's warnings.
 pub fn send(s: Submission) -> Result<SubmitResponse> {
-    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let cwd = PathBuf::from(crate::step::current_dir()?);
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
@@ -1053,7 +1053,7 @@ pub fn send(s: Submission) -> Result<SubmitResponse> {
             .map(|p| std::path::absolute(cwd.join(p)).map(|p| p.to_string_lossy().into_owned()))
             .transpose()
             .context("cannot make the script's path absolute")?,
-        cwd: cwd.to_string_lossy().into_owned(),
+        cwd: cwd.display().to_string(),
         host: berth_agent::node::hostname(),
         env,
         image_files: Default::default(),

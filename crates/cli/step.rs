@@ -981,7 +981,16 @@ fn progress(who: &str, syntax: OptionSyntax) -> impl FnMut(&StepEvent) {
 
 /// The client's working directory, where the tasks start.
 pub fn current_dir() -> Result<String> {
-    Ok(std::env::current_dir()?.to_string_lossy().into_owned())
+    let dir = anyhow::Context::context(
+        std::env::current_dir(),
+        "cannot determine the current directory",
+    )?;
+    dir.into_os_string().into_string().map_err(|dir| {
+        anyhow::anyhow!(
+            "the current directory {} is no UTF-8 path, which berth's jobs and steps need to start in: run this from another directory",
+            std::path::Path::new(&dir).display()
+        )
+    })
 }
 
 /// The client's environment, as the tasks get it.
