@@ -1850,11 +1850,14 @@ fn lsf_dir(v: &str) -> (String, bool) {
 
 /// The path of qsub's `[HOST:]PATH` (the host the file goes to: here, where the job's
 /// submission directory is).
-fn pbs_path(v: &str) -> &str {
-    match v.split_once(':') {
+fn pbs_path(v: &str) -> String {
+    let path = match v.split_once(':') {
         Some((host, path)) if !host.is_empty() && !host.contains('/') && !path.is_empty() => path,
         _ => v,
-    }
+    };
+    // As a pattern of berth's: a '%' as written (PBS has no patterns), PBS Pro's
+    // ^array_index^ berth's %a.
+    path.replace('%', "%%").replace("^array_index^", "%a")
 }
 
 /// bsub `-J`: `NAME`, or `NAME[INDEXES]%MAX`, which makes the job an array (NAME may be
@@ -2050,15 +2053,8 @@ fn apply_pbs(
                 pbs_resource(opts, item, line)?;
             }
         }
-        // (PBS Pro's ^array_index^ is berth's %a.)
-        "o" => {
-            let v = pbs_path(v).replace("^array_index^", "%a");
-            opts.output = Some(path("output file", &v)?)
-        }
-        "e" => {
-            let v = pbs_path(v).replace("^array_index^", "%a");
-            opts.error = Some(path("error file", &v)?)
-        }
+        "o" => opts.output = Some(path("output file", &pbs_path(v))?),
+        "e" => opts.error = Some(path("error file", &pbs_path(v))?),
         "j" => {
             opts.join =
                 Some(match v {

@@ -1458,6 +1458,15 @@ mod tests {
             qsub("#PBS -o here.log\n", &[]),
             (out("here.log"), out("x.sh.e%j"))
         );
+        // PBS has no patterns: a '%' is written as it is; PBS Pro's ^array_index^ is the
+        // task's index.
+        assert_eq!(
+            qsub(
+                "#PBS -o o_%j_%%.txt -e host:e^array_index^\n",
+                &["-J", "1-2"]
+            ),
+            (out("o_%%j_%%%%.txt"), out("e%a"))
+        );
     }
 
     #[test]
