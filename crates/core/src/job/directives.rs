@@ -1508,6 +1508,7 @@ fn slurm_export(v: &str) -> Result<Export, JobError> {
     let mut export = Export {
         all: false,
         vars: Vec::new(),
+        except: Vec::new(),
     };
     for item in v.split(',') {
         match item {
@@ -1913,18 +1914,32 @@ fn split_unquoted(v: &str) -> Vec<String> {
     items
 }
 
-/// bsub -env: `all`, `none`, or the variables (`X=1`, `Y`) after either or alone (then only
-/// those, as `none,...`).
+/// bsub -env: `all`, `none`, or the variables (`X=1`, `Y`, a value with commas quoted:
+/// `X='a, b'`) after either or alone (then only those, as `none,...`); after `all`, `~NAME`
+/// leaves NAME out.
 fn lsf_env(v: &str) -> Result<Export, JobError> {
     let mut export = Export {
         all: false,
         vars: Vec::new(),
+        except: Vec::new(),
     };
-    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    for item in split_unquoted(v) {
+        let item = item.trim();
         match item.to_ascii_lowercase().as_str() {
+            "" => {}
             "all" => export.all = true,
             "none" => export.all = false,
-            _ => export.vars.push(env_var(item, v)?),
+            _ => match item.strip_prefix('~') {
+                Some(name) if export.all => export.except.push(env_var(name, v)?.name),
+                Some(_) => {
+                    return Err(JobError::invalid(
+                        "variable list",
+                        v,
+                        "~NAME after all (all the variables but NAME)",
+                    ))
+                }
+                None => export.vars.push(env_var(item, v)?),
+            },
         }
     }
     Ok(export)
@@ -2124,6 +2139,7 @@ fn apply_pbs(
                 .get_or_insert(Export {
                     all: false,
                     vars: Vec::new(),
+                    except: Vec::new(),
                 })
                 .vars
                 .extend(vars);

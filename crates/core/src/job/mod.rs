@@ -160,6 +160,9 @@ pub struct Export {
     /// Named variables, with a value when one is given (`VAR=value`) instead of taken from
     /// the submitter's environment.
     pub vars: Vec<EnvVar>,
+    /// Variables the whole environment goes without (bsub `-env "all, ~NAME"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
 }
 
 impl Default for Export {
@@ -169,6 +172,7 @@ impl Default for Export {
         Export {
             all: true,
             vars: Vec::new(),
+            except: Vec::new(),
         }
     }
 }
@@ -203,7 +207,7 @@ impl Export {
     ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = env
             .iter()
-            .filter(|(k, _)| self.all || kept(k))
+            .filter(|(k, _)| (self.all && !self.except.contains(k)) || kept(k))
             .cloned()
             .collect();
         for var in &self.vars {

@@ -132,7 +132,8 @@ fn slurm_values() {
         o.export,
         Some(Export {
             all: false,
-            vars: vec![]
+            vars: vec![],
+            except: vec![]
         })
     );
     assert_eq!(o.gpus.as_ref().map(|g| g.count), Some(1));
@@ -642,6 +643,18 @@ fn lsf_as_sites_write_it() {
     assert_eq!(compound.nodes, Some(NodeRange { min: 1, max: 1 }));
     let none = script("#BSUB -env none\n").export.unwrap();
     assert!(!none.all && none.vars.is_empty());
+    // IBM's forms: a value with commas in quotes; all but ~NAME.
+    let quoted = script("#BSUB -env \"TEST='A, B', Y=2\"\n").export.unwrap();
+    assert_eq!(quoted.vars[0].value.as_deref(), Some("A, B"));
+    assert_eq!(quoted.vars[1].value.as_deref(), Some("2"));
+    let but = script("#BSUB -env \"all, ~A, ~B\"\n").export.unwrap();
+    assert!(but.all && but.except == ["A", "B"]);
+    let env = [("A".into(), "1".into()), ("C".into(), "3".into())];
+    assert_eq!(
+        but.select(&env, |_| false),
+        [("C".to_string(), "3".to_string())]
+    );
+    assert!(parse_script("#!/bin/sh\n#BSUB -env \"~A\"\n").is_err());
 }
 
 #[test]
