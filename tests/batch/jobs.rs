@@ -2239,26 +2239,33 @@ fn a_jobs_tmp_is_its_own_on_disk() {
     }
 }
 
-/// A working directory its node lacks: the job runs in /tmp, its error file saying so, as
-/// slurmstepd does, instead of failing.
+/// A working directory its node lacks, or its user may not enter: the job runs in /tmp, its
+/// error file saying so, as slurmstepd does, instead of failing.
 #[test]
 fn a_working_directory_the_node_lacks_is_tmp_instead() {
     let Some(c) = Cluster::start() else { return };
     let out = c.f.cwd(Mode::Rootless).join("gone.out");
-    let id = c.submit(
-        Mode::Rootless,
-        "gone.sh",
-        "#!/bin/sh\n#BERTH --image busybox\npwd\n",
-        &[
-            "--chdir=/no/such/dir",
-            &format!("--output={}", out.display()),
-        ],
-    );
-    c.completed(id);
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        "berth: error: couldn't chdir to `/no/such/dir': No such file or directory: going to /tmp instead\n/tmp\n"
-    );
+    for (dir, why) in [
+        ("/no/such/dir", "No such file or directory"),
+        ("/root", "Permission denied"),
+    ] {
+        let id = c.submit(
+            Mode::Rootless,
+            "gone.sh",
+            "#!/bin/sh\n#BERTH --image busybox\npwd\n",
+            &[
+                &format!("--chdir={dir}"),
+                &format!("--output={}", out.display()),
+            ],
+        );
+        c.completed(id);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!(
+                "berth: error: couldn't chdir to `{dir}': {why}: going to /tmp instead\n/tmp\n"
+            )
+        );
+    }
 }
 
 /// A job's working directory (the submitter names it) is bound into its container only if

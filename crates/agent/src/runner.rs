@@ -893,14 +893,18 @@ fn in_container(
         )),
         (None, _) => None,
     };
-    // A working directory this node lacks: /tmp instead, said in the job's error file, as
-    // slurmstepd does (the script may cd where it means to be).
-    let workdir = match launch.workdir.is_dir() {
-        true => launch.workdir.clone(),
-        false => {
+    // A working directory this node lacks, or the user may not enter: /tmp instead, said in
+    // the job's error file, as slurmstepd does (the script may cd where it means to be).
+    let workdir = match (launch.workdir.is_dir(), id.may_enter(&launch.workdir)) {
+        (true, true) => launch.workdir.clone(),
+        (exists, _) => {
             berth_core::say!(
-                "berth: error: couldn't chdir to `{}': No such file or directory: going to /tmp instead",
-                launch.workdir.display()
+                "berth: error: couldn't chdir to `{}': {}: going to /tmp instead",
+                launch.workdir.display(),
+                match exists {
+                    true => "Permission denied",
+                    false => "No such file or directory",
+                }
             );
             PathBuf::from("/tmp")
         }

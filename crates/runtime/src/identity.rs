@@ -177,6 +177,27 @@ impl Identity {
         group_in_db(&db, group).map(|(gid, name, _)| (gid, name.to_string()))
     }
 
+    /// Whether this user may enter directory `dir`: search permission on it and on each
+    /// directory above it, by its mode bits (root, acting for the user, is asked for them).
+    pub fn may_enter(&self, dir: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.uid == 0
+            || dir.ancestors().all(|d| {
+                let Ok(m) = std::fs::metadata(d) else {
+                    return false;
+                };
+                let bit = match (
+                    m.uid() == self.uid,
+                    m.gid() == self.gid || self.groups.contains(&m.gid()),
+                ) {
+                    (true, _) => 0o100,
+                    (false, true) => 0o010,
+                    (false, false) => 0o001,
+                };
+                m.mode() & bit != 0
+            })
+    }
+
     /// The caller of this process: its real uid and gid.
     pub fn current() -> Result<Identity, RuntimeError> {
         // SAFETY: getuid/getgid cannot fail.
