@@ -1009,6 +1009,13 @@ fn wrapped(words: &[String]) -> Result<Option<(String, Vec<String>)>> {
     if let Some(script) = rest.last().filter(is_script) {
         bail!("{script}: a job is a script or a wrapped command (--wrap), not both: put the command's arguments inside --wrap's quotes");
     }
+    // Words after the options: the command's, outside its quotes (`--wrap echo hi`).
+    use berth_core::job::JobError;
+    if let Err(JobError::Argument { arg: word, reason }) = berth_core::job::parse_args(&rest) {
+        if matches!(*reason, JobError::UnexpectedArgument(_)) {
+            bail!("script arguments ({word}) are not permitted with --wrap: put them inside its quotes (--wrap='{command} {word} ...')");
+        }
+    }
     Ok(Some((command, rest)))
 }
 
@@ -4197,6 +4204,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--wrap needs the command"), "{e}");
+        let e = wrapped(&words(&["-J", "x", "--wrap", "echo", "hi", "there"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("script arguments (hi) are not permitted with --wrap"),
+            "{e}"
+        );
     }
 
     #[test]
