@@ -667,6 +667,31 @@ fn lsf_commands_as_lsf_users_type_them() {
         "started\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\n"
     );
     assert!(report.contains("\n\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code "), "{report}");
+    // Over its memory limit (bsub -M, in MB), the whole job ends, as LSF ends it (SIGINT
+    // first), not only the process the kernel killed.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n#BSUB -M 32 -o memory.out\necho started\ndd if=/dev/zero of=/dev/null bs=64M count=1\nsleep 60\necho late\n",
+    )
+    .unwrap();
+    let mut bsub = command(&c, &links, "bsub", &[]);
+    let over = bsub
+        .stdin(std::fs::File::open(&script).unwrap())
+        .output()
+        .unwrap();
+    let over = bsub_id(&Out::from_output(over));
+    let ended = c.wait_for(over, &["OUT_OF_MEMORY", "COMPLETED", "FAILED"]);
+    let over = std::fs::read_to_string(cwd.join("memory.out")).unwrap();
+    let (output, report) = lsf_output(&over);
+    assert_eq!(ended["state"], "OUT_OF_MEMORY", "{ended}\n{over}");
+    assert!(
+        output.starts_with("started\n") && !output.contains("late"),
+        "{over}"
+    );
+    assert!(
+        report.contains("\n\nTERM_MEMLIMIT: job killed after reaching LSF memory usage limit.\nExited with exit code 130.\n"),
+        "{report}"
+    );
     // -cwd with LSF's patterns: each job's own directory, made at its start; -o DIR/: the
     // directory made too, the file named by the job.
     let dir = format!("{}/cw%J_%U", cwd.display());

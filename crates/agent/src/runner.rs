@@ -958,6 +958,7 @@ fn in_container(
         env: launch.image_env.clone(),
         ..Default::default()
     };
+    let cgroup_name = format!("{}-job{}", std::process::id(), launch.job_id);
     let options = Options {
         binds: launch.binds.clone(),
         env,
@@ -1012,7 +1013,7 @@ fn in_container(
         }),
         // `<pid>-<...>` like every berth cgroup, so a crashed runner's is swept (NodeAgent::upkeep);
         // the job id makes it easy to find, and the pid unique across controllers.
-        cgroup_name: Some(format!("{}-job{}", std::process::id(), launch.job_id)),
+        cgroup_name: Some(cgroup_name.clone()),
         remap_root: launch.remap_root,
         layer: saving.as_ref().map(|(_, _, layer)| layer.clone()),
         tmp: launch.tmp.clone(),
@@ -1045,6 +1046,9 @@ fn in_container(
     let mut text = spec.env.join("\0");
     text.push('\0');
     crate::node::write_private(&environment, text.as_bytes()).map_err(|e| (125, e))?;
+    if launch.lsf && launch.memory.is_some() {
+        watch_memory_limit(cgroup_name);
+    }
     let outcome = match &saving {
         None => berth_runtime::run_then(&spec, ended),
         // Saved before the job's end is recorded: once it has ended, its file is there.
@@ -1070,6 +1074,45 @@ fn in_container(
     drop(shared);
     outcome
 }
+
+/// LSF's memory limit (bsub -M): once the kernel's OOM killer has killed a process of the
+/// job's (cgroup `name`, at the limit), the whole job ends, as LSF ends a job over its limit:
+/// SIGINT, SIGTERM, then SIGKILL to every process left, [`LSF_KILL_GAP`] apart (bkill's
+/// sequence); the job's report says TERM_MEMLIMIT. Watched by a thread of the runner's.
+fn watch_memory_limit(name: String) {
+    let Ok(layout) = berth_runtime::cgroup::Layout::detect() else {
+        return;
+    };
+    let parent = berth_runtime::CGROUP_PARENT;
+    std::thread::spawn(move || {
+        let mut seen = false;
+        while berth_runtime::cgroup::oom_kills_existing(&layout, parent, &name) == 0 {
+            // (Made as the container starts; gone once the job has ended.)
+            let there = !berth_runtime::cgroup::existing_dirs(&layout, parent, &name).is_empty();
+            if seen && !there {
+                return;
+            }
+            seen |= there;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        berth_core::say!("berth: the job went over its memory limit (bsub -M): ending it");
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+            let dirs = berth_runtime::cgroup::existing_dirs(&layout, parent, &name);
+            let pids = berth_runtime::cgroup::pids_in(dirs.iter().map(PathBuf::as_path));
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) of a process of the job's cgroup.
+                unsafe { libc::kill(pid, signal) };
+            }
+            std::thread::sleep(LSF_KILL_GAP);
+        }
+    });
+}
+
+/// The time between the signals LSF sends a job it ends (bkill's, a limit's).
+const LSF_KILL_GAP: Duration = Duration::from_secs(10);
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

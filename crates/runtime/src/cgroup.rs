@@ -705,6 +705,23 @@ pub fn usage_existing(layout: &Layout, parent: &str, name: &str) -> Option<Usage
     }))
 }
 
+/// How many processes the kernel's OOM killer has killed in `<parent>/<name>`, a cgroup
+/// another process created (a running job's): below it too on v2, whose memory.events
+/// counts its descendants; its own on v1. 0 if it is not there.
+pub fn oom_kills_existing(layout: &Layout, parent: &str, name: &str) -> u64 {
+    let file = match layout {
+        Layout::V2 { root } => root.join(parent).join(name).join("memory.events"),
+        Layout::V1 { mounts } => match mounts.get("memory") {
+            Some(memory) => memory.join(parent).join(name).join("memory.oom_control"),
+            None => return 0,
+        },
+    };
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|text| keyed(&text, "oom_kill"))
+        .unwrap_or(0)
+}
+
 /// Whether the contents of a [`Cgroup::freezer_state`] file say frozen (or freezing: asked
 /// to be). Allocation-free, so a signal handler may call it.
 pub fn frozen(state: &[u8]) -> bool {
