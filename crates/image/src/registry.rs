@@ -280,12 +280,12 @@ impl Client {
         reference: &PullReference,
         options: &RegistryOptions,
     ) -> Result<Client, ImageError> {
-        // No limit on a whole transfer (a large layer takes what it takes), but on each wait
-        // for the registry's next bytes: one that stops answering is given up.
-        let stalled = reqwest::ClientBuilder::new().read_timeout(STALL_LIMIT);
-        let mut builder = reqwest::blocking::ClientBuilder::from(stalled)
+        // The blocking client's limit is on each wait: for an answer's head, and for each
+        // read of its body (a large layer, read as it comes, takes what it takes), so that a
+        // registry that stops answering is given up.
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(None)
+            .timeout(STALL_LIMIT)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
         let tls = crate::tls::client_config(&options.ca_certs).map_err(|message| {
             ImageError::Registry {
