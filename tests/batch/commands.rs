@@ -314,6 +314,28 @@ fn lsf_commands_as_lsf_users_type_them() {
         report.contains("\n\nTERM_OWNER: job killed by owner.\n"),
         "{report}"
     );
+    // bkill's signals, as LSF sends them: SIGINT, then SIGTERM ten seconds later (then
+    // SIGKILL), which a job's traps see one by one.
+    let trapped = bsub_id(&run(
+        &c,
+        &links,
+        "bsub",
+        &[
+            "-o",
+            "trapped.out",
+            "trap 'echo INT' INT; trap 'echo TERM; exit 3' TERM; echo up; while :; do sleep 1; done",
+        ],
+    ));
+    let trapped_out = c.f.cwd(Mode::Rootless).join("trapped.out");
+    wait_until(
+        20,
+        || std::fs::read_to_string(&trapped_out).is_ok_and(|o| o == "up\n"),
+        || c.show(trapped).to_string(),
+    );
+    run(&c, &links, "bkill", &[&trapped.to_string()]).ok();
+    c.wait_for(trapped, &["CANCELLED"]);
+    let trapped = std::fs::read_to_string(&trapped_out).unwrap();
+    assert_eq!(lsf_output(&trapped).0, "up\nINT\nTERM\n");
 
     // Each file its own mode: -oo overwrites the output, -e appends to the errors.
     for _ in 0..2 {

@@ -928,25 +928,45 @@ impl NodeAgent {
     pub fn cancel(&self, id: u64, runner: u32, why: &str) {
         let said = format!("{}\n{why}", runner::now());
         let _ = std::fs::write(self.job_dir(id).join(runner::CANCELLED_FILE), said);
-        self.signal(id, runner, libc::SIGTERM);
+        // Slurm's: SIGTERM, SIGKILL after KillWait; LSF's (bkill): SIGINT, SIGTERM, SIGKILL,
+        // each ten seconds after the one before.
+        let (grace, lsf) = self.kill_wait_of(id);
+        let (first, then) = match lsf {
+            true => (libc::SIGINT, vec![(libc::SIGTERM, runner::LSF_KILL_GAP)]),
+            false => (libc::SIGTERM, Vec::new()),
+        };
+        let last = match lsf {
+            true => runner::LSF_KILL_GAP,
+            false => std::time::Duration::from_secs(grace),
+        };
+        self.signal(id, runner, first);
         let alive = self.liveness(id, runner);
-        let kill_wait = std::time::Duration::from_secs(self.kill_wait_of(id));
+        let agent = self.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(kill_wait);
+            for (sig, after) in then {
+                std::thread::sleep(after);
+                if alive() {
+                    agent.signal(id, runner, sig);
+                }
+            }
+            std::thread::sleep(last);
             if alive() {
                 kill_batch_shell(runner, libc::SIGKILL);
             }
         });
     }
 
-    /// Job `id`'s KillWait, seconds, as its launch file says.
-    fn kill_wait_of(&self, id: u64) -> u64 {
+    /// Job `id`'s KillWait, seconds, and whether it is an LSF job, as its launch file says.
+    fn kill_wait_of(&self, id: u64) -> (u64, bool) {
         #[derive(Deserialize)]
         struct Grace {
             grace: u64,
+            #[serde(default)]
+            lsf: bool,
         }
         let text = std::fs::read(self.launch_path(id)).unwrap_or_default();
-        serde_json::from_slice::<Grace>(&text).map_or(runner::DEFAULT_KILL_WAIT, |g| g.grace)
+        serde_json::from_slice::<Grace>(&text)
+            .map_or((runner::DEFAULT_KILL_WAIT, false), |g| (g.grace, g.lsf))
     }
 
     /// Sends `sig` to job `id`'s processes here that `target` names: the batch shell (its

@@ -1112,7 +1112,7 @@ fn watch_memory_limit(name: String) {
 }
 
 /// The time between the signals LSF sends a job it ends (bkill's, a limit's).
-const LSF_KILL_GAP: Duration = Duration::from_secs(10);
+pub const LSF_KILL_GAP: Duration = Duration::from_secs(10);
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -4103,12 +4103,20 @@ impl Controller {
     }
 
     /// Sends again the cancel (or requeue) of each running job of `node` that did not reach
-    /// it ([`UNSENT_STOPS`]), or that it has not ended within its kill wait and ten seconds
-    /// more (since it was sent, or since this controller started): one whose node's agent
+    /// it ([`UNSENT_STOPS`]), or that it has not ended within its kill wait (an LSF job's,
+    /// bkill's twenty seconds at least) and ten seconds more (since it was sent, or since
+    /// this controller started): one whose node's agent
     /// could not be reached when it was sent would otherwise run on (slurmctld repeats its
     /// terminate requests the same way).
     fn stop_again(&mut self, node: &str) {
-        let due = std::time::Duration::from_secs(self.settings.kill_wait + 10);
+        let due = |j: &Job| {
+            let lsf = 2 * berth_agent::runner::LSF_KILL_GAP.as_secs();
+            let wait = match j.request.lsf {
+                true => self.settings.kill_wait.max(lsf),
+                false => self.settings.kill_wait,
+            };
+            std::time::Duration::from_secs(wait + 10)
+        };
         let mut unsent = lock(&UNSENT_STOPS);
         let owed: Vec<u64> = (self.active.running())
             .filter(|j| j.cancel_requested || j.requeue_requested)
@@ -4116,7 +4124,7 @@ impl Controller {
                 j.share(node)
                     .is_some_and(|s| s.runner.is_some() && !s.ended)
             })
-            .filter(|j| unsent.remove(&j.id) || j.stop_sent.is_none_or(|t| t.elapsed() >= due))
+            .filter(|j| unsent.remove(&j.id) || j.stop_sent.is_none_or(|t| t.elapsed() >= due(j)))
             .map(|j| j.id)
             .collect();
         drop(unsent);
