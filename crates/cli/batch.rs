@@ -945,9 +945,7 @@ fn split_script(words: &[String]) -> Result<(PathBuf, Vec<String>, Vec<String>)>
     };
     match std::fs::read(last) {
         // (Its byte-order mark said as such.)
-        Ok(bytes) if bytes.starts_with(b"\xef\xbb\xbf") => Err(script_text(bytes, last)
-            .err()
-            .expect("a byte-order mark is refused")),
+        Ok(bytes) if bytes.starts_with(BOM) => Err(byte_order_mark(last)),
         Ok(_) => bail!("{last}: not a batch script: its first line must be #! and an interpreter, e.g. #!/bin/sh"),
         Err(e) => bail!("cannot read the batch script {last}: {e}"),
     }
@@ -969,11 +967,19 @@ fn script_on_stdin() -> Result<Option<String>> {
     Ok(script.starts_with("#!").then_some(script))
 }
 
+/// UTF-8's byte-order mark, which some editors put first.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The refusal of script `name` that starts with a byte-order mark.
+fn byte_order_mark(name: &str) -> anyhow::Error {
+    anyhow::anyhow!("{name}: it starts with a byte-order mark (EF BB BF), which hides its first line: remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' {name}) and submit it again")
+}
+
 /// A script's bytes as the text berth sends: refused, saying where and what to do, where
 /// it is no UTF-8 (a Latin-1 comment) or hides its first line behind a byte-order mark.
 pub fn script_text(bytes: Vec<u8>, name: &str) -> Result<String> {
-    if bytes.starts_with(b"\xef\xbb\xbf") {
-        bail!("{name}: it starts with a byte-order mark (EF BB BF), which hides its first line: remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' {name}) and submit it again");
+    if bytes.starts_with(BOM) {
+        return Err(byte_order_mark(name));
     }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
