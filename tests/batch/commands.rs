@@ -669,18 +669,17 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
     // A job ended at its run limit says so in LSF's words (not slurmstepd's).
     let cwd = c.f.cwd(Mode::Rootless);
-    let script = cwd.join("limited.lsf");
-    std::fs::write(
-        &script,
+    // (`bsub < script`: its #BSUB lines read.)
+    let bsub_script = |text: &str| {
+        let script = cwd.join("job.lsf");
+        std::fs::write(&script, text).unwrap();
+        let mut bsub = command(&c, &links, "bsub", &[]);
+        let out = bsub.stdin(std::fs::File::open(&script).unwrap()).output();
+        bsub_id(&Out::from_output(out.unwrap()))
+    };
+    let limited = bsub_script(
         "#!/bin/sh\n#BSUB -o limited.out\n#BERTH --time=0:02\necho started\nexec sleep 600\n",
-    )
-    .unwrap();
-    let mut bsub = command(&c, &links, "bsub", &[]);
-    let limited = bsub
-        .stdin(std::fs::File::open(&script).unwrap())
-        .output()
-        .unwrap();
-    let limited = bsub_id(&Out::from_output(limited));
+    );
     assert_eq!(c.wait_for(limited, &["TIMEOUT"])["state"], "TIMEOUT");
     let limited = std::fs::read_to_string(cwd.join("limited.out")).unwrap();
     let (output, report) = lsf_output(&limited);
@@ -691,17 +690,9 @@ fn lsf_commands_as_lsf_users_type_them() {
     assert!(report.contains("\n\nTERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code "), "{report}");
     // Over its memory limit (bsub -M, in MB), the whole job ends, as LSF ends it (SIGINT
     // first), not only the process the kernel killed.
-    std::fs::write(
-        &script,
+    let over = bsub_script(
         "#!/bin/sh\n#BSUB -M 32 -o memory.out\necho started\ndd if=/dev/zero of=/dev/null bs=64M count=1\nsleep 60\necho late\n",
-    )
-    .unwrap();
-    let mut bsub = command(&c, &links, "bsub", &[]);
-    let over = bsub
-        .stdin(std::fs::File::open(&script).unwrap())
-        .output()
-        .unwrap();
-    let over = bsub_id(&Out::from_output(over));
+    );
     let ended = c.wait_for(over, &["OUT_OF_MEMORY", "COMPLETED", "FAILED"]);
     let over = std::fs::read_to_string(cwd.join("memory.out")).unwrap();
     let (output, report) = lsf_output(&over);
