@@ -1757,7 +1757,6 @@ fn users_pull_private_images_with_their_own_credentials() {
             &held,
         );
         let job = accepted.ok().trim().to_string();
-        c.berth(Mode::Root, &["cancel", &job]).ok();
         let mut remove = whom.to_vec();
         remove.push("--remove");
         assert_eq!(
@@ -1765,6 +1764,16 @@ fn users_pull_private_images_with_their_own_credentials() {
             format!("{private} is shared with no one")
         );
         refused_to_nobody(&private, "shared no more");
+        // Its job accepted meanwhile does not start in it now (Shifter checks at the start).
+        as_nobody(&["release", &job], "").ok();
+        let ended = c.wait_for(job.parse().unwrap(), &["FAILED", "COMPLETED"]);
+        assert!(
+            ended["state"] == "FAILED"
+                && ended["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("is no longer shared with nobody")),
+            "{ended}"
+        );
     }
     let script = format!("#!/bin/sh\n#BERTH --image {private}\nls /bin/probe\n");
     let id = c.submit(Mode::Rootless, "private.sh", &script, &[]);

@@ -3177,6 +3177,18 @@ impl Controller {
         }
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
+        // A private image shared with the job's user at its submission and no longer (as
+        // Shifter checks an image's ACL when the job starts): not theirs to run now.
+        let image = (job.image_squashfs.as_deref()).and_then(|sqfs| image_id(Path::new(sqfs)));
+        if let Some(record) = image.and_then(|hex| self.images.by_id(&hex).ok()) {
+            if !images::Viewer::new(&job.user, &self.image_shares).sees(&record) {
+                return Err(format!(
+                    "image {} is no longer shared with {}",
+                    job.image.as_deref().unwrap_or_default(),
+                    job.user
+                ));
+            }
+        }
         let links = job
             .nodes()
             .map(|n| {
