@@ -292,22 +292,21 @@ fn lsf_commands_as_lsf_users_type_them() {
         (none.code, none.stderr.as_str()),
         (255, "No unfinished job found\n")
     );
-    // A running job killed: nothing of slurmstepd's in its output, as LSF's.
-    let running = bsub_id(&run(
-        &c,
-        &links,
-        "bsub",
-        &["-o", "killed.out", "echo up; sleep 60"],
-    ));
-    let killed_out = c.f.cwd(Mode::Rootless).join("killed.out");
-    wait_until(
-        20,
-        || std::fs::read_to_string(&killed_out).is_ok_and(|o| o == "up\n"),
-        || c.show(running).to_string(),
-    );
-    run(&c, &links, "bkill", &[&running.to_string()]).ok();
-    c.wait_for(running, &["CANCELLED"]);
-    let killed = std::fs::read_to_string(&killed_out).unwrap();
+    // A running job killed: nothing of slurmstepd's in its output, as LSF's. (Each command
+    // says "up" first; bkill comes once it has; the job, and its output file afterwards.)
+    let killed_once_up = |file: &str, command: &str| {
+        let running = bsub_id(&run(&c, &links, "bsub", &["-o", file, command]));
+        let out = c.f.cwd(Mode::Rootless).join(file);
+        wait_until(
+            20,
+            || std::fs::read_to_string(&out).is_ok_and(|o| o == "up\n"),
+            || c.show(running).to_string(),
+        );
+        run(&c, &links, "bkill", &[&running.to_string()]).ok();
+        c.wait_for(running, &["CANCELLED"]);
+        (running, std::fs::read_to_string(&out).unwrap())
+    };
+    let (running, killed) = killed_once_up("killed.out", "echo up; sleep 60");
     let (output, report) = lsf_output(&killed);
     assert_eq!(output, "up\n");
     assert!(
@@ -316,25 +315,10 @@ fn lsf_commands_as_lsf_users_type_them() {
     );
     // bkill's signals, as LSF sends them: SIGINT, then SIGTERM ten seconds later (then
     // SIGKILL), which a job's traps see one by one.
-    let trapped = bsub_id(&run(
-        &c,
-        &links,
-        "bsub",
-        &[
-            "-o",
-            "trapped.out",
-            "trap 'echo INT' INT; trap 'echo TERM; exit 3' TERM; echo up; while :; do sleep 1; done",
-        ],
-    ));
-    let trapped_out = c.f.cwd(Mode::Rootless).join("trapped.out");
-    wait_until(
-        20,
-        || std::fs::read_to_string(&trapped_out).is_ok_and(|o| o == "up\n"),
-        || c.show(trapped).to_string(),
+    let (_, trapped) = killed_once_up(
+        "trapped.out",
+        "trap 'echo INT' INT; trap 'echo TERM; exit 3' TERM; echo up; while :; do sleep 1; done",
     );
-    run(&c, &links, "bkill", &[&trapped.to_string()]).ok();
-    c.wait_for(trapped, &["CANCELLED"]);
-    let trapped = std::fs::read_to_string(&trapped_out).unwrap();
     assert_eq!(lsf_output(&trapped).0, "up\nINT\nTERM\n");
 
     // Each file its own mode: -oo overwrites the output, -e appends to the errors.

@@ -930,21 +930,17 @@ impl NodeAgent {
         let _ = std::fs::write(self.job_dir(id).join(runner::CANCELLED_FILE), said);
         // Slurm's: SIGTERM, SIGKILL after KillWait; LSF's (bkill): SIGINT, SIGTERM, SIGKILL,
         // each ten seconds after the one before.
-        let (grace, lsf) = self.kill_wait_of(id);
-        let (first, then) = match lsf {
-            true => (libc::SIGINT, vec![(libc::SIGTERM, runner::LSF_KILL_GAP)]),
-            false => (libc::SIGTERM, Vec::new()),
-        };
-        let last = match lsf {
-            true => runner::LSF_KILL_GAP,
-            false => std::time::Duration::from_secs(grace),
+        let gap = runner::LSF_KILL_GAP;
+        let (first, then, last) = match self.kill_wait_of(id) {
+            (_, true) => (libc::SIGINT, Some(libc::SIGTERM), gap),
+            (grace, false) => (libc::SIGTERM, None, std::time::Duration::from_secs(grace)),
         };
         self.signal(id, runner, first);
         let alive = self.liveness(id, runner);
         let agent = self.clone();
         std::thread::spawn(move || {
-            for (sig, after) in then {
-                std::thread::sleep(after);
+            if let Some(sig) = then {
+                std::thread::sleep(gap);
                 if alive() {
                     agent.signal(id, runner, sig);
                 }

@@ -1505,11 +1505,7 @@ fn bind(v: &str) -> Result<String, JobError> {
 
 /// sbatch `--export`: ALL, NONE (or NIL), or `[ALL,]VAR[=value],...`.
 fn slurm_export(v: &str) -> Result<Export, JobError> {
-    let mut export = Export {
-        all: false,
-        vars: Vec::new(),
-        except: Vec::new(),
-    };
+    let mut export = Export::none();
     for item in v.split(',') {
         match item {
             "ALL" => export.all = true,
@@ -1918,11 +1914,7 @@ fn split_unquoted(v: &str) -> Vec<String> {
 /// `X='a, b'`) after either or alone (then only those, as `none,...`); after `all`, `~NAME`
 /// leaves NAME out.
 fn lsf_env(v: &str) -> Result<Export, JobError> {
-    let mut export = Export {
-        all: false,
-        vars: Vec::new(),
-        except: Vec::new(),
-    };
+    let mut export = Export::none();
     for item in split_unquoted(v) {
         let item = item.trim();
         match item.to_ascii_lowercase().as_str() {
@@ -2136,11 +2128,7 @@ fn apply_pbs(
                 .map(|item| env_var(item, v))
                 .collect::<Result<Vec<_>, _>>()?;
             opts.export
-                .get_or_insert(Export {
-                    all: false,
-                    vars: Vec::new(),
-                    except: Vec::new(),
-                })
+                .get_or_insert_with(Export::none)
                 .vars
                 .extend(vars);
         }

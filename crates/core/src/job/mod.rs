@@ -178,6 +178,14 @@ impl Default for Export {
 }
 
 impl Export {
+    /// None of the environment, but for variables named afterwards (`--export=NONE`).
+    pub fn none() -> Export {
+        Export {
+            all: false,
+            ..Export::default()
+        }
+    }
+
     /// As sbatch's --export takes it (and SLURM_EXPORT_ENV says it): `ALL`, `NONE`, or the
     /// variables, `NAME` or `NAME=VALUE`, after `ALL,` where all go too.
     pub fn slurm_form(&self) -> String {

@@ -128,14 +128,7 @@ fn slurm_values() {
     );
     let o = script("#SBATCH --mem-per-cpu=500K --export=NONE --gres=gpu --nice=-5\n");
     assert_eq!(o.memory, Some(Memory::PerCpu(500 << 10)));
-    assert_eq!(
-        o.export,
-        Some(Export {
-            all: false,
-            vars: vec![],
-            except: vec![]
-        })
-    );
+    assert_eq!(o.export, Some(Export::none()));
     assert_eq!(o.gpus.as_ref().map(|g| g.count), Some(1));
     assert_eq!(o.nice, Some(-5));
     let o = script("#SBATCH --export=A,B=x\n");
