@@ -3178,8 +3178,17 @@ impl Controller {
         let job = self.active.get(&id).expect("launching a known job").clone();
         let owner = user_of(job.uid).map_err(|e| e.message)?;
         // A private image shared with the job's user at its submission and no longer (as
-        // Shifter checks an image's ACL when the job starts): not theirs to run now.
-        let image = (job.image_squashfs.as_deref()).and_then(|sqfs| image_id(Path::new(sqfs)));
+        // Shifter checks an image's ACL when the job starts): not theirs to run now. Only a
+        // job that named a private name or an id is looked at (a public name stays one, and
+        // the store is not read at every start).
+        let private = job.image.as_deref().is_some_and(|name| {
+            name.starts_with("users/")
+                || name.starts_with("sha256:")
+                || name.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        let image = (job.image_squashfs.as_deref())
+            .filter(|_| private && job.uid != 0)
+            .and_then(|sqfs| image_id(Path::new(sqfs)));
         if let Some(record) = image.and_then(|hex| self.images.by_id(&hex).ok()) {
             if !images::Viewer::new(&job.user, &self.image_shares).sees(&record) {
                 return Err(format!(
