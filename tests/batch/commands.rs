@@ -1127,6 +1127,21 @@ fn lsf_history_and_accounting() {
         "{}",
         exited.stdout
     );
+    // Output LSF cannot write goes elsewhere (LSF mails it): its user's home, as bjobs says.
+    let args = ["-o", "/nonexistent/x.out", "/bin/echo", "kept"];
+    let lost = bsub_id(&run(&c, &links, "bsub", &args));
+    c.completed(lost);
+    let long = run(&c, &links, "bjobs", &["-l", &lost.to_string()]);
+    let kept = c.f.user.home.join(format!("{lost}.out"));
+    let why = format!(
+        ": Completed <done>; output undelivered (cannot open /nonexistent/x.out as \
+         {TEST_USER}: No such file or directory (os error 2)): kept in {}.\n",
+        kept.display()
+    );
+    assert!(long.ok().contains(&why), "{}", long.stdout);
+    let text = std::fs::read_to_string(&kept).unwrap();
+    std::fs::remove_file(&kept).unwrap();
+    assert!(text.contains("here instead\nkept\n"), "{text}");
 }
 
 /// A PBS script's `-v` directives are its environment whatever qsub's line says; PBS Pro's
@@ -1876,24 +1891,31 @@ fn pbs_commands_as_pbs_users_type_them() {
     let number: u64 = one.split('[').next().unwrap().parse().unwrap();
     c.completed(number);
     c.completed(number + 1);
-    // A job whose output file cannot be opened: why, in its comment.
+    // A job whose output file cannot be opened runs all the same, its output kept in its
+    // user's home under PBS's spool name, as its comment says.
     let lost = run(
         &c,
         &links,
         "qsub",
-        &["-o", "/nonexistent/x.out", "--", "/bin/true"],
+        &["-o", "/nonexistent/x.out", "--", "/bin/echo", "kept"],
     );
     let lost = lost.ok().trim().to_string();
-    c.wait_for(
-        lost.split('.').next().unwrap().parse().unwrap(),
-        &["FAILED"],
-    );
+    let number: u64 = lost.split('.').next().unwrap().parse().unwrap();
+    c.completed(number);
     let full = run(&c, &links, "qstat", &["-fx", &lost]);
+    let kept = c.f.user.home.join(format!("{number}.OU"));
+    let comment = format!(
+        "and finished; output undelivered (cannot open /nonexistent/x.out as {TEST_USER}: \
+         No such file or directory (os error 2)): kept in {}\n",
+        kept.display()
+    );
+    assert!(full.ok().contains(&comment), "{}", full.stdout);
+    let text = std::fs::read_to_string(&kept).unwrap();
+    std::fs::remove_file(&kept).unwrap();
     assert!(
-        full.ok()
-            .contains("    comment = Job failed: cannot open /nonexistent/x.out"),
-        "{}",
-        full.stdout
+        text.starts_with("berth: cannot open /nonexistent/x.out")
+            && text.ends_with(": this job's output is here instead\nkept\n"),
+        "{text}"
     );
     let slash = run(&c, &links, "qsub", &["-N", "a/b", "pbs.sh"]);
     assert!(slash.stderr.contains("without '/'"), "{}", slash.stderr);

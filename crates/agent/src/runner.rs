@@ -19,6 +19,7 @@ use berth_runtime::{
     Action, ImageDefaults, Options, Rootfs, TimeLimit, BERTH_IN_CONTAINER, BERTH_LOADERS,
 };
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -31,6 +32,9 @@ pub const JOB_DIR_IN_CONTAINER: &str = "/.berth/job";
 pub const SCRIPT_IN_CONTAINER: &str = "/.berth/job/script";
 /// Where berth's own executable appears in a job's container (on its PATH), for `berth step`.
 pub const TOOLS_IN_CONTAINER: &str = "/.berth/bin";
+
+/// How a job's record begins to say where its output went instead of the file it named.
+pub const UNDELIVERED: &str = "output undelivered";
 
 /// Everything needed to run one job on this node, resolved by the controller.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -231,6 +235,10 @@ pub struct JobResult {
     pub ended: u64,
     /// berth could not start the job (bad image, unwritable output file, ...): the message.
     pub error: Option<String>,
+    /// What its user should know of a job that ran: where its output went instead of the
+    /// file it named (a PBS or LSF job's, which runs all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -565,6 +573,7 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         }
         Ok(result)
     };
+    let undelivered = RefCell::new(Vec::new());
     let of = |outcome: &berth_runtime::Outcome| JobResult {
         exit_code: outcome.code,
         signal: outcome.signal,
@@ -577,10 +586,11 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
         started,
         ended: now(),
         error: None,
+        note: (!undelivered.borrow().is_empty()).then(|| undelivered.borrow().join("; ")),
     };
     let mut recorded = None;
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
-    let outcome = start(&launch, |outcome| {
+    let outcome = start(&launch, &undelivered, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
         let stepd = |at: u64, why: &str| {
             berth_core::say!(
@@ -787,9 +797,11 @@ fn end_steps(job_dir: &Path, job: u64, term: bool, patience: std::time::Duration
 }
 
 /// Starts the container; errors are (exit code, message) as the job's record will show them.
-/// `ended` gets the outcome as soon as it is known.
+/// `ended` gets the outcome as soon as it is known; `undelivered` what went elsewhere than
+/// the job asked (a PBS or LSF job's file it could not write).
 fn start(
     launch: &JobLaunch,
+    undelivered: &RefCell<Vec<String>>,
     ended: impl FnOnce(&berth_runtime::Outcome),
 ) -> Result<berth_runtime::Outcome, (i32, String)> {
     let id =
@@ -820,17 +832,44 @@ fn start(
             .chain(&err_path)
             .filter_map(|p| p.parent())
         {
-            mkdir_as(&id, dir, umask).map_err(|m| (125, m))?;
+            // (One it cannot make leaves its file unwritable, which goes elsewhere below.)
+            let _ = mkdir_as(&id, dir, umask);
         }
     }
     let write = libc::O_WRONLY | libc::O_CREAT;
-    let stdout =
-        open_as(&id, &out_path, write | mode(launch.append), perms).map_err(|m| (125, m))?;
+    let output = |path: &Path, append: bool, (pbs, lsf): (&str, &str)| {
+        let flags = write | mode(append);
+        let error = match open_as(&id, path, flags, perms) {
+            Ok(file) => return Ok(file),
+            Err(error) => error,
+        };
+        // PBS and LSF run a job whose file cannot be written, and keep its output elsewhere
+        // (PBS's undelivered files, LSF's mail): here, in its user's home, said in the file
+        // and in the job's record. Slurm's job fails (slurmstepd cannot open it).
+        let ext = match (&launch.pbs_names, launch.lsf) {
+            (Some(_), _) => pbs,
+            (None, true) => lsf,
+            (None, false) => return Err((125, error)),
+        };
+        let kept = Path::new(&id.home).join(format!("{}.{ext}", launch.job_id));
+        let file = open_as(&id, &kept, flags, perms)
+            .map_err(|again| (125, format!("{error}; and {again}")))?;
+        let mut file = std::fs::File::from(file);
+        let said = format!("berth: {error}: this job's output is here instead\n");
+        let _ = std::io::Write::write_all(&mut file, said.as_bytes());
+        (undelivered.borrow_mut()).push(format!(
+            "{UNDELIVERED} ({error}): kept in {}",
+            kept.display()
+        ));
+        Ok(OwnedFd::from(file))
+    };
+    let stdout = output(&out_path, launch.append, ("OU", "out"))?;
     let stderr = match err_path {
-        Some(p) if p != out_path => {
-            let append = launch.error_append.unwrap_or(launch.append);
-            open_as(&id, &p, write | mode(append), perms).map_err(|m| (125, m))?
-        }
+        Some(p) if p != out_path => output(
+            &p,
+            launch.error_append.unwrap_or(launch.append),
+            ("ER", "err"),
+        )?,
         _ => stdout.try_clone().map_err(|e| (125, e.to_string()))?,
     };
     let stdin = match &launch.stdin {

@@ -703,7 +703,7 @@ fn history_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
         });
         events.push((end, 4, format!("{}{cpu}", ending(j))));
         if let Some(why) = termination(j) {
-            events.push((end, 5, format!("Completed <exit>; {why};")));
+            events.push((end, 5, format!("{};", completed(j, &why))));
         }
     }
     events.sort_by_key(|(at, order, _)| (*at, *order));
@@ -753,9 +753,15 @@ fn ended_as(done: bool, code: Option<i32>, signal: Option<i32>, state: &str) -> 
     }
 }
 
-/// Why a job that did not complete ended, LSF's TERM_ reasons where it has its own (a time
-/// or memory limit, a kill by its owner or by root), else berth's reason (a file it could
-/// not open, ...); `None` for one that ended of itself.
+/// bjobs -l's and bhist -l's line of why job `j` ended (its [`termination`]).
+fn completed(j: &JobInfo, why: &str) -> String {
+    let how = if stat(j) == "DONE" { "done" } else { "exit" };
+    format!("Completed <{how}>; {why}")
+}
+
+/// Why a job ended, LSF's TERM_ reasons where it has its own (a time or memory limit, a
+/// kill by its owner or by root), else berth's reason (a file it could not open, where its
+/// output went instead of its file, ...); `None` for one that ended of itself.
 fn termination(j: &JobInfo) -> Option<String> {
     let ours = || {
         j.reason
@@ -770,7 +776,7 @@ fn termination(j: &JobInfo) -> Option<String> {
             Some(_) => "TERM_ADMIN: job killed by root or LSF administrator".into(),
             None => ours()?,
         },
-        "COMPLETED" | "RUNNING" | "PENDING" | "SUSPENDED" => return None,
+        "RUNNING" | "PENDING" | "SUSPENDED" => return None,
         _ => ours()?,
     })
 }
@@ -1043,7 +1049,7 @@ fn long_form(out: &mut impl Write, j: &JobInfo) -> Result<()> {
     if let Some(end) = j.end_time {
         writeln!(out, "{}: {}", ctime(end), ending(j))?;
         if let Some(why) = termination(j) {
-            writeln!(out, "{}: Completed <exit>; {why}.", ctime(end))?;
+            writeln!(out, "{}: {}.", ctime(end), completed(j, &why))?;
         }
         if let Some(cpu) = j.cpu_usec {
             writeln!(

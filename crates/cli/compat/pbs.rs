@@ -929,6 +929,9 @@ fn comment(j: &JobInfo) -> Option<String> {
             .map(|start| format!("Job Array Began at {}", ctime(start))),
         // Why it ended where berth knows more than its status (a file it could not open),
         // as PBS's comment says why a job did not run.
+        (_, Some(why)) if why.starts_with(berth_agent::runner::UNDELIVERED) => {
+            ran().map(|ran| format!("{ran} and finished; {why}"))
+        }
         (_, Some(why)) if !why.starts_with("NonZeroExitCode") => Some(format!("Job failed: {why}")),
         _ => ran().map(|ran| format!("{ran} and finished")),
     }

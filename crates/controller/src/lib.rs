@@ -3738,8 +3738,12 @@ impl Controller {
             Some(r) if r.error.is_some() => (State::Failed, r.error.clone()),
             Some(r) if r.timed_out => (State::Timeout, None),
             Some(r) if r.oom_killed => (State::OutOfMemory, None),
-            Some(r) if r.exit_code == 0 => (State::Completed, None),
-            Some(_) => (State::Failed, Some("NonZeroExitCode".into())),
+            // (Where its output went instead of its file, if it did, is its reason.)
+            Some(r) if r.exit_code == 0 => (State::Completed, r.note.clone()),
+            Some(r) => (
+                State::Failed,
+                Some(r.note.clone().unwrap_or_else(|| "NonZeroExitCode".into())),
+            ),
         };
         self.finish(id, state, reason, result);
     }
