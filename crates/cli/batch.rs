@@ -692,7 +692,7 @@ fn serve(settings: &Settings, args: UpArgs, local_node: bool) -> Result<i32> {
         mail_program: Some(&settings.config.batch.mail_program)
             .filter(|p| !p.is_empty())
             .map(PathBuf::from),
-        max_array_size: settings.config.batch.max_array_size,
+        max_array_size: Some(settings.config.batch.max_array_size),
         max_job_count: settings.config.batch.max_job_count,
         cluster_name: settings.config.batch.cluster_name.clone(),
         licenses: settings.config.licenses.clone(),

@@ -903,6 +903,12 @@ fn run_with(mut request: StepRequest, sigint_twice: bool) -> Result<i32> {
             crate::batch::end_allocation(job, 125)?;
             bail!(berth_agent::step::StepError::Lost)
         }
+        // PBS's last word on an interactive job.
+        (Ok(code), Some(job)) if request.allocate_syntax == OptionSyntax::Qsub => {
+            let server = crate::client::controller_host();
+            berth_core::say!("qsub: job {job}.{server} completed");
+            Ok(code)
+        }
         (ran, _) => Ok(ran?),
     }
 }

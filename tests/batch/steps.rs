@@ -1017,6 +1017,18 @@ fn outside_a_job_a_step_gets_an_allocation_of_its_own() {
     );
     assert!(limited.stdout.contains("terminated"), "{}", limited.stderr);
     assert_eq!(newest_job(&c)["state"], "TIMEOUT");
+    // Killed by it, as slurmstepd says to srun.
+    let killed = c.berth(
+        Mode::Rootless,
+        &["step", "--image", "busybox", "-t", "0:02", "sleep", "30"],
+    );
+    let id = newest_job(&c)["id"].as_u64().unwrap();
+    let said = format!("slurmstepd: error: *** STEP {id}.0 ON ");
+    assert!(
+        killed.stderr.contains(&said) && killed.stderr.contains(" DUE TO TIME LIMIT ***\n"),
+        "{}",
+        killed.stderr
+    );
 
     // Refused as a submission would be, with the reason.
     let unknown = c.berth(
@@ -1808,12 +1820,17 @@ fn an_interactive_step_has_a_terminal_in_the_image() {
         out.stdout
     );
     assert_eq!(job["exit_code"], 6, "{job}");
-    // One terminal, one task.
-    let two = c.berth(
+    // The first of two tasks has the terminal, the other no input (its shell ends at once).
+    let mut two = under_terminal(&c.f.cmd(
         Mode::Rootless,
         &["step", "--image", "busybox", "--pty", "-n", "2", "sh"],
-    );
-    assert!(two.stderr.contains("add -n 1"), "{}", two.stderr);
+    ));
+    two.env("BERTH_SOCKET", &c.socket);
+    let input = "test -t 0 && echo \"tasks=$SLURM_NTASKS rank=$SLURM_PROCID\"; exit\n";
+    let out = run_with_stdin(&mut two, input);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("tasks=2 rank=0"), "{}", out.stdout);
+    assert_eq!(newest_job(&c)["state"], "COMPLETED");
 }
 
 /// `--signal`: a signal ahead of the time limit, to the batch shell alone (`B:`), whose trap

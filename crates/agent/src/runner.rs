@@ -590,22 +590,23 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     };
     let mut recorded = None;
     let job_dir = launch_path.parent().unwrap_or(Path::new("."));
+    // (A run before this one's, of a job requeued.)
+    let _ = std::fs::remove_file(job_dir.join(ENDED_FILE));
     let outcome = start(&launch, &undelivered, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
+        // Its steps' clients are told too, once the steps have ended ([`ENDED_FILE`]).
         let stepd = |at: u64, why: &str| {
             berth_core::say!(
                 "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
                 launch.job_id,
                 crate::node::hostname(),
                 slurm_timestamp(at)
-            )
+            );
+            let _ = std::fs::write(job_dir.join(ENDED_FILE), format!("{at}\n{why}"));
         };
         // Cancelled, where the agent left the record of it (a job of sbatch's dialect: the
         // controller's choice); gone once said, as a job requeued may run here again.
         let cancelled = std::fs::read_to_string(job_dir.join(CANCELLED_FILE)).ok();
-        if cancelled.is_some() {
-            let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
-        }
         match (outcome.timed_out, &launch.pbs_names) {
             // (LSF and PBS say nothing of it.)
             (false, None) if !launch.lsf => {
@@ -630,6 +631,10 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
                     at.saturating_sub(started).max(limit + 1),
                 )
             }
+        }
+        // (Removed once [`ENDED_FILE`] says it, for the steps.)
+        if cancelled.is_some() {
+            let _ = std::fs::remove_file(job_dir.join(CANCELLED_FILE));
         }
         // LSF's job report, after the output (flushed: the runner ends with _exit).
         if launch.lsf {
@@ -710,6 +715,12 @@ fn write_result(tmp: &Path, out: &Path, text: &[u8]) -> std::io::Result<()> {
 /// The file a node's agent leaves in a job's directory when the job is cancelled: when
 /// (seconds), a newline, and why (see [`crate::node::NodeAgent::cancel`]).
 pub const CANCELLED_FILE: &str = "cancelled";
+
+/// The file a runner leaves in its job's directory when the job was cancelled or ran out of
+/// time, as [`CANCELLED_FILE`] says it (which goes once this is there), before its steps
+/// are ended: their clients are told so in slurmstepd's words (`*** STEP 42.0 ON n1
+/// CANCELLED AT ...`).
+pub const ENDED_FILE: &str = "ended";
 
 /// The file runner `pid` makes in its job's directory once the job's script has ended.
 pub fn script_ended_path(job_dir: &Path, pid: u32) -> PathBuf {

@@ -1106,8 +1106,9 @@ pub struct StepRequest {
     /// the job going on.
     #[serde(default)]
     pub time_limit: Option<u64>,
-    /// Run the one task on a pseudo-terminal of its own, relayed to the client's
-    /// (`srun --pty`): an interactive shell in the job's container.
+    /// Run the first task on a pseudo-terminal of its own, relayed to the client's, the
+    /// others without input or output, all on one node (`srun --pty`): an interactive
+    /// shell in the job's container.
     #[serde(default)]
     pub pty: bool,
     /// Serve the tasks PMI-1 and PMI-2, each task with its own connection to the server in

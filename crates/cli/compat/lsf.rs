@@ -54,7 +54,7 @@ pub fn bsub(words: Vec<String>) -> Result<i32> {
         }
         // Through the shell, as a batch job's words are (`bsub -I "a | b"`, `exit 4`, $VARS).
         let line = vec!["/bin/sh".into(), "-c".into(), command.join(" ")];
-        return interactive_job(OptionSyntax::Bsub, args, line, mode != "I");
+        return interactive_job(OptionSyntax::Bsub, args, line, mode != "I", None);
     }
     let (script, name) = match command.first() {
         None => (script_from_stdin("bsub")?, "stdin".to_string()),

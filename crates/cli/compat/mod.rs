@@ -747,12 +747,14 @@ pub(crate) fn base_name(path: &str) -> String {
 
 /// An interactive job (`bsub -Is`, `qsub -I`): an allocation with the command's options
 /// and one task of `argv` on this terminal (`pty`) or on its standard streams, as
-/// `berth step` outside a job runs it. The task gets all the job's CPUs on its node.
+/// `berth step` outside a job runs it, in `cwd` (`None`: this client's). The task gets all
+/// the job's CPUs on its node.
 fn interactive_job(
     syntax: berth_api::OptionSyntax,
     mut options: Vec<String>,
     argv: Vec<String>,
     pty: bool,
+    cwd: Option<String>,
 ) -> Result<i32> {
     // The allocation's own script prints nothing: the job's output is this terminal's.
     options.extend(["-o".to_string(), "/dev/null".to_string()]);
@@ -765,7 +767,10 @@ fn interactive_job(
         ..berth_api::StepRequest::new(
             argv,
             crate::step::environment(),
-            crate::step::current_dir()?,
+            match cwd {
+                Some(dir) => dir,
+                None => crate::step::current_dir()?,
+            },
         )
     };
     crate::step::run(request)

@@ -12,7 +12,7 @@ use std::io::Write;
 const QSUB_USAGE: &str =
     "qsub [options] [script]        (no script: it is read from standard input)
        qsub [options] -- command [args]
-       qsub -I [options] [-- command]  (an interactive job on this terminal)
+       qsub -I [-X] [options] [-- command]  (an interactive job on this terminal)
 options: qsub's (-N -l -o -e -j -q -J -t -W depend=|block= -h -V -v -d -A -r -a -F -z ...);
 the image comes from the script (#BERTH --image, APPLICATION=) or $BERTH_IMAGE";
 
@@ -130,11 +130,12 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
     let (options, end) =
         leading_options(Family::Pbs, &words).map_err(|e| super::usage_error(e, QSUB_USAGE))?;
     let command_mode = end > 0 && words[end - 1] == "--";
-    let (mut interactive, mut quiet) = (false, false);
+    let (mut interactive, mut quiet, mut x11) = (false, false, false);
     let (mut args, mut script_args) = (Vec::new(), Vec::new());
     for (name, taken) in options {
         match name {
             "I" => interactive = true,
+            "X" => x11 = true,
             "z" => quiet = true,
             // Torque's -F "ARGS": the script's arguments.
             "F" => {
@@ -145,6 +146,13 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         }
     }
     let rest = &words[end..];
+    match (x11, interactive) {
+        (true, false) => bail!("-X forwards X11 to an interactive job: give it with -I"),
+        (true, true) => berth_core::say!(
+            "qsub: warning: -X ignored: berth forwards no X11 display; the job has none"
+        ),
+        _ => {}
+    }
     if interactive {
         let argv = match rest.is_empty() {
             // The user's login shell, as PBS starts it: bash where the image has it.
@@ -155,7 +163,8 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
             ],
             false => rest.to_vec(),
         };
-        return interactive_job(OptionSyntax::Qsub, args, argv, true);
+        let cwd = interactive_dir(&args)?;
+        return interactive_job(OptionSyntax::Qsub, args, argv, true, cwd);
     }
     let (script, name, path) = match (command_mode, rest) {
         (true, []) => bail!("qsub --: name the command to run, e.g. qsub -- /bin/hostname"),
@@ -193,6 +202,25 @@ pub fn qsub(words: Vec<String>) -> Result<i32> {
         true => batch::wait_for_jobs(resp.job_id, resp.jobs),
         false => Ok(0),
     }
+}
+
+/// Where qsub -I's shell starts: its user's home, as PBS's jobs do, unless `-d DIR` (there)
+/// or `-l wd` (here) says otherwise; `None`: here. (Options in error are the controller's
+/// to refuse.)
+fn interactive_dir(args: &[String]) -> Result<Option<String>> {
+    let Ok(options) = berth_core::job::parse_args_as(berth_core::job::Family::Pbs, args) else {
+        return Ok(None);
+    };
+    Ok(match (options.workdir, options.start_in_submit_dir) {
+        (Some(dir), _) if dir.starts_with('/') => Some(dir),
+        (Some(dir), _) => Some(format!("{}/{dir}", crate::step::current_dir()?)),
+        (None, Some(true)) => None,
+        (None, _) => {
+            // SAFETY: getuid(2) cannot fail.
+            let uid = unsafe { libc::getuid() };
+            Some(berth_runtime::Identity::lookup(&uid.to_string(), false)?.home)
+        }
+    })
 }
 
 /// PBS's one-letter state of a job.

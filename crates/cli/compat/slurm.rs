@@ -674,11 +674,11 @@ fn config_block(c: &berth_api::ConfigInfo) -> String {
         ("MailProg", or_null(c.mail_program.clone())),
         (
             "MaxArraySize",
-            c.max_array_size.map_or("1001".into(), |m| m.to_string()),
+            or_null(c.max_array_size.map(|m| m.to_string())),
         ),
         (
             "MaxJobCount",
-            c.max_job_count.map_or("10000".into(), |m| m.to_string()),
+            or_null(c.max_job_count.map(|m| m.to_string())),
         ),
         ("MinJobAge", secs(c.min_job_age)),
         ("PriorityDecayHalfLife", duration(p.decay_half_life)),

@@ -4686,9 +4686,10 @@ impl Controller {
                 shares.len()
             ));
         }
-        if request.pty && ntasks != 1 {
+        if request.pty && shares.len() != 1 {
             return Err(format!(
-                "--pty gives one task a terminal, and the step would have {ntasks}: add -n 1"
+                "--pty gives the first task a terminal, on one node, and the step would have tasks on {} nodes: add -N 1",
+                shares.len()
             ));
         }
         if let Some(text) = &request.multi_prog {

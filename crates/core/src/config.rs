@@ -87,10 +87,11 @@ pub struct BatchConfig {
     /// `-s SUBJECT ADDRESS...`; empty: no mail is sent.
     #[serde(default = "default_mail_program")]
     pub mail_program: String,
-    /// Array indices must be below this (Slurm's MaxArraySize: 1001 allows `0-1000`); a
-    /// submission with a higher one is refused. Unset: any index an array can have.
-    #[serde(default)]
-    pub max_array_size: Option<u32>,
+    /// Array indices must be below this (Slurm's MaxArraySize, and its default: 1001
+    /// allows `0-1000`); a submission with a higher one is refused. (An array has at most
+    /// a million tasks whatever it says.)
+    #[serde(default = "default_max_array_size")]
+    pub max_array_size: u32,
     /// The most unfinished jobs (pending, running, suspended; an array's tasks each) the
     /// controller holds (Slurm's MaxJobCount); a submission that would pass it is refused
     /// until some have ended. Unset: no limit.
@@ -111,6 +112,10 @@ fn default_kill_wait() -> u64 {
 
 fn default_cluster_name() -> String {
     "berth".into()
+}
+
+fn default_max_array_size() -> u32 {
+    1001
 }
 
 fn default_mail_program() -> String {
@@ -184,7 +189,7 @@ impl Default for BatchConfig {
             requeue: true,
             oversubscribe: 1,
             mail_program: default_mail_program(),
-            max_array_size: None,
+            max_array_size: default_max_array_size(),
             max_job_count: None,
             cluster_name: default_cluster_name(),
             kill_wait: default_kill_wait(),
@@ -400,7 +405,7 @@ impl Config {
             )));
         }
         for (name, zero) in [
-            ("max_array_size", config.batch.max_array_size == Some(0)),
+            ("max_array_size", config.batch.max_array_size == 0),
             ("max_job_count", config.batch.max_job_count == Some(0)),
         ] {
             if zero {
@@ -694,15 +699,15 @@ mod tests {
     }
 
     #[test]
-    fn site_limits_on_arrays_and_jobs_are_off_unless_given() {
+    fn site_limits_on_arrays_are_slurms_and_on_jobs_off_unless_given() {
         let none = Config::from_toml("").unwrap().batch;
-        assert_eq!((none.max_array_size, none.max_job_count), (None, None));
-        let set = Config::from_toml("[batch]\nmax_array_size = 1001\nmax_job_count = 10000\n")
+        assert_eq!((none.max_array_size, none.max_job_count), (1001, None));
+        let set = Config::from_toml("[batch]\nmax_array_size = 20001\nmax_job_count = 10000\n")
             .unwrap()
             .batch;
         assert_eq!(
             (set.max_array_size, set.max_job_count),
-            (Some(1001), Some(10000))
+            (20001, Some(10000))
         );
         for name in ["max_array_size", "max_job_count"] {
             let err = Config::from_toml(&format!("[batch]\n{name} = 0\n")).unwrap_err();

@@ -42,8 +42,8 @@ pub fn run(
     let mut answers = Answers::send(socket, request)?;
     let signals = Signals::catch(request.pty)?;
     // With a terminal, keys go to the task's terminal as they are typed (^C included), and
-    // window size changes follow.
-    let _raw = request.pty.then(RawTerminal::enter).flatten();
+    // window size changes follow, once the step runs: until then ^C gives it up, as srun's.
+    let mut raw = None;
     // Signalled before the step started: an error then is the step's cancelling.
     let (mut interrupted, mut started) = (false, false);
     // The step, once started: a client in a job's container asks the node's next agent for
@@ -110,6 +110,9 @@ pub fn run(
                         StepEvent::Started { step: s, ntasks } => {
                             (started, step) = (true, Some(s).filter(|_| request.job.is_some()));
                             running = Some((s, ntasks));
+                            if request.pty && raw.is_none() {
+                                raw = RawTerminal::enter();
+                            }
                         }
                         StepEvent::Submitted(ref submitted) => job = Some(submitted.job_id),
                         StepEvent::Busy { .. } => waiting = request.job.is_some(),

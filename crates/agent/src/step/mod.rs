@@ -83,7 +83,8 @@ pub struct StepLaunch {
     /// Each task's PBS slot, by rank ([`berth_api::StepRequest::pbs_slots`]).
     #[serde(default)]
     pub pbs_slots: Vec<berth_api::PbsSlot>,
-    /// Give the (one) task a pseudo-terminal, relayed to the client's terminal.
+    /// Give the first task a pseudo-terminal, relayed to the client's terminal (the others
+    /// have no input or output).
     #[serde(default)]
     pub pty: bool,
     /// The `berth step` process (from the step socket's peer credentials), to tell whether
@@ -1583,7 +1584,19 @@ fn run_tasks(
         .task_files
         .as_ref()
         .is_some_and(|f| f.input.is_some());
-    let copies = !own_files && launch.input_task.is_none() && launch.tasks.len() > 1;
+    let copies = !own_files && !launch.pty && launch.input_task.is_none() && launch.tasks.len() > 1;
+    // --pty: the tasks but the first have no input or output, as srun gives them (a shell
+    // there ends at once).
+    let quiet = match launch.pty && launch.tasks.len() > 1 {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(io_err("opening /dev/null for the tasks"))?,
+        ),
+        false => None,
+    };
     let null = match launch.input_task {
         Some(_) if !own_files => Some(
             std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null for the tasks"))?,
@@ -1630,7 +1643,10 @@ fn run_tasks(
         } else {
             None
         };
-        let [mut stdin, stdout, stderr] = files.of_task(launch, id, rank)?;
+        let [mut stdin, mut stdout, mut stderr] = files.of_task(launch, id, rank)?;
+        if let Some(null) = quiet.as_ref().filter(|_| local > 0) {
+            [stdin, stdout, stderr] = [Some(null.as_raw_fd()); 3];
+        }
         if copies {
             let (read, write) = pipe(0)?;
             stdin = Some(read.as_raw_fd());
@@ -1651,7 +1667,9 @@ fn run_tasks(
             stdin,
             stdout: pipes.as_ref().map(|((_, w), _)| w.as_raw_fd()).or(stdout),
             stderr: pipes.as_ref().map(|(_, (_, w))| w.as_raw_fd()).or(stderr),
-            pty: terminal.as_ref().map(|t| t.slave.as_raw_fd()),
+            pty: (terminal.as_ref())
+                .filter(|_| local == 0)
+                .map(|t| t.slave.as_raw_fd()),
             remap,
             inherit: pmi_connection.as_ref().map(|c| c.as_raw_fd()),
             cgroup: &cgroup,
@@ -1697,13 +1715,19 @@ fn run_tasks(
             .map_err(io_err("taking the step's input"))?;
         tee(input, feeds);
     }
+    // The client's terminal is raw until it hears the step's end: lines said until then
+    // end as a raw terminal needs.
+    let end = if terminal.is_some() { "\r\n" } else { "\n" };
     match terminal {
         Some(t) => {
             drop(t.slave);
+            let others: Vec<libc::pid_t> = running[1..].iter().map(|t| t.pid).collect();
             let task = &mut running[0];
-            let (status, signal) =
-                pty::relay(&t.master, task.pid, task.pidfd.take().expect("watched"))?;
+            let pidfd = task.pidfd.take().expect("watched");
+            let (status, signal) = pty::relay(&t.master, task.pid, pidfd, &others)?;
             (task.status, task.signal) = (Some(status), signal);
+            // The others' ends, once the terminal's has ended.
+            watch(launch, &mut running, &mut labelled, None)?;
         }
         None => {
             if let Some(code) = watch(launch, &mut running, &mut labelled, pmi.aborts)? {
@@ -1729,10 +1753,8 @@ fn run_tasks(
         worst = worse(worst, (status, t.signal));
     }
     for ((status, signal), ranks) in failed.into_iter().filter(|_| !launch.quiet) {
-        berth_core::say!(
-            "{}",
-            task_failed(launch.srun, &launch.node, &ranks, status, signal)
-        );
+        let line = task_failed(launch.srun, &launch.node, &ranks, status, signal);
+        berth_core::say_line(format!("{line}{end}"));
     }
     Ok(worst)
 }

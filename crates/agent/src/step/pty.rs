@@ -142,12 +142,13 @@ fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Relays between this process's stdin/stdout (the client's terminal) and `master` until the
 /// task `pid` ends; returns its exit status and the signal that killed it, if one did. The
-/// step's end signal (the job's end, the
-/// client gone) kills the task.
+/// step's end signal (the job's end, the client gone) kills the task, and the step's
+/// `others` (its tasks without the terminal).
 pub fn relay(
     master: &OwnedFd,
     pid: libc::pid_t,
     pidfd: OwnedFd,
+    others: &[libc::pid_t],
 ) -> Result<(i32, Option<i32>), StepError> {
     TASK.store(pid, Ordering::SeqCst);
     handle(libc::SIGWINCH, on_winch);
@@ -210,8 +211,11 @@ pub fn relay(
             }
         }
         if fds[3].revents != 0 {
-            // SAFETY: kill(2) of our own child, not reaped yet (its pidfd says when).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            for task in std::iter::once(&pid).chain(others) {
+                // SAFETY: kill(2) of our own child, not reaped yet: the terminal's is reaped
+                // below, the others by the caller.
+                unsafe { libc::kill(*task, libc::SIGKILL) };
+            }
             let _ = read(fds[3].fd, &mut buf);
         }
         if fds[0].revents != 0 {

@@ -1105,14 +1105,15 @@ async fn run_step<A: StepAuthority>(
         grant.kill_wait,
         limit,
     );
-    let said = |why: &str| {
+    let said_at = |at: u64, why: &str| {
         format!(
             "slurmstepd: error: *** STEP {job}.{} ON {} CANCELLED AT {}{why} ***",
             grant.step,
             grant.node,
-            crate::runner::slurm_timestamp(crate::runner::now())
+            crate::runner::slurm_timestamp(at)
         )
     };
+    let said = |why: &str| said_at(crate::runner::now(), why);
     let mut client = true;
     let end = loop {
         tokio::select! {
@@ -1150,6 +1151,13 @@ async fn run_step<A: StepAuthority>(
             }
         }
     };
+    // Its tasks killed with its job (cancelled, or out of time): said to the client too, as
+    // slurmstepd says it to srun.
+    if client && ending.terminating.is_none() && end.signal.is_some() {
+        if let Some((at, why)) = job_ending(&grant.job_dir).await {
+            let _ = send(write, &StepEvent::Notice(said_at(at, &why))).await;
+        }
+    }
     // (Killed at the end of its KillWait: its tasks' SIGKILL, as they ended.)
     let worst = (end.code, end.signal);
     // What the tasks of a step ended early started, and may have left here.
@@ -1169,6 +1177,24 @@ async fn run_step<A: StepAuthority>(
     authority.end(end).await;
     super::forget_record(&grant.job_dir, group);
     Ok(worst.0)
+}
+
+/// Why the job of directory `job_dir` is ending, if it is cancelled or out of time: when,
+/// and slurmstepd's words for why (` DUE TO TIME LIMIT`), as its node's agent and then its
+/// runner leave it there ([`crate::runner::CANCELLED_FILE`], then
+/// [`crate::runner::ENDED_FILE`]). Waited for a moment: the job's script, which had its
+/// signal with its steps' tasks, may still be ending.
+async fn job_ending(job_dir: &std::path::Path) -> Option<(u64, String)> {
+    for _ in 0..50 {
+        for name in [crate::runner::ENDED_FILE, crate::runner::CANCELLED_FILE] {
+            if let Ok(text) = std::fs::read_to_string(job_dir.join(name)) {
+                let (at, why) = text.split_once('\n')?;
+                return Some((at.parse().ok()?, why.to_string()));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
 }
 
 /// How long a step's parts have to end their tasks and say what they used, once it is

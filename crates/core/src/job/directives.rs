@@ -290,6 +290,7 @@ const PBS: &[Spec] = &[
     Spec("c", Some('c'), Required),
     // qsub's command line only: refused in a script.
     Spec("I", Some('I'), No),
+    Spec("X", Some('X'), No),
     Spec("F", Some('F'), Required),
     Spec("z", Some('z'), No),
 ];
@@ -2144,7 +2145,7 @@ fn apply_pbs(
         "a" => opts.begin = Some(parse_pbs_begin(v)?),
         "m" => opts.mail = Some(MailEvents::parse_pbs(v)?),
         "M" => opts.mail_to = Some(parse_addresses(v)?),
-        "I" | "F" | "z" => return Err(command_line_only(found)),
+        "I" | "X" | "F" | "z" => return Err(command_line_only(found)),
         // `-S /bin/bash`, or a list of PATH@HOST (the first is taken: every node runs the
         // same image).
         "S" => {
