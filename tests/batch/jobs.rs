@@ -697,13 +697,24 @@ fn a_cancelled_job_that_ignores_sigterm_is_killed_after_killwait() {
     let out = std::fs::read_to_string(out).unwrap();
     assert!(out.contains("started\nterm\n"), "{out}");
     let config = c.berth(Mode::Rootless, &["as", "scontrol", "show", "config"]);
-    let line = config.ok().lines().find(|l| l.starts_with("KillWait "));
-    assert_eq!(
-        line.map(|l| l.ends_with(" = 2 sec")),
-        Some(true),
-        "{}",
-        config.stdout
-    );
+    // (Slurm's default array limit, berth's; no job limit, as none is set.)
+    for (name, value) in [
+        ("KillWait", "2 sec"),
+        ("MaxArraySize", "1001"),
+        ("MaxJobCount", "(null)"),
+        ("DependencyParameters", "kill_invalid_depend"),
+    ] {
+        let line = config
+            .ok()
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")));
+        assert_eq!(
+            line.map(|l| l.ends_with(&format!(" = {value}"))),
+            Some(true),
+            "{}",
+            config.stdout
+        );
+    }
 
     let ignoring = "#!/bin/sh\n#BERTH --image busybox\ntrap '' TERM\necho started\nwhile true; do sleep 1; done\n";
     let id = c.submit(Mode::Rootless, "ignoring.sh", ignoring, &[]);

@@ -665,6 +665,9 @@ fn config_block(c: &berth_api::ConfigInfo) -> String {
     let or_null = |v: Option<String>| v.unwrap_or_else(|| "(null)".into());
     let settings: Vec<(&str, String)> = vec![
         ("ClusterName", c.cluster_name.clone()),
+        // A job whose dependency can never be met is cancelled, unless it asks to wait
+        // (--kill-on-invalid-dep=no).
+        ("DependencyParameters", "kill_invalid_depend".into()),
         ("JobRequeue", u8::from(c.requeue).to_string()),
         ("KillWait", secs(c.kill_wait)),
         (
