@@ -1089,12 +1089,16 @@ fn dependencies_on_array_jobs() {
         c.show(two)["dependency"],
         format!("numdone({a}_*, >= 2)(unfulfilled)")
     );
-    // One task named by its index, as Slurm shows it (while it has not ended).
+    // One task named by its index, as Slurm shows it; aftercorr's, the array's.
     assert_eq!(
         c.show(third)["dependency"],
         format!("afterok:{a}_3(unfulfilled)"),
         "{}",
         c.show(third)
+    );
+    assert_eq!(
+        c.show(corr)["dependency"],
+        format!("aftercorr:{a}_*(unfulfilled)")
     );
     // Task 2 failed: a job needing all of them OK is never started.
     let job = c.wait_for(all_ok, &["CANCELLED", "COMPLETED", "FAILED"]);
@@ -1108,6 +1112,22 @@ fn dependencies_on_array_jobs() {
     );
     assert_eq!(c.show(kept)["state"], "PENDING");
     c.berth(Mode::Rootless, &["cancel", &kept.to_string()]).ok();
+    // A task that has ended still named by its index.
+    let on_two = id(after(
+        format!("afterok:{a}_2"),
+        &["--kill-on-invalid-dep=no"],
+    ));
+    wait_until(
+        30,
+        || c.show(on_two)["reason"] == "DependencyNeverSatisfied",
+        || format!("not waiting for its dependency: {}", c.show(on_two)),
+    );
+    assert_eq!(
+        c.show(on_two)["dependency"],
+        format!("afterok:{a}_2(failed)")
+    );
+    c.berth(Mode::Rootless, &["cancel", &on_two.to_string()])
+        .ok();
     // Waiting for all of them to end: it starts after the last.
     let job = c.completed(all_end);
     let ends: Vec<u64> = (a..a + 3)
@@ -4165,6 +4185,19 @@ fn hold_release_suspend_resume() {
         "{}",
         refused.stderr
     );
+    // An array released whole: each task that may be, the one root holds named.
+    let array = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold", "--array=1-3"]);
+    c.berth(Mode::Root, &["hold", &format!("{array}_2")]).ok();
+    let partly = c.berth(Mode::Rootless, &["release", &array.to_string()]);
+    assert!(
+        partly.code != 0 && (partly.stderr).contains(&format!("job {array}_2 was held by root")),
+        "{}",
+        partly.stderr
+    );
+    c.completed(array);
+    c.completed(array + 2);
+    assert_eq!(c.show(array + 1)["reason"], "JobHeldAdmin");
+    c.berth(Mode::Root, &["cancel", &format!("{array}_2")]).ok();
     // scontrol uhold: root's hold that is the owner's, which they may release; never one
     // that lessens an administrator's hold.
     let uheld = c.submit(Mode::Rootless, "held.sh", HELLO, &["--hold"]);

@@ -908,29 +908,41 @@ fn select(j: &JobInfo) -> String {
 }
 
 /// A job's dependency (Slurm's `afterok:42:43,afterany:44`, berth's form) as PBS writes
-/// it: each job id with its server (`afterok:42.server:43.server`).
+/// it: each job id with its server (`afterok:42.server:43.server`), where PBS's form can
+/// say it: all of a list of terms. Any one of them (`?`), a delay (`+5`), an LSF condition
+/// (`done(42) || exit(43)`) are shown as berth has them, not as a list PBS would read as
+/// all of them.
 fn pbs_dependency(dependency: &str, server: &str) -> String {
-    let term = |term: &str| -> String {
-        // (Without Slurm's `(unfulfilled)`.)
-        let term = term.split('(').next().unwrap_or(term);
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        // (An array's whole, Slurm's 42_*, is PBS's 42[]; its subjob 42_3, 42[3].)
-        let with_server = |id: &str| match id.split_once('_') {
-            _ if digits(id) => format!("{id}.{server}"),
-            Some((array, "*")) if digits(array) => format!("{array}[].{server}"),
-            Some((array, i)) if digits(array) && digits(i) => format!("{array}[{i}].{server}"),
-            _ => id.to_string(),
-        };
-        term.split(':')
-            .map(with_server)
-            .collect::<Vec<_>>()
-            .join(":")
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // (An array's whole, Slurm's 42_*, is PBS's 42[]; its subjob 42_3, 42[3].)
+    let with_server = |id: &str| match id.split_once('_') {
+        _ if digits(id) => Some(format!("{id}.{server}")),
+        Some((array, "*")) if digits(array) => Some(format!("{array}[].{server}")),
+        Some((array, i)) if digits(array) && digits(i) => Some(format!("{array}[{i}].{server}")),
+        _ => None,
     };
-    dependency
-        .split([',', '?'])
-        .map(term)
-        .collect::<Vec<_>>()
-        .join(",")
+    let term = |term: &str| -> Option<String> {
+        // (Without Slurm's `(unfulfilled)`.)
+        let term = match term.split_once('(') {
+            Some((term, status)) if status.ends_with(')') && !status.contains('(') => term,
+            Some(_) => return None,
+            None => term,
+        };
+        if term == "singleton" {
+            return Some(term.to_string());
+        }
+        let (kind, ids) = term.split_once(':')?;
+        let known = ["after", "afterok", "afternotok", "afterany", "aftercorr"];
+        let ids: Vec<String> = ids.split(':').map(with_server).collect::<Option<_>>()?;
+        known
+            .contains(&kind)
+            .then(|| format!("{kind}:{}", ids.join(":")))
+    };
+    let terms: Option<Vec<String>> = match dependency.contains('?') {
+        true => None,
+        false => dependency.split(',').map(term).collect(),
+    };
+    terms.map_or_else(|| dependency.to_string(), |t| t.join(","))
 }
 
 /// The scheduler's comment on job `j`, as PBS Pro's qstat -s and -f show it: why it does
@@ -1453,6 +1465,15 @@ mod tests {
             "afterok:42.srv:43.srv,afterany:44[2].srv,afterok:38[].srv"
         );
         assert_eq!(pbs_dependency("singleton", "srv"), "singleton");
+        // Not a list of terms all of which must hold: as it is, not misread.
+        for other in [
+            "afterok:79(unfulfilled)?afternotok:80(unfulfilled)",
+            "afterok:79(unfulfilled) && (afternotok:80(unfulfilled) || after:81_*(unfulfilled))",
+            "numdone(81, >= 2)",
+            "after:79+3(unfulfilled)",
+        ] {
+            assert_eq!(pbs_dependency(other, "srv"), other);
+        }
     }
 
     /// An array some of whose subjobs have run: begun, not finished.

@@ -521,6 +521,14 @@ impl Job {
         }
     }
 
+    /// Its id as its user knows it: an array's task by its array and index (`42_7`).
+    pub fn shown_id(&self) -> String {
+        match (self.array_job_id, self.array_task_id) {
+            (Some(array), Some(task)) => format!("{array}_{task}"),
+            _ => self.id.to_string(),
+        }
+    }
+
     /// Its holds: its owner's and an administrator's. (A record from before `owner_hold`,
     /// or a job held at its submission or its launch's failure: held, not by root, is held
     /// by its owner.)

@@ -1054,16 +1054,21 @@ impl Controller {
                 let state = sched::term_statuses(range, state_of)
                     .remove(&0)
                     .unwrap_or(sched::TermState::of(sched::DepStatus::Satisfied));
-                // One array task by its index (`7_1`), as Slurm shows it, where it is
-                // still known here; a whole array as `7_*`.
-                let task = self
-                    .active
-                    .get(&first)
-                    .and_then(|t| t.array_job_id.zip(t.array_task_id));
-                let named = match (first == last, task) {
-                    (true, Some((array, index))) => format!("{array}_{index}"),
-                    (true, None) => first.to_string(),
-                    (false, _) => format!("{first}_*"),
+                // One array task by its index (`7_1`), as Slurm shows it: as it was asked
+                // for, or where it is still known here; a whole array as `7_*`, and so
+                // aftercorr's (each task's own).
+                let asked = deps.jobs.get(term as usize).filter(|d| d.kind == kind);
+                let task = (asked.and_then(|d| Some(d.job).zip(d.array_index))).or_else(|| {
+                    let t = self.active.get(&first)?;
+                    t.array_job_id.zip(t.array_task_id)
+                });
+                let named = match (kind, first == last, task) {
+                    (berth_core::job::DependencyKind::AfterCorr, _, _) => {
+                        format!("{}_*", asked.map_or(first, |d| d.job))
+                    }
+                    (_, true, Some((array, index))) => format!("{array}_{index}"),
+                    (_, true, None) => first.to_string(),
+                    (_, false, _) => format!("{first}_*"),
                 };
                 // Its delay as it was asked for (`after:7+5`).
                 let named = match delay {
@@ -2311,23 +2316,30 @@ impl Controller {
         Ok(tasks)
     }
 
-    /// `act` on each of `ids`, their changes written in one store transaction; stops at the
-    /// first refusal (the changes before it are kept).
+    /// `act` on each of `ids`, their changes written in one store transaction; one refused
+    /// leaves the others done (as Slurm acts on an array's tasks each), the refusals said
+    /// together, with the first one's status.
     fn each_in_one_write(
         &mut self,
         ids: Vec<u64>,
         act: impl Fn(&mut Self, u64) -> Result<(), ApiError>,
     ) -> Result<(), ApiError> {
-        let mut done = Ok(());
+        let mut refused: Vec<ApiError> = Vec::new();
         self.in_one_write(|c| {
             for id in ids {
                 if let Err(e) = act(c, id) {
-                    done = Err(e);
-                    break;
+                    refused.push(e);
                 }
             }
         });
-        done
+        let Some(first) = refused.first() else {
+            return Ok(());
+        };
+        let said: Vec<&str> = refused.iter().map(|e| e.message.as_str()).collect();
+        Err(ApiError {
+            status: first.status,
+            message: said.join("; "),
+        })
     }
 
     /// `berth update`: new values for a pending job, or for each pending task of an array
@@ -2620,7 +2632,8 @@ impl Controller {
         let mut job = self.owned(caller, id, if held { "hold" } else { "release" })?;
         if job.state != State::Pending {
             return Err(ApiError::bad(format!(
-                "job {id} is {}: only pending jobs can be held or released",
+                "job {} is {}: only pending jobs can be held or released",
+                job.shown_id(),
                 job.state.name()
             )));
         }
@@ -2628,7 +2641,8 @@ impl Controller {
         // (A user's release of a job that has only root's hold: refused, as Slurm's.)
         if !held && admin && !owner && caller.uid != 0 {
             return Err(ApiError::forbidden(format!(
-                "job {id} was held by root (JobHeldAdmin): only root may release it"
+                "job {} was held by root (JobHeldAdmin): only root may release it",
+                job.shown_id()
             )));
         }
         let (owner, admin) = match (held, which.owner, which.admin, caller.uid == 0) {
@@ -2782,7 +2796,10 @@ impl Controller {
         let key = self.key.clone();
         let mut job = self.owned(caller, id, "requeue")?;
         if job.state == State::Pending {
-            return Err(ApiError::bad(format!("job {id} is already pending")));
+            return Err(ApiError::bad(format!(
+                "job {} is already pending",
+                job.shown_id()
+            )));
         }
         no_requeue(&job)?;
         job.requeue_requested = true;
