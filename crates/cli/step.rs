@@ -14,9 +14,14 @@ pub struct StepArgs {
     /// tasks, up to all]
     #[arg(short = 'N', long, value_name = "N")]
     nodes: Option<u32>,
-    /// Exactly these of the job's nodes (comma-separated), the tasks spread over them in order
+    /// These of the job's nodes (comma-separated), the tasks spread over them in order
+    /// (with -N more: the job's others after them)
     #[arg(short = 'w', long, value_name = "NODE,...", value_delimiter = ',')]
     nodelist: Vec<String>,
+    /// None of these nodes (comma-separated): of the job's, inside one; outside, the
+    /// allocation's
+    #[arg(short = 'x', long, value_name = "NODE,...", value_delimiter = ',')]
+    exclude: Vec<String>,
     /// CPUs per task [default: the job's]
     #[arg(short = 'c', long, value_name = "N")]
     cpus_per_task: Option<u32>,
@@ -473,6 +478,10 @@ fn allocation_flags(args: &StepArgs) -> Vec<String> {
     };
     add("--ntasks", args.ntasks.map(|n| n.to_string()));
     add("--nodes", args.nodes.map(|n| n.to_string()));
+    add(
+        "--exclude",
+        (!args.exclude.is_empty()).then(|| args.exclude.join(",")),
+    );
     add("--cpus-per-task", args.cpus_per_task.map(|n| n.to_string()));
     add("--image", args.image.clone());
     add("--mem", args.mem.clone());
@@ -561,9 +570,6 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
                 ("--partition", args.partition.is_some()),
                 ("--licenses", args.licenses.is_some()),
             ];
-            if !args.nodelist.is_empty() && args.nodes.is_some() {
-                bail!("-N and -w both say which nodes: give one of them");
-            }
             // Slurm's step limits: the step runs within the job's (warned, not refused, so
             // that the script's line runs).
             let within: Vec<&str> = given
@@ -637,6 +643,7 @@ pub fn step(mut args: StepArgs) -> Result<i32> {
         ntasks: args.ntasks,
         nodes: args.nodes,
         nodelist: (!args.nodelist.is_empty()).then_some(args.nodelist),
+        exclude: args.exclude,
         cpus_per_task: args.cpus_per_task,
         argv: args.command,
         env: {

@@ -21,6 +21,10 @@ berth step -l -N 3 -n 3 sh -c 'echo "$(hostname) $SLURM_STEP_NODELIST $SLURM_STE
 echo "named:"
 berth step -w "$third" sh -c 'exit 3'
 echo "code=$?"
+echo "placed:"
+srun -N 1 -w "$third" hostname
+srun -x "$second" -N 2 -n 2 hostname | sort | tr '\n' ' '
+echo
 berth step -n 3 --kill-on-bad-exit sh -c 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi; exec sleep 30'
 echo "bad=$?"
 echo "rsh:"
@@ -60,6 +64,11 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     );
     assert!(out.starts_with(&expected), "{out}");
     assert!(out.contains("\ncode=3\n"), "{out}");
+    // -N with -w: those named (the job's two tasks there); -x: the others.
+    let mut others = [a.clone(), c3.clone()];
+    others.sort();
+    let placed = format!("\nplaced:\n{c3}\n{c3}\n{} {} \n", others[0], others[1]);
+    assert!(out.contains(&placed), "{out}");
     // A step's own memory on every node: its tasks in a cgroup of the step's there.
     let in_step: Vec<&str> = out.lines().filter(|l| l.contains(": memstep ")).collect();
     assert_eq!(in_step.len(), 3, "{out}");
@@ -119,7 +128,7 @@ while [ ! -e left-0 ] || [ ! -e left-1 ] || [ ! -e left-2 ]; do sleep 0.1; done
     // nodes' tasks killed too (their step processes killed their tasks and said what they
     // used), and the one still running on all three nodes when the script ended (the job's
     // end had each node's step process kill its task and say what it used).
-    assert_eq!(steps[3]["exit_code"], 7, "{job}");
+    assert_eq!(steps[5]["exit_code"], 7, "{job}");
     let left = steps.last().unwrap();
     assert!(
         left["command"].as_str().unwrap().contains("left-"),

@@ -593,24 +593,39 @@ impl Agent {
     }
 
     /// POSTs `body` to the controller with this node's credential: to the one that answered
-    /// last, else to the others in turn.
+    /// last, else to the others in turn; where several fail over and none answers, again
+    /// until one has taken over ([`crate::FAILOVER_WAIT`]).
     fn ask<T: Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
     ) -> Result<R, String> {
-        let mut unreachable = Vec::new();
-        for (i, url) in self.controllers() {
-            let from = (&self.key, auth::node_principal(&self.name));
-            match crate::http::post(url, path, (from.0, &from.1), body, TIMEOUT) {
-                Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
-                answer => {
-                    self.leader.store(i, std::sync::atomic::Ordering::Relaxed);
-                    return answer;
+        let deadline = std::time::Instant::now() + self.failover_wait();
+        loop {
+            let mut unreachable = Vec::new();
+            for (i, url) in self.controllers() {
+                let from = (&self.key, auth::node_principal(&self.name));
+                match crate::http::post(url, path, (from.0, &from.1), body, TIMEOUT) {
+                    Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
+                    answer => {
+                        self.leader.store(i, std::sync::atomic::Ordering::Relaxed);
+                        return answer;
+                    }
                 }
             }
+            if std::time::Instant::now() >= deadline {
+                return Err(unreachable.join("; "));
+            }
+            std::thread::sleep(crate::FAILOVER_PAUSE);
         }
-        Err(unreachable.join("; "))
+    }
+
+    /// How long a request waits for a controller to take over: none where there is one.
+    fn failover_wait(&self) -> Duration {
+        match self.controllers.len() {
+            0 | 1 => Duration::ZERO,
+            _ => crate::FAILOVER_WAIT,
+        }
     }
 
     /// Registers (the heartbeat): the node's runners and the runs it voided, to the controller,
@@ -852,17 +867,27 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     let mut request = out.into_bytes();
     request.extend_from_slice(&buf[head_end + 4..]);
     let mut upstream = None;
-    for (_, url) in a.controllers() {
-        let Ok(addr) = crate::tls::address(url) else {
-            continue;
-        };
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            crate::tls::connect_async(tcp, &a.key.tls().client).await
-        };
-        if let Ok(Ok(s)) = tokio::time::timeout(TIMEOUT, connect).await {
-            upstream = Some(s);
+    let deadline = tokio::time::Instant::now() + a.failover_wait();
+    while upstream.is_none() {
+        for (_, url) in a.controllers() {
+            let Ok(addr) = crate::tls::address(url) else {
+                continue;
+            };
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                crate::tls::connect_async(tcp, &a.key.tls().client).await
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(TIMEOUT, connect).await {
+                upstream = Some(s);
+                break;
+            }
+        }
+        // (Several that fail over: one takes over in a few seconds.)
+        if upstream.is_none() && tokio::time::Instant::now() >= deadline {
             break;
+        }
+        if upstream.is_none() {
+            tokio::time::sleep(crate::FAILOVER_PAUSE).await;
         }
     }
     let Some(mut upstream) = upstream else {

@@ -20,3 +20,10 @@ pub mod step;
 pub mod tls;
 
 pub use runner::{JobLaunch, JobResult};
+
+/// How long a request waits for a controller where several fail over and none answers
+/// (the leader gone, another taking over once its lease of a few seconds has run out),
+/// asking again every [`FAILOVER_PAUSE`], as Slurm's clients wait for a backup controller.
+pub const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// See [`FAILOVER_WAIT`].
+pub const FAILOVER_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);

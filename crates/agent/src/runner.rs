@@ -595,11 +595,14 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     let outcome = start(&launch, &undelivered, |outcome| {
         // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
         // Its steps' clients are told too, once the steps have ended ([`ENDED_FILE`]).
+        // (On the node by its name in the cluster, which its host's may not be.)
+        let node = (launch.env.iter())
+            .find(|(k, _)| k == "SLURMD_NODENAME")
+            .map_or_else(crate::node::hostname, |(_, v)| v.clone());
         let stepd = |at: u64, why: &str| {
             berth_core::say!(
-                "slurmstepd: error: *** JOB {} ON {} CANCELLED AT {}{why} ***",
+                "slurmstepd: error: *** JOB {} ON {node} CANCELLED AT {}{why} ***",
                 launch.job_id,
-                crate::node::hostname(),
                 slurm_timestamp(at)
             );
             let _ = std::fs::write(job_dir.join(ENDED_FILE), format!("{at}\n{why}"));

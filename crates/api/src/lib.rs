@@ -1015,9 +1015,13 @@ pub struct StepRequest {
     /// there are tasks, up to all of them.
     #[serde(default)]
     pub nodes: Option<u32>,
-    /// Exactly these of the job's nodes (`srun -w`), the tasks spread over them in order.
+    /// These of the job's nodes (`srun -w`), the tasks spread over them in order; with
+    /// `nodes` more, the job's others after them.
     #[serde(default)]
     pub nodelist: Option<Vec<String>>,
+    /// None of these of the job's nodes (`srun -x`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
     /// `None`: the job's CPUs per task.
     pub cpus_per_task: Option<u32>,
     pub argv: Vec<String>,
@@ -1154,6 +1158,7 @@ impl StepRequest {
             attach: None,
             ntasks: Some(1),
             nodes: None,
+            exclude: Vec::new(),
             nodelist: None,
             cpus_per_task: None,
             argv,

@@ -265,7 +265,7 @@ fn rows<'a>(
         for n in members {
             match rows[start..]
                 .iter_mut()
-                .find(|r| summarize || long_state_of(r.nodes[0]) == long_state_of(n))
+                .find(|r| summarize || shown_state(r.nodes[0]) == shown_state(n))
             {
                 Some(row) => row.nodes.push(n),
                 None => rows.push(Row {
@@ -373,8 +373,13 @@ fn field(letter: char, row: &Row) -> String {
         'a' => p.state.clone(),
         'l' => p.max_time.map_or("infinite".into(), slurm_time),
         'L' => p.default_time.map_or("n/a".into(), slurm_time),
-        't' => nodes.first().map_or("n/a", |n| compact_state_of(n)).into(),
-        'T' => nodes.first().map_or("n/a", |n| long_state_of(n)).into(),
+        't' | 'T' => nodes.first().map_or("n/a".into(), |n| {
+            let state = match letter {
+                't' => compact_state_of(n),
+                _ => long_state_of(n),
+            };
+            format!("{state}{}", shown_state(n).1)
+        }),
         'D' => nodes.len().to_string(),
         'N' | 'n' => berth_core::job::hostlist(&nodes.iter().map(|n| &n.name).collect::<Vec<_>>()),
         'c' => least(&|n| u64::from(n.cpus)),
@@ -455,6 +460,16 @@ fn mark_reserved(nodes: &mut [NodeInfo], reservations: &[berth_api::Reservation]
 /// Whether a node is drained or draining (the API's `drained`, `draining`).
 fn drained(n: &NodeInfo) -> bool {
     matches!(n.state.as_str(), "drain" | "drained" | "draining")
+}
+
+/// A node's state, and sinfo's `*` after it where the node does not answer (down since
+/// it stopped: berth put it out of service as not responding).
+fn shown_state(n: &NodeInfo) -> (&'static str, &'static str) {
+    let silent = n.reason_user.as_deref() == Some("berth")
+        && n.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("not responding"));
+    (long_state_of(n), if silent { "*" } else { "" })
 }
 
 /// A node's state as sinfo's %T prints it (and -t takes it).

@@ -4629,29 +4629,43 @@ impl Controller {
             }
             *holding_memory.entry(&part.node).or_default() += part.memory_bytes.unwrap_or(0);
         }
-        // Its nodes: those named (-w), the first k (-N), or as many as it has tasks.
-        let shares: Vec<&job::Share> = match (&request.nodelist, request.nodes) {
-            (Some(names), _) => names
-                .iter()
-                .map(|n| {
-                    job.share(n).ok_or_else(|| {
-                        format!(
-                            "node {n} is not one of job {id}'s: it runs on {}",
-                            job.nodes().collect::<Vec<_>>().join(",")
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            (None, Some(k)) if k as usize > job.shares.len() || k == 0 => {
+        // Its nodes: those named (-w, and with -N more the job's others after them), the
+        // first k (-N), or as many as it has tasks; never one excluded (-x).
+        let usable: Vec<&job::Share> = (job.shares.iter())
+            .filter(|s| !request.exclude.contains(&s.node))
+            .collect();
+        let named: Vec<&job::Share> = (request.nodelist.iter().flatten())
+            .map(|n| match job.share(n) {
+                Some(s) if usable.iter().any(|u| u.node == s.node) => Ok(s),
+                Some(_) => Err(format!("node {n} is both named (-w) and excluded (-x)")),
+                None => Err(format!(
+                    "node {n} is not one of job {id}'s: it runs on {}",
+                    job.nodes().collect::<Vec<_>>().join(",")
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let shares: Vec<&job::Share> = match (request.nodes, named.len()) {
+            (Some(k), n) if (k as usize) < n => {
                 return Err(format!(
-                    "the step asks for {k} node(s), and job {id} has {}: ask for at most that many (-N)",
-                    job.shares.len()
+                    "the step names {n} node(s) (-w) and asks for {k} (-N): name no more than it asks for"
                 ))
             }
-            (None, Some(k)) => job.shares.iter().take(k as usize).collect(),
-            (None, None) => {
-                let tasks = request.ntasks.map_or(job.shares.len(), |n| n as usize);
-                job.shares.iter().take(tasks.max(1)).collect()
+            (Some(k), _) if k as usize > usable.len() || k == 0 => {
+                return Err(format!(
+                    "the step asks for {k} node(s), and job {id} has {}{}: ask for at most that many (-N)",
+                    usable.len(),
+                    if usable.len() < job.shares.len() { " not excluded" } else { "" }
+                ))
+            }
+            (None, 0) if usable.is_empty() => {
+                return Err(format!("-x excludes every node of job {id}"));
+            }
+            (None, n) if n > 0 => named,
+            (k, _) => {
+                let tasks = request.ntasks.map_or(usable.len(), |n| n as usize);
+                let k = k.map_or(tasks.max(1), |k| k as usize);
+                let others = usable.iter().filter(|s| !named.contains(s));
+                named.iter().chain(others).take(k).copied().collect()
             }
         };
         let per_task = request
@@ -4661,16 +4675,14 @@ impl Controller {
         // A step on fewer nodes than the job has goes where it has the CPUs free (as Slurm
         // picks any of the job's nodes with room), the job's first nodes first.
         let shares = match (request.ntasks, request.nodelist.is_none()) {
-            (Some(n), true)
-                if shares.len() < job.shares.len() && !request.overlap && !request.pty =>
-            {
+            (Some(n), true) if shares.len() < usable.len() && !request.overlap && !request.pty => {
                 let free = |s: &job::Share| {
                     let held = |cpu: &&u32| holding.contains_key(&(s.node.as_str(), **cpu));
                     s.cpu_ids.iter().filter(|c| !held(c)).count() as u64
                 };
                 let mut picked: Vec<&job::Share> = Vec::new();
                 for need in berth_core::job::block_layout(n, shares.len() as u32) {
-                    let room = job.shares.iter().find(|s| {
+                    let room = usable.iter().copied().find(|s| {
                         !picked.iter().any(|p| p.node == s.node)
                             && free(s) >= u64::from(need) * u64::from(per_task)
                     });
