@@ -866,9 +866,10 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     out.push_str("\r\n");
     let mut request = out.into_bytes();
     request.extend_from_slice(&buf[head_end + 4..]);
-    let mut upstream = None;
+    // (Several that fail over: one takes over in a few seconds.)
     let deadline = tokio::time::Instant::now() + a.failover_wait();
-    while upstream.is_none() {
+    let mut upstream = None;
+    loop {
         for (_, url) in a.controllers() {
             let Ok(addr) = crate::tls::address(url) else {
                 continue;
@@ -882,13 +883,10 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
                 break;
             }
         }
-        // (Several that fail over: one takes over in a few seconds.)
-        if upstream.is_none() && tokio::time::Instant::now() >= deadline {
+        if upstream.is_some() || tokio::time::Instant::now() >= deadline {
             break;
         }
-        if upstream.is_none() {
-            tokio::time::sleep(crate::FAILOVER_PAUSE).await;
-        }
+        tokio::time::sleep(crate::FAILOVER_PAUSE).await;
     }
     let Some(mut upstream) = upstream else {
         let down = format!(

@@ -593,9 +593,9 @@ pub fn run(launch_path: &Path, report: Option<OwnedFd>) -> Result<JobResult, Run
     // (A run before this one's, of a job requeued.)
     let _ = std::fs::remove_file(job_dir.join(ENDED_FILE));
     let outcome = start(&launch, &undelivered, |outcome| {
-        // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it.
-        // Its steps' clients are told too, once the steps have ended ([`ENDED_FILE`]).
-        // (On the node by its name in the cluster, which its host's may not be.)
+        // In the job's error file, where its user looks, as slurmstepd (or PBS's MoM) says it,
+        // naming the node as the cluster does (its host's name may differ); its steps'
+        // clients are told too, once the steps have ended ([`ENDED_FILE`]).
         let node = (launch.env.iter())
             .find(|(k, _)| k == "SLURMD_NODENAME")
             .map_or_else(crate::node::hostname, |(_, v)| v.clone());
@@ -860,10 +860,10 @@ fn start(
         // PBS and LSF run a job whose file cannot be written, and keep its output elsewhere
         // (PBS's undelivered files, LSF's mail): here, in its user's home, said in the file
         // and in the job's record. Slurm's job fails (slurmstepd cannot open it).
-        let ext = match (&launch.pbs_names, launch.lsf) {
-            (Some(_), _) => pbs,
-            (None, true) => lsf,
-            (None, false) => return Err((125, error)),
+        let ext = match (&launch.pbs_names, launch.lsf, id.home.starts_with('/')) {
+            (Some(_), _, true) => pbs,
+            (None, true, true) => lsf,
+            _ => return Err((125, error)),
         };
         let kept = Path::new(&id.home).join(format!("{}.{ext}", launch.job_id));
         let file = open_as(&id, &kept, flags, perms)
