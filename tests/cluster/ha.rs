@@ -213,7 +213,7 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
     assert!(b.log().contains("copied image"), "{}", b.log());
     let go = t.c.f.cwd(Mode::Rootless).join("go");
     let long = format!(
-        "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do sleep 0.1; done\necho finished\n",
+        "#!/bin/sh\n#SBATCH -N 2\n#BERTH --image busybox\necho started\nwhile [ ! -e {} ]; do srun -n 1 true || echo srun failed; sleep 0.2; done\necho finished\n",
         go.display()
     );
     let quick = t.c.submit(
@@ -346,7 +346,8 @@ fn a_standby_controller_takes_over_with_no_job_lost_or_run_twice() {
         b.log(),
         t.logs()
     );
-    // Run once: its output holds one start.
+    // Run once: its output holds one start; its steps, one every 0.2 s, waited through the
+    // takeover (none failed).
     let out = output(&t, running);
     assert_eq!(out, "started\nfinished\n");
 }
