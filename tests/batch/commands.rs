@@ -1812,10 +1812,16 @@ fn pbs_commands_as_pbs_users_type_them() {
     let mut term = under_terminal(&command(&c, &links, "qsub", &["-I", "-l", "walltime=5:00"]));
     let out = run_with_stdin(
         &mut term,
-        "test -t 0 && echo \"tty in $PBS_JOBNAME\"; exit 4\n",
+        "test -t 0 && echo \"tty in $PBS_JOBNAME at $(pwd)\"; exit 4\n",
     );
     assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("tty in sh"), "{}", out.stdout);
+    // In its user's home, as PBS's jobs start.
+    let home = c.f.user.home.display();
+    assert!(
+        out.stdout.contains(&format!("tty in sh at {home}")),
+        "{}",
+        out.stdout
+    );
     // PBS's words about it (on the terminal, with what was typed).
     let server = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let said: Vec<&str> = out
@@ -1827,10 +1833,26 @@ fn pbs_commands_as_pbs_users_type_them() {
         said[0].starts_with("qsub: waiting for job ")
             && said[0].ends_with(&format!(".{} to start", server.trim()))
             && said[1].starts_with("qsub: job ")
-            && said[1].ends_with(&format!(".{} ready", server.trim())),
+            && said[1].ends_with(&format!(".{} ready", server.trim()))
+            && said[2] == said[1].replace(" ready", " completed"),
         "{}",
         out.stdout
     );
+    // Its output was the terminal's: no file of it is left anywhere.
+    let id = said[1]
+        .trim_start_matches("qsub: job ")
+        .split('.')
+        .next()
+        .unwrap();
+    for dir in [c.f.user.home.as_path(), cwd.as_path()] {
+        for file in [format!("sh.o{id}"), format!("sh.e{id}")] {
+            assert!(
+                !dir.join(&file).exists(),
+                "{file} left in {}",
+                dir.display()
+            );
+        }
+    }
     let server = host();
     // A job starts in its user's home, its submission directory PBS_O_WORKDIR; -j eo: both
     // streams into the error file; Torque's PBS_WALLTIME and PBS_SERVER.

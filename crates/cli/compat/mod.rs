@@ -756,8 +756,9 @@ fn interactive_job(
     pty: bool,
     cwd: Option<String>,
 ) -> Result<i32> {
-    // The allocation's own script prints nothing: the job's output is this terminal's.
-    options.extend(["-o".to_string(), "/dev/null".to_string()]);
+    // The allocation's own script prints nothing: the job's output is this terminal's (no
+    // file of its own for either stream: PBS's jobs have two by default).
+    options.extend(["-o", "/dev/null", "-e", "/dev/null"].map(String::from));
     let request = berth_api::StepRequest {
         allocate: Some(options),
         allocate_syntax: syntax,
