@@ -47,27 +47,19 @@ impl Connection {
             .ok_or_else(|| anyhow!("BERTH_TOKEN is not a token from `berth token` that names the controller's certificate (a malformed or an older token): get a new one with `berth token` on its machine"))?;
         let tls = berth_agent::tls::client_config(&fingerprint).map_err(|e| anyhow!(e))?;
         // Several that fail over: asked again until one has taken over.
-        let wait = match addrs.len() {
-            1 => std::time::Duration::ZERO,
-            _ => berth_agent::FAILOVER_WAIT,
-        };
-        let deadline = std::time::Instant::now() + wait;
-        loop {
+        let connected = berth_agent::failing_over(addrs.len(), || {
             let mut failed = Vec::new();
             for addr in &addrs {
-                let connected = connect(addr).and_then(|tcp| berth_agent::tls::connect(tcp, &tls));
-                match connected {
-                    Ok(stream) => return Ok(Connection::Network(Box::new(stream), token)),
+                match connect(addr).and_then(|tcp| berth_agent::tls::connect(tcp, &tls)) {
+                    Ok(stream) => return Ok(stream),
                     Err(e) => failed.push(format!("{addr}: {e}")),
                 }
             }
-            if std::time::Instant::now() >= deadline {
-                bail!(
-                    "cannot reach the berth controller (BERTH_API): {}",
-                    failed.join("; ")
-                )
-            }
-            std::thread::sleep(berth_agent::FAILOVER_PAUSE);
+            Err(failed.join("; "))
+        });
+        match connected {
+            Ok(stream) => Ok(Connection::Network(Box::new(stream), token)),
+            Err(failed) => bail!("cannot reach the berth controller (BERTH_API): {failed}"),
         }
     }
 }

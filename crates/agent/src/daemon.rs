@@ -228,8 +228,8 @@ impl StepEnd {
 }
 
 /// How long a step killed by a signal waits for its job's script-ended mark
-/// ([`StepEnd::seen_from`]).
-const SCRIPT_END_MARK_WAIT: Duration = Duration::from_millis(500);
+/// ([`StepEnd::seen_from`]), and for why its job ended (`step::server::job_ending`).
+pub(crate) const SCRIPT_END_MARK_WAIT: Duration = Duration::from_millis(500);
 
 /// The controller, asked over HTTP, as the step authority of this node's step socket.
 struct RemoteAuthority(Shared);
@@ -594,14 +594,13 @@ impl Agent {
 
     /// POSTs `body` to the controller with this node's credential: to the one that answered
     /// last, else to the others in turn; where several fail over and none answers, again
-    /// until one has taken over ([`crate::FAILOVER_WAIT`]).
+    /// until one has taken over ([`crate::failing_over`]).
     fn ask<T: Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
     ) -> Result<R, String> {
-        let deadline = std::time::Instant::now() + self.failover_wait();
-        loop {
+        let answered = crate::failing_over(self.controllers.len(), || {
             let mut unreachable = Vec::new();
             for (i, url) in self.controllers() {
                 let from = (&self.key, auth::node_principal(&self.name));
@@ -609,23 +608,13 @@ impl Agent {
                     Err(e) if e.starts_with("cannot reach") => unreachable.push(e),
                     answer => {
                         self.leader.store(i, std::sync::atomic::Ordering::Relaxed);
-                        return answer;
+                        return Ok(answer);
                     }
                 }
             }
-            if std::time::Instant::now() >= deadline {
-                return Err(unreachable.join("; "));
-            }
-            std::thread::sleep(crate::FAILOVER_PAUSE);
-        }
-    }
-
-    /// How long a request waits for a controller to take over: none where there is one.
-    fn failover_wait(&self) -> Duration {
-        match self.controllers.len() {
-            0 | 1 => Duration::ZERO,
-            _ => crate::FAILOVER_WAIT,
-        }
+            Err(unreachable.join("; "))
+        });
+        answered?
     }
 
     /// Registers (the heartbeat): the node's runners and the runs it voided, to the controller,
@@ -867,7 +856,7 @@ async fn proxy(a: Shared, mut client: tokio::net::UnixStream) {
     let mut request = out.into_bytes();
     request.extend_from_slice(&buf[head_end + 4..]);
     // (Several that fail over: one takes over in a few seconds.)
-    let deadline = tokio::time::Instant::now() + a.failover_wait();
+    let deadline = tokio::time::Instant::now() + crate::failover_wait(a.controllers.len());
     let mut upstream = None;
     loop {
         for (_, url) in a.controllers() {

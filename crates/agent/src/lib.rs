@@ -27,3 +27,27 @@ pub use runner::{JobLaunch, JobResult};
 pub const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// See [`FAILOVER_WAIT`].
 pub const FAILOVER_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a request to `controllers` controllers waits for one to answer: none where
+/// there is one, [`FAILOVER_WAIT`] where several fail over.
+pub fn failover_wait(controllers: usize) -> std::time::Duration {
+    match controllers {
+        0 | 1 => std::time::Duration::ZERO,
+        _ => FAILOVER_WAIT,
+    }
+}
+
+/// `attempt`, again every [`FAILOVER_PAUSE`] while it finds no controller (`Err`) for up to
+/// [`failover_wait`] of `controllers`; its last answer.
+pub fn failing_over<T, E>(
+    controllers: usize,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + failover_wait(controllers);
+    loop {
+        match attempt() {
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(FAILOVER_PAUSE),
+            done => return done,
+        }
+    }
+}

@@ -604,6 +604,10 @@ pub struct ControllerInfo {
     pub failed: Vec<String>,
 }
 
+/// How a node's reason begins where the controller took it down for not answering
+/// (`not responding: no heartbeat for 60 s`).
+pub const NOT_RESPONDING: &str = "not responding";
+
 /// A node as `berth nodes` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {

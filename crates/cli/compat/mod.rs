@@ -768,10 +768,7 @@ fn interactive_job(
         ..berth_api::StepRequest::new(
             argv,
             crate::step::environment(),
-            match cwd {
-                Some(dir) => dir,
-                None => crate::step::current_dir()?,
-            },
+            cwd.map_or_else(crate::step::current_dir, Ok)?,
         )
     };
     crate::step::run(request)

@@ -215,11 +215,7 @@ fn interactive_dir(args: &[String]) -> Result<Option<String>> {
         (Some(dir), _) if dir.starts_with('/') => Some(dir),
         (Some(dir), _) => Some(format!("{}/{dir}", crate::step::current_dir()?)),
         (None, Some(true)) => None,
-        (None, _) => {
-            // SAFETY: getuid(2) cannot fail.
-            let uid = unsafe { libc::getuid() };
-            Some(berth_runtime::Identity::lookup(&uid.to_string(), false)?.home)
-        }
+        (None, _) => Some(berth_runtime::Identity::current()?.home),
     })
 }
 

@@ -263,10 +263,10 @@ fn rows<'a>(
         }
         let start = rows.len();
         for n in members {
-            match rows[start..]
-                .iter_mut()
-                .find(|r| summarize || shown_state(r.nodes[0]) == shown_state(n))
-            {
+            match rows[start..].iter_mut().find(|r| {
+                let shown = |n| (long_state_of(n), silent_mark(n));
+                summarize || shown(r.nodes[0]) == shown(n)
+            }) {
                 Some(row) => row.nodes.push(n),
                 None => rows.push(Row {
                     partition,
@@ -373,12 +373,11 @@ fn field(letter: char, row: &Row) -> String {
         'a' => p.state.clone(),
         'l' => p.max_time.map_or("infinite".into(), slurm_time),
         'L' => p.default_time.map_or("n/a".into(), slurm_time),
-        't' | 'T' => nodes.first().map_or("n/a".into(), |n| {
-            let state = match letter {
-                't' => compact_state_of(n),
-                _ => long_state_of(n),
-            };
-            format!("{state}{}", shown_state(n).1)
+        't' => nodes.first().map_or("n/a".into(), |n| {
+            format!("{}{}", compact_state_of(n), silent_mark(n))
+        }),
+        'T' => nodes.first().map_or("n/a".into(), |n| {
+            format!("{}{}", long_state_of(n), silent_mark(n))
         }),
         'D' => nodes.len().to_string(),
         'N' | 'n' => berth_core::job::hostlist(&nodes.iter().map(|n| &n.name).collect::<Vec<_>>()),
@@ -462,14 +461,16 @@ fn drained(n: &NodeInfo) -> bool {
     matches!(n.state.as_str(), "drain" | "drained" | "draining")
 }
 
-/// A node's state, and sinfo's `*` after it where the node does not answer (down since
-/// it stopped: berth put it out of service as not responding).
-fn shown_state(n: &NodeInfo) -> (&'static str, &'static str) {
+/// sinfo's `*` after the state of a node that does not answer (down since it stopped:
+/// berth put it out of service as not responding).
+fn silent_mark(n: &NodeInfo) -> &'static str {
     let silent = n.reason_user.as_deref() == Some("berth")
-        && n.reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("not responding"));
-    (long_state_of(n), if silent { "*" } else { "" })
+        && (n.reason.as_deref()).is_some_and(|r| r.starts_with(berth_api::NOT_RESPONDING));
+    if silent {
+        "*"
+    } else {
+        ""
+    }
 }
 
 /// A node's state as sinfo's %T prints it (and -t takes it).

@@ -1058,17 +1058,17 @@ impl Controller {
                 // for, or where it is still known here; a whole array as `7_*`, and so
                 // aftercorr's (each task's own).
                 let asked = deps.jobs.get(term as usize).filter(|d| d.kind == kind);
-                let task = (asked.and_then(|d| Some(d.job).zip(d.array_index))).or_else(|| {
-                    let t = self.active.get(&first)?;
-                    t.array_job_id.zip(t.array_task_id)
-                });
-                let named = match (kind, first == last, task) {
-                    (berth_core::job::DependencyKind::AfterCorr, _, _) => {
+                let one = || {
+                    (asked.and_then(|d| Some(format!("{}_{}", d.job, d.array_index?))))
+                        .or_else(|| self.active.get(&first).map(Job::shown_id))
+                        .unwrap_or_else(|| first.to_string())
+                };
+                let named = match (kind, first == last) {
+                    (berth_core::job::DependencyKind::AfterCorr, _) => {
                         format!("{}_*", asked.map_or(first, |d| d.job))
                     }
-                    (_, true, Some((array, index))) => format!("{array}_{index}"),
-                    (_, true, None) => first.to_string(),
-                    (_, false, _) => format!("{first}_*"),
+                    (_, true) => one(),
+                    (_, false) => format!("{first}_*"),
                 };
                 // Its delay as it was asked for (`after:7+5`).
                 let named = match delay {
@@ -4339,7 +4339,11 @@ impl Controller {
             .filter(|n| n.last_seen.elapsed() > timeout)
             .map(|n| {
                 n.down = Some(NodeReason {
-                    reason: format!("not responding: no heartbeat for {} s", timeout.as_secs()),
+                    reason: format!(
+                        "{}: no heartbeat for {} s",
+                        berth_api::NOT_RESPONDING,
+                        timeout.as_secs()
+                    ),
                     user: "berth".into(),
                     time: now(),
                 });

@@ -1587,7 +1587,9 @@ fn run_tasks(
     let copies = !own_files && !launch.pty && launch.input_task.is_none() && launch.tasks.len() > 1;
     // --pty: the tasks but the first have no input or output, as srun gives them (a shell
     // there ends at once).
-    let quiet = match launch.pty && launch.tasks.len() > 1 {
+    let quiet = launch.pty && launch.tasks.len() > 1;
+    let inputs = launch.input_task.is_some() && !own_files;
+    let null = match quiet || inputs {
         true => Some(
             std::fs::OpenOptions::new()
                 .read(true)
@@ -1596,12 +1598,6 @@ fn run_tasks(
                 .map_err(io_err("opening /dev/null for the tasks"))?,
         ),
         false => None,
-    };
-    let null = match launch.input_task {
-        Some(_) if !own_files => Some(
-            std::fs::File::open("/dev/null").map_err(io_err("opening /dev/null for the tasks"))?,
-        ),
-        _ => None,
     };
     let (mut readers, mut feeds) = (Vec::new(), Vec::new());
     // --multi-prog: each task's own program (the controller checked every rank has one).
@@ -1644,19 +1640,17 @@ fn run_tasks(
             None
         };
         let [mut stdin, mut stdout, mut stderr] = files.of_task(launch, id, rank)?;
-        if let Some(null) = quiet.as_ref().filter(|_| local > 0) {
-            [stdin, stdout, stderr] = [Some(null.as_raw_fd()); 3];
+        let null_fd = null.as_ref().map(|n| n.as_raw_fd());
+        if quiet && local > 0 {
+            [stdin, stdout, stderr] = [null_fd; 3];
         }
         if copies {
             let (read, write) = pipe(0)?;
             stdin = Some(read.as_raw_fd());
             readers.push(read);
             feeds.push(write);
-        } else if let Some(null) = null
-            .as_ref()
-            .filter(|_| launch.input_task != Some(rank as u32))
-        {
-            stdin = Some(null.as_raw_fd());
+        } else if inputs && launch.input_task != Some(rank as u32) {
+            stdin = null_fd;
         }
         let task = berth_runtime::enter::Task {
             argv: &argv,

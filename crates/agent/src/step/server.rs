@@ -1151,9 +1151,11 @@ async fn run_step<A: StepAuthority>(
             }
         }
     };
-    // Its tasks killed with its job (cancelled, or out of time): said to the client too, as
-    // slurmstepd says it to srun.
-    if client && ending.terminating.is_none() && end.signal.is_some() {
+    // Its tasks killed with its job (cancelled, or out of time: SIGTERM, or SIGKILL after
+    // the KillWait or with the job's container): said to the client too, as slurmstepd
+    // says it to srun.
+    let with_job = matches!(end.signal, Some(libc::SIGTERM | libc::SIGKILL));
+    if client && ending.terminating.is_none() && with_job {
         if let Some((at, why)) = job_ending(&grant.job_dir).await {
             let _ = send(write, &StepEvent::Notice(said_at(at, &why))).await;
         }
@@ -1182,19 +1184,22 @@ async fn run_step<A: StepAuthority>(
 /// Why the job of directory `job_dir` is ending, if it is cancelled or out of time: when,
 /// and slurmstepd's words for why (` DUE TO TIME LIMIT`), as its node's agent and then its
 /// runner leave it there ([`crate::runner::CANCELLED_FILE`], then
-/// [`crate::runner::ENDED_FILE`]). Waited for a moment: the job's script, which had its
-/// signal with its steps' tasks, may still be ending.
+/// [`crate::runner::ENDED_FILE`]). Waited for as the script-ended mark is
+/// ([`crate::daemon::SCRIPT_END_MARK_WAIT`]): the job's script, which had its signal with
+/// its steps' tasks, may still be ending.
 async fn job_ending(job_dir: &std::path::Path) -> Option<(u64, String)> {
-    for _ in 0..50 {
-        for name in [crate::runner::ENDED_FILE, crate::runner::CANCELLED_FILE] {
-            if let Ok(text) = std::fs::read_to_string(job_dir.join(name)) {
-                let (at, why) = text.split_once('\n')?;
-                return Some((at.parse().ok()?, why.to_string()));
-            }
+    let deadline = tokio::time::Instant::now() + crate::daemon::SCRIPT_END_MARK_WAIT;
+    let said = loop {
+        let said = [crate::runner::ENDED_FILE, crate::runner::CANCELLED_FILE]
+            .into_iter()
+            .find_map(|name| std::fs::read_to_string(job_dir.join(name)).ok());
+        if said.is_some() || tokio::time::Instant::now() >= deadline {
+            break said?;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    None
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let (at, why) = said.split_once('\n')?;
+    Some((at.parse().ok()?, why.to_string()))
 }
 
 /// How long a step's parts have to end their tasks and say what they used, once it is
